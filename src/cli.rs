@@ -1,2 +1,1 @@
-//! TODO
 pub fn main() -> i32 { 0 }
