@@ -11,7 +11,9 @@
 //!    it, so every boot can tell a trial from a fallback from an
 //!    interrupted write.
 
-use crate::boot::{custom::CustomBackend, grub::GrubBackend, uboot::UbootBackend, BootState, Bootloader};
+use crate::boot::{
+    custom::CustomBackend, grub::GrubBackend, uboot::UbootBackend, BootState, Bootloader,
+};
 use crate::config::{BootloaderKind, Config};
 use crate::error::{Error, Result};
 use crate::fetch::{Document, Transport, TransportOptions, Validators};
@@ -44,19 +46,28 @@ impl Host {
             BootloaderKind::Grub => Box::new(GrubBackend::new(b.grubenv.clone(), b.tries)),
             BootloaderKind::Uboot => Box::new(UbootBackend::new(b.fw_env_config.clone(), b.tries)?),
             BootloaderKind::Custom => {
-                let script = b.script.clone().ok_or_else(|| Error::Refused("bootloader.script missing".into()))?;
+                let script = b
+                    .script
+                    .clone()
+                    .ok_or_else(|| Error::Refused("bootloader.script missing".into()))?;
                 Box::new(CustomBackend::new(script))
             }
         };
         let state_dir = StateDir::new(&config.update.state_dir);
-        Ok(Host { config, state_dir, boot })
+        Ok(Host {
+            config,
+            state_dir,
+            boot,
+        })
     }
 
     /// Which slot is running: the kernel command line, then the
     /// bootloader's own word, then the device of `/`.
     pub fn booted_slot(&self) -> Result<SlotName> {
         let cmdline_path = &self.config.system.cmdline;
-        if let Some(slot) = system::read_fact(cmdline_path).and_then(|c| system::booted_slot_from_cmdline(&c)) {
+        if let Some(slot) =
+            system::read_fact(cmdline_path).and_then(|c| system::booted_slot_from_cmdline(&c))
+        {
             return Ok(slot);
         }
         if let Some(slot) = self.boot.booted()? {
@@ -116,11 +127,12 @@ pub fn fetch_verified(
     location: &str,
     validators: Option<&Validators>,
 ) -> Result<Option<Verified>> {
-    let (body, validators) = match transport.get_document(location, manifest::MAX_MANIFEST_BYTES, validators)? {
-        Document::Fetched { body, validators } => (body, validators),
-        Document::NotModified => return Ok(None),
-        Document::NotFound => return Err(Error::Refused(format!("{location}: not found"))),
-    };
+    let (body, validators) =
+        match transport.get_document(location, manifest::MAX_MANIFEST_BYTES, validators)? {
+            Document::Fetched { body, validators } => (body, validators),
+            Document::NotModified => return Ok(None),
+            Document::NotFound => return Err(Error::Refused(format!("{location}: not found"))),
+        };
     let keys = KeyRing::load(&host.config.update.keys_dirs)?;
     let mut signatures = Vec::new();
     let mut names = vec![format!("{location}.minisig")];
@@ -137,11 +149,17 @@ pub fn fetch_verified(
         }
     }
     if signatures.is_empty() {
-        return Err(Error::Refused(format!("{location}.minisig: missing (a release must be signed)")));
+        return Err(Error::Refused(format!(
+            "{location}.minisig: missing (a release must be signed)"
+        )));
     }
     trust::verify_threshold(&body, &signatures, &keys, host.config.update.threshold)?;
     let manifest = Manifest::parse(&body)?;
-    Ok(Some(Verified { location: location.to_string(), manifest, validators }))
+    Ok(Some(Verified {
+        location: location.to_string(),
+        manifest,
+        validators,
+    }))
 }
 
 /// The outcome of `check`.
@@ -166,7 +184,11 @@ pub struct InstallOptions {
 pub fn check(host: &Host, location: Option<&str>, allow_downgrade: bool) -> Result<CheckOutcome> {
     let location = match location.or(host.config.update.url.as_deref()) {
         Some(l) => l.to_string(),
-        None => return Err(Error::Usage("no release source: give one or set update.url".into())),
+        None => {
+            return Err(Error::Usage(
+                "no release source: give one or set update.url".into(),
+            ))
+        }
     };
     let state_dir = &host.state_dir;
     let mut state = state_dir.load()?;
@@ -178,12 +200,20 @@ pub fn check(host: &Host, location: Option<&str>, allow_downgrade: bool) -> Resu
         .last_check
         .as_ref()
         .filter(|c| c.url == location && !allow_downgrade)
-        .map(|c| Validators { etag: c.etag.clone(), last_modified: c.last_modified.clone() });
+        .map(|c| Validators {
+            etag: c.etag.clone(),
+            last_modified: c.last_modified.clone(),
+        });
     let Some(verified) = fetch_verified(host, &transport, &location, previous.as_ref())? else {
-        return Ok(CheckOutcome::UpToDate { reason: "release manifest unchanged since the last check".into(), kind: "not_modified" });
+        return Ok(CheckOutcome::UpToDate {
+            reason: "release manifest unchanged since the last check".into(),
+            kind: "not_modified",
+        });
     };
     let booted_version = host.booted_version(&state, booted);
-    let booted_version = booted_version.as_deref().and_then(|v| Version::parse(v).ok());
+    let booted_version = booted_version
+        .as_deref()
+        .and_then(|v| Version::parse(v).ok());
     let failed = state.failed_versions();
     let facts = HostFacts {
         compatible: &host.config.update.compatible,
@@ -210,7 +240,10 @@ pub fn check(host: &Host, location: Option<&str>, allow_downgrade: bool) -> Resu
     }
     match verdict {
         Ok(()) => Ok(CheckOutcome::Available(Box::new(verified))),
-        Err(na) => Ok(CheckOutcome::UpToDate { reason: na.to_string(), kind: na.kind() }),
+        Err(na) => Ok(CheckOutcome::UpToDate {
+            reason: na.to_string(),
+            kind: na.kind(),
+        }),
     }
 }
 
@@ -232,19 +265,28 @@ fn check_targets(host: &Host, m: &Manifest, booted: SlotName) -> Result<BTreeMap
         .map(|t| system::mounted_devices(&t))
         .unwrap_or_default();
     let root = crate::slot::root_device();
-    let booted_devices: Vec<Device> =
-        host.config.slots[&booted].values().filter_map(|p| Device::inspect(p).ok()).collect();
+    let booted_devices: Vec<Device> = host.config.slots[&booted]
+        .values()
+        .filter_map(|p| Device::inspect(p).ok())
+        .collect();
     let mut devices = BTreeMap::new();
     for (class, image) in &m.doc.images {
         let Some(path) = host.config.device(target, class) else {
             return Err(Error::Refused(format!(
                 "release image class {class:?} has no partition in slot {target} (configured: {})",
-                host.config.slots[&target].keys().cloned().collect::<Vec<_>>().join(", ")
+                host.config.slots[&target]
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         };
         let dev = Device::inspect(path)?;
         if booted_devices.iter().any(|b| b.same_as(&dev)) {
-            return Err(Error::Refused(format!("{}: is a device of the booted slot {booted}", path.display())));
+            return Err(Error::Refused(format!(
+                "{}: is a device of the booted slot {booted}",
+                path.display()
+            )));
         }
         dev.check_writable(&mounted, root)?;
         if image.size > dev.size {
@@ -271,7 +313,9 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
 
     // Re-judge under the lock: the state may have changed since `check`.
     let booted_version = host.booted_version(&state, booted);
-    let booted_version = booted_version.as_deref().and_then(|v| Version::parse(v).ok());
+    let booted_version = booted_version
+        .as_deref()
+        .and_then(|v| Version::parse(v).ok());
     let failed = state.failed_versions();
     manifest::evaluate(
         m,
@@ -292,7 +336,10 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
             )));
         }
         if t.phase == Phase::Staged && t.manifest_sha256 == m.sha256 && t.to == target {
-            log(&format!("release {} is already staged in slot {target}", m.version));
+            log(&format!(
+                "release {} is already staged in slot {target}",
+                m.version
+            ));
             return finish_staged(host, &state, target, m, 0, 0, opts);
         }
     }
@@ -311,7 +358,15 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
         .doc
         .images
         .iter()
-        .map(|(c, i)| (c.clone(), ImageRef { sha256: i.sha256.clone(), size: i.size }))
+        .map(|(c, i)| {
+            (
+                c.clone(),
+                ImageRef {
+                    sha256: i.sha256.clone(),
+                    size: i.size,
+                },
+            )
+        })
         .collect();
     state.note_created(m.created);
     state.transaction = Some(Transaction {
@@ -324,7 +379,13 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
         staged_boot_id: None,
         images: images.clone(),
     });
-    state.slots.insert(target, SlotRecord { status: "installing".into(), ..Default::default() });
+    state.slots.insert(
+        target,
+        SlotRecord {
+            status: "installing".into(),
+            ..Default::default()
+        },
+    );
     host.state_dir.save(&state)?;
 
     let mut payload_bytes = 0;
@@ -341,13 +402,17 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                     m.version,
                     devices[class].path.display()
                 ));
-                let mut progress = Progress::new(&format!("{class} {}", m.version), image.size, opts.quiet);
+                let mut progress =
+                    Progress::new(&format!("{class} {}", m.version), image.size, opts.quiet);
                 let resumed = reader.resumed_from();
                 if resumed > 0 {
                     log(&format!("resuming {location} at byte {resumed}"));
                 }
                 let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-                let reader = CountingReader { inner: reader, network: counter.clone() };
+                let reader = CountingReader {
+                    inner: reader,
+                    network: counter.clone(),
+                };
                 let written = install::write_image(
                     class,
                     reader,
@@ -371,7 +436,13 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                     let _ = std::fs::remove_file(&partial);
                 }
                 state.transaction = None;
-                state.slots.insert(target, SlotRecord { status: "bad".into(), ..Default::default() });
+                state.slots.insert(
+                    target,
+                    SlotRecord {
+                        status: "bad".into(),
+                        ..Default::default()
+                    },
+                );
                 host.state_dir.save(&state)?;
                 return Err(e);
             }
@@ -408,13 +479,22 @@ fn finish_staged(
     network_bytes: u64,
     opts: &InstallOptions,
 ) -> Result<Installed> {
-    log(&format!("release {} staged in slot {target}; the next boot tries it", m.version));
+    log(&format!(
+        "release {} staged in slot {target}; the next boot tries it",
+        m.version
+    ));
     let rebooting = !opts.no_reboot;
     if rebooting {
         log("rebooting into the new slot");
         system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
     }
-    Ok(Installed { slot: target, version: m.version.to_string(), payload_bytes, network_bytes, rebooting })
+    Ok(Installed {
+        slot: target,
+        version: m.version.to_string(),
+        payload_bytes,
+        network_bytes,
+        rebooting,
+    })
 }
 
 /// Passes reads through and counts them (bytes that reached the pipeline).
@@ -426,7 +506,8 @@ struct CountingReader<R> {
 impl<R: std::io::Read> std::io::Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.network.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.network
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -461,18 +542,36 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
         // activation and the state write), the slot's bytes decide.
         if t.phase == Phase::Writing {
             let intact = t.images.iter().all(|(class, image)| {
-                host.config
-                    .device(booted, class)
-                    .is_some_and(|p| install::hash_path(p, image.size).is_ok_and(|h| h == image.sha256))
+                host.config.device(booted, class).is_some_and(|p| {
+                    install::hash_path(p, image.size).is_ok_and(|h| h == image.sha256)
+                })
             });
             if !intact {
-                return rollback_trial(host, &mut state, &t, "the trial slot's contents do not match the release", no_reboot);
+                return rollback_trial(
+                    host,
+                    &mut state,
+                    &t,
+                    "the trial slot's contents do not match the release",
+                    no_reboot,
+                );
             }
         }
-        log(&format!("slot {booted} is on trial with {}: running health checks", t.version));
+        log(&format!(
+            "slot {booted} is on trial with {}: running health checks",
+            t.version
+        ));
         let (ok, results) = crate::health::run_until_verdict(&host.config.health, &mut |r| {
             if !quiet {
-                log(&format!("check {}: {}{}", r.name, if r.passed { "pass" } else { "FAIL" }, if r.detail.is_empty() { String::new() } else { format!(" ({})", r.detail) }));
+                log(&format!(
+                    "check {}: {}{}",
+                    r.name,
+                    if r.passed { "pass" } else { "FAIL" },
+                    if r.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", r.detail)
+                    }
+                ));
             }
         });
         crate::failpoint::hit("health-verdict");
@@ -493,14 +592,23 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             .map(|r| format!("{}: {}", r.name, r.detail))
             .collect::<Vec<_>>()
             .join("; ");
-        return rollback_trial(host, &mut state, &t, &format!("health checks failed: {reason}"), no_reboot);
+        return rollback_trial(
+            host,
+            &mut state,
+            &t,
+            &format!("health checks failed: {reason}"),
+            no_reboot,
+        );
     }
 
     // Booted the old slot.
     match t.phase {
         Phase::Writing => {
             // An install was interrupted; the next `update` finishes it.
-            log(&format!("an install of {} into slot {} was interrupted; it will be redone", t.version, t.to));
+            log(&format!(
+                "an install of {} into slot {} was interrupted; it will be redone",
+                t.version, t.to
+            ));
             rebless(host, &mut state, booted)?;
             Ok(Verdict::Healthy)
         }
@@ -509,7 +617,10 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             Ok(Verdict::AwaitingReboot { version: t.version })
         }
         Phase::Staged => {
-            let reason = format!("slot {} never came up with {}; the bootloader fell back to {booted}", t.to, t.version);
+            let reason = format!(
+                "slot {} never came up with {}; the bootloader fell back to {booted}",
+                t.to, t.version
+            );
             log(&reason);
             host.boot.set_state(t.to, BootState::Bad)?;
             state.record_failed(&t.version, &t.manifest_sha256, &reason, now());
@@ -524,8 +635,17 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
     }
 }
 
-fn rollback_trial(host: &Host, state: &mut State, t: &Transaction, reason: &str, no_reboot: bool) -> Result<Verdict> {
-    log(&format!("rolling back {} in slot {}: {reason}", t.version, t.to));
+fn rollback_trial(
+    host: &Host,
+    state: &mut State,
+    t: &Transaction,
+    reason: &str,
+    no_reboot: bool,
+) -> Result<Verdict> {
+    log(&format!(
+        "rolling back {} in slot {}: {reason}",
+        t.version, t.to
+    ));
     host.boot.set_state(t.to, BootState::Bad)?;
     host.boot.activate(t.from)?;
     crate::failpoint::hit("rolled-back");
@@ -539,7 +659,10 @@ fn rollback_trial(host: &Host, state: &mut State, t: &Transaction, reason: &str,
         log(&format!("rebooting into slot {}", t.from));
         system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
     }
-    Ok(Verdict::RolledBack { version: t.version.clone(), reason: reason.to_string() })
+    Ok(Verdict::RolledBack {
+        version: t.version.clone(),
+        reason: reason.to_string(),
+    })
 }
 
 /// Mark the running, healthy slot good again. The bootloader script sets
@@ -567,11 +690,23 @@ pub fn mark(host: &Host, slot: Option<SlotName>, good: bool) -> Result<SlotName>
         Some(s) => s,
         None => host.booted_slot()?,
     };
-    host.boot.set_state(slot, if good { BootState::Good } else { BootState::Bad })?;
+    host.boot.set_state(
+        slot,
+        if good {
+            BootState::Good
+        } else {
+            BootState::Bad
+        },
+    )?;
     let mut rec = state.slot(slot);
     rec.status = if good { "good" } else { "bad" }.into();
     state.slots.insert(slot, rec);
-    if good && state.transaction.as_ref().is_some_and(|t| t.to == slot && t.phase == Phase::Staged) {
+    if good
+        && state
+            .transaction
+            .as_ref()
+            .is_some_and(|t| t.to == slot && t.phase == Phase::Staged)
+    {
         state.transaction = None;
     }
     host.state_dir.save(&state)?;
@@ -630,7 +765,10 @@ pub fn status(host: &Host) -> Result<Status> {
         slots.insert(
             slot,
             SlotStatus {
-                devices: host.config.slots[&slot].iter().map(|(c, p)| (c.clone(), p.display().to_string())).collect(),
+                devices: host.config.slots[&slot]
+                    .iter()
+                    .map(|(c, p)| (c.clone(), p.display().to_string()))
+                    .collect(),
                 record: state.slot(slot),
                 bootloader_state: host.boot.state(slot).ok().map(|s| s.to_string()),
             },

@@ -220,9 +220,12 @@ impl Config {
         for file in &files {
             merge(&mut merged, read_fragment(file)?);
         }
-        let fragment: Fragment = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(format!("{}: {}", main.display(), e.message())))?;
+        let fragment: Fragment =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    ConfigError(format!("{}: {}", main.display(), e.message()))
+                })?;
         Config::from_fragment(fragment, files)
     }
 
@@ -230,7 +233,11 @@ impl Config {
     pub fn from_str(text: &str, name: &Path) -> Result<Config, ConfigError> {
         let fragment: Fragment = toml::from_str(text).map_err(|e: toml::de::Error| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-            ConfigError(format!("{}:{line}: {}", name.display(), e.message().replace('\n', " ")))
+            ConfigError(format!(
+                "{}:{line}: {}",
+                name.display(),
+                e.message().replace('\n', " ")
+            ))
         })?;
         Config::from_fragment(fragment, vec![name.to_path_buf()])
     }
@@ -247,23 +254,34 @@ impl Config {
             Some(s) => parse_duration(&s).map_err(|e| err(key, e)),
         };
 
-        let compatible = f
-            .update
-            .compatible
-            .ok_or_else(|| err("update.compatible", "missing (the manifest's compatible string this host accepts)".into()))?;
+        let compatible = f.update.compatible.ok_or_else(|| {
+            err(
+                "update.compatible",
+                "missing (the manifest's compatible string this host accepts)".into(),
+            )
+        })?;
         let threshold = f.update.threshold.unwrap_or(1).max(1) as usize;
         let max_window_log = f.update.max_window_log.unwrap_or(27);
         if !(10..=31).contains(&max_window_log) {
-            return Err(err("update.max_window_log", format!("{max_window_log} is outside 10..=31")));
+            return Err(err(
+                "update.max_window_log",
+                format!("{max_window_log} is outside 10..=31"),
+            ));
         }
         let update = Update {
             url: f.update.url,
             compatible,
-            state_dir: f.update.state_dir.unwrap_or_else(|| "/var/lib/abupdate".into()).into(),
+            state_dir: f
+                .update
+                .state_dir
+                .unwrap_or_else(|| "/var/lib/abupdate".into())
+                .into(),
             keys_dirs: f
                 .update
                 .keys_dirs
-                .unwrap_or_else(|| vec!["/usr/lib/abupdate/keys".into(), "/etc/abupdate/keys".into()])
+                .unwrap_or_else(|| {
+                    vec!["/usr/lib/abupdate/keys".into(), "/etc/abupdate/keys".into()]
+                })
                 .into_iter()
                 .map(PathBuf::from)
                 .collect(),
@@ -280,18 +298,37 @@ impl Config {
             .reboot
             .unwrap_or_else(|| vec!["systemctl".into(), "reboot".into()]);
         if reboot.is_empty() {
-            return Err(err("system.reboot", "must name a command (an argv list)".into()));
+            return Err(err(
+                "system.reboot",
+                "must name a command (an argv list)".into(),
+            ));
         }
         let system = System {
-            cmdline: f.system.cmdline.unwrap_or_else(|| "/proc/cmdline".into()).into(),
-            os_release: f.system.os_release.unwrap_or_else(|| "/etc/os-release".into()).into(),
-            machine_id: f.system.machine_id.unwrap_or_else(|| "/etc/machine-id".into()).into(),
+            cmdline: f
+                .system
+                .cmdline
+                .unwrap_or_else(|| "/proc/cmdline".into())
+                .into(),
+            os_release: f
+                .system
+                .os_release
+                .unwrap_or_else(|| "/etc/os-release".into())
+                .into(),
+            machine_id: f
+                .system
+                .machine_id
+                .unwrap_or_else(|| "/etc/machine-id".into())
+                .into(),
             boot_id: f
                 .system
                 .boot_id
                 .unwrap_or_else(|| "/proc/sys/kernel/random/boot_id".into())
                 .into(),
-            mountinfo: f.system.mountinfo.unwrap_or_else(|| "/proc/self/mountinfo".into()).into(),
+            mountinfo: f
+                .system
+                .mountinfo
+                .unwrap_or_else(|| "/proc/self/mountinfo".into())
+                .into(),
             reboot,
         };
 
@@ -307,7 +344,10 @@ impl Config {
             }
         };
         if kind == BootloaderKind::Custom && f.bootloader.script.is_none() {
-            return Err(err("bootloader.script", "missing (required when kind = \"custom\")".into()));
+            return Err(err(
+                "bootloader.script",
+                "missing (required when kind = \"custom\")".into(),
+            ));
         }
         let tries = f.bootloader.tries.unwrap_or(1);
         if !(1..=9).contains(&tries) {
@@ -315,7 +355,11 @@ impl Config {
         }
         let bootloader = Bootloader {
             kind,
-            grubenv: f.bootloader.grubenv.unwrap_or_else(|| "/boot/grub/grubenv".into()).into(),
+            grubenv: f
+                .bootloader
+                .grubenv
+                .unwrap_or_else(|| "/boot/grub/grubenv".into())
+                .into(),
             fw_env_config: f
                 .bootloader
                 .fw_env_config
@@ -330,16 +374,33 @@ impl Config {
             let slot: SlotName = match name.as_str() {
                 "A" => SlotName::A,
                 "B" => SlotName::B,
-                _ => return Err(err(&format!("slots.{name}"), "slot names are A and B".into())),
+                _ => {
+                    return Err(err(
+                        &format!("slots.{name}"),
+                        "slot names are A and B".into(),
+                    ))
+                }
             };
             if classes.is_empty() {
-                return Err(err(&format!("slots.{name}"), "names no partition (e.g. rootfs = \"/dev/…\")".into()));
+                return Err(err(
+                    &format!("slots.{name}"),
+                    "names no partition (e.g. rootfs = \"/dev/…\")".into(),
+                ));
             }
-            slots.insert(slot, classes.into_iter().map(|(c, p)| (c, PathBuf::from(p))).collect());
+            slots.insert(
+                slot,
+                classes
+                    .into_iter()
+                    .map(|(c, p)| (c, PathBuf::from(p)))
+                    .collect(),
+            );
         }
         for slot in SlotName::ALL {
             if !slots.contains_key(&slot) {
-                return Err(err(&format!("slots.{slot}"), "missing (both slots A and B must be configured)".into()));
+                return Err(err(
+                    &format!("slots.{slot}"),
+                    "missing (both slots A and B must be configured)".into(),
+                ));
             }
         }
         if slots[&SlotName::A].keys().ne(slots[&SlotName::B].keys()) {
@@ -347,7 +408,11 @@ impl Config {
         }
 
         let health = Health {
-            dir: f.health.dir.unwrap_or_else(|| "/etc/abupdate/health.d".into()).into(),
+            dir: f
+                .health
+                .dir
+                .unwrap_or_else(|| "/etc/abupdate/health.d".into())
+                .into(),
             timeout: duration("health.timeout", f.health.timeout, 300)?,
             check_timeout: duration("health.check_timeout", f.health.check_timeout, 60)?,
             interval: duration("health.interval", f.health.interval, 5)?,
@@ -355,7 +420,14 @@ impl Config {
             http: f.health.http.unwrap_or_default(),
         };
 
-        Ok(Config { files, update, system, bootloader, slots, health })
+        Ok(Config {
+            files,
+            update,
+            system,
+            bootloader,
+            slots,
+            health,
+        })
     }
 
     /// The device of `class` in `slot`.
@@ -398,18 +470,33 @@ rootfs = "/dev/b"
 
     #[test]
     fn missing_and_bad_values_name_the_key() {
-        let e = Config::from_str("[slots.A]\nrootfs=\"a\"\n[slots.B]\nrootfs=\"b\"\n", Path::new("c.toml"))
-            .expect_err("no compatible accepted");
+        let e = Config::from_str(
+            "[slots.A]\nrootfs=\"a\"\n[slots.B]\nrootfs=\"b\"\n",
+            Path::new("c.toml"),
+        )
+        .expect_err("no compatible accepted");
         assert!(e.0.contains("update.compatible"), "{e}");
-        let e = Config::from_str(&MINIMAL.replace("[slots.B]\nrootfs = \"/dev/b\"", ""), Path::new("c.toml"))
-            .expect_err("one slot accepted");
+        let e = Config::from_str(
+            &MINIMAL.replace("[slots.B]\nrootfs = \"/dev/b\"", ""),
+            Path::new("c.toml"),
+        )
+        .expect_err("one slot accepted");
         assert!(e.0.contains("slots.B"), "{e}");
-        let e = Config::from_str(&format!("{MINIMAL}[health]\ntimeout = \"soon\"\n"), Path::new("c.toml"))
-            .expect_err("bad duration accepted");
+        let e = Config::from_str(
+            &format!("{MINIMAL}[health]\ntimeout = \"soon\"\n"),
+            Path::new("c.toml"),
+        )
+        .expect_err("bad duration accepted");
         assert!(e.0.contains("health.timeout"), "{e}");
-        let e = Config::from_str(&format!("{MINIMAL}[bootloader]\nkind = \"lilo\"\n"), Path::new("c.toml"))
-            .expect_err("bad kind accepted");
-        assert!(e.0.contains("bootloader.kind") && e.0.contains("lilo"), "{e}");
+        let e = Config::from_str(
+            &format!("{MINIMAL}[bootloader]\nkind = \"lilo\"\n"),
+            Path::new("c.toml"),
+        )
+        .expect_err("bad kind accepted");
+        assert!(
+            e.0.contains("bootloader.kind") && e.0.contains("lilo"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -417,11 +504,21 @@ rootfs = "/dev/b"
         let dir = std::env::temp_dir().join(format!("abupdate-config-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("config.d")).expect("mkdir");
-        std::fs::write(dir.join("config.toml"), format!("{MINIMAL}[health]\nunits = [\"sshd.service\"]\ntimeout = \"10s\"\n"))
-            .expect("write");
-        std::fs::write(dir.join("config.d/20-b.toml"), "[health]\ntimeout = \"30s\"\n").expect("write");
-        std::fs::write(dir.join("config.d/10-a.toml"), "[health]\ntimeout = \"20s\"\n[update]\nthreshold = 2\n")
-            .expect("write");
+        std::fs::write(
+            dir.join("config.toml"),
+            format!("{MINIMAL}[health]\nunits = [\"sshd.service\"]\ntimeout = \"10s\"\n"),
+        )
+        .expect("write");
+        std::fs::write(
+            dir.join("config.d/20-b.toml"),
+            "[health]\ntimeout = \"30s\"\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.join("config.d/10-a.toml"),
+            "[health]\ntimeout = \"20s\"\n[update]\nthreshold = 2\n",
+        )
+        .expect("write");
         std::fs::write(dir.join("config.d/ignored.txt"), "not toml").expect("write");
         let c = Config::load(&dir.join("config.toml")).expect("load");
         assert_eq!(c.health.timeout, Duration::from_secs(30));
@@ -430,7 +527,11 @@ rootfs = "/dev/b"
         assert_eq!(c.update.compatible, "acme-edge");
         assert_eq!(c.files.len(), 3);
 
-        std::fs::write(dir.join("config.d/30-bad.toml"), "[update]\nthreshold = \"two\"\n").expect("write");
+        std::fs::write(
+            dir.join("config.d/30-bad.toml"),
+            "[update]\nthreshold = \"two\"\n",
+        )
+        .expect("write");
         let e = Config::load(&dir.join("config.toml")).expect_err("bad drop-in accepted");
         assert!(e.0.contains("30-bad.toml:2:"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);

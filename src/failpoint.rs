@@ -8,7 +8,9 @@
 pub fn hit(name: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static HITS: AtomicU64 = AtomicU64::new(0);
-    let Ok(spec) = std::env::var("ABUPDATE_FAILPOINT") else { return };
+    let Ok(spec) = std::env::var("ABUPDATE_FAILPOINT") else {
+        return;
+    };
     let (point, nth) = match spec.split_once(':') {
         Some((p, n)) => (p.to_string(), n.parse::<u64>().unwrap_or(1)),
         None => (spec.clone(), 1),

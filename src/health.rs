@@ -47,7 +47,8 @@ pub fn configured_checks(cfg: &Health) -> Vec<Check> {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.path())
                 .filter(|p| {
-                    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                    std::fs::metadata(p)
+                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
                 })
                 .collect()
         })
@@ -60,7 +61,9 @@ pub fn configured_checks(cfg: &Health) -> Vec<Check> {
 }
 
 fn run_command(mut cmd: Command, timeout: Duration) -> (bool, String) {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return (false, format!("cannot run: {e}")),
@@ -78,8 +81,21 @@ fn run_command(mut cmd: Command, timeout: Duration) -> (bool, String) {
                         let _ = s.read_to_string(&mut out);
                     }
                 }
-                let line = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-                return (status.success(), if status.success() { line } else { format!("{status}: {line}") });
+                let line = out
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                return (
+                    status.success(),
+                    if status.success() {
+                        line
+                    } else {
+                        format!("{status}: {line}")
+                    },
+                );
             }
             Ok(None) if start.elapsed() >= timeout => {
                 let _ = child.kill();
@@ -116,12 +132,19 @@ pub fn run_check(check: &Check, timeout: Duration) -> CheckResult {
         }
         Check::Http(u) => run_http(u, timeout),
     };
-    CheckResult { name: check.name(), passed, detail }
+    CheckResult {
+        name: check.name(),
+        passed,
+        detail,
+    }
 }
 
 /// Run every check, round after round, until all pass in one round or the
 /// overall timeout leaves no room for another round. Returns the last round.
-pub fn run_until_verdict(cfg: &Health, log: &mut dyn FnMut(&CheckResult)) -> (bool, Vec<CheckResult>) {
+pub fn run_until_verdict(
+    cfg: &Health,
+    log: &mut dyn FnMut(&CheckResult),
+) -> (bool, Vec<CheckResult>) {
     let checks = configured_checks(cfg);
     let deadline = Instant::now() + cfg.timeout;
     loop {
@@ -190,7 +213,10 @@ mod tests {
         let (ok, results) = run_until_verdict(&cfg(d, 1), &mut |_| {});
         assert!(!ok);
         let bad = results.iter().find(|r| !r.passed).expect("a failure");
-        assert!(bad.name.ends_with("20-db") && bad.detail.contains("database down"), "{bad:?}");
+        assert!(
+            bad.name.ends_with("20-db") && bad.detail.contains("database down"),
+            "{bad:?}"
+        );
     }
 
     #[test]
@@ -208,7 +234,14 @@ mod tests {
     fn a_check_that_recovers_within_the_timeout_passes() {
         let d = dir("flaky");
         let marker = d.join("count");
-        script(&d, "10-flaky", &format!("echo x >> {m}; [ $(wc -l < {m}) -ge 3 ]", m = marker.display()));
+        script(
+            &d,
+            "10-flaky",
+            &format!(
+                "echo x >> {m}; [ $(wc -l < {m}) -ge 3 ]",
+                m = marker.display()
+            ),
+        );
         let (ok, _) = run_until_verdict(&cfg(d, 10), &mut |_| {});
         assert!(ok);
     }

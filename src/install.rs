@@ -31,10 +31,23 @@ const FLUSH_EVERY: u64 = 64 << 20;
 
 #[derive(Debug)]
 pub enum InstallError {
-    Device { path: PathBuf, source: io::Error },
-    Payload { what: String, reason: String },
-    Mismatch { what: String, expected: String, actual: String },
-    Size { what: String, reason: String },
+    Device {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Payload {
+        what: String,
+        reason: String,
+    },
+    Mismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    Size {
+        what: String,
+        reason: String,
+    },
 }
 
 impl fmt::Display for InstallError {
@@ -42,8 +55,15 @@ impl fmt::Display for InstallError {
         match self {
             InstallError::Device { path, source } => write!(f, "{}: {source}", path.display()),
             InstallError::Payload { what, reason } => write!(f, "{what}: {reason}"),
-            InstallError::Mismatch { what, expected, actual } => {
-                write!(f, "{what}: SHA-256 is {actual}, the signed manifest says {expected}")
+            InstallError::Mismatch {
+                what,
+                expected,
+                actual,
+            } => {
+                write!(
+                    f,
+                    "{what}: SHA-256 is {actual}, the signed manifest says {expected}"
+                )
             }
             InstallError::Size { what, reason } => write!(f, "{what}: {reason}"),
         }
@@ -139,7 +159,10 @@ pub fn write_image(
             });
         }
     }
-    let dev_err = |source| InstallError::Device { path: device.to_path_buf(), source };
+    let dev_err = |source| InstallError::Device {
+        path: device.to_path_buf(),
+        source,
+    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -158,26 +181,36 @@ pub fn write_image(
 
     let written = std::thread::scope(|scope| -> Result<Written, InstallError> {
         let producer = scope.spawn(move || -> Result<(u64, String), String> {
-            let mut hashing = HashingReader { inner: payload, hasher: Sha256::new(), count: 0 };
+            let mut hashing = HashingReader {
+                inner: payload,
+                hasher: Sha256::new(),
+                count: 0,
+            };
             let mut produced: u64 = 0;
             {
                 let mut source: Box<dyn Read + '_> = match compression {
                     Compression::None => Box::new((&mut hashing).take(size + 1)),
                     Compression::Zstd => {
-                        let mut d = zstd::stream::read::Decoder::new(&mut hashing).map_err(|e| format!("zstd: {e}"))?;
-                        d.window_log_max(window_log).map_err(|e| format!("zstd: {e}"))?;
+                        let mut d = zstd::stream::read::Decoder::new(&mut hashing)
+                            .map_err(|e| format!("zstd: {e}"))?;
+                        d.window_log_max(window_log)
+                            .map_err(|e| format!("zstd: {e}"))?;
                         Box::new(d)
                     }
                 };
                 loop {
-                    let Ok(mut buf) = empty_rx.recv() else { return Err("writer stopped".into()) };
+                    let Ok(mut buf) = empty_rx.recv() else {
+                        return Err("writer stopped".into());
+                    };
                     let n = fill(&mut source, &mut buf).map_err(|e| e.to_string())?;
                     if n == 0 {
                         break;
                     }
                     produced += n as u64;
                     if produced > size {
-                        return Err(format!("decodes to more than the {size} bytes the manifest declares"));
+                        return Err(format!(
+                            "decodes to more than the {size} bytes the manifest declares"
+                        ));
                     }
                     if full_tx.send((buf, n)).is_err() {
                         return Err("writer stopped".into());
@@ -194,7 +227,11 @@ pub fn write_image(
         let mut hasher = Sha256::new();
         let mut offset: u64 = 0;
         let mut flushed: u64 = 0;
-        let mut compare = if mode == WriteMode::Changed { vec![0u8; BUF] } else { Vec::new() };
+        let mut compare = if mode == WriteMode::Changed {
+            vec![0u8; BUF]
+        } else {
+            Vec::new()
+        };
         let mut write_result: Result<(), io::Error> = Ok(());
         for (buf, n) in full_rx.iter() {
             if offset + n as u64 > size {
@@ -222,20 +259,40 @@ pub fn write_image(
         }
         drop(empty_tx);
         drop(full_rx);
-        let produced = producer.join().map_err(|_| InstallError::Payload { what: what.clone(), reason: "decoder thread panicked".into() })?;
+        let produced = producer.join().map_err(|_| InstallError::Payload {
+            what: what.clone(),
+            reason: "decoder thread panicked".into(),
+        })?;
         write_result.map_err(dev_err)?;
-        let (payload_bytes, payload_sha) = produced.map_err(|reason| InstallError::Payload { what: what.clone(), reason })?;
+        let (payload_bytes, payload_sha) = produced.map_err(|reason| InstallError::Payload {
+            what: what.clone(),
+            reason,
+        })?;
         if payload_sha != image.download_sha256() {
-            return Err(InstallError::Mismatch { what: what.clone(), expected: image.download_sha256().into(), actual: payload_sha });
+            return Err(InstallError::Mismatch {
+                what: what.clone(),
+                expected: image.download_sha256().into(),
+                actual: payload_sha,
+            });
         }
         if offset != size {
-            return Err(InstallError::Size { what: what.clone(), reason: format!("decodes to {offset} bytes, the manifest declares {size}") });
+            return Err(InstallError::Size {
+                what: what.clone(),
+                reason: format!("decodes to {offset} bytes, the manifest declares {size}"),
+            });
         }
         let image_sha = hex(&hasher.finalize());
         if image_sha != image.sha256 {
-            return Err(InstallError::Mismatch { what: format!("{class} image"), expected: image.sha256.clone(), actual: image_sha });
+            return Err(InstallError::Mismatch {
+                what: format!("{class} image"),
+                expected: image.sha256.clone(),
+                actual: image_sha,
+            });
         }
-        Ok(Written { image_bytes: offset, payload_bytes })
+        Ok(Written {
+            image_bytes: offset,
+            payload_bytes,
+        })
     })?;
     progress.finish();
 
@@ -261,9 +318,16 @@ fn flush_range(file: &File, offset: u64, len: u64) {
             fd,
             offset as i64,
             len as i64,
-            nix::libc::SYNC_FILE_RANGE_WAIT_BEFORE | nix::libc::SYNC_FILE_RANGE_WRITE | nix::libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            nix::libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | nix::libc::SYNC_FILE_RANGE_WRITE
+                | nix::libc::SYNC_FILE_RANGE_WAIT_AFTER,
         );
-        nix::libc::posix_fadvise(fd, offset as i64, len as i64, nix::libc::POSIX_FADV_DONTNEED);
+        nix::libc::posix_fadvise(
+            fd,
+            offset as i64,
+            len as i64,
+            nix::libc::POSIX_FADV_DONTNEED,
+        );
     }
 }
 
@@ -272,7 +336,12 @@ fn flush_range(file: &File, offset: u64, len: u64) {
 pub fn hash_device(file: &File, len: u64) -> io::Result<String> {
     // SAFETY: advisory syscall on an fd we own.
     unsafe {
-        nix::libc::posix_fadvise(file.as_raw_fd(), 0, len as i64, nix::libc::POSIX_FADV_DONTNEED);
+        nix::libc::posix_fadvise(
+            file.as_raw_fd(),
+            0,
+            len as i64,
+            nix::libc::POSIX_FADV_DONTNEED,
+        );
     }
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; BUF];
@@ -285,7 +354,12 @@ pub fn hash_device(file: &File, len: u64) -> io::Result<String> {
         if offset % FLUSH_EVERY == 0 {
             // SAFETY: as above.
             unsafe {
-                nix::libc::posix_fadvise(file.as_raw_fd(), (offset - FLUSH_EVERY) as i64, FLUSH_EVERY as i64, nix::libc::POSIX_FADV_DONTNEED);
+                nix::libc::posix_fadvise(
+                    file.as_raw_fd(),
+                    (offset - FLUSH_EVERY) as i64,
+                    FLUSH_EVERY as i64,
+                    nix::libc::POSIX_FADV_DONTNEED,
+                );
             }
         }
     }
@@ -305,7 +379,15 @@ mod tests {
         let sha = hex(&Sha256::digest(data));
         match zstd_level {
             None => (
-                Image { url: "x".into(), size: data.len() as u64, sha256: sha, compression: Compression::None, download_size: None, download_sha256: None, window_log: None },
+                Image {
+                    url: "x".into(),
+                    size: data.len() as u64,
+                    sha256: sha,
+                    compression: Compression::None,
+                    download_size: None,
+                    download_sha256: None,
+                    window_log: None,
+                },
                 data.to_vec(),
             ),
             Some(level) => {
@@ -327,14 +409,17 @@ mod tests {
     }
 
     fn target(name: &str, len: u64) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("abupdate-install-{name}-{}", std::process::id()));
+        let p =
+            std::env::temp_dir().join(format!("abupdate-install-{name}-{}", std::process::id()));
         let f = File::create(&p).expect("create");
         f.set_len(len).expect("len");
         p
     }
 
     fn data(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i * 7 % 251) as u8 ^ (i >> 12) as u8).collect()
+        (0..len)
+            .map(|i| (i * 7 % 251) as u8 ^ (i >> 12) as u8)
+            .collect()
     }
 
     #[test]
@@ -343,8 +428,16 @@ mod tests {
             let d = data(9 << 20 | 123);
             let (img, payload) = image_for(&d, level);
             let t = target(&format!("ok{level:?}"), 16 << 20);
-            let w = write_image("rootfs", &payload[..], &img, &t, 27, WriteMode::All, &mut Progress::new("t", img.size, true))
-                .expect("write");
+            let w = write_image(
+                "rootfs",
+                &payload[..],
+                &img,
+                &t,
+                27,
+                WriteMode::All,
+                &mut Progress::new("t", img.size, true),
+            )
+            .expect("write");
             assert_eq!(w.image_bytes, d.len() as u64);
             let on_disk = std::fs::read(&t).expect("read");
             assert_eq!(&on_disk[..d.len()], &d[..]);
@@ -358,8 +451,16 @@ mod tests {
         let (img, mut payload) = image_for(&d, None);
         payload[3 << 20] ^= 1;
         let t = target("tamper", 8 << 20);
-        let e = write_image("rootfs", &payload[..], &img, &t, 27, WriteMode::All, &mut Progress::new("t", img.size, true))
-            .expect_err("tampered payload accepted");
+        let e = write_image(
+            "rootfs",
+            &payload[..],
+            &img,
+            &t,
+            27,
+            WriteMode::All,
+            &mut Progress::new("t", img.size, true),
+        )
+        .expect_err("tampered payload accepted");
         assert!(matches!(e, InstallError::Mismatch { .. }), "{e}");
         let _ = std::fs::remove_file(t);
     }
@@ -370,8 +471,16 @@ mod tests {
         let (mut img, payload) = image_for(&d, Some(1));
         img.size = 1 << 20;
         let t = target("big", 4 << 20);
-        let e = write_image("rootfs", &payload[..], &img, &t, 27, WriteMode::All, &mut Progress::new("t", img.size, true))
-            .expect_err("oversize accepted");
+        let e = write_image(
+            "rootfs",
+            &payload[..],
+            &img,
+            &t,
+            27,
+            WriteMode::All,
+            &mut Progress::new("t", img.size, true),
+        )
+        .expect_err("oversize accepted");
         assert!(e.to_string().contains("more than"), "{e}");
         // Nothing past the declared size was written.
         let on_disk = std::fs::read(&t).expect("read");
@@ -387,8 +496,16 @@ mod tests {
         let mut old = d.clone();
         old[5 << 20] ^= 0xff;
         std::fs::write(&t, &old).expect("seed");
-        write_image("rootfs", &payload[..], &img, &t, 27, WriteMode::Changed, &mut Progress::new("t", img.size, true))
-            .expect("write");
+        write_image(
+            "rootfs",
+            &payload[..],
+            &img,
+            &t,
+            27,
+            WriteMode::Changed,
+            &mut Progress::new("t", img.size, true),
+        )
+        .expect("write");
         assert_eq!(std::fs::read(&t).expect("read"), d);
         let _ = std::fs::remove_file(t);
     }

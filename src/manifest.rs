@@ -29,7 +29,9 @@ impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ManifestError::Parse(m) => write!(f, "release manifest: {m}"),
-            ManifestError::Field { field, reason } => write!(f, "release manifest: {field}: {reason}"),
+            ManifestError::Field { field, reason } => {
+                write!(f, "release manifest: {field}: {reason}")
+            }
         }
     }
 }
@@ -56,8 +58,13 @@ impl Version {
             })
             .collect();
         match parts {
-            Ok(parts) if !parts.is_empty() => Ok(Version { text: text.to_string(), parts }),
-            _ => Err(format!("{text:?} is not a dotted-number version (e.g. 2026.11.3)")),
+            Ok(parts) if !parts.is_empty() => Ok(Version {
+                text: text.to_string(),
+                parts,
+            }),
+            _ => Err(format!(
+                "{text:?} is not a dotted-number version (e.g. 2026.11.3)"
+            )),
         }
     }
 
@@ -174,17 +181,29 @@ pub struct Manifest {
 }
 
 fn is_hex_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 impl Manifest {
     /// Parse signed bytes. Unknown fields are ignored; a missing or malformed
     /// required field is an error naming it.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
-        let doc: ManifestDoc = serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
-        let field = |field: &str, reason: String| ManifestError::Field { field: field.to_string(), reason };
+        let doc: ManifestDoc =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        let field = |field: &str, reason: String| ManifestError::Field {
+            field: field.to_string(),
+            reason,
+        };
         if doc.format != FORMAT {
-            return Err(field("format", format!("{} is not supported (this abupdate reads format {FORMAT})", doc.format)));
+            return Err(field(
+                "format",
+                format!(
+                    "{} is not supported (this abupdate reads format {FORMAT})",
+                    doc.format
+                ),
+            ));
         }
         let version = Version::parse(&doc.version).map_err(|e| field("version", e))?;
         let created = parse_rfc3339(&doc.created).map_err(|e| field("created", e))?;
@@ -199,7 +218,10 @@ impl Manifest {
             }
             if let Some(h) = &image.download_sha256 {
                 if !is_hex_sha256(h) {
-                    return Err(field(&at("download_sha256"), "not 64 lowercase hex digits".into()));
+                    return Err(field(
+                        &at("download_sha256"),
+                        "not 64 lowercase hex digits".into(),
+                    ));
                 }
             }
             if image.compression != Compression::None
@@ -219,7 +241,13 @@ impl Manifest {
                 }
             }
         }
-        Ok(Manifest { version, created, expires, sha256: crate::install::hex(&sha2_digest(bytes)), doc })
+        Ok(Manifest {
+            version,
+            created,
+            expires,
+            sha256: crate::install::hex(&sha2_digest(bytes)),
+            doc,
+        })
     }
 }
 
@@ -257,12 +285,17 @@ impl fmt::Display for NotApplicable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NotApplicable::Incompatible { manifest, host } => {
-                write!(f, "release is for compatible {manifest:?}, this host is {host:?}")
+                write!(
+                    f,
+                    "release is for compatible {manifest:?}, this host is {host:?}"
+                )
             }
             NotApplicable::NotNewer { offered, booted } => {
                 write!(f, "release {offered} is not newer than the booted {booted} (use --allow-downgrade on a manual install)")
             }
-            NotApplicable::Expired { expires, now } => write!(f, "release manifest expired at {expires} (now {now})"),
+            NotApplicable::Expired { expires, now } => {
+                write!(f, "release manifest expired at {expires} (now {now})")
+            }
             NotApplicable::PreviouslyFailed { version } => {
                 write!(f, "release {version} already failed its trial on this host")
             }
@@ -294,14 +327,22 @@ pub fn evaluate(m: &Manifest, host: &HostFacts) -> Result<(), NotApplicable> {
     // A clock reset to the past must not revive an expired manifest.
     let now = host.now.max(host.newest_created_seen.unwrap_or(i64::MIN));
     if m.expires <= now {
-        return Err(NotApplicable::Expired { expires: m.doc.expires.clone(), now: format_rfc3339(now) });
+        return Err(NotApplicable::Expired {
+            expires: m.doc.expires.clone(),
+            now: format_rfc3339(now),
+        });
     }
     if host.failed_versions.iter().any(|v| v == m.version.as_str()) {
-        return Err(NotApplicable::PreviouslyFailed { version: m.version.to_string() });
+        return Err(NotApplicable::PreviouslyFailed {
+            version: m.version.to_string(),
+        });
     }
     if let Some(booted) = host.booted_version {
         if m.version <= *booted && !host.allow_downgrade {
-            return Err(NotApplicable::NotNewer { offered: m.version.to_string(), booted: booted.to_string() });
+            return Err(NotApplicable::NotNewer {
+                offered: m.version.to_string(),
+                booted: booted.to_string(),
+            });
         }
     }
     Ok(())
@@ -360,7 +401,10 @@ mod tests {
         let text = doc("1").replace(&"ab".repeat(32), "xyz");
         let e = Manifest::parse(text.as_bytes()).expect_err("bad hash");
         assert!(e.to_string().contains("images.rootfs.sha256"), "{e}");
-        let text = doc("1").replace(r#""url":"rootfs.img","#, r#""url":"rootfs.img","compression":"zstd","#);
+        let text = doc("1").replace(
+            r#""url":"rootfs.img","#,
+            r#""url":"rootfs.img","compression":"zstd","#,
+        );
         let e = Manifest::parse(text.as_bytes()).expect_err("zstd without download size");
         assert!(e.to_string().contains("download_size"), "{e}");
     }
@@ -373,17 +417,30 @@ mod tests {
         let same = Version::parse("2026.11.3").expect("v");
         assert_eq!(evaluate(&m, &host(Some(&older), &[], now)), Ok(()));
         assert_eq!(evaluate(&m, &host(None, &[], now)), Ok(()));
-        assert_eq!(evaluate(&m, &host(Some(&same), &[], now)).map_err(|e| e.kind()), Err("not_newer"));
+        assert_eq!(
+            evaluate(&m, &host(Some(&same), &[], now)).map_err(|e| e.kind()),
+            Err("not_newer")
+        );
         let mut h = host(Some(&same), &[], now);
         h.allow_downgrade = true;
         assert_eq!(evaluate(&m, &h), Ok(()));
         let failed = vec!["2026.11.3".to_string()];
-        assert_eq!(evaluate(&m, &host(Some(&older), &failed, now)).map_err(|e| e.kind()), Err("previously_failed"));
+        assert_eq!(
+            evaluate(&m, &host(Some(&older), &failed, now)).map_err(|e| e.kind()),
+            Err("previously_failed")
+        );
         let late = parse_rfc3339("2027-02-01T00:00:00Z").expect("time");
-        assert_eq!(evaluate(&m, &host(Some(&older), &[], late)).map_err(|e| e.kind()), Err("expired"));
+        assert_eq!(
+            evaluate(&m, &host(Some(&older), &[], late)).map_err(|e| e.kind()),
+            Err("expired")
+        );
         // A clock wound back to 2020 does not revive a manifest once a newer
         // `created` has been seen.
-        let mut h = host(Some(&older), &[], parse_rfc3339("2020-01-01T00:00:00Z").expect("t"));
+        let mut h = host(
+            Some(&older),
+            &[],
+            parse_rfc3339("2020-01-01T00:00:00Z").expect("t"),
+        );
         h.newest_created_seen = Some(late);
         assert_eq!(evaluate(&m, &h).map_err(|e| e.kind()), Err("expired"));
         let mut h = host(Some(&older), &[], now);

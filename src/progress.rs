@@ -49,13 +49,24 @@ impl Progress {
             }
         } else if pct / 10 > self.last_decile {
             self.last_decile = pct / 10;
-            eprintln!("{}: {}% ({} of {} MiB)", self.label, pct.min(100), self.done >> 20, self.total >> 20);
+            eprintln!(
+                "{}: {}% ({} of {} MiB)",
+                self.label,
+                pct.min(100),
+                self.done >> 20,
+                self.total >> 20
+            );
         }
     }
 
     pub fn finish(&mut self) {
         if self.tty && !self.quiet && self.total > 0 {
-            eprintln!("\r{} [{:<25}] 100% {} MiB", self.label, "#".repeat(25), self.total >> 20);
+            eprintln!(
+                "\r{} [{:<25}] 100% {} MiB",
+                self.label,
+                "#".repeat(25),
+                self.total >> 20
+            );
         }
     }
 }

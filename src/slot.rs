@@ -7,7 +7,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// One of the two system copies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum SlotName {
     A,
     B,
@@ -52,8 +54,14 @@ impl FromStr for SlotName {
 /// Errors about slot devices; each names the device.
 #[derive(Debug)]
 pub enum SlotError {
-    Io { path: std::path::PathBuf, source: std::io::Error },
-    Refused { path: std::path::PathBuf, reason: String },
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    Refused {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 impl fmt::Display for SlotError {
@@ -86,7 +94,10 @@ impl Device {
     /// Look at a device without opening it for writing.
     pub fn inspect(path: &std::path::Path) -> Result<Device, SlotError> {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        let io = |source| SlotError::Io { path: path.to_path_buf(), source };
+        let io = |source| SlotError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let meta = std::fs::metadata(path).map_err(io)?;
         if meta.file_type().is_block_device() {
             let file = std::fs::File::open(path).map_err(io)?;
@@ -104,23 +115,39 @@ impl Device {
                 size,
             })
         } else if meta.file_type().is_file() {
-            Ok(Device { path: path.to_path_buf(), rdev: None, file_id: Some((meta.dev(), meta.ino())), size: meta.len() })
+            Ok(Device {
+                path: path.to_path_buf(),
+                rdev: None,
+                file_id: Some((meta.dev(), meta.ino())),
+                size: meta.len(),
+            })
         } else {
-            Err(SlotError::Refused { path: path.to_path_buf(), reason: "is neither a block device nor a regular file".into() })
+            Err(SlotError::Refused {
+                path: path.to_path_buf(),
+                reason: "is neither a block device nor a regular file".into(),
+            })
         }
     }
 
     /// Whether two paths are the same device or file.
     pub fn same_as(&self, other: &Device) -> bool {
-        (self.rdev.is_some() && self.rdev == other.rdev) || (self.file_id.is_some() && self.file_id == other.file_id)
+        (self.rdev.is_some() && self.rdev == other.rdev)
+            || (self.file_id.is_some() && self.file_id == other.file_id)
     }
 
     /// Refuse to write a device that is mounted or that holds the running
     /// system (`/`).
-    pub fn check_writable(&self, mounted: &[(u64, u64)], root_dev: Option<(u64, u64)>) -> Result<(), SlotError> {
+    pub fn check_writable(
+        &self,
+        mounted: &[(u64, u64)],
+        root_dev: Option<(u64, u64)>,
+    ) -> Result<(), SlotError> {
         if let Some(rdev) = self.rdev {
             if root_dev == Some(rdev) {
-                return Err(SlotError::Refused { path: self.path.clone(), reason: "is the running root filesystem".into() });
+                return Err(SlotError::Refused {
+                    path: self.path.clone(),
+                    reason: "is the running root filesystem".into(),
+                });
             }
             if mounted.contains(&rdev) {
                 return Err(SlotError::Refused {

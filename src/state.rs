@@ -16,9 +16,18 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug)]
 pub enum StateError {
-    Io { path: PathBuf, source: std::io::Error },
-    Corrupt { path: PathBuf, reason: String },
-    Locked { path: PathBuf, holder: String },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Corrupt {
+        path: PathBuf,
+        reason: String,
+    },
+    Locked {
+        path: PathBuf,
+        holder: String,
+    },
 }
 
 impl fmt::Display for StateError {
@@ -27,7 +36,11 @@ impl fmt::Display for StateError {
             StateError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             StateError::Corrupt { path, reason } => write!(f, "{}: {reason}", path.display()),
             StateError::Locked { path, holder } => {
-                write!(f, "another abupdate is running ({holder} holds {})", path.display())
+                write!(
+                    f,
+                    "another abupdate is running ({holder} holds {})",
+                    path.display()
+                )
             }
         }
     }
@@ -36,7 +49,10 @@ impl fmt::Display for StateError {
 impl std::error::Error for StateError {}
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io { path: path.to_path_buf(), source }
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// One image as written into a slot.
@@ -145,7 +161,13 @@ impl State {
     }
 
     pub fn slot(&self, slot: SlotName) -> SlotRecord {
-        self.slots.get(&slot).cloned().unwrap_or_else(|| SlotRecord { status: "empty".into(), ..Default::default() })
+        self.slots
+            .get(&slot)
+            .cloned()
+            .unwrap_or_else(|| SlotRecord {
+                status: "empty".into(),
+                ..Default::default()
+            })
     }
 
     pub fn note_created(&mut self, created: i64) {
@@ -163,7 +185,9 @@ pub struct StateDir {
 
 impl StateDir {
     pub fn new(dir: &Path) -> StateDir {
-        StateDir { dir: dir.to_path_buf() }
+        StateDir {
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -176,7 +200,9 @@ impl StateDir {
 
     /// Where partial downloads are kept, keyed by the payload's hash.
     pub fn partial_file(&self, download_sha256: &str) -> PathBuf {
-        self.dir.join("partial").join(format!("{download_sha256}.part"))
+        self.dir
+            .join("partial")
+            .join(format!("{download_sha256}.part"))
     }
 
     pub fn ensure(&self) -> Result<(), StateError> {
@@ -189,14 +215,22 @@ impl StateDir {
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(State { format: STATE_FORMAT, ..Default::default() })
+                return Ok(State {
+                    format: STATE_FORMAT,
+                    ..Default::default()
+                })
             }
             Err(e) => return Err(StateError::Io { path, source: e }),
         };
-        let state: State = serde_json::from_slice(&text)
-            .map_err(|e| StateError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        let state: State = serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         if state.format != STATE_FORMAT {
-            return Err(StateError::Corrupt { path, reason: format!("state format {} is not {STATE_FORMAT}", state.format) });
+            return Err(StateError::Corrupt {
+                path,
+                reason: format!("state format {} is not {STATE_FORMAT}", state.format),
+            });
         }
         Ok(state)
     }
@@ -206,15 +240,19 @@ impl StateDir {
         self.ensure()?;
         let path = self.state_file();
         let tmp = self.dir.join("state.json.tmp");
-        let mut body = serde_json::to_vec_pretty(state)
-            .map_err(|e| StateError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        let mut body = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         body.push(b'\n');
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(&body).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         drop(f);
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
         crate::failpoint::hit("state-written");
         Ok(())
     }
@@ -247,7 +285,10 @@ impl StateDir {
                 };
                 Err(StateError::Locked { path, holder })
             }
-            Err((_, e)) => Err(StateError::Io { path, source: e.into() }),
+            Err((_, e)) => Err(StateError::Io {
+                path,
+                source: e.into(),
+            }),
         }
     }
 }
@@ -272,7 +313,14 @@ mod tests {
         let sd = StateDir::new(&tmpdir("rt"));
         let mut s = sd.load().expect("fresh");
         assert_eq!(s.format, STATE_FORMAT);
-        s.slots.insert(SlotName::B, SlotRecord { status: "installed".into(), version: Some("2".into()), ..Default::default() });
+        s.slots.insert(
+            SlotName::B,
+            SlotRecord {
+                status: "installed".into(),
+                version: Some("2".into()),
+                ..Default::default()
+            },
+        );
         s.record_failed("3", "ff", "health", 7);
         s.record_failed("3", "ff", "again", 8);
         sd.save(&s).expect("save");
@@ -296,7 +344,11 @@ mod tests {
         let sd = StateDir::new(&tmpdir("lock"));
         let first = sd.lock().expect("first lock");
         let e = sd.lock().err().expect("second lock granted");
-        assert!(e.to_string().contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
         drop(first);
         sd.lock().expect("lock after release");
     }

@@ -58,7 +58,9 @@ pub fn read_fact(path: &Path) -> Option<String> {
 /// Run the configured reboot command. It returns when the command does
 /// (a real reboot never returns to us; a test's command does).
 pub fn reboot(argv: &[String]) -> Result<(), String> {
-    let (prog, args) = argv.split_first().ok_or_else(|| "system.reboot is empty".to_string())?;
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| "system.reboot is empty".to_string())?;
     crate::failpoint::hit("reboot-requested");
     let status = Command::new(prog)
         .args(args)
@@ -77,18 +79,37 @@ mod tests {
 
     #[test]
     fn finds_booted_slot_on_cmdline() {
-        assert_eq!(booted_slot_from_cmdline("root=/dev/vda3 abupdate.slot=B quiet"), Some(SlotName::B));
-        assert_eq!(booted_slot_from_cmdline("rauc.slot=A ro"), Some(SlotName::A));
-        assert_eq!(booted_slot_from_cmdline("rauc.slot=system1"), Some(SlotName::B));
-        assert_eq!(booted_slot_from_cmdline("rauc.slot=A abupdate.slot=B"), Some(SlotName::B));
+        assert_eq!(
+            booted_slot_from_cmdline("root=/dev/vda3 abupdate.slot=B quiet"),
+            Some(SlotName::B)
+        );
+        assert_eq!(
+            booted_slot_from_cmdline("rauc.slot=A ro"),
+            Some(SlotName::A)
+        );
+        assert_eq!(
+            booted_slot_from_cmdline("rauc.slot=system1"),
+            Some(SlotName::B)
+        );
+        assert_eq!(
+            booted_slot_from_cmdline("rauc.slot=A abupdate.slot=B"),
+            Some(SlotName::B)
+        );
         assert_eq!(booted_slot_from_cmdline("root=/dev/sda1"), None);
         assert_eq!(booted_slot_from_cmdline("abupdate.slot=C"), None);
     }
 
     #[test]
     fn reads_versions_from_os_release() {
-        assert_eq!(version_from_os_release("ID=x\nIMAGE_VERSION=\"2026.11.3\"\nVERSION_ID=12\n").as_deref(), Some("2026.11.3"));
-        assert_eq!(version_from_os_release("VERSION_ID=12\n").as_deref(), Some("12"));
+        assert_eq!(
+            version_from_os_release("ID=x\nIMAGE_VERSION=\"2026.11.3\"\nVERSION_ID=12\n")
+                .as_deref(),
+            Some("2026.11.3")
+        );
+        assert_eq!(
+            version_from_os_release("VERSION_ID=12\n").as_deref(),
+            Some("12")
+        );
         assert_eq!(version_from_os_release("ID=x\n"), None);
     }
 

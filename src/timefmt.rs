@@ -86,7 +86,10 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
     let offset = match zone {
         "Z" | "z" => 0,
         _ if zone.len() == 6 && (zone.starts_with('+') || zone.starts_with('-')) => {
-            let (h, m) = (number(&zone[1..3], "offset")?, number(&zone[4..6], "offset")?);
+            let (h, m) = (
+                number(&zone[1..3], "offset")?,
+                number(&zone[4..6], "offset")?,
+            );
             if &zone[3..4] != ":" {
                 return Err(bad());
             }
@@ -138,7 +141,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "m" | "min" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => return Err(format!("not a duration: {text:?} (expected e.g. 300s, 5m, 2h)")),
+        _ => {
+            return Err(format!(
+                "not a duration: {text:?} (expected e.g. 300s, 5m, 2h)"
+            ))
+        }
     };
     Ok(std::time::Duration::from_secs(n.saturating_mul(mult)))
 }
@@ -152,7 +159,10 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
         assert_eq!(parse_rfc3339("2026-11-20T10:00:00Z"), Ok(1_795_168_800));
         assert_eq!(format_rfc3339(1_795_168_800), "2026-11-20T10:00:00Z");
-        assert_eq!(parse_rfc3339("2026-11-20T11:00:00+01:00"), Ok(1_795_168_800));
+        assert_eq!(
+            parse_rfc3339("2026-11-20T11:00:00+01:00"),
+            Ok(1_795_168_800)
+        );
         assert_eq!(parse_rfc3339("2026-11-20T10:00:00.250Z"), Ok(1_795_168_800));
         for t in [0i64, 951_782_400, 4_102_444_800, -86_400] {
             assert_eq!(parse_rfc3339(&format_rfc3339(t)), Ok(t));

@@ -3,11 +3,25 @@
 use super::*;
 use std::path::PathBuf;
 pub struct GrubBackend;
-impl GrubBackend { pub fn new(grubenv: PathBuf, tries: u32) -> GrubBackend { GrubBackend } }
+impl GrubBackend {
+    pub fn new(grubenv: PathBuf, tries: u32) -> GrubBackend {
+        GrubBackend
+    }
+}
 impl Bootloader for GrubBackend {
-    fn primary(&self) -> Result<Option<SlotName>, BootError> { todo!() }
-    fn state(&self, slot: SlotName) -> Result<BootState, BootError> { todo!() }
-    fn set_state(&self, slot: SlotName, state: BootState) -> Result<(), BootError> { todo!() }
-    fn activate(&self, slot: SlotName) -> Result<(), BootError> { todo!() }
-    fn describe(&self) -> Result<Vec<(String, String)>, BootError> { todo!() }
+    fn primary(&self) -> Result<Option<SlotName>, BootError> {
+        todo!()
+    }
+    fn state(&self, slot: SlotName) -> Result<BootState, BootError> {
+        todo!()
+    }
+    fn set_state(&self, slot: SlotName, state: BootState) -> Result<(), BootError> {
+        todo!()
+    }
+    fn activate(&self, slot: SlotName) -> Result<(), BootError> {
+        todo!()
+    }
+    fn describe(&self) -> Result<Vec<(String, String)>, BootError> {
+        todo!()
+    }
 }
