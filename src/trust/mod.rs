@@ -608,7 +608,7 @@ mod tests {
 
         std::fs::remove_file(b.join("broken.pub")).expect("rm");
         std::fs::create_dir(b.join("dir.pub")).expect("mkdir");
-        let e = KeyRing::load(&[b.clone()]).expect_err("directory named .pub");
+        let e = KeyRing::load(std::slice::from_ref(&b)).expect_err("directory named .pub");
         assert!(
             e.to_string().contains("dir.pub: cannot read trusted key"),
             "{e}"
