@@ -42,9 +42,11 @@ pub fn encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     let sym = |v: u32| char::from(ALPHABET[(v & 63) as usize]);
     let mut chunks = data.chunks_exact(3);
-    for c in &mut chunks {
-        let v = (u32::from(c[0]) << 16) | (u32::from(c[1]) << 8) | u32::from(c[2]);
-        out.extend([sym(v >> 18), sym(v >> 12), sym(v >> 6), sym(v)]);
+    for chunk in &mut chunks {
+        if let [a, b, c] = *chunk {
+            let v = (u32::from(a) << 16) | (u32::from(b) << 8) | u32::from(c);
+            out.extend([sym(v >> 18), sym(v >> 12), sym(v >> 6), sym(v)]);
+        }
     }
     match *chunks.remainder() {
         [a] => {

@@ -283,14 +283,11 @@ impl Fields<'_> {
     }
 }
 
-/// Best-effort erasure of secret bytes we copied around.
+/// Best-effort erasure of secret bytes we copied around (`black_box` keeps
+/// the store from being optimised away; no `unsafe` needed).
 fn wipe(buf: &mut [u8]) {
-    for b in buf.iter_mut() {
-        // SAFETY: `b` is a valid, aligned, exclusive reference; the volatile
-        // write only keeps the compiler from eliding the store.
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
-    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    buf.fill(0);
+    std::hint::black_box(buf);
 }
 
 /// A minisign public key (`minisign.pub`).
