@@ -14,7 +14,10 @@ struct Before {
 }
 
 fn before(host: &TestHost) -> Before {
-    Before { env: host.grub_vars(), slot_a: slot_hash(host, 0) }
+    Before {
+        env: host.grub_vars(),
+        slot_a: slot_hash(host, 0),
+    }
 }
 
 fn slot_hash(host: &TestHost, i: usize) -> String {
@@ -25,19 +28,39 @@ fn slot_hash(host: &TestHost, i: usize) -> String {
 /// Exit 1, one line on stderr containing `needle`, nothing flipped.
 fn assert_refused(host: &TestHost, b: &Before, out: &std::process::Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit code; output: {}", text(out));
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("abupdate: ") && !l.contains("writing")).collect();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit code; output: {}",
+        text(out)
+    );
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("abupdate: ") && !l.contains("writing"))
+        .collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
-    assert!(lines[0].contains(needle), "error {:?} does not mention {needle:?}", lines[0]);
+    assert!(
+        lines[0].contains(needle),
+        "error {:?} does not mention {needle:?}",
+        lines[0]
+    );
     let env = host.grub_vars();
     assert_eq!(env.get("ORDER"), b.env.get("ORDER"), "boot order changed");
-    assert_eq!(env.get("A_OK"), b.env.get("A_OK"), "booted slot's flag changed");
+    assert_eq!(
+        env.get("A_OK"),
+        b.env.get("A_OK"),
+        "booted slot's flag changed"
+    );
     assert_eq!(slot_hash(host, 0), b.slot_a, "booted slot's bytes changed");
     assert_eq!(host.reboots(), 0, "a reboot was requested");
 }
 
 fn install(host: &TestHost, manifest: &std::path::Path) -> std::process::Output {
-    host.abupdate(&["install", "--no-reboot", manifest.to_str().expect("utf8 path")])
+    host.abupdate(&[
+        "install",
+        "--no-reboot",
+        manifest.to_str().expect("utf8 path"),
+    ])
 }
 
 fn host(name: &str) -> TestHost {
@@ -66,9 +89,16 @@ fn tampered_payload_byte_leaves_target_marked_bad() {
     let b = before(&h);
     let out = install(&h, &m);
     assert_refused(&h, &b, &out, "SHA-256");
-    assert_eq!(h.grub_vars().get("B_OK").map(String::as_str), Some("0"), "target not marked bad");
+    assert_eq!(
+        h.grub_vars().get("B_OK").map(String::as_str),
+        Some("0"),
+        "target not marked bad"
+    );
     assert_eq!(h.state()["slots"]["B"]["status"], "bad");
-    assert!(h.state()["transaction"].is_null(), "a transaction is left pending");
+    assert!(
+        h.state()["transaction"].is_null(),
+        "a transaction is left pending"
+    );
 }
 
 #[test]
@@ -77,9 +107,20 @@ fn signature_by_untrusted_key() {
     let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
     let other_sk = h.dir.join("other.key");
     let other_pk = h.dir.join("other.pub");
-    let out = h.abupdate(&["keygen", "--secret", other_sk.to_str().expect("p"), "--public", other_pk.to_str().expect("p")]);
+    let out = h.abupdate(&[
+        "keygen",
+        "--secret",
+        other_sk.to_str().expect("p"),
+        "--public",
+        other_pk.to_str().expect("p"),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = h.abupdate(&["sign", "--secret", other_sk.to_str().expect("p"), m.to_str().expect("p")]);
+    let out = h.abupdate(&[
+        "sign",
+        "--secret",
+        other_sk.to_str().expect("p"),
+        m.to_str().expect("p"),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let b = before(&h);
     assert_refused(&h, &b, &install(&h, &m), "untrusted key");
@@ -99,7 +140,12 @@ fn truncated_minisig() {
 #[test]
 fn wrong_compatible() {
     let h = host("compatible");
-    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--compatible", "someone-elses-board"]);
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", 1 << 20),
+        &["--compatible", "someone-elses-board"],
+    );
     let b = before(&h);
     assert_refused(&h, &b, &install(&h, &m), "someone-elses-board");
 }
@@ -114,7 +160,12 @@ fn older_or_equal_version() {
     assert_refused(&h, &b, &install(&h, &m), "not newer");
     // A manual downgrade is allowed when asked for.
     let m = h.pack("r09b", "0.9", &image("0.9", 1 << 20), &[]);
-    let out = h.abupdate(&["install", "--no-reboot", "--allow-downgrade", m.to_str().expect("p")]);
+    let out = h.abupdate(&[
+        "install",
+        "--no-reboot",
+        "--allow-downgrade",
+        m.to_str().expect("p"),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -125,7 +176,12 @@ fn expired_manifest() {
         "r2",
         "2.0",
         &image("2.0", 1 << 20),
-        &["--created", "2020-01-01T00:00:00Z", "--expires", "2020-02-01T00:00:00Z"],
+        &[
+            "--created",
+            "2020-01-01T00:00:00Z",
+            "--expires",
+            "2020-02-01T00:00:00Z",
+        ],
     );
     let b = before(&h);
     assert_refused(&h, &b, &install(&h, &m), "expired");
@@ -140,7 +196,12 @@ fn manifest_of_100_mib() {
     body.extend(std::iter::repeat_n(b' ', 100 << 20));
     body.extend_from_slice(b"}\n");
     std::fs::write(&m, &body).expect("write");
-    let out = h.abupdate(&["sign", "--secret", h.secret_key.to_str().expect("p"), m.to_str().expect("p")]);
+    let out = h.abupdate(&[
+        "sign",
+        "--secret",
+        h.secret_key.to_str().expect("p"),
+        m.to_str().expect("p"),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let b = before(&h);
     assert_refused(&h, &b, &install(&h, &m), "release.json");
@@ -176,7 +237,14 @@ fn target_that_is_the_booted_device() {
     let cfg = std::fs::read_to_string(&h.config).expect("config");
     let a = h.slots[0].display().to_string();
     let b_path = h.slots[1].display().to_string();
-    std::fs::write(&h.config, cfg.replace(&format!("rootfs = \"{b_path}\""), &format!("rootfs = \"{a}\""))).expect("write");
+    std::fs::write(
+        &h.config,
+        cfg.replace(
+            &format!("rootfs = \"{b_path}\""),
+            &format!("rootfs = \"{a}\""),
+        ),
+    )
+    .expect("write");
     let b = before(&h);
     assert_refused(&h, &b, &install(&h, &m), "booted slot");
 }
@@ -193,7 +261,12 @@ fn second_instance() {
         .expect("flock");
     // Wait until the lock is really held.
     for _ in 0..100 {
-        let probe = std::process::Command::new("flock").args(["-n"]).arg(&lock).arg("true").status().expect("flock -n");
+        let probe = std::process::Command::new("flock")
+            .args(["-n"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .expect("flock -n");
         if !probe.success() {
             break;
         }

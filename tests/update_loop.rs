@@ -15,7 +15,10 @@ fn host_with_release(name: &str) -> (TestHost, std::path::PathBuf) {
     let h = TestHost::new(name, "1.0", HostOptions::default());
     let m = h.pack("r2", "2.0", &image("2.0", 3 << 20), &[]);
     let cfg = std::fs::read_to_string(&h.config).expect("config");
-    let cfg = cfg.replace("[update]\n", &format!("[update]\nurl = \"file://{}\"\n", m.display()));
+    let cfg = cfg.replace(
+        "[update]\n",
+        &format!("[update]\nurl = \"file://{}\"\n", m.display()),
+    );
     std::fs::write(&h.config, cfg).expect("config");
     (h, m)
 }
@@ -31,15 +34,25 @@ fn update_then_healthy_trial_is_committed() {
     assert_eq!(h.reboots(), 1, "update must request the reboot");
     // Activated as a trial: B first, good, not yet tried.
     assert_eq!(var(&h, "ORDER"), "B A");
-    assert_eq!((var(&h, "B_OK").as_str(), var(&h, "B_TRY").as_str()), ("1", "0"));
+    assert_eq!(
+        (var(&h, "B_OK").as_str(), var(&h, "B_TRY").as_str()),
+        ("1", "0")
+    );
     assert_eq!(h.state()["transaction"]["phase"], "staged");
 
     assert_eq!(h.boot(), "B");
-    assert_eq!(var(&h, "B_TRY"), "1", "GRUB marks the slot it boots as tried");
+    assert_eq!(
+        var(&h, "B_TRY"),
+        "1",
+        "GRUB marks the slot it boots as tried"
+    );
     let out = h.abupdate(&["health"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
-    assert_eq!((var(&h, "B_OK").as_str(), var(&h, "B_TRY").as_str()), ("1", "0"));
+    assert_eq!(
+        (var(&h, "B_OK").as_str(), var(&h, "B_TRY").as_str()),
+        ("1", "0")
+    );
     assert!(h.state()["transaction"].is_null());
     assert_eq!(h.state()["slots"]["B"]["status"], "good");
 
@@ -82,7 +95,11 @@ fn failing_health_rolls_back_and_the_release_is_never_retried() {
     assert!(text(&out).contains("already failed"), "{}", text(&out));
     let out = h.abupdate(&["update"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(h.reboots(), 2, "a failed release must not be installed again");
+    assert_eq!(
+        h.reboots(),
+        2,
+        "a failed release must not be installed again"
+    );
 
     // A newer release is taken.
     let m3 = h.pack("r3", "3.0", &image("3.0", 2 << 20), &[]);

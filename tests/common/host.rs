@@ -17,15 +17,23 @@ pub fn bin() -> &'static str {
 
 /// Run a command and return its output, panicking only if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 pub fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 pub fn has_tool(name: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {name}")]).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A unique scratch directory under the temp dir.
@@ -40,7 +48,9 @@ pub fn scratch(name: &str) -> PathBuf {
 /// read "os-release" from the slot's own bytes.
 pub fn image(version: &str, len: usize) -> Vec<u8> {
     let mut v = format!("IMAGE_VERSION={version}\n").into_bytes();
-    let mut x: u32 = version.bytes().fold(2166136261, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+    let mut x: u32 = version
+        .bytes()
+        .fold(2166136261, |h, b| (h ^ b as u32).wrapping_mul(16777619));
     while v.len() < len {
         x ^= x << 13;
         x ^= x >> 17;
@@ -78,7 +88,11 @@ pub struct HostOptions {
 
 impl Default for HostOptions {
     fn default() -> Self {
-        HostOptions { slot_size: 8 << 20, loop_devices: false, extra_config: String::new() }
+        HostOptions {
+            slot_size: 8 << 20,
+            loop_devices: false,
+            extra_config: String::new(),
+        }
     }
 }
 
@@ -102,13 +116,22 @@ impl TestHost {
         let secret_key = dir.join("release.key");
         let public_key = dir.join("keys/release.pub");
         std::fs::create_dir_all(dir.join("keys")).expect("keys dir");
-        let out = run(Command::new(bin()).arg("keygen").arg("--secret").arg(&secret_key).arg("--public").arg(&public_key));
+        let out = run(Command::new(bin())
+            .arg("keygen")
+            .arg("--secret")
+            .arg(&secret_key)
+            .arg("--public")
+            .arg(&public_key));
         assert!(out.status.success(), "keygen: {}", text(&out));
         let health_dir = dir.join("health.d");
         std::fs::create_dir_all(&health_dir).expect("health dir");
         let reboot_log = dir.join("reboots.log");
         let reboot = dir.join("reboot.sh");
-        std::fs::write(&reboot, format!("#!/bin/sh\necho reboot >> {}\n", reboot_log.display())).expect("reboot script");
+        std::fs::write(
+            &reboot,
+            format!("#!/bin/sh\necho reboot >> {}\n", reboot_log.display()),
+        )
+        .expect("reboot script");
         chmod_x(&reboot);
         let host = TestHost {
             config: dir.join("config.toml"),
@@ -171,13 +194,25 @@ interval = "1s"
             extra = opts.extra_config,
         );
         std::fs::write(&host.config, config).expect("config");
-        std::fs::write(host.dir.join("machine-id"), "0123456789abcdef0123456789abcdef\n").expect("machine-id");
+        std::fs::write(
+            host.dir.join("machine-id"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .expect("machine-id");
         // Slot A holds the booted release; GRUB's env says A is good and first.
         let img = image(booted_version, 4096);
         write_at_start(&host.slots[0], &img);
-        let out = run(Command::new("grub-editenv").arg(&host.grubenv).arg("create"));
+        let out = run(Command::new("grub-editenv")
+            .arg(&host.grubenv)
+            .arg("create"));
         assert!(out.status.success(), "grub-editenv create: {}", text(&out));
-        host.grub_set(&[("ORDER", "A B"), ("A_OK", "1"), ("A_TRY", "0"), ("B_OK", "0"), ("B_TRY", "0")]);
+        host.grub_set(&[
+            ("ORDER", "A B"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "0"),
+            ("B_TRY", "0"),
+        ]);
         let mut host = host;
         host.boot();
         // Every boot runs the health service: it re-blesses the booted slot.
@@ -208,7 +243,14 @@ interval = "1s"
         let mut c = Command::new(bin());
         c.args(["pack", "--secret"])
             .arg(&self.secret_key)
-            .args(["--compatible", COMPATIBLE, "--version", version, "--level", "3"])
+            .args([
+                "--compatible",
+                COMPATIBLE,
+                "--version",
+                version,
+                "--level",
+                "3",
+            ])
             .arg(format!("--image=rootfs={}", img.display()))
             .arg("--out")
             .arg(&out_dir)
@@ -223,7 +265,10 @@ interval = "1s"
         assert!(out.status.success(), "grub-editenv list: {}", text(&out));
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect()
     }
 
@@ -247,7 +292,11 @@ interval = "1s"
         let chosen = order
             .split_whitespace()
             .find(|s| get(format!("{s}_OK")) == "1" && get(format!("{s}_TRY")) != "1")
-            .or_else(|| order.split_whitespace().find(|s| get(format!("{s}_OK")) == "1"))
+            .or_else(|| {
+                order
+                    .split_whitespace()
+                    .find(|s| get(format!("{s}_OK")) == "1")
+            })
             .unwrap_or("A");
         let slot: &'static str = if chosen == "B" { "B" } else { "A" };
         self.grub_set(&[(&format!("{slot}_TRY"), "1")]);
@@ -258,19 +307,34 @@ interval = "1s"
     /// Boot `slot` regardless of the env (what a fallback or a manual pick does).
     pub fn boot_as(&mut self, slot: &str) {
         self.boots += 1;
-        std::fs::write(&self.cmdline, format!("root=/dev/x ro abupdate.slot={slot} quiet\n")).expect("cmdline");
+        std::fs::write(
+            &self.cmdline,
+            format!("root=/dev/x ro abupdate.slot={slot} quiet\n"),
+        )
+        .expect("cmdline");
         let idx = if slot == "B" { 1 } else { 0 };
         let version = slot_version(&self.slots[idx]).unwrap_or_default();
-        std::fs::write(&self.os_release, format!("ID=test\nIMAGE_VERSION={version}\n")).expect("os-release");
-        std::fs::write(&self.boot_id, format!("boot-{}-{}\n", std::process::id(), self.boots)).expect("boot id");
+        std::fs::write(
+            &self.os_release,
+            format!("ID=test\nIMAGE_VERSION={version}\n"),
+        )
+        .expect("os-release");
+        std::fs::write(
+            &self.boot_id,
+            format!("boot-{}-{}\n", std::process::id(), self.boots),
+        )
+        .expect("boot id");
     }
 
     pub fn reboots(&self) -> usize {
-        std::fs::read_to_string(&self.reboot_log).map(|s| s.lines().count()).unwrap_or(0)
+        std::fs::read_to_string(&self.reboot_log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
     }
 
     pub fn state(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.state_dir.join("state.json")).unwrap_or_else(|_| "{}".into());
+        let text = std::fs::read_to_string(self.state_dir.join("state.json"))
+            .unwrap_or_else(|_| "{}".into());
         serde_json::from_str(&text).expect("state.json parses")
     }
 
@@ -304,7 +368,10 @@ pub fn chmod_x(p: &Path) {
 
 pub fn write_at_start(path: &Path, data: &[u8]) {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(path).expect("open slot for seeding");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open slot for seeding");
     f.write_all_at(data, 0).expect("seed slot");
     f.sync_all().expect("sync");
 }
@@ -315,5 +382,7 @@ pub fn slot_version(path: &Path) -> Option<String> {
     let mut buf = [0u8; 64];
     std::io::Read::read_exact(&mut f, &mut buf).ok()?;
     let line = buf.split(|&b| b == b'\n').next()?;
-    String::from_utf8_lossy(line).strip_prefix("IMAGE_VERSION=").map(str::to_string)
+    String::from_utf8_lossy(line)
+        .strip_prefix("IMAGE_VERSION=")
+        .map(str::to_string)
 }
