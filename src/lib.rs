@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod pack;
 pub mod progress;
 pub mod rollout;
+pub mod schedule;
 pub mod slot;
 pub mod state;
 pub mod system;
