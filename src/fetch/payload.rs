@@ -473,7 +473,8 @@ pub(super) fn open(
     // never has to take back bytes the caller already consumed.
     let mut response = None;
     let mut shown = url.clone();
-    if have < size {
+    // A zero-size payload is still requested: its existence is checked.
+    if have < size || size == 0 {
         // At most two rounds: a restart drops `have` to 0, which cannot
         // restart again.
         loop {

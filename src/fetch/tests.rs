@@ -340,3 +340,21 @@ fn stall_guard_trips_on_trickle_not_on_silence_or_speed() {
     g.read_to_end(&mut sink).unwrap();
     assert_eq!(sink.len(), data.len());
 }
+
+#[test]
+fn no_proxy_matching() {
+    let list: Vec<String> = ["example.net", ".corp.test", "10.1.2.3"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert!(no_proxy_matches(&list, "example.net"));
+    assert!(no_proxy_matches(&list, "cdn.example.net"));
+    assert!(no_proxy_matches(&list, "a.corp.test"));
+    assert!(no_proxy_matches(&list, "corp.test"));
+    assert!(no_proxy_matches(&list, "10.1.2.3"));
+    assert!(!no_proxy_matches(&list, "badexample.net"));
+    assert!(!no_proxy_matches(&list, "example.net.evil.test"));
+    assert!(!no_proxy_matches(&list, "10.1.2.33"));
+    assert!(no_proxy_matches(&["*".to_string()], "anything"));
+    assert!(!no_proxy_matches(&[], "anything"));
+}
