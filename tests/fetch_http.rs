@@ -278,5 +278,7 @@ fn read_errors_carry_a_fetch_error() {
     assert_eq!(e.kind(), "too_short", "{e}");
     let io = e.clone().into_io();
     assert_eq!(FetchError::from_io(&io), Some(&e));
+    // A refused answer does not cost the bytes already on disk.
+    assert!(std::fs::read(&partial).unwrap() == payload[..1000]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

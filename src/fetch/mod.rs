@@ -58,6 +58,7 @@ pub struct TransportOptions {
     /// Proxy URL for all requests (`http://host:port`). `None`: from the
     /// environment, `http_proxy` for http and `https_proxy` for https URLs
     /// (upper-case and `all_proxy` as fallbacks), minus hosts in `no_proxy`.
+    /// `Some("")`: no proxy at all, whatever the environment says.
     /// Loopback destinations never go through a proxy. Note: ureq tunnels
     /// every proxied request with CONNECT, plain http too, so the proxy must
     /// allow CONNECT to port 80 (Squid's stock config allows only 443).
@@ -342,6 +343,8 @@ impl Transport {
             Agent::new_with_config(config)
         };
         let (http_proxy, https_proxy, no_proxy) = match &opts.proxy {
+            // An explicit empty proxy means "direct", ignoring the environment.
+            Some(p) if p.trim().is_empty() => (None, None, Vec::new()),
             Some(p) => {
                 let agent = build(Some(make_proxy("proxy option", p)?));
                 (Some(agent.clone()), Some(agent), Vec::new())
@@ -526,6 +529,10 @@ impl Transport {
                 detail: format!("HTTP protocol error: {e}"),
             },
             ureq::Error::BadUri(e) => FetchError::Refused {
+                location,
+                reason: format!("bad URL: {e}"),
+            },
+            ureq::Error::Http(e) => FetchError::Refused {
                 location,
                 reason: format!("bad URL: {e}"),
             },

@@ -358,3 +358,16 @@ fn no_proxy_matching() {
     assert!(no_proxy_matches(&["*".to_string()], "anything"));
     assert!(!no_proxy_matches(&[], "anything"));
 }
+
+#[test]
+fn unusable_urls_are_refused_not_sent() {
+    let t = Transport::new(&TransportOptions {
+        proxy: Some(String::new()),
+        ..TransportOptions::default()
+    })
+    .unwrap();
+    let e = t
+        .get_document("http://127.0.0.1:1/has space.json", 10, None)
+        .unwrap_err();
+    assert_eq!(e.kind(), "refused", "{e}");
+}
