@@ -58,7 +58,10 @@ pub struct TransportOptions {
     /// Proxy URL for all requests (`http://host:port`). `None`: from the
     /// environment, `http_proxy` for http and `https_proxy` for https URLs
     /// (upper-case and `all_proxy` as fallbacks), minus hosts in `no_proxy`.
-    /// Loopback destinations never go through a proxy.
+    /// `Some("")`: no proxy at all, whatever the environment says.
+    /// Loopback destinations never go through a proxy. Note: ureq tunnels
+    /// every proxied request with CONNECT, plain http too, so the proxy must
+    /// allow CONNECT to port 80 (Squid's stock config allows only 443).
     pub proxy: Option<String>,
     /// PEM file of trust roots that REPLACE the built-in web roots (a fleet
     /// with a private CA).
@@ -340,6 +343,8 @@ impl Transport {
             Agent::new_with_config(config)
         };
         let (http_proxy, https_proxy, no_proxy) = match &opts.proxy {
+            // An explicit empty proxy means "direct", ignoring the environment.
+            Some(p) if p.trim().is_empty() => (None, None, Vec::new()),
             Some(p) => {
                 let agent = build(Some(make_proxy("proxy option", p)?));
                 (Some(agent.clone()), Some(agent), Vec::new())
@@ -386,15 +391,7 @@ impl Transport {
             .to_ascii_lowercase();
         let loopback =
             host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        let bypass = loopback
-            || self.no_proxy.iter().any(|entry| {
-                let entry = entry.trim_start_matches('.');
-                entry == "*"
-                    || host == entry
-                    || host
-                        .strip_suffix(entry)
-                        .is_some_and(|prefix| prefix.ends_with('.'))
-            });
+        let bypass = loopback || no_proxy_matches(&self.no_proxy, &host);
         let proxied = if parts.scheme.eq_ignore_ascii_case("https") {
             &self.https_proxy
         } else {
@@ -535,6 +532,10 @@ impl Transport {
                 location,
                 reason: format!("bad URL: {e}"),
             },
+            ureq::Error::Http(e) => FetchError::Refused {
+                location,
+                reason: format!("bad URL: {e}"),
+            },
             other => FetchError::Network {
                 location,
                 detail: other.to_string(),
@@ -623,14 +624,16 @@ impl Transport {
         let reader = StallGuard::new(
             resp.into_body()
                 .into_with_config()
-                .limit(limit + 1)
+                .limit(limit.saturating_add(1))
                 .reader(),
             self.read_timeout,
             &shown,
         );
-        let capacity = content_length.unwrap_or(64 * 1024).min(limit + 1);
+        let capacity = content_length
+            .unwrap_or(64 * 1024)
+            .min(limit.saturating_add(1));
         let mut body = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
-        if let Err(e) = reader.take(limit + 1).read_to_end(&mut body) {
+        if let Err(e) = reader.take(limit.saturating_add(1)).read_to_end(&mut body) {
             return Err(match self.body_error(e, &shown, &url) {
                 Some(err) => err,
                 None => FetchError::TooShort {
@@ -664,6 +667,20 @@ impl Transport {
     }
 }
 
+/// Whether `host` (lower case) matches a `no_proxy` list: `*`, an exact
+/// name or address, or a domain suffix (`example.net` and `.example.net`
+/// both cover `a.example.net`).
+fn no_proxy_matches(entries: &[String], host: &str) -> bool {
+    entries.iter().any(|entry| {
+        let entry = entry.trim_start_matches('.');
+        entry == "*"
+            || host == entry
+            || host
+                .strip_suffix(entry)
+                .is_some_and(|prefix| prefix.ends_with('.'))
+    })
+}
+
 fn describe_chain(chain: &[String]) -> String {
     match chain {
         [only] => only.clone(),
@@ -695,7 +712,7 @@ fn read_local_document(
         Err(e) => return Err(io_err(e)),
     };
     let mut body = Vec::new();
-    file.take(limit + 1)
+    file.take(limit.saturating_add(1))
         .read_to_end(&mut body)
         .map_err(io_err)?;
     if body.len() as u64 > limit {
