@@ -17,6 +17,7 @@ pub mod install;
 pub mod manifest;
 pub mod pack;
 pub mod progress;
+pub mod report;
 pub mod rollout;
 pub mod schedule;
 pub mod slot;

@@ -126,6 +126,32 @@ pub struct LastCheck {
     pub last_modified: Option<String>,
 }
 
+/// Counters and timestamps for reports; they survive reboots.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Metrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<i64>,
+    /// Failures by error kind.
+    #[serde(default)]
+    pub failures: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub downloaded_bytes: u64,
+    #[serde(default)]
+    pub installs: u64,
+    #[serde(default)]
+    pub commits: u64,
+    #[serde(default)]
+    pub rollbacks: u64,
+    /// Failed `update` runs in a row; drives the backoff.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// No timer-driven `update` before this time (backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<i64>,
+}
+
 pub const STATE_FORMAT: u32 = 1;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -142,6 +168,8 @@ pub struct State {
     pub newest_created: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<LastCheck>,
+    #[serde(default)]
+    pub metrics: Metrics,
 }
 
 impl State {
