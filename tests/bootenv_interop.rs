@@ -1,10 +1,12 @@
 //! Our bootloader-environment codecs against the real tools: GRUB's
 //! `grub-editenv`, libubootenv's `fw_printenv`/`fw_setenv`, U-Boot's
-//! `mkimage`, and `filefrag` for the in-place write.
+//! `mkimage`, `filefrag` for the in-place write, and a real U-Boot
+//! (qemu_arm in QEMU) running `scripts/uboot/boot.cmd` from an environment
+//! our backend wrote.
 //!
 //! The tools are required (Debian: grub2-common, libubootenv-tool,
-//! u-boot-tools, e2fsprogs); a missing tool fails the test, it does not
-//! skip it.
+//! u-boot-tools, e2fsprogs, u-boot-qemu, qemu-system-arm); a missing tool
+//! fails the test, it does not skip it.
 
 use abupdate::boot::grubenv::{self, GrubEnv};
 use abupdate::boot::ubootenv::{self, UbootEnv, UbootEnvConfig};
@@ -492,5 +494,220 @@ fn uboot_boot_script_compiles_with_mkimage() {
         "rauc.slot=",
     ] {
         assert!(text.contains(v), "{v} missing from boot.cmd");
+    }
+}
+
+// ------------------------------------------- boot.cmd in a real U-Boot --
+
+const UBOOT_QEMU: &str = "/usr/lib/u-boot/qemu_arm/u-boot.bin";
+/// qemu_arm keeps a single-copy environment of 0x40000 bytes at the start
+/// of the second flash bank.
+const QEMU_ENV_SIZE: usize = 0x40000;
+const FLASH_SIZE: u64 = 64 << 20;
+
+/// Boot U-Boot (Debian's u-boot-qemu, qemu_arm) once in QEMU with the
+/// environment in `flash1` and our compiled boot script served over TFTP;
+/// the serial output until U-Boot resets (QEMU exits, `-no-reboot`).
+fn boot_uboot_once(dir: &Path, flash1: &Path) -> String {
+    use std::io::Read;
+    let mut child = Command::new("qemu-system-arm")
+        .args([
+            "-M",
+            "virt",
+            "-m",
+            "128",
+            "-nographic",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ])
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,file={}",
+            s(&dir.join("flash0.img"))
+        ))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", s(flash1)))
+        .arg("-nic")
+        .arg(format!("user,tftp={}", s(dir)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run qemu-system-arm ({e}); install qemu-system-arm"));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "U-Boot did not reset within 120 s:\n{}",
+                reader.join().unwrap()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    reader.join().unwrap()
+}
+
+#[test]
+fn boot_script_in_real_uboot_boots_what_the_backend_predicts() {
+    use abupdate::boot::uboot::UbootBackend;
+    use abupdate::boot::{BootState, Bootloader};
+    use abupdate::slot::SlotName::{self, A, B};
+
+    assert!(
+        Path::new(UBOOT_QEMU).exists(),
+        "{UBOOT_QEMU} missing; install u-boot-qemu"
+    );
+    let dir = scratch("uboot-qemu");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/uboot/boot.cmd");
+    run(
+        "mkimage",
+        &[
+            "-A",
+            "arm",
+            "-T",
+            "script",
+            "-C",
+            "none",
+            "-d",
+            s(&src),
+            s(&dir.join("boot.scr")),
+        ],
+    );
+    std::fs::copy(UBOOT_QEMU, dir.join("flash0.img")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("flash0.img"))
+        .unwrap()
+        .set_len(FLASH_SIZE)
+        .unwrap();
+
+    // What U-Boot needs besides our variables: no delay, fetch and run the
+    // script, and a stand-in for loading the kernel that reports what the
+    // script chose (then the script resets, which ends QEMU).
+    let base: &[(&str, &str)] = &[
+        ("bootdelay", "0"),
+        ("scriptaddr", "0x40200000"),
+        (
+            "bootcmd",
+            "dhcp ${scriptaddr} boot.scr; source ${scriptaddr}",
+        ),
+        ("default_bootargs", "console=ttyAMA0"),
+        (
+            "abupdate_boot",
+            "echo ABUPDATE-BOOT ${abupdate_slot} ${BOOT_A_LEFT} ${BOOT_B_LEFT} ${bootargs}",
+        ),
+    ];
+    type Prep = fn(&UbootBackend);
+    let scenarios: &[(&str, &[(&str, &str)], Prep, Option<(SlotName, &str, &str)>)] = &[
+        (
+            "activate B",
+            &[
+                ("BOOT_ORDER", "A B"),
+                ("BOOT_A_LEFT", "3"),
+                ("BOOT_B_LEFT", "0"),
+            ],
+            |b| b.activate(B).unwrap(),
+            Some((B, "3", "2")),
+        ),
+        (
+            "B used up: A",
+            &[
+                ("BOOT_ORDER", "B A"),
+                ("BOOT_A_LEFT", "3"),
+                ("BOOT_B_LEFT", "0"),
+            ],
+            |_| (),
+            Some((A, "2", "0")),
+        ),
+        (
+            "B rejected: A",
+            &[
+                ("BOOT_ORDER", "B A"),
+                ("BOOT_A_LEFT", "3"),
+                ("BOOT_B_LEFT", "2"),
+            ],
+            |b| b.set_state(B, BootState::Bad).unwrap(),
+            Some((A, "2", "0")),
+        ),
+        ("no variables: defaults", &[], |_| (), Some((A, "2", "3"))),
+        (
+            "hex counters",
+            &[
+                ("BOOT_ORDER", "B A"),
+                ("BOOT_A_LEFT", "3"),
+                ("BOOT_B_LEFT", "10"),
+            ],
+            |_| (),
+            Some((B, "3", "f")),
+        ),
+        (
+            "all used up: reset",
+            &[
+                ("BOOT_ORDER", "B A"),
+                ("BOOT_A_LEFT", "0"),
+                ("BOOT_B_LEFT", "0"),
+            ],
+            |_| (),
+            None,
+        ),
+    ];
+    for (i, (name, start, prep, want)) in scenarios.iter().enumerate() {
+        let flash1 = dir.join(format!("flash1-{i}.img"));
+        std::fs::File::create(&flash1)
+            .unwrap()
+            .set_len(FLASH_SIZE)
+            .unwrap();
+        let conf = dir.join(format!("fw_env-{i}.config"));
+        std::fs::write(&conf, format!("{} 0x0 {QEMU_ENV_SIZE:#x}\n", s(&flash1))).unwrap();
+        let cfg = UbootEnvConfig::load(&conf).unwrap();
+        let mut env = UbootEnv::new();
+        for (n, v) in base.iter().chain(start.iter()) {
+            env.set(n, v).unwrap();
+        }
+        ubootenv::write(&cfg, &env).unwrap();
+        let backend = UbootBackend::new(conf, 3).unwrap();
+        prep(&backend);
+        let predicted = backend.primary().unwrap();
+
+        let out = boot_uboot_once(&dir, &flash1);
+        assert!(
+            out.contains("Loading Environment from Flash... OK"),
+            "{name}: U-Boot did not accept our environment:\n{out}"
+        );
+        let line = out.lines().find(|l| l.starts_with("ABUPDATE-BOOT "));
+        match want {
+            Some((slot, a_left, b_left)) => {
+                let line = line.unwrap_or_else(|| panic!("{name}: no boot:\n{out}"));
+                let expected = format!(
+                    "ABUPDATE-BOOT {slot} {a_left} {b_left} console=ttyAMA0 root=/dev/mmcblk0p{} \
+                     abupdate.slot={slot} rauc.slot={slot}",
+                    if *slot == A { 2 } else { 3 }
+                );
+                assert_eq!(line.trim_end(), expected, "{name}");
+                assert_eq!(
+                    predicted,
+                    Some(*slot),
+                    "{name}: backend predicted otherwise"
+                );
+            }
+            None => {
+                assert!(line.is_none(), "{name}: booted:\n{out}");
+                assert!(
+                    out.contains("no slot has attempts left; resetting both to 3"),
+                    "{name}:\n{out}"
+                );
+                // After the reset the script boots the first in BOOT_ORDER.
+                assert_eq!(predicted, Some(B), "{name}");
+            }
+        }
     }
 }
