@@ -607,7 +607,11 @@ fn boot_script_in_real_uboot_boots_what_the_backend_predicts() {
         ),
     ];
     type Prep = fn(&UbootBackend);
-    let scenarios: &[(&str, &[(&str, &str)], Prep, Option<(SlotName, &str, &str)>)] = &[
+    /// The slot booted and both counters after the boot; `None`: no slot
+    /// had attempts left.
+    type Booted = Option<(SlotName, &'static str, &'static str)>;
+    type Vars = &'static [(&'static str, &'static str)];
+    let scenarios: &[(&str, Vars, Prep, Booted)] = &[
         (
             "activate B",
             &[
