@@ -20,6 +20,7 @@ use crate::fetch::{Document, Transport, TransportOptions, Validators};
 use crate::install::{self, WriteMode};
 use crate::manifest::{self, HostFacts, Manifest, Version};
 use crate::progress::Progress;
+use crate::rollout::{self, Standing};
 use crate::slot::{Device, SlotName};
 use crate::state::{ImageRef, LastCheck, Phase, SlotRecord, State, StateDir, Transaction};
 use crate::system;
@@ -95,6 +96,39 @@ impl Host {
             .or_else(|| state.slot(booted).version)
     }
 
+    /// This host's place in the fleet: the configured wariness, else the
+    /// keyed hash of the machine id.
+    pub fn position(&self) -> f64 {
+        if let Some(w) = self.config.rollout.wariness {
+            // Wariness 1.0 must still be inside a 100% rollout.
+            return w.min(1.0 - f64::EPSILON);
+        }
+        let id = system::read_fact(&self.config.system.machine_id).unwrap_or_default();
+        rollout::position(&id)
+    }
+
+    /// A stable id of this host for reports, not the machine id itself.
+    pub fn host_id(&self) -> String {
+        rollout::host_id(&system::read_fact(&self.config.system.machine_id).unwrap_or_default())
+    }
+
+    /// Where to fetch `url` from: through the site cache, when one is
+    /// configured, by replacing the origin's scheme and authority with the
+    /// mirror's (signatures make any mirror as good as the origin).
+    pub fn via_mirror(&self, url: &str) -> String {
+        let Some(mirror) = self.config.update.mirror.as_deref() else {
+            return url.to_string();
+        };
+        let Some(rest) = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+        else {
+            return url.to_string();
+        };
+        let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("/");
+        format!("{}{path}", mirror.trim_end_matches('/'))
+    }
+
     fn boot_id(&self) -> Option<String> {
         system::read_fact(&self.config.system.boot_id).map(|s| s.trim().to_string())
     }
@@ -127,12 +161,15 @@ pub fn fetch_verified(
     location: &str,
     validators: Option<&Validators>,
 ) -> Result<Option<Verified>> {
-    let (body, validators) =
-        match transport.get_document(location, manifest::MAX_MANIFEST_BYTES, validators)? {
-            Document::Fetched { body, validators } => (body, validators),
-            Document::NotModified => return Ok(None),
-            Document::NotFound => return Err(Error::Refused(format!("{location}: not found"))),
-        };
+    let (body, validators) = match transport.get_document(
+        &host.via_mirror(location),
+        manifest::MAX_MANIFEST_BYTES,
+        validators,
+    )? {
+        Document::Fetched { body, validators } => (body, validators),
+        Document::NotModified => return Ok(None),
+        Document::NotFound => return Err(Error::Refused(format!("{location}: not found"))),
+    };
     let keys = KeyRing::load(&host.config.update.keys_dirs)?;
     let mut signatures = Vec::new();
     let mut names = vec![format!("{location}.minisig")];
@@ -140,7 +177,7 @@ pub fn fetch_verified(
         names.extend((1..=16).map(|n| format!("{location}.{n}.minisig")));
     }
     for name in names {
-        match transport.get_document(&name, 64 * 1024, None)? {
+        match transport.get_document(&host.via_mirror(&name), 64 * 1024, None)? {
             Document::Fetched { body, .. } => {
                 signatures.push((name, String::from_utf8_lossy(&body).into_owned()));
             }
@@ -165,10 +202,26 @@ pub fn fetch_verified(
 /// The outcome of `check`.
 #[derive(Debug)]
 pub enum CheckOutcome {
-    /// A verified release applies to this host.
-    Available(Box<Verified>),
+    /// A verified release applies to this host (and its wave includes it).
+    Available {
+        verified: Box<Verified>,
+        standing: Option<Standing>,
+    },
     /// Nothing to do, and why.
-    UpToDate { reason: String, kind: &'static str },
+    UpToDate {
+        reason: String,
+        kind: &'static str,
+        standing: Option<Standing>,
+    },
+}
+
+/// What `check` takes into account besides the manifest.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CheckOptions {
+    pub allow_downgrade: bool,
+    /// Apply the staged rollout (the timer's runs do; a manual install
+    /// is the operator's own decision and does not).
+    pub rollout: bool,
 }
 
 /// Options of `install` / `update`.
@@ -178,10 +231,13 @@ pub struct InstallOptions {
     pub no_reboot: bool,
     pub write_mode: WriteMode,
     pub quiet: bool,
+    /// Reboot only inside a maintenance window (the timer's runs).
+    pub respect_windows: bool,
 }
 
 /// Fetch and judge the release at `location` (or the configured URL).
-pub fn check(host: &Host, location: Option<&str>, allow_downgrade: bool) -> Result<CheckOutcome> {
+pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<CheckOutcome> {
+    let allow_downgrade = opts.allow_downgrade;
     let location = match location.or(host.config.update.url.as_deref()) {
         Some(l) => l.to_string(),
         None => {
@@ -204,10 +260,14 @@ pub fn check(host: &Host, location: Option<&str>, allow_downgrade: bool) -> Resu
             etag: c.etag.clone(),
             last_modified: c.last_modified.clone(),
         });
-    let Some(verified) = fetch_verified(host, &transport, &location, previous.as_ref())? else {
+    state.metrics.last_check = Some(now());
+    let fetched = fetch_verified(host, &transport, &location, previous.as_ref());
+    let Some(verified) = fetched? else {
+        save_if_unlocked(state_dir, &state)?;
         return Ok(CheckOutcome::UpToDate {
             reason: "release manifest unchanged since the last check".into(),
             kind: "not_modified",
+            standing: None,
         });
     };
     let booted_version = host.booted_version(&state, booted);
@@ -225,6 +285,22 @@ pub fn check(host: &Host, location: Option<&str>, allow_downgrade: bool) -> Resu
     };
     let verdict = manifest::evaluate(&verified.manifest, &facts);
     state.note_created(verified.manifest.created);
+    let standing = match opts.rollout {
+        true => Some(
+            rollout::decide(
+                verified.manifest.doc.rollout.as_ref(),
+                host.position(),
+                now(),
+            )
+            .map_err(|e| {
+                Error::Manifest(manifest::ManifestError::Field {
+                    field: "rollout".into(),
+                    reason: e,
+                })
+            })?,
+        ),
+        false => None,
+    };
     state.last_check = match &verdict {
         Err(_) => Some(LastCheck {
             url: location.clone(),
@@ -234,17 +310,38 @@ pub fn check(host: &Host, location: Option<&str>, allow_downgrade: bool) -> Resu
         }),
         Ok(()) => None,
     };
-    // Saving needs the lock; a read-only check without it skips the save.
-    if let Ok(_lock) = state_dir.lock() {
-        state_dir.save(&state)?;
-    }
+    save_if_unlocked(state_dir, &state)?;
     match verdict {
-        Ok(()) => Ok(CheckOutcome::Available(Box::new(verified))),
         Err(na) => Ok(CheckOutcome::UpToDate {
             reason: na.to_string(),
             kind: na.kind(),
+            standing,
         }),
+        Ok(()) => match standing {
+            Some(s) if !s.included => Ok(CheckOutcome::UpToDate {
+                reason: format!(
+                    "release {} waits for this host's wave: {}",
+                    verified.manifest.version,
+                    s.reason.clone().unwrap_or_default()
+                ),
+                kind: "waiting_for_wave",
+                standing: Some(s),
+            }),
+            standing => Ok(CheckOutcome::Available {
+                verified: Box::new(verified),
+                standing,
+            }),
+        },
     }
+}
+
+/// Save the state when no other instance holds the lock; a read-only
+/// `check` next to a running install just skips its bookkeeping.
+fn save_if_unlocked(state_dir: &StateDir, state: &State) -> Result<()> {
+    if let Ok(_lock) = state_dir.lock() {
+        state_dir.save(state)?;
+    }
+    Ok(())
 }
 
 /// What `install` did.
@@ -394,7 +491,11 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
         let location = crate::fetch::resolve(&verified.location, &image.url)?;
         let partial = host.state_dir.partial_file(image.download_sha256());
         let result = transport
-            .open_payload(&location, image.download_size(), Some(&partial))
+            .open_payload(
+                &host.via_mirror(&location),
+                image.download_size(),
+                Some(&partial),
+            )
             .map_err(Error::from)
             .and_then(|reader| {
                 log(&format!(
@@ -466,7 +567,11 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
             installed_at: Some(now()),
         },
     );
+    state.metrics.installs += 1;
+    state.metrics.downloaded_bytes += network_bytes;
+    state.metrics.last_success = Some(now());
     host.state_dir.save(&state)?;
+    publish(host, &state, Some(("installed", m.version.as_str())), None);
     finish_staged(host, &state, target, m, payload_bytes, network_bytes, opts)
 }
 
@@ -483,7 +588,16 @@ fn finish_staged(
         "release {} staged in slot {target}; the next boot tries it",
         m.version
     ));
-    let rebooting = !opts.no_reboot;
+    let windows = &host.config.reboot.windows;
+    let in_window = !opts.respect_windows || crate::schedule::may_reboot(windows, now());
+    if !in_window && !opts.no_reboot {
+        let next = crate::schedule::next_window(windows, now()).map(crate::timefmt::format_rfc3339);
+        log(&format!(
+            "the reboot waits for the maintenance window (next opens {})",
+            next.unwrap_or_else(|| "never".into())
+        ));
+    }
+    let rebooting = !opts.no_reboot && in_window;
     if rebooting {
         log("rebooting into the new slot");
         system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
@@ -534,6 +648,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
     let booted = host.booted_slot()?;
     let Some(t) = state.transaction.clone() else {
         rebless(host, &mut state, booted)?;
+        publish(host, &state, None, None);
         return Ok(Verdict::Healthy);
     };
 
@@ -582,8 +697,11 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             rec.status = "good".into();
             state.slots.insert(booted, rec);
             state.transaction = None;
+            state.metrics.commits += 1;
+            state.metrics.last_success = Some(now());
             host.state_dir.save(&state)?;
             log(&format!("committed {} in slot {booted}", t.version));
+            publish(host, &state, Some(("committed", t.version.as_str())), None);
             return Ok(Verdict::Committed { version: t.version });
         }
         let reason = results
@@ -628,8 +746,20 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             rec.status = "bad".into();
             state.slots.insert(t.to, rec);
             state.transaction = None;
+            state.metrics.rollbacks += 1;
+            *state
+                .metrics
+                .failures
+                .entry("trial_never_booted".into())
+                .or_default() += 1;
             host.state_dir.save(&state)?;
             rebless(host, &mut state, booted)?;
+            publish(
+                host,
+                &state,
+                Some(("trial_never_booted", t.version.as_str())),
+                Some(("trial_never_booted", &reason)),
+            );
             Ok(Verdict::TrialNeverBooted { version: t.version })
         }
     }
@@ -654,7 +784,15 @@ fn rollback_trial(
     rec.status = "bad".into();
     state.slots.insert(t.to, rec);
     state.transaction = None;
+    state.metrics.rollbacks += 1;
+    *state.metrics.failures.entry("health".into()).or_default() += 1;
     host.state_dir.save(&state.clone())?;
+    publish(
+        host,
+        state,
+        Some(("rolled_back", t.version.as_str())),
+        Some(("health", reason)),
+    );
     if !no_reboot {
         log(&format!("rebooting into slot {}", t.from));
         system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
@@ -783,4 +921,174 @@ pub fn status(host: &Host) -> Result<Status> {
         failed: state.failed.clone(),
         bootloader: host.boot.describe()?.into_iter().collect(),
     })
+}
+
+/// Write the textfile, and POST the event to the webhook when there is one.
+/// `event` = (outcome, release); `error` = (kind, message). Failures to
+/// report are logged, never returned: reporting must not change outcomes.
+pub fn publish(
+    host: &Host,
+    state: &State,
+    event: Option<(&str, &str)>,
+    error: Option<(&str, &str)>,
+) {
+    let booted = host.booted_slot().ok();
+    let booted_version = booted.and_then(|b| host.booted_version(state, b));
+    let report = &host.config.report;
+    if let Some(path) = &report.textfile {
+        let view = crate::report::HostView {
+            booted_slot: booted.map(SlotName::as_str),
+            booted_version: booted_version.as_deref(),
+            pending: state.transaction.is_some(),
+            position: Some(host.position()),
+        };
+        let text = crate::report::render_textfile(&state.metrics, &view);
+        if let Err(e) = crate::report::write_textfile(path, &text) {
+            log(&format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    let Some((outcome, release)) = event else {
+        return;
+    };
+    if report.webhook.is_none() {
+        return;
+    }
+    let event = crate::report::Event {
+        host: host.host_id(),
+        compatible: host.config.update.compatible.clone(),
+        release: (!release.is_empty()).then(|| release.to_string()),
+        booted_slot: booted.map(|b| b.to_string()),
+        booted_version,
+        outcome: outcome.to_string(),
+        error_kind: error.map(|(k, _)| k.to_string()),
+        message: error.map(|(_, m)| m.to_string()),
+        time: now(),
+    };
+    if let Err(e) = crate::report::post_webhook(report, &event) {
+        log(&format!("report not delivered: {e}"));
+    }
+}
+
+/// Count a failed run, schedule the backoff, and report it.
+pub fn record_failure(host: &Host, error: &Error, release: Option<&str>) {
+    let Ok(_lock) = host.state_dir.lock() else {
+        return;
+    };
+    let Ok(mut state) = host.state_dir.load() else {
+        return;
+    };
+    *state
+        .metrics
+        .failures
+        .entry(error.kind().to_string())
+        .or_default() += 1;
+    state.metrics.consecutive_failures = state.metrics.consecutive_failures.saturating_add(1);
+    let delay = crate::schedule::backoff(
+        state.metrics.consecutive_failures,
+        host.config.update.backoff_base,
+        host.config.update.backoff_max,
+    );
+    state.metrics.retry_after = Some(now() + delay.as_secs() as i64);
+    let _ = host.state_dir.save(&state);
+    let message = error.to_string();
+    publish(
+        host,
+        &state,
+        Some(("failed", release.unwrap_or(""))),
+        Some((error.kind(), &message)),
+    );
+}
+
+fn record_success(host: &Host) {
+    let Ok(_lock) = host.state_dir.lock() else {
+        return;
+    };
+    let Ok(mut state) = host.state_dir.load() else {
+        return;
+    };
+    if state.metrics.consecutive_failures != 0 || state.metrics.retry_after.is_some() {
+        state.metrics.consecutive_failures = 0;
+        state.metrics.retry_after = None;
+        let _ = host.state_dir.save(&state);
+    }
+    publish(host, &state, None, None);
+}
+
+/// Options of the timer's `update`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UpdateOptions {
+    /// Skip jitter and backoff (a manual run).
+    pub now: bool,
+    pub no_reboot: bool,
+    pub quiet: bool,
+}
+
+/// What the timer's `update` did.
+#[derive(Debug)]
+pub enum UpdateOutcome {
+    /// An earlier failure asks to wait until then.
+    BackingOff {
+        until: i64,
+    },
+    UpToDate {
+        reason: String,
+        kind: &'static str,
+        standing: Option<Standing>,
+    },
+    Installed(Installed),
+}
+
+/// The timer's job: check, then install and reboot (inside a maintenance
+/// window, when windows are configured) when a release applies.
+pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
+    if !opts.now {
+        let state = host.state_dir.load()?;
+        if let Some(until) = state.metrics.retry_after.filter(|&t| t > now()) {
+            return Ok(UpdateOutcome::BackingOff { until });
+        }
+        let delay = crate::schedule::jitter(host.config.update.jitter);
+        if !delay.is_zero() {
+            log(&format!(
+                "waiting {}s (jitter) before checking",
+                delay.as_secs()
+            ));
+            std::thread::sleep(delay);
+        }
+    }
+    let mut release = None;
+    let result = check(
+        host,
+        None,
+        CheckOptions {
+            allow_downgrade: false,
+            rollout: true,
+        },
+    )
+    .and_then(|outcome| match outcome {
+        CheckOutcome::UpToDate {
+            reason,
+            kind,
+            standing,
+        } => Ok(UpdateOutcome::UpToDate {
+            reason,
+            kind,
+            standing,
+        }),
+        CheckOutcome::Available { verified, .. } => {
+            release = Some(verified.manifest.version.to_string());
+            let install_opts = InstallOptions {
+                allow_downgrade: false,
+                no_reboot: opts.no_reboot,
+                write_mode: WriteMode::All,
+                quiet: opts.quiet,
+                respect_windows: true,
+            };
+            install(host, &verified, &install_opts).map(UpdateOutcome::Installed)
+        }
+    });
+    match &result {
+        Ok(_) => record_success(host),
+        Err(e) => record_failure(host, e, release.as_deref()),
+    }
+    result
 }

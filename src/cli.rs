@@ -2,7 +2,9 @@
 //! side effects, then run. Exit codes: 0 ok, 1 error, 2 usage or config
 //! error, 100 update available (`check`).
 
-use crate::agent::{self, CheckOutcome, Host, InstallOptions, Verdict};
+use crate::agent::{
+    self, CheckOptions, CheckOutcome, Host, InstallOptions, UpdateOptions, UpdateOutcome, Verdict,
+};
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
 use crate::install::WriteMode;
@@ -57,6 +59,7 @@ pub enum Command {
     },
     Update {
         no_reboot: bool,
+        now: bool,
     },
     Install {
         source: String,
@@ -236,6 +239,7 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
             at_most(0)?;
             Command::Update {
                 no_reboot: has("--no-reboot"),
+                now: has("--now"),
             }
         }
         "install" => {
@@ -259,6 +263,7 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                     no_reboot: has("--no-reboot"),
                     write_mode,
                     quiet: global.quiet,
+                    respect_windows: false,
                 },
             }
         }
@@ -533,47 +538,77 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
             allow_downgrade,
         } => {
             let host = Host::open(load_config(global)?)?;
-            let outcome = agent::check(&host, source.as_deref(), allow_downgrade)?;
+            let opts = CheckOptions {
+                allow_downgrade,
+                rollout: true,
+            };
+            let outcome = agent::check(&host, source.as_deref(), opts)?;
             report_check(global, &outcome);
             Ok(match outcome {
-                CheckOutcome::Available(_) => EXIT_UPDATE_AVAILABLE,
+                CheckOutcome::Available { .. } => EXIT_UPDATE_AVAILABLE,
                 CheckOutcome::UpToDate { .. } => 0,
             })
         }
-        Command::Update { no_reboot } => {
+        Command::Update { no_reboot, now } => {
             let host = Host::open(load_config(global)?)?;
-            let outcome = agent::check(&host, None, false)?;
-            match outcome {
-                CheckOutcome::UpToDate { reason, .. } => {
-                    if !global.quiet {
+            let opts = UpdateOptions {
+                now,
+                no_reboot,
+                quiet: global.quiet,
+            };
+            match agent::update(&host, opts)? {
+                UpdateOutcome::BackingOff { until } => {
+                    let until = crate::timefmt::format_rfc3339(until);
+                    if global.json {
+                        print_json(
+                            &serde_json::json!({ "outcome": "backing_off", "until": until }),
+                        );
+                    } else if !global.quiet {
+                        agent::log(&format!(
+                            "backing off after failures until {until} (--now to run anyway)"
+                        ));
+                    }
+                }
+                UpdateOutcome::UpToDate {
+                    reason,
+                    kind,
+                    standing,
+                } => {
+                    if global.json {
+                        print_json(&serde_json::json!({
+                            "outcome": "up_to_date", "reason": kind, "message": reason, "rollout": standing,
+                        }));
+                    } else if !global.quiet {
                         agent::log(&format!("no update: {reason}"));
                     }
-                    Ok(0)
                 }
-                CheckOutcome::Available(verified) => {
-                    let opts = InstallOptions {
-                        allow_downgrade: false,
-                        no_reboot,
-                        write_mode: WriteMode::All,
-                        quiet: global.quiet,
-                    };
-                    let done = agent::install(&host, &verified, &opts)?;
-                    report_install(global, &done);
-                    Ok(0)
-                }
+                UpdateOutcome::Installed(done) => report_install(global, &done),
             }
+            Ok(0)
         }
         Command::Install { source, opts } => {
             let host = Host::open(load_config(global)?)?;
-            match agent::check(&host, Some(&source), opts.allow_downgrade)? {
-                CheckOutcome::UpToDate { reason, kind } if kind != "not_modified" => {
-                    Err(Error::Refused(reason))
-                }
-                CheckOutcome::UpToDate { reason, .. } => Err(Error::Refused(reason)),
-                CheckOutcome::Available(verified) => {
-                    let done = agent::install(&host, &verified, &opts)?;
+            let check_opts = CheckOptions {
+                allow_downgrade: opts.allow_downgrade,
+                rollout: false,
+            };
+            let result =
+                agent::check(&host, Some(&source), check_opts).and_then(|outcome| match outcome {
+                    CheckOutcome::UpToDate { reason, .. } => Err(Error::Refused(reason)),
+                    CheckOutcome::Available { verified, .. } => {
+                        agent::install(&host, &verified, &opts)
+                    }
+                });
+            match result {
+                Ok(done) => {
                     report_install(global, &done);
                     Ok(0)
+                }
+                Err(e) => {
+                    if !matches!(e, Error::State(crate::state::StateError::Locked { .. })) {
+                        agent::record_failure(&host, &e, None);
+                    }
+                    Err(e)
                 }
             }
         }
@@ -638,23 +673,31 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {
 
 fn report_check(global: &Global, outcome: &CheckOutcome) {
     match outcome {
-        CheckOutcome::Available(v) => {
+        CheckOutcome::Available {
+            verified: v,
+            standing,
+        } => {
             if global.json {
                 print_json(&serde_json::json!({
                     "update_available": true,
                     "version": v.manifest.version.as_str(),
                     "manifest_sha256": v.manifest.sha256,
                     "source": v.location,
+                    "rollout": standing,
                 }));
             } else {
                 println!("update available: {} ({})", v.manifest.version, v.location);
             }
         }
-        CheckOutcome::UpToDate { reason, kind } => {
+        CheckOutcome::UpToDate {
+            reason,
+            kind,
+            standing,
+        } => {
             if global.json {
-                print_json(
-                    &serde_json::json!({ "update_available": false, "reason": kind, "message": reason }),
-                );
+                print_json(&serde_json::json!({
+                    "update_available": false, "reason": kind, "message": reason, "rollout": standing,
+                }));
             } else {
                 println!("no update: {reason}");
             }

@@ -505,8 +505,12 @@ impl Config {
         let mut windows = Vec::new();
         for (i, w) in f.reboot.window.into_iter().enumerate() {
             let key = format!("reboot.window[{i}]");
-            let start = w.start.ok_or_else(|| err(&format!("{key}.start"), "missing (e.g. \"02:00\")".into()))?;
-            let length = w.length.ok_or_else(|| err(&format!("{key}.length"), "missing (e.g. \"2h\")".into()))?;
+            let start = w
+                .start
+                .ok_or_else(|| err(&format!("{key}.start"), "missing (e.g. \"02:00\")".into()))?;
+            let length = w
+                .length
+                .ok_or_else(|| err(&format!("{key}.length"), "missing (e.g. \"2h\")".into()))?;
             let days = w.days.unwrap_or_else(|| vec!["*".into()]);
             let window = crate::schedule::Window::parse(&days, &start, &length, w.zone.as_deref())
                 .map_err(|e| err(&key, e))?;

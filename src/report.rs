@@ -30,7 +30,9 @@ pub struct Event {
 }
 
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The facts the textfile shows besides the counters.
@@ -80,7 +82,10 @@ pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
         "abupdate_failures_total",
         "counter",
         "Failed runs by error kind.",
-        m.failures.iter().map(|(k, v)| (format!("{{kind=\"{}\"}}", escape_label(k)), v.to_string())).collect(),
+        m.failures
+            .iter()
+            .map(|(k, v)| (format!("{{kind=\"{}\"}}", escape_label(k)), v.to_string()))
+            .collect(),
     );
     metric(
         "abupdate_downloaded_bytes_total",
@@ -88,9 +93,24 @@ pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
         "Payload bytes received over the network.",
         vec![(String::new(), m.downloaded_bytes.to_string())],
     );
-    metric("abupdate_installs_total", "counter", "Releases written and staged.", vec![(String::new(), m.installs.to_string())]);
-    metric("abupdate_commits_total", "counter", "Trial slots committed.", vec![(String::new(), m.commits.to_string())]);
-    metric("abupdate_rollbacks_total", "counter", "Trials rolled back or never booted.", vec![(String::new(), m.rollbacks.to_string())]);
+    metric(
+        "abupdate_installs_total",
+        "counter",
+        "Releases written and staged.",
+        vec![(String::new(), m.installs.to_string())],
+    );
+    metric(
+        "abupdate_commits_total",
+        "counter",
+        "Trial slots committed.",
+        vec![(String::new(), m.commits.to_string())],
+    );
+    metric(
+        "abupdate_rollbacks_total",
+        "counter",
+        "Trials rolled back or never booted.",
+        vec![(String::new(), m.rollbacks.to_string())],
+    );
     metric(
         "abupdate_update_pending",
         "gauge",
@@ -98,7 +118,12 @@ pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
         vec![(String::new(), if view.pending { "1" } else { "0" }.into())],
     );
     if let Some(p) = view.position {
-        metric("abupdate_rollout_position", "gauge", "This host's place in the fleet, 0 to 1.", vec![(String::new(), format!("{p:.6}"))]);
+        metric(
+            "abupdate_rollout_position",
+            "gauge",
+            "This host's place in the fleet, 0 to 1.",
+            vec![(String::new(), format!("{p:.6}"))],
+        );
     }
     out
 }
@@ -115,7 +140,9 @@ pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// POST `event` to the webhook, a few short attempts; Err says why the last failed.
 pub fn post_webhook(cfg: &Report, event: &Event) -> Result<(), String> {
-    let Some(url) = &cfg.webhook else { return Ok(()) };
+    let Some(url) = &cfg.webhook else {
+        return Ok(());
+    };
     let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(cfg.webhook_timeout))
@@ -127,7 +154,11 @@ pub fn post_webhook(cfg: &Report, event: &Event) -> Result<(), String> {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(500 << attempt.min(4)));
         }
-        match agent.post(url).header("Content-Type", "application/json").send(&body[..]) {
+        match agent
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(&body[..])
+        {
             Ok(r) if r.status().is_success() => return Ok(()),
             Ok(r) => last = format!("{url}: HTTP {}", r.status()),
             Err(e) => last = format!("{url}: {e}"),
@@ -142,13 +173,25 @@ mod tests {
 
     #[test]
     fn textfile_has_help_type_and_escaped_labels() {
-        let mut m = Metrics { downloaded_bytes: 42, last_check: Some(1_700_000_000), ..Default::default() };
+        let mut m = Metrics {
+            downloaded_bytes: 42,
+            last_check: Some(1_700_000_000),
+            ..Default::default()
+        };
         m.failures.insert("hash_mismatch".into(), 2);
         let text = render_textfile(
             &m,
-            &HostView { booted_slot: Some("A"), booted_version: Some("1.0\"x"), pending: true, position: Some(0.25) },
+            &HostView {
+                booted_slot: Some("A"),
+                booted_version: Some("1.0\"x"),
+                pending: true,
+                position: Some(0.25),
+            },
         );
-        assert!(text.contains("abupdate_booted_info{slot=\"A\",version=\"1.0\\\"x\"} 1\n"), "{text}");
+        assert!(
+            text.contains("abupdate_booted_info{slot=\"A\",version=\"1.0\\\"x\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE abupdate_failures_total counter\nabupdate_failures_total{kind=\"hash_mismatch\"} 2\n"));
         assert!(text.contains("abupdate_downloaded_bytes_total 42\n"));
         assert!(text.contains("abupdate_update_pending 1\n"));

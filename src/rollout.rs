@@ -36,7 +36,9 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 fn machine_id_key(machine_id: &str) -> Vec<u8> {
     let t = machine_id.trim();
     if t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        (0..16).filter_map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16).ok()).collect()
+        (0..16)
+            .filter_map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16).ok())
+            .collect()
     } else {
         t.as_bytes().to_vec()
     }
@@ -91,7 +93,12 @@ pub struct Standing {
 /// Decide whether a host at `position` takes a release with `rollout` now.
 pub fn decide(rollout: Option<&Rollout>, position: f64, now: i64) -> Result<Standing, String> {
     let Some(r) = rollout else {
-        return Ok(Standing { position, percentage: 100.0, included: true, reason: None });
+        return Ok(Standing {
+            position,
+            percentage: 100.0,
+            included: true,
+            reason: None,
+        });
     };
     if r.paused {
         return Ok(Standing {
@@ -104,14 +111,23 @@ pub fn decide(rollout: Option<&Rollout>, position: f64, now: i64) -> Result<Stan
     let pct = percentage(r, now)?;
     let included = position * 100.0 < pct;
     let reason = (!included).then(|| {
-        let mut why = format!("this host is at {:.2}% of the fleet; the rollout covers {:.2}%", position * 100.0, pct);
+        let mut why = format!(
+            "this host is at {:.2}% of the fleet; the rollout covers {:.2}%",
+            position * 100.0,
+            pct
+        );
         if let (Some(at), Some(start)) = (eta(r, position), &r.start) {
             let _ = start;
             why.push_str(&format!(", reaching it at {}", format_rfc3339(at)));
         }
         why
     });
-    Ok(Standing { position, percentage: pct, included, reason })
+    Ok(Standing {
+        position,
+        percentage: pct,
+        included,
+        reason,
+    })
 }
 
 /// When a linear ramp reaches `position`, if it does.
@@ -171,7 +187,10 @@ mod tests {
         assert!((half - 50.5).abs() < 1e-9, "{half}");
         assert_eq!(percentage(&r, start + 4320 * 60), Ok(100.0));
         assert_eq!(percentage(&r, start + 9000 * 60), Ok(100.0));
-        let fixed = Rollout { percent: Some(5.0), ..Default::default() };
+        let fixed = Rollout {
+            percent: Some(5.0),
+            ..Default::default()
+        };
         assert_eq!(percentage(&fixed, 0), Ok(5.0));
     }
 
@@ -182,14 +201,22 @@ mod tests {
         assert!(decide(Some(&r), 0.05, start).expect("d").included);
         let late = decide(Some(&r), 0.55, start).expect("d");
         assert!(!late.included);
-        assert!(late.reason.as_deref().is_some_and(|w| w.contains("reaching it at 2026-11-21T00:30:00Z")), "{late:?}");
+        assert!(
+            late.reason
+                .as_deref()
+                .is_some_and(|w| w.contains("reaching it at 2026-11-21T00:30:00Z")),
+            "{late:?}"
+        );
         assert!(decide(Some(&r), 0.55, start + 31 * 60).expect("d").included);
         let mut paused = r.clone();
         paused.paused = true;
         let d = decide(Some(&paused), 0.0, start + 3600).expect("d");
         assert!(!d.included && d.reason.as_deref() == Some("the rollout is paused"));
         assert!(decide(None, 0.99, 0).expect("d").included);
-        let bad = Rollout { start: Some("yesterday".into()), ..Default::default() };
+        let bad = Rollout {
+            start: Some("yesterday".into()),
+            ..Default::default()
+        };
         assert!(decide(Some(&bad), 0.1, 0).is_err());
     }
 
@@ -198,13 +225,22 @@ mod tests {
         // Chi-square over 20 buckets: 19 degrees of freedom, p = 0.001 at 43.8.
         let mut buckets = [0u32; 20];
         for i in 0..10_000u32 {
-            let id = format!("{:032x}", (i as u128).wrapping_mul(0x9e3779b97f4a7c15f39cc0605cedc835));
+            let id = format!(
+                "{:032x}",
+                (i as u128).wrapping_mul(0x9e3779b97f4a7c15f39cc0605cedc835)
+            );
             buckets[(position(&id) * 20.0) as usize] += 1;
         }
         let expected = 500.0;
-        let chi2: f64 = buckets.iter().map(|&n| (n as f64 - expected).powi(2) / expected).sum();
+        let chi2: f64 = buckets
+            .iter()
+            .map(|&n| (n as f64 - expected).powi(2) / expected)
+            .sum();
         assert!(chi2 < 43.8, "chi-square {chi2} over {buckets:?}");
-        let max_dev = buckets.iter().map(|&n| (n as f64 - expected).abs() / expected).fold(0.0, f64::max);
+        let max_dev = buckets
+            .iter()
+            .map(|&n| (n as f64 - expected).abs() / expected)
+            .fold(0.0, f64::max);
         assert!(max_dev < 0.15, "max deviation {max_dev}");
     }
 }

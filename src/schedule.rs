@@ -45,7 +45,12 @@ fn parse_offset(zone: &str) -> Result<i64, String> {
 impl Window {
     /// `days`: names (`mon`…`sun`), `*` for every day; `start`: `HH:MM`;
     /// `length`: a duration (`2h`); `zone`: UTC unless given.
-    pub fn parse(days: &[String], start: &str, length: &str, zone: Option<&str>) -> Result<Window, String> {
+    pub fn parse(
+        days: &[String],
+        start: &str,
+        length: &str,
+        zone: Option<&str>,
+    ) -> Result<Window, String> {
         let mut set = [false; 7];
         for d in days {
             let d = d.to_ascii_lowercase();
@@ -53,16 +58,17 @@ impl Window {
                 set = [true; 7];
                 continue;
             }
-            let i = DAYS
-                .iter()
-                .position(|n| d.starts_with(n))
-                .ok_or_else(|| format!("day {d:?}: expected mon, tue, wed, thu, fri, sat, sun or *"))?;
+            let i = DAYS.iter().position(|n| d.starts_with(n)).ok_or_else(|| {
+                format!("day {d:?}: expected mon, tue, wed, thu, fri, sat, sun or *")
+            })?;
             set[i] = true;
         }
         if !set.iter().any(|&b| b) {
             return Err("names no day".into());
         }
-        let (h, m) = start.split_once(':').ok_or_else(|| format!("start {start:?}: expected HH:MM"))?;
+        let (h, m) = start
+            .split_once(':')
+            .ok_or_else(|| format!("start {start:?}: expected HH:MM"))?;
         let (h, m): (u32, u32) = match (h.parse(), m.parse()) {
             (Ok(h), Ok(m)) if h < 24 && m < 60 => (h, m),
             _ => return Err(format!("start {start:?}: expected HH:MM")),
@@ -70,7 +76,9 @@ impl Window {
         let length = crate::timefmt::parse_duration(length)?;
         let length_minutes = (length.as_secs() / 60) as u32;
         if length_minutes == 0 || length_minutes > 7 * 24 * 60 {
-            return Err(format!("length {length:?}: must be between 1 minute and 7 days"));
+            return Err(format!(
+                "length {length:?}: must be between 1 minute and 7 days"
+            ));
         }
         Ok(Window {
             days: set,
@@ -88,13 +96,15 @@ impl Window {
             let day = today + delta;
             // 1970-01-01 was a Thursday (index 3 from Monday).
             let weekday = (day + 3).rem_euclid(7) as usize;
-            self.days[weekday].then(|| day * 86400 + self.start_minute as i64 * 60 - self.offset_seconds)
+            self.days[weekday]
+                .then(|| day * 86400 + self.start_minute as i64 * 60 - self.offset_seconds)
         })
     }
 
     pub fn contains(&self, now: i64) -> bool {
         let len = self.length_minutes as i64 * 60;
-        self.openings_near(now).any(|open| open <= now && now < open + len)
+        self.openings_near(now)
+            .any(|open| open <= now && now < open + len)
     }
 }
 
@@ -105,7 +115,11 @@ pub fn may_reboot(windows: &[Window], now: i64) -> bool {
 
 /// The next time a window opens after `now`, if any window is configured.
 pub fn next_window(windows: &[Window], now: i64) -> Option<i64> {
-    windows.iter().flat_map(|w| w.openings_near(now)).filter(|&t| t > now).min()
+    windows
+        .iter()
+        .flat_map(|w| w.openings_near(now))
+        .filter(|&t| t > now)
+        .min()
 }
 
 /// Delay before retrying after `failures` consecutive failed runs.
@@ -113,7 +127,9 @@ pub fn backoff(failures: u32, base: Duration, max: Duration) -> Duration {
     if failures == 0 {
         return Duration::ZERO;
     }
-    let factor = 1u32.checked_shl(failures.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(failures.saturating_sub(1).min(20))
+        .unwrap_or(u32::MAX);
     base.saturating_mul(factor).min(max)
 }
 
@@ -126,7 +142,11 @@ pub fn jitter(max: Duration) -> Duration {
     let ok = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
         .is_ok();
-    let r = if ok { u64::from_le_bytes(bytes) } else { std::process::id() as u64 * 2654435761 };
+    let r = if ok {
+        u64::from_le_bytes(bytes)
+    } else {
+        std::process::id() as u64 * 2654435761
+    };
     Duration::from_millis(r % max.as_millis().max(1) as u64)
 }
 
@@ -152,7 +172,10 @@ mod tests {
         assert!(!w.contains(t("2026-11-24T04:00:00Z")));
         assert!(!w.contains(t("2026-11-25T02:30:00Z")), "wednesday");
         assert!(w.contains(t("2026-11-26T02:30:00Z")), "thursday");
-        assert_eq!(next_window(&[w.clone()], t("2026-11-24T05:00:00Z")), Some(t("2026-11-26T02:00:00Z")));
+        assert_eq!(
+            next_window(&[w.clone()], t("2026-11-24T05:00:00Z")),
+            Some(t("2026-11-26T02:00:00Z"))
+        );
     }
 
     #[test]
