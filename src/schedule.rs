@@ -173,7 +173,7 @@ mod tests {
         assert!(!w.contains(t("2026-11-25T02:30:00Z")), "wednesday");
         assert!(w.contains(t("2026-11-26T02:30:00Z")), "thursday");
         assert_eq!(
-            next_window(&[w.clone()], t("2026-11-24T05:00:00Z")),
+            next_window(std::slice::from_ref(&w), t("2026-11-24T05:00:00Z")),
             Some(t("2026-11-26T02:00:00Z"))
         );
     }
