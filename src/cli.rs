@@ -31,6 +31,9 @@ usage: abupdate [--config FILE] [--json] [--quiet] COMMAND
   keygen --secret FILE --public FILE
   sign --secret FILE [--trusted-comment TEXT] FILE
   verify --public FILE FILE   checks FILE.minisig
+  fleet --manifest FILE --secret FILE --reports PATH [--max-failures N] [--max-failure-rate R]
+        [--min-reports N] [--waves 1,5,25,100 --fleet-size N] [--advance-when F] [--dry-run]
+                              operator: pause or advance a rollout from the hosts' reports
   pack --secret FILE --compatible C --version V --image CLASS=PATH [--image ...]
        --out DIR [--expires-days N | --expires TIME] [--created TIME]
        [--level N | --no-compress] [--window-log N] [--percent P]
@@ -91,6 +94,17 @@ pub enum Command {
         file: PathBuf,
     },
     Pack(Box<PackOptions>),
+    Fleet(Box<FleetOptions>),
+}
+
+/// Options of `fleet`, the operator's rollout control.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    pub manifest: PathBuf,
+    pub secret: PathBuf,
+    pub reports: PathBuf,
+    pub policy: crate::fleet::Policy,
+    pub dry_run: bool,
 }
 
 fn usage(msg: impl Into<String>) -> Error {
@@ -161,6 +175,14 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
         "--start-percentage",
         "--duration-minutes",
         "--write",
+        "--manifest",
+        "--reports",
+        "--max-failures",
+        "--max-failure-rate",
+        "--min-reports",
+        "--waves",
+        "--fleet-size",
+        "--advance-when",
     ];
     while let Some(a) = args.items.next() {
         match a.as_str() {
@@ -412,6 +434,50 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                 rollout,
             }))
         }
+        "fleet" => {
+            allowed(&[
+                "--manifest",
+                "--secret",
+                "--reports",
+                "--max-failures",
+                "--max-failure-rate",
+                "--min-reports",
+                "--waves",
+                "--fleet-size",
+                "--advance-when",
+                "--dry-run",
+            ])?;
+            at_most(0)?;
+            let mut policy = crate::fleet::Policy::default();
+            if let Some(v) = get("--max-failures") {
+                policy.max_failures = number("--max-failures", &v)?;
+            }
+            if let Some(v) = get("--max-failure-rate") {
+                policy.max_failure_rate = number("--max-failure-rate", &v)?;
+            }
+            if let Some(v) = get("--min-reports") {
+                policy.min_reports = number("--min-reports", &v)?;
+            }
+            if let Some(v) = get("--advance-when") {
+                policy.advance_when = number("--advance-when", &v)?;
+            }
+            policy.fleet_size = get("--fleet-size")
+                .map(|v| number("--fleet-size", &v))
+                .transpose()?;
+            if let Some(v) = get("--waves") {
+                policy.waves = v
+                    .split(',')
+                    .map(|w| number("--waves", w.trim()))
+                    .collect::<Result<_>>()?;
+            }
+            Command::Fleet(Box::new(FleetOptions {
+                manifest: need("--manifest")?.into(),
+                secret: need("--secret")?.into(),
+                reports: need("--reports")?.into(),
+                policy,
+                dry_run: has("--dry-run"),
+            }))
+        }
         other => return Err(usage(format!("unknown command {other:?}"))),
     };
     Ok((global, cmd))
@@ -523,6 +589,7 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Fleet(opts) => run_fleet(global, &opts),
         Command::Status => {
             let host = Host::open(load_config(global)?)?;
             let status = agent::status(&host)?;
@@ -656,6 +723,42 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Tally the reports for the manifest's release and pause or advance it.
+fn run_fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
+    let text = std::fs::read(&opts.manifest).map_err(|e| Error::io(&opts.manifest, e))?;
+    let mut doc: crate::manifest::ManifestDoc = serde_json::from_slice(&text)
+        .map_err(|e| Error::Refused(format!("{}: {e}", opts.manifest.display())))?;
+    let events = crate::fleet::read_reports(&opts.reports).map_err(Error::Refused)?;
+    let tally = crate::fleet::tally(&events, &doc.version);
+    let action = crate::fleet::decide(doc.rollout.as_ref(), &tally, &opts.policy);
+    let changed = crate::fleet::apply(&mut doc, &action);
+    let (verb, reason) = match &action {
+        crate::fleet::Action::Keep { reason } => ("keep", reason.clone()),
+        crate::fleet::Action::Pause { reason } => ("pause", reason.clone()),
+        crate::fleet::Action::Advance { to, reason } => ("advance", format!("to {to}%: {reason}")),
+    };
+    if changed && !opts.dry_run {
+        let key = minisign::SecretKey::parse(&read_text(&opts.secret)?)
+            .map_err(|e| Error::Refused(format!("{}: {e}", opts.secret.display())))?;
+        let mut body =
+            serde_json::to_vec_pretty(&doc).map_err(|e| Error::Refused(e.to_string()))?;
+        body.push(b'\n');
+        pack::write_signed(&opts.manifest, &body, &key).map_err(Error::Refused)?;
+    }
+    if global.json {
+        print_json(&serde_json::json!({
+            "release": doc.version, "action": verb, "reason": reason, "changed": changed && !opts.dry_run,
+            "installed": tally.installed, "committed": tally.committed, "failed": tally.failed,
+        }));
+    } else {
+        println!(
+            "release {}: {verb} ({reason}); {} installed, {} committed, {} failed",
+            doc.version, tally.installed, tally.committed, tally.failed
+        );
+    }
+    Ok(0)
 }
 
 fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod fetch;
+pub mod fleet;
 pub mod health;
 pub mod install;
 pub mod manifest;
