@@ -886,6 +886,10 @@ pub struct Status {
     pub transaction: Option<Transaction>,
     pub failed: Vec<crate::state::FailedRelease>,
     pub bootloader: BTreeMap<String, String>,
+    /// A staged release waits for this maintenance window to reboot.
+    pub reboot_window: Option<String>,
+    /// Where this host stands in the fleet, 0 to 1.
+    pub rollout_position: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -912,6 +916,14 @@ pub fn status(host: &Host) -> Result<Status> {
             },
         );
     }
+    let windows = &host.config.reboot.windows;
+    let staged = state
+        .transaction
+        .as_ref()
+        .is_some_and(|t| t.phase == Phase::Staged);
+    let reboot_window = (staged && !crate::schedule::may_reboot(windows, now()))
+        .then(|| crate::schedule::next_window(windows, now()).map(crate::timefmt::format_rfc3339))
+        .flatten();
     Ok(Status {
         booted_slot: booted,
         booted_version: booted.and_then(|b| host.booted_version(&state, b)),
@@ -920,6 +932,8 @@ pub fn status(host: &Host) -> Result<Status> {
         transaction: state.transaction.clone(),
         failed: state.failed.clone(),
         bootloader: host.boot.describe()?.into_iter().collect(),
+        reboot_window,
+        rollout_position: host.position(),
     })
 }
 

@@ -859,6 +859,10 @@ fn print_status(s: &agent::Status) {
     for f in &s.failed {
         println!("failed release {}: {}", f.version, f.reason);
     }
+    if let Some(w) = &s.reboot_window {
+        println!("reboot: waits for the maintenance window opening {w}");
+    }
+    println!("rollout position: {:.4}", s.rollout_position);
     let vars: Vec<String> = s
         .bootloader
         .iter()

@@ -83,6 +83,12 @@ impl Nginx {
     /// block (e.g. redirect locations). `None` (after a loud SKIP line) when
     /// nginx is not installed.
     pub fn start(root: &Path, extra: &str) -> Option<Nginx> {
+        Nginx::start_with_http(root, extra, "")
+    }
+
+    /// As `start`, with `http_extra` added to the `http` block (e.g. a
+    /// `proxy_cache_path`).
+    pub fn start_with_http(root: &Path, extra: &str, http_extra: &str) -> Option<Nginx> {
         let Some(bin) = find_nginx() else {
             eprintln!(
                 "SKIP: nginx not installed (apt-get install -y nginx); nginx-backed test not run"
@@ -108,6 +114,7 @@ http {{
     uwsgi_temp_path {p}/tmp/uwsgi;
     scgi_temp_path {p}/tmp/scgi;
     default_type application/octet-stream;
+    {http_extra}
     server {{
         listen 127.0.0.1:{port};
         root {root};
