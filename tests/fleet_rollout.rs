@@ -105,7 +105,7 @@ fn the_reboot_waits_for_the_maintenance_window() {
     let earlier = (now - 1800).rem_euclid(86400);
     let start = format!("{:02}:{:02}", earlier / 3600, earlier % 3600 / 60);
     let cfg = std::fs::read_to_string(&h.config).expect("config");
-    let cfg = cfg.replace(&format!("length = \"1h\""), "length = \"2h\"");
+    let cfg = cfg.replace("length = \"1h\"", "length = \"2h\"");
     let cfg = cfg
         .lines()
         .map(|l| {
