@@ -1000,6 +1000,9 @@ pub struct Status {
     pub reboot_window: Option<String>,
     /// Where this host stands in the fleet, 0 to 1.
     pub rollout_position: f64,
+    /// Counters and the bytes the last install fetched (`last_install_fetched`)
+    /// against a full install (`last_install_full`).
+    pub metrics: crate::state::Metrics,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -1044,6 +1047,7 @@ pub fn status(host: &Host) -> Result<Status> {
         bootloader: host.boot.describe()?.into_iter().collect(),
         reboot_window,
         rollout_position: host.position(),
+        metrics: state.metrics.clone(),
     })
 }
 
