@@ -252,10 +252,13 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
     let transport = host.transport()?;
     // Conditional GET only for the configured URL: an answer of 304 then
     // means "the same manifest that did not apply last time".
+    let booted_version_text = host.booted_version(&state, booted);
     let previous = state
         .last_check
         .as_ref()
-        .filter(|c| c.url == location && !allow_downgrade)
+        .filter(|c| {
+            c.url == location && !allow_downgrade && c.booted_version == booted_version_text
+        })
         .map(|c| Validators {
             etag: c.etag.clone(),
             last_modified: c.last_modified.clone(),
@@ -307,6 +310,7 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
             at: now(),
             etag: verified.validators.etag.clone(),
             last_modified: verified.validators.last_modified.clone(),
+            booted_version: booted_version_text.clone(),
         }),
         Ok(()) => None,
     };

@@ -124,6 +124,10 @@ pub struct LastCheck {
     pub etag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_modified: Option<String>,
+    /// The booted version the manifest was judged against: after a rollback
+    /// the same manifest may apply again, so its 304 must not be trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booted_version: Option<String>,
 }
 
 /// Counters and timestamps for reports; they survive reboots.
