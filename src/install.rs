@@ -52,7 +52,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 /// A decoded chunk: the unit of device writes and read-backs. Large enough
 /// for full-speed device I/O, small enough to stay in the CPU's caches
 /// between the decoder and the writer.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 512 << 10;
 /// Decoded chunks in existence (decoder → writer); with the read-back
 /// buffers and the payload buffers this is all the memory the pipeline
 /// holds besides the zstd window (about 5.5 MiB).
@@ -509,13 +509,31 @@ fn verify(
     Ok((total, hex(&hasher.finalize())))
 }
 
+/// `a == b` for equal-length slices, in wide words: slice equality calls
+/// the C library's `memcmp`, which musl implements a byte at a time.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    const W: usize = 64;
+    let (ac, bc) = (a.chunks_exact(W), b.chunks_exact(W));
+    let tails_equal = ac.remainder() == bc.remainder();
+    tails_equal
+        && ac.zip(bc).all(|(x, y)| {
+            let mut diff = 0u64;
+            for i in 0..W / 8 {
+                let word =
+                    |s: &[u8]| u64::from_ne_bytes(s[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+                diff |= word(x) ^ word(y);
+            }
+            diff == 0
+        })
+}
+
 /// The ranges of `new` that differ from `old`, in whole [`CMP_BLOCK`]s
 /// (the last one may be short), adjacent ones merged.
 fn changed_runs(old: &[u8], new: &[u8]) -> Vec<(usize, usize)> {
     let mut runs: Vec<(usize, usize)> = Vec::new();
     for a in (0..new.len()).step_by(CMP_BLOCK) {
         let b = (a + CMP_BLOCK).min(new.len());
-        if old[a..b] != new[a..b] {
+        if !same(&old[a..b], &new[a..b]) {
             match runs.last_mut() {
                 Some(last) if last.1 == a => last.1 = b,
                 _ => runs.push((a, b)),
@@ -958,6 +976,19 @@ mod tests {
         let e = install(&payload, &img, &t, WriteMode::All).expect_err("window accepted");
         assert!(e.to_string().contains("zstd"), "{e}");
         let _ = std::fs::remove_file(t);
+    }
+
+    #[test]
+    fn same_compares_every_byte() {
+        let a = data(1000);
+        for len in [0, 1, 63, 64, 65, 1000] {
+            assert!(same(&a[..len], &a[..len]));
+            for i in 0..len {
+                let mut b = a[..len].to_vec();
+                b[i] ^= 0x80;
+                assert!(!same(&a[..len], &b), "len {len} byte {i}");
+            }
+        }
     }
 
     #[test]

@@ -1,13 +1,14 @@
 # Sourced by bench/run.sh: the measured cases, the runs, the tables.
 
-# Peak RSS of the measured command goes here (GNU time's %M, KiB).
-TIME=(/usr/bin/time -f %M -o "$W/tmp/rss")
+# Peak RSS (KiB), CPU seconds (user, system) and blocks written (512 B) of
+# the measured command go here (GNU time).
+TIME=(/usr/bin/time -f "%M %U %S %O" -o "$W/tmp/rss")
 
 # sample NAME SETUP RUN [AFTER]: one timed run. SETUP runs untimed (and the
 # machine's dirty pages are flushed before the clock starts); the timed window
 # is RUN plus an fsync of slot B, so every tool is timed until its bytes are
 # on the device. AFTER (untimed) may overwrite $W/tmp/rss (RAUC's service).
-# Appends "seconds rss_kib" to $RES/NAME.tsv.
+# Appends "wall_ms rss_kib cpu_ms written_kib" to $RES/NAME.tsv.
 sample() {
     local name=$1 setup=$2 run=$3 after=${4:-}
     rm -f "$W/tmp/rss"
@@ -19,9 +20,11 @@ sample() {
     sync "$SLOT_B"
     t1=$(date +%s%N)
     [ -n "$after" ] && $after
-    local rss; rss=$(tail -n1 "$W/tmp/rss" 2>/dev/null || echo 0)
-    echo "$(( (t1 - t0) / 1000000 )) $rss" >> "$RES/$name.tsv"
-    log "$name: $(( (t1 - t0) / 1000000 )) ms, peak RSS $((rss / 1024)) MiB"
+    local line; line=$(tail -n1 "$W/tmp/rss" 2>/dev/null || echo "0 0 0 0")
+    local rss cpu out
+    read -r rss cpu out <<< "$(awk '{ printf "%d %d %d", $1, ($2 + $3) * 1000, $4 / 2 }' <<< "$line")"
+    echo "$(( (t1 - t0) / 1000000 )) $rss $cpu $out" >> "$RES/$name.tsv"
+    log "$name: $(( (t1 - t0) / 1000000 )) ms, peak RSS $((rss / 1024)) MiB, CPU $cpu ms, wrote $((out / 1024)) MiB"
 }
 
 P27() { payload_of "$W/rel/rootfs-w27"; }
@@ -44,13 +47,20 @@ run_abu23() { "${TIME[@]}" "$ABU" --config "$W/abu/config.toml" --quiet install 
 run_abu27c() { "${TIME[@]}" "$ABU" --config "$W/abu/config.toml" --quiet install --no-reboot --write=changed "$W/rel/rootfs-w27/release.json" > /dev/null; }
 
 # ---- RAUC (the writing process is the service: its VmHWM)
-rauc_rss() { awk '/^VmHWM/ { print $2 }' "/proc/$RAUC_PID/status" > "$W/tmp/rss"; rauc_stop; }
+rauc_rss() {
+    local hwm ticks wb hz; hz=$(getconf CLK_TCK)
+    hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$RAUC_PID/status")
+    ticks=$(awk '{ print $14 + $15 }' "/proc/$RAUC_PID/stat")
+    wb=$(awk '/^write_bytes/ { print $2 }' "/proc/$RAUC_PID/io")
+    echo "$hwm $(awk -v t="$ticks" -v hz="$hz" 'BEGIN { print t / hz }') 0 $((wb / 512))" > "$W/tmp/rss"
+    rauc_stop
+}
 run_rauc_zstd() { install_rauc zstd; }
 run_rauc_gzip() { install_rauc gzip; }
 
 # ---- SWUpdate, casync
-run_swu_raw() { "${TIME[@]}" swupdate -i "$W/swu/raw.swu" -k "$W/rauc/ca.pem" -M -m -l 3 > "$W/logs/swu.log" 2>&1 || { cat "$W/logs/swu.log" >&2; return 1; }; }
-run_swu_zstd() { "${TIME[@]}" swupdate -i "$W/swu/zstd.swu" -k "$W/rauc/ca.pem" -M -m -l 3 > "$W/logs/swu.log" 2>&1 || { cat "$W/logs/swu.log" >&2; return 1; }; }
+run_swu_raw() { "${TIME[@]}" swupdate -i "$W/swu/raw.swu" -k "$W/rauc/ca.pem" -H bench:1.0 -M -m -l 3 > "$W/logs/swu.log" 2>&1 || { cat "$W/logs/swu.log" >&2; return 1; }; }
+run_swu_zstd() { "${TIME[@]}" swupdate -i "$W/swu/zstd.swu" -k "$W/rauc/ca.pem" -H bench:1.0 -M -m -l 3 > "$W/logs/swu.log" 2>&1 || { cat "$W/logs/swu.log" >&2; return 1; }; }
 run_casync() { "${TIME[@]}" casync extract --store="$W/casync/store.castr" --seed-output=no "$W/casync/rootfs.caibx" "$SLOT_B" > "$W/logs/casync.log" 2>&1 || { cat "$W/logs/casync.log" >&2; return 1; }; }
 
 # name|label|setup|run|after
@@ -183,22 +193,24 @@ report() {
     echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) cores, $(free -g | awk '/^Mem/ { print $2 }') GiB, kernel $(uname -r), $(date -u +%Y-%m-%d)"
     echo "Image: $((bytes >> 20)) MiB ext4 of /usr files; payload zstd -19 --long=27: $(( $(stat -c %s "$(P27)") >> 20 )) MiB, window 2^23: $(( $(stat -c %s "$(P23)") >> 20 )) MiB; ${RUNS} runs each, alternating; medians."
     echo
-    echo "| tool, mode | wall (s) | MB/s of image | ratio to abupdate | peak RSS (MiB) | binary + libs (MiB) |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    echo "| tool, mode | wall (s) | MB/s of image | ratio to abupdate | CPU (s) | peak RSS (MiB) | written (MiB) | binary + libs (MiB) |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     local c name label setup run after bin
     for c in "${CASES[@]}" "abu-http|abupdate install over HTTP from nginx (--long=27)"; do
         IFS='|' read -r name label setup run after <<< "$c"
         [ -s "$RES/$name.tsv" ] || continue
-        local ms rss
+        local ms rss cpu out
         ms=$(cut -d' ' -f1 "$RES/$name.tsv" | median)
         rss=$(cut -d' ' -f2 "$RES/$name.tsv" | median)
+        cpu=$(cut -d' ' -f3 "$RES/$name.tsv" | median)
+        out=$(cut -d' ' -f4 "$RES/$name.tsv" | median)
         case $name in
             abu*) bin=abupdate ;; rauc*) bin=rauc ;; swu*) bin=swupdate ;; casync) bin=casync ;;
             bound-dd) bin=dd ;; bound-zstd*) bin=zstd ;; bound-openssl) bin=openssl ;; bound-sha256sum) bin=sha256sum ;;
         esac
-        awk -v l="$label" -v ms="$ms" -v b="$bytes" -v ref="$ref" -v rss="$rss" -v sz="$(size_for $bin)" 'BEGIN {
+        awk -v l="$label" -v ms="$ms" -v b="$bytes" -v ref="$ref" -v rss="$rss" -v cpu="$cpu" -v out="$out" -v sz="$(size_for $bin)" 'BEGIN {
             r = (ref > 0) ? sprintf("%.2f", ref / ms) : "-";
-            printf "| %s | %.2f | %.0f | %s | %.1f | %s |\n", l, ms / 1000, b / 1e6 / (ms / 1000), r, rss / 1024, sz }'
+            printf "| %s | %.2f | %.0f | %s | %.2f | %.1f | %.0f | %s |\n", l, ms / 1000, b / 1e6 / (ms / 1000), r, cpu / 1000, rss / 1024, out / 1024, sz }'
     done
     if [ -s "$RES/rss.tsv" ]; then
         echo

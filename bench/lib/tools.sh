@@ -4,12 +4,18 @@
 # makes the slot durable (fsync of the device) inside the timed window, so a
 # tool that leaves the data in the page cache is not credited for it.
 
-LOOPS=()
 SERVICE_PIDS=()
+detach_all() { # every loop device backed by a bench slot file
+    local f
+    for f in "$W"/slots/*.img; do
+        [ -e "$f" ] || continue
+        losetup -j "$f" | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null || true
+    done
+}
 cleanup() {
     for p in "${SERVICE_PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
     [ -f "$W/nginx/nginx.pid" ] && kill "$(cat "$W/nginx/nginx.pid")" 2>/dev/null || true
-    for l in "${LOOPS[@]:-}"; do [ -n "$l" ] && losetup -d "$l" 2>/dev/null || true; done
+    detach_all
     return 0
 }
 
@@ -17,12 +23,11 @@ cleanup() {
 attach() {
     local f=$1 mib=$2
     [ -f "$f" ] && [ "$(stat -c %s "$f")" = $((mib << 20)) ] || { rm -f "$f"; truncate -s "${mib}M" "$f"; }
-    local dev; dev=$(losetup -f --show "$f")
-    LOOPS+=("$dev")
-    echo "$dev"
+    losetup -f --show "$f"
 }
 
 slots_setup() {
+    detach_all
     SLOT_A=$(attach "$W/slots/a.img" 64)
     SLOT_B=$(attach "$W/slots/b.img" "$1")
     # The SWUpdate bundles name a fixed device path; it points at slot B.
@@ -80,11 +85,6 @@ abu_reset() {
     grub-editenv "$d/grubenv" set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0
 }
 
-# install_abu SOURCE [extra install args]
-install_abu() {
-    local src=$1; shift
-    "$ABU" --config "$W/abu/config.toml" --quiet install --no-reboot "$@" "$src" >/dev/null
-}
 
 # ---------------------------------------------------------------- RAUC
 rauc_prepare() {
@@ -219,7 +219,7 @@ swu_prepare() {
     mkdir -p "$d"
     local kind
     for kind in raw zstd; do
-        [ -s "$d/$kind.swu" ] && continue
+        [ -s "$d/$kind.swu" ] && grep -q hardware-compatibility "$d/$kind.swu.desc" 2>/dev/null && continue
         log "SWUpdate .swu ($kind, CMS-signed, raw handler)"
         rm -rf "$d/c"; mkdir -p "$d/c"
         local file sha extra=""
@@ -237,6 +237,7 @@ software =
 {
     version = "2.0";
     description = "abupdate bench";
+    hardware-compatibility: [ "1.0" ];
     images: (
         {
             filename = "$file";
@@ -250,16 +251,11 @@ software =
 EOF
         openssl cms -sign -in "$d/c/sw-description" -out "$d/c/sw-description.sig" \
             -signer "$pki/signer.pem" -inkey "$pki/signer.key" -outform DER -nosmimecap -binary
+        cp "$d/c/sw-description" "$d/$kind.swu.desc"
         (cd "$d/c" && printf '%s\n' sw-description sw-description.sig "$file" \
             | cpio -o -H crc --quiet -L) > "$d/$kind.swu"
         rm -rf "$d/c"
     done
-}
-install_swu() {
-    swupdate -i "$W/swu/$1.swu" -k "$W/rauc/ca.pem" -M -m -l 3 > "$W/logs/swu-install.log" 2>&1 \
-        || { cat "$W/logs/swu-install.log" >&2; return 1; }
-    grep -q "SWUPDATE successful" "$W/logs/swu-install.log" \
-        || { cat "$W/logs/swu-install.log" >&2; return 1; }
 }
 
 # ---------------------------------------------------------------- casync
@@ -269,8 +265,4 @@ casync_prepare() {
     log "casync store (zstd chunks) of the image"
     rm -rf "$d"; mkdir -p "$d"
     casync make --compression=zstd --store="$d/store.castr" "$d/rootfs.caibx" "$W/img/rootfs.ext4" >/dev/null
-}
-install_casync() {
-    casync extract --store="$W/casync/store.castr" --seed-output=no "$W/casync/rootfs.caibx" "$SLOT_B" \
-        > "$W/logs/casync.log" 2>&1 || { cat "$W/logs/casync.log" >&2; return 1; }
 }
