@@ -1,1 +1,539 @@
-//! TODO
+//! Configuration: `config.toml` plus `config.d/*.toml` drop-ins, merged in
+//! name order, then validated into [`Config`].
+//!
+//! Three plain steps, as in zincati: read each fragment (a typo is refused
+//! with the file, line and key), merge the fragments as TOML tables (a
+//! drop-in's key replaces the main file's, tables merge key by key), and
+//! turn the merged table into settings with every default filled in. Nothing
+//! else in the program reads a host path that is not named here, so tests
+//! and unusual hosts move every path with one file.
+
+use crate::slot::SlotName;
+use crate::timefmt::parse_duration;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the main file lives when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/abupdate/config.toml";
+
+/// A configuration that cannot be used; the message names file, line and key.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The settings the program runs on.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Files merged, in order, for messages.
+    pub files: Vec<PathBuf>,
+    pub update: Update,
+    pub system: System,
+    pub bootloader: Bootloader,
+    /// Per slot, class name → device or file.
+    pub slots: BTreeMap<SlotName, BTreeMap<String, PathBuf>>,
+    pub health: Health,
+}
+
+#[derive(Clone, Debug)]
+pub struct Update {
+    pub url: Option<String>,
+    pub compatible: String,
+    pub state_dir: PathBuf,
+    pub keys_dirs: Vec<PathBuf>,
+    pub threshold: usize,
+    pub proxy: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Largest zstd window (log2 bytes) a payload may ask for: caps memory.
+    pub max_window_log: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct System {
+    pub cmdline: PathBuf,
+    pub os_release: PathBuf,
+    pub machine_id: PathBuf,
+    pub boot_id: PathBuf,
+    pub mountinfo: PathBuf,
+    pub reboot: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootloaderKind {
+    Grub,
+    Uboot,
+    Custom,
+}
+
+#[derive(Clone, Debug)]
+pub struct Bootloader {
+    pub kind: BootloaderKind,
+    pub grubenv: PathBuf,
+    pub fw_env_config: PathBuf,
+    pub script: Option<PathBuf>,
+    /// Boots a new slot gets before the bootloader gives up on it.
+    pub tries: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Health {
+    pub dir: PathBuf,
+    pub timeout: Duration,
+    pub check_timeout: Duration,
+    pub interval: Duration,
+    pub units: Vec<String>,
+    pub http: Vec<String>,
+}
+
+// ---- step 1: fragments, exactly as written -------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Fragment {
+    #[serde(default)]
+    update: UpdateFragment,
+    #[serde(default)]
+    system: SystemFragment,
+    #[serde(default)]
+    bootloader: BootloaderFragment,
+    #[serde(default)]
+    slots: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    health: HealthFragment,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UpdateFragment {
+    url: Option<String>,
+    compatible: Option<String>,
+    state_dir: Option<String>,
+    keys_dirs: Option<Vec<String>>,
+    threshold: Option<u32>,
+    proxy: Option<String>,
+    ca_file: Option<String>,
+    connect_timeout: Option<String>,
+    read_timeout: Option<String>,
+    max_window_log: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SystemFragment {
+    cmdline: Option<String>,
+    os_release: Option<String>,
+    machine_id: Option<String>,
+    boot_id: Option<String>,
+    mountinfo: Option<String>,
+    reboot: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BootloaderFragment {
+    kind: Option<String>,
+    grubenv: Option<String>,
+    fw_env_config: Option<String>,
+    script: Option<String>,
+    tries: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HealthFragment {
+    dir: Option<String>,
+    timeout: Option<String>,
+    check_timeout: Option<String>,
+    interval: Option<String>,
+    units: Option<Vec<String>>,
+    http: Option<Vec<String>>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset.min(text.len()))
+        .map(|t| t.bytes().filter(|&b| b == b'\n').count() + 1)
+        .unwrap_or(1)
+}
+
+/// Read and check one fragment; returns its table for merging.
+fn read_fragment(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+    let describe = |e: toml::de::Error| {
+        let line = e.span().map(|s| line_of(&text, s.start)).unwrap_or(1);
+        let msg = e.message().replace('\n', " ");
+        ConfigError(format!("{}:{line}: {msg}", path.display()))
+    };
+    // Deserialising into the typed fragment is what finds unknown keys and
+    // wrong types with a position; the table is what merges.
+    toml::from_str::<Fragment>(&text).map_err(describe)?;
+    toml::from_str::<toml::Table>(&text).map_err(describe)
+}
+
+// ---- step 2: merge --------------------------------------------------------
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+/// The drop-in directory that belongs to a main config file.
+pub fn dropin_dir(main: &Path) -> PathBuf {
+    main.parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("config.d")
+}
+
+// ---- step 3: settings -----------------------------------------------------
+
+impl Config {
+    /// Load `main` (which must exist) and its `config.d/*.toml` drop-ins.
+    pub fn load(main: &Path) -> Result<Config, ConfigError> {
+        let mut files = vec![main.to_path_buf()];
+        let dir = dropin_dir(main);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut dropins: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            dropins.sort();
+            files.extend(dropins);
+        }
+        let mut merged = toml::Table::new();
+        for file in &files {
+            merge(&mut merged, read_fragment(file)?);
+        }
+        let fragment: Fragment =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    ConfigError(format!("{}: {}", main.display(), e.message()))
+                })?;
+        Config::from_fragment(fragment, files)
+    }
+
+    /// Parse one TOML text as if it were the only file (tests, examples).
+    pub fn from_str(text: &str, name: &Path) -> Result<Config, ConfigError> {
+        let fragment: Fragment = toml::from_str(text).map_err(|e: toml::de::Error| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+            ConfigError(format!(
+                "{}:{line}: {}",
+                name.display(),
+                e.message().replace('\n', " ")
+            ))
+        })?;
+        Config::from_fragment(fragment, vec![name.to_path_buf()])
+    }
+
+    fn from_fragment(f: Fragment, files: Vec<PathBuf>) -> Result<Config, ConfigError> {
+        let where_ = files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let err = |key: &str, what: String| ConfigError(format!("{where_}: {key}: {what}"));
+        let duration = |key: &str, v: Option<String>, default: u64| match v {
+            None => Ok(Duration::from_secs(default)),
+            Some(s) => parse_duration(&s).map_err(|e| err(key, e)),
+        };
+
+        let compatible = f.update.compatible.ok_or_else(|| {
+            err(
+                "update.compatible",
+                "missing (the manifest's compatible string this host accepts)".into(),
+            )
+        })?;
+        let threshold = f.update.threshold.unwrap_or(1).max(1) as usize;
+        let max_window_log = f.update.max_window_log.unwrap_or(27);
+        if !(10..=31).contains(&max_window_log) {
+            return Err(err(
+                "update.max_window_log",
+                format!("{max_window_log} is outside 10..=31"),
+            ));
+        }
+        let update = Update {
+            url: f.update.url,
+            compatible,
+            state_dir: f
+                .update
+                .state_dir
+                .unwrap_or_else(|| "/var/lib/abupdate".into())
+                .into(),
+            keys_dirs: f
+                .update
+                .keys_dirs
+                .unwrap_or_else(|| {
+                    vec!["/usr/lib/abupdate/keys".into(), "/etc/abupdate/keys".into()]
+                })
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            threshold,
+            proxy: f.update.proxy,
+            ca_file: f.update.ca_file.map(PathBuf::from),
+            connect_timeout: duration("update.connect_timeout", f.update.connect_timeout, 30)?,
+            read_timeout: duration("update.read_timeout", f.update.read_timeout, 60)?,
+            max_window_log,
+        };
+
+        let reboot = f
+            .system
+            .reboot
+            .unwrap_or_else(|| vec!["systemctl".into(), "reboot".into()]);
+        if reboot.is_empty() {
+            return Err(err(
+                "system.reboot",
+                "must name a command (an argv list)".into(),
+            ));
+        }
+        let system = System {
+            cmdline: f
+                .system
+                .cmdline
+                .unwrap_or_else(|| "/proc/cmdline".into())
+                .into(),
+            os_release: f
+                .system
+                .os_release
+                .unwrap_or_else(|| "/etc/os-release".into())
+                .into(),
+            machine_id: f
+                .system
+                .machine_id
+                .unwrap_or_else(|| "/etc/machine-id".into())
+                .into(),
+            boot_id: f
+                .system
+                .boot_id
+                .unwrap_or_else(|| "/proc/sys/kernel/random/boot_id".into())
+                .into(),
+            mountinfo: f
+                .system
+                .mountinfo
+                .unwrap_or_else(|| "/proc/self/mountinfo".into())
+                .into(),
+            reboot,
+        };
+
+        let kind = match f.bootloader.kind.as_deref().unwrap_or("grub") {
+            "grub" => BootloaderKind::Grub,
+            "uboot" => BootloaderKind::Uboot,
+            "custom" => BootloaderKind::Custom,
+            other => {
+                return Err(err(
+                    "bootloader.kind",
+                    format!("{other:?} is not one of grub, uboot, custom"),
+                ))
+            }
+        };
+        if kind == BootloaderKind::Custom && f.bootloader.script.is_none() {
+            return Err(err(
+                "bootloader.script",
+                "missing (required when kind = \"custom\")".into(),
+            ));
+        }
+        let tries = f.bootloader.tries.unwrap_or(1);
+        if !(1..=9).contains(&tries) {
+            return Err(err("bootloader.tries", format!("{tries} is outside 1..=9")));
+        }
+        let bootloader = Bootloader {
+            kind,
+            grubenv: f
+                .bootloader
+                .grubenv
+                .unwrap_or_else(|| "/boot/grub/grubenv".into())
+                .into(),
+            fw_env_config: f
+                .bootloader
+                .fw_env_config
+                .unwrap_or_else(|| "/etc/fw_env.config".into())
+                .into(),
+            script: f.bootloader.script.map(PathBuf::from),
+            tries,
+        };
+
+        let mut slots: BTreeMap<SlotName, BTreeMap<String, PathBuf>> = BTreeMap::new();
+        for (name, classes) in f.slots {
+            let slot: SlotName = match name.as_str() {
+                "A" => SlotName::A,
+                "B" => SlotName::B,
+                _ => {
+                    return Err(err(
+                        &format!("slots.{name}"),
+                        "slot names are A and B".into(),
+                    ))
+                }
+            };
+            if classes.is_empty() {
+                return Err(err(
+                    &format!("slots.{name}"),
+                    "names no partition (e.g. rootfs = \"/dev/…\")".into(),
+                ));
+            }
+            slots.insert(
+                slot,
+                classes
+                    .into_iter()
+                    .map(|(c, p)| (c, PathBuf::from(p)))
+                    .collect(),
+            );
+        }
+        for slot in SlotName::ALL {
+            if !slots.contains_key(&slot) {
+                return Err(err(
+                    &format!("slots.{slot}"),
+                    "missing (both slots A and B must be configured)".into(),
+                ));
+            }
+        }
+        if slots[&SlotName::A].keys().ne(slots[&SlotName::B].keys()) {
+            return Err(err("slots", "A and B must have the same classes".into()));
+        }
+
+        let health = Health {
+            dir: f
+                .health
+                .dir
+                .unwrap_or_else(|| "/etc/abupdate/health.d".into())
+                .into(),
+            timeout: duration("health.timeout", f.health.timeout, 300)?,
+            check_timeout: duration("health.check_timeout", f.health.check_timeout, 60)?,
+            interval: duration("health.interval", f.health.interval, 5)?,
+            units: f.health.units.unwrap_or_default(),
+            http: f.health.http.unwrap_or_default(),
+        };
+
+        Ok(Config {
+            files,
+            update,
+            system,
+            bootloader,
+            slots,
+            health,
+        })
+    }
+
+    /// The device of `class` in `slot`.
+    pub fn device(&self, slot: SlotName, class: &str) -> Option<&Path> {
+        self.slots.get(&slot)?.get(class).map(PathBuf::as_path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[update]
+compatible = "acme-edge"
+[slots.A]
+rootfs = "/dev/a"
+[slots.B]
+rootfs = "/dev/b"
+"#;
+
+    #[test]
+    fn defaults_fill_a_minimal_file() {
+        let c = Config::from_str(MINIMAL, Path::new("c.toml")).expect("minimal config");
+        assert_eq!(c.update.state_dir, PathBuf::from("/var/lib/abupdate"));
+        assert_eq!(c.update.threshold, 1);
+        assert_eq!(c.system.reboot, ["systemctl", "reboot"]);
+        assert_eq!(c.bootloader.kind, BootloaderKind::Grub);
+        assert_eq!(c.health.timeout, Duration::from_secs(300));
+        assert_eq!(c.device(SlotName::B, "rootfs"), Some(Path::new("/dev/b")));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let text = format!("{MINIMAL}\n[health]\ntimout = \"5s\"\n");
+        let e = Config::from_str(&text, Path::new("/etc/x.toml")).expect_err("typo accepted");
+        assert!(e.0.starts_with("/etc/x.toml:10:"), "{e}");
+        assert!(e.0.contains("timout"), "{e}");
+    }
+
+    #[test]
+    fn missing_and_bad_values_name_the_key() {
+        let e = Config::from_str(
+            "[slots.A]\nrootfs=\"a\"\n[slots.B]\nrootfs=\"b\"\n",
+            Path::new("c.toml"),
+        )
+        .expect_err("no compatible accepted");
+        assert!(e.0.contains("update.compatible"), "{e}");
+        let e = Config::from_str(
+            &MINIMAL.replace("[slots.B]\nrootfs = \"/dev/b\"", ""),
+            Path::new("c.toml"),
+        )
+        .expect_err("one slot accepted");
+        assert!(e.0.contains("slots.B"), "{e}");
+        let e = Config::from_str(
+            &format!("{MINIMAL}[health]\ntimeout = \"soon\"\n"),
+            Path::new("c.toml"),
+        )
+        .expect_err("bad duration accepted");
+        assert!(e.0.contains("health.timeout"), "{e}");
+        let e = Config::from_str(
+            &format!("{MINIMAL}[bootloader]\nkind = \"lilo\"\n"),
+            Path::new("c.toml"),
+        )
+        .expect_err("bad kind accepted");
+        assert!(
+            e.0.contains("bootloader.kind") && e.0.contains("lilo"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn dropins_merge_over_main_in_name_order() {
+        let dir = std::env::temp_dir().join(format!("abupdate-config-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("config.d")).expect("mkdir");
+        std::fs::write(
+            dir.join("config.toml"),
+            format!("{MINIMAL}[health]\nunits = [\"sshd.service\"]\ntimeout = \"10s\"\n"),
+        )
+        .expect("write");
+        std::fs::write(
+            dir.join("config.d/20-b.toml"),
+            "[health]\ntimeout = \"30s\"\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.join("config.d/10-a.toml"),
+            "[health]\ntimeout = \"20s\"\n[update]\nthreshold = 2\n",
+        )
+        .expect("write");
+        std::fs::write(dir.join("config.d/ignored.txt"), "not toml").expect("write");
+        let c = Config::load(&dir.join("config.toml")).expect("load");
+        assert_eq!(c.health.timeout, Duration::from_secs(30));
+        assert_eq!(c.health.units, ["sshd.service"]);
+        assert_eq!(c.update.threshold, 2);
+        assert_eq!(c.update.compatible, "acme-edge");
+        assert_eq!(c.files.len(), 3);
+
+        std::fs::write(
+            dir.join("config.d/30-bad.toml"),
+            "[update]\nthreshold = \"two\"\n",
+        )
+        .expect("write");
+        let e = Config::load(&dir.join("config.toml")).expect_err("bad drop-in accepted");
+        assert!(e.0.contains("30-bad.toml:2:"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

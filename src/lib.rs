@@ -5,6 +5,7 @@
 //! fleet simulation call the same decision functions the host runs. Each
 //! module guards one concern; their docs state the invariant they keep.
 
+pub mod agent;
 pub mod boot;
 pub mod cli;
 pub mod config;

@@ -1,1 +1,355 @@
-//! TODO
+//! Host state: `state.json` and the instance lock, under the state dir.
+//!
+//! Invariant: `state.json` is always either the previous complete version or
+//! the new complete version (temp file, fsync, rename, fsync of the dir: the
+//! data partition is read by Linux, which replays the journal), and only the
+//! holder of the exclusive lock writes it.
+
+use crate::slot::SlotName;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub enum StateError {
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Corrupt {
+        path: PathBuf,
+        reason: String,
+    },
+    Locked {
+        path: PathBuf,
+        holder: String,
+    },
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            StateError::Corrupt { path, reason } => write!(f, "{}: {reason}", path.display()),
+            StateError::Locked { path, holder } => {
+                write!(
+                    f,
+                    "another abupdate is running ({holder} holds {})",
+                    path.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One image as written into a slot.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImageRef {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// What this host knows of one slot's contents.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SlotRecord {
+    /// `empty`, `installing`, `installed` (written and verified), `good`, `bad`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    /// Class → the image written there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, ImageRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed_at: Option<i64>,
+}
+
+/// Where an update stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Target marked bad, payload being written.
+    Writing,
+    /// Written, verified and activated: the next boot is the trial.
+    Staged,
+}
+
+/// The update in flight, if any.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Transaction {
+    pub from: SlotName,
+    pub to: SlotName,
+    pub version: String,
+    pub manifest_sha256: String,
+    pub phase: Phase,
+    pub started: i64,
+    /// The kernel boot id when the slot was staged: a different one means
+    /// the host has rebooted since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_boot_id: Option<String>,
+    /// Class → the image being written, so a boot can check the slot.
+    #[serde(default)]
+    pub images: BTreeMap<String, ImageRef>,
+}
+
+/// A release that failed on this host and is never installed again.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FailedRelease {
+    pub version: String,
+    pub manifest_sha256: String,
+    pub reason: String,
+    pub at: i64,
+}
+
+/// Validators of the last manifest response, for a conditional GET.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LastCheck {
+    pub url: String,
+    pub at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+}
+
+pub const STATE_FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub format: u32,
+    #[serde(default)]
+    pub slots: BTreeMap<SlotName, SlotRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<Transaction>,
+    #[serde(default)]
+    pub failed: Vec<FailedRelease>,
+    /// Newest `created` of any verified manifest: the clock's lower bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_created: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<LastCheck>,
+}
+
+impl State {
+    pub fn failed_versions(&self) -> Vec<String> {
+        self.failed.iter().map(|f| f.version.clone()).collect()
+    }
+
+    pub fn record_failed(&mut self, version: &str, manifest_sha256: &str, reason: &str, at: i64) {
+        if !self.failed.iter().any(|f| f.version == version) {
+            self.failed.push(FailedRelease {
+                version: version.to_string(),
+                manifest_sha256: manifest_sha256.to_string(),
+                reason: reason.to_string(),
+                at,
+            });
+        }
+    }
+
+    pub fn slot(&self, slot: SlotName) -> SlotRecord {
+        self.slots
+            .get(&slot)
+            .cloned()
+            .unwrap_or_else(|| SlotRecord {
+                status: "empty".into(),
+                ..Default::default()
+            })
+    }
+
+    pub fn note_created(&mut self, created: i64) {
+        if self.newest_created.is_none_or(|c| created > c) {
+            self.newest_created = Some(created);
+        }
+    }
+}
+
+/// The state directory: `state.json`, `lock`, `partial/`.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(dir: &Path) -> StateDir {
+        StateDir {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// Where partial downloads are kept, keyed by the payload's hash.
+    pub fn partial_file(&self, download_sha256: &str) -> PathBuf {
+        self.dir
+            .join("partial")
+            .join(format!("{download_sha256}.part"))
+    }
+
+    pub fn ensure(&self) -> Result<(), StateError> {
+        std::fs::create_dir_all(self.dir.join("partial")).map_err(io(&self.dir))
+    }
+
+    /// Load the state; a missing file is a fresh host.
+    pub fn load(&self) -> Result<State, StateError> {
+        let path = self.state_file();
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(State {
+                    format: STATE_FORMAT,
+                    ..Default::default()
+                })
+            }
+            Err(e) => return Err(StateError::Io { path, source: e }),
+        };
+        let state: State = serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if state.format != STATE_FORMAT {
+            return Err(StateError::Corrupt {
+                path,
+                reason: format!("state format {} is not {STATE_FORMAT}", state.format),
+            });
+        }
+        Ok(state)
+    }
+
+    /// Replace `state.json` atomically and durably.
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
+        self.ensure()?;
+        let path = self.state_file();
+        let tmp = self.dir.join("state.json.tmp");
+        let mut body = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        body.push(b'\n');
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&body).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
+        crate::failpoint::hit("state-written");
+        Ok(())
+    }
+
+    /// Take the exclusive instance lock, or say who holds it.
+    pub fn lock(&self) -> Result<InstanceLock, StateError> {
+        self.ensure()?;
+        let path = self.dir.join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        let fd = file.as_fd().try_clone_to_owned().map_err(io(&path))?;
+        match nix::fcntl::Flock::lock(fd, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                let _ = file.set_len(0);
+                let _ = file.seek(SeekFrom::Start(0));
+                let _ = writeln!(file, "{}", std::process::id());
+                Ok(InstanceLock { _lock: lock })
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "another process".to_string(),
+                    pid => format!("pid {pid}"),
+                };
+                Err(StateError::Locked { path, holder })
+            }
+            Err((_, e)) => Err(StateError::Io {
+                path,
+                source: e.into(),
+            }),
+        }
+    }
+}
+
+/// Held for the life of a command that may change the host.
+pub struct InstanceLock {
+    _lock: nix::fcntl::Flock<std::os::fd::OwnedFd>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("abupdate-state-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn saves_and_loads_round_trip() {
+        let sd = StateDir::new(&tmpdir("rt"));
+        let mut s = sd.load().expect("fresh");
+        assert_eq!(s.format, STATE_FORMAT);
+        s.slots.insert(
+            SlotName::B,
+            SlotRecord {
+                status: "installed".into(),
+                version: Some("2".into()),
+                ..Default::default()
+            },
+        );
+        s.record_failed("3", "ff", "health", 7);
+        s.record_failed("3", "ff", "again", 8);
+        sd.save(&s).expect("save");
+        let back = sd.load().expect("load");
+        assert_eq!(back, s);
+        assert_eq!(back.failed.len(), 1);
+        assert!(!sd.path().join("state.json.tmp").exists());
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_naming_the_file() {
+        let sd = StateDir::new(&tmpdir("corrupt"));
+        sd.ensure().expect("mkdir");
+        std::fs::write(sd.state_file(), b"{\"format\":1,").expect("write");
+        let e = sd.load().expect_err("corrupt accepted");
+        assert!(e.to_string().contains("state.json"), "{e}");
+    }
+
+    #[test]
+    fn second_lock_names_the_holder() {
+        let sd = StateDir::new(&tmpdir("lock"));
+        let first = sd.lock().expect("first lock");
+        let e = sd.lock().err().expect("second lock granted");
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(first);
+        sd.lock().expect("lock after release");
+    }
+}

@@ -1,1 +1,220 @@
-//! TODO
+//! GRUB backend: RAUC's grubenv variables, written in place.
+//!
+//! Invariant: every change is ONE in-place write of the grubenv block (see
+//! `grubenv`), so GRUB reads either the whole old or the whole new state, and
+//! the variables keep RAUC's meaning, so a board prepared for RAUC's GRUB
+//! script boots unchanged:
+//!
+//! - `ORDER`: the slots in boot order, e.g. `"A B"` (default `"A B"`).
+//! - `X_OK`: `1` when slot X may be booted (default `0`).
+//! - `X_TRY`: set to `1` by GRUB when it boots X; a slot with `X_TRY=1` is
+//!   used up until userspace marks it good again (default `0`).
+//! - `X_LEFT` (only with a try budget, `tries > 1`): attempts left; the GRUB
+//!   script boots X while `X_LEFT` is not `0` and counts it down
+//!   3→2→1→0 (string compares, no arithmetic), instead of using `X_TRY`.
+//!
+//! Our model of what GRUB does with them (what `primary` reports): it boots
+//! the first slot in `ORDER` with `X_OK -eq 1` and, classic mode, `X_TRY -eq
+//! 0`, or, budget mode, `X_LEFT` not `"0"` (an unset `X_LEFT` is not `"0"`).
+//! `-eq` is GRUB's `test`: numbers as `grub_strtoul(s, 0, 0)`, where a
+//! non-number reads as 0, so `A_OK=yes` is not OK.
+//!
+//! Variables we do not own are kept, in order.
+
+use super::grubenv::{self, GrubEnv};
+use super::{BootError, BootState, Bootloader};
+use crate::slot::SlotName;
+use std::path::PathBuf;
+
+/// `ORDER` when the variable is unset, as in RAUC's `grub.conf`.
+const DEFAULT_ORDER: &str = "A B";
+
+/// Bootloader backend over a grubenv file.
+#[derive(Clone, Debug)]
+pub struct GrubBackend {
+    grubenv: PathBuf,
+    tries: u32,
+}
+
+impl GrubBackend {
+    /// `grubenv`: the environment block GRUB loads. `tries`: with more than
+    /// one, each slot gets a budget of that many boots (`X_LEFT`); with 0
+    /// or 1 a slot is tried once (`X_TRY`), as RAUC does.
+    pub fn new(grubenv: PathBuf, tries: u32) -> GrubBackend {
+        GrubBackend { grubenv, tries }
+    }
+
+    fn budget(&self) -> bool {
+        self.tries > 1
+    }
+
+    fn load(&self) -> Result<GrubEnv, BootError> {
+        grubenv::read(&self.grubenv)
+    }
+
+    /// Read, change, write once.
+    fn change(&self, f: impl FnOnce(&mut GrubEnv) -> Result<(), String>) -> Result<(), BootError> {
+        let mut env = self.load()?;
+        f(&mut env).map_err(|reason| BootError::Format {
+            path: self.grubenv.display().to_string(),
+            reason,
+        })?;
+        grubenv::write(&self.grubenv, &env)
+    }
+
+    fn used_up(&self, env: &GrubEnv, slot: SlotName) -> bool {
+        if self.budget() {
+            env.get(&var(slot, "LEFT")) == Some("0")
+        } else {
+            grub_number(env.get(&var(slot, "TRY")).unwrap_or("0")) != 0
+        }
+    }
+
+    /// Mark good or bad, in memory.
+    fn apply_state(
+        &self,
+        env: &mut GrubEnv,
+        slot: SlotName,
+        state: BootState,
+    ) -> Result<(), String> {
+        let (ok, left) = match state {
+            BootState::Good => ("1", self.tries.to_string()),
+            BootState::Bad => ("0", "0".to_string()),
+        };
+        env.set(&var(slot, "OK"), ok)?;
+        env.set(&var(slot, "TRY"), "0")?;
+        if self.budget() {
+            env.set(&var(slot, "LEFT"), &left)?;
+        }
+        Ok(())
+    }
+}
+
+fn var(slot: SlotName, what: &str) -> String {
+    format!("{slot}_{what}")
+}
+
+/// The words of `ORDER` (default when unset), split as GRUB's `for` does.
+fn order(env: &GrubEnv) -> Vec<&str> {
+    env.get("ORDER")
+        .unwrap_or(DEFAULT_ORDER)
+        .split_whitespace()
+        .collect()
+}
+
+fn order_slots(env: &GrubEnv) -> Vec<SlotName> {
+    order(env)
+        .into_iter()
+        .filter_map(|w| match w {
+            "A" => Some(SlotName::A),
+            "B" => Some(SlotName::B),
+            _ => None,
+        })
+        .collect()
+}
+
+fn is_ok(env: &GrubEnv, slot: SlotName) -> bool {
+    grub_number(env.get(&var(slot, "OK")).unwrap_or("0")) == 1
+}
+
+/// A number as GRUB's `test -eq` reads it: `grub_strtosl(s, 0, 0)`. A
+/// leading `-` negates; `0x` is hex, a leading `0` octal, else decimal;
+/// parsing stops at the first non-digit; no digits at all read as 0.
+pub(crate) fn grub_number(s: &str) -> i64 {
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let s = s.trim_start_matches([' ', '\t', '\n', '\r']);
+    let (radix, digits) = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        (16, h)
+    } else if s.len() > 1 && s.starts_with('0') && s.as_bytes()[1].is_ascii_digit() {
+        (8, &s[1..])
+    } else {
+        (10, s)
+    };
+    let mut v: i64 = 0;
+    for c in digits.chars() {
+        match c.to_digit(radix) {
+            Some(d) => v = v.saturating_mul(radix as i64).saturating_add(d as i64),
+            None => break,
+        }
+    }
+    if neg {
+        -v
+    } else {
+        v
+    }
+}
+
+impl Bootloader for GrubBackend {
+    fn primary(&self) -> Result<Option<SlotName>, BootError> {
+        let env = self.load()?;
+        let slots = order_slots(&env);
+        let bootable = slots
+            .iter()
+            .copied()
+            .find(|&s| is_ok(&env, s) && !self.used_up(&env, s));
+        Ok(bootable.or_else(|| slots.first().copied()))
+    }
+
+    fn state(&self, slot: SlotName) -> Result<BootState, BootError> {
+        let env = self.load()?;
+        Ok(if is_ok(&env, slot) {
+            BootState::Good
+        } else {
+            BootState::Bad
+        })
+    }
+
+    fn set_state(&self, slot: SlotName, state: BootState) -> Result<(), BootError> {
+        self.change(|env| self.apply_state(env, slot, state))
+    }
+
+    fn activate(&self, slot: SlotName) -> Result<(), BootError> {
+        self.change(|env| {
+            self.apply_state(env, slot, BootState::Good)?;
+            let other = slot.other();
+            let mut words: Vec<String> = vec![slot.to_string()];
+            for w in order(env) {
+                if w != slot.as_str() && !words.iter().any(|x| x == w) {
+                    words.push(w.to_string());
+                }
+            }
+            if !words.iter().any(|w| w == other.as_str()) {
+                words.push(other.to_string());
+            }
+            env.set("ORDER", &words.join(" "))
+        })
+    }
+
+    fn describe(&self) -> Result<Vec<(String, String)>, BootError> {
+        let env = self.load()?;
+        let names = [
+            "ORDER", "A_OK", "A_TRY", "A_LEFT", "B_OK", "B_TRY", "B_LEFT",
+        ];
+        Ok(names
+            .iter()
+            .filter_map(|n| env.get(n).map(|v| (n.to_string(), v.to_string())))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grub_number;
+
+    #[test]
+    fn numbers_read_as_grub_test_does() {
+        assert_eq!(grub_number("1"), 1);
+        assert_eq!(grub_number("0"), 0);
+        assert_eq!(grub_number(""), 0);
+        assert_eq!(grub_number("yes"), 0);
+        assert_eq!(grub_number("0x1"), 1);
+        assert_eq!(grub_number("010"), 8);
+        assert_eq!(grub_number("1abc"), 1);
+        assert_eq!(grub_number("-1"), -1);
+        assert_eq!(grub_number(" 1"), 1);
+        assert_eq!(grub_number("99999999999999999999999"), i64::MAX);
+    }
+}

@@ -1,1 +1,414 @@
-//! TODO
+//! GRUB environment block (`grubenv`): codec and in-place writer.
+//!
+//! Invariant: the file is always a block that `grub-editenv` and GRUB's
+//! `load_env` read — exactly 1024 bytes, the signature line, `name=value`
+//! lines, `#` padding — and every update is ONE `pwrite` of the whole block at
+//! offset 0 into the file's existing data blocks, followed by `fsync`.
+//!
+//! Why in place: GRUB reads the file through its own read-only ext4/xfs/btrfs
+//! drivers, which do not replay the journal. After a temp-file + rename and a
+//! power cut, the directory entry in the on-disk (unreplayed) metadata may still
+//! point at the old inode, or at nothing. Overwriting the same data blocks
+//! needs no metadata change at all, so GRUB sees either the old or the new
+//! contents.
+//!
+//! Why all variables must fit in the first 512 bytes: a disk writes one
+//! 512-byte sector atomically, but not two. The second sector of the block is
+//! always `#` padding, identical before and after, so a torn write of the
+//! 1024 bytes can only leave the old or the new first sector.
+//!
+//! Parsing follows `grub-core/lib/envblk.c` (`grub_envblk_iterate`): lines
+//! starting with `#` are skipped, a value ends at the first unescaped newline,
+//! and a backslash takes the next byte literally. Anything GRUB would stop at
+//! ("Broken" in envblk.c) is a format error here, so we never rewrite a block
+//! we did not fully understand. Comment lines inside the block are not kept
+//! (GRUB ignores them; `grub-editenv` never writes them).
+
+use super::BootError;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Size of a GRUB environment block file.
+pub const BLOCK_SIZE: usize = 1024;
+/// First line of every block.
+pub const SIGNATURE: &[u8] = b"# GRUB Environment Block\n";
+/// The part of the block that may hold variables: one disk sector.
+pub const VARS_LIMIT: usize = 512;
+
+/// The variables of a GRUB environment block, in file order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GrubEnv {
+    vars: Vec<(String, String)>,
+}
+
+impl GrubEnv {
+    /// An empty environment (what `grub-editenv FILE create` makes).
+    pub fn new() -> GrubEnv {
+        GrubEnv::default()
+    }
+
+    /// Parse a whole block. Never panics; the error is a reason without a
+    /// path (callers add it).
+    pub fn parse(block: &[u8]) -> Result<GrubEnv, String> {
+        if block.len() != BLOCK_SIZE {
+            return Err(format!(
+                "environment block is {} bytes, expected {BLOCK_SIZE}",
+                block.len()
+            ));
+        }
+        if !block.starts_with(SIGNATURE) {
+            return Err("missing \"# GRUB Environment Block\" signature".to_string());
+        }
+        let mut env = GrubEnv::new();
+        let mut p = SIGNATURE.len();
+        while p < block.len() {
+            if block[p] == b'#' {
+                // Comment or padding: skip to the next line, honouring
+                // backslash escapes as find_next_line() does.
+                p = next_line(block, p);
+                continue;
+            }
+            let line_start = p;
+            let name_end = match block[p..].iter().position(|&b| b == b'=' || b == b'\n') {
+                Some(i) if block[p + i] == b'=' => p + i,
+                Some(_) => {
+                    return Err(format!(
+                        "line at byte {line_start} has no '=' (not a GRUB variable)"
+                    ))
+                }
+                None => return Err(format!("truncated variable at byte {line_start}")),
+            };
+            let name = &block[p..name_end];
+            let mut value = Vec::new();
+            let mut q = name_end + 1;
+            loop {
+                match block.get(q) {
+                    None => return Err(format!("unterminated value at byte {line_start}")),
+                    Some(b'\n') => break,
+                    Some(b'\\') => match block.get(q + 1) {
+                        Some(&c) => {
+                            value.push(c);
+                            q += 2;
+                        }
+                        None => return Err(format!("unterminated value at byte {line_start}")),
+                    },
+                    Some(&c) => {
+                        value.push(c);
+                        q += 1;
+                    }
+                }
+            }
+            p = q + 1;
+            let name = text(name, "name", line_start)?;
+            let value = text(&value, "value", line_start)?;
+            check_name(&name).map_err(|e| format!("{e} (at byte {line_start})"))?;
+            // GRUB's load_env applies the lines in order, so a repeated name
+            // ends with the last value; keep the first position.
+            match env.vars.iter_mut().find(|(n, _)| *n == name) {
+                Some(slot) => slot.1 = value,
+                None => env.vars.push((name, value)),
+            }
+        }
+        Ok(env)
+    }
+
+    /// The block as GRUB stores it. Errors when the variables do not fit in
+    /// the first sector (see the module docs).
+    pub fn to_block(&self) -> Result<[u8; BLOCK_SIZE], String> {
+        let mut out = Vec::with_capacity(VARS_LIMIT);
+        out.extend_from_slice(SIGNATURE);
+        for (name, value) in &self.vars {
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'=');
+            for &b in value.as_bytes() {
+                if b == b'\\' || b == b'\n' {
+                    out.push(b'\\');
+                }
+                out.push(b);
+            }
+            out.push(b'\n');
+        }
+        if out.len() > VARS_LIMIT {
+            return Err(format!(
+                "variables need {} bytes, more than the {VARS_LIMIT}-byte first sector \
+                 that can be rewritten atomically",
+                out.len()
+            ));
+        }
+        let mut block = [b'#'; BLOCK_SIZE];
+        block[..out.len()].copy_from_slice(&out);
+        Ok(block)
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Set `name` (in place if present, else appended). Names must be
+    /// non-empty and hold no `=`, newline or NUL, and not start with `#`;
+    /// values must hold no NUL (GRUB keeps C strings).
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        check_name(name)?;
+        if value.contains('\0') {
+            return Err(format!("value of {name} contains a NUL byte"));
+        }
+        match self.vars.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value.to_string(),
+            None => self.vars.push((name.to_string(), value.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Remove `name`; returns its old value.
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        let i = self.vars.iter().position(|(n, _)| n == name)?;
+        Some(self.vars.remove(i).1)
+    }
+
+    /// All variables in file order.
+    pub fn vars(&self) -> &[(String, String)] {
+        &self.vars
+    }
+}
+
+fn next_line(block: &[u8], mut p: usize) -> usize {
+    while p < block.len() {
+        match block[p] {
+            b'\\' => p += 2,
+            b'\n' => return p + 1,
+            _ => p += 1,
+        }
+    }
+    block.len()
+}
+
+fn text(bytes: &[u8], what: &str, at: usize) -> Result<String, String> {
+    if bytes.contains(&0) {
+        return Err(format!("variable {what} at byte {at} contains a NUL byte"));
+    }
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| format!("variable {what} at byte {at} is not UTF-8"))
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty variable name".to_string());
+    }
+    if name.starts_with('#') || name.contains(['=', '\n', '\0']) {
+        return Err(format!(
+            "invalid variable name {name:?} (no '=', newline, NUL or leading '#')"
+        ));
+    }
+    Ok(())
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> BootError {
+    BootError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn format_err(path: &Path, reason: impl Into<String>) -> BootError {
+    BootError::Format {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Read and parse the block at `path`.
+pub fn read(path: &Path) -> Result<GrubEnv, BootError> {
+    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    // Read one byte more than a block, so that a wrong path (a disk, a big
+    // file) is reported as the wrong size instead of being read whole.
+    let mut buf = Vec::with_capacity(BLOCK_SIZE + 1);
+    file.take(BLOCK_SIZE as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| io_err(path, e))?;
+    GrubEnv::parse(&buf).map_err(|reason| format_err(path, reason))
+}
+
+/// Write `env` to `path` in place: one `pwrite` of 1024 bytes at offset 0 of
+/// the existing file, then `fsync`. A missing file is created with its
+/// 1024 bytes written (not sparse, so later writes need no allocation) and
+/// synced, and its directory synced.
+pub fn write(path: &Path, env: &GrubEnv) -> Result<(), BootError> {
+    let block = env.to_block().map_err(|reason| format_err(path, reason))?;
+    // No O_TRUNC and no O_CREAT: truncating would free the blocks GRUB
+    // knows and make the file empty until the write lands.
+    let file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return create(path, &block),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    let meta = file.metadata().map_err(|e| io_err(path, e))?;
+    if !meta.is_file() {
+        return Err(format_err(path, "not a regular file"));
+    }
+    if meta.len() != BLOCK_SIZE as u64 {
+        // Rewriting would change the size (a metadata update GRUB may not
+        // see) and GRUB would read the stale tail; refuse instead.
+        return Err(format_err(
+            path,
+            format!(
+                "file is {} bytes, expected {BLOCK_SIZE}; refusing to rewrite it in place",
+                meta.len()
+            ),
+        ));
+    }
+    file.write_all_at(&block, 0).map_err(|e| io_err(path, e))?;
+    file.sync_all().map_err(|e| io_err(path, e))?;
+    Ok(())
+}
+
+fn create(path: &Path, block: &[u8; BLOCK_SIZE]) -> Result<(), BootError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    file.write_all(block).map_err(|e| io_err(path, e))?;
+    file.sync_all().map_err(|e| io_err(path, e))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_with(body: &[u8]) -> Vec<u8> {
+        let mut b = SIGNATURE.to_vec();
+        b.extend_from_slice(body);
+        b.resize(BLOCK_SIZE, b'#');
+        b
+    }
+
+    #[test]
+    fn empty_block_round_trips() {
+        let env = GrubEnv::new();
+        let block = env.to_block().unwrap();
+        assert!(block.starts_with(SIGNATURE));
+        assert!(block[SIGNATURE.len()..].iter().all(|&b| b == b'#'));
+        assert_eq!(GrubEnv::parse(&block).unwrap(), env);
+    }
+
+    #[test]
+    fn escapes_backslash_and_newline_like_grub() {
+        let mut env = GrubEnv::new();
+        env.set("K", "a\\b\nc").unwrap();
+        let block = env.to_block().unwrap();
+        assert!(block[SIGNATURE.len()..].starts_with(b"K=a\\\\b\\\nc\n#"));
+        assert_eq!(GrubEnv::parse(&block).unwrap().get("K"), Some("a\\b\nc"));
+    }
+
+    #[test]
+    fn skips_comment_lines_and_keeps_order() {
+        let b = block_with(b"x=1\n# note\ny=a b=c\n");
+        let env = GrubEnv::parse(&b).unwrap();
+        assert_eq!(
+            env.vars(),
+            &[
+                ("x".to_string(), "1".to_string()),
+                ("y".to_string(), "a b=c".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn repeated_name_keeps_last_value_like_load_env() {
+        let env = GrubEnv::parse(&block_with(b"a=1\nb=2\na=3\n")).unwrap();
+        assert_eq!(env.get("a"), Some("3"));
+        assert_eq!(env.vars().len(), 2);
+    }
+
+    #[test]
+    fn rejects_broken_blocks() {
+        assert!(GrubEnv::parse(&[]).is_err());
+        assert!(GrubEnv::parse(&[b'#'; BLOCK_SIZE]).is_err());
+        assert!(GrubEnv::parse(&block_with(b"novalue\n")).is_err());
+        assert!(GrubEnv::parse(&block_with(b"=v\n")).is_err());
+        // A value running into the end of the block without a newline
+        // (the '#' padding becomes part of the value).
+        assert!(GrubEnv::parse(&block_with(b"a=b")).is_err());
+        // A trailing backslash escapes past the end.
+        let mut b = block_with(b"a=");
+        b[BLOCK_SIZE - 1] = b'\\';
+        assert!(GrubEnv::parse(&b).is_err());
+        // Broken text after a '#' line without newline is padding to GRUB.
+        let mut b = block_with(b"");
+        b[BLOCK_SIZE - 3..].copy_from_slice(b"a=b");
+        assert_eq!(GrubEnv::parse(&b).unwrap(), GrubEnv::new());
+        let mut short = block_with(b"");
+        short.pop();
+        assert!(GrubEnv::parse(&short).is_err());
+    }
+
+    #[test]
+    fn refuses_to_spill_into_second_sector() {
+        let mut env = GrubEnv::new();
+        env.set("big", &"x".repeat(VARS_LIMIT)).unwrap();
+        assert!(env.to_block().unwrap_err().contains("first sector"));
+        // The largest that fits.
+        let room = VARS_LIMIT - SIGNATURE.len() - "big=\n".len();
+        env.set("big", &"x".repeat(room)).unwrap();
+        assert!(env.to_block().is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        let mut env = GrubEnv::new();
+        assert!(env.set("", "v").is_err());
+        assert!(env.set("a=b", "v").is_err());
+        assert!(env.set("#a", "v").is_err());
+        assert!(env.set("a\nb", "v").is_err());
+        assert!(env.set("a", "v\0").is_err());
+    }
+
+    #[test]
+    fn parse_never_panics_on_mutations() {
+        // A cheap deterministic fuzz: every single-byte mutation of a block
+        // with escapes, at every position, with a few interesting bytes.
+        let mut env = GrubEnv::new();
+        env.set("ORDER", "A B").unwrap();
+        env.set("esc", "\\\n").unwrap();
+        let base = env.to_block().unwrap();
+        for i in 0..120 {
+            for b in [0u8, b'\n', b'\\', b'=', b'#', 0xff] {
+                let mut m = base;
+                m[i] = b;
+                let _ = GrubEnv::parse(&m);
+            }
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let mut m = base;
+            for _ in 0..8 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                m[(seed % BLOCK_SIZE as u64) as usize] = (seed >> 32) as u8;
+            }
+            if let Ok(env) = GrubEnv::parse(&m) {
+                // Whatever parses either re-encodes to something that parses
+                // to the same, or is too large for one sector.
+                if let Ok(b) = env.to_block() {
+                    assert_eq!(GrubEnv::parse(&b).unwrap(), env);
+                }
+            }
+        }
+    }
+}

@@ -32,9 +32,19 @@ impl fmt::Display for BootState {
 /// Errors of the bootloader layer; the message names the file or script.
 #[derive(Debug)]
 pub enum BootError {
-    Io { path: String, source: std::io::Error },
-    Format { path: String, reason: String },
-    Script { script: String, verb: String, reason: String },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    Format {
+        path: String,
+        reason: String,
+    },
+    Script {
+        script: String,
+        verb: String,
+        reason: String,
+    },
 }
 
 impl fmt::Display for BootError {
@@ -42,7 +52,11 @@ impl fmt::Display for BootError {
         match self {
             BootError::Io { path, source } => write!(f, "{path}: {source}"),
             BootError::Format { path, reason } => write!(f, "{path}: {reason}"),
-            BootError::Script { script, verb, reason } => {
+            BootError::Script {
+                script,
+                verb,
+                reason,
+            } => {
                 write!(f, "boot backend {script} {verb}: {reason}")
             }
         }

@@ -1,1 +1,819 @@
-//! TODO
+//! U-Boot environment: `fw_env.config` parser, env codec, redundant-copy
+//! reader and power-cut-safe writer, compatible with libubootenv's
+//! `fw_printenv`/`fw_setenv` and U-Boot's own `env` code.
+//!
+//! Invariant: with a redundant environment (two lines in `fw_env.config`),
+//! a write only ever touches the copy that is NOT the one U-Boot and
+//! `fw_printenv` currently select, and gives it the next flag value; the
+//! selected copy stays intact until the new one is complete and synced. A
+//! power cut mid-write leaves a copy with a bad CRC, which every reader skips
+//! in favour of the old, valid copy. A single-copy environment has no such
+//! fallback (U-Boot's own `saveenv` has the same limit): it is rewritten in
+//! place with one write and an `fsync`.
+//!
+//! Layout of one copy (`size` bytes, from `fw_env.config`):
+//! - single:    CRC-32 (little endian) | data
+//! - redundant: CRC-32 (little endian) | flags byte | data
+//!
+//! The CRC covers the whole data area. Data is `name=value\0` strings ended
+//! by an empty string (`\0\0`); the rest is padding. We pad with `\0` as
+//! U-Boot's `env_export` does (`mkenvimage` pads with 0xff by default; both
+//! read the same since the CRC covers the padding as stored).
+//!
+//! Which copy is current (libubootenv `libuboot_load`, U-Boot
+//! `env_import_redund`): a copy whose CRC fails is never used; if both are
+//! valid, the higher flag wins, except that 0xff against 0 means 0 wrapped
+//! around and wins (incremental scheme, used for files, block devices, NAND
+//! and UBI), or 0xff means "active" (boolean scheme of NOR flash). Equal
+//! flags pick the first copy. Writes use the incremental scheme only: the
+//! boolean scheme exists only on MTD NOR flash, which we refuse (erasing
+//! flash sectors is out of scope).
+//!
+//! Locking: like libubootenv we hold an exclusive `flock` on
+//! `/var/lock/fw_printenv.lock` for the whole read-modify-write, so a
+//! concurrent `fw_setenv` cannot interleave with us. As in libubootenv, a
+//! lock file that cannot be opened does not stop the operation.
+
+use super::BootError;
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+
+/// The lock file libubootenv's tools use by default.
+pub const LOCK_FILE: &str = "/var/lock/fw_printenv.lock";
+
+/// Largest environment we accept from a config (U-Boot's are a few KiB to a
+/// few hundred KiB); guards against allocating for a garbage size.
+const MAX_ENV_SIZE: usize = 16 << 20;
+
+const fn crc_table() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+}
+
+static CRC_TABLE: [u32; 256] = crc_table();
+
+/// CRC-32 as zlib's `crc32(0, data, len)` (IEEE 802.3, reflected,
+/// polynomial 0xEDB88320), which U-Boot and libubootenv use.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in data {
+        c = CRC_TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+    }
+    c ^ 0xFFFF_FFFF
+}
+
+/// How the flags byte of a redundant environment orders the two copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagScheme {
+    /// Each save writes the other copy's flag + 1 (wrapping): files, block
+    /// devices, NAND, UBI.
+    Incremental,
+    /// The active copy has 1 (or 0xff, erased), the obsolete one 0: NOR.
+    Boolean,
+}
+
+/// Which copy (0 or 1) a reader uses, given whether each copy's CRC is
+/// valid and their flags bytes; `None` when neither is valid. Exactly
+/// libubootenv's `libuboot_load` decision.
+pub fn select_copy(scheme: FlagScheme, valid: [bool; 2], flags: [u8; 2]) -> Option<usize> {
+    match valid {
+        [false, false] => None,
+        [true, false] => Some(0),
+        [false, true] => Some(1),
+        [true, true] => {
+            let mut current = if flags[1] > flags[0] { 1 } else { 0 };
+            match scheme {
+                FlagScheme::Boolean => {
+                    if flags[1] == 0xff {
+                        current = 1;
+                    } else if flags[0] == 0xff {
+                        current = 0;
+                    }
+                }
+                FlagScheme::Incremental => {
+                    // The counter wrapped from 0xff to 0.
+                    if flags[0] == 0xff && flags[1] == 0 {
+                        current = 1;
+                    } else if flags[1] == 0xff && flags[0] == 0 {
+                        current = 0;
+                    }
+                }
+            }
+            Some(current)
+        }
+    }
+}
+
+/// One line of `fw_env.config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvDevice {
+    /// A regular file or a block device.
+    pub path: PathBuf,
+    /// Byte offset; negative counts back from the end of a block device.
+    pub offset: i64,
+    /// Size of one environment copy in bytes.
+    pub size: usize,
+    /// Erase sector size (MTD only; kept for completeness).
+    pub sector_size: Option<u64>,
+    /// Number of sectors (MTD only; kept for completeness).
+    pub sectors: Option<u64>,
+}
+
+impl EnvDevice {
+    fn describe(&self) -> String {
+        format!("{}@{:#x}", self.path.display(), self.offset)
+    }
+}
+
+/// A parsed `fw_env.config`: one device line (single copy) or two
+/// (redundant copies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UbootEnvConfig {
+    source: String,
+    devices: Vec<EnvDevice>,
+}
+
+impl UbootEnvConfig {
+    /// Parse the text of an `fw_env.config`, as libubootenv does: lines
+    /// `device offset size [sector-size [num-sectors]]`, `#` comments, the
+    /// offset in C notation (`0x` hex, leading `0` octal, else decimal; may
+    /// be negative), sizes always hexadecimal (`4000` is 0x4000) with an
+    /// optional `0x`. Stricter than libubootenv where it would silently skip
+    /// or ignore a line: a line that does not parse, or a third device, is
+    /// an error naming the line. `path_for_messages` names the file in
+    /// errors.
+    pub fn parse(text: &str, path_for_messages: &str) -> Result<UbootEnvConfig, BootError> {
+        let err = |line: usize, reason: String| BootError::Format {
+            path: path_for_messages.to_string(),
+            reason: format!("line {line}: {reason}"),
+        };
+        let mut devices = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let n = i + 1;
+            let fields: Vec<&str> = raw
+                .split_whitespace()
+                .take_while(|f| !f.starts_with('#'))
+                .collect();
+            if fields.is_empty() {
+                continue;
+            }
+            if fields.len() < 3 {
+                return Err(err(
+                    n,
+                    "expected \"device offset size [sector-size [sectors]]\"".to_string(),
+                ));
+            }
+            if fields.len() > 6 {
+                return Err(err(n, "too many fields".to_string()));
+            }
+            let dev = fields[0];
+            if dev.starts_with("/dev/mtd") || dev.starts_with("/dev/ubi") {
+                return Err(err(
+                    n,
+                    format!(
+                        "{dev}: MTD/UBI environments are not supported \
+                         (only regular files and block devices)"
+                    ),
+                ));
+            }
+            let offset = parse_c_int(fields[1])
+                .ok_or_else(|| err(n, format!("bad offset {:?}", fields[1])))?;
+            let size = parse_hex(fields[2])
+                .and_then(|s| usize::try_from(s).ok())
+                .ok_or_else(|| err(n, format!("bad size {:?} (hexadecimal)", fields[2])))?;
+            if size < 8 || size > MAX_ENV_SIZE {
+                return Err(err(
+                    n,
+                    format!("size {size:#x} out of range (8 bytes to {MAX_ENV_SIZE:#x})"),
+                ));
+            }
+            let sector_size = match fields.get(3) {
+                Some(f) => {
+                    Some(parse_hex(f).ok_or_else(|| err(n, format!("bad sector size {f:?}")))?)
+                }
+                None => None,
+            };
+            let sectors = match fields.get(4) {
+                Some(f) => {
+                    Some(parse_hex(f).ok_or_else(|| err(n, format!("bad sector count {f:?}")))?)
+                }
+                None => None,
+            };
+            if let Some(f) = fields.get(5) {
+                f.parse::<i32>()
+                    .map_err(|_| err(n, format!("bad MTD lock flag {f:?}")))?;
+            }
+            if devices.len() == 2 {
+                return Err(err(
+                    n,
+                    "a third environment device (at most two: primary and redundant)".to_string(),
+                ));
+            }
+            if let Some(first) = devices.first() {
+                let first: &EnvDevice = first;
+                if first.size != size {
+                    return Err(err(
+                        n,
+                        format!(
+                            "redundant copy size {size:#x} differs from the first ({:#x})",
+                            first.size
+                        ),
+                    ));
+                }
+            }
+            devices.push(EnvDevice {
+                path: PathBuf::from(dev),
+                offset,
+                size,
+                sector_size,
+                sectors,
+            });
+        }
+        if devices.is_empty() {
+            return Err(BootError::Format {
+                path: path_for_messages.to_string(),
+                reason: "no environment device line".to_string(),
+            });
+        }
+        Ok(UbootEnvConfig {
+            source: path_for_messages.to_string(),
+            devices,
+        })
+    }
+
+    /// Read and parse the config file at `path`.
+    pub fn load(path: &Path) -> Result<UbootEnvConfig, BootError> {
+        let text = std::fs::read_to_string(path).map_err(|source| BootError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        UbootEnvConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// Whether there are two copies.
+    pub fn redundant(&self) -> bool {
+        self.devices.len() == 2
+    }
+
+    /// Size of one copy in bytes.
+    pub fn size(&self) -> usize {
+        self.devices[0].size
+    }
+
+    /// The device lines, in file order.
+    pub fn devices(&self) -> &[EnvDevice] {
+        &self.devices
+    }
+
+    /// The config's path, as given for messages.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+/// `strtoll(s, _, 0)` over the whole token.
+fn parse_c_int(s: &str) -> Option<i64> {
+    let (neg, digits) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let v = if let Some(h) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        u64::from_str_radix(h, 16).ok()?
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        u64::from_str_radix(&digits[1..], 8).ok()?
+    } else {
+        digits.parse::<u64>().ok()?
+    };
+    let v = i64::try_from(v).ok()?;
+    Some(if neg { -v } else { v })
+}
+
+/// `%x` over the whole token: hexadecimal with an optional `0x`.
+fn parse_hex(s: &str) -> Option<u64> {
+    let h = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    if h.is_empty() || h.starts_with(['+', '-']) {
+        return None;
+    }
+    u64::from_str_radix(h, 16).ok()
+}
+
+/// The variables of a U-Boot environment, in stored order, and which copy
+/// they were read from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UbootEnv {
+    vars: Vec<(String, String)>,
+    copy: usize,
+    flag: Option<u8>,
+}
+
+impl UbootEnv {
+    /// An empty environment.
+    pub fn new() -> UbootEnv {
+        UbootEnv::default()
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Set `name` (in place if present, else appended). U-Boot forbids
+    /// empty names and `=` in names; NUL ends a string so neither may hold
+    /// one.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(format!("invalid U-Boot variable name {name:?}"));
+        }
+        if value.contains('\0') {
+            return Err(format!("value of {name} contains a NUL byte"));
+        }
+        match self.vars.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value.to_string(),
+            None => self.vars.push((name.to_string(), value.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Remove `name`; returns its old value.
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        let i = self.vars.iter().position(|(n, _)| n == name)?;
+        Some(self.vars.remove(i).1)
+    }
+
+    /// All variables in stored order.
+    pub fn vars(&self) -> &[(String, String)] {
+        &self.vars
+    }
+
+    /// The copy (0 or 1) this environment was read from.
+    pub fn copy(&self) -> usize {
+        self.copy
+    }
+
+    /// The flags byte of that copy (redundant environments only).
+    pub fn flag(&self) -> Option<u8> {
+        self.flag
+    }
+
+    /// Encode one copy of `size` bytes: with `flag` the redundant layout,
+    /// without it the single layout.
+    pub fn encode_copy(&self, size: usize, flag: Option<u8>) -> Result<Vec<u8>, String> {
+        let header = if flag.is_some() { 5 } else { 4 };
+        let data_len = size
+            .checked_sub(header)
+            .ok_or_else(|| format!("environment size {size} is smaller than its header"))?;
+        let mut data = Vec::with_capacity(data_len);
+        for (name, value) in &self.vars {
+            data.extend_from_slice(name.as_bytes());
+            data.push(b'=');
+            data.extend_from_slice(value.as_bytes());
+            data.push(0);
+        }
+        // The empty string that ends the list.
+        data.push(0);
+        if data.len() > data_len {
+            return Err(format!(
+                "variables need {} bytes, the environment holds {data_len}",
+                data.len()
+            ));
+        }
+        data.resize(data_len, 0);
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(&crc32(&data).to_le_bytes());
+        if let Some(f) = flag {
+            out.push(f);
+        }
+        out.extend_from_slice(&data);
+        Ok(out)
+    }
+
+    /// Decode one copy. Errors when the CRC fails or the data is not a
+    /// well-formed string list. Never panics.
+    pub fn decode_copy(bytes: &[u8], redundant: bool) -> Result<UbootEnv, String> {
+        let header = if redundant { 5 } else { 4 };
+        if bytes.len() <= header {
+            return Err(format!("copy is {} bytes, too short", bytes.len()));
+        }
+        let stored = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let data = &bytes[header..];
+        let actual = crc32(data);
+        if stored != actual {
+            return Err(format!(
+                "CRC mismatch (stored {stored:#010x}, computed {actual:#010x})"
+            ));
+        }
+        let mut env = UbootEnv {
+            vars: Vec::new(),
+            copy: 0,
+            flag: if redundant { Some(bytes[4]) } else { None },
+        };
+        let mut p = 0;
+        loop {
+            let Some(len) = data[p..].iter().position(|&b| b == 0) else {
+                return Err(format!("variable at data byte {p} is not terminated"));
+            };
+            if len == 0 {
+                break;
+            }
+            let entry = &data[p..p + len];
+            let at = p;
+            p += len + 1;
+            // libubootenv skips entries without '=' (U-Boot's himport
+            // rejects them); we skip them too.
+            let Some(eq) = entry.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            let (name, value) = (&entry[..eq], &entry[eq + 1..]);
+            let name = std::str::from_utf8(name)
+                .map_err(|_| format!("variable name at data byte {at} is not UTF-8"))?;
+            let value =
+                std::str::from_utf8(value).map_err(|_| format!("value of {name} is not UTF-8"))?;
+            if name.is_empty() {
+                continue;
+            }
+            // A repeated name: the last value wins, as in libubootenv.
+            match env.vars.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = value.to_string(),
+                None => env.vars.push((name.to_string(), value.to_string())),
+            }
+        }
+        Ok(env)
+    }
+}
+
+/// Exclusive lock shared with libubootenv's tools; released on drop.
+struct EnvLock(#[allow(dead_code)] Option<Flock<File>>);
+
+fn lock() -> EnvLock {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(LOCK_FILE);
+    EnvLock(
+        file.ok()
+            .and_then(|f| Flock::lock(f, FlockArg::LockExclusive).ok()),
+    )
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> BootError {
+    BootError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Open one device and resolve its absolute offset.
+fn open_device(dev: &EnvDevice, writable: bool) -> Result<(File, u64), BootError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .open(&dev.path)
+        .map_err(|e| io_err(&dev.path, e))?;
+    let ft = file
+        .metadata()
+        .map_err(|e| io_err(&dev.path, e))?
+        .file_type();
+    let is_block = ft.is_block_device();
+    if !(ft.is_file() || is_block) {
+        return Err(BootError::Format {
+            path: dev.path.display().to_string(),
+            reason: "not a regular file or block device (MTD character devices \
+                     are not supported)"
+                .to_string(),
+        });
+    }
+    let offset = if dev.offset >= 0 {
+        dev.offset as u64
+    } else {
+        if !is_block {
+            // libubootenv resolves negative offsets with BLKGETSIZE64,
+            // which only block devices answer.
+            return Err(BootError::Format {
+                path: dev.path.display().to_string(),
+                reason: "a negative offset needs a block device".to_string(),
+            });
+        }
+        let end = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| io_err(&dev.path, e))?;
+        end.checked_sub(dev.offset.unsigned_abs())
+            .ok_or_else(|| BootError::Format {
+                path: dev.path.display().to_string(),
+                reason: format!("offset {} is before the start of the device", dev.offset),
+            })?
+    };
+    Ok((file, offset))
+}
+
+fn read_raw(dev: &EnvDevice) -> Result<Vec<u8>, BootError> {
+    let (file, offset) = open_device(dev, false)?;
+    let mut buf = vec![0u8; dev.size];
+    file.read_exact_at(&mut buf, offset)
+        .map_err(|e| io_err(&dev.path, e))?;
+    Ok(buf)
+}
+
+/// State of both copies as a reader sees it.
+struct Copies {
+    decoded: Vec<Result<UbootEnv, String>>,
+    flags: [u8; 2],
+}
+
+fn read_copies(cfg: &UbootEnvConfig) -> Copies {
+    let redundant = cfg.redundant();
+    let mut decoded = Vec::new();
+    let mut flags = [0u8; 2];
+    for (i, dev) in cfg.devices.iter().enumerate() {
+        let r = match read_raw(dev) {
+            Ok(raw) => {
+                if redundant {
+                    flags[i] = raw[4];
+                }
+                UbootEnv::decode_copy(&raw, redundant).map(|mut e| {
+                    e.copy = i;
+                    e
+                })
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        decoded.push(r);
+    }
+    Copies { decoded, flags }
+}
+
+impl Copies {
+    fn current(&self) -> Option<usize> {
+        if self.decoded.len() == 1 {
+            return self.decoded[0].is_ok().then_some(0);
+        }
+        let valid = [self.decoded[0].is_ok(), self.decoded[1].is_ok()];
+        select_copy(FlagScheme::Incremental, valid, self.flags)
+    }
+}
+
+fn read_locked(cfg: &UbootEnvConfig) -> Result<UbootEnv, BootError> {
+    let mut copies = read_copies(cfg);
+    match copies.current() {
+        Some(i) => match std::mem::replace(&mut copies.decoded[i], Err(String::new())) {
+            Ok(env) => Ok(env),
+            Err(reason) => Err(BootError::Format {
+                path: cfg.source.clone(),
+                reason,
+            }),
+        },
+        None => {
+            let why: Vec<String> = cfg
+                .devices
+                .iter()
+                .zip(&copies.decoded)
+                .map(|(d, r)| match r {
+                    Ok(_) => format!("{}: ok", d.describe()),
+                    Err(e) => format!("{}: {e}", d.describe()),
+                })
+                .collect();
+            Err(BootError::Format {
+                path: cfg.source.clone(),
+                reason: format!("no valid U-Boot environment copy ({})", why.join("; ")),
+            })
+        }
+    }
+}
+
+/// Read the current environment (the copy U-Boot would load).
+pub fn read(cfg: &UbootEnvConfig) -> Result<UbootEnv, BootError> {
+    let _lock = lock();
+    read_locked(cfg)
+}
+
+/// Path of the sysfs switch that write-protects an eMMC boot partition
+/// (`/dev/mmcblkNbootM`), as libubootenv's `fileprotect` handles it.
+fn force_ro_switch(dev: &Path) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(dev).ok()?;
+    let name = real.to_str()?.strip_prefix("/dev/")?;
+    let rest = name.strip_prefix("mmcblk")?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let rest = rest[digits..].strip_prefix("boot")?;
+    if digits == 0 || rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let p = PathBuf::from(format!("/sys/class/block/{name}/force_ro"));
+    p.exists().then_some(p)
+}
+
+fn write_raw(dev: &EnvDevice, image: &[u8]) -> Result<(), BootError> {
+    let protect = force_ro_switch(&dev.path);
+    if let Some(p) = &protect {
+        std::fs::write(p, b"0").map_err(|e| io_err(p, e))?;
+    }
+    let result = (|| {
+        let (file, offset) = open_device(dev, true)?;
+        file.write_all_at(image, offset)
+            .map_err(|e| io_err(&dev.path, e))?;
+        file.sync_all().map_err(|e| io_err(&dev.path, e))
+    })();
+    if let Some(p) = &protect {
+        // Best effort, as libubootenv: the write's own result matters more.
+        let _ = std::fs::write(p, b"1");
+    }
+    result
+}
+
+fn write_locked(cfg: &UbootEnvConfig, env: &UbootEnv) -> Result<(), BootError> {
+    let format_err = |reason: String| BootError::Format {
+        path: cfg.source.clone(),
+        reason,
+    };
+    if !cfg.redundant() {
+        let image = env.encode_copy(cfg.size(), None).map_err(format_err)?;
+        return write_raw(&cfg.devices[0], &image);
+    }
+    // Decide the target from what is on the devices now, not from when
+    // `env` was read: writing over the copy readers currently select would
+    // lose the only valid environment if the power failed mid-write.
+    let copies = read_copies(cfg);
+    let current = copies.current().unwrap_or(0);
+    let target = 1 - current;
+    let flag = copies.flags[current].wrapping_add(1);
+    let image = env
+        .encode_copy(cfg.size(), Some(flag))
+        .map_err(format_err)?;
+    write_raw(&cfg.devices[target], &image)
+}
+
+/// Write `env` as the new current environment (see the module docs for
+/// which copy is written).
+pub fn write(cfg: &UbootEnvConfig, env: &UbootEnv) -> Result<(), BootError> {
+    let _lock = lock();
+    write_locked(cfg, env)
+}
+
+/// Read, change and write the environment under one lock: the change is one
+/// environment write. Returns the environment written.
+pub fn update<F>(cfg: &UbootEnvConfig, change: F) -> Result<UbootEnv, BootError>
+where
+    F: FnOnce(&mut UbootEnv) -> Result<(), BootError>,
+{
+    let _lock = lock();
+    let mut env = read_locked(cfg)?;
+    change(&mut env)?;
+    write_locked(cfg, &env)?;
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_matches_zlib() {
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(&[0u8; 32]), 0x190A_55AD);
+    }
+
+    #[test]
+    fn selection_matches_libubootenv() {
+        use FlagScheme::*;
+        let t = [true, true];
+        assert_eq!(select_copy(Incremental, [false, false], [0, 0]), None);
+        assert_eq!(select_copy(Incremental, [true, false], [0, 9]), Some(0));
+        assert_eq!(select_copy(Incremental, [false, true], [9, 0]), Some(1));
+        assert_eq!(select_copy(Incremental, t, [1, 2]), Some(1));
+        assert_eq!(select_copy(Incremental, t, [2, 1]), Some(0));
+        assert_eq!(select_copy(Incremental, t, [3, 3]), Some(0));
+        assert_eq!(select_copy(Incremental, t, [0xff, 0]), Some(1));
+        assert_eq!(select_copy(Incremental, t, [0, 0xff]), Some(0));
+        assert_eq!(select_copy(Incremental, t, [0xfe, 0xff]), Some(1));
+        assert_eq!(select_copy(Boolean, t, [1, 0]), Some(0));
+        assert_eq!(select_copy(Boolean, t, [0, 1]), Some(1));
+        assert_eq!(select_copy(Boolean, t, [0xff, 1]), Some(0));
+        assert_eq!(select_copy(Boolean, t, [1, 0xff]), Some(1));
+        assert_eq!(select_copy(Boolean, t, [0xff, 0xff]), Some(1));
+    }
+
+    #[test]
+    fn config_parses_like_libubootenv() {
+        let c = UbootEnvConfig::parse(
+            "# comment\n\n/tmp/env 0x0 0x4000\n/tmp/env\t16384 4000 0x1000 2 # redundant\n",
+            "cfg",
+        )
+        .unwrap();
+        assert!(c.redundant());
+        assert_eq!(c.size(), 0x4000);
+        assert_eq!(c.devices()[1].offset, 16384);
+        assert_eq!(c.devices()[1].sector_size, Some(0x1000));
+        assert_eq!(c.devices()[1].sectors, Some(2));
+        let c = UbootEnvConfig::parse("/dev/mmcblk0 -0x2000 0x2000\n", "cfg").unwrap();
+        assert!(!c.redundant());
+        assert_eq!(c.devices()[0].offset, -0x2000);
+        assert_eq!(parse_c_int("010"), Some(8));
+    }
+
+    #[test]
+    fn config_errors_name_file_and_line() {
+        for bad in [
+            "",
+            "# only\n",
+            "/tmp/e 0x0\n",
+            "/tmp/e zz 0x4000\n",
+            "/tmp/e 0 0\n",
+            "/tmp/e 0 0x4000\n/tmp/e 0x4000 0x2000\n",
+            "/tmp/e 0 0x4000\n/tmp/e 0x4000 0x4000\n/tmp/e 0x8000 0x4000\n",
+            "/dev/mtd0 0 0x4000\n",
+            "/dev/ubi0:env 0 0x4000\n",
+        ] {
+            let e = UbootEnvConfig::parse(bad, "/etc/fw_env.config").unwrap_err();
+            assert!(
+                e.to_string().starts_with("/etc/fw_env.config: "),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn copy_round_trips_and_checks_crc() {
+        let mut env = UbootEnv::new();
+        env.set("bootcmd", "run x; run y").unwrap();
+        env.set("BOOT_ORDER", "A B").unwrap();
+        env.set("empty", "").unwrap();
+        for flag in [None, Some(7u8)] {
+            let img = env.encode_copy(0x100, flag).unwrap();
+            assert_eq!(img.len(), 0x100);
+            let back = UbootEnv::decode_copy(&img, flag.is_some()).unwrap();
+            assert_eq!(back.vars(), env.vars());
+            assert_eq!(back.flag(), flag);
+            let mut bad = img.clone();
+            bad[0x80] ^= 1;
+            assert!(UbootEnv::decode_copy(&bad, flag.is_some())
+                .unwrap_err()
+                .contains("CRC"));
+        }
+        assert!(env.encode_copy(20, None).is_err());
+    }
+
+    #[test]
+    fn decode_never_panics() {
+        let mut env = UbootEnv::new();
+        env.set("a", "1").unwrap();
+        let base = env.encode_copy(64, Some(1)).unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..70 {
+            for _ in 0..50 {
+                let mut m: Vec<u8> = base.iter().cycle().take(len).copied().collect();
+                for b in m.iter_mut() {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    if seed % 5 == 0 {
+                        *b = (seed >> 40) as u8;
+                    }
+                }
+                // Fix the CRC so the data parser is exercised too.
+                if m.len() > 5 {
+                    let c = crc32(&m[5..]).to_le_bytes();
+                    m[..4].copy_from_slice(&c);
+                }
+                let _ = UbootEnv::decode_copy(&m, true);
+                let _ = UbootEnv::decode_copy(&m, false);
+            }
+        }
+    }
+
+    #[test]
+    fn unterminated_data_is_an_error() {
+        let mut data = vec![b'a'; 16];
+        data[1] = b'=';
+        let mut img = crc32(&data).to_le_bytes().to_vec();
+        img.extend_from_slice(&data);
+        assert!(UbootEnv::decode_copy(&img, false).is_err());
+    }
+}

@@ -1,6 +1,624 @@
 //! Trust: which bytes may be believed.
 //!
 //! Invariant: nothing from a release is acted upon before its manifest has
-//! valid signatures from `threshold` distinct trusted keys.
+//! valid signatures from `threshold` distinct trusted keys, each checked with
+//! strict Ed25519 verification of both the signature and the trusted comment
+//! (see [`minisign`]). Trusted keys come only from `*.pub` files in the
+//! configured key directories; a key id in a signature is a lookup hint,
+//! never a reason to trust.
 
+mod base64;
 pub mod minisign;
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use minisign::{key_id_hex, MinisignError, PublicKey, Signature};
+
+/// Trusted public keys, looked up by key id.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    keys: Vec<PublicKey>,
+    /// Where the keys were looked for, for "no trusted keys in …".
+    dirs: Vec<PathBuf>,
+}
+
+impl KeyRing {
+    /// Loads every `*.pub` file in each directory, in name order. A missing
+    /// directory is skipped (a host may use only one of the defaults); an
+    /// unreadable directory or an unreadable or invalid key file is an error
+    /// naming it, because silently dropping a key can turn a threshold
+    /// failure into a confusing one later. The same key in two directories
+    /// is counted once.
+    pub fn load(dirs: &[PathBuf]) -> Result<KeyRing, TrustError> {
+        let mut ring = KeyRing {
+            keys: Vec::new(),
+            dirs: dirs.to_vec(),
+        };
+        for dir in dirs {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(TrustError::KeyDir {
+                        dir: dir.clone(),
+                        error: e,
+                    })
+                }
+            };
+            let mut files = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| TrustError::KeyDir {
+                    dir: dir.clone(),
+                    error: e,
+                })?;
+                let name = entry.file_name();
+                let is_pub = name
+                    .to_str()
+                    .is_some_and(|n| n.len() > ".pub".len() && n.ends_with(".pub"));
+                if is_pub {
+                    files.push(entry.path());
+                }
+            }
+            files.sort();
+            for path in files {
+                let key = read_key_file(&path)?;
+                ring.insert(key);
+            }
+        }
+        Ok(ring)
+    }
+
+    pub fn from_keys(keys: Vec<PublicKey>) -> KeyRing {
+        let mut ring = KeyRing::default();
+        for k in keys {
+            ring.insert(k);
+        }
+        ring
+    }
+
+    fn insert(&mut self, key: PublicKey) {
+        if !self.keys.contains(&key) {
+            self.keys.push(key);
+        }
+    }
+
+    /// Number of distinct keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// All keys carrying `key_id`; normally one, but ids are only 64 bits
+    /// and nothing stops two key files from sharing one.
+    fn candidates<'a>(&'a self, key_id: &'a [u8; 8]) -> impl Iterator<Item = &'a PublicKey> {
+        self.keys.iter().filter(move |k| &k.key_id == key_id)
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<PublicKey, TrustError> {
+    let io_err = |error| TrustError::KeyFileRead {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(minisign::MAX_FILE_SIZE as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(io_err)?;
+    let invalid = |error| TrustError::KeyFileInvalid {
+        path: path.to_path_buf(),
+        error,
+    };
+    if bytes.len() > minisign::MAX_FILE_SIZE {
+        return Err(invalid(MinisignError::TooLarge {
+            kind: minisign::FileKind::PublicKey,
+            size: bytes.len(),
+        }));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        invalid(MinisignError::Malformed {
+            kind: minisign::FileKind::PublicKey,
+            reason: "not UTF-8 text".into(),
+        })
+    })?;
+    PublicKey::parse(&text).map_err(invalid)
+}
+
+/// Why a manifest or key set is not trusted. One line each, naming the file
+/// or key concerned.
+#[derive(Debug)]
+pub enum TrustError {
+    /// The key ring is empty.
+    NoTrustedKeys { dirs: Vec<PathBuf> },
+    /// A key directory exists but cannot be listed.
+    KeyDir { dir: PathBuf, error: std::io::Error },
+    /// A `*.pub` file cannot be read.
+    KeyFileRead {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// A `*.pub` file is not a usable minisign public key.
+    KeyFileInvalid { path: PathBuf, error: MinisignError },
+    /// No signature files were given at all.
+    NoSignatures,
+    /// A signature file could not be parsed.
+    MalformedSignature { name: String, error: MinisignError },
+    /// A well-formed signature by a key that is not in the key ring.
+    UntrustedKey { name: String, key_id: [u8; 8] },
+    /// A trusted key's signature that does not cover these bytes.
+    BadSignature { name: String, key_id: [u8; 8] },
+    /// A trusted key's signature whose trusted comment was altered.
+    BadTrustedComment { name: String, key_id: [u8; 8] },
+    /// All signatures checked out, but too few distinct trusted keys.
+    NotEnough {
+        subject: String,
+        valid: usize,
+        threshold: usize,
+        /// Valid signatures that repeated an already counted key.
+        repeated: usize,
+    },
+}
+
+fn display_dirs(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for TrustError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use TrustError::*;
+        match self {
+            NoTrustedKeys { dirs } if dirs.is_empty() => f.write_str("no trusted keys configured"),
+            NoTrustedKeys { dirs } => write!(f, "no trusted keys in {}", display_dirs(dirs)),
+            KeyDir { dir, error } => {
+                write!(f, "{}: cannot read key directory: {error}", dir.display())
+            }
+            KeyFileRead { path, error } => {
+                write!(f, "{}: cannot read trusted key: {error}", path.display())
+            }
+            KeyFileInvalid { path, error } => write!(f, "{}: {error}", path.display()),
+            NoSignatures => f.write_str("no signature to check"),
+            MalformedSignature { name, error } => write!(f, "{name}: {error}"),
+            UntrustedKey { name, key_id } => {
+                write!(f, "{name}: signed by untrusted key {}", key_id_hex(key_id))
+            }
+            BadSignature { name, key_id } => write!(
+                f,
+                "{name}: signature does not match the manifest (key {})",
+                key_id_hex(key_id)
+            ),
+            BadTrustedComment { name, key_id } => write!(
+                f,
+                "{name}: trusted comment does not match its signature, the file was altered (key {})",
+                key_id_hex(key_id)
+            ),
+            NotEnough {
+                subject,
+                valid,
+                threshold,
+                repeated,
+            } => {
+                let s = if *valid == 1 { "" } else { "s" };
+                write!(
+                    f,
+                    "{subject}: {valid} valid signature{s} from a trusted key, threshold is {threshold}"
+                )?;
+                if *repeated > 0 {
+                    write!(f, " ({repeated} more by an already counted key)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for TrustError {}
+
+/// How specific a failure is: when the threshold is missed, the most
+/// specific one explains it best (a forged or corrupted signature matters
+/// more than a key nobody installed).
+fn rank(e: &TrustError) -> u8 {
+    match e {
+        TrustError::BadSignature { .. } | TrustError::BadTrustedComment { .. } => 3,
+        TrustError::MalformedSignature { .. } => 2,
+        TrustError::UntrustedKey { .. } => 1,
+        _ => 0,
+    }
+}
+
+/// What the signed file is called in "not enough signatures" messages:
+/// the first signature's name without `.minisig`, else "manifest".
+fn subject(signatures: &[(String, String)]) -> String {
+    signatures
+        .first()
+        .and_then(|(name, _)| name.strip_suffix(".minisig"))
+        .filter(|s| !s.is_empty())
+        .map(|s| s.rsplit('/').next().unwrap_or(s).to_owned())
+        .unwrap_or_else(|| "manifest".to_owned())
+}
+
+/// `signatures` are (name for messages, e.g. "https://…/release.json.minisig", file text).
+/// Ok = the distinct trusted key ids whose valid signatures count; needs >= threshold distinct keys.
+///
+/// A bad signature file does not fail the check by itself when enough other
+/// signatures are valid (so one key can be rotated out without a flag day).
+/// When the threshold is missed, the error is the most specific one seen:
+/// an invalid signature, then a malformed file, then an untrusted key, then
+/// "not enough". Two signatures by the same key count once; threshold 0 is
+/// treated as 1.
+pub fn verify_threshold(
+    message: &[u8],
+    signatures: &[(String, String)],
+    keys: &KeyRing,
+    threshold: usize,
+) -> Result<Vec<[u8; 8]>, TrustError> {
+    let threshold = threshold.max(1);
+    if keys.is_empty() {
+        return Err(TrustError::NoTrustedKeys {
+            dirs: keys.dirs.clone(),
+        });
+    }
+    if signatures.is_empty() {
+        return Err(TrustError::NoSignatures);
+    }
+
+    let mut prehash: Option<[u8; 64]> = None;
+    let mut valid: Vec<[u8; 8]> = Vec::new();
+    let mut repeated = 0;
+    let mut worst: Option<TrustError> = None;
+    let mut note = |e: TrustError| {
+        if worst.as_ref().is_none_or(|w| rank(&e) > rank(w)) {
+            worst = Some(e);
+        }
+    };
+
+    for (name, text) in signatures {
+        let sig = match Signature::parse(text) {
+            Ok(s) => s,
+            Err(error) => {
+                note(TrustError::MalformedSignature {
+                    name: name.clone(),
+                    error,
+                });
+                continue;
+            }
+        };
+        let key_id = sig.key_id;
+        let mut failure = None;
+        let mut ok = false;
+        for key in keys.candidates(&key_id) {
+            let result = if sig.prehashed {
+                let h = prehash.get_or_insert_with(|| blake2b_512(message));
+                sig.verify_prehashed(key, h)
+            } else {
+                sig.verify(key, message)
+            };
+            match result {
+                Ok(()) => {
+                    ok = true;
+                    break;
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        if ok {
+            if valid.contains(&key_id) {
+                repeated += 1;
+            } else {
+                valid.push(key_id);
+            }
+            continue;
+        }
+        let name = name.clone();
+        note(match failure {
+            None => TrustError::UntrustedKey { name, key_id },
+            Some(MinisignError::BadTrustedComment { .. }) => {
+                TrustError::BadTrustedComment { name, key_id }
+            }
+            Some(_) => TrustError::BadSignature { name, key_id },
+        });
+    }
+
+    if valid.len() >= threshold {
+        return Ok(valid);
+    }
+    Err(worst.unwrap_or(TrustError::NotEnough {
+        subject: subject(signatures),
+        valid: valid.len(),
+        threshold,
+        repeated,
+    }))
+}
+
+fn blake2b_512(message: &[u8]) -> [u8; 64] {
+    // Reading from a slice cannot fail; the fallback only avoids an unwrap.
+    minisign::prehash(message).unwrap_or([0; 64])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::minisign::{generate_keypair, sign, SecretKey};
+    use super::*;
+
+    const MANIFEST: &[u8] = br#"{"format":1,"version":"2026.11.3"}"#;
+
+    fn keys(n: usize) -> Vec<(SecretKey, PublicKey)> {
+        (0..n)
+            .map(|_| generate_keypair().expect("urandom"))
+            .collect()
+    }
+
+    fn sig(sk: &SecretKey, i: usize) -> (String, String) {
+        (
+            format!("https://example.net/r/release.json.minisig.{i}"),
+            sign(sk, MANIFEST, "timestamp:1\tfile:release.json"),
+        )
+    }
+
+    fn named(name: &str, text: String) -> (String, String) {
+        (name.to_owned(), text)
+    }
+
+    fn ring(ks: &[(SecretKey, PublicKey)]) -> KeyRing {
+        KeyRing::from_keys(ks.iter().map(|(_, p)| p.clone()).collect())
+    }
+
+    fn tamper_comment(text: &str) -> String {
+        text.replace("timestamp:1", "timestamp:2")
+    }
+
+    #[test]
+    fn two_of_three_with_one_bad_signature_passes() {
+        let ks = keys(3);
+        let r = ring(&ks);
+        let sigs = vec![
+            sig(&ks[0].0, 0),
+            named("b.minisig", sign(&ks[1].0, b"other bytes", "t")),
+            sig(&ks[2].0, 2),
+        ];
+        let ok = verify_threshold(MANIFEST, &sigs, &r, 2).expect("2 of 3");
+        assert_eq!(ok, vec![ks[0].1.key_id, ks[2].1.key_id]);
+        // The same set misses a threshold of 3, and says why: the bad one.
+        let e = verify_threshold(MANIFEST, &sigs, &r, 3).expect_err("3 of 3");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "b.minisig: signature does not match the manifest (key {})",
+                ks[1].1.key_id_hex()
+            )
+        );
+    }
+
+    #[test]
+    fn same_key_twice_counts_once() {
+        let ks = keys(2);
+        let r = ring(&ks);
+        let sigs = vec![
+            named("release.json.minisig", sign(&ks[0].0, MANIFEST, "a")),
+            named("mirror/release.json.minisig", sign(&ks[0].0, MANIFEST, "b")),
+        ];
+        assert_eq!(
+            verify_threshold(MANIFEST, &sigs, &r, 1).expect("1"),
+            vec![ks[0].1.key_id]
+        );
+        let e = verify_threshold(MANIFEST, &sigs, &r, 2).expect_err("2");
+        assert!(matches!(
+            e,
+            TrustError::NotEnough {
+                valid: 1,
+                threshold: 2,
+                repeated: 1,
+                ..
+            }
+        ));
+        assert_eq!(
+            e.to_string(),
+            "release.json: 1 valid signature from a trusted key, threshold is 2 \
+             (1 more by an already counted key)"
+        );
+    }
+
+    #[test]
+    fn untrusted_key() {
+        let ks = keys(2);
+        let r = ring(&ks[..1]);
+        let sigs = vec![named("release.json.minisig", sign(&ks[1].0, MANIFEST, "t"))];
+        let e = verify_threshold(MANIFEST, &sigs, &r, 1).expect_err("untrusted");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "release.json.minisig: signed by untrusted key {}",
+                ks[1].1.key_id_hex()
+            )
+        );
+    }
+
+    #[test]
+    fn not_enough() {
+        let ks = keys(2);
+        let r = ring(&ks);
+        let sigs = vec![named("release.json.minisig", sign(&ks[0].0, MANIFEST, "t"))];
+        let e = verify_threshold(MANIFEST, &sigs, &r, 2).expect_err("1 of 2");
+        assert_eq!(
+            e.to_string(),
+            "release.json: 1 valid signature from a trusted key, threshold is 2"
+        );
+        assert!(matches!(
+            verify_threshold(MANIFEST, &[], &r, 1),
+            Err(TrustError::NoSignatures)
+        ));
+    }
+
+    #[test]
+    fn threshold_zero_means_one() {
+        let ks = keys(1);
+        let r = ring(&ks);
+        let bad = vec![named("x.minisig", sign(&ks[0].0, b"not it", "t"))];
+        assert!(matches!(
+            verify_threshold(MANIFEST, &bad, &r, 0),
+            Err(TrustError::BadSignature { .. })
+        ));
+        let good = vec![sig(&ks[0].0, 0)];
+        assert_eq!(
+            verify_threshold(MANIFEST, &good, &r, 0).expect("ok").len(),
+            1
+        );
+    }
+
+    #[test]
+    fn most_specific_reason_wins_regardless_of_order() {
+        let ks = keys(3);
+        let r = ring(&ks[..2]);
+        let untrusted = named("u.minisig", sign(&ks[2].0, MANIFEST, "t"));
+        let malformed = named("m.minisig", "garbage".to_owned());
+        let bad_comment = named(
+            "c.minisig",
+            tamper_comment(&sign(&ks[0].0, MANIFEST, "timestamp:1")),
+        );
+        let good = sig(&ks[1].0, 1);
+
+        let e = verify_threshold(
+            MANIFEST,
+            &[
+                untrusted.clone(),
+                malformed.clone(),
+                bad_comment.clone(),
+                good.clone(),
+            ],
+            &r,
+            2,
+        )
+        .expect_err("threshold 2");
+        assert!(
+            matches!(e, TrustError::BadTrustedComment { ref name, .. } if name == "c.minisig"),
+            "{e}"
+        );
+        assert!(e
+            .to_string()
+            .contains("c.minisig: trusted comment does not match"));
+
+        let e = verify_threshold(MANIFEST, &[malformed.clone(), untrusted.clone()], &r, 1)
+            .expect_err("malformed beats untrusted");
+        assert_eq!(
+            e.to_string(),
+            "m.minisig: not a minisign signature: line 1 does not start with \"untrusted comment: \""
+        );
+        let e = verify_threshold(MANIFEST, &[untrusted.clone(), good.clone()], &r, 2)
+            .expect_err("untrusted beats not enough");
+        assert!(matches!(e, TrustError::UntrustedKey { .. }));
+        // With the threshold met, the bad ones are tolerated.
+        let ok = verify_threshold(MANIFEST, &[untrusted, malformed, bad_comment, good], &r, 1)
+            .expect("1 good");
+        assert_eq!(ok, vec![ks[1].1.key_id]);
+    }
+
+    #[test]
+    fn wrong_manifest_fails_even_with_all_keys() {
+        let ks = keys(2);
+        let r = ring(&ks);
+        let sigs = vec![sig(&ks[0].0, 0), sig(&ks[1].0, 1)];
+        let mut other = MANIFEST.to_vec();
+        other[3] ^= 1;
+        assert!(matches!(
+            verify_threshold(&other, &sigs, &r, 1),
+            Err(TrustError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn colliding_key_ids_try_every_candidate() {
+        let ks = keys(2);
+        // A second key that claims the first one's id: it must neither
+        // shadow the real key nor make the real key's signature fail.
+        let fake = {
+            let mut raw = super::base64::decode(&ks[1].1.to_base64()).expect("b64");
+            raw[2..10].copy_from_slice(&ks[0].1.key_id);
+            PublicKey::parse(&super::base64::encode(&raw)).expect("fake")
+        };
+        let r = KeyRing::from_keys(vec![fake, ks[0].1.clone()]);
+        assert_eq!(r.len(), 2);
+        let ok = verify_threshold(MANIFEST, &[sig(&ks[0].0, 0)], &r, 1).expect("real key found");
+        assert_eq!(ok, vec![ks[0].1.key_id]);
+    }
+
+    #[test]
+    fn empty_ring_names_the_directories() {
+        let r = KeyRing::load(&[
+            PathBuf::from("/nonexistent/abupdate/etc-keys"),
+            PathBuf::from("/nonexistent/abupdate/lib-keys"),
+        ])
+        .expect("missing dirs are skipped");
+        assert!(r.is_empty());
+        let e = verify_threshold(MANIFEST, &[], &r, 1).expect_err("empty");
+        assert_eq!(
+            e.to_string(),
+            "no trusted keys in /nonexistent/abupdate/etc-keys, /nonexistent/abupdate/lib-keys"
+        );
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "abupdate-trust-{tag}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+
+    #[test]
+    fn load_reads_pub_files_dedupes_and_names_bad_files() {
+        let ks = keys(2);
+        let a = temp_dir("a");
+        let b = temp_dir("b");
+        std::fs::write(a.join("one.pub"), ks[0].1.to_file_string()).expect("write");
+        std::fs::write(a.join("two.pub"), ks[1].1.to_file_string()).expect("write");
+        std::fs::write(a.join("README"), "not a key").expect("write");
+        std::fs::write(a.join("old.pub~"), "not a key").expect("write");
+        // Same key shipped in both directories.
+        std::fs::write(b.join("one-copy.pub"), ks[0].1.to_file_string()).expect("write");
+        let r = KeyRing::load(&[a.clone(), b.clone(), a.join("missing")]).expect("load");
+        assert_eq!(r.len(), 2);
+        let sigs = vec![sig(&ks[0].0, 0), sig(&ks[1].0, 1)];
+        assert_eq!(
+            verify_threshold(MANIFEST, &sigs, &r, 2).expect("2").len(),
+            2
+        );
+
+        std::fs::write(b.join("broken.pub"), "untrusted comment: x\nno-pe\n").expect("write");
+        let e = KeyRing::load(&[a.clone(), b.clone()]).expect_err("broken key");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&b.join("broken.pub").display().to_string()),
+            "{msg}"
+        );
+        assert!(msg.contains("line 2 is not base64"), "{msg}");
+
+        std::fs::remove_file(b.join("broken.pub")).expect("rm");
+        std::fs::create_dir(b.join("dir.pub")).expect("mkdir");
+        let e = KeyRing::load(std::slice::from_ref(&b)).expect_err("directory named .pub");
+        assert!(
+            e.to_string().contains("dir.pub: cannot read trusted key"),
+            "{e}"
+        );
+
+        let file_as_dir = a.join("one.pub");
+        let e = KeyRing::load(&[file_as_dir]).expect_err("not a directory");
+        assert!(e.to_string().contains("cannot read key directory"), "{e}");
+
+        let _ = std::fs::remove_dir_all(&a);
+        let _ = std::fs::remove_dir_all(&b);
+    }
+}

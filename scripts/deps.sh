@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what building and testing abupdate needs on a fresh Debian 12:
+# the real tools the tests drive (minisign, grub-editenv, fw_printenv,
+# nginx), musl for the static build, and the Rust target and components.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+
+packages=(minisign nginx grub2-common libubootenv-tool u-boot-tools musl-tools
+          e2fsprogs util-linux zstd curl openssl)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# nginx's package starts a server on port 80; the tests start their own.
+systemctl disable --now nginx >/dev/null 2>&1 || true
+
+if command -v rustup >/dev/null; then
+    rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
+        || rustup target add x86_64-unknown-linux-musl
+    rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+    rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+fi

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The test command: everything CI checks, in one run from a clean clone.
+#   lint (fmt, clippy) → unit + integration tests (real minisign, grub-editenv,
+#   fw_printenv, nginx, loop devices; failpoints compiled in) → the static
+#   musl release build (size reported) → systemd unit check → the GRUB-in-qemu
+#   end-to-end test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+
+echo "== format and lint"
+cargo fmt --all -- --check
+cargo clippy --all-targets --features failpoints -- -D warnings
+
+echo "== tests"
+cargo test --features failpoints
+
+echo "== static release build"
+cargo build --release --target x86_64-unknown-linux-musl
+bin=target/x86_64-unknown-linux-musl/release/abupdate
+file "$bin" 2>/dev/null || true
+echo "static binary: $(stat -c %s "$bin") bytes"
+
+if [ -x scripts/check-units.sh ]; then
+    echo "== systemd units"
+    scripts/check-units.sh
+fi
+
+if [ -x scripts/vm-test.sh ] && [ "${ABUPDATE_SKIP_VM:-0}" != 1 ]; then
+    echo "== GRUB in qemu, end to end"
+    scripts/vm-test.sh
+fi

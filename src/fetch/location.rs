@@ -1,0 +1,352 @@
+//! Locations: what a string names (an http(s) URL, a `file:` URL, or a bare
+//! local path), RFC 3986 reference resolution, and the policy of which
+//! references a manifest may make.
+//!
+//! Written by hand because the crate has no URL dependency; only the subset
+//! the updater needs is supported, and anything outside it is refused rather
+//! than guessed at.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+
+use super::FetchError;
+
+/// What a location string names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Loc {
+    /// An `http://` or `https://` URL, scheme lower-cased, fragment removed.
+    Http(String),
+    /// A local file, from a bare path or a `file:` URL.
+    File(PathBuf),
+}
+
+/// The URI scheme of `s`, lower-cased, if it starts with one (RFC 3986:
+/// `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":"`).
+pub(crate) fn scheme_of(s: &str) -> Option<String> {
+    let colon = s.find(':')?;
+    let scheme = &s[..colon];
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    if !first.is_ascii_alphabetic()
+        || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return None;
+    }
+    Some(scheme.to_ascii_lowercase())
+}
+
+/// Classify a location: http(s) URL, `file:` URL, or (no scheme) a local path.
+pub(crate) fn parse_location(location: &str) -> Result<Loc, FetchError> {
+    if location.is_empty() {
+        return Err(refused(location, "empty location"));
+    }
+    match scheme_of(location).as_deref() {
+        None => Ok(Loc::File(PathBuf::from(location))),
+        Some("http") | Some("https") => {
+            let url = normalize_scheme(strip_fragment(location));
+            let parts = split_url(&url);
+            if parts.authority.map(host_of).unwrap_or("").is_empty() {
+                return Err(refused(location, "URL has no host"));
+            }
+            Ok(Loc::Http(url))
+        }
+        Some("file") => file_url_to_path(location).map(Loc::File),
+        Some(other) => Err(refused(
+            location,
+            &format!("scheme {other}: is not supported (only http, https, file)"),
+        )),
+    }
+}
+
+/// `file:///p`, `file://localhost/p` and `file:/p` name the local path `/p`
+/// (percent-decoded). A file URL naming another host, or a relative path, is
+/// refused: there is no way to read it that the author could have meant.
+fn file_url_to_path(url: &str) -> Result<PathBuf, FetchError> {
+    // Scheme is 4 ASCII letters plus ':'.
+    let rest = &url[5..];
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let path = if let Some(after) = rest.strip_prefix("//") {
+        let slash = after.find('/').unwrap_or(after.len());
+        let host = &after[..slash];
+        if !(host.is_empty() || host.eq_ignore_ascii_case("localhost")) {
+            return Err(refused(url, "file URL names a remote host"));
+        }
+        &after[slash..]
+    } else {
+        rest
+    };
+    if !path.starts_with('/') {
+        return Err(refused(url, "file URL must have an absolute path"));
+    }
+    let bytes = percent_decode(path).ok_or_else(|| refused(url, "bad %-escape in file URL"))?;
+    if bytes.contains(&0) {
+        return Err(refused(url, "NUL in file URL"));
+    }
+    Ok(PathBuf::from(OsString::from_vec(bytes)))
+}
+
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Escape what may not appear raw in a URL (space, controls, non-ASCII, and
+/// the few ASCII characters RFC 3986 excludes), so that a release engineer can
+/// name a file `rootfs 2026.img` and still get a valid request line. Existing
+/// `%` escapes and reserved characters are kept: they already mean something.
+fn percent_encode_loose(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &byte in s.as_bytes() {
+        let keep = byte.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&byte);
+        if keep {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn strip_fragment(s: &str) -> &str {
+    s.split('#').next().unwrap_or("")
+}
+
+fn normalize_scheme(url: &str) -> String {
+    match url.find(':') {
+        Some(i) => format!("{}{}", url[..i].to_ascii_lowercase(), &url[i..]),
+        None => url.to_string(),
+    }
+}
+
+/// The pieces of an absolute URL (`scheme://authority/path?query`).
+pub(crate) struct UrlParts<'a> {
+    pub scheme: &'a str,
+    pub authority: Option<&'a str>,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+}
+
+pub(crate) fn split_url(url: &str) -> UrlParts<'_> {
+    let url = strip_fragment(url);
+    let (scheme, rest) = url.split_once(':').unwrap_or(("", url));
+    let (authority, rest) = match rest.strip_prefix("//") {
+        Some(after) => {
+            let end = after.find(['/', '?']).unwrap_or(after.len());
+            (Some(&after[..end]), &after[end..])
+        }
+        None => (None, rest),
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    UrlParts {
+        scheme,
+        authority,
+        path,
+        query,
+    }
+}
+
+/// The host of an authority (`user@host:port`, `[::1]:80`), without brackets.
+pub(crate) fn host_of(authority: &str) -> &str {
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = hostport.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("");
+    }
+    hostport.split(':').next().unwrap_or("")
+}
+
+/// RFC 3986 section 5.2.4.
+pub(crate) fn remove_dot_segments(path: &str) -> String {
+    let mut input: &str = path;
+    let mut output = String::with_capacity(path.len());
+    let pop = |out: &mut String| {
+        let cut = out.rfind('/').unwrap_or(0);
+        out.truncate(cut);
+    };
+    while !input.is_empty() {
+        if let Some(rest) = input.strip_prefix("../") {
+            input = rest;
+        } else if let Some(rest) = input.strip_prefix("./") {
+            input = rest;
+        } else if input.starts_with("/./") {
+            input = &input[2..];
+        } else if input == "/." {
+            input = "/";
+        } else if input.starts_with("/../") {
+            input = &input[3..];
+            pop(&mut output);
+        } else if input == "/.." {
+            input = "/";
+            pop(&mut output);
+        } else if input == "." || input == ".." {
+            input = "";
+        } else {
+            let start = usize::from(input.starts_with('/'));
+            let end = input[start..].find('/').map_or(input.len(), |i| i + start);
+            output.push_str(&input[..end]);
+            input = &input[end..];
+        }
+    }
+    output
+}
+
+/// Resolve `reference` against the absolute URL `base` (RFC 3986 section 5.2),
+/// with normal URL semantics: used for redirects and, after the policy checks
+/// in [`resolve`], for image references. The fragment is dropped: it is never
+/// sent to a server.
+pub(crate) fn url_join(base: &str, reference: &str) -> String {
+    let reference = percent_encode_loose(strip_fragment(reference));
+    if let Some(scheme) = scheme_of(&reference) {
+        let parts = split_url(&reference);
+        let path = remove_dot_segments(parts.path);
+        return assemble(&scheme, parts.authority, &path, parts.query);
+    }
+    let b = split_url(base);
+    let r = split_url_relative(&reference);
+    let (authority, path, query) = if let Some(auth) = r.authority {
+        (Some(auth), remove_dot_segments(r.path), r.query)
+    } else if r.path.is_empty() {
+        (b.authority, b.path.to_string(), r.query.or(b.query))
+    } else if r.path.starts_with('/') {
+        (b.authority, remove_dot_segments(r.path), r.query)
+    } else {
+        let merged = if b.authority.is_some() && b.path.is_empty() {
+            format!("/{}", r.path)
+        } else {
+            let dir = b.path.rfind('/').map_or("", |i| &b.path[..=i]);
+            format!("{dir}{}", r.path)
+        };
+        (b.authority, remove_dot_segments(&merged), r.query)
+    };
+    assemble(&b.scheme.to_ascii_lowercase(), authority, &path, query)
+}
+
+fn split_url_relative(reference: &str) -> UrlParts<'_> {
+    let (authority, rest) = match reference.strip_prefix("//") {
+        Some(after) => {
+            let end = after.find(['/', '?']).unwrap_or(after.len());
+            (Some(&after[..end]), &after[end..])
+        }
+        None => (None, reference),
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    UrlParts {
+        scheme: "",
+        authority,
+        path,
+        query,
+    }
+}
+
+fn assemble(scheme: &str, authority: Option<&str>, path: &str, query: Option<&str>) -> String {
+    let mut out = format!("{}:", scheme.to_ascii_lowercase());
+    if let Some(a) = authority {
+        out.push_str("//");
+        out.push_str(a);
+    }
+    out.push_str(path);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+fn refused(location: &str, reason: &str) -> FetchError {
+    FetchError::Refused {
+        location: location.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// See [`super::resolve`].
+pub(crate) fn resolve(manifest_location: &str, reference: &str) -> Result<String, FetchError> {
+    if reference.is_empty() {
+        return Err(refused(manifest_location, "empty image reference"));
+    }
+    let base = parse_location(manifest_location)?;
+    let base_is_remote = matches!(base, Loc::Http(_));
+    match scheme_of(reference).as_deref() {
+        Some("http") | Some("https") => {
+            // Absolute http(s) is allowed from any manifest; normalise it the
+            // same way a fetch would, so a bad one fails here, not later.
+            return match parse_location(reference)? {
+                Loc::Http(url) => Ok(url_join(&url, &url)),
+                Loc::File(_) => Err(refused(reference, "not an http(s) URL")),
+            };
+        }
+        Some("file") => {
+            if base_is_remote {
+                // A remote manifest must never make us read a local file
+                // (think `file:///etc/shadow` fed to the installer).
+                return Err(refused(
+                    reference,
+                    &format!("file: reference from remote manifest {manifest_location} refused"),
+                ));
+            }
+            parse_location(reference)?;
+            return Ok(reference.to_string());
+        }
+        Some(other) => {
+            return Err(refused(
+                reference,
+                &format!("scheme {other}: is not supported (only http, https, file)"),
+            ))
+        }
+        None => {}
+    }
+    match base {
+        Loc::Http(url) => {
+            if reference.starts_with('/') && !reference.starts_with("//") {
+                // URL semantics would make this a path on the same host, but
+                // it reads like a local absolute path; refusing it keeps the
+                // rule simple: remote manifests name images relatively or by
+                // full http(s) URL.
+                return Err(refused(
+                    reference,
+                    &format!(
+                        "absolute path from remote manifest {manifest_location} refused; \
+                         use a relative reference or a full http(s) URL"
+                    ),
+                ));
+            }
+            let joined = url_join(&url, reference);
+            match parse_location(&joined)? {
+                Loc::Http(u) => Ok(u),
+                Loc::File(_) => Err(refused(reference, "does not resolve to an http(s) URL")),
+            }
+        }
+        Loc::File(_) if scheme_of(manifest_location).is_some() => {
+            // A file: URL manifest: URL semantics, result stays a file: URL.
+            let joined = url_join(&normalize_scheme(manifest_location), reference);
+            parse_location(&joined)?;
+            Ok(joined)
+        }
+        Loc::File(path) => {
+            if reference.starts_with('/') {
+                return Ok(reference.to_string());
+            }
+            let dir = path.parent().unwrap_or(Path::new(""));
+            Ok(dir.join(reference).to_string_lossy().into_owned())
+        }
+    }
+}

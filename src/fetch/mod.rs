@@ -1,0 +1,769 @@
+//! Transport: manifests, signatures and payloads from a local path, a
+//! `file://` URL, or `http(s)://`, over thin and hostile links.
+//!
+//! Invariants this module keeps:
+//! - No byte count beyond what the caller declared (a document's `limit`, a
+//!   payload's `size` from the signed manifest) is ever accepted from a
+//!   source: a document is read to at most `limit + 1` bytes, a payload to at
+//!   most `size + 1` (the extra byte only proves the source is too long and is
+//!   never handed out). Memory stays bounded: payloads are streamed.
+//! - A resumed download only ever appends bytes that follow the ones on disk:
+//!   the partial file grows by exactly the bytes of a `206` whose
+//!   `Content-Range` starts at its current length. Any other answer either
+//!   restarts from 0 (partial truncated first, before any byte is handed out)
+//!   or is an error. Whether the bytes on disk are the *right* bytes is the
+//!   caller's hash check, not ours.
+//! - A remote manifest can never make us read a local file: `file:` and
+//!   local paths are refused as references from, and redirects out of, http(s).
+//! - Nothing waits forever: connect, header and per-read timeouts are set
+//!   (ureq's are all off by default), and a body that trickles in slower than
+//!   [`MIN_PROGRESS_BYTES`] per `read_timeout` is dropped as stalled.
+
+mod location;
+mod payload;
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ureq::http::Response;
+use ureq::tls::{PemItem, RootCerts, TlsConfig};
+use ureq::{Agent, Body, Proxy};
+
+use location::{parse_location, split_url, url_join, Loc};
+pub use payload::PayloadReader;
+
+/// Redirects followed per request before giving up.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// A body must bring at least this many bytes per `read_timeout` of time
+/// spent waiting for it, else it is dropped as stalled. ureq's per-read timeout
+/// alone is defeated by a server sending one byte just before it expires;
+/// this is the "low speed limit" that catches such a trickle (1 KiB per 30 s
+/// is about 34 B/s: far below any link worth waiting on).
+pub const MIN_PROGRESS_BYTES: u64 = 1024;
+
+/// How a [`Transport`] talks to servers.
+#[derive(Clone, Debug)]
+pub struct TransportOptions {
+    /// Budget for name resolution plus TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
+    /// Longest wait for any data while reading (no progress = error); also the
+    /// window of the stall check ([`MIN_PROGRESS_BYTES`]). Headers must arrive
+    /// within twice this.
+    pub read_timeout: Duration,
+    /// Proxy URL for all requests (`http://host:port`). `None`: from the
+    /// environment, `http_proxy` for http and `https_proxy` for https URLs
+    /// (upper-case and `all_proxy` as fallbacks), minus hosts in `no_proxy`.
+    /// Loopback destinations never go through a proxy.
+    pub proxy: Option<String>,
+    /// PEM file of trust roots that REPLACE the built-in web roots (a fleet
+    /// with a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// The `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            proxy: None,
+            ca_file: None,
+            user_agent: format!("abupdate/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// HTTP cache validators of a fetched document, to ask "changed since?".
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
+/// A small document (manifest, signature).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Document {
+    /// The whole body, and validators for a later conditional fetch (empty
+    /// for local files: they are re-read every time).
+    Fetched {
+        body: Vec<u8>,
+        validators: Validators,
+    },
+    /// The server answered 304 to the validators sent.
+    NotModified,
+    /// HTTP 404/410, or no such local file.
+    NotFound,
+}
+
+/// Why a fetch failed. `Display` is one line naming the location.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FetchError {
+    /// Could not connect, connection reset, bad HTTP, invalid proxy...
+    Network { location: String, detail: String },
+    /// A timeout or a stalled body (kind "network").
+    Timeout { location: String, detail: String },
+    /// An HTTP status we cannot use.
+    HttpStatus { location: String, status: u16 },
+    /// The source has more bytes than allowed. `announced`: the server said
+    /// so in its headers (Content-Length / Content-Range), nothing was read.
+    TooLong {
+        location: String,
+        limit: u64,
+        announced: Option<u64>,
+    },
+    /// The source ended early (`announced`: the headers said it would).
+    TooShort {
+        location: String,
+        got: u64,
+        expected: u64,
+        announced: bool,
+    },
+    /// TLS handshake or certificate failure.
+    Tls { location: String, detail: String },
+    /// Local file or partial-file I/O.
+    Io { location: String, detail: String },
+    /// Against policy: a scheme other than http/https/file, a `file:`
+    /// reference or redirect from a remote source, a redirect loop.
+    Refused { location: String, reason: String },
+}
+
+impl FetchError {
+    /// A short stable label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FetchError::Network { .. } | FetchError::Timeout { .. } => "network",
+            FetchError::HttpStatus { .. } => "http_status",
+            FetchError::TooLong { .. } => "too_long",
+            FetchError::TooShort { .. } => "too_short",
+            FetchError::Tls { .. } => "tls",
+            FetchError::Io { .. } => "io",
+            FetchError::Refused { .. } => "refused",
+        }
+    }
+
+    /// The URL or path the error is about.
+    pub fn location(&self) -> &str {
+        match self {
+            FetchError::Network { location, .. }
+            | FetchError::Timeout { location, .. }
+            | FetchError::HttpStatus { location, .. }
+            | FetchError::TooLong { location, .. }
+            | FetchError::TooShort { location, .. }
+            | FetchError::Tls { location, .. }
+            | FetchError::Io { location, .. }
+            | FetchError::Refused { location, .. } => location,
+        }
+    }
+
+    /// Wrap for `Read::read`; undo with [`FetchError::from_io`].
+    pub fn into_io(self) -> io::Error {
+        io::Error::other(self)
+    }
+
+    /// The `FetchError` inside an `io::Error` from a [`PayloadReader`], if any.
+    pub fn from_io(e: &io::Error) -> Option<&FetchError> {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<FetchError>())
+    }
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let who = if self.location().starts_with("http") {
+            "server"
+        } else {
+            "source"
+        };
+        match self {
+            FetchError::Network { location, detail } | FetchError::Timeout { location, detail } => {
+                write!(f, "{location}: {detail}")
+            }
+            FetchError::HttpStatus { location, status } => write!(f, "{location}: HTTP {status}"),
+            FetchError::TooLong {
+                location,
+                limit,
+                announced: Some(n),
+            } => write!(
+                f,
+                "{location}: {who} announced {n} bytes, more than the {limit} bytes allowed"
+            ),
+            FetchError::TooLong {
+                location, limit, ..
+            } => write!(
+                f,
+                "{location}: {who} sent more than the {limit} bytes allowed"
+            ),
+            FetchError::TooShort {
+                location,
+                got,
+                expected,
+                announced: true,
+            } => write!(
+                f,
+                "{location}: {who} announced only {got} of {expected} bytes"
+            ),
+            FetchError::TooShort {
+                location,
+                got,
+                expected,
+                ..
+            } => write!(f, "{location}: ended after {got} of {expected} bytes"),
+            FetchError::Tls { location, detail } => write!(f, "{location}: TLS: {detail}"),
+            FetchError::Io { location, detail } => write!(f, "{location}: {detail}"),
+            FetchError::Refused { location, reason } => write!(f, "{location}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// Resolve an image `url` against the manifest's location: relative paths
+/// join onto the manifest's directory (for URLs and for local paths /
+/// `file://`); absolute http(s) is allowed; `file:` or an absolute path from
+/// an http(s) manifest is refused (a remote manifest must not make us read
+/// `/etc/shadow`); `..` follows normal URL semantics; any scheme other than
+/// http, https, file is refused.
+pub fn resolve(manifest_location: &str, reference: &str) -> Result<String, FetchError> {
+    location::resolve(manifest_location, reference)
+}
+
+/// Fetches documents and payloads. Cheap to clone (agents share their pools).
+#[derive(Clone)]
+pub struct Transport {
+    direct: Agent,
+    /// Agent for http:// URLs that go through a proxy, if any.
+    http_proxy: Option<Agent>,
+    /// Agent for https:// URLs that go through a proxy, if any.
+    https_proxy: Option<Agent>,
+    /// Hosts that bypass an environment proxy (`no_proxy`).
+    no_proxy: Vec<String>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("http_proxy", &self.http_proxy.is_some())
+            .field("https_proxy", &self.https_proxy.is_some())
+            .field("no_proxy", &self.no_proxy)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .finish()
+    }
+}
+
+fn env_first(names: &[&str]) -> Option<(String, String)> {
+    names.iter().find_map(|n| {
+        std::env::var(n)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (n.to_string(), v.trim().to_string()))
+    })
+}
+
+fn make_proxy(source: &str, url: &str) -> Result<Proxy, FetchError> {
+    Proxy::new(url).map_err(|e| FetchError::Network {
+        location: source.to_string(),
+        detail: format!("invalid proxy URL {url:?}: {e}"),
+    })
+}
+
+impl Transport {
+    pub fn new(opts: &TransportOptions) -> Result<Transport, FetchError> {
+        let tls = match &opts.ca_file {
+            None => TlsConfig::default(),
+            Some(path) => {
+                let loc = path.display().to_string();
+                let pem = std::fs::read(path).map_err(|e| FetchError::Io {
+                    location: loc.clone(),
+                    detail: format!("reading CA file: {e}"),
+                })?;
+                let mut certs = Vec::new();
+                for item in ureq::tls::parse_pem(&pem) {
+                    match item {
+                        Ok(PemItem::Certificate(c)) => certs.push(c),
+                        Ok(_) => {}
+                        Err(e) => {
+                            return Err(FetchError::Tls {
+                                location: loc,
+                                detail: format!("bad PEM in CA file: {e}"),
+                            })
+                        }
+                    }
+                }
+                if certs.is_empty() {
+                    return Err(FetchError::Tls {
+                        location: loc,
+                        detail: "no certificate in CA file".into(),
+                    });
+                }
+                TlsConfig::builder()
+                    .root_certs(RootCerts::new_with_certs(&certs))
+                    .build()
+            }
+        };
+        let build = |proxy: Option<Proxy>| {
+            let config = Agent::config_builder()
+                // Statuses are ours to interpret (206, 304, 404, 416...).
+                .http_status_as_error(false)
+                // Redirects are followed by hand so that every hop is checked
+                // (scheme, loops) and the Range header survives them.
+                .max_redirects(0)
+                .user_agent(opts.user_agent.as_str())
+                // Byte offsets must be offsets into the file as stored; any
+                // content coding would break Range and the hash.
+                .accept_encoding("identity")
+                .tls_config(tls.clone())
+                .proxy(proxy)
+                .timeout_resolve(Some(opts.connect_timeout))
+                .timeout_connect(Some(opts.connect_timeout))
+                .timeout_send_request(Some(opts.read_timeout))
+                // Headers are small: twice the stall limit catches a server
+                // trickling them byte by byte.
+                .timeout_recv_response(Some(opts.read_timeout.saturating_mul(2)))
+                .timeout_per_read(Some(opts.read_timeout))
+                .timeout_per_write(Some(opts.read_timeout))
+                .build();
+            Agent::new_with_config(config)
+        };
+        let (http_proxy, https_proxy, no_proxy) = match &opts.proxy {
+            Some(p) => {
+                let agent = build(Some(make_proxy("proxy option", p)?));
+                (Some(agent.clone()), Some(agent), Vec::new())
+            }
+            None => {
+                // Lower-case http_proxy only for http (CGI "httpoxy": a
+                // request header can set HTTP_PROXY).
+                let http = env_first(&["http_proxy", "all_proxy", "ALL_PROXY"]);
+                let https = env_first(&["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]);
+                let no_proxy = env_first(&["no_proxy", "NO_PROXY"])
+                    .map(|(_, v)| {
+                        v.split(',')
+                            .map(|s| s.trim().trim_start_matches("*.").to_ascii_lowercase())
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let http = http
+                    .map(|(n, v)| make_proxy(&format!("${n}"), &v).map(|p| build(Some(p))))
+                    .transpose()?;
+                let https = https
+                    .map(|(n, v)| make_proxy(&format!("${n}"), &v).map(|p| build(Some(p))))
+                    .transpose()?;
+                (http, https, no_proxy)
+            }
+        };
+        Ok(Transport {
+            direct: build(None),
+            http_proxy,
+            https_proxy,
+            no_proxy,
+            connect_timeout: opts.connect_timeout,
+            read_timeout: opts.read_timeout,
+        })
+    }
+
+    fn agent_for(&self, url: &str) -> &Agent {
+        let parts = split_url(url);
+        let host = parts
+            .authority
+            .map(location::host_of)
+            .unwrap_or("")
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let loopback =
+            host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let bypass = loopback
+            || self.no_proxy.iter().any(|entry| {
+                let entry = entry.trim_start_matches('.');
+                entry == "*"
+                    || host == entry
+                    || host
+                        .strip_suffix(entry)
+                        .is_some_and(|prefix| prefix.ends_with('.'))
+            });
+        let proxied = if parts.scheme.eq_ignore_ascii_case("https") {
+            &self.https_proxy
+        } else {
+            &self.http_proxy
+        };
+        match proxied {
+            Some(agent) if !bypass => agent,
+            _ => &self.direct,
+        }
+    }
+
+    /// GET `url` with `headers`, following up to [`MAX_REDIRECTS`] http(s)
+    /// redirects by hand. Returns the final URL and the (non-3xx) response.
+    fn get(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> Result<(String, Response<Body>), FetchError> {
+        let mut chain = vec![url.to_string()];
+        loop {
+            let current = chain.last().cloned().unwrap_or_default();
+            let shown = describe_chain(&chain);
+            let mut req = self.agent_for(&current).get(&current);
+            for (name, value) in headers {
+                req = req.header(*name, value.as_str());
+            }
+            let resp = req.call().map_err(|e| self.classify(e, &shown, &current))?;
+            let status = resp.status().as_u16();
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                return Ok((shown, resp));
+            }
+            let target = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| FetchError::Network {
+                    location: shown.clone(),
+                    detail: format!("HTTP {status} redirect without a usable Location"),
+                })?;
+            let next = url_join(&current, target);
+            match location::scheme_of(&next).as_deref() {
+                Some("http") | Some("https") => {}
+                Some(other) => {
+                    return Err(FetchError::Refused {
+                        location: shown,
+                        reason: format!("redirect to {other}: refused"),
+                    })
+                }
+                None => {
+                    return Err(FetchError::Refused {
+                        location: shown,
+                        reason: format!("redirect to {target:?} refused"),
+                    })
+                }
+            }
+            if let Err(e) = parse_location(&next) {
+                return Err(FetchError::Refused {
+                    location: shown,
+                    reason: format!("bad redirect target: {e}"),
+                });
+            }
+            if chain.contains(&next) {
+                chain.push(next);
+                return Err(FetchError::Refused {
+                    location: url.to_string(),
+                    reason: format!("redirect loop: {}", chain.join(" -> ")),
+                });
+            }
+            if chain.len() > MAX_REDIRECTS {
+                return Err(FetchError::Refused {
+                    location: url.to_string(),
+                    reason: format!("more than {MAX_REDIRECTS} redirects"),
+                });
+            }
+            chain.push(next);
+        }
+    }
+
+    /// Turn a ureq error into ours. `shown` names the location for the
+    /// message, `url` is the URL actually requested (for the scheme).
+    fn classify(&self, err: ureq::Error, shown: &str, url: &str) -> FetchError {
+        let location = shown.to_string();
+        let https = url.starts_with("https:");
+        match err {
+            ureq::Error::Timeout(t) => {
+                let detail = match t {
+                    ureq::Timeout::Resolve | ureq::Timeout::Connect => format!(
+                        "connection timed out after {}",
+                        fmt_secs(self.connect_timeout)
+                    ),
+                    ureq::Timeout::PerRead => {
+                        format!("no data received for {}", fmt_secs(self.read_timeout))
+                    }
+                    ureq::Timeout::RecvResponse => format!(
+                        "no complete response headers within {}",
+                        fmt_secs(self.read_timeout.saturating_mul(2))
+                    ),
+                    other => format!("timed out ({other:?})"),
+                };
+                FetchError::Timeout { location, detail }
+            }
+            ureq::Error::Io(e) => {
+                // rustls reports handshake and certificate failures as
+                // InvalidData io errors carrying the rustls error.
+                if https && e.kind() == io::ErrorKind::InvalidData && e.get_ref().is_some() {
+                    let detail = e.get_ref().map(|i| i.to_string()).unwrap_or_default();
+                    return FetchError::Tls { location, detail };
+                }
+                let detail = match e.kind() {
+                    io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                    io::ErrorKind::UnexpectedEof => "connection closed by the server".to_string(),
+                    io::ErrorKind::ConnectionReset => "connection reset".to_string(),
+                    _ => e.to_string(),
+                };
+                FetchError::Network { location, detail }
+            }
+            ureq::Error::Rustls(e) => FetchError::Tls {
+                location,
+                detail: e.to_string(),
+            },
+            ureq::Error::Tls(e) => FetchError::Tls {
+                location,
+                detail: e.to_string(),
+            },
+            ureq::Error::Pem(e) => FetchError::Tls {
+                location,
+                detail: format!("{e:?}"),
+            },
+            ureq::Error::HostNotFound => FetchError::Network {
+                location,
+                detail: "host not found".into(),
+            },
+            ureq::Error::Protocol(e) => FetchError::Network {
+                location,
+                detail: format!("HTTP protocol error: {e}"),
+            },
+            ureq::Error::BadUri(e) => FetchError::Refused {
+                location,
+                reason: format!("bad URL: {e}"),
+            },
+            other => FetchError::Network {
+                location,
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    /// Map an io error out of a response body reader: a wrapped
+    /// [`FetchError`] (the stall guard) is passed through, the rest is
+    /// classified as a ureq error. `None` for an early end of the body, which
+    /// the caller turns into `TooShort` with its own counts.
+    fn body_error(&self, e: io::Error, shown: &str, url: &str) -> Option<FetchError> {
+        if let Some(f) = FetchError::from_io(&e) {
+            return Some(f.clone());
+        }
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            return None;
+        }
+        let ue = ureq::Error::from(e);
+        if let ureq::Error::Io(inner) = &ue {
+            if inner.kind() == io::ErrorKind::UnexpectedEof {
+                return None;
+            }
+        }
+        Some(self.classify(ue, shown, url))
+    }
+
+    /// A small document (manifest, .minisig) whole; more than `limit` bytes
+    /// is an error (never reads past `limit + 1`). `validators` from the
+    /// previous response send If-None-Match / If-Modified-Since; a 304 gives
+    /// [`Document::NotModified`]. Local files are always read
+    /// ([`Document::Fetched`] with empty validators).
+    pub fn get_document(
+        &self,
+        location: &str,
+        limit: u64,
+        validators: Option<&Validators>,
+    ) -> Result<Document, FetchError> {
+        let url = match parse_location(location)? {
+            Loc::File(path) => return read_local_document(location, &path, limit),
+            Loc::Http(url) => url,
+        };
+        let mut headers = Vec::new();
+        let conditional = validators.is_some_and(|v| !v.is_empty());
+        if let Some(v) = validators {
+            if let Some(etag) = &v.etag {
+                headers.push(("If-None-Match", etag.clone()));
+            }
+            if let Some(lm) = &v.last_modified {
+                headers.push(("If-Modified-Since", lm.clone()));
+            }
+        }
+        let (shown, resp) = self.get(&url, &headers)?;
+        match resp.status().as_u16() {
+            200 => {}
+            304 if conditional => return Ok(Document::NotModified),
+            404 | 410 => return Ok(Document::NotFound),
+            status => {
+                return Err(FetchError::HttpStatus {
+                    location: shown,
+                    status,
+                })
+            }
+        }
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let validators = Validators {
+            etag: header("etag"),
+            last_modified: header("last-modified"),
+        };
+        let content_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(n) = content_length {
+            if n > limit {
+                // Refused on the header alone: not one body byte read.
+                return Err(FetchError::TooLong {
+                    location: shown,
+                    limit,
+                    announced: Some(n),
+                });
+            }
+        }
+        let reader = StallGuard::new(
+            resp.into_body()
+                .into_with_config()
+                .limit(limit + 1)
+                .reader(),
+            self.read_timeout,
+            &shown,
+        );
+        let capacity = content_length.unwrap_or(64 * 1024).min(limit + 1);
+        let mut body = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+        if let Err(e) = reader.take(limit + 1).read_to_end(&mut body) {
+            return Err(match self.body_error(e, &shown, &url) {
+                Some(err) => err,
+                None => FetchError::TooShort {
+                    location: shown,
+                    got: body.len() as u64,
+                    expected: content_length.unwrap_or(body.len() as u64 + 1),
+                    announced: false,
+                },
+            });
+        }
+        if body.len() as u64 > limit {
+            return Err(FetchError::TooLong {
+                location: shown,
+                limit,
+                announced: None,
+            });
+        }
+        Ok(Document::Fetched { body, validators })
+    }
+
+    /// A payload of exactly `size` bytes as a reader. See [`PayloadReader`]
+    /// for resuming through `partial`. Local paths and `file://` are read
+    /// directly (partial ignored) with the same size checks.
+    pub fn open_payload(
+        &self,
+        location: &str,
+        size: u64,
+        partial: Option<&std::path::Path>,
+    ) -> Result<PayloadReader, FetchError> {
+        payload::open(self, location, size, partial)
+    }
+}
+
+fn describe_chain(chain: &[String]) -> String {
+    match chain {
+        [only] => only.clone(),
+        [first, .., last] => format!("{first} (redirected to {last})"),
+        [] => String::new(),
+    }
+}
+
+fn fmt_secs(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+fn read_local_document(
+    location: &str,
+    path: &std::path::Path,
+    limit: u64,
+) -> Result<Document, FetchError> {
+    let io_err = |e: io::Error| FetchError::Io {
+        location: location.to_string(),
+        detail: e.to_string(),
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Document::NotFound),
+        Err(e) => return Err(io_err(e)),
+    };
+    let mut body = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut body)
+        .map_err(io_err)?;
+    if body.len() as u64 > limit {
+        return Err(FetchError::TooLong {
+            location: location.to_string(),
+            limit,
+            announced: None,
+        });
+    }
+    Ok(Document::Fetched {
+        body,
+        validators: Validators::default(),
+    })
+}
+
+/// Wraps a response body: fails the read when the time spent blocked in
+/// reads adds up to `window` while fewer than [`MIN_PROGRESS_BYTES`] arrived.
+/// Time the caller spends between reads (writing a slot, hashing) does not
+/// count: only a slow source can trip it.
+pub(crate) struct StallGuard<R> {
+    inner: R,
+    window: Duration,
+    waited: Duration,
+    got: u64,
+    location: String,
+}
+
+impl<R: Read> StallGuard<R> {
+    pub(crate) fn new(inner: R, window: Duration, location: &str) -> Self {
+        StallGuard {
+            inner,
+            window,
+            waited: Duration::ZERO,
+            got: 0,
+            location: location.to_string(),
+        }
+    }
+
+    /// Forget the progress so far (a new response, or after local replay).
+    pub(crate) fn reset(&mut self) {
+        self.waited = Duration::ZERO;
+        self.got = 0;
+    }
+}
+
+impl<R: Read> Read for StallGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let started = Instant::now();
+        let n = self.inner.read(buf)?;
+        self.waited += started.elapsed();
+        self.got += n as u64;
+        if self.waited >= self.window {
+            if self.got < MIN_PROGRESS_BYTES && n != 0 {
+                return Err(FetchError::Timeout {
+                    location: self.location.clone(),
+                    detail: format!(
+                        "stalled: {} bytes in {} (fewer than {MIN_PROGRESS_BYTES})",
+                        self.got,
+                        fmt_secs(self.waited)
+                    ),
+                }
+                .into_io());
+            }
+            self.reset();
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,603 @@
+//! Payload streaming with resume through a partial file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use ureq::http::Response;
+use ureq::{Body, BodyReader};
+
+use super::location::{parse_location, Loc};
+use super::{FetchError, StallGuard, Transport};
+
+/// The partial file is fsync'd at least this often while it grows, so that a
+/// power cut loses at most this much of a download.
+const SYNC_EVERY: u64 = 8 * 1024 * 1024;
+
+/// A payload of exactly the declared size, as a reader.
+///
+/// Errors inside `read()` are `io::Error`s wrapping a [`FetchError`]
+/// (`io::Error::other`); get it back with [`FetchError::from_io`]. The reader
+/// never returns more than `size` bytes in total, and it checks for one more
+/// byte (without returning it) as soon as `size` bytes have arrived, so a
+/// source that is too long fails on the read that completes the payload.
+pub struct PayloadReader {
+    location: String,
+    size: u64,
+    delivered: u64,
+    resumed_from: u64,
+    from_network: u64,
+    restart_reason: Option<String>,
+    src: Src,
+}
+
+enum Src {
+    Local(File),
+    Http(Box<HttpSrc>),
+}
+
+struct HttpSrc {
+    transport: Transport,
+    url: String,
+    /// Location as shown in errors (mentions a redirect, if any).
+    shown: String,
+    /// Bytes of the partial file still to hand out before the network.
+    replay: Option<File>,
+    replay_left: u64,
+    partial: Option<Partial>,
+    /// `None` only when the partial file already held every byte.
+    body: Option<StallGuard<BodyReader<'static>>>,
+    /// Bytes delivered from the current response.
+    body_delivered: u64,
+    reconnected: bool,
+}
+
+struct Partial {
+    path: PathBuf,
+    file: File,
+    unsynced: u64,
+}
+
+impl Partial {
+    fn io_err(&self, what: &str, e: io::Error) -> FetchError {
+        FetchError::Io {
+            location: self.path.display().to_string(),
+            detail: format!("{what}: {e}"),
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), FetchError> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| self.io_err("appending to partial download", e))?;
+        self.unsynced += bytes.len() as u64;
+        if self.unsynced >= SYNC_EVERY {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), FetchError> {
+        if self.unsynced > 0 {
+            self.file
+                .sync_data()
+                .map_err(|e| self.io_err("syncing partial download", e))?;
+            self.unsynced = 0;
+        }
+        Ok(())
+    }
+
+    fn truncate(&mut self) -> Result<(), FetchError> {
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| self.io_err("truncating partial download", e))?;
+        self.unsynced = 0;
+        Ok(())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        // An interrupted download keeps what it has: best effort, as there is
+        // nobody left to tell.
+        let _ = self.file.sync_data();
+    }
+}
+
+impl PayloadReader {
+    /// Bytes that came over the wire in this run (not replayed from the
+    /// partial file), including a surplus byte that proved a source too long.
+    pub fn bytes_from_network(&self) -> u64 {
+        self.from_network
+    }
+
+    /// Bytes replayed from the partial file before the network took over
+    /// (0 when not resuming, or when the download had to restart).
+    pub fn resumed_from(&self) -> u64 {
+        self.resumed_from
+    }
+
+    /// Why a resume was abandoned and the download restarted from 0, if it was
+    /// (also printed to stderr when it happens).
+    pub fn restart_reason(&self) -> Option<&str> {
+        self.restart_reason.as_deref()
+    }
+
+    /// The declared size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn too_short(&self) -> FetchError {
+        FetchError::TooShort {
+            location: self.shown().to_string(),
+            got: self.delivered,
+            expected: self.size,
+            announced: false,
+        }
+    }
+
+    fn too_long(&self) -> FetchError {
+        FetchError::TooLong {
+            location: self.shown().to_string(),
+            limit: self.size,
+            announced: None,
+        }
+    }
+
+    fn shown(&self) -> &str {
+        match &self.src {
+            Src::Http(h) => &h.shown,
+            Src::Local(_) => &self.location,
+        }
+    }
+
+    fn read_inner(&mut self, buf: &mut [u8]) -> Result<usize, FetchError> {
+        if buf.is_empty() || self.delivered >= self.size {
+            return Ok(0);
+        }
+        let want = usize::try_from(self.size - self.delivered)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let buf = &mut buf[..want];
+        let n = match &mut self.src {
+            Src::Local(file) => {
+                let n = read_retrying(file, buf).map_err(|e| FetchError::Io {
+                    location: self.location.clone(),
+                    detail: e.to_string(),
+                })?;
+                if n == 0 {
+                    return Err(self.too_short());
+                }
+                self.delivered += n as u64;
+                if self.delivered == self.size {
+                    let mut one = [0u8; 1];
+                    if matches!(read_retrying(file, &mut one), Ok(1)) {
+                        return Err(self.too_long());
+                    }
+                }
+                n
+            }
+            Src::Http(_) => self.read_http(buf)?,
+        };
+        Ok(n)
+    }
+
+    fn read_http(&mut self, buf: &mut [u8]) -> Result<usize, FetchError> {
+        let Src::Http(h) = &mut self.src else {
+            return Ok(0);
+        };
+        if h.replay_left > 0 {
+            let take = usize::try_from(h.replay_left)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = match h.replay.as_mut() {
+                Some(f) => read_retrying(f, &mut buf[..take]).map_err(|e| FetchError::Io {
+                    location: partial_name(&h.partial),
+                    detail: format!("reading partial download: {e}"),
+                })?,
+                None => 0,
+            };
+            if n == 0 {
+                return Err(FetchError::Io {
+                    location: partial_name(&h.partial),
+                    detail: "partial download shrank while being replayed".into(),
+                });
+            }
+            h.replay_left -= n as u64;
+            if h.replay_left == 0 {
+                h.replay = None;
+            }
+            self.delivered += n as u64;
+            return Ok(n);
+        }
+
+        let n = loop {
+            let Some(body) = h.body.as_mut() else {
+                // Only when the partial held everything: nothing to fetch.
+                return Ok(0);
+            };
+            let result = read_retrying(body, buf);
+            let failed = match &result {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(_) => true,
+            };
+            // The response was opened before the replay; if the caller took
+            // long over the replayed bytes the server may have dropped the
+            // idle connection. Ask once more for the same range.
+            if failed && h.body_delivered == 0 && self.resumed_from > 0 && !h.reconnected {
+                h.reconnected = true;
+                let offset = self.delivered;
+                eprintln!(
+                    "abupdate: {}: connection lost after replaying {offset} bytes; re-requesting the range",
+                    h.shown
+                );
+                let (shown, resp) = h
+                    .transport
+                    .get(&h.url, &[("Range", format!("bytes={offset}-"))])?;
+                let status = resp.status().as_u16();
+                let range = content_range(&resp);
+                if status != 206 || range.map(|r| r.0) != Some(offset) {
+                    return Err(FetchError::Network {
+                        location: shown,
+                        detail: format!(
+                            "resuming at byte {offset} failed on reconnect (HTTP {status}); \
+                             the partial download is kept for the next attempt"
+                        ),
+                    });
+                }
+                check_lengths(&resp, &shown, offset, self.size, range)?;
+                h.body = Some(body_reader(&h.transport, resp, self.size - offset, &shown));
+                h.shown = shown;
+                continue;
+            }
+            match result {
+                Ok(0) => return Err(self.too_short()),
+                Ok(n) => break n,
+                Err(e) => {
+                    return Err(h
+                        .transport
+                        .body_error(e, &h.shown, &h.url)
+                        .unwrap_or_else(|| self.too_short()))
+                }
+            }
+        };
+
+        // On disk first, so the partial file never lacks a byte the caller
+        // has seen; only bytes that follow the ones on disk are appended.
+        if let Some(p) = h.partial.as_mut() {
+            p.append(&buf[..n])?;
+        }
+        h.body_delivered += n as u64;
+        self.delivered += n as u64;
+        self.from_network += n as u64;
+        if self.delivered == self.size {
+            if let Some(p) = h.partial.as_mut() {
+                p.sync()?;
+            }
+            // One byte more proves the source too long. An error or EOF here
+            // is fine: we have every declared byte and read no further.
+            let mut one = [0u8; 1];
+            if let Some(body) = h.body.as_mut() {
+                if matches!(read_retrying(body, &mut one), Ok(1)) {
+                    self.from_network += 1;
+                    return Err(self.too_long());
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn partial_name(p: &Option<Partial>) -> String {
+    p.as_ref()
+        .map(|p| p.path.display().to_string())
+        .unwrap_or_default()
+}
+
+fn read_retrying(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+impl Read for PayloadReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_inner(buf).map_err(FetchError::into_io)
+    }
+}
+
+impl std::fmt::Debug for PayloadReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayloadReader")
+            .field("location", &self.location)
+            .field("size", &self.size)
+            .field("delivered", &self.delivered)
+            .field("resumed_from", &self.resumed_from)
+            .field("from_network", &self.from_network)
+            .finish()
+    }
+}
+
+/// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
+pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (start, end) = range.trim().split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end: u64 = end.trim().parse().ok()?;
+    if end < start {
+        return None;
+    }
+    let total = match total.trim() {
+        "*" => None,
+        t => {
+            let t: u64 = t.parse().ok()?;
+            if end >= t {
+                return None;
+            }
+            Some(t)
+        }
+    };
+    Some((start, end, total))
+}
+
+fn content_range(resp: &Response<Body>) -> Option<(u64, u64, Option<u64>)> {
+    resp.headers()
+        .get("content-range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_content_range)
+}
+
+fn content_length(resp: &Response<Body>) -> Option<u64> {
+    resp.headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Refuse, on the headers alone, a response that announces a payload of
+/// another size than declared: a body starting at `offset` must end at
+/// exactly `size`.
+fn check_lengths(
+    resp: &Response<Body>,
+    shown: &str,
+    offset: u64,
+    size: u64,
+    range: Option<(u64, u64, Option<u64>)>,
+) -> Result<(), FetchError> {
+    let verdict = |end: u64| -> Result<(), FetchError> {
+        if end > size {
+            Err(FetchError::TooLong {
+                location: shown.to_string(),
+                limit: size,
+                announced: Some(end),
+            })
+        } else if end < size {
+            Err(FetchError::TooShort {
+                location: shown.to_string(),
+                got: end,
+                expected: size,
+                announced: true,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    if let Some((_, end, total)) = range {
+        if let Some(total) = total {
+            verdict(total)?;
+        }
+        verdict(end + 1)?;
+    }
+    if let Some(len) = content_length(resp) {
+        verdict(offset.saturating_add(len))?;
+    }
+    Ok(())
+}
+
+fn body_reader(
+    transport: &Transport,
+    resp: Response<Body>,
+    remaining: u64,
+    shown: &str,
+) -> StallGuard<BodyReader<'static>> {
+    // ureq's own limit as a second fence: one byte past what we may accept.
+    let reader = resp
+        .into_body()
+        .into_with_config()
+        .limit(remaining.saturating_add(1))
+        .reader();
+    StallGuard::new(reader, transport.read_timeout, shown)
+}
+
+pub(super) fn open(
+    transport: &Transport,
+    location: &str,
+    size: u64,
+    partial: Option<&Path>,
+) -> Result<PayloadReader, FetchError> {
+    let url = match parse_location(location)? {
+        Loc::File(path) => return open_local(location, &path, size),
+        Loc::Http(url) => url,
+    };
+    let mut restart_reason: Option<String> = None;
+    let mut note = |why: String| {
+        eprintln!("abupdate: {location}: {why}");
+        restart_reason = Some(why);
+    };
+
+    let mut part = match partial {
+        None => None,
+        Some(path) => {
+            let io_err = |e: io::Error| FetchError::Io {
+                location: path.display().to_string(),
+                detail: format!("opening partial download: {e}"),
+            };
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(io_err)?;
+            Some(Partial {
+                path: path.to_path_buf(),
+                file,
+                unsynced: 0,
+            })
+        }
+    };
+    let mut have = match &part {
+        Some(p) => p
+            .file
+            .metadata()
+            .map_err(|e| p.io_err("reading partial download", e))?
+            .len(),
+        None => 0,
+    };
+    if have > size {
+        note(format!(
+            "partial download has {have} bytes, more than the {size} declared; restarting from 0"
+        ));
+        if let Some(p) = part.as_mut() {
+            p.truncate()?;
+        }
+        have = 0;
+    }
+
+    // The answer is checked before a single byte is handed out, so a restart
+    // never has to take back bytes the caller already consumed.
+    let mut response = None;
+    let mut shown = url.clone();
+    if have < size {
+        // At most two rounds: a restart drops `have` to 0, which cannot
+        // restart again.
+        loop {
+            let headers: Vec<(&str, String)> = if have > 0 {
+                vec![("Range", format!("bytes={have}-"))]
+            } else {
+                Vec::new()
+            };
+            let (s, resp) = transport.get(&url, &headers)?;
+            shown = s;
+            let status = resp.status().as_u16();
+            let restart = match status {
+                206 if have > 0 => match content_range(&resp) {
+                    Some(r) if r.0 == have => {
+                        check_lengths(&resp, &shown, have, size, Some(r))?;
+                        response = Some(resp);
+                        break;
+                    }
+                    Some(r) => format!(
+                        "asked for bytes from {have}, server sent a range from {}; restarting from 0",
+                        r.0
+                    ),
+                    None => "range answer without a usable Content-Range; restarting from 0"
+                        .to_string(),
+                },
+                200 => {
+                    if have > 0 {
+                        note(format!(
+                            "server ignored the range request (HTTP 200); restarting from 0 instead of {have}"
+                        ));
+                        if let Some(p) = part.as_mut() {
+                            p.truncate()?;
+                        }
+                        have = 0;
+                    }
+                    check_lengths(&resp, &shown, 0, size, None)?;
+                    response = Some(resp);
+                    break;
+                }
+                416 if have > 0 => format!(
+                    "server cannot serve bytes from {have} (HTTP 416); restarting from 0"
+                ),
+                status => {
+                    return Err(FetchError::HttpStatus {
+                        location: shown,
+                        status,
+                    })
+                }
+            };
+            drop(resp);
+            note(restart);
+            if let Some(p) = part.as_mut() {
+                p.truncate()?;
+            }
+            have = 0;
+        }
+    }
+
+    let replay = match (&part, have) {
+        (Some(p), n) if n > 0 => {
+            Some(File::open(&p.path).map_err(|e| p.io_err("reopening partial download", e))?)
+        }
+        _ => None,
+    };
+    let body = response.map(|resp| body_reader(transport, resp, size - have, &shown));
+    Ok(PayloadReader {
+        location: location.to_string(),
+        size,
+        delivered: 0,
+        resumed_from: have,
+        from_network: 0,
+        restart_reason,
+        src: Src::Http(Box::new(HttpSrc {
+            transport: transport.clone(),
+            url,
+            shown,
+            replay,
+            replay_left: have,
+            partial: part,
+            body,
+            body_delivered: 0,
+            reconnected: false,
+        })),
+    })
+}
+
+fn open_local(location: &str, path: &Path, size: u64) -> Result<PayloadReader, FetchError> {
+    let io_err = |e: io::Error| FetchError::Io {
+        location: location.to_string(),
+        detail: e.to_string(),
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    // For a regular file its length is the announcement; pipes and devices
+    // are checked while reading.
+    if meta.is_file() && meta.len() != size {
+        return Err(if meta.len() > size {
+            FetchError::TooLong {
+                location: location.to_string(),
+                limit: size,
+                announced: Some(meta.len()),
+            }
+        } else {
+            FetchError::TooShort {
+                location: location.to_string(),
+                got: meta.len(),
+                expected: size,
+                announced: true,
+            }
+        });
+    }
+    Ok(PayloadReader {
+        location: location.to_string(),
+        size,
+        delivered: 0,
+        resumed_from: 0,
+        from_network: 0,
+        restart_reason: None,
+        src: Src::Local(file),
+    })
+}
+
+#[allow(dead_code)]
+fn assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<PayloadReader>();
+}

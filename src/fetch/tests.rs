@@ -1,0 +1,342 @@
+use super::location::{parse_location, remove_dot_segments, url_join, Loc};
+use super::payload::parse_content_range;
+use super::*;
+
+#[test]
+fn resolve_table() {
+    let ok: &[(&str, &str, &str)] = &[
+        // relative onto the manifest's directory
+        (
+            "https://u.example/edge/stable/release.json",
+            "rootfs.img.zst",
+            "https://u.example/edge/stable/rootfs.img.zst",
+        ),
+        (
+            "https://u.example/edge/stable/release.json",
+            "./img/rootfs.img",
+            "https://u.example/edge/stable/img/rootfs.img",
+        ),
+        // `..` escaping is plain URL semantics
+        (
+            "https://u.example/edge/stable/release.json",
+            "../images/rootfs.img",
+            "https://u.example/edge/images/rootfs.img",
+        ),
+        (
+            "http://u.example/a/release.json",
+            "../../../x.img",
+            "http://u.example/x.img",
+        ),
+        // query kept, fragment dropped, manifest's query not inherited
+        (
+            "http://u.example/a/release.json?token=1",
+            "x.img?sig=2#frag",
+            "http://u.example/a/x.img?sig=2",
+        ),
+        // characters a URL cannot carry raw are escaped
+        (
+            "http://u.example/a/release.json",
+            "root fs.img",
+            "http://u.example/a/root%20fs.img",
+        ),
+        // absolute http(s) from anywhere, scheme normalised
+        (
+            "https://u.example/a/release.json",
+            "HTTP://cdn.example/x/../y.img",
+            "http://cdn.example/y.img",
+        ),
+        (
+            "/media/usb/release.json",
+            "https://cdn.example/y.img",
+            "https://cdn.example/y.img",
+        ),
+        // network-path reference is an absolute http URL on another host
+        (
+            "https://u.example/a/release.json",
+            "//cdn.example/y.img",
+            "https://cdn.example/y.img",
+        ),
+        // file: manifest: URL semantics, stays file:
+        (
+            "file:///media/usb/rel/release.json",
+            "rootfs.img",
+            "file:///media/usb/rel/rootfs.img",
+        ),
+        (
+            "file:///media/usb/rel/release.json",
+            "../img/rootfs.img",
+            "file:///media/usb/img/rootfs.img",
+        ),
+        (
+            "file:///media/usb/release.json",
+            "file:///mnt/other/rootfs.img",
+            "file:///mnt/other/rootfs.img",
+        ),
+        // local path manifest
+        (
+            "/media/usb/release.json",
+            "rootfs.img",
+            "/media/usb/rootfs.img",
+        ),
+        (
+            "/media/usb/rel/release.json",
+            "../rootfs.img",
+            "/media/usb/rel/../rootfs.img",
+        ),
+        (
+            "/media/usb/release.json",
+            "/srv/images/rootfs.img",
+            "/srv/images/rootfs.img",
+        ),
+        ("release.json", "rootfs.img", "rootfs.img"),
+        (
+            "/media/usb/release.json",
+            "file:///srv/rootfs.img",
+            "file:///srv/rootfs.img",
+        ),
+    ];
+    for (base, reference, want) in ok {
+        match resolve(base, reference) {
+            Ok(got) => assert_eq!(&got, want, "resolve({base:?}, {reference:?})"),
+            Err(e) => panic!("resolve({base:?}, {reference:?}) failed: {e}"),
+        }
+    }
+
+    let refused: &[(&str, &str)] = &[
+        // a remote manifest must never name a local file
+        ("https://u.example/a/release.json", "file:///etc/shadow"),
+        ("http://u.example/a/release.json", "FILE:///etc/shadow"),
+        ("http://u.example/a/release.json", "/etc/shadow"),
+        // other schemes, from anywhere
+        ("https://u.example/a/release.json", "ftp://u.example/x.img"),
+        ("/media/usb/release.json", "ftp://u.example/x.img"),
+        ("https://u.example/a/release.json", "data:text/plain,hi"),
+        ("https://u.example/a/release.json", ""),
+        // a file URL for another host cannot be read
+        ("/media/usb/release.json", "file://nas/x.img"),
+        // the manifest location itself is checked
+        ("gopher://u.example/release.json", "x.img"),
+    ];
+    for (base, reference) in refused {
+        match resolve(base, reference) {
+            Ok(got) => panic!("resolve({base:?}, {reference:?}) = {got:?}, expected refusal"),
+            Err(e) => assert_eq!(e.kind(), "refused", "{e}"),
+        }
+    }
+}
+
+#[test]
+fn dot_segments_per_rfc3986() {
+    // Examples from RFC 3986 section 5.4 (normal and abnormal).
+    let base = "http://a/b/c/d;p?q";
+    let table = [
+        ("g", "http://a/b/c/g"),
+        ("./g", "http://a/b/c/g"),
+        ("g/", "http://a/b/c/g/"),
+        ("/g", "http://a/g"),
+        ("//g", "http://g"),
+        ("?y", "http://a/b/c/d;p?y"),
+        ("g?y", "http://a/b/c/g?y"),
+        (";x", "http://a/b/c/;x"),
+        ("", "http://a/b/c/d;p?q"),
+        (".", "http://a/b/c/"),
+        ("./", "http://a/b/c/"),
+        ("..", "http://a/b/"),
+        ("../", "http://a/b/"),
+        ("../g", "http://a/b/g"),
+        ("../..", "http://a/"),
+        ("../../g", "http://a/g"),
+        ("../../../g", "http://a/g"),
+        ("/./g", "http://a/g"),
+        ("/../g", "http://a/g"),
+        ("g.", "http://a/b/c/g."),
+        ("..g", "http://a/b/c/..g"),
+        ("./../g", "http://a/b/g"),
+        ("g/./h", "http://a/b/c/g/h"),
+        ("g/../h", "http://a/b/c/h"),
+    ];
+    for (reference, want) in table {
+        assert_eq!(url_join(base, reference), want, "{reference:?}");
+    }
+    assert_eq!(remove_dot_segments("/a/b/c/./../../g"), "/a/g");
+    assert_eq!(remove_dot_segments("mid/content=5/../6"), "mid/6");
+}
+
+#[test]
+fn locations_classified() {
+    assert_eq!(
+        parse_location("/media/usb/release.json"),
+        Ok(Loc::File("/media/usb/release.json".into()))
+    );
+    assert_eq!(
+        parse_location("file:///media/usb/my%20release.json"),
+        Ok(Loc::File("/media/usb/my release.json".into()))
+    );
+    assert_eq!(
+        parse_location("file://localhost/x"),
+        Ok(Loc::File("/x".into()))
+    );
+    assert_eq!(parse_location("file:/x"), Ok(Loc::File("/x".into())));
+    assert_eq!(
+        parse_location("HTTPS://h:8443/r.json#x"),
+        Ok(Loc::Http("https://h:8443/r.json".into()))
+    );
+    for bad in [
+        "ftp://h/x",
+        "file://remote/x",
+        "file:relative",
+        "http:///nohost",
+        "",
+    ] {
+        let e = parse_location(bad).expect_err(bad);
+        assert_eq!(e.kind(), "refused", "{bad}: {e}");
+    }
+}
+
+#[test]
+fn content_range_parsing() {
+    assert_eq!(
+        parse_content_range("bytes 100-199/200"),
+        Some((100, 199, Some(200)))
+    );
+    assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, 0, None)));
+    assert_eq!(parse_content_range("bytes 5-4/10"), None);
+    assert_eq!(parse_content_range("bytes 5-10/10"), None);
+    assert_eq!(parse_content_range("bytes */10"), None);
+    assert_eq!(parse_content_range("items 1-2/3"), None);
+}
+
+#[test]
+fn errors_are_one_line_and_name_the_location() {
+    let cases = [
+        (
+            FetchError::TooLong {
+                location: "http://h/r.json".into(),
+                limit: 1048576,
+                announced: None,
+            },
+            "http://h/r.json: server sent more than the 1048576 bytes allowed",
+            "too_long",
+        ),
+        (
+            FetchError::HttpStatus {
+                location: "http://h/r.json".into(),
+                status: 404,
+            },
+            "http://h/r.json: HTTP 404",
+            "http_status",
+        ),
+        (
+            FetchError::TooShort {
+                location: "http://h/p".into(),
+                got: 123,
+                expected: 456,
+                announced: false,
+            },
+            "http://h/p: ended after 123 of 456 bytes",
+            "too_short",
+        ),
+        (
+            FetchError::Refused {
+                location: "http://h/p".into(),
+                reason: "redirect to file: refused".into(),
+            },
+            "http://h/p: redirect to file: refused",
+            "refused",
+        ),
+    ];
+    for (err, text, kind) in cases {
+        assert_eq!(err.to_string(), text);
+        assert_eq!(err.kind(), kind);
+        let io = err.clone().into_io();
+        assert_eq!(FetchError::from_io(&io), Some(&err));
+    }
+}
+
+#[test]
+fn local_payload_size_checks() {
+    let dir = std::env::temp_dir().join(format!("abupdate-fetch-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("p.bin");
+    std::fs::write(&path, vec![7u8; 1000]).unwrap();
+    let t = Transport::new(&TransportOptions::default()).unwrap();
+    let loc = path.to_str().unwrap();
+
+    let mut out = Vec::new();
+    let mut r = t.open_payload(loc, 1000, None).unwrap();
+    r.read_to_end(&mut out).unwrap();
+    assert_eq!(out, vec![7u8; 1000]);
+    assert_eq!(r.bytes_from_network(), 0);
+
+    let url = format!("file://{loc}");
+    let mut r = t.open_payload(&url, 1000, None).unwrap();
+    out.clear();
+    r.read_to_end(&mut out).unwrap();
+    assert_eq!(out.len(), 1000);
+
+    assert_eq!(
+        t.open_payload(loc, 999, None).unwrap_err().kind(),
+        "too_long"
+    );
+    assert_eq!(
+        t.open_payload(loc, 1001, None).unwrap_err().kind(),
+        "too_short"
+    );
+    assert_eq!(
+        t.open_payload(&format!("{loc}.missing"), 1, None)
+            .unwrap_err()
+            .kind(),
+        "io"
+    );
+
+    // Documents: whole, capped, and NotFound for a missing file.
+    match t.get_document(loc, 1000, None).unwrap() {
+        Document::Fetched { body, validators } => {
+            assert_eq!(body.len(), 1000);
+            assert_eq!(validators, Validators::default());
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = t.get_document(loc, 999, None).unwrap_err();
+    assert_eq!(e.kind(), "too_long", "{e}");
+    assert_eq!(
+        t.get_document(&format!("{loc}.missing"), 10, None).unwrap(),
+        Document::NotFound
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn stall_guard_trips_on_trickle_not_on_silence_or_speed() {
+    struct Trickle(u32);
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Ok(0);
+            }
+            self.0 -= 1;
+            std::thread::sleep(Duration::from_millis(30));
+            buf[0] = 1;
+            Ok(1)
+        }
+    }
+    let mut g = StallGuard::new(Trickle(100), Duration::from_millis(100), "t");
+    let mut buf = [0u8; 16];
+    let err = loop {
+        match g.read(&mut buf) {
+            Ok(0) => panic!("trickle not caught"),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    let fe = FetchError::from_io(&err).expect("FetchError inside");
+    assert_eq!(fe.kind(), "network");
+    assert!(fe.to_string().contains("stalled"), "{fe}");
+
+    // A fast source is never flagged.
+    let data = vec![0u8; 1 << 20];
+    let mut g = StallGuard::new(&data[..], Duration::from_millis(50), "t");
+    let mut sink = Vec::new();
+    g.read_to_end(&mut sink).unwrap();
+    assert_eq!(sink.len(), data.len());
+}

@@ -1,0 +1,172 @@
+//! Installs over HTTP from a real nginx into loop-device slots: a 256 MiB
+//! image, a download cut by a kill -9 and resumed with `Range` (only the
+//! missing bytes cross the wire), and remote manifests that try to make the
+//! host read local files or accept short payloads.
+
+mod common;
+
+use common::host::{image, text, HostOptions, TestHost};
+use common::http::Nginx;
+
+fn payload_requests(nginx: &Nginx, name: &str) -> Vec<common::http::LogLine> {
+    nginx
+        .log()
+        .into_iter()
+        .filter(|l| l.uri.ends_with(name))
+        .collect()
+}
+
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_256_mib_image_over_http_into_a_loop_device_resumes_after_kill_9() {
+    use std::os::unix::process::ExitStatusExt;
+    let h = TestHost::new(
+        "http-256",
+        "1.0",
+        HostOptions {
+            slot_size: 272 << 20,
+            loop_devices: true,
+            ..Default::default()
+        },
+    );
+    let img = image("2.0", 256 << 20);
+    let m = h.pack("r2", "2.0", &img, &[]);
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let url = nginx.url("release.json");
+    let payload_name = "rootfs-2.0.img.zst";
+    let payload_size = std::fs::metadata(m.with_file_name(payload_name))
+        .expect("payload")
+        .len();
+
+    // Die after 20 chunks (80 MiB of image) have been written.
+    let out = h.abupdate_env(
+        &["install", "--no-reboot", &url],
+        &[("ABUPDATE_FAILPOINT", "chunk-written:20")],
+    );
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "did not abort: {}",
+        text(&out)
+    );
+    let partial = std::fs::read_dir(h.state_dir.join("partial"))
+        .expect("partial dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.metadata().expect("meta").len())
+        .next()
+        .expect("a partial download is kept");
+    assert!(
+        partial > 0 && partial < payload_size,
+        "partial {partial} of {payload_size}"
+    );
+
+    let out = h.abupdate(&["install", "--no-reboot", &url]);
+    assert!(out.status.success(), "resume failed: {}", text(&out));
+    nginx.wait_log(4);
+    let reqs = payload_requests(&nginx, payload_name);
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].range, None);
+    assert_eq!(
+        reqs[1].range.as_deref(),
+        Some(format!("bytes={partial}-").as_str()),
+        "{reqs:?}"
+    );
+    assert_eq!(
+        reqs[1].body_bytes_sent,
+        payload_size - partial,
+        "resumed request fetched more than the missing bytes"
+    );
+    println!(
+        "payload {payload_size} bytes: first run kept {partial}, resume fetched {} (server sent {} in the cut request)",
+        reqs[1].body_bytes_sent, reqs[0].body_bytes_sent
+    );
+    assert_eq!(
+        h.slot_bytes(1, img.len()),
+        img,
+        "slot B does not hold the image"
+    );
+    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("B A"));
+    assert!(
+        std::fs::read_dir(h.state_dir.join("partial"))
+            .expect("dir")
+            .next()
+            .is_none(),
+        "partial left behind"
+    );
+}
+
+#[test]
+fn install_over_http_into_a_loop_device() {
+    let h = TestHost::new(
+        "http-plain",
+        "1.0",
+        HostOptions {
+            slot_size: 16 << 20,
+            loop_devices: true,
+            ..Default::default()
+        },
+    );
+    let img = image("2.0", 12 << 20);
+    let m = h.pack("r2", "2.0", &img, &[]);
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let out = h.abupdate(&[
+        "--json",
+        "install",
+        "--no-reboot",
+        &nginx.url("release.json"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["installed"], "2.0");
+    assert_eq!(h.slot_bytes(1, img.len()), img);
+}
+
+#[test]
+fn a_remote_manifest_cannot_point_at_local_files() {
+    let h = TestHost::new("http-file-url", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let body = std::fs::read_to_string(&m).expect("manifest");
+    std::fs::write(
+        &m,
+        body.replace("\"rootfs-2.0.img.zst\"", "\"file:///etc/shadow\""),
+    )
+    .expect("write");
+    let out = h.abupdate(&[
+        "sign",
+        "--secret",
+        h.secret_key.to_str().expect("p"),
+        m.to_str().expect("p"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let before = h.grub_vars();
+    let out = h.abupdate(&["install", "--no-reboot", &nginx.url("release.json")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("file:///etc/shadow"), "{}", text(&out));
+    assert_eq!(h.grub_vars().get("ORDER"), before.get("ORDER"));
+    assert_eq!(h.grub_vars().get("A_OK"), before.get("A_OK"));
+}
+
+#[test]
+fn a_payload_shorter_than_declared_leaves_the_target_bad() {
+    let h = TestHost::new("http-short", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 2 << 20), &["--no-compress"]);
+    let payload = m.with_file_name("rootfs-2.0.img");
+    let data = std::fs::read(&payload).expect("payload");
+    std::fs::write(&payload, &data[..data.len() - 1000]).expect("truncate");
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let out = h.abupdate(&["install", "--no-reboot", &nginx.url("release.json")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("rootfs-2.0.img"), "{}", text(&out));
+    assert_eq!(h.grub_vars().get("B_OK").map(String::as_str), Some("0"));
+    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("A B"));
+    assert_eq!(h.reboots(), 0);
+}

@@ -1,0 +1,364 @@
+//! Interoperability with the real `minisign` binary (jedisct1/minisign).
+//!
+//! Each direction is checked: files minisign writes are read and verified by
+//! abupdate, and files abupdate writes are accepted by `minisign -V` / `-S` /
+//! `-R`. A modified file must fail on both sides. When the binary is absent
+//! the tests print a loud notice and pass; CI installs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use abupdate::trust::minisign::{
+    generate_keypair, prehash, sign, MinisignError, PublicKey, SecretKey, Signature,
+};
+
+fn have_minisign() -> bool {
+    match Command::new("minisign").arg("-v").output() {
+        Ok(o) => {
+            eprintln!("using {}", String::from_utf8_lossy(&o.stdout).trim());
+            true
+        }
+        Err(e) => {
+            eprintln!(
+                "\n!!!!!!!! SKIPPING minisign interop test: cannot run `minisign` ({e}).\n\
+                 !!!!!!!! Install it (apt-get install minisign) to check compatibility.\n"
+            );
+            false
+        }
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "abupdate-minisign-interop-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    fn write(&self, name: &str, data: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, data).expect("write temp file");
+        p
+    }
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).expect("read temp file")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs minisign in `dir`; stdin is /dev/null unless given, so a password
+/// prompt can never hang the test.
+fn minisign(dir: &TempDir, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new("minisign");
+    cmd.args(args).current_dir(&dir.0);
+    let out = match stdin {
+        None => cmd.stdin(Stdio::null()).output(),
+        Some(input) => {
+            use std::io::Write;
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn minisign");
+            child
+                .stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+            child.wait_with_output()
+        }
+    };
+    out.expect("run minisign")
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn keygen_w(dir: &TempDir) -> (PathBuf, PathBuf) {
+    let out = minisign(dir, &["-G", "-W", "-p", "k.pub", "-s", "k.key"], None);
+    ok(&out, "minisign -G -W");
+    (dir.path("k.pub"), dir.path("k.key"))
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+const DATA: &[u8] = b"{\"format\":1,\"version\":\"2026.11.3\"}\n";
+
+fn modified() -> Vec<u8> {
+    let mut m = DATA.to_vec();
+    m[12] ^= 1;
+    m
+}
+
+/// (1) minisign's default (prehashed) signature verifies with ours.
+#[test]
+fn minisign_prehashed_signature_verifies_with_ours() {
+    if !have_minisign() {
+        return;
+    }
+    let d = TempDir::new("prehashed");
+    keygen_w(&d);
+    let file = d.write("release.json", DATA);
+    ok(
+        &minisign(
+            &d,
+            &[
+                "-S",
+                "-s",
+                "k.key",
+                "-m",
+                p(&file),
+                "-t",
+                "v=2026.11.3\tch=stable",
+            ],
+            None,
+        ),
+        "minisign -S",
+    );
+    let pk = PublicKey::parse(&d.read("k.pub")).expect("parse minisign .pub");
+    let sig = Signature::parse(&d.read("release.json.minisig")).expect("parse .minisig");
+    assert!(sig.prehashed, "minisign 0.11 signs prehashed by default");
+    assert_eq!(sig.key_id, pk.key_id);
+    assert_eq!(sig.trusted_comment, "v=2026.11.3\tch=stable");
+    sig.verify(&pk, DATA).expect("minisign signature verifies");
+    sig.verify_prehashed(&pk, &prehash(DATA).expect("hash"))
+        .expect("streamed check verifies");
+
+    assert!(matches!(
+        sig.verify(&pk, &modified()),
+        Err(MinisignError::BadSignature { .. })
+    ));
+    // minisign's own key-id line agrees with ours.
+    assert!(d.read("k.pub").starts_with(&format!(
+        "untrusted comment: minisign public key {}\n",
+        pk.key_id_hex()
+    )));
+}
+
+/// (2) minisign's legacy (`-l`, sig_alg `Ed`) signature verifies with ours.
+#[test]
+fn minisign_legacy_signature_verifies_with_ours() {
+    if !have_minisign() {
+        return;
+    }
+    let d = TempDir::new("legacy");
+    keygen_w(&d);
+    let file = d.write("release.json", DATA);
+    ok(
+        &minisign(&d, &["-S", "-l", "-s", "k.key", "-m", p(&file)], None),
+        "minisign -S -l",
+    );
+    let pk = PublicKey::parse(&d.read("k.pub")).expect("parse .pub");
+    let sig = Signature::parse(&d.read("release.json.minisig")).expect("parse legacy sig");
+    assert!(!sig.prehashed, "-l makes an `Ed` signature");
+    sig.verify(&pk, DATA).expect("legacy signature verifies");
+    assert!(matches!(
+        sig.verify(&pk, &modified()),
+        Err(MinisignError::BadSignature { .. })
+    ));
+    assert!(matches!(
+        sig.verify_prehashed(&pk, &prehash(DATA).expect("hash")),
+        Err(MinisignError::LegacyNeedsMessage { .. })
+    ));
+}
+
+/// (3) Our key pair and signature are accepted by `minisign -V`, which
+/// prints the trusted comment; a modified file is refused.
+#[test]
+fn our_signature_verifies_with_minisign() {
+    if !have_minisign() {
+        return;
+    }
+    let d = TempDir::new("ours-to-minisign");
+    let (sk, pk) = generate_keypair().expect("keygen");
+    let pub_file = d.write("ours.pub", pk.to_file_string());
+    let file = d.write("release.json", DATA);
+    let comment = "timestamp:1795000000\tfile:release.json\tversion:2026.11.3";
+    d.write("release.json.minisig", sign(&sk, DATA, comment));
+
+    let out = ok(
+        &minisign(&d, &["-V", "-p", p(&pub_file), "-m", p(&file)], None),
+        "minisign -V of our signature",
+    );
+    assert!(
+        out.contains(&format!("Trusted comment: {comment}")),
+        "minisign output: {out}"
+    );
+    // -H: minisign insists the signature is prehashed; ours is.
+    ok(
+        &minisign(
+            &d,
+            &["-V", "-H", "-P", &pk.to_base64(), "-m", p(&file)],
+            None,
+        ),
+        "minisign -V -H -P",
+    );
+
+    d.write("release.json", modified());
+    let out = minisign(&d, &["-V", "-p", p(&pub_file), "-m", p(&file)], None);
+    assert!(!out.status.success(), "minisign accepted a modified file");
+
+    // And a tampered trusted comment is caught by minisign too.
+    d.write("release.json", DATA);
+    let tampered = d
+        .read("release.json.minisig")
+        .replace("2026.11.3", "2026.11.4");
+    d.write("release.json.minisig", tampered);
+    let out = minisign(&d, &["-V", "-p", p(&pub_file), "-m", p(&file)], None);
+    assert!(
+        !out.status.success(),
+        "minisign accepted an altered trusted comment"
+    );
+}
+
+/// (4) Our secret key file signs with `minisign -S` (no password prompt),
+/// and both sides verify the result; `minisign -R` recovers our .pub.
+#[test]
+fn our_secret_key_works_in_minisign() {
+    if !have_minisign() {
+        return;
+    }
+    let d = TempDir::new("our-seckey");
+    let (sk, pk) = generate_keypair().expect("keygen");
+    let key_file = d.write("ours.key", sk.to_file_string());
+    let file = d.write("payload.bin", DATA);
+    ok(
+        &minisign(
+            &d,
+            &[
+                "-S",
+                "-s",
+                p(&key_file),
+                "-m",
+                p(&file),
+                "-t",
+                "made by minisign",
+            ],
+            None,
+        ),
+        "minisign -S with our key",
+    );
+    let sig = Signature::parse(&d.read("payload.bin.minisig")).expect("parse");
+    assert_eq!(sig.key_id, pk.key_id);
+    sig.verify(&pk, DATA).expect("verifies with our public key");
+    assert!(sig.verify(&pk, &modified()).is_err());
+    let pub_file = d.write("ours.pub", pk.to_file_string());
+    ok(
+        &minisign(&d, &["-V", "-p", p(&pub_file), "-m", p(&file)], None),
+        "minisign -V",
+    );
+
+    ok(
+        &minisign(&d, &["-R", "-s", p(&key_file), "-p", "recreated.pub"], None),
+        "minisign -R",
+    );
+    assert_eq!(d.read("recreated.pub"), pk.to_file_string());
+}
+
+/// (5) A `minisign -G -W` secret key loads here and belongs to its .pub
+/// (minisign 0.11 leaves the checksum of such keys all zero), and what we
+/// sign with it minisign accepts.
+#[test]
+fn minisign_unencrypted_secret_key_loads() {
+    if !have_minisign() {
+        return;
+    }
+    let d = TempDir::new("w-key");
+    keygen_w(&d);
+    let sk = SecretKey::parse(&d.read("k.key")).expect("parse -W secret key");
+    let pk = PublicKey::parse(&d.read("k.pub")).expect("parse .pub");
+    assert_eq!(sk.public_key(), pk);
+    assert_eq!(sk.key_id(), pk.key_id);
+
+    let file = d.write("f", DATA);
+    d.write("f.minisig", sign(&sk, DATA, "signed by abupdate"));
+    let out = ok(
+        &minisign(&d, &["-V", "-p", "k.pub", "-m", p(&file)], None),
+        "minisign -V",
+    );
+    assert!(out.contains("Trusted comment: signed by abupdate"), "{out}");
+}
+
+/// A password-protected key is refused with the actionable message; once
+/// `minisign -C -W` removes the password the key carries minisign's real
+/// BLAKE2b checksum, which ours must reproduce (and a corrupted one fail).
+#[test]
+fn password_keys_refused_and_minisign_checksum_matches_ours() {
+    if !have_minisign() {
+        return;
+    }
+    let d = TempDir::new("pw-key");
+    ok(
+        &minisign(&d, &["-G", "-p", "e.pub", "-s", "e.key"], Some("pw\npw\n")),
+        "minisign -G with password",
+    );
+    let e = SecretKey::parse(&d.read("e.key")).expect_err("encrypted key");
+    assert!(matches!(e, MinisignError::PasswordProtected));
+    assert_eq!(
+        e.to_string(),
+        "secret key is password-protected; make one with `minisign -G -W` or `abupdate keygen`"
+    );
+
+    ok(
+        &minisign(&d, &["-C", "-W", "-s", "e.key"], Some("pw\n")),
+        "minisign -C -W",
+    );
+    let text = d.read("e.key");
+    let sk = SecretKey::parse(&text).expect("decrypted key with real checksum");
+    assert_eq!(
+        sk.public_key(),
+        PublicKey::parse(&d.read("e.pub")).expect("pub")
+    );
+
+    // The checksum is the last 32 bytes (43 base64 chars + '='); it is
+    // non-zero here, so flipping one of its bits must be detected.
+    let line = text.lines().nth(1).expect("key line").to_owned();
+    assert!(!line.ends_with("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="));
+    let pos = line.len() - 10;
+    let flipped: String = line
+        .char_indices()
+        .map(|(i, c)| {
+            if i == pos {
+                if c == 'A' {
+                    'B'
+                } else {
+                    'A'
+                }
+            } else {
+                c
+            }
+        })
+        .collect();
+    assert!(matches!(
+        SecretKey::parse(&text.replace(&line, &flipped)),
+        Err(MinisignError::ChecksumMismatch { .. })
+    ));
+}
