@@ -62,10 +62,14 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 ms2s() { printf '%d.%01d' $(( $1 / 1000 )) $(( ($1 % 1000) / 100 )); }
 
 # ---------------------------------------------------------------- cleanup
-QEMU_PID="" NGINX_PID="" LOOPDEV="" MNT="$W/mnt" POLICY_RC_D=""
+QEMU_PID="" NGINX_PID="" LOOPDEV="" MNT="$W/mnt" POLICY_RC_D="" PASSED=0
+SUMMARY_DONE=0
 cleanup() {
     local rc=$?
     set +e
+    if [ "$rc" -ne 0 ] && [ "$SUMMARY_DONE" = 0 ] && [ "$MODE" = full ]; then
+        echo "$PASSED passed, $((6 - PASSED)) failed"
+    fi
     if [ -n "$QEMU_PID" ]; then kill -9 "$QEMU_PID" 2>/dev/null; wait "$QEMU_PID" 2>/dev/null; fi
     if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null; wait "$NGINX_PID" 2>/dev/null; fi
     if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT"; fi
@@ -633,7 +637,7 @@ http_gets() { # PATH-REGEX: GETs of it in nginx's access log so far
 }
 
 # ---------------------------------------------------------------- scenarios
-PASSED=0 FAILED=0 STOP=0 SC_BOOTS=""
+FAILED=0 STOP=0
 scenario() { # N TITLE FUNC
     local n="$1" title="$2" fn="$3" b0=$BOOTNO ms0=${#BOOT_MS[@]}
     if [ "$STOP" = 1 ]; then
@@ -718,6 +722,7 @@ s3() {
     local gets; gets="$(http_gets 'rootfs-3\.0[^ ]*')"
     boot_vm s3-back-on-v2 normal
     healthy_boot_checks B 2.0
+    expect_no_log 'writing rootfs 3\.0' "v3 not written again"
     expect_env ORDER="B A" A_OK=0 B_OK=1 B_TRY=0
     if grep -q '3\.0' <<<"$(state_json)"; then ok "state.json records release 3.0"; else bad "state.json does not mention 3.0"; fi
     boot_vm s3-later-boot normal
@@ -810,6 +815,17 @@ s6() {
     expect_env A_OK=1 A_TRY=0 B_OK=0
     expect_primary A
     if grep -q '6\.0' <<<"$(state_json)"; then ok "state.json records release 6.0 as failed"; else bad "state.json does not mention 6.0"; fi
+
+    # The contrast, forged on the host: had A not re-blessed itself (A_TRY
+    # still 1) when B's trial failed, no slot would qualify and the GRUB
+    # script would start a new round (reset both TRY flags), which boots the
+    # failed B once more.
+    say "  contrast (env forged on the host): A not re-blessed (A_TRY=1) and B's trial failed (B_TRY=1)"
+    host_env_edit set ORDER="B A" A_OK=1 A_TRY=1 B_OK=1 B_TRY=1
+    boot_vm s6-without-rebless probe
+    expect_boot B 6.0 new-round panics
+    expect_log 'Kernel panic' "without re-blessing, the failed slot B is booted again"
+    expect_env A_TRY=0 B_TRY=1
 }
 
 # ---------------------------------------------------------------- GRUB self-test
@@ -915,6 +931,7 @@ main() {
     if [ "$n" -gt 0 ]; then
         say "boots: $n ($ACCEL), seconds per boot: min $(ms2s "$mn"), avg $(ms2s $((total / n))), max $(ms2s "$mx"); total run $(( $(date +%s) - T_START )) s"
     fi
+    SUMMARY_DONE=1
     echo "$PASSED passed, $FAILED failed"
     [ "$FAILED" = 0 ]
 }
