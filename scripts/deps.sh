@@ -6,7 +6,7 @@
 set -euo pipefail
 
 packages=(minisign nginx grub2-common libubootenv-tool u-boot-tools musl-tools
-          e2fsprogs util-linux zstd curl openssl)
+          e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -19,6 +19,10 @@ if ((${#missing[@]})); then
 fi
 # nginx's package starts a server on port 80; the tests start their own.
 systemctl disable --now nginx >/dev/null 2>&1 || true
+
+# The reference parser of Prometheus' text format, for the textfile test.
+python3 -c 'import prometheus_client' 2>/dev/null \
+    || python3 -m pip install --quiet --root-user-action=ignore prometheus-client
 
 if command -v rustup >/dev/null; then
     rustup target list --installed | grep -qx x86_64-unknown-linux-musl \

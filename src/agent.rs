@@ -20,6 +20,7 @@ use crate::fetch::{Document, Transport, TransportOptions, Validators};
 use crate::install::{self, WriteMode};
 use crate::manifest::{self, HostFacts, Manifest, Version};
 use crate::progress::Progress;
+use crate::rollout::{self, Standing};
 use crate::slot::{Device, SlotName};
 use crate::state::{ImageRef, LastCheck, Phase, SlotRecord, State, StateDir, Transaction};
 use crate::system;
@@ -95,6 +96,39 @@ impl Host {
             .or_else(|| state.slot(booted).version)
     }
 
+    /// This host's place in the fleet: the configured wariness, else the
+    /// keyed hash of the machine id.
+    pub fn position(&self) -> f64 {
+        if let Some(w) = self.config.rollout.wariness {
+            // Wariness 1.0 must still be inside a 100% rollout.
+            return w.min(1.0 - f64::EPSILON);
+        }
+        let id = system::read_fact(&self.config.system.machine_id).unwrap_or_default();
+        rollout::position(&id)
+    }
+
+    /// A stable id of this host for reports, not the machine id itself.
+    pub fn host_id(&self) -> String {
+        rollout::host_id(&system::read_fact(&self.config.system.machine_id).unwrap_or_default())
+    }
+
+    /// Where to fetch `url` from: through the site cache, when one is
+    /// configured, by replacing the origin's scheme and authority with the
+    /// mirror's (signatures make any mirror as good as the origin).
+    pub fn via_mirror(&self, url: &str) -> String {
+        let Some(mirror) = self.config.update.mirror.as_deref() else {
+            return url.to_string();
+        };
+        let Some(rest) = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+        else {
+            return url.to_string();
+        };
+        let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("/");
+        format!("{}{path}", mirror.trim_end_matches('/'))
+    }
+
     fn boot_id(&self) -> Option<String> {
         system::read_fact(&self.config.system.boot_id).map(|s| s.trim().to_string())
     }
@@ -127,12 +161,15 @@ pub fn fetch_verified(
     location: &str,
     validators: Option<&Validators>,
 ) -> Result<Option<Verified>> {
-    let (body, validators) =
-        match transport.get_document(location, manifest::MAX_MANIFEST_BYTES, validators)? {
-            Document::Fetched { body, validators } => (body, validators),
-            Document::NotModified => return Ok(None),
-            Document::NotFound => return Err(Error::Refused(format!("{location}: not found"))),
-        };
+    let (body, validators) = match transport.get_document(
+        &host.via_mirror(location),
+        manifest::MAX_MANIFEST_BYTES,
+        validators,
+    )? {
+        Document::Fetched { body, validators } => (body, validators),
+        Document::NotModified => return Ok(None),
+        Document::NotFound => return Err(Error::Refused(format!("{location}: not found"))),
+    };
     let keys = KeyRing::load(&host.config.update.keys_dirs)?;
     let mut signatures = Vec::new();
     let mut names = vec![format!("{location}.minisig")];
@@ -140,7 +177,7 @@ pub fn fetch_verified(
         names.extend((1..=16).map(|n| format!("{location}.{n}.minisig")));
     }
     for name in names {
-        match transport.get_document(&name, 64 * 1024, None)? {
+        match transport.get_document(&host.via_mirror(&name), 64 * 1024, None)? {
             Document::Fetched { body, .. } => {
                 signatures.push((name, String::from_utf8_lossy(&body).into_owned()));
             }
@@ -165,10 +202,26 @@ pub fn fetch_verified(
 /// The outcome of `check`.
 #[derive(Debug)]
 pub enum CheckOutcome {
-    /// A verified release applies to this host.
-    Available(Box<Verified>),
+    /// A verified release applies to this host (and its wave includes it).
+    Available {
+        verified: Box<Verified>,
+        standing: Option<Standing>,
+    },
     /// Nothing to do, and why.
-    UpToDate { reason: String, kind: &'static str },
+    UpToDate {
+        reason: String,
+        kind: &'static str,
+        standing: Option<Standing>,
+    },
+}
+
+/// What `check` takes into account besides the manifest.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CheckOptions {
+    pub allow_downgrade: bool,
+    /// Apply the staged rollout (the timer's runs do; a manual install
+    /// is the operator's own decision and does not).
+    pub rollout: bool,
 }
 
 /// Options of `install` / `update`.
@@ -178,10 +231,13 @@ pub struct InstallOptions {
     pub no_reboot: bool,
     pub write_mode: WriteMode,
     pub quiet: bool,
+    /// Reboot only inside a maintenance window (the timer's runs).
+    pub respect_windows: bool,
 }
 
 /// Fetch and judge the release at `location` (or the configured URL).
-pub fn check(host: &Host, location: Option<&str>, allow_downgrade: bool) -> Result<CheckOutcome> {
+pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<CheckOutcome> {
+    let allow_downgrade = opts.allow_downgrade;
     let location = match location.or(host.config.update.url.as_deref()) {
         Some(l) => l.to_string(),
         None => {
@@ -196,18 +252,25 @@ pub fn check(host: &Host, location: Option<&str>, allow_downgrade: bool) -> Resu
     let transport = host.transport()?;
     // Conditional GET only for the configured URL: an answer of 304 then
     // means "the same manifest that did not apply last time".
+    let booted_version_text = host.booted_version(&state, booted);
     let previous = state
         .last_check
         .as_ref()
-        .filter(|c| c.url == location && !allow_downgrade)
+        .filter(|c| {
+            c.url == location && !allow_downgrade && c.booted_version == booted_version_text
+        })
         .map(|c| Validators {
             etag: c.etag.clone(),
             last_modified: c.last_modified.clone(),
         });
-    let Some(verified) = fetch_verified(host, &transport, &location, previous.as_ref())? else {
+    state.metrics.last_check = Some(now());
+    let fetched = fetch_verified(host, &transport, &location, previous.as_ref());
+    let Some(verified) = fetched? else {
+        save_if_unlocked(state_dir, &state)?;
         return Ok(CheckOutcome::UpToDate {
             reason: "release manifest unchanged since the last check".into(),
             kind: "not_modified",
+            standing: None,
         });
     };
     let booted_version = host.booted_version(&state, booted);
@@ -225,26 +288,64 @@ pub fn check(host: &Host, location: Option<&str>, allow_downgrade: bool) -> Resu
     };
     let verdict = manifest::evaluate(&verified.manifest, &facts);
     state.note_created(verified.manifest.created);
+    let standing = match opts.rollout {
+        true => Some(
+            rollout::decide(
+                verified.manifest.doc.rollout.as_ref(),
+                host.position(),
+                now(),
+            )
+            .map_err(|e| {
+                Error::Manifest(manifest::ManifestError::Field {
+                    field: "rollout".into(),
+                    reason: e,
+                })
+            })?,
+        ),
+        false => None,
+    };
     state.last_check = match &verdict {
         Err(_) => Some(LastCheck {
             url: location.clone(),
             at: now(),
             etag: verified.validators.etag.clone(),
             last_modified: verified.validators.last_modified.clone(),
+            booted_version: booted_version_text.clone(),
         }),
         Ok(()) => None,
     };
-    // Saving needs the lock; a read-only check without it skips the save.
-    if let Ok(_lock) = state_dir.lock() {
-        state_dir.save(&state)?;
-    }
+    save_if_unlocked(state_dir, &state)?;
     match verdict {
-        Ok(()) => Ok(CheckOutcome::Available(Box::new(verified))),
         Err(na) => Ok(CheckOutcome::UpToDate {
             reason: na.to_string(),
             kind: na.kind(),
+            standing,
         }),
+        Ok(()) => match standing {
+            Some(s) if !s.included => Ok(CheckOutcome::UpToDate {
+                reason: format!(
+                    "release {} waits for this host's wave: {}",
+                    verified.manifest.version,
+                    s.reason.clone().unwrap_or_default()
+                ),
+                kind: "waiting_for_wave",
+                standing: Some(s),
+            }),
+            standing => Ok(CheckOutcome::Available {
+                verified: Box::new(verified),
+                standing,
+            }),
+        },
     }
+}
+
+/// Save the state when no other instance holds the lock; a read-only
+/// `check` next to a running install just skips its bookkeeping.
+fn save_if_unlocked(state_dir: &StateDir, state: &State) -> Result<()> {
+    if let Ok(_lock) = state_dir.lock() {
+        state_dir.save(state)?;
+    }
+    Ok(())
 }
 
 /// What `install` did.
@@ -390,40 +491,60 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
 
     let mut payload_bytes = 0;
     let mut network_bytes = 0;
+    let mut full_bytes = 0;
     for (class, image) in &m.doc.images {
         let location = crate::fetch::resolve(&verified.location, &image.url)?;
         let partial = host.state_dir.partial_file(image.download_sha256());
-        let result = transport
-            .open_payload(&location, image.download_size(), Some(&partial))
-            .map_err(Error::from)
-            .and_then(|reader| {
-                log(&format!(
-                    "writing {class} {} into slot {target} ({})",
-                    m.version,
-                    devices[class].path.display()
-                ));
-                let mut progress =
-                    Progress::new(&format!("{class} {}", m.version), image.size, opts.quiet);
-                let resumed = reader.resumed_from();
-                if resumed > 0 {
-                    log(&format!("resuming {location} at byte {resumed}"));
-                }
-                let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-                let reader = CountingReader {
-                    inner: reader,
-                    network: counter.clone(),
-                };
-                let written = install::write_image(
-                    class,
-                    reader,
-                    image,
-                    &devices[class].path,
-                    host.config.update.max_window_log,
-                    opts.write_mode,
-                    &mut progress,
-                )?;
-                Ok((written, counter.load(std::sync::atomic::Ordering::Relaxed)))
-            });
+        let target_dev = &devices[class].path;
+        full_bytes += image.download_size();
+        log(&format!(
+            "writing {class} {} into slot {target} ({})",
+            m.version,
+            target_dev.display()
+        ));
+        let by_delta = match try_delta(
+            host, &mut state, &transport, verified, booted, class, image, target_dev, opts,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                fail_target(host, &mut state, target)?;
+                return Err(e);
+            }
+        };
+        let result = match by_delta {
+            Some(fetched) => Ok((
+                install::Written {
+                    image_bytes: image.size,
+                    payload_bytes: fetched,
+                },
+                fetched,
+            )),
+            None => transport
+                .open_payload(
+                    &host.via_mirror(&location),
+                    image.download_size(),
+                    Some(&partial),
+                )
+                .map_err(Error::from)
+                .and_then(|mut reader| {
+                    let mut progress =
+                        Progress::new(&format!("{class} {}", m.version), image.size, opts.quiet);
+                    let resumed = reader.resumed_from();
+                    if resumed > 0 {
+                        log(&format!("resuming {location} at byte {resumed}"));
+                    }
+                    let written = install::write_image(
+                        class,
+                        &mut reader,
+                        image,
+                        target_dev,
+                        host.config.update.max_window_log,
+                        opts.write_mode,
+                        &mut progress,
+                    )?;
+                    Ok((written, reader.bytes_from_network()))
+                }),
+        };
         match result {
             Ok((written, network)) => {
                 payload_bytes += written.payload_bytes;
@@ -435,15 +556,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                     // A partial download that hashes wrong must not be resumed.
                     let _ = std::fs::remove_file(&partial);
                 }
-                state.transaction = None;
-                state.slots.insert(
-                    target,
-                    SlotRecord {
-                        status: "bad".into(),
-                        ..Default::default()
-                    },
-                );
-                host.state_dir.save(&state)?;
+                fail_target(host, &mut state, target)?;
                 return Err(e);
             }
         }
@@ -466,7 +579,19 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
             installed_at: Some(now()),
         },
     );
+    state.metrics.installs += 1;
+    state.metrics.downloaded_bytes += network_bytes;
+    state.metrics.last_install_fetched = Some(network_bytes);
+    state.metrics.last_install_full = Some(full_bytes);
+    if full_bytes > 0 {
+        log(&format!(
+            "fetched {network_bytes} bytes; a full install fetches {full_bytes} ({:.1}%)",
+            network_bytes as f64 * 100.0 / full_bytes as f64
+        ));
+    }
+    state.metrics.last_success = Some(now());
     host.state_dir.save(&state)?;
+    publish(host, &state, Some(("installed", m.version.as_str())), None);
     finish_staged(host, &state, target, m, payload_bytes, network_bytes, opts)
 }
 
@@ -483,7 +608,16 @@ fn finish_staged(
         "release {} staged in slot {target}; the next boot tries it",
         m.version
     ));
-    let rebooting = !opts.no_reboot;
+    let windows = &host.config.reboot.windows;
+    let in_window = !opts.respect_windows || crate::schedule::may_reboot(windows, now());
+    if !in_window && !opts.no_reboot {
+        let next = crate::schedule::next_window(windows, now()).map(crate::timefmt::format_rfc3339);
+        log(&format!(
+            "the reboot waits for the maintenance window (next opens {})",
+            next.unwrap_or_else(|| "never".into())
+        ));
+    }
+    let rebooting = !opts.no_reboot && in_window;
     if rebooting {
         log("rebooting into the new slot");
         system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
@@ -497,18 +631,112 @@ fn finish_staged(
     })
 }
 
-/// Passes reads through and counts them (bytes that reached the pipeline).
-struct CountingReader<R> {
-    inner: R,
-    network: std::sync::Arc<std::sync::atomic::AtomicU64>,
+/// The write failed: nothing is pending, and the target is known bad.
+fn fail_target(host: &Host, state: &mut State, target: SlotName) -> Result<()> {
+    state.transaction = None;
+    state.slots.insert(
+        target,
+        SlotRecord {
+            status: "bad".into(),
+            ..Default::default()
+        },
+    );
+    host.state_dir.save(state)?;
+    Ok(())
 }
 
-impl<R: std::io::Read> std::io::Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.network
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
+/// Rebuild `class` in the target from the booted slot and the release's
+/// delta, when the booted slot holds a listed source. `Ok(None)`: install
+/// the full payload instead (the reason is logged).
+#[allow(clippy::too_many_arguments)]
+fn try_delta(
+    host: &Host,
+    state: &mut State,
+    transport: &Transport,
+    verified: &Verified,
+    booted: SlotName,
+    class: &str,
+    image: &manifest::Image,
+    target_dev: &std::path::Path,
+    opts: &InstallOptions,
+) -> Result<Option<u64>> {
+    if image.deltas.is_empty() {
+        return Ok(None);
+    }
+    let Some(booted_dev) = host.config.device(booted, class) else {
+        return Ok(None);
+    };
+    let device_size = Device::inspect(booted_dev)?.size;
+    let recorded = state
+        .slot(booted)
+        .images
+        .get(class)
+        .map(|r| r.sha256.clone());
+    let boot_id = host.boot_id().unwrap_or_default();
+    let chosen = crate::delta::choose(
+        image,
+        booted_dev,
+        device_size,
+        recorded.as_deref(),
+        &mut state.source_hashes,
+        &boot_id,
+    );
+    let (source_sha256, delta) = match chosen {
+        Ok(c) => c,
+        Err(reason) => {
+            log(&format!("{class}: installing the full image: {reason}"));
+            return Ok(None);
+        }
+    };
+    let location = host.via_mirror(&crate::fetch::resolve(&verified.location, &delta.url)?);
+    let journal = host.state_dir.path().join(format!("delta-{class}.journal"));
+    let plan = crate::delta::Plan {
+        transport,
+        location,
+        delta,
+        source_sha256,
+        image,
+        source_device: booted_dev,
+        target_device: target_dev,
+        journal: journal.clone(),
+    };
+    let mut progress = Progress::new(
+        &format!("{class} {} (delta)", verified.manifest.version),
+        image.size,
+        opts.quiet,
+    );
+    let outcome =
+        crate::delta::apply(&plan, &mut progress).map_err(|e| Error::io(target_dev, e))?;
+    progress.finish();
+    match outcome {
+        crate::delta::Outcome::Applied {
+            fetched,
+            segments_fetched,
+            segments_reused,
+        } => {
+            // As for every install: the whole slot, read back from the medium.
+            let sha =
+                install::hash_path(target_dev, image.size).map_err(|e| Error::io(target_dev, e))?;
+            let _ = std::fs::remove_file(&journal);
+            if sha != image.sha256 {
+                log(&format!(
+                    "{class}: the rebuilt slot hashes to {sha}, not {}; installing the full image",
+                    image.sha256
+                ));
+                return Ok(None);
+            }
+            log(&format!(
+                "{class}: rebuilt from the booted slot by delta: {segments_fetched} segments fetched ({fetched} bytes), {segments_reused} already done"
+            ));
+            Ok(Some(fetched))
+        }
+        crate::delta::Outcome::Fallback(reason) => {
+            let _ = std::fs::remove_file(&journal);
+            log(&format!(
+                "{class}: delta not used ({reason}); installing the full image"
+            ));
+            Ok(None)
+        }
     }
 }
 
@@ -534,6 +762,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
     let booted = host.booted_slot()?;
     let Some(t) = state.transaction.clone() else {
         rebless(host, &mut state, booted)?;
+        publish(host, &state, None, None);
         return Ok(Verdict::Healthy);
     };
 
@@ -582,8 +811,11 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             rec.status = "good".into();
             state.slots.insert(booted, rec);
             state.transaction = None;
+            state.metrics.commits += 1;
+            state.metrics.last_success = Some(now());
             host.state_dir.save(&state)?;
             log(&format!("committed {} in slot {booted}", t.version));
+            publish(host, &state, Some(("committed", t.version.as_str())), None);
             return Ok(Verdict::Committed { version: t.version });
         }
         let reason = results
@@ -628,8 +860,20 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             rec.status = "bad".into();
             state.slots.insert(t.to, rec);
             state.transaction = None;
+            state.metrics.rollbacks += 1;
+            *state
+                .metrics
+                .failures
+                .entry("trial_never_booted".into())
+                .or_default() += 1;
             host.state_dir.save(&state)?;
             rebless(host, &mut state, booted)?;
+            publish(
+                host,
+                &state,
+                Some(("trial_never_booted", t.version.as_str())),
+                Some(("trial_never_booted", &reason)),
+            );
             Ok(Verdict::TrialNeverBooted { version: t.version })
         }
     }
@@ -654,7 +898,15 @@ fn rollback_trial(
     rec.status = "bad".into();
     state.slots.insert(t.to, rec);
     state.transaction = None;
+    state.metrics.rollbacks += 1;
+    *state.metrics.failures.entry("health".into()).or_default() += 1;
     host.state_dir.save(&state.clone())?;
+    publish(
+        host,
+        state,
+        Some(("rolled_back", t.version.as_str())),
+        Some(("health", reason)),
+    );
     if !no_reboot {
         log(&format!("rebooting into slot {}", t.from));
         system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
@@ -748,6 +1000,13 @@ pub struct Status {
     pub transaction: Option<Transaction>,
     pub failed: Vec<crate::state::FailedRelease>,
     pub bootloader: BTreeMap<String, String>,
+    /// A staged release waits for this maintenance window to reboot.
+    pub reboot_window: Option<String>,
+    /// Where this host stands in the fleet, 0 to 1.
+    pub rollout_position: f64,
+    /// Counters and the bytes the last install fetched (`last_install_fetched`)
+    /// against a full install (`last_install_full`).
+    pub metrics: crate::state::Metrics,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -774,6 +1033,14 @@ pub fn status(host: &Host) -> Result<Status> {
             },
         );
     }
+    let windows = &host.config.reboot.windows;
+    let staged = state
+        .transaction
+        .as_ref()
+        .is_some_and(|t| t.phase == Phase::Staged);
+    let reboot_window = (staged && !crate::schedule::may_reboot(windows, now()))
+        .then(|| crate::schedule::next_window(windows, now()).map(crate::timefmt::format_rfc3339))
+        .flatten();
     Ok(Status {
         booted_slot: booted,
         booted_version: booted.and_then(|b| host.booted_version(&state, b)),
@@ -782,5 +1049,178 @@ pub fn status(host: &Host) -> Result<Status> {
         transaction: state.transaction.clone(),
         failed: state.failed.clone(),
         bootloader: host.boot.describe()?.into_iter().collect(),
+        reboot_window,
+        rollout_position: host.position(),
+        metrics: state.metrics.clone(),
     })
+}
+
+/// Write the textfile, and POST the event to the webhook when there is one.
+/// `event` = (outcome, release); `error` = (kind, message). Failures to
+/// report are logged, never returned: reporting must not change outcomes.
+pub fn publish(
+    host: &Host,
+    state: &State,
+    event: Option<(&str, &str)>,
+    error: Option<(&str, &str)>,
+) {
+    let booted = host.booted_slot().ok();
+    let booted_version = booted.and_then(|b| host.booted_version(state, b));
+    let report = &host.config.report;
+    if let Some(path) = &report.textfile {
+        let view = crate::report::HostView {
+            booted_slot: booted.map(SlotName::as_str),
+            booted_version: booted_version.as_deref(),
+            pending: state.transaction.is_some(),
+            position: Some(host.position()),
+        };
+        let text = crate::report::render_textfile(&state.metrics, &view);
+        if let Err(e) = crate::report::write_textfile(path, &text) {
+            log(&format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    let Some((outcome, release)) = event else {
+        return;
+    };
+    if report.webhook.is_none() {
+        return;
+    }
+    let event = crate::report::Event {
+        host: host.host_id(),
+        compatible: host.config.update.compatible.clone(),
+        release: (!release.is_empty()).then(|| release.to_string()),
+        booted_slot: booted.map(|b| b.to_string()),
+        booted_version,
+        outcome: outcome.to_string(),
+        error_kind: error.map(|(k, _)| k.to_string()),
+        message: error.map(|(_, m)| m.to_string()),
+        time: now(),
+    };
+    if let Err(e) = crate::report::post_webhook(report, &event) {
+        log(&format!("report not delivered: {e}"));
+    }
+}
+
+/// Count a failed run, schedule the backoff, and report it.
+pub fn record_failure(host: &Host, error: &Error, release: Option<&str>) {
+    let Ok(_lock) = host.state_dir.lock() else {
+        return;
+    };
+    let Ok(mut state) = host.state_dir.load() else {
+        return;
+    };
+    *state
+        .metrics
+        .failures
+        .entry(error.kind().to_string())
+        .or_default() += 1;
+    state.metrics.consecutive_failures = state.metrics.consecutive_failures.saturating_add(1);
+    let delay = crate::schedule::backoff(
+        state.metrics.consecutive_failures,
+        host.config.update.backoff_base,
+        host.config.update.backoff_max,
+    );
+    state.metrics.retry_after = Some(now() + delay.as_secs() as i64);
+    let _ = host.state_dir.save(&state);
+    let message = error.to_string();
+    publish(
+        host,
+        &state,
+        Some(("failed", release.unwrap_or(""))),
+        Some((error.kind(), &message)),
+    );
+}
+
+fn record_success(host: &Host) {
+    let Ok(_lock) = host.state_dir.lock() else {
+        return;
+    };
+    let Ok(mut state) = host.state_dir.load() else {
+        return;
+    };
+    if state.metrics.consecutive_failures != 0 || state.metrics.retry_after.is_some() {
+        state.metrics.consecutive_failures = 0;
+        state.metrics.retry_after = None;
+        let _ = host.state_dir.save(&state);
+    }
+    publish(host, &state, None, None);
+}
+
+/// Options of the timer's `update`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UpdateOptions {
+    /// Skip jitter and backoff (a manual run).
+    pub now: bool,
+    pub no_reboot: bool,
+    pub quiet: bool,
+}
+
+/// What the timer's `update` did.
+#[derive(Debug)]
+pub enum UpdateOutcome {
+    /// An earlier failure asks to wait until then.
+    BackingOff {
+        until: i64,
+    },
+    UpToDate {
+        reason: String,
+        kind: &'static str,
+        standing: Option<Standing>,
+    },
+    Installed(Installed),
+}
+
+/// The timer's job: check, then install and reboot (inside a maintenance
+/// window, when windows are configured) when a release applies.
+pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
+    if !opts.now {
+        let state = host.state_dir.load()?;
+        if let Some(until) = state.metrics.retry_after.filter(|&t| t > now()) {
+            return Ok(UpdateOutcome::BackingOff { until });
+        }
+        let delay = crate::schedule::jitter(host.config.update.jitter);
+        if !delay.is_zero() {
+            log(&format!(
+                "waiting {}s (jitter) before checking",
+                delay.as_secs()
+            ));
+            std::thread::sleep(delay);
+        }
+    }
+    let mut release = None;
+    let result = check(
+        host,
+        None,
+        CheckOptions {
+            allow_downgrade: false,
+            rollout: true,
+        },
+    )
+    .and_then(|outcome| match outcome {
+        CheckOutcome::UpToDate {
+            reason,
+            kind,
+            standing,
+        } => Ok(UpdateOutcome::UpToDate {
+            reason,
+            kind,
+            standing,
+        }),
+        CheckOutcome::Available { verified, .. } => {
+            release = Some(verified.manifest.version.to_string());
+            let install_opts = InstallOptions {
+                allow_downgrade: false,
+                no_reboot: opts.no_reboot,
+                write_mode: WriteMode::All,
+                quiet: opts.quiet,
+                respect_windows: true,
+            };
+            install(host, &verified, &install_opts).map(UpdateOutcome::Installed)
+        }
+    });
+    match &result {
+        Ok(_) => record_success(host),
+        Err(e) => record_failure(host, e, release.as_deref()),
+    }
+    result
 }

@@ -2,7 +2,9 @@
 //! side effects, then run. Exit codes: 0 ok, 1 error, 2 usage or config
 //! error, 100 update available (`check`).
 
-use crate::agent::{self, CheckOutcome, Host, InstallOptions, Verdict};
+use crate::agent::{
+    self, CheckOptions, CheckOutcome, Host, InstallOptions, UpdateOptions, UpdateOutcome, Verdict,
+};
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
 use crate::install::WriteMode;
@@ -29,10 +31,14 @@ usage: abupdate [--config FILE] [--json] [--quiet] COMMAND
   keygen --secret FILE --public FILE
   sign --secret FILE [--trusted-comment TEXT] FILE
   verify --public FILE FILE   checks FILE.minisig
+  fleet --manifest FILE --secret FILE --reports PATH [--max-failures N] [--max-failure-rate R]
+        [--min-reports N] [--waves 1,5,25,100 --fleet-size N] [--advance-when F] [--dry-run]
+                              operator: pause or advance a rollout from the hosts' reports
   pack --secret FILE --compatible C --version V --image CLASS=PATH [--image ...]
        --out DIR [--expires-days N | --expires TIME] [--created TIME]
        [--level N | --no-compress] [--window-log N] [--percent P]
        [--rollout-start TIME --start-percentage P --duration-minutes M] [--paused]
+       [--segment-size MIB] [--delta-from CLASS=OLD_IMAGE ...] [--delta-level N]
 
 exit codes: 0 ok, 1 error, 2 usage or config error, 100 update available (check)
 ";
@@ -57,6 +63,7 @@ pub enum Command {
     },
     Update {
         no_reboot: bool,
+        now: bool,
     },
     Install {
         source: String,
@@ -88,6 +95,17 @@ pub enum Command {
         file: PathBuf,
     },
     Pack(Box<PackOptions>),
+    Fleet(Box<FleetOptions>),
+}
+
+/// Options of `fleet`, the operator's rollout control.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    pub manifest: PathBuf,
+    pub secret: PathBuf,
+    pub reports: PathBuf,
+    pub policy: crate::fleet::Policy,
+    pub dry_run: bool,
 }
 
 fn usage(msg: impl Into<String>) -> Error {
@@ -158,6 +176,17 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
         "--start-percentage",
         "--duration-minutes",
         "--write",
+        "--segment-size",
+        "--delta-from",
+        "--delta-level",
+        "--manifest",
+        "--reports",
+        "--max-failures",
+        "--max-failure-rate",
+        "--min-reports",
+        "--waves",
+        "--fleet-size",
+        "--advance-when",
     ];
     while let Some(a) = args.items.next() {
         match a.as_str() {
@@ -236,6 +265,7 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
             at_most(0)?;
             Command::Update {
                 no_reboot: has("--no-reboot"),
+                now: has("--now"),
             }
         }
         "install" => {
@@ -259,6 +289,7 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                     no_reboot: has("--no-reboot"),
                     write_mode,
                     quiet: global.quiet,
+                    respect_windows: false,
                 },
             }
         }
@@ -335,18 +366,24 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                 "--start-percentage",
                 "--duration-minutes",
                 "--paused",
+                "--segment-size",
+                "--delta-from",
+                "--delta-level",
             ])?;
             at_most(0)?;
-            let mut images = Vec::new();
-            for (f, v) in &flags {
-                if f == "--image" {
+            let class_paths = |flag: &str| -> Result<Vec<(String, PathBuf)>> {
+                let mut out = Vec::new();
+                for (f, v) in flags.iter().filter(|(f, _)| f == flag) {
                     let v = v.clone().unwrap_or_default();
                     let (class, path) = v
                         .split_once('=')
-                        .ok_or_else(|| usage(format!("--image {v:?}: expected CLASS=PATH")))?;
-                    images.push((class.to_string(), PathBuf::from(path)));
+                        .ok_or_else(|| usage(format!("{f} {v:?}: expected CLASS=PATH")))?;
+                    out.push((class.to_string(), PathBuf::from(path)));
                 }
-            }
+                Ok(out)
+            };
+            let images = class_paths("--image")?;
+            let delta_from = class_paths("--delta-from")?;
             let rollout_given = [
                 "--percent",
                 "--rollout-start",
@@ -405,6 +442,58 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                     .map(|v| number("--window-log", &v))
                     .transpose()?,
                 rollout,
+                segment_size: get("--segment-size")
+                    .map(|v| number::<u64>("--segment-size", &v).map(|m| m << 20))
+                    .transpose()?,
+                delta_from,
+                delta_level: get("--delta-level")
+                    .map(|v| number("--delta-level", &v))
+                    .transpose()?
+                    .unwrap_or(9),
+            }))
+        }
+        "fleet" => {
+            allowed(&[
+                "--manifest",
+                "--secret",
+                "--reports",
+                "--max-failures",
+                "--max-failure-rate",
+                "--min-reports",
+                "--waves",
+                "--fleet-size",
+                "--advance-when",
+                "--dry-run",
+            ])?;
+            at_most(0)?;
+            let mut policy = crate::fleet::Policy::default();
+            if let Some(v) = get("--max-failures") {
+                policy.max_failures = number("--max-failures", &v)?;
+            }
+            if let Some(v) = get("--max-failure-rate") {
+                policy.max_failure_rate = number("--max-failure-rate", &v)?;
+            }
+            if let Some(v) = get("--min-reports") {
+                policy.min_reports = number("--min-reports", &v)?;
+            }
+            if let Some(v) = get("--advance-when") {
+                policy.advance_when = number("--advance-when", &v)?;
+            }
+            policy.fleet_size = get("--fleet-size")
+                .map(|v| number("--fleet-size", &v))
+                .transpose()?;
+            if let Some(v) = get("--waves") {
+                policy.waves = v
+                    .split(',')
+                    .map(|w| number("--waves", w.trim()))
+                    .collect::<Result<_>>()?;
+            }
+            Command::Fleet(Box::new(FleetOptions {
+                manifest: need("--manifest")?.into(),
+                secret: need("--secret")?.into(),
+                reports: need("--reports")?.into(),
+                policy,
+                dry_run: has("--dry-run"),
             }))
         }
         other => return Err(usage(format!("unknown command {other:?}"))),
@@ -518,6 +607,7 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Fleet(opts) => run_fleet(global, &opts),
         Command::Status => {
             let host = Host::open(load_config(global)?)?;
             let status = agent::status(&host)?;
@@ -533,47 +623,77 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
             allow_downgrade,
         } => {
             let host = Host::open(load_config(global)?)?;
-            let outcome = agent::check(&host, source.as_deref(), allow_downgrade)?;
+            let opts = CheckOptions {
+                allow_downgrade,
+                rollout: true,
+            };
+            let outcome = agent::check(&host, source.as_deref(), opts)?;
             report_check(global, &outcome);
             Ok(match outcome {
-                CheckOutcome::Available(_) => EXIT_UPDATE_AVAILABLE,
+                CheckOutcome::Available { .. } => EXIT_UPDATE_AVAILABLE,
                 CheckOutcome::UpToDate { .. } => 0,
             })
         }
-        Command::Update { no_reboot } => {
+        Command::Update { no_reboot, now } => {
             let host = Host::open(load_config(global)?)?;
-            let outcome = agent::check(&host, None, false)?;
-            match outcome {
-                CheckOutcome::UpToDate { reason, .. } => {
-                    if !global.quiet {
+            let opts = UpdateOptions {
+                now,
+                no_reboot,
+                quiet: global.quiet,
+            };
+            match agent::update(&host, opts)? {
+                UpdateOutcome::BackingOff { until } => {
+                    let until = crate::timefmt::format_rfc3339(until);
+                    if global.json {
+                        print_json(
+                            &serde_json::json!({ "outcome": "backing_off", "until": until }),
+                        );
+                    } else if !global.quiet {
+                        agent::log(&format!(
+                            "backing off after failures until {until} (--now to run anyway)"
+                        ));
+                    }
+                }
+                UpdateOutcome::UpToDate {
+                    reason,
+                    kind,
+                    standing,
+                } => {
+                    if global.json {
+                        print_json(&serde_json::json!({
+                            "outcome": "up_to_date", "reason": kind, "message": reason, "rollout": standing,
+                        }));
+                    } else if !global.quiet {
                         agent::log(&format!("no update: {reason}"));
                     }
-                    Ok(0)
                 }
-                CheckOutcome::Available(verified) => {
-                    let opts = InstallOptions {
-                        allow_downgrade: false,
-                        no_reboot,
-                        write_mode: WriteMode::All,
-                        quiet: global.quiet,
-                    };
-                    let done = agent::install(&host, &verified, &opts)?;
-                    report_install(global, &done);
-                    Ok(0)
-                }
+                UpdateOutcome::Installed(done) => report_install(global, &done),
             }
+            Ok(0)
         }
         Command::Install { source, opts } => {
             let host = Host::open(load_config(global)?)?;
-            match agent::check(&host, Some(&source), opts.allow_downgrade)? {
-                CheckOutcome::UpToDate { reason, kind } if kind != "not_modified" => {
-                    Err(Error::Refused(reason))
-                }
-                CheckOutcome::UpToDate { reason, .. } => Err(Error::Refused(reason)),
-                CheckOutcome::Available(verified) => {
-                    let done = agent::install(&host, &verified, &opts)?;
+            let check_opts = CheckOptions {
+                allow_downgrade: opts.allow_downgrade,
+                rollout: false,
+            };
+            let result =
+                agent::check(&host, Some(&source), check_opts).and_then(|outcome| match outcome {
+                    CheckOutcome::UpToDate { reason, .. } => Err(Error::Refused(reason)),
+                    CheckOutcome::Available { verified, .. } => {
+                        agent::install(&host, &verified, &opts)
+                    }
+                });
+            match result {
+                Ok(done) => {
                     report_install(global, &done);
                     Ok(0)
+                }
+                Err(e) => {
+                    if !matches!(e, Error::State(crate::state::StateError::Locked { .. })) {
+                        agent::record_failure(&host, &e, None);
+                    }
+                    Err(e)
                 }
             }
         }
@@ -623,6 +743,42 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
     }
 }
 
+/// Tally the reports for the manifest's release and pause or advance it.
+fn run_fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
+    let text = std::fs::read(&opts.manifest).map_err(|e| Error::io(&opts.manifest, e))?;
+    let mut doc: crate::manifest::ManifestDoc = serde_json::from_slice(&text)
+        .map_err(|e| Error::Refused(format!("{}: {e}", opts.manifest.display())))?;
+    let events = crate::fleet::read_reports(&opts.reports).map_err(Error::Refused)?;
+    let tally = crate::fleet::tally(&events, &doc.version);
+    let action = crate::fleet::decide(doc.rollout.as_ref(), &tally, &opts.policy);
+    let changed = crate::fleet::apply(&mut doc, &action);
+    let (verb, reason) = match &action {
+        crate::fleet::Action::Keep { reason } => ("keep", reason.clone()),
+        crate::fleet::Action::Pause { reason } => ("pause", reason.clone()),
+        crate::fleet::Action::Advance { to, reason } => ("advance", format!("to {to}%: {reason}")),
+    };
+    if changed && !opts.dry_run {
+        let key = minisign::SecretKey::parse(&read_text(&opts.secret)?)
+            .map_err(|e| Error::Refused(format!("{}: {e}", opts.secret.display())))?;
+        let mut body =
+            serde_json::to_vec_pretty(&doc).map_err(|e| Error::Refused(e.to_string()))?;
+        body.push(b'\n');
+        pack::write_signed(&opts.manifest, &body, &key).map_err(Error::Refused)?;
+    }
+    if global.json {
+        print_json(&serde_json::json!({
+            "release": doc.version, "action": verb, "reason": reason, "changed": changed && !opts.dry_run,
+            "installed": tally.installed, "committed": tally.committed, "failed": tally.failed,
+        }));
+    } else {
+        println!(
+            "release {}: {verb} ({reason}); {} installed, {} committed, {} failed",
+            doc.version, tally.installed, tally.committed, tally.failed
+        );
+    }
+    Ok(0)
+}
+
 fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -638,23 +794,31 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {
 
 fn report_check(global: &Global, outcome: &CheckOutcome) {
     match outcome {
-        CheckOutcome::Available(v) => {
+        CheckOutcome::Available {
+            verified: v,
+            standing,
+        } => {
             if global.json {
                 print_json(&serde_json::json!({
                     "update_available": true,
                     "version": v.manifest.version.as_str(),
                     "manifest_sha256": v.manifest.sha256,
                     "source": v.location,
+                    "rollout": standing,
                 }));
             } else {
                 println!("update available: {} ({})", v.manifest.version, v.location);
             }
         }
-        CheckOutcome::UpToDate { reason, kind } => {
+        CheckOutcome::UpToDate {
+            reason,
+            kind,
+            standing,
+        } => {
             if global.json {
-                print_json(
-                    &serde_json::json!({ "update_available": false, "reason": kind, "message": reason }),
-                );
+                print_json(&serde_json::json!({
+                    "update_available": false, "reason": kind, "message": reason, "rollout": standing,
+                }));
             } else {
                 println!("no update: {reason}");
             }
@@ -712,6 +876,20 @@ fn print_status(s: &agent::Status) {
     }
     for f in &s.failed {
         println!("failed release {}: {}", f.version, f.reason);
+    }
+    if let Some(w) = &s.reboot_window {
+        println!("reboot: waits for the maintenance window opening {w}");
+    }
+    println!("rollout position: {:.4}", s.rollout_position);
+    if let (Some(fetched), Some(full)) =
+        (s.metrics.last_install_fetched, s.metrics.last_install_full)
+    {
+        let pct = if full > 0 {
+            fetched as f64 * 100.0 / full as f64
+        } else {
+            100.0
+        };
+        println!("last install: fetched {fetched} bytes, a full install {full} ({pct:.1}%)");
     }
     let vars: Vec<String> = s
         .bootloader

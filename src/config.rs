@@ -42,6 +42,30 @@ pub struct Config {
     /// Per slot, class name → device or file.
     pub slots: BTreeMap<SlotName, BTreeMap<String, PathBuf>>,
     pub health: Health,
+    pub rollout: RolloutSettings,
+    pub reboot: Reboot,
+    pub report: Report,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RolloutSettings {
+    /// Overrides the host's fleet position: 0.0 = canary, 1.0 = last wave.
+    pub wariness: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Reboot {
+    /// Maintenance windows; empty = reboot any time.
+    pub windows: Vec<crate::schedule::Window>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// node_exporter textfile-collector file, written after every verdict.
+    pub textfile: Option<PathBuf>,
+    pub webhook: Option<String>,
+    pub webhook_timeout: Duration,
+    pub webhook_attempts: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -57,6 +81,13 @@ pub struct Update {
     pub read_timeout: Duration,
     /// Largest zstd window (log2 bytes) a payload may ask for: caps memory.
     pub max_window_log: u32,
+    /// A site cache (reverse caching proxy) that serves the origin's paths.
+    pub mirror: Option<String>,
+    /// Random delay before each timer poll.
+    pub jitter: Duration,
+    /// First delay after a failed `update`, doubled per failure up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -111,6 +142,43 @@ struct Fragment {
     slots: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(default)]
     health: HealthFragment,
+    #[serde(default)]
+    rollout: RolloutFragment,
+    #[serde(default)]
+    reboot: RebootFragment,
+    #[serde(default)]
+    report: ReportFragment,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RolloutFragment {
+    wariness: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RebootFragment {
+    #[serde(default)]
+    window: Vec<WindowFragment>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WindowFragment {
+    days: Option<Vec<String>>,
+    start: Option<String>,
+    length: Option<String>,
+    zone: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReportFragment {
+    textfile: Option<String>,
+    webhook: Option<String>,
+    webhook_timeout: Option<String>,
+    webhook_attempts: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -126,6 +194,10 @@ struct UpdateFragment {
     connect_timeout: Option<String>,
     read_timeout: Option<String>,
     max_window_log: Option<u32>,
+    mirror: Option<String>,
+    jitter: Option<String>,
+    backoff_base: Option<String>,
+    backoff_max: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -291,6 +363,10 @@ impl Config {
             connect_timeout: duration("update.connect_timeout", f.update.connect_timeout, 30)?,
             read_timeout: duration("update.read_timeout", f.update.read_timeout, 60)?,
             max_window_log,
+            mirror: f.update.mirror,
+            jitter: duration("update.jitter", f.update.jitter, 0)?,
+            backoff_base: duration("update.backoff_base", f.update.backoff_base, 300)?,
+            backoff_max: duration("update.backoff_max", f.update.backoff_max, 6 * 3600)?,
         };
 
         let reboot = f
@@ -420,6 +496,32 @@ impl Config {
             http: f.health.http.unwrap_or_default(),
         };
 
+        let wariness = f.rollout.wariness;
+        if let Some(w) = wariness {
+            if !(0.0..=1.0).contains(&w) {
+                return Err(err("rollout.wariness", format!("{w} is outside 0.0..=1.0")));
+            }
+        }
+        let mut windows = Vec::new();
+        for (i, w) in f.reboot.window.into_iter().enumerate() {
+            let key = format!("reboot.window[{i}]");
+            let start = w
+                .start
+                .ok_or_else(|| err(&format!("{key}.start"), "missing (e.g. \"02:00\")".into()))?;
+            let length = w
+                .length
+                .ok_or_else(|| err(&format!("{key}.length"), "missing (e.g. \"2h\")".into()))?;
+            let days = w.days.unwrap_or_else(|| vec!["*".into()]);
+            let window = crate::schedule::Window::parse(&days, &start, &length, w.zone.as_deref())
+                .map_err(|e| err(&key, e))?;
+            windows.push(window);
+        }
+        let report = Report {
+            textfile: f.report.textfile.map(PathBuf::from),
+            webhook: f.report.webhook,
+            webhook_timeout: duration("report.webhook_timeout", f.report.webhook_timeout, 5)?,
+            webhook_attempts: f.report.webhook_attempts.unwrap_or(3).clamp(1, 10),
+        };
         Ok(Config {
             files,
             update,
@@ -427,6 +529,9 @@ impl Config {
             bootloader,
             slots,
             health,
+            rollout: RolloutSettings { wariness },
+            reboot: Reboot { windows },
+            report,
         })
     }
 

@@ -124,6 +124,51 @@ pub struct LastCheck {
     pub etag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_modified: Option<String>,
+    /// The booted version the manifest was judged against: after a rollback
+    /// the same manifest may apply again, so its 304 must not be trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booted_version: Option<String>,
+}
+
+/// Counters and timestamps for reports; they survive reboots.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Metrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<i64>,
+    /// Failures by error kind.
+    #[serde(default)]
+    pub failures: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub downloaded_bytes: u64,
+    #[serde(default)]
+    pub installs: u64,
+    #[serde(default)]
+    pub commits: u64,
+    #[serde(default)]
+    pub rollbacks: u64,
+    /// Failed `update` runs in a row; drives the backoff.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// No timer-driven `update` before this time (backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<i64>,
+    /// Bytes the last install fetched, and what a full install would have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_install_fetched: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_install_full: Option<u64>,
+}
+
+/// The hash of a booted slot's prefix, valid for one boot: a delta's source
+/// is verified once per boot, not once per check.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SourceHash {
+    pub boot_id: String,
+    pub device: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 pub const STATE_FORMAT: u32 = 1;
@@ -142,6 +187,10 @@ pub struct State {
     pub newest_created: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<LastCheck>,
+    #[serde(default)]
+    pub metrics: Metrics,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_hashes: Vec<SourceHash>,
 }
 
 impl State {

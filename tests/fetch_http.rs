@@ -28,11 +28,10 @@ fn transport() -> Transport {
 
 /// A served directory with `release.json` and a `payload.bin` of `size` bytes.
 fn setup(size: usize) -> Option<(Nginx, Vec<u8>)> {
-    let root = temp_dir("www");
-    std::fs::write(root.join("release.json"), br#"{"format":1}"#).unwrap();
+    let nginx = Nginx::start_temp(REDIRECTS)?;
+    std::fs::write(nginx.root.join("release.json"), br#"{"format":1}"#).unwrap();
     let payload = pattern(size, 0x5eed);
-    std::fs::write(root.join("payload.bin"), &payload).unwrap();
-    let nginx = Nginx::start(&root, REDIRECTS)?;
+    std::fs::write(nginx.root.join("payload.bin"), &payload).unwrap();
     Some((nginx, payload))
 }
 
@@ -278,5 +277,7 @@ fn read_errors_carry_a_fetch_error() {
     assert_eq!(e.kind(), "too_short", "{e}");
     let io = e.clone().into_io();
     assert_eq!(FetchError::from_io(&io), Some(&e));
+    // A refused answer does not cost the bytes already on disk.
+    assert!(std::fs::read(&partial).unwrap() == payload[..1000]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -199,7 +199,7 @@ impl UbootEnvConfig {
             let size = parse_hex(fields[2])
                 .and_then(|s| usize::try_from(s).ok())
                 .ok_or_else(|| err(n, format!("bad size {:?} (hexadecimal)", fields[2])))?;
-            if size < 8 || size > MAX_ENV_SIZE {
+            if !(8..=MAX_ENV_SIZE).contains(&size) {
                 return Err(err(
                     n,
                     format!("size {size:#x} out of range (8 bytes to {MAX_ENV_SIZE:#x})"),

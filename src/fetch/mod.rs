@@ -58,7 +58,10 @@ pub struct TransportOptions {
     /// Proxy URL for all requests (`http://host:port`). `None`: from the
     /// environment, `http_proxy` for http and `https_proxy` for https URLs
     /// (upper-case and `all_proxy` as fallbacks), minus hosts in `no_proxy`.
-    /// Loopback destinations never go through a proxy.
+    /// `Some("")`: no proxy at all, whatever the environment says.
+    /// Loopback destinations never go through a proxy. Note: ureq tunnels
+    /// every proxied request with CONNECT, plain http too, so the proxy must
+    /// allow CONNECT to port 80 (Squid's stock config allows only 443).
     pub proxy: Option<String>,
     /// PEM file of trust roots that REPLACE the built-in web roots (a fleet
     /// with a private CA).
@@ -137,6 +140,9 @@ pub enum FetchError {
     /// Against policy: a scheme other than http/https/file, a `file:`
     /// reference or redirect from a remote source, a redirect loop.
     Refused { location: String, reason: String },
+    /// The server answered a range request with the whole resource (or a
+    /// different range): the caller falls back to a full download.
+    RangeIgnored { location: String, detail: String },
 }
 
 impl FetchError {
@@ -150,6 +156,7 @@ impl FetchError {
             FetchError::Tls { .. } => "tls",
             FetchError::Io { .. } => "io",
             FetchError::Refused { .. } => "refused",
+            FetchError::RangeIgnored { .. } => "range_ignored",
         }
     }
 
@@ -163,7 +170,8 @@ impl FetchError {
             | FetchError::TooShort { location, .. }
             | FetchError::Tls { location, .. }
             | FetchError::Io { location, .. }
-            | FetchError::Refused { location, .. } => location,
+            | FetchError::Refused { location, .. }
+            | FetchError::RangeIgnored { location, .. } => location,
         }
     }
 
@@ -223,6 +231,9 @@ impl fmt::Display for FetchError {
             FetchError::Tls { location, detail } => write!(f, "{location}: TLS: {detail}"),
             FetchError::Io { location, detail } => write!(f, "{location}: {detail}"),
             FetchError::Refused { location, reason } => write!(f, "{location}: {reason}"),
+            FetchError::RangeIgnored { location, detail } => {
+                write!(f, "{location}: range request not honoured: {detail}")
+            }
         }
     }
 }
@@ -340,6 +351,8 @@ impl Transport {
             Agent::new_with_config(config)
         };
         let (http_proxy, https_proxy, no_proxy) = match &opts.proxy {
+            // An explicit empty proxy means "direct", ignoring the environment.
+            Some(p) if p.trim().is_empty() => (None, None, Vec::new()),
             Some(p) => {
                 let agent = build(Some(make_proxy("proxy option", p)?));
                 (Some(agent.clone()), Some(agent), Vec::new())
@@ -386,15 +399,7 @@ impl Transport {
             .to_ascii_lowercase();
         let loopback =
             host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        let bypass = loopback
-            || self.no_proxy.iter().any(|entry| {
-                let entry = entry.trim_start_matches('.');
-                entry == "*"
-                    || host == entry
-                    || host
-                        .strip_suffix(entry)
-                        .is_some_and(|prefix| prefix.ends_with('.'))
-            });
+        let bypass = loopback || no_proxy_matches(&self.no_proxy, &host);
         let proxied = if parts.scheme.eq_ignore_ascii_case("https") {
             &self.https_proxy
         } else {
@@ -535,6 +540,10 @@ impl Transport {
                 location,
                 reason: format!("bad URL: {e}"),
             },
+            ureq::Error::Http(e) => FetchError::Refused {
+                location,
+                reason: format!("bad URL: {e}"),
+            },
             other => FetchError::Network {
                 location,
                 detail: other.to_string(),
@@ -623,14 +632,16 @@ impl Transport {
         let reader = StallGuard::new(
             resp.into_body()
                 .into_with_config()
-                .limit(limit + 1)
+                .limit(limit.saturating_add(1))
                 .reader(),
             self.read_timeout,
             &shown,
         );
-        let capacity = content_length.unwrap_or(64 * 1024).min(limit + 1);
+        let capacity = content_length
+            .unwrap_or(64 * 1024)
+            .min(limit.saturating_add(1));
         let mut body = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
-        if let Err(e) = reader.take(limit + 1).read_to_end(&mut body) {
+        if let Err(e) = reader.take(limit.saturating_add(1)).read_to_end(&mut body) {
             return Err(match self.body_error(e, &shown, &url) {
                 Some(err) => err,
                 None => FetchError::TooShort {
@@ -662,6 +673,104 @@ impl Transport {
     ) -> Result<PayloadReader, FetchError> {
         payload::open(self, location, size, partial)
     }
+
+    /// Exactly the bytes `[offset, offset + length)` of `location`, as a
+    /// reader that fails if the source gives fewer. Over HTTP this is one
+    /// `Range` request that must be answered by a 206 for exactly that range;
+    /// anything else is [`FetchError::RangeIgnored`] (nothing is read from a
+    /// 200 body), so the caller can fall back to a full download.
+    pub fn open_range(
+        &self,
+        location: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Box<dyn Read + Send>, FetchError> {
+        let url = match parse_location(location)? {
+            Loc::File(path) => {
+                let io_err = |e: io::Error| FetchError::Io {
+                    location: location.to_string(),
+                    detail: e.to_string(),
+                };
+                let mut file = File::open(&path).map_err(io_err)?;
+                let len = file.metadata().map_err(io_err)?.len();
+                if offset.saturating_add(length) > len {
+                    return Err(FetchError::TooShort {
+                        location: location.to_string(),
+                        got: len.saturating_sub(offset),
+                        expected: length,
+                        announced: true,
+                    });
+                }
+                io::Seek::seek(&mut file, io::SeekFrom::Start(offset)).map_err(io_err)?;
+                return Ok(Box::new(ExactReader::new(
+                    file.take(length),
+                    length,
+                    location,
+                )));
+            }
+            Loc::Http(url) => url,
+        };
+        if length == 0 {
+            return Ok(Box::new(io::empty()));
+        }
+        let last = offset + length - 1;
+        let headers = [
+            ("Range", format!("bytes={offset}-{last}")),
+            ("Accept-Encoding", "identity".to_string()),
+        ];
+        let (shown, resp) = self.get(&url, &headers)?;
+        match resp.status().as_u16() {
+            206 => {}
+            200 => {
+                return Err(FetchError::RangeIgnored {
+                    location: shown,
+                    detail: "HTTP 200 with the whole file".into(),
+                })
+            }
+            status => {
+                return Err(FetchError::HttpStatus {
+                    location: shown,
+                    status,
+                })
+            }
+        }
+        let range = resp
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(payload::parse_content_range);
+        if !matches!(range, Some((start, end, _)) if start == offset && end == last) {
+            return Err(FetchError::RangeIgnored {
+                location: shown,
+                detail: format!("asked for bytes {offset}-{last}, got {range:?}"),
+            });
+        }
+        let body = resp
+            .into_body()
+            .into_with_config()
+            .limit(length.saturating_add(1))
+            .reader();
+        let guarded = StallGuard::new(body, self.read_timeout, &shown);
+        Ok(Box::new(ExactReader::new(
+            guarded.take(length),
+            length,
+            &shown,
+        )))
+    }
+}
+
+/// Whether `host` (lower case) matches a `no_proxy` list: `*`, an exact
+/// name or address, or a domain suffix (`example.net` and `.example.net`
+/// both cover `a.example.net`).
+fn no_proxy_matches(entries: &[String], host: &str) -> bool {
+    entries.iter().any(|entry| {
+        let entry = entry.trim_start_matches('.');
+        entry == "*"
+            || host == entry
+            || host
+                .strip_suffix(entry)
+                .is_some_and(|prefix| prefix.ends_with('.'))
+    })
 }
 
 fn describe_chain(chain: &[String]) -> String {
@@ -695,7 +804,7 @@ fn read_local_document(
         Err(e) => return Err(io_err(e)),
     };
     let mut body = Vec::new();
-    file.take(limit + 1)
+    file.take(limit.saturating_add(1))
         .read_to_end(&mut body)
         .map_err(io_err)?;
     if body.len() as u64 > limit {
@@ -709,6 +818,42 @@ fn read_local_document(
         body,
         validators: Validators::default(),
     })
+}
+
+/// Turns an early end of a length-bounded source into a clear error.
+struct ExactReader<R> {
+    inner: R,
+    expected: u64,
+    got: u64,
+    location: String,
+}
+
+impl<R> ExactReader<R> {
+    fn new(inner: R, expected: u64, location: &str) -> Self {
+        ExactReader {
+            inner,
+            expected,
+            got: 0,
+            location: location.to_string(),
+        }
+    }
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.got += n as u64;
+        if n == 0 && !buf.is_empty() && self.got < self.expected {
+            return Err(FetchError::TooShort {
+                location: self.location.clone(),
+                got: self.got,
+                expected: self.expected,
+                announced: false,
+            }
+            .into_io());
+        }
+        Ok(n)
+    }
 }
 
 /// Wraps a response body: fails the read when the time spent blocked in

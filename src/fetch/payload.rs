@@ -470,10 +470,14 @@ pub(super) fn open(
     }
 
     // The answer is checked before a single byte is handed out, so a restart
-    // never has to take back bytes the caller already consumed.
+    // never has to take back bytes the caller already consumed. The partial
+    // file is only truncated once a full (from 0) answer has been accepted:
+    // a failed attempt leaves it for the next run.
+    let on_disk = have;
     let mut response = None;
     let mut shown = url.clone();
-    if have < size {
+    // A zero-size payload is still requested: its existence is checked.
+    if have < size || size == 0 {
         // At most two rounds: a restart drops `have` to 0, which cannot
         // restart again.
         loop {
@@ -500,16 +504,13 @@ pub(super) fn open(
                         .to_string(),
                 },
                 200 => {
+                    check_lengths(&resp, &shown, 0, size, None)?;
                     if have > 0 {
                         note(format!(
                             "server ignored the range request (HTTP 200); restarting from 0 instead of {have}"
                         ));
-                        if let Some(p) = part.as_mut() {
-                            p.truncate()?;
-                        }
                         have = 0;
                     }
-                    check_lengths(&resp, &shown, 0, size, None)?;
                     response = Some(resp);
                     break;
                 }
@@ -525,10 +526,12 @@ pub(super) fn open(
             };
             drop(resp);
             note(restart);
-            if let Some(p) = part.as_mut() {
-                p.truncate()?;
-            }
             have = 0;
+        }
+    }
+    if have == 0 && on_disk > 0 {
+        if let Some(p) = part.as_mut() {
+            p.truncate()?;
         }
     }
 

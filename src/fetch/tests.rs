@@ -340,3 +340,34 @@ fn stall_guard_trips_on_trickle_not_on_silence_or_speed() {
     g.read_to_end(&mut sink).unwrap();
     assert_eq!(sink.len(), data.len());
 }
+
+#[test]
+fn no_proxy_matching() {
+    let list: Vec<String> = ["example.net", ".corp.test", "10.1.2.3"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert!(no_proxy_matches(&list, "example.net"));
+    assert!(no_proxy_matches(&list, "cdn.example.net"));
+    assert!(no_proxy_matches(&list, "a.corp.test"));
+    assert!(no_proxy_matches(&list, "corp.test"));
+    assert!(no_proxy_matches(&list, "10.1.2.3"));
+    assert!(!no_proxy_matches(&list, "badexample.net"));
+    assert!(!no_proxy_matches(&list, "example.net.evil.test"));
+    assert!(!no_proxy_matches(&list, "10.1.2.33"));
+    assert!(no_proxy_matches(&["*".to_string()], "anything"));
+    assert!(!no_proxy_matches(&[], "anything"));
+}
+
+#[test]
+fn unusable_urls_are_refused_not_sent() {
+    let t = Transport::new(&TransportOptions {
+        proxy: Some(String::new()),
+        ..TransportOptions::default()
+    })
+    .unwrap();
+    let e = t
+        .get_document("http://127.0.0.1:1/has space.json", 10, None)
+        .unwrap_err();
+    assert_eq!(e.kind(), "refused", "{e}");
+}

@@ -27,6 +27,7 @@ pub struct Nginx {
     pub port: u16,
     pub prefix: PathBuf,
     pub root: PathBuf,
+    owned_root: bool,
 }
 
 fn find_nginx() -> Option<PathBuf> {
@@ -36,6 +37,17 @@ fn find_nginx() -> Option<PathBuf> {
     candidates.push("/usr/sbin/nginx".into());
     candidates.push("/usr/local/sbin/nginx".into());
     candidates.into_iter().find(|p| p.is_file())
+}
+
+/// The nginx binary, or `None` after a loud SKIP line.
+fn nginx_or_skip() -> Option<PathBuf> {
+    let found = find_nginx();
+    if found.is_none() {
+        eprintln!(
+            "SKIP: nginx not installed (apt-get install -y nginx); nginx-backed test not run"
+        );
+    }
+    found
 }
 
 /// A fresh empty directory under the system temp dir.
@@ -71,6 +83,12 @@ impl Nginx {
     /// block (e.g. redirect locations). `None` (after a loud SKIP line) when
     /// nginx is not installed.
     pub fn start(root: &Path, extra: &str) -> Option<Nginx> {
+        Nginx::start_with_http(root, extra, "")
+    }
+
+    /// As `start`, with `http_extra` added to the `http` block (e.g. a
+    /// `proxy_cache_path`).
+    pub fn start_with_http(root: &Path, extra: &str, http_extra: &str) -> Option<Nginx> {
         let Some(bin) = find_nginx() else {
             eprintln!(
                 "SKIP: nginx not installed (apt-get install -y nginx); nginx-backed test not run"
@@ -96,6 +114,7 @@ http {{
     uwsgi_temp_path {p}/tmp/uwsgi;
     scgi_temp_path {p}/tmp/scgi;
     default_type application/octet-stream;
+    {http_extra}
     server {{
         listen 127.0.0.1:{port};
         root {root};
@@ -137,7 +156,18 @@ http {{
             port,
             prefix,
             root: root.to_path_buf(),
+            owned_root: false,
         })
+    }
+
+    /// Start nginx serving a fresh empty directory (`self.root`) that is
+    /// removed with the server; put the files in after starting.
+    pub fn start_temp(extra: &str) -> Option<Nginx> {
+        nginx_or_skip()?;
+        let root = temp_dir("www");
+        let mut nginx = Nginx::start(&root, extra)?;
+        nginx.owned_root = true;
+        Some(nginx)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -187,5 +217,8 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.prefix);
+        if self.owned_root {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 }

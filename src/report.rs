@@ -1,0 +1,201 @@
+//! Reports of what happened on this host: a Prometheus textfile for
+//! node_exporter, and an optional webhook POST for the fleet's operator.
+//!
+//! Invariant: reporting never changes or blocks the outcome it reports. The
+//! textfile is replaced atomically (node_exporter never reads half a file);
+//! the webhook gets a bounded number of short attempts, and its failure is
+//! only logged.
+
+use crate::config::Report;
+use crate::state::Metrics;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+/// One outcome, as sent to the webhook.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Event {
+    /// Keyed hash of the machine id: stable, not the id itself.
+    pub host: String,
+    pub compatible: String,
+    /// The release the event is about.
+    pub release: Option<String>,
+    pub booted_slot: Option<String>,
+    pub booted_version: Option<String>,
+    /// installed, committed, rolled_back, trial_never_booted, failed
+    pub outcome: String,
+    pub error_kind: Option<String>,
+    pub message: Option<String>,
+    pub time: i64,
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The facts the textfile shows besides the counters.
+pub struct HostView<'a> {
+    pub booted_slot: Option<&'a str>,
+    pub booted_version: Option<&'a str>,
+    pub pending: bool,
+    pub position: Option<f64>,
+}
+
+/// Render the metrics in node_exporter's textfile format.
+pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    metric(
+        "abupdate_booted_info",
+        "gauge",
+        "Booted slot and version (value is always 1).",
+        vec![(
+            format!(
+                "{{slot=\"{}\",version=\"{}\"}}",
+                escape_label(view.booted_slot.unwrap_or("")),
+                escape_label(view.booted_version.unwrap_or(""))
+            ),
+            "1".into(),
+        )],
+    );
+    let ts = |t: Option<i64>| t.map(|t| t.to_string()).unwrap_or_else(|| "0".into());
+    metric(
+        "abupdate_last_check_timestamp_seconds",
+        "gauge",
+        "When the release manifest was last checked.",
+        vec![(String::new(), ts(m.last_check))],
+    );
+    metric(
+        "abupdate_last_success_timestamp_seconds",
+        "gauge",
+        "When an install or commit last succeeded.",
+        vec![(String::new(), ts(m.last_success))],
+    );
+    metric(
+        "abupdate_failures_total",
+        "counter",
+        "Failed runs by error kind.",
+        m.failures
+            .iter()
+            .map(|(k, v)| (format!("{{kind=\"{}\"}}", escape_label(k)), v.to_string()))
+            .collect(),
+    );
+    metric(
+        "abupdate_downloaded_bytes_total",
+        "counter",
+        "Payload bytes received over the network.",
+        vec![(String::new(), m.downloaded_bytes.to_string())],
+    );
+    metric(
+        "abupdate_installs_total",
+        "counter",
+        "Releases written and staged.",
+        vec![(String::new(), m.installs.to_string())],
+    );
+    metric(
+        "abupdate_commits_total",
+        "counter",
+        "Trial slots committed.",
+        vec![(String::new(), m.commits.to_string())],
+    );
+    metric(
+        "abupdate_rollbacks_total",
+        "counter",
+        "Trials rolled back or never booted.",
+        vec![(String::new(), m.rollbacks.to_string())],
+    );
+    metric(
+        "abupdate_update_pending",
+        "gauge",
+        "1 when a staged release waits for its trial boot or verdict.",
+        vec![(String::new(), if view.pending { "1" } else { "0" }.into())],
+    );
+    if let Some(p) = view.position {
+        metric(
+            "abupdate_rollout_position",
+            "gauge",
+            "This host's place in the fleet, 0 to 1.",
+            vec![(String::new(), format!("{p:.6}"))],
+        );
+    }
+    out
+}
+
+/// Replace `path` atomically with `text`.
+pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("prom.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// POST `event` to the webhook, a few short attempts; Err says why the last failed.
+pub fn post_webhook(cfg: &Report, event: &Event) -> Result<(), String> {
+    let Some(url) = &cfg.webhook else {
+        return Ok(());
+    };
+    let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(cfg.webhook_timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut last = String::new();
+    for attempt in 0..cfg.webhook_attempts {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(500 << attempt.min(4)));
+        }
+        match agent
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(&body[..])
+        {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("{url}: HTTP {}", r.status()),
+            Err(e) => last = format!("{url}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn textfile_has_help_type_and_escaped_labels() {
+        let mut m = Metrics {
+            downloaded_bytes: 42,
+            last_check: Some(1_700_000_000),
+            ..Default::default()
+        };
+        m.failures.insert("hash_mismatch".into(), 2);
+        let text = render_textfile(
+            &m,
+            &HostView {
+                booted_slot: Some("A"),
+                booted_version: Some("1.0\"x"),
+                pending: true,
+                position: Some(0.25),
+            },
+        );
+        assert!(
+            text.contains("abupdate_booted_info{slot=\"A\",version=\"1.0\\\"x\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE abupdate_failures_total counter\nabupdate_failures_total{kind=\"hash_mismatch\"} 2\n"));
+        assert!(text.contains("abupdate_downloaded_bytes_total 42\n"));
+        assert!(text.contains("abupdate_update_pending 1\n"));
+        assert!(text.contains("abupdate_rollout_position 0.250000\n"));
+        assert!(text.ends_with('\n'));
+    }
+}

@@ -1,0 +1,855 @@
+//! RAUC's slot transitions on each backend, as tables: start environment →
+//! operation → the whole environment after, and what each backend then says
+//! about the slots. Every end state is also read back with the real tool
+//! (`grub-editenv`, `fw_printenv`), and every U-Boot change is checked to be
+//! exactly one environment write (the redundant flag advances by one).
+
+use abupdate::boot::custom::CustomBackend;
+use abupdate::boot::grub::GrubBackend;
+use abupdate::boot::grubenv::{self, GrubEnv};
+use abupdate::boot::uboot::UbootBackend;
+use abupdate::boot::ubootenv::{self, UbootEnv, UbootEnvConfig};
+use abupdate::boot::{BootError, BootState, Bootloader};
+use abupdate::slot::SlotName::{self, A, B};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use BootState::{Bad, Good};
+
+fn scratch(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "transitions-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd} ({e}); install the bootloader tools"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// Only look.
+    Query,
+    Good(SlotName),
+    Bad(SlotName),
+    Activate(SlotName),
+}
+
+fn apply(b: &dyn Bootloader, op: Op) -> Result<(), BootError> {
+    match op {
+        Op::Query => Ok(()),
+        Op::Good(s) => b.set_state(s, Good),
+        Op::Bad(s) => b.set_state(s, Bad),
+        Op::Activate(s) => b.activate(s),
+    }
+}
+
+struct Case {
+    name: &'static str,
+    tries: u32,
+    start: &'static [(&'static str, &'static str)],
+    op: Op,
+    end: &'static [(&'static str, &'static str)],
+    primary: Option<SlotName>,
+    states: [BootState; 2],
+}
+
+fn owned(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+// ---------------------------------------------------------------- GRUB --
+
+const GRUB_CASES: &[Case] = &[
+    Case {
+        name: "booted A re-blessed after GRUB set A_TRY",
+        tries: 1,
+        start: &[
+            ("saved_entry", "0"),
+            ("ORDER", "A B"),
+            ("A_OK", "1"),
+            ("A_TRY", "1"),
+            ("B_OK", "0"),
+            ("B_TRY", "0"),
+        ],
+        op: Op::Good(A),
+        end: &[
+            ("saved_entry", "0"),
+            ("ORDER", "A B"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "0"),
+            ("B_TRY", "0"),
+        ],
+        primary: Some(A),
+        states: [Good, Bad],
+    },
+    Case {
+        name: "activate B: OK, not tried, first, in one write",
+        tries: 1,
+        start: &[
+            ("ORDER", "A B"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "0"),
+            ("B_TRY", "0"),
+        ],
+        op: Op::Activate(B),
+        end: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "1"),
+            ("B_TRY", "0"),
+        ],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    Case {
+        name: "GRUB tried B once (B_TRY=1): A boots next",
+        tries: 1,
+        start: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+        ],
+        op: Op::Query,
+        end: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+        ],
+        primary: Some(A),
+        states: [Good, Good],
+    },
+    Case {
+        name: "commit B after its trial",
+        tries: 1,
+        start: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+        ],
+        op: Op::Good(B),
+        end: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "1"),
+            ("B_TRY", "0"),
+        ],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    Case {
+        name: "reject B after its trial: rollback to A",
+        tries: 1,
+        start: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+        ],
+        op: Op::Bad(B),
+        end: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "0"),
+            ("B_TRY", "0"),
+        ],
+        primary: Some(A),
+        states: [Good, Bad],
+    },
+    Case {
+        name: "A_OK=yes is not OK (GRUB's -eq reads it as 0)",
+        tries: 1,
+        start: &[
+            ("ORDER", "A B"),
+            ("A_OK", "yes"),
+            ("A_TRY", "0"),
+            ("B_OK", "1"),
+            ("B_TRY", "0"),
+        ],
+        op: Op::Query,
+        end: &[
+            ("ORDER", "A B"),
+            ("A_OK", "yes"),
+            ("A_TRY", "0"),
+            ("B_OK", "1"),
+            ("B_TRY", "0"),
+        ],
+        primary: Some(B),
+        states: [Bad, Good],
+    },
+    Case {
+        name: "empty env: RAUC's defaults (ORDER A B, nothing OK)",
+        tries: 1,
+        start: &[],
+        op: Op::Query,
+        end: &[],
+        primary: Some(A),
+        states: [Bad, Bad],
+    },
+    Case {
+        name: "activate on an empty env writes only what it needs",
+        tries: 1,
+        start: &[("foreign", "kept")],
+        op: Op::Activate(B),
+        end: &[
+            ("foreign", "kept"),
+            ("B_OK", "1"),
+            ("B_TRY", "0"),
+            ("ORDER", "B A"),
+        ],
+        primary: Some(B),
+        states: [Bad, Good],
+    },
+    Case {
+        name: "nothing bootable: the first in ORDER",
+        tries: 1,
+        start: &[
+            ("ORDER", "B A"),
+            ("A_OK", "0"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+        ],
+        op: Op::Query,
+        end: &[
+            ("ORDER", "B A"),
+            ("A_OK", "0"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+        ],
+        primary: Some(B),
+        states: [Bad, Good],
+    },
+    Case {
+        name: "activate keeps other words of ORDER (a rescue entry)",
+        tries: 1,
+        start: &[("ORDER", "A R B"), ("A_OK", "1"), ("A_TRY", "0")],
+        op: Op::Activate(B),
+        end: &[
+            ("ORDER", "B A R"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "1"),
+            ("B_TRY", "0"),
+        ],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    // Budget mode: X_LEFT counts boots, X_TRY no longer blocks.
+    Case {
+        name: "budget: activate B gives it the budget",
+        tries: 3,
+        start: &[
+            ("ORDER", "A B"),
+            ("A_OK", "1"),
+            ("A_TRY", "1"),
+            ("A_LEFT", "3"),
+            ("B_OK", "0"),
+            ("B_TRY", "0"),
+            ("B_LEFT", "0"),
+        ],
+        op: Op::Activate(B),
+        end: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "1"),
+            ("A_LEFT", "3"),
+            ("B_OK", "1"),
+            ("B_TRY", "0"),
+            ("B_LEFT", "3"),
+        ],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    Case {
+        name: "budget: B booted twice, one boot left, still first",
+        tries: 3,
+        start: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_LEFT", "3"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+            ("B_LEFT", "1"),
+        ],
+        op: Op::Query,
+        end: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_LEFT", "3"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+            ("B_LEFT", "1"),
+        ],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    Case {
+        name: "budget: B used up, A boots",
+        tries: 3,
+        start: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_LEFT", "3"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+            ("B_LEFT", "0"),
+        ],
+        op: Op::Query,
+        end: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_LEFT", "3"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+            ("B_LEFT", "0"),
+        ],
+        primary: Some(A),
+        states: [Good, Good],
+    },
+    Case {
+        name: "budget: commit B refills its budget",
+        tries: 3,
+        start: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_LEFT", "3"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+            ("B_LEFT", "1"),
+        ],
+        op: Op::Good(B),
+        end: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_LEFT", "3"),
+            ("B_OK", "1"),
+            ("B_TRY", "0"),
+            ("B_LEFT", "3"),
+        ],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    Case {
+        name: "budget: reject B empties its budget",
+        tries: 3,
+        start: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_LEFT", "3"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+            ("B_LEFT", "2"),
+        ],
+        op: Op::Bad(B),
+        end: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_LEFT", "3"),
+            ("B_OK", "0"),
+            ("B_TRY", "0"),
+            ("B_LEFT", "0"),
+        ],
+        primary: Some(A),
+        states: [Good, Bad],
+    },
+];
+
+#[test]
+fn grub_transitions() {
+    let dir = scratch("grub");
+    for (i, case) in GRUB_CASES.iter().enumerate() {
+        let file = dir.join(format!("grubenv{i}"));
+        let mut env = GrubEnv::new();
+        for (n, v) in case.start {
+            env.set(n, v).unwrap();
+        }
+        grubenv::write(&file, &env).unwrap();
+        let backend = GrubBackend::new(file.clone(), case.tries);
+        apply(&backend, case.op).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+
+        let after = grubenv::read(&file).unwrap();
+        assert_eq!(after.vars(), owned(case.end), "{}", case.name);
+        // GRUB's own tool reads the same.
+        let listed = run("grub-editenv", &[file.to_str().unwrap(), "list"]);
+        let expected: String = case.end.iter().map(|(n, v)| format!("{n}={v}\n")).collect();
+        assert_eq!(listed, expected, "{}", case.name);
+
+        assert_eq!(
+            backend.primary().unwrap(),
+            case.primary,
+            "{}: primary",
+            case.name
+        );
+        for (slot, want) in [A, B].into_iter().zip(case.states) {
+            assert_eq!(
+                backend.state(slot).unwrap(),
+                want,
+                "{}: state {slot}",
+                case.name
+            );
+        }
+        // Setting the state it reports must read back the same.
+        for slot in [A, B] {
+            let s = backend.state(slot).unwrap();
+            backend.set_state(slot, s).unwrap();
+            assert_eq!(backend.state(slot).unwrap(), s, "{}", case.name);
+        }
+    }
+}
+
+#[test]
+fn grub_describe_and_missing_file() {
+    let dir = scratch("grub-describe");
+    let file = dir.join("grubenv");
+    let backend = GrubBackend::new(file.clone(), 1);
+    // A missing grubenv is an error naming it, not silently "defaults".
+    let err = backend.primary().unwrap_err().to_string();
+    assert!(err.contains("grubenv"), "{err}");
+    assert!(backend.activate(B).is_err());
+    assert!(!file.exists());
+
+    run("grub-editenv", &[file.to_str().unwrap(), "create"]);
+    run(
+        "grub-editenv",
+        &[file.to_str().unwrap(), "set", "other=1", "A_OK=1"],
+    );
+    backend.activate(B).unwrap();
+    assert_eq!(
+        backend.describe().unwrap(),
+        owned(&[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("B_OK", "1"),
+            ("B_TRY", "0")
+        ])
+    );
+}
+
+// -------------------------------------------------------------- U-Boot --
+
+const UBOOT_CASES: &[Case] = &[
+    Case {
+        name: "re-bless booted A: counter back to tries",
+        tries: 3,
+        start: &[
+            ("bootcmd", "run boot_abupdate"),
+            ("BOOT_ORDER", "A B"),
+            ("BOOT_A_LEFT", "2"),
+            ("BOOT_B_LEFT", "3"),
+        ],
+        op: Op::Good(A),
+        end: &[
+            ("bootcmd", "run boot_abupdate"),
+            ("BOOT_ORDER", "A B"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "3"),
+        ],
+        primary: Some(A),
+        states: [Good, Good],
+    },
+    Case {
+        name: "activate B: first in BOOT_ORDER with fresh tries, one write",
+        tries: 3,
+        start: &[
+            ("BOOT_ORDER", "A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "0"),
+        ],
+        op: Op::Activate(B),
+        end: &[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "3"),
+        ],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    Case {
+        name: "B used up by the script: A boots",
+        tries: 3,
+        start: &[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "0"),
+        ],
+        op: Op::Query,
+        end: &[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "0"),
+        ],
+        primary: Some(A),
+        states: [Good, Bad],
+    },
+    Case {
+        name: "reject B: out of BOOT_ORDER, no tries",
+        tries: 3,
+        start: &[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "2"),
+        ],
+        op: Op::Bad(B),
+        end: &[
+            ("BOOT_ORDER", "A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "0"),
+        ],
+        primary: Some(A),
+        states: [Good, Bad],
+    },
+    Case {
+        name: "commit B after trial",
+        tries: 3,
+        start: &[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "2"),
+        ],
+        op: Op::Good(B),
+        end: &[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "3"),
+        ],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    Case {
+        name: "mark good a slot removed earlier: back in BOOT_ORDER, last",
+        tries: 3,
+        start: &[
+            ("BOOT_ORDER", "A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "0"),
+        ],
+        op: Op::Good(B),
+        end: &[
+            ("BOOT_ORDER", "A B"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "3"),
+        ],
+        primary: Some(A),
+        states: [Good, Good],
+    },
+    Case {
+        name: "all used up: the script resets, first in BOOT_ORDER boots",
+        tries: 3,
+        start: &[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "0"),
+            ("BOOT_B_LEFT", "0"),
+        ],
+        op: Op::Query,
+        end: &[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "0"),
+            ("BOOT_B_LEFT", "0"),
+        ],
+        primary: Some(B),
+        states: [Bad, Bad],
+    },
+    Case {
+        name: "counters are hex: tries 10 is written 'a'; '10' reads as 16",
+        tries: 10,
+        start: &[
+            ("BOOT_ORDER", "A B"),
+            ("BOOT_A_LEFT", "10"),
+            ("BOOT_B_LEFT", "0"),
+        ],
+        op: Op::Activate(B),
+        end: &[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "10"),
+            ("BOOT_B_LEFT", "a"),
+        ],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    Case {
+        name: "missing variables: the script's defaults (A B, 3 each)",
+        tries: 3,
+        start: &[("bootdelay", "2")],
+        op: Op::Query,
+        end: &[("bootdelay", "2")],
+        primary: Some(A),
+        states: [Good, Good],
+    },
+    Case {
+        name: "activate with missing variables",
+        tries: 3,
+        start: &[("bootdelay", "2")],
+        op: Op::Activate(B),
+        end: &[
+            ("bootdelay", "2"),
+            ("BOOT_B_LEFT", "3"),
+            ("BOOT_ORDER", "B A"),
+        ],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    Case {
+        name: "reject the only slot left: BOOT_ORDER dropped, script default again",
+        tries: 3,
+        start: &[
+            ("BOOT_ORDER", "A"),
+            ("BOOT_A_LEFT", "1"),
+            ("BOOT_B_LEFT", "2"),
+        ],
+        op: Op::Bad(A),
+        end: &[("BOOT_A_LEFT", "0"), ("BOOT_B_LEFT", "2")],
+        primary: Some(B),
+        states: [Bad, Good],
+    },
+];
+
+fn uboot_env_file(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let file = dir.join(format!("{name}.env"));
+    std::fs::write(&file, vec![0u8; 0x4000]).unwrap();
+    let conf = dir.join(format!("{name}.config"));
+    let f = file.to_str().unwrap();
+    std::fs::write(&conf, format!("{f} 0x0 0x2000\n{f} 0x2000 0x2000\n")).unwrap();
+    (file, conf)
+}
+
+#[test]
+fn uboot_transitions() {
+    let dir = scratch("uboot");
+    for (i, case) in UBOOT_CASES.iter().enumerate() {
+        let (_, conf) = uboot_env_file(&dir, &format!("case{i}"));
+        let cfg = UbootEnvConfig::load(&conf).unwrap();
+        let mut env = UbootEnv::new();
+        for (n, v) in case.start {
+            env.set(n, v).unwrap();
+        }
+        ubootenv::write(&cfg, &env).unwrap();
+        let flag_before = ubootenv::read(&cfg).unwrap().flag().unwrap();
+
+        let backend = UbootBackend::new(conf.clone(), case.tries).unwrap();
+        apply(&backend, case.op).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+
+        let after = ubootenv::read(&cfg).unwrap();
+        assert_eq!(after.vars(), owned(case.end), "{}", case.name);
+        let writes = after.flag().unwrap().wrapping_sub(flag_before);
+        let want_writes = if matches!(case.op, Op::Query) { 0 } else { 1 };
+        assert_eq!(writes, want_writes, "{}: environment writes", case.name);
+        // libubootenv reads the same.
+        let theirs: BTreeMap<String, String> = run("fw_printenv", &["-c", conf.to_str().unwrap()])
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let expected: BTreeMap<String, String> = owned(case.end).into_iter().collect();
+        assert_eq!(theirs, expected, "{}", case.name);
+
+        assert_eq!(
+            backend.primary().unwrap(),
+            case.primary,
+            "{}: primary",
+            case.name
+        );
+        for (slot, want) in [A, B].into_iter().zip(case.states) {
+            assert_eq!(
+                backend.state(slot).unwrap(),
+                want,
+                "{}: state {slot}",
+                case.name
+            );
+        }
+    }
+}
+
+#[test]
+fn uboot_config_errors_name_the_file() {
+    let dir = scratch("uboot-conf");
+    let conf = dir.join("fw_env.config");
+    let err = UbootBackend::new(conf.clone(), 3).unwrap_err().to_string();
+    assert!(err.contains("fw_env.config"), "{err}");
+    std::fs::write(&conf, "/dev/mtd1 0x0 0x20000 0x20000\n").unwrap();
+    let err = UbootBackend::new(conf.clone(), 3).unwrap_err().to_string();
+    assert!(
+        err.contains("fw_env.config") && err.contains("MTD"),
+        "{err}"
+    );
+    // A device that is missing is an error on use, naming the device.
+    let missing = dir.join("nothere.env");
+    std::fs::write(&conf, format!("{} 0 0x1000\n", missing.display())).unwrap();
+    let backend = UbootBackend::new(conf, 3).unwrap();
+    let err = backend.activate(B).unwrap_err().to_string();
+    assert!(err.contains("nothere.env"), "{err}");
+}
+
+#[test]
+fn uboot_describe_shows_only_our_variables() {
+    let dir = scratch("uboot-describe");
+    let (_, conf) = uboot_env_file(&dir, "d");
+    let cfg = UbootEnvConfig::load(&conf).unwrap();
+    let mut env = UbootEnv::new();
+    env.set("bootcmd", "boot").unwrap();
+    env.set("BOOT_ORDER", "A B").unwrap();
+    ubootenv::write(&cfg, &env).unwrap();
+    let backend = UbootBackend::new(conf, 0).unwrap();
+    backend.activate(B).unwrap();
+    assert_eq!(
+        backend.describe().unwrap(),
+        owned(&[("BOOT_ORDER", "B A"), ("BOOT_B_LEFT", "3")])
+    );
+}
+
+// -------------------------------------------------------------- custom --
+
+/// A RAUC custom backend that keeps its state in files next to it.
+const SCRIPT: &str = r#"#!/bin/sh
+D=$(dirname "$0")
+echo "$*" >> "$D/log"
+if [ -e "$D/fail" ]; then echo "boom: $(cat "$D/fail")" >&2; echo "ignored"; exit 3; fi
+case "$1" in
+  get-primary) cat "$D/primary" ;;
+  set-primary) printf '%s\n' "$2" > "$D/primary" ;;
+  get-state) cat "$D/state.$2" ;;
+  set-state) printf '%s\n' "$3" > "$D/state.$2" ;;
+  get-current) cat "$D/current" ;;
+  *) echo "unknown verb $1" >&2; exit 2 ;;
+esac
+"#;
+
+/// Write the script from a child process, so no descriptor of it is open
+/// in this (multi-threaded) test process when it is executed (ETXTBSY).
+fn install_script(dir: &Path) -> PathBuf {
+    let path = dir.join("backend.sh");
+    run(
+        "sh",
+        &[
+            "-c",
+            "printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"",
+            "sh",
+            SCRIPT,
+            path.to_str().unwrap(),
+        ],
+    );
+    path
+}
+
+fn put(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+}
+
+#[test]
+fn custom_backend_speaks_raucs_verbs() {
+    let dir = scratch("custom");
+    let script = install_script(&dir);
+    put(&dir, "primary", "A\n");
+    put(&dir, "state.A", "good\n");
+    put(&dir, "state.B", "bad\n");
+    put(&dir, "current", "A\nextra line\n");
+    let b = CustomBackend::new(script);
+
+    assert_eq!(b.primary().unwrap(), Some(A));
+    assert_eq!(b.state(A).unwrap(), Good);
+    assert_eq!(b.state(B).unwrap(), Bad);
+    assert_eq!(b.booted().unwrap(), Some(A));
+    assert_eq!(
+        log(&dir),
+        "get-primary\nget-state A\nget-state B\nget-current\n"
+    );
+
+    std::fs::remove_file(dir.join("log")).unwrap();
+    b.activate(B).unwrap();
+    assert_eq!(log(&dir), "set-state B good\nset-primary B\n");
+    assert_eq!(b.primary().unwrap(), Some(B));
+    assert_eq!(b.state(B).unwrap(), Good);
+
+    b.set_state(B, Bad).unwrap();
+    assert_eq!(b.state(B).unwrap(), Bad);
+    b.set_state(B, Good).unwrap();
+    assert_eq!(b.state(B).unwrap(), Good);
+    assert_eq!(
+        b.describe().unwrap(),
+        owned(&[("primary", "B"), ("A.state", "good"), ("B.state", "good")])
+    );
+}
+
+#[test]
+fn custom_backend_errors_name_verb_and_stderr() {
+    let dir = scratch("custom-err");
+    let script = install_script(&dir);
+    let b = CustomBackend::new(script.clone());
+    put(&dir, "primary", "C\n");
+    put(&dir, "state.A", "maybe\n");
+    put(&dir, "current", "\n");
+
+    let check = |r: Result<(), BootError>, verb: &str, has: &str| match r {
+        Err(BootError::Script {
+            script: s,
+            verb: v,
+            reason,
+        }) => {
+            assert_eq!(s, script.display().to_string());
+            assert_eq!(v, verb);
+            assert!(reason.contains(has), "{verb}: {reason}");
+        }
+        other => panic!("{verb}: expected a script error, got {other:?}"),
+    };
+    check(b.primary().map(|_| ()), "get-primary", "\"C\"");
+    check(b.state(A).map(|_| ()), "get-state A", "\"maybe\"");
+    check(b.booted().map(|_| ()), "get-current", "slot name");
+    // get-state B: no state file, cat fails with its message on stderr.
+    check(b.state(B).map(|_| ()), "get-state B", "exit status 1");
+
+    put(&dir, "fail", "disk full");
+    check(
+        b.set_state(A, Good),
+        "set-state A good",
+        "exit status 3: boom: disk full",
+    );
+    check(b.activate(B), "set-state B good", "boom: disk full");
+    let shown = b.activate(B).unwrap_err().to_string();
+    assert!(
+        shown.contains("backend.sh") && shown.contains("set-state B good"),
+        "{shown}"
+    );
+
+    let missing = CustomBackend::new(dir.join("no-such-script"));
+    match missing.primary() {
+        Err(BootError::Script { verb, reason, .. }) => {
+            assert_eq!(verb, "get-primary");
+            assert!(reason.contains("cannot run"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,439 @@
+//! Fleet behaviour of one host with the real binary: where it stands in a
+//! rollout and why it waits, pause, maintenance windows, backoff, the
+//! Prometheus textfile (checked by the reference parser) and the webhook, the
+//! operator's `fleet` tool, and a site cache (a real nginx `proxy_cache`)
+//! that serves the second host of a site and a resumed download.
+
+mod common;
+
+use common::host::{image, run, text, HostOptions, TestHost};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+
+fn with_url(h: &TestHost, m: &std::path::Path, extra: &str) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replace(
+        "[update]\n",
+        &format!("[update]\nurl = \"file://{}\"\n", m.display()),
+    );
+    std::fs::write(&h.config, format!("{cfg}\n{extra}\n")).expect("config");
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not json ({e}): {}", text(out)))
+}
+
+#[test]
+fn check_says_where_the_host_stands_and_why_it_waits() {
+    let h = TestHost::new("fleet-standing", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--percent", "5"]);
+    with_url(&h, &m, "[rollout]\nwariness = 0.9\n");
+    let out = h.abupdate(&["--json", "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(j["reason"], "waiting_for_wave");
+    assert_eq!(j["rollout"]["percentage"], 5.0);
+    assert_eq!(j["rollout"]["included"], false);
+    assert!(
+        j["message"].as_str().is_some_and(|m| m.contains("90.00%")),
+        "{j}"
+    );
+    // The timer's update installs nothing while the host waits.
+    assert!(h.abupdate(&["update"]).status.success());
+    assert_eq!(h.reboots(), 0);
+    assert!(h.state()["transaction"].is_null());
+    // A manual install is the operator's decision: no rollout applies.
+    let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("p")]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A canary (wariness 0) is in the first wave.
+    let h = TestHost::new("fleet-canary", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--percent", "5"]);
+    with_url(&h, &m, "[rollout]\nwariness = 0.0\n");
+    let out = h.abupdate(&["--json", "check"]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+    assert_eq!(json(&out)["rollout"]["included"], true);
+}
+
+#[test]
+fn a_paused_rollout_installs_nowhere() {
+    let h = TestHost::new("fleet-paused", "1.0", HostOptions::default());
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", 1 << 20),
+        &["--percent", "100", "--paused"],
+    );
+    with_url(&h, &m, "[rollout]\nwariness = 0.0\n");
+    let out = h.abupdate(&["--json", "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(json(&out)["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("paused")));
+    assert!(h.abupdate(&["update"]).status.success());
+    assert_eq!(h.reboots(), 0);
+}
+
+#[test]
+fn the_reboot_waits_for_the_maintenance_window() {
+    let h = TestHost::new("fleet-window", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    // A window that is certainly closed now: it opens 6 hours from now.
+    let now = abupdate::timefmt::now();
+    let later = (now + 6 * 3600).rem_euclid(86400);
+    let start = format!("{:02}:{:02}", later / 3600, later % 3600 / 60);
+    with_url(
+        &h,
+        &m,
+        &format!("[[reboot.window]]\ndays = [\"*\"]\nstart = \"{start}\"\nlength = \"1h\"\n"),
+    );
+    let out = h.abupdate(&["update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("waits for the maintenance window"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(h.reboots(), 0, "rebooted outside the window");
+    assert_eq!(h.state()["transaction"]["phase"], "staged", "not staged");
+    let status = json(&h.abupdate(&["--json", "status"]));
+    assert!(status["reboot_window"].as_str().is_some(), "{status}");
+
+    // Inside a window, the next tick reboots into the staged slot without
+    // writing it again.
+    let earlier = (now - 1800).rem_euclid(86400);
+    let start = format!("{:02}:{:02}", earlier / 3600, earlier % 3600 / 60);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replace("length = \"1h\"", "length = \"2h\"");
+    let cfg = cfg
+        .lines()
+        .map(|l| {
+            if l.starts_with("start = ") {
+                format!("start = \"{start}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&h.config, cfg).expect("config");
+    let out = h.abupdate(&["update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("already staged"), "{}", text(&out));
+    assert_eq!(h.reboots(), 1, "no reboot inside the window");
+}
+
+#[test]
+fn failures_back_off_and_now_skips_the_wait() {
+    let h = TestHost::new("fleet-backoff", "1.0", HostOptions::default());
+    let missing = h.dir.join("nowhere/release.json");
+    with_url(&h, &missing, "");
+    let out = h.abupdate(&["update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(h.state()["metrics"]["consecutive_failures"], 1);
+    let out = h.abupdate(&["--json", "update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(json(&out)["outcome"], "backing_off");
+    let out = h.abupdate(&["update", "--now"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "--now did not run: {}",
+        text(&out)
+    );
+    assert_eq!(h.state()["metrics"]["consecutive_failures"], 2);
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    std::fs::create_dir_all(missing.parent().expect("dir")).expect("mkdir");
+    for f in ["release.json", "release.json.minisig", "rootfs-2.0.img.zst"] {
+        std::fs::copy(m.with_file_name(f), missing.with_file_name(f)).expect("copy");
+    }
+    assert!(h.abupdate(&["update", "--now"]).status.success());
+    assert_eq!(
+        h.state()["metrics"]["consecutive_failures"],
+        0,
+        "success must reset the backoff"
+    );
+}
+
+/// A webhook receiver: records each POST body, answers 204.
+fn webhook_server() -> (String, std::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/report", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn verdicts_are_reported_as_a_prometheus_textfile_and_a_webhook() {
+    let (url, bodies) = webhook_server();
+    let mut h = TestHost::new("fleet-report", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let prom = h.dir.join("abupdate.prom");
+    with_url(
+        &h,
+        &m,
+        &format!(
+            "[report]\ntextfile = \"{}\"\nwebhook = \"{url}\"\n",
+            prom.display()
+        ),
+    );
+    assert!(h.abupdate(&["update"]).status.success());
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let events: Vec<serde_json::Value> = bodies
+        .try_iter()
+        .map(|b| serde_json::from_str(&b).expect("event json"))
+        .collect();
+    let outcomes: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["installed", "committed"], "{events:?}");
+    assert_eq!(events[1]["release"], "2.0");
+    assert_eq!(events[1]["booted_slot"], "B");
+    let host = events[1]["host"].as_str().expect("host id");
+    assert_eq!(host.len(), 32);
+    assert!(
+        !host.contains("0123456789abcdef"),
+        "the raw machine id leaked"
+    );
+
+    // The reference parser of the text format reads every family.
+    let script = format!(
+        "from prometheus_client.parser import text_string_to_metric_families as p\n\
+         fams = {{f.name: f for f in p(open({path:?}).read())}}\n\
+         s = {{(x.name, tuple(sorted(x.labels.items()))): x.value for f in fams.values() for x in f.samples}}\n\
+         assert s[('abupdate_booted_info', (('slot', 'B'), ('version', '2.0')))] == 1, s\n\
+         assert s[('abupdate_commits_total', ())] == 1, s\n\
+         assert s[('abupdate_installs_total', ())] == 1, s\n\
+         assert s[('abupdate_downloaded_bytes_total', ())] > 0, s\n\
+         assert s[('abupdate_last_success_timestamp_seconds', ())] > 1.7e9, s\n\
+         assert fams['abupdate_failures'].type == 'counter', fams\n\
+         print(len(fams), 'families')\n",
+        path = prom.display().to_string()
+    );
+    let out = run(Command::new("python3").arg("-c").arg(script));
+    assert!(
+        out.status.success(),
+        "textfile rejected: {}\n{}",
+        text(&out),
+        std::fs::read_to_string(&prom).unwrap_or_default()
+    );
+
+    // A failure is reported with its kind, and counted in the textfile.
+    let bad = h.dir.join("r2/release.json.minisig");
+    std::fs::write(&bad, "garbage").expect("write");
+    let m3 = h.pack("r3", "3.0", &image("3.0", 1 << 20), &[]);
+    std::fs::write(m3.with_file_name("release.json.minisig"), "garbage").expect("write");
+    let out = h.abupdate(&["install", "--no-reboot", m3.to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(1));
+    let failed: serde_json::Value = serde_json::from_str(
+        &bodies
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("failure event"),
+    )
+    .expect("json");
+    assert_eq!(
+        (failed["outcome"].as_str(), failed["error_kind"].as_str()),
+        (Some("failed"), Some("signature")),
+        "{failed}"
+    );
+    let text_ = std::fs::read_to_string(&prom).expect("prom");
+    assert!(
+        text_.contains("abupdate_failures_total{kind=\"signature\"} 1"),
+        "{text_}"
+    );
+}
+
+#[test]
+fn the_operator_pauses_a_failing_release_by_re_signing_its_manifest() {
+    let h = TestHost::new("fleet-operator", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--percent", "1"]);
+    let reports = h.dir.join("reports.jsonl");
+    let mut lines = String::new();
+    for i in 0..6 {
+        lines.push_str(&format!(
+            "{{\"host\":\"h{i}\",\"compatible\":\"c\",\"release\":\"2.0\",\"booted_slot\":\"A\",\"booted_version\":\"1.0\",\"outcome\":\"rolled_back\",\"error_kind\":\"health\",\"message\":null,\"time\":{i}}}\n"
+        ));
+    }
+    std::fs::write(&reports, lines).expect("reports");
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "--json",
+            "fleet",
+            "--manifest",
+            m.to_str().expect("p"),
+            "--secret",
+            h.secret_key.to_str().expect("p"),
+            "--reports",
+            reports.to_str().expect("p"),
+            "--max-failures",
+            "5",
+        ];
+        v.extend_from_slice(extra);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let out = run(Command::new(common::host::bin()).args(args(&[])));
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (j["action"].as_str(), j["failed"].as_u64()),
+        (Some("pause"), Some(6)),
+        "{j}"
+    );
+    // Re-signed: the real minisign accepts the new manifest.
+    let out = run(Command::new("minisign")
+        .arg("-Vm")
+        .arg(&m)
+        .arg("-p")
+        .arg(&h.public_key));
+    assert!(
+        out.status.success(),
+        "minisign rejects the re-signed manifest: {}",
+        text(&out)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&m).expect("m")).expect("json");
+    assert_eq!(doc["rollout"]["paused"], true);
+    // Hosts now see it paused.
+    with_url(&h, &m, "[rollout]\nwariness = 0.0\n");
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("paused"), "{}", text(&out));
+}
+
+#[test]
+fn a_site_cache_serves_the_second_host_and_a_resumed_download() {
+    use common::http::Nginx;
+    let h1 = TestHost::new(
+        "fleet-cache-1",
+        "1.0",
+        HostOptions {
+            slot_size: 40 << 20,
+            ..Default::default()
+        },
+    );
+    let m = h1.pack("r2", "2.0", &image("2.0", 32 << 20), &["--no-compress"]);
+    let Some(origin) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    // The site cache: a stock nginx reverse proxy with proxy_cache in front
+    // of the origin; it fetches each file from the origin once, then serves
+    // whole files and byte ranges from its cache.
+    let cache_dir = common::http::temp_dir("site-cache");
+    let empty = common::http::temp_dir("site-cache-root");
+    let extra = format!(
+        "location / {{ proxy_pass http://127.0.0.1:{port}; proxy_cache site; proxy_cache_valid 200 1h; \
+         proxy_cache_key $uri; add_header X-Cache $upstream_cache_status; }}",
+        port = origin.port
+    );
+    let Some(cache) = Nginx::start_with_http(
+        &empty,
+        &extra,
+        &format!(
+            "proxy_cache_path {} keys_zone=site:1m max_size=1g;",
+            cache_dir.display()
+        ),
+    ) else {
+        return;
+    };
+    let origin_url = origin.url("release.json");
+    let mirror = format!("mirror = \"http://127.0.0.1:{}\"\n", cache.port);
+
+    let hosts: Vec<TestHost> = (2..=3)
+        .map(|i| {
+            TestHost::new(
+                &format!("fleet-cache-{i}"),
+                "1.0",
+                HostOptions {
+                    slot_size: 40 << 20,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    for h in std::iter::once(&h1).chain(hosts.iter()) {
+        let cfg = std::fs::read_to_string(&h.config).expect("config");
+        std::fs::write(
+            &h.config,
+            cfg.replace("[update]\n", &format!("[update]\n{mirror}")),
+        )
+        .expect("config");
+    }
+    // Every host trusts the same release key.
+    for h in &hosts {
+        std::fs::copy(&h1.public_key, &h.public_key).expect("key");
+    }
+    let payload = "rootfs-2.0.img";
+    let origin_payload_gets = || {
+        origin
+            .log()
+            .iter()
+            .filter(|l| l.uri.ends_with(payload))
+            .count()
+    };
+
+    let out = h1.abupdate(&["install", "--no-reboot", &origin_url]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(origin_payload_gets(), 1);
+    let out = hosts[0].abupdate(&["install", "--no-reboot", &origin_url]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        origin_payload_gets(),
+        1,
+        "the second host of the site went to the origin"
+    );
+
+    #[cfg(feature = "failpoints")]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        let h = &hosts[1];
+        let out = h.abupdate_env(
+            &["install", "--no-reboot", &origin_url],
+            &[("ABUPDATE_FAILPOINT", "chunk-written:3")],
+        );
+        assert_eq!(out.status.signal(), Some(6), "{}", text(&out));
+        let out = h.abupdate(&["install", "--no-reboot", &origin_url]);
+        assert!(out.status.success(), "{}", text(&out));
+        let cached: Vec<_> = cache
+            .wait_log(1)
+            .into_iter()
+            .filter(|l| l.uri.ends_with(payload))
+            .collect();
+        let resumed = cached
+            .iter()
+            .find(|l| l.range.is_some())
+            .expect("a resumed range request reached the cache");
+        assert_eq!(resumed.status, 206, "{cached:?}");
+        assert_eq!(
+            origin_payload_gets(),
+            1,
+            "the resumed download went to the origin"
+        );
+        println!("site cache log for the payload: {cached:?}");
+    }
+}

@@ -1,0 +1,297 @@
+//! 10,000 simulated hosts running the crate's own decision functions
+//! (`manifest::evaluate`, `rollout::decide`, the failed list in `State`) on a
+//! simulated clock, with the operator's `fleet` decisions run every half
+//! hour over the hosts' reports. No disks, no network: what is simulated is
+//! only the passage of time, the poll schedule and each release's health.
+
+use abupdate::fleet::{self, Action, Policy};
+use abupdate::manifest::{self, HostFacts, Manifest, ManifestDoc, Rollout, Version};
+use abupdate::report::Event;
+use abupdate::rollout;
+use abupdate::state::State;
+use abupdate::timefmt::{format_rfc3339, parse_rfc3339};
+
+const HOSTS: usize = 10_000;
+const MINUTE: i64 = 60;
+
+struct SimHost {
+    id: String,
+    position: f64,
+    poll_minute: i64,
+    version: Version,
+    state: State,
+    installs: u32,
+}
+
+fn fleet() -> Vec<SimHost> {
+    (0..HOSTS)
+        .map(|i| {
+            let machine_id = format!(
+                "{:032x}",
+                (i as u128 + 1).wrapping_mul(0x2545f4914f6cdd1d9e3779b97f4a7c15)
+            );
+            let position = rollout::position(&machine_id);
+            SimHost {
+                id: rollout::host_id(&machine_id),
+                position,
+                // Hourly timer with a per-host offset (RandomizedDelaySec).
+                poll_minute: (position * 7919.0) as i64 % 60,
+                version: Version::parse("1.0").expect("v"),
+                state: State::default(),
+                installs: 0,
+            }
+        })
+        .collect()
+}
+
+fn manifest(version: &str, start: i64, rollout: Rollout) -> Manifest {
+    let doc = ManifestDoc {
+        format: 1,
+        compatible: "sim".into(),
+        version: version.into(),
+        created: format_rfc3339(start - 3600),
+        expires: format_rfc3339(start + 30 * 86400),
+        images: [(
+            "rootfs".to_string(),
+            manifest::Image {
+                url: "rootfs.img".into(),
+                size: 1,
+                sha256: "0".repeat(64),
+                compression: manifest::Compression::None,
+                download_size: None,
+                download_sha256: None,
+                window_log: None,
+                segments: Vec::new(),
+                deltas: Default::default(),
+            },
+        )]
+        .into_iter()
+        .collect(),
+        rollout: Some(rollout),
+    };
+    Manifest::parse(&serde_json::to_vec(&doc).expect("json")).expect("manifest parses")
+}
+
+/// One host's timer tick: the same judgement `abupdate update` makes.
+/// Returns the events it reports.
+fn poll(host: &mut SimHost, m: &Manifest, now: i64, healthy: bool) -> Vec<Event> {
+    let failed = host.state.failed_versions();
+    let facts = HostFacts {
+        compatible: "sim",
+        booted_version: Some(&host.version),
+        failed_versions: &failed,
+        now,
+        newest_created_seen: host.state.newest_created,
+        allow_downgrade: false,
+    };
+    if manifest::evaluate(m, &facts).is_err() {
+        return vec![];
+    }
+    let standing = rollout::decide(m.doc.rollout.as_ref(), host.position, now).expect("rollout");
+    if !standing.included {
+        return vec![];
+    }
+    host.installs += 1;
+    let (id, booted) = (host.id.clone(), host.version.to_string());
+    let event = |outcome: &str, at: i64| Event {
+        host: id.clone(),
+        compatible: "sim".into(),
+        release: Some(m.version.to_string()),
+        booted_slot: None,
+        booted_version: Some(booted.clone()),
+        outcome: outcome.into(),
+        error_kind: (outcome == "rolled_back").then(|| "health".into()),
+        message: None,
+        time: at,
+    };
+    // Install ~10 min, reboot, health verdict ~5 min later.
+    let mut events = vec![event("installed", now + 10 * MINUTE)];
+    if healthy {
+        host.version = m.version.clone();
+        events.push(event("committed", now + 15 * MINUTE));
+    } else {
+        host.state.record_failed(
+            m.version.as_str(),
+            &m.sha256,
+            "health checks failed",
+            now + 15 * MINUTE,
+        );
+        events.push(event("rolled_back", now + 15 * MINUTE));
+    }
+    events
+}
+
+#[test]
+fn a_good_release_ramps_to_every_host_on_schedule() {
+    let start = parse_rfc3339("2026-12-01T00:00:00Z").expect("t");
+    let duration_minutes = 3 * 24 * 60;
+    let m = manifest(
+        "2.0",
+        start,
+        Rollout {
+            start: Some(format_rfc3339(start)),
+            start_percentage: Some(1.0),
+            duration_minutes: Some(duration_minutes),
+            ..Default::default()
+        },
+    );
+    let mut hosts = fleet();
+    println!("good release, linear ramp 1% → 100% over 72 h");
+    println!("{:>6} {:>10} {:>10}", "hour", "rollout %", "updated %");
+    let end = start + duration_minutes as i64 * MINUTE + 2 * 3600;
+    let mut now = start;
+    while now <= end {
+        for h in hosts
+            .iter_mut()
+            .filter(|h| (now / MINUTE) % 60 == h.poll_minute)
+        {
+            poll(h, &m, now, true);
+        }
+        if (now - start) % (6 * 3600) == 0 {
+            let pct = rollout::percentage(m.doc.rollout.as_ref().expect("r"), now).expect("pct");
+            let updated = hosts.iter().filter(|h| h.version.as_str() == "2.0").count() as f64
+                / HOSTS as f64
+                * 100.0;
+            println!(
+                "{:>6} {:>10.2} {:>10.2}",
+                (now - start) / 3600,
+                pct,
+                updated
+            );
+            // Never ahead of the schedule; at most one poll interval behind.
+            assert!(
+                updated <= pct + 0.5,
+                "hour {}: {updated}% updated, rollout at {pct}%",
+                (now - start) / 3600
+            );
+            let hour_ago =
+                rollout::percentage(m.doc.rollout.as_ref().expect("r"), now - 3600).expect("pct");
+            assert!(
+                updated >= hour_ago - 1.0,
+                "hour {}: {updated}% updated, an hour ago the rollout was at {hour_ago}%",
+                (now - start) / 3600
+            );
+        }
+        now += MINUTE;
+    }
+    assert!(
+        hosts.iter().all(|h| h.version.as_str() == "2.0"),
+        "not every host updated by the end of the ramp"
+    );
+    assert!(
+        hosts.iter().all(|h| h.installs == 1),
+        "a host installed twice"
+    );
+}
+
+#[test]
+fn a_bad_release_is_paused_after_the_first_wave_and_never_reinstalled() {
+    let start = parse_rfc3339("2026-12-01T00:00:00Z").expect("t");
+    let mut m = manifest(
+        "3.0",
+        start,
+        Rollout {
+            percent: Some(1.0),
+            ..Default::default()
+        },
+    );
+    let policy = Policy {
+        max_failures: 5,
+        waves: vec![1.0, 5.0, 25.0, 100.0],
+        fleet_size: Some(HOSTS as u64),
+        ..Default::default()
+    };
+    let mut hosts = fleet();
+    let mut reports: Vec<Event> = Vec::new();
+    let mut paused_at = None;
+    println!("bad release (health fails everywhere), waves 1/5/25/100%, operator every 30 min");
+    println!(
+        "{:>6} {:>9} {:>10} {:>11} {:>7}",
+        "hour", "wave %", "installed", "rolled back", "paused"
+    );
+    let end = start + 4 * 86400;
+    let mut now = start;
+    while now <= end {
+        for h in hosts
+            .iter_mut()
+            .filter(|h| (now / MINUTE) % 60 == h.poll_minute)
+        {
+            reports.extend(poll(h, &m, now, false));
+        }
+        if (now - start) % (30 * MINUTE) == 0 {
+            // The operator sees the reports that have arrived by now.
+            let arrived: Vec<Event> = reports.iter().filter(|e| e.time <= now).cloned().collect();
+            let t = fleet::tally(&arrived, "3.0");
+            let action = fleet::decide(m.doc.rollout.as_ref(), &t, &policy);
+            if let Action::Pause { .. } = action {
+                paused_at.get_or_insert(now);
+            }
+            let mut doc = m.doc.clone();
+            if fleet::apply(&mut doc, &action) {
+                // Re-published (and re-signed) manifest: a new sha, same release.
+                m = Manifest::parse(&serde_json::to_vec(&doc).expect("json")).expect("manifest");
+            }
+        }
+        if (now - start) % (6 * 3600) == 0 || (now - start) < 3 * 3600 && (now - start) % 3600 == 0
+        {
+            let installed = hosts.iter().filter(|h| h.installs > 0).count();
+            let rolled = hosts
+                .iter()
+                .filter(|h| h.state.failed_versions().contains(&"3.0".to_string()))
+                .count();
+            let r = m.doc.rollout.as_ref().expect("rollout");
+            println!(
+                "{:>6} {:>9} {:>10} {:>11} {:>7}",
+                (now - start) / 3600,
+                r.percent.unwrap_or(0.0),
+                installed,
+                rolled,
+                r.paused
+            );
+        }
+        now += MINUTE;
+    }
+    let installed: Vec<&SimHost> = hosts.iter().filter(|h| h.installs > 0).collect();
+    let installed_count = installed.len();
+    assert!(paused_at.is_some(), "the operator never paused the release");
+    assert!(
+        installed.len() <= HOSTS / 100,
+        "{} hosts (> 1%) installed the bad release",
+        installed.len()
+    );
+    assert!(
+        installed
+            .iter()
+            .all(|h| h.version.as_str() == "1.0" && h.state.failed_versions() == ["3.0"]),
+        "a host kept the bad release"
+    );
+    assert!(
+        installed.iter().all(|h| h.installs == 1),
+        "a host re-installed the bad release"
+    );
+    assert_eq!(
+        m.doc.rollout.as_ref().and_then(|r| r.percent),
+        Some(1.0),
+        "the rollout advanced past the first wave"
+    );
+
+    // Even un-paused, the hosts that failed it never take it again.
+    let mut doc = m.doc.clone();
+    doc.rollout = Some(Rollout {
+        percent: Some(1.0),
+        ..Default::default()
+    });
+    let m = Manifest::parse(&serde_json::to_vec(&doc).expect("json")).expect("manifest");
+    for h in hosts.iter_mut().filter(|h| h.installs > 0) {
+        assert!(
+            poll(h, &m, end + 3600, false).is_empty(),
+            "a failed host re-installed after un-pausing"
+        );
+    }
+    println!(
+        "paused at +{} min; {} hosts ({:.2}%) ever installed it, all rolled back",
+        (paused_at.unwrap_or(0) - start) / 60,
+        installed_count,
+        installed_count as f64 / HOSTS as f64 * 100.0
+    );
+}
