@@ -86,6 +86,11 @@ stale_cleanup() {
     if [ -f "$DISK" ]; then
         losetup -j "$DISK" 2>/dev/null | cut -d: -f1 | while read -r l; do losetup -d "$l" || true; done
     fi
+    if [ -f "$W/qemu.pid" ]; then
+        local q; q="$(cat "$W/qemu.pid" 2>/dev/null || true)"
+        if [ -n "$q" ] && grep -qF "$DISK" "/proc/$q/cmdline" 2>/dev/null; then kill -9 "$q" || true; fi
+        rm -f "$W/qemu.pid"
+    fi
     if [ -f "$W/nginx/nginx.pid" ]; then
         local p; p="$(cat "$W/nginx/nginx.pid" 2>/dev/null || true)"
         if [ -n "$p" ] && grep -qF "$W/nginx/nginx.conf" "/proc/$p/cmdline" 2>/dev/null; then kill "$p" || true; fi
@@ -421,7 +426,7 @@ EOF
 ACCEL=""
 qemu_args() { # MODE LOG SNAPSHOT
     QARGS=(qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot
-        -machine pc -m 512 -smp 1)
+        -machine pc -m 512 -smp 1 -pidfile "$W/qemu.pid")
     if [ "$ACCEL" = kvm ]; then QARGS+=(-accel kvm -cpu host); else QARGS+=(-accel tcg -cpu max); fi
     QARGS+=(-serial "file:$2"
         -drive "file=$DISK,format=raw,if=virtio,cache=writeback,throttling.bps-write=$THROTTLE"
