@@ -1,0 +1,267 @@
+//! The test host with either bootloader: GRUB (a grubenv read by the real
+//! `grub-editenv`) or U-Boot (a redundant environment in a regular file,
+//! read by the real `fw_printenv -c`), and `boot()` playing each one's slot
+//! selection: GRUB's script (first slot in ORDER with OK=1 and TRY=0, set
+//! TRY) or `scripts/uboot/boot.cmd` (first slot in BOOT_ORDER with
+//! BOOT_x_LEFT > 0, take one attempt; none left: reset both to 3).
+//!
+//! Include with `#[path = "common/loaders.rs"] mod loaders;` next to
+//! `mod common;`.
+#![allow(dead_code)]
+
+use crate::common::host::{text, write_at_start, HostOptions, TestHost};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loader {
+    Grub,
+    Uboot,
+}
+
+impl Loader {
+    pub fn name(self) -> &'static str {
+        match self {
+            Loader::Grub => "grub",
+            Loader::Uboot => "uboot",
+        }
+    }
+}
+
+/// Size of one U-Boot environment copy.
+pub const UBOOT_COPY: usize = 0x4000;
+
+pub struct Host {
+    pub h: TestHost,
+    pub loader: Loader,
+    /// U-Boot: the fw_env.config and the file holding both copies.
+    pub fw_conf: PathBuf,
+    pub uboot_env: PathBuf,
+}
+
+impl std::ops::Deref for Host {
+    type Target = TestHost;
+    fn deref(&self) -> &TestHost {
+        &self.h
+    }
+}
+
+impl std::ops::DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut TestHost {
+        &mut self.h
+    }
+}
+
+/// `BOOT_x_LEFT` as RAUC and the script read it (hex, unset = 3).
+pub fn uboot_left(env: &BTreeMap<String, String>, slot: &str) -> u64 {
+    match env.get(&format!("BOOT_{slot}_LEFT")).map(String::as_str) {
+        None | Some("") => 3,
+        Some(v) => {
+            let v = v.trim_start_matches("0x");
+            let digits: String = v.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+            u64::from_str_radix(&digits, 16).unwrap_or(0)
+        }
+    }
+}
+
+pub fn uboot_order(env: &BTreeMap<String, String>) -> Vec<String> {
+    match env.get("BOOT_ORDER").map(String::as_str) {
+        None | Some("") => vec!["A".into(), "B".into()],
+        Some(v) => v.split_whitespace().map(str::to_string).collect(),
+    }
+}
+
+pub fn grub_order(env: &BTreeMap<String, String>) -> Vec<String> {
+    env.get("ORDER")
+        .map(String::as_str)
+        .unwrap_or("A B")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn slot_name(s: &str) -> &'static str {
+    if s == "B" {
+        "B"
+    } else {
+        "A"
+    }
+}
+
+impl Host {
+    /// A host booted from slot A holding `version` (its first `a_len`
+    /// bytes are the whole image, so its hash is checkable), committed.
+    pub fn new(name: &str, loader: Loader, version: &str, a_len: usize, opts: HostOptions) -> Host {
+        let h = TestHost::new(&format!("{name}-{}", loader.name()), version, opts);
+        write_at_start(&h.slots[0], &crate::common::host::image(version, a_len));
+        let fw_conf = h.dir.join("fw_env.config");
+        let uboot_env = h.dir.join("uboot.env");
+        let mut host = Host {
+            h,
+            loader,
+            fw_conf,
+            uboot_env,
+        };
+        if loader == Loader::Uboot {
+            host.switch_to_uboot();
+        }
+        host
+    }
+
+    fn switch_to_uboot(&mut self) {
+        use abupdate::boot::ubootenv::{self, UbootEnv, UbootEnvConfig};
+        std::fs::write(&self.uboot_env, vec![0u8; 2 * UBOOT_COPY]).expect("env file");
+        std::fs::write(
+            &self.fw_conf,
+            format!(
+                "# abupdate test: redundant env in a file\n{e} 0x0 {UBOOT_COPY:#x}\n{e} {UBOOT_COPY:#x} {UBOOT_COPY:#x}\n",
+                e = self.uboot_env.display()
+            ),
+        )
+        .expect("fw_env.config");
+        let cfg = UbootEnvConfig::load(&self.fw_conf).expect("our fw_env.config");
+        let mut env = UbootEnv::new();
+        for (k, v) in [
+            ("bootcmd", "run distro_bootcmd"),
+            ("BOOT_ORDER", "A B"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "0"),
+        ] {
+            env.set(k, v).expect("set");
+        }
+        ubootenv::write(&cfg, &env).expect("seed env");
+        let config = std::fs::read_to_string(&self.config).expect("config");
+        let grub_lines = format!(
+            "kind = \"grub\"\ngrubenv = \"{}\"\n",
+            self.grubenv.display()
+        );
+        assert!(config.contains(&grub_lines), "fixture config changed");
+        std::fs::write(
+            &self.config,
+            config.replace(
+                &grub_lines,
+                &format!(
+                    "kind = \"uboot\"\nfw_env_config = \"{}\"\n",
+                    self.fw_conf.display()
+                ),
+            ),
+        )
+        .expect("config");
+        let _ = std::fs::remove_file(&self.grubenv);
+        assert_eq!(self.boot(), "A");
+        let out = self.abupdate(&["health"]);
+        assert!(out.status.success(), "first U-Boot health: {}", text(&out));
+    }
+
+    /// The environment as the real tool reads it, or its complaint.
+    pub fn try_env(&self) -> Result<BTreeMap<String, String>, String> {
+        let out = match self.loader {
+            Loader::Grub => Command::new("grub-editenv")
+                .arg(&self.grubenv)
+                .arg("list")
+                .output(),
+            Loader::Uboot => Command::new("fw_printenv")
+                .arg("-c")
+                .arg(&self.fw_conf)
+                .output(),
+        }
+        .map_err(|e| format!("cannot run the env tool: {e}"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || stderr.contains("Cannot read environment") {
+            return Err(format!("{:?}: {}", out.status, text(&out)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect())
+    }
+
+    pub fn env(&self) -> BTreeMap<String, String> {
+        self.try_env()
+            .unwrap_or_else(|e| panic!("{} env unreadable: {e}", self.loader.name()))
+    }
+
+    fn set(&self, vars: &[(&str, &str)]) {
+        match self.loader {
+            Loader::Grub => self.h.grub_set(vars),
+            Loader::Uboot => {
+                for (k, v) in vars {
+                    let out = Command::new("fw_setenv")
+                        .arg("-c")
+                        .arg(&self.fw_conf)
+                        .args([k, v])
+                        .output()
+                        .expect("fw_setenv");
+                    assert!(out.status.success(), "fw_setenv: {}", text(&out));
+                }
+            }
+        }
+    }
+
+    /// Whether the bootloader would consider `slot` at all.
+    pub fn bootable(&self, slot: &str) -> bool {
+        let env = self.env();
+        match self.loader {
+            Loader::Grub => {
+                env.get(&format!("{slot}_OK")).map(String::as_str) == Some("1")
+                    && env.get(&format!("{slot}_TRY")).map(String::as_str) != Some("1")
+            }
+            Loader::Uboot => {
+                uboot_order(&env).iter().any(|s| s == slot) && uboot_left(&env, slot) > 0
+            }
+        }
+    }
+
+    /// The slot the bootloader boots next, without changing the env.
+    /// `None`: GRUB would find no slot (our script then boots nothing).
+    pub fn primary(&self) -> Option<&'static str> {
+        let env = self.env();
+        match self.loader {
+            Loader::Grub => {
+                let get = |k: String| env.get(&k).cloned().unwrap_or_default();
+                grub_order(&env)
+                    .iter()
+                    .find(|s| get(format!("{s}_OK")) == "1" && get(format!("{s}_TRY")) != "1")
+                    .map(|s| slot_name(s))
+            }
+            Loader::Uboot => {
+                let order = uboot_order(&env);
+                order
+                    .iter()
+                    .find(|s| uboot_left(&env, s) > 0)
+                    .or(order.first())
+                    .map(|s| slot_name(s))
+            }
+        }
+    }
+
+    /// Play the bootloader: pick, record the attempt, boot.
+    pub fn boot(&mut self) -> &'static str {
+        match self.loader {
+            Loader::Grub => self.h.boot(),
+            Loader::Uboot => {
+                let env = self.env();
+                let order = uboot_order(&env);
+                let slot = match order.iter().find(|s| uboot_left(&env, s) > 0) {
+                    Some(s) => {
+                        let left = uboot_left(&env, s) - 1;
+                        let s = slot_name(s);
+                        self.set(&[(&format!("BOOT_{s}_LEFT"), &format!("{left:x}"))]);
+                        s
+                    }
+                    None => {
+                        // No attempts anywhere: reset both to 3, restart.
+                        self.set(&[("BOOT_A_LEFT", "3"), ("BOOT_B_LEFT", "3")]);
+                        return self.boot();
+                    }
+                };
+                self.h.boot_as(slot);
+                slot
+            }
+        }
+    }
+}
