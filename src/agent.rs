@@ -487,44 +487,60 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
 
     let mut payload_bytes = 0;
     let mut network_bytes = 0;
+    let mut full_bytes = 0;
     for (class, image) in &m.doc.images {
         let location = crate::fetch::resolve(&verified.location, &image.url)?;
         let partial = host.state_dir.partial_file(image.download_sha256());
-        let result = transport
-            .open_payload(
-                &host.via_mirror(&location),
-                image.download_size(),
-                Some(&partial),
-            )
-            .map_err(Error::from)
-            .and_then(|reader| {
-                log(&format!(
-                    "writing {class} {} into slot {target} ({})",
-                    m.version,
-                    devices[class].path.display()
-                ));
-                let mut progress =
-                    Progress::new(&format!("{class} {}", m.version), image.size, opts.quiet);
-                let resumed = reader.resumed_from();
-                if resumed > 0 {
-                    log(&format!("resuming {location} at byte {resumed}"));
-                }
-                let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-                let reader = CountingReader {
-                    inner: reader,
-                    network: counter.clone(),
-                };
-                let written = install::write_image(
-                    class,
-                    reader,
-                    image,
-                    &devices[class].path,
-                    host.config.update.max_window_log,
-                    opts.write_mode,
-                    &mut progress,
-                )?;
-                Ok((written, counter.load(std::sync::atomic::Ordering::Relaxed)))
-            });
+        let target_dev = &devices[class].path;
+        full_bytes += image.download_size();
+        log(&format!(
+            "writing {class} {} into slot {target} ({})",
+            m.version,
+            target_dev.display()
+        ));
+        let by_delta = match try_delta(
+            host, &mut state, &transport, verified, booted, class, image, target_dev, opts,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                fail_target(host, &mut state, target)?;
+                return Err(e);
+            }
+        };
+        let result = match by_delta {
+            Some(fetched) => Ok((
+                install::Written {
+                    image_bytes: image.size,
+                    payload_bytes: fetched,
+                },
+                fetched,
+            )),
+            None => transport
+                .open_payload(
+                    &host.via_mirror(&location),
+                    image.download_size(),
+                    Some(&partial),
+                )
+                .map_err(Error::from)
+                .and_then(|mut reader| {
+                    let mut progress =
+                        Progress::new(&format!("{class} {}", m.version), image.size, opts.quiet);
+                    let resumed = reader.resumed_from();
+                    if resumed > 0 {
+                        log(&format!("resuming {location} at byte {resumed}"));
+                    }
+                    let written = install::write_image(
+                        class,
+                        &mut reader,
+                        image,
+                        target_dev,
+                        host.config.update.max_window_log,
+                        opts.write_mode,
+                        &mut progress,
+                    )?;
+                    Ok((written, reader.bytes_from_network()))
+                }),
+        };
         match result {
             Ok((written, network)) => {
                 payload_bytes += written.payload_bytes;
@@ -536,15 +552,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                     // A partial download that hashes wrong must not be resumed.
                     let _ = std::fs::remove_file(&partial);
                 }
-                state.transaction = None;
-                state.slots.insert(
-                    target,
-                    SlotRecord {
-                        status: "bad".into(),
-                        ..Default::default()
-                    },
-                );
-                host.state_dir.save(&state)?;
+                fail_target(host, &mut state, target)?;
                 return Err(e);
             }
         }
@@ -569,6 +577,14 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
     );
     state.metrics.installs += 1;
     state.metrics.downloaded_bytes += network_bytes;
+    state.metrics.last_install_fetched = Some(network_bytes);
+    state.metrics.last_install_full = Some(full_bytes);
+    if full_bytes > 0 {
+        log(&format!(
+            "fetched {network_bytes} bytes; a full install fetches {full_bytes} ({:.1}%)",
+            network_bytes as f64 * 100.0 / full_bytes as f64
+        ));
+    }
     state.metrics.last_success = Some(now());
     host.state_dir.save(&state)?;
     publish(host, &state, Some(("installed", m.version.as_str())), None);
@@ -611,18 +627,112 @@ fn finish_staged(
     })
 }
 
-/// Passes reads through and counts them (bytes that reached the pipeline).
-struct CountingReader<R> {
-    inner: R,
-    network: std::sync::Arc<std::sync::atomic::AtomicU64>,
+/// The write failed: nothing is pending, and the target is known bad.
+fn fail_target(host: &Host, state: &mut State, target: SlotName) -> Result<()> {
+    state.transaction = None;
+    state.slots.insert(
+        target,
+        SlotRecord {
+            status: "bad".into(),
+            ..Default::default()
+        },
+    );
+    host.state_dir.save(state)?;
+    Ok(())
 }
 
-impl<R: std::io::Read> std::io::Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.network
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
+/// Rebuild `class` in the target from the booted slot and the release's
+/// delta, when the booted slot holds a listed source. `Ok(None)`: install
+/// the full payload instead (the reason is logged).
+#[allow(clippy::too_many_arguments)]
+fn try_delta(
+    host: &Host,
+    state: &mut State,
+    transport: &Transport,
+    verified: &Verified,
+    booted: SlotName,
+    class: &str,
+    image: &manifest::Image,
+    target_dev: &std::path::Path,
+    opts: &InstallOptions,
+) -> Result<Option<u64>> {
+    if image.deltas.is_empty() {
+        return Ok(None);
+    }
+    let Some(booted_dev) = host.config.device(booted, class) else {
+        return Ok(None);
+    };
+    let device_size = Device::inspect(booted_dev)?.size;
+    let recorded = state
+        .slot(booted)
+        .images
+        .get(class)
+        .map(|r| r.sha256.clone());
+    let boot_id = host.boot_id().unwrap_or_default();
+    let chosen = crate::delta::choose(
+        image,
+        booted_dev,
+        device_size,
+        recorded.as_deref(),
+        &mut state.source_hashes,
+        &boot_id,
+    );
+    let (source_sha256, delta) = match chosen {
+        Ok(c) => c,
+        Err(reason) => {
+            log(&format!("{class}: installing the full image: {reason}"));
+            return Ok(None);
+        }
+    };
+    let location = host.via_mirror(&crate::fetch::resolve(&verified.location, &delta.url)?);
+    let journal = host.state_dir.path().join(format!("delta-{class}.journal"));
+    let plan = crate::delta::Plan {
+        transport,
+        location,
+        delta,
+        source_sha256,
+        image,
+        source_device: booted_dev,
+        target_device: target_dev,
+        journal: journal.clone(),
+    };
+    let mut progress = Progress::new(
+        &format!("{class} {} (delta)", verified.manifest.version),
+        image.size,
+        opts.quiet,
+    );
+    let outcome =
+        crate::delta::apply(&plan, &mut progress).map_err(|e| Error::io(target_dev, e))?;
+    progress.finish();
+    match outcome {
+        crate::delta::Outcome::Applied {
+            fetched,
+            segments_fetched,
+            segments_reused,
+        } => {
+            // As for every install: the whole slot, read back from the medium.
+            let sha =
+                install::hash_path(target_dev, image.size).map_err(|e| Error::io(target_dev, e))?;
+            let _ = std::fs::remove_file(&journal);
+            if sha != image.sha256 {
+                log(&format!(
+                    "{class}: the rebuilt slot hashes to {sha}, not {}; installing the full image",
+                    image.sha256
+                ));
+                return Ok(None);
+            }
+            log(&format!(
+                "{class}: rebuilt from the booted slot by delta: {segments_fetched} segments fetched ({fetched} bytes), {segments_reused} already done"
+            ));
+            Ok(Some(fetched))
+        }
+        crate::delta::Outcome::Fallback(reason) => {
+            let _ = std::fs::remove_file(&journal);
+            log(&format!(
+                "{class}: delta not used ({reason}); installing the full image"
+            ));
+            Ok(None)
+        }
     }
 }
 
@@ -890,6 +1000,9 @@ pub struct Status {
     pub reboot_window: Option<String>,
     /// Where this host stands in the fleet, 0 to 1.
     pub rollout_position: f64,
+    /// Counters and the bytes the last install fetched (`last_install_fetched`)
+    /// against a full install (`last_install_full`).
+    pub metrics: crate::state::Metrics,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -934,6 +1047,7 @@ pub fn status(host: &Host) -> Result<Status> {
         bootloader: host.boot.describe()?.into_iter().collect(),
         reboot_window,
         rollout_position: host.position(),
+        metrics: state.metrics.clone(),
     })
 }
 

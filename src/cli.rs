@@ -38,6 +38,7 @@ usage: abupdate [--config FILE] [--json] [--quiet] COMMAND
        --out DIR [--expires-days N | --expires TIME] [--created TIME]
        [--level N | --no-compress] [--window-log N] [--percent P]
        [--rollout-start TIME --start-percentage P --duration-minutes M] [--paused]
+       [--segment-size MIB] [--delta-from CLASS=OLD_IMAGE ...] [--delta-level N]
 
 exit codes: 0 ok, 1 error, 2 usage or config error, 100 update available (check)
 ";
@@ -175,6 +176,9 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
         "--start-percentage",
         "--duration-minutes",
         "--write",
+        "--segment-size",
+        "--delta-from",
+        "--delta-level",
         "--manifest",
         "--reports",
         "--max-failures",
@@ -362,18 +366,24 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                 "--start-percentage",
                 "--duration-minutes",
                 "--paused",
+                "--segment-size",
+                "--delta-from",
+                "--delta-level",
             ])?;
             at_most(0)?;
-            let mut images = Vec::new();
-            for (f, v) in &flags {
-                if f == "--image" {
+            let class_paths = |flag: &str| -> Result<Vec<(String, PathBuf)>> {
+                let mut out = Vec::new();
+                for (f, v) in flags.iter().filter(|(f, _)| f == flag) {
                     let v = v.clone().unwrap_or_default();
                     let (class, path) = v
                         .split_once('=')
-                        .ok_or_else(|| usage(format!("--image {v:?}: expected CLASS=PATH")))?;
-                    images.push((class.to_string(), PathBuf::from(path)));
+                        .ok_or_else(|| usage(format!("{f} {v:?}: expected CLASS=PATH")))?;
+                    out.push((class.to_string(), PathBuf::from(path)));
                 }
-            }
+                Ok(out)
+            };
+            let images = class_paths("--image")?;
+            let delta_from = class_paths("--delta-from")?;
             let rollout_given = [
                 "--percent",
                 "--rollout-start",
@@ -432,6 +442,14 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                     .map(|v| number("--window-log", &v))
                     .transpose()?,
                 rollout,
+                segment_size: get("--segment-size")
+                    .map(|v| number::<u64>("--segment-size", &v).map(|m| m << 20))
+                    .transpose()?,
+                delta_from,
+                delta_level: get("--delta-level")
+                    .map(|v| number("--delta-level", &v))
+                    .transpose()?
+                    .unwrap_or(9),
             }))
         }
         "fleet" => {
@@ -863,6 +881,10 @@ fn print_status(s: &agent::Status) {
         println!("reboot: waits for the maintenance window opening {w}");
     }
     println!("rollout position: {:.4}", s.rollout_position);
+    if let (Some(fetched), Some(full)) = (s.metrics.last_install_fetched, s.metrics.last_install_full) {
+        let pct = if full > 0 { fetched as f64 * 100.0 / full as f64 } else { 100.0 };
+        println!("last install: fetched {fetched} bytes, a full install {full} ({pct:.1}%)");
+    }
     let vars: Vec<String> = s
         .bootloader
         .iter()

@@ -387,6 +387,8 @@ mod tests {
                     download_size: None,
                     download_sha256: None,
                     window_log: None,
+                    segments: Vec::new(),
+                    deltas: Default::default(),
                 },
                 data.to_vec(),
             ),
@@ -401,6 +403,8 @@ mod tests {
                         download_size: Some(payload.len() as u64),
                         download_sha256: Some(hex(&Sha256::digest(&payload))),
                         window_log: None,
+                        segments: Vec::new(),
+                        deltas: Default::default(),
                     },
                     payload,
                 )

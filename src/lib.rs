@@ -9,6 +9,7 @@ pub mod agent;
 pub mod boot;
 pub mod cli;
 pub mod config;
+pub mod delta;
 pub mod error;
 pub mod failpoint;
 pub mod fetch;

@@ -125,6 +125,69 @@ pub struct Image {
     /// zstd window log the payload needs to decode (`--long=N`).
     #[serde(default)]
     pub window_log: Option<u32>,
+    /// The full payload as independent zstd frames, one per image segment
+    /// (empty: one stream).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<Segment>,
+    /// Delta payloads, keyed by the SHA-256 of the source image they apply to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deltas: BTreeMap<String, Delta>,
+}
+
+/// Bytes `[offset, offset + length)` of the image, stored as one zstd frame
+/// at `[patch_offset, patch_offset + patch_length)` of a payload file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub offset: u64,
+    pub length: u64,
+    pub sha256: String,
+    pub patch_offset: u64,
+    pub patch_length: u64,
+}
+
+/// A payload that rebuilds the image from a source image (the booted
+/// slot's exact bytes), each segment a zstd frame with the whole source as
+/// its reference prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    pub url: String,
+    /// Bytes of the source image (a prefix of the booted slot).
+    pub source_size: u64,
+    /// zstd window log of the frames (covers the source).
+    pub window_log: u32,
+    pub download_size: u64,
+    pub segments: Vec<Segment>,
+}
+
+/// Check that `segments` tile `[0, size)` in order and stay inside a
+/// payload of `payload_size` bytes.
+fn check_segments(segments: &[Segment], size: u64, payload_size: u64) -> Result<(), String> {
+    let mut next = 0u64;
+    for (i, seg) in segments.iter().enumerate() {
+        if seg.offset != next || seg.length == 0 {
+            return Err(format!(
+                "segment {i} starts at {} (expected {next}) or is empty",
+                seg.offset
+            ));
+        }
+        if !is_hex_sha256(&seg.sha256) {
+            return Err(format!("segment {i} sha256 is not 64 lowercase hex digits"));
+        }
+        let end = seg.patch_offset.checked_add(seg.patch_length);
+        if seg.patch_length == 0 || end.is_none_or(|e| e > payload_size) {
+            return Err(format!(
+                "segment {i} patch range lies outside the {payload_size}-byte payload"
+            ));
+        }
+        next = seg
+            .offset
+            .checked_add(seg.length)
+            .ok_or_else(|| format!("segment {i} overflows"))?;
+    }
+    if next != size {
+        return Err(format!("segments cover {next} bytes, the image has {size}"));
+    }
+    Ok(())
 }
 
 fn no_compression() -> Compression {
@@ -239,6 +302,36 @@ impl Manifest {
                 if !(10..=31).contains(&w) {
                     return Err(field(&at("window_log"), format!("{w} is outside 10..=31")));
                 }
+            }
+            if !image.segments.is_empty() {
+                if image.compression != Compression::Zstd {
+                    return Err(field(
+                        &at("segments"),
+                        "segments need compression = \"zstd\"".into(),
+                    ));
+                }
+                check_segments(&image.segments, image.size, image.download_size())
+                    .map_err(|e| field(&at("segments"), e))?;
+            }
+            for (source, delta) in &image.deltas {
+                let at = |f: &str| format!("images.{class}.deltas.{source}.{f}");
+                if !is_hex_sha256(source) {
+                    return Err(field(
+                        &format!("images.{class}.deltas"),
+                        format!("key {source:?} is not a SHA-256"),
+                    ));
+                }
+                if !(10..=31).contains(&delta.window_log) {
+                    return Err(field(
+                        &at("window_log"),
+                        format!("{} is outside 10..=31", delta.window_log),
+                    ));
+                }
+                if delta.url.is_empty() || delta.source_size == 0 {
+                    return Err(field(&at("url"), "empty url or source_size".into()));
+                }
+                check_segments(&delta.segments, image.size, delta.download_size)
+                    .map_err(|e| field(&at("segments"), e))?;
             }
         }
         Ok(Manifest {

@@ -6,7 +6,7 @@
 //! from the same single pass that wrote them, and it is signed last.
 
 use crate::install::hex;
-use crate::manifest::{Compression, Image, ManifestDoc, Rollout, FORMAT};
+use crate::manifest::{Compression, Delta, Image, ManifestDoc, Rollout, Segment, FORMAT};
 use crate::timefmt::{format_rfc3339, now};
 use crate::trust::minisign;
 use sha2::{Digest, Sha256};
@@ -30,7 +30,20 @@ pub struct PackOptions {
     /// zstd window log; above 23 enables long-distance matching (`--long`).
     pub window_log: Option<u32>,
     pub rollout: Option<Rollout>,
+    /// Cut images into independent zstd frames of this many bytes (needed
+    /// for deltas; each frame resumable and decodable on its own).
+    pub segment_size: Option<u64>,
+    /// Old images (class, path) to write delta payloads against.
+    pub delta_from: Vec<(String, PathBuf)>,
+    /// zstd level of delta frames.
+    pub delta_level: i32,
 }
+
+/// Default segment size: 16 MiB keeps a delta's decode buffer (one frame's
+/// content) well inside the 32 MiB of anonymous memory an install may use.
+pub const DEFAULT_SEGMENT: u64 = 16 << 20;
+/// Largest source + segment a single zstd window can span (2 GiB).
+const MAX_WINDOW_SPAN: u64 = 1 << 31;
 
 struct HashingWriter<W> {
     inner: W,
@@ -125,6 +138,8 @@ fn pack_image(class: &str, input: &Path, opts: &PackOptions) -> Result<Image, St
             download_size: Some(download_size),
             download_sha256: Some(download_sha),
             window_log: opts.window_log,
+            segments: Vec::new(),
+            deltas: BTreeMap::new(),
         },
         None => Image {
             url: name,
@@ -134,7 +149,165 @@ fn pack_image(class: &str, input: &Path, opts: &PackOptions) -> Result<Image, St
             download_size: None,
             download_sha256: None,
             window_log: None,
+            segments: Vec::new(),
+            deltas: BTreeMap::new(),
         },
+    })
+}
+
+/// Compress `count` segments on all cores; `one(i)` compresses segment `i`.
+fn compress_parallel(
+    count: usize,
+    one: &(dyn Fn(usize) -> io::Result<Vec<u8>> + Sync),
+) -> io::Result<Vec<Vec<u8>>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<io::Result<Vec<u8>>>>> =
+        Mutex::new((0..count).map(|_| None).collect());
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(count.max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= count {
+                    break;
+                }
+                let r = one(i);
+                if let Ok(mut o) = out.lock() {
+                    o[i] = Some(r);
+                }
+            });
+        }
+    });
+    let results = out
+        .into_inner()
+        .map_err(|_| io::Error::other("compression thread panicked"))?;
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(io::Error::other("segment not compressed"))))
+        .collect()
+}
+
+/// One zstd frame for `data`, content size pledged; with `prefix`, the whole
+/// prefix is the reference the frame's matches may point into.
+fn frame(
+    data: &[u8],
+    level: i32,
+    prefix: Option<&[u8]>,
+    window_log: Option<u32>,
+) -> io::Result<Vec<u8>> {
+    let sink = Vec::with_capacity(data.len() / 4 + 64);
+    let mut e = match prefix {
+        Some(p) => zstd::stream::write::Encoder::with_ref_prefix(sink, level, p)?,
+        None => zstd::stream::write::Encoder::new(sink, level)?,
+    };
+    e.include_contentsize(true)?;
+    e.include_checksum(false)?;
+    e.set_pledged_src_size(Some(data.len() as u64))?;
+    if let Some(w) = window_log {
+        e.window_log(w)?;
+        e.long_distance_matching(true)?;
+    }
+    e.write_all(data)?;
+    e.finish()
+}
+
+/// Write `frames` back to back into `path`; returns the segment table.
+fn write_frames(
+    path: &Path,
+    data_len: u64,
+    seg: u64,
+    frames: &[Vec<u8>],
+    data: &[u8],
+) -> Result<(Vec<Segment>, u64, String), String> {
+    let mut out = BufWriter::new(File::create(path).map_err(|e| err(path, e))?);
+    let mut hasher = Sha256::new();
+    let mut segments = Vec::with_capacity(frames.len());
+    let mut patch_offset = 0u64;
+    for (i, f) in frames.iter().enumerate() {
+        let offset = i as u64 * seg;
+        let length = seg.min(data_len - offset);
+        let range = offset as usize..(offset + length) as usize;
+        segments.push(Segment {
+            offset,
+            length,
+            sha256: hex(&Sha256::digest(&data[range])),
+            patch_offset,
+            patch_length: f.len() as u64,
+        });
+        out.write_all(f).map_err(|e| err(path, e))?;
+        hasher.update(f);
+        patch_offset += f.len() as u64;
+    }
+    out.flush().map_err(|e| err(path, e))?;
+    Ok((segments, patch_offset, hex(&hasher.finalize())))
+}
+
+/// Pack an image as independent segments, plus one delta payload per old
+/// image given for its class.
+fn pack_segmented(class: &str, input: &Path, opts: &PackOptions) -> Result<Image, String> {
+    let data = std::fs::read(input).map_err(|e| err(input, e))?;
+    let size = data.len() as u64;
+    let seg = opts.segment_size.unwrap_or(DEFAULT_SEGMENT).max(1 << 20);
+    let count = size.div_ceil(seg) as usize;
+    let slice = |i: usize| {
+        let start = i as u64 * seg;
+        &data[start as usize..(start + seg).min(size) as usize]
+    };
+    let level = opts.level.unwrap_or(19);
+    let full = compress_parallel(count, &|i| frame(slice(i), level, None, None))
+        .map_err(|e| err(input, e))?;
+    let name = format!("{class}-{}.img.zst", opts.version);
+    let (segments, download_size, download_sha) =
+        write_frames(&opts.out.join(&name), size, seg, &full, &data)?;
+    drop(full);
+
+    let mut deltas = BTreeMap::new();
+    for (_, old_path) in opts.delta_from.iter().filter(|(c, _)| c == class) {
+        let old = std::fs::read(old_path).map_err(|e| err(old_path, e))?;
+        if old.is_empty() || old.len() as u64 + seg > MAX_WINDOW_SPAN {
+            return Err(format!(
+                "{}: a delta source must be 1 byte to {} MiB (one zstd window)",
+                old_path.display(),
+                (MAX_WINDOW_SPAN - seg) >> 20
+            ));
+        }
+        let source_sha = hex(&Sha256::digest(&old));
+        // The window must reach from the end of a segment back to the start
+        // of the source that precedes it.
+        let window_log = (64 - (old.len() as u64 + seg - 1).leading_zeros()).clamp(10, 31);
+        let frames = compress_parallel(count, &|i| {
+            frame(slice(i), opts.delta_level, Some(&old), Some(window_log))
+        })
+        .map_err(|e| err(old_path, e))?;
+        let delta_name = format!("{class}-{}.from-{}.zst", opts.version, &source_sha[..12]);
+        let (segments, download_size, _) =
+            write_frames(&opts.out.join(&delta_name), size, seg, &frames, &data)?;
+        deltas.insert(
+            source_sha,
+            Delta {
+                url: delta_name,
+                source_size: old.len() as u64,
+                window_log,
+                download_size,
+                segments,
+            },
+        );
+    }
+    Ok(Image {
+        url: name,
+        size,
+        sha256: hex(&Sha256::digest(&data)),
+        compression: Compression::Zstd,
+        download_size: Some(download_size),
+        download_sha256: Some(download_sha),
+        window_log: None,
+        segments,
+        deltas,
     })
 }
 
@@ -149,8 +322,25 @@ pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
     let key = minisign::SecretKey::parse(&key_text).map_err(|e| err(&opts.secret_key, e))?;
     std::fs::create_dir_all(&opts.out).map_err(|e| err(&opts.out, e))?;
     let mut images = BTreeMap::new();
+    for (class, _) in &opts.delta_from {
+        if !opts.images.iter().any(|(c, _)| c == class) {
+            return Err(format!(
+                "--delta-from {class}=…: no --image {class}=… to make a delta for"
+            ));
+        }
+    }
     for (class, path) in &opts.images {
-        images.insert(class.clone(), pack_image(class, path, opts)?);
+        let segmented =
+            opts.segment_size.is_some() || opts.delta_from.iter().any(|(c, _)| c == class);
+        let image = if segmented {
+            if opts.level.is_none() {
+                return Err("segments and deltas need compression (drop --no-compress)".into());
+            }
+            pack_segmented(class, path, opts)?
+        } else {
+            pack_image(class, path, opts)?
+        };
+        images.insert(class.clone(), image);
     }
     let created = opts.created.unwrap_or_else(now);
     let expires = opts

@@ -150,6 +150,21 @@ pub struct Metrics {
     /// No timer-driven `update` before this time (backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<i64>,
+    /// Bytes the last install fetched, and what a full install would have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_install_fetched: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_install_full: Option<u64>,
+}
+
+/// The hash of a booted slot's prefix, valid for one boot: a delta's source
+/// is verified once per boot, not once per check.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SourceHash {
+    pub boot_id: String,
+    pub device: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 pub const STATE_FORMAT: u32 = 1;
@@ -170,6 +185,8 @@ pub struct State {
     pub last_check: Option<LastCheck>,
     #[serde(default)]
     pub metrics: Metrics,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_hashes: Vec<SourceHash>,
 }
 
 impl State {

@@ -61,6 +61,8 @@ fn manifest(version: &str, start: i64, rollout: Rollout) -> Manifest {
                 download_size: None,
                 download_sha256: None,
                 window_log: None,
+                segments: Vec::new(),
+                deltas: Default::default(),
             },
         )]
         .into_iter()

@@ -140,6 +140,9 @@ pub enum FetchError {
     /// Against policy: a scheme other than http/https/file, a `file:`
     /// reference or redirect from a remote source, a redirect loop.
     Refused { location: String, reason: String },
+    /// The server answered a range request with the whole resource (or a
+    /// different range): the caller falls back to a full download.
+    RangeIgnored { location: String, detail: String },
 }
 
 impl FetchError {
@@ -153,6 +156,7 @@ impl FetchError {
             FetchError::Tls { .. } => "tls",
             FetchError::Io { .. } => "io",
             FetchError::Refused { .. } => "refused",
+            FetchError::RangeIgnored { .. } => "range_ignored",
         }
     }
 
@@ -166,7 +170,8 @@ impl FetchError {
             | FetchError::TooShort { location, .. }
             | FetchError::Tls { location, .. }
             | FetchError::Io { location, .. }
-            | FetchError::Refused { location, .. } => location,
+            | FetchError::Refused { location, .. }
+            | FetchError::RangeIgnored { location, .. } => location,
         }
     }
 
@@ -226,6 +231,9 @@ impl fmt::Display for FetchError {
             FetchError::Tls { location, detail } => write!(f, "{location}: TLS: {detail}"),
             FetchError::Io { location, detail } => write!(f, "{location}: {detail}"),
             FetchError::Refused { location, reason } => write!(f, "{location}: {reason}"),
+            FetchError::RangeIgnored { location, detail } => {
+                write!(f, "{location}: range request not honoured: {detail}")
+            }
         }
     }
 }
@@ -665,6 +673,90 @@ impl Transport {
     ) -> Result<PayloadReader, FetchError> {
         payload::open(self, location, size, partial)
     }
+
+    /// Exactly the bytes `[offset, offset + length)` of `location`, as a
+    /// reader that fails if the source gives fewer. Over HTTP this is one
+    /// `Range` request that must be answered by a 206 for exactly that range;
+    /// anything else is [`FetchError::RangeIgnored`] (nothing is read from a
+    /// 200 body), so the caller can fall back to a full download.
+    pub fn open_range(
+        &self,
+        location: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Box<dyn Read + Send>, FetchError> {
+        let url = match parse_location(location)? {
+            Loc::File(path) => {
+                let io_err = |e: io::Error| FetchError::Io {
+                    location: location.to_string(),
+                    detail: e.to_string(),
+                };
+                let mut file = File::open(&path).map_err(io_err)?;
+                let len = file.metadata().map_err(io_err)?.len();
+                if offset.saturating_add(length) > len {
+                    return Err(FetchError::TooShort {
+                        location: location.to_string(),
+                        got: len.saturating_sub(offset),
+                        expected: length,
+                        announced: true,
+                    });
+                }
+                io::Seek::seek(&mut file, io::SeekFrom::Start(offset)).map_err(io_err)?;
+                return Ok(Box::new(ExactReader::new(
+                    file.take(length),
+                    length,
+                    location,
+                )));
+            }
+            Loc::Http(url) => url,
+        };
+        if length == 0 {
+            return Ok(Box::new(io::empty()));
+        }
+        let last = offset + length - 1;
+        let headers = [
+            ("Range", format!("bytes={offset}-{last}")),
+            ("Accept-Encoding", "identity".to_string()),
+        ];
+        let (shown, resp) = self.get(&url, &headers)?;
+        match resp.status().as_u16() {
+            206 => {}
+            200 => {
+                return Err(FetchError::RangeIgnored {
+                    location: shown,
+                    detail: "HTTP 200 with the whole file".into(),
+                })
+            }
+            status => {
+                return Err(FetchError::HttpStatus {
+                    location: shown,
+                    status,
+                })
+            }
+        }
+        let range = resp
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(payload::parse_content_range);
+        if !matches!(range, Some((start, end, _)) if start == offset && end == last) {
+            return Err(FetchError::RangeIgnored {
+                location: shown,
+                detail: format!("asked for bytes {offset}-{last}, got {range:?}"),
+            });
+        }
+        let body = resp
+            .into_body()
+            .into_with_config()
+            .limit(length.saturating_add(1))
+            .reader();
+        let guarded = StallGuard::new(body, self.read_timeout, &shown);
+        Ok(Box::new(ExactReader::new(
+            guarded.take(length),
+            length,
+            &shown,
+        )))
+    }
 }
 
 /// Whether `host` (lower case) matches a `no_proxy` list: `*`, an exact
@@ -726,6 +818,42 @@ fn read_local_document(
         body,
         validators: Validators::default(),
     })
+}
+
+/// Turns an early end of a length-bounded source into a clear error.
+struct ExactReader<R> {
+    inner: R,
+    expected: u64,
+    got: u64,
+    location: String,
+}
+
+impl<R> ExactReader<R> {
+    fn new(inner: R, expected: u64, location: &str) -> Self {
+        ExactReader {
+            inner,
+            expected,
+            got: 0,
+            location: location.to_string(),
+        }
+    }
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.got += n as u64;
+        if n == 0 && !buf.is_empty() && self.got < self.expected {
+            return Err(FetchError::TooShort {
+                location: self.location.clone(),
+                got: self.got,
+                expected: self.expected,
+                announced: false,
+            }
+            .into_io());
+        }
+        Ok(n)
+    }
 }
 
 /// Wraps a response body: fails the read when the time spent blocked in

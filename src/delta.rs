@@ -1,0 +1,332 @@
+//! Delta install: rebuild the new image in the inactive slot from the
+//! booted slot's exact bytes and small per-segment patches.
+//!
+//! Invariants: the booted slot is only ever mapped read-only; a delta is
+//! used only when the booted slot's bytes hash to the delta's source; a
+//! segment counts as done only after its bytes hashed right and reached the
+//! medium, and only then does the journal record it (so a finished segment
+//! is never fetched again after a crash); anything unexpected — a source
+//! that does not match, a server that ignores `Range`, a segment that fails
+//! its hash — ends in [`Outcome::Fallback`], and the caller installs the
+//! full payload: never a half-applied delta.
+
+use crate::fetch::{FetchError, Transport};
+use crate::install::hex;
+use crate::manifest::{Delta, Image};
+use crate::progress::Progress;
+use crate::state::SourceHash;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+const BUF: usize = 4 << 20;
+
+/// How a delta attempt ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The image is in the target slot; bytes fetched this run.
+    Applied {
+        fetched: u64,
+        segments_fetched: usize,
+        segments_reused: usize,
+    },
+    /// Use the full payload instead, for this reason.
+    Fallback(String),
+}
+
+/// Segments already written for one (source, target) pair.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Journal {
+    pub source_sha256: String,
+    pub image_sha256: String,
+    pub done: Vec<usize>,
+}
+
+fn load_journal(path: &Path, source: &str, image: &str) -> Journal {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Journal>(&b).ok())
+        .filter(|j| j.source_sha256 == source && j.image_sha256 == image)
+        .unwrap_or_else(|| Journal {
+            source_sha256: source.into(),
+            image_sha256: image.into(),
+            done: Vec::new(),
+        })
+}
+
+fn save_journal(path: &Path, journal: &Journal) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let body = serde_json::to_vec(journal).map_err(io::Error::other)?;
+    let f = File::create(&tmp)?;
+    f.write_all_at(&body, 0)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// SHA-256 of the first `size` bytes of `device`, cached for this boot.
+pub fn source_hash(
+    cache: &mut Vec<SourceHash>,
+    boot_id: &str,
+    device: &Path,
+    size: u64,
+) -> io::Result<String> {
+    let name = device.display().to_string();
+    if let Some(h) = cache
+        .iter()
+        .find(|h| h.boot_id == boot_id && h.device == name && h.size == size)
+    {
+        return Ok(h.sha256.clone());
+    }
+    let sha = crate::install::hash_path(device, size)?;
+    cache.retain(|h| h.boot_id == boot_id);
+    cache.push(SourceHash {
+        boot_id: boot_id.into(),
+        device: name,
+        size,
+        sha256: sha.clone(),
+    });
+    Ok(sha)
+}
+
+/// The delta whose source the booted slot holds, or why there is none.
+pub fn choose<'m>(
+    image: &'m Image,
+    booted_device: &Path,
+    device_size: u64,
+    recorded_sha: Option<&str>,
+    cache: &mut Vec<SourceHash>,
+    boot_id: &str,
+) -> Result<(&'m str, &'m Delta), String> {
+    if image.deltas.is_empty() {
+        return Err("the release has no delta".into());
+    }
+    let mut sizes: Vec<u64> = image
+        .deltas
+        .values()
+        .map(|d| d.source_size)
+        .filter(|&s| s <= device_size)
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut seen = Vec::new();
+    for size in sizes {
+        let sha = source_hash(cache, boot_id, booted_device, size).map_err(|e| {
+            format!(
+                "cannot hash the booted slot {}: {e}",
+                booted_device.display()
+            )
+        })?;
+        if let Some((key, delta)) = image
+            .deltas
+            .iter()
+            .find(|(k, d)| d.source_size == size && **k == sha)
+        {
+            return Ok((key.as_str(), delta));
+        }
+        seen.push(sha);
+    }
+    Err(match recorded_sha {
+        Some(rec) if !seen.is_empty() && !image.deltas.contains_key(rec) => {
+            format!("no delta in the release starts from the booted image (sha256 {rec})")
+        }
+        Some(rec) if !seen.iter().any(|s| s == rec) => format!(
+            "the booted slot {} no longer holds the bytes recorded for it (sha256 {rec}, now {}): it was modified",
+            booted_device.display(),
+            seen.first().map(String::as_str).unwrap_or("?")
+        ),
+        _ => format!(
+            "no delta in the release starts from the booted slot's bytes (sha256 {})",
+            seen.first().map(String::as_str).unwrap_or("unknown")
+        ),
+    })
+}
+
+/// A read-only mapping of the booted slot's first `len` bytes.
+struct SourceMap {
+    ptr: std::ptr::NonNull<std::ffi::c_void>,
+    len: usize,
+    _file: File,
+}
+
+impl SourceMap {
+    fn open(device: &Path, len: u64) -> io::Result<SourceMap> {
+        // Read-only open and PROT_READ: the booted slot cannot be written
+        // through this mapping even by a bug.
+        let file = File::open(device)?;
+        let size = std::num::NonZeroUsize::new(len as usize)
+            .ok_or_else(|| io::Error::other("empty source"))?;
+        // SAFETY: a fresh shared read-only mapping of a file we hold open;
+        // it is unmapped in Drop and only read through `bytes()`.
+        let ptr = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                size,
+                nix::sys::mman::ProtFlags::PROT_READ,
+                nix::sys::mman::MapFlags::MAP_SHARED,
+                &file,
+                0,
+            )
+        }
+        .map_err(io::Error::from)?;
+        Ok(SourceMap {
+            ptr,
+            len: len as usize,
+            _file: file,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes for the life of self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr() as *const u8, self.len) }
+    }
+}
+
+impl Drop for SourceMap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `open` mapped.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len) };
+    }
+}
+
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Where the delta comes from and goes to.
+pub struct Plan<'a> {
+    pub transport: &'a Transport,
+    /// The delta payload's URL or path (already resolved and mirrored).
+    pub location: String,
+    pub delta: &'a Delta,
+    pub source_sha256: &'a str,
+    pub image: &'a Image,
+    pub source_device: &'a Path,
+    pub target_device: &'a Path,
+    pub journal: PathBuf,
+}
+
+/// Apply the delta segment by segment, skipping those the journal has.
+/// `Err` is for failures that are not the delta's fault (the target device
+/// cannot be written): the caller stops there.
+pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
+    let delta = plan.delta;
+    let mut journal = load_journal(&plan.journal, plan.source_sha256, &plan.image.sha256);
+    let source = match SourceMap::open(plan.source_device, delta.source_size) {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok(Outcome::Fallback(format!(
+                "cannot map the booted slot {}: {e}",
+                plan.source_device.display()
+            )))
+        }
+    };
+    let target = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(plan.target_device)?;
+    let mut buf = vec![0u8; BUF];
+    let (mut fetched, mut segments_fetched, mut reused) = (0u64, 0usize, 0usize);
+    for (i, seg) in delta.segments.iter().enumerate() {
+        if journal.done.contains(&i) {
+            reused += 1;
+            progress.advance(seg.length);
+            continue;
+        }
+        let reader =
+            match plan
+                .transport
+                .open_range(&plan.location, seg.patch_offset, seg.patch_length)
+            {
+                Ok(r) => r,
+                Err(e @ FetchError::RangeIgnored { .. }) => {
+                    return Ok(Outcome::Fallback(e.to_string()))
+                }
+                Err(e) => return Ok(Outcome::Fallback(format!("segment {i}: {e}"))),
+            };
+        // The frame must pledge its size: that bounds the decoder's memory
+        // to one segment whatever window the (not yet verified) frame asks for.
+        let mut reader = reader;
+        let mut header = vec![0u8; (seg.patch_length as usize).min(18)];
+        let n = fill(&mut reader, &mut header)?;
+        header.truncate(n);
+        match zstd::zstd_safe::get_frame_content_size(&header) {
+            Ok(Some(len)) if len == seg.length => {}
+            other => {
+                return Ok(Outcome::Fallback(format!(
+                    "segment {i}: frame declares {other:?} bytes, the manifest {}",
+                    seg.length
+                )))
+            }
+        }
+        let chained =
+            io::BufReader::with_capacity(128 << 10, io::Cursor::new(header).chain(reader));
+        let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(chained, source.bytes())?;
+        decoder.window_log_max(delta.window_log)?;
+        let mut hasher = Sha256::new();
+        let mut produced = 0u64;
+        loop {
+            let n = match fill(&mut decoder, &mut buf) {
+                Ok(n) => n,
+                Err(e) => return Ok(Outcome::Fallback(format!("segment {i}: {e}"))),
+            };
+            if n == 0 {
+                break;
+            }
+            if produced + n as u64 > seg.length {
+                return Ok(Outcome::Fallback(format!(
+                    "segment {i} decodes to more than {} bytes",
+                    seg.length
+                )));
+            }
+            hasher.update(&buf[..n]);
+            target.write_all_at(&buf[..n], seg.offset + produced)?;
+            produced += n as u64;
+            progress.advance(n as u64);
+        }
+        let sha = hex(&hasher.finalize());
+        if produced != seg.length || sha != seg.sha256 {
+            return Ok(Outcome::Fallback(format!(
+                "segment {i} failed its hash ({produced} bytes, sha256 {sha}, expected {})",
+                seg.sha256
+            )));
+        }
+        // Durable before the journal says so.
+        target.sync_data()?;
+        // SAFETY: advisory syscall on our fd; keeps the cache from ballooning.
+        unsafe {
+            nix::libc::posix_fadvise(
+                target.as_raw_fd(),
+                seg.offset as i64,
+                seg.length as i64,
+                nix::libc::POSIX_FADV_DONTNEED,
+            );
+        }
+        fetched += seg.patch_length;
+        segments_fetched += 1;
+        journal.done.push(i);
+        save_journal(&plan.journal, &journal)?;
+        crate::failpoint::hit("delta-segment-written");
+    }
+    Ok(Outcome::Applied {
+        fetched,
+        segments_fetched,
+        segments_reused: reused,
+    })
+}

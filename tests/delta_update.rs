@@ -1,0 +1,388 @@
+//! Delta updates: only what changed crosses the wire, rebuilt against the
+//! booted slot's exact bytes; a full install whenever anything does not
+//! match; resumable per segment; memory-bounded. Served by a real nginx.
+
+mod common;
+
+use common::host::{run, text, HostOptions, TestHost};
+use common::http::Nginx;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+const MIB: usize = 1 << 20;
+
+/// A pseudo-random but incompressible-ish image of `len` bytes.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// v1, and v2 = v1 with what an update does to a filesystem: a few blocks
+/// rewritten, a region shifted by an insertion, some new data appended in
+/// free space.
+fn versions(len: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut v1 = noise(7, len);
+    v1[..16].copy_from_slice(b"IMAGE_VERSION=1\n");
+    let mut v2 = v1.clone();
+    v2[..16].copy_from_slice(b"IMAGE_VERSION=2\n");
+    v2[3 * MIB..3 * MIB + 64 * 1024].copy_from_slice(&noise(11, 64 * 1024));
+    let shifted: Vec<u8> = v1[9 * MIB..11 * MIB].to_vec();
+    v2[9 * MIB + 3000..11 * MIB + 3000].copy_from_slice(&shifted);
+    v2[len - 2 * MIB..len - 2 * MIB + 200 * 1024].copy_from_slice(&noise(13, 200 * 1024));
+    (v1, v2)
+}
+
+fn sha(data: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(data))
+}
+
+struct Setup {
+    host: TestHost,
+    manifest: PathBuf,
+    v2: Vec<u8>,
+    booted_sha: String,
+    nginx: Nginx,
+}
+
+fn setup(name: &str, len: usize, nginx_extra: &str) -> Option<Setup> {
+    let host = TestHost::new(
+        name,
+        "1.0",
+        HostOptions {
+            slot_size: (len + 4 * MIB) as u64,
+            loop_devices: true,
+            ..Default::default()
+        },
+    );
+    let (v1, v2) = versions(len);
+    common::host::write_at_start(&host.slots[0], &v1);
+    let old = host.dir.join("v1.img");
+    std::fs::write(&old, &v1).expect("v1");
+    let manifest = host.pack(
+        "r2",
+        "2.0",
+        &v2,
+        &[
+            "--segment-size",
+            "2",
+            "--delta-from",
+            &format!("rootfs={}", old.display()),
+            "--delta-level",
+            "9",
+        ],
+    );
+    let nginx = Nginx::start_with_http(manifest.parent().expect("dir"), nginx_extra, "")?;
+    let booted_sha = slot_sha(&host.slots[0]);
+    Some(Setup {
+        host,
+        manifest,
+        v2,
+        booted_sha,
+        nginx,
+    })
+}
+
+fn slot_sha(p: &Path) -> String {
+    sha(&std::fs::read(p).expect("read slot"))
+}
+
+fn delta_of(manifest: &Path) -> serde_json::Value {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest).expect("m")).expect("json");
+    let deltas = m["images"]["rootfs"]["deltas"]
+        .as_object()
+        .expect("deltas")
+        .clone();
+    assert_eq!(deltas.len(), 1);
+    deltas.into_iter().next().expect("one delta").1
+}
+
+fn bytes_sent(nginx: &Nginx, suffix: &str) -> u64 {
+    nginx
+        .log()
+        .iter()
+        .filter(|l| l.uri.ends_with(suffix))
+        .map(|l| l.body_bytes_sent)
+        .sum()
+}
+
+#[test]
+fn a_delta_from_the_exact_booted_image_fetches_only_its_segments() {
+    let Some(s) = setup("delta-exact", 24 * MIB, "") else {
+        return;
+    };
+    let delta = delta_of(&s.manifest);
+    let patch_total: u64 = delta["segments"]
+        .as_array()
+        .expect("segs")
+        .iter()
+        .map(|g| g["patch_length"].as_u64().expect("len"))
+        .sum();
+    let full = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&s.manifest).expect("m"))
+        .expect("json")["images"]["rootfs"]["download_size"]
+        .as_u64()
+        .expect("size");
+    let out = s.host.abupdate(&[
+        "--json",
+        "install",
+        "--no-reboot",
+        &s.nginx.url("release.json"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        report["network_bytes"].as_u64(),
+        Some(patch_total),
+        "{}",
+        text(&out)
+    );
+    s.nginx.wait_log(3);
+    let delta_url = delta["url"].as_str().expect("url");
+    assert_eq!(
+        bytes_sent(&s.nginx, delta_url),
+        patch_total,
+        "server sent more than the segments"
+    );
+    assert_eq!(
+        bytes_sent(&s.nginx, "rootfs-2.0.img.zst"),
+        0,
+        "the full payload was fetched"
+    );
+    assert!(
+        patch_total * 5 < full,
+        "delta {patch_total} is not much smaller than the full {full}"
+    );
+    assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2, "slot B is not v2");
+    assert_eq!(
+        slot_sha(&s.host.slots[0]),
+        s.booted_sha,
+        "the booted slot changed"
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&s.host.abupdate(&["--json", "status"]).stdout).expect("status");
+    println!(
+        "delta: {patch_total} bytes fetched vs {full} for the full payload ({:.1}%)",
+        patch_total as f64 * 100.0 / full as f64
+    );
+    let st = s.host.state();
+    assert_eq!(
+        st["metrics"]["last_install_fetched"].as_u64(),
+        Some(patch_total)
+    );
+    assert_eq!(st["metrics"]["last_install_full"].as_u64(), Some(full));
+    assert!(status["slots"]["B"]["record"]["version"] == "2.0");
+}
+
+#[test]
+fn a_booted_slot_that_differs_from_its_record_falls_back_to_full() {
+    let Some(s) = setup("delta-modified", 24 * MIB, "") else {
+        return;
+    };
+    // The record says slot A holds v1, but someone mounted it read-write.
+    let source_sha = {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&s.manifest).expect("m")).expect("json");
+        m["images"]["rootfs"]["deltas"]
+            .as_object()
+            .expect("deltas")
+            .keys()
+            .next()
+            .expect("key")
+            .clone()
+    };
+    let mut state = s.host.state();
+    state["slots"]["A"] = serde_json::json!({"status": "good", "version": "1.0", "images": {"rootfs": {"sha256": source_sha, "size": 24 * MIB}}});
+    std::fs::write(
+        s.host.state_dir.join("state.json"),
+        serde_json::to_vec(&state).expect("json"),
+    )
+    .expect("state");
+    let mut byte = s.host.slot_bytes(0, 5 * MIB);
+    byte[5 * MIB - 1] ^= 0xff;
+    common::host::write_at_start(&s.host.slots[0], &byte);
+    let modified_sha = slot_sha(&s.host.slots[0]);
+
+    let out = s
+        .host
+        .abupdate(&["install", "--no-reboot", &s.nginx.url("release.json")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no longer holds the bytes recorded"),
+        "{}",
+        text(&out)
+    );
+    s.nginx.wait_log(3);
+    assert!(
+        bytes_sent(&s.nginx, "rootfs-2.0.img.zst") > 0,
+        "the full payload was not fetched"
+    );
+    assert_eq!(
+        bytes_sent(
+            &s.nginx,
+            delta_of(&s.manifest)["url"].as_str().expect("url")
+        ),
+        0
+    );
+    assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
+    assert_eq!(
+        slot_sha(&s.host.slots[0]),
+        modified_sha,
+        "the booted slot changed"
+    );
+}
+
+#[test]
+fn a_server_without_range_falls_back_to_full() {
+    let Some(s) = setup("delta-no-range", 24 * MIB, "max_ranges 0;") else {
+        return;
+    };
+    let out = s
+        .host
+        .abupdate(&["install", "--no-reboot", &s.nginx.url("release.json")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("range request not honoured"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
+    assert_eq!(
+        slot_sha(&s.host.slots[0]),
+        s.booted_sha,
+        "the booted slot changed"
+    );
+}
+
+#[cfg(feature = "failpoints")]
+#[test]
+fn kill_9_mid_delta_then_rerun_fetches_no_finished_segment_twice() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(s) = setup("delta-resume", 24 * MIB, "") else {
+        return;
+    };
+    let delta = delta_of(&s.manifest);
+    let segs = delta["segments"].as_array().expect("segs");
+    let patch_total: u64 = segs
+        .iter()
+        .map(|g| g["patch_length"].as_u64().expect("len"))
+        .sum();
+    let url = s.nginx.url("release.json");
+    let out = s.host.abupdate_env(
+        &["install", "--no-reboot", &url],
+        &[("ABUPDATE_FAILPOINT", "delta-segment-written:5")],
+    );
+    assert_eq!(out.status.signal(), Some(6), "{}", text(&out));
+    let out = s.host.abupdate(&["install", "--no-reboot", &url]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("5 already done"), "{}", text(&out));
+    s.nginx.wait_log(6);
+    let sent = bytes_sent(&s.nginx, delta["url"].as_str().expect("url"));
+    assert_eq!(
+        sent, patch_total,
+        "segments fetched twice: server sent {sent}, the segments total {patch_total}"
+    );
+    assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
+    assert_eq!(
+        slot_sha(&s.host.slots[0]),
+        s.booted_sha,
+        "the booted slot changed"
+    );
+}
+
+/// Run `cmd` inside a fresh cgroup-v1 memory cgroup limited to `limit`;
+/// `None` when this machine has no writable memory controller.
+fn in_memory_cgroup(
+    limit: u64,
+    args: &[&str],
+    host: &TestHost,
+) -> Option<(std::process::Output, u64)> {
+    let cg = PathBuf::from(format!(
+        "/sys/fs/cgroup/memory/abupdate-delta-{}",
+        std::process::id()
+    ));
+    if std::fs::create_dir(&cg).is_err() {
+        eprintln!("SKIP cgroup part: no writable cgroup v1 memory controller");
+        return None;
+    }
+    std::fs::write(cg.join("memory.limit_in_bytes"), limit.to_string()).expect("limit");
+    let _ = std::fs::write(cg.join("memory.memsw.limit_in_bytes"), limit.to_string());
+    let script = format!("echo $$ > {}/cgroup.procs && exec \"$@\"", cg.display());
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c")
+        .arg(script)
+        .arg("sh")
+        .arg(common::host::bin())
+        .arg("--config")
+        .arg(&host.config)
+        .args(args);
+    let out = run(&mut c);
+    let peak = std::fs::read_to_string(cg.join("memory.max_usage_in_bytes"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let _ = std::fs::remove_dir(&cg);
+    Some((out, peak))
+}
+
+#[test]
+fn a_delta_applies_inside_a_128_mib_memory_cgroup() {
+    // The booted image is larger than the limit: the mapped source must
+    // stay reclaimable page cache, and anonymous memory small.
+    let Some(s) = setup("delta-cgroup", 136 * MIB, "") else {
+        return;
+    };
+    let Some((out, peak)) = in_memory_cgroup(
+        128 << 20,
+        &["install", "--no-reboot", &s.nginx.url("release.json")],
+        &s.host,
+    ) else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "apply failed inside 128 MiB: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("by delta"), "{}", text(&out));
+    assert_eq!(sha(&s.host.slot_bytes(1, s.v2.len())), sha(&s.v2));
+    println!("delta of a 136 MiB image applied in a 128 MiB cgroup; peak usage {} MiB (page cache included)", peak >> 20);
+}
+
+#[test]
+fn mkimage_builds_byte_identical_images_of_one_tree() {
+    let dir = common::host::scratch("mkimage");
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("etc")).expect("mkdir");
+    std::fs::create_dir_all(tree.join("usr/bin")).expect("mkdir");
+    std::fs::write(tree.join("etc/os-release"), "IMAGE_VERSION=1.0\n").expect("write");
+    for bin in ["/bin/ls", "/bin/cat", "/bin/sh"] {
+        let name = Path::new(bin).file_name().expect("name");
+        std::fs::copy(bin, tree.join("usr/bin").join(name)).expect("copy");
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mkimage.sh");
+    let mut images = Vec::new();
+    for name in ["a.img", "b.img"] {
+        let img = dir.join(name);
+        let out = run(std::process::Command::new(&script)
+            .arg(&tree)
+            .arg(&img)
+            .arg("16"));
+        assert!(out.status.success(), "{}", text(&out));
+        images.push(std::fs::read(&img).expect("image"));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(images[0].len(), 16 * MIB);
+    assert!(images[0] == images[1], "two builds of one tree differ");
+    let out = run(std::process::Command::new("e2fsck")
+        .arg("-fn")
+        .arg(dir.join("a.img")));
+    assert!(out.status.success(), "e2fsck: {}", text(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
