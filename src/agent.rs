@@ -757,6 +757,14 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
     let mut state = host.state_dir.load()?;
     let booted = host.booted_slot()?;
     let Some(t) = state.transaction.clone() else {
+        if state.slot(booted).status == "bad"
+            && matches!(
+                state.slot(booted.other()).status.as_str(),
+                "good" | "installed"
+            )
+        {
+            return finish_rollback(host, &state, booted, no_reboot);
+        }
         rebless(host, &mut state, booted)?;
         publish(host, &state, None, None);
         return Ok(Verdict::Healthy);
@@ -913,6 +921,37 @@ fn rollback_trial(
     })
 }
 
+/// The booted slot is recorded bad (its trial failed, or `mark-bad`) while
+/// the other slot is good: the rollback was recorded but the reboot never
+/// happened (a crash after the state write, a failed reboot command,
+/// `--no-reboot`). Re-blessing would make the failed slot bootable again;
+/// make sure the good slot boots next and reboot into it instead.
+fn finish_rollback(
+    host: &Host,
+    state: &State,
+    booted: SlotName,
+    no_reboot: bool,
+) -> Result<Verdict> {
+    let other = booted.other();
+    if host.boot.state(booted)? == BootState::Good {
+        host.boot.set_state(booted, BootState::Bad)?;
+    }
+    if host.boot.primary()? != Some(other) || host.boot.state(other)? != BootState::Good {
+        host.boot.activate(other)?;
+    }
+    let rec = state.slot(booted);
+    let reason = format!("slot {booted} is marked bad; slot {other} boots next");
+    log(&reason);
+    if !no_reboot {
+        log(&format!("rebooting into slot {other}"));
+        system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
+    }
+    Ok(Verdict::RolledBack {
+        version: rec.version.unwrap_or_else(|| "the booted release".into()),
+        reason,
+    })
+}
+
 /// Mark the running, healthy slot good again. The bootloader script sets
 /// TRY on every slot it visits; re-blessing on each healthy boot keeps a
 /// later failure of the other slot from leaving both flagged.
@@ -978,6 +1017,13 @@ pub fn rollback(host: &Host, force: bool, no_reboot: bool) -> Result<SlotName> {
     host.boot.activate(other)?;
     crate::failpoint::hit("rollback");
     state.transaction = None;
+    if !usable {
+        // The operator vouches for it: no longer "bad", so the health
+        // check on its boot blesses it instead of rolling back again.
+        let mut rec = rec;
+        rec.status = "installed".into();
+        state.slots.insert(other, rec);
+    }
     host.state_dir.save(&state)?;
     log(&format!("slot {other} is now primary"));
     if !no_reboot {

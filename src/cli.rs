@@ -881,8 +881,14 @@ fn print_status(s: &agent::Status) {
         println!("reboot: waits for the maintenance window opening {w}");
     }
     println!("rollout position: {:.4}", s.rollout_position);
-    if let (Some(fetched), Some(full)) = (s.metrics.last_install_fetched, s.metrics.last_install_full) {
-        let pct = if full > 0 { fetched as f64 * 100.0 / full as f64 } else { 100.0 };
+    if let (Some(fetched), Some(full)) =
+        (s.metrics.last_install_fetched, s.metrics.last_install_full)
+    {
+        let pct = if full > 0 {
+            fetched as f64 * 100.0 / full as f64
+        } else {
+            100.0
+        };
         println!("last install: fetched {fetched} bytes, a full install {full} ({pct:.1}%)");
     }
     let vars: Vec<String> = s

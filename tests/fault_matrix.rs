@@ -160,7 +160,12 @@ fn prepare(flow: Flow, loader: Loader, tag: &str) -> Host {
         return h;
     }
     must(&h, &["update"]);
-    assert_eq!(h.boot(), "B", "{}: the staged slot did not boot", flow.name());
+    assert_eq!(
+        h.boot(),
+        "B",
+        "{}: the staged slot did not boot",
+        flow.name()
+    );
     match flow {
         Flow::HealthCommit | Flow::MarkGood => {}
         Flow::HealthRollback => h.add_health_check("10-fail", "exit 1"),

@@ -15,6 +15,13 @@ fuzz_target!(|data: &[u8]| {
             Ok(t),
             "{text:?} -> {t} -> {canonical:?}"
         );
+        // A date that is already in canonical form (UTC, no fraction, no
+        // leap second) formats back to itself: no calendar date that does
+        // not exist (February 31st) is accepted and silently moved.
+        let b = text.as_bytes();
+        if b.len() == 20 && b[10] == b'T' && b[19] == b'Z' && &text[17..19] != "60" {
+            assert_eq!(canonical, text, "accepted a date that does not exist");
+        }
     }
     let _ = parse_duration(&text);
 });

@@ -217,15 +217,25 @@ impl Host {
     }
 
     /// The slot the bootloader boots next, without changing the env.
-    /// `None`: GRUB would find no slot (our script then boots nothing).
+    /// GRUB: our `grub.cfg` (first slot in ORDER with OK=1 and its try
+    /// available; none: a new round gives every OK slot one more try).
+    /// `None` when no slot is OK at all (the script then boots the first of
+    /// ORDER blindly: never a safe state). U-Boot: `boot.cmd`.
     pub fn primary(&self) -> Option<&'static str> {
         let env = self.env();
         match self.loader {
             Loader::Grub => {
                 let get = |k: String| env.get(&k).cloned().unwrap_or_default();
-                grub_order(&env)
+                let ok = |s: &str| get(format!("{s}_OK")) == "1";
+                let try_left = |s: &str| match env.get(&format!("{s}_LEFT")) {
+                    Some(l) if !l.is_empty() => l != "0",
+                    _ => get(format!("{s}_TRY")) == "0",
+                };
+                let order = grub_order(&env);
+                order
                     .iter()
-                    .find(|s| get(format!("{s}_OK")) == "1" && get(format!("{s}_TRY")) != "1")
+                    .find(|s| ok(s) && try_left(s))
+                    .or_else(|| order.iter().find(|s| ok(s)))
                     .map(|s| slot_name(s))
             }
             Loader::Uboot => {
@@ -242,7 +252,41 @@ impl Host {
     /// Play the bootloader: pick, record the attempt, boot.
     pub fn boot(&mut self) -> &'static str {
         match self.loader {
-            Loader::Grub => self.h.boot(),
+            Loader::Grub => {
+                // As grub.cfg: select; none: new round (every OK slot gets
+                // TRY=0 again) and select again; still none: first of ORDER
+                // with the flags untouched.
+                let env = self.env();
+                let order = grub_order(&env);
+                let get = |k: String| env.get(&k).cloned().unwrap_or_default();
+                let ok = |s: &str| get(format!("{s}_OK")) == "1";
+                let first = order
+                    .iter()
+                    .find(|s| ok(s) && get(format!("{s}_TRY")) == "0")
+                    .map(|s| slot_name(s));
+                let slot = match first {
+                    Some(s) => {
+                        self.set(&[(&format!("{s}_TRY"), "1")]);
+                        s
+                    }
+                    None => match order.iter().find(|s| ok(s)).map(|s| slot_name(s)) {
+                        Some(s) => {
+                            let o = if s == "A" { "B" } else { "A" };
+                            let mut vars = vec![(format!("{s}_TRY"), "1".to_string())];
+                            if ok(o) {
+                                vars.push((format!("{o}_TRY"), "0".to_string()));
+                            }
+                            let vars: Vec<(&str, &str)> =
+                                vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                            self.set(&vars);
+                            s
+                        }
+                        None => order.first().map(|s| slot_name(s)).unwrap_or("A"),
+                    },
+                };
+                self.h.boot_as(slot);
+                slot
+            }
             Loader::Uboot => {
                 let env = self.env();
                 let order = uboot_order(&env);
