@@ -25,62 +25,17 @@ mod common;
 #[path = "common/loaders.rs"]
 mod loaders;
 
-use common::host::{bin, image, run, slot_version, text, HostOptions};
+use common::host::{image, slot_version, text, HostOptions};
 use loaders::{Host, Loader};
 use sha2::{Digest, Sha256};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 
 /// Three 4 MiB pipeline buffers: three `chunk-written` points.
 const IMAGE_LEN: usize = 9 << 20;
 
 fn sha(data: &[u8]) -> String {
     format!("{:x}", Sha256::digest(data))
-}
-
-/// One release 2.0, packed once, signed by one key every host trusts.
-struct Release {
-    manifest: PathBuf,
-    public_key: String,
-}
-
-fn release() -> &'static Release {
-    static R: OnceLock<Release> = OnceLock::new();
-    R.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("abupdate-matrix-rel-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("release dir");
-        let (sk, pk) = (dir.join("release.key"), dir.join("release.pub"));
-        let out = run(Command::new(bin())
-            .args(["keygen", "--secret"])
-            .arg(&sk)
-            .arg("--public")
-            .arg(&pk));
-        assert!(out.status.success(), "keygen: {}", text(&out));
-        let raw = dir.join("rootfs.raw");
-        std::fs::write(&raw, image("2.0", IMAGE_LEN)).expect("image");
-        let out = run(Command::new(bin())
-            .args(["pack", "--secret"])
-            .arg(&sk)
-            .args([
-                "--compatible",
-                common::host::COMPATIBLE,
-                "--version",
-                "2.0",
-                "--level",
-                "3",
-            ])
-            .arg(format!("--image=rootfs={}", raw.display()))
-            .arg("--out")
-            .arg(dir.join("r2")));
-        assert!(out.status.success(), "pack: {}", text(&out));
-        Release {
-            manifest: dir.join("r2/release.json"),
-            public_key: std::fs::read_to_string(&pk).expect("pub"),
-        }
-    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +88,6 @@ fn must(h: &Host, args: &[&str]) {
 
 /// A host in the state just before `flow`'s command.
 fn prepare(flow: Flow, loader: Loader, tag: &str) -> Host {
-    let rel = release();
     let mut h = Host::new(
         &format!("fm-{}-{tag}", flow.name()),
         loader,
@@ -144,18 +98,7 @@ fn prepare(flow: Flow, loader: Loader, tag: &str) -> Host {
             ..Default::default()
         },
     );
-    std::fs::write(&h.public_key, &rel.public_key).expect("trust the release key");
-    let cfg = std::fs::read_to_string(&h.config)
-        .expect("config")
-        .replacen(
-            "[update]\n",
-            &format!("[update]\nurl = \"file://{}\"\n", rel.manifest.display()),
-            1,
-        )
-        // A failing trial needs a whole verdict; keep it short.
-        .replacen("\ntimeout = \"3s\"\n", "\ntimeout = \"1s\"\n", 1)
-        .replacen("check_timeout = \"2s\"", "check_timeout = \"1s\"", 1);
-    std::fs::write(&h.config, cfg).expect("config");
+    h.use_release(loaders::release(IMAGE_LEN));
     if flow == Flow::Update {
         return h;
     }
@@ -367,4 +310,64 @@ matrix_tests! {
     uboot_rollback: Flow::Rollback, Loader::Uboot;
     uboot_mark_good: Flow::MarkGood, Loader::Uboot;
     uboot_mark_bad: Flow::MarkBad, Loader::Uboot;
+}
+
+/// Found by the matrix (health-rollback, crash at `state-written:1`): the
+/// rollback was recorded, the reboot never happened, and a re-run of
+/// `health` on the failed slot re-blessed it (no transaction left = "the
+/// booted slot is healthy"), making the failed release bootable again and
+/// never rebooting. Now the re-run finishes the rollback. The same happens
+/// without a crash after `health --no-reboot`.
+#[test]
+fn regression_health_rerun_after_a_rollback_does_not_rebless_the_failed_slot() {
+    for loader in [Loader::Grub, Loader::Uboot] {
+        let mut h = prepare(Flow::HealthRollback, loader, "regression");
+        let reboots = h.reboots();
+        let out = h.abupdate(&["health", "--no-reboot"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert_eq!(h.reboots(), reboots);
+        for _ in 0..2 {
+            let out = h.abupdate(&["health"]);
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            assert!(
+                text(&out).contains("slot B is marked bad"),
+                "{}",
+                text(&out)
+            );
+            assert!(
+                !h.bootable("B"),
+                "{loader:?}: failed B re-blessed: {:?}",
+                h.env()
+            );
+            assert_eq!(h.primary(), Some("A"));
+        }
+        assert_eq!(h.reboots(), reboots + 2, "each re-run asks for the reboot");
+        assert_eq!(h.state()["slots"]["B"]["status"], "bad");
+        assert_eq!(h.boot(), "A");
+        let out = h.abupdate(&["health"]);
+        assert!(text(&out).contains("healthy"), "{}", text(&out));
+    }
+}
+
+/// `rollback --force` onto a slot recorded bad is the operator's word: the
+/// health check on its boot blesses it rather than bouncing back.
+#[test]
+fn regression_forced_rollback_is_not_undone_by_health() {
+    for loader in [Loader::Grub, Loader::Uboot] {
+        let mut h = prepare(Flow::HealthRollback, loader, "forced");
+        let out = h.abupdate(&["health"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert_eq!(h.boot(), "A");
+        assert!(h.abupdate(&["health"]).status.success());
+        let out = h.abupdate(&["rollback"]);
+        assert_eq!(out.status.code(), Some(1), "unforced: {}", text(&out));
+        let out = h.abupdate(&["rollback", "--force"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(h.boot(), "B");
+        h.add_health_check("10-fail", "exit 0");
+        let out = h.abupdate(&["health"]);
+        assert!(text(&out).contains("healthy"), "{loader:?}: {}", text(&out));
+        assert!(h.bootable("B"));
+        assert_eq!(h.state()["slots"]["B"]["status"], "good");
+    }
 }

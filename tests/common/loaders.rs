@@ -9,10 +9,11 @@
 //! `mod common;`.
 #![allow(dead_code)]
 
-use crate::common::host::{text, write_at_start, HostOptions, TestHost};
+use crate::common::host::{bin, image, run, text, write_at_start, HostOptions, TestHost};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Loader {
@@ -27,6 +28,52 @@ impl Loader {
             Loader::Uboot => "uboot",
         }
     }
+}
+
+/// One release 2.0 (`image("2.0", len)`), packed once per test binary and
+/// signed by one key, so that many hosts can install it.
+pub struct Release {
+    pub manifest: PathBuf,
+    pub public_key: String,
+    pub secret_key: PathBuf,
+}
+
+pub fn release(len: usize) -> &'static Release {
+    static R: OnceLock<Release> = OnceLock::new();
+    R.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("abupdate-shared-rel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("release dir");
+        let (sk, pk) = (dir.join("release.key"), dir.join("release.pub"));
+        let out = run(Command::new(bin())
+            .args(["keygen", "--secret"])
+            .arg(&sk)
+            .arg("--public")
+            .arg(&pk));
+        assert!(out.status.success(), "keygen: {}", text(&out));
+        let raw = dir.join("rootfs.raw");
+        std::fs::write(&raw, image("2.0", len)).expect("image");
+        let out = run(Command::new(bin())
+            .args(["pack", "--secret"])
+            .arg(&sk)
+            .args([
+                "--compatible",
+                crate::common::host::COMPATIBLE,
+                "--version",
+                "2.0",
+                "--level",
+                "3",
+            ])
+            .arg(format!("--image=rootfs={}", raw.display()))
+            .arg("--out")
+            .arg(dir.join("r2")));
+        assert!(out.status.success(), "pack: {}", text(&out));
+        Release {
+            manifest: dir.join("r2/release.json"),
+            public_key: std::fs::read_to_string(&pk).expect("pub"),
+            secret_key: sk,
+        }
+    })
 }
 
 /// Size of one U-Boot environment copy.
@@ -152,6 +199,22 @@ impl Host {
         assert_eq!(self.boot(), "A");
         let out = self.abupdate(&["health"]);
         assert!(out.status.success(), "first U-Boot health: {}", text(&out));
+    }
+
+    /// Trust `rel`'s key and make it the configured release; shorten the
+    /// health verdict so that a failing trial takes a second.
+    pub fn use_release(&mut self, rel: &Release) {
+        std::fs::write(&self.public_key, &rel.public_key).expect("trust the release key");
+        let cfg = std::fs::read_to_string(&self.config)
+            .expect("config")
+            .replacen(
+                "[update]\n",
+                &format!("[update]\nurl = \"file://{}\"\n", rel.manifest.display()),
+                1,
+            )
+            .replacen("\ntimeout = \"3s\"\n", "\ntimeout = \"1s\"\n", 1)
+            .replacen("check_timeout = \"2s\"", "check_timeout = \"1s\"", 1);
+        std::fs::write(&self.config, cfg).expect("config");
     }
 
     /// The environment as the real tool reads it, or its complaint.
