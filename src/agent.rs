@@ -507,6 +507,12 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                 return Err(e);
             }
         };
+        // Whether the transport itself failed (a network error: the bytes
+        // so far are good and the partial download is resumed next time)
+        // rather than the bytes it delivered (kept, they would fail the
+        // same way on every later run).
+        let transport_failed = std::sync::atomic::AtomicBool::new(false);
+        let payload_url = host.via_mirror(&location);
         let result = match by_delta {
             Some(fetched) => Ok((
                 install::Written {
@@ -529,9 +535,13 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                     if resumed > 0 {
                         log(&format!("resuming {location} at byte {resumed}"));
                     }
+                    let watched = WatchedReader {
+                        inner: &mut reader,
+                        failed: &transport_failed,
+                    };
                     let written = install::write_image(
                         class,
-                        &mut reader,
+                        watched,
                         image,
                         target_dev,
                         host.config.update.max_window_log,
@@ -548,12 +558,20 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                 let _ = std::fs::remove_file(&partial);
             }
             Err(e) => {
-                if matches!(&e, Error::Install(install::InstallError::Mismatch { .. })) {
-                    // A partial download that hashes wrong must not be resumed.
+                let bad_bytes = match &e {
+                    Error::Install(install::InstallError::Device { .. }) => false,
+                    Error::Install(_) => {
+                        !transport_failed.load(std::sync::atomic::Ordering::SeqCst)
+                    }
+                    _ => false,
+                };
+                if bad_bytes {
+                    // A partial download that decodes or hashes wrong must
+                    // not be resumed.
                     let _ = std::fs::remove_file(&partial);
                 }
                 fail_target(host, &mut state, target)?;
-                return Err(e);
+                return Err(name_payload_source(e, &payload_url));
             }
         }
     }
@@ -733,6 +751,53 @@ fn try_delta(
             ));
             Ok(None)
         }
+    }
+}
+
+/// Notes whether a read from the transport failed.
+struct WatchedReader<'a, R> {
+    inner: R,
+    failed: &'a std::sync::atomic::AtomicBool,
+}
+
+impl<R: std::io::Read> std::io::Read for WatchedReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let r = self.inner.read(buf);
+        if r.is_err() {
+            self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    }
+}
+
+/// Name the payload's URL in an error about its bytes (a zstd error, a hash
+/// or size mismatch) that does not name it yet.
+fn name_payload_source(e: Error, url: &str) -> Error {
+    use install::InstallError as E;
+    let named = |what: String| format!("{what} from {url}");
+    match e {
+        Error::Install(E::Payload { what, reason }) if !reason.contains(url) => {
+            Error::Install(E::Payload {
+                what: named(what),
+                reason,
+            })
+        }
+        Error::Install(E::Size { what, reason }) if !reason.contains(url) => {
+            Error::Install(E::Size {
+                what: named(what),
+                reason,
+            })
+        }
+        Error::Install(E::Mismatch {
+            what,
+            expected,
+            actual,
+        }) if !what.contains(" read back ") => Error::Install(E::Mismatch {
+            what: named(what),
+            expected,
+            actual,
+        }),
+        e => e,
     }
 }
 
