@@ -132,7 +132,7 @@ http_bench() {
             local before; before=$(wc -l < "$W/nginx/access.log")
             set +e; "$ABU" --config "$W/abu/config.toml" --json $cmd > "$W/tmp/tick.json" 2>/dev/null; local rc=$?; set -e
             sleep 0.2
-            echo "## abupdate $cmd → exit $rc: $(cat "$W/tmp/tick.json")"
+            echo "## abupdate $cmd → exit $rc: $(tr -s ' \n' ' ' < "$W/tmp/tick.json")"
             tail -n +"$((before + 1))" "$W/nginx/access.log" | awk '{ print "   nginx: " $6 " " $7 " " $9 " body_bytes=" $10 }' | tr -d '"'
         done
     } > "$RES/idle-tick.txt"
