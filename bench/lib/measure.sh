@@ -24,6 +24,7 @@ sample() {
     local rss cpu out
     read -r rss cpu out <<< "$(awk '{ printf "%d %d %d", $1, ($2 + $3) * 1000, $4 / 2 }' <<< "$line")"
     echo "$(( (t1 - t0) / 1000000 )) $rss $cpu $out" >> "$RES/$name.tsv"
+    cut -d' ' -f1 /proc/loadavg >> "$RES/load.txt"
     log "$name: $(( (t1 - t0) / 1000000 )) ms, peak RSS $((rss / 1024)) MiB, CPU $cpu ms, wrote $((out / 1024)) MiB"
 }
 
@@ -85,6 +86,7 @@ CASES=(
 cases() {
     local only=${CASES_ONLY:-} r c name label setup run after
     for c in "${CASES[@]}"; do IFS='|' read -r name _ <<< "$c"; rm -f "$RES/$name.tsv"; done
+    rm -f "$RES/load.txt"
     for r in $(seq "$RUNS"); do
         log "round $r of $RUNS"
         for c in "${CASES[@]}"; do
@@ -190,7 +192,7 @@ report() {
     local bytes; bytes=$(stat -c %s "$W/img/rootfs.ext4")
     local ref=""; [ -s "$RES/abu-w27.tsv" ] && ref=$(cut -d' ' -f1 "$RES/abu-w27.tsv" | median)
     echo
-    echo "Load average at the end (other work on the machine): $(cut -d' ' -f1-3 /proc/loadavg)"
+    [ -s "$RES/load.txt" ] && echo "1-minute load average during the runs (other work on this shared machine), median: $(median < "$RES/load.txt")"
     echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) cores, $(free -g | awk '/^Mem/ { print $2 }') GiB, kernel $(uname -r), $(date -u +%Y-%m-%d)"
     echo "Image: $((bytes >> 20)) MiB ext4 of /usr files; payload zstd -19 --long=27: $(( $(stat -c %s "$(P27)") >> 20 )) MiB, window 2^23: $(( $(stat -c %s "$(P23)") >> 20 )) MiB; ${RUNS} runs each, alternating; medians."
     echo
