@@ -511,6 +511,12 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                 return Err(e);
             }
         };
+        // Whether the transport itself failed (a network error: the bytes
+        // so far are good and the partial download is resumed next time)
+        // rather than the bytes it delivered (kept, they would fail the
+        // same way on every later run).
+        let transport_failed = std::sync::atomic::AtomicBool::new(false);
+        let payload_url = host.via_mirror(&location);
         let result = match by_delta {
             Some(fetched) => Ok((
                 install::Written {
@@ -533,9 +539,13 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                     if resumed > 0 {
                         log(&format!("resuming {location} at byte {resumed}"));
                     }
+                    let watched = WatchedReader {
+                        inner: &mut reader,
+                        failed: &transport_failed,
+                    };
                     let written = install::write_image(
                         class,
-                        &mut reader,
+                        watched,
                         image,
                         target_dev,
                         host.config.update.max_window_log,
@@ -552,12 +562,20 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                 let _ = std::fs::remove_file(&partial);
             }
             Err(e) => {
-                if matches!(&e, Error::Install(install::InstallError::Mismatch { .. })) {
-                    // A partial download that hashes wrong must not be resumed.
+                let bad_bytes = match &e {
+                    Error::Install(install::InstallError::Device { .. }) => false,
+                    Error::Install(_) => {
+                        !transport_failed.load(std::sync::atomic::Ordering::SeqCst)
+                    }
+                    _ => false,
+                };
+                if bad_bytes {
+                    // A partial download that decodes or hashes wrong must
+                    // not be resumed.
                     let _ = std::fs::remove_file(&partial);
                 }
                 fail_target(host, &mut state, target)?;
-                return Err(e);
+                return Err(name_payload_source(e, &payload_url));
             }
         }
     }
@@ -740,6 +758,53 @@ fn try_delta(
     }
 }
 
+/// Notes whether a read from the transport failed.
+struct WatchedReader<'a, R> {
+    inner: R,
+    failed: &'a std::sync::atomic::AtomicBool,
+}
+
+impl<R: std::io::Read> std::io::Read for WatchedReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let r = self.inner.read(buf);
+        if r.is_err() {
+            self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    }
+}
+
+/// Name the payload's URL in an error about its bytes (a zstd error, a hash
+/// or size mismatch) that does not name it yet.
+fn name_payload_source(e: Error, url: &str) -> Error {
+    use install::InstallError as E;
+    let named = |what: String| format!("{what} from {url}");
+    match e {
+        Error::Install(E::Payload { what, reason }) if !reason.contains(url) => {
+            Error::Install(E::Payload {
+                what: named(what),
+                reason,
+            })
+        }
+        Error::Install(E::Size { what, reason }) if !reason.contains(url) => {
+            Error::Install(E::Size {
+                what: named(what),
+                reason,
+            })
+        }
+        Error::Install(E::Mismatch {
+            what,
+            expected,
+            actual,
+        }) if !what.contains(" read back ") => Error::Install(E::Mismatch {
+            what: named(what),
+            expected,
+            actual,
+        }),
+        e => e,
+    }
+}
+
 /// What `health` concluded.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -761,6 +826,14 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
     let mut state = host.state_dir.load()?;
     let booted = host.booted_slot()?;
     let Some(t) = state.transaction.clone() else {
+        if state.slot(booted).status == "bad"
+            && matches!(
+                state.slot(booted.other()).status.as_str(),
+                "good" | "installed"
+            )
+        {
+            return finish_rollback(host, &state, booted, no_reboot);
+        }
         rebless(host, &mut state, booted)?;
         publish(host, &state, None, None);
         return Ok(Verdict::Healthy);
@@ -917,6 +990,37 @@ fn rollback_trial(
     })
 }
 
+/// The booted slot is recorded bad (its trial failed, or `mark-bad`) while
+/// the other slot is good: the rollback was recorded but the reboot never
+/// happened (a crash after the state write, a failed reboot command,
+/// `--no-reboot`). Re-blessing would make the failed slot bootable again;
+/// make sure the good slot boots next and reboot into it instead.
+fn finish_rollback(
+    host: &Host,
+    state: &State,
+    booted: SlotName,
+    no_reboot: bool,
+) -> Result<Verdict> {
+    let other = booted.other();
+    if host.boot.state(booted)? == BootState::Good {
+        host.boot.set_state(booted, BootState::Bad)?;
+    }
+    if host.boot.primary()? != Some(other) || host.boot.state(other)? != BootState::Good {
+        host.boot.activate(other)?;
+    }
+    let rec = state.slot(booted);
+    let reason = format!("slot {booted} is marked bad; slot {other} boots next");
+    log(&reason);
+    if !no_reboot {
+        log(&format!("rebooting into slot {other}"));
+        system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
+    }
+    Ok(Verdict::RolledBack {
+        version: rec.version.unwrap_or_else(|| "the booted release".into()),
+        reason,
+    })
+}
+
 /// Mark the running, healthy slot good again. The bootloader script sets
 /// TRY on every slot it visits; re-blessing on each healthy boot keeps a
 /// later failure of the other slot from leaving both flagged.
@@ -982,6 +1086,13 @@ pub fn rollback(host: &Host, force: bool, no_reboot: bool) -> Result<SlotName> {
     host.boot.activate(other)?;
     crate::failpoint::hit("rollback");
     state.transaction = None;
+    if !usable {
+        // The operator vouches for it: no longer "bad", so the health
+        // check on its boot blesses it instead of rolling back again.
+        let mut rec = rec;
+        rec.status = "installed".into();
+        state.slots.insert(other, rec);
+    }
     host.state_dir.save(&state)?;
     log(&format!("slot {other} is now primary"));
     if !no_reboot {

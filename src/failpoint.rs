@@ -3,19 +3,43 @@
 //! With the `failpoints` feature, `ABUPDATE_FAILPOINT=name` (or `name:N` for
 //! the N-th hit) aborts the process at that point, as a kill -9 or a power
 //! cut would stop it. Without the feature, [`hit`] compiles to nothing.
+//!
+//! Two more switches make the fault matrix systematic rather than a list of
+//! examples:
+//! - `ABUPDATE_FAILPOINT_TRACE=FILE` appends the name of every point passed
+//!   (one per line) to FILE, so a test runs a command once, reads back the
+//!   sequence of durable steps it took, and then crashes it at each of them.
+//! - [`tear`] points sit *inside* a durable write: when armed, the writer
+//!   stores only part of what it meant to (the first `ABUPDATE_TEAR_BYTES`
+//!   bytes, default half), syncs that, and aborts: a power cut mid-write.
 
 #[cfg(feature = "failpoints")]
-pub fn hit(name: &str) {
+fn armed(name: &str) -> bool {
     use std::sync::atomic::{AtomicU64, Ordering};
     static HITS: AtomicU64 = AtomicU64::new(0);
+    if let Some(path) = std::env::var_os("ABUPDATE_FAILPOINT_TRACE") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{name}");
+        }
+    }
     let Ok(spec) = std::env::var("ABUPDATE_FAILPOINT") else {
-        return;
+        return false;
     };
     let (point, nth) = match spec.split_once(':') {
         Some((p, n)) => (p.to_string(), n.parse::<u64>().unwrap_or(1)),
         None => (spec.clone(), 1),
     };
-    if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+    point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth
+}
+
+#[cfg(feature = "failpoints")]
+pub fn hit(name: &str) {
+    if armed(name) {
         eprintln!("abupdate: failpoint {name} hit, aborting");
         std::process::abort();
     }
@@ -24,3 +48,29 @@ pub fn hit(name: &str) {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
+
+/// A point inside a write of `len` bytes: `Some(k)` when armed, meaning
+/// "write only the first k bytes, sync them, then call [`torn`]".
+#[cfg(feature = "failpoints")]
+pub fn tear(name: &str, len: usize) -> Option<usize> {
+    if !armed(name) {
+        return None;
+    }
+    let keep = std::env::var("ABUPDATE_TEAR_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(len / 2);
+    Some(keep.min(len))
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn tear(_name: &str, _len: usize) -> Option<usize> {
+    None
+}
+
+/// The power went out in the middle of write `name`.
+pub fn torn(name: &str) -> ! {
+    eprintln!("abupdate: failpoint {name} tore a write, aborting");
+    std::process::abort();
+}

@@ -295,6 +295,11 @@ impl StateDir {
         })?;
         body.push(b'\n');
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        if let Some(keep) = crate::failpoint::tear("state-tmp-write", body.len()) {
+            let _ = f.write_all(&body[..keep]);
+            let _ = f.sync_all();
+            crate::failpoint::torn("state-tmp-write");
+        }
         f.write_all(&body).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         drop(f);

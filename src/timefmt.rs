@@ -35,6 +35,15 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 fn number(s: &str, what: &str) -> Result<i64, String> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("bad {what} {s:?}"));
@@ -93,6 +102,10 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
             if &zone[3..4] != ":" {
                 return Err(bad());
             }
+            // RFC 3339 time-numoffset: hours 00-23, minutes 00-59.
+            if h > 23 || m > 59 {
+                return Err(bad());
+            }
             let secs = h * 3600 + m * 60;
             if zone.starts_with('-') {
                 -secs
@@ -103,7 +116,7 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
         _ => return Err(bad()),
     };
     if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
+        || !(1..=days_in_month(year, month)).contains(&day)
         || hour > 23
         || minute > 59
         || second > 60
@@ -164,6 +177,9 @@ mod tests {
             Ok(1_795_168_800)
         );
         assert_eq!(parse_rfc3339("2026-11-20T10:00:00.250Z"), Ok(1_795_168_800));
+        assert!(parse_rfc3339("2024-02-29T00:00:00Z").is_ok());
+        assert!(parse_rfc3339("2000-02-29T00:00:00Z").is_ok());
+        assert!(parse_rfc3339("2026-11-20T10:00:00-23:59").is_ok());
         for t in [0i64, 951_782_400, 4_102_444_800, -86_400] {
             assert_eq!(parse_rfc3339(&format_rfc3339(t)), Ok(t));
         }
@@ -180,6 +196,15 @@ mod tests {
             "2026-11-20T10:00:00+0100",
             "2026-11-20Tx0:00:00Z",
             "２０２６-11-20T10:00:00Z",
+            // Found by the timefmt fuzz target: dates that do not exist were
+            // accepted and silently moved (November 31st = December 1st).
+            "2026-11-31T10:00:00Z",
+            "2026-02-29T10:00:00Z",
+            "2100-02-29T10:00:00Z",
+            "2026-04-31T10:00:00Z",
+            "2026-11-20T10:00:00+24:00",
+            "2026-11-20T10:00:00-99:00",
+            "2026-11-20T10:00:00+01:60",
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad:?} accepted");
         }

@@ -262,8 +262,14 @@ pub fn write(path: &Path, env: &GrubEnv) -> Result<(), BootError> {
             ),
         ));
     }
+    if let Some(keep) = crate::failpoint::tear("grubenv-write", BLOCK_SIZE) {
+        let _ = file.write_all_at(&block[..keep], 0);
+        let _ = file.sync_all();
+        crate::failpoint::torn("grubenv-write");
+    }
     file.write_all_at(&block, 0).map_err(|e| io_err(path, e))?;
     file.sync_all().map_err(|e| io_err(path, e))?;
+    crate::failpoint::hit("env-written");
     Ok(())
 }
 

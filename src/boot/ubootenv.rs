@@ -636,6 +636,11 @@ fn write_raw(dev: &EnvDevice, image: &[u8]) -> Result<(), BootError> {
     }
     let result = (|| {
         let (file, offset) = open_device(dev, true)?;
+        if let Some(keep) = crate::failpoint::tear("ubootenv-write", image.len()) {
+            let _ = file.write_all_at(&image[..keep], offset);
+            let _ = file.sync_all();
+            crate::failpoint::torn("ubootenv-write");
+        }
         file.write_all_at(image, offset)
             .map_err(|e| io_err(&dev.path, e))?;
         file.sync_all().map_err(|e| io_err(&dev.path, e))
@@ -643,6 +648,9 @@ fn write_raw(dev: &EnvDevice, image: &[u8]) -> Result<(), BootError> {
     if let Some(p) = &protect {
         // Best effort, as libubootenv: the write's own result matters more.
         let _ = std::fs::write(p, b"1");
+    }
+    if result.is_ok() {
+        crate::failpoint::hit("env-written");
     }
     result
 }

@@ -1,0 +1,374 @@
+//! The test host with either bootloader: GRUB (a grubenv read by the real
+//! `grub-editenv`) or U-Boot (a redundant environment in a regular file,
+//! read by the real `fw_printenv -c`), and `boot()` playing each one's slot
+//! selection: GRUB's script (first slot in ORDER with OK=1 and TRY=0, set
+//! TRY) or `scripts/uboot/boot.cmd` (first slot in BOOT_ORDER with
+//! BOOT_x_LEFT > 0, take one attempt; none left: reset both to 3).
+//!
+//! Include with `#[path = "common/loaders.rs"] mod loaders;` next to
+//! `mod common;`.
+#![allow(dead_code)]
+
+use crate::common::host::{bin, image, run, text, write_at_start, HostOptions, TestHost};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loader {
+    Grub,
+    Uboot,
+}
+
+impl Loader {
+    pub fn name(self) -> &'static str {
+        match self {
+            Loader::Grub => "grub",
+            Loader::Uboot => "uboot",
+        }
+    }
+}
+
+/// One release 2.0 (`image("2.0", len)`), packed once per test binary and
+/// signed by one key, so that many hosts can install it.
+pub struct Release {
+    pub manifest: PathBuf,
+    pub public_key: String,
+    pub secret_key: PathBuf,
+}
+
+pub fn release(len: usize) -> &'static Release {
+    static R: OnceLock<Release> = OnceLock::new();
+    R.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("abupdate-shared-rel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("release dir");
+        let (sk, pk) = (dir.join("release.key"), dir.join("release.pub"));
+        let out = run(Command::new(bin())
+            .args(["keygen", "--secret"])
+            .arg(&sk)
+            .arg("--public")
+            .arg(&pk));
+        assert!(out.status.success(), "keygen: {}", text(&out));
+        let raw = dir.join("rootfs.raw");
+        std::fs::write(&raw, image("2.0", len)).expect("image");
+        let out = run(Command::new(bin())
+            .args(["pack", "--secret"])
+            .arg(&sk)
+            .args([
+                "--compatible",
+                crate::common::host::COMPATIBLE,
+                "--version",
+                "2.0",
+                "--level",
+                "3",
+            ])
+            .arg(format!("--image=rootfs={}", raw.display()))
+            .arg("--out")
+            .arg(dir.join("r2")));
+        assert!(out.status.success(), "pack: {}", text(&out));
+        Release {
+            manifest: dir.join("r2/release.json"),
+            public_key: std::fs::read_to_string(&pk).expect("pub"),
+            secret_key: sk,
+        }
+    })
+}
+
+/// Size of one U-Boot environment copy.
+pub const UBOOT_COPY: usize = 0x4000;
+
+pub struct Host {
+    pub h: TestHost,
+    pub loader: Loader,
+    /// U-Boot: the fw_env.config and the file holding both copies.
+    pub fw_conf: PathBuf,
+    pub uboot_env: PathBuf,
+}
+
+impl std::ops::Deref for Host {
+    type Target = TestHost;
+    fn deref(&self) -> &TestHost {
+        &self.h
+    }
+}
+
+impl std::ops::DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut TestHost {
+        &mut self.h
+    }
+}
+
+/// `BOOT_x_LEFT` as RAUC and the script read it (hex, unset = 3).
+pub fn uboot_left(env: &BTreeMap<String, String>, slot: &str) -> u64 {
+    match env.get(&format!("BOOT_{slot}_LEFT")).map(String::as_str) {
+        None | Some("") => 3,
+        Some(v) => {
+            let v = v.trim_start_matches("0x");
+            let digits: String = v.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+            u64::from_str_radix(&digits, 16).unwrap_or(0)
+        }
+    }
+}
+
+pub fn uboot_order(env: &BTreeMap<String, String>) -> Vec<String> {
+    match env.get("BOOT_ORDER").map(String::as_str) {
+        None | Some("") => vec!["A".into(), "B".into()],
+        Some(v) => v.split_whitespace().map(str::to_string).collect(),
+    }
+}
+
+pub fn grub_order(env: &BTreeMap<String, String>) -> Vec<String> {
+    env.get("ORDER")
+        .map(String::as_str)
+        .unwrap_or("A B")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn slot_name(s: &str) -> &'static str {
+    if s == "B" {
+        "B"
+    } else {
+        "A"
+    }
+}
+
+impl Host {
+    /// A host booted from slot A holding `version` (its first `a_len`
+    /// bytes are the whole image, so its hash is checkable), committed.
+    pub fn new(name: &str, loader: Loader, version: &str, a_len: usize, opts: HostOptions) -> Host {
+        let h = TestHost::new(&format!("{name}-{}", loader.name()), version, opts);
+        write_at_start(&h.slots[0], &crate::common::host::image(version, a_len));
+        let fw_conf = h.dir.join("fw_env.config");
+        let uboot_env = h.dir.join("uboot.env");
+        let mut host = Host {
+            h,
+            loader,
+            fw_conf,
+            uboot_env,
+        };
+        if loader == Loader::Uboot {
+            host.switch_to_uboot();
+        }
+        host
+    }
+
+    fn switch_to_uboot(&mut self) {
+        use abupdate::boot::ubootenv::{self, UbootEnv, UbootEnvConfig};
+        std::fs::write(&self.uboot_env, vec![0u8; 2 * UBOOT_COPY]).expect("env file");
+        std::fs::write(
+            &self.fw_conf,
+            format!(
+                "# abupdate test: redundant env in a file\n{e} 0x0 {UBOOT_COPY:#x}\n{e} {UBOOT_COPY:#x} {UBOOT_COPY:#x}\n",
+                e = self.uboot_env.display()
+            ),
+        )
+        .expect("fw_env.config");
+        let cfg = UbootEnvConfig::load(&self.fw_conf).expect("our fw_env.config");
+        let mut env = UbootEnv::new();
+        for (k, v) in [
+            ("bootcmd", "run distro_bootcmd"),
+            ("BOOT_ORDER", "A B"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "0"),
+        ] {
+            env.set(k, v).expect("set");
+        }
+        ubootenv::write(&cfg, &env).expect("seed env");
+        let config = std::fs::read_to_string(&self.config).expect("config");
+        let grub_lines = format!(
+            "kind = \"grub\"\ngrubenv = \"{}\"\n",
+            self.grubenv.display()
+        );
+        assert!(config.contains(&grub_lines), "fixture config changed");
+        std::fs::write(
+            &self.config,
+            config.replace(
+                &grub_lines,
+                &format!(
+                    "kind = \"uboot\"\nfw_env_config = \"{}\"\n",
+                    self.fw_conf.display()
+                ),
+            ),
+        )
+        .expect("config");
+        let _ = std::fs::remove_file(&self.grubenv);
+        assert_eq!(self.boot(), "A");
+        let out = self.abupdate(&["health"]);
+        assert!(out.status.success(), "first U-Boot health: {}", text(&out));
+    }
+
+    /// Trust `rel`'s key and make it the configured release; shorten the
+    /// health verdict so that a failing trial takes a second.
+    pub fn use_release(&mut self, rel: &Release) {
+        std::fs::write(&self.public_key, &rel.public_key).expect("trust the release key");
+        let cfg = std::fs::read_to_string(&self.config)
+            .expect("config")
+            .replacen(
+                "[update]\n",
+                &format!("[update]\nurl = \"file://{}\"\n", rel.manifest.display()),
+                1,
+            )
+            .replacen("\ntimeout = \"3s\"\n", "\ntimeout = \"1s\"\n", 1)
+            .replacen("check_timeout = \"2s\"", "check_timeout = \"1s\"", 1);
+        std::fs::write(&self.config, cfg).expect("config");
+    }
+
+    /// The environment as the real tool reads it, or its complaint.
+    pub fn try_env(&self) -> Result<BTreeMap<String, String>, String> {
+        let out = match self.loader {
+            Loader::Grub => Command::new("grub-editenv")
+                .arg(&self.grubenv)
+                .arg("list")
+                .output(),
+            Loader::Uboot => Command::new("fw_printenv")
+                .arg("-c")
+                .arg(&self.fw_conf)
+                .output(),
+        }
+        .map_err(|e| format!("cannot run the env tool: {e}"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || stderr.contains("Cannot read environment") {
+            return Err(format!("{:?}: {}", out.status, text(&out)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect())
+    }
+
+    pub fn env(&self) -> BTreeMap<String, String> {
+        self.try_env()
+            .unwrap_or_else(|e| panic!("{} env unreadable: {e}", self.loader.name()))
+    }
+
+    fn set(&self, vars: &[(&str, &str)]) {
+        match self.loader {
+            Loader::Grub => self.h.grub_set(vars),
+            Loader::Uboot => {
+                for (k, v) in vars {
+                    let out = Command::new("fw_setenv")
+                        .arg("-c")
+                        .arg(&self.fw_conf)
+                        .args([k, v])
+                        .output()
+                        .expect("fw_setenv");
+                    assert!(out.status.success(), "fw_setenv: {}", text(&out));
+                }
+            }
+        }
+    }
+
+    /// Whether the bootloader would consider `slot` at all.
+    pub fn bootable(&self, slot: &str) -> bool {
+        let env = self.env();
+        match self.loader {
+            Loader::Grub => {
+                env.get(&format!("{slot}_OK")).map(String::as_str) == Some("1")
+                    && env.get(&format!("{slot}_TRY")).map(String::as_str) != Some("1")
+            }
+            Loader::Uboot => {
+                uboot_order(&env).iter().any(|s| s == slot) && uboot_left(&env, slot) > 0
+            }
+        }
+    }
+
+    /// The slot the bootloader boots next, without changing the env.
+    /// GRUB: our `grub.cfg` (first slot in ORDER with OK=1 and its try
+    /// available; none: a new round gives every OK slot one more try).
+    /// `None` when no slot is OK at all (the script then boots the first of
+    /// ORDER blindly: never a safe state). U-Boot: `boot.cmd`.
+    pub fn primary(&self) -> Option<&'static str> {
+        let env = self.env();
+        match self.loader {
+            Loader::Grub => {
+                let get = |k: String| env.get(&k).cloned().unwrap_or_default();
+                let ok = |s: &str| get(format!("{s}_OK")) == "1";
+                let try_left = |s: &str| match env.get(&format!("{s}_LEFT")) {
+                    Some(l) if !l.is_empty() => l != "0",
+                    _ => get(format!("{s}_TRY")) == "0",
+                };
+                let order = grub_order(&env);
+                order
+                    .iter()
+                    .find(|s| ok(s) && try_left(s))
+                    .or_else(|| order.iter().find(|s| ok(s)))
+                    .map(|s| slot_name(s))
+            }
+            Loader::Uboot => {
+                let order = uboot_order(&env);
+                order
+                    .iter()
+                    .find(|s| uboot_left(&env, s) > 0)
+                    .or(order.first())
+                    .map(|s| slot_name(s))
+            }
+        }
+    }
+
+    /// Play the bootloader: pick, record the attempt, boot.
+    pub fn boot(&mut self) -> &'static str {
+        match self.loader {
+            Loader::Grub => {
+                // As grub.cfg: select; none: new round (every OK slot gets
+                // TRY=0 again) and select again; still none: first of ORDER
+                // with the flags untouched.
+                let env = self.env();
+                let order = grub_order(&env);
+                let get = |k: String| env.get(&k).cloned().unwrap_or_default();
+                let ok = |s: &str| get(format!("{s}_OK")) == "1";
+                let first = order
+                    .iter()
+                    .find(|s| ok(s) && get(format!("{s}_TRY")) == "0")
+                    .map(|s| slot_name(s));
+                let slot = match first {
+                    Some(s) => {
+                        self.set(&[(&format!("{s}_TRY"), "1")]);
+                        s
+                    }
+                    None => match order.iter().find(|s| ok(s)).map(|s| slot_name(s)) {
+                        Some(s) => {
+                            let o = if s == "A" { "B" } else { "A" };
+                            let mut vars = vec![(format!("{s}_TRY"), "1".to_string())];
+                            if ok(o) {
+                                vars.push((format!("{o}_TRY"), "0".to_string()));
+                            }
+                            let vars: Vec<(&str, &str)> =
+                                vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                            self.set(&vars);
+                            s
+                        }
+                        None => order.first().map(|s| slot_name(s)).unwrap_or("A"),
+                    },
+                };
+                self.h.boot_as(slot);
+                slot
+            }
+            Loader::Uboot => {
+                let env = self.env();
+                let order = uboot_order(&env);
+                let slot = match order.iter().find(|s| uboot_left(&env, s) > 0) {
+                    Some(s) => {
+                        let left = uboot_left(&env, s) - 1;
+                        let s = slot_name(s);
+                        self.set(&[(&format!("BOOT_{s}_LEFT"), &format!("{left:x}"))]);
+                        s
+                    }
+                    None => {
+                        // No attempts anywhere: reset both to 3, restart.
+                        self.set(&[("BOOT_A_LEFT", "3"), ("BOOT_B_LEFT", "3")]);
+                        return self.boot();
+                    }
+                };
+                self.h.boot_as(slot);
+                slot
+            }
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The fault-injection matrix: every flow that changes a host (the timer's
+//! `update`, `health` committing a trial, `health` rolling back a failing
+//! one, `health` after a trial that never came up, a manual `rollback`,
+//! `mark-good`, `mark-bad`), on GRUB and on U-Boot, is run once with
+//! `ABUPDATE_FAILPOINT_TRACE` to list every durable step it takes (state
+//! written, env written, target marked bad, each 4 MiB chunk written,
+//! fsync, read-back, activate, reboot requested, verdict, commit, rollback,
+//! and the torn-write points inside the env and state writers). Then, for
+//! each of those points, on a fresh host, the flow is run again and aborted
+//! there (as kill -9 or a power cut would stop it), and:
+//!
+//! - the bootloader env is readable by the real tool (`grub-editenv list`,
+//!   `fw_printenv -c`), and by `abupdate status`;
+//! - `state.json` parses;
+//! - the slot the bootloader boots next holds a complete, known image (its
+//!   SHA-256 matches the release it records) that has not failed here;
+//! - re-running the same command finishes the job, and the host then boots
+//!   the slot the flow meant it to, and its health check passes.
+//!
+//! The points covered are printed (`--nocapture`) and written to
+//! `$CARGO_TARGET_TMPDIR/fault-matrix/*.txt`.
+#![cfg(feature = "failpoints")]
+
+mod common;
+#[path = "common/loaders.rs"]
+mod loaders;
+
+use common::host::{image, slot_version, text, HostOptions};
+use loaders::{Host, Loader};
+use sha2::{Digest, Sha256};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+
+/// Three 4 MiB pipeline buffers: three `chunk-written` points.
+const IMAGE_LEN: usize = 9 << 20;
+
+fn sha(data: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(data))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Update,
+    HealthCommit,
+    HealthRollback,
+    TrialNeverBooted,
+    Rollback,
+    MarkGood,
+    MarkBad,
+}
+
+impl Flow {
+    fn name(self) -> &'static str {
+        match self {
+            Flow::Update => "update",
+            Flow::HealthCommit => "health-commit",
+            Flow::HealthRollback => "health-rollback",
+            Flow::TrialNeverBooted => "health-trial-never-booted",
+            Flow::Rollback => "rollback",
+            Flow::MarkGood => "mark-good",
+            Flow::MarkBad => "mark-bad",
+        }
+    }
+
+    fn command(self) -> &'static [&'static str] {
+        match self {
+            Flow::Update => &["update"],
+            Flow::HealthCommit | Flow::HealthRollback | Flow::TrialNeverBooted => &["health"],
+            Flow::Rollback => &["rollback"],
+            Flow::MarkGood => &["mark-good"],
+            Flow::MarkBad => &["mark-bad", "A"],
+        }
+    }
+
+    /// Exit code of a complete run.
+    fn exit_code(self) -> i32 {
+        match self {
+            Flow::HealthRollback => 1,
+            _ => 0,
+        }
+    }
+}
+
+fn must(h: &Host, args: &[&str]) {
+    let out = h.abupdate(args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+}
+
+/// A host in the state just before `flow`'s command.
+fn prepare(flow: Flow, loader: Loader, tag: &str) -> Host {
+    let mut h = Host::new(
+        &format!("fm-{}-{tag}", flow.name()),
+        loader,
+        "1.0",
+        IMAGE_LEN,
+        HostOptions {
+            slot_size: 16 << 20,
+            ..Default::default()
+        },
+    );
+    h.use_release(loaders::release(IMAGE_LEN));
+    if flow == Flow::Update {
+        return h;
+    }
+    must(&h, &["update"]);
+    assert_eq!(
+        h.boot(),
+        "B",
+        "{}: the staged slot did not boot",
+        flow.name()
+    );
+    match flow {
+        Flow::HealthCommit | Flow::MarkGood => {}
+        Flow::HealthRollback => h.add_health_check("10-fail", "exit 1"),
+        Flow::TrialNeverBooted => {
+            // The trial never comes up: the bootloader falls back.
+            assert_eq!(h.boot(), "A", "no fallback");
+        }
+        Flow::Rollback | Flow::MarkBad => must(&h, &["health"]),
+        Flow::Update => unreachable!(),
+    }
+    h
+}
+
+/// The durable steps `flow` passes, in order, as `name:N` failpoints.
+fn trace(flow: Flow, loader: Loader) -> Vec<String> {
+    let h = prepare(flow, loader, "trace");
+    let log = h.dir.join("trace.log");
+    let out = h.abupdate_env(
+        flow.command(),
+        &[("ABUPDATE_FAILPOINT_TRACE", log.to_str().expect("utf8"))],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(flow.exit_code()),
+        "{} dry run: {}",
+        flow.name(),
+        text(&out)
+    );
+    let names = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    names
+        .lines()
+        .map(|n| {
+            let c = seen.entry(n.to_string()).or_default();
+            *c += 1;
+            format!("{n}:{c}")
+        })
+        .collect()
+}
+
+/// The invariants that must hold at every instant.
+fn assert_safe(h: &Host, at: &str) {
+    let env = h
+        .try_env()
+        .unwrap_or_else(|e| panic!("{at}: the real tool cannot read the env: {e}"));
+    let out = h.abupdate(&["--json", "status"]);
+    assert!(out.status.success(), "{at}: status: {}", text(&out));
+    let state_text = std::fs::read_to_string(h.state_dir.join("state.json"));
+    let state: serde_json::Value = match state_text {
+        Ok(t) => serde_json::from_str(&t).unwrap_or_else(|e| panic!("{at}: state.json: {e}")),
+        Err(_) => serde_json::json!({}),
+    };
+    let Some(primary) = h.primary() else {
+        panic!("{at}: no slot would boot: {env:?}");
+    };
+    let idx = if primary == "B" { 1 } else { 0 };
+    let version = slot_version(&h.slots[idx])
+        .unwrap_or_else(|| panic!("{at}: primary {primary} holds no image: {env:?}"));
+    let bytes = h.slot_bytes(idx, IMAGE_LEN);
+    assert_eq!(
+        sha(&bytes),
+        sha(&image(&version, IMAGE_LEN)),
+        "{at}: primary {primary} holds an incomplete {version}: {env:?}"
+    );
+    // What the state records for that slot, when it records an image.
+    let recorded = state["slots"][primary]["images"]["rootfs"]["sha256"]
+        .as_str()
+        .or_else(|| {
+            (state["transaction"]["to"] == primary)
+                .then(|| state["transaction"]["images"]["rootfs"]["sha256"].as_str())
+                .flatten()
+        });
+    if let Some(want) = recorded {
+        let size = state["slots"][primary]["images"]["rootfs"]["size"]
+            .as_u64()
+            .unwrap_or(IMAGE_LEN as u64) as usize;
+        assert_eq!(
+            sha(&bytes[..size.min(IMAGE_LEN)]),
+            want,
+            "{at}: primary {primary} does not match its recorded release"
+        );
+    }
+    let failed: Vec<&str> = state["failed"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f["version"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        !failed.contains(&version.as_str()),
+        "{at}: primary {primary} holds {version}, which failed here: {env:?}"
+    );
+}
+
+/// The flow's job is done; the host boots where it should and is healthy.
+fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
+    let state = h.state();
+    let (slot, version) = match flow {
+        Flow::Update => {
+            assert_eq!(state["transaction"]["phase"], "staged", "{at}");
+            assert!(h.reboots() >= 1, "{at}: no reboot requested");
+            ("B", "2.0")
+        }
+        Flow::HealthCommit | Flow::MarkGood => {
+            assert!(state["transaction"].is_null(), "{at}: {state}");
+            assert_eq!(state["slots"]["B"]["status"], "good", "{at}");
+            assert!(h.bootable("B"), "{at}: B not bootable: {:?}", h.env());
+            ("B", "2.0")
+        }
+        Flow::HealthRollback | Flow::TrialNeverBooted => {
+            assert!(state["transaction"].is_null(), "{at}: {state}");
+            assert_eq!(state["failed"][0]["version"], "2.0", "{at}: {state}");
+            assert_eq!(state["slots"]["B"]["status"], "bad", "{at}");
+            assert!(!h.bootable("B"), "{at}: failed B bootable: {:?}", h.env());
+            ("A", "1.0")
+        }
+        Flow::Rollback => ("A", "1.0"),
+        Flow::MarkBad => {
+            assert_eq!(state["slots"]["A"]["status"], "bad", "{at}");
+            assert!(!h.bootable("A"), "{at}: A bootable: {:?}", h.env());
+            ("B", "2.0")
+        }
+    };
+    assert_safe(h, &format!("{at}, finished"));
+    assert_eq!(h.primary(), Some(slot), "{at}: {:?}", h.env());
+    assert_eq!(h.boot(), slot, "{at}: booted the wrong slot");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{at}: health after: {}", text(&out));
+    let want = match flow {
+        Flow::Update => format!("committed {version}"),
+        _ => "healthy".to_string(),
+    };
+    assert!(text(&out).contains(&want), "{at}: {}", text(&out));
+    assert_safe(h, &format!("{at}, after the next boot"));
+}
+
+fn matrix(flow: Flow, loader: Loader) {
+    let points = trace(flow, loader);
+    assert!(!points.is_empty(), "{}: no failpoint passed", flow.name());
+    for point in &points {
+        let at = format!("{}/{} crash at {point}", loader.name(), flow.name());
+        let mut h = prepare(flow, loader, &point.replace(':', "-"));
+        let out = h.abupdate_env(flow.command(), &[("ABUPDATE_FAILPOINT", point)]);
+        assert_eq!(
+            out.status.signal(),
+            Some(6),
+            "{at}: did not abort there: {}",
+            text(&out)
+        );
+        assert_safe(&h, &at);
+        let out = h.abupdate(flow.command());
+        assert_eq!(
+            out.status.code(),
+            Some(flow.exit_code()),
+            "{at}: the re-run did not finish the job: {}",
+            text(&out)
+        );
+        assert_finished(flow, &mut h, &at);
+    }
+    report(flow, loader, &points);
+}
+
+fn report(flow: Flow, loader: Loader, points: &[String]) {
+    let line = format!(
+        "fault matrix {}/{}: {} points: {}",
+        loader.name(),
+        flow.name(),
+        points.len(),
+        points.join(", ")
+    );
+    println!("{line}");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-matrix");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(
+        dir.join(format!("{}-{}.txt", loader.name(), flow.name())),
+        format!("{line}\n"),
+    );
+}
+
+macro_rules! matrix_tests {
+    ($($name:ident: $flow:expr, $loader:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            matrix($flow, $loader);
+        }
+    )*};
+}
+
+matrix_tests! {
+    grub_update: Flow::Update, Loader::Grub;
+    grub_health_commit: Flow::HealthCommit, Loader::Grub;
+    grub_health_rollback: Flow::HealthRollback, Loader::Grub;
+    grub_trial_never_booted: Flow::TrialNeverBooted, Loader::Grub;
+    grub_rollback: Flow::Rollback, Loader::Grub;
+    grub_mark_good: Flow::MarkGood, Loader::Grub;
+    grub_mark_bad: Flow::MarkBad, Loader::Grub;
+    uboot_update: Flow::Update, Loader::Uboot;
+    uboot_health_commit: Flow::HealthCommit, Loader::Uboot;
+    uboot_health_rollback: Flow::HealthRollback, Loader::Uboot;
+    uboot_trial_never_booted: Flow::TrialNeverBooted, Loader::Uboot;
+    uboot_rollback: Flow::Rollback, Loader::Uboot;
+    uboot_mark_good: Flow::MarkGood, Loader::Uboot;
+    uboot_mark_bad: Flow::MarkBad, Loader::Uboot;
+}
+
+/// Found by the matrix (health-rollback, crash at `state-written:1`): the
+/// rollback was recorded, the reboot never happened, and a re-run of
+/// `health` on the failed slot re-blessed it (no transaction left = "the
+/// booted slot is healthy"), making the failed release bootable again and
+/// never rebooting. Now the re-run finishes the rollback. The same happens
+/// without a crash after `health --no-reboot`.
+#[test]
+fn regression_health_rerun_after_a_rollback_does_not_rebless_the_failed_slot() {
+    for loader in [Loader::Grub, Loader::Uboot] {
+        let mut h = prepare(Flow::HealthRollback, loader, "regression");
+        let reboots = h.reboots();
+        let out = h.abupdate(&["health", "--no-reboot"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert_eq!(h.reboots(), reboots);
+        for _ in 0..2 {
+            let out = h.abupdate(&["health"]);
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            assert!(
+                text(&out).contains("slot B is marked bad"),
+                "{}",
+                text(&out)
+            );
+            assert!(
+                !h.bootable("B"),
+                "{loader:?}: failed B re-blessed: {:?}",
+                h.env()
+            );
+            assert_eq!(h.primary(), Some("A"));
+        }
+        assert_eq!(h.reboots(), reboots + 2, "each re-run asks for the reboot");
+        assert_eq!(h.state()["slots"]["B"]["status"], "bad");
+        assert_eq!(h.boot(), "A");
+        let out = h.abupdate(&["health"]);
+        assert!(text(&out).contains("healthy"), "{}", text(&out));
+    }
+}
+
+/// `rollback --force` onto a slot recorded bad is the operator's word: the
+/// health check on its boot blesses it rather than bouncing back.
+#[test]
+fn regression_forced_rollback_is_not_undone_by_health() {
+    for loader in [Loader::Grub, Loader::Uboot] {
+        let mut h = prepare(Flow::HealthRollback, loader, "forced");
+        let out = h.abupdate(&["health"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert_eq!(h.boot(), "A");
+        assert!(h.abupdate(&["health"]).status.success());
+        let out = h.abupdate(&["rollback"]);
+        assert_eq!(out.status.code(), Some(1), "unforced: {}", text(&out));
+        let out = h.abupdate(&["rollback", "--force"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(h.boot(), "B");
+        h.add_health_check("10-fail", "exit 0");
+        let out = h.abupdate(&["health"]);
+        assert!(text(&out).contains("healthy"), "{loader:?}: {}", text(&out));
+        assert!(h.bootable("B"));
+        assert_eq!(h.state()["slots"]["B"]["status"], "good");
+    }
+}

@@ -1,0 +1,624 @@
+//! TUF's attack catalogue (theupdateframework.io, "Security"), each fed to
+//! a real host through `abupdate install` from an in-test server on
+//! loopback, and each refused: exit 1, one error line naming what is wrong,
+//! the booted slot's bytes, its bootloader flags and the boot order
+//! untouched, no reboot; where the payload was found bad mid-stream, the
+//! target slot is left marked bad.
+//!
+//! | attack | test |
+//! | --- | --- |
+//! | arbitrary installation | `arbitrary_install_*` |
+//! | rollback | `rollback_to_an_older_release` |
+//! | fast-forward after key rotation | `fast_forward_with_a_rotated_out_key` |
+//! | indefinite freeze (expired, wrong clock) | `freeze_*` |
+//! | endless data | `endless_*` |
+//! | slow retrieval | `slow_retrieval_*` |
+//! | mix-and-match | `mix_and_match_*` |
+//! | wrong hardware | `wrong_hardware` |
+//! | key compromise below threshold | `key_compromise_below_threshold` |
+//! | malicious mirror | `malicious_mirror_*` |
+//!
+//! Each test prints its row: `TUF | attack | refusal`.
+
+mod common;
+#[path = "common/hostile_server.rs"]
+mod hostile_server;
+
+use common::host::{bin, image, run, text, HostOptions, TestHost};
+use hostile_server::{files_of, head, not_found, serve, trickle, write_endless, Server};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LEN: usize = 1 << 20;
+
+fn host(name: &str) -> TestHost {
+    let h = TestHost::new(&format!("tuf-{name}"), "1.0", HostOptions::default());
+    set_config(&h, "read_timeout = \"5s\"", "read_timeout = \"2s\"");
+    h
+}
+
+fn set_config(h: &TestHost, from: &str, to: &str) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    assert!(cfg.contains(from), "config has no {from:?}");
+    std::fs::write(&h.config, cfg.replacen(from, to, 1)).expect("config");
+}
+
+fn keygen(h: &TestHost, name: &str) -> (PathBuf, PathBuf) {
+    let (sk, pk) = (
+        h.dir.join(format!("{name}.key")),
+        h.dir.join(format!("{name}.pub")),
+    );
+    let out = run(Command::new(bin())
+        .args(["keygen", "--secret"])
+        .arg(&sk)
+        .arg("--public")
+        .arg(&pk));
+    assert!(out.status.success(), "keygen: {}", text(&out));
+    (sk, pk)
+}
+
+/// Pack `version` (an image of LEN bytes) signed with `secret`.
+fn pack_with(h: &TestHost, secret: &Path, dir: &str, version: &str, extra: &[&str]) -> PathBuf {
+    let raw = h.dir.join(format!("{dir}.raw"));
+    std::fs::write(&raw, image(version, LEN)).expect("image");
+    let out = run(Command::new(bin())
+        .args(["pack", "--secret"])
+        .arg(secret)
+        .args(["--compatible", common::host::COMPATIBLE])
+        .args(["--version", version, "--level", "3"])
+        .arg(format!("--image=rootfs={}", raw.display()))
+        .arg("--out")
+        .arg(h.dir.join(dir))
+        .args(extra));
+    assert!(out.status.success(), "pack: {}", text(&out));
+    h.dir.join(dir).join("release.json")
+}
+
+fn sign(secret: &Path, file: &Path, comment: &str) -> String {
+    let out = run(Command::new(bin())
+        .args(["sign", "--secret"])
+        .arg(secret)
+        .args(["--trusted-comment", comment])
+        .arg(file));
+    assert!(out.status.success(), "sign: {}", text(&out));
+    std::fs::read_to_string(format!("{}.minisig", file.display())).expect("minisig")
+}
+
+type Files = BTreeMap<String, Arc<Vec<u8>>>;
+
+/// Serve `files` faithfully (with `Range`); 404 for anything else.
+fn serve_files(files: Files) -> Server {
+    Server::start(move |req, s| match files.get(req.path.as_str()) {
+        Some(data) => serve(req, s, data),
+        None => not_found(s),
+    })
+}
+
+fn file(bytes: impl Into<Vec<u8>>) -> Arc<Vec<u8>> {
+    Arc::new(bytes.into())
+}
+
+struct Before {
+    env: BTreeMap<String, String>,
+    slot_a: String,
+    reboots: usize,
+}
+
+fn before(h: &TestHost) -> Before {
+    Before {
+        env: h.grub_vars(),
+        slot_a: format!(
+            "{:x}",
+            Sha256::digest(std::fs::read(&h.slots[0]).expect("slot A"))
+        ),
+        reboots: h.reboots(),
+    }
+}
+
+fn install(h: &TestHost, url: &str) -> Output {
+    h.abupdate(&["install", url])
+}
+
+/// Exit 1, the last line the one error naming `needle`, nothing flipped.
+/// Returns the error line.
+fn refused(h: &TestHost, b: &Before, out: &Output, needle: &str) -> String {
+    assert_eq!(out.status.code(), Some(1), "exit code: {}", text(out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().last().unwrap_or("").to_string();
+    assert!(
+        line.starts_with("abupdate: ") && line.contains(needle),
+        "error line {line:?} does not name {needle:?}; stderr: {stderr}"
+    );
+    let env = h.grub_vars();
+    for var in ["ORDER", "A_OK", "A_TRY"] {
+        assert_eq!(env.get(var), b.env.get(var), "{var} changed: {line}");
+    }
+    assert_eq!(
+        format!(
+            "{:x}",
+            Sha256::digest(std::fs::read(&h.slots[0]).expect("slot A"))
+        ),
+        b.slot_a,
+        "the booted slot's bytes changed"
+    );
+    assert_eq!(h.reboots(), b.reboots, "a reboot was requested");
+    assert_eq!(h.abupdate(&["health"]).status.code(), Some(0));
+    line
+}
+
+/// The payload was found bad mid-stream: the target stays marked bad.
+fn target_bad(h: &TestHost) {
+    assert_eq!(
+        h.grub_vars().get("B_OK").map(String::as_str),
+        Some("0"),
+        "target not marked bad"
+    );
+    assert_eq!(h.state()["slots"]["B"]["status"], "bad");
+    assert!(
+        h.state()["transaction"].is_null(),
+        "transaction left pending"
+    );
+}
+
+fn row(attack: &str, line: &str) {
+    println!("TUF | {attack} | {line}");
+}
+
+#[test]
+fn arbitrary_install_unsigned() {
+    let h = host("unsigned");
+    let m = h.pack("r2", "2.0", &image("2.0", LEN), &[]);
+    std::fs::remove_file(m.with_file_name("release.json.minisig")).expect("rm");
+    let srv = serve_files(files_of(m.parent().expect("dir")));
+    let b = before(&h);
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &srv.url("/release.json")),
+        "release.json.minisig: missing",
+    );
+    row("arbitrary installation (unsigned)", &line);
+}
+
+#[test]
+fn arbitrary_install_self_signed() {
+    let h = host("self-signed");
+    let (evil, _) = keygen(&h, "attacker");
+    let m = pack_with(&h, &evil, "r2", "2.0", &[]);
+    let srv = serve_files(files_of(m.parent().expect("dir")));
+    let b = before(&h);
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &srv.url("/release.json")),
+        "signed by untrusted key",
+    );
+    row("arbitrary installation (attacker's own key)", &line);
+}
+
+#[test]
+fn arbitrary_install_altered_after_signing() {
+    let h = host("altered");
+    let m = h.pack("r2", "2.0", &image("2.0", LEN), &[]);
+    let mut files = files_of(m.parent().expect("dir"));
+    // Point the signed release at the attacker's payload.
+    let text_ = String::from_utf8(files["/release.json"].to_vec()).expect("utf8");
+    files.insert(
+        "/release.json".into(),
+        file(text_.replace("rootfs-2.0.img.zst", "evil.img.zst")),
+    );
+    let srv = serve_files(files);
+    let b = before(&h);
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &srv.url("/release.json")),
+        "signature does not match the manifest",
+    );
+    assert!(
+        srv.requests().iter().all(|r| !r.path.contains("evil")),
+        "fetched the attacker's payload"
+    );
+    row("arbitrary installation (altered manifest)", &line);
+}
+
+#[test]
+fn rollback_to_an_older_release() {
+    let h = host("rollback");
+    let m = h.pack("r09", "0.9", &image("0.9", LEN), &[]);
+    let srv = serve_files(files_of(m.parent().expect("dir")));
+    let b = before(&h);
+    let url = srv.url("/release.json");
+    let line = refused(&h, &b, &install(&h, &url), "not newer than the booted 1.0");
+    // The timer does not take it either.
+    let out = h.abupdate(&["--json", "check", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["reason"], "not_newer");
+    row("rollback (older signed release)", &line);
+}
+
+#[test]
+fn fast_forward_with_a_rotated_out_key() {
+    let h = host("rotation");
+    // Key rotation: the new image ships K2; K1 (h.secret_key) is retired.
+    let (k2, k2_pub) = keygen(&h, "k2");
+    std::fs::copy(&k2_pub, h.public_key.with_file_name("k2.pub")).expect("install K2");
+    std::fs::remove_file(&h.public_key).expect("retire K1");
+    // Whoever holds the retired K1 signs a far newer release.
+    let m = pack_with(&h, &h.secret_key, "r9", "9.0", &[]);
+    let srv = serve_files(files_of(m.parent().expect("dir")));
+    let b = before(&h);
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &srv.url("/release.json")),
+        "signed by untrusted key",
+    );
+    // K2 signs fine: the rotation itself works.
+    let m2 = pack_with(&h, &k2, "r2", "2.0", &[]);
+    let srv2 = serve_files(files_of(m2.parent().expect("dir")));
+    let out = h.abupdate(&["install", "--no-reboot", &srv2.url("/release.json")]);
+    assert!(out.status.success(), "K2 release: {}", text(&out));
+    row("fast-forward after key rotation (retired key)", &line);
+}
+
+#[test]
+fn freeze_with_an_expired_manifest() {
+    let h = host("expired");
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", LEN),
+        &[
+            "--created",
+            "2020-01-01T00:00:00Z",
+            "--expires",
+            "2020-02-01T00:00:00Z",
+        ],
+    );
+    let srv = serve_files(files_of(m.parent().expect("dir")));
+    let b = before(&h);
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &srv.url("/release.json")),
+        "expired at 2020-02-01T00:00:00Z",
+    );
+    row("indefinite freeze (expired manifest replayed)", &line);
+}
+
+/// The host's clock runs 30 days behind (reset, dead RTC battery). The
+/// host has verified a manifest created "in its future"; from then on its
+/// clock is never believed to be earlier than that, so an old manifest
+/// whose expiry is still ahead of the wrong clock is refused.
+#[test]
+fn freeze_against_a_host_whose_clock_was_set_back() {
+    use abupdate::timefmt::{format_rfc3339, now};
+    let h = host("clock");
+    let day = 86_400;
+    let real_now = now() + 30 * day;
+    let newer = h.pack(
+        "r3",
+        "3.0",
+        &image("3.0", LEN),
+        &[
+            "--created",
+            &format_rfc3339(real_now),
+            "--expires",
+            &format_rfc3339(real_now + 60 * day),
+        ],
+    );
+    let old = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", LEN),
+        &[
+            "--created",
+            &format_rfc3339(real_now - 40 * day),
+            "--expires",
+            &format_rfc3339(real_now - 20 * day),
+        ],
+    );
+    let srv_new = serve_files(files_of(newer.parent().expect("dir")));
+    let out = h.abupdate(&["check", &srv_new.url("/release.json")]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+    assert_eq!(h.state()["newest_created"], real_now);
+    let srv_old = serve_files(files_of(old.parent().expect("dir")));
+    let b = before(&h);
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &srv_old.url("/release.json")),
+        "expired",
+    );
+    // By the host's own (wrong) clock the old manifest is still valid.
+    assert!(real_now - 20 * day > now());
+    row("indefinite freeze (host clock set back)", &line);
+}
+
+#[test]
+fn endless_manifest() {
+    let h = host("endless-manifest");
+    let srv = Server::start(|_, s| {
+        head(s, "200 OK", "");
+        write_endless(s);
+    });
+    let b = before(&h);
+    let started = Instant::now();
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &srv.url("/release.json")),
+        "more than the 1048576 bytes allowed",
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    row("endless data (manifest)", &line);
+}
+
+#[test]
+fn endless_payload() {
+    let h = host("endless-payload");
+    let m = h.pack("r2", "2.0", &image("2.0", LEN), &["--no-compress"]);
+    let files = files_of(m.parent().expect("dir"));
+    let srv = Server::start(move |req, s| match req.path.as_str() {
+        "/rootfs-2.0.img" => {
+            // The real bytes, then more, forever, no length announced.
+            head(s, "200 OK", "");
+            hostile_server::write_all_capped(s, &files["/rootfs-2.0.img"]);
+            write_endless(s);
+        }
+        p => match files.get(p) {
+            Some(d) => serve(req, s, d),
+            None => not_found(s),
+        },
+    });
+    let b = before(&h);
+    let started = Instant::now();
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &srv.url("/release.json")),
+        "rootfs-2.0.img",
+    );
+    assert!(line.contains("more than"), "{line}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    target_bad(&h);
+    row("endless data (payload)", &line);
+}
+
+#[test]
+fn slow_retrieval_of_the_payload() {
+    let h = host("slow-payload");
+    let m = h.pack("r2", "2.0", &image("2.0", LEN), &["--no-compress"]);
+    let files = files_of(m.parent().expect("dir"));
+    let srv = Server::start(move |req, s| match req.path.as_str() {
+        "/rootfs-2.0.img" => {
+            let data = &files["/rootfs-2.0.img"];
+            head(s, "200 OK", &format!("Content-Length: {}\r\n", data.len()));
+            trickle(s, data, 60);
+        }
+        p => match files.get(p) {
+            Some(d) => serve(req, s, d),
+            None => not_found(s),
+        },
+    });
+    let b = before(&h);
+    let started = Instant::now();
+    let line = refused(&h, &b, &install(&h, &srv.url("/release.json")), "stalled");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    target_bad(&h);
+    row("slow retrieval (payload, 1 byte/s)", &line);
+}
+
+#[test]
+fn slow_retrieval_of_the_manifest() {
+    let h = host("slow-manifest");
+    let m = h.pack("r2", "2.0", &image("2.0", LEN), &[]);
+    let doc = std::fs::read(&m).expect("manifest");
+    let srv = Server::start(move |_, s| {
+        head(s, "200 OK", &format!("Content-Length: {}\r\n", doc.len()));
+        trickle(s, &doc, 60);
+    });
+    let b = before(&h);
+    let started = Instant::now();
+    let line = refused(&h, &b, &install(&h, &srv.url("/release.json")), "stalled");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    row("slow retrieval (manifest, 1 byte/s)", &line);
+}
+
+#[test]
+fn mix_and_match_payload_of_another_release() {
+    let h = host("mix-payload");
+    let a = h.pack("r2", "2.0", &image("2.0", LEN), &["--no-compress"]);
+    let b3 = h.pack("r3", "3.0", &image("3.0", LEN), &["--no-compress"]);
+    let mut files = files_of(a.parent().expect("dir"));
+    let other = std::fs::read(b3.with_file_name("rootfs-3.0.img")).expect("payload 3.0");
+    files.insert("/rootfs-2.0.img".into(), file(other));
+    let srv = serve_files(files);
+    let b = before(&h);
+    let line = refused(&h, &b, &install(&h, &srv.url("/release.json")), "SHA-256");
+    target_bad(&h);
+    row("mix-and-match (manifest 2.0, payload 3.0)", &line);
+}
+
+#[test]
+fn mix_and_match_signature_of_another_release() {
+    let h = host("mix-sig");
+    let a = h.pack("r2", "2.0", &image("2.0", LEN), &[]);
+    let b3 = h.pack("r3", "3.0", &image("3.0", LEN), &[]);
+    let mut files = files_of(a.parent().expect("dir"));
+    // 3.0's manifest under 2.0's genuine signature.
+    files.insert(
+        "/release.json".into(),
+        file(std::fs::read(&b3).expect("manifest 3.0")),
+    );
+    let srv = serve_files(files);
+    let b = before(&h);
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &srv.url("/release.json")),
+        "signature does not match the manifest",
+    );
+    row("mix-and-match (manifest 3.0, signature of 2.0)", &line);
+}
+
+#[test]
+fn wrong_hardware() {
+    let h = host("hardware");
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", LEN),
+        &["--compatible", "someone-elses-board"],
+    );
+    let srv = serve_files(files_of(m.parent().expect("dir")));
+    let b = before(&h);
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &srv.url("/release.json")),
+        "someone-elses-board",
+    );
+    row("wrong hardware (other compatible)", &line);
+}
+
+#[test]
+fn key_compromise_below_threshold() {
+    let h = host("threshold");
+    set_config(&h, "[update]\n", "[update]\nthreshold = 2\n");
+    let (k2, k2_pub) = keygen(&h, "k2");
+    std::fs::copy(&k2_pub, h.public_key.with_file_name("k2.pub")).expect("trust K2");
+    let m = h.pack("r2", "2.0", &image("2.0", LEN), &[]);
+    let mut files = files_of(m.parent().expect("dir"));
+    // The attacker holds K1 only: two signatures, both by K1, and junk.
+    let k1_again = sign(&h.secret_key, &m, "timestamp:2\tfile:release.json");
+    files.insert("/release.json.1.minisig".into(), file(k1_again));
+    files.insert("/release.json.2.minisig".into(), file("not a signature"));
+    let srv = serve_files(files.clone());
+    let b = before(&h);
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &srv.url("/release.json")),
+        "release.json",
+    );
+    assert!(
+        line.contains("threshold is 2") || line.contains("release.json.2.minisig"),
+        "{line}"
+    );
+    drop(srv);
+    // K1 + K2 meet the threshold.
+    let k2_sig = sign(&k2, &m, "timestamp:3\tfile:release.json");
+    files.insert("/release.json.1.minisig".into(), file(k2_sig));
+    files.remove("/release.json.2.minisig");
+    let srv = serve_files(files);
+    let out = h.abupdate(&["install", "--no-reboot", &srv.url("/release.json")]);
+    assert!(out.status.success(), "2 of 2: {}", text(&out));
+    row("key compromise below threshold (1 of 2 keys)", &line);
+}
+
+/// A configured site cache serves the origin's paths; it is as untrusted
+/// as any server.
+fn mirror_host(name: &str, mirror: &Server) -> TestHost {
+    let h = host(name);
+    set_config(
+        &h,
+        "[update]\n",
+        &format!(
+            "[update]\nmirror = \"http://127.0.0.1:{}\"\nurl = \"http://updates.invalid/edge/release.json\"\n",
+            mirror.port
+        ),
+    );
+    h
+}
+
+/// The mirror flips one bit of the compressed payload. Refused (the
+/// bit is caught by zstd's frame checksum or the payload's SHA-256), the
+/// target left bad, and once the mirror serves the real bytes again the
+/// host updates: nothing of the bad download is kept and resumed.
+///
+/// Found by this test: a payload that zstd refused kept its partial
+/// download, every later run resumed from it and failed the same way (the
+/// host never updated again), and the error named neither file nor URL.
+#[test]
+fn malicious_mirror_alters_the_payload() {
+    let maker = host("mirror-payload-maker");
+    let m = maker.pack("r2", "2.0", &image("2.0", LEN), &[]);
+    let genuine: Files = files_of(m.parent().expect("dir"))
+        .into_iter()
+        .map(|(p, d)| (format!("/edge{p}"), d))
+        .collect();
+    let mut altered = genuine.clone();
+    let mut evil = genuine["/edge/rootfs-2.0.img.zst"].to_vec();
+    let mid = evil.len() / 2;
+    evil[mid] ^= 0x01;
+    altered.insert("/edge/rootfs-2.0.img.zst".into(), file(evil));
+    let serving = Arc::new(std::sync::Mutex::new(altered));
+    let serving2 = serving.clone();
+    let mirror = Server::start(move |req, s| {
+        let files = serving2.lock().unwrap().clone();
+        match files.get(req.path.as_str()) {
+            Some(data) => serve(req, s, data),
+            None => not_found(s),
+        }
+    });
+    let h = mirror_host("mirror-payload", &mirror);
+    std::fs::copy(&maker.public_key, &h.public_key).expect("trust the maker's key");
+    let b = before(&h);
+    let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+    let line = refused(&h, &b, &out, "/edge/rootfs-2.0.img.zst");
+    target_bad(&h);
+    assert!(
+        mirror
+            .requests()
+            .iter()
+            .any(|r| r.path == "/edge/release.json"),
+        "the mirror was not used"
+    );
+    // Twice: a kept partial download would fail the same way forever.
+    for _ in 0..2 {
+        let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    }
+    *serving.lock().unwrap() = genuine;
+    let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+    assert!(
+        out.status.success(),
+        "after the mirror was fixed: {}",
+        text(&out)
+    );
+    assert_eq!(h.slot_bytes(1, LEN), image("2.0", LEN));
+    row("malicious mirror (altered payload)", &line);
+}
+
+#[test]
+fn malicious_mirror_alters_the_manifest() {
+    let maker = host("mirror-manifest-maker");
+    let m = maker.pack("r2", "2.0", &image("2.0", LEN), &[]);
+    let files: Files = files_of(m.parent().expect("dir"))
+        .into_iter()
+        .map(|(p, d)| {
+            let d = if p == "/release.json" {
+                let t = String::from_utf8(d.to_vec()).expect("utf8");
+                file(t.replace("\"2.0\"", "\"2.0.1\""))
+            } else {
+                d
+            };
+            (format!("/edge{p}"), d)
+        })
+        .collect();
+    let mirror = serve_files(files);
+    let h = mirror_host("mirror-manifest", &mirror);
+    std::fs::copy(&maker.public_key, &h.public_key).expect("trust the maker's key");
+    let b = before(&h);
+    let out = h.abupdate(&["update", "--now"]);
+    let line = refused(&h, &b, &out, "signature does not match the manifest");
+    row("malicious mirror (altered manifest)", &line);
+}
