@@ -766,7 +766,7 @@ s5() {
     publish 5.0
     local ms="${INSTALL_MS:-6000}" i pct frac delay mid=0
     [ "$ms" -ge 1500 ] || ms=1500
-    for frac in 20 50 80; do
+    for frac in 15 40 65; do
         delay=$((ms * frac / 100))
         boot_vm "s5-cut-$frac" normal 'abupdate: writing rootfs 5\.0' "$delay"
         expect_boot B 2.0
