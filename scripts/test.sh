@@ -3,7 +3,7 @@
 #   lint (fmt, clippy) → unit + integration tests (real minisign, grub-editenv,
 #   fw_printenv, nginx, loop devices; failpoints compiled in) → the static
 #   musl release build (size reported) → systemd unit check → the GRUB-in-qemu
-#   end-to-end test.
+#   end-to-end test → short fuzz runs of every parser (FUZZ_SECONDS, default 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +31,9 @@ if [ -x scripts/vm-test.sh ] && [ "${ABUPDATE_SKIP_VM:-0}" != 1 ]; then
     echo "== GRUB in qemu, end to end"
     scripts/vm-test.sh
 fi
+
+if [ "${ABUPDATE_SKIP_FUZZ:-0}" != 1 ]; then
+    echo "== fuzz"
+    scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
+fi
+echo "== all checks passed"

@@ -129,6 +129,10 @@ pub struct LastCheck {
     /// ever must not hide that what it serves has expired (a freeze).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<i64>,
+    /// The booted version the manifest was judged against: after a rollback
+    /// the same manifest may apply again, so its 304 must not be trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booted_version: Option<String>,
 }
 
 /// Counters and timestamps for reports; they survive reboots.

@@ -170,3 +170,41 @@ fn a_payload_shorter_than_declared_leaves_the_target_bad() {
     assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("A B"));
     assert_eq!(h.reboots(), 0);
 }
+
+#[test]
+fn an_idle_timer_tick_is_one_conditional_get() {
+    let h = TestHost::new("http-idle", "2.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        cfg.replace(
+            "[update]\n",
+            &format!("[update]\nurl = \"{}\"\n", nginx.url("release.json")),
+        ),
+    )
+    .expect("config");
+    for _ in 0..3 {
+        let out = h.abupdate(&["update"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let log = nginx.wait_log(4);
+    let manifest_gets: Vec<u16> = log
+        .iter()
+        .filter(|l| l.uri.ends_with("release.json"))
+        .map(|l| l.status)
+        .collect();
+    assert_eq!(manifest_gets, [200, 304, 304], "{log:?}");
+    let bytes_after_first: u64 = log.iter().skip(2).map(|l| l.body_bytes_sent).sum();
+    assert_eq!(
+        bytes_after_first, 0,
+        "idle ticks transferred bytes: {log:?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.uri.contains("rootfs")),
+        "a payload was fetched: {log:?}"
+    );
+}

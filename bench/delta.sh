@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Delta bench: bytes to move a host from v1 to v2, and the device-side cost
+# of applying them, for abupdate's segmented zstd deltas and the field's
+# other methods, on one machine in one run.
+#
+#   bench/delta.sh [WORKDIR]        (root; ~1 GiB images; tens of minutes)
+#
+# v1 = a 1 GiB ext4 image (scripts/mkimage.sh, reproducible) of part of this
+# machine's /usr; v2 = v1 with every Debian package that has a newer version
+# in the archive unpacked over it (real security/point-release updates:
+# rebuilt ELF files, changed data), plus a few packages that are new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+work=${1:-$root/target/bench-delta}
+mkdir -p "$work"; cd "$work"
+export DEBIAN_FRONTEND=noninteractive
+need=(xdelta3 casync zchunk zstd e2fsprogs time)
+missing=(); for p in "${need[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+if ((${#missing[@]})); then apt-get update -qq; apt-get install -y -qq "${missing[@]}" >/dev/null; fi
+(cd "$root" && cargo build --release --quiet)
+abupdate=$root/target/release/abupdate
+ms() { date +%s%3N; }
+rss() { awk -F: '/Maximum resident/ {gsub(/ /,"",$2); printf "%d", $2/1024}' "$1"; }
+# Peak anonymous memory (MiB) of a command, sampled from /proc: the mapped
+# booted slot is file-backed page cache and shows in RSS, not in RssAnon.
+peak_anon_file=$work/peak_anon
+peak_anon() {
+    "$@" & local pid=$! max=0 a
+    while kill -0 "$pid" 2>/dev/null; do
+        a=$(awk '/^RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        [ -n "$a" ] && [ "$a" -gt "$max" ] && max=$a
+        sleep 0.02
+    done
+    wait "$pid"; local rc=$?
+    echo $((max / 1024)) > "$peak_anon_file"; return $rc
+}
+
+# ---- the two trees -----------------------------------------------------------
+if [ ! -f v2.img ]; then
+    rm -rf v1 v2 debs; mkdir -p v1/usr debs
+    # ~800 MB of real files: libraries, binaries, perl/python, share data.
+    for d in lib/x86_64-linux-gnu bin sbin lib/python3 share/perl libexec share/locale share/doc; do
+        [ -d /usr/$d ] && mkdir -p "v1/usr/$(dirname "$d")" && cp -a "/usr/$d" "v1/usr/$d"
+    done
+    du -sh v1
+    cp -a v1 v2
+    (cd debs && apt list --upgradable 2>/dev/null | awk -F/ 'NR>1 {print $1}' | xargs -r apt-get download -qq 2>/dev/null || true)
+    (cd debs && apt-get download -qq xdelta3 nginx-common libzck1 2>/dev/null || true)
+    n=0; for deb in debs/*.deb; do dpkg-deb -x "$deb" v2/ && n=$((n+1)); done
+    rm -rf v2/etc v2/var v2/lib v2/lib64 v2/bin v2/sbin 2>/dev/null || true
+    echo "v2 = v1 + $n packages ($(du -sh debs | cut -f1) of .debs)"
+    "$root/scripts/mkimage.sh" v1 v1.img 1024
+    "$root/scripts/mkimage.sh" v2 v2.img 1024
+fi
+size=$(stat -c %s v2.img)
+echo "images: $(numfmt --to=iec "$size") each; differing 4 KiB blocks: $(cmp -l v1.img v2.img 2>/dev/null | awk '{print int(($1-1)/4096)}' | uniq | wc -l)"
+
+# ---- bytes ----------------------------------------------------------------------
+declare -A bytes pack_s apply_s apply_rss
+"$abupdate" keygen --secret k.key --public k.pub --force --quiet 2>/dev/null || "$abupdate" keygen --secret k.key --public k.pub --force
+
+t=$(ms); zstd -q -f -19 --long=31 -T0 v2.img -o v2.img.zst; pack_s[full]=$(( ($(ms)-t)/1000 ))
+bytes[full]=$(stat -c %s v2.img.zst)
+
+rm -rf rel; t=$(ms)
+/usr/bin/time -v "$abupdate" pack --secret k.key --compatible bench --version 2.0 --image rootfs=v2.img \
+    --out rel --level 19 --delta-from rootfs=v1.img --delta-level 9 --quiet 2> pack.time
+pack_s[abupdate]=$(( ($(ms)-t)/1000 ))
+bytes[abupdate]=$(stat -c %s rel/rootfs-2.0.from-*.zst)
+bytes[abupdate_full_segments]=$(stat -c %s rel/rootfs-2.0.img.zst)
+
+t=$(ms); /usr/bin/time -v zstd -q -f -19 --single-thread --patch-from=v1.img v2.img -o v2.patch.zst 2> zstdpatch.time
+pack_s[zstd_patch]=$(( ($(ms)-t)/1000 )); bytes[zstd_patch]=$(stat -c %s v2.patch.zst)
+
+t=$(ms); xdelta3 -f -e -9 -S djw -B 1073741824 -s v1.img v2.img v2.xd3; pack_s[xdelta3]=$(( ($(ms)-t)/1000 ))
+bytes[xdelta3]=$(stat -c %s v2.xd3)
+
+rm -rf store1 store2; t=$(ms)
+casync make --store=store1 v1.caidx v1.img >/dev/null
+casync make --store=store2 v2.caidx v2.img >/dev/null
+pack_s[casync]=$(( ($(ms)-t)/1000 ))
+# Bytes a host seeded with v1 fetches: v2's chunks that v1's store lacks.
+bytes[casync]=$( (cd store2 && find . -name '*.cacnk' -printf '%P %s\n') | while read -r f s; do [ -e "store1/$f" ] || echo "$s"; done | awk '{s+=$1} END {print s+0}')
+casync_gets=$( (cd store2 && find . -name '*.cacnk' -printf '%P\n') | while read -r f; do [ -e "store1/$f" ] || echo x; done | wc -l)
+
+t=$(ms); zck -q -o v1.img.zck v1.img; zck -q -o v2.img.zck v2.img; pack_s[zchunk]=$(( ($(ms)-t)/1000 ))
+bytes[zchunk]=$(zck_delta_size v1.img.zck v2.img.zck 2>/dev/null | awk '/download/ {for (i=1;i<=NF;i++) if ($i ~ /^[0-9]+$/) n=$i} END {print n+0}')
+
+# ---- device-side apply -------------------------------------------------------------
+slot() { truncate -s 1100M "$1"; losetup -f --show "$1"; }
+a=$(slot slot-a.img); b=$(slot slot-b.img); trap 'losetup -d "$a" "$b" 2>/dev/null || true' EXIT
+dd if=v1.img of="$a" bs=4M conv=fsync status=none
+grub-editenv grubenv create; grub-editenv grubenv set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0
+mkdir -p keys state; cp k.pub keys/; echo "abupdate.slot=A" > cmdline; echo "IMAGE_VERSION=1.0" > os-release
+cat > cfg.toml <<TOML
+[update]
+compatible = "bench"
+state_dir = "$work/state"
+keys_dirs = ["$work/keys"]
+[system]
+cmdline = "$work/cmdline"
+os_release = "$work/os-release"
+reboot = ["true"]
+[bootloader]
+grubenv = "$work/grubenv"
+[slots.A]
+rootfs = "$a"
+[slots.B]
+rootfs = "$b"
+TOML
+rm -rf state/*; sync; echo 3 > /proc/sys/vm/drop_caches
+t=$(ms); peak_anon /usr/bin/time -v "$abupdate" --config cfg.toml install --no-reboot rel/release.json 2> apply.time
+apply_s[abupdate]=$(awk "BEGIN {printf \"%.1f\", ($(ms)-$t)/1000}"); apply_rss[abupdate]="$(rss apply.time) (anon $(cat "$peak_anon_file"))"
+grep -q "by delta" apply.time || { echo "abupdate did not apply the delta:"; cat apply.time; exit 1; }
+
+t=$(ms); peak_anon /usr/bin/time -v zstd -q -d -f --long=31 --patch-from=v1.img v2.patch.zst -o /dev/null 2> zd.time
+apply_s[zstd_patch]=$(awk "BEGIN {printf \"%.1f\", ($(ms)-$t)/1000}"); apply_rss[zstd_patch]="$(rss zd.time) (anon $(cat "$peak_anon_file"))"
+t=$(ms); /usr/bin/time -v xdelta3 -f -d -B 1073741824 -s v1.img v2.xd3 /dev/null 2> xd.time
+apply_s[xdelta3]=$(awk "BEGIN {printf \"%.1f\", ($(ms)-$t)/1000}"); apply_rss[xdelta3]=$(rss xd.time)
+t=$(ms); /usr/bin/time -v casync extract --store=store2 --seed=v1.img v2.caidx "$b" 2> ca.time >/dev/null
+apply_s[casync]=$(awk "BEGIN {printf \"%.1f\", ($(ms)-$t)/1000}"); apply_rss[casync]=$(rss ca.time)
+
+printf '\n%s, %s, %s\n' "$(lscpu | sed -n 's/^Model name: *//p')" "$(uname -r)" "$(date -u +%F)"
+printf '| method | bytes v1→v2 | vs zstd patch | pack s | apply s | apply peak RSS MiB |\n| --- | --- | --- | --- | --- | --- |\n'
+for m in full abupdate zstd_patch casync zchunk xdelta3; do
+    r=$(awk "BEGIN {printf \"%.2f\", ${bytes[$m]}/${bytes[zstd_patch]}}")
+    printf '| %s | %s | %sx | %s | %s | %s |\n' "$m" "${bytes[$m]}" "$r" "${pack_s[$m]:--}" "${apply_s[$m]:--}" "${apply_rss[$m]:--}"
+done
+echo "casync: $casync_gets chunk GETs; abupdate full payload as segments: ${bytes[abupdate_full_segments]} bytes; abupdate pack peak RSS $(rss pack.time) MiB"
