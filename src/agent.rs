@@ -253,12 +253,14 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
     // Conditional GET only for the configured URL: an answer of 304 then
     // means "the same manifest that did not apply last time".
     let booted_version_text = host.booted_version(&state, booted);
+    let clock = now().max(state.newest_created.unwrap_or(i64::MIN));
     let previous = state
         .last_check
         .as_ref()
         .filter(|c| {
             c.url == location && !allow_downgrade && c.booted_version == booted_version_text
         })
+        .filter(|c| c.expires.is_none_or(|e| e > clock))
         .map(|c| Validators {
             etag: c.etag.clone(),
             last_modified: c.last_modified.clone(),
@@ -310,6 +312,7 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
             at: now(),
             etag: verified.validators.etag.clone(),
             last_modified: verified.validators.last_modified.clone(),
+            expires: Some(verified.manifest.expires),
             booted_version: booted_version_text.clone(),
         }),
         Ok(()) => None,

@@ -1,5 +1,5 @@
 //! The fault-injection matrix: every flow that changes a host (the timer's
-//! `update`, `health` committing a trial, `health` rolling back a failing
+//! `update`, with a full image or a delta, `health` committing a trial, `health` rolling back a failing
 //! one, `health` after a trial that never came up, a manual `rollback`,
 //! `mark-good`, `mark-bad`), on GRUB and on U-Boot, is run once with
 //! `ABUPDATE_FAILPOINT_TRACE` to list every durable step it takes (state
@@ -41,6 +41,7 @@ fn sha(data: &[u8]) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flow {
     Update,
+    DeltaUpdate,
     HealthCommit,
     HealthRollback,
     TrialNeverBooted,
@@ -53,6 +54,7 @@ impl Flow {
     fn name(self) -> &'static str {
         match self {
             Flow::Update => "update",
+            Flow::DeltaUpdate => "delta-update",
             Flow::HealthCommit => "health-commit",
             Flow::HealthRollback => "health-rollback",
             Flow::TrialNeverBooted => "health-trial-never-booted",
@@ -64,7 +66,7 @@ impl Flow {
 
     fn command(self) -> &'static [&'static str] {
         match self {
-            Flow::Update => &["update"],
+            Flow::Update | Flow::DeltaUpdate => &["update"],
             Flow::HealthCommit | Flow::HealthRollback | Flow::TrialNeverBooted => &["health"],
             Flow::Rollback => &["rollback"],
             Flow::MarkGood => &["mark-good"],
@@ -86,8 +88,9 @@ fn must(h: &Host, args: &[&str]) {
     assert!(out.status.success(), "{args:?}: {}", text(&out));
 }
 
-/// A host in the state just before `flow`'s command.
-fn prepare(flow: Flow, loader: Loader, tag: &str) -> Host {
+/// A host in the state just before `flow`'s command; `url`: where the
+/// delta release is served.
+fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
     let mut h = Host::new(
         &format!("fm-{}-{tag}", flow.name()),
         loader,
@@ -98,6 +101,11 @@ fn prepare(flow: Flow, loader: Loader, tag: &str) -> Host {
             ..Default::default()
         },
     );
+    if flow == Flow::DeltaUpdate {
+        let url = url.expect("the delta release is served over HTTP");
+        h.use_release_at(loaders::delta_release(IMAGE_LEN), url);
+        return h;
+    }
     h.use_release(loaders::release(IMAGE_LEN));
     if flow == Flow::Update {
         return h;
@@ -117,14 +125,14 @@ fn prepare(flow: Flow, loader: Loader, tag: &str) -> Host {
             assert_eq!(h.boot(), "A", "no fallback");
         }
         Flow::Rollback | Flow::MarkBad => must(&h, &["health"]),
-        Flow::Update => unreachable!(),
+        Flow::Update | Flow::DeltaUpdate => unreachable!(),
     }
     h
 }
 
 /// The durable steps `flow` passes, in order, as `name:N` failpoints.
-fn trace(flow: Flow, loader: Loader) -> Vec<String> {
-    let h = prepare(flow, loader, "trace");
+fn trace(flow: Flow, loader: Loader, url: Option<&str>) -> Vec<String> {
+    let h = prepare(flow, loader, "trace", url);
     let log = h.dir.join("trace.log");
     let out = h.abupdate_env(
         flow.command(),
@@ -205,7 +213,7 @@ fn assert_safe(h: &Host, at: &str) {
 fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
     let state = h.state();
     let (slot, version) = match flow {
-        Flow::Update => {
+        Flow::Update | Flow::DeltaUpdate => {
             assert_eq!(state["transaction"]["phase"], "staged", "{at}");
             assert!(h.reboots() >= 1, "{at}: no reboot requested");
             ("B", "2.0")
@@ -236,7 +244,7 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
     let out = h.abupdate(&["health"]);
     assert!(out.status.success(), "{at}: health after: {}", text(&out));
     let want = match flow {
-        Flow::Update => format!("committed {version}"),
+        Flow::Update | Flow::DeltaUpdate => format!("committed {version}"),
         _ => "healthy".to_string(),
     };
     assert!(text(&out).contains(&want), "{at}: {}", text(&out));
@@ -244,11 +252,32 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
 }
 
 fn matrix(flow: Flow, loader: Loader) {
-    let points = trace(flow, loader);
+    // The delta release is fetched by range from a real nginx.
+    let nginx = match flow {
+        Flow::DeltaUpdate => {
+            let rel = loaders::delta_release(IMAGE_LEN);
+            match common::http::Nginx::start(rel.manifest.parent().expect("dir"), "") {
+                Some(n) => Some(n),
+                None => return,
+            }
+        }
+        _ => None,
+    };
+    let url = nginx.as_ref().map(|n| n.url("release.json"));
+    let url = url.as_deref();
+    let points = trace(flow, loader, url);
+    if flow == Flow::DeltaUpdate {
+        assert!(
+            points
+                .iter()
+                .any(|p| p.starts_with("delta-segment-written")),
+            "the delta was not used: {points:?}"
+        );
+    }
     assert!(!points.is_empty(), "{}: no failpoint passed", flow.name());
     for point in &points {
         let at = format!("{}/{} crash at {point}", loader.name(), flow.name());
-        let mut h = prepare(flow, loader, &point.replace(':', "-"));
+        let mut h = prepare(flow, loader, &point.replace(':', "-"), url);
         let out = h.abupdate_env(flow.command(), &[("ABUPDATE_FAILPOINT", point)]);
         assert_eq!(
             out.status.signal(),
@@ -297,6 +326,7 @@ macro_rules! matrix_tests {
 
 matrix_tests! {
     grub_update: Flow::Update, Loader::Grub;
+    grub_delta_update: Flow::DeltaUpdate, Loader::Grub;
     grub_health_commit: Flow::HealthCommit, Loader::Grub;
     grub_health_rollback: Flow::HealthRollback, Loader::Grub;
     grub_trial_never_booted: Flow::TrialNeverBooted, Loader::Grub;
@@ -304,6 +334,7 @@ matrix_tests! {
     grub_mark_good: Flow::MarkGood, Loader::Grub;
     grub_mark_bad: Flow::MarkBad, Loader::Grub;
     uboot_update: Flow::Update, Loader::Uboot;
+    uboot_delta_update: Flow::DeltaUpdate, Loader::Uboot;
     uboot_health_commit: Flow::HealthCommit, Loader::Uboot;
     uboot_health_rollback: Flow::HealthRollback, Loader::Uboot;
     uboot_trial_never_booted: Flow::TrialNeverBooted, Loader::Uboot;
@@ -321,7 +352,7 @@ matrix_tests! {
 #[test]
 fn regression_health_rerun_after_a_rollback_does_not_rebless_the_failed_slot() {
     for loader in [Loader::Grub, Loader::Uboot] {
-        let mut h = prepare(Flow::HealthRollback, loader, "regression");
+        let mut h = prepare(Flow::HealthRollback, loader, "regression", None);
         let reboots = h.reboots();
         let out = h.abupdate(&["health", "--no-reboot"]);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -354,7 +385,7 @@ fn regression_health_rerun_after_a_rollback_does_not_rebless_the_failed_slot() {
 #[test]
 fn regression_forced_rollback_is_not_undone_by_health() {
     for loader in [Loader::Grub, Loader::Uboot] {
-        let mut h = prepare(Flow::HealthRollback, loader, "forced");
+        let mut h = prepare(Flow::HealthRollback, loader, "forced", None);
         let out = h.abupdate(&["health"]);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         assert_eq!(h.boot(), "A");
