@@ -670,6 +670,8 @@ fn has_room_for(dir: &std::path::Path, partial: &std::path::Path, size: u64) -> 
     let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
     match nix::sys::statvfs::statvfs(dir) {
         Ok(st) => {
+            // The field types are narrower on 32-bit targets.
+            #[allow(clippy::unnecessary_cast)]
             let free = st.blocks_available() as u64 * st.fragment_size() as u64;
             free >= size.saturating_sub(have) + (4 << 20)
         }
