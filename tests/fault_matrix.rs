@@ -1,7 +1,8 @@
 //! The fault-injection matrix: every flow that changes a host (the timer's
-//! `update`, with a full image or a delta, `health` committing a trial, `health` rolling back a failing
-//! one, `health` after a trial that never came up, a manual `rollback`,
-//! `mark-good`, `mark-bad`), on GRUB and on U-Boot, is run once with
+//! `update` with a full image or a delta, `health` committing a trial,
+//! `health` rolling back a failing one, `health` after a trial that never
+//! came up, a manual `rollback`, `mark-good`, `mark-bad`), on GRUB and on
+//! U-Boot (a redundant env in a file), is run once with
 //! `ABUPDATE_FAILPOINT_TRACE` to list every durable step it takes (state
 //! written, env written, target marked bad, each 4 MiB chunk written,
 //! fsync, read-back, activate, reboot requested, verdict, commit, rollback,
@@ -17,8 +18,9 @@
 //! - re-running the same command finishes the job, and the host then boots
 //!   the slot the flow meant it to, and its health check passes.
 //!
-//! The points covered are printed (`--nocapture`) and written to
-//! `$CARGO_TARGET_TMPDIR/fault-matrix/*.txt`.
+//! The points covered are printed (`--nocapture`; `scripts/fault-matrix.sh`
+//! prints them with the total) and written to
+//! `$CARGO_TARGET_TMPDIR/fault-matrix/*.txt` (`target/tmp/`).
 #![cfg(feature = "failpoints")]
 
 mod common;
