@@ -1,7 +1,8 @@
 //! The fault-injection matrix: every flow that changes a host (the timer's
 //! `update` with a full image or a delta, `health` committing a trial,
 //! `health` rolling back a failing one, `health` after a trial that never
-//! came up, a manual `rollback`, `mark-good`, `mark-bad`), on GRUB and on
+//! came up, `health` while a staged slot awaits the reboot, a manual
+//! `rollback`, `mark-good`, `mark-bad`), on GRUB and on
 //! U-Boot (a redundant env in a file), is run once with
 //! `ABUPDATE_FAILPOINT_TRACE` to list every durable step it takes (state
 //! written, env written, target marked bad, each 4 MiB chunk written,
@@ -50,6 +51,7 @@ enum Flow {
     Rollback,
     MarkGood,
     MarkBad,
+    HealthAwaitingReboot,
 }
 
 impl Flow {
@@ -63,13 +65,17 @@ impl Flow {
             Flow::Rollback => "rollback",
             Flow::MarkGood => "mark-good",
             Flow::MarkBad => "mark-bad",
+            Flow::HealthAwaitingReboot => "health-awaiting-reboot",
         }
     }
 
     fn command(self) -> &'static [&'static str] {
         match self {
             Flow::Update | Flow::DeltaUpdate => &["update"],
-            Flow::HealthCommit | Flow::HealthRollback | Flow::TrialNeverBooted => &["health"],
+            Flow::HealthCommit
+            | Flow::HealthRollback
+            | Flow::TrialNeverBooted
+            | Flow::HealthAwaitingReboot => &["health"],
             Flow::Rollback => &["rollback"],
             Flow::MarkGood => &["mark-good"],
             Flow::MarkBad => &["mark-bad", "A"],
@@ -113,6 +119,11 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
         return h;
     }
     must(&h, &["update"]);
+    if flow == Flow::HealthAwaitingReboot {
+        // Staged, the host not rebooted yet (outside a window, or the
+        // health service restarted): the same boot.
+        return h;
+    }
     assert_eq!(
         h.boot(),
         "B",
@@ -127,7 +138,7 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
             assert_eq!(h.boot(), "A", "no fallback");
         }
         Flow::Rollback | Flow::MarkBad => must(&h, &["health"]),
-        Flow::Update | Flow::DeltaUpdate => unreachable!(),
+        Flow::Update | Flow::DeltaUpdate | Flow::HealthAwaitingReboot => unreachable!(),
     }
     h
 }
@@ -220,6 +231,12 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
             assert!(h.reboots() >= 1, "{at}: no reboot requested");
             ("B", "2.0")
         }
+        Flow::HealthAwaitingReboot => {
+            assert_eq!(state["transaction"]["phase"], "staged", "{at}");
+            assert_eq!(state["slots"]["A"]["status"], "good", "{at}");
+            assert!(h.bootable("A"), "{at}: the running slot lost its blessing");
+            ("B", "2.0")
+        }
         Flow::HealthCommit | Flow::MarkGood => {
             assert!(state["transaction"].is_null(), "{at}: {state}");
             assert_eq!(state["slots"]["B"]["status"], "good", "{at}");
@@ -246,7 +263,9 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
     let out = h.abupdate(&["health"]);
     assert!(out.status.success(), "{at}: health after: {}", text(&out));
     let want = match flow {
-        Flow::Update | Flow::DeltaUpdate => format!("committed {version}"),
+        Flow::Update | Flow::DeltaUpdate | Flow::HealthAwaitingReboot => {
+            format!("committed {version}")
+        }
         _ => "healthy".to_string(),
     };
     assert!(text(&out).contains(&want), "{at}: {}", text(&out));
@@ -335,6 +354,7 @@ matrix_tests! {
     grub_rollback: Flow::Rollback, Loader::Grub;
     grub_mark_good: Flow::MarkGood, Loader::Grub;
     grub_mark_bad: Flow::MarkBad, Loader::Grub;
+    grub_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Grub;
     uboot_update: Flow::Update, Loader::Uboot;
     uboot_delta_update: Flow::DeltaUpdate, Loader::Uboot;
     uboot_health_commit: Flow::HealthCommit, Loader::Uboot;
@@ -343,6 +363,7 @@ matrix_tests! {
     uboot_rollback: Flow::Rollback, Loader::Uboot;
     uboot_mark_good: Flow::MarkGood, Loader::Uboot;
     uboot_mark_bad: Flow::MarkBad, Loader::Uboot;
+    uboot_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Uboot;
 }
 
 /// Found by the matrix (health-rollback, crash at `state-written:1`): the
