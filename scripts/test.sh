@@ -28,7 +28,8 @@ if [ -x scripts/check-units.sh ]; then
 fi
 
 if [ -x scripts/vm-test.sh ] && [ "${ABUPDATE_SKIP_VM:-0}" != 1 ]; then
-    echo "== GRUB in qemu, end to end"
+    echo "== GRUB in qemu: the shipped grub.cfg's choices, then end to end"
+    scripts/vm-test.sh --grub-selftest
     scripts/vm-test.sh
 fi
 

@@ -11,7 +11,7 @@
 //! full payload: never a half-applied delta.
 
 use crate::fetch::{FetchError, Transport};
-use crate::install::hex;
+use crate::install::{fill, hex};
 use crate::manifest::{Delta, Image};
 use crate::progress::Progress;
 use crate::state::SourceHash;
@@ -196,18 +196,6 @@ impl Drop for SourceMap {
     }
 }
 
-fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match reader.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
 
 /// Where the delta comes from and goes to.
 pub struct Plan<'a> {

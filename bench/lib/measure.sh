@@ -1,0 +1,240 @@
+# Sourced by bench/run.sh: the measured cases, the runs, the tables.
+
+# Peak RSS (KiB), CPU seconds (user, system) and blocks written (512 B) of
+# the measured command go here (GNU time).
+TIME=(/usr/bin/time -f "%M %U %S %O" -o "$W/tmp/rss")
+
+# sample NAME SETUP RUN [AFTER]: one timed run. SETUP runs untimed (and the
+# machine's dirty pages are flushed before the clock starts); the timed window
+# is RUN plus an fsync of slot B, so every tool is timed until its bytes are
+# on the device. AFTER (untimed) may overwrite $W/tmp/rss (RAUC's service).
+# Appends "wall_ms rss_kib cpu_ms written_kib" to $RES/NAME.tsv.
+sample() {
+    local name=$1 setup=$2 run=$3 after=${4:-}
+    rm -f "$W/tmp/rss"
+    $setup
+    sync
+    local t0 t1
+    t0=$(date +%s%N)
+    $run || die "$name: run failed"
+    sync "$SLOT_B"
+    t1=$(date +%s%N)
+    [ -n "$after" ] && $after
+    local line; line=$(tail -n1 "$W/tmp/rss" 2>/dev/null || echo "0 0 0 0")
+    local rss cpu out
+    read -r rss cpu out <<< "$(awk '{ printf "%d %d %d", $1, ($2 + $3) * 1000, $4 / 2 }' <<< "$line")"
+    echo "$(( (t1 - t0) / 1000000 )) $rss $cpu $out" >> "$RES/$name.tsv"
+    log "$name: $(( (t1 - t0) / 1000000 )) ms, peak RSS $((rss / 1024)) MiB, CPU $cpu ms, wrote $((out / 1024)) MiB"
+}
+
+P27() { payload_of "$W/rel/rootfs-w27"; }
+P23() { payload_of "$W/rel/rootfs-w23"; }
+none() { :; }
+
+# ---- bounds: each stage alone
+run_dd() { "${TIME[@]}" dd if="$W/img/rootfs.ext4" of="$SLOT_B" bs=4M oflag=direct conv=fsync status=none; }
+run_zstd27() { "${TIME[@]}" zstd -dcq --long=27 "$(P27)" > /dev/null; }
+run_zstd23() { "${TIME[@]}" zstd -dcq "$(P23)" > /dev/null; }
+run_openssl() { "${TIME[@]}" openssl dgst -sha256 "$W/img/rootfs.ext4" > /dev/null; }
+run_sha256sum() { "${TIME[@]}" sha256sum "$W/img/rootfs.ext4" > /dev/null; }
+
+# ---- abupdate
+reset_abu() { abu_reset 1.0; }
+reset_abu_old() { abu_reset 1.0; dd if="$W/img/rootfs-old.ext4" of="$SLOT_B" bs=4M oflag=direct conv=fsync status=none; }
+reset_abu_same() { abu_reset 1.0; dd if="$W/img/rootfs.ext4" of="$SLOT_B" bs=4M oflag=direct conv=fsync status=none; }
+run_abu27() { "${TIME[@]}" "$ABU" --config "$W/abu/config.toml" --quiet install --no-reboot "$W/rel/rootfs-w27/release.json" > /dev/null; }
+run_abu23() { "${TIME[@]}" "$ABU" --config "$W/abu/config.toml" --quiet install --no-reboot "$W/rel/rootfs-w23/release.json" > /dev/null; }
+run_abu27c() { "${TIME[@]}" "$ABU" --config "$W/abu/config.toml" --quiet install --no-reboot --write=changed "$W/rel/rootfs-w27/release.json" > /dev/null; }
+
+# ---- RAUC (the writing process is the service: its VmHWM)
+rauc_rss() {
+    local hwm ticks wb hz; hz=$(getconf CLK_TCK)
+    hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$RAUC_PID/status")
+    ticks=$(awk '{ print $14 + $15 }' "/proc/$RAUC_PID/stat")
+    wb=$(awk '/^write_bytes/ { print $2 }' "/proc/$RAUC_PID/io")
+    echo "$hwm $(awk -v t="$ticks" -v hz="$hz" 'BEGIN { print t / hz }') 0 $((wb / 512))" > "$W/tmp/rss"
+    rauc_stop
+}
+run_rauc_zstd() { install_rauc zstd; }
+run_rauc_gzip() { install_rauc gzip; }
+
+# ---- SWUpdate, casync
+run_swu_raw() { "${TIME[@]}" swupdate -i "$W/swu/raw.swu" -k "$W/rauc/ca.pem" -H bench:1.0 -M -m -l 3 > "$W/logs/swu.log" 2>&1 || { cat "$W/logs/swu.log" >&2; return 1; }; }
+run_swu_zstd() { "${TIME[@]}" swupdate -i "$W/swu/zstd.swu" -k "$W/rauc/ca.pem" -H bench:1.0 -M -m -l 3 > "$W/logs/swu.log" 2>&1 || { cat "$W/logs/swu.log" >&2; return 1; }; }
+run_casync() { "${TIME[@]}" casync extract --store="$W/casync/store.castr" --seed-output=no "$W/casync/rootfs.caibx" "$SLOT_B" > "$W/logs/casync.log" 2>&1 || { cat "$W/logs/casync.log" >&2; return 1; }; }
+
+# name|label|setup|run|after
+CASES=(
+    "bound-dd|dd raw image → slot, O_DIRECT + fsync|none|run_dd"
+    "bound-zstd-w27|zstd -dc → /dev/null (payload --long=27)|none|run_zstd27"
+    "bound-zstd-w23|zstd -dc → /dev/null (payload window 2^23)|none|run_zstd23"
+    "bound-openssl|openssl dgst -sha256 of the image|none|run_openssl"
+    "bound-sha256sum|coreutils sha256sum of the image|none|run_sha256sum"
+    "abu-w27|**abupdate install, payload --long=27**|reset_abu|run_abu27"
+    "abu-w23|abupdate install, payload window 2^23|reset_abu|run_abu23"
+    "abu-changed-old|abupdate --write=changed, slot holds the older image|reset_abu_old|run_abu27c"
+    "abu-changed-same|abupdate --write=changed, slot already holds this image|reset_abu_same|run_abu27c"
+    "rauc-zstd|RAUC 1.8, plain bundle, squashfs zstd|rauc_start|run_rauc_zstd|rauc_rss"
+    "rauc-gzip|RAUC 1.8, plain bundle, squashfs gzip (default)|rauc_start|run_rauc_gzip|rauc_rss"
+    "swu-zstd|SWUpdate, CMS .swu, raw handler, zstd (--long=27)|none|run_swu_zstd"
+    "swu-raw|SWUpdate, CMS .swu, raw handler, uncompressed|none|run_swu_raw"
+    "casync|casync extract (zstd chunk store), full|none|run_casync"
+)
+
+# The bounds and every tool, RUNS rounds, alternating within each round.
+cases() {
+    local only=${CASES_ONLY:-} r c name label setup run after
+    for c in "${CASES[@]}"; do IFS='|' read -r name _ <<< "$c"; rm -f "$RES/$name.tsv"; done
+    for r in $(seq "$RUNS"); do
+        log "round $r of $RUNS"
+        for c in "${CASES[@]}"; do
+            IFS='|' read -r name label setup run after <<< "$c"
+            [ -n "$only" ] && [[ " $only " != *" $name "* ]] && continue
+            sample "$name" "$setup" "$run" "$after"
+        done
+    done
+    # The slot really holds the image after the abupdate runs (sanity).
+    reset_abu; run_abu27
+    cmp -n "$(stat -c %s "$W/img/rootfs.ext4")" "$W/img/rootfs.ext4" "$SLOT_B" || die "slot B differs from the image"
+}
+
+# ---- HTTP from a local nginx, and the idle timer tick
+nginx_start() {
+    mkdir -p "$W/nginx/logs"
+    NGINX_PORT=$(( 20000 + RANDOM % 20000 ))
+    cat > "$W/nginx/nginx.conf" <<EOF
+daemon on; pid $W/nginx/nginx.pid; error_log $W/nginx/error.log;
+events {}
+http { access_log $W/nginx/access.log; types {} default_type application/octet-stream;
+  sendfile on;
+  server { listen 127.0.0.1:$NGINX_PORT; root $W/rel; } }
+EOF
+    : > "$W/nginx/access.log"
+    nginx -p "$W/nginx" -c "$W/nginx/nginx.conf"
+}
+nginx_stop() { [ -f "$W/nginx/nginx.pid" ] && kill "$(cat "$W/nginx/nginx.pid")" 2>/dev/null; rm -f "$W/nginx/nginx.pid"; }
+
+run_abu_http() { "${TIME[@]}" "$ABU" --config "$W/abu/config.toml" --quiet install --no-reboot "http://127.0.0.1:$NGINX_PORT/rootfs-w27/release.json" > /dev/null; }
+
+http_bench() {
+    nginx_start
+    rm -f "$RES/abu-http.tsv"
+    local r
+    for r in $(seq "$RUNS"); do sample abu-http reset_abu run_abu_http; done
+    # The idle tick: the booted version is the released one.
+    local url="http://127.0.0.1:$NGINX_PORT/rootfs-w27/release.json"
+    abu_config "$W/abu" "$url"
+    abu_reset 2.0
+    : > "$W/nginx/access.log"
+    {
+        echo "# abupdate check, twice, then update, with nothing new (booted 2.0 = released 2.0)"
+        for cmd in check check update; do
+            local before; before=$(wc -l < "$W/nginx/access.log")
+            set +e; "$ABU" --config "$W/abu/config.toml" --json $cmd > "$W/tmp/tick.json" 2>/dev/null; local rc=$?; set -e
+            sleep 0.2
+            echo "## abupdate $cmd → exit $rc: $(tr -s ' \n' ' ' < "$W/tmp/tick.json")"
+            tail -n +"$((before + 1))" "$W/nginx/access.log" | awk '{ print "   nginx: " $6 " " $7 " " $9 " body_bytes=" $10 }' | tr -d '"'
+        done
+    } > "$RES/idle-tick.txt"
+    cat "$RES/idle-tick.txt" >&2
+    abu_config "$W/abu"
+    nginx_stop
+}
+
+# ---- peak RSS against image size (zstd -3 payloads: packing 4 GiB at -19 takes long)
+rss_sweep() {
+    : > "$RES/rss.tsv"
+    local mib w saved=$SLOT_B
+    for mib in $RSS_SIZES; do
+        image "rss-$mib" "$mib"
+        release "rss-$mib" 3 23 2.0
+        release "rss-$mib" 3 27 2.0
+        SLOT_B=$(attach "$W/slots/rss-$mib.img" "$mib")
+        abu_config "$W/abu"
+        for w in 23 27; do
+            rm -f "$RES/rss-$mib-w$w.tsv"
+            eval "run_rss() { \"\${TIME[@]}\" \"\$ABU\" --config \"\$W/abu/config.toml\" --quiet install --no-reboot \"\$W/rel/rss-$mib-w$w/release.json\" > /dev/null; }"
+            sample "rss-$mib-w$w" reset_abu run_rss
+            sample "rss-$mib-w$w" reset_abu run_rss
+            echo "$mib $w $(sort -n -k2 "$RES/rss-$mib-w$w.tsv" | tail -n1 | cut -d' ' -f2) $(du -b "$(payload_of "$W/rel/rss-$mib-w$w")" | cut -f1)" >> "$RES/rss.tsv"
+        done
+        losetup -d "$SLOT_B"
+        rm -f "$W/slots/rss-$mib.img"
+        SLOT_B=$saved
+        abu_config "$W/abu"
+    done
+}
+
+# ---- binary + shared library sizes
+size_of() { # PROGRAM → bytes of the binary plus every shared library it loads
+    local bin; bin=$(readlink -f "$(command -v "$1" || echo "$1")")
+    { echo "$bin"; ldd "$bin" 2>/dev/null | awk '/=>/ && $3 ~ /^\// { print $3 } /^\t\/.* \(/ { print $1 }'; } \
+        | xargs -r readlink -f | sort -u | xargs -r stat -L -c %s | awk '{ s += $1 } END { print s }'
+}
+sizes() {
+    {
+        echo "abupdate $(stat -c %s "$ABU") static"
+        local p
+        for p in rauc swupdate casync zstd openssl dd sha256sum; do
+            echo "$p $(size_of "$p") $(stat -L -c %s "$(command -v "$p")")"
+        done
+        echo "mksquashfs-note $(size_of unsquashfs) -"
+    } > "$RES/sizes.txt"
+}
+size_for() { awk -v p="$1" '$1 == p { printf "%.2f", $2 / 1048576 }' "$RES/sizes.txt" 2>/dev/null; }
+
+# ---- the tables
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) { print 0; exit } if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+report() {
+    [ -f "$RES/sizes.txt" ] || sizes
+    local bytes; bytes=$(stat -c %s "$W/img/rootfs.ext4")
+    local ref=""; [ -s "$RES/abu-w27.tsv" ] && ref=$(cut -d' ' -f1 "$RES/abu-w27.tsv" | median)
+    echo
+    echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) cores, $(free -g | awk '/^Mem/ { print $2 }') GiB, kernel $(uname -r), $(date -u +%Y-%m-%d)"
+    echo "Image: $((bytes >> 20)) MiB ext4 of /usr files; payload zstd -19 --long=27: $(( $(stat -c %s "$(P27)") >> 20 )) MiB, window 2^23: $(( $(stat -c %s "$(P23)") >> 20 )) MiB; ${RUNS} runs each, alternating; medians."
+    echo
+    echo "| tool, mode | wall (s) | MB/s of image | ratio to abupdate | CPU (s) | peak RSS (MiB) | written (MiB) | binary + libs (MiB) |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    local c name label setup run after bin
+    for c in "${CASES[@]}" "abu-http|abupdate install over HTTP from nginx (--long=27)"; do
+        IFS='|' read -r name label setup run after <<< "$c"
+        [ -s "$RES/$name.tsv" ] || continue
+        local ms rss cpu out
+        ms=$(cut -d' ' -f1 "$RES/$name.tsv" | median)
+        rss=$(cut -d' ' -f2 "$RES/$name.tsv" | median)
+        cpu=$(cut -d' ' -f3 "$RES/$name.tsv" | median)
+        out=$(cut -d' ' -f4 "$RES/$name.tsv" | median)
+        case $name in
+            abu*) bin=abupdate ;; rauc*) bin=rauc ;; swu*) bin=swupdate ;; casync) bin=casync ;;
+            bound-dd) bin=dd ;; bound-zstd*) bin=zstd ;; bound-openssl) bin=openssl ;; bound-sha256sum) bin=sha256sum ;;
+        esac
+        awk -v l="$label" -v ms="$ms" -v b="$bytes" -v ref="$ref" -v rss="$rss" -v cpu="$cpu" -v out="$out" -v sz="$(size_for $bin)" 'BEGIN {
+            r = (ref > 0) ? sprintf("%.2f", ref / ms) : "-";
+            printf "| %s | %.2f | %.0f | %s | %.2f | %.1f | %.0f | %s |\n", l, ms / 1000, b / 1e6 / (ms / 1000), r, cpu / 1000, rss / 1024, out / 1024, sz }'
+    done
+    if [ -s "$RES/rss.tsv" ]; then
+        echo
+        echo "Peak RSS of \`abupdate install\` against image size (zstd -3 payloads):"
+        echo
+        echo "| image | window 2^23 | window 2^27 (--long) |"
+        echo "| ---: | ---: | ---: |"
+        awk '{ r[$1, $2] = $3; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+             END { for (i = 1; i <= n; i++) { m = order[i]; printf "| %d MiB | %.1f MiB | %.1f MiB |\n", m, r[m, 23] / 1024, r[m, 27] / 1024 } }' "$RES/rss.tsv"
+    fi
+    if [ -s "$RES/idle-tick.txt" ]; then
+        echo
+        echo '```'
+        cat "$RES/idle-tick.txt"
+        echo '```'
+    fi
+    if [ -n "$ref" ]; then
+        echo
+        local best_rauc zstd27
+        best_rauc=$(for n in rauc-zstd rauc-gzip; do [ -s "$RES/$n.tsv" ] && cut -d' ' -f1 "$RES/$n.tsv" | median; done | sort -n | head -n1)
+        zstd27=$(cut -d' ' -f1 "$RES/bound-zstd-w27.tsv" 2>/dev/null | median)
+        awk -v a="$ref" -v r="${best_rauc:-0}" -v z="${zstd27:-0}" -v s="$(stat -c %s "$ABU")" 'BEGIN {
+            if (r > 0) printf "Target: abupdate ≥ 1.5x RAUC best mode: %.2fx\n", r / a;
+            if (z > 0) printf "Target: abupdate ≥ 0.85 of zstd -dc alone: %.2f\n", z / a;
+            printf "Target: static binary ≤ 3 MiB with TLS: %.2f MiB\n", s / 1048576 }'
+    fi
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# abupdate install performance, side by side with RAUC, SWUpdate and casync,
+# on this machine, in one run. See bench/README.md.
+#
+#   bench/run.sh            everything: prepare, cases (bounds and tools), http, rss, sizes
+#   bench/run.sh PART       one of prepare|cases|http|rss|sizes (prepare runs first anyway)
+#   CASES_ONLY="abu-w27 rauc-zstd" bench/run.sh cases     a subset of the cases
+#
+# Knobs (environment): RUNS=5 (runs per case, alternating), SIZE_MIB=1024 (the
+# image), RSS_SIZES="256 1024 4096", BENCH_DIR=target/bench (scratch; images
+# and payloads are cached there between runs), SKIP_BUILD=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+W=${BENCH_DIR:-$ROOT/target/bench}
+RUNS=${RUNS:-5}
+SIZE_MIB=${SIZE_MIB:-1024}
+RSS_SIZES=${RSS_SIZES:-256 1024 4096}
+ABU=$ROOT/target/x86_64-unknown-linux-musl/release/abupdate
+RES=$W/results
+mkdir -p "$W"/{img,rel,keys,slots,tmp,logs} "$RES"
+
+log() { printf '\033[1m[bench %(%H:%M:%S)T]\033[0m %s\n' -1 "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+# shellcheck source=bench/lib/image.sh
+. "$ROOT/bench/lib/image.sh"
+# shellcheck source=bench/lib/tools.sh
+. "$ROOT/bench/lib/tools.sh"
+# shellcheck source=bench/lib/measure.sh
+. "$ROOT/bench/lib/measure.sh"
+
+deps() {
+    [ "$(id -u)" = 0 ] || die "run as root (loop devices, mounts, RAUC's D-Bus service)"
+    "$ROOT/scripts/deps.sh"
+    local want=(rauc swupdate casync squashfs-tools dbus time nginx zstd openssl e2fsprogs grub2-common)
+    local missing=()
+    for p in "${want[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    if [ -z "${SKIP_BUILD:-}" ]; then
+        log "building the static release binary"
+        cargo build --release --quiet --target x86_64-unknown-linux-musl
+    fi
+    [ -x "$ABU" ] || die "no $ABU"
+}
+
+prepare() {
+    [ -s "$W/keys/release.key" ] || "$ABU" keygen --secret "$W/keys/release.key" --public "$W/keys/release.pub" >/dev/null
+    image rootfs "$SIZE_MIB"
+    old_image rootfs "$SIZE_MIB"
+    release rootfs 19 27 2.0
+    release rootfs 19 23 2.0
+    rauc_prepare
+    swu_prepare
+    casync_prepare
+    slots_setup "$SIZE_MIB"
+}
+
+main() {
+    local what=${1:-all}
+    deps
+    trap cleanup EXIT
+    prepare
+    case $what in
+        prepare) ;;
+        cases) cases ;;
+        http) http_bench ;;
+        rss) rss_sweep ;;
+        sizes) sizes ;;
+        all) cases; http_bench; rss_sweep; sizes ;;
+        *) die "unknown part $what" ;;
+    esac
+    report | tee "$RES/report.md"
+}
+
+main "$@"
