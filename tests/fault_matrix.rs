@@ -5,7 +5,7 @@
 //! `rollback`, `mark-good`, `mark-bad`), on GRUB and on
 //! U-Boot (a redundant env in a file), is run once with
 //! `ABUPDATE_FAILPOINT_TRACE` to list every durable step it takes (state
-//! written, env written, target marked bad, each 4 MiB chunk written,
+//! written, env written, target marked bad, each chunk written,
 //! fsync, read-back, activate, reboot requested, verdict, commit, rollback,
 //! and the torn-write points inside the env and state writers). Then, for
 //! each of those points, on a fresh host, the flow is run again and aborted
@@ -34,7 +34,8 @@ use sha2::{Digest, Sha256};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
-/// Three 4 MiB pipeline buffers: three `chunk-written` points.
+/// Several pipeline chunks (one `chunk-written` point each: 18 with the
+/// 512 KiB chunks of the install pipeline) and five 2 MiB delta segments.
 const IMAGE_LEN: usize = 9 << 20;
 
 fn sha(data: &[u8]) -> String {
