@@ -1117,7 +1117,16 @@ pub fn rollback(host: &Host, force: bool, no_reboot: bool) -> Result<SlotName> {
     }
     host.boot.activate(other)?;
     crate::failpoint::hit("rollback");
-    state.transaction = None;
+    // Onto a slot that is staged and never tried: the boot is its trial,
+    // so the transaction stays (health then judges it); anything else in
+    // flight is abandoned.
+    let staged_there = state
+        .transaction
+        .as_ref()
+        .is_some_and(|t| t.to == other && t.phase == Phase::Staged);
+    if !staged_there {
+        state.transaction = None;
+    }
     if !usable {
         // The operator vouches for it: no longer "bad", so the health
         // check on its boot blesses it instead of rolling back again.

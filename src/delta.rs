@@ -196,7 +196,6 @@ impl Drop for SourceMap {
     }
 }
 
-
 /// Where the delta comes from and goes to.
 pub struct Plan<'a> {
     pub transport: &'a Transport,

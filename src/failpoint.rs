@@ -23,7 +23,7 @@
 //! | `grubenv-write`, `ubootenv-write` | inside: the env block / copy being written (tear) |
 //! | `env-written` | any bootloader env write, synced |
 //! | `target-marked-bad` | the target slot marked bad before its first byte |
-//! | `chunk-written` | each 4 MiB of image written to the slot |
+//! | `chunk-written` | each chunk of image (512 KiB) written to the slot |
 //! | `delta-segment-written` | each delta segment written, verified and journaled |
 //! | `fsync` | the slot synced |
 //! | `read-back` | the slot read back from the medium and hashed right |

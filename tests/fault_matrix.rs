@@ -1,9 +1,11 @@
 //! The fault-injection matrix: every flow that changes a host (the timer's
-//! `update`, with a full image or a delta, `health` committing a trial, `health` rolling back a failing
-//! one, `health` after a trial that never came up, a manual `rollback`,
-//! `mark-good`, `mark-bad`), on GRUB and on U-Boot, is run once with
+//! `update` with a full image or a delta, `health` committing a trial,
+//! `health` rolling back a failing one, `health` after a trial that never
+//! came up, `health` while a staged slot awaits the reboot, a manual
+//! `rollback`, `mark-good`, `mark-bad`), on GRUB and on
+//! U-Boot (a redundant env in a file), is run once with
 //! `ABUPDATE_FAILPOINT_TRACE` to list every durable step it takes (state
-//! written, env written, target marked bad, each 4 MiB chunk written,
+//! written, env written, target marked bad, each chunk written,
 //! fsync, read-back, activate, reboot requested, verdict, commit, rollback,
 //! and the torn-write points inside the env and state writers). Then, for
 //! each of those points, on a fresh host, the flow is run again and aborted
@@ -17,8 +19,9 @@
 //! - re-running the same command finishes the job, and the host then boots
 //!   the slot the flow meant it to, and its health check passes.
 //!
-//! The points covered are printed (`--nocapture`) and written to
-//! `$CARGO_TARGET_TMPDIR/fault-matrix/*.txt`.
+//! The points covered are printed (`--nocapture`; `scripts/fault-matrix.sh`
+//! prints them with the total) and written to
+//! `$CARGO_TARGET_TMPDIR/fault-matrix/*.txt` (`target/tmp/`).
 #![cfg(feature = "failpoints")]
 
 mod common;
@@ -31,7 +34,8 @@ use sha2::{Digest, Sha256};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
-/// Three 4 MiB pipeline buffers: three `chunk-written` points.
+/// Several pipeline chunks (one `chunk-written` point each: 18 with the
+/// 512 KiB chunks of the install pipeline) and five 2 MiB delta segments.
 const IMAGE_LEN: usize = 9 << 20;
 
 fn sha(data: &[u8]) -> String {
@@ -48,6 +52,7 @@ enum Flow {
     Rollback,
     MarkGood,
     MarkBad,
+    HealthAwaitingReboot,
 }
 
 impl Flow {
@@ -61,13 +66,17 @@ impl Flow {
             Flow::Rollback => "rollback",
             Flow::MarkGood => "mark-good",
             Flow::MarkBad => "mark-bad",
+            Flow::HealthAwaitingReboot => "health-awaiting-reboot",
         }
     }
 
     fn command(self) -> &'static [&'static str] {
         match self {
             Flow::Update | Flow::DeltaUpdate => &["update"],
-            Flow::HealthCommit | Flow::HealthRollback | Flow::TrialNeverBooted => &["health"],
+            Flow::HealthCommit
+            | Flow::HealthRollback
+            | Flow::TrialNeverBooted
+            | Flow::HealthAwaitingReboot => &["health"],
             Flow::Rollback => &["rollback"],
             Flow::MarkGood => &["mark-good"],
             Flow::MarkBad => &["mark-bad", "A"],
@@ -111,6 +120,11 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
         return h;
     }
     must(&h, &["update"]);
+    if flow == Flow::HealthAwaitingReboot {
+        // Staged, the host not rebooted yet (outside a window, or the
+        // health service restarted): the same boot.
+        return h;
+    }
     assert_eq!(
         h.boot(),
         "B",
@@ -125,7 +139,7 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
             assert_eq!(h.boot(), "A", "no fallback");
         }
         Flow::Rollback | Flow::MarkBad => must(&h, &["health"]),
-        Flow::Update | Flow::DeltaUpdate => unreachable!(),
+        Flow::Update | Flow::DeltaUpdate | Flow::HealthAwaitingReboot => unreachable!(),
     }
     h
 }
@@ -218,6 +232,12 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
             assert!(h.reboots() >= 1, "{at}: no reboot requested");
             ("B", "2.0")
         }
+        Flow::HealthAwaitingReboot => {
+            assert_eq!(state["transaction"]["phase"], "staged", "{at}");
+            assert_eq!(state["slots"]["A"]["status"], "good", "{at}");
+            assert!(h.bootable("A"), "{at}: the running slot lost its blessing");
+            ("B", "2.0")
+        }
         Flow::HealthCommit | Flow::MarkGood => {
             assert!(state["transaction"].is_null(), "{at}: {state}");
             assert_eq!(state["slots"]["B"]["status"], "good", "{at}");
@@ -244,7 +264,9 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
     let out = h.abupdate(&["health"]);
     assert!(out.status.success(), "{at}: health after: {}", text(&out));
     let want = match flow {
-        Flow::Update | Flow::DeltaUpdate => format!("committed {version}"),
+        Flow::Update | Flow::DeltaUpdate | Flow::HealthAwaitingReboot => {
+            format!("committed {version}")
+        }
         _ => "healthy".to_string(),
     };
     assert!(text(&out).contains(&want), "{at}: {}", text(&out));
@@ -333,6 +355,7 @@ matrix_tests! {
     grub_rollback: Flow::Rollback, Loader::Grub;
     grub_mark_good: Flow::MarkGood, Loader::Grub;
     grub_mark_bad: Flow::MarkBad, Loader::Grub;
+    grub_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Grub;
     uboot_update: Flow::Update, Loader::Uboot;
     uboot_delta_update: Flow::DeltaUpdate, Loader::Uboot;
     uboot_health_commit: Flow::HealthCommit, Loader::Uboot;
@@ -341,6 +364,7 @@ matrix_tests! {
     uboot_rollback: Flow::Rollback, Loader::Uboot;
     uboot_mark_good: Flow::MarkGood, Loader::Uboot;
     uboot_mark_bad: Flow::MarkBad, Loader::Uboot;
+    uboot_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Uboot;
 }
 
 /// Found by the matrix (health-rollback, crash at `state-written:1`): the
@@ -400,5 +424,26 @@ fn regression_forced_rollback_is_not_undone_by_health() {
         assert!(text(&out).contains("healthy"), "{loader:?}: {}", text(&out));
         assert!(h.bootable("B"));
         assert_eq!(h.state()["slots"]["B"]["status"], "good");
+    }
+}
+
+/// `rollback` while a release is staged (booted A, B written and verified
+/// but never tried) boots B: that boot must still be B's trial. It used to
+/// drop the transaction, so the health service took B for an old good slot
+/// and re-blessed it without running a single check.
+#[test]
+fn regression_manual_rollback_onto_a_staged_slot_keeps_it_on_trial() {
+    for loader in [Loader::Grub, Loader::Uboot] {
+        let mut h = prepare(Flow::HealthAwaitingReboot, loader, "rollback-staged", None);
+        assert_eq!(h.state()["transaction"]["phase"], "staged");
+        let out = h.abupdate(&["rollback"]);
+        assert!(out.status.success(), "{loader:?}: {}", text(&out));
+        assert_eq!(h.boot(), "B");
+        h.add_health_check("10-fail", "exit 1");
+        let out = h.abupdate(&["health"]);
+        assert_eq!(out.status.code(), Some(1), "{loader:?}: {}", text(&out));
+        assert!(text(&out).contains("rolled back 2.0"), "{}", text(&out));
+        assert!(!h.bootable("B"), "{loader:?}: B committed unchecked");
+        assert_eq!(h.primary(), Some("A"));
     }
 }
