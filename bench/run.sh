@@ -3,7 +3,8 @@
 # on this machine, in one run. See bench/README.md.
 #
 #   bench/run.sh            everything: prepare, cases (bounds and tools), http, rss, sizes
-#   bench/run.sh PART       one of prepare|cases|http|rss|sizes (prepare runs first anyway)
+#   bench/run.sh PART       one of prepare|cases|http|rss|sizes (prepare runs first anyway),
+#                           or report (only print the tables of the last results)
 #   CASES_ONLY="abu-w27 rauc-zstd" bench/run.sh cases     a subset of the cases
 #
 # Knobs (environment): RUNS=5 (runs per case, alternating), SIZE_MIB=1024 (the
@@ -64,6 +65,7 @@ prepare() {
 
 main() {
     local what=${1:-all}
+    if [ "$what" = report ]; then report; return; fi   # the tables from the last results
     deps
     trap cleanup EXIT
     prepare

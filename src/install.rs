@@ -67,6 +67,11 @@ const IN_CHUNKS: usize = 4;
 const ALIGN: usize = 4096;
 /// Granularity of the comparison in [`WriteMode::Changed`].
 const CMP_BLOCK: usize = 64 << 10;
+/// A background flush (fdatasync) is started every this many bytes written,
+/// so the device's volatile cache (or, on a loop device, its backing file's
+/// dirty pages) is emptied while decoding goes on rather than all at the
+/// end.
+const FLUSH_EVERY: u64 = 64 << 20;
 
 #[derive(Debug)]
 pub enum InstallError {
@@ -560,11 +565,13 @@ fn write_chunks(
     back: &SyncSender<AlignedBuf>,
     medium_pool: &Receiver<AlignedBuf>,
     to_verify: &SyncSender<Verify>,
+    flush: &SyncSender<()>,
     mode: WriteMode,
     size: u64,
     progress: &mut Progress,
 ) -> (u64, Result<(), WriterStop>) {
     let mut offset = 0u64;
+    let mut flush_asked = 0u64;
     for (chunk, n) in rx.iter() {
         if offset + n as u64 > size {
             break; // the producer reports the overflow
@@ -606,6 +613,10 @@ fn write_chunks(
             return (offset, Err(WriterStop::Verifier));
         }
         offset += n as u64;
+        // Never waits: a flush still running takes the next request later.
+        if offset - flush_asked >= FLUSH_EVERY && flush.try_send(()).is_ok() {
+            flush_asked = offset;
+        }
         progress.advance(n as u64);
         crate::failpoint::hit("chunk-written");
         let _ = back.send(chunk);
@@ -660,10 +671,21 @@ pub fn write_image(
         let _ = medium_back.send(AlignedBuf::new(CHUNK));
     }
 
-    let (offset, writer, produced, verified) = std::thread::scope(|scope| {
+    let (flush_tx, flush_rx) = sync_channel::<()>(1);
+
+    let (offset, writer, produced, verified, flushed) = std::thread::scope(|scope| {
         let verifier = scope.spawn({
             let io = &io;
             move || verify(io, verify_rx, medium_back)
+        });
+        let flusher = scope.spawn({
+            let io = &io;
+            move || -> io::Result<()> {
+                for () in flush_rx.iter() {
+                    io.cached.sync_data()?;
+                }
+                Ok(())
+            }
         });
         let producer = scope.spawn(move || -> Result<(u64, String), String> {
             match compression {
@@ -699,11 +721,13 @@ pub fn write_image(
             &chunk_back,
             &medium_pool,
             &verify_tx,
+            &flush_tx,
             mode,
             size,
             progress,
         );
         drop(verify_tx);
+        drop(flush_tx);
         drop(chunk_rx);
         drop(chunk_back);
         drop(medium_pool);
@@ -713,12 +737,16 @@ pub fn write_image(
         let verified = verifier
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("read-back thread panicked")));
-        (offset, writer, produced, verified)
+        let flushed = flusher
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("flush thread panicked")));
+        (offset, writer, produced, verified, flushed)
     });
 
     if let Err(WriterStop::Device(e)) = writer {
         return Err(dev_err(e));
     }
+    flushed.map_err(dev_err)?;
     let verified = verified.map_err(dev_err)?;
     let (payload_bytes, payload_sha) = produced.map_err(|reason| InstallError::Payload {
         what: what.clone(),

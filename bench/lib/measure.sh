@@ -24,6 +24,7 @@ sample() {
     local rss cpu out
     read -r rss cpu out <<< "$(awk '{ printf "%d %d %d", $1, ($2 + $3) * 1000, $4 / 2 }' <<< "$line")"
     echo "$(( (t1 - t0) / 1000000 )) $rss $cpu $out" >> "$RES/$name.tsv"
+    cut -d' ' -f1 /proc/loadavg >> "$RES/load.txt"
     log "$name: $(( (t1 - t0) / 1000000 )) ms, peak RSS $((rss / 1024)) MiB, CPU $cpu ms, wrote $((out / 1024)) MiB"
 }
 
@@ -85,6 +86,7 @@ CASES=(
 cases() {
     local only=${CASES_ONLY:-} r c name label setup run after
     for c in "${CASES[@]}"; do IFS='|' read -r name _ <<< "$c"; rm -f "$RES/$name.tsv"; done
+    rm -f "$RES/load.txt"
     for r in $(seq "$RUNS"); do
         log "round $r of $RUNS"
         for c in "${CASES[@]}"; do
@@ -190,27 +192,29 @@ report() {
     local bytes; bytes=$(stat -c %s "$W/img/rootfs.ext4")
     local ref=""; [ -s "$RES/abu-w27.tsv" ] && ref=$(cut -d' ' -f1 "$RES/abu-w27.tsv" | median)
     echo
+    [ -s "$RES/load.txt" ] && echo "1-minute load average during the runs (other work on this shared machine), median: $(median < "$RES/load.txt")"
     echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) cores, $(free -g | awk '/^Mem/ { print $2 }') GiB, kernel $(uname -r), $(date -u +%Y-%m-%d)"
     echo "Image: $((bytes >> 20)) MiB ext4 of /usr files; payload zstd -19 --long=27: $(( $(stat -c %s "$(P27)") >> 20 )) MiB, window 2^23: $(( $(stat -c %s "$(P23)") >> 20 )) MiB; ${RUNS} runs each, alternating; medians."
     echo
-    echo "| tool, mode | wall (s) | MB/s of image | ratio to abupdate | CPU (s) | peak RSS (MiB) | written (MiB) | binary + libs (MiB) |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| tool, mode | wall (s) | MB/s of image | ratio to abupdate | fastest run (s) | CPU (s) | peak RSS (MiB) | written (MiB) | binary + libs (MiB) |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     local c name label setup run after bin
     for c in "${CASES[@]}" "abu-http|abupdate install over HTTP from nginx (--long=27)"; do
         IFS='|' read -r name label setup run after <<< "$c"
         [ -s "$RES/$name.tsv" ] || continue
-        local ms rss cpu out
+        local ms rss cpu out best
         ms=$(cut -d' ' -f1 "$RES/$name.tsv" | median)
         rss=$(cut -d' ' -f2 "$RES/$name.tsv" | median)
         cpu=$(cut -d' ' -f3 "$RES/$name.tsv" | median)
         out=$(cut -d' ' -f4 "$RES/$name.tsv" | median)
+        best=$(cut -d' ' -f1 "$RES/$name.tsv" | sort -n | head -n1)
         case $name in
             abu*) bin=abupdate ;; rauc*) bin=rauc ;; swu*) bin=swupdate ;; casync) bin=casync ;;
             bound-dd) bin=dd ;; bound-zstd*) bin=zstd ;; bound-openssl) bin=openssl ;; bound-sha256sum) bin=sha256sum ;;
         esac
-        awk -v l="$label" -v ms="$ms" -v b="$bytes" -v ref="$ref" -v rss="$rss" -v cpu="$cpu" -v out="$out" -v sz="$(size_for $bin)" 'BEGIN {
+        awk -v l="$label" -v ms="$ms" -v b="$bytes" -v ref="$ref" -v rss="$rss" -v cpu="$cpu" -v out="$out" -v best="$best" -v sz="$(size_for $bin)" 'BEGIN {
             r = (ref > 0) ? sprintf("%.2f", ref / ms) : "-";
-            printf "| %s | %.2f | %.0f | %s | %.2f | %.1f | %.0f | %s |\n", l, ms / 1000, b / 1e6 / (ms / 1000), r, cpu / 1000, rss / 1024, out / 1024, sz }'
+            printf "| %s | %.2f | %.0f | %s | %.2f | %.2f | %.1f | %.0f | %s |\n", l, ms / 1000, b / 1e6 / (ms / 1000), r, best / 1000, cpu / 1000, rss / 1024, out / 1024, sz }'
     done
     if [ -s "$RES/rss.tsv" ]; then
         echo
