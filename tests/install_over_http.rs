@@ -8,6 +8,7 @@ mod common;
 use common::host::{image, text, HostOptions, TestHost};
 use common::http::Nginx;
 
+#[cfg(feature = "failpoints")]
 fn payload_requests(nginx: &Nginx, name: &str) -> Vec<common::http::LogLine> {
     nginx
         .log()
