@@ -15,7 +15,7 @@ root=$PWD
 work=${1:-$root/target/bench-delta}
 mkdir -p "$work"; cd "$work"
 export DEBIAN_FRONTEND=noninteractive
-need=(xdelta3 casync zchunk zstd e2fsprogs time)
+need=(xdelta3 casync zchunk zstd e2fsprogs time cpio)
 missing=(); for p in "${need[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then apt-get update -qq; apt-get install -y -qq "${missing[@]}" >/dev/null; fi
 (cd "$root" && cargo build --release --quiet)
@@ -38,14 +38,24 @@ peak_anon() {
 
 # ---- the two trees -----------------------------------------------------------
 if [ ! -f v2.img ]; then
-    rm -rf v1 v2 debs; mkdir -p v1/usr debs
-    # ~800 MB of real files: libraries, binaries, perl/python, share data.
-    for d in lib/x86_64-linux-gnu bin sbin lib/python3 share/perl libexec share/locale share/doc; do
-        [ -d /usr/$d ] && mkdir -p "v1/usr/$(dirname "$d")" && cp -a "/usr/$d" "v1/usr/$d"
+    rm -rf v1 v2 debs; mkdir -p v1 debs
+    # v1: the /usr files of real installed packages, ~800 MB: every package
+    # that has an update in the archive, then others until the budget is met.
+    upgradable=$(apt list --upgradable 2>/dev/null | awk -F/ 'NR>1 {print $1}')
+    others=$(dpkg-query -W -f='${Installed-Size} ${Package}\n' | sort -rn | awk '{print $2}')
+    budget=$((800 * 1024)); used=0
+    for p in $upgradable $others; do
+        [ "$used" -lt "$budget" ] || break
+        k=$(dpkg-query -W -f='${Installed-Size}' "$p" 2>/dev/null || echo 0)
+        [ "${k:-0}" -lt 200000 ] || continue    # one huge package would be the whole image
+        dpkg -L "$p" 2>/dev/null | grep '^/usr/' | while read -r f; do
+            [ -f "$f" ] || [ -L "$f" ] && [ ! -d "$f" ] && echo "$f"
+        done | cpio -pdm --quiet v1 2>/dev/null || true
+        used=$((used + ${k:-0}))
     done
     du -sh v1
     cp -a v1 v2
-    (cd debs && apt list --upgradable 2>/dev/null | awk -F/ 'NR>1 {print $1}' | xargs -r apt-get download -qq 2>/dev/null || true)
+    (cd debs && echo "$upgradable" | xargs -r apt-get download -qq 2>/dev/null || true)
     (cd debs && apt-get download -qq xdelta3 nginx-common libzck1 2>/dev/null || true)
     n=0; for deb in debs/*.deb; do dpkg-deb -x "$deb" v2/ && n=$((n+1)); done
     rm -rf v2/etc v2/var v2/lib v2/lib64 v2/bin v2/sbin 2>/dev/null || true

@@ -7,8 +7,9 @@
 # Each starts from its committed seed corpus fuzz/corpus/TARGET/ (real files:
 # packed manifests, minisign's and our keys and signatures, grub-editenv and
 # fw_setenv output, the README's config); new inputs go to a scratch corpus so
-# the committed one stays small. A crash fails the run and leaves its input
-# in fuzz/artifacts/TARGET/.
+# the committed one stays small (FUZZ_MERGE=1 merges the ones that add
+# coverage into fuzz/corpus/, to commit). A crash fails the run and leaves
+# its input in fuzz/artifacts/TARGET/.
 #
 # Stable Rust only: cargo-fuzz needs nightly flags, so RUSTC_BOOTSTRAP=1. No
 # sanitizer (-s none): the parsers are safe Rust, what the runs look for are
@@ -45,6 +46,10 @@ for t in "${targets[@]}"; do
         tail -40 "$log"
         echo "fuzz $t: FAILED (input in fuzz/artifacts/$t/)"
         exit 1
+    fi
+    if [ "${FUZZ_MERGE:-0}" = 1 ]; then
+        (cd fuzz && cargo fuzz run -s none --debug-assertions "$t" "corpus/$t" "$scratch/$t" -- \
+            -merge=1 -max_len=65536) >>"$log" 2>&1
     fi
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)

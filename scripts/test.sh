@@ -14,7 +14,13 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --features failpoints -- -D warnings
 
 echo "== tests"
+rm -rf target/tmp/fault-matrix
 cargo test --features failpoints
+
+echo "== fault-injection matrix: every durable step, crashed at and recovered"
+cat target/tmp/fault-matrix/*.txt
+awk -F': ' '{split($2, a, " "); s += a[1]; n++} END {print "fault matrix: " s " crash points over " n " flow/bootloader pairs, each recovered"}' \
+    target/tmp/fault-matrix/*.txt
 
 echo "== static release build"
 cargo build --release --target x86_64-unknown-linux-musl
@@ -28,7 +34,8 @@ if [ -x scripts/check-units.sh ]; then
 fi
 
 if [ -x scripts/vm-test.sh ] && [ "${ABUPDATE_SKIP_VM:-0}" != 1 ]; then
-    echo "== GRUB in qemu, end to end"
+    echo "== GRUB in qemu: the shipped grub.cfg's choices, then end to end"
+    scripts/vm-test.sh --grub-selftest
     scripts/vm-test.sh
 fi
 

@@ -253,12 +253,14 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
     // Conditional GET only for the configured URL: an answer of 304 then
     // means "the same manifest that did not apply last time".
     let booted_version_text = host.booted_version(&state, booted);
+    let clock = now().max(state.newest_created.unwrap_or(i64::MIN));
     let previous = state
         .last_check
         .as_ref()
         .filter(|c| {
             c.url == location && !allow_downgrade && c.booted_version == booted_version_text
         })
+        .filter(|c| c.expires.is_none_or(|e| e > clock))
         .map(|c| Validators {
             etag: c.etag.clone(),
             last_modified: c.last_modified.clone(),
@@ -310,6 +312,7 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
             at: now(),
             etag: verified.validators.etag.clone(),
             last_modified: verified.validators.last_modified.clone(),
+            expires: Some(verified.manifest.expires),
             booted_version: booted_version_text.clone(),
         }),
         Ok(()) => None,
@@ -495,6 +498,18 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
     for (class, image) in &m.doc.images {
         let location = crate::fetch::resolve(&verified.location, &image.url)?;
         let partial = host.state_dir.partial_file(image.download_sha256());
+        // A resumable download keeps the payload on the data partition; when
+        // it does not fit there, stream without resume rather than fill the
+        // partition (which would stop every later run too).
+        let resumable = has_room_for(host.state_dir.path(), &partial, image.download_size());
+        if !resumable {
+            let _ = std::fs::remove_file(&partial);
+            log(&format!(
+                "{}: not enough free space for a resumable download of {} bytes; streaming without resume",
+                host.state_dir.path().display(),
+                image.download_size()
+            ));
+        }
         let target_dev = &devices[class].path;
         full_bytes += image.download_size();
         log(&format!(
@@ -529,7 +544,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                 .open_payload(
                     &host.via_mirror(&location),
                     image.download_size(),
-                    Some(&partial),
+                    resumable.then_some(partial.as_path()),
                 )
                 .map_err(Error::from)
                 .and_then(|mut reader| {
@@ -647,6 +662,21 @@ fn finish_staged(
         network_bytes,
         rebooting,
     })
+}
+
+/// Whether `dir`'s filesystem can take the rest of a `size`-byte download
+/// into `partial`, with a margin for the state file.
+fn has_room_for(dir: &std::path::Path, partial: &std::path::Path, size: u64) -> bool {
+    let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(st) => {
+            // The field types are narrower on 32-bit targets.
+            #[allow(clippy::unnecessary_cast)]
+            let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+            free >= size.saturating_sub(have) + (4 << 20)
+        }
+        Err(_) => true,
+    }
 }
 
 /// The write failed: nothing is pending, and the target is known bad.
@@ -928,6 +958,8 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             );
             log(&reason);
             host.boot.set_state(t.to, BootState::Bad)?;
+            // The running slot first again (and re-blessed), in one write.
+            host.boot.activate(booted)?;
             state.record_failed(&t.version, &t.manifest_sha256, &reason, now());
             let mut rec = state.slot(t.to);
             rec.status = "bad".into();
@@ -1085,7 +1117,16 @@ pub fn rollback(host: &Host, force: bool, no_reboot: bool) -> Result<SlotName> {
     }
     host.boot.activate(other)?;
     crate::failpoint::hit("rollback");
-    state.transaction = None;
+    // Onto a slot that is staged and never tried: the boot is its trial,
+    // so the transaction stays (health then judges it); anything else in
+    // flight is abandoned.
+    let staged_there = state
+        .transaction
+        .as_ref()
+        .is_some_and(|t| t.to == other && t.phase == Phase::Staged);
+    if !staged_there {
+        state.transaction = None;
+    }
     if !usable {
         // The operator vouches for it: no longer "bad", so the health
         // check on its boot blesses it instead of rolling back again.

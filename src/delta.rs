@@ -11,7 +11,7 @@
 //! full payload: never a half-applied delta.
 
 use crate::fetch::{FetchError, Transport};
-use crate::install::hex;
+use crate::install::{fill, hex};
 use crate::manifest::{Delta, Image};
 use crate::progress::Progress;
 use crate::state::SourceHash;
@@ -194,19 +194,6 @@ impl Drop for SourceMap {
         // SAFETY: unmapping exactly what `open` mapped.
         let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len) };
     }
-}
-
-fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match reader.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Where the delta comes from and goes to.

@@ -12,6 +12,27 @@
 //! - [`tear`] points sit *inside* a durable write: when armed, the writer
 //!   stores only part of what it meant to (the first `ABUPDATE_TEAR_BYTES`
 //!   bytes, default half), syncs that, and aborts: a power cut mid-write.
+//!
+//! The points, in the order an install passes them (`tests/fault_matrix.rs`
+//! crashes at each one, on GRUB and U-Boot):
+//!
+//! | point | after / inside |
+//! | --- | --- |
+//! | `state-tmp-write` | inside: `state.json.tmp` being written (tear) |
+//! | `state-written` | `state.json` replaced and its directory synced |
+//! | `grubenv-write`, `ubootenv-write` | inside: the env block / copy being written (tear) |
+//! | `env-written` | any bootloader env write, synced |
+//! | `target-marked-bad` | the target slot marked bad before its first byte |
+//! | `chunk-written` | each chunk of image (512 KiB) written to the slot |
+//! | `delta-segment-written` | each delta segment written, verified and journaled |
+//! | `fsync` | the slot synced |
+//! | `read-back` | the slot read back from the medium and hashed right |
+//! | `activated` | the bootloader told to try the target |
+//! | `reboot-requested` | just before the reboot command runs |
+//! | `health-verdict` | the health checks decided |
+//! | `committed` | the trial slot marked good in the bootloader |
+//! | `rolled-back` | a failed trial marked bad and the old slot activated |
+//! | `rollback` | a manual rollback's activation |
 
 #[cfg(feature = "failpoints")]
 fn armed(name: &str) -> bool {

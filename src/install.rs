@@ -415,7 +415,7 @@ struct Verify {
 }
 
 /// Fill `buf` as far as the reader goes; returns bytes read (short = EOF).
-fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match reader.read(&mut buf[n..]) {

@@ -124,6 +124,11 @@ pub struct LastCheck {
     pub etag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_modified: Option<String>,
+    /// `expires` of the manifest those validators stand for. Once past, the
+    /// next check fetches the manifest in full: a server answering 304 for
+    /// ever must not hide that what it serves has expired (a freeze).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
     /// The booted version the manifest was judged against: after a rollback
     /// the same manifest may apply again, so its 304 must not be trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

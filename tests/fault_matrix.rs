@@ -1,9 +1,11 @@
 //! The fault-injection matrix: every flow that changes a host (the timer's
-//! `update`, `health` committing a trial, `health` rolling back a failing
-//! one, `health` after a trial that never came up, a manual `rollback`,
-//! `mark-good`, `mark-bad`), on GRUB and on U-Boot, is run once with
+//! `update` with a full image or a delta, `health` committing a trial,
+//! `health` rolling back a failing one, `health` after a trial that never
+//! came up, `health` while a staged slot awaits the reboot, a manual
+//! `rollback`, `mark-good`, `mark-bad`), on GRUB and on
+//! U-Boot (a redundant env in a file), is run once with
 //! `ABUPDATE_FAILPOINT_TRACE` to list every durable step it takes (state
-//! written, env written, target marked bad, each 4 MiB chunk written,
+//! written, env written, target marked bad, each chunk written,
 //! fsync, read-back, activate, reboot requested, verdict, commit, rollback,
 //! and the torn-write points inside the env and state writers). Then, for
 //! each of those points, on a fresh host, the flow is run again and aborted
@@ -17,8 +19,9 @@
 //! - re-running the same command finishes the job, and the host then boots
 //!   the slot the flow meant it to, and its health check passes.
 //!
-//! The points covered are printed (`--nocapture`) and written to
-//! `$CARGO_TARGET_TMPDIR/fault-matrix/*.txt`.
+//! The points covered are printed (`--nocapture`; `scripts/fault-matrix.sh`
+//! prints them with the total) and written to
+//! `$CARGO_TARGET_TMPDIR/fault-matrix/*.txt` (`target/tmp/`).
 #![cfg(feature = "failpoints")]
 
 mod common;
@@ -31,7 +34,8 @@ use sha2::{Digest, Sha256};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
-/// Three 4 MiB pipeline buffers: three `chunk-written` points.
+/// Several pipeline chunks (one `chunk-written` point each: 18 with the
+/// 512 KiB chunks of the install pipeline) and five 2 MiB delta segments.
 const IMAGE_LEN: usize = 9 << 20;
 
 fn sha(data: &[u8]) -> String {
@@ -41,31 +45,38 @@ fn sha(data: &[u8]) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flow {
     Update,
+    DeltaUpdate,
     HealthCommit,
     HealthRollback,
     TrialNeverBooted,
     Rollback,
     MarkGood,
     MarkBad,
+    HealthAwaitingReboot,
 }
 
 impl Flow {
     fn name(self) -> &'static str {
         match self {
             Flow::Update => "update",
+            Flow::DeltaUpdate => "delta-update",
             Flow::HealthCommit => "health-commit",
             Flow::HealthRollback => "health-rollback",
             Flow::TrialNeverBooted => "health-trial-never-booted",
             Flow::Rollback => "rollback",
             Flow::MarkGood => "mark-good",
             Flow::MarkBad => "mark-bad",
+            Flow::HealthAwaitingReboot => "health-awaiting-reboot",
         }
     }
 
     fn command(self) -> &'static [&'static str] {
         match self {
-            Flow::Update => &["update"],
-            Flow::HealthCommit | Flow::HealthRollback | Flow::TrialNeverBooted => &["health"],
+            Flow::Update | Flow::DeltaUpdate => &["update"],
+            Flow::HealthCommit
+            | Flow::HealthRollback
+            | Flow::TrialNeverBooted
+            | Flow::HealthAwaitingReboot => &["health"],
             Flow::Rollback => &["rollback"],
             Flow::MarkGood => &["mark-good"],
             Flow::MarkBad => &["mark-bad", "A"],
@@ -86,8 +97,9 @@ fn must(h: &Host, args: &[&str]) {
     assert!(out.status.success(), "{args:?}: {}", text(&out));
 }
 
-/// A host in the state just before `flow`'s command.
-fn prepare(flow: Flow, loader: Loader, tag: &str) -> Host {
+/// A host in the state just before `flow`'s command; `url`: where the
+/// delta release is served.
+fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
     let mut h = Host::new(
         &format!("fm-{}-{tag}", flow.name()),
         loader,
@@ -98,11 +110,21 @@ fn prepare(flow: Flow, loader: Loader, tag: &str) -> Host {
             ..Default::default()
         },
     );
+    if flow == Flow::DeltaUpdate {
+        let url = url.expect("the delta release is served over HTTP");
+        h.use_release_at(loaders::delta_release(IMAGE_LEN), url);
+        return h;
+    }
     h.use_release(loaders::release(IMAGE_LEN));
     if flow == Flow::Update {
         return h;
     }
     must(&h, &["update"]);
+    if flow == Flow::HealthAwaitingReboot {
+        // Staged, the host not rebooted yet (outside a window, or the
+        // health service restarted): the same boot.
+        return h;
+    }
     assert_eq!(
         h.boot(),
         "B",
@@ -117,14 +139,14 @@ fn prepare(flow: Flow, loader: Loader, tag: &str) -> Host {
             assert_eq!(h.boot(), "A", "no fallback");
         }
         Flow::Rollback | Flow::MarkBad => must(&h, &["health"]),
-        Flow::Update => unreachable!(),
+        Flow::Update | Flow::DeltaUpdate | Flow::HealthAwaitingReboot => unreachable!(),
     }
     h
 }
 
 /// The durable steps `flow` passes, in order, as `name:N` failpoints.
-fn trace(flow: Flow, loader: Loader) -> Vec<String> {
-    let h = prepare(flow, loader, "trace");
+fn trace(flow: Flow, loader: Loader, url: Option<&str>) -> Vec<String> {
+    let h = prepare(flow, loader, "trace", url);
     let log = h.dir.join("trace.log");
     let out = h.abupdate_env(
         flow.command(),
@@ -205,9 +227,15 @@ fn assert_safe(h: &Host, at: &str) {
 fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
     let state = h.state();
     let (slot, version) = match flow {
-        Flow::Update => {
+        Flow::Update | Flow::DeltaUpdate => {
             assert_eq!(state["transaction"]["phase"], "staged", "{at}");
             assert!(h.reboots() >= 1, "{at}: no reboot requested");
+            ("B", "2.0")
+        }
+        Flow::HealthAwaitingReboot => {
+            assert_eq!(state["transaction"]["phase"], "staged", "{at}");
+            assert_eq!(state["slots"]["A"]["status"], "good", "{at}");
+            assert!(h.bootable("A"), "{at}: the running slot lost its blessing");
             ("B", "2.0")
         }
         Flow::HealthCommit | Flow::MarkGood => {
@@ -236,7 +264,9 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
     let out = h.abupdate(&["health"]);
     assert!(out.status.success(), "{at}: health after: {}", text(&out));
     let want = match flow {
-        Flow::Update => format!("committed {version}"),
+        Flow::Update | Flow::DeltaUpdate | Flow::HealthAwaitingReboot => {
+            format!("committed {version}")
+        }
         _ => "healthy".to_string(),
     };
     assert!(text(&out).contains(&want), "{at}: {}", text(&out));
@@ -244,11 +274,32 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
 }
 
 fn matrix(flow: Flow, loader: Loader) {
-    let points = trace(flow, loader);
+    // The delta release is fetched by range from a real nginx.
+    let nginx = match flow {
+        Flow::DeltaUpdate => {
+            let rel = loaders::delta_release(IMAGE_LEN);
+            match common::http::Nginx::start(rel.manifest.parent().expect("dir"), "") {
+                Some(n) => Some(n),
+                None => return,
+            }
+        }
+        _ => None,
+    };
+    let url = nginx.as_ref().map(|n| n.url("release.json"));
+    let url = url.as_deref();
+    let points = trace(flow, loader, url);
+    if flow == Flow::DeltaUpdate {
+        assert!(
+            points
+                .iter()
+                .any(|p| p.starts_with("delta-segment-written")),
+            "the delta was not used: {points:?}"
+        );
+    }
     assert!(!points.is_empty(), "{}: no failpoint passed", flow.name());
     for point in &points {
         let at = format!("{}/{} crash at {point}", loader.name(), flow.name());
-        let mut h = prepare(flow, loader, &point.replace(':', "-"));
+        let mut h = prepare(flow, loader, &point.replace(':', "-"), url);
         let out = h.abupdate_env(flow.command(), &[("ABUPDATE_FAILPOINT", point)]);
         assert_eq!(
             out.status.signal(),
@@ -297,19 +348,23 @@ macro_rules! matrix_tests {
 
 matrix_tests! {
     grub_update: Flow::Update, Loader::Grub;
+    grub_delta_update: Flow::DeltaUpdate, Loader::Grub;
     grub_health_commit: Flow::HealthCommit, Loader::Grub;
     grub_health_rollback: Flow::HealthRollback, Loader::Grub;
     grub_trial_never_booted: Flow::TrialNeverBooted, Loader::Grub;
     grub_rollback: Flow::Rollback, Loader::Grub;
     grub_mark_good: Flow::MarkGood, Loader::Grub;
     grub_mark_bad: Flow::MarkBad, Loader::Grub;
+    grub_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Grub;
     uboot_update: Flow::Update, Loader::Uboot;
+    uboot_delta_update: Flow::DeltaUpdate, Loader::Uboot;
     uboot_health_commit: Flow::HealthCommit, Loader::Uboot;
     uboot_health_rollback: Flow::HealthRollback, Loader::Uboot;
     uboot_trial_never_booted: Flow::TrialNeverBooted, Loader::Uboot;
     uboot_rollback: Flow::Rollback, Loader::Uboot;
     uboot_mark_good: Flow::MarkGood, Loader::Uboot;
     uboot_mark_bad: Flow::MarkBad, Loader::Uboot;
+    uboot_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Uboot;
 }
 
 /// Found by the matrix (health-rollback, crash at `state-written:1`): the
@@ -321,7 +376,7 @@ matrix_tests! {
 #[test]
 fn regression_health_rerun_after_a_rollback_does_not_rebless_the_failed_slot() {
     for loader in [Loader::Grub, Loader::Uboot] {
-        let mut h = prepare(Flow::HealthRollback, loader, "regression");
+        let mut h = prepare(Flow::HealthRollback, loader, "regression", None);
         let reboots = h.reboots();
         let out = h.abupdate(&["health", "--no-reboot"]);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -354,7 +409,7 @@ fn regression_health_rerun_after_a_rollback_does_not_rebless_the_failed_slot() {
 #[test]
 fn regression_forced_rollback_is_not_undone_by_health() {
     for loader in [Loader::Grub, Loader::Uboot] {
-        let mut h = prepare(Flow::HealthRollback, loader, "forced");
+        let mut h = prepare(Flow::HealthRollback, loader, "forced", None);
         let out = h.abupdate(&["health"]);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         assert_eq!(h.boot(), "A");
@@ -369,5 +424,26 @@ fn regression_forced_rollback_is_not_undone_by_health() {
         assert!(text(&out).contains("healthy"), "{loader:?}: {}", text(&out));
         assert!(h.bootable("B"));
         assert_eq!(h.state()["slots"]["B"]["status"], "good");
+    }
+}
+
+/// `rollback` while a release is staged (booted A, B written and verified
+/// but never tried) boots B: that boot must still be B's trial. It used to
+/// drop the transaction, so the health service took B for an old good slot
+/// and re-blessed it without running a single check.
+#[test]
+fn regression_manual_rollback_onto_a_staged_slot_keeps_it_on_trial() {
+    for loader in [Loader::Grub, Loader::Uboot] {
+        let mut h = prepare(Flow::HealthAwaitingReboot, loader, "rollback-staged", None);
+        assert_eq!(h.state()["transaction"]["phase"], "staged");
+        let out = h.abupdate(&["rollback"]);
+        assert!(out.status.success(), "{loader:?}: {}", text(&out));
+        assert_eq!(h.boot(), "B");
+        h.add_health_check("10-fail", "exit 1");
+        let out = h.abupdate(&["health"]);
+        assert_eq!(out.status.code(), Some(1), "{loader:?}: {}", text(&out));
+        assert!(text(&out).contains("rolled back 2.0"), "{}", text(&out));
+        assert!(!h.bootable("B"), "{loader:?}: B committed unchecked");
+        assert_eq!(h.primary(), Some("A"));
     }
 }

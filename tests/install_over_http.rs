@@ -8,6 +8,7 @@ mod common;
 use common::host::{image, text, HostOptions, TestHost};
 use common::http::Nginx;
 
+#[cfg(feature = "failpoints")]
 fn payload_requests(nginx: &Nginx, name: &str) -> Vec<common::http::LogLine> {
     nginx
         .log()
@@ -207,4 +208,45 @@ fn an_idle_timer_tick_is_one_conditional_get() {
         !log.iter().any(|l| l.uri.contains("rootfs")),
         "a payload was fetched: {log:?}"
     );
+}
+
+#[test]
+fn a_data_partition_too_small_for_the_payload_streams_without_resume() {
+    let h = TestHost::new(
+        "http-small-data",
+        "1.0",
+        HostOptions {
+            slot_size: 24 << 20,
+            ..Default::default()
+        },
+    );
+    let img = image("2.0", 16 << 20);
+    let m = h.pack("r2", "2.0", &img, &["--no-compress"]);
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    // The state dir on an 8 MiB filesystem: a 16 MiB resumable download
+    // cannot fit there.
+    let _ = std::fs::remove_dir_all(&h.state_dir);
+    std::fs::create_dir_all(&h.state_dir).expect("state dir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&h.state_dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIP: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    let out = h.abupdate(&["install", "--no-reboot", &nginx.url("release.json")]);
+    let _ = std::process::Command::new("umount")
+        .arg(&h.state_dir)
+        .status();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("streaming without resume"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(h.slot_bytes(1, img.len()), img);
 }

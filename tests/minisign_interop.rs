@@ -362,3 +362,24 @@ fn password_keys_refused_and_minisign_checksum_matches_ours() {
         Err(MinisignError::ChecksumMismatch { .. })
     ));
 }
+
+/// Regression (one key in sixteen failed `our_secret_key_works_in_minisign`):
+/// a key id whose top hex digit is 0 must be written as minisign writes it,
+/// without leading zeros, so `minisign -R` recreates our `.pub` exactly.
+#[test]
+fn key_ids_with_leading_zeros_match_minisign() {
+    if !have_minisign() {
+        return;
+    }
+    let d = TempDir::new("leading-zeros");
+    let (sk, pk) = (0..400)
+        .map(|_| generate_keypair().expect("keypair"))
+        .find(|(_, pk)| u64::from_le_bytes(pk.key_id) >> 60 == 0)
+        .expect("a key id with a leading zero digit in 400 tries");
+    let key_file = d.write("zero.key", sk.to_file_string());
+    ok(
+        &minisign(&d, &["-R", "-s", p(&key_file), "-p", "recreated.pub"], None),
+        "minisign -R",
+    );
+    assert_eq!(d.read("recreated.pub"), pk.to_file_string());
+}

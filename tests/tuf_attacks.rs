@@ -341,6 +341,72 @@ fn freeze_against_a_host_whose_clock_was_set_back() {
     row("indefinite freeze (host clock set back)", &line);
 }
 
+/// A server that answers every conditional request with 304 would keep a
+/// host on "nothing new" for ever. Once the manifest it stands for has
+/// expired, the host asks for it in full and says so.
+///
+/// Found writing this test: the validators of a manifest were reused after
+/// it expired, so a host frozen by 304s reported "not_modified" for ever.
+#[test]
+fn freeze_by_answering_304_forever() {
+    use abupdate::timefmt::{format_rfc3339, now};
+    let h = host("freeze-304");
+    // The booted release's own manifest, about to expire.
+    let m = h.pack(
+        "r1",
+        "1.0",
+        &image("1.0", LEN),
+        &["--expires", &format_rfc3339(now() + 3)],
+    );
+    let doc = Arc::new(std::fs::read(&m).expect("manifest"));
+    let files = files_of(m.parent().expect("dir"));
+    let srv = Server::start(move |req, s| {
+        if req.path == "/release.json" {
+            if req.header("if-none-match") == Some("\"r1\"") {
+                head(s, "304 Not Modified", "ETag: \"r1\"\r\n");
+            } else {
+                head(
+                    s,
+                    "200 OK",
+                    &format!("ETag: \"r1\"\r\nContent-Length: {}\r\n", doc.len()),
+                );
+                hostile_server::write_all_capped(s, &doc);
+            }
+            return;
+        }
+        match files.get(req.path.as_str()) {
+            Some(d) => serve(req, s, d),
+            None => not_found(s),
+        }
+    });
+    set_config(
+        &h,
+        "[update]\n",
+        &format!("[update]\nurl = \"{}\"\n", srv.url("/release.json")),
+    );
+    let check = |want: &str| {
+        let out = h.abupdate(&["--json", "check"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["reason"], want, "{v}");
+        v["message"].as_str().unwrap_or_default().to_string()
+    };
+    check("not_newer");
+    check("not_modified");
+    std::thread::sleep(Duration::from_secs(4));
+    let line = check("expired");
+    let conditional = srv
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/release.json" && r.header("if-none-match").is_some())
+        .count();
+    assert_eq!(
+        conditional, 1,
+        "only the check before expiry was conditional"
+    );
+    row("indefinite freeze (304 for ever)", &line);
+}
+
 #[test]
 fn endless_manifest() {
     let h = host("endless-manifest");
@@ -358,6 +424,28 @@ fn endless_manifest() {
     );
     assert!(started.elapsed() < Duration::from_secs(30));
     row("endless data (manifest)", &line);
+
+    // The manifest is fine; its signature file never ends.
+    let m = h.pack("r2", "2.0", &image("2.0", LEN), &[]);
+    let manifest = std::fs::read(&m).expect("manifest");
+    let srv = Server::start(move |req, s| {
+        if req.path == "/release.json" {
+            serve(req, s, &manifest);
+        } else {
+            head(s, "200 OK", "");
+            write_endless(s);
+        }
+    });
+    let b = before(&h);
+    let started = Instant::now();
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &srv.url("/release.json")),
+        "release.json.minisig: server sent more than the 65536 bytes allowed",
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    row("endless data (signature)", &line);
 }
 
 #[test]

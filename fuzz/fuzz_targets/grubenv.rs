@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
         };
         if let Ok(b) = env.to_block() {
             assert_eq!(b.len(), BLOCK_SIZE);
-            assert!(b[512..].iter().all(|&c| c == b'#'), "second sector not padding");
+            assert!(
+                b[512..].iter().all(|&c| c == b'#'),
+                "second sector not padding"
+            );
             assert_eq!(GrubEnv::parse(&b).expect("our block parses"), env);
         }
         let mut changed = env.clone();

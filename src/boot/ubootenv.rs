@@ -296,16 +296,23 @@ fn parse_c_int(s: &str) -> Option<i64> {
         b'+' => (false, &s[1..]),
         _ => (false, s),
     };
-    let v = if let Some(h) = digits
+    let (radix, digits) = if let Some(h) = digits
         .strip_prefix("0x")
         .or_else(|| digits.strip_prefix("0X"))
     {
-        u64::from_str_radix(h, 16).ok()?
+        (16, h)
     } else if digits.len() > 1 && digits.starts_with('0') {
-        u64::from_str_radix(&digits[1..], 8).ok()?
+        (8, &digits[1..])
     } else {
-        digits.parse::<u64>().ok()?
+        (10, digits)
     };
+    // Digits only: Rust's from_str_radix would also take a second sign
+    // ("0x+10", "-+5"), which strtoll (and so libubootenv) reads otherwise;
+    // a config we might read differently from fw_printenv is refused.
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let v = u64::from_str_radix(digits, radix).ok()?;
     let v = i64::try_from(v).ok()?;
     Some(if neg { -v } else { v })
 }
@@ -758,6 +765,14 @@ mod tests {
             "/tmp/e 0 0x4000\n/tmp/e 0x4000 0x4000\n/tmp/e 0x8000 0x4000\n",
             "/dev/mtd0 0 0x4000\n",
             "/dev/ubi0:env 0 0x4000\n",
+            // Found fuzzing by hand: a second sign was accepted (Rust's
+            // from_str_radix takes one), strtoll reads these otherwise.
+            "/tmp/e 0x+4000 0x4000\n",
+            "/tmp/e ++16 0x4000\n",
+            "/tmp/e -+16 0x4000\n",
+            "/tmp/e 0+7 0x4000\n",
+            "/tmp/e 0x 0x4000\n",
+            "/tmp/e - 0x4000\n",
         ] {
             let e = UbootEnvConfig::parse(bad, "/etc/fw_env.config").unwrap_err();
             assert!(

@@ -107,9 +107,11 @@ pub enum MinisignError {
     Random(std::io::Error),
 }
 
-/// A key id as minisign prints it: the 8 bytes as a little-endian u64 in hex.
+/// A key id as minisign prints it: the 8 bytes as a little-endian u64 in
+/// upper-case hex, without leading zeros (`"%" PRIX64`), so that a `.pub`
+/// file we write is byte-identical to minisign's for every key.
 pub fn key_id_hex(key_id: &[u8; 8]) -> String {
-    format!("{:016X}", u64::from_le_bytes(*key_id))
+    format!("{:X}", u64::from_le_bytes(*key_id))
 }
 
 fn alg_text(alg: &[u8; 2]) -> String {
@@ -722,6 +724,21 @@ mod tests {
 
     const ID: [u8; 8] = [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
 
+    /// Found by `minisign_interop` failing for one key in sixteen: we padded
+    /// the key id to 16 digits, minisign (`"%" PRIX64`) does not, so the
+    /// `.pub` we wrote differed from `minisign -R`'s for such keys.
+    #[test]
+    fn key_id_is_printed_without_leading_zeros_like_minisign() {
+        let id = [0xE1, 0x54, 0x10, 0x18, 0xA9, 0x1F, 0x82, 0x00];
+        assert_eq!(key_id_hex(&id), "821FA9181054E1");
+        assert_eq!(key_id_hex(&ID), "8877665544332211");
+        assert_eq!(key_id_hex(&[0; 8]), "0");
+        let pk = test_key(7, id).public_key();
+        assert!(pk
+            .to_file_string()
+            .starts_with("untrusted comment: minisign public key 821FA9181054E1\n"));
+    }
+
     /// Replaces line `n` (1-based) of a signature file.
     fn replace_line(text: &str, n: usize, new: &str) -> String {
         text.lines()
@@ -954,7 +971,7 @@ mod tests {
         assert!(matches!(e, MinisignError::KeyIdMismatch { .. }));
         assert_eq!(
             e.to_string(),
-            "signature key id 8877665544332211 does not match public key 0909090909090909"
+            "signature key id 8877665544332211 does not match public key 909090909090909"
         );
         // Same id, different key material: a plain verification failure.
         let c = test_key(5, ID);

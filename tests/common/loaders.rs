@@ -40,8 +40,31 @@ pub struct Release {
 
 pub fn release(len: usize) -> &'static Release {
     static R: OnceLock<Release> = OnceLock::new();
+    R.get_or_init(|| make_release(len, "full", &[]))
+}
+
+/// The same release 2.0 with a delta from `image("1.0", len)` in 2 MiB
+/// segments (served over HTTP: deltas are fetched by range).
+pub fn delta_release(len: usize) -> &'static Release {
+    static R: OnceLock<Release> = OnceLock::new();
     R.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("abupdate-shared-rel-{}", std::process::id()));
+        let old = std::env::temp_dir().join(format!("abupdate-shared-v1-{}", std::process::id()));
+        std::fs::write(&old, image("1.0", len)).expect("v1");
+        let from = format!("rootfs={}", old.display());
+        let r = make_release(
+            len,
+            "delta",
+            &["--segment-size", "2", "--delta-from", &from],
+        );
+        let _ = std::fs::remove_file(&old);
+        r
+    })
+}
+
+fn make_release(len: usize, tag: &str, extra: &[&str]) -> Release {
+    {
+        let dir =
+            std::env::temp_dir().join(format!("abupdate-shared-rel-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("release dir");
         let (sk, pk) = (dir.join("release.key"), dir.join("release.pub"));
@@ -66,14 +89,15 @@ pub fn release(len: usize) -> &'static Release {
             ])
             .arg(format!("--image=rootfs={}", raw.display()))
             .arg("--out")
-            .arg(dir.join("r2")));
+            .arg(dir.join("r2"))
+            .args(extra));
         assert!(out.status.success(), "pack: {}", text(&out));
         Release {
             manifest: dir.join("r2/release.json"),
             public_key: std::fs::read_to_string(&pk).expect("pub"),
             secret_key: sk,
         }
-    })
+    }
 }
 
 /// Size of one U-Boot environment copy.
@@ -204,14 +228,16 @@ impl Host {
     /// Trust `rel`'s key and make it the configured release; shorten the
     /// health verdict so that a failing trial takes a second.
     pub fn use_release(&mut self, rel: &Release) {
+        let url = format!("file://{}", rel.manifest.display());
+        self.use_release_at(rel, &url);
+    }
+
+    /// As `use_release`, fetched from `url` (e.g. a server of its directory).
+    pub fn use_release_at(&mut self, rel: &Release, url: &str) {
         std::fs::write(&self.public_key, &rel.public_key).expect("trust the release key");
         let cfg = std::fs::read_to_string(&self.config)
             .expect("config")
-            .replacen(
-                "[update]\n",
-                &format!("[update]\nurl = \"file://{}\"\n", rel.manifest.display()),
-                1,
-            )
+            .replacen("[update]\n", &format!("[update]\nurl = \"{url}\"\n"), 1)
             .replacen("\ntimeout = \"3s\"\n", "\ntimeout = \"1s\"\n", 1)
             .replacen("check_timeout = \"2s\"", "check_timeout = \"1s\"", 1);
         std::fs::write(&self.config, cfg).expect("config");
