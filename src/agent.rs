@@ -616,7 +616,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
     state.metrics.downloaded_bytes += network_bytes;
     state.metrics.last_install_fetched = Some(network_bytes);
     state.metrics.last_install_full = Some(full_bytes);
-    if full_bytes > 0 {
+    if network_bytes > 0 && full_bytes > 0 {
         log(&format!(
             "fetched {network_bytes} bytes; a full install fetches {full_bytes} ({:.1}%)",
             network_bytes as f64 * 100.0 / full_bytes as f64

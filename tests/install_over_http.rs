@@ -41,7 +41,7 @@ fn a_256_mib_image_over_http_into_a_loop_device_resumes_after_kill_9() {
         .expect("payload")
         .len();
 
-    // Die after 20 chunks (80 MiB of image) have been written.
+    // Die after 20 pipeline chunks of the image have been written.
     let out = h.abupdate_env(
         &["install", "--no-reboot", &url],
         &[("ABUPDATE_FAILPOINT", "chunk-written:20")],
