@@ -68,33 +68,42 @@ echo "images: $(numfmt --to=iec "$size") each; differing 4 KiB blocks: $(cmp -l 
 
 # ---- bytes ----------------------------------------------------------------------
 declare -A bytes pack_s apply_s apply_rss
+# Run a step unless its output exists (a rerun reuses the slow ones); its
+# seconds are kept in NAME.secs.
+timed() {
+    local name=$1 out=$2; shift 2
+    if [ ! -e "$out" ]; then
+        local t; t=$(ms); "$@"; echo $(( ($(ms) - t) / 1000 )) > "$name.secs"
+    fi
+    pack_s[$name]=$(cat "$name.secs" 2>/dev/null || echo "-")
+}
 "$abupdate" keygen --secret k.key --public k.pub --force --quiet 2>/dev/null || "$abupdate" keygen --secret k.key --public k.pub --force
 
-t=$(ms); zstd -q -f -19 --long=31 -T0 v2.img -o v2.img.zst; pack_s[full]=$(( ($(ms)-t)/1000 ))
+timed full v2.img.zst zstd -q -f -19 --long=31 -T0 v2.img -o v2.img.zst
 bytes[full]=$(stat -c %s v2.img.zst)
 
-rm -rf rel; t=$(ms)
-/usr/bin/time -v "$abupdate" pack --secret k.key --compatible bench --version 2.0 --image rootfs=v2.img \
-    --out rel --level 19 --delta-from rootfs=v1.img --delta-level 9 --quiet 2> pack.time
-pack_s[abupdate]=$(( ($(ms)-t)/1000 ))
+pack() { /usr/bin/time -v "$abupdate" pack --secret k.key --compatible bench --version 2.0 --image rootfs=v2.img \
+    --out "$1" --level "$2" --delta-from rootfs=v1.img --delta-level 9 --quiet 2> "$1.time"; }
+timed abupdate rel/release.json pack rel 19
+# The delta alone: the same pack with the full segments at level 1.
+timed abupdate_delta_only rel-fast/release.json pack rel-fast 1
 bytes[abupdate]=$(stat -c %s rel/rootfs-2.0.from-*.zst)
 bytes[abupdate_full_segments]=$(stat -c %s rel/rootfs-2.0.img.zst)
 
-t=$(ms); /usr/bin/time -v zstd -q -f -19 --single-thread --patch-from=v1.img v2.img -o v2.patch.zst 2> zstdpatch.time
-pack_s[zstd_patch]=$(( ($(ms)-t)/1000 )); bytes[zstd_patch]=$(stat -c %s v2.patch.zst)
+timed zstd_patch v2.patch.zst sh -c 'zstd -q -f -19 --single-thread --patch-from=v1.img v2.img -o v2.patch.zst'
+bytes[zstd_patch]=$(stat -c %s v2.patch.zst)
 
-t=$(ms); xdelta3 -f -e -9 -S djw -B 1073741824 -s v1.img v2.img v2.xd3; pack_s[xdelta3]=$(( ($(ms)-t)/1000 ))
+timed xdelta3 v2.xd3 xdelta3 -f -e -9 -S djw -B 1073741824 -s v1.img v2.img v2.xd3
 bytes[xdelta3]=$(stat -c %s v2.xd3)
 
-rm -rf store1 store2; t=$(ms)
-casync make --store=store1 v1.caidx v1.img >/dev/null
-casync make --store=store2 v2.caidx v2.img >/dev/null
-pack_s[casync]=$(( ($(ms)-t)/1000 ))
+casync_make() { rm -rf store1 store2; casync make --store=store1 v1.caibx v1.img >/dev/null && casync make --store=store2 v2.caibx v2.img >/dev/null; }
+timed casync v2.caibx casync_make
 # Bytes a host seeded with v1 fetches: v2's chunks that v1's store lacks.
 bytes[casync]=$( (cd store2 && find . -name '*.cacnk' -printf '%P %s\n') | while read -r f s; do [ -e "store1/$f" ] || echo "$s"; done | awk '{s+=$1} END {print s+0}')
 casync_gets=$( (cd store2 && find . -name '*.cacnk' -printf '%P\n') | while read -r f; do [ -e "store1/$f" ] || echo x; done | wc -l)
 
-t=$(ms); zck -q -o v1.img.zck v1.img; zck -q -o v2.img.zck v2.img; pack_s[zchunk]=$(( ($(ms)-t)/1000 ))
+zck_make() { zck -q -o v1.img.zck v1.img && zck -q -o v2.img.zck v2.img; }
+timed zchunk v2.img.zck zck_make
 bytes[zchunk]=$(zck_delta_size v1.img.zck v2.img.zck 2>/dev/null | awk '/download/ {for (i=1;i<=NF;i++) if ($i ~ /^[0-9]+$/) n=$i} END {print n+0}')
 
 # ---- device-side apply -------------------------------------------------------------
@@ -128,7 +137,7 @@ t=$(ms); peak_anon /usr/bin/time -v zstd -q -d -f --long=31 --patch-from=v1.img 
 apply_s[zstd_patch]=$(awk "BEGIN {printf \"%.1f\", ($(ms)-$t)/1000}"); apply_rss[zstd_patch]="$(rss zd.time) (anon $(cat "$peak_anon_file"))"
 t=$(ms); /usr/bin/time -v xdelta3 -f -d -B 1073741824 -s v1.img v2.xd3 /dev/null 2> xd.time
 apply_s[xdelta3]=$(awk "BEGIN {printf \"%.1f\", ($(ms)-$t)/1000}"); apply_rss[xdelta3]=$(rss xd.time)
-t=$(ms); /usr/bin/time -v casync extract --store=store2 --seed=v1.img v2.caidx "$b" 2> ca.time >/dev/null
+t=$(ms); /usr/bin/time -v casync extract --store=store2 --seed=v1.img v2.caibx "$b" 2> ca.time >/dev/null
 apply_s[casync]=$(awk "BEGIN {printf \"%.1f\", ($(ms)-$t)/1000}"); apply_rss[casync]=$(rss ca.time)
 
 printf '\n%s, %s, %s\n' "$(lscpu | sed -n 's/^Model name: *//p')" "$(uname -r)" "$(date -u +%F)"
@@ -137,4 +146,4 @@ for m in full abupdate zstd_patch casync zchunk xdelta3; do
     r=$(awk "BEGIN {printf \"%.2f\", ${bytes[$m]}/${bytes[zstd_patch]}}")
     printf '| %s | %s | %sx | %s | %s | %s |\n' "$m" "${bytes[$m]}" "$r" "${pack_s[$m]:--}" "${apply_s[$m]:--}" "${apply_rss[$m]:--}"
 done
-echo "casync: $casync_gets chunk GETs; abupdate full payload as segments: ${bytes[abupdate_full_segments]} bytes; abupdate pack peak RSS $(rss pack.time) MiB"
+echo "casync: $casync_gets chunk GETs; abupdate full payload as segments: ${bytes[abupdate_full_segments]} bytes; abupdate pack peak RSS $(rss rel.time) MiB; delta-only pack (full segments at level 1): ${pack_s[abupdate_delta_only]} s"
