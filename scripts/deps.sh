@@ -6,7 +6,7 @@
 set -euo pipefail
 
 packages=(minisign nginx grub2-common libubootenv-tool u-boot-tools musl-tools
-          e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm)
+          e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm time)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
