@@ -28,7 +28,9 @@ peak_anon_file=$work/peak_anon
 peak_anon() {
     "$@" & local pid=$! max=0 a
     while kill -0 "$pid" 2>/dev/null; do
-        a=$(awk '/^RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        # The measured command runs under /usr/bin/time: sample its child.
+        local child; child=$(pgrep -P "$pid" | head -1)
+        a=$(awk '/^RssAnon/ {print $2}' "/proc/${child:-$pid}/status" 2>/dev/null || true)
         [ -n "$a" ] && [ "$a" -gt "$max" ] && max=$a
         sleep 0.02
     done
@@ -106,7 +108,8 @@ casync_gets=$( (cd store2 && find . -name '*.cacnk' -printf '%P\n') | while read
 
 zck_make() { zck -o v1.img.zck v1.img >/dev/null && zck -o v2.img.zck v2.img >/dev/null; }
 timed zchunk v2.img.zck zck_make
-bytes[zchunk]=$(zck_delta_size v1.img.zck v2.img.zck 2>/dev/null | awk '/download/ {for (i=1;i<=NF;i++) if ($i ~ /^[0-9]+$/) n=$i} END {print n+0}')
+# "Would download N of M bytes"
+bytes[zchunk]=$(zck_delta_size v1.img.zck v2.img.zck 2>/dev/null | awk '/Would download/ {print $3}')
 
 # ---- device-side apply -------------------------------------------------------------
 slot() { truncate -s 1100M "$1"; losetup -f --show "$1"; }
