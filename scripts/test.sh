@@ -22,11 +22,17 @@ cat target/tmp/fault-matrix/*.txt
 awk -F': ' '{split($2, a, " "); s += a[1]; n++} END {print "fault matrix: " s " crash points over " n " flow/bootloader pairs, each recovered"}' \
     target/tmp/fault-matrix/*.txt
 
-echo "== static release build"
-cargo build --release --target x86_64-unknown-linux-musl
+echo "== static release builds"
 bin=target/x86_64-unknown-linux-musl/release/abupdate
+# The host build: everything but `pack` (no zstd compressor).
+cargo build --release --target x86_64-unknown-linux-musl --no-default-features
+cp "$bin" target/abupdate-host
+./target/abupdate-host --version
+echo "static host binary (no pack): $(stat -c %s target/abupdate-host) bytes"
+# The full build (with `pack`): what the VM test packs releases with.
+cargo build --release --target x86_64-unknown-linux-musl
 file "$bin" 2>/dev/null || true
-echo "static binary: $(stat -c %s "$bin") bytes"
+echo "static binary with pack: $(stat -c %s "$bin") bytes"
 
 if [ -x scripts/check-units.sh ]; then
     echo "== systemd units"

@@ -600,13 +600,7 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Pack(opts) => {
-            let manifest = pack::pack(&opts).map_err(Error::Refused)?;
-            if !global.quiet {
-                eprintln!("wrote {} and its signature", manifest.display());
-            }
-            Ok(0)
-        }
+        Command::Pack(opts) => run_pack(global, &opts),
         Command::Fleet(opts) => run_fleet(global, &opts),
         Command::Status => {
             let host = Host::open(load_config(global)?)?;
@@ -741,6 +735,23 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+#[cfg(feature = "pack")]
+fn run_pack(global: &Global, opts: &PackOptions) -> Result<i32> {
+    let manifest = pack::pack(opts).map_err(Error::Refused)?;
+    if !global.quiet {
+        eprintln!("wrote {} and its signature", manifest.display());
+    }
+    Ok(0)
+}
+
+/// A host build carries no compressor (it only decodes).
+#[cfg(not(feature = "pack"))]
+fn run_pack(_global: &Global, _opts: &PackOptions) -> Result<i32> {
+    Err(Error::Usage(
+        "this abupdate is a host build without `pack`; use a build with the `pack` feature".into(),
+    ))
 }
 
 /// Tally the reports for the manifest's release and pause or advance it.

@@ -4,6 +4,10 @@
 //! Invariant: the manifest states exactly the bytes that were written next
 //! to it (sizes and SHA-256 of both the image and the payload), computed
 //! from the same single pass that wrote them, and it is signed last.
+//!
+//! Without the `pack` feature (a host build) only [`write_signed`] is used,
+//! by the operator's `fleet`; the compressor is left out of the binary.
+#![cfg_attr(not(feature = "pack"), allow(dead_code, unused_imports))]
 
 use crate::install::hex;
 use crate::manifest::{Compression, Delta, Image, ManifestDoc, Rollout, Segment, FORMAT};
@@ -312,6 +316,7 @@ fn pack_segmented(class: &str, input: &Path, opts: &PackOptions) -> Result<Image
 }
 
 /// Build the release directory; returns the manifest's path.
+#[cfg(feature = "pack")]
 pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
     crate::manifest::Version::parse(&opts.version).map_err(|e| format!("--version: {e}"))?;
     if opts.images.is_empty() {
