@@ -18,8 +18,11 @@ export DEBIAN_FRONTEND=noninteractive
 need=(xdelta3 casync zchunk zstd e2fsprogs time cpio)
 missing=(); for p in "${need[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then apt-get update -qq; apt-get install -y -qq "${missing[@]}" >/dev/null; fi
-(cd "$root" && cargo build --release --quiet)
+"$root/scripts/deps.sh"
+(cd "$root" && cargo build --release --quiet \
+    && cargo build --release --quiet --target i686-unknown-linux-musl --no-default-features)
 abupdate=$root/target/release/abupdate
+abupdate32=$root/target/i686-unknown-linux-musl/release/abupdate
 ms() { date +%s%3N; }
 rss() { awk -F: '/Maximum resident/ {gsub(/ /,"",$2); printf "%d", $2/1024}' "$1"; }
 # Peak anonymous memory (MiB) of a command, sampled from /proc: the mapped
@@ -84,14 +87,19 @@ timed() {
 timed full v2.img.zst zstd -q -f -19 --long=31 -T0 v2.img -o v2.img.zst
 bytes[full]=$(stat -c %s v2.img.zst)
 
-pack() { /usr/bin/time -v "$abupdate" pack --secret k.key --compatible bench --version 2.0 --image rootfs=v2.img \
-    --out "$1" --level "$2" --delta-from rootfs=v1.img --delta-level 9 --quiet 2> "$1.time"; }
+pack() { local out=$1 level=$2; shift 2
+    /usr/bin/time -v "$abupdate" pack --secret k.key --compatible bench --version 2.0 --image rootfs=v2.img \
+    --out "$out" --level "$level" --delta-from rootfs=v1.img --delta-level 9 "$@" --quiet 2> "$out.time"; }
 timed abupdate rel/release.json pack rel 19
-# The delta alone: the same pack with the full segments at level 1.
+# The delta's own cost: the same pack with the full segments at level 1.
 timed abupdate_delta_only rel-fast/release.json pack rel-fast 1
+# A delta 32-bit hosts can apply: a 2^30 window, so each segment references
+# the 1008 MiB of v1 around it rather than all of v1.
+timed abupdate_32bit rel-w30/release.json pack rel-w30 1 --delta-window-log 30
 # A reused release may predate the key: signing again is cheap.
-"$abupdate" sign --secret k.key rel/release.json
+for r in rel rel-w30; do "$abupdate" sign --secret k.key $r/release.json; done
 bytes[abupdate]=$(stat -c %s rel/rootfs-2.0.from-*.zst)
+bytes[abupdate_32bit]=$(stat -c %s rel-w30/rootfs-2.0.from-*.zst)
 bytes[abupdate_full_segments]=$(stat -c %s rel/rootfs-2.0.img.zst)
 
 timed zstd_patch v2.patch.zst sh -c 'zstd -q -f -19 --single-thread --patch-from=v1.img v2.img -o v2.patch.zst'
@@ -138,6 +146,13 @@ t=$(ms); peak_anon /usr/bin/time -v "$abupdate" --config cfg.toml install --no-r
 apply_s[abupdate]=$(awk "BEGIN {printf \"%.1f\", ($(ms)-$t)/1000}"); apply_rss[abupdate]="$(rss apply.time) (anon $(cat "$peak_anon_file"))"
 grep -q "by delta" apply.time || { echo "abupdate did not apply the delta:"; cat apply.time; exit 1; }
 
+# The 32-bit build applying the window-30 delta (IA-32 emulation: a real
+# 32-bit process with a 4 GiB address space).
+rm -rf state/*; grub-editenv grubenv set ORDER="A B" B_OK=0; sync; echo 3 > /proc/sys/vm/drop_caches
+t=$(ms); peak_anon /usr/bin/time -v "$abupdate32" --config cfg.toml install --no-reboot rel-w30/release.json 2> apply32.time
+apply_s[abupdate_32bit]=$(awk "BEGIN {printf \"%.1f\", ($(ms)-$t)/1000}"); apply_rss[abupdate_32bit]="$(rss apply32.time) (anon $(cat "$peak_anon_file"))"
+grep -q "by delta" apply32.time || { echo "the 32-bit build did not apply the delta:"; cat apply32.time; exit 1; }
+
 t=$(ms); peak_anon /usr/bin/time -v zstd -q -d -f --long=31 --patch-from=v1.img v2.patch.zst -o /dev/null 2> zd.time
 apply_s[zstd_patch]=$(awk "BEGIN {printf \"%.1f\", ($(ms)-$t)/1000}"); apply_rss[zstd_patch]="$(rss zd.time) (anon $(cat "$peak_anon_file"))"
 t=$(ms); /usr/bin/time -v xdelta3 -f -d -B 1073741824 -s v1.img v2.xd3 /dev/null 2> xd.time
@@ -147,8 +162,8 @@ apply_s[casync]=$(awk "BEGIN {printf \"%.1f\", ($(ms)-$t)/1000}"); apply_rss[cas
 
 printf '\n%s, %s, %s\n' "$(lscpu | sed -n 's/^Model name: *//p')" "$(uname -r)" "$(date -u +%F)"
 printf '| method | bytes v1→v2 | vs zstd patch | pack s | apply s | apply peak RSS MiB |\n| --- | --- | --- | --- | --- | --- |\n'
-for m in full abupdate zstd_patch casync zchunk xdelta3; do
+for m in full abupdate abupdate_32bit zstd_patch casync zchunk xdelta3; do
     r=$(awk "BEGIN {printf \"%.2f\", ${bytes[$m]}/${bytes[zstd_patch]}}")
     printf '| %s | %s | %sx | %s | %s | %s |\n' "$m" "${bytes[$m]}" "$r" "${pack_s[$m]:--}" "${apply_s[$m]:--}" "${apply_rss[$m]:--}"
 done
-echo "casync: $casync_gets chunk GETs; abupdate full payload as segments: ${bytes[abupdate_full_segments]} bytes; abupdate pack peak RSS $(rss rel.time) MiB; delta-only pack (full segments at level 1): ${pack_s[abupdate_delta_only]} s"
+echo "casync: $casync_gets chunk GETs; abupdate full payload as segments: ${bytes[abupdate_full_segments]} bytes; abupdate pack peak RSS $(rss rel.time) MiB; pack with the full segments at level 1: ${pack_s[abupdate_delta_only]} s (window 31), ${pack_s[abupdate_32bit]} s (window 30)"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install what building and testing abupdate needs on a fresh Debian 12:
 # the real tools the tests drive (minisign, grub-editenv, fw_printenv,
-# nginx), musl for the static build, and the Rust target and components.
+# nginx), musl for the static build, gcc-multilib for the 32-bit host build,
+# and the Rust targets and components.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 
 packages=(minisign nginx grub2-common libubootenv-tool u-boot-tools musl-tools
-          e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm time)
+          e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm time
+          gcc-multilib)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -27,6 +29,10 @@ python3 -c 'import prometheus_client' 2>/dev/null \
 if command -v rustup >/dev/null; then
     rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
         || rustup target add x86_64-unknown-linux-musl
+    # The 32-bit host build the delta tests run (C parts: gcc -m32, see
+    # .cargo/config.toml).
+    rustup target list --installed | grep -qx i686-unknown-linux-musl \
+        || rustup target add i686-unknown-linux-musl
     rustup component list --installed | grep -q '^clippy' || rustup component add clippy
     rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 fi

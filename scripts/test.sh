@@ -13,6 +13,10 @@ echo "== format and lint"
 cargo fmt --all -- --check
 cargo clippy --all-targets --features failpoints -- -D warnings
 
+echo "== 32-bit host build (i686, static; the delta tests run it as a 32-bit host)"
+cargo build --release --target i686-unknown-linux-musl --no-default-features
+echo "static 32-bit host binary: $(stat -c %s target/i686-unknown-linux-musl/release/abupdate) bytes"
+
 echo "== tests"
 rm -rf target/tmp/fault-matrix
 cargo test --features failpoints

@@ -728,6 +728,7 @@ fn try_delta(
         recorded.as_deref(),
         &mut state.source_hashes,
         &boot_id,
+        crate::delta::HOST_MAX_WINDOW_LOG,
     );
     let (source_sha256, delta) = match chosen {
         Ok(c) => c,

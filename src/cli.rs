@@ -39,6 +39,7 @@ usage: abupdate [--config FILE] [--json] [--quiet] COMMAND
        [--level N | --no-compress] [--window-log N] [--percent P]
        [--rollout-start TIME --start-percentage P --duration-minutes M] [--paused]
        [--segment-size MIB] [--delta-from CLASS=OLD_IMAGE ...] [--delta-level N]
+       [--delta-window-log N]    30: deltas 32-bit hosts can apply (default 31)
 
 exit codes: 0 ok, 1 error, 2 usage or config error, 100 update available (check)
 ";
@@ -179,6 +180,7 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
         "--segment-size",
         "--delta-from",
         "--delta-level",
+        "--delta-window-log",
         "--manifest",
         "--reports",
         "--max-failures",
@@ -369,6 +371,7 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                 "--segment-size",
                 "--delta-from",
                 "--delta-level",
+                "--delta-window-log",
             ])?;
             at_most(0)?;
             let class_paths = |flag: &str| -> Result<Vec<(String, PathBuf)>> {
@@ -450,6 +453,13 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                     .map(|v| number("--delta-level", &v))
                     .transpose()?
                     .unwrap_or(9),
+                delta_window_log: match get("--delta-window-log") {
+                    None => crate::pack::MAX_DELTA_WINDOW_LOG,
+                    Some(v) => match number::<u32>("--delta-window-log", &v)? {
+                        w @ 10..=31 => w,
+                        w => return Err(usage(format!("--delta-window-log {w}: outside 10..=31"))),
+                    },
+                },
             }))
         }
         "fleet" => {

@@ -12,7 +12,7 @@
 
 use crate::fetch::{FetchError, Transport};
 use crate::install::{fill, hex};
-use crate::manifest::{Delta, Image};
+use crate::manifest::{Delta, Image, SourceRegion};
 use crate::progress::Progress;
 use crate::state::SourceHash;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const BUF: usize = 4 << 20;
+
+/// The largest zstd window this host's zstd decodes: 2^30 on 32-bit hosts
+/// (zstd's `ZSTD_WINDOWLOG_MAX_32`, and about what a 32-bit address space
+/// can map beside the process), 2^31 otherwise.
+pub const HOST_MAX_WINDOW_LOG: u32 = if usize::BITS == 32 { 30 } else { 31 };
 
 /// How a delta attempt ended.
 #[derive(Debug)]
@@ -104,14 +109,32 @@ pub fn choose<'m>(
     recorded_sha: Option<&str>,
     cache: &mut Vec<SourceHash>,
     boot_id: &str,
+    max_window_log: u32,
 ) -> Result<(&'m str, &'m Delta), String> {
     if image.deltas.is_empty() {
         return Err("the release has no delta".into());
     }
-    let mut sizes: Vec<u64> = image
+    // Decided before any hashing: a delta this host cannot decode is no
+    // reason to read the booted slot.
+    let usable: Vec<(&String, &Delta)> = image
         .deltas
-        .values()
-        .map(|d| d.source_size)
+        .iter()
+        .filter(|(_, d)| d.window_log <= max_window_log)
+        .collect();
+    if usable.is_empty() {
+        let least = image
+            .deltas
+            .values()
+            .map(|d| d.window_log)
+            .min()
+            .unwrap_or(0);
+        return Err(format!(
+            "the release's deltas need a 2^{least}-byte zstd window; this host decodes at most 2^{max_window_log} (a 32-bit host needs deltas packed with --delta-window-log 30)"
+        ));
+    }
+    let mut sizes: Vec<u64> = usable
+        .iter()
+        .map(|(_, d)| d.source_size)
         .filter(|&s| s <= device_size)
         .collect();
     sizes.sort_unstable();
@@ -124,12 +147,11 @@ pub fn choose<'m>(
                 booted_device.display()
             )
         })?;
-        if let Some((key, delta)) = image
-            .deltas
+        if let Some((key, delta)) = usable
             .iter()
             .find(|(k, d)| d.source_size == size && **k == sha)
         {
-            return Ok((key.as_str(), delta));
+            return Ok((key.as_str(), *delta));
         }
         seen.push(sha);
     }
@@ -149,20 +171,37 @@ pub fn choose<'m>(
     })
 }
 
-/// A read-only mapping of the booted slot's first `len` bytes.
+/// A read-only mapping of bytes `[offset, offset + len)` of the booted slot.
 struct SourceMap {
     ptr: std::ptr::NonNull<std::ffi::c_void>,
-    len: usize,
+    /// Bytes mapped: from `offset` rounded down to a page boundary.
+    mapped: usize,
+    /// Where the region starts inside the mapping.
+    skip: usize,
+    region: SourceRegion,
     _file: File,
 }
 
 impl SourceMap {
-    fn open(device: &Path, len: u64) -> io::Result<SourceMap> {
+    fn open(device: &Path, region: SourceRegion) -> io::Result<SourceMap> {
+        // SAFETY: sysconf has no preconditions.
+        let page = match unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) } {
+            p if p > 0 => p as u64,
+            _ => 4096,
+        };
+        let start = region.offset / page * page;
+        let too_big = || io::Error::other("source region larger than this host's address space");
+        let skip = usize::try_from(region.offset - start).map_err(|_| too_big())?;
+        let mapped = usize::try_from(region.length)
+            .ok()
+            .and_then(|l| l.checked_add(skip))
+            .ok_or_else(too_big)?;
+        let offset = nix::libc::off_t::try_from(start).map_err(|_| too_big())?;
         // Read-only open and PROT_READ: the booted slot cannot be written
         // through this mapping even by a bug.
         let file = File::open(device)?;
-        let size = std::num::NonZeroUsize::new(len as usize)
-            .ok_or_else(|| io::Error::other("empty source"))?;
+        let size =
+            std::num::NonZeroUsize::new(mapped).ok_or_else(|| io::Error::other("empty source"))?;
         // SAFETY: a fresh shared read-only mapping of a file we hold open;
         // it is unmapped in Drop and only read through `bytes()`.
         let ptr = unsafe {
@@ -172,27 +211,35 @@ impl SourceMap {
                 nix::sys::mman::ProtFlags::PROT_READ,
                 nix::sys::mman::MapFlags::MAP_SHARED,
                 &file,
-                0,
+                offset,
             )
         }
         .map_err(io::Error::from)?;
         Ok(SourceMap {
             ptr,
-            len: len as usize,
+            mapped,
+            skip,
+            region,
             _file: file,
         })
     }
 
     fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping is `len` readable bytes for the life of self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr() as *const u8, self.len) }
+        // SAFETY: the mapping is `mapped` readable bytes for the life of
+        // self, and `skip <= mapped`.
+        unsafe {
+            std::slice::from_raw_parts(
+                (self.ptr.as_ptr() as *const u8).add(self.skip),
+                self.mapped - self.skip,
+            )
+        }
     }
 }
 
 impl Drop for SourceMap {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `open` mapped.
-        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len) };
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.mapped) };
     }
 }
 
@@ -215,15 +262,7 @@ pub struct Plan<'a> {
 pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
     let delta = plan.delta;
     let mut journal = load_journal(&plan.journal, plan.source_sha256, &plan.image.sha256);
-    let source = match SourceMap::open(plan.source_device, delta.source_size) {
-        Ok(m) => m,
-        Err(e) => {
-            return Ok(Outcome::Fallback(format!(
-                "cannot map the booted slot {}: {e}",
-                plan.source_device.display()
-            )))
-        }
-    };
+    let mut source: Option<SourceMap> = None;
     let target = OpenOptions::new()
         .read(true)
         .write(true)
@@ -264,8 +303,33 @@ pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
         }
         let chained =
             io::BufReader::with_capacity(128 << 10, io::Cursor::new(header).chain(reader));
-        let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(chained, source.bytes())?;
-        decoder.window_log_max(delta.window_log)?;
+        // One mapping while segments share a region (the whole source, or
+        // neighbouring regions that coincide); remapped when it moves.
+        let region = delta.source_of(seg);
+        if source.as_ref().is_none_or(|m| m.region != region) {
+            // Unmapped before the next is mapped: on a 32-bit host two
+            // regions of a 2^30 window may not fit the address space.
+            drop(source.take());
+            source = match SourceMap::open(plan.source_device, region) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    return Ok(Outcome::Fallback(format!(
+                        "cannot map bytes {}..{} of the booted slot {}: {e}",
+                        region.offset,
+                        region.offset + region.length,
+                        plan.source_device.display()
+                    )))
+                }
+            };
+        }
+        let prefix = source.as_ref().map(SourceMap::bytes).unwrap_or_default();
+        let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(chained, prefix)?;
+        if let Err(e) = decoder.window_log_max(delta.window_log) {
+            return Ok(Outcome::Fallback(format!(
+                "segment {i}: zstd refuses a 2^{} window here: {e}",
+                delta.window_log
+            )));
+        }
         let mut hasher = Sha256::new();
         let mut produced = 0u64;
         loop {
@@ -316,4 +380,58 @@ pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
         segments_fetched,
         segments_reused: reused,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Compression, Segment};
+    use std::collections::BTreeMap;
+
+    fn image_with_delta(window_log: u32, source_size: u64) -> Image {
+        let h = "ab".repeat(32);
+        let segment = Segment {
+            offset: 0,
+            length: 1 << 20,
+            sha256: h.clone(),
+            patch_offset: 0,
+            patch_length: 10,
+            source: None,
+        };
+        let delta = Delta {
+            url: "d.zst".into(),
+            source_size,
+            window_log,
+            download_size: 10,
+            segments: vec![segment],
+        };
+        Image {
+            url: "r.zst".into(),
+            size: 1 << 20,
+            sha256: h.clone(),
+            compression: Compression::Zstd,
+            download_size: Some(100),
+            download_sha256: Some(h.clone()),
+            window_log: None,
+            segments: Vec::new(),
+            deltas: BTreeMap::from([(h, delta)]),
+        }
+    }
+
+    #[test]
+    fn a_delta_wider_than_the_host_window_is_refused_before_hashing() {
+        let image = image_with_delta(31, 1 << 30);
+        let mut cache = Vec::new();
+        // The device does not exist: hashing it would fail differently.
+        let missing = Path::new("/nonexistent/booted-slot");
+        let e = choose(&image, missing, 2 << 30, None, &mut cache, "boot", 30)
+            .expect_err("a 32-bit host cannot decode 2^31");
+        assert!(e.contains("need a 2^31-byte zstd window"), "{e}");
+        assert!(e.contains("at most 2^30"), "{e}");
+        assert!(cache.is_empty());
+        // The same delta on a 64-bit host gets as far as hashing the slot.
+        let e = choose(&image, missing, 2 << 30, None, &mut cache, "boot", 31)
+            .expect_err("no such device");
+        assert!(e.contains("cannot hash the booted slot"), "{e}");
+    }
 }

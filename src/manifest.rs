@@ -143,20 +143,72 @@ pub struct Segment {
     pub sha256: String,
     pub patch_offset: u64,
     pub patch_length: u64,
+    /// Delta segments only: the part of the source image the frame
+    /// references (absent: the whole source). Set when the source and a
+    /// segment do not fit one zstd window, e.g. in deltas for 32-bit hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceRegion>,
+}
+
+/// Bytes `[offset, offset + length)` of a delta's source image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRegion {
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl Delta {
+    /// The source bytes segment `seg` references.
+    pub fn source_of(&self, seg: &Segment) -> SourceRegion {
+        seg.source.unwrap_or(SourceRegion {
+            offset: 0,
+            length: self.source_size,
+        })
+    }
 }
 
 /// A payload that rebuilds the image from a source image (the booted
-/// slot's exact bytes), each segment a zstd frame with the whole source as
-/// its reference prefix.
+/// slot's exact bytes), each segment a zstd frame with the whole source (or
+/// the segment's `source` region of it) as its reference prefix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delta {
     pub url: String,
     /// Bytes of the source image (a prefix of the booted slot).
     pub source_size: u64,
-    /// zstd window log of the frames (covers the source).
+    /// zstd window log of the frames: 2^window_log covers each segment plus
+    /// the source it references. A host applies only a delta whose window
+    /// its zstd allows (30 on 32-bit hosts, 31 otherwise).
     pub window_log: u32,
     pub download_size: u64,
     pub segments: Vec<Segment>,
+}
+
+/// Check that each delta segment's source region lies inside the source and
+/// fits, with the segment, in the delta's window: what lets a host bound
+/// the source it maps by the window it accepts.
+fn check_sources(delta: &Delta) -> Result<(), String> {
+    let window = 1u64 << delta.window_log;
+    for (i, seg) in delta.segments.iter().enumerate() {
+        let src = delta.source_of(seg);
+        if src.length == 0
+            || src
+                .offset
+                .checked_add(src.length)
+                .is_none_or(|end| end > delta.source_size)
+        {
+            return Err(format!(
+                "segment {i} source region lies outside the {}-byte source",
+                delta.source_size
+            ));
+        }
+        if src.length.saturating_add(seg.length) > window {
+            return Err(format!(
+                "segment {i} and its {}-byte source exceed the 2^{} window",
+                src.length, delta.window_log
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Check that `segments` tile `[0, size)` in order and stay inside a
@@ -312,6 +364,12 @@ impl Manifest {
                 }
                 check_segments(&image.segments, image.size, image.download_size())
                     .map_err(|e| field(&at("segments"), e))?;
+                if image.segments.iter().any(|s| s.source.is_some()) {
+                    return Err(field(
+                        &at("segments"),
+                        "a full payload's segment has no source region".into(),
+                    ));
+                }
             }
             for (source, delta) in &image.deltas {
                 let at = |f: &str| format!("images.{class}.deltas.{source}.{f}");
@@ -332,6 +390,7 @@ impl Manifest {
                 }
                 check_segments(&delta.segments, image.size, delta.download_size)
                     .map_err(|e| field(&at("segments"), e))?;
+                check_sources(delta).map_err(|e| field(&at("segments"), e))?;
             }
         }
         Ok(Manifest {
@@ -500,6 +559,51 @@ mod tests {
         );
         let e = Manifest::parse(text.as_bytes()).expect_err("zstd without download size");
         assert!(e.to_string().contains("download_size"), "{e}");
+    }
+
+    /// A 1 MiB image with one delta from an 8 MiB source in a 2^23 window,
+    /// its one segment referencing `source` (JSON, or nothing).
+    fn delta_doc(source: &str) -> String {
+        let h = "ab".repeat(32);
+        format!(
+            r#"{{"format":1,"compatible":"acme","version":"2","created":"2026-11-20T10:00:00Z",
+            "expires":"2027-01-20T10:00:00Z","images":{{"rootfs":{{"url":"r.zst","size":1048576,
+            "sha256":"{h}","compression":"zstd","download_size":100,"download_sha256":"{h}",
+            "deltas":{{"{h}":{{"url":"d.zst","source_size":8388608,"window_log":23,"download_size":10,
+            "segments":[{{"offset":0,"length":1048576,"sha256":"{h}","patch_offset":0,
+            "patch_length":10{source}}}]}}}}}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_delta_segment_references_source_inside_the_source_and_its_window() {
+        // The whole 8 MiB source plus the 1 MiB segment is 9 MiB > 2^23.
+        let e = Manifest::parse(delta_doc("").as_bytes()).expect_err("too wide");
+        assert!(e.to_string().contains("exceed the 2^23 window"), "{e}");
+        let ok = delta_doc(r#","source":{"offset":1048576,"length":7340032}"#);
+        let m = Manifest::parse(ok.as_bytes()).expect("a region that fits");
+        let delta = m.doc.images["rootfs"]
+            .deltas
+            .values()
+            .next()
+            .expect("delta");
+        assert_eq!(
+            delta.source_of(&delta.segments[0]),
+            SourceRegion {
+                offset: 1 << 20,
+                length: 7 << 20
+            }
+        );
+        let outside = delta_doc(r#","source":{"offset":2097152,"length":7340032}"#);
+        let e = Manifest::parse(outside.as_bytes()).expect_err("past the source");
+        assert!(
+            e.to_string().contains("outside the 8388608-byte source"),
+            "{e}"
+        );
+        let wrap = delta_doc(r#","source":{"offset":18446744073709551615,"length":2}"#);
+        assert!(Manifest::parse(wrap.as_bytes()).is_err());
+        let empty = delta_doc(r#","source":{"offset":0,"length":0}"#);
+        assert!(Manifest::parse(empty.as_bytes()).is_err());
     }
 
     #[test]

@@ -10,7 +10,9 @@
 #![cfg_attr(not(feature = "pack"), allow(dead_code, unused_imports))]
 
 use crate::install::hex;
-use crate::manifest::{Compression, Delta, Image, ManifestDoc, Rollout, Segment, FORMAT};
+use crate::manifest::{
+    Compression, Delta, Image, ManifestDoc, Rollout, Segment, SourceRegion, FORMAT,
+};
 use crate::timefmt::{format_rfc3339, now};
 use crate::trust::minisign;
 use sha2::{Digest, Sha256};
@@ -41,13 +43,44 @@ pub struct PackOptions {
     pub delta_from: Vec<(String, PathBuf)>,
     /// zstd level of delta frames.
     pub delta_level: i32,
+    /// Largest zstd window log a delta may need (30 for 32-bit hosts).
+    pub delta_window_log: u32,
 }
 
 /// Default segment size: 16 MiB keeps a delta's decode buffer (one frame's
 /// content) well inside the 32 MiB of anonymous memory an install may use.
 pub const DEFAULT_SEGMENT: u64 = 16 << 20;
-/// Largest source + segment a single zstd window can span (2 GiB).
-const MAX_WINDOW_SPAN: u64 = 1 << 31;
+/// Largest window log a delta may use on 64-bit hosts (zstd's limit).
+pub const MAX_DELTA_WINDOW_LOG: u32 = 31;
+/// Source regions start on this boundary, so a host maps them from a page
+/// boundary whatever its page size.
+const REGION_ALIGN: u64 = 64 << 10;
+
+/// The source region a delta segment at `[offset, offset + len)` references
+/// in a window of `2^window_log` bytes: `None` (the whole source) when the
+/// source and a `seg`-byte segment fit; otherwise the largest region that
+/// fits, centred on the segment's own offset — an update rewrites a file
+/// mostly near where its old version lay.
+pub fn source_region(
+    source_size: u64,
+    offset: u64,
+    len: u64,
+    seg: u64,
+    window_log: u32,
+) -> Option<SourceRegion> {
+    let window = 1u64 << window_log;
+    if source_size + seg <= window {
+        return None;
+    }
+    let length = window - seg;
+    let centre = offset + len / 2;
+    let start =
+        centre.saturating_sub(length / 2).min(source_size - length) / REGION_ALIGN * REGION_ALIGN;
+    Some(SourceRegion {
+        offset: start,
+        length,
+    })
+}
 
 struct HashingWriter<W> {
     inner: W,
@@ -227,6 +260,7 @@ fn write_frames(
     seg: u64,
     frames: &[Vec<u8>],
     data: &[u8],
+    source_of: &dyn Fn(usize) -> Option<SourceRegion>,
 ) -> Result<(Vec<Segment>, u64, String), String> {
     let mut out = BufWriter::new(File::create(path).map_err(|e| err(path, e))?);
     let mut hasher = Sha256::new();
@@ -242,6 +276,7 @@ fn write_frames(
             sha256: hex(&Sha256::digest(&data[range])),
             patch_offset,
             patch_length: f.len() as u64,
+            source: source_of(i),
         });
         out.write_all(f).map_err(|e| err(path, e))?;
         hasher.update(f);
@@ -262,40 +297,70 @@ fn pack_segmented(class: &str, input: &Path, opts: &PackOptions) -> Result<Image
         let start = i as u64 * seg;
         &data[start as usize..(start + seg).min(size) as usize]
     };
+    let has_delta = opts.delta_from.iter().any(|(c, _)| c == class);
+    if has_delta && seg > 1u64 << (opts.delta_window_log - 1) {
+        return Err(format!(
+            "--segment-size {} MiB: a delta segment may fill at most half of its 2^{} window",
+            seg >> 20,
+            opts.delta_window_log
+        ));
+    }
     let level = opts.level.unwrap_or(19);
     let full = compress_parallel(count, &|i| frame(slice(i), level, None, None))
         .map_err(|e| err(input, e))?;
     let name = format!("{class}-{}.img.zst", opts.version);
     let (segments, download_size, download_sha) =
-        write_frames(&opts.out.join(&name), size, seg, &full, &data)?;
+        write_frames(&opts.out.join(&name), size, seg, &full, &data, &|_| None)?;
     drop(full);
 
     let mut deltas = BTreeMap::new();
     for (_, old_path) in opts.delta_from.iter().filter(|(c, _)| c == class) {
         let old = std::fs::read(old_path).map_err(|e| err(old_path, e))?;
-        if old.is_empty() || old.len() as u64 + seg > MAX_WINDOW_SPAN {
-            return Err(format!(
-                "{}: a delta source must be 1 byte to {} MiB (one zstd window)",
-                old_path.display(),
-                (MAX_WINDOW_SPAN - seg) >> 20
-            ));
+        if old.is_empty() {
+            return Err(format!("{}: an empty delta source", old_path.display()));
         }
         let source_sha = hex(&Sha256::digest(&old));
+        let source_size = old.len() as u64;
+        let region = |i: usize| {
+            let offset = i as u64 * seg;
+            source_region(
+                source_size,
+                offset,
+                seg.min(size - offset),
+                seg,
+                opts.delta_window_log,
+            )
+        };
         // The window must reach from the end of a segment back to the start
-        // of the source that precedes it.
-        let window_log = (64 - (old.len() as u64 + seg - 1).leading_zeros()).clamp(10, 31);
+        // of the source it references.
+        let span = if region(0).is_some() {
+            1u64 << opts.delta_window_log
+        } else {
+            source_size + seg
+        };
+        let window_log = (64 - (span - 1).leading_zeros()).clamp(10, opts.delta_window_log);
         let frames = compress_parallel(count, &|i| {
-            frame(slice(i), opts.delta_level, Some(&old), Some(window_log))
+            let prefix = match region(i) {
+                Some(r) => &old[r.offset as usize..(r.offset + r.length) as usize],
+                None => &old[..],
+            };
+            frame(slice(i), opts.delta_level, Some(prefix), Some(window_log))
         })
         .map_err(|e| err(old_path, e))?;
         let delta_name = format!("{class}-{}.from-{}.zst", opts.version, &source_sha[..12]);
-        let (segments, download_size, _) =
-            write_frames(&opts.out.join(&delta_name), size, seg, &frames, &data)?;
+        let (segments, download_size, _) = write_frames(
+            &opts.out.join(&delta_name),
+            size,
+            seg,
+            &frames,
+            &data,
+            &region,
+        )?;
         deltas.insert(
             source_sha,
             Delta {
                 url: delta_name,
-                source_size: old.len() as u64,
+                source_size,
                 window_log,
                 download_size,
                 segments,
@@ -376,4 +441,44 @@ pub fn write_signed(path: &Path, body: &[u8], key: &minisign::SecretKey) -> Resu
     let comment = format!("timestamp:{}\tfile:{file_name}\thashed", now());
     let sig_path = PathBuf::from(format!("{}.minisig", path.display()));
     std::fs::write(&sig_path, minisign::sign(key, body, &comment)).map_err(|e| err(&sig_path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_source_that_fits_the_window_is_referenced_whole() {
+        assert_eq!(source_region(1008 * MIB, 0, 16 * MIB, 16 * MIB, 30), None);
+        assert_eq!(source_region(2032 * MIB, 0, 16 * MIB, 16 * MIB, 31), None);
+    }
+
+    #[test]
+    fn a_larger_source_is_split_into_regions_around_each_segment() {
+        let (size, seg, log) = (3072 * MIB, 16 * MIB, 30);
+        let window = 1u64 << log;
+        for i in 0..(size / seg) {
+            let offset = i * seg;
+            let r = source_region(size, offset, seg, seg, log).expect("a region");
+            assert_eq!(r.length + seg, window, "segment {i}");
+            assert!(r.offset + r.length <= size, "segment {i}: {r:?}");
+            assert_eq!(r.offset % REGION_ALIGN, 0);
+            // The segment's own old bytes are inside its region.
+            assert!(
+                r.offset <= offset && offset + seg <= r.offset + r.length,
+                "{i}: {r:?}"
+            );
+        }
+        // Centred where there is room; pinned to the ends where there is not.
+        let mid = source_region(size, 1536 * MIB, seg, seg, log).expect("mid");
+        assert_eq!(mid.offset, (1536 + 8 - 504) * MIB);
+        assert_eq!(
+            source_region(size, 0, seg, seg, log).expect("first").offset,
+            0
+        );
+        let last = source_region(size, size - seg, seg, seg, log).expect("last");
+        assert_eq!(last.offset + last.length, size);
+    }
 }

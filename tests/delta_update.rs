@@ -52,6 +52,11 @@ struct Setup {
 }
 
 fn setup(name: &str, len: usize, nginx_extra: &str) -> Option<Setup> {
+    setup_packed(name, len, nginx_extra, &[])
+}
+
+/// `setup` with more `pack` arguments.
+fn setup_packed(name: &str, len: usize, nginx_extra: &str, pack_extra: &[&str]) -> Option<Setup> {
     let host = TestHost::new(
         name,
         "1.0",
@@ -65,19 +70,17 @@ fn setup(name: &str, len: usize, nginx_extra: &str) -> Option<Setup> {
     common::host::write_at_start(&host.slots[0], &v1);
     let old = host.dir.join("v1.img");
     std::fs::write(&old, &v1).expect("v1");
-    let manifest = host.pack(
-        "r2",
-        "2.0",
-        &v2,
-        &[
-            "--segment-size",
-            "2",
-            "--delta-from",
-            &format!("rootfs={}", old.display()),
-            "--delta-level",
-            "9",
-        ],
-    );
+    let delta_from = format!("rootfs={}", old.display());
+    let mut args = vec![
+        "--segment-size",
+        "2",
+        "--delta-from",
+        &delta_from,
+        "--delta-level",
+        "9",
+    ];
+    args.extend_from_slice(pack_extra);
+    let manifest = host.pack("r2", "2.0", &v2, &args);
     let nginx = Nginx::start_with_http(manifest.parent().expect("dir"), nginx_extra, "")?;
     let booted_sha = slot_sha(&host.slots[0]);
     Some(Setup {
@@ -294,6 +297,165 @@ fn kill_9_mid_delta_then_rerun_fetches_no_finished_segment_twice() {
         s.booted_sha,
         "the booted slot changed"
     );
+}
+
+fn patch_total(delta: &serde_json::Value) -> u64 {
+    delta["segments"]
+        .as_array()
+        .expect("segs")
+        .iter()
+        .map(|g| g["patch_length"].as_u64().expect("len"))
+        .sum()
+}
+
+/// The 32-bit host build (i686, static musl, no `pack`); a no-op build when
+/// `scripts/test.sh` made it already.
+fn bin32() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("target dir");
+        let out = run(std::process::Command::new(env!("CARGO"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--release", "--quiet", "--no-default-features"])
+            .args(["--target", "i686-unknown-linux-musl"])
+            .arg("--target-dir")
+            .arg(target_dir));
+        assert!(
+            out.status.success(),
+            "cannot build the 32-bit host binary (scripts/deps.sh installs the i686 target and gcc-multilib): {}",
+            text(&out)
+        );
+        let bin = target_dir.join("i686-unknown-linux-musl/release/abupdate");
+        let elf = std::fs::read(&bin).expect("32-bit binary");
+        assert_eq!(&elf[..5], b"\x7fELF\x01", "not a 32-bit ELF: {}", bin.display());
+        bin
+    })
+}
+
+fn run32(host: &TestHost, args: &[&str]) -> std::process::Output {
+    run(std::process::Command::new(bin32())
+        .arg("--config")
+        .arg(&host.config)
+        .args(args))
+}
+
+#[test]
+fn a_source_wider_than_the_window_is_split_into_regions_and_still_applies() {
+    // 24 MiB source, 2 MiB segments, a 2^23-byte window: each segment
+    // references the 6 MiB of the old image around its own offset.
+    let Some(s) = setup_packed("delta-regions", 24 * MIB, "", &["--delta-window-log", "23"]) else {
+        return;
+    };
+    let delta = delta_of(&s.manifest);
+    assert_eq!(delta["window_log"], 23);
+    for g in delta["segments"].as_array().expect("segs") {
+        let (src_off, src_len) = (
+            g["source"]["offset"].as_u64().expect("source region"),
+            g["source"]["length"].as_u64().expect("source region"),
+        );
+        let (off, len) = (
+            g["offset"].as_u64().expect("o"),
+            g["length"].as_u64().expect("l"),
+        );
+        assert_eq!(src_len, 6 * MIB as u64, "{g}");
+        assert!(src_off + src_len <= 24 * MIB as u64, "{g}");
+        assert!(
+            src_off <= off && off + len <= src_off + src_len,
+            "segment outside its region: {g}"
+        );
+    }
+    let total = patch_total(&delta);
+    let out = s
+        .host
+        .abupdate(&["install", "--no-reboot", &s.nginx.url("release.json")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("by delta"), "{}", text(&out));
+    s.nginx.wait_log(3);
+    assert_eq!(
+        bytes_sent(&s.nginx, delta["url"].as_str().expect("url")),
+        total
+    );
+    assert_eq!(bytes_sent(&s.nginx, "rootfs-2.0.img.zst"), 0);
+    assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
+    assert_eq!(slot_sha(&s.host.slots[0]), s.booted_sha);
+    println!("delta in 6 MiB source regions: {total} bytes");
+}
+
+#[test]
+fn a_32_bit_host_applies_a_delta_packed_for_its_window() {
+    let Some(s) = setup_packed("delta-32bit", 24 * MIB, "", &["--delta-window-log", "23"]) else {
+        return;
+    };
+    let delta = delta_of(&s.manifest);
+    let out = run32(
+        &s.host,
+        &[
+            "--json",
+            "install",
+            "--no-reboot",
+            &s.nginx.url("release.json"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        report["network_bytes"].as_u64(),
+        Some(patch_total(&delta)),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
+    assert_eq!(slot_sha(&s.host.slots[0]), s.booted_sha);
+}
+
+#[test]
+fn a_32_bit_host_installs_the_full_image_when_a_delta_needs_a_2_gib_window() {
+    let Some(s) = setup("delta-32bit-wide", 24 * MIB, "") else {
+        return;
+    };
+    // A release whose delta declares a 2^31-byte window (valid: the window
+    // covers more than the source), signed like any other.
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&s.manifest).expect("m")).expect("json");
+    for d in m["images"]["rootfs"]["deltas"]
+        .as_object_mut()
+        .expect("deltas")
+        .values_mut()
+    {
+        d["window_log"] = 31.into();
+    }
+    std::fs::write(&s.manifest, serde_json::to_vec_pretty(&m).expect("json")).expect("write");
+    let out = s.host.abupdate(&[
+        "sign",
+        "--secret",
+        &s.host.secret_key.display().to_string(),
+        &s.manifest.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = run32(
+        &s.host,
+        &["install", "--no-reboot", &s.nginx.url("release.json")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("need a 2^31-byte zstd window; this host decodes at most 2^30"),
+        "{}",
+        text(&out)
+    );
+    s.nginx.wait_log(3);
+    assert!(bytes_sent(&s.nginx, "rootfs-2.0.img.zst") > 0);
+    assert_eq!(
+        bytes_sent(
+            &s.nginx,
+            delta_of(&s.manifest)["url"].as_str().expect("url")
+        ),
+        0
+    );
+    assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
+    assert_eq!(slot_sha(&s.host.slots[0]), s.booted_sha);
 }
 
 /// Run `cmd` inside a fresh cgroup-v1 memory cgroup limited to `limit`;
