@@ -116,41 +116,30 @@ fn bytes_sent(nginx: &Nginx, suffix: &str) -> u64 {
         .sum()
 }
 
-#[test]
-fn a_delta_from_the_exact_booted_image_fetches_only_its_segments() {
-    let Some(s) = setup("delta-exact", 24 * MIB, "") else {
-        return;
-    };
+/// Install the release with the abupdate binary `bin` and check that it
+/// rebuilt v2 by delta: it reports, and nginx sent, exactly the segments'
+/// patch bytes and no full-payload byte; slot B holds v2; the booted slot
+/// is unchanged. Returns the patch bytes.
+fn install_by_delta(s: &Setup, bin: &Path) -> u64 {
+    let out = &run(std::process::Command::new(bin)
+        .arg("--config")
+        .arg(&s.host.config)
+        .args(["--json", "install", "--no-reboot"])
+        .arg(s.nginx.url("release.json")));
+    assert!(out.status.success(), "{}", text(out));
     let delta = delta_of(&s.manifest);
-    let patch_total: u64 = delta["segments"]
-        .as_array()
-        .expect("segs")
-        .iter()
-        .map(|g| g["patch_length"].as_u64().expect("len"))
-        .sum();
-    let full = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&s.manifest).expect("m"))
-        .expect("json")["images"]["rootfs"]["download_size"]
-        .as_u64()
-        .expect("size");
-    let out = s.host.abupdate(&[
-        "--json",
-        "install",
-        "--no-reboot",
-        &s.nginx.url("release.json"),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    let total = patch_total(&delta);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(
         report["network_bytes"].as_u64(),
-        Some(patch_total),
+        Some(total),
         "{}",
-        text(&out)
+        text(out)
     );
     s.nginx.wait_log(3);
-    let delta_url = delta["url"].as_str().expect("url");
     assert_eq!(
-        bytes_sent(&s.nginx, delta_url),
-        patch_total,
+        bytes_sent(&s.nginx, delta["url"].as_str().expect("url")),
+        total,
         "server sent more than the segments"
     );
     assert_eq!(
@@ -158,15 +147,28 @@ fn a_delta_from_the_exact_booted_image_fetches_only_its_segments() {
         0,
         "the full payload was fetched"
     );
-    assert!(
-        patch_total * 5 < full,
-        "delta {patch_total} is not much smaller than the full {full}"
-    );
     assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2, "slot B is not v2");
     assert_eq!(
         slot_sha(&s.host.slots[0]),
         s.booted_sha,
         "the booted slot changed"
+    );
+    total
+}
+
+#[test]
+fn a_delta_from_the_exact_booted_image_fetches_only_its_segments() {
+    let Some(s) = setup("delta-exact", 24 * MIB, "") else {
+        return;
+    };
+    let full = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&s.manifest).expect("m"))
+        .expect("json")["images"]["rootfs"]["download_size"]
+        .as_u64()
+        .expect("size");
+    let patch_total = install_by_delta(&s, Path::new(common::host::bin()));
+    assert!(
+        patch_total * 5 < full,
+        "delta {patch_total} is not much smaller than the full {full}"
     );
     let status: serde_json::Value =
         serde_json::from_slice(&s.host.abupdate(&["--json", "status"]).stdout).expect("status");
@@ -271,11 +273,7 @@ fn kill_9_mid_delta_then_rerun_fetches_no_finished_segment_twice() {
         return;
     };
     let delta = delta_of(&s.manifest);
-    let segs = delta["segments"].as_array().expect("segs");
-    let patch_total: u64 = segs
-        .iter()
-        .map(|g| g["patch_length"].as_u64().expect("len"))
-        .sum();
+    let patch_total = patch_total(&delta);
     let url = s.nginx.url("release.json");
     let out = s.host.abupdate_env(
         &["install", "--no-reboot", &url],
@@ -366,20 +364,7 @@ fn a_source_wider_than_the_window_is_split_into_regions_and_still_applies() {
             "segment outside its region: {g}"
         );
     }
-    let total = patch_total(&delta);
-    let out = s
-        .host
-        .abupdate(&["install", "--no-reboot", &s.nginx.url("release.json")]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("by delta"), "{}", text(&out));
-    s.nginx.wait_log(3);
-    assert_eq!(
-        bytes_sent(&s.nginx, delta["url"].as_str().expect("url")),
-        total
-    );
-    assert_eq!(bytes_sent(&s.nginx, "rootfs-2.0.img.zst"), 0);
-    assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
-    assert_eq!(slot_sha(&s.host.slots[0]), s.booted_sha);
+    let total = install_by_delta(&s, Path::new(common::host::bin()));
     println!("delta in 6 MiB source regions: {total} bytes");
 }
 
@@ -388,26 +373,7 @@ fn a_32_bit_host_applies_a_delta_packed_for_its_window() {
     let Some(s) = setup_packed("delta-32bit", 24 * MIB, "", &["--delta-window-log", "23"]) else {
         return;
     };
-    let delta = delta_of(&s.manifest);
-    let out = run32(
-        &s.host,
-        &[
-            "--json",
-            "install",
-            "--no-reboot",
-            &s.nginx.url("release.json"),
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(
-        report["network_bytes"].as_u64(),
-        Some(patch_total(&delta)),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
-    assert_eq!(slot_sha(&s.host.slots[0]), s.booted_sha);
+    install_by_delta(&s, bin32());
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! `Manifest::parse` on arbitrary bytes (the signed manifest, which will
-//! also carry the delta chunk index), then `evaluate` on whatever parses.
+//! `Manifest::parse` on arbitrary bytes (the signed manifest, with its
+//! segment and delta tables and their source regions), then `evaluate` on whatever parses.
 //! Properties: no panic; a parsed manifest re-serialises to JSON that parses
 //! to the same release; version order is consistent.
 #![no_main]
