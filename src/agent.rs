@@ -18,7 +18,7 @@ use crate::config::{BootloaderKind, Config};
 use crate::error::{Error, Result};
 use crate::fetch::{Document, Transport, TransportOptions, Validators};
 use crate::install::{self, WriteMode};
-use crate::manifest::{self, HostFacts, Manifest, Version};
+use crate::manifest::{self, HostFacts, Manifest, NotApplicable, Version};
 use crate::progress::Progress;
 use crate::rollout::{self, Standing};
 use crate::slot::{Device, SlotName};
@@ -306,7 +306,16 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
         ),
         false => None,
     };
+    // An expired manifest (a frozen or stale server) or one for other
+    // hardware (a wrong URL) will not fix itself: it is an error, so the
+    // timer's unit fails, the host backs off and monitoring sees it; and its
+    // validators are not kept, so a 304 cannot turn it into "nothing new".
+    let fault = matches!(
+        verdict,
+        Err(NotApplicable::Expired { .. } | NotApplicable::Incompatible { .. })
+    );
     state.last_check = match &verdict {
+        Err(_) if fault => None,
         Err(_) => Some(LastCheck {
             url: location.clone(),
             at: now(),
@@ -319,6 +328,7 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
     };
     save_if_unlocked(state_dir, &state)?;
     match verdict {
+        Err(na) if fault => Err(Error::NotApplicable(na)),
         Err(na) => Ok(CheckOutcome::UpToDate {
             reason: na.to_string(),
             kind: na.kind(),

@@ -394,7 +394,16 @@ fn freeze_by_answering_304_forever() {
     check("not_newer");
     check("not_modified");
     std::thread::sleep(Duration::from_secs(4));
-    let line = check("expired");
+    // Expired is an error, not "nothing new": exit 1, every tick.
+    let expired = || {
+        let out = h.abupdate(&["--json", "check"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["kind"], "expired", "{v}");
+        v["error"].as_str().unwrap_or_default().to_string()
+    };
+    let line = expired();
+    assert_eq!(expired(), line);
     let conditional = srv
         .requests()
         .iter()
@@ -404,6 +413,12 @@ fn freeze_by_answering_304_forever() {
         conditional, 1,
         "only the check before expiry was conditional"
     );
+    let full_gets = srv
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/release.json" && r.header("if-none-match").is_none())
+        .count();
+    assert_eq!(full_gets, 3, "each check after expiry fetched the manifest in full");
     row("indefinite freeze (304 for ever)", &line);
 }
 
@@ -574,6 +589,21 @@ fn wrong_hardware() {
         &install(&h, &srv.url("/release.json")),
         "someone-elses-board",
     );
+    // The timer fails on it too (not "nothing new"), every tick, and backs off.
+    set_config(
+        &h,
+        "[update]\n",
+        &format!("[update]\nurl = \"{}\"\n", srv.url("/release.json")),
+    );
+    // (The refused install above counts as the first failure.)
+    for failures in 2..=3 {
+        let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+        refused(&h, &b, &out, "someone-elses-board");
+        let metrics = &h.state()["metrics"];
+        assert_eq!(metrics["consecutive_failures"], failures, "{metrics}");
+        assert_eq!(metrics["failures"]["incompatible"], failures, "{metrics}");
+        assert!(metrics["retry_after"].as_i64().is_some(), "{metrics}");
+    }
     row("wrong hardware (other compatible)", &line);
 }
 
