@@ -511,9 +511,13 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
         // A resumable download keeps the payload on the data partition; when
         // it does not fit there, stream without resume rather than fill the
         // partition (which would stop every later run too).
-        let resumable = has_room_for(host.state_dir.path(), &partial, image.download_size());
+        let resume = host.config.update.resume_downloads;
+        let resumable =
+            resume && has_room_for(host.state_dir.path(), &partial, image.download_size());
         if !resumable {
             let _ = std::fs::remove_file(&partial);
+        }
+        if resume && !resumable {
             log(&format!(
                 "{}: not enough free space for a resumable download of {} bytes; streaming without resume",
                 host.state_dir.path().display(),

@@ -83,6 +83,10 @@ pub struct Update {
     pub max_window_log: u32,
     /// A site cache (reverse caching proxy) that serves the origin's paths.
     pub mirror: Option<String>,
+    /// Keep a downloading payload on the data partition so a cut download
+    /// resumes where it stopped. Off: stream straight into the slot (no
+    /// second copy written to flash; a cut download starts over).
+    pub resume_downloads: bool,
     /// Random delay before each timer poll.
     pub jitter: Duration,
     /// First delay after a failed `update`, doubled per failure up to `backoff_max`.
@@ -195,6 +199,7 @@ struct UpdateFragment {
     read_timeout: Option<String>,
     max_window_log: Option<u32>,
     mirror: Option<String>,
+    resume_downloads: Option<bool>,
     jitter: Option<String>,
     backoff_base: Option<String>,
     backoff_max: Option<String>,
@@ -364,6 +369,7 @@ impl Config {
             read_timeout: duration("update.read_timeout", f.update.read_timeout, 60)?,
             max_window_log,
             mirror: f.update.mirror,
+            resume_downloads: f.update.resume_downloads.unwrap_or(true),
             jitter: duration("update.jitter", f.update.jitter, 0)?,
             backoff_base: duration("update.backoff_base", f.update.backoff_base, 300)?,
             backoff_max: duration("update.backoff_max", f.update.backoff_max, 6 * 3600)?,

@@ -250,3 +250,63 @@ fn a_data_partition_too_small_for_the_payload_streams_without_resume() {
     );
     assert_eq!(h.slot_bytes(1, img.len()), img);
 }
+
+/// With `resume_downloads = false` the payload goes only into the slot:
+/// nothing of it lands on the data partition, even when the install is
+/// killed mid-stream, and the next run starts the download over.
+#[cfg(feature = "failpoints")]
+#[test]
+fn with_resume_off_nothing_is_kept_on_the_data_partition_and_a_cut_download_starts_over() {
+    use std::os::unix::process::ExitStatusExt;
+    let h = TestHost::new(
+        "http-no-resume",
+        "1.0",
+        HostOptions {
+            slot_size: 72 << 20,
+            loop_devices: true,
+            ..Default::default()
+        },
+    );
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        cfg.replacen("[update]\n", "[update]\nresume_downloads = false\n", 1),
+    )
+    .expect("config");
+    let img = image("2.0", 64 << 20);
+    let m = h.pack("r2", "2.0", &img, &[]);
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let url = nginx.url("release.json");
+    let payload_name = "rootfs-2.0.img.zst";
+    let out = h.abupdate_env(
+        &["install", "--no-reboot", &url],
+        &[("ABUPDATE_FAILPOINT", "chunk-written:20")],
+    );
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "did not abort: {}",
+        text(&out)
+    );
+    let kept: u64 = std::fs::read_dir(h.state_dir.join("partial"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(kept, 0, "payload bytes were written to the data partition");
+
+    let out = h.abupdate(&["install", "--no-reboot", &url]);
+    assert!(out.status.success(), "{}", text(&out));
+    nginx.wait_log(4);
+    let reqs = payload_requests(&nginx, payload_name);
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(
+        reqs.iter().all(|r| r.range.is_none()),
+        "a download was resumed: {reqs:?}"
+    );
+    assert_eq!(h.slot_bytes(1, img.len()), img);
+}

@@ -418,7 +418,10 @@ fn freeze_by_answering_304_forever() {
         .iter()
         .filter(|r| r.path == "/release.json" && r.header("if-none-match").is_none())
         .count();
-    assert_eq!(full_gets, 3, "each check after expiry fetched the manifest in full");
+    assert_eq!(
+        full_gets, 3,
+        "each check after expiry fetched the manifest in full"
+    );
     row("indefinite freeze (304 for ever)", &line);
 }
 
