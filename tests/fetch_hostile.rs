@@ -4,140 +4,19 @@
 
 #[path = "common/http.rs"]
 mod http_common;
+#[path = "common/hostile_server.rs"]
+mod hostile_server;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use abupdate::fetch::{Document, FetchError, PayloadReader, Transport, TransportOptions};
+use hostile_server::{head, read_request, write_all_capped, Req, Server, SERVER_CAP};
 use http_common::{pattern, temp_dir};
-
-/// Longest any scripted connection keeps writing.
-const SERVER_CAP: Duration = Duration::from_secs(20);
-
-#[derive(Debug, Clone)]
-struct Req {
-    path: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Req {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-type Handler = dyn Fn(&Req, &mut TcpStream) + Send + Sync;
-
-/// A loopback server running `handler` for each request, one connection
-/// per request (thread per connection). Stops accepting on drop.
-struct Server {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    requests: Arc<Mutex<Vec<Req>>>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(handler: impl Fn(&Req, &mut TcpStream) + Send + Sync + 'static) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let handler: Arc<Handler> = Arc::new(handler);
-        let (stop2, requests2) = (stop.clone(), requests.clone());
-        let accept = std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let handler = handler.clone();
-                        let requests = requests2.clone();
-                        std::thread::spawn(move || {
-                            let _ = stream.set_nonblocking(false);
-                            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                            let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-                            if let Some(req) = read_request(&mut stream) {
-                                requests.lock().unwrap().push(req.clone());
-                                handler(&req, &mut stream);
-                            }
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Server {
-            port,
-            stop,
-            requests,
-            accept: Some(accept),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
-    }
-
-    fn requests(&self) -> Vec<Req> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-fn read_request(stream: &mut TcpStream) -> Option<Req> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 64 * 1024 || stream.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head);
-    let mut lines = text.split("\r\n");
-    let path = lines.next()?.split(' ').nth(1)?.to_string();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Some(Req { path, headers })
-}
-
-/// Write a response head; `extra` lines end with "\r\n".
-fn head(stream: &mut TcpStream, status: &str, extra: &str) {
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\nConnection: close\r\n{extra}\r\n"
-    );
-}
-
-/// Write `data` in pieces until done, an error (client gone) or the cap.
-fn write_all_capped(stream: &mut TcpStream, data: &[u8]) {
-    let started = Instant::now();
-    for chunk in data.chunks(64 * 1024) {
-        if started.elapsed() > SERVER_CAP || stream.write_all(chunk).is_err() {
-            return;
-        }
-    }
-}
 
 fn transport(read_timeout: Duration) -> Transport {
     Transport::new(&TransportOptions {
