@@ -2,15 +2,15 @@
 //! lying bodies, trickles, broken resumes, redirect tricks, bad TLS. Each
 //! server thread ends by itself (bounded writes, bounded time).
 
-#[path = "common/http.rs"]
-mod http_common;
 #[path = "common/hostile_server.rs"]
 mod hostile_server;
+#[path = "common/http.rs"]
+mod http_common;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -502,100 +502,10 @@ fn https_to_a_server_speaking_garbage_is_a_tls_error() {
     let _ = garbage.join();
 }
 
-/// `openssl s_server -WWW` on a free port serving `dir`; killed on drop.
-struct SServer(Child);
-
-impl Drop for SServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> bool {
-    Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A private CA and a leaf for 127.0.0.1 signed by it; (ca.pem, dir).
-fn make_pki() -> Option<(PathBuf, PathBuf)> {
-    let dir = temp_dir("pki");
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .ok()?;
-    let ok = openssl(
-        &dir,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=abupdate test CA",
-            ],
-        ]
-        .concat(),
-    ) && openssl(
-        &dir,
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "leaf.key",
-                "-out",
-                "leaf.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    ) && openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
-    ok.then(|| (dir.join("ca.pem"), dir))
-}
-
 #[test]
 fn tls_unknown_ca_fails_and_ca_file_fixes_it() {
-    let Some((ca, dir)) = make_pki() else {
+    let dir = temp_dir("pki");
+    let Some(ca) = tls::make_pki(&dir) else {
         eprintln!("SKIP: openssl CLI not usable; s_server TLS test not run");
         return;
     };
@@ -603,29 +513,8 @@ fn tls_unknown_ca_fails_and_ca_file_fixes_it() {
     std::fs::write(dir.join("release.json"), doc).unwrap();
     let payload = pattern(100_000, 9);
     std::fs::write(dir.join("p.bin"), &payload).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("openssl")
-        .args([
-            "s_server", "-quiet", "-WWW", "-cert", "leaf.pem", "-key", "leaf.key",
-        ])
-        .arg("-accept")
-        .arg(format!("127.0.0.1:{port}"))
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn openssl s_server");
-    let _guard = SServer(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "s_server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = tls::TlsServer::start(&dir);
+    let port = server.port;
     let url = format!("https://127.0.0.1:{port}/release.json");
 
     let t = transport(Duration::from_secs(5));
@@ -660,7 +549,7 @@ fn tls_unknown_ca_fails_and_ca_file_fixes_it() {
     })
     .expect_err("empty CA file");
     assert_eq!(e.kind(), "tls", "{e}");
-    drop(_guard);
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

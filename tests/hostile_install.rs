@@ -14,6 +14,8 @@
 mod common;
 #[path = "common/hostile_server.rs"]
 mod hostile_server;
+#[path = "common/tls.rs"]
+mod tls;
 
 use common::host::{image, text, HostOptions, TestHost};
 use hostile_server::{
@@ -399,117 +401,17 @@ fn redirect_to_file() {
     refused(&h, &b, &r, &[PAYLOAD, "redirect to file: refused"], true);
 }
 
-/// `openssl s_server -WWW` serving `dir` over TLS with a leaf signed by a
-/// CA the host does not know; killed on drop.
-struct SServer(std::process::Child);
-
-impl Drop for SServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> bool {
-    Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn tls_with_an_unknown_ca() {
     let h = host("tls");
     let (m, _) = release(&h);
     let dir = m.parent().expect("dir").to_path_buf();
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext");
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let ok = openssl(
-        &dir,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
-            &["-subj", "/CN=hostile test CA"],
-        ]
-        .concat(),
-    ) && openssl(
-        &dir,
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "leaf.key",
-                "-out",
-                "leaf.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    ) && openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
-    if !ok {
+    if tls::make_pki(&dir).is_none() {
         eprintln!("SKIP: openssl CLI not usable; TLS install test not run");
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let child = Command::new("openssl")
-        .args([
-            "s_server", "-quiet", "-WWW", "-cert", "leaf.pem", "-key", "leaf.key",
-        ])
-        .arg("-accept")
-        .arg(format!("127.0.0.1:{port}"))
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_server");
-    let _guard = SServer(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "s_server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let url = format!("https://127.0.0.1:{port}/release.json");
+    let server = tls::TlsServer::start(&dir);
+    let url = server.url("/release.json");
     let b = before(&h);
     let r = install(&h, &url);
     refused(&h, &b, &r, &[&url, "UnknownIssuer"], false);
