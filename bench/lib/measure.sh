@@ -234,7 +234,7 @@ report() {
     if [ -n "$ref" ]; then
         echo
         local best_rauc zstd27
-        best_rauc=$(for n in rauc-zstd rauc-gzip; do [ -s "$RES/$n.tsv" ] && cut -d' ' -f1 "$RES/$n.tsv" | median; done | sort -n | head -n1)
+        best_rauc=$(for n in rauc-zstd rauc-gzip; do if [ -s "$RES/$n.tsv" ]; then cut -d' ' -f1 "$RES/$n.tsv" | median; fi; done | sort -n | head -n1)
         zstd27=$(cut -d' ' -f1 "$RES/bound-zstd-w27.tsv" 2>/dev/null | median)
         awk -v a="$ref" -v r="${best_rauc:-0}" -v z="${zstd27:-0}" -v s="$(stat -c %s "$ABU")" 'BEGIN {
             if (r > 0) printf "Target: abupdate ≥ 1.5x RAUC best mode: %.2fx\n", r / a;
