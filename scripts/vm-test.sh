@@ -11,6 +11,8 @@
 # Environment:
 #   ABUPDATE_VM_DIR           work dir (default target/vm); caches kernel and builds
 #   ABUPDATE_BIN              use this static abupdate instead of building it
+#   ABUPDATE_BIN_FAILPOINTS   the same built with --features failpoints (the
+#                             releases of scenario 7, cut at named steps)
 #   ABUPDATE_VM_ACCEL         auto (default) | kvm | tcg
 #   ABUPDATE_VM_BOOT_TIMEOUT  seconds per boot (default 150)
 #   ABUPDATE_VM_THROTTLE      guest disk write limit in bytes/s (default 16 MiB/s)
@@ -33,6 +35,7 @@ ACCEL_WANT="${ABUPDATE_VM_ACCEL:-auto}"
 THROTTLE="${ABUPDATE_VM_THROTTLE:-16777216}"
 KEEP_GOING="${ABUPDATE_VM_KEEP_GOING:-0}"
 BIN="${ABUPDATE_BIN:-}"
+BIN_FP="${ABUPDATE_BIN_FAILPOINTS:-}"
 MODE=full
 case "${1:-}" in
     "") ;;
@@ -181,6 +184,16 @@ ensure_binary() {
             || die "cargo build failed"
         BIN="$REPO/target/x86_64-unknown-linux-musl/release/abupdate"
     fi
+    if [ -z "$BIN_FP" ]; then
+        # Scenario 7's releases: the same code with failpoints compiled in
+        # (inert unless ABUPDATE_FAILPOINT is set), in its own target dir so
+        # the release binary above is never one with failpoints.
+        say "cargo build --release --target x86_64-unknown-linux-musl --features failpoints"
+        ( cd "$REPO" && cargo build --release --target x86_64-unknown-linux-musl --features failpoints \
+            --target-dir "$REPO/target/vm-failpoints" 2>&1 | tail -n 3 ) || die "cargo build (failpoints) failed"
+        BIN_FP="$REPO/target/vm-failpoints/x86_64-unknown-linux-musl/release/abupdate"
+    fi
+    [ -x "$BIN_FP" ] || die "abupdate failpoints binary $BIN_FP missing"
     [ -x "$BIN" ] || die "abupdate binary $BIN missing"
     local deps; deps="$(LC_ALL=C ldd "$BIN" 2>&1 || true)"
     if grep -q '=>' <<<"$deps"; then die "$BIN is dynamically linked; the slots have no libc"; fi
@@ -259,7 +272,7 @@ build_rootfs() {
     done
     mkdir -p "$s/etc/abupdate"
     guest_config > "$s/etc/abupdate/config.toml"
-    "$REPO/scripts/install.sh" "$s" "$BIN" >/dev/null
+    "$REPO/scripts/install.sh" "$s" "${ROOTFS_BIN:-$BIN}" >/dev/null
     cp "$W/keys/test.pub" "$s/etc/abupdate/keys/test.pub"
     cat > "$s/etc/os-release" <<EOF
 NAME="abupdate VM test"
@@ -513,6 +526,15 @@ env_snapshot() {
 }
 env_val() { sed -n "s/^$1=//p" "$W/grubenv.now"; }
 state_json() { debugfs -R "cat /abupdate/state.json" "$DISK?offset=$DATA_OFF" 2>/dev/null || true; }
+# state.json as the guest's next mount sees it: after a power cut the newest
+# metadata may sit in the ext4 journal, which debugfs does not replay; replay
+# it (and only it) on a copy of the data partition.
+state_json_replayed() {
+    local part="$W/data-replayed.img"
+    dd if="$DISK" of="$part" bs=1M skip=$((DATA_OFF / MIB)) count="$DATA_MB" status=none
+    e2fsck -E journal_only -p "$part" >/dev/null 2>&1 || true
+    debugfs -R "cat /abupdate/state.json" "$part" 2>/dev/null || true
+}
 
 # In-place rewrite of grubenv on the host (one 1024-byte write at the file's
 # block, like abupdate does): grub-editenv ARGS applied to a copy.
@@ -833,6 +855,65 @@ s6() {
     expect_env A_TRY=0 B_TRY=1
 }
 
+# The slot GRUB boots next: the first in ORDER with OK=1 and TRY=0.
+primary_slot() {
+    env_snapshot
+    local s
+    for s in $(env_val ORDER); do
+        if [ "$(env_val "${s}_OK")" = 1 ] && [ "$(env_val "${s}_TRY")" = 0 ]; then echo "$s"; return; fi
+    done
+}
+
+# Power cuts at named durable steps: the booted release (7.0) carries a
+# failpoints build; the guest aborts abupdate at the step and powers off at
+# once without sync (`poweroff -f -n`), so whatever abupdate had not made
+# durable is lost with the guest's page cache. Each cut starts from the same
+# disk (B runs 7.0, the server offers 8.0); after it the host checks the env
+# GRUB will read and what the slot it will boot holds, then a normal boot
+# must recover: install 8.0 from scratch, or try the fully written 8.0.
+CUT_POINTS=(state-written:1 env-written:1 target-marked-bad state-written:2 chunk-written:40 fsync read-back env-written:2 activated state-written:3)
+s7() {
+    publish 7.0
+    boot_vm s7-install-v7 normal
+    install_boot_checks A 5.0
+    boot_vm s7-trial-v7 normal
+    healthy_boot_checks B 7.0
+    expect_env ORDER="B A" B_OK=1 B_TRY=0
+    publish 8.0
+    cp "$DISK" "$W/disk-before-cuts.img"
+    local point primary
+    for point in "${CUT_POINTS[@]}"; do
+        cp "$W/disk-before-cuts.img" "$DISK"
+        boot_vm "s7-cut-$point" "cut-at:$point"
+        expect_boot B 7.0
+        expect_log "failpoint ${point%%:*} hit" "abupdate stopped at $point"
+        expect_log 'ABTEST: power cut' "power cut right after it (no sync)"
+        expect_no_log 'ABTEST: reboot requested' "no reboot before the cut"
+        expect_env_valid
+        if state_json_replayed | python3 -c 'import json, sys; json.load(sys.stdin)' 2>/dev/null; then
+            ok "state.json parses once the journal is replayed (as the next mount does)"
+        else
+            bad "state.json does not parse after journal replay"
+        fi
+        primary="$(primary_slot)"
+        case "$primary" in
+            B) ok "GRUB boots B (7.0, the booted release) next" ;;
+            A) if slot_holds "$A_OFF" "$W/build/rootfs-8.0.img"; then ok "GRUB tries A next, and A holds 8.0 byte for byte"
+               else bad "GRUB would try A, which does not hold a complete 8.0"; fi ;;
+            *) bad "no slot GRUB would boot ($ENV_NOW)" ;;
+        esac
+        boot_vm "s7-after-$point" normal
+        if [ "$primary" = A ]; then
+            expect_boot A 8.0
+            expect_log 'ABTEST: health rc=0' "the trial of 8.0 is healthy and committed"
+        else
+            install_boot_checks B 7.0
+            slot_holds "$A_OFF" "$W/build/rootfs-8.0.img" && ok "the next boot installed 8.0 into A byte for byte" \
+                || bad "slot A does not hold 8.0 after the recovery boot"
+        fi
+    done
+}
+
 # ---------------------------------------------------------------- GRUB self-test
 grub_selftest() {
     ERRS=0
@@ -906,14 +987,16 @@ main() {
     else
         gen_keys
         local v
-        say "building slot images and releases 1.0-6.0"
+        say "building slot images and releases 1.0-8.0"
         build_rootfs 1.0 good
         build_rootfs 2.0 good
         build_rootfs 3.0 health-fails
         build_rootfs 4.0 panics
         build_rootfs 5.0 good
         build_rootfs 6.0 panics
-        for v in 1.0 2.0 3.0 4.0 5.0 6.0; do pack_release "$v"; done
+        ROOTFS_BIN="$BIN_FP" build_rootfs 7.0 good
+        ROOTFS_BIN="$BIN_FP" build_rootfs 8.0 good
+        for v in 1.0 2.0 3.0 4.0 5.0 6.0 7.0 8.0; do pack_release "$v"; done
     fi
     build_disk
     say "disk image built: $DISK (${DISK_MB} MiB, GPT: bios, boot, rootfs-a, rootfs-b, data)"
@@ -937,6 +1020,7 @@ main() {
         scenario 4 "v4 never comes up: GRUB falls back to v2, v4 recorded failed" s4
         scenario 5 "power cuts mid-install and at the reboot: always a good slot, install completes" s5
         scenario 6 "TRY set on every boot, good slot re-blessed every healthy boot" s6
+        scenario 7 "power cut (no sync) at each durable step of an install: valid env, a good slot, recovery" s7
     fi
 
     local total=0 n=${#BOOT_MS[@]} mn=999999999 mx=0 ms
