@@ -2,7 +2,7 @@
 # The test command: everything CI checks, in one run from a clean clone.
 #   lint (fmt, clippy) → unit + integration tests (real minisign, grub-editenv,
 #   fw_printenv, nginx, loop devices; failpoints compiled in) → the static
-#   musl release build (size reported) → systemd unit check → the GRUB-in-qemu
+#   musl release build (size reported) → the demo → systemd unit check → the GRUB-in-qemu
 #   end-to-end test → short fuzz runs of every parser (FUZZ_SECONDS, default 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,11 @@ echo "static host binary (no pack): $(stat -c %s target/abupdate-host) bytes"
 cargo build --release --target x86_64-unknown-linux-musl
 file "$bin" 2>/dev/null || true
 echo "static binary with pack: $(stat -c %s "$bin") bytes"
+
+echo "== the README's first command: scripts/demo.sh"
+scripts/demo.sh > target/demo.log 2>&1 || { cat target/demo.log; exit 1; }
+grep -q 'by delta' target/demo.log || { cat target/demo.log; echo "the demo's update did not go by delta"; exit 1; }
+grep -E '^last install' target/demo.log
 
 if [ -x scripts/check-units.sh ]; then
     echo "== systemd units"
