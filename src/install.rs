@@ -548,6 +548,18 @@ fn read_raw(
     Ok((count, hex(&hasher.finalize())))
 }
 
+/// Put `first` and whatever `rx` already holds, up to `max` items, into
+/// the empty `batch`, without waiting: what one device call can take.
+fn take_waiting<T>(first: T, rx: &Receiver<T>, batch: &mut Vec<T>, max: usize) {
+    batch.push(first);
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
+        }
+    }
+}
+
 /// Verifier stage: reads back what the writer wrote and hashes what the
 /// medium holds. Returns the number of bytes and their SHA-256.
 fn verify(
@@ -560,13 +572,7 @@ fn verify(
     let mut batch: Vec<Verify> = Vec::with_capacity(MEDIUM);
     while let Ok(first) = rx.recv() {
         // Whole chunks waiting back to back are read in one call.
-        batch.push(first);
-        while batch.len() < MEDIUM {
-            match rx.try_recv() {
-                Ok(v) => batch.push(v),
-                Err(_) => break,
-            }
-        }
+        take_waiting(first, &rx, &mut batch, MEDIUM);
         let whole = |v: &Verify| v.reread.len() == 1 && v.reread[0] == (0, v.len) && v.len == CHUNK;
         let contiguous = batch
             .windows(2)
@@ -653,13 +659,7 @@ fn write_chunks(
     let mut batch: Vec<(AlignedBuf, usize)> = Vec::with_capacity(CHUNKS);
     while let Ok(first) = rx.recv() {
         // Chunks already waiting are written with this one, in one call.
-        batch.push(first);
-        while batch.len() < CHUNKS {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
-            }
-        }
+        take_waiting(first, rx, &mut batch, CHUNKS);
         let batch_bytes: u64 = batch.iter().map(|(_, n)| *n as u64).sum();
         if offset + batch_bytes > size {
             break; // the producer reports the overflow

@@ -82,7 +82,7 @@ fn setup_packed(name: &str, len: usize, nginx_extra: &str, pack_extra: &[&str]) 
     args.extend_from_slice(pack_extra);
     let manifest = host.pack("r2", "2.0", &v2, &args);
     let nginx = Nginx::start_with_http(manifest.parent().expect("dir"), nginx_extra, "")?;
-    let booted_sha = slot_sha(&host.slots[0]);
+    let booted_sha = host.slot_sha(0);
     Some(Setup {
         host,
         manifest,
@@ -90,10 +90,6 @@ fn setup_packed(name: &str, len: usize, nginx_extra: &str, pack_extra: &[&str]) 
         booted_sha,
         nginx,
     })
-}
-
-fn slot_sha(p: &Path) -> String {
-    sha(&std::fs::read(p).expect("read slot"))
 }
 
 fn delta_of(manifest: &Path) -> serde_json::Value {
@@ -148,11 +144,7 @@ fn install_by_delta(s: &Setup, bin: &Path) -> u64 {
         "the full payload was fetched"
     );
     assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2, "slot B is not v2");
-    assert_eq!(
-        slot_sha(&s.host.slots[0]),
-        s.booted_sha,
-        "the booted slot changed"
-    );
+    assert_eq!(s.host.slot_sha(0), s.booted_sha, "the booted slot changed");
     total
 }
 
@@ -212,7 +204,7 @@ fn a_booted_slot_that_differs_from_its_record_falls_back_to_full() {
     let mut byte = s.host.slot_bytes(0, 5 * MIB);
     byte[5 * MIB - 1] ^= 0xff;
     common::host::write_at_start(&s.host.slots[0], &byte);
-    let modified_sha = slot_sha(&s.host.slots[0]);
+    let modified_sha = s.host.slot_sha(0);
 
     let out = s
         .host
@@ -236,11 +228,7 @@ fn a_booted_slot_that_differs_from_its_record_falls_back_to_full() {
         0
     );
     assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
-    assert_eq!(
-        slot_sha(&s.host.slots[0]),
-        modified_sha,
-        "the booted slot changed"
-    );
+    assert_eq!(s.host.slot_sha(0), modified_sha, "the booted slot changed");
 }
 
 #[test]
@@ -258,11 +246,7 @@ fn a_server_without_range_falls_back_to_full() {
         text(&out)
     );
     assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
-    assert_eq!(
-        slot_sha(&s.host.slots[0]),
-        s.booted_sha,
-        "the booted slot changed"
-    );
+    assert_eq!(s.host.slot_sha(0), s.booted_sha, "the booted slot changed");
 }
 
 #[cfg(feature = "failpoints")]
@@ -290,11 +274,7 @@ fn kill_9_mid_delta_then_rerun_fetches_no_finished_segment_twice() {
         "segments fetched twice: server sent {sent}, the segments total {patch_total}"
     );
     assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
-    assert_eq!(
-        slot_sha(&s.host.slots[0]),
-        s.booted_sha,
-        "the booted slot changed"
-    );
+    assert_eq!(s.host.slot_sha(0), s.booted_sha, "the booted slot changed");
 }
 
 fn patch_total(delta: &serde_json::Value) -> u64 {
@@ -421,7 +401,7 @@ fn a_32_bit_host_installs_the_full_image_when_a_delta_needs_a_2_gib_window() {
         0
     );
     assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
-    assert_eq!(slot_sha(&s.host.slots[0]), s.booted_sha);
+    assert_eq!(s.host.slot_sha(0), s.booted_sha);
 }
 
 /// Run `cmd` inside a fresh cgroup-v1 memory cgroup limited to `limit`;

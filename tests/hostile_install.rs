@@ -17,11 +17,10 @@ mod hostile_server;
 #[path = "common/tls.rs"]
 mod tls;
 
-use common::host::{image, text, HostOptions, TestHost};
+use common::host::{image, text, HostOptions, TestHost, Untouched};
 use hostile_server::{
     files_of, head, not_found, serve, trickle, write_all_capped, write_endless, Req, Server,
 };
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -103,21 +102,6 @@ fn install(h: &TestHost, url: &str) -> Run {
     Run { out, took, rss_kib }
 }
 
-struct Before {
-    env: BTreeMap<String, String>,
-    slot_a: String,
-}
-
-fn before(h: &TestHost) -> Before {
-    Before {
-        env: h.grub_vars(),
-        slot_a: format!(
-            "{:x}",
-            Sha256::digest(std::fs::read(&h.slots[0]).expect("slot A"))
-        ),
-    }
-}
-
 fn bounded(r: &Run, what: &str) {
     assert!(r.took < TIME_BOUND, "{what}: took {:?}", r.took);
     if let Some(kib) = r.rss_kib {
@@ -127,7 +111,7 @@ fn bounded(r: &Run, what: &str) {
 
 /// Exit 1, the last line the error naming `needles`, bounded, nothing
 /// flipped. `payload_stage`: the target had been marked bad already.
-fn refused(h: &TestHost, b: &Before, r: &Run, needles: &[&str], payload_stage: bool) -> String {
+fn refused(h: &TestHost, b: &Untouched, r: &Run, needles: &[&str], payload_stage: bool) -> String {
     let what = needles.join(" + ");
     assert_eq!(r.out.status.code(), Some(1), "{what}: {}", text(&r.out));
     let stderr = String::from_utf8_lossy(&r.out.stderr);
@@ -137,19 +121,9 @@ fn refused(h: &TestHost, b: &Before, r: &Run, needles: &[&str], payload_stage: b
         assert!(line.contains(n), "{line:?} does not name {n:?}");
     }
     bounded(r, &what);
-    let env = h.grub_vars();
-    for var in ["ORDER", "A_OK", "A_TRY"] {
-        assert_eq!(env.get(var), b.env.get(var), "{what}: {var} changed");
-    }
-    assert_eq!(
-        format!(
-            "{:x}",
-            Sha256::digest(std::fs::read(&h.slots[0]).expect("slot A"))
-        ),
-        b.slot_a,
-        "{what}: the booted slot's bytes changed"
-    );
+    h.assert_untouched(b, &what);
     assert_eq!(h.reboots(), 0, "{what}: reboot requested");
+    let env = h.grub_vars();
     if payload_stage {
         assert_eq!(env.get("B_OK").map(String::as_str), Some("0"), "{what}");
         assert_eq!(h.state()["slots"]["B"]["status"], "bad", "{what}");
@@ -189,7 +163,7 @@ fn endless_body() {
         write_all_capped(s, data);
         write_endless(s);
     });
-    let b = before(&h);
+    let b = h.untouched();
     let r = install(&h, &srv.url("/release.json"));
     refused(&h, &b, &r, &[PAYLOAD, "server sent more than"], true);
 }
@@ -204,7 +178,7 @@ fn body_longer_than_declared() {
         write_all_capped(s, data);
         write_all_capped(s, &vec![0u8; 1 << 20]);
     });
-    let b = before(&h);
+    let b = h.untouched();
     let r = install(&h, &srv.url("/release.json"));
     refused(&h, &b, &r, &[PAYLOAD, "announced"], true);
 }
@@ -217,7 +191,7 @@ fn body_shorter_than_declared() {
         head(s, "200 OK", &format!("Content-Length: {}\r\n", data.len()));
         write_all_capped(s, &data[..data.len() / 2]);
     });
-    let b = before(&h);
+    let b = h.untouched();
     let r = install(&h, &srv.url("/release.json"));
     refused(&h, &b, &r, &[PAYLOAD, "ended after"], true);
 }
@@ -230,7 +204,7 @@ fn one_byte_per_second() {
         head(s, "200 OK", &format!("Content-Length: {}\r\n", data.len()));
         trickle(s, data, 60);
     });
-    let b = before(&h);
+    let b = h.untouched();
     let r = install(&h, &srv.url("/release.json"));
     refused(&h, &b, &r, &[PAYLOAD, "stalled"], true);
 }
@@ -280,7 +254,7 @@ fn resume_server(files: BTreeMap<String, Arc<Vec<u8>>>, mode: Arc<Mutex<&'static
 /// A first install is cut half-way: a partial download is kept.
 fn cut_once(h: &TestHost, srv: &Server, mode: &Arc<Mutex<&'static str>>) -> u64 {
     *mode.lock().unwrap() = "cut";
-    let b = before(h);
+    let b = h.untouched();
     let r = install(h, &srv.url("/release.json"));
     refused(h, &b, &r, &[PAYLOAD, "ended after"], true);
     let partial: u64 = std::fs::read_dir(h.state_dir.join("partial"))
@@ -324,7 +298,7 @@ fn wrong_content_range_on_resume() {
     let srv = resume_server(files, mode.clone());
     let kept = cut_once(&h, &srv, &mode);
     *mode.lock().unwrap() = "wrong-total";
-    let b = before(&h);
+    let b = h.untouched();
     let r = install(&h, &srv.url("/release.json"));
     refused(&h, &b, &r, &[PAYLOAD], true);
     *mode.lock().unwrap() = "ok";
@@ -374,11 +348,11 @@ fn redirect_loop() {
             &format!("Location: {to}\r\nContent-Length: 0\r\n"),
         );
     });
-    let b = before(&h);
+    let b = h.untouched();
     let r = install(&h, &srv.url("/release.json"));
     refused(&h, &b, &r, &[PAYLOAD, "redirect loop"], true);
     let h = host("redirect-loop-manifest");
-    let b = before(&h);
+    let b = h.untouched();
     let r = install(&h, &srv.url("/m/release.json"));
     refused(&h, &b, &r, &["/m/release.json", "redirect loop"], false);
 }
@@ -396,7 +370,7 @@ fn redirect_to_file() {
             &format!("Location: {local}\r\nContent-Length: 0\r\n"),
         );
     });
-    let b = before(&h);
+    let b = h.untouched();
     let r = install(&h, &srv.url("/release.json"));
     refused(&h, &b, &r, &[PAYLOAD, "redirect to file: refused"], true);
 }
@@ -412,7 +386,7 @@ fn tls_with_an_unknown_ca() {
     }
     let server = tls::TlsServer::start(&dir);
     let url = server.url("/release.json");
-    let b = before(&h);
+    let b = h.untouched();
     let r = install(&h, &url);
     refused(&h, &b, &r, &[&url, "UnknownIssuer"], false);
     // Trusting that CA (update.ca_file) makes the same server fine.

@@ -17,10 +17,38 @@ fn payload_requests(nginx: &Nginx, name: &str) -> Vec<common::http::LogLine> {
         .collect()
 }
 
+/// Start an install of `url` and abort it, as kill -9 would, after 20
+/// pipeline chunks of the image were written.
+#[cfg(feature = "failpoints")]
+fn install_killed_mid_image(h: &TestHost, url: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let out = h.abupdate_env(
+        &["install", "--no-reboot", url],
+        &[("ABUPDATE_FAILPOINT", "chunk-written:20")],
+    );
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "did not abort: {}",
+        text(&out)
+    );
+}
+
+/// Bytes of downloads kept in `state_dir/partial` (0 without any).
+#[cfg(feature = "failpoints")]
+fn kept_download_bytes(h: &TestHost) -> u64 {
+    std::fs::read_dir(h.state_dir.join("partial"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(feature = "failpoints")]
 #[test]
 fn a_256_mib_image_over_http_into_a_loop_device_resumes_after_kill_9() {
-    use std::os::unix::process::ExitStatusExt;
     let h = TestHost::new(
         "http-256",
         "1.0",
@@ -41,23 +69,8 @@ fn a_256_mib_image_over_http_into_a_loop_device_resumes_after_kill_9() {
         .expect("payload")
         .len();
 
-    // Die after 20 pipeline chunks of the image have been written.
-    let out = h.abupdate_env(
-        &["install", "--no-reboot", &url],
-        &[("ABUPDATE_FAILPOINT", "chunk-written:20")],
-    );
-    assert_eq!(
-        out.status.signal(),
-        Some(6),
-        "did not abort: {}",
-        text(&out)
-    );
-    let partial = std::fs::read_dir(h.state_dir.join("partial"))
-        .expect("partial dir")
-        .filter_map(|e| e.ok())
-        .map(|e| e.metadata().expect("meta").len())
-        .next()
-        .expect("a partial download is kept");
+    install_killed_mid_image(&h, &url);
+    let partial = kept_download_bytes(&h);
     assert!(
         partial > 0 && partial < payload_size,
         "partial {partial} of {payload_size}"
@@ -257,7 +270,6 @@ fn a_data_partition_too_small_for_the_payload_streams_without_resume() {
 #[cfg(feature = "failpoints")]
 #[test]
 fn with_resume_off_nothing_is_kept_on_the_data_partition_and_a_cut_download_starts_over() {
-    use std::os::unix::process::ExitStatusExt;
     let h = TestHost::new(
         "http-no-resume",
         "1.0",
@@ -280,24 +292,12 @@ fn with_resume_off_nothing_is_kept_on_the_data_partition_and_a_cut_download_star
     };
     let url = nginx.url("release.json");
     let payload_name = "rootfs-2.0.img.zst";
-    let out = h.abupdate_env(
-        &["install", "--no-reboot", &url],
-        &[("ABUPDATE_FAILPOINT", "chunk-written:20")],
-    );
+    install_killed_mid_image(&h, &url);
     assert_eq!(
-        out.status.signal(),
-        Some(6),
-        "did not abort: {}",
-        text(&out)
+        kept_download_bytes(&h),
+        0,
+        "payload bytes were written to the data partition"
     );
-    let kept: u64 = std::fs::read_dir(h.state_dir.join("partial"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0);
-    assert_eq!(kept, 0, "payload bytes were written to the data partition");
 
     let out = h.abupdate(&["install", "--no-reboot", &url]);
     assert!(out.status.success(), "{}", text(&out));

@@ -4,29 +4,10 @@
 
 mod common;
 
-use common::host::{image, text, HostOptions, TestHost};
-use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
-
-struct Before {
-    env: BTreeMap<String, String>,
-    slot_a: String,
-}
-
-fn before(host: &TestHost) -> Before {
-    Before {
-        env: host.grub_vars(),
-        slot_a: slot_hash(host, 0),
-    }
-}
-
-fn slot_hash(host: &TestHost, i: usize) -> String {
-    let data = std::fs::read(&host.slots[i]).expect("read slot");
-    format!("{:x}", Sha256::digest(&data))
-}
+use common::host::{image, text, HostOptions, TestHost, Untouched};
 
 /// Exit 1, one line on stderr containing `needle`, nothing flipped.
-fn assert_refused(host: &TestHost, b: &Before, out: &std::process::Output, needle: &str) {
+fn assert_refused(host: &TestHost, b: &Untouched, out: &std::process::Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -44,14 +25,7 @@ fn assert_refused(host: &TestHost, b: &Before, out: &std::process::Output, needl
         "error {:?} does not mention {needle:?}",
         lines[0]
     );
-    let env = host.grub_vars();
-    assert_eq!(env.get("ORDER"), b.env.get("ORDER"), "boot order changed");
-    assert_eq!(
-        env.get("A_OK"),
-        b.env.get("A_OK"),
-        "booted slot's flag changed"
-    );
-    assert_eq!(slot_hash(host, 0), b.slot_a, "booted slot's bytes changed");
+    host.assert_untouched(b, needle);
     assert_eq!(host.reboots(), 0, "a reboot was requested");
 }
 
@@ -71,7 +45,7 @@ fn host(name: &str) -> TestHost {
 fn tampered_manifest_byte() {
     let h = host("tampered-manifest");
     let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
-    let b = before(&h);
+    let b = h.untouched();
     let mut text_ = std::fs::read_to_string(&m).expect("manifest");
     text_ = text_.replacen("\"2.0\"", "\"2.1\"", 1);
     std::fs::write(&m, text_).expect("write");
@@ -86,7 +60,7 @@ fn tampered_payload_byte_leaves_target_marked_bad() {
     let mut data = std::fs::read(&payload).expect("payload");
     data[700_000] ^= 0x40;
     std::fs::write(&payload, data).expect("write");
-    let b = before(&h);
+    let b = h.untouched();
     let out = install(&h, &m);
     assert_refused(&h, &b, &out, "SHA-256");
     assert_eq!(
@@ -122,7 +96,7 @@ fn signature_by_untrusted_key() {
         m.to_str().expect("p"),
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let b = before(&h);
+    let b = h.untouched();
     assert_refused(&h, &b, &install(&h, &m), "untrusted key");
 }
 
@@ -133,7 +107,7 @@ fn truncated_minisig() {
     let sig = m.with_file_name("release.json.minisig");
     let data = std::fs::read(&sig).expect("sig");
     std::fs::write(&sig, &data[..data.len() / 2]).expect("write");
-    let b = before(&h);
+    let b = h.untouched();
     assert_refused(&h, &b, &install(&h, &m), "release.json.minisig");
 }
 
@@ -146,14 +120,14 @@ fn wrong_compatible() {
         &image("2.0", 1 << 20),
         &["--compatible", "someone-elses-board"],
     );
-    let b = before(&h);
+    let b = h.untouched();
     assert_refused(&h, &b, &install(&h, &m), "someone-elses-board");
 }
 
 #[test]
 fn older_or_equal_version() {
     let h = host("older");
-    let b = before(&h);
+    let b = h.untouched();
     let m = h.pack("r09", "0.9", &image("0.9", 1 << 20), &[]);
     assert_refused(&h, &b, &install(&h, &m), "not newer");
     let m = h.pack("r10", "1.0", &image("1.0", 1 << 20), &[]);
@@ -183,7 +157,7 @@ fn expired_manifest() {
             "2020-02-01T00:00:00Z",
         ],
     );
-    let b = before(&h);
+    let b = h.untouched();
     assert_refused(&h, &b, &install(&h, &m), "expired");
 }
 
@@ -203,7 +177,7 @@ fn manifest_of_100_mib() {
         m.to_str().expect("p"),
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let b = before(&h);
+    let b = h.untouched();
     assert_refused(&h, &b, &install(&h, &m), "release.json");
 }
 
@@ -215,7 +189,7 @@ fn payload_longer_than_declared() {
     let mut data = std::fs::read(&payload).expect("payload");
     data.extend(std::iter::repeat_n(0u8, 4096));
     std::fs::write(&payload, data).expect("write");
-    let b = before(&h);
+    let b = h.untouched();
     assert_refused(&h, &b, &install(&h, &m), "rootfs-2.0.img.zst");
 }
 
@@ -223,7 +197,7 @@ fn payload_longer_than_declared() {
 fn image_larger_than_its_slot() {
     let h = host("too-big");
     let m = h.pack("r2", "2.0", &image("2.0", 12 << 20), &[]);
-    let b = before(&h);
+    let b = h.untouched();
     let out = install(&h, &m);
     assert_refused(&h, &b, &out, "larger than");
     // Refused before any write: the target was never marked bad.
@@ -245,7 +219,7 @@ fn target_that_is_the_booted_device() {
         ),
     )
     .expect("write");
-    let b = before(&h);
+    let b = h.untouched();
     assert_refused(&h, &b, &install(&h, &m), "booted slot");
 }
 
@@ -272,7 +246,7 @@ fn second_instance() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let b = before(&h);
+    let b = h.untouched();
     let out = install(&h, &m);
     let _ = holder.kill();
     let _ = holder.wait();
@@ -284,6 +258,6 @@ fn missing_signature_file() {
     let h = host("no-sig");
     let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
     std::fs::remove_file(m.with_file_name("release.json.minisig")).expect("rm");
-    let b = before(&h);
+    let b = h.untouched();
     assert_refused(&h, &b, &install(&h, &m), "minisig");
 }

@@ -24,9 +24,8 @@ mod common;
 #[path = "common/hostile_server.rs"]
 mod hostile_server;
 
-use common::host::{bin, image, run, text, HostOptions, TestHost};
+use common::host::{bin, image, run, text, HostOptions, TestHost, Untouched};
 use hostile_server::{files_of, head, not_found, serve, trickle, write_endless, Server};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -102,30 +101,13 @@ fn file(bytes: impl Into<Vec<u8>>) -> Arc<Vec<u8>> {
     Arc::new(bytes.into())
 }
 
-struct Before {
-    env: BTreeMap<String, String>,
-    slot_a: String,
-    reboots: usize,
-}
-
-fn before(h: &TestHost) -> Before {
-    Before {
-        env: h.grub_vars(),
-        slot_a: format!(
-            "{:x}",
-            Sha256::digest(std::fs::read(&h.slots[0]).expect("slot A"))
-        ),
-        reboots: h.reboots(),
-    }
-}
-
 fn install(h: &TestHost, url: &str) -> Output {
     h.abupdate(&["install", url])
 }
 
 /// Exit 1, the last line the one error naming `needle`, nothing flipped.
 /// Returns the error line.
-fn refused(h: &TestHost, b: &Before, out: &Output, needle: &str) -> String {
+fn refused(h: &TestHost, b: &Untouched, out: &Output, needle: &str) -> String {
     assert_eq!(out.status.code(), Some(1), "exit code: {}", text(out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stderr.lines().last().unwrap_or("").to_string();
@@ -133,19 +115,7 @@ fn refused(h: &TestHost, b: &Before, out: &Output, needle: &str) -> String {
         line.starts_with("abupdate: ") && line.contains(needle),
         "error line {line:?} does not name {needle:?}; stderr: {stderr}"
     );
-    let env = h.grub_vars();
-    for var in ["ORDER", "A_OK", "A_TRY"] {
-        assert_eq!(env.get(var), b.env.get(var), "{var} changed: {line}");
-    }
-    assert_eq!(
-        format!(
-            "{:x}",
-            Sha256::digest(std::fs::read(&h.slots[0]).expect("slot A"))
-        ),
-        b.slot_a,
-        "the booted slot's bytes changed"
-    );
-    assert_eq!(h.reboots(), b.reboots, "a reboot was requested");
+    h.assert_untouched(b, &line);
     assert_eq!(h.abupdate(&["health"]).status.code(), Some(0));
     line
 }
@@ -174,7 +144,7 @@ fn arbitrary_install_unsigned() {
     let m = h.pack("r2", "2.0", &image("2.0", LEN), &[]);
     std::fs::remove_file(m.with_file_name("release.json.minisig")).expect("rm");
     let srv = serve_files(files_of(m.parent().expect("dir")));
-    let b = before(&h);
+    let b = h.untouched();
     let line = refused(
         &h,
         &b,
@@ -190,7 +160,7 @@ fn arbitrary_install_self_signed() {
     let (evil, _) = keygen(&h, "attacker");
     let m = pack_with(&h, &evil, "r2", "2.0", &[]);
     let srv = serve_files(files_of(m.parent().expect("dir")));
-    let b = before(&h);
+    let b = h.untouched();
     let line = refused(
         &h,
         &b,
@@ -212,7 +182,7 @@ fn arbitrary_install_altered_after_signing() {
         file(text_.replace("rootfs-2.0.img.zst", "evil.img.zst")),
     );
     let srv = serve_files(files);
-    let b = before(&h);
+    let b = h.untouched();
     let line = refused(
         &h,
         &b,
@@ -231,7 +201,7 @@ fn rollback_to_an_older_release() {
     let h = host("rollback");
     let m = h.pack("r09", "0.9", &image("0.9", LEN), &[]);
     let srv = serve_files(files_of(m.parent().expect("dir")));
-    let b = before(&h);
+    let b = h.untouched();
     let url = srv.url("/release.json");
     let line = refused(&h, &b, &install(&h, &url), "not newer than the booted 1.0");
     // The timer does not take it either.
@@ -252,7 +222,7 @@ fn fast_forward_with_a_rotated_out_key() {
     // Whoever holds the retired K1 signs a far newer release.
     let m = pack_with(&h, &h.secret_key, "r9", "9.0", &[]);
     let srv = serve_files(files_of(m.parent().expect("dir")));
-    let b = before(&h);
+    let b = h.untouched();
     let line = refused(
         &h,
         &b,
@@ -282,7 +252,7 @@ fn freeze_with_an_expired_manifest() {
         ],
     );
     let srv = serve_files(files_of(m.parent().expect("dir")));
-    let b = before(&h);
+    let b = h.untouched();
     let line = refused(
         &h,
         &b,
@@ -329,7 +299,7 @@ fn freeze_against_a_host_whose_clock_was_set_back() {
     assert_eq!(out.status.code(), Some(100), "{}", text(&out));
     assert_eq!(h.state()["newest_created"], real_now);
     let srv_old = serve_files(files_of(old.parent().expect("dir")));
-    let b = before(&h);
+    let b = h.untouched();
     let line = refused(
         &h,
         &b,
@@ -432,7 +402,7 @@ fn endless_manifest() {
         head(s, "200 OK", "");
         write_endless(s);
     });
-    let b = before(&h);
+    let b = h.untouched();
     let started = Instant::now();
     let line = refused(
         &h,
@@ -454,7 +424,7 @@ fn endless_manifest() {
             write_endless(s);
         }
     });
-    let b = before(&h);
+    let b = h.untouched();
     let started = Instant::now();
     let line = refused(
         &h,
@@ -483,7 +453,7 @@ fn endless_payload() {
             None => not_found(s),
         },
     });
-    let b = before(&h);
+    let b = h.untouched();
     let started = Instant::now();
     let line = refused(
         &h,
@@ -513,7 +483,7 @@ fn slow_retrieval_of_the_payload() {
             None => not_found(s),
         },
     });
-    let b = before(&h);
+    let b = h.untouched();
     let started = Instant::now();
     let line = refused(&h, &b, &install(&h, &srv.url("/release.json")), "stalled");
     let took = started.elapsed();
@@ -531,7 +501,7 @@ fn slow_retrieval_of_the_manifest() {
         head(s, "200 OK", &format!("Content-Length: {}\r\n", doc.len()));
         trickle(s, &doc, 60);
     });
-    let b = before(&h);
+    let b = h.untouched();
     let started = Instant::now();
     let line = refused(&h, &b, &install(&h, &srv.url("/release.json")), "stalled");
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -547,7 +517,7 @@ fn mix_and_match_payload_of_another_release() {
     let other = std::fs::read(b3.with_file_name("rootfs-3.0.img")).expect("payload 3.0");
     files.insert("/rootfs-2.0.img".into(), file(other));
     let srv = serve_files(files);
-    let b = before(&h);
+    let b = h.untouched();
     let line = refused(&h, &b, &install(&h, &srv.url("/release.json")), "SHA-256");
     target_bad(&h);
     row("mix-and-match (manifest 2.0, payload 3.0)", &line);
@@ -565,7 +535,7 @@ fn mix_and_match_signature_of_another_release() {
         file(std::fs::read(&b3).expect("manifest 3.0")),
     );
     let srv = serve_files(files);
-    let b = before(&h);
+    let b = h.untouched();
     let line = refused(
         &h,
         &b,
@@ -585,7 +555,7 @@ fn wrong_hardware() {
         &["--compatible", "someone-elses-board"],
     );
     let srv = serve_files(files_of(m.parent().expect("dir")));
-    let b = before(&h);
+    let b = h.untouched();
     let line = refused(
         &h,
         &b,
@@ -623,7 +593,7 @@ fn key_compromise_below_threshold() {
     files.insert("/release.json.1.minisig".into(), file(k1_again));
     files.insert("/release.json.2.minisig".into(), file("not a signature"));
     let srv = serve_files(files.clone());
-    let b = before(&h);
+    let b = h.untouched();
     let line = refused(
         &h,
         &b,
@@ -692,7 +662,7 @@ fn malicious_mirror_alters_the_payload() {
     });
     let h = mirror_host("mirror-payload", &mirror);
     std::fs::copy(&maker.public_key, &h.public_key).expect("trust the maker's key");
-    let b = before(&h);
+    let b = h.untouched();
     let out = h.abupdate(&["update", "--now", "--no-reboot"]);
     let line = refused(&h, &b, &out, "/edge/rootfs-2.0.img.zst");
     target_bad(&h);
@@ -738,7 +708,7 @@ fn malicious_mirror_alters_the_manifest() {
     let mirror = serve_files(files);
     let h = mirror_host("mirror-manifest", &mirror);
     std::fs::copy(&maker.public_key, &h.public_key).expect("trust the maker's key");
-    let b = before(&h);
+    let b = h.untouched();
     let out = h.abupdate(&["update", "--now"]);
     let line = refused(&h, &b, &out, "signature does not match the manifest");
     row("malicious mirror (altered manifest)", &line);

@@ -11,6 +11,14 @@ use std::process::{Command, Output};
 
 pub const COMPATIBLE: &str = "abupdate-test";
 
+/// What a refused command must leave as it was: the boot env, the booted
+/// slot's bytes, and the reboots requested so far.
+pub struct Untouched {
+    pub env: std::collections::BTreeMap<String, String>,
+    slot_a: String,
+    reboots: usize,
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_abupdate")
 }
@@ -324,6 +332,41 @@ interval = "1s"
             format!("boot-{}-{}\n", std::process::id(), self.boots),
         )
         .expect("boot id");
+    }
+
+    /// Snapshot what a refusal must not change (see [`Untouched`]).
+    pub fn untouched(&self) -> Untouched {
+        Untouched {
+            env: self.grub_vars(),
+            slot_a: self.slot_sha(0),
+            reboots: self.reboots(),
+        }
+    }
+
+    /// The boot order and the booted slot's flags, its bytes, and the
+    /// reboots requested are as in `before`; `what` names the case.
+    pub fn assert_untouched(&self, before: &Untouched, what: &str) {
+        let env = self.grub_vars();
+        for var in ["ORDER", "A_OK", "A_TRY"] {
+            assert_eq!(env.get(var), before.env.get(var), "{what}: {var} changed");
+        }
+        assert_eq!(
+            self.slot_sha(0),
+            before.slot_a,
+            "{what}: the booted slot's bytes changed"
+        );
+        assert_eq!(
+            self.reboots(),
+            before.reboots,
+            "{what}: a reboot was requested"
+        );
+    }
+
+    /// SHA-256 (hex) of slot `i`'s whole device or file.
+    pub fn slot_sha(&self, i: usize) -> String {
+        use sha2::Digest;
+        let data = std::fs::read(&self.slots[i]).expect("read slot");
+        format!("{:x}", sha2::Sha256::digest(&data))
     }
 
     pub fn reboots(&self) -> usize {
