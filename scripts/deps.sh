@@ -8,7 +8,7 @@ set -euo pipefail
 
 packages=(minisign nginx grub2-common libubootenv-tool u-boot-tools musl-tools
           e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm time
-          gcc-multilib)
+          gcc-multilib ipxe-qemu)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -19,6 +19,8 @@ if ((${#missing[@]})); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# ipxe-qemu: the NIC option ROMs qemu-system-arm loads for the U-Boot test
+# (a Recommends, so --no-install-recommends leaves it out).
 # nginx's package starts a server on port 80; the tests start their own.
 systemctl disable --now nginx >/dev/null 2>&1 || true
 
