@@ -75,12 +75,19 @@ impl Host {
             return Ok(slot);
         }
         if let Some(root) = crate::slot::root_device() {
+            // By storage, not device number: `/` may be a dm-verity or
+            // loop device over the slot's partition.
+            let sys = crate::slot::Sysfs::system();
+            let mut slots = Vec::new();
             for slot in SlotName::ALL {
                 for dev in self.config.slots[&slot].values() {
-                    if Device::inspect(dev).ok().and_then(|d| d.rdev) == Some(root) {
-                        return Ok(slot);
+                    if let Ok(d) = Device::inspect(dev) {
+                        slots.push((slot, d.storage(&sys)));
                     }
                 }
+            }
+            if let Some(slot) = crate::slot::slot_holding(&sys.storage(root), &slots) {
+                return Ok(slot);
             }
         }
         Err(Error::Refused(format!(
@@ -371,18 +378,22 @@ pub struct Installed {
     pub rebooting: bool,
 }
 
-/// Refuse targets that are the booted system or in use, and images that do
-/// not fit; returns the target devices by class.
+/// Refuse targets that share storage with the booted slot, the root
+/// filesystem, a mounted filesystem or each other, or that the kernel says
+/// are in use, and images that do not fit; returns the target devices by
+/// class. (The invariant and its checks live in `slot`.)
 fn check_targets(host: &Host, m: &Manifest, booted: SlotName) -> Result<BTreeMap<String, Device>> {
     let target = booted.other();
     let mounted = system::read_fact(&host.config.system.mountinfo)
         .map(|t| system::mounted_devices(&t))
         .unwrap_or_default();
-    let root = crate::slot::root_device();
-    let booted_devices: Vec<Device> = host.config.slots[&booted]
-        .values()
-        .filter_map(|p| Device::inspect(p).ok())
+    let sys = crate::slot::Sysfs::system();
+    let booted_devices: Vec<(String, std::path::PathBuf)> = host.config.slots[&booted]
+        .iter()
+        .map(|(class, p)| (format!("slot {booted} {class}, the booted slot"), p.clone()))
         .collect();
+    let mut in_use =
+        crate::slot::in_use(&booted_devices, &mounted, crate::slot::root_device(), &sys);
     let mut devices = BTreeMap::new();
     for (class, image) in &m.doc.images {
         let Some(path) = host.config.device(target, class) else {
@@ -396,13 +407,9 @@ fn check_targets(host: &Host, m: &Manifest, booted: SlotName) -> Result<BTreeMap
             )));
         };
         let dev = Device::inspect(path)?;
-        if booted_devices.iter().any(|b| b.same_as(&dev)) {
-            return Err(Error::Refused(format!(
-                "{}: is a device of the booted slot {booted}",
-                path.display()
-            )));
-        }
-        dev.check_writable(&mounted, root)?;
+        let storage = dev.storage(&sys);
+        crate::slot::check_target(path, &storage, &in_use)?;
+        dev.probe_exclusive()?;
         if image.size > dev.size {
             return Err(Error::Refused(format!(
                 "{class} image is {} bytes, larger than {} ({} bytes)",
@@ -411,6 +418,12 @@ fn check_targets(host: &Host, m: &Manifest, booted: SlotName) -> Result<BTreeMap
                 dev.size
             )));
         }
+        // Two classes of one release must not land on the same bytes.
+        in_use.push(crate::slot::InUse {
+            path: path.to_path_buf(),
+            what: format!("slot {target} {class}, also written by this release"),
+            storage,
+        });
         devices.insert(class.clone(), dev);
     }
     Ok(devices)

@@ -17,7 +17,7 @@ use crate::progress::Progress;
 use crate::state::SourceHash;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -263,10 +263,7 @@ pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
     let delta = plan.delta;
     let mut journal = load_journal(&plan.journal, plan.source_sha256, &plan.image.sha256);
     let mut source: Option<SourceMap> = None;
-    let target = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(plan.target_device)?;
+    let target = crate::slot::open_exclusive(plan.target_device, true, 0)?;
     let mut buf = vec![0u8; BUF];
     let (mut fetched, mut segments_fetched, mut reused) = (0u64, 0usize, 0usize);
     for (i, seg) in delta.segments.iter().enumerate() {
