@@ -330,6 +330,7 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
             last_modified: verified.validators.last_modified.clone(),
             expires: Some(verified.manifest.expires),
             booted_version: booted_version_text.clone(),
+            ..Default::default()
         }),
         Ok(()) => None,
     };
@@ -491,6 +492,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                 ImageRef {
                     sha256: i.sha256.clone(),
                     size: i.size,
+                    ..Default::default()
                 },
             )
         })
@@ -505,6 +507,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
         started: now(),
         staged_boot_id: None,
         images: images.clone(),
+        unknown: Default::default(),
     });
     state.slots.insert(
         target,
@@ -637,6 +640,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
             manifest_sha256: Some(m.sha256.clone()),
             images,
             installed_at: Some(now()),
+            ..Default::default()
         },
     );
     state.metrics.installs += 1;
@@ -1093,6 +1097,9 @@ fn rebless(host: &Host, state: &mut State, booted: SlotName) -> Result<()> {
             rec.version = host.booted_version(state, booted);
         }
         state.slots.insert(booted, rec);
+        host.state_dir.save(state)?;
+    } else if state.recovered.is_some() {
+        // Repair a damaged state.json (and keep its count) once.
         host.state_dir.save(state)?;
     }
     Ok(())

@@ -97,6 +97,7 @@ pub fn source_hash(
         device: name,
         size,
         sha256: sha.clone(),
+        unknown: Default::default(),
     });
     Ok(sha)
 }
