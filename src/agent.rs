@@ -547,7 +547,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
             m.version,
             target_dev.display()
         ));
-        let by_delta = match try_delta(
+        let (by_delta, given_up) = match try_delta(
             host, &mut state, &transport, verified, booted, class, image, target_dev, opts,
         ) {
             Ok(d) => d,
@@ -556,6 +556,8 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                 return Err(e);
             }
         };
+        // A delta given up still cost its bytes.
+        network_bytes += given_up;
         // Whether the transport itself failed (a network error: the bytes
         // so far are good and the partial download is resumed next time)
         // rather than the bytes it delivered (kept, they would fail the
@@ -619,6 +621,8 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                     // not be resumed.
                     let _ = std::fs::remove_file(&partial);
                 }
+                // What earlier classes and given-up deltas fetched.
+                state.metrics.downloaded_bytes += network_bytes;
                 fail_target(host, &mut state, target)?;
                 return Err(name_payload_source(e, &payload_url));
             }
@@ -725,8 +729,9 @@ fn fail_target(host: &Host, state: &mut State, target: SlotName) -> Result<()> {
 }
 
 /// Rebuild `class` in the target from the booted slot and the release's
-/// delta, when the booted slot holds a listed source. `Ok(None)`: install
-/// the full payload instead (the reason is logged).
+/// delta, when the booted slot holds a listed source: `Some(bytes fetched)`.
+/// `None`: install the full payload instead (the reason is logged). The
+/// second value is what a delta that was given up fetched.
 #[allow(clippy::too_many_arguments)]
 fn try_delta(
     host: &Host,
@@ -738,12 +743,12 @@ fn try_delta(
     image: &manifest::Image,
     target_dev: &std::path::Path,
     opts: &InstallOptions,
-) -> Result<Option<u64>> {
+) -> Result<(Option<u64>, u64)> {
     if image.deltas.is_empty() {
-        return Ok(None);
+        return Ok((None, 0));
     }
     let Some(booted_dev) = host.config.device(booted, class) else {
-        return Ok(None);
+        return Ok((None, 0));
     };
     let device_size = Device::inspect(booted_dev)?.size;
     let recorded = state
@@ -765,7 +770,7 @@ fn try_delta(
         Ok(c) => c,
         Err(reason) => {
             log(&format!("{class}: installing the full image: {reason}"));
-            return Ok(None);
+            return Ok((None, 0));
         }
     };
     let location = host.via_mirror(&crate::fetch::resolve(&verified.location, &delta.url)?);
@@ -803,19 +808,19 @@ fn try_delta(
                     "{class}: the rebuilt slot hashes to {sha}, not {}; installing the full image",
                     image.sha256
                 ));
-                return Ok(None);
+                return Ok((None, fetched));
             }
             log(&format!(
                 "{class}: rebuilt from the booted slot by delta: {segments_fetched} segments fetched ({fetched} bytes), {segments_reused} already done"
             ));
-            Ok(Some(fetched))
+            Ok((Some(fetched), 0))
         }
-        crate::delta::Outcome::Fallback(reason) => {
+        crate::delta::Outcome::Fallback { reason, fetched } => {
             let _ = std::fs::remove_file(&journal);
             log(&format!(
                 "{class}: delta not used ({reason}); installing the full image"
             ));
-            Ok(None)
+            Ok((None, fetched))
         }
     }
 }
