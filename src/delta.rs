@@ -70,10 +70,17 @@ pub fn identity(delta: &Delta) -> String {
     hex(&Sha256::digest(&bytes))
 }
 
+/// The largest journal read: a million segments' indices. A bigger file is
+/// damage, and is not read into memory (the delta then starts over).
+const MAX_JOURNAL_BYTES: u64 = 16 << 20;
+
 fn load_journal(path: &Path, source: &str, image: &str, delta: &str) -> Journal {
-    std::fs::read(path)
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(MAX_JOURNAL_BYTES + 1).read_to_end(&mut bytes))
         .ok()
-        .and_then(|b| serde_json::from_slice::<Journal>(&b).ok())
+        .filter(|&n| n as u64 <= MAX_JOURNAL_BYTES)
+        .and_then(|_| serde_json::from_slice::<Journal>(&bytes).ok())
         .filter(|j| j.source_sha256 == source && j.image_sha256 == image && j.delta_sha256 == delta)
         .unwrap_or_else(|| Journal {
             source_sha256: source.into(),
@@ -473,6 +480,11 @@ mod tests {
         assert_ne!(other, id);
         assert!(load_journal(&path, "s", "i", &other).done.is_empty());
         assert!(load_journal(&path, "s", "other image", &id).done.is_empty());
+        // A journal over the cap is not read.
+        let mut big = serde_json::to_vec(&journal).expect("json");
+        big.resize(MAX_JOURNAL_BYTES as usize + 1, b' ');
+        std::fs::write(&path, big).expect("big journal");
+        assert!(load_journal(&path, "s", "i", &id).done.is_empty());
         // A journal of an older version, without the delta's identity.
         std::fs::write(
             &path,
