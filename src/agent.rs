@@ -75,12 +75,19 @@ impl Host {
             return Ok(slot);
         }
         if let Some(root) = crate::slot::root_device() {
+            // By storage, not device number: `/` may be a dm-verity or
+            // loop device over the slot's partition.
+            let sys = crate::slot::Sysfs::system();
+            let mut slots = Vec::new();
             for slot in SlotName::ALL {
                 for dev in self.config.slots[&slot].values() {
-                    if Device::inspect(dev).ok().and_then(|d| d.rdev) == Some(root) {
-                        return Ok(slot);
+                    if let Ok(d) = Device::inspect(dev) {
+                        slots.push((slot, d.storage(&sys)));
                     }
                 }
+            }
+            if let Some(slot) = crate::slot::slot_holding(&sys.storage(root), &slots) {
+                return Ok(slot);
             }
         }
         Err(Error::Refused(format!(
@@ -323,6 +330,7 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
             last_modified: verified.validators.last_modified.clone(),
             expires: Some(verified.manifest.expires),
             booted_version: booted_version_text.clone(),
+            ..Default::default()
         }),
         Ok(()) => None,
     };
@@ -371,18 +379,22 @@ pub struct Installed {
     pub rebooting: bool,
 }
 
-/// Refuse targets that are the booted system or in use, and images that do
-/// not fit; returns the target devices by class.
+/// Refuse targets that share storage with the booted slot, the root
+/// filesystem, a mounted filesystem or each other, or that the kernel says
+/// are in use, and images that do not fit; returns the target devices by
+/// class. (The invariant and its checks live in `slot`.)
 fn check_targets(host: &Host, m: &Manifest, booted: SlotName) -> Result<BTreeMap<String, Device>> {
     let target = booted.other();
     let mounted = system::read_fact(&host.config.system.mountinfo)
         .map(|t| system::mounted_devices(&t))
         .unwrap_or_default();
-    let root = crate::slot::root_device();
-    let booted_devices: Vec<Device> = host.config.slots[&booted]
-        .values()
-        .filter_map(|p| Device::inspect(p).ok())
+    let sys = crate::slot::Sysfs::system();
+    let booted_devices: Vec<(String, std::path::PathBuf)> = host.config.slots[&booted]
+        .iter()
+        .map(|(class, p)| (format!("slot {booted} {class}, the booted slot"), p.clone()))
         .collect();
+    let mut in_use =
+        crate::slot::in_use(&booted_devices, &mounted, crate::slot::root_device(), &sys);
     let mut devices = BTreeMap::new();
     for (class, image) in &m.doc.images {
         let Some(path) = host.config.device(target, class) else {
@@ -396,13 +408,9 @@ fn check_targets(host: &Host, m: &Manifest, booted: SlotName) -> Result<BTreeMap
             )));
         };
         let dev = Device::inspect(path)?;
-        if booted_devices.iter().any(|b| b.same_as(&dev)) {
-            return Err(Error::Refused(format!(
-                "{}: is a device of the booted slot {booted}",
-                path.display()
-            )));
-        }
-        dev.check_writable(&mounted, root)?;
+        let storage = dev.storage(&sys);
+        crate::slot::check_target(path, &storage, &in_use)?;
+        dev.probe_exclusive()?;
         if image.size > dev.size {
             return Err(Error::Refused(format!(
                 "{class} image is {} bytes, larger than {} ({} bytes)",
@@ -411,6 +419,12 @@ fn check_targets(host: &Host, m: &Manifest, booted: SlotName) -> Result<BTreeMap
                 dev.size
             )));
         }
+        // Two classes of one release must not land on the same bytes.
+        in_use.push(crate::slot::InUse {
+            path: path.to_path_buf(),
+            what: format!("slot {target} {class}, also written by this release"),
+            storage,
+        });
         devices.insert(class.clone(), dev);
     }
     Ok(devices)
@@ -478,6 +492,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                 ImageRef {
                     sha256: i.sha256.clone(),
                     size: i.size,
+                    ..Default::default()
                 },
             )
         })
@@ -492,6 +507,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
         started: now(),
         staged_boot_id: None,
         images: images.clone(),
+        unknown: Default::default(),
     });
     state.slots.insert(
         target,
@@ -531,7 +547,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
             m.version,
             target_dev.display()
         ));
-        let by_delta = match try_delta(
+        let (by_delta, given_up) = match try_delta(
             host, &mut state, &transport, verified, booted, class, image, target_dev, opts,
         ) {
             Ok(d) => d,
@@ -540,6 +556,8 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                 return Err(e);
             }
         };
+        // A delta given up still cost its bytes.
+        network_bytes += given_up;
         // Whether the transport itself failed (a network error: the bytes
         // so far are good and the partial download is resumed next time)
         // rather than the bytes it delivered (kept, they would fail the
@@ -603,6 +621,8 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                     // not be resumed.
                     let _ = std::fs::remove_file(&partial);
                 }
+                // What earlier classes and given-up deltas fetched.
+                state.metrics.downloaded_bytes += network_bytes;
                 fail_target(host, &mut state, target)?;
                 return Err(name_payload_source(e, &payload_url));
             }
@@ -624,6 +644,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
             manifest_sha256: Some(m.sha256.clone()),
             images,
             installed_at: Some(now()),
+            ..Default::default()
         },
     );
     state.metrics.installs += 1;
@@ -708,8 +729,9 @@ fn fail_target(host: &Host, state: &mut State, target: SlotName) -> Result<()> {
 }
 
 /// Rebuild `class` in the target from the booted slot and the release's
-/// delta, when the booted slot holds a listed source. `Ok(None)`: install
-/// the full payload instead (the reason is logged).
+/// delta, when the booted slot holds a listed source: `Some(bytes fetched)`.
+/// `None`: install the full payload instead (the reason is logged). The
+/// second value is what a delta that was given up fetched.
 #[allow(clippy::too_many_arguments)]
 fn try_delta(
     host: &Host,
@@ -721,12 +743,12 @@ fn try_delta(
     image: &manifest::Image,
     target_dev: &std::path::Path,
     opts: &InstallOptions,
-) -> Result<Option<u64>> {
+) -> Result<(Option<u64>, u64)> {
     if image.deltas.is_empty() {
-        return Ok(None);
+        return Ok((None, 0));
     }
     let Some(booted_dev) = host.config.device(booted, class) else {
-        return Ok(None);
+        return Ok((None, 0));
     };
     let device_size = Device::inspect(booted_dev)?.size;
     let recorded = state
@@ -748,7 +770,7 @@ fn try_delta(
         Ok(c) => c,
         Err(reason) => {
             log(&format!("{class}: installing the full image: {reason}"));
-            return Ok(None);
+            return Ok((None, 0));
         }
     };
     let location = host.via_mirror(&crate::fetch::resolve(&verified.location, &delta.url)?);
@@ -786,19 +808,19 @@ fn try_delta(
                     "{class}: the rebuilt slot hashes to {sha}, not {}; installing the full image",
                     image.sha256
                 ));
-                return Ok(None);
+                return Ok((None, fetched));
             }
             log(&format!(
                 "{class}: rebuilt from the booted slot by delta: {segments_fetched} segments fetched ({fetched} bytes), {segments_reused} already done"
             ));
-            Ok(Some(fetched))
+            Ok((Some(fetched), 0))
         }
-        crate::delta::Outcome::Fallback(reason) => {
+        crate::delta::Outcome::Fallback { reason, fetched } => {
             let _ = std::fs::remove_file(&journal);
             log(&format!(
                 "{class}: delta not used ({reason}); installing the full image"
             ));
-            Ok(None)
+            Ok((None, fetched))
         }
     }
 }
@@ -1080,6 +1102,9 @@ fn rebless(host: &Host, state: &mut State, booted: SlotName) -> Result<()> {
             rec.version = host.booted_version(state, booted);
         }
         state.slots.insert(booted, rec);
+        host.state_dir.save(state)?;
+    } else if state.recovered.is_some() {
+        // Repair a damaged state.json (and keep its count) once.
         host.state_dir.save(state)?;
     }
     Ok(())

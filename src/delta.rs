@@ -17,7 +17,7 @@ use crate::progress::Progress;
 use crate::state::SourceHash;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -39,26 +39,53 @@ pub enum Outcome {
         segments_fetched: usize,
         segments_reused: usize,
     },
-    /// Use the full payload instead, for this reason.
-    Fallback(String),
+    /// Use the full payload instead, for this reason; `fetched` bytes of
+    /// the delta crossed the network before it was given up (they count
+    /// toward what this install downloaded).
+    Fallback { reason: String, fetched: u64 },
 }
 
-/// Segments already written for one (source, target) pair.
+/// Segments already written by one delta. A segment index means something
+/// only within one segment table: a re-pack of the same source and image
+/// with another segment size numbers other byte ranges, so the journal is
+/// keyed by the delta's own identity ([`identity`]) as well.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Journal {
     pub source_sha256: String,
     pub image_sha256: String,
+    /// [`identity`] of the delta whose segments `done` counts (absent in
+    /// journals of older versions: those are not reused).
+    #[serde(default)]
+    pub delta_sha256: String,
     pub done: Vec<usize>,
 }
 
-fn load_journal(path: &Path, source: &str, image: &str) -> Journal {
-    std::fs::read(path)
+/// SHA-256 of the delta's signed description (URL, source size, window,
+/// and the whole segment table with each segment's offset, length, hash
+/// and place in the payload), as this version reads it.
+pub fn identity(delta: &Delta) -> String {
+    // Serializing a parsed struct cannot fail; an empty key would only
+    // make a journal unusable, never wrongly reused.
+    let bytes = serde_json::to_vec(delta).unwrap_or_default();
+    hex(&Sha256::digest(&bytes))
+}
+
+/// The largest journal read: a million segments' indices. A bigger file is
+/// damage, and is not read into memory (the delta then starts over).
+const MAX_JOURNAL_BYTES: u64 = 16 << 20;
+
+fn load_journal(path: &Path, source: &str, image: &str, delta: &str) -> Journal {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(MAX_JOURNAL_BYTES + 1).read_to_end(&mut bytes))
         .ok()
-        .and_then(|b| serde_json::from_slice::<Journal>(&b).ok())
-        .filter(|j| j.source_sha256 == source && j.image_sha256 == image)
+        .filter(|&n| n as u64 <= MAX_JOURNAL_BYTES)
+        .and_then(|_| serde_json::from_slice::<Journal>(&bytes).ok())
+        .filter(|j| j.source_sha256 == source && j.image_sha256 == image && j.delta_sha256 == delta)
         .unwrap_or_else(|| Journal {
             source_sha256: source.into(),
             image_sha256: image.into(),
+            delta_sha256: delta.into(),
             done: Vec::new(),
         })
 }
@@ -97,6 +124,7 @@ pub fn source_hash(
         device: name,
         size,
         sha256: sha.clone(),
+        unknown: Default::default(),
     });
     Ok(sha)
 }
@@ -261,14 +289,24 @@ pub struct Plan<'a> {
 /// cannot be written): the caller stops there.
 pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
     let delta = plan.delta;
-    let mut journal = load_journal(&plan.journal, plan.source_sha256, &plan.image.sha256);
+    let mut journal = load_journal(
+        &plan.journal,
+        plan.source_sha256,
+        &plan.image.sha256,
+        &identity(delta),
+    );
     let mut source: Option<SourceMap> = None;
-    let target = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(plan.target_device)?;
+    let target = crate::slot::open_exclusive(plan.target_device, true, 0)?;
     let mut buf = vec![0u8; BUF];
     let (mut fetched, mut segments_fetched, mut reused) = (0u64, 0usize, 0usize);
+    macro_rules! fallback {
+        ($($arg:tt)*) => {
+            return Ok(Outcome::Fallback {
+                reason: format!($($arg)*),
+                fetched,
+            })
+        };
+    }
     for (i, seg) in delta.segments.iter().enumerate() {
         if journal.done.contains(&i) {
             reused += 1;
@@ -282,10 +320,15 @@ pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
             {
                 Ok(r) => r,
                 Err(e @ FetchError::RangeIgnored { .. }) => {
-                    return Ok(Outcome::Fallback(e.to_string()))
+                    return Ok(Outcome::Fallback {
+                        reason: e.to_string(),
+                        fetched,
+                    })
                 }
-                Err(e) => return Ok(Outcome::Fallback(format!("segment {i}: {e}"))),
+                Err(e) => fallback!("segment {i}: {e}"),
             };
+        // Requested from the network: counted whether or not it is used.
+        fetched += seg.patch_length;
         // The frame must pledge its size: that bounds the decoder's memory
         // to one segment whatever window the (not yet verified) frame asks for.
         let mut reader = reader;
@@ -295,10 +338,10 @@ pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
         match zstd::zstd_safe::get_frame_content_size(&header) {
             Ok(Some(len)) if len == seg.length => {}
             other => {
-                return Ok(Outcome::Fallback(format!(
+                fallback!(
                     "segment {i}: frame declares {other:?} bytes, the manifest {}",
                     seg.length
-                )))
+                )
             }
         }
         let chained =
@@ -313,38 +356,35 @@ pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
             source = match SourceMap::open(plan.source_device, region) {
                 Ok(m) => Some(m),
                 Err(e) => {
-                    return Ok(Outcome::Fallback(format!(
+                    fallback!(
                         "cannot map bytes {}..{} of the booted slot {}: {e}",
                         region.offset,
                         region.offset + region.length,
                         plan.source_device.display()
-                    )))
+                    )
                 }
             };
         }
         let prefix = source.as_ref().map(SourceMap::bytes).unwrap_or_default();
         let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(chained, prefix)?;
         if let Err(e) = decoder.window_log_max(delta.window_log) {
-            return Ok(Outcome::Fallback(format!(
+            fallback!(
                 "segment {i}: zstd refuses a 2^{} window here: {e}",
                 delta.window_log
-            )));
+            );
         }
         let mut hasher = Sha256::new();
         let mut produced = 0u64;
         loop {
             let n = match fill(&mut decoder, &mut buf) {
                 Ok(n) => n,
-                Err(e) => return Ok(Outcome::Fallback(format!("segment {i}: {e}"))),
+                Err(e) => fallback!("segment {i}: {e}"),
             };
             if n == 0 {
                 break;
             }
             if produced + n as u64 > seg.length {
-                return Ok(Outcome::Fallback(format!(
-                    "segment {i} decodes to more than {} bytes",
-                    seg.length
-                )));
+                fallback!("segment {i} decodes to more than {} bytes", seg.length);
             }
             hasher.update(&buf[..n]);
             target.write_all_at(&buf[..n], seg.offset + produced)?;
@@ -353,10 +393,10 @@ pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
         }
         let sha = hex(&hasher.finalize());
         if produced != seg.length || sha != seg.sha256 {
-            return Ok(Outcome::Fallback(format!(
+            fallback!(
                 "segment {i} failed its hash ({produced} bytes, sha256 {sha}, expected {})",
                 seg.sha256
-            )));
+            );
         }
         // Durable before the journal says so.
         target.sync_data()?;
@@ -369,7 +409,6 @@ pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
                 nix::libc::POSIX_FADV_DONTNEED,
             );
         }
-        fetched += seg.patch_length;
         segments_fetched += 1;
         journal.done.push(i);
         save_journal(&plan.journal, &journal)?;
@@ -416,6 +455,44 @@ mod tests {
             segments: Vec::new(),
             deltas: BTreeMap::from([(h, delta)]),
         }
+    }
+
+    #[test]
+    fn a_journal_is_reused_only_by_the_delta_that_wrote_it() {
+        let dir = std::env::temp_dir().join(format!("abupdate-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("delta-rootfs.journal");
+        let image = image_with_delta(27, 1 << 20);
+        let delta = image.deltas.values().next().expect("delta").clone();
+        let id = identity(&delta);
+        let journal = Journal {
+            source_sha256: "s".into(),
+            image_sha256: "i".into(),
+            delta_sha256: id.clone(),
+            done: vec![0, 1],
+        };
+        save_journal(&path, &journal).expect("save");
+        assert_eq!(load_journal(&path, "s", "i", &id).done, vec![0, 1]);
+        // The same source and image cut into other segments: not reused.
+        let mut repacked = delta.clone();
+        repacked.segments[0].length = 2 << 20;
+        let other = identity(&repacked);
+        assert_ne!(other, id);
+        assert!(load_journal(&path, "s", "i", &other).done.is_empty());
+        assert!(load_journal(&path, "s", "other image", &id).done.is_empty());
+        // A journal over the cap is not read.
+        let mut big = serde_json::to_vec(&journal).expect("json");
+        big.resize(MAX_JOURNAL_BYTES as usize + 1, b' ');
+        std::fs::write(&path, big).expect("big journal");
+        assert!(load_journal(&path, "s", "i", &id).done.is_empty());
+        // A journal of an older version, without the delta's identity.
+        std::fs::write(
+            &path,
+            br#"{"source_sha256":"s","image_sha256":"i","done":[0]}"#,
+        )
+        .expect("old journal");
+        assert!(load_journal(&path, "s", "i", &id).done.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

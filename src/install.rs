@@ -213,7 +213,13 @@ impl SlotIo {
                 .custom_flags(nix::libc::O_CLOEXEC | flags)
                 .open(path)
         };
-        let cached = open(0)?;
+        // The first open of a target for writing claims a block device
+        // exclusively (see `slot::open_exclusive`); the claim belongs to
+        // this file, so the second, direct, open must not ask for it again.
+        let cached = match write {
+            true => crate::slot::open_exclusive(path, true, 0)?,
+            false => open(0)?,
+        };
         let direct = if no_direct_for_tests() {
             None
         } else {

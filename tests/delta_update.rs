@@ -277,6 +277,104 @@ fn kill_9_mid_delta_then_rerun_fetches_no_finished_segment_twice() {
     assert_eq!(s.host.slot_sha(0), s.booted_sha, "the booted slot changed");
 }
 
+/// A re-pack of the same image from the same source with other segments
+/// numbers other byte ranges: a journal of the first packing must not make
+/// the second skip segments (the read-back would catch it, at the price of
+/// a full download).
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_journal_from_a_repack_with_other_segments_is_not_reused() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(s) = setup("delta-repack", 24 * MIB, "") else {
+        return;
+    };
+    let out = s.host.abupdate_env(
+        &["install", "--no-reboot", &s.nginx.url("release.json")],
+        &[("ABUPDATE_FAILPOINT", "delta-segment-written:5")],
+    );
+    assert_eq!(out.status.signal(), Some(6), "{}", text(&out));
+    // Same source, same image, 4 MiB segments instead of 2: segment 4 now
+    // ends at 20 MiB, where the journal's ended at 10 MiB.
+    let old = format!("rootfs={}", s.host.dir.join("v1.img").display());
+    let m2 = s.host.pack(
+        "r2b",
+        "2.0",
+        &s.v2,
+        &[
+            "--segment-size",
+            "4",
+            "--delta-from",
+            &old,
+            "--delta-level",
+            "9",
+        ],
+    );
+    let Some(nginx) = Nginx::start_with_http(m2.parent().expect("dir"), "", "") else {
+        return;
+    };
+    let out = s.host.abupdate(&[
+        "--json",
+        "install",
+        "--no-reboot",
+        &nginx.url("release.json"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("installing the full image"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("0 already done"), "{}", text(&out));
+    nginx.wait_log(3);
+    assert_eq!(bytes_sent(&nginx, "rootfs-2.0.img.zst"), 0);
+    assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
+    assert_eq!(s.host.slot_sha(0), s.booted_sha, "the booted slot changed");
+}
+
+/// Delta bytes fetched before the delta is given up crossed the network:
+/// they count in the install's `network_bytes` and in `downloaded_bytes`.
+#[test]
+fn delta_bytes_fetched_before_a_fallback_count_as_downloaded() {
+    let Some(s) = setup("delta-counted", 24 * MIB, "") else {
+        return;
+    };
+    let delta = delta_of(&s.manifest);
+    let segs = delta["segments"].as_array().expect("segments");
+    let k = 3;
+    let field = |i: usize, f: &str| segs[i][f].as_u64().expect("number");
+    // The last byte of segment k's patch damaged on the server.
+    let payload = s
+        .manifest
+        .with_file_name(delta["url"].as_str().expect("url"));
+    let mut data = std::fs::read(&payload).expect("delta payload");
+    let last = (field(k, "patch_offset") + field(k, "patch_length") - 1) as usize;
+    data[last] ^= 0x55;
+    std::fs::write(&payload, data).expect("write");
+    let full = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&s.manifest).expect("m"))
+        .expect("json")["images"]["rootfs"]["download_size"]
+        .as_u64()
+        .expect("size");
+    let given_up: u64 = (0..=k).map(|i| field(i, "patch_length")).sum();
+    let out = s.host.abupdate(&[
+        "--json",
+        "install",
+        "--no-reboot",
+        &s.nginx.url("release.json"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("delta not used"), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["network_bytes"].as_u64(), Some(full + given_up));
+    let st = s.host.state();
+    assert_eq!(
+        st["metrics"]["downloaded_bytes"].as_u64(),
+        Some(full + given_up),
+        "{}",
+        st["metrics"]
+    );
+    assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2);
+}
+
 fn patch_total(delta: &serde_json::Value) -> u64 {
     delta["segments"]
         .as_array()

@@ -261,3 +261,271 @@ fn missing_signature_file() {
     let b = h.untouched();
     assert_refused(&h, &b, &install(&h, &m), "minisig");
 }
+
+/// A loop device this test set up, detached when dropped.
+struct Loop(String);
+
+impl Loop {
+    /// `losetup` over `backing` (a file or a block device).
+    fn over(backing: &std::path::Path) -> Loop {
+        let out = common::host::run(
+            std::process::Command::new("losetup")
+                .args(["-f", "--show"])
+                .arg(backing),
+        );
+        assert!(out.status.success(), "losetup: {}", text(&out));
+        Loop(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// A 32 MiB disk (a loop device over a file in `dir`) with two 12 MiB
+    /// partitions, `{disk}p1` and `{disk}p2`. `partx` adds them, so this
+    /// works on kernels without partition table parsers too.
+    fn partitioned(dir: &std::path::Path) -> Loop {
+        let file = dir.join("disk.img");
+        std::fs::File::create(&file)
+            .and_then(|f| f.set_len(32 << 20))
+            .expect("disk file");
+        let disk = Loop::over(&file);
+        let mut sfdisk = std::process::Command::new("sfdisk")
+            .args(["-q", &disk.0])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sfdisk");
+        std::io::Write::write_all(
+            sfdisk.stdin.as_mut().expect("stdin"),
+            b"label: gpt\n,12M\n,12M\n",
+        )
+        .expect("partition table");
+        assert!(sfdisk.wait().expect("sfdisk").success(), "sfdisk failed");
+        // Already there when the kernel parsed the table itself.
+        let _ = std::process::Command::new("partx")
+            .args(["-a", &disk.0])
+            .output();
+        for p in [disk.part(1), disk.part(2)] {
+            assert!(p.exists(), "{} did not appear", p.display());
+        }
+        disk
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(&self.0)
+    }
+
+    fn part(&self, n: u32) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("{}p{n}", self.0))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .output();
+    }
+}
+
+/// Point slot `slot`'s rootfs at `dev` in the host's config.
+fn set_slot(h: &TestHost, slot: usize, dev: &std::path::Path) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let name = ["A", "B"][slot];
+    let old = format!("[slots.{name}]\nrootfs = \"{}\"", h.slots[slot].display());
+    assert!(cfg.contains(&old), "{old} not in the config");
+    let new = format!("[slots.{name}]\nrootfs = \"{}\"", dev.display());
+    std::fs::write(&h.config, cfg.replace(&old, &new)).expect("config");
+}
+
+/// A host booted from `a` holding 1.0, with `b` as its other slot.
+fn host_on(h: &mut TestHost, a: &std::path::Path, b: &std::path::Path) {
+    set_slot(h, 0, a);
+    h.slots[0] = a.to_path_buf();
+    set_slot(h, 1, b);
+    common::host::write_at_start(a, &image("1.0", 4096));
+    h.slots = [a.to_path_buf(), b.to_path_buf()];
+}
+
+fn assert_names(out: &std::process::Output, names: &[&std::path::Path]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for n in names {
+        assert!(
+            stderr.contains(&n.display().to_string()),
+            "{} not named: {stderr}",
+            n.display()
+        );
+    }
+}
+
+#[test]
+fn a_second_loop_device_over_the_booted_slots_file_is_refused() {
+    let mut h = TestHost::new(
+        "alias-loop",
+        "1.0",
+        HostOptions {
+            loop_devices: true,
+            ..Default::default()
+        },
+    );
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let alias = Loop::over(&h.dir.join("slot-a.img"));
+    let a = h.slots[0].clone();
+    host_on(&mut h, &a, &alias.path());
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "shares its storage with");
+    assert_names(&out, &[&alias.path(), &a, &h.dir.join("slot-a.img")]);
+}
+
+#[test]
+fn a_whole_disk_and_its_partition_are_one_storage() {
+    let mut h = host("disk-and-part");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let disk = Loop::partitioned(&h.dir);
+    // Booted from a partition, the whole disk as the target...
+    host_on(&mut h, &disk.part(1), &disk.path());
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "shares its storage with");
+    assert_names(&out, &[&disk.path(), &disk.part(1)]);
+    // ...and booted from the whole disk, a partition as the target.
+    let (p1, whole) = (disk.part(1), disk.path());
+    host_on(&mut h, &whole, &p1);
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "shares its storage with");
+    assert_names(&out, &[&disk.path(), &disk.part(1)]);
+}
+
+#[test]
+fn two_partitions_of_one_disk_are_separate_slots() {
+    let mut h = host("side-by-side");
+    let img = image("2.0", 1 << 20);
+    let m = h.pack("r2", "2.0", &img, &[]);
+    let disk = Loop::partitioned(&h.dir);
+    host_on(&mut h, &disk.part(1), &disk.part(2));
+    let before = h.slot_sha(0);
+    let out = install(&h, &m);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.slot_bytes(1, img.len()), img);
+    assert_eq!(h.slot_sha(0), before, "the booted partition changed");
+}
+
+#[test]
+fn a_loop_device_over_a_partition_of_the_booted_disk_is_refused() {
+    let mut h = host("loop-over-part");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let disk = Loop::partitioned(&h.dir);
+    let over = Loop::over(&disk.part(1));
+    host_on(&mut h, &disk.part(1), &over.path());
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "shares its storage with");
+    assert_names(&out, &[&over.path(), &disk.part(1)]);
+    // Booted from the whole disk: the loop device over its partition is
+    // inside it too.
+    let whole = disk.path();
+    host_on(&mut h, &whole, &over.path());
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "shares its storage with");
+    assert_names(&out, &[&over.path(), &disk.path()]);
+}
+
+#[test]
+fn a_regular_file_slot_that_is_loop_mounted_is_refused() {
+    let h = host("file-mounted");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let out = common::host::run(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&h.slots[1]),
+    );
+    assert!(out.status.success(), "mkfs.ext4: {}", text(&out));
+    let lo = Loop::over(&h.slots[1]);
+    let mnt = h.dir.join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mountpoint");
+    let out = common::host::run(std::process::Command::new("mount").arg(&lo.0).arg(&mnt));
+    assert!(out.status.success(), "mount: {}", text(&out));
+    let b = h.untouched();
+    let out = install(&h, &m);
+    let _ = std::process::Command::new("umount").arg(&mnt).output();
+    assert_refused(&h, &b, &out, "shares its storage with");
+    assert_names(&out, &[&h.slots[1], &lo.path()]);
+    // (ext4 itself writes to it on mount and unmount.)
+    assert_ne!(
+        h.slot_bytes(1, 4096),
+        image("2.0", 4096),
+        "the mounted file was written"
+    );
+}
+
+#[test]
+fn a_target_another_process_holds_exclusively_is_refused() {
+    let h = TestHost::new(
+        "held-excl",
+        "1.0",
+        HostOptions {
+            loop_devices: true,
+            ..Default::default()
+        },
+    );
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    use std::os::unix::fs::OpenOptionsExt;
+    // What a mount, a swapon or a device-mapper table does to a device.
+    let _held = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_EXCL)
+        .open(&h.slots[1])
+        .expect("O_EXCL open");
+    let before = h.slot_sha(1);
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "in use");
+    assert_names(&out, &[&h.slots[1]]);
+    assert_eq!(h.slot_sha(1), before, "the held device was written");
+    assert_eq!(h.grub_vars().get("B_OK"), b.env.get("B_OK"));
+}
+
+#[test]
+fn two_classes_of_one_release_on_the_same_storage_are_refused() {
+    let h = host("two-classes");
+    let dir = h.dir.join("r2");
+    let (root_img, boot_img) = (h.dir.join("rootfs.raw"), h.dir.join("boot.raw"));
+    std::fs::write(&root_img, image("2.0", 1 << 20)).expect("rootfs image");
+    std::fs::write(&boot_img, image("2.0-boot", 64 << 10)).expect("boot image");
+    let out = common::host::run(
+        std::process::Command::new(common::host::bin())
+            .arg("pack")
+            .arg("--secret")
+            .arg(&h.secret_key)
+            .args(["--compatible", common::host::COMPATIBLE, "--version", "2.0"])
+            .arg(format!("--image=rootfs={}", root_img.display()))
+            .arg(format!("--image=boot={}", boot_img.display()))
+            .arg("--out")
+            .arg(&dir),
+    );
+    assert!(out.status.success(), "pack: {}", text(&out));
+    // Slot B's boot partition configured as its rootfs again (a typo).
+    let boot_a = h.dir.join("boot-a.img");
+    std::fs::File::create(&boot_a)
+        .and_then(|f| f.set_len(1 << 20))
+        .expect("boot a");
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let b_root = format!("rootfs = \"{}\"\n", h.slots[1].display());
+    let cfg = cfg
+        .replacen(
+            "[slots.B]\n",
+            &format!("[slots.B]\nboot = \"{}\"\n", h.slots[1].display()),
+            1,
+        )
+        .replacen(
+            "[slots.A]\n",
+            &format!("[slots.A]\nboot = \"{}\"\n", boot_a.display()),
+            1,
+        );
+    assert!(cfg.contains(&b_root));
+    std::fs::write(&h.config, cfg).expect("config");
+    let b = h.untouched();
+    let out = install(&h, &dir.join("release.json"));
+    assert_refused(&h, &b, &out, "also written by this release");
+    assert_names(&out, &[&h.slots[1]]);
+}

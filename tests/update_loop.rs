@@ -155,3 +155,89 @@ fn manual_mark_and_rollback() {
     assert!(h.abupdate(&["mark-bad", "B"]).status.success());
     assert_eq!(var(&h, "B_OK"), "0");
 }
+
+/// Cut `state.json` in half, as a damaged data partition might leave it.
+fn damage_state(h: &TestHost) -> Vec<u8> {
+    let path = h.state_dir.join("state.json");
+    let full = std::fs::read(&path).expect("state.json");
+    std::fs::write(&path, &full[..full.len() / 2]).expect("truncate");
+    full[..full.len() / 2].to_vec()
+}
+
+#[test]
+fn a_damaged_state_json_does_not_cost_a_boot_and_keeps_the_failed_list() {
+    let (mut h, _) = host_with_release("loop-damaged-state");
+    assert!(h.abupdate(&["update"]).status.success());
+    assert_eq!(h.boot(), "B");
+    h.add_health_check("10-app", "exit 1");
+    assert_eq!(h.abupdate(&["health"]).status.code(), Some(1));
+    std::fs::remove_file(h.health_dir.join("10-app")).expect("rm");
+    assert_eq!(h.boot(), "A");
+    assert!(h.abupdate(&["health"]).status.success());
+    // One more save after the failure was recorded (the timer's check).
+    assert_eq!(h.abupdate(&["check"]).status.code(), Some(0));
+
+    let damaged = damage_state(&h);
+    // GRUB boots A and sets A_TRY=1: only a re-bless keeps A bootable.
+    assert_eq!(h.boot(), "A");
+    assert_eq!(var(&h, "A_TRY"), "1");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("state.json is damaged"),
+        "not reported: {}",
+        text(&out)
+    );
+    assert_eq!(var(&h, "A_TRY"), "0", "the booted slot was not re-blessed");
+    assert_eq!(
+        (var(&h, "ORDER").as_str(), var(&h, "B_OK").as_str()),
+        ("A B", "0")
+    );
+    let state = h.state();
+    assert_eq!(state["failed"][0]["version"], "2.0", "{state}");
+    assert_eq!(state["metrics"]["failures"]["state_corrupt"], 1, "{state}");
+    assert_eq!(
+        std::fs::read(h.state_dir.join("state.json.corrupt")).expect("damaged bytes kept"),
+        damaged
+    );
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("already failed"), "{}", text(&out));
+
+    // mark-good by hand works on a damaged state too.
+    damage_state(&h);
+    let out = h.abupdate(&["mark-good"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.state()["failed"][0]["version"], "2.0");
+}
+
+#[test]
+fn a_damaged_state_json_without_a_good_copy_still_reblesses_the_booted_slot() {
+    let mut h = TestHost::new("loop-damaged-fresh", "1.0", HostOptions::default());
+    assert!(!h.state_dir.join("state.json.prev").exists());
+    damage_state(&h);
+    assert_eq!(h.boot(), "A");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("fresh state"), "{}", text(&out));
+    assert_eq!(var(&h, "A_TRY"), "0", "the booted slot was not re-blessed");
+    let state = h.state();
+    assert_eq!(state["slots"]["A"]["status"], "good", "{state}");
+    assert_eq!(state["slots"]["A"]["version"], "1.0", "{state}");
+    assert_eq!(state["metrics"]["failures"]["state_corrupt"], 1, "{state}");
+}
+
+#[test]
+fn fields_a_newer_version_wrote_survive_a_save() {
+    let h = TestHost::new("loop-newer-fields", "1.0", HostOptions::default());
+    let path = h.state_dir.join("state.json");
+    let mut state = h.state();
+    state["probation"] = serde_json::json!({"until": 42});
+    state["slots"]["A"]["verity_root"] = serde_json::json!("abc");
+    std::fs::write(&path, serde_json::to_vec(&state).expect("json")).expect("write");
+    let out = h.abupdate(&["mark-good"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let saved = h.state();
+    assert_eq!(saved["probation"]["until"], 42, "{saved}");
+    assert_eq!(saved["slots"]["A"]["verity_root"], "abc", "{saved}");
+}
