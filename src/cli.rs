@@ -31,11 +31,12 @@ usage: abupdate [--config FILE] [--json] [--quiet] COMMAND
   keygen --secret FILE --public FILE
   sign --secret FILE [--trusted-comment TEXT] FILE
   verify --public FILE FILE   checks FILE.minisig
-  fleet --manifest FILE --keys DIR [--threshold N] --secret FILE [--secret ...] --reports PATH
+  fleet --manifest FILE --secret FILE [--secret ...] [--keys DIR ...] [--threshold N] --reports PATH
         [--max-failures N] [--max-failure-rate R] [--min-reports N]
         [--waves 1,5,25,100 --fleet-size N] [--advance-when F] [--dry-run]
                               operator: pause or advance a rollout from the hosts' reports
-                              (verified with the hosts' keys first; re-signed by the same keys)
+                              (verified first with the hosts' keys, else the secrets' own;
+                              re-signed by the keys that signed it)
   pack --secret FILE [--secret ...] --compatible C --version V --image CLASS=PATH [--image ...]
        --out DIR [--expires-days N | --expires TIME] [--created TIME]
        [--level N | --no-compress] [--window-log N] [--percent P]
@@ -108,7 +109,8 @@ pub struct FleetOptions {
     /// The keys that re-sign it: the ones that signed it, `threshold` of them.
     pub secrets: Vec<PathBuf>,
     /// The hosts' trusted key directories and threshold: the manifest is
-    /// verified against them before anything is changed.
+    /// verified against them before anything is changed (no directory: the
+    /// public halves of `secrets` are the trusted keys).
     pub keys_dirs: Vec<PathBuf>,
     pub threshold: usize,
     pub reports: PathBuf,
@@ -522,7 +524,6 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
             }
             policy.check().map_err(usage)?;
             need("--secret")?;
-            need("--keys")?;
             Command::Fleet(Box::new(FleetOptions {
                 manifest: need("--manifest")?.into(),
                 secrets: all("--secret"),
@@ -821,8 +822,16 @@ fn run_fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let keys = crate::trust::KeyRing::load(&opts.keys_dirs)?;
     let secrets = publish::load_secret_keys(&opts.secrets)?;
+    // Without --keys, the keys that re-sign must be the ones whose valid
+    // signatures the manifest carries: what was not signed by them is
+    // never signed by them.
+    let keys = match opts.keys_dirs.is_empty() {
+        true => {
+            crate::trust::KeyRing::from_keys(secrets.iter().map(|(_, k)| k.public_key()).collect())
+        }
+        false => crate::trust::KeyRing::load(&opts.keys_dirs)?,
+    };
     let dir = ReleaseDir::open(&dir)?;
     let current = dir.read_verified(name, &keys, opts.threshold)?;
     current.check_signers(&secrets, &keys, opts.threshold)?;

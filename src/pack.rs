@@ -651,6 +651,338 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
+    fn opts() -> PackOptions {
+        PackOptions {
+            secret_keys: vec!["release.key".into()],
+            compatible: "acme-edge".into(),
+            version: "2.0".into(),
+            images: vec![("rootfs".into(), "rootfs.img".into())],
+            out: "out".into(),
+            created: None,
+            expires: None,
+            expires_days: 90,
+            level: Some(19),
+            window_log: None,
+            rollout: None,
+            segment_size: None,
+            delta_from: Vec::new(),
+            delta_level: 9,
+            delta_window_log: MAX_DELTA_WINDOW_LOG,
+        }
+    }
+
+    #[test]
+    fn class_names_are_a_strict_charset() {
+        for good in ["rootfs", "boot", "rootfs_2", "a-b", "A1", &"x".repeat(64)] {
+            assert!(valid_class(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            "../../escaped",
+            "a/b",
+            ".hidden",
+            "-x",
+            "_x",
+            "root fs",
+            "rootfs\n",
+            "r\u{e9}",
+            &"x".repeat(65),
+        ] {
+            assert!(!valid_class(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn check_options_refuses_each_bad_option() {
+        assert_eq!(check_options(&opts()), Ok(()));
+        let rollout = |percent: f64| {
+            Some(Rollout {
+                percent: Some(percent),
+                ..Default::default()
+            })
+        };
+        let cases: Vec<(&str, PackOptions, &str)> = vec![
+            (
+                "escaping class",
+                PackOptions {
+                    images: vec![("../../escaped".into(), "i".into())],
+                    ..opts()
+                },
+                "--image \"../../escaped\"",
+            ),
+            (
+                "empty class",
+                PackOptions {
+                    images: vec![("".into(), "i".into())],
+                    ..opts()
+                },
+                "a class is",
+            ),
+            (
+                "duplicate class",
+                PackOptions {
+                    images: vec![("rootfs".into(), "a".into()), ("rootfs".into(), "b".into())],
+                    ..opts()
+                },
+                "class given twice",
+            ),
+            (
+                "no image",
+                PackOptions {
+                    images: vec![],
+                    ..opts()
+                },
+                "at least one --image",
+            ),
+            (
+                "no key",
+                PackOptions {
+                    secret_keys: vec![],
+                    ..opts()
+                },
+                "--secret",
+            ),
+            (
+                "bad version",
+                PackOptions {
+                    version: "2.0-rc1".into(),
+                    ..opts()
+                },
+                "--version",
+            ),
+            (
+                "empty compatible",
+                PackOptions {
+                    compatible: String::new(),
+                    ..opts()
+                },
+                "--compatible",
+            ),
+            (
+                "percent nan",
+                PackOptions {
+                    rollout: rollout(f64::NAN),
+                    ..opts()
+                },
+                "--percent NaN",
+            ),
+            (
+                "percent inf",
+                PackOptions {
+                    rollout: rollout(f64::INFINITY),
+                    ..opts()
+                },
+                "--percent inf",
+            ),
+            (
+                "percent 150",
+                PackOptions {
+                    rollout: rollout(150.0),
+                    ..opts()
+                },
+                "--percent 150",
+            ),
+            (
+                "percent -5",
+                PackOptions {
+                    rollout: rollout(-5.0),
+                    ..opts()
+                },
+                "--percent -5",
+            ),
+            (
+                "start percentage nan",
+                PackOptions {
+                    rollout: Some(Rollout {
+                        start_percentage: Some(f64::NAN),
+                        ..Default::default()
+                    }),
+                    ..opts()
+                },
+                "--start-percentage",
+            ),
+            (
+                "expires before created",
+                PackOptions {
+                    created: Some(2_000_000_000),
+                    expires: Some(1_999_999_999),
+                    ..opts()
+                },
+                "is not after --created",
+            ),
+            (
+                "expires-days overflow",
+                PackOptions {
+                    expires_days: 999_999_999_999_999,
+                    ..opts()
+                },
+                "--expires-days 999999999999999",
+            ),
+            (
+                "expires-days 0",
+                PackOptions {
+                    expires_days: 0,
+                    ..opts()
+                },
+                "--expires-days 0",
+            ),
+            (
+                "segment 0",
+                PackOptions {
+                    segment_size: Some(0),
+                    ..opts()
+                },
+                "--segment-size",
+            ),
+            (
+                "segment not whole MiB",
+                PackOptions {
+                    segment_size: Some(MIB + 1),
+                    ..opts()
+                },
+                "--segment-size",
+            ),
+            (
+                "segment above 1 GiB",
+                PackOptions {
+                    segment_size: Some(2048 * MIB),
+                    ..opts()
+                },
+                "--segment-size",
+            ),
+            (
+                "segment too big for the delta window",
+                PackOptions {
+                    segment_size: Some(1024 * MIB),
+                    delta_from: vec![("rootfs".into(), "old".into())],
+                    delta_window_log: 30,
+                    ..opts()
+                },
+                "at most half",
+            ),
+            (
+                "delta without image",
+                PackOptions {
+                    delta_from: vec![("boot".into(), "old".into())],
+                    ..opts()
+                },
+                "no --image boot",
+            ),
+            (
+                "segments uncompressed",
+                PackOptions {
+                    level: None,
+                    segment_size: Some(MIB),
+                    ..opts()
+                },
+                "need compression",
+            ),
+            (
+                "level 0",
+                PackOptions {
+                    level: Some(0),
+                    ..opts()
+                },
+                "--level 0",
+            ),
+            (
+                "level 23",
+                PackOptions {
+                    level: Some(23),
+                    ..opts()
+                },
+                "--level 23",
+            ),
+            (
+                "window log 32",
+                PackOptions {
+                    window_log: Some(32),
+                    ..opts()
+                },
+                "--window-log 32",
+            ),
+            (
+                "delta level 0",
+                PackOptions {
+                    delta_level: 0,
+                    ..opts()
+                },
+                "--delta-level 0",
+            ),
+        ];
+        for (what, o, want) in cases {
+            let e = check_options(&o).expect_err(what);
+            assert!(e.contains(want), "{what}: {e}");
+            assert!(!e.contains('\n'), "{what}: not one line: {e}");
+        }
+        // --segment-size 1 (MiB) is fine; --expires alone needs no days.
+        let ok = PackOptions {
+            segment_size: Some(MIB),
+            expires: Some(2_000_000_000),
+            expires_days: 0,
+            ..opts()
+        };
+        assert_eq!(check_options(&ok), Ok(()));
+    }
+
+    #[test]
+    fn check_inputs_refuses_directories_empty_and_missing_images() {
+        let dir = std::env::temp_dir().join(format!("abupdate-pack-inputs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let empty = dir.join("empty.img");
+        std::fs::write(&empty, b"").expect("write");
+        let full = dir.join("full.img");
+        std::fs::write(&full, b"data").expect("write");
+        let with = |path: &Path| PackOptions {
+            images: vec![("rootfs".into(), path.to_path_buf())],
+            ..opts()
+        };
+        assert_eq!(check_inputs(&with(&full)), Ok(()));
+        let e = check_inputs(&with(&dir)).expect_err("a directory");
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = check_inputs(&with(&empty)).expect_err("empty");
+        assert!(e.contains("an empty image"), "{e}");
+        let e = check_inputs(&with(&dir.join("missing"))).expect_err("missing");
+        assert!(e.contains("missing"), "{e}");
+        let delta_dir = PackOptions {
+            delta_from: vec![("rootfs".into(), dir.clone())],
+            ..with(&full)
+        };
+        assert!(check_inputs(&delta_dir).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_new_manifest_is_created_after_the_one_it_replaces() {
+        let now = 1_800_000_000;
+        assert_eq!(
+            release_dates(&opts(), None, now),
+            Ok((now, now + 90 * 86400))
+        );
+        // The clock is behind the published manifest: one second after it.
+        assert_eq!(
+            release_dates(&opts(), Some(now + 50), now).map(|d| d.0),
+            Ok(now + 51)
+        );
+        let explicit = |c: i64| PackOptions {
+            created: Some(c),
+            ..opts()
+        };
+        assert_eq!(
+            release_dates(&explicit(now), Some(now - 1), now + 99).map(|d| d.0),
+            Ok(now)
+        );
+        let e = release_dates(&explicit(now), Some(now), now).expect_err("not after");
+        assert!(e.contains("is not after the created"), "{e}");
+        let expires_early = PackOptions {
+            expires: Some(now + 10),
+            ..opts()
+        };
+        let e = release_dates(&expires_early, Some(now + 20), now).expect_err("expired");
+        assert!(e.contains("--expires"), "{e}");
+    }
+
     #[test]
     fn a_source_that_fits_the_window_is_referenced_whole() {
         assert_eq!(source_region(1008 * MIB, 0, 16 * MIB, 16 * MIB, 30), None);

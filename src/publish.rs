@@ -432,7 +432,6 @@ impl ReleaseDir {
         }
         verify_signatures(&body, &standard, || bound.clone(), keys, threshold)
             .map_err(untrusted)?;
-        let signatures = [standard, bound].concat();
         let manifest = Manifest::parse(&body).map_err(|error| PublishError::Manifest {
             path: path.clone(),
             error,
@@ -441,7 +440,8 @@ impl ReleaseDir {
             path,
             body,
             manifest,
-            signatures,
+            standard,
+            bound,
         })
     }
 
@@ -545,21 +545,25 @@ pub struct Current {
     pub path: PathBuf,
     pub body: Vec<u8>,
     pub manifest: Manifest,
-    signatures: Vec<(String, String)>,
+    /// Signature files under the standard names, and under the names bound
+    /// to `body`, as (path, text).
+    standard: Vec<(String, String)>,
+    bound: Vec<(String, String)>,
 }
 
 impl Current {
     /// Whether `key` made one of the valid signatures over these bytes.
     pub fn signed_by(&self, key: &PublicKey) -> bool {
         let ring = KeyRing::from_keys(vec![key.clone()]);
-        trust::verify_threshold(&self.body, &self.signatures, &ring, 1).is_ok()
+        let all = [&self.standard[..], &self.bound[..]].concat();
+        trust::verify_threshold(&self.body, &all, &ring, 1).is_ok()
     }
 
-    /// The keys (secret key file, key) may re-sign this manifest: each is
-    /// trusted by the hosts and made one of its valid signatures, no key
-    /// twice, and together they meet `threshold`: re-signing with fewer
-    /// would leave the other signatures stale over new content (and the
-    /// hosts below their threshold).
+    /// The keys (secret key file, key) may re-sign this manifest: the same
+    /// set that signed it. Each is in `keys` (the hosts' trusted keys) and
+    /// made a valid signature over these bytes; every signature file there
+    /// is by one of them (else it would stay behind, stale over new
+    /// content); no key twice; and together they meet `threshold`.
     pub fn check_signers(
         &self,
         secrets: &[(PathBuf, SecretKey)],
@@ -576,18 +580,17 @@ impl Current {
             if seen.contains(&pk) {
                 return Err(key(format!("key {} given twice", pk.key_id_hex())));
             }
-            let trusted = KeyRing::from_keys(vec![pk.clone()]);
-            let probe = minisign::sign(sk, b"abupdate key probe", "probe");
-            let in_ring =
-                trust::verify_threshold(b"abupdate key probe", &[("probe".into(), probe)], keys, 1)
-                    .is_ok();
-            if !in_ring {
+            // Asked of the trust gate itself, so "trusted" means exactly
+            // what it means on a host.
+            const PROBE: &[u8] = b"abupdate: is this key trusted?";
+            let probe = vec![("probe".to_string(), minisign::sign(sk, PROBE, "probe"))];
+            if trust::verify_threshold(PROBE, &probe, keys, 1).is_err() {
                 return Err(key(format!(
                     "key {} is not among the hosts' trusted keys (--keys)",
                     pk.key_id_hex()
                 )));
             }
-            if trust::verify_threshold(&self.body, &self.signatures, &trusted, 1).is_err() {
+            if !self.signed_by(&pk) {
                 return Err(key(format!(
                     "key {} did not sign {}; re-sign only with the keys that signed it",
                     pk.key_id_hex(),
@@ -595,6 +598,15 @@ impl Current {
                 )));
             }
             seen.push(pk);
+        }
+        for (name, text) in &self.standard {
+            let signer = minisign::Signature::parse(text).map(|s| s.key_id);
+            if !signer.is_ok_and(|id| seen.iter().any(|k| k.key_id == id)) {
+                return Err(PublishError::Refused(format!(
+                    "{name}: not by one of the --secret keys; give that key too (or remove \
+                     the file): re-signing without it would leave it stale over new content"
+                )));
+            }
         }
         let need = threshold.max(1);
         if seen.len() < need {
