@@ -845,6 +845,12 @@ fn run_fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
         crate::fleet::Action::Advance { to, reason } => ("advance", format!("to {to}%: {reason}")),
     };
     let changed = !matches!(action, crate::fleet::Action::Keep { .. });
+    if !changed && !opts.dry_run && dir.finish_publish(name, &current)? && !global.quiet {
+        eprintln!(
+            "{}: finished an interrupted publish (its signatures are in place again)",
+            opts.manifest.display()
+        );
+    }
     if changed {
         let body = current.rewrite(crate::timefmt::now(), |v| {
             crate::fleet::apply(v, &action).map(|_| ())

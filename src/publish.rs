@@ -432,6 +432,7 @@ impl ReleaseDir {
         }
         verify_signatures(&body, &standard, || bound.clone(), keys, threshold)
             .map_err(untrusted)?;
+        let standard_ok = trust::verify_threshold(&body, &standard, keys, threshold).is_ok();
         let manifest = Manifest::parse(&body).map_err(|error| PublishError::Manifest {
             path: path.clone(),
             error,
@@ -442,6 +443,7 @@ impl ReleaseDir {
             manifest,
             standard,
             bound,
+            standard_ok,
         })
     }
 
@@ -493,6 +495,33 @@ impl ReleaseDir {
         self.remove_stale_signatures(name, keys.len(), &[Some(body), previous])?;
         crate::failpoint::hit("publish-cleaned");
         Ok(())
+    }
+
+    /// Finish a publish that was interrupted after the manifest was renamed
+    /// (its standard signatures belong to the manifest before it): copy its
+    /// bound signatures to the standard names. Returns whether it did.
+    pub fn finish_publish(&self, name: &str, current: &Current) -> Result<bool, PublishError> {
+        if current.standard_ok || current.bound.is_empty() {
+            return Ok(false);
+        }
+        let bound = bound_base(name, &current.body);
+        let mut count = 0;
+        for i in 0..MAX_SIGNATURES {
+            let from = self.path.join(signature_name(&bound, i));
+            let Some(text) = read_capped(&from, minisign::MAX_FILE_SIZE as u64)? else {
+                break;
+            };
+            self.replace(
+                &signature_name(name, i),
+                &text,
+                "publish-signature-write",
+                "publish-signature-written",
+            )?;
+            count += 1;
+        }
+        self.remove_stale_signatures(name, count, &[Some(&current.body)])?;
+        crate::failpoint::hit("publish-cleaned");
+        Ok(true)
     }
 
     /// Remove standard signatures beyond the `count` just written, and bound
@@ -549,6 +578,9 @@ pub struct Current {
     /// to `body`, as (path, text).
     standard: Vec<(String, String)>,
     bound: Vec<(String, String)>,
+    /// The standard signatures verify on their own; false after a publish
+    /// was interrupted between the manifest and its signatures.
+    standard_ok: bool,
 }
 
 impl Current {
