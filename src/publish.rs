@@ -763,6 +763,162 @@ mod tests {
         assert_ne!(bound_tag(b"{}"), bound_tag(b"{} "));
     }
 
+    fn temp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("abupdate-publish-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn manifest(created: &str, expires: &str) -> Vec<u8> {
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "format": 1, "compatible": "c", "version": "2.0",
+            "created": created, "expires": expires,
+            "images": {"rootfs": {"url": "r.img", "size": 1, "sha256": "0".repeat(64)}},
+            "x-vendor": {"build": 7},
+            "rollout": {"percent": 1.0, "x-note": "kept"}
+        }))
+        .expect("json")
+    }
+
+    fn dup(k: &SecretKey) -> SecretKey {
+        SecretKey::parse(&k.to_file_string()).expect("key")
+    }
+
+    fn keys(n: usize) -> Vec<(SecretKey, PublicKey)> {
+        (0..n)
+            .map(|_| minisign::generate_keypair().expect("keygen"))
+            .collect()
+    }
+
+    #[test]
+    fn the_standard_signatures_first_then_the_bound_ones() {
+        let ks = keys(2);
+        let ring = KeyRing::from_keys(vec![ks[0].1.clone()]);
+        let body = b"new manifest";
+        let sig = |k: &SecretKey, m: &[u8]| minisign::sign(k, m, "t");
+        let stale = vec![("std".to_string(), sig(&ks[0].0, b"old manifest"))];
+        let bound = vec![("bound".to_string(), sig(&ks[0].0, body))];
+        let mut asked = false;
+        // The standard one verifies: the bound ones are not even fetched.
+        let good = vec![("std".to_string(), sig(&ks[0].0, body))];
+        let r = verify_signatures(
+            body,
+            &good,
+            || {
+                asked = true;
+                Vec::new()
+            },
+            &ring,
+            1,
+        );
+        assert!(r.is_ok() && !asked);
+        assert!(verify_signatures(body, &stale, || bound.clone(), &ring, 1).is_ok());
+        assert!(verify_signatures(body, &[], || bound.clone(), &ring, 1).is_ok());
+        // No bound signature, or only a copy of the standard one: the
+        // standard set's own error.
+        let e = verify_signatures(body, &stale, Vec::new, &ring, 1).expect_err("stale");
+        assert!(matches!(e, TrustError::BadSignature { .. }), "{e}");
+        assert!(matches!(
+            verify_signatures(body, &[], Vec::new, &ring, 1),
+            Err(TrustError::NoSignatures)
+        ));
+        // A bound signature by an untrusted key does not help.
+        let other = vec![("bound".to_string(), sig(&ks[1].0, body))];
+        assert!(verify_signatures(body, &stale, || other, &ring, 1).is_err());
+    }
+
+    #[test]
+    fn payloads_are_never_replaced_by_other_bytes() {
+        let d = temp("clobber");
+        let dir = ReleaseDir::open(&d).expect("open");
+        let write = |bytes: &[u8]| {
+            let mut st = dir.stage("p.img").expect("stage");
+            st.write_all(bytes).expect("write");
+            dir.commit_payload(st)
+        };
+        write(b"first").expect("first");
+        write(b"first").expect("the same bytes again");
+        let e = write(b"other").expect_err("other bytes");
+        assert!(matches!(e, PublishError::Clobber { .. }), "{e}");
+        assert_eq!(std::fs::read(d.join("p.img")).expect("read"), b"first");
+        // A second publisher is kept out; leftovers of a killed one go.
+        assert!(matches!(
+            ReleaseDir::open(&d),
+            Err(PublishError::Locked { .. })
+        ));
+        drop(dir);
+        std::fs::write(d.join(".p.img.abupdate-tmp"), b"half").expect("write");
+        let _dir = ReleaseDir::open(&d).expect("reopen");
+        assert!(!d.join(".p.img.abupdate-tmp").exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn publish_keeps_the_previous_bound_signatures_and_prunes_older_ones() {
+        let d = temp("prune");
+        let dir = ReleaseDir::open(&d).expect("open");
+        let ks = keys(2);
+        let both: Vec<SecretKey> = ks.iter().map(|(s, _)| dup(s)).collect();
+        let one = vec![dup(&ks[0].0)];
+        let bodies: Vec<Vec<u8>> = (0..3).map(|i| format!("m{i}").into_bytes()).collect();
+        dir.publish_manifest("release.json", &bodies[0], &both, None)
+            .expect("m0");
+        assert!(d.join("release.json.1.minisig").exists());
+        dir.publish_manifest("release.json", &bodies[1], &one, Some(&bodies[0]))
+            .expect("m1");
+        assert!(
+            !d.join("release.json.1.minisig").exists(),
+            "stale second key"
+        );
+        dir.publish_manifest("release.json", &bodies[2], &one, Some(&bodies[1]))
+            .expect("m2");
+        let bound = |b: &[u8]| d.join(signature_name(&bound_base("release.json", b), 0));
+        assert!(bound(&bodies[2]).exists() && bound(&bodies[1]).exists());
+        assert!(!bound(&bodies[0]).exists(), "older than the previous");
+        assert!(!d
+            .join(signature_name(&bound_base("release.json", &bodies[0]), 1))
+            .exists());
+        let ring = KeyRing::from_keys(vec![ks[0].1.clone()]);
+        let current = dir.read_verified("release.json", &ring, 1);
+        // Not a manifest: verified, then refused by the parser.
+        assert!(matches!(current, Err(PublishError::Manifest { .. })));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_rewrite_advances_created_and_keeps_every_other_field() {
+        let d = temp("rewrite");
+        let dir = ReleaseDir::open(&d).expect("open");
+        let ks = keys(1);
+        let ring = KeyRing::from_keys(vec![ks[0].1.clone()]);
+        let body = manifest("2030-01-01T00:00:00Z", "2031-01-01T00:00:00Z");
+        dir.publish_manifest("release.json", &body, &[dup(&ks[0].0)], None)
+            .expect("publish");
+        let current = dir
+            .read_verified("release.json", &ring, 1)
+            .expect("verified");
+        // This clock (2026) is behind the manifest's created (2030).
+        let now = crate::timefmt::parse_rfc3339("2026-01-01T00:00:00Z").expect("t");
+        let new = current
+            .rewrite(now, |v| {
+                v["rollout"]["paused"] = true.into();
+                Ok(())
+            })
+            .expect("rewrite");
+        let v: serde_json::Value = serde_json::from_slice(&new).expect("json");
+        assert_eq!(v["created"], "2030-01-01T00:00:01Z");
+        assert_eq!(v["x-vendor"]["build"], 7);
+        assert_eq!(v["rollout"]["x-note"], "kept");
+        assert_eq!(v["rollout"]["paused"], true);
+        let late = crate::timefmt::parse_rfc3339("2031-06-01T00:00:00Z").expect("t");
+        let e = current.rewrite(late, |_| Ok(())).expect_err("expired");
+        assert!(
+            e.to_string().contains("expired at 2031-01-01T00:00:00Z"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     #[test]
     fn names_outside_the_directory_are_refused() {
         for bad in ["", "../x", "a/b", ".hidden"] {
