@@ -9,7 +9,7 @@ use crate::config::{self, Config};
 use crate::error::{Error, Result};
 use crate::install::WriteMode;
 use crate::manifest::Rollout;
-use crate::pack::{self, PackOptions};
+use crate::pack::PackOptions;
 use crate::slot::SlotName;
 use crate::timefmt::parse_rfc3339;
 use crate::trust::minisign;
@@ -786,8 +786,8 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
 
 #[cfg(feature = "pack")]
 fn run_pack(global: &Global, opts: &PackOptions) -> Result<i32> {
-    pack::check_options(opts).map_err(usage)?;
-    let manifest = pack::pack(opts).map_err(Error::Refused)?;
+    crate::pack::check_options(opts).map_err(usage)?;
+    let manifest = crate::pack::pack(opts).map_err(Error::Refused)?;
     if !global.quiet {
         eprintln!("wrote {} and its signature", manifest.display());
     }

@@ -183,7 +183,7 @@ impl Policy {
     /// positive); the error names the flag.
     pub fn check(&self) -> Result<(), String> {
         let fraction = |flag: &str, v: f64, zero_ok: bool| {
-            if !v.is_finite() || v < 0.0 || v > 1.0 || (!zero_ok && v == 0.0) {
+            if !v.is_finite() || !(0.0..=1.0).contains(&v) || (!zero_ok && v == 0.0) {
                 Err(format!("{flag} {v}: a fraction from 0 to 1"))
             } else {
                 Ok(())

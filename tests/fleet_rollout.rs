@@ -9,7 +9,7 @@ mod common;
 use common::host::{image, run, text, HostOptions, TestHost, COMPATIBLE};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn with_url(h: &TestHost, m: &std::path::Path, extra: &str) {
