@@ -822,6 +822,12 @@ fn run_fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    if !opts.manifest.is_file() {
+        return Err(Error::io(
+            &opts.manifest,
+            std::io::ErrorKind::NotFound.into(),
+        ));
+    }
     let secrets = publish::load_secret_keys(&opts.secrets)?;
     // Without --keys, the keys that re-sign must be the ones whose valid
     // signatures the manifest carries: what was not signed by them is
