@@ -89,6 +89,9 @@ fn signature_by_untrusted_key() {
         other_pk.to_str().expect("p"),
     ]);
     assert!(out.status.success(), "{}", text(&out));
+    for sig in common::host::signature_files(&m) {
+        std::fs::remove_file(sig).expect("rm");
+    }
     let out = h.abupdate(&[
         "sign",
         "--secret",
