@@ -20,6 +20,7 @@ use crate::fetch::{Document, Transport, TransportOptions, Validators};
 use crate::install::{self, WriteMode};
 use crate::manifest::{self, HostFacts, Manifest, NotApplicable, Version};
 use crate::progress::Progress;
+use crate::publish;
 use crate::rollout::{self, Standing};
 use crate::slot::{Device, SlotName};
 use crate::state::{ImageRef, LastCheck, Phase, SlotRecord, State, StateDir, Transaction};
@@ -178,32 +179,54 @@ pub fn fetch_verified(
         Document::NotFound => return Err(Error::Refused(format!("{location}: not found"))),
     };
     let keys = KeyRing::load(&host.config.update.keys_dirs)?;
-    let mut signatures = Vec::new();
-    let mut names = vec![format!("{location}.minisig")];
-    if host.config.update.threshold > 1 {
-        names.extend((1..=16).map(|n| format!("{location}.{n}.minisig")));
-    }
-    for name in names {
-        match transport.get_document(&host.via_mirror(&name), 64 * 1024, None)? {
-            Document::Fetched { body, .. } => {
-                signatures.push((name, String::from_utf8_lossy(&body).into_owned()));
-            }
-            Document::NotFound if name.ends_with(".minisig") && signatures.len() > 1 => break,
-            _ => {}
+    let threshold = host.config.update.threshold;
+    let signatures = fetch_signatures(host, transport, location)?;
+    // Mid-publish, or behind a cache, the standard signature may belong to
+    // another manifest (or not be there yet): the publisher leaves the
+    // signatures of these very bytes under names bound to them first
+    // (crate::publish).
+    let bound = || {
+        fetch_signatures(host, transport, &publish::bound_base(location, &body)).unwrap_or_default()
+    };
+    match publish::verify_signatures(&body, &signatures, bound, &keys, threshold) {
+        Ok(()) => {}
+        Err(trust::TrustError::NoSignatures) => {
+            return Err(Error::Refused(format!(
+                "{location}.minisig: missing (a release must be signed)"
+            )))
         }
+        Err(e) => return Err(e.into()),
     }
-    if signatures.is_empty() {
-        return Err(Error::Refused(format!(
-            "{location}.minisig: missing (a release must be signed)"
-        )));
-    }
-    trust::verify_threshold(&body, &signatures, &keys, host.config.update.threshold)?;
     let manifest = Manifest::parse(&body)?;
     Ok(Some(Verified {
         location: location.to_string(),
         manifest,
         validators,
     }))
+}
+
+/// The signature files of the manifest at `base` (`base.minisig`, and
+/// `base.N.minisig` for a threshold above 1), as (URL, text).
+fn fetch_signatures(
+    host: &Host,
+    transport: &Transport,
+    base: &str,
+) -> Result<Vec<(String, String)>> {
+    let count = match host.config.update.threshold {
+        0 | 1 => 1,
+        _ => publish::MAX_SIGNATURES,
+    };
+    let mut signatures = Vec::new();
+    for name in (0..count).map(|i| publish::signature_name(base, i)) {
+        match transport.get_document(&host.via_mirror(&name), 64 * 1024, None)? {
+            Document::Fetched { body, .. } => {
+                signatures.push((name, String::from_utf8_lossy(&body).into_owned()));
+            }
+            Document::NotFound if signatures.len() > 1 => break,
+            _ => {}
+        }
+    }
+    Ok(signatures)
 }
 
 /// The outcome of `check`.

@@ -9,7 +9,7 @@ use crate::config::{self, Config};
 use crate::error::{Error, Result};
 use crate::install::WriteMode;
 use crate::manifest::Rollout;
-use crate::pack::{self, PackOptions};
+use crate::pack::PackOptions;
 use crate::slot::SlotName;
 use crate::timefmt::parse_rfc3339;
 use crate::trust::minisign;
@@ -31,10 +31,13 @@ usage: abupdate [--config FILE] [--json] [--quiet] COMMAND
   keygen --secret FILE --public FILE
   sign --secret FILE [--trusted-comment TEXT] FILE
   verify --public FILE FILE   checks FILE.minisig
-  fleet --manifest FILE --secret FILE --reports PATH [--max-failures N] [--max-failure-rate R]
-        [--min-reports N] [--waves 1,5,25,100 --fleet-size N] [--advance-when F] [--dry-run]
+  fleet --manifest FILE --secret FILE [--secret ...] [--keys DIR ...] [--threshold N] --reports PATH
+        [--max-failures N] [--max-failure-rate R] [--min-reports N]
+        [--waves 1,5,25,100 --fleet-size N] [--advance-when F] [--dry-run]
                               operator: pause or advance a rollout from the hosts' reports
-  pack --secret FILE --compatible C --version V --image CLASS=PATH [--image ...]
+                              (verified first with the hosts' keys, else the secrets' own;
+                              re-signed by the keys that signed it)
+  pack --secret FILE [--secret ...] --compatible C --version V --image CLASS=PATH [--image ...]
        --out DIR [--expires-days N | --expires TIME] [--created TIME]
        [--level N | --no-compress] [--window-log N] [--percent P]
        [--rollout-start TIME --start-percentage P --duration-minutes M] [--paused]
@@ -103,7 +106,13 @@ pub enum Command {
 #[derive(Clone, Debug)]
 pub struct FleetOptions {
     pub manifest: PathBuf,
-    pub secret: PathBuf,
+    /// The keys that re-sign it: the ones that signed it, `threshold` of them.
+    pub secrets: Vec<PathBuf>,
+    /// The hosts' trusted key directories and threshold: the manifest is
+    /// verified against them before anything is changed (no directory: the
+    /// public halves of `secrets` are the trusted keys).
+    pub keys_dirs: Vec<PathBuf>,
+    pub threshold: usize,
     pub reports: PathBuf,
     pub policy: crate::fleet::Policy,
     pub dry_run: bool,
@@ -189,6 +198,8 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
         "--waves",
         "--fleet-size",
         "--advance-when",
+        "--keys",
+        "--threshold",
     ];
     while let Some(a) = args.items.next() {
         match a.as_str() {
@@ -230,6 +241,13 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
             .and_then(|(_, v)| v.clone())
     };
     let need = |name: &str| get(name).ok_or_else(|| usage(format!("{command} needs {name}")));
+    let all = |name: &str| -> Vec<PathBuf> {
+        flags
+            .iter()
+            .filter(|(f, _)| f == name)
+            .filter_map(|(_, v)| v.as_ref().map(PathBuf::from))
+            .collect()
+    };
     let at_most = |n: usize| -> Result<()> {
         if positional.len() > n {
             Err(usage(format!(
@@ -387,6 +405,7 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
             };
             let images = class_paths("--image")?;
             let delta_from = class_paths("--delta-from")?;
+            need("--secret")?;
             let rollout_given = [
                 "--percent",
                 "--rollout-start",
@@ -416,7 +435,7 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                 None
             };
             Command::Pack(Box::new(PackOptions {
-                secret_key: need("--secret")?.into(),
+                secret_keys: all("--secret"),
                 compatible: need("--compatible")?,
                 version: need("--version")?,
                 images,
@@ -445,9 +464,15 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                     .map(|v| number("--window-log", &v))
                     .transpose()?,
                 rollout,
-                segment_size: get("--segment-size")
-                    .map(|v| number::<u64>("--segment-size", &v).map(|m| m << 20))
-                    .transpose()?,
+                segment_size: match get("--segment-size") {
+                    None => None,
+                    Some(v) => match number::<u64>("--segment-size", &v)? {
+                        m @ 1..=1024 => Some(m << 20),
+                        m => {
+                            return Err(usage(format!("--segment-size {m}: give 1 to 1024 (MiB)")))
+                        }
+                    },
+                },
                 delta_from,
                 delta_level: get("--delta-level")
                     .map(|v| number("--delta-level", &v))
@@ -474,6 +499,8 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                 "--fleet-size",
                 "--advance-when",
                 "--dry-run",
+                "--keys",
+                "--threshold",
             ])?;
             at_most(0)?;
             let mut policy = crate::fleet::Policy::default();
@@ -493,14 +520,21 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                 .map(|v| number("--fleet-size", &v))
                 .transpose()?;
             if let Some(v) = get("--waves") {
-                policy.waves = v
-                    .split(',')
-                    .map(|w| number("--waves", w.trim()))
-                    .collect::<Result<_>>()?;
+                policy.waves = crate::fleet::parse_waves(&v).map_err(usage)?;
             }
+            policy.check().map_err(usage)?;
+            need("--secret")?;
             Command::Fleet(Box::new(FleetOptions {
                 manifest: need("--manifest")?.into(),
-                secret: need("--secret")?.into(),
+                secrets: all("--secret"),
+                keys_dirs: all("--keys"),
+                threshold: match get("--threshold") {
+                    None => 1,
+                    Some(v) => match number::<usize>("--threshold", &v)? {
+                        n @ 1..=crate::publish::MAX_SIGNATURES => n,
+                        n => return Err(usage(format!("--threshold {n}: give 1 to 17"))),
+                    },
+                },
                 reports: need("--reports")?.into(),
                 policy,
                 dry_run: has("--dry-run"),
@@ -585,8 +619,11 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
                 format!("timestamp:{}\tfile:{name}\thashed", crate::timefmt::now())
             });
             let sig_path = PathBuf::from(format!("{}.minisig", file.display()));
-            std::fs::write(&sig_path, minisign::sign_prehashed(&sk, &digest, &comment))
-                .map_err(|e| Error::io(&sig_path, e))?;
+            // Never a half-written signature next to the file.
+            crate::publish::replace_file(
+                &sig_path,
+                minisign::sign_prehashed(&sk, &digest, &comment).as_bytes(),
+            )?;
             Ok(0)
         }
         Command::Verify { public, file } => {
@@ -749,7 +786,8 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
 
 #[cfg(feature = "pack")]
 fn run_pack(global: &Global, opts: &PackOptions) -> Result<i32> {
-    let manifest = pack::pack(opts).map_err(Error::Refused)?;
+    crate::pack::check_options(opts).map_err(usage)?;
+    let manifest = crate::pack::pack(opts).map_err(Error::Refused)?;
     if !global.quiet {
         eprintln!("wrote {} and its signature", manifest.display());
     }
@@ -764,37 +802,86 @@ fn run_pack(_global: &Global, _opts: &PackOptions) -> Result<i32> {
     ))
 }
 
-/// Tally the reports for the manifest's release and pause or advance it.
+/// Tally the reports for the manifest's release and pause or advance it:
+/// verify the manifest as hosts do, and the keys that will re-sign it,
+/// before deciding; then re-sign and publish it atomically
+/// ([`crate::publish`]).
 fn run_fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
-    let text = std::fs::read(&opts.manifest).map_err(|e| Error::io(&opts.manifest, e))?;
-    let mut doc: crate::manifest::ManifestDoc = serde_json::from_slice(&text)
-        .map_err(|e| Error::Refused(format!("{}: {e}", opts.manifest.display())))?;
-    let events = crate::fleet::read_reports(&opts.reports).map_err(Error::Refused)?;
-    let tally = crate::fleet::tally(&events, &doc.version);
+    use crate::publish::{self, ReleaseDir};
+    let name = opts
+        .manifest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            usage(format!(
+                "--manifest {}: not a file",
+                opts.manifest.display()
+            ))
+        })?;
+    let dir = match opts.manifest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !opts.manifest.is_file() {
+        return Err(Error::io(
+            &opts.manifest,
+            std::io::ErrorKind::NotFound.into(),
+        ));
+    }
+    let secrets = publish::load_secret_keys(&opts.secrets)?;
+    // Without --keys, the keys that re-sign must be the ones whose valid
+    // signatures the manifest carries: what was not signed by them is
+    // never signed by them.
+    let keys = match opts.keys_dirs.is_empty() {
+        true => {
+            crate::trust::KeyRing::from_keys(secrets.iter().map(|(_, k)| k.public_key()).collect())
+        }
+        false => crate::trust::KeyRing::load(&opts.keys_dirs)?,
+    };
+    let dir = ReleaseDir::open(&dir)?;
+    let current = dir.read_verified(name, &keys, opts.threshold)?;
+    current.check_signers(&secrets, &keys, opts.threshold)?;
+    let doc = &current.manifest.doc;
+    let reports = crate::fleet::read_reports(&opts.reports).map_err(Error::Refused)?;
+    let tally = crate::fleet::tally(&reports.events, &doc.compatible, &doc.version);
     let action = crate::fleet::decide(doc.rollout.as_ref(), &tally, &opts.policy);
-    let changed = crate::fleet::apply(&mut doc, &action);
     let (verb, reason) = match &action {
         crate::fleet::Action::Keep { reason } => ("keep", reason.clone()),
         crate::fleet::Action::Pause { reason } => ("pause", reason.clone()),
         crate::fleet::Action::Advance { to, reason } => ("advance", format!("to {to}%: {reason}")),
     };
-    if changed && !opts.dry_run {
-        let key = minisign::SecretKey::parse(&read_text(&opts.secret)?)
-            .map_err(|e| Error::Refused(format!("{}: {e}", opts.secret.display())))?;
-        let mut body =
-            serde_json::to_vec_pretty(&doc).map_err(|e| Error::Refused(e.to_string()))?;
-        body.push(b'\n');
-        pack::write_signed(&opts.manifest, &body, &key).map_err(Error::Refused)?;
+    let changed = !matches!(action, crate::fleet::Action::Keep { .. });
+    if !changed && !opts.dry_run && dir.finish_publish(name, &current)? && !global.quiet {
+        eprintln!(
+            "{}: finished an interrupted publish (its signatures are in place again)",
+            opts.manifest.display()
+        );
+    }
+    if changed {
+        let body = current.rewrite(crate::timefmt::now(), |v| {
+            crate::fleet::apply(v, &action).map(|_| ())
+        })?;
+        if !opts.dry_run {
+            let keys: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
+            dir.publish_manifest(name, &body, &keys, Some(&current.body))?;
+        }
     }
     if global.json {
         print_json(&serde_json::json!({
             "release": doc.version, "action": verb, "reason": reason, "changed": changed && !opts.dry_run,
             "installed": tally.installed, "committed": tally.committed, "failed": tally.failed,
+            "not_counted": tally.not_counted, "malformed_reports": reports.malformed,
         }));
     } else {
         println!(
-            "release {}: {verb} ({reason}); {} installed, {} committed, {} failed",
-            doc.version, tally.installed, tally.committed, tally.failed
+            "release {}: {verb} ({reason}); {} installed, {} committed, {} failed; \
+             {} failures not caused by the release, {} malformed reports skipped",
+            doc.version,
+            tally.installed,
+            tally.committed,
+            tally.failed,
+            tally.not_counted,
+            reports.malformed
         );
     }
     Ok(0)

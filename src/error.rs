@@ -17,6 +17,7 @@ pub enum Error {
     Slot(crate::slot::SlotError),
     Install(crate::install::InstallError),
     Boot(crate::boot::BootError),
+    Publish(crate::publish::PublishError),
     Health(String),
     Refused(String),
     Io {
@@ -38,6 +39,7 @@ impl fmt::Display for Error {
             Error::Slot(e) => e.fmt(f),
             Error::Install(e) => e.fmt(f),
             Error::Boot(e) => e.fmt(f),
+            Error::Publish(e) => e.fmt(f),
             Error::Io { path, source } => write!(f, "{path}: {source}"),
         }
     }
@@ -67,6 +69,7 @@ impl Error {
             Error::Slot(_) => "slot",
             Error::Install(e) => e.kind(),
             Error::Boot(_) => "bootloader",
+            Error::Publish(e) => e.kind(),
             Error::Health(_) => "health",
             Error::Refused(_) => "refused",
             Error::Io { .. } => "io",
@@ -99,6 +102,7 @@ from_layer!(
     Slot(crate::slot::SlotError),
     Install(crate::install::InstallError),
     Boot(crate::boot::BootError),
+    Publish(crate::publish::PublishError),
 );
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -33,6 +33,21 @@
 //! | `committed` | the trial slot marked good in the bootloader |
 //! | `rolled-back` | a failed trial marked bad and the old slot activated |
 //! | `rollback` | a manual rollback's activation |
+//!
+//! `pack` and `fleet` ([`crate::publish`]; `tests/publish_crash.rs` crashes
+//! at each one):
+//!
+//! | point | after / inside |
+//! | --- | --- |
+//! | `publish-payload-staged` | a payload written to its temporary file and synced |
+//! | `publish-payload-written` | a payload renamed to its name (or found there already) |
+//! | `publish-payloads-synced` | the directory synced after the payloads |
+//! | `publish-signature-write` | inside: a signature's temporary file being written (tear) |
+//! | `publish-bound-signature-written` | a signature bound to the new manifest's bytes in place |
+//! | `publish-manifest-write` | inside: the manifest's temporary file being written (tear) |
+//! | `publish-manifest-renamed` | the manifest renamed into place, directory synced |
+//! | `publish-signature-written` | a standard signature renamed into place |
+//! | `publish-cleaned` | stale signatures removed: the publish is complete |
 
 #[cfg(feature = "failpoints")]
 fn armed(name: &str) -> bool {

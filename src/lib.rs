@@ -19,6 +19,7 @@ pub mod install;
 pub mod manifest;
 pub mod pack;
 pub mod progress;
+pub mod publish;
 pub mod report;
 pub mod rollout;
 pub mod schedule;

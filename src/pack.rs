@@ -3,18 +3,22 @@
 //!
 //! Invariant: the manifest states exactly the bytes that were written next
 //! to it (sizes and SHA-256 of both the image and the payload), computed
-//! from the same single pass that wrote them, and it is signed last.
+//! from the same single pass that wrote them, and it is published last, in
+//! the order [`crate::publish`] keeps (payloads, then signatures and the
+//! manifest by rename), so a host never sees a manifest whose payloads are
+//! not complete. Every option is checked ([`check_options`]) before the
+//! first byte is written.
 //!
-//! Without the `pack` feature (a host build) only [`write_signed`] is used,
-//! by the operator's `fleet`; the compressor is left out of the binary.
+//! Without the `pack` feature (a host build) the compressor is left out of
+//! the binary.
 #![cfg_attr(not(feature = "pack"), allow(dead_code, unused_imports))]
 
 use crate::install::hex;
 use crate::manifest::{
     Compression, Delta, Image, ManifestDoc, Rollout, Segment, SourceRegion, FORMAT,
 };
+use crate::publish::{ReleaseDir, Staged};
 use crate::timefmt::{format_rfc3339, now};
-use crate::trust::minisign;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -23,7 +27,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug)]
 pub struct PackOptions {
-    pub secret_key: PathBuf,
+    /// One signature per key: `release.json.minisig`, then
+    /// `release.json.1.minisig`, … (m-of-n signing).
+    pub secret_keys: Vec<PathBuf>,
     pub compatible: String,
     pub version: String,
     pub images: Vec<(String, PathBuf)>,
@@ -109,62 +115,78 @@ fn err(path: &Path, e: impl std::fmt::Display) -> String {
     format!("{}: {e}", path.display())
 }
 
-fn pack_image(class: &str, input: &Path, opts: &PackOptions) -> Result<Image, String> {
+fn publish_err(e: crate::publish::PublishError) -> String {
+    e.to_string()
+}
+
+fn pack_image(
+    class: &str,
+    input: &Path,
+    opts: &PackOptions,
+    dir: &ReleaseDir,
+) -> Result<Image, String> {
     let name = match opts.level {
         Some(_) => format!("{class}-{}.img.zst", opts.version),
         None => format!("{class}-{}.img", opts.version),
     };
-    let out_path = opts.out.join(&name);
     let mut reader = File::open(input).map_err(|e| err(input, e))?;
-    let out = File::create(&out_path).map_err(|e| err(&out_path, e))?;
-    let mut sink = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, out),
-        hasher: Sha256::new(),
-        count: 0,
-    };
+    let mut staged = dir.stage(&name).map_err(publish_err)?;
+    let out_path = staged.path().to_path_buf();
     let mut image_hasher = Sha256::new();
     let mut size = 0u64;
-    let mut buf = vec![0u8; 4 << 20];
-    {
-        let mut out = match opts.level {
-            Some(level) => {
-                let mut e = zstd::stream::write::Encoder::new(&mut sink, level)
-                    .map_err(|e| err(&out_path, e))?;
-                let threads = std::thread::available_parallelism()
-                    .map(|n| n.get() as u32)
-                    .unwrap_or(1);
-                e.multithread(threads).map_err(|e| err(&out_path, e))?;
-                e.include_checksum(true).map_err(|e| err(&out_path, e))?;
-                if let Some(w) = opts.window_log {
-                    e.window_log(w).map_err(|e| err(&out_path, e))?;
-                    if w > 23 {
-                        e.long_distance_matching(true)
-                            .map_err(|e| err(&out_path, e))?;
-                    }
-                }
-                Output::Zstd(e)
-            }
-            None => Output::Raw(&mut sink),
+    let (download_size, download_sha) = {
+        let mut sink = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 20, &mut staged),
+            hasher: Sha256::new(),
+            count: 0,
         };
-        loop {
-            let n = reader.read(&mut buf).map_err(|e| err(input, e))?;
-            if n == 0 {
-                break;
+        let mut buf = vec![0u8; 4 << 20];
+        {
+            let mut out = match opts.level {
+                Some(level) => {
+                    let mut e = zstd::stream::write::Encoder::new(&mut sink, level)
+                        .map_err(|e| err(&out_path, e))?;
+                    let threads = std::thread::available_parallelism()
+                        .map(|n| n.get() as u32)
+                        .unwrap_or(1);
+                    e.multithread(threads).map_err(|e| err(&out_path, e))?;
+                    e.include_checksum(true).map_err(|e| err(&out_path, e))?;
+                    if let Some(w) = opts.window_log {
+                        e.window_log(w).map_err(|e| err(&out_path, e))?;
+                        if w > 23 {
+                            e.long_distance_matching(true)
+                                .map_err(|e| err(&out_path, e))?;
+                        }
+                    }
+                    Output::Zstd(e)
+                }
+                None => Output::Raw(&mut sink),
+            };
+            loop {
+                let n = reader.read(&mut buf).map_err(|e| err(input, e))?;
+                if n == 0 {
+                    break;
+                }
+                image_hasher.update(&buf[..n]);
+                size += n as u64;
+                match &mut out {
+                    Output::Zstd(e) => e.write_all(&buf[..n]),
+                    Output::Raw(w) => w.write_all(&buf[..n]),
+                }
+                .map_err(|e| err(&out_path, e))?;
             }
-            image_hasher.update(&buf[..n]);
-            size += n as u64;
-            match &mut out {
-                Output::Zstd(e) => e.write_all(&buf[..n]),
-                Output::Raw(w) => w.write_all(&buf[..n]),
+            if let Output::Zstd(e) = out {
+                e.finish().map_err(|e| err(&out_path, e))?;
             }
-            .map_err(|e| err(&out_path, e))?;
         }
-        if let Output::Zstd(e) = out {
-            e.finish().map_err(|e| err(&out_path, e))?;
-        }
+        sink.flush().map_err(|e| err(&out_path, e))?;
+        (sink.count, hex(&sink.hasher.finalize()))
+    };
+    // Checked before too; the file may have shrunk since.
+    if size == 0 {
+        return Err(format!("{}: an empty image", input.display()));
     }
-    sink.flush().map_err(|e| err(&out_path, e))?;
-    let (download_size, download_sha) = (sink.count, hex(&sink.hasher.finalize()));
+    dir.commit_payload(staged).map_err(publish_err)?;
     let image_sha = hex(&image_hasher.finalize());
     Ok(match opts.level {
         Some(_) => Image {
@@ -253,16 +275,20 @@ fn frame(
     e.finish()
 }
 
-/// Write `frames` back to back into `path`; returns the segment table.
+/// Write `frames` back to back into payload `name`; returns the segment
+/// table.
 fn write_frames(
-    path: &Path,
+    dir: &ReleaseDir,
+    name: &str,
     data_len: u64,
     seg: u64,
     frames: &[Vec<u8>],
     data: &[u8],
     source_of: &dyn Fn(usize) -> Option<SourceRegion>,
 ) -> Result<(Vec<Segment>, u64, String), String> {
-    let mut out = BufWriter::new(File::create(path).map_err(|e| err(path, e))?);
+    let mut staged: Staged = dir.stage(name).map_err(publish_err)?;
+    let path = staged.path().to_path_buf();
+    let mut out = BufWriter::new(&mut staged);
     let mut hasher = Sha256::new();
     let mut segments = Vec::with_capacity(frames.len());
     let mut patch_offset = 0u64;
@@ -278,39 +304,41 @@ fn write_frames(
             patch_length: f.len() as u64,
             source: source_of(i),
         });
-        out.write_all(f).map_err(|e| err(path, e))?;
+        out.write_all(f).map_err(|e| err(&path, e))?;
         hasher.update(f);
         patch_offset += f.len() as u64;
     }
-    out.flush().map_err(|e| err(path, e))?;
+    out.flush().map_err(|e| err(&path, e))?;
+    drop(out);
+    dir.commit_payload(staged).map_err(publish_err)?;
     Ok((segments, patch_offset, hex(&hasher.finalize())))
 }
 
 /// Pack an image as independent segments, plus one delta payload per old
 /// image given for its class.
-fn pack_segmented(class: &str, input: &Path, opts: &PackOptions) -> Result<Image, String> {
+fn pack_segmented(
+    class: &str,
+    input: &Path,
+    opts: &PackOptions,
+    dir: &ReleaseDir,
+) -> Result<Image, String> {
     let data = std::fs::read(input).map_err(|e| err(input, e))?;
     let size = data.len() as u64;
-    let seg = opts.segment_size.unwrap_or(DEFAULT_SEGMENT).max(1 << 20);
+    if size == 0 {
+        return Err(format!("{}: an empty image", input.display()));
+    }
+    let seg = opts.segment_size.unwrap_or(DEFAULT_SEGMENT);
     let count = size.div_ceil(seg) as usize;
     let slice = |i: usize| {
         let start = i as u64 * seg;
         &data[start as usize..(start + seg).min(size) as usize]
     };
-    let has_delta = opts.delta_from.iter().any(|(c, _)| c == class);
-    if has_delta && seg > 1u64 << (opts.delta_window_log - 1) {
-        return Err(format!(
-            "--segment-size {} MiB: a delta segment may fill at most half of its 2^{} window",
-            seg >> 20,
-            opts.delta_window_log
-        ));
-    }
     let level = opts.level.unwrap_or(19);
     let full = compress_parallel(count, &|i| frame(slice(i), level, None, None))
         .map_err(|e| err(input, e))?;
     let name = format!("{class}-{}.img.zst", opts.version);
     let (segments, download_size, download_sha) =
-        write_frames(&opts.out.join(&name), size, seg, &full, &data, &|_| None)?;
+        write_frames(dir, &name, size, seg, &full, &data, &|_| None)?;
     drop(full);
 
     let mut deltas = BTreeMap::new();
@@ -348,14 +376,8 @@ fn pack_segmented(class: &str, input: &Path, opts: &PackOptions) -> Result<Image
         })
         .map_err(|e| err(old_path, e))?;
         let delta_name = format!("{class}-{}.from-{}.zst", opts.version, &source_sha[..12]);
-        let (segments, download_size, _) = write_frames(
-            &opts.out.join(&delta_name),
-            size,
-            seg,
-            &frames,
-            &data,
-            &region,
-        )?;
+        let (segments, download_size, _) =
+            write_frames(dir, &delta_name, size, seg, &frames, &data, &region)?;
         deltas.insert(
             source_sha,
             Delta {
@@ -380,18 +402,70 @@ fn pack_segmented(class: &str, input: &Path, opts: &PackOptions) -> Result<Image
     })
 }
 
-/// Build the release directory; returns the manifest's path.
-#[cfg(feature = "pack")]
-pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
+/// Longest validity `--expires-days` may give: a manifest valid for longer
+/// would defeat the hosts' protection against a frozen server.
+pub const MAX_EXPIRES_DAYS: u64 = 3650;
+/// Largest segment: half of the largest delta window.
+pub const MAX_SEGMENT: u64 = 1 << 30;
+
+/// Whether `class` may name an image: it becomes part of file names in the
+/// release directory and a key of `[slots.X]` on hosts, so a strict set:
+/// an ASCII letter or digit, then letters, digits, `_` or `-`, at most 64.
+pub fn valid_class(class: &str) -> bool {
+    let b = class.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+}
+
+fn check_percent(flag: &str, p: Option<f64>) -> Result<(), String> {
+    match p {
+        Some(p) if !p.is_finite() || !(0.0..=100.0).contains(&p) => {
+            Err(format!("{flag} {p}: a percentage from 0 to 100"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Every check on the options that needs no file: run before anything is
+/// read or written, so a typo never leaves half a release behind.
+pub fn check_options(opts: &PackOptions) -> Result<(), String> {
+    if opts.secret_keys.is_empty() || opts.secret_keys.len() > crate::publish::MAX_SIGNATURES {
+        return Err(format!(
+            "pack: give 1 to {} --secret keys",
+            crate::publish::MAX_SIGNATURES
+        ));
+    }
+    if opts.compatible.is_empty() || opts.compatible.chars().any(char::is_control) {
+        return Err(format!(
+            "--compatible {:?}: must be non-empty text",
+            opts.compatible
+        ));
+    }
     crate::manifest::Version::parse(&opts.version).map_err(|e| format!("--version: {e}"))?;
     if opts.images.is_empty() {
         return Err("pack: give at least one --image CLASS=PATH".into());
     }
-    let key_text =
-        std::fs::read_to_string(&opts.secret_key).map_err(|e| err(&opts.secret_key, e))?;
-    let key = minisign::SecretKey::parse(&key_text).map_err(|e| err(&opts.secret_key, e))?;
-    std::fs::create_dir_all(&opts.out).map_err(|e| err(&opts.out, e))?;
-    let mut images = BTreeMap::new();
+    for (flag, list) in [
+        ("--image", &opts.images),
+        ("--delta-from", &opts.delta_from),
+    ] {
+        for (class, _) in list {
+            if !valid_class(class) {
+                return Err(format!(
+                    "{flag} {class:?}=…: a class is 1 to 64 ASCII letters, digits, '_' or '-', \
+                     starting with a letter or digit"
+                ));
+            }
+        }
+    }
+    for (i, (class, _)) in opts.images.iter().enumerate() {
+        if opts.images[..i].iter().any(|(c, _)| c == class) {
+            return Err(format!("--image {class}=…: class given twice"));
+        }
+    }
     for (class, _) in &opts.delta_from {
         if !opts.images.iter().any(|(c, _)| c == class) {
             return Err(format!(
@@ -399,23 +473,162 @@ pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
             ));
         }
     }
+    if let Some(l) = opts.level {
+        if !(1..=22).contains(&l) {
+            return Err(format!("--level {l}: outside zstd's 1..=22"));
+        }
+    }
+    if !(1..=22).contains(&opts.delta_level) {
+        return Err(format!(
+            "--delta-level {}: outside 1..=22",
+            opts.delta_level
+        ));
+    }
+    if let Some(w) = opts.window_log {
+        if !(10..=31).contains(&w) {
+            return Err(format!("--window-log {w}: outside 10..=31"));
+        }
+    }
+    if !(10..=MAX_DELTA_WINDOW_LOG).contains(&opts.delta_window_log) {
+        return Err(format!(
+            "--delta-window-log {}: outside 10..={MAX_DELTA_WINDOW_LOG}",
+            opts.delta_window_log
+        ));
+    }
+    let segmented = opts.segment_size.is_some() || !opts.delta_from.is_empty();
+    if segmented && opts.level.is_none() {
+        return Err("segments and deltas need compression (drop --no-compress)".into());
+    }
+    if let Some(s) = opts.segment_size {
+        if !(1 << 20..=MAX_SEGMENT).contains(&s) || s % (1 << 20) != 0 {
+            return Err(format!(
+                "--segment-size: {s} bytes; give 1 to {} MiB",
+                MAX_SEGMENT >> 20
+            ));
+        }
+    }
+    let seg = opts.segment_size.unwrap_or(DEFAULT_SEGMENT);
+    if !opts.delta_from.is_empty() && seg > 1u64 << (opts.delta_window_log - 1) {
+        return Err(format!(
+            "--segment-size {} MiB: a delta segment may fill at most half of its 2^{} window",
+            seg >> 20,
+            opts.delta_window_log
+        ));
+    }
+    if opts.expires.is_none() && !(1..=MAX_EXPIRES_DAYS).contains(&opts.expires_days) {
+        return Err(format!(
+            "--expires-days {}: give 1 to {MAX_EXPIRES_DAYS}",
+            opts.expires_days
+        ));
+    }
+    if let (Some(c), Some(e)) = (opts.created, opts.expires) {
+        if e <= c {
+            return Err(format!(
+                "--expires {} is not after --created {}",
+                format_rfc3339(e),
+                format_rfc3339(c)
+            ));
+        }
+    }
+    if let Some(r) = &opts.rollout {
+        check_percent("--percent", r.percent)?;
+        check_percent("--start-percentage", r.start_percentage)?;
+    }
+    Ok(())
+}
+
+/// Every check on the input files, before anything is written: each image
+/// (and delta source) a readable, non-empty regular file.
+pub fn check_inputs(opts: &PackOptions) -> Result<(), String> {
+    for (flag, list) in [
+        ("--image", &opts.images),
+        ("--delta-from", &opts.delta_from),
+    ] {
+        for (class, path) in list {
+            let meta = std::fs::metadata(path).map_err(|e| err(path, e))?;
+            if !meta.is_file() {
+                return Err(format!(
+                    "{flag} {class}={}: not a regular file",
+                    path.display()
+                ));
+            }
+            if meta.len() == 0 {
+                return Err(format!("{flag} {class}={}: an empty image", path.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `created` and `expires` of a new manifest. `previous`: the `created` of
+/// the manifest it replaces in the directory; the new one must be later,
+/// or hosts that saw the old one refuse it as a replay.
+pub fn release_dates(
+    opts: &PackOptions,
+    previous: Option<i64>,
+    now: i64,
+) -> Result<(i64, i64), String> {
+    let created = match opts.created {
+        Some(c) => {
+            if let Some(p) = previous.filter(|&p| c <= p) {
+                return Err(format!(
+                    "--created {} is not after the created {} of the release.json it replaces \
+                     (hosts that saw that one would refuse this one)",
+                    format_rfc3339(c),
+                    format_rfc3339(p)
+                ));
+            }
+            c
+        }
+        None => crate::publish::next_created(previous, now),
+    };
+    let expires = match opts.expires {
+        Some(e) => e,
+        None => created.saturating_add(opts.expires_days.min(MAX_EXPIRES_DAYS) as i64 * 86400),
+    };
+    if expires <= created {
+        return Err(format!(
+            "--expires {} is not after the manifest's created {}",
+            format_rfc3339(expires),
+            format_rfc3339(created)
+        ));
+    }
+    Ok((created, expires))
+}
+
+/// `created` of the manifest already in the directory, if it has a readable
+/// one. Unverified: it only ever makes the new `created` later.
+fn previous_created(body: Option<&[u8]>) -> Option<i64> {
+    let v: serde_json::Value = serde_json::from_slice(body?).ok()?;
+    crate::timefmt::parse_rfc3339(v.get("created")?.as_str()?).ok()
+}
+
+/// Build the release directory; returns the manifest's path.
+#[cfg(feature = "pack")]
+pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
+    check_options(opts)?;
+    check_inputs(opts)?;
+    let keys: Vec<_> = crate::publish::load_secret_keys(&opts.secret_keys)
+        .map_err(publish_err)?
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    let dir = ReleaseDir::open(&opts.out).map_err(publish_err)?;
+    let previous = dir.read_manifest("release.json").map_err(publish_err)?;
+    let (created, expires) = release_dates(opts, previous_created(previous.as_deref()), now())?;
+    let mut images = BTreeMap::new();
     for (class, path) in &opts.images {
         let segmented =
             opts.segment_size.is_some() || opts.delta_from.iter().any(|(c, _)| c == class);
         let image = if segmented {
-            if opts.level.is_none() {
-                return Err("segments and deltas need compression (drop --no-compress)".into());
-            }
-            pack_segmented(class, path, opts)?
+            pack_segmented(class, path, opts, &dir)?
         } else {
-            pack_image(class, path, opts)?
+            pack_image(class, path, opts, &dir)?
         };
         images.insert(class.clone(), image);
     }
-    let created = opts.created.unwrap_or_else(now);
-    let expires = opts
-        .expires
-        .unwrap_or(created + opts.expires_days as i64 * 86400);
+    dir.sync().map_err(publish_err)?;
+    crate::failpoint::hit("publish-payloads-synced");
     let doc = ManifestDoc {
         format: FORMAT,
         compatible: opts.compatible.clone(),
@@ -427,20 +640,9 @@ pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
     };
     let mut body = serde_json::to_vec_pretty(&doc).map_err(|e| format!("release.json: {e}"))?;
     body.push(b'\n');
-    write_signed(&opts.out.join("release.json"), &body, &key)?;
+    dir.publish_manifest("release.json", &body, &keys, previous.as_deref())
+        .map_err(publish_err)?;
     Ok(opts.out.join("release.json"))
-}
-
-/// Write `body` to `path` and its signature to `path.minisig`.
-pub fn write_signed(path: &Path, body: &[u8], key: &minisign::SecretKey) -> Result<(), String> {
-    std::fs::write(path, body).map_err(|e| err(path, e))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let comment = format!("timestamp:{}\tfile:{file_name}\thashed", now());
-    let sig_path = PathBuf::from(format!("{}.minisig", path.display()));
-    std::fs::write(&sig_path, minisign::sign(key, body, &comment)).map_err(|e| err(&sig_path, e))
 }
 
 #[cfg(test)]
@@ -448,6 +650,338 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+
+    fn opts() -> PackOptions {
+        PackOptions {
+            secret_keys: vec!["release.key".into()],
+            compatible: "acme-edge".into(),
+            version: "2.0".into(),
+            images: vec![("rootfs".into(), "rootfs.img".into())],
+            out: "out".into(),
+            created: None,
+            expires: None,
+            expires_days: 90,
+            level: Some(19),
+            window_log: None,
+            rollout: None,
+            segment_size: None,
+            delta_from: Vec::new(),
+            delta_level: 9,
+            delta_window_log: MAX_DELTA_WINDOW_LOG,
+        }
+    }
+
+    #[test]
+    fn class_names_are_a_strict_charset() {
+        for good in ["rootfs", "boot", "rootfs_2", "a-b", "A1", &"x".repeat(64)] {
+            assert!(valid_class(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            "../../escaped",
+            "a/b",
+            ".hidden",
+            "-x",
+            "_x",
+            "root fs",
+            "rootfs\n",
+            "r\u{e9}",
+            &"x".repeat(65),
+        ] {
+            assert!(!valid_class(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn check_options_refuses_each_bad_option() {
+        assert_eq!(check_options(&opts()), Ok(()));
+        let rollout = |percent: f64| {
+            Some(Rollout {
+                percent: Some(percent),
+                ..Default::default()
+            })
+        };
+        let cases: Vec<(&str, PackOptions, &str)> = vec![
+            (
+                "escaping class",
+                PackOptions {
+                    images: vec![("../../escaped".into(), "i".into())],
+                    ..opts()
+                },
+                "--image \"../../escaped\"",
+            ),
+            (
+                "empty class",
+                PackOptions {
+                    images: vec![("".into(), "i".into())],
+                    ..opts()
+                },
+                "a class is",
+            ),
+            (
+                "duplicate class",
+                PackOptions {
+                    images: vec![("rootfs".into(), "a".into()), ("rootfs".into(), "b".into())],
+                    ..opts()
+                },
+                "class given twice",
+            ),
+            (
+                "no image",
+                PackOptions {
+                    images: vec![],
+                    ..opts()
+                },
+                "at least one --image",
+            ),
+            (
+                "no key",
+                PackOptions {
+                    secret_keys: vec![],
+                    ..opts()
+                },
+                "--secret",
+            ),
+            (
+                "bad version",
+                PackOptions {
+                    version: "2.0-rc1".into(),
+                    ..opts()
+                },
+                "--version",
+            ),
+            (
+                "empty compatible",
+                PackOptions {
+                    compatible: String::new(),
+                    ..opts()
+                },
+                "--compatible",
+            ),
+            (
+                "percent nan",
+                PackOptions {
+                    rollout: rollout(f64::NAN),
+                    ..opts()
+                },
+                "--percent NaN",
+            ),
+            (
+                "percent inf",
+                PackOptions {
+                    rollout: rollout(f64::INFINITY),
+                    ..opts()
+                },
+                "--percent inf",
+            ),
+            (
+                "percent 150",
+                PackOptions {
+                    rollout: rollout(150.0),
+                    ..opts()
+                },
+                "--percent 150",
+            ),
+            (
+                "percent -5",
+                PackOptions {
+                    rollout: rollout(-5.0),
+                    ..opts()
+                },
+                "--percent -5",
+            ),
+            (
+                "start percentage nan",
+                PackOptions {
+                    rollout: Some(Rollout {
+                        start_percentage: Some(f64::NAN),
+                        ..Default::default()
+                    }),
+                    ..opts()
+                },
+                "--start-percentage",
+            ),
+            (
+                "expires before created",
+                PackOptions {
+                    created: Some(2_000_000_000),
+                    expires: Some(1_999_999_999),
+                    ..opts()
+                },
+                "is not after --created",
+            ),
+            (
+                "expires-days overflow",
+                PackOptions {
+                    expires_days: 999_999_999_999_999,
+                    ..opts()
+                },
+                "--expires-days 999999999999999",
+            ),
+            (
+                "expires-days 0",
+                PackOptions {
+                    expires_days: 0,
+                    ..opts()
+                },
+                "--expires-days 0",
+            ),
+            (
+                "segment 0",
+                PackOptions {
+                    segment_size: Some(0),
+                    ..opts()
+                },
+                "--segment-size",
+            ),
+            (
+                "segment not whole MiB",
+                PackOptions {
+                    segment_size: Some(MIB + 1),
+                    ..opts()
+                },
+                "--segment-size",
+            ),
+            (
+                "segment above 1 GiB",
+                PackOptions {
+                    segment_size: Some(2048 * MIB),
+                    ..opts()
+                },
+                "--segment-size",
+            ),
+            (
+                "segment too big for the delta window",
+                PackOptions {
+                    segment_size: Some(1024 * MIB),
+                    delta_from: vec![("rootfs".into(), "old".into())],
+                    delta_window_log: 30,
+                    ..opts()
+                },
+                "at most half",
+            ),
+            (
+                "delta without image",
+                PackOptions {
+                    delta_from: vec![("boot".into(), "old".into())],
+                    ..opts()
+                },
+                "no --image boot",
+            ),
+            (
+                "segments uncompressed",
+                PackOptions {
+                    level: None,
+                    segment_size: Some(MIB),
+                    ..opts()
+                },
+                "need compression",
+            ),
+            (
+                "level 0",
+                PackOptions {
+                    level: Some(0),
+                    ..opts()
+                },
+                "--level 0",
+            ),
+            (
+                "level 23",
+                PackOptions {
+                    level: Some(23),
+                    ..opts()
+                },
+                "--level 23",
+            ),
+            (
+                "window log 32",
+                PackOptions {
+                    window_log: Some(32),
+                    ..opts()
+                },
+                "--window-log 32",
+            ),
+            (
+                "delta level 0",
+                PackOptions {
+                    delta_level: 0,
+                    ..opts()
+                },
+                "--delta-level 0",
+            ),
+        ];
+        for (what, o, want) in cases {
+            let e = check_options(&o).expect_err(what);
+            assert!(e.contains(want), "{what}: {e}");
+            assert!(!e.contains('\n'), "{what}: not one line: {e}");
+        }
+        // --segment-size 1 (MiB) is fine; --expires alone needs no days.
+        let ok = PackOptions {
+            segment_size: Some(MIB),
+            expires: Some(2_000_000_000),
+            expires_days: 0,
+            ..opts()
+        };
+        assert_eq!(check_options(&ok), Ok(()));
+    }
+
+    #[test]
+    fn check_inputs_refuses_directories_empty_and_missing_images() {
+        let dir = std::env::temp_dir().join(format!("abupdate-pack-inputs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let empty = dir.join("empty.img");
+        std::fs::write(&empty, b"").expect("write");
+        let full = dir.join("full.img");
+        std::fs::write(&full, b"data").expect("write");
+        let with = |path: &Path| PackOptions {
+            images: vec![("rootfs".into(), path.to_path_buf())],
+            ..opts()
+        };
+        assert_eq!(check_inputs(&with(&full)), Ok(()));
+        let e = check_inputs(&with(&dir)).expect_err("a directory");
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = check_inputs(&with(&empty)).expect_err("empty");
+        assert!(e.contains("an empty image"), "{e}");
+        let e = check_inputs(&with(&dir.join("missing"))).expect_err("missing");
+        assert!(e.contains("missing"), "{e}");
+        let delta_dir = PackOptions {
+            delta_from: vec![("rootfs".into(), dir.clone())],
+            ..with(&full)
+        };
+        assert!(check_inputs(&delta_dir).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_new_manifest_is_created_after_the_one_it_replaces() {
+        let now = 1_800_000_000;
+        assert_eq!(
+            release_dates(&opts(), None, now),
+            Ok((now, now + 90 * 86400))
+        );
+        // The clock is behind the published manifest: one second after it.
+        assert_eq!(
+            release_dates(&opts(), Some(now + 50), now).map(|d| d.0),
+            Ok(now + 51)
+        );
+        let explicit = |c: i64| PackOptions {
+            created: Some(c),
+            ..opts()
+        };
+        assert_eq!(
+            release_dates(&explicit(now), Some(now - 1), now + 99).map(|d| d.0),
+            Ok(now)
+        );
+        let e = release_dates(&explicit(now), Some(now), now).expect_err("not after");
+        assert!(e.contains("is not after the created"), "{e}");
+        let expires_early = PackOptions {
+            expires: Some(now + 10),
+            ..opts()
+        };
+        let e = release_dates(&expires_early, Some(now + 20), now).expect_err("expired");
+        assert!(e.contains("--expires"), "{e}");
+    }
 
     #[test]
     fn a_source_that_fits_the_window_is_referenced_whole() {

@@ -6,9 +6,10 @@
 
 mod common;
 
-use common::host::{image, run, text, HostOptions, TestHost};
+use common::host::{image, run, text, HostOptions, TestHost, COMPATIBLE};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::Command;
 
 fn with_url(h: &TestHost, m: &std::path::Path, extra: &str) {
@@ -249,7 +250,9 @@ fn verdicts_are_reported_as_a_prometheus_textfile_and_a_webhook() {
     let bad = h.dir.join("r2/release.json.minisig");
     std::fs::write(&bad, "garbage").expect("write");
     let m3 = h.pack("r3", "3.0", &image("3.0", 1 << 20), &[]);
-    std::fs::write(m3.with_file_name("release.json.minisig"), "garbage").expect("write");
+    for sig in common::host::signature_files(&m3) {
+        std::fs::write(sig, "garbage").expect("write");
+    }
     let out = h.abupdate(&["install", "--no-reboot", m3.to_str().expect("p")]);
     assert_eq!(out.status.code(), Some(1));
     let failed: serde_json::Value = serde_json::from_str(
@@ -278,16 +281,19 @@ fn the_operator_pauses_a_failing_release_by_re_signing_its_manifest() {
     let mut lines = String::new();
     for i in 0..6 {
         lines.push_str(&format!(
-            "{{\"host\":\"h{i}\",\"compatible\":\"c\",\"release\":\"2.0\",\"booted_slot\":\"A\",\"booted_version\":\"1.0\",\"outcome\":\"rolled_back\",\"error_kind\":\"health\",\"message\":null,\"time\":{i}}}\n"
+            "{{\"host\":\"h{i}\",\"compatible\":\"{COMPATIBLE}\",\"release\":\"2.0\",\"booted_slot\":\"A\",\"booted_version\":\"1.0\",\"outcome\":\"rolled_back\",\"error_kind\":\"health\",\"message\":null,\"time\":{i}}}\n"
         ));
     }
     std::fs::write(&reports, lines).expect("reports");
+    let keys = h.dir.join("keys");
     let args = |extra: &[&str]| {
         let mut v = vec![
             "--json",
             "fleet",
             "--manifest",
             m.to_str().expect("p"),
+            "--keys",
+            keys.to_str().expect("p"),
             "--secret",
             h.secret_key.to_str().expect("p"),
             "--reports",
@@ -437,4 +443,389 @@ fn a_site_cache_serves_the_second_host_and_a_resumed_download() {
         );
         println!("site cache log for the payload: {cached:?}");
     }
+}
+
+/// One report as a host's webhook posts it.
+fn report(host: &str, compatible: &str, outcome: &str, kind: Option<&str>, time: i64) -> String {
+    serde_json::json!({
+        "host": host, "compatible": compatible, "release": "2.0", "booted_slot": "A",
+        "booted_version": "1.0", "outcome": outcome, "error_kind": kind, "message": null,
+        "time": time,
+    })
+    .to_string()
+}
+
+/// `abupdate fleet` on manifest `m`, signing with `secrets`.
+fn fleet(m: &Path, secrets: &[&Path], reports: &Path, extra: &[&str]) -> std::process::Output {
+    let mut c = Command::new(common::host::bin());
+    c.args(["--json", "fleet", "--manifest"]).arg(m);
+    for s in secrets {
+        c.arg("--secret").arg(s);
+    }
+    c.arg("--reports").arg(reports).args(extra);
+    run(&mut c)
+}
+
+/// Every file of a release directory with its bytes.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .expect("release dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).expect("read"),
+            )
+        })
+        .collect()
+}
+
+/// Whether the real minisign accepts `sig` (default `m.minisig`) over `m`.
+fn minisign_accepts(m: &Path, public: &Path, sig: Option<&Path>) -> bool {
+    let mut c = Command::new("minisign");
+    c.arg("-Vm").arg(m).arg("-p").arg(public);
+    if let Some(s) = sig {
+        c.arg("-x").arg(s);
+    }
+    run(&mut c).status.success()
+}
+
+fn stderr_line(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    err.trim_end().to_string()
+}
+
+/// Issue 20.1: `fleet` signed whatever `release.json` held. Someone who can
+/// write the manifest (image URL and hash changed, the old signature kept)
+/// and post one report got the tampered content signed with the release
+/// key. Now the manifest must pass the hosts' trust gate first: with the
+/// hosts' keys (`--keys`), and without them against the re-signing key.
+#[test]
+fn fleet_refuses_to_re_sign_a_tampered_manifest() {
+    let h = TestHost::new("fleet-tampered", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--percent", "1"]);
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&m).expect("m")).expect("json");
+    doc["images"]["rootfs"]["url"] = "http://evil.example/rootfs.img.zst".into();
+    doc["images"]["rootfs"]["sha256"] = "0".repeat(64).into();
+    std::fs::write(&m, serde_json::to_vec_pretty(&doc).expect("json")).expect("tamper");
+    assert!(!minisign_accepts(&m, &h.public_key, None));
+    let reports = h.dir.join("reports.jsonl");
+    std::fs::write(&reports, report("h1", COMPATIBLE, "committed", None, 1)).expect("r");
+    let dir = m.parent().expect("dir");
+    let before = snapshot(dir);
+    let keys = h.dir.join("keys");
+    for extra in [vec![], vec!["--keys", keys.to_str().expect("p")]] {
+        let mut args = vec!["--waves", "1,5,25,100", "--fleet-size", "100"];
+        args.extend(extra.iter());
+        let out = fleet(&m, &[&h.secret_key], &reports, &args);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", text(&out));
+        let line = stderr_line(&out);
+        assert!(
+            line.contains("release.json") && line.contains("signature does not match"),
+            "{line}"
+        );
+        assert_eq!(snapshot(dir), before, "{extra:?}: the directory changed");
+        assert!(
+            !minisign_accepts(&m, &h.public_key, None),
+            "the tampered manifest got signed"
+        );
+    }
+}
+
+/// Issue 20.2: `fleet --secret other.key` (a key the hosts do not trust)
+/// replaced a good signature, so hosts refused the manifest and never saw
+/// the pause. Now only the keys that signed it may re-sign it.
+#[test]
+fn fleet_refuses_a_key_that_did_not_sign_the_manifest() {
+    let h = TestHost::new("fleet-wrong-key", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--percent", "1"]);
+    let reports = h.dir.join("reports.jsonl");
+    let lines: Vec<String> = (0..6)
+        .map(|i| {
+            report(
+                &format!("h{i}"),
+                COMPATIBLE,
+                "rolled_back",
+                Some("health"),
+                i,
+            )
+        })
+        .collect();
+    std::fs::write(&reports, lines.join("\n")).expect("r");
+    let other_keys = h.dir.join("other-keys");
+    std::fs::create_dir_all(&other_keys).expect("mkdir");
+    let other = h.dir.join("other.key");
+    let out = run(Command::new(common::host::bin())
+        .args(["keygen", "--secret"])
+        .arg(&other)
+        .arg("--public")
+        .arg(other_keys.join("other.pub")));
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = m.parent().expect("dir");
+    let before = snapshot(dir);
+    let out = fleet(&m, &[&other], &reports, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let line = stderr_line(&out);
+    assert!(
+        line.contains("release.json") && line.contains("untrusted key"),
+        "{line}"
+    );
+    assert_eq!(snapshot(dir), before, "the directory changed");
+    // Trusted by the hosts too, but it did not sign this manifest.
+    std::fs::copy(&h.public_key, other_keys.join("release.pub")).expect("copy");
+    let keys = ["--keys", other_keys.to_str().expect("p")];
+    let out = fleet(&m, &[&other], &reports, &keys);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr_line(&out).contains("did not sign"), "{}", text(&out));
+    assert_eq!(snapshot(dir), before, "the directory changed");
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(&h.config, cfg + "[rollout]\nwariness = 0.0\n").expect("config");
+    let out = h.abupdate(&["check", m.to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+    // The right key pauses it, and the hosts see the pause.
+    let out = fleet(&m, &[&h.secret_key], &reports, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(json(&out)["action"], "pause");
+    let out = h.abupdate(&["check", m.to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("paused"), "{}", text(&out));
+}
+
+/// m-of-n: a manifest two keys signed is re-signed by both or not at all.
+/// One key alone would leave the other signature stale over the new
+/// content, and hosts with `threshold = 2` would refuse the paused manifest.
+#[test]
+fn fleet_with_m_of_n_needs_every_key_that_signed() {
+    let h = TestHost::new("fleet-m-of-n", "1.0", HostOptions::default());
+    let second = h.dir.join("second.key");
+    let out = run(Command::new(common::host::bin())
+        .args(["keygen", "--secret"])
+        .arg(&second)
+        .arg("--public")
+        .arg(h.dir.join("keys/second.pub")));
+    assert!(out.status.success(), "{}", text(&out));
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        cfg.replace("[update]\n", "[update]\nthreshold = 2\n") + "[rollout]\nwariness = 0.0\n",
+    )
+    .expect("config");
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", 1 << 20),
+        &["--percent", "1", "--secret", second.to_str().expect("p")],
+    );
+    let out = h.abupdate(&["check", m.to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(100), "2 of 2: {}", text(&out));
+    let reports = h.dir.join("reports.jsonl");
+    std::fs::write(&reports, report("h1", COMPATIBLE, "committed", None, 1)).expect("r");
+    let keys = h.dir.join("keys");
+    let k = ["--keys", keys.to_str().expect("p"), "--threshold", "2"];
+    let waves = ["--waves", "1,5,100", "--fleet-size", "100"];
+    let dir = m.parent().expect("dir");
+    let before = snapshot(dir);
+    for args in [vec![], k.to_vec()] {
+        let args: Vec<&str> = args.into_iter().chain(waves).collect();
+        let out = fleet(&m, &[&h.secret_key], &reports, &args);
+        assert_eq!(out.status.code(), Some(1), "one key: {}", text(&out));
+        stderr_line(&out);
+        assert_eq!(snapshot(dir), before, "the directory changed");
+    }
+    let args: Vec<&str> = k.into_iter().chain(waves).collect();
+    let out = fleet(&m, &[&h.secret_key, &second], &reports, &args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(json(&out)["action"], "advance");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&m).expect("m")).expect("json");
+    assert_eq!(doc["rollout"]["percent"], 5.0);
+    assert!(minisign_accepts(&m, &h.public_key, None));
+    assert!(minisign_accepts(
+        &m,
+        &keys.join("second.pub"),
+        Some(&m.with_file_name("release.json.1.minisig"))
+    ));
+    let out = h.abupdate(&["--json", "check", m.to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+}
+
+/// Issue 20.4: one `other-arm64` host's commit advanced our release and
+/// five of its rollbacks paused it; network stalls counted as failures of
+/// the release; one torn report line, one without `compatible`, or a
+/// directory of pretty-printed reports made `fleet` exit 1, so nothing
+/// could be paused. Now only what the release caused on hosts of its own
+/// `compatible` counts, and unreadable reports are skipped and counted.
+#[test]
+fn fleet_counts_only_what_the_release_caused_on_its_compatible() {
+    let h = TestHost::new("fleet-counting", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--percent", "1"]);
+    let reports = h.dir.join("reports");
+    std::fs::create_dir_all(&reports).expect("mkdir");
+    let mut lines = vec![report("arm-ok", "other-arm64", "committed", None, 1)];
+    lines.extend((0..5).map(|i| report(&format!("arm{i}"), "other-arm64", "rolled_back", None, 1)));
+    lines.extend((0..6).map(|i| {
+        report(
+            &format!("stall{i}"),
+            COMPATIBLE,
+            "failed",
+            Some("network"),
+            1,
+        )
+    }));
+    lines.push(report("busy", COMPATIBLE, "failed", Some("locked"), 1));
+    lines.push("{\"host\":\"torn\",\"compatible\":\"abupd".into());
+    lines.push(r#"{"host":"old-agent","release":"2.0","outcome":"rolled_back","time":1}"#.into());
+    std::fs::write(reports.join("a.jsonl"), lines.join("\n") + "\n").expect("r");
+    // One pretty-printed report per file, as a receiver may store them.
+    let committed: serde_json::Value =
+        serde_json::from_str(&report("ours", COMPATIBLE, "committed", None, 2)).expect("json");
+    std::fs::write(
+        reports.join("ours.json"),
+        serde_json::to_string_pretty(&committed).expect("json"),
+    )
+    .expect("r");
+    let out = fleet(
+        &m,
+        &[&h.secret_key],
+        &reports,
+        &["--waves", "1,5,25,100", "--fleet-size", "100"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (
+            j["action"].as_str(),
+            j["committed"].as_u64(),
+            j["failed"].as_u64(),
+            j["not_counted"].as_u64(),
+            j["malformed_reports"].as_u64()
+        ),
+        (Some("advance"), Some(1), Some(0), Some(7), Some(2)),
+        "{j}"
+    );
+    // Our own hosts' rollbacks do pause it.
+    let ours: Vec<String> = (0..5)
+        .map(|i| {
+            report(
+                &format!("bad{i}"),
+                COMPATIBLE,
+                "rolled_back",
+                Some("health"),
+                3,
+            )
+        })
+        .collect();
+    std::fs::write(reports.join("b.jsonl"), ours.join("\n")).expect("r");
+    let out = fleet(&m, &[&h.secret_key], &reports, &["--max-failures", "5"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(json(&out)["action"], "pause", "{}", text(&out));
+}
+
+/// Issue 20.5 (operator half) and a minor: every re-sign advances `created`
+/// (now, and after the replaced manifest's even when this clock is behind),
+/// so hosts can tell the paused copy from a cached unpaused one; unknown
+/// fields are signed content and survive the re-sign.
+#[test]
+fn every_re_sign_advances_created_and_keeps_unknown_fields() {
+    use abupdate::timefmt::{now, parse_rfc3339};
+    let h = TestHost::new("fleet-created", "1.0", HostOptions::default());
+    // Published by a build machine whose clock is 10 minutes ahead.
+    let ahead = abupdate::timefmt::format_rfc3339(now() + 600);
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", 1 << 20),
+        &["--percent", "1", "--created", &ahead],
+    );
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&m).expect("m")).expect("json");
+    doc["x-vendor"] = serde_json::json!({"build": "b-1234"});
+    doc["rollout"]["x-note"] = "canaries first".into();
+    std::fs::write(&m, serde_json::to_vec_pretty(&doc).expect("json")).expect("write");
+    let out = h.abupdate(&[
+        "sign",
+        "--secret",
+        h.secret_key.to_str().expect("p"),
+        m.to_str().expect("p"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let reports = h.dir.join("reports.jsonl");
+    let lines: Vec<String> = (0..6)
+        .map(|i| report(&format!("h{i}"), COMPATIBLE, "rolled_back", None, i))
+        .collect();
+    std::fs::write(&reports, lines.join("\n")).expect("r");
+    let created = |m: &Path| {
+        let d: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(m).expect("m")).expect("json");
+        parse_rfc3339(d["created"].as_str().expect("created")).expect("time")
+    };
+    let first = created(&m);
+    let out = fleet(&m, &[&h.secret_key], &reports, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&m).expect("m")).expect("json");
+    assert_eq!(doc["rollout"]["paused"], true);
+    assert_eq!(doc["x-vendor"]["build"], "b-1234", "{doc}");
+    assert_eq!(doc["rollout"]["x-note"], "canaries first", "{doc}");
+    assert!(created(&m) > first, "created did not advance: {doc}");
+    assert!(minisign_accepts(&m, &h.public_key, None));
+}
+
+/// A minor of issue 20: `--waves 100,1,5,25` jumped from 1% to 100%. An
+/// operator's typo is refused, not guessed at.
+#[test]
+fn fleet_refuses_waves_out_of_order() {
+    let h = TestHost::new("fleet-waves", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--percent", "1"]);
+    let reports = h.dir.join("reports.jsonl");
+    std::fs::write(&reports, report("h1", COMPATIBLE, "committed", None, 1)).expect("r");
+    let before = std::fs::read(&m).expect("m");
+    for waves in ["100,1,5,25", "1,5,25", "1,nan,100"] {
+        let out = fleet(
+            &m,
+            &[&h.secret_key],
+            &reports,
+            &["--waves", waves, "--fleet-size", "100"],
+        );
+        assert_eq!(out.status.code(), Some(2), "{waves}: {}", text(&out));
+        assert!(stderr_line(&out).contains("--waves"), "{}", text(&out));
+    }
+    assert_eq!(std::fs::read(&m).expect("m"), before);
+}
+
+/// Issue 20.3, the host's half: a host that fetched the new manifest while
+/// the old signature was still in place (between the publisher's two
+/// renames, a kill there, or a cache holding the old `.minisig`) verifies
+/// the manifest from the signatures bound to its bytes.
+#[test]
+fn a_host_between_the_manifest_and_its_signature_verifies_the_new_manifest() {
+    let h = TestHost::new("fleet-mid-publish", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--percent", "1"]);
+    let sig = m.with_file_name("release.json.minisig");
+    let old_sig = std::fs::read(&sig).expect("sig");
+    let reports = h.dir.join("reports.jsonl");
+    let lines: Vec<String> = (0..6)
+        .map(|i| report(&format!("h{i}"), COMPATIBLE, "rolled_back", None, i))
+        .collect();
+    std::fs::write(&reports, lines.join("\n")).expect("r");
+    let out = fleet(&m, &[&h.secret_key], &reports, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(&sig, old_sig).expect("the instant between the renames");
+    assert!(!minisign_accepts(&m, &h.public_key, None));
+    let out = h.abupdate(&["check", m.to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("paused"), "{}", text(&out));
+    // A copy that is neither (no bound signature of its bytes) is refused.
+    let mut body = std::fs::read(&m).expect("m");
+    body.extend_from_slice(b" ");
+    std::fs::write(&m, body).expect("m");
+    let out = h.abupdate(&["check", m.to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("signature does not match"),
+        "{}",
+        text(&out)
+    );
 }

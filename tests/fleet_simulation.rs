@@ -221,13 +221,13 @@ fn a_bad_release_is_paused_after_the_first_wave_and_never_reinstalled() {
         if (now - start) % (30 * MINUTE) == 0 {
             // The operator sees the reports that have arrived by now.
             let arrived: Vec<Event> = reports.iter().filter(|e| e.time <= now).cloned().collect();
-            let t = fleet::tally(&arrived, "3.0");
+            let t = fleet::tally(&arrived, "sim", "3.0");
             let action = fleet::decide(m.doc.rollout.as_ref(), &t, &policy);
             if let Action::Pause { .. } = action {
                 paused_at.get_or_insert(now);
             }
-            let mut doc = m.doc.clone();
-            if fleet::apply(&mut doc, &action) {
+            let mut doc = serde_json::to_value(&m.doc).expect("json");
+            if fleet::apply(&mut doc, &action).expect("apply") {
                 // Re-published (and re-signed) manifest: a new sha, same release.
                 m = Manifest::parse(&serde_json::to_vec(&doc).expect("json")).expect("manifest");
             }

@@ -89,6 +89,9 @@ fn signature_by_untrusted_key() {
         other_pk.to_str().expect("p"),
     ]);
     assert!(out.status.success(), "{}", text(&out));
+    for sig in common::host::signature_files(&m) {
+        std::fs::remove_file(sig).expect("rm");
+    }
     let out = h.abupdate(&[
         "sign",
         "--secret",
@@ -104,9 +107,10 @@ fn signature_by_untrusted_key() {
 fn truncated_minisig() {
     let h = host("truncated-sig");
     let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
-    let sig = m.with_file_name("release.json.minisig");
-    let data = std::fs::read(&sig).expect("sig");
-    std::fs::write(&sig, &data[..data.len() / 2]).expect("write");
+    for sig in common::host::signature_files(&m) {
+        let data = std::fs::read(&sig).expect("sig");
+        std::fs::write(&sig, &data[..data.len() / 2]).expect("write");
+    }
     let b = h.untouched();
     assert_refused(&h, &b, &install(&h, &m), "release.json.minisig");
 }
@@ -257,7 +261,9 @@ fn second_instance() {
 fn missing_signature_file() {
     let h = host("no-sig");
     let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
-    std::fs::remove_file(m.with_file_name("release.json.minisig")).expect("rm");
+    for sig in common::host::signature_files(&m) {
+        std::fs::remove_file(sig).expect("rm");
+    }
     let b = h.untouched();
     assert_refused(&h, &b, &install(&h, &m), "minisig");
 }

@@ -383,3 +383,86 @@ fn key_ids_with_leading_zeros_match_minisign() {
     );
     assert_eq!(d.read("recreated.pub"), pk.to_file_string());
 }
+
+/// What `pack` and `fleet` publish, m-of-n with a key minisign made
+/// (`-G -W`) and one of ours: every signature they write, under the
+/// standard names and under the names bound to the manifest's bytes, is
+/// accepted by `minisign -V` for the manifest it belongs to.
+#[test]
+fn minisign_accepts_every_signature_pack_and_fleet_write() {
+    if !have_minisign() {
+        return;
+    }
+    let d = TempDir::new("pack-fleet");
+    let (m_pub, m_key) = keygen_w(&d);
+    let (sk, pk) = generate_keypair().expect("keygen");
+    let ours_key = d.write("ours.key", sk.to_file_string());
+    let keys = d.path("keys");
+    std::fs::create_dir_all(&keys).expect("mkdir");
+    std::fs::copy(&m_pub, keys.join("minisign.pub")).expect("copy");
+    std::fs::write(keys.join("ours.pub"), pk.to_file_string()).expect("write");
+    let image = d.write("rootfs.img", vec![7u8; 300_000]);
+    let rel = d.path("rel");
+    let bin = env!("CARGO_BIN_EXE_abupdate");
+    let out = Command::new(bin)
+        .args(["pack", "--secret", p(&m_key), "--secret", p(&ours_key)])
+        .args([
+            "--compatible",
+            "interop",
+            "--version",
+            "2.0",
+            "--level",
+            "3",
+        ])
+        .args(["--percent", "1", "--out", p(&rel)])
+        .arg(format!("--image=rootfs={}", p(&image)))
+        .output()
+        .expect("pack");
+    ok(&out, "abupdate pack");
+    let reports = d.write(
+        "reports.jsonl",
+        r#"{"host":"h","compatible":"interop","release":"2.0","outcome":"committed","time":1}"#,
+    );
+    let m = rel.join("release.json");
+    let out = Command::new(bin)
+        .args([
+            "fleet",
+            "--manifest",
+            p(&m),
+            "--keys",
+            p(&keys),
+            "--threshold",
+            "2",
+        ])
+        .args(["--secret", p(&m_key), "--secret", p(&ours_key)])
+        .args([
+            "--reports",
+            p(&reports),
+            "--waves",
+            "1,5,100",
+            "--fleet-size",
+            "10",
+        ])
+        .output()
+        .expect("fleet");
+    ok(&out, "abupdate fleet");
+    let body = std::fs::read(&m).expect("manifest");
+    assert!(
+        String::from_utf8_lossy(&body).contains("5.0"),
+        "not advanced"
+    );
+    let tag = abupdate::publish::bound_tag(&body);
+    let ours_pub = keys.join("ours.pub");
+    for (sig, key) in [
+        ("release.json.minisig".to_string(), &m_pub),
+        ("release.json.1.minisig".to_string(), &ours_pub),
+        (format!("release.json.{tag}.minisig"), &m_pub),
+        (format!("release.json.{tag}.1.minisig"), &ours_pub),
+    ] {
+        let sig = rel.join(sig);
+        ok(
+            &minisign(&d, &["-V", "-p", p(key), "-m", p(&m), "-x", p(&sig)], None),
+            &format!("minisign -V -x {}", sig.display()),
+        );
+    }
+}

@@ -52,6 +52,27 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Every signature file of manifest `m`: `release.json.minisig`,
+/// `release.json.N.minisig` and the ones bound to a manifest's bytes
+/// (`release.json.<tag>[.N].minisig`, see `abupdate::publish`).
+pub fn signature_files(m: &Path) -> Vec<PathBuf> {
+    let name = m.file_name().map(|n| n.to_string_lossy().into_owned());
+    let prefix = format!("{}.", name.unwrap_or_default());
+    let dir = m.parent().expect("manifest dir");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("release dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".minisig"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// A synthetic image whose first line names its version, so `boot()` can
 /// read "os-release" from the slot's own bytes.
 pub fn image(version: &str, len: usize) -> Vec<u8> {

@@ -1,0 +1,929 @@
+//! Publishing a release directory: how `pack` and `fleet` write the files
+//! hosts read, and how `fleet` decides it may re-sign what is there.
+//!
+//! Invariant: at every instant — a kill or a power cut at any point of a
+//! `pack` or `fleet` run included — a host reading the directory sees the
+//! previous complete release or the new complete one: every payload the live
+//! manifest names holds exactly the bytes it states, and a set of signatures
+//! valid for the live manifest is where hosts look for it. And nothing is
+//! re-signed that the hosts' trust gate ([`crate::trust`]) would not accept
+//! as it stands, with keys other than the ones that signed it.
+//!
+//! The order of a publish, like a package repository's:
+//!
+//! 1. Payloads, each written to a hidden temporary file, fsynced, and
+//!    renamed to its versioned name, never over a file with other bytes (a
+//!    published manifest may point to it: refused), then the directory
+//!    fsynced.
+//! 2. The new manifest's signatures under names bound to its content,
+//!    `release.json.<tag>.minisig` (`<tag>` = the first 16 hex digits of the
+//!    manifest's SHA-256; `.<tag>.N.minisig` for the N-th key): no manifest
+//!    in use names them yet.
+//! 3. The manifest: temporary file, fsync, rename over `release.json`,
+//!    directory fsync.
+//! 4. The signatures under the standard names (`release.json.minisig`,
+//!    `release.json.N.minisig`: what `minisign -V` reads, and what hosts try
+//!    first), stale ones of keys no longer signing removed.
+//! 5. Bound signatures of manifests older than the one just replaced pruned.
+//!
+//! A manifest and its signature cannot be renamed together, so between 3 and
+//! 4 (and to a host that fetched the manifest just before or after a rename,
+//! or behind a cache holding an older `.minisig`) the standard signature may
+//! belong to another manifest. A host that finds the standard signatures do
+//! not verify fetches the bound names of the very bytes it holds
+//! ([`bound_tag`]) and verifies again (`agent::fetch_verified`); the bound
+//! names are immutable, so they are also safe for any cache.
+//!
+//! One `pack` or `fleet` at a time per directory (an flock on the directory
+//! itself), so a read-verify-re-sign cannot interleave with another publish.
+
+use crate::install::hex;
+use crate::manifest::{Manifest, ManifestError, MAX_MANIFEST_BYTES};
+use crate::trust::minisign::{self, PublicKey, SecretKey};
+use crate::trust::{self, KeyRing, TrustError};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Most signature files looked for per manifest (`.minisig`, `.1.minisig`
+/// … `.16.minisig`), as hosts do.
+pub const MAX_SIGNATURES: usize = 17;
+
+/// Suffix of the temporary files; leftovers of a killed run are removed by
+/// the next one.
+const TMP_SUFFIX: &str = ".abupdate-tmp";
+
+/// Why a publish was refused or failed; each names the file or key.
+#[derive(Debug)]
+pub enum PublishError {
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Another `pack` or `fleet` holds the directory.
+    Locked {
+        dir: PathBuf,
+    },
+    /// A payload name already holds other bytes.
+    Clobber {
+        path: PathBuf,
+    },
+    /// The manifest in the directory does not pass the hosts' trust gate.
+    Untrusted {
+        path: PathBuf,
+        error: TrustError,
+    },
+    /// The manifest in the directory (or the one about to be written) is not
+    /// one hosts would parse.
+    Manifest {
+        path: PathBuf,
+        error: ManifestError,
+    },
+    /// A secret key that must not sign this manifest.
+    Key {
+        path: PathBuf,
+        reason: String,
+    },
+    /// Anything else that is wrong with what was asked.
+    Refused(String),
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            PublishError::Locked { dir } => write!(
+                f,
+                "{}: another abupdate pack or fleet is publishing into this directory",
+                dir.display()
+            ),
+            PublishError::Clobber { path } => write!(
+                f,
+                "{}: already exists with other bytes, and a published manifest may point to it; \
+                 publish a new --version (or into another --out)",
+                path.display()
+            ),
+            PublishError::Untrusted { path, error } => write!(
+                f,
+                "{}: not re-signing a manifest the hosts would refuse: {error}",
+                path.display()
+            ),
+            PublishError::Manifest { path, error } => write!(f, "{}: {error}", path.display()),
+            PublishError::Key { path, reason } => write!(f, "{}: {reason}", path.display()),
+            PublishError::Refused(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+impl PublishError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PublishError::Untrusted { .. } | PublishError::Key { .. } => "signature",
+            PublishError::Manifest { .. } => "manifest",
+            PublishError::Locked { .. } => "locked",
+            _ => "publish",
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PublishError + '_ {
+    move |source| PublishError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The name tag binding signatures to one manifest's exact bytes.
+pub fn bound_tag(body: &[u8]) -> String {
+    let mut h = hex(&Sha256::digest(body));
+    h.truncate(16);
+    h
+}
+
+/// `NAME.minisig` for the first key, `NAME.N.minisig` for the (N+1)-th:
+/// the names hosts fetch for a manifest at `base` (a URL, a path or a file
+/// name); with `base = NAME.<tag>` the bound names.
+pub fn signature_name(base: &str, index: usize) -> String {
+    match index {
+        0 => format!("{base}.minisig"),
+        n => format!("{base}.{n}.minisig"),
+    }
+}
+
+/// The base of the bound signature names of manifest `body` at `base`.
+pub fn bound_base(base: &str, body: &[u8]) -> String {
+    format!("{base}.{}", bound_tag(body))
+}
+
+/// The hosts' rule for a manifest's signatures: the ones under the
+/// standard names, and only when they do not meet the threshold, those
+/// bound to these very bytes too (`bound` fetches them; copies of a
+/// standard one are dropped, they add nothing). The error is the standard
+/// set's when no other bound signature exists.
+pub fn verify_signatures(
+    body: &[u8],
+    standard: &[(String, String)],
+    bound: impl FnOnce() -> Vec<(String, String)>,
+    keys: &KeyRing,
+    threshold: usize,
+) -> Result<(), TrustError> {
+    let Err(e) = trust::verify_threshold(body, standard, keys, threshold) else {
+        return Ok(());
+    };
+    let mut extra = bound();
+    extra.retain(|(_, text)| !standard.iter().any(|(_, s)| s == text));
+    if extra.is_empty() {
+        return Err(e);
+    }
+    trust::verify_threshold(body, &[standard, &extra[..]].concat(), keys, threshold).map(|_| ())
+}
+
+/// `created` of a re-signed manifest: now, and never earlier than (nor
+/// equal to) the one it replaces, so hosts can order the copies they see
+/// even when this clock is behind.
+pub fn next_created(previous: Option<i64>, now: i64) -> i64 {
+    match previous {
+        Some(p) if p >= now => p.saturating_add(1),
+        _ => now,
+    }
+}
+
+/// A release directory, locked for one publisher.
+pub struct ReleaseDir {
+    path: PathBuf,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+/// A file being written under a temporary name; [`ReleaseDir::commit_payload`]
+/// gives it its name.
+pub struct Staged {
+    file: File,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Staged {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Write for Staged {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// A plain file name inside the directory: no separator, not hidden.
+fn check_name(name: &str) -> Result<(), PublishError> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(PublishError::Refused(format!(
+            "{name:?}: not a plain file name for a release directory"
+        )));
+    }
+    Ok(())
+}
+
+fn tmp_name(name: &str) -> String {
+    format!(".{name}{TMP_SUFFIX}")
+}
+
+/// Read at most `limit` bytes of `path`; `None` when it does not exist.
+fn read_capped(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, PublishError> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let mut out = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(io_err(path))?;
+    if out.len() as u64 > limit {
+        return Err(PublishError::Refused(format!(
+            "{}: larger than {limit} bytes",
+            path.display()
+        )));
+    }
+    Ok(Some(out))
+}
+
+/// Whether two files hold the same bytes.
+fn same_contents(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+impl ReleaseDir {
+    /// Create (if needed) and lock `path`; remove temporary files a killed
+    /// run left.
+    pub fn open(path: &Path) -> Result<ReleaseDir, PublishError> {
+        std::fs::create_dir_all(path).map_err(io_err(path))?;
+        let handle = File::open(path).map_err(io_err(path))?;
+        let lock =
+            match nix::fcntl::Flock::lock(handle, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(l) => l,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    return Err(PublishError::Locked {
+                        dir: path.to_path_buf(),
+                    })
+                }
+                Err((_, e)) => return Err(io_err(path)(e.into())),
+            };
+        let dir = ReleaseDir {
+            path: path.to_path_buf(),
+            _lock: lock,
+        };
+        for entry in std::fs::read_dir(path).map_err(io_err(path))? {
+            let entry = entry.map_err(io_err(path))?;
+            let name = entry.file_name();
+            let leftover = name
+                .to_str()
+                .is_some_and(|n| n.starts_with('.') && n.ends_with(TMP_SUFFIX));
+            if leftover {
+                let p = entry.path();
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+            }
+        }
+        Ok(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// fsync the directory: renames and removals in it are durable.
+    pub fn sync(&self) -> Result<(), PublishError> {
+        File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.path))
+    }
+
+    /// Start writing payload `name` under a temporary name.
+    pub fn stage(&self, name: &str) -> Result<Staged, PublishError> {
+        check_name(name)?;
+        let tmp = self.path.join(tmp_name(name));
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        Ok(Staged {
+            file,
+            tmp,
+            path: self.path.join(name),
+        })
+    }
+
+    /// Make a staged payload durable under its name. A file already there
+    /// with the same bytes is kept (re-packing the same release); one with
+    /// other bytes is never replaced (a published manifest may point to it).
+    /// The caller syncs the directory once all payloads are in.
+    pub fn commit_payload(&self, staged: Staged) -> Result<(), PublishError> {
+        let Staged {
+            mut file,
+            tmp,
+            path,
+        } = staged;
+        file.flush().map_err(io_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        drop(file);
+        crate::failpoint::hit("publish-payload-staged");
+        // Under the directory lock nobody else creates `path` between this
+        // check and the rename.
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => {
+                let same = same_contents(&tmp, &path).map_err(io_err(&path))?;
+                let _ = std::fs::remove_file(&tmp);
+                if !same {
+                    return Err(PublishError::Clobber { path });
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+        crate::failpoint::hit("publish-payload-written");
+        Ok(())
+    }
+
+    /// Replace `name` atomically and durably with `data` (temporary file,
+    /// fsync, rename, directory fsync); `tear` names the failpoint inside
+    /// the write, `done` the one after it.
+    fn replace(&self, name: &str, data: &[u8], tear: &str, done: &str) -> Result<(), PublishError> {
+        check_name(name)?;
+        let tmp = self.path.join(tmp_name(name));
+        let path = self.path.join(name);
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        if let Some(keep) = crate::failpoint::tear(tear, data.len()) {
+            let _ = f.write_all(&data[..keep]);
+            let _ = f.sync_all();
+            crate::failpoint::torn(tear);
+        }
+        f.write_all(data).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        self.sync()?;
+        crate::failpoint::hit(done);
+        Ok(())
+    }
+
+    /// The manifest `name` as it is now, `None` when there is none.
+    pub fn read_manifest(&self, name: &str) -> Result<Option<Vec<u8>>, PublishError> {
+        check_name(name)?;
+        read_capped(&self.path.join(name), MAX_MANIFEST_BYTES)
+    }
+
+    /// The signature files of the manifest at `base` (a name in the
+    /// directory: `base.minisig`, `base.N.minisig`), as (path, text).
+    fn signatures(&self, base: &str) -> Result<Vec<(String, String)>, PublishError> {
+        let mut out = Vec::new();
+        for i in 0..MAX_SIGNATURES {
+            let path = self.path.join(signature_name(base, i));
+            if let Some(bytes) = read_capped(&path, minisign::MAX_FILE_SIZE as u64)? {
+                out.push((
+                    path.display().to_string(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The manifest `name`, verified as hosts verify it: `threshold`
+    /// distinct keys of `keys` signed its exact bytes, and it parses.
+    pub fn read_verified(
+        &self,
+        name: &str,
+        keys: &KeyRing,
+        threshold: usize,
+    ) -> Result<Current, PublishError> {
+        let path = self.path.join(name);
+        let body = self.read_manifest(name)?.ok_or_else(|| PublishError::Io {
+            path: path.clone(),
+            source: io::ErrorKind::NotFound.into(),
+        })?;
+        let standard = self.signatures(name)?;
+        let bound = self.signatures(&bound_base(name, &body))?;
+        let untrusted = |error| PublishError::Untrusted {
+            path: path.clone(),
+            error,
+        };
+        if standard.is_empty() && bound.is_empty() {
+            return Err(untrusted(TrustError::NoSignatures));
+        }
+        verify_signatures(&body, &standard, || bound.clone(), keys, threshold)
+            .map_err(untrusted)?;
+        let standard_ok = trust::verify_threshold(&body, &standard, keys, threshold).is_ok();
+        let manifest = Manifest::parse(&body).map_err(|error| PublishError::Manifest {
+            path: path.clone(),
+            error,
+        })?;
+        Ok(Current {
+            path,
+            body,
+            manifest,
+            standard,
+            bound,
+            standard_ok,
+        })
+    }
+
+    /// Publish manifest `name` with one signature per key, in the order of
+    /// the module docs. `previous`: the manifest being replaced, whose bound
+    /// signatures are kept for hosts that fetched it a moment ago.
+    pub fn publish_manifest(
+        &self,
+        name: &str,
+        body: &[u8],
+        keys: &[SecretKey],
+        previous: Option<&[u8]>,
+    ) -> Result<(), PublishError> {
+        check_name(name)?;
+        if keys.is_empty() || keys.len() > MAX_SIGNATURES {
+            return Err(PublishError::Refused(format!(
+                "{name}: between 1 and {MAX_SIGNATURES} signing keys, not {}",
+                keys.len()
+            )));
+        }
+        let comment = format!("timestamp:{}\tfile:{name}\thashed", crate::timefmt::now());
+        let signatures: Vec<String> = keys
+            .iter()
+            .map(|k| minisign::sign(k, body, &comment))
+            .collect();
+        let bound = bound_base(name, body);
+        for (i, sig) in signatures.iter().enumerate() {
+            self.replace(
+                &signature_name(&bound, i),
+                sig.as_bytes(),
+                "publish-signature-write",
+                "publish-bound-signature-written",
+            )?;
+        }
+        self.replace(
+            name,
+            body,
+            "publish-manifest-write",
+            "publish-manifest-renamed",
+        )?;
+        for (i, sig) in signatures.iter().enumerate() {
+            self.replace(
+                &signature_name(name, i),
+                sig.as_bytes(),
+                "publish-signature-write",
+                "publish-signature-written",
+            )?;
+        }
+        self.remove_stale_signatures(name, keys.len(), &[Some(body), previous])?;
+        crate::failpoint::hit("publish-cleaned");
+        Ok(())
+    }
+
+    /// Finish a publish that was interrupted after the manifest was renamed
+    /// (its standard signatures belong to the manifest before it): copy its
+    /// bound signatures to the standard names. Returns whether it did.
+    pub fn finish_publish(&self, name: &str, current: &Current) -> Result<bool, PublishError> {
+        if current.standard_ok || current.bound.is_empty() {
+            return Ok(false);
+        }
+        let bound = bound_base(name, &current.body);
+        let mut count = 0;
+        for i in 0..MAX_SIGNATURES {
+            let from = self.path.join(signature_name(&bound, i));
+            let Some(text) = read_capped(&from, minisign::MAX_FILE_SIZE as u64)? else {
+                break;
+            };
+            self.replace(
+                &signature_name(name, i),
+                &text,
+                "publish-signature-write",
+                "publish-signature-written",
+            )?;
+            count += 1;
+        }
+        self.remove_stale_signatures(name, count, &[Some(&current.body)])?;
+        crate::failpoint::hit("publish-cleaned");
+        Ok(true)
+    }
+
+    /// Remove standard signatures beyond the `count` just written, and bound
+    /// signatures of manifests other than `keep`.
+    fn remove_stale_signatures(
+        &self,
+        name: &str,
+        count: usize,
+        keep: &[Option<&[u8]>],
+    ) -> Result<(), PublishError> {
+        let keep: Vec<String> = keep.iter().flatten().map(|b| bound_tag(b)).collect();
+        let mut stale: Vec<PathBuf> = (count..MAX_SIGNATURES)
+            .map(|i| self.path.join(signature_name(name, i)))
+            .collect();
+        let prefix = format!("{name}.");
+        for entry in std::fs::read_dir(&self.path).map_err(io_err(&self.path))? {
+            let entry = entry.map_err(io_err(&self.path))?;
+            let file_name = entry.file_name();
+            let Some(rest) = file_name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|r| r.strip_suffix(".minisig"))
+            else {
+                continue;
+            };
+            let tag = rest.split('.').next().unwrap_or("");
+            let is_bound = tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit());
+            if is_bound && !keep.iter().any(|k| k == tag) {
+                stale.push(entry.path());
+            }
+        }
+        let mut removed = false;
+        for p in stale {
+            match std::fs::remove_file(&p) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+        if removed {
+            self.sync()?;
+        }
+        Ok(())
+    }
+}
+
+/// A manifest in a release directory that passed the hosts' trust gate.
+#[derive(Debug)]
+pub struct Current {
+    pub path: PathBuf,
+    pub body: Vec<u8>,
+    pub manifest: Manifest,
+    /// Signature files under the standard names, and under the names bound
+    /// to `body`, as (path, text).
+    standard: Vec<(String, String)>,
+    bound: Vec<(String, String)>,
+    /// The standard signatures verify on their own; false after a publish
+    /// was interrupted between the manifest and its signatures.
+    standard_ok: bool,
+}
+
+impl Current {
+    /// Whether `key` made one of the valid signatures over these bytes.
+    pub fn signed_by(&self, key: &PublicKey) -> bool {
+        let ring = KeyRing::from_keys(vec![key.clone()]);
+        let all = [&self.standard[..], &self.bound[..]].concat();
+        trust::verify_threshold(&self.body, &all, &ring, 1).is_ok()
+    }
+
+    /// The keys (secret key file, key) may re-sign this manifest: the same
+    /// set that signed it. Each is in `keys` (the hosts' trusted keys) and
+    /// made a valid signature over these bytes; every signature file there
+    /// is by one of them (else it would stay behind, stale over new
+    /// content); no key twice; and together they meet `threshold`.
+    pub fn check_signers(
+        &self,
+        secrets: &[(PathBuf, SecretKey)],
+        keys: &KeyRing,
+        threshold: usize,
+    ) -> Result<(), PublishError> {
+        let mut seen: Vec<PublicKey> = Vec::new();
+        for (path, sk) in secrets {
+            let pk = sk.public_key();
+            let key = |reason: String| PublishError::Key {
+                path: path.clone(),
+                reason,
+            };
+            if seen.contains(&pk) {
+                return Err(key(format!("key {} given twice", pk.key_id_hex())));
+            }
+            // Asked of the trust gate itself, so "trusted" means exactly
+            // what it means on a host.
+            const PROBE: &[u8] = b"abupdate: is this key trusted?";
+            let probe = vec![("probe".to_string(), minisign::sign(sk, PROBE, "probe"))];
+            if trust::verify_threshold(PROBE, &probe, keys, 1).is_err() {
+                return Err(key(format!(
+                    "key {} is not among the hosts' trusted keys (--keys)",
+                    pk.key_id_hex()
+                )));
+            }
+            if !self.signed_by(&pk) {
+                return Err(key(format!(
+                    "key {} did not sign {}; re-sign only with the keys that signed it",
+                    pk.key_id_hex(),
+                    self.path.display()
+                )));
+            }
+            seen.push(pk);
+        }
+        for (name, text) in &self.standard {
+            let signer = minisign::Signature::parse(text).map(|s| s.key_id);
+            if !signer.is_ok_and(|id| seen.iter().any(|k| k.key_id == id)) {
+                return Err(PublishError::Refused(format!(
+                    "{name}: not by one of the --secret keys; give that key too (or remove \
+                     the file): re-signing without it would leave it stale over new content"
+                )));
+            }
+        }
+        let need = threshold.max(1);
+        if seen.len() < need {
+            return Err(PublishError::Refused(format!(
+                "{}: threshold is {need}: give {need} --secret keys that signed it \
+                 (re-signing with fewer would leave the others stale over new content)",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The manifest re-serialized from its own JSON (unknown fields are
+    /// signed content and kept), `created` advanced ([`next_created`]) and
+    /// `edit` applied; checked to parse as hosts parse it and not to be
+    /// expired already.
+    pub fn rewrite(
+        &self,
+        now: i64,
+        edit: impl FnOnce(&mut serde_json::Value) -> Result<(), String>,
+    ) -> Result<Vec<u8>, PublishError> {
+        let path = &self.path;
+        let refused = |m: String| PublishError::Refused(format!("{}: {m}", path.display()));
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&self.body).map_err(|e| refused(e.to_string()))?;
+        let created = next_created(Some(self.manifest.created), now);
+        if created >= self.manifest.expires {
+            return Err(refused(format!(
+                "expired at {}: re-signing would not make it installable; pack a new release",
+                self.manifest.doc.expires
+            )));
+        }
+        let Some(obj) = value.as_object_mut() else {
+            return Err(refused("not a JSON object".into()));
+        };
+        obj.insert(
+            "created".into(),
+            crate::timefmt::format_rfc3339(created).into(),
+        );
+        edit(&mut value).map_err(refused)?;
+        let mut body = serde_json::to_vec_pretty(&value).map_err(|e| refused(e.to_string()))?;
+        body.push(b'\n');
+        Manifest::parse(&body).map_err(|error| PublishError::Manifest {
+            path: path.clone(),
+            error,
+        })?;
+        Ok(body)
+    }
+}
+
+/// Read and parse secret key files.
+pub fn load_secret_keys(paths: &[PathBuf]) -> Result<Vec<(PathBuf, SecretKey)>, PublishError> {
+    paths
+        .iter()
+        .map(|p| {
+            let bytes = read_capped(p, minisign::MAX_FILE_SIZE as u64)?.ok_or_else(|| {
+                PublishError::Io {
+                    path: p.clone(),
+                    source: io::ErrorKind::NotFound.into(),
+                }
+            })?;
+            let text = String::from_utf8(bytes).map_err(|_| PublishError::Key {
+                path: p.clone(),
+                reason: "not a minisign secret key (not UTF-8 text)".into(),
+            })?;
+            SecretKey::parse(&text)
+                .map(|k| (p.clone(), k))
+                .map_err(|e| PublishError::Key {
+                    path: p.clone(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
+}
+
+/// Replace a single file atomically and durably (temporary file in the same
+/// directory, fsync, rename, directory fsync): for `sign`, whose signature
+/// must never be seen half written.
+pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), PublishError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(tmp_name(&name));
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(data).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(&dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_moves_forward_even_when_the_clock_is_behind() {
+        assert_eq!(next_created(None, 100), 100);
+        assert_eq!(next_created(Some(50), 100), 100);
+        assert_eq!(next_created(Some(100), 100), 101, "same second");
+        assert_eq!(next_created(Some(500), 100), 501, "clock behind");
+        assert_eq!(next_created(Some(i64::MAX), 0), i64::MAX);
+    }
+
+    #[test]
+    fn signature_names_follow_the_hosts_scheme() {
+        assert_eq!(signature_name("release.json", 0), "release.json.minisig");
+        assert_eq!(signature_name("release.json", 2), "release.json.2.minisig");
+        let tag = bound_tag(b"{}");
+        assert_eq!(tag.len(), 16);
+        assert_eq!(
+            signature_name(&bound_base("release.json", b"{}"), 1),
+            format!("release.json.{tag}.1.minisig")
+        );
+        assert_ne!(bound_tag(b"{}"), bound_tag(b"{} "));
+    }
+
+    fn temp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("abupdate-publish-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn manifest(created: &str, expires: &str) -> Vec<u8> {
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "format": 1, "compatible": "c", "version": "2.0",
+            "created": created, "expires": expires,
+            "images": {"rootfs": {"url": "r.img", "size": 1, "sha256": "0".repeat(64)}},
+            "x-vendor": {"build": 7},
+            "rollout": {"percent": 1.0, "x-note": "kept"}
+        }))
+        .expect("json")
+    }
+
+    fn dup(k: &SecretKey) -> SecretKey {
+        SecretKey::parse(&k.to_file_string()).expect("key")
+    }
+
+    fn keys(n: usize) -> Vec<(SecretKey, PublicKey)> {
+        (0..n)
+            .map(|_| minisign::generate_keypair().expect("keygen"))
+            .collect()
+    }
+
+    #[test]
+    fn the_standard_signatures_first_then_the_bound_ones() {
+        let ks = keys(2);
+        let ring = KeyRing::from_keys(vec![ks[0].1.clone()]);
+        let body = b"new manifest";
+        let sig = |k: &SecretKey, m: &[u8]| minisign::sign(k, m, "t");
+        let stale = vec![("std".to_string(), sig(&ks[0].0, b"old manifest"))];
+        let bound = vec![("bound".to_string(), sig(&ks[0].0, body))];
+        let mut asked = false;
+        // The standard one verifies: the bound ones are not even fetched.
+        let good = vec![("std".to_string(), sig(&ks[0].0, body))];
+        let r = verify_signatures(
+            body,
+            &good,
+            || {
+                asked = true;
+                Vec::new()
+            },
+            &ring,
+            1,
+        );
+        assert!(r.is_ok() && !asked);
+        assert!(verify_signatures(body, &stale, || bound.clone(), &ring, 1).is_ok());
+        assert!(verify_signatures(body, &[], || bound.clone(), &ring, 1).is_ok());
+        // No bound signature, or only a copy of the standard one: the
+        // standard set's own error.
+        let e = verify_signatures(body, &stale, Vec::new, &ring, 1).expect_err("stale");
+        assert!(matches!(e, TrustError::BadSignature { .. }), "{e}");
+        assert!(matches!(
+            verify_signatures(body, &[], Vec::new, &ring, 1),
+            Err(TrustError::NoSignatures)
+        ));
+        // A bound signature by an untrusted key does not help.
+        let other = vec![("bound".to_string(), sig(&ks[1].0, body))];
+        assert!(verify_signatures(body, &stale, || other, &ring, 1).is_err());
+    }
+
+    #[test]
+    fn payloads_are_never_replaced_by_other_bytes() {
+        let d = temp("clobber");
+        let dir = ReleaseDir::open(&d).expect("open");
+        let write = |bytes: &[u8]| {
+            let mut st = dir.stage("p.img").expect("stage");
+            st.write_all(bytes).expect("write");
+            dir.commit_payload(st)
+        };
+        write(b"first").expect("first");
+        write(b"first").expect("the same bytes again");
+        let e = write(b"other").expect_err("other bytes");
+        assert!(matches!(e, PublishError::Clobber { .. }), "{e}");
+        assert_eq!(std::fs::read(d.join("p.img")).expect("read"), b"first");
+        // A second publisher is kept out; leftovers of a killed one go.
+        assert!(matches!(
+            ReleaseDir::open(&d),
+            Err(PublishError::Locked { .. })
+        ));
+        drop(dir);
+        std::fs::write(d.join(".p.img.abupdate-tmp"), b"half").expect("write");
+        let _dir = ReleaseDir::open(&d).expect("reopen");
+        assert!(!d.join(".p.img.abupdate-tmp").exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn publish_keeps_the_previous_bound_signatures_and_prunes_older_ones() {
+        let d = temp("prune");
+        let dir = ReleaseDir::open(&d).expect("open");
+        let ks = keys(2);
+        let both: Vec<SecretKey> = ks.iter().map(|(s, _)| dup(s)).collect();
+        let one = vec![dup(&ks[0].0)];
+        let bodies: Vec<Vec<u8>> = (0..3).map(|i| format!("m{i}").into_bytes()).collect();
+        dir.publish_manifest("release.json", &bodies[0], &both, None)
+            .expect("m0");
+        assert!(d.join("release.json.1.minisig").exists());
+        dir.publish_manifest("release.json", &bodies[1], &one, Some(&bodies[0]))
+            .expect("m1");
+        assert!(
+            !d.join("release.json.1.minisig").exists(),
+            "stale second key"
+        );
+        dir.publish_manifest("release.json", &bodies[2], &one, Some(&bodies[1]))
+            .expect("m2");
+        let bound = |b: &[u8]| d.join(signature_name(&bound_base("release.json", b), 0));
+        assert!(bound(&bodies[2]).exists() && bound(&bodies[1]).exists());
+        assert!(!bound(&bodies[0]).exists(), "older than the previous");
+        assert!(!d
+            .join(signature_name(&bound_base("release.json", &bodies[0]), 1))
+            .exists());
+        let ring = KeyRing::from_keys(vec![ks[0].1.clone()]);
+        let current = dir.read_verified("release.json", &ring, 1);
+        // Not a manifest: verified, then refused by the parser.
+        assert!(matches!(current, Err(PublishError::Manifest { .. })));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_rewrite_advances_created_and_keeps_every_other_field() {
+        let d = temp("rewrite");
+        let dir = ReleaseDir::open(&d).expect("open");
+        let ks = keys(1);
+        let ring = KeyRing::from_keys(vec![ks[0].1.clone()]);
+        let body = manifest("2030-01-01T00:00:00Z", "2031-01-01T00:00:00Z");
+        dir.publish_manifest("release.json", &body, &[dup(&ks[0].0)], None)
+            .expect("publish");
+        let current = dir
+            .read_verified("release.json", &ring, 1)
+            .expect("verified");
+        // This clock (2026) is behind the manifest's created (2030).
+        let now = crate::timefmt::parse_rfc3339("2026-01-01T00:00:00Z").expect("t");
+        let new = current
+            .rewrite(now, |v| {
+                v["rollout"]["paused"] = true.into();
+                Ok(())
+            })
+            .expect("rewrite");
+        let v: serde_json::Value = serde_json::from_slice(&new).expect("json");
+        assert_eq!(v["created"], "2030-01-01T00:00:01Z");
+        assert_eq!(v["x-vendor"]["build"], 7);
+        assert_eq!(v["rollout"]["x-note"], "kept");
+        assert_eq!(v["rollout"]["paused"], true);
+        let late = crate::timefmt::parse_rfc3339("2031-06-01T00:00:00Z").expect("t");
+        let e = current.rewrite(late, |_| Ok(())).expect_err("expired");
+        assert!(
+            e.to_string().contains("expired at 2031-01-01T00:00:00Z"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn names_outside_the_directory_are_refused() {
+        for bad in ["", "../x", "a/b", ".hidden"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name("rootfs-2.0.img.zst").is_ok());
+    }
+}
