@@ -83,6 +83,17 @@ pub enum InstallError {
         path: PathBuf,
         source: io::Error,
     },
+    /// Reading the payload failed: the transport or the partial download
+    /// (a [`crate::fetch::FetchError`] inside `error` says which), not the
+    /// payload's bytes.
+    Source {
+        what: String,
+        error: io::Error,
+    },
+    /// The caller's `before_write` (marking the target bad) failed; no byte
+    /// of the slot was written.
+    BeforeWrite(Box<crate::error::Error>),
+    /// The payload's bytes are wrong: they do not decode.
     Payload {
         what: String,
         reason: String,
@@ -102,6 +113,13 @@ impl fmt::Display for InstallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InstallError::Device { path, source } => write!(f, "{}: {source}", path.display()),
+            InstallError::Source { what, error } => {
+                match crate::fetch::FetchError::from_io(error) {
+                    Some(fetch) => fetch.fmt(f),
+                    None => write!(f, "{what}: reading the payload: {error}"),
+                }
+            }
+            InstallError::BeforeWrite(e) => e.fmt(f),
             InstallError::Payload { what, reason } => write!(f, "{what}: {reason}"),
             InstallError::Mismatch {
                 what,
@@ -124,6 +142,10 @@ impl InstallError {
     pub fn kind(&self) -> &'static str {
         match self {
             InstallError::Device { .. } => "device",
+            InstallError::Source { error, .. } => {
+                crate::fetch::FetchError::from_io(error).map_or("io", |e| e.kind())
+            }
+            InstallError::BeforeWrite(e) => e.kind(),
             InstallError::Payload { .. } => "payload",
             InstallError::Mismatch { .. } => "hash_mismatch",
             InstallError::Size { .. } => "size",
@@ -432,6 +454,15 @@ fn overflow(size: u64) -> String {
     format!("decodes to more than the {size} bytes the manifest declares")
 }
 
+/// Why the producer (payload reader and decoder) stopped.
+enum Stop {
+    /// The payload could not be read (transport, partial file).
+    Source(io::Error),
+    /// The payload's bytes are bad (do not decode, too many), or a stage
+    /// stopped.
+    Payload(String),
+}
+
 /// Reader stage for a zstd payload: payload buffers to the decoder, hashed
 /// on the way. Returns the payload's length and SHA-256; `Err(None)` when
 /// the decoder stopped (its own error says why).
@@ -439,12 +470,12 @@ fn read_payload(
     mut payload: impl Read,
     tx: SyncSender<(Vec<u8>, usize)>,
     pool: Receiver<Vec<u8>>,
-) -> Result<(u64, String), Option<String>> {
+) -> Result<(u64, String), Option<io::Error>> {
     let mut hasher = Sha256::new();
     let mut count = 0u64;
     loop {
         let mut buf = pool.recv().map_err(|_| None)?;
-        let n = fill(&mut payload, &mut buf).map_err(|e| Some(e.to_string()))?;
+        let n = fill(&mut payload, &mut buf).map_err(Some)?;
         if n == 0 {
             break;
         }
@@ -526,23 +557,24 @@ fn read_raw(
     pool: &Receiver<AlignedBuf>,
     tx: &SyncSender<(AlignedBuf, usize)>,
     size: u64,
-) -> Result<(u64, String), String> {
+) -> Result<(u64, String), Stop> {
     let mut hasher = Sha256::new();
     let mut source = payload.take(size + 1);
     let mut count = 0u64;
+    let stopped = || Stop::Payload("writer stopped".into());
     loop {
-        let mut buf = pool.recv().map_err(|_| "writer stopped".to_string())?;
-        let n = fill(&mut source, &mut buf).map_err(|e| e.to_string())?;
+        let mut buf = pool.recv().map_err(|_| stopped())?;
+        let n = fill(&mut source, &mut buf).map_err(Stop::Source)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
         count += n as u64;
         if count > size {
-            return Err(overflow(size));
+            return Err(Stop::Payload(overflow(size)));
         }
         if tx.send((buf, n)).is_err() {
-            return Err("writer stopped".into());
+            return Err(stopped());
         }
     }
     Ok((count, hex(&hasher.finalize())))
@@ -637,6 +669,24 @@ enum WriterStop {
     Device(io::Error),
     /// The verifier stopped (its own error says why).
     Verifier,
+    /// `before_write` failed: nothing was written.
+    BeforeWrite(crate::error::Error),
+}
+
+/// What the caller does once, right before the first byte of the slot
+/// changes (and not at all when nothing needs writing): the install flow
+/// marks the target bad there, so that a failure before it (a server
+/// answering 503, a payload cut before its first chunk decoded, a device
+/// that cannot be opened) leaves the target as it was.
+pub type BeforeWrite<'a> = &'a mut dyn FnMut() -> Result<(), crate::error::Error>;
+
+/// Calls `before_write` the first time; `armed` remembers that it did.
+fn arm(armed: &mut bool, before_write: BeforeWrite) -> Result<(), WriterStop> {
+    if !*armed {
+        before_write().map_err(WriterStop::BeforeWrite)?;
+        *armed = true;
+    }
+    Ok(())
 }
 
 /// Writer stage (on the calling thread): chunks in, device writes out, each
@@ -653,9 +703,11 @@ fn write_chunks(
     mode: WriteMode,
     size: u64,
     progress: &mut Progress,
+    before_write: BeforeWrite,
 ) -> (u64, Result<(), WriterStop>) {
     let mut offset = 0u64;
     let mut flush_asked = 0u64;
+    let mut armed = false;
     let mut batch: Vec<(AlignedBuf, usize)> = Vec::with_capacity(CHUNKS);
     while let Ok(first) = rx.recv() {
         // Chunks already waiting are written with this one, in one call.
@@ -665,6 +717,9 @@ fn write_chunks(
             break; // the producer reports the overflow
         }
         if mode == WriteMode::All {
+            if let Err(stop) = arm(&mut armed, &mut *before_write) {
+                return (offset, Err(stop));
+            }
             let slices: Vec<&[u8]> = batch.iter().map(|(c, n)| &c[..*n]).collect();
             if let Err(e) = io.write_chunks_at(&slices, offset) {
                 return (offset, Err(WriterStop::Device(e)));
@@ -683,6 +738,11 @@ fn write_chunks(
                         // Unreadable (e.g. past the end of a short file): write it.
                         Err(_) => vec![(0, n)],
                     };
+                    if !runs.is_empty() {
+                        if let Err(stop) = arm(&mut armed, &mut *before_write) {
+                            return (offset, Err(stop));
+                        }
+                    }
                     for &(a, b) in &runs {
                         if let Err(e) = io.write_at(&data[a..b], offset + a as u64) {
                             return (offset, Err(WriterStop::Device(e)));
@@ -717,7 +777,9 @@ fn write_chunks(
 
 /// Decode `payload` (exactly `image.download_size()` bytes) into `device`,
 /// hashing the payload as it arrives and the image as read back from the
-/// medium after each write.
+/// medium after each write. `before_write` runs once before the first byte
+/// of `device` changes (see [`BeforeWrite`]).
+#[allow(clippy::too_many_arguments)]
 pub fn write_image(
     class: &str,
     payload: impl Read + Send,
@@ -726,6 +788,7 @@ pub fn write_image(
     max_window_log: u32,
     mode: WriteMode,
     progress: &mut Progress,
+    before_write: BeforeWrite,
 ) -> Result<Written, InstallError> {
     let what = format!("{class} payload");
     if let Some(w) = image.window_log {
@@ -778,7 +841,7 @@ pub fn write_image(
                 Ok(())
             }
         });
-        let producer = scope.spawn(move || -> Result<(u64, String), String> {
+        let producer = scope.spawn(move || -> Result<(u64, String), Stop> {
             match compression {
                 Compression::None => read_raw(payload, &chunk_pool, &chunk_tx, size),
                 Compression::Zstd => {
@@ -792,14 +855,16 @@ pub fn write_image(
                         let decoded =
                             decode(in_rx, in_back, &chunk_pool, &chunk_tx, size, window_log_max);
                         drop(chunk_tx);
-                        let read = reader
-                            .join()
-                            .unwrap_or_else(|_| Err(Some("payload reader panicked".into())));
+                        let read = reader.join().unwrap_or_else(|_| {
+                            Err(Some(io::Error::other("payload reader panicked")))
+                        });
                         match (read, decoded) {
                             // A transport error explains a decoder that ran dry.
-                            (Err(Some(e)), _) => Err(e),
-                            (_, Err(e)) => Err(e),
-                            (Err(None), Ok(())) => Err("payload reader stopped".into()),
+                            (Err(Some(e)), _) => Err(Stop::Source(e)),
+                            (_, Err(e)) => Err(Stop::Payload(e)),
+                            (Err(None), Ok(())) => {
+                                Err(Stop::Payload("payload reader stopped".into()))
+                            }
                             (Ok(read), Ok(())) => Ok(read),
                         }
                     })
@@ -816,6 +881,7 @@ pub fn write_image(
             mode,
             size,
             progress,
+            before_write,
         );
         drop(verify_tx);
         drop(flush_tx);
@@ -824,7 +890,7 @@ pub fn write_image(
         drop(medium_pool);
         let produced = producer
             .join()
-            .unwrap_or_else(|_| Err("decoder thread panicked".into()));
+            .unwrap_or_else(|_| Err(Stop::Payload("decoder thread panicked".into())));
         let verified = verifier
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("read-back thread panicked")));
@@ -834,14 +900,22 @@ pub fn write_image(
         (offset, writer, produced, verified, flushed)
     });
 
-    if let Err(WriterStop::Device(e)) = writer {
-        return Err(dev_err(e));
+    match writer {
+        Err(WriterStop::Device(e)) => return Err(dev_err(e)),
+        Err(WriterStop::BeforeWrite(e)) => return Err(InstallError::BeforeWrite(Box::new(e))),
+        Err(WriterStop::Verifier) | Ok(()) => {}
     }
     flushed.map_err(dev_err)?;
     let verified = verified.map_err(dev_err)?;
-    let (payload_bytes, payload_sha) = produced.map_err(|reason| InstallError::Payload {
-        what: what.clone(),
-        reason,
+    let (payload_bytes, payload_sha) = produced.map_err(|stop| match stop {
+        Stop::Source(error) => InstallError::Source {
+            what: what.clone(),
+            error,
+        },
+        Stop::Payload(reason) => InstallError::Payload {
+            what: what.clone(),
+            reason,
+        },
     })?;
     if payload_sha != image.download_sha256() {
         return Err(InstallError::Mismatch {
@@ -967,6 +1041,7 @@ mod tests {
                 27,
                 WriteMode::All,
                 &mut Progress::new("t", img.size, true),
+                &mut || Ok(()),
             )
             .expect("write");
             assert_eq!(w.image_bytes, d.len() as u64);
@@ -990,6 +1065,7 @@ mod tests {
             27,
             WriteMode::All,
             &mut Progress::new("t", img.size, true),
+            &mut || Ok(()),
         )
         .expect_err("tampered payload accepted");
         assert!(matches!(e, InstallError::Mismatch { .. }), "{e}");
@@ -1010,6 +1086,7 @@ mod tests {
             27,
             WriteMode::All,
             &mut Progress::new("t", img.size, true),
+            &mut || Ok(()),
         )
         .expect_err("oversize accepted");
         assert!(e.to_string().contains("more than"), "{e}");
@@ -1033,6 +1110,7 @@ mod tests {
             27,
             mode,
             &mut Progress::new("t", img.size, true),
+            &mut || Ok(()),
         )
     }
 
@@ -1155,6 +1233,7 @@ mod tests {
             27,
             WriteMode::Changed,
             &mut Progress::new("t", img.size, true),
+            &mut || Ok(()),
         )
         .expect("write");
         assert_eq!(std::fs::read(&t).expect("read"), d);

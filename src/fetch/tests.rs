@@ -221,9 +221,10 @@ fn errors_are_one_line_and_name_the_location() {
         (
             FetchError::HttpStatus {
                 location: "http://h/r.json".into(),
-                status: 404,
+                status: 503,
+                retry_after: None,
             },
-            "http://h/r.json: HTTP 404",
+            "http://h/r.json: HTTP 503",
             "http_status",
         ),
         (
@@ -234,7 +235,35 @@ fn errors_are_one_line_and_name_the_location() {
                 announced: false,
             },
             "http://h/p: ended after 123 of 456 bytes",
+            // A cut connection, not a source holding another file.
+            "network",
+        ),
+        (
+            FetchError::TooShort {
+                location: "http://h/p".into(),
+                got: 123,
+                expected: 456,
+                announced: true,
+            },
+            "http://h/p: server announced only 123 of 456 bytes",
             "too_short",
+        ),
+        (
+            FetchError::NotFound {
+                location: "http://h/p".into(),
+                status: Some(410),
+            },
+            "http://h/p: not found (HTTP 410)",
+            "not_found",
+        ),
+        (
+            FetchError::HttpStatus {
+                location: "http://h/p".into(),
+                status: 429,
+                retry_after: Some(Duration::from_secs(120)),
+            },
+            "http://h/p: HTTP 429 (the server asks to retry after 120s)",
+            "http_status",
         ),
         (
             FetchError::Refused {
@@ -291,7 +320,9 @@ fn local_payload_size_checks() {
 
     // Documents: whole, capped, and NotFound for a missing file.
     match t.get_document(loc, 1000, None).unwrap() {
-        Document::Fetched { body, validators } => {
+        Document::Fetched {
+            body, validators, ..
+        } => {
             assert_eq!(body.len(), 1000);
             assert_eq!(validators, Validators::default());
         }
