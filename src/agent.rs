@@ -1311,7 +1311,7 @@ pub fn publish(
         booted_version,
         outcome: outcome.to_string(),
         error_kind: error.map(|(k, _)| k.to_string()),
-        message: error.map(|(_, m)| m.to_string()),
+        message: error.map(|(_, m)| crate::fetch::redact(m).into_owned()),
         time: now(),
     };
     if let Err(e) = crate::report::post_webhook(report, &event) {

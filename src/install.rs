@@ -1239,4 +1239,63 @@ mod tests {
         assert_eq!(std::fs::read(&t).expect("read"), d);
         let _ = std::fs::remove_file(t);
     }
+    /// Fails every read: a link that breaks.
+    struct Broken;
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("link broke"))
+        }
+    }
+
+    #[test]
+    fn before_write_runs_once_right_before_the_first_byte_changes() {
+        let d = data(3 << 20 | 77);
+        let (img, payload) = image_for(&d, Some(3));
+        let t = target("arm", 4 << 20);
+        let untouched = |t: &Path| std::fs::read(t).expect("read").iter().all(|&b| b == 0);
+        let run = |payload: &mut (dyn Read + Send), mode, calls: &mut u32, fail: bool| {
+            write_image(
+                "rootfs",
+                payload,
+                &img,
+                &t,
+                27,
+                mode,
+                &mut Progress::new("t", img.size, true),
+                &mut || {
+                    *calls += 1;
+                    assert!(untouched(&t), "a byte changed before before_write");
+                    match fail {
+                        true => Err(crate::error::Error::Refused("no".into())),
+                        false => Ok(()),
+                    }
+                },
+            )
+        };
+
+        // A link that breaks before the first chunk: never called, and the
+        // error is the source's, not the payload's.
+        let mut calls = 0;
+        let mut cut = (&payload[..1000]).chain(Broken);
+        let e = run(&mut cut, WriteMode::All, &mut calls, false).expect_err("cut");
+        assert!(matches!(e, InstallError::Source { .. }), "{e}");
+        assert_eq!((calls, untouched(&t)), (0, true));
+
+        // Its own failure stops the write before the first byte.
+        let e = run(&mut &payload[..], WriteMode::All, &mut calls, true).expect_err("refused");
+        assert!(matches!(e, InstallError::BeforeWrite(_)), "{e}");
+        assert_eq!((calls, untouched(&t)), (1, true));
+
+        // Once per image, before the first byte.
+        calls = 0;
+        run(&mut &payload[..], WriteMode::All, &mut calls, false).expect("write");
+        assert_eq!(calls, 1);
+        assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
+
+        // Nothing to change (`--write=changed` over the same image): never.
+        calls = 0;
+        run(&mut &payload[..], WriteMode::Changed, &mut calls, false).expect("rewrite");
+        assert_eq!(calls, 0);
+        let _ = std::fs::remove_file(&t);
+    }
 }

@@ -101,11 +101,15 @@ fn document_conditional_get_and_not_found() {
     assert_eq!(e.kind(), "too_long", "{e}");
     assert!(e.to_string().contains("announced 18 bytes"), "{e}");
 
-    // A redirect is followed.
+    // A redirect is followed, and the document names the URL that
+    // answered (what `check` reports as its source).
     let moved = t
         .get_document(&nginx.url("moved.json"), 4096, None)
         .expect("redirected");
-    assert!(matches!(moved, Document::Fetched { .. }), "{moved:?}");
+    assert!(
+        matches!(&moved, Document::Fetched { url, .. } if *url == nginx.url("release.json")),
+        "{moved:?}"
+    );
 
     let log = nginx.wait_log(7);
     let statuses: Vec<u16> = log.iter().map(|l| l.status).collect();

@@ -439,7 +439,10 @@ fn payload_503_or_429_with_retry_after_leaves_the_target_as_it_was() {
     // A busy server is not a bad release: the target, which still holds a
     // good older system, keeps its flag and record, and the failure counts
     // as the server's (`http_status`), not the payload's.
-    for (status, retry) in [("503 Service Unavailable", "120"), ("429 Too Many Requests", "7")] {
+    for (status, retry) in [
+        ("503 Service Unavailable", "120"),
+        ("429 Too Many Requests", "7"),
+    ] {
         let h = host(&format!("busy-{}", &status[..3]));
         let (_, files) = release(&h);
         let srv = server(files, move |_, s, _| {
@@ -586,17 +589,34 @@ fn mirror_failure_names_the_mirror_and_source_is_where_the_manifest_came_from() 
         ),
     )
     .expect("config");
-    let at_mirror = format!("http://***@127.0.0.1:{}/cache/rel/release.json", mirror.port);
+    let at_mirror = format!(
+        "http://***@127.0.0.1:{}/cache/rel/release.json",
+        mirror.port
+    );
 
     // The mirror has no copy: the error names the mirror's URL (without its
     // password), not the origin that was never asked.
     let (code, v, out) = json(&h, &["check"]);
     assert_eq!(code, Some(1), "{v}");
     assert_eq!(v["kind"], "not_found", "{v}");
-    let line = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("").to_string();
-    assert!(line.contains(&at_mirror), "{line:?} does not name {at_mirror}");
-    assert!(!line.contains("updates.invalid"), "{line:?} names the origin");
-    assert!(!text(&out).contains(":pw@"), "password shown: {}", text(&out));
+    let line = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        line.contains(&at_mirror),
+        "{line:?} does not name {at_mirror}"
+    );
+    assert!(
+        !line.contains("updates.invalid"),
+        "{line:?} names the origin"
+    );
+    assert!(
+        !text(&out).contains(":pw@"),
+        "password shown: {}",
+        text(&out)
+    );
 
     // It has one: `source` says the manifest came from the mirror.
     *serving.lock().unwrap() = true;
@@ -639,10 +659,16 @@ fn credentials_in_urls_are_used_but_never_shown() {
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let posted = bodies.clone();
     let hook = Server::start(move |req, s| {
-        let n: usize = req.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let n: usize = req
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut body = vec![0u8; n];
         let _ = std::io::Read::read_exact(s, &mut body);
-        posted.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+        posted
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&body).into_owned());
         head(s, "200 OK", "Content-Length: 0\r\n");
     });
     let cfg = std::fs::read_to_string(&h.config).expect("config");
@@ -671,14 +697,112 @@ fn credentials_in_urls_are_used_but_never_shown() {
     everything.push_str(&text(&h.abupdate(&["--json", "status"])));
     everything.push_str(&text(&h.abupdate(&["status"])));
     let reports = bodies.lock().unwrap().join("\n");
-    assert!(reports.contains("http://***@127.0.0.1"), "no report: {reports}");
+    assert!(
+        reports.contains("http://***@127.0.0.1"),
+        "no report: {reports}"
+    );
     everything.push_str(&reports);
-    assert!(!everything.contains("s3cret"), "credentials shown: {everything}");
+    assert!(
+        !everything.contains("s3cret"),
+        "credentials shown: {everything}"
+    );
 
     // The credentials did reach the server, as Basic authentication.
     let auth = authorized.lock().unwrap().clone();
     assert!(
-        auth.iter().all(|a| a.as_deref() == Some("Basic dXNlcjpzM2NyZXQ=")),
+        auth.iter()
+            .all(|a| a.as_deref() == Some("Basic dXNlcjpzM2NyZXQ=")),
         "{auth:?}"
+    );
+}
+
+#[test]
+fn busy_server_for_delta_and_full_payload_leaves_the_target_as_it_was() {
+    // The booted slot holds the delta's source; the server answers 503 to
+    // the delta's first range and then to the full payload: nothing was
+    // written, so the target keeps its flag and record.
+    let h = host("busy-delta");
+    let old = h.dir.join("v1.img");
+    std::fs::write(&old, h.slot_bytes(0, 4096)).expect("v1");
+    let delta_from = format!("rootfs={}", old.display());
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", LEN),
+        &["--segment-size", "1", "--delta-from", &delta_from],
+    );
+    let files = files_of(m.parent().expect("dir"));
+    let srv = Server::start(move |req, s| match files.get(req.path.as_str()) {
+        Some(d) if req.path.starts_with("/release.json") => serve(req, s, d),
+        _ => head(s, "503 Service Unavailable", "Content-Length: 0\r\n"),
+    });
+    let b = h.untouched();
+    let r = install(&h, &srv.url("/release.json"));
+    refused(&h, &b, &r, &["HTTP 503"], false);
+    let asked: Vec<Req> = srv.requests();
+    assert!(
+        asked.iter().any(|q| q.header("range").is_some()),
+        "the delta was not tried: {asked:?}"
+    );
+}
+
+#[test]
+fn health_check_credentials_are_never_shown() {
+    // A health check URL with credentials fails the trial: the rollback's
+    // reason names the check without them, in the log, `--json`, `status`,
+    // the state file and the webhook report.
+    let mut h = host("health-credentials");
+    let (_, files) = release(&h);
+    let srv = Server::start(move |req, s| match files.get(req.path.as_str()) {
+        Some(d) => serve(req, s, d),
+        None => head(s, "500 Internal Server Error", "Content-Length: 0\r\n"),
+    });
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let posted = bodies.clone();
+    let hook = Server::start(move |req, s| {
+        let n: usize = req
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; n];
+        let _ = std::io::Read::read_exact(s, &mut body);
+        posted
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&body).into_owned());
+        head(s, "200 OK", "Content-Length: 0\r\n");
+    });
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let check = format!("http://user:s3cret@127.0.0.1:{}/healthz", srv.port);
+    std::fs::write(
+        &h.config,
+        format!(
+            "{}\n[report]\nwebhook = \"{}\"\n",
+            cfg.replacen(
+                "[health]\n",
+                &format!("[health]\nhttp = [\"{check}\"]\n"),
+                1
+            ),
+            hook.url("/report")
+        ),
+    )
+    .expect("config");
+    let r = install(&h, &srv.url("/release.json"));
+    installed(&h, &r, "release for the health check");
+    assert_eq!(h.boot(), "B");
+    let (code, v, out) = json(&h, &["health", "--no-reboot"]);
+    assert_eq!(v["outcome"], "rolled_back", "{v} (exit {code:?})");
+    let shown = format!("GET http://***@127.0.0.1:{}/healthz", srv.port);
+    assert!(v["message"].as_str().unwrap_or("").contains(&shown), "{v}");
+    let mut everything = text(&out);
+    everything.push_str(&text(&h.abupdate(&["--json", "status"])));
+    everything.push_str(&text(&h.abupdate(&["status"])));
+    everything.push_str(&h.state().to_string());
+    let reports = bodies.lock().unwrap().join("\n");
+    assert!(reports.contains("rolled_back"), "no report: {reports}");
+    everything.push_str(&reports);
+    assert!(
+        !everything.contains("s3cret"),
+        "credentials shown: {everything}"
     );
 }
