@@ -5,8 +5,10 @@
 //! Invariants kept here, in order of the install flow:
 //! 1. nothing is written before the manifest is verified and applies;
 //! 2. the target is never the booted slot, nor mounted, nor the root device;
-//! 3. the target is marked bad in the bootloader before its first byte is
-//!    written, and activated only after its read-back hash matched;
+//! 3. the target is marked bad in the bootloader right before its first
+//!    byte is written, and not earlier (a failure until then, such as a
+//!    server answering 503, leaves its flag and record as they were), and
+//!    activated only after its read-back hash matched;
 //! 4. the state records a transaction before the bootloader is changed for
 //!    it, so every boot can tell a trial from a fallback from an
 //!    interrupted write.
