@@ -5,8 +5,10 @@
 //! Invariants kept here, in order of the install flow:
 //! 1. nothing is written before the manifest is verified and applies;
 //! 2. the target is never the booted slot, nor mounted, nor the root device;
-//! 3. the target is marked bad in the bootloader before its first byte is
-//!    written, and activated only after its read-back hash matched;
+//! 3. the target is marked bad in the bootloader right before its first
+//!    byte is written, and not earlier (a failure until then, such as a
+//!    server answering 503, leaves its flag and record as they were), and
+//!    activated only after its read-back hash matched;
 //! 4. the state records a transaction before the bootloader is changed for
 //!    it, so every boot can tell a trial from a fallback from an
 //!    interrupted write.
@@ -36,9 +38,10 @@ pub struct Host {
     pub boot: Box<dyn Bootloader>,
 }
 
-/// Log one line to stderr (journald adds timestamps).
+/// Log one line to stderr (journald adds timestamps); URLs in it lose their
+/// user info.
 pub fn log(msg: &str) {
-    eprintln!("abupdate: {msg}");
+    eprintln!("abupdate: {}", crate::fetch::redact(msg));
 }
 
 impl Host {
@@ -121,20 +124,13 @@ impl Host {
     }
 
     /// Where to fetch `url` from: through the site cache, when one is
-    /// configured, by replacing the origin's scheme and authority with the
-    /// mirror's (signatures make any mirror as good as the origin).
+    /// configured (signatures make any mirror as good as the origin); see
+    /// [`crate::fetch::via_mirror`].
     pub fn via_mirror(&self, url: &str) -> String {
-        let Some(mirror) = self.config.update.mirror.as_deref() else {
-            return url.to_string();
-        };
-        let Some(rest) = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"))
-        else {
-            return url.to_string();
-        };
-        let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("/");
-        format!("{}{path}", mirror.trim_end_matches('/'))
+        match self.config.update.mirror.as_deref() {
+            Some(mirror) => crate::fetch::via_mirror(url, mirror),
+            None => url.to_string(),
+        }
     }
 
     fn boot_id(&self) -> Option<String> {
@@ -156,43 +152,62 @@ impl Host {
 /// A manifest whose signatures met the threshold.
 #[derive(Debug)]
 pub struct Verified {
+    /// The manifest's own location (as configured or given): image
+    /// references resolve against it, and the mirror rewrites what that
+    /// gives.
     pub location: String,
+    /// Where the verified bytes actually came from: the mirror's URL when
+    /// one is configured, the last redirect's target when redirected. Raw:
+    /// show it through [`crate::fetch::redact`].
+    pub source: String,
     pub manifest: Manifest,
     pub validators: Validators,
 }
 
-/// Fetch `location` and its signatures and verify them. `None` when the
-/// server answered 304 to a conditional request.
+/// Fetch `location` and its signatures (through the mirror, if one is
+/// configured) and verify them. `None` when the server answered 304 to a
+/// conditional request. Errors name the URL actually fetched.
 pub fn fetch_verified(
     host: &Host,
     transport: &Transport,
     location: &str,
     validators: Option<&Validators>,
 ) -> Result<Option<Verified>> {
-    let (body, validators) = match transport.get_document(
-        &host.via_mirror(location),
-        manifest::MAX_MANIFEST_BYTES,
-        validators,
-    )? {
-        Document::Fetched { body, validators } => (body, validators),
-        Document::NotModified => return Ok(None),
-        Document::NotFound => return Err(Error::Refused(format!("{location}: not found"))),
-    };
+    let fetched = host.via_mirror(location);
+    let (body, validators, source) =
+        match transport.get_document(&fetched, manifest::MAX_MANIFEST_BYTES, validators)? {
+            Document::Fetched {
+                body,
+                validators,
+                url,
+            } => (body, validators, url),
+            Document::NotModified => return Ok(None),
+            Document::NotFound => {
+                return Err(Error::Fetch(crate::fetch::FetchError::NotFound {
+                    location: crate::fetch::redact(&fetched).into_owned(),
+                    status: None,
+                }))
+            }
+        };
     let keys = KeyRing::load(&host.config.update.keys_dirs)?;
     let threshold = host.config.update.threshold;
-    let signatures = fetch_signatures(host, transport, location)?;
+    let (signatures, first_missing) = fetch_signatures(host, transport, location, None)?;
     // Mid-publish, or behind a cache, the standard signature may belong to
     // another manifest (or not be there yet): the publisher leaves the
     // signatures of these very bytes under names bound to them first
     // (crate::publish).
+    let tag = publish::bound_tag(&body);
     let bound = || {
-        fetch_signatures(host, transport, &publish::bound_base(location, &body)).unwrap_or_default()
+        fetch_signatures(host, transport, location, Some(&tag))
+            .map(|(s, _)| s)
+            .unwrap_or_default()
     };
     match publish::verify_signatures(&body, &signatures, bound, &keys, threshold) {
         Ok(()) => {}
         Err(trust::TrustError::NoSignatures) => {
             return Err(Error::Refused(format!(
-                "{location}.minisig: missing (a release must be signed)"
+                "{}: missing (a release must be signed)",
+                first_missing.unwrap_or_default()
             )))
         }
         Err(e) => return Err(e.into()),
@@ -200,33 +215,43 @@ pub fn fetch_verified(
     let manifest = Manifest::parse(&body)?;
     Ok(Some(Verified {
         location: location.to_string(),
+        source,
         manifest,
         validators,
     }))
 }
 
-/// The signature files of the manifest at `base` (`base.minisig`, and
-/// `base.N.minisig` for a threshold above 1), as (URL, text).
+/// The signature files of the manifest at `location` (`.minisig`, and `.N.minisig`
+/// for a threshold above 1; with `bound_tag`, the names bound to one manifest's
+/// bytes), as (URL shown, text), and the first name that was missing.
 fn fetch_signatures(
     host: &Host,
     transport: &Transport,
-    base: &str,
-) -> Result<Vec<(String, String)>> {
+    location: &str,
+    bound_tag: Option<&str>,
+) -> Result<(Vec<(String, String)>, Option<String>)> {
     let count = match host.config.update.threshold {
         0 | 1 => 1,
         _ => publish::MAX_SIGNATURES,
     };
+    // Next to the manifest: its path plus a suffix, its query kept.
+    let prefix = bound_tag.map(|t| format!(".{t}")).unwrap_or_default();
     let mut signatures = Vec::new();
-    for name in (0..count).map(|i| publish::signature_name(base, i)) {
-        match transport.get_document(&host.via_mirror(&name), 64 * 1024, None)? {
+    let mut first_missing = None;
+    for suffix in (0..count).map(|i| publish::signature_name(&prefix, i)) {
+        let url = host.via_mirror(&crate::fetch::sibling(location, &suffix)?);
+        let name = crate::fetch::redact(&url).into_owned();
+        match transport.get_document(&url, 64 * 1024, None)? {
             Document::Fetched { body, .. } => {
                 signatures.push((name, String::from_utf8_lossy(&body).into_owned()));
             }
             Document::NotFound if signatures.len() > 1 => break,
-            _ => {}
+            _ => {
+                first_missing.get_or_insert(name);
+            }
         }
     }
-    Ok(signatures)
+    Ok((signatures, first_missing))
 }
 
 /// The outcome of `check`.
@@ -502,9 +527,6 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
     let devices = check_targets(host, m, booted)?;
     let transport = host.transport()?;
 
-    // Invariant 3: bad first, then the record of what is being written.
-    host.boot.set_state(target, BootState::Bad)?;
-    crate::failpoint::hit("target-marked-bad");
     let images: BTreeMap<String, ImageRef> = m
         .doc
         .images
@@ -520,26 +542,27 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
             )
         })
         .collect();
-    state.note_created(m.created);
-    state.transaction = Some(Transaction {
-        from: booted,
-        to: target,
-        version: m.version.to_string(),
-        manifest_sha256: m.sha256.clone(),
-        phase: Phase::Writing,
-        started: now(),
-        staged_boot_id: None,
-        images: images.clone(),
-        unknown: Default::default(),
-    });
-    state.slots.insert(
+    // Invariant 3: bad, then the record of what is being written, right
+    // before the target's first byte changes; not earlier, so that what
+    // fails before it (a server answering 429 or 503, a payload cut before
+    // its first chunk decoded) leaves the target as it was.
+    let mut arming = Arming {
+        host,
         target,
-        SlotRecord {
-            status: "installing".into(),
-            ..Default::default()
+        created: m.created,
+        transaction: Transaction {
+            from: booted,
+            to: target,
+            version: m.version.to_string(),
+            manifest_sha256: m.sha256.clone(),
+            phase: Phase::Writing,
+            started: now(),
+            staged_boot_id: None,
+            images: images.clone(),
+            unknown: Default::default(),
         },
-    );
-    host.state_dir.save(&state)?;
+        armed: false,
+    };
 
     let mut payload_bytes = 0;
     let mut network_bytes = 0;
@@ -571,21 +594,25 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
             target_dev.display()
         ));
         let (by_delta, given_up) = match try_delta(
-            host, &mut state, &transport, verified, booted, class, image, target_dev, opts,
+            host,
+            &mut state,
+            &mut arming,
+            &transport,
+            verified,
+            booted,
+            class,
+            image,
+            target_dev,
+            opts,
         ) {
             Ok(d) => d,
             Err(e) => {
-                fail_target(host, &mut state, target)?;
+                arming.fail(&mut state)?;
                 return Err(e);
             }
         };
         // A delta given up still cost its bytes.
         network_bytes += given_up;
-        // Whether the transport itself failed (a network error: the bytes
-        // so far are good and the partial download is resumed next time)
-        // rather than the bytes it delivered (kept, they would fail the
-        // same way on every later run).
-        let transport_failed = std::sync::atomic::AtomicBool::new(false);
         let payload_url = host.via_mirror(&location);
         let result = match by_delta {
             Some(fetched) => Ok((
@@ -597,7 +624,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
             )),
             None => transport
                 .open_payload(
-                    &host.via_mirror(&location),
+                    &payload_url,
                     image.download_size(),
                     resumable.then_some(partial.as_path()),
                 )
@@ -607,20 +634,17 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                         Progress::new(&format!("{class} {}", m.version), image.size, opts.quiet);
                     let resumed = reader.resumed_from();
                     if resumed > 0 {
-                        log(&format!("resuming {location} at byte {resumed}"));
+                        log(&format!("resuming {payload_url} at byte {resumed}"));
                     }
-                    let watched = WatchedReader {
-                        inner: &mut reader,
-                        failed: &transport_failed,
-                    };
                     let written = install::write_image(
                         class,
-                        watched,
+                        &mut reader,
                         image,
                         target_dev,
                         host.config.update.max_window_log,
                         opts.write_mode,
                         &mut progress,
+                        &mut || arming.arm(&mut state),
                     )?;
                     Ok((written, reader.bytes_from_network()))
                 }),
@@ -632,25 +656,33 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                 let _ = std::fs::remove_file(&partial);
             }
             Err(e) => {
-                let bad_bytes = match &e {
-                    Error::Install(install::InstallError::Device { .. }) => false,
-                    Error::Install(_) => {
-                        !transport_failed.load(std::sync::atomic::Ordering::SeqCst)
-                    }
-                    _ => false,
-                };
-                if bad_bytes {
-                    // A partial download that decodes or hashes wrong must
-                    // not be resumed.
+                // Bytes that decode or hash wrong would fail the same way
+                // on every later run: such a partial download is not
+                // resumed. A transport failure (a fetch error now) keeps
+                // what arrived for the next run.
+                if matches!(
+                    e,
+                    Error::Install(
+                        install::InstallError::Payload { .. }
+                            | install::InstallError::Mismatch { .. }
+                            | install::InstallError::Size { .. }
+                    )
+                ) {
                     let _ = std::fs::remove_file(&partial);
                 }
                 // What earlier classes and given-up deltas fetched.
                 state.metrics.downloaded_bytes += network_bytes;
-                fail_target(host, &mut state, target)?;
+                arming.fail(&mut state)?;
+                if !arming.armed && network_bytes > 0 {
+                    host.state_dir.save(&state)?;
+                }
                 return Err(name_payload_source(e, &payload_url));
             }
         }
     }
+    // Nothing needed writing (`--write=changed` over the same image): the
+    // record still precedes the activation.
+    arming.arm(&mut state)?;
 
     // Invariant 3: only a verified slot is activated; the state follows.
     host.boot.activate(target)?;
@@ -737,18 +769,57 @@ fn has_room_for(dir: &std::path::Path, partial: &std::path::Path, size: u64) -> 
     }
 }
 
-/// The write failed: nothing is pending, and the target is known bad.
-fn fail_target(host: &Host, state: &mut State, target: SlotName) -> Result<()> {
-    state.transaction = None;
-    state.slots.insert(
-        target,
-        SlotRecord {
-            status: "bad".into(),
-            ..Default::default()
-        },
-    );
-    host.state_dir.save(state)?;
-    Ok(())
+/// Marks the install's target bad and records its transaction, once, right
+/// before the target's first byte changes (invariant 3). Until then a
+/// failed install leaves the target's bootloader state and record as they
+/// were: a power cut at any instant finds the target either untouched or
+/// marked bad.
+struct Arming<'a> {
+    host: &'a Host,
+    target: SlotName,
+    created: i64,
+    transaction: Transaction,
+    armed: bool,
+}
+
+impl Arming<'_> {
+    fn arm(&mut self, state: &mut State) -> Result<()> {
+        if self.armed {
+            return Ok(());
+        }
+        self.host.boot.set_state(self.target, BootState::Bad)?;
+        crate::failpoint::hit("target-marked-bad");
+        self.armed = true;
+        state.note_created(self.created);
+        state.transaction = Some(self.transaction.clone());
+        state.slots.insert(
+            self.target,
+            SlotRecord {
+                status: "installing".into(),
+                ..Default::default()
+            },
+        );
+        self.host.state_dir.save(state)?;
+        Ok(())
+    }
+
+    /// The write failed: when it had begun, nothing is pending any more and
+    /// the target is known bad; when it had not, nothing changed.
+    fn fail(&self, state: &mut State) -> Result<()> {
+        if !self.armed {
+            return Ok(());
+        }
+        state.transaction = None;
+        state.slots.insert(
+            self.target,
+            SlotRecord {
+                status: "bad".into(),
+                ..Default::default()
+            },
+        );
+        self.host.state_dir.save(state)?;
+        Ok(())
+    }
 }
 
 /// Rebuild `class` in the target from the booted slot and the release's
@@ -759,6 +830,7 @@ fn fail_target(host: &Host, state: &mut State, target: SlotName) -> Result<()> {
 fn try_delta(
     host: &Host,
     state: &mut State,
+    arming: &mut Arming,
     transport: &Transport,
     verified: &Verified,
     booted: SlotName,
@@ -814,7 +886,13 @@ fn try_delta(
         opts.quiet,
     );
     let outcome =
-        crate::delta::apply(&plan, &mut progress).map_err(|e| Error::io(target_dev, e))?;
+        crate::delta::apply(&plan, &mut progress, &mut || arming.arm(state)).map_err(|e| {
+            match e.downcast::<Error>() {
+                // The step before the first write failed: its own error.
+                Ok(e) => e,
+                Err(e) => Error::io(target_dev, e),
+            }
+        })?;
     progress.finish();
     match outcome {
         crate::delta::Outcome::Applied {
@@ -845,22 +923,6 @@ fn try_delta(
             ));
             Ok((None, fetched))
         }
-    }
-}
-
-/// Notes whether a read from the transport failed.
-struct WatchedReader<'a, R> {
-    inner: R,
-    failed: &'a std::sync::atomic::AtomicBool,
-}
-
-impl<R: std::io::Read> std::io::Read for WatchedReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let r = self.inner.read(buf);
-        if r.is_err() {
-            self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        r
     }
 }
 
@@ -1308,7 +1370,7 @@ pub fn publish(
         booted_version,
         outcome: outcome.to_string(),
         error_kind: error.map(|(k, _)| k.to_string()),
-        message: error.map(|(_, m)| m.to_string()),
+        message: error.map(|(_, m)| crate::fetch::redact(m).into_owned()),
         time: now(),
     };
     if let Err(e) = crate::report::post_webhook(report, &event) {

@@ -911,11 +911,17 @@ fn report_check(global: &Global, outcome: &CheckOutcome) {
                     "update_available": true,
                     "version": v.manifest.version.as_str(),
                     "manifest_sha256": v.manifest.sha256,
-                    "source": v.location,
+                    // Where the verified manifest came from (the mirror,
+                    // a redirect's target), without user info.
+                    "source": crate::fetch::redact(&v.source),
                     "rollout": standing,
                 }));
             } else {
-                println!("update available: {} ({})", v.manifest.version, v.location);
+                println!(
+                    "update available: {} ({})",
+                    v.manifest.version,
+                    crate::fetch::redact(&v.source)
+                );
             }
         }
         CheckOutcome::UpToDate {

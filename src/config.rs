@@ -345,6 +345,9 @@ impl Config {
                 format!("{max_window_log} is outside 10..=31"),
             ));
         }
+        if let Some(m) = &f.update.mirror {
+            crate::fetch::check_mirror(m).map_err(|e| err("update.mirror", e))?;
+        }
         let update = Update {
             url: f.update.url,
             compatible,

@@ -286,8 +286,14 @@ pub struct Plan<'a> {
 
 /// Apply the delta segment by segment, skipping those the journal has.
 /// `Err` is for failures that are not the delta's fault (the target device
-/// cannot be written): the caller stops there.
-pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
+/// cannot be written, or `before_write` failed: then the io::Error carries
+/// its [`crate::error::Error`]): the caller stops there. `before_write` runs
+/// once, before the first byte of the target changes.
+pub fn apply(
+    plan: &Plan,
+    progress: &mut Progress,
+    before_write: crate::install::BeforeWrite,
+) -> io::Result<Outcome> {
     let delta = plan.delta;
     let mut journal = load_journal(
         &plan.journal,
@@ -298,6 +304,7 @@ pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
     let mut source: Option<SourceMap> = None;
     let target = crate::slot::open_exclusive(plan.target_device, true, 0)?;
     let mut buf = vec![0u8; BUF];
+    let mut armed = false;
     let (mut fetched, mut segments_fetched, mut reused) = (0u64, 0usize, 0usize);
     macro_rules! fallback {
         ($($arg:tt)*) => {
@@ -387,6 +394,10 @@ pub fn apply(plan: &Plan, progress: &mut Progress) -> io::Result<Outcome> {
                 fallback!("segment {i} decodes to more than {} bytes", seg.length);
             }
             hasher.update(&buf[..n]);
+            if !armed {
+                before_write().map_err(io::Error::other)?;
+                armed = true;
+            }
             target.write_all_at(&buf[..n], seg.offset + produced)?;
             produced += n as u64;
             progress.advance(n as u64);

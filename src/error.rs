@@ -1,7 +1,8 @@
 //! The program's error: one variant per layer, each carrying that layer's
 //! error, whose message already names the file, URL, device or key. The
 //! variant decides the exit code; `kind` gives a label few enough to be a
-//! metric dimension.
+//! metric dimension. Every message is shown through
+//! [`crate::fetch::redact`]: no URL's user info reaches a person.
 
 use std::fmt;
 
@@ -28,20 +29,21 @@ pub enum Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Usage(m) | Error::Health(m) | Error::Refused(m) => f.write_str(m),
-            Error::Config(e) => e.fmt(f),
-            Error::State(e) => e.fmt(f),
-            Error::Trust(e) => e.fmt(f),
-            Error::Fetch(e) => e.fmt(f),
-            Error::Manifest(e) => e.fmt(f),
-            Error::NotApplicable(e) => e.fmt(f),
-            Error::Slot(e) => e.fmt(f),
-            Error::Install(e) => e.fmt(f),
-            Error::Boot(e) => e.fmt(f),
-            Error::Publish(e) => e.fmt(f),
-            Error::Io { path, source } => write!(f, "{path}: {source}"),
-        }
+        let line = match self {
+            Error::Usage(m) | Error::Health(m) | Error::Refused(m) => m.clone(),
+            Error::Config(e) => e.to_string(),
+            Error::State(e) => e.to_string(),
+            Error::Trust(e) => e.to_string(),
+            Error::Fetch(e) => e.to_string(),
+            Error::Manifest(e) => e.to_string(),
+            Error::NotApplicable(e) => e.to_string(),
+            Error::Slot(e) => e.to_string(),
+            Error::Install(e) => e.to_string(),
+            Error::Boot(e) => e.to_string(),
+            Error::Publish(e) => e.to_string(),
+            Error::Io { path, source } => format!("{path}: {source}"),
+        };
+        f.write_str(&crate::fetch::redact(&line))
     }
 }
 
@@ -100,9 +102,25 @@ from_layer!(
     Manifest(crate::manifest::ManifestError),
     NotApplicable(crate::manifest::NotApplicable),
     Slot(crate::slot::SlotError),
-    Install(crate::install::InstallError),
     Boot(crate::boot::BootError),
     Publish(crate::publish::PublishError),
 );
+
+impl From<crate::install::InstallError> for Error {
+    /// A transport failure while streaming a payload is a fetch error (its
+    /// kind says `network`, `http_status`…, not `payload`), and a failed
+    /// `before_write` is that step's own error.
+    fn from(e: crate::install::InstallError) -> Error {
+        use crate::install::InstallError as E;
+        match e {
+            E::Source { what, error } => match crate::fetch::FetchError::from_io(&error).cloned() {
+                Some(fetch) => Error::Fetch(fetch),
+                None => Error::Install(E::Source { what, error }),
+            },
+            E::BeforeWrite(e) => *e,
+            e => Error::Install(e),
+        }
+    }
+}
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -33,7 +33,8 @@ impl Check {
         match self {
             Check::Executable(p) => p.display().to_string(),
             Check::Unit(u) => format!("unit {u}"),
-            Check::Http(u) => format!("GET {u}"),
+            // Shown in logs, reasons, JSON and reports: no user info.
+            Check::Http(u) => format!("GET {}", crate::fetch::redact(u)),
         }
     }
 }
@@ -117,7 +118,7 @@ fn run_http(url: &str, timeout: Duration) -> (bool, String) {
     match agent.get(url).call() {
         Ok(resp) if resp.status().is_success() => (true, resp.status().to_string()),
         Ok(resp) => (false, format!("HTTP {}", resp.status())),
-        Err(e) => (false, e.to_string()),
+        Err(e) => (false, crate::fetch::redact(&e.to_string()).into_owned()),
     }
 }
 

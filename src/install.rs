@@ -83,6 +83,17 @@ pub enum InstallError {
         path: PathBuf,
         source: io::Error,
     },
+    /// Reading the payload failed: the transport or the partial download
+    /// (a [`crate::fetch::FetchError`] inside `error` says which), not the
+    /// payload's bytes.
+    Source {
+        what: String,
+        error: io::Error,
+    },
+    /// The caller's `before_write` (marking the target bad) failed; no byte
+    /// of the slot was written.
+    BeforeWrite(Box<crate::error::Error>),
+    /// The payload's bytes are wrong: they do not decode.
     Payload {
         what: String,
         reason: String,
@@ -102,6 +113,13 @@ impl fmt::Display for InstallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InstallError::Device { path, source } => write!(f, "{}: {source}", path.display()),
+            InstallError::Source { what, error } => {
+                match crate::fetch::FetchError::from_io(error) {
+                    Some(fetch) => fetch.fmt(f),
+                    None => write!(f, "{what}: reading the payload: {error}"),
+                }
+            }
+            InstallError::BeforeWrite(e) => e.fmt(f),
             InstallError::Payload { what, reason } => write!(f, "{what}: {reason}"),
             InstallError::Mismatch {
                 what,
@@ -124,6 +142,10 @@ impl InstallError {
     pub fn kind(&self) -> &'static str {
         match self {
             InstallError::Device { .. } => "device",
+            InstallError::Source { error, .. } => {
+                crate::fetch::FetchError::from_io(error).map_or("io", |e| e.kind())
+            }
+            InstallError::BeforeWrite(e) => e.kind(),
             InstallError::Payload { .. } => "payload",
             InstallError::Mismatch { .. } => "hash_mismatch",
             InstallError::Size { .. } => "size",
@@ -438,6 +460,15 @@ fn overflow(size: u64) -> String {
     format!("decodes to more than the {size} bytes the manifest declares")
 }
 
+/// Why the producer (payload reader and decoder) stopped.
+enum Stop {
+    /// The payload could not be read (transport, partial file).
+    Source(io::Error),
+    /// The payload's bytes are bad (do not decode, too many), or a stage
+    /// stopped.
+    Payload(String),
+}
+
 /// Reader stage for a zstd payload: payload buffers to the decoder, hashed
 /// on the way. Returns the payload's length and SHA-256; `Err(None)` when
 /// the decoder stopped (its own error says why).
@@ -445,12 +476,12 @@ fn read_payload(
     mut payload: impl Read,
     tx: SyncSender<(Vec<u8>, usize)>,
     pool: Receiver<Vec<u8>>,
-) -> Result<(u64, String), Option<String>> {
+) -> Result<(u64, String), Option<io::Error>> {
     let mut hasher = Sha256::new();
     let mut count = 0u64;
     loop {
         let mut buf = pool.recv().map_err(|_| None)?;
-        let n = fill(&mut payload, &mut buf).map_err(|e| Some(e.to_string()))?;
+        let n = fill(&mut payload, &mut buf).map_err(Some)?;
         if n == 0 {
             break;
         }
@@ -532,23 +563,24 @@ fn read_raw(
     pool: &Receiver<AlignedBuf>,
     tx: &SyncSender<(AlignedBuf, usize)>,
     size: u64,
-) -> Result<(u64, String), String> {
+) -> Result<(u64, String), Stop> {
     let mut hasher = Sha256::new();
     let mut source = payload.take(size + 1);
     let mut count = 0u64;
+    let stopped = || Stop::Payload("writer stopped".into());
     loop {
-        let mut buf = pool.recv().map_err(|_| "writer stopped".to_string())?;
-        let n = fill(&mut source, &mut buf).map_err(|e| e.to_string())?;
+        let mut buf = pool.recv().map_err(|_| stopped())?;
+        let n = fill(&mut source, &mut buf).map_err(Stop::Source)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
         count += n as u64;
         if count > size {
-            return Err(overflow(size));
+            return Err(Stop::Payload(overflow(size)));
         }
         if tx.send((buf, n)).is_err() {
-            return Err("writer stopped".into());
+            return Err(stopped());
         }
     }
     Ok((count, hex(&hasher.finalize())))
@@ -643,6 +675,24 @@ enum WriterStop {
     Device(io::Error),
     /// The verifier stopped (its own error says why).
     Verifier,
+    /// `before_write` failed: nothing was written.
+    BeforeWrite(crate::error::Error),
+}
+
+/// What the caller does once, right before the first byte of the slot
+/// changes (and not at all when nothing needs writing): the install flow
+/// marks the target bad there, so that a failure before it (a server
+/// answering 503, a payload cut before its first chunk decoded, a device
+/// that cannot be opened) leaves the target as it was.
+pub type BeforeWrite<'a> = &'a mut dyn FnMut() -> Result<(), crate::error::Error>;
+
+/// Calls `before_write` the first time; `armed` remembers that it did.
+fn arm(armed: &mut bool, before_write: BeforeWrite) -> Result<(), WriterStop> {
+    if !*armed {
+        before_write().map_err(WriterStop::BeforeWrite)?;
+        *armed = true;
+    }
+    Ok(())
 }
 
 /// Writer stage (on the calling thread): chunks in, device writes out, each
@@ -659,9 +709,11 @@ fn write_chunks(
     mode: WriteMode,
     size: u64,
     progress: &mut Progress,
+    before_write: BeforeWrite,
 ) -> (u64, Result<(), WriterStop>) {
     let mut offset = 0u64;
     let mut flush_asked = 0u64;
+    let mut armed = false;
     let mut batch: Vec<(AlignedBuf, usize)> = Vec::with_capacity(CHUNKS);
     while let Ok(first) = rx.recv() {
         // Chunks already waiting are written with this one, in one call.
@@ -671,6 +723,9 @@ fn write_chunks(
             break; // the producer reports the overflow
         }
         if mode == WriteMode::All {
+            if let Err(stop) = arm(&mut armed, &mut *before_write) {
+                return (offset, Err(stop));
+            }
             let slices: Vec<&[u8]> = batch.iter().map(|(c, n)| &c[..*n]).collect();
             if let Err(e) = io.write_chunks_at(&slices, offset) {
                 return (offset, Err(WriterStop::Device(e)));
@@ -689,6 +744,11 @@ fn write_chunks(
                         // Unreadable (e.g. past the end of a short file): write it.
                         Err(_) => vec![(0, n)],
                     };
+                    if !runs.is_empty() {
+                        if let Err(stop) = arm(&mut armed, &mut *before_write) {
+                            return (offset, Err(stop));
+                        }
+                    }
                     for &(a, b) in &runs {
                         if let Err(e) = io.write_at(&data[a..b], offset + a as u64) {
                             return (offset, Err(WriterStop::Device(e)));
@@ -723,7 +783,9 @@ fn write_chunks(
 
 /// Decode `payload` (exactly `image.download_size()` bytes) into `device`,
 /// hashing the payload as it arrives and the image as read back from the
-/// medium after each write.
+/// medium after each write. `before_write` runs once before the first byte
+/// of `device` changes (see [`BeforeWrite`]).
+#[allow(clippy::too_many_arguments)]
 pub fn write_image(
     class: &str,
     payload: impl Read + Send,
@@ -732,6 +794,7 @@ pub fn write_image(
     max_window_log: u32,
     mode: WriteMode,
     progress: &mut Progress,
+    before_write: BeforeWrite,
 ) -> Result<Written, InstallError> {
     let what = format!("{class} payload");
     if let Some(w) = image.window_log {
@@ -784,7 +847,7 @@ pub fn write_image(
                 Ok(())
             }
         });
-        let producer = scope.spawn(move || -> Result<(u64, String), String> {
+        let producer = scope.spawn(move || -> Result<(u64, String), Stop> {
             match compression {
                 Compression::None => read_raw(payload, &chunk_pool, &chunk_tx, size),
                 Compression::Zstd => {
@@ -798,14 +861,16 @@ pub fn write_image(
                         let decoded =
                             decode(in_rx, in_back, &chunk_pool, &chunk_tx, size, window_log_max);
                         drop(chunk_tx);
-                        let read = reader
-                            .join()
-                            .unwrap_or_else(|_| Err(Some("payload reader panicked".into())));
+                        let read = reader.join().unwrap_or_else(|_| {
+                            Err(Some(io::Error::other("payload reader panicked")))
+                        });
                         match (read, decoded) {
                             // A transport error explains a decoder that ran dry.
-                            (Err(Some(e)), _) => Err(e),
-                            (_, Err(e)) => Err(e),
-                            (Err(None), Ok(())) => Err("payload reader stopped".into()),
+                            (Err(Some(e)), _) => Err(Stop::Source(e)),
+                            (_, Err(e)) => Err(Stop::Payload(e)),
+                            (Err(None), Ok(())) => {
+                                Err(Stop::Payload("payload reader stopped".into()))
+                            }
                             (Ok(read), Ok(())) => Ok(read),
                         }
                     })
@@ -822,6 +887,7 @@ pub fn write_image(
             mode,
             size,
             progress,
+            before_write,
         );
         drop(verify_tx);
         drop(flush_tx);
@@ -830,7 +896,7 @@ pub fn write_image(
         drop(medium_pool);
         let produced = producer
             .join()
-            .unwrap_or_else(|_| Err("decoder thread panicked".into()));
+            .unwrap_or_else(|_| Err(Stop::Payload("decoder thread panicked".into())));
         let verified = verifier
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("read-back thread panicked")));
@@ -840,14 +906,22 @@ pub fn write_image(
         (offset, writer, produced, verified, flushed)
     });
 
-    if let Err(WriterStop::Device(e)) = writer {
-        return Err(dev_err(e));
+    match writer {
+        Err(WriterStop::Device(e)) => return Err(dev_err(e)),
+        Err(WriterStop::BeforeWrite(e)) => return Err(InstallError::BeforeWrite(Box::new(e))),
+        Err(WriterStop::Verifier) | Ok(()) => {}
     }
     flushed.map_err(dev_err)?;
     let verified = verified.map_err(dev_err)?;
-    let (payload_bytes, payload_sha) = produced.map_err(|reason| InstallError::Payload {
-        what: what.clone(),
-        reason,
+    let (payload_bytes, payload_sha) = produced.map_err(|stop| match stop {
+        Stop::Source(error) => InstallError::Source {
+            what: what.clone(),
+            error,
+        },
+        Stop::Payload(reason) => InstallError::Payload {
+            what: what.clone(),
+            reason,
+        },
     })?;
     if payload_sha != image.download_sha256() {
         return Err(InstallError::Mismatch {
@@ -973,6 +1047,7 @@ mod tests {
                 27,
                 WriteMode::All,
                 &mut Progress::new("t", img.size, true),
+                &mut || Ok(()),
             )
             .expect("write");
             assert_eq!(w.image_bytes, d.len() as u64);
@@ -996,6 +1071,7 @@ mod tests {
             27,
             WriteMode::All,
             &mut Progress::new("t", img.size, true),
+            &mut || Ok(()),
         )
         .expect_err("tampered payload accepted");
         assert!(matches!(e, InstallError::Mismatch { .. }), "{e}");
@@ -1016,6 +1092,7 @@ mod tests {
             27,
             WriteMode::All,
             &mut Progress::new("t", img.size, true),
+            &mut || Ok(()),
         )
         .expect_err("oversize accepted");
         assert!(e.to_string().contains("more than"), "{e}");
@@ -1039,6 +1116,7 @@ mod tests {
             27,
             mode,
             &mut Progress::new("t", img.size, true),
+            &mut || Ok(()),
         )
     }
 
@@ -1161,9 +1239,69 @@ mod tests {
             27,
             WriteMode::Changed,
             &mut Progress::new("t", img.size, true),
+            &mut || Ok(()),
         )
         .expect("write");
         assert_eq!(std::fs::read(&t).expect("read"), d);
         let _ = std::fs::remove_file(t);
+    }
+    /// Fails every read: a link that breaks.
+    struct Broken;
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("link broke"))
+        }
+    }
+
+    #[test]
+    fn before_write_runs_once_right_before_the_first_byte_changes() {
+        let d = data(3 << 20 | 77);
+        let (img, payload) = image_for(&d, Some(3));
+        let t = target("arm", 4 << 20);
+        let untouched = |t: &Path| std::fs::read(t).expect("read").iter().all(|&b| b == 0);
+        let run = |payload: &mut (dyn Read + Send), mode, calls: &mut u32, fail: bool| {
+            write_image(
+                "rootfs",
+                payload,
+                &img,
+                &t,
+                27,
+                mode,
+                &mut Progress::new("t", img.size, true),
+                &mut || {
+                    *calls += 1;
+                    assert!(untouched(&t), "a byte changed before before_write");
+                    match fail {
+                        true => Err(crate::error::Error::Refused("no".into())),
+                        false => Ok(()),
+                    }
+                },
+            )
+        };
+
+        // A link that breaks before the first chunk: never called, and the
+        // error is the source's, not the payload's.
+        let mut calls = 0;
+        let mut cut = (&payload[..1000]).chain(Broken);
+        let e = run(&mut cut, WriteMode::All, &mut calls, false).expect_err("cut");
+        assert!(matches!(e, InstallError::Source { .. }), "{e}");
+        assert_eq!((calls, untouched(&t)), (0, true));
+
+        // Its own failure stops the write before the first byte.
+        let e = run(&mut &payload[..], WriteMode::All, &mut calls, true).expect_err("refused");
+        assert!(matches!(e, InstallError::BeforeWrite(_)), "{e}");
+        assert_eq!((calls, untouched(&t)), (1, true));
+
+        // Once per image, before the first byte.
+        calls = 0;
+        run(&mut &payload[..], WriteMode::All, &mut calls, false).expect("write");
+        assert_eq!(calls, 1);
+        assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
+
+        // Nothing to change (`--write=changed` over the same image): never.
+        calls = 0;
+        run(&mut &payload[..], WriteMode::Changed, &mut calls, false).expect("rewrite");
+        assert_eq!(calls, 0);
+        let _ = std::fs::remove_file(&t);
     }
 }

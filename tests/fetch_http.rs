@@ -58,7 +58,10 @@ fn document_conditional_get_and_not_found() {
     let first = t
         .get_document(&nginx.url("release.json"), 4096, None)
         .expect("fetch");
-    let Document::Fetched { body, validators } = first else {
+    let Document::Fetched {
+        body, validators, ..
+    } = first
+    else {
         panic!("expected Fetched, got {first:?}")
     };
     assert_eq!(body, br#"{"format":1}"#);
@@ -98,11 +101,15 @@ fn document_conditional_get_and_not_found() {
     assert_eq!(e.kind(), "too_long", "{e}");
     assert!(e.to_string().contains("announced 18 bytes"), "{e}");
 
-    // A redirect is followed.
+    // A redirect is followed, and the document names the URL that
+    // answered (what `check` reports as its source).
     let moved = t
         .get_document(&nginx.url("moved.json"), 4096, None)
         .expect("redirected");
-    assert!(matches!(moved, Document::Fetched { .. }), "{moved:?}");
+    assert!(
+        matches!(&moved, Document::Fetched { url, .. } if *url == nginx.url("release.json")),
+        "{moved:?}"
+    );
 
     let log = nginx.wait_log(7);
     let statuses: Vec<u16> = log.iter().map(|l| l.status).collect();
@@ -134,14 +141,16 @@ fn payload_full_read_equals_file() {
         .open_payload(&nginx.url("payload.bin"), size as u64 + 1, None)
         .expect_err("too short");
     assert_eq!(e.kind(), "too_short", "{e}");
-    // Missing payload: an HTTP error naming the URL.
+    // Missing payload: "not found" (not published), naming the URL; not
+    // an error worth retrying.
     let e = t
         .open_payload(&nginx.url("nope.bin"), 1, None)
         .expect_err("404");
-    assert_eq!(e.kind(), "http_status");
+    assert_eq!(e.kind(), "not_found");
+    assert!(!e.is_transient());
     assert_eq!(
         e.to_string(),
-        format!("{}: HTTP 404", nginx.url("nope.bin"))
+        format!("{}: not found (HTTP 404)", nginx.url("nope.bin"))
     );
 }
 

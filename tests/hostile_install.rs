@@ -6,8 +6,11 @@
 //! and one error line naming the URL, in bounded time (read_timeout 2s; a
 //! bound on a hang, not a performance claim) and bounded memory (peak RSS
 //! of the process), with the booted slot's bytes, flags and the boot order
-//! untouched and no reboot; a payload that went bad mid-stream leaves the
-//! target marked bad. Where the right answer is to recover (a resume
+//! untouched and no reboot. A payload that went bad after bytes of it
+//! reached the target leaves the target marked bad; one refused before
+//! that (on its headers, a redirect, a stall before the first chunk, a 503)
+//! leaves the target's flags and record as they were. Where the right
+//! answer is to recover (a resume
 //! answered with 200 or a range from elsewhere), the install succeeds with
 //! exactly the signed bytes.
 
@@ -36,6 +39,8 @@ const TIME_BOUND: Duration = Duration::from_secs(30);
 /// the server does.
 const RSS_BOUND_KIB: u64 = 160 * 1024;
 
+/// A host booted from A whose other slot B holds a good older system (the
+/// fallback a refused install must not cost).
 fn host(name: &str) -> TestHost {
     let h = TestHost::new(&format!("hostile-{name}"), "1.0", HostOptions::default());
     let cfg = std::fs::read_to_string(&h.config).expect("config");
@@ -44,6 +49,8 @@ fn host(name: &str) -> TestHost {
         cfg.replacen("read_timeout = \"5s\"", "read_timeout = \"2s\"", 1),
     )
     .expect("config");
+    let out = h.abupdate(&["mark-good", "B"]);
+    assert!(out.status.success(), "mark-good B: {}", text(&out));
     h
 }
 
@@ -110,8 +117,9 @@ fn bounded(r: &Run, what: &str) {
 }
 
 /// Exit 1, the last line the error naming `needles`, bounded, nothing
-/// flipped. `payload_stage`: the target had been marked bad already.
-fn refused(h: &TestHost, b: &Untouched, r: &Run, needles: &[&str], payload_stage: bool) -> String {
+/// flipped. `written`: bytes reached the target, so it is marked bad (else
+/// its flag and record are as they were).
+fn refused(h: &TestHost, b: &Untouched, r: &Run, needles: &[&str], written: bool) -> String {
     let what = needles.join(" + ");
     assert_eq!(r.out.status.code(), Some(1), "{what}: {}", text(&r.out));
     let stderr = String::from_utf8_lossy(&r.out.stderr);
@@ -124,12 +132,16 @@ fn refused(h: &TestHost, b: &Untouched, r: &Run, needles: &[&str], payload_stage
     h.assert_untouched(b, &what);
     assert_eq!(h.reboots(), 0, "{what}: reboot requested");
     let env = h.grub_vars();
-    if payload_stage {
+    if written {
         assert_eq!(env.get("B_OK").map(String::as_str), Some("0"), "{what}");
         assert_eq!(h.state()["slots"]["B"]["status"], "bad", "{what}");
         assert!(h.state()["transaction"].is_null(), "{what}");
     } else {
         assert_eq!(env.get("B_OK"), b.env.get("B_OK"), "{what}: target touched");
+        if b.env.get("B_OK").map(String::as_str) == Some("1") {
+            assert_eq!(h.state()["slots"]["B"]["status"], "good", "{what}");
+        }
+        assert!(h.state()["transaction"].is_null(), "{what}");
     }
     println!(
         "hostile | {what} | {:.1}s, {} KiB | {line}",
@@ -180,7 +192,8 @@ fn body_longer_than_declared() {
     });
     let b = h.untouched();
     let r = install(&h, &srv.url("/release.json"));
-    refused(&h, &b, &r, &[PAYLOAD, "announced"], true);
+    // Refused on the headers: not one byte reached the target.
+    refused(&h, &b, &r, &[PAYLOAD, "announced"], false);
 }
 
 #[test]
@@ -206,7 +219,8 @@ fn one_byte_per_second() {
     });
     let b = h.untouched();
     let r = install(&h, &srv.url("/release.json"));
-    refused(&h, &b, &r, &[PAYLOAD, "stalled"], true);
+    // Stalled before the first chunk: the target was never touched.
+    refused(&h, &b, &r, &[PAYLOAD, "stalled"], false);
 }
 
 /// Modes of a payload server that first cuts the download half-way (so a
@@ -350,7 +364,7 @@ fn redirect_loop() {
     });
     let b = h.untouched();
     let r = install(&h, &srv.url("/release.json"));
-    refused(&h, &b, &r, &[PAYLOAD, "redirect loop"], true);
+    refused(&h, &b, &r, &[PAYLOAD, "redirect loop"], false);
     let h = host("redirect-loop-manifest");
     let b = h.untouched();
     let r = install(&h, &srv.url("/m/release.json"));
@@ -372,7 +386,7 @@ fn redirect_to_file() {
     });
     let b = h.untouched();
     let r = install(&h, &srv.url("/release.json"));
-    refused(&h, &b, &r, &[PAYLOAD, "redirect to file: refused"], true);
+    refused(&h, &b, &r, &[PAYLOAD, "redirect to file: refused"], false);
 }
 
 #[test]
@@ -402,4 +416,393 @@ fn tls_with_an_unknown_ca() {
     .expect("config");
     let r = install(&h, &url);
     installed(&h, &r, "TLS with update.ca_file naming the CA");
+}
+
+/// `abupdate --json ARGS` on `h`: exit code and stdout parsed.
+fn json(h: &TestHost, args: &[&str]) -> (Option<i32>, serde_json::Value, Output) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = h.abupdate(&all);
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {}", text(&out)));
+    (out.status.code(), v, out)
+}
+
+/// The failures this host counted, by kind (what the textfile and the
+/// webhook report).
+fn failures(h: &TestHost) -> serde_json::Value {
+    h.state()["metrics"]["failures"].clone()
+}
+
+#[test]
+fn payload_503_or_429_with_retry_after_leaves_the_target_as_it_was() {
+    // A busy server is not a bad release: the target, which still holds a
+    // good older system, keeps its flag and record, and the failure counts
+    // as the server's (`http_status`), not the payload's.
+    for (status, retry) in [
+        ("503 Service Unavailable", "120"),
+        ("429 Too Many Requests", "7"),
+    ] {
+        let h = host(&format!("busy-{}", &status[..3]));
+        let (_, files) = release(&h);
+        let srv = server(files, move |_, s, _| {
+            head(
+                s,
+                status,
+                &format!("Retry-After: {retry}\r\nContent-Length: 0\r\n"),
+            );
+        });
+        let b = h.untouched();
+        let r = install(&h, &srv.url("/release.json"));
+        let line = refused(&h, &b, &r, &[PAYLOAD, &status[..3]], false);
+        assert!(
+            line.contains(&format!("retry after {retry}s")),
+            "{line:?} does not pass on Retry-After"
+        );
+        assert_eq!(failures(&h)["http_status"], 1, "{}", failures(&h));
+        assert!(failures(&h).get("payload").is_none(), "{}", failures(&h));
+    }
+}
+
+#[test]
+fn payload_cut_before_its_first_chunk_leaves_the_target_as_it_was() {
+    let h = host("cut-early");
+    let (_, files) = release(&h);
+    let srv = server(files, |_, s, data| {
+        head(s, "200 OK", &format!("Content-Length: {}\r\n", data.len()));
+        write_all_capped(s, &data[..1000]);
+    });
+    let b = h.untouched();
+    let r = install(&h, &srv.url("/release.json"));
+    refused(&h, &b, &r, &[PAYLOAD, "ended after 1000 of"], false);
+    assert_eq!(failures(&h)["network"], 1, "{}", failures(&h));
+}
+
+#[test]
+fn stalled_download_is_a_network_failure_not_a_payload_one() {
+    // A megabyte reaches the target, then the link stalls: the target is
+    // marked bad (its bytes changed), the partial download is kept for the
+    // next run, and the failure is counted and reported as the network's,
+    // so a fleet controller does not blame the release for it.
+    let h = host("stall-mid");
+    let (_, files) = release(&h);
+    let srv = server(files, |_, s, data| {
+        head(s, "200 OK", &format!("Content-Length: {}\r\n", data.len()));
+        write_all_capped(s, &data[..1 << 20]);
+        std::thread::sleep(Duration::from_secs(8));
+    });
+    let b = h.untouched();
+    let (code, v, out) = json(&h, &["install", "--no-reboot", &srv.url("/release.json")]);
+    let r = Run {
+        out,
+        took: Duration::ZERO,
+        rss_kib: None,
+    };
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["kind"], "network", "{v}");
+    refused(&h, &b, &r, &[PAYLOAD, "no data received"], true);
+    assert_eq!(failures(&h)["network"], 1, "{}", failures(&h));
+    assert!(failures(&h).get("payload").is_none(), "{}", failures(&h));
+    let kept: u64 = std::fs::read_dir(h.state_dir.join("partial"))
+        .expect("partial dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.metadata().expect("meta").len())
+        .sum();
+    assert!(kept >= 1 << 20, "partial download not kept: {kept} bytes");
+}
+
+/// Serves the release only to requests whose query is `?token=abc` for the
+/// manifest and its signature (a CDN token), and the payload without one.
+fn token_server(files: BTreeMap<String, Arc<Vec<u8>>>) -> Server {
+    Server::start(move |req, s| {
+        let (path, query) = match req.path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (req.path.as_str(), None),
+        };
+        let needs_token = path.starts_with("/release.json");
+        if needs_token && query != Some("token=abc") {
+            return head(s, "403 Forbidden", "Content-Length: 0\r\n");
+        }
+        match files.get(path) {
+            Some(d) => serve(req, s, d),
+            None => not_found(s),
+        }
+    })
+}
+
+#[test]
+fn signature_url_keeps_the_manifest_query() {
+    let h = host("query");
+    let (_, files) = release(&h);
+    let srv = token_server(files);
+    let r = install(&h, &srv.url("/release.json?token=abc"));
+    installed(&h, &r, "manifest URL with a CDN token in its query");
+    let paths: Vec<String> = srv.requests().iter().map(|q| q.path.clone()).collect();
+    assert!(
+        paths.contains(&"/release.json.minisig?token=abc".to_string()),
+        "the signature was not asked for with the token: {paths:?}"
+    );
+    // RFC 3986: a relative reference without a query does not inherit the
+    // manifest's.
+    assert!(paths.contains(&PAYLOAD.to_string()), "{paths:?}");
+}
+
+#[test]
+fn fragment_on_the_manifest_url_never_reaches_a_request() {
+    let h = host("fragment");
+    let (_, files) = release(&h);
+    let srv = server(files, serve);
+    let r = install(&h, &srv.url("/release.json#frag"));
+    installed(&h, &r, "manifest URL with a fragment");
+    let paths: Vec<String> = srv.requests().iter().map(|q| q.path.clone()).collect();
+    assert!(paths.iter().all(|p| !p.contains('#')), "{paths:?}");
+    assert!(
+        paths.contains(&"/release.json.minisig".to_string()),
+        "the signature was not fetched as release.json.minisig: {paths:?}"
+    );
+}
+
+#[test]
+fn mirror_failure_names_the_mirror_and_source_is_where_the_manifest_came_from() {
+    let h = host("mirror-source");
+    let (_, files) = release(&h);
+    let serving = Arc::new(Mutex::new(false));
+    let on = serving.clone();
+    let mirror = Server::start(move |req, s| {
+        let path = req.path.strip_prefix("/cache/rel").unwrap_or("");
+        match files.get(path) {
+            Some(d) if *on.lock().unwrap() => serve(req, s, d),
+            _ => not_found(s),
+        }
+    });
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let origin = "http://updates.invalid/rel/release.json";
+    std::fs::write(
+        &h.config,
+        cfg.replacen(
+            "[update]\n",
+            &format!(
+                "[update]\nurl = \"{origin}\"\nmirror = \"http://site:pw@127.0.0.1:{}/cache/\"\n",
+                mirror.port
+            ),
+            1,
+        ),
+    )
+    .expect("config");
+    let at_mirror = format!(
+        "http://***@127.0.0.1:{}/cache/rel/release.json",
+        mirror.port
+    );
+
+    // The mirror has no copy: the error names the mirror's URL (without its
+    // password), not the origin that was never asked.
+    let (code, v, out) = json(&h, &["check"]);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["kind"], "not_found", "{v}");
+    let line = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        line.contains(&at_mirror),
+        "{line:?} does not name {at_mirror}"
+    );
+    assert!(
+        !line.contains("updates.invalid"),
+        "{line:?} names the origin"
+    );
+    assert!(
+        !text(&out).contains(":pw@"),
+        "password shown: {}",
+        text(&out)
+    );
+
+    // It has one: `source` says the manifest came from the mirror.
+    *serving.lock().unwrap() = true;
+    let (code, v, _) = json(&h, &["check"]);
+    assert_eq!(code, Some(100), "{v}");
+    assert_eq!(v["source"], at_mirror.as_str(), "{v}");
+}
+
+#[test]
+fn credentials_in_urls_are_used_but_never_shown() {
+    // Basic credentials in the manifest URL (and in a redirect) go to the
+    // server, and never into an error line, a log line, `--json` output,
+    // `status` or the webhook report.
+    let h = host("credentials");
+    let (_, files) = release(&h);
+    let authorized = Arc::new(Mutex::new(Vec::new()));
+    let seen = authorized.clone();
+    let srv = Server::start(move |req, s| {
+        seen.lock()
+            .unwrap()
+            .push(req.header("authorization").map(str::to_string));
+        let port = req
+            .header("host")
+            .and_then(|h| h.rsplit(':').next())
+            .unwrap_or("0")
+            .to_string();
+        match req.path.as_str() {
+            PAYLOAD => head(
+                s,
+                "302 Found",
+                &format!("Location: http://user:s3cret@127.0.0.1:{port}/busy.img\r\nContent-Length: 0\r\n"),
+            ),
+            "/busy.img" => head(s, "503 Service Unavailable", "Content-Length: 0\r\n"),
+            p => match files.get(p) {
+                Some(d) => serve(req, s, d),
+                None => not_found(s),
+            },
+        }
+    });
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let posted = bodies.clone();
+    let hook = Server::start(move |req, s| {
+        let n: usize = req
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; n];
+        let _ = std::io::Read::read_exact(s, &mut body);
+        posted
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&body).into_owned());
+        head(s, "200 OK", "Content-Length: 0\r\n");
+    });
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        format!("{cfg}\n[report]\nwebhook = \"{}\"\n", hook.url("/report")),
+    )
+    .expect("config");
+    let url = format!("http://user:s3cret@127.0.0.1:{}/release.json", srv.port);
+    let shown = format!("http://***@127.0.0.1:{}/release.json", srv.port);
+
+    let (code, v, out) = json(&h, &["check", &url]);
+    assert_eq!(code, Some(100), "{v}");
+    assert_eq!(v["source"], shown.as_str(), "{v}");
+    let mut everything = text(&out);
+
+    let (code, v, out) = json(&h, &["install", "--no-reboot", &url]);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["kind"], "http_status", "{v}");
+    let message = v["error"].as_str().unwrap_or("").to_string();
+    assert!(
+        message.contains(&format!("http://***@127.0.0.1:{}/busy.img", srv.port)),
+        "{message:?}"
+    );
+    everything.push_str(&text(&out));
+    everything.push_str(&text(&h.abupdate(&["--json", "status"])));
+    everything.push_str(&text(&h.abupdate(&["status"])));
+    let reports = bodies.lock().unwrap().join("\n");
+    assert!(
+        reports.contains("http://***@127.0.0.1"),
+        "no report: {reports}"
+    );
+    everything.push_str(&reports);
+    assert!(
+        !everything.contains("s3cret"),
+        "credentials shown: {everything}"
+    );
+
+    // The credentials did reach the server, as Basic authentication.
+    let auth = authorized.lock().unwrap().clone();
+    assert!(
+        auth.iter()
+            .all(|a| a.as_deref() == Some("Basic dXNlcjpzM2NyZXQ=")),
+        "{auth:?}"
+    );
+}
+
+#[test]
+fn busy_server_for_delta_and_full_payload_leaves_the_target_as_it_was() {
+    // The booted slot holds the delta's source; the server answers 503 to
+    // the delta's first range and then to the full payload: nothing was
+    // written, so the target keeps its flag and record.
+    let h = host("busy-delta");
+    let old = h.dir.join("v1.img");
+    std::fs::write(&old, h.slot_bytes(0, 4096)).expect("v1");
+    let delta_from = format!("rootfs={}", old.display());
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", LEN),
+        &["--segment-size", "1", "--delta-from", &delta_from],
+    );
+    let files = files_of(m.parent().expect("dir"));
+    let srv = Server::start(move |req, s| match files.get(req.path.as_str()) {
+        Some(d) if req.path.starts_with("/release.json") => serve(req, s, d),
+        _ => head(s, "503 Service Unavailable", "Content-Length: 0\r\n"),
+    });
+    let b = h.untouched();
+    let r = install(&h, &srv.url("/release.json"));
+    refused(&h, &b, &r, &["HTTP 503"], false);
+    let asked: Vec<Req> = srv.requests();
+    assert!(
+        asked.iter().any(|q| q.header("range").is_some()),
+        "the delta was not tried: {asked:?}"
+    );
+}
+
+#[test]
+fn health_check_credentials_are_never_shown() {
+    // A health check URL with credentials fails the trial: the rollback's
+    // reason names the check without them, in the log, `--json`, `status`,
+    // the state file and the webhook report.
+    let mut h = host("health-credentials");
+    let (_, files) = release(&h);
+    let srv = Server::start(move |req, s| match files.get(req.path.as_str()) {
+        Some(d) => serve(req, s, d),
+        None => head(s, "500 Internal Server Error", "Content-Length: 0\r\n"),
+    });
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let posted = bodies.clone();
+    let hook = Server::start(move |req, s| {
+        let n: usize = req
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; n];
+        let _ = std::io::Read::read_exact(s, &mut body);
+        posted
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&body).into_owned());
+        head(s, "200 OK", "Content-Length: 0\r\n");
+    });
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let check = format!("http://user:s3cret@127.0.0.1:{}/healthz", srv.port);
+    std::fs::write(
+        &h.config,
+        format!(
+            "{}\n[report]\nwebhook = \"{}\"\n",
+            cfg.replacen(
+                "[health]\n",
+                &format!("[health]\nhttp = [\"{check}\"]\n"),
+                1
+            ),
+            hook.url("/report")
+        ),
+    )
+    .expect("config");
+    let r = install(&h, &srv.url("/release.json"));
+    installed(&h, &r, "release for the health check");
+    assert_eq!(h.boot(), "B");
+    let (code, v, out) = json(&h, &["health", "--no-reboot"]);
+    assert_eq!(v["outcome"], "rolled_back", "{v} (exit {code:?})");
+    let shown = format!("GET http://***@127.0.0.1:{}/healthz", srv.port);
+    assert!(v["message"].as_str().unwrap_or("").contains(&shown), "{v}");
+    let mut everything = text(&out);
+    everything.push_str(&text(&h.abupdate(&["--json", "status"])));
+    everything.push_str(&text(&h.abupdate(&["status"])));
+    everything.push_str(&h.state().to_string());
+    let reports = bodies.lock().unwrap().join("\n");
+    assert!(reports.contains("rolled_back"), "no report: {reports}");
+    everything.push_str(&reports);
+    assert!(
+        !everything.contains("s3cret"),
+        "credentials shown: {everything}"
+    );
 }

@@ -535,3 +535,31 @@ fn two_classes_of_one_release_on_the_same_storage_are_refused() {
     assert_refused(&h, &b, &out, "also written by this release");
     assert_names(&out, &[&h.slots[1]]);
 }
+
+#[test]
+fn mirror_that_is_not_an_http_url_is_a_config_error() {
+    let h = host("mirror-config");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    for mirror in ["site-cache:8080", "http://cache/?tenant=a"] {
+        std::fs::write(
+            &h.config,
+            cfg.replacen(
+                "[update]\n",
+                &format!("[update]\nmirror = \"{mirror}\"\n"),
+                1,
+            ),
+        )
+        .expect("config");
+        let b = h.untouched();
+        let out = h.abupdate(&["check", m.to_str().expect("utf8")]);
+        assert_eq!(out.status.code(), Some(2), "{mirror}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("update.mirror") && stderr.contains(mirror),
+            "{stderr}"
+        );
+        h.assert_untouched(&b, mirror);
+    }
+}

@@ -1,10 +1,25 @@
 //! Locations: what a string names (an http(s) URL, a `file:` URL, or a bare
-//! local path), RFC 3986 reference resolution, and the policy of which
-//! references a manifest may make.
+//! local path), RFC 3986 reference resolution, the policy of which
+//! references a manifest may make, every URL built from another one, and
+//! how a URL is shown to a person.
 //!
-//! Written by hand because the crate has no URL dependency; only the subset
-//! the updater needs is supported, and anything outside it is refused rather
-//! than guessed at.
+//! Invariants this module keeps:
+//! - A URL derived from another is built on its components, never by
+//!   pasting text onto the whole string: a signature's URL appends to the
+//!   manifest URL's *path* and keeps its query (a CDN token reaches the
+//!   signature too); a relative image reference resolves per RFC 3986
+//!   section 5.2 (its own query kept, the manifest's not inherited); the
+//!   mirror takes the origin URL's path and query onto the mirror's scheme,
+//!   host and path prefix; a fragment is never sent.
+//! - User info (`user:password@`) never reaches a person: [`redact`] is the
+//!   one renderer for URLs (and for text that may contain them) in errors,
+//!   logs, JSON and reports.
+//!
+//! Written by hand rather than with the `url` crate: that crate (with its
+//! IDNA tables) adds 184 KB to the static host binary, most of the headroom
+//! under its 3 MiB budget, for the few operations the updater needs. Only
+//! that subset is supported, and anything outside it is refused rather than
+//! guessed at.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -271,10 +286,102 @@ fn assemble(scheme: &str, authority: Option<&str>, path: &str, query: Option<&st
     out
 }
 
+/// `text` with the user info of every URL in it (`scheme://user:pw@host`)
+/// replaced by `***`: the one way a URL, or a message naming one, is shown
+/// to a person. Credentials stay on the wire (ureq sends them as Basic
+/// authentication) and out of logs, errors, JSON and webhook reports.
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("://") || !text.contains('@') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (before, after) = rest.split_at(i + 3);
+        out.push_str(before);
+        // The authority ends where the path, query or fragment starts, or
+        // where the URL ends inside a message (white space, quotes, ...).
+        let end = after
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>' | '`') || c.is_whitespace()
+            })
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+/// The location of a file next to `location` whose name is `location`'s
+/// with `suffix` appended (`release.json` → `release.json.minisig`). For a
+/// URL the suffix goes onto the path: the query stays (a CDN token on the
+/// manifest URL is needed for its signature too), the fragment goes.
+pub fn sibling(location: &str, suffix: &str) -> Result<String, FetchError> {
+    match scheme_of(location) {
+        None => Ok(format!("{location}{suffix}")),
+        Some(_) => {
+            // Checked first: the same refusals as fetching it.
+            parse_location(location)?;
+            let url = normalize_scheme(strip_fragment(location));
+            let parts = split_url(&url);
+            let path = if parts.path.is_empty() {
+                format!("/{suffix}")
+            } else {
+                format!("{}{suffix}", parts.path)
+            };
+            Ok(assemble(parts.scheme, parts.authority, &path, parts.query))
+        }
+    }
+}
+
+/// Why `mirror` cannot serve as `[update] mirror`, if it cannot: it must be
+/// an http(s) URL with a host and no query (the origin URL's query is the
+/// one sent); a path is a prefix for the origin's paths.
+pub fn check_mirror(mirror: &str) -> Result<(), String> {
+    match parse_location(mirror) {
+        Ok(Loc::Http(url)) if split_url(&url).query.is_some() => Err(format!(
+            "{}: a mirror URL cannot have a query",
+            redact(mirror)
+        )),
+        Ok(Loc::Http(_)) => Ok(()),
+        Ok(Loc::File(_)) => Err(format!("{}: not an http(s) URL", redact(mirror))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `url` fetched through `mirror` (see [`check_mirror`]): the mirror's
+/// scheme, user info and host, its path as a prefix, then the origin URL's
+/// path and query. The origin's user info is not sent to the mirror (a
+/// shared cache must not collect a host's credentials for another server).
+/// Locations that are not http(s) URLs are returned as they are.
+pub fn via_mirror(url: &str, mirror: &str) -> String {
+    let (Ok(Loc::Http(origin)), Ok(Loc::Http(mirror))) =
+        (parse_location(url), parse_location(mirror))
+    else {
+        return url.to_string();
+    };
+    let o = split_url(&origin);
+    let m = split_url(&mirror);
+    let path = format!(
+        "{}{}",
+        m.path.trim_end_matches('/'),
+        if o.path.is_empty() { "/" } else { o.path }
+    );
+    assemble(m.scheme, m.authority, &path, o.query)
+}
+
 fn refused(location: &str, reason: &str) -> FetchError {
     FetchError::Refused {
-        location: location.to_string(),
-        reason: reason.to_string(),
+        location: redact(location).into_owned(),
+        reason: redact(reason).into_owned(),
     }
 }
 

@@ -15,6 +15,12 @@
 //!   caller's hash check, not ours.
 //! - A remote manifest can never make us read a local file: `file:` and
 //!   local paths are refused as references from, and redirects out of, http(s).
+//! - Every URL built from another (signatures, image references, the
+//!   mirror, redirects) is built on its components ([`location`]), and a URL
+//!   is shown to a person only through [`redact`] (no user info).
+//! - Error kinds tell the transport's failures (`network`, `http_status`,
+//!   `tls`: worth another try later) from a source that does not hold what
+//!   the signed manifest declares (`too_long`, `too_short`, `not_found`).
 //! - Nothing waits forever: connect, header and per-read timeouts are set
 //!   (ureq's are all off by default), and a body that trickles in slower than
 //!   [`MIN_PROGRESS_BYTES`] per `read_timeout` is dropped as stalled.
@@ -33,6 +39,7 @@ use ureq::http::Response;
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
 use ureq::{Agent, Body, Proxy};
 
+pub use location::{check_mirror, redact, sibling, via_mirror};
 use location::{parse_location, split_url, url_join, Loc};
 pub use payload::PayloadReader;
 
@@ -103,6 +110,9 @@ pub enum Document {
     Fetched {
         body: Vec<u8>,
         validators: Validators,
+        /// Where the body came from: the last URL of any redirects (the
+        /// location asked for, for local files). Raw: [`redact`] it to show.
+        url: String,
     },
     /// The server answered 304 to the validators sent.
     NotModified,
@@ -117,8 +127,19 @@ pub enum FetchError {
     Network { location: String, detail: String },
     /// A timeout or a stalled body (kind "network").
     Timeout { location: String, detail: String },
-    /// An HTTP status we cannot use.
-    HttpStatus { location: String, status: u16 },
+    /// An HTTP status we cannot use. `retry_after`: the server's
+    /// `Retry-After` (429, 503), for a caller that retries.
+    HttpStatus {
+        location: String,
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// HTTP 404 or 410 (`status`), or no such local file (`None`): the
+    /// release is not (or no longer) published there.
+    NotFound {
+        location: String,
+        status: Option<u16>,
+    },
     /// The source has more bytes than allowed. `announced`: the server said
     /// so in its headers (Content-Length / Content-Range), nothing was read.
     TooLong {
@@ -126,7 +147,10 @@ pub enum FetchError {
         limit: u64,
         announced: Option<u64>,
     },
-    /// The source ended early (`announced`: the headers said it would).
+    /// The source ended early. `announced`: the headers (or a local file's
+    /// length) said it would: the source holds another file than the signed
+    /// manifest declares (kind "too_short"). Unannounced, the connection was
+    /// cut (kind "network").
     TooShort {
         location: String,
         got: u64,
@@ -146,11 +170,17 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    /// A short stable label for metrics.
+    /// A short stable label for metrics and reports (the README lists them
+    /// with who is to blame for each).
     pub fn kind(&self) -> &'static str {
         match self {
-            FetchError::Network { .. } | FetchError::Timeout { .. } => "network",
+            FetchError::Network { .. }
+            | FetchError::Timeout { .. }
+            | FetchError::TooShort {
+                announced: false, ..
+            } => "network",
             FetchError::HttpStatus { .. } => "http_status",
+            FetchError::NotFound { .. } => "not_found",
             FetchError::TooLong { .. } => "too_long",
             FetchError::TooShort { .. } => "too_short",
             FetchError::Tls { .. } => "tls",
@@ -160,12 +190,36 @@ impl FetchError {
         }
     }
 
-    /// The URL or path the error is about.
+    /// Whether the same request may well succeed later: the link or the
+    /// server failed (a cut or refused connection, a stall, 408, 425, 429,
+    /// 5xx gateway and availability errors), not the file. A retry loop
+    /// waits [`FetchError::retry_after`] when the server said so.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Network { .. } | FetchError::Timeout { .. } => true,
+            FetchError::TooShort { announced, .. } => !announced,
+            FetchError::HttpStatus { status, .. } => {
+                matches!(status, 408 | 425 | 429 | 500 | 502 | 503 | 504)
+            }
+            _ => false,
+        }
+    }
+
+    /// How long the server asked us to wait before asking again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::HttpStatus { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The URL or path the error is about (user info already removed).
     pub fn location(&self) -> &str {
         match self {
             FetchError::Network { location, .. }
             | FetchError::Timeout { location, .. }
             | FetchError::HttpStatus { location, .. }
+            | FetchError::NotFound { location, .. }
             | FetchError::TooLong { location, .. }
             | FetchError::TooShort { location, .. }
             | FetchError::Tls { location, .. }
@@ -188,7 +242,15 @@ impl FetchError {
 }
 
 impl fmt::Display for FetchError {
+    /// One line; any user info in it (locations, or text from the HTTP
+    /// library) goes through [`redact`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.line()))
+    }
+}
+
+impl FetchError {
+    fn line(&self) -> String {
         let who = if self.location().starts_with("http") {
             "server"
         } else {
@@ -196,43 +258,51 @@ impl fmt::Display for FetchError {
         };
         match self {
             FetchError::Network { location, detail } | FetchError::Timeout { location, detail } => {
-                write!(f, "{location}: {detail}")
+                format!("{location}: {detail}")
             }
-            FetchError::HttpStatus { location, status } => write!(f, "{location}: HTTP {status}"),
+            FetchError::HttpStatus {
+                location,
+                status,
+                retry_after,
+            } => match retry_after {
+                Some(d) => format!(
+                    "{location}: HTTP {status} (the server asks to retry after {})",
+                    fmt_secs(*d)
+                ),
+                None => format!("{location}: HTTP {status}"),
+            },
+            FetchError::NotFound {
+                location,
+                status: Some(status),
+            } => format!("{location}: not found (HTTP {status})"),
+            FetchError::NotFound { location, .. } => format!("{location}: not found"),
             FetchError::TooLong {
                 location,
                 limit,
                 announced: Some(n),
-            } => write!(
-                f,
+            } => format!(
                 "{location}: {who} announced {n} bytes, more than the {limit} bytes allowed"
             ),
             FetchError::TooLong {
                 location, limit, ..
-            } => write!(
-                f,
-                "{location}: {who} sent more than the {limit} bytes allowed"
-            ),
+            } => format!("{location}: {who} sent more than the {limit} bytes allowed"),
             FetchError::TooShort {
                 location,
                 got,
                 expected,
                 announced: true,
-            } => write!(
-                f,
-                "{location}: {who} announced only {got} of {expected} bytes"
-            ),
+            } => format!("{location}: {who} announced only {got} of {expected} bytes"),
             FetchError::TooShort {
                 location,
                 got,
                 expected,
                 ..
-            } => write!(f, "{location}: ended after {got} of {expected} bytes"),
-            FetchError::Tls { location, detail } => write!(f, "{location}: TLS: {detail}"),
-            FetchError::Io { location, detail } => write!(f, "{location}: {detail}"),
-            FetchError::Refused { location, reason } => write!(f, "{location}: {reason}"),
+            } => format!("{location}: ended after {got} of {expected} bytes"),
+            FetchError::Tls { location, detail } => format!("{location}: TLS: {detail}"),
+            FetchError::Io { location, detail } => format!("{location}: {detail}"),
+            FetchError::Refused { location, reason } => format!("{location}: {reason}"),
             FetchError::RangeIgnored { location, detail } => {
-                write!(f, "{location}: range request not honoured: {detail}")
+                format!("{location}: range request not honoured: {detail}")
             }
         }
     }
@@ -412,12 +482,10 @@ impl Transport {
     }
 
     /// GET `url` with `headers`, following up to [`MAX_REDIRECTS`] http(s)
-    /// redirects by hand. Returns the final URL and the (non-3xx) response.
-    fn get(
-        &self,
-        url: &str,
-        headers: &[(&str, String)],
-    ) -> Result<(String, Response<Body>), FetchError> {
+    /// redirects by hand (each target resolved against the URL that
+    /// redirected, per RFC 3986, and checked like any location). Returns the
+    /// (non-3xx) response, the URL that gave it, and how to name it.
+    fn get(&self, url: &str, headers: &[(&str, String)]) -> Result<Reply, FetchError> {
         let mut chain = vec![url.to_string()];
         loop {
             let current = chain.last().cloned().unwrap_or_default();
@@ -429,7 +497,11 @@ impl Transport {
             let resp = req.call().map_err(|e| self.classify(e, &shown, &current))?;
             let status = resp.status().as_u16();
             if !matches!(status, 301 | 302 | 303 | 307 | 308) {
-                return Ok((shown, resp));
+                return Ok(Reply {
+                    shown,
+                    url: current,
+                    resp,
+                });
             }
             let target = resp
                 .headers()
@@ -464,13 +536,13 @@ impl Transport {
             if chain.contains(&next) {
                 chain.push(next);
                 return Err(FetchError::Refused {
-                    location: url.to_string(),
-                    reason: format!("redirect loop: {}", chain.join(" -> ")),
+                    location: redact(url).into_owned(),
+                    reason: redact(&format!("redirect loop: {}", chain.join(" -> "))).into_owned(),
                 });
             }
             if chain.len() > MAX_REDIRECTS {
                 return Err(FetchError::Refused {
-                    location: url.to_string(),
+                    location: redact(url).into_owned(),
                     reason: format!("more than {MAX_REDIRECTS} redirects"),
                 });
             }
@@ -596,7 +668,11 @@ impl Transport {
                 headers.push(("If-Modified-Since", lm.clone()));
             }
         }
-        let (shown, resp) = self.get(&url, &headers)?;
+        let Reply {
+            shown,
+            url: answered,
+            resp,
+        } = self.get(&url, &headers)?;
         match resp.status().as_u16() {
             200 => {}
             304 if conditional => return Ok(Document::NotModified),
@@ -605,6 +681,7 @@ impl Transport {
                 return Err(FetchError::HttpStatus {
                     location: shown,
                     status,
+                    retry_after: retry_after(&resp),
                 })
             }
         }
@@ -659,7 +736,11 @@ impl Transport {
                 announced: None,
             });
         }
-        Ok(Document::Fetched { body, validators })
+        Ok(Document::Fetched {
+            body,
+            validators,
+            url: answered,
+        })
     }
 
     /// A payload of exactly `size` bytes as a reader. See [`PayloadReader`]
@@ -718,7 +799,7 @@ impl Transport {
             ("Range", format!("bytes={offset}-{last}")),
             ("Accept-Encoding", "identity".to_string()),
         ];
-        let (shown, resp) = self.get(&url, &headers)?;
+        let Reply { shown, resp, .. } = self.get(&url, &headers)?;
         match resp.status().as_u16() {
             206 => {}
             200 => {
@@ -727,10 +808,17 @@ impl Transport {
                     detail: "HTTP 200 with the whole file".into(),
                 })
             }
+            404 | 410 => {
+                return Err(FetchError::NotFound {
+                    location: shown,
+                    status: Some(resp.status().as_u16()),
+                })
+            }
             status => {
                 return Err(FetchError::HttpStatus {
                     location: shown,
                     status,
+                    retry_after: retry_after(&resp),
                 })
             }
         }
@@ -773,12 +861,52 @@ fn no_proxy_matches(entries: &[String], host: &str) -> bool {
     })
 }
 
+/// How errors name a request: its URL, and where redirects led, for a
+/// person (see [`redact`]).
 fn describe_chain(chain: &[String]) -> String {
-    match chain {
+    let text = match chain {
         [only] => only.clone(),
         [first, .., last] => format!("{first} (redirected to {last})"),
         [] => String::new(),
+    };
+    redact(&text).into_owned()
+}
+
+/// A usable (non-redirect) answer.
+struct Reply {
+    /// The request as errors name it (redirects included, no user info).
+    shown: String,
+    /// The URL that answered (the last redirect's target).
+    url: String,
+    resp: Response<Body>,
+}
+
+/// The `Retry-After` of a response, as a wait from now: delta-seconds or an
+/// HTTP date (IMF-fixdate, the form RFC 9110 says senders use; the obsolete
+/// forms are ignored). A date in the past means "now".
+fn retry_after(resp: &Response<Body>) -> Option<Duration> {
+    let value = resp.headers().get("retry-after")?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
     }
+    let at = http_date(value)?;
+    Some(Duration::from_secs(
+        u64::try_from(at.saturating_sub(crate::timefmt::now())).unwrap_or(0),
+    ))
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` as Unix seconds.
+fn http_date(value: &str) -> Option<i64> {
+    let (_, rest) = value.split_once(", ")?;
+    let parts: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, time, "GMT"] = parts[..] else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? + 1;
+    crate::timefmt::parse_rfc3339(&format!("{year}-{month:02}-{day}T{time}Z")).ok()
 }
 
 fn fmt_secs(d: Duration) -> String {
@@ -817,6 +945,7 @@ fn read_local_document(
     Ok(Document::Fetched {
         body,
         validators: Validators::default(),
+        url: location.to_string(),
     })
 }
 

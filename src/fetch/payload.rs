@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use ureq::http::Response;
 use ureq::{Body, BodyReader};
 
-use super::location::{parse_location, Loc};
-use super::{FetchError, StallGuard, Transport};
+use super::location::{parse_location, redact, Loc};
+use super::{retry_after, FetchError, Reply, StallGuard, Transport};
 
 /// The partial file is fsync'd at least this often while it grows, so that a
 /// power cut loses at most this much of a download.
@@ -234,7 +234,7 @@ impl PayloadReader {
                     "abupdate: {}: connection lost after replaying {offset} bytes; re-requesting the range",
                     h.shown
                 );
-                let (shown, resp) = h
+                let Reply { shown, resp, .. } = h
                     .transport
                     .get(&h.url, &[("Range", format!("bytes={offset}-"))])?;
                 let status = resp.status().as_u16();
@@ -428,7 +428,7 @@ pub(super) fn open(
     };
     let mut restart_reason: Option<String> = None;
     let mut note = |why: String| {
-        eprintln!("abupdate: {location}: {why}");
+        eprintln!("abupdate: {}: {why}", redact(location));
         restart_reason = Some(why);
     };
 
@@ -475,7 +475,7 @@ pub(super) fn open(
     // a failed attempt leaves it for the next run.
     let on_disk = have;
     let mut response = None;
-    let mut shown = url.clone();
+    let mut shown = redact(&url).into_owned();
     // A zero-size payload is still requested: its existence is checked.
     if have < size || size == 0 {
         // At most two rounds: a restart drops `have` to 0, which cannot
@@ -486,7 +486,7 @@ pub(super) fn open(
             } else {
                 Vec::new()
             };
-            let (s, resp) = transport.get(&url, &headers)?;
+            let Reply { shown: s, resp, .. } = transport.get(&url, &headers)?;
             shown = s;
             let status = resp.status().as_u16();
             let restart = match status {
@@ -517,10 +517,17 @@ pub(super) fn open(
                 416 if have > 0 => format!(
                     "server cannot serve bytes from {have} (HTTP 416); restarting from 0"
                 ),
+                404 | 410 => {
+                    return Err(FetchError::NotFound {
+                        location: shown,
+                        status: Some(status),
+                    })
+                }
                 status => {
                     return Err(FetchError::HttpStatus {
                         location: shown,
                         status,
+                        retry_after: retry_after(&resp),
                     })
                 }
             };

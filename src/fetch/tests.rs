@@ -1,6 +1,7 @@
 use super::location::{parse_location, remove_dot_segments, url_join, Loc};
 use super::payload::parse_content_range;
 use super::*;
+use super::{http_date, redact, sibling, via_mirror};
 
 #[test]
 fn resolve_table() {
@@ -32,6 +33,25 @@ fn resolve_table() {
             "http://u.example/a/release.json?token=1",
             "x.img?sig=2#frag",
             "http://u.example/a/x.img?sig=2",
+        ),
+        // RFC 3986 5.2: a reference without a query does not inherit the
+        // manifest's (a presigned or per-object token is not the image's)
+        (
+            "http://u.example/a/release.json?token=1",
+            "x.img",
+            "http://u.example/a/x.img",
+        ),
+        // the manifest URL's fragment plays no part
+        (
+            "http://u.example/a/release.json#frag",
+            "x.img",
+            "http://u.example/a/x.img",
+        ),
+        // same host: its user info goes with the path (RFC 3986 5.2.2)
+        (
+            "http://user:pw@u.example/a/release.json",
+            "x.img",
+            "http://user:pw@u.example/a/x.img",
         ),
         // characters a URL cannot carry raw are escaped
         (
@@ -221,9 +241,10 @@ fn errors_are_one_line_and_name_the_location() {
         (
             FetchError::HttpStatus {
                 location: "http://h/r.json".into(),
-                status: 404,
+                status: 503,
+                retry_after: None,
             },
-            "http://h/r.json: HTTP 404",
+            "http://h/r.json: HTTP 503",
             "http_status",
         ),
         (
@@ -234,7 +255,35 @@ fn errors_are_one_line_and_name_the_location() {
                 announced: false,
             },
             "http://h/p: ended after 123 of 456 bytes",
+            // A cut connection, not a source holding another file.
+            "network",
+        ),
+        (
+            FetchError::TooShort {
+                location: "http://h/p".into(),
+                got: 123,
+                expected: 456,
+                announced: true,
+            },
+            "http://h/p: server announced only 123 of 456 bytes",
             "too_short",
+        ),
+        (
+            FetchError::NotFound {
+                location: "http://h/p".into(),
+                status: Some(410),
+            },
+            "http://h/p: not found (HTTP 410)",
+            "not_found",
+        ),
+        (
+            FetchError::HttpStatus {
+                location: "http://h/p".into(),
+                status: 429,
+                retry_after: Some(Duration::from_secs(120)),
+            },
+            "http://h/p: HTTP 429 (the server asks to retry after 120s)",
+            "http_status",
         ),
         (
             FetchError::Refused {
@@ -291,7 +340,9 @@ fn local_payload_size_checks() {
 
     // Documents: whole, capped, and NotFound for a missing file.
     match t.get_document(loc, 1000, None).unwrap() {
-        Document::Fetched { body, validators } => {
+        Document::Fetched {
+            body, validators, ..
+        } => {
             assert_eq!(body.len(), 1000);
             assert_eq!(validators, Validators::default());
         }
@@ -370,4 +421,145 @@ fn unusable_urls_are_refused_not_sent() {
         .get_document("http://127.0.0.1:1/has space.json", 10, None)
         .unwrap_err();
     assert_eq!(e.kind(), "refused", "{e}");
+}
+
+#[test]
+fn signature_urls_append_to_the_path_keep_the_query_drop_the_fragment() {
+    let table = [
+        (
+            "http://h/rel/release.json?token=abc",
+            ".minisig",
+            "http://h/rel/release.json.minisig?token=abc",
+        ),
+        (
+            "http://h/rel/release.json#frag",
+            ".minisig",
+            "http://h/rel/release.json.minisig",
+        ),
+        (
+            "HTTPS://u:p@h:8443/r.json?a=1&b=2#x",
+            ".2.minisig",
+            "https://u:p@h:8443/r.json.2.minisig?a=1&b=2",
+        ),
+        ("http://h?x=1", ".minisig", "http://h/.minisig?x=1"),
+        (
+            "file:///media/usb/release.json",
+            ".minisig",
+            "file:///media/usb/release.json.minisig",
+        ),
+        (
+            "/media/usb/release#1.json",
+            ".minisig",
+            "/media/usb/release#1.json.minisig",
+        ),
+    ];
+    for (location, suffix, want) in table {
+        assert_eq!(sibling(location, suffix).as_deref(), Ok(want), "{location}");
+    }
+    let e = sibling("ftp://h/r.json", ".minisig").unwrap_err();
+    assert_eq!(e.kind(), "refused", "{e}");
+}
+
+#[test]
+fn mirror_takes_the_origin_path_and_query_not_its_user_info() {
+    let table = [
+        (
+            "http://origin/rel/release.json?token=abc#f",
+            "http://cache:8080",
+            "http://cache:8080/rel/release.json?token=abc",
+        ),
+        (
+            "https://origin/rel/release.json",
+            "http://cache/prefix/",
+            "http://cache/prefix/rel/release.json",
+        ),
+        (
+            "http://user:pw@origin/r.json",
+            "http://cache",
+            "http://cache/r.json",
+        ),
+        (
+            "http://origin/r.json",
+            "http://m:s@cache",
+            "http://m:s@cache/r.json",
+        ),
+        ("http://origin?x=1", "http://cache", "http://cache/?x=1"),
+        // Not a URL: not mirrored.
+        (
+            "/media/usb/release.json",
+            "http://cache",
+            "/media/usb/release.json",
+        ),
+    ];
+    for (url, mirror, want) in table {
+        assert_eq!(via_mirror(url, mirror), want, "{url} via {mirror}");
+    }
+    assert_eq!(check_mirror("http://cache:8080/prefix"), Ok(()));
+    for bad in [
+        "cache:8080",
+        "/srv/mirror",
+        "ftp://cache",
+        "http://cache/?q=1",
+        "http:///x",
+    ] {
+        assert!(check_mirror(bad).is_err(), "{bad} accepted");
+    }
+}
+
+#[test]
+fn redact_hides_user_info_and_nothing_else() {
+    let table = [
+        ("http://user:pass@h/x", "http://***@h/x"),
+        ("https://token@h:8443/x?q=a@b", "https://***@h:8443/x?q=a@b"),
+        ("http://user:p@ss@h/x", "http://***@h/x"),
+        (
+            "abupdate: http://a:b@h/r.json (redirected to http://c:d@i/r.json): HTTP 500",
+            "abupdate: http://***@h/r.json (redirected to http://***@i/r.json): HTTP 500",
+        ),
+        (
+            r#"{"source":"http://u:p@h"}"#,
+            r#"{"source":"http://***@h"}"#,
+        ),
+        ("http://h/pkg@1.0/x", "http://h/pkg@1.0/x"),
+        ("http://[::1]:80/x", "http://[::1]:80/x"),
+        ("/local/a@b", "/local/a@b"),
+        ("user@host: no scheme", "user@host: no scheme"),
+    ];
+    for (text, want) in table {
+        assert_eq!(redact(text), want, "{text}");
+    }
+    // Errors of every layer render through it.
+    let e = FetchError::Network {
+        location: "http://u:secret@h/x".into(),
+        detail: "from http://v:secret@i/y".into(),
+    };
+    assert!(!e.to_string().contains("secret"), "{e}");
+    let e = crate::error::Error::Refused("http://u:secret@h/x: not found".into());
+    assert_eq!(e.to_string(), "http://***@h/x: not found");
+}
+
+#[test]
+fn retry_after_dates_and_transient_kinds() {
+    assert_eq!(http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784111777));
+    assert_eq!(http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+    assert_eq!(http_date("soon"), None);
+    let status = |status| FetchError::HttpStatus {
+        location: "http://h/p".into(),
+        status,
+        retry_after: None,
+    };
+    for s in [429, 503, 502, 504, 500, 408] {
+        assert!(status(s).is_transient(), "{s}");
+    }
+    for s in [400, 401, 403, 501] {
+        assert!(!status(s).is_transient(), "{s}");
+    }
+    let short = |announced| FetchError::TooShort {
+        location: "p".into(),
+        got: 1,
+        expected: 2,
+        announced,
+    };
+    assert!(short(false).is_transient());
+    assert!(!short(true).is_transient());
 }
