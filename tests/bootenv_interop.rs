@@ -47,11 +47,16 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+fn vars(pairs: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     pairs
         .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect()
+}
+
+/// Bytes that the test knows to be text.
+fn t(b: &[u8]) -> String {
+    String::from_utf8(b.to_vec()).expect("text")
 }
 
 // ---------------------------------------------------------------- GRUB --
@@ -76,7 +81,10 @@ fn grub_editenv_lists_exactly_what_we_wrote() {
     grubenv::write(&file, &env).unwrap();
     assert_eq!(std::fs::metadata(&file).unwrap().len(), 1024);
     let listed = run("grub-editenv", &[s(&file), "list"]);
-    let expected: String = want.iter().map(|(n, v)| format!("{n}={v}\n")).collect();
+    let expected: String = want
+        .iter()
+        .map(|(n, v)| format!("{}={}\n", t(n), t(v)))
+        .collect();
     assert_eq!(listed, expected);
 }
 
@@ -123,8 +131,8 @@ fn we_read_what_grub_editenv_wrote_and_keep_foreign_variables() {
     run("grub-editenv", &[s(&file), "set", "A_OK=0"]);
     let env = grubenv::read(&file).unwrap();
     assert_eq!(env.get("eq"), None);
-    assert_eq!(env.get("A_OK"), Some("0"));
-    assert_eq!(env.get("saved_entry"), Some("gnulinux-advanced>x"));
+    assert_eq!(env.get("A_OK"), Some(&b"0"[..]));
+    assert_eq!(env.get("saved_entry"), Some(&b"gnulinux-advanced>x"[..]));
 }
 
 /// Physical extents of a file from `filefrag -v`, or `None` where the file
@@ -267,12 +275,7 @@ fn fw_setenv(conf: &Path, name: &str, value: &str) {
 }
 
 fn ours(cfg: &UbootEnvConfig) -> BTreeMap<String, String> {
-    ubootenv::read(cfg)
-        .unwrap()
-        .vars()
-        .iter()
-        .cloned()
-        .collect()
+    as_map(&ubootenv::read(cfg).unwrap())
 }
 
 fn sample_env() -> UbootEnv {
@@ -287,7 +290,7 @@ fn sample_env() -> UbootEnv {
 }
 
 fn as_map(env: &UbootEnv) -> BTreeMap<String, String> {
-    env.vars().iter().cloned().collect()
+    env.vars().into_iter().map(|(n, v)| (t(n), t(v))).collect()
 }
 
 #[test]

@@ -20,6 +20,12 @@
 //! U-Boot's `env_export` does (`mkenvimage` pads with 0xff by default; both
 //! read the same since the CRC covers the padding as stored).
 //!
+//! The data is bytes. A copy is valid when its CRC matches, and that (with
+//! the flags) alone decides which copy is current: what the variables hold
+//! (text or not) never makes a copy "invalid", or a write would go over the
+//! copy in use. The current copy's strings are kept byte for byte; only the
+//! variables a backend sets are replaced (see `UbootEnv`).
+//!
 //! Which copy is current (libubootenv `libuboot_load`, U-Boot
 //! `env_import_redund`): a copy whose CRC fails is never used; if both are
 //! valid, the higher flag wins, except that 0xff against 0 means 0 wrapped
@@ -34,7 +40,7 @@
 //! concurrent `fw_setenv` cannot interleave with us. As in libubootenv, a
 //! lock file that cannot be opened does not stop the operation.
 
-use super::BootError;
+use super::{show, BootError};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -329,13 +335,79 @@ fn parse_hex(s: &str) -> Option<u64> {
     u64::from_str_radix(h, 16).ok()
 }
 
-/// The variables of a U-Boot environment, in stored order, and which copy
-/// they were read from.
+/// The variables of a U-Boot environment: the strings of its data area,
+/// byte for byte and in stored order, and which copy they were read from.
+///
+/// An entry is one stored `name=value` string (without its NUL). Entries
+/// are never re-encoded: the ones we do not change, odd ones included (a
+/// name or value that is not UTF-8, a repeated name, a string without `=`),
+/// are written back exactly as they were read. Lookups see what libubootenv
+/// and U-Boot see: the last `name=` entry of a name wins.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UbootEnv {
-    vars: Vec<(String, String)>,
+    entries: Vec<Vec<u8>>,
     copy: usize,
     flag: Option<u8>,
+}
+
+/// The name of a stored entry: up to its first `=` (all of it without one).
+fn entry_name(entry: &[u8]) -> &[u8] {
+    match entry.iter().position(|&b| b == b'=') {
+        Some(i) => &entry[..i],
+        None => entry,
+    }
+}
+
+/// The value of a stored entry; `None` for a string without `=`, which
+/// libubootenv skips.
+fn entry_value(entry: &[u8]) -> Option<&[u8]> {
+    let i = entry.iter().position(|&b| b == b'=')?;
+    Some(&entry[i + 1..])
+}
+
+/// Size of one copy's header: CRC, plus the flags byte when redundant.
+fn header_len(redundant: bool) -> usize {
+    if redundant {
+        5
+    } else {
+        4
+    }
+}
+
+/// Whether one copy's stored CRC matches its data area: the only test
+/// U-Boot and libubootenv apply before choosing a copy. What the data says
+/// (its bytes need not be UTF-8, or even well formed) plays no part.
+pub fn crc_valid(copy: &[u8], redundant: bool) -> Result<(), String> {
+    let header = header_len(redundant);
+    if copy.len() <= header {
+        return Err(format!("copy is {} bytes, too short", copy.len()));
+    }
+    let stored = u32::from_le_bytes([copy[0], copy[1], copy[2], copy[3]]);
+    let actual = crc32(&copy[header..]);
+    if stored != actual {
+        return Err(format!(
+            "CRC mismatch (stored {stored:#010x}, computed {actual:#010x})"
+        ));
+    }
+    Ok(())
+}
+
+/// Split a data area into its stored strings, up to the empty string that
+/// ends the list. Errors when a string runs into the end of the area (no
+/// reader can tell where it ends). Never panics.
+pub fn parse_data(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut entries = Vec::new();
+    let mut p = 0;
+    loop {
+        let Some(len) = data[p..].iter().position(|&b| b == 0) else {
+            return Err(format!("variable at data byte {p} is not terminated"));
+        };
+        if len == 0 {
+            return Ok(entries);
+        }
+        entries.push(data[p..p + len].to_vec());
+        p += len + 1;
+    }
 }
 
 impl UbootEnv {
@@ -344,40 +416,78 @@ impl UbootEnv {
         UbootEnv::default()
     }
 
-    /// The value of `name`, if set.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars
+    /// The value of `name`, if set: the last `name=` entry, as libubootenv
+    /// (`fw_printenv`) and U-Boot's import read it.
+    pub fn get(&self, name: impl AsRef<[u8]>) -> Option<&[u8]> {
+        let name = name.as_ref();
+        self.entries
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .rev()
+            .filter(|e| entry_name(e) == name)
+            .find_map(|e| entry_value(e))
     }
 
-    /// Set `name` (in place if present, else appended). U-Boot forbids
-    /// empty names and `=` in names; NUL ends a string so neither may hold
-    /// one.
-    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
-        if name.is_empty() || name.contains(['=', '\0']) {
-            return Err(format!("invalid U-Boot variable name {name:?}"));
+    /// Set `name`: its first entry becomes `name=value` and any later
+    /// entries of the same name go, so every reader sees this value; a new
+    /// name is appended. U-Boot forbids empty names and `=` in names; NUL
+    /// ends a string so neither may hold one.
+    pub fn set(&mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), String> {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        if name.is_empty() || name.iter().any(|&b| b == b'=' || b == 0) {
+            return Err(format!("invalid U-Boot variable name \"{}\"", show(name)));
         }
-        if value.contains('\0') {
-            return Err(format!("value of {name} contains a NUL byte"));
+        if value.contains(&0) {
+            return Err(format!("value of {} contains a NUL byte", show(name)));
         }
-        match self.vars.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = value.to_string(),
-            None => self.vars.push((name.to_string(), value.to_string())),
+        let mut entry = Vec::with_capacity(name.len() + 1 + value.len());
+        entry.extend_from_slice(name);
+        entry.push(b'=');
+        entry.extend_from_slice(value);
+        match self.entries.iter().position(|e| entry_name(e) == name) {
+            Some(first) => {
+                self.entries[first] = entry;
+                let mut i = 0;
+                self.entries.retain(|e| {
+                    i += 1;
+                    i - 1 <= first || entry_name(e) != name
+                });
+            }
+            None => self.entries.push(entry),
         }
         Ok(())
     }
 
-    /// Remove `name`; returns its old value.
-    pub fn remove(&mut self, name: &str) -> Option<String> {
-        let i = self.vars.iter().position(|(n, _)| n == name)?;
-        Some(self.vars.remove(i).1)
+    /// Remove every entry of `name`; returns the value readers saw.
+    pub fn remove(&mut self, name: impl AsRef<[u8]>) -> Option<Vec<u8>> {
+        let name = name.as_ref();
+        let old = self.get(name).map(<[u8]>::to_vec);
+        self.entries.retain(|e| entry_name(e) != name);
+        old
     }
 
-    /// All variables in stored order.
-    pub fn vars(&self) -> &[(String, String)] {
-        &self.vars
+    /// The variables as `fw_printenv` lists them: `name=value` entries with
+    /// a non-empty name, each name once (at its first position, with its
+    /// last value).
+    pub fn vars(&self) -> Vec<(&[u8], &[u8])> {
+        let mut out: Vec<(&[u8], &[u8])> = Vec::new();
+        for e in &self.entries {
+            let (name, Some(value)) = (entry_name(e), entry_value(e)) else {
+                continue;
+            };
+            if name.is_empty() {
+                continue;
+            }
+            match out.iter_mut().find(|(n, _)| *n == name) {
+                Some(v) => v.1 = value,
+                None => out.push((name, value)),
+            }
+        }
+        out
+    }
+
+    /// The stored strings, exactly as they will be written.
+    pub fn entries(&self) -> &[Vec<u8>] {
+        &self.entries
     }
 
     /// The copy (0 or 1) this environment was read from.
@@ -393,15 +503,13 @@ impl UbootEnv {
     /// Encode one copy of `size` bytes: with `flag` the redundant layout,
     /// without it the single layout.
     pub fn encode_copy(&self, size: usize, flag: Option<u8>) -> Result<Vec<u8>, String> {
-        let header = if flag.is_some() { 5 } else { 4 };
+        let header = header_len(flag.is_some());
         let data_len = size
             .checked_sub(header)
             .ok_or_else(|| format!("environment size {size} is smaller than its header"))?;
         let mut data = Vec::with_capacity(data_len);
-        for (name, value) in &self.vars {
-            data.extend_from_slice(name.as_bytes());
-            data.push(b'=');
-            data.extend_from_slice(value.as_bytes());
+        for entry in &self.entries {
+            data.extend_from_slice(entry);
             data.push(0);
         }
         // The empty string that ends the list.
@@ -422,57 +530,16 @@ impl UbootEnv {
         Ok(out)
     }
 
-    /// Decode one copy. Errors when the CRC fails or the data is not a
-    /// well-formed string list. Never panics.
+    /// Decode one copy: its CRC must match, and its data be a terminated
+    /// string list. Never panics.
     pub fn decode_copy(bytes: &[u8], redundant: bool) -> Result<UbootEnv, String> {
-        let header = if redundant { 5 } else { 4 };
-        if bytes.len() <= header {
-            return Err(format!("copy is {} bytes, too short", bytes.len()));
-        }
-        let stored = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        let data = &bytes[header..];
-        let actual = crc32(data);
-        if stored != actual {
-            return Err(format!(
-                "CRC mismatch (stored {stored:#010x}, computed {actual:#010x})"
-            ));
-        }
-        let mut env = UbootEnv {
-            vars: Vec::new(),
+        crc_valid(bytes, redundant)?;
+        let entries = parse_data(&bytes[header_len(redundant)..])?;
+        Ok(UbootEnv {
+            entries,
             copy: 0,
-            flag: if redundant { Some(bytes[4]) } else { None },
-        };
-        let mut p = 0;
-        loop {
-            let Some(len) = data[p..].iter().position(|&b| b == 0) else {
-                return Err(format!("variable at data byte {p} is not terminated"));
-            };
-            if len == 0 {
-                break;
-            }
-            let entry = &data[p..p + len];
-            let at = p;
-            p += len + 1;
-            // libubootenv skips entries without '=' (U-Boot's himport
-            // rejects them); we skip them too.
-            let Some(eq) = entry.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            let (name, value) = (&entry[..eq], &entry[eq + 1..]);
-            let name = std::str::from_utf8(name)
-                .map_err(|_| format!("variable name at data byte {at} is not UTF-8"))?;
-            let value =
-                std::str::from_utf8(value).map_err(|_| format!("value of {name} is not UTF-8"))?;
-            if name.is_empty() {
-                continue;
-            }
-            // A repeated name: the last value wins, as in libubootenv.
-            match env.vars.iter_mut().find(|(n, _)| n == name) {
-                Some(slot) => slot.1 = value.to_string(),
-                None => env.vars.push((name.to_string(), value.to_string())),
-            }
-        }
-        Ok(env)
+            flag: redundant.then(|| bytes[4]),
+        })
     }
 }
 
@@ -544,75 +611,109 @@ fn open_device(dev: &EnvDevice, writable: bool) -> Result<(File, u64), BootError
 fn read_raw(dev: &EnvDevice) -> Result<Vec<u8>, BootError> {
     let (file, offset) = open_device(dev, false)?;
     let mut buf = vec![0u8; dev.size];
-    file.read_exact_at(&mut buf, offset)
-        .map_err(|e| io_err(&dev.path, e))?;
+    file.read_exact_at(&mut buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            // Say what was expected, not "failed to fill whole buffer".
+            BootError::Format {
+                path: dev.path.display().to_string(),
+                reason: format!(
+                    "ends before the end of the environment copy \
+                     ({:#x} bytes at offset {offset:#x})",
+                    dev.size
+                ),
+            }
+        } else {
+            io_err(&dev.path, e)
+        }
+    })?;
     Ok(buf)
 }
 
-/// State of both copies as a reader sees it.
+/// Which copy the next write goes to, and its flags byte, from the copies'
+/// CRC validity and flags as they are on the devices now: always the copy
+/// readers do NOT use, with that copy's flag + 1 (wrapping from 0xff to 0,
+/// which readers take as newer), so the copy in use stays intact until the
+/// new one is complete. With no valid copy, libubootenv's choice: copy 0
+/// counts as current, copy 1 is written.
+pub fn write_target(valid: [bool; 2], flags: [u8; 2]) -> (usize, u8) {
+    let current = select_copy(FlagScheme::Incremental, valid, flags).unwrap_or(0);
+    (1 - current, flags[current].wrapping_add(1))
+}
+
+/// Both copies as a reader sees them: each one's bytes when it could be
+/// read and its CRC matches, else why not; and the flags bytes.
 struct Copies {
-    decoded: Vec<Result<UbootEnv, String>>,
+    copies: Vec<Result<Vec<u8>, String>>,
     flags: [u8; 2],
 }
 
 fn read_copies(cfg: &UbootEnvConfig) -> Copies {
     let redundant = cfg.redundant();
-    let mut decoded = Vec::new();
+    let mut copies = Vec::new();
     let mut flags = [0u8; 2];
     for (i, dev) in cfg.devices.iter().enumerate() {
-        let r = match read_raw(dev) {
-            Ok(raw) => {
-                if redundant {
-                    flags[i] = raw[4];
-                }
-                UbootEnv::decode_copy(&raw, redundant).map(|mut e| {
-                    e.copy = i;
-                    e
-                })
+        let copy = read_raw(dev).map_err(|e| e.to_string()).and_then(|raw| {
+            if redundant {
+                flags[i] = raw[4];
             }
-            Err(e) => Err(e.to_string()),
-        };
-        decoded.push(r);
+            crc_valid(&raw, redundant).map(|()| raw)
+        });
+        copies.push(copy);
     }
-    Copies { decoded, flags }
+    Copies { copies, flags }
 }
 
 impl Copies {
-    fn current(&self) -> Option<usize> {
-        if self.decoded.len() == 1 {
-            return self.decoded[0].is_ok().then_some(0);
-        }
-        let valid = [self.decoded[0].is_ok(), self.decoded[1].is_ok()];
-        select_copy(FlagScheme::Incremental, valid, self.flags)
+    fn valid(&self) -> [bool; 2] {
+        [
+            self.copies[0].is_ok(),
+            self.copies.get(1).is_some_and(Result::is_ok),
+        ]
+    }
+
+    /// The copy readers use (CRC validity and flags only) and its bytes.
+    fn current(&self) -> Option<(usize, &[u8])> {
+        let i = if self.copies.len() == 1 {
+            0
+        } else {
+            select_copy(FlagScheme::Incremental, self.valid(), self.flags)?
+        };
+        self.copies[i].as_deref().ok().map(|raw| (i, raw))
     }
 }
 
 fn read_locked(cfg: &UbootEnvConfig) -> Result<UbootEnv, BootError> {
-    let mut copies = read_copies(cfg);
-    match copies.current() {
-        Some(i) => match std::mem::replace(&mut copies.decoded[i], Err(String::new())) {
-            Ok(env) => Ok(env),
-            Err(reason) => Err(BootError::Format {
-                path: cfg.source.clone(),
-                reason,
-            }),
-        },
-        None => {
-            let why: Vec<String> = cfg
-                .devices
-                .iter()
-                .zip(&copies.decoded)
-                .map(|(d, r)| match r {
-                    Ok(_) => format!("{}: ok", d.describe()),
-                    Err(e) => format!("{}: {e}", d.describe()),
-                })
-                .collect();
-            Err(BootError::Format {
-                path: cfg.source.clone(),
-                reason: format!("no valid U-Boot environment copy ({})", why.join("; ")),
+    let copies = read_copies(cfg);
+    let Some((i, raw)) = copies.current() else {
+        let why: Vec<String> = cfg
+            .devices
+            .iter()
+            .zip(&copies.copies)
+            .map(|(d, r)| match r {
+                Ok(_) => format!("{}: ok", d.describe()),
+                Err(e) => format!("{}: {e}", d.describe()),
             })
-        }
-    }
+            .collect();
+        return Err(BootError::Format {
+            path: cfg.source.clone(),
+            reason: format!("no valid U-Boot environment copy ({})", why.join("; ")),
+        });
+    };
+    let redundant = cfg.redundant();
+    // The copy in use is what every reader takes, well formed or not; if
+    // its data cannot be read, neither can U-Boot's or fw_printenv's, and
+    // falling back to the other copy would hide it (and make the next
+    // write overwrite the copy in use).
+    let entries =
+        parse_data(&raw[header_len(redundant)..]).map_err(|reason| BootError::Format {
+            path: cfg.source.clone(),
+            reason: format!("{}: {reason}", cfg.devices[i].describe()),
+        })?;
+    Ok(UbootEnv {
+        entries,
+        copy: i,
+        flag: redundant.then(|| raw[4]),
+    })
 }
 
 /// Read the current environment (the copy U-Boot would load).
@@ -675,9 +776,7 @@ fn write_locked(cfg: &UbootEnvConfig, env: &UbootEnv) -> Result<(), BootError> {
     // `env` was read: writing over the copy readers currently select would
     // lose the only valid environment if the power failed mid-write.
     let copies = read_copies(cfg);
-    let current = copies.current().unwrap_or(0);
-    let target = 1 - current;
-    let flag = copies.flags[current].wrapping_add(1);
+    let (target, flag) = write_target(copies.valid(), copies.flags);
     let image = env
         .encode_copy(cfg.size(), Some(flag))
         .map_err(format_err)?;
@@ -701,6 +800,27 @@ where
     let mut env = read_locked(cfg)?;
     change(&mut env)?;
     write_locked(cfg, &env)?;
+    Ok(env)
+}
+
+/// What `update` would write, without writing: read, change, and check
+/// that the result fits one copy. Returns the environment it would write.
+pub fn plan<F>(cfg: &UbootEnvConfig, change: F) -> Result<UbootEnv, BootError>
+where
+    F: FnOnce(&mut UbootEnv) -> Result<(), BootError>,
+{
+    let env = {
+        let _lock = lock();
+        read_locked(cfg)?
+    };
+    let mut env = env;
+    change(&mut env)?;
+    let flag = cfg.redundant().then_some(0);
+    env.encode_copy(cfg.size(), flag)
+        .map_err(|reason| BootError::Format {
+            path: cfg.source.clone(),
+            reason,
+        })?;
     Ok(env)
 }
 
