@@ -626,6 +626,26 @@ rootfs = "/dev/b"
     }
 
     #[test]
+    fn good_tries_defaults_to_raucs_three_apart_from_the_trial_tries() {
+        let c = Config::from_str(MINIMAL, Path::new("c.toml")).expect("minimal config");
+        assert_eq!((c.bootloader.tries, c.bootloader.good_tries), (1, 3));
+        let c = Config::from_str(
+            &format!("{MINIMAL}[bootloader]\ngood_tries = 5\n"),
+            Path::new("c.toml"),
+        )
+        .expect("good_tries");
+        assert_eq!(c.bootloader.good_tries, 5);
+        for bad in ["0", "10"] {
+            let e = Config::from_str(
+                &format!("{MINIMAL}[bootloader]\ngood_tries = {bad}\n"),
+                Path::new("c.toml"),
+            )
+            .expect_err("out of range accepted");
+            assert!(e.0.contains("bootloader.good_tries"), "{e}");
+        }
+    }
+
+    #[test]
     fn dropins_merge_over_main_in_name_order() {
         let dir = std::env::temp_dir().join(format!("abupdate-config-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -42,8 +42,10 @@
 
 use super::{show, BootError};
 use nix::fcntl::{Flock, FlockArg};
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 
@@ -53,6 +55,9 @@ pub const LOCK_FILE: &str = "/var/lock/fw_printenv.lock";
 /// Largest environment we accept from a config (U-Boot's are a few KiB to a
 /// few hundred KiB); guards against allocating for a garbage size.
 const MAX_ENV_SIZE: usize = 16 << 20;
+
+/// Largest `fw_env.config` we read.
+const MAX_CONFIG_SIZE: u64 = 64 << 10;
 
 const fn crc_table() -> [u32; 256] {
     let mut table = [0u32; 256];
@@ -165,18 +170,23 @@ impl UbootEnvConfig {
     /// optional `0x`. Stricter than libubootenv where it would silently skip
     /// or ignore a line: a line that does not parse, or a third device, is
     /// an error naming the line. `path_for_messages` names the file in
-    /// errors.
-    pub fn parse(text: &str, path_for_messages: &str) -> Result<UbootEnvConfig, BootError> {
+    /// errors. The text is bytes: a device path is taken byte for byte (a
+    /// file name need not be UTF-8), the numbers must be ASCII.
+    pub fn parse(
+        text: impl AsRef<[u8]>,
+        path_for_messages: &str,
+    ) -> Result<UbootEnvConfig, BootError> {
         let err = |line: usize, reason: String| BootError::Format {
             path: path_for_messages.to_string(),
             reason: format!("line {line}: {reason}"),
         };
         let mut devices = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
+        for (i, raw) in text.as_ref().split(|&b| b == b'\n').enumerate() {
             let n = i + 1;
-            let fields: Vec<&str> = raw
-                .split_whitespace()
-                .take_while(|f| !f.starts_with('#'))
+            let fields: Vec<&[u8]> = raw
+                .split(|b| matches!(b, b' ' | b'\t' | b'\r' | 0x0b | 0x0c))
+                .filter(|f| !f.is_empty())
+                .take_while(|f| !f.starts_with(b"#"))
                 .collect();
             if fields.is_empty() {
                 continue;
@@ -191,20 +201,23 @@ impl UbootEnvConfig {
                 return Err(err(n, "too many fields".to_string()));
             }
             let dev = fields[0];
-            if dev.starts_with("/dev/mtd") || dev.starts_with("/dev/ubi") {
+            if dev.starts_with(b"/dev/mtd") || dev.starts_with(b"/dev/ubi") {
                 return Err(err(
                     n,
                     format!(
-                        "{dev}: MTD/UBI environments are not supported \
-                         (only regular files and block devices)"
+                        "{}: MTD/UBI environments are not supported \
+                         (only regular files and block devices)",
+                        show(dev)
                     ),
                 ));
             }
-            let offset = parse_c_int(fields[1])
-                .ok_or_else(|| err(n, format!("bad offset {:?}", fields[1])))?;
-            let size = parse_hex(fields[2])
+            // Numbers are ASCII; anything else is simply not a number.
+            let text = |f: &[u8]| std::str::from_utf8(f).unwrap_or("").to_string();
+            let bad = |what: &str, f: &[u8]| err(n, format!("bad {what} \"{}\"", show(f)));
+            let offset = parse_c_int(&text(fields[1])).ok_or_else(|| bad("offset", fields[1]))?;
+            let size = parse_hex(&text(fields[2]))
                 .and_then(|s| usize::try_from(s).ok())
-                .ok_or_else(|| err(n, format!("bad size {:?} (hexadecimal)", fields[2])))?;
+                .ok_or_else(|| bad("size (hexadecimal)", fields[2]))?;
             if !(8..=MAX_ENV_SIZE).contains(&size) {
                 return Err(err(
                     n,
@@ -212,20 +225,17 @@ impl UbootEnvConfig {
                 ));
             }
             let sector_size = match fields.get(3) {
-                Some(f) => {
-                    Some(parse_hex(f).ok_or_else(|| err(n, format!("bad sector size {f:?}")))?)
-                }
+                Some(f) => Some(parse_hex(&text(f)).ok_or_else(|| bad("sector size", f))?),
                 None => None,
             };
             let sectors = match fields.get(4) {
-                Some(f) => {
-                    Some(parse_hex(f).ok_or_else(|| err(n, format!("bad sector count {f:?}")))?)
-                }
+                Some(f) => Some(parse_hex(&text(f)).ok_or_else(|| bad("sector count", f))?),
                 None => None,
             };
             if let Some(f) = fields.get(5) {
-                f.parse::<i32>()
-                    .map_err(|_| err(n, format!("bad MTD lock flag {f:?}")))?;
+                text(f)
+                    .parse::<i32>()
+                    .map_err(|_| bad("MTD lock flag", f))?;
             }
             if devices.len() == 2 {
                 return Err(err(
@@ -246,7 +256,7 @@ impl UbootEnvConfig {
                 }
             }
             devices.push(EnvDevice {
-                path: PathBuf::from(dev),
+                path: PathBuf::from(OsStr::from_bytes(dev)),
                 offset,
                 size,
                 sector_size,
@@ -267,10 +277,22 @@ impl UbootEnvConfig {
 
     /// Read and parse the config file at `path`.
     pub fn load(path: &Path) -> Result<UbootEnvConfig, BootError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BootError::Io {
+        use std::io::Read;
+        let io = |source| BootError::Io {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        // A config is a few lines; a wrong path (a disk) is not read whole.
+        let mut text = Vec::new();
+        File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_SIZE + 1).read_to_end(&mut text))
+            .map_err(io)?;
+        if text.len() as u64 > MAX_CONFIG_SIZE {
+            return Err(BootError::Format {
+                path: path.display().to_string(),
+                reason: format!("larger than {MAX_CONFIG_SIZE} bytes (not an fw_env.config)"),
+            });
+        }
         UbootEnvConfig::parse(&text, &path.display().to_string())
     }
 
@@ -913,6 +935,7 @@ mod tests {
             assert_eq!(img.len(), 0x100);
             let back = UbootEnv::decode_copy(&img, flag.is_some()).unwrap();
             assert_eq!(back.vars(), env.vars());
+            assert_eq!(back.entries(), env.entries());
             assert_eq!(back.flag(), flag);
             let mut bad = img.clone();
             bad[0x80] ^= 1;
@@ -949,6 +972,93 @@ mod tests {
                 let _ = UbootEnv::decode_copy(&m, false);
             }
         }
+    }
+
+    #[test]
+    fn write_target_is_always_the_copy_not_in_use_with_the_next_flag() {
+        let t = [true, true];
+        // Both valid: the other copy than select_copy's, flag + 1.
+        assert_eq!(write_target(t, [1, 2]), (0, 3));
+        assert_eq!(write_target(t, [2, 1]), (1, 3));
+        assert_eq!(write_target(t, [7, 7]), (1, 8));
+        // Wrap-around: 0xff + 1 = 0, which readers take as the newer.
+        assert_eq!(write_target(t, [0xfe, 0xff]), (0, 0));
+        assert_eq!(write_target(t, [0xff, 0]), (0, 1));
+        assert_eq!(write_target(t, [0, 0xff]), (1, 1));
+        assert_eq!(write_target(t, [0xff, 0xff]), (1, 0));
+        // One valid: the invalid one, whatever its flag says.
+        assert_eq!(write_target([true, false], [3, 200]), (1, 4));
+        assert_eq!(write_target([false, true], [200, 3]), (0, 4));
+        // None valid: libubootenv's choice, copy 1 with copy 0's flag + 1.
+        assert_eq!(write_target([false, false], [9, 4]), (1, 10));
+        // Exhaustively: never the copy in use, and afterwards the written
+        // copy is the one readers select.
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                for valid in [[true, true], [true, false], [false, true]] {
+                    let flags = [a, b];
+                    let current = select_copy(FlagScheme::Incremental, valid, flags);
+                    let (target, flag) = write_target(valid, flags);
+                    assert_ne!(Some(target), current, "{valid:?} {flags:?}");
+                    let mut after = flags;
+                    after[target] = flag;
+                    let mut now_valid = valid;
+                    now_valid[target] = true;
+                    assert_eq!(
+                        select_copy(FlagScheme::Incremental, now_valid, after),
+                        Some(target),
+                        "{valid:?} {flags:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crc_alone_decides_validity_whatever_the_bytes_hold() {
+        let data = b"splash=\xff\xfe\x01\0\xe9t\xe9=1\0noequals\0\0";
+        let mut img = crc32(data).to_le_bytes().to_vec();
+        img.extend_from_slice(data);
+        assert!(crc_valid(&img, false).is_ok());
+        let env = UbootEnv::decode_copy(&img, false).unwrap();
+        assert_eq!(env.get("splash"), Some(&b"\xff\xfe\x01"[..]));
+        assert_eq!(env.get(b"\xe9t\xe9"), Some(&b"1"[..]));
+        // A string without '=' is no variable, but it is kept.
+        assert_eq!(env.get("noequals"), None);
+        assert_eq!(env.entries().len(), 3);
+        let back = env.encode_copy(img.len(), None).unwrap();
+        assert_eq!(back, img, "re-encoded byte for byte");
+    }
+
+    #[test]
+    fn set_and_remove_touch_only_the_named_entries() {
+        let mut env = UbootEnv::new();
+        env.entries = vec![
+            b"a=1".to_vec(),
+            b"BOOT_ORDER=\xff".to_vec(),
+            b"b=\xfe".to_vec(),
+            b"BOOT_ORDER=A B".to_vec(),
+            b"BOOT_ORDER".to_vec(),
+            b"c".to_vec(),
+        ];
+        // The last `name=` entry is what readers see.
+        assert_eq!(env.get("BOOT_ORDER"), Some(&b"A B"[..]));
+        assert_eq!(env.vars()[1], (&b"BOOT_ORDER"[..], &b"A B"[..]));
+        env.set("BOOT_ORDER", "B A").unwrap();
+        assert_eq!(
+            env.entries(),
+            [&b"a=1"[..], b"BOOT_ORDER=B A", b"b=\xfe", b"c"]
+        );
+        env.set("new", b"\x80").unwrap();
+        assert_eq!(env.entries().last().unwrap(), b"new=\x80");
+        assert_eq!(env.remove("b"), Some(b"\xfe".to_vec()));
+        assert_eq!(
+            env.entries(),
+            [&b"a=1"[..], b"BOOT_ORDER=B A", b"c", b"new=\x80"]
+        );
+        assert!(env.set("x=y", "1").is_err());
+        assert!(env.set("", "1").is_err());
+        assert!(env.set("x", b"a\0b").is_err());
     }
 
     #[test]
