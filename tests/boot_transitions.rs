@@ -850,7 +850,7 @@ fn check_activate_refuses_an_env_without_room_for_the_activation_and_writes_noth
         err.contains("full.config") && err.contains("activating slot B") && err.contains("need"),
         "{err}"
     );
-    assert_eq!(std::fs::read(&file).unwrap(), before, "check wrote");
+    assert!(std::fs::read(&file).unwrap() == before, "check wrote");
     // The check was right: mark-bad fits, the activation does not.
     backend.set_state(B, Bad).unwrap();
     assert!(backend.activate(B).is_err());

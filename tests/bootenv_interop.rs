@@ -805,9 +805,8 @@ fn uboot_copy_in_use_with_a_non_utf8_value_stays_intact_and_the_other_copy_is_wr
     backend.set_state(SlotName::A, BootState::Good).unwrap();
 
     let after = std::fs::read(&file).unwrap();
-    assert_eq!(
-        copy_of(&after, in_use),
-        copy_of(&before, in_use),
+    assert!(
+        copy_of(&after, in_use) == copy_of(&before, in_use),
         "the copy in use (flag {}) was written",
         flags[in_use]
     );
@@ -902,7 +901,7 @@ fn a_current_copy_whose_data_does_not_parse_is_an_error_and_is_not_written() {
     );
     let backend = abupdate::boot::uboot::UbootBackend::new(conf.clone(), 1).unwrap();
     assert!(backend.set_state(SlotName::A, BootState::Good).is_err());
-    assert_eq!(std::fs::read(&file).unwrap(), raw, "the env was written");
+    assert!(std::fs::read(&file).unwrap() == raw, "the env was written");
     // libubootenv, too, stays on that copy (0.3.2 lists nothing from it):
     // it never falls back to the older copy's variables.
     let out = Command::new("fw_printenv")
@@ -1145,9 +1144,8 @@ fn env_codecs_keep_arbitrary_bytes_of_variables_they_do_not_change() {
         let after_raw = std::fs::read(&file).unwrap();
         let after = ubootenv::read(&cfg).unwrap();
         if redundant {
-            assert_eq!(
-                copy_of(&after_raw, in_use),
-                copy_of(&raw, in_use),
+            assert!(
+                copy_of(&after_raw, in_use) == copy_of(&raw, in_use),
                 "case {case} {op:?}: copy in use written"
             );
             assert_eq!(after.copy(), 1 - in_use, "case {case}");

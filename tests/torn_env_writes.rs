@@ -348,9 +348,8 @@ fn uboot_mark_good_with_a_non_utf8_value_writes_the_other_copy_and_keeps_every_b
 
     must(&h, &["mark-good", "A"]);
     let after = std::fs::read(&h.uboot_env).expect("env");
-    assert_eq!(
-        copy(&after, in_use),
-        copy(&before, in_use),
+    assert!(
+        copy(&after, in_use) == copy(&before, in_use),
         "the copy in use (copy {in_use}, flag {}) was written",
         flags[in_use]
     );
@@ -514,9 +513,8 @@ fn uboot_env_without_room_for_the_activation_refuses_before_writing_the_slot() {
         lines[0].contains("fw_env.config") && lines[0].contains("activating slot B"),
         "{err}"
     );
-    assert_eq!(
-        std::fs::read(&h.uboot_env).expect("env"),
-        env_before,
+    assert!(
+        std::fs::read(&h.uboot_env).expect("env") == env_before,
         "env written"
     );
     assert_eq!(h.slot_sha(1), b, "the target slot was written");
