@@ -233,7 +233,7 @@ fn too_many_variables_for_one_sector_are_refused_and_the_file_is_untouched() {
     run("grub-editenv", &[s(&file), "create"]);
     let before = std::fs::read(&file).unwrap();
     let mut env = grubenv::read(&file).unwrap();
-    env.set("big", &"x".repeat(600)).unwrap();
+    env.set("big", "x".repeat(600)).unwrap();
     let err = grubenv::write(&file, &env).unwrap_err().to_string();
     assert!(err.contains("grubenv") && err.contains("sector"), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), before);
@@ -336,7 +336,7 @@ fn fifty_alternating_writes_keep_both_sides_in_agreement() {
         if i % 2 == 0 {
             let mut env = ubootenv::read(&cfg).unwrap();
             env.set("BOOT_A_LEFT", &value).unwrap();
-            env.set(&format!("ours{i}"), "x").unwrap();
+            env.set(format!("ours{i}"), "x").unwrap();
             ubootenv::write(&cfg, &env).unwrap();
         } else {
             fw_setenv(&conf, "BOOT_A_LEFT", &value);
