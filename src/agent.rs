@@ -49,7 +49,9 @@ impl Host {
         let b = &config.bootloader;
         let boot: Box<dyn Bootloader> = match b.kind {
             BootloaderKind::Grub => Box::new(GrubBackend::new(b.grubenv.clone(), b.tries)),
-            BootloaderKind::Uboot => Box::new(UbootBackend::new(b.fw_env_config.clone(), b.tries)?),
+            BootloaderKind::Uboot => Box::new(
+                UbootBackend::new(b.fw_env_config.clone(), b.tries)?.with_good_tries(b.good_tries),
+            ),
             BootloaderKind::Custom => {
                 let script = b
                     .script
@@ -527,6 +529,8 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
     let devices = check_targets(host, m, booted)?;
     let transport = host.transport()?;
 
+    // The final env must fit before anything is marked or written.
+    host.boot.check_activate(target)?;
     let images: BTreeMap<String, ImageRef> = m
         .doc
         .images

@@ -119,6 +119,9 @@ pub struct Bootloader {
     pub script: Option<PathBuf>,
     /// Boots a new slot gets before the bootloader gives up on it.
     pub tries: u32,
+    /// U-Boot: boots a committed (marked good) slot gets, RAUC's
+    /// `boot-attempts` (default 3).
+    pub good_tries: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -224,6 +227,7 @@ struct BootloaderFragment {
     fw_env_config: Option<String>,
     script: Option<String>,
     tries: Option<u32>,
+    good_tries: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -438,6 +442,16 @@ impl Config {
         if !(1..=9).contains(&tries) {
             return Err(err("bootloader.tries", format!("{tries} is outside 1..=9")));
         }
+        let good_tries = f
+            .bootloader
+            .good_tries
+            .unwrap_or(crate::boot::uboot::DEFAULT_TRIES);
+        if !(1..=9).contains(&good_tries) {
+            return Err(err(
+                "bootloader.good_tries",
+                format!("{good_tries} is outside 1..=9"),
+            ));
+        }
         let bootloader = Bootloader {
             kind,
             grubenv: f
@@ -452,6 +466,7 @@ impl Config {
                 .into(),
             script: f.bootloader.script.map(PathBuf::from),
             tries,
+            good_tries,
         };
 
         let mut slots: BTreeMap<SlotName, BTreeMap<String, PathBuf>> = BTreeMap::new();
@@ -611,6 +626,26 @@ rootfs = "/dev/b"
             e.0.contains("bootloader.kind") && e.0.contains("lilo"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn good_tries_defaults_to_raucs_three_apart_from_the_trial_tries() {
+        let c = Config::from_str(MINIMAL, Path::new("c.toml")).expect("minimal config");
+        assert_eq!((c.bootloader.tries, c.bootloader.good_tries), (1, 3));
+        let c = Config::from_str(
+            &format!("{MINIMAL}[bootloader]\ngood_tries = 5\n"),
+            Path::new("c.toml"),
+        )
+        .expect("good_tries");
+        assert_eq!(c.bootloader.good_tries, 5);
+        for bad in ["0", "10"] {
+            let e = Config::from_str(
+                &format!("{MINIMAL}[bootloader]\ngood_tries = {bad}\n"),
+                Path::new("c.toml"),
+            )
+            .expect_err("out of range accepted");
+            assert!(e.0.contains("bootloader.good_tries"), "{e}");
+        }
     }
 
     #[test]

@@ -77,6 +77,16 @@ fn owned(v: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// An env's variables as text (these cases hold only text).
+fn texts<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    vars: impl IntoIterator<Item = (N, V)>,
+) -> Vec<(String, String)> {
+    let t = |b: &[u8]| String::from_utf8(b.to_vec()).expect("text");
+    vars.into_iter()
+        .map(|(n, v)| (t(n.as_ref()), t(v.as_ref())))
+        .collect()
+}
+
 // ---------------------------------------------------------------- GRUB --
 
 const GRUB_CASES: &[Case] = &[
@@ -399,7 +409,12 @@ fn grub_transitions() {
         apply(&backend, case.op).unwrap_or_else(|e| panic!("{}: {e}", case.name));
 
         let after = grubenv::read(&file).unwrap();
-        assert_eq!(after.vars(), owned(case.end), "{}", case.name);
+        assert_eq!(
+            texts(after.vars().iter().cloned()),
+            owned(case.end),
+            "{}",
+            case.name
+        );
         // GRUB's own tool reads the same.
         let listed = run("grub-editenv", &[file.to_str().unwrap(), "list"]);
         let expected: String = case.end.iter().map(|(n, v)| format!("{n}={v}\n")).collect();
@@ -620,6 +635,40 @@ const UBOOT_CASES: &[Case] = &[
         states: [Good, Good],
     },
     Case {
+        name: "commit with tries 1: the committed slot gets RAUC's 3 attempts, not 1",
+        tries: 1,
+        start: &[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "0"),
+        ],
+        op: Op::Good(B),
+        end: &[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "3"),
+        ],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    Case {
+        name: "activate with tries 1: the trial gets exactly 1 attempt",
+        tries: 1,
+        start: &[
+            ("BOOT_ORDER", "A B"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "0"),
+        ],
+        op: Op::Activate(B),
+        end: &[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "1"),
+        ],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    Case {
         name: "reject the only slot left: BOOT_ORDER dropped, script default again",
         tries: 3,
         start: &[
@@ -660,7 +709,7 @@ fn uboot_transitions() {
         apply(&backend, case.op).unwrap_or_else(|e| panic!("{}: {e}", case.name));
 
         let after = ubootenv::read(&cfg).unwrap();
-        assert_eq!(after.vars(), owned(case.end), "{}", case.name);
+        assert_eq!(texts(after.vars()), owned(case.end), "{}", case.name);
         let writes = after.flag().unwrap().wrapping_sub(flag_before);
         let want_writes = if matches!(case.op, Op::Query) { 0 } else { 1 };
         assert_eq!(writes, want_writes, "{}: environment writes", case.name);
@@ -725,6 +774,113 @@ fn uboot_describe_shows_only_our_variables() {
         backend.describe().unwrap(),
         owned(&[("BOOT_ORDER", "B A"), ("BOOT_B_LEFT", "3")])
     );
+}
+
+#[test]
+fn uboot_good_tries_is_what_a_committed_slot_gets() {
+    let dir = scratch("uboot-good-tries");
+    let (_, conf) = uboot_env_file(&dir, "g");
+    let cfg = UbootEnvConfig::load(&conf).unwrap();
+    ubootenv::write(&cfg, &UbootEnv::new()).unwrap();
+    let backend = UbootBackend::new(conf, 1).unwrap().with_good_tries(5);
+    backend.activate(B).unwrap();
+    assert_eq!(
+        ubootenv::read(&cfg).unwrap().get("BOOT_B_LEFT"),
+        Some(&b"1"[..])
+    );
+    backend.set_state(B, Good).unwrap();
+    assert_eq!(
+        ubootenv::read(&cfg).unwrap().get("BOOT_B_LEFT"),
+        Some(&b"5"[..])
+    );
+}
+
+/// `status` shows raw values; one that is not UTF-8 is escaped (lossless),
+/// not a reason for `status` to fail.
+#[test]
+fn describe_renders_values_that_are_not_utf8_escaped() {
+    let dir = scratch("describe-bytes");
+    let (_, conf) = uboot_env_file(&dir, "d");
+    let cfg = UbootEnvConfig::load(&conf).unwrap();
+    let mut env = UbootEnv::new();
+    env.set("BOOT_ORDER", b"A B \xff\\").unwrap();
+    env.set("splash", b"\xfe").unwrap();
+    ubootenv::write(&cfg, &env).unwrap();
+    let backend = UbootBackend::new(conf, 1).unwrap();
+    assert_eq!(
+        backend.describe().unwrap(),
+        owned(&[("BOOT_ORDER", "A B \\xff\\\\")])
+    );
+    assert_eq!(backend.primary().unwrap(), Some(A));
+
+    let file = dir.join("grubenv");
+    let mut env = GrubEnv::new();
+    env.set("ORDER", b"B \x80A").unwrap();
+    env.set("B_OK", "1").unwrap();
+    grubenv::write(&file, &env).unwrap();
+    let backend = GrubBackend::new(file, 1);
+    assert_eq!(
+        backend.describe().unwrap(),
+        owned(&[("ORDER", "B \\x80A"), ("B_OK", "1")])
+    );
+    assert_eq!(backend.primary().unwrap(), Some(B));
+}
+
+/// An install marks the target bad, writes the image, then activates it:
+/// an env with room for the first write but not for the last must be
+/// refused before anything is written.
+#[test]
+fn check_activate_refuses_an_env_without_room_for_the_activation_and_writes_nothing() {
+    let dir = scratch("check-activate");
+    // U-Boot: no BOOT_ORDER yet; mark-bad B adds "BOOT_ORDER=A" (13 bytes
+    // with its NUL), the activation makes it "BOOT_ORDER=B A" (2 more).
+    let (file, conf) = uboot_env_file(&dir, "full");
+    let cfg = UbootEnvConfig::load(&conf).unwrap();
+    let data_len = 0x2000 - 5;
+    let fixed = "BOOT_A_LEFT=3\0BOOT_B_LEFT=0\0".len() + "pad=\0".len() + 1;
+    let mut env = UbootEnv::new();
+    env.set("BOOT_A_LEFT", "3").unwrap();
+    env.set("BOOT_B_LEFT", "0").unwrap();
+    env.set("pad", "x".repeat(data_len - fixed - 13)).unwrap();
+    ubootenv::write(&cfg, &env).unwrap();
+    let backend = UbootBackend::new(conf.clone(), 1).unwrap();
+    let before = std::fs::read(&file).unwrap();
+    let err = backend.check_activate(B).unwrap_err().to_string();
+    assert!(
+        err.contains("full.config") && err.contains("activating slot B") && err.contains("need"),
+        "{err}"
+    );
+    assert!(std::fs::read(&file).unwrap() == before, "check wrote");
+    // The check was right: mark-bad fits, the activation does not.
+    backend.set_state(B, Bad).unwrap();
+    assert!(backend.activate(B).is_err());
+    // With one byte less of padding both fit, and the check says so.
+    let mut env = ubootenv::read(&cfg).unwrap();
+    env.remove("BOOT_ORDER");
+    env.set("pad", "x".repeat(data_len - fixed - 15)).unwrap();
+    ubootenv::write(&cfg, &env).unwrap();
+    backend.check_activate(B).unwrap();
+
+    // GRUB: the same with its first sector; no ORDER yet, the activation
+    // adds "ORDER=B A\n".
+    let gfile = dir.join("grubenv");
+    let mut env = GrubEnv::new();
+    env.set("B_OK", "0").unwrap();
+    env.set("B_TRY", "0").unwrap();
+    let used = grubenv::SIGNATURE.len() + "B_OK=0\nB_TRY=0\npad=\n".len();
+    env.set("pad", "y".repeat(grubenv::VARS_LIMIT - used - 5))
+        .unwrap();
+    grubenv::write(&gfile, &env).unwrap();
+    let before = std::fs::read(&gfile).unwrap();
+    let backend = GrubBackend::new(gfile.clone(), 1);
+    let err = backend.check_activate(B).unwrap_err().to_string();
+    assert!(
+        err.contains("grubenv") && err.contains("activating slot B") && err.contains("sector"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&gfile).unwrap(), before, "check wrote");
+    backend.set_state(B, Bad).unwrap();
+    assert!(backend.activate(B).is_err());
 }
 
 // -------------------------------------------------------------- custom --
@@ -804,6 +960,22 @@ fn custom_backend_speaks_raucs_verbs() {
     );
 }
 
+/// Answers are bytes: RAUC reads `get-current`'s first line only, so what
+/// follows it (not text here) changes nothing; surrounding white space is
+/// stripped as `g_strstrip` does.
+#[test]
+fn custom_backend_reads_answers_as_bytes() {
+    let dir = scratch("custom-bytes");
+    let script = install_script(&dir);
+    std::fs::write(dir.join("current"), b"B\n\xff\xfe log noise\n").unwrap();
+    put(&dir, "primary", "\t A \r\n");
+    put(&dir, "state.B", "  bad\n\n");
+    let b = CustomBackend::new(script);
+    assert_eq!(b.booted().unwrap(), Some(B));
+    assert_eq!(b.primary().unwrap(), Some(A));
+    assert_eq!(b.state(B).unwrap(), Bad);
+}
+
 #[test]
 fn custom_backend_errors_name_verb_and_stderr() {
     let dir = scratch("custom-err");
@@ -830,6 +1002,11 @@ fn custom_backend_errors_name_verb_and_stderr() {
     check(b.booted().map(|_| ()), "get-current", "slot name");
     // get-state B: no state file, cat fails with its message on stderr.
     check(b.state(B).map(|_| ()), "get-state B", "exit status 1");
+    // An answer that is not text is shown escaped, not lossily.
+    put(&dir, "state.A", "go\u{1}od\n");
+    std::fs::write(dir.join("primary"), b"\xffA\n").unwrap();
+    check(b.primary().map(|_| ()), "get-primary", "\"\\xffA\"");
+    check(b.state(A).map(|_| ()), "get-state A", "\"go\\x01od\"");
 
     put(&dir, "fail", "disk full");
     check(

@@ -4,15 +4,25 @@
 //! the medium, then the process dies), stale temp files lie around, one
 //! U-Boot copy rots. Each time the real tools still read the env, the host
 //! boots a good slot, and re-running the command finishes the job.
+//!
+//! And what every env write must keep so that the next power cut or boot
+//! finds a good slot: the copy in use is never written, variables we do
+//! not own survive byte for byte (text or not), a committed U-Boot slot
+//! keeps RAUC's attempts, and an install that could not be activated never
+//! starts.
 #![cfg(feature = "failpoints")]
 
 mod common;
 #[path = "common/loaders.rs"]
 mod loaders;
 
+use abupdate::boot::ubootenv::{self, select_copy, FlagScheme, UbootEnv, UbootEnvConfig};
 use common::host::{image, text, HostOptions};
 use loaders::{Host, Loader, UBOOT_COPY};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
 
 const IMAGE_LEN: usize = 5 << 20;
 
@@ -289,4 +299,226 @@ fn truncated_grubenv_is_refused_clearly_and_recovered_by_hand() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(h.primary(), Some("A"));
     assert_recovers(h, "recreated grubenv");
+}
+
+/// Run a bootloader tool with byte arguments; its stdout.
+fn tool(cmd: &str, args: &[&[u8]]) -> Vec<u8> {
+    let out = Command::new(cmd)
+        .args(args.iter().map(|a| OsStr::from_bytes(a)))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(out.status.success(), "{cmd}: {}", text(&out));
+    out.stdout
+}
+
+fn fw_setenv(h: &Host, name: &[u8], value: &[u8]) {
+    tool(
+        "fw_setenv",
+        &[b"-c", h.fw_conf.as_os_str().as_bytes(), name, value],
+    );
+}
+
+fn fw_value(h: &Host, name: &[u8]) -> Vec<u8> {
+    tool(
+        "fw_printenv",
+        &[b"-c", h.fw_conf.as_os_str().as_bytes(), b"-n", name],
+    )
+}
+
+fn must(h: &Host, args: &[&str]) -> String {
+    let out = h.abupdate(args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    text(&out)
+}
+
+/// Issue #13.1 as reported, with the real tools and the binary: a
+/// redundant env where `fw_setenv` put a value that is not UTF-8 into the
+/// copy in use. `mark-good A` must write the OTHER copy, with the next
+/// flag, keeping `splash` and `ethaddr` byte for byte; and the host updates
+/// and commits as usual with the value still there.
+#[test]
+fn uboot_mark_good_with_a_non_utf8_value_writes_the_other_copy_and_keeps_every_byte() {
+    let mut h = host("nonutf8-uboot", Loader::Uboot);
+    fw_setenv(&h, b"ethaddr", b"00:11:22:33:44:55");
+    fw_setenv(&h, b"splash", b"\xff\xfe\x01");
+    let before = std::fs::read(&h.uboot_env).expect("env");
+    let flags = [before[4], before[UBOOT_COPY + 4]];
+    let in_use = select_copy(FlagScheme::Incremental, [true, true], flags).expect("valid");
+    let copy = |raw: &[u8], i: usize| raw[i * UBOOT_COPY..(i + 1) * UBOOT_COPY].to_vec();
+
+    must(&h, &["mark-good", "A"]);
+    let after = std::fs::read(&h.uboot_env).expect("env");
+    assert!(
+        copy(&after, in_use) == copy(&before, in_use),
+        "the copy in use (copy {in_use}, flag {}) was written",
+        flags[in_use]
+    );
+    assert_eq!(
+        after[(1 - in_use) * UBOOT_COPY + 4],
+        flags[in_use].wrapping_add(1),
+        "the other copy does not carry the next flag"
+    );
+    assert_eq!(fw_value(&h, b"splash"), b"\xff\xfe\x01\n");
+    assert_eq!(fw_value(&h, b"ethaddr"), b"00:11:22:33:44:55\n");
+
+    must(&h, &["update"]);
+    assert_eq!(fw_value(&h, b"splash"), b"\xff\xfe\x01\n");
+    assert_eq!(h.boot(), "B");
+    assert!(must(&h, &["health"]).contains("committed 2.0"));
+    assert_eq!(fw_value(&h, b"splash"), b"\xff\xfe\x01\n");
+    assert_eq!(fw_value(&h, b"ethaddr"), b"00:11:22:33:44:55\n");
+}
+
+/// A single-copy env holding a value that is not UTF-8: `install` and
+/// `mark-good` used to refuse ("value of splash is not UTF-8") though
+/// `fw_printenv` reads it. Now the update runs and the value stays.
+#[test]
+fn single_copy_uboot_env_with_a_non_utf8_value_installs_and_commits() {
+    let mut h = host("nonutf8-uboot-single", Loader::Uboot);
+    std::fs::write(
+        &h.fw_conf,
+        format!("{} 0x0 {UBOOT_COPY:#x}\n", h.uboot_env.display()),
+    )
+    .expect("single-copy config");
+    let cfg = UbootEnvConfig::load(&h.fw_conf).expect("config");
+    let mut env = UbootEnv::new();
+    for (k, v) in [
+        ("bootcmd", "run distro_bootcmd"),
+        ("BOOT_ORDER", "A B"),
+        ("BOOT_A_LEFT", "3"),
+        ("BOOT_B_LEFT", "0"),
+    ] {
+        env.set(k, v).expect("set");
+    }
+    ubootenv::write(&cfg, &env).expect("single copy");
+    fw_setenv(&h, b"splash", b"\xff\xfe\x01");
+    must(&h, &["mark-good"]);
+    must(&h, &["update"]);
+    assert_eq!(fw_value(&h, b"splash"), b"\xff\xfe\x01\n");
+    assert_eq!(h.boot(), "B");
+    assert!(must(&h, &["health"]).contains("committed 2.0"));
+    assert_eq!(fw_value(&h, b"splash"), b"\xff\xfe\x01\n");
+}
+
+/// Issue #13.10: `grub-editenv grubenv set splash=$'\xff\xfe'`, and GRUB
+/// has set A_TRY=1 booting A. `health` must re-bless A (else the next boot
+/// falls to B), the value stays byte for byte, the update runs, and
+/// `status --json` shows a value of ours that is not UTF-8 escaped.
+#[test]
+fn grub_with_a_non_utf8_value_reblesses_updates_and_shows_it_escaped() {
+    let mut h = host("nonutf8-grub", Loader::Grub);
+    let g = h.grubenv.as_os_str().as_bytes().to_vec();
+    tool(
+        "grub-editenv",
+        &[
+            &g,
+            b"set",
+            b"splash=\xff\xfe",
+            b"A_TRY=1",
+            b"ORDER=A B \xff",
+        ],
+    );
+    let out = must(&h, &["health"]);
+    assert!(!out.contains("not UTF-8"), "{out}");
+    let listed = tool("grub-editenv", &[&g, b"list"]);
+    assert!(
+        listed.windows(10).any(|w| w == b"splash=\xff\xfe\n"),
+        "{}",
+        String::from_utf8_lossy(&listed)
+    );
+    assert!(
+        listed.windows(8).any(|w| w == b"A_TRY=0\n"),
+        "not re-blessed: {}",
+        String::from_utf8_lossy(&listed)
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&must(&h, &["--json", "status"])).expect("status JSON");
+    assert_eq!(status["bootloader"]["ORDER"], "A B \\xff", "{status}");
+
+    must(&h, &["update"]);
+    assert_eq!(h.boot(), "B");
+    assert!(must(&h, &["health"]).contains("committed 2.0"));
+    let listed = tool("grub-editenv", &[&g, b"list"]);
+    assert!(
+        listed.windows(10).any(|w| w == b"splash=\xff\xfe\n"),
+        "{}",
+        String::from_utf8_lossy(&listed)
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&must(&h, &["--json", "status"])).expect("status JSON");
+    assert_eq!(status["bootloader"]["ORDER"], "B A \\xff", "{status}");
+}
+
+/// Issue #13.11: with `tries` unset (1), the trial gets one attempt but the
+/// committed slot gets RAUC's 3, so one interrupted boot of the good slot
+/// does not fall back to the older one; `[bootloader] good_tries` sets it.
+#[test]
+fn uboot_committed_slot_keeps_booting_after_an_interrupted_boot() {
+    let mut h = host("good-tries", Loader::Uboot);
+    must(&h, &["update"]);
+    assert_eq!(h.env()["BOOT_B_LEFT"], "1", "the trial's attempts");
+    assert_eq!(h.boot(), "B");
+    assert!(must(&h, &["health"]).contains("committed 2.0"));
+    assert_eq!(h.env()["BOOT_B_LEFT"], "3", "the committed slot's attempts");
+    // A boot of B that never reaches `health` (power cut, hang, watchdog):
+    // the next boot is still B.
+    assert_eq!(h.boot(), "B");
+    assert_eq!(
+        h.boot(),
+        "B",
+        "one interrupted boot fell back: {:?}",
+        h.env()
+    );
+    assert!(must(&h, &["health"]).contains("healthy"));
+    assert_eq!(h.env()["BOOT_B_LEFT"], "3");
+
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    assert!(cfg.contains("kind = \"uboot\"\n"));
+    std::fs::write(
+        &h.config,
+        cfg.replace("kind = \"uboot\"\n", "kind = \"uboot\"\ngood_tries = 5\n"),
+    )
+    .expect("config");
+    must(&h, &["mark-good"]);
+    assert_eq!(h.env()["BOOT_B_LEFT"], "5");
+}
+
+/// A U-Boot env with room for marking the target bad but not for the
+/// activation: refused before the target is marked bad or written, with one
+/// line naming the env config, and nothing changed (issue #13, minor).
+#[test]
+fn uboot_env_without_room_for_the_activation_refuses_before_writing_the_slot() {
+    let h = host("env-full", Loader::Uboot);
+    let cfg = UbootEnvConfig::load(&h.fw_conf).expect("config");
+    // No BOOT_ORDER (the script's "A B"): marking B bad adds
+    // "BOOT_ORDER=A" (13 bytes with its NUL), activating B makes it
+    // "BOOT_ORDER=B A" (2 more). Pad to leave exactly those 13 bytes.
+    let mut env = ubootenv::read(&cfg).expect("env");
+    env.remove("BOOT_ORDER");
+    let used: usize = env.entries().iter().map(|e| e.len() + 1).sum::<usize>() + 1;
+    let room = UBOOT_COPY - 5;
+    env.set("pad", "p".repeat(room - 13 - used - "pad=".len() - 1))
+        .expect("pad");
+    ubootenv::write(&cfg, &env).expect("write");
+    let env_before = std::fs::read(&h.uboot_env).expect("env");
+    let (a, b) = (h.slot_sha(0), h.slot_sha(1));
+    let state_before = h.state();
+
+    let out = h.abupdate(&["update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("abupdate:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("fw_env.config") && lines[0].contains("activating slot B"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&h.uboot_env).expect("env") == env_before,
+        "env written"
+    );
+    assert_eq!(h.slot_sha(1), b, "the target slot was written");
+    assert_eq!(h.slot_sha(0), a);
+    assert_eq!(h.state()["transaction"], state_before["transaction"]);
+    assert!(h.state()["transaction"].is_null(), "{}", h.state());
 }

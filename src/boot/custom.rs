@@ -12,7 +12,10 @@
 //! - `SCRIPT set-state SLOT good|bad`
 //! - `SCRIPT get-current`          prints the booted slot (first line)
 //!
-//! Output is taken with surrounding whitespace stripped, as RAUC does. A
+//! Output is bytes, taken with surrounding ASCII white space stripped, as
+//! RAUC does; only an answer that is exactly one of the allowed words counts
+//! (a script's stray bytes after `get-current`'s first line are ignored, as
+//! RAUC ignores them, never a reason to fail). A
 //! non-zero exit, a death by signal, or an unexpected answer is a
 //! `BootError::Script` naming the verb (with its arguments) and giving the
 //! first line of the script's stderr.
@@ -22,7 +25,7 @@
 //! which boots the old slot. Whether each verb is atomic is the script's
 //! business.
 
-use super::{BootError, BootState, Bootloader};
+use super::{show, BootError, BootState, Bootloader};
 use crate::slot::SlotName;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -48,7 +51,7 @@ impl CustomBackend {
     }
 
     /// Run one verb; its stdout on success.
-    fn run(&self, words: &[&str]) -> Result<String, BootError> {
+    fn run(&self, words: &[&str]) -> Result<Vec<u8>, BootError> {
         let out = Command::new(&self.script)
             .args(words)
             .stdin(Stdio::null())
@@ -69,37 +72,48 @@ impl CustomBackend {
                 },
             ));
         }
-        String::from_utf8(out.stdout).map_err(|_| self.error(words, "output is not UTF-8".into()))
+        Ok(out.stdout)
     }
 
-    fn slot_answer(&self, words: &[&str], answer: &str) -> Result<SlotName, BootError> {
+    fn slot_answer(&self, words: &[&str], answer: &[u8]) -> Result<SlotName, BootError> {
         match answer {
-            "A" => Ok(SlotName::A),
-            "B" => Ok(SlotName::B),
+            b"A" => Ok(SlotName::A),
+            b"B" => Ok(SlotName::B),
             other => Err(self.error(
                 words,
-                format!("printed {other:?}, expected a slot name (A or B)"),
+                format!("printed \"{}\", expected a slot name (A or B)", show(other)),
             )),
         }
     }
+}
+
+/// A script's answer: its output with surrounding ASCII white space
+/// stripped (`g_strstrip`), or only its first line (`get-current`).
+fn answer(out: &[u8], first_line: bool) -> &[u8] {
+    let out = if first_line {
+        out.split(|&b| b == b'\n').next().unwrap_or(b"")
+    } else {
+        out
+    };
+    out.trim_ascii()
 }
 
 impl Bootloader for CustomBackend {
     fn primary(&self) -> Result<Option<SlotName>, BootError> {
         let words = ["get-primary"];
         let out = self.run(&words)?;
-        self.slot_answer(&words, out.trim()).map(Some)
+        self.slot_answer(&words, answer(&out, false)).map(Some)
     }
 
     fn state(&self, slot: SlotName) -> Result<BootState, BootError> {
         let words = ["get-state", slot.as_str()];
         let out = self.run(&words)?;
-        match out.trim() {
-            "good" => Ok(BootState::Good),
-            "bad" => Ok(BootState::Bad),
+        match answer(&out, false) {
+            b"good" => Ok(BootState::Good),
+            b"bad" => Ok(BootState::Bad),
             other => Err(self.error(
                 &words,
-                format!("printed {other:?}, expected \"good\" or \"bad\""),
+                format!("printed \"{}\", expected \"good\" or \"bad\"", show(other)),
             )),
         }
     }
@@ -118,8 +132,7 @@ impl Bootloader for CustomBackend {
         let words = ["get-current"];
         let out = self.run(&words)?;
         // RAUC reads the first line only.
-        let first = out.lines().next().unwrap_or("").trim();
-        self.slot_answer(&words, first).map(Some)
+        self.slot_answer(&words, answer(&out, true)).map(Some)
     }
 
     fn describe(&self) -> Result<Vec<(String, String)>, BootError> {

@@ -19,10 +19,12 @@
 //! `-eq` is GRUB's `test`: numbers as `grub_strtoul(s, 0, 0)`, where a
 //! non-number reads as 0, so `A_OK=yes` is not OK.
 //!
-//! Variables we do not own are kept, in order.
+//! Variables we do not own are kept, in order, byte for byte; ours are read
+//! from their bytes as GRUB's script reads them (a value that is not UTF-8
+//! is just a word that is not `A`/`B`, or a number that reads as 0).
 
 use super::grubenv::{self, GrubEnv};
-use super::{BootError, BootState, Bootloader};
+use super::{join_words, show, words, BootError, BootState, Bootloader};
 use crate::slot::SlotName;
 use std::path::PathBuf;
 
@@ -52,21 +54,25 @@ impl GrubBackend {
         grubenv::read(&self.grubenv)
     }
 
+    fn format_err(&self, reason: String) -> BootError {
+        BootError::Format {
+            path: self.grubenv.display().to_string(),
+            reason,
+        }
+    }
+
     /// Read, change, write once.
     fn change(&self, f: impl FnOnce(&mut GrubEnv) -> Result<(), String>) -> Result<(), BootError> {
         let mut env = self.load()?;
-        f(&mut env).map_err(|reason| BootError::Format {
-            path: self.grubenv.display().to_string(),
-            reason,
-        })?;
+        f(&mut env).map_err(|reason| self.format_err(reason))?;
         grubenv::write(&self.grubenv, &env)
     }
 
     fn used_up(&self, env: &GrubEnv, slot: SlotName) -> bool {
         if self.budget() {
-            env.get(&var(slot, "LEFT")) == Some("0")
+            env.get(var(slot, "LEFT")) == Some(&b"0"[..])
         } else {
-            grub_number(env.get(&var(slot, "TRY")).unwrap_or("0")) != 0
+            grub_number(env.get(var(slot, "TRY")).unwrap_or(b"0")) != 0
         }
     }
 
@@ -81,12 +87,31 @@ impl GrubBackend {
             BootState::Good => ("1", self.tries.to_string()),
             BootState::Bad => ("0", "0".to_string()),
         };
-        env.set(&var(slot, "OK"), ok)?;
-        env.set(&var(slot, "TRY"), "0")?;
+        env.set(var(slot, "OK"), ok)?;
+        env.set(var(slot, "TRY"), "0")?;
         if self.budget() {
-            env.set(&var(slot, "LEFT"), &left)?;
+            env.set(var(slot, "LEFT"), left)?;
         }
         Ok(())
+    }
+
+    /// Activate, in memory: good, with a fresh try, first in `ORDER`; the
+    /// other words of `ORDER` keep their order (and bytes).
+    fn apply_activate(&self, env: &mut GrubEnv, slot: SlotName) -> Result<(), String> {
+        self.apply_state(env, slot, BootState::Good)?;
+        let other = slot.other();
+        let mut new: Vec<&[u8]> = vec![slot.as_str().as_bytes()];
+        let old = order(env);
+        for w in &old {
+            if !new.contains(w) {
+                new.push(w);
+            }
+        }
+        if !new.contains(&other.as_str().as_bytes()) {
+            new.push(other.as_str().as_bytes());
+        }
+        let value = join_words(&new);
+        env.set("ORDER", value)
     }
 }
 
@@ -95,47 +120,48 @@ fn var(slot: SlotName, what: &str) -> String {
 }
 
 /// The words of `ORDER` (default when unset), split as GRUB's `for` does.
-fn order(env: &GrubEnv) -> Vec<&str> {
-    env.get("ORDER")
-        .unwrap_or(DEFAULT_ORDER)
-        .split_whitespace()
-        .collect()
+fn order(env: &GrubEnv) -> Vec<&[u8]> {
+    words(env.get("ORDER").unwrap_or(DEFAULT_ORDER.as_bytes())).collect()
 }
 
 fn order_slots(env: &GrubEnv) -> Vec<SlotName> {
     order(env)
         .into_iter()
         .filter_map(|w| match w {
-            "A" => Some(SlotName::A),
-            "B" => Some(SlotName::B),
+            b"A" => Some(SlotName::A),
+            b"B" => Some(SlotName::B),
             _ => None,
         })
         .collect()
 }
 
 fn is_ok(env: &GrubEnv, slot: SlotName) -> bool {
-    grub_number(env.get(&var(slot, "OK")).unwrap_or("0")) == 1
+    grub_number(env.get(var(slot, "OK")).unwrap_or(b"0")) == 1
 }
 
 /// A number as GRUB's `test -eq` reads it: `grub_strtosl(s, 0, 0)`. A
 /// leading `-` negates; `0x` is hex, a leading `0` octal, else decimal;
 /// parsing stops at the first non-digit; no digits at all read as 0.
-pub(crate) fn grub_number(s: &str) -> i64 {
-    let (neg, s) = match s.strip_prefix('-') {
+pub(crate) fn grub_number(s: &[u8]) -> i64 {
+    let (neg, s) = match s.strip_prefix(b"-") {
         Some(rest) => (true, rest),
         None => (false, s),
     };
-    let s = s.trim_start_matches([' ', '\t', '\n', '\r']);
-    let (radix, digits) = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+    let start = s
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .unwrap_or(s.len());
+    let s = &s[start..];
+    let (radix, digits) = if let Some(h) = s.strip_prefix(b"0x").or_else(|| s.strip_prefix(b"0X")) {
         (16, h)
-    } else if s.len() > 1 && s.starts_with('0') && s.as_bytes()[1].is_ascii_digit() {
+    } else if s.len() > 1 && s[0] == b'0' && s[1].is_ascii_digit() {
         (8, &s[1..])
     } else {
         (10, s)
     };
     let mut v: i64 = 0;
-    for c in digits.chars() {
-        match c.to_digit(radix) {
+    for &c in digits {
+        match (c as char).to_digit(radix) {
             Some(d) => v = v.saturating_mul(radix as i64).saturating_add(d as i64),
             None => break,
         }
@@ -172,20 +198,17 @@ impl Bootloader for GrubBackend {
     }
 
     fn activate(&self, slot: SlotName) -> Result<(), BootError> {
-        self.change(|env| {
-            self.apply_state(env, slot, BootState::Good)?;
-            let other = slot.other();
-            let mut words: Vec<String> = vec![slot.to_string()];
-            for w in order(env) {
-                if w != slot.as_str() && !words.iter().any(|x| x == w) {
-                    words.push(w.to_string());
-                }
-            }
-            if !words.iter().any(|w| w == other.as_str()) {
-                words.push(other.to_string());
-            }
-            env.set("ORDER", &words.join(" "))
-        })
+        self.change(|env| self.apply_activate(env, slot))
+    }
+
+    fn check_activate(&self, slot: SlotName) -> Result<(), BootError> {
+        let mut env = self.load()?;
+        self.apply_state(&mut env, slot, BootState::Bad)
+            .and_then(|()| self.apply_activate(&mut env, slot))
+            .and_then(|()| env.to_block().map(|_| ()))
+            .map_err(|reason| {
+                self.format_err(format!("activating slot {slot} would fail: {reason}"))
+            })
     }
 
     fn describe(&self) -> Result<Vec<(String, String)>, BootError> {
@@ -195,7 +218,7 @@ impl Bootloader for GrubBackend {
         ];
         Ok(names
             .iter()
-            .filter_map(|n| env.get(n).map(|v| (n.to_string(), v.to_string())))
+            .filter_map(|n| env.get(n).map(|v| (n.to_string(), show(v))))
             .collect())
     }
 }
@@ -206,15 +229,17 @@ mod tests {
 
     #[test]
     fn numbers_read_as_grub_test_does() {
-        assert_eq!(grub_number("1"), 1);
-        assert_eq!(grub_number("0"), 0);
-        assert_eq!(grub_number(""), 0);
-        assert_eq!(grub_number("yes"), 0);
-        assert_eq!(grub_number("0x1"), 1);
-        assert_eq!(grub_number("010"), 8);
-        assert_eq!(grub_number("1abc"), 1);
-        assert_eq!(grub_number("-1"), -1);
-        assert_eq!(grub_number(" 1"), 1);
-        assert_eq!(grub_number("99999999999999999999999"), i64::MAX);
+        assert_eq!(grub_number(b"1"), 1);
+        assert_eq!(grub_number(b"0"), 0);
+        assert_eq!(grub_number(b""), 0);
+        assert_eq!(grub_number(b"yes"), 0);
+        assert_eq!(grub_number(b"0x1"), 1);
+        assert_eq!(grub_number(b"010"), 8);
+        assert_eq!(grub_number(b"1abc"), 1);
+        assert_eq!(grub_number(b"-1"), -1);
+        assert_eq!(grub_number(b" 1"), 1);
+        assert_eq!(grub_number(b"1\xff"), 1);
+        assert_eq!(grub_number(b"\xff1"), 0);
+        assert_eq!(grub_number(b"99999999999999999999999"), i64::MAX);
     }
 }

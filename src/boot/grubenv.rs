@@ -23,8 +23,14 @@
 //! ("Broken" in envblk.c) is a format error here, so we never rewrite a block
 //! we did not fully understand. Comment lines inside the block are not kept
 //! (GRUB ignores them; `grub-editenv` never writes them).
+//!
+//! Names and values are bytes, as GRUB keeps them: a value that is not
+//! UTF-8 (`grub-editenv grubenv set splash=$'\xff'`) is read, kept and
+//! written back byte for byte. Only a NUL byte is refused (GRUB's C strings
+//! would end there, so the block would mean something else to GRUB than
+//! to us; neither `grub-editenv` nor GRUB's `save_env` can write one).
 
-use super::BootError;
+use super::{show, BootError};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -37,10 +43,10 @@ pub const SIGNATURE: &[u8] = b"# GRUB Environment Block\n";
 /// The part of the block that may hold variables: one disk sector.
 pub const VARS_LIMIT: usize = 512;
 
-/// The variables of a GRUB environment block, in file order.
+/// The variables of a GRUB environment block, in file order, as bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GrubEnv {
-    vars: Vec<(String, String)>,
+    vars: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl GrubEnv {
@@ -101,14 +107,14 @@ impl GrubEnv {
                 }
             }
             p = q + 1;
-            let name = text(name, "name", line_start)?;
-            let value = text(&value, "value", line_start)?;
-            check_name(&name).map_err(|e| format!("{e} (at byte {line_start})"))?;
+            no_nul(name, "name", line_start)?;
+            no_nul(&value, "value", line_start)?;
+            check_name(name).map_err(|e| format!("{e} (at byte {line_start})"))?;
             // GRUB's load_env applies the lines in order, so a repeated name
             // ends with the last value; keep the first position.
-            match env.vars.iter_mut().find(|(n, _)| *n == name) {
+            match env.vars.iter_mut().find(|(n, _)| n == name) {
                 Some(slot) => slot.1 = value,
-                None => env.vars.push((name, value)),
+                None => env.vars.push((name.to_vec(), value)),
             }
         }
         Ok(env)
@@ -120,9 +126,9 @@ impl GrubEnv {
         let mut out = Vec::with_capacity(VARS_LIMIT);
         out.extend_from_slice(SIGNATURE);
         for (name, value) in &self.vars {
-            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(name);
             out.push(b'=');
-            for &b in value.as_bytes() {
+            for &b in value {
                 if b == b'\\' || b == b'\n' {
                     out.push(b'\\');
                 }
@@ -143,36 +149,39 @@ impl GrubEnv {
     }
 
     /// The value of `name`, if set.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub fn get(&self, name: impl AsRef<[u8]>) -> Option<&[u8]> {
+        let name = name.as_ref();
         self.vars
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_slice())
     }
 
     /// Set `name` (in place if present, else appended). Names must be
     /// non-empty and hold no `=`, newline or NUL, and not start with `#`;
     /// values must hold no NUL (GRUB keeps C strings).
-    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+    pub fn set(&mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), String> {
+        let (name, value) = (name.as_ref(), value.as_ref());
         check_name(name)?;
-        if value.contains('\0') {
-            return Err(format!("value of {name} contains a NUL byte"));
+        if value.contains(&0) {
+            return Err(format!("value of {} contains a NUL byte", show(name)));
         }
         match self.vars.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = value.to_string(),
-            None => self.vars.push((name.to_string(), value.to_string())),
+            Some(slot) => slot.1 = value.to_vec(),
+            None => self.vars.push((name.to_vec(), value.to_vec())),
         }
         Ok(())
     }
 
     /// Remove `name`; returns its old value.
-    pub fn remove(&mut self, name: &str) -> Option<String> {
+    pub fn remove(&mut self, name: impl AsRef<[u8]>) -> Option<Vec<u8>> {
+        let name = name.as_ref();
         let i = self.vars.iter().position(|(n, _)| n == name)?;
         Some(self.vars.remove(i).1)
     }
 
     /// All variables in file order.
-    pub fn vars(&self) -> &[(String, String)] {
+    pub fn vars(&self) -> &[(Vec<u8>, Vec<u8>)] {
         &self.vars
     }
 }
@@ -188,21 +197,21 @@ fn next_line(block: &[u8], mut p: usize) -> usize {
     block.len()
 }
 
-fn text(bytes: &[u8], what: &str, at: usize) -> Result<String, String> {
+fn no_nul(bytes: &[u8], what: &str, at: usize) -> Result<(), String> {
     if bytes.contains(&0) {
         return Err(format!("variable {what} at byte {at} contains a NUL byte"));
     }
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| format!("variable {what} at byte {at} is not UTF-8"))
+    Ok(())
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+fn check_name(name: &[u8]) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty variable name".to_string());
     }
-    if name.starts_with('#') || name.contains(['=', '\n', '\0']) {
+    if name.starts_with(b"#") || name.iter().any(|b| matches!(b, b'=' | b'\n' | 0)) {
         return Err(format!(
-            "invalid variable name {name:?} (no '=', newline, NUL or leading '#')"
+            "invalid variable name \"{}\" (no '=', newline, NUL or leading '#')",
+            show(name)
         ));
     }
     Ok(())
@@ -225,13 +234,28 @@ fn format_err(path: &Path, reason: impl Into<String>) -> BootError {
 /// Read and parse the block at `path`.
 pub fn read(path: &Path) -> Result<GrubEnv, BootError> {
     let file = File::open(path).map_err(|e| io_err(path, e))?;
-    // Read one byte more than a block, so that a wrong path (a disk, a big
-    // file) is reported as the wrong size instead of being read whole.
+    let meta = file.metadata().map_err(|e| io_err(path, e))?;
+    if meta.is_file() && meta.len() != BLOCK_SIZE as u64 {
+        // The file's own size, not what was read of it.
+        return Err(format_err(path, wrong_size(meta.len())));
+    }
+    // Read one byte more than a block, so that a wrong path (a disk, a
+    // pipe) is reported as the wrong size instead of being read whole.
     let mut buf = Vec::with_capacity(BLOCK_SIZE + 1);
     file.take(BLOCK_SIZE as u64 + 1)
         .read_to_end(&mut buf)
         .map_err(|e| io_err(path, e))?;
+    if buf.len() > BLOCK_SIZE {
+        return Err(format_err(
+            path,
+            format!("is larger than a {BLOCK_SIZE}-byte GRUB environment block"),
+        ));
+    }
     GrubEnv::parse(&buf).map_err(|reason| format_err(path, reason))
+}
+
+fn wrong_size(len: u64) -> String {
+    format!("file is {len} bytes, a GRUB environment block is {BLOCK_SIZE}")
 }
 
 /// Write `env` to `path` in place: one `pwrite` of 1024 bytes at offset 0 of
@@ -257,8 +281,8 @@ pub fn write(path: &Path, env: &GrubEnv) -> Result<(), BootError> {
         return Err(format_err(
             path,
             format!(
-                "file is {} bytes, expected {BLOCK_SIZE}; refusing to rewrite it in place",
-                meta.len()
+                "{}; refusing to rewrite it in place",
+                wrong_size(meta.len())
             ),
         ));
     }
@@ -318,7 +342,10 @@ mod tests {
         env.set("K", "a\\b\nc").unwrap();
         let block = env.to_block().unwrap();
         assert!(block[SIGNATURE.len()..].starts_with(b"K=a\\\\b\\\nc\n#"));
-        assert_eq!(GrubEnv::parse(&block).unwrap().get("K"), Some("a\\b\nc"));
+        assert_eq!(
+            GrubEnv::parse(&block).unwrap().get("K"),
+            Some(&b"a\\b\nc"[..])
+        );
     }
 
     #[test]
@@ -328,8 +355,8 @@ mod tests {
         assert_eq!(
             env.vars(),
             &[
-                ("x".to_string(), "1".to_string()),
-                ("y".to_string(), "a b=c".to_string())
+                (b"x".to_vec(), b"1".to_vec()),
+                (b"y".to_vec(), b"a b=c".to_vec())
             ]
         );
     }
@@ -337,8 +364,28 @@ mod tests {
     #[test]
     fn repeated_name_keeps_last_value_like_load_env() {
         let env = GrubEnv::parse(&block_with(b"a=1\nb=2\na=3\n")).unwrap();
-        assert_eq!(env.get("a"), Some("3"));
+        assert_eq!(env.get("a"), Some(&b"3"[..]));
         assert_eq!(env.vars().len(), 2);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_kept_byte_for_byte() {
+        // What `grub-editenv grubenv set splash=$'\xff\xfe'` writes, with a
+        // name that is not UTF-8 either and an escaped byte.
+        let b = block_with(b"splash=\xff\xfe\n\xe9t\xe9=\\\xff\\\\\nORDER=A B\n");
+        let mut env = GrubEnv::parse(&b).unwrap();
+        assert_eq!(env.get("splash"), Some(&b"\xff\xfe"[..]));
+        assert_eq!(env.get(b"\xe9t\xe9"), Some(&b"\xff\\"[..]));
+        env.set("ORDER", "B A").unwrap();
+        env.set("B_OK", "1").unwrap();
+        let out = env.to_block().unwrap();
+        assert!(out[SIGNATURE.len()..]
+            .starts_with(b"splash=\xff\xfe\n\xe9t\xe9=\xff\\\\\nORDER=B A\nB_OK=1\n#"));
+        let back = GrubEnv::parse(&out).unwrap();
+        assert_eq!(back.get("splash"), Some(&b"\xff\xfe"[..]));
+        assert_eq!(back.get(b"\xe9t\xe9"), Some(&b"\xff\\"[..]));
+        // A NUL is still refused: GRUB would end the string there.
+        assert!(GrubEnv::parse(&block_with(b"a=\x00\n")).is_err());
     }
 
     #[test]
@@ -366,11 +413,11 @@ mod tests {
     #[test]
     fn refuses_to_spill_into_second_sector() {
         let mut env = GrubEnv::new();
-        env.set("big", &"x".repeat(VARS_LIMIT)).unwrap();
+        env.set("big", "x".repeat(VARS_LIMIT)).unwrap();
         assert!(env.to_block().unwrap_err().contains("first sector"));
         // The largest that fits.
         let room = VARS_LIMIT - SIGNATURE.len() - "big=\n".len();
-        env.set("big", &"x".repeat(room)).unwrap();
+        env.set("big", "x".repeat(room)).unwrap();
         assert!(env.to_block().is_ok());
     }
 

@@ -3,9 +3,15 @@
 //! Invariant: every change a backend makes is one atomic write of the
 //! bootloader's environment, so a power cut at any instant leaves an
 //! environment the real bootloader reads and that names a good slot first.
+//!
+//! Environment variables are bytes: a backend parses only the variables it
+//! owns (from their bytes, as the bootloader's script reads them) and
+//! writes every other variable back byte for byte. Bytes shown to a person
+//! (`status`, error messages) go through [`show`], which is lossless.
 
 use crate::slot::SlotName;
 use std::fmt;
+use std::fmt::Write as _;
 
 pub mod custom;
 pub mod grub;
@@ -77,10 +83,129 @@ pub trait Bootloader {
     /// Make `slot` the one booted next, as a trial with a fresh try budget,
     /// in one write of the environment.
     fn activate(&self, slot: SlotName) -> Result<(), BootError>;
+    /// Check, writing nothing, that an install into `slot` can finish: the
+    /// environment after marking `slot` bad and then activating it (what
+    /// the install writes before and after the image) can be stored. The
+    /// install calls it before it marks the target bad, so it never writes
+    /// a whole image it cannot activate. Backends that cannot tell say yes.
+    fn check_activate(&self, slot: SlotName) -> Result<(), BootError> {
+        let _ = slot;
+        Ok(())
+    }
     /// The slot the bootloader says it booted, when it can tell.
     fn booted(&self) -> Result<Option<SlotName>, BootError> {
         Ok(None)
     }
-    /// The raw variables, for `status`.
+    /// The raw variables, for `status`; values rendered by [`show`].
     fn describe(&self) -> Result<Vec<(String, String)>, BootError>;
+}
+
+/// Outside bytes (an env variable, a script's answer) as one line of text
+/// that maps back to exactly those bytes: UTF-8 text as it is, except that
+/// a backslash is written `\\`, and an ASCII control character or a byte
+/// that is not part of valid UTF-8 is written `\xNN` (two lower-case hex
+/// digits). So `splash=\xff\xfe\x01` in `status` is the three bytes
+/// FF FE 01, never a lossy replacement character.
+pub fn show(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_ascii_control() => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// The words of a list variable (`ORDER`, `BOOT_ORDER`), split on ASCII
+/// white space as the bootloader scripts' `for` loops split them; a word is
+/// bytes (only `A` and `B` mean anything to us, the others are kept).
+pub(crate) fn words(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
+        .filter(|w| !w.is_empty())
+}
+
+/// `words` joined by one space: the value written back.
+pub(crate) fn join_words<W: AsRef<[u8]>>(words: &[W]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(w.as_ref());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inverse of `show`, to prove it loses nothing.
+    fn unshow(s: &str) -> Vec<u8> {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\' {
+                if b[i + 1] == b'\\' {
+                    out.push(b'\\');
+                    i += 2;
+                } else {
+                    assert_eq!(b[i + 1], b'x', "{s:?}");
+                    let hex = std::str::from_utf8(&b[i + 2..i + 4]).unwrap();
+                    out.push(u8::from_str_radix(hex, 16).unwrap());
+                    i += 4;
+                }
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn show_escapes_only_what_is_not_printable_text_and_loses_nothing() {
+        assert_eq!(show(b"A B"), "A B");
+        assert_eq!(show("grün".as_bytes()), "grün");
+        assert_eq!(show(b"\xff\xfe\x01"), "\\xff\\xfe\\x01");
+        assert_eq!(show(b"C:\\x"), "C:\\\\x");
+        assert_eq!(show(b"a\nb\x7f"), "a\\x0ab\\x7f");
+        // A literal backslash-x in the text cannot be taken for an escape.
+        assert_ne!(show(b"\\xff"), show(b"\xff"));
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        for len in 0..64 {
+            for _ in 0..32 {
+                let v: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        (seed >> 24) as u8
+                    })
+                    .collect();
+                let s = show(&v);
+                assert!(!s.contains('\n'), "one line: {s:?}");
+                assert_eq!(unshow(&s), v, "{s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn words_split_on_ascii_white_space_and_keep_bytes() {
+        let w: Vec<&[u8]> = words(b"  A\tB\n\xff R ").collect();
+        assert_eq!(w, [&b"A"[..], b"B", b"\xff", b"R"]);
+        assert_eq!(join_words(&w), b"A B \xff R");
+        assert_eq!(words(b"").count(), 0);
+    }
 }

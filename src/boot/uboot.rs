@@ -22,9 +22,18 @@
 //! The script boots the first slot in `BOOT_ORDER` with attempts left and
 //! takes one; when none has any, it resets both counters to 3 and restarts,
 //! so it then boots the first slot in `BOOT_ORDER`. `primary` reports that.
+//!
+//! Attempts written, as RAUC's U-Boot backend: activating a slot (a trial)
+//! gives it `tries` (RAUC's `boot-attempts-primary`); marking a slot good
+//! (the commit, and the re-bless on every healthy boot) gives it
+//! `good_tries`, 3 unless configured (RAUC's `boot-attempts`), so one
+//! interrupted boot of a committed slot does not fall back to the older one.
+//!
+//! Only these three variables are parsed, from their bytes; every other
+//! variable is written back byte for byte (see `ubootenv`).
 
 use super::ubootenv::{self, UbootEnv, UbootEnvConfig};
-use super::{BootError, BootState, Bootloader};
+use super::{join_words, show, words, BootError, BootState, Bootloader};
 use crate::slot::SlotName;
 use std::path::PathBuf;
 
@@ -38,18 +47,32 @@ const DEFAULT_ORDER: &str = "A B";
 pub struct UbootBackend {
     config: UbootEnvConfig,
     tries: u32,
+    good_tries: u32,
 }
 
 impl UbootBackend {
     /// Reads and parses `fw_env_config` (errors name it). `tries` is the
-    /// attempts a slot gets when marked good or activated; 0 means RAUC's
-    /// default, 3.
+    /// attempts a slot gets when activated (its trial); 0 means RAUC's
+    /// default, 3. A slot marked good gets `DEFAULT_TRIES` unless
+    /// `with_good_tries` says otherwise.
     pub fn new(fw_env_config: PathBuf, tries: u32) -> Result<UbootBackend, BootError> {
         let config = UbootEnvConfig::load(&fw_env_config)?;
         Ok(UbootBackend {
             config,
             tries: if tries == 0 { DEFAULT_TRIES } else { tries },
+            good_tries: DEFAULT_TRIES,
         })
+    }
+
+    /// The attempts a slot gets when marked good (committed or
+    /// re-blessed); 0 means RAUC's default, 3.
+    pub fn with_good_tries(mut self, good_tries: u32) -> UbootBackend {
+        self.good_tries = if good_tries == 0 {
+            DEFAULT_TRIES
+        } else {
+            good_tries
+        };
+        self
     }
 
     /// The parsed `fw_env.config`.
@@ -68,8 +91,52 @@ impl UbootBackend {
         .map(|_| ())
     }
 
-    fn reset_counter(&self, env: &mut UbootEnv, slot: SlotName) -> Result<(), String> {
-        env.set(&left_var(slot), &format!("{:x}", self.tries))
+    fn format_err(&self, reason: String) -> BootError {
+        BootError::Format {
+            path: self.config.source().to_string(),
+            reason,
+        }
+    }
+
+    /// Mark good or bad, in memory.
+    fn apply_state(
+        &self,
+        env: &mut UbootEnv,
+        slot: SlotName,
+        state: BootState,
+    ) -> Result<(), String> {
+        match state {
+            BootState::Good => {
+                env.set(left_var(slot), format!("{:x}", self.good_tries))?;
+                // RAUC only resets the counter; a slot that an earlier
+                // mark-bad removed from BOOT_ORDER would stay unbootable, so
+                // put it back, last.
+                let mut words = order(env);
+                if !words.iter().any(|w| w == slot.as_str().as_bytes()) {
+                    words.push(slot.as_str().as_bytes().to_vec());
+                    set_order(env, &words)?;
+                }
+                Ok(())
+            }
+            BootState::Bad => {
+                let mut words = order(env);
+                words.retain(|w| w != slot.as_str().as_bytes());
+                set_order(env, &words)?;
+                env.set(left_var(slot), "0")
+            }
+        }
+    }
+
+    /// Activate, in memory: the trial's attempts, first in `BOOT_ORDER`.
+    fn apply_activate(&self, env: &mut UbootEnv, slot: SlotName) -> Result<(), String> {
+        env.set(left_var(slot), format!("{:x}", self.tries))?;
+        let mut words = vec![slot.as_str().as_bytes().to_vec()];
+        for w in order(env) {
+            if !words.contains(&w) {
+                words.push(w);
+            }
+        }
+        set_order(env, &words)
     }
 }
 
@@ -77,57 +144,62 @@ fn left_var(slot: SlotName) -> String {
     format!("BOOT_{slot}_LEFT")
 }
 
-/// The words of `BOOT_ORDER`, with the script's default.
-fn order(env: &UbootEnv) -> Vec<String> {
+/// The words of `BOOT_ORDER`, with the script's default; each word's bytes
+/// are kept (a word that is not `A` or `B` stays in place).
+fn order(env: &UbootEnv) -> Vec<Vec<u8>> {
     let v = match env.get("BOOT_ORDER") {
         Some(v) if !v.is_empty() => v,
-        _ => DEFAULT_ORDER,
+        _ => DEFAULT_ORDER.as_bytes(),
     };
-    v.split_whitespace().map(str::to_string).collect()
+    words(v).map(<[u8]>::to_vec).collect()
 }
 
 fn order_slots(env: &UbootEnv) -> Vec<SlotName> {
     order(env)
         .iter()
-        .filter_map(|w| match w.as_str() {
-            "A" => Some(SlotName::A),
-            "B" => Some(SlotName::B),
+        .filter_map(|w| match w.as_slice() {
+            b"A" => Some(SlotName::A),
+            b"B" => Some(SlotName::B),
             _ => None,
         })
         .collect()
 }
 
-fn set_order(env: &mut UbootEnv, words: &[String]) -> Result<(), String> {
+fn set_order(env: &mut UbootEnv, words: &[Vec<u8>]) -> Result<(), String> {
     if words.is_empty() {
         // An empty value is how fw_setenv deletes a variable; drop it
         // rather than store "BOOT_ORDER=". The script then uses "A B".
         env.remove("BOOT_ORDER");
         Ok(())
     } else {
-        env.set("BOOT_ORDER", &words.join(" "))
+        env.set("BOOT_ORDER", join_words(words))
     }
 }
 
 /// Attempts left for `slot`.
 fn left(env: &UbootEnv, slot: SlotName) -> u64 {
-    match env.get(&left_var(slot)) {
-        None | Some("") => DEFAULT_TRIES as u64,
+    match env.get(left_var(slot)) {
+        None | Some(b"") => DEFAULT_TRIES as u64,
         Some(v) => rauc_hex(v),
     }
 }
 
 /// `g_ascii_strtoull(s, NULL, 16)` as RAUC reads the counters, except that
 /// a sign reads as 0 (see the module docs).
-pub(crate) fn rauc_hex(s: &str) -> u64 {
-    let s = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
-    let s = s.strip_prefix('+').unwrap_or(s);
+pub(crate) fn rauc_hex(s: &[u8]) -> u64 {
+    let start = s
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
+        .unwrap_or(s.len());
+    let s = &s[start..];
+    let s = s.strip_prefix(b"+").unwrap_or(s);
     let s = s
-        .strip_prefix("0x")
-        .or_else(|| s.strip_prefix("0X"))
+        .strip_prefix(b"0x")
+        .or_else(|| s.strip_prefix(b"0X"))
         .unwrap_or(s);
     let mut v: u64 = 0;
-    for c in s.chars() {
-        match c.to_digit(16) {
+    for &c in s {
+        match (c as char).to_digit(16) {
             Some(d) => v = v.saturating_mul(16).saturating_add(d as u64),
             None => break,
         }
@@ -154,38 +226,26 @@ impl Bootloader for UbootBackend {
     }
 
     fn set_state(&self, slot: SlotName, state: BootState) -> Result<(), BootError> {
-        self.change(|env| match state {
-            BootState::Good => {
-                self.reset_counter(env, slot)?;
-                // RAUC only resets the counter; a slot that an earlier
-                // mark-bad removed from BOOT_ORDER would stay unbootable, so
-                // put it back, last.
-                let mut words = order(env);
-                if !words.iter().any(|w| w == slot.as_str()) {
-                    words.push(slot.to_string());
-                    set_order(env, &words)?;
-                }
-                Ok(())
-            }
-            BootState::Bad => {
-                let mut words = order(env);
-                words.retain(|w| w != slot.as_str());
-                set_order(env, &words)?;
-                env.set(&left_var(slot), "0")
-            }
-        })
+        self.change(|env| self.apply_state(env, slot, state))
     }
 
     fn activate(&self, slot: SlotName) -> Result<(), BootError> {
-        self.change(|env| {
-            self.reset_counter(env, slot)?;
-            let mut words = vec![slot.to_string()];
-            for w in order(env) {
-                if !words.contains(&w) {
-                    words.push(w);
-                }
-            }
-            set_order(env, &words)
+        self.change(|env| self.apply_activate(env, slot))
+    }
+
+    fn check_activate(&self, slot: SlotName) -> Result<(), BootError> {
+        ubootenv::plan(&self.config, |env| {
+            self.apply_state(env, slot, BootState::Bad)
+                .and_then(|()| self.apply_activate(env, slot))
+                .map_err(|reason| self.format_err(reason))
+        })
+        .map(|_| ())
+        .map_err(|e| match e {
+            BootError::Format { path, reason } => BootError::Format {
+                path,
+                reason: format!("activating slot {slot} would fail: {reason}"),
+            },
+            other => other,
         })
     }
 
@@ -194,7 +254,7 @@ impl Bootloader for UbootBackend {
         let names = ["BOOT_ORDER", "BOOT_A_LEFT", "BOOT_B_LEFT"];
         Ok(names
             .iter()
-            .filter_map(|n| env.get(n).map(|v| (n.to_string(), v.to_string())))
+            .filter_map(|n| env.get(n).map(|v| (n.to_string(), show(v))))
             .collect())
     }
 }
@@ -205,14 +265,16 @@ mod tests {
 
     #[test]
     fn counters_read_as_rauc_does() {
-        assert_eq!(rauc_hex("3"), 3);
-        assert_eq!(rauc_hex("0"), 0);
-        assert_eq!(rauc_hex("a"), 10);
-        assert_eq!(rauc_hex("10"), 16);
-        assert_eq!(rauc_hex("0x3"), 3);
-        assert_eq!(rauc_hex(" 2"), 2);
-        assert_eq!(rauc_hex("2z"), 2);
-        assert_eq!(rauc_hex("zz"), 0);
-        assert_eq!(rauc_hex("-1"), 0);
+        assert_eq!(rauc_hex(b"3"), 3);
+        assert_eq!(rauc_hex(b"0"), 0);
+        assert_eq!(rauc_hex(b"a"), 10);
+        assert_eq!(rauc_hex(b"10"), 16);
+        assert_eq!(rauc_hex(b"0x3"), 3);
+        assert_eq!(rauc_hex(b" 2"), 2);
+        assert_eq!(rauc_hex(b"2z"), 2);
+        assert_eq!(rauc_hex(b"zz"), 0);
+        assert_eq!(rauc_hex(b"-1"), 0);
+        assert_eq!(rauc_hex(b"2\xff"), 2);
+        assert_eq!(rauc_hex(b"\xff"), 0);
     }
 }

@@ -20,6 +20,12 @@
 //! U-Boot's `env_export` does (`mkenvimage` pads with 0xff by default; both
 //! read the same since the CRC covers the padding as stored).
 //!
+//! The data is bytes. A copy is valid when its CRC matches, and that (with
+//! the flags) alone decides which copy is current: what the variables hold
+//! (text or not) never makes a copy "invalid", or a write would go over the
+//! copy in use. The current copy's strings are kept byte for byte; only the
+//! variables a backend sets are replaced (see `UbootEnv`).
+//!
 //! Which copy is current (libubootenv `libuboot_load`, U-Boot
 //! `env_import_redund`): a copy whose CRC fails is never used; if both are
 //! valid, the higher flag wins, except that 0xff against 0 means 0 wrapped
@@ -34,10 +40,12 @@
 //! concurrent `fw_setenv` cannot interleave with us. As in libubootenv, a
 //! lock file that cannot be opened does not stop the operation.
 
-use super::BootError;
+use super::{show, BootError};
 use nix::fcntl::{Flock, FlockArg};
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 
@@ -47,6 +55,9 @@ pub const LOCK_FILE: &str = "/var/lock/fw_printenv.lock";
 /// Largest environment we accept from a config (U-Boot's are a few KiB to a
 /// few hundred KiB); guards against allocating for a garbage size.
 const MAX_ENV_SIZE: usize = 16 << 20;
+
+/// Largest `fw_env.config` we read.
+const MAX_CONFIG_SIZE: u64 = 64 << 10;
 
 const fn crc_table() -> [u32; 256] {
     let mut table = [0u32; 256];
@@ -159,18 +170,23 @@ impl UbootEnvConfig {
     /// optional `0x`. Stricter than libubootenv where it would silently skip
     /// or ignore a line: a line that does not parse, or a third device, is
     /// an error naming the line. `path_for_messages` names the file in
-    /// errors.
-    pub fn parse(text: &str, path_for_messages: &str) -> Result<UbootEnvConfig, BootError> {
+    /// errors. The text is bytes: a device path is taken byte for byte (a
+    /// file name need not be UTF-8), the numbers must be ASCII.
+    pub fn parse(
+        text: impl AsRef<[u8]>,
+        path_for_messages: &str,
+    ) -> Result<UbootEnvConfig, BootError> {
         let err = |line: usize, reason: String| BootError::Format {
             path: path_for_messages.to_string(),
             reason: format!("line {line}: {reason}"),
         };
         let mut devices = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
+        for (i, raw) in text.as_ref().split(|&b| b == b'\n').enumerate() {
             let n = i + 1;
-            let fields: Vec<&str> = raw
-                .split_whitespace()
-                .take_while(|f| !f.starts_with('#'))
+            let fields: Vec<&[u8]> = raw
+                .split(|b| matches!(b, b' ' | b'\t' | b'\r' | 0x0b | 0x0c))
+                .filter(|f| !f.is_empty())
+                .take_while(|f| !f.starts_with(b"#"))
                 .collect();
             if fields.is_empty() {
                 continue;
@@ -185,20 +201,23 @@ impl UbootEnvConfig {
                 return Err(err(n, "too many fields".to_string()));
             }
             let dev = fields[0];
-            if dev.starts_with("/dev/mtd") || dev.starts_with("/dev/ubi") {
+            if dev.starts_with(b"/dev/mtd") || dev.starts_with(b"/dev/ubi") {
                 return Err(err(
                     n,
                     format!(
-                        "{dev}: MTD/UBI environments are not supported \
-                         (only regular files and block devices)"
+                        "{}: MTD/UBI environments are not supported \
+                         (only regular files and block devices)",
+                        show(dev)
                     ),
                 ));
             }
-            let offset = parse_c_int(fields[1])
-                .ok_or_else(|| err(n, format!("bad offset {:?}", fields[1])))?;
-            let size = parse_hex(fields[2])
+            // Numbers are ASCII; anything else is simply not a number.
+            let text = |f: &[u8]| std::str::from_utf8(f).unwrap_or("").to_string();
+            let bad = |what: &str, f: &[u8]| err(n, format!("bad {what} \"{}\"", show(f)));
+            let offset = parse_c_int(&text(fields[1])).ok_or_else(|| bad("offset", fields[1]))?;
+            let size = parse_hex(&text(fields[2]))
                 .and_then(|s| usize::try_from(s).ok())
-                .ok_or_else(|| err(n, format!("bad size {:?} (hexadecimal)", fields[2])))?;
+                .ok_or_else(|| bad("size (hexadecimal)", fields[2]))?;
             if !(8..=MAX_ENV_SIZE).contains(&size) {
                 return Err(err(
                     n,
@@ -206,20 +225,17 @@ impl UbootEnvConfig {
                 ));
             }
             let sector_size = match fields.get(3) {
-                Some(f) => {
-                    Some(parse_hex(f).ok_or_else(|| err(n, format!("bad sector size {f:?}")))?)
-                }
+                Some(f) => Some(parse_hex(&text(f)).ok_or_else(|| bad("sector size", f))?),
                 None => None,
             };
             let sectors = match fields.get(4) {
-                Some(f) => {
-                    Some(parse_hex(f).ok_or_else(|| err(n, format!("bad sector count {f:?}")))?)
-                }
+                Some(f) => Some(parse_hex(&text(f)).ok_or_else(|| bad("sector count", f))?),
                 None => None,
             };
             if let Some(f) = fields.get(5) {
-                f.parse::<i32>()
-                    .map_err(|_| err(n, format!("bad MTD lock flag {f:?}")))?;
+                text(f)
+                    .parse::<i32>()
+                    .map_err(|_| bad("MTD lock flag", f))?;
             }
             if devices.len() == 2 {
                 return Err(err(
@@ -240,7 +256,7 @@ impl UbootEnvConfig {
                 }
             }
             devices.push(EnvDevice {
-                path: PathBuf::from(dev),
+                path: PathBuf::from(OsStr::from_bytes(dev)),
                 offset,
                 size,
                 sector_size,
@@ -261,10 +277,22 @@ impl UbootEnvConfig {
 
     /// Read and parse the config file at `path`.
     pub fn load(path: &Path) -> Result<UbootEnvConfig, BootError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BootError::Io {
+        use std::io::Read;
+        let io = |source| BootError::Io {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        // A config is a few lines; a wrong path (a disk) is not read whole.
+        let mut text = Vec::new();
+        File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_SIZE + 1).read_to_end(&mut text))
+            .map_err(io)?;
+        if text.len() as u64 > MAX_CONFIG_SIZE {
+            return Err(BootError::Format {
+                path: path.display().to_string(),
+                reason: format!("larger than {MAX_CONFIG_SIZE} bytes (not an fw_env.config)"),
+            });
+        }
         UbootEnvConfig::parse(&text, &path.display().to_string())
     }
 
@@ -329,13 +357,79 @@ fn parse_hex(s: &str) -> Option<u64> {
     u64::from_str_radix(h, 16).ok()
 }
 
-/// The variables of a U-Boot environment, in stored order, and which copy
-/// they were read from.
+/// The variables of a U-Boot environment: the strings of its data area,
+/// byte for byte and in stored order, and which copy they were read from.
+///
+/// An entry is one stored `name=value` string (without its NUL). Entries
+/// are never re-encoded: the ones we do not change, odd ones included (a
+/// name or value that is not UTF-8, a repeated name, a string without `=`),
+/// are written back exactly as they were read. Lookups see what libubootenv
+/// and U-Boot see: the last `name=` entry of a name wins.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UbootEnv {
-    vars: Vec<(String, String)>,
+    entries: Vec<Vec<u8>>,
     copy: usize,
     flag: Option<u8>,
+}
+
+/// The name of a stored entry: up to its first `=` (all of it without one).
+fn entry_name(entry: &[u8]) -> &[u8] {
+    match entry.iter().position(|&b| b == b'=') {
+        Some(i) => &entry[..i],
+        None => entry,
+    }
+}
+
+/// The value of a stored entry; `None` for a string without `=`, which
+/// libubootenv skips.
+fn entry_value(entry: &[u8]) -> Option<&[u8]> {
+    let i = entry.iter().position(|&b| b == b'=')?;
+    Some(&entry[i + 1..])
+}
+
+/// Size of one copy's header: CRC, plus the flags byte when redundant.
+fn header_len(redundant: bool) -> usize {
+    if redundant {
+        5
+    } else {
+        4
+    }
+}
+
+/// Whether one copy's stored CRC matches its data area: the only test
+/// U-Boot and libubootenv apply before choosing a copy. What the data says
+/// (its bytes need not be UTF-8, or even well formed) plays no part.
+pub fn crc_valid(copy: &[u8], redundant: bool) -> Result<(), String> {
+    let header = header_len(redundant);
+    if copy.len() <= header {
+        return Err(format!("copy is {} bytes, too short", copy.len()));
+    }
+    let stored = u32::from_le_bytes([copy[0], copy[1], copy[2], copy[3]]);
+    let actual = crc32(&copy[header..]);
+    if stored != actual {
+        return Err(format!(
+            "CRC mismatch (stored {stored:#010x}, computed {actual:#010x})"
+        ));
+    }
+    Ok(())
+}
+
+/// Split a data area into its stored strings, up to the empty string that
+/// ends the list. Errors when a string runs into the end of the area (no
+/// reader can tell where it ends). Never panics.
+pub fn parse_data(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut entries = Vec::new();
+    let mut p = 0;
+    loop {
+        let Some(len) = data[p..].iter().position(|&b| b == 0) else {
+            return Err(format!("variable at data byte {p} is not terminated"));
+        };
+        if len == 0 {
+            return Ok(entries);
+        }
+        entries.push(data[p..p + len].to_vec());
+        p += len + 1;
+    }
 }
 
 impl UbootEnv {
@@ -344,40 +438,78 @@ impl UbootEnv {
         UbootEnv::default()
     }
 
-    /// The value of `name`, if set.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars
+    /// The value of `name`, if set: the last `name=` entry, as libubootenv
+    /// (`fw_printenv`) and U-Boot's import read it.
+    pub fn get(&self, name: impl AsRef<[u8]>) -> Option<&[u8]> {
+        let name = name.as_ref();
+        self.entries
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .rev()
+            .filter(|e| entry_name(e) == name)
+            .find_map(|e| entry_value(e))
     }
 
-    /// Set `name` (in place if present, else appended). U-Boot forbids
-    /// empty names and `=` in names; NUL ends a string so neither may hold
-    /// one.
-    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
-        if name.is_empty() || name.contains(['=', '\0']) {
-            return Err(format!("invalid U-Boot variable name {name:?}"));
+    /// Set `name`: its first entry becomes `name=value` and any later
+    /// entries of the same name go, so every reader sees this value; a new
+    /// name is appended. U-Boot forbids empty names and `=` in names; NUL
+    /// ends a string so neither may hold one.
+    pub fn set(&mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), String> {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        if name.is_empty() || name.iter().any(|&b| b == b'=' || b == 0) {
+            return Err(format!("invalid U-Boot variable name \"{}\"", show(name)));
         }
-        if value.contains('\0') {
-            return Err(format!("value of {name} contains a NUL byte"));
+        if value.contains(&0) {
+            return Err(format!("value of {} contains a NUL byte", show(name)));
         }
-        match self.vars.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = value.to_string(),
-            None => self.vars.push((name.to_string(), value.to_string())),
+        let mut entry = Vec::with_capacity(name.len() + 1 + value.len());
+        entry.extend_from_slice(name);
+        entry.push(b'=');
+        entry.extend_from_slice(value);
+        match self.entries.iter().position(|e| entry_name(e) == name) {
+            Some(first) => {
+                self.entries[first] = entry;
+                let mut i = 0;
+                self.entries.retain(|e| {
+                    i += 1;
+                    i - 1 <= first || entry_name(e) != name
+                });
+            }
+            None => self.entries.push(entry),
         }
         Ok(())
     }
 
-    /// Remove `name`; returns its old value.
-    pub fn remove(&mut self, name: &str) -> Option<String> {
-        let i = self.vars.iter().position(|(n, _)| n == name)?;
-        Some(self.vars.remove(i).1)
+    /// Remove every entry of `name`; returns the value readers saw.
+    pub fn remove(&mut self, name: impl AsRef<[u8]>) -> Option<Vec<u8>> {
+        let name = name.as_ref();
+        let old = self.get(name).map(<[u8]>::to_vec);
+        self.entries.retain(|e| entry_name(e) != name);
+        old
     }
 
-    /// All variables in stored order.
-    pub fn vars(&self) -> &[(String, String)] {
-        &self.vars
+    /// The variables as `fw_printenv` lists them: `name=value` entries with
+    /// a non-empty name, each name once (at its first position, with its
+    /// last value).
+    pub fn vars(&self) -> Vec<(&[u8], &[u8])> {
+        let mut out: Vec<(&[u8], &[u8])> = Vec::new();
+        for e in &self.entries {
+            let (name, Some(value)) = (entry_name(e), entry_value(e)) else {
+                continue;
+            };
+            if name.is_empty() {
+                continue;
+            }
+            match out.iter_mut().find(|(n, _)| *n == name) {
+                Some(v) => v.1 = value,
+                None => out.push((name, value)),
+            }
+        }
+        out
+    }
+
+    /// The stored strings, exactly as they will be written.
+    pub fn entries(&self) -> &[Vec<u8>] {
+        &self.entries
     }
 
     /// The copy (0 or 1) this environment was read from.
@@ -393,15 +525,13 @@ impl UbootEnv {
     /// Encode one copy of `size` bytes: with `flag` the redundant layout,
     /// without it the single layout.
     pub fn encode_copy(&self, size: usize, flag: Option<u8>) -> Result<Vec<u8>, String> {
-        let header = if flag.is_some() { 5 } else { 4 };
+        let header = header_len(flag.is_some());
         let data_len = size
             .checked_sub(header)
             .ok_or_else(|| format!("environment size {size} is smaller than its header"))?;
         let mut data = Vec::with_capacity(data_len);
-        for (name, value) in &self.vars {
-            data.extend_from_slice(name.as_bytes());
-            data.push(b'=');
-            data.extend_from_slice(value.as_bytes());
+        for entry in &self.entries {
+            data.extend_from_slice(entry);
             data.push(0);
         }
         // The empty string that ends the list.
@@ -422,57 +552,16 @@ impl UbootEnv {
         Ok(out)
     }
 
-    /// Decode one copy. Errors when the CRC fails or the data is not a
-    /// well-formed string list. Never panics.
+    /// Decode one copy: its CRC must match, and its data be a terminated
+    /// string list. Never panics.
     pub fn decode_copy(bytes: &[u8], redundant: bool) -> Result<UbootEnv, String> {
-        let header = if redundant { 5 } else { 4 };
-        if bytes.len() <= header {
-            return Err(format!("copy is {} bytes, too short", bytes.len()));
-        }
-        let stored = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        let data = &bytes[header..];
-        let actual = crc32(data);
-        if stored != actual {
-            return Err(format!(
-                "CRC mismatch (stored {stored:#010x}, computed {actual:#010x})"
-            ));
-        }
-        let mut env = UbootEnv {
-            vars: Vec::new(),
+        crc_valid(bytes, redundant)?;
+        let entries = parse_data(&bytes[header_len(redundant)..])?;
+        Ok(UbootEnv {
+            entries,
             copy: 0,
-            flag: if redundant { Some(bytes[4]) } else { None },
-        };
-        let mut p = 0;
-        loop {
-            let Some(len) = data[p..].iter().position(|&b| b == 0) else {
-                return Err(format!("variable at data byte {p} is not terminated"));
-            };
-            if len == 0 {
-                break;
-            }
-            let entry = &data[p..p + len];
-            let at = p;
-            p += len + 1;
-            // libubootenv skips entries without '=' (U-Boot's himport
-            // rejects them); we skip them too.
-            let Some(eq) = entry.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            let (name, value) = (&entry[..eq], &entry[eq + 1..]);
-            let name = std::str::from_utf8(name)
-                .map_err(|_| format!("variable name at data byte {at} is not UTF-8"))?;
-            let value =
-                std::str::from_utf8(value).map_err(|_| format!("value of {name} is not UTF-8"))?;
-            if name.is_empty() {
-                continue;
-            }
-            // A repeated name: the last value wins, as in libubootenv.
-            match env.vars.iter_mut().find(|(n, _)| n == name) {
-                Some(slot) => slot.1 = value.to_string(),
-                None => env.vars.push((name.to_string(), value.to_string())),
-            }
-        }
-        Ok(env)
+            flag: redundant.then(|| bytes[4]),
+        })
     }
 }
 
@@ -544,75 +633,109 @@ fn open_device(dev: &EnvDevice, writable: bool) -> Result<(File, u64), BootError
 fn read_raw(dev: &EnvDevice) -> Result<Vec<u8>, BootError> {
     let (file, offset) = open_device(dev, false)?;
     let mut buf = vec![0u8; dev.size];
-    file.read_exact_at(&mut buf, offset)
-        .map_err(|e| io_err(&dev.path, e))?;
+    file.read_exact_at(&mut buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            // Say what was expected, not "failed to fill whole buffer".
+            BootError::Format {
+                path: dev.path.display().to_string(),
+                reason: format!(
+                    "ends before the end of the environment copy \
+                     ({:#x} bytes at offset {offset:#x})",
+                    dev.size
+                ),
+            }
+        } else {
+            io_err(&dev.path, e)
+        }
+    })?;
     Ok(buf)
 }
 
-/// State of both copies as a reader sees it.
+/// Which copy the next write goes to, and its flags byte, from the copies'
+/// CRC validity and flags as they are on the devices now: always the copy
+/// readers do NOT use, with that copy's flag + 1 (wrapping from 0xff to 0,
+/// which readers take as newer), so the copy in use stays intact until the
+/// new one is complete. With no valid copy, libubootenv's choice: copy 0
+/// counts as current, copy 1 is written.
+pub fn write_target(valid: [bool; 2], flags: [u8; 2]) -> (usize, u8) {
+    let current = select_copy(FlagScheme::Incremental, valid, flags).unwrap_or(0);
+    (1 - current, flags[current].wrapping_add(1))
+}
+
+/// Both copies as a reader sees them: each one's bytes when it could be
+/// read and its CRC matches, else why not; and the flags bytes.
 struct Copies {
-    decoded: Vec<Result<UbootEnv, String>>,
+    copies: Vec<Result<Vec<u8>, String>>,
     flags: [u8; 2],
 }
 
 fn read_copies(cfg: &UbootEnvConfig) -> Copies {
     let redundant = cfg.redundant();
-    let mut decoded = Vec::new();
+    let mut copies = Vec::new();
     let mut flags = [0u8; 2];
     for (i, dev) in cfg.devices.iter().enumerate() {
-        let r = match read_raw(dev) {
-            Ok(raw) => {
-                if redundant {
-                    flags[i] = raw[4];
-                }
-                UbootEnv::decode_copy(&raw, redundant).map(|mut e| {
-                    e.copy = i;
-                    e
-                })
+        let copy = read_raw(dev).map_err(|e| e.to_string()).and_then(|raw| {
+            if redundant {
+                flags[i] = raw[4];
             }
-            Err(e) => Err(e.to_string()),
-        };
-        decoded.push(r);
+            crc_valid(&raw, redundant).map(|()| raw)
+        });
+        copies.push(copy);
     }
-    Copies { decoded, flags }
+    Copies { copies, flags }
 }
 
 impl Copies {
-    fn current(&self) -> Option<usize> {
-        if self.decoded.len() == 1 {
-            return self.decoded[0].is_ok().then_some(0);
-        }
-        let valid = [self.decoded[0].is_ok(), self.decoded[1].is_ok()];
-        select_copy(FlagScheme::Incremental, valid, self.flags)
+    fn valid(&self) -> [bool; 2] {
+        [
+            self.copies[0].is_ok(),
+            self.copies.get(1).is_some_and(Result::is_ok),
+        ]
+    }
+
+    /// The copy readers use (CRC validity and flags only) and its bytes.
+    fn current(&self) -> Option<(usize, &[u8])> {
+        let i = if self.copies.len() == 1 {
+            0
+        } else {
+            select_copy(FlagScheme::Incremental, self.valid(), self.flags)?
+        };
+        self.copies[i].as_deref().ok().map(|raw| (i, raw))
     }
 }
 
 fn read_locked(cfg: &UbootEnvConfig) -> Result<UbootEnv, BootError> {
-    let mut copies = read_copies(cfg);
-    match copies.current() {
-        Some(i) => match std::mem::replace(&mut copies.decoded[i], Err(String::new())) {
-            Ok(env) => Ok(env),
-            Err(reason) => Err(BootError::Format {
-                path: cfg.source.clone(),
-                reason,
-            }),
-        },
-        None => {
-            let why: Vec<String> = cfg
-                .devices
-                .iter()
-                .zip(&copies.decoded)
-                .map(|(d, r)| match r {
-                    Ok(_) => format!("{}: ok", d.describe()),
-                    Err(e) => format!("{}: {e}", d.describe()),
-                })
-                .collect();
-            Err(BootError::Format {
-                path: cfg.source.clone(),
-                reason: format!("no valid U-Boot environment copy ({})", why.join("; ")),
+    let copies = read_copies(cfg);
+    let Some((i, raw)) = copies.current() else {
+        let why: Vec<String> = cfg
+            .devices
+            .iter()
+            .zip(&copies.copies)
+            .map(|(d, r)| match r {
+                Ok(_) => format!("{}: ok", d.describe()),
+                Err(e) => format!("{}: {e}", d.describe()),
             })
-        }
-    }
+            .collect();
+        return Err(BootError::Format {
+            path: cfg.source.clone(),
+            reason: format!("no valid U-Boot environment copy ({})", why.join("; ")),
+        });
+    };
+    let redundant = cfg.redundant();
+    // The copy in use is what every reader takes, well formed or not; if
+    // its data cannot be read, neither can U-Boot's or fw_printenv's, and
+    // falling back to the other copy would hide it (and make the next
+    // write overwrite the copy in use).
+    let entries =
+        parse_data(&raw[header_len(redundant)..]).map_err(|reason| BootError::Format {
+            path: cfg.source.clone(),
+            reason: format!("{}: {reason}", cfg.devices[i].describe()),
+        })?;
+    Ok(UbootEnv {
+        entries,
+        copy: i,
+        flag: redundant.then(|| raw[4]),
+    })
 }
 
 /// Read the current environment (the copy U-Boot would load).
@@ -675,9 +798,7 @@ fn write_locked(cfg: &UbootEnvConfig, env: &UbootEnv) -> Result<(), BootError> {
     // `env` was read: writing over the copy readers currently select would
     // lose the only valid environment if the power failed mid-write.
     let copies = read_copies(cfg);
-    let current = copies.current().unwrap_or(0);
-    let target = 1 - current;
-    let flag = copies.flags[current].wrapping_add(1);
+    let (target, flag) = write_target(copies.valid(), copies.flags);
     let image = env
         .encode_copy(cfg.size(), Some(flag))
         .map_err(format_err)?;
@@ -701,6 +822,27 @@ where
     let mut env = read_locked(cfg)?;
     change(&mut env)?;
     write_locked(cfg, &env)?;
+    Ok(env)
+}
+
+/// What `update` would write, without writing: read, change, and check
+/// that the result fits one copy. Returns the environment it would write.
+pub fn plan<F>(cfg: &UbootEnvConfig, change: F) -> Result<UbootEnv, BootError>
+where
+    F: FnOnce(&mut UbootEnv) -> Result<(), BootError>,
+{
+    let env = {
+        let _lock = lock();
+        read_locked(cfg)?
+    };
+    let mut env = env;
+    change(&mut env)?;
+    let flag = cfg.redundant().then_some(0);
+    env.encode_copy(cfg.size(), flag)
+        .map_err(|reason| BootError::Format {
+            path: cfg.source.clone(),
+            reason,
+        })?;
     Ok(env)
 }
 
@@ -793,6 +935,7 @@ mod tests {
             assert_eq!(img.len(), 0x100);
             let back = UbootEnv::decode_copy(&img, flag.is_some()).unwrap();
             assert_eq!(back.vars(), env.vars());
+            assert_eq!(back.entries(), env.entries());
             assert_eq!(back.flag(), flag);
             let mut bad = img.clone();
             bad[0x80] ^= 1;
@@ -829,6 +972,93 @@ mod tests {
                 let _ = UbootEnv::decode_copy(&m, false);
             }
         }
+    }
+
+    #[test]
+    fn write_target_is_always_the_copy_not_in_use_with_the_next_flag() {
+        let t = [true, true];
+        // Both valid: the other copy than select_copy's, flag + 1.
+        assert_eq!(write_target(t, [1, 2]), (0, 3));
+        assert_eq!(write_target(t, [2, 1]), (1, 3));
+        assert_eq!(write_target(t, [7, 7]), (1, 8));
+        // Wrap-around: 0xff + 1 = 0, which readers take as the newer.
+        assert_eq!(write_target(t, [0xfe, 0xff]), (0, 0));
+        assert_eq!(write_target(t, [0xff, 0]), (0, 1));
+        assert_eq!(write_target(t, [0, 0xff]), (1, 1));
+        assert_eq!(write_target(t, [0xff, 0xff]), (1, 0));
+        // One valid: the invalid one, whatever its flag says.
+        assert_eq!(write_target([true, false], [3, 200]), (1, 4));
+        assert_eq!(write_target([false, true], [200, 3]), (0, 4));
+        // None valid: libubootenv's choice, copy 1 with copy 0's flag + 1.
+        assert_eq!(write_target([false, false], [9, 4]), (1, 10));
+        // Exhaustively: never the copy in use, and afterwards the written
+        // copy is the one readers select.
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                for valid in [[true, true], [true, false], [false, true]] {
+                    let flags = [a, b];
+                    let current = select_copy(FlagScheme::Incremental, valid, flags);
+                    let (target, flag) = write_target(valid, flags);
+                    assert_ne!(Some(target), current, "{valid:?} {flags:?}");
+                    let mut after = flags;
+                    after[target] = flag;
+                    let mut now_valid = valid;
+                    now_valid[target] = true;
+                    assert_eq!(
+                        select_copy(FlagScheme::Incremental, now_valid, after),
+                        Some(target),
+                        "{valid:?} {flags:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crc_alone_decides_validity_whatever_the_bytes_hold() {
+        let data = b"splash=\xff\xfe\x01\0\xe9t\xe9=1\0noequals\0\0";
+        let mut img = crc32(data).to_le_bytes().to_vec();
+        img.extend_from_slice(data);
+        assert!(crc_valid(&img, false).is_ok());
+        let env = UbootEnv::decode_copy(&img, false).unwrap();
+        assert_eq!(env.get("splash"), Some(&b"\xff\xfe\x01"[..]));
+        assert_eq!(env.get(b"\xe9t\xe9"), Some(&b"1"[..]));
+        // A string without '=' is no variable, but it is kept.
+        assert_eq!(env.get("noequals"), None);
+        assert_eq!(env.entries().len(), 3);
+        let back = env.encode_copy(img.len(), None).unwrap();
+        assert_eq!(back, img, "re-encoded byte for byte");
+    }
+
+    #[test]
+    fn set_and_remove_touch_only_the_named_entries() {
+        let mut env = UbootEnv::new();
+        env.entries = vec![
+            b"a=1".to_vec(),
+            b"BOOT_ORDER=\xff".to_vec(),
+            b"b=\xfe".to_vec(),
+            b"BOOT_ORDER=A B".to_vec(),
+            b"BOOT_ORDER".to_vec(),
+            b"c".to_vec(),
+        ];
+        // The last `name=` entry is what readers see.
+        assert_eq!(env.get("BOOT_ORDER"), Some(&b"A B"[..]));
+        assert_eq!(env.vars()[1], (&b"BOOT_ORDER"[..], &b"A B"[..]));
+        env.set("BOOT_ORDER", "B A").unwrap();
+        assert_eq!(
+            env.entries(),
+            [&b"a=1"[..], b"BOOT_ORDER=B A", b"b=\xfe", b"c"]
+        );
+        env.set("new", b"\x80").unwrap();
+        assert_eq!(env.entries().last().unwrap(), b"new=\x80");
+        assert_eq!(env.remove("b"), Some(b"\xfe".to_vec()));
+        assert_eq!(
+            env.entries(),
+            [&b"a=1"[..], b"BOOT_ORDER=B A", b"c", b"new=\x80"]
+        );
+        assert!(env.set("x=y", "1").is_err());
+        assert!(env.set("", "1").is_err());
+        assert!(env.set("x", b"a\0b").is_err());
     }
 
     #[test]
