@@ -66,10 +66,12 @@ impl Host {
     /// bootloader's own word, then the device of `/`.
     pub fn booted_slot(&self) -> Result<SlotName> {
         let cmdline_path = &self.config.system.cmdline;
-        if let Some(slot) =
-            system::read_fact(cmdline_path).and_then(|c| system::booted_slot_from_cmdline(&c))
-        {
-            return Ok(slot);
+        if let Some(cmdline) = system::read_fact(cmdline_path) {
+            let named = system::booted_slot_from_cmdline(&cmdline)
+                .map_err(|e| Error::Refused(format!("{}: {e}", cmdline_path.display())))?;
+            if let Some(slot) = named {
+                return Ok(slot);
+            }
         }
         if let Some(slot) = self.boot.booted()? {
             return Ok(slot);
