@@ -1173,6 +1173,9 @@ pub struct Status {
     pub reboot_window: Option<String>,
     /// Where this host stands in the fleet, 0 to 1.
     pub rollout_position: f64,
+    /// The timer's `update` waits until then after failures (what `update`
+    /// itself would decide now; `update --now` runs anyway).
+    pub backoff_until: Option<String>,
     /// Counters and the bytes the last install fetched (`last_install_fetched`)
     /// against a full install (`last_install_full`).
     pub metrics: crate::state::Metrics,
@@ -1220,6 +1223,12 @@ pub fn status(host: &Host) -> Result<Status> {
         bootloader: host.boot.describe()?.into_iter().collect(),
         reboot_window,
         rollout_position: host.position(),
+        backoff_until: crate::schedule::backing_off_until(
+            state.metrics.retry_after,
+            now(),
+            host.config.update.backoff_max,
+        )
+        .map(crate::timefmt::format_rfc3339),
         metrics: state.metrics.clone(),
     })
 }
@@ -1289,7 +1298,8 @@ pub fn record_failure(host: &Host, error: &Error, release: Option<&str>) {
         host.config.update.backoff_base,
         host.config.update.backoff_max,
     );
-    state.metrics.retry_after = Some(now() + delay.as_secs() as i64);
+    let delay = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX);
+    state.metrics.retry_after = Some(now().saturating_add(delay));
     let _ = host.state_dir.save(&state);
     let message = error.to_string();
     publish(
@@ -1344,8 +1354,16 @@ pub enum UpdateOutcome {
 pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
     if !opts.now {
         let state = host.state_dir.load()?;
-        if let Some(until) = state.metrics.retry_after.filter(|&t| t > now()) {
+        let max = host.config.update.backoff_max;
+        let until = crate::schedule::backing_off_until(state.metrics.retry_after, now(), max);
+        if let Some(until) = until {
             return Ok(UpdateOutcome::BackingOff { until });
+        }
+        if let Some(t) = state.metrics.retry_after.filter(|&t| t > now()) {
+            log(&format!(
+                "ignoring a backoff until {}: further ahead than backoff_max allows (set under a clock that ran ahead)",
+                crate::timefmt::format_rfc3339(t)
+            ));
         }
         let delay = crate::schedule::jitter(host.config.update.jitter);
         if !delay.is_zero() {

@@ -902,6 +902,12 @@ fn print_status(s: &agent::Status) {
         println!("reboot: waits for the maintenance window opening {w}");
     }
     println!("rollout position: {:.4}", s.rollout_position);
+    if let Some(until) = &s.backoff_until {
+        println!(
+            "update: backing off after {} failed runs until {until} (`update --now` runs anyway)",
+            s.metrics.consecutive_failures
+        );
+    }
     if let (Some(fetched), Some(full)) =
         (s.metrics.last_install_fetched, s.metrics.last_install_full)
     {

@@ -156,6 +156,49 @@ fn failures_back_off_and_now_skips_the_wait() {
     );
 }
 
+#[test]
+fn a_backoff_set_under_a_clock_far_ahead_does_not_stick_and_status_shows_the_backoff() {
+    let h = TestHost::new("fleet-far-backoff", "1.0", HostOptions::default());
+    let missing = h.dir.join("nowhere/release.json");
+    with_url(&h, &missing, "");
+    let out = h.abupdate(&["update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let now = abupdate::timefmt::now();
+
+    // status shows the backoff the timer keeps, in text and JSON.
+    let status = json(&h.abupdate(&["--json", "status"]));
+    let until = status["backoff_until"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no backoff_until in {status}"));
+    let until = abupdate::timefmt::parse_rfc3339(until).expect("RFC 3339");
+    assert!(until > now && until <= now + 6 * 3600 + 60, "{until} vs {now}");
+    let out = h.abupdate(&["status"]);
+    assert!(
+        text(&out).contains("backing off after 1 failed runs until"),
+        "{}",
+        text(&out)
+    );
+
+    // A failure under a clock ten years ahead left this behind.
+    let path = h.state_dir.join("state.json");
+    let mut state = h.state();
+    let far = now + 10 * 365 * 86400;
+    state["metrics"]["retry_after"] = far.into();
+    std::fs::write(&path, state.to_string()).expect("write state");
+    let status = json(&h.abupdate(&["--json", "status"]));
+    assert!(status["backoff_until"].is_null(), "{status}");
+    let out = h.abupdate(&["--json", "update"]);
+    assert_ne!(
+        json(&out)["outcome"],
+        "backing_off",
+        "a backoff ten years ahead held the timer: {}",
+        text(&out)
+    );
+    assert_eq!(out.status.code(), Some(1), "the run did not happen: {}", text(&out));
+    let after = h.state()["metrics"]["retry_after"].as_i64().expect("retry_after");
+    assert!(after <= now + 6 * 3600 + 60, "new backoff {after} beyond backoff_max");
+}
+
 /// A webhook receiver: records each POST body, answers 204.
 fn webhook_server() -> (String, std::sync::mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
