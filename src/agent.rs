@@ -669,7 +669,7 @@ fn finish_staged(
     let rebooting = !opts.no_reboot && in_window;
     if rebooting {
         log("rebooting into the new slot");
-        system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
+        reboot(host)?;
     }
     Ok(Installed {
         slot: target,
@@ -1031,7 +1031,7 @@ fn rollback_trial(
     );
     if !no_reboot {
         log(&format!("rebooting into slot {}", t.from));
-        system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
+        reboot(host)?;
     }
     Ok(Verdict::RolledBack {
         version: t.version.clone(),
@@ -1062,12 +1062,21 @@ fn finish_rollback(
     log(&reason);
     if !no_reboot {
         log(&format!("rebooting into slot {other}"));
-        system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
+        reboot(host)?;
     }
     Ok(Verdict::RolledBack {
         version: rec.version.unwrap_or_else(|| "the booted release".into()),
         reason,
     })
+}
+
+/// Run the reboot command. Reports still in flight get until their
+/// deadline first (`[report] webhook_timeout`): the reboot would cut them
+/// off. The state lock stays held until the host goes down: no other
+/// instance acts on a host that is about to reboot.
+fn reboot(host: &Host) -> Result<()> {
+    crate::report::flush();
+    system::reboot(&host.config.system.reboot).map_err(Error::Refused)
 }
 
 /// Mark the running, healthy slot good again. The bootloader script sets
@@ -1154,7 +1163,7 @@ pub fn rollback(host: &Host, force: bool, no_reboot: bool) -> Result<SlotName> {
     host.state_dir.save(&state)?;
     log(&format!("slot {other} is now primary"));
     if !no_reboot {
-        system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
+        reboot(host)?;
     }
     Ok(other)
 }
@@ -1274,9 +1283,9 @@ pub fn publish(
         message: error.map(|(_, m)| m.to_string()),
         time: now(),
     };
-    if let Err(e) = crate::report::post_webhook(report, &event) {
-        log(&format!("report not delivered: {e}"));
-    }
+    // On its own thread: the flow goes on and releases the lock at once;
+    // the reboot command and the process's exit wait for it, bounded.
+    crate::report::send_webhook(report, event);
 }
 
 /// Count a failed run, schedule the backoff, and report it.

@@ -936,7 +936,11 @@ pub fn main() -> i32 {
             return e.exit_code();
         }
     };
-    match run(&global, command) {
+    let result = run(&global, command);
+    // Reports still in flight, each bounded by its deadline; every lock
+    // was released when `run` returned.
+    crate::report::flush();
+    match result {
         Ok(code) => code,
         Err(e) => {
             if global.json {
