@@ -145,8 +145,8 @@ pub fn run_until_verdict(
                     name: check.name(),
                     passed: false,
                     detail: format!(
-                        "not run: the verdict's deadline ([health] timeout = {}s) passed",
-                        cfg.timeout.as_secs()
+                        "not run: the verdict's deadline ([health] timeout = {}) passed",
+                        crate::timefmt::format_duration(cfg.timeout)
                     ),
                 },
             };
