@@ -397,7 +397,11 @@ mod tests {
 
     #[test]
     fn exit_status_and_both_streams_are_kept() {
-        let f = run(sh("echo out; echo err >&2; exit 3"), Duration::from_secs(10)).expect("run");
+        let f = run(
+            sh("echo out; echo err >&2; exit 3"),
+            Duration::from_secs(10),
+        )
+        .expect("run");
         assert_eq!(f.ending, Ending::Exited(3));
         assert_eq!(f.stdout.complete().as_deref(), Some(&b"out\n"[..]));
         assert_eq!(f.stderr.last_line(), "err");
@@ -461,7 +465,8 @@ mod tests {
         )
         .expect_err("ran a missing program");
         assert!(
-            e.to_string().starts_with("cannot run /nonexistent/abupdate-check:"),
+            e.to_string()
+                .starts_with("cannot run /nonexistent/abupdate-check:"),
             "{e}"
         );
     }

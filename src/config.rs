@@ -546,7 +546,8 @@ impl Config {
             http: f.health.http.unwrap_or_default(),
         };
         for (i, unit) in health.units.iter().enumerate() {
-            crate::health::check_unit_name(unit).map_err(|e| err(&format!("health.units[{i}]"), e))?;
+            crate::health::check_unit_name(unit)
+                .map_err(|e| err(&format!("health.units[{i}]"), e))?;
         }
 
         let wariness = f.rollout.wariness;
@@ -757,11 +758,17 @@ rootfs = "/dev/b"
     fn zero_is_refused_where_it_means_nothing() {
         for key in ["connect_timeout", "read_timeout"] {
             let e = with("update", key, "0s").expect_err(key);
-            assert!(e.0.contains(&format!("update.{key}: must be more than zero")), "{e}");
+            assert!(
+                e.0.contains(&format!("update.{key}: must be more than zero")),
+                "{e}"
+            );
         }
         for key in ["timeout", "check_timeout"] {
             let e = with("health", key, "0s").expect_err(key);
-            assert!(e.0.contains(&format!("health.{key}: must be more than zero")), "{e}");
+            assert!(
+                e.0.contains(&format!("health.{key}: must be more than zero")),
+                "{e}"
+            );
         }
         let e = with("report", "webhook_timeout", "0ms").expect_err("webhook_timeout");
         assert!(e.0.contains("report.webhook_timeout"), "{e}");

@@ -119,7 +119,12 @@ pub fn check_budget(check_timeout: Duration, now: Instant, deadline: Instant) ->
 
 /// Whether another round may start at `now`: after `interval`, a round as
 /// long as the last one must still end before the deadline.
-pub fn another_round(now: Instant, interval: Duration, last_round: Duration, deadline: Instant) -> bool {
+pub fn another_round(
+    now: Instant,
+    interval: Duration,
+    last_round: Duration,
+    deadline: Instant,
+) -> bool {
     now.checked_add(interval)
         .and_then(|t| t.checked_add(last_round))
         .is_some_and(|end| end <= deadline)
@@ -156,7 +161,12 @@ pub fn run_until_verdict(
         if results.iter().all(|r| r.passed) {
             return (true, results);
         }
-        if !another_round(Instant::now(), cfg.interval, round_start.elapsed(), deadline) {
+        if !another_round(
+            Instant::now(),
+            cfg.interval,
+            round_start.elapsed(),
+            deadline,
+        ) {
             return (false, results);
         }
         std::thread::sleep(cfg.interval);
@@ -372,7 +382,10 @@ mod tests {
         assert!(!ok);
         // 2 s of timeout, with a generous margin for a loaded machine.
         assert!(took < Duration::from_millis(3500), "verdict took {took:?}");
-        assert!(results[0].detail.contains("timed out after 1.5s"), "{results:?}");
+        assert!(
+            results[0].detail.contains("timed out after 1.5s"),
+            "{results:?}"
+        );
         assert!(results[4].detail.starts_with("not run"), "{results:?}");
         let started = pids(&pidfile);
         assert!(!started.is_empty());

@@ -203,7 +203,10 @@ pub fn post_webhook(cfg: &Report, event: &Event, deadline: Instant) -> Result<()
         return Ok(());
     };
     let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
-    let mut last = format!("{url}: no attempt within {}s", cfg.webhook_timeout.as_secs());
+    let mut last = format!(
+        "{url}: no attempt within {}s",
+        cfg.webhook_timeout.as_secs()
+    );
     for attempt in 0..cfg.webhook_attempts {
         if attempt > 0 {
             let pause = Duration::from_millis(500 << attempt.min(4));

@@ -87,7 +87,9 @@ impl Window {
                 continue;
             }
             let i = parse_day(d).ok_or_else(|| {
-                format!("day {d:?}: expected mon, tue, wed, thu, fri, sat, sun (or the full name) or *")
+                format!(
+                    "day {d:?}: expected mon, tue, wed, thu, fri, sat, sun (or the full name) or *"
+                )
             })?;
             set[i] = true;
         }
@@ -257,8 +259,8 @@ mod tests {
     #[test]
     fn offsets_are_sign_and_two_digit_fields() {
         for bad in [
-            "+00:-30", "+-3:00", "+3:00", "+03:0", "+03:000", "03:00", "+03", "+ 3:00",
-            "+15:00", "+14:01", "-03:60", "+03:+5",
+            "+00:-30", "+-3:00", "+3:00", "+03:0", "+03:000", "03:00", "+03", "+ 3:00", "+15:00",
+            "+14:01", "-03:60", "+03:+5",
         ] {
             assert!(
                 Window::parse(&days(&["*"]), "02:00", "1h", Some(bad)).is_err(),
@@ -306,7 +308,10 @@ mod tests {
         assert_eq!(backing_off_until(None, now, max), None);
         assert_eq!(backing_off_until(Some(now - 1), now, max), None);
         assert_eq!(backing_off_until(Some(now), now, max), None);
-        assert_eq!(backing_off_until(Some(now + 300), now, max), Some(now + 300));
+        assert_eq!(
+            backing_off_until(Some(now + 300), now, max),
+            Some(now + 300)
+        );
         assert_eq!(
             backing_off_until(Some(now + 6 * 3600), now, max),
             Some(now + 6 * 3600)
@@ -316,7 +321,10 @@ mod tests {
             backing_off_until(Some(t("2036-11-24T12:00:00Z")), now, max),
             None
         );
-        assert_eq!(backing_off_until(Some(i64::MAX), i64::MAX - 5, Duration::MAX), Some(i64::MAX));
+        assert_eq!(
+            backing_off_until(Some(i64::MAX), i64::MAX - 5, Duration::MAX),
+            Some(i64::MAX)
+        );
     }
 
     #[test]

@@ -126,15 +126,16 @@ fn shell_value(raw: &str) -> Option<String> {
 /// shell does; an empty value counts as absent.
 pub fn version_from_os_release(text: &str) -> Option<String> {
     let value = |key: &str| {
+        // The last assignment: the first one found from the end.
         text.lines()
-            .filter_map(|l| {
+            .rev()
+            .find_map(|l| {
                 let l = l.trim_start();
                 if l.starts_with('#') {
                     return None;
                 }
                 shell_value(l.strip_prefix(key)?.strip_prefix('=')?)
             })
-            .last()
             .filter(|v| !v.is_empty())
     };
     value("IMAGE_VERSION").or_else(|| value("VERSION_ID"))
@@ -166,8 +167,8 @@ pub fn reboot(argv: &[String]) -> Result<(), String> {
     crate::failpoint::hit("reboot-requested");
     let mut cmd = Command::new(prog);
     cmd.args(args);
-    let done = crate::child::run(cmd, REBOOT_TIMEOUT)
-        .map_err(|e| format!("reboot command: {e}"))?;
+    let done =
+        crate::child::run(cmd, REBOOT_TIMEOUT).map_err(|e| format!("reboot command: {e}"))?;
     if done.ending.success() {
         return Ok(());
     }
@@ -202,9 +203,21 @@ mod tests {
     #[test]
     fn conflicting_slot_markers_are_refused_naming_both() {
         for (cmdline, first, second) in [
-            ("rauc.slot=A abupdate.slot=B", "rauc.slot=A", "abupdate.slot=B"),
-            ("abupdate.slot=A ro abupdate.slot=B", "abupdate.slot=A", "abupdate.slot=B"),
-            ("rauc.slot=system1 abupdate.slot=A", "rauc.slot=system1", "abupdate.slot=A"),
+            (
+                "rauc.slot=A abupdate.slot=B",
+                "rauc.slot=A",
+                "abupdate.slot=B",
+            ),
+            (
+                "abupdate.slot=A ro abupdate.slot=B",
+                "abupdate.slot=A",
+                "abupdate.slot=B",
+            ),
+            (
+                "rauc.slot=system1 abupdate.slot=A",
+                "rauc.slot=system1",
+                "abupdate.slot=A",
+            ),
         ] {
             let e = booted_slot_from_cmdline(cmdline).expect_err(cmdline);
             assert_eq!(

@@ -263,6 +263,9 @@ mod tests {
         assert_eq!(format_duration(s(7200)), "2h");
         assert_eq!(format_duration(s(86400)), "1d");
         assert_eq!(format_duration(s(0)), "0s");
-        assert_eq!(format_duration(std::time::Duration::from_millis(1500)), "1500ms");
+        assert_eq!(
+            format_duration(std::time::Duration::from_millis(1500)),
+            "1500ms"
+        );
     }
 }

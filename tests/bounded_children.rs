@@ -86,7 +86,10 @@ fn host_on_trial(name: &str, health_config: &str) -> TestHost {
 
 #[test]
 fn a_check_that_leaves_a_background_process_or_prints_a_lot_is_judged_at_once() {
-    let h = host_on_trial("children-bg", "timeout = \"20s\"\ncheck_timeout = \"10s\"\n");
+    let h = host_on_trial(
+        "children-bg",
+        "timeout = \"20s\"\ncheck_timeout = \"10s\"\n",
+    );
     let pidfile = h.dir.join("bg.pids");
     h.add_health_check(
         "10-daemonish",

@@ -33,7 +33,10 @@ fn absurd_durations_are_config_errors_naming_the_key_not_aborts() {
         ("update", "connect_timeout", "check"),
         ("health", "check_timeout", "health"),
     ] {
-        dropin(&h, &format!("[{table}]\n{key} = \"18446744073709551615s\"\n"));
+        dropin(
+            &h,
+            &format!("[{table}]\n{key} = \"18446744073709551615s\"\n"),
+        );
         let out = h.abupdate(&[command]);
         assert_eq!(out.status.code(), Some(2), "{table}.{key}: {}", text(&out));
         one_line_naming(&out, &[&format!("{table}.{key}"), "longer than"]);

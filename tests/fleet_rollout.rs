@@ -171,7 +171,10 @@ fn a_backoff_set_under_a_clock_far_ahead_does_not_stick_and_status_shows_the_bac
         .as_str()
         .unwrap_or_else(|| panic!("no backoff_until in {status}"));
     let until = abupdate::timefmt::parse_rfc3339(until).expect("RFC 3339");
-    assert!(until > now && until <= now + 6 * 3600 + 60, "{until} vs {now}");
+    assert!(
+        until > now && until <= now + 6 * 3600 + 60,
+        "{until} vs {now}"
+    );
     let out = h.abupdate(&["status"]);
     assert!(
         text(&out).contains("backing off after 1 failed runs until"),
@@ -194,9 +197,19 @@ fn a_backoff_set_under_a_clock_far_ahead_does_not_stick_and_status_shows_the_bac
         "a backoff ten years ahead held the timer: {}",
         text(&out)
     );
-    assert_eq!(out.status.code(), Some(1), "the run did not happen: {}", text(&out));
-    let after = h.state()["metrics"]["retry_after"].as_i64().expect("retry_after");
-    assert!(after <= now + 6 * 3600 + 60, "new backoff {after} beyond backoff_max");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the run did not happen: {}",
+        text(&out)
+    );
+    let after = h.state()["metrics"]["retry_after"]
+        .as_i64()
+        .expect("retry_after");
+    assert!(
+        after <= now + 6 * 3600 + 60,
+        "new backoff {after} beyond backoff_max"
+    );
 }
 
 /// A webhook receiver: records each POST body, answers 204.
@@ -269,13 +282,20 @@ fn a_hanging_webhook_holds_neither_the_state_lock_nor_the_reboot_past_its_bound(
         took < std::time::Duration::from_secs(6),
         "update with a hanging webhook took {took:?}"
     );
-    assert!(text(&out).contains("report not delivered"), "{}", text(&out));
+    assert!(
+        text(&out).contains("report not delivered"),
+        "{}",
+        text(&out)
+    );
 
     // While a report hangs, the state lock is free: mark-good works.
     assert_eq!(h.boot(), "B");
     let cfg = std::fs::read_to_string(&h.config).expect("config");
-    std::fs::write(&h.config, cfg.replace("webhook_timeout = \"2s\"", "webhook_timeout = \"10s\""))
-        .expect("config");
+    std::fs::write(
+        &h.config,
+        cfg.replace("webhook_timeout = \"2s\"", "webhook_timeout = \"10s\""),
+    )
+    .expect("config");
     let start = std::time::Instant::now();
     let mut health = Command::new(common::host::bin())
         .arg("--config")

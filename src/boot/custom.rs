@@ -25,8 +25,8 @@
 //! business.
 
 use super::{BootError, BootState, Bootloader};
-use crate::slot::SlotName;
 use crate::child::Ending;
+use crate::slot::SlotName;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -65,8 +65,8 @@ impl CustomBackend {
     fn run(&self, words: &[&str]) -> Result<String, BootError> {
         let mut cmd = Command::new(&self.script);
         cmd.args(words);
-        let done = crate::child::run(cmd, self.timeout)
-            .map_err(|e| self.error(words, e.to_string()))?;
+        let done =
+            crate::child::run(cmd, self.timeout).map_err(|e| self.error(words, e.to_string()))?;
         if !done.ending.success() {
             let status = match done.ending {
                 Ending::Signalled(_) => "killed by a signal".to_string(),
