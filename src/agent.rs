@@ -72,10 +72,12 @@ impl Host {
     /// bootloader's own word, then the device of `/`.
     pub fn booted_slot(&self) -> Result<SlotName> {
         let cmdline_path = &self.config.system.cmdline;
-        if let Some(slot) =
-            system::read_fact(cmdline_path).and_then(|c| system::booted_slot_from_cmdline(&c))
-        {
-            return Ok(slot);
+        if let Some(cmdline) = system::read_fact(cmdline_path) {
+            let named = system::booted_slot_from_cmdline(&cmdline)
+                .map_err(|e| Error::Refused(format!("{}: {e}", cmdline_path.display())))?;
+            if let Some(slot) = named {
+                return Ok(slot);
+            }
         }
         if let Some(slot) = self.boot.booted()? {
             return Ok(slot);
@@ -747,7 +749,7 @@ fn finish_staged(
     let rebooting = !opts.no_reboot && in_window;
     if rebooting {
         log("rebooting into the new slot");
-        system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
+        reboot(host)?;
     }
     Ok(Installed {
         slot: target,
@@ -1140,7 +1142,7 @@ fn rollback_trial(
     );
     if !no_reboot {
         log(&format!("rebooting into slot {}", t.from));
-        system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
+        reboot(host)?;
     }
     Ok(Verdict::RolledBack {
         version: t.version.clone(),
@@ -1171,12 +1173,21 @@ fn finish_rollback(
     log(&reason);
     if !no_reboot {
         log(&format!("rebooting into slot {other}"));
-        system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
+        reboot(host)?;
     }
     Ok(Verdict::RolledBack {
         version: rec.version.unwrap_or_else(|| "the booted release".into()),
         reason,
     })
+}
+
+/// Run the reboot command. Reports still in flight get until their
+/// deadline first (`[report] webhook_timeout`): the reboot would cut them
+/// off. The state lock stays held until the host goes down: no other
+/// instance acts on a host that is about to reboot.
+fn reboot(host: &Host) -> Result<()> {
+    crate::report::flush();
+    system::reboot(&host.config.system.reboot).map_err(Error::Refused)
 }
 
 /// Mark the running, healthy slot good again. The bootloader script sets
@@ -1266,7 +1277,7 @@ pub fn rollback(host: &Host, force: bool, no_reboot: bool) -> Result<SlotName> {
     host.state_dir.save(&state)?;
     log(&format!("slot {other} is now primary"));
     if !no_reboot {
-        system::reboot(&host.config.system.reboot).map_err(Error::Refused)?;
+        reboot(host)?;
     }
     Ok(other)
 }
@@ -1285,6 +1296,9 @@ pub struct Status {
     pub reboot_window: Option<String>,
     /// Where this host stands in the fleet, 0 to 1.
     pub rollout_position: f64,
+    /// The timer's `update` waits until then after failures (what `update`
+    /// itself would decide now; `update --now` runs anyway).
+    pub backoff_until: Option<String>,
     /// Counters and the bytes the last install fetched (`last_install_fetched`)
     /// against a full install (`last_install_full`).
     pub metrics: crate::state::Metrics,
@@ -1332,6 +1346,12 @@ pub fn status(host: &Host) -> Result<Status> {
         bootloader: host.boot.describe()?.into_iter().collect(),
         reboot_window,
         rollout_position: host.position(),
+        backoff_until: crate::schedule::backing_off_until(
+            state.metrics.retry_after,
+            now(),
+            host.config.update.backoff_max,
+        )
+        .map(crate::timefmt::format_rfc3339),
         metrics: state.metrics.clone(),
     })
 }
@@ -1377,9 +1397,9 @@ pub fn publish(
         message: error.map(|(_, m)| crate::fetch::redact(m).into_owned()),
         time: now(),
     };
-    if let Err(e) = crate::report::post_webhook(report, &event) {
-        log(&format!("report not delivered: {e}"));
-    }
+    // On its own thread: the flow goes on and releases the lock at once;
+    // the reboot command and the process's exit wait for it, bounded.
+    crate::report::send_webhook(report, event);
 }
 
 /// Count a failed run, schedule the backoff, and report it.
@@ -1401,7 +1421,8 @@ pub fn record_failure(host: &Host, error: &Error, release: Option<&str>) {
         host.config.update.backoff_base,
         host.config.update.backoff_max,
     );
-    state.metrics.retry_after = Some(now() + delay.as_secs() as i64);
+    let delay = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX);
+    state.metrics.retry_after = Some(now().saturating_add(delay));
     let _ = host.state_dir.save(&state);
     let message = error.to_string();
     publish(
@@ -1456,8 +1477,16 @@ pub enum UpdateOutcome {
 pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
     if !opts.now {
         let state = host.state_dir.load()?;
-        if let Some(until) = state.metrics.retry_after.filter(|&t| t > now()) {
+        let max = host.config.update.backoff_max;
+        let until = crate::schedule::backing_off_until(state.metrics.retry_after, now(), max);
+        if let Some(until) = until {
             return Ok(UpdateOutcome::BackingOff { until });
+        }
+        if let Some(t) = state.metrics.retry_after.filter(|&t| t > now()) {
+            log(&format!(
+                "ignoring a backoff until {}: further ahead than backoff_max allows (set under a clock that ran ahead)",
+                crate::timefmt::format_rfc3339(t)
+            ));
         }
         let delay = crate::schedule::jitter(host.config.update.jitter);
         if !delay.is_zero() {

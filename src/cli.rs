@@ -995,6 +995,12 @@ fn print_status(s: &agent::Status) {
         println!("reboot: waits for the maintenance window opening {w}");
     }
     println!("rollout position: {:.4}", s.rollout_position);
+    if let Some(until) = &s.backoff_until {
+        println!(
+            "update: backing off after {} failed runs until {until} (`update --now` runs anyway)",
+            s.metrics.consecutive_failures
+        );
+    }
     if let (Some(fetched), Some(full)) =
         (s.metrics.last_install_fetched, s.metrics.last_install_full)
     {
@@ -1023,7 +1029,11 @@ pub fn main() -> i32 {
             return e.exit_code();
         }
     };
-    match run(&global, command) {
+    let result = run(&global, command);
+    // Reports still in flight, each bounded by its deadline; every lock
+    // was released when `run` returned.
+    crate::report::flush();
+    match result {
         Ok(code) => code,
         Err(e) => {
             if global.json {

@@ -284,6 +284,44 @@ pub fn dropin_dir(main: &Path) -> PathBuf {
 
 // ---- step 3: settings -----------------------------------------------------
 
+/// The range of each duration key: whether zero means something there,
+/// and the longest value that makes sense (a deadline past it is a typo).
+fn duration_bounds(key: &str) -> (bool, Duration) {
+    const MINUTE: u64 = 60;
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 86400;
+    let (zero_ok, max) = match key {
+        "update.connect_timeout" | "update.read_timeout" => (false, HOUR),
+        "update.jitter" => (true, DAY),
+        "update.backoff_base" => (true, 7 * DAY),
+        "update.backoff_max" => (true, 30 * DAY),
+        "health.timeout" | "health.check_timeout" => (false, DAY),
+        "health.interval" => (true, HOUR),
+        // The whole delivery of one report, all attempts: it may delay a
+        // reboot by this much.
+        "report.webhook_timeout" => (false, MINUTE),
+        _ => (false, DAY),
+    };
+    (zero_ok, Duration::from_secs(max))
+}
+
+/// `d` within the range of `key`; else why not.
+fn check_duration(key: &str, d: Duration) -> Result<Duration, String> {
+    use crate::timefmt::format_duration;
+    let (zero_ok, max) = duration_bounds(key);
+    if d.is_zero() && !zero_ok {
+        return Err("must be more than zero".into());
+    }
+    if d > max {
+        return Err(format!(
+            "{} is longer than the {} this key allows",
+            format_duration(d),
+            format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
 impl Config {
     /// Load `main` (which must exist) and its `config.d/*.toml` drop-ins.
     pub fn load(main: &Path) -> Result<Config, ConfigError> {
@@ -330,9 +368,15 @@ impl Config {
             .collect::<Vec<_>>()
             .join(", ");
         let err = |key: &str, what: String| ConfigError(format!("{where_}: {key}: {what}"));
-        let duration = |key: &str, v: Option<String>, default: u64| match v {
-            None => Ok(Duration::from_secs(default)),
-            Some(s) => parse_duration(&s).map_err(|e| err(key, e)),
+        // Every duration key has a range (see `duration_bounds`): a value
+        // out of it is refused here, naming the key, so no later
+        // `Instant + duration` can overflow.
+        let duration = |key: &str, v: Option<String>, default: u64| {
+            let d = match v {
+                None => Duration::from_secs(default),
+                Some(s) => parse_duration(&s).map_err(|e| err(key, e))?,
+            };
+            check_duration(key, d).map_err(|e| err(key, e))
         };
 
         let compatible = f.update.compatible.ok_or_else(|| {
@@ -519,6 +563,10 @@ impl Config {
             units: f.health.units.unwrap_or_default(),
             http: f.health.http.unwrap_or_default(),
         };
+        for (i, unit) in health.units.iter().enumerate() {
+            crate::health::check_unit_name(unit)
+                .map_err(|e| err(&format!("health.units[{i}]"), e))?;
+        }
 
         let wariness = f.rollout.wariness;
         if let Some(w) = wariness {
@@ -684,5 +732,98 @@ rootfs = "/dev/b"
         let e = Config::load(&dir.join("config.toml")).expect_err("bad drop-in accepted");
         assert!(e.0.contains("30-bad.toml:2:"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Each duration key with the table it lives in.
+    const DURATION_KEYS: [(&str, &str); 9] = [
+        ("update", "connect_timeout"),
+        ("update", "read_timeout"),
+        ("update", "jitter"),
+        ("update", "backoff_base"),
+        ("update", "backoff_max"),
+        ("health", "timeout"),
+        ("health", "check_timeout"),
+        ("health", "interval"),
+        ("report", "webhook_timeout"),
+    ];
+
+    fn with(table: &str, key: &str, value: &str) -> Result<Config, ConfigError> {
+        let text = if table == "update" {
+            MINIMAL.replace("[update]\n", &format!("[update]\n{key} = \"{value}\"\n"))
+        } else {
+            format!("{MINIMAL}[{table}]\n{key} = \"{value}\"\n")
+        };
+        Config::from_str(&text, Path::new("c.toml"))
+    }
+
+    #[test]
+    fn absurd_durations_are_refused_naming_the_key() {
+        for (table, key) in DURATION_KEYS {
+            let e = with(table, key, "18446744073709551615s").expect_err(key);
+            assert!(
+                e.0.starts_with(&format!("c.toml: {table}.{key}: ")) && e.0.contains("longer than"),
+                "{e}"
+            );
+            let e = with(table, key, "18446744073709551615d").expect_err(key);
+            assert!(e.0.contains(&format!("{table}.{key}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn every_duration_at_its_maximum_is_a_usable_deadline() {
+        for (table, key) in DURATION_KEYS {
+            let (_, max) = duration_bounds(&format!("{table}.{key}"));
+            let c = with(table, key, &format!("{}s", max.as_secs())).expect(key);
+            for d in [
+                c.update.connect_timeout,
+                c.update.read_timeout,
+                c.update.backoff_max,
+                c.health.timeout,
+                c.health.check_timeout,
+                c.report.webhook_timeout,
+            ] {
+                assert!(std::time::Instant::now().checked_add(d * 4).is_some());
+                assert!(std::time::SystemTime::now().checked_add(d * 4).is_some());
+            }
+            assert!(
+                with(table, key, &format!("{}s", max.as_secs() + 1)).is_err(),
+                "{key} above its maximum accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_is_refused_where_it_means_nothing() {
+        for key in ["connect_timeout", "read_timeout"] {
+            let e = with("update", key, "0s").expect_err(key);
+            assert!(
+                e.0.contains(&format!("update.{key}: must be more than zero")),
+                "{e}"
+            );
+        }
+        for key in ["timeout", "check_timeout"] {
+            let e = with("health", key, "0s").expect_err(key);
+            assert!(
+                e.0.contains(&format!("health.{key}: must be more than zero")),
+                "{e}"
+            );
+        }
+        let e = with("report", "webhook_timeout", "0ms").expect_err("webhook_timeout");
+        assert!(e.0.contains("report.webhook_timeout"), "{e}");
+        // Zero means "none" for these.
+        for key in ["jitter", "backoff_base", "backoff_max"] {
+            assert!(with("update", key, "0s").is_ok(), "{key}");
+        }
+        assert!(with("health", "interval", "0s").is_ok());
+    }
+
+    #[test]
+    fn units_that_are_not_unit_names_are_refused_naming_the_entry() {
+        for bad in ["--version", "-h", "sshd"] {
+            let text = format!("{MINIMAL}[health]\nunits = [\"sshd.service\", \"{bad}\"]\n");
+            let e = Config::from_str(&text, Path::new("c.toml")).expect_err(bad);
+            assert!(e.0.starts_with("c.toml: health.units[1]: "), "{e}");
+            assert!(e.0.contains(bad), "{e}");
+        }
     }
 }

@@ -2,14 +2,16 @@
 //! rolled back.
 //!
 //! Invariant: a verdict of healthy needs every configured check to pass in
-//! the same round; a check that hangs is killed at its own timeout and
-//! counts as failed, and the whole verdict is reached within
-//! `[health] timeout`.
+//! the same round; a check that hangs is killed (with everything it
+//! started) at its own timeout or at the verdict's deadline, whichever
+//! comes first, and counts as failed; so the whole verdict is reached
+//! within `[health] timeout`. Checks run through [`crate::child`]: what a
+//! check leaves running in the background is killed when it exits and
+//! never holds the verdict; its output is drained, never blocking it.
 
 use crate::config::Health;
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// One check and how it went.
@@ -61,50 +63,16 @@ pub fn configured_checks(cfg: &Health) -> Vec<Check> {
     checks
 }
 
-fn run_command(mut cmd: Command, timeout: Duration) -> (bool, String) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return (false, format!("cannot run: {e}")),
-    };
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let mut out = String::new();
-                if let Some(mut s) = child.stderr.take() {
-                    let _ = s.read_to_string(&mut out);
-                }
-                if out.trim().is_empty() {
-                    if let Some(mut s) = child.stdout.take() {
-                        let _ = s.read_to_string(&mut out);
-                    }
-                }
-                let line = out
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
-                return (
-                    status.success(),
-                    if status.success() {
-                        line
-                    } else {
-                        format!("{status}: {line}")
-                    },
-                );
+fn run_command(cmd: Command, timeout: Duration) -> (bool, String) {
+    match crate::child::run(cmd, timeout) {
+        Err(e) => (false, e.to_string()),
+        Ok(f) => {
+            let line = f.last_line();
+            match (f.ending.success(), line.is_empty()) {
+                (true, _) => (true, line),
+                (false, true) => (false, f.ending.to_string()),
+                (false, false) => (false, format!("{}: {line}", f.ending)),
             }
-            Ok(None) if start.elapsed() >= timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return (false, format!("timed out after {}s", timeout.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return (false, format!("wait: {e}")),
         }
     }
 }
@@ -128,7 +96,9 @@ pub fn run_check(check: &Check, timeout: Duration) -> CheckResult {
         Check::Executable(p) => run_command(Command::new(p), timeout),
         Check::Unit(u) => {
             let mut c = Command::new("systemctl");
-            c.args(["is-active", "--quiet", u]);
+            // After `--`: a name is never read as an option (config
+            // validation refuses such names anyway, see `check_unit_name`).
+            c.args(["is-active", "--quiet", "--"]).arg(u);
             run_command(c, timeout)
         }
         Check::Http(u) => run_http(u, timeout),
@@ -140,31 +110,112 @@ pub fn run_check(check: &Check, timeout: Duration) -> CheckResult {
     }
 }
 
+/// What is left of the verdict's time at `now`, for the next check:
+/// `check_timeout`, or less when the deadline is nearer. `None`: no time left,
+/// the check is not started.
+pub fn check_budget(check_timeout: Duration, now: Instant, deadline: Instant) -> Option<Duration> {
+    let left = deadline.saturating_duration_since(now);
+    (!left.is_zero()).then(|| check_timeout.min(left))
+}
+
+/// Whether another round may start at `now`: after `interval`, a round as
+/// long as the last one must still end before the deadline.
+pub fn another_round(
+    now: Instant,
+    interval: Duration,
+    last_round: Duration,
+    deadline: Instant,
+) -> bool {
+    now.checked_add(interval)
+        .and_then(|t| t.checked_add(last_round))
+        .is_some_and(|end| end <= deadline)
+}
+
 /// Run every check, round after round, until all pass in one round or the
 /// overall timeout leaves no room for another round. Returns the last round.
+/// Every check gets at most what is left of `[health] timeout`, so the
+/// verdict comes within it (plus the time to kill a check).
 pub fn run_until_verdict(
     cfg: &Health,
     log: &mut dyn FnMut(&CheckResult),
 ) -> (bool, Vec<CheckResult>) {
     let checks = configured_checks(cfg);
-    let deadline = Instant::now() + cfg.timeout;
+    let deadline = crate::child::deadline_after(Instant::now(), cfg.timeout);
     loop {
         let round_start = Instant::now();
-        let left = deadline.saturating_duration_since(round_start);
-        let per_check = cfg.check_timeout.min(left.max(Duration::from_secs(1)));
-        let results: Vec<CheckResult> = checks.iter().map(|c| run_check(c, per_check)).collect();
-        for r in &results {
-            log(r);
+        let mut results = Vec::with_capacity(checks.len());
+        for check in &checks {
+            let result = match check_budget(cfg.check_timeout, Instant::now(), deadline) {
+                Some(budget) => run_check(check, budget),
+                None => CheckResult {
+                    name: check.name(),
+                    passed: false,
+                    detail: format!(
+                        "not run: the verdict's deadline ([health] timeout = {}) passed",
+                        crate::timefmt::format_duration(cfg.timeout)
+                    ),
+                },
+            };
+            log(&result);
+            results.push(result);
         }
         if results.iter().all(|r| r.passed) {
             return (true, results);
         }
-        let next = Instant::now() + cfg.interval;
-        if next + round_start.elapsed() > deadline {
+        if !another_round(
+            Instant::now(),
+            cfg.interval,
+            round_start.elapsed(),
+            deadline,
+        ) {
             return (false, results);
         }
         std::thread::sleep(cfg.interval);
     }
+}
+
+/// A unit name by systemd's rules (`unit_name_is_valid` in systemd's
+/// `src/basic/unit-name.c`), for `systemctl is-active`: shorter than 256
+/// bytes; `PREFIX[@INSTANCE].TYPE` with a known unit type; the characters
+/// before the type are ASCII letters, digits and `:-_.\`, plus `@` (not
+/// first); a template (`foo@.service`) is never active, so it is refused.
+pub fn check_unit_name(name: &str) -> Result<(), String> {
+    const TYPES: [&str; 11] = [
+        "service",
+        "socket",
+        "target",
+        "device",
+        "mount",
+        "automount",
+        "swap",
+        "timer",
+        "path",
+        "slice",
+        "scope",
+    ];
+    let bad = |why: &str| Err(format!("{name:?} is not a unit name ({why})"));
+    if name.is_empty() || name.len() >= 256 {
+        return bad("1 to 255 characters");
+    }
+    let Some((stem, suffix)) = name.rsplit_once('.') else {
+        return bad("no unit type suffix such as .service");
+    };
+    if !TYPES.contains(&suffix) {
+        return bad("no unit type suffix such as .service");
+    }
+    if stem.is_empty() || stem.starts_with('@') {
+        return bad("empty name before the type or the @");
+    }
+    if !stem
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b))
+    {
+        return bad("only letters, digits and :-_.\\@ are allowed");
+    }
+    if stem.find('@').is_some_and(|at| at + 1 == stem.len()) {
+        return bad("a template is never active; name an instance");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -245,5 +296,154 @@ mod tests {
         );
         let (ok, _) = run_until_verdict(&cfg(d, 10), &mut |_| {});
         assert!(ok);
+    }
+
+    /// Whether `pid` is gone (a zombie nobody reaped yet is dead too).
+    fn dead(pid: u32) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let gone = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => true,
+                Ok(stat) => stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+            };
+            if gone || Instant::now() > until {
+                return gone;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pids(file: &std::path::Path) -> Vec<u32> {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().parse().expect("pid"))
+            .collect()
+    }
+
+    /// The verdict on another thread, so a verdict that hangs fails the
+    /// test instead of hanging it.
+    fn verdict_within(cfg: Health, limit: Duration) -> (bool, Vec<CheckResult>, Duration) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let (ok, results) = run_until_verdict(&cfg, &mut |_| {});
+            let _ = tx.send((ok, results, start.elapsed()));
+        });
+        rx.recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("no verdict within {limit:?}"))
+    }
+
+    #[test]
+    fn a_check_that_leaves_a_background_process_passes_at_once_and_the_process_dies() {
+        let d = dir("background");
+        let pidfile = d.join("pids");
+        script(
+            &d,
+            "10-bg",
+            &format!("sleep 1000 & echo $! > {}; exit 0", pidfile.display()),
+        );
+        let (ok, results, took) = verdict_within(cfg(d, 5), Duration::from_secs(20));
+        assert!(ok, "{results:?}");
+        assert!(took < Duration::from_secs(3), "verdict took {took:?}");
+        for pid in pids(&pidfile) {
+            assert!(dead(pid), "the check's background sleep {pid} survived");
+        }
+    }
+
+    #[test]
+    fn a_passing_check_that_prints_more_than_a_pipe_holds_passes() {
+        let d = dir("chatty");
+        script(
+            &d,
+            "10-chatty",
+            "head -c 200000 /dev/zero | tr '\\0' x; echo; echo 'all fine' >&2",
+        );
+        let (ok, results, _) = verdict_within(cfg(d, 5), Duration::from_secs(20));
+        assert!(ok, "{results:?}");
+        assert_eq!(results[0].detail, "all fine");
+    }
+
+    #[test]
+    fn hanging_checks_keep_the_overall_deadline_and_leave_no_process() {
+        let d = dir("five-hang");
+        let pidfile = d.join("pids");
+        for i in 1..=5 {
+            script(
+                &d,
+                &format!("{i}0-hang"),
+                &format!("sleep 1000 & echo $! >> {}; wait", pidfile.display()),
+            );
+        }
+        let mut c = cfg(d, 2);
+        c.check_timeout = Duration::from_millis(1500);
+        let (ok, results, took) = verdict_within(c, Duration::from_secs(30));
+        assert!(!ok);
+        // 2 s of timeout, with a generous margin for a loaded machine.
+        assert!(took < Duration::from_millis(3500), "verdict took {took:?}");
+        assert!(
+            results[0].detail.contains("timed out after 1.5s"),
+            "{results:?}"
+        );
+        assert!(results[4].detail.starts_with("not run"), "{results:?}");
+        let started = pids(&pidfile);
+        assert!(!started.is_empty());
+        for pid in started {
+            assert!(dead(pid), "a killed check's child {pid} survived");
+        }
+    }
+
+    #[test]
+    fn each_check_gets_at_most_what_is_left() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(check_budget(s(3), now, now + s(10)), Some(s(3)));
+        assert_eq!(check_budget(s(3), now, now + s(2)), Some(s(2)));
+        assert_eq!(check_budget(s(3), now + s(2), now + s(2)), None);
+        assert_eq!(check_budget(s(3), now + s(5), now + s(2)), None);
+    }
+
+    #[test]
+    fn another_round_only_when_it_fits_before_the_deadline() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        assert!(another_round(now, s(1), s(2), now + s(3)));
+        assert!(!another_round(now, s(1), s(2), now + s(2)));
+        assert!(!another_round(now, Duration::MAX, s(0), now + s(2)));
+    }
+
+    #[test]
+    fn unit_names_follow_systemds_rules() {
+        for good in [
+            "sshd.service",
+            "getty@tty1.service",
+            "dev-sda1.device",
+            "var-lib\\x2dabupdate.mount",
+            "a:b_c-d.e.timer",
+            "foo@bar@baz.service",
+        ] {
+            assert_eq!(check_unit_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "--version.",
+            "--version",
+            "-h",
+            "sshd",
+            "sshd.servic",
+            ".service",
+            "@foo.service",
+            "getty@.service",
+            "a b.service",
+            "a/b.service",
+            "ünï.service",
+            "",
+        ] {
+            assert!(check_unit_name(bad).is_err(), "{bad:?} accepted");
+        }
+        let long = format!("{}.service", "a".repeat(248));
+        assert!(check_unit_name(&long).is_err(), "256 bytes accepted");
+        assert!(check_unit_name(&long[1..]).is_ok(), "255 bytes refused");
     }
 }

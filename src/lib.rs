@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod boot;
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod delta;

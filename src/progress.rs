@@ -10,7 +10,10 @@ pub struct Progress {
     done: u64,
     tty: bool,
     quiet: bool,
-    last_draw: Instant,
+    /// When the bar was last drawn; `None` before the first time (not
+    /// "now minus a second": `Instant - Duration` panics on a clock that
+    /// started less than that ago).
+    last_draw: Option<Instant>,
     last_decile: u64,
 }
 
@@ -22,7 +25,7 @@ impl Progress {
             done: 0,
             tty: std::io::stderr().is_terminal(),
             quiet,
-            last_draw: Instant::now() - Duration::from_secs(1),
+            last_draw: None,
             last_decile: 0,
         }
     }
@@ -34,8 +37,11 @@ impl Progress {
         }
         let pct = self.done.saturating_mul(100) / self.total;
         if self.tty {
-            if self.last_draw.elapsed() >= Duration::from_millis(200) {
-                self.last_draw = Instant::now();
+            if self
+                .last_draw
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(200))
+            {
+                self.last_draw = Some(Instant::now());
                 let filled = (pct.min(100) / 4) as usize;
                 eprint!(
                     "\r{} [{:<25}] {:>3}% {}/{} MiB",

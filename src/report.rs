@@ -2,15 +2,21 @@
 //! node_exporter, and an optional webhook POST for the fleet's operator.
 //!
 //! Invariant: reporting never changes or blocks the outcome it reports. The
-//! textfile is replaced atomically (node_exporter never reads half a file);
-//! the webhook gets a bounded number of short attempts, and its failure is
-//! only logged.
+//! textfile is replaced atomically (node_exporter never reads half a file).
+//! A webhook report is delivered on a thread of its own ([`send_webhook`]),
+//! so the flow that reports goes on (and releases the state lock) at once;
+//! all its attempts together end by one deadline, `[report]
+//! webhook_timeout` after it was sent. [`flush`] waits for the reports in
+//! flight at most until their deadlines: before the reboot command and
+//! before the process exits. A report that fails is only logged.
 
 use crate::config::Report;
 use crate::state::Metrics;
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// One outcome, as sent to the webhook.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -138,22 +144,87 @@ pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// POST `event` to the webhook, a few short attempts; Err says why the last failed.
-pub fn post_webhook(cfg: &Report, event: &Event) -> Result<(), String> {
+/// One report being delivered.
+struct Delivery {
+    deadline: Instant,
+    thread: JoinHandle<()>,
+}
+
+/// Reports in flight, for [`flush`].
+static IN_FLIGHT: Mutex<Vec<Delivery>> = Mutex::new(Vec::new());
+
+/// How long past its deadline a delivery is waited for: the HTTP client
+/// itself ends an attempt at the deadline; this covers the thread's exit.
+const FLUSH_GRACE: Duration = Duration::from_millis(200);
+
+/// Deliver `event` to the webhook (when one is configured) on a thread of
+/// its own; returns at once. Failures are logged by that thread.
+pub fn send_webhook(cfg: &Report, event: Event) {
+    if cfg.webhook.is_none() {
+        return;
+    }
+    let deadline = crate::child::deadline_after(Instant::now(), cfg.webhook_timeout);
+    let cfg = cfg.clone();
+    let spawned = std::thread::Builder::new()
+        .name("webhook".into())
+        .spawn(move || {
+            if let Err(e) = post_webhook(&cfg, &event, deadline) {
+                eprintln!("abupdate: report not delivered: {e}");
+            }
+        });
+    match spawned {
+        Ok(thread) => IN_FLIGHT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Delivery { deadline, thread }),
+        Err(e) => eprintln!("abupdate: report not delivered: cannot start a thread: {e}"),
+    }
+}
+
+/// Wait for the reports in flight, each at most until its deadline.
+pub fn flush() {
+    let pending = std::mem::take(&mut *IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()));
+    for d in pending {
+        let until = crate::child::deadline_after(d.deadline, FLUSH_GRACE);
+        while !d.thread.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if d.thread.is_finished() {
+            let _ = d.thread.join();
+        }
+        // Else the thread is left to the process's exit (or the reboot).
+    }
+}
+
+/// POST `event` to the webhook: attempts with short pauses, all of them
+/// ending by `deadline`. Err says why the last one failed.
+pub fn post_webhook(cfg: &Report, event: &Event, deadline: Instant) -> Result<(), String> {
     let Some(url) = &cfg.webhook else {
         return Ok(());
     };
     let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(cfg.webhook_timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut last = String::new();
+    let mut last = format!(
+        "{url}: no attempt within {}s",
+        cfg.webhook_timeout.as_secs()
+    );
     for attempt in 0..cfg.webhook_attempts {
         if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(500 << attempt.min(4)));
+            let pause = Duration::from_millis(500 << attempt.min(4));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left <= pause {
+                break;
+            }
+            std::thread::sleep(pause);
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(left))
+            .http_status_as_error(false)
+            .build()
+            .into();
         match agent
             .post(url)
             .header("Content-Type", "application/json")

@@ -9,6 +9,15 @@
 use std::time::Duration;
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+const DAY_NAMES: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
 
 /// A weekly maintenance window.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,15 +26,25 @@ pub struct Window {
     pub days: [bool; 7],
     /// Minutes after local midnight.
     pub start_minute: u32,
-    pub length_minutes: u32,
+    /// As configured, to the second (`90s` is 90 seconds, not a minute).
+    pub length_seconds: u32,
     /// Local time = UTC + this.
     pub offset_seconds: i64,
 }
 
+/// `digits` as a number when it is 1 to `max_len` ASCII digits, nothing
+/// else (no sign, no space: `str::parse` would take `+5` and `-30`).
+fn digits(text: &str, max_len: usize) -> Option<u32> {
+    (!text.is_empty() && text.len() <= max_len && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse().ok())
+        .flatten()
+}
+
+/// `UTC`/`Z`, or `+HH:MM`/`-HH:MM` with two digits each, at most 14:00 (the
+/// widest offset in use).
 fn parse_offset(zone: &str) -> Result<i64, String> {
-    match zone {
-        "UTC" | "utc" | "Z" | "+00:00" => return Ok(0),
-        _ => {}
+    if matches!(zone, "UTC" | "utc" | "Z") {
+        return Ok(0);
     }
     let bad = || format!("zone {zone:?}: expected UTC or a fixed offset such as +02:00");
     let (sign, rest) = match zone.as_bytes().first() {
@@ -34,12 +53,22 @@ fn parse_offset(zone: &str) -> Result<i64, String> {
         _ => return Err(bad()),
     };
     let (h, m) = rest.split_once(':').ok_or_else(bad)?;
-    let h: i64 = h.parse().map_err(|_| bad())?;
-    let m: i64 = m.parse().map_err(|_| bad())?;
-    if h > 14 || m > 59 {
+    if h.len() != 2 || m.len() != 2 {
         return Err(bad());
     }
-    Ok(sign * (h * 3600 + m * 60))
+    let (h, m) = (digits(h, 2).ok_or_else(bad)?, digits(m, 2).ok_or_else(bad)?);
+    if m > 59 || h * 60 + m > 14 * 60 {
+        return Err(bad());
+    }
+    Ok(sign * (h as i64 * 3600 + m as i64 * 60))
+}
+
+/// `mon` or `monday` (any case) → its index, Monday first.
+fn parse_day(day: &str) -> Option<usize> {
+    let d = day.to_ascii_lowercase();
+    DAYS.iter()
+        .position(|n| *n == d)
+        .or_else(|| DAY_NAMES.iter().position(|n| *n == d))
 }
 
 impl Window {
@@ -53,37 +82,44 @@ impl Window {
     ) -> Result<Window, String> {
         let mut set = [false; 7];
         for d in days {
-            let d = d.to_ascii_lowercase();
             if d == "*" {
                 set = [true; 7];
                 continue;
             }
-            let i = DAYS.iter().position(|n| d.starts_with(n)).ok_or_else(|| {
-                format!("day {d:?}: expected mon, tue, wed, thu, fri, sat, sun or *")
+            let i = parse_day(d).ok_or_else(|| {
+                format!(
+                    "day {d:?}: expected mon, tue, wed, thu, fri, sat, sun (or the full name) or *"
+                )
             })?;
             set[i] = true;
         }
         if !set.iter().any(|&b| b) {
             return Err("names no day".into());
         }
-        let (h, m) = start
-            .split_once(':')
-            .ok_or_else(|| format!("start {start:?}: expected HH:MM"))?;
-        let (h, m): (u32, u32) = match (h.parse(), m.parse()) {
-            (Ok(h), Ok(m)) if h < 24 && m < 60 => (h, m),
-            _ => return Err(format!("start {start:?}: expected HH:MM")),
+        let bad_start = || format!("start {start:?}: expected HH:MM");
+        let (h, m) = start.split_once(':').ok_or_else(bad_start)?;
+        let minutes = if m.len() == 2 { digits(m, 2) } else { None };
+        let (h, m) = match (digits(h, 2), minutes) {
+            (Some(h), Some(m)) if h < 24 && m < 60 => (h, m),
+            _ => return Err(bad_start()),
         };
-        let length = crate::timefmt::parse_duration(length)?;
-        let length_minutes = (length.as_secs() / 60) as u32;
-        if length_minutes == 0 || length_minutes > 7 * 24 * 60 {
+        let length_text = length;
+        let length = crate::timefmt::parse_duration(length_text)
+            .map_err(|e| format!("length {length_text:?}: {e}"))?;
+        if length < std::time::Duration::from_secs(60)
+            || length > std::time::Duration::from_secs(7 * 86400)
+        {
             return Err(format!(
-                "length {length:?}: must be between 1 minute and 7 days"
+                "length {length_text:?}: must be between 1 minute and 7 days"
             ));
+        }
+        if length.subsec_nanos() != 0 {
+            return Err(format!("length {length_text:?}: whole seconds only"));
         }
         Ok(Window {
             days: set,
             start_minute: h * 60 + m,
-            length_minutes,
+            length_seconds: length.as_secs() as u32,
             offset_seconds: zone.map(parse_offset).transpose()?.unwrap_or(0),
         })
     }
@@ -102,7 +138,7 @@ impl Window {
     }
 
     pub fn contains(&self, now: i64) -> bool {
-        let len = self.length_minutes as i64 * 60;
+        let len = self.length_seconds as i64;
         self.openings_near(now)
             .any(|open| open <= now && now < open + len)
     }
@@ -131,6 +167,17 @@ pub fn backoff(failures: u32, base: Duration, max: Duration) -> Duration {
         .checked_shl(failures.saturating_sub(1).min(20))
         .unwrap_or(u32::MAX);
     base.saturating_mul(factor).min(max)
+}
+
+/// Until when the timer backs off, given the `retry_after` in the state.
+/// `None`: run now. A `retry_after` further ahead than `max` cannot come
+/// from our backoff on this clock (it never schedules more than `max` from
+/// the time of the failure): it was set under a clock that ran ahead, and
+/// is not believed, so a wrong clock cannot park the host for years.
+pub fn backing_off_until(retry_after: Option<i64>, now: i64, max: Duration) -> Option<i64> {
+    let until = retry_after?;
+    let max = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+    (until > now && until <= now.saturating_add(max)).then_some(until)
 }
 
 /// A uniformly random delay in `[0, max)`, from the kernel's randomness.
@@ -196,6 +243,88 @@ mod tests {
         assert!(Window::parse(&days(&["*"]), "25:00", "1h", None).is_err());
         assert!(Window::parse(&days(&["*"]), "02:00", "0s", None).is_err());
         assert!(Window::parse(&days(&["*"]), "02:00", "1h", Some("Europe/Berlin")).is_err());
+    }
+
+    #[test]
+    fn day_names_are_whole_words() {
+        for bad in ["monkey", "sunny", "thurs", "fr", "mo", "", "wednes"] {
+            let e = Window::parse(&days(&[bad]), "02:00", "1h", None).expect_err(bad);
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+        let w = Window::parse(&days(&["Monday", "SUN", "wed"]), "02:00", "1h", None)
+            .expect("full and short names");
+        assert_eq!(w.days, [true, false, true, false, false, false, true]);
+    }
+
+    #[test]
+    fn offsets_are_sign_and_two_digit_fields() {
+        for bad in [
+            "+00:-30", "+-3:00", "+3:00", "+03:0", "+03:000", "03:00", "+03", "+ 3:00", "+15:00",
+            "+14:01", "-03:60", "+03:+5",
+        ] {
+            assert!(
+                Window::parse(&days(&["*"]), "02:00", "1h", Some(bad)).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        for (zone, secs) in [
+            ("+02:00", 7200),
+            ("-09:30", -34200),
+            ("+14:00", 50400),
+            ("+00:00", 0),
+            ("Z", 0),
+            ("UTC", 0),
+        ] {
+            let w = Window::parse(&days(&["*"]), "02:00", "1h", Some(zone)).expect(zone);
+            assert_eq!(w.offset_seconds, secs, "{zone}");
+        }
+        for bad in ["+2:00", "2:+5", "02:5", "-1:00", "24:00"] {
+            assert!(
+                Window::parse(&days(&["*"]), bad, "1h", None).is_err(),
+                "start {bad:?} accepted"
+            );
+        }
+        assert!(Window::parse(&days(&["*"]), "2:05", "1h", None).is_ok());
+    }
+
+    #[test]
+    fn window_lengths_are_kept_to_the_second() {
+        let w = Window::parse(&days(&["*"]), "02:00", "90s", None).expect("90s");
+        assert_eq!(w.length_seconds, 90);
+        let open = t("2026-11-24T02:00:00Z");
+        assert!(w.contains(open + 89));
+        assert!(!w.contains(open + 90));
+        assert!(Window::parse(&days(&["*"]), "02:00", "59s", None).is_err());
+        assert!(Window::parse(&days(&["*"]), "02:00", "1500ms", None).is_err());
+        let e = Window::parse(&days(&["*"]), "02:00", "18446744073709551615d", None)
+            .expect_err("overflow");
+        assert!(e.contains("too long"), "{e}");
+    }
+
+    #[test]
+    fn a_backoff_is_never_believed_further_ahead_than_its_maximum() {
+        let max = Duration::from_secs(6 * 3600);
+        let now = t("2026-11-24T12:00:00Z");
+        assert_eq!(backing_off_until(None, now, max), None);
+        assert_eq!(backing_off_until(Some(now - 1), now, max), None);
+        assert_eq!(backing_off_until(Some(now), now, max), None);
+        assert_eq!(
+            backing_off_until(Some(now + 300), now, max),
+            Some(now + 300)
+        );
+        assert_eq!(
+            backing_off_until(Some(now + 6 * 3600), now, max),
+            Some(now + 6 * 3600)
+        );
+        // Ten years ahead: a clock that ran ahead set it.
+        assert_eq!(
+            backing_off_until(Some(t("2036-11-24T12:00:00Z")), now, max),
+            None
+        );
+        assert_eq!(
+            backing_off_until(Some(i64::MAX), i64::MAX - 5, Duration::MAX),
+            Some(i64::MAX)
+        );
     }
 
     #[test]

@@ -2,39 +2,141 @@
 //! tests need no root paths: the booted slot (kernel command line), the
 //! booted version (os-release), the boot id, the mount table; and the one
 //! action on the host as a whole, the reboot.
+//!
+//! Invariant: a fact that says two things is refused, never read one way
+//! (two slot markers naming different slots); os-release is read by its own
+//! rules (os-release(5): shell-like quoting), and the reboot command is a
+//! bounded child like every other ([`crate::child`]).
 
 use crate::slot::SlotName;
+use std::fmt;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
+
+/// Longest the reboot command may run. `systemctl reboot` returns once the
+/// job is queued; a command still running after this is hung.
+pub const REBOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A kernel command line that does not name one booted slot clearly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CmdlineError {
+    /// Two markers name different slots (`rauc.slot=A abupdate.slot=B`).
+    Conflict { first: String, second: String },
+    /// Our own marker names no slot (`abupdate.slot=C`).
+    BadValue { word: String },
+}
+
+impl fmt::Display for CmdlineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CmdlineError::Conflict { first, second } => {
+                write!(f, "{first} and {second} name different booted slots")
+            }
+            CmdlineError::BadValue { word } => write!(f, "{word}: expected A or B"),
+        }
+    }
+}
+
+impl std::error::Error for CmdlineError {}
 
 /// The booted slot named on the kernel command line by `abupdate.slot=X`
-/// (ours) or `rauc.slot=X` (what boards prepared for RAUC pass).
-pub fn booted_slot_from_cmdline(cmdline: &str) -> Option<SlotName> {
-    let mut found = None;
+/// (ours) or `rauc.slot=X` (what boards prepared for RAUC pass). Markers
+/// that disagree are an error: which one the bootloader meant cannot be
+/// known. A `rauc.slot=` naming a slot we do not know (a RAUC bootname
+/// other than `A`/`B`/`system0`/`system1`) is not ours to read.
+pub fn booted_slot_from_cmdline(cmdline: &str) -> Result<Option<SlotName>, CmdlineError> {
+    let mut found: Option<(SlotName, &str)> = None;
     for word in cmdline.split_ascii_whitespace() {
-        if let Some(v) = word.strip_prefix("abupdate.slot=") {
-            return v.parse().ok();
-        }
-        if let Some(v) = word.strip_prefix("rauc.slot=") {
+        let slot = if let Some(v) = word.strip_prefix("abupdate.slot=") {
+            Some(
+                v.parse::<SlotName>()
+                    .map_err(|_| CmdlineError::BadValue { word: word.into() })?,
+            )
+        } else if let Some(v) = word.strip_prefix("rauc.slot=") {
             // RAUC names slots `A`/`B` or `system0`/`system1`.
-            found = match v {
+            match v {
                 "system0" => Some(SlotName::A),
                 "system1" => Some(SlotName::B),
                 _ => v.parse().ok(),
-            };
+            }
+        } else {
+            None
+        };
+        match (slot, found) {
+            (Some(s), Some((f, first))) if s != f => {
+                return Err(CmdlineError::Conflict {
+                    first: first.into(),
+                    second: word.into(),
+                })
+            }
+            (Some(s), None) => found = Some((s, word)),
+            _ => {}
         }
     }
-    found
+    Ok(found.map(|(s, _)| s))
 }
 
-/// `IMAGE_VERSION=` of an os-release file, else `VERSION_ID=`.
+/// The value of one os-release assignment, by os-release(5): a value in
+/// double quotes takes backslash escapes of `"`, `\\`, `$` and `` ` ``; in
+/// single quotes it is literal; unquoted, a backslash escapes the next
+/// character and whitespace ends the value (what follows is a comment or
+/// nothing). Adjacent pieces join, as in the shell. `None` for a quote that
+/// is never closed.
+fn shell_value(raw: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => match chars.next()? {
+                        e @ ('"' | '\\' | '$' | '`') => out.push(e),
+                        // A line continuation is not a character.
+                        '\n' => {}
+                        other => {
+                            out.push('\\');
+                            out.push(other);
+                        }
+                    },
+                    other => out.push(other),
+                }
+            },
+            '\'' => loop {
+                match chars.next()? {
+                    '\'' => break,
+                    other => out.push(other),
+                }
+            },
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+            }
+            c if c.is_whitespace() => break,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// `IMAGE_VERSION=` of an os-release file, else `VERSION_ID=`, unquoted by
+/// os-release(5)'s rules. A key assigned twice takes the last value, as the
+/// shell does; an empty value counts as absent.
 pub fn version_from_os_release(text: &str) -> Option<String> {
     let value = |key: &str| {
-        text.lines().find_map(|l| {
-            let v = l.trim().strip_prefix(key)?.strip_prefix('=')?;
-            let v = v.trim().trim_matches('"').trim_matches('\'');
-            (!v.is_empty()).then(|| v.to_string())
-        })
+        // The last assignment: the first one found from the end.
+        text.lines()
+            .rev()
+            .find_map(|l| {
+                let l = l.trim_start();
+                if l.starts_with('#') {
+                    return None;
+                }
+                shell_value(l.strip_prefix(key)?.strip_prefix('=')?)
+            })
+            .filter(|v| !v.is_empty())
     };
     value("IMAGE_VERSION").or_else(|| value("VERSION_ID"))
 }
@@ -55,22 +157,27 @@ pub fn read_fact(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
-/// Run the configured reboot command. It returns when the command does
-/// (a real reboot never returns to us; a test's command does).
+/// Run the configured reboot command, bounded like every child
+/// ([`REBOOT_TIMEOUT`]). It returns when the command does (a real reboot
+/// never returns to us; a test's command does).
 pub fn reboot(argv: &[String]) -> Result<(), String> {
     let (prog, args) = argv
         .split_first()
         .ok_or_else(|| "system.reboot is empty".to_string())?;
     crate::failpoint::hit("reboot-requested");
-    let status = Command::new(prog)
-        .args(args)
-        .status()
-        .map_err(|e| format!("reboot command {prog}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("reboot command {prog} failed: {status}"))
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    let done =
+        crate::child::run(cmd, REBOOT_TIMEOUT).map_err(|e| format!("reboot command: {e}"))?;
+    if done.ending.success() {
+        return Ok(());
     }
+    let line = done.last_line();
+    Err(if line.is_empty() {
+        format!("reboot command {prog} failed: {}", done.ending)
+    } else {
+        format!("reboot command {prog} failed: {}: {line}", done.ending)
+    })
 }
 
 #[cfg(test)]
@@ -79,24 +186,56 @@ mod tests {
 
     #[test]
     fn finds_booted_slot_on_cmdline() {
+        let slot = |c: &str| booted_slot_from_cmdline(c).expect(c);
         assert_eq!(
-            booted_slot_from_cmdline("root=/dev/vda3 abupdate.slot=B quiet"),
+            slot("root=/dev/vda3 abupdate.slot=B quiet"),
             Some(SlotName::B)
         );
+        assert_eq!(slot("rauc.slot=A ro"), Some(SlotName::A));
+        assert_eq!(slot("rauc.slot=system1"), Some(SlotName::B));
+        // Two markers that agree are one fact.
+        assert_eq!(slot("rauc.slot=system0 abupdate.slot=A"), Some(SlotName::A));
+        assert_eq!(slot("root=/dev/sda1"), None);
+        // A RAUC bootname we do not know is not ours to read.
+        assert_eq!(slot("rauc.slot=recovery"), None);
+    }
+
+    #[test]
+    fn conflicting_slot_markers_are_refused_naming_both() {
+        for (cmdline, first, second) in [
+            (
+                "rauc.slot=A abupdate.slot=B",
+                "rauc.slot=A",
+                "abupdate.slot=B",
+            ),
+            (
+                "abupdate.slot=A ro abupdate.slot=B",
+                "abupdate.slot=A",
+                "abupdate.slot=B",
+            ),
+            (
+                "rauc.slot=system1 abupdate.slot=A",
+                "rauc.slot=system1",
+                "abupdate.slot=A",
+            ),
+        ] {
+            let e = booted_slot_from_cmdline(cmdline).expect_err(cmdline);
+            assert_eq!(
+                e,
+                CmdlineError::Conflict {
+                    first: first.into(),
+                    second: second.into()
+                }
+            );
+            assert_eq!(
+                e.to_string(),
+                format!("{first} and {second} name different booted slots")
+            );
+        }
         assert_eq!(
-            booted_slot_from_cmdline("rauc.slot=A ro"),
-            Some(SlotName::A)
+            booted_slot_from_cmdline("abupdate.slot=C").map_err(|e| e.to_string()),
+            Err("abupdate.slot=C: expected A or B".into())
         );
-        assert_eq!(
-            booted_slot_from_cmdline("rauc.slot=system1"),
-            Some(SlotName::B)
-        );
-        assert_eq!(
-            booted_slot_from_cmdline("rauc.slot=A abupdate.slot=B"),
-            Some(SlotName::B)
-        );
-        assert_eq!(booted_slot_from_cmdline("root=/dev/sda1"), None);
-        assert_eq!(booted_slot_from_cmdline("abupdate.slot=C"), None);
     }
 
     #[test]
@@ -111,6 +250,31 @@ mod tests {
             Some("12")
         );
         assert_eq!(version_from_os_release("ID=x\n"), None);
+    }
+
+    #[test]
+    fn os_release_values_are_unquoted_by_its_shell_like_rules() {
+        for (text, want) in [
+            ("IMAGE_VERSION=\"2.0\"\n", Some("2.0")),
+            ("IMAGE_VERSION='2.0'\n", Some("2.0")),
+            ("IMAGE_VERSION=2.0\n", Some("2.0")),
+            ("IMAGE_VERSION=\"2.0\" # release\n", Some("2.0")),
+            ("IMAGE_VERSION=2.0 # release\n", Some("2.0")),
+            ("IMAGE_VERSION=\"2.0\"\r\n", Some("2.0")),
+            ("IMAGE_VERSION=\"2.\\\"0\\$\"\n", Some("2.\"0$")),
+            ("IMAGE_VERSION='2.\\0'\n", Some("2.\\0")),
+            ("IMAGE_VERSION=\"2\"'.0'\n", Some("2.0")),
+            // The shell's last assignment wins.
+            ("IMAGE_VERSION=1.0\nIMAGE_VERSION=\"2.0\"\n", Some("2.0")),
+            // Comments and empty values are no version.
+            ("#IMAGE_VERSION=9.9\nVERSION_ID=\"12\"\n", Some("12")),
+            ("IMAGE_VERSION=\"\"\nVERSION_ID=12\n", Some("12")),
+            // An unterminated quote is no value.
+            ("IMAGE_VERSION=\"2.0\nVERSION_ID=12\n", Some("12")),
+            ("IMAGE_VERSION_EXTRA=3\n", None),
+        ] {
+            assert_eq!(version_from_os_release(text).as_deref(), want, "{text:?}");
+        }
     }
 
     #[test]

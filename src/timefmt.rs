@@ -139,28 +139,45 @@ pub fn format_rfc3339(secs: i64) -> String {
     )
 }
 
-/// Parse a duration such as `300s`, `5m`, `2h`, `1d` or a bare number of
-/// seconds.
+/// Parse a duration such as `300s`, `5m`, `2h`, `1d`, `250ms` or a bare
+/// number of seconds. A number too large for its unit is an error, never
+/// saturated: callers bound each duration (see `config`).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("not a duration: {text:?} (expected e.g. 300s, 5m, 2h)"))?;
+    let bad = || format!("not a duration: {text:?} (expected e.g. 300s, 5m, 2h)");
+    let n: u64 = match num.parse() {
+        Ok(n) => n,
+        Err(_) if !num.is_empty() => return Err(format!("{text:?} is too long a duration")),
+        Err(_) => return Err(bad()),
+    };
     let mult = match unit.trim() {
         "" | "s" => 1,
         "ms" => return Ok(std::time::Duration::from_millis(n)),
         "m" | "min" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => {
-            return Err(format!(
-                "not a duration: {text:?} (expected e.g. 300s, 5m, 2h)"
-            ))
-        }
+        _ => return Err(bad()),
     };
-    Ok(std::time::Duration::from_secs(n.saturating_mul(mult)))
+    n.checked_mul(mult)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long a duration"))
+}
+
+/// Say a duration the way a config file writes it: `90s`, `2h`, `250ms`.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    match secs {
+        0 => "0s".into(),
+        s if s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 #[cfg(test)]
@@ -218,5 +235,37 @@ mod tests {
         assert_eq!(parse_duration("45").map(|d| d.as_secs()), Ok(45));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("250ms").map(|d| d.as_millis()), Ok(250));
+    }
+
+    #[test]
+    fn durations_too_long_for_their_unit_are_errors_not_saturated() {
+        for text in [
+            "18446744073709551615d",
+            "18446744073709551615h",
+            "307445734561825861m",
+            "99999999999999999999s",
+        ] {
+            let e = parse_duration(text).expect_err(text);
+            assert!(e.contains("too long"), "{text}: {e}");
+        }
+        assert_eq!(
+            parse_duration("18446744073709551615s").map(|d| d.as_secs()),
+            Ok(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn formats_durations_as_written() {
+        let s = std::time::Duration::from_secs;
+        assert_eq!(format_duration(s(90)), "90s");
+        assert_eq!(format_duration(s(120)), "2m");
+        assert_eq!(format_duration(s(7200)), "2h");
+        assert_eq!(format_duration(s(86400)), "1d");
+        assert_eq!(format_duration(s(0)), "0s");
+        assert_eq!(
+            format_duration(std::time::Duration::from_millis(1500)),
+            "1500ms"
+        );
     }
 }

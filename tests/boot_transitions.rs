@@ -1030,3 +1030,82 @@ fn custom_backend_errors_name_verb_and_stderr() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A backend whose verbs misbehave as processes: `get-primary` answers but
+/// leaves a background process holding its output open; `set-state`
+/// succeeds; `set-primary` hangs.
+const UNRULY_SCRIPT: &str = r#"#!/bin/sh
+D=$(dirname "$0")
+case "$1" in
+  get-primary) sleep 1000 & echo $! > "$D/bg.pid"; echo A ;;
+  set-state) ;;
+  set-primary) sleep 1000 & echo $! > "$D/hung.pid"; wait ;;
+  *) exit 2 ;;
+esac
+"#;
+
+fn install_unruly_script(dir: &Path) -> PathBuf {
+    let path = dir.join("unruly.sh");
+    run(
+        "sh",
+        &[
+            "-c",
+            "printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"",
+            "sh",
+            UNRULY_SCRIPT,
+            path.to_str().unwrap(),
+        ],
+    );
+    path
+}
+
+/// Whether `pid` is gone (a zombie nobody reaped yet is dead too), within 5 s.
+fn dies(pid: &str) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let gone = match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        };
+        if gone || std::time::Instant::now() > until {
+            return gone;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn custom_backend_verb_is_not_held_by_a_background_process_and_leaves_none() {
+    let dir = scratch("custom-bg");
+    let b = CustomBackend::new(install_unruly_script(&dir));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(b.primary().map_err(|e| e.to_string()));
+    });
+    let answer = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("get-primary held by the process it left behind");
+    assert_eq!(answer, Ok(Some(A)));
+    let bg = std::fs::read_to_string(dir.join("bg.pid")).unwrap();
+    assert!(dies(&bg), "get-primary's background process {bg} survived");
+}
+
+#[test]
+fn custom_backend_verb_that_hangs_is_killed_at_its_limit() {
+    let dir = scratch("custom-hang");
+    let limit = std::time::Duration::from_millis(500);
+    let b = CustomBackend::with_timeout(install_unruly_script(&dir), limit);
+    let start = std::time::Instant::now();
+    match b.activate(B) {
+        Err(BootError::Script { verb, reason, .. }) => {
+            assert_eq!(verb, "set-primary B");
+            assert_eq!(reason, "timed out after 500ms");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    let hung = std::fs::read_to_string(dir.join("hung.pid")).unwrap();
+    assert!(dies(&hung), "the hung verb's child {hung} survived");
+}

@@ -157,6 +157,62 @@ fn failures_back_off_and_now_skips_the_wait() {
     );
 }
 
+#[test]
+fn a_backoff_set_under_a_clock_far_ahead_does_not_stick_and_status_shows_the_backoff() {
+    let h = TestHost::new("fleet-far-backoff", "1.0", HostOptions::default());
+    let missing = h.dir.join("nowhere/release.json");
+    with_url(&h, &missing, "");
+    let out = h.abupdate(&["update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let now = abupdate::timefmt::now();
+
+    // status shows the backoff the timer keeps, in text and JSON.
+    let status = json(&h.abupdate(&["--json", "status"]));
+    let until = status["backoff_until"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no backoff_until in {status}"));
+    let until = abupdate::timefmt::parse_rfc3339(until).expect("RFC 3339");
+    assert!(
+        until > now && until <= now + 6 * 3600 + 60,
+        "{until} vs {now}"
+    );
+    let out = h.abupdate(&["status"]);
+    assert!(
+        text(&out).contains("backing off after 1 failed runs until"),
+        "{}",
+        text(&out)
+    );
+
+    // A failure under a clock ten years ahead left this behind.
+    let path = h.state_dir.join("state.json");
+    let mut state = h.state();
+    let far = now + 10 * 365 * 86400;
+    state["metrics"]["retry_after"] = far.into();
+    std::fs::write(&path, state.to_string()).expect("write state");
+    let status = json(&h.abupdate(&["--json", "status"]));
+    assert!(status["backoff_until"].is_null(), "{status}");
+    let out = h.abupdate(&["--json", "update"]);
+    assert_ne!(
+        json(&out)["outcome"],
+        "backing_off",
+        "a backoff ten years ahead held the timer: {}",
+        text(&out)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the run did not happen: {}",
+        text(&out)
+    );
+    let after = h.state()["metrics"]["retry_after"]
+        .as_i64()
+        .expect("retry_after");
+    assert!(
+        after <= now + 6 * 3600 + 60,
+        "new backoff {after} beyond backoff_max"
+    );
+}
+
 /// A webhook receiver: records each POST body, answers 204.
 fn webhook_server() -> (String, std::sync::mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -184,6 +240,90 @@ fn webhook_server() -> (String, std::sync::mpsc::Receiver<String>) {
         }
     });
     (url, rx)
+}
+
+/// A webhook that accepts every connection, reads the request and never
+/// answers; says on the channel each time a request came in.
+fn hanging_webhook() -> (String, std::sync::mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/report", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = tx.send(());
+            held.push(stream);
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn a_hanging_webhook_holds_neither_the_state_lock_nor_the_reboot_past_its_bound() {
+    let (url, requests) = hanging_webhook();
+    let mut h = TestHost::new("fleet-hanging-webhook", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    with_url(
+        &h,
+        &m,
+        &format!("[report]\nwebhook = \"{url}\"\nwebhook_timeout = \"2s\"\n"),
+    );
+
+    // The reboot waits for the report at most webhook_timeout.
+    let start = std::time::Instant::now();
+    let out = h.abupdate(&["update"]);
+    let took = start.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.reboots(), 1, "no reboot");
+    assert!(requests.try_recv().is_ok(), "the report was never sent");
+    // 2 s of webhook_timeout, with a generous margin for the install itself.
+    assert!(
+        took < std::time::Duration::from_secs(6),
+        "update with a hanging webhook took {took:?}"
+    );
+    assert!(
+        text(&out).contains("report not delivered"),
+        "{}",
+        text(&out)
+    );
+
+    // While a report hangs, the state lock is free: mark-good works.
+    assert_eq!(h.boot(), "B");
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        cfg.replace("webhook_timeout = \"2s\"", "webhook_timeout = \"10s\""),
+    )
+    .expect("config");
+    let start = std::time::Instant::now();
+    let mut health = Command::new(common::host::bin())
+        .arg("--config")
+        .arg(&h.config)
+        .arg("health")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn health");
+    requests
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("health never reported its commit");
+    // The report is on its way; give health a moment to finish its flow.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = h.abupdate(&["mark-good"]);
+    let status = health.wait().expect("health");
+    assert!(
+        out.status.success(),
+        "mark-good while the webhook hangs: {}",
+        text(&out)
+    );
+    assert!(status.success());
+    let took = start.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(14),
+        "health with a hanging webhook took {took:?}"
+    );
 }
 
 #[test]

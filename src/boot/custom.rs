@@ -15,10 +15,12 @@
 //! Output is bytes, taken with surrounding ASCII white space stripped, as
 //! RAUC does; only an answer that is exactly one of the allowed words counts
 //! (a script's stray bytes after `get-current`'s first line are ignored, as
-//! RAUC ignores them, never a reason to fail). A
-//! non-zero exit, a death by signal, or an unexpected answer is a
-//! `BootError::Script` naming the verb (with its arguments) and giving the
-//! first line of the script's stderr.
+//! RAUC ignores them, never a reason to fail). A non-zero exit, a death by
+//! signal, a verb that runs longer than [`SCRIPT_TIMEOUT`], or an unexpected
+//! answer is a `BootError::Script` naming the verb (with its arguments) and
+//! giving the first line of the script's stderr. Each verb runs through
+//! [`crate::child`]: bounded in time and output, and whatever it leaves
+//! running is killed when it exits.
 //!
 //! `activate` is `set-state SLOT good` then `set-primary SLOT`, RAUC's
 //! order: a power cut between the two leaves the slot good but not primary,
@@ -26,20 +28,32 @@
 //! business.
 
 use super::{show, BootError, BootState, Bootloader};
+use crate::child::Ending;
 use crate::slot::SlotName;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
+
+/// Longest a verb may run. A bootloader env write on slow flash takes
+/// seconds; a verb still running after this is hung, and is killed.
+pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Bootloader backend that delegates to a RAUC-style custom script.
 #[derive(Clone, Debug)]
 pub struct CustomBackend {
     script: PathBuf,
+    timeout: Duration,
 }
 
 impl CustomBackend {
     /// `script`: the executable to run (not run until first used).
     pub fn new(script: PathBuf) -> CustomBackend {
-        CustomBackend { script }
+        CustomBackend::with_timeout(script, SCRIPT_TIMEOUT)
+    }
+
+    /// The same, with another limit per verb (tests).
+    pub fn with_timeout(script: PathBuf, timeout: Duration) -> CustomBackend {
+        CustomBackend { script, timeout }
     }
 
     fn error(&self, words: &[&str], reason: String) -> BootError {
@@ -52,27 +66,33 @@ impl CustomBackend {
 
     /// Run one verb; its stdout on success.
     fn run(&self, words: &[&str]) -> Result<Vec<u8>, BootError> {
-        let out = Command::new(&self.script)
-            .args(words)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| self.error(words, format!("cannot run: {e}")))?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let first = stderr.lines().map(str::trim).find(|l| !l.is_empty());
-            let status = match out.status.code() {
-                Some(code) => format!("exit status {code}"),
-                None => "killed by a signal".to_string(),
+        let mut cmd = Command::new(&self.script);
+        cmd.args(words);
+        let done =
+            crate::child::run(cmd, self.timeout).map_err(|e| self.error(words, e.to_string()))?;
+        if !done.ending.success() {
+            let status = match done.ending {
+                Ending::Signalled(_) => "killed by a signal".to_string(),
+                other => other.to_string(),
             };
+            let first = done.stderr.first_line();
             return Err(self.error(
                 words,
-                match first {
-                    Some(line) => format!("{status}: {line}"),
-                    None => status,
+                if first.is_empty() {
+                    status
+                } else {
+                    format!("{status}: {first}")
                 },
             ));
         }
-        Ok(out.stdout)
+        // Every answer the interface allows is a word: output that did not
+        // fit what we keep is no answer.
+        done.stdout.complete().ok_or_else(|| {
+            self.error(
+                words,
+                format!("printed {} bytes, not an answer", done.stdout.total()),
+            )
+        })
     }
 
     fn slot_answer(&self, words: &[&str], answer: &[u8]) -> Result<SlotName, BootError> {

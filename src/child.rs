@@ -1,0 +1,512 @@
+//! Child processes. Every program abupdate starts runs through [`run`]:
+//! health checks, `systemctl is-active`, the custom boot backend's verbs,
+//! the reboot command.
+//!
+//! Invariant: every child abupdate starts is bounded in time and in the
+//! output it keeps, and is killed together with all its descendants.
+//!
+//! - The child runs in a process group of its own (`setpgid(0, 0)` before
+//!   `exec`), so the group holds it and everything it forks.
+//! - At its deadline, and as soon as the child itself exits, the whole group
+//!   gets SIGKILL. A check that leaves `sleep 1000 &` behind neither holds
+//!   the caller (end of output is never awaited: the background process
+//!   holds the pipes open) nor outlives the check.
+//! - The group is killed before the child is reaped: until then the child's
+//!   pid, which is the group's id, cannot be reused by an unrelated process.
+//! - stdout and stderr are drained together (`poll`), so a chatty child
+//!   never stalls on a full pipe. Each keeps its first and last [`KEEP`]
+//!   bytes for messages; the middle is counted and dropped.
+//! - A child that cannot be reaped within [`KILL_GRACE`] after SIGKILL
+//!   (stuck in uninterruptible I/O) is left to the kernel: the caller
+//!   returns at the deadline all the same.
+//!
+//! Why a process group and not a cgroup: a cgroup of our own needs a
+//! delegated, writable cgroup subtree (`Delegate=yes`) and abupdate moved
+//! out of its unit's cgroup; the units have neither, and a minimal image may
+//! run without systemd. A descendant that leaves the group on purpose
+//! (`setsid`, a double-forking daemon) escapes the group kill; it stays in
+//! the unit's cgroup, which systemd kills when the unit stops.
+
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Bytes kept of each stream's start, and as many of its end.
+pub const KEEP: usize = 16 << 10;
+
+/// How long a killed child may take to be reaped before we stop waiting.
+pub const KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// Longest sleep between looks at the child when it writes nothing.
+const TICK: Duration = Duration::from_millis(10);
+
+/// At most this much is read from each pipe at one look, so the deadline
+/// is checked between looks even when a child writes as fast as we read
+/// (and a descendant that escaped the group may write for ever).
+const PASS_LIMIT: usize = 1 << 20;
+
+/// How a child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// It exited with this status.
+    Exited(i32),
+    /// A signal killed it (not ours).
+    Signalled(i32),
+    /// Its deadline passed; we killed its group.
+    TimedOut(Duration),
+}
+
+impl Ending {
+    pub fn success(self) -> bool {
+        self == Ending::Exited(0)
+    }
+
+    fn from_status(status: ExitStatus) -> Ending {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Ending::Exited(code),
+            (None, Some(sig)) => Ending::Signalled(sig),
+            // Neither: only for stopped/continued children, which wait()
+            // does not report.
+            (None, None) => Ending::Signalled(0),
+        }
+    }
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ending::Exited(code) => write!(f, "exit status {code}"),
+            Ending::Signalled(sig) => match Signal::try_from(*sig) {
+                Ok(s) => write!(f, "killed by signal {sig} ({s})"),
+                Err(_) => write!(f, "killed by signal {sig}"),
+            },
+            Ending::TimedOut(limit) => write!(f, "timed out after {}", seconds(*limit)),
+        }
+    }
+}
+
+/// `3s`, `1.5s`, `250ms`: a limit as an operator wrote it.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// One output stream: its first and last [`KEEP`] bytes and its length.
+#[derive(Clone, Debug, Default)]
+pub struct Captured {
+    head: Vec<u8>,
+    tail: VecDeque<u8>,
+    total: u64,
+}
+
+impl Captured {
+    fn push(&mut self, mut data: &[u8]) {
+        self.total += data.len() as u64;
+        let room = KEEP.saturating_sub(self.head.len());
+        let (first, rest) = data.split_at(room.min(data.len()));
+        self.head.extend_from_slice(first);
+        data = rest;
+        if data.len() >= KEEP {
+            self.tail.clear();
+            data = &data[data.len() - KEEP..];
+        }
+        let overflow = (self.tail.len() + data.len()).saturating_sub(KEEP);
+        self.tail.drain(..overflow);
+        self.tail.extend(data);
+    }
+
+    /// Bytes the stream carried in all.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The whole stream, when nothing of it was dropped.
+    pub fn complete(&self) -> Option<Vec<u8>> {
+        (self.total == (self.head.len() + self.tail.len()) as u64).then(|| {
+            let mut all = self.head.clone();
+            all.extend(self.tail.iter());
+            all
+        })
+    }
+
+    /// The last non-empty line (lossy UTF-8, trimmed), for a message.
+    pub fn last_line(&self) -> String {
+        let text = if self.tail.is_empty() {
+            String::from_utf8_lossy(&self.head).into_owned()
+        } else {
+            String::from_utf8_lossy(&self.tail.iter().copied().collect::<Vec<u8>>()).into_owned()
+        };
+        text.lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// The first non-empty line (lossy UTF-8, trimmed), for a message.
+    pub fn first_line(&self) -> String {
+        String::from_utf8_lossy(&self.head)
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+/// What a child did.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    pub ending: Ending,
+    pub stdout: Captured,
+    pub stderr: Captured,
+    pub elapsed: Duration,
+}
+
+impl Finished {
+    /// The line that best says what happened: stderr's last, else stdout's.
+    pub fn last_line(&self) -> String {
+        let line = self.stderr.last_line();
+        if line.is_empty() {
+            self.stdout.last_line()
+        } else {
+            line
+        }
+    }
+}
+
+/// A child that could not be started or watched; names the program.
+#[derive(Debug)]
+pub enum ChildError {
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    Watch {
+        program: String,
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for ChildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChildError::Spawn { program, source } => write!(f, "cannot run {program}: {source}"),
+            ChildError::Watch { program, source } => {
+                write!(f, "cannot watch {program}: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ChildError {}
+
+/// `now + d`, or the latest instant this clock can hold: a deadline never
+/// panics (config validation keeps real limits far below that).
+pub fn deadline_after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(u32::MAX as u64)))
+        .unwrap_or(now)
+}
+
+/// Run `cmd` (stdin from /dev/null, stdout and stderr captured) for at
+/// most `timeout`, then kill its whole process group. Returns how it ended.
+pub fn run(mut cmd: Command, timeout: Duration) -> Result<Finished, ChildError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let start = Instant::now();
+    let deadline = deadline_after(start, timeout);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(|source| ChildError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let watch = |source: std::io::Error| ChildError::Watch {
+        program: program.clone(),
+        source,
+    };
+    // The child is its group's leader: its pid is the group id.
+    let group = Pid::from_raw(child.id() as i32);
+    let mut pipes: [Option<File>; 2] = [
+        child.stdout.take().map(|s| File::from(OwnedFd::from(s))),
+        child.stderr.take().map(|s| File::from(OwnedFd::from(s))),
+    ];
+    let mut captured = [Captured::default(), Captured::default()];
+    for pipe in pipes.iter().flatten() {
+        if let Err(e) = set_nonblocking(pipe) {
+            kill_and_reap(group, &mut child);
+            return Err(watch(e));
+        }
+    }
+
+    let ending = loop {
+        drain(&mut pipes, &mut captured, PASS_LIMIT);
+        if has_exited(group) {
+            // Kill what it left behind before reaping it (see the module
+            // doc), then take what is still in the pipes.
+            let _ = killpg(group, Signal::SIGKILL);
+            let status = child.wait().map_err(watch)?;
+            drain(&mut pipes, &mut captured, PASS_LIMIT);
+            break Ending::from_status(status);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            kill_and_reap(group, &mut child);
+            drain(&mut pipes, &mut captured, PASS_LIMIT);
+            break Ending::TimedOut(timeout);
+        }
+        wait_for_output(&pipes, (deadline - now).min(TICK));
+    };
+    let [stdout, stderr] = captured;
+    Ok(Finished {
+        ending,
+        stdout,
+        stderr,
+        elapsed: start.elapsed(),
+    })
+}
+
+fn set_nonblocking(f: &File) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let fd = f.as_raw_fd();
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(std::io::Error::from)?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(std::io::Error::from)?;
+    Ok(())
+}
+
+/// Whether the child has exited, without reaping it.
+fn has_exited(pid: Pid) -> bool {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    loop {
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) => return false,
+            Ok(_) => return true,
+            Err(nix::errno::Errno::EINTR) => continue,
+            // ECHILD: nothing left to wait for; wait() says the rest.
+            Err(_) => return true,
+        }
+    }
+}
+
+/// SIGKILL the group, then reap the child, waiting at most [`KILL_GRACE`].
+fn kill_and_reap(group: Pid, child: &mut std::process::Child) {
+    let _ = killpg(group, Signal::SIGKILL);
+    let until = deadline_after(Instant::now(), KILL_GRACE);
+    while Instant::now() < until {
+        match child.try_wait() {
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            _ => return,
+        }
+    }
+}
+
+/// Sleep until a pipe has something to say (or closes), at most `wait`.
+fn wait_for_output(pipes: &[Option<File>; 2], wait: Duration) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds: Vec<PollFd> = pipes
+        .iter()
+        .flatten()
+        .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+        .collect();
+    let ms = wait.as_millis().clamp(1, u16::MAX as u128) as u16;
+    if fds.is_empty() {
+        std::thread::sleep(Duration::from_millis(ms as u64));
+    } else {
+        // EINTR or an error: the loop looks again after at most a tick.
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+    }
+}
+
+/// Read what the pipes hold now (up to `limit` bytes each); a pipe at its
+/// end, or broken, is closed.
+fn drain(pipes: &mut [Option<File>; 2], captured: &mut [Captured; 2], limit: usize) {
+    let mut buf = [0u8; 16 << 10];
+    for (pipe, cap) in pipes.iter_mut().zip(captured.iter_mut()) {
+        let mut taken = 0usize;
+        while let Some(f) = pipe.as_mut() {
+            if taken >= limit {
+                break;
+            }
+            match f.read(&mut buf) {
+                Ok(0) => *pipe = None,
+                Ok(n) => {
+                    cap.push(&buf[..n]);
+                    taken += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => *pipe = None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    /// Whether `pid` is gone (or a zombie nobody reaped yet: dead all the same).
+    fn dead(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        }
+    }
+
+    fn wait_dead(pid: u32) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if dead(pid) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn pid_in(text: &str) -> u32 {
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no pid in {text:?}"))
+    }
+
+    #[test]
+    fn exit_status_and_both_streams_are_kept() {
+        let f = run(
+            sh("echo out; echo err >&2; exit 3"),
+            Duration::from_secs(10),
+        )
+        .expect("run");
+        assert_eq!(f.ending, Ending::Exited(3));
+        assert_eq!(f.stdout.complete().as_deref(), Some(&b"out\n"[..]));
+        assert_eq!(f.stderr.last_line(), "err");
+        assert_eq!(f.ending.to_string(), "exit status 3");
+        assert!(!f.ending.success());
+    }
+
+    #[test]
+    fn a_background_process_does_not_hold_the_caller_and_is_killed() {
+        let start = Instant::now();
+        let f = run(sh("sleep 1000 & echo $!; exit 0"), Duration::from_secs(30)).expect("run");
+        assert!(f.ending.success(), "{:?}", f.ending);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "held for {:?}",
+            start.elapsed()
+        );
+        let bg = pid_in(&f.stdout.last_line());
+        assert!(wait_dead(bg), "background sleep {bg} survived its parent");
+    }
+
+    #[test]
+    fn more_output_than_a_pipe_holds_is_drained_and_head_and_tail_kept() {
+        // 1 MiB: sixteen pipe buffers.
+        let f = run(
+            sh("echo first; head -c 1048576 /dev/zero | tr '\\0' x; echo; echo last"),
+            Duration::from_secs(30),
+        )
+        .expect("run");
+        assert!(f.ending.success(), "{:?}", f.ending);
+        assert_eq!(f.stdout.total(), 6 + 1_048_576 + 1 + 5);
+        assert_eq!(f.stdout.first_line(), "first");
+        assert_eq!(f.stdout.last_line(), "last");
+        assert!(f.stdout.complete().is_none());
+    }
+
+    #[test]
+    fn the_deadline_kills_the_whole_group() {
+        let start = Instant::now();
+        let f = run(
+            sh("sleep 1000 & echo $!; sh -c 'sleep 1000' & echo $!; wait"),
+            Duration::from_millis(500),
+        )
+        .expect("run");
+        let elapsed = start.elapsed();
+        assert_eq!(f.ending, Ending::TimedOut(Duration::from_millis(500)));
+        assert_eq!(f.ending.to_string(), "timed out after 500ms");
+        assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+        let text = String::from_utf8(f.stdout.complete().expect("short")).expect("utf8");
+        for pid in text.lines() {
+            let pid = pid_in(pid);
+            assert!(wait_dead(pid), "descendant {pid} survived the timeout");
+        }
+    }
+
+    #[test]
+    fn a_missing_program_is_an_error_naming_it() {
+        let e = run(
+            Command::new("/nonexistent/abupdate-check"),
+            Duration::from_secs(1),
+        )
+        .expect_err("ran a missing program");
+        assert!(
+            e.to_string()
+                .starts_with("cannot run /nonexistent/abupdate-check:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_signal_is_reported_as_such() {
+        let f = run(sh("kill -TERM $$"), Duration::from_secs(10)).expect("run");
+        assert_eq!(f.ending, Ending::Signalled(15));
+        assert_eq!(f.ending.to_string(), "killed by signal 15 (SIGTERM)");
+    }
+
+    #[test]
+    fn captured_keeps_head_and_tail_exactly() {
+        let mut c = Captured::default();
+        let data: Vec<u8> = (0..3 * KEEP + 7).map(|i| (i % 251) as u8).collect();
+        for chunk in data.chunks(1000) {
+            c.push(chunk);
+        }
+        assert_eq!(c.total(), data.len() as u64);
+        assert_eq!(c.head, data[..KEEP]);
+        assert_eq!(
+            c.tail.iter().copied().collect::<Vec<u8>>(),
+            data[data.len() - KEEP..]
+        );
+        let mut small = Captured::default();
+        small.push(b"a\n");
+        small.push(b"b\n");
+        assert_eq!(small.complete().as_deref(), Some(&b"a\nb\n"[..]));
+        let mut edge = Captured::default();
+        edge.push(&data[..2 * KEEP]);
+        assert_eq!(edge.complete().as_deref(), Some(&data[..2 * KEEP]));
+    }
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let now = Instant::now();
+        assert!(deadline_after(now, Duration::MAX) > now);
+        assert_eq!(
+            deadline_after(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+    }
+}
