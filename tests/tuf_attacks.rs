@@ -15,7 +15,7 @@
 //! | slow retrieval | `slow_retrieval_*` |
 //! | mix-and-match | `mix_and_match_*` |
 //! | wrong hardware | `wrong_hardware` |
-//! | key compromise below threshold | `key_compromise_below_threshold` |
+//! | key compromise below threshold | `key_compromise_below_threshold`, `key_compromise_one_key_under_two_key_ids` |
 //! | malicious mirror | `malicious_mirror_*` |
 //!
 //! Each test prints its row: `TUF | attack | refusal`.
@@ -613,6 +613,70 @@ fn key_compromise_below_threshold() {
     let out = h.abupdate(&["install", "--no-reboot", &srv.url("/release.json")]);
     assert!(out.status.success(), "2 of 2: {}", text(&out));
     row("key compromise below threshold (1 of 2 keys)", &line);
+}
+
+/// Line 2 of a minisign file (a key or a signature) with the 8 key id bytes
+/// after the 2-byte algorithm replaced, through the real `base64` tool. The
+/// key id is not covered by any signature.
+fn relabel(minisign_file: &str, id: &[u8; 8]) -> String {
+    let mut lines: Vec<String> = minisign_file.lines().map(str::to_owned).collect();
+    let escaped: String = id.iter().map(|b| format!("\\{b:03o}")).collect();
+    let out = run(Command::new("sh").args([
+        "-c",
+        &format!(
+            "printf '%s' \"$0\" | base64 -d > \"$1\" && \
+             {{ head -c 2 \"$1\"; printf '{escaped}'; tail -c +11 \"$1\"; }} | base64 -w0",
+        ),
+        &lines[1],
+        &format!("/tmp/abupdate-relabel-{}", std::process::id()),
+    ]));
+    assert!(out.status.success(), "base64: {}", text(&out));
+    lines[1] = String::from_utf8(out.stdout).expect("base64 output");
+    lines.join("\n") + "\n"
+}
+
+/// The attacker holds one key (K1) of a threshold of 2. K1's public key
+/// is written a second time under another key id (a `.pub` a careless
+/// operator installs, or one shipped in both key directories under two
+/// names), and K1's real signature is copied with that id: the real
+/// `minisign -V` accepts each file alone, but they are one key.
+#[test]
+fn key_compromise_one_key_under_two_key_ids() {
+    let h = host("threshold-alias");
+    set_config(&h, "[update]\n", "[update]\nthreshold = 2\n");
+    let alias_id = *b"\x01alias\x02\x03";
+    let k1_pub = std::fs::read_to_string(&h.public_key).expect("K1 pub");
+    let alias_pub = h.public_key.with_file_name("k1-alias.pub");
+    std::fs::write(&alias_pub, relabel(&k1_pub, &alias_id)).expect("alias pub");
+    let m = h.pack("r2", "2.0", &image("2.0", LEN), &[]);
+    let genuine = std::fs::read_to_string(m.with_file_name("release.json.minisig")).expect("sig");
+    let copied = m.with_file_name("release.json.1.minisig");
+    std::fs::write(&copied, relabel(&genuine, &alias_id)).expect("copied sig");
+    if common::host::has_tool("minisign") {
+        let out = run(Command::new("minisign")
+            .arg("-Vm")
+            .arg(&m)
+            .arg("-x")
+            .arg(&copied)
+            .arg("-p")
+            .arg(&alias_pub));
+        assert!(out.status.success(), "minisign -V: {}", text(&out));
+    }
+    let srv = serve_files(files_of(m.parent().expect("dir")));
+    let b = h.untouched();
+    let url = srv.url("/release.json");
+    let out = h.abupdate(&["check", &url]);
+    assert_eq!(out.status.code(), Some(1), "check: {}", text(&out));
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &url),
+        "1 valid signature from a trusted key, threshold is 2 (1 more by an already counted key)",
+    );
+    row(
+        "key compromise below threshold (1 key under 2 key ids)",
+        &line,
+    );
 }
 
 /// A configured site cache serves the origin's paths; it is as untrusted
