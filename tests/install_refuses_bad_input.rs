@@ -353,7 +353,14 @@ fn an_empty_image_in_the_signed_manifest_is_refused() {
 #[test]
 fn check_refuses_what_install_always_refuses() {
     let h = host("uninstallable");
-    let cases: [(&str, fn(&mut serde_json::Value), &str, &str); 3] = [
+    // (what, the edit, the `--json` kind, the error's words)
+    type Case = (
+        &'static str,
+        fn(&mut serde_json::Value),
+        &'static str,
+        &'static str,
+    );
+    let cases: [Case; 3] = [
         (
             "unknown image class",
             |v| {
