@@ -292,10 +292,11 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
         ),
         false => None,
     };
-    // An expired manifest (a frozen or stale server) or one for other
-    // hardware (a wrong URL) will not fix itself: it is an error, so the
-    // timer's unit fails, the host backs off and monitoring sees it; and its
-    // validators are not kept, so a 304 cannot turn it into "nothing new".
+    // A refusal that will not fix itself (`NotApplicable::is_fault`: an
+    // expired, stale or far-future manifest, other hardware, a release this
+    // host cannot install) is an error, so the timer's unit fails, the host
+    // backs off and monitoring sees it; and its validators are not kept, so
+    // a 304 cannot turn it into "nothing new".
     let fault = verdict.as_ref().err().is_some_and(NotApplicable::is_fault);
     state.last_check = match &verdict {
         Err(_) if fault => None,

@@ -685,7 +685,7 @@ fn key_compromise_below_threshold() {
 /// Line 2 of a minisign file (a key or a signature) with the 8 key id bytes
 /// after the 2-byte algorithm replaced, through the real `base64` tool. The
 /// key id is not covered by any signature.
-fn relabel(minisign_file: &str, id: &[u8; 8]) -> String {
+fn relabel(h: &TestHost, minisign_file: &str, id: &[u8; 8]) -> String {
     let mut lines: Vec<String> = minisign_file.lines().map(str::to_owned).collect();
     let escaped: String = id.iter().map(|b| format!("\\{b:03o}")).collect();
     let out = run(Command::new("sh").args([
@@ -695,7 +695,7 @@ fn relabel(minisign_file: &str, id: &[u8; 8]) -> String {
              {{ head -c 2 \"$1\"; printf '{escaped}'; tail -c +11 \"$1\"; }} | base64 -w0",
         ),
         &lines[1],
-        &format!("/tmp/abupdate-relabel-{}", std::process::id()),
+        &h.dir.join("relabel.bin").display().to_string(),
     ]));
     assert!(out.status.success(), "base64: {}", text(&out));
     lines[1] = String::from_utf8(out.stdout).expect("base64 output");
@@ -714,11 +714,11 @@ fn key_compromise_one_key_under_two_key_ids() {
     let alias_id = *b"\x01alias\x02\x03";
     let k1_pub = std::fs::read_to_string(&h.public_key).expect("K1 pub");
     let alias_pub = h.public_key.with_file_name("k1-alias.pub");
-    std::fs::write(&alias_pub, relabel(&k1_pub, &alias_id)).expect("alias pub");
+    std::fs::write(&alias_pub, relabel(&h, &k1_pub, &alias_id)).expect("alias pub");
     let m = h.pack("r2", "2.0", &image("2.0", LEN), &[]);
     let genuine = std::fs::read_to_string(m.with_file_name("release.json.minisig")).expect("sig");
     let copied = m.with_file_name("release.json.1.minisig");
-    std::fs::write(&copied, relabel(&genuine, &alias_id)).expect("copied sig");
+    std::fs::write(&copied, relabel(&h, &genuine, &alias_id)).expect("copied sig");
     if common::host::has_tool("minisign") {
         let out = run(Command::new("minisign")
             .arg("-Vm")
