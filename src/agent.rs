@@ -334,21 +334,7 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
             standing: None,
         });
     };
-    let booted_version = host.booted_version(&state, booted);
-    let booted_version = booted_version
-        .as_deref()
-        .and_then(|v| Version::parse(v).ok());
-    let failed = state.failed_versions();
-    let facts = HostFacts {
-        compatible: &host.config.update.compatible,
-        booted_version: booted_version.as_ref(),
-        failed_versions: &failed,
-        now: now(),
-        newest_created_seen: state.newest_created,
-        allow_downgrade,
-    };
-    let verdict = manifest::evaluate(&verified.manifest, &facts);
-    state.note_created(verified.manifest.created);
+    let verdict = judge(host, &mut state, &verified, booted, allow_downgrade);
     let standing = match opts.rollout {
         true => Some(
             rollout::decide(
@@ -365,14 +351,12 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
         ),
         false => None,
     };
-    // An expired manifest (a frozen or stale server) or one for other
-    // hardware (a wrong URL) will not fix itself: it is an error, so the
-    // timer's unit fails, the host backs off and monitoring sees it; and its
-    // validators are not kept, so a 304 cannot turn it into "nothing new".
-    let fault = matches!(
-        verdict,
-        Err(NotApplicable::Expired { .. } | NotApplicable::Incompatible { .. })
-    );
+    // A refusal that will not fix itself (`NotApplicable::is_fault`: an
+    // expired, stale or far-future manifest, other hardware, a release this
+    // host cannot install) is an error, so the timer's unit fails, the host
+    // backs off and monitoring sees it; and its validators are not kept, so
+    // a 304 cannot turn it into "nothing new".
+    let fault = verdict.as_ref().err().is_some_and(NotApplicable::is_fault);
     state.last_check = match &verdict {
         Err(_) if fault => None,
         Err(_) => Some(LastCheck {
@@ -410,6 +394,49 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
             }),
         },
     }
+}
+
+/// The judgement `check` and `install` both make ([`manifest::evaluate`] on
+/// this host's facts), so `check` offers nothing `install` refuses before
+/// touching a device. A `created` this host may believe is recorded in
+/// `state` (the clock's floor and the source's newest), whatever the
+/// verdict: a verified manifest for another board still proves the time.
+fn judge(
+    host: &Host,
+    state: &mut State,
+    verified: &Verified,
+    booted: SlotName,
+    allow_downgrade: bool,
+) -> std::result::Result<(), NotApplicable> {
+    let m = &verified.manifest;
+    let booted_version = host.booted_version(state, booted);
+    let booted_version = booted_version
+        .as_deref()
+        .and_then(|v| Version::parse(v).ok());
+    let failed = state.failed_versions();
+    let classes: Vec<String> = host
+        .config
+        .slots
+        .get(&booted.other())
+        .map(|s| s.keys().cloned().collect())
+        .unwrap_or_default();
+    let source = manifest::source_key(&verified.location);
+    let facts = HostFacts {
+        compatible: &host.config.update.compatible,
+        booted_version: booted_version.as_ref(),
+        failed_versions: &failed,
+        now: now(),
+        newest_created_seen: state.newest_created,
+        newest_from_source: state.newest_by_source.get(&source).copied(),
+        slot_classes: &classes,
+        max_window_log: host.config.update.max_window_log,
+        allow_downgrade,
+    };
+    let verdict = manifest::evaluate(m, &facts);
+    if manifest::created_plausible(m, &facts) {
+        state.note_created(&source, m.created);
+    }
+    verdict
 }
 
 /// Save the state when no other instance holds the lock; a read-only
@@ -492,22 +519,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
     let target = booted.other();
 
     // Re-judge under the lock: the state may have changed since `check`.
-    let booted_version = host.booted_version(&state, booted);
-    let booted_version = booted_version
-        .as_deref()
-        .and_then(|v| Version::parse(v).ok());
-    let failed = state.failed_versions();
-    manifest::evaluate(
-        m,
-        &HostFacts {
-            compatible: &host.config.update.compatible,
-            booted_version: booted_version.as_ref(),
-            failed_versions: &failed,
-            now: now(),
-            newest_created_seen: state.newest_created,
-            allow_downgrade: opts.allow_downgrade,
-        },
-    )?;
+    judge(host, &mut state, verified, booted, opts.allow_downgrade)?;
     if let Some(t) = &state.transaction {
         if t.to == booted {
             return Err(Error::Refused(format!(
@@ -555,7 +567,6 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
     let mut arming = Arming {
         host,
         target,
-        created: m.created,
         transaction: Transaction {
             from: booted,
             to: target,
@@ -671,6 +682,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                     Error::Install(
                         install::InstallError::Payload { .. }
                             | install::InstallError::Mismatch { .. }
+                            | install::InstallError::ImageMismatch { .. }
                             | install::InstallError::Size { .. }
                     )
                 ) {
@@ -783,7 +795,6 @@ fn has_room_for(dir: &std::path::Path, partial: &std::path::Path, size: u64) -> 
 struct Arming<'a> {
     host: &'a Host,
     target: SlotName,
-    created: i64,
     transaction: Transaction,
     armed: bool,
 }
@@ -796,7 +807,6 @@ impl Arming<'_> {
         self.host.boot.set_state(self.target, BootState::Bad)?;
         crate::failpoint::hit("target-marked-bad");
         self.armed = true;
-        state.note_created(self.created);
         state.transaction = Some(self.transaction.clone());
         state.slots.insert(
             self.target,
@@ -954,7 +964,16 @@ fn name_payload_source(e: Error, url: &str) -> Error {
             what,
             expected,
             actual,
-        }) if !what.contains(" read back ") => Error::Install(E::Mismatch {
+        }) if !what.contains(url) => Error::Install(E::Mismatch {
+            what: named(what),
+            expected,
+            actual,
+        }),
+        Error::Install(E::ImageMismatch {
+            what,
+            expected,
+            actual,
+        }) if !what.contains(url) => Error::Install(E::ImageMismatch {
             what: named(what),
             expected,
             actual,

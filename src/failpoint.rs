@@ -48,11 +48,28 @@
 //! | `publish-manifest-renamed` | the manifest renamed into place, directory synced |
 //! | `publish-signature-written` | a standard signature renamed into place |
 //! | `publish-cleaned` | stale signatures removed: the publish is complete |
+//!
+//! And one fault that is not a crash: `read-back-differs` ([`corrupt`])
+//! flips a bit of a chunk as read back from the slot, as a failing medium
+//! would.
+
+/// Whether `ABUPDATE_FAILPOINT` names `name` and this is the hit it asks
+/// for (`hits` counts them).
+#[cfg(feature = "failpoints")]
+fn spec_matches(name: &str, hits: &std::sync::atomic::AtomicU64) -> bool {
+    let Ok(spec) = std::env::var("ABUPDATE_FAILPOINT") else {
+        return false;
+    };
+    let (point, nth) = match spec.split_once(':') {
+        Some((p, n)) => (p.to_string(), n.parse::<u64>().unwrap_or(1)),
+        None => (spec.clone(), 1),
+    };
+    point == name && hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == nth
+}
 
 #[cfg(feature = "failpoints")]
 fn armed(name: &str) -> bool {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static HITS: AtomicU64 = AtomicU64::new(0);
+    static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if let Some(path) = std::env::var_os("ABUPDATE_FAILPOINT_TRACE") {
         use std::io::Write;
         if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -63,14 +80,7 @@ fn armed(name: &str) -> bool {
             let _ = writeln!(f, "{name}");
         }
     }
-    let Ok(spec) = std::env::var("ABUPDATE_FAILPOINT") else {
-        return false;
-    };
-    let (point, nth) = match spec.split_once(':') {
-        Some((p, n)) => (p.to_string(), n.parse::<u64>().unwrap_or(1)),
-        None => (spec.clone(), 1),
-    };
-    point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth
+    spec_matches(name, &HITS)
 }
 
 #[cfg(feature = "failpoints")]
@@ -103,6 +113,22 @@ pub fn tear(name: &str, len: usize) -> Option<usize> {
 #[inline(always)]
 pub fn tear(_name: &str, _len: usize) -> Option<usize> {
     None
+}
+
+/// A point where the medium returns other bytes than were written (a
+/// failing disk): true when `ABUPDATE_FAILPOINT` names it (`name:N`: the
+/// N-th time). Not traced: the fault matrix crashes at steps, and this is
+/// not one.
+#[cfg(feature = "failpoints")]
+pub fn corrupt(name: &str) -> bool {
+    static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    spec_matches(name, &HITS)
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn corrupt(_name: &str) -> bool {
+    false
 }
 
 /// The power went out in the middle of write `name`.

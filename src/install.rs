@@ -30,9 +30,13 @@
 //!   pushes every chunk to the device and out of the cache
 //!   (`sync_file_range` + `POSIX_FADV_DONTNEED`) before it is read back.
 //! - The verifier reads every chunk back from the device right after its
-//!   write completed and hashes those bytes: the image hash is computed over
-//!   what the medium returns, not over what we meant to write, so one SHA-256
-//!   pass gives both the payload check and the read-back check.
+//!   write completed, compares it with the bytes written (in wide words, far
+//!   cheaper than a hash) and hashes what the medium returned: one SHA-256
+//!   pass over the image. The two checks tell who is at fault: read-back
+//!   bytes that differ from the written ones are the medium's (named with
+//!   the device and offset); equal bytes whose hash differs from the
+//!   manifest's are the release's (its payload does not decode to the image
+//!   its manifest describes).
 //! - `--write=changed` reads the chunk from the slot first and compares it
 //!   in 64 KiB blocks; only blocks that differ are written (and read back
 //!   again); the bytes that already matched are hashed as read. An image
@@ -57,9 +61,11 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 /// for full-speed device I/O, small enough to stay in the CPU's caches
 /// between the decoder and the writer.
 const CHUNK: usize = 512 << 10;
-/// Decoded chunks in existence (decoder → writer); with the read-back
-/// buffers and the payload buffers this is all the memory the pipeline
-/// holds besides the zstd window (4 MiB).
+/// Decoded chunks the writer takes at once (decoder → writer). A chunk is
+/// held until its read-back has been compared with it, so the pool holds
+/// `CHUNKS + MEDIUM` of them; with the read-back buffers and the payload
+/// buffers this is all the memory the pipeline holds besides the zstd
+/// window (5.5 MiB).
 const CHUNKS: usize = 4;
 /// Read-back buffers (writer → verifier).
 const MEDIUM: usize = 3;
@@ -103,6 +109,19 @@ pub enum InstallError {
         expected: String,
         actual: String,
     },
+    /// The image as decoded (and, byte for byte, as read back from the
+    /// slot) does not hash as the manifest says: the release is at fault.
+    ImageMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    /// The slot returned other bytes than were written to it: the medium
+    /// (or something else writing to it) is at fault.
+    Medium {
+        path: PathBuf,
+        offset: u64,
+    },
     Size {
         what: String,
         reason: String,
@@ -131,6 +150,20 @@ impl fmt::Display for InstallError {
                     "{what}: SHA-256 is {actual}, the signed manifest says {expected}"
                 )
             }
+            InstallError::ImageMismatch {
+                what,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{what}: the decoded image's SHA-256 is {actual}, the signed manifest says {expected}; \
+                 the slot read back exactly the bytes written, so the release is inconsistent (check its image hash and payload)"
+            ),
+            InstallError::Medium { path, offset } => write!(
+                f,
+                "{}: read back other bytes than were written at offset {offset}: the medium is failing (or something else writes to it)",
+                path.display()
+            ),
             InstallError::Size { what, reason } => write!(f, "{what}: {reason}"),
         }
     }
@@ -141,13 +174,13 @@ impl std::error::Error for InstallError {}
 impl InstallError {
     pub fn kind(&self) -> &'static str {
         match self {
-            InstallError::Device { .. } => "device",
+            InstallError::Device { .. } | InstallError::Medium { .. } => "device",
             InstallError::Source { error, .. } => {
                 crate::fetch::FetchError::from_io(error).map_or("io", |e| e.kind())
             }
             InstallError::BeforeWrite(e) => e.kind(),
             InstallError::Payload { .. } => "payload",
-            InstallError::Mismatch { .. } => "hash_mismatch",
+            InstallError::Mismatch { .. } | InstallError::ImageMismatch { .. } => "hash_mismatch",
             InstallError::Size { .. } => "size",
         }
     }
@@ -434,12 +467,24 @@ fn drop_cache(file: &File, offset: u64, len: u64) {
 
 /// What the writer hands the verifier: the chunk at `offset`, `len` bytes,
 /// in `buf`, of which the `reread` ranges must still be read from the device
-/// (the rest, in `--write=changed`, was read before and found equal).
+/// (the rest, in `--write=changed`, was read before and found equal), and
+/// the bytes that were meant to be there (`written`, back to the decoder's
+/// pool once compared).
 struct Verify {
     offset: u64,
     len: usize,
     buf: AlignedBuf,
+    written: AlignedBuf,
     reread: Vec<(usize, usize)>,
+}
+
+/// Why the verifier stopped.
+enum Readback {
+    Io(io::Error),
+    /// The medium returned other bytes than were written, first at `offset`.
+    Differs {
+        offset: u64,
+    },
 }
 
 /// Fill `buf` as far as the reader goes; returns bytes read (short = EOF).
@@ -598,13 +643,15 @@ fn take_waiting<T>(first: T, rx: &Receiver<T>, batch: &mut Vec<T>, max: usize) {
     }
 }
 
-/// Verifier stage: reads back what the writer wrote and hashes what the
-/// medium holds. Returns the number of bytes and their SHA-256.
+/// Verifier stage: reads back what the writer wrote, compares it with what
+/// was written and hashes what the medium holds. Returns the number of bytes
+/// and their SHA-256; stops at the first byte the medium got wrong.
 fn verify(
     io: &SlotIo,
     rx: Receiver<Verify>,
     back: SyncSender<AlignedBuf>,
-) -> io::Result<(u64, String)> {
+    written_back: SyncSender<AlignedBuf>,
+) -> Result<(u64, String), Readback> {
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     let mut batch: Vec<Verify> = Vec::with_capacity(MEDIUM);
@@ -619,18 +666,30 @@ fn verify(
             let offset = batch[0].offset;
             let mut bufs: Vec<(&mut [u8], usize)> =
                 batch.iter_mut().map(|v| (&mut v.buf[..], v.len)).collect();
-            io.read_chunks_at(&mut bufs, offset)?;
+            io.read_chunks_at(&mut bufs, offset).map_err(Readback::Io)?;
         } else {
             for v in batch.iter_mut() {
                 for &(a, b) in &v.reread {
-                    io.read_at(&mut v.buf[a..], b - a, v.offset + a as u64)?;
+                    io.read_at(&mut v.buf[a..], b - a, v.offset + a as u64)
+                        .map_err(Readback::Io)?;
                 }
             }
         }
-        for v in batch.drain(..) {
-            hasher.update(&v.buf[..v.len]);
+        for mut v in batch.drain(..) {
+            if crate::failpoint::corrupt("read-back-differs") {
+                v.buf[v.len / 2] ^= 0x10;
+            }
+            let (medium, written) = (&v.buf[..v.len], &v.written[..v.len]);
+            if !same(medium, written) {
+                let at = medium.iter().zip(written).position(|(a, b)| a != b);
+                return Err(Readback::Differs {
+                    offset: v.offset + at.unwrap_or(0) as u64,
+                });
+            }
+            hasher.update(medium);
             total += v.len as u64;
             let _ = back.send(v.buf);
+            let _ = written_back.send(v.written);
         }
     }
     Ok((total, hex(&hasher.finalize())))
@@ -702,7 +761,6 @@ fn arm(armed: &mut bool, before_write: BeforeWrite) -> Result<(), WriterStop> {
 fn write_chunks(
     io: &SlotIo,
     rx: &Receiver<(AlignedBuf, usize)>,
-    back: &SyncSender<AlignedBuf>,
     medium_pool: &Receiver<AlignedBuf>,
     to_verify: &SyncSender<Verify>,
     flush: &SyncSender<()>,
@@ -762,6 +820,7 @@ fn write_chunks(
                     offset,
                     len: n,
                     buf: medium,
+                    written: chunk,
                     reread,
                 })
                 .is_err()
@@ -775,7 +834,6 @@ fn write_chunks(
             }
             progress.advance(n as u64);
             crate::failpoint::hit("chunk-written");
-            let _ = back.send(chunk);
         }
     }
     (offset, Ok(()))
@@ -821,8 +879,8 @@ pub fn write_image(
     let compression = image.compression;
 
     let (chunk_tx, chunk_rx) = sync_channel::<(AlignedBuf, usize)>(CHUNKS);
-    let (chunk_back, chunk_pool) = sync_channel::<AlignedBuf>(CHUNKS);
-    for _ in 0..CHUNKS {
+    let (chunk_back, chunk_pool) = sync_channel::<AlignedBuf>(CHUNKS + MEDIUM);
+    for _ in 0..CHUNKS + MEDIUM {
         let _ = chunk_back.send(AlignedBuf::new(CHUNK));
     }
     let (verify_tx, verify_rx) = sync_channel::<Verify>(MEDIUM);
@@ -836,7 +894,8 @@ pub fn write_image(
     let (offset, writer, produced, verified, flushed) = std::thread::scope(|scope| {
         let verifier = scope.spawn({
             let io = &io;
-            move || verify(io, verify_rx, medium_back)
+            let written_back = chunk_back.clone();
+            move || verify(io, verify_rx, medium_back, written_back)
         });
         let flusher = scope.spawn({
             let io = &io;
@@ -880,7 +939,6 @@ pub fn write_image(
         let (offset, writer) = write_chunks(
             &io,
             &chunk_rx,
-            &chunk_back,
             &medium_pool,
             &verify_tx,
             &flush_tx,
@@ -899,7 +957,7 @@ pub fn write_image(
             .unwrap_or_else(|_| Err(Stop::Payload("decoder thread panicked".into())));
         let verified = verifier
             .join()
-            .unwrap_or_else(|_| Err(io::Error::other("read-back thread panicked")));
+            .unwrap_or_else(|_| Err(Readback::Io(io::Error::other("read-back thread panicked"))));
         let flushed = flusher
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("flush thread panicked")));
@@ -912,7 +970,13 @@ pub fn write_image(
         Err(WriterStop::Verifier) | Ok(()) => {}
     }
     flushed.map_err(dev_err)?;
-    let verified = verified.map_err(dev_err)?;
+    let verified = verified.map_err(|e| match e {
+        Readback::Io(e) => dev_err(e),
+        Readback::Differs { offset } => InstallError::Medium {
+            path: device.to_path_buf(),
+            offset,
+        },
+    })?;
     let (payload_bytes, payload_sha) = produced.map_err(|stop| match stop {
         Stop::Source(error) => InstallError::Source {
             what: what.clone(),
@@ -940,10 +1004,14 @@ pub fn write_image(
 
     io.cached.sync_all().map_err(dev_err)?;
     crate::failpoint::hit("fsync");
+    // Every byte read back equalled the byte written (the verifier
+    // compared them), so a wrong hash here is the decoded image's: the
+    // payload matched its own signed hash but does not decode to the image
+    // the manifest describes.
     let (read_back, readback_sha) = verified;
     if read_back != size || readback_sha != image.sha256 {
-        return Err(InstallError::Mismatch {
-            what: format!("{class} read back from {}", device.display()),
+        return Err(InstallError::ImageMismatch {
+            what: format!("{class} image"),
             expected: image.sha256.clone(),
             actual: readback_sha,
         });
@@ -1076,6 +1144,34 @@ mod tests {
         .expect_err("tampered payload accepted");
         assert!(matches!(e, InstallError::Mismatch { .. }), "{e}");
         let _ = std::fs::remove_file(t);
+    }
+
+    /// The signed payload is intact (its own hash matches) but does not
+    /// decode to the image the manifest describes: the release is at fault,
+    /// and the message says so rather than blaming the slot.
+    #[test]
+    fn a_wrong_image_hash_blames_the_release_not_the_medium() {
+        for mode in [WriteMode::All, WriteMode::Changed] {
+            let d = data(3 << 20 | 77);
+            let (mut img, payload) = image_for(&d, Some(3));
+            img.sha256 = "0f".repeat(32);
+            let t = target(&format!("wrong-image-hash-{mode:?}"), 4 << 20);
+            let e = install(&payload, &img, &t, mode).expect_err("wrong image hash accepted");
+            assert!(matches!(e, InstallError::ImageMismatch { .. }), "{e}");
+            assert_eq!(e.kind(), "hash_mismatch");
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("rootfs image: the decoded image's SHA-256 is "),
+                "{msg}"
+            );
+            assert!(
+                msg.contains(&format!("the signed manifest says {}", "0f".repeat(32))),
+                "{msg}"
+            );
+            assert!(msg.contains("the release is inconsistent"), "{msg}");
+            assert!(!msg.contains("read back from"), "{msg}");
+            let _ = std::fs::remove_file(t);
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The release manifest (`release.json`): its schema and the pure decisions
 //! made on it.
 //!
-//! Invariant: a [`Manifest`] only exists for bytes that parsed completely and
+//! Invariant: a [`Manifest`] only exists for bytes that parsed completely,
+//! with exactly one reading (no object names a key twice, at any depth), and
 //! whose every required field is present and well formed; whether it *applies*
 //! to this host is decided by [`evaluate`], a plain function of the manifest
 //! and the host's facts, so tests and the fleet simulation call exactly what
@@ -18,6 +19,10 @@ pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
 
 /// The only manifest format this binary reads.
 pub const FORMAT: u32 = 1;
+
+/// The largest byte count or offset a manifest may state: no Linux file or
+/// block device is larger, and the I/O calls take signed 64-bit offsets.
+pub const MAX_BYTES: u64 = i64::MAX as u64;
 
 #[derive(Debug)]
 pub enum ManifestError {
@@ -39,7 +44,8 @@ impl fmt::Display for ManifestError {
 impl std::error::Error for ManifestError {}
 
 /// A release version: dotted numbers compared part by part (`2026.11.3`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Equality is the same comparison: `1.2` == `1.2.0`, whatever the text.
+#[derive(Clone, Debug)]
 pub struct Version {
     text: String,
     parts: Vec<u64>,
@@ -88,6 +94,16 @@ impl Ord for Version {
         Ordering::Equal
     }
 }
+
+// Equal exactly when `cmp` says so (what `Ord` requires): a derived
+// equality compared the text, so a failed `3.0` did not cover `3.0.0`.
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Version {}
 
 impl PartialOrd for Version {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
@@ -305,12 +321,21 @@ impl Manifest {
     /// Parse signed bytes. Unknown fields are ignored; a missing or malformed
     /// required field is an error naming it.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
-        let doc: ManifestDoc =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
         let field = |field: &str, reason: String| ManifestError::Field {
             field: field.to_string(),
             reason,
         };
+        // serde takes the last of two equal keys in a map and refuses them
+        // in a struct: what the signer saw and what the host acts on could
+        // differ. A signed document must have one reading.
+        if let Some(path) = duplicate_key(bytes).map_err(|e| ManifestError::Parse(e.to_string()))? {
+            return Err(field(
+                &path,
+                "appears twice in its object (a signed manifest must have one reading)".into(),
+            ));
+        }
+        let doc: ManifestDoc =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
         if doc.format != FORMAT {
             return Err(field(
                 "format",
@@ -323,11 +348,61 @@ impl Manifest {
         let version = Version::parse(&doc.version).map_err(|e| field("version", e))?;
         let created = parse_rfc3339(&doc.created).map_err(|e| field("created", e))?;
         let expires = parse_rfc3339(&doc.expires).map_err(|e| field("expires", e))?;
+        // A manifest valid for no instant is a signing mistake (a swapped or
+        // mistyped date); its `created` must not reach any host's records.
+        if expires <= created {
+            return Err(field(
+                "expires",
+                format!("{} is not after created {}", doc.expires, doc.created),
+            ));
+        }
         if doc.images.is_empty() {
             return Err(field("images", "lists no image".into()));
         }
         for (class, image) in &doc.images {
             let at = |f: &str| format!("images.{class}.{f}");
+            // An empty image would "install" by writing nothing and then
+            // activate a slot that still holds whatever it held.
+            if image.size == 0 {
+                return Err(field(
+                    &at("size"),
+                    "0: an image has at least one byte".into(),
+                ));
+            }
+            for (name, n) in [
+                ("size", Some(image.size)),
+                ("download_size", image.download_size),
+            ] {
+                if n.is_some_and(|n| n > MAX_BYTES) {
+                    return Err(field(
+                        &at(name),
+                        format!(
+                            "{} is larger than any device (2^63-1 bytes)",
+                            n.unwrap_or(0)
+                        ),
+                    ));
+                }
+            }
+            if image.download_size == Some(0) {
+                return Err(field(
+                    &at("download_size"),
+                    "0: a payload has at least one byte".into(),
+                ));
+            }
+            // Uncompressed, the payload is the image: anything else fails
+            // every install, so it is refused before one starts.
+            if image.compression == Compression::None
+                && (image.download_size.is_some_and(|d| d != image.size)
+                    || image
+                        .download_sha256
+                        .as_ref()
+                        .is_some_and(|h| *h != image.sha256))
+            {
+                return Err(field(
+                    &at("download_size"),
+                    "an uncompressed payload is the image: its download_size and download_sha256 must equal size and sha256".into(),
+                ));
+            }
             if !is_hex_sha256(&image.sha256) {
                 return Err(field(&at("sha256"), "not 64 lowercase hex digits".into()));
             }
@@ -388,6 +463,13 @@ impl Manifest {
                 if delta.url.is_empty() || delta.source_size == 0 {
                     return Err(field(&at("url"), "empty url or source_size".into()));
                 }
+                if delta.source_size > MAX_BYTES || delta.download_size > MAX_BYTES {
+                    return Err(field(
+                        &at("download_size"),
+                        "source_size or download_size is larger than any device (2^63-1 bytes)"
+                            .into(),
+                    ));
+                }
                 check_segments(&delta.segments, image.size, delta.download_size)
                     .map_err(|e| field(&at("segments"), e))?;
                 check_sources(delta).map_err(|e| field(&at("segments"), e))?;
@@ -403,10 +485,112 @@ impl Manifest {
     }
 }
 
+/// The dotted path (`images.rootfs`, `images.rootfs.segments[2].sha256`) of
+/// the first key that some object of the JSON document `bytes` names twice;
+/// `Err` when `bytes` is not JSON. Keys are compared after unescaping, so
+/// `"version"` and `"ver\u0073ion"` are the same key. Depth is bounded by
+/// serde_json's recursion limit.
+fn duplicate_key(bytes: &[u8]) -> Result<Option<String>, serde_json::Error> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::cell::RefCell;
+
+    /// One JSON value at `path`; the first duplicate found goes to `found`.
+    struct Walk<'a> {
+        path: String,
+        found: &'a RefCell<Option<String>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0usize;
+            loop {
+                let item = Walk {
+                    path: format!("{}[{i}]", self.path),
+                    found: self.found,
+                };
+                if seq.next_element_seed(item)?.is_none() {
+                    return Ok(());
+                }
+                i += 1;
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut keys = std::collections::BTreeSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = match self.path.is_empty() {
+                    true => key.escape_debug().to_string(),
+                    false => format!("{}.{}", self.path, key.escape_debug()),
+                };
+                if !keys.insert(key) {
+                    self.found.borrow_mut().get_or_insert(path);
+                    // Stop here: the document is refused anyway.
+                    return Err(serde::de::Error::custom("duplicate key"));
+                }
+                map.next_value_seed(Walk {
+                    path,
+                    found: self.found,
+                })?;
+            }
+            Ok(())
+        }
+    }
+
+    let found = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let walked = Walk {
+        path: String::new(),
+        found: &found,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    match (found.into_inner(), walked) {
+        (Some(path), _) => Ok(Some(path)),
+        (None, Err(e)) => Err(e),
+        (None, Ok(())) => Ok(None),
+    }
+}
+
 fn sha2_digest(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).into()
 }
+
+/// How far a manifest's `created` may be ahead of this host's clock. Signer
+/// and host clocks differ a little; more than this is a wrong date (a typo,
+/// a build machine's wrong clock) or a wrong host clock. Such a manifest is
+/// not acted on and leaves no trace in the host's records of time, so one
+/// wrong date cannot raise them: what one accepted date can do is bounded
+/// by this much (see [`evaluate`]).
+pub const MAX_CREATED_AHEAD: i64 = 24 * 3600;
 
 /// The host facts a manifest is judged against.
 #[derive(Clone, Debug)]
@@ -414,23 +598,107 @@ pub struct HostFacts<'a> {
     pub compatible: &'a str,
     /// Version of the booted slot, when known.
     pub booted_version: Option<&'a Version>,
-    /// Versions that failed their trial on this host.
+    /// Versions that failed their trial on this host (as recorded; compared
+    /// as versions, so `3.0` covers `3.0.0`).
     pub failed_versions: &'a [String],
     /// Now, by the host clock.
     pub now: i64,
     /// The newest `created` this host has seen in a verified manifest: the
     /// clock is never believed to be earlier than that.
     pub newest_created_seen: Option<i64>,
+    /// The newest `created` this host has verified from the same source
+    /// (see [`source_key`]), through whichever server: nothing older from
+    /// there is acted on (TUF's timestamp rule).
+    pub newest_from_source: Option<i64>,
+    /// The image classes the slot to be written has partitions for.
+    pub slot_classes: &'a [String],
+    /// The largest zstd window this host decodes (`update.max_window_log`).
+    pub max_window_log: u32,
     pub allow_downgrade: bool,
+}
+
+impl HostFacts<'_> {
+    /// The time as this host believes it: its clock, but never earlier than
+    /// the newest `created` it has verified (a clock reset to the past must
+    /// not revive an expired manifest).
+    pub fn clock(&self) -> i64 {
+        self.now.max(self.newest_created_seen.unwrap_or(i64::MIN))
+    }
+}
+
+/// Whether this host may believe `m.created`: not more than
+/// [`MAX_CREATED_AHEAD`] after its [`HostFacts::clock`]. Only a believed
+/// `created` may raise the host's records of time; so the floor of the
+/// clock is never more than a day ahead of the host's own clock at the time
+/// it was raised, and a mistyped `2100` cannot freeze a host.
+pub fn created_plausible(m: &Manifest, host: &HostFacts) -> bool {
+    m.created <= host.clock().saturating_add(MAX_CREATED_AHEAD)
+}
+
+/// The source a manifest came from, as its records are kept: the location
+/// without user info, query or fragment (credentials and CDN tokens change;
+/// the channel does not). A mirror is transport: a manifest fetched through
+/// it is keyed by the origin's location.
+pub fn source_key(location: &str) -> String {
+    let lower = location.get(..8).unwrap_or(location).to_ascii_lowercase();
+    let Some(scheme_len) = ["http://", "https://"]
+        .iter()
+        .find(|p| lower.starts_with(**p))
+        .map(|p| p.len())
+    else {
+        return location.to_string();
+    };
+    let rest = &location[scheme_len..];
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    format!(
+        "{}{}{path}",
+        &lower[..scheme_len],
+        host.to_ascii_lowercase()
+    )
 }
 
 /// Why a verified manifest does not apply; each is a refusal with its reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NotApplicable {
-    Incompatible { manifest: String, host: String },
-    NotNewer { offered: String, booted: String },
-    Expired { expires: String, now: String },
-    PreviouslyFailed { version: String },
+    Incompatible {
+        manifest: String,
+        host: String,
+    },
+    NotNewer {
+        offered: String,
+        booted: String,
+    },
+    Expired {
+        expires: String,
+        now: String,
+    },
+    PreviouslyFailed {
+        version: String,
+    },
+    /// `created` is implausibly far ahead of the host's clock.
+    CreatedAhead {
+        created: String,
+        clock: String,
+    },
+    /// Older than a manifest already verified from the same source: a stale
+    /// mirror or cache, or a replay (it could undo a pause or a withdrawal).
+    Stale {
+        created: String,
+        newest: String,
+    },
+    /// An image class the slot has no partition for.
+    UnknownClass {
+        class: String,
+        configured: Vec<String>,
+    },
+    /// A payload whose zstd window exceeds what this host decodes.
+    WindowTooLarge {
+        class: String,
+        window_log: u32,
+        max: u32,
+    },
 }
 
 impl fmt::Display for NotApplicable {
@@ -451,6 +719,27 @@ impl fmt::Display for NotApplicable {
             NotApplicable::PreviouslyFailed { version } => {
                 write!(f, "release {version} already failed its trial on this host")
             }
+            NotApplicable::CreatedAhead { created, clock } => write!(
+                f,
+                "release manifest created {created} is more than a day ahead of this host's clock ({clock}): the release's date or the host's clock is wrong"
+            ),
+            NotApplicable::Stale { created, newest } => write!(
+                f,
+                "release manifest created {created} is older than one this host already verified from the same source (created {newest}): a stale mirror or cache, or a replay"
+            ),
+            NotApplicable::UnknownClass { class, configured } => write!(
+                f,
+                "release image class {class:?} has no partition in the slot to write (configured: {})",
+                configured.join(", ")
+            ),
+            NotApplicable::WindowTooLarge {
+                class,
+                window_log,
+                max,
+            } => write!(
+                f,
+                "release image {class:?} needs a zstd window of 2^{window_log} bytes, this host allows 2^{max} (update.max_window_log)"
+            ),
         }
     }
 }
@@ -463,11 +752,31 @@ impl NotApplicable {
             NotApplicable::NotNewer { .. } => "not_newer",
             NotApplicable::Expired { .. } => "expired",
             NotApplicable::PreviouslyFailed { .. } => "previously_failed",
+            NotApplicable::CreatedAhead { .. } => "created_ahead",
+            NotApplicable::Stale { .. } => "stale",
+            NotApplicable::UnknownClass { .. } => "unknown_class",
+            NotApplicable::WindowTooLarge { .. } => "window_too_large",
         }
+    }
+
+    /// Whether this refusal is a fault that will not fix itself (a frozen or
+    /// stale server, a wrong URL, a release this host can never install)
+    /// rather than the ordinary "nothing to do": a fault fails the run, so
+    /// the timer backs off and monitoring sees it.
+    pub fn is_fault(&self) -> bool {
+        !matches!(
+            self,
+            NotApplicable::NotNewer { .. } | NotApplicable::PreviouslyFailed { .. }
+        )
     }
 }
 
-/// Decide whether a verified manifest applies to this host.
+/// Decide whether a verified manifest applies to this host: every refusal
+/// `install` makes that does not depend on a device's state, so `check`
+/// never offers what `install` would refuse. In order: the hardware, the
+/// time (a believable `created`, not older than the source's newest, not
+/// expired), whether this host can install it at all, then whether it is
+/// wanted (not failed here, newer than the booted release).
 pub fn evaluate(m: &Manifest, host: &HostFacts) -> Result<(), NotApplicable> {
     use crate::timefmt::format_rfc3339;
     if m.doc.compatible != host.compatible {
@@ -476,15 +785,47 @@ pub fn evaluate(m: &Manifest, host: &HostFacts) -> Result<(), NotApplicable> {
             host: host.compatible.to_string(),
         });
     }
-    // A clock reset to the past must not revive an expired manifest.
-    let now = host.now.max(host.newest_created_seen.unwrap_or(i64::MIN));
-    if m.expires <= now {
-        return Err(NotApplicable::Expired {
-            expires: m.doc.expires.clone(),
-            now: format_rfc3339(now),
+    let clock = host.clock();
+    if !created_plausible(m, host) {
+        return Err(NotApplicable::CreatedAhead {
+            created: m.doc.created.clone(),
+            clock: format_rfc3339(clock),
         });
     }
-    if host.failed_versions.iter().any(|v| v == m.version.as_str()) {
+    if let Some(newest) = host.newest_from_source {
+        if m.created < newest {
+            return Err(NotApplicable::Stale {
+                created: m.doc.created.clone(),
+                newest: format_rfc3339(newest),
+            });
+        }
+    }
+    if m.expires <= clock {
+        return Err(NotApplicable::Expired {
+            expires: m.doc.expires.clone(),
+            now: format_rfc3339(clock),
+        });
+    }
+    for (class, image) in &m.doc.images {
+        if !host.slot_classes.contains(class) {
+            return Err(NotApplicable::UnknownClass {
+                class: class.clone(),
+                configured: host.slot_classes.to_vec(),
+            });
+        }
+        if let Some(w) = image.window_log.filter(|w| *w > host.max_window_log) {
+            return Err(NotApplicable::WindowTooLarge {
+                class: class.clone(),
+                window_log: w,
+                max: host.max_window_log,
+            });
+        }
+    }
+    let failed = host
+        .failed_versions
+        .iter()
+        .any(|v| Version::parse(v).is_ok_and(|v| v == m.version) || v == m.version.as_str());
+    if failed {
         return Err(NotApplicable::PreviouslyFailed {
             version: m.version.to_string(),
         });
@@ -520,6 +861,9 @@ mod tests {
             failed_versions: failed,
             now,
             newest_created_seen: None,
+            newest_from_source: None,
+            slot_classes: Box::leak(Box::new(["rootfs".to_string()])),
+            max_window_log: 27,
             allow_downgrade: false,
         }
     }
@@ -559,6 +903,333 @@ mod tests {
         );
         let e = Manifest::parse(text.as_bytes()).expect_err("zstd without download size");
         assert!(e.to_string().contains("download_size"), "{e}");
+    }
+
+    #[test]
+    fn a_key_named_twice_in_any_object_is_refused_naming_it() {
+        let h = "ab".repeat(32);
+        let base = doc("1.2");
+        assert!(Manifest::parse(base.as_bytes()).is_ok());
+        let second_rootfs = format!(
+            r#""images":{{"rootfs":{{"url":"rootfs.img","size":4096,"sha256":"{h}"}},"rootfs":{{"url":"evil.img","size":4096,"sha256":"{h}"}}}}"#
+        );
+        let cases = [
+            (
+                base.replacen(
+                    &format!(
+                        r#""images":{{"rootfs":{{"url":"rootfs.img","size":4096,"sha256":"{h}"}}}}"#
+                    ),
+                    &second_rootfs,
+                    1,
+                ),
+                "release manifest: images.rootfs: appears twice",
+            ),
+            (
+                base.replacen(
+                    r#""version":"1.2","#,
+                    r#""version":"1.2","version":"9","#,
+                    1,
+                ),
+                "release manifest: version: appears twice",
+            ),
+            (
+                // The same key, escaped: one key to JSON.
+                base.replacen(
+                    r#""version":"1.2","#,
+                    r#""version":"1.2","ver\u0073ion":"9","#,
+                    1,
+                ),
+                "release manifest: version: appears twice",
+            ),
+            (
+                base.replacen(r#""size":4096,"#, r#""size":4096,"size":8192,"#, 1),
+                "release manifest: images.rootfs.size: appears twice",
+            ),
+            (
+                // Unknown fields are ignored, but not read twice either.
+                base.replacen(r#""extra":"ignored","#, r#""extra":"a","extra":"b","#, 1),
+                "release manifest: extra: appears twice",
+            ),
+            (
+                base.replacen(
+                    r#""extra":"ignored","#,
+                    r#""rollout":{"paused":true,"paused":false},"#,
+                    1,
+                ),
+                "release manifest: rollout.paused: appears twice",
+            ),
+            (
+                base.replacen(
+                    r#""extra":"ignored","#,
+                    r#""extra":[{"a":1},{"a":1,"a":2}],"#,
+                    1,
+                ),
+                "release manifest: extra[1].a: appears twice",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = Manifest::parse(text.as_bytes()).expect_err(want);
+            assert!(e.to_string().starts_with(want), "{e} / {want}");
+        }
+        // The same key in different objects is no duplicate.
+        let nested = base.replacen(
+            r#""extra":"ignored","#,
+            r#""extra":{"version":"x","images":{"version":1}},"#,
+            1,
+        );
+        assert!(Manifest::parse(nested.as_bytes()).is_ok());
+        // Not JSON at all is still a parse error.
+        let e = Manifest::parse(b"{\"format\":1,").expect_err("truncated");
+        assert!(matches!(e, ManifestError::Parse(_)), "{e}");
+    }
+
+    #[test]
+    fn created_must_be_before_expires() {
+        let text = doc("1.2").replace("2027-01-20T10:00:00Z", "2026-11-20T10:00:00Z");
+        let e = Manifest::parse(text.as_bytes()).expect_err("expires = created");
+        assert_eq!(
+            e.to_string(),
+            "release manifest: expires: 2026-11-20T10:00:00Z is not after created 2026-11-20T10:00:00Z"
+        );
+        let text = doc("1.2").replace("2026-11-20T10:00:00Z", "2100-01-01T00:00:00Z");
+        let e = Manifest::parse(text.as_bytes()).expect_err("created after expires");
+        assert!(
+            e.to_string()
+                .contains("expires: 2027-01-20T10:00:00Z is not after created 2100"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn image_sizes_no_install_can_meet_are_refused() {
+        let cases = [
+            (r#""size":4096,"#, r#""size":0,"#, "images.rootfs.size: 0"),
+            (
+                r#""size":4096,"#,
+                r#""size":18446744073709551615,"#,
+                "images.rootfs.size: 18446744073709551615 is larger than any device",
+            ),
+            (
+                r#""size":4096,"#,
+                r#""size":4096,"download_size":4095,"#,
+                "images.rootfs.download_size: an uncompressed payload is the image",
+            ),
+            (
+                r#""size":4096,"#,
+                r#""size":4096,"download_sha256":"00000000000000000000000000000000000000000000000000000000000000ff","#,
+                "images.rootfs.download_size: an uncompressed payload is the image",
+            ),
+            (
+                r#""url":"rootfs.img","#,
+                r#""url":"rootfs.img","compression":"zstd","download_size":0,"download_sha256":"00000000000000000000000000000000000000000000000000000000000000ff","#,
+                "images.rootfs.download_size: 0",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = doc("1.2").replacen(from, to, 1);
+            let e = Manifest::parse(text.as_bytes()).expect_err(want);
+            assert!(e.to_string().contains(want), "{e} / {want}");
+        }
+        let wide = delta_doc(r#","source":{"offset":1048576,"length":7340032}"#).replace(
+            r#""source_size":8388608"#,
+            r#""source_size":9223372036854775808"#,
+        );
+        let e = Manifest::parse(wide.as_bytes()).expect_err("huge source");
+        assert!(e.to_string().contains("larger than any device"), "{e}");
+    }
+
+    #[test]
+    fn versions_equal_as_numbers_are_equal() {
+        let v = |s| Version::parse(s).expect(s);
+        assert_eq!(v("3.0"), v("3.0.0"));
+        assert_eq!(v("3"), v("3.0.0.0"));
+        assert_eq!(v("03.1"), v("3.1"));
+        assert_ne!(v("3.0"), v("3.0.1"));
+        // The text is kept for display.
+        assert_eq!(v("3.0.0").to_string(), "3.0.0");
+    }
+
+    #[test]
+    fn a_failed_release_covers_every_spelling_of_its_version() {
+        let m = Manifest::parse(doc("3.0.0").as_bytes()).expect("parse");
+        let now = parse_rfc3339("2026-11-24T00:00:00Z").expect("time");
+        let booted = Version::parse("2.0").expect("v");
+        for recorded in ["3.0", "3", "3.0.0", "3.00.0"] {
+            let failed = vec![recorded.to_string()];
+            assert_eq!(
+                evaluate(&m, &host(Some(&booted), &failed, now)).map_err(|e| e.kind()),
+                Err("previously_failed"),
+                "{recorded}"
+            );
+        }
+        for other in ["3.0.1", "30", "not a version"] {
+            let failed = vec![other.to_string()];
+            assert_eq!(
+                evaluate(&m, &host(Some(&booted), &failed, now)),
+                Ok(()),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_created_far_ahead_of_the_clock_is_not_believed() {
+        let m = Manifest::parse(doc("2").as_bytes()).expect("parse");
+        let created = m.created;
+        // The host's clock 23 hours behind the signer's: tolerated.
+        let h = host(None, &[], created - 23 * 3600);
+        assert!(created_plausible(&m, &h));
+        assert_eq!(evaluate(&m, &h), Ok(()));
+        // Two days behind (or the release dated two days ahead): refused,
+        // and not believed, so it cannot raise the host's records.
+        let h = host(None, &[], created - 2 * 86_400);
+        assert!(!created_plausible(&m, &h));
+        let e = evaluate(&m, &h).expect_err("ahead");
+        assert_eq!(e.kind(), "created_ahead");
+        assert_eq!(
+            e.to_string(),
+            "release manifest created 2026-11-20T10:00:00Z is more than a day ahead of this host's clock (2026-11-18T10:00:00Z): the release's date or the host's clock is wrong"
+        );
+        // A host whose clock was reset (RTC lost) judges by the newest
+        // `created` it already believed, not by the reset clock.
+        let mut h = host(None, &[], 0);
+        h.newest_created_seen = Some(created - 3600);
+        assert!(created_plausible(&m, &h));
+        assert_eq!(evaluate(&m, &h), Ok(()));
+        // No overflow at the ends of time.
+        let mut h = host(None, &[], i64::MAX);
+        assert!(created_plausible(&m, &h));
+        h.now = i64::MIN;
+        assert!(!created_plausible(&m, &h));
+    }
+
+    #[test]
+    fn a_manifest_older_than_the_sources_newest_is_stale() {
+        let m = Manifest::parse(doc("2").as_bytes()).expect("parse");
+        let now = m.created + 3600;
+        let mut h = host(None, &[], now);
+        h.newest_from_source = Some(m.created);
+        assert_eq!(evaluate(&m, &h), Ok(()), "the same manifest again");
+        h.newest_from_source = Some(m.created + 1);
+        let e = evaluate(&m, &h).expect_err("older");
+        assert_eq!(e.kind(), "stale");
+        assert!(e.to_string().contains("older than one this host already verified from the same source (created 2026-11-20T10:00:01Z)"), "{e}");
+        // Staleness is judged on `created` only: a newer version does not
+        // make an old manifest fresh (it may be the unpaused copy).
+        let m3 = Manifest::parse(doc("3").as_bytes()).expect("parse");
+        assert_eq!(evaluate(&m3, &h).map_err(|e| e.kind()), Err("stale"));
+    }
+
+    #[test]
+    fn a_release_this_host_cannot_install_is_refused_by_the_judgement() {
+        let now = parse_rfc3339("2026-11-24T00:00:00Z").expect("time");
+        let other_class = doc("2").replacen(r#""rootfs":{"#, r#""firmware":{"#, 1);
+        let m = Manifest::parse(other_class.as_bytes()).expect("parse");
+        let e = evaluate(&m, &host(None, &[], now)).expect_err("class");
+        assert_eq!(
+            e.to_string(),
+            "release image class \"firmware\" has no partition in the slot to write (configured: rootfs)"
+        );
+        let wide = |w: u32| {
+            let text = doc("2").replacen(
+                r#""size":4096,"#,
+                &format!(r#""size":4096,"window_log":{w},"#),
+                1,
+            );
+            Manifest::parse(text.as_bytes()).expect("parse")
+        };
+        assert_eq!(evaluate(&wide(27), &host(None, &[], now)), Ok(()));
+        let e = evaluate(&wide(28), &host(None, &[], now)).expect_err("window");
+        assert_eq!(e.kind(), "window_too_large");
+        assert!(
+            e.to_string()
+                .contains("2^28 bytes, this host allows 2^27 (update.max_window_log)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn faults_are_the_refusals_that_do_not_fix_themselves() {
+        let s = String::new;
+        let table = [
+            (
+                NotApplicable::Incompatible {
+                    manifest: s(),
+                    host: s(),
+                },
+                true,
+            ),
+            (
+                NotApplicable::Expired {
+                    expires: s(),
+                    now: s(),
+                },
+                true,
+            ),
+            (
+                NotApplicable::CreatedAhead {
+                    created: s(),
+                    clock: s(),
+                },
+                true,
+            ),
+            (
+                NotApplicable::Stale {
+                    created: s(),
+                    newest: s(),
+                },
+                true,
+            ),
+            (
+                NotApplicable::UnknownClass {
+                    class: s(),
+                    configured: vec![],
+                },
+                true,
+            ),
+            (
+                NotApplicable::WindowTooLarge {
+                    class: s(),
+                    window_log: 31,
+                    max: 27,
+                },
+                true,
+            ),
+            (
+                NotApplicable::NotNewer {
+                    offered: s(),
+                    booted: s(),
+                },
+                false,
+            ),
+            (NotApplicable::PreviouslyFailed { version: s() }, false),
+        ];
+        for (na, fault) in table {
+            assert_eq!(na.is_fault(), fault, "{}", na.kind());
+        }
+    }
+
+    #[test]
+    fn a_source_is_its_location_without_credentials_query_or_fragment() {
+        for (location, key) in [
+            (
+                "https://u:p@Updates.Example.NET/edge/release.json?token=abc#x",
+                "https://updates.example.net/edge/release.json",
+            ),
+            (
+                "HTTP://host:8080/r/release.json",
+                "http://host:8080/r/release.json",
+            ),
+            ("http://host", "http://host"),
+            ("/media/usb/release.json", "/media/usb/release.json"),
+            (
+                "file:///media/usb/release.json",
+                "file:///media/usb/release.json",
+            ),
+            ("é", "é"),
+        ] {
+            assert_eq!(source_key(location), key, "{location}");
+        }
     }
 
     /// A 1 MiB image with one delta from an 8 MiB source in a 2^23 window,

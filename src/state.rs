@@ -16,6 +16,7 @@
 //! next save. Fields this version does not know (a newer version's) are
 //! kept as read and written back, so a downgrade's save does not drop them.
 
+use crate::manifest::Version;
 use crate::slot::SlotName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -268,6 +269,9 @@ fn fresh() -> State {
     }
 }
 
+/// Sources whose newest `created` is remembered.
+const MAX_SOURCES: usize = 32;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct State {
     pub format: u32,
@@ -277,9 +281,14 @@ pub struct State {
     pub transaction: Option<Transaction>,
     #[serde(default)]
     pub failed: Vec<FailedRelease>,
-    /// Newest `created` of any verified manifest: the clock's lower bound.
+    /// Newest believed `created` of any verified manifest: the clock's
+    /// lower bound (see `manifest::created_plausible`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_created: Option<i64>,
+    /// Newest believed `created` verified per source (`manifest::source_key`):
+    /// nothing older from that source is acted on (TUF's timestamp rule).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub newest_by_source: BTreeMap<String, i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<LastCheck>,
     #[serde(default)]
@@ -302,7 +311,12 @@ impl State {
     }
 
     pub fn record_failed(&mut self, version: &str, manifest_sha256: &str, reason: &str, at: i64) {
-        if !self.failed.iter().any(|f| f.version == version) {
+        // Compared as versions: `3.0` is already there for `3.0.0`.
+        let same = |recorded: &str| match (Version::parse(recorded), Version::parse(version)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => recorded == version,
+        };
+        if !self.failed.iter().any(|f| same(&f.version)) {
             self.failed.push(FailedRelease {
                 version: version.to_string(),
                 manifest_sha256: manifest_sha256.to_string(),
@@ -323,9 +337,30 @@ impl State {
             })
     }
 
-    pub fn note_created(&mut self, created: i64) {
+    /// Remember a believed `created` verified from `source` (a
+    /// `manifest::source_key`). Only a `created` that
+    /// `manifest::created_plausible` accepted may come here.
+    pub fn note_created(&mut self, source: &str, created: i64) {
         if self.newest_created.is_none_or(|c| created > c) {
             self.newest_created = Some(created);
+        }
+        let newest = self
+            .newest_by_source
+            .entry(source.to_string())
+            .or_insert(created);
+        *newest = (*newest).max(created);
+        // Bounded: manual installs from many paths must not grow the file
+        // for ever. The source with the oldest record goes first.
+        while self.newest_by_source.len() > MAX_SOURCES {
+            let oldest = self
+                .newest_by_source
+                .iter()
+                .min_by_key(|(_, c)| **c)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => self.newest_by_source.remove(&k),
+                None => break,
+            };
         }
     }
 }
@@ -553,6 +588,40 @@ mod tests {
         second.metrics.installs += 1;
         sd.save(&second).expect("second save");
         (first, second)
+    }
+
+    #[test]
+    fn the_failed_list_compares_versions_and_old_files_load() {
+        // A state file written before versions were compared as numbers.
+        let old = br#"{"format":1,"failed":[{"version":"3.0","manifest_sha256":"ff","reason":"health","at":7}],"newest_created":1795168800}"#;
+        let sd = StateDir::new(&tmpdir("failed-versions"));
+        sd.ensure().expect("mkdir");
+        std::fs::write(sd.state_file(), old).expect("write");
+        let mut s = sd.load().expect("an old state file loads");
+        assert!(s.newest_by_source.is_empty());
+        s.record_failed("3.0.0", "ee", "health", 8);
+        assert_eq!(s.failed.len(), 1, "3.0.0 is the 3.0 already listed");
+        s.record_failed("3.0.1", "dd", "health", 9);
+        assert_eq!(s.failed_versions(), ["3.0", "3.0.1"]);
+    }
+
+    #[test]
+    fn created_is_remembered_per_source_and_the_sources_are_bounded() {
+        let mut s = State::default();
+        s.note_created("https://a/r.json", 100);
+        s.note_created("https://a/r.json", 50);
+        s.note_created("https://b/r.json", 70);
+        assert_eq!(s.newest_by_source["https://a/r.json"], 100);
+        assert_eq!(s.newest_by_source["https://b/r.json"], 70);
+        assert_eq!(s.newest_created, Some(100));
+        for i in 0..100 {
+            s.note_created(&format!("/usb/{i}/release.json"), 1000 + i);
+        }
+        assert_eq!(s.newest_by_source.len(), MAX_SOURCES);
+        // The sources with the oldest records went first.
+        assert!(!s.newest_by_source.contains_key("https://a/r.json"));
+        assert!(s.newest_by_source.contains_key("/usb/99/release.json"));
+        assert_eq!(s.newest_created, Some(1099));
     }
 
     #[test]

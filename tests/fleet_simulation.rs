@@ -82,6 +82,9 @@ fn poll(host: &mut SimHost, m: &Manifest, now: i64, healthy: bool) -> Vec<Event>
         failed_versions: &failed,
         now,
         newest_created_seen: host.state.newest_created,
+        newest_from_source: None,
+        slot_classes: &["rootfs".to_string()],
+        max_window_log: 27,
         allow_downgrade: false,
     };
     if manifest::evaluate(m, &facts).is_err() {

@@ -5,6 +5,7 @@
 mod common;
 
 use common::host::{image, text, HostOptions, TestHost, Untouched};
+use std::path::Path;
 
 /// Exit 1, one line on stderr containing `needle`, nothing flipped.
 fn assert_refused(host: &TestHost, b: &Untouched, out: &std::process::Output, needle: &str) {
@@ -562,4 +563,220 @@ fn mirror_that_is_not_an_http_url_is_a_config_error() {
         );
         h.assert_untouched(&b, mirror);
     }
+}
+
+/// Rewrite the manifest with `edit` (on its JSON value, then serialised
+/// compactly, or the text it returns) and sign it again with the release
+/// key: a release engineer's mistake, validly signed.
+fn resign(h: &TestHost, m: &Path, edit: impl FnOnce(&mut serde_json::Value) -> Option<String>) {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m).expect("manifest")).expect("json");
+    let body = edit(&mut v).unwrap_or_else(|| v.to_string());
+    std::fs::write(m, body).expect("write manifest");
+    let out = h.abupdate(&[
+        "sign",
+        "--secret",
+        h.secret_key.to_str().expect("p"),
+        m.to_str().expect("p"),
+    ]);
+    assert!(out.status.success(), "sign: {}", text(&out));
+}
+
+/// The target was never marked bad: the refusal came before any write.
+fn target_untouched(h: &TestHost, b: &Untouched) {
+    assert_eq!(
+        h.grub_vars().get("B_OK"),
+        b.env.get("B_OK"),
+        "the target was marked bad"
+    );
+    assert_ne!(h.state()["slots"]["B"]["status"], "bad");
+}
+
+/// The payload was written and found wrong: the target stays marked bad.
+fn target_bad(h: &TestHost) {
+    assert_eq!(h.grub_vars().get("B_OK").map(String::as_str), Some("0"));
+    assert_eq!(h.state()["slots"]["B"]["status"], "bad");
+    assert!(h.state()["transaction"].is_null());
+}
+
+#[test]
+fn a_key_named_twice_in_the_signed_manifest_is_refused() {
+    let h = host("duplicate-key");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    resign(&h, &m, |v| {
+        // Two readings of one signed document: serde took the last.
+        let real = v["images"]["rootfs"].to_string();
+        let mut evil = v["images"]["rootfs"].clone();
+        evil["url"] = "http://evil.invalid/rootfs.img.zst".into();
+        let text = v.to_string();
+        let one = format!(r#""images":{{"rootfs":{real}}}"#);
+        assert!(text.contains(&one), "{text}");
+        Some(text.replacen(
+            &one,
+            &format!(r#""images":{{"rootfs":{real},"rootfs":{evil}}}"#),
+            1,
+        ))
+    });
+    let b = h.untouched();
+    let out = h.abupdate(&["check", m.to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(1), "check: {}", text(&out));
+    assert_refused(
+        &h,
+        &b,
+        &install(&h, &m),
+        "release manifest: images.rootfs: appears twice",
+    );
+    target_untouched(&h, &b);
+}
+
+/// An empty image (what `pack` once made of an empty file): the host would
+/// "write" nothing and activate a slot holding whatever it held.
+#[test]
+fn an_empty_image_in_the_signed_manifest_is_refused() {
+    let h = host("empty-image");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--no-compress"]);
+    std::fs::write(m.with_file_name("rootfs-2.0.img"), b"").expect("empty payload");
+    resign(&h, &m, |v| {
+        v["images"]["rootfs"]["size"] = 0.into();
+        // SHA-256 of no bytes.
+        v["images"]["rootfs"]["sha256"] =
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into();
+        None
+    });
+    let b = h.untouched();
+    assert_refused(&h, &b, &install(&h, &m), "images.rootfs.size: 0");
+    target_untouched(&h, &b);
+    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("A B"));
+}
+
+/// `check` applies every refusal `install` makes that needs no device: it
+/// never says "update available" for a release `install` always refuses,
+/// and `install` refuses it before the target is marked bad.
+#[test]
+fn check_refuses_what_install_always_refuses() {
+    let h = host("uninstallable");
+    // (what, the edit, the `--json` kind, the error's words)
+    type Case = (
+        &'static str,
+        fn(&mut serde_json::Value),
+        &'static str,
+        &'static str,
+    );
+    let cases: [Case; 3] = [
+        (
+            "unknown image class",
+            |v| {
+                let img = v["images"]["rootfs"].take();
+                v["images"] = serde_json::json!({ "firmware": img });
+            },
+            "unknown_class",
+            "release image class \"firmware\" has no partition in the slot to write (configured: rootfs)",
+        ),
+        (
+            "size 2^64-1",
+            |v| v["images"]["rootfs"]["size"] = u64::MAX.into(),
+            "manifest",
+            "images.rootfs.size: 18446744073709551615 is larger than any device",
+        ),
+        (
+            "window_log above max_window_log",
+            |v| v["images"]["rootfs"]["window_log"] = 28.into(),
+            "window_too_large",
+            "needs a zstd window of 2^28 bytes, this host allows 2^27 (update.max_window_log)",
+        ),
+    ];
+    for (i, (what, edit, kind, needle)) in cases.into_iter().enumerate() {
+        let m = h.pack(&format!("r{i}"), "2.0", &image("2.0", 1 << 20), &[]);
+        resign(&h, &m, |v| {
+            edit(v);
+            None
+        });
+        let b = h.untouched();
+        let out = h.abupdate(&["--json", "check", m.to_str().expect("p")]);
+        assert_eq!(out.status.code(), Some(1), "{what}: check: {}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["kind"], kind, "{what}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or_default().contains(needle),
+            "{what}: {v}"
+        );
+        assert_refused(&h, &b, &install(&h, &m), needle);
+        target_untouched(&h, &b);
+    }
+}
+
+/// The manifest's image hash is wrong while its payload is intact: the
+/// error names the release's payload and says the release is inconsistent,
+/// rather than blaming the slot ("read back from …").
+#[test]
+fn a_wrong_image_hash_in_the_release_blames_the_release() {
+    let h = host("wrong-image-hash");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    resign(&h, &m, |v| {
+        v["images"]["rootfs"]["sha256"] = "0f".repeat(32).into();
+        None
+    });
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "the release is inconsistent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rootfs image from "), "{stderr}");
+    assert!(stderr.contains("rootfs-2.0.img.zst"), "{stderr}");
+    assert!(!stderr.contains("read back from"), "{stderr}");
+    target_bad(&h);
+}
+
+/// The slot returns other bytes than were written (a failing medium,
+/// injected on the second chunk read back): the error names the device and
+/// the offset, and the release is not blamed.
+#[test]
+fn a_medium_that_reads_back_other_bytes_is_named_with_the_offset() {
+    let h = host("bad-medium");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let b = h.untouched();
+    let out = h.abupdate_env(
+        &["install", "--no-reboot", m.to_str().expect("p")],
+        &[("ABUPDATE_FAILPOINT", "read-back-differs:2")],
+    );
+    // The second 512 KiB chunk, its middle byte.
+    let want = format!(
+        "{}: read back other bytes than were written at offset 786432: the medium is failing",
+        h.slots[1].display()
+    );
+    assert_refused(&h, &b, &out, &want);
+    target_bad(&h);
+    // The payload was fine: the next install (a good medium) succeeds.
+    let out = install(&h, &m);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// 3.0 failed its trial here; the same image republished as 3.0.0 is the
+/// same release to the failed list (`1.2` = `1.2.0`, the manifest's rule).
+#[test]
+fn a_failed_release_is_refused_under_another_spelling_of_its_version() {
+    let mut h = host("failed-spelling");
+    let m = h.pack("r3", "3.0", &image("3.0", 1 << 20), &[]);
+    let out = install(&h, &m);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.boot(), "B");
+    h.add_health_check("10-app", "exit 1");
+    let out = h.abupdate(&["health", "--no-reboot"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(h.state()["failed"][0]["version"], "3.0");
+    std::fs::remove_file(h.health_dir.join("10-app")).expect("rm");
+    assert_eq!(h.boot(), "A");
+    assert!(h.abupdate(&["health"]).status.success());
+
+    let m = h.pack("r300", "3.0.0", &image("3.0", 1 << 20), &[]);
+    let out = h.abupdate(&["--json", "check", m.to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["reason"], "previously_failed", "{v}");
+    let b = h.untouched();
+    assert_refused(
+        &h,
+        &b,
+        &install(&h, &m),
+        "release 3.0.0 already failed its trial on this host",
+    );
 }

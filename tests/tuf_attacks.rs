@@ -10,13 +10,13 @@
 //! | arbitrary installation | `arbitrary_install_*` |
 //! | rollback | `rollback_to_an_older_release` |
 //! | fast-forward after key rotation | `fast_forward_with_a_rotated_out_key` |
-//! | indefinite freeze (expired, wrong clock) | `freeze_*` |
+//! | indefinite freeze (expired, wrong clock, far-future `created`) | `freeze_*` |
 //! | endless data | `endless_*` |
 //! | slow retrieval | `slow_retrieval_*` |
 //! | mix-and-match | `mix_and_match_*` |
 //! | wrong hardware | `wrong_hardware` |
-//! | key compromise below threshold | `key_compromise_below_threshold` |
-//! | malicious mirror | `malicious_mirror_*` |
+//! | key compromise below threshold | `key_compromise_below_threshold`, `key_compromise_one_key_under_two_key_ids` |
+//! | malicious mirror (altered, stale or replayed) | `malicious_mirror_*` |
 //!
 //! Each test prints its row: `TUF | attack | refusal`.
 
@@ -264,8 +264,9 @@ fn freeze_with_an_expired_manifest() {
     row("indefinite freeze (expired manifest replayed)", &line);
 }
 
-/// The host's clock runs 30 days behind (reset, dead RTC battery). The
-/// host has verified a manifest created "in its future"; from then on its
+/// The host's clock runs 12 hours behind (a reset, a dead RTC battery, no
+/// NTP yet). It verifies a manifest dated by the right clock (12 hours is
+/// within the tolerated skew, so the date is believed); from then on its
 /// clock is never believed to be earlier than that, so an old manifest
 /// whose expiry is still ahead of the wrong clock is refused.
 #[test]
@@ -273,7 +274,7 @@ fn freeze_against_a_host_whose_clock_was_set_back() {
     use abupdate::timefmt::{format_rfc3339, now};
     let h = host("clock");
     let day = 86_400;
-    let real_now = now() + 30 * day;
+    let real_now = now() + 12 * 3600;
     let newer = h.pack(
         "r3",
         "3.0",
@@ -293,7 +294,7 @@ fn freeze_against_a_host_whose_clock_was_set_back() {
             "--created",
             &format_rfc3339(real_now - 40 * day),
             "--expires",
-            &format_rfc3339(real_now - 20 * day),
+            &format_rfc3339(real_now - 6 * 3600),
         ],
     );
     let srv_new = serve_files(files_of(newer.parent().expect("dir")));
@@ -309,8 +310,74 @@ fn freeze_against_a_host_whose_clock_was_set_back() {
         "expired",
     );
     // By the host's own (wrong) clock the old manifest is still valid.
-    assert!(real_now - 20 * day > now());
+    assert!(real_now - 6 * 3600 > now());
     row("indefinite freeze (host clock set back)", &line);
+}
+
+/// One mistyped date (`2100`) or a build machine with a wrong clock signs
+/// a manifest far in the future. Had the host believed it, its clock's
+/// floor would sit in 2100 and every later release would be "expired":
+/// the whole fleet frozen until `state.json` were edited by hand. The host
+/// refuses it (an error, so monitoring sees it), remembers nothing of it,
+/// and takes the next correctly dated release.
+#[test]
+fn freeze_by_a_far_future_created() {
+    let h = host("far-future");
+    let m = h.pack(
+        "r9",
+        "9.0",
+        &image("9.0", LEN),
+        &[
+            "--created",
+            "2100-01-01T00:00:00Z",
+            "--expires",
+            "2100-02-01T00:00:00Z",
+        ],
+    );
+    let srv = serve_files(files_of(m.parent().expect("dir")));
+    let url = srv.url("/release.json");
+    let out = h.abupdate(&["--json", "check", &url]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "created_ahead", "{v}");
+    let b = h.untouched();
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &url),
+        "created 2100-01-01T00:00:00Z is more than a day ahead of this host's clock",
+    );
+    let floor = h.state()["newest_created"].as_i64().unwrap_or(0);
+    assert!(floor < 4_000_000_000, "the floor was raised to {floor}");
+
+    // The same date with `expires` before it: valid for no instant.
+    let swapped = h.pack("r9b", "9.0", &image("9.0", LEN), &[]);
+    let text_ = std::fs::read_to_string(&swapped).expect("manifest");
+    let v: serde_json::Value = serde_json::from_str(&text_).expect("json");
+    let created = v["created"].as_str().expect("created").to_string();
+    let expires = v["expires"].as_str().expect("expires").to_string();
+    std::fs::write(
+        &swapped,
+        text_
+            .replacen(&created, "2100-01-01T00:00:00Z", 1)
+            .replacen(&expires, "2099-12-01T00:00:00Z", 1),
+    )
+    .expect("write");
+    sign(&h.secret_key, &swapped, "timestamp:2\tfile:release.json");
+    let srv_swapped = serve_files(files_of(swapped.parent().expect("dir")));
+    refused(
+        &h,
+        &b,
+        &install(&h, &srv_swapped.url("/release.json")),
+        "expires: 2099-12-01T00:00:00Z is not after created 2100-01-01T00:00:00Z",
+    );
+
+    // The next release, dated right, installs.
+    let good = h.pack("r2", "2.0", &image("2.0", LEN), &[]);
+    let srv_good = serve_files(files_of(good.parent().expect("dir")));
+    let out = h.abupdate(&["install", "--no-reboot", &srv_good.url("/release.json")]);
+    assert!(out.status.success(), "{}", text(&out));
+    row("indefinite freeze (far-future created)", &line);
 }
 
 /// A server that answers every conditional request with 304 would keep a
@@ -628,6 +695,70 @@ fn key_compromise_below_threshold() {
     row("key compromise below threshold (1 of 2 keys)", &line);
 }
 
+/// Line 2 of a minisign file (a key or a signature) with the 8 key id bytes
+/// after the 2-byte algorithm replaced, through the real `base64` tool. The
+/// key id is not covered by any signature.
+fn relabel(h: &TestHost, minisign_file: &str, id: &[u8; 8]) -> String {
+    let mut lines: Vec<String> = minisign_file.lines().map(str::to_owned).collect();
+    let escaped: String = id.iter().map(|b| format!("\\{b:03o}")).collect();
+    let out = run(Command::new("sh").args([
+        "-c",
+        &format!(
+            "printf '%s' \"$0\" | base64 -d > \"$1\" && \
+             {{ head -c 2 \"$1\"; printf '{escaped}'; tail -c +11 \"$1\"; }} | base64 -w0",
+        ),
+        &lines[1],
+        &h.dir.join("relabel.bin").display().to_string(),
+    ]));
+    assert!(out.status.success(), "base64: {}", text(&out));
+    lines[1] = String::from_utf8(out.stdout).expect("base64 output");
+    lines.join("\n") + "\n"
+}
+
+/// The attacker holds one key (K1) of a threshold of 2. K1's public key
+/// is written a second time under another key id (a `.pub` a careless
+/// operator installs, or one shipped in both key directories under two
+/// names), and K1's real signature is copied with that id: the real
+/// `minisign -V` accepts each file alone, but they are one key.
+#[test]
+fn key_compromise_one_key_under_two_key_ids() {
+    let h = host("threshold-alias");
+    set_config(&h, "[update]\n", "[update]\nthreshold = 2\n");
+    let alias_id = *b"\x01alias\x02\x03";
+    let k1_pub = std::fs::read_to_string(&h.public_key).expect("K1 pub");
+    let alias_pub = h.public_key.with_file_name("k1-alias.pub");
+    std::fs::write(&alias_pub, relabel(&h, &k1_pub, &alias_id)).expect("alias pub");
+    let m = h.pack("r2", "2.0", &image("2.0", LEN), &[]);
+    let genuine = std::fs::read_to_string(m.with_file_name("release.json.minisig")).expect("sig");
+    let copied = m.with_file_name("release.json.1.minisig");
+    std::fs::write(&copied, relabel(&h, &genuine, &alias_id)).expect("copied sig");
+    if common::host::has_tool("minisign") {
+        let out = run(Command::new("minisign")
+            .arg("-Vm")
+            .arg(&m)
+            .arg("-x")
+            .arg(&copied)
+            .arg("-p")
+            .arg(&alias_pub));
+        assert!(out.status.success(), "minisign -V: {}", text(&out));
+    }
+    let srv = serve_files(files_of(m.parent().expect("dir")));
+    let b = h.untouched();
+    let url = srv.url("/release.json");
+    let out = h.abupdate(&["check", &url]);
+    assert_eq!(out.status.code(), Some(1), "check: {}", text(&out));
+    let line = refused(
+        &h,
+        &b,
+        &install(&h, &url),
+        "1 valid signature from a trusted key, threshold is 2 (1 more by an already counted key)",
+    );
+    row(
+        "key compromise below threshold (1 key under 2 key ids)",
+        &line,
+    );
+}
+
 /// A configured site cache serves the origin's paths; it is as untrusted
 /// as any server.
 fn mirror_host(name: &str, mirror: &Server) -> TestHost {
@@ -700,6 +831,81 @@ fn malicious_mirror_alters_the_payload() {
     );
     assert_eq!(h.slot_bytes(1, LEN), image("2.0", LEN));
     row("malicious mirror (altered payload)", &line);
+}
+
+/// TUF's timestamp rule, through a site cache: the origin paused 2.0
+/// (re-signed, `created` advanced) and the host saw the pause. A stale
+/// cache then serves the copy from before the pause, and later an older,
+/// validly signed 1.5. Both are older than what this host verified from the
+/// same source: refused, nothing written. A newer re-sign is taken.
+#[test]
+fn malicious_mirror_replays_an_older_manifest() {
+    use abupdate::timefmt::{format_rfc3339, now};
+    let serving: Arc<std::sync::Mutex<Files>> = Arc::default();
+    let serving2 = serving.clone();
+    let mirror = Server::start(move |req, s| {
+        let files = serving2.lock().unwrap().clone();
+        match files.get(req.path.as_str()) {
+            Some(data) => serve(req, s, data),
+            None => not_found(s),
+        }
+    });
+    let h = mirror_host("mirror-stale", &mirror);
+    let t = now() - 3600;
+    let at = |secs: i64| format_rfc3339(t + secs);
+    let expires = format_rfc3339(t + 30 * 86_400);
+    let pack = |dir: &str, version: &str, created: i64, extra: &[&str]| {
+        let created = at(created);
+        let mut args = vec!["--created", &created, "--expires", &expires];
+        args.extend_from_slice(extra);
+        h.pack(dir, version, &image(version, LEN), &args)
+    };
+    let publish = |m: &Path| {
+        *serving.lock().unwrap() = files_of(m.parent().expect("dir"))
+            .into_iter()
+            .map(|(p, d)| (format!("/edge{p}"), d))
+            .collect();
+    };
+    let open = pack("r2-open", "2.0", 0, &[]);
+    let paused = pack("r2-paused", "2.0", 60, &["--paused"]);
+    let older = pack("r15", "1.5", 0, &[]);
+
+    publish(&paused);
+    let out = h.abupdate(&["--json", "update", "--now", "--no-reboot"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["reason"], "waiting_for_wave", "{v}");
+
+    let b = h.untouched();
+    let mut line = String::new();
+    for stale in [&open, &older] {
+        publish(stale);
+        let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+        line = refused(
+            &h,
+            &b,
+            &out,
+            "is older than one this host already verified from the same source",
+        );
+        assert_eq!(
+            h.grub_vars().get("B_OK"),
+            b.env.get("B_OK"),
+            "B was touched"
+        );
+        assert_ne!(h.state()["slots"]["B"]["status"], "installed");
+    }
+    assert_eq!(h.state()["metrics"]["failures"]["stale"], 2);
+
+    // The origin resumes 2.0 with a new signature: `created` advanced.
+    let resumed = pack("r2-resumed", "2.0", 120, &[]);
+    publish(&resumed);
+    let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.slot_bytes(1, LEN), image("2.0", LEN));
+    row(
+        "malicious mirror (stale copy after a pause, older release)",
+        &line,
+    );
 }
 
 #[test]

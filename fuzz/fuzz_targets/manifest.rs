@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(m.version.cmp(&m.version), std::cmp::Ordering::Equal);
     assert_eq!(m.version.cmp(&fixed), fixed.cmp(&m.version).reverse());
     let failed = [m.version.to_string()];
+    let classes: Vec<String> = m.doc.images.keys().cloned().collect();
     for (booted, failed, allow) in [(Some(&fixed), &[][..], false), (None, &failed[..], true)] {
         let _ = evaluate(
             &m,
@@ -39,6 +40,9 @@ fuzz_target!(|data: &[u8]| {
                 failed_versions: failed,
                 now: 1_795_168_800,
                 newest_created_seen: Some(m.created),
+                newest_from_source: Some(m.created),
+                slot_classes: &classes,
+                max_window_log: 27,
                 allow_downgrade: allow,
             },
         );

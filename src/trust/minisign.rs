@@ -359,6 +359,13 @@ impl PublicKey {
     pub fn key_id_hex(&self) -> String {
         key_id_hex(&self.key_id)
     }
+
+    /// The Ed25519 public key itself: what makes two keys the same key.
+    /// The key id is only a label (a signature does not cover it), so one
+    /// key may be written under several ids.
+    pub fn ed25519_bytes(&self) -> &[u8; 32] {
+        self.key.as_bytes()
+    }
 }
 
 /// An unencrypted minisign secret key.

@@ -6,6 +6,12 @@
 //! (see [`minisign`]). Trusted keys come only from `*.pub` files in the
 //! configured key directories; a key id in a signature is a lookup hint,
 //! never a reason to trust.
+//!
+//! "Distinct" means distinct Ed25519 public keys, never distinct key ids:
+//! the 8-byte id is a label that no signature covers, so whoever holds one
+//! key can copy its signature under any id, and the same key may sit in two
+//! `.pub` files under two ids. [`verify_threshold`] is the one place that
+//! counts.
 
 mod base64;
 pub mod minisign;
@@ -84,9 +90,16 @@ impl KeyRing {
         }
     }
 
-    /// Number of distinct keys.
+    /// Number of distinct keys: distinct Ed25519 public keys, however many
+    /// ids (files) each one is listed under.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        let mut seen: Vec<&[u8; 32]> = Vec::new();
+        for k in &self.keys {
+            if !seen.contains(&k.ed25519_bytes()) {
+                seen.push(k.ed25519_bytes());
+            }
+        }
+        seen.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -161,7 +174,8 @@ pub enum TrustError {
         subject: String,
         valid: usize,
         threshold: usize,
-        /// Valid signatures that repeated an already counted key.
+        /// Valid signatures that repeated an already counted key (under its
+        /// own id or another one).
         repeated: usize,
     },
 }
@@ -247,13 +261,15 @@ fn subject(signatures: &[(String, String)]) -> String {
 }
 
 /// `signatures` are (name for messages, e.g. "https://…/release.json.minisig", file text).
-/// Ok = the distinct trusted key ids whose valid signatures count; needs >= threshold distinct keys.
+/// Ok = the key ids of the distinct trusted keys whose valid signatures
+/// count (one id per key); needs >= threshold of them.
 ///
 /// A bad signature file does not fail the check by itself when enough other
 /// signatures are valid (so one key can be rotated out without a flag day).
 /// When the threshold is missed, the error is the most specific one seen:
 /// an invalid signature, then a malformed file, then an untrusted key, then
-/// "not enough". Two signatures by the same key count once; threshold 0 is
+/// "not enough". Two signatures by the same Ed25519 key count once, whatever
+/// key ids they carry and whichever key files list that key; threshold 0 is
 /// treated as 1.
 pub fn verify_threshold(
     message: &[u8],
@@ -272,6 +288,8 @@ pub fn verify_threshold(
     }
 
     let mut prehash: Option<[u8; 64]> = None;
+    // The distinct Ed25519 keys counted so far, and the id each was seen under.
+    let mut counted: Vec<[u8; 32]> = Vec::new();
     let mut valid: Vec<[u8; 8]> = Vec::new();
     let mut repeated = 0;
     let mut worst: Option<TrustError> = None;
@@ -294,7 +312,7 @@ pub fn verify_threshold(
         };
         let key_id = sig.key_id;
         let mut failure = None;
-        let mut ok = false;
+        let mut verified_by = None;
         for key in keys.candidates(&key_id) {
             let result = if sig.prehashed {
                 let h = prehash.get_or_insert_with(|| blake2b_512(message));
@@ -304,16 +322,19 @@ pub fn verify_threshold(
             };
             match result {
                 Ok(()) => {
-                    ok = true;
+                    verified_by = Some(key);
                     break;
                 }
                 Err(e) => failure = Some(e),
             }
         }
-        if ok {
-            if valid.contains(&key_id) {
+        if let Some(key) = verified_by {
+            // Counted by the key that verified, not by the id the signature
+            // claims: ids are unsigned labels.
+            if counted.contains(key.ed25519_bytes()) {
                 repeated += 1;
             } else {
+                counted.push(*key.ed25519_bytes());
                 valid.push(key_id);
             }
             continue;
@@ -424,6 +445,87 @@ mod tests {
             e.to_string(),
             "release.json: 1 valid signature from a trusted key, threshold is 2 \
              (1 more by an already counted key)"
+        );
+    }
+
+    /// The same Ed25519 key as `key`, labelled with another key id: what
+    /// anyone can write into a second `.pub` file.
+    fn relabelled_key(key: &PublicKey, id: [u8; 8]) -> PublicKey {
+        let mut raw = super::base64::decode(&key.to_base64()).expect("b64");
+        raw[2..10].copy_from_slice(&id);
+        PublicKey::parse(&super::base64::encode(&raw)).expect("relabelled key")
+    }
+
+    /// `sig` with its key id bytes replaced: the id is not signed, so the
+    /// signature itself stays valid for the same Ed25519 key.
+    fn relabelled_signature(sig: &str, id: [u8; 8]) -> String {
+        let mut lines: Vec<String> = sig.lines().map(str::to_owned).collect();
+        let mut raw = super::base64::decode(&lines[1]).expect("b64");
+        raw[2..10].copy_from_slice(&id);
+        lines[1] = super::base64::encode(&raw);
+        lines.join("\n") + "\n"
+    }
+
+    #[test]
+    fn one_key_under_two_key_ids_counts_once() {
+        let ks = keys(1);
+        let real = &ks[0].1;
+        let other_id = [7u8; 8];
+        let alias = relabelled_key(real, other_id);
+        assert_ne!(alias.key_id, real.key_id);
+        let r = KeyRing::from_keys(vec![real.clone(), alias]);
+        assert_eq!(r.len(), 1, "one Ed25519 key, listed under two ids");
+        let genuine = sign(&ks[0].0, MANIFEST, "timestamp:1\tfile:release.json");
+        let forged = relabelled_signature(&genuine, other_id);
+        // Each signature verifies on its own (as `minisign -V` would say)...
+        let one = |name: &str, text: &str| {
+            verify_threshold(MANIFEST, &[named(name, text.to_owned())], &r, 1)
+        };
+        assert_eq!(
+            one("a.minisig", &genuine).expect("genuine"),
+            vec![real.key_id]
+        );
+        assert_eq!(
+            one("b.minisig", &forged).expect("relabelled"),
+            vec![other_id]
+        );
+        // ...but together they are one key, not two.
+        let sigs = vec![
+            named("release.json.minisig", genuine),
+            named("release.json.1.minisig", forged),
+        ];
+        let e = verify_threshold(MANIFEST, &sigs, &r, 2).expect_err("one key met threshold 2");
+        assert_eq!(
+            e.to_string(),
+            "release.json: 1 valid signature from a trusted key, threshold is 2 \
+             (1 more by an already counted key)"
+        );
+        assert_eq!(
+            verify_threshold(MANIFEST, &sigs, &r, 1).expect("1"),
+            vec![real.key_id]
+        );
+    }
+
+    #[test]
+    fn the_same_signature_file_twice_counts_once() {
+        let ks = keys(2);
+        let r = ring(&ks);
+        let text = sign(&ks[0].0, MANIFEST, "timestamp:1\tfile:release.json");
+        let sigs = vec![
+            named("release.json.minisig", text.clone()),
+            named("release.json.1.minisig", text),
+        ];
+        let e = verify_threshold(MANIFEST, &sigs, &r, 2).expect_err("copied file");
+        assert!(
+            matches!(
+                e,
+                TrustError::NotEnough {
+                    valid: 1,
+                    repeated: 1,
+                    ..
+                }
+            ),
+            "{e}"
         );
     }
 
@@ -587,8 +689,10 @@ mod tests {
         std::fs::write(a.join("two.pub"), ks[1].1.to_file_string()).expect("write");
         std::fs::write(a.join("README"), "not a key").expect("write");
         std::fs::write(a.join("old.pub~"), "not a key").expect("write");
-        // Same key shipped in both directories.
+        // Same key shipped in both directories, once under another id.
         std::fs::write(b.join("one-copy.pub"), ks[0].1.to_file_string()).expect("write");
+        let alias = relabelled_key(&ks[0].1, [9; 8]);
+        std::fs::write(b.join("one-alias.pub"), alias.to_file_string()).expect("write");
         let r = KeyRing::load(&[a.clone(), b.clone(), a.join("missing")]).expect("load");
         assert_eq!(r.len(), 2);
         let sigs = vec![sig(&ks[0].0, 0), sig(&ks[1].0, 1)];
@@ -596,6 +700,12 @@ mod tests {
             verify_threshold(MANIFEST, &sigs, &r, 2).expect("2").len(),
             2
         );
+        let k0 = sign(&ks[0].0, MANIFEST, "t");
+        let aliased = vec![
+            named("release.json.minisig", k0.clone()),
+            named("release.json.1.minisig", relabelled_signature(&k0, [9; 8])),
+        ];
+        assert!(verify_threshold(MANIFEST, &aliased, &r, 2).is_err());
 
         std::fs::write(b.join("broken.pub"), "untrusted comment: x\nno-pe\n").expect("write");
         let e = KeyRing::load(&[a.clone(), b.clone()]).expect_err("broken key");
