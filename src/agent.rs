@@ -225,6 +225,9 @@ pub fn fetch_verified(
     }))
 }
 
+/// Signature files as (URL shown, text).
+type Signatures = Vec<(String, String)>;
+
 /// The signature files of the manifest at `location` (`.minisig`, and `.N.minisig`
 /// for a threshold above 1; with `bound_tag`, the names bound to one manifest's
 /// bytes), as (URL shown, text), and the first name that was missing.
@@ -233,7 +236,7 @@ fn fetch_signatures(
     transport: &Transport,
     location: &str,
     bound_tag: Option<&str>,
-) -> Result<(Vec<(String, String)>, Option<String>)> {
+) -> Result<(Signatures, Option<String>)> {
     let count = match host.config.update.threshold {
         0 | 1 => 1,
         _ => publish::MAX_SIGNATURES,
