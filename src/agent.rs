@@ -12,7 +12,8 @@
 //!    interrupted write.
 
 use crate::boot::{
-    custom::CustomBackend, grub::GrubBackend, uboot::UbootBackend, BootState, Bootloader,
+    custom::CustomBackend, efi::EfiBackend, grub::GrubBackend, systemd_boot::SystemdBootBackend,
+    uboot::UbootBackend, BootState, Bootloader,
 };
 use crate::config::{BootloaderKind, Config};
 use crate::error::{Error, Result};
@@ -46,6 +47,13 @@ impl Host {
         let boot: Box<dyn Bootloader> = match b.kind {
             BootloaderKind::Grub => Box::new(GrubBackend::new(b.grubenv.clone(), b.tries)),
             BootloaderKind::Uboot => Box::new(UbootBackend::new(b.fw_env_config.clone(), b.tries)?),
+            BootloaderKind::Efi => Box::new(EfiBackend::new(b.efivarfs.clone(), b.efi.clone())),
+            BootloaderKind::SystemdBoot => Box::new(SystemdBootBackend::new(
+                b.esp.clone().unwrap_or_default(),
+                b.entry_prefix.clone(),
+                b.tries,
+                b.entries.clone(),
+            )),
             BootloaderKind::Custom => {
                 let script = b
                     .script
@@ -395,6 +403,10 @@ fn check_targets(host: &Host, m: &Manifest, booted: SlotName) -> Result<BTreeMap
                     .join(", ")
             )));
         };
+        if host.config.is_file_target(path) {
+            devices.insert(class.clone(), check_file_target(host, booted, class, path, image)?);
+            continue;
+        }
         let dev = Device::inspect(path)?;
         if booted_devices.iter().any(|b| b.same_as(&dev)) {
             return Err(Error::Refused(format!(
@@ -414,6 +426,42 @@ fn check_targets(host: &Host, m: &Manifest, booted: SlotName) -> Result<BTreeMap
         devices.insert(class.clone(), dev);
     }
     Ok(devices)
+}
+
+/// A class installed as a file on the ESP (a kernel, a UKI): never the
+/// booted slot's file, and room for the new file next to the old one.
+fn check_file_target(
+    host: &Host,
+    booted: SlotName,
+    class: &str,
+    path: &std::path::Path,
+    image: &manifest::Image,
+) -> Result<Device> {
+    if host.config.device(booted, class) == Some(path) {
+        return Err(Error::Refused(format!(
+            "{}: is the booted slot {booted}'s file",
+            path.display()
+        )));
+    }
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    if let Ok(st) = nix::sys::statvfs::statvfs(dir) {
+        #[allow(clippy::unnecessary_cast)]
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        if free < image.size {
+            return Err(Error::Refused(format!(
+                "{class} image is {} bytes, more than the {free} free on {}",
+                image.size,
+                dir.display()
+            )));
+        }
+    }
+    Ok(Device {
+        path: path.to_path_buf(),
+        rdev: None,
+        file_id: None,
+        size: image.size,
+    })
 }
 
 /// Download, verify, write and stage a verified release into the inactive
@@ -531,9 +579,15 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
             m.version,
             target_dev.display()
         ));
-        let by_delta = match try_delta(
-            host, &mut state, &transport, verified, booted, class, image, target_dev, opts,
-        ) {
+        let file_target = host.config.is_file_target(target_dev);
+        let delta = match file_target {
+            // A file is replaced whole; a delta writes in place.
+            true => Ok(None),
+            false => try_delta(
+                host, &mut state, &transport, verified, booted, class, image, target_dev, opts,
+            ),
+        };
+        let by_delta = match delta {
             Ok(d) => d,
             Err(e) => {
                 fail_target(host, &mut state, target)?;
@@ -572,15 +626,26 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                         inner: &mut reader,
                         failed: &transport_failed,
                     };
-                    let written = install::write_image(
-                        class,
-                        watched,
-                        image,
-                        target_dev,
-                        host.config.update.max_window_log,
-                        opts.write_mode,
-                        &mut progress,
-                    )?;
+                    let max_window_log = host.config.update.max_window_log;
+                    let written = match file_target {
+                        true => install::write_file(
+                            class,
+                            watched,
+                            image,
+                            target_dev,
+                            max_window_log,
+                            &mut progress,
+                        )?,
+                        false => install::write_image(
+                            class,
+                            watched,
+                            image,
+                            target_dev,
+                            max_window_log,
+                            opts.write_mode,
+                            &mut progress,
+                        )?,
+                    };
                     Ok((written, reader.bytes_from_network()))
                 }),
         };

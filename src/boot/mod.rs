@@ -1,15 +1,21 @@
 //! Bootloader backends behind one small trait.
 //!
 //! Invariant: every change a backend makes is one atomic write of the
-//! bootloader's environment, so a power cut at any instant leaves an
-//! environment the real bootloader reads and that names a good slot first.
+//! bootloader's environment (grubenv, U-Boot env), or a sequence of atomic
+//! writes ordered so that each intermediate state is one of the two
+//! (EFI variables, systemd-boot entry renames), so a power cut at any
+//! instant leaves an environment the real bootloader reads and that names
+//! a good slot first.
 
 use crate::slot::SlotName;
 use std::fmt;
 
 pub mod custom;
+pub mod efi;
+pub mod efivar;
 pub mod grub;
 pub mod grubenv;
+pub mod systemd_boot;
 pub mod uboot;
 pub mod ubootenv;
 
