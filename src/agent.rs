@@ -404,7 +404,10 @@ fn check_targets(host: &Host, m: &Manifest, booted: SlotName) -> Result<BTreeMap
             )));
         };
         if host.config.is_file_target(path) {
-            devices.insert(class.clone(), check_file_target(host, booted, class, path, image)?);
+            devices.insert(
+                class.clone(),
+                check_file_target(host, booted, class, path, image)?,
+            );
             continue;
         }
         let dev = Device::inspect(path)?;

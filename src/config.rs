@@ -658,7 +658,10 @@ fn efi_slots(
         let key = |k: &str| format!("bootloader.efi.{name}.{k}");
         let entry = match t.entry {
             Some(n) if n > 0xffff => {
-                return Err(err(&key("entry"), format!("{n:#x} is not a Boot#### number")))
+                return Err(err(
+                    &key("entry"),
+                    format!("{n:#x} is not a Boot#### number"),
+                ))
             }
             n => n.map(|n| n as u16),
         };
@@ -735,7 +738,9 @@ fn entry_configs(
             ));
         }
         let lines = [&t.title, &t.linux, &t.efi, &t.options];
-        if lines.iter().any(|v| v.as_deref().is_some_and(|v| v.contains('\n')))
+        if lines
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|v| v.contains('\n')))
             || t.initrd.iter().flatten().any(|v| v.contains('\n'))
         {
             return Err(err(

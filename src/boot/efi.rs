@@ -248,12 +248,12 @@ impl EfiBackend {
         let all = self.vars.boot_entries()?;
         let num = match self.slot_config(slot).entry {
             Some(n) => n,
-            None => (0..=u16::MAX).find(|n| !all.contains(n)).ok_or_else(|| {
-                BootError::Format {
+            None => (0..=u16::MAX)
+                .find(|n| !all.contains(n))
+                .ok_or_else(|| BootError::Format {
                     path: self.vars.dir().display().to_string(),
                     reason: "no free Boot#### number".into(),
-                }
-            })?,
+                })?,
         };
         crate::agent::log(&format!(
             "slot {slot}: the firmware has no boot entry for it; recreating {} from config",
@@ -340,9 +340,7 @@ impl Bootloader for EfiBackend {
                     format!(
                         "{} (slot {slot}){}",
                         opt.description_lossy(),
-                        opt.file_path()
-                            .map(|p| format!(" {p}"))
-                            .unwrap_or_default()
+                        opt.file_path().map(|p| format!(" {p}")).unwrap_or_default()
                     ),
                 ));
             }

@@ -198,9 +198,7 @@ impl EfiVars {
     /// synced, renamed over the variable, the directory synced.
     fn set_standin(&self, path: &Path, buf: &[u8]) -> Result<(), BootError> {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let tmp = self
-            .dir
-            .join(format!(".{}.tmp", name.unwrap_or_default()));
+        let tmp = self.dir.join(format!(".{}.tmp", name.unwrap_or_default()));
         {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -519,7 +517,8 @@ fn gpt_entry(disk: &Path, lbs: u64, number: u32) -> Result<(u64, u64, [u8; 16]),
     use std::os::unix::fs::FileExt;
     let f = File::open(disk).map_err(|e| io_err(disk, e))?;
     let mut hdr = [0u8; 92];
-    f.read_exact_at(&mut hdr, lbs).map_err(|e| io_err(disk, e))?;
+    f.read_exact_at(&mut hdr, lbs)
+        .map_err(|e| io_err(disk, e))?;
     if &hdr[0..8] != b"EFI PART" {
         return Err(format_err(disk, "has no GPT header at LBA 1"));
     }

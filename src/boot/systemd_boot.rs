@@ -98,11 +98,19 @@ impl Entry {
 }
 
 fn stem(prefix: &str, generation: u64, slot: SlotName) -> String {
-    format!("{prefix}-{generation}-{}", slot.as_str().to_ascii_lowercase())
+    format!(
+        "{prefix}-{generation}-{}",
+        slot.as_str().to_ascii_lowercase()
+    )
 }
 
 /// `PREFIX-GEN-SLOT[+LEFT[-DONE]].conf`.
-pub fn entry_name(prefix: &str, generation: u64, slot: SlotName, counter: Option<(u64, u64)>) -> String {
+pub fn entry_name(
+    prefix: &str,
+    generation: u64,
+    slot: SlotName,
+    counter: Option<(u64, u64)>,
+) -> String {
     let c = match counter {
         None => String::new(),
         Some((left, 0)) => format!("+{left}"),
@@ -416,7 +424,11 @@ impl SystemdBootBackend {
 impl Bootloader for SystemdBootBackend {
     fn primary(&self) -> Result<Option<SlotName>, BootError> {
         let entries: Vec<Entry> = self.read()?.into_values().collect();
-        Ok(select(&entries, &self.prefix, self.default_glob()?.as_deref()))
+        Ok(select(
+            &entries,
+            &self.prefix,
+            self.default_glob()?.as_deref(),
+        ))
     }
 
     fn state(&self, slot: SlotName) -> Result<BootState, BootError> {
@@ -457,7 +469,10 @@ impl Bootloader for SystemdBootBackend {
         let current = match entries.get(&slot) {
             Some(e) => e.clone(),
             None => {
-                let e = self.create(slot, &entry_name(&self.prefix, fresh(0), slot, Some((0, 0))))?;
+                let e = self.create(
+                    slot,
+                    &entry_name(&self.prefix, fresh(0), slot, Some((0, 0))),
+                )?;
                 entries.insert(slot, e.clone());
                 e
             }
@@ -472,7 +487,12 @@ impl Bootloader for SystemdBootBackend {
         let tries = self.tries as u64;
         self.rename(
             &current.file,
-            &entry_name(&self.prefix, fresh(current.generation), slot, Some((tries, 0))),
+            &entry_name(
+                &self.prefix,
+                fresh(current.generation),
+                slot,
+                Some((tries, 0)),
+            ),
         )
     }
 
@@ -506,7 +526,10 @@ mod tests {
         assert_eq!(split_counter("a+.conf", ".conf"), ("a+", None));
         assert_eq!(split_counter("a+1-.conf", ".conf"), ("a+1-", None));
         assert_eq!(split_counter("a+-1.conf", ".conf"), ("a+-1", None));
-        assert_eq!(split_counter("a+99999999999.conf", ".conf"), ("a+99999999999", None));
+        assert_eq!(
+            split_counter("a+99999999999.conf", ".conf"),
+            ("a+99999999999", None)
+        );
     }
 
     #[test]
@@ -536,20 +559,35 @@ mod tests {
     fn selection_follows_the_sort_and_the_glob() {
         let p = "abupdate";
         // Newer generation first.
-        assert_eq!(select(&[e(1, A, None), e(2, B, Some((1, 0)))], p, None), Some(B));
+        assert_eq!(
+            select(&[e(1, A, None), e(2, B, Some((1, 0)))], p, None),
+            Some(B)
+        );
         // Numeric, not lexical: 10 > 9.
         assert_eq!(select(&[e(10, A, None), e(9, B, None)], p, None), Some(A));
         // Bad last, even when newer.
-        assert_eq!(select(&[e(1, A, None), e(2, B, Some((0, 1)))], p, None), Some(A));
+        assert_eq!(
+            select(&[e(1, A, None), e(2, B, Some((0, 1)))], p, None),
+            Some(A)
+        );
         // A glob over both keeps the fallback.
         let g = Some("abupdate-*");
-        assert_eq!(select(&[e(1, A, None), e(2, B, Some((0, 1)))], p, g), Some(A));
+        assert_eq!(
+            select(&[e(1, A, None), e(2, B, Some((0, 1)))], p, g),
+            Some(A)
+        );
         // A glob pinning B boots B even when bad: why we never pin.
         let pin = Some("abupdate-*-b*");
-        assert_eq!(select(&[e(1, A, None), e(2, B, Some((0, 1)))], p, pin), Some(B));
+        assert_eq!(
+            select(&[e(1, A, None), e(2, B, Some((0, 1)))], p, pin),
+            Some(B)
+        );
         assert_eq!(select(&[e(1, A, None)], p, Some("debian-*")), None);
         // All bad: the first of them.
-        assert_eq!(select(&[e(1, A, Some((0, 3))), e(2, B, Some((0, 1)))], p, None), Some(B));
+        assert_eq!(
+            select(&[e(1, A, Some((0, 3))), e(2, B, Some((0, 1)))], p, None),
+            Some(B)
+        );
     }
 
     #[test]
