@@ -37,7 +37,7 @@ pub const NV_BS_RT: u32 = 0x7;
 /// `LOAD_OPTION_ACTIVE`: the firmware only boots active options.
 pub const LOAD_OPTION_ACTIVE: u32 = 0x1;
 /// efivarfs' `statfs` magic.
-const EFIVARFS_MAGIC: i64 = 0xde5e_81e4;
+const EFIVARFS_MAGIC: u32 = 0xde5e_81e4;
 /// `FS_IMMUTABLE_FL` of `FS_IOC_GETFLAGS`.
 const FS_IMMUTABLE_FL: nix::libc::c_long = 0x10;
 /// A boot variable is a few hundred bytes; anything larger is not one.
@@ -113,8 +113,11 @@ impl EfiVars {
     }
 
     fn is_efivarfs(&self) -> bool {
+        // f_type is i64 on 64-bit Linux and narrower on 32-bit; compare
+        // the low 32 bits, where the magic lives.
+        #[allow(clippy::unnecessary_cast)]
         nix::sys::statfs::statfs(&self.dir)
-            .map(|s| s.filesystem_type().0 as i64 == EFIVARFS_MAGIC)
+            .map(|s| s.filesystem_type().0 as u32 == EFIVARFS_MAGIC)
             .unwrap_or(false)
     }
 
