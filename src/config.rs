@@ -826,6 +826,98 @@ rootfs = "/dev/b"
     }
 
     #[test]
+    fn efi_and_systemd_boot_keys_are_validated_by_name() {
+        let efi = format!(
+            "{MINIMAL}[bootloader]\nkind = \"efi\"\nefivarfs = \"/tmp/vars\"\n\
+             [bootloader.efi.A]\nentry = 0x0001\n\
+             [bootloader.efi.B]\ndescription = \"Edge B\"\nloader = \"\\\\EFI\\\\b\\\\grubx64.efi\"\n\
+             partition = \"PARTUUID=0fc63daf-8483-4772-8e79-3d69d8477de4\"\noptions = \"quiet\"\n"
+        );
+        let c = Config::from_str(&efi, Path::new("c.toml")).expect("efi config");
+        assert_eq!(c.bootloader.kind, BootloaderKind::Efi);
+        assert_eq!(c.bootloader.efivarfs, PathBuf::from("/tmp/vars"));
+        let a = &c.bootloader.efi[&SlotName::A];
+        assert_eq!((a.entry, a.description.as_str()), (Some(1), "abupdate A"));
+        let b = &c.bootloader.efi[&SlotName::B];
+        assert_eq!(b.description, "Edge B");
+        assert_eq!(b.loader.as_deref(), Some("\\EFI\\b\\grubx64.efi"));
+        let defaults = Config::from_str(
+            &format!("{MINIMAL}[bootloader]\nkind = \"efi\"\n"),
+            Path::new("c.toml"),
+        )
+        .expect("defaults");
+        assert_eq!(
+            defaults.bootloader.efivarfs,
+            PathBuf::from("/sys/firmware/efi/efivars")
+        );
+        assert_eq!(
+            defaults.bootloader.efi[&SlotName::B].description,
+            "abupdate B"
+        );
+
+        let bad = |extra: &str, key: &str| {
+            let e = Config::from_str(&format!("{MINIMAL}{extra}"), Path::new("c.toml"))
+                .expect_err(extra);
+            assert!(e.0.contains(key), "{extra}: {e}");
+        };
+        let k = "[bootloader]\nkind = \"efi\"\n";
+        bad(
+            &format!("{k}[bootloader.efi.A]\nentry = 65536\n"),
+            "bootloader.efi.A.entry",
+        );
+        bad(
+            &format!("{k}[bootloader.efi.A]\nloader = \"x.efi\"\n"),
+            "bootloader.efi.A.partition",
+        );
+        bad(
+            &format!("{k}[bootloader.efi.B]\npartition = \"/dev/x\"\n"),
+            "bootloader.efi.B.loader",
+        );
+        bad(
+            &format!("{k}[bootloader.efi.B]\nloader = \"x\"\npartition = \"PARTUUID=nope\"\n"),
+            "bootloader.efi.B.partition",
+        );
+        bad(
+            &format!("{k}[bootloader.efi.A]\nentry = 1\n[bootloader.efi.B]\nentry = 1\n"),
+            "bootloader.efi.B.entry",
+        );
+        bad(
+            &format!("{k}[bootloader.efi.B]\ndescription = \"abupdate A\"\n"),
+            "bootloader.efi.B.description",
+        );
+        bad(&format!("{k}[bootloader.efi.C]\n"), "bootloader.efi.C");
+        bad(&format!("{k}[bootloader.efi.A]\nlabel = \"x\"\n"), "label");
+
+        let s = "[bootloader]\nkind = \"systemd-boot\"\n";
+        bad(s, "bootloader.esp");
+        let sd = Config::from_str(
+            &format!("{MINIMAL}{s}esp = \"/boot/efi\"\n[bootloader.systemd-boot.A]\nlinux = \"/a/vmlinuz\"\ninitrd = [\"/a/initrd\"]\n"),
+            Path::new("c.toml"),
+        )
+        .expect("systemd-boot config");
+        assert_eq!(sd.bootloader.kind, BootloaderKind::SystemdBoot);
+        assert_eq!(sd.bootloader.entry_prefix, "abupdate");
+        assert_eq!(sd.bootloader.entries[&SlotName::A].initrd, ["/a/initrd"]);
+        assert!(sd.is_file_target(Path::new("/boot/efi/a/vmlinuz")));
+        assert!(!sd.is_file_target(Path::new("/boot/efi")));
+        assert!(!sd.is_file_target(Path::new("/boot/efi2/x")));
+        assert!(!sd.is_file_target(Path::new("/dev/b")));
+        let e = format!("{s}esp = \"/e\"\n");
+        bad(
+            &format!("{e}entry_prefix = \"a+b\"\n"),
+            "bootloader.entry_prefix",
+        );
+        bad(
+            &format!("{e}[bootloader.systemd-boot.B]\nlinux = \"/l\"\nefi = \"/u.efi\"\n"),
+            "bootloader.systemd-boot.B.efi",
+        );
+        bad(
+            &format!("{e}[bootloader.systemd-boot.B]\noptions = \"a\\nb\"\n"),
+            "bootloader.systemd-boot.B",
+        );
+    }
+
+    #[test]
     fn dropins_merge_over_main_in_name_order() {
         let dir = std::env::temp_dir().join(format!("abupdate-config-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
