@@ -52,6 +52,11 @@
 //! On hosts without our health unit, bless-boot's renames are the same as
 //! ours.
 //!
+//! Type #2 entries (UKIs in `EFI/Linux/`) are not used as slot entries:
+//! systemd-boot gives them a sort key and orders them by the version in
+//! their embedded os-release, which abupdate cannot reorder for a rollback
+//! to the older release; a UKI is booted through a type #1 entry's `efi`.
+//!
 //! A slot's entry that is missing is written from config
 //! (`[bootloader.systemd-boot.A]`: `title`, `linux` or `efi`, `initrd`,
 //! `options`; `abupdate.slot=A` is appended to the options).
