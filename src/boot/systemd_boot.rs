@@ -30,13 +30,13 @@
 //!
 //! | step | before | after |
 //! | --- | --- | --- |
-//! | install: B bad | `P-1-a.conf`, `P-2-b.conf` | `P-2-b+0.conf` (sorted last: A boots) |
-//! | install: activate B | `P-1-a.conf`, `P-2-b+0.conf` | `P-2-b+TRIES.conf` (B first: the default) |
-//! | systemd-boot boots B | `P-2-b+1.conf` | `P-2-b+0-1.conf` (renamed before booting) |
-//! | health commits B | `P-2-b+0-1.conf` | `P-2-b.conf` |
-//! | health rolls back B | `P-2-b+0-1.conf` | unchanged (already `+0`); A first |
-//! | trial never comes up | `P-2-b+0-1.conf` | A boots; B stays bad |
-//! | rollback to A (both good) | `P-1-a.conf`, `P-2-b.conf` | `P-3-a+TRIES.conf`; A's health drops the counter |
+//! | install: B bad | `P-3-a.conf`, `P-2-b.conf` | `P-2-b+0.conf` (sorted last: A boots) |
+//! | install: activate B | `P-3-a.conf`, `P-2-b+0.conf` | `P-4-b+TRIES.conf` (B first: the default) |
+//! | systemd-boot boots B | `P-4-b+1.conf` | `P-4-b+0-1.conf` (renamed before booting) |
+//! | health commits B | `P-4-b+0-1.conf` | `P-4-b.conf` |
+//! | health rolls back B | `P-4-b+0-1.conf` | unchanged (already `+0`); A first |
+//! | trial never comes up | `P-4-b+0-1.conf` | A boots; B stays bad |
+//! | rollback to A (both good) | `P-3-a.conf`, `P-4-b.conf` | `P-5-a+TRIES.conf`; A's health drops the counter |
 //!
 //! `state`: good ⟺ the entry exists and has tries left (or no counter).
 //! `set_state(good)` drops the counter (what `systemd-bless-boot good`
@@ -266,6 +266,35 @@ pub fn loader_conf_default(text: &str) -> Option<String> {
     })
 }
 
+/// `renameat2(…, RENAME_NOREPLACE)` as a raw system call: neither nix nor
+/// the C library declare it for musl targets.
+fn rename_noreplace(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    const RENAME_NOREPLACE: nix::libc::c_uint = 1;
+    let cstr = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (s, d) = (cstr(src)?, cstr(dst)?);
+    // SAFETY: two NUL-terminated paths that outlive the call; no memory is
+    // written by the kernel.
+    let r = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_renameat2,
+            nix::libc::AT_FDCWD,
+            s.as_ptr(),
+            nix::libc::AT_FDCWD,
+            d.as_ptr(),
+            RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// The backend over an ESP directory.
 #[derive(Clone, Debug)]
 pub struct SystemdBootBackend {
@@ -348,22 +377,21 @@ impl SystemdBootBackend {
         }
         let dir = self.entries_dir();
         let (src, dst) = (dir.join(from), dir.join(to));
-        match nix::fcntl::renameat2(
-            None,
-            &src,
-            None,
-            &dst,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        ) {
+        match rename_noreplace(&src, &dst) {
             Ok(()) => {}
-            // File systems without the flag: check, then rename.
-            Err(nix::errno::Errno::EINVAL) => {
+            // File systems (or kernels) without the flag: check, then rename.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::EINVAL | nix::libc::ENOSYS)
+                ) =>
+            {
                 if dst.exists() {
                     return Err(io_err(&dst, std::io::ErrorKind::AlreadyExists.into()));
                 }
                 std::fs::rename(&src, &dst).map_err(|e| io_err(&src, e))?;
             }
-            Err(e) => return Err(io_err(&src, e.into())),
+            Err(e) => return Err(io_err(&src, e)),
         }
         self.sync_dir()?;
         crate::failpoint::hit("entry-renamed");
