@@ -629,26 +629,33 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                         inner: &mut reader,
                         failed: &transport_failed,
                     };
-                    let max_window_log = host.config.update.max_window_log;
-                    let written = match file_target {
-                        true => install::write_file(
-                            class,
-                            watched,
-                            image,
-                            target_dev,
-                            max_window_log,
-                            &mut progress,
-                        )?,
-                        false => install::write_image(
-                            class,
-                            watched,
-                            image,
-                            target_dev,
-                            max_window_log,
-                            opts.write_mode,
-                            &mut progress,
-                        )?,
+                    // A file on the ESP goes to a temporary file first.
+                    let path = match file_target {
+                        true => install::file_temp(target_dev)?,
+                        false => target_dev.clone(),
                     };
+                    let written = install::write_image(
+                        class,
+                        watched,
+                        image,
+                        &path,
+                        host.config.update.max_window_log,
+                        // A new temporary file has nothing to compare with.
+                        if file_target {
+                            WriteMode::All
+                        } else {
+                            opts.write_mode
+                        },
+                        &mut progress,
+                    );
+                    let written = match (written, file_target) {
+                        (Ok(w), true) => install::replace_file(&path, target_dev).map(|()| w),
+                        (Err(e), true) => {
+                            let _ = std::fs::remove_file(&path);
+                            Err(e)
+                        }
+                        (w, false) => w,
+                    }?;
                     Ok((written, reader.bytes_from_network()))
                 }),
         };
