@@ -14,7 +14,8 @@
 //!    interrupted write.
 
 use crate::boot::{
-    custom::CustomBackend, grub::GrubBackend, uboot::UbootBackend, BootState, Bootloader,
+    custom::CustomBackend, efi::EfiBackend, grub::GrubBackend, systemd_boot::SystemdBootBackend,
+    uboot::UbootBackend, BootState, Bootloader,
 };
 use crate::config::{BootloaderKind, Config};
 use crate::error::{Error, Result};
@@ -52,6 +53,13 @@ impl Host {
             BootloaderKind::Uboot => Box::new(
                 UbootBackend::new(b.fw_env_config.clone(), b.tries)?.with_good_tries(b.good_tries),
             ),
+            BootloaderKind::Efi => Box::new(EfiBackend::new(b.efivarfs.clone(), b.efi.clone())),
+            BootloaderKind::SystemdBoot => Box::new(SystemdBootBackend::new(
+                b.esp.clone().unwrap_or_default(),
+                b.entry_prefix.clone(),
+                b.tries,
+                b.entries.clone(),
+            )),
             BootloaderKind::Custom => {
                 let script = b
                     .script
@@ -489,6 +497,13 @@ fn check_targets(host: &Host, m: &Manifest, booted: SlotName) -> Result<BTreeMap
                     .join(", ")
             )));
         };
+        if host.config.is_file_target(path) {
+            devices.insert(
+                class.clone(),
+                check_file_target(host, booted, class, path, image)?,
+            );
+            continue;
+        }
         let dev = Device::inspect(path)?;
         let storage = dev.storage(&sys);
         crate::slot::check_target(path, &storage, &in_use)?;
@@ -510,6 +525,42 @@ fn check_targets(host: &Host, m: &Manifest, booted: SlotName) -> Result<BTreeMap
         devices.insert(class.clone(), dev);
     }
     Ok(devices)
+}
+
+/// A class installed as a file on the ESP (a kernel, a UKI): never the
+/// booted slot's file, and room for the new file next to the old one.
+fn check_file_target(
+    host: &Host,
+    booted: SlotName,
+    class: &str,
+    path: &std::path::Path,
+    image: &manifest::Image,
+) -> Result<Device> {
+    if host.config.device(booted, class) == Some(path) {
+        return Err(Error::Refused(format!(
+            "{}: is the booted slot {booted}'s file",
+            path.display()
+        )));
+    }
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    if let Ok(st) = nix::sys::statvfs::statvfs(dir) {
+        #[allow(clippy::unnecessary_cast)]
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        if free < image.size {
+            return Err(Error::Refused(format!(
+                "{class} image is {} bytes, more than the {free} free on {}",
+                image.size,
+                dir.display()
+            )));
+        }
+    }
+    Ok(Device {
+        path: path.to_path_buf(),
+        rdev: None,
+        file_id: None,
+        size: image.size,
+    })
 }
 
 /// Download, verify, write and stage a verified release into the inactive
@@ -613,18 +664,24 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
             m.version,
             target_dev.display()
         ));
-        let (by_delta, given_up) = match try_delta(
-            host,
-            &mut state,
-            &mut arming,
-            &transport,
-            verified,
-            booted,
-            class,
-            image,
-            target_dev,
-            opts,
-        ) {
+        let file_target = host.config.is_file_target(target_dev);
+        let delta = match file_target {
+            // A file is replaced whole; a delta writes in place.
+            true => Ok((None, 0)),
+            false => try_delta(
+                host,
+                &mut state,
+                &mut arming,
+                &transport,
+                verified,
+                booted,
+                class,
+                image,
+                target_dev,
+                opts,
+            ),
+        };
+        let (by_delta, given_up) = match delta {
             Ok(d) => d,
             Err(e) => {
                 arming.fail(&mut state)?;
@@ -656,16 +713,34 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                     if resumed > 0 {
                         log(&format!("resuming {payload_url} at byte {resumed}"));
                     }
+                    // A file on the ESP goes to a temporary file first.
+                    let path = match file_target {
+                        true => install::file_temp(target_dev)?,
+                        false => target_dev.clone(),
+                    };
                     let written = install::write_image(
                         class,
                         &mut reader,
                         image,
-                        target_dev,
+                        &path,
                         host.config.update.max_window_log,
-                        opts.write_mode,
+                        // A new temporary file has nothing to compare with.
+                        if file_target {
+                            WriteMode::All
+                        } else {
+                            opts.write_mode
+                        },
                         &mut progress,
                         &mut || arming.arm(&mut state),
-                    )?;
+                    );
+                    let written = match (written, file_target) {
+                        (Ok(w), true) => install::replace_file(&path, target_dev).map(|()| w),
+                        (Err(e), true) => {
+                            let _ = std::fs::remove_file(&path);
+                            Err(e)
+                        }
+                        (w, false) => w,
+                    }?;
                     Ok((written, reader.bytes_from_network()))
                 }),
         };
