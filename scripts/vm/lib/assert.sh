@@ -12,10 +12,6 @@
 ERRS=0
 bad() { say "  FAIL: $*"; ERRS=$((ERRS + 1)); }
 ok() { say "  ok: $*"; }
-check() { # DESC COMMAND...: ok when COMMAND succeeds
-    local desc="$1"; shift
-    if "$@"; then ok "$desc"; else bad "$desc"; fi
-}
 
 SHOWN=""
 show_log() {
@@ -43,7 +39,7 @@ expect_json() {
         bad "$desc (not one JSON document: $(head -c 300 <<<"$json"))"; return
     fi
     if jq -e "$@" "$filter" >/dev/null 2>&1 <<<"$json"; then ok "$desc"
-    else bad "$desc (jq: $filter; got $(jq -c . <<<"$json" | head -c 600))"; fi
+    else bad "$desc (jq: $(tr -s ' \n' ' ' <<<"$filter"); got $(jq -c . <<<"$json" | head -c 600))"; fi
 }
 # expect_status DESC FILTER [JQ-ARGS...]: on the guest's `abupdate --json
 # status` printed after the health verdict of the last boot.
@@ -134,6 +130,13 @@ expect_healthy_status() { # SLOT VERSION
         '.booted_slot == $s and .booted_version == $v and .slots[$s].record.status == "good"
          and .slots[$s].record.version == $v and .slots[$s].bootloader_state == "good"' \
         --arg s "$1" --arg v "$2"
+}
+# A trial that failed: the slot's record is bad and names the release, and
+# the bootloader will not boot it.
+expect_retired_status() { # SLOT VERSION
+    expect_status "slot $1 retired: its record bad with $2, the bootloader's bad" \
+        '.slots[$s].record.status == "bad" and .slots[$s].record.version == $v
+         and .slots[$s].bootloader_state == "bad"' --arg s "$1" --arg v "$2"
 }
 healthy_boot_checks() { # SLOT VERSION: a boot with nothing to install
     expect_boot "$1" "$2"

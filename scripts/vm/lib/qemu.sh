@@ -126,12 +126,12 @@ boot_stats() { # one line over the boots of BOOT_MS
 guest_uptime() { grep -m1 -E "$1" "$LOG.txt" | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p'; }
 
 # The guest-side duration of the last boot's install, update start -> reboot
-# requested, kept in INSTALL_MS (the power cuts of scenario 5 are timed by it).
+# requested: what an install costs under this machine's TCG and load.
 note_install_time() {
-    local a b
+    local a b ms
     a="$(guest_uptime 'ABTEST: update start')"; b="$(guest_uptime 'ABTEST: reboot requested')"
     if [ -n "$a" ] && [ -n "$b" ]; then
-        INSTALL_MS="$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%d", (b - a) * 1000 }')"
-        say "  install took $(ms2s "$INSTALL_MS") s in the guest (update start -> reboot)"
+        ms="$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%d", (b - a) * 1000 }')"
+        say "  install took $(ms2s "$ms") s in the guest (update start -> reboot)"
     fi
 }

@@ -18,8 +18,7 @@
 # In: REPO, SCENARIO_DIR, SUITE_LETTER (s, g: in log names), BUILD, DISK,
 # KEEP_GOING.
 
-CHECKPOINT_VARS=(SERVED INSTALL_MS)
-SERVED="" INSTALL_MS=""
+CHECKPOINT_VARS=(SERVED)
 
 scenario_ids() { # every scenario of the suite, in file order
     local f

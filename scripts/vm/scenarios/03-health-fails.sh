@@ -25,6 +25,7 @@ scenario() {
     healthy_boot_checks B 2.0
     expect_no_log 'writing rootfs 3\.0' "v3 not written again"
     expect_env ORDER="B A" A_OK=0 B_OK=1 B_TRY=0
+    expect_retired_status A 3.0
     expect_failed_release 3.0
     boot_vm later-boot normal
     healthy_boot_checks B 2.0

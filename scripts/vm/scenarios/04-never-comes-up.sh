@@ -23,6 +23,7 @@ scenario() {
     expect_boot B 2.0 normal
     expect_log 'ABTEST: health rc=0' "v2's health passed"
     expect_healthy_status B 2.0
+    expect_retired_status A 4.0
     expect_log 'ABTEST: update rc=0' "update: nothing to install (v4 failed here)"
     expect_no_log 'ABTEST: reboot requested' "no reboot requested"
     expect_env A_OK=0 B_OK=1 B_TRY=0
