@@ -1108,6 +1108,7 @@ fn custom_backend_verb_that_hangs_is_killed_at_its_limit() {
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
     let hung = std::fs::read_to_string(dir.join("hung.pid")).unwrap();
     assert!(dies(&hung), "the hung verb's child {hung} survived");
+}
 
 // ----------------------------------------------------------------- EFI --
 

@@ -243,7 +243,7 @@ EOF
 serial --unit=0 --speed=115200
 terminal_input serial
 terminal_output serial
-set ab_cmdline="ro console=ttyS0,115200 panic=1 quiet"
+set ab_cmdline="ro console=ttyS0,115200 panic=1 quiet no_timer_check"
 EOF
     grub-editenv "$b/grub/grubenv" create
     grub-editenv "$b/grub/grubenv" set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0
