@@ -889,7 +889,11 @@ rootfs = "/dev/b"
         // MINIMAL's lines 1-7; what follows starts at line 8.
         for (extra, line, names) in [
             ("[update]\nurl = \"x\"\n", 8, "duplicate key `update`"),
-            ("[health]\ndir = \"/a\"\ndir = \"/b\"\n", 10, "duplicate key `dir`"),
+            (
+                "[health]\ndir = \"/a\"\ndir = \"/b\"\n",
+                10,
+                "duplicate key `dir`",
+            ),
             ("[rollout\n", 8, "expected `]`"),
             ("[health]\ndir = \"\\q\"\n", 9, "escape"),
         ] {
