@@ -12,7 +12,7 @@ use crate::manifest::Rollout;
 use crate::pack::PackOptions;
 use crate::slot::SlotName;
 use crate::timefmt::parse_rfc3339;
-use crate::trust::minisign;
+use crate::trust::{minisign, TrustError};
 use std::path::PathBuf;
 
 pub const EXIT_UPDATE_AVAILABLE: i32 = 100;
@@ -582,14 +582,10 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
         } => {
             for p in [&secret, &public] {
                 if p.exists() && !force {
-                    return Err(Error::Refused(format!(
-                        "{}: exists (use --force to overwrite)",
-                        p.display()
-                    )));
+                    return Err(TrustError::KeyFileExists { path: p.clone() }.into());
                 }
             }
-            let (sk, pk) =
-                minisign::generate_keypair().map_err(|e| Error::Refused(format!("keygen: {e}")))?;
+            let (sk, pk) = minisign::generate_keypair().map_err(TrustError::KeyGen)?;
             write_private(&secret, sk.to_file_string().as_bytes())?;
             std::fs::write(&public, pk.to_file_string()).map_err(|e| Error::io(&public, e))?;
             if !global.quiet {
@@ -607,8 +603,12 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
             file,
             trusted_comment,
         } => {
-            let sk = minisign::SecretKey::parse(&read_text(&secret)?)
-                .map_err(|e| Error::Refused(format!("{}: {e}", secret.display())))?;
+            let sk = minisign::SecretKey::parse(&read_text(&secret)?).map_err(|error| {
+                TrustError::SecretKeyInvalid {
+                    path: secret.clone(),
+                    error,
+                }
+            })?;
             let f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
             let digest = minisign::prehash(f).map_err(|e| Error::io(&file, e))?;
             let name = file
@@ -627,11 +627,19 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Verify { public, file } => {
-            let pk = minisign::PublicKey::parse(&read_text(&public)?)
-                .map_err(|e| Error::Refused(format!("{}: {e}", public.display())))?;
+            let pk = minisign::PublicKey::parse(&read_text(&public)?).map_err(|error| {
+                TrustError::KeyFileInvalid {
+                    path: public.clone(),
+                    error,
+                }
+            })?;
             let sig_path = PathBuf::from(format!("{}.minisig", file.display()));
-            let sig = minisign::Signature::parse(&read_text(&sig_path)?)
-                .map_err(|e| Error::Refused(format!("{}: {e}", sig_path.display())))?;
+            let sig = minisign::Signature::parse(&read_text(&sig_path)?).map_err(|error| {
+                TrustError::MalformedSignature {
+                    name: sig_path.display().to_string(),
+                    error,
+                }
+            })?;
             let result = if sig.prehashed {
                 let f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
                 let digest = minisign::prehash(f).map_err(|e| Error::io(&file, e))?;
@@ -640,7 +648,10 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
                 let data = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
                 sig.verify(&pk, &data)
             };
-            result.map_err(|e| Error::Refused(format!("{}: {e}", sig_path.display())))?;
+            result.map_err(|error| TrustError::Verify {
+                name: sig_path.display().to_string(),
+                error,
+            })?;
             if !global.quiet {
                 println!("Signature and comment signature verified");
                 println!("Trusted comment: {}", sig.trusted_comment);
@@ -714,18 +725,7 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
         }
         Command::Install { source, opts } => {
             let host = Host::open(load_config(global)?)?;
-            let check_opts = CheckOptions {
-                allow_downgrade: opts.allow_downgrade,
-                rollout: false,
-            };
-            let result =
-                agent::check(&host, Some(&source), check_opts).and_then(|outcome| match outcome {
-                    CheckOutcome::UpToDate { reason, .. } => Err(Error::Refused(reason)),
-                    CheckOutcome::Available { verified, .. } => {
-                        agent::install(&host, &verified, &opts)
-                    }
-                });
-            match result {
+            match agent::install(&host, &source, &opts) {
                 Ok(done) => {
                     report_install(global, &done);
                     Ok(0)
@@ -787,7 +787,7 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
 #[cfg(feature = "pack")]
 fn run_pack(global: &Global, opts: &PackOptions) -> Result<i32> {
     crate::pack::check_options(opts).map_err(usage)?;
-    let manifest = crate::pack::pack(opts).map_err(Error::Refused)?;
+    let manifest = crate::pack::pack(opts).map_err(Error::Pack)?;
     if !global.quiet {
         eprintln!("wrote {} and its signature", manifest.display());
     }
@@ -842,7 +842,7 @@ fn run_fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
     let current = dir.read_verified(name, &keys, opts.threshold)?;
     current.check_signers(&secrets, &keys, opts.threshold)?;
     let doc = &current.manifest.doc;
-    let reports = crate::fleet::read_reports(&opts.reports).map_err(Error::Refused)?;
+    let reports = crate::fleet::read_reports(&opts.reports).map_err(Error::Fleet)?;
     let tally = crate::fleet::tally(&reports.events, &doc.compatible, &doc.version);
     let action = crate::fleet::decide(doc.rollout.as_ref(), &tally, &opts.policy);
     let (verb, reason) = match &action {
@@ -909,18 +909,18 @@ fn report_check(global: &Global, outcome: &CheckOutcome) {
             if global.json {
                 print_json(&serde_json::json!({
                     "update_available": true,
-                    "version": v.manifest.version.as_str(),
-                    "manifest_sha256": v.manifest.sha256,
+                    "version": v.manifest().version.as_str(),
+                    "manifest_sha256": v.manifest().sha256,
                     // Where the verified manifest came from (the mirror,
                     // a redirect's target), without user info.
-                    "source": crate::fetch::redact(&v.source),
+                    "source": crate::fetch::redact(v.source()),
                     "rollout": standing,
                 }));
             } else {
                 println!(
                     "update available: {} ({})",
-                    v.manifest.version,
-                    crate::fetch::redact(&v.source)
+                    v.manifest().version,
+                    crate::fetch::redact(v.source())
                 );
             }
         }

@@ -746,16 +746,16 @@ impl fmt::Display for NotApplicable {
 
 impl NotApplicable {
     /// A short label for metrics and `--json`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> crate::error::Kind {
         match self {
-            NotApplicable::Incompatible { .. } => "incompatible",
-            NotApplicable::NotNewer { .. } => "not_newer",
-            NotApplicable::Expired { .. } => "expired",
-            NotApplicable::PreviouslyFailed { .. } => "previously_failed",
-            NotApplicable::CreatedAhead { .. } => "created_ahead",
-            NotApplicable::Stale { .. } => "stale",
-            NotApplicable::UnknownClass { .. } => "unknown_class",
-            NotApplicable::WindowTooLarge { .. } => "window_too_large",
+            NotApplicable::Incompatible { .. } => crate::error::Kind::Incompatible,
+            NotApplicable::NotNewer { .. } => crate::error::Kind::NotNewer,
+            NotApplicable::Expired { .. } => crate::error::Kind::Expired,
+            NotApplicable::PreviouslyFailed { .. } => crate::error::Kind::PreviouslyFailed,
+            NotApplicable::CreatedAhead { .. } => crate::error::Kind::CreatedAhead,
+            NotApplicable::Stale { .. } => crate::error::Kind::Stale,
+            NotApplicable::UnknownClass { .. } => crate::error::Kind::UnknownClass,
+            NotApplicable::WindowTooLarge { .. } => crate::error::Kind::WindowTooLarge,
         }
     }
 
@@ -1057,7 +1057,7 @@ mod tests {
         for recorded in ["3.0", "3", "3.0.0", "3.00.0"] {
             let failed = vec![recorded.to_string()];
             assert_eq!(
-                evaluate(&m, &host(Some(&booted), &failed, now)).map_err(|e| e.kind()),
+                evaluate(&m, &host(Some(&booted), &failed, now)).map_err(|e| e.kind().as_str()),
                 Err("previously_failed"),
                 "{recorded}"
             );
@@ -1117,7 +1117,10 @@ mod tests {
         // Staleness is judged on `created` only: a newer version does not
         // make an old manifest fresh (it may be the unpaused copy).
         let m3 = Manifest::parse(doc("3").as_bytes()).expect("parse");
-        assert_eq!(evaluate(&m3, &h).map_err(|e| e.kind()), Err("stale"));
+        assert_eq!(
+            evaluate(&m3, &h).map_err(|e| e.kind().as_str()),
+            Err("stale")
+        );
     }
 
     #[test]
@@ -1286,7 +1289,7 @@ mod tests {
         assert_eq!(evaluate(&m, &host(Some(&older), &[], now)), Ok(()));
         assert_eq!(evaluate(&m, &host(None, &[], now)), Ok(()));
         assert_eq!(
-            evaluate(&m, &host(Some(&same), &[], now)).map_err(|e| e.kind()),
+            evaluate(&m, &host(Some(&same), &[], now)).map_err(|e| e.kind().as_str()),
             Err("not_newer")
         );
         let mut h = host(Some(&same), &[], now);
@@ -1294,12 +1297,12 @@ mod tests {
         assert_eq!(evaluate(&m, &h), Ok(()));
         let failed = vec!["2026.11.3".to_string()];
         assert_eq!(
-            evaluate(&m, &host(Some(&older), &failed, now)).map_err(|e| e.kind()),
+            evaluate(&m, &host(Some(&older), &failed, now)).map_err(|e| e.kind().as_str()),
             Err("previously_failed")
         );
         let late = parse_rfc3339("2027-02-01T00:00:00Z").expect("time");
         assert_eq!(
-            evaluate(&m, &host(Some(&older), &[], late)).map_err(|e| e.kind()),
+            evaluate(&m, &host(Some(&older), &[], late)).map_err(|e| e.kind().as_str()),
             Err("expired")
         );
         // A clock wound back to 2020 does not revive a manifest once a newer
@@ -1310,9 +1313,15 @@ mod tests {
             parse_rfc3339("2020-01-01T00:00:00Z").expect("t"),
         );
         h.newest_created_seen = Some(late);
-        assert_eq!(evaluate(&m, &h).map_err(|e| e.kind()), Err("expired"));
+        assert_eq!(
+            evaluate(&m, &h).map_err(|e| e.kind().as_str()),
+            Err("expired")
+        );
         let mut h = host(Some(&older), &[], now);
         h.compatible = "other";
-        assert_eq!(evaluate(&m, &h).map_err(|e| e.kind()), Err("incompatible"));
+        assert_eq!(
+            evaluate(&m, &h).map_err(|e| e.kind().as_str()),
+            Err("incompatible")
+        );
     }
 }

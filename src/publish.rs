@@ -120,12 +120,14 @@ impl fmt::Display for PublishError {
 impl std::error::Error for PublishError {}
 
 impl PublishError {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> crate::error::Kind {
         match self {
-            PublishError::Untrusted { .. } | PublishError::Key { .. } => "signature",
-            PublishError::Manifest { .. } => "manifest",
-            PublishError::Locked { .. } => "locked",
-            _ => "publish",
+            PublishError::Untrusted { .. } | PublishError::Key { .. } => {
+                crate::error::Kind::Signature
+            }
+            PublishError::Manifest { .. } => crate::error::Kind::Manifest,
+            PublishError::Locked { .. } => crate::error::Kind::Locked,
+            _ => crate::error::Kind::Publish,
         }
     }
 }
@@ -428,7 +430,7 @@ impl ReleaseDir {
             error,
         };
         if standard.is_empty() && bound.is_empty() {
-            return Err(untrusted(TrustError::NoSignatures));
+            return Err(untrusted(TrustError::NoSignatures { missing: None }));
         }
         verify_signatures(&body, &standard, || bound.clone(), keys, threshold)
             .map_err(untrusted)?;
@@ -820,7 +822,7 @@ mod tests {
         assert!(matches!(e, TrustError::BadSignature { .. }), "{e}");
         assert!(matches!(
             verify_signatures(body, &[], Vec::new, &ring, 1),
-            Err(TrustError::NoSignatures)
+            Err(TrustError::NoSignatures { .. })
         ));
         // A bound signature by an untrusted key does not help.
         let other = vec![("bound".to_string(), sig(&ks[1].0, body))];

@@ -82,6 +82,13 @@ pub enum SlotError {
         path: PathBuf,
         reason: String,
     },
+    /// An image larger than the slot device that would take it.
+    TooSmall {
+        path: PathBuf,
+        class: String,
+        image: u64,
+        device: u64,
+    },
     /// The target reaches bytes that something in use also reaches.
     SharedStorage {
         path: PathBuf,
@@ -98,6 +105,16 @@ impl fmt::Display for SlotError {
         match self {
             SlotError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             SlotError::Refused { path, reason } => write!(f, "{}: {reason}", path.display()),
+            SlotError::TooSmall {
+                path,
+                class,
+                image,
+                device,
+            } => write!(
+                f,
+                "{class} image is {image} bytes, larger than {} ({device} bytes)",
+                path.display()
+            ),
             SlotError::SharedStorage {
                 path,
                 other,

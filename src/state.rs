@@ -14,8 +14,18 @@
 //! file has; the flows rebuild the booted slot's record from the bootloader
 //! and os-release). The damaged file is kept as `state.json.corrupt` at the
 //! next save. Fields this version does not know (a newer version's) are
-//! kept as read and written back, so a downgrade's save does not drop them.
+//! kept as read and written back, so a downgrade's save does not drop them;
+//! so is a slot status this version does not know ([`SlotStatus::Other`]).
+//!
+//! Who may write is a type: only a [`StateLock`] (what [`StateDir::lock`]
+//! returns to the one instance holding the lock) has a `save`, as bootupd's
+//! `StateLockGuard::update_state`. The slot records change through
+//! [`State`]'s transitions (`begin_write`, `stage`, `commit`,
+//! `retire_trial`, …), one method per step of a flow, not by hand.
+//! `tests/fixtures/state-v0.1-*.json`, written by release 0.1, pin the
+//! format: they load, and save back unchanged.
 
+use crate::error::Kind;
 use crate::manifest::Version;
 use crate::slot::SlotName;
 use serde::{Deserialize, Serialize};
@@ -79,11 +89,81 @@ pub struct ImageRef {
     pub unknown: Unknown,
 }
 
+/// What a slot holds, as this host recorded it. Serialized as its name
+/// (`"good"`); a name this version does not know (a newer version's) is
+/// kept as [`SlotStatus::Other`] and written back as read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SlotStatus {
+    /// Nothing known to be there.
+    #[default]
+    Empty,
+    /// Being written (marked bad in the bootloader first).
+    Installing,
+    /// Written, read back and verified; not yet committed.
+    Installed,
+    /// Committed: booted and passed its health checks.
+    Good,
+    /// Failed (its write, its trial) or marked bad by hand.
+    Bad,
+    /// A status this version does not know: kept, never taken as usable.
+    Other(String),
+}
+
+impl SlotStatus {
+    /// The name in `state.json` and `status`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            SlotStatus::Empty => "empty",
+            SlotStatus::Installing => "installing",
+            SlotStatus::Installed => "installed",
+            SlotStatus::Good => "good",
+            SlotStatus::Bad => "bad",
+            SlotStatus::Other(s) => s,
+        }
+    }
+
+    /// The status named `name`.
+    pub fn parse(name: &str) -> SlotStatus {
+        match name {
+            "empty" => SlotStatus::Empty,
+            "installing" => SlotStatus::Installing,
+            "installed" => SlotStatus::Installed,
+            "good" => SlotStatus::Good,
+            "bad" => SlotStatus::Bad,
+            other => SlotStatus::Other(other.to_string()),
+        }
+    }
+
+    /// Whether the slot holds a system worth booting: committed, or
+    /// written and verified (its first boot is then its trial).
+    pub fn is_usable(&self) -> bool {
+        matches!(self, SlotStatus::Good | SlotStatus::Installed)
+    }
+}
+
+impl fmt::Display for SlotStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for SlotStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SlotStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| SlotStatus::parse(&s))
+    }
+}
+
 /// What this host knows of one slot's contents.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct SlotRecord {
-    /// `empty`, `installing`, `installed` (written and verified), `good`, `bad`.
-    pub status: String,
+    /// What the slot holds.
+    pub status: SlotStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,7 +293,7 @@ pub const STATE_FORMAT: u32 = 1;
 pub const MAX_STATE_BYTES: u64 = 1 << 20;
 
 /// The error kind counted (and reported) when `state.json` is unusable.
-pub const STATE_CORRUPT_KIND: &str = "state_corrupt";
+pub const STATE_CORRUPT_KIND: &str = Kind::StateCorrupt.as_str();
 
 /// Why a state file could not be used.
 #[derive(Debug, PartialEq)]
@@ -327,14 +407,141 @@ impl State {
         }
     }
 
+    /// `slot`'s record; an empty one when none is kept.
     pub fn slot(&self, slot: SlotName) -> SlotRecord {
-        self.slots
-            .get(&slot)
-            .cloned()
-            .unwrap_or_else(|| SlotRecord {
-                status: "empty".into(),
+        self.slots.get(&slot).cloned().unwrap_or_default()
+    }
+
+    /// `slot`'s record to change in place (an empty one inserted first).
+    pub fn slot_mut(&mut self, slot: SlotName) -> &mut SlotRecord {
+        self.slots.entry(slot).or_default()
+    }
+
+    /// Right before the first byte of `t.to` changes (its bootloader flag
+    /// already says bad): `t` is the update in flight and the target's
+    /// record says what is there now, a slot being written.
+    pub fn begin_write(&mut self, t: Transaction) {
+        self.slots.insert(
+            t.to,
+            SlotRecord {
+                status: SlotStatus::Installing,
                 ..Default::default()
-            })
+            },
+        );
+        self.transaction = Some(t);
+    }
+
+    /// A write into `target` that began failed: nothing is pending any more
+    /// and what is there is known bad.
+    pub fn abandon_write(&mut self, target: SlotName) {
+        self.transaction = None;
+        self.slots.insert(
+            target,
+            SlotRecord {
+                status: SlotStatus::Bad,
+                ..Default::default()
+            },
+        );
+    }
+
+    /// `t`'s slot is written, verified and activated: the next boot is its
+    /// trial. The slot's record names what it holds.
+    pub fn stage(&mut self, t: &Transaction, boot_id: Option<String>, at: i64) {
+        self.slots.insert(
+            t.to,
+            SlotRecord {
+                status: SlotStatus::Installed,
+                version: Some(t.version.clone()),
+                manifest_sha256: Some(t.manifest_sha256.clone()),
+                images: t.images.clone(),
+                installed_at: Some(at),
+                ..Default::default()
+            },
+        );
+        self.transaction = Some(Transaction {
+            phase: Phase::Staged,
+            staged_boot_id: boot_id,
+            ..t.clone()
+        });
+        self.metrics.installs += 1;
+    }
+
+    /// The trial in `slot` passed its checks: committed.
+    pub fn commit(&mut self, slot: SlotName, at: i64) {
+        self.slot_mut(slot).status = SlotStatus::Good;
+        self.transaction = None;
+        self.metrics.commits += 1;
+        self.metrics.last_success = Some(at);
+    }
+
+    /// The trial `t` failed (its checks, its bytes, or it never came up):
+    /// its release goes on the failed list, its slot is bad, nothing is
+    /// pending, and the rollback is counted under `kind`.
+    pub fn retire_trial(&mut self, t: &Transaction, reason: &str, kind: Kind, at: i64) {
+        self.record_failed(&t.version, &t.manifest_sha256, reason, at);
+        self.slot_mut(t.to).status = SlotStatus::Bad;
+        self.transaction = None;
+        self.metrics.rollbacks += 1;
+        self.count_failure(kind);
+    }
+
+    /// The booted `slot` came up healthy with no trial pending: a record
+    /// that says written (or nothing) becomes good, its version filled in
+    /// from `version` when unknown. Whether the record changed.
+    pub fn bless(&mut self, slot: SlotName, version: impl FnOnce() -> Option<String>) -> bool {
+        let rec = self.slot_mut(slot);
+        if !matches!(rec.status, SlotStatus::Installed | SlotStatus::Empty) {
+            return false;
+        }
+        rec.status = SlotStatus::Good;
+        if rec.version.is_none() {
+            rec.version = version();
+        }
+        true
+    }
+
+    /// `mark-good` / `mark-bad` by hand. Marking a staged slot good commits
+    /// it: its transaction is done.
+    pub fn mark(&mut self, slot: SlotName, good: bool) {
+        self.slot_mut(slot).status = match good {
+            true => SlotStatus::Good,
+            false => SlotStatus::Bad,
+        };
+        let staged_there = self
+            .transaction
+            .as_ref()
+            .is_some_and(|t| t.to == slot && t.phase == Phase::Staged);
+        if good && staged_there {
+            self.transaction = None;
+        }
+    }
+
+    /// A manual rollback onto `slot` made it the one booted next: a slot
+    /// staged and never tried keeps its transaction (the boot is its
+    /// trial, judged by `health`); anything else in flight is abandoned.
+    /// With `vouched`, the operator forced it onto a slot not recorded as
+    /// usable: no longer bad, so the health check on its boot blesses it
+    /// instead of rolling back again.
+    pub fn switched_to(&mut self, slot: SlotName, vouched: bool) {
+        let staged_there = self
+            .transaction
+            .as_ref()
+            .is_some_and(|t| t.to == slot && t.phase == Phase::Staged);
+        if !staged_there {
+            self.transaction = None;
+        }
+        if vouched {
+            self.slot_mut(slot).status = SlotStatus::Installed;
+        }
+    }
+
+    /// Count one failure of `kind` (`abupdate_failures_total{kind}`).
+    pub fn count_failure(&mut self, kind: Kind) {
+        *self
+            .metrics
+            .failures
+            .entry(kind.as_str().to_string())
+            .or_default() += 1;
     }
 
     /// Remember a believed `created` verified from `source` (a
@@ -435,19 +642,16 @@ impl StateDir {
         };
         let note = format!("{} is damaged ({problem}); {instead}", path.display());
         eprintln!("abupdate: {note}");
-        *state
-            .metrics
-            .failures
-            .entry(STATE_CORRUPT_KIND.into())
-            .or_default() += 1;
+        state.count_failure(Kind::StateCorrupt);
         state.recovered = Some(note);
         Ok(state)
     }
 
     /// Replace `state.json` atomically and durably, keeping the state it
     /// replaces as `state.json.prev` when that is good, or as
-    /// `state.json.corrupt` when it is damaged.
-    pub fn save(&self, state: &State) -> Result<(), StateError> {
+    /// `state.json.corrupt` when it is damaged. Only [`StateLock::save`]
+    /// calls it.
+    fn write(&self, state: &State) -> Result<(), StateError> {
         self.ensure()?;
         let path = self.state_file();
         let tmp = self.dir.join("state.json.tmp");
@@ -505,8 +709,9 @@ impl StateDir {
         std::fs::rename(&tmp, &prev).map_err(io(&prev))
     }
 
-    /// Take the exclusive instance lock, or say who holds it.
-    pub fn lock(&self) -> Result<InstanceLock, StateError> {
+    /// Take the exclusive instance lock, or say who holds it. The lock is
+    /// what may save the state.
+    pub fn lock(&self) -> Result<StateLock, StateError> {
         self.ensure()?;
         let path = self.dir.join("lock");
         let mut file = OpenOptions::new()
@@ -522,7 +727,10 @@ impl StateDir {
                 let _ = file.set_len(0);
                 let _ = file.seek(SeekFrom::Start(0));
                 let _ = writeln!(file, "{}", std::process::id());
-                Ok(InstanceLock { _lock: lock })
+                Ok(StateLock {
+                    dir: self.clone(),
+                    _lock: lock,
+                })
             }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                 let mut holder = String::new();
@@ -541,9 +749,19 @@ impl StateDir {
     }
 }
 
-/// Held for the life of a command that may change the host.
-pub struct InstanceLock {
+/// The exclusive instance lock of one state dir, held for the life of a
+/// command that may change the host. Only its holder saves the state.
+pub struct StateLock {
+    dir: StateDir,
     _lock: nix::fcntl::Flock<std::os::fd::OwnedFd>,
+}
+
+impl StateLock {
+    /// Replace `state.json` atomically and durably (see [`StateDir`]'s
+    /// module docs): only the holder of the lock writes it.
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
+        self.dir.write(state)
+    }
 }
 
 #[cfg(test)]
@@ -564,14 +782,14 @@ mod tests {
         s.slots.insert(
             SlotName::B,
             SlotRecord {
-                status: "installed".into(),
+                status: SlotStatus::Installed,
                 version: Some("2".into()),
                 ..Default::default()
             },
         );
         s.record_failed("3", "ff", "health", 7);
         s.record_failed("3", "ff", "again", 8);
-        sd.save(&s).expect("save");
+        sd.lock().expect("lock").save(&s).expect("save");
         let back = sd.load().expect("load");
         assert_eq!(back, s);
         assert_eq!(back.failed.len(), 1);
@@ -583,10 +801,10 @@ mod tests {
     fn two_saves(sd: &StateDir) -> (State, State) {
         let mut first = sd.load().expect("fresh");
         first.record_failed("3.0", "ff", "health", 7);
-        sd.save(&first).expect("first save");
+        sd.lock().expect("lock").save(&first).expect("first save");
         let mut second = first.clone();
         second.metrics.installs += 1;
-        sd.save(&second).expect("second save");
+        sd.lock().expect("lock").save(&second).expect("second save");
         (first, second)
     }
 
@@ -635,7 +853,7 @@ mod tests {
         assert_eq!(prev(&sd), first);
         let mut third = second.clone();
         third.metrics.commits += 1;
-        sd.save(&third).expect("third save");
+        sd.lock().expect("lock").save(&third).expect("third save");
         assert_eq!(prev(&sd), second);
         assert_eq!(sd.load().expect("load"), third);
         assert!(!sd.path().join("state.json.prev.tmp").exists());
@@ -655,7 +873,7 @@ mod tests {
         assert!(note.contains("state.json.prev"), "{note}");
         // The next save repairs it, keeps the damaged bytes aside and
         // leaves the last good copy alone.
-        sd.save(&back).expect("save");
+        sd.lock().expect("lock").save(&back).expect("save");
         assert_eq!(
             std::fs::read(sd.corrupt_file()).expect("corrupt kept"),
             full[..full.len() / 2]
@@ -674,7 +892,7 @@ mod tests {
         let sd = StateDir::new(&tmpdir("no-prev"));
         let mut s = sd.load().expect("fresh");
         s.record_failed("3.0", "ff", "health", 7);
-        sd.save(&s).expect("save");
+        sd.lock().expect("lock").save(&s).expect("save");
         assert!(!sd.prev_file().exists());
         std::fs::write(sd.state_file(), b"").expect("truncate");
         let back = sd.load().expect("a damaged state is not an error");
@@ -727,8 +945,8 @@ mod tests {
         let mut s = sd.load().expect("load");
         assert_eq!(s.recovered, None);
         s.metrics.installs += 1;
-        s.slots.get_mut(&SlotName::A).expect("A").status = "bad".into();
-        sd.save(&s).expect("save");
+        s.slots.get_mut(&SlotName::A).expect("A").status = SlotStatus::Bad;
+        sd.lock().expect("lock").save(&s).expect("save");
         let saved: serde_json::Value =
             serde_json::from_slice(&std::fs::read(sd.state_file()).expect("read")).expect("json");
         assert_eq!(saved["channel_floor"], newer["channel_floor"]);
@@ -744,6 +962,218 @@ mod tests {
             saved["source_hashes"][0]["region"],
             newer["source_hashes"][0]["region"]
         );
+    }
+
+    /// `state.json` files written by release 0.1 (`tests/fixtures/`, taken
+    /// from real runs: a staged update, a write cut by a crash, a trial
+    /// rolled back) load with every typed field read, and save back to the
+    /// same JSON: the serde names did not change.
+    #[test]
+    fn state_files_of_release_0_1_load_and_save_back_unchanged() {
+        let fixtures: [(&str, &[u8]); 3] = [
+            (
+                "staged",
+                include_bytes!("../tests/fixtures/state-v0.1-staged.json"),
+            ),
+            (
+                "writing",
+                include_bytes!("../tests/fixtures/state-v0.1-writing.json"),
+            ),
+            (
+                "rolled-back",
+                include_bytes!("../tests/fixtures/state-v0.1-rolled-back.json"),
+            ),
+        ];
+        for (name, bytes) in fixtures {
+            let sd = StateDir::new(&tmpdir(&format!("v0.1-{name}")));
+            sd.ensure().expect("mkdir");
+            std::fs::write(sd.state_file(), bytes).expect("write");
+            let s = sd.load().expect("load");
+            assert_eq!(s.recovered, None, "{name}: loaded as damaged");
+            assert!(s.unknown.is_empty(), "{name}: fields not read");
+            for rec in s.slots.values() {
+                assert!(rec.unknown.is_empty(), "{name}: slot fields not read");
+                assert!(
+                    !matches!(rec.status, SlotStatus::Other(_)),
+                    "{name}: {} not read as a known status",
+                    rec.status
+                );
+            }
+            match name {
+                "staged" => {
+                    assert_eq!(s.slot(SlotName::A).status, SlotStatus::Installed);
+                    assert_eq!(s.slot(SlotName::B).status, SlotStatus::Good);
+                    let t = s.transaction.as_ref().expect("transaction");
+                    assert_eq!(
+                        (t.from, t.to, t.phase),
+                        (SlotName::B, SlotName::A, Phase::Staged)
+                    );
+                    assert!(t.staged_boot_id.is_some());
+                }
+                "writing" => {
+                    assert_eq!(s.slot(SlotName::A).status, SlotStatus::Installing);
+                    let t = s.transaction.as_ref().expect("transaction");
+                    assert_eq!(t.phase, Phase::Writing);
+                }
+                _ => {
+                    assert_eq!(s.slot(SlotName::A).status, SlotStatus::Bad);
+                    assert_eq!(s.failed_versions(), ["3.0"]);
+                    assert_eq!(s.metrics.failures.get("health"), Some(&1));
+                }
+            }
+            sd.lock().expect("lock").save(&s).expect("save");
+            let read = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).expect("json");
+            assert_eq!(
+                read(&std::fs::read(sd.state_file()).expect("saved")),
+                read(bytes),
+                "{name}: saved back differently"
+            );
+        }
+    }
+
+    #[test]
+    fn a_slot_status_this_version_does_not_know_is_kept_and_never_usable() {
+        let rec: SlotRecord =
+            serde_json::from_str(r#"{"status": "probation", "version": "2.0"}"#).expect("json");
+        assert_eq!(rec.status, SlotStatus::Other("probation".into()));
+        assert!(!rec.status.is_usable());
+        assert_eq!(
+            serde_json::to_value(&rec).expect("json")["status"],
+            "probation"
+        );
+        for (name, status) in [
+            ("empty", SlotStatus::Empty),
+            ("installing", SlotStatus::Installing),
+            ("installed", SlotStatus::Installed),
+            ("good", SlotStatus::Good),
+            ("bad", SlotStatus::Bad),
+        ] {
+            assert_eq!(SlotStatus::parse(name), status);
+            assert_eq!(serde_json::to_value(&status).expect("json"), name);
+            assert_eq!(
+                status.is_usable(),
+                matches!(status, SlotStatus::Good | SlotStatus::Installed)
+            );
+        }
+    }
+
+    fn transaction(from: SlotName, phase: Phase) -> Transaction {
+        Transaction {
+            from,
+            to: from.other(),
+            version: "2.0".into(),
+            manifest_sha256: "aa".into(),
+            phase,
+            started: 1,
+            staged_boot_id: None,
+            images: BTreeMap::from([(
+                "rootfs".to_string(),
+                ImageRef {
+                    sha256: "bb".into(),
+                    size: 7,
+                    ..Default::default()
+                },
+            )]),
+            unknown: Unknown::new(),
+        }
+    }
+
+    #[test]
+    fn an_install_writes_then_stages_or_abandons_its_target() {
+        let mut s = fresh();
+        let t = transaction(SlotName::A, Phase::Writing);
+        s.begin_write(t.clone());
+        assert_eq!(s.slot(SlotName::B).status, SlotStatus::Installing);
+        assert_eq!(s.transaction.as_ref(), Some(&t));
+        let mut failed = s.clone();
+        failed.abandon_write(SlotName::B);
+        assert_eq!(failed.slot(SlotName::B).status, SlotStatus::Bad);
+        assert_eq!(failed.transaction, None);
+
+        s.stage(&t, Some("boot-1".into()), 9);
+        let rec = s.slot(SlotName::B);
+        assert_eq!(rec.status, SlotStatus::Installed);
+        assert_eq!(rec.version.as_deref(), Some("2.0"));
+        assert_eq!(rec.manifest_sha256.as_deref(), Some("aa"));
+        assert_eq!(rec.images, t.images);
+        assert_eq!(rec.installed_at, Some(9));
+        let staged = s.transaction.as_ref().expect("staged");
+        assert_eq!(staged.phase, Phase::Staged);
+        assert_eq!(staged.staged_boot_id.as_deref(), Some("boot-1"));
+        assert_eq!(s.metrics.installs, 1);
+    }
+
+    #[test]
+    fn a_trial_is_committed_or_retired_keeping_its_record() {
+        let mut s = fresh();
+        let t = transaction(SlotName::A, Phase::Staged);
+        s.stage(&t, None, 9);
+        let mut committed = s.clone();
+        committed.commit(SlotName::B, 10);
+        assert_eq!(committed.slot(SlotName::B).status, SlotStatus::Good);
+        assert_eq!(committed.slot(SlotName::B).version.as_deref(), Some("2.0"));
+        assert_eq!(committed.transaction, None);
+        assert_eq!(
+            (committed.metrics.commits, committed.metrics.last_success),
+            (1, Some(10))
+        );
+
+        s.retire_trial(&t, "checks failed", Kind::Health, 11);
+        assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);
+        assert_eq!(s.slot(SlotName::B).version.as_deref(), Some("2.0"));
+        assert_eq!(s.transaction, None);
+        assert_eq!(s.failed_versions(), ["2.0"]);
+        assert_eq!(s.metrics.rollbacks, 1);
+        assert_eq!(s.metrics.failures.get("health"), Some(&1));
+    }
+
+    /// Only a record that says written (or nothing) becomes good on a
+    /// healthy boot; good stays good, and bad, installing and unknown
+    /// statuses are not the re-bless's to change.
+    #[test]
+    fn a_healthy_boot_blesses_only_an_installed_or_empty_record() {
+        for (status, blessed) in [
+            (SlotStatus::Empty, true),
+            (SlotStatus::Installed, true),
+            (SlotStatus::Good, false),
+            (SlotStatus::Bad, false),
+            (SlotStatus::Installing, false),
+            (SlotStatus::Other("probation".into()), false),
+        ] {
+            let mut s = fresh();
+            s.slot_mut(SlotName::A).status = status.clone();
+            let changed = s.bless(SlotName::A, || Some("1.0".into()));
+            assert_eq!(changed, blessed, "{status}");
+            let want = if blessed {
+                SlotStatus::Good
+            } else {
+                status.clone()
+            };
+            assert_eq!(s.slot(SlotName::A).status, want, "{status}");
+            let version = s.slot(SlotName::A).version;
+            assert_eq!(version.is_some(), blessed, "{status}");
+        }
+    }
+
+    #[test]
+    fn marking_and_switching_by_hand() {
+        let mut s = fresh();
+        let t = transaction(SlotName::A, Phase::Staged);
+        s.stage(&t, None, 9);
+        let mut bad = s.clone();
+        bad.mark(SlotName::B, false);
+        assert_eq!(bad.slot(SlotName::B).status, SlotStatus::Bad);
+        assert!(bad.transaction.is_some(), "mark-bad leaves the transaction");
+        let mut good = s.clone();
+        good.mark(SlotName::B, true);
+        assert_eq!(good.transaction, None, "mark-good commits a staged slot");
+        let mut onto_staged = s.clone();
+        onto_staged.switched_to(SlotName::B, false);
+        assert!(onto_staged.transaction.is_some(), "its boot is its trial");
+        let mut away = s.clone();
+        away.switched_to(SlotName::A, true);
+        assert_eq!(away.transaction, None);
+        assert_eq!(away.slot(SlotName::A).status, SlotStatus::Installed);
     }
 
     #[test]

@@ -1,122 +1,33 @@
-//! `check`: fetch the manifest through the trust gate and judge it.
+//! `check`: fetch the manifest through the trust gate and judge it, once.
+//!
+//! Invariant: `check` and `install` make one judgement of a verified
+//! manifest ([`judge`], i.e. [`manifest::evaluate`] on this host's facts),
+//! so `check` never offers what `install` refuses before touching a
+//! device; and an install judges it once, under the state lock it then
+//! writes with ([`super::install`]).
 
 use super::Host;
 use crate::error::{Error, Result};
-use crate::fetch::{Document, Transport, Validators};
-use crate::manifest::{self, HostFacts, Manifest, NotApplicable, Version};
-use crate::publish;
+use crate::fetch::Validators;
+use crate::manifest::{self, HostFacts, NotApplicable, Version};
 use crate::rollout::{self, Standing};
 use crate::slot::SlotName;
-use crate::state::{LastCheck, State, StateDir};
+use crate::state::{LastCheck, State, StateDir, StateLock};
 use crate::timefmt::now;
-use crate::trust::{self, KeyRing};
+use crate::trust::gate::{self, Verified};
 
-/// A manifest whose signatures met the threshold.
-#[derive(Debug)]
-pub struct Verified {
-    /// The manifest's own location (as configured or given): image
-    /// references resolve against it, and the mirror rewrites what that
-    /// gives.
-    pub location: String,
-    /// Where the verified bytes actually came from: the mirror's URL when
-    /// one is configured, the last redirect's target when redirected. Raw:
-    /// show it through [`crate::fetch::redact`].
-    pub source: String,
-    pub manifest: Manifest,
-    pub validators: Validators,
-}
-
-/// Fetch `location` and its signatures (through the mirror, if one is
-/// configured) and verify them. `None` when the server answered 304 to a
-/// conditional request. Errors name the URL actually fetched.
-pub fn fetch_verified(
-    host: &Host,
-    transport: &Transport,
-    location: &str,
-    validators: Option<&Validators>,
-) -> Result<Option<Verified>> {
-    let fetched = host.via_mirror(location);
-    let (body, validators, source) =
-        match transport.get_document(&fetched, manifest::MAX_MANIFEST_BYTES, validators)? {
-            Document::Fetched {
-                body,
-                validators,
-                url,
-            } => (body, validators, url),
-            Document::NotModified => return Ok(None),
-            Document::NotFound => {
-                return Err(Error::Fetch(crate::fetch::FetchError::NotFound {
-                    location: crate::fetch::redact(&fetched).into_owned(),
-                    status: None,
-                }))
-            }
-        };
-    let keys = KeyRing::load(&host.config.update.keys_dirs)?;
-    let threshold = host.config.update.threshold;
-    let (signatures, first_missing) = fetch_signatures(host, transport, location, None)?;
-    // Mid-publish, or behind a cache, the standard signature may belong to
-    // another manifest (or not be there yet): the publisher leaves the
-    // signatures of these very bytes under names bound to them first
-    // (crate::publish).
-    let tag = publish::bound_tag(&body);
-    let bound = || {
-        fetch_signatures(host, transport, location, Some(&tag))
-            .map(|(s, _)| s)
-            .unwrap_or_default()
-    };
-    match publish::verify_signatures(&body, &signatures, bound, &keys, threshold) {
-        Ok(()) => {}
-        Err(trust::TrustError::NoSignatures) => {
-            return Err(Error::Refused(format!(
-                "{}: missing (a release must be signed)",
-                first_missing.unwrap_or_default()
-            )))
-        }
-        Err(e) => return Err(e.into()),
-    }
-    let manifest = Manifest::parse(&body)?;
-    Ok(Some(Verified {
-        location: location.to_string(),
-        source,
-        manifest,
-        validators,
-    }))
-}
-
-/// Signature files as (URL shown, text).
-type Signatures = Vec<(String, String)>;
-
-/// The signature files of the manifest at `location` (`.minisig`, and `.N.minisig`
-/// for a threshold above 1; with `bound_tag`, the names bound to one manifest's
-/// bytes), as (URL shown, text), and the first name that was missing.
-fn fetch_signatures(
-    host: &Host,
-    transport: &Transport,
-    location: &str,
-    bound_tag: Option<&str>,
-) -> Result<(Signatures, Option<String>)> {
-    let count = match host.config.update.threshold {
-        0 | 1 => 1,
-        _ => publish::MAX_SIGNATURES,
-    };
-    // Next to the manifest: its path plus a suffix, its query kept.
-    let prefix = bound_tag.map(|t| format!(".{t}")).unwrap_or_default();
-    let mut signatures = Vec::new();
-    let mut first_missing = None;
-    for suffix in (0..count).map(|i| publish::signature_name(&prefix, i)) {
-        let url = host.via_mirror(&crate::fetch::sibling(location, &suffix)?);
-        let name = crate::fetch::redact(&url).into_owned();
-        match transport.get_document(&url, 64 * 1024, None)? {
-            Document::Fetched { body, .. } => {
-                signatures.push((name, String::from_utf8_lossy(&body).into_owned()));
-            }
-            Document::NotFound if signatures.len() > 1 => break,
-            _ => {
-                first_missing.get_or_insert(name);
-            }
-        }
-    }
-    Ok((signatures, first_missing))
+/// Why there is nothing to do: the `reason` of `check --json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoUpdate {
+    /// The server answered 304: the manifest that did not apply last time.
+    NotModified,
+    /// The release is not newer than the booted one.
+    NotNewer,
+    /// The release already failed here.
+    PreviouslyFailed,
+    /// The release applies, but its rollout has not reached this host.
+    WaitingForWave,
 }
 
 /// The outcome of `check`.
@@ -124,13 +35,18 @@ fn fetch_signatures(
 pub enum CheckOutcome {
     /// A verified release applies to this host (and its wave includes it).
     Available {
+        /// The release.
         verified: Box<Verified>,
+        /// Where the host stands in its rollout, when the rollout applies.
         standing: Option<Standing>,
     },
     /// Nothing to do, and why.
     UpToDate {
+        /// Why, for a person.
         reason: String,
-        kind: &'static str,
+        /// Why, as a stable label.
+        kind: NoUpdate,
+        /// Where the host stands in its rollout, when the rollout applies.
         standing: Option<Standing>,
     },
 }
@@ -138,36 +54,119 @@ pub enum CheckOutcome {
 /// What `check` takes into account besides the manifest.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CheckOptions {
+    /// Accept a release that is not newer than the booted one.
     pub allow_downgrade: bool,
     /// Apply the staged rollout (the timer's runs do; a manual install
     /// is the operator's own decision and does not).
     pub rollout: bool,
 }
 
-/// Fetch and judge the release at `location` (or the configured URL).
-pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<CheckOutcome> {
-    let allow_downgrade = opts.allow_downgrade;
-    let location = match location.or(host.config.update.url.as_deref()) {
-        Some(l) => l.to_string(),
-        None => {
-            return Err(Error::Usage(
-                "no release source: give one or set update.url".into(),
-            ))
+/// A fetched manifest, judged for this host.
+#[derive(Debug)]
+pub(super) enum Judged {
+    /// The release applies (and its wave includes this host).
+    Applies {
+        verified: Box<Verified>,
+        standing: Option<Standing>,
+    },
+    /// Nothing to do.
+    Nothing(Nothing),
+    /// A refusal that will not fix itself ([`NotApplicable::is_fault`]):
+    /// an error, once the state is saved.
+    Fault(NotApplicable),
+}
+
+/// Why a judged release is not installed: the ordinary answer of most
+/// checks.
+#[derive(Debug)]
+pub(super) enum Nothing {
+    /// Unchanged (304), or its wave has not come.
+    UpToDate {
+        reason: String,
+        kind: NoUpdate,
+        standing: Option<Standing>,
+    },
+    /// Verified but not wanted here (not newer, failed before): what an
+    /// `install` of it is refused with.
+    NotWanted {
+        why: NotApplicable,
+        standing: Option<Standing>,
+    },
+}
+
+impl Nothing {
+    /// As `check` and `update` say it: (reason, kind, standing).
+    pub(super) fn explain(self) -> (String, NoUpdate, Option<Standing>) {
+        match self {
+            Nothing::UpToDate {
+                reason,
+                kind,
+                standing,
+            } => (reason, kind, standing),
+            Nothing::NotWanted { why, standing } => {
+                let kind = match why {
+                    NotApplicable::PreviouslyFailed { .. } => NoUpdate::PreviouslyFailed,
+                    _ => NoUpdate::NotNewer,
+                };
+                (why.to_string(), kind, standing)
+            }
         }
-    };
-    let state_dir = &host.state_dir;
-    let mut state = state_dir.load()?;
+    }
+}
+
+impl Judged {
+    /// What `check` says: a fault is an error, the rest an outcome.
+    fn into_outcome(self) -> Result<CheckOutcome> {
+        match self {
+            Judged::Applies { verified, standing } => {
+                Ok(CheckOutcome::Available { verified, standing })
+            }
+            Judged::Nothing(n) => {
+                let (reason, kind, standing) = n.explain();
+                Ok(CheckOutcome::UpToDate {
+                    reason,
+                    kind,
+                    standing,
+                })
+            }
+            Judged::Fault(na) => Err(Error::NotApplicable(na)),
+        }
+    }
+}
+
+/// Fetch and judge the release at `location` (or the configured URL). It
+/// writes only its bookkeeping (validators, dates seen, counters), and
+/// only when no other instance holds the lock.
+pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<CheckOutcome> {
+    let location = host.release_location(location)?;
+    let mut state = host.state_dir.load()?;
+    let judged = fetch_and_judge(host, &mut state, &location, opts)?;
+    save_if_unlocked(&host.state_dir, &state)?;
+    judged.into_outcome()
+}
+
+/// Fetch the manifest at `location` through the trust gate and judge it,
+/// keeping in `state` what the judgement teaches (the dates it may
+/// believe, the validators of a manifest that does not apply). An error
+/// here changed nothing worth saving; the caller saves the state and then
+/// acts on the judgement.
+pub(super) fn fetch_and_judge(
+    host: &Host,
+    state: &mut State,
+    location: &str,
+    opts: CheckOptions,
+) -> Result<Judged> {
     let booted = host.booted_slot()?;
     let transport = host.transport()?;
     // Conditional GET only for the configured URL: an answer of 304 then
     // means "the same manifest that did not apply last time".
-    let booted_version_text = host.booted_version(&state, booted);
+    let booted_version_text = host.booted_version(state, booted);
     let clock = now().max(state.newest_created.unwrap_or(i64::MIN));
     let previous = state
         .last_check
         .as_ref()
         .filter(|c| {
-            c.url == location && !allow_downgrade && c.booted_version == booted_version_text
+            c.url == location && !opts.allow_downgrade && c.booted_version == booted_version_text
         })
         .filter(|c| c.expires.is_none_or(|e| e > clock))
         .map(|c| Validators {
@@ -175,20 +174,19 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
             last_modified: c.last_modified.clone(),
         });
     state.metrics.last_check = Some(now());
-    let fetched = fetch_verified(host, &transport, &location, previous.as_ref());
-    let Some(verified) = fetched? else {
-        save_if_unlocked(state_dir, &state)?;
-        return Ok(CheckOutcome::UpToDate {
+    let source = host.release_source(location);
+    let Some(verified) = gate::fetch_verified(&transport, &source, previous.as_ref())? else {
+        return Ok(Judged::Nothing(Nothing::UpToDate {
             reason: "release manifest unchanged since the last check".into(),
-            kind: "not_modified",
+            kind: NoUpdate::NotModified,
             standing: None,
-        });
+        }));
     };
-    let verdict = judge(host, &mut state, &verified, booted, allow_downgrade);
+    let verdict = judge(host, state, &verified, booted, opts.allow_downgrade);
     let standing = match opts.rollout {
         true => Some(
             rollout::decide(
-                verified.manifest.doc.rollout.as_ref(),
+                verified.manifest().doc.rollout.as_ref(),
                 host.position(),
                 now(),
             )
@@ -206,44 +204,37 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
     // host cannot install) is an error, so the timer's unit fails, the host
     // backs off and monitoring sees it; and its validators are not kept, so
     // a 304 cannot turn it into "nothing new".
-    let fault = verdict.as_ref().err().is_some_and(NotApplicable::is_fault);
     state.last_check = match &verdict {
-        Err(_) if fault => None,
-        Err(_) => Some(LastCheck {
-            url: location.clone(),
+        Err(na) if !na.is_fault() => Some(LastCheck {
+            url: location.to_string(),
             at: now(),
-            etag: verified.validators.etag.clone(),
-            last_modified: verified.validators.last_modified.clone(),
-            expires: Some(verified.manifest.expires),
-            booted_version: booted_version_text.clone(),
+            etag: verified.validators().etag.clone(),
+            last_modified: verified.validators().last_modified.clone(),
+            expires: Some(verified.manifest().expires),
+            booted_version: booted_version_text,
             ..Default::default()
         }),
-        Ok(()) => None,
+        _ => None,
     };
-    save_if_unlocked(state_dir, &state)?;
-    match verdict {
-        Err(na) if fault => Err(Error::NotApplicable(na)),
-        Err(na) => Ok(CheckOutcome::UpToDate {
-            reason: na.to_string(),
-            kind: na.kind(),
-            standing,
-        }),
+    Ok(match verdict {
+        Err(na) if na.is_fault() => Judged::Fault(na),
+        Err(why) => Judged::Nothing(Nothing::NotWanted { why, standing }),
         Ok(()) => match standing {
-            Some(s) if !s.included => Ok(CheckOutcome::UpToDate {
+            Some(s) if !s.included => Judged::Nothing(Nothing::UpToDate {
                 reason: format!(
                     "release {} waits for this host's wave: {}",
-                    verified.manifest.version,
+                    verified.manifest().version,
                     s.reason.clone().unwrap_or_default()
                 ),
-                kind: "waiting_for_wave",
+                kind: NoUpdate::WaitingForWave,
                 standing: Some(s),
             }),
-            standing => Ok(CheckOutcome::Available {
+            standing => Judged::Applies {
                 verified: Box::new(verified),
                 standing,
-            }),
+            },
         },
-    }
+    })
 }
 
 /// The judgement `check` and `install` both make ([`manifest::evaluate`] on
@@ -251,14 +242,14 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
 /// touching a device. A `created` this host may believe is recorded in
 /// `state` (the clock's floor and the source's newest), whatever the
 /// verdict: a verified manifest for another board still proves the time.
-pub(super) fn judge(
+fn judge(
     host: &Host,
     state: &mut State,
     verified: &Verified,
     booted: SlotName,
     allow_downgrade: bool,
 ) -> std::result::Result<(), NotApplicable> {
-    let m = &verified.manifest;
+    let m = verified.manifest();
     let booted_version = host.booted_version(state, booted);
     let booted_version = booted_version
         .as_deref()
@@ -270,7 +261,7 @@ pub(super) fn judge(
         .get(&booted.other())
         .map(|s| s.keys().cloned().collect())
         .unwrap_or_default();
-    let source = manifest::source_key(&verified.location);
+    let source = manifest::source_key(verified.location());
     let facts = HostFacts {
         compatible: &host.config.update.compatible,
         booted_version: booted_version.as_ref(),
@@ -291,9 +282,21 @@ pub(super) fn judge(
 
 /// Save the state when no other instance holds the lock; a read-only
 /// `check` next to a running install just skips its bookkeeping.
-pub(super) fn save_if_unlocked(state_dir: &StateDir, state: &State) -> Result<()> {
-    if let Ok(_lock) = state_dir.lock() {
-        state_dir.save(state)?;
+fn save_if_unlocked(state_dir: &StateDir, state: &State) -> Result<()> {
+    if let Ok(lock) = state_dir.lock() {
+        lock.save(state)?;
+    }
+    Ok(())
+}
+
+/// Save the state with `lock` when this instance holds it (see
+/// [`save_if_unlocked`]).
+pub(super) fn save_if_held(
+    lock: &std::result::Result<StateLock, crate::state::StateError>,
+    state: &State,
+) -> Result<()> {
+    if let Ok(lock) = lock {
+        lock.save(state)?;
     }
     Ok(())
 }

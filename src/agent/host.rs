@@ -1,23 +1,38 @@
-//! The host an agent flow runs on: its config, state dir and bootloader,
-//! and the facts it tells about itself.
+//! The host a flow runs on: its config, state dir and bootloader, and the
+//! facts it tells about itself.
+//!
+//! Invariant: each fact (the booted slot, the boot id, the machine id) is
+//! read once per command and then the same for every flow and report of
+//! that command; a fact that says two things (two slot markers naming
+//! different slots) is an error naming the file, never read one way
+//! ([`crate::system`]).
 
 use crate::boot::{custom::CustomBackend, grub::GrubBackend, uboot::UbootBackend, Bootloader};
-use crate::config::{BootloaderKind, Config};
+use crate::config::{BootloaderKind, Config, ConfigError};
 use crate::error::{Error, Result};
 use crate::fetch::{Transport, TransportOptions};
-use crate::rollout::{self};
+use crate::rollout;
 use crate::slot::{Device, SlotName};
 use crate::state::{State, StateDir};
-use crate::system;
+use crate::system::{self, SystemError};
+use crate::trust::gate;
+use std::cell::OnceCell;
 
 /// An opened host: its config, state dir and bootloader.
 pub struct Host {
+    /// The configuration the command runs on.
     pub config: Config,
+    /// Where `state.json` and partial downloads live.
     pub state_dir: StateDir,
+    /// The configured bootloader backend.
     pub boot: Box<dyn Bootloader>,
+    booted: OnceCell<SlotName>,
+    boot_id: OnceCell<Option<String>>,
+    machine_id: OnceCell<String>,
 }
 
 impl Host {
+    /// Open the bootloader backend and the state dir of `config`.
     pub fn open(config: Config) -> Result<Host> {
         let b = &config.bootloader;
         let boot: Box<dyn Bootloader> = match b.kind {
@@ -26,10 +41,13 @@ impl Host {
                 UbootBackend::new(b.fw_env_config.clone(), b.tries)?.with_good_tries(b.good_tries),
             ),
             BootloaderKind::Custom => {
-                let script = b
-                    .script
-                    .clone()
-                    .ok_or_else(|| Error::Refused("bootloader.script missing".into()))?;
+                // `Config::load` refuses a custom kind without a script;
+                // a config built otherwise gets the same word.
+                let script = b.script.clone().ok_or_else(|| {
+                    ConfigError(
+                        "bootloader.script: missing (required when kind = \"custom\")".into(),
+                    )
+                })?;
                 Box::new(CustomBackend::new(script))
             }
         };
@@ -38,16 +56,31 @@ impl Host {
             config,
             state_dir,
             boot,
+            booted: OnceCell::new(),
+            boot_id: OnceCell::new(),
+            machine_id: OnceCell::new(),
         })
     }
 
     /// Which slot is running: the kernel command line, then the
-    /// bootloader's own word, then the device of `/`.
+    /// bootloader's own word, then the device of `/`. Read once.
     pub fn booted_slot(&self) -> Result<SlotName> {
+        if let Some(slot) = self.booted.get() {
+            return Ok(*slot);
+        }
+        let slot = self.find_booted_slot()?;
+        Ok(*self.booted.get_or_init(|| slot))
+    }
+
+    fn find_booted_slot(&self) -> Result<SlotName> {
         let cmdline_path = &self.config.system.cmdline;
         if let Some(cmdline) = system::read_fact(cmdline_path) {
-            let named = system::booted_slot_from_cmdline(&cmdline)
-                .map_err(|e| Error::Refused(format!("{}: {e}", cmdline_path.display())))?;
+            let named = system::booted_slot_from_cmdline(&cmdline).map_err(|error| {
+                SystemError::Cmdline {
+                    path: cmdline_path.clone(),
+                    error,
+                }
+            })?;
             if let Some(slot) = named {
                 return Ok(slot);
             }
@@ -71,10 +104,10 @@ impl Host {
                 return Ok(slot);
             }
         }
-        Err(Error::Refused(format!(
-            "cannot tell which slot is booted: no abupdate.slot= or rauc.slot= in {} and / is on neither slot's devices",
-            cmdline_path.display()
-        )))
+        Err(SystemError::BootedSlotUnknown {
+            cmdline: cmdline_path.clone(),
+        }
+        .into())
     }
 
     /// Version of the booted system: os-release, else what we installed there.
@@ -84,6 +117,11 @@ impl Host {
             .or_else(|| state.slot(booted).version)
     }
 
+    fn machine_id(&self) -> &str {
+        self.machine_id
+            .get_or_init(|| system::read_fact(&self.config.system.machine_id).unwrap_or_default())
+    }
+
     /// This host's place in the fleet: the configured wariness, else the
     /// keyed hash of the machine id.
     pub fn position(&self) -> f64 {
@@ -91,13 +129,12 @@ impl Host {
             // Wariness 1.0 must still be inside a 100% rollout.
             return w.min(1.0 - f64::EPSILON);
         }
-        let id = system::read_fact(&self.config.system.machine_id).unwrap_or_default();
-        rollout::position(&id)
+        rollout::position(self.machine_id())
     }
 
     /// A stable id of this host for reports, not the machine id itself.
     pub fn host_id(&self) -> String {
-        rollout::host_id(&system::read_fact(&self.config.system.machine_id).unwrap_or_default())
+        rollout::host_id(self.machine_id())
     }
 
     /// Where to fetch `url` from: through the site cache, when one is
@@ -110,8 +147,36 @@ impl Host {
         }
     }
 
+    /// The kernel's id of this boot: a different one means the host
+    /// rebooted. Read once.
     pub(super) fn boot_id(&self) -> Option<String> {
-        system::read_fact(&self.config.system.boot_id).map(|s| s.trim().to_string())
+        self.boot_id
+            .get_or_init(|| {
+                system::read_fact(&self.config.system.boot_id).map(|s| s.trim().to_string())
+            })
+            .clone()
+    }
+
+    /// The manifest at `location` as the trust gate fetches it: through
+    /// the mirror, checked against the configured keys and threshold.
+    pub(super) fn release_source<'a>(&'a self, location: &'a str) -> gate::Source<'a> {
+        let u = &self.config.update;
+        gate::Source {
+            location,
+            mirror: u.mirror.as_deref(),
+            keys_dirs: &u.keys_dirs,
+            threshold: u.threshold,
+        }
+    }
+
+    /// The release to act on: the one given, else the configured URL.
+    pub(super) fn release_location(&self, given: Option<&str>) -> Result<String> {
+        match given.or(self.config.update.url.as_deref()) {
+            Some(l) => Ok(l.to_string()),
+            None => Err(Error::Usage(
+                "no release source: give one or set update.url".into(),
+            )),
+        }
     }
 
     pub(super) fn transport(&self) -> Result<Transport> {

@@ -1,80 +1,80 @@
-//! The recovery verbs: retiring a failed trial, finishing a rollback,
-//! re-blessing, `mark-good`/`mark-bad`, `rollback`, the reboot.
+//! The recovery flows: retiring a failed trial (the one way, for every
+//! failure), finishing a rollback whose reboot never happened, and the
+//! verbs a person runs by hand (`mark-good`, `mark-bad`, `rollback`), as
+//! rauc's `mark.c` keeps them apart from the install.
+//!
+//! Invariant: a manual change never leaves the bootloader and the state
+//! disagreeing about which slot may boot (`transition.rs` rule 5), and a
+//! rollback onto a slot the state does not hold as usable needs `--force`.
 
 use super::report::publish;
-use super::{log, Host, Verdict};
-use crate::boot::BootState;
-use crate::error::{Error, Result};
+use super::transition::Transition;
+use super::verdict::{reboot_into, Failure, Verdict};
+use super::{log, Host, Refusal};
+use crate::error::Result;
 use crate::slot::SlotName;
-use crate::state::{Phase, State, Transaction};
-use crate::system;
-use crate::timefmt::now;
+use crate::state::{State, Transaction};
 
-pub(super) fn rollback_trial(
+/// Retire the trial `t` that failed (`why`): marked bad, the slot it came
+/// from activated, its release on the failed list, reported; then, for a
+/// trial that is running, the reboot into the old slot, and for one that
+/// never came up, the re-bless of the running slot.
+pub(super) fn retire_trial(
     host: &Host,
+    flip: &Transition,
     state: &mut State,
     t: &Transaction,
-    reason: &str,
+    why: &Failure,
     no_reboot: bool,
 ) -> Result<Verdict> {
-    log(&format!(
-        "rolling back {} in slot {}: {reason}",
-        t.version, t.to
-    ));
-    host.boot.set_state(t.to, BootState::Bad)?;
-    host.boot.activate(t.from)?;
-    crate::failpoint::hit("rolled-back");
-    state.record_failed(&t.version, &t.manifest_sha256, reason, now());
-    let mut rec = state.slot(t.to);
-    rec.status = "bad".into();
-    state.slots.insert(t.to, rec);
-    state.transaction = None;
-    state.metrics.rollbacks += 1;
-    *state.metrics.failures.entry("health".into()).or_default() += 1;
-    host.state_dir.save(&state.clone())?;
-    publish(
-        host,
-        state,
-        Some(("rolled_back", t.version.as_str())),
-        Some(("health", reason)),
-    );
-    if !no_reboot {
-        log(&format!("rebooting into slot {}", t.from));
-        reboot(host)?;
+    let reason = why.reason(t);
+    match why {
+        Failure::NeverBooted => log(&reason),
+        _ => log(&format!(
+            "rolling back {} in slot {}: {reason}",
+            t.version, t.to
+        )),
     }
+    flip.retire(state, t, why)?;
+    let report = Some((why.outcome(), t.version.as_str()));
+    let error = Some((why.kind(), reason.as_str()));
+    if *why == Failure::NeverBooted {
+        // The running slot is the one it fell back to.
+        flip.rebless(state, t.from)?;
+        publish(host, state, report, error);
+        return Ok(Verdict::TrialNeverBooted {
+            version: t.version.clone(),
+        });
+    }
+    publish(host, state, report, error);
+    reboot_into(host, t.from, no_reboot)?;
     Ok(Verdict::RolledBack {
         version: t.version.clone(),
-        reason: reason.to_string(),
+        reason,
     })
 }
 
 /// The booted slot is recorded bad (its trial failed, or `mark-bad`) while
-/// the other slot is good: the rollback was recorded but the reboot never
+/// the other slot is usable: the rollback was recorded but the reboot never
 /// happened (a crash after the state write, a failed reboot command,
-/// `--no-reboot`). Re-blessing would make the failed slot bootable again;
-/// make sure the good slot boots next and reboot into it instead.
+/// `--no-reboot`). Make sure the good slot boots next and reboot into it.
 pub(super) fn finish_rollback(
     host: &Host,
+    flip: &Transition,
     state: &State,
     booted: SlotName,
     no_reboot: bool,
 ) -> Result<Verdict> {
     let other = booted.other();
-    if host.boot.state(booted)? == BootState::Good {
-        host.boot.set_state(booted, BootState::Bad)?;
-    }
-    if host.boot.primary()? != Some(other) || host.boot.state(other)? != BootState::Good {
-        host.boot.activate(other)?;
-    }
-    let rec = state.slot(booted);
+    flip.finish_rollback(booted)?;
     let reason = format!("slot {booted} is marked bad; slot {other} boots next");
     log(&reason);
-    if !no_reboot {
-        log(&format!("rebooting into slot {other}"));
-        reboot(host)?;
-    }
+    reboot_into(host, other, no_reboot)?;
     Ok(Verdict::RolledBack {
-        version: rec.version.unwrap_or_else(|| "the booted release".into()),
+        version: state
+            .slot(booted)
+            .version
+            .unwrap_or_else(|| "the booted release".into()),
         reason,
     })
 }
@@ -85,94 +85,37 @@ pub(super) fn finish_rollback(
 /// instance acts on a host that is about to reboot.
 pub(super) fn reboot(host: &Host) -> Result<()> {
     crate::report::flush();
-    system::reboot(&host.config.system.reboot).map_err(Error::Refused)
+    Ok(crate::system::reboot(&host.config.system.reboot)?)
 }
 
-/// Mark the running, healthy slot good again. The bootloader script sets
-/// TRY on every slot it visits; re-blessing on each healthy boot keeps a
-/// later failure of the other slot from leaving both flagged.
-pub(super) fn rebless(host: &Host, state: &mut State, booted: SlotName) -> Result<()> {
-    host.boot.set_state(booted, BootState::Good)?;
-    let mut rec = state.slot(booted);
-    if rec.status != "good" && (rec.status == "installed" || rec.status == "empty") {
-        rec.status = "good".into();
-        if rec.version.is_none() {
-            rec.version = host.booted_version(state, booted);
-        }
-        state.slots.insert(booted, rec);
-        host.state_dir.save(state)?;
-    } else if state.recovered.is_some() {
-        // Repair a damaged state.json (and keep its count) once.
-        host.state_dir.save(state)?;
-    }
-    Ok(())
-}
-
-/// `mark-good` / `mark-bad` by hand.
+/// `mark-good` / `mark-bad` by hand: `slot`, else the booted one.
 pub fn mark(host: &Host, slot: Option<SlotName>, good: bool) -> Result<SlotName> {
-    let _lock = host.state_dir.lock()?;
+    let lock = host.state_dir.lock()?;
     let mut state = host.state_dir.load()?;
     let slot = match slot {
         Some(s) => s,
         None => host.booted_slot()?,
     };
-    host.boot.set_state(
-        slot,
-        if good {
-            BootState::Good
-        } else {
-            BootState::Bad
-        },
-    )?;
-    let mut rec = state.slot(slot);
-    rec.status = if good { "good" } else { "bad" }.into();
-    state.slots.insert(slot, rec);
-    if good
-        && state
-            .transaction
-            .as_ref()
-            .is_some_and(|t| t.to == slot && t.phase == Phase::Staged)
-    {
-        state.transaction = None;
-    }
-    host.state_dir.save(&state)?;
+    Transition::new(host, &lock).mark(&mut state, slot, good)?;
     Ok(slot)
 }
 
-/// Boot the other slot (if it holds a good system).
+/// Boot the other slot (if it holds a good system, or `force`).
 pub fn rollback(host: &Host, force: bool, no_reboot: bool) -> Result<SlotName> {
-    let _lock = host.state_dir.lock()?;
+    let lock = host.state_dir.lock()?;
     let mut state = host.state_dir.load()?;
     let booted = host.booted_slot()?;
     let other = booted.other();
-    let rec = state.slot(other);
-    let usable = matches!(rec.status.as_str(), "good" | "installed");
+    let status = state.slot(other).status;
+    let usable = status.is_usable();
     if !usable && !force {
-        return Err(Error::Refused(format!(
-            "slot {other} is {} in the state; refusing to roll back to it (use --force)",
-            rec.status
-        )));
+        return Err(Refusal::NotUsable {
+            slot: other,
+            status,
+        }
+        .into());
     }
-    host.boot.activate(other)?;
-    crate::failpoint::hit("rollback");
-    // Onto a slot that is staged and never tried: the boot is its trial,
-    // so the transaction stays (health then judges it); anything else in
-    // flight is abandoned.
-    let staged_there = state
-        .transaction
-        .as_ref()
-        .is_some_and(|t| t.to == other && t.phase == Phase::Staged);
-    if !staged_there {
-        state.transaction = None;
-    }
-    if !usable {
-        // The operator vouches for it: no longer "bad", so the health
-        // check on its boot blesses it instead of rolling back again.
-        let mut rec = rec;
-        rec.status = "installed".into();
-        state.slots.insert(other, rec);
-    }
-    host.state_dir.save(&state)?;
+    Transition::new(host, &lock).switch_to(&mut state, other, !usable)?;
     log(&format!("slot {other} is now primary"));
     if !no_reboot {
         reboot(host)?;

@@ -1,8 +1,12 @@
 //! Reporting glue: the textfile and the webhook after each outcome, and
-//! the failure counters that drive the backoff.
+//! the failure counters that drive the timer's backoff.
+//!
+//! Invariant: reporting never changes an outcome ([`crate::report`]): a
+//! report that cannot be written is logged, never returned.
 
 use super::{log, Host};
-use crate::error::Error;
+use crate::error::{Error, Kind};
+use crate::report::Outcome;
 use crate::slot::SlotName;
 use crate::state::State;
 use crate::timefmt::now;
@@ -13,8 +17,8 @@ use crate::timefmt::now;
 pub fn publish(
     host: &Host,
     state: &State,
-    event: Option<(&str, &str)>,
-    error: Option<(&str, &str)>,
+    event: Option<(Outcome, &str)>,
+    error: Option<(Kind, &str)>,
 ) {
     let booted = host.booted_slot().ok();
     let booted_version = booted.and_then(|b| host.booted_version(state, b));
@@ -43,8 +47,8 @@ pub fn publish(
         release: (!release.is_empty()).then(|| release.to_string()),
         booted_slot: booted.map(|b| b.to_string()),
         booted_version,
-        outcome: outcome.to_string(),
-        error_kind: error.map(|(k, _)| k.to_string()),
+        outcome: outcome.as_str().to_string(),
+        error_kind: error.map(|(k, _)| k.as_str().to_string()),
         message: error.map(|(_, m)| crate::fetch::redact(m).into_owned()),
         time: now(),
     };
@@ -55,17 +59,13 @@ pub fn publish(
 
 /// Count a failed run, schedule the backoff, and report it.
 pub fn record_failure(host: &Host, error: &Error, release: Option<&str>) {
-    let Ok(_lock) = host.state_dir.lock() else {
+    let Ok(lock) = host.state_dir.lock() else {
         return;
     };
     let Ok(mut state) = host.state_dir.load() else {
         return;
     };
-    *state
-        .metrics
-        .failures
-        .entry(error.kind().to_string())
-        .or_default() += 1;
+    state.count_failure(error.kind());
     state.metrics.consecutive_failures = state.metrics.consecutive_failures.saturating_add(1);
     let delay = crate::schedule::backoff(
         state.metrics.consecutive_failures,
@@ -74,18 +74,19 @@ pub fn record_failure(host: &Host, error: &Error, release: Option<&str>) {
     );
     let delay = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX);
     state.metrics.retry_after = Some(now().saturating_add(delay));
-    let _ = host.state_dir.save(&state);
+    let _ = lock.save(&state);
     let message = error.to_string();
     publish(
         host,
         &state,
-        Some(("failed", release.unwrap_or(""))),
+        Some((Outcome::Failed, release.unwrap_or(""))),
         Some((error.kind(), &message)),
     );
 }
 
+/// A run that succeeded: the backoff is over; the textfile is refreshed.
 pub(super) fn record_success(host: &Host) {
-    let Ok(_lock) = host.state_dir.lock() else {
+    let Ok(lock) = host.state_dir.lock() else {
         return;
     };
     let Ok(mut state) = host.state_dir.load() else {
@@ -94,7 +95,7 @@ pub(super) fn record_success(host: &Host) {
     if state.metrics.consecutive_failures != 0 || state.metrics.retry_after.is_some() {
         state.metrics.consecutive_failures = 0;
         state.metrics.retry_after = None;
-        let _ = host.state_dir.save(&state);
+        let _ = lock.save(&state);
     }
     publish(host, &state, None, None);
 }

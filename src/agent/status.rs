@@ -1,4 +1,6 @@
-//! `status`: everything the host knows, as one view.
+//! `status`: everything the host knows, as one view. It reads, never
+//! writes: no lock is needed, and it shows a host another instance is
+//! changing.
 
 use super::Host;
 use crate::error::Result;
@@ -10,12 +12,20 @@ use std::collections::BTreeMap;
 /// Everything `status` shows.
 #[derive(Debug, serde::Serialize)]
 pub struct Status {
+    /// The slot running now, when the host can tell.
     pub booted_slot: Option<SlotName>,
+    /// The release running now (os-release, else the record).
     pub booted_version: Option<String>,
+    /// The slot the bootloader tries first on the next boot.
     pub primary_slot: Option<SlotName>,
-    pub slots: BTreeMap<SlotName, SlotStatus>,
+    /// Each slot: its devices, record and bootloader flag.
+    pub slots: BTreeMap<SlotName, SlotView>,
+    /// The update in flight.
     pub transaction: Option<Transaction>,
+    /// Releases that failed here and are never installed again.
     pub failed: Vec<crate::state::FailedRelease>,
+    /// abupdate's variables in the bootloader env, shown losslessly
+    /// ([`crate::boot::show`]).
     pub bootloader: BTreeMap<String, String>,
     /// A staged release waits for this maintenance window to reboot.
     pub reboot_window: Option<String>,
@@ -29,13 +39,18 @@ pub struct Status {
     pub metrics: crate::state::Metrics,
 }
 
+/// One slot, as `status` shows it.
 #[derive(Debug, serde::Serialize)]
-pub struct SlotStatus {
+pub struct SlotView {
+    /// Class → device path.
     pub devices: BTreeMap<String, String>,
+    /// What the state records of it.
     pub record: SlotRecord,
+    /// `good` or `bad` in the bootloader, when it can be read.
     pub bootloader_state: Option<String>,
 }
 
+/// Everything the host knows now.
 pub fn status(host: &Host) -> Result<Status> {
     let state = host.state_dir.load()?;
     let booted = host.booted_slot().ok();
@@ -43,7 +58,7 @@ pub fn status(host: &Host) -> Result<Status> {
     for slot in SlotName::ALL {
         slots.insert(
             slot,
-            SlotStatus {
+            SlotView {
                 devices: host.config.slots[&slot]
                     .iter()
                     .map(|(c, p)| (c.clone(), p.display().to_string()))

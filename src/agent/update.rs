@@ -1,10 +1,15 @@
-//! `update`: the timer's job (backoff, jitter, check, install).
+//! `update`: the timer's job: wait out a backoff and the jitter, then
+//! check, and install and reboot when a release applies (one judgement,
+//! [`super::install`]'s `check_and_install`).
+//!
+//! Invariant: every run ends in exactly one report: a success resets the
+//! backoff, a failure counts its kind and schedules the next try
+//! ([`super::report`]).
 
+use super::check::{CheckOptions, NoUpdate};
+use super::install::check_and_install;
 use super::report::record_success;
-use super::{
-    check, install, log, record_failure, CheckOptions, CheckOutcome, Host, InstallOptions,
-    Installed,
-};
+use super::{log, record_failure, Host, InstallOptions, Installed};
 use crate::error::Result;
 use crate::install::WriteMode;
 use crate::rollout::Standing;
@@ -15,7 +20,9 @@ use crate::timefmt::now;
 pub struct UpdateOptions {
     /// Skip jitter and backoff (a manual run).
     pub now: bool,
+    /// Stage without rebooting.
     pub no_reboot: bool,
+    /// No progress output.
     pub quiet: bool,
 }
 
@@ -24,13 +31,19 @@ pub struct UpdateOptions {
 pub enum UpdateOutcome {
     /// An earlier failure asks to wait until then.
     BackingOff {
+        /// Unix time.
         until: i64,
     },
+    /// Nothing to do, and why (as `check` says it).
     UpToDate {
+        /// Why, for a person.
         reason: String,
-        kind: &'static str,
+        /// Why, as a stable label.
+        kind: NoUpdate,
+        /// Where the host stands in its rollout.
         standing: Option<Standing>,
     },
+    /// A release was installed (and the reboot requested, in a window).
     Installed(Installed),
 }
 
@@ -60,35 +73,31 @@ pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
         }
     }
     let mut release = None;
-    let result = check(
-        host,
-        None,
-        CheckOptions {
-            allow_downgrade: false,
-            rollout: true,
-        },
-    )
-    .and_then(|outcome| match outcome {
-        CheckOutcome::UpToDate {
-            reason,
-            kind,
-            standing,
-        } => Ok(UpdateOutcome::UpToDate {
-            reason,
-            kind,
-            standing,
-        }),
-        CheckOutcome::Available { verified, .. } => {
-            release = Some(verified.manifest.version.to_string());
-            let install_opts = InstallOptions {
-                allow_downgrade: false,
-                no_reboot: opts.no_reboot,
-                write_mode: WriteMode::All,
-                quiet: opts.quiet,
-                respect_windows: true,
-            };
-            install(host, &verified, &install_opts).map(UpdateOutcome::Installed)
-        }
+    let check = CheckOptions {
+        allow_downgrade: false,
+        rollout: true,
+    };
+    let install_opts = InstallOptions {
+        allow_downgrade: false,
+        no_reboot: opts.no_reboot,
+        write_mode: WriteMode::All,
+        quiet: opts.quiet,
+        respect_windows: true,
+    };
+    let result = host.release_location(None).and_then(|location| {
+        Ok(
+            match check_and_install(host, &location, check, &install_opts, &mut release)? {
+                Ok(done) => UpdateOutcome::Installed(done),
+                Err(nothing) => {
+                    let (reason, kind, standing) = nothing.explain();
+                    UpdateOutcome::UpToDate {
+                        reason,
+                        kind,
+                        standing,
+                    }
+                }
+            },
+        )
     });
     match &result {
         Ok(_) => record_success(host),

@@ -172,21 +172,21 @@ pub enum FetchError {
 impl FetchError {
     /// A short stable label for metrics and reports (the README lists them
     /// with who is to blame for each).
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> crate::error::Kind {
         match self {
             FetchError::Network { .. }
             | FetchError::Timeout { .. }
             | FetchError::TooShort {
                 announced: false, ..
-            } => "network",
-            FetchError::HttpStatus { .. } => "http_status",
-            FetchError::NotFound { .. } => "not_found",
-            FetchError::TooLong { .. } => "too_long",
-            FetchError::TooShort { .. } => "too_short",
-            FetchError::Tls { .. } => "tls",
-            FetchError::Io { .. } => "io",
-            FetchError::Refused { .. } => "refused",
-            FetchError::RangeIgnored { .. } => "range_ignored",
+            } => crate::error::Kind::Network,
+            FetchError::HttpStatus { .. } => crate::error::Kind::HttpStatus,
+            FetchError::NotFound { .. } => crate::error::Kind::NotFound,
+            FetchError::TooLong { .. } => crate::error::Kind::TooLong,
+            FetchError::TooShort { .. } => crate::error::Kind::TooShort,
+            FetchError::Tls { .. } => crate::error::Kind::Tls,
+            FetchError::Io { .. } => crate::error::Kind::Io,
+            FetchError::Refused { .. } => crate::error::Kind::Refused,
+            FetchError::RangeIgnored { .. } => crate::error::Kind::RangeIgnored,
         }
     }
 

@@ -14,6 +14,7 @@
 //! counts.
 
 mod base64;
+pub mod gate;
 pub mod minisign;
 
 use std::fmt;
@@ -159,8 +160,17 @@ pub enum TrustError {
     },
     /// A `*.pub` file is not a usable minisign public key.
     KeyFileInvalid { path: PathBuf, error: MinisignError },
-    /// No signature files were given at all.
-    NoSignatures,
+    /// No signature files were given at all; `missing` names the first
+    /// one looked for, when the caller knows it.
+    NoSignatures { missing: Option<String> },
+    /// `keygen` would overwrite a key file.
+    KeyFileExists { path: PathBuf },
+    /// `keygen` could not make a key (no randomness).
+    KeyGen(MinisignError),
+    /// A secret key file that `sign` cannot use.
+    SecretKeyInvalid { path: PathBuf, error: MinisignError },
+    /// `verify`: the signature does not check out with the key given.
+    Verify { name: String, error: MinisignError },
     /// A signature file could not be parsed.
     MalformedSignature { name: String, error: MinisignError },
     /// A well-formed signature by a key that is not in the key ring.
@@ -200,7 +210,16 @@ impl fmt::Display for TrustError {
                 write!(f, "{}: cannot read trusted key: {error}", path.display())
             }
             KeyFileInvalid { path, error } => write!(f, "{}: {error}", path.display()),
-            NoSignatures => f.write_str("no signature to check"),
+            NoSignatures { missing: None } => f.write_str("no signature to check"),
+            NoSignatures {
+                missing: Some(name),
+            } => write!(f, "{name}: missing (a release must be signed)"),
+            KeyFileExists { path } => {
+                write!(f, "{}: exists (use --force to overwrite)", path.display())
+            }
+            KeyGen(error) => write!(f, "keygen: {error}"),
+            SecretKeyInvalid { path, error } => write!(f, "{}: {error}", path.display()),
+            Verify { name, error } => write!(f, "{name}: {error}"),
             MalformedSignature { name, error } => write!(f, "{name}: {error}"),
             UntrustedKey { name, key_id } => {
                 write!(f, "{name}: signed by untrusted key {}", key_id_hex(key_id))
@@ -284,7 +303,7 @@ pub fn verify_threshold(
         });
     }
     if signatures.is_empty() {
-        return Err(TrustError::NoSignatures);
+        return Err(TrustError::NoSignatures { missing: None });
     }
 
     let mut prehash: Option<[u8; 64]> = None;
@@ -556,7 +575,7 @@ mod tests {
         );
         assert!(matches!(
             verify_threshold(MANIFEST, &[], &r, 1),
-            Err(TrustError::NoSignatures)
+            Err(TrustError::NoSignatures { .. })
         ));
     }
 
