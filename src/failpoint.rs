@@ -83,6 +83,7 @@ fn armed(name: &str) -> bool {
     spec_matches(name, &HITS)
 }
 
+/// A durable step passed: abort here when `ABUPDATE_FAILPOINT` names it (and trace it when `ABUPDATE_FAILPOINT_TRACE` is set).
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     if armed(name) {

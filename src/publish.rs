@@ -58,32 +58,43 @@ const TMP_SUFFIX: &str = ".abupdate-tmp";
 /// Why a publish was refused or failed; each names the file or key.
 #[derive(Debug)]
 pub enum PublishError {
+    /// A file or directory that cannot be read or written.
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the system said.
         source: io::Error,
     },
     /// Another `pack` or `fleet` holds the directory.
     Locked {
+        /// The release directory.
         dir: PathBuf,
     },
     /// A payload name already holds other bytes.
     Clobber {
+        /// The payload's file.
         path: PathBuf,
     },
     /// The manifest in the directory does not pass the hosts' trust gate.
     Untrusted {
+        /// The manifest.
         path: PathBuf,
+        /// Why its signatures do not pass.
         error: TrustError,
     },
     /// The manifest in the directory (or the one about to be written) is not
     /// one hosts would parse.
     Manifest {
+        /// The manifest.
         path: PathBuf,
+        /// What is wrong with it.
         error: ManifestError,
     },
     /// A secret key that must not sign this manifest.
     Key {
+        /// The secret key file.
         path: PathBuf,
+        /// Why it must not sign.
         reason: String,
     },
     /// Anything else that is wrong with what was asked.
@@ -120,6 +131,7 @@ impl fmt::Display for PublishError {
 impl std::error::Error for PublishError {}
 
 impl PublishError {
+    /// What failed, as a stable label.
     pub fn kind(&self) -> crate::error::Kind {
         match self {
             PublishError::Untrusted { .. } | PublishError::Key { .. } => {
@@ -209,6 +221,7 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Where it will be once committed.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -310,6 +323,7 @@ impl ReleaseDir {
         Ok(dir)
     }
 
+    /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -573,8 +587,11 @@ impl ReleaseDir {
 /// A manifest in a release directory that passed the hosts' trust gate.
 #[derive(Debug)]
 pub struct Current {
+    /// The manifest's path.
     pub path: PathBuf,
+    /// Its exact bytes.
     pub body: Vec<u8>,
+    /// It, parsed.
     pub manifest: Manifest,
     /// Signature files under the standard names, and under the names bound
     /// to `body`, as (path, text).

@@ -77,17 +77,23 @@ impl std::fmt::Display for Outcome {
 pub struct Event {
     /// Keyed hash of the machine id: stable, not the id itself.
     pub host: String,
+    /// The host's `update.compatible`.
     pub compatible: String,
     /// The release the event is about.
     pub release: Option<String>,
+    /// The slot running when it reported.
     pub booted_slot: Option<String>,
+    /// The release running when it reported.
     pub booted_version: Option<String>,
     /// An [`Outcome`]'s label. Text on the wire: a report from a newer
     /// host with an outcome this version does not know still reads (the
     /// controller counts it as unknown, [`Outcome::parse`]).
     pub outcome: String,
+    /// The failure's [`crate::error::Kind`] label, for a failure.
     pub error_kind: Option<String>,
+    /// The failure's message (URLs without user info).
     pub message: Option<String>,
+    /// When (Unix time).
     pub time: i64,
 }
 
@@ -99,9 +105,13 @@ fn escape_label(v: &str) -> String {
 
 /// The facts the textfile shows besides the counters.
 pub struct HostView<'a> {
+    /// The slot running.
     pub booted_slot: Option<&'a str>,
+    /// The release running.
     pub booted_version: Option<&'a str>,
+    /// Whether an update is in flight.
     pub pending: bool,
+    /// The host's place in the fleet, 0 to 1.
     pub position: Option<f64>,
 }
 

@@ -82,9 +82,11 @@ pub fn percentage(r: &Rollout, now: i64) -> Result<f64, String> {
 /// Where a host stands in a rollout.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Standing {
+    /// The host's place in the fleet, 0 to 1.
     pub position: f64,
     /// Current coverage in percent (0 while paused).
     pub percentage: f64,
+    /// Whether the rollout includes the host now.
     pub included: bool,
     /// Why the host waits, when it does.
     pub reason: Option<String>,

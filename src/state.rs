@@ -36,18 +36,28 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+/// Errors of the state dir; each names the file.
 #[derive(Debug)]
 pub enum StateError {
+    /// A file that cannot be read or written.
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// A state that cannot be serialized.
     Corrupt {
+        /// The file.
         path: PathBuf,
+        /// What is wrong.
         reason: String,
     },
+    /// Another instance holds the lock.
     Locked {
+        /// The lock file.
         path: PathBuf,
+        /// Who holds it (`pid N`).
         holder: String,
     },
 }
@@ -83,8 +93,11 @@ pub type Unknown = BTreeMap<String, serde_json::Value>;
 /// One image as written into a slot.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ImageRef {
+    /// The image's SHA-256 (hex).
     pub sha256: String,
+    /// The image's size in bytes.
     pub size: u64,
+    /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -164,15 +177,19 @@ impl<'de> Deserialize<'de> for SlotStatus {
 pub struct SlotRecord {
     /// What the slot holds.
     pub status: SlotStatus,
+    /// The release written there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// SHA-256 of that release's manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_sha256: Option<String>,
     /// Class → the image written there.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, ImageRef>,
+    /// When it was written (Unix time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installed_at: Option<i64>,
+    /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -190,11 +207,17 @@ pub enum Phase {
 /// The update in flight, if any.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Transaction {
+    /// The slot it was installed from (booted then).
     pub from: SlotName,
+    /// The slot being written, then on trial.
     pub to: SlotName,
+    /// The release.
     pub version: String,
+    /// SHA-256 of the release's manifest.
     pub manifest_sha256: String,
+    /// Where it stands.
     pub phase: Phase,
+    /// When it began (Unix time).
     pub started: i64,
     /// The kernel boot id when the slot was staged: a different one means
     /// the host has rebooted since.
@@ -203,6 +226,7 @@ pub struct Transaction {
     /// Class → the image being written, so a boot can check the slot.
     #[serde(default)]
     pub images: BTreeMap<String, ImageRef>,
+    /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -210,10 +234,15 @@ pub struct Transaction {
 /// A release that failed on this host and is never installed again.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FailedRelease {
+    /// The release.
     pub version: String,
+    /// SHA-256 of its manifest.
     pub manifest_sha256: String,
+    /// Why it failed.
     pub reason: String,
+    /// When (Unix time).
     pub at: i64,
+    /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -221,10 +250,14 @@ pub struct FailedRelease {
 /// Validators of the last manifest response, for a conditional GET.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct LastCheck {
+    /// The manifest URL checked.
     pub url: String,
+    /// When (Unix time).
     pub at: i64,
+    /// The answer's `ETag`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// The answer's `Last-Modified`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_modified: Option<String>,
     /// `expires` of the manifest those validators stand for. Once past, the
@@ -236,6 +269,7 @@ pub struct LastCheck {
     /// the same manifest may apply again, so its 304 must not be trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub booted_version: Option<String>,
+    /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -243,19 +277,25 @@ pub struct LastCheck {
 /// Counters and timestamps for reports; they survive reboots.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Metrics {
+    /// When the manifest was last checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<i64>,
+    /// When an install or commit last succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<i64>,
     /// Failures by error kind.
     #[serde(default)]
     pub failures: BTreeMap<String, u64>,
+    /// Payload bytes received over the network.
     #[serde(default)]
     pub downloaded_bytes: u64,
+    /// Releases written and staged.
     #[serde(default)]
     pub installs: u64,
+    /// Trials committed.
     #[serde(default)]
     pub commits: u64,
+    /// Trials rolled back or never booted.
     #[serde(default)]
     pub rollbacks: u64,
     /// Failed `update` runs in a row; drives the backoff.
@@ -267,8 +307,10 @@ pub struct Metrics {
     /// Bytes the last install fetched, and what a full install would have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_install_fetched: Option<u64>,
+    /// What a full install of the last release fetches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_install_full: Option<u64>,
+    /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -277,14 +319,20 @@ pub struct Metrics {
 /// is verified once per boot, not once per check.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SourceHash {
+    /// The boot it was hashed in.
     pub boot_id: String,
+    /// The booted slot's device.
     pub device: String,
+    /// Bytes hashed from its start.
     pub size: u64,
+    /// Their SHA-256.
     pub sha256: String,
+    /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,
 }
 
+/// The `format` of `state.json` this version writes (and reads).
 pub const STATE_FORMAT: u32 = 1;
 
 /// The largest `state.json` read. A real one is a few KiB (the failed list
@@ -352,13 +400,18 @@ fn fresh() -> State {
 /// Sources whose newest `created` is remembered.
 const MAX_SOURCES: usize = 32;
 
+/// Everything `state.json` holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct State {
+    /// [`STATE_FORMAT`].
     pub format: u32,
+    /// What each slot holds.
     #[serde(default)]
     pub slots: BTreeMap<SlotName, SlotRecord>,
+    /// The update in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction: Option<Transaction>,
+    /// Releases that failed here and are never installed again.
     #[serde(default)]
     pub failed: Vec<FailedRelease>,
     /// Newest believed `created` of any verified manifest: the clock's
@@ -369,12 +422,16 @@ pub struct State {
     /// nothing older from that source is acted on (TUF's timestamp rule).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub newest_by_source: BTreeMap<String, i64>,
+    /// Validators of the last manifest that did not apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<LastCheck>,
+    /// Counters for reports.
     #[serde(default)]
     pub metrics: Metrics,
+    /// Hashes of the booted slot's prefix, per boot (delta sources).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_hashes: Vec<SourceHash>,
+    /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,
     /// Set by [`StateDir::load`] when `state.json` could not be used: what
@@ -386,10 +443,12 @@ pub struct State {
 }
 
 impl State {
+    /// The versions on the failed list.
     pub fn failed_versions(&self) -> Vec<String> {
         self.failed.iter().map(|f| f.version.clone()).collect()
     }
 
+    /// Put a release on the failed list (once per version, compared as versions).
     pub fn record_failed(&mut self, version: &str, manifest_sha256: &str, reason: &str, at: i64) {
         // Compared as versions: `3.0` is already there for `3.0.0`.
         let same = |recorded: &str| match (Version::parse(recorded), Version::parse(version)) {
@@ -579,16 +638,19 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    /// The state dir at `dir`.
     pub fn new(dir: &Path) -> StateDir {
         StateDir {
             dir: dir.to_path_buf(),
         }
     }
 
+    /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir
     }
 
+    /// Where `state.json` is.
     pub fn state_file(&self) -> PathBuf {
         self.dir.join("state.json")
     }
@@ -600,6 +662,7 @@ impl StateDir {
             .join(format!("{download_sha256}.part"))
     }
 
+    /// Create the dir (and `partial/`) if missing.
     pub fn ensure(&self) -> Result<(), StateError> {
         std::fs::create_dir_all(self.dir.join("partial")).map_err(io(&self.dir))
     }

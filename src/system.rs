@@ -22,9 +22,17 @@ pub const REBOOT_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CmdlineError {
     /// Two markers name different slots (`rauc.slot=A abupdate.slot=B`).
-    Conflict { first: String, second: String },
+    Conflict {
+        /// The first marker.
+        first: String,
+        /// The marker that disagrees.
+        second: String,
+    },
     /// Our own marker names no slot (`abupdate.slot=C`).
-    BadValue { word: String },
+    BadValue {
+        /// The marker.
+        word: String,
+    },
 }
 
 impl fmt::Display for CmdlineError {

@@ -55,8 +55,11 @@ const SECRET_KEY_BYTES: usize = 2 + 2 + 2 + 32 + 8 + 8 + 8 + 64 + 32;
 /// Which kind of minisign file a message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// A public key file.
     PublicKey,
+    /// A secret key file.
     SecretKey,
+    /// A signature file.
     Signature,
 }
 
@@ -75,34 +78,77 @@ impl fmt::Display for FileKind {
 #[derive(Debug)]
 pub enum MinisignError {
     /// The file is larger than [`MAX_FILE_SIZE`].
-    TooLarge { kind: FileKind, size: usize },
+    TooLarge {
+        /// Which kind of file.
+        kind: FileKind,
+        /// Its size in bytes.
+        size: usize,
+    },
     /// The text is not laid out as that kind of file.
-    Malformed { kind: FileKind, reason: String },
+    Malformed {
+        /// Which kind of file.
+        kind: FileKind,
+        /// Why.
+        reason: String,
+    },
     /// A signature algorithm other than `Ed` / `ED`.
-    UnsupportedAlgorithm { kind: FileKind, alg: [u8; 2] },
+    UnsupportedAlgorithm {
+        /// Which kind of file.
+        kind: FileKind,
+        /// The algorithm bytes found.
+        alg: [u8; 2],
+    },
     /// A secret key whose checksum algorithm is not BLAKE2b.
-    UnsupportedChecksum { alg: [u8; 2] },
+    UnsupportedChecksum {
+        /// The algorithm bytes found.
+        alg: [u8; 2],
+    },
     /// A secret key encrypted with an unknown key derivation function.
-    UnsupportedKdf { alg: [u8; 2] },
+    UnsupportedKdf {
+        /// The algorithm bytes found.
+        alg: [u8; 2],
+    },
     /// A secret key encrypted with a password (scrypt).
     PasswordProtected,
     /// The secret key's BLAKE2b checksum does not match its contents.
-    ChecksumMismatch { key_id: [u8; 8] },
+    ChecksumMismatch {
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// The secret key's embedded public half does not belong to its seed.
-    InconsistentSecretKey { key_id: [u8; 8] },
+    InconsistentSecretKey {
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// The public key bytes are not a usable Ed25519 point.
     InvalidPublicKey {
+        /// The key id.
         key_id: [u8; 8],
+        /// Why the point is unusable.
         reason: &'static str,
     },
     /// The signature was made by a different key than the one given.
-    KeyIdMismatch { signature: [u8; 8], key: [u8; 8] },
+    KeyIdMismatch {
+        /// The key id of the signature.
+        signature: [u8; 8],
+        /// The key id of the key.
+        key: [u8; 8],
+    },
     /// The signature does not match the data.
-    BadSignature { key_id: [u8; 8] },
+    BadSignature {
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// The trusted comment (or the signature line) was altered after signing.
-    BadTrustedComment { key_id: [u8; 8] },
+    BadTrustedComment {
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// A legacy `Ed` signature signs the whole data, not its hash.
-    LegacyNeedsMessage { key_id: [u8; 8] },
+    LegacyNeedsMessage {
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// Could not read randomness for a new key.
     Random(std::io::Error),
 }
@@ -295,6 +341,7 @@ fn wipe(buf: &mut [u8]) {
 /// A minisign public key (`minisign.pub`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
+    /// The 8-byte key id (a label, not part of the key).
     pub key_id: [u8; 8],
     key: VerifyingKey,
 }
@@ -474,6 +521,7 @@ impl SecretKey {
         text
     }
 
+    /// The public half.
     pub fn public_key(&self) -> PublicKey {
         PublicKey {
             key_id: self.key_id,
@@ -481,6 +529,7 @@ impl SecretKey {
         }
     }
 
+    /// The 8-byte key id.
     pub fn key_id(&self) -> [u8; 8] {
         self.key_id
     }
@@ -509,6 +558,7 @@ pub fn generate_keypair() -> Result<(SecretKey, PublicKey), MinisignError> {
 /// [`Signature::verify`] / [`Signature::verify_prehashed`] do.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Signature {
+    /// The key id it claims (a label, not covered by the signature).
     pub key_id: [u8; 8],
     /// `ED` (signs BLAKE2b-512 of the data) rather than legacy `Ed`.
     pub prehashed: bool,
@@ -529,6 +579,7 @@ impl fmt::Debug for Signature {
 }
 
 impl Signature {
+    /// Parse a signature file (`.minisig`).
     pub fn parse(text: &str) -> Result<Self, MinisignError> {
         let kind = FileKind::Signature;
         check_size(kind, text)?;

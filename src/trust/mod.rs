@@ -77,6 +77,7 @@ impl KeyRing {
         Ok(ring)
     }
 
+    /// A key ring of `keys` (the same key once).
     pub fn from_keys(keys: Vec<PublicKey>) -> KeyRing {
         let mut ring = KeyRing::default();
         for k in keys {
@@ -103,6 +104,7 @@ impl KeyRing {
         seen.len()
     }
 
+    /// Whether it holds no key.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -150,39 +152,93 @@ fn read_key_file(path: &Path) -> Result<PublicKey, TrustError> {
 #[derive(Debug)]
 pub enum TrustError {
     /// The key ring is empty.
-    NoTrustedKeys { dirs: Vec<PathBuf> },
+    NoTrustedKeys {
+        /// The directories looked in.
+        dirs: Vec<PathBuf>,
+    },
     /// A key directory exists but cannot be listed.
-    KeyDir { dir: PathBuf, error: std::io::Error },
+    KeyDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The underlying error.
+        error: std::io::Error,
+    },
     /// A `*.pub` file cannot be read.
     KeyFileRead {
+        /// The key file.
         path: PathBuf,
+        /// What the system said.
         error: std::io::Error,
     },
     /// A `*.pub` file is not a usable minisign public key.
-    KeyFileInvalid { path: PathBuf, error: MinisignError },
+    KeyFileInvalid {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        error: MinisignError,
+    },
     /// No signature files were given at all; `missing` names the first
     /// one looked for, when the caller knows it.
-    NoSignatures { missing: Option<String> },
+    NoSignatures {
+        /// The first signature file looked for, when known.
+        missing: Option<String>,
+    },
     /// `keygen` would overwrite a key file.
-    KeyFileExists { path: PathBuf },
+    KeyFileExists {
+        /// The file.
+        path: PathBuf,
+    },
     /// `keygen` could not make a key (no randomness).
     KeyGen(MinisignError),
     /// A secret key file that `sign` cannot use.
-    SecretKeyInvalid { path: PathBuf, error: MinisignError },
+    SecretKeyInvalid {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        error: MinisignError,
+    },
     /// `verify`: the signature does not check out with the key given.
-    Verify { name: String, error: MinisignError },
+    Verify {
+        /// The signature file, as shown.
+        name: String,
+        /// The underlying error.
+        error: MinisignError,
+    },
     /// A signature file could not be parsed.
-    MalformedSignature { name: String, error: MinisignError },
+    MalformedSignature {
+        /// The signature file, as shown.
+        name: String,
+        /// The underlying error.
+        error: MinisignError,
+    },
     /// A well-formed signature by a key that is not in the key ring.
-    UntrustedKey { name: String, key_id: [u8; 8] },
+    UntrustedKey {
+        /// The signature file, as shown.
+        name: String,
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// A trusted key's signature that does not cover these bytes.
-    BadSignature { name: String, key_id: [u8; 8] },
+    BadSignature {
+        /// The signature file, as shown.
+        name: String,
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// A trusted key's signature whose trusted comment was altered.
-    BadTrustedComment { name: String, key_id: [u8; 8] },
+    BadTrustedComment {
+        /// The signature file, as shown.
+        name: String,
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// All signatures checked out, but too few distinct trusted keys.
     NotEnough {
+        /// The manifest, as named in messages.
         subject: String,
+        /// Distinct trusted keys with a valid signature.
         valid: usize,
+        /// How many are needed.
         threshold: usize,
         /// Valid signatures that repeated an already counted key (under its
         /// own id or another one).
