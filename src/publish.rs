@@ -31,7 +31,7 @@
 //! or behind a cache holding an older `.minisig`) the standard signature may
 //! belong to another manifest. A host that finds the standard signatures do
 //! not verify fetches the bound names of the very bytes it holds
-//! ([`bound_tag`]) and verifies again (`agent::fetch_verified`); the bound
+//! ([`bound_tag`]) and verifies again ([`crate::trust::gate`]); the bound
 //! names are immutable, so they are also safe for any cache.
 //!
 //! One `pack` or `fleet` at a time per directory (an flock on the directory
