@@ -7,7 +7,10 @@
 //! different slots) is an error naming the file, never read one way
 //! ([`crate::system`]).
 
-use crate::boot::{custom::CustomBackend, grub::GrubBackend, uboot::UbootBackend, Bootloader};
+use crate::boot::{
+    custom::CustomBackend, efi::EfiBackend, grub::GrubBackend, systemd_boot::SystemdBootBackend,
+    uboot::UbootBackend, Bootloader,
+};
 use crate::config::{BootloaderKind, Config, ConfigError};
 use crate::error::{Error, Result};
 use crate::fetch::{Transport, TransportOptions};
@@ -40,6 +43,13 @@ impl Host {
             BootloaderKind::Uboot => Box::new(
                 UbootBackend::new(b.fw_env_config.clone(), b.tries)?.with_good_tries(b.good_tries),
             ),
+            BootloaderKind::Efi => Box::new(EfiBackend::new(b.efivarfs.clone(), b.efi.clone())),
+            BootloaderKind::SystemdBoot => Box::new(SystemdBootBackend::new(
+                b.esp.clone().unwrap_or_default(),
+                b.entry_prefix.clone(),
+                b.tries,
+                b.entries.clone(),
+            )),
             BootloaderKind::Custom => {
                 // `Config::load` refuses a custom kind without a script;
                 // a config built otherwise gets the same word.

@@ -304,7 +304,12 @@ fn write_images(w: &mut Writer, devices: &BTreeMap<String, Device>) -> Result<Fe
             w.booted.other(),
             target_dev.display()
         ));
-        let (by_delta, given_up) = match try_delta(w, class, image, target_dev) {
+        // A file (on the ESP) is replaced whole; a delta writes in place.
+        let delta = match w.host.config.is_file_target(target_dev) {
+            true => Ok((None, 0)),
+            false => try_delta(w, class, image, target_dev),
+        };
+        let (by_delta, given_up) = match delta {
             Ok(d) => d,
             Err(e) => {
                 w.fail()?;
@@ -373,16 +378,35 @@ fn write_payload(
             if resumed > 0 {
                 log(&format!("resuming {payload_url} at byte {resumed}"));
             }
+            // A file on the ESP goes to a temporary file first, then is
+            // renamed over the old one (`install::file_temp`).
+            let file_target = host.config.is_file_target(target_dev);
+            let path = match file_target {
+                true => install::file_temp(target_dev)?,
+                false => target_dev.to_path_buf(),
+            };
             let written = install::write_image(
                 class,
                 &mut reader,
                 image,
-                target_dev,
+                &path,
                 host.config.update.max_window_log,
-                opts.write_mode,
+                // A new temporary file has nothing to compare with.
+                match file_target {
+                    true => WriteMode::All,
+                    false => opts.write_mode,
+                },
                 &mut progress,
                 &mut || w.arm(),
-            )?;
+            );
+            let written = match (written, file_target) {
+                (Ok(w), true) => install::replace_file(&path, target_dev).map(|()| w),
+                (Err(e), true) => {
+                    let _ = std::fs::remove_file(&path);
+                    Err(e)
+                }
+                (w, false) => w,
+            }?;
             Ok((written.payload_bytes, reader.bytes_from_network()))
         });
     let e = match result {
@@ -486,6 +510,13 @@ fn check_targets(
             }
             .into());
         };
+        if host.config.is_file_target(path) {
+            devices.insert(
+                class.clone(),
+                check_file_target(host, booted, class, path, image)?,
+            );
+            continue;
+        }
         let dev = Device::inspect(path)?;
         let storage = dev.storage(&sys);
         crate::slot::check_target(path, &storage, &in_use)?;
@@ -508,6 +539,46 @@ fn check_targets(
         devices.insert(class.clone(), dev);
     }
     Ok(devices)
+}
+
+/// A class installed as a file on the ESP (a kernel, a UKI): never the
+/// booted slot's file, and room for the new file next to the old one.
+fn check_file_target(
+    host: &Host,
+    booted: SlotName,
+    class: &str,
+    path: &std::path::Path,
+    image: &crate::manifest::Image,
+) -> Result<Device> {
+    if host.config.device(booted, class) == Some(path) {
+        return Err(SlotError::Refused {
+            path: path.to_path_buf(),
+            reason: format!("is the booted slot {booted}'s file"),
+        }
+        .into());
+    }
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    if let Ok(st) = nix::sys::statvfs::statvfs(dir) {
+        // The field types are narrower on 32-bit targets.
+        #[allow(clippy::unnecessary_cast)]
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        if free < image.size {
+            return Err(SlotError::TooSmall {
+                path: dir.to_path_buf(),
+                class: class.to_string(),
+                image: image.size,
+                device: free,
+            }
+            .into());
+        }
+    }
+    Ok(Device {
+        path: path.to_path_buf(),
+        rdev: None,
+        file_id: None,
+        size: image.size,
+    })
 }
 
 /// Whether `dir`'s filesystem can take the rest of a `size`-byte download

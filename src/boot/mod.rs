@@ -1,8 +1,11 @@
 //! Bootloader backends behind one small trait.
 //!
 //! Invariant: every change a backend makes is one atomic write of the
-//! bootloader's environment, so a power cut at any instant leaves an
-//! environment the real bootloader reads and that names a good slot first.
+//! bootloader's environment (grubenv, U-Boot env), or a sequence of atomic
+//! writes ordered so that each intermediate state is one of the two
+//! (EFI variables, systemd-boot entry renames), so a power cut at any
+//! instant leaves an environment the real bootloader reads and that names
+//! a good slot first.
 //!
 //! Environment variables are bytes: a backend parses only the variables it
 //! owns (from their bytes, as the bootloader's script reads them) and
@@ -14,8 +17,11 @@ use std::fmt;
 use std::fmt::Write as _;
 
 pub mod custom;
+pub mod efi;
+pub mod efivar;
 pub mod grub;
 pub mod grubenv;
+pub mod systemd_boot;
 pub mod uboot;
 pub mod ubootenv;
 
