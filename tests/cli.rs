@@ -45,7 +45,10 @@ fn every_command_has_help_and_the_usage_lists_every_command() {
     let usage = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(usage.starts_with("usage: abupdate"), "{usage}");
     for cmd in COMMANDS {
-        assert!(usage.contains(&format!("\n  {cmd}")), "{cmd} missing:\n{usage}");
+        assert!(
+            usage.contains(&format!("\n  {cmd}")),
+            "{cmd} missing:\n{usage}"
+        );
         for args in [vec![cmd, "--help"], vec!["help", cmd], vec!["-h", cmd]] {
             let out = abupdate(&os(&args));
             assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
@@ -58,7 +61,11 @@ fn every_command_has_help_and_the_usage_lists_every_command() {
     }
     let out = abupdate(&os(&["pack", "--help"]));
     let help = String::from_utf8_lossy(&out.stdout).into_owned();
-    for flag in ["--secret FILE", "--image CLASS=PATH", "--delta-window-log N"] {
+    for flag in [
+        "--secret FILE",
+        "--image CLASS=PATH",
+        "--delta-window-log N",
+    ] {
         assert!(help.contains(flag), "{flag}:\n{help}");
     }
     assert!(!help.contains("--no-reboot"), "{help}");
@@ -69,13 +76,19 @@ fn usage_errors_exit_2_with_one_line() {
     for (args, want) in [
         (vec!["frobnicate"], "unknown command \"frobnicate\""),
         (vec!["status", "--bogus"], "status: unknown option --bogus"),
-        (vec!["check", "--no-reboot"], "check: unknown option --no-reboot"),
+        (
+            vec!["check", "--no-reboot"],
+            "check: unknown option --no-reboot",
+        ),
         (vec!["--now", "check"], "check: unknown option --now"),
         (vec!["install"], "install needs a SOURCE"),
         (vec!["keygen", "--secret"], "--secret needs a value"),
         (vec!["update", "--now=1"], "--now takes no value"),
         (vec!["mark-good", "C"], "unknown slot \"C\""),
-        (vec!["pack", "--level", "x"], "--level: \"x\" is not a number"),
+        (
+            vec!["pack", "--level", "x"],
+            "--level: \"x\" is not a number",
+        ),
     ] {
         let out = abupdate(&os(&args));
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
