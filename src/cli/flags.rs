@@ -7,11 +7,16 @@
 //! flag all read that entry (ripgrep's `flags/defs.rs` is the model), so
 //! adding a flag is one entry here plus the field it fills in [`LowArgs`].
 //!
+//! Adding a flag: its entry in [`FLAGS`], the field it fills in
+//! [`LowArgs`], and its use where `settings` builds the command. Two
+//! commands may each have a flag of one name (`keygen --secret` takes one
+//! key, `pack --secret` several): two entries, each with its commands.
+//!
 //! Parsing ([`parse_low`], with `lexopt`) has no side effects: it turns
 //! the arguments into plain data, each value already checked and converted
 //! by its flag's `set` (a number is a number, a path stays the bytes it was
-//! given), and then checks the line against the command ([`LowArgs::check`]).
-//! `settings` makes the typed [`super::Command`] of it.
+//! given). `settings` checks the line against its command
+//! ([`LowArgs::check`]) and makes the typed [`super::Command`] of it.
 
 use crate::install::WriteMode;
 use crate::timefmt::parse_rfc3339;

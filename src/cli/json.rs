@@ -33,7 +33,7 @@ pub enum Check<'a> {
         /// Where the verified manifest came from (the mirror, a redirect's
         /// target), without user info.
         source: String,
-        /// Where this host stands in the rollout; `null` without one.
+        /// Where this host stands in the release's rollout.
         rollout: Option<&'a Standing>,
     },
     /// Nothing to do: exit 0.
@@ -43,6 +43,7 @@ pub enum Check<'a> {
         /// `not_newer`, `previously_failed`, `not_modified`, `waiting_for_wave`.
         reason: &'a str,
         message: &'a str,
+        /// `null` for `not_modified` (the manifest was not fetched again).
         rollout: Option<&'a Standing>,
     },
 }
