@@ -13,7 +13,6 @@
 //! `.pub` files under two ids. [`verify_threshold`] is the one place that
 //! counts.
 
-mod base64;
 pub mod gate;
 pub mod minisign;
 
@@ -444,6 +443,8 @@ fn blake2b_512(message: &[u8]) -> [u8; 64] {
 mod tests {
     use super::minisign::{generate_keypair, sign, SecretKey};
     use super::*;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine as _;
 
     const MANIFEST: &[u8] = br#"{"format":1,"version":"2026.11.3"}"#;
 
@@ -526,18 +527,18 @@ mod tests {
     /// The same Ed25519 key as `key`, labelled with another key id: what
     /// anyone can write into a second `.pub` file.
     fn relabelled_key(key: &PublicKey, id: [u8; 8]) -> PublicKey {
-        let mut raw = super::base64::decode(&key.to_base64()).expect("b64");
+        let mut raw = BASE64.decode(&key.to_base64()).expect("b64");
         raw[2..10].copy_from_slice(&id);
-        PublicKey::parse(&super::base64::encode(&raw)).expect("relabelled key")
+        PublicKey::parse(&BASE64.encode(&raw)).expect("relabelled key")
     }
 
     /// `sig` with its key id bytes replaced: the id is not signed, so the
     /// signature itself stays valid for the same Ed25519 key.
     fn relabelled_signature(sig: &str, id: [u8; 8]) -> String {
         let mut lines: Vec<String> = sig.lines().map(str::to_owned).collect();
-        let mut raw = super::base64::decode(&lines[1]).expect("b64");
+        let mut raw = BASE64.decode(&lines[1]).expect("b64");
         raw[2..10].copy_from_slice(&id);
-        lines[1] = super::base64::encode(&raw);
+        lines[1] = BASE64.encode(&raw);
         lines.join("\n") + "\n"
     }
 
@@ -717,9 +718,9 @@ mod tests {
         // A second key that claims the first one's id: it must neither
         // shadow the real key nor make the real key's signature fail.
         let fake = {
-            let mut raw = super::base64::decode(&ks[1].1.to_base64()).expect("b64");
+            let mut raw = BASE64.decode(&ks[1].1.to_base64()).expect("b64");
             raw[2..10].copy_from_slice(&ks[0].1.key_id);
-            PublicKey::parse(&super::base64::encode(&raw)).expect("fake")
+            PublicKey::parse(&BASE64.encode(&raw)).expect("fake")
         };
         let r = KeyRing::from_keys(vec![fake, ks[0].1.clone()]);
         assert_eq!(r.len(), 2);
