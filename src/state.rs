@@ -510,13 +510,11 @@ impl State {
             t.to,
             SlotRecord {
                 status: SlotStatus::Installed,
-                version: Some(t.version.clone()),
-                manifest_sha256: Some(t.manifest_sha256.clone()),
-                images: t.images.clone(),
                 installed_at: Some(at),
                 ..Default::default()
             },
         );
+        self.record_release(t);
         self.transaction = Some(Transaction {
             phase: Phase::Staged,
             staged_boot_id: boot_id,
@@ -525,9 +523,23 @@ impl State {
         self.metrics.installs += 1;
     }
 
-    /// The trial in `slot` passed its checks: committed.
-    pub fn commit(&mut self, slot: SlotName, at: i64) {
-        self.slot_mut(slot).status = SlotStatus::Good;
+    /// `t.to` holds `t`'s release (read back and hashed right): its record
+    /// names it. The one place a record learns its release from a
+    /// transaction: staging, and a trial's end when its transaction never
+    /// reached `staged` (a power cut between the activation and that state
+    /// write leaves the record `installing`, naming nothing).
+    fn record_release(&mut self, t: &Transaction) {
+        let rec = self.slot_mut(t.to);
+        rec.version = Some(t.version.clone());
+        rec.manifest_sha256 = Some(t.manifest_sha256.clone());
+        rec.images = t.images.clone();
+    }
+
+    /// The trial `t` passed its checks: committed, its record naming its
+    /// release.
+    pub fn commit(&mut self, t: &Transaction, at: i64) {
+        self.record_release(t);
+        self.slot_mut(t.to).status = SlotStatus::Good;
         self.transaction = None;
         self.metrics.commits += 1;
         self.metrics.last_success = Some(at);
@@ -535,9 +547,22 @@ impl State {
 
     /// The trial `t` failed (its checks, its bytes, or it never came up):
     /// its release goes on the failed list, its slot is bad, nothing is
-    /// pending, and the rollback is counted under `kind`.
-    pub fn retire_trial(&mut self, t: &Transaction, reason: &str, kind: Kind, at: i64) {
+    /// pending, and the rollback is counted under `kind`. With `holds`
+    /// (the slot's bytes are the release's) the record names the release
+    /// that failed; without (its bytes did not read back right) it names
+    /// none.
+    pub fn retire_trial(
+        &mut self,
+        t: &Transaction,
+        holds: bool,
+        reason: &str,
+        kind: Kind,
+        at: i64,
+    ) {
         self.record_failed(&t.version, &t.manifest_sha256, reason, at);
+        if holds {
+            self.record_release(t);
+        }
         self.slot_mut(t.to).status = SlotStatus::Bad;
         self.transaction = None;
         self.metrics.rollbacks += 1;
@@ -1172,7 +1197,7 @@ mod tests {
         let t = transaction(SlotName::A, Phase::Staged);
         s.stage(&t, None, 9);
         let mut committed = s.clone();
-        committed.commit(SlotName::B, 10);
+        committed.commit(&t, 10);
         assert_eq!(committed.slot(SlotName::B).status, SlotStatus::Good);
         assert_eq!(committed.slot(SlotName::B).version.as_deref(), Some("2.0"));
         assert_eq!(committed.transaction, None);
@@ -1181,13 +1206,43 @@ mod tests {
             (1, Some(10))
         );
 
-        s.retire_trial(&t, "checks failed", Kind::Health, 11);
+        s.retire_trial(&t, true, "checks failed", Kind::Health, 11);
         assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);
         assert_eq!(s.slot(SlotName::B).version.as_deref(), Some("2.0"));
         assert_eq!(s.transaction, None);
         assert_eq!(s.failed_versions(), ["2.0"]);
         assert_eq!(s.metrics.rollbacks, 1);
         assert_eq!(s.metrics.failures.get("health"), Some(&1));
+    }
+
+    /// A power cut between the activation and the `staged` state write
+    /// leaves the target `installing`, naming nothing: the trial's end
+    /// names its release from the transaction (the VM test's scenario 7
+    /// found a commit that kept `{"status":"good"}` alone), except when its
+    /// bytes did not read back as the release's.
+    #[test]
+    fn a_trial_never_staged_is_committed_or_retired_naming_its_release() {
+        let mut s = fresh();
+        let t = transaction(SlotName::A, Phase::Writing);
+        s.begin_write(t.clone());
+        let named = |s: &State, status: SlotStatus| {
+            let rec = s.slot(SlotName::B);
+            assert_eq!(rec.status, status);
+            assert_eq!(rec.version.as_deref(), Some("2.0"));
+            assert_eq!(rec.manifest_sha256.as_deref(), Some("aa"));
+            assert_eq!(rec.images, t.images);
+        };
+        let mut committed = s.clone();
+        committed.commit(&t, 10);
+        named(&committed, SlotStatus::Good);
+        let mut failed = s.clone();
+        failed.retire_trial(&t, true, "checks failed", Kind::Health, 11);
+        named(&failed, SlotStatus::Bad);
+        s.retire_trial(&t, false, "bytes differ", Kind::Health, 11);
+        let rec = s.slot(SlotName::B);
+        assert_eq!(rec.status, SlotStatus::Bad);
+        assert_eq!((rec.version, rec.images.len()), (None, 0));
+        assert_eq!(s.failed_versions(), ["2.0"]);
     }
 
     /// Only a record that says written (or nothing) becomes good on a

@@ -109,7 +109,7 @@ impl<'a> Transition<'a> {
     pub(super) fn commit(&self, state: &mut State, t: &Transaction) -> Result<()> {
         self.host.boot.set_state(t.to, BootState::Good)?;
         crate::failpoint::hit("committed");
-        state.commit(t.to, now());
+        state.commit(t, now());
         self.save(state)
     }
 
@@ -119,7 +119,7 @@ impl<'a> Transition<'a> {
         self.host.boot.set_state(t.to, BootState::Bad)?;
         self.host.boot.activate(t.from)?;
         crate::failpoint::hit("rolled-back");
-        state.retire_trial(t, &why.reason(t), why.kind(), now());
+        state.retire_trial(t, why.holds_release(), &why.reason(t), why.kind(), now());
         self.save(state)
     }
 

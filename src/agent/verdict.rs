@@ -97,6 +97,12 @@ impl Failure {
         }
     }
 
+    /// Whether the trial's slot holds its release's bytes (staged, or read
+    /// back right on its boot): then its record names the release.
+    pub fn holds_release(&self) -> bool {
+        !matches!(self, Failure::Corrupt)
+    }
+
     /// The failure counted (`abupdate_failures_total{kind}`) and reported.
     pub fn kind(&self) -> Kind {
         match self {
