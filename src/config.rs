@@ -38,48 +38,71 @@ impl std::error::Error for ConfigError {}
 pub struct Config {
     /// Files merged, in order, for messages.
     pub files: Vec<PathBuf>,
+    /// `[update]`.
     pub update: Update,
+    /// `[system]`: where the host tells its facts.
     pub system: System,
+    /// `[bootloader]`.
     pub bootloader: Bootloader,
     /// Per slot, class name → device or file.
     pub slots: BTreeMap<SlotName, BTreeMap<String, PathBuf>>,
+    /// `[health]`.
     pub health: Health,
+    /// `[rollout]`.
     pub rollout: RolloutSettings,
+    /// `[reboot]`.
     pub reboot: Reboot,
+    /// `[report]`.
     pub report: Report,
 }
 
+/// `[rollout]`.
 #[derive(Clone, Debug, Default)]
 pub struct RolloutSettings {
     /// Overrides the host's fleet position: 0.0 = canary, 1.0 = last wave.
     pub wariness: Option<f64>,
 }
 
+/// `[reboot]`.
 #[derive(Clone, Debug, Default)]
 pub struct Reboot {
     /// Maintenance windows; empty = reboot any time.
     pub windows: Vec<crate::schedule::Window>,
 }
 
+/// `[report]`.
 #[derive(Clone, Debug)]
 pub struct Report {
     /// node_exporter textfile-collector file, written after every verdict.
     pub textfile: Option<PathBuf>,
+    /// Where each outcome is POSTed.
     pub webhook: Option<String>,
+    /// The whole delivery of one report, all attempts.
     pub webhook_timeout: Duration,
+    /// Attempts per report.
     pub webhook_attempts: u32,
 }
 
+/// `[update]`.
 #[derive(Clone, Debug)]
 pub struct Update {
+    /// The release manifest's URL or path.
     pub url: Option<String>,
+    /// Must equal the manifest's.
     pub compatible: String,
+    /// Where `state.json` and partial downloads live.
     pub state_dir: PathBuf,
+    /// Directories of trusted `*.pub` keys.
     pub keys_dirs: Vec<PathBuf>,
+    /// Signatures by distinct trusted keys needed.
     pub threshold: usize,
+    /// HTTP(S) proxy (else the environment's).
     pub proxy: Option<String>,
+    /// Trust roots for a private update server.
     pub ca_file: Option<PathBuf>,
+    /// Longest a connection may take.
     pub connect_timeout: Duration,
+    /// Longest a transfer may go without progress.
     pub read_timeout: Duration,
     /// Largest zstd window (log2 bytes) a payload may ask for: caps memory.
     pub max_window_log: u32,
@@ -93,33 +116,52 @@ pub struct Update {
     pub jitter: Duration,
     /// First delay after a failed `update`, doubled per failure up to `backoff_max`.
     pub backoff_base: Duration,
+    /// Cap of the backoff.
     pub backoff_max: Duration,
 }
 
+/// `[system]`: each fact a file, so tests need no root paths.
 #[derive(Clone, Debug)]
 pub struct System {
+    /// The kernel command line (`abupdate.slot=` / `rauc.slot=`).
     pub cmdline: PathBuf,
+    /// os-release (`IMAGE_VERSION=`, else `VERSION_ID=`).
     pub os_release: PathBuf,
+    /// The machine id (the fleet position's key).
     pub machine_id: PathBuf,
+    /// The kernel's boot id.
     pub boot_id: PathBuf,
+    /// The mount table (`/proc/self/mountinfo`).
     pub mountinfo: PathBuf,
+    /// The reboot command.
     pub reboot: Vec<String>,
 }
 
+/// Which bootloader the host has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootloaderKind {
+    /// GRUB with RAUC's variables in grubenv.
     Grub,
+    /// U-Boot with RAUC's variables in its env.
     Uboot,
+    /// UEFI `Boot####` entries, `BootNext` trials.
     Efi,
+    /// systemd-boot BLS entries with boot counting.
     SystemdBoot,
+    /// A RAUC custom backend script.
     Custom,
 }
 
+/// `[bootloader]`.
 #[derive(Clone, Debug)]
 pub struct Bootloader {
+    /// Which one.
     pub kind: BootloaderKind,
+    /// GRUB's env file.
     pub grubenv: PathBuf,
+    /// libubootenv's config (device, offset, size; two lines = redundant).
     pub fw_env_config: PathBuf,
+    /// The custom backend script.
     pub script: Option<PathBuf>,
     /// Boots a new slot gets before the bootloader gives up on it.
     pub tries: u32,
@@ -139,13 +181,20 @@ pub struct Bootloader {
     pub entries: BTreeMap<SlotName, crate::boot::systemd_boot::EntryConfig>,
 }
 
+/// `[health]`.
 #[derive(Clone, Debug)]
 pub struct Health {
+    /// Executables that must exit 0.
     pub dir: PathBuf,
+    /// The whole verdict's deadline.
     pub timeout: Duration,
+    /// One check's deadline.
     pub check_timeout: Duration,
+    /// Between rounds.
     pub interval: Duration,
+    /// systemd units that must be active.
     pub units: Vec<String>,
+    /// URLs that must answer 2xx.
     pub http: Vec<String>,
 }
 
@@ -424,6 +473,9 @@ impl Config {
         Config::from_fragment(fragment, vec![name.to_path_buf()])
     }
 
+    // Long on purpose: every key is checked here, in one pass, against its
+    // range, each error naming its key with the same `err`; the sections are
+    // plain data, and splitting the pass would scatter that context.
     fn from_fragment(f: Fragment, files: Vec<PathBuf>) -> Result<Config, ConfigError> {
         let where_ = files
             .iter()
