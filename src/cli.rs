@@ -41,7 +41,7 @@ usage: abupdate [--config FILE] [--json] [--quiet] COMMAND
        --out DIR [--expires-days N | --expires TIME] [--created TIME]
        [--level N | --no-compress] [--window-log N] [--percent P]
        [--rollout-start TIME --start-percentage P --duration-minutes M] [--paused]
-       [--segment-size MIB] [--delta-from CLASS=OLD_IMAGE ...] [--delta-level N]
+       [--segment-size MIB (default 4) | --one-frame] [--delta-from CLASS=OLD_IMAGE ...] [--delta-level N]
        [--delta-window-log N]    30: deltas 32-bit hosts can apply (default 31)
 
 exit codes: 0 ok, 1 error, 2 usage or config error, 100 update available (check)
@@ -387,6 +387,7 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                 "--duration-minutes",
                 "--paused",
                 "--segment-size",
+                "--one-frame",
                 "--delta-from",
                 "--delta-level",
                 "--delta-window-log",
@@ -473,6 +474,7 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                         }
                     },
                 },
+                one_frame: has("--one-frame"),
                 delta_from,
                 delta_level: get("--delta-level")
                     .map(|v| number("--delta-level", &v))
