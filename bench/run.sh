@@ -3,7 +3,7 @@
 # on this machine, in one run. See bench/README.md.
 #
 #   bench/run.sh            everything: prepare, cases (bounds and tools), http, rss, sizes
-#   bench/run.sh PART       one of prepare|cases|http|rss|sizes (prepare runs first anyway),
+#   bench/run.sh PART       one of prepare|cases|scaling|http|rss|sizes (prepare runs first anyway),
 #                           or report (only print the tables of the last results)
 #   CASES_ONLY="abu-w27 rauc-zstd" bench/run.sh cases     a subset of the cases
 #
@@ -45,7 +45,9 @@ deps() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
     if [ -z "${SKIP_BUILD:-}" ]; then
-        log "building the static release binary"
+        log "building the static release binaries (with pack; the host build without)"
+        cargo build --release --quiet --target x86_64-unknown-linux-musl --no-default-features
+        cp "$ROOT/target/x86_64-unknown-linux-musl/release/abupdate" "$W/abupdate-host"
         cargo build --release --quiet --target x86_64-unknown-linux-musl
     fi
     [ -x "$ABU" ] || die "no $ABU"
@@ -55,8 +57,9 @@ prepare() {
     [ -s "$W/keys/release.key" ] || "$ABU" keygen --secret "$W/keys/release.key" --public "$W/keys/release.pub" >/dev/null
     image rootfs "$SIZE_MIB"
     old_image rootfs "$SIZE_MIB"
-    release rootfs 19 27 2.0
-    release rootfs 19 23 2.0
+    release rootfs 19 seg 2.0
+    release rootfs 19 w27 2.0
+    release rootfs 19 w23 2.0
     rauc_prepare
     swu_prepare
     casync_prepare
@@ -72,10 +75,11 @@ main() {
     case $what in
         prepare) ;;
         cases) cases ;;
+        scaling) scaling ;;
         http) http_bench ;;
         rss) rss_sweep ;;
         sizes) sizes ;;
-        all) cases; http_bench; rss_sweep; sizes ;;
+        all) cases; scaling; http_bench; rss_sweep; sizes ;;
         *) die "unknown part $what" ;;
     esac
     report | tee "$RES/report.md"

@@ -871,7 +871,7 @@ primary_slot() {
 # disk (B runs 7.0, the server offers 8.0); after it the host checks the env
 # GRUB will read and what the slot it will boot holds, then a normal boot
 # must recover: install 8.0 from scratch, or try the fully written 8.0.
-CUT_POINTS=(state-written:1 env-written:1 target-marked-bad state-written:2 chunk-written:40 fsync read-back env-written:2 activated state-written:3)
+CUT_POINTS=(state-written:1 env-written:1 target-marked-bad state-written:2 segment-written:5 fsync read-back env-written:2 activated state-written:3)
 s7() {
     publish 7.0
     boot_vm s7-install-v7 normal

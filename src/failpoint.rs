@@ -23,10 +23,11 @@
 //! | `grubenv-write`, `ubootenv-write` | inside: the env block / copy being written (tear) |
 //! | `env-written` | any bootloader env write, synced |
 //! | `target-marked-bad` | the target slot marked bad before its first byte |
-//! | `chunk-written` | each chunk of image (512 KiB) written to the slot |
+//! | `chunk-written` | each chunk of a one-stream image (512 KiB) written to the slot |
+//! | `segment-written` | each segment of a segmented image written, read back and matched (parallel workers: any order) |
 //! | `delta-segment-written` | each delta segment written, verified and journaled |
 //! | `fsync` | the slot synced |
-//! | `read-back` | the slot read back from the medium and hashed right |
+//! | `read-back` | every byte of the slot read back from the medium and hashed right |
 //! | `activated` | the bootloader told to try the target |
 //! | `reboot-requested` | just before the reboot command runs |
 //! | `health-verdict` | the health checks decided |
