@@ -8,14 +8,16 @@
 #   CASES_ONLY="abu-w27 rauc-zstd" bench/run.sh cases     a subset of the cases
 #
 # Knobs (environment): RUNS=5 (runs per case, alternating), SIZE_MIB=1024 (the
-# image), RSS_SIZES="256 1024 4096", BENCH_DIR=target/bench (scratch; images
-# and payloads are cached there between runs), SKIP_BUILD=1.
+# image), LEVEL=19 (zstd level of the image's payloads), RSS_SIZES="256 1024 4096",
+# BENCH_DIR=target/bench (scratch; images and payloads are cached there between
+# runs, keyed by mode: delete $BENCH_DIR/rel to re-pack), SKIP_BUILD=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 W=${BENCH_DIR:-$ROOT/target/bench}
 RUNS=${RUNS:-5}
 SIZE_MIB=${SIZE_MIB:-1024}
+LEVEL=${LEVEL:-19}
 RSS_SIZES=${RSS_SIZES:-256 1024 4096}
 ABU=$ROOT/target/x86_64-unknown-linux-musl/release/abupdate
 RES=$W/results
@@ -57,9 +59,9 @@ prepare() {
     [ -s "$W/keys/release.key" ] || "$ABU" keygen --secret "$W/keys/release.key" --public "$W/keys/release.pub" >/dev/null
     image rootfs "$SIZE_MIB"
     old_image rootfs "$SIZE_MIB"
-    release rootfs 19 seg 2.0
-    release rootfs 19 w27 2.0
-    release rootfs 19 w23 2.0
+    release rootfs "$LEVEL" seg 2.0
+    release rootfs "$LEVEL" w27 2.0
+    release rootfs "$LEVEL" w23 2.0
     rauc_prepare
     swu_prepare
     casync_prepare

@@ -1016,6 +1016,41 @@ mod tests {
                 "--window-log 32",
             ),
             (
+                "a window larger than the segments",
+                PackOptions {
+                    window_log: Some(27),
+                    ..opts()
+                },
+                "give --one-frame for one long-window frame",
+            ),
+            (
+                "one frame cut into segments",
+                PackOptions {
+                    one_frame: true,
+                    segment_size: Some(MIB),
+                    ..opts()
+                },
+                "--one-frame makes one zstd frame",
+            ),
+            (
+                "one frame with a delta",
+                PackOptions {
+                    one_frame: true,
+                    delta_from: vec![("rootfs".into(), "old".into())],
+                    ..opts()
+                },
+                "--one-frame makes one zstd frame",
+            ),
+            (
+                "one frame uncompressed",
+                PackOptions {
+                    one_frame: true,
+                    level: None,
+                    ..opts()
+                },
+                "drop --no-compress",
+            ),
+            (
                 "delta level 0",
                 PackOptions {
                     delta_level: 0,
@@ -1037,6 +1072,29 @@ mod tests {
             ..opts()
         };
         assert_eq!(check_options(&ok), Ok(()));
+        // A long window is for one frame; a window within the segments is fine.
+        for ok in [
+            PackOptions {
+                one_frame: true,
+                window_log: Some(27),
+                ..opts()
+            },
+            PackOptions {
+                window_log: Some(22),
+                ..opts()
+            },
+        ] {
+            assert_eq!(check_options(&ok), Ok(()));
+        }
+        assert!(segmented(&opts()), "segments are the default");
+        assert!(!segmented(&PackOptions {
+            one_frame: true,
+            ..opts()
+        }));
+        assert!(!segmented(&PackOptions {
+            level: None,
+            ..opts()
+        }));
     }
 
     #[test]

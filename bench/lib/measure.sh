@@ -199,7 +199,8 @@ rss_sweep() {
             echo "$mib $w $(sort -n -k2 "$RES/rss-$mib-$w.tsv" | tail -n1 | cut -d' ' -f2) $(du -b "$(payload_of "$W/rel/rss-$mib-$w")" | cut -f1)" >> "$RES/rss.tsv"
         done
         losetup -d "$SLOT_B"
-        rm -f "$W/slots/rss-$mib.img"
+        # Not cached: the 4 GiB image, its payloads and slot would fill a small disk.
+        rm -rf "$W/slots/rss-$mib.img" "$W/img/rss-$mib.ext4" "$W/rel/rss-$mib-"*
         SLOT_B=$saved
         abu_config "$W/abu"
     done
@@ -234,7 +235,7 @@ report() {
     echo
     [ -s "$RES/load.txt" ] && echo "1-minute load average during the runs (other work on this shared machine), median: $(median < "$RES/load.txt")"
     echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) cores, $(free -g | awk '/^Mem/ { print $2 }') GiB, kernel $(uname -r), $(date -u +%Y-%m-%d)"
-    echo "Image: $((bytes >> 20)) MiB ext4 of /usr files; zstd -19 payloads: default segmented (4 MiB segments) $(stat -c %s "$(PSEG)") bytes, one frame --long=27 $(stat -c %s "$(P27)"), one frame window 2^23 $(stat -c %s "$(P23)"); ${RUNS} runs each, alternating; medians."
+    echo "Image: $((bytes >> 20)) MiB ext4 of /usr files; zstd -$LEVEL payloads: default segmented (4 MiB segments) $(stat -c %s "$(PSEG)") bytes, one frame --long=27 $(stat -c %s "$(P27)"), one frame window 2^23 $(stat -c %s "$(P23)"); ${RUNS} runs each, alternating; medians."
     echo
     echo "| tool, mode | wall (s) | MB/s of image | ratio to abupdate | fastest run (s) | CPU (s) | peak RSS (MiB) | written (MiB) | binary + libs (MiB) | load |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
