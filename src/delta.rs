@@ -430,7 +430,13 @@ pub fn apply(
                 fallback!("segment {i} decodes to more than {} bytes", seg.length);
             }
             target
-                .write_piece(&mut written, &buf[..n], &mut scratch, WriteMode::All, &mut arm)
+                .write_piece(
+                    &mut written,
+                    &buf[..n],
+                    &mut scratch,
+                    WriteMode::All,
+                    &mut arm,
+                )
                 .map_err(fault)?;
             produced += n as u64;
             progress.advance(n as u64);

@@ -735,7 +735,12 @@ fn a_wrong_image_hash_in_the_release_blames_the_release() {
 #[test]
 fn a_bad_segment_mid_way_leaves_the_target_bad() {
     let h = host("bad-segment");
-    let m = h.pack("r2", "2.0", &image("2.0", 8 << 20), &["--segment-size", "1"]);
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", 8 << 20),
+        &["--segment-size", "1"],
+    );
     resign(&h, &m, |v| {
         v["images"]["rootfs"]["segments"][4]["blake3"] = "0f".repeat(32).into();
         None
@@ -745,7 +750,10 @@ fn a_bad_segment_mid_way_leaves_the_target_bad() {
     assert_refused(&h, &b, &out, "the segment at bytes 4194304..5242880");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("rootfs payload from "), "{stderr}");
-    assert!(stderr.contains(&format!("the signed manifest says {}", "0f".repeat(32))), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the signed manifest says {}", "0f".repeat(32))),
+        "{stderr}"
+    );
     assert!(stderr.contains("BLAKE3"), "{stderr}");
     target_bad(&h);
 }
@@ -757,7 +765,12 @@ fn a_bad_segment_mid_way_leaves_the_target_bad() {
 #[test]
 fn a_medium_that_reads_back_other_bytes_is_named_with_the_offset() {
     for (name, extra, point, offset) in [
-        ("one-frame", &["--one-frame"][..], "read-back-differs:2", 786432),
+        (
+            "one-frame",
+            &["--one-frame"][..],
+            "read-back-differs:2",
+            786432,
+        ),
         ("segments", &[][..], "read-back-differs:1", 524288),
     ] {
         let h = host(&format!("bad-medium-{name}"));

@@ -545,7 +545,11 @@ mod tests {
             ("stream", WriteMode::All, image_for(&d, Some(3))),
             ("raw-changed", WriteMode::Changed, image_for(&d, None)),
             ("segments", WriteMode::All, segmented_for(&d, 1 << 20)),
-            ("segments-changed", WriteMode::Changed, segmented_for(&d, 1 << 20)),
+            (
+                "segments-changed",
+                WriteMode::Changed,
+                segmented_for(&d, 1 << 20),
+            ),
         ] {
             let t = target(&format!("nodirect-{name}"), 8 << 20);
             install(&payload, &img, &t, mode).expect("write");
@@ -601,9 +605,6 @@ mod tests {
         assert!(e.to_string().contains("zstd"), "{e}");
         let _ = std::fs::remove_file(t);
     }
-
-
-
 
     #[test]
     fn changed_mode_skips_identical_blocks_and_still_verifies() {
@@ -737,7 +738,10 @@ mod tests {
         install_segmented(&payload, &img, &t, WriteMode::All, 3, &hooks).expect("write");
         let order = done.lock().expect("lock").clone();
         let pos = |i| order.iter().position(|&x| x == i).expect("finished");
-        assert!(pos(1) < pos(0), "segment 0 did not finish after 1: {order:?}");
+        assert!(
+            pos(1) < pos(0),
+            "segment 0 did not finish after 1: {order:?}"
+        );
         assert_eq!(order.len(), img.segments.len());
         assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
         let _ = std::fs::remove_file(t);

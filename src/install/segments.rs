@@ -290,9 +290,7 @@ fn write_segment(
 ) -> Result<(), (Fault, Option<String>)> {
     let mut w = sh.writer.begin(seg);
     sh.writer
-        .write_piece(&mut w, data, scratch, sh.mode, &mut || {
-            sh.gate.pass(events)
-        })
+        .write_piece(&mut w, data, scratch, sh.mode, &mut || sh.gate.pass(events))
         .map_err(|f| (f, None))?;
     sh.writer.finish(w).map_err(|f| (f, None))
 }

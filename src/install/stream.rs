@@ -63,7 +63,6 @@ struct Verify {
     reread: Vec<(usize, usize)>,
 }
 
-
 fn overflow(size: u64) -> String {
     format!("decodes to more than the {size} bytes the manifest declares")
 }
@@ -206,7 +205,6 @@ fn take_waiting<T>(first: T, rx: &Receiver<T>, batch: &mut Vec<T>, max: usize) {
     }
 }
 
-
 /// Verifier stage: reads back what the writer wrote, compares it with what
 /// was written and hashes what the medium holds. Returns the number of bytes
 /// and their SHA-256; stops at the first byte the medium got wrong.
@@ -258,7 +256,6 @@ enum WriterStop {
     /// `before_write` failed: nothing was written.
     BeforeWrite(crate::error::Error),
 }
-
 
 /// Calls `before_write` the first time; `armed` remembers that it did.
 fn arm(armed: &mut bool, before_write: BeforeWrite) -> Result<(), WriterStop> {
