@@ -311,6 +311,9 @@ fn fault_io(fault: Fault, target: &Path) -> io::Error {
 /// `before_write` failed: then the io::Error carries the program's
 /// [`crate::error::Error`]): the caller stops there. `before_write` runs
 /// once, before the first byte of the target changes.
+// Long on purpose: the segment loop (journal, fetch, decode, verify, write,
+// flush, journal) is one durable sequence per segment; its fallbacks must
+// see every step.
 pub fn apply(
     plan: &Plan,
     progress: &mut Progress,

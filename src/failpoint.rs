@@ -14,7 +14,7 @@
 //!   bytes, default half), syncs that, and aborts: a power cut mid-write.
 //!
 //! The points, in the order an install passes them (`tests/fault_matrix.rs`
-//! crashes at each one, on GRUB and U-Boot):
+//! crashes at each one, on GRUB, U-Boot, EFI and systemd-boot):
 //!
 //! | point | after / inside |
 //! | --- | --- |
@@ -22,12 +22,15 @@
 //! | `state-written` | `state.json` replaced and its directory synced |
 //! | `grubenv-write`, `ubootenv-write` | inside: the env block / copy being written (tear) |
 //! | `env-written` | any bootloader env write, synced |
+//! | `efivar-written` | one EFI variable written or deleted (efi backend) |
+//! | `entry-renamed` | one systemd-boot entry renamed or written, directory synced |
 //! | `target-marked-bad` | the target slot marked bad before its first byte |
 //! | `chunk-written` | each chunk of a one-stream image (512 KiB) written to the slot |
 //! | `segment-written` | each segment of a segmented image written, read back and matched (parallel workers: any order) |
 //! | `delta-segment-written` | each delta segment written, verified and journaled |
 //! | `fsync` | the slot synced |
 //! | `read-back` | every byte of the slot read back from the medium and hashed right |
+//! | `file-replaced` | a file target on the ESP renamed into place, directory synced |
 //! | `activated` | the bootloader told to try the target |
 //! | `reboot-requested` | just before the reboot command runs |
 //! | `health-verdict` | the health checks decided |
@@ -84,6 +87,8 @@ fn armed(name: &str) -> bool {
     spec_matches(name, &HITS)
 }
 
+/// A durable step passed: abort here when `ABUPDATE_FAILPOINT` names it
+/// (and trace it when `ABUPDATE_FAILPOINT_TRACE` is set).
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     if armed(name) {
@@ -92,6 +97,7 @@ pub fn hit(name: &str) {
     }
 }
 
+/// A durable step passed (nothing without the `failpoints` feature).
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
@@ -110,6 +116,7 @@ pub fn tear(name: &str, len: usize) -> Option<usize> {
     Some(keep.min(len))
 }
 
+/// A point inside a write (never armed without the `failpoints` feature).
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn tear(_name: &str, _len: usize) -> Option<usize> {
@@ -126,6 +133,8 @@ pub fn corrupt(name: &str) -> bool {
     spec_matches(name, &HITS)
 }
 
+/// A point where the medium may lie (never without the `failpoints`
+/// feature).
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn corrupt(_name: &str) -> bool {

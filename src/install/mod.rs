@@ -148,18 +148,19 @@ impl fmt::Display for InstallError {
 impl std::error::Error for InstallError {}
 
 impl InstallError {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
         match self {
-            InstallError::Device { .. } | InstallError::Medium { .. } => "device",
+            InstallError::Device { .. } | InstallError::Medium { .. } => Kind::Device,
             InstallError::Source { error, .. } => {
-                crate::fetch::FetchError::from_io(error).map_or("io", |e| e.kind())
+                crate::fetch::FetchError::from_io(error).map_or(Kind::Io, |e| e.kind())
             }
             InstallError::BeforeWrite(e) => e.kind(),
-            InstallError::Payload { .. } => "payload",
+            InstallError::Payload { .. } => Kind::Payload,
             InstallError::Mismatch { .. }
             | InstallError::ImageMismatch { .. }
-            | InstallError::SegmentMismatch { .. } => "hash_mismatch",
-            InstallError::Size { .. } => "size",
+            | InstallError::SegmentMismatch { .. } => Kind::HashMismatch,
+            InstallError::Size { .. } => Kind::Size,
         }
     }
 }
@@ -364,6 +365,41 @@ fn write_image_with(
     })
 }
 
+/// A file target (a kernel or UKI on the ESP) is installed whole: the
+/// image goes through [`write_image`] into the temporary file this returns
+/// (next to `dest`, created empty), then [`replace_file`] renames it over
+/// `dest` and syncs the directory. A power cut leaves the old file or the
+/// new one, never neither and never a part of one. (Two calls around the
+/// one `write_image`, so the pipeline is compiled once.)
+pub fn file_temp(dest: &Path) -> Result<PathBuf, InstallError> {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.abupdate-tmp"));
+    std::fs::File::create(&tmp).map_err(|source| InstallError::Device {
+        path: tmp.clone(),
+        source,
+    })?;
+    Ok(tmp)
+}
+
+/// Rename the written and verified `tmp` over `dest`, sync the directory.
+pub fn replace_file(tmp: &Path, dest: &Path) -> Result<(), InstallError> {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let dev_err = |path: &Path, source| InstallError::Device {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::rename(tmp, dest).map_err(|e| dev_err(dest, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| dev_err(dir, e))?;
+    crate::failpoint::hit("file-replaced");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,7 +515,7 @@ mod tests {
             let t = target(&format!("wrong-image-hash-{mode:?}"), 4 << 20);
             let e = install(&payload, &img, &t, mode).expect_err("wrong image hash accepted");
             assert!(matches!(e, InstallError::ImageMismatch { .. }), "{e}");
-            assert_eq!(e.kind(), "hash_mismatch");
+            assert_eq!(e.kind(), crate::error::Kind::HashMismatch);
             let msg = e.to_string();
             assert!(
                 msg.starts_with("rootfs image: the decoded image's SHA-256 is "),
@@ -775,7 +811,7 @@ mod tests {
         )
         .expect_err("a segment that hashes wrong was accepted");
         assert_eq!(armed, 1);
-        assert_eq!(e.kind(), "hash_mismatch");
+        assert_eq!(e.kind(), crate::error::Kind::HashMismatch);
         let msg = e.to_string();
         assert!(
             msg.contains("segment at bytes 4194304..5242880")
@@ -893,7 +929,7 @@ mod tests {
                     *calls += 1;
                     assert!(untouched(&t), "a byte changed before before_write");
                     match fail {
-                        true => Err(crate::error::Error::Refused("no".into())),
+                        true => Err(crate::error::Error::Usage("no".into())),
                         false => Ok(()),
                     }
                 },

@@ -349,7 +349,6 @@ fn write_chunks(
 /// hashing the payload as it arrives and the image as read back from the
 /// medium after each write. `before_write` runs once before the first byte
 /// of `device` changes (see [`BeforeWrite`]).
-#[allow(clippy::too_many_arguments)]
 /// Decode `payload` (exactly `image.download_size()` bytes) into the slot,
 /// hashing the payload as it arrives and the image as read back from the
 /// medium after each write. Returns the image bytes written, the payload's

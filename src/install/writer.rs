@@ -748,7 +748,7 @@ mod tests {
     /// whatever the pieces it arrives in.
     #[test]
     fn a_segment_counts_only_when_its_read_back_matches_its_signed_digest() {
-        let d = data(3 << 20 | 4096 * 3 + 17);
+        let d = data((3 << 20) | (4096 * 3 + 17));
         for (mode, blake3) in [
             (WriteMode::All, true),
             (WriteMode::All, false),
