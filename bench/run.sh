@@ -3,19 +3,21 @@
 # on this machine, in one run. See bench/README.md.
 #
 #   bench/run.sh            everything: prepare, cases (bounds and tools), http, rss, sizes
-#   bench/run.sh PART       one of prepare|cases|http|rss|sizes (prepare runs first anyway),
+#   bench/run.sh PART       one of prepare|cases|scaling|http|rss|sizes (prepare runs first anyway),
 #                           or report (only print the tables of the last results)
 #   CASES_ONLY="abu-w27 rauc-zstd" bench/run.sh cases     a subset of the cases
 #
 # Knobs (environment): RUNS=5 (runs per case, alternating), SIZE_MIB=1024 (the
-# image), RSS_SIZES="256 1024 4096", BENCH_DIR=target/bench (scratch; images
-# and payloads are cached there between runs), SKIP_BUILD=1.
+# image), LEVEL=19 (zstd level of the image's payloads), RSS_SIZES="256 1024 4096",
+# BENCH_DIR=target/bench (scratch; images and payloads are cached there between
+# runs, keyed by mode: delete $BENCH_DIR/rel to re-pack), SKIP_BUILD=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 W=${BENCH_DIR:-$ROOT/target/bench}
 RUNS=${RUNS:-5}
 SIZE_MIB=${SIZE_MIB:-1024}
+LEVEL=${LEVEL:-19}
 RSS_SIZES=${RSS_SIZES:-256 1024 4096}
 ABU=$ROOT/target/x86_64-unknown-linux-musl/release/abupdate
 RES=$W/results
@@ -45,7 +47,9 @@ deps() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
     if [ -z "${SKIP_BUILD:-}" ]; then
-        log "building the static release binary"
+        log "building the static release binaries (with pack; the host build without)"
+        cargo build --release --quiet --target x86_64-unknown-linux-musl --no-default-features
+        cp "$ROOT/target/x86_64-unknown-linux-musl/release/abupdate" "$W/abupdate-host"
         cargo build --release --quiet --target x86_64-unknown-linux-musl
     fi
     [ -x "$ABU" ] || die "no $ABU"
@@ -55,8 +59,9 @@ prepare() {
     [ -s "$W/keys/release.key" ] || "$ABU" keygen --secret "$W/keys/release.key" --public "$W/keys/release.pub" >/dev/null
     image rootfs "$SIZE_MIB"
     old_image rootfs "$SIZE_MIB"
-    release rootfs 19 27 2.0
-    release rootfs 19 23 2.0
+    release rootfs "$LEVEL" seg 2.0
+    release rootfs "$LEVEL" w27 2.0
+    release rootfs "$LEVEL" w23 2.0
     rauc_prepare
     swu_prepare
     casync_prepare
@@ -72,10 +77,11 @@ main() {
     case $what in
         prepare) ;;
         cases) cases ;;
+        scaling) scaling ;;
         http) http_bench ;;
         rss) rss_sweep ;;
         sizes) sizes ;;
-        all) cases; http_bench; rss_sweep; sizes ;;
+        all) cases; scaling; http_bench; rss_sweep; sizes ;;
         *) die "unknown part $what" ;;
     esac
     report | tee "$RES/report.md"

@@ -2,16 +2,21 @@
 //! booted slot's exact bytes and small per-segment patches.
 //!
 //! Invariants: the booted slot is only ever mapped read-only; a delta is
-//! used only when the booted slot's bytes hash to the delta's source; a
-//! segment counts as done only after its bytes hashed right and reached the
-//! medium, and only then does the journal record it (so a finished segment
-//! is never fetched again after a crash); anything unexpected — a source
-//! that does not match, a server that ignores `Range`, a segment that fails
-//! its hash — ends in [`Outcome::Fallback`], and the caller installs the
-//! full payload: never a half-applied delta.
+//! used only when the booted slot's bytes hash to the delta's source; the
+//! target is written only through the one slot writer
+//! ([`crate::install::writer`]), so a segment counts as done only after its
+//! bytes, read back from the medium, hashed to the segment's signed digest
+//! and were synced, and only then does the journal record it (so a finished
+//! segment is never fetched again after a crash); a segment the journal
+//! names is read back and checked again before it counts in this run;
+//! anything unexpected — a source that does not match, a server that
+//! ignores `Range`, a segment that fails its hash — ends in
+//! [`Outcome::Fallback`], and the caller installs the full payload: never a
+//! half-applied delta.
 
 use crate::fetch::{FetchError, Transport};
-use crate::install::{fill, hex};
+use crate::install::writer::{AlignedBuf, Fault, SlotWriter, READBACK};
+use crate::install::{fill, hex, WriteMode};
 use crate::manifest::{Delta, Image, SourceRegion};
 use crate::progress::Progress;
 use crate::state::SourceHash;
@@ -19,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -284,10 +288,28 @@ pub struct Plan<'a> {
     pub journal: PathBuf,
 }
 
-/// Apply the delta segment by segment, skipping those the journal has.
-/// `Err` is for failures that are not the delta's fault (the target device
-/// cannot be written, or `before_write` failed: then the io::Error carries
-/// its [`crate::error::Error`]): the caller stops there. `before_write` runs
+/// A writer fault as this module's caller takes it: a device error, or
+/// (the medium returned other bytes, or `before_write` failed) the
+/// program's own error inside the io::Error.
+fn fault_io(fault: Fault, target: &Path) -> io::Error {
+    match fault {
+        Fault::Io(e) => e,
+        Fault::Arm(e) => io::Error::other(*e),
+        Fault::Medium { offset } => io::Error::other(crate::error::Error::Install(
+            crate::install::InstallError::Medium {
+                path: target.to_path_buf(),
+                offset,
+            },
+        )),
+        other => io::Error::other(format!("{}: {other:?}", target.display())),
+    }
+}
+
+/// Apply the delta segment by segment, skipping those the journal has (once
+/// they read back right). `Err` is for failures that are not the delta's
+/// fault (the target device cannot be written or returns other bytes, or
+/// `before_write` failed: then the io::Error carries the program's
+/// [`crate::error::Error`]): the caller stops there. `before_write` runs
 /// once, before the first byte of the target changes.
 // Long on purpose: the segment loop (journal, fetch, decode, verify, write,
 // flush, journal) is one durable sequence per segment; its fallbacks must
@@ -305,9 +327,18 @@ pub fn apply(
         &identity(delta),
     );
     let mut source: Option<SourceMap> = None;
-    let target = crate::slot::open_exclusive(plan.target_device, true, 0)?;
-    let mut buf = vec![0u8; BUF];
+    let target = SlotWriter::open(plan.target_device)?;
+    let mut buf = AlignedBuf::new(BUF);
+    let mut scratch = AlignedBuf::new(READBACK);
     let mut armed = false;
+    let mut arm = || -> Result<(), Fault> {
+        if !armed {
+            before_write().map_err(|e| Fault::Arm(Box::new(e)))?;
+            armed = true;
+        }
+        Ok(())
+    };
+    let fault = |f: Fault| fault_io(f, plan.target_device);
     let (mut fetched, mut segments_fetched, mut reused) = (0u64, 0usize, 0usize);
     macro_rules! fallback {
         ($($arg:tt)*) => {
@@ -319,9 +350,14 @@ pub fn apply(
     }
     for (i, seg) in delta.segments.iter().enumerate() {
         if journal.done.contains(&i) {
-            reused += 1;
-            progress.advance(seg.length);
-            continue;
+            // Written by an earlier run: it counts once the medium still
+            // holds it.
+            if target.holds(seg, &mut scratch)? {
+                reused += 1;
+                progress.advance(seg.length);
+                continue;
+            }
+            journal.done.retain(|&d| d != i);
         }
         let reader =
             match plan
@@ -383,7 +419,7 @@ pub fn apply(
                 delta.window_log
             );
         }
-        let mut hasher = Sha256::new();
+        let mut written = target.begin(seg);
         let mut produced = 0u64;
         loop {
             let n = match fill(&mut decoder, &mut buf) {
@@ -396,38 +432,39 @@ pub fn apply(
             if produced + n as u64 > seg.length {
                 fallback!("segment {i} decodes to more than {} bytes", seg.length);
             }
-            hasher.update(&buf[..n]);
-            if !armed {
-                before_write().map_err(io::Error::other)?;
-                armed = true;
-            }
-            target.write_all_at(&buf[..n], seg.offset + produced)?;
+            target
+                .write_piece(
+                    &mut written,
+                    &buf[..n],
+                    &mut scratch,
+                    WriteMode::All,
+                    &mut arm,
+                )
+                .map_err(fault)?;
             produced += n as u64;
             progress.advance(n as u64);
         }
-        let sha = hex(&hasher.finalize());
-        if produced != seg.length || sha != seg.sha256 {
-            fallback!(
-                "segment {i} failed its hash ({produced} bytes, sha256 {sha}, expected {})",
-                seg.sha256
-            );
+        match target.finish(written) {
+            Ok(()) => {}
+            Err(Fault::Digest {
+                algorithm, actual, ..
+            }) => fallback!(
+                "segment {i} failed its hash ({produced} bytes, {algorithm} {actual}, expected {})",
+                match algorithm {
+                    "BLAKE3" => seg.blake3.as_deref().unwrap_or_default(),
+                    _ => seg.sha256.as_str(),
+                }
+            ),
+            Err(f) => return Err(fault(f)),
         }
         // Durable before the journal says so.
         target.sync_data()?;
-        // SAFETY: advisory syscall on our fd; keeps the cache from ballooning.
-        unsafe {
-            nix::libc::posix_fadvise(
-                target.as_raw_fd(),
-                seg.offset as i64,
-                seg.length as i64,
-                nix::libc::POSIX_FADV_DONTNEED,
-            );
-        }
         segments_fetched += 1;
         journal.done.push(i);
         save_journal(&plan.journal, &journal)?;
         crate::failpoint::hit("delta-segment-written");
     }
+    target.sync()?;
     Ok(Outcome::Applied {
         fetched,
         segments_fetched,
@@ -447,6 +484,7 @@ mod tests {
             offset: 0,
             length: 1 << 20,
             sha256: h.clone(),
+            blake3: None,
             patch_offset: 0,
             patch_length: 10,
             source: None,

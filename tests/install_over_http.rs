@@ -17,14 +17,14 @@ fn payload_requests(nginx: &Nginx, name: &str) -> Vec<common::http::LogLine> {
         .collect()
 }
 
-/// Start an install of `url` and abort it, as kill -9 would, after 20
-/// pipeline chunks of the image were written.
+/// Start an install of `url` and abort it, as kill -9 would, at failpoint
+/// `point` (mid-image).
 #[cfg(feature = "failpoints")]
-fn install_killed_mid_image(h: &TestHost, url: &str) {
+fn install_killed_mid_image(h: &TestHost, url: &str, point: &str) {
     use std::os::unix::process::ExitStatusExt;
     let out = h.abupdate_env(
         &["install", "--no-reboot", url],
-        &[("ABUPDATE_FAILPOINT", "chunk-written:20")],
+        &[("ABUPDATE_FAILPOINT", point)],
     );
     assert_eq!(
         out.status.signal(),
@@ -46,11 +46,27 @@ fn kept_download_bytes(h: &TestHost) -> u64 {
         .unwrap_or(0)
 }
 
+/// One zstd frame (releases before segments), killed after 20 pipeline
+/// chunks (10 MiB) of the image were written.
 #[cfg(feature = "failpoints")]
 #[test]
 fn a_256_mib_image_over_http_into_a_loop_device_resumes_after_kill_9() {
+    resumes_after_kill_9("http-256", &["--one-frame"], "chunk-written:20");
+}
+
+/// The default segmented payload, its segments decoded by parallel
+/// workers, killed after the fifth segment (of 4 MiB) counted as written:
+/// the second run fetches only what the first did not keep.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_cut_download_of_a_segmented_payload_resumes_where_it_stopped() {
+    resumes_after_kill_9("http-256-segments", &[], "segment-written:5");
+}
+
+#[cfg(feature = "failpoints")]
+fn resumes_after_kill_9(name: &str, pack: &[&str], point: &str) {
     let h = TestHost::new(
-        "http-256",
+        name,
         "1.0",
         HostOptions {
             slot_size: 272 << 20,
@@ -59,7 +75,14 @@ fn a_256_mib_image_over_http_into_a_loop_device_resumes_after_kill_9() {
         },
     );
     let img = image("2.0", 256 << 20);
-    let m = h.pack("r2", "2.0", &img, &[]);
+    let m = h.pack("r2", "2.0", &img, pack);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("json");
+    assert_eq!(
+        manifest["images"]["rootfs"]["segments"].is_array(),
+        pack.is_empty(),
+        "{name}: segmented by default, one frame when asked"
+    );
     let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
         return;
     };
@@ -69,7 +92,7 @@ fn a_256_mib_image_over_http_into_a_loop_device_resumes_after_kill_9() {
         .expect("payload")
         .len();
 
-    install_killed_mid_image(&h, &url);
+    install_killed_mid_image(&h, &url, point);
     let partial = kept_download_bytes(&h);
     assert!(
         partial > 0 && partial < payload_size,
@@ -292,7 +315,7 @@ fn with_resume_off_nothing_is_kept_on_the_data_partition_and_a_cut_download_star
     };
     let url = nginx.url("release.json");
     let payload_name = "rootfs-2.0.img.zst";
-    install_killed_mid_image(&h, &url);
+    install_killed_mid_image(&h, &url, "segment-written:5");
     assert_eq!(
         kept_download_bytes(&h),
         0,

@@ -711,7 +711,9 @@ fn check_refuses_what_install_always_refuses() {
 #[test]
 fn a_wrong_image_hash_in_the_release_blames_the_release() {
     let h = host("wrong-image-hash");
-    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    // One frame: the host hashes the whole image (a segmented payload is
+    // checked segment by segment, below).
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--one-frame"]);
     resign(&h, &m, |v| {
         v["images"]["rootfs"]["sha256"] = "0f".repeat(32).into();
         None
@@ -726,28 +728,69 @@ fn a_wrong_image_hash_in_the_release_blames_the_release() {
     target_bad(&h);
 }
 
+/// A segment in the middle of a segmented payload whose bytes do not hash
+/// to its signed digest (the release's table is wrong, its payload intact
+/// and validly signed): the install stops, the error names the segment's
+/// bytes and the digest, and the target, partly written, stays marked bad.
+#[test]
+fn a_bad_segment_mid_way_leaves_the_target_bad() {
+    let h = host("bad-segment");
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", 8 << 20),
+        &["--segment-size", "1"],
+    );
+    resign(&h, &m, |v| {
+        v["images"]["rootfs"]["segments"][4]["blake3"] = "0f".repeat(32).into();
+        None
+    });
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "the segment at bytes 4194304..5242880");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rootfs payload from "), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the signed manifest says {}", "0f".repeat(32))),
+        "{stderr}"
+    );
+    assert!(stderr.contains("BLAKE3"), "{stderr}");
+    target_bad(&h);
+}
+
 /// The slot returns other bytes than were written (a failing medium,
-/// injected on the second chunk read back): the error names the device and
-/// the offset, and the release is not blamed.
+/// injected on a read-back): the error names the device and the offset,
+/// and the release is not blamed; for one stream (the second 512 KiB chunk
+/// read back) and for a segment (its first 1 MiB read back).
 #[test]
 fn a_medium_that_reads_back_other_bytes_is_named_with_the_offset() {
-    let h = host("bad-medium");
-    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
-    let b = h.untouched();
-    let out = h.abupdate_env(
-        &["install", "--no-reboot", m.to_str().expect("p")],
-        &[("ABUPDATE_FAILPOINT", "read-back-differs:2")],
-    );
-    // The second 512 KiB chunk, its middle byte.
-    let want = format!(
-        "{}: read back other bytes than were written at offset 786432: the medium is failing",
-        h.slots[1].display()
-    );
-    assert_refused(&h, &b, &out, &want);
-    target_bad(&h);
-    // The payload was fine: the next install (a good medium) succeeds.
-    let out = install(&h, &m);
-    assert!(out.status.success(), "{}", text(&out));
+    for (name, extra, point, offset) in [
+        (
+            "one-frame",
+            &["--one-frame"][..],
+            "read-back-differs:2",
+            786432,
+        ),
+        ("segments", &[][..], "read-back-differs:1", 524288),
+    ] {
+        let h = host(&format!("bad-medium-{name}"));
+        let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), extra);
+        let b = h.untouched();
+        let out = h.abupdate_env(
+            &["install", "--no-reboot", m.to_str().expect("p")],
+            &[("ABUPDATE_FAILPOINT", point)],
+        );
+        // The middle byte of what was read back.
+        let want = format!(
+            "{}: read back other bytes than were written at offset {offset}: the medium is failing",
+            h.slots[1].display()
+        );
+        assert_refused(&h, &b, &out, &want);
+        target_bad(&h);
+        // The payload was fine: the next install (a good medium) succeeds.
+        let out = install(&h, &m);
+        assert!(out.status.success(), "{name}: {}", text(&out));
+    }
 }
 
 /// 3.0 failed its trial here; the same image republished as 3.0.0 is the

@@ -57,15 +57,22 @@ old_image() {
     rm -rf "$tree"
 }
 
-# release NAME LEVEL WINDOW VERSION: $W/rel/NAME-wWINDOW, an abupdate release of
-# $W/img/NAME.ext4 (zstd LEVEL, window 2^WINDOW; > 23 = --long).
+# release NAME LEVEL MODE VERSION: $W/rel/NAME-MODE, an abupdate release of
+# $W/img/NAME.ext4 at zstd LEVEL. MODE: seg (what `pack` makes by default:
+# independent 4 MiB segments, decoded in parallel), w27 (one frame, window
+# 2^27, --long: releases before segments), w23 (one frame, window 2^23).
 release() {
-    local name=$1 level=$2 window=$3 version=$4 out=$W/rel/$1-w$3
+    local name=$1 level=$2 mode=$3 version=$4 out=$W/rel/$1-$3 args=()
     [ -s "$out/release.json" ] && return
-    log "packing $out (zstd -$level, window 2^$window)"
+    case $mode in
+        seg) ;;
+        w*) args=(--one-frame --window-log "${mode#w}") ;;
+        *) die "release: unknown mode $mode" ;;
+    esac
+    log "packing $out (zstd -$level, $mode)"
     rm -rf "$out"
     "$ABU" pack --secret "$W/keys/release.key" --compatible bench-x86_64 --version "$version" \
-        --image rootfs="$W/img/$name.ext4" --out "$out" --level "$level" --window-log "$window" \
+        --image rootfs="$W/img/$name.ext4" --out "$out" --level "$level" "${args[@]}" \
         --expires-days 3650
 }
 

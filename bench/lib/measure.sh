@@ -23,19 +23,25 @@ sample() {
     local line; line=$(tail -n1 "$W/tmp/rss" 2>/dev/null || echo "0 0 0 0")
     local rss cpu out
     read -r rss cpu out <<< "$(awk '{ printf "%d %d %d", $1, ($2 + $3) * 1000, $4 / 2 }' <<< "$line")"
-    echo "$(( (t1 - t0) / 1000000 )) $rss $cpu $out" >> "$RES/$name.tsv"
+    echo "$(( (t1 - t0) / 1000000 )) $rss $cpu $out $(cut -d' ' -f1 /proc/loadavg)" >> "$RES/$name.tsv"
     cut -d' ' -f1 /proc/loadavg >> "$RES/load.txt"
     log "$name: $(( (t1 - t0) / 1000000 )) ms, peak RSS $((rss / 1024)) MiB, CPU $cpu ms, wrote $((out / 1024)) MiB"
 }
 
+PSEG() { payload_of "$W/rel/rootfs-seg"; }
 P27() { payload_of "$W/rel/rootfs-w27"; }
 P23() { payload_of "$W/rel/rootfs-w23"; }
 none() { :; }
+# The installs run the host build (no `pack`), as on a host.
+HOST_BIN() { if [ -x "$W/abupdate-host" ]; then echo "$W/abupdate-host"; else echo "$ABU"; fi; }
+# CPUS="0" (or "0,1") runs the measured command on those cores only.
+pin() { if [ -n "${CPUS:-}" ]; then taskset -c "$CPUS" "$@"; else "$@"; fi; }
 
 # ---- bounds: each stage alone
-run_dd() { "${TIME[@]}" dd if="$W/img/rootfs.ext4" of="$SLOT_B" bs=4M oflag=direct conv=fsync status=none; }
-run_zstd27() { "${TIME[@]}" zstd -dcq --long=27 "$(P27)" > /dev/null; }
-run_zstd23() { "${TIME[@]}" zstd -dcq "$(P23)" > /dev/null; }
+run_dd() { pin "${TIME[@]}" dd if="$W/img/rootfs.ext4" of="$SLOT_B" bs=4M oflag=direct conv=fsync status=none; }
+run_zstdseg() { pin "${TIME[@]}" zstd -dcq "$(PSEG)" > /dev/null; }
+run_zstd27() { pin "${TIME[@]}" zstd -dcq --long=27 "$(P27)" > /dev/null; }
+run_zstd23() { pin "${TIME[@]}" zstd -dcq "$(P23)" > /dev/null; }
 run_openssl() { "${TIME[@]}" openssl dgst -sha256 "$W/img/rootfs.ext4" > /dev/null; }
 run_sha256sum() { "${TIME[@]}" sha256sum "$W/img/rootfs.ext4" > /dev/null; }
 
@@ -43,9 +49,11 @@ run_sha256sum() { "${TIME[@]}" sha256sum "$W/img/rootfs.ext4" > /dev/null; }
 reset_abu() { abu_reset 1.0; }
 reset_abu_old() { abu_reset 1.0; dd if="$W/img/rootfs-old.ext4" of="$SLOT_B" bs=4M oflag=direct conv=fsync status=none; }
 reset_abu_same() { abu_reset 1.0; dd if="$W/img/rootfs.ext4" of="$SLOT_B" bs=4M oflag=direct conv=fsync status=none; }
-run_abu27() { "${TIME[@]}" "$ABU" --config "$W/abu/config.toml" --quiet install --no-reboot "$W/rel/rootfs-w27/release.json" > /dev/null; }
-run_abu23() { "${TIME[@]}" "$ABU" --config "$W/abu/config.toml" --quiet install --no-reboot "$W/rel/rootfs-w23/release.json" > /dev/null; }
-run_abu27c() { "${TIME[@]}" "$ABU" --config "$W/abu/config.toml" --quiet install --no-reboot --write=changed "$W/rel/rootfs-w27/release.json" > /dev/null; }
+abu_install() { pin "${TIME[@]}" "$(HOST_BIN)" --config "$W/abu/config.toml" --quiet install --no-reboot "$@" > /dev/null; }
+run_abuseg() { abu_install "$W/rel/rootfs-seg/release.json"; }
+run_abu27() { abu_install "$W/rel/rootfs-w27/release.json"; }
+run_abu23() { abu_install "$W/rel/rootfs-w23/release.json"; }
+run_abusegc() { abu_install --write=changed "$W/rel/rootfs-seg/release.json"; }
 
 # ---- RAUC (the writing process is the service: its VmHWM)
 rauc_rss() {
@@ -67,14 +75,16 @@ run_casync() { "${TIME[@]}" casync extract --store="$W/casync/store.castr" --see
 # name|label|setup|run|after
 CASES=(
     "bound-dd|dd raw image → slot, O_DIRECT + fsync|none|run_dd"
-    "bound-zstd-w27|zstd -dc → /dev/null (payload --long=27)|none|run_zstd27"
-    "bound-zstd-w23|zstd -dc → /dev/null (payload window 2^23)|none|run_zstd23"
+    "bound-zstd-seg|zstd -dc → /dev/null (the default segmented payload)|none|run_zstdseg"
+    "bound-zstd-w27|zstd -dc → /dev/null (one frame, --long=27)|none|run_zstd27"
+    "bound-zstd-w23|zstd -dc → /dev/null (one frame, window 2^23)|none|run_zstd23"
     "bound-openssl|openssl dgst -sha256 of the image|none|run_openssl"
     "bound-sha256sum|coreutils sha256sum of the image|none|run_sha256sum"
-    "abu-w27|**abupdate install, payload --long=27**|reset_abu|run_abu27"
-    "abu-w23|abupdate install, payload window 2^23|reset_abu|run_abu23"
-    "abu-changed-old|abupdate --write=changed, slot holds the older image|reset_abu_old|run_abu27c"
-    "abu-changed-same|abupdate --write=changed, slot already holds this image|reset_abu_same|run_abu27c"
+    "abu-seg|**abupdate install, default segmented payload (parallel)**|reset_abu|run_abuseg"
+    "abu-w27|abupdate install, one frame --long=27 (releases before segments)|reset_abu|run_abu27"
+    "abu-w23|abupdate install, one frame window 2^23|reset_abu|run_abu23"
+    "abu-changed-old|abupdate --write=changed, slot holds the older image|reset_abu_old|run_abusegc"
+    "abu-changed-same|abupdate --write=changed, slot already holds this image|reset_abu_same|run_abusegc"
     "rauc-zstd|RAUC 1.8, plain bundle, squashfs zstd|rauc_start|run_rauc_zstd|rauc_rss"
     "rauc-gzip|RAUC 1.8, plain bundle, squashfs gzip (default)|rauc_start|run_rauc_gzip|rauc_rss"
     "swu-zstd|SWUpdate, CMS .swu, raw handler, zstd (--long=27)|none|run_swu_zstd"
@@ -96,8 +106,32 @@ cases() {
         done
     done
     # The slot really holds the image after the abupdate runs (sanity).
-    reset_abu; run_abu27
-    cmp -n "$(stat -c %s "$W/img/rootfs.ext4")" "$W/img/rootfs.ext4" "$SLOT_B" || die "slot B differs from the image"
+    local run
+    for run in run_abuseg run_abu27; do
+        reset_abu; $run
+        cmp -n "$(stat -c %s "$W/img/rootfs.ext4")" "$W/img/rootfs.ext4" "$SLOT_B" || die "$run: slot B differs from the image"
+    done
+}
+
+# ---- scaling: the same runs on 1 core and on 2 (taskset), dd as the ceiling
+SCALE_CASES=(
+    "bound-dd|dd raw image → slot, O_DIRECT (the ceiling)|none|run_dd"
+    "bound-zstd-seg|zstd -dc of the segmented payload (single-threaded)|none|run_zstdseg"
+    "abu-seg|abupdate install, default segmented payload|reset_abu|run_abuseg"
+    "abu-w27|abupdate install, one frame --long=27|reset_abu|run_abu27"
+)
+scaling() {
+    local r c name label setup run cpus
+    rm -f "$RES"/scale-*.tsv "$RES/scale-load.txt"
+    for r in $(seq "$RUNS"); do
+        log "scaling round $r of $RUNS"
+        for cpus in 0 0,1; do
+            for c in "${SCALE_CASES[@]}"; do
+                IFS='|' read -r name label setup run <<< "$c"
+                CPUS=$cpus sample "scale-$cpus-$name" "$setup" "$run"
+            done
+        done
+    done
 }
 
 # ---- HTTP from a local nginx, and the idle timer tick
@@ -116,15 +150,19 @@ EOF
 }
 nginx_stop() { [ -f "$W/nginx/nginx.pid" ] && kill "$(cat "$W/nginx/nginx.pid")" 2>/dev/null; rm -f "$W/nginx/nginx.pid"; }
 
-run_abu_http() { "${TIME[@]}" "$ABU" --config "$W/abu/config.toml" --quiet install --no-reboot "http://127.0.0.1:$NGINX_PORT/rootfs-w27/release.json" > /dev/null; }
+run_abu_http() { abu_install "http://127.0.0.1:$NGINX_PORT/rootfs-seg/release.json"; }
 
 http_bench() {
     nginx_start
-    rm -f "$RES/abu-http.tsv"
+    rm -f "$RES/abu-http.tsv" "$RES/abu-local.tsv"
     local r
-    for r in $(seq "$RUNS"); do sample abu-http reset_abu run_abu_http; done
+    # Alternating with the same install from the local file.
+    for r in $(seq "$RUNS"); do
+        sample abu-http reset_abu run_abu_http
+        sample abu-local reset_abu run_abuseg
+    done
     # The idle tick: the booted version is the released one.
-    local url="http://127.0.0.1:$NGINX_PORT/rootfs-w27/release.json"
+    local url="http://127.0.0.1:$NGINX_PORT/rootfs-seg/release.json"
     abu_config "$W/abu" "$url"
     abu_reset 2.0
     : > "$W/nginx/access.log"
@@ -149,19 +187,20 @@ rss_sweep() {
     local mib w saved=$SLOT_B
     for mib in $RSS_SIZES; do
         image "rss-$mib" "$mib"
-        release "rss-$mib" 3 23 2.0
-        release "rss-$mib" 3 27 2.0
+        release "rss-$mib" 3 seg 2.0
+        release "rss-$mib" 3 w27 2.0
         SLOT_B=$(attach "$W/slots/rss-$mib.img" "$mib")
         abu_config "$W/abu"
-        for w in 23 27; do
-            rm -f "$RES/rss-$mib-w$w.tsv"
-            eval "run_rss() { \"\${TIME[@]}\" \"\$ABU\" --config \"\$W/abu/config.toml\" --quiet install --no-reboot \"\$W/rel/rss-$mib-w$w/release.json\" > /dev/null; }"
-            sample "rss-$mib-w$w" reset_abu run_rss
-            sample "rss-$mib-w$w" reset_abu run_rss
-            echo "$mib $w $(sort -n -k2 "$RES/rss-$mib-w$w.tsv" | tail -n1 | cut -d' ' -f2) $(du -b "$(payload_of "$W/rel/rss-$mib-w$w")" | cut -f1)" >> "$RES/rss.tsv"
+        for w in seg w27; do
+            rm -f "$RES/rss-$mib-$w.tsv"
+            eval "run_rss() { abu_install \"\$W/rel/rss-$mib-$w/release.json\"; }"
+            sample "rss-$mib-$w" reset_abu run_rss
+            sample "rss-$mib-$w" reset_abu run_rss
+            echo "$mib $w $(sort -n -k2 "$RES/rss-$mib-$w.tsv" | tail -n1 | cut -d' ' -f2) $(du -b "$(payload_of "$W/rel/rss-$mib-$w")" | cut -f1)" >> "$RES/rss.tsv"
         done
         losetup -d "$SLOT_B"
-        rm -f "$W/slots/rss-$mib.img"
+        # Not cached: the 4 GiB image, its payloads and slot would fill a small disk.
+        rm -rf "$W/slots/rss-$mib.img" "$W/img/rss-$mib.ext4" "$W/rel/rss-$mib-"*
         SLOT_B=$saved
         abu_config "$W/abu"
     done
@@ -175,7 +214,8 @@ size_of() { # PROGRAM → bytes of the binary plus every shared library it loads
 }
 sizes() {
     {
-        echo "abupdate $(stat -c %s "$ABU") static"
+        echo "abupdate $(stat -c %s "$(HOST_BIN)") static"
+        echo "abupdate-pack $(stat -c %s "$ABU") static"
         local p
         for p in rauc swupdate casync zstd openssl dd sha256sum; do
             echo "$p $(size_of "$p") $(stat -L -c %s "$(command -v "$p")")"
@@ -190,40 +230,57 @@ median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) { print 0; exit } if
 report() {
     [ -f "$RES/sizes.txt" ] || sizes
     local bytes; bytes=$(stat -c %s "$W/img/rootfs.ext4")
-    local ref=""; [ -s "$RES/abu-w27.tsv" ] && ref=$(cut -d' ' -f1 "$RES/abu-w27.tsv" | median)
+    med() { [ -s "$RES/$1.tsv" ] && cut -d' ' -f"${2:-1}" "$RES/$1.tsv" | median; }
+    local ref; ref=$(med abu-seg)
     echo
     [ -s "$RES/load.txt" ] && echo "1-minute load average during the runs (other work on this shared machine), median: $(median < "$RES/load.txt")"
     echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) cores, $(free -g | awk '/^Mem/ { print $2 }') GiB, kernel $(uname -r), $(date -u +%Y-%m-%d)"
-    echo "Image: $((bytes >> 20)) MiB ext4 of /usr files; payload zstd -19 --long=27: $(( $(stat -c %s "$(P27)") >> 20 )) MiB, window 2^23: $(( $(stat -c %s "$(P23)") >> 20 )) MiB; ${RUNS} runs each, alternating; medians."
+    echo "Image: $((bytes >> 20)) MiB ext4 of /usr files; zstd -$LEVEL payloads: default segmented (4 MiB segments) $(stat -c %s "$(PSEG)") bytes, one frame --long=27 $(stat -c %s "$(P27)"), one frame window 2^23 $(stat -c %s "$(P23)"); ${RUNS} runs each, alternating; medians."
     echo
-    echo "| tool, mode | wall (s) | MB/s of image | ratio to abupdate | fastest run (s) | CPU (s) | peak RSS (MiB) | written (MiB) | binary + libs (MiB) |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| tool, mode | wall (s) | MB/s of image | ratio to abupdate | fastest run (s) | CPU (s) | peak RSS (MiB) | written (MiB) | binary + libs (MiB) | load |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     local c name label setup run after bin
-    for c in "${CASES[@]}" "abu-http|abupdate install over HTTP from nginx (--long=27)"; do
+    for c in "${CASES[@]}" "abu-http|abupdate install over HTTP from nginx (default segmented)" "abu-local|the same from the local file, alternating with it"; do
         IFS='|' read -r name label setup run after <<< "$c"
         [ -s "$RES/$name.tsv" ] || continue
-        local ms rss cpu out best
-        ms=$(cut -d' ' -f1 "$RES/$name.tsv" | median)
-        rss=$(cut -d' ' -f2 "$RES/$name.tsv" | median)
-        cpu=$(cut -d' ' -f3 "$RES/$name.tsv" | median)
-        out=$(cut -d' ' -f4 "$RES/$name.tsv" | median)
+        local ms rss cpu out best load
+        ms=$(med "$name" 1); rss=$(med "$name" 2); cpu=$(med "$name" 3); out=$(med "$name" 4); load=$(med "$name" 5)
         best=$(cut -d' ' -f1 "$RES/$name.tsv" | sort -n | head -n1)
         case $name in
             abu*) bin=abupdate ;; rauc*) bin=rauc ;; swu*) bin=swupdate ;; casync) bin=casync ;;
             bound-dd) bin=dd ;; bound-zstd*) bin=zstd ;; bound-openssl) bin=openssl ;; bound-sha256sum) bin=sha256sum ;;
         esac
-        awk -v l="$label" -v ms="$ms" -v b="$bytes" -v ref="$ref" -v rss="$rss" -v cpu="$cpu" -v out="$out" -v best="$best" -v sz="$(size_for $bin)" 'BEGIN {
+        awk -v l="$label" -v ms="$ms" -v b="$bytes" -v ref="$ref" -v rss="$rss" -v cpu="$cpu" -v out="$out" -v best="$best" -v sz="$(size_for $bin)" -v load="$load" 'BEGIN {
             r = (ref > 0) ? sprintf("%.2f", ref / ms) : "-";
-            printf "| %s | %.2f | %.0f | %s | %.2f | %.2f | %.1f | %.0f | %s |\n", l, ms / 1000, b / 1e6 / (ms / 1000), r, best / 1000, cpu / 1000, rss / 1024, out / 1024, sz }'
+            printf "| %s | %.2f | %.0f | %s | %.2f | %.2f | %.1f | %.0f | %s | %s |\n", l, ms / 1000, b / 1e6 / (ms / 1000), r, best / 1000, cpu / 1000, rss / 1024, out / 1024, sz, load }'
     done
+    if ls "$RES"/scale-*.tsv > /dev/null 2>&1; then
+        echo
+        echo "Scaling (taskset; MB/s of image, medians; load average in brackets):"
+        echo
+        echo "| run | 1 core | 2 cores |"
+        echo "| --- | ---: | ---: |"
+        for c in "${SCALE_CASES[@]}"; do
+            IFS='|' read -r name label _ <<< "$c"
+            local one two l1 l2
+            one=$(med "scale-0-$name"); two=$(med "scale-0,1-$name")
+            l1=$(med "scale-0-$name" 5); l2=$(med "scale-0,1-$name" 5)
+            awk -v l="$label" -v a="${one:-0}" -v b="${two:-0}" -v l1="$l1" -v l2="$l2" -v bytes="$bytes" 'BEGIN {
+                printf "| %s | %s | %s |\n", l, (a > 0) ? sprintf("%.0f (%s)", bytes / 1e6 / (a / 1000), l1) : "-", (b > 0) ? sprintf("%.0f (%s)", bytes / 1e6 / (b / 1000), l2) : "-" }'
+        done
+        local z1 z2 a1 a2
+        z1=$(med scale-0-bound-zstd-seg); z2=$(med scale-0,1-bound-zstd-seg); a1=$(med scale-0-abu-seg); a2=$(med scale-0,1-abu-seg)
+        awk -v z1="${z1:-0}" -v z2="${z2:-0}" -v a1="${a1:-0}" -v a2="${a2:-0}" 'BEGIN {
+            if (a1 > 0 && a2 > 0) printf "\nabupdate (segmented) against single-threaded zstd -dc of the same payload: %.2fx on 1 core, %.2fx on 2 cores\n", z1 / a1, z2 / a2 }'
+    fi
     if [ -s "$RES/rss.tsv" ]; then
         echo
         echo "Peak RSS of \`abupdate install\` against image size (zstd -3 payloads):"
         echo
-        echo "| image | window 2^23 | window 2^27 (--long) |"
+        echo "| image | default segmented | one frame --long=27 |"
         echo "| ---: | ---: | ---: |"
         awk '{ r[$1, $2] = $3; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
-             END { for (i = 1; i <= n; i++) { m = order[i]; printf "| %d MiB | %.1f MiB | %.1f MiB |\n", m, r[m, 23] / 1024, r[m, 27] / 1024 } }' "$RES/rss.tsv"
+             END { for (i = 1; i <= n; i++) { m = order[i]; printf "| %d MiB | %.1f MiB | %.1f MiB |\n", m, r[m, "seg"] / 1024, r[m, "w27"] / 1024 } }' "$RES/rss.tsv"
     fi
     if [ -s "$RES/idle-tick.txt" ]; then
         echo
@@ -233,12 +290,17 @@ report() {
     fi
     if [ -n "$ref" ]; then
         echo
-        local best_rauc zstd27
-        best_rauc=$(for n in rauc-zstd rauc-gzip; do if [ -s "$RES/$n.tsv" ]; then cut -d' ' -f1 "$RES/$n.tsv" | median; fi; done | sort -n | head -n1)
-        zstd27=$(cut -d' ' -f1 "$RES/bound-zstd-w27.tsv" 2>/dev/null | median)
-        awk -v a="$ref" -v r="${best_rauc:-0}" -v z="${zstd27:-0}" -v s="$(stat -c %s "$ABU")" 'BEGIN {
-            if (r > 0) printf "Target: abupdate ≥ 1.5x RAUC best mode: %.2fx\n", r / a;
-            if (z > 0) printf "Target: abupdate ≥ 0.85 of zstd -dc alone: %.2f\n", z / a;
-            printf "Target: static binary ≤ 3 MiB with TLS: %.2f MiB\n", s / 1048576 }'
+        local best_rauc zseg http local_ rssmax
+        best_rauc=$(for n in rauc-zstd rauc-gzip; do med "$n"; done | sort -n | head -n1)
+        zseg=$(med bound-zstd-seg); http=$(med abu-http); local_=$(med abu-local)
+        rssmax=$(awk '$2 == "seg" { if ($3 > m) m = $3 } END { print m + 0 }' "$RES/rss.tsv" 2>/dev/null || echo 0)
+        awk -v a="$ref" -v r="${best_rauc:-0}" -v z="${zseg:-0}" -v h="${http:-0}" -v lo="${local_:-0}" -v rss="$rssmax" \
+            -v s="$(stat -c %s "$(HOST_BIN)")" -v ps="$(stat -c %s "$(PSEG)")" -v p27="$(stat -c %s "$(P27)")" 'BEGIN {
+            if (z > 0) printf "Target: full install ≥ 1.0x single-thread zstd -dc of the same payload: %.2fx\n", z / a;
+            if (r > 0) printf "Target: ≥ 4x RAUC best mode: %.2fx\n", r / a;
+            if (h > 0 && lo > 0) printf "Target: over HTTP within 10%% of the local path: %+.1f%%\n", (h / lo - 1) * 100;
+            if (rss > 0) printf "Target: peak RSS ≤ 32 MiB for default payloads, 256 MiB to 4 GiB: at most %.1f MiB\n", rss / 1024;
+            printf "Target: static host binary ≤ 3 MiB: %.2f MiB\n", s / 1048576;
+            printf "Bytes: the segmented payload is %+.1f%% against one --long=27 frame\n", (ps / p27 - 1) * 100 }'
     fi
 }

@@ -708,9 +708,18 @@ pub static FLAGS: &[Flag] = &[
         "segment-size",
         "MIB",
         PACK,
-        "cut images into independently decodable segments (1 to 1024 MiB; default 16 with deltas)",
+        "cut images into independent zstd frames, decoded on every core (1 to 1024 MiB, default 4)",
         |a, v| {
             a.segment_size = Some(v.number_in(1..=1024u64, "give 1 to 1024 (MiB)")? << 20);
+            Ok(())
+        },
+    ),
+    switch(
+        "one-frame",
+        PACK,
+        "one zstd frame per image, as releases before segments (with --window-log)",
+        |a, _| {
+            a.one_frame = true;
             Ok(())
         },
     ),
@@ -851,6 +860,7 @@ pub struct LowArgs {
     pub paused: bool,
     /// In bytes.
     pub segment_size: Option<u64>,
+    pub one_frame: bool,
     pub delta_from: Vec<(String, PathBuf)>,
     pub delta_level: Option<i32>,
     pub delta_window_log: Option<u32>,

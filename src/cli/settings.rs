@@ -213,6 +213,7 @@ fn pack(low: LowArgs) -> PackOptions {
             paused: low.paused,
         }),
         segment_size: low.segment_size,
+        one_frame: low.one_frame,
         delta_from: low.delta_from,
         delta_level: low.delta_level.unwrap_or(9),
         delta_window_log: low

@@ -59,6 +59,19 @@ pub fn release(len: usize) -> &'static Release {
     R.get_or_init(|| make_release(len, "full", &[]))
 }
 
+/// Release 2.0 in `seg_mib` MiB segments (decoded by parallel workers).
+pub fn segmented_release(len: usize, seg_mib: u32) -> &'static Release {
+    static R: OnceLock<Release> = OnceLock::new();
+    R.get_or_init(|| make_release(len, "segmented", &["--segment-size", &seg_mib.to_string()]))
+}
+
+/// Release 2.0 as one zstd frame (`--one-frame`: every release before
+/// segments; decoded as one stream).
+pub fn one_frame_release(len: usize) -> &'static Release {
+    static R: OnceLock<Release> = OnceLock::new();
+    R.get_or_init(|| make_release(len, "one-frame", &["--one-frame"]))
+}
+
 /// The same release 2.0 with a delta from `image("1.0", len)` in 2 MiB
 /// segments (served over HTTP: deltas are fetched by range).
 pub fn delta_release(len: usize) -> &'static Release {

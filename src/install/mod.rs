@@ -1,0 +1,964 @@
+//! The install pipeline: payload bytes in, a verified image in a slot out.
+//!
+//! Invariant: a slot is only reported written when every byte of it was
+//! read back from the medium and matched a signed hash ([`writer`], the one
+//! writer of slots, guards this for full images and deltas alike) and the
+//! write has been fsynced; until then the caller keeps the slot marked bad.
+//! No more bytes than the manifest declares are decoded or written, and
+//! memory stays bounded by a few fixed buffers whatever the image size.
+//!
+//! Two pipelines feed the writer:
+//! - [`segments`]: a payload of independent zstd frames (what `pack` writes
+//!   by default) is decoded on every core at once, each segment written at
+//!   its offset and checked against its own signed digest (BLAKE3 in new
+//!   releases, else SHA-256).
+//! - [`stream`]: one zstd stream (releases packed with `--one-frame`, and
+//!   every release before segments), or an uncompressed image: read, decode,
+//!   write and verify on four threads, the read-back hashed into the image's
+//!   SHA-256.
+//!
+//! Both hash the payload as it arrives and compare it with the signed
+//! `download_sha256` at the end; both call `before_write` (the caller marks
+//! the target bad there) once, right before the first byte of the slot
+//! changes, and not at all when nothing needs writing.
+
+mod segments;
+mod stream;
+pub(crate) mod writer;
+
+pub use writer::{hash_device, hash_path};
+
+use crate::manifest::Image;
+use crate::progress::Progress;
+use std::fmt;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use writer::{Fault, SlotWriter};
+
+#[derive(Debug)]
+pub enum InstallError {
+    Device {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Reading the payload failed: the transport or the partial download
+    /// (a [`crate::fetch::FetchError`] inside `error` says which), not the
+    /// payload's bytes.
+    Source {
+        what: String,
+        error: io::Error,
+    },
+    /// The caller's `before_write` (marking the target bad) failed; no byte
+    /// of the slot was written.
+    BeforeWrite(Box<crate::error::Error>),
+    /// The payload's bytes are wrong: they do not decode.
+    Payload {
+        what: String,
+        reason: String,
+    },
+    Mismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    /// The image as decoded (and, byte for byte, as read back from the
+    /// slot) does not hash as the manifest says: the release is at fault.
+    ImageMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    /// A segment of the image, read back from the slot exactly as written,
+    /// does not hash to its signed digest: its frame in the payload (or the
+    /// release) is at fault.
+    SegmentMismatch {
+        what: String,
+        offset: u64,
+        length: u64,
+        algorithm: &'static str,
+        expected: String,
+        actual: String,
+    },
+    /// The slot returned other bytes than were written to it: the medium
+    /// (or something else writing to it) is at fault.
+    Medium {
+        path: PathBuf,
+        offset: u64,
+    },
+    Size {
+        what: String,
+        reason: String,
+    },
+}
+
+impl fmt::Display for InstallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InstallError::Device { path, source } => write!(f, "{}: {source}", path.display()),
+            InstallError::Source { what, error } => {
+                match crate::fetch::FetchError::from_io(error) {
+                    Some(fetch) => fetch.fmt(f),
+                    None => write!(f, "{what}: reading the payload: {error}"),
+                }
+            }
+            InstallError::BeforeWrite(e) => e.fmt(f),
+            InstallError::Payload { what, reason } => write!(f, "{what}: {reason}"),
+            InstallError::Mismatch {
+                what,
+                expected,
+                actual,
+            } => {
+                write!(
+                    f,
+                    "{what}: SHA-256 is {actual}, the signed manifest says {expected}"
+                )
+            }
+            InstallError::ImageMismatch {
+                what,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{what}: the decoded image's SHA-256 is {actual}, the signed manifest says {expected}; \
+                 the slot read back exactly the bytes written, so the release is inconsistent (check its image hash and payload)"
+            ),
+            InstallError::SegmentMismatch {
+                what,
+                offset,
+                length,
+                algorithm,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{what}: the segment at bytes {offset}..{} decodes to bytes whose {algorithm} is {actual}, the signed manifest says {expected}; \
+                 the slot read back exactly the bytes written, so the payload (or the release) is damaged",
+                offset + length
+            ),
+            InstallError::Medium { path, offset } => write!(
+                f,
+                "{}: read back other bytes than were written at offset {offset}: the medium is failing (or something else writes to it)",
+                path.display()
+            ),
+            InstallError::Size { what, reason } => write!(f, "{what}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for InstallError {}
+
+impl InstallError {
+    pub fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            InstallError::Device { .. } | InstallError::Medium { .. } => Kind::Device,
+            InstallError::Source { error, .. } => {
+                crate::fetch::FetchError::from_io(error).map_or(Kind::Io, |e| e.kind())
+            }
+            InstallError::BeforeWrite(e) => e.kind(),
+            InstallError::Payload { .. } => Kind::Payload,
+            InstallError::Mismatch { .. }
+            | InstallError::ImageMismatch { .. }
+            | InstallError::SegmentMismatch { .. } => Kind::HashMismatch,
+            InstallError::Size { .. } => Kind::Size,
+        }
+    }
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Result of one image written.
+#[derive(Clone, Debug, Default)]
+pub struct Written {
+    pub image_bytes: u64,
+    pub payload_bytes: u64,
+}
+
+/// How the slot is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Write every block.
+    All,
+    /// Read the target first and skip blocks that already hold the bytes.
+    Changed,
+}
+
+/// What the caller does once, right before the first byte of the slot
+/// changes (and not at all when nothing needs writing): the install flow
+/// marks the target bad there, so that a failure before it (a server
+/// answering 503, a payload cut before its first chunk decoded, a device
+/// that cannot be opened) leaves the target as it was.
+pub type BeforeWrite<'a> = &'a mut dyn FnMut() -> Result<(), crate::error::Error>;
+
+/// Fill `buf` as far as the reader goes; returns bytes read (short = EOF).
+pub(crate) fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The error a writer fault is, for the slot at `device` and the payload
+/// called `what`.
+fn fault_error(fault: Fault, device: &Path, what: &str) -> InstallError {
+    match fault {
+        Fault::Io(source) => InstallError::Device {
+            path: device.to_path_buf(),
+            source,
+        },
+        Fault::Medium { offset } => InstallError::Medium {
+            path: device.to_path_buf(),
+            offset,
+        },
+        Fault::Arm(e) => InstallError::BeforeWrite(e),
+        Fault::Stopped => InstallError::Payload {
+            what: what.to_string(),
+            reason: "stopped".into(),
+        },
+        Fault::Digest {
+            offset,
+            length,
+            algorithm,
+            expected,
+            actual,
+        } => InstallError::SegmentMismatch {
+            what: what.to_string(),
+            offset,
+            length,
+            algorithm,
+            expected,
+            actual,
+        },
+    }
+}
+
+/// Decode `payload` (exactly `image.download_size()` bytes) into `device`,
+/// hashing the payload as it arrives and the image as read back from the
+/// medium after each write. `before_write` runs once before the first byte
+/// of `device` changes (see [`BeforeWrite`]).
+#[allow(clippy::too_many_arguments)]
+pub fn write_image(
+    class: &str,
+    payload: impl Read + Send,
+    image: &Image,
+    device: &Path,
+    max_window_log: u32,
+    mode: WriteMode,
+    progress: &mut Progress,
+    before_write: BeforeWrite,
+) -> Result<Written, InstallError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    write_image_with(
+        class,
+        payload,
+        image,
+        device,
+        max_window_log,
+        mode,
+        progress,
+        before_write,
+        cores,
+        &segments::Hooks::default(),
+    )
+}
+
+/// [`write_image`] with `cores` workers for a segmented payload, and test
+/// hooks.
+#[allow(clippy::too_many_arguments)]
+fn write_image_with(
+    class: &str,
+    payload: impl Read + Send,
+    image: &Image,
+    device: &Path,
+    max_window_log: u32,
+    mode: WriteMode,
+    progress: &mut Progress,
+    before_write: BeforeWrite,
+    cores: usize,
+    hooks: &segments::Hooks,
+) -> Result<Written, InstallError> {
+    let what = format!("{class} payload");
+    if let Some(w) = image.window_log {
+        if w > max_window_log {
+            return Err(InstallError::Size {
+                what,
+                reason: format!("needs a zstd window of 2^{w} bytes, this host allows 2^{max_window_log} (update.max_window_log)"),
+            });
+        }
+    }
+    // The decoder allows the window the signed manifest declares (so a
+    // payload cannot make us allocate more than its release said), and never
+    // more than this host's limit. zstd's smallest window is 2^10.
+    let window_log_max = image
+        .window_log
+        .unwrap_or(max_window_log)
+        .clamp(10, max_window_log.max(10));
+    let dev_err = |source| InstallError::Device {
+        path: device.to_path_buf(),
+        source,
+    };
+    let writer = SlotWriter::open(device).map_err(dev_err)?;
+    let (image_bytes, payload_bytes) = match segments::plan(image) {
+        Some(largest) => {
+            let workers = segments::workers(cores, largest);
+            let payload_bytes = segments::write(
+                &what,
+                payload,
+                image,
+                &writer,
+                largest,
+                workers,
+                mode,
+                progress,
+                before_write,
+                hooks,
+            )?;
+            (image.size, payload_bytes)
+        }
+        None => {
+            let (image_bytes, payload_bytes, (read_back, readback_sha)) = stream::write(
+                &what,
+                payload,
+                image,
+                &writer,
+                window_log_max,
+                mode,
+                progress,
+                before_write,
+            )?;
+            // Every byte read back equalled the byte written (the verifier
+            // compared them), so a wrong hash here is the decoded image's:
+            // the payload matched its own signed hash but does not decode to
+            // the image the manifest describes.
+            if read_back != image.size || readback_sha != image.sha256 {
+                return Err(InstallError::ImageMismatch {
+                    what: format!("{class} image"),
+                    expected: image.sha256.clone(),
+                    actual: readback_sha,
+                });
+            }
+            (image_bytes, payload_bytes)
+        }
+    };
+    progress.finish();
+    writer.sync().map_err(dev_err)?;
+    crate::failpoint::hit("fsync");
+    crate::failpoint::hit("read-back");
+    Ok(Written {
+        image_bytes,
+        payload_bytes,
+    })
+}
+
+/// A file target (a kernel or UKI on the ESP) is installed whole: the
+/// image goes through [`write_image`] into the temporary file this returns
+/// (next to `dest`, created empty), then [`replace_file`] renames it over
+/// `dest` and syncs the directory. A power cut leaves the old file or the
+/// new one, never neither and never a part of one. (Two calls around the
+/// one `write_image`, so the pipeline is compiled once.)
+pub fn file_temp(dest: &Path) -> Result<PathBuf, InstallError> {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.abupdate-tmp"));
+    std::fs::File::create(&tmp).map_err(|source| InstallError::Device {
+        path: tmp.clone(),
+        source,
+    })?;
+    Ok(tmp)
+}
+
+/// Rename the written and verified `tmp` over `dest`, sync the directory.
+pub fn replace_file(tmp: &Path, dest: &Path) -> Result<(), InstallError> {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let dev_err = |path: &Path, source| InstallError::Device {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::rename(tmp, dest).map_err(|e| dev_err(dest, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| dev_err(dir, e))?;
+    crate::failpoint::hit("file-replaced");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Compression, Segment};
+    use sha2::{Digest, Sha256};
+    use std::fs::File;
+
+    fn image_for(data: &[u8], zstd_level: Option<i32>) -> (Image, Vec<u8>) {
+        let sha = hex(&Sha256::digest(data));
+        match zstd_level {
+            None => (
+                Image {
+                    url: "x".into(),
+                    size: data.len() as u64,
+                    sha256: sha,
+                    compression: Compression::None,
+                    download_size: None,
+                    download_sha256: None,
+                    window_log: None,
+                    segments: Vec::new(),
+                    deltas: Default::default(),
+                },
+                data.to_vec(),
+            ),
+            Some(level) => {
+                let payload = zstd::encode_all(data, level).expect("compress");
+                (
+                    Image {
+                        url: "x".into(),
+                        size: data.len() as u64,
+                        sha256: sha,
+                        compression: Compression::Zstd,
+                        download_size: Some(payload.len() as u64),
+                        download_sha256: Some(hex(&Sha256::digest(&payload))),
+                        window_log: None,
+                        segments: Vec::new(),
+                        deltas: Default::default(),
+                    },
+                    payload,
+                )
+            }
+        }
+    }
+
+    fn target(name: &str, len: u64) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("abupdate-install-{name}-{}", std::process::id()));
+        let f = File::create(&p).expect("create");
+        f.set_len(len).expect("len");
+        p
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i * 7 % 251) as u8 ^ (i >> 12) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn writes_and_verifies_raw_and_zstd() {
+        for level in [None, Some(3)] {
+            let d = data(9 << 20 | 123);
+            let (img, payload) = image_for(&d, level);
+            let t = target(&format!("ok{level:?}"), 16 << 20);
+            let w = write_image(
+                "rootfs",
+                &payload[..],
+                &img,
+                &t,
+                27,
+                WriteMode::All,
+                &mut Progress::new("t", img.size, true),
+                &mut || Ok(()),
+            )
+            .expect("write");
+            assert_eq!(w.image_bytes, d.len() as u64);
+            let on_disk = std::fs::read(&t).expect("read");
+            assert_eq!(&on_disk[..d.len()], &d[..]);
+            let _ = std::fs::remove_file(t);
+        }
+    }
+
+    #[test]
+    fn tampered_payload_byte_is_caught() {
+        let d = data(5 << 20);
+        let (img, mut payload) = image_for(&d, None);
+        payload[3 << 20] ^= 1;
+        let t = target("tamper", 8 << 20);
+        let e = write_image(
+            "rootfs",
+            &payload[..],
+            &img,
+            &t,
+            27,
+            WriteMode::All,
+            &mut Progress::new("t", img.size, true),
+            &mut || Ok(()),
+        )
+        .expect_err("tampered payload accepted");
+        assert!(matches!(e, InstallError::Mismatch { .. }), "{e}");
+        let _ = std::fs::remove_file(t);
+    }
+
+    /// The signed payload is intact (its own hash matches) but does not
+    /// decode to the image the manifest describes: the release is at fault,
+    /// and the message says so rather than blaming the slot.
+    #[test]
+    fn a_wrong_image_hash_blames_the_release_not_the_medium() {
+        for mode in [WriteMode::All, WriteMode::Changed] {
+            let d = data(3 << 20 | 77);
+            let (mut img, payload) = image_for(&d, Some(3));
+            img.sha256 = "0f".repeat(32);
+            let t = target(&format!("wrong-image-hash-{mode:?}"), 4 << 20);
+            let e = install(&payload, &img, &t, mode).expect_err("wrong image hash accepted");
+            assert!(matches!(e, InstallError::ImageMismatch { .. }), "{e}");
+            assert_eq!(e.kind(), crate::error::Kind::HashMismatch);
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("rootfs image: the decoded image's SHA-256 is "),
+                "{msg}"
+            );
+            assert!(
+                msg.contains(&format!("the signed manifest says {}", "0f".repeat(32))),
+                "{msg}"
+            );
+            assert!(msg.contains("the release is inconsistent"), "{msg}");
+            assert!(!msg.contains("read back from"), "{msg}");
+            let _ = std::fs::remove_file(t);
+        }
+    }
+
+    #[test]
+    fn payload_decoding_past_declared_size_is_refused() {
+        let d = data(3 << 20);
+        let (mut img, payload) = image_for(&d, Some(1));
+        img.size = 1 << 20;
+        let t = target("big", 4 << 20);
+        let e = write_image(
+            "rootfs",
+            &payload[..],
+            &img,
+            &t,
+            27,
+            WriteMode::All,
+            &mut Progress::new("t", img.size, true),
+            &mut || Ok(()),
+        )
+        .expect_err("oversize accepted");
+        assert!(e.to_string().contains("more than"), "{e}");
+        // Nothing past the declared size was written.
+        let on_disk = std::fs::read(&t).expect("read");
+        assert!(on_disk[1 << 20..].iter().all(|&b| b == 0));
+        let _ = std::fs::remove_file(t);
+    }
+
+    fn install(
+        payload: &[u8],
+        img: &Image,
+        t: &Path,
+        mode: WriteMode,
+    ) -> Result<Written, InstallError> {
+        write_image(
+            "rootfs",
+            payload,
+            img,
+            t,
+            27,
+            mode,
+            &mut Progress::new("t", img.size, true),
+            &mut || Ok(()),
+        )
+    }
+
+    #[test]
+    fn without_o_direct_it_writes_through_the_cache_and_verifies() {
+        writer::NO_DIRECT.with(|c| c.set(true));
+        let d = data(5 << 20 | 4097);
+        for (name, mode, (img, payload)) in [
+            ("stream", WriteMode::All, image_for(&d, Some(3))),
+            ("raw-changed", WriteMode::Changed, image_for(&d, None)),
+            ("segments", WriteMode::All, segmented_for(&d, 1 << 20)),
+            (
+                "segments-changed",
+                WriteMode::Changed,
+                segmented_for(&d, 1 << 20),
+            ),
+        ] {
+            let t = target(&format!("nodirect-{name}"), 8 << 20);
+            install(&payload, &img, &t, mode).expect("write");
+            assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
+            assert_eq!(hash_path(&t, d.len() as u64).expect("hash"), img.sha256);
+            let _ = std::fs::remove_file(t);
+        }
+        writer::NO_DIRECT.with(|c| c.set(false));
+    }
+
+    #[test]
+    fn concatenated_zstd_frames_decode_as_one_image() {
+        let d = data(3 << 20 | 77);
+        let (mut img, _) = image_for(&d, Some(3));
+        let mut payload = zstd::encode_all(&d[..1 << 20], 3).expect("frame 1");
+        payload.extend(zstd::encode_all(&d[1 << 20..], 3).expect("frame 2"));
+        img.download_size = Some(payload.len() as u64);
+        img.download_sha256 = Some(hex(&Sha256::digest(&payload)));
+        let t = target("frames", 4 << 20);
+        install(&payload, &img, &t, WriteMode::All).expect("write");
+        assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
+        let _ = std::fs::remove_file(t);
+    }
+
+    #[test]
+    fn truncated_zstd_payload_is_refused() {
+        let d = data(2 << 20);
+        let (mut img, payload) = image_for(&d, Some(3));
+        let cut = &payload[..payload.len() - 100];
+        img.download_size = Some(cut.len() as u64);
+        img.download_sha256 = Some(hex(&Sha256::digest(cut)));
+        let t = target("cut", 4 << 20);
+        let e = install(cut, &img, &t, WriteMode::All).expect_err("truncated accepted");
+        assert!(matches!(e, InstallError::Payload { .. }), "{e}");
+        let _ = std::fs::remove_file(t);
+    }
+
+    #[test]
+    fn a_window_larger_than_the_manifest_declares_is_refused() {
+        let d = data(4 << 20);
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).expect("encoder");
+        enc.window_log(22).expect("window");
+        std::io::Write::write_all(&mut enc, &d).expect("compress");
+        let payload = enc.finish().expect("finish");
+        let (mut img, _) = image_for(&d, Some(3));
+        img.download_size = Some(payload.len() as u64);
+        img.download_sha256 = Some(hex(&Sha256::digest(&payload)));
+        let t = target("window", 4 << 20);
+        img.window_log = Some(22);
+        install(&payload, &img, &t, WriteMode::All).expect("declared window");
+        img.window_log = Some(20);
+        let e = install(&payload, &img, &t, WriteMode::All).expect_err("window accepted");
+        assert!(e.to_string().contains("zstd"), "{e}");
+        let _ = std::fs::remove_file(t);
+    }
+
+    #[test]
+    fn changed_mode_skips_identical_blocks_and_still_verifies() {
+        let d = data(12 << 20);
+        let (img, payload) = image_for(&d, Some(1));
+        let t = target("changed", 12 << 20);
+        let mut old = d.clone();
+        old[5 << 20] ^= 0xff;
+        std::fs::write(&t, &old).expect("seed");
+        write_image(
+            "rootfs",
+            &payload[..],
+            &img,
+            &t,
+            27,
+            WriteMode::Changed,
+            &mut Progress::new("t", img.size, true),
+            &mut || Ok(()),
+        )
+        .expect("write");
+        assert_eq!(std::fs::read(&t).expect("read"), d);
+        let _ = std::fs::remove_file(t);
+    }
+    /// A payload of independent frames, one per `seg`-byte segment, with
+    /// the segment table `pack` writes (SHA-256 and BLAKE3 of each).
+    fn segmented_for(data: &[u8], seg: usize) -> (Image, Vec<u8>) {
+        let mut payload = Vec::new();
+        let mut segments = Vec::new();
+        for (i, piece) in data.chunks(seg).enumerate() {
+            let frame = zstd::encode_all(piece, 3).expect("frame");
+            segments.push(Segment {
+                offset: (i * seg) as u64,
+                length: piece.len() as u64,
+                sha256: hex(&Sha256::digest(piece)),
+                blake3: Some(blake3::hash(piece).to_hex().to_string()),
+                patch_offset: payload.len() as u64,
+                patch_length: frame.len() as u64,
+                source: None,
+            });
+            payload.extend_from_slice(&frame);
+        }
+        let (mut img, _) = image_for(data, Some(3));
+        img.download_size = Some(payload.len() as u64);
+        img.download_sha256 = Some(hex(&Sha256::digest(&payload)));
+        img.segments = segments;
+        (img, payload)
+    }
+
+    fn install_segmented(
+        payload: &[u8],
+        img: &Image,
+        t: &Path,
+        mode: WriteMode,
+        workers: usize,
+        hooks: &segments::Hooks,
+    ) -> Result<Written, InstallError> {
+        write_image_with(
+            "rootfs",
+            payload,
+            img,
+            t,
+            27,
+            mode,
+            &mut Progress::new("t", img.size, true),
+            &mut || Ok(()),
+            workers,
+            hooks,
+        )
+    }
+
+    #[test]
+    fn a_segmented_payload_installs_with_any_number_of_workers() {
+        let d = data(9 << 20 | 4321);
+        let (img, payload) = segmented_for(&d, 1 << 20);
+        assert_eq!(segments::plan(&img), Some(1 << 20));
+        for (workers, mode) in [
+            (1, WriteMode::All),
+            (2, WriteMode::All),
+            (5, WriteMode::All),
+            (2, WriteMode::Changed),
+        ] {
+            let t = target(&format!("seg-{workers}-{mode:?}"), 12 << 20);
+            let w = install_segmented(&payload, &img, &t, mode, workers, &Default::default())
+                .expect("write");
+            assert_eq!(w.image_bytes, d.len() as u64);
+            assert_eq!(w.payload_bytes, payload.len() as u64);
+            assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
+            let _ = std::fs::remove_file(t);
+        }
+        // Without BLAKE3 in the table (segments of an older pack): SHA-256.
+        let (mut old, payload) = segmented_for(&d, 1 << 20);
+        for s in &mut old.segments {
+            s.blake3 = None;
+        }
+        let t = target("seg-sha256", 12 << 20);
+        install_segmented(&payload, &old, &t, WriteMode::All, 2, &Default::default())
+            .expect("write");
+        assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
+        let _ = std::fs::remove_file(t);
+    }
+
+    /// Segment 0 is held back until segment 1 has been written and
+    /// verified: the later segment lands at its own offset first, and the
+    /// image is whole.
+    #[test]
+    fn segments_finishing_out_of_order_land_at_their_offsets() {
+        use std::sync::{Condvar, Mutex};
+        let d = data(6 << 20 | 999);
+        let (img, payload) = segmented_for(&d, 1 << 20);
+        let done = Mutex::new(Vec::new());
+        let cv = Condvar::new();
+        let before = |i: usize| {
+            if i == 0 {
+                let guard = done.lock().expect("lock");
+                let _ = cv
+                    .wait_timeout_while(guard, std::time::Duration::from_secs(20), |d| {
+                        !d.contains(&1)
+                    })
+                    .expect("wait");
+            }
+        };
+        let after = |i: usize| {
+            done.lock().expect("lock").push(i);
+            cv.notify_all();
+        };
+        let hooks = segments::Hooks {
+            before_decode: Some(&before),
+            after_segment: Some(&after),
+        };
+        let t = target("seg-order", 8 << 20);
+        install_segmented(&payload, &img, &t, WriteMode::All, 3, &hooks).expect("write");
+        let order = done.lock().expect("lock").clone();
+        let pos = |i| order.iter().position(|&x| x == i).expect("finished");
+        assert!(
+            pos(1) < pos(0),
+            "segment 0 did not finish after 1: {order:?}"
+        );
+        assert_eq!(order.len(), img.segments.len());
+        assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
+        let _ = std::fs::remove_file(t);
+    }
+
+    /// A segment in the middle whose bytes do not hash to its signed digest
+    /// (the payload's own hash is right: the release is inconsistent) stops
+    /// the install with an error naming the segment; so does a frame that
+    /// does not decode.
+    #[test]
+    fn a_bad_segment_mid_way_stops_the_install_naming_it() {
+        let d = data(8 << 20);
+        let (mut img, payload) = segmented_for(&d, 1 << 20);
+        img.segments[4].blake3 = Some("0f".repeat(32));
+        let t = target("seg-bad-digest", 8 << 20);
+        let mut armed = 0;
+        let e = write_image_with(
+            "rootfs",
+            &payload[..],
+            &img,
+            &t,
+            27,
+            WriteMode::All,
+            &mut Progress::new("t", img.size, true),
+            &mut || {
+                armed += 1;
+                Ok(())
+            },
+            2,
+            &Default::default(),
+        )
+        .expect_err("a segment that hashes wrong was accepted");
+        assert_eq!(armed, 1);
+        assert_eq!(e.kind(), crate::error::Kind::HashMismatch);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("segment at bytes 4194304..5242880")
+                && msg.contains("BLAKE3")
+                && msg.contains(&"0f".repeat(32)),
+            "{msg}"
+        );
+        // A damaged frame (payload hash recomputed, as a bad release would
+        // sign it): it does not decode, or decodes to other bytes.
+        let (mut img, mut payload) = segmented_for(&d, 1 << 20);
+        let s = &img.segments[5];
+        let at = (s.patch_offset + s.patch_length / 2) as usize;
+        payload[at] ^= 0x55;
+        img.download_sha256 = Some(hex(&Sha256::digest(&payload)));
+        let e = install_segmented(&payload, &img, &t, WriteMode::All, 2, &Default::default())
+            .expect_err("a damaged frame was accepted");
+        assert!(
+            matches!(
+                e,
+                InstallError::Payload { .. } | InstallError::SegmentMismatch { .. }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("segment"), "{e}");
+        let _ = std::fs::remove_file(t);
+    }
+
+    #[test]
+    fn a_segmented_payload_with_a_wrong_payload_hash_or_length_is_refused() {
+        let d = data(3 << 20 | 5);
+        let (mut img, payload) = segmented_for(&d, 1 << 20);
+        let t = target("seg-payload", 4 << 20);
+        img.download_sha256 = Some("0f".repeat(32));
+        let e = install_segmented(&payload, &img, &t, WriteMode::All, 2, &Default::default())
+            .expect_err("payload hash");
+        assert!(matches!(e, InstallError::Mismatch { .. }), "{e}");
+        let (img, payload) = segmented_for(&d, 1 << 20);
+        let mut long = payload.clone();
+        long.push(0);
+        let e = install_segmented(&long, &img, &t, WriteMode::All, 2, &Default::default())
+            .expect_err("too long");
+        assert!(e.to_string().contains("holds more than"), "{e}");
+        let cut = &payload[..payload.len() - 10];
+        let e = install_segmented(cut, &img, &t, WriteMode::All, 2, &Default::default())
+            .expect_err("too short");
+        assert!(e.to_string().contains("ends after"), "{e}");
+        let _ = std::fs::remove_file(t);
+    }
+
+    #[test]
+    fn the_parallel_path_takes_only_back_to_back_bounded_frames() {
+        let d = data(3 << 20);
+        let (img, _) = segmented_for(&d, 1 << 20);
+        assert_eq!(segments::plan(&img), Some(1 << 20));
+        let (one, _) = image_for(&d, Some(3));
+        assert_eq!(segments::plan(&one), None, "one frame");
+        let mut gap = img.clone();
+        gap.segments[1].patch_offset += 1;
+        assert_eq!(segments::plan(&gap), None, "a gap between frames");
+        let mut short = img.clone();
+        short.download_size = Some(img.download_size() + 1);
+        assert_eq!(segments::plan(&short), None, "bytes after the last frame");
+        let mut huge = img.clone();
+        huge.segments[0].patch_length = 2 << 20;
+        assert_eq!(segments::plan(&huge), None, "a frame beyond zstd's bound");
+        let mut big = img.clone();
+        big.segments = vec![Segment {
+            length: segments::MAX_SEGMENT + 1,
+            ..img.segments[0].clone()
+        }];
+        assert_eq!(segments::plan(&big), None, "a segment too large");
+    }
+
+    #[test]
+    fn workers_are_one_per_core_within_the_memory_budget() {
+        assert_eq!(segments::workers(2, 4 << 20), 2);
+        assert_eq!(segments::workers(16, 4 << 20), 4);
+        assert_eq!(segments::workers(16, 16 << 20), 1);
+        assert_eq!(segments::workers(0, 1 << 20), 1);
+        assert_eq!(segments::workers(3, 1), 3);
+    }
+
+    /// Fails every read: a link that breaks.
+    struct Broken;
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("link broke"))
+        }
+    }
+
+    #[test]
+    fn before_write_runs_once_right_before_the_first_byte_changes() {
+        let d = data(3 << 20 | 77);
+        for (name, (img, payload)) in [
+            ("stream", image_for(&d, Some(3))),
+            ("segments", segmented_for(&d, 1 << 20)),
+        ] {
+            before_write_once(name, &d, &img, &payload);
+        }
+    }
+
+    fn before_write_once(name: &str, d: &[u8], img: &Image, payload: &[u8]) {
+        let t = target(&format!("arm-{name}"), 4 << 20);
+        let untouched = |t: &Path| std::fs::read(t).expect("read").iter().all(|&b| b == 0);
+        let run = |payload: &mut (dyn Read + Send), mode, calls: &mut u32, fail: bool| {
+            write_image(
+                "rootfs",
+                payload,
+                img,
+                &t,
+                27,
+                mode,
+                &mut Progress::new("t", img.size, true),
+                &mut || {
+                    *calls += 1;
+                    assert!(untouched(&t), "a byte changed before before_write");
+                    match fail {
+                        true => Err(crate::error::Error::Usage("no".into())),
+                        false => Ok(()),
+                    }
+                },
+            )
+        };
+
+        // A link that breaks before the first chunk: never called, and the
+        // error is the source's, not the payload's.
+        let mut calls = 0;
+        let mut cut = (&payload[..100]).chain(Broken);
+        let e = run(&mut cut, WriteMode::All, &mut calls, false).expect_err("cut");
+        assert!(matches!(e, InstallError::Source { .. }), "{e}");
+        assert_eq!((calls, untouched(&t)), (0, true));
+
+        // Its own failure stops the write before the first byte.
+        let e = run(&mut &payload[..], WriteMode::All, &mut calls, true).expect_err("refused");
+        assert!(matches!(e, InstallError::BeforeWrite(_)), "{e}");
+        assert_eq!((calls, untouched(&t)), (1, true));
+
+        // Once per image, before the first byte.
+        calls = 0;
+        run(&mut &payload[..], WriteMode::All, &mut calls, false).expect("write");
+        assert_eq!(calls, 1, "{name}");
+        assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], d);
+
+        // Nothing to change (`--write=changed` over the same image): never.
+        calls = 0;
+        run(&mut &payload[..], WriteMode::Changed, &mut calls, false).expect("rewrite");
+        assert_eq!(calls, 0);
+        let _ = std::fs::remove_file(&t);
+    }
+}
