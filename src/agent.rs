@@ -143,13 +143,157 @@ impl Host {
 
     fn transport(&self) -> Result<Transport> {
         let u = &self.config.update;
+        // Credentials go to the configured origin and mirror only.
+        let servers: Vec<&str> = u.url.iter().chain(&u.mirror).map(String::as_str).collect();
+        let credentials = crate::fetch::Credentials::load(&u.credentials, &servers)
+            .map_err(|e| Error::Config(crate::config::ConfigError(e)))?;
         Ok(Transport::new(&TransportOptions {
+            pacing: u.pacing.clone(),
+            retry: u.retry,
+            credentials,
+            ..self.plain_transport_options()
+        })?)
+    }
+
+    /// Timeouts, proxy and trust roots, nothing else: for services that
+    /// are not the update servers (the FleetLock server).
+    fn plain_transport_options(&self) -> TransportOptions {
+        let u = &self.config.update;
+        TransportOptions {
             connect_timeout: u.connect_timeout,
             read_timeout: u.read_timeout,
             proxy: u.proxy.clone(),
             ca_file: u.ca_file.clone(),
             user_agent: format!("abupdate/{}", env!("CARGO_PKG_VERSION")),
-        })?)
+            ..TransportOptions::default()
+        }
+    }
+
+    /// Run the `[hooks]` hook at `point`, if one is configured.
+    fn run_hook(&self, point: crate::hooks::Point, facts: &crate::hooks::Facts) -> Result<()> {
+        let hooks = &self.config.hooks;
+        let path = match point {
+            crate::hooks::Point::PreInstall => &hooks.pre_install,
+            crate::hooks::Point::PostInstall => &hooks.post_install,
+            crate::hooks::Point::PreReboot => &hooks.pre_reboot,
+        };
+        let Some(path) = path else {
+            return Ok(());
+        };
+        log(&format!("running the {} hook {}", point.name(), path.display()));
+        let env = crate::hooks::environment(point, facts);
+        crate::hooks::run(point, path, hooks.timeout, &env)?;
+        Ok(())
+    }
+
+    /// What the hooks are told about installing `verified` into `target`.
+    fn hook_facts<'a>(
+        &'a self,
+        verified: &'a Verified,
+        booted: SlotName,
+    ) -> crate::hooks::Facts<'a> {
+        let m = &verified.manifest;
+        let target = booted.other();
+        crate::hooks::Facts {
+            compatible: &self.config.update.compatible,
+            manifest_compatible: &m.doc.compatible,
+            version: &m.doc.version,
+            manifest_sha256: &m.sha256,
+            source: &verified.location,
+            booted,
+            target,
+            images: m
+                .doc
+                .images
+                .iter()
+                .filter_map(|(class, image)| {
+                    Some(crate::hooks::Image {
+                        class,
+                        device: self.config.device(target, class)?,
+                        name: &image.url,
+                        sha256: &image.sha256,
+                        size: image.size,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Take this site's reboot lock (`[reboot] fleetlock`), when one is
+    /// configured: no lock, no reboot. The state says the lock may be held
+    /// before it is asked for (a lost answer is released later); a refusal
+    /// proves it is not.
+    fn take_reboot_lock(&self, state: &mut State) -> Result<()> {
+        let Some(cfg) = &self.config.reboot.fleetlock else {
+            return Ok(());
+        };
+        if state.fleetlock.as_deref() != Some(cfg.group.as_str()) {
+            state.fleetlock = Some(cfg.group.clone());
+            self.state_dir.save(state)?;
+        }
+        let transport = Transport::new(&self.plain_transport_options())?;
+        let client = crate::fleetlock::Client {
+            transport: &transport,
+            config: cfg,
+            id: self.host_id(),
+        };
+        match client.call(crate::fleetlock::Op::Lock) {
+            Ok(()) => {
+                log(&format!("took the reboot lock of group {}", cfg.group));
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, crate::fleetlock::FleetLockError::Refused { .. }) {
+                    state.fleetlock = None;
+                    self.state_dir.save(state)?;
+                }
+                log(&format!(
+                    "the reboot waits for the site's lock (group {}); the staged slot stays staged",
+                    cfg.group
+                ));
+                Err(Error::FleetLock(e))
+            }
+        }
+    }
+
+    /// Give back the site's reboot lock if this host may hold it (the
+    /// verdict is in and a good slot runs). A failure is logged and the
+    /// state keeps saying so: the next run tries again.
+    fn release_reboot_lock(&self, state: &mut State) {
+        let Some(group) = state.fleetlock.clone() else {
+            return;
+        };
+        let Some(cfg) = &self.config.reboot.fleetlock else {
+            // No lock server any more: nothing to give back to.
+            state.fleetlock = None;
+            let _ = self.state_dir.save(state);
+            return;
+        };
+        let cfg = crate::config::FleetLock {
+            url: cfg.url.clone(),
+            group,
+        };
+        let released = Transport::new(&self.plain_transport_options())
+            .map_err(|e| e.to_string())
+            .and_then(|transport| {
+                crate::fleetlock::Client {
+                    transport: &transport,
+                    config: &cfg,
+                    id: self.host_id(),
+                }
+                .call(crate::fleetlock::Op::Unlock)
+                .map_err(|e| e.to_string())
+            });
+        match released {
+            Ok(()) => {
+                log(&format!("released the reboot lock of group {}", cfg.group));
+                state.fleetlock = None;
+                if let Err(e) = self.state_dir.save(state) {
+                    log(&format!("{e}"));
+                }
+            }
+            Err(e) => log(&format!("{e}; the next run releases it")),
+        }
     }
 }
 
@@ -535,7 +679,7 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
                 "release {} is already staged in slot {target}",
                 m.version
             ));
-            return finish_staged(host, &state, target, m, 0, 0, opts);
+            return finish_staged(host, &mut state, verified, booted, 0, 0, opts);
         }
     }
     if host.boot.state(booted)? != BootState::Good {
@@ -545,9 +689,20 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
     }
     let devices = check_targets(host, m, booted)?;
     let transport = host.transport()?;
+    // Download windows are for the timer; a manual install is the
+    // operator's decision (the rate still holds).
+    let transport = match opts.respect_windows {
+        true => transport,
+        false => transport.without_download_windows(),
+    };
 
     // The final env must fit before anything is marked or written.
     host.boot.check_activate(target)?;
+    // The site's own go/no-go, before anything is marked or written.
+    host.run_hook(
+        crate::hooks::Point::PreInstall,
+        &host.hook_facts(verified, booted),
+    )?;
     let images: BTreeMap<String, ImageRef> = m
         .doc
         .images
@@ -704,6 +859,16 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
     // Nothing needed writing (`--write=changed` over the same image): the
     // record still precedes the activation.
     arming.arm(&mut state)?;
+    // Written and verified, not yet activated: a failing hook leaves the
+    // target bad.
+    if let Err(e) = host.run_hook(
+        crate::hooks::Point::PostInstall,
+        &host.hook_facts(verified, booted),
+    ) {
+        state.metrics.downloaded_bytes += network_bytes;
+        arming.fail(&mut state)?;
+        return Err(e);
+    }
 
     // Invariant 3: only a verified slot is activated; the state follows.
     host.boot.activate(target)?;
@@ -736,18 +901,28 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
     state.metrics.last_success = Some(now());
     host.state_dir.save(&state)?;
     publish(host, &state, Some(("installed", m.version.as_str())), None);
-    finish_staged(host, &state, target, m, payload_bytes, network_bytes, opts)
+    finish_staged(
+        host,
+        &mut state,
+        verified,
+        booted,
+        payload_bytes,
+        network_bytes,
+        opts,
+    )
 }
 
 fn finish_staged(
     host: &Host,
-    _state: &State,
-    target: SlotName,
-    m: &Manifest,
+    state: &mut State,
+    verified: &Verified,
+    booted: SlotName,
     payload_bytes: u64,
     network_bytes: u64,
     opts: &InstallOptions,
 ) -> Result<Installed> {
+    let m = &verified.manifest;
+    let target = booted.other();
     log(&format!(
         "release {} staged in slot {target}; the next boot tries it",
         m.version
@@ -763,6 +938,17 @@ fn finish_staged(
     }
     let rebooting = !opts.no_reboot && in_window;
     if rebooting {
+        // No lock, no reboot: the staged slot waits for the next run.
+        host.take_reboot_lock(state)?;
+        let hook = host.run_hook(
+            crate::hooks::Point::PreReboot,
+            &host.hook_facts(verified, booted),
+        );
+        if let Err(e) = hook {
+            // The reboot is held: the site's slot is not needed now.
+            host.release_reboot_lock(state);
+            return Err(e);
+        }
         log("rebooting into the new slot");
         reboot(host)?;
     }
@@ -1015,6 +1201,9 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             return finish_rollback(host, &state, booted, no_reboot);
         }
         rebless(host, &mut state, booted)?;
+        // A good slot runs and no trial is pending: a lock still held (the
+        // boot after a rollback) goes back to the site.
+        host.release_reboot_lock(&mut state);
         publish(host, &state, None, None);
         return Ok(Verdict::Healthy);
     };
@@ -1068,6 +1257,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             state.metrics.last_success = Some(now());
             host.state_dir.save(&state)?;
             log(&format!("committed {} in slot {booted}", t.version));
+            host.release_reboot_lock(&mut state);
             publish(host, &state, Some(("committed", t.version.as_str())), None);
             return Ok(Verdict::Committed { version: t.version });
         }
@@ -1095,6 +1285,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
                 t.version, t.to
             ));
             rebless(host, &mut state, booted)?;
+            host.release_reboot_lock(&mut state);
             Ok(Verdict::Healthy)
         }
         Phase::Staged if t.staged_boot_id.is_some() && t.staged_boot_id == host.boot_id() => {
@@ -1123,6 +1314,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
                 .or_default() += 1;
             host.state_dir.save(&state)?;
             rebless(host, &mut state, booted)?;
+            host.release_reboot_lock(&mut state);
             publish(
                 host,
                 &state,
@@ -1494,9 +1686,42 @@ pub enum UpdateOutcome {
     Installed(Installed),
 }
 
+/// When the timer's download of `verified` must wait for a download window
+/// (`[update] download_windows`): the time the next one opens. A release
+/// already staged downloads nothing and never waits for one.
+fn waits_for_download_window(host: &Host, verified: &Verified) -> Result<Option<i64>> {
+    let pacing = &host.config.update.pacing;
+    if pacing.download_windows.is_empty() {
+        return Ok(None);
+    }
+    let crate::fetch::Allowance::Wait { until } = pacing.at(now()) else {
+        return Ok(None);
+    };
+    let state = host.state_dir.load()?;
+    let staged = state.transaction.as_ref().is_some_and(|t| {
+        t.phase == Phase::Staged && t.manifest_sha256 == verified.manifest.sha256
+    });
+    Ok((!staged).then_some(until))
+}
+
+/// A reboot lock a earlier run could not give back (the server was
+/// unreachable): give it back now, unless a trial is still pending.
+fn release_pending_lock(host: &Host) {
+    let Ok(_lock) = host.state_dir.lock() else {
+        return;
+    };
+    let Ok(mut state) = host.state_dir.load() else {
+        return;
+    };
+    if state.fleetlock.is_some() && state.transaction.is_none() {
+        host.release_reboot_lock(&mut state);
+    }
+}
+
 /// The timer's job: check, then install and reboot (inside a maintenance
 /// window, when windows are configured) when a release applies.
 pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
+    release_pending_lock(host);
     if !opts.now {
         let state = host.state_dir.load()?;
         let max = host.config.update.backoff_max;
@@ -1538,8 +1763,19 @@ pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
             kind,
             standing,
         }),
-        CheckOutcome::Available { verified, .. } => {
+        CheckOutcome::Available { verified, standing } => {
             release = Some(verified.manifest.version.to_string());
+            if let Some(until) = waits_for_download_window(host, &verified)? {
+                return Ok(UpdateOutcome::UpToDate {
+                    reason: format!(
+                        "release {} waits for the download window (next opens {})",
+                        verified.manifest.version,
+                        crate::timefmt::format_rfc3339(until)
+                    ),
+                    kind: "waiting_for_download_window",
+                    standing,
+                });
+            }
             let install_opts = InstallOptions {
                 allow_downgrade: false,
                 no_reboot: opts.no_reboot,

@@ -19,6 +19,8 @@ pub enum Error {
     Install(crate::install::InstallError),
     Boot(crate::boot::BootError),
     Publish(crate::publish::PublishError),
+    Hook(crate::hooks::HookError),
+    FleetLock(crate::fleetlock::FleetLockError),
     Health(String),
     Refused(String),
     Io {
@@ -41,6 +43,8 @@ impl fmt::Display for Error {
             Error::Install(e) => e.to_string(),
             Error::Boot(e) => e.to_string(),
             Error::Publish(e) => e.to_string(),
+            Error::Hook(e) => e.to_string(),
+            Error::FleetLock(e) => e.to_string(),
             Error::Io { path, source } => format!("{path}: {source}"),
         };
         f.write_str(&crate::fetch::redact(&line))
@@ -72,6 +76,8 @@ impl Error {
             Error::Install(e) => e.kind(),
             Error::Boot(_) => "bootloader",
             Error::Publish(e) => e.kind(),
+            Error::Hook(_) => "hook",
+            Error::FleetLock(_) => "fleetlock",
             Error::Health(_) => "health",
             Error::Refused(_) => "refused",
             Error::Io { .. } => "io",
@@ -104,6 +110,8 @@ from_layer!(
     Slot(crate::slot::SlotError),
     Boot(crate::boot::BootError),
     Publish(crate::publish::PublishError),
+    Hook(crate::hooks::HookError),
+    FleetLock(crate::fleetlock::FleetLockError),
 );
 
 impl From<crate::install::InstallError> for Error {

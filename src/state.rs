@@ -295,6 +295,10 @@ pub struct State {
     pub metrics: Metrics,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_hashes: Vec<SourceHash>,
+    /// The FleetLock group whose reboot lock this host may hold: set before
+    /// the lock is asked for, cleared once it is released (`fleetlock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleetlock: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
     /// Set by [`StateDir::load`] when `state.json` could not be used: what
