@@ -920,7 +920,10 @@ rootfs = "/dev/b"
     }
 
     /// Each duration key with the table it lives in.
-    const DURATION_KEYS: [(&str, &str); 9] = [
+    const DURATION_KEYS: [(&str, &str); 12] = [
+        ("update", "retry_delay"),
+        ("update", "retry_after_max"),
+        ("hooks", "timeout"),
         ("update", "connect_timeout"),
         ("update", "read_timeout"),
         ("update", "jitter"),
@@ -1000,6 +1003,123 @@ rootfs = "/dev/b"
             assert!(with("update", key, "0s").is_ok(), "{key}");
         }
         assert!(with("health", "interval", "0s").is_ok());
+    }
+
+    #[test]
+    fn thin_link_keys_are_read_with_their_defaults() {
+        let c = Config::from_str(MINIMAL, Path::new("c.toml")).expect("minimal");
+        assert!(c.update.pacing.is_unlimited());
+        assert_eq!(c.update.retry, crate::fetch::RetryPolicy::default());
+        assert!(c.update.credentials.is_empty());
+        assert!(c.reboot.fleetlock.is_none());
+        assert!(c.hooks.pre_install.is_none());
+        assert_eq!(c.hooks.timeout, Duration::from_secs(300));
+        let text = r#"
+[update]
+compatible = "acme-edge"
+max_rate = "2MB/s"
+retries = 2
+retry_delay = "250ms"
+retry_after_max = "1m"
+headers_file = "/etc/abupdate/headers"
+client_cert = "/etc/abupdate/client.pem"
+client_key = "/etc/abupdate/client.key"
+[[update.rate_windows]]
+days = ["mon", "sat"]
+start = "08:00"
+length = "12h"
+max_rate = "500kB/s"
+[[update.rate_windows]]
+start = "20:00"
+length = "12h"
+max_rate = "unlimited"
+[[update.download_windows]]
+start = "20:00"
+length = "11h"
+zone = "+01:00"
+[slots.A]
+rootfs = "/dev/a"
+[slots.B]
+rootfs = "/dev/b"
+[reboot]
+fleetlock = "https://fleetlock.site.example/"
+group = "store-17"
+[hooks]
+pre_install = "/etc/abupdate/hooks/pre-install"
+pre_reboot = "/etc/abupdate/hooks/pre-reboot"
+timeout = "30s"
+"#;
+        let c = Config::from_str(text, Path::new("c.toml")).expect("thin-link keys");
+        let p = &c.update.pacing;
+        assert_eq!(p.max_rate, Some(2_000_000));
+        assert_eq!(p.rate_windows.len(), 2);
+        assert_eq!(p.rate_windows[0].rate, Some(500_000));
+        assert_eq!(p.rate_windows[1].rate, None);
+        assert_eq!(p.download_windows.len(), 1);
+        assert_eq!(c.update.retry.retries, 2);
+        assert_eq!(c.update.retry.first_delay, Duration::from_millis(250));
+        assert_eq!(c.update.retry.retry_after_max, Duration::from_secs(60));
+        assert_eq!(
+            c.update.credentials.client_key.as_deref(),
+            Some(Path::new("/etc/abupdate/client.key"))
+        );
+        let lock = c.reboot.fleetlock.expect("fleetlock");
+        assert_eq!(lock.group, "store-17");
+        assert_eq!(c.hooks.timeout, Duration::from_secs(30));
+        assert!(c.hooks.post_install.is_none());
+    }
+
+    #[test]
+    fn bad_thin_link_keys_are_refused_naming_the_key() {
+        let update = |line: &str| MINIMAL.replace("[update]\n", &format!("[update]\n{line}\n"));
+        for (text, key) in [
+            (update("max_rate = \"fast\""), "update.max_rate"),
+            (update("max_rate = \"10B/s\""), "update.max_rate"),
+            (update("retries = 101"), "update.retries"),
+            (
+                update("client_cert = \"/etc/c.pem\""),
+                "update.client_key: missing",
+            ),
+            (
+                update("client_key = \"/etc/c.key\""),
+                "update.client_cert: missing",
+            ),
+            (
+                format!("{MINIMAL}[[update.rate_windows]]\nstart = \"08:00\"\nlength = \"1h\"\n"),
+                "update.rate_windows[0].max_rate: missing",
+            ),
+            (
+                format!("{MINIMAL}[[update.download_windows]]\nstart = \"8am\"\nlength = \"1h\"\n"),
+                "update.download_windows[0]: start",
+            ),
+            (
+                format!("{MINIMAL}[[update.download_windows]]\nstart = \"08:00\"\n"),
+                "update.download_windows[0].length: missing",
+            ),
+            (
+                format!("{MINIMAL}[reboot]\nfleetlock = \"ftp://lock\"\n"),
+                "reboot.fleetlock",
+            ),
+            (
+                format!("{MINIMAL}[reboot]\nfleetlock = \"http://lock/?a=b\"\n"),
+                "reboot.fleetlock",
+            ),
+            (
+                format!("{MINIMAL}[reboot]\nfleetlock = \"http://lock\"\ngroup = \"store 17\"\n"),
+                "reboot.group",
+            ),
+            (
+                format!("{MINIMAL}[reboot]\ngroup = \"store-17\"\n"),
+                "reboot.group: set without reboot.fleetlock",
+            ),
+            (
+                format!("{MINIMAL}[hooks]\npost_install = \"hooks/post\"\n"),
+                "hooks.post_install",
+            ),
+        ] {
+            let e = Config::from_str(&text, Path::new("c.toml")).expect_err(key);
+            assert!(e.0.starts_with("c.toml: ") && e.0.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

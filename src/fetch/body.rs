@@ -53,6 +53,10 @@ pub(crate) struct Resuming {
     /// have dropped it meanwhile, so its first failure is asked again
     /// without counting as one.
     idle_grace: bool,
+    /// The failure being retried: the error to report when the retry
+    /// cannot continue the body (it says what went wrong; the refused
+    /// resume is logged).
+    last_failure: Option<FetchError>,
 }
 
 impl Resuming {
@@ -77,6 +81,7 @@ impl Resuming {
             from_body: 0,
             attempts,
             idle_grace: false,
+            last_failure: None,
         }
     }
 
@@ -163,6 +168,7 @@ impl Resuming {
     /// give up with it.
     fn failed(&mut self, err: FetchError) -> Result<(), FetchError> {
         self.body = None;
+        self.last_failure = Some(err.clone());
         if self.idle_grace && self.from_body == 0 {
             self.idle_grace = false;
             eprintln!(
@@ -214,7 +220,15 @@ impl Resuming {
             if self.body.is_none() {
                 match self.reopen() {
                     Ok(()) => {}
-                    Err(Ok(fatal)) => return Err(fatal),
+                    Err(Ok(fatal)) => {
+                        return Err(match self.last_failure.take() {
+                            Some(first) => {
+                                eprintln!("abupdate: {fatal}");
+                                first
+                            }
+                            None => fatal,
+                        })
+                    }
                     Err(Err(err)) => {
                         self.failed(err)?;
                         continue;
@@ -234,6 +248,7 @@ impl Resuming {
                     self.offset += n as u64;
                     self.from_body += n as u64;
                     self.idle_grace = false;
+                    self.last_failure = None;
                     self.attempts.progress(n as u64);
                     self.transport.throttle(rate, n);
                     return Ok(n);
