@@ -180,7 +180,11 @@ impl Host {
         let Some(path) = path else {
             return Ok(());
         };
-        log(&format!("running the {} hook {}", point.name(), path.display()));
+        log(&format!(
+            "running the {} hook {}",
+            point.name(),
+            path.display()
+        ));
         let env = crate::hooks::environment(point, facts);
         crate::hooks::run(point, path, hooks.timeout, &env)?;
         Ok(())
@@ -1513,6 +1517,9 @@ pub struct Status {
     /// The timer's `update` waits until then after failures (what `update`
     /// itself would decide now; `update --now` runs anyway).
     pub backoff_until: Option<String>,
+    /// The FleetLock group whose reboot lock this host may hold (taken for
+    /// a trial, not yet given back).
+    pub reboot_lock: Option<String>,
     /// Counters and the bytes the last install fetched (`last_install_fetched`)
     /// against a full install (`last_install_full`).
     pub metrics: crate::state::Metrics,
@@ -1566,6 +1573,7 @@ pub fn status(host: &Host) -> Result<Status> {
             host.config.update.backoff_max,
         )
         .map(crate::timefmt::format_rfc3339),
+        reboot_lock: state.fleetlock.clone(),
         metrics: state.metrics.clone(),
     })
 }
@@ -1698,9 +1706,10 @@ fn waits_for_download_window(host: &Host, verified: &Verified) -> Result<Option<
         return Ok(None);
     };
     let state = host.state_dir.load()?;
-    let staged = state.transaction.as_ref().is_some_and(|t| {
-        t.phase == Phase::Staged && t.manifest_sha256 == verified.manifest.sha256
-    });
+    let staged = state
+        .transaction
+        .as_ref()
+        .is_some_and(|t| t.phase == Phase::Staged && t.manifest_sha256 == verified.manifest.sha256);
     Ok((!staged).then_some(until))
 }
 

@@ -407,9 +407,12 @@ fn window_of(
     length: &Option<String>,
     zone: &Option<String>,
 ) -> Result<crate::schedule::Window, (String, String)> {
-    let start = start
-        .as_deref()
-        .ok_or_else(|| (format!("{key}.start"), "missing (e.g. \"02:00\")".to_string()))?;
+    let start = start.as_deref().ok_or_else(|| {
+        (
+            format!("{key}.start"),
+            "missing (e.g. \"02:00\")".to_string(),
+        )
+    })?;
     let length = length
         .as_deref()
         .ok_or_else(|| (format!("{key}.length"), "missing (e.g. \"2h\")".to_string()))?;
@@ -522,7 +525,10 @@ impl Config {
         }
         let retries = f.update.retries.unwrap_or(5);
         if retries > 100 {
-            return Err(err("update.retries", format!("{retries} is outside 0..=100")));
+            return Err(err(
+                "update.retries",
+                format!("{retries} is outside 0..=100"),
+            ));
         }
         let retry = crate::fetch::RetryPolicy {
             retries,
@@ -1118,7 +1124,10 @@ timeout = "30s"
             ),
         ] {
             let e = Config::from_str(&text, Path::new("c.toml")).expect_err(key);
-            assert!(e.0.starts_with("c.toml: ") && e.0.contains(key), "{key}: {e}");
+            assert!(
+                e.0.starts_with("c.toml: ") && e.0.contains(key),
+                "{key}: {e}"
+            );
         }
     }
 

@@ -114,7 +114,10 @@ pub fn environment(point: Point, facts: &Facts) -> Vec<(String, OsString)> {
     for (i, image) in facts.images.iter().enumerate() {
         let n = i + 1;
         let values: [(&str, OsString); 8] = [
-            ("RAUC_SLOT_NAME", slot_name(image.class, facts.target).into()),
+            (
+                "RAUC_SLOT_NAME",
+                slot_name(image.class, facts.target).into(),
+            ),
             ("RAUC_SLOT_CLASS", image.class.into()),
             ("RAUC_SLOT_DEVICE", image.device.as_os_str().to_owned()),
             ("RAUC_SLOT_BOOTNAME", facts.target.as_str().into()),
@@ -161,7 +164,12 @@ impl fmt::Display for HookError {
                 ending,
                 line,
             } => {
-                write!(f, "{} hook {} failed: {ending}", point.name(), path.display())?;
+                write!(
+                    f,
+                    "{} hook {} failed: {ending}",
+                    point.name(),
+                    path.display()
+                )?;
                 if !line.is_empty() {
                     write!(f, ": {line}")?;
                 }
@@ -171,12 +179,7 @@ impl fmt::Display for HookError {
                 point,
                 path,
                 reason,
-            } => write!(
-                f,
-                "{} hook {}: {reason}",
-                point.name(),
-                path.display()
-            ),
+            } => write!(f, "{} hook {}: {reason}", point.name(), path.display()),
         }
     }
 }
@@ -280,7 +283,10 @@ mod tests {
         for (k, v) in [
             ("ABUPDATE_HOOK", "post_install"),
             ("RAUC_MF_VERSION", "2.0"),
-            ("RAUC_UPDATE_SOURCE", "https://***@updates.example.net/release.json"),
+            (
+                "RAUC_UPDATE_SOURCE",
+                "https://***@updates.example.net/release.json",
+            ),
             ("RAUC_CURRENT_BOOTNAME", "A"),
             ("ABUPDATE_TARGET_SLOT", "B"),
             ("RAUC_TARGET_SLOTS", "1"),
@@ -336,8 +342,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let hook = dir.join("pre-install");
-        std::fs::write(&hook, "#!/bin/sh\necho \"$1 $RAUC_MF_VERSION\" >&2\nexit 3\n")
-            .expect("hook");
+        std::fs::write(
+            &hook,
+            "#!/bin/sh\necho \"$1 $RAUC_MF_VERSION\" >&2\nexit 3\n",
+        )
+        .expect("hook");
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let env = environment(Point::PreInstall, &facts(vec![rootfs()]));
         let e = run(Point::PreInstall, &hook, Duration::from_secs(10), &env).expect_err("exit 3");

@@ -141,8 +141,7 @@ impl Window {
             let day = today + delta;
             // 1970-01-01 was a Thursday (index 3 from Monday).
             let weekday = (day + 3).rem_euclid(7) as usize;
-            self.days[weekday]
-                .then(|| day * 86400 + self.start_second as i64 - self.offset_seconds)
+            self.days[weekday].then(|| day * 86400 + self.start_second as i64 - self.offset_seconds)
         })
     }
 

@@ -35,7 +35,13 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// A CA, a server certificate for 127.0.0.1 and 127.0.0.2, and a client
 /// certificate, all from the openssl CLI, in `dir`.
 fn make_pki(dir: &Path) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     std::fs::write(
         dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1,IP:127.0.0.2\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
@@ -74,8 +80,21 @@ fn make_pki(dir: &Path) {
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", &pem, "-days", "2", "-extfile", &ext,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
             ],
         );
     }
@@ -225,7 +244,12 @@ fn token_and_client_certificate_reach_the_origin_only_never_a_redirect_to_anothe
 
     // The origin really requires both: without the certificate nginx
     // refuses (400), without the token 401.
-    configure(&h, &base, &s, &format!("headers_file = \"{}\"", headers.display()));
+    configure(
+        &h,
+        &base,
+        &s,
+        &format!("headers_file = \"{}\"", headers.display()),
+    );
     let out = h.abupdate(&["check"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("HTTP 400"), "{}", text(&out));
@@ -250,7 +274,10 @@ fn token_and_client_certificate_reach_the_origin_only_never_a_redirect_to_anothe
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains(&format!("{}: holds credentials but is open to group or others (mode 0640)", headers.display())),
+        stderr.contains(&format!(
+            "{}: holds credentials but is open to group or others (mode 0640)",
+            headers.display()
+        )),
         "{stderr}"
     );
     h.assert_untouched(&before, "open headers file");
@@ -268,7 +295,9 @@ fn token_and_client_certificate_reach_the_origin_only_never_a_redirect_to_anothe
     let (to_origin, to_other): (Vec<&Hit>, Vec<&Hit>) =
         run.iter().partition(|h| h.port != s.other_port);
     assert!(
-        to_origin.iter().any(|h| h.uri == "/release.json" && h.status == 200),
+        to_origin
+            .iter()
+            .any(|h| h.uri == "/release.json" && h.status == 200),
         "{run:?}"
     );
     for hit in &to_origin {
@@ -276,16 +305,26 @@ fn token_and_client_certificate_reach_the_origin_only_never_a_redirect_to_anothe
         assert!(hit.client_cert.contains("CN=edge-host-17"), "{hit:?}");
     }
     assert!(
-        to_origin.iter().any(|h| h.status == 302 && h.uri.ends_with(".img.zst")),
+        to_origin
+            .iter()
+            .any(|h| h.status == 302 && h.uri.ends_with(".img.zst")),
         "the payload was not redirected: {run:?}"
     );
     assert!(
-        to_other.iter().any(|h| h.status == 200 && h.uri.ends_with(".img.zst")),
+        to_other
+            .iter()
+            .any(|h| h.status == 200 && h.uri.ends_with(".img.zst")),
         "the other host did not serve the payload: {run:?}"
     );
     for hit in &to_other {
-        assert_eq!(hit.authorization, "-", "token sent to another host: {hit:?}");
-        assert_eq!(hit.client_cert, "-", "client certificate offered to another host: {hit:?}");
+        assert_eq!(
+            hit.authorization, "-",
+            "token sent to another host: {hit:?}"
+        );
+        assert_eq!(
+            hit.client_cert, "-",
+            "client certificate offered to another host: {hit:?}"
+        );
     }
 
     // Never shown.

@@ -122,7 +122,10 @@ fn the_rate_is_held_within_ten_percent_over_twenty_seconds() {
     // One request, the whole payload: nothing was fetched twice.
     let lines = payload_lines(&nginx);
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!((lines[0].status, lines[0].body_bytes_sent), (200, LEN as u64));
+    assert_eq!(
+        (lines[0].status, lines[0].body_bytes_sent),
+        (200, LEN as u64)
+    );
 
     // Over the 20 s: from the first second (past the kernel's receive
     // buffer, the only burst) to the last sample.
@@ -201,7 +204,10 @@ fn the_timer_does_not_start_a_download_outside_its_windows_a_manual_install_does
     assert!(out.status.success(), "{}", text(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["reason"], "waiting_for_download_window", "{json}");
-    assert!(payload_lines(&nginx).is_empty(), "payload fetched outside the window");
+    assert!(
+        payload_lines(&nginx).is_empty(),
+        "payload fetched outside the window"
+    );
     h.assert_untouched(&before, "outside the download window");
     assert!(h.state()["transaction"].is_null());
     // The operator's own install is not held.
@@ -233,7 +239,10 @@ fn a_download_pauses_when_its_window_closes_and_resumes_with_range_in_the_next()
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(h.slot_bytes(1, LEN), image("2.0", LEN));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("outside the download windows; paused until"), "{stderr}");
+    assert!(
+        stderr.contains("outside the download windows; paused until"),
+        "{stderr}"
+    );
 
     // Nothing moved while the windows were closed (a second of margin on
     // each side for the clock's ticks).
@@ -262,6 +271,9 @@ fn a_download_pauses_when_its_window_closes_and_resumes_with_range_in_the_next()
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0].range, None);
     assert_eq!(lines[1].status, 206);
-    assert_eq!(lines[1].range.as_deref(), Some(format!("bytes={paused_at}-").as_str()));
+    assert_eq!(
+        lines[1].range.as_deref(),
+        Some(format!("bytes={paused_at}-").as_str())
+    );
     assert_eq!(lines[1].body_bytes_sent, LEN as u64 - paused_at);
 }

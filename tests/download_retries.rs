@@ -92,7 +92,12 @@ fn install(h: &TestHost, url: &str) -> (std::process::Output, Duration) {
 
 /// Exit 1 naming `needles`, the booted slot, the boot order and the target
 /// as they were (not marked bad: no byte reached it), no reboot.
-fn refused_untouched(h: &TestHost, before: &common::host::Untouched, out: &std::process::Output, needles: &[&str]) {
+fn refused_untouched(
+    h: &TestHost,
+    before: &common::host::Untouched,
+    out: &std::process::Output,
+    needles: &[&str],
+) {
     assert_eq!(out.status.code(), Some(1), "{}", text(out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stderr.lines().last().unwrap_or("");
@@ -136,17 +141,25 @@ fn a_503_a_429_and_a_reset_half_way_are_retried_within_the_run() {
     assert_eq!(calls.len(), 4, "payload requests: {calls:?}");
     // The server's Retry-After is the least wait.
     let waited = calls[1].0 - calls[0].0;
-    assert!(waited >= Duration::from_secs(1), "asked again after {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(1),
+        "asked again after {waited:?}"
+    );
     // The reset resumed where the bytes stopped, not from 0.
     assert_eq!(calls[2].1, None);
-    let resumed_at = calls[3].1.expect("the retry after the reset asks for a Range");
+    let resumed_at = calls[3]
+        .1
+        .expect("the retry after the reset asks for a Range");
     assert!(
         resumed_at > 0 && resumed_at <= LEN / 2,
         "resumed at {resumed_at}"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("retrying in").count(), 3, "{stderr}");
-    assert!(stderr.contains("HTTP 503 (the server asks to retry after 1s)"), "{stderr}");
+    assert!(
+        stderr.contains("HTTP 503 (the server asks to retry after 1s)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("HTTP 429"), "{stderr}");
     drop(srv);
 }
@@ -178,7 +191,12 @@ fn retries_used_up_before_the_first_byte_never_mark_the_target_bad() {
         head(s, "502 Bad Gateway", "Content-Length: 0\r\n")
     });
     let before = h.untouched();
-    let out = h.abupdate(&["--json", "install", "--no-reboot", &srv.url("/release.json")]);
+    let out = h.abupdate(&[
+        "--json",
+        "install",
+        "--no-reboot",
+        &srv.url("/release.json"),
+    ]);
     refused_untouched(&h, &before, &out, &[PAYLOAD, "HTTP 502"]);
     // The first try and three retries, then the run fails.
     assert_eq!(calls.lock().unwrap().len(), 4);

@@ -131,13 +131,27 @@ fn handle(stream: TcpStream, state: &Mutex<Semaphores>) {
     let mut parts = request.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if method != "POST" || !protocol {
-        return respond(stream, 400, r#"{"kind":"bad_request","value":"not a FleetLock request"}"#);
+        return respond(
+            stream,
+            400,
+            r#"{"kind":"bad_request","value":"not a FleetLock request"}"#,
+        );
     }
     let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let id = parsed["client_params"]["id"].as_str().unwrap_or("").to_string();
-    let group = parsed["client_params"]["group"].as_str().unwrap_or("").to_string();
+    let id = parsed["client_params"]["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let group = parsed["client_params"]["group"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     if id.is_empty() || group.is_empty() {
-        return respond(stream, 400, r#"{"kind":"bad_request","value":"missing client_params"}"#);
+        return respond(
+            stream,
+            400,
+            r#"{"kind":"bad_request","value":"missing client_params"}"#,
+        );
     }
     let mut st = state.lock().unwrap();
     let (op, status, answer) = match path {
@@ -158,7 +172,11 @@ fn handle(stream: TcpStream, state: &Mutex<Semaphores>) {
             }
             ("unlock", 200, "")
         }
-        _ => ("other", 404, r#"{"kind":"not_found","value":"no such endpoint"}"#),
+        _ => (
+            "other",
+            404,
+            r#"{"kind":"not_found","value":"no such endpoint"}"#,
+        ),
     };
     st.log.push((op.into(), id, group, status));
     drop(st);
@@ -223,6 +241,9 @@ fn two_hosts_of_one_site_never_reboot_together_hosts_of_two_sites_do() {
     assert_eq!(h1.reboots(), 1);
     let id1 = id_of(&server, "store-1", n);
     assert_eq!(server.holder("store-1").as_deref(), Some(id1.as_str()));
+    let status: serde_json::Value =
+        serde_json::from_slice(&h1.abupdate(&["--json", "status"]).stdout).expect("status");
+    assert_eq!(status["reboot_lock"], "store-1", "{status}");
 
     // h2, same site: staged, no reboot, the timer backs off.
     let n = server.log().len();
@@ -237,7 +258,10 @@ fn two_hosts_of_one_site_never_reboot_together_hosts_of_two_sites_do() {
     );
     assert_eq!(h2.reboots(), 0, "h2 rebooted while h1 held the site's lock");
     assert_eq!(h2.state()["transaction"]["phase"], "staged");
-    assert!(h2.state()["fleetlock"].is_null(), "a refused lock is not held");
+    assert!(
+        h2.state()["fleetlock"].is_null(),
+        "a refused lock is not held"
+    );
     assert!(h2.state()["metrics"]["retry_after"].is_i64(), "no backoff");
     let id2 = id_of(&server, "store-1", n);
     assert_ne!(id1, id2);
@@ -284,7 +308,11 @@ fn two_hosts_of_one_site_never_reboot_together_hosts_of_two_sites_do() {
     std::fs::remove_file(h2.health_dir.join("fails")).expect("rm check");
     assert_eq!(h2.boot(), "A");
     let out = h2.abupdate(&["health"]);
-    assert!(out.status.success(), "h2 health after rollback: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "h2 health after rollback: {}",
+        text(&out)
+    );
     assert_eq!(server.holder("store-1"), None);
 
     // The order on the server: never a grant of store-1 while another id
@@ -335,7 +363,10 @@ fn no_reboot_without_the_lock_when_the_server_cannot_be_reached() {
     let out = update(&h, true);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot ask for the reboot lock"), "{stderr}");
+    assert!(
+        stderr.contains("cannot ask for the reboot lock"),
+        "{stderr}"
+    );
     assert_eq!(h.reboots(), 0, "rebooted without the lock");
     assert_eq!(h.state()["transaction"]["phase"], "staged");
     // The lock may have been granted without us hearing: it counts as held

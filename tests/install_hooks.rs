@@ -101,7 +101,10 @@ fn the_three_hooks_run_in_order_with_raucs_variables() {
     let log = hook_log(&h);
     assert_eq!(log.len(), 3, "{log:?}");
     let b = h.slots[1].display().to_string();
-    for (line, point) in log.iter().zip(["pre_install", "post_install", "pre_reboot"]) {
+    for (line, point) in log
+        .iter()
+        .zip(["pre_install", "post_install", "pre_reboot"])
+    {
         let want = format!(
             "{point} hook={point} version=2.0 booted=A slot=rootfs.1 bootname=B device={b} \
              device1={b} targets=1 class=rootfs digest={sha} size={LEN} compatible={}",
@@ -163,8 +166,16 @@ fn a_failing_post_install_hook_leaves_the_target_bad() {
     );
     h.assert_untouched(&before, "post_install failed");
     let env = h.grub_vars();
-    assert_eq!(env.get("B_OK").map(String::as_str), Some("0"), "target not bad");
-    assert_eq!(env.get("ORDER").map(String::as_str), Some("A B"), "activated");
+    assert_eq!(
+        env.get("B_OK").map(String::as_str),
+        Some("0"),
+        "target not bad"
+    );
+    assert_eq!(
+        env.get("ORDER").map(String::as_str),
+        Some("A B"),
+        "activated"
+    );
     assert_eq!(h.state()["slots"]["B"]["status"], "bad");
     assert!(h.state()["transaction"].is_null());
     assert_eq!(h.reboots(), 0);
@@ -221,14 +232,20 @@ fn a_hook_is_killed_at_its_timeout_with_what_it_started() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')) {
+        if stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     assert!(
-        stat.is_empty() || stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+        stat.is_empty()
+            || stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
         "the hook's background sleep {pid} survived"
     );
 }

@@ -72,7 +72,11 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field(
                 "headers",
-                &self.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                &self
+                    .headers
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>(),
             )
             .field("client_cert", &self.client_cert.is_some())
             .field("origins", &self.origins)
@@ -196,7 +200,10 @@ pub fn parse_headers(path: &Path, bytes: &[u8]) -> Result<Vec<(HeaderName, Heade
         }
         let value = line[colon + 1..].trim_ascii();
         let value = HeaderValue::from_bytes(value).map_err(|_| {
-            format!("{name}:{n}: the value of {} holds a control character", header.as_str())
+            format!(
+                "{name}:{n}: the value of {} holds a control character",
+                header.as_str()
+            )
         })?;
         out.push((header, value));
     }
@@ -268,7 +275,10 @@ mod tests {
             (&b"Authorization Bearer s3cret\n"[..], "headers:1: expected"),
             (b"\nBad Name: s3cret\n", "headers:2: not a header name"),
             (b"Range: bytes=0-\n", "range is set by abupdate"),
-            (b"X-Token: s3cret\x01\n", "headers:1: the value of x-token holds a control"),
+            (
+                b"X-Token: s3cret\x01\n",
+                "headers:1: the value of x-token holds a control",
+            ),
             (b"# nothing\n", "no header in it"),
         ] {
             let e = parse_headers(p, text).expect_err(needle);
@@ -320,8 +330,14 @@ mod tests {
         assert!(c.applies_to("https://updates.example.net/edge/rootfs.img"));
         assert!(c.applies_to("https://UPDATES.example.net.:443/other"));
         assert!(c.applies_to("http://site-cache:8080/x"));
-        assert!(!c.applies_to("https://updates.example.net:8443/x"), "other port");
-        assert!(!c.applies_to("http://updates.example.net/x"), "other scheme");
+        assert!(
+            !c.applies_to("https://updates.example.net:8443/x"),
+            "other port"
+        );
+        assert!(
+            !c.applies_to("http://updates.example.net/x"),
+            "other scheme"
+        );
         assert!(!c.applies_to("https://cdn.example.net/x"), "other host");
         assert!(!c.applies_to("https://updates.example.net.evil.org/x"));
         assert!(!c.applies_to("/var/lib/x"));

@@ -49,8 +49,8 @@ pub use location::{
     check_mirror, check_service_url, endpoint, origin_of, redact, sibling, via_mirror, Origin,
 };
 use location::{parse_location, split_url, url_join, Loc};
-pub use pace::{parse_rate, Allowance, Pacing, RateWindow};
 use pace::Bucket;
+pub use pace::{parse_rate, Allowance, Pacing, RateWindow};
 pub use payload::PayloadReader;
 use retry::Attempts;
 pub use retry::{Next, RetryPolicy};
@@ -635,9 +635,7 @@ impl Transport {
         }
         let wait = match self.bucket.lock() {
             Ok(mut b) => b.take(Instant::now(), rate, n as u64),
-            Err(poisoned) => poisoned
-                .into_inner()
-                .take(Instant::now(), rate, n as u64),
+            Err(poisoned) => poisoned.into_inner().take(Instant::now(), rate, n as u64),
         };
         if !wait.is_zero() {
             std::thread::sleep(wait);
@@ -748,9 +746,7 @@ impl Transport {
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
-        let resp = req
-            .send(body)
-            .map_err(|e| self.classify(e, &shown, &url))?;
+        let resp = req.send(body).map_err(|e| self.classify(e, &shown, &url))?;
         let status = resp.status().as_u16();
         let mut answer = Vec::new();
         let reader = StallGuard::new(
@@ -765,7 +761,6 @@ impl Transport {
         let _ = reader.take(limit).read_to_end(&mut answer);
         Ok((status, answer))
     }
-
 
     /// Turn a ureq error into ours. `shown` names the location for the
     /// message, `url` is the URL actually requested (for the scheme).

@@ -165,7 +165,9 @@ impl Bucket {
     pub fn chunk(rate: Option<u64>) -> usize {
         match rate {
             None => usize::MAX,
-            Some(r) => usize::try_from(r / 20).unwrap_or(usize::MAX).clamp(1024, 64 << 10),
+            Some(r) => usize::try_from(r / 20)
+                .unwrap_or(usize::MAX)
+                .clamp(1024, 64 << 10),
         }
     }
 

@@ -73,9 +73,10 @@ impl RetryPolicy {
             return Next::GiveUp(None);
         }
         if failures >= self.retries {
-            return Next::GiveUp((self.retries > 0).then(|| {
-                format!("gave up after {} retries (update.retries)", self.retries)
-            }));
+            return Next::GiveUp(
+                (self.retries > 0)
+                    .then(|| format!("gave up after {} retries (update.retries)", self.retries)),
+            );
         }
         let backoff = self
             .first_delay
@@ -185,7 +186,11 @@ mod tests {
         }
         assert!(matches!(POLICY.next(&reset(), 0, 0), Next::Retry(_)));
         for s in [400, 401, 403, 501] {
-            assert_eq!(POLICY.next(&status(s, None), 0, 0), Next::GiveUp(None), "{s}");
+            assert_eq!(
+                POLICY.next(&status(s, None), 0, 0),
+                Next::GiveUp(None),
+                "{s}"
+            );
         }
         let not_found = FetchError::NotFound {
             location: "x".into(),
@@ -202,12 +207,18 @@ mod tests {
     #[test]
     fn waits_double_with_jitter_up_to_the_cap_and_the_count_is_bounded() {
         // Half the backoff fixed, half random.
-        assert_eq!(POLICY.next(&reset(), 0, 0), Next::Retry(Duration::from_secs(1)));
+        assert_eq!(
+            POLICY.next(&reset(), 0, 0),
+            Next::Retry(Duration::from_secs(1))
+        );
         assert_eq!(
             POLICY.next(&reset(), 0, u64::MAX),
             Next::Retry(Duration::from_millis(1000 + u64::MAX % 1001))
         );
-        assert_eq!(POLICY.next(&reset(), 2, 0), Next::Retry(Duration::from_secs(4)));
+        assert_eq!(
+            POLICY.next(&reset(), 2, 0),
+            Next::Retry(Duration::from_secs(4))
+        );
         let many = RetryPolicy {
             retries: 100,
             ..POLICY
@@ -233,7 +244,10 @@ mod tests {
         );
         match POLICY.next(&status(503, Some(3600)), 0, 0) {
             Next::GiveUp(Some(why)) => {
-                assert!(why.contains("3600s") && why.contains("retry_after_max"), "{why}")
+                assert!(
+                    why.contains("3600s") && why.contains("retry_after_max"),
+                    "{why}"
+                )
             }
             other => panic!("{other:?}"),
         }

@@ -568,8 +568,14 @@ fn retry_after_dates_and_transient_kinds() {
 fn origins_are_scheme_host_and_port() {
     let o = |u: &str| origin_of(u).map(|o| (o.scheme, o.host, o.port));
     let s = |a: &str, b: &str, p: u16| Some((a.to_string(), b.to_string(), p));
-    assert_eq!(o("https://Updates.Example.NET./a?b"), s("https", "updates.example.net", 443));
-    assert_eq!(o("http://user:pw@cache:8080/edge"), s("http", "cache", 8080));
+    assert_eq!(
+        o("https://Updates.Example.NET./a?b"),
+        s("https", "updates.example.net", 443)
+    );
+    assert_eq!(
+        o("http://user:pw@cache:8080/edge"),
+        s("http", "cache", 8080)
+    );
     assert_eq!(o("HTTP://[::1]:81/x"), s("http", "::1", 81));
     assert_eq!(o("https://[::1]/x"), s("https", "::1", 443));
     assert_eq!(o("http://host:port/x"), None);
@@ -581,9 +587,18 @@ fn origins_are_scheme_host_and_port() {
 fn endpoints_go_below_the_base_path() {
     for (base, want) in [
         ("https://lock.example", "https://lock.example/v1/pre-reboot"),
-        ("https://lock.example/", "https://lock.example/v1/pre-reboot"),
-        ("https://lock.example/base", "https://lock.example/base/v1/pre-reboot"),
-        ("https://lock.example/base//#frag", "https://lock.example/base/v1/pre-reboot"),
+        (
+            "https://lock.example/",
+            "https://lock.example/v1/pre-reboot",
+        ),
+        (
+            "https://lock.example/base",
+            "https://lock.example/base/v1/pre-reboot",
+        ),
+        (
+            "https://lock.example/base//#frag",
+            "https://lock.example/base/v1/pre-reboot",
+        ),
     ] {
         assert_eq!(endpoint(base, "v1/pre-reboot").expect(base), want, "{base}");
     }
