@@ -24,6 +24,12 @@
 //! - Nothing waits forever: connect, header and per-read timeouts are set
 //!   (ureq's are all off by default), and a body that trickles in slower than
 //!   [`MIN_PROGRESS_BYTES`] per `read_timeout` is dropped as stalled.
+//! - Thin links: payload bodies are read no faster than the rate in force
+//!   and not outside the download windows ([`pace`]); a body that pauses or
+//!   fails goes on with `Range` from exactly the next byte or ends in an
+//!   error ([`body`]); only transient failures are asked again, bounded
+//!   ([`retry`]); headers and the client certificate go to the configured
+//!   origins only, hop by hop ([`auth`]).
 
 mod auth;
 mod body;
