@@ -56,6 +56,7 @@ pub enum Op {
 }
 
 impl Op {
+    /// The operation's path below the server's base URL.
     pub fn path(self) -> &'static str {
         match self {
             Op::Lock => "v1/pre-reboot",
@@ -86,13 +87,17 @@ pub fn request_body(id: &str, group: &str) -> Vec<u8> {
 /// What the server said.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
+    /// HTTP 200: done.
     Done,
     /// Any status but 200; `kind` and `value` from its JSON body when it has
     /// them (shown cut short and without control characters: they are the
     /// server's bytes).
     Refused {
+        /// The HTTP status.
         status: u16,
+        /// The refusal body's `kind`, if any.
         kind: Option<String>,
+        /// The refusal body's `value`, if any.
         value: Option<String>,
     },
 }
@@ -131,14 +136,24 @@ pub fn interpret(status: u16, body: &[u8]) -> Answer {
 pub enum FleetLockError {
     /// The server said no (for `pre-reboot`: the group's slots are taken).
     Refused {
+        /// The URL asked (shown without user info).
         url: String,
+        /// The operation refused.
         op: Op,
+        /// The HTTP status.
         status: u16,
+        /// The refusal body's `kind`, if any.
         kind: Option<String>,
+        /// The refusal body's `value`, if any.
         value: Option<String>,
     },
     /// The server could not be asked.
-    Unreachable { op: Op, error: FetchError },
+    Unreachable {
+        /// The operation asked.
+        op: Op,
+        /// Why it got no answer.
+        error: FetchError,
+    },
 }
 
 impl fmt::Display for FleetLockError {
@@ -179,7 +194,9 @@ impl std::error::Error for FleetLockError {}
 
 /// One host's client of one lock server and group.
 pub struct Client<'a> {
+    /// The transport (timeouts, proxy, trust roots; no update-server credentials).
     pub transport: &'a Transport,
+    /// The server and the group.
     pub config: &'a FleetLock,
     /// The host's id (`rollout::host_id`: stable, not the machine id).
     pub id: String,

@@ -45,12 +45,16 @@ use crate::slot::SlotName;
 /// Where in the flow a hook runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Point {
+    /// Before anything is marked or written.
     PreInstall,
+    /// Written and read back, not yet activated.
     PostInstall,
+    /// Staged and the site lock taken, right before the reboot.
     PreReboot,
 }
 
 impl Point {
+    /// The name in `[hooks]`, `$1` and `ABUPDATE_HOOK`.
     pub fn name(self) -> &'static str {
         match self {
             Point::PreInstall => "pre_install",
@@ -63,25 +67,34 @@ impl Point {
 /// One image of the release, as the hooks see it.
 #[derive(Clone, Debug)]
 pub struct Image<'a> {
+    /// The image class (`rootfs`, …).
     pub class: &'a str,
     /// The target slot's device for the class.
     pub device: &'a Path,
     /// The image's `url` as the signed manifest names it.
     pub name: &'a str,
+    /// The image's SHA-256, as signed.
     pub sha256: &'a str,
+    /// The image's size in bytes.
     pub size: u64,
 }
 
 /// What the hooks are told.
 #[derive(Clone, Debug)]
 pub struct Facts<'a> {
+    /// `[update] compatible`.
     pub compatible: &'a str,
+    /// The manifest's `compatible`.
     pub manifest_compatible: &'a str,
+    /// The manifest's `version`.
     pub version: &'a str,
+    /// SHA-256 of the verified manifest.
     pub manifest_sha256: &'a str,
     /// The manifest's location; shown without user info.
     pub source: &'a str,
+    /// The booted slot.
     pub booted: SlotName,
+    /// The slot written.
     pub target: SlotName,
     /// In class order.
     pub images: Vec<Image<'a>>,
@@ -141,16 +154,22 @@ pub fn environment(point: Point, facts: &Facts) -> Vec<(String, OsString)> {
 pub enum HookError {
     /// It ran and did not exit 0 (or ran out of time).
     Failed {
+        /// Where it ran.
         point: Point,
+        /// The hook file.
         path: PathBuf,
+        /// How it ended.
         ending: Ending,
         /// Its last line of stderr, else stdout.
         line: String,
     },
     /// It could not be run.
     NotRun {
+        /// Where it was to run.
         point: Point,
+        /// The hook file.
         path: PathBuf,
+        /// Why it could not run.
         reason: String,
     },
 }

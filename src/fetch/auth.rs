@@ -47,12 +47,16 @@ const RESERVED: [&str; 12] = [
 /// Where the credentials come from (`[update]` keys).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CredentialFiles {
+    /// `[update] headers_file`: root-only `Name: value` lines.
     pub headers_file: Option<PathBuf>,
+    /// `[update] client_cert`: the certificate chain (PEM).
     pub client_cert: Option<PathBuf>,
+    /// `[update] client_key`: its private key (PEM, root-only).
     pub client_key: Option<PathBuf>,
 }
 
 impl CredentialFiles {
+    /// Whether no credential file is configured.
     pub fn is_empty(&self) -> bool {
         self.headers_file.is_none() && self.client_cert.is_none() && self.client_key.is_none()
     }
@@ -95,6 +99,7 @@ impl Credentials {
         &self.headers
     }
 
+    /// The client certificate, for a request that [`Credentials::applies_to`].
     pub fn client_cert(&self) -> Option<&ClientCert> {
         self.client_cert.as_ref()
     }

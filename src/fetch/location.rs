@@ -383,8 +383,11 @@ pub fn via_mirror(url: &str, mirror: &str) -> String {
 /// none is written). Two URLs with the same origin reach the same server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
+    /// The scheme, lowercase.
     pub scheme: String,
+    /// The host, lowercase.
     pub host: String,
+    /// The port, the scheme's default when none is given.
     pub port: u16,
 }
 

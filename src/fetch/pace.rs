@@ -25,7 +25,9 @@ pub const MIN_RATE: u64 = 1000;
 /// A rate of a window: bytes per second, `None` for unlimited.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateWindow {
+    /// When the rate holds.
     pub window: Window,
+    /// Bytes per second; `None`: unlimited.
     pub rate: Option<u64>,
 }
 
@@ -43,11 +45,17 @@ pub struct Pacing {
 /// What a download may do at one instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Allowance {
-    /// Read, at most this many bytes per second (`None`: unlimited).
-    Go { rate: Option<u64> },
-    /// Outside every download window: wait until this time (Unix seconds)
-    /// when the next one opens.
-    Wait { until: i64 },
+    /// Read, at most `rate` bytes per second.
+    Go {
+        /// Bytes per second; `None`: unlimited.
+        rate: Option<u64>,
+    },
+    /// Outside every download window: read nothing until the next one
+    /// opens.
+    Wait {
+        /// When it opens (Unix seconds).
+        until: i64,
+    },
 }
 
 impl Pacing {
