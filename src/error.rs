@@ -92,6 +92,7 @@ pub enum Kind {
     /// An install hook refused or failed (`[hooks]`).
     Hook,
     /// The site's reboot lock was not granted (`[reboot] fleetlock`).
+    #[serde(rename = "fleetlock")]
     FleetLock,
 }
 
