@@ -431,35 +431,23 @@ fn write_payload(
             if resumed > 0 {
                 log(&format!("resuming {payload_url} at byte {resumed}"));
             }
-            // A file on the ESP goes to a temporary file first, then is
-            // renamed over the old one (`install::file_temp`).
             let file_target = host.config.is_file_target(target_dev);
-            let path = match file_target {
-                true => install::file_temp(target_dev)?,
-                false => target_dev.to_path_buf(),
-            };
-            let written = install::write_image(
-                class,
-                &mut reader,
-                image,
-                &path,
-                host.config.update.max_window_log,
-                // A new temporary file has nothing to compare with.
-                match file_target {
-                    true => WriteMode::All,
-                    false => opts.write_mode,
-                },
-                &mut progress,
-                &mut || w.arm(),
-            );
-            let written = match (written, file_target) {
-                (Ok(w), true) => install::replace_file(&path, target_dev).map(|()| w),
-                (Err(e), true) => {
-                    let _ = std::fs::remove_file(&path);
-                    Err(e)
-                }
-                (w, false) => w,
-            }?;
+            let written = into_target(target_dev, file_target, |path| {
+                install::write_image(
+                    class,
+                    &mut reader,
+                    image,
+                    path,
+                    host.config.update.max_window_log,
+                    // A new temporary file has nothing to compare with.
+                    match file_target {
+                        true => WriteMode::All,
+                        false => opts.write_mode,
+                    },
+                    &mut progress,
+                    &mut || w.arm(),
+                )
+            })?;
             Ok((written.payload_bytes, reader.bytes_from_network()))
         });
     let e = match result {
@@ -491,6 +479,28 @@ fn write_payload(
         w.flip.save(&w.state)?;
     }
     Err(name_payload_source(e, &payload_url))
+}
+
+/// Write into `target` with `write`: a device in place; a file target (on
+/// the ESP) into a temporary file next to it that is renamed over it once
+/// written and verified (`install::file_temp`, `install::replace_file`), so
+/// a power cut leaves the old file or the new one.
+fn into_target<T>(
+    target: &Path,
+    file: bool,
+    write: impl FnOnce(&Path) -> std::result::Result<T, install::InstallError>,
+) -> std::result::Result<T, install::InstallError> {
+    if !file {
+        return write(target);
+    }
+    let tmp = install::file_temp(target)?;
+    match write(&tmp) {
+        Ok(done) => install::replace_file(&tmp, target).map(|()| done),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// Log that the release waits in `target`, and reboot into it unless told

@@ -519,7 +519,7 @@ impl SecretKey {
         }
         let text = format!(
             "{UNTRUSTED_PREFIX}{SECRET_KEY_COMMENT}\n{}\n",
-            BASE64.encode(&raw)
+            BASE64.encode(raw)
         );
         wipe(&mut keypair);
         wipe(&mut raw);
@@ -749,7 +749,7 @@ pub fn sign_prehashed(key: &SecretKey, blake2b_512: &[u8; 64], trusted_comment: 
     format!(
         "{UNTRUSTED_PREFIX}{SIGNATURE_UNTRUSTED_COMMENT}\n{}\n{TRUSTED_PREFIX}{comment}\n{}\n",
         BASE64.encode(&sig_struct),
-        BASE64.encode(&global)
+        BASE64.encode(global)
     )
 }
 
@@ -863,7 +863,7 @@ mod tests {
         assert!(err(&format!("untrusted comment: x\n{b64}\nextra\n"))
             .contains("unexpected text after line 2"));
         // Signature-sized blob where a key is expected.
-        let short = BASE64.encode(&[b'E', b'd', 1, 2, 3]);
+        let short = BASE64.encode([b'E', b'd', 1, 2, 3]);
         assert!(err(&short).contains("decodes to 5 bytes, expected 42"));
         // Wrong algorithm.
         let mut raw = BASE64.decode(&b64).expect("b64");
@@ -893,7 +893,7 @@ mod tests {
     fn secret_key_round_trip_with_checksum() {
         let sk = test_key(9, ID);
         let text = sk.to_file_string();
-        let raw = BASE64.decode(&line(&text, 2)).expect("b64");
+        let raw = BASE64.decode(line(&text, 2)).expect("b64");
         assert_eq!(raw.len(), SECRET_KEY_BYTES);
         assert_eq!(&raw[0..6], b"Ed\0\0B2");
         assert_ne!(&raw[126..158], &[0u8; 32], "checksum is written");
@@ -905,7 +905,7 @@ mod tests {
     #[test]
     fn secret_key_zero_checksum_accepted_like_minisign_w() {
         let sk = test_key(9, ID);
-        let mut raw = BASE64.decode(&line(&sk.to_file_string(), 2)).expect("b64");
+        let mut raw = BASE64.decode(line(&sk.to_file_string(), 2)).expect("b64");
         raw[126..158].fill(0);
         let back = SecretKey::parse(&BASE64.encode(&raw)).expect("zero checksum");
         assert_eq!(back.public_key(), sk.public_key());
@@ -914,7 +914,7 @@ mod tests {
     #[test]
     fn secret_key_parse_errors() {
         let sk = test_key(9, ID);
-        let raw = BASE64.decode(&line(&sk.to_file_string(), 2)).expect("b64");
+        let raw = BASE64.decode(line(&sk.to_file_string(), 2)).expect("b64");
         let with = |f: &dyn Fn(&mut Vec<u8>)| {
             let mut r = raw.clone();
             f(&mut r);
@@ -1060,7 +1060,7 @@ mod tests {
             assert!(matches!(e, MinisignError::BadTrustedComment { .. }), "{e}");
         }
         // A flipped bit in the global signature.
-        let mut g = BASE64.decode(&line(&text, 4)).expect("b64");
+        let mut g = BASE64.decode(line(&text, 4)).expect("b64");
         g[5] ^= 0x40;
         let sig = Signature::parse(&replace_line(&text, 4, &BASE64.encode(&g))).expect("parse");
         assert!(matches!(
@@ -1098,7 +1098,7 @@ mod tests {
         format!(
             "untrusted comment: x\n{}\ntrusted comment: {tc}\n{}\n",
             BASE64.encode(&st),
-            BASE64.encode(&g)
+            BASE64.encode(g)
         )
     }
 
@@ -1119,7 +1119,7 @@ mod tests {
         ));
         // Relabelling a legacy signature as prehashed must not verify.
         let text = legacy_sig(&sk, b"msg", "t");
-        let mut st = BASE64.decode(&line(&text, 2)).expect("b64");
+        let mut st = BASE64.decode(line(&text, 2)).expect("b64");
         st[1] = b'D';
         let relabelled =
             Signature::parse(&replace_line(&text, 2, &BASE64.encode(&st))).expect("parse");
@@ -1144,7 +1144,7 @@ mod tests {
         let text = format!(
             "untrusted comment: x\n{}\ntrusted comment: evil\n{}\n",
             BASE64.encode(&st),
-            BASE64.encode(&forged_sig)
+            BASE64.encode(forged_sig)
         );
         let sig = Signature::parse(&text).expect("parses");
 
@@ -1201,7 +1201,7 @@ mod tests {
             Signature::parse(&huge),
             Err(MinisignError::TooLarge { .. })
         ));
-        let mut st = BASE64.decode(&line(&text, 2)).expect("b64");
+        let mut st = BASE64.decode(line(&text, 2)).expect("b64");
         st[0] = b'S';
         st[1] = b'M';
         let e = err(&replace_line(&text, 2, &BASE64.encode(&st)));

@@ -527,7 +527,7 @@ mod tests {
     /// The same Ed25519 key as `key`, labelled with another key id: what
     /// anyone can write into a second `.pub` file.
     fn relabelled_key(key: &PublicKey, id: [u8; 8]) -> PublicKey {
-        let mut raw = BASE64.decode(&key.to_base64()).expect("b64");
+        let mut raw = BASE64.decode(key.to_base64()).expect("b64");
         raw[2..10].copy_from_slice(&id);
         PublicKey::parse(&BASE64.encode(&raw)).expect("relabelled key")
     }
@@ -718,7 +718,7 @@ mod tests {
         // A second key that claims the first one's id: it must neither
         // shadow the real key nor make the real key's signature fail.
         let fake = {
-            let mut raw = BASE64.decode(&ks[1].1.to_base64()).expect("b64");
+            let mut raw = BASE64.decode(ks[1].1.to_base64()).expect("b64");
             raw[2..10].copy_from_slice(&ks[0].1.key_id);
             PublicKey::parse(&BASE64.encode(&raw)).expect("fake")
         };
