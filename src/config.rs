@@ -54,6 +54,8 @@ pub struct Config {
     pub reboot: Reboot,
     /// `[report]`.
     pub report: Report,
+    /// Install hooks (`[hooks]`).
+    pub hooks: Hooks,
 }
 
 /// `[rollout]`.
@@ -68,6 +70,35 @@ pub struct RolloutSettings {
 pub struct Reboot {
     /// Maintenance windows; empty = reboot any time.
     pub windows: Vec<crate::schedule::Window>,
+    /// Site-wide reboot coordination (FleetLock), if configured.
+    pub fleetlock: Option<FleetLock>,
+}
+
+/// `[reboot] fleetlock` and `group`: a reboot into a trial takes this
+/// group's lock on this server first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetLock {
+    /// The server's base URL (`/v1/pre-reboot` and `/v1/steady-state`
+    /// below it).
+    pub url: String,
+    /// The reboot group: hosts of one group (a site) never reboot together.
+    pub group: String,
+}
+
+/// `[hooks]`: executables run at points of an install, bounded like health
+/// checks.
+#[derive(Clone, Debug)]
+pub struct Hooks {
+    /// Before anything is written; failing refuses the install.
+    pub pre_install: Option<PathBuf>,
+    /// After the images are written and verified, before activation;
+    /// failing leaves the target bad.
+    pub post_install: Option<PathBuf>,
+    /// Right before the reboot into a trial (after the site lock); failing
+    /// holds the reboot.
+    pub pre_reboot: Option<PathBuf>,
+    /// Each hook is killed (with what it started) after this long.
+    pub timeout: Duration,
 }
 
 /// `[report]`.
@@ -118,6 +149,13 @@ pub struct Update {
     pub backoff_base: Duration,
     /// Cap of the backoff.
     pub backoff_max: Duration,
+    // ---- thin links (issue 19) ----
+    /// `max_rate`, `rate_windows` and `download_windows`.
+    pub pacing: crate::fetch::Pacing,
+    /// `retries`, `retry_delay`, `retry_after_max`.
+    pub retry: crate::fetch::RetryPolicy,
+    /// `headers_file`, `client_cert`, `client_key`.
+    pub credentials: crate::fetch::CredentialFiles,
 }
 
 /// `[system]`: each fact a file, so tests need no root paths.
@@ -219,6 +257,27 @@ struct Fragment {
     reboot: RebootFragment,
     #[serde(default)]
     report: ReportFragment,
+    #[serde(default)]
+    hooks: HooksFragment,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HooksFragment {
+    pre_install: Option<String>,
+    post_install: Option<String>,
+    pre_reboot: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RateWindowFragment {
+    days: Option<Vec<String>>,
+    start: Option<String>,
+    length: Option<String>,
+    zone: Option<String>,
+    max_rate: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -232,6 +291,8 @@ struct RolloutFragment {
 struct RebootFragment {
     #[serde(default)]
     window: Vec<WindowFragment>,
+    fleetlock: Option<String>,
+    group: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -270,6 +331,18 @@ struct UpdateFragment {
     jitter: Option<String>,
     backoff_base: Option<String>,
     backoff_max: Option<String>,
+    // ---- thin links (issue 19) ----
+    max_rate: Option<String>,
+    #[serde(default)]
+    rate_windows: Vec<RateWindowFragment>,
+    #[serde(default)]
+    download_windows: Vec<WindowFragment>,
+    retries: Option<u32>,
+    retry_delay: Option<String>,
+    retry_after_max: Option<String>,
+    headers_file: Option<String>,
+    client_cert: Option<String>,
+    client_key: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -415,6 +488,10 @@ fn duration_bounds(key: &str) -> (bool, Duration) {
         // The whole delivery of one report, all attempts: it may delay a
         // reboot by this much.
         "report.webhook_timeout" => (false, MINUTE),
+        "update.retry_delay" => (true, HOUR),
+        // Zero: never wait for a server's Retry-After within a run.
+        "update.retry_after_max" => (true, HOUR),
+        "hooks.timeout" => (false, DAY),
         _ => (false, DAY),
     };
     (zero_ok, Duration::from_secs(max))
@@ -435,6 +512,29 @@ fn check_duration(key: &str, d: Duration) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// A weekly window from its keys (`days` default `*`); the error names the
+/// key that is wrong.
+fn window_of(
+    key: &str,
+    days: Option<Vec<String>>,
+    start: &Option<String>,
+    length: &Option<String>,
+    zone: &Option<String>,
+) -> Result<crate::schedule::Window, (String, String)> {
+    let start = start.as_deref().ok_or_else(|| {
+        (
+            format!("{key}.start"),
+            "missing (e.g. \"02:00\")".to_string(),
+        )
+    })?;
+    let length = length
+        .as_deref()
+        .ok_or_else(|| (format!("{key}.length"), "missing (e.g. \"2h\")".to_string()))?;
+    let days = days.unwrap_or_else(|| vec!["*".into()]);
+    crate::schedule::Window::parse(&days, start, length, zone.as_deref())
+        .map_err(|e| (key.to_string(), e))
 }
 
 impl Config {
@@ -511,6 +611,66 @@ impl Config {
         if let Some(m) = &f.update.mirror {
             crate::fetch::check_mirror(m).map_err(|e| err("update.mirror", e))?;
         }
+        // ---- thin links (issue 19) ----
+        let rate = |key: &str, v: &Option<String>| match v {
+            None => Ok(None),
+            Some(text) => crate::fetch::parse_rate(text).map_err(|e| err(key, e)),
+        };
+        let max_rate = rate("update.max_rate", &f.update.max_rate)?;
+        let mut rate_windows = Vec::new();
+        for (i, w) in f.update.rate_windows.iter().enumerate() {
+            let key = format!("update.rate_windows[{i}]");
+            let window = window_of(&key, w.days.clone(), &w.start, &w.length, &w.zone)
+                .map_err(|(k, e)| err(&k, e))?;
+            let Some(text) = &w.max_rate else {
+                return Err(err(
+                    &format!("{key}.max_rate"),
+                    "missing (e.g. \"500kB/s\", or \"unlimited\")".into(),
+                ));
+            };
+            let rate = rate(&format!("{key}.max_rate"), &Some(text.clone()))?;
+            rate_windows.push(crate::fetch::RateWindow { window, rate });
+        }
+        let mut download_windows = Vec::new();
+        for (i, w) in f.update.download_windows.iter().enumerate() {
+            let key = format!("update.download_windows[{i}]");
+            download_windows.push(
+                window_of(&key, w.days.clone(), &w.start, &w.length, &w.zone)
+                    .map_err(|(k, e)| err(&k, e))?,
+            );
+        }
+        let retries = f.update.retries.unwrap_or(5);
+        if retries > 100 {
+            return Err(err(
+                "update.retries",
+                format!("{retries} is outside 0..=100"),
+            ));
+        }
+        let retry = crate::fetch::RetryPolicy {
+            retries,
+            first_delay: duration("update.retry_delay", f.update.retry_delay, 1)?,
+            retry_after_max: duration("update.retry_after_max", f.update.retry_after_max, 300)?,
+        };
+        let credentials = crate::fetch::CredentialFiles {
+            headers_file: f.update.headers_file.map(PathBuf::from),
+            client_cert: f.update.client_cert.map(PathBuf::from),
+            client_key: f.update.client_key.map(PathBuf::from),
+        };
+        match (&credentials.client_cert, &credentials.client_key) {
+            (Some(_), None) => {
+                return Err(err(
+                    "update.client_key",
+                    "missing (required with update.client_cert)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "update.client_cert",
+                    "missing (required with update.client_key)".into(),
+                ))
+            }
+            _ => {}
+        }
         let update = Update {
             url: f.update.url,
             compatible,
@@ -539,6 +699,13 @@ impl Config {
             jitter: duration("update.jitter", f.update.jitter, 0)?,
             backoff_base: duration("update.backoff_base", f.update.backoff_base, 300)?,
             backoff_max: duration("update.backoff_max", f.update.backoff_max, 6 * 3600)?,
+            pacing: crate::fetch::Pacing {
+                max_rate,
+                rate_windows,
+                download_windows,
+            },
+            retry,
+            credentials,
         };
 
         let reboot = f
@@ -723,17 +890,41 @@ impl Config {
         let mut windows = Vec::new();
         for (i, w) in f.reboot.window.into_iter().enumerate() {
             let key = format!("reboot.window[{i}]");
-            let start = w
-                .start
-                .ok_or_else(|| err(&format!("{key}.start"), "missing (e.g. \"02:00\")".into()))?;
-            let length = w
-                .length
-                .ok_or_else(|| err(&format!("{key}.length"), "missing (e.g. \"2h\")".into()))?;
-            let days = w.days.unwrap_or_else(|| vec!["*".into()]);
-            let window = crate::schedule::Window::parse(&days, &start, &length, w.zone.as_deref())
-                .map_err(|e| err(&key, e))?;
-            windows.push(window);
+            windows.push(
+                window_of(&key, w.days, &w.start, &w.length, &w.zone)
+                    .map_err(|(k, e)| err(&k, e))?,
+            );
         }
+        let fleetlock = match f.reboot.fleetlock {
+            None => {
+                if f.reboot.group.is_some() {
+                    return Err(err(
+                        "reboot.group",
+                        "set without reboot.fleetlock (the lock server it is a group of)".into(),
+                    ));
+                }
+                None
+            }
+            Some(url) => {
+                crate::fetch::check_service_url(&url).map_err(|e| err("reboot.fleetlock", e))?;
+                let group = f.reboot.group.unwrap_or_else(|| "default".into());
+                crate::fleetlock::check_group(&group).map_err(|e| err("reboot.group", e))?;
+                Some(FleetLock { url, group })
+            }
+        };
+        let hook = |key: &str, v: Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(p) if Path::new(&p).is_absolute() => Ok(Some(PathBuf::from(p))),
+                Some(p) => Err(err(key, format!("{p:?} is not an absolute path"))),
+            }
+        };
+        let hooks = Hooks {
+            pre_install: hook("hooks.pre_install", f.hooks.pre_install)?,
+            post_install: hook("hooks.post_install", f.hooks.post_install)?,
+            pre_reboot: hook("hooks.pre_reboot", f.hooks.pre_reboot)?,
+            timeout: duration("hooks.timeout", f.hooks.timeout, 300)?,
+        };
         let report = Report {
             textfile: f.report.textfile.map(PathBuf::from),
             webhook: f.report.webhook,
@@ -748,8 +939,9 @@ impl Config {
             slots,
             health,
             rollout: RolloutSettings { wariness },
-            reboot: Reboot { windows },
+            reboot: Reboot { windows, fleetlock },
             report,
+            hooks,
         })
     }
 
@@ -1139,7 +1331,10 @@ rootfs = "/dev/b"
     }
 
     /// Each duration key with the table it lives in.
-    const DURATION_KEYS: [(&str, &str); 9] = [
+    const DURATION_KEYS: [(&str, &str); 12] = [
+        ("update", "retry_delay"),
+        ("update", "retry_after_max"),
+        ("hooks", "timeout"),
         ("update", "connect_timeout"),
         ("update", "read_timeout"),
         ("update", "jitter"),
@@ -1219,6 +1414,126 @@ rootfs = "/dev/b"
             assert!(with("update", key, "0s").is_ok(), "{key}");
         }
         assert!(with("health", "interval", "0s").is_ok());
+    }
+
+    #[test]
+    fn thin_link_keys_are_read_with_their_defaults() {
+        let c = Config::from_str(MINIMAL, Path::new("c.toml")).expect("minimal");
+        assert!(c.update.pacing.is_unlimited());
+        assert_eq!(c.update.retry, crate::fetch::RetryPolicy::default());
+        assert!(c.update.credentials.is_empty());
+        assert!(c.reboot.fleetlock.is_none());
+        assert!(c.hooks.pre_install.is_none());
+        assert_eq!(c.hooks.timeout, Duration::from_secs(300));
+        let text = r#"
+[update]
+compatible = "acme-edge"
+max_rate = "2MB/s"
+retries = 2
+retry_delay = "250ms"
+retry_after_max = "1m"
+headers_file = "/etc/abupdate/headers"
+client_cert = "/etc/abupdate/client.pem"
+client_key = "/etc/abupdate/client.key"
+[[update.rate_windows]]
+days = ["mon", "sat"]
+start = "08:00"
+length = "12h"
+max_rate = "500kB/s"
+[[update.rate_windows]]
+start = "20:00"
+length = "12h"
+max_rate = "unlimited"
+[[update.download_windows]]
+start = "20:00"
+length = "11h"
+zone = "+01:00"
+[slots.A]
+rootfs = "/dev/a"
+[slots.B]
+rootfs = "/dev/b"
+[reboot]
+fleetlock = "https://fleetlock.site.example/"
+group = "store-17"
+[hooks]
+pre_install = "/etc/abupdate/hooks/pre-install"
+pre_reboot = "/etc/abupdate/hooks/pre-reboot"
+timeout = "30s"
+"#;
+        let c = Config::from_str(text, Path::new("c.toml")).expect("thin-link keys");
+        let p = &c.update.pacing;
+        assert_eq!(p.max_rate, Some(2_000_000));
+        assert_eq!(p.rate_windows.len(), 2);
+        assert_eq!(p.rate_windows[0].rate, Some(500_000));
+        assert_eq!(p.rate_windows[1].rate, None);
+        assert_eq!(p.download_windows.len(), 1);
+        assert_eq!(c.update.retry.retries, 2);
+        assert_eq!(c.update.retry.first_delay, Duration::from_millis(250));
+        assert_eq!(c.update.retry.retry_after_max, Duration::from_secs(60));
+        assert_eq!(
+            c.update.credentials.client_key.as_deref(),
+            Some(Path::new("/etc/abupdate/client.key"))
+        );
+        let lock = c.reboot.fleetlock.expect("fleetlock");
+        assert_eq!(lock.group, "store-17");
+        assert_eq!(c.hooks.timeout, Duration::from_secs(30));
+        assert!(c.hooks.post_install.is_none());
+    }
+
+    #[test]
+    fn bad_thin_link_keys_are_refused_naming_the_key() {
+        let update = |line: &str| MINIMAL.replace("[update]\n", &format!("[update]\n{line}\n"));
+        for (text, key) in [
+            (update("max_rate = \"fast\""), "update.max_rate"),
+            (update("max_rate = \"10B/s\""), "update.max_rate"),
+            (update("retries = 101"), "update.retries"),
+            (
+                update("client_cert = \"/etc/c.pem\""),
+                "update.client_key: missing",
+            ),
+            (
+                update("client_key = \"/etc/c.key\""),
+                "update.client_cert: missing",
+            ),
+            (
+                format!("{MINIMAL}[[update.rate_windows]]\nstart = \"08:00\"\nlength = \"1h\"\n"),
+                "update.rate_windows[0].max_rate: missing",
+            ),
+            (
+                format!("{MINIMAL}[[update.download_windows]]\nstart = \"8am\"\nlength = \"1h\"\n"),
+                "update.download_windows[0]: start",
+            ),
+            (
+                format!("{MINIMAL}[[update.download_windows]]\nstart = \"08:00\"\n"),
+                "update.download_windows[0].length: missing",
+            ),
+            (
+                format!("{MINIMAL}[reboot]\nfleetlock = \"ftp://lock\"\n"),
+                "reboot.fleetlock",
+            ),
+            (
+                format!("{MINIMAL}[reboot]\nfleetlock = \"http://lock/?a=b\"\n"),
+                "reboot.fleetlock",
+            ),
+            (
+                format!("{MINIMAL}[reboot]\nfleetlock = \"http://lock\"\ngroup = \"store 17\"\n"),
+                "reboot.group",
+            ),
+            (
+                format!("{MINIMAL}[reboot]\ngroup = \"store-17\"\n"),
+                "reboot.group: set without reboot.fleetlock",
+            ),
+            (
+                format!("{MINIMAL}[hooks]\npost_install = \"hooks/post\"\n"),
+                "hooks.post_install",
+            ),
+        ] {
+            let e = Config::from_str(&text, Path::new("c.toml")).expect_err(key);
+            assert!(
+                e.0.starts_with("c.toml: ") && e.0.contains(key),
+                "{key}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -89,11 +89,16 @@ pub enum Kind {
     Pack,
     /// `fleet`'s reports.
     Fleet,
+    /// An install hook refused or failed (`[hooks]`).
+    Hook,
+    /// The site's reboot lock was not granted (`[reboot] fleetlock`).
+    #[serde(rename = "fleetlock")]
+    FleetLock,
 }
 
 impl Kind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [Kind; 36] = [
+    pub const ALL: [Kind; 38] = [
         Kind::Usage,
         Kind::Config,
         Kind::Locked,
@@ -130,6 +135,8 @@ impl Kind {
         Kind::System,
         Kind::Pack,
         Kind::Fleet,
+        Kind::Hook,
+        Kind::FleetLock,
     ];
 
     /// The label: the same string serde writes.
@@ -171,6 +178,8 @@ impl Kind {
             Kind::System => "system",
             Kind::Pack => "pack",
             Kind::Fleet => "fleet",
+            Kind::Hook => "hook",
+            Kind::FleetLock => "fleetlock",
         }
     }
 }
@@ -219,6 +228,10 @@ pub enum Error {
     Boot(crate::boot::BootError),
     /// A release directory (`pack`, `fleet`).
     Publish(crate::publish::PublishError),
+    /// An install hook refused or failed (`[hooks]`).
+    Hook(crate::hooks::HookError),
+    /// The site's reboot lock (`[reboot] fleetlock`).
+    FleetLock(crate::fleetlock::FleetLockError),
     /// The host's facts and its reboot command.
     System(crate::system::SystemError),
     /// An agent flow refused to act on this host's state.
@@ -250,6 +263,8 @@ impl fmt::Display for Error {
             Error::Install(e) => e.to_string(),
             Error::Boot(e) => e.to_string(),
             Error::Publish(e) => e.to_string(),
+            Error::Hook(e) => e.to_string(),
+            Error::FleetLock(e) => e.to_string(),
             Error::System(e) => e.to_string(),
             Error::Refused(e) => e.to_string(),
             Error::Io { path, source } => format!("{path}: {source}"),
@@ -284,6 +299,8 @@ impl Error {
             Error::Install(e) => e.kind(),
             Error::Boot(_) => Kind::Bootloader,
             Error::Publish(e) => e.kind(),
+            Error::Hook(_) => Kind::Hook,
+            Error::FleetLock(_) => Kind::FleetLock,
             Error::System(_) => Kind::System,
             Error::Refused(_) => Kind::Refused,
             Error::Pack(_) => Kind::Pack,
@@ -319,6 +336,8 @@ from_layer!(
     Slot(crate::slot::SlotError),
     Boot(crate::boot::BootError),
     Publish(crate::publish::PublishError),
+    Hook(crate::hooks::HookError),
+    FleetLock(crate::fleetlock::FleetLockError),
     System(crate::system::SystemError),
     Refused(crate::agent::Refusal),
 );

@@ -43,7 +43,9 @@ pub mod failpoint;
 pub mod fetch;
 #[allow(missing_docs)]
 pub mod fleet;
+pub mod fleetlock;
 pub mod health;
+pub mod hooks;
 #[allow(missing_docs)]
 pub mod install;
 pub mod manifest;

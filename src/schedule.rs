@@ -24,8 +24,8 @@ const DAY_NAMES: [&str; 7] = [
 pub struct Window {
     /// Monday first.
     pub days: [bool; 7],
-    /// Minutes after local midnight.
-    pub start_minute: u32,
+    /// Seconds after local midnight (`HH:MM`, or `HH:MM:SS`).
+    pub start_second: u32,
     /// As configured, to the second (`90s` is 90 seconds, not a minute).
     pub length_seconds: u32,
     /// Local time = UTC + this.
@@ -72,8 +72,9 @@ fn parse_day(day: &str) -> Option<usize> {
 }
 
 impl Window {
-    /// `days`: names (`mon`…`sun`), `*` for every day; `start`: `HH:MM`;
-    /// `length`: a duration (`2h`); `zone`: UTC unless given.
+    /// `days`: names (`mon`…`sun`), `*` for every day; `start`: `HH:MM`
+    /// (or `HH:MM:SS`); `length`: a duration (`2h`); `zone`: UTC unless
+    /// given.
     pub fn parse(
         days: &[String],
         start: &str,
@@ -96,11 +97,19 @@ impl Window {
         if !set.iter().any(|&b| b) {
             return Err("names no day".into());
         }
-        let bad_start = || format!("start {start:?}: expected HH:MM");
-        let (h, m) = start.split_once(':').ok_or_else(bad_start)?;
-        let minutes = if m.len() == 2 { digits(m, 2) } else { None };
-        let (h, m) = match (digits(h, 2), minutes) {
-            (Some(h), Some(m)) if h < 24 && m < 60 => (h, m),
+        let bad_start = || format!("start {start:?}: expected HH:MM (or HH:MM:SS)");
+        let (h, rest) = start.split_once(':').ok_or_else(bad_start)?;
+        let (m, s) = match rest.split_once(':') {
+            Some((m, s)) => (m, Some(s)),
+            None => (rest, None),
+        };
+        let two = |t: &str| if t.len() == 2 { digits(t, 2) } else { None };
+        let seconds = match s {
+            None => Some(0),
+            Some(s) => two(s),
+        };
+        let (h, m, s) = match (digits(h, 2), two(m), seconds) {
+            (Some(h), Some(m), Some(s)) if h < 24 && m < 60 && s < 60 => (h, m, s),
             _ => return Err(bad_start()),
         };
         let length_text = length;
@@ -118,7 +127,7 @@ impl Window {
         }
         Ok(Window {
             days: set,
-            start_minute: h * 60 + m,
+            start_second: (h * 60 + m) * 60 + s,
             length_seconds: length.as_secs() as u32,
             offset_seconds: zone.map(parse_offset).transpose()?.unwrap_or(0),
         })
@@ -132,8 +141,7 @@ impl Window {
             let day = today + delta;
             // 1970-01-01 was a Thursday (index 3 from Monday).
             let weekday = (day + 3).rem_euclid(7) as usize;
-            self.days[weekday]
-                .then(|| day * 86400 + self.start_minute as i64 * 60 - self.offset_seconds)
+            self.days[weekday].then(|| day * 86400 + self.start_second as i64 - self.offset_seconds)
         })
     }
 
@@ -286,6 +294,23 @@ mod tests {
             );
         }
         assert!(Window::parse(&days(&["*"]), "2:05", "1h", None).is_ok());
+    }
+
+    #[test]
+    fn a_start_may_name_its_second() {
+        let w = Window::parse(&days(&["*"]), "02:00:30", "60s", None).expect("HH:MM:SS");
+        let open = t("2026-11-24T02:00:30Z");
+        assert!(!w.contains(open - 1));
+        assert!(w.contains(open));
+        assert!(w.contains(open + 59));
+        assert!(!w.contains(open + 60));
+        assert_eq!(next_window(&[w], open - 5), Some(open));
+        for bad in ["02:00:60", "02:00:5", "02:00:", "02:00:30:00", "02::30"] {
+            assert!(
+                Window::parse(&days(&["*"]), bad, "1h", None).is_err(),
+                "start {bad:?} accepted"
+            );
+        }
     }
 
     #[test]

@@ -431,6 +431,10 @@ pub struct State {
     /// Hashes of the booted slot's prefix, per boot (delta sources).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_hashes: Vec<SourceHash>,
+    /// The FleetLock group whose reboot lock this host may hold: set before
+    /// the lock is asked for, cleared once it is released (`fleetlock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleetlock: Option<String>,
     /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,

@@ -40,13 +40,19 @@ const TIME_BOUND: Duration = Duration::from_secs(30);
 const RSS_BOUND_KIB: u64 = 160 * 1024;
 
 /// A host booted from A whose other slot B holds a good older system (the
-/// fallback a refused install must not cost).
+/// fallback a refused install must not cost). One try per request: each
+/// attack's own answer is what is checked here (retries within the run are
+/// `download_retries.rs`).
 fn host(name: &str) -> TestHost {
     let h = TestHost::new(&format!("hostile-{name}"), "1.0", HostOptions::default());
     let cfg = std::fs::read_to_string(&h.config).expect("config");
     std::fs::write(
         &h.config,
-        cfg.replacen("read_timeout = \"5s\"", "read_timeout = \"2s\"", 1),
+        cfg.replacen(
+            "read_timeout = \"5s\"",
+            "read_timeout = \"2s\"\nretries = 0",
+            1,
+        ),
     )
     .expect("config");
     let out = h.abupdate(&["mark-good", "B"]);

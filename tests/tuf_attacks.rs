@@ -34,9 +34,16 @@ use std::time::{Duration, Instant};
 
 const LEN: usize = 1 << 20;
 
+/// A test host whose stalls are cut after 2 s and whose retries within the
+/// run (`[update] retries`, 5 by default) wait 100 ms doubling: a slow
+/// retrieval stays bounded by the retries times the stall window.
 fn host(name: &str) -> TestHost {
     let h = TestHost::new(&format!("tuf-{name}"), "1.0", HostOptions::default());
-    set_config(&h, "read_timeout = \"5s\"", "read_timeout = \"2s\"");
+    set_config(
+        &h,
+        "read_timeout = \"5s\"",
+        "read_timeout = \"2s\"\nretry_delay = \"100ms\"",
+    );
     h
 }
 

@@ -28,6 +28,9 @@ pub enum NoUpdate {
     PreviouslyFailed,
     /// The release applies, but its rollout has not reached this host.
     WaitingForWave,
+    /// The release applies, but the timer downloads only inside
+    /// `[update] download_windows` (`update` only).
+    WaitingForDownloadWindow,
 }
 
 /// The outcome of `check`.

@@ -16,9 +16,10 @@ use crate::error::{Error, Result};
 use crate::fetch::{Transport, TransportOptions};
 use crate::rollout;
 use crate::slot::{Device, SlotName};
-use crate::state::{State, StateDir};
+use crate::state::{State, StateDir, StateLock};
 use crate::system::{self, SystemError};
-use crate::trust::gate;
+use crate::trust::gate::{self, Verified};
+use crate::{fleetlock, hooks};
 use std::cell::OnceCell;
 
 /// An opened host: its config, state dir and bootloader.
@@ -191,12 +192,161 @@ impl Host {
 
     pub(super) fn transport(&self) -> Result<Transport> {
         let u = &self.config.update;
+        // Credentials go to the configured origin and mirror only.
+        let servers: Vec<&str> = u.url.iter().chain(&u.mirror).map(String::as_str).collect();
+        let credentials = crate::fetch::Credentials::load(&u.credentials, &servers)
+            .map_err(|e| Error::Config(ConfigError(e)))?;
         Ok(Transport::new(&TransportOptions {
+            pacing: u.pacing.clone(),
+            retry: u.retry,
+            credentials,
+            ..self.plain_transport_options()
+        })?)
+    }
+
+    /// Timeouts, proxy and trust roots, nothing else: for services that
+    /// are not the update servers (the FleetLock server).
+    fn plain_transport_options(&self) -> TransportOptions {
+        let u = &self.config.update;
+        TransportOptions {
             connect_timeout: u.connect_timeout,
             read_timeout: u.read_timeout,
             proxy: u.proxy.clone(),
             ca_file: u.ca_file.clone(),
             user_agent: format!("abupdate/{}", env!("CARGO_PKG_VERSION")),
-        })?)
+            ..TransportOptions::default()
+        }
+    }
+
+    /// Run the `[hooks]` hook at `point`, if one is configured.
+    pub(super) fn run_hook(&self, point: hooks::Point, facts: &hooks::Facts) -> Result<()> {
+        let cfg = &self.config.hooks;
+        let path = match point {
+            hooks::Point::PreInstall => &cfg.pre_install,
+            hooks::Point::PostInstall => &cfg.post_install,
+            hooks::Point::PreReboot => &cfg.pre_reboot,
+        };
+        let Some(path) = path else {
+            return Ok(());
+        };
+        super::log(&format!(
+            "running the {} hook {}",
+            point.name(),
+            path.display()
+        ));
+        let env = hooks::environment(point, facts);
+        hooks::run(point, path, cfg.timeout, &env)?;
+        Ok(())
+    }
+
+    /// What the hooks are told about installing `verified` into the slot
+    /// that is not `booted`.
+    pub(super) fn hook_facts<'a>(
+        &'a self,
+        verified: &'a Verified,
+        booted: SlotName,
+    ) -> hooks::Facts<'a> {
+        let m = verified.manifest();
+        let target = booted.other();
+        hooks::Facts {
+            compatible: &self.config.update.compatible,
+            manifest_compatible: &m.doc.compatible,
+            version: &m.doc.version,
+            manifest_sha256: &m.sha256,
+            source: verified.location(),
+            booted,
+            target,
+            images: m
+                .doc
+                .images
+                .iter()
+                .filter_map(|(class, image)| {
+                    Some(hooks::Image {
+                        class,
+                        device: self.config.device(target, class)?,
+                        name: &image.url,
+                        sha256: &image.sha256,
+                        size: image.size,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Take this site's reboot lock (`[reboot] fleetlock`), when one is
+    /// configured: no lock, no reboot. The state says the lock may be held
+    /// before it is asked for (a lost answer is released later); a refusal
+    /// proves it is not.
+    pub(super) fn take_reboot_lock(&self, lock: &StateLock, state: &mut State) -> Result<()> {
+        let Some(cfg) = &self.config.reboot.fleetlock else {
+            return Ok(());
+        };
+        if state.fleetlock.as_deref() != Some(cfg.group.as_str()) {
+            state.fleetlock = Some(cfg.group.clone());
+            lock.save(state)?;
+        }
+        let transport = Transport::new(&self.plain_transport_options())?;
+        let client = fleetlock::Client {
+            transport: &transport,
+            config: cfg,
+            id: self.host_id(),
+        };
+        match client.call(fleetlock::Op::Lock) {
+            Ok(()) => {
+                super::log(&format!("took the reboot lock of group {}", cfg.group));
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, fleetlock::FleetLockError::Refused { .. }) {
+                    state.fleetlock = None;
+                    lock.save(state)?;
+                }
+                super::log(&format!(
+                    "the reboot waits for the site's lock (group {}); the staged slot stays staged",
+                    cfg.group
+                ));
+                Err(Error::FleetLock(e))
+            }
+        }
+    }
+
+    /// Give back the site's reboot lock if this host may hold it (the
+    /// verdict is in and a good slot runs). A failure is logged and the
+    /// state keeps saying so: the next run tries again.
+    pub(super) fn release_reboot_lock(&self, lock: &StateLock, state: &mut State) {
+        let Some(group) = state.fleetlock.clone() else {
+            return;
+        };
+        let Some(cfg) = &self.config.reboot.fleetlock else {
+            // No lock server any more: nothing to give back to.
+            state.fleetlock = None;
+            let _ = lock.save(state);
+            return;
+        };
+        let cfg = crate::config::FleetLock {
+            url: cfg.url.clone(),
+            group,
+        };
+        let released = Transport::new(&self.plain_transport_options())
+            .map_err(|e| e.to_string())
+            .and_then(|transport| {
+                fleetlock::Client {
+                    transport: &transport,
+                    config: &cfg,
+                    id: self.host_id(),
+                }
+                .call(fleetlock::Op::Unlock)
+                .map_err(|e| e.to_string())
+            });
+        match released {
+            Ok(()) => {
+                super::log(&format!("released the reboot lock of group {}", cfg.group));
+                state.fleetlock = None;
+                if let Err(e) = lock.save(state) {
+                    super::log(&format!("{e}"));
+                }
+            }
+            Err(e) => super::log(&format!("{e}; the next run releases it")),
+        }
     }
 }

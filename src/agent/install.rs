@@ -106,14 +106,44 @@ pub(super) fn check_and_install(
     let mut state = host.state_dir.load()?;
     let judged = fetch_and_judge(host, &mut state, location, check)?;
     save_if_held(&lock, &state)?;
-    let verified = match judged {
-        Judged::Applies { verified, .. } => verified,
+    let (verified, standing) = match judged {
+        Judged::Applies { verified, standing } => (verified, standing),
         Judged::Nothing(nothing) => return Ok(Err(nothing)),
         Judged::Fault(na) => return Err(na.into()),
     };
     *release = Some(verified.manifest().version.to_string());
     let lock = lock?;
+    if opts.respect_windows {
+        if let Some(until) = waits_for_download_window(host, &state, &verified) {
+            return Ok(Err(Nothing::UpToDate {
+                reason: format!(
+                    "release {} waits for the download window (next opens {})",
+                    verified.manifest().version,
+                    crate::timefmt::format_rfc3339(until)
+                ),
+                kind: NoUpdate::WaitingForDownloadWindow,
+                standing,
+            }));
+        }
+    }
     install_verified(host, &lock, state, &verified, opts).map(Ok)
+}
+
+/// When the timer's download of `verified` must wait for a download window
+/// (`[update] download_windows`): the time the next one opens. A release
+/// already staged downloads nothing and never waits for one.
+fn waits_for_download_window(host: &Host, state: &State, verified: &Verified) -> Option<i64> {
+    let pacing = &host.config.update.pacing;
+    if pacing.download_windows.is_empty() {
+        return None;
+    }
+    let crate::fetch::Allowance::Wait { until } = pacing.at(now()) else {
+        return None;
+    };
+    let staged = state.transaction.as_ref().is_some_and(|t| {
+        t.phase == Phase::Staged && t.manifest_sha256 == verified.manifest().sha256
+    });
+    (!staged).then_some(until)
 }
 
 /// The preflight, the write and the staging of a judged release, under
@@ -121,7 +151,7 @@ pub(super) fn check_and_install(
 fn install_verified(
     host: &Host,
     lock: &StateLock,
-    state: State,
+    mut state: State,
     verified: &Verified,
     opts: &InstallOptions,
 ) -> Result<Installed> {
@@ -141,7 +171,7 @@ fn install_verified(
                 "release {} is already staged in slot {target}",
                 m.version
             ));
-            return finish_staged(host, target, verified, 0, 0, opts);
+            return finish_staged(host, lock, &mut state, target, verified, 0, 0, opts);
         }
     }
     if host.boot.state(booted)? != BootState::Good {
@@ -149,10 +179,21 @@ fn install_verified(
     }
     let devices = check_targets(host, verified, booted)?;
     let transport = host.transport()?;
+    // Download windows are for the timer; a manual install is the
+    // operator's decision (the rate still holds).
+    let transport = match opts.respect_windows {
+        true => transport,
+        false => transport.without_download_windows(),
+    };
     let flip = Transition::new(host, lock);
     // Rule 1 of `transition.rs`: the final env must fit before anything is
     // marked or written.
     flip.check_install(target)?;
+    // The site's own go/no-go, before anything is marked or written.
+    host.run_hook(
+        crate::hooks::Point::PreInstall,
+        &host.hook_facts(verified, booted),
+    )?;
     let mut w = Writer {
         host,
         flip,
@@ -168,6 +209,16 @@ fn install_verified(
     // Nothing needed writing (`--write=changed` over the same image): the
     // record still precedes the activation.
     let (flip, mut state, armed) = w.into_armed()?;
+    // Written and verified, not yet activated: a failing hook leaves the
+    // target bad.
+    if let Err(e) = host.run_hook(
+        crate::hooks::Point::PostInstall,
+        &host.hook_facts(verified, booted),
+    ) {
+        state.metrics.downloaded_bytes += fetched.network;
+        flip.abandon(&mut state, armed)?;
+        return Err(e);
+    }
     // Rule 3: every image was read back and hashed right (write_images);
     // only now is the target activated, and the state follows.
     flip.stage(&mut state, armed, |state| {
@@ -191,6 +242,8 @@ fn install_verified(
     );
     finish_staged(
         host,
+        lock,
+        &mut state,
         target,
         verified,
         fetched.payload,
@@ -442,9 +495,13 @@ fn write_payload(
 }
 
 /// Log that the release waits in `target`, and reboot into it unless told
-/// not to or outside the maintenance window.
+/// not to or outside the maintenance window, holding the site's reboot lock
+/// (`[reboot] fleetlock`) and past the `pre_reboot` hook.
+#[allow(clippy::too_many_arguments)]
 fn finish_staged(
     host: &Host,
+    lock: &StateLock,
+    state: &mut State,
     target: SlotName,
     verified: &Verified,
     payload_bytes: u64,
@@ -467,6 +524,17 @@ fn finish_staged(
     }
     let rebooting = !opts.no_reboot && in_window;
     if rebooting {
+        // No lock, no reboot: the staged slot waits for the next run.
+        host.take_reboot_lock(lock, state)?;
+        let hook = host.run_hook(
+            crate::hooks::Point::PreReboot,
+            &host.hook_facts(verified, target.other()),
+        );
+        if let Err(e) = hook {
+            // The reboot is held: the site's slot is not needed now.
+            host.release_reboot_lock(lock, state);
+            return Err(e);
+        }
         log("rebooting into the new slot");
         reboot(host)?;
     }

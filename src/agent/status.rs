@@ -34,6 +34,9 @@ pub struct Status {
     /// The timer's `update` waits until then after failures (what `update`
     /// itself would decide now; `update --now` runs anyway).
     pub backoff_until: Option<String>,
+    /// The FleetLock group whose reboot lock this host may hold (taken for
+    /// a trial, not yet given back).
+    pub reboot_lock: Option<String>,
     /// Counters and the bytes the last install fetched (`last_install_fetched`)
     /// against a full install (`last_install_full`).
     pub metrics: crate::state::Metrics,
@@ -92,6 +95,7 @@ pub fn status(host: &Host) -> Result<Status> {
             host.config.update.backoff_max,
         )
         .map(crate::timefmt::format_rfc3339),
+        reboot_lock: state.fleetlock.clone(),
         metrics: state.metrics.clone(),
     })
 }

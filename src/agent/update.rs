@@ -50,6 +50,7 @@ pub enum UpdateOutcome {
 /// The timer's job: check, then install and reboot (inside a maintenance
 /// window, when windows are configured) when a release applies.
 pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
+    release_pending_lock(host);
     if !opts.now {
         let state = host.state_dir.load()?;
         let max = host.config.update.backoff_max;
@@ -104,4 +105,18 @@ pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
         Err(e) => record_failure(host, e, release.as_deref()),
     }
     result
+}
+
+/// A reboot lock an earlier run could not give back (the server was
+/// unreachable): give it back now, unless a trial is still pending.
+fn release_pending_lock(host: &Host) {
+    let Ok(lock) = host.state_dir.lock() else {
+        return;
+    };
+    let Ok(mut state) = host.state_dir.load() else {
+        return;
+    };
+    if state.fleetlock.is_some() && state.transaction.is_none() {
+        host.release_reboot_lock(&lock, &mut state);
+    }
 }

@@ -215,6 +215,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
         (Decision::Commit, Some(t)) => {
             flip.commit(&mut state, t)?;
             log(&format!("committed {} in slot {booted}", t.version));
+            host.release_reboot_lock(&lock, &mut state);
             publish(host, &state, Some((Outcome::Committed, &t.version)), None);
             Ok(Verdict::Committed { version: version() })
         }
@@ -222,7 +223,11 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             retire_trial(host, &flip, &mut state, t, &why, no_reboot)
         }
         (Decision::TrialNeverBooted, Some(t)) => {
-            retire_trial(host, &flip, &mut state, t, &Failure::NeverBooted, no_reboot)
+            let verdict =
+                retire_trial(host, &flip, &mut state, t, &Failure::NeverBooted, no_reboot)?;
+            // The fallback's boot is good again: the site's lock goes back.
+            host.release_reboot_lock(&lock, &mut state);
+            Ok(verdict)
         }
         (Decision::AwaitingReboot, _) => {
             flip.rebless(&mut state, booted)?;
@@ -234,11 +239,15 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
                 t.version, t.to
             ));
             flip.rebless(&mut state, booted)?;
+            host.release_reboot_lock(&lock, &mut state);
             Ok(Verdict::Healthy)
         }
         (Decision::FinishRollback, _) => finish_rollback(host, &flip, &state, booted, no_reboot),
         _ => {
             flip.rebless(&mut state, booted)?;
+            // A good slot runs and no trial is pending: a lock still held
+            // (the boot after a rollback) goes back to the site.
+            host.release_reboot_lock(&lock, &mut state);
             publish(host, &state, None, None);
             Ok(Verdict::Healthy)
         }

@@ -468,6 +468,9 @@ fn print_status(s: &agent::Status) {
     if let Some(w) = &s.reboot_window {
         println!("reboot: waits for the maintenance window opening {w}");
     }
+    if let Some(group) = &s.reboot_lock {
+        println!("reboot lock: may hold group {group}'s lock (given back after the verdict)");
+    }
     println!("rollout position: {:.4}", s.rollout_position);
     if let Some(until) = &s.backoff_until {
         println!(

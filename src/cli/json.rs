@@ -184,6 +184,8 @@ pub struct Status<'a> {
     pub rollout_position: f64,
     /// The timer's `update` waits until then (RFC 3339).
     pub backoff_until: Option<&'a str>,
+    /// The FleetLock group whose reboot lock this host may hold.
+    pub reboot_lock: Option<&'a str>,
     pub metrics: &'a crate::state::Metrics,
 }
 
@@ -221,6 +223,7 @@ impl<'a> From<&'a crate::agent::Status> for Status<'a> {
             reboot_window: s.reboot_window.as_deref(),
             rollout_position: s.rollout_position,
             backoff_until: s.backoff_until.as_deref(),
+            reboot_lock: s.reboot_lock.as_deref(),
             metrics: &s.metrics,
         }
     }
@@ -412,6 +415,7 @@ mod tests {
             reboot_window: None,
             rollout_position: 0.5,
             backoff_until: None,
+            reboot_lock: None,
             metrics: Default::default(),
         };
         let v = value(&Status::from(&status));
@@ -425,6 +429,7 @@ mod tests {
                 "failed",
                 "metrics",
                 "primary_slot",
+                "reboot_lock",
                 "reboot_window",
                 "rollout_position",
                 "slots",

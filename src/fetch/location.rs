@@ -378,6 +378,83 @@ pub fn via_mirror(url: &str, mirror: &str) -> String {
     assemble(m.scheme, m.authority, &path, o.query)
 }
 
+/// Where a request goes, as far as credentials are concerned: scheme,
+/// host (lower case, no trailing dot) and port (the scheme's default when
+/// none is written). Two URLs with the same origin reach the same server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The scheme, lowercase.
+    pub scheme: String,
+    /// The host, lowercase.
+    pub host: String,
+    /// The port, the scheme's default when none is given.
+    pub port: u16,
+}
+
+/// The origin of an http(s) URL; `None` for anything else (a local file,
+/// a URL without a host or with a port that is not a number).
+pub fn origin_of(url: &str) -> Option<Origin> {
+    let Ok(Loc::Http(url)) = parse_location(url) else {
+        return None;
+    };
+    let parts = split_url(&url);
+    let authority = parts.authority?;
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let port_text = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map(|(_, rest)| rest)?.strip_prefix(':'),
+        None => hostport.split_once(':').map(|(_, p)| p),
+    };
+    let scheme = parts.scheme.to_ascii_lowercase();
+    let port = match port_text {
+        None | Some("") => {
+            if scheme == "https" {
+                443
+            } else {
+                80
+            }
+        }
+        Some(p) => p.parse().ok()?,
+    };
+    Some(Origin {
+        host: host_of(authority)
+            .trim_end_matches('.')
+            .to_ascii_lowercase(),
+        scheme,
+        port,
+    })
+}
+
+/// `base` with `/suffix` appended to its path (`https://lock/base` +
+/// `v1/pre-reboot` → `https://lock/base/v1/pre-reboot`), whatever slashes
+/// `base` ends with; its query is dropped, its fragment never sent.
+pub fn endpoint(base: &str, suffix: &str) -> Result<String, FetchError> {
+    match parse_location(base)? {
+        Loc::Http(url) => {
+            let parts = split_url(&url);
+            let path = format!(
+                "{}/{}",
+                parts.path.trim_end_matches('/'),
+                suffix.trim_start_matches('/')
+            );
+            Ok(assemble(parts.scheme, parts.authority, &path, None))
+        }
+        Loc::File(_) => Err(refused(base, "not an http(s) URL")),
+    }
+}
+
+/// Why `url` cannot be a service base URL (`[reboot] fleetlock`), if it
+/// cannot: an http(s) URL with a host and no query.
+pub fn check_service_url(url: &str) -> Result<(), String> {
+    match parse_location(url) {
+        Ok(Loc::Http(u)) if split_url(&u).query.is_some() => {
+            Err(format!("{}: a base URL cannot have a query", redact(url)))
+        }
+        Ok(Loc::Http(_)) => Ok(()),
+        Ok(Loc::File(_)) => Err(format!("{}: not an http(s) URL", redact(url))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn refused(location: &str, reason: &str) -> FetchError {
     FetchError::Refused {
         location: redact(location).into_owned(),

@@ -24,24 +24,42 @@
 //! - Nothing waits forever: connect, header and per-read timeouts are set
 //!   (ureq's are all off by default), and a body that trickles in slower than
 //!   [`MIN_PROGRESS_BYTES`] per `read_timeout` is dropped as stalled.
+//! - Thin links: payload bodies are read no faster than the rate in force
+//!   and not outside the download windows ([`pace`]); a body that pauses or
+//!   fails goes on with `Range` from exactly the next byte or ends in an
+//!   error ([`body`]); only transient failures are asked again, bounded
+//!   ([`retry`]); headers and the client certificate go to the configured
+//!   origins only, hop by hop ([`auth`]).
 
+mod auth;
+mod body;
 mod location;
+mod pace;
 mod payload;
+mod retry;
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ureq::http::Response;
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
 use ureq::{Agent, Body, Proxy};
 
-pub use location::{check_mirror, redact, sibling, via_mirror};
+pub use auth::{read_secret, CredentialFiles, Credentials};
+pub use location::{
+    check_mirror, check_service_url, endpoint, origin_of, redact, sibling, via_mirror, Origin,
+};
 use location::{parse_location, split_url, url_join, Loc};
+use pace::Bucket;
+pub use pace::{parse_rate, Allowance, Pacing, RateWindow};
 pub use payload::PayloadReader;
+use retry::Attempts;
+pub use retry::{Next, RetryPolicy};
 
 /// Redirects followed per request before giving up.
 pub const MAX_REDIRECTS: usize = 5;
@@ -75,6 +93,14 @@ pub struct TransportOptions {
     pub ca_file: Option<PathBuf>,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// How fast, and when, payload bodies are read (documents are not
+    /// paced). Default: unlimited.
+    pub pacing: Pacing,
+    /// Retries within a call. Default: none (the first failure is the
+    /// answer); the agent sets `[update] retries`.
+    pub retry: RetryPolicy,
+    /// Headers and a client certificate for the configured servers only.
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for TransportOptions {
@@ -85,6 +111,9 @@ impl Default for TransportOptions {
             proxy: None,
             ca_file: None,
             user_agent: format!("abupdate/{}", env!("CARGO_PKG_VERSION")),
+            pacing: Pacing::default(),
+            retry: RetryPolicy::none(),
+            credentials: None,
         }
     }
 }
@@ -366,28 +395,47 @@ pub fn resolve(manifest_location: &str, reference: &str) -> Result<String, Fetch
     location::resolve(manifest_location, reference)
 }
 
-/// Fetches documents and payloads. Cheap to clone (agents share their pools).
+/// One agent per way out: direct, or through the http or https proxy.
 #[derive(Clone)]
-pub struct Transport {
+struct Agents {
     direct: Agent,
     /// Agent for http:// URLs that go through a proxy, if any.
     http_proxy: Option<Agent>,
     /// Agent for https:// URLs that go through a proxy, if any.
     https_proxy: Option<Agent>,
+}
+
+/// Fetches documents and payloads. Cheap to clone (agents share their pools,
+/// clones share the rate budget).
+#[derive(Clone)]
+pub struct Transport {
+    plain: Agents,
+    /// Agents whose TLS offers the client certificate: used only for the
+    /// origins the credentials are for.
+    authed: Option<Agents>,
     /// Hosts that bypass an environment proxy (`no_proxy`).
     no_proxy: Vec<String>,
     connect_timeout: Duration,
     read_timeout: Duration,
+    credentials: Option<Arc<Credentials>>,
+    pacing: Arc<Pacing>,
+    /// One budget for every body read through this transport (and its
+    /// clones): consecutive delta segments share the rate.
+    bucket: Arc<Mutex<Bucket>>,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transport")
-            .field("http_proxy", &self.http_proxy.is_some())
-            .field("https_proxy", &self.https_proxy.is_some())
+            .field("http_proxy", &self.plain.http_proxy.is_some())
+            .field("https_proxy", &self.plain.https_proxy.is_some())
             .field("no_proxy", &self.no_proxy)
             .field("connect_timeout", &self.connect_timeout)
             .field("read_timeout", &self.read_timeout)
+            .field("credentials", &self.credentials)
+            .field("pacing", &self.pacing)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -443,12 +491,13 @@ impl Transport {
                     .build()
             }
         };
-        let build = |proxy: Option<Proxy>| {
+        let build = |proxy: Option<Proxy>, tls: &TlsConfig| {
             let config = Agent::config_builder()
                 // Statuses are ours to interpret (206, 304, 404, 416...).
                 .http_status_as_error(false)
                 // Redirects are followed by hand so that every hop is checked
-                // (scheme, loops) and the Range header survives them.
+                // (scheme, loops, credentials) and the Range header survives
+                // them.
                 .max_redirects(0)
                 .user_agent(opts.user_agent.as_str())
                 // Byte offsets must be offsets into the file as stored; any
@@ -467,12 +516,13 @@ impl Transport {
                 .build();
             Agent::new_with_config(config)
         };
+        // Which proxy for which scheme, and the hosts that bypass them.
         let (http_proxy, https_proxy, no_proxy) = match &opts.proxy {
             // An explicit empty proxy means "direct", ignoring the environment.
             Some(p) if p.trim().is_empty() => (None, None, Vec::new()),
             Some(p) => {
-                let agent = build(Some(make_proxy("proxy option", p)?));
-                (Some(agent.clone()), Some(agent), Vec::new())
+                let proxy = make_proxy("proxy option", p)?;
+                (Some(proxy.clone()), Some(proxy), Vec::new())
             }
             None => {
                 // Lower-case http_proxy only for http (CGI "httpoxy": a
@@ -488,25 +538,71 @@ impl Transport {
                     })
                     .unwrap_or_default();
                 let http = http
-                    .map(|(n, v)| make_proxy(&format!("${n}"), &v).map(|p| build(Some(p))))
+                    .map(|(n, v)| make_proxy(&format!("${n}"), &v))
                     .transpose()?;
                 let https = https
-                    .map(|(n, v)| make_proxy(&format!("${n}"), &v).map(|p| build(Some(p))))
+                    .map(|(n, v)| make_proxy(&format!("${n}"), &v))
                     .transpose()?;
                 (http, https, no_proxy)
             }
         };
+        let agents = |tls: &TlsConfig| Agents {
+            direct: build(None, tls),
+            http_proxy: http_proxy.clone().map(|p| build(Some(p), tls)),
+            https_proxy: https_proxy.clone().map(|p| build(Some(p), tls)),
+        };
+        let credentials = opts.credentials.clone().map(Arc::new);
+        // The client certificate lives in a TLS config of its own, used only
+        // for the credentials' origins: any other server's handshake never
+        // sees it.
+        let authed = credentials
+            .as_ref()
+            .and_then(|c| c.client_cert().cloned())
+            .map(|cert| {
+                agents(
+                    &TlsConfig::builder()
+                        .root_certs(tls.root_certs().clone())
+                        .client_cert(Some(cert))
+                        .build(),
+                )
+            });
         Ok(Transport {
-            direct: build(None),
-            http_proxy,
-            https_proxy,
+            plain: agents(&tls),
+            authed,
             no_proxy,
             connect_timeout: opts.connect_timeout,
             read_timeout: opts.read_timeout,
+            credentials,
+            pacing: Arc::new(opts.pacing.clone()),
+            bucket: Arc::new(Mutex::new(Bucket::default())),
+            retry: opts.retry,
         })
     }
 
+    /// This transport without its download windows (a manual install);
+    /// the rate, and the budget, are kept.
+    pub fn without_download_windows(&self) -> Transport {
+        Transport {
+            pacing: Arc::new(self.pacing.without_download_windows()),
+            ..self.clone()
+        }
+    }
+
+    /// Whether a request to `url` carries the configured credentials.
+    pub fn sends_credentials_to(&self, url: &str) -> bool {
+        self.credentials.as_ref().is_some_and(|c| c.applies_to(url))
+    }
+
+    /// The agent for `url`: with the client certificate for the
+    /// credentials' origins, through a proxy unless bypassed.
     fn agent_for(&self, url: &str) -> &Agent {
+        match &self.authed {
+            Some(authed) if self.sends_credentials_to(url) => self.pick(authed, url),
+            _ => self.pick(&self.plain, url),
+        }
+    }
+
+    fn pick<'a>(&self, agents: &'a Agents, url: &str) -> &'a Agent {
         let parts = split_url(url);
         let host = parts
             .authority
@@ -518,21 +614,94 @@ impl Transport {
             host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
         let bypass = loopback || no_proxy_matches(&self.no_proxy, &host);
         let proxied = if parts.scheme.eq_ignore_ascii_case("https") {
-            &self.https_proxy
+            &agents.https_proxy
         } else {
-            &self.http_proxy
+            &agents.http_proxy
         };
         match proxied {
             Some(agent) if !bypass => agent,
-            _ => &self.direct,
+            _ => &agents.direct,
         }
     }
 
-    /// GET `url` with `headers`, following up to [`MAX_REDIRECTS`] http(s)
-    /// redirects by hand (each target resolved against the URL that
-    /// redirected, per RFC 3986, and checked like any location). Returns the
-    /// (non-3xx) response, the URL that gave it, and how to name it.
-    fn get(&self, url: &str, headers: &[(&str, String)]) -> Result<Reply, FetchError> {
+    /// GET `url` with `headers`, retrying what [`RetryPolicy`] says is
+    /// worth another try (a transient status or a failed connection),
+    /// counting failures in `attempts` (a body that goes on over several
+    /// requests shares one count).
+    fn get_with(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        attempts: &mut Attempts,
+    ) -> Result<Reply, FetchError> {
+        loop {
+            let err = match self.get_once(url, headers) {
+                Ok(reply) => match transient_status(&reply) {
+                    None => return Ok(reply),
+                    Some(err) => err,
+                },
+                Err(err) => err,
+            };
+            match attempts.after(&self.retry, &err) {
+                Next::Retry(wait) => std::thread::sleep(wait),
+                Next::GiveUp(_) => return Err(err),
+            }
+        }
+    }
+
+    /// What payload bodies may do now (see [`Pacing::at`]).
+    fn allowance(&self) -> Allowance {
+        let p = &self.pacing;
+        if p.download_windows.is_empty() && p.rate_windows.is_empty() {
+            return Allowance::Go { rate: p.max_rate };
+        }
+        p.at(crate::timefmt::now())
+    }
+
+    /// Sleep while outside the download windows, saying so once. Returns
+    /// whether it slept.
+    fn wait_for_window(&self, shown: &str) -> bool {
+        let mut said = false;
+        loop {
+            let Allowance::Wait { until } = self.allowance() else {
+                return said;
+            };
+            if !said {
+                eprintln!(
+                    "abupdate: {}: outside the download windows; paused until {}",
+                    redact(shown),
+                    crate::timefmt::format_rfc3339(until)
+                );
+                said = true;
+            }
+            // In steps, so that a clock set meanwhile is noticed.
+            let left = until.saturating_sub(crate::timefmt::now()).clamp(1, 30);
+            std::thread::sleep(Duration::from_secs(left as u64));
+        }
+    }
+
+    /// `n` bytes of a body arrived under `rate`: sleep as long as the
+    /// shared budget says.
+    fn throttle(&self, rate: Option<u64>, n: usize) {
+        if rate.is_none() {
+            return;
+        }
+        let wait = match self.bucket.lock() {
+            Ok(mut b) => b.take(Instant::now(), rate, n as u64),
+            Err(poisoned) => poisoned.into_inner().take(Instant::now(), rate, n as u64),
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// One GET of `url` with `headers`, following up to [`MAX_REDIRECTS`]
+    /// http(s) redirects by hand (each target resolved against the URL that
+    /// redirected, per RFC 3986, and checked like any location). The
+    /// credentials go with a hop only when it is to one of their origins.
+    /// Returns the (non-3xx) response, the URL that gave it, and how to
+    /// name it.
+    fn get_once(&self, url: &str, headers: &[(&str, String)]) -> Result<Reply, FetchError> {
         let mut chain = vec![url.to_string()];
         loop {
             let current = chain.last().cloned().unwrap_or_default();
@@ -540,6 +709,11 @@ impl Transport {
             let mut req = self.agent_for(&current).get(&current);
             for (name, value) in headers {
                 req = req.header(*name, value.as_str());
+            }
+            if let Some(c) = self.credentials.as_ref().filter(|c| c.applies_to(&current)) {
+                for (name, value) in c.headers() {
+                    req = req.header(name, value);
+                }
             }
             let resp = req.call().map_err(|e| self.classify(e, &shown, &current))?;
             let status = resp.status().as_u16();
@@ -595,6 +769,50 @@ impl Transport {
             }
             chain.push(next);
         }
+    }
+
+    /// POST `body` (JSON) to `url` with `headers`, once: no redirect is
+    /// followed (a lock or report service answers where it was asked), no
+    /// credentials are sent (they are for the update servers). Returns the
+    /// status and at most `limit` bytes of the answer.
+    pub fn post_json(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        limit: u64,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
+        let url = match parse_location(url)? {
+            Loc::Http(url) => url,
+            Loc::File(_) => {
+                return Err(FetchError::Refused {
+                    location: redact(url).into_owned(),
+                    reason: "not an http(s) URL".into(),
+                })
+            }
+        };
+        let shown = redact(&url).into_owned();
+        let mut req = self
+            .pick(&self.plain, &url)
+            .post(&url)
+            .header("Content-Type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let resp = req.send(body).map_err(|e| self.classify(e, &shown, &url))?;
+        let status = resp.status().as_u16();
+        let mut answer = Vec::new();
+        let reader = StallGuard::new(
+            resp.into_body()
+                .into_with_config()
+                .limit(limit.saturating_add(1))
+                .reader(),
+            self.read_timeout,
+            &shown,
+        );
+        // The answer only explains the status: a cut or long one is cut.
+        let _ = reader.take(limit).read_to_end(&mut answer);
+        Ok((status, answer))
     }
 
     /// Turn a ureq error into ours. `shown` names the location for the
@@ -695,7 +913,28 @@ impl Transport {
     /// previous response send If-None-Match / If-Modified-Since; a 304 gives
     /// [`Document::NotModified`]. Local files are always read
     /// ([`Document::Fetched`] with empty validators).
+    ///
+    /// Transient failures (a 429 or 503, a reset, a cut body) are asked
+    /// again within the call as `[update] retries` says.
     pub fn get_document(
+        &self,
+        location: &str,
+        limit: u64,
+        validators: Option<&Validators>,
+    ) -> Result<Document, FetchError> {
+        let mut attempts = Attempts::default();
+        loop {
+            match self.get_document_once(location, limit, validators) {
+                Err(err) => match attempts.after(&self.retry, &err) {
+                    Next::Retry(wait) => std::thread::sleep(wait),
+                    Next::GiveUp(_) => return Err(err),
+                },
+                done => return done,
+            }
+        }
+    }
+
+    fn get_document_once(
         &self,
         location: &str,
         limit: u64,
@@ -719,7 +958,7 @@ impl Transport {
             shown,
             url: answered,
             resp,
-        } = self.get(&url, &headers)?;
+        } = self.get_once(&url, &headers)?;
         match resp.status().as_u16() {
             200 => {}
             304 if conditional => return Ok(Document::NotModified),
@@ -846,7 +1085,9 @@ impl Transport {
             ("Range", format!("bytes={offset}-{last}")),
             ("Accept-Encoding", "identity".to_string()),
         ];
-        let Reply { shown, resp, .. } = self.get(&url, &headers)?;
+        self.wait_for_window(&redact(&url));
+        let mut attempts = Attempts::default();
+        let Reply { shown, resp, .. } = self.get_with(&url, &headers, &mut attempts)?;
         match resp.status().as_u16() {
             206 => {}
             200 => {
@@ -880,18 +1121,36 @@ impl Transport {
                 detail: format!("asked for bytes {offset}-{last}, got {range:?}"),
             });
         }
-        let body = resp
-            .into_body()
-            .into_with_config()
-            .limit(length.saturating_add(1))
-            .reader();
-        let guarded = StallGuard::new(body, self.read_timeout, &shown);
-        Ok(Box::new(ExactReader::new(
-            guarded.take(length),
-            length,
+        let body = payload::body_reader(self, resp, length, &shown);
+        // Paced, and resumed from where it stopped after a pause or a
+        // transient failure; never more than `length` bytes.
+        Ok(Box::new(body::Resuming::new(
+            self,
+            &url,
             &shown,
+            offset,
+            body::End::Bounded {
+                end: offset + length,
+            },
+            Some(body),
+            attempts,
         )))
     }
+}
+
+/// A status worth another try (429, 5xx gateway and availability…) as the
+/// error it is, so the retry logic sees it; `None` for any other status.
+fn transient_status(reply: &Reply) -> Option<FetchError> {
+    transient_status_of(&reply.shown, &reply.resp)
+}
+
+fn transient_status_of(shown: &str, resp: &Response<Body>) -> Option<FetchError> {
+    let err = FetchError::HttpStatus {
+        location: shown.to_string(),
+        status: resp.status().as_u16(),
+        retry_after: retry_after(resp),
+    };
+    err.is_transient().then_some(err)
 }
 
 /// Whether `host` (lower case) matches a `no_proxy` list: `*`, an exact

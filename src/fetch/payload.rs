@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use ureq::http::Response;
 use ureq::{Body, BodyReader};
 
+use super::body::{read_retrying, End, Resuming};
 use super::location::{parse_location, redact, Loc};
+use super::retry::Attempts;
 use super::{retry_after, FetchError, Reply, StallGuard, Transport};
 
 /// The partial file is fsync'd at least this often while it grows, so that a
@@ -37,19 +39,16 @@ enum Src {
 }
 
 struct HttpSrc {
-    transport: Transport,
-    url: String,
-    /// Location as shown in errors (mentions a redirect, if any).
-    shown: String,
     /// Bytes of the partial file still to hand out before the network.
     replay: Option<File>,
     replay_left: u64,
     partial: Option<Partial>,
-    /// `None` only when the partial file already held every byte.
-    body: Option<StallGuard<BodyReader<'static>>>,
-    /// Bytes delivered from the current response.
-    body_delivered: u64,
-    reconnected: bool,
+    /// The rest from the network: paced, resumed after pauses and
+    /// transient failures. `None` only when the partial file already held
+    /// every byte.
+    net: Option<Resuming>,
+    /// Location as shown in errors, when there is no `net`.
+    shown: String,
 }
 
 struct Partial {
@@ -148,7 +147,7 @@ impl PayloadReader {
 
     fn shown(&self) -> &str {
         match &self.src {
-            Src::Http(h) => &h.shown,
+            Src::Http(h) => h.net.as_ref().map_or(&h.shown, |n| &n.shown),
             Src::Local(_) => &self.location,
         }
     }
@@ -216,64 +215,20 @@ impl PayloadReader {
             return Ok(n);
         }
 
-        let n = loop {
-            let Some(body) = h.body.as_mut() else {
-                // Only when the partial held everything: nothing to fetch.
-                return Ok(0);
-            };
-            let result = read_retrying(body, buf);
-            let failed = match &result {
-                Ok(0) => true,
-                Ok(_) => false,
-                Err(_) => true,
-            };
-            // The response was opened before the replay; if the caller took
-            // long over the replayed bytes the server may have dropped the
-            // idle connection. Ask once more for the same range.
-            if failed && h.body_delivered == 0 && self.resumed_from > 0 && !h.reconnected {
-                h.reconnected = true;
-                let offset = self.delivered;
-                eprintln!(
-                    "abupdate: {}: connection lost after replaying {offset} bytes; re-requesting the range",
-                    h.shown
-                );
-                let Reply { shown, resp, .. } = h
-                    .transport
-                    .get(&h.url, &[("Range", format!("bytes={offset}-"))])?;
-                let status = resp.status().as_u16();
-                let range = content_range(&resp);
-                if status != 206 || range.map(|r| r.0) != Some(offset) {
-                    return Err(FetchError::Network {
-                        location: shown,
-                        detail: format!(
-                            "resuming at byte {offset} failed on reconnect (HTTP {status}); \
-                             the partial download is kept for the next attempt"
-                        ),
-                    });
-                }
-                check_lengths(&resp, &shown, offset, self.size, range)?;
-                h.body = Some(body_reader(&h.transport, resp, self.size - offset, &shown));
-                h.shown = shown;
-                continue;
-            }
-            match result {
-                Ok(0) => return Err(self.too_short()),
-                Ok(n) => break n,
-                Err(e) => {
-                    return Err(h
-                        .transport
-                        .body_error(e, &h.shown, &h.url)
-                        .unwrap_or_else(|| self.too_short()))
-                }
-            }
+        let Some(net) = h.net.as_mut() else {
+            // Only when the partial held everything: nothing to fetch.
+            return Ok(0);
         };
+        let n = net.read_bytes(buf)?;
+        if n == 0 {
+            return Err(self.too_short());
+        }
 
         // On disk first, so the partial file never lacks a byte the caller
         // has seen; only bytes that follow the ones on disk are appended.
         if let Some(p) = h.partial.as_mut() {
             p.append(&buf[..n])?;
         }
-        h.body_delivered += n as u64;
         self.delivered += n as u64;
         self.from_network += n as u64;
         if self.delivered == self.size {
@@ -282,12 +237,9 @@ impl PayloadReader {
             }
             // One byte more proves the source too long. An error or EOF here
             // is fine: we have every declared byte and read no further.
-            let mut one = [0u8; 1];
-            if let Some(body) = h.body.as_mut() {
-                if matches!(read_retrying(body, &mut one), Ok(1)) {
-                    self.from_network += 1;
-                    return Err(self.too_long());
-                }
+            if h.net.as_mut().is_some_and(Resuming::has_surplus) {
+                self.from_network += 1;
+                return Err(self.too_long());
             }
         }
         Ok(n)
@@ -298,15 +250,6 @@ fn partial_name(p: &Option<Partial>) -> String {
     p.as_ref()
         .map(|p| p.path.display().to_string())
         .unwrap_or_default()
-}
-
-fn read_retrying(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match r.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
 }
 
 impl Read for PayloadReader {
@@ -350,7 +293,7 @@ pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     Some((start, end, total))
 }
 
-fn content_range(resp: &Response<Body>) -> Option<(u64, u64, Option<u64>)> {
+pub(super) fn content_range(resp: &Response<Body>) -> Option<(u64, u64, Option<u64>)> {
     resp.headers()
         .get("content-range")
         .and_then(|v| v.to_str().ok())
@@ -367,7 +310,7 @@ fn content_length(resp: &Response<Body>) -> Option<u64> {
 /// Refuse, on the headers alone, a response that announces a payload of
 /// another size than declared: a body starting at `offset` must end at
 /// exactly `size`.
-fn check_lengths(
+pub(super) fn check_lengths(
     resp: &Response<Body>,
     shown: &str,
     offset: u64,
@@ -404,7 +347,7 @@ fn check_lengths(
     Ok(())
 }
 
-fn body_reader(
+pub(super) fn body_reader(
     transport: &Transport,
     resp: Response<Body>,
     remaining: u64,
@@ -482,6 +425,7 @@ pub(super) fn open(
     let on_disk = have;
     let mut response = None;
     let mut shown = redact(&url).into_owned();
+    let mut attempts = Attempts::default();
     // A zero-size payload is still requested: its existence is checked.
     if have < size || size == 0 {
         // At most two rounds: a restart drops `have` to 0, which cannot
@@ -492,7 +436,9 @@ pub(super) fn open(
             } else {
                 Vec::new()
             };
-            let Reply { shown: s, resp, .. } = transport.get(&url, &headers)?;
+            // Not a byte outside the download windows (timer runs).
+            transport.wait_for_window(&shown);
+            let Reply { shown: s, resp, .. } = transport.get_with(&url, &headers, &mut attempts)?;
             shown = s;
             let status = resp.status().as_u16();
             let restart = match status {
@@ -554,7 +500,22 @@ pub(super) fn open(
         }
         _ => None,
     };
-    let body = response.map(|resp| body_reader(transport, resp, size - have, &shown));
+    let net = response.map(|resp| {
+        let body = body_reader(transport, resp, size - have, &shown);
+        let mut net = Resuming::new(
+            transport,
+            &url,
+            &shown,
+            have,
+            End::OpenEnded { size },
+            Some(body),
+            attempts,
+        );
+        if have > 0 {
+            net.grant_idle_grace();
+        }
+        net
+    });
     Ok(PayloadReader {
         location: location.to_string(),
         size,
@@ -563,15 +524,11 @@ pub(super) fn open(
         from_network: 0,
         restart_reason,
         src: Src::Http(Box::new(HttpSrc {
-            transport: transport.clone(),
-            url,
-            shown,
             replay,
             replay_left: have,
             partial: part,
-            body,
-            body_delivered: 0,
-            reconnected: false,
+            net,
+            shown,
         })),
     })
 }

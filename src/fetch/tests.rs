@@ -563,3 +563,47 @@ fn retry_after_dates_and_transient_kinds() {
     assert!(short(false).is_transient());
     assert!(!short(true).is_transient());
 }
+
+#[test]
+fn origins_are_scheme_host_and_port() {
+    let o = |u: &str| origin_of(u).map(|o| (o.scheme, o.host, o.port));
+    let s = |a: &str, b: &str, p: u16| Some((a.to_string(), b.to_string(), p));
+    assert_eq!(
+        o("https://Updates.Example.NET./a?b"),
+        s("https", "updates.example.net", 443)
+    );
+    assert_eq!(
+        o("http://user:pw@cache:8080/edge"),
+        s("http", "cache", 8080)
+    );
+    assert_eq!(o("HTTP://[::1]:81/x"), s("http", "::1", 81));
+    assert_eq!(o("https://[::1]/x"), s("https", "::1", 443));
+    assert_eq!(o("http://host:port/x"), None);
+    assert_eq!(o("/var/lib/release.json"), None);
+    assert_eq!(o("file:///media/usb/release.json"), None);
+}
+
+#[test]
+fn endpoints_go_below_the_base_path() {
+    for (base, want) in [
+        ("https://lock.example", "https://lock.example/v1/pre-reboot"),
+        (
+            "https://lock.example/",
+            "https://lock.example/v1/pre-reboot",
+        ),
+        (
+            "https://lock.example/base",
+            "https://lock.example/base/v1/pre-reboot",
+        ),
+        (
+            "https://lock.example/base//#frag",
+            "https://lock.example/base/v1/pre-reboot",
+        ),
+    ] {
+        assert_eq!(endpoint(base, "v1/pre-reboot").expect(base), want, "{base}");
+    }
+    assert!(endpoint("/etc/lock", "v1/pre-reboot").is_err());
+    assert!(check_service_url("http://lock/?x=1").is_err());
+    assert!(check_service_url("file:///lock").is_err());
+    assert!(check_service_url("https://lock.example/base").is_ok());
+}
