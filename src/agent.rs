@@ -23,6 +23,7 @@ use crate::install::{self, WriteMode};
 use crate::manifest::{self, HostFacts, Manifest, NotApplicable, Version};
 use crate::progress::Progress;
 use crate::publish;
+use crate::report::Outcome;
 use crate::rollout::{self, Standing};
 use crate::slot::{Device, SlotName};
 use crate::state::{ImageRef, LastCheck, Phase, SlotRecord, State, StateDir, Transaction};
@@ -734,8 +735,20 @@ pub fn install(host: &Host, verified: &Verified, opts: &InstallOptions) -> Resul
         ));
     }
     state.metrics.last_success = Some(now());
+    crate::report::record_outcome(
+        &mut state.outcomes,
+        m.version.as_str(),
+        Outcome::Installed,
+        None,
+        now(),
+    );
     host.state_dir.save(&state)?;
-    publish(host, &state, Some(("installed", m.version.as_str())), None);
+    publish(
+        host,
+        &state,
+        Some((Outcome::Installed, m.version.as_str())),
+        None,
+    );
     finish_staged(host, &state, target, m, payload_bytes, network_bytes, opts)
 }
 
@@ -1066,9 +1079,21 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             state.transaction = None;
             state.metrics.commits += 1;
             state.metrics.last_success = Some(now());
+            crate::report::record_outcome(
+                &mut state.outcomes,
+                &t.version,
+                Outcome::Committed,
+                None,
+                now(),
+            );
             host.state_dir.save(&state)?;
             log(&format!("committed {} in slot {booted}", t.version));
-            publish(host, &state, Some(("committed", t.version.as_str())), None);
+            publish(
+                host,
+                &state,
+                Some((Outcome::Committed, t.version.as_str())),
+                None,
+            );
             return Ok(Verdict::Committed { version: t.version });
         }
         let reason = results
@@ -1121,12 +1146,19 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
                 .failures
                 .entry("trial_never_booted".into())
                 .or_default() += 1;
+            crate::report::record_outcome(
+                &mut state.outcomes,
+                &t.version,
+                Outcome::TrialNeverBooted,
+                None,
+                now(),
+            );
             host.state_dir.save(&state)?;
             rebless(host, &mut state, booted)?;
             publish(
                 host,
                 &state,
-                Some(("trial_never_booted", t.version.as_str())),
+                Some((Outcome::TrialNeverBooted, t.version.as_str())),
                 Some(("trial_never_booted", &reason)),
             );
             Ok(Verdict::TrialNeverBooted { version: t.version })
@@ -1155,11 +1187,18 @@ fn rollback_trial(
     state.transaction = None;
     state.metrics.rollbacks += 1;
     *state.metrics.failures.entry("health".into()).or_default() += 1;
+    crate::report::record_outcome(
+        &mut state.outcomes,
+        &t.version,
+        Outcome::RolledBack,
+        None,
+        now(),
+    );
     host.state_dir.save(&state.clone())?;
     publish(
         host,
         state,
-        Some(("rolled_back", t.version.as_str())),
+        Some((Outcome::RolledBack, t.version.as_str())),
         Some(("health", reason)),
     );
     if !no_reboot {
@@ -1384,7 +1423,7 @@ pub fn status(host: &Host) -> Result<Status> {
 pub fn publish(
     host: &Host,
     state: &State,
-    event: Option<(&str, &str)>,
+    event: Option<(Outcome, &str)>,
     error: Option<(&str, &str)>,
 ) {
     let booted = host.booted_slot().ok();
@@ -1396,6 +1435,9 @@ pub fn publish(
             booted_version: booted_version.as_deref(),
             pending: state.transaction.is_some(),
             position: Some(host.position()),
+            compatible: &host.config.update.compatible,
+            labels: &report.labels,
+            outcomes: &state.outcomes,
         };
         let text = crate::report::render_textfile(&state.metrics, &view);
         if let Err(e) = crate::report::write_textfile(path, &text) {
@@ -1414,7 +1456,7 @@ pub fn publish(
         release: (!release.is_empty()).then(|| release.to_string()),
         booted_slot: booted.map(|b| b.to_string()),
         booted_version,
-        outcome: outcome.to_string(),
+        outcome,
         error_kind: error.map(|(k, _)| k.to_string()),
         message: error.map(|(_, m)| crate::fetch::redact(m).into_owned()),
         time: now(),
@@ -1445,12 +1487,19 @@ pub fn record_failure(host: &Host, error: &Error, release: Option<&str>) {
     );
     let delay = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX);
     state.metrics.retry_after = Some(now().saturating_add(delay));
+    crate::report::record_outcome(
+        &mut state.outcomes,
+        release.unwrap_or(""),
+        Outcome::Failed,
+        Some(error.kind()),
+        now(),
+    );
     let _ = host.state_dir.save(&state);
     let message = error.to_string();
     publish(
         host,
         &state,
-        Some(("failed", release.unwrap_or(""))),
+        Some((Outcome::Failed, release.unwrap_or(""))),
         Some((error.kind(), &message)),
     );
 }

@@ -31,16 +31,20 @@ usage: abupdate [--config FILE] [--json] [--quiet] COMMAND
   keygen --secret FILE --public FILE
   sign --secret FILE [--trusted-comment TEXT] FILE
   verify --public FILE FILE   checks FILE.minisig
-  fleet --manifest FILE --secret FILE [--secret ...] [--keys DIR ...] [--threshold N] --reports PATH
-        [--max-failures N] [--max-failure-rate R] [--min-reports N]
-        [--waves 1,5,25,100 --fleet-size N] [--advance-when F] [--dry-run]
-                              operator: pause or advance a rollout from the hosts' reports
-                              (verified first with the hosts' keys, else the secrets' own;
-                              re-signed by the keys that signed it)
+  fleet --manifest FILE --secret FILE [--secret ...] [--keys DIR ...] [--threshold N]
+        (--prometheus URL [--selector 'name=\"value\",...'] [--query-timeout 30s]
+         | --reports PATH [--fleet-size N])
+        [--max-failures N] [--max-failure-rate R] [--min-reports N] [--advance-when F]
+        [--soak DURATION] [--waves 1,5,25,100] [--out DIR] [--dry-run]
+                              operator: pause or advance a rollout from the fleet's metrics
+                              (or the webhook's reports): verified first with the hosts'
+                              keys, else the secrets' own; re-signed by the keys that signed
+                              it; waves from the manifest's rollout.waves
   pack --secret FILE [--secret ...] --compatible C --version V --image CLASS=PATH [--image ...]
        --out DIR [--expires-days N | --expires TIME] [--created TIME]
        [--level N | --no-compress] [--window-log N] [--percent P]
        [--rollout-start TIME --start-percentage P --duration-minutes M] [--paused]
+       [--waves 2,10,50,100]  the fleet controller's waves (starts at the first)
        [--segment-size MIB] [--delta-from CLASS=OLD_IMAGE ...] [--delta-level N]
        [--delta-window-log N]    30: deltas 32-bit hosts can apply (default 31)
 
@@ -103,20 +107,7 @@ pub enum Command {
 }
 
 /// Options of `fleet`, the operator's rollout control.
-#[derive(Clone, Debug)]
-pub struct FleetOptions {
-    pub manifest: PathBuf,
-    /// The keys that re-sign it: the ones that signed it, `threshold` of them.
-    pub secrets: Vec<PathBuf>,
-    /// The hosts' trusted key directories and threshold: the manifest is
-    /// verified against them before anything is changed (no directory: the
-    /// public halves of `secrets` are the trusted keys).
-    pub keys_dirs: Vec<PathBuf>,
-    pub threshold: usize,
-    pub reports: PathBuf,
-    pub policy: crate::fleet::Policy,
-    pub dry_run: bool,
-}
+pub use crate::fleet::controller::Options as FleetOptions;
 
 fn usage(msg: impl Into<String>) -> Error {
     Error::Usage(format!("{} (see abupdate --help)", msg.into()))
@@ -200,6 +191,10 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
         "--advance-when",
         "--keys",
         "--threshold",
+        "--prometheus",
+        "--selector",
+        "--query-timeout",
+        "--soak",
     ];
     while let Some(a) = args.items.next() {
         match a.as_str() {
@@ -386,6 +381,7 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                 "--start-percentage",
                 "--duration-minutes",
                 "--paused",
+                "--waves",
                 "--segment-size",
                 "--delta-from",
                 "--delta-level",
@@ -412,9 +408,15 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                 "--start-percentage",
                 "--duration-minutes",
                 "--paused",
+                "--waves",
             ]
             .iter()
             .any(|f| has(f));
+            // `--waves`: the fleet controller's plan, signed; the first
+            // wave is the starting `percent` unless one is given.
+            let waves = get("--waves")
+                .map(|v| crate::fleet::parse_waves(&v).map_err(usage))
+                .transpose()?;
             let rollout = if rollout_given {
                 Some(Rollout {
                     start: get("--rollout-start")
@@ -426,10 +428,13 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                     duration_minutes: get("--duration-minutes")
                         .map(|v| number("--duration-minutes", &v))
                         .transpose()?,
-                    percent: get("--percent")
-                        .map(|v| number("--percent", &v))
-                        .transpose()?,
+                    percent: match get("--percent") {
+                        Some(v) => Some(number("--percent", &v)?),
+                        None => waves.as_ref().and_then(|w| w.first().copied()),
+                    },
                     paused: has("--paused"),
+                    waves,
+                    wave_started: None,
                 })
             } else {
                 None
@@ -492,12 +497,17 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                 "--manifest",
                 "--secret",
                 "--reports",
+                "--prometheus",
+                "--selector",
+                "--query-timeout",
                 "--max-failures",
                 "--max-failure-rate",
                 "--min-reports",
                 "--waves",
                 "--fleet-size",
                 "--advance-when",
+                "--soak",
+                "--out",
                 "--dry-run",
                 "--keys",
                 "--threshold",
@@ -516,6 +526,10 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
             if let Some(v) = get("--advance-when") {
                 policy.advance_when = number("--advance-when", &v)?;
             }
+            if let Some(v) = get("--soak") {
+                policy.soak = crate::timefmt::parse_duration(&v)
+                    .map_err(|e| usage(format!("--soak: {e}")))?;
+            }
             policy.fleet_size = get("--fleet-size")
                 .map(|v| number("--fleet-size", &v))
                 .transpose()?;
@@ -524,6 +538,60 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
             }
             policy.check().map_err(usage)?;
             need("--secret")?;
+            let source = match (get("--prometheus"), get("--reports")) {
+                (Some(url), None) => {
+                    if has("--fleet-size") {
+                        return Err(usage(
+                            "--fleet-size is for --reports; Prometheus counts the hosts",
+                        ));
+                    }
+                    crate::fleet::prometheus::check_url(&url)
+                        .map_err(|e| usage(format!("--prometheus {url}: {e}")))?;
+                    let selector: Vec<String> = flags
+                        .iter()
+                        .filter(|(f, _)| f == "--selector")
+                        .filter_map(|(_, v)| v.clone())
+                        .collect();
+                    let mut matchers = Vec::new();
+                    for s in selector {
+                        matchers
+                            .extend(crate::fleet::prometheus::parse_selector(&s).map_err(usage)?);
+                    }
+                    let timeout = match get("--query-timeout") {
+                        None => std::time::Duration::from_secs(30),
+                        Some(v) => match crate::timefmt::parse_duration(&v) {
+                            Ok(d) if !d.is_zero() && d <= std::time::Duration::from_secs(600) => d,
+                            Ok(_) => {
+                                return Err(usage(format!(
+                                    "--query-timeout {v}: more than 0, at most 10m"
+                                )))
+                            }
+                            Err(e) => return Err(usage(format!("--query-timeout: {e}"))),
+                        },
+                    };
+                    crate::fleet::controller::Source::Prometheus {
+                        url,
+                        selector: matchers,
+                        timeout,
+                    }
+                }
+                (None, Some(path)) => {
+                    for f in ["--selector", "--query-timeout"] {
+                        if has(f) {
+                            return Err(usage(format!("{f} is for --prometheus")));
+                        }
+                    }
+                    crate::fleet::controller::Source::Reports(path.into())
+                }
+                (Some(_), Some(_)) => {
+                    return Err(usage(
+                        "fleet takes --prometheus URL or --reports PATH, not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(usage("fleet needs --prometheus URL (or --reports PATH)"))
+                }
+            };
             Command::Fleet(Box::new(FleetOptions {
                 manifest: need("--manifest")?.into(),
                 secrets: all("--secret"),
@@ -535,9 +603,10 @@ pub fn parse(argv: Vec<String>) -> Result<(Global, Command)> {
                         n => return Err(usage(format!("--threshold {n}: give 1 to 17"))),
                     },
                 },
-                reports: need("--reports")?.into(),
+                source,
                 policy,
                 dry_run: has("--dry-run"),
+                out: get("--out").map(PathBuf::from),
             }))
         }
         other => return Err(usage(format!("unknown command {other:?}"))),
@@ -648,7 +717,7 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Pack(opts) => run_pack(global, &opts),
-        Command::Fleet(opts) => run_fleet(global, &opts),
+        Command::Fleet(opts) => crate::fleet::controller::run(&opts, global.json, global.quiet),
         Command::Status => {
             let host = Host::open(load_config(global)?)?;
             let status = agent::status(&host)?;
@@ -800,91 +869,6 @@ fn run_pack(_global: &Global, _opts: &PackOptions) -> Result<i32> {
     Err(Error::Usage(
         "this abupdate is a host build without `pack`; use a build with the `pack` feature".into(),
     ))
-}
-
-/// Tally the reports for the manifest's release and pause or advance it:
-/// verify the manifest as hosts do, and the keys that will re-sign it,
-/// before deciding; then re-sign and publish it atomically
-/// ([`crate::publish`]).
-fn run_fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
-    use crate::publish::{self, ReleaseDir};
-    let name = opts
-        .manifest
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| {
-            usage(format!(
-                "--manifest {}: not a file",
-                opts.manifest.display()
-            ))
-        })?;
-    let dir = match opts.manifest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !opts.manifest.is_file() {
-        return Err(Error::io(
-            &opts.manifest,
-            std::io::ErrorKind::NotFound.into(),
-        ));
-    }
-    let secrets = publish::load_secret_keys(&opts.secrets)?;
-    // Without --keys, the keys that re-sign must be the ones whose valid
-    // signatures the manifest carries: what was not signed by them is
-    // never signed by them.
-    let keys = match opts.keys_dirs.is_empty() {
-        true => {
-            crate::trust::KeyRing::from_keys(secrets.iter().map(|(_, k)| k.public_key()).collect())
-        }
-        false => crate::trust::KeyRing::load(&opts.keys_dirs)?,
-    };
-    let dir = ReleaseDir::open(&dir)?;
-    let current = dir.read_verified(name, &keys, opts.threshold)?;
-    current.check_signers(&secrets, &keys, opts.threshold)?;
-    let doc = &current.manifest.doc;
-    let reports = crate::fleet::read_reports(&opts.reports).map_err(Error::Refused)?;
-    let tally = crate::fleet::tally(&reports.events, &doc.compatible, &doc.version);
-    let action = crate::fleet::decide(doc.rollout.as_ref(), &tally, &opts.policy);
-    let (verb, reason) = match &action {
-        crate::fleet::Action::Keep { reason } => ("keep", reason.clone()),
-        crate::fleet::Action::Pause { reason } => ("pause", reason.clone()),
-        crate::fleet::Action::Advance { to, reason } => ("advance", format!("to {to}%: {reason}")),
-    };
-    let changed = !matches!(action, crate::fleet::Action::Keep { .. });
-    if !changed && !opts.dry_run && dir.finish_publish(name, &current)? && !global.quiet {
-        eprintln!(
-            "{}: finished an interrupted publish (its signatures are in place again)",
-            opts.manifest.display()
-        );
-    }
-    if changed {
-        let body = current.rewrite(crate::timefmt::now(), |v| {
-            crate::fleet::apply(v, &action).map(|_| ())
-        })?;
-        if !opts.dry_run {
-            let keys: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
-            dir.publish_manifest(name, &body, &keys, Some(&current.body))?;
-        }
-    }
-    if global.json {
-        print_json(&serde_json::json!({
-            "release": doc.version, "action": verb, "reason": reason, "changed": changed && !opts.dry_run,
-            "installed": tally.installed, "committed": tally.committed, "failed": tally.failed,
-            "not_counted": tally.not_counted, "malformed_reports": reports.malformed,
-        }));
-    } else {
-        println!(
-            "release {}: {verb} ({reason}); {} installed, {} committed, {} failed; \
-             {} failures not caused by the release, {} malformed reports skipped",
-            doc.version,
-            tally.installed,
-            tally.committed,
-            tally.failed,
-            tally.not_counted,
-            reports.malformed
-        );
-    }
-    Ok(0)
 }
 
 fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {

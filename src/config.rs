@@ -66,6 +66,8 @@ pub struct Report {
     pub webhook: Option<String>,
     pub webhook_timeout: Duration,
     pub webhook_attempts: u32,
+    /// Operator labels on every textfile series (`site`, `region`, …).
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug)]
@@ -186,6 +188,7 @@ struct ReportFragment {
     webhook: Option<String>,
     webhook_timeout: Option<String>,
     webhook_attempts: Option<u32>,
+    labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -593,7 +596,18 @@ impl Config {
             webhook: f.report.webhook,
             webhook_timeout: duration("report.webhook_timeout", f.report.webhook_timeout, 5)?,
             webhook_attempts: f.report.webhook_attempts.unwrap_or(3).clamp(1, 10),
+            labels: f.report.labels.unwrap_or_default(),
         };
+        if report.labels.len() > crate::report::MAX_LABELS {
+            return Err(err(
+                "report.labels",
+                format!("more than {} labels", crate::report::MAX_LABELS),
+            ));
+        }
+        for (name, value) in &report.labels {
+            crate::report::check_label(name, value)
+                .map_err(|e| err(&format!("report.labels.{name}"), e))?;
+        }
         Ok(Config {
             files,
             update,
@@ -694,6 +708,40 @@ rootfs = "/dev/b"
             .expect_err("out of range accepted");
             assert!(e.0.contains("bootloader.good_tries"), "{e}");
         }
+    }
+
+    #[test]
+    fn report_labels_are_checked_by_prometheus_rules_naming_the_key() {
+        let c = Config::from_str(
+            &format!("{MINIMAL}[report]\nlabels = {{ site = \"store-0042\", region = \"eu\" }}\n"),
+            Path::new("c.toml"),
+        )
+        .expect("labels");
+        assert_eq!(c.report.labels["site"], "store-0042");
+        assert_eq!(c.report.labels["region"], "eu");
+        for (bad, key) in [
+            ("\"9x\" = \"v\"", "report.labels.9x"),
+            ("\"a-b\" = \"v\"", "report.labels.a-b"),
+            ("__name__ = \"v\"", "report.labels.__name__"),
+            ("release = \"v\"", "report.labels.release"),
+            ("site = \"\"", "report.labels.site"),
+        ] {
+            let e = Config::from_str(
+                &format!("{MINIMAL}[report]\nlabels = {{ {bad} }}\n"),
+                Path::new("c.toml"),
+            )
+            .expect_err(bad);
+            assert!(e.0.starts_with(&format!("c.toml: {key}: ")), "{e}");
+        }
+        let many: Vec<String> = (0..=crate::report::MAX_LABELS)
+            .map(|i| format!("l{i} = \"v\""))
+            .collect();
+        let e = Config::from_str(
+            &format!("{MINIMAL}[report]\nlabels = {{ {} }}\n", many.join(", ")),
+            Path::new("c.toml"),
+        )
+        .expect_err("too many labels");
+        assert!(e.0.contains("report.labels"), "{e}");
     }
 
     #[test]

@@ -295,6 +295,10 @@ pub struct State {
     pub metrics: Metrics,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_hashes: Vec<SourceHash>,
+    /// Latest outcome times of the last few releases, for the textfile
+    /// (bounded by `report::record_outcome`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<crate::report::OutcomeRecord>,
     #[serde(flatten)]
     pub unknown: Unknown,
     /// Set by [`StateDir::load`] when `state.json` could not be used: what
