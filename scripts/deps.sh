@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Install what building and testing abupdate needs on a fresh Debian 12:
 # the real tools the tests drive (minisign, grub-editenv, fw_printenv,
-# nginx), musl for the static build, gcc-multilib for the 32-bit host build,
+# nginx, Prometheus and its promtool, node_exporter), musl for the static
+# build, gcc-multilib for the 32-bit host build,
 # and the Rust targets and components.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 
 packages=(minisign nginx grub2-common libubootenv-tool u-boot-tools musl-tools
           e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm time
-          gcc-multilib ipxe-qemu)
+          gcc-multilib ipxe-qemu prometheus prometheus-node-exporter)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -21,8 +22,11 @@ if ((${#missing[@]})); then
 fi
 # ipxe-qemu: the NIC option ROMs qemu-system-arm loads for the U-Boot test
 # (a Recommends, so --no-install-recommends leaves it out).
-# nginx's package starts a server on port 80; the tests start their own.
-systemctl disable --now nginx >/dev/null 2>&1 || true
+# nginx's package starts a server on port 80, prometheus (the fleet tests'
+# server, with promtool for the alerting rules and the backfill) one on 9090
+# and node_exporter (the textfile collector the tests run) one on 9100; the
+# tests start their own on free loopback ports.
+systemctl disable --now nginx prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 
 # The reference parser of Prometheus' text format, for the textfile test.
 python3 -c 'import prometheus_client' 2>/dev/null \

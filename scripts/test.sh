@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: everything CI checks, in one run from a clean clone.
 #   lint (fmt, clippy) → unit + integration tests (real minisign, grub-editenv,
-#   fw_printenv, nginx, loop devices; failpoints compiled in) → the static
+#   fw_printenv, nginx, node_exporter, Prometheus, loop devices; failpoints
+#   compiled in) → the alerting rules (promtool) → the static
 #   musl release build (size reported) → the demo → systemd unit check → the GRUB-in-qemu
 #   end-to-end test → short fuzz runs of every parser (FUZZ_SECONDS, default 60).
 set -euo pipefail
@@ -20,6 +21,10 @@ echo "static 32-bit host binary: $(stat -c %s target/i686-unknown-linux-musl/rel
 echo "== tests"
 rm -rf target/tmp/fault-matrix
 cargo test --features failpoints
+
+echo "== alerting rules (promtool): syntax, then their unit tests"
+promtool check rules contrib/prometheus/abupdate-rules.yml
+(cd contrib/prometheus && promtool test rules abupdate-rules.test.yml)
 
 echo "== fault-injection matrix: every durable step, crashed at and recovered"
 cat target/tmp/fault-matrix/*.txt
