@@ -61,7 +61,9 @@ struct Observed {
     fleet_hosts: Option<u64>,
 }
 
-/// Ask Prometheus about release `version` of `compatible` at `now`.
+/// Ask Prometheus about release `version` of `compatible` at `now`: the
+/// three queries at once (each bounded by `timeout`), so the decision
+/// takes one round trip's time.
 fn observe_prometheus(
     url: &str,
     selector: &[Matcher],
@@ -73,27 +75,41 @@ fn observe_prometheus(
 ) -> Result<Observed> {
     let client = Client::new(url, timeout).map_err(|e| Error::Usage(e.to_string()))?;
     let q = prometheus::queries(compatible, version, selector, percent);
+    let order = [&q.outcomes, &q.not_counted, &q.hosts];
+    let answers: Vec<_> = std::thread::scope(|scope| {
+        let running: Vec<_> = order
+            .iter()
+            .map(|query| scope.spawn(|| client.query(query, now)))
+            .collect();
+        running
+            .into_iter()
+            .map(|t| {
+                t.join().unwrap_or_else(|_| {
+                    Err(prometheus::PromError::Answer {
+                        url: client.endpoint(),
+                        reason: "the query thread panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
     let mut asked = Vec::new();
-    let mut ask = |query: &str| -> Result<Vec<Sample>> {
-        let answer = client
-            .query(query, now)
-            .map_err(|e| Error::Refused(format!("{e} (not deciding blind)")))?;
+    for (query, answer) in order.iter().zip(answers) {
+        let answer = answer.map_err(|e| Error::Refused(format!("{e} (not deciding blind)")))?;
         asked.push(Asked {
             query: query.to_string(),
-            answer: answer.clone(),
+            answer,
         });
-        Ok(answer)
-    };
+    }
     let bad = |query: &str, e: String| {
         Error::Refused(format!(
             "{}: the answer to {query} is not usable: {e}",
             client.endpoint()
         ))
     };
-    let outcomes = ask(&q.outcomes)?;
-    let not_counted = ask(&q.not_counted)?;
-    let tally = prometheus::tally_of(&outcomes, &not_counted).map_err(|e| bad(&q.outcomes, e))?;
-    if outcomes.is_empty() && tally.not_counted == 0 {
+    let tally = prometheus::tally_of(&asked[0].answer, &asked[1].answer)
+        .map_err(|e| bad(&q.outcomes, e))?;
+    if asked[0].answer.is_empty() && tally.not_counted == 0 {
         return Err(Error::Refused(format!(
             "{}: no host of {compatible} reports release {version} \
              (no abupdate_release_outcome series{}): not deciding blind",
@@ -111,15 +127,8 @@ fn observe_prometheus(
             }
         )));
     }
-    let fleet = ask(&q.fleet_hosts)?;
-    let fleet_hosts = prometheus::count_of(&fleet).map_err(|e| bad(&q.fleet_hosts, e))?;
-    let wave_hosts = match &q.wave_hosts {
-        Some(query) => {
-            let answer = ask(query)?;
-            Some(prometheus::count_of(&answer).map_err(|e| bad(query, e))?)
-        }
-        None => None,
-    };
+    let (fleet_hosts, wave_hosts) =
+        prometheus::hosts_of(&asked[2].answer, percent.is_some()).map_err(|e| bad(&q.hosts, e))?;
     Ok(Observed {
         facts: Facts { tally, wave_hosts },
         asked,

@@ -444,10 +444,11 @@ pub struct Queries {
     pub outcomes: String,
     /// Hosts with a failure of the release that does not blame it.
     pub not_counted: String,
-    /// Hosts the current wave covers (position below its percentage).
-    pub wave_hosts: Option<String>,
-    /// Hosts of the release's `compatible` (and selector) reporting at all.
-    pub fleet_hosts: String,
+    /// Hosts of the release's `compatible` (and selector) reporting, in
+    /// one pass over their positions: with a wave, split by whether the
+    /// wave covers them (`in_wave` "1": position below its percentage;
+    /// see [`hosts_of`]).
+    pub hosts: String,
 }
 
 /// Build the queries for release `version` of `compatible`, over hosts
@@ -480,19 +481,37 @@ pub fn queries(
     let not_counted = format!(
         "count(count without (kind) (abupdate_release_outcome{{{release},outcome=\"{failed}\",kind!~\"{faults}\"}}))"
     );
-    let wave_hosts = percent.map(|p| {
-        format!(
-            "count(abupdate_rollout_position{{{hosts}}} < {})",
+    let hosts = match percent {
+        Some(p) => format!(
+            "count_values(\"in_wave\", abupdate_rollout_position{{{hosts}}} < bool {})",
             p / 100.0
-        )
-    });
-    let fleet_hosts = format!("count(abupdate_rollout_position{{{hosts}}})");
+        ),
+        None => format!("count(abupdate_rollout_position{{{hosts}}})"),
+    };
     Queries {
         outcomes,
         not_counted,
-        wave_hosts,
-        fleet_hosts,
+        hosts,
     }
+}
+
+/// (hosts reporting, hosts the wave covers) from the answer of
+/// [`Queries::hosts`]; the second is `None` without a wave.
+pub fn hosts_of(samples: &[Sample], wave: bool) -> Result<(u64, Option<u64>), String> {
+    if !wave {
+        return Ok((count_of(samples)?, None));
+    }
+    let (mut all, mut covered) = (0u64, 0u64);
+    for s in samples {
+        let n = whole(s.value)?;
+        all += n;
+        match s.labels.get("in_wave").map(String::as_str) {
+            Some("1") => covered += n,
+            Some("0") => {}
+            other => return Err(format!("unexpected in_wave label {other:?}")),
+        }
+    }
+    Ok((all, Some(covered)))
 }
 
 /// The single number of a `count(...)` answer: no sample is 0 (PromQL's
@@ -602,6 +621,19 @@ mod tests {
     }
 
     #[test]
+    fn hosts_and_the_wave_come_from_one_answer() {
+        let answer = [
+            sample(&[("in_wave", "0")], 9048.0),
+            sample(&[("in_wave", "1")], 952.0),
+        ];
+        assert_eq!(hosts_of(&answer, true), Ok((10000, Some(952))));
+        assert_eq!(hosts_of(&answer[..1], true), Ok((9048, Some(0))));
+        assert_eq!(hosts_of(&[], true), Ok((0, Some(0))));
+        assert_eq!(hosts_of(&[sample(&[], 7.0)], false), Ok((7, None)));
+        assert!(hosts_of(&[sample(&[("in_wave", "2")], 1.0)], true).is_err());
+    }
+
+    #[test]
     fn counts_must_be_whole_and_single() {
         assert_eq!(count_of(&[]), Ok(0));
         assert_eq!(count_of(&[sample(&[], 12.0)]), Ok(12));
@@ -683,11 +715,14 @@ mod tests {
             )
         );
         assert_eq!(
-            q.wave_hosts.as_deref(),
-            Some(format!("count(abupdate_rollout_position{{{hosts}}} < 0.02)").as_str())
+            q.hosts,
+            format!("count_values(\"in_wave\", abupdate_rollout_position{{{hosts}}} < bool 0.02)")
         );
         assert!(q.not_counted.starts_with("count(count without (kind) ("));
-        assert!(queries("c", "2.0", &[], None).wave_hosts.is_none());
+        assert_eq!(
+            queries("c", "2.0", &[], None).hosts,
+            "count(abupdate_rollout_position{compatible=\"c\"})"
+        );
     }
 
     #[test]
