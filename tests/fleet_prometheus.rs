@@ -363,12 +363,22 @@ fn a_real_prometheus_advances_a_healthy_wave_pauses_a_failing_one_and_holds_a_so
     assert!(text(&out).contains("paused"), "{}", text(&out));
 
     // The operator's selector: region eu alone is healthy (3 of its 3).
+    // Published into --out: the manifest and its signatures, there only.
     let eu = release(&h, "bad-eu", "3.0", now - 3600);
+    let eu_before = snapshot(eu.parent().expect("dir"));
+    let out_dir = h.dir.join("to-sync");
     let out = controller(
         &h,
         &eu,
         &url,
-        &["--max-failures", "2", "--selector", "region=\"eu\""],
+        &[
+            "--max-failures",
+            "2",
+            "--selector",
+            "region=\"eu\"",
+            "--out",
+            out_dir.to_str().expect("p"),
+        ],
     );
     assert!(out.status.success(), "{}", text(&out));
     let j = json(&out);
@@ -381,6 +391,10 @@ fn a_real_prometheus_advances_a_healthy_wave_pauses_a_failing_one_and_holds_a_so
         (Some("advance"), Some(0), Some(3)),
         "{j}"
     );
+    assert_eq!(snapshot(eu.parent().expect("dir")), eu_before);
+    let published = out_dir.join("release.json");
+    assert_eq!(doc(&published)["rollout"]["percent"], 50.0);
+    assert!(minisign_accepts(&published, &h.public_key));
 
     // --dry-run prints every query with its answer and writes nothing.
     let dry = release(&h, "dry", "2.0", now - 3600);
