@@ -357,8 +357,8 @@ impl fmt::Display for Matcher {
 }
 
 /// Parse `--selector 'region="eu",site=~"store-.*"'`: label matchers as
-/// PromQL writes them, values in double quotes (`\"`, `\\`, `\n`
-/// escapes). The labels the controller sets itself (`compatible`,
+/// PromQL writes them, values in double quotes (escapes `\"`, `\\`,
+/// `\n`, `\r`, `\t`, `\uXXXX`). The labels the controller sets itself (`compatible`,
 /// `release`, …) are refused.
 pub fn parse_selector(text: &str) -> Result<Vec<Matcher>, String> {
     let bad = |why: String| format!("--selector {text}: {why}");
@@ -402,10 +402,20 @@ pub fn parse_selector(text: &str) -> Result<Vec<Matcher>, String> {
                     end = Some(i);
                     break;
                 }
+                // The escapes [`quote`] writes (PromQL's, as Go's).
                 '\\' => match chars.next() {
                     Some((_, '"')) => value.push('"'),
                     Some((_, '\\')) => value.push('\\'),
                     Some((_, 'n')) => value.push('\n'),
+                    Some((_, 'r')) => value.push('\r'),
+                    Some((_, 't')) => value.push('\t'),
+                    Some((_, 'u')) => {
+                        let hex: String = chars.by_ref().take(4).map(|(_, c)| c).collect();
+                        match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                            Some(c) if hex.len() == 4 => value.push(c),
+                            _ => return Err(bad(format!("{name}: bad escape \\u{hex}"))),
+                        }
+                    }
                     other => {
                         return Err(bad(format!(
                             "{name}: unknown escape \\{}",
@@ -684,6 +694,13 @@ mod tests {
             ]
         );
         assert_eq!(parse_selector("").expect("empty"), vec![]);
+        // What quote writes parses back.
+        let odd = Matcher {
+            name: "site".into(),
+            op: MatchOp::Equal,
+            value: "a\r\tb\u{1}\"\\\n".into(),
+        };
+        assert_eq!(parse_selector(&odd.to_string()), Ok(vec![odd]));
         for bad in [
             "region=eu",
             "region=\"eu",
