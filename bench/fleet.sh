@@ -109,14 +109,21 @@ head -c 65536 /dev/urandom > "$W/rootfs.img"
     --image "rootfs=$W/rootfs.img" --out "$W/rel" --level 3 --waves 10,50,100 \
     --created "$(date -u -d @$((NOW - 7200)) +%Y-%m-%dT%H:%M:%SZ)" 2>/dev/null
 
-times=()
+# Prometheus's CPU time (utime + stime of /proc/PID/stat, in clock ticks).
+prom_cpu() { awk '{print $14 + $15}' "/proc/$PROM_PID/stat"; }
+TICK=$(getconf CLK_TCK)
+times=() cpu=()
+p0=$(prom_cpu)
 for r in $(seq "$RUNS"); do
     t0=$(date +%s%N)
-    "$ABU" --json fleet --dry-run --manifest "$W/rel/release.json" --secret "$W/keys/release.key" \
+    /usr/bin/time -f '%U %S' -o "$W/time.txt" \
+        "$ABU" --json fleet --dry-run --manifest "$W/rel/release.json" --secret "$W/keys/release.key" \
         --prometheus "$URL" --soak 1h --max-failures 100 --max-failure-rate 0.05 > "$W/decision.json"
     t1=$(date +%s%N)
     times+=($(((t1 - t0) / 1000000)))
+    cpu+=($(awk '{printf "%d", ($1 + $2) * 1000}' "$W/time.txt"))
 done
+p1=$(prom_cpu)
 MEDIAN=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}')
 RSS=$(awk '/VmHWM/ {print $2}' "/proc/$PROM_PID/status")
 python3 - "$W/decision.json" <<'PY'
@@ -128,5 +135,8 @@ print("counted: %d committed, %d failed, %d installed, %d not counted; wave %s%%
 for q in d["queries"]:
     print("  %s\n    -> %s" % (q["query"], ", ".join("%s %g" % (q2["labels"], q2["value"]) for q2 in q["answer"]) or "(no series)"))
 PY
-echo "hosts: $HOSTS; series: $((SERIES / MINUTES)); controller decision (4 queries, verify, decide; wall time of the process): median ${MEDIAN} ms of $RUNS runs (${times[*]} ms)"
+CPU=$(printf '%s\n' "${cpu[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}')
+echo "hosts: $HOSTS; series: $((SERIES / MINUTES)); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "controller decision (verify, 3 queries at once, decide; wall time of the process): median ${MEDIAN} ms of $RUNS runs (${times[*]} ms)"
+echo "CPU per decision: controller median ${CPU} ms; Prometheus $(( (p1 - p0) * 1000 / TICK / RUNS )) ms (its CPU time over the runs / $RUNS)"
 echo "Prometheus peak RSS: $((RSS / 1024)) MiB"
