@@ -342,6 +342,132 @@ pub fn sibling(location: &str, suffix: &str) -> Result<String, FetchError> {
     }
 }
 
+/// The placeholder of a `[update] signature_url` template: the signature
+/// file's name (`release.json.minisig`, `release.json.1.minisig`, …).
+pub const SIGNATURE_NAME_PLACEHOLDER: &str = "{name}";
+
+/// Where signature file `suffix` (`.minisig`, `.1.minisig`, `.<tag>.minisig`)
+/// of the manifest at `manifest` is fetched from.
+///
+/// - No `signature_url`: next to the manifest ([`sibling`]: its path plus
+///   the suffix, its query kept: a CDN token on the manifest URL reaches
+///   its signatures).
+/// - A template holding `{name}`: the placeholder becomes the signature
+///   file's name (the manifest URL's last path segment plus `suffix`), as
+///   one path segment. For a front that serves every object under one rule
+///   (a presigning gateway, another prefix or bucket).
+/// - Any other URL is the standard signature's own (`release.json.minisig`,
+///   e.g. a presigned URL: its query signs that object alone, so the
+///   manifest's query cannot be reused). The other names (numbered, bound to
+///   a manifest's bytes) have no URL then: `Ok(None)`.
+pub fn signature_location(
+    manifest: &str,
+    suffix: &str,
+    signature_url: Option<&str>,
+) -> Result<Option<String>, FetchError> {
+    let Some(given) = signature_url else {
+        return sibling(manifest, suffix).map(Some);
+    };
+    if !given.contains(SIGNATURE_NAME_PLACEHOLDER) {
+        return Ok((suffix == ".minisig").then(|| given.to_string()));
+    }
+    let name = format!("{}{suffix}", manifest_file_name(manifest));
+    let location = given.replace(SIGNATURE_NAME_PLACEHOLDER, &percent_encode_segment(&name));
+    parse_location(&location)?;
+    Ok(Some(location))
+}
+
+/// The last path segment of a manifest location (`release.json`), as the
+/// publisher named the file; `release.json` when the URL has no path.
+fn manifest_file_name(manifest: &str) -> String {
+    let path = match scheme_of(manifest) {
+        Some(_) => split_url(manifest).path.to_string(),
+        None => manifest.to_string(),
+    };
+    match path.rsplit('/').next() {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => "release.json".to_string(),
+    }
+}
+
+/// `s` escaped to stay one path segment (`/`, `?`, `#` and what may not
+/// appear raw are escaped; an existing `%XX` escape is kept as it is).
+fn percent_encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &byte in s.as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Why `signature_url` cannot serve as `[update] signature_url` with
+/// `threshold` signatures needed: it must be a location (a template with
+/// its placeholder filled in), and one exact URL names one file, the
+/// standard signature, so a threshold above 1 needs a template.
+pub fn check_signature_url(signature_url: &str, threshold: usize) -> Result<(), String> {
+    let filled = signature_url.replace(SIGNATURE_NAME_PLACEHOLDER, "release.json.minisig");
+    parse_location(&filled).map_err(|e| e.to_string())?;
+    if threshold > 1 && !signature_url.contains(SIGNATURE_NAME_PLACEHOLDER) {
+        return Err(format!(
+            "{}: one URL names one signature file, and threshold {threshold} needs \
+             {threshold}; give a template with {SIGNATURE_NAME_PLACEHOLDER} for the file name",
+            redact(signature_url)
+        ));
+    }
+    Ok(())
+}
+
+/// When a presigned URL stops being honoured (Unix seconds): AWS SigV4 and
+/// GCS V4 (`X-Amz-Date`/`X-Goog-Date` plus `X-Amz-Expires`/`X-Goog-Expires`)
+/// or SigV2 (`Expires`, next to a `Signature`). `None` for a URL that is not
+/// presigned this way. An S3 store answers such a URL with 403 once it
+/// expired: errors say when it did.
+pub fn presigned_expiry(url: &str) -> Option<i64> {
+    let query = split_url(url).query?;
+    let param = |name: &str| {
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            k.eq_ignore_ascii_case(name).then_some(v)
+        })
+    };
+    for (date, expires) in [
+        ("X-Amz-Date", "X-Amz-Expires"),
+        ("X-Goog-Date", "X-Goog-Expires"),
+    ] {
+        if let (Some(d), Some(e)) = (param(date), param(expires)) {
+            return Some(amz_date(d)?.saturating_add(e.parse::<i64>().ok()?));
+        }
+    }
+    match (param("Expires"), param("Signature")) {
+        (Some(e), Some(_)) => e.parse().ok(),
+        _ => None,
+    }
+}
+
+/// SigV4's `YYYYMMDDTHHMMSSZ` as Unix seconds.
+fn amz_date(d: &str) -> Option<i64> {
+    let b = d.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let digits =
+        |r: std::ops::Range<usize>| d.get(r).filter(|s| s.bytes().all(|c| c.is_ascii_digit()));
+    let rfc = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        digits(0..4)?,
+        digits(4..6)?,
+        digits(6..8)?,
+        digits(9..11)?,
+        digits(11..13)?,
+        digits(13..15)?
+    );
+    crate::timefmt::parse_rfc3339(&rfc).ok()
+}
+
 /// Why `mirror` cannot serve as `[update] mirror`, if it cannot: it must be
 /// an http(s) URL with a host and no query (the origin URL's query is the
 /// one sent); a path is a prefix for the origin's paths.
