@@ -8,7 +8,11 @@ set -euo pipefail
 
 packages=(minisign nginx grub2-common libubootenv-tool u-boot-tools musl-tools
           e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm time
-          gcc-multilib ipxe-qemu)
+          gcc-multilib ipxe-qemu
+          # S3 tests and the fleet end to end (scripts/fleet-e2e.sh): Debian's
+          # python3 venv for the moto server, awscli to publish, Prometheus
+          # and node_exporter, jq for the assertions.
+          python3-venv awscli prometheus prometheus-node-exporter jq)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -23,6 +27,8 @@ fi
 # (a Recommends, so --no-install-recommends leaves it out).
 # nginx's package starts a server on port 80; the tests start their own.
 systemctl disable --now nginx >/dev/null 2>&1 || true
+# Likewise Prometheus (:9090) and node_exporter (:9100): scripts start their own.
+systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 
 # The reference parser of Prometheus' text format, for the textfile test.
 python3 -c 'import prometheus_client' 2>/dev/null \

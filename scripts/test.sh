@@ -2,7 +2,8 @@
 # The test command: everything CI checks, in one run from a clean clone.
 #   lint (fmt, clippy) → unit + integration tests (real minisign, grub-editenv,
 #   fw_printenv, nginx, loop devices; failpoints compiled in) → the static
-#   musl release build (size reported) → the demo → systemd unit check → the GRUB-in-qemu
+#   musl release build (size reported) → the demo → the fleet end to end (50 hosts,
+#   Prometheus, S3) → systemd unit check → the GRUB-in-qemu
 #   end-to-end test → short fuzz runs of every parser (FUZZ_SECONDS, default 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,12 @@ echo "== the README's first command: scripts/demo.sh"
 scripts/demo.sh > target/demo.log 2>&1 || { cat target/demo.log; exit 1; }
 grep -q 'by delta' target/demo.log || { cat target/demo.log; echo "the demo's update did not go by delta"; exit 1; }
 grep -E '^last install' target/demo.log
+
+if [ "${ABUPDATE_SKIP_FLEET_E2E:-0}" != 1 ]; then
+    echo "== fleet end to end: 50 hosts, node_exporter, Prometheus, releases on S3 (scripts/fleet-e2e.sh)"
+    scripts/fleet-e2e.sh > target/fleet-e2e.log 2>&1 || { cat target/fleet-e2e.log; exit 1; }
+    grep -vE '^(wrote|key id) ' target/fleet-e2e.log
+fi
 
 if [ -x scripts/check-units.sh ]; then
     echo "== systemd units"
