@@ -304,6 +304,18 @@ fn presigned_urls_install_from_a_private_bucket_each_object_with_its_own_signatu
         &manifest_url,
         &format!("signature_url = \"{signature_url}\"\n"),
     );
+    // A presigned URL's signature lets anyone fetch the object: it is
+    // shown as *** like user info.
+    let out = h.abupdate(&["--json", "check"]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check json");
+    let source = check["source"].as_str().unwrap_or_default();
+    assert!(
+        source.contains("X-Amz-Signature=***")
+            && !source.contains(amz_signature(&manifest_url))
+            && source.contains("X-Amz-Expires=3600"),
+        "{check}"
+    );
     let before = s3.requests().len();
     let out = h.abupdate(&["update", "--now", "--no-reboot"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -11,9 +11,10 @@
 //!   section 5.2 (its own query kept, the manifest's not inherited); the
 //!   mirror takes the origin URL's path and query onto the mirror's scheme,
 //!   host and path prefix; a fragment is never sent.
-//! - User info (`user:password@`) never reaches a person: [`redact`] is the
-//!   one renderer for URLs (and for text that may contain them) in errors,
-//!   logs, JSON and reports.
+//! - Credentials in a URL never reach a person: user info
+//!   (`user:password@`) and a presigned URL's signature or token parameter
+//!   (`X-Amz-Signature=…`). [`redact`] is the one renderer for URLs (and for
+//!   text that may contain them) in errors, logs, JSON and reports.
 //!
 //! Written by hand rather than with the `url` crate: that crate (with its
 //! IDNA tables) adds 184 KB to the static host binary, most of the headroom
@@ -286,11 +287,95 @@ fn assemble(scheme: &str, authority: Option<&str>, path: &str, query: Option<&st
     out
 }
 
+/// Query parameters that carry a presigned URL's signature or session
+/// token (AWS SigV4 and SigV2 / CloudFront, GCS V4, Azure SAS): whoever
+/// holds them can fetch the object until the URL expires, so they are
+/// credentials like user info. Compared without regard to case.
+const SECRET_QUERY_PARAMS: [&str; 5] = [
+    "x-amz-signature",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "signature",
+    "sig",
+];
+
 /// `text` with the user info of every URL in it (`scheme://user:pw@host`)
-/// replaced by `***`: the one way a URL, or a message naming one, is shown
-/// to a person. Credentials stay on the wire (ureq sends them as Basic
-/// authentication) and out of logs, errors, JSON and webhook reports.
+/// replaced by `***`, and the value of every presigned URL's signature or
+/// token parameter ([`SECRET_QUERY_PARAMS`]) too: the one way a URL, or a
+/// message naming one, is shown to a person. Credentials stay on the wire
+/// (ureq sends user info as Basic authentication; the query as it is) and
+/// out of logs, errors, JSON and webhook reports. What a person needs to
+/// tell URLs apart stays: the path, the other parameters (a presigned URL's
+/// date, expiry and key id).
 pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    match redact_user_info(text) {
+        std::borrow::Cow::Borrowed(t) => redact_query_secrets(t),
+        std::borrow::Cow::Owned(t) => {
+            std::borrow::Cow::Owned(redact_query_secrets(&t).into_owned())
+        }
+    }
+}
+
+/// The values of [`SECRET_QUERY_PARAMS`] (a parameter right after `?` or
+/// `&`) replaced by `***`; the value ends where the parameter, the URL or
+/// the quoted text ends.
+fn redact_query_secrets(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('=') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    // ASCII lower-casing keeps every byte offset.
+    let lower = text.to_ascii_lowercase();
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if matches!(bytes[i], b'?' | b'&') {
+            let rest = &lower[i + 1..];
+            let secret = SECRET_QUERY_PARAMS
+                .iter()
+                .find(|name| rest.strip_prefix(*name).is_some_and(|r| r.starts_with('=')));
+            if let Some(name) = secret {
+                let start = i + 1 + name.len() + 1;
+                let end = secret_value_end(text, start);
+                if end > start {
+                    out.push_str(&text[copied..start]);
+                    out.push_str("***");
+                    copied = end;
+                }
+                i = end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// Where a query value starting at `start` ends inside a message: at the
+/// next parameter, the fragment, the end of a quoted or bracketed URL,
+/// white space, or a `: ` that goes on with the message (`URL: HTTP 403`).
+fn secret_value_end(text: &str, start: usize) -> usize {
+    let rest = &text[start..];
+    let mut chars = rest.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let message_colon = c == ':' && chars.peek().is_none_or(|&(_, next)| next.is_whitespace());
+        if message_colon
+            || matches!(c, '&' | '#' | '"' | '\'' | '<' | '>' | '`' | ')')
+            || c.is_whitespace()
+        {
+            return start + i;
+        }
+    }
+    text.len()
+}
+
+/// See [`redact`]: user info only.
+fn redact_user_info(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.contains("://") || !text.contains('@') {
         return std::borrow::Cow::Borrowed(text);
     }

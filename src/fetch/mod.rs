@@ -17,7 +17,8 @@
 //!   local paths are refused as references from, and redirects out of, http(s).
 //! - Every URL built from another (signatures, image references, the
 //!   mirror, redirects) is built on its components ([`location`]), and a URL
-//!   is shown to a person only through [`redact`] (no user info).
+//!   is shown to a person only through [`redact`] (no user info, no
+//!   presigned signature).
 //! - Error kinds tell the transport's failures (`network`, `http_status`,
 //!   `tls`: worth another try later) from a source that does not hold what
 //!   the signed manifest declares (`too_long`, `too_short`, `not_found`).

@@ -524,6 +524,26 @@ fn redact_hides_user_info_and_nothing_else() {
         ("http://[::1]:80/x", "http://[::1]:80/x"),
         ("/local/a@b", "/local/a@b"),
         ("user@host: no scheme", "user@host: no scheme"),
+        // A presigned URL's signature or token is a credential too; its
+        // date, expiry and key id are not.
+        (
+            "http://s3/b/r.json?X-Amz-Date=20261202T123557Z&X-Amz-Expires=60&X-Amz-Signature=f08c&x=1",
+            "http://s3/b/r.json?X-Amz-Date=20261202T123557Z&X-Amz-Expires=60&X-Amz-Signature=***&x=1",
+        ),
+        (
+            "abupdate: https://u:p@s3/k?x-amz-security-token=T0k%2Fen&X-AMZ-SIGNATURE=ab: HTTP 403",
+            "abupdate: https://***@s3/k?x-amz-security-token=***&X-AMZ-SIGNATURE=***: HTTP 403",
+        ),
+        (
+            r#"{"source":"http://s3/k?AWSAccessKeyId=A&Expires=1700000000&Signature=x%2By"}"#,
+            r#"{"source":"http://s3/k?AWSAccessKeyId=A&Expires=1700000000&Signature=***"}"#,
+        ),
+        (
+            "https://acct.blob.core.windows.net/c/r.json?sv=2022&sig=abc#f and more",
+            "https://acct.blob.core.windows.net/c/r.json?sv=2022&sig=***#f and more",
+        ),
+        ("http://h/r.json?signatures=2&designature=1", "http://h/r.json?signatures=2&designature=1"),
+        ("http://h/r.json?X-Goog-Signature=", "http://h/r.json?X-Goog-Signature="),
     ];
     for (text, want) in table {
         assert_eq!(redact(text), want, "{text}");
@@ -675,10 +695,11 @@ fn presigned_urls_tell_when_they_expire() {
     };
     let old =
         "http://s3/b/release.json?X-Amz-Date=20010101T000000Z&X-Amz-Expires=60&X-Amz-Signature=1";
+    let shown = old.replace("Signature=1", "Signature=***");
     assert_eq!(
         refused(old, 403),
         format!(
-            "{old}: HTTP 403 (a presigned URL that expired at 2001-01-01T00:01:00Z: publish a fresh one)"
+            "{shown}: HTTP 403 (a presigned URL that expired at 2001-01-01T00:01:00Z: publish a fresh one)"
         )
     );
     let valid = "http://s3/b/k?X-Amz-Date=20990101T000000Z&X-Amz-Expires=60&X-Amz-Signature=1";
@@ -687,6 +708,6 @@ fn presigned_urls_tell_when_they_expire() {
         "{}",
         refused(valid, 403)
     );
-    assert_eq!(refused(old, 503), format!("{old}: HTTP 503"));
+    assert_eq!(refused(old, 503), format!("{shown}: HTTP 503"));
     assert_eq!(refused("http://h/k", 403), "http://h/k: HTTP 403");
 }
