@@ -62,7 +62,9 @@ wait_port() {
 }
 
 log "build"
-cargo build --quiet --bin abupdate
+# The same binary `cargo test --features failpoints` builds (no rebuild after
+# the tests); its failpoints act only when ABUPDATE_FAILPOINT is set.
+cargo build --quiet --features failpoints --bin abupdate
 abu=$root/target/debug/abupdate
 export abu
 
@@ -90,6 +92,11 @@ publish() {
 }
 payload_gets() { # GETs of a payload file answered 200/206, from moto's log
     sed 's/\x1b\[[0-9;]*m//g' "$work/logs/moto.log" | grep -c "\"GET /fleet/edge/stable/$1 " || true
+}
+log_lines() { wc -l <"$work/logs/moto.log"; }
+requests_since() { # the requests moto logged after line $1: "METHOD TARGET" STATUS
+    tail -n +"$(($1 + 1))" "$work/logs/moto.log" | sed 's/\x1b\[[0-9;]*m//g' \
+        | grep -o '"[A-Z]* [^ ]* HTTP/1.1" [0-9]*' | sed 's/ HTTP\/1.1"/"/'
 }
 
 # ---- webhook receiver (interim, see run_controller) -------------------------
@@ -373,6 +380,17 @@ expect_prom 'sum(abupdate_rollbacks_total)' 0
 expect_prom 'sum(abupdate_update_pending)' 0
 [ "$(payload_gets rootfs-2.0.img.zst)" = "$HOSTS" ] || fail "2.0's payload was not fetched once per host"
 log "good release: waves ${waves[*]}, all $HOSTS hosts committed 2.0"
+
+# An idle fleet: after one tick that fetches the unchanged manifest in full
+# (and keeps its ETag), a tick is one conditional GET per host, answered 304.
+tick_all
+mark=$(log_lines)
+tick_all
+idle=$(requests_since "$mark")
+[ "$(grep -c . <<<"$idle")" = "$HOSTS" ] \
+    && [ "$(grep -c '^"GET /fleet/edge/stable/release.json" 304$' <<<"$idle")" = "$HOSTS" ] \
+    || fail "an idle tick is not one 304 per host: $(sort <<<"$idle" | uniq -c)"
+log "idle tick: $HOSTS requests, each answered 304"
 
 # ==== 2. a bad release ===========================================================
 log "release 3.0 (its health check fails everywhere) to a first wave of 2%"
