@@ -9,7 +9,11 @@ set -euo pipefail
 
 packages=(minisign nginx grub2-common libubootenv-tool u-boot-tools musl-tools
           e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm time
-          gcc-multilib ipxe-qemu prometheus prometheus-node-exporter)
+          gcc-multilib ipxe-qemu
+          # S3 tests and the fleet end to end (scripts/fleet-e2e.sh): Debian's
+          # python3 venv for the moto server, awscli to publish, Prometheus
+          # and node_exporter, jq for the assertions.
+          python3-venv awscli prometheus prometheus-node-exporter jq)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

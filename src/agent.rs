@@ -242,12 +242,23 @@ fn fetch_signatures(
         0 | 1 => 1,
         _ => publish::MAX_SIGNATURES,
     };
-    // Next to the manifest: its path plus a suffix, its query kept.
     let prefix = bound_tag.map(|t| format!(".{t}")).unwrap_or_default();
     let mut signatures = Vec::new();
     let mut first_missing = None;
+    // Next to the manifest (its path plus a suffix, its query kept), or,
+    // for the configured `url`, where `[update] signature_url` says (a
+    // presigned URL signs one object: the manifest's query is not the
+    // signature's). A source given on the command line is its own.
+    let u = &host.config.update;
+    let signature_url = u
+        .signature_url
+        .as_deref()
+        .filter(|_| u.url.as_deref() == Some(location));
     for suffix in (0..count).map(|i| publish::signature_name(&prefix, i)) {
-        let url = host.via_mirror(&crate::fetch::sibling(location, &suffix)?);
+        let Some(url) = crate::fetch::signature_location(location, &suffix, signature_url)? else {
+            continue;
+        };
+        let url = host.via_mirror(&url);
         let name = crate::fetch::redact(&url).into_owned();
         match transport.get_document(&url, 64 * 1024, None)? {
             Document::Fetched { body, .. } => {

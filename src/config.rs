@@ -85,6 +85,10 @@ pub struct Update {
     pub max_window_log: u32,
     /// A site cache (reverse caching proxy) that serves the origin's paths.
     pub mirror: Option<String>,
+    /// Where the manifest's signatures are fetched from, when not next to
+    /// it: the standard signature's own URL (presigned), or a template with
+    /// `{name}` ([`crate::fetch::signature_location`]).
+    pub signature_url: Option<String>,
     /// Keep a downloading payload on the data partition so a cut download
     /// resumes where it stopped. Off: stream straight into the slot (no
     /// second copy written to flash; a cut download starts over).
@@ -205,6 +209,7 @@ struct UpdateFragment {
     read_timeout: Option<String>,
     max_window_log: Option<u32>,
     mirror: Option<String>,
+    signature_url: Option<String>,
     resume_downloads: Option<bool>,
     jitter: Option<String>,
     backoff_base: Option<String>,
@@ -399,6 +404,10 @@ impl Config {
         if let Some(m) = &f.update.mirror {
             crate::fetch::check_mirror(m).map_err(|e| err("update.mirror", e))?;
         }
+        if let Some(s) = &f.update.signature_url {
+            crate::fetch::check_signature_url(s, threshold)
+                .map_err(|e| err("update.signature_url", e))?;
+        }
         let update = Update {
             url: f.update.url,
             compatible,
@@ -423,6 +432,7 @@ impl Config {
             read_timeout: duration("update.read_timeout", f.update.read_timeout, 60)?,
             max_window_log,
             mirror: f.update.mirror,
+            signature_url: f.update.signature_url,
             resume_downloads: f.update.resume_downloads.unwrap_or(true),
             jitter: duration("update.jitter", f.update.jitter, 0)?,
             backoff_base: duration("update.backoff_base", f.update.backoff_base, 300)?,
@@ -863,6 +873,37 @@ rootfs = "/dev/b"
             assert!(with("update", key, "0s").is_ok(), "{key}");
         }
         assert!(with("health", "interval", "0s").is_ok());
+    }
+
+    #[test]
+    fn a_signature_url_must_name_every_signature_the_threshold_needs() {
+        let c = with(
+            "update",
+            "signature_url",
+            "https://s3/b/release.json.minisig?X-Amz-Signature=1",
+        )
+        .expect("exact URL, threshold 1");
+        assert!(c.update.signature_url.is_some());
+        let two = MINIMAL.replace("[update]\n", "[update]\nthreshold = 2\n");
+        let e = Config::from_str(
+            &two.replace(
+                "[update]\n",
+                "[update]\nsignature_url = \"https://s3/b/r.json.minisig\"\n",
+            ),
+            Path::new("c.toml"),
+        )
+        .expect_err("one URL for two signatures accepted");
+        assert!(e.0.starts_with("c.toml: update.signature_url: "), "{e}");
+        Config::from_str(
+            &two.replace(
+                "[update]\n",
+                "[update]\nsignature_url = \"https://s3/b/{name}\"\n",
+            ),
+            Path::new("c.toml"),
+        )
+        .expect("a template serves any threshold");
+        let e = with("update", "signature_url", "ftp://s3/{name}").expect_err("ftp accepted");
+        assert!(e.0.contains("update.signature_url"), "{e}");
     }
 
     #[test]
