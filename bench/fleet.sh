@@ -8,7 +8,7 @@
 #
 # Knobs (environment): HOSTS=10000, RUNS=7, MINUTES=30 (samples per series,
 # one a minute, ending a minute ago), BENCH_DIR=target/bench-fleet,
-# SKIP_BUILD=1 (use target/release/abupdate as it is).
+# SKIP_BUILD=1 (use target/release/abupdate, or ABU=PATH, as it is).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,7 +16,7 @@ W=${BENCH_DIR:-$ROOT/target/bench-fleet}
 HOSTS=${HOSTS:-10000}
 RUNS=${RUNS:-7}
 MINUTES=${MINUTES:-30}
-ABU=$ROOT/target/release/abupdate
+ABU=${ABU:-$ROOT/target/release/abupdate}
 
 log() { printf '\033[1m[fleet-bench %(%H:%M:%S)T]\033[0m %s\n' -1 "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }

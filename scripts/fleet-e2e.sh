@@ -5,13 +5,16 @@
 #   [report] labels; a real node_exporter per host reading the host's
 #   textfile; a real Prometheus (Debian's) scraping them every second;
 #   releases published to a real S3 implementation (moto) with Debian's
-#   awscli; the controller (`abupdate fleet`) run on a schedule.
+#   awscli; the controller (`abupdate fleet --prometheus`) run on a
+#   schedule, its re-signed manifest published back to the bucket.
 #   Timer ticks are `abupdate update --now --no-reboot`; a reboot is the
 #   test playing GRUB (the first OK slot in ORDER not yet tried, TRY set)
 #   and switching the host's cmdline, then `abupdate health`, as
 #   tests/update_loop.rs does.
 # Scenarios, asserted from Prometheus's own answers (/api/v1/query), each
 # host's `status --json` / `check --json` and the S3 server's request log:
+#   0. before any host reports the release, the controller refuses to
+#      decide (exit 1, manifest untouched); so it does with Prometheus down;
 #   1. a good release advances 2 → 10 → 50 → 100 % as hosts commit; every
 #      host ends on it;
 #   2. a bad release (its health check fails everywhere) is paused inside
@@ -20,7 +23,8 @@
 # One node_exporter per host, as in production (each host runs its own):
 # the host's series then carry its `instance`, and 50 textfiles of the same
 # series never meet in one collector.
-# Usage: scripts/fleet-e2e.sh        (HOSTS=N JOBS=N to change the size)
+# Usage: scripts/fleet-e2e.sh        (HOSTS=N JOBS=N to change the size;
+#   HOSTS must be at least 50 for the waves 2/10/50/100 to hold 1/5/25/50 hosts)
 # Runs as root on Debian 12 with scripts/deps.sh's packages; about 3 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +46,8 @@ cleanup() {
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+# A signal (CI's timeout, ^C) ends the script through its EXIT trap.
+trap 'exit 143' TERM INT
 
 free_ports() {
     /usr/bin/python3 - "$1" <<'EOF'
@@ -71,7 +77,7 @@ export abu
 # ---- S3 -------------------------------------------------------------------
 log "S3: moto server, bucket, awscli"
 scripts/s3-venv.sh "$root/target/s3-venv"
-read -r s3_port prom_port hook_port < <(free_ports 3)
+read -r s3_port prom_port dead_port < <(free_ports 3)
 PYTHONUNBUFFERED=1 "$root/target/s3-venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" \
     >"$work/logs/moto.log" 2>&1 &
 pids+=($!)
@@ -99,23 +105,6 @@ requests_since() { # the requests moto logged after line $1: "METHOD TARGET" STA
         | grep -o '"[A-Z]* [^ ]* HTTP/1.1" [0-9]*' | sed 's/ HTTP\/1.1"/"/'
 }
 
-# ---- webhook receiver (interim, see run_controller) -------------------------
-cat >"$work/receiver.py" <<'EOF'
-import http.server, sys
-out = open(sys.argv[2], "ab")
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        out.write(body.replace(b"\n", b" ") + b"\n"); out.flush()
-        self.send_response(204); self.end_headers()
-    def log_message(self, *args): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-EOF
-: >"$work/reports.jsonl"
-/usr/bin/python3 "$work/receiver.py" "$hook_port" "$work/reports.jsonl" 2>"$work/logs/receiver.log" &
-pids+=($!)
-wait_port "$hook_port" "webhook receiver"
-
 # ---- hosts ----------------------------------------------------------------
 log "keys and images"
 "$abu" keygen --secret "$work/release.key" --public "$work/keys/release.pub" >/dev/null 2>&1
@@ -139,18 +128,6 @@ while len(found) < n:
 for i in range(n):
     print(i, *found[i])
 EOF
-
-# Whether this abupdate knows `[report] labels` (issue #15 item 1, built in
-# parallel): until it does, the hosts run without them.
-labels_supported() {
-    local probe=$work/probe.toml
-    printf '[update]\ncompatible = "x"\n[slots.A]\nrootfs = "/a"\n[slots.B]\nrootfs = "/b"\n[report]\nlabels = { site = "x" }\n' >"$probe"
-    local out
-    out=$("$abu" --config "$probe" status 2>&1) || true
-    ! grep -q 'unknown field `labels`' <<<"$out"
-}
-labels_line=
-if labels_supported; then labels_line=yes; fi
 
 # GRUB's part, as tests/common/host.rs plays it: the first slot in ORDER
 # that is OK and not yet tried (else the first OK one), its TRY flag set,
@@ -226,17 +203,11 @@ interval = "1s"
 
 [report]
 textfile = "$work/textfiles/$name/abupdate.prom"
-webhook = "http://127.0.0.1:$hook_port/report"
-webhook_timeout = "5s"
+labels = { site = "$site", region = "eu" }
 EOF
-    if [ -n "$labels_line" ]; then
-        echo "labels = { site = \"$site\", region = \"eu\" }" >>"$h/config.toml"
-    fi
     boot_host "$h"
     "$abu" --quiet --config "$h/config.toml" health >/dev/null
 done <"$work/machine-ids"
-[ -n "$labels_line" ] && log "hosts carry [report] labels site=store-NNNN" \
-    || log "this abupdate has no [report] labels yet: hosts run without them"
 
 # ---- node_exporter per host, Prometheus ------------------------------------
 log "node_exporter x $HOSTS, Prometheus"
@@ -320,20 +291,54 @@ tick_all() {
     printf '%s\n' "$work"/hosts/h* | xargs -P "$JOBS" -n 1 bash -c 'tick_host "$0"'
 }
 
-# ==== SWITCH POINT (issue #15 item 2) =========================================
-# Until `abupdate fleet --prometheus URL` lands, the controller reads the
-# hosts' webhook reports (the receiver above). With it, replace
-# `--reports "$work/reports.jsonl"` by `--prometheus "$prom"` (and, with
-# [report] labels, `--selector 'region="eu"'`), map the wave flags to its
-# success/error thresholds and soak time, and drop the receiver and the
-# hosts' `webhook` line. Everything else here stays.
-run_controller() {
+# ---- the controller ------------------------------------------------------------
+# What an operator's timer runs: decide from Prometheus, hosts of the
+# release's compatible and region="eu"; a wave advances once every host it
+# covers committed (no soak: the ticks are the clock here), one failure of
+# the release pauses it. Its output (JSON) and exit code are kept; its
+# wall time is appended to decision-ms.txt.
+controller() { # [PROMETHEUS_URL]
+    local t0 rc=0
+    t0=$(date +%s%N)
     "$abu" --json fleet --manifest "$work/www/release.json" --secret "$work/release.key" \
-        --keys "$work/keys" --reports "$work/reports.jsonl" \
-        --waves 2,10,50,100 --fleet-size "$HOSTS" --advance-when 1.0 \
-        --max-failures 1 --min-reports 1
+        --keys "$work/keys" --prometheus "${1:-$prom}" --selector 'region="eu"' \
+        --query-timeout 5s --advance-when 1.0 --max-failures 1 --min-reports 1 \
+        >"$work/decision.json" 2>"$work/decision.err" || rc=$?
+    echo $(( ($(date +%s%N) - t0) / 1000000 )) >>"$work/decision-ms.txt"
+    return "$rc"
 }
-# ===============================================================================
+# One scheduled run: decide, and publish the re-signed manifest if it changed.
+run_controller() {
+    controller || fail "controller: $(cat "$work/decision.err")"
+    if [ "$(jq -r .changed "$work/decision.json")" = true ]; then publish; fi
+    jq -r '.action + ": " + .reason' "$work/decision.json"
+}
+# Never blind: the run must refuse (exit 1, one line naming the reason) and
+# leave the signed manifest as it was.
+expect_refusal() { # WHY-PATTERN [PROMETHEUS_URL]
+    local before rc=0
+    before=$(sha256sum "$work"/www/release.json* | sha256sum)
+    controller "${2:-}" || rc=$?
+    [ "$rc" = 1 ] || fail "controller exits $rc, expected 1: $(cat "$work/decision.err" "$work/decision.json")"
+    grep -Eq "$1" "$work/decision.err" || fail "controller's refusal does not say /$1/: $(cat "$work/decision.err")"
+    [ "$(wc -l <"$work/decision.err")" = 1 ] || fail "controller's refusal is not one line: $(cat "$work/decision.err")"
+    [ "$before" = "$(sha256sum "$work"/www/release.json* | sha256sum)" ] \
+        || fail "a refused controller run changed the manifest"
+}
+# Wait until Prometheus has scraped every host's latest word: N hosts with
+# an outcome series of RELEASE (hosts say it after every verdict).
+settle() { # RELEASE N
+    expect_prom "count(count by (instance) (abupdate_release_outcome{release=\"$1\"})) or vector(0)" "$2"
+}
+hosts_that_tried() { # hosts whose state records RELEASE (installed it)
+    local n=0 h
+    for h in "$work"/hosts/h*; do
+        "$abu" --json --config "$h/config.toml" status \
+            | jq -e --arg v "$1" '.booted_version == $v or ([.failed[]?.version] | index($v) != null)' \
+                >/dev/null && n=$((n + 1))
+    done
+    echo "$n"
+}
 
 count_on() { # hosts whose status says they booted VERSION
     local n=0 h
@@ -346,15 +351,17 @@ count_on() { # hosts whose status says they booted VERSION
 percent() { jq -r '.rollout.percent // "none"' "$work/www/release.json"; }
 
 # ==== 1. a good release =========================================================
-log "release 2.0 to a first wave of 2%"
+log "release 2.0, waves 2,10,50,100"
 "$abu" pack --secret "$work/release.key" --compatible "$COMPATIBLE" --version 2.0 \
-    --image "rootfs=$work/images/2.0.img" --out "$work/www" --percent 2 --level 3 >/dev/null
+    --image "rootfs=$work/images/2.0.img" --out "$work/www" --waves 2,10,50,100 --level 3 >/dev/null
 publish
+# Nobody reports 2.0 yet, then Prometheus is down: no decision either time.
+expect_refusal 'no host of .* reports release 2.0'
+expect_refusal "127.0.0.1:$dead_port" "http://127.0.0.1:$dead_port"
+log "controller: no series of 2.0, then Prometheus unreachable: exit 1, manifest untouched"
 waves=(2)
 printf '%-6s %-8s %-8s %s\n' round percent on_2.0 controller | tee "$work/timeline-good.txt"
 for round in $(seq 1 12); do
-    decision=$(run_controller) || fail "controller: $decision"
-    [ "$(jq -r .changed <<<"$decision")" = true ] && publish
     p=$(percent)
     [ "$p" != "${waves[-1]}" ] && waves+=("$p")
     tick_all
@@ -367,14 +374,17 @@ for round in $(seq 1 12); do
             fail "$h (position $pos) runs 2.0 at $p%"
         fi
     done
-    expect_prom 'count(abupdate_booted_info{version="2.0"}) or vector(0)' "$on"
-    printf '%-6s %-8s %-8s %s\n' "$round" "$p" "$on" "$(jq -r '.action + ": " + .reason' <<<"$decision")" \
-        | tee -a "$work/timeline-good.txt"
+    expect_prom 'count(abupdate_booted_release_info{release="2.0"}) or vector(0)' "$on"
+    settle 2.0 "$(hosts_that_tried 2.0)"
+    decision=$(run_controller)
+    [ "$(percent)" != "${waves[-1]}" ] && waves+=("$(percent)")
+    printf '%-6s %-8s %-8s %s\n' "$round" "$p" "$on" "$decision" | tee -a "$work/timeline-good.txt"
     [ "$on" = "$HOSTS" ] && break
 done
 [ "${waves[*]}" = "2 10 50 100" ] || fail "waves went ${waves[*]}, expected 2 10 50 100"
 [ "$(count_on 2.0)" = "$HOSTS" ] || fail "not every host runs 2.0"
 expect_prom 'count(abupdate_booted_info{version="2.0"})' "$HOSTS"
+expect_prom 'count(abupdate_release_outcome{release="2.0",outcome="committed",region="eu"})' "$HOSTS"
 expect_prom 'sum(abupdate_commits_total)' "$HOSTS"
 expect_prom 'sum(abupdate_rollbacks_total)' 0
 expect_prom 'sum(abupdate_update_pending)' 0
@@ -393,24 +403,27 @@ idle=$(requests_since "$mark")
 log "idle tick: $HOSTS requests, each answered 304"
 
 # ==== 2. a bad release ===========================================================
-log "release 3.0 (its health check fails everywhere) to a first wave of 2%"
+log "release 3.0 (its health check fails everywhere), waves 2,10,50,100"
 "$abu" pack --secret "$work/release.key" --compatible "$COMPATIBLE" --version 3.0 \
-    --image "rootfs=$work/images/3.0.img" --out "$work/www" --percent 2 --level 3 >/dev/null
+    --image "rootfs=$work/images/3.0.img" --out "$work/www" --waves 2,10,50,100 --level 3 >/dev/null
 publish
+expect_refusal 'no host of .* reports release 3.0'
 printf '%-6s %-8s %-8s %s\n' round paused rolled_back controller | tee "$work/timeline-bad.txt"
 for round in $(seq 1 4); do
-    decision=$(run_controller) || fail "controller: $decision"
-    [ "$(jq -r .changed <<<"$decision")" = true ] && publish
     tick_all
-    rb=$(query 'count(abupdate_rollbacks_total > 0) or vector(0)')
+    settle 3.0 "$(hosts_that_tried 3.0)"
+    decision=$(run_controller)
+    rb=$(query 'count(abupdate_release_outcome{release="3.0",outcome="rolled_back"}) or vector(0)')
     printf '%-6s %-8s %-8s %s\n' "$round" "$(jq -r '.rollout.paused // false' "$work/www/release.json")" \
-        "$rb" "$(jq -r '.action + ": " + .reason' <<<"$decision")" | tee -a "$work/timeline-bad.txt"
+        "$rb" "$decision" | tee -a "$work/timeline-bad.txt"
 done
 [ "$(jq -r '.rollout.paused' "$work/www/release.json")" = true ] || fail "3.0 was not paused"
 [ "$(jq -r '.rollout.percent' "$work/www/release.json")" = 2 ] || fail "3.0 left its first wave"
 expect_prom 'count(abupdate_booted_info{version="2.0"})' "$HOSTS"
 expect_prom 'count(abupdate_booted_info{version="3.0"}) or vector(0)' 0
 expect_prom 'count(abupdate_rollbacks_total > 0)' 1
+expect_prom 'count(abupdate_release_outcome{release="3.0",outcome="rolled_back"})' 1
+expect_prom 'count(count by (instance) (abupdate_release_outcome{release="3.0"}))' 1
 expect_prom 'sum(abupdate_update_pending)' 0
 [ "$(payload_gets rootfs-3.0.img.zst)" = 1 ] || fail "3.0's payload left the first wave: $(payload_gets rootfs-3.0.img.zst) downloads"
 for h in "$work"/hosts/h*; do
@@ -428,4 +441,5 @@ for h in "$work"/hosts/h*; do
     fi
 done
 log "bad release: paused in its first wave; 1 host installed it and was rolled back; $((HOSTS - 1)) hosts see it paused"
-echo "fleet e2e: 2 passed, 0 failed"
+sort -n "$work/decision-ms.txt" | awk '{a[NR] = $1} END {print "controller runs: " NR ", wall time median " a[int((NR + 1) / 2)] " ms, max " a[NR] " ms"}'
+echo "fleet e2e: 3 passed, 0 failed"
