@@ -1467,7 +1467,7 @@ pub fn publish(
         release: (!release.is_empty()).then(|| release.to_string()),
         booted_slot: booted.map(|b| b.to_string()),
         booted_version,
-        outcome,
+        outcome: outcome.as_str().to_string(),
         error_kind: error.map(|(k, _)| k.to_string()),
         message: error.map(|(_, m)| crate::fetch::redact(m).into_owned()),
         time: now(),

@@ -28,11 +28,14 @@ use std::time::{Duration, Instant};
 
 /// What happened to a release on this host. One type for the webhook's
 /// `outcome`, the textfile's `outcome` label, the state's record and the
-/// fleet controller's count.
+/// fleet controller's count. On the wire and on disk it is its label
+/// (text): an outcome this version does not know (a newer host's, or a
+/// newer binary's record read after a rollback to this one) still reads,
+/// and [`Outcome::parse`] says it is unknown.
 #[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
-#[serde(from = "String", into = "String")]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Written, verified and staged for its trial boot.
     Installed,
@@ -47,14 +50,11 @@ pub enum Outcome {
     /// A committed release rolled back later (reserved for a probation
     /// after the commit): counted against the release.
     RolledBackLate,
-    /// An outcome this version does not know (a newer host's): kept as
-    /// written, never counted.
-    Other(String),
 }
 
 impl Outcome {
     /// Every outcome this version knows, for tables and queries.
-    pub const KNOWN: [Outcome; 6] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Installed,
         Outcome::Committed,
         Outcome::RolledBack,
@@ -63,7 +63,8 @@ impl Outcome {
         Outcome::RolledBackLate,
     ];
 
-    pub fn as_str(&self) -> &str {
+    /// The label, as serde writes it.
+    pub const fn as_str(self) -> &'static str {
         match self {
             Outcome::Installed => "installed",
             Outcome::Committed => "committed",
@@ -71,33 +72,19 @@ impl Outcome {
             Outcome::TrialNeverBooted => "trial_never_booted",
             Outcome::Failed => "failed",
             Outcome::RolledBackLate => "rolled_back_late",
-            Outcome::Other(s) => s,
         }
     }
 
-    pub fn parse(text: &str) -> Outcome {
-        Outcome::KNOWN
-            .into_iter()
-            .find(|o| o.as_str() == text)
-            .unwrap_or_else(|| Outcome::Other(text.to_string()))
+    /// The outcome labelled `label`; `None` for one this version does not
+    /// know (a newer host's).
+    pub fn parse(label: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == label)
     }
 }
 
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl From<String> for Outcome {
-    fn from(s: String) -> Outcome {
-        Outcome::parse(&s)
-    }
-}
-
-impl From<Outcome> for String {
-    fn from(o: Outcome) -> String {
-        o.as_str().to_string()
     }
 }
 
@@ -110,7 +97,9 @@ pub const MAX_RELEASES: usize = 4;
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutcomeRecord {
     pub release: String,
-    pub outcome: Outcome,
+    /// An [`Outcome`]'s label (text, so a newer binary's record survives a
+    /// rollback to this one).
+    pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Unix time of the latest such outcome.
@@ -136,12 +125,12 @@ pub fn record_outcome(
     let kind = kind.map(str::to_string);
     match log
         .iter_mut()
-        .find(|r| r.release == release && r.outcome == outcome && r.kind == kind)
+        .find(|r| r.release == release && r.outcome == outcome.as_str() && r.kind == kind)
     {
         Some(r) => r.time = r.time.max(time),
         None => log.push(OutcomeRecord {
             release: release.to_string(),
-            outcome,
+            outcome: outcome.as_str().to_string(),
             kind,
             time,
             unknown: Unknown::new(),
@@ -230,7 +219,10 @@ pub struct Event {
     pub release: Option<String>,
     pub booted_slot: Option<String>,
     pub booted_version: Option<String>,
-    pub outcome: Outcome,
+    /// An [`Outcome`]'s label. Text on the wire: a report from a newer
+    /// host with an outcome this version does not know still reads (the
+    /// controller counts it as unknown, [`Outcome::parse`]).
+    pub outcome: String,
     pub error_kind: Option<String>,
     pub message: Option<String>,
     pub time: i64,
@@ -582,17 +574,22 @@ mod tests {
 
     #[test]
     fn outcomes_have_one_name_each_and_unknown_ones_are_kept() {
-        for o in Outcome::KNOWN {
+        for o in Outcome::ALL {
             let json = serde_json::to_string(&o).expect("json");
             assert_eq!(json, format!("\"{}\"", o.as_str()));
             assert_eq!(serde_json::from_str::<Outcome>(&json).expect("back"), o);
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
         }
-        let future: Outcome = serde_json::from_str("\"quarantined\"").expect("parse");
-        assert_eq!(future, Outcome::Other("quarantined".into()));
-        assert_eq!(
-            serde_json::to_string(&future).expect("json"),
-            "\"quarantined\""
-        );
+        assert_eq!(Outcome::parse("quarantined"), None);
+        // A newer binary's record (read after a rollback to this one) and a
+        // newer host's report still read, with their label kept.
+        let record: OutcomeRecord =
+            serde_json::from_str(r#"{"release":"2.0","outcome":"quarantined","time":5}"#)
+                .expect("a record with an unknown outcome reads");
+        assert_eq!(record.outcome, "quarantined");
+        assert!(serde_json::to_string(&record)
+            .expect("json")
+            .contains(r#""outcome":"quarantined""#));
     }
 
     #[test]

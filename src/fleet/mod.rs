@@ -78,21 +78,22 @@ pub enum Verdict {
     Unknown,
 }
 
-/// Classify one outcome: rolled back (at the trial or later) and never
+/// Classify one outcome (`None`: a label this version does not know,
+/// [`Outcome::parse`]): rolled back (at the trial or later) and never
 /// booted trials count against the release; a `failed` run only with a
 /// kind in [`RELEASE_FAULT_KINDS`].
-pub fn counts_against_release(outcome: &Outcome, error_kind: Option<&str>) -> Verdict {
+pub fn counts_against_release(outcome: Option<Outcome>, error_kind: Option<&str>) -> Verdict {
     match outcome {
-        Outcome::Installed => Verdict::Installed,
-        Outcome::Committed => Verdict::Committed,
-        Outcome::RolledBack | Outcome::TrialNeverBooted | Outcome::RolledBackLate => {
+        Some(Outcome::Installed) => Verdict::Installed,
+        Some(Outcome::Committed) => Verdict::Committed,
+        Some(Outcome::RolledBack | Outcome::TrialNeverBooted | Outcome::RolledBackLate) => {
             Verdict::Failed
         }
-        Outcome::Failed if error_kind.is_some_and(|k| RELEASE_FAULT_KINDS.contains(&k)) => {
+        Some(Outcome::Failed) if error_kind.is_some_and(|k| RELEASE_FAULT_KINDS.contains(&k)) => {
             Verdict::Failed
         }
-        Outcome::Failed => Verdict::NotCounted,
-        Outcome::Other(_) => Verdict::Unknown,
+        Some(Outcome::Failed) => Verdict::NotCounted,
+        None => Verdict::Unknown,
     }
 }
 
@@ -121,7 +122,7 @@ mod tests {
             ("checked", None, Unknown),
         ] {
             assert_eq!(
-                counts_against_release(&Outcome::parse(outcome), kind),
+                counts_against_release(Outcome::parse(outcome), kind),
                 want,
                 "{outcome} {kind:?}"
             );

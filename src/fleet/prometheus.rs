@@ -473,7 +473,7 @@ pub fn queries(
     hosts.extend(selector.iter().map(|m| m.to_string()));
     let hosts = hosts.join(",");
     let release = format!("{hosts},release={}", quote(version));
-    let counted: Vec<&str> = Outcome::KNOWN
+    let counted: Vec<&str> = Outcome::ALL
         .iter()
         .filter(|o| **o != Outcome::Failed)
         .map(|o| o.as_str())
@@ -561,7 +561,7 @@ pub fn tally_of(outcomes: &[Sample], not_counted: &[Sample]) -> Result<super::Ta
             .map(String::as_str)
             .filter(|k| !k.is_empty());
         let n = whole(s.value)?;
-        match super::counts_against_release(&outcome, kind) {
+        match super::counts_against_release(outcome, kind) {
             Verdict::Installed => t.installed += n,
             Verdict::Committed => t.committed += n,
             Verdict::Failed => t.failed += n,

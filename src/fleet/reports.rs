@@ -8,7 +8,7 @@
 
 use super::{counts_against_release, Tally, Verdict};
 use crate::manifest::Version;
-use crate::report::Event;
+use crate::report::{Event, Outcome};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -32,7 +32,7 @@ pub fn tally(events: &[Event], compatible: &str, version: &str) -> Tally {
         .iter()
         .filter(|e| e.compatible == compatible && same_release(e.release.as_deref(), version))
     {
-        let verdict = counts_against_release(&e.outcome, e.error_kind.as_deref());
+        let verdict = counts_against_release(Outcome::parse(&e.outcome), e.error_kind.as_deref());
         match verdict {
             Verdict::NotCounted => t.not_counted += 1,
             Verdict::Unknown => {}
@@ -127,7 +127,6 @@ pub fn read_reports(path: &Path) -> Result<Reports, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Outcome;
 
     fn ev(host: &str, outcome: &str, time: i64) -> Event {
         Event {
@@ -136,7 +135,7 @@ mod tests {
             release: Some("2.0".into()),
             booted_slot: None,
             booted_version: None,
-            outcome: Outcome::parse(outcome),
+            outcome: outcome.into(),
             error_kind: None,
             message: None,
             time,
