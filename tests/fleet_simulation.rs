@@ -10,7 +10,7 @@
 
 use abupdate::fleet::{self, Action, Facts, Plan, Policy};
 use abupdate::manifest::{self, HostFacts, Manifest, ManifestDoc, Rollout, Version};
-use abupdate::report::{Event, Outcome};
+use abupdate::report::Event;
 use abupdate::rollout;
 use abupdate::state::State;
 use abupdate::timefmt::{format_rfc3339, parse_rfc3339};
@@ -106,7 +106,7 @@ fn poll(host: &mut SimHost, m: &Manifest, now: i64, healthy: bool) -> Vec<Event>
         release: Some(m.version.to_string()),
         booted_slot: None,
         booted_version: Some(booted.clone()),
-        outcome: Outcome::parse(outcome),
+        outcome: outcome.into(),
         error_kind: (outcome == "rolled_back").then(|| "health".into()),
         message: None,
         time: at,
