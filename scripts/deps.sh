@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install what building and testing abupdate needs on a fresh Debian 12:
 # the real tools the tests drive (minisign, grub-editenv, fw_printenv,
-# nginx, Prometheus and its promtool, node_exporter), musl for the static
-# build, gcc-multilib for the 32-bit host build,
+# nginx, efibootmgr/efivar reading an efivarfs stand-in, bootctl reading
+# an ESP; dosfstools, mtools and ovmf for the EFI VM work; Prometheus and
+# its promtool, node_exporter, awscli and a python3 venv for the moto S3
+# server), musl for the static build, gcc-multilib for the 32-bit host build,
 # and the Rust targets and components.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
@@ -10,6 +12,7 @@ set -euo pipefail
 packages=(minisign nginx grub2-common libubootenv-tool u-boot-tools musl-tools
           e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm time
           gcc-multilib ipxe-qemu
+          efibootmgr efivar systemd-boot dosfstools mtools ovmf
           # S3 tests and the fleet end to end (scripts/fleet-e2e.sh): Debian's
           # python3 venv for the moto server, awscli to publish, Prometheus
           # and node_exporter, jq for the assertions.

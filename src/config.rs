@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
 /// Where the main file lives when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/abupdate/config.toml";
@@ -36,50 +38,73 @@ impl std::error::Error for ConfigError {}
 pub struct Config {
     /// Files merged, in order, for messages.
     pub files: Vec<PathBuf>,
+    /// `[update]`.
     pub update: Update,
+    /// `[system]`: where the host tells its facts.
     pub system: System,
+    /// `[bootloader]`.
     pub bootloader: Bootloader,
     /// Per slot, class name → device or file.
     pub slots: BTreeMap<SlotName, BTreeMap<String, PathBuf>>,
+    /// `[health]`.
     pub health: Health,
+    /// `[rollout]`.
     pub rollout: RolloutSettings,
+    /// `[reboot]`.
     pub reboot: Reboot,
+    /// `[report]`.
     pub report: Report,
 }
 
+/// `[rollout]`.
 #[derive(Clone, Debug, Default)]
 pub struct RolloutSettings {
     /// Overrides the host's fleet position: 0.0 = canary, 1.0 = last wave.
     pub wariness: Option<f64>,
 }
 
+/// `[reboot]`.
 #[derive(Clone, Debug, Default)]
 pub struct Reboot {
     /// Maintenance windows; empty = reboot any time.
     pub windows: Vec<crate::schedule::Window>,
 }
 
+/// `[report]`.
 #[derive(Clone, Debug)]
 pub struct Report {
     /// node_exporter textfile-collector file, written after every verdict.
     pub textfile: Option<PathBuf>,
+    /// Where each outcome is POSTed.
     pub webhook: Option<String>,
+    /// The whole delivery of one report, all attempts.
     pub webhook_timeout: Duration,
+    /// Attempts per report.
     pub webhook_attempts: u32,
     /// Operator labels on every textfile series (`site`, `region`, …).
     pub labels: BTreeMap<String, String>,
 }
 
+/// `[update]`.
 #[derive(Clone, Debug)]
 pub struct Update {
+    /// The release manifest's URL or path.
     pub url: Option<String>,
+    /// Must equal the manifest's.
     pub compatible: String,
+    /// Where `state.json` and partial downloads live.
     pub state_dir: PathBuf,
+    /// Directories of trusted `*.pub` keys.
     pub keys_dirs: Vec<PathBuf>,
+    /// Signatures by distinct trusted keys needed.
     pub threshold: usize,
+    /// HTTP(S) proxy (else the environment's).
     pub proxy: Option<String>,
+    /// Trust roots for a private update server.
     pub ca_file: Option<PathBuf>,
+    /// Longest a connection may take.
     pub connect_timeout: Duration,
+    /// Longest a transfer may go without progress.
     pub read_timeout: Duration,
     /// Largest zstd window (log2 bytes) a payload may ask for: caps memory.
     pub max_window_log: u32,
@@ -97,46 +122,85 @@ pub struct Update {
     pub jitter: Duration,
     /// First delay after a failed `update`, doubled per failure up to `backoff_max`.
     pub backoff_base: Duration,
+    /// Cap of the backoff.
     pub backoff_max: Duration,
 }
 
+/// `[system]`: each fact a file, so tests need no root paths.
 #[derive(Clone, Debug)]
 pub struct System {
+    /// The kernel command line (`abupdate.slot=` / `rauc.slot=`).
     pub cmdline: PathBuf,
+    /// os-release (`IMAGE_VERSION=`, else `VERSION_ID=`).
     pub os_release: PathBuf,
+    /// The machine id (the fleet position's key).
     pub machine_id: PathBuf,
+    /// The kernel's boot id.
     pub boot_id: PathBuf,
+    /// The mount table (`/proc/self/mountinfo`).
     pub mountinfo: PathBuf,
+    /// The reboot command.
     pub reboot: Vec<String>,
 }
 
+/// Which bootloader the host has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootloaderKind {
+    /// GRUB with RAUC's variables in grubenv.
     Grub,
+    /// U-Boot with RAUC's variables in its env.
     Uboot,
+    /// UEFI `Boot####` entries, `BootNext` trials.
+    Efi,
+    /// systemd-boot BLS entries with boot counting.
+    SystemdBoot,
+    /// A RAUC custom backend script.
     Custom,
 }
 
+/// `[bootloader]`.
 #[derive(Clone, Debug)]
 pub struct Bootloader {
+    /// Which one.
     pub kind: BootloaderKind,
+    /// GRUB's env file.
     pub grubenv: PathBuf,
+    /// libubootenv's config (device, offset, size; two lines = redundant).
     pub fw_env_config: PathBuf,
+    /// The custom backend script.
     pub script: Option<PathBuf>,
     /// Boots a new slot gets before the bootloader gives up on it.
     pub tries: u32,
     /// U-Boot: boots a committed (marked good) slot gets, RAUC's
     /// `boot-attempts` (default 3).
     pub good_tries: u32,
+    /// efi: where the UEFI variables are (efivarfs, or a stand-in directory).
+    pub efivarfs: PathBuf,
+    /// efi, systemd-boot: the ESP's mount point. A slot class whose path is
+    /// on it is a file, replaced whole (see [`Config::is_file_target`]).
+    pub esp: Option<PathBuf>,
+    /// efi: each slot's `Boot####` entry.
+    pub efi: BTreeMap<SlotName, crate::boot::efi::EfiSlot>,
+    /// systemd-boot: the entries' file name prefix (`PREFIX-GEN-a.conf`).
+    pub entry_prefix: String,
+    /// systemd-boot: how a missing entry is written.
+    pub entries: BTreeMap<SlotName, crate::boot::systemd_boot::EntryConfig>,
 }
 
+/// `[health]`.
 #[derive(Clone, Debug)]
 pub struct Health {
+    /// Executables that must exit 0.
     pub dir: PathBuf,
+    /// The whole verdict's deadline.
     pub timeout: Duration,
+    /// One check's deadline.
     pub check_timeout: Duration,
+    /// Between rounds.
     pub interval: Duration,
+    /// systemd units that must be active.
     pub units: Vec<String>,
+    /// URLs that must answer 2xx.
     pub http: Vec<String>,
 }
 
@@ -236,6 +300,32 @@ struct BootloaderFragment {
     script: Option<String>,
     tries: Option<u32>,
     good_tries: Option<u32>,
+    efivarfs: Option<String>,
+    esp: Option<String>,
+    entry_prefix: Option<String>,
+    efi: Option<BTreeMap<String, EfiSlotFragment>>,
+    #[serde(rename = "systemd-boot")]
+    systemd_boot: Option<BTreeMap<String, EntryFragment>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EfiSlotFragment {
+    entry: Option<u32>,
+    description: Option<String>,
+    loader: Option<String>,
+    partition: Option<String>,
+    options: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EntryFragment {
+    title: Option<String>,
+    linux: Option<String>,
+    efi: Option<String>,
+    initrd: Option<Vec<String>>,
+    options: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -255,29 +345,54 @@ fn line_of(text: &str, offset: usize) -> usize {
         .unwrap_or(1)
 }
 
-/// Read and check one fragment; returns its table for merging.
-fn read_fragment(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-    let describe = |e: toml::de::Error| {
-        let line = e.span().map(|s| line_of(&text, s.start)).unwrap_or(1);
-        let msg = e.message().replace('\n', " ");
-        ConfigError(format!("{}:{line}: {msg}", path.display()))
+/// Parse and check one fragment (`name` is the file named in messages);
+/// returns it typed, and as the table that merges.
+///
+/// Every document, each file and the merged whole, goes through the one
+/// deserializer over a spanned [`DeTable`], so that serde's generic code
+/// for the fragment types exists once in the binary (a second instance, over
+/// `toml::Value`, cost ~70 KB of the static binary).
+fn read_fragment<'t>(
+    text: &'t str,
+    name: &Path,
+) -> Result<(Fragment, Spanned<DeTable<'t>>), ConfigError> {
+    let describe = |e: toml::de::Error, parsing: bool| {
+        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+        let mut msg = e.message().replace('\n', " ");
+        // The parser's messages do not quote what they point at ("duplicate
+        // key"): add the text under the span when it is a short one-liner.
+        // (serde's, for the typed fragment, name the key or value already.)
+        match e.span().and_then(|s| text.get(s)) {
+            Some(at) if parsing && !at.is_empty() && at.len() <= 64 && !at.contains('\n') => {
+                msg = format!("{msg} `{}`", at.escape_debug());
+            }
+            _ => {}
+        }
+        ConfigError(format!("{}:{line}: {msg}", name.display()))
     };
+    let table = DeTable::parse(text).map_err(|e| describe(e, true))?;
     // Deserialising into the typed fragment is what finds unknown keys and
     // wrong types with a position; the table is what merges.
-    toml::from_str::<Fragment>(&text).map_err(describe)?;
-    toml::from_str::<toml::Table>(&text).map_err(describe)
+    let fragment = fragment_of(table.clone()).map_err(|e| describe(e, false))?;
+    Ok((fragment, table))
+}
+
+fn fragment_of(table: Spanned<DeTable<'_>>) -> Result<Fragment, toml::de::Error> {
+    Fragment::deserialize(toml::de::Deserializer::from(table))
 }
 
 // ---- step 2: merge --------------------------------------------------------
 
-fn merge(base: &mut toml::Table, over: toml::Table) {
+fn merge<'t>(base: &mut DeTable<'t>, over: DeTable<'t>) {
     for (key, value) in over {
-        match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+        let (span, value) = (value.span(), value.into_inner());
+        match (
+            base.get_mut(key.get_ref().as_ref()).map(Spanned::get_mut),
+            value,
+        ) {
+            (Some(DeValue::Table(b)), DeValue::Table(o)) => merge(b, o),
             (_, v) => {
-                base.insert(key, v);
+                base.insert(key, Spanned::new(span, v));
             }
         }
     }
@@ -343,32 +458,32 @@ impl Config {
             dropins.sort();
             files.extend(dropins);
         }
-        let mut merged = toml::Table::new();
-        for file in &files {
-            merge(&mut merged, read_fragment(file)?);
+        let texts = files
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(f).map_err(|e| ConfigError(format!("{}: {e}", f.display())))
+            })
+            .collect::<Result<Vec<String>, ConfigError>>()?;
+        let mut merged = DeTable::new();
+        for (file, text) in files.iter().zip(&texts) {
+            merge(&mut merged, read_fragment(text, file)?.1.into_inner());
         }
-        let fragment: Fragment =
-            toml::Value::Table(merged)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    ConfigError(format!("{}: {}", main.display(), e.message()))
-                })?;
+        // Each file is checked above: what is left to fail here is the whole
+        // (no span: the keys come from several files).
+        let fragment = fragment_of(Spanned::new(0..0, merged))
+            .map_err(|e| ConfigError(format!("{}: {}", main.display(), e.message())))?;
         Config::from_fragment(fragment, files)
     }
 
     /// Parse one TOML text as if it were the only file (tests, examples).
     pub fn from_str(text: &str, name: &Path) -> Result<Config, ConfigError> {
-        let fragment: Fragment = toml::from_str(text).map_err(|e: toml::de::Error| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-            ConfigError(format!(
-                "{}:{line}: {}",
-                name.display(),
-                e.message().replace('\n', " ")
-            ))
-        })?;
+        let (fragment, _) = read_fragment(text, name)?;
         Config::from_fragment(fragment, vec![name.to_path_buf()])
     }
 
+    // Long on purpose: every key is checked here, in one pass, against its
+    // range, each error naming its key with the same `err`; the sections are
+    // plain data, and splitting the pass would scatter that context.
     fn from_fragment(f: Fragment, files: Vec<PathBuf>) -> Result<Config, ConfigError> {
         let where_ = files
             .iter()
@@ -481,11 +596,13 @@ impl Config {
         let kind = match f.bootloader.kind.as_deref().unwrap_or("grub") {
             "grub" => BootloaderKind::Grub,
             "uboot" => BootloaderKind::Uboot,
+            "efi" => BootloaderKind::Efi,
+            "systemd-boot" => BootloaderKind::SystemdBoot,
             "custom" => BootloaderKind::Custom,
             other => {
                 return Err(err(
                     "bootloader.kind",
-                    format!("{other:?} is not one of grub, uboot, custom"),
+                    format!("{other:?} is not one of grub, uboot, efi, systemd-boot, custom"),
                 ))
             }
         };
@@ -524,7 +641,36 @@ impl Config {
             script: f.bootloader.script.map(PathBuf::from),
             tries,
             good_tries,
+            efivarfs: f
+                .bootloader
+                .efivarfs
+                .unwrap_or_else(|| "/sys/firmware/efi/efivars".into())
+                .into(),
+            esp: f.bootloader.esp.map(PathBuf::from),
+            efi: efi_slots(f.bootloader.efi.unwrap_or_default(), &err)?,
+            entry_prefix: f
+                .bootloader
+                .entry_prefix
+                .unwrap_or_else(|| "abupdate".into()),
+            entries: entry_configs(f.bootloader.systemd_boot.unwrap_or_default(), &err)?,
         };
+        if kind == BootloaderKind::SystemdBoot && bootloader.esp.is_none() {
+            return Err(err(
+                "bootloader.esp",
+                "missing (the ESP's mount point; required when kind = \"systemd-boot\")".into(),
+            ));
+        }
+        let p = &bootloader.entry_prefix;
+        if p.is_empty()
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(err(
+                "bootloader.entry_prefix",
+                format!("{p:?}: use letters, digits, '-', '_' and '.'"),
+            ));
+        }
 
         let mut slots: BTreeMap<SlotName, BTreeMap<String, PathBuf>> = BTreeMap::new();
         for (name, classes) in f.slots {
@@ -631,10 +777,155 @@ impl Config {
         })
     }
 
+    /// Whether `path` is a file on the ESP, installed by replacing the whole
+    /// file (temp file, fsync, rename, fsync the directory) rather than
+    /// written in place like a partition.
+    pub fn is_file_target(&self, path: &Path) -> bool {
+        self.bootloader
+            .esp
+            .as_deref()
+            .is_some_and(|esp| path.starts_with(esp) && path != esp)
+    }
+
     /// The device of `class` in `slot`.
     pub fn device(&self, slot: SlotName, class: &str) -> Option<&Path> {
         self.slots.get(&slot)?.get(class).map(PathBuf::as_path)
     }
+}
+
+/// The slot name of a `[bootloader.efi.X]` / `[bootloader.systemd-boot.X]` table.
+fn slot_key(
+    table: &str,
+    name: &str,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<SlotName, ConfigError> {
+    match name {
+        "A" => Ok(SlotName::A),
+        "B" => Ok(SlotName::B),
+        _ => Err(err(
+            &format!("bootloader.{table}.{name}"),
+            "slot names are A and B".into(),
+        )),
+    }
+}
+
+/// `[bootloader.efi.A]`, `[bootloader.efi.B]`, defaults filled in.
+fn efi_slots(
+    tables: BTreeMap<String, EfiSlotFragment>,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<BTreeMap<SlotName, crate::boot::efi::EfiSlot>, ConfigError> {
+    use crate::boot::efi::EfiSlot;
+    let mut out: BTreeMap<SlotName, EfiSlot> = SlotName::ALL
+        .into_iter()
+        .map(|s| (s, EfiSlot::default_for(s)))
+        .collect();
+    for (name, t) in tables {
+        let slot = slot_key("efi", &name, err)?;
+        let key = |k: &str| format!("bootloader.efi.{name}.{k}");
+        let entry = match t.entry {
+            Some(n) if n > 0xffff => {
+                return Err(err(
+                    &key("entry"),
+                    format!("{n:#x} is not a Boot#### number"),
+                ))
+            }
+            n => n.map(|n| n as u16),
+        };
+        let description = t.description.unwrap_or_else(|| format!("abupdate {slot}"));
+        if description.is_empty() || description.contains('\0') {
+            return Err(err(&key("description"), "must be a non-empty text".into()));
+        }
+        match (&t.loader, &t.partition) {
+            (Some(_), None) => {
+                return Err(err(
+                    &key("partition"),
+                    "missing (the ESP partition, needed with loader to recreate the entry)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    &key("loader"),
+                    "missing (the loader's path on the ESP, needed with partition)".into(),
+                ))
+            }
+            _ => {}
+        }
+        if let Some(p) = &t.partition {
+            let ok = match p.strip_prefix("PARTUUID=") {
+                Some(u) => crate::boot::efivar::guid_bytes(u).is_some(),
+                None => p.starts_with('/'),
+            };
+            if !ok {
+                return Err(err(
+                    &key("partition"),
+                    format!("{p:?} is neither a device path nor PARTUUID=<guid>"),
+                ));
+            }
+        }
+        out.insert(
+            slot,
+            EfiSlot {
+                entry,
+                description,
+                loader: t.loader,
+                partition: t.partition,
+                options: t.options,
+            },
+        );
+    }
+    let (a, b) = (&out[&SlotName::A], &out[&SlotName::B]);
+    if a.entry.is_some() && a.entry == b.entry {
+        return Err(err(
+            "bootloader.efi.B.entry",
+            "A and B name the same Boot#### entry".into(),
+        ));
+    }
+    if a.description == b.description {
+        return Err(err(
+            "bootloader.efi.B.description",
+            "A and B have the same description".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// `[bootloader.systemd-boot.A]`, `[bootloader.systemd-boot.B]`.
+fn entry_configs(
+    tables: BTreeMap<String, EntryFragment>,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<BTreeMap<SlotName, crate::boot::systemd_boot::EntryConfig>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (name, t) in tables {
+        let slot = slot_key("systemd-boot", &name, err)?;
+        if t.linux.is_some() && t.efi.is_some() {
+            return Err(err(
+                &format!("bootloader.systemd-boot.{name}.efi"),
+                "give linux or efi, not both".into(),
+            ));
+        }
+        let lines = [&t.title, &t.linux, &t.efi, &t.options];
+        if lines
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|v| v.contains('\n')))
+            || t.initrd.iter().flatten().any(|v| v.contains('\n'))
+        {
+            return Err(err(
+                &format!("bootloader.systemd-boot.{name}"),
+                "values are single lines".into(),
+            ));
+        }
+        out.insert(
+            slot,
+            crate::boot::systemd_boot::EntryConfig {
+                title: t.title,
+                linux: t.linux,
+                efi: t.efi,
+                initrd: t.initrd.unwrap_or_default(),
+                options: t.options,
+            },
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -667,6 +958,27 @@ rootfs = "/dev/b"
         let e = Config::from_str(&text, Path::new("/etc/x.toml")).expect_err("typo accepted");
         assert!(e.0.starts_with("/etc/x.toml:10:"), "{e}");
         assert!(e.0.contains("timout"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_name_file_line_and_the_duplicate_key() {
+        // MINIMAL's lines 1-7; what follows starts at line 8.
+        for (extra, line, names) in [
+            ("[update]\nurl = \"x\"\n", 8, "duplicate key `update`"),
+            (
+                "[health]\ndir = \"/a\"\ndir = \"/b\"\n",
+                10,
+                "duplicate key `dir`",
+            ),
+            ("[rollout\n", 8, "expected `]`"),
+            ("[health]\ndir = \"\\q\"\n", 9, "escape"),
+        ] {
+            let text = format!("{MINIMAL}{extra}");
+            let e = Config::from_str(&text, Path::new("c.toml")).expect_err(extra);
+            assert!(e.0.starts_with(&format!("c.toml:{line}: ")), "{extra}: {e}");
+            assert!(e.0.contains(names), "{extra}: {e}");
+            assert!(!e.0.contains('\n'), "one line: {e}");
+        }
     }
 
     #[test]
@@ -752,6 +1064,98 @@ rootfs = "/dev/b"
         )
         .expect_err("too many labels");
         assert!(e.0.contains("report.labels"), "{e}");
+    }
+
+    #[test]
+    fn efi_and_systemd_boot_keys_are_validated_by_name() {
+        let efi = format!(
+            "{MINIMAL}[bootloader]\nkind = \"efi\"\nefivarfs = \"/tmp/vars\"\n\
+             [bootloader.efi.A]\nentry = 0x0001\n\
+             [bootloader.efi.B]\ndescription = \"Edge B\"\nloader = \"\\\\EFI\\\\b\\\\grubx64.efi\"\n\
+             partition = \"PARTUUID=0fc63daf-8483-4772-8e79-3d69d8477de4\"\noptions = \"quiet\"\n"
+        );
+        let c = Config::from_str(&efi, Path::new("c.toml")).expect("efi config");
+        assert_eq!(c.bootloader.kind, BootloaderKind::Efi);
+        assert_eq!(c.bootloader.efivarfs, PathBuf::from("/tmp/vars"));
+        let a = &c.bootloader.efi[&SlotName::A];
+        assert_eq!((a.entry, a.description.as_str()), (Some(1), "abupdate A"));
+        let b = &c.bootloader.efi[&SlotName::B];
+        assert_eq!(b.description, "Edge B");
+        assert_eq!(b.loader.as_deref(), Some("\\EFI\\b\\grubx64.efi"));
+        let defaults = Config::from_str(
+            &format!("{MINIMAL}[bootloader]\nkind = \"efi\"\n"),
+            Path::new("c.toml"),
+        )
+        .expect("defaults");
+        assert_eq!(
+            defaults.bootloader.efivarfs,
+            PathBuf::from("/sys/firmware/efi/efivars")
+        );
+        assert_eq!(
+            defaults.bootloader.efi[&SlotName::B].description,
+            "abupdate B"
+        );
+
+        let bad = |extra: &str, key: &str| {
+            let e = Config::from_str(&format!("{MINIMAL}{extra}"), Path::new("c.toml"))
+                .expect_err(extra);
+            assert!(e.0.contains(key), "{extra}: {e}");
+        };
+        let k = "[bootloader]\nkind = \"efi\"\n";
+        bad(
+            &format!("{k}[bootloader.efi.A]\nentry = 65536\n"),
+            "bootloader.efi.A.entry",
+        );
+        bad(
+            &format!("{k}[bootloader.efi.A]\nloader = \"x.efi\"\n"),
+            "bootloader.efi.A.partition",
+        );
+        bad(
+            &format!("{k}[bootloader.efi.B]\npartition = \"/dev/x\"\n"),
+            "bootloader.efi.B.loader",
+        );
+        bad(
+            &format!("{k}[bootloader.efi.B]\nloader = \"x\"\npartition = \"PARTUUID=nope\"\n"),
+            "bootloader.efi.B.partition",
+        );
+        bad(
+            &format!("{k}[bootloader.efi.A]\nentry = 1\n[bootloader.efi.B]\nentry = 1\n"),
+            "bootloader.efi.B.entry",
+        );
+        bad(
+            &format!("{k}[bootloader.efi.B]\ndescription = \"abupdate A\"\n"),
+            "bootloader.efi.B.description",
+        );
+        bad(&format!("{k}[bootloader.efi.C]\n"), "bootloader.efi.C");
+        bad(&format!("{k}[bootloader.efi.A]\nlabel = \"x\"\n"), "label");
+
+        let s = "[bootloader]\nkind = \"systemd-boot\"\n";
+        bad(s, "bootloader.esp");
+        let sd = Config::from_str(
+            &format!("{MINIMAL}{s}esp = \"/boot/efi\"\n[bootloader.systemd-boot.A]\nlinux = \"/a/vmlinuz\"\ninitrd = [\"/a/initrd\"]\n"),
+            Path::new("c.toml"),
+        )
+        .expect("systemd-boot config");
+        assert_eq!(sd.bootloader.kind, BootloaderKind::SystemdBoot);
+        assert_eq!(sd.bootloader.entry_prefix, "abupdate");
+        assert_eq!(sd.bootloader.entries[&SlotName::A].initrd, ["/a/initrd"]);
+        assert!(sd.is_file_target(Path::new("/boot/efi/a/vmlinuz")));
+        assert!(!sd.is_file_target(Path::new("/boot/efi")));
+        assert!(!sd.is_file_target(Path::new("/boot/efi2/x")));
+        assert!(!sd.is_file_target(Path::new("/dev/b")));
+        let e = format!("{s}esp = \"/e\"\n");
+        bad(
+            &format!("{e}entry_prefix = \"a+b\"\n"),
+            "bootloader.entry_prefix",
+        );
+        bad(
+            &format!("{e}[bootloader.systemd-boot.B]\nlinux = \"/l\"\nefi = \"/u.efi\"\n"),
+            "bootloader.systemd-boot.B.efi",
+        );
+        bad(
+            &format!("{e}[bootloader.systemd-boot.B]\noptions = \"a\\nb\"\n"),
+            "bootloader.systemd-boot.B",
+        );
     }
 
     #[test]

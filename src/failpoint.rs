@@ -14,7 +14,7 @@
 //!   bytes, default half), syncs that, and aborts: a power cut mid-write.
 //!
 //! The points, in the order an install passes them (`tests/fault_matrix.rs`
-//! crashes at each one, on GRUB and U-Boot):
+//! crashes at each one, on GRUB, U-Boot, EFI and systemd-boot):
 //!
 //! | point | after / inside |
 //! | --- | --- |
@@ -22,11 +22,14 @@
 //! | `state-written` | `state.json` replaced and its directory synced |
 //! | `grubenv-write`, `ubootenv-write` | inside: the env block / copy being written (tear) |
 //! | `env-written` | any bootloader env write, synced |
+//! | `efivar-written` | one EFI variable written or deleted (efi backend) |
+//! | `entry-renamed` | one systemd-boot entry renamed or written, directory synced |
 //! | `target-marked-bad` | the target slot marked bad before its first byte |
 //! | `chunk-written` | each chunk of image (512 KiB) written to the slot |
 //! | `delta-segment-written` | each delta segment written, verified and journaled |
 //! | `fsync` | the slot synced |
 //! | `read-back` | the slot read back from the medium and hashed right |
+//! | `file-replaced` | a file target on the ESP renamed into place, directory synced |
 //! | `activated` | the bootloader told to try the target |
 //! | `reboot-requested` | just before the reboot command runs |
 //! | `health-verdict` | the health checks decided |
@@ -83,6 +86,8 @@ fn armed(name: &str) -> bool {
     spec_matches(name, &HITS)
 }
 
+/// A durable step passed: abort here when `ABUPDATE_FAILPOINT` names it
+/// (and trace it when `ABUPDATE_FAILPOINT_TRACE` is set).
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     if armed(name) {
@@ -91,6 +96,7 @@ pub fn hit(name: &str) {
     }
 }
 
+/// A durable step passed (nothing without the `failpoints` feature).
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
@@ -109,6 +115,7 @@ pub fn tear(name: &str, len: usize) -> Option<usize> {
     Some(keep.min(len))
 }
 
+/// A point inside a write (never armed without the `failpoints` feature).
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn tear(_name: &str, _len: usize) -> Option<usize> {
@@ -125,6 +132,8 @@ pub fn corrupt(name: &str) -> bool {
     spec_matches(name, &HITS)
 }
 
+/// A point where the medium may lie (never without the `failpoints`
+/// feature).
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn corrupt(_name: &str) -> bool {

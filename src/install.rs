@@ -172,16 +172,17 @@ impl fmt::Display for InstallError {
 impl std::error::Error for InstallError {}
 
 impl InstallError {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> crate::error::Kind {
         match self {
-            InstallError::Device { .. } | InstallError::Medium { .. } => "device",
-            InstallError::Source { error, .. } => {
-                crate::fetch::FetchError::from_io(error).map_or("io", |e| e.kind())
-            }
+            InstallError::Device { .. } | InstallError::Medium { .. } => crate::error::Kind::Device,
+            InstallError::Source { error, .. } => crate::fetch::FetchError::from_io(error)
+                .map_or(crate::error::Kind::Io, |e| e.kind()),
             InstallError::BeforeWrite(e) => e.kind(),
-            InstallError::Payload { .. } => "payload",
-            InstallError::Mismatch { .. } | InstallError::ImageMismatch { .. } => "hash_mismatch",
-            InstallError::Size { .. } => "size",
+            InstallError::Payload { .. } => crate::error::Kind::Payload,
+            InstallError::Mismatch { .. } | InstallError::ImageMismatch { .. } => {
+                crate::error::Kind::HashMismatch
+            }
+            InstallError::Size { .. } => crate::error::Kind::Size,
         }
     }
 }
@@ -1023,6 +1024,41 @@ pub fn write_image(
     })
 }
 
+/// A file target (a kernel or UKI on the ESP) is installed whole: the
+/// image goes through [`write_image`] into the temporary file this returns
+/// (next to `dest`, created empty), then [`replace_file`] renames it over
+/// `dest` and syncs the directory. A power cut leaves the old file or the
+/// new one, never neither and never a part of one. (Two calls around the
+/// one `write_image`, so the pipeline is compiled once.)
+pub fn file_temp(dest: &Path) -> Result<PathBuf, InstallError> {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.abupdate-tmp"));
+    File::create(&tmp).map_err(|source| InstallError::Device {
+        path: tmp.clone(),
+        source,
+    })?;
+    Ok(tmp)
+}
+
+/// Rename the written and verified `tmp` over `dest`, sync the directory.
+pub fn replace_file(tmp: &Path, dest: &Path) -> Result<(), InstallError> {
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let dev_err = |path: &Path, source| InstallError::Device {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::rename(tmp, dest).map_err(|e| dev_err(dest, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| dev_err(dir, e))?;
+    crate::failpoint::hit("file-replaced");
+    Ok(())
+}
+
 /// SHA-256 of the first `len` bytes of a device as stored on the medium:
 /// read with `O_DIRECT` where possible, else with its cached pages dropped
 /// first, so the read is not served from memory (and leaves none behind).
@@ -1368,7 +1404,7 @@ mod tests {
                     *calls += 1;
                     assert!(untouched(&t), "a byte changed before before_write");
                     match fail {
-                        true => Err(crate::error::Error::Refused("no".into())),
+                        true => Err(crate::error::Error::Usage("no".into())),
                         false => Ok(()),
                     }
                 },

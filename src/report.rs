@@ -96,14 +96,17 @@ pub const MAX_RELEASES: usize = 4;
 /// this host: what `abupdate_release_outcome` shows.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutcomeRecord {
+    /// The release's version.
     pub release: String,
     /// An [`Outcome`]'s label (text, so a newer binary's record survives a
     /// rollback to this one).
     pub outcome: String,
+    /// The error kind of a `failed` outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Unix time of the latest such outcome.
     pub time: i64,
+    /// Fields a newer version wrote, kept as they are.
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -170,8 +173,9 @@ pub const RESERVED_LABELS: &[&str] = &[
     "version",
 ];
 
-/// Most operator labels, and the longest value: the textfile stays small.
+/// Most operator labels: the textfile stays small.
 pub const MAX_LABELS: usize = 16;
+/// The longest operator label value, in bytes.
 pub const MAX_LABEL_VALUE: usize = 256;
 
 /// Whether `name` is a label name Prometheus accepts
@@ -214,17 +218,23 @@ pub fn check_label(name: &str, value: &str) -> Result<(), String> {
 pub struct Event {
     /// Keyed hash of the machine id: stable, not the id itself.
     pub host: String,
+    /// The host's `update.compatible`.
     pub compatible: String,
     /// The release the event is about.
     pub release: Option<String>,
+    /// The slot running when it reported.
     pub booted_slot: Option<String>,
+    /// The release running when it reported.
     pub booted_version: Option<String>,
     /// An [`Outcome`]'s label. Text on the wire: a report from a newer
     /// host with an outcome this version does not know still reads (the
     /// controller counts it as unknown, [`Outcome::parse`]).
     pub outcome: String,
+    /// The failure's [`crate::error::Kind`] label, for a failure.
     pub error_kind: Option<String>,
+    /// The failure's message (URLs without user info).
     pub message: Option<String>,
+    /// When (Unix time).
     pub time: i64,
 }
 
@@ -236,9 +246,13 @@ fn escape_label(v: &str) -> String {
 
 /// The facts the textfile shows besides the counters.
 pub struct HostView<'a> {
+    /// The slot running.
     pub booted_slot: Option<&'a str>,
+    /// The release running.
     pub booted_version: Option<&'a str>,
+    /// Whether an update is in flight.
     pub pending: bool,
+    /// The host's place in the fleet, 0 to 1.
     pub position: Option<f64>,
     /// `[update] compatible`: a label of every series.
     pub compatible: &'a str,

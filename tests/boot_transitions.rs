@@ -1,6 +1,6 @@
-//! RAUC's slot transitions on each backend, as tables: start environment →
-//! operation → the whole environment after, and what each backend then says
-//! about the slots. Every end state is also read back with the real tool
+//! RAUC's slot transitions on each backend (GRUB, U-Boot, EFI,
+//! systemd-boot), as tables: start environment → operation → the whole
+//! environment after, and what each backend then says about the slots. Every end state is also read back with the real tool
 //! (`grub-editenv`, `fw_printenv`), and every U-Boot change is checked to be
 //! exactly one environment write (the redundant flag advances by one).
 
@@ -1108,4 +1108,317 @@ fn custom_backend_verb_that_hangs_is_killed_at_its_limit() {
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
     let hung = std::fs::read_to_string(dir.join("hung.pid")).unwrap();
     assert!(dies(&hung), "the hung verb's child {hung} survived");
+}
+
+// ----------------------------------------------------------------- EFI --
+
+/// One EFI case: `BootOrder`, `BootNext` before and after (the slots' entries
+/// are Boot0001 = A, Boot0002 = B; Boot0000 is a firmware entry), and the
+/// number of variable writes the operation made (each one atomic).
+struct EfiCase {
+    name: &'static str,
+    order: &'static [u16],
+    next: Option<u16>,
+    op: Op,
+    end_order: &'static [u16],
+    end_next: Option<u16>,
+    writes: usize,
+    primary: Option<SlotName>,
+    states: [BootState; 2],
+}
+
+const EFI_CASES: &[EfiCase] = &[
+    EfiCase {
+        name: "re-bless booted A, already first: nothing written",
+        order: &[1, 0],
+        next: None,
+        op: Op::Good(A),
+        end_order: &[1, 0],
+        end_next: None,
+        writes: 0,
+        primary: Some(A),
+        states: [Good, Bad],
+    },
+    EfiCase {
+        name: "install: B marked bad leaves the order and BootNext",
+        order: &[1, 2, 0],
+        next: Some(2),
+        op: Op::Bad(B),
+        end_order: &[1, 0],
+        end_next: None,
+        writes: 2,
+        primary: Some(A),
+        states: [Good, Bad],
+    },
+    EfiCase {
+        name: "activate B: BootNext only, A stays first for the fallback",
+        order: &[1, 0],
+        next: None,
+        op: Op::Activate(B),
+        end_order: &[1, 0],
+        end_next: Some(2),
+        writes: 1,
+        primary: Some(B),
+        states: [Good, Bad],
+    },
+    EfiCase {
+        name: "commit B: first in BootOrder, one write",
+        order: &[1, 0],
+        next: None,
+        op: Op::Good(B),
+        end_order: &[2, 1, 0],
+        end_next: None,
+        writes: 1,
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    EfiCase {
+        name: "roll back to A after B's trial: A boots next anyway, nothing written",
+        order: &[1, 0],
+        next: None,
+        op: Op::Activate(A),
+        end_order: &[1, 0],
+        end_next: None,
+        writes: 0,
+        primary: Some(A),
+        states: [Good, Bad],
+    },
+    EfiCase {
+        name: "rollback to A with B committed: BootNext",
+        order: &[2, 1, 0],
+        next: None,
+        op: Op::Activate(A),
+        end_order: &[2, 1, 0],
+        end_next: Some(1),
+        writes: 1,
+        primary: Some(A),
+        states: [Good, Good],
+    },
+    EfiCase {
+        name: "mark-bad A with B first",
+        order: &[2, 1, 0],
+        next: None,
+        op: Op::Bad(A),
+        end_order: &[2, 0],
+        end_next: None,
+        writes: 1,
+        primary: Some(B),
+        states: [Bad, Good],
+    },
+    EfiCase {
+        name: "a firmware entry first: the first slot in the order is primary",
+        order: &[0, 2, 1],
+        next: None,
+        op: Op::Query,
+        end_order: &[0, 2, 1],
+        end_next: None,
+        writes: 0,
+        primary: Some(B),
+        states: [Good, Good],
+    },
+];
+
+#[test]
+fn efi_transitions() {
+    use abupdate::boot::efi::{EfiBackend, EfiSlot};
+    use abupdate::boot::efivar::{
+        boot_name, device_path, u16_bytes, ucs2, EfiVars, HardDrive, LoadOption, GLOBAL_GUID,
+        LOAD_OPTION_ACTIVE, NV_BS_RT,
+    };
+    let hd = HardDrive {
+        partition_number: 1,
+        start_lba: 2048,
+        size_lba: 4096,
+        signature: [9; 16],
+    };
+    for case in EFI_CASES {
+        let dir = scratch("efi");
+        let vars = EfiVars::new(dir.clone());
+        for (n, d) in [
+            (0, "EFI Internal Shell"),
+            (1, "abupdate A"),
+            (2, "abupdate B"),
+        ] {
+            let opt = LoadOption {
+                attributes: LOAD_OPTION_ACTIVE,
+                description: ucs2(d),
+                file_path_list: device_path(&hd, "\\EFI\\x.efi"),
+                optional_data: Vec::new(),
+            };
+            vars.set(&boot_name(n), GLOBAL_GUID, NV_BS_RT, &opt.to_bytes())
+                .unwrap();
+        }
+        vars.set("BootOrder", GLOBAL_GUID, NV_BS_RT, &u16_bytes(case.order))
+            .unwrap();
+        if let Some(n) = case.next {
+            vars.set("BootNext", GLOBAL_GUID, NV_BS_RT, &n.to_le_bytes())
+                .unwrap();
+        }
+        let slots = [(A, EfiSlot::default_for(A)), (B, EfiSlot::default_for(B))];
+        let backend = EfiBackend::new(dir.clone(), slots.into_iter().collect());
+        let mtimes = || -> Vec<_> {
+            ["BootOrder", "BootNext"]
+                .iter()
+                .map(|v| {
+                    std::fs::metadata(vars.path(v, GLOBAL_GUID))
+                        .ok()
+                        .map(|m| m.ino())
+                })
+                .collect()
+        };
+        use std::os::unix::fs::MetadataExt;
+        let before = mtimes();
+        apply(&backend, case.op).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let after = mtimes();
+        let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        assert_eq!(changed, case.writes, "{}: writes", case.name);
+        assert_eq!(
+            vars.get_u16_list("BootOrder").unwrap(),
+            case.end_order,
+            "{}: BootOrder",
+            case.name
+        );
+        assert_eq!(
+            vars.get_u16("BootNext").unwrap(),
+            case.end_next,
+            "{}",
+            case.name
+        );
+        assert_eq!(backend.primary().unwrap(), case.primary, "{}", case.name);
+        assert_eq!(
+            [backend.state(A).unwrap(), backend.state(B).unwrap()],
+            case.states,
+            "{}",
+            case.name
+        );
+        // The real efibootmgr reads the result.
+        let out = Command::new("efibootmgr")
+            .env("EFIVARFS_PATH", format!("{}/", dir.display()))
+            .output()
+            .expect("efibootmgr (scripts/deps.sh)");
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let order: Vec<String> = case.end_order.iter().map(|n| format!("{n:04X}")).collect();
+        assert!(
+            listing.contains(&format!("BootOrder: {}", order.join(","))),
+            "{}: {listing}",
+            case.name
+        );
+    }
+}
+
+// -------------------------------------------------------- systemd-boot --
+
+struct SdCase {
+    name: &'static str,
+    tries: u32,
+    start: &'static [&'static str],
+    op: Op,
+    end: &'static [&'static str],
+    primary: Option<SlotName>,
+    states: [BootState; 2],
+}
+
+const SD_CASES: &[SdCase] = &[
+    SdCase {
+        name: "install: B bad",
+        tries: 3,
+        start: &["abupdate-1-a.conf", "abupdate-2-b.conf"],
+        op: Op::Bad(B),
+        end: &["abupdate-1-a.conf", "abupdate-2-b+0.conf"],
+        primary: Some(A),
+        states: [Good, Bad],
+    },
+    SdCase {
+        name: "activate B: newer generation and +tries in one rename",
+        tries: 3,
+        start: &["abupdate-3-a.conf", "abupdate-2-b+0.conf"],
+        op: Op::Activate(B),
+        end: &["abupdate-3-a.conf", "abupdate-4-b+3.conf"],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    SdCase {
+        name: "activate B already newer keeps its generation",
+        tries: 1,
+        start: &["abupdate-1-a.conf", "abupdate-5-b+0-2.conf"],
+        op: Op::Activate(B),
+        end: &["abupdate-1-a.conf", "abupdate-5-b+1.conf"],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    SdCase {
+        name: "commit B: the counter dropped (bless-boot good)",
+        tries: 3,
+        start: &["abupdate-1-a.conf", "abupdate-3-b+2-1.conf"],
+        op: Op::Good(B),
+        end: &["abupdate-1-a.conf", "abupdate-3-b.conf"],
+        primary: Some(B),
+        states: [Good, Good],
+    },
+    SdCase {
+        name: "roll back B: +0 keeping done (bless-boot bad)",
+        tries: 3,
+        start: &["abupdate-1-a.conf", "abupdate-3-b+2-1.conf"],
+        op: Op::Bad(B),
+        end: &["abupdate-1-a.conf", "abupdate-3-b+0-1.conf"],
+        primary: Some(A),
+        states: [Good, Bad],
+    },
+    SdCase {
+        name: "activate A that boots next anyway: nothing renamed",
+        tries: 3,
+        start: &["abupdate-1-a.conf", "abupdate-3-b+0-1.conf"],
+        op: Op::Activate(A),
+        end: &["abupdate-1-a.conf", "abupdate-3-b+0-1.conf"],
+        primary: Some(A),
+        states: [Good, Bad],
+    },
+    SdCase {
+        name: "rollback to A with B committed",
+        tries: 3,
+        start: &["abupdate-1-a.conf", "abupdate-3-b.conf"],
+        op: Op::Activate(A),
+        end: &["abupdate-3-b.conf", "abupdate-4-a+3.conf"],
+        primary: Some(A),
+        states: [Good, Good],
+    },
+    SdCase {
+        name: "trial counted down by systemd-boot: A boots",
+        tries: 3,
+        start: &["abupdate-1-a.conf", "abupdate-3-b+0-3.conf"],
+        op: Op::Query,
+        end: &["abupdate-1-a.conf", "abupdate-3-b+0-3.conf"],
+        primary: Some(A),
+        states: [Good, Bad],
+    },
+];
+
+#[test]
+fn systemd_boot_transitions() {
+    use abupdate::boot::systemd_boot::SystemdBootBackend;
+    for case in SD_CASES {
+        let esp = scratch("sdboot");
+        let entries = esp.join("loader/entries");
+        std::fs::create_dir_all(&entries).unwrap();
+        std::fs::write(esp.join("loader/loader.conf"), "default abupdate-*\n").unwrap();
+        for f in case.start {
+            std::fs::write(entries.join(f), "title t\nlinux /k\n").unwrap();
+        }
+        let backend =
+            SystemdBootBackend::new(esp.clone(), "abupdate".into(), case.tries, BTreeMap::new());
+        apply(&backend, case.op).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let mut names: Vec<String> = std::fs::read_dir(&entries)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, case.end, "{}", case.name);
+        assert_eq!(backend.primary().unwrap(), case.primary, "{}", case.name);
+        assert_eq!(
+            [backend.state(A).unwrap(), backend.state(B).unwrap()],
+            case.states,
+            "{}",
+            case.name
+        );
+    }
 }

@@ -1,8 +1,11 @@
 //! Bootloader backends behind one small trait.
 //!
 //! Invariant: every change a backend makes is one atomic write of the
-//! bootloader's environment, so a power cut at any instant leaves an
-//! environment the real bootloader reads and that names a good slot first.
+//! bootloader's environment (grubenv, U-Boot env), or a sequence of atomic
+//! writes ordered so that each intermediate state is one of the two
+//! (EFI variables, systemd-boot entry renames), so a power cut at any
+//! instant leaves an environment the real bootloader reads and that names
+//! a good slot first.
 //!
 //! Environment variables are bytes: a backend parses only the variables it
 //! owns (from their bytes, as the bootloader's script reads them) and
@@ -14,15 +17,20 @@ use std::fmt;
 use std::fmt::Write as _;
 
 pub mod custom;
+pub mod efi;
+pub mod efivar;
 pub mod grub;
 pub mod grubenv;
+pub mod systemd_boot;
 pub mod uboot;
 pub mod ubootenv;
 
 /// Whether the bootloader may boot a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootState {
+    /// May be booted.
     Good,
+    /// Never booted.
     Bad,
 }
 
@@ -38,17 +46,27 @@ impl fmt::Display for BootState {
 /// Errors of the bootloader layer; the message names the file or script.
 #[derive(Debug)]
 pub enum BootError {
+    /// An env file or device that cannot be read or written.
     Io {
+        /// The file or device.
         path: String,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// An env whose bytes are not what the bootloader reads.
     Format {
+        /// The file or device.
         path: String,
+        /// What is wrong.
         reason: String,
     },
+    /// A custom backend's verb that failed.
     Script {
+        /// The backend script.
         script: String,
+        /// The verb (`get-primary`, `set-state`, …).
         verb: String,
+        /// What went wrong.
         reason: String,
     },
 }

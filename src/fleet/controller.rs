@@ -48,9 +48,41 @@ pub struct Options {
 }
 
 /// One query asked and its answer, for `--dry-run` and `--json`.
-struct Asked {
-    query: String,
-    answer: Vec<Sample>,
+#[derive(Clone, Debug)]
+pub struct Asked {
+    /// The PromQL expression.
+    pub query: String,
+    /// Its instant vector.
+    pub answer: Vec<Sample>,
+}
+
+/// What one run decided, and from what: the command line prints it.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The manifest's version.
+    pub release: String,
+    /// `keep`, `pause` or `advance`.
+    pub action: &'static str,
+    /// Why, in words.
+    pub reason: String,
+    /// Whether the manifest was re-signed and published.
+    pub changed: bool,
+    /// Decided, nothing written.
+    pub dry_run: bool,
+    /// `prometheus` or `reports`.
+    pub source: &'static str,
+    /// The current wave's percentage.
+    pub percent: Option<f64>,
+    /// Hosts the current wave covers.
+    pub wave_hosts: Option<u64>,
+    /// Hosts reporting (Prometheus) or `--fleet-size`.
+    pub fleet_hosts: Option<u64>,
+    /// The release's outcomes.
+    pub tally: super::Tally,
+    /// Report lines skipped (`--reports` only).
+    pub malformed_reports: Option<u64>,
+    /// Every query and its answer (`--prometheus` only).
+    pub queries: Vec<Asked>,
 }
 
 /// What the source said.
@@ -95,14 +127,14 @@ fn observe_prometheus(
     });
     let mut asked = Vec::new();
     for (query, answer) in order.iter().zip(answers) {
-        let answer = answer.map_err(|e| Error::Refused(format!("{e} (not deciding blind)")))?;
+        let answer = answer.map_err(|e| Error::Fleet(format!("{e} (not deciding blind)")))?;
         asked.push(Asked {
             query: query.to_string(),
             answer,
         });
     }
     let bad = |query: &str, e: String| {
-        Error::Refused(format!(
+        Error::Fleet(format!(
             "{}: the answer to {query} is not usable: {e}",
             client.endpoint()
         ))
@@ -110,7 +142,7 @@ fn observe_prometheus(
     let tally = prometheus::tally_of(&asked[0].answer, &asked[1].answer)
         .map_err(|e| bad(&q.outcomes, e))?;
     if asked[0].answer.is_empty() && tally.not_counted == 0 {
-        return Err(Error::Refused(format!(
+        return Err(Error::Fleet(format!(
             "{}: no host of {compatible} reports release {version} \
              (no abupdate_release_outcome series{}): not deciding blind",
             client.endpoint(),
@@ -145,7 +177,7 @@ fn observe_reports(
     version: &str,
     percent: Option<f64>,
 ) -> Result<Observed> {
-    let reports = super::read_reports(path).map_err(Error::Refused)?;
+    let reports = super::read_reports(path).map_err(Error::Fleet)?;
     let tally = super::tally(&reports.events, compatible, version);
     let wave_hosts = match (policy.fleet_size, percent) {
         (Some(fleet), Some(p)) => Some(wave_hosts_of_fleet(fleet, p)),
@@ -167,8 +199,8 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Run the controller once; returns the exit code.
-pub fn run(opts: &Options, json: bool, quiet: bool) -> Result<i32> {
+/// Run the controller once: what it decided, and from what.
+pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     let usage = |m: String| Error::Usage(format!("{m} (see abupdate --help)"));
     let name = opts
         .manifest
@@ -209,7 +241,7 @@ pub fn run(opts: &Options, json: bool, quiet: bool) -> Result<i32> {
         current.manifest.created,
         &opts.policy.waves,
     )
-    .map_err(|e| Error::Refused(format!("{}: {e}", opts.manifest.display())))?;
+    .map_err(|e| Error::Fleet(format!("{}: {e}", opts.manifest.display())))?;
     let now = crate::timefmt::now();
     let observed = match &opts.source {
         Source::Prometheus {
@@ -233,7 +265,6 @@ pub fn run(opts: &Options, json: bool, quiet: bool) -> Result<i32> {
             plan.percent,
         )?,
     };
-    let tally = &observed.facts.tally;
     let action = super::decide(&plan, &observed.facts, &opts.policy, now);
     let (verb, reason) = match &action {
         Action::Keep { reason } => ("keep", reason.clone()),
@@ -264,68 +295,21 @@ pub fn run(opts: &Options, json: bool, quiet: bool) -> Result<i32> {
             }
         }
     }
-    let source = match &opts.source {
-        Source::Prometheus { .. } => "prometheus",
-        Source::Reports(_) => "reports",
-    };
-    if json {
-        let queries: Vec<serde_json::Value> = observed
-            .asked
-            .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "query": a.query,
-                    "answer": a.answer.iter().map(|s| serde_json::json!({
-                        "labels": s.labels, "value": s.value,
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        let out = serde_json::json!({
-            "release": doc.version, "action": verb, "reason": reason,
-            "changed": changed && !opts.dry_run, "dry_run": opts.dry_run, "source": source,
-            "percent": plan.percent, "wave_hosts": observed.facts.wave_hosts,
-            "fleet_hosts": observed.fleet_hosts,
-            "installed": tally.installed, "committed": tally.committed, "failed": tally.failed,
-            "not_counted": tally.not_counted, "malformed_reports": observed.malformed_reports,
-            "queries": queries,
-        });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    } else {
-        if opts.dry_run {
-            for a in &observed.asked {
-                println!("query: {}", a.query);
-                if a.answer.is_empty() {
-                    println!("  (no series)");
-                }
-                for s in &a.answer {
-                    let labels: Vec<String> = s
-                        .labels
-                        .iter()
-                        .map(|(k, v)| format!("{k}={}", prometheus::quote(v)))
-                        .collect();
-                    println!("  {{{}}} {}", labels.join(","), s.value);
-                }
-            }
-        }
-        let mut line = format!(
-            "release {}: {verb}{} ({reason}); {} installed, {} committed, {} failed; \
-             {} failures not caused by the release",
-            doc.version,
-            if opts.dry_run && changed {
-                " [dry run: not written]"
-            } else {
-                ""
-            },
-            tally.installed,
-            tally.committed,
-            tally.failed,
-            tally.not_counted,
-        );
-        if let Some(m) = observed.malformed_reports {
-            line.push_str(&format!(", {m} malformed reports skipped"));
-        }
-        println!("{line}");
-    }
-    Ok(0)
+    Ok(Report {
+        release: doc.version.to_string(),
+        action: verb,
+        reason,
+        changed: changed && !opts.dry_run,
+        dry_run: opts.dry_run,
+        source: match &opts.source {
+            Source::Prometheus { .. } => "prometheus",
+            Source::Reports(_) => "reports",
+        },
+        percent: plan.percent,
+        wave_hosts: observed.facts.wave_hosts,
+        fleet_hosts: observed.fleet_hosts,
+        tally: observed.facts.tally,
+        malformed_reports: observed.malformed_reports,
+        queries: observed.asked,
+    })
 }

@@ -27,6 +27,7 @@ pub mod reports;
 pub use decide::{apply, check_waves, decide, parse_waves, Action, Facts, Plan, Policy};
 pub use reports::{parse_reports, read_reports, tally, Reports};
 
+use crate::error::Kind;
 use crate::report::Outcome;
 
 /// Outcomes of one release across the fleet (each host counted once, by its
@@ -55,14 +56,14 @@ impl Tally {
 /// Everything else — the network, an HTTP status, TLS, a busy host
 /// (`locked`), the host's own disk, state or bootloader, kinds this list
 /// does not know yet — says nothing about the release.
-pub const RELEASE_FAULT_KINDS: &[&str] = &[
-    "payload",
-    "hash_mismatch",
-    "size",
-    "too_long",
-    "too_short",
-    "signature",
-    "manifest",
+pub const RELEASE_FAULT_KINDS: &[Kind] = &[
+    Kind::Payload,
+    Kind::HashMismatch,
+    Kind::Size,
+    Kind::TooLong,
+    Kind::TooShort,
+    Kind::Signature,
+    Kind::Manifest,
 ];
 
 /// What one outcome says about the release it names.
@@ -89,7 +90,9 @@ pub fn counts_against_release(outcome: Option<Outcome>, error_kind: Option<&str>
         Some(Outcome::RolledBack | Outcome::TrialNeverBooted | Outcome::RolledBackLate) => {
             Verdict::Failed
         }
-        Some(Outcome::Failed) if error_kind.is_some_and(|k| RELEASE_FAULT_KINDS.contains(&k)) => {
+        Some(Outcome::Failed)
+            if error_kind.is_some_and(|k| RELEASE_FAULT_KINDS.iter().any(|r| *r == k)) =>
+        {
             Verdict::Failed
         }
         Some(Outcome::Failed) => Verdict::NotCounted,

@@ -478,7 +478,11 @@ pub fn queries(
         .filter(|o| **o != Outcome::Failed)
         .map(|o| o.as_str())
         .collect();
-    let faults = super::RELEASE_FAULT_KINDS.join("|");
+    let faults = super::RELEASE_FAULT_KINDS
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join("|");
     let failed = Outcome::Failed.as_str();
     // Per host (every label but outcome and kind), the outcome series with
     // the latest time: the host's latest word about the release.

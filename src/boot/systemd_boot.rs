@@ -1,0 +1,653 @@
+//! systemd-boot backend: one Boot Loader Specification type #1 entry per
+//! slot on the ESP (`loader/entries/PREFIX-GEN-SLOT[+LEFT[-DONE]].conf`),
+//! with boot counting in the file name as systemd-boot and
+//! `systemd-bless-boot` parse it.
+//!
+//! Invariant: every transition is ONE rename of one entry file in
+//! `loader/entries` (no-replace, then the directory synced), so a power cut
+//! leaves the old or the new name, and systemd-boot's choice is always the
+//! old or the new one.
+//!
+//! How systemd-boot chooses (`src/boot/boot.c`, `boot_entry_compare` and
+//! `config_select_default_entry`): entries are sorted with the ones that
+//! have no tries left (`+0`, "bad") last, then by id, newest version
+//! first; the default is the first entry matching `LoaderEntryOneShot`,
+//! else `LoaderEntryDefault`, else `loader.conf`'s `default` (a glob), else
+//! the first entry. A glob that matches only one slot's entry picks it even
+//! when it is bad (`config_find_entry` does not skip bad entries), so a
+//! pinned default would defeat the fallback. abupdate therefore pins
+//! nothing: the trial becomes the default by sorting first. Its entry gets
+//! a higher generation (GEN, compared as a number, as `strverscmp` does)
+//! and `+TRIES` in the same rename; when systemd-boot has counted it down to
+//! `+0`, it sorts last and the other slot boots. `loader.conf` may carry
+//! `default PREFIX-*` (matching both slots) or nothing; `LoaderEntryDefault`
+//! (`bootctl set-default`) must not pin a slot. The entries carry no
+//! `sort-key` or `version`, so the id order decides (systemd-boot puts
+//! entries with a sort key first; other entries on the ESP should not have
+//! one, or they are preferred).
+//!
+//! Transitions (A good, B the target):
+//!
+//! | step | before | after |
+//! | --- | --- | --- |
+//! | install: B bad | `P-3-a.conf`, `P-2-b.conf` | `P-2-b+0.conf` (sorted last: A boots) |
+//! | install: activate B | `P-3-a.conf`, `P-2-b+0.conf` | `P-4-b+TRIES.conf` (B first: the default) |
+//! | systemd-boot boots B | `P-4-b+1.conf` | `P-4-b+0-1.conf` (renamed before booting) |
+//! | health commits B | `P-4-b+0-1.conf` | `P-4-b.conf` |
+//! | health rolls back B | `P-4-b+0-1.conf` | unchanged (already `+0`); A first |
+//! | trial never comes up | `P-4-b+0-1.conf` | A boots; B stays bad |
+//! | rollback to A (both good) | `P-3-a.conf`, `P-4-b.conf` | `P-5-a+TRIES.conf`; A's health drops the counter |
+//!
+//! `state`: good ⟺ the entry exists and has tries left (or no counter).
+//! `set_state(good)` drops the counter (what `systemd-bless-boot good`
+//! does); `set_state(bad)` sets `+0`, keeping `-DONE` (as `bless-boot bad`).
+//! `activate` is a no-op when the slot already boots next with no counter.
+//!
+//! Cooperation with `systemd-bless-boot.service`: it runs after
+//! `boot-complete.target`, and `abupdate-health.service` runs before it,
+//! so the two never run at the same time. On a healthy trial we drop the
+//! counter first; bless-boot then finds its source gone and the good name
+//! present, which it takes as done. On a failed trial we mark the entry bad
+//! and boot-complete.target is never reached, so bless-boot does not run.
+//! On hosts without our health unit, bless-boot's renames are the same as
+//! ours.
+//!
+//! Type #2 entries (UKIs in `EFI/Linux/`) are not used as slot entries:
+//! systemd-boot gives them a sort key and orders them by the version in
+//! their embedded os-release, which abupdate cannot reorder for a rollback
+//! to the older release; a UKI is booted through a type #1 entry's `efi`.
+//!
+//! A slot's entry that is missing is written from config
+//! (`[bootloader.systemd-boot.A]`: `title`, `linux` or `efi`, `initrd`,
+//! `options`; `abupdate.slot=A` is appended to the options).
+
+use super::{BootError, BootState, Bootloader};
+use crate::slot::SlotName;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// How one slot's entry is written when it is missing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryConfig {
+    /// The menu title.
+    pub title: Option<String>,
+    /// Kernel on the ESP (`/abupdate/a/vmlinuz`), or
+    pub linux: Option<String>,
+    /// an EFI binary such as a unified kernel image (`/EFI/abupdate/a.efi`).
+    pub efi: Option<String>,
+    /// Initrds on the ESP, in order.
+    pub initrd: Vec<String>,
+    /// The kernel command line.
+    pub options: Option<String>,
+}
+
+/// One slot's entry file, parsed from its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Higher sorts first in systemd-boot's menu.
+    pub generation: u64,
+    /// The slot the entry boots.
+    pub slot: SlotName,
+    /// `(left, done)` when the name carries a boot counter.
+    pub counter: Option<(u64, u64)>,
+    /// The file name in `loader/entries/`.
+    pub file: String,
+}
+
+impl Entry {
+    /// No tries left: systemd-boot sorts it last.
+    pub fn bad(&self) -> bool {
+        matches!(self.counter, Some((0, _)))
+    }
+
+    /// The id without the counter, as `bootctl` shows it.
+    pub fn id(&self, prefix: &str) -> String {
+        format!("{}.conf", stem(prefix, self.generation, self.slot))
+    }
+}
+
+fn stem(prefix: &str, generation: u64, slot: SlotName) -> String {
+    format!(
+        "{prefix}-{generation}-{}",
+        slot.as_str().to_ascii_lowercase()
+    )
+}
+
+/// `PREFIX-GEN-SLOT[+LEFT[-DONE]].conf`.
+pub fn entry_name(
+    prefix: &str,
+    generation: u64,
+    slot: SlotName,
+    counter: Option<(u64, u64)>,
+) -> String {
+    let c = match counter {
+        None => String::new(),
+        Some((left, 0)) => format!("+{left}"),
+        Some((left, done)) => format!("+{left}-{done}"),
+    };
+    format!("{}{c}.conf", stem(prefix, generation, slot))
+}
+
+/// Digits at the start of `s`: value and rest (systemd's `parse_number16`).
+fn number(s: &str) -> Option<(u64, &str)> {
+    let end = s.bytes().take_while(u8::is_ascii_digit).count();
+    if end == 0 {
+        return None;
+    }
+    let v = s[..end].parse::<u64>().ok()?;
+    Some((v, &s[end..]))
+}
+
+/// The boot counter of a file name as systemd-boot parses it
+/// (`boot_entry_parse_tries`): after the LAST `+`, `LEFT` digits, an
+/// optional `-DONE`, then exactly `suffix`. Returns the name without the
+/// counter and the counter; a name whose counter does not parse has none
+/// (and keeps its `+` in the id).
+pub fn split_counter<'a>(file: &'a str, suffix: &str) -> (&'a str, Option<(u64, u64)>) {
+    let Some(base) = file.strip_suffix(suffix) else {
+        return (file, None);
+    };
+    let Some(plus) = file.rfind('+') else {
+        return (base, None);
+    };
+    let parsed = number(&file[plus + 1..]).and_then(|(left, rest)| {
+        let (done, rest) = match rest.strip_prefix('-') {
+            Some(r) => number(r)?,
+            None => (0, rest),
+        };
+        (rest == suffix && left <= i32::MAX as u64 && done <= i32::MAX as u64)
+            .then_some((left, done))
+    });
+    match parsed {
+        Some(c) => (&file[..plus], Some(c)),
+        None => (base, None),
+    }
+}
+
+/// One of our entries, when `file` is one.
+pub fn parse_entry(prefix: &str, file: &str) -> Option<Entry> {
+    let (base, counter) = split_counter(file, ".conf");
+    let rest = base.strip_prefix(prefix)?.strip_prefix('-')?;
+    let (generation, rest) = number(rest)?;
+    let slot = match rest {
+        "-a" => SlotName::A,
+        "-b" => SlotName::B,
+        _ => return None,
+    };
+    Some(Entry {
+        generation,
+        slot,
+        counter,
+        file: file.to_string(),
+    })
+}
+
+/// systemd-boot's order for our entries: bad last, then the id descending
+/// (the generation as a number, then the slot letter), then more tries
+/// left, then fewer done.
+pub fn boot_order(a: &Entry, b: &Entry) -> Ordering {
+    a.bad()
+        .cmp(&b.bad())
+        .then(b.generation.cmp(&a.generation))
+        .then(b.slot.cmp(&a.slot))
+        .then_with(|| match (a.counter, b.counter) {
+            (Some((al, ad)), Some((bl, bd))) => bl.cmp(&al).then(ad.cmp(&bd)),
+            _ => Ordering::Equal,
+        })
+}
+
+/// systemd's `efi_fnmatch`: `*`, `?`, `[…]` (ranges, `!` negation), `\`
+/// escapes; both sides already lowercase.
+pub fn fnmatch(pattern: &[u8], s: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| fnmatch(rest, &s[i..])),
+        Some((b'?', rest)) => !s.is_empty() && fnmatch(rest, &s[1..]),
+        Some((b'[', rest)) => {
+            let Some((&c, tail)) = s.split_first() else {
+                return false;
+            };
+            let (negate, mut p) = match rest.split_first() {
+                Some((b'!', r)) => (true, r),
+                _ => (false, rest),
+            };
+            let mut hit = false;
+            let mut first = true;
+            loop {
+                match p {
+                    [] => return false,
+                    [b']', r @ ..] if !first => {
+                        p = r;
+                        break;
+                    }
+                    [lo, b'-', hi, r @ ..] if *hi != b']' => {
+                        hit |= (*lo..=*hi).contains(&c);
+                        p = r;
+                    }
+                    [x, r @ ..] => {
+                        hit |= *x == c;
+                        p = r;
+                    }
+                }
+                first = false;
+            }
+            hit != negate && fnmatch(p, tail)
+        }
+        Some((b'\\', [x, rest @ ..])) => s.first() == Some(x) && fnmatch(rest, &s[1..]),
+        Some((x, rest)) => s.first() == Some(x) && fnmatch(rest, &s[1..]),
+    }
+}
+
+/// The entry systemd-boot boots next among ours: the first in its order
+/// matching the `loader.conf` default glob (when one is set), else the
+/// first. `None` when a default is set and matches neither slot (then
+/// another entry boots).
+pub fn select(entries: &[Entry], prefix: &str, default: Option<&str>) -> Option<SlotName> {
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| boot_order(a, b));
+    match default {
+        None => sorted.first().map(|e| e.slot),
+        Some(glob) => {
+            let glob = glob.to_ascii_lowercase();
+            sorted
+                .iter()
+                .find(|e| {
+                    // The firmware's id keeps the counter, bootctl's drops it.
+                    fnmatch(glob.as_bytes(), e.id(prefix).as_bytes())
+                        || fnmatch(glob.as_bytes(), e.file.to_ascii_lowercase().as_bytes())
+                })
+                .map(|e| e.slot)
+        }
+    }
+}
+
+/// The `default` of a `loader.conf` text.
+pub fn loader_conf_default(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let l = l.trim();
+        let (k, v) = l.split_once([' ', '\t'])?;
+        (k == "default").then(|| v.trim().to_string())
+    })
+}
+
+/// `renameat2(…, RENAME_NOREPLACE)` as a raw system call: neither nix nor
+/// the C library declare it for musl targets.
+fn rename_noreplace(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    const RENAME_NOREPLACE: nix::libc::c_uint = 1;
+    let cstr = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (s, d) = (cstr(src)?, cstr(dst)?);
+    // SAFETY: two NUL-terminated paths that outlive the call; no memory is
+    // written by the kernel.
+    let r = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_renameat2,
+            nix::libc::AT_FDCWD,
+            s.as_ptr(),
+            nix::libc::AT_FDCWD,
+            d.as_ptr(),
+            RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The backend over an ESP directory.
+#[derive(Clone, Debug)]
+pub struct SystemdBootBackend {
+    esp: PathBuf,
+    prefix: String,
+    tries: u32,
+    slots: BTreeMap<SlotName, EntryConfig>,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> BootError {
+    BootError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl SystemdBootBackend {
+    /// `esp`: the ESP's mount point; `prefix`: the entries' name prefix;
+    /// `tries`: the boots a trial gets (`+TRIES`).
+    pub fn new(
+        esp: PathBuf,
+        prefix: String,
+        tries: u32,
+        slots: BTreeMap<SlotName, EntryConfig>,
+    ) -> SystemdBootBackend {
+        SystemdBootBackend {
+            esp,
+            prefix,
+            tries: tries.max(1),
+            slots,
+        }
+    }
+
+    fn entries_dir(&self) -> PathBuf {
+        self.esp.join("loader/entries")
+    }
+
+    /// Our entries, each slot's first in systemd-boot's order (a second
+    /// file for one slot is left alone: a cut rename on vfat can leave one).
+    fn read(&self) -> Result<BTreeMap<SlotName, Entry>, BootError> {
+        let dir = self.entries_dir();
+        let list = match std::fs::read_dir(&dir) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(io_err(&dir, e)),
+        };
+        let mut all: Vec<Entry> = list
+            .filter_map(|e| e.ok())
+            .filter_map(|e| parse_entry(&self.prefix, e.file_name().to_str()?))
+            .collect();
+        all.sort_by(boot_order);
+        let mut out = BTreeMap::new();
+        for e in all {
+            out.entry(e.slot).or_insert(e);
+        }
+        Ok(out)
+    }
+
+    fn default_glob(&self) -> Result<Option<String>, BootError> {
+        let path = self.esp.join("loader/loader.conf");
+        match std::fs::read(&path) {
+            Ok(b) => Ok(loader_conf_default(&String::from_utf8_lossy(&b))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
+
+    fn sync_dir(&self) -> Result<(), BootError> {
+        let dir = self.entries_dir();
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(&dir, e))
+    }
+
+    /// Rename `from` to `to` in the entries directory, never replacing a
+    /// file (as `systemd-bless-boot` does), then sync the directory.
+    fn rename(&self, from: &str, to: &str) -> Result<(), BootError> {
+        if from == to {
+            return Ok(());
+        }
+        let dir = self.entries_dir();
+        let (src, dst) = (dir.join(from), dir.join(to));
+        match rename_noreplace(&src, &dst) {
+            Ok(()) => {}
+            // File systems (or kernels) without the flag: check, then rename.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::EINVAL | nix::libc::ENOSYS)
+                ) =>
+            {
+                if dst.exists() {
+                    return Err(io_err(&dst, std::io::ErrorKind::AlreadyExists.into()));
+                }
+                std::fs::rename(&src, &dst).map_err(|e| io_err(&src, e))?;
+            }
+            Err(e) => return Err(io_err(&src, e)),
+        }
+        self.sync_dir()?;
+        crate::failpoint::hit("entry-renamed");
+        Ok(())
+    }
+
+    /// Write a missing entry from config, under its final name (new, so a
+    /// cut leaves no entry or a complete one: the temp name is not `.conf`).
+    fn create(&self, slot: SlotName, name: &str) -> Result<Entry, BootError> {
+        let cfg = self.slots.get(&slot).cloned().unwrap_or_default();
+        let dir = self.entries_dir();
+        let mut text = format!(
+            "title {}\n",
+            cfg.title
+                .clone()
+                .unwrap_or_else(|| format!("abupdate slot {slot}"))
+        );
+        match (&cfg.linux, &cfg.efi) {
+            (Some(l), _) => text.push_str(&format!("linux {l}\n")),
+            (None, Some(e)) => text.push_str(&format!("efi {e}\n")),
+            (None, None) => {
+                return Err(BootError::Format {
+                    path: dir.display().to_string(),
+                    reason: format!(
+                        "no entry {}-*-{}.conf for slot {slot}, and bootloader.systemd-boot.{slot} has no linux or efi to write one",
+                        self.prefix,
+                        slot.as_str().to_ascii_lowercase()
+                    ),
+                })
+            }
+        }
+        for i in &cfg.initrd {
+            text.push_str(&format!("initrd {i}\n"));
+        }
+        let options = cfg.options.clone().unwrap_or_default();
+        let slot_arg = format!("abupdate.slot={slot}");
+        let options = if options.split_whitespace().any(|w| w == slot_arg) {
+            options
+        } else {
+            format!("{options} {slot_arg}").trim().to_string()
+        };
+        text.push_str(&format!("options {options}\n"));
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io_err(&tmp, e))?;
+        drop(f);
+        crate::agent::log(&format!(
+            "slot {slot}: no boot entry on the ESP; writing {name} from config"
+        ));
+        std::fs::rename(&tmp, dir.join(name)).map_err(|e| io_err(&tmp, e))?;
+        self.sync_dir()?;
+        crate::failpoint::hit("entry-renamed");
+        parse_entry(&self.prefix, name).ok_or_else(|| BootError::Format {
+            path: name.to_string(),
+            reason: "not an entry name".into(),
+        })
+    }
+}
+
+impl Bootloader for SystemdBootBackend {
+    fn primary(&self) -> Result<Option<SlotName>, BootError> {
+        let entries: Vec<Entry> = self.read()?.into_values().collect();
+        Ok(select(
+            &entries,
+            &self.prefix,
+            self.default_glob()?.as_deref(),
+        ))
+    }
+
+    fn state(&self, slot: SlotName) -> Result<BootState, BootError> {
+        Ok(match self.read()?.get(&slot) {
+            Some(e) if !e.bad() => BootState::Good,
+            _ => BootState::Bad,
+        })
+    }
+
+    fn set_state(&self, slot: SlotName, state: BootState) -> Result<(), BootError> {
+        let entries = self.read()?;
+        match (entries.get(&slot), state) {
+            (None, BootState::Bad) => Ok(()),
+            (None, BootState::Good) => {
+                self.create(slot, &entry_name(&self.prefix, 0, slot, None))?;
+                Ok(())
+            }
+            (Some(e), BootState::Good) => {
+                self.rename(&e.file, &entry_name(&self.prefix, e.generation, slot, None))
+            }
+            (Some(e), BootState::Bad) => {
+                let done = e.counter.map(|(_, d)| d).unwrap_or(0);
+                self.rename(
+                    &e.file,
+                    &entry_name(&self.prefix, e.generation, slot, Some((0, done))),
+                )
+            }
+        }
+    }
+
+    fn activate(&self, slot: SlotName) -> Result<(), BootError> {
+        let mut entries = self.read()?;
+        let other_gen = entries.get(&slot.other()).map(|e| e.generation);
+        let fresh = |own: u64| match other_gen {
+            Some(g) if own <= g => g + 1,
+            _ => own,
+        };
+        let current = match entries.get(&slot) {
+            Some(e) => e.clone(),
+            None => {
+                let e = self.create(
+                    slot,
+                    &entry_name(&self.prefix, fresh(0), slot, Some((0, 0))),
+                )?;
+                entries.insert(slot, e.clone());
+                e
+            }
+        };
+        let list: Vec<Entry> = entries.values().cloned().collect();
+        let default = self.default_glob()?;
+        if current.counter.is_none()
+            && select(&list, &self.prefix, default.as_deref()) == Some(slot)
+        {
+            return Ok(());
+        }
+        let tries = self.tries as u64;
+        self.rename(
+            &current.file,
+            &entry_name(
+                &self.prefix,
+                fresh(current.generation),
+                slot,
+                Some((tries, 0)),
+            ),
+        )
+    }
+
+    fn describe(&self) -> Result<Vec<(String, String)>, BootError> {
+        let mut out: Vec<(String, String)> = self
+            .read()?
+            .into_iter()
+            .map(|(s, e)| (format!("entry.{s}"), e.file))
+            .collect();
+        if let Some(d) = self.default_glob()? {
+            out.push(("loader.conf default".into(), d));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SlotName::{A, B};
+
+    #[test]
+    fn counters_parse_as_systemd_boot_does() {
+        assert_eq!(split_counter("x+3.conf", ".conf"), ("x", Some((3, 0))));
+        assert_eq!(split_counter("x+2-1.conf", ".conf"), ("x", Some((2, 1))));
+        assert_eq!(split_counter("x+0-3.conf", ".conf"), ("x", Some((0, 3))));
+        assert_eq!(split_counter("x.conf", ".conf"), ("x", None));
+        // The last '+' counts; a counter in the middle is no counter.
+        assert_eq!(split_counter("a+1+2.conf", ".conf"), ("a+1", Some((2, 0))));
+        assert_eq!(split_counter("a+1x.conf", ".conf"), ("a+1x", None));
+        assert_eq!(split_counter("a+.conf", ".conf"), ("a+", None));
+        assert_eq!(split_counter("a+1-.conf", ".conf"), ("a+1-", None));
+        assert_eq!(split_counter("a+-1.conf", ".conf"), ("a+-1", None));
+        assert_eq!(
+            split_counter("a+99999999999.conf", ".conf"),
+            ("a+99999999999", None)
+        );
+    }
+
+    #[test]
+    fn entry_names_round_trip() {
+        for c in [None, Some((3, 0)), Some((2, 1)), Some((0, 3))] {
+            let n = entry_name("abupdate", 12, B, c);
+            let e = parse_entry("abupdate", &n).expect("parse");
+            assert_eq!((e.generation, e.slot, e.counter), (12, B, c), "{n}");
+        }
+        assert_eq!(entry_name("p", 2, A, Some((3, 0))), "p-2-a+3.conf");
+        assert!(parse_entry("abupdate", "abupdate-x-a.conf").is_none());
+        assert!(parse_entry("abupdate", "abupdate-1-c.conf").is_none());
+        assert!(parse_entry("abupdate", "other-1-a.conf").is_none());
+        assert!(parse_entry("abupdate", "abupdate-1-a.conf.tmp").is_none());
+    }
+
+    fn e(generation: u64, slot: SlotName, counter: Option<(u64, u64)>) -> Entry {
+        Entry {
+            generation,
+            slot,
+            counter,
+            file: entry_name("abupdate", generation, slot, counter),
+        }
+    }
+
+    #[test]
+    fn selection_follows_the_sort_and_the_glob() {
+        let p = "abupdate";
+        // Newer generation first.
+        assert_eq!(
+            select(&[e(1, A, None), e(2, B, Some((1, 0)))], p, None),
+            Some(B)
+        );
+        // Numeric, not lexical: 10 > 9.
+        assert_eq!(select(&[e(10, A, None), e(9, B, None)], p, None), Some(A));
+        // Bad last, even when newer.
+        assert_eq!(
+            select(&[e(1, A, None), e(2, B, Some((0, 1)))], p, None),
+            Some(A)
+        );
+        // A glob over both keeps the fallback.
+        let g = Some("abupdate-*");
+        assert_eq!(
+            select(&[e(1, A, None), e(2, B, Some((0, 1)))], p, g),
+            Some(A)
+        );
+        // A glob pinning B boots B even when bad: why we never pin.
+        let pin = Some("abupdate-*-b*");
+        assert_eq!(
+            select(&[e(1, A, None), e(2, B, Some((0, 1)))], p, pin),
+            Some(B)
+        );
+        assert_eq!(select(&[e(1, A, None)], p, Some("debian-*")), None);
+        // All bad: the first of them.
+        assert_eq!(
+            select(&[e(1, A, Some((0, 3))), e(2, B, Some((0, 1)))], p, None),
+            Some(B)
+        );
+    }
+
+    #[test]
+    fn fnmatch_matches_like_systemd() {
+        assert!(fnmatch(b"abupdate-*", b"abupdate-2-b.conf"));
+        assert!(fnmatch(b"a?c", b"abc"));
+        assert!(!fnmatch(b"a?c", b"ac"));
+        assert!(fnmatch(b"x[ab]y", b"xby"));
+        assert!(!fnmatch(b"x[!ab]y", b"xby"));
+        assert!(fnmatch(b"x[a-c]y", b"xcy"));
+        assert!(fnmatch(b"x\\*", b"x*"));
+        assert!(!fnmatch(b"x\\*", b"xy"));
+        assert!(!fnmatch(b"x[ab", b"xa"));
+    }
+
+    #[test]
+    fn loader_conf_default_is_read() {
+        assert_eq!(
+            loader_conf_default("# c\ntimeout 3\ndefault  abupdate-*\n").as_deref(),
+            Some("abupdate-*")
+        );
+        assert_eq!(loader_conf_default("timeout 3\n"), None);
+    }
+}
