@@ -2,8 +2,9 @@
 # Install what building and testing abupdate needs on a fresh Debian 12:
 # the real tools the tests drive (minisign, grub-editenv, fw_printenv,
 # nginx, efibootmgr/efivar reading an efivarfs stand-in, bootctl reading
-# an ESP; dosfstools, mtools and ovmf for the EFI VM work), musl for the
-# static build, gcc-multilib for the 32-bit host build,
+# an ESP; dosfstools, mtools and ovmf for the EFI VM work; Prometheus and
+# its promtool, node_exporter, awscli and a python3 venv for the moto S3
+# server), musl for the static build, gcc-multilib for the 32-bit host build,
 # and the Rust targets and components.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
@@ -11,7 +12,11 @@ set -euo pipefail
 packages=(minisign nginx grub2-common libubootenv-tool u-boot-tools musl-tools
           e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm time
           gcc-multilib ipxe-qemu
-          efibootmgr efivar systemd-boot dosfstools mtools ovmf)
+          efibootmgr efivar systemd-boot dosfstools mtools ovmf
+          # S3 tests and the fleet end to end (scripts/fleet-e2e.sh): Debian's
+          # python3 venv for the moto server, awscli to publish, Prometheus
+          # and node_exporter, jq for the assertions.
+          python3-venv awscli prometheus prometheus-node-exporter jq)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -24,8 +29,11 @@ if ((${#missing[@]})); then
 fi
 # ipxe-qemu: the NIC option ROMs qemu-system-arm loads for the U-Boot test
 # (a Recommends, so --no-install-recommends leaves it out).
-# nginx's package starts a server on port 80; the tests start their own.
-systemctl disable --now nginx >/dev/null 2>&1 || true
+# nginx's package starts a server on port 80, prometheus (the fleet tests'
+# server, with promtool for the alerting rules and the backfill) one on 9090
+# and node_exporter (the textfile collector the tests run) one on 9100; the
+# tests start their own on free loopback ports.
+systemctl disable --now nginx prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 
 # The reference parser of Prometheus' text format, for the textfile test.
 python3 -c 'import prometheus_client' 2>/dev/null \

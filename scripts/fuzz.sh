@@ -3,7 +3,8 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     (default 60 s each, all targets)
 # Targets (fuzz/fuzz_targets/): manifest (release.json, incl. the delta
 # segment index), minisign (.pub, .key, .minisig), grubenv, ubootenv (one env
-# copy), fw_env_config, config (config.toml), timefmt (RFC 3339, durations).
+# copy), fw_env_config, config (config.toml), timefmt (RFC 3339, durations),
+# prometheus (a Prometheus API answer, and `fleet --selector`).
 # Each starts from its committed seed corpus fuzz/corpus/TARGET/ (real files:
 # packed manifests, minisign's and our keys and signatures, grub-editenv and
 # fw_setenv output, the README's config); new inputs go to a scratch corpus so
@@ -19,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 secs=${1:-60}
 shift || true
-all=(manifest minisign grubenv ubootenv fw_env_config config timefmt)
+all=(manifest minisign grubenv ubootenv fw_env_config config timefmt prometheus)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 

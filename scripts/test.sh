@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test command: everything CI checks, in one run from a clean clone.
 #   lint (fmt, clippy) → unit + integration tests (real minisign, grub-editenv,
-#   fw_printenv, nginx, loop devices; failpoints compiled in) → the static
-#   musl release build (size reported) → the demo → systemd unit check → the GRUB-in-qemu
+#   fw_printenv, nginx, node_exporter, Prometheus, moto S3, loop devices;
+#   failpoints compiled in) → the alerting rules (promtool) → the static
+#   musl release build (size reported) → the demo → the fleet end to end (50 hosts,
+#   Prometheus, S3) → systemd unit check → the GRUB-in-qemu
 #   end-to-end test → short fuzz runs of every parser (FUZZ_SECONDS, default 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,10 @@ echo "static 32-bit host binary: $(stat -c %s target/i686-unknown-linux-musl/rel
 echo "== tests"
 rm -rf target/tmp/fault-matrix
 cargo test --features failpoints
+
+echo "== alerting rules (promtool): syntax, then their unit tests"
+promtool check rules contrib/prometheus/abupdate-rules.yml
+(cd contrib/prometheus && promtool test rules abupdate-rules.test.yml)
 
 echo "== fault-injection matrix: every durable step, crashed at and recovered"
 cat target/tmp/fault-matrix/*.txt
@@ -49,6 +55,15 @@ echo "== the README's first command: scripts/demo.sh"
 scripts/demo.sh > target/demo.log 2>&1 || { cat target/demo.log; exit 1; }
 grep -q 'by delta' target/demo.log || { cat target/demo.log; echo "the demo's update did not go by delta"; exit 1; }
 grep -E '^last install' target/demo.log
+
+if [ "${ABUPDATE_SKIP_FLEET_E2E:-0}" != 1 ]; then
+    echo "== fleet end to end: 50 hosts, node_exporter, Prometheus, releases on S3 (scripts/fleet-e2e.sh)"
+    # Bounded: about 4 minutes on an idle machine; a hang is killed with
+    # everything it started (timeout signals the script's process group).
+    timeout -k 30 1200 scripts/fleet-e2e.sh > target/fleet-e2e.log 2>&1 \
+        || { cat target/fleet-e2e.log; echo "fleet e2e failed or ran over 20 minutes"; exit 1; }
+    grep -vE '^(wrote|key id) ' target/fleet-e2e.log
+fi
 
 if [ -x scripts/check-units.sh ]; then
     echo "== systemd units"

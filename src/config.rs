@@ -112,6 +112,8 @@ pub struct Report {
     pub webhook_timeout: Duration,
     /// Attempts per report.
     pub webhook_attempts: u32,
+    /// Operator labels on every textfile series (`site`, `region`, …).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `[update]`.
@@ -139,6 +141,10 @@ pub struct Update {
     pub max_window_log: u32,
     /// A site cache (reverse caching proxy) that serves the origin's paths.
     pub mirror: Option<String>,
+    /// Where the manifest's signatures are fetched from, when not next to
+    /// it: the standard signature's own URL (presigned), or a template with
+    /// `{name}` ([`crate::fetch::signature_location`]).
+    pub signature_url: Option<String>,
     /// Keep a downloading payload on the data partition so a cut download
     /// resumes where it stopped. Off: stream straight into the slot (no
     /// second copy written to flash; a cut download starts over).
@@ -311,6 +317,7 @@ struct ReportFragment {
     webhook: Option<String>,
     webhook_timeout: Option<String>,
     webhook_attempts: Option<u32>,
+    labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -327,6 +334,7 @@ struct UpdateFragment {
     read_timeout: Option<String>,
     max_window_log: Option<u32>,
     mirror: Option<String>,
+    signature_url: Option<String>,
     resume_downloads: Option<bool>,
     jitter: Option<String>,
     backoff_base: Option<String>,
@@ -611,6 +619,10 @@ impl Config {
         if let Some(m) = &f.update.mirror {
             crate::fetch::check_mirror(m).map_err(|e| err("update.mirror", e))?;
         }
+        if let Some(s) = &f.update.signature_url {
+            crate::fetch::check_signature_url(s, threshold)
+                .map_err(|e| err("update.signature_url", e))?;
+        }
         // ---- thin links (issue 19) ----
         let rate = |key: &str, v: &Option<String>| match v {
             None => Ok(None),
@@ -695,6 +707,7 @@ impl Config {
             read_timeout: duration("update.read_timeout", f.update.read_timeout, 60)?,
             max_window_log,
             mirror: f.update.mirror,
+            signature_url: f.update.signature_url,
             resume_downloads: f.update.resume_downloads.unwrap_or(true),
             jitter: duration("update.jitter", f.update.jitter, 0)?,
             backoff_base: duration("update.backoff_base", f.update.backoff_base, 300)?,
@@ -930,7 +943,18 @@ impl Config {
             webhook: f.report.webhook,
             webhook_timeout: duration("report.webhook_timeout", f.report.webhook_timeout, 5)?,
             webhook_attempts: f.report.webhook_attempts.unwrap_or(3).clamp(1, 10),
+            labels: f.report.labels.unwrap_or_default(),
         };
+        if report.labels.len() > crate::report::MAX_LABELS {
+            return Err(err(
+                "report.labels",
+                format!("more than {} labels", crate::report::MAX_LABELS),
+            ));
+        }
+        for (name, value) in &report.labels {
+            crate::report::check_label(name, value)
+                .map_err(|e| err(&format!("report.labels.{name}"), e))?;
+        }
         Ok(Config {
             files,
             update,
@@ -1198,6 +1222,40 @@ rootfs = "/dev/b"
             .expect_err("out of range accepted");
             assert!(e.0.contains("bootloader.good_tries"), "{e}");
         }
+    }
+
+    #[test]
+    fn report_labels_are_checked_by_prometheus_rules_naming_the_key() {
+        let c = Config::from_str(
+            &format!("{MINIMAL}[report]\nlabels = {{ site = \"store-0042\", region = \"eu\" }}\n"),
+            Path::new("c.toml"),
+        )
+        .expect("labels");
+        assert_eq!(c.report.labels["site"], "store-0042");
+        assert_eq!(c.report.labels["region"], "eu");
+        for (bad, key) in [
+            ("\"9x\" = \"v\"", "report.labels.9x"),
+            ("\"a-b\" = \"v\"", "report.labels.a-b"),
+            ("__name__ = \"v\"", "report.labels.__name__"),
+            ("release = \"v\"", "report.labels.release"),
+            ("site = \"\"", "report.labels.site"),
+        ] {
+            let e = Config::from_str(
+                &format!("{MINIMAL}[report]\nlabels = {{ {bad} }}\n"),
+                Path::new("c.toml"),
+            )
+            .expect_err(bad);
+            assert!(e.0.starts_with(&format!("c.toml: {key}: ")), "{e}");
+        }
+        let many: Vec<String> = (0..=crate::report::MAX_LABELS)
+            .map(|i| format!("l{i} = \"v\""))
+            .collect();
+        let e = Config::from_str(
+            &format!("{MINIMAL}[report]\nlabels = {{ {} }}\n", many.join(", ")),
+            Path::new("c.toml"),
+        )
+        .expect_err("too many labels");
+        assert!(e.0.contains("report.labels"), "{e}");
     }
 
     #[test]
@@ -1534,6 +1592,37 @@ timeout = "30s"
                 "{key}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_signature_url_must_name_every_signature_the_threshold_needs() {
+        let c = with(
+            "update",
+            "signature_url",
+            "https://s3/b/release.json.minisig?X-Amz-Signature=1",
+        )
+        .expect("exact URL, threshold 1");
+        assert!(c.update.signature_url.is_some());
+        let two = MINIMAL.replace("[update]\n", "[update]\nthreshold = 2\n");
+        let e = Config::from_str(
+            &two.replace(
+                "[update]\n",
+                "[update]\nsignature_url = \"https://s3/b/r.json.minisig\"\n",
+            ),
+            Path::new("c.toml"),
+        )
+        .expect_err("one URL for two signatures accepted");
+        assert!(e.0.starts_with("c.toml: update.signature_url: "), "{e}");
+        Config::from_str(
+            &two.replace(
+                "[update]\n",
+                "[update]\nsignature_url = \"https://s3/b/{name}\"\n",
+            ),
+            Path::new("c.toml"),
+        )
+        .expect("a template serves any threshold");
+        let e = with("update", "signature_url", "ftp://s3/{name}").expect_err("ftp accepted");
+        assert!(e.0.contains("update.signature_url"), "{e}");
     }
 
     #[test]

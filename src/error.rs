@@ -87,7 +87,7 @@ pub enum Kind {
     System,
     /// `pack`'s inputs or work.
     Pack,
-    /// `fleet`'s reports.
+    /// `fleet`'s source (the reports, or Prometheus: unreachable, an error, no series) or plan.
     Fleet,
     /// An install hook refused or failed (`[hooks]`).
     Hook,
@@ -238,7 +238,7 @@ pub enum Error {
     Refused(crate::agent::Refusal),
     /// `pack`: its message names the option or file.
     Pack(String),
-    /// `fleet`: its message names the reports file.
+    /// `fleet`: its message names the reports file, the Prometheus URL or the manifest.
     Fleet(String),
     /// Any other file.
     Io {

@@ -328,6 +328,14 @@ pub struct Rollout {
     /// No host takes the release while paused.
     #[serde(default)]
     pub paused: bool,
+    /// The fleet controller's plan: the `percent` of each wave in turn
+    /// (hosts read only `percent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waves: Option<Vec<f64>>,
+    /// When the current wave started (RFC 3339), for the controller's soak
+    /// time; absent: the manifest's `created`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_started: Option<String>,
 }
 
 /// The manifest as written in `release.json`.

@@ -9,43 +9,58 @@
 //! webhook_timeout` after it was sent. [`flush`] waits for the reports in
 //! flight at most until their deadlines: before the reboot command and
 //! before the process exits. A report that fails is only logged.
+//!
+//! The metric names and labels are a stable contract (README "Host
+//! metrics"): a fleet controller and alerting rules count them. Series are
+//! added, never renamed. Every series carries `compatible` and the
+//! operator's `[report] labels`; an outcome is one [`Outcome`] for the
+//! webhook, the textfile and the controller alike; the textfile stays
+//! bounded (the outcomes of the last [`MAX_RELEASES`] releases only).
 
 use crate::config::Report;
-use crate::state::Metrics;
+use crate::state::{Metrics, Unknown};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// What happened to a release on a host: the webhook's `outcome`, and what
-/// `abupdate fleet` tallies. One enum for the host that reports and the
-/// controller that counts.
+/// What happened to a release on this host. One type for the webhook's
+/// `outcome`, the textfile's `outcome` label, the state's record and the
+/// fleet controller's count. On the wire and on disk it is its label
+/// (text): an outcome this version does not know (a newer host's, or a
+/// newer binary's record read after a rollback to this one) still reads,
+/// and [`Outcome::parse`] says it is unknown.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// Written, verified and staged.
+    /// Written, verified and staged for its trial boot.
     Installed,
-    /// Its trial passed and it was committed.
+    /// The trial passed its health checks: the slot is committed.
     Committed,
-    /// Its trial failed and the host went back to the old slot.
+    /// The trial failed its health checks and was rolled back.
     RolledBack,
-    /// Its trial never came up: the bootloader fell back.
+    /// The trial slot never came up; the bootloader fell back.
     TrialNeverBooted,
-    /// A run that failed (its `error_kind` says what failed).
+    /// A run about the release failed (see the error kind).
     Failed,
+    /// A committed release rolled back later (reserved for a probation
+    /// after the commit): counted against the release.
+    RolledBackLate,
 }
 
 impl Outcome {
-    /// Every outcome.
-    pub const ALL: [Outcome; 5] = [
+    /// Every outcome this version knows, for tables and queries.
+    pub const ALL: [Outcome; 6] = [
         Outcome::Installed,
         Outcome::Committed,
         Outcome::RolledBack,
         Outcome::TrialNeverBooted,
         Outcome::Failed,
+        Outcome::RolledBackLate,
     ];
 
     /// The label, as serde writes it.
@@ -56,6 +71,7 @@ impl Outcome {
             Outcome::RolledBack => "rolled_back",
             Outcome::TrialNeverBooted => "trial_never_booted",
             Outcome::Failed => "failed",
+            Outcome::RolledBackLate => "rolled_back_late",
         }
     }
 
@@ -70,6 +86,131 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Releases whose outcomes a host keeps (and shows in the textfile): the
+/// most recent ones by the time of their latest outcome.
+pub const MAX_RELEASES: usize = 4;
+
+/// The latest time of one outcome (with its error kind) of one release on
+/// this host: what `abupdate_release_outcome` shows.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutcomeRecord {
+    /// The release's version.
+    pub release: String,
+    /// An [`Outcome`]'s label (text, so a newer binary's record survives a
+    /// rollback to this one).
+    pub outcome: String,
+    /// The error kind of a `failed` outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Unix time of the latest such outcome.
+    pub time: i64,
+    /// Fields a newer version wrote, kept as they are.
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// Note an outcome of `release` at `time` in `log` (the state's list): the
+/// latest time per (release, outcome, kind), for the [`MAX_RELEASES`]
+/// releases with the most recent outcomes. An empty release (a run that
+/// failed before any manifest was read) names no release and is not kept.
+pub fn record_outcome(
+    log: &mut Vec<OutcomeRecord>,
+    release: &str,
+    outcome: Outcome,
+    kind: Option<&str>,
+    time: i64,
+) {
+    if release.is_empty() {
+        return;
+    }
+    let kind = kind.map(str::to_string);
+    match log
+        .iter_mut()
+        .find(|r| r.release == release && r.outcome == outcome.as_str() && r.kind == kind)
+    {
+        Some(r) => r.time = r.time.max(time),
+        None => log.push(OutcomeRecord {
+            release: release.to_string(),
+            outcome: outcome.as_str().to_string(),
+            kind,
+            time,
+            unknown: Unknown::new(),
+        }),
+    }
+    // Newest releases first; drop the records of the older ones.
+    let mut latest: BTreeMap<&str, i64> = BTreeMap::new();
+    for r in log.iter() {
+        let t = latest.entry(r.release.as_str()).or_insert(r.time);
+        *t = (*t).max(r.time);
+    }
+    let mut releases: Vec<(i64, &str)> = latest.into_iter().map(|(r, t)| (t, r)).collect();
+    releases.sort_by(|a, b| b.cmp(a));
+    let keep: Vec<String> = releases
+        .into_iter()
+        .take(MAX_RELEASES)
+        .map(|(_, r)| r.to_string())
+        .collect();
+    log.retain(|r| keep.contains(&r.release));
+    log.sort_by(|a, b| {
+        (a.release.as_str(), a.outcome.as_str(), &a.kind).cmp(&(
+            b.release.as_str(),
+            b.outcome.as_str(),
+            &b.kind,
+        ))
+    });
+}
+
+/// Labels every series has from abupdate itself: an operator's label of
+/// the same name would be ambiguous.
+pub const RESERVED_LABELS: &[&str] = &[
+    "compatible",
+    "release",
+    "outcome",
+    "kind",
+    "slot",
+    "version",
+];
+
+/// Most operator labels: the textfile stays small.
+pub const MAX_LABELS: usize = 16;
+/// The longest operator label value, in bytes.
+pub const MAX_LABEL_VALUE: usize = 256;
+
+/// Whether `name` is a label name Prometheus accepts
+/// (`[a-zA-Z_][a-zA-Z0-9_]*`, without the reserved `__` prefix).
+pub fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+/// Check one operator label (`[report] labels`): a valid Prometheus label
+/// name, not one of abupdate's own, and a value of 1 to
+/// [`MAX_LABEL_VALUE`] bytes.
+pub fn check_label(name: &str, value: &str) -> Result<(), String> {
+    if !valid_label_name(name) {
+        return Err(format!(
+            "{name:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"
+        ));
+    }
+    if RESERVED_LABELS.contains(&name) {
+        return Err(format!(
+            "{name:?} is a label abupdate sets itself ({})",
+            RESERVED_LABELS.join(", ")
+        ));
+    }
+    if value.is_empty() {
+        return Err("an empty value is no label to Prometheus; leave the label out".into());
+    }
+    if value.len() > MAX_LABEL_VALUE {
+        return Err(format!("value longer than {MAX_LABEL_VALUE} bytes"));
+    }
+    Ok(())
 }
 
 /// One outcome, as sent to the webhook.
@@ -113,10 +254,37 @@ pub struct HostView<'a> {
     pub pending: bool,
     /// The host's place in the fleet, 0 to 1.
     pub position: Option<f64>,
+    /// `[update] compatible`: a label of every series.
+    pub compatible: &'a str,
+    /// `[report] labels`: on every series.
+    pub labels: &'a BTreeMap<String, String>,
+    /// The state's per-release outcomes.
+    pub outcomes: &'a [OutcomeRecord],
 }
 
-/// Render the metrics in node_exporter's textfile format.
+/// `{a="x",b="y"}` from pairs, values escaped as the text format says;
+/// empty pairs give an empty string.
+fn label_set(pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// Render the metrics in node_exporter's textfile format. Every series
+/// carries `compatible` and the operator's labels after its own.
 pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
+    let mut common: Vec<(&str, &str)> = vec![("compatible", view.compatible)];
+    common.extend(view.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let with = |own: &[(&str, &str)]| {
+        let mut all = own.to_vec();
+        all.extend(common.iter().copied());
+        label_set(&all)
+    };
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -124,31 +292,32 @@ pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
             out.push_str(&format!("{name}{labels} {value}\n"));
         }
     };
+    let slot = view.booted_slot.unwrap_or("");
+    let version = view.booted_version.unwrap_or("");
     metric(
         "abupdate_booted_info",
         "gauge",
         "Booted slot and version (value is always 1).",
-        vec![(
-            format!(
-                "{{slot=\"{}\",version=\"{}\"}}",
-                escape_label(view.booted_slot.unwrap_or("")),
-                escape_label(view.booted_version.unwrap_or(""))
-            ),
-            "1".into(),
-        )],
+        vec![(with(&[("slot", slot), ("version", version)]), "1".into())],
+    );
+    metric(
+        "abupdate_booted_release_info",
+        "gauge",
+        "The release the host runs, and its slot (value is always 1).",
+        vec![(with(&[("release", version), ("slot", slot)]), "1".into())],
     );
     let ts = |t: Option<i64>| t.map(|t| t.to_string()).unwrap_or_else(|| "0".into());
     metric(
         "abupdate_last_check_timestamp_seconds",
         "gauge",
         "When the release manifest was last checked.",
-        vec![(String::new(), ts(m.last_check))],
+        vec![(with(&[]), ts(m.last_check))],
     );
     metric(
         "abupdate_last_success_timestamp_seconds",
         "gauge",
         "When an install or commit last succeeded.",
-        vec![(String::new(), ts(m.last_success))],
+        vec![(with(&[]), ts(m.last_success))],
     );
     metric(
         "abupdate_failures_total",
@@ -156,47 +325,62 @@ pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
         "Failed runs by error kind.",
         m.failures
             .iter()
-            .map(|(k, v)| (format!("{{kind=\"{}\"}}", escape_label(k)), v.to_string()))
+            .map(|(k, v)| (with(&[("kind", k)]), v.to_string()))
             .collect(),
     );
     metric(
         "abupdate_downloaded_bytes_total",
         "counter",
         "Payload bytes received over the network.",
-        vec![(String::new(), m.downloaded_bytes.to_string())],
+        vec![(with(&[]), m.downloaded_bytes.to_string())],
     );
     metric(
         "abupdate_installs_total",
         "counter",
         "Releases written and staged.",
-        vec![(String::new(), m.installs.to_string())],
+        vec![(with(&[]), m.installs.to_string())],
     );
     metric(
         "abupdate_commits_total",
         "counter",
         "Trial slots committed.",
-        vec![(String::new(), m.commits.to_string())],
+        vec![(with(&[]), m.commits.to_string())],
     );
     metric(
         "abupdate_rollbacks_total",
         "counter",
         "Trials rolled back or never booted.",
-        vec![(String::new(), m.rollbacks.to_string())],
+        vec![(with(&[]), m.rollbacks.to_string())],
     );
     metric(
         "abupdate_update_pending",
         "gauge",
         "1 when a staged release waits for its trial boot or verdict.",
-        vec![(String::new(), if view.pending { "1" } else { "0" }.into())],
+        vec![(with(&[]), if view.pending { "1" } else { "0" }.into())],
     );
     if let Some(p) = view.position {
         metric(
             "abupdate_rollout_position",
             "gauge",
-            "This host's place in the fleet, 0 to 1.",
-            vec![(String::new(), format!("{p:.6}"))],
+            "This host's place in the fleet, 0 to 1: it takes a release when position x 100 is below the rollout's percentage.",
+            vec![(with(&[]), format!("{p:.6}"))],
         );
     }
+    metric(
+        "abupdate_release_outcome",
+        "gauge",
+        "Unix time of the latest outcome of a release on this host (kind: the error kind of a failed run).",
+        view.outcomes
+            .iter()
+            .map(|r| {
+                let mut own = vec![("release", r.release.as_str()), ("outcome", r.outcome.as_str())];
+                if let Some(k) = &r.kind {
+                    own.push(("kind", k.as_str()));
+                }
+                (with(&own), r.time.to_string())
+            })
+            .collect(),
+    );
     out
 }
 
@@ -308,6 +492,21 @@ pub fn post_webhook(cfg: &Report, event: &Event, deadline: Instant) -> Result<()
 mod tests {
     use super::*;
 
+    fn view<'a>(
+        labels: &'a BTreeMap<String, String>,
+        outcomes: &'a [OutcomeRecord],
+    ) -> HostView<'a> {
+        HostView {
+            booted_slot: Some("A"),
+            booted_version: Some("1.0\"x"),
+            pending: true,
+            position: Some(0.25),
+            compatible: "acme",
+            labels,
+            outcomes,
+        }
+    }
+
     #[test]
     fn textfile_has_help_type_and_escaped_labels() {
         let mut m = Metrics {
@@ -316,23 +515,113 @@ mod tests {
             ..Default::default()
         };
         m.failures.insert("hash_mismatch".into(), 2);
-        let text = render_textfile(
-            &m,
-            &HostView {
-                booted_slot: Some("A"),
-                booted_version: Some("1.0\"x"),
-                pending: true,
-                position: Some(0.25),
-            },
-        );
+        let none = BTreeMap::new();
+        let text = render_textfile(&m, &view(&none, &[]));
         assert!(
-            text.contains("abupdate_booted_info{slot=\"A\",version=\"1.0\\\"x\"} 1\n"),
+            text.contains(
+                "abupdate_booted_info{slot=\"A\",version=\"1.0\\\"x\",compatible=\"acme\"} 1\n"
+            ),
             "{text}"
         );
-        assert!(text.contains("# TYPE abupdate_failures_total counter\nabupdate_failures_total{kind=\"hash_mismatch\"} 2\n"));
-        assert!(text.contains("abupdate_downloaded_bytes_total 42\n"));
-        assert!(text.contains("abupdate_update_pending 1\n"));
-        assert!(text.contains("abupdate_rollout_position 0.250000\n"));
+        assert!(text.contains("# TYPE abupdate_failures_total counter\nabupdate_failures_total{kind=\"hash_mismatch\",compatible=\"acme\"} 2\n"), "{text}");
+        assert!(text.contains("abupdate_downloaded_bytes_total{compatible=\"acme\"} 42\n"));
+        assert!(text.contains("abupdate_update_pending{compatible=\"acme\"} 1\n"));
+        assert!(text.contains("abupdate_rollout_position{compatible=\"acme\"} 0.250000\n"));
         assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn every_series_carries_compatible_and_the_operators_labels() {
+        let labels: BTreeMap<String, String> = [
+            ("region".to_string(), "eu".to_string()),
+            ("site".to_string(), "store \"42\"\\\nx".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let mut outcomes = Vec::new();
+        record_outcome(&mut outcomes, "2.0", Outcome::Installed, None, 10);
+        record_outcome(&mut outcomes, "2.0", Outcome::Failed, Some("network"), 5);
+        let mut m = Metrics::default();
+        m.failures.insert("network".into(), 1);
+        let text = render_textfile(&m, &view(&labels, &outcomes));
+        let tail = r#"compatible="acme",region="eu",site="store \"42\"\\\nx"}"#;
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(samples.len(), 13, "{text}");
+        for line in &samples {
+            assert!(line.contains(tail), "{line}");
+        }
+        assert!(text.contains(&format!(
+            "abupdate_release_outcome{{release=\"2.0\",outcome=\"failed\",kind=\"network\",{tail} 5\n"
+        )));
+        assert!(text.contains(&format!(
+            "abupdate_release_outcome{{release=\"2.0\",outcome=\"installed\",{tail} 10\n"
+        )));
+        assert!(text.contains(&format!(
+            "abupdate_booted_release_info{{release=\"1.0\\\"x\",slot=\"A\",{tail} 1\n"
+        )));
+    }
+
+    #[test]
+    fn release_outcomes_keep_the_latest_time_of_the_last_few_releases() {
+        let mut log = Vec::new();
+        record_outcome(&mut log, "1.0", Outcome::Committed, None, 100);
+        record_outcome(&mut log, "1.0", Outcome::Committed, None, 50);
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].time, 100, "an older time replaced a newer one");
+        record_outcome(&mut log, "", Outcome::Failed, Some("network"), 101);
+        assert_eq!(log.len(), 1, "a failure naming no release was kept");
+        for (i, r) in ["2.0", "3.0", "4.0", "5.0"].iter().enumerate() {
+            let t = 200 + i as i64 * 10;
+            record_outcome(&mut log, r, Outcome::Installed, None, t);
+            record_outcome(&mut log, r, Outcome::Failed, Some("network"), t + 1);
+            record_outcome(&mut log, r, Outcome::Failed, Some("hash_mismatch"), t + 2);
+        }
+        let releases: std::collections::BTreeSet<&str> =
+            log.iter().map(|r| r.release.as_str()).collect();
+        assert_eq!(
+            releases.into_iter().collect::<Vec<_>>(),
+            ["2.0", "3.0", "4.0", "5.0"],
+            "not the {MAX_RELEASES} newest releases: {log:?}"
+        );
+        assert_eq!(log.len(), 12);
+    }
+
+    #[test]
+    fn outcomes_have_one_name_each_and_unknown_ones_are_kept() {
+        for o in Outcome::ALL {
+            let json = serde_json::to_string(&o).expect("json");
+            assert_eq!(json, format!("\"{}\"", o.as_str()));
+            assert_eq!(serde_json::from_str::<Outcome>(&json).expect("back"), o);
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+        assert_eq!(Outcome::parse("quarantined"), None);
+        // A newer binary's record (read after a rollback to this one) and a
+        // newer host's report still read, with their label kept.
+        let record: OutcomeRecord =
+            serde_json::from_str(r#"{"release":"2.0","outcome":"quarantined","time":5}"#)
+                .expect("a record with an unknown outcome reads");
+        assert_eq!(record.outcome, "quarantined");
+        assert!(serde_json::to_string(&record)
+            .expect("json")
+            .contains(r#""outcome":"quarantined""#));
+    }
+
+    #[test]
+    fn operator_labels_follow_prometheus_rules() {
+        assert!(check_label("site", "store-0042").is_ok());
+        assert!(check_label("_x9", "v").is_ok());
+        for (name, value) in [
+            ("9site", "v"),
+            ("si-te", "v"),
+            ("", "v"),
+            ("__meta", "v"),
+            ("région", "v"),
+            ("release", "v"),
+            ("compatible", "v"),
+            ("site", ""),
+        ] {
+            assert!(check_label(name, value).is_err(), "{name:?}={value:?}");
+        }
+        assert!(check_label("site", &"x".repeat(MAX_LABEL_VALUE + 1)).is_err());
     }
 }

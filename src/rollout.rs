@@ -83,6 +83,9 @@ pub struct Standing {
     pub percentage: f64,
     /// Whether the rollout includes the host now.
     pub included: bool,
+    /// The signed rollout is paused: no host takes the release until the
+    /// operator resumes it (`check --json`'s `rollout.paused`).
+    pub paused: bool,
     /// Why the host waits, when it does.
     pub reason: Option<String>,
 }
@@ -94,6 +97,7 @@ pub fn decide(rollout: Option<&Rollout>, position: f64, now: i64) -> Result<Stan
             position,
             percentage: 100.0,
             included: true,
+            paused: false,
             reason: None,
         });
     };
@@ -102,6 +106,7 @@ pub fn decide(rollout: Option<&Rollout>, position: f64, now: i64) -> Result<Stan
             position,
             percentage: 0.0,
             included: false,
+            paused: true,
             reason: Some("the rollout is paused".into()),
         });
     }
@@ -123,6 +128,7 @@ pub fn decide(rollout: Option<&Rollout>, position: f64, now: i64) -> Result<Stan
         position,
         percentage: pct,
         included,
+        paused: false,
         reason,
     })
 }
@@ -231,6 +237,8 @@ mod tests {
         paused.paused = true;
         let d = decide(Some(&paused), 0.0, start + 3600).expect("d");
         assert!(!d.included && d.reason.as_deref() == Some("the rollout is paused"));
+        assert!(d.paused, "{d:?}");
+        assert!(!late.paused && !decide(None, 0.99, 0).expect("d").paused);
         assert!(decide(None, 0.99, 0).expect("d").included);
         let bad = Rollout {
             start: Some("yesterday".into()),

@@ -435,6 +435,10 @@ pub struct State {
     /// the lock is asked for, cleared once it is released (`fleetlock`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleetlock: Option<String>,
+    /// Latest outcome times of the last few releases, for the textfile
+    /// (bounded by `report::record_outcome`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<crate::report::OutcomeRecord>,
     /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,

@@ -369,11 +369,13 @@ fn verdicts_are_reported_as_a_prometheus_textfile_and_a_webhook() {
         "from prometheus_client.parser import text_string_to_metric_families as p\n\
          fams = {{f.name: f for f in p(open({path:?}).read())}}\n\
          s = {{(x.name, tuple(sorted(x.labels.items()))): x.value for f in fams.values() for x in f.samples}}\n\
-         assert s[('abupdate_booted_info', (('slot', 'B'), ('version', '2.0')))] == 1, s\n\
-         assert s[('abupdate_commits_total', ())] == 1, s\n\
-         assert s[('abupdate_installs_total', ())] == 1, s\n\
-         assert s[('abupdate_downloaded_bytes_total', ())] == 0, s\n\
-         assert s[('abupdate_last_success_timestamp_seconds', ())] > 1.7e9, s\n\
+         c = ('compatible', {COMPATIBLE:?})\n\
+         assert s[('abupdate_booted_info', (c, ('slot', 'B'), ('version', '2.0')))] == 1, s\n\
+         assert s[('abupdate_commits_total', (c,))] == 1, s\n\
+         assert s[('abupdate_installs_total', (c,))] == 1, s\n\
+         assert s[('abupdate_downloaded_bytes_total', (c,))] == 0, s\n\
+         assert s[('abupdate_last_success_timestamp_seconds', (c,))] > 1.7e9, s\n\
+         assert s[('abupdate_release_outcome', (c, ('outcome', 'committed'), ('release', '2.0')))] > 1.7e9, s\n\
          assert fams['abupdate_failures'].type == 'counter', fams\n\
          print(len(fams), 'families')\n",
         path = prom.display().to_string()
@@ -408,7 +410,9 @@ fn verdicts_are_reported_as_a_prometheus_textfile_and_a_webhook() {
     );
     let text_ = std::fs::read_to_string(&prom).expect("prom");
     assert!(
-        text_.contains("abupdate_failures_total{kind=\"signature\"} 1"),
+        text_.contains(&format!(
+            "abupdate_failures_total{{kind=\"signature\",compatible=\"{COMPATIBLE}\"}} 1"
+        )),
         "{text_}"
     );
 }

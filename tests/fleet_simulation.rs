@@ -1,10 +1,14 @@
 //! 10,000 simulated hosts running the crate's own decision functions
 //! (`manifest::evaluate`, `rollout::decide`, the failed list in `State`) on a
-//! simulated clock, with the operator's `fleet` decisions run every half
-//! hour over the hosts' reports. No disks, no network: what is simulated is
-//! only the passage of time, the poll schedule and each release's health.
+//! simulated clock, with the fleet controller's decision (`fleet::decide`,
+//! the function `abupdate fleet` runs over Prometheus's or the reports'
+//! numbers) run every half hour. The controller's inputs are what its
+//! queries count: each host's latest outcome (`fleet::tally`) and the hosts
+//! whose position is below the wave's percentage. No disks, no network:
+//! what is simulated is only the passage of time, the poll schedule and
+//! each release's health.
 
-use abupdate::fleet::{self, Action, Policy};
+use abupdate::fleet::{self, Action, Facts, Plan, Policy};
 use abupdate::manifest::{self, HostFacts, Manifest, ManifestDoc, Rollout, Version};
 use abupdate::report::Event;
 use abupdate::rollout;
@@ -124,6 +128,35 @@ fn poll(host: &mut SimHost, m: &Manifest, now: i64, healthy: bool) -> Vec<Event>
     events
 }
 
+/// One run of the controller at `now` over the reports that have arrived:
+/// the decision `abupdate fleet` makes, applied to the manifest as its
+/// re-sign would. Returns the action.
+fn controller(
+    m: &mut Manifest,
+    hosts: &[SimHost],
+    reports: &[Event],
+    policy: &Policy,
+    now: i64,
+) -> Action {
+    let arrived: Vec<Event> = reports.iter().filter(|e| e.time <= now).cloned().collect();
+    let plan = Plan::from_manifest(m.doc.rollout.as_ref(), m.created, &policy.waves).expect("plan");
+    // What `count(abupdate_rollout_position{…} < percent/100)` answers.
+    let wave_hosts = plan
+        .percent
+        .map(|p| hosts.iter().filter(|h| h.position * 100.0 < p).count() as u64);
+    let facts = Facts {
+        tally: fleet::tally(&arrived, "sim", m.version.as_str()),
+        wave_hosts,
+    };
+    let action = fleet::decide(&plan, &facts, policy, now);
+    let mut doc = serde_json::to_value(&m.doc).expect("json");
+    if fleet::apply(&mut doc, &action, now).expect("apply") {
+        // Re-published (and re-signed) manifest: a new sha, same release.
+        *m = Manifest::parse(&serde_json::to_vec(&doc).expect("json")).expect("manifest");
+    }
+    action
+}
+
 #[test]
 fn a_good_release_ramps_to_every_host_on_schedule() {
     let start = parse_rfc3339("2026-12-01T00:00:00Z").expect("t");
@@ -201,7 +234,6 @@ fn a_bad_release_is_paused_after_the_first_wave_and_never_reinstalled() {
     let policy = Policy {
         max_failures: 5,
         waves: vec![1.0, 5.0, 25.0, 100.0],
-        fleet_size: Some(HOSTS as u64),
         ..Default::default()
     };
     let mut hosts = fleet();
@@ -222,17 +254,9 @@ fn a_bad_release_is_paused_after_the_first_wave_and_never_reinstalled() {
             reports.extend(poll(h, &m, now, false));
         }
         if (now - start) % (30 * MINUTE) == 0 {
-            // The operator sees the reports that have arrived by now.
-            let arrived: Vec<Event> = reports.iter().filter(|e| e.time <= now).cloned().collect();
-            let t = fleet::tally(&arrived, "sim", "3.0");
-            let action = fleet::decide(m.doc.rollout.as_ref(), &t, &policy);
-            if let Action::Pause { .. } = action {
+            // The controller sees the outcomes that have arrived by now.
+            if let Action::Pause { .. } = controller(&mut m, &hosts, &reports, &policy, now) {
                 paused_at.get_or_insert(now);
-            }
-            let mut doc = serde_json::to_value(&m.doc).expect("json");
-            if fleet::apply(&mut doc, &action).expect("apply") {
-                // Re-published (and re-signed) manifest: a new sha, same release.
-                m = Manifest::parse(&serde_json::to_vec(&doc).expect("json")).expect("manifest");
             }
         }
         if (now - start) % (6 * 3600) == 0 || (now - start) < 3 * 3600 && (now - start) % 3600 == 0
@@ -296,5 +320,94 @@ fn a_bad_release_is_paused_after_the_first_wave_and_never_reinstalled() {
         (paused_at.unwrap_or(0) - start) / 60,
         installed_count,
         installed_count as f64 / HOSTS as f64 * 100.0
+    );
+}
+
+#[test]
+fn a_good_release_advances_through_its_waves_after_each_soak() {
+    let start = parse_rfc3339("2026-12-01T00:00:00Z").expect("t");
+    let waves = vec![2.0, 10.0, 50.0, 100.0];
+    let mut m = manifest(
+        "2.0",
+        start,
+        Rollout {
+            percent: Some(2.0),
+            waves: Some(waves.clone()),
+            wave_started: Some(format_rfc3339(start)),
+            ..Default::default()
+        },
+    );
+    let policy = Policy {
+        soak: std::time::Duration::from_secs(2 * 3600),
+        ..Default::default()
+    };
+    let mut hosts = fleet();
+    let mut reports: Vec<Event> = Vec::new();
+    let mut advanced: Vec<(i64, f64)> = Vec::new();
+    println!("good release, waves 2/10/50/100%, 90% committed and a 2 h soak per wave, controller every 30 min");
+    println!("{:>6} {:>7} {:>10}", "hour", "wave %", "updated %");
+    let end = start + 2 * 86400;
+    let mut now = start;
+    while now <= end {
+        for h in hosts
+            .iter_mut()
+            .filter(|h| (now / MINUTE) % 60 == h.poll_minute)
+        {
+            reports.extend(poll(h, &m, now, true));
+        }
+        if (now - start) % (30 * MINUTE) == 0 {
+            let before = m.doc.rollout.as_ref().and_then(|r| r.percent);
+            let action = controller(&mut m, &hosts, &reports, &policy, now);
+            assert!(
+                !matches!(action, Action::Pause { .. }),
+                "a good release paused: {action:?}"
+            );
+            if let Action::Advance { to, .. } = action {
+                // Never advanced inside the soak of the wave it leaves.
+                let since = advanced.last().map(|(t, _)| *t).unwrap_or(start);
+                assert!(
+                    now - since >= 2 * 3600,
+                    "advanced from {before:?} after {} min",
+                    (now - since) / 60
+                );
+                advanced.push((now, to));
+            }
+        }
+        if (now - start) % (3 * 3600) == 0 {
+            let updated = hosts.iter().filter(|h| h.version.as_str() == "2.0").count() as f64
+                / HOSTS as f64
+                * 100.0;
+            let pct = m
+                .doc
+                .rollout
+                .as_ref()
+                .and_then(|r| r.percent)
+                .unwrap_or(0.0);
+            println!("{:>6} {:>7} {:>10.2}", (now - start) / 3600, pct, updated);
+            assert!(
+                updated <= pct,
+                "{updated}% updated ahead of the {pct}% wave"
+            );
+        }
+        now += MINUTE;
+    }
+    assert_eq!(
+        advanced.iter().map(|(_, to)| *to).collect::<Vec<_>>(),
+        waves[1..],
+        "did not advance through every wave"
+    );
+    assert!(
+        hosts
+            .iter()
+            .all(|h| h.version.as_str() == "2.0" && h.installs == 1),
+        "not every host took the release exactly once"
+    );
+    println!(
+        "advanced at {}; every host on 2.0 within the 2 days",
+        advanced
+            .iter()
+            .map(|(t, to)| format!("+{}h to {to}%", (t - start) / 3600))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }

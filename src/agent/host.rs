@@ -175,6 +175,12 @@ impl Host {
         gate::Source {
             location,
             mirror: u.mirror.as_deref(),
+            // `[update] signature_url` is the configured `url`'s (a source
+            // given on the command line keeps its signatures next to it).
+            signature_url: u
+                .signature_url
+                .as_deref()
+                .filter(|_| u.url.as_deref() == Some(location)),
             keys_dirs: &u.keys_dirs,
             threshold: u.threshold,
         }

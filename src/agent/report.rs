@@ -29,6 +29,9 @@ pub fn publish(
             booted_version: booted_version.as_deref(),
             pending: state.transaction.is_some(),
             position: Some(host.position()),
+            compatible: &host.config.update.compatible,
+            labels: &report.labels,
+            outcomes: &state.outcomes,
         };
         let text = crate::report::render_textfile(&state.metrics, &view);
         if let Err(e) = crate::report::write_textfile(path, &text) {
@@ -74,6 +77,13 @@ pub fn record_failure(host: &Host, error: &Error, release: Option<&str>) {
     );
     let delay = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX);
     state.metrics.retry_after = Some(now().saturating_add(delay));
+    crate::report::record_outcome(
+        &mut state.outcomes,
+        release.unwrap_or(""),
+        Outcome::Failed,
+        Some(error.kind().as_str()),
+        now(),
+    );
     let _ = lock.save(&state);
     let message = error.to_string();
     publish(

@@ -36,6 +36,7 @@ use super::verdict::Failure;
 use super::Host;
 use crate::boot::BootState;
 use crate::error::Result;
+use crate::report::Outcome;
 use crate::slot::SlotName;
 use crate::state::{State, StateLock, Transaction};
 use crate::timefmt::now;
@@ -102,6 +103,13 @@ impl<'a> Transition<'a> {
         state.stage(&t, self.host.boot_id(), at);
         update(state);
         state.metrics.last_success = Some(at);
+        crate::report::record_outcome(
+            &mut state.outcomes,
+            &t.version,
+            Outcome::Installed,
+            None,
+            at,
+        );
         self.save(state)
     }
 
@@ -109,7 +117,15 @@ impl<'a> Transition<'a> {
     pub(super) fn commit(&self, state: &mut State, t: &Transaction) -> Result<()> {
         self.host.boot.set_state(t.to, BootState::Good)?;
         crate::failpoint::hit("committed");
-        state.commit(t, now());
+        let at = now();
+        state.commit(t, at);
+        crate::report::record_outcome(
+            &mut state.outcomes,
+            &t.version,
+            Outcome::Committed,
+            None,
+            at,
+        );
         self.save(state)
     }
 
@@ -119,7 +135,9 @@ impl<'a> Transition<'a> {
         self.host.boot.set_state(t.to, BootState::Bad)?;
         self.host.boot.activate(t.from)?;
         crate::failpoint::hit("rolled-back");
-        state.retire_trial(t, why.holds_release(), &why.reason(t), why.kind(), now());
+        let at = now();
+        state.retire_trial(t, why.holds_release(), &why.reason(t), why.kind(), at);
+        crate::report::record_outcome(&mut state.outcomes, &t.version, why.outcome(), None, at);
         self.save(state)
     }
 

@@ -333,102 +333,98 @@ pub fn pack(_global: &Global, _opts: &PackOptions) -> Result<i32> {
     ))
 }
 
-/// Tally the reports for the manifest's release and pause or advance it:
-/// verify the manifest as hosts do, and the keys that will re-sign it,
-/// before deciding; then re-sign and publish it atomically
-/// ([`crate::publish`]).
+/// Decide the manifest's rollout from the fleet's word (Prometheus or the
+/// reports) and pause or advance it ([`crate::fleet::controller`]), then
+/// say what was decided: the text line (with every query and its answer on
+/// `--dry-run`) or the `--json` shape. Every decision exits 0.
+#[cfg(feature = "pack")]
 pub fn fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
-    use crate::publish::{self, ReleaseDir};
-    let name = opts
-        .manifest
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| {
-            usage(format!(
-                "--manifest {}: not a file",
-                opts.manifest.display()
-            ))
-        })?;
-    let dir = match opts.manifest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !opts.manifest.is_file() {
-        return Err(Error::io(
-            &opts.manifest,
-            std::io::ErrorKind::NotFound.into(),
-        ));
-    }
-    let secrets = publish::load_secret_keys(&opts.secrets)?;
-    // Without --keys, the keys that re-sign must be the ones whose valid
-    // signatures the manifest carries: what was not signed by them is
-    // never signed by them.
-    let keys = match opts.keys_dirs.is_empty() {
-        true => {
-            crate::trust::KeyRing::from_keys(secrets.iter().map(|(_, k)| k.public_key()).collect())
-        }
-        false => crate::trust::KeyRing::load(&opts.keys_dirs)?,
-    };
-    let dir = ReleaseDir::open(&dir)?;
-    let current = dir.read_verified(name, &keys, opts.threshold)?;
-    current.check_signers(&secrets, &keys, opts.threshold)?;
-    let doc = &current.manifest.doc;
-    let reports = crate::fleet::read_reports(&opts.reports).map_err(Error::Fleet)?;
-    let tally = crate::fleet::tally(&reports.events, &doc.compatible, &doc.version);
-    let action = crate::fleet::decide(doc.rollout.as_ref(), &tally, &opts.policy);
-    let (verb, reason) = match &action {
-        crate::fleet::Action::Keep { reason } => (json::FleetAction::Keep, reason.clone()),
-        crate::fleet::Action::Pause { reason } => (json::FleetAction::Pause, reason.clone()),
-        crate::fleet::Action::Advance { to, reason } => {
-            (json::FleetAction::Advance, format!("to {to}%: {reason}"))
-        }
-    };
-    let changed = !matches!(action, crate::fleet::Action::Keep { .. });
-    if !changed && !opts.dry_run && dir.finish_publish(name, &current)? && !global.quiet {
-        eprintln!(
-            "{}: finished an interrupted publish (its signatures are in place again)",
-            opts.manifest.display()
-        );
-    }
-    if changed {
-        let body = current.rewrite(crate::timefmt::now(), |v| {
-            crate::fleet::apply(v, &action).map(|_| ())
-        })?;
-        if !opts.dry_run {
-            let keys: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
-            dir.publish_manifest(name, &body, &keys, Some(&current.body))?;
-        }
-    }
+    let r = crate::fleet::controller::run(opts, global.quiet)?;
+    let t = &r.tally;
     if global.json {
         json::print(&json::Fleet {
-            release: &doc.version,
-            action: verb,
-            reason: &reason,
-            changed: changed && !opts.dry_run,
-            installed: tally.installed,
-            committed: tally.committed,
-            failed: tally.failed,
-            not_counted: tally.not_counted,
-            malformed_reports: reports.malformed,
+            release: &r.release,
+            action: match r.action {
+                "pause" => json::FleetAction::Pause,
+                "advance" => json::FleetAction::Advance,
+                _ => json::FleetAction::Keep,
+            },
+            reason: &r.reason,
+            changed: r.changed,
+            dry_run: r.dry_run,
+            source: r.source,
+            percent: r.percent,
+            wave_hosts: r.wave_hosts,
+            fleet_hosts: r.fleet_hosts,
+            installed: t.installed,
+            committed: t.committed,
+            failed: t.failed,
+            not_counted: t.not_counted,
+            malformed_reports: r.malformed_reports,
+            queries: r
+                .queries
+                .iter()
+                .map(|a| json::FleetQuery {
+                    query: &a.query,
+                    answer: a
+                        .answer
+                        .iter()
+                        .map(|s| json::FleetSample {
+                            labels: &s.labels,
+                            value: s.value,
+                        })
+                        .collect(),
+                })
+                .collect(),
         });
-    } else {
-        let verb = match verb {
-            json::FleetAction::Keep => "keep",
-            json::FleetAction::Pause => "pause",
-            json::FleetAction::Advance => "advance",
-        };
-        println!(
-            "release {}: {verb} ({reason}); {} installed, {} committed, {} failed; \
-             {} failures not caused by the release, {} malformed reports skipped",
-            doc.version,
-            tally.installed,
-            tally.committed,
-            tally.failed,
-            tally.not_counted,
-            reports.malformed
-        );
+        return Ok(0);
     }
+    if r.dry_run {
+        for a in &r.queries {
+            println!("query: {}", a.query);
+            if a.answer.is_empty() {
+                println!("  (no series)");
+            }
+            for s in &a.answer {
+                let labels: Vec<String> = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", crate::fleet::prometheus::quote(v)))
+                    .collect();
+                println!("  {{{}}} {}", labels.join(","), s.value);
+            }
+        }
+    }
+    let mut line = format!(
+        "release {}: {}{} ({}); {} installed, {} committed, {} failed; \
+         {} failures not caused by the release",
+        r.release,
+        r.action,
+        if r.dry_run && r.action != "keep" {
+            " [dry run: not written]"
+        } else {
+            ""
+        },
+        r.reason,
+        t.installed,
+        t.committed,
+        t.failed,
+        t.not_counted,
+    );
+    if let Some(m) = r.malformed_reports {
+        line.push_str(&format!(", {m} malformed reports skipped"));
+    }
+    println!("{line}");
     Ok(0)
+}
+
+/// A host build carries no fleet controller (the operator's tool, like
+/// `pack`): its Prometheus client and re-signing stay out of the binary.
+#[cfg(not(feature = "pack"))]
+pub fn fleet(_global: &Global, _opts: &FleetOptions) -> Result<i32> {
+    Err(usage(
+        "this abupdate is a host build without `fleet`; use a build with the `pack` feature",
+    ))
 }
 
 fn print_status(s: &agent::Status) {

@@ -145,9 +145,10 @@ pub static COMMANDS: &[CommandDef] = &[
         cmd: Cmd::Fleet,
         name: "fleet",
         args: &[],
-        about: "operator: pause or advance a rollout from the hosts' reports (verified \
-                first with the hosts' keys, else the secrets' own; re-signed by the keys \
-                that signed it)",
+        about: "operator: pause or advance a rollout from the fleet's metrics \
+                (--prometheus) or the webhook's reports (--reports); waves from the \
+                manifest's rollout.waves; verified first with the hosts' keys, else the \
+                secrets' own; re-signed by the keys that signed it",
     },
     CommandDef {
         cmd: Cmd::Pack,
@@ -469,16 +470,58 @@ pub static FLAGS: &[Flag] = &[
         },
     ),
     valued(
+        "prometheus",
+        "URL",
+        FLEET,
+        "a Prometheus-compatible query API (Prometheus, Thanos, Mimir, VictoriaMetrics) to decide from",
+        |a, v| {
+            let url = v.text()?;
+            crate::fleet::prometheus::check_url(&url)
+                .map_err(|e| format!("--prometheus {url}: {e}"))?;
+            a.prometheus = Some(url);
+            Ok(())
+        },
+    ),
+    valued(
+        "selector",
+        "MATCHERS",
+        FLEET,
+        "only hosts whose series match these PromQL label matchers ('region=\"eu\",tier!=\"lab\"'; repeatable)",
+        |a, v| {
+            let text = v.text()?;
+            a.selector
+                .extend(crate::fleet::prometheus::parse_selector(&text)?);
+            Ok(())
+        },
+    )
+    .repeat(),
+    valued(
+        "query-timeout",
+        "DURATION",
+        FLEET,
+        "bound on each query (default 30s, at most 10m)",
+        |a, v| {
+            let text = v.text()?;
+            match crate::timefmt::parse_duration(&text) {
+                Ok(d) if !d.is_zero() && d <= std::time::Duration::from_secs(600) => {
+                    a.query_timeout = Some(d);
+                    Ok(())
+                }
+                Ok(_) => Err(format!("--query-timeout {text}: more than 0, at most 10m")),
+                Err(e) => Err(format!("--query-timeout: {e}")),
+            }
+        },
+    ),
+    valued(
         "reports",
         "PATH",
         FLEET,
-        "the hosts' reports: a JSON-lines file or a directory of them",
+        "instead of --prometheus: the webhook's reports, a JSON-lines file or a directory of them",
         |a, v| {
             a.reports = Some(v.path());
             Ok(())
         },
-    )
-    .required(),
+    ),
     valued(
         "max-failures",
         "N",
@@ -513,9 +556,20 @@ pub static FLAGS: &[Flag] = &[
         "waves",
         "P,P,...",
         FLEET,
-        "percentages to advance through, rising, ending at 100 (1,5,25,100)",
+        "for a manifest without rollout.waves: percentages to advance through, rising, ending at 100 (1,5,25,100)",
         |a, v| {
             a.policy.waves = crate::fleet::parse_waves(&v.text()?)?;
+            Ok(())
+        },
+    ),
+    valued(
+        "soak",
+        "DURATION",
+        FLEET,
+        "how long a wave runs before it may advance (default 0)",
+        |a, v| {
+            a.policy.soak = crate::timefmt::parse_duration(&v.text()?)
+                .map_err(|e| format!("--soak: {e}"))?;
             Ok(())
         },
     ),
@@ -536,6 +590,16 @@ pub static FLAGS: &[Flag] = &[
         "fraction of a wave that must have committed before the next (default 0.9)",
         |a, v| {
             a.policy.advance_when = v.number()?;
+            Ok(())
+        },
+    ),
+    valued(
+        "out",
+        "DIR",
+        FLEET,
+        "publish the re-signed manifest and its signatures there (default: the manifest's directory)",
+        |a, v| {
+            a.out = Some(v.path());
             Ok(())
         },
     ),
@@ -705,6 +769,16 @@ pub static FLAGS: &[Flag] = &[
         },
     ),
     valued(
+        "waves",
+        "P,P,...",
+        PACK,
+        "rollout: the fleet controller's waves, rising, ending at 100 (2,10,50,100); starts at the first",
+        |a, v| {
+            a.waves = Some(crate::fleet::parse_waves(&v.text()?)?);
+            Ok(())
+        },
+    ),
+    valued(
         "segment-size",
         "MIB",
         PACK,
@@ -839,6 +913,11 @@ pub struct LowArgs {
     pub keys: Vec<PathBuf>,
     pub threshold: Option<usize>,
     pub reports: Option<PathBuf>,
+    pub prometheus: Option<String>,
+    pub selector: Vec<crate::fleet::prometheus::Matcher>,
+    pub query_timeout: Option<std::time::Duration>,
+    /// `pack --waves`: the fleet controller's plan, signed.
+    pub waves: Option<Vec<f64>>,
     /// `fleet`'s thresholds and waves, filled in flag by flag.
     pub policy: crate::fleet::Policy,
     pub dry_run: bool,
@@ -1209,6 +1288,9 @@ mod tests {
             "all|changed" => "changed",
             "TEXT" | "C" => "text",
             "V" => "1.2",
+            "URL" => "http://127.0.0.1:9090",
+            "DURATION" => "30s",
+            "MATCHERS" => "region=\"eu\"",
             other => panic!("no sample value for {other}: add one"),
         }
     }

@@ -138,7 +138,7 @@ pub enum FleetAction {
     Advance,
 }
 
-/// `fleet`: the decision and the tally it came from.
+/// `fleet`: the decision and what it came from.
 #[derive(Debug, Serialize)]
 pub struct Fleet<'a> {
     /// The manifest's version.
@@ -147,13 +147,38 @@ pub struct Fleet<'a> {
     pub reason: &'a str,
     /// The manifest was re-signed and published (never on `--dry-run`).
     pub changed: bool,
+    pub dry_run: bool,
+    /// `prometheus` or `reports`.
+    pub source: &'a str,
+    /// The current wave's percentage (`rollout.percent`).
+    pub percent: Option<f64>,
+    /// Hosts the current wave covers.
+    pub wave_hosts: Option<u64>,
+    /// Hosts reporting (Prometheus), or `--fleet-size`.
+    pub fleet_hosts: Option<u64>,
     pub installed: u64,
     pub committed: u64,
     pub failed: u64,
     /// Failures the release did not cause (network, the host's own…).
     pub not_counted: u64,
-    /// Reports skipped because they could not be read.
-    pub malformed_reports: u64,
+    /// Reports skipped because they could not be read (`--reports`).
+    pub malformed_reports: Option<u64>,
+    /// Every PromQL query asked and its answer (`--prometheus`).
+    pub queries: Vec<FleetQuery<'a>>,
+}
+
+/// One query `fleet` asked, and Prometheus's answer.
+#[derive(Debug, Serialize)]
+pub struct FleetQuery<'a> {
+    pub query: &'a str,
+    pub answer: Vec<FleetSample<'a>>,
+}
+
+/// One sample of an instant vector.
+#[derive(Debug, Serialize)]
+pub struct FleetSample<'a> {
+    pub labels: &'a BTreeMap<String, String>,
+    pub value: f64,
 }
 
 /// Any command that fails: on stdout, with the line on stderr.
@@ -251,6 +276,7 @@ mod tests {
             position: 0.25,
             percentage: 10.0,
             included: false,
+            paused: false,
             reason: Some("this host is at 25.00% of the fleet".into()),
         }
     }
@@ -270,7 +296,7 @@ mod tests {
                 "update_available": true, "version": "2.0", "manifest_sha256": "ab12",
                 "source": "http://h/release.json",
                 "rollout": {"position": 0.25, "percentage": 10.0, "included": false,
-                            "reason": "this host is at 25.00% of the fleet"},
+                            "paused": false, "reason": "this host is at 25.00% of the fleet"},
             })
         );
         let v = value(&Check::available(
@@ -358,22 +384,38 @@ mod tests {
 
     #[test]
     fn fleet_shape() {
+        let labels = BTreeMap::from([("outcome".to_string(), "failed".to_string())]);
         let v = value(&Fleet {
             release: "2.0",
             action: FleetAction::Pause,
             reason: "6 hosts failed (limit 5)",
             changed: true,
+            dry_run: false,
+            source: "prometheus",
+            percent: Some(2.0),
+            wave_hosts: Some(20),
+            fleet_hosts: Some(1000),
             installed: 10,
             committed: 3,
             failed: 6,
             not_counted: 1,
-            malformed_reports: 2,
+            malformed_reports: None,
+            queries: vec![FleetQuery {
+                query: "count(x)",
+                answer: vec![FleetSample {
+                    labels: &labels,
+                    value: 6.0,
+                }],
+            }],
         });
         assert_eq!(
             v,
             json!({"release": "2.0", "action": "pause", "reason": "6 hosts failed (limit 5)",
-                   "changed": true, "installed": 10, "committed": 3, "failed": 6,
-                   "not_counted": 1, "malformed_reports": 2})
+                   "changed": true, "dry_run": false, "source": "prometheus", "percent": 2.0,
+                   "wave_hosts": 20, "fleet_hosts": 1000, "installed": 10, "committed": 3,
+                   "failed": 6, "not_counted": 1, "malformed_reports": null,
+                   "queries": [{"query": "count(x)",
+                                "answer": [{"labels": {"outcome": "failed"}, "value": 6.0}]}]})
         );
         assert_eq!(value(&FleetAction::Keep), json!("keep"));
         assert_eq!(value(&FleetAction::Advance), json!("advance"));

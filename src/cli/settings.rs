@@ -70,20 +70,7 @@ pub enum Command {
 }
 
 /// Options of `fleet`, the operator's rollout control.
-#[derive(Clone, Debug)]
-pub struct FleetOptions {
-    pub manifest: PathBuf,
-    /// The keys that re-sign it: the ones that signed it, `threshold` of them.
-    pub secrets: Vec<PathBuf>,
-    /// The hosts' trusted key directories and threshold: the manifest is
-    /// verified against them before anything is changed (no directory: the
-    /// public halves of `secrets` are the trusted keys).
-    pub keys_dirs: Vec<PathBuf>,
-    pub threshold: usize,
-    pub reports: PathBuf,
-    pub policy: crate::fleet::Policy,
-    pub dry_run: bool,
-}
+pub use crate::fleet::controller::Options as FleetOptions;
 
 /// A positional argument that is a word or a URL.
 fn text(cmd: Cmd, v: &OsString) -> Result<String, String> {
@@ -190,7 +177,8 @@ fn pack(low: LowArgs) -> PackOptions {
         || low.rollout_start.is_some()
         || low.start_percentage.is_some()
         || low.duration_minutes.is_some()
-        || low.paused;
+        || low.paused
+        || low.waves.is_some();
     PackOptions {
         secret_keys: low.secret,
         compatible: low.compatible.unwrap_or_default(),
@@ -209,8 +197,13 @@ fn pack(low: LowArgs) -> PackOptions {
             start: low.rollout_start,
             start_percentage: low.start_percentage,
             duration_minutes: low.duration_minutes,
-            percent: low.percent,
+            // The waves' first is the starting percentage unless one is given.
+            percent: low
+                .percent
+                .or_else(|| low.waves.as_ref().and_then(|w| w.first().copied())),
             paused: low.paused,
+            waves: low.waves,
+            wave_started: None,
         }),
         segment_size: low.segment_size,
         one_frame: low.one_frame,
@@ -223,15 +216,48 @@ fn pack(low: LowArgs) -> PackOptions {
 }
 
 fn fleet(low: LowArgs) -> Result<FleetOptions, String> {
+    use crate::fleet::controller::Source;
     low.policy.check()?;
+    let given = |f: &str| {
+        low.given
+            .iter()
+            .any(|&i| flags::FLAGS[i].long == f && flags::FLAGS[i].takes(Cmd::Fleet))
+    };
+    let source = match (low.prometheus, low.reports) {
+        (Some(url), None) => {
+            if given("fleet-size") {
+                return Err("--fleet-size is for --reports; Prometheus counts the hosts".into());
+            }
+            Source::Prometheus {
+                url,
+                selector: low.selector,
+                timeout: low
+                    .query_timeout
+                    .unwrap_or(std::time::Duration::from_secs(30)),
+            }
+        }
+        (None, Some(path)) => {
+            for f in ["selector", "query-timeout"] {
+                if given(f) {
+                    return Err(format!("--{f} is for --prometheus"));
+                }
+            }
+            Source::Reports(path)
+        }
+        (Some(_), Some(_)) => {
+            return Err("fleet takes --prometheus URL or --reports PATH, not both".into())
+        }
+        (None, None) => return Err("fleet needs --prometheus URL (or --reports PATH)".into()),
+    };
     Ok(FleetOptions {
         manifest: low.manifest.unwrap_or_default(),
         secrets: low.secret,
         keys_dirs: low.keys,
         threshold: low.threshold.unwrap_or(1),
-        reports: low.reports.unwrap_or_default(),
+        source,
         policy: low.policy,
         dry_run: low.dry_run,
+        out: low.out,
     })
 }
 

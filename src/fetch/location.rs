@@ -11,9 +11,10 @@
 //!   section 5.2 (its own query kept, the manifest's not inherited); the
 //!   mirror takes the origin URL's path and query onto the mirror's scheme,
 //!   host and path prefix; a fragment is never sent.
-//! - User info (`user:password@`) never reaches a person: [`redact`] is the
-//!   one renderer for URLs (and for text that may contain them) in errors,
-//!   logs, JSON and reports.
+//! - Credentials in a URL never reach a person: user info
+//!   (`user:password@`) and a presigned URL's signature or token parameter
+//!   (`X-Amz-Signature=…`). [`redact`] is the one renderer for URLs (and for
+//!   text that may contain them) in errors, logs, JSON and reports.
 //!
 //! Written by hand rather than with the `url` crate: that crate (with its
 //! IDNA tables) adds 184 KB to the static host binary, most of the headroom
@@ -286,11 +287,95 @@ fn assemble(scheme: &str, authority: Option<&str>, path: &str, query: Option<&st
     out
 }
 
+/// Query parameters that carry a presigned URL's signature or session
+/// token (AWS SigV4 and SigV2 / CloudFront, GCS V4, Azure SAS): whoever
+/// holds them can fetch the object until the URL expires, so they are
+/// credentials like user info. Compared without regard to case.
+const SECRET_QUERY_PARAMS: [&str; 5] = [
+    "x-amz-signature",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "signature",
+    "sig",
+];
+
 /// `text` with the user info of every URL in it (`scheme://user:pw@host`)
-/// replaced by `***`: the one way a URL, or a message naming one, is shown
-/// to a person. Credentials stay on the wire (ureq sends them as Basic
-/// authentication) and out of logs, errors, JSON and webhook reports.
+/// replaced by `***`, and the value of every presigned URL's signature or
+/// token parameter ([`SECRET_QUERY_PARAMS`]) too: the one way a URL, or a
+/// message naming one, is shown to a person. Credentials stay on the wire
+/// (ureq sends user info as Basic authentication; the query as it is) and
+/// out of logs, errors, JSON and webhook reports. What a person needs to
+/// tell URLs apart stays: the path, the other parameters (a presigned URL's
+/// date, expiry and key id).
 pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    match redact_user_info(text) {
+        std::borrow::Cow::Borrowed(t) => redact_query_secrets(t),
+        std::borrow::Cow::Owned(t) => {
+            std::borrow::Cow::Owned(redact_query_secrets(&t).into_owned())
+        }
+    }
+}
+
+/// The values of [`SECRET_QUERY_PARAMS`] (a parameter right after `?` or
+/// `&`) replaced by `***`; the value ends where the parameter, the URL or
+/// the quoted text ends.
+fn redact_query_secrets(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('=') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    // ASCII lower-casing keeps every byte offset.
+    let lower = text.to_ascii_lowercase();
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if matches!(bytes[i], b'?' | b'&') {
+            let rest = &lower[i + 1..];
+            let secret = SECRET_QUERY_PARAMS
+                .iter()
+                .find(|name| rest.strip_prefix(*name).is_some_and(|r| r.starts_with('=')));
+            if let Some(name) = secret {
+                let start = i + 1 + name.len() + 1;
+                let end = secret_value_end(text, start);
+                if end > start {
+                    out.push_str(&text[copied..start]);
+                    out.push_str("***");
+                    copied = end;
+                }
+                i = end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// Where a query value starting at `start` ends inside a message: at the
+/// next parameter, the fragment, the end of a quoted or bracketed URL,
+/// white space, or a `: ` that goes on with the message (`URL: HTTP 403`).
+fn secret_value_end(text: &str, start: usize) -> usize {
+    let rest = &text[start..];
+    let mut chars = rest.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let message_colon = c == ':' && chars.peek().is_none_or(|&(_, next)| next.is_whitespace());
+        if message_colon
+            || matches!(c, '&' | '#' | '"' | '\'' | '<' | '>' | '`' | ')')
+            || c.is_whitespace()
+        {
+            return start + i;
+        }
+    }
+    text.len()
+}
+
+/// See [`redact`]: user info only.
+fn redact_user_info(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.contains("://") || !text.contains('@') {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -340,6 +425,132 @@ pub fn sibling(location: &str, suffix: &str) -> Result<String, FetchError> {
             Ok(assemble(parts.scheme, parts.authority, &path, parts.query))
         }
     }
+}
+
+/// The placeholder of a `[update] signature_url` template: the signature
+/// file's name (`release.json.minisig`, `release.json.1.minisig`, …).
+pub const SIGNATURE_NAME_PLACEHOLDER: &str = "{name}";
+
+/// Where signature file `suffix` (`.minisig`, `.1.minisig`, `.<tag>.minisig`)
+/// of the manifest at `manifest` is fetched from.
+///
+/// - No `signature_url`: next to the manifest ([`sibling`]: its path plus
+///   the suffix, its query kept: a CDN token on the manifest URL reaches
+///   its signatures).
+/// - A template holding `{name}`: the placeholder becomes the signature
+///   file's name (the manifest URL's last path segment plus `suffix`), as
+///   one path segment. For a front that serves every object under one rule
+///   (a presigning gateway, another prefix or bucket).
+/// - Any other URL is the standard signature's own (`release.json.minisig`,
+///   e.g. a presigned URL: its query signs that object alone, so the
+///   manifest's query cannot be reused). The other names (numbered, bound to
+///   a manifest's bytes) have no URL then: `Ok(None)`.
+pub fn signature_location(
+    manifest: &str,
+    suffix: &str,
+    signature_url: Option<&str>,
+) -> Result<Option<String>, FetchError> {
+    let Some(given) = signature_url else {
+        return sibling(manifest, suffix).map(Some);
+    };
+    if !given.contains(SIGNATURE_NAME_PLACEHOLDER) {
+        return Ok((suffix == ".minisig").then(|| given.to_string()));
+    }
+    let name = format!("{}{suffix}", manifest_file_name(manifest));
+    let location = given.replace(SIGNATURE_NAME_PLACEHOLDER, &percent_encode_segment(&name));
+    parse_location(&location)?;
+    Ok(Some(location))
+}
+
+/// The last path segment of a manifest location (`release.json`), as the
+/// publisher named the file; `release.json` when the URL has no path.
+fn manifest_file_name(manifest: &str) -> String {
+    let path = match scheme_of(manifest) {
+        Some(_) => split_url(manifest).path.to_string(),
+        None => manifest.to_string(),
+    };
+    match path.rsplit('/').next() {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => "release.json".to_string(),
+    }
+}
+
+/// `s` escaped to stay one path segment (`/`, `?`, `#` and what may not
+/// appear raw are escaped; an existing `%XX` escape is kept as it is).
+fn percent_encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &byte in s.as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Why `signature_url` cannot serve as `[update] signature_url` with
+/// `threshold` signatures needed: it must be a location (a template with
+/// its placeholder filled in), and one exact URL names one file, the
+/// standard signature, so a threshold above 1 needs a template.
+pub fn check_signature_url(signature_url: &str, threshold: usize) -> Result<(), String> {
+    let filled = signature_url.replace(SIGNATURE_NAME_PLACEHOLDER, "release.json.minisig");
+    parse_location(&filled).map_err(|e| e.to_string())?;
+    if threshold > 1 && !signature_url.contains(SIGNATURE_NAME_PLACEHOLDER) {
+        return Err(format!(
+            "{}: one URL names one signature file, and threshold {threshold} needs \
+             {threshold}; give a template with {SIGNATURE_NAME_PLACEHOLDER} for the file name",
+            redact(signature_url)
+        ));
+    }
+    Ok(())
+}
+
+/// When a presigned URL stops being honoured (Unix seconds): AWS SigV4 and
+/// GCS V4 (`X-Amz-Date`/`X-Goog-Date` plus `X-Amz-Expires`/`X-Goog-Expires`)
+/// or SigV2 (`Expires`, next to a `Signature`). `None` for a URL that is not
+/// presigned this way. An S3 store answers such a URL with 403 once it
+/// expired: errors say when it did.
+pub fn presigned_expiry(url: &str) -> Option<i64> {
+    let query = split_url(url).query?;
+    let param = |name: &str| {
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            k.eq_ignore_ascii_case(name).then_some(v)
+        })
+    };
+    for (date, expires) in [
+        ("X-Amz-Date", "X-Amz-Expires"),
+        ("X-Goog-Date", "X-Goog-Expires"),
+    ] {
+        if let (Some(d), Some(e)) = (param(date), param(expires)) {
+            return Some(amz_date(d)?.saturating_add(e.parse::<i64>().ok()?));
+        }
+    }
+    match (param("Expires"), param("Signature")) {
+        (Some(e), Some(_)) => e.parse().ok(),
+        _ => None,
+    }
+}
+
+/// SigV4's `YYYYMMDDTHHMMSSZ` as Unix seconds.
+fn amz_date(d: &str) -> Option<i64> {
+    let b = d.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let digits =
+        |r: std::ops::Range<usize>| d.get(r).filter(|s| s.bytes().all(|c| c.is_ascii_digit()));
+    let rfc = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        digits(0..4)?,
+        digits(4..6)?,
+        digits(6..8)?,
+        digits(9..11)?,
+        digits(11..13)?,
+        digits(13..15)?
+    );
+    crate::timefmt::parse_rfc3339(&rfc).ok()
 }
 
 /// Why `mirror` cannot serve as `[update] mirror`, if it cannot: it must be

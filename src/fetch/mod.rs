@@ -17,7 +17,8 @@
 //!   local paths are refused as references from, and redirects out of, http(s).
 //! - Every URL built from another (signatures, image references, the
 //!   mirror, redirects) is built on its components ([`location`]), and a URL
-//!   is shown to a person only through [`redact`] (no user info).
+//!   is shown to a person only through [`redact`] (no user info, no
+//!   presigned signature).
 //! - Error kinds tell the transport's failures (`network`, `http_status`,
 //!   `tls`: worth another try later) from a source that does not hold what
 //!   the signed manifest declares (`too_long`, `too_short`, `not_found`).
@@ -52,7 +53,8 @@ use ureq::{Agent, Body, Proxy};
 
 pub use auth::{read_secret, CredentialFiles, Credentials};
 pub use location::{
-    check_mirror, check_service_url, endpoint, origin_of, redact, sibling, via_mirror, Origin,
+    check_mirror, check_service_url, check_signature_url, endpoint, origin_of, presigned_expiry,
+    redact, sibling, signature_location, via_mirror, Origin, SIGNATURE_NAME_PLACEHOLDER,
 };
 use location::{parse_location, split_url, url_join, Loc};
 use pace::Bucket;
@@ -339,12 +341,13 @@ impl FetchError {
                 location,
                 status,
                 retry_after,
-            } => match retry_after {
-                Some(d) => format!(
+            } => match (retry_after, presigned_note(location, *status)) {
+                (Some(d), _) => format!(
                     "{location}: HTTP {status} (the server asks to retry after {})",
                     fmt_secs(*d)
                 ),
-                None => format!("{location}: HTTP {status}"),
+                (None, Some(note)) => format!("{location}: HTTP {status} ({note})"),
+                (None, None) => format!("{location}: HTTP {status}"),
             },
             FetchError::NotFound {
                 location,
@@ -381,6 +384,23 @@ impl FetchError {
             }
         }
     }
+}
+
+/// What a refusal (400, 403) of a presigned URL most likely means: S3
+/// answers 403 once the URL's own expiry has passed, and a person cannot
+/// read that from the query. Says when it expired, or until when it is
+/// valid (then the refusal is something else: a wrong key, a clock skew).
+fn presigned_note(location: &str, status: u16) -> Option<String> {
+    if !matches!(status, 400 | 403) {
+        return None;
+    }
+    let expiry = location::presigned_expiry(location)?;
+    let at = crate::timefmt::format_rfc3339(expiry);
+    Some(if expiry <= crate::timefmt::now() {
+        format!("a presigned URL that expired at {at}: publish a fresh one")
+    } else {
+        format!("a presigned URL valid until {at}")
+    })
 }
 
 impl std::error::Error for FetchError {}

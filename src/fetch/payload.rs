@@ -538,7 +538,15 @@ fn open_local(location: &str, path: &Path, size: u64) -> Result<PayloadReader, F
         location: location.to_string(),
         detail: e.to_string(),
     };
-    let file = File::open(path).map_err(io_err)?;
+    // No such file is "not published there", as a 404 is (`not_found`,
+    // which the fleet controller does not count against the release).
+    let file = File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => FetchError::NotFound {
+            location: location.to_string(),
+            status: None,
+        },
+        _ => io_err(e),
+    })?;
     let meta = file.metadata().map_err(io_err)?;
     // For a regular file its length is the announcement; pipes and devices
     // are checked while reading.

@@ -302,6 +302,25 @@ fn errors_are_one_line_and_name_the_location() {
     }
 }
 
+/// A missing local payload is `not_found`, as the error-kind table and
+/// a 404 say (it was `io`, which read as a fault of the host's disk).
+#[test]
+fn a_missing_local_payload_is_not_found_like_a_404() {
+    let t = Transport::new(&TransportOptions::default()).unwrap();
+    let missing = std::env::temp_dir().join(format!("abupdate-missing-{}.zst", std::process::id()));
+    for loc in [
+        missing.display().to_string(),
+        format!("file://{}", missing.display()),
+    ] {
+        let e = t.open_payload(&loc, 1, None).unwrap_err();
+        assert_eq!(e.kind(), "not_found", "{loc}: {e}");
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn local_payload_size_checks() {
     let dir = std::env::temp_dir().join(format!("abupdate-fetch-unit-{}", std::process::id()));
@@ -330,12 +349,6 @@ fn local_payload_size_checks() {
     assert_eq!(
         t.open_payload(loc, 1001, None).unwrap_err().kind(),
         "too_short"
-    );
-    assert_eq!(
-        t.open_payload(&format!("{loc}.missing"), 1, None)
-            .unwrap_err()
-            .kind(),
-        "io"
     );
 
     // Documents: whole, capped, and NotFound for a missing file.
@@ -524,6 +537,26 @@ fn redact_hides_user_info_and_nothing_else() {
         ("http://[::1]:80/x", "http://[::1]:80/x"),
         ("/local/a@b", "/local/a@b"),
         ("user@host: no scheme", "user@host: no scheme"),
+        // A presigned URL's signature or token is a credential too; its
+        // date, expiry and key id are not.
+        (
+            "http://s3/b/r.json?X-Amz-Date=20261202T123557Z&X-Amz-Expires=60&X-Amz-Signature=f08c&x=1",
+            "http://s3/b/r.json?X-Amz-Date=20261202T123557Z&X-Amz-Expires=60&X-Amz-Signature=***&x=1",
+        ),
+        (
+            "abupdate: https://u:p@s3/k?x-amz-security-token=T0k%2Fen&X-AMZ-SIGNATURE=ab: HTTP 403",
+            "abupdate: https://***@s3/k?x-amz-security-token=***&X-AMZ-SIGNATURE=***: HTTP 403",
+        ),
+        (
+            r#"{"source":"http://s3/k?AWSAccessKeyId=A&Expires=1700000000&Signature=x%2By"}"#,
+            r#"{"source":"http://s3/k?AWSAccessKeyId=A&Expires=1700000000&Signature=***"}"#,
+        ),
+        (
+            "https://acct.blob.core.windows.net/c/r.json?sv=2022&sig=abc#f and more",
+            "https://acct.blob.core.windows.net/c/r.json?sv=2022&sig=***#f and more",
+        ),
+        ("http://h/r.json?signatures=2&designature=1", "http://h/r.json?signatures=2&designature=1"),
+        ("http://h/r.json?X-Goog-Signature=", "http://h/r.json?X-Goog-Signature="),
     ];
     for (text, want) in table {
         assert_eq!(redact(text), want, "{text}");
@@ -606,4 +639,132 @@ fn endpoints_go_below_the_base_path() {
     assert!(check_service_url("http://lock/?x=1").is_err());
     assert!(check_service_url("file:///lock").is_err());
     assert!(check_service_url("https://lock.example/base").is_ok());
+}
+
+#[test]
+fn a_signature_url_gives_the_signature_its_own_url_not_the_manifests_query() {
+    use super::signature_location;
+    let presigned_manifest = "http://s3:9000/edge/stable/release.json?X-Amz-Signature=aaa";
+    let presigned_sig = "http://s3:9000/edge/stable/release.json.minisig?X-Amz-Signature=bbb";
+    let table: [(&str, &str, Option<&str>, Option<&str>); 7] = [
+        // Unset: next to the manifest, its query kept (a CDN token).
+        (
+            presigned_manifest,
+            ".minisig",
+            None,
+            Some("http://s3:9000/edge/stable/release.json.minisig?X-Amz-Signature=aaa"),
+        ),
+        // An exact URL is the standard signature's own...
+        (
+            presigned_manifest,
+            ".minisig",
+            Some(presigned_sig),
+            Some(presigned_sig),
+        ),
+        // ...and names no other file (numbered, bound).
+        (presigned_manifest, ".1.minisig", Some(presigned_sig), None),
+        (
+            presigned_manifest,
+            ".0123456789abcdef.minisig",
+            Some(presigned_sig),
+            None,
+        ),
+        // A template gets the file name as one path segment.
+        (
+            presigned_manifest,
+            ".2.minisig",
+            Some("https://presign.example/edge/{name}?token=t"),
+            Some("https://presign.example/edge/release.json.2.minisig?token=t"),
+        ),
+        (
+            "http://h/odd/rel ease.json",
+            ".minisig",
+            Some("http://p/get?key=edge%2F{name}"),
+            Some("http://p/get?key=edge%2Frel%20ease.json.minisig"),
+        ),
+        (
+            "/media/usb/release.json",
+            ".minisig",
+            Some("file:///media/sigs/{name}"),
+            Some("file:///media/sigs/release.json.minisig"),
+        ),
+    ];
+    for (manifest, suffix, given, want) in table {
+        assert_eq!(
+            signature_location(manifest, suffix, given).expect(manifest),
+            want.map(str::to_string),
+            "{manifest} {suffix} {given:?}"
+        );
+    }
+    let e = signature_location(presigned_manifest, ".minisig", Some("ftp://x/{name}")).unwrap_err();
+    assert_eq!(e.kind(), "refused", "{e}");
+}
+
+#[test]
+fn a_signature_url_for_one_file_is_refused_when_the_threshold_needs_more() {
+    use super::check_signature_url;
+    assert_eq!(
+        check_signature_url("https://s3/b/release.json.minisig?X-Amz-Signature=1", 1),
+        Ok(())
+    );
+    assert_eq!(check_signature_url("https://s3/b/{name}", 3), Ok(()));
+    let e = check_signature_url("https://u:pw@s3/b/release.json.minisig", 2).unwrap_err();
+    assert!(e.contains("threshold 2") && e.contains("{name}"), "{e}");
+    assert!(!e.contains("pw"), "credentials shown: {e}");
+    assert!(check_signature_url("gopher://x/{name}", 1).is_err());
+    assert!(check_signature_url("http:///{name}", 1).is_err());
+}
+
+#[test]
+fn presigned_urls_tell_when_they_expire() {
+    use super::presigned_expiry;
+    use crate::timefmt::parse_rfc3339;
+    let v4 = "https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+              &X-Amz-Credential=AK%2F20261202%2Fus-east-1%2Fs3%2Faws4_request\
+              &X-Amz-Date=20261202T123557Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host\
+              &X-Amz-Signature=f0";
+    let at = parse_rfc3339("2026-12-02T13:35:57Z").expect("date");
+    assert_eq!(presigned_expiry(v4), Some(at));
+    let goog = "https://storage.googleapis.com/b/k?X-Goog-Date=20261202T123557Z&X-Goog-Expires=60&X-Goog-Signature=1";
+    assert_eq!(presigned_expiry(goog), Some(at - 3600 + 60));
+    assert_eq!(
+        presigned_expiry("http://s3/b/k?AWSAccessKeyId=A&Expires=1700000000&Signature=x"),
+        Some(1_700_000_000)
+    );
+    for not_presigned in [
+        "http://h/release.json",
+        "http://h/release.json?token=abc",
+        "http://h/k?Expires=1700000000",
+        "http://h/k?X-Amz-Date=2026-12-02&X-Amz-Expires=60",
+        "http://h/k?X-Amz-Date=20261202T123557Z&X-Amz-Expires=soon",
+    ] {
+        assert_eq!(presigned_expiry(not_presigned), None, "{not_presigned}");
+    }
+
+    // A 403 of an expired presigned URL says so; of a valid one, until when.
+    let refused = |url: &str, status| {
+        FetchError::HttpStatus {
+            location: url.into(),
+            status,
+            retry_after: None,
+        }
+        .to_string()
+    };
+    let old =
+        "http://s3/b/release.json?X-Amz-Date=20010101T000000Z&X-Amz-Expires=60&X-Amz-Signature=1";
+    let shown = old.replace("Signature=1", "Signature=***");
+    assert_eq!(
+        refused(old, 403),
+        format!(
+            "{shown}: HTTP 403 (a presigned URL that expired at 2001-01-01T00:01:00Z: publish a fresh one)"
+        )
+    );
+    let valid = "http://s3/b/k?X-Amz-Date=20990101T000000Z&X-Amz-Expires=60&X-Amz-Signature=1";
+    assert!(
+        refused(valid, 403).ends_with("(a presigned URL valid until 2099-01-01T00:01:00Z)"),
+        "{}",
+        refused(valid, 403)
+    );
+    assert_eq!(refused(old, 503), format!("{shown}: HTTP 503"));
+    assert_eq!(refused("http://h/k", 403), "http://h/k: HTTP 403");
 }

@@ -38,6 +38,10 @@ pub struct Source<'a> {
     /// ([`crate::fetch::via_mirror`]); signatures make any mirror as good
     /// as the origin.
     pub mirror: Option<&'a str>,
+    /// The signature's own URL or a `{name}` template (`[update]
+    /// signature_url`: a presigned URL signs one object, so the manifest's
+    /// query is not the signature's); `None`: next to the manifest.
+    pub signature_url: Option<&'a str>,
     /// Where the trusted `*.pub` keys are.
     pub keys_dirs: &'a [PathBuf],
     /// Signatures by distinct trusted keys needed.
@@ -161,12 +165,17 @@ fn fetch_signatures(
         0 | 1 => 1,
         _ => publish::MAX_SIGNATURES,
     };
-    // Next to the manifest: its path plus a suffix, its query kept.
     let prefix = bound_tag.map(|t| format!(".{t}")).unwrap_or_default();
     let mut signatures = Vec::new();
     let mut first_missing = None;
+    // Next to the manifest (its path plus a suffix, its query kept), or
+    // where `signature_url` says.
     for suffix in (0..count).map(|i| publish::signature_name(&prefix, i)) {
-        let url = src.via_mirror(&crate::fetch::sibling(src.location, &suffix)?);
+        let Some(url) = crate::fetch::signature_location(src.location, &suffix, src.signature_url)?
+        else {
+            continue;
+        };
+        let url = src.via_mirror(&url);
         let name = crate::fetch::redact(&url).into_owned();
         match transport.get_document(&url, 64 * 1024, None)? {
             Document::Fetched { body, .. } => {

@@ -1,0 +1,315 @@
+//! `abupdate fleet`: the thin runner of the controller. Verify the manifest
+//! as hosts do and the keys that will re-sign it; ask the source
+//! (Prometheus, or the reports); decide ([`super::decide`]); re-sign and
+//! publish atomically ([`crate::publish`]) into the output directory.
+//!
+//! Invariant: nothing is written unless the manifest passed the hosts'
+//! trust gate, the re-signing keys are the ones that signed it, and the
+//! source answered in full; a dry run writes nothing.
+
+use super::decide::{wave_hosts_of_fleet, Action, Facts, Plan, Policy};
+use super::prometheus::{self, Client, Matcher, Sample};
+use crate::error::{Error, Result};
+use crate::publish::{self, ReleaseDir};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the fleet's word about a release comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A Prometheus-compatible query API (`--prometheus URL`), over hosts
+    /// of the release's `compatible` matching `selector`.
+    Prometheus {
+        url: String,
+        selector: Vec<Matcher>,
+        timeout: Duration,
+    },
+    /// The webhook's reports (`--reports PATH`).
+    Reports(PathBuf),
+}
+
+/// Options of `fleet`, the operator's rollout control.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub manifest: PathBuf,
+    /// The keys that re-sign it: the ones that signed it, `threshold` of them.
+    pub secrets: Vec<PathBuf>,
+    /// The hosts' trusted key directories and threshold: the manifest is
+    /// verified against them before anything is changed (no directory: the
+    /// public halves of `secrets` are the trusted keys).
+    pub keys_dirs: Vec<PathBuf>,
+    pub threshold: usize,
+    pub source: Source,
+    pub policy: Policy,
+    pub dry_run: bool,
+    /// Where the re-signed manifest is published (default: its own
+    /// directory).
+    pub out: Option<PathBuf>,
+}
+
+/// One query asked and its answer, for `--dry-run` and `--json`.
+#[derive(Clone, Debug)]
+pub struct Asked {
+    /// The PromQL expression.
+    pub query: String,
+    /// Its instant vector.
+    pub answer: Vec<Sample>,
+}
+
+/// What one run decided, and from what: the command line prints it.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The manifest's version.
+    pub release: String,
+    /// `keep`, `pause` or `advance`.
+    pub action: &'static str,
+    /// Why, in words.
+    pub reason: String,
+    /// Whether the manifest was re-signed and published.
+    pub changed: bool,
+    /// Decided, nothing written.
+    pub dry_run: bool,
+    /// `prometheus` or `reports`.
+    pub source: &'static str,
+    /// The current wave's percentage.
+    pub percent: Option<f64>,
+    /// Hosts the current wave covers.
+    pub wave_hosts: Option<u64>,
+    /// Hosts reporting (Prometheus) or `--fleet-size`.
+    pub fleet_hosts: Option<u64>,
+    /// The release's outcomes.
+    pub tally: super::Tally,
+    /// Report lines skipped (`--reports` only).
+    pub malformed_reports: Option<u64>,
+    /// Every query and its answer (`--prometheus` only).
+    pub queries: Vec<Asked>,
+}
+
+/// What the source said.
+struct Observed {
+    facts: Facts,
+    asked: Vec<Asked>,
+    malformed_reports: Option<u64>,
+    fleet_hosts: Option<u64>,
+}
+
+/// Ask Prometheus about release `version` of `compatible` at `now`: the
+/// three queries at once (each bounded by `timeout`), so the decision
+/// takes one round trip's time.
+fn observe_prometheus(
+    url: &str,
+    selector: &[Matcher],
+    timeout: Duration,
+    compatible: &str,
+    version: &str,
+    percent: Option<f64>,
+    now: i64,
+) -> Result<Observed> {
+    let client = Client::new(url, timeout).map_err(|e| Error::Usage(e.to_string()))?;
+    let q = prometheus::queries(compatible, version, selector, percent);
+    let order = [&q.outcomes, &q.not_counted, &q.hosts];
+    let answers: Vec<_> = std::thread::scope(|scope| {
+        let running: Vec<_> = order
+            .iter()
+            .map(|query| scope.spawn(|| client.query(query, now)))
+            .collect();
+        running
+            .into_iter()
+            .map(|t| {
+                t.join().unwrap_or_else(|_| {
+                    Err(prometheus::PromError::Answer {
+                        url: client.endpoint(),
+                        reason: "the query thread panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut asked = Vec::new();
+    for (query, answer) in order.iter().zip(answers) {
+        let answer = answer.map_err(|e| Error::Fleet(format!("{e} (not deciding blind)")))?;
+        asked.push(Asked {
+            query: query.to_string(),
+            answer,
+        });
+    }
+    let bad = |query: &str, e: String| {
+        Error::Fleet(format!(
+            "{}: the answer to {query} is not usable: {e}",
+            client.endpoint()
+        ))
+    };
+    let tally = prometheus::tally_of(&asked[0].answer, &asked[1].answer)
+        .map_err(|e| bad(&q.outcomes, e))?;
+    if asked[0].answer.is_empty() && tally.not_counted == 0 {
+        return Err(Error::Fleet(format!(
+            "{}: no host of {compatible} reports release {version} \
+             (no abupdate_release_outcome series{}): not deciding blind",
+            client.endpoint(),
+            match selector.is_empty() {
+                true => String::new(),
+                false => format!(
+                    " matching {}",
+                    selector
+                        .iter()
+                        .map(|m| m.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            }
+        )));
+    }
+    let (fleet_hosts, wave_hosts) =
+        prometheus::hosts_of(&asked[2].answer, percent.is_some()).map_err(|e| bad(&q.hosts, e))?;
+    Ok(Observed {
+        facts: Facts { tally, wave_hosts },
+        asked,
+        malformed_reports: None,
+        fleet_hosts: Some(fleet_hosts),
+    })
+}
+
+/// Tally the reports about release `version` of `compatible`.
+fn observe_reports(
+    path: &Path,
+    policy: &Policy,
+    compatible: &str,
+    version: &str,
+    percent: Option<f64>,
+) -> Result<Observed> {
+    let reports = super::read_reports(path).map_err(Error::Fleet)?;
+    let tally = super::tally(&reports.events, compatible, version);
+    let wave_hosts = match (policy.fleet_size, percent) {
+        (Some(fleet), Some(p)) => Some(wave_hosts_of_fleet(fleet, p)),
+        _ => None,
+    };
+    Ok(Observed {
+        facts: Facts { tally, wave_hosts },
+        asked: Vec::new(),
+        malformed_reports: Some(reports.malformed),
+        fleet_hosts: policy.fleet_size,
+    })
+}
+
+/// Whether two paths name the same existing directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Run the controller once: what it decided, and from what.
+pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
+    let usage = |m: String| Error::Usage(format!("{m} (see abupdate --help)"));
+    let name = opts
+        .manifest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            usage(format!(
+                "--manifest {}: not a file",
+                opts.manifest.display()
+            ))
+        })?;
+    let dir = match opts.manifest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !opts.manifest.is_file() {
+        return Err(Error::io(
+            &opts.manifest,
+            std::io::ErrorKind::NotFound.into(),
+        ));
+    }
+    let secrets = publish::load_secret_keys(&opts.secrets)?;
+    // Without --keys, the keys that re-sign must be the ones whose valid
+    // signatures the manifest carries: what was not signed by them is
+    // never signed by them.
+    let keys = match opts.keys_dirs.is_empty() {
+        true => {
+            crate::trust::KeyRing::from_keys(secrets.iter().map(|(_, k)| k.public_key()).collect())
+        }
+        false => crate::trust::KeyRing::load(&opts.keys_dirs)?,
+    };
+    let release_dir = ReleaseDir::open(&dir)?;
+    let current = release_dir.read_verified(name, &keys, opts.threshold)?;
+    current.check_signers(&secrets, &keys, opts.threshold)?;
+    let doc = &current.manifest.doc;
+    let plan = Plan::from_manifest(
+        doc.rollout.as_ref(),
+        current.manifest.created,
+        &opts.policy.waves,
+    )
+    .map_err(|e| Error::Fleet(format!("{}: {e}", opts.manifest.display())))?;
+    let now = crate::timefmt::now();
+    let observed = match &opts.source {
+        Source::Prometheus {
+            url,
+            selector,
+            timeout,
+        } => observe_prometheus(
+            url,
+            selector,
+            *timeout,
+            &doc.compatible,
+            &doc.version,
+            plan.percent,
+            now,
+        )?,
+        Source::Reports(path) => observe_reports(
+            path,
+            &opts.policy,
+            &doc.compatible,
+            &doc.version,
+            plan.percent,
+        )?,
+    };
+    let action = super::decide(&plan, &observed.facts, &opts.policy, now);
+    let (verb, reason) = match &action {
+        Action::Keep { reason } => ("keep", reason.clone()),
+        Action::Pause { reason } => ("pause", reason.clone()),
+        Action::Advance { to, reason } => ("advance", format!("to {to}%: {reason}")),
+    };
+    let changed = !matches!(action, Action::Keep { .. });
+    if !changed && !opts.dry_run && release_dir.finish_publish(name, &current)? && !quiet {
+        eprintln!(
+            "{}: finished an interrupted publish (its signatures are in place again)",
+            opts.manifest.display()
+        );
+    }
+    if changed {
+        let body = current.rewrite(now, |v| super::apply(v, &action, now).map(|_| ()))?;
+        if !opts.dry_run {
+            let keys: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
+            match &opts.out {
+                Some(out) if !same_dir(out, &dir) => {
+                    ReleaseDir::open(out)?.publish_manifest(
+                        name,
+                        &body,
+                        &keys,
+                        Some(&current.body),
+                    )?;
+                }
+                _ => release_dir.publish_manifest(name, &body, &keys, Some(&current.body))?,
+            }
+        }
+    }
+    Ok(Report {
+        release: doc.version.to_string(),
+        action: verb,
+        reason,
+        changed: changed && !opts.dry_run,
+        dry_run: opts.dry_run,
+        source: match &opts.source {
+            Source::Prometheus { .. } => "prometheus",
+            Source::Reports(_) => "reports",
+        },
+        percent: plan.percent,
+        wave_hosts: observed.facts.wave_hosts,
+        fleet_hosts: observed.fleet_hosts,
+        tally: observed.facts.tally,
+        malformed_reports: observed.malformed_reports,
+        queries: observed.asked,
+    })
+}

@@ -1,0 +1,650 @@
+//! The fleet controller's decision: a pure function over plain numbers.
+//!
+//! hawkBit's rollout conditions per wave, on cumulative waves (a wave's
+//! percentage covers the hosts of the waves before it): an error condition
+//! — a count of failed hosts, or a share of the hosts that finished — pauses
+//! the whole rollout at once; a success condition — a share of the hosts the
+//! wave covers that committed — and a minimum soak time since the wave
+//! started advance it to the next wave. Invariants: a paused rollout is
+//! never advanced; the error condition wins over the success condition; a
+//! wave with no committed host is never advanced (no evidence, no advance).
+
+use super::Tally;
+use crate::manifest::Rollout;
+use crate::timefmt::{format_duration, format_rfc3339, parse_rfc3339};
+use std::time::Duration;
+
+/// When to pause and when to advance (the controller's flags).
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Error condition: pause once this many hosts failed the release...
+    pub max_failures: u64,
+    /// ...or once this fraction of the hosts that finished failed...
+    pub max_failure_rate: f64,
+    /// ...counted only from this many finished hosts on.
+    pub min_reports: u64,
+    /// Waves for a manifest whose `rollout` names none (`--waves`).
+    pub waves: Vec<f64>,
+    /// Hosts in the fleet, for the reports source (Prometheus counts the
+    /// hosts a wave covers).
+    pub fleet_size: Option<u64>,
+    /// Success condition: the fraction of the hosts the current wave
+    /// covers that must have committed before the next wave starts.
+    pub advance_when: f64,
+    /// The least time a wave runs before the next one starts.
+    pub soak: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_failures: 5,
+            max_failure_rate: 0.05,
+            min_reports: 20,
+            waves: Vec::new(),
+            fleet_size: None,
+            advance_when: 0.9,
+            soak: Duration::ZERO,
+        }
+    }
+}
+
+impl Policy {
+    /// The policy's numbers make sense (rates are fractions, counts
+    /// positive); the error names the flag.
+    pub fn check(&self) -> Result<(), String> {
+        let fraction = |flag: &str, v: f64, zero_ok: bool| {
+            if !v.is_finite() || !(0.0..=1.0).contains(&v) || (!zero_ok && v == 0.0) {
+                Err(format!("{flag} {v}: a fraction from 0 to 1"))
+            } else {
+                Ok(())
+            }
+        };
+        fraction("--max-failure-rate", self.max_failure_rate, true)?;
+        fraction("--advance-when", self.advance_when, false)?;
+        if self.max_failures == 0 {
+            return Err("--max-failures 0: give at least 1".into());
+        }
+        if self.fleet_size == Some(0) {
+            return Err("--fleet-size 0: give the number of hosts".into());
+        }
+        if self.soak > Duration::from_secs(30 * 86400) {
+            return Err(format!(
+                "--soak {}: at most 30d",
+                format_duration(self.soak)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Waves: percentages strictly increasing, each in (0, 100], the last 100.
+/// An operator's typo (`100,1,5,25`) is refused, not guessed at.
+pub fn check_waves(waves: &[f64]) -> Result<(), String> {
+    let mut prev: Option<f64> = None;
+    for &w in waves {
+        if !w.is_finite() || w <= 0.0 || w > 100.0 {
+            return Err(format!("{w} is not a percentage in (0, 100]"));
+        }
+        if prev.is_some_and(|p| w <= p) {
+            return Err(format!("not strictly increasing at {w}"));
+        }
+        prev = Some(w);
+    }
+    if waves.last() != Some(&100.0) {
+        return Err("the last wave must be 100".into());
+    }
+    Ok(())
+}
+
+/// `--waves 1,5,25,100` (see [`check_waves`]); the error names the flag.
+pub fn parse_waves(text: &str) -> Result<Vec<f64>, String> {
+    let mut waves = Vec::new();
+    for part in text.split(',') {
+        let w: f64 = part
+            .trim()
+            .parse()
+            .map_err(|_| format!("--waves {text}: {part:?} is not a number"))?;
+        waves.push(w);
+    }
+    check_waves(&waves).map_err(|e| format!("--waves {text}: {e}"))?;
+    Ok(waves)
+}
+
+/// The rollout as the signed manifest states it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub paused: bool,
+    /// The fixed percentage hosts read (`rollout.percent`); none for a
+    /// time ramp or no `rollout` (nothing to advance then).
+    pub percent: Option<f64>,
+    /// `rollout.waves`, else the policy's `--waves`.
+    pub waves: Vec<f64>,
+    /// When the current wave started: `rollout.wave_started`, else the
+    /// manifest's `created` (the first wave starts when `pack` made it).
+    pub wave_started: i64,
+}
+
+impl Plan {
+    /// Read the plan from a manifest's `rollout` and `created`. `--waves`
+    /// (`fallback`) serves a manifest without `rollout.waves`; given
+    /// together with a different one, the signed plan is not overridden.
+    pub fn from_manifest(
+        rollout: Option<&Rollout>,
+        created: i64,
+        fallback: &[f64],
+    ) -> Result<Plan, String> {
+        let Some(r) = rollout else {
+            return Ok(Plan {
+                paused: false,
+                percent: None,
+                waves: fallback.to_vec(),
+                wave_started: created,
+            });
+        };
+        let waves = match &r.waves {
+            Some(w) => {
+                check_waves(w).map_err(|e| format!("rollout.waves: {e}"))?;
+                if !fallback.is_empty() && fallback != &w[..] {
+                    return Err(format!(
+                        "--waves {fallback:?} differs from the manifest's rollout.waves {w:?}: \
+                         the signed plan is the one followed; leave --waves out"
+                    ));
+                }
+                w.clone()
+            }
+            None => fallback.to_vec(),
+        };
+        let wave_started = match &r.wave_started {
+            Some(t) => parse_rfc3339(t).map_err(|e| format!("rollout.wave_started: {e}"))?,
+            None => created,
+        };
+        Ok(Plan {
+            paused: r.paused,
+            percent: r.percent,
+            waves,
+            wave_started,
+        })
+    }
+}
+
+/// What the fleet says about the release, as plain numbers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facts {
+    pub tally: Tally,
+    /// Hosts the current wave covers (their position is below its
+    /// percentage), when known.
+    pub wave_hosts: Option<u64>,
+}
+
+/// Hosts a `percent` wave covers in a fleet of `fleet` hosts (the reports
+/// source's estimate; Prometheus counts them).
+pub fn wave_hosts_of_fleet(fleet: u64, percent: f64) -> u64 {
+    (fleet as f64 * percent / 100.0).floor() as u64
+}
+
+/// What the controller does to the manifest.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Keep { reason: String },
+    Pause { reason: String },
+    Advance { to: f64, reason: String },
+}
+
+/// Decide on the rollout of a release at `now`.
+pub fn decide(plan: &Plan, facts: &Facts, policy: &Policy, now: i64) -> Action {
+    let t = &facts.tally;
+    if plan.paused {
+        return Action::Keep {
+            reason: "the rollout is paused; resume it by hand".into(),
+        };
+    }
+    if t.failed >= policy.max_failures {
+        return Action::Pause {
+            reason: format!("{} hosts failed (limit {})", t.failed, policy.max_failures),
+        };
+    }
+    let rate = if t.finished() == 0 {
+        0.0
+    } else {
+        t.failed as f64 / t.finished() as f64
+    };
+    if t.finished() >= policy.min_reports && rate > policy.max_failure_rate {
+        return Action::Pause {
+            reason: format!(
+                "{:.1}% of {} finished hosts failed (limit {:.1}%)",
+                rate * 100.0,
+                t.finished(),
+                policy.max_failure_rate * 100.0
+            ),
+        };
+    }
+    let Some(current) = plan.percent else {
+        return Action::Keep {
+            reason: format!(
+                "{} committed, {} failed (no fixed percentage to advance)",
+                t.committed, t.failed
+            ),
+        };
+    };
+    let Some(&next) = plan.waves.iter().find(|&&w| w > current) else {
+        return Action::Keep {
+            reason: if plan.waves.is_empty() {
+                format!("wave {current}%: no waves to advance through")
+            } else {
+                format!("last wave ({current}%) running")
+            },
+        };
+    };
+    let Some(hosts) = facts.wave_hosts else {
+        return Action::Keep {
+            reason: format!(
+                "{} committed, {} failed (the number of hosts in the wave is unknown)",
+                t.committed, t.failed
+            ),
+        };
+    };
+    let need = (hosts as f64 * policy.advance_when).max(1.0);
+    if (t.committed as f64) < need {
+        return Action::Keep {
+            reason: format!(
+                "wave {current}%: {} of ~{hosts} hosts committed, {} needed",
+                t.committed,
+                need.ceil()
+            ),
+        };
+    }
+    let soaked = now.saturating_sub(plan.wave_started);
+    let soak = i64::try_from(policy.soak.as_secs()).unwrap_or(i64::MAX);
+    if soaked < soak {
+        return Action::Keep {
+            reason: format!(
+                "wave {current}%: {} of ~{hosts} hosts committed; soaking since {} \
+                 ({} of {})",
+                t.committed,
+                format_rfc3339(plan.wave_started),
+                format_duration(Duration::from_secs(soaked.max(0) as u64)),
+                format_duration(policy.soak)
+            ),
+        };
+    }
+    Action::Advance {
+        to: next,
+        reason: format!(
+            "{} of ~{hosts} hosts in the {current}% wave committed, {} failed",
+            t.committed, t.failed
+        ),
+    }
+}
+
+/// Apply an action to a manifest's JSON (its other fields, unknown ones
+/// included, stay as they are); returns whether it changed. An advance
+/// records when the new wave started (`rollout.wave_started` = `now`), for
+/// the next run's soak.
+pub fn apply(doc: &mut serde_json::Value, action: &Action, now: i64) -> Result<bool, String> {
+    let changes: Vec<(&str, serde_json::Value)> = match action {
+        Action::Keep { .. } => return Ok(false),
+        Action::Pause { .. } => vec![("paused", serde_json::Value::Bool(true))],
+        Action::Advance { to, .. } => vec![
+            ("percent", serde_json::json!(to)),
+            ("wave_started", format_rfc3339(now).into()),
+        ],
+    };
+    let Some(obj) = doc.as_object_mut() else {
+        return Err("the manifest is not a JSON object".into());
+    };
+    let rollout = obj
+        .entry("rollout")
+        .or_insert_with(|| serde_json::json!({}));
+    if rollout.is_null() {
+        *rollout = serde_json::json!({});
+    }
+    let Some(rollout) = rollout.as_object_mut() else {
+        return Err("rollout is not a JSON object".into());
+    };
+    for (key, value) in changes {
+        rollout.insert(key.into(), value);
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(installed: u64, committed: u64, failed: u64) -> Tally {
+        Tally {
+            installed,
+            committed,
+            failed,
+            not_counted: 0,
+        }
+    }
+
+    fn facts(tally: Tally, wave_hosts: u64) -> Facts {
+        Facts {
+            tally,
+            wave_hosts: Some(wave_hosts),
+        }
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn plan(percent: f64) -> Plan {
+        Plan {
+            paused: false,
+            percent: Some(percent),
+            waves: vec![1.0, 5.0, 100.0],
+            wave_started: NOW - 3600,
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            soak: Duration::from_secs(1800),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_paused_rollout_is_kept_whatever_the_fleet_says() {
+        let p = Plan {
+            paused: true,
+            ..plan(1.0)
+        };
+        for f in [facts(t(0, 10, 0), 10), facts(t(0, 0, 50), 10)] {
+            assert!(matches!(
+                decide(&p, &f, &policy(), NOW),
+                Action::Keep { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn the_failure_count_pauses_even_a_wave_ready_to_advance() {
+        let a = decide(&plan(1.0), &facts(t(0, 100, 5), 100), &policy(), NOW);
+        assert_eq!(
+            a,
+            Action::Pause {
+                reason: "5 hosts failed (limit 5)".into()
+            }
+        );
+        // One below the count and below the share: advances.
+        let a = decide(&plan(1.0), &facts(t(0, 100, 4), 100), &policy(), NOW);
+        assert!(matches!(a, Action::Advance { to: 5.0, .. }), "{a:?}");
+    }
+
+    #[test]
+    fn the_failure_share_pauses_only_from_enough_finished_hosts() {
+        let p = Policy {
+            max_failures: 1000,
+            ..policy()
+        };
+        // 4 of 19 finished: under --min-reports 20, the share is not judged.
+        let a = decide(&plan(1.0), &facts(t(0, 15, 4), 1000), &p, NOW);
+        assert!(matches!(a, Action::Keep { .. }), "{a:?}");
+        // 4 of 20 finished = 20% > 5%.
+        let a = decide(&plan(1.0), &facts(t(0, 16, 4), 1000), &p, NOW);
+        assert_eq!(
+            a,
+            Action::Pause {
+                reason: "20.0% of 20 finished hosts failed (limit 5.0%)".into()
+            }
+        );
+        // Exactly at the share: not over it.
+        let p = Policy {
+            max_failure_rate: 0.2,
+            ..p
+        };
+        let a = decide(&plan(1.0), &facts(t(0, 16, 4), 1000), &p, NOW);
+        assert!(matches!(a, Action::Keep { .. }), "{a:?}");
+    }
+
+    #[test]
+    fn a_ramp_or_no_fixed_percentage_is_only_ever_paused() {
+        let ramp = Plan {
+            percent: None,
+            ..plan(1.0)
+        };
+        let a = decide(&ramp, &facts(t(0, 1000, 0), 10), &policy(), NOW);
+        assert!(matches!(a, Action::Keep { .. }), "{a:?}");
+    }
+
+    #[test]
+    fn the_last_wave_and_no_waves_are_kept() {
+        let a = decide(&plan(100.0), &facts(t(0, 1000, 0), 1000), &policy(), NOW);
+        assert_eq!(
+            a,
+            Action::Keep {
+                reason: "last wave (100%) running".into()
+            }
+        );
+        let none = Plan {
+            waves: vec![],
+            ..plan(1.0)
+        };
+        assert!(matches!(
+            decide(&none, &facts(t(0, 10, 0), 10), &policy(), NOW),
+            Action::Keep { .. }
+        ));
+    }
+
+    #[test]
+    fn an_unknown_wave_size_is_never_advanced() {
+        let f = Facts {
+            tally: t(0, 10, 0),
+            wave_hosts: None,
+        };
+        assert!(matches!(
+            decide(&plan(1.0), &f, &policy(), NOW),
+            Action::Keep { .. }
+        ));
+    }
+
+    #[test]
+    fn the_success_share_of_the_wave_advances() {
+        // 9 of 10 at --advance-when 0.9: advance.
+        assert_eq!(
+            decide(&plan(1.0), &facts(t(1, 9, 0), 10), &policy(), NOW),
+            Action::Advance {
+                to: 5.0,
+                reason: "9 of ~10 hosts in the 1% wave committed, 0 failed".into()
+            }
+        );
+        // 8 of 10: hold.
+        assert_eq!(
+            decide(&plan(1.0), &facts(t(2, 8, 0), 10), &policy(), NOW),
+            Action::Keep {
+                reason: "wave 1%: 8 of ~10 hosts committed, 9 needed".into()
+            }
+        );
+        // From 5% the next wave is 100%.
+        assert!(matches!(
+            decide(&plan(5.0), &facts(t(0, 50, 0), 50), &policy(), NOW),
+            Action::Advance { to: 100.0, .. }
+        ));
+    }
+
+    #[test]
+    fn a_wave_without_a_committed_host_is_never_advanced() {
+        // A wave that covers no host has no evidence to advance on.
+        let a = decide(&plan(1.0), &facts(t(0, 0, 0), 0), &policy(), NOW);
+        assert!(matches!(a, Action::Keep { .. }), "{a:?}");
+        let a = decide(&plan(1.0), &facts(t(0, 1, 0), 0), &policy(), NOW);
+        assert!(matches!(a, Action::Advance { .. }), "{a:?}");
+    }
+
+    #[test]
+    fn the_soak_holds_a_healthy_wave_until_it_has_run_long_enough() {
+        let young = Plan {
+            wave_started: NOW - 600,
+            ..plan(1.0)
+        };
+        assert_eq!(
+            decide(&young, &facts(t(0, 10, 0), 10), &policy(), NOW),
+            Action::Keep {
+                reason: format!(
+                    "wave 1%: 10 of ~10 hosts committed; soaking since {} (10m of 30m)",
+                    format_rfc3339(NOW - 600)
+                )
+            }
+        );
+        let due = Plan {
+            wave_started: NOW - 1800,
+            ..plan(1.0)
+        };
+        assert!(matches!(
+            decide(&due, &facts(t(0, 10, 0), 10), &policy(), NOW),
+            Action::Advance { .. }
+        ));
+        // A wave dated ahead of this clock has not soaked at all.
+        let ahead = Plan {
+            wave_started: NOW + 600,
+            ..plan(1.0)
+        };
+        assert!(matches!(
+            decide(&ahead, &facts(t(0, 10, 0), 10), &policy(), NOW),
+            Action::Keep { .. }
+        ));
+        // The soak never holds a pause.
+        assert!(matches!(
+            decide(&young, &facts(t(0, 10, 5), 10), &policy(), NOW),
+            Action::Pause { .. }
+        ));
+    }
+
+    #[test]
+    fn the_plan_comes_from_the_signed_rollout_block() {
+        let r = Rollout {
+            percent: Some(2.0),
+            waves: Some(vec![2.0, 10.0, 50.0, 100.0]),
+            wave_started: Some("2027-01-15T08:00:00Z".into()),
+            ..Default::default()
+        };
+        let p = Plan::from_manifest(Some(&r), 5, &[]).expect("plan");
+        assert_eq!(p.waves, [2.0, 10.0, 50.0, 100.0]);
+        assert_eq!(
+            p.wave_started,
+            parse_rfc3339("2027-01-15T08:00:00Z").expect("t")
+        );
+        // The same --waves is fine, another is refused.
+        assert!(Plan::from_manifest(Some(&r), 5, &[2.0, 10.0, 50.0, 100.0]).is_ok());
+        let e = Plan::from_manifest(Some(&r), 5, &[1.0, 100.0]).expect_err("override");
+        assert!(e.contains("rollout.waves"), "{e}");
+        // Without waves and wave_started: --waves and `created`.
+        let bare = Rollout {
+            percent: Some(1.0),
+            ..Default::default()
+        };
+        let p = Plan::from_manifest(Some(&bare), 5, &[1.0, 100.0]).expect("plan");
+        assert_eq!((p.waves, p.wave_started), (vec![1.0, 100.0], 5));
+        // A bad signed plan names its field.
+        for (bad, field) in [
+            (
+                Rollout {
+                    waves: Some(vec![10.0, 2.0, 100.0]),
+                    ..bare.clone()
+                },
+                "rollout.waves",
+            ),
+            (
+                Rollout {
+                    wave_started: Some("yesterday".into()),
+                    ..bare.clone()
+                },
+                "rollout.wave_started",
+            ),
+        ] {
+            let e = Plan::from_manifest(Some(&bad), 5, &[]).expect_err(field);
+            assert!(e.starts_with(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn waves_must_increase_to_100() {
+        assert_eq!(parse_waves("1,5,25,100"), Ok(vec![1.0, 5.0, 25.0, 100.0]));
+        assert_eq!(parse_waves(" 0.5, 100"), Ok(vec![0.5, 100.0]));
+        for bad in [
+            "100,1,5,25",
+            "1,5,5,100",
+            "1,5,25",
+            "0,100",
+            "1,150",
+            "nan,100",
+            "1,inf",
+            "1,,100",
+            "-5,100",
+        ] {
+            let e = parse_waves(bad).expect_err(bad);
+            assert!(e.starts_with("--waves"), "{e}");
+        }
+    }
+
+    #[test]
+    fn policy_numbers_are_checked() {
+        assert!(Policy::default().check().is_ok());
+        for bad in [
+            Policy {
+                max_failure_rate: f64::NAN,
+                ..Default::default()
+            },
+            Policy {
+                max_failure_rate: 1.5,
+                ..Default::default()
+            },
+            Policy {
+                advance_when: 0.0,
+                ..Default::default()
+            },
+            Policy {
+                max_failures: 0,
+                ..Default::default()
+            },
+            Policy {
+                fleet_size: Some(0),
+                ..Default::default()
+            },
+            Policy {
+                soak: Duration::from_secs(31 * 86400),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn apply_changes_only_the_rollout_and_keeps_unknown_fields() {
+        let mut doc = serde_json::json!({
+            "version": "2.0",
+            "x-vendor": {"build": 7},
+            "rollout": {"percent": 1.0, "waves": [1.0, 5.0, 100.0], "x-note": "canaries"}
+        });
+        let advance = Action::Advance {
+            to: 5.0,
+            reason: String::new(),
+        };
+        assert_eq!(apply(&mut doc, &advance, NOW), Ok(true));
+        assert_eq!(doc["rollout"]["percent"], 5.0);
+        assert_eq!(doc["rollout"]["wave_started"], format_rfc3339(NOW));
+        assert_eq!(
+            doc["rollout"]["waves"],
+            serde_json::json!([1.0, 5.0, 100.0])
+        );
+        assert_eq!(doc["rollout"]["x-note"], "canaries");
+        assert_eq!(doc["x-vendor"]["build"], 7);
+        let pause = Action::Pause {
+            reason: String::new(),
+        };
+        let mut bare = serde_json::json!({"version": "2.0"});
+        assert_eq!(apply(&mut bare, &pause, NOW), Ok(true));
+        assert_eq!(bare["rollout"]["paused"], true);
+        let keep = Action::Keep {
+            reason: String::new(),
+        };
+        let before = doc.clone();
+        assert_eq!(apply(&mut doc, &keep, NOW), Ok(false));
+        assert_eq!(doc, before);
+        assert!(apply(&mut serde_json::json!({"rollout": 3}), &pause, NOW).is_err());
+    }
+}

@@ -1,0 +1,771 @@
+//! A minimal client of the Prometheus HTTP API's instant query
+//! (`POST /api/v1/query`, form-encoded `query` and `time`), as Prometheus,
+//! Thanos, Mimir and VictoriaMetrics answer it, and the PromQL the
+//! controller asks.
+//!
+//! Invariant: an answer is used only when it is a complete, successful
+//! instant vector of finite numbers; anything else — no connection, a
+//! timeout, an HTTP error, `"status": "error"`, another result type, a
+//! body past [`MAX_ANSWER`] — is an error naming the URL, never read as
+//! "no hosts". Every request ends by its deadline. Label values from the
+//! command line and the manifest are written into PromQL only as escaped
+//! string literals ([`quote`]), and label names are checked by Prometheus's
+//! rules.
+
+use crate::report::{valid_label_name, Outcome, RESERVED_LABELS};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::time::Duration;
+
+/// The largest answer read: the controller's queries aggregate, so a real
+/// answer is a few hundred bytes.
+pub const MAX_ANSWER: u64 = 4 << 20;
+
+/// Why a query has no usable answer; each names the URL asked.
+#[derive(Debug)]
+pub enum PromError {
+    /// `--prometheus` is not an http(s) URL of an API root.
+    Url { url: String, reason: String },
+    /// No connection, a timeout, a cut answer.
+    Unreachable { url: String, detail: String },
+    /// An HTTP status without the API's error document.
+    Http {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    /// The API said `"status": "error"`.
+    Api {
+        url: String,
+        error_type: String,
+        error: String,
+    },
+    /// An answer that is not a usable instant vector.
+    Answer { url: String, reason: String },
+}
+
+impl fmt::Display for PromError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let line = match self {
+            PromError::Url { url, reason } => format!("--prometheus {url}: {reason}"),
+            PromError::Unreachable { url, detail } => {
+                format!("{url}: Prometheus unreachable: {detail}")
+            }
+            PromError::Http {
+                url,
+                status,
+                detail,
+            } => format!("{url}: HTTP {status}: {detail}"),
+            PromError::Api {
+                url,
+                error_type,
+                error,
+            } => format!("{url}: query refused ({error_type}): {error}"),
+            PromError::Answer { url, reason } => format!("{url}: {reason}"),
+        };
+        f.write_str(&crate::fetch::redact(&line))
+    }
+}
+
+impl std::error::Error for PromError {}
+
+/// One element of an instant vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A Prometheus-compatible query API.
+pub struct Client {
+    /// The API root as given (`http://prom:9090`, `http://mimir/prometheus`).
+    base: String,
+    agent: ureq::Agent,
+    timeout: Duration,
+}
+
+/// Check `url` as an API root: http(s), a host, no query or fragment.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let uri: ureq::http::Uri = url.parse().map_err(|e| format!("not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err("not an http(s) URL".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("names no host".into());
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err("an API root has no query or fragment".into());
+    }
+    Ok(())
+}
+
+impl Client {
+    /// A client of the API at `base`; every request ends within `timeout`.
+    pub fn new(base: &str, timeout: Duration) -> Result<Client, PromError> {
+        check_url(base).map_err(|reason| PromError::Url {
+            url: base.to_string(),
+            reason,
+        })?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .max_redirects(3)
+            .build()
+            .into();
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+            timeout,
+        })
+    }
+
+    /// The query endpoint (shown in errors without user info).
+    pub fn endpoint(&self) -> String {
+        format!("{}/api/v1/query", self.base)
+    }
+
+    /// Evaluate `promql` at unix time `at`: its instant vector.
+    pub fn query(&self, promql: &str, at: i64) -> Result<Vec<Sample>, PromError> {
+        let url = self.endpoint();
+        let form = form_encode(&[
+            ("query", promql),
+            ("time", &at.to_string()),
+            // The server gives up by then too, instead of computing on.
+            ("timeout", &format!("{}ms", self.timeout.as_millis().max(1))),
+        ]);
+        let unreachable = |detail: String| PromError::Unreachable {
+            url: url.clone(),
+            detail,
+        };
+        let resp = self
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("Accept", "application/json")
+            .send(form.as_bytes())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        resp.into_body()
+            .into_with_config()
+            .limit(MAX_ANSWER + 1)
+            .reader()
+            .take(MAX_ANSWER + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| match body.len() as u64 > MAX_ANSWER {
+                true => PromError::Answer {
+                    url: url.clone(),
+                    reason: format!("answer larger than {MAX_ANSWER} bytes"),
+                },
+                false => unreachable(e.to_string()),
+            })?;
+        if body.len() as u64 > MAX_ANSWER {
+            return Err(PromError::Answer {
+                url,
+                reason: format!("answer larger than {MAX_ANSWER} bytes"),
+            });
+        }
+        parse_answer(&body).map_err(|e| match e {
+            AnswerError::Api { error_type, error } => PromError::Api {
+                url: url.clone(),
+                error_type,
+                error,
+            },
+            AnswerError::Format(reason) if !(200..300).contains(&status) => PromError::Http {
+                url: url.clone(),
+                status,
+                detail: first_line(&body, &reason),
+            },
+            AnswerError::Format(reason) => PromError::Answer {
+                url: url.clone(),
+                reason,
+            },
+        })
+    }
+}
+
+/// What the first line of a non-API answer says (capped), else `fallback`.
+fn first_line(body: &[u8], fallback: &str) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line: String = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect();
+    if line.trim().is_empty() {
+        fallback.to_string()
+    } else {
+        line
+    }
+}
+
+/// `application/x-www-form-urlencoded`: every byte but the unreserved
+/// ones percent-encoded (`+` included, so a regex keeps its meaning).
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Why an answer could not be used.
+#[derive(Debug, PartialEq)]
+pub enum AnswerError {
+    /// `"status": "error"` with its type and message.
+    Api { error_type: String, error: String },
+    /// Not the API's JSON, or not an instant vector of numbers.
+    Format(String),
+}
+
+#[derive(serde::Deserialize)]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Data {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: serde_json::Value,
+}
+
+#[derive(serde::Deserialize)]
+struct VectorSample {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    /// `[unix time, "value"]`.
+    value: (f64, String),
+}
+
+/// Parse an API answer into its instant vector (pure; see the module's
+/// invariant).
+pub fn parse_answer(body: &[u8]) -> Result<Vec<Sample>, AnswerError> {
+    let answer: Answer = serde_json::from_slice(body)
+        .map_err(|e| AnswerError::Format(format!("not a Prometheus API answer: {e}")))?;
+    if answer.status != "success" {
+        return Err(AnswerError::Api {
+            error_type: answer.error_type.unwrap_or_else(|| "unknown".into()),
+            error: answer
+                .error
+                .unwrap_or_else(|| format!("status {:?}", answer.status)),
+        });
+    }
+    let data = answer
+        .data
+        .ok_or_else(|| AnswerError::Format("a successful answer without data".into()))?;
+    if data.result_type != "vector" {
+        return Err(AnswerError::Format(format!(
+            "result type {:?}, not an instant vector",
+            data.result_type
+        )));
+    }
+    let samples: Vec<VectorSample> = serde_json::from_value(data.result)
+        .map_err(|e| AnswerError::Format(format!("not an instant vector: {e}")))?;
+    samples
+        .into_iter()
+        .map(|s| {
+            let value: f64 = s.value.1.parse().map_err(|_| {
+                AnswerError::Format(format!("sample value {:?} is not a number", s.value.1))
+            })?;
+            if !value.is_finite() {
+                return Err(AnswerError::Format(format!(
+                    "sample value {:?} is not finite",
+                    s.value.1
+                )));
+            }
+            Ok(Sample {
+                labels: s.metric,
+                value,
+            })
+        })
+        .collect()
+}
+
+/// A PromQL double-quoted string literal of `s`.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A label matcher's operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchOp {
+    Equal,
+    NotEqual,
+    Regex,
+    NotRegex,
+}
+
+impl MatchOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            MatchOp::Equal => "=",
+            MatchOp::NotEqual => "!=",
+            MatchOp::Regex => "=~",
+            MatchOp::NotRegex => "!~",
+        }
+    }
+}
+
+/// One label matcher of `--selector`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matcher {
+    pub name: String,
+    pub op: MatchOp,
+    pub value: String,
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{}", self.name, self.op.as_str(), quote(&self.value))
+    }
+}
+
+/// Parse `--selector 'region="eu",site=~"store-.*"'`: label matchers as
+/// PromQL writes them, values in double quotes (escapes `\"`, `\\`,
+/// `\n`, `\r`, `\t`, `\uXXXX`). The labels the controller sets itself (`compatible`,
+/// `release`, …) are refused.
+pub fn parse_selector(text: &str) -> Result<Vec<Matcher>, String> {
+    let bad = |why: String| format!("--selector {text}: {why}");
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let name_end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        if !valid_label_name(name) {
+            return Err(bad(format!("{name:?} is not a label name")));
+        }
+        if RESERVED_LABELS.contains(&name) {
+            return Err(bad(format!(
+                "{name:?} is set by the controller from the manifest"
+            )));
+        }
+        rest = rest[name_end..].trim_start();
+        let op = [
+            ("!=", MatchOp::NotEqual),
+            ("=~", MatchOp::Regex),
+            ("!~", MatchOp::NotRegex),
+            ("=", MatchOp::Equal),
+        ]
+        .into_iter()
+        .find(|(s, _)| rest.starts_with(s));
+        let Some((op_text, op)) = op else {
+            return Err(bad(format!("{name}: expected =, !=, =~ or !~")));
+        };
+        rest = rest[op_text.len()..].trim_start();
+        let Some(body) = rest.strip_prefix('"') else {
+            return Err(bad(format!("{name}: the value must be in double quotes")));
+        };
+        let mut value = String::new();
+        let mut chars = body.char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                // The escapes [`quote`] writes (PromQL's, as Go's).
+                '\\' => match chars.next() {
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, 'r')) => value.push('\r'),
+                    Some((_, 't')) => value.push('\t'),
+                    Some((_, 'u')) => {
+                        let hex: String = chars.by_ref().take(4).map(|(_, c)| c).collect();
+                        match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                            Some(c) if hex.len() == 4 => value.push(c),
+                            _ => return Err(bad(format!("{name}: bad escape \\u{hex}"))),
+                        }
+                    }
+                    other => {
+                        return Err(bad(format!(
+                            "{name}: unknown escape \\{}",
+                            other.map(|(_, c)| c).unwrap_or(' ')
+                        )))
+                    }
+                },
+                c => value.push(c),
+            }
+        }
+        let Some(end) = end else {
+            return Err(bad(format!("{name}: unterminated value")));
+        };
+        out.push(Matcher {
+            name: name.to_string(),
+            op,
+            value,
+        });
+        rest = body[end + 1..].trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+        } else if !rest.is_empty() {
+            return Err(bad(format!("expected a comma before {rest:?}")));
+        }
+    }
+    Ok(out)
+}
+
+/// The queries the controller asks about one release: all of them
+/// aggregate on the server, so the answers stay a few samples over any
+/// number of hosts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Queries {
+    /// Hosts by their latest outcome that counts (see
+    /// [`super::counts_against_release`]), by (outcome, kind).
+    pub outcomes: String,
+    /// Hosts with a failure of the release that does not blame it.
+    pub not_counted: String,
+    /// Hosts of the release's `compatible` (and selector) reporting, in
+    /// one pass over their positions: with a wave, split by whether the
+    /// wave covers them (`in_wave` "1": position below its percentage;
+    /// see [`hosts_of`]).
+    pub hosts: String,
+}
+
+/// Build the queries for release `version` of `compatible`, over hosts
+/// matching `selector`, in a wave of `percent` (none: no fixed wave).
+pub fn queries(
+    compatible: &str,
+    version: &str,
+    selector: &[Matcher],
+    percent: Option<f64>,
+) -> Queries {
+    let mut hosts = vec![format!("compatible={}", quote(compatible))];
+    hosts.extend(selector.iter().map(|m| m.to_string()));
+    let hosts = hosts.join(",");
+    let release = format!("{hosts},release={}", quote(version));
+    let counted: Vec<&str> = Outcome::ALL
+        .iter()
+        .filter(|o| **o != Outcome::Failed)
+        .map(|o| o.as_str())
+        .collect();
+    let faults = super::RELEASE_FAULT_KINDS
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join("|");
+    let failed = Outcome::Failed.as_str();
+    // Per host (every label but outcome and kind), the outcome series with
+    // the latest time: the host's latest word about the release.
+    let outcomes = format!(
+        "count by (outcome, kind) (topk without (outcome, kind) (1, \
+         abupdate_release_outcome{{{release},outcome=~\"{}\"}} or \
+         abupdate_release_outcome{{{release},outcome=\"{failed}\",kind=~\"{faults}\"}}))",
+        counted.join("|")
+    );
+    let not_counted = format!(
+        "count(count without (kind) (abupdate_release_outcome{{{release},outcome=\"{failed}\",kind!~\"{faults}\"}}))"
+    );
+    let hosts = match percent {
+        Some(p) => format!(
+            "count_values(\"in_wave\", abupdate_rollout_position{{{hosts}}} < bool {})",
+            p / 100.0
+        ),
+        None => format!("count(abupdate_rollout_position{{{hosts}}})"),
+    };
+    Queries {
+        outcomes,
+        not_counted,
+        hosts,
+    }
+}
+
+/// (hosts reporting, hosts the wave covers) from the answer of
+/// [`Queries::hosts`]; the second is `None` without a wave.
+pub fn hosts_of(samples: &[Sample], wave: bool) -> Result<(u64, Option<u64>), String> {
+    if !wave {
+        return Ok((count_of(samples)?, None));
+    }
+    let (mut all, mut covered) = (0u64, 0u64);
+    for s in samples {
+        let n = whole(s.value)?;
+        all += n;
+        match s.labels.get("in_wave").map(String::as_str) {
+            Some("1") => covered += n,
+            Some("0") => {}
+            other => return Err(format!("unexpected in_wave label {other:?}")),
+        }
+    }
+    Ok((all, Some(covered)))
+}
+
+/// The single number of a `count(...)` answer: no sample is 0 (PromQL's
+/// `count` of nothing is an empty vector).
+pub fn count_of(samples: &[Sample]) -> Result<u64, String> {
+    match samples {
+        [] => Ok(0),
+        [s] => whole(s.value),
+        _ => Err(format!(
+            "{} samples where one count was expected",
+            samples.len()
+        )),
+    }
+}
+
+fn whole(v: f64) -> Result<u64, String> {
+    if v >= 0.0 && v.fract() == 0.0 && v < 2f64.powi(53) {
+        Ok(v as u64)
+    } else {
+        Err(format!("{v} is not a count"))
+    }
+}
+
+/// The tally from the answers of [`Queries::outcomes`] and
+/// [`Queries::not_counted`], classified as the reports are.
+pub fn tally_of(outcomes: &[Sample], not_counted: &[Sample]) -> Result<super::Tally, String> {
+    use super::Verdict;
+    let mut t = super::Tally {
+        not_counted: count_of(not_counted)?,
+        ..Default::default()
+    };
+    for s in outcomes {
+        let outcome = Outcome::parse(s.labels.get("outcome").map(String::as_str).unwrap_or(""));
+        let kind = s
+            .labels
+            .get("kind")
+            .map(String::as_str)
+            .filter(|k| !k.is_empty());
+        let n = whole(s.value)?;
+        match super::counts_against_release(outcome, kind) {
+            Verdict::Installed => t.installed += n,
+            Verdict::Committed => t.committed += n,
+            Verdict::Failed => t.failed += n,
+            Verdict::NotCounted => t.not_counted += n,
+            Verdict::Unknown => {}
+        }
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(labels: &[(&str, &str)], value: f64) -> Sample {
+        Sample {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value,
+        }
+    }
+
+    #[test]
+    fn a_vector_answer_is_read() {
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"outcome":"committed"},"value":[1700000000.5,"48"]},
+            {"metric":{"outcome":"failed","kind":"hash_mismatch"},"value":[1700000000.5,"2"]}]}}"#;
+        assert_eq!(
+            parse_answer(body),
+            Ok(vec![
+                sample(&[("outcome", "committed")], 48.0),
+                sample(&[("outcome", "failed"), ("kind", "hash_mismatch")], 2.0),
+            ])
+        );
+        let empty = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(parse_answer(empty), Ok(vec![]));
+    }
+
+    #[test]
+    fn anything_but_a_successful_vector_of_numbers_is_an_error() {
+        let error = br#"{"status":"error","errorType":"bad_data","error":"parse error at char 5"}"#;
+        assert_eq!(
+            parse_answer(error),
+            Err(AnswerError::Api {
+                error_type: "bad_data".into(),
+                error: "parse error at char 5".into()
+            })
+        );
+        for bad in [
+            &b"<html>502 Bad Gateway</html>"[..],
+            br#"{"status":"success"}"#,
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#,
+            br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#,
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"+Inf"]}]}}"#,
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"many"]}]}}"#,
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{}}]}}"#,
+        ] {
+            assert!(
+                matches!(parse_answer(bad), Err(AnswerError::Format(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_and_the_wave_come_from_one_answer() {
+        let answer = [
+            sample(&[("in_wave", "0")], 9048.0),
+            sample(&[("in_wave", "1")], 952.0),
+        ];
+        assert_eq!(hosts_of(&answer, true), Ok((10000, Some(952))));
+        assert_eq!(hosts_of(&answer[..1], true), Ok((9048, Some(0))));
+        assert_eq!(hosts_of(&[], true), Ok((0, Some(0))));
+        assert_eq!(hosts_of(&[sample(&[], 7.0)], false), Ok((7, None)));
+        assert!(hosts_of(&[sample(&[("in_wave", "2")], 1.0)], true).is_err());
+    }
+
+    #[test]
+    fn counts_must_be_whole_and_single() {
+        assert_eq!(count_of(&[]), Ok(0));
+        assert_eq!(count_of(&[sample(&[], 12.0)]), Ok(12));
+        assert!(count_of(&[sample(&[], 1.5)]).is_err());
+        assert!(count_of(&[sample(&[], -1.0)]).is_err());
+        assert!(count_of(&[sample(&[], 1.0), sample(&[], 2.0)]).is_err());
+    }
+
+    #[test]
+    fn the_tally_classifies_outcomes_as_the_reports_do() {
+        let outcomes = [
+            sample(&[("outcome", "installed")], 3.0),
+            sample(&[("outcome", "committed")], 40.0),
+            sample(&[("outcome", "rolled_back")], 2.0),
+            sample(&[("outcome", "trial_never_booted")], 1.0),
+            sample(&[("outcome", "failed"), ("kind", "hash_mismatch")], 1.0),
+            sample(&[("outcome", "quarantined")], 9.0),
+        ];
+        assert_eq!(
+            tally_of(&outcomes, &[sample(&[], 4.0)]),
+            Ok(super::super::Tally {
+                installed: 3,
+                committed: 40,
+                failed: 4,
+                not_counted: 4,
+            })
+        );
+    }
+
+    #[test]
+    fn strings_are_quoted_for_promql() {
+        assert_eq!(quote("eu"), "\"eu\"");
+        assert_eq!(quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
+        assert_eq!(quote("\u{1}"), "\"\\u0001\"");
+    }
+
+    #[test]
+    fn selectors_parse_as_promql_matchers() {
+        let m = parse_selector(r#"region="eu", site=~"store-[0-9]+",tier!="lab",x!~"a\"b\\""#)
+            .expect("selector");
+        assert_eq!(
+            m.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+            [
+                r#"region="eu""#,
+                r#"site=~"store-[0-9]+""#,
+                r#"tier!="lab""#,
+                r#"x!~"a\"b\\""#
+            ]
+        );
+        assert_eq!(parse_selector("").expect("empty"), vec![]);
+        // What quote writes parses back.
+        let odd = Matcher {
+            name: "site".into(),
+            op: MatchOp::Equal,
+            value: "a\r\tb\u{1}\"\\\n".into(),
+        };
+        assert_eq!(parse_selector(&odd.to_string()), Ok(vec![odd]));
+        for bad in [
+            "region=eu",
+            "region=\"eu",
+            "9x=\"a\"",
+            "region\"eu\"",
+            "region==\"eu\"",
+            "release=\"2.0\"",
+            "compatible=\"x\"",
+            "__name__=\"up\"",
+            "a=\"1\" b=\"2\"",
+            "a=\"\\q\"",
+        ] {
+            let e = parse_selector(bad).expect_err(bad);
+            assert!(e.starts_with("--selector"), "{e}");
+        }
+    }
+
+    #[test]
+    fn queries_aggregate_and_carry_the_release_and_selector() {
+        let sel = parse_selector(r#"region="eu""#).expect("selector");
+        let q = queries("acme \"x\"", "2.0", &sel, Some(2.0));
+        let hosts = r#"compatible="acme \"x\"",region="eu""#;
+        assert_eq!(
+            q.outcomes,
+            format!(
+                "count by (outcome, kind) (topk without (outcome, kind) (1, \
+                 abupdate_release_outcome{{{hosts},release=\"2.0\",outcome=~\"installed|committed|rolled_back|trial_never_booted|rolled_back_late\"}} or \
+                 abupdate_release_outcome{{{hosts},release=\"2.0\",outcome=\"failed\",kind=~\"payload|hash_mismatch|size|too_long|too_short|signature|manifest\"}}))"
+            )
+        );
+        assert_eq!(
+            q.hosts,
+            format!("count_values(\"in_wave\", abupdate_rollout_position{{{hosts}}} < bool 0.02)")
+        );
+        assert!(q.not_counted.starts_with("count(count without (kind) ("));
+        assert_eq!(
+            queries("c", "2.0", &[], None).hosts,
+            "count(abupdate_rollout_position{compatible=\"c\"})"
+        );
+    }
+
+    #[test]
+    fn forms_encode_every_reserved_byte() {
+        assert_eq!(
+            form_encode(&[("query", "a+b{x=\"é\"} & c"), ("time", "17")]),
+            "query=a%2Bb%7Bx%3D%22%C3%A9%22%7D%20%26%20c&time=17"
+        );
+    }
+
+    #[test]
+    fn api_roots_are_checked() {
+        assert!(check_url("http://127.0.0.1:9090").is_ok());
+        assert!(check_url("https://mimir.example/prometheus/").is_ok());
+        for bad in [
+            "ftp://x",
+            "prometheus:9090",
+            "http://x/?a=1",
+            "http://x/#f",
+            "",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+    }
+}
