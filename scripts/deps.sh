@@ -2,7 +2,8 @@
 # Install what building and testing abupdate needs on a fresh Debian 12:
 # the real tools the tests drive (minisign, grub-editenv, fw_printenv,
 # nginx, efibootmgr/efivar reading an efivarfs stand-in, bootctl reading
-# an ESP; dosfstools, mtools and ovmf for the EFI VM work), musl for the
+# an ESP; dosfstools, mtools, ovmf, python3-venv (virt-firmware) and
+# debootstrap (the systemd guest) for the UEFI VM test), musl for the
 # static build, gcc-multilib for the 32-bit host build,
 # and the Rust targets and components.
 # Idempotent and quiet when everything is already there.
@@ -11,7 +12,7 @@ set -euo pipefail
 packages=(minisign nginx grub2-common libubootenv-tool u-boot-tools musl-tools
           e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm time
           gcc-multilib ipxe-qemu
-          efibootmgr efivar systemd-boot dosfstools mtools ovmf)
+          efibootmgr efivar systemd-boot dosfstools mtools ovmf python3-venv debootstrap)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -322,6 +322,10 @@ stage_systemd() { # DIR VERSION ABUPDATE
     install -m 0644 "$g/fstab" "$s/etc/fstab"
     systemctl --root="$s" --quiet enable abtest.service systemd-networkd.service >/dev/null 2>&1 \
         || die "systemctl --root=$s enable failed"
+    # The ESP is in fstab (/boot/efi, where abupdate's config has it): the
+    # generator that would also automount it on /boot or /efi is not wanted.
+    mkdir -p "$s/etc/systemd/system-generators"
+    ln -sfn /dev/null "$s/etc/systemd/system-generators/systemd-gpt-auto-generator"
     # Not on this test host: logins, logind (no D-Bus here), package timers.
     systemctl --root="$s" --quiet mask serial-getty@ttyS0.service getty@tty1.service systemd-logind.service \
         e2scrub_reap.service apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
@@ -484,7 +488,10 @@ sdboot_entry() { # SLOT
         "$1" "$l" "$l" "$(slot_cmdline "$1")"
 }
 build_esp() { # OUT
-    local img="$1" t="$BUILD/esp-files" s l
+    local img="$1" t="$BUILD/esp-files" s l sdboot="$SDBOOT_EFI"
+    # The systemd guest's own systemd-boot (its systemd-boot-update.service
+    # would otherwise "update" a different version on the ESP at boot).
+    [ "$GUEST" != systemd ] || sdboot="$DEBIAN_ROOT/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
     rm -rf "$img" "$t"; mkdir -p "$t"
     mkfs.vfat -C -n ESP "$img" $((P1_MB * 1024)) >/dev/null || die "mkfs.vfat failed"
     case "$BOOT" in
@@ -495,8 +502,8 @@ build_esp() { # OUT
                 esp_put "$img" "$BUILD/initrd.img" "/EFI/abupdate-$l/initrd.img"
             done ;;
         systemd-boot)
-            esp_put "$img" "$SDBOOT_EFI" /EFI/systemd/systemd-bootx64.efi
-            esp_put "$img" "$SDBOOT_EFI" /EFI/BOOT/BOOTX64.EFI
+            esp_put "$img" "$sdboot" /EFI/systemd/systemd-bootx64.efi
+            esp_put "$img" "$sdboot" /EFI/BOOT/BOOTX64.EFI
             printf 'timeout 0\ndefault abupdate-*\neditor no\nauto-entries no\nauto-firmware no\n' > "$t/loader.conf"
             esp_put "$img" "$t/loader.conf" /loader/loader.conf
             sdboot_entry A > "$t/a.conf"; sdboot_entry B > "$t/b.conf"
