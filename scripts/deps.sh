@@ -3,7 +3,8 @@
 # the real tools the tests drive (minisign, grub-editenv, fw_printenv,
 # nginx, efibootmgr/efivar reading an efivarfs stand-in, bootctl reading
 # an ESP; dosfstools, mtools, ovmf, python3-venv (virt-firmware) and
-# debootstrap (the systemd guest) for the UEFI VM test), musl for the
+# debootstrap (the systemd guest) for the UEFI VM test; qemu and what the
+# VM test builds its guests from), musl for the
 # static build, gcc-multilib for the 32-bit host build,
 # and the Rust targets and components.
 # Idempotent and quiet when everything is already there.
@@ -12,7 +13,8 @@ set -euo pipefail
 packages=(minisign nginx grub2-common libubootenv-tool u-boot-tools musl-tools
           e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm time
           gcc-multilib ipxe-qemu
-          efibootmgr efivar systemd-boot dosfstools mtools ovmf python3-venv debootstrap)
+          efibootmgr efivar systemd-boot dosfstools mtools ovmf python3-venv debootstrap
+          qemu-system-x86 grub-pc-bin fdisk busybox-static kmod cpio gzip jq systemd-boot-efi)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -27,6 +29,19 @@ fi
 # (a Recommends, so --no-install-recommends leaves it out).
 # nginx's package starts a server on port 80; the tests start their own.
 systemctl disable --now nginx >/dev/null 2>&1 || true
+
+# virt-fw-vars (PyPI virt-firmware, not packaged in Debian 12) reads and
+# writes OVMF's NVRAM for the UEFI VM test: the pinned venv that
+# scripts/vm-test.sh uses (scripts/vm/lib/host.sh makes it too when absent).
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+vf_version="$(sed -n 's/^VIRT_FIRMWARE_VERSION=//p' "$repo/scripts/vm/lib/host.sh")"
+vf_venv="${ABUPDATE_VM_DIR:-$repo/target/vm}/cache/virt-firmware-$vf_version"
+if [ -n "$vf_version" ] && [ ! -x "$vf_venv/bin/virt-fw-vars" ]; then
+    echo "deps: virt-firmware==$vf_version in $vf_venv"
+    rm -rf "$vf_venv"
+    python3 -m venv "$vf_venv"
+    "$vf_venv/bin/pip" install -q "virt-firmware==$vf_version"
+fi
 
 # The reference parser of Prometheus' text format, for the textfile test.
 python3 -c 'import prometheus_client' 2>/dev/null \

@@ -157,7 +157,7 @@ else
     for n in "${WANT[@]}"; do id="$(resolve_scenario "$n")" || exit 2; SELECTED+=("$id"); done
 fi
 [ ${#SELECTED[@]} -gt 0 ] || die "no scenarios in $SCENARIO_DIR"
-RELEASES="$(suite_releases)"
+RELEASES="$(suite_releases "${SELECTED[@]}")"
 
 preflight() {
     say "=== preflight: throw-away boot (-snapshot) of the factory image, no abupdate"

@@ -107,8 +107,8 @@ nvram_next_entry() { # [LIST]
     done
 }
 nvram_vars() { # for messages: BootOrder, BootNext and our entries, one line
-    local list; list="$(nvram_list)"
-    echo "BootOrder=$(nvram_val BootOrder "$list") BootNext=$(nvram_val BootNext "$list" | sed 's/^$/none/')" \
+    local list next; list="$(nvram_list)"; next="$(nvram_val BootNext "$list")"
+    echo "BootOrder=$(nvram_val BootOrder "$list") BootNext=${next:-none}" \
         "A=Boot$(nvram_entry A "$list") B=Boot$(nvram_entry B "$list")"
 }
 # Delete a variable from the guest's NVRAM on the host (the firmware

@@ -66,10 +66,14 @@ list_scenarios() {
         printf '%-26s %s%s\n' "$id" "$TITLE" "${AFTER:+ (continues $AFTER)}"
     done
 }
-# The releases every scenario of the suite publishes, 1.0 (the factory's) first.
-suite_releases() {
+# The releases the chosen scenarios and the ones they continue from publish,
+# 1.0 (the factory's) first: a run of one scenario builds only what it can
+# boot (ensure_build adds the missing ones to an existing build).
+suite_releases() { # ID...
     local id all=""
-    for id in $(scenario_ids); do load_scenario "$id"; all+=" $RELEASES_OF"; done
+    for id in "$@"; do
+        while [ -n "$id" ]; do load_scenario "$id"; all+=" $RELEASES_OF"; id="$AFTER"; done
+    done
     tr ' ' '\n' <<<"$all" | grep -v '^$' | awk -F: '!seen[$1]++' | sort -t: -k1,1V | paste -sd' '
 }
 
