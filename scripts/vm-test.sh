@@ -33,7 +33,7 @@
 #   ABUPDATE_BIN_FAILPOINTS   the same built with --features failpoints (the
 #                             releases of scenario 7, cut at named steps)
 #   ABUPDATE_VM_ACCEL         auto (default) | kvm | tcg
-#   ABUPDATE_VM_BOOT_TIMEOUT  seconds per boot (default 150)
+#   ABUPDATE_VM_BOOT_TIMEOUT  seconds per boot (default 300; the systemd guest 900)
 #   ABUPDATE_VM_THROTTLE      guest disk write limit in bytes/s (default 16 MiB/s)
 #   ABUPDATE_VM_KEEP_GOING    1 = run later scenarios after a failed one
 #   ABUPDATE_VM_REBUILD       1 = rebuild slot images and releases even if unchanged
