@@ -165,6 +165,12 @@ expect_journal() { # REGEX DESC [JOURNALCTL-ARGS...]: a line of the guest's jour
     else bad "journal: $desc (no /$re/ in journalctl $*)"; fi
 }
 
+expect_no_journal() { # REGEX DESC [JOURNALCTL-ARGS...]: no such line in the guest's journal
+    local re="$1" desc="$2" hit; shift 2
+    hit="$(guest_journal -o cat "$@" | grep -E -m1 "$re" || true)"
+    if [ -z "$hit" ]; then ok "journal: $desc"; else bad "journal: $desc (found: $hit)"; fi
+}
+
 # ---------------------------------------------------------------- one boot
 # expect_boot SLOT VERSION [HOW [panics]]: the bootloader booted SLOT as the
 # state on disk before the boot (PRE_ENV) said it would, and the slot's init
@@ -271,6 +277,10 @@ systemd_boot_checks() {
     expect_log 'ABTEST: boot slot=.* init=systemd' "PID 1 became systemd"
     expect_log 'ABTEST: update start.* by abupdate\.timer' "abupdate.service was fired by abupdate.timer"
     expect_journal '^abupdate: ' "abupdate's own lines, from abupdate-health.service" -u abupdate-health.service -b -0
+    # Also on the boot whose update ran the reboot command, which stops
+    # abupdate.service while abupdate waits for it.
+    expect_no_journal 'Failed with result' "no abupdate unit failed" \
+        -u abupdate.service -u abupdate-health.service -b -0
 }
 install_boot_checks() { # SLOT VERSION: a healthy boot that installs and reboots
     expect_boot "$1" "$2"
