@@ -34,7 +34,14 @@ bin=target/x86_64-unknown-linux-musl/release/abupdate
 cargo build --release --target x86_64-unknown-linux-musl --no-default-features
 cp "$bin" target/abupdate-host
 ./target/abupdate-host --version
-echo "static host binary (no pack): $(stat -c %s target/abupdate-host) bytes"
+host_size=$(stat -c %s target/abupdate-host)
+# The brief's budget: the static host binary is at most 3 MiB.
+host_limit=$((3 * 1024 * 1024))
+echo "static host binary (no pack): $host_size bytes (limit $host_limit)"
+if [ "$host_size" -gt "$host_limit" ]; then
+    echo "FAIL: the static host binary is $host_size bytes, over the limit of $host_limit bytes (3 MiB)" >&2
+    exit 1
+fi
 # The full build (with `pack`): what the VM test packs releases with.
 cargo build --release --target x86_64-unknown-linux-musl
 file "$bin" 2>/dev/null || true

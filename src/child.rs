@@ -65,6 +65,7 @@ pub enum Ending {
 }
 
 impl Ending {
+    /// Whether the child exited with status 0.
     pub fn success(self) -> bool {
         self == Ending::Exited(0)
     }
@@ -171,9 +172,13 @@ impl Captured {
 /// What a child did.
 #[derive(Clone, Debug)]
 pub struct Finished {
+    /// How the child ended.
     pub ending: Ending,
+    /// What it wrote to stdout (bounded).
     pub stdout: Captured,
+    /// What it wrote to stderr (bounded).
     pub stderr: Captured,
+    /// How long it ran.
     pub elapsed: Duration,
 }
 
@@ -192,12 +197,18 @@ impl Finished {
 /// A child that could not be started or watched; names the program.
 #[derive(Debug)]
 pub enum ChildError {
+    /// The program could not be started.
     Spawn {
+        /// The program.
         program: String,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// Waiting for the program (or its group) failed.
     Watch {
+        /// The program.
         program: String,
+        /// What the system said.
         source: std::io::Error,
     },
 }

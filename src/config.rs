@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
 /// Where the main file lives when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/abupdate/config.toml";
@@ -36,48 +38,71 @@ impl std::error::Error for ConfigError {}
 pub struct Config {
     /// Files merged, in order, for messages.
     pub files: Vec<PathBuf>,
+    /// `[update]`.
     pub update: Update,
+    /// `[system]`: where the host tells its facts.
     pub system: System,
+    /// `[bootloader]`.
     pub bootloader: Bootloader,
     /// Per slot, class name → device or file.
     pub slots: BTreeMap<SlotName, BTreeMap<String, PathBuf>>,
+    /// `[health]`.
     pub health: Health,
+    /// `[rollout]`.
     pub rollout: RolloutSettings,
+    /// `[reboot]`.
     pub reboot: Reboot,
+    /// `[report]`.
     pub report: Report,
 }
 
+/// `[rollout]`.
 #[derive(Clone, Debug, Default)]
 pub struct RolloutSettings {
     /// Overrides the host's fleet position: 0.0 = canary, 1.0 = last wave.
     pub wariness: Option<f64>,
 }
 
+/// `[reboot]`.
 #[derive(Clone, Debug, Default)]
 pub struct Reboot {
     /// Maintenance windows; empty = reboot any time.
     pub windows: Vec<crate::schedule::Window>,
 }
 
+/// `[report]`.
 #[derive(Clone, Debug)]
 pub struct Report {
     /// node_exporter textfile-collector file, written after every verdict.
     pub textfile: Option<PathBuf>,
+    /// Where each outcome is POSTed.
     pub webhook: Option<String>,
+    /// The whole delivery of one report, all attempts.
     pub webhook_timeout: Duration,
+    /// Attempts per report.
     pub webhook_attempts: u32,
 }
 
+/// `[update]`.
 #[derive(Clone, Debug)]
 pub struct Update {
+    /// The release manifest's URL or path.
     pub url: Option<String>,
+    /// Must equal the manifest's.
     pub compatible: String,
+    /// Where `state.json` and partial downloads live.
     pub state_dir: PathBuf,
+    /// Directories of trusted `*.pub` keys.
     pub keys_dirs: Vec<PathBuf>,
+    /// Signatures by distinct trusted keys needed.
     pub threshold: usize,
+    /// HTTP(S) proxy (else the environment's).
     pub proxy: Option<String>,
+    /// Trust roots for a private update server.
     pub ca_file: Option<PathBuf>,
+    /// Longest a connection may take.
     pub connect_timeout: Duration,
+    /// Longest a transfer may go without progress.
     pub read_timeout: Duration,
     /// Largest zstd window (log2 bytes) a payload may ask for: caps memory.
     pub max_window_log: u32,
@@ -91,33 +116,52 @@ pub struct Update {
     pub jitter: Duration,
     /// First delay after a failed `update`, doubled per failure up to `backoff_max`.
     pub backoff_base: Duration,
+    /// Cap of the backoff.
     pub backoff_max: Duration,
 }
 
+/// `[system]`: each fact a file, so tests need no root paths.
 #[derive(Clone, Debug)]
 pub struct System {
+    /// The kernel command line (`abupdate.slot=` / `rauc.slot=`).
     pub cmdline: PathBuf,
+    /// os-release (`IMAGE_VERSION=`, else `VERSION_ID=`).
     pub os_release: PathBuf,
+    /// The machine id (the fleet position's key).
     pub machine_id: PathBuf,
+    /// The kernel's boot id.
     pub boot_id: PathBuf,
+    /// The mount table (`/proc/self/mountinfo`).
     pub mountinfo: PathBuf,
+    /// The reboot command.
     pub reboot: Vec<String>,
 }
 
+/// Which bootloader the host has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootloaderKind {
+    /// GRUB with RAUC's variables in grubenv.
     Grub,
+    /// U-Boot with RAUC's variables in its env.
     Uboot,
+    /// UEFI `Boot####` entries, `BootNext` trials.
     Efi,
+    /// systemd-boot BLS entries with boot counting.
     SystemdBoot,
+    /// A RAUC custom backend script.
     Custom,
 }
 
+/// `[bootloader]`.
 #[derive(Clone, Debug)]
 pub struct Bootloader {
+    /// Which one.
     pub kind: BootloaderKind,
+    /// GRUB's env file.
     pub grubenv: PathBuf,
+    /// libubootenv's config (device, offset, size; two lines = redundant).
     pub fw_env_config: PathBuf,
+    /// The custom backend script.
     pub script: Option<PathBuf>,
     /// Boots a new slot gets before the bootloader gives up on it.
     pub tries: u32,
@@ -137,13 +181,20 @@ pub struct Bootloader {
     pub entries: BTreeMap<SlotName, crate::boot::systemd_boot::EntryConfig>,
 }
 
+/// `[health]`.
 #[derive(Clone, Debug)]
 pub struct Health {
+    /// Executables that must exit 0.
     pub dir: PathBuf,
+    /// The whole verdict's deadline.
     pub timeout: Duration,
+    /// One check's deadline.
     pub check_timeout: Duration,
+    /// Between rounds.
     pub interval: Duration,
+    /// systemd units that must be active.
     pub units: Vec<String>,
+    /// URLs that must answer 2xx.
     pub http: Vec<String>,
 }
 
@@ -286,29 +337,54 @@ fn line_of(text: &str, offset: usize) -> usize {
         .unwrap_or(1)
 }
 
-/// Read and check one fragment; returns its table for merging.
-fn read_fragment(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-    let describe = |e: toml::de::Error| {
-        let line = e.span().map(|s| line_of(&text, s.start)).unwrap_or(1);
-        let msg = e.message().replace('\n', " ");
-        ConfigError(format!("{}:{line}: {msg}", path.display()))
+/// Parse and check one fragment (`name` is the file named in messages);
+/// returns it typed, and as the table that merges.
+///
+/// Every document, each file and the merged whole, goes through the one
+/// deserializer over a spanned [`DeTable`], so that serde's generic code
+/// for the fragment types exists once in the binary (a second instance, over
+/// `toml::Value`, cost ~70 KB of the static binary).
+fn read_fragment<'t>(
+    text: &'t str,
+    name: &Path,
+) -> Result<(Fragment, Spanned<DeTable<'t>>), ConfigError> {
+    let describe = |e: toml::de::Error, parsing: bool| {
+        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+        let mut msg = e.message().replace('\n', " ");
+        // The parser's messages do not quote what they point at ("duplicate
+        // key"): add the text under the span when it is a short one-liner.
+        // (serde's, for the typed fragment, name the key or value already.)
+        match e.span().and_then(|s| text.get(s)) {
+            Some(at) if parsing && !at.is_empty() && at.len() <= 64 && !at.contains('\n') => {
+                msg = format!("{msg} `{}`", at.escape_debug());
+            }
+            _ => {}
+        }
+        ConfigError(format!("{}:{line}: {msg}", name.display()))
     };
+    let table = DeTable::parse(text).map_err(|e| describe(e, true))?;
     // Deserialising into the typed fragment is what finds unknown keys and
     // wrong types with a position; the table is what merges.
-    toml::from_str::<Fragment>(&text).map_err(describe)?;
-    toml::from_str::<toml::Table>(&text).map_err(describe)
+    let fragment = fragment_of(table.clone()).map_err(|e| describe(e, false))?;
+    Ok((fragment, table))
+}
+
+fn fragment_of(table: Spanned<DeTable<'_>>) -> Result<Fragment, toml::de::Error> {
+    Fragment::deserialize(toml::de::Deserializer::from(table))
 }
 
 // ---- step 2: merge --------------------------------------------------------
 
-fn merge(base: &mut toml::Table, over: toml::Table) {
+fn merge<'t>(base: &mut DeTable<'t>, over: DeTable<'t>) {
     for (key, value) in over {
-        match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+        let (span, value) = (value.span(), value.into_inner());
+        match (
+            base.get_mut(key.get_ref().as_ref()).map(Spanned::get_mut),
+            value,
+        ) {
+            (Some(DeValue::Table(b)), DeValue::Table(o)) => merge(b, o),
             (_, v) => {
-                base.insert(key, v);
+                base.insert(key, Spanned::new(span, v));
             }
         }
     }
@@ -374,32 +450,32 @@ impl Config {
             dropins.sort();
             files.extend(dropins);
         }
-        let mut merged = toml::Table::new();
-        for file in &files {
-            merge(&mut merged, read_fragment(file)?);
+        let texts = files
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(f).map_err(|e| ConfigError(format!("{}: {e}", f.display())))
+            })
+            .collect::<Result<Vec<String>, ConfigError>>()?;
+        let mut merged = DeTable::new();
+        for (file, text) in files.iter().zip(&texts) {
+            merge(&mut merged, read_fragment(text, file)?.1.into_inner());
         }
-        let fragment: Fragment =
-            toml::Value::Table(merged)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    ConfigError(format!("{}: {}", main.display(), e.message()))
-                })?;
+        // Each file is checked above: what is left to fail here is the whole
+        // (no span: the keys come from several files).
+        let fragment = fragment_of(Spanned::new(0..0, merged))
+            .map_err(|e| ConfigError(format!("{}: {}", main.display(), e.message())))?;
         Config::from_fragment(fragment, files)
     }
 
     /// Parse one TOML text as if it were the only file (tests, examples).
     pub fn from_str(text: &str, name: &Path) -> Result<Config, ConfigError> {
-        let fragment: Fragment = toml::from_str(text).map_err(|e: toml::de::Error| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-            ConfigError(format!(
-                "{}:{line}: {}",
-                name.display(),
-                e.message().replace('\n', " ")
-            ))
-        })?;
+        let (fragment, _) = read_fragment(text, name)?;
         Config::from_fragment(fragment, vec![name.to_path_buf()])
     }
 
+    // Long on purpose: every key is checked here, in one pass, against its
+    // range, each error naming its key with the same `err`; the sections are
+    // plain data, and splitting the pass would scatter that context.
     fn from_fragment(f: Fragment, files: Vec<PathBuf>) -> Result<Config, ConfigError> {
         let where_ = files
             .iter()
@@ -858,6 +934,27 @@ rootfs = "/dev/b"
         let e = Config::from_str(&text, Path::new("/etc/x.toml")).expect_err("typo accepted");
         assert!(e.0.starts_with("/etc/x.toml:10:"), "{e}");
         assert!(e.0.contains("timout"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_name_file_line_and_the_duplicate_key() {
+        // MINIMAL's lines 1-7; what follows starts at line 8.
+        for (extra, line, names) in [
+            ("[update]\nurl = \"x\"\n", 8, "duplicate key `update`"),
+            (
+                "[health]\ndir = \"/a\"\ndir = \"/b\"\n",
+                10,
+                "duplicate key `dir`",
+            ),
+            ("[rollout\n", 8, "expected `]`"),
+            ("[health]\ndir = \"\\q\"\n", 9, "escape"),
+        ] {
+            let text = format!("{MINIMAL}{extra}");
+            let e = Config::from_str(&text, Path::new("c.toml")).expect_err(extra);
+            assert!(e.0.starts_with(&format!("c.toml:{line}: ")), "{extra}: {e}");
+            assert!(e.0.contains(names), "{extra}: {e}");
+            assert!(!e.0.contains('\n'), "one line: {e}");
+        }
     }
 
     #[test]

@@ -289,6 +289,9 @@ pub struct Plan<'a> {
 /// cannot be written, or `before_write` failed: then the io::Error carries
 /// its [`crate::error::Error`]): the caller stops there. `before_write` runs
 /// once, before the first byte of the target changes.
+// Long on purpose: the segment loop (journal, fetch, decode, verify, write,
+// flush, journal) is one durable sequence per segment; its fallbacks must
+// see every step.
 pub fn apply(
     plan: &Plan,
     progress: &mut Progress,

@@ -1,28 +1,237 @@
 //! The program's error: one variant per layer, each carrying that layer's
 //! error, whose message already names the file, URL, device or key. The
-//! variant decides the exit code; `kind` gives a label few enough to be a
+//! variant decides the exit code; [`Kind`] gives a label few enough to be a
 //! metric dimension. Every message is shown through
 //! [`crate::fetch::redact`]: no URL's user info reaches a person.
+//!
+//! Invariant: every failure has exactly one [`Kind`], and the kinds' names
+//! ([`Kind::as_str`]) are a stable contract: the `kind` of a `--json`
+//! error, the `error_kind` of a webhook report, the `kind` label of
+//! `abupdate_failures_total`, and what `abupdate fleet` counts against a
+//! release.
 
 use std::fmt;
 
+/// What failed, as a stable label (README "Error kinds").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The command line.
+    Usage,
+    /// The configuration.
+    Config,
+    /// Another instance holds the state lock (or a release directory's).
+    Locked,
+    /// `state.json` or the state dir cannot be read or written.
+    State,
+    /// `state.json` was damaged and a good copy (or a fresh state) stood in.
+    StateCorrupt,
+    /// The manifest's signatures, or a key.
+    Signature,
+    /// The manifest's shape (malformed, a duplicate key, an empty image).
+    Manifest,
+    /// The manifest is for other hardware.
+    Incompatible,
+    /// The release is not newer than the booted one.
+    NotNewer,
+    /// The manifest has expired.
+    Expired,
+    /// The release already failed on this host.
+    PreviouslyFailed,
+    /// The manifest is dated further ahead than the host may believe.
+    CreatedAhead,
+    /// The manifest is older than one already seen from its source.
+    Stale,
+    /// An image class the slot has no partition for.
+    UnknownClass,
+    /// A payload window above `update.max_window_log`.
+    WindowTooLarge,
+    /// Connect, DNS, reset, timeout, a stalled or cut body.
+    Network,
+    /// An HTTP status we cannot use.
+    HttpStatus,
+    /// HTTP 404/410 or no such file.
+    NotFound,
+    /// More bytes than the signed manifest declares.
+    TooLong,
+    /// The server announced fewer bytes than declared.
+    TooShort,
+    /// The TLS handshake or certificate.
+    Tls,
+    /// A server that ignored a `Range` request.
+    RangeIgnored,
+    /// Against policy (a `file:` reference from a remote manifest, a
+    /// redirect loop, a trial still pending, a rollback onto a bad slot…).
+    Refused,
+    /// A slot device that may not or cannot take the image.
+    Slot,
+    /// A slot device's I/O, or a medium returning other bytes.
+    Device,
+    /// A file of this host.
+    Io,
+    /// A payload that does not decode.
+    Payload,
+    /// A payload or image SHA-256 differs from the signed one.
+    HashMismatch,
+    /// An image of another size, or a window larger than allowed.
+    Size,
+    /// The bootloader env or backend.
+    Bootloader,
+    /// Writing a release directory (`pack`, `fleet`).
+    Publish,
+    /// A trial's health checks failed (a rollback's kind).
+    Health,
+    /// A trial that never came up (the bootloader fell back).
+    TrialNeverBooted,
+    /// The host's own facts (which slot is booted) or its reboot command.
+    System,
+    /// `pack`'s inputs or work.
+    Pack,
+    /// `fleet`'s reports.
+    Fleet,
+}
+
+impl Kind {
+    /// Every kind, for tests and documentation.
+    pub const ALL: [Kind; 36] = [
+        Kind::Usage,
+        Kind::Config,
+        Kind::Locked,
+        Kind::State,
+        Kind::StateCorrupt,
+        Kind::Signature,
+        Kind::Manifest,
+        Kind::Incompatible,
+        Kind::NotNewer,
+        Kind::Expired,
+        Kind::PreviouslyFailed,
+        Kind::CreatedAhead,
+        Kind::Stale,
+        Kind::UnknownClass,
+        Kind::WindowTooLarge,
+        Kind::Network,
+        Kind::HttpStatus,
+        Kind::NotFound,
+        Kind::TooLong,
+        Kind::TooShort,
+        Kind::Tls,
+        Kind::RangeIgnored,
+        Kind::Refused,
+        Kind::Slot,
+        Kind::Device,
+        Kind::Io,
+        Kind::Payload,
+        Kind::HashMismatch,
+        Kind::Size,
+        Kind::Bootloader,
+        Kind::Publish,
+        Kind::Health,
+        Kind::TrialNeverBooted,
+        Kind::System,
+        Kind::Pack,
+        Kind::Fleet,
+    ];
+
+    /// The label: the same string serde writes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Usage => "usage",
+            Kind::Config => "config",
+            Kind::Locked => "locked",
+            Kind::State => "state",
+            Kind::StateCorrupt => "state_corrupt",
+            Kind::Signature => "signature",
+            Kind::Manifest => "manifest",
+            Kind::Incompatible => "incompatible",
+            Kind::NotNewer => "not_newer",
+            Kind::Expired => "expired",
+            Kind::PreviouslyFailed => "previously_failed",
+            Kind::CreatedAhead => "created_ahead",
+            Kind::Stale => "stale",
+            Kind::UnknownClass => "unknown_class",
+            Kind::WindowTooLarge => "window_too_large",
+            Kind::Network => "network",
+            Kind::HttpStatus => "http_status",
+            Kind::NotFound => "not_found",
+            Kind::TooLong => "too_long",
+            Kind::TooShort => "too_short",
+            Kind::Tls => "tls",
+            Kind::RangeIgnored => "range_ignored",
+            Kind::Refused => "refused",
+            Kind::Slot => "slot",
+            Kind::Device => "device",
+            Kind::Io => "io",
+            Kind::Payload => "payload",
+            Kind::HashMismatch => "hash_mismatch",
+            Kind::Size => "size",
+            Kind::Bootloader => "bootloader",
+            Kind::Publish => "publish",
+            Kind::Health => "health",
+            Kind::TrialNeverBooted => "trial_never_booted",
+            Kind::System => "system",
+            Kind::Pack => "pack",
+            Kind::Fleet => "fleet",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `assert_eq!(e.kind(), "network")`: a kind is its label.
+impl PartialEq<&str> for Kind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for Kind {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+/// The program's error, one variant per layer.
 #[derive(Debug)]
 pub enum Error {
+    /// The command line.
     Usage(String),
+    /// The configuration files.
     Config(crate::config::ConfigError),
+    /// `state.json`, the state dir and its lock.
     State(crate::state::StateError),
+    /// Keys and signatures.
     Trust(crate::trust::TrustError),
+    /// Getting bytes from a URL or file.
     Fetch(crate::fetch::FetchError),
+    /// A manifest that does not parse or is malformed.
     Manifest(crate::manifest::ManifestError),
+    /// A verified manifest this host does not act on.
     NotApplicable(crate::manifest::NotApplicable),
+    /// A slot device.
     Slot(crate::slot::SlotError),
+    /// Writing an image into a slot.
     Install(crate::install::InstallError),
+    /// The bootloader.
     Boot(crate::boot::BootError),
+    /// A release directory (`pack`, `fleet`).
     Publish(crate::publish::PublishError),
-    Health(String),
-    Refused(String),
+    /// The host's facts and its reboot command.
+    System(crate::system::SystemError),
+    /// An agent flow refused to act on this host's state.
+    Refused(crate::agent::Refusal),
+    /// `pack`: its message names the option or file.
+    Pack(String),
+    /// `fleet`: its message names the reports file.
+    Fleet(String),
+    /// Any other file.
     Io {
+        /// The file, as shown.
         path: String,
+        /// What the system said.
         source: std::io::Error,
     },
 }
@@ -30,7 +239,7 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let line = match self {
-            Error::Usage(m) | Error::Health(m) | Error::Refused(m) => m.clone(),
+            Error::Usage(m) | Error::Pack(m) | Error::Fleet(m) => m.clone(),
             Error::Config(e) => e.to_string(),
             Error::State(e) => e.to_string(),
             Error::Trust(e) => e.to_string(),
@@ -41,6 +250,8 @@ impl fmt::Display for Error {
             Error::Install(e) => e.to_string(),
             Error::Boot(e) => e.to_string(),
             Error::Publish(e) => e.to_string(),
+            Error::System(e) => e.to_string(),
+            Error::Refused(e) => e.to_string(),
             Error::Io { path, source } => format!("{path}: {source}"),
         };
         f.write_str(&crate::fetch::redact(&line))
@@ -58,26 +269,30 @@ impl Error {
         }
     }
 
-    pub fn kind(&self) -> &'static str {
+    /// What failed, as a stable label.
+    pub fn kind(&self) -> Kind {
         match self {
-            Error::Usage(_) => "usage",
-            Error::Config(_) => "config",
-            Error::State(crate::state::StateError::Locked { .. }) => "locked",
-            Error::State(_) => "state",
-            Error::Trust(_) => "signature",
+            Error::Usage(_) => Kind::Usage,
+            Error::Config(_) => Kind::Config,
+            Error::State(crate::state::StateError::Locked { .. }) => Kind::Locked,
+            Error::State(_) => Kind::State,
+            Error::Trust(_) => Kind::Signature,
             Error::Fetch(e) => e.kind(),
-            Error::Manifest(_) => "manifest",
+            Error::Manifest(_) => Kind::Manifest,
             Error::NotApplicable(e) => e.kind(),
-            Error::Slot(_) => "slot",
+            Error::Slot(_) => Kind::Slot,
             Error::Install(e) => e.kind(),
-            Error::Boot(_) => "bootloader",
+            Error::Boot(_) => Kind::Bootloader,
             Error::Publish(e) => e.kind(),
-            Error::Health(_) => "health",
-            Error::Refused(_) => "refused",
-            Error::Io { .. } => "io",
+            Error::System(_) => Kind::System,
+            Error::Refused(_) => Kind::Refused,
+            Error::Pack(_) => Kind::Pack,
+            Error::Fleet(_) => Kind::Fleet,
+            Error::Io { .. } => Kind::Io,
         }
     }
 
+    /// An error about the file at `path`.
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Error {
         Error::Io {
             path: path.as_ref().display().to_string(),
@@ -104,6 +319,8 @@ from_layer!(
     Slot(crate::slot::SlotError),
     Boot(crate::boot::BootError),
     Publish(crate::publish::PublishError),
+    System(crate::system::SystemError),
+    Refused(crate::agent::Refusal),
 );
 
 impl From<crate::install::InstallError> for Error {
@@ -123,4 +340,23 @@ impl From<crate::install::InstallError> for Error {
     }
 }
 
+/// The program's result.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_serializes_as_its_label_and_labels_are_distinct() {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in Kind::ALL {
+            assert_eq!(
+                serde_json::to_value(k).expect("json"),
+                serde_json::Value::String(k.as_str().into())
+            );
+            assert!(seen.insert(k.as_str()), "{k} twice");
+            assert_eq!(k, k.as_str());
+        }
+    }
+}

@@ -86,6 +86,8 @@ fn armed(name: &str) -> bool {
     spec_matches(name, &HITS)
 }
 
+/// A durable step passed: abort here when `ABUPDATE_FAILPOINT` names it
+/// (and trace it when `ABUPDATE_FAILPOINT_TRACE` is set).
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     if armed(name) {
@@ -94,6 +96,7 @@ pub fn hit(name: &str) {
     }
 }
 
+/// A durable step passed (nothing without the `failpoints` feature).
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
@@ -112,6 +115,7 @@ pub fn tear(name: &str, len: usize) -> Option<usize> {
     Some(keep.min(len))
 }
 
+/// A point inside a write (never armed without the `failpoints` feature).
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn tear(_name: &str, _len: usize) -> Option<usize> {
@@ -128,6 +132,8 @@ pub fn corrupt(name: &str) -> bool {
     spec_matches(name, &HITS)
 }
 
+/// A point where the medium may lie (never without the `failpoints`
+/// feature).
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn corrupt(_name: &str) -> bool {

@@ -13,6 +13,7 @@
 //! Verifying the manifest before it is changed, re-signing it and
 //! publishing it atomically are [`crate::publish`]'s.
 
+use crate::error::Kind;
 use crate::manifest::{Rollout, Version};
 use crate::report::Event;
 use std::collections::BTreeMap;
@@ -74,14 +75,14 @@ impl Tally {
 /// Everything else — the network, an HTTP status, TLS, a busy host
 /// (`locked`), the host's own disk, state or bootloader, kinds this list
 /// does not know yet — says nothing about the release.
-pub const RELEASE_FAULT_KINDS: &[&str] = &[
-    "payload",
-    "hash_mismatch",
-    "size",
-    "too_long",
-    "too_short",
-    "signature",
-    "manifest",
+pub const RELEASE_FAULT_KINDS: &[Kind] = &[
+    Kind::Payload,
+    Kind::HashMismatch,
+    Kind::Size,
+    Kind::TooLong,
+    Kind::TooShort,
+    Kind::Signature,
+    Kind::Manifest,
 ];
 
 /// What one report says about the release it names.
@@ -100,13 +101,18 @@ pub enum Verdict {
 /// Classify one report: rolled back and never booted trials count against
 /// the release; a `failed` run only with a kind in [`RELEASE_FAULT_KINDS`].
 pub fn counts_against_release(outcome: &str, error_kind: Option<&str>) -> Verdict {
-    match outcome {
-        "installed" => Verdict::Installed,
-        "committed" => Verdict::Committed,
-        "rolled_back" | "trial_never_booted" => Verdict::Failed,
-        "failed" if error_kind.is_some_and(|k| RELEASE_FAULT_KINDS.contains(&k)) => Verdict::Failed,
-        "failed" => Verdict::NotCounted,
-        _ => Verdict::Unknown,
+    use crate::report::Outcome;
+    match Outcome::parse(outcome) {
+        Some(Outcome::Installed) => Verdict::Installed,
+        Some(Outcome::Committed) => Verdict::Committed,
+        Some(Outcome::RolledBack | Outcome::TrialNeverBooted) => Verdict::Failed,
+        Some(Outcome::Failed)
+            if error_kind.is_some_and(|k| RELEASE_FAULT_KINDS.iter().any(|r| *r == k)) =>
+        {
+            Verdict::Failed
+        }
+        Some(Outcome::Failed) => Verdict::NotCounted,
+        None => Verdict::Unknown,
     }
 }
 

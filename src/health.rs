@@ -17,20 +17,27 @@ use std::time::{Duration, Instant};
 /// One check and how it went.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckResult {
+    /// The check, as the log names it.
     pub name: String,
+    /// Whether it passed.
     pub passed: bool,
+    /// What it said (the last line of its output), or why it failed.
     pub detail: String,
 }
 
 /// The checks a config asks for, in the order they run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Check {
+    /// An executable in `[health] dir`: exit 0 = healthy.
     Executable(PathBuf),
+    /// A systemd unit that must be active.
     Unit(String),
+    /// An HTTP URL that must answer 2xx.
     Http(String),
 }
 
 impl Check {
+    /// The check, as the log names it.
     pub fn name(&self) -> String {
         match self {
             Check::Executable(p) => p.display().to_string(),

@@ -172,16 +172,17 @@ impl fmt::Display for InstallError {
 impl std::error::Error for InstallError {}
 
 impl InstallError {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> crate::error::Kind {
         match self {
-            InstallError::Device { .. } | InstallError::Medium { .. } => "device",
-            InstallError::Source { error, .. } => {
-                crate::fetch::FetchError::from_io(error).map_or("io", |e| e.kind())
-            }
+            InstallError::Device { .. } | InstallError::Medium { .. } => crate::error::Kind::Device,
+            InstallError::Source { error, .. } => crate::fetch::FetchError::from_io(error)
+                .map_or(crate::error::Kind::Io, |e| e.kind()),
             InstallError::BeforeWrite(e) => e.kind(),
-            InstallError::Payload { .. } => "payload",
-            InstallError::Mismatch { .. } | InstallError::ImageMismatch { .. } => "hash_mismatch",
-            InstallError::Size { .. } => "size",
+            InstallError::Payload { .. } => crate::error::Kind::Payload,
+            InstallError::Mismatch { .. } | InstallError::ImageMismatch { .. } => {
+                crate::error::Kind::HashMismatch
+            }
+            InstallError::Size { .. } => crate::error::Kind::Size,
         }
     }
 }
@@ -1403,7 +1404,7 @@ mod tests {
                     *calls += 1;
                     assert!(untouched(&t), "a byte changed before before_write");
                     match fail {
-                        true => Err(crate::error::Error::Refused("no".into())),
+                        true => Err(crate::error::Error::Usage("no".into())),
                         false => Ok(()),
                     }
                 },

@@ -2,20 +2,49 @@
 //! immutable images.
 //!
 //! The crate is a library with a thin binary on top, so that tests and the
-//! fleet simulation call the same decision functions the host runs. Each
-//! module guards one concern; their docs state the invariant they keep.
+//! fleet simulation call the same decision functions the host runs. The
+//! folder tree is the architecture: the flows in [`agent`], the mechanisms
+//! each in its module, each guarding one invariant stated in its `//!` docs
+//! (the README's table names the same files):
+//!
+//! | file | guards |
+//! | --- | --- |
+//! | `trust/gate.rs` | the one way a manifest becomes a [`trust::gate::Verified`]: `threshold` distinct trusted keys signed its bytes (`trust/mod.rs` counts them, `trust/minisign.rs` checks each) |
+//! | `manifest.rs` | a signed manifest has one reading; `evaluate` is the one judgement of it |
+//! | `fetch/` | no byte beyond what the signed manifest declares is read; URLs on their components |
+//! | `install.rs`, `delta.rs` | a slot counts as written only when its bytes, read back, equal what was written and hash right |
+//! | `slot.rs` | no byte of the booted slot's, the root filesystem's or a mounted filesystem's storage is written |
+//! | `boot/` | every bootloader change is one atomic env write the real bootloader reads |
+//! | `agent/transition.rs` | the order of the bootloader writes against the state: bad right before the first byte, activate after verify, record before flip, retire as one pair |
+//! | `agent/verdict.rs` | every boot tells a trial from a fallback from an interrupted write; a trial is committed only when healthy |
+//! | `state.rs` | `state.json` is always a complete old or new version; only the lock holder (`StateLock`) writes it |
+//! | `health.rs` | a trial is committed only when every check passes in one round, within the deadline |
+//! | `publish.rs` | a host reading a release directory sees the old complete release or the new one |
+//! | `child.rs` | every child process is bounded in time and output and killed with everything it started |
+//! | `cli/flags.rs`, `cli/json.rs` | every flag defined once (usage, `--help` and parsing come from it); every `--json` shape one type |
+//! | `error.rs` | every failure has one [`error::Kind`], a stable label |
+
+#![deny(missing_docs)]
 
 pub mod agent;
 pub mod boot;
 pub mod child;
+// The CLI's flag table, settings and `--json` fields (130 items, each named
+// by its flag or key), the fleet controller and the slot writers (being
+// rewritten in parallel: issue 15's controller, one slot writer) still lack
+// item docs; these allows go as they get them.
+#[allow(missing_docs)]
 pub mod cli;
 pub mod config;
+#[allow(missing_docs)]
 pub mod delta;
 pub mod error;
 pub mod failpoint;
 pub mod fetch;
+#[allow(missing_docs)]
 pub mod fleet;
 pub mod health;
+#[allow(missing_docs)]
 pub mod install;
 pub mod manifest;
 pub mod pack;

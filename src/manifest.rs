@@ -24,10 +24,18 @@ pub const FORMAT: u32 = 1;
 /// block device is larger, and the I/O calls take signed 64-bit offsets.
 pub const MAX_BYTES: u64 = i64::MAX as u64;
 
+/// Errors of a manifest's shape; each names the field.
 #[derive(Debug)]
 pub enum ManifestError {
+    /// Not JSON, or not the manifest's shape (serde's message).
     Parse(String),
-    Field { field: String, reason: String },
+    /// A field missing or malformed.
+    Field {
+        /// The field's path (`images.rootfs.size`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl fmt::Display for ManifestError {
@@ -52,6 +60,7 @@ pub struct Version {
 }
 
 impl Version {
+    /// A dotted-number version (`2026.11.3`); the error says why not.
     pub fn parse(text: &str) -> Result<Version, String> {
         let parts: Result<Vec<u64>, _> = text
             .split('.')
@@ -74,6 +83,7 @@ impl Version {
         }
     }
 
+    /// The version as written.
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -117,25 +127,32 @@ impl fmt::Display for Version {
     }
 }
 
+/// How a payload is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
+    /// The image itself.
     None,
+    /// A zstd stream (or frames).
     Zstd,
 }
 
 /// One payload as the manifest describes it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Image {
+    /// Where the payload is: relative to the manifest, or absolute http(s).
     pub url: String,
     /// Bytes of the image once decoded: what lands in the slot.
     pub size: u64,
+    /// SHA-256 of the decoded image (hex).
     pub sha256: String,
+    /// How the payload is stored.
     #[serde(default = "no_compression")]
     pub compression: Compression,
     /// Bytes on the wire; equal to `size` when uncompressed.
     #[serde(default)]
     pub download_size: Option<u64>,
+    /// SHA-256 of the payload on the wire (hex); the image's when uncompressed.
     #[serde(default)]
     pub download_sha256: Option<String>,
     /// zstd window log the payload needs to decode (`--long=N`).
@@ -154,10 +171,15 @@ pub struct Image {
 /// at `[patch_offset, patch_offset + patch_length)` of a payload file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
+    /// Where in the image it starts.
     pub offset: u64,
+    /// Its length in the image.
     pub length: u64,
+    /// SHA-256 of those image bytes.
     pub sha256: String,
+    /// Where its frame starts in the payload file.
     pub patch_offset: u64,
+    /// The frame's length.
     pub patch_length: u64,
     /// Delta segments only: the part of the source image the frame
     /// references (absent: the whole source). Set when the source and a
@@ -169,7 +191,9 @@ pub struct Segment {
 /// Bytes `[offset, offset + length)` of a delta's source image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceRegion {
+    /// Where it starts.
     pub offset: u64,
+    /// Its length.
     pub length: u64,
 }
 
@@ -188,6 +212,7 @@ impl Delta {
 /// the segment's `source` region of it) as its reference prefix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delta {
+    /// Where the delta payload is (as [`Image::url`]).
     pub url: String,
     /// Bytes of the source image (a prefix of the booted slot).
     pub source_size: u64,
@@ -195,7 +220,9 @@ pub struct Delta {
     /// the source it references. A host applies only a delta whose window
     /// its zstd allows (30 on 32-bit hosts, 31 otherwise).
     pub window_log: u32,
+    /// Bytes of the delta payload.
     pub download_size: u64,
+    /// Its segments, in image order.
     pub segments: Vec<Segment>,
 }
 
@@ -263,10 +290,12 @@ fn no_compression() -> Compression {
 }
 
 impl Image {
+    /// Bytes on the wire.
     pub fn download_size(&self) -> u64 {
         self.download_size.unwrap_or(self.size)
     }
 
+    /// SHA-256 of the bytes on the wire.
     pub fn download_sha256(&self) -> &str {
         self.download_sha256.as_deref().unwrap_or(&self.sha256)
     }
@@ -275,14 +304,19 @@ impl Image {
 /// The staged-rollout block; interpreted by the rollout logic.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Rollout {
+    /// When the rollout starts (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
+    /// Percentage of hosts at `start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_percentage: Option<f64>,
+    /// Minutes from `start` to 100%.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_minutes: Option<u64>,
+    /// A fixed percentage instead of a ramp.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<f64>,
+    /// No host takes the release while paused.
     #[serde(default)]
     pub paused: bool,
 }
@@ -290,12 +324,19 @@ pub struct Rollout {
 /// The manifest as written in `release.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ManifestDoc {
+    /// The manifest format: 1.
     pub format: u32,
+    /// Which hosts it is for (`update.compatible`).
     pub compatible: String,
+    /// The release, as dotted numbers.
     pub version: String,
+    /// When it was signed (RFC 3339).
     pub created: String,
+    /// When it stops being acted on (RFC 3339).
     pub expires: String,
+    /// Class → payload.
     pub images: BTreeMap<String, Image>,
+    /// The staged rollout, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
 }
@@ -303,9 +344,13 @@ pub struct ManifestDoc {
 /// A parsed and checked manifest.
 #[derive(Clone, Debug)]
 pub struct Manifest {
+    /// The document as signed.
     pub doc: ManifestDoc,
+    /// `doc.version`, parsed.
     pub version: Version,
+    /// `doc.created`, Unix time.
     pub created: i64,
+    /// `doc.expires`, Unix time.
     pub expires: i64,
     /// SHA-256 of the exact signed bytes, hex: names this release in the state.
     pub sha256: String,
@@ -320,6 +365,8 @@ fn is_hex_sha256(s: &str) -> bool {
 impl Manifest {
     /// Parse signed bytes. Unknown fields are ignored; a missing or malformed
     /// required field is an error naming it.
+    // Long on purpose: one pass over the signed document, each field checked
+    // where it is read, so every error names its field path.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         let field = |field: &str, reason: String| ManifestError::Field {
             field: field.to_string(),
@@ -595,6 +642,7 @@ pub const MAX_CREATED_AHEAD: i64 = 24 * 3600;
 /// The host facts a manifest is judged against.
 #[derive(Clone, Debug)]
 pub struct HostFacts<'a> {
+    /// This host's `update.compatible`.
     pub compatible: &'a str,
     /// Version of the booted slot, when known.
     pub booted_version: Option<&'a Version>,
@@ -614,6 +662,7 @@ pub struct HostFacts<'a> {
     pub slot_classes: &'a [String],
     /// The largest zstd window this host decodes (`update.max_window_log`).
     pub max_window_log: u32,
+    /// Accept a release that is not newer (a manual `--allow-downgrade`).
     pub allow_downgrade: bool,
 }
 
@@ -662,41 +711,61 @@ pub fn source_key(location: &str) -> String {
 /// Why a verified manifest does not apply; each is a refusal with its reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NotApplicable {
+    /// The manifest is for other hardware.
     Incompatible {
+        /// The manifest's `compatible`.
         manifest: String,
+        /// This host's.
         host: String,
     },
+    /// Not newer than the booted release.
     NotNewer {
+        /// The release offered.
         offered: String,
+        /// The booted one.
         booted: String,
     },
+    /// Past its `expires`.
     Expired {
+        /// Its `expires`.
         expires: String,
+        /// The host's clock.
         now: String,
     },
+    /// A release that already failed here.
     PreviouslyFailed {
+        /// The release.
         version: String,
     },
     /// `created` is implausibly far ahead of the host's clock.
     CreatedAhead {
+        /// The manifest's `created`.
         created: String,
+        /// The host's clock.
         clock: String,
     },
     /// Older than a manifest already verified from the same source: a stale
     /// mirror or cache, or a replay (it could undo a pause or a withdrawal).
     Stale {
+        /// The manifest's `created`.
         created: String,
+        /// The newest seen from its source.
         newest: String,
     },
     /// An image class the slot has no partition for.
     UnknownClass {
+        /// The class.
         class: String,
+        /// The classes the slot has.
         configured: Vec<String>,
     },
     /// A payload whose zstd window exceeds what this host decodes.
     WindowTooLarge {
+        /// The class.
         class: String,
+        /// The window its payload needs (log2).
         window_log: u32,
+        /// `update.max_window_log`.
         max: u32,
     },
 }
@@ -746,16 +815,16 @@ impl fmt::Display for NotApplicable {
 
 impl NotApplicable {
     /// A short label for metrics and `--json`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> crate::error::Kind {
         match self {
-            NotApplicable::Incompatible { .. } => "incompatible",
-            NotApplicable::NotNewer { .. } => "not_newer",
-            NotApplicable::Expired { .. } => "expired",
-            NotApplicable::PreviouslyFailed { .. } => "previously_failed",
-            NotApplicable::CreatedAhead { .. } => "created_ahead",
-            NotApplicable::Stale { .. } => "stale",
-            NotApplicable::UnknownClass { .. } => "unknown_class",
-            NotApplicable::WindowTooLarge { .. } => "window_too_large",
+            NotApplicable::Incompatible { .. } => crate::error::Kind::Incompatible,
+            NotApplicable::NotNewer { .. } => crate::error::Kind::NotNewer,
+            NotApplicable::Expired { .. } => crate::error::Kind::Expired,
+            NotApplicable::PreviouslyFailed { .. } => crate::error::Kind::PreviouslyFailed,
+            NotApplicable::CreatedAhead { .. } => crate::error::Kind::CreatedAhead,
+            NotApplicable::Stale { .. } => crate::error::Kind::Stale,
+            NotApplicable::UnknownClass { .. } => crate::error::Kind::UnknownClass,
+            NotApplicable::WindowTooLarge { .. } => crate::error::Kind::WindowTooLarge,
         }
     }
 
@@ -1057,7 +1126,7 @@ mod tests {
         for recorded in ["3.0", "3", "3.0.0", "3.00.0"] {
             let failed = vec![recorded.to_string()];
             assert_eq!(
-                evaluate(&m, &host(Some(&booted), &failed, now)).map_err(|e| e.kind()),
+                evaluate(&m, &host(Some(&booted), &failed, now)).map_err(|e| e.kind().as_str()),
                 Err("previously_failed"),
                 "{recorded}"
             );
@@ -1117,7 +1186,10 @@ mod tests {
         // Staleness is judged on `created` only: a newer version does not
         // make an old manifest fresh (it may be the unpaused copy).
         let m3 = Manifest::parse(doc("3").as_bytes()).expect("parse");
-        assert_eq!(evaluate(&m3, &h).map_err(|e| e.kind()), Err("stale"));
+        assert_eq!(
+            evaluate(&m3, &h).map_err(|e| e.kind().as_str()),
+            Err("stale")
+        );
     }
 
     #[test]
@@ -1286,7 +1358,7 @@ mod tests {
         assert_eq!(evaluate(&m, &host(Some(&older), &[], now)), Ok(()));
         assert_eq!(evaluate(&m, &host(None, &[], now)), Ok(()));
         assert_eq!(
-            evaluate(&m, &host(Some(&same), &[], now)).map_err(|e| e.kind()),
+            evaluate(&m, &host(Some(&same), &[], now)).map_err(|e| e.kind().as_str()),
             Err("not_newer")
         );
         let mut h = host(Some(&same), &[], now);
@@ -1294,12 +1366,12 @@ mod tests {
         assert_eq!(evaluate(&m, &h), Ok(()));
         let failed = vec!["2026.11.3".to_string()];
         assert_eq!(
-            evaluate(&m, &host(Some(&older), &failed, now)).map_err(|e| e.kind()),
+            evaluate(&m, &host(Some(&older), &failed, now)).map_err(|e| e.kind().as_str()),
             Err("previously_failed")
         );
         let late = parse_rfc3339("2027-02-01T00:00:00Z").expect("time");
         assert_eq!(
-            evaluate(&m, &host(Some(&older), &[], late)).map_err(|e| e.kind()),
+            evaluate(&m, &host(Some(&older), &[], late)).map_err(|e| e.kind().as_str()),
             Err("expired")
         );
         // A clock wound back to 2020 does not revive a manifest once a newer
@@ -1310,9 +1382,15 @@ mod tests {
             parse_rfc3339("2020-01-01T00:00:00Z").expect("t"),
         );
         h.newest_created_seen = Some(late);
-        assert_eq!(evaluate(&m, &h).map_err(|e| e.kind()), Err("expired"));
+        assert_eq!(
+            evaluate(&m, &h).map_err(|e| e.kind().as_str()),
+            Err("expired")
+        );
         let mut h = host(Some(&older), &[], now);
         h.compatible = "other";
-        assert_eq!(evaluate(&m, &h).map_err(|e| e.kind()), Err("incompatible"));
+        assert_eq!(
+            evaluate(&m, &h).map_err(|e| e.kind().as_str()),
+            Err("incompatible")
+        );
     }
 }

@@ -25,22 +25,31 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+/// What `pack` builds, from its command line.
 #[derive(Clone, Debug)]
 pub struct PackOptions {
     /// One signature per key: `release.json.minisig`, then
     /// `release.json.1.minisig`, … (m-of-n signing).
     pub secret_keys: Vec<PathBuf>,
+    /// The hosts it is for.
     pub compatible: String,
+    /// The release.
     pub version: String,
+    /// Class → image file.
     pub images: Vec<(String, PathBuf)>,
+    /// The release directory.
     pub out: PathBuf,
+    /// `created` (default: now, after the manifest it replaces).
     pub created: Option<i64>,
+    /// `expires` (default: `created` + `expires_days`).
     pub expires: Option<i64>,
+    /// Days until it expires, when `expires` is not given.
     pub expires_days: u64,
     /// zstd level; `None` ships the images uncompressed.
     pub level: Option<i32>,
     /// zstd window log; above 23 enables long-distance matching (`--long`).
     pub window_log: Option<u32>,
+    /// The staged rollout.
     pub rollout: Option<Rollout>,
     /// Cut images into independent zstd frames of this many bytes (needed
     /// for deltas; each frame resumable and decodable on its own).
@@ -431,6 +440,8 @@ fn check_percent(flag: &str, p: Option<f64>) -> Result<(), String> {
 
 /// Every check on the options that needs no file: run before anything is
 /// read or written, so a typo never leaves half a release behind.
+// Long on purpose: one check per option, in the order of `--help`, each
+// naming its flag; a table would hide the ranges.
 pub fn check_options(opts: &PackOptions) -> Result<(), String> {
     if opts.secret_keys.is_empty() || opts.secret_keys.len() > crate::publish::MAX_SIGNATURES {
         return Err(format!(

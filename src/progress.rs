@@ -4,6 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+/// Progress of one long transfer: a bar on a terminal, a log line every 10% otherwise.
 pub struct Progress {
     label: String,
     total: u64,
@@ -18,6 +19,7 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// A transfer of `total` bytes called `label`; `quiet` shows nothing.
     pub fn new(label: &str, total: u64, quiet: bool) -> Progress {
         Progress {
             label: label.to_string(),
@@ -30,6 +32,7 @@ impl Progress {
         }
     }
 
+    /// `bytes` more are done.
     pub fn advance(&mut self, bytes: u64) {
         self.done += bytes;
         if self.quiet || self.total == 0 {
@@ -65,6 +68,7 @@ impl Progress {
         }
     }
 
+    /// The transfer ended: the last line.
     pub fn finish(&mut self) {
         if self.tty && !self.quiet && self.total > 0 {
             eprintln!(

@@ -31,7 +31,7 @@
 //! or behind a cache holding an older `.minisig`) the standard signature may
 //! belong to another manifest. A host that finds the standard signatures do
 //! not verify fetches the bound names of the very bytes it holds
-//! ([`bound_tag`]) and verifies again (`agent::fetch_verified`); the bound
+//! ([`bound_tag`]) and verifies again ([`crate::trust::gate`]); the bound
 //! names are immutable, so they are also safe for any cache.
 //!
 //! One `pack` or `fleet` at a time per directory (an flock on the directory
@@ -58,32 +58,43 @@ const TMP_SUFFIX: &str = ".abupdate-tmp";
 /// Why a publish was refused or failed; each names the file or key.
 #[derive(Debug)]
 pub enum PublishError {
+    /// A file or directory that cannot be read or written.
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the system said.
         source: io::Error,
     },
     /// Another `pack` or `fleet` holds the directory.
     Locked {
+        /// The release directory.
         dir: PathBuf,
     },
     /// A payload name already holds other bytes.
     Clobber {
+        /// The payload's file.
         path: PathBuf,
     },
     /// The manifest in the directory does not pass the hosts' trust gate.
     Untrusted {
+        /// The manifest.
         path: PathBuf,
+        /// Why its signatures do not pass.
         error: TrustError,
     },
     /// The manifest in the directory (or the one about to be written) is not
     /// one hosts would parse.
     Manifest {
+        /// The manifest.
         path: PathBuf,
+        /// What is wrong with it.
         error: ManifestError,
     },
     /// A secret key that must not sign this manifest.
     Key {
+        /// The secret key file.
         path: PathBuf,
+        /// Why it must not sign.
         reason: String,
     },
     /// Anything else that is wrong with what was asked.
@@ -120,12 +131,15 @@ impl fmt::Display for PublishError {
 impl std::error::Error for PublishError {}
 
 impl PublishError {
-    pub fn kind(&self) -> &'static str {
+    /// What failed, as a stable label.
+    pub fn kind(&self) -> crate::error::Kind {
         match self {
-            PublishError::Untrusted { .. } | PublishError::Key { .. } => "signature",
-            PublishError::Manifest { .. } => "manifest",
-            PublishError::Locked { .. } => "locked",
-            _ => "publish",
+            PublishError::Untrusted { .. } | PublishError::Key { .. } => {
+                crate::error::Kind::Signature
+            }
+            PublishError::Manifest { .. } => crate::error::Kind::Manifest,
+            PublishError::Locked { .. } => crate::error::Kind::Locked,
+            _ => crate::error::Kind::Publish,
         }
     }
 }
@@ -207,6 +221,7 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Where it will be once committed.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -308,6 +323,7 @@ impl ReleaseDir {
         Ok(dir)
     }
 
+    /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -428,7 +444,7 @@ impl ReleaseDir {
             error,
         };
         if standard.is_empty() && bound.is_empty() {
-            return Err(untrusted(TrustError::NoSignatures));
+            return Err(untrusted(TrustError::NoSignatures { missing: None }));
         }
         verify_signatures(&body, &standard, || bound.clone(), keys, threshold)
             .map_err(untrusted)?;
@@ -571,8 +587,11 @@ impl ReleaseDir {
 /// A manifest in a release directory that passed the hosts' trust gate.
 #[derive(Debug)]
 pub struct Current {
+    /// The manifest's path.
     pub path: PathBuf,
+    /// Its exact bytes.
     pub body: Vec<u8>,
+    /// It, parsed.
     pub manifest: Manifest,
     /// Signature files under the standard names, and under the names bound
     /// to `body`, as (path, text).
@@ -820,7 +839,7 @@ mod tests {
         assert!(matches!(e, TrustError::BadSignature { .. }), "{e}");
         assert!(matches!(
             verify_signatures(body, &[], Vec::new, &ring, 1),
-            Err(TrustError::NoSignatures)
+            Err(TrustError::NoSignatures { .. })
         ));
         // A bound signature by an untrusted key does not help.
         let other = vec![("bound".to_string(), sig(&ks[1].0, body))];

@@ -18,20 +18,82 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// What happened to a release on a host: the webhook's `outcome`, and what
+/// `abupdate fleet` tallies. One enum for the host that reports and the
+/// controller that counts.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Written, verified and staged.
+    Installed,
+    /// Its trial passed and it was committed.
+    Committed,
+    /// Its trial failed and the host went back to the old slot.
+    RolledBack,
+    /// Its trial never came up: the bootloader fell back.
+    TrialNeverBooted,
+    /// A run that failed (its `error_kind` says what failed).
+    Failed,
+}
+
+impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Installed,
+        Outcome::Committed,
+        Outcome::RolledBack,
+        Outcome::TrialNeverBooted,
+        Outcome::Failed,
+    ];
+
+    /// The label, as serde writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Installed => "installed",
+            Outcome::Committed => "committed",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::TrialNeverBooted => "trial_never_booted",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    /// The outcome labelled `label`; `None` for one this version does not
+    /// know (a newer host's).
+    pub fn parse(label: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == label)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One outcome, as sent to the webhook.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Event {
     /// Keyed hash of the machine id: stable, not the id itself.
     pub host: String,
+    /// The host's `update.compatible`.
     pub compatible: String,
     /// The release the event is about.
     pub release: Option<String>,
+    /// The slot running when it reported.
     pub booted_slot: Option<String>,
+    /// The release running when it reported.
     pub booted_version: Option<String>,
-    /// installed, committed, rolled_back, trial_never_booted, failed
+    /// An [`Outcome`]'s label. Text on the wire: a report from a newer
+    /// host with an outcome this version does not know still reads (the
+    /// controller counts it as unknown, [`Outcome::parse`]).
     pub outcome: String,
+    /// The failure's [`crate::error::Kind`] label, for a failure.
     pub error_kind: Option<String>,
+    /// The failure's message (URLs without user info).
     pub message: Option<String>,
+    /// When (Unix time).
     pub time: i64,
 }
 
@@ -43,9 +105,13 @@ fn escape_label(v: &str) -> String {
 
 /// The facts the textfile shows besides the counters.
 pub struct HostView<'a> {
+    /// The slot running.
     pub booted_slot: Option<&'a str>,
+    /// The release running.
     pub booted_version: Option<&'a str>,
+    /// Whether an update is in flight.
     pub pending: bool,
+    /// The host's place in the fleet, 0 to 1.
     pub position: Option<f64>,
 }
 

@@ -7,7 +7,9 @@
 
 use crate::manifest::Rollout;
 use crate::timefmt::{format_rfc3339, parse_rfc3339};
-use sha2::{Digest, Sha256};
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 /// Fixed application id keying the position hash (as
 /// `sd_id128_get_machine_app_specific` does), so the position cannot be
@@ -16,19 +18,12 @@ pub const APP_ID: [u8; 16] = *b"abupdate-rollout";
 
 /// HMAC-SHA256 (RFC 2104).
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    // `new_from_slice` fails only for MACs with a fixed key size; HMAC
+    // takes a key of any length (a long one is hashed first).
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// The machine id as its 16 bytes when it is the usual 32 hex digits, else
@@ -82,9 +77,11 @@ pub fn percentage(r: &Rollout, now: i64) -> Result<f64, String> {
 /// Where a host stands in a rollout.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Standing {
+    /// The host's place in the fleet, 0 to 1.
     pub position: f64,
     /// Current coverage in percent (0 while paused).
     pub percentage: f64,
+    /// Whether the rollout includes the host now.
     pub included: bool,
     /// Why the host waits, when it does.
     pub reason: Option<String>,
@@ -166,6 +163,28 @@ mod tests {
             crate::install::hex(&mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231_case_6_a_key_longer_than_a_block() {
+        let mac = hmac_sha256(
+            &[0xaa; 131],
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+        );
+        assert_eq!(
+            crate::install::hex(&mac),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    /// A host's place and id never change across abupdate versions (the
+    /// first wave stays the same canaries): pinned, computed independently
+    /// (Python's `hmac`).
+    #[test]
+    fn position_and_host_id_are_pinned() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(host_id(id), "c169aa2448a93672516d094edd7d24a7");
+        assert_eq!(position(id), 0.7555185640891622);
     }
 
     #[test]

@@ -137,6 +137,7 @@ impl Window {
         })
     }
 
+    /// Whether `now` (Unix time) is inside the window.
     pub fn contains(&self, now: i64) -> bool {
         let len = self.length_seconds as i64;
         self.openings_near(now)

@@ -31,7 +31,9 @@ use std::str::FromStr;
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 pub enum SlotName {
+    /// Slot A (RAUC's `system0`).
     A,
+    /// Slot B (RAUC's `system1`).
     B,
 }
 
@@ -44,6 +46,7 @@ impl SlotName {
         }
     }
 
+    /// `"A"` or `"B"`.
     pub fn as_str(self) -> &'static str {
         match self {
             SlotName::A => "A",
@@ -51,6 +54,7 @@ impl SlotName {
         }
     }
 
+    /// Both slots, in order.
     pub const ALL: [SlotName; 2] = [SlotName::A, SlotName::B];
 }
 
@@ -74,21 +78,44 @@ impl FromStr for SlotName {
 /// Errors about slot devices; each names the device.
 #[derive(Debug)]
 pub enum SlotError {
+    /// A device that cannot be read or inspected.
     Io {
+        /// The device.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// A device that may not be written (booted, mounted, in use).
     Refused {
+        /// The device.
         path: PathBuf,
+        /// Why.
         reason: String,
+    },
+    /// An image larger than the slot device that would take it.
+    TooSmall {
+        /// The device.
+        path: PathBuf,
+        /// The image's class.
+        class: String,
+        /// The image's size.
+        image: u64,
+        /// The device's size.
+        device: u64,
     },
     /// The target reaches bytes that something in use also reaches.
     SharedStorage {
+        /// The target.
         path: PathBuf,
+        /// What it shares storage with.
         other: PathBuf,
+        /// What that is (`slot A rootfs, the booted slot`).
         what: String,
+        /// The storage both reach.
         backing: String,
+        /// First byte shared.
         start: u64,
+        /// End of the shared bytes (exclusive; `u64::MAX`: the end).
         end: u64,
     },
 }
@@ -98,6 +125,16 @@ impl fmt::Display for SlotError {
         match self {
             SlotError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             SlotError::Refused { path, reason } => write!(f, "{}: {reason}", path.display()),
+            SlotError::TooSmall {
+                path,
+                class,
+                image,
+                device,
+            } => write!(
+                f,
+                "{class} image is {image} bytes, larger than {} ({device} bytes)",
+                path.display()
+            ),
             SlotError::SharedStorage {
                 path,
                 other,
@@ -120,16 +157,24 @@ impl std::error::Error for SlotError {}
 
 // BLKGETSIZE64 is _IOR(0x12, 114, size_t): encoding it with the platform's
 // size_t keeps the request number right on 32-bit ARM too.
-nix::ioctl_read!(blk_get_size64, 0x12, 114, usize);
+nix::ioctl_read!(
+    /// `BLKGETSIZE64`: a block device's size in bytes.
+    blk_get_size64,
+    0x12,
+    114,
+    usize
+);
 
 /// A slot's partition (or, for tests and demos, a regular file).
 #[derive(Debug)]
 pub struct Device {
+    /// The path configured.
     pub path: PathBuf,
     /// Block device number, or `None` for a regular file.
     pub rdev: Option<(u64, u64)>,
     /// (st_dev, st_ino) of a regular file.
     pub file_id: Option<(u64, u64)>,
+    /// Bytes.
     pub size: u64,
 }
 
@@ -237,10 +282,20 @@ pub fn root_device() -> Option<(u64, u64)> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backing {
     /// A regular file, by `(st_dev, st_ino)`.
-    File { dev: u64, ino: u64 },
+    File {
+        /// `st_dev`.
+        dev: u64,
+        /// `st_ino`.
+        ino: u64,
+    },
     /// A block device with no lower device that sysfs shows (a disk, an
     /// NVMe namespace, an MMC), or one sysfs does not know: by number.
-    Disk { major: u64, minor: u64 },
+    Disk {
+        /// Major number.
+        major: u64,
+        /// Minor number.
+        minor: u64,
+    },
     /// A loop device's backing file that no path reaches any more (sysfs
     /// says `(deleted)`), by the name sysfs gives it.
     Unreachable(OsString),
@@ -249,8 +304,11 @@ pub enum Backing {
 /// A byte range `[start, end)` of a backing store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Extent {
+    /// What the range lives on.
     pub backing: Backing,
+    /// First byte.
     pub start: u64,
+    /// End (exclusive).
     pub end: u64,
     /// The backing's name for messages (a file path, `/dev/NAME`); not
     /// part of its identity.
@@ -271,6 +329,7 @@ impl Extent {
 /// Where a device's bytes land, and what is built on it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Storage {
+    /// The byte ranges it reaches.
     pub extents: Vec<Extent>,
     /// Devices stacked on this one (or on one of its partitions), found
     /// recursively through sysfs `holders/`, by kernel name.
@@ -281,8 +340,11 @@ pub struct Storage {
 /// devices, the root filesystem, mounted filesystems, the other targets.
 #[derive(Clone, Debug)]
 pub struct InUse {
+    /// Its path.
     pub path: PathBuf,
+    /// What it is, for messages.
     pub what: String,
+    /// Where its bytes land.
     pub storage: Storage,
 }
 
@@ -327,12 +389,14 @@ pub struct Sysfs {
 }
 
 impl Sysfs {
+    /// sysfs under `root` (tests use a fake tree).
     pub fn new(root: &Path) -> Sysfs {
         Sysfs {
             root: root.to_path_buf(),
         }
     }
 
+    /// The system's `/sys`.
     pub fn system() -> Sysfs {
         Sysfs::new(Path::new("/sys"))
     }

@@ -22,9 +22,17 @@ pub const REBOOT_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CmdlineError {
     /// Two markers name different slots (`rauc.slot=A abupdate.slot=B`).
-    Conflict { first: String, second: String },
+    Conflict {
+        /// The first marker.
+        first: String,
+        /// The marker that disagrees.
+        second: String,
+    },
     /// Our own marker names no slot (`abupdate.slot=C`).
-    BadValue { word: String },
+    BadValue {
+        /// The marker.
+        word: String,
+    },
 }
 
 impl fmt::Display for CmdlineError {
@@ -39,6 +47,42 @@ impl fmt::Display for CmdlineError {
 }
 
 impl std::error::Error for CmdlineError {}
+
+/// Errors of the host's facts and of its reboot; each names the file or
+/// command.
+#[derive(Debug)]
+pub enum SystemError {
+    /// The kernel command line names the booted slot in two ways.
+    Cmdline {
+        /// The command line file read.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        error: CmdlineError,
+    },
+    /// Neither the command line, the bootloader nor `/` tells the booted slot.
+    BootedSlotUnknown {
+        /// The command line file read.
+        cmdline: std::path::PathBuf,
+    },
+    /// The reboot command is empty, could not run or failed.
+    Reboot(String),
+}
+
+impl fmt::Display for SystemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SystemError::Cmdline { path, error } => write!(f, "{}: {error}", path.display()),
+            SystemError::BootedSlotUnknown { cmdline } => write!(
+                f,
+                "cannot tell which slot is booted: no abupdate.slot= or rauc.slot= in {} and / is on neither slot's devices",
+                cmdline.display()
+            ),
+            SystemError::Reboot(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for SystemError {}
 
 /// The booted slot named on the kernel command line by `abupdate.slot=X`
 /// (ours) or `rauc.slot=X` (what boards prepared for RAUC pass). Markers
@@ -160,24 +204,24 @@ pub fn read_fact(path: &Path) -> Option<String> {
 /// Run the configured reboot command, bounded like every child
 /// ([`REBOOT_TIMEOUT`]). It returns when the command does (a real reboot
 /// never returns to us; a test's command does).
-pub fn reboot(argv: &[String]) -> Result<(), String> {
+pub fn reboot(argv: &[String]) -> Result<(), SystemError> {
     let (prog, args) = argv
         .split_first()
-        .ok_or_else(|| "system.reboot is empty".to_string())?;
+        .ok_or_else(|| SystemError::Reboot("system.reboot is empty".to_string()))?;
     crate::failpoint::hit("reboot-requested");
     let mut cmd = Command::new(prog);
     cmd.args(args);
-    let done =
-        crate::child::run(cmd, REBOOT_TIMEOUT).map_err(|e| format!("reboot command: {e}"))?;
+    let done = crate::child::run(cmd, REBOOT_TIMEOUT)
+        .map_err(|e| SystemError::Reboot(format!("reboot command: {e}")))?;
     if done.ending.success() {
         return Ok(());
     }
     let line = done.last_line();
-    Err(if line.is_empty() {
+    Err(SystemError::Reboot(if line.is_empty() {
         format!("reboot command {prog} failed: {}", done.ending)
     } else {
         format!("reboot command {prog} failed: {}: {line}", done.ending)
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -1,8 +1,14 @@
-//! UTC timestamps in the one form the manifest uses (RFC 3339, `Z` or an
-//! offset), as Unix seconds. Hand-written so the binary carries no calendar
-//! crate; the civil-date arithmetic is Howard Hinnant's `days_from_civil`.
+//! Time as the manifest and the config write it: RFC 3339 timestamps (the
+//! `time` crate's calendar: a date that does not exist, such as 31
+//! November, is refused, never moved) as Unix seconds, and durations.
+//!
+//! Durations stay hand-written: the config's grammar is a number and one
+//! unit (`250ms`, `300s` or `300`, `5m`, `2h`, `1d`), which a general
+//! duration crate would widen (months, years, `1h 30m`) for no gain.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 /// Seconds since the Unix epoch, now.
 pub fn now() -> i64 {
@@ -12,131 +18,33 @@ pub fn now() -> i64 {
     }
 }
 
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719468;
-    let era = if z >= 0 { z } else { z - 146096 } / 146097;
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-fn number(s: &str, what: &str) -> Result<i64, String> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("bad {what} {s:?}"));
-    }
-    s.parse::<i64>().map_err(|_| format!("bad {what} {s:?}"))
-}
-
-/// Parse `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into Unix seconds.
+/// Parse `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into Unix seconds (the
+/// fraction dropped). A leap second is taken only where one can be, the
+/// last second of a month in UTC, as the second before it.
 pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
     let bad = || format!("not an RFC 3339 time: {text:?}");
-    if !text.is_ascii() || text.len() < 20 {
+    // RFC 3339 separates date and time with `T` (any case), or a space;
+    // `time` would take any byte there.
+    if !matches!(text.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
         return Err(bad());
     }
-    let (date, rest) = text.split_at(10);
-    let sep = rest.as_bytes()[0];
-    if sep != b'T' && sep != b't' && sep != b' ' {
-        return Err(bad());
-    }
-    let rest = &rest[1..];
-    let d: Vec<&str> = date.split('-').collect();
-    if d.len() != 3 || d[0].len() != 4 || d[1].len() != 2 || d[2].len() != 2 {
-        return Err(bad());
-    }
-    let (year, month, day) = (
-        number(d[0], "year")?,
-        number(d[1], "month")?,
-        number(d[2], "day")?,
-    );
-    if rest.len() < 9 {
-        return Err(bad());
-    }
-    let (clock, mut zone) = rest.split_at(8);
-    let c: Vec<&str> = clock.split(':').collect();
-    if c.len() != 3 || c.iter().any(|p| p.len() != 2) {
-        return Err(bad());
-    }
-    let (hour, minute, second) = (
-        number(c[0], "hour")?,
-        number(c[1], "minute")?,
-        number(c[2], "second")?,
-    );
-    if let Some(frac) = zone.strip_prefix('.') {
-        let digits = frac.bytes().take_while(|b| b.is_ascii_digit()).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        zone = &frac[digits..];
-    }
-    let offset = match zone {
-        "Z" | "z" => 0,
-        _ if zone.len() == 6 && (zone.starts_with('+') || zone.starts_with('-')) => {
-            let (h, m) = (
-                number(&zone[1..3], "offset")?,
-                number(&zone[4..6], "offset")?,
-            );
-            if &zone[3..4] != ":" {
-                return Err(bad());
-            }
-            // RFC 3339 time-numoffset: hours 00-23, minutes 00-59.
-            if h > 23 || m > 59 {
-                return Err(bad());
-            }
-            let secs = h * 3600 + m * 60;
-            if zone.starts_with('-') {
-                -secs
-            } else {
-                secs
-            }
-        }
-        _ => return Err(bad()),
-    };
-    if !(1..=12).contains(&month)
-        || !(1..=days_in_month(year, month)).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return Err(bad());
-    }
-    Ok(days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset)
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(OffsetDateTime::unix_timestamp)
+        .map_err(|_| bad())
 }
 
-/// Format Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+/// The instants RFC 3339 can write: years 0000 to 9999.
+const FIRST: i64 = -62_167_219_200; // 0000-01-01T00:00:00Z
+const LAST: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+
+/// Format Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`. An instant outside the
+/// years 0000 to 9999 (a ramp of a billion minutes) is shown as the first
+/// or last one RFC 3339 can write.
 pub fn format_rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    OffsetDateTime::from_unix_timestamp(secs.clamp(FIRST, LAST))
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "9999-12-31T23:59:59Z".into())
 }
 
 /// Parse a duration such as `300s`, `5m`, `2h`, `1d`, `250ms` or a bare
@@ -222,9 +130,39 @@ mod tests {
             "2026-11-20T10:00:00+24:00",
             "2026-11-20T10:00:00-99:00",
             "2026-11-20T10:00:00+01:60",
+            // A leap second only ends a month (UTC): others do not exist.
+            "2026-11-20T10:00:60Z",
+            // A separator other than T, t or space.
+            "2026-11-20x10:00:00Z",
+            "2026-11-20T10:00:00Zjunk",
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn accepts_what_rfc_3339_allows() {
+        let t = 1_795_168_800;
+        assert_eq!(parse_rfc3339("2026-11-20t10:00:00z"), Ok(t));
+        assert_eq!(parse_rfc3339("2026-11-20 10:00:00Z"), Ok(t));
+        assert_eq!(parse_rfc3339("2026-11-20T10:00:00.999999999999Z"), Ok(t));
+        assert_eq!(parse_rfc3339("2026-11-20T10:00:00-00:00"), Ok(t));
+        // The last second of June 2016 was a leap second: taken as the
+        // second before it.
+        assert_eq!(
+            parse_rfc3339("2016-06-30T23:59:60Z"),
+            parse_rfc3339("2016-06-30T23:59:59Z")
+        );
+        assert_eq!(parse_rfc3339("0000-01-01T00:00:00Z"), Ok(FIRST));
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59Z"), Ok(LAST));
+    }
+
+    #[test]
+    fn instants_beyond_rfc_3339_years_format_as_its_bounds() {
+        assert_eq!(format_rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(format_rfc3339(LAST + 1), "9999-12-31T23:59:59Z");
+        assert_eq!(format_rfc3339(i64::MIN), "0000-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(-86_400), "1969-12-31T00:00:00Z");
     }
 
     #[test]

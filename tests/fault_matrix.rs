@@ -484,3 +484,53 @@ fn regression_manual_rollback_onto_a_staged_slot_keeps_it_on_trial() {
         assert_eq!(h.primary(), Some("A"));
     }
 }
+
+/// Found by the VM test (scenario 7): a power cut right after the install
+/// activated its target (`env-written:2`, `activated`) leaves the
+/// transaction `writing` and the target's record `installing`, with no
+/// release named. The next boot tries the target; the commit used to keep
+/// that record and only set it `good`, so `status` showed a committed slot
+/// without its version, manifest or images. The commit (and a failed
+/// trial's retirement) now fills the record from the transaction.
+#[test]
+fn regression_a_trial_cut_before_staged_is_committed_or_retired_with_its_release_recorded() {
+    let rel = loaders::release(IMAGE_LEN);
+    let want_sha = sha(&image("2.0", IMAGE_LEN));
+    for loader in [Loader::Grub, Loader::Uboot] {
+        for point in ["env-written:2", "activated"] {
+            for healthy in [true, false] {
+                let at = format!("{loader:?} crash at {point}, healthy {healthy}");
+                let tag = format!("cut-{}-{healthy}", point.replace(':', "-"));
+                let mut h = prepare(Flow::Update, loader, &tag, None);
+                let out = h.abupdate_env(&["update"], &[("ABUPDATE_FAILPOINT", point)]);
+                assert_eq!(out.status.signal(), Some(6), "{at}: {}", text(&out));
+                assert_eq!(h.state()["transaction"]["phase"], "writing", "{at}");
+                assert_eq!(h.boot(), "B", "{at}: the activated target was not tried");
+                if !healthy {
+                    h.add_health_check("10-fail", "exit 1");
+                }
+                let out = h.abupdate(&["health", "--no-reboot"]);
+                let state = h.state();
+                let rec = &state["slots"]["B"];
+                let (code, status) = match healthy {
+                    true => (0, "good"),
+                    false => (1, "bad"),
+                };
+                assert_eq!(out.status.code(), Some(code), "{at}: {}", text(&out));
+                assert!(state["transaction"].is_null(), "{at}: {state}");
+                assert_eq!(rec["status"], status, "{at}: {state}");
+                assert_eq!(rec["version"], "2.0", "{at}: {state}");
+                assert_eq!(
+                    rec["manifest_sha256"],
+                    sha(&std::fs::read(&rel.manifest).expect("manifest")),
+                    "{at}: {state}"
+                );
+                assert_eq!(rec["images"]["rootfs"]["sha256"], want_sha, "{at}: {state}");
+                assert_eq!(
+                    rec["images"]["rootfs"]["size"], IMAGE_LEN as u64,
+                    "{at}: {state}"
+                );
+            }
+        }
+    }
+}

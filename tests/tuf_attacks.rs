@@ -134,6 +134,13 @@ fn target_bad(h: &TestHost) {
     );
 }
 
+/// `abupdate --json ARGS` failing with exit 1: its `{"error", "kind"}`.
+fn json_error(h: &TestHost, args: &[&str]) -> serde_json::Value {
+    let out = h.abupdate(&[&["--json"][..], args].concat());
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
 fn row(attack: &str, line: &str) {
     println!("TUF | {attack} | {line}");
 }
@@ -153,6 +160,10 @@ fn arbitrary_install_unsigned() {
         &install(&h, &srv.url("/release.json")),
         "release.json.minisig: missing",
     );
+    // The trust gate's own error: the release's fault (`signature`), not a
+    // policy refusal.
+    let v = json_error(&h, &["install", &srv.url("/release.json")]);
+    assert_eq!(v["kind"], "signature", "{v}");
     row("arbitrary installation (unsigned)", &line);
 }
 
@@ -206,6 +217,9 @@ fn rollback_to_an_older_release() {
     let b = h.untouched();
     let url = srv.url("/release.json");
     let line = refused(&h, &b, &install(&h, &url), "not newer than the booted 1.0");
+    // Named by the judgement that refused it, as `check` names it.
+    let v = json_error(&h, &["install", &url]);
+    assert_eq!(v["kind"], "not_newer", "{v}");
     // The timer does not take it either.
     let out = h.abupdate(&["--json", "check", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -87,7 +87,9 @@ pub struct EfiBackend {
 /// What is in NVRAM, read once per operation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Nvram {
+    /// `BootOrder`: the entries the firmware tries, in order.
     pub order: Vec<u16>,
+    /// `BootNext`: the entry the firmware boots once, next.
     pub next: Option<u16>,
     /// The slots' entry numbers, where found.
     pub entries: BTreeMap<SlotName, u16>,
@@ -96,8 +98,11 @@ pub struct Nvram {
 /// A change the plan asks for, in the order to apply it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
+    /// Delete `BootNext`.
     DeleteBootNext,
+    /// Set `BootNext` to this entry.
     BootNext(u16),
+    /// Replace `BootOrder`.
     BootOrder(Vec<u16>),
 }
 
@@ -116,6 +121,7 @@ impl Nvram {
             .or_else(|| self.order.iter().find_map(|&n| self.slot_of(n)))
     }
 
+    /// A slot is good while its entry is in `BootOrder`.
     pub fn state(&self, slot: SlotName) -> BootState {
         match self.entries.get(&slot) {
             Some(n) if self.order.contains(n) => BootState::Good,

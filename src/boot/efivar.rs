@@ -43,8 +43,12 @@ const FS_IMMUTABLE_FL: nix::libc::c_long = 0x10;
 /// A boot variable is a few hundred bytes; anything larger is not one.
 const MAX_VAR_BYTES: u64 = 64 << 10;
 
-nix::ioctl_read!(fs_ioc_getflags, b'f', 1, nix::libc::c_long);
-nix::ioctl_write_ptr!(fs_ioc_setflags, b'f', 2, nix::libc::c_long);
+nix::ioctl_read!(
+    /// `FS_IOC_GETFLAGS` (the immutable flag of an efivarfs file).
+    fs_ioc_getflags, b'f', 1, nix::libc::c_long);
+nix::ioctl_write_ptr!(
+    /// `FS_IOC_SETFLAGS`.
+    fs_ioc_setflags, b'f', 2, nix::libc::c_long);
 
 /// Where the variables live: efivarfs, or a directory standing in for it.
 #[derive(Clone, Debug)]
@@ -99,10 +103,12 @@ fn make_mutable(path: &Path) -> Result<Option<(File, nix::libc::c_long)>, BootEr
 }
 
 impl EfiVars {
+    /// The variables under `dir` (efivarfs, or a stand-in directory).
     pub fn new(dir: PathBuf) -> EfiVars {
         EfiVars { dir }
     }
 
+    /// Where the variables are.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -324,6 +330,7 @@ pub fn u16_list(data: &[u8]) -> Option<Vec<u16>> {
     )
 }
 
+/// A list of `u16` as the little-endian bytes UEFI stores (`BootOrder`).
 pub fn u16_bytes(list: &[u16]) -> Vec<u8> {
     list.iter().flat_map(|n| n.to_le_bytes()).collect()
 }
@@ -342,15 +349,18 @@ fn ucs2_bytes(units: &[u16]) -> Vec<u8> {
 /// EFI_DEVICE_PATH_PROTOCOL FilePathList[FilePathListLength bytes], u8 OptionalData[]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadOption {
+    /// `LOAD_OPTION_ACTIVE` and friends.
     pub attributes: u32,
     /// UCS-2 code units, without the terminator.
     pub description: Vec<u16>,
     /// The device path bytes, End node included.
     pub file_path_list: Vec<u8>,
+    /// Bytes after the device paths, passed to the loaded image.
     pub optional_data: Vec<u8>,
 }
 
 impl LoadOption {
+    /// Parse a `Boot####` variable's data (its attributes word removed).
     pub fn parse(data: &[u8]) -> Result<LoadOption, String> {
         if data.len() < 6 {
             return Err("load option shorter than its header".into());
@@ -384,6 +394,7 @@ impl LoadOption {
         })
     }
 
+    /// The option's bytes, as [`LoadOption::parse`] reads them.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = Vec::new();
         v.extend_from_slice(&self.attributes.to_le_bytes());
@@ -448,9 +459,11 @@ fn check_device_path(dp: &[u8]) -> Result<(), String> {
 /// A GPT partition as a `HD()` media device path node names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HardDrive {
+    /// 1-based.
     pub partition_number: u32,
     /// In the disk's logical blocks.
     pub start_lba: u64,
+    /// In the disk's logical blocks.
     pub size_lba: u64,
     /// The partition's unique GUID, in its on-disk (EFI) byte order.
     pub signature: [u8; 16],

@@ -28,7 +28,9 @@ pub mod ubootenv;
 /// Whether the bootloader may boot a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootState {
+    /// May be booted.
     Good,
+    /// Never booted.
     Bad,
 }
 
@@ -44,17 +46,27 @@ impl fmt::Display for BootState {
 /// Errors of the bootloader layer; the message names the file or script.
 #[derive(Debug)]
 pub enum BootError {
+    /// An env file or device that cannot be read or written.
     Io {
+        /// The file or device.
         path: String,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// An env whose bytes are not what the bootloader reads.
     Format {
+        /// The file or device.
         path: String,
+        /// What is wrong.
         reason: String,
     },
+    /// A custom backend's verb that failed.
     Script {
+        /// The backend script.
         script: String,
+        /// The verb (`get-primary`, `set-state`, …).
         verb: String,
+        /// What went wrong.
         reason: String,
     },
 }

@@ -71,22 +71,28 @@ use std::path::{Path, PathBuf};
 /// How one slot's entry is written when it is missing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EntryConfig {
+    /// The menu title.
     pub title: Option<String>,
     /// Kernel on the ESP (`/abupdate/a/vmlinuz`), or
     pub linux: Option<String>,
     /// an EFI binary such as a unified kernel image (`/EFI/abupdate/a.efi`).
     pub efi: Option<String>,
+    /// Initrds on the ESP, in order.
     pub initrd: Vec<String>,
+    /// The kernel command line.
     pub options: Option<String>,
 }
 
 /// One slot's entry file, parsed from its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// Higher sorts first in systemd-boot's menu.
     pub generation: u64,
+    /// The slot the entry boots.
     pub slot: SlotName,
     /// `(left, done)` when the name carries a boot counter.
     pub counter: Option<(u64, u64)>,
+    /// The file name in `loader/entries/`.
     pub file: String,
 }
 

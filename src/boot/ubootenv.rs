@@ -172,6 +172,9 @@ impl UbootEnvConfig {
     /// an error naming the line. `path_for_messages` names the file in
     /// errors. The text is bytes: a device path is taken byte for byte (a
     /// file name need not be UTF-8), the numbers must be ASCII.
+    // Long on purpose: libubootenv's line format (numbers in three notations,
+    // optional fields, comments) read field by field, each error naming its
+    // line.
     pub fn parse(
         text: impl AsRef<[u8]>,
         path_for_messages: &str,

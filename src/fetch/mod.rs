@@ -92,7 +92,9 @@ impl Default for TransportOptions {
 /// HTTP cache validators of a fetched document, to ask "changed since?".
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Validators {
+    /// The response's `ETag`.
     pub etag: Option<String>,
+    /// The response's `Last-Modified`.
     pub last_modified: Option<String>,
 }
 
@@ -108,7 +110,9 @@ pub enum Document {
     /// The whole body, and validators for a later conditional fetch (empty
     /// for local files: they are re-read every time).
     Fetched {
+        /// The whole body.
         body: Vec<u8>,
+        /// Validators for a later conditional fetch.
         validators: Validators,
         /// Where the body came from: the last URL of any redirects (the
         /// location asked for, for local files). Raw: [`redact`] it to show.
@@ -124,27 +128,45 @@ pub enum Document {
 #[derive(Debug, Clone, PartialEq)]
 pub enum FetchError {
     /// Could not connect, connection reset, bad HTTP, invalid proxy...
-    Network { location: String, detail: String },
+    Network {
+        /// The URL or path, as shown (without user info).
+        location: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// A timeout or a stalled body (kind "network").
-    Timeout { location: String, detail: String },
+    Timeout {
+        /// The URL or path, as shown (without user info).
+        location: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// An HTTP status we cannot use. `retry_after`: the server's
     /// `Retry-After` (429, 503), for a caller that retries.
     HttpStatus {
+        /// The URL, as shown (without user info).
         location: String,
+        /// The HTTP status.
         status: u16,
+        /// The server's `Retry-After`.
         retry_after: Option<Duration>,
     },
     /// HTTP 404 or 410 (`status`), or no such local file (`None`): the
     /// release is not (or no longer) published there.
     NotFound {
+        /// The URL or path, as shown (without user info).
         location: String,
+        /// The HTTP status (404, 410); `None` for a local file.
         status: Option<u16>,
     },
     /// The source has more bytes than allowed. `announced`: the server said
     /// so in its headers (Content-Length / Content-Range), nothing was read.
     TooLong {
+        /// The URL or path, as shown (without user info).
         location: String,
+        /// The bytes allowed.
         limit: u64,
+        /// What the headers announced, when they did.
         announced: Option<u64>,
     },
     /// The source ended early. `announced`: the headers (or a local file's
@@ -152,41 +174,65 @@ pub enum FetchError {
     /// manifest declares (kind "too_short"). Unannounced, the connection was
     /// cut (kind "network").
     TooShort {
+        /// The URL or path, as shown (without user info).
         location: String,
+        /// Bytes received.
         got: u64,
+        /// Bytes declared.
         expected: u64,
+        /// Whether the headers (or the file's length) said so.
         announced: bool,
     },
     /// TLS handshake or certificate failure.
-    Tls { location: String, detail: String },
+    Tls {
+        /// The URL or path, as shown (without user info).
+        location: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// Local file or partial-file I/O.
-    Io { location: String, detail: String },
+    Io {
+        /// The URL or path, as shown (without user info).
+        location: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// Against policy: a scheme other than http/https/file, a `file:`
     /// reference or redirect from a remote source, a redirect loop.
-    Refused { location: String, reason: String },
+    Refused {
+        /// The URL or path, as shown (without user info).
+        location: String,
+        /// Why.
+        reason: String,
+    },
     /// The server answered a range request with the whole resource (or a
     /// different range): the caller falls back to a full download.
-    RangeIgnored { location: String, detail: String },
+    RangeIgnored {
+        /// The URL or path, as shown (without user info).
+        location: String,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 impl FetchError {
     /// A short stable label for metrics and reports (the README lists them
     /// with who is to blame for each).
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> crate::error::Kind {
         match self {
             FetchError::Network { .. }
             | FetchError::Timeout { .. }
             | FetchError::TooShort {
                 announced: false, ..
-            } => "network",
-            FetchError::HttpStatus { .. } => "http_status",
-            FetchError::NotFound { .. } => "not_found",
-            FetchError::TooLong { .. } => "too_long",
-            FetchError::TooShort { .. } => "too_short",
-            FetchError::Tls { .. } => "tls",
-            FetchError::Io { .. } => "io",
-            FetchError::Refused { .. } => "refused",
-            FetchError::RangeIgnored { .. } => "range_ignored",
+            } => crate::error::Kind::Network,
+            FetchError::HttpStatus { .. } => crate::error::Kind::HttpStatus,
+            FetchError::NotFound { .. } => crate::error::Kind::NotFound,
+            FetchError::TooLong { .. } => crate::error::Kind::TooLong,
+            FetchError::TooShort { .. } => crate::error::Kind::TooShort,
+            FetchError::Tls { .. } => crate::error::Kind::Tls,
+            FetchError::Io { .. } => crate::error::Kind::Io,
+            FetchError::Refused { .. } => crate::error::Kind::Refused,
+            FetchError::RangeIgnored { .. } => crate::error::Kind::RangeIgnored,
         }
     }
 
@@ -363,6 +409,7 @@ fn make_proxy(source: &str, url: &str) -> Result<Proxy, FetchError> {
 }
 
 impl Transport {
+    /// A client with `opts`' timeouts, proxy and trust roots.
     pub fn new(opts: &TransportOptions) -> Result<Transport, FetchError> {
         let tls = match &opts.ca_file {
             None => TlsConfig::default(),

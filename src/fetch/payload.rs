@@ -184,6 +184,9 @@ impl PayloadReader {
         Ok(n)
     }
 
+    // Long on purpose: the replay of a resumed download, the network read and
+    // the bound on what the manifest declared are one read; each byte passes
+    // every fence in this order.
     fn read_http(&mut self, buf: &mut [u8]) -> Result<usize, FetchError> {
         let Src::Http(h) = &mut self.src else {
             return Ok(0);
@@ -416,6 +419,9 @@ fn body_reader(
     StallGuard::new(reader, transport.read_timeout, shown)
 }
 
+// Long on purpose: opening a payload is one sequence (a local file, or
+// the resume of a partial download, the request, then every check of the
+// answer before its first body byte), and each step may restart it.
 pub(super) fn open(
     transport: &Transport,
     location: &str,

@@ -534,7 +534,7 @@ fn redact_hides_user_info_and_nothing_else() {
         detail: "from http://v:secret@i/y".into(),
     };
     assert!(!e.to_string().contains("secret"), "{e}");
-    let e = crate::error::Error::Refused("http://u:secret@h/x: not found".into());
+    let e = crate::error::Error::Usage("http://u:secret@h/x: not found".into());
     assert_eq!(e.to_string(), "http://***@h/x: not found");
 }
 

@@ -14,7 +14,10 @@
 //! does not carry.
 //!
 //! All parsers take untrusted text, are size-capped, and return an error
-//! rather than panic on any input.
+//! rather than panic on any input. Their base64 lines are decoded by the
+//! `base64` crate's `STANDARD` engine (minisign's alphabet, canonical
+//! padding required, no stray trailing bits), so a key or signature has
+//! one text form: no second spelling of the same bytes also parses.
 
 use std::fmt;
 use std::io::{ErrorKind, Read};
@@ -23,7 +26,8 @@ use blake2::digest::consts::U32;
 use blake2::{Blake2b, Blake2b512, Digest};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
-use super::base64;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 
 /// Largest key or signature file accepted; real ones are < 1 KiB (plus a
 /// trusted comment of at most [`TRUSTED_COMMENT_MAX`]).
@@ -55,8 +59,11 @@ const SECRET_KEY_BYTES: usize = 2 + 2 + 2 + 32 + 8 + 8 + 8 + 64 + 32;
 /// Which kind of minisign file a message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// A public key file.
     PublicKey,
+    /// A secret key file.
     SecretKey,
+    /// A signature file.
     Signature,
 }
 
@@ -75,34 +82,77 @@ impl fmt::Display for FileKind {
 #[derive(Debug)]
 pub enum MinisignError {
     /// The file is larger than [`MAX_FILE_SIZE`].
-    TooLarge { kind: FileKind, size: usize },
+    TooLarge {
+        /// Which kind of file.
+        kind: FileKind,
+        /// Its size in bytes.
+        size: usize,
+    },
     /// The text is not laid out as that kind of file.
-    Malformed { kind: FileKind, reason: String },
+    Malformed {
+        /// Which kind of file.
+        kind: FileKind,
+        /// Why.
+        reason: String,
+    },
     /// A signature algorithm other than `Ed` / `ED`.
-    UnsupportedAlgorithm { kind: FileKind, alg: [u8; 2] },
+    UnsupportedAlgorithm {
+        /// Which kind of file.
+        kind: FileKind,
+        /// The algorithm bytes found.
+        alg: [u8; 2],
+    },
     /// A secret key whose checksum algorithm is not BLAKE2b.
-    UnsupportedChecksum { alg: [u8; 2] },
+    UnsupportedChecksum {
+        /// The algorithm bytes found.
+        alg: [u8; 2],
+    },
     /// A secret key encrypted with an unknown key derivation function.
-    UnsupportedKdf { alg: [u8; 2] },
+    UnsupportedKdf {
+        /// The algorithm bytes found.
+        alg: [u8; 2],
+    },
     /// A secret key encrypted with a password (scrypt).
     PasswordProtected,
     /// The secret key's BLAKE2b checksum does not match its contents.
-    ChecksumMismatch { key_id: [u8; 8] },
+    ChecksumMismatch {
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// The secret key's embedded public half does not belong to its seed.
-    InconsistentSecretKey { key_id: [u8; 8] },
+    InconsistentSecretKey {
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// The public key bytes are not a usable Ed25519 point.
     InvalidPublicKey {
+        /// The key id.
         key_id: [u8; 8],
+        /// Why the point is unusable.
         reason: &'static str,
     },
     /// The signature was made by a different key than the one given.
-    KeyIdMismatch { signature: [u8; 8], key: [u8; 8] },
+    KeyIdMismatch {
+        /// The key id of the signature.
+        signature: [u8; 8],
+        /// The key id of the key.
+        key: [u8; 8],
+    },
     /// The signature does not match the data.
-    BadSignature { key_id: [u8; 8] },
+    BadSignature {
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// The trusted comment (or the signature line) was altered after signing.
-    BadTrustedComment { key_id: [u8; 8] },
+    BadTrustedComment {
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// A legacy `Ed` signature signs the whole data, not its hash.
-    LegacyNeedsMessage { key_id: [u8; 8] },
+    LegacyNeedsMessage {
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// Could not read randomness for a new key.
     Random(std::io::Error),
 }
@@ -238,7 +288,8 @@ fn decode_line<const N: usize>(
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .ok_or_else(|| malformed(kind, format!("line {line_no} is missing")))?;
-    let bytes = base64::decode(line)
+    let bytes = BASE64
+        .decode(line)
         .map_err(|e| malformed(kind, format!("line {line_no} is not base64 ({e})")))?;
     <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| {
         malformed(
@@ -295,6 +346,7 @@ fn wipe(buf: &mut [u8]) {
 /// A minisign public key (`minisign.pub`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
+    /// The 8-byte key id (a label, not part of the key).
     pub key_id: [u8; 8],
     key: VerifyingKey,
 }
@@ -343,7 +395,7 @@ impl PublicKey {
         raw.extend_from_slice(&ALG_LEGACY);
         raw.extend_from_slice(&self.key_id);
         raw.extend_from_slice(self.key.as_bytes());
-        base64::encode(&raw)
+        BASE64.encode(&raw)
     }
 
     /// The `.pub` file text, identical to what `minisign -G` writes.
@@ -467,13 +519,14 @@ impl SecretKey {
         }
         let text = format!(
             "{UNTRUSTED_PREFIX}{SECRET_KEY_COMMENT}\n{}\n",
-            base64::encode(&raw)
+            BASE64.encode(raw)
         );
         wipe(&mut keypair);
         wipe(&mut raw);
         text
     }
 
+    /// The public half.
     pub fn public_key(&self) -> PublicKey {
         PublicKey {
             key_id: self.key_id,
@@ -481,6 +534,7 @@ impl SecretKey {
         }
     }
 
+    /// The 8-byte key id.
     pub fn key_id(&self) -> [u8; 8] {
         self.key_id
     }
@@ -509,6 +563,7 @@ pub fn generate_keypair() -> Result<(SecretKey, PublicKey), MinisignError> {
 /// [`Signature::verify`] / [`Signature::verify_prehashed`] do.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Signature {
+    /// The key id it claims (a label, not covered by the signature).
     pub key_id: [u8; 8],
     /// `ED` (signs BLAKE2b-512 of the data) rather than legacy `Ed`.
     pub prehashed: bool,
@@ -529,6 +584,7 @@ impl fmt::Debug for Signature {
 }
 
 impl Signature {
+    /// Parse a signature file (`.minisig`).
     pub fn parse(text: &str) -> Result<Self, MinisignError> {
         let kind = FileKind::Signature;
         check_size(kind, text)?;
@@ -692,8 +748,8 @@ pub fn sign_prehashed(key: &SecretKey, blake2b_512: &[u8; 64], trusted_comment: 
     sig_struct.extend_from_slice(&signature);
     format!(
         "{UNTRUSTED_PREFIX}{SIGNATURE_UNTRUSTED_COMMENT}\n{}\n{TRUSTED_PREFIX}{comment}\n{}\n",
-        base64::encode(&sig_struct),
-        base64::encode(&global)
+        BASE64.encode(&sig_struct),
+        BASE64.encode(global)
     )
 }
 
@@ -807,24 +863,24 @@ mod tests {
         assert!(err(&format!("untrusted comment: x\n{b64}\nextra\n"))
             .contains("unexpected text after line 2"));
         // Signature-sized blob where a key is expected.
-        let short = base64::encode(&[b'E', b'd', 1, 2, 3]);
+        let short = BASE64.encode([b'E', b'd', 1, 2, 3]);
         assert!(err(&short).contains("decodes to 5 bytes, expected 42"));
         // Wrong algorithm.
-        let mut raw = base64::decode(&b64).expect("b64");
+        let mut raw = BASE64.decode(&b64).expect("b64");
         raw[1] = b'X';
         assert!(matches!(
-            PublicKey::parse(&base64::encode(&raw)),
+            PublicKey::parse(&BASE64.encode(&raw)),
             Err(MinisignError::UnsupportedAlgorithm { .. })
         ));
         // Not a curve point (y = 2 has no x on edwards25519).
-        let mut raw = base64::decode(&b64).expect("b64");
+        let mut raw = BASE64.decode(&b64).expect("b64");
         raw[10..].copy_from_slice(&{
             let mut y = [0u8; 32];
             y[0] = 2;
             y
         });
         assert!(matches!(
-            PublicKey::parse(&base64::encode(&raw)),
+            PublicKey::parse(&BASE64.encode(&raw)),
             Err(MinisignError::InvalidPublicKey { .. })
         ));
         assert!(matches!(
@@ -837,7 +893,7 @@ mod tests {
     fn secret_key_round_trip_with_checksum() {
         let sk = test_key(9, ID);
         let text = sk.to_file_string();
-        let raw = base64::decode(&line(&text, 2)).expect("b64");
+        let raw = BASE64.decode(line(&text, 2)).expect("b64");
         assert_eq!(raw.len(), SECRET_KEY_BYTES);
         assert_eq!(&raw[0..6], b"Ed\0\0B2");
         assert_ne!(&raw[126..158], &[0u8; 32], "checksum is written");
@@ -849,20 +905,20 @@ mod tests {
     #[test]
     fn secret_key_zero_checksum_accepted_like_minisign_w() {
         let sk = test_key(9, ID);
-        let mut raw = base64::decode(&line(&sk.to_file_string(), 2)).expect("b64");
+        let mut raw = BASE64.decode(line(&sk.to_file_string(), 2)).expect("b64");
         raw[126..158].fill(0);
-        let back = SecretKey::parse(&base64::encode(&raw)).expect("zero checksum");
+        let back = SecretKey::parse(&BASE64.encode(&raw)).expect("zero checksum");
         assert_eq!(back.public_key(), sk.public_key());
     }
 
     #[test]
     fn secret_key_parse_errors() {
         let sk = test_key(9, ID);
-        let raw = base64::decode(&line(&sk.to_file_string(), 2)).expect("b64");
+        let raw = BASE64.decode(line(&sk.to_file_string(), 2)).expect("b64");
         let with = |f: &dyn Fn(&mut Vec<u8>)| {
             let mut r = raw.clone();
             f(&mut r);
-            SecretKey::parse(&format!("untrusted comment: k\n{}\n", base64::encode(&r)))
+            SecretKey::parse(&format!("untrusted comment: k\n{}\n", BASE64.encode(&r)))
         };
 
         let e = with(&|r| r[2..4].copy_from_slice(b"Sc")).expect_err("encrypted");
@@ -911,7 +967,7 @@ mod tests {
             "untrusted comment: signature from abupdate secret key"
         );
         assert_eq!(lines[2], "trusted comment: timestamp:1\tfile:release.json");
-        assert!(base64::decode(lines[1]).expect("b64").starts_with(b"ED"));
+        assert!(BASE64.decode(lines[1]).expect("b64").starts_with(b"ED"));
 
         let sig = Signature::parse(&text).expect("parse");
         assert!(sig.prehashed);
@@ -926,6 +982,50 @@ mod tests {
             .expect("parse")
             .verify(&pk, b"release manifest")
             .expect("untrusted comment is free");
+    }
+
+    /// The base64 the `base64` crate's `STANDARD` engine decodes is the
+    /// one minisign writes, in one spelling only: a second text for the
+    /// same key or signature bytes (other trailing bits, padding missing
+    /// or extra, the URL-safe alphabet) is refused.
+    #[test]
+    fn base64_lines_have_one_spelling() {
+        let sk = test_key(3, ID);
+        let text = sign(&sk, b"release manifest", "timestamp:1");
+        let global = line(&text, 4);
+        // 64 bytes: 88 characters ending "==", the last symbol carrying 4
+        // bits that must be zero.
+        assert!(global.ends_with("==") && global.len() == 88, "{global}");
+        let sym = global.as_bytes()[85];
+        let mut other = global.clone();
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let at = alphabet
+            .iter()
+            .position(|&c| c == sym)
+            .expect("in the alphabet");
+        other.replace_range(85..86, &char::from(alphabet[at | 1]).to_string());
+        assert_ne!(other, global);
+        let bad_spellings = [
+            other,
+            global.trim_end_matches('=').to_string(),
+            format!("{global}="),
+            global.replace('+', "-").replace('/', "_"),
+        ];
+        for bad in &bad_spellings {
+            if bad == &global {
+                continue;
+            }
+            let e = Signature::parse(&replace_line(&text, 4, bad)).expect_err(bad);
+            assert!(e.to_string().contains("line 4 is not base64"), "{bad}: {e}");
+        }
+        let pk = sk.public_key().to_base64();
+        for bad in [format!("{pk}="), pk.replace('+', "-").replace('/', "_")] {
+            if bad != pk {
+                assert!(PublicKey::parse(&bad).is_err(), "{bad}");
+            }
+        }
+        // What is refused in the last symbol is only the second spelling.
+        Signature::parse(&text).expect("the canonical spelling parses");
     }
 
     #[test]
@@ -960,9 +1060,9 @@ mod tests {
             assert!(matches!(e, MinisignError::BadTrustedComment { .. }), "{e}");
         }
         // A flipped bit in the global signature.
-        let mut g = base64::decode(&line(&text, 4)).expect("b64");
+        let mut g = BASE64.decode(line(&text, 4)).expect("b64");
         g[5] ^= 0x40;
-        let sig = Signature::parse(&replace_line(&text, 4, &base64::encode(&g))).expect("parse");
+        let sig = Signature::parse(&replace_line(&text, 4, &BASE64.encode(&g))).expect("parse");
         assert!(matches!(
             sig.verify(&sk.public_key(), b"abc"),
             Err(MinisignError::BadTrustedComment { .. })
@@ -997,8 +1097,8 @@ mod tests {
         st.extend_from_slice(&s);
         format!(
             "untrusted comment: x\n{}\ntrusted comment: {tc}\n{}\n",
-            base64::encode(&st),
-            base64::encode(&g)
+            BASE64.encode(&st),
+            BASE64.encode(g)
         )
     }
 
@@ -1019,10 +1119,10 @@ mod tests {
         ));
         // Relabelling a legacy signature as prehashed must not verify.
         let text = legacy_sig(&sk, b"msg", "t");
-        let mut st = base64::decode(&line(&text, 2)).expect("b64");
+        let mut st = BASE64.decode(line(&text, 2)).expect("b64");
         st[1] = b'D';
         let relabelled =
-            Signature::parse(&replace_line(&text, 2, &base64::encode(&st))).expect("parse");
+            Signature::parse(&replace_line(&text, 2, &BASE64.encode(&st))).expect("parse");
         assert!(relabelled.verify(&sk.public_key(), b"msg").is_err());
     }
 
@@ -1043,8 +1143,8 @@ mod tests {
         st.extend_from_slice(&forged_sig);
         let text = format!(
             "untrusted comment: x\n{}\ntrusted comment: evil\n{}\n",
-            base64::encode(&st),
-            base64::encode(&forged_sig)
+            BASE64.encode(&st),
+            BASE64.encode(forged_sig)
         );
         let sig = Signature::parse(&text).expect("parses");
 
@@ -1052,7 +1152,7 @@ mod tests {
         let mut pk_raw = b"Ed".to_vec();
         pk_raw.extend_from_slice(&ID);
         pk_raw.extend_from_slice(&identity);
-        let e = PublicKey::parse(&base64::encode(&pk_raw)).expect_err("weak key");
+        let e = PublicKey::parse(&BASE64.encode(&pk_raw)).expect_err("weak key");
         assert!(e.to_string().contains("small-order"), "{e}");
 
         // ...and were it built by hand, verification still refuses it,
@@ -1101,10 +1201,10 @@ mod tests {
             Signature::parse(&huge),
             Err(MinisignError::TooLarge { .. })
         ));
-        let mut st = base64::decode(&line(&text, 2)).expect("b64");
+        let mut st = BASE64.decode(line(&text, 2)).expect("b64");
         st[0] = b'S';
         st[1] = b'M';
-        let e = err(&replace_line(&text, 2, &base64::encode(&st)));
+        let e = err(&replace_line(&text, 2, &BASE64.encode(&st)));
         assert!(
             e.contains("unsupported minisign signature algorithm \"SM\""),
             "{e}"

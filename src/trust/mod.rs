@@ -13,7 +13,7 @@
 //! `.pub` files under two ids. [`verify_threshold`] is the one place that
 //! counts.
 
-mod base64;
+pub mod gate;
 pub mod minisign;
 
 use std::fmt;
@@ -76,6 +76,7 @@ impl KeyRing {
         Ok(ring)
     }
 
+    /// A key ring of `keys` (the same key once).
     pub fn from_keys(keys: Vec<PublicKey>) -> KeyRing {
         let mut ring = KeyRing::default();
         for k in keys {
@@ -102,6 +103,7 @@ impl KeyRing {
         seen.len()
     }
 
+    /// Whether it holds no key.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -149,30 +151,93 @@ fn read_key_file(path: &Path) -> Result<PublicKey, TrustError> {
 #[derive(Debug)]
 pub enum TrustError {
     /// The key ring is empty.
-    NoTrustedKeys { dirs: Vec<PathBuf> },
+    NoTrustedKeys {
+        /// The directories looked in.
+        dirs: Vec<PathBuf>,
+    },
     /// A key directory exists but cannot be listed.
-    KeyDir { dir: PathBuf, error: std::io::Error },
+    KeyDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The underlying error.
+        error: std::io::Error,
+    },
     /// A `*.pub` file cannot be read.
     KeyFileRead {
+        /// The key file.
         path: PathBuf,
+        /// What the system said.
         error: std::io::Error,
     },
     /// A `*.pub` file is not a usable minisign public key.
-    KeyFileInvalid { path: PathBuf, error: MinisignError },
-    /// No signature files were given at all.
-    NoSignatures,
+    KeyFileInvalid {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        error: MinisignError,
+    },
+    /// No signature files were given at all; `missing` names the first
+    /// one looked for, when the caller knows it.
+    NoSignatures {
+        /// The first signature file looked for, when known.
+        missing: Option<String>,
+    },
+    /// `keygen` would overwrite a key file.
+    KeyFileExists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `keygen` could not make a key (no randomness).
+    KeyGen(MinisignError),
+    /// A secret key file that `sign` cannot use.
+    SecretKeyInvalid {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        error: MinisignError,
+    },
+    /// `verify`: the signature does not check out with the key given.
+    Verify {
+        /// The signature file, as shown.
+        name: String,
+        /// The underlying error.
+        error: MinisignError,
+    },
     /// A signature file could not be parsed.
-    MalformedSignature { name: String, error: MinisignError },
+    MalformedSignature {
+        /// The signature file, as shown.
+        name: String,
+        /// The underlying error.
+        error: MinisignError,
+    },
     /// A well-formed signature by a key that is not in the key ring.
-    UntrustedKey { name: String, key_id: [u8; 8] },
+    UntrustedKey {
+        /// The signature file, as shown.
+        name: String,
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// A trusted key's signature that does not cover these bytes.
-    BadSignature { name: String, key_id: [u8; 8] },
+    BadSignature {
+        /// The signature file, as shown.
+        name: String,
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// A trusted key's signature whose trusted comment was altered.
-    BadTrustedComment { name: String, key_id: [u8; 8] },
+    BadTrustedComment {
+        /// The signature file, as shown.
+        name: String,
+        /// The key id concerned.
+        key_id: [u8; 8],
+    },
     /// All signatures checked out, but too few distinct trusted keys.
     NotEnough {
+        /// The manifest, as named in messages.
         subject: String,
+        /// Distinct trusted keys with a valid signature.
         valid: usize,
+        /// How many are needed.
         threshold: usize,
         /// Valid signatures that repeated an already counted key (under its
         /// own id or another one).
@@ -200,7 +265,16 @@ impl fmt::Display for TrustError {
                 write!(f, "{}: cannot read trusted key: {error}", path.display())
             }
             KeyFileInvalid { path, error } => write!(f, "{}: {error}", path.display()),
-            NoSignatures => f.write_str("no signature to check"),
+            NoSignatures { missing: None } => f.write_str("no signature to check"),
+            NoSignatures {
+                missing: Some(name),
+            } => write!(f, "{name}: missing (a release must be signed)"),
+            KeyFileExists { path } => {
+                write!(f, "{}: exists (use --force to overwrite)", path.display())
+            }
+            KeyGen(error) => write!(f, "keygen: {error}"),
+            SecretKeyInvalid { path, error } => write!(f, "{}: {error}", path.display()),
+            Verify { name, error } => write!(f, "{name}: {error}"),
             MalformedSignature { name, error } => write!(f, "{name}: {error}"),
             UntrustedKey { name, key_id } => {
                 write!(f, "{name}: signed by untrusted key {}", key_id_hex(key_id))
@@ -284,7 +358,7 @@ pub fn verify_threshold(
         });
     }
     if signatures.is_empty() {
-        return Err(TrustError::NoSignatures);
+        return Err(TrustError::NoSignatures { missing: None });
     }
 
     let mut prehash: Option<[u8; 64]> = None;
@@ -369,6 +443,8 @@ fn blake2b_512(message: &[u8]) -> [u8; 64] {
 mod tests {
     use super::minisign::{generate_keypair, sign, SecretKey};
     use super::*;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine as _;
 
     const MANIFEST: &[u8] = br#"{"format":1,"version":"2026.11.3"}"#;
 
@@ -451,18 +527,18 @@ mod tests {
     /// The same Ed25519 key as `key`, labelled with another key id: what
     /// anyone can write into a second `.pub` file.
     fn relabelled_key(key: &PublicKey, id: [u8; 8]) -> PublicKey {
-        let mut raw = super::base64::decode(&key.to_base64()).expect("b64");
+        let mut raw = BASE64.decode(key.to_base64()).expect("b64");
         raw[2..10].copy_from_slice(&id);
-        PublicKey::parse(&super::base64::encode(&raw)).expect("relabelled key")
+        PublicKey::parse(&BASE64.encode(&raw)).expect("relabelled key")
     }
 
     /// `sig` with its key id bytes replaced: the id is not signed, so the
     /// signature itself stays valid for the same Ed25519 key.
     fn relabelled_signature(sig: &str, id: [u8; 8]) -> String {
         let mut lines: Vec<String> = sig.lines().map(str::to_owned).collect();
-        let mut raw = super::base64::decode(&lines[1]).expect("b64");
+        let mut raw = BASE64.decode(&lines[1]).expect("b64");
         raw[2..10].copy_from_slice(&id);
-        lines[1] = super::base64::encode(&raw);
+        lines[1] = BASE64.encode(&raw);
         lines.join("\n") + "\n"
     }
 
@@ -556,7 +632,7 @@ mod tests {
         );
         assert!(matches!(
             verify_threshold(MANIFEST, &[], &r, 1),
-            Err(TrustError::NoSignatures)
+            Err(TrustError::NoSignatures { .. })
         ));
     }
 
@@ -642,9 +718,9 @@ mod tests {
         // A second key that claims the first one's id: it must neither
         // shadow the real key nor make the real key's signature fail.
         let fake = {
-            let mut raw = super::base64::decode(&ks[1].1.to_base64()).expect("b64");
+            let mut raw = BASE64.decode(ks[1].1.to_base64()).expect("b64");
             raw[2..10].copy_from_slice(&ks[0].1.key_id);
-            PublicKey::parse(&super::base64::encode(&raw)).expect("fake")
+            PublicKey::parse(&BASE64.encode(&raw)).expect("fake")
         };
         let r = KeyRing::from_keys(vec![fake, ks[0].1.clone()]);
         assert_eq!(r.len(), 2);

@@ -1,0 +1,302 @@
+//! `check`: fetch the manifest through the trust gate and judge it, once.
+//!
+//! Invariant: `check` and `install` make one judgement of a verified
+//! manifest ([`judge`], i.e. [`manifest::evaluate`] on this host's facts),
+//! so `check` never offers what `install` refuses before touching a
+//! device; and an install judges it once, under the state lock it then
+//! writes with ([`super::install`]).
+
+use super::Host;
+use crate::error::{Error, Result};
+use crate::fetch::Validators;
+use crate::manifest::{self, HostFacts, NotApplicable, Version};
+use crate::rollout::{self, Standing};
+use crate::slot::SlotName;
+use crate::state::{LastCheck, State, StateDir, StateLock};
+use crate::timefmt::now;
+use crate::trust::gate::{self, Verified};
+
+/// Why there is nothing to do: the `reason` of `check --json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoUpdate {
+    /// The server answered 304: the manifest that did not apply last time.
+    NotModified,
+    /// The release is not newer than the booted one.
+    NotNewer,
+    /// The release already failed here.
+    PreviouslyFailed,
+    /// The release applies, but its rollout has not reached this host.
+    WaitingForWave,
+}
+
+/// The outcome of `check`.
+#[derive(Debug)]
+pub enum CheckOutcome {
+    /// A verified release applies to this host (and its wave includes it).
+    Available {
+        /// The release.
+        verified: Box<Verified>,
+        /// Where the host stands in its rollout, when the rollout applies.
+        standing: Option<Standing>,
+    },
+    /// Nothing to do, and why.
+    UpToDate {
+        /// Why, for a person.
+        reason: String,
+        /// Why, as a stable label.
+        kind: NoUpdate,
+        /// Where the host stands in its rollout, when the rollout applies.
+        standing: Option<Standing>,
+    },
+}
+
+/// What `check` takes into account besides the manifest.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CheckOptions {
+    /// Accept a release that is not newer than the booted one.
+    pub allow_downgrade: bool,
+    /// Apply the staged rollout (the timer's runs do; a manual install
+    /// is the operator's own decision and does not).
+    pub rollout: bool,
+}
+
+/// A fetched manifest, judged for this host.
+#[derive(Debug)]
+pub(super) enum Judged {
+    /// The release applies (and its wave includes this host).
+    Applies {
+        verified: Box<Verified>,
+        standing: Option<Standing>,
+    },
+    /// Nothing to do.
+    Nothing(Nothing),
+    /// A refusal that will not fix itself ([`NotApplicable::is_fault`]):
+    /// an error, once the state is saved.
+    Fault(NotApplicable),
+}
+
+/// Why a judged release is not installed: the ordinary answer of most
+/// checks.
+#[derive(Debug)]
+pub(super) enum Nothing {
+    /// Unchanged (304), or its wave has not come.
+    UpToDate {
+        reason: String,
+        kind: NoUpdate,
+        standing: Option<Standing>,
+    },
+    /// Verified but not wanted here (not newer, failed before): what an
+    /// `install` of it is refused with.
+    NotWanted {
+        why: NotApplicable,
+        standing: Option<Standing>,
+    },
+}
+
+impl Nothing {
+    /// As `check` and `update` say it: (reason, kind, standing).
+    pub(super) fn explain(self) -> (String, NoUpdate, Option<Standing>) {
+        match self {
+            Nothing::UpToDate {
+                reason,
+                kind,
+                standing,
+            } => (reason, kind, standing),
+            Nothing::NotWanted { why, standing } => {
+                let kind = match why {
+                    NotApplicable::PreviouslyFailed { .. } => NoUpdate::PreviouslyFailed,
+                    _ => NoUpdate::NotNewer,
+                };
+                (why.to_string(), kind, standing)
+            }
+        }
+    }
+}
+
+impl Judged {
+    /// What `check` says: a fault is an error, the rest an outcome.
+    fn into_outcome(self) -> Result<CheckOutcome> {
+        match self {
+            Judged::Applies { verified, standing } => {
+                Ok(CheckOutcome::Available { verified, standing })
+            }
+            Judged::Nothing(n) => {
+                let (reason, kind, standing) = n.explain();
+                Ok(CheckOutcome::UpToDate {
+                    reason,
+                    kind,
+                    standing,
+                })
+            }
+            Judged::Fault(na) => Err(Error::NotApplicable(na)),
+        }
+    }
+}
+
+/// Fetch and judge the release at `location` (or the configured URL). It
+/// writes only its bookkeeping (validators, dates seen, counters), and
+/// only when no other instance holds the lock.
+pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<CheckOutcome> {
+    let location = host.release_location(location)?;
+    let mut state = host.state_dir.load()?;
+    let judged = fetch_and_judge(host, &mut state, &location, opts)?;
+    save_if_unlocked(&host.state_dir, &state)?;
+    judged.into_outcome()
+}
+
+/// Fetch the manifest at `location` through the trust gate and judge it,
+/// keeping in `state` what the judgement teaches (the dates it may
+/// believe, the validators of a manifest that does not apply). An error
+/// here changed nothing worth saving; the caller saves the state and then
+/// acts on the judgement.
+pub(super) fn fetch_and_judge(
+    host: &Host,
+    state: &mut State,
+    location: &str,
+    opts: CheckOptions,
+) -> Result<Judged> {
+    let booted = host.booted_slot()?;
+    let transport = host.transport()?;
+    // Conditional GET only for the configured URL: an answer of 304 then
+    // means "the same manifest that did not apply last time".
+    let booted_version_text = host.booted_version(state, booted);
+    let clock = now().max(state.newest_created.unwrap_or(i64::MIN));
+    let previous = state
+        .last_check
+        .as_ref()
+        .filter(|c| {
+            c.url == location && !opts.allow_downgrade && c.booted_version == booted_version_text
+        })
+        .filter(|c| c.expires.is_none_or(|e| e > clock))
+        .map(|c| Validators {
+            etag: c.etag.clone(),
+            last_modified: c.last_modified.clone(),
+        });
+    state.metrics.last_check = Some(now());
+    let source = host.release_source(location);
+    let Some(verified) = gate::fetch_verified(&transport, &source, previous.as_ref())? else {
+        return Ok(Judged::Nothing(Nothing::UpToDate {
+            reason: "release manifest unchanged since the last check".into(),
+            kind: NoUpdate::NotModified,
+            standing: None,
+        }));
+    };
+    let verdict = judge(host, state, &verified, booted, opts.allow_downgrade);
+    let standing = match opts.rollout {
+        true => Some(
+            rollout::decide(
+                verified.manifest().doc.rollout.as_ref(),
+                host.position(),
+                now(),
+            )
+            .map_err(|e| {
+                Error::Manifest(manifest::ManifestError::Field {
+                    field: "rollout".into(),
+                    reason: e,
+                })
+            })?,
+        ),
+        false => None,
+    };
+    // A refusal that will not fix itself (`NotApplicable::is_fault`: an
+    // expired, stale or far-future manifest, other hardware, a release this
+    // host cannot install) is an error, so the timer's unit fails, the host
+    // backs off and monitoring sees it; and its validators are not kept, so
+    // a 304 cannot turn it into "nothing new".
+    state.last_check = match &verdict {
+        Err(na) if !na.is_fault() => Some(LastCheck {
+            url: location.to_string(),
+            at: now(),
+            etag: verified.validators().etag.clone(),
+            last_modified: verified.validators().last_modified.clone(),
+            expires: Some(verified.manifest().expires),
+            booted_version: booted_version_text,
+            ..Default::default()
+        }),
+        _ => None,
+    };
+    Ok(match verdict {
+        Err(na) if na.is_fault() => Judged::Fault(na),
+        Err(why) => Judged::Nothing(Nothing::NotWanted { why, standing }),
+        Ok(()) => match standing {
+            Some(s) if !s.included => Judged::Nothing(Nothing::UpToDate {
+                reason: format!(
+                    "release {} waits for this host's wave: {}",
+                    verified.manifest().version,
+                    s.reason.clone().unwrap_or_default()
+                ),
+                kind: NoUpdate::WaitingForWave,
+                standing: Some(s),
+            }),
+            standing => Judged::Applies {
+                verified: Box::new(verified),
+                standing,
+            },
+        },
+    })
+}
+
+/// The judgement `check` and `install` both make ([`manifest::evaluate`] on
+/// this host's facts), so `check` offers nothing `install` refuses before
+/// touching a device. A `created` this host may believe is recorded in
+/// `state` (the clock's floor and the source's newest), whatever the
+/// verdict: a verified manifest for another board still proves the time.
+fn judge(
+    host: &Host,
+    state: &mut State,
+    verified: &Verified,
+    booted: SlotName,
+    allow_downgrade: bool,
+) -> std::result::Result<(), NotApplicable> {
+    let m = verified.manifest();
+    let booted_version = host.booted_version(state, booted);
+    let booted_version = booted_version
+        .as_deref()
+        .and_then(|v| Version::parse(v).ok());
+    let failed = state.failed_versions();
+    let classes: Vec<String> = host
+        .config
+        .slots
+        .get(&booted.other())
+        .map(|s| s.keys().cloned().collect())
+        .unwrap_or_default();
+    let source = manifest::source_key(verified.location());
+    let facts = HostFacts {
+        compatible: &host.config.update.compatible,
+        booted_version: booted_version.as_ref(),
+        failed_versions: &failed,
+        now: now(),
+        newest_created_seen: state.newest_created,
+        newest_from_source: state.newest_by_source.get(&source).copied(),
+        slot_classes: &classes,
+        max_window_log: host.config.update.max_window_log,
+        allow_downgrade,
+    };
+    let verdict = manifest::evaluate(m, &facts);
+    if manifest::created_plausible(m, &facts) {
+        state.note_created(&source, m.created);
+    }
+    verdict
+}
+
+/// Save the state when no other instance holds the lock; a read-only
+/// `check` next to a running install just skips its bookkeeping.
+fn save_if_unlocked(state_dir: &StateDir, state: &State) -> Result<()> {
+    if let Ok(lock) = state_dir.lock() {
+        lock.save(state)?;
+    }
+    Ok(())
+}
+
+/// Save the state with `lock` when this instance holds it (see
+/// [`save_if_unlocked`]).
+pub(super) fn save_if_held(
+    lock: &std::result::Result<StateLock, crate::state::StateError>,
+    state: &State,
+) -> Result<()> {
+    if let Ok(lock) = lock {
+        lock.save(state)?;
+    }
+    Ok(())
+}

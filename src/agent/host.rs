@@ -1,0 +1,202 @@
+//! The host a flow runs on: its config, state dir and bootloader, and the
+//! facts it tells about itself.
+//!
+//! Invariant: each fact (the booted slot, the boot id, the machine id) is
+//! read once per command and then the same for every flow and report of
+//! that command; a fact that says two things (two slot markers naming
+//! different slots) is an error naming the file, never read one way
+//! ([`crate::system`]).
+
+use crate::boot::{
+    custom::CustomBackend, efi::EfiBackend, grub::GrubBackend, systemd_boot::SystemdBootBackend,
+    uboot::UbootBackend, Bootloader,
+};
+use crate::config::{BootloaderKind, Config, ConfigError};
+use crate::error::{Error, Result};
+use crate::fetch::{Transport, TransportOptions};
+use crate::rollout;
+use crate::slot::{Device, SlotName};
+use crate::state::{State, StateDir};
+use crate::system::{self, SystemError};
+use crate::trust::gate;
+use std::cell::OnceCell;
+
+/// An opened host: its config, state dir and bootloader.
+pub struct Host {
+    /// The configuration the command runs on.
+    pub config: Config,
+    /// Where `state.json` and partial downloads live.
+    pub state_dir: StateDir,
+    /// The configured bootloader backend.
+    pub boot: Box<dyn Bootloader>,
+    booted: OnceCell<SlotName>,
+    boot_id: OnceCell<Option<String>>,
+    machine_id: OnceCell<String>,
+}
+
+impl Host {
+    /// Open the bootloader backend and the state dir of `config`.
+    pub fn open(config: Config) -> Result<Host> {
+        let b = &config.bootloader;
+        let boot: Box<dyn Bootloader> = match b.kind {
+            BootloaderKind::Grub => Box::new(GrubBackend::new(b.grubenv.clone(), b.tries)),
+            BootloaderKind::Uboot => Box::new(
+                UbootBackend::new(b.fw_env_config.clone(), b.tries)?.with_good_tries(b.good_tries),
+            ),
+            BootloaderKind::Efi => Box::new(EfiBackend::new(b.efivarfs.clone(), b.efi.clone())),
+            BootloaderKind::SystemdBoot => Box::new(SystemdBootBackend::new(
+                b.esp.clone().unwrap_or_default(),
+                b.entry_prefix.clone(),
+                b.tries,
+                b.entries.clone(),
+            )),
+            BootloaderKind::Custom => {
+                // `Config::load` refuses a custom kind without a script;
+                // a config built otherwise gets the same word.
+                let script = b.script.clone().ok_or_else(|| {
+                    ConfigError(
+                        "bootloader.script: missing (required when kind = \"custom\")".into(),
+                    )
+                })?;
+                Box::new(CustomBackend::new(script))
+            }
+        };
+        let state_dir = StateDir::new(&config.update.state_dir);
+        Ok(Host {
+            config,
+            state_dir,
+            boot,
+            booted: OnceCell::new(),
+            boot_id: OnceCell::new(),
+            machine_id: OnceCell::new(),
+        })
+    }
+
+    /// Which slot is running: the kernel command line, then the
+    /// bootloader's own word, then the device of `/`. Read once.
+    pub fn booted_slot(&self) -> Result<SlotName> {
+        if let Some(slot) = self.booted.get() {
+            return Ok(*slot);
+        }
+        let slot = self.find_booted_slot()?;
+        Ok(*self.booted.get_or_init(|| slot))
+    }
+
+    fn find_booted_slot(&self) -> Result<SlotName> {
+        let cmdline_path = &self.config.system.cmdline;
+        if let Some(cmdline) = system::read_fact(cmdline_path) {
+            let named = system::booted_slot_from_cmdline(&cmdline).map_err(|error| {
+                SystemError::Cmdline {
+                    path: cmdline_path.clone(),
+                    error,
+                }
+            })?;
+            if let Some(slot) = named {
+                return Ok(slot);
+            }
+        }
+        if let Some(slot) = self.boot.booted()? {
+            return Ok(slot);
+        }
+        if let Some(root) = crate::slot::root_device() {
+            // By storage, not device number: `/` may be a dm-verity or
+            // loop device over the slot's partition.
+            let sys = crate::slot::Sysfs::system();
+            let mut slots = Vec::new();
+            for slot in SlotName::ALL {
+                for dev in self.config.slots[&slot].values() {
+                    if let Ok(d) = Device::inspect(dev) {
+                        slots.push((slot, d.storage(&sys)));
+                    }
+                }
+            }
+            if let Some(slot) = crate::slot::slot_holding(&sys.storage(root), &slots) {
+                return Ok(slot);
+            }
+        }
+        Err(SystemError::BootedSlotUnknown {
+            cmdline: cmdline_path.clone(),
+        }
+        .into())
+    }
+
+    /// Version of the booted system: os-release, else what we installed there.
+    pub fn booted_version(&self, state: &State, booted: SlotName) -> Option<String> {
+        system::read_fact(&self.config.system.os_release)
+            .and_then(|t| system::version_from_os_release(&t))
+            .or_else(|| state.slot(booted).version)
+    }
+
+    fn machine_id(&self) -> &str {
+        self.machine_id
+            .get_or_init(|| system::read_fact(&self.config.system.machine_id).unwrap_or_default())
+    }
+
+    /// This host's place in the fleet: the configured wariness, else the
+    /// keyed hash of the machine id.
+    pub fn position(&self) -> f64 {
+        if let Some(w) = self.config.rollout.wariness {
+            // Wariness 1.0 must still be inside a 100% rollout.
+            return w.min(1.0 - f64::EPSILON);
+        }
+        rollout::position(self.machine_id())
+    }
+
+    /// A stable id of this host for reports, not the machine id itself.
+    pub fn host_id(&self) -> String {
+        rollout::host_id(self.machine_id())
+    }
+
+    /// Where to fetch `url` from: through the site cache, when one is
+    /// configured (signatures make any mirror as good as the origin); see
+    /// [`crate::fetch::via_mirror`].
+    pub fn via_mirror(&self, url: &str) -> String {
+        match self.config.update.mirror.as_deref() {
+            Some(mirror) => crate::fetch::via_mirror(url, mirror),
+            None => url.to_string(),
+        }
+    }
+
+    /// The kernel's id of this boot: a different one means the host
+    /// rebooted. Read once.
+    pub(super) fn boot_id(&self) -> Option<String> {
+        self.boot_id
+            .get_or_init(|| {
+                system::read_fact(&self.config.system.boot_id).map(|s| s.trim().to_string())
+            })
+            .clone()
+    }
+
+    /// The manifest at `location` as the trust gate fetches it: through
+    /// the mirror, checked against the configured keys and threshold.
+    pub(super) fn release_source<'a>(&'a self, location: &'a str) -> gate::Source<'a> {
+        let u = &self.config.update;
+        gate::Source {
+            location,
+            mirror: u.mirror.as_deref(),
+            keys_dirs: &u.keys_dirs,
+            threshold: u.threshold,
+        }
+    }
+
+    /// The release to act on: the one given, else the configured URL.
+    pub(super) fn release_location(&self, given: Option<&str>) -> Result<String> {
+        match given.or(self.config.update.url.as_deref()) {
+            Some(l) => Ok(l.to_string()),
+            None => Err(Error::Usage(
+                "no release source: give one or set update.url".into(),
+            )),
+        }
+    }
+
+    pub(super) fn transport(&self) -> Result<Transport> {
+        let u = &self.config.update;
+        Ok(Transport::new(&TransportOptions {
+            connect_timeout: u.connect_timeout,
+            read_timeout: u.read_timeout,
+            proxy: u.proxy.clone(),
+            ca_file: u.ca_file.clone(),
+            user_agent: format!("abupdate/{}", env!("CARGO_PKG_VERSION")),
+        })?)
+    }
+}

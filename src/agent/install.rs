@@ -1,0 +1,745 @@
+//! `install`: write a verified release into the inactive slot and stage
+//! it; the write of the timer's `update` too.
+//!
+//! Plan, check, act, as rauc's install: the release is judged once, under
+//! the state lock the install then writes with ([`check_and_install`]);
+//! the preflight refuses what the host's state forbids (a trial pending, a
+//! booted slot the bootloader does not hold good) and what the devices
+//! forbid (`check_targets`, with [`crate::slot`]'s checks); then each
+//! image is written by delta or full payload ([`crate::install`],
+//! [`crate::delta`]), and the target is staged through
+//! [`super::transition`], which keeps the order of the bootloader writes.
+//!
+//! Invariant: nothing is written into a slot but what a [`Verified`]
+//! manifest lists, into the slot that is not booted, not mounted and
+//! shares no storage with either; the target is marked bad only by the
+//! writer's `before_write`, right before its first byte.
+
+use super::check::{fetch_and_judge, save_if_held, CheckOptions, Judged, NoUpdate, Nothing};
+use super::recovery::reboot;
+use super::report::publish;
+use super::transition::{Armed, Transition};
+use super::{log, Host, Refusal};
+use crate::boot::BootState;
+use crate::error::{Error, Result};
+use crate::fetch::Transport;
+use crate::install::{self, WriteMode};
+use crate::manifest::{self, NotApplicable};
+use crate::progress::Progress;
+use crate::report::Outcome;
+use crate::slot::{Device, SlotError, SlotName};
+use crate::state::{ImageRef, Phase, State, StateLock, Transaction};
+use crate::system;
+use crate::timefmt::now;
+use crate::trust::gate::Verified;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Options of `install` / `update`.
+#[derive(Clone, Debug)]
+pub struct InstallOptions {
+    /// Accept a release that is not newer than the booted one.
+    pub allow_downgrade: bool,
+    /// Stage without rebooting.
+    pub no_reboot: bool,
+    /// Write every block, or only those that differ.
+    pub write_mode: WriteMode,
+    /// No progress output.
+    pub quiet: bool,
+    /// Reboot only inside a maintenance window (the timer's runs).
+    pub respect_windows: bool,
+}
+
+/// What `install` did.
+#[derive(Debug)]
+pub struct Installed {
+    /// The slot written and staged.
+    pub slot: SlotName,
+    /// The release.
+    pub version: String,
+    /// Payload bytes decoded into the slot.
+    pub payload_bytes: u64,
+    /// Bytes fetched over the network.
+    pub network_bytes: u64,
+    /// Whether the reboot into it was requested.
+    pub rebooting: bool,
+}
+
+/// `install SOURCE`: fetch, verify and judge the release (no rollout: a
+/// manual install is the operator's decision), then write and stage it.
+/// A release that does not apply is an error naming why.
+pub fn install(host: &Host, source: &str, opts: &InstallOptions) -> Result<Installed> {
+    let check = CheckOptions {
+        allow_downgrade: opts.allow_downgrade,
+        rollout: false,
+    };
+    match check_and_install(host, source, check, opts, &mut None)? {
+        Ok(done) => Ok(done),
+        Err(Nothing::NotWanted { why, .. }) => Err(why.into()),
+        Err(Nothing::UpToDate {
+            kind: NoUpdate::WaitingForWave,
+            reason,
+            ..
+        }) => Err(Refusal::WaitingForWave { reason }.into()),
+        Err(Nothing::UpToDate { .. }) => Err(Refusal::Unchanged {
+            location: crate::fetch::redact(source).into_owned(),
+        }
+        .into()),
+    }
+}
+
+/// Fetch and judge the release at `location`, and install it when it
+/// applies: `Err(why not)` when it does not. The judgement is made once,
+/// under the state lock when this instance can take it (the lock the
+/// install then writes with); when another instance holds it, a release
+/// that does not apply is still judged (and reported as such), one that
+/// applies fails as locked. `release` is set to the release's version once
+/// it applies (for the failure report).
+pub(super) fn check_and_install(
+    host: &Host,
+    location: &str,
+    check: CheckOptions,
+    opts: &InstallOptions,
+    release: &mut Option<String>,
+) -> Result<std::result::Result<Installed, Nothing>> {
+    let lock = host.state_dir.lock();
+    let mut state = host.state_dir.load()?;
+    let judged = fetch_and_judge(host, &mut state, location, check)?;
+    save_if_held(&lock, &state)?;
+    let verified = match judged {
+        Judged::Applies { verified, .. } => verified,
+        Judged::Nothing(nothing) => return Ok(Err(nothing)),
+        Judged::Fault(na) => return Err(na.into()),
+    };
+    *release = Some(verified.manifest().version.to_string());
+    let lock = lock?;
+    install_verified(host, &lock, state, &verified, opts).map(Ok)
+}
+
+/// The preflight, the write and the staging of a judged release, under
+/// `lock`.
+fn install_verified(
+    host: &Host,
+    lock: &StateLock,
+    state: State,
+    verified: &Verified,
+    opts: &InstallOptions,
+) -> Result<Installed> {
+    let m = verified.manifest();
+    let booted = host.booted_slot()?;
+    let target = booted.other();
+    if let Some(t) = &state.transaction {
+        if t.to == booted {
+            return Err(Refusal::TrialPending {
+                slot: booted,
+                version: t.version.clone(),
+            }
+            .into());
+        }
+        if t.phase == Phase::Staged && t.manifest_sha256 == m.sha256 && t.to == target {
+            log(&format!(
+                "release {} is already staged in slot {target}",
+                m.version
+            ));
+            return finish_staged(host, target, verified, 0, 0, opts);
+        }
+    }
+    if host.boot.state(booted)? != BootState::Good {
+        return Err(Refusal::BootedNotGood { slot: booted }.into());
+    }
+    let devices = check_targets(host, verified, booted)?;
+    let transport = host.transport()?;
+    let flip = Transition::new(host, lock);
+    // Rule 1 of `transition.rs`: the final env must fit before anything is
+    // marked or written.
+    flip.check_install(target)?;
+    let mut w = Writer {
+        host,
+        flip,
+        transport: &transport,
+        verified,
+        booted,
+        opts,
+        state,
+        transaction: transaction(verified, booted),
+        armed: None,
+    };
+    let fetched = write_images(&mut w, &devices)?;
+    // Nothing needed writing (`--write=changed` over the same image): the
+    // record still precedes the activation.
+    let (flip, mut state, armed) = w.into_armed()?;
+    // Rule 3: every image was read back and hashed right (write_images);
+    // only now is the target activated, and the state follows.
+    flip.stage(&mut state, armed, |state| {
+        state.metrics.downloaded_bytes += fetched.network;
+        state.metrics.last_install_fetched = Some(fetched.network);
+        state.metrics.last_install_full = Some(fetched.full);
+    })?;
+    if fetched.network > 0 && fetched.full > 0 {
+        log(&format!(
+            "fetched {} bytes; a full install fetches {} ({:.1}%)",
+            fetched.network,
+            fetched.full,
+            fetched.network as f64 * 100.0 / fetched.full as f64
+        ));
+    }
+    publish(
+        host,
+        &state,
+        Some((Outcome::Installed, m.version.as_str())),
+        None,
+    );
+    finish_staged(
+        host,
+        target,
+        verified,
+        fetched.payload,
+        fetched.network,
+        opts,
+    )
+}
+
+/// The transaction of writing `verified` into the slot that is not
+/// `booted`.
+fn transaction(verified: &Verified, booted: SlotName) -> Transaction {
+    let m = verified.manifest();
+    Transaction {
+        from: booted,
+        to: booted.other(),
+        version: m.version.to_string(),
+        manifest_sha256: m.sha256.clone(),
+        phase: Phase::Writing,
+        started: now(),
+        staged_boot_id: None,
+        images: m
+            .doc
+            .images
+            .iter()
+            .map(|(c, i)| {
+                (
+                    c.clone(),
+                    ImageRef {
+                        sha256: i.sha256.clone(),
+                        size: i.size,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+        unknown: Default::default(),
+    }
+}
+
+/// An install's write in progress: what it writes with, the state it
+/// keeps, and whether its target is armed yet (`transition.rs` rule 2:
+/// armed once, by the writer's `before_write`, right before the target's
+/// first byte changes). Until then a failed install leaves the target's
+/// bootloader flag and record as they were: a power cut at any instant
+/// finds the target either untouched or marked bad.
+struct Writer<'a> {
+    host: &'a Host,
+    flip: Transition<'a>,
+    transport: &'a Transport,
+    verified: &'a Verified,
+    booted: SlotName,
+    opts: &'a InstallOptions,
+    state: State,
+    transaction: Transaction,
+    armed: Option<Armed>,
+}
+
+impl<'a> Writer<'a> {
+    /// Mark the target bad and record the transaction, once.
+    fn arm(&mut self) -> Result<()> {
+        if self.armed.is_none() {
+            let t = self.transaction.clone();
+            self.armed = Some(self.flip.arm(&mut self.state, t)?);
+        }
+        Ok(())
+    }
+
+    /// The write is done: the armed install (armed now if no byte needed
+    /// writing), its transition and its state.
+    fn into_armed(mut self) -> Result<(Transition<'a>, State, Armed)> {
+        let armed = match self.armed.take() {
+            Some(armed) => armed,
+            None => self.flip.arm(&mut self.state, self.transaction)?,
+        };
+        Ok((self.flip, self.state, armed))
+    }
+
+    /// The write failed: when it had begun, nothing is pending any more and
+    /// the target is known bad; when it had not, nothing changed.
+    fn fail(&mut self) -> Result<()> {
+        match self.armed.take() {
+            Some(armed) => self.flip.abandon(&mut self.state, armed),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Bytes an install moved.
+#[derive(Debug, Default)]
+struct Fetched {
+    /// Payload bytes decoded into the slot.
+    payload: u64,
+    /// Bytes that crossed the network (given-up deltas included).
+    network: u64,
+    /// What a full install fetches.
+    full: u64,
+}
+
+/// Write every image of the release into its target device, each by delta
+/// when the booted slot holds a listed source, else by its full payload;
+/// each read back and hashed right before this returns.
+fn write_images(w: &mut Writer, devices: &BTreeMap<String, Device>) -> Result<Fetched> {
+    let mut fetched = Fetched::default();
+    let images = &w.verified.manifest().doc.images;
+    for (class, image) in images {
+        let target_dev = &devices[class].path;
+        fetched.full += image.download_size();
+        log(&format!(
+            "writing {class} {} into slot {} ({})",
+            w.verified.manifest().version,
+            w.booted.other(),
+            target_dev.display()
+        ));
+        // A file (on the ESP) is replaced whole; a delta writes in place.
+        let delta = match w.host.config.is_file_target(target_dev) {
+            true => Ok((None, 0)),
+            false => try_delta(w, class, image, target_dev),
+        };
+        let (by_delta, given_up) = match delta {
+            Ok(d) => d,
+            Err(e) => {
+                w.fail()?;
+                return Err(e);
+            }
+        };
+        // A delta given up still cost its bytes.
+        fetched.network += given_up;
+        match by_delta {
+            Some(bytes) => {
+                fetched.payload += bytes;
+                fetched.network += bytes;
+            }
+            None => {
+                let (payload, network) = write_payload(w, class, image, target_dev, &fetched)?;
+                fetched.payload += payload;
+                fetched.network += network;
+            }
+        }
+    }
+    Ok(fetched)
+}
+
+/// Stream `class`'s full payload into `target_dev` (resuming a partial
+/// download when there is room for one): (payload bytes, network bytes).
+/// On failure the target is abandoned and what earlier classes fetched
+/// (`so_far`) is counted.
+fn write_payload(
+    w: &mut Writer,
+    class: &str,
+    image: &manifest::Image,
+    target_dev: &Path,
+    so_far: &Fetched,
+) -> Result<(u64, u64)> {
+    let host = w.host;
+    let location = crate::fetch::resolve(w.verified.location(), &image.url)?;
+    let partial = host.state_dir.partial_file(image.download_sha256());
+    // A resumable download keeps the payload on the data partition; when
+    // it does not fit there, stream without resume rather than fill the
+    // partition (which would stop every later run too).
+    let resume = host.config.update.resume_downloads;
+    let resumable = resume && has_room_for(host.state_dir.path(), &partial, image.download_size());
+    if !resumable {
+        let _ = std::fs::remove_file(&partial);
+    }
+    if resume && !resumable {
+        log(&format!(
+            "{}: not enough free space for a resumable download of {} bytes; streaming without resume",
+            host.state_dir.path().display(),
+            image.download_size()
+        ));
+    }
+    let payload_url = host.via_mirror(&location);
+    let (transport, verified, opts) = (w.transport, w.verified, w.opts);
+    let version = &verified.manifest().version;
+    let result = transport
+        .open_payload(
+            &payload_url,
+            image.download_size(),
+            resumable.then_some(partial.as_path()),
+        )
+        .map_err(Error::from)
+        .and_then(|mut reader| {
+            let mut progress = Progress::new(&format!("{class} {version}"), image.size, opts.quiet);
+            let resumed = reader.resumed_from();
+            if resumed > 0 {
+                log(&format!("resuming {payload_url} at byte {resumed}"));
+            }
+            let file_target = host.config.is_file_target(target_dev);
+            let written = into_target(target_dev, file_target, |path| {
+                install::write_image(
+                    class,
+                    &mut reader,
+                    image,
+                    path,
+                    host.config.update.max_window_log,
+                    // A new temporary file has nothing to compare with.
+                    match file_target {
+                        true => WriteMode::All,
+                        false => opts.write_mode,
+                    },
+                    &mut progress,
+                    &mut || w.arm(),
+                )
+            })?;
+            Ok((written.payload_bytes, reader.bytes_from_network()))
+        });
+    let e = match result {
+        Ok(done) => {
+            let _ = std::fs::remove_file(&partial);
+            return Ok(done);
+        }
+        Err(e) => e,
+    };
+    // Bytes that decode or hash wrong would fail the same way on every
+    // later run: such a partial download is not resumed. A transport
+    // failure (a fetch error now) keeps what arrived for the next run.
+    if matches!(
+        e,
+        Error::Install(
+            install::InstallError::Payload { .. }
+                | install::InstallError::Mismatch { .. }
+                | install::InstallError::ImageMismatch { .. }
+                | install::InstallError::Size { .. }
+        )
+    ) {
+        let _ = std::fs::remove_file(&partial);
+    }
+    // What earlier classes and given-up deltas fetched.
+    w.state.metrics.downloaded_bytes += so_far.network;
+    let armed = w.armed.is_some();
+    w.fail()?;
+    if !armed && so_far.network > 0 {
+        w.flip.save(&w.state)?;
+    }
+    Err(name_payload_source(e, &payload_url))
+}
+
+/// Write into `target` with `write`: a device in place; a file target (on
+/// the ESP) into a temporary file next to it that is renamed over it once
+/// written and verified (`install::file_temp`, `install::replace_file`), so
+/// a power cut leaves the old file or the new one.
+fn into_target<T>(
+    target: &Path,
+    file: bool,
+    write: impl FnOnce(&Path) -> std::result::Result<T, install::InstallError>,
+) -> std::result::Result<T, install::InstallError> {
+    if !file {
+        return write(target);
+    }
+    let tmp = install::file_temp(target)?;
+    match write(&tmp) {
+        Ok(done) => install::replace_file(&tmp, target).map(|()| done),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Log that the release waits in `target`, and reboot into it unless told
+/// not to or outside the maintenance window.
+fn finish_staged(
+    host: &Host,
+    target: SlotName,
+    verified: &Verified,
+    payload_bytes: u64,
+    network_bytes: u64,
+    opts: &InstallOptions,
+) -> Result<Installed> {
+    let m = verified.manifest();
+    log(&format!(
+        "release {} staged in slot {target}; the next boot tries it",
+        m.version
+    ));
+    let windows = &host.config.reboot.windows;
+    let in_window = !opts.respect_windows || crate::schedule::may_reboot(windows, now());
+    if !in_window && !opts.no_reboot {
+        let next = crate::schedule::next_window(windows, now()).map(crate::timefmt::format_rfc3339);
+        log(&format!(
+            "the reboot waits for the maintenance window (next opens {})",
+            next.unwrap_or_else(|| "never".into())
+        ));
+    }
+    let rebooting = !opts.no_reboot && in_window;
+    if rebooting {
+        log("rebooting into the new slot");
+        reboot(host)?;
+    }
+    Ok(Installed {
+        slot: target,
+        version: m.version.to_string(),
+        payload_bytes,
+        network_bytes,
+        rebooting,
+    })
+}
+
+/// Refuse targets that share storage with the booted slot, the root
+/// filesystem, a mounted filesystem or each other, or that the kernel says
+/// are in use, and images that do not fit; returns the target devices by
+/// class. (The invariant and its checks live in `slot`.)
+fn check_targets(
+    host: &Host,
+    verified: &Verified,
+    booted: SlotName,
+) -> Result<BTreeMap<String, Device>> {
+    let m = verified.manifest();
+    let target = booted.other();
+    let mounted = system::read_fact(&host.config.system.mountinfo)
+        .map(|t| system::mounted_devices(&t))
+        .unwrap_or_default();
+    let sys = crate::slot::Sysfs::system();
+    let booted_devices: Vec<(String, std::path::PathBuf)> = host.config.slots[&booted]
+        .iter()
+        .map(|(class, p)| (format!("slot {booted} {class}, the booted slot"), p.clone()))
+        .collect();
+    let mut in_use =
+        crate::slot::in_use(&booted_devices, &mounted, crate::slot::root_device(), &sys);
+    let mut devices = BTreeMap::new();
+    for (class, image) in &m.doc.images {
+        let Some(path) = host.config.device(target, class) else {
+            // `judge` refused it already (the same facts); kept as the
+            // guard of this function's own promise.
+            return Err(NotApplicable::UnknownClass {
+                class: class.clone(),
+                configured: host.config.slots[&target].keys().cloned().collect(),
+            }
+            .into());
+        };
+        if host.config.is_file_target(path) {
+            devices.insert(
+                class.clone(),
+                check_file_target(host, booted, class, path, image)?,
+            );
+            continue;
+        }
+        let dev = Device::inspect(path)?;
+        let storage = dev.storage(&sys);
+        crate::slot::check_target(path, &storage, &in_use)?;
+        dev.probe_exclusive()?;
+        if image.size > dev.size {
+            return Err(SlotError::TooSmall {
+                path: path.to_path_buf(),
+                class: class.clone(),
+                image: image.size,
+                device: dev.size,
+            }
+            .into());
+        }
+        // Two classes of one release must not land on the same bytes.
+        in_use.push(crate::slot::InUse {
+            path: path.to_path_buf(),
+            what: format!("slot {target} {class}, also written by this release"),
+            storage,
+        });
+        devices.insert(class.clone(), dev);
+    }
+    Ok(devices)
+}
+
+/// A class installed as a file on the ESP (a kernel, a UKI): never the
+/// booted slot's file, and room for the new file next to the old one.
+fn check_file_target(
+    host: &Host,
+    booted: SlotName,
+    class: &str,
+    path: &std::path::Path,
+    image: &crate::manifest::Image,
+) -> Result<Device> {
+    if host.config.device(booted, class) == Some(path) {
+        return Err(SlotError::Refused {
+            path: path.to_path_buf(),
+            reason: format!("is the booted slot {booted}'s file"),
+        }
+        .into());
+    }
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    if let Ok(st) = nix::sys::statvfs::statvfs(dir) {
+        // The field types are narrower on 32-bit targets.
+        #[allow(clippy::unnecessary_cast)]
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        if free < image.size {
+            return Err(SlotError::TooSmall {
+                path: dir.to_path_buf(),
+                class: class.to_string(),
+                image: image.size,
+                device: free,
+            }
+            .into());
+        }
+    }
+    Ok(Device {
+        path: path.to_path_buf(),
+        rdev: None,
+        file_id: None,
+        size: image.size,
+    })
+}
+
+/// Whether `dir`'s filesystem can take the rest of a `size`-byte download
+/// into `partial`, with a margin for the state file.
+fn has_room_for(dir: &std::path::Path, partial: &std::path::Path, size: u64) -> bool {
+    let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(st) => {
+            // The field types are narrower on 32-bit targets.
+            #[allow(clippy::unnecessary_cast)]
+            let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+            free >= size.saturating_sub(have) + (4 << 20)
+        }
+        Err(_) => true,
+    }
+}
+
+/// Rebuild `class` in the target from the booted slot and the release's
+/// delta, when the booted slot holds a listed source: `Some(bytes fetched)`.
+/// `None`: install the full payload instead (the reason is logged). The
+/// second value is what a delta that was given up fetched.
+fn try_delta(
+    w: &mut Writer,
+    class: &str,
+    image: &manifest::Image,
+    target_dev: &Path,
+) -> Result<(Option<u64>, u64)> {
+    let (host, booted, verified) = (w.host, w.booted, w.verified);
+    if image.deltas.is_empty() {
+        return Ok((None, 0));
+    }
+    let Some(booted_dev) = host.config.device(booted, class) else {
+        return Ok((None, 0));
+    };
+    let device_size = Device::inspect(booted_dev)?.size;
+    let recorded = w
+        .state
+        .slot(booted)
+        .images
+        .get(class)
+        .map(|r| r.sha256.clone());
+    let boot_id = host.boot_id().unwrap_or_default();
+    let chosen = crate::delta::choose(
+        image,
+        booted_dev,
+        device_size,
+        recorded.as_deref(),
+        &mut w.state.source_hashes,
+        &boot_id,
+        crate::delta::HOST_MAX_WINDOW_LOG,
+    );
+    let (source_sha256, delta) = match chosen {
+        Ok(c) => c,
+        Err(reason) => {
+            log(&format!("{class}: installing the full image: {reason}"));
+            return Ok((None, 0));
+        }
+    };
+    let location = host.via_mirror(&crate::fetch::resolve(verified.location(), &delta.url)?);
+    let journal = host.state_dir.path().join(format!("delta-{class}.journal"));
+    let plan = crate::delta::Plan {
+        transport: w.transport,
+        location,
+        delta,
+        source_sha256,
+        image,
+        source_device: booted_dev,
+        target_device: target_dev,
+        journal: journal.clone(),
+    };
+    let mut progress = Progress::new(
+        &format!("{class} {} (delta)", verified.manifest().version),
+        image.size,
+        w.opts.quiet,
+    );
+    let outcome = crate::delta::apply(&plan, &mut progress, &mut || w.arm()).map_err(|e| {
+        match e.downcast::<Error>() {
+            // The step before the first write failed: its own error.
+            Ok(e) => e,
+            Err(e) => Error::io(target_dev, e),
+        }
+    })?;
+    progress.finish();
+    match outcome {
+        crate::delta::Outcome::Applied {
+            fetched,
+            segments_fetched,
+            segments_reused,
+        } => {
+            // As for every install: the whole slot, read back from the medium.
+            let sha =
+                install::hash_path(target_dev, image.size).map_err(|e| Error::io(target_dev, e))?;
+            let _ = std::fs::remove_file(&journal);
+            if sha != image.sha256 {
+                log(&format!(
+                    "{class}: the rebuilt slot hashes to {sha}, not {}; installing the full image",
+                    image.sha256
+                ));
+                return Ok((None, fetched));
+            }
+            log(&format!(
+                "{class}: rebuilt from the booted slot by delta: {segments_fetched} segments fetched ({fetched} bytes), {segments_reused} already done"
+            ));
+            Ok((Some(fetched), 0))
+        }
+        crate::delta::Outcome::Fallback { reason, fetched } => {
+            let _ = std::fs::remove_file(&journal);
+            log(&format!(
+                "{class}: delta not used ({reason}); installing the full image"
+            ));
+            Ok((None, fetched))
+        }
+    }
+}
+
+/// Name the payload's URL in an error about its bytes (a zstd error, a hash
+/// or size mismatch) that does not name it yet.
+fn name_payload_source(e: Error, url: &str) -> Error {
+    use install::InstallError as E;
+    let named = |what: String| format!("{what} from {url}");
+    match e {
+        Error::Install(E::Payload { what, reason }) if !reason.contains(url) => {
+            Error::Install(E::Payload {
+                what: named(what),
+                reason,
+            })
+        }
+        Error::Install(E::Size { what, reason }) if !reason.contains(url) => {
+            Error::Install(E::Size {
+                what: named(what),
+                reason,
+            })
+        }
+        Error::Install(E::Mismatch {
+            what,
+            expected,
+            actual,
+        }) if !what.contains(url) => Error::Install(E::Mismatch {
+            what: named(what),
+            expected,
+            actual,
+        }),
+        Error::Install(E::ImageMismatch {
+            what,
+            expected,
+            actual,
+        }) if !what.contains(url) => Error::Install(E::ImageMismatch {
+            what: named(what),
+            expected,
+            actual,
+        }),
+        e => e,
+    }
+}

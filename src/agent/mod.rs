@@ -1,0 +1,119 @@
+//! The update agent: the flows that tie trust, transport, slots, the
+//! bootloader and the state together. One file per flow:
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `host.rs` | [`Host`]: the config, state dir and bootloader, and the host's facts (booted slot, boot id, position), each read once per command |
+//! | `check.rs` | `check`: the manifest through the trust gate ([`crate::trust::gate`]) and one judgement of it ([`crate::manifest::evaluate`]) |
+//! | `install.rs` | `install` and the write of `update`: targets, payloads or deltas, staging |
+//! | `transition.rs` | every bootloader change in order with the state: the few legal sequences (invariants 3 and 4) |
+//! | `verdict.rs` | `health`: the boot-time verdict, a pure decision over facts and the runner that applies it |
+//! | `recovery.rs` | retiring a failed trial, finishing a rollback, re-blessing, `mark-good`/`mark-bad`, `rollback`, the reboot |
+//! | `status.rs` | `status` |
+//! | `report.rs` | the textfile and the webhook after each outcome; the failure counters and the backoff |
+//! | `update.rs` | the timer's `update`: backoff, jitter, then check and install |
+//!
+//! Invariants kept here, in order of the install flow:
+//! 1. nothing is written before the manifest is verified (a
+//!    [`crate::trust::gate::Verified`]) and applies (`check.rs`);
+//! 2. the target is never the booted slot, nor mounted, nor the root device
+//!    (`install.rs`, with the checks of [`crate::slot`]);
+//! 3. the target is marked bad in the bootloader right before its first
+//!    byte is written, and not earlier (a failure until then, such as a
+//!    server answering 503, leaves its flag and record as they were), and
+//!    activated only after its read-back hash matched (`transition.rs`);
+//! 4. the state records a transaction before the bootloader is changed for
+//!    it, so every boot can tell a trial from a fallback from an
+//!    interrupted write (`transition.rs`, judged in `verdict.rs`).
+
+mod check;
+mod host;
+mod install;
+mod recovery;
+mod report;
+mod status;
+mod transition;
+mod update;
+mod verdict;
+
+pub use crate::trust::gate::Verified;
+pub use check::{check, CheckOptions, CheckOutcome, NoUpdate};
+pub use host::Host;
+pub use install::{install, InstallOptions, Installed};
+pub use recovery::{mark, rollback};
+pub use report::{publish, record_failure};
+pub use status::{status, SlotView, Status};
+pub use update::{update, UpdateOptions, UpdateOutcome};
+pub use verdict::{decide, health, Decision, Facts, Failure, Verdict};
+
+use crate::slot::SlotName;
+use crate::state::SlotStatus;
+use std::fmt;
+
+/// Log one line to stderr (journald adds timestamps); URLs in it lose their
+/// user info.
+pub fn log(msg: &str) {
+    eprintln!("abupdate: {}", crate::fetch::redact(msg));
+}
+
+/// What a flow refuses to do in this host's present state (kind
+/// `refused`); each says what to do instead.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// An install while the booted slot is still on trial.
+    TrialPending {
+        /// The booted slot, on trial.
+        slot: SlotName,
+        /// The release on trial.
+        version: String,
+    },
+    /// An install from a booted slot the bootloader does not hold good.
+    BootedNotGood {
+        /// The booted slot.
+        slot: SlotName,
+    },
+    /// A rollback onto a slot the state does not hold as usable.
+    NotUsable {
+        /// The slot that would boot next.
+        slot: SlotName,
+        /// What the state says it holds.
+        status: SlotStatus,
+    },
+    /// `install` from the configured URL, whose server said the manifest
+    /// did not change since it last did not apply.
+    Unchanged {
+        /// The manifest's location.
+        location: String,
+    },
+    /// `install` of a release whose wave has not reached this host.
+    WaitingForWave {
+        /// Which release, and where the wave stands.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::TrialPending { slot, version } => write!(
+                f,
+                "slot {slot} is on trial with {version}; run `abupdate health` (or mark-good) before installing"
+            ),
+            Refusal::BootedNotGood { slot } => write!(
+                f,
+                "the booted slot {slot} is not marked good in the bootloader; run `abupdate mark-good` first"
+            ),
+            Refusal::NotUsable { slot, status } => write!(
+                f,
+                "slot {slot} is {status} in the state; refusing to roll back to it (use --force)"
+            ),
+            Refusal::Unchanged { location } => write!(
+                f,
+                "{location}: release manifest unchanged since the last check"
+            ),
+            Refusal::WaitingForWave { reason } => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}

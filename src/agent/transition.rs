@@ -1,0 +1,175 @@
+//! Every change of the bootloader, in order with the state: the few legal
+//! sequences of the flows, one method each. No flow calls the bootloader's
+//! writes ([`crate::boot::Bootloader::set_state`], `activate`) or saves the
+//! state around them by itself.
+//!
+//! The ordering rules (the agent's invariants 3 and 4):
+//! 1. **Fit first.** Before an install marks anything, the env after
+//!    marking the target bad and then activating it must fit
+//!    ([`Transition::check_install`]): an image is never written that
+//!    cannot be activated.
+//! 2. **Bad right before the first byte, then recorded.** An install marks
+//!    its target bad only right before the target's first byte changes,
+//!    and then records the transaction (`writing`) before that byte is
+//!    written ([`Transition::arm`], called from the writer's
+//!    `before_write`): what fails before it (a server answering 503, a
+//!    payload cut before its first chunk) leaves the target as it was, and
+//!    a power cut at any instant finds the target untouched or marked bad.
+//! 3. **Activate after verify, with the transaction recorded.** Only an
+//!    [`Armed`] install (its transaction on disk) can be activated
+//!    ([`Transition::stage`]), and the install flow stages only after every
+//!    image was read back from the medium and hashed right. The state then
+//!    says `staged`; a crash in between leaves `writing` with the slot
+//!    activated, which the trial's boot settles by the slot's bytes.
+//! 4. **Retire as one pair.** A failed trial is marked bad and the slot it
+//!    came from activated (one pair, then the failed list):
+//!    [`Transition::retire`] is the one way a trial is retired, whether
+//!    its checks failed, its bytes were wrong or it never came up.
+//! 5. **The bootloader first, then the record** for a commit, a re-bless,
+//!    `mark-good`/`mark-bad` and a manual rollback: the record never
+//!    claims more than the bootloader will do.
+//!
+//! Every state write goes through the [`StateLock`] the transition holds:
+//! only the instance holding the lock changes the host.
+
+use super::verdict::Failure;
+use super::Host;
+use crate::boot::BootState;
+use crate::error::Result;
+use crate::slot::SlotName;
+use crate::state::{State, StateLock, Transaction};
+use crate::timefmt::now;
+
+/// The bootloader and the state of one host, under its lock.
+pub(super) struct Transition<'a> {
+    host: &'a Host,
+    lock: &'a StateLock,
+}
+
+/// An install whose target is marked bad and whose transaction is on disk
+/// (rule 2): what [`Transition::stage`] and [`Transition::abandon`] take.
+/// Only [`Transition::arm`] makes one.
+#[derive(Debug)]
+pub(super) struct Armed {
+    transaction: Transaction,
+}
+
+impl<'a> Transition<'a> {
+    pub(super) fn new(host: &'a Host, lock: &'a StateLock) -> Transition<'a> {
+        Transition { host, lock }
+    }
+
+    /// Save `state` (the lock holder's write).
+    pub(super) fn save(&self, state: &State) -> Result<()> {
+        Ok(self.lock.save(state)?)
+    }
+
+    /// Rule 1: the env after this install's two writes fits. Writes nothing.
+    pub(super) fn check_install(&self, target: SlotName) -> Result<()> {
+        Ok(self.host.boot.check_activate(target)?)
+    }
+
+    /// Rule 2: mark `t.to` bad, then record `t` (`writing`, the target's
+    /// record `installing`).
+    pub(super) fn arm(&self, state: &mut State, t: Transaction) -> Result<Armed> {
+        self.host.boot.set_state(t.to, BootState::Bad)?;
+        crate::failpoint::hit("target-marked-bad");
+        state.begin_write(t.clone());
+        self.save(state)?;
+        Ok(Armed { transaction: t })
+    }
+
+    /// The write of an armed install failed: nothing is pending any more,
+    /// and the target is recorded bad (the bootloader already says so).
+    pub(super) fn abandon(&self, state: &mut State, armed: Armed) -> Result<()> {
+        state.abandon_write(armed.transaction.to);
+        self.save(state)
+    }
+
+    /// Rule 3: activate the armed, verified target, then record it staged.
+    /// `update` adds what the install fetched to the counters before the
+    /// state is saved.
+    pub(super) fn stage(
+        &self,
+        state: &mut State,
+        armed: Armed,
+        update: impl FnOnce(&mut State),
+    ) -> Result<()> {
+        let t = armed.transaction;
+        self.host.boot.activate(t.to)?;
+        crate::failpoint::hit("activated");
+        let at = now();
+        state.stage(&t, self.host.boot_id(), at);
+        update(state);
+        state.metrics.last_success = Some(at);
+        self.save(state)
+    }
+
+    /// The trial in `t.to` passed: good in the bootloader, then committed.
+    pub(super) fn commit(&self, state: &mut State, t: &Transaction) -> Result<()> {
+        self.host.boot.set_state(t.to, BootState::Good)?;
+        crate::failpoint::hit("committed");
+        state.commit(t, now());
+        self.save(state)
+    }
+
+    /// Rule 4: the trial `t` failed: bad, the slot it came from activated,
+    /// then the failed list and the record.
+    pub(super) fn retire(&self, state: &mut State, t: &Transaction, why: &Failure) -> Result<()> {
+        self.host.boot.set_state(t.to, BootState::Bad)?;
+        self.host.boot.activate(t.from)?;
+        crate::failpoint::hit("rolled-back");
+        state.retire_trial(t, why.holds_release(), &why.reason(t), why.kind(), now());
+        self.save(state)
+    }
+
+    /// Mark the running, healthy slot good again. The bootloader script
+    /// sets TRY on every slot it visits; re-blessing on each healthy boot
+    /// keeps a later failure of the other slot from leaving both flagged.
+    /// The record follows when it said written (or nothing); a damaged
+    /// `state.json` is repaired (and its count kept) here once.
+    pub(super) fn rebless(&self, state: &mut State, booted: SlotName) -> Result<()> {
+        self.host.boot.set_state(booted, BootState::Good)?;
+        let version = self.host.booted_version(state, booted);
+        if state.bless(booted, || version) || state.recovered.is_some() {
+            self.save(state)?;
+        }
+        Ok(())
+    }
+
+    /// The booted slot is recorded bad while the other is usable: make sure
+    /// the booted slot is bad in the bootloader too and the other boots
+    /// next as a good slot, writing only what is not so already (each read
+    /// after the previous write).
+    pub(super) fn finish_rollback(&self, booted: SlotName) -> Result<()> {
+        let boot = &self.host.boot;
+        let other = booted.other();
+        if boot.state(booted)? == BootState::Good {
+            boot.set_state(booted, BootState::Bad)?;
+        }
+        if boot.primary()? != Some(other) || boot.state(other)? != BootState::Good {
+            boot.activate(other)?;
+        }
+        Ok(())
+    }
+
+    /// `mark-good` / `mark-bad`: the bootloader, then the record.
+    pub(super) fn mark(&self, state: &mut State, slot: SlotName, good: bool) -> Result<()> {
+        let flag = match good {
+            true => BootState::Good,
+            false => BootState::Bad,
+        };
+        self.host.boot.set_state(slot, flag)?;
+        state.mark(slot, good);
+        self.save(state)
+    }
+
+    /// A manual rollback: `slot` boots next, then the record (see
+    /// [`State::switched_to`]).
+    pub(super) fn switch_to(&self, state: &mut State, slot: SlotName, vouched: bool) -> Result<()> {
+        self.host.boot.activate(slot)?;
+        crate::failpoint::hit("rollback");
+        state.switched_to(slot, vouched);
+        self.save(state)
+    }
+}

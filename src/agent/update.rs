@@ -1,0 +1,107 @@
+//! `update`: the timer's job: wait out a backoff and the jitter, then
+//! check, and install and reboot when a release applies (one judgement,
+//! [`super::install`]'s `check_and_install`).
+//!
+//! Invariant: every run ends in exactly one report: a success resets the
+//! backoff, a failure counts its kind and schedules the next try
+//! ([`super::report`]).
+
+use super::check::{CheckOptions, NoUpdate};
+use super::install::check_and_install;
+use super::report::record_success;
+use super::{log, record_failure, Host, InstallOptions, Installed};
+use crate::error::Result;
+use crate::install::WriteMode;
+use crate::rollout::Standing;
+use crate::timefmt::now;
+
+/// Options of the timer's `update`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UpdateOptions {
+    /// Skip jitter and backoff (a manual run).
+    pub now: bool,
+    /// Stage without rebooting.
+    pub no_reboot: bool,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+/// What the timer's `update` did.
+#[derive(Debug)]
+pub enum UpdateOutcome {
+    /// An earlier failure asks to wait until then.
+    BackingOff {
+        /// Unix time.
+        until: i64,
+    },
+    /// Nothing to do, and why (as `check` says it).
+    UpToDate {
+        /// Why, for a person.
+        reason: String,
+        /// Why, as a stable label.
+        kind: NoUpdate,
+        /// Where the host stands in its rollout.
+        standing: Option<Standing>,
+    },
+    /// A release was installed (and the reboot requested, in a window).
+    Installed(Installed),
+}
+
+/// The timer's job: check, then install and reboot (inside a maintenance
+/// window, when windows are configured) when a release applies.
+pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
+    if !opts.now {
+        let state = host.state_dir.load()?;
+        let max = host.config.update.backoff_max;
+        let until = crate::schedule::backing_off_until(state.metrics.retry_after, now(), max);
+        if let Some(until) = until {
+            return Ok(UpdateOutcome::BackingOff { until });
+        }
+        if let Some(t) = state.metrics.retry_after.filter(|&t| t > now()) {
+            log(&format!(
+                "ignoring a backoff until {}: further ahead than backoff_max allows (set under a clock that ran ahead)",
+                crate::timefmt::format_rfc3339(t)
+            ));
+        }
+        let delay = crate::schedule::jitter(host.config.update.jitter);
+        if !delay.is_zero() {
+            log(&format!(
+                "waiting {}s (jitter) before checking",
+                delay.as_secs()
+            ));
+            std::thread::sleep(delay);
+        }
+    }
+    let mut release = None;
+    let check = CheckOptions {
+        allow_downgrade: false,
+        rollout: true,
+    };
+    let install_opts = InstallOptions {
+        allow_downgrade: false,
+        no_reboot: opts.no_reboot,
+        write_mode: WriteMode::All,
+        quiet: opts.quiet,
+        respect_windows: true,
+    };
+    let result = host.release_location(None).and_then(|location| {
+        Ok(
+            match check_and_install(host, &location, check, &install_opts, &mut release)? {
+                Ok(done) => UpdateOutcome::Installed(done),
+                Err(nothing) => {
+                    let (reason, kind, standing) = nothing.explain();
+                    UpdateOutcome::UpToDate {
+                        reason,
+                        kind,
+                        standing,
+                    }
+                }
+            },
+        )
+    });
+    match &result {
+        Ok(_) => record_success(host),
+        Err(e) => record_failure(host, e, release.as_deref()),
+    }
+    result
+}

@@ -1,0 +1,462 @@
+//! `health`: the boot-time verdict, run by `abupdate-health.service` on
+//! every boot. zincati's update agent is the model: the decision is a pure
+//! function ([`decide`]) from plain facts (the booted slot, the transaction,
+//! the slot records, the boot id, the trial's bytes, the checks' result) to
+//! a [`Decision`], unit-tested branch by branch; [`health`] is the small
+//! runner that gathers the facts a decision asks for, one at a time, and
+//! applies the final one through [`super::transition`].
+//!
+//! Invariant: every boot tells a trial from a fallback from an interrupted
+//! write by the recorded transaction alone (recorded before any bootloader
+//! change, `transition.rs` rule 3), and a trial is committed only when its
+//! bytes are those of its release and every check passed in one round
+//! ([`crate::health`]). A trial that fails in any way is retired the one
+//! way there is ([`super::transition::Transition::retire`]).
+
+use super::recovery::{finish_rollback, reboot, retire_trial};
+use super::report::publish;
+use super::transition::Transition;
+use super::{log, Host};
+use crate::error::{Kind, Result};
+use crate::report::Outcome;
+use crate::slot::SlotName;
+use crate::state::{Phase, SlotStatus, Transaction};
+
+/// What `health` concluded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No trial pending: the booted slot was re-blessed.
+    Healthy,
+    /// The trial slot passed its checks and is now committed.
+    Committed {
+        /// The release committed.
+        version: String,
+    },
+    /// The trial slot failed: marked bad, rolled back.
+    RolledBack {
+        /// The release rolled back.
+        version: String,
+        /// Why.
+        reason: String,
+    },
+    /// The bootloader fell back from a trial that never came up.
+    TrialNeverBooted {
+        /// The release that never came up.
+        version: String,
+    },
+    /// A slot is staged and the host has not rebooted into it yet.
+    AwaitingReboot {
+        /// The release staged.
+        version: String,
+    },
+}
+
+/// What the verdict is decided from: plain data, read by the runner.
+#[derive(Clone, Debug)]
+pub struct Facts<'a> {
+    /// The slot running now.
+    pub booted: SlotName,
+    /// The update in flight, as recorded.
+    pub transaction: Option<&'a Transaction>,
+    /// The booted slot's record.
+    pub booted_status: &'a SlotStatus,
+    /// The other slot's record.
+    pub other_status: &'a SlotStatus,
+    /// This boot's id.
+    pub boot_id: Option<&'a str>,
+    /// Whether the booted trial's bytes are its release's, once read back
+    /// ([`Decision::VerifyTrialBytes`] asks for it).
+    pub trial_intact: Option<bool>,
+    /// The health checks' result, once run ([`Decision::RunChecks`] asks
+    /// for it): `Err` says which failed.
+    pub checks: Option<std::result::Result<(), String>>,
+}
+
+/// How a trial failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Its health checks failed (what they said).
+    Checks(String),
+    /// Its transaction never reached `staged` and its bytes are not its
+    /// release's.
+    Corrupt,
+    /// It never came up: the bootloader fell back.
+    NeverBooted,
+}
+
+impl Failure {
+    /// Why, for the log, the failed list and the report.
+    pub fn reason(&self, t: &Transaction) -> String {
+        match self {
+            Failure::Checks(what) => format!("health checks failed: {what}"),
+            Failure::Corrupt => "the trial slot's contents do not match the release".into(),
+            Failure::NeverBooted => format!(
+                "slot {} never came up with {}; the bootloader fell back to {}",
+                t.to, t.version, t.from
+            ),
+        }
+    }
+
+    /// Whether the trial's slot holds its release's bytes (staged, or read
+    /// back right on its boot): then its record names the release.
+    pub fn holds_release(&self) -> bool {
+        !matches!(self, Failure::Corrupt)
+    }
+
+    /// The failure counted (`abupdate_failures_total{kind}`) and reported.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Failure::Checks(_) | Failure::Corrupt => Kind::Health,
+            Failure::NeverBooted => Kind::TrialNeverBooted,
+        }
+    }
+
+    /// The webhook's outcome.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Failure::Checks(_) | Failure::Corrupt => Outcome::RolledBack,
+            Failure::NeverBooted => Outcome::TrialNeverBooted,
+        }
+    }
+}
+
+/// What to do on this boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A fact is missing: read the booted trial's images back and hash them
+    /// (its transaction never reached `staged`: a crash between activation
+    /// and the state write).
+    VerifyTrialBytes,
+    /// A fact is missing: run the health checks on the booted trial.
+    RunChecks,
+    /// The trial passed: commit it.
+    Commit,
+    /// The booted trial failed: retire it and reboot into the old slot.
+    RollBack(Failure),
+    /// The old slot is running after a staged trial, on another boot than
+    /// the one that staged it: the trial never came up. Retire it; the
+    /// running slot is re-blessed.
+    TrialNeverBooted,
+    /// Staged on this very boot: the reboot into it is still to come.
+    AwaitingReboot,
+    /// An install into the other slot was cut before it was staged: the
+    /// next `update` redoes it; the running slot is re-blessed.
+    InterruptedWrite,
+    /// No trial, the booted slot recorded bad and the other usable: the
+    /// rollback was recorded but the reboot never happened. Make the other
+    /// slot boot next and reboot into it (re-blessing would make the failed
+    /// slot bootable again).
+    FinishRollback,
+    /// No trial pending: re-bless the booted slot.
+    Rebless,
+}
+
+/// The verdict on this boot, from `facts` alone.
+pub fn decide(f: &Facts) -> Decision {
+    let Some(t) = f.transaction else {
+        if *f.booted_status == SlotStatus::Bad && f.other_status.is_usable() {
+            return Decision::FinishRollback;
+        }
+        return Decision::Rebless;
+    };
+    if f.booted == t.to {
+        if t.phase == Phase::Writing {
+            match f.trial_intact {
+                None => return Decision::VerifyTrialBytes,
+                Some(false) => return Decision::RollBack(Failure::Corrupt),
+                Some(true) => {}
+            }
+        }
+        return match &f.checks {
+            None => Decision::RunChecks,
+            Some(Ok(())) => Decision::Commit,
+            Some(Err(what)) => Decision::RollBack(Failure::Checks(what.clone())),
+        };
+    }
+    match t.phase {
+        Phase::Writing => Decision::InterruptedWrite,
+        Phase::Staged if t.staged_boot_id.is_some() && t.staged_boot_id.as_deref() == f.boot_id => {
+            Decision::AwaitingReboot
+        }
+        Phase::Staged => Decision::TrialNeverBooted,
+    }
+}
+
+/// The boot-time verdict: gather the facts [`decide`] asks for, then apply
+/// its decision.
+pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
+    let lock = host.state_dir.lock()?;
+    let mut state = host.state_dir.load()?;
+    let booted = host.booted_slot()?;
+    let flip = Transition::new(host, &lock);
+    let transaction = state.transaction.clone();
+    let booted_status = state.slot(booted).status;
+    let other_status = state.slot(booted.other()).status;
+    let boot_id = host.boot_id();
+    let mut facts = Facts {
+        booted,
+        transaction: transaction.as_ref(),
+        booted_status: &booted_status,
+        other_status: &other_status,
+        boot_id: boot_id.as_deref(),
+        trial_intact: None,
+        checks: None,
+    };
+    let decision = loop {
+        match decide(&facts) {
+            Decision::VerifyTrialBytes => facts.trial_intact = Some(trial_intact(host, &facts)),
+            Decision::RunChecks => facts.checks = Some(run_checks(host, &facts, quiet)),
+            decision => break decision,
+        }
+    };
+    let t = transaction.as_ref();
+    let version = || t.map(|t| t.version.clone()).unwrap_or_default();
+    match (decision, t) {
+        (Decision::Commit, Some(t)) => {
+            flip.commit(&mut state, t)?;
+            log(&format!("committed {} in slot {booted}", t.version));
+            publish(host, &state, Some((Outcome::Committed, &t.version)), None);
+            Ok(Verdict::Committed { version: version() })
+        }
+        (Decision::RollBack(why), Some(t)) => {
+            retire_trial(host, &flip, &mut state, t, &why, no_reboot)
+        }
+        (Decision::TrialNeverBooted, Some(t)) => {
+            retire_trial(host, &flip, &mut state, t, &Failure::NeverBooted, no_reboot)
+        }
+        (Decision::AwaitingReboot, _) => {
+            flip.rebless(&mut state, booted)?;
+            Ok(Verdict::AwaitingReboot { version: version() })
+        }
+        (Decision::InterruptedWrite, Some(t)) => {
+            log(&format!(
+                "an install of {} into slot {} was interrupted; it will be redone",
+                t.version, t.to
+            ));
+            flip.rebless(&mut state, booted)?;
+            Ok(Verdict::Healthy)
+        }
+        (Decision::FinishRollback, _) => finish_rollback(host, &flip, &state, booted, no_reboot),
+        _ => {
+            flip.rebless(&mut state, booted)?;
+            publish(host, &state, None, None);
+            Ok(Verdict::Healthy)
+        }
+    }
+}
+
+/// Whether every image of the booted trial reads back as its release's.
+fn trial_intact(host: &Host, facts: &Facts) -> bool {
+    let Some(t) = facts.transaction else {
+        return false;
+    };
+    t.images.iter().all(|(class, image)| {
+        host.config.device(facts.booted, class).is_some_and(|p| {
+            crate::install::hash_path(p, image.size).is_ok_and(|h| h == image.sha256)
+        })
+    })
+}
+
+/// Run the health checks on the booted trial: `Err` names each check that
+/// failed, with what it said.
+fn run_checks(host: &Host, facts: &Facts, quiet: bool) -> std::result::Result<(), String> {
+    if let Some(t) = facts.transaction {
+        log(&format!(
+            "slot {} is on trial with {}: running health checks",
+            facts.booted, t.version
+        ));
+    }
+    let (ok, results) = crate::health::run_until_verdict(&host.config.health, &mut |r| {
+        if !quiet {
+            log(&format!(
+                "check {}: {}{}",
+                r.name,
+                if r.passed { "pass" } else { "FAIL" },
+                if r.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", r.detail)
+                }
+            ));
+        }
+    });
+    crate::failpoint::hit("health-verdict");
+    if ok {
+        return Ok(());
+    }
+    Err(results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| format!("{}: {}", r.name, r.detail))
+        .collect::<Vec<_>>()
+        .join("; "))
+}
+
+/// After a retirement that needs it, the reboot into the old slot.
+pub(super) fn reboot_into(host: &Host, slot: SlotName, no_reboot: bool) -> Result<()> {
+    if !no_reboot {
+        log(&format!("rebooting into slot {slot}"));
+        reboot(host)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ImageRef;
+    use std::collections::BTreeMap;
+
+    fn transaction(to: SlotName, phase: Phase, staged_boot_id: Option<&str>) -> Transaction {
+        Transaction {
+            from: to.other(),
+            to,
+            version: "2.0".into(),
+            manifest_sha256: "aa".into(),
+            phase,
+            started: 1,
+            staged_boot_id: staged_boot_id.map(str::to_string),
+            images: BTreeMap::from([("rootfs".to_string(), ImageRef::default())]),
+            unknown: Default::default(),
+        }
+    }
+
+    /// Booted B, boot "boot-2"; `t` the transaction, the records given.
+    fn facts<'a>(
+        t: Option<&'a Transaction>,
+        booted_status: &'a SlotStatus,
+        other_status: &'a SlotStatus,
+    ) -> Facts<'a> {
+        Facts {
+            booted: SlotName::B,
+            transaction: t,
+            booted_status,
+            other_status,
+            boot_id: Some("boot-2"),
+            trial_intact: None,
+            checks: None,
+        }
+    }
+
+    const GOOD: SlotStatus = SlotStatus::Good;
+    const INSTALLED: SlotStatus = SlotStatus::Installed;
+    const BAD: SlotStatus = SlotStatus::Bad;
+    const EMPTY: SlotStatus = SlotStatus::Empty;
+
+    #[test]
+    fn a_staged_trial_runs_its_checks_then_commits_or_rolls_back() {
+        let t = transaction(SlotName::B, Phase::Staged, Some("boot-1"));
+        let mut f = facts(Some(&t), &INSTALLED, &GOOD);
+        assert_eq!(
+            decide(&f),
+            Decision::RunChecks,
+            "no bytes check when staged"
+        );
+        f.checks = Some(Ok(()));
+        assert_eq!(decide(&f), Decision::Commit);
+        f.checks = Some(Err("10-db: down".into()));
+        assert_eq!(
+            decide(&f),
+            Decision::RollBack(Failure::Checks("10-db: down".into()))
+        );
+    }
+
+    #[test]
+    fn a_trial_that_never_reached_staged_is_judged_by_its_bytes_first() {
+        let t = transaction(SlotName::B, Phase::Writing, None);
+        let mut f = facts(Some(&t), &SlotStatus::Installing, &GOOD);
+        assert_eq!(decide(&f), Decision::VerifyTrialBytes);
+        f.trial_intact = Some(false);
+        assert_eq!(decide(&f), Decision::RollBack(Failure::Corrupt));
+        f.trial_intact = Some(true);
+        assert_eq!(decide(&f), Decision::RunChecks, "intact: an ordinary trial");
+        f.checks = Some(Ok(()));
+        assert_eq!(decide(&f), Decision::Commit);
+        f.checks = Some(Err("x".into()));
+        assert_eq!(decide(&f), Decision::RollBack(Failure::Checks("x".into())));
+    }
+
+    #[test]
+    fn the_old_slot_after_a_staged_trial_on_another_boot_means_it_never_came_up() {
+        let t = transaction(SlotName::A, Phase::Staged, Some("boot-1"));
+        let f = facts(Some(&t), &GOOD, &INSTALLED);
+        assert_eq!(decide(&f), Decision::TrialNeverBooted);
+        // A staged record without a boot id (an older state) is never
+        // taken for this boot.
+        let t = transaction(SlotName::A, Phase::Staged, None);
+        let mut f = facts(Some(&t), &GOOD, &INSTALLED);
+        assert_eq!(decide(&f), Decision::TrialNeverBooted);
+        f.boot_id = None;
+        assert_eq!(decide(&f), Decision::TrialNeverBooted);
+    }
+
+    #[test]
+    fn staged_on_this_very_boot_awaits_the_reboot() {
+        let t = transaction(SlotName::A, Phase::Staged, Some("boot-2"));
+        let f = facts(Some(&t), &GOOD, &INSTALLED);
+        assert_eq!(decide(&f), Decision::AwaitingReboot);
+    }
+
+    #[test]
+    fn an_install_cut_before_staging_is_redone_and_the_running_slot_blessed() {
+        let t = transaction(SlotName::A, Phase::Writing, None);
+        let f = facts(Some(&t), &GOOD, &SlotStatus::Installing);
+        assert_eq!(decide(&f), Decision::InterruptedWrite);
+    }
+
+    #[test]
+    fn no_trial_re_blesses_the_booted_slot() {
+        for (booted, other) in [
+            (&GOOD, &GOOD),
+            (&INSTALLED, &EMPTY),
+            (&EMPTY, &EMPTY),
+            (&GOOD, &BAD),
+            // Bad, but nothing better to go to: keep running.
+            (&BAD, &BAD),
+            (&BAD, &EMPTY),
+            (&BAD, &SlotStatus::Installing),
+            (&BAD, &SlotStatus::Other("probation".into())),
+        ] {
+            assert_eq!(
+                decide(&facts(None, booted, other)),
+                Decision::Rebless,
+                "{booted} / {other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_recorded_rollback_whose_reboot_never_happened_is_finished() {
+        for other in [&GOOD, &INSTALLED] {
+            assert_eq!(
+                decide(&facts(None, &BAD, other)),
+                Decision::FinishRollback,
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_failure_names_its_kind_outcome_and_reason() {
+        let t = transaction(SlotName::B, Phase::Staged, None);
+        let checks = Failure::Checks("10-db: down".into());
+        assert_eq!(
+            (checks.kind(), checks.outcome()),
+            (Kind::Health, Outcome::RolledBack)
+        );
+        assert_eq!(checks.reason(&t), "health checks failed: 10-db: down");
+        assert_eq!(
+            (Failure::Corrupt.kind(), Failure::Corrupt.outcome()),
+            (Kind::Health, Outcome::RolledBack)
+        );
+        let never = Failure::NeverBooted;
+        assert_eq!(
+            (never.kind(), never.outcome()),
+            (Kind::TrialNeverBooted, Outcome::TrialNeverBooted)
+        );
+        assert_eq!(
+            never.reason(&t),
+            "slot B never came up with 2.0; the bootloader fell back to A"
+        );
+    }
+}

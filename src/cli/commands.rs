@@ -1,0 +1,494 @@
+//! Running each command: one function per command, each opening what it
+//! needs, calling the library and printing the result (text, or the
+//! `--json` shape from [`super::json`]); the exit code is its return value.
+
+use super::json;
+use super::settings::{FleetOptions, Global};
+use super::{usage, EXIT_UPDATE_AVAILABLE};
+use crate::agent::{
+    self, CheckOptions, CheckOutcome, Host, InstallOptions, UpdateOutcome, Verdict,
+};
+use crate::config::{self, Config};
+use crate::error::{Error, Result};
+use crate::pack::PackOptions;
+use crate::slot::SlotName;
+use crate::trust::{minisign, TrustError};
+use std::path::{Path, PathBuf};
+
+fn load_config(global: &Global) -> Result<Config> {
+    let path = global
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    Ok(Config::load(&path)?)
+}
+
+fn open_host(global: &Global) -> Result<Host> {
+    Host::open(load_config(global)?)
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    f.write_all(data).map_err(|e| Error::io(path, e))
+}
+
+/// `keygen`: an unencrypted minisign key pair; existing files only with
+/// `--force`.
+pub fn keygen(global: &Global, secret: &Path, public: &Path, force: bool) -> Result<i32> {
+    for p in [secret, public] {
+        if p.exists() && !force {
+            return Err(TrustError::KeyFileExists {
+                path: p.to_path_buf(),
+            }
+            .into());
+        }
+    }
+    let (sk, pk) = minisign::generate_keypair().map_err(TrustError::KeyGen)?;
+    write_private(secret, sk.to_file_string().as_bytes())?;
+    std::fs::write(public, pk.to_file_string()).map_err(|e| Error::io(public, e))?;
+    if !global.quiet {
+        eprintln!(
+            "key id {}: secret {}, public {}",
+            pk.key_id_hex(),
+            secret.display(),
+            public.display()
+        );
+    }
+    Ok(0)
+}
+
+/// `sign`: `FILE.minisig`, prehashed, replaced atomically.
+pub fn sign(secret: &Path, file: &Path, trusted_comment: Option<String>) -> Result<i32> {
+    let sk = minisign::SecretKey::parse(&read_text(secret)?).map_err(|error| {
+        TrustError::SecretKeyInvalid {
+            path: secret.to_path_buf(),
+            error,
+        }
+    })?;
+    let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+    let digest = minisign::prehash(f).map_err(|e| Error::io(file, e))?;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let comment = trusted_comment
+        .unwrap_or_else(|| format!("timestamp:{}\tfile:{name}\thashed", crate::timefmt::now()));
+    let sig_path = minisig_path(file);
+    // Never a half-written signature next to the file.
+    crate::publish::replace_file(
+        &sig_path,
+        minisign::sign_prehashed(&sk, &digest, &comment).as_bytes(),
+    )?;
+    Ok(0)
+}
+
+/// `FILE.minisig`, the bytes of FILE's name kept.
+fn minisig_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".minisig");
+    PathBuf::from(name)
+}
+
+/// `verify`: FILE against `FILE.minisig` and one public key.
+pub fn verify(global: &Global, public: &Path, file: &Path) -> Result<i32> {
+    let pk = minisign::PublicKey::parse(&read_text(public)?).map_err(|error| {
+        TrustError::KeyFileInvalid {
+            path: public.to_path_buf(),
+            error,
+        }
+    })?;
+    let sig_path = minisig_path(file);
+    let sig = minisign::Signature::parse(&read_text(&sig_path)?).map_err(|error| {
+        TrustError::MalformedSignature {
+            name: sig_path.display().to_string(),
+            error,
+        }
+    })?;
+    let result = if sig.prehashed {
+        let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+        let digest = minisign::prehash(f).map_err(|e| Error::io(file, e))?;
+        sig.verify_prehashed(&pk, &digest)
+    } else {
+        let data = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+        sig.verify(&pk, &data)
+    };
+    result.map_err(|error| TrustError::Verify {
+        name: sig_path.display().to_string(),
+        error,
+    })?;
+    if !global.quiet {
+        println!("Signature and comment signature verified");
+        println!("Trusted comment: {}", sig.trusted_comment);
+    }
+    Ok(0)
+}
+
+/// `status`.
+pub fn status(global: &Global) -> Result<i32> {
+    let host = open_host(global)?;
+    let status = agent::status(&host)?;
+    if global.json {
+        json::print(&json::Status::from(&status));
+    } else {
+        print_status(&status);
+    }
+    Ok(0)
+}
+
+/// `check`: exit 100 when a release applies.
+pub fn check(global: &Global, source: Option<&str>, allow_downgrade: bool) -> Result<i32> {
+    let host = open_host(global)?;
+    let opts = CheckOptions {
+        allow_downgrade,
+        rollout: true,
+    };
+    let outcome = agent::check(&host, source, opts)?;
+    match &outcome {
+        CheckOutcome::Available {
+            verified: v,
+            standing,
+        } => {
+            let source = crate::fetch::redact(v.source()).into_owned();
+            if global.json {
+                json::print(&json::Check::available(
+                    v.manifest().version.as_str(),
+                    &v.manifest().sha256,
+                    source,
+                    standing.as_ref(),
+                ));
+            } else {
+                println!("update available: {} ({source})", v.manifest().version);
+            }
+            Ok(EXIT_UPDATE_AVAILABLE)
+        }
+        CheckOutcome::UpToDate {
+            reason,
+            kind,
+            standing,
+        } => {
+            if global.json {
+                json::print(&json::Check::up_to_date(*kind, reason, standing.as_ref()));
+            } else {
+                println!("no update: {reason}");
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// `update`, the timer's job.
+pub fn update(global: &Global, no_reboot: bool, now: bool) -> Result<i32> {
+    let host = open_host(global)?;
+    let opts = agent::UpdateOptions {
+        now,
+        no_reboot,
+        quiet: global.quiet,
+    };
+    match agent::update(&host, opts)? {
+        UpdateOutcome::BackingOff { until } => {
+            let until = crate::timefmt::format_rfc3339(until);
+            if global.json {
+                json::print(&json::Update::BackingOff { until });
+            } else if !global.quiet {
+                agent::log(&format!(
+                    "backing off after failures until {until} (--now to run anyway)"
+                ));
+            }
+        }
+        UpdateOutcome::UpToDate {
+            reason,
+            kind,
+            standing,
+        } => {
+            if global.json {
+                json::print(&json::Update::UpToDate {
+                    reason: kind,
+                    message: &reason,
+                    rollout: standing.as_ref(),
+                });
+            } else if !global.quiet {
+                agent::log(&format!("no update: {reason}"));
+            }
+        }
+        UpdateOutcome::Installed(done) => report_install(global, &done),
+    }
+    Ok(0)
+}
+
+/// `install SOURCE`: check (without the rollout), then install.
+pub fn install(global: &Global, source: &str, opts: &InstallOptions) -> Result<i32> {
+    let host = open_host(global)?;
+    match agent::install(&host, source, opts) {
+        Ok(done) => {
+            report_install(global, &done);
+            Ok(0)
+        }
+        Err(e) => {
+            if !matches!(e, Error::State(crate::state::StateError::Locked { .. })) {
+                agent::record_failure(&host, &e, None);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn report_install(global: &Global, done: &agent::Installed) {
+    if global.json {
+        json::print(&json::Install {
+            installed: &done.version,
+            slot: done.slot,
+            payload_bytes: done.payload_bytes,
+            network_bytes: done.network_bytes,
+            rebooting: done.rebooting,
+        });
+    } else if !global.quiet {
+        agent::log(&format!(
+            "installed {} into slot {} ({} payload bytes)",
+            done.version, done.slot, done.payload_bytes
+        ));
+    }
+}
+
+/// `health`: exit 1 when the trial was rolled back.
+pub fn health(global: &Global, no_reboot: bool) -> Result<i32> {
+    use json::HealthOutcome as O;
+    let host = open_host(global)?;
+    let verdict = agent::health(&host, no_reboot, global.quiet)?;
+    let (text, code, outcome) = match &verdict {
+        Verdict::Healthy => ("healthy; no trial pending".to_string(), 0, O::Healthy),
+        Verdict::Committed { version } => (format!("committed {version}"), 0, O::Committed),
+        Verdict::RolledBack { version, reason } => {
+            (format!("rolled back {version}: {reason}"), 1, O::RolledBack)
+        }
+        Verdict::TrialNeverBooted { version } => (
+            format!("{version} never came up; recorded as failed"),
+            0,
+            O::TrialNeverBooted,
+        ),
+        Verdict::AwaitingReboot { version } => (
+            format!("healthy; {version} is staged and waits for a reboot"),
+            0,
+            O::AwaitingReboot,
+        ),
+    };
+    if global.json {
+        json::print(&json::Health {
+            outcome,
+            message: &text,
+        });
+    } else if !global.quiet {
+        agent::log(&text);
+    }
+    Ok(code)
+}
+
+/// `mark-good` / `mark-bad`.
+pub fn mark(global: &Global, slot: Option<SlotName>, good: bool) -> Result<i32> {
+    let host = open_host(global)?;
+    let slot = agent::mark(&host, slot, good)?;
+    if !global.quiet {
+        agent::log(&format!(
+            "marked slot {slot} {}",
+            if good { "good" } else { "bad" }
+        ));
+    }
+    Ok(0)
+}
+
+/// `rollback`.
+pub fn rollback(global: &Global, no_reboot: bool, force: bool) -> Result<i32> {
+    let host = open_host(global)?;
+    agent::rollback(&host, force, no_reboot)?;
+    Ok(0)
+}
+
+/// `pack`: every option checked before anything is written.
+#[cfg(feature = "pack")]
+pub fn pack(global: &Global, opts: &PackOptions) -> Result<i32> {
+    crate::pack::check_options(opts).map_err(usage)?;
+    let manifest = crate::pack::pack(opts).map_err(Error::Pack)?;
+    if !global.quiet {
+        eprintln!("wrote {} and its signature", manifest.display());
+    }
+    Ok(0)
+}
+
+/// A host build carries no compressor (it only decodes).
+#[cfg(not(feature = "pack"))]
+pub fn pack(_global: &Global, _opts: &PackOptions) -> Result<i32> {
+    Err(Error::Usage(
+        "this abupdate is a host build without `pack`; use a build with the `pack` feature".into(),
+    ))
+}
+
+/// Tally the reports for the manifest's release and pause or advance it:
+/// verify the manifest as hosts do, and the keys that will re-sign it,
+/// before deciding; then re-sign and publish it atomically
+/// ([`crate::publish`]).
+pub fn fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
+    use crate::publish::{self, ReleaseDir};
+    let name = opts
+        .manifest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            usage(format!(
+                "--manifest {}: not a file",
+                opts.manifest.display()
+            ))
+        })?;
+    let dir = match opts.manifest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !opts.manifest.is_file() {
+        return Err(Error::io(
+            &opts.manifest,
+            std::io::ErrorKind::NotFound.into(),
+        ));
+    }
+    let secrets = publish::load_secret_keys(&opts.secrets)?;
+    // Without --keys, the keys that re-sign must be the ones whose valid
+    // signatures the manifest carries: what was not signed by them is
+    // never signed by them.
+    let keys = match opts.keys_dirs.is_empty() {
+        true => {
+            crate::trust::KeyRing::from_keys(secrets.iter().map(|(_, k)| k.public_key()).collect())
+        }
+        false => crate::trust::KeyRing::load(&opts.keys_dirs)?,
+    };
+    let dir = ReleaseDir::open(&dir)?;
+    let current = dir.read_verified(name, &keys, opts.threshold)?;
+    current.check_signers(&secrets, &keys, opts.threshold)?;
+    let doc = &current.manifest.doc;
+    let reports = crate::fleet::read_reports(&opts.reports).map_err(Error::Fleet)?;
+    let tally = crate::fleet::tally(&reports.events, &doc.compatible, &doc.version);
+    let action = crate::fleet::decide(doc.rollout.as_ref(), &tally, &opts.policy);
+    let (verb, reason) = match &action {
+        crate::fleet::Action::Keep { reason } => (json::FleetAction::Keep, reason.clone()),
+        crate::fleet::Action::Pause { reason } => (json::FleetAction::Pause, reason.clone()),
+        crate::fleet::Action::Advance { to, reason } => {
+            (json::FleetAction::Advance, format!("to {to}%: {reason}"))
+        }
+    };
+    let changed = !matches!(action, crate::fleet::Action::Keep { .. });
+    if !changed && !opts.dry_run && dir.finish_publish(name, &current)? && !global.quiet {
+        eprintln!(
+            "{}: finished an interrupted publish (its signatures are in place again)",
+            opts.manifest.display()
+        );
+    }
+    if changed {
+        let body = current.rewrite(crate::timefmt::now(), |v| {
+            crate::fleet::apply(v, &action).map(|_| ())
+        })?;
+        if !opts.dry_run {
+            let keys: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
+            dir.publish_manifest(name, &body, &keys, Some(&current.body))?;
+        }
+    }
+    if global.json {
+        json::print(&json::Fleet {
+            release: &doc.version,
+            action: verb,
+            reason: &reason,
+            changed: changed && !opts.dry_run,
+            installed: tally.installed,
+            committed: tally.committed,
+            failed: tally.failed,
+            not_counted: tally.not_counted,
+            malformed_reports: reports.malformed,
+        });
+    } else {
+        let verb = match verb {
+            json::FleetAction::Keep => "keep",
+            json::FleetAction::Pause => "pause",
+            json::FleetAction::Advance => "advance",
+        };
+        println!(
+            "release {}: {verb} ({reason}); {} installed, {} committed, {} failed; \
+             {} failures not caused by the release, {} malformed reports skipped",
+            doc.version,
+            tally.installed,
+            tally.committed,
+            tally.failed,
+            tally.not_counted,
+            reports.malformed
+        );
+    }
+    Ok(0)
+}
+
+fn print_status(s: &agent::Status) {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    println!(
+        "booted slot:   {}",
+        or_dash(s.booted_slot.map(|b| b.to_string()))
+    );
+    println!("booted version: {}", or_dash(s.booted_version.clone()));
+    println!(
+        "primary slot:  {}",
+        or_dash(s.primary_slot.map(|b| b.to_string()))
+    );
+    for (slot, st) in &s.slots {
+        println!(
+            "slot {slot}: {} version {} bootloader {} ({})",
+            st.record.status,
+            or_dash(st.record.version.clone()),
+            or_dash(st.bootloader_state.clone()),
+            st.devices
+                .iter()
+                .map(|(c, p)| format!("{c}={p}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    match &s.transaction {
+        Some(t) => println!(
+            "pending: {} from slot {} to slot {} ({:?})",
+            t.version, t.from, t.to, t.phase
+        ),
+        None => println!("pending: none"),
+    }
+    for f in &s.failed {
+        println!("failed release {}: {}", f.version, f.reason);
+    }
+    if let Some(w) = &s.reboot_window {
+        println!("reboot: waits for the maintenance window opening {w}");
+    }
+    println!("rollout position: {:.4}", s.rollout_position);
+    if let Some(until) = &s.backoff_until {
+        println!(
+            "update: backing off after {} failed runs until {until} (`update --now` runs anyway)",
+            s.metrics.consecutive_failures
+        );
+    }
+    if let (Some(fetched), Some(full)) =
+        (s.metrics.last_install_fetched, s.metrics.last_install_full)
+    {
+        let pct = if full > 0 {
+            fetched as f64 * 100.0 / full as f64
+        } else {
+            100.0
+        };
+        println!("last install: fetched {fetched} bytes, a full install {full} ({pct:.1}%)");
+    }
+    let vars: Vec<String> = s
+        .bootloader
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!("bootloader: {}", vars.join(" "));
+}

@@ -1,0 +1,447 @@
+//! Every `--json` output: the stable shapes the README documents (section
+//! "`--json` (stable)"), one type each.
+//!
+//! Invariant: a field is added, renamed or removed only here, and every
+//! shape has a test that pins its exact keys and values. Each output is one
+//! JSON document on stdout, printed by [`print`]: keys sorted (as they have
+//! been since the first release), pretty-printed.
+
+use crate::agent::NoUpdate;
+use crate::rollout::Standing;
+use crate::slot::SlotName;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Print one output on stdout.
+pub fn print(value: &impl Serialize) {
+    // Through a `Value`: its map sorts the keys, whatever the field order.
+    match serde_json::to_value(value).and_then(|v| serde_json::to_string_pretty(&v)) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("abupdate: cannot print JSON: {e}"),
+    }
+}
+
+/// `check` (and nothing else: `update` says [`Update`]).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Check<'a> {
+    /// A verified release applies: exit 100.
+    Available {
+        /// Always `true`.
+        update_available: bool,
+        version: &'a str,
+        manifest_sha256: &'a str,
+        /// Where the verified manifest came from (the mirror, a redirect's
+        /// target), without user info.
+        source: String,
+        /// Where this host stands in the release's rollout.
+        rollout: Option<&'a Standing>,
+    },
+    /// Nothing to do: exit 0.
+    UpToDate {
+        /// Always `false`.
+        update_available: bool,
+        /// `not_newer`, `previously_failed`, `not_modified`, `waiting_for_wave`.
+        reason: NoUpdate,
+        message: &'a str,
+        /// `null` for `not_modified` (the manifest was not fetched again).
+        rollout: Option<&'a Standing>,
+    },
+}
+
+impl<'a> Check<'a> {
+    pub fn available(
+        version: &'a str,
+        manifest_sha256: &'a str,
+        source: String,
+        rollout: Option<&'a Standing>,
+    ) -> Check<'a> {
+        Check::Available {
+            update_available: true,
+            version,
+            manifest_sha256,
+            source,
+            rollout,
+        }
+    }
+
+    pub fn up_to_date(
+        reason: NoUpdate,
+        message: &'a str,
+        rollout: Option<&'a Standing>,
+    ) -> Check<'a> {
+        Check::UpToDate {
+            update_available: false,
+            reason,
+            message,
+            rollout,
+        }
+    }
+}
+
+/// `update` when it installs nothing (when it installs: [`Install`]).
+#[derive(Debug, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Update<'a> {
+    /// `{"outcome": "backing_off", "until"}`: an earlier failure asks to
+    /// wait until then (RFC 3339).
+    BackingOff { until: String },
+    /// `{"outcome": "up_to_date", "reason", "message", "rollout"}`, with
+    /// `check`'s reasons.
+    UpToDate {
+        reason: NoUpdate,
+        message: &'a str,
+        rollout: Option<&'a Standing>,
+    },
+}
+
+/// `install`, and `update` when it installed.
+#[derive(Debug, Serialize)]
+pub struct Install<'a> {
+    /// The version written.
+    pub installed: &'a str,
+    pub slot: SlotName,
+    /// Bytes of the images written.
+    pub payload_bytes: u64,
+    /// Bytes fetched over the network (less with a delta).
+    pub network_bytes: u64,
+    pub rebooting: bool,
+}
+
+/// What `health` decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthOutcome {
+    /// No trial pending: the booted slot was re-blessed.
+    Healthy,
+    Committed,
+    /// Exit 1.
+    RolledBack,
+    TrialNeverBooted,
+    AwaitingReboot,
+}
+
+/// `health`.
+#[derive(Debug, Serialize)]
+pub struct Health<'a> {
+    pub outcome: HealthOutcome,
+    /// The line the text output prints.
+    pub message: &'a str,
+}
+
+/// `fleet`'s decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetAction {
+    Keep,
+    Pause,
+    Advance,
+}
+
+/// `fleet`: the decision and the tally it came from.
+#[derive(Debug, Serialize)]
+pub struct Fleet<'a> {
+    /// The manifest's version.
+    pub release: &'a str,
+    pub action: FleetAction,
+    pub reason: &'a str,
+    /// The manifest was re-signed and published (never on `--dry-run`).
+    pub changed: bool,
+    pub installed: u64,
+    pub committed: u64,
+    pub failed: u64,
+    /// Failures the release did not cause (network, the host's own…).
+    pub not_counted: u64,
+    /// Reports skipped because they could not be read.
+    pub malformed_reports: u64,
+}
+
+/// Any command that fails: on stdout, with the line on stderr.
+#[derive(Debug, Serialize)]
+pub struct Error<'a> {
+    /// The one-line message.
+    pub error: &'a str,
+    /// The README's error kinds (`network`, `signature`, …).
+    pub kind: crate::error::Kind,
+}
+
+/// `status`. The nested records are `state.json`'s own (`record`,
+/// `transaction`, `failed`, `metrics`), serialized as they are stored.
+#[derive(Debug, Serialize)]
+pub struct Status<'a> {
+    pub booted_slot: Option<SlotName>,
+    pub booted_version: Option<&'a str>,
+    pub primary_slot: Option<SlotName>,
+    pub slots: BTreeMap<SlotName, Slot<'a>>,
+    pub transaction: Option<&'a crate::state::Transaction>,
+    pub failed: &'a [crate::state::FailedRelease],
+    /// abupdate's own bootloader variables, each value shown losslessly
+    /// (bytes that are not UTF-8 text as `\xNN`).
+    pub bootloader: &'a BTreeMap<String, String>,
+    /// The maintenance window a staged release waits for.
+    pub reboot_window: Option<&'a str>,
+    /// This host's place in the fleet, 0 to 1.
+    pub rollout_position: f64,
+    /// The timer's `update` waits until then (RFC 3339).
+    pub backoff_until: Option<&'a str>,
+    pub metrics: &'a crate::state::Metrics,
+}
+
+/// One slot in [`Status`].
+#[derive(Debug, Serialize)]
+pub struct Slot<'a> {
+    /// Class → device path.
+    pub devices: &'a BTreeMap<String, String>,
+    pub record: &'a crate::state::SlotRecord,
+    /// `good` or `bad`, as the bootloader sees it.
+    pub bootloader_state: Option<&'a str>,
+}
+
+impl<'a> From<&'a crate::agent::Status> for Status<'a> {
+    fn from(s: &'a crate::agent::Status) -> Status<'a> {
+        Status {
+            booted_slot: s.booted_slot,
+            booted_version: s.booted_version.as_deref(),
+            primary_slot: s.primary_slot,
+            slots: s
+                .slots
+                .iter()
+                .map(|(&name, st)| {
+                    let slot = Slot {
+                        devices: &st.devices,
+                        record: &st.record,
+                        bootloader_state: st.bootloader_state.as_deref(),
+                    };
+                    (name, slot)
+                })
+                .collect(),
+            transaction: s.transaction.as_ref(),
+            failed: &s.failed,
+            bootloader: &s.bootloader,
+            reboot_window: s.reboot_window.as_deref(),
+            rollout_position: s.rollout_position,
+            backoff_until: s.backoff_until.as_deref(),
+            metrics: &s.metrics,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn value(v: &impl Serialize) -> Value {
+        serde_json::to_value(v).expect("serializes")
+    }
+
+    fn keys(v: &Value) -> Vec<&str> {
+        v.as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
+    fn standing() -> Standing {
+        Standing {
+            position: 0.25,
+            percentage: 10.0,
+            included: false,
+            reason: Some("this host is at 25.00% of the fleet".into()),
+        }
+    }
+
+    #[test]
+    fn check_available_shape() {
+        let s = standing();
+        let v = value(&Check::available(
+            "2.0",
+            "ab12",
+            "http://h/release.json".into(),
+            Some(&s),
+        ));
+        assert_eq!(
+            v,
+            json!({
+                "update_available": true, "version": "2.0", "manifest_sha256": "ab12",
+                "source": "http://h/release.json",
+                "rollout": {"position": 0.25, "percentage": 10.0, "included": false,
+                            "reason": "this host is at 25.00% of the fleet"},
+            })
+        );
+        let v = value(&Check::available(
+            "2.0",
+            "ab12",
+            "file:///r.json".into(),
+            None,
+        ));
+        assert_eq!(v["rollout"], Value::Null);
+    }
+
+    #[test]
+    fn check_up_to_date_shape() {
+        let v = value(&Check::up_to_date(
+            NoUpdate::NotNewer,
+            "release 1.0 is not newer",
+            None,
+        ));
+        assert_eq!(
+            v,
+            json!({
+                "update_available": false, "reason": "not_newer",
+                "message": "release 1.0 is not newer", "rollout": null,
+            })
+        );
+    }
+
+    #[test]
+    fn update_shapes() {
+        let v = value(&Update::BackingOff {
+            until: "2026-11-20T10:00:00Z".into(),
+        });
+        assert_eq!(
+            v,
+            json!({"outcome": "backing_off", "until": "2026-11-20T10:00:00Z"})
+        );
+        let s = standing();
+        let v = value(&Update::UpToDate {
+            reason: NoUpdate::WaitingForWave,
+            message: "waits",
+            rollout: Some(&s),
+        });
+        assert_eq!(keys(&v), ["message", "outcome", "reason", "rollout"]);
+        assert_eq!(v["outcome"], "up_to_date");
+        assert_eq!(v["reason"], "waiting_for_wave");
+        assert_eq!(v["rollout"]["included"], false);
+    }
+
+    #[test]
+    fn install_shape() {
+        let v = value(&Install {
+            installed: "2.0",
+            slot: SlotName::B,
+            payload_bytes: 1 << 20,
+            network_bytes: 4096,
+            rebooting: true,
+        });
+        assert_eq!(
+            v,
+            json!({"installed": "2.0", "slot": "B", "payload_bytes": 1048576,
+                   "network_bytes": 4096, "rebooting": true})
+        );
+    }
+
+    #[test]
+    fn health_shape_and_every_outcome() {
+        let v = value(&Health {
+            outcome: HealthOutcome::RolledBack,
+            message: "rolled back 3.0: check failed",
+        });
+        assert_eq!(
+            v,
+            json!({"outcome": "rolled_back", "message": "rolled back 3.0: check failed"})
+        );
+        for (o, name) in [
+            (HealthOutcome::Healthy, "healthy"),
+            (HealthOutcome::Committed, "committed"),
+            (HealthOutcome::RolledBack, "rolled_back"),
+            (HealthOutcome::TrialNeverBooted, "trial_never_booted"),
+            (HealthOutcome::AwaitingReboot, "awaiting_reboot"),
+        ] {
+            assert_eq!(value(&o), json!(name));
+        }
+    }
+
+    #[test]
+    fn fleet_shape() {
+        let v = value(&Fleet {
+            release: "2.0",
+            action: FleetAction::Pause,
+            reason: "6 hosts failed (limit 5)",
+            changed: true,
+            installed: 10,
+            committed: 3,
+            failed: 6,
+            not_counted: 1,
+            malformed_reports: 2,
+        });
+        assert_eq!(
+            v,
+            json!({"release": "2.0", "action": "pause", "reason": "6 hosts failed (limit 5)",
+                   "changed": true, "installed": 10, "committed": 3, "failed": 6,
+                   "not_counted": 1, "malformed_reports": 2})
+        );
+        assert_eq!(value(&FleetAction::Keep), json!("keep"));
+        assert_eq!(value(&FleetAction::Advance), json!("advance"));
+    }
+
+    #[test]
+    fn error_shape() {
+        let v = value(&Error {
+            error: "http://h/r.json: HTTP 404",
+            kind: crate::error::Kind::NotFound,
+        });
+        assert_eq!(
+            v,
+            json!({"error": "http://h/r.json: HTTP 404", "kind": "not_found"})
+        );
+    }
+
+    #[test]
+    fn status_shape() {
+        let mut slots = BTreeMap::new();
+        for name in SlotName::ALL {
+            slots.insert(
+                name,
+                crate::agent::SlotView {
+                    devices: BTreeMap::from([("rootfs".to_string(), format!("/dev/{name}"))]),
+                    record: crate::state::SlotRecord::default(),
+                    bootloader_state: Some("good".into()),
+                },
+            );
+        }
+        let status = crate::agent::Status {
+            booted_slot: Some(SlotName::A),
+            booted_version: Some("1.0".into()),
+            primary_slot: Some(SlotName::A),
+            slots,
+            transaction: None,
+            failed: Vec::new(),
+            bootloader: BTreeMap::from([("ORDER".to_string(), "A B".to_string())]),
+            reboot_window: None,
+            rollout_position: 0.5,
+            backoff_until: None,
+            metrics: Default::default(),
+        };
+        let v = value(&Status::from(&status));
+        assert_eq!(
+            keys(&v),
+            [
+                "backoff_until",
+                "booted_slot",
+                "booted_version",
+                "bootloader",
+                "failed",
+                "metrics",
+                "primary_slot",
+                "reboot_window",
+                "rollout_position",
+                "slots",
+                "transaction",
+            ]
+        );
+        assert_eq!(keys(&v["slots"]), ["A", "B"]);
+        assert_eq!(
+            keys(&v["slots"]["B"]),
+            ["bootloader_state", "devices", "record"]
+        );
+        assert_eq!(v["slots"]["B"]["devices"], json!({"rootfs": "/dev/B"}));
+        assert_eq!(v["slots"]["B"]["bootloader_state"], "good");
+        assert_eq!(v["booted_slot"], "A");
+        assert_eq!(v["bootloader"], json!({"ORDER": "A B"}));
+        assert_eq!(v["transaction"], Value::Null);
+        assert_eq!(v["backoff_until"], Value::Null);
+        assert_eq!(v["failed"], json!([]));
+    }
+}

@@ -1,0 +1,136 @@
+//! The command line: the arguments are parsed, with no side effects, into
+//! a typed [`Command`], which is then run.
+//!
+//! - [`flags`]: every command and flag, defined once; the usage text, each
+//!   command's `--help` and the parser come from that table.
+//! - [`settings`]: the parsed line as a typed [`Command`] with its defaults.
+//! - [`commands`]: one function per command that runs it.
+//! - [`json`]: every stable `--json` shape.
+//!
+//! Exit codes: 0 ok, 1 error, 2 usage or config error, 100 update
+//! available (`check`).
+
+pub mod commands;
+pub mod flags;
+pub mod json;
+pub mod settings;
+
+pub use settings::{Command, FleetOptions, Global};
+
+use crate::error::{Error, Result};
+use std::ffi::OsString;
+
+/// `check`'s exit code when a release applies.
+pub const EXIT_UPDATE_AVAILABLE: i32 = 100;
+
+/// A usage error (exit 2), pointing at the help.
+fn usage(msg: impl Into<String>) -> Error {
+    Error::Usage(format!("{} (see abupdate --help)", msg.into()))
+}
+
+/// Parse the arguments after the program's name. A path keeps its bytes
+/// (a file name need not be UTF-8); words and numbers must be text.
+pub fn parse<I>(args: I) -> Result<(Global, Command)>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    flags::parse_low(args)
+        .and_then(settings::command)
+        .map_err(usage)
+}
+
+/// Run a parsed command; returns the exit code.
+pub fn run(global: &Global, command: Command) -> Result<i32> {
+    match command {
+        Command::Help(None) => {
+            print!("{}", flags::usage_text());
+            Ok(0)
+        }
+        Command::Help(Some(cmd)) => {
+            print!("{}", flags::command_help(cmd));
+            Ok(0)
+        }
+        Command::Version => {
+            println!("abupdate {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+        Command::Status => commands::status(global),
+        Command::Check {
+            source,
+            allow_downgrade,
+        } => commands::check(global, source.as_deref(), allow_downgrade),
+        Command::Update { no_reboot, now } => commands::update(global, no_reboot, now),
+        Command::Install { source, opts } => commands::install(global, &source, &opts),
+        Command::Health { no_reboot } => commands::health(global, no_reboot),
+        Command::Mark { slot, good } => commands::mark(global, slot, good),
+        Command::Rollback { no_reboot, force } => commands::rollback(global, no_reboot, force),
+        Command::Keygen {
+            secret,
+            public,
+            force,
+        } => commands::keygen(global, &secret, &public, force),
+        Command::Sign {
+            secret,
+            file,
+            trusted_comment,
+        } => commands::sign(&secret, &file, trusted_comment),
+        Command::Verify { public, file } => commands::verify(global, &public, &file),
+        Command::Pack(opts) => commands::pack(global, &opts),
+        Command::Fleet(opts) => commands::fleet(global, &opts),
+    }
+}
+
+/// Entry point of the binary: parse, run, map errors to exit codes.
+pub fn main() -> i32 {
+    // `args_os`: an argument that is not UTF-8 (a file name) is no panic.
+    let (global, command) = match parse(std::env::args_os().skip(1)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("abupdate: {e}");
+            return e.exit_code();
+        }
+    };
+    let result = run(&global, command);
+    // Reports still in flight, each bounded by its deadline; every lock
+    // was released when `run` returned.
+    crate::report::flush();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let line = e.to_string();
+            if global.json {
+                json::print(&json::Error {
+                    error: &line,
+                    kind: e.kind(),
+                });
+            }
+            eprintln!("abupdate: {line}");
+            e.exit_code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_errors_exit_2_and_point_at_the_help() {
+        for bad in [
+            vec!["frobnicate"],
+            vec!["install"],
+            vec!["status", "--bogus"],
+            vec!["check", "--no-reboot"],
+            vec!["mark-good", "C"],
+            vec!["keygen", "--secret"],
+            vec!["install", "x", "--write=some"],
+            vec!["--json=yes", "status"],
+        ] {
+            let e = parse(bad.iter().copied()).expect_err(&format!("{bad:?} accepted"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+            assert_eq!(e.kind(), "usage", "{bad:?}: {e}");
+            assert!(e.to_string().ends_with("(see abupdate --help)"), "{e}");
+        }
+    }
+}

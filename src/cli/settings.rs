@@ -1,0 +1,449 @@
+//! The typed settings of each command, made from the parsed line.
+//!
+//! Invariant: a [`Command`] is complete and consistent before anything is
+//! run: every flag it holds is one its command takes, required ones are
+//! there, and defaults are applied here, in one place per command.
+
+use super::flags::{self, Cmd, LowArgs};
+use crate::agent::InstallOptions;
+use crate::install::WriteMode;
+use crate::manifest::Rollout;
+use crate::pack::PackOptions;
+use crate::slot::SlotName;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// The flags every command takes.
+#[derive(Clone, Debug, Default)]
+pub struct Global {
+    pub config: Option<PathBuf>,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+/// A parsed command line.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// The usage text, or one command's help.
+    Help(Option<Cmd>),
+    Version,
+    Status,
+    Check {
+        source: Option<String>,
+        allow_downgrade: bool,
+    },
+    Update {
+        no_reboot: bool,
+        now: bool,
+    },
+    Install {
+        source: String,
+        opts: InstallOptions,
+    },
+    Health {
+        no_reboot: bool,
+    },
+    Mark {
+        slot: Option<SlotName>,
+        good: bool,
+    },
+    Rollback {
+        no_reboot: bool,
+        force: bool,
+    },
+    Keygen {
+        secret: PathBuf,
+        public: PathBuf,
+        force: bool,
+    },
+    Sign {
+        secret: PathBuf,
+        file: PathBuf,
+        trusted_comment: Option<String>,
+    },
+    Verify {
+        public: PathBuf,
+        file: PathBuf,
+    },
+    Pack(Box<PackOptions>),
+    Fleet(Box<FleetOptions>),
+}
+
+/// Options of `fleet`, the operator's rollout control.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    pub manifest: PathBuf,
+    /// The keys that re-sign it: the ones that signed it, `threshold` of them.
+    pub secrets: Vec<PathBuf>,
+    /// The hosts' trusted key directories and threshold: the manifest is
+    /// verified against them before anything is changed (no directory: the
+    /// public halves of `secrets` are the trusted keys).
+    pub keys_dirs: Vec<PathBuf>,
+    pub threshold: usize,
+    pub reports: PathBuf,
+    pub policy: crate::fleet::Policy,
+    pub dry_run: bool,
+}
+
+/// A positional argument that is a word or a URL.
+fn text(cmd: Cmd, v: &OsString) -> Result<String, String> {
+    v.clone().into_string().map_err(|v| {
+        format!(
+            "{}: {:?} is not UTF-8 text",
+            flags::command_def(cmd).name,
+            v.to_string_lossy()
+        )
+    })
+}
+
+/// The typed command of a parsed line (`Err`: the usage error's message).
+pub fn command(mut low: LowArgs) -> Result<(Global, Command), String> {
+    let global = Global {
+        config: low.config.take(),
+        json: low.json,
+        quiet: low.quiet,
+    };
+    if low.version {
+        return Ok((global, Command::Version));
+    }
+    if low.help {
+        return Ok((
+            global,
+            Command::Help(low.command.filter(|&c| c != Cmd::Help)),
+        ));
+    }
+    let Some(cmd) = low.command else {
+        return Ok((global, Command::Help(None)));
+    };
+    low.check(cmd)?;
+    let first = low.positional.first();
+    let required = |v: Option<PathBuf>| v.unwrap_or_default();
+    let command = match cmd {
+        Cmd::Help => Command::Help(
+            first
+                .map(|name| {
+                    flags::COMMANDS
+                        .iter()
+                        .find(|d| std::ffi::OsStr::new(d.name) == name)
+                        .map(|d| d.cmd)
+                        .ok_or_else(|| {
+                            format!("help: unknown command {:?}", name.to_string_lossy())
+                        })
+                })
+                .transpose()?,
+        ),
+        Cmd::Status => Command::Status,
+        Cmd::Check => Command::Check {
+            source: first.map(|s| text(cmd, s)).transpose()?,
+            allow_downgrade: low.allow_downgrade,
+        },
+        Cmd::Update => Command::Update {
+            no_reboot: low.no_reboot,
+            now: low.now,
+        },
+        Cmd::Install => Command::Install {
+            // `check` made sure it is there.
+            source: first.map(|s| text(cmd, s)).transpose()?.unwrap_or_default(),
+            opts: InstallOptions {
+                allow_downgrade: low.allow_downgrade,
+                no_reboot: low.no_reboot,
+                write_mode: low.write.unwrap_or(WriteMode::All),
+                quiet: global.quiet,
+                respect_windows: false,
+            },
+        },
+        Cmd::Health => Command::Health {
+            no_reboot: low.no_reboot,
+        },
+        Cmd::MarkGood | Cmd::MarkBad => Command::Mark {
+            slot: first
+                .map(|s| text(cmd, s)?.parse::<SlotName>())
+                .transpose()?,
+            good: cmd == Cmd::MarkGood,
+        },
+        Cmd::Rollback => Command::Rollback {
+            no_reboot: low.no_reboot,
+            force: low.force,
+        },
+        Cmd::Keygen => Command::Keygen {
+            secret: low.secret.pop().unwrap_or_default(),
+            public: required(low.public),
+            force: low.force,
+        },
+        Cmd::Sign => Command::Sign {
+            secret: low.secret.pop().unwrap_or_default(),
+            file: first.map(PathBuf::from).unwrap_or_default(),
+            trusted_comment: low.trusted_comment,
+        },
+        Cmd::Verify => Command::Verify {
+            public: required(low.public),
+            file: first.map(PathBuf::from).unwrap_or_default(),
+        },
+        Cmd::Pack => Command::Pack(Box::new(pack(low))),
+        Cmd::Fleet => Command::Fleet(Box::new(fleet(low)?)),
+    };
+    Ok((global, command))
+}
+
+fn pack(low: LowArgs) -> PackOptions {
+    let rollout_given = low.percent.is_some()
+        || low.rollout_start.is_some()
+        || low.start_percentage.is_some()
+        || low.duration_minutes.is_some()
+        || low.paused;
+    PackOptions {
+        secret_keys: low.secret,
+        compatible: low.compatible.unwrap_or_default(),
+        version: low.release_version.unwrap_or_default(),
+        images: low.image,
+        out: low.out.unwrap_or_default(),
+        created: low.created,
+        expires: low.expires,
+        expires_days: low.expires_days.unwrap_or(90),
+        level: match low.no_compress {
+            true => None,
+            false => Some(low.level.unwrap_or(19)),
+        },
+        window_log: low.window_log,
+        rollout: rollout_given.then_some(Rollout {
+            start: low.rollout_start,
+            start_percentage: low.start_percentage,
+            duration_minutes: low.duration_minutes,
+            percent: low.percent,
+            paused: low.paused,
+        }),
+        segment_size: low.segment_size,
+        delta_from: low.delta_from,
+        delta_level: low.delta_level.unwrap_or(9),
+        delta_window_log: low
+            .delta_window_log
+            .unwrap_or(crate::pack::MAX_DELTA_WINDOW_LOG),
+    }
+}
+
+fn fleet(low: LowArgs) -> Result<FleetOptions, String> {
+    low.policy.check()?;
+    Ok(FleetOptions {
+        manifest: low.manifest.unwrap_or_default(),
+        secrets: low.secret,
+        keys_dirs: low.keys,
+        threshold: low.threshold.unwrap_or(1),
+        reports: low.reports.unwrap_or_default(),
+        policy: low.policy,
+        dry_run: low.dry_run,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<(Global, Command), String> {
+        command(flags::parse_low(args.iter().copied())?)
+    }
+
+    #[test]
+    fn parses_globals_and_commands() {
+        let (g, c) = p(&["--config", "/x.toml", "--json", "check"]).expect("parse");
+        assert_eq!(g.config, Some(PathBuf::from("/x.toml")));
+        assert!(g.json);
+        assert!(matches!(
+            c,
+            Command::Check {
+                source: None,
+                allow_downgrade: false
+            }
+        ));
+        let (g, c) = p(&[
+            "install",
+            "http://h/r.json",
+            "--no-reboot",
+            "--write=changed",
+            "-q",
+            "-c/y.toml",
+        ])
+        .expect("parse");
+        assert_eq!(g.config, Some(PathBuf::from("/y.toml")));
+        match c {
+            Command::Install { source, opts } => {
+                assert_eq!(source, "http://h/r.json");
+                assert!(opts.no_reboot && opts.quiet);
+                assert_eq!(opts.write_mode, WriteMode::Changed);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            p(&["mark-bad", "B"]).expect("parse").1,
+            Command::Mark {
+                slot: Some(SlotName::B),
+                good: false
+            }
+        ));
+        // Flags before the command's name count too.
+        assert!(matches!(
+            p(&["--no-reboot", "update", "--now"]).expect("parse").1,
+            Command::Update {
+                no_reboot: true,
+                now: true
+            }
+        ));
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert!(matches!(p(&[]).expect("parse").1, Command::Help(None)));
+        assert!(matches!(
+            p(&["help"]).expect("parse").1,
+            Command::Help(None)
+        ));
+        assert!(matches!(
+            p(&["help", "pack"]).expect("parse").1,
+            Command::Help(Some(Cmd::Pack))
+        ));
+        assert!(matches!(
+            p(&["fleet", "--help"]).expect("parse").1,
+            Command::Help(Some(Cmd::Fleet))
+        ));
+        assert!(matches!(p(&["-V"]).expect("parse").1, Command::Version));
+        assert!(p(&["help", "frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn usage_errors() {
+        for bad in [
+            vec!["frobnicate"],
+            vec!["install"],
+            vec!["status", "--bogus"],
+            vec!["check", "--no-reboot"],
+            vec!["mark-good", "C"],
+            vec!["keygen", "--secret"],
+            vec!["keygen", "--secret", "s"],
+            vec!["install", "x", "--write=some"],
+            vec!["sign", "--secret", "k"],
+            vec![
+                "fleet",
+                "--manifest",
+                "m",
+                "--secret",
+                "k",
+                "--reports",
+                "r",
+                "--max-failures",
+                "0",
+            ],
+            vec![
+                "fleet",
+                "--manifest",
+                "m",
+                "--secret",
+                "k",
+                "--reports",
+                "r",
+                "--waves",
+                "100,1",
+            ],
+        ] {
+            assert!(p(&bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn pack_collects_images_and_rollout_with_defaults() {
+        let (_, c) = p(&[
+            "pack",
+            "--secret",
+            "k",
+            "--compatible",
+            "c",
+            "--version",
+            "1.2",
+            "--image",
+            "rootfs=/a",
+            "--image=boot=/b=c",
+            "--out",
+            "o",
+            "--percent",
+            "5",
+        ])
+        .expect("parse");
+        let Command::Pack(o) = c else {
+            panic!("not pack")
+        };
+        assert_eq!(
+            o.images,
+            vec![
+                ("rootfs".to_string(), PathBuf::from("/a")),
+                ("boot".to_string(), PathBuf::from("/b=c"))
+            ]
+        );
+        assert_eq!(o.version, "1.2");
+        assert_eq!(o.rollout.and_then(|r| r.percent), Some(5.0));
+        assert_eq!(o.level, Some(19));
+        assert_eq!(o.expires_days, 90);
+        assert_eq!(o.delta_level, 9);
+        assert_eq!(o.delta_window_log, crate::pack::MAX_DELTA_WINDOW_LOG);
+        let (_, c) = p(&[
+            "pack",
+            "--secret",
+            "k",
+            "--secret",
+            "k2",
+            "--compatible",
+            "c",
+            "--version",
+            "1",
+            "--out",
+            "o",
+            "--image",
+            "rootfs=/a",
+            "--no-compress",
+            "--segment-size",
+            "2",
+        ])
+        .expect("parse");
+        let Command::Pack(o) = c else {
+            panic!("not pack")
+        };
+        assert_eq!(o.secret_keys.len(), 2);
+        assert_eq!(o.level, None);
+        assert_eq!(o.segment_size, Some(2 << 20));
+        assert!(o.rollout.is_none());
+    }
+
+    #[test]
+    fn fleet_policy_from_flags() {
+        let (_, c) = p(&[
+            "fleet",
+            "--manifest",
+            "m",
+            "--secret",
+            "k",
+            "--reports",
+            "r",
+            "--waves",
+            "1,5,25,100",
+            "--fleet-size",
+            "100",
+            "--max-failure-rate",
+            "0.1",
+            "--keys",
+            "d1",
+            "--keys",
+            "d2",
+            "--threshold",
+            "2",
+            "--dry-run",
+        ])
+        .expect("parse");
+        let Command::Fleet(o) = c else {
+            panic!("not fleet")
+        };
+        assert_eq!(o.policy.waves, vec![1.0, 5.0, 25.0, 100.0]);
+        assert_eq!(o.policy.fleet_size, Some(100));
+        assert_eq!(o.policy.max_failure_rate, 0.1);
+        assert_eq!(o.policy.max_failures, 5);
+        assert_eq!(o.keys_dirs.len(), 2);
+        assert_eq!(o.threshold, 2);
+        assert!(o.dry_run);
+    }
+}

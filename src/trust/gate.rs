@@ -1,0 +1,182 @@
+//! The trust gate: the one way a fetched manifest becomes something the
+//! agent acts on.
+//!
+//! Invariant: [`fetch_verified`] is the only function that makes a
+//! [`Verified`], and it makes one only from bytes whose signatures met the
+//! threshold of distinct trusted keys ([`super::verify_threshold`], through
+//! [`crate::publish::verify_signatures`] for the signatures bound to these
+//! very bytes). `Verified`'s fields are private, so no other module can
+//! assemble one from bytes that did not pass; everything that acts on a
+//! release (judging it for an install, writing its images, staging it)
+//! takes a `&Verified`.
+//!
+//! ```compile_fail
+//! // Outside this module a `Verified` cannot be built by hand.
+//! use abupdate::trust::gate::Verified;
+//! let m: abupdate::manifest::Manifest = todo!();
+//! let v = Verified {
+//!     location: String::new(),
+//!     source: String::new(),
+//!     manifest: m,
+//!     validators: Default::default(),
+//! };
+//! ```
+
+use super::{KeyRing, TrustError};
+use crate::error::{Error, Result};
+use crate::fetch::{Document, Transport, Validators};
+use crate::manifest::{self, Manifest};
+use crate::publish;
+use std::path::PathBuf;
+
+/// Where a manifest comes from and what it must carry to be believed.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    /// The manifest's location (URL or path), as configured or given.
+    pub location: &'a str,
+    /// The site cache every URL is fetched through, when one is configured
+    /// ([`crate::fetch::via_mirror`]); signatures make any mirror as good
+    /// as the origin.
+    pub mirror: Option<&'a str>,
+    /// Where the trusted `*.pub` keys are.
+    pub keys_dirs: &'a [PathBuf],
+    /// Signatures by distinct trusted keys needed.
+    pub threshold: usize,
+}
+
+impl Source<'_> {
+    /// Where to fetch `url` from: through the mirror when there is one.
+    pub fn via_mirror(&self, url: &str) -> String {
+        match self.mirror {
+            Some(mirror) => crate::fetch::via_mirror(url, mirror),
+            None => url.to_string(),
+        }
+    }
+}
+
+/// A manifest whose signatures met the threshold. Only [`fetch_verified`]
+/// makes one.
+#[derive(Debug)]
+pub struct Verified {
+    location: String,
+    source: String,
+    manifest: Manifest,
+    validators: Validators,
+}
+
+impl Verified {
+    /// The manifest's own location (as configured or given): image
+    /// references resolve against it, and the mirror rewrites what that
+    /// gives.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Where the verified bytes actually came from: the mirror's URL when
+    /// one is configured, the last redirect's target when redirected. Raw:
+    /// show it through [`crate::fetch::redact`].
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The verified manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The response's validators, for the next conditional request.
+    pub fn validators(&self) -> &Validators {
+        &self.validators
+    }
+}
+
+/// Fetch the manifest at `src` and its signatures (through the mirror, if
+/// one is configured) and verify them. `None` when the server answered 304
+/// to a conditional request (`validators`). Errors name the URL actually
+/// fetched; a release without any signature file is
+/// [`TrustError::NoSignatures`] naming the first one looked for.
+pub fn fetch_verified(
+    transport: &Transport,
+    src: &Source,
+    validators: Option<&Validators>,
+) -> Result<Option<Verified>> {
+    let fetched = src.via_mirror(src.location);
+    let (body, validators, source) =
+        match transport.get_document(&fetched, manifest::MAX_MANIFEST_BYTES, validators)? {
+            Document::Fetched {
+                body,
+                validators,
+                url,
+            } => (body, validators, url),
+            Document::NotModified => return Ok(None),
+            Document::NotFound => {
+                return Err(Error::Fetch(crate::fetch::FetchError::NotFound {
+                    location: crate::fetch::redact(&fetched).into_owned(),
+                    status: None,
+                }))
+            }
+        };
+    let keys = KeyRing::load(src.keys_dirs)?;
+    let (signatures, first_missing) = fetch_signatures(transport, src, None)?;
+    // Mid-publish, or behind a cache, the standard signature may belong to
+    // another manifest (or not be there yet): the publisher leaves the
+    // signatures of these very bytes under names bound to them first
+    // (crate::publish).
+    let tag = publish::bound_tag(&body);
+    let bound = || {
+        fetch_signatures(transport, src, Some(&tag))
+            .map(|(s, _)| s)
+            .unwrap_or_default()
+    };
+    publish::verify_signatures(&body, &signatures, bound, &keys, src.threshold).map_err(
+        |e| match e {
+            TrustError::NoSignatures { .. } => TrustError::NoSignatures {
+                missing: first_missing,
+            },
+            e => e,
+        },
+    )?;
+    let manifest = Manifest::parse(&body)?;
+    Ok(Some(Verified {
+        location: src.location.to_string(),
+        source,
+        manifest,
+        validators,
+    }))
+}
+
+/// Signature files as (URL shown, text).
+type Signatures = Vec<(String, String)>;
+
+/// The signature files of the manifest at `src` (`.minisig`, and
+/// `.N.minisig` for a threshold above 1; with `bound_tag`, the names bound
+/// to one manifest's bytes), as (URL shown, text), and the first name that
+/// was missing.
+fn fetch_signatures(
+    transport: &Transport,
+    src: &Source,
+    bound_tag: Option<&str>,
+) -> Result<(Signatures, Option<String>)> {
+    let count = match src.threshold {
+        0 | 1 => 1,
+        _ => publish::MAX_SIGNATURES,
+    };
+    // Next to the manifest: its path plus a suffix, its query kept.
+    let prefix = bound_tag.map(|t| format!(".{t}")).unwrap_or_default();
+    let mut signatures = Vec::new();
+    let mut first_missing = None;
+    for suffix in (0..count).map(|i| publish::signature_name(&prefix, i)) {
+        let url = src.via_mirror(&crate::fetch::sibling(src.location, &suffix)?);
+        let name = crate::fetch::redact(&url).into_owned();
+        match transport.get_document(&url, 64 * 1024, None)? {
+            Document::Fetched { body, .. } => {
+                signatures.push((name, String::from_utf8_lossy(&body).into_owned()));
+            }
+            Document::NotFound if signatures.len() > 1 => break,
+            _ => {
+                first_missing.get_or_insert(name);
+            }
+        }
+    }
+    Ok((signatures, first_missing))
+}

@@ -1,0 +1,154 @@
+//! The command line as an operator meets it: every command's `--help`,
+//! usage errors (exit 2, one line), and arguments that are not UTF-8 (a
+//! file name is bytes): an error naming the file, never a panic.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::process::{Command, Output};
+
+fn abupdate(args: &[OsString]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_abupdate"))
+        .args(args)
+        .output()
+        .expect("run abupdate")
+}
+
+fn os(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const COMMANDS: [&str; 14] = [
+    "status",
+    "check",
+    "update",
+    "install",
+    "health",
+    "mark-good",
+    "mark-bad",
+    "rollback",
+    "keygen",
+    "sign",
+    "verify",
+    "fleet",
+    "pack",
+    "help",
+];
+
+#[test]
+fn every_command_has_help_and_the_usage_lists_every_command() {
+    let out = abupdate(&os(&["--help"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let usage = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(usage.starts_with("usage: abupdate"), "{usage}");
+    for cmd in COMMANDS {
+        assert!(
+            usage.contains(&format!("\n  {cmd}")),
+            "{cmd} missing:\n{usage}"
+        );
+        for args in [vec![cmd, "--help"], vec!["help", cmd], vec!["-h", cmd]] {
+            let out = abupdate(&os(&args));
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+            let help = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                help.starts_with("usage: abupdate") && help.contains(&format!(" {cmd}")),
+                "{args:?}:\n{help}"
+            );
+        }
+    }
+    let out = abupdate(&os(&["pack", "--help"]));
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    for flag in [
+        "--secret FILE",
+        "--image CLASS=PATH",
+        "--delta-window-log N",
+    ] {
+        assert!(help.contains(flag), "{flag}:\n{help}");
+    }
+    assert!(!help.contains("--no-reboot"), "{help}");
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    for (args, want) in [
+        (vec!["frobnicate"], "unknown command \"frobnicate\""),
+        (vec!["status", "--bogus"], "status: unknown option --bogus"),
+        (
+            vec!["check", "--no-reboot"],
+            "check: unknown option --no-reboot",
+        ),
+        (vec!["--now", "check"], "check: unknown option --now"),
+        (vec!["install"], "install needs a SOURCE"),
+        (vec!["keygen", "--secret"], "--secret needs a value"),
+        (vec!["update", "--now=1"], "--now takes no value"),
+        (vec!["mark-good", "C"], "unknown slot \"C\""),
+        (
+            vec!["pack", "--level", "x"],
+            "--level: \"x\" is not a number",
+        ),
+    ] {
+        let out = abupdate(&os(&args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let out = abupdate(&os(&["-V"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("abupdate "));
+}
+
+#[test]
+fn arguments_that_are_not_utf8_are_errors_naming_them_not_panics() {
+    let odd = |prefix: &str| {
+        let mut b = prefix.as_bytes().to_vec();
+        b.extend_from_slice(b"\xff\xfe");
+        OsString::from_vec(b)
+    };
+    let dir = std::env::temp_dir().join(format!("abupdate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let base = dir.to_string_lossy().into_owned();
+
+    // A config path: read as bytes, missing: a config error naming it.
+    let out = abupdate(&[
+        "--config".into(),
+        odd(&format!("{base}/config-")),
+        "status".into(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{base}/config-")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // Key and file names: the file is found by its bytes.
+    let secret = odd(&format!("{base}/key-"));
+    let public = odd(&format!("{base}/pub-"));
+    let file = odd(&format!("{base}/file-"));
+    std::fs::write(&file, b"signed bytes").expect("write file");
+    let run = |args: Vec<OsString>| {
+        let out = abupdate(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    };
+    run(vec![
+        "keygen".into(),
+        "--secret".into(),
+        secret.clone(),
+        "--public".into(),
+        public.clone(),
+    ]);
+    run(vec!["sign".into(), "--secret".into(), secret, file.clone()]);
+    let mut sig = file.clone();
+    sig.push(".minisig");
+    assert!(std::path::Path::new(&sig).is_file(), "{sig:?}");
+    run(vec!["verify".into(), "--public".into(), public, file]);
+
+    // A word that must be text: refused by name, exit 2.
+    let out = abupdate(&["check".into(), odd("http://h/r")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not UTF-8 text"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
