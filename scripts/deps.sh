@@ -2,9 +2,11 @@
 # Install what building and testing abupdate needs on a fresh Debian 12:
 # the real tools the tests drive (minisign, grub-editenv, fw_printenv,
 # nginx, efibootmgr/efivar reading an efivarfs stand-in, bootctl reading
-# an ESP; dosfstools, mtools and ovmf for the EFI VM work; Prometheus and
-# its promtool, node_exporter, awscli and a python3 venv for the moto S3
-# server), musl for the static build, gcc-multilib for the 32-bit host build,
+# an ESP; dosfstools, mtools, ovmf, python3-venv (virt-firmware) and
+# debootstrap (the systemd guest) for the UEFI VM test; qemu and what the
+# VM test builds its guests from; Prometheus and its promtool, node_exporter,
+# awscli and a python3 venv for the moto S3 server), musl for the
+# static build, gcc-multilib for the 32-bit host build,
 # and the Rust targets and components.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
@@ -12,11 +14,11 @@ set -euo pipefail
 packages=(minisign nginx grub2-common libubootenv-tool u-boot-tools musl-tools
           e2fsprogs util-linux zstd curl openssl u-boot-qemu qemu-system-arm time
           gcc-multilib ipxe-qemu
-          efibootmgr efivar systemd-boot dosfstools mtools ovmf
-          # S3 tests and the fleet end to end (scripts/fleet-e2e.sh): Debian's
-          # python3 venv for the moto server, awscli to publish, Prometheus
-          # and node_exporter, jq for the assertions.
-          python3-venv awscli prometheus prometheus-node-exporter jq)
+          efibootmgr efivar systemd-boot dosfstools mtools ovmf python3-venv debootstrap
+          qemu-system-x86 grub-pc-bin fdisk busybox-static kmod cpio gzip jq systemd-boot-efi
+          # S3 tests and the fleet end to end (scripts/fleet-e2e.sh): awscli to
+          # publish, Prometheus and node_exporter.
+          awscli prometheus prometheus-node-exporter)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -34,6 +36,19 @@ fi
 # and node_exporter (the textfile collector the tests run) one on 9100; the
 # tests start their own on free loopback ports.
 systemctl disable --now nginx prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+
+# virt-fw-vars (PyPI virt-firmware, not packaged in Debian 12) reads and
+# writes OVMF's NVRAM for the UEFI VM test: the pinned venv that
+# scripts/vm-test.sh uses (scripts/vm/lib/host.sh makes it too when absent).
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+vf_version="$(sed -n 's/^VIRT_FIRMWARE_VERSION=//p' "$repo/scripts/vm/lib/host.sh")"
+vf_venv="${ABUPDATE_VM_DIR:-$repo/target/vm}/cache/virt-firmware-$vf_version"
+if [ -n "$vf_version" ] && [ ! -x "$vf_venv/bin/virt-fw-vars" ]; then
+    echo "deps: virt-firmware==$vf_version in $vf_venv"
+    rm -rf "$vf_venv"
+    python3 -m venv "$vf_venv"
+    "$vf_venv/bin/pip" install -q "virt-firmware==$vf_version"
+fi
 
 # The reference parser of Prometheus' text format, for the textfile test.
 python3 -c 'import prometheus_client' 2>/dev/null \

@@ -2,12 +2,18 @@
 # Each prints "ok: WHAT" or "FAIL: WHAT (why)" and counts failures in ERRS;
 # none stops the scenario, so one run shows every broken promise.
 #
-# Four sources, each read as the structure it is:
+# The sources, each read as the structure it is:
 #   the serial log   marker lines the guest prints ("ABTEST: ..."), GRUB's own
-#                    "abupdate-grub: ..." lines (expect_log, expect_boot)
+#                    "abupdate-grub: ..." lines, OVMF's "BdsDxe: ..." lines
+#                    (expect_log, expect_boot)
 #   grubenv          as grub-editenv reads it from the disk (expect_env)
+#   NVRAM            the guest's OVMF_VARS copy, read back on the host with
+#                    virt-fw-vars (expect_efi, expect_efi_entry)
+#   the ESP          its loader/entries read with mtools, systemd-boot's choice
+#                    as the real bootctl makes it (expect_entries, expect_sdboot_next)
 #   --json status    the guest's `abupdate --json status`, with jq (expect_status)
-#   state.json       read back from /data, with jq (expect_state)
+#   state.json       read back from the data partition, with jq (expect_state)
+#   the journal      the systemd guest's, with journalctl (expect_journal)
 
 ERRS=0
 bad() { say "  FAIL: $*"; ERRS=$((ERRS + 1)); }
@@ -96,11 +102,130 @@ expect_slot_holds() { # SLOT VERSION [DESC]: byte for byte
     else bad "${3:-slot $1 holds release $2 byte for byte} (it does not)"; fi
 }
 
+# ---------------------------------------------------------------- UEFI NVRAM
+# expect_efi ORDER="B A" NEXT=A|none: the slots' entries in BootOrder, in
+# their order (the firmware's own entries left out), and the slot BootNext
+# names; read back from the NVRAM file after the boot.
+expect_efi() {
+    local list kv k v got fails=0
+    list="$(nvram_list)"
+    for kv in "$@"; do
+        k="${kv%%=*}" v="${kv#*=}"
+        case "$k" in
+            ORDER) got="$(nvram_order_slots "$list")" ;;
+            NEXT) got="$(nvram_val BootNext "$list")"
+                  if [ -z "$got" ]; then got=none; else got="$(nvram_slot_of "$got" "$list")"; fi ;;
+            *) die "expect_efi: no variable $k" ;;
+        esac
+        if [ "$got" != "$v" ]; then bad "NVRAM: $k is '$got', expected '$v' ($(nvram_vars))"; fails=1; fi
+    done
+    [ "$fails" = 1 ] || ok "NVRAM: $* ($(nvram_vars))"
+}
+# SLOT's Boot#### entry exists, active, and starts the slot's kernel from
+# the ESP (HD(1,GPT,<ESP>,…)/\EFI\abupdate-x\vmlinuz.efi) with its command line.
+expect_efi_entry() { # SLOT [NUM]
+    local list n line l want
+    list="$(nvram_list)"
+    n="${2:-$(nvram_entry "$1" "$list")}"
+    line="$(sed -n "s/^Boot$n=//p" <<<"$list")"
+    l="$(slot_lower "$1")"
+    want="abupdate $1|HD(1,GPT,$(tr A-F a-f <<<"$P1_GUID"),0x800,$(printf '%#x' $((P1_MB * 2048))))/\\EFI\\abupdate-$l\\vmlinuz.efi|$(slot_cmdline "$1")|active"
+    if [ -n "$n" ] && [ "$line" = "$want" ]; then ok "Boot$n is slot $1's entry: $line"
+    else bad "slot $1's entry Boot${n:-????} is '${line:-missing}', expected '$want'"; fi
+}
+# The entry the firmware boots next (BootNext, else BootOrder's first) is SLOT's.
+expect_efi_next() { # SLOT
+    local list n
+    list="$(nvram_list)"; n="$(nvram_next_entry "$list")"
+    if [ -n "$n" ] && [ "$(nvram_slot_of "$n" "$list")" = "$1" ]; then ok "the firmware boots Boot$n (slot $1) next"
+    else bad "the firmware boots Boot${n:-none} next, expected slot $1's entry ($(nvram_vars))"; fi
+}
+
+# ---------------------------------------------------------------- the ESP
+expect_entries() { # NAME...: loader/entries holds exactly these files
+    local got want
+    got="$(esp_entries | tr '\n' ' ' | sed 's/ $//')"
+    want="$(printf '%s\n' "$@" | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
+    if [ "$got" = "$want" ]; then ok "ESP loader/entries: $got"; else bad "ESP loader/entries: '$got', expected '$want'"; fi
+}
+expect_sdboot_next() { # SLOT: the real bootctl's default entry is SLOT's
+    local d; d="$(bootctl_default)"
+    if [ "$d" = "$1" ]; then ok "bootctl list: slot $1's entry is the default"
+    else bad "bootctl list: the default entry is slot ${d:-none}'s, expected $1 ($(esp_entries | tr '\n' ' '))"; fi
+}
+expect_esp_clean() { # fsck.vfat -n finds nothing to repair on the ESP
+    local r; r="$(esp_fsck)"
+    if [ "$r" = ok ]; then ok "fsck.vfat -n: the ESP is clean"; else bad "fsck.vfat -n on the ESP: $r"; fi
+}
+
+# ---------------------------------------------------------------- the journal
+expect_journal() { # REGEX DESC [JOURNALCTL-ARGS...]: a line of the guest's journal
+    local re="$1" desc="$2"; shift 2
+    if guest_journal -o cat "$@" | grep -qE "$re"; then ok "journal: $desc"
+    else bad "journal: $desc (no /$re/ in journalctl $*)"; fi
+}
+
+expect_no_journal() { # REGEX DESC [JOURNALCTL-ARGS...]: no such line in the guest's journal
+    local re="$1" desc="$2" hit; shift 2
+    hit="$(guest_journal -o cat "$@" | grep -E -m1 "$re" || true)"
+    if [ -z "$hit" ]; then ok "journal: $desc"; else bad "journal: $desc (found: $hit)"; fi
+}
+
 # ---------------------------------------------------------------- one boot
+# expect_boot SLOT VERSION [HOW [panics]]: the bootloader booted SLOT as the
+# state on disk before the boot (PRE_ENV) said it would, and the slot's init
+# reported VERSION.  HOW is GRUB's (normal, new-round).
+expect_boot() {
+    case "$BOOT" in
+        grub) expect_boot_grub "$@" ;;
+        efi) expect_boot_efi "$@" ;;
+        systemd-boot) expect_boot_sdboot "$@" ;;
+    esac
+    if [ -n "$2" ]; then
+        expect_log "ABTEST: boot slot=$1 version=$2 " "slot $1 runs release $2"
+    fi
+}
+# OVMF: the entry it started is the one the NVRAM named (BootNext, consumed
+# before it starts the entry, else BootOrder's first), and the guest sees
+# BootCurrent = that entry and BootNext gone.
+expect_boot_efi() { # SLOT VERSION [HOW [panics]]
+    local want next how="the first of BootOrder"
+    want="$(nvram_next_entry "$PRE_ENV")" next="$(nvram_val BootNext "$PRE_ENV")"
+    [ -z "$next" ] || how=BootNext
+    if [ "$(nvram_slot_of "$want" "$PRE_ENV")" = "$1" ]; then
+        ok "the NVRAM before the boot named slot $1's Boot$want ($how)"
+    else
+        bad "the NVRAM before the boot named Boot${want:-none}, not slot $1's"
+    fi
+    expect_log "BdsDxe: starting Boot$want \"abupdate $1\"" "OVMF started Boot$want \"abupdate $1\""
+    if [ "${4:-}" != panics ] && [ -n "$2" ]; then
+        expect_log "ABTEST: efi-at-boot BootCurrent=$want BootNext=none " \
+            "the guest booted from Boot$want${next:+; the firmware deleted BootNext before starting it}"
+    fi
+}
+# systemd-boot: it chose the entry the real bootctl chose from the ESP before
+# the boot, and counted a trial down (LEFT-1, DONE+1) before starting it.
+expect_boot_sdboot() { # SLOT VERSION [HOW [panics]]
+    local d name rest l
+    d="$(sed -n 's/^default=//p' <<<"$PRE_ENV")"
+    if [ "$d" = "$1" ]; then ok "bootctl chose slot $1's entry before the boot"
+    else bad "bootctl chose slot ${d:-none}'s entry before the boot, not $1's"; fi
+    l="$(slot_lower "$1")"
+    name="$(sed -n "s/^entry=\(abupdate-[0-9]*-$l\(+[0-9-]*\)\{0,1\}\.conf\)\$/\1/p" <<<"$PRE_ENV" | head -n 1)"
+    if [[ "$name" =~ ^(abupdate-[0-9]+-[ab])\+([0-9]+)(-([0-9]+))?\.conf$ ]]; then
+        rest="${BASH_REMATCH[1]}+$((BASH_REMATCH[2] - 1))-$(( ${BASH_REMATCH[4]:-0} + 1 )).conf"
+        if [ "${4:-}" = panics ] || [ -z "$2" ]; then
+            if esp_entries | grep -qxF "$rest"; then ok "systemd-boot counted $name down to $rest"
+            else bad "systemd-boot did not count $name down to $rest ($(esp_entries | tr '\n' ' '))"; fi
+        else
+            expect_log "ABTEST: loader-at-boot selected=.* entries=(.*,)?${rest//+/\\+}(,|\$)" \
+                "systemd-boot counted $name down to $rest before starting it"
+        fi
+    fi
+}
 # GRUB booted SLOT with the env that was on disk before the boot, set its TRY
-# flag before starting it (the guest sees X_TRY=1), and the slot's init reported
-# VERSION.
-expect_boot() { # SLOT VERSION [HOW [panics]]
+# flag before starting it (the guest sees X_TRY=1).
+expect_boot_grub() { # SLOT VERSION [HOW [panics]]
     local slot="$1" ver="$2" how="${3:-normal}" panics="${4:-}" line k v want
     expect_log "abupdate-grub: booting slot $slot \($how\)" "GRUB chose slot $slot ($how)"
     line="$(grep 'abupdate-grub: env ' "$LOG.txt" | head -n 3 | tr '\n' ' ' || true)"
@@ -116,11 +241,8 @@ expect_boot() { # SLOT VERSION [HOW [panics]]
     else
         bad "no 'abupdate-grub: env' line"; show_log
     fi
-    if [ -n "$ver" ]; then
-        expect_log "ABTEST: boot slot=$slot version=$ver " "slot $slot runs release $ver"
-        if [ -z "$panics" ]; then
-            expect_log "ABTEST: grubenv-at-boot .*${slot}_TRY=1( |$)" "${slot}_TRY=1 set by GRUB before booting $slot"
-        fi
+    if [ -n "$ver" ] && [ -z "$panics" ]; then
+        expect_log "ABTEST: grubenv-at-boot .*${slot}_TRY=1( |\$)" "${slot}_TRY=1 set by GRUB before booting $slot"
     fi
 }
 # After a passing health verdict: the booted slot and version, its record
@@ -146,6 +268,19 @@ healthy_boot_checks() { # SLOT VERSION: a boot with nothing to install
     expect_log 'ABTEST: update rc=0' "abupdate update exit 0 (nothing to install)"
     expect_no_log 'ABTEST: reboot requested' "no reboot requested"
     expect_ended exit
+    systemd_boot_checks
+}
+# The systemd guest: the shipped units did it (the timer fired update after
+# health's verdict), abupdate's lines are in the journal.
+systemd_boot_checks() {
+    [ "$GUEST" = systemd ] || return 0
+    expect_log 'ABTEST: boot slot=.* init=systemd' "PID 1 became systemd"
+    expect_log 'ABTEST: update start.* by abupdate\.timer' "abupdate.service was fired by abupdate.timer"
+    expect_journal '^abupdate: ' "abupdate's own lines, from abupdate-health.service" -u abupdate-health.service -b -0
+    # Also on the boot whose update ran the reboot command, which stops
+    # abupdate.service while abupdate waits for it.
+    expect_no_journal 'Failed with result' "no abupdate unit failed" \
+        -u abupdate.service -u abupdate-health.service -b -0
 }
 install_boot_checks() { # SLOT VERSION: a healthy boot that installs and reboots
     expect_boot "$1" "$2"
@@ -155,6 +290,7 @@ install_boot_checks() { # SLOT VERSION: a healthy boot that installs and reboots
     expect_log 'ABTEST: reboot requested' "update ran the reboot command"
     expect_no_log 'ABTEST: update rc=' "update did not return (it rebooted)"
     expect_ended exit
+    systemd_boot_checks
     expect_state_replayed "release $SERVED staged from $1 into the other slot" \
         '.transaction.phase == "staged" and .transaction.from == $s and .transaction.to != $s
          and .transaction.version == $v' --arg s "$1" --arg v "$SERVED"

@@ -8,12 +8,24 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 ms2s() { printf '%d.%01d' $(( $1 / 1000 )) $(( ($1 % 1000) / 100 )); }
 
 COMPATIBLE=abupdate-vmtest
-# Disk layout (MiB).  Slot images are smaller than their partitions on purpose;
-# /data holds state.json and the (resumable) download of a whole payload.
-BIOS_MB=1 BOOT_MB=64 SLOT_MB=64 DATA_MB=128 IMG_MB=48 FILLER_MB=24
+# Disk layout (MiB), per variant.  Partition 1 is the BIOS boot partition
+# (bios) or the ESP (ovmf: vfat, the kernels or systemd-boot, its entries);
+# the partition numbers stay the same for every variant (/dev/vda3, vda4
+# the slots, vda5 the data partition).  Slot images are smaller than their
+# partitions on purpose; the data partition holds state.json and the
+# (resumable) download of a whole payload, and for the systemd guest all of
+# /var (journal included).
+case "${FIRMWARE:-bios}" in
+    ovmf) P1_MB=64 P1_NAME=esp ;;
+    *) P1_MB=1 P1_NAME=bios ;;
+esac
+case "${GUEST:-busybox}" in
+    systemd) BOOT_MB=16 SLOT_MB=192 DATA_MB=256 IMG_MB=160 FILLER_MB=8 ;;
+    *) BOOT_MB=64 SLOT_MB=64 DATA_MB=128 IMG_MB=48 FILLER_MB=24 ;;
+esac
 MIB=1048576
-BIOS_OFF=$((1 * MIB))
-BOOT_OFF=$((BIOS_OFF + BIOS_MB * MIB))
+P1_OFF=$((1 * MIB))
+BOOT_OFF=$((P1_OFF + P1_MB * MIB))
 A_OFF=$((BOOT_OFF + BOOT_MB * MIB))
 B_OFF=$((A_OFF + SLOT_MB * MIB))
 DATA_OFF=$((B_OFF + SLOT_MB * MIB))

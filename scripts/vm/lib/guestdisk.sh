@@ -1,10 +1,14 @@
-# Sourced by scripts/vm-test.sh: reading the guest's disk on the host, between
-# boots.  grubenv and state.json are read with debugfs, which (like GRUB)
-# reads the file system without replaying its journal; state.json can also be
-# read as the guest's next mount sees it (journal replayed on a copy).  The
+# Sourced by scripts/vm-test.sh: reading the guest's disk (and NVRAM) on the
+# host, between boots.  grubenv and state.json are read with debugfs, which
+# (like GRUB) reads the file system without replaying its journal; state.json
+# can also be read as the guest's next mount sees it (journal replayed on a
+# copy).  UEFI: the NVRAM (the guest's copy of OVMF_VARS) through virt-fw-vars
+# and scripts/vm/lib/nvram.py; the ESP with mtools, as the firmware reads it
+# (no mount).  The systemd guest's journal with journalctl --directory.  The
 # guest's `abupdate --json status` comes from its serial log.
 #
-# In: W, DISK, BOOT_OFF, DATA_OFF, LOG.
+# In: W, DISK, VARS, BOOT, P1_OFF, P1_MB, BOOT_OFF, DATA_OFF, STATE_REL, LOG,
+# FWVARS.
 
 env_dump() { # grubenv's bytes as GRUB sees them
     debugfs -R "cat /grub/grubenv" "$DISK?offset=$BOOT_OFF" 2>/dev/null || true
@@ -52,8 +56,113 @@ grubenv_block() {
     echo "$blk"
 }
 
+# The bootloader's state on disk (PRE_ENV before a boot), one VAR=VALUE a line.
+boot_state() {
+    case "$BOOT" in
+        grub) env_list ;;
+        efi) nvram_list ;;
+        systemd-boot) esp_entries | sed 's/^/entry=/'; echo "default=$(bootctl_default)" ;;
+    esac
+}
+
+# ---------------------------------------------------------------- UEFI NVRAM
+# nvram_list: the variables of the guest's NVRAM as nvram.py shows them:
+# BootOrder=0010,0011,…  BootNext=0011 (when set)  Boot0010=DESC|PATH|OPTIONS|active
+nvram_list() {
+    "$FWVARS" -i "$VARS" --output-json "$W/vars.json" >/dev/null 2>&1 || { echo "NVRAM=unreadable"; return; }
+    python3 "$REPO/scripts/vm/lib/nvram.py" show "$W/vars.json" || echo "NVRAM=unparsable"
+}
+nvram_val() { # VAR [LIST]
+    local list="${2-$(nvram_list)}"
+    sed -n "s/^$1=//p" <<<"$list" | head -n 1
+}
+# The Boot#### number of SLOT's entry ("abupdate SLOT", lowest number, as
+# abupdate finds it), nothing when there is none.
+nvram_entry() { # SLOT [LIST]
+    local list="${2-$(nvram_list)}"
+    sed -n "s/^Boot\([0-9A-F]\{4\}\)=abupdate $1|.*/\1/p" <<<"$list" | head -n 1
+}
+# The slot (A, B) whose entry is Boot NUM, else NUM itself.
+nvram_slot_of() { # NUM [LIST]
+    local list="${2-$(nvram_list)}" d
+    d="$(sed -n "s/^Boot$1=\([^|]*\)|.*/\1/p" <<<"$list" | head -n 1)"
+    case "$d" in "abupdate A") echo A ;; "abupdate B") echo B ;; *) echo "$1" ;; esac
+}
+# BootOrder as slots: the slots' entries in their order ("B A"), others left out.
+nvram_order_slots() { # [LIST]
+    local list="${1-$(nvram_list)}" n out=""
+    for n in $(nvram_val BootOrder "$list" | tr ',' ' '); do
+        case "$(nvram_slot_of "$n" "$list")" in A) out+=" A" ;; B) out+=" B" ;; esac
+    done
+    echo "${out# }"
+}
+# The entry the firmware boots next: BootNext when set, else BootOrder's
+# first entry that exists and is active (OVMF's BDS skips the others).
+nvram_next_entry() { # [LIST]
+    local list="${1-$(nvram_list)}" n
+    n="$(nvram_val BootNext "$list")"
+    if [ -n "$n" ]; then echo "$n"; return; fi
+    for n in $(nvram_val BootOrder "$list" | tr ',' ' '); do
+        if grep -q "^Boot$n=.*|active\$" <<<"$list"; then echo "$n"; return; fi
+    done
+}
+nvram_vars() { # for messages: BootOrder, BootNext and our entries, one line
+    local list next; list="$(nvram_list)"; next="$(nvram_val BootNext "$list")"
+    echo "BootOrder=$(nvram_val BootOrder "$list") BootNext=${next:-none}" \
+        "A=Boot$(nvram_entry A "$list") B=Boot$(nvram_entry B "$list")"
+}
+# Delete a variable from the guest's NVRAM on the host (the firmware
+# "dropping" a boot entry).
+nvram_delete() { # NAME
+    "$FWVARS" --inplace "$VARS" -d "$1" >/dev/null 2>&1 || die "virt-fw-vars -d $1 failed"
+}
+
+# ---------------------------------------------------------------- the ESP
+esp_img() { echo "$DISK@@$P1_OFF"; }
+# The files in loader/entries, one a line, sorted.
+esp_entries() {
+    mdir -b -i "$(esp_img)" ::/loader/entries 2>/dev/null | sed 's|.*/||' | grep -v '^$' | LC_ALL=C sort || true
+}
+esp_delete() { # PATH on the ESP
+    mdel -i "$(esp_img)" "::$1" || die "mdel ::$1 failed"
+}
+# The slot systemd-boot boots next, as the real bootctl sees the ESP's
+# entries and loader.conf (copied into a tmpfs: bootctl wants a file system
+# root, and this host may have no vfat).
+bootctl_default() {
+    local t="$W/esp-view"
+    mkdir -p "$t"
+    mountpoint -q "$t" || mount -t tmpfs -o size=8m tmpfs "$t" || return 0
+    rm -rf "${t:?}"/*
+    mkdir -p "$t/loader/entries"
+    mcopy -n -i "$(esp_img)" ::/loader/loader.conf "$t/loader/" 2>/dev/null
+    mcopy -n -s -i "$(esp_img)" ::/loader/entries "$t/loader/" 2>/dev/null
+    SYSTEMD_RELAX_ESP_CHECKS=1 bootctl --esp-path="$t" --no-pager list 2>/dev/null \
+        | awk '/^ *title:/ {t=$0} /\(default\)/ {d=1} /^ *options:/ && d {print; exit}' \
+        | sed -n 's/.*abupdate\.slot=\([AB]\).*/\1/p'
+    umount "$t" 2>/dev/null || true
+}
+# fsck.vfat -n of the ESP (a copy): "ok" or its complaint.
+esp_fsck() {
+    local part="$W/esp-check.img" out
+    dd if="$DISK" of="$part" bs=1M skip=$((P1_OFF / MIB)) count="$P1_MB" status=none
+    if out="$(fsck.vfat -n "$part" 2>&1)"; then echo ok; else grep -v '^fsck.fat\|^\s*$' <<<"$out" | head -n 3 | tr '\n' ' '; fi
+    rm -f "$part"
+}
+
+# ---------------------------------------------------------------- the journal
+# The systemd guest's journal, read from its data partition (/var) with the
+# host's journalctl: ARGS are journalctl's (e.g. -u abupdate.service -o cat).
+guest_journal() {
+    local d="$W/journal-copy"
+    rm -rf "$d"; mkdir -p "$d"
+    debugfs -R "rdump /log/journal $d" "$DISK?offset=$DATA_OFF" >/dev/null 2>&1 || true
+    [ -d "$d/journal" ] || return 0
+    journalctl --directory="$(find "$d/journal" -mindepth 1 -maxdepth 1 -type d | head -n 1)" --no-pager "$@" 2>/dev/null
+}
+
 # state.json as on disk without journal replay (after a clean power-off).
-state_json() { debugfs -R "cat /abupdate/state.json" "$DISK?offset=$DATA_OFF" 2>/dev/null || true; }
+state_json() { debugfs -R "cat $STATE_REL" "$DISK?offset=$DATA_OFF" 2>/dev/null || true; }
 # state.json as the guest's next mount sees it: after a power cut the newest
 # metadata may sit in the ext4 journal, which debugfs does not replay; replay
 # it (and only it) on a copy of the data partition.
@@ -61,7 +170,7 @@ state_json_replayed() {
     local part="$W/data-replayed.img"
     dd if="$DISK" of="$part" bs=1M skip=$((DATA_OFF / MIB)) count="$DATA_MB" status=none
     e2fsck -E journal_only -p "$part" >/dev/null 2>&1 || true
-    debugfs -R "cat /abupdate/state.json" "$part" 2>/dev/null || true
+    debugfs -R "cat $STATE_REL" "$part" 2>/dev/null || true
     rm -f "$part"
 }
 

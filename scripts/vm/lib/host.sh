@@ -2,8 +2,9 @@
 # built: Debian packages, Debian's kernel (unpacked, never installed: the
 # host's own /boot and bootloader stay untouched) and the static abupdate.
 #
-# In:  SUITE (abupdate | grub-selftest), W, REPO, BIN, BIN_FP (may be empty).
-# Out: KROOT, KVER, BIN, BIN_FP.
+# In:  SUITE (abupdate | grub-selftest), FIRMWARE, GUEST, W, REPO, BIN, BIN_FP
+#      (may be empty).
+# Out: KROOT, KVER, BIN, BIN_FP, FWVARS (virt-fw-vars, ovmf only).
 
 APT_UPDATED=0 POLICY_RC_D=""
 # Another apt run (a teammate's, unattended-upgrades) holds the dpkg lock for
@@ -24,6 +25,10 @@ ensure_packages() {
     local pkgs=(qemu-system-x86 grub-pc-bin grub2-common fdisk busybox-static nginx kmod cpio
                 e2fsprogs zstd gzip util-linux jq)
     [ -n "$BIN" ] || pkgs+=(musl-tools)
+    # UEFI: the firmware, the ESP built without mounting (this host kernel may
+    # have no vfat), systemd-boot's EFI binary, a venv for virt-firmware.
+    [ "$FIRMWARE" = ovmf ] && pkgs+=(ovmf dosfstools mtools systemd-boot-efi python3-venv)
+    [ "$GUEST" = systemd ] && pkgs+=(debootstrap systemd)
     local missing=() p
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -45,6 +50,34 @@ ensure_packages() {
              modprobe cpio jq; do
         command -v "$t" >/dev/null || die "$t not found after installing packages"
     done
+    if [ "$FIRMWARE" = ovmf ]; then
+        for t in mkfs.vfat fsck.vfat mcopy mdir mdel python3; do
+            command -v "$t" >/dev/null || die "$t not found after installing packages"
+        done
+        ensure_virt_firmware
+    fi
+    if [ "$GUEST" = systemd ]; then
+        for t in debootstrap journalctl; do
+            command -v "$t" >/dev/null || die "$t not found after installing packages"
+        done
+    fi
+}
+
+# virt-fw-vars (virt-firmware, PyPI; not packaged in Debian 12) reads and
+# writes the edk2 variable store of an OVMF_VARS file: a venv under the work
+# dir, made once, pinned.
+VIRT_FIRMWARE_VERSION=26.10
+FWVARS=""
+ensure_virt_firmware() {
+    local venv="$W/cache/virt-firmware-$VIRT_FIRMWARE_VERSION"
+    if [ ! -x "$venv/bin/virt-fw-vars" ]; then
+        say "python3 -m venv $venv; pip install virt-firmware==$VIRT_FIRMWARE_VERSION"
+        rm -rf "$venv"
+        python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+        "$venv/bin/pip" install -q "virt-firmware==$VIRT_FIRMWARE_VERSION" >/dev/null \
+            || die "pip install virt-firmware==$VIRT_FIRMWARE_VERSION failed"
+    fi
+    FWVARS="$venv/bin/virt-fw-vars"
 }
 
 KROOT="$W/cache/kernel" KVER=""

@@ -7,9 +7,11 @@
 #               factory disk: release 1.0 in slot A, B empty)
 #   RELEASES    the releases it publishes: "VERSION:FLAVOR[:failpoints] ..."
 #               (scripts/vm/lib/disk.sh builds the union of all of them)
+#   GUESTS      the guests it runs with (default "busybox"; "busybox systemd")
 #   scenario()  its boots and checks
-# Sourcing one has no side effect.  After a scenario passes, the disk and what
-# the server offers are saved as its checkpoint in $BUILD/checkpoints, so a
+# Sourcing one has no side effect.  A run sees only the scenarios of its
+# GUEST.  After a scenario passes, the disk (with, for UEFI, its NVRAM) and
+# what the server offers are saved as its checkpoint in $BUILD/checkpoints, so a
 # chosen scenario starts from its AFTER's checkpoint; without a valid one, AFTER
 # runs first (and is counted).  A checkpoint is valid for the build it was made
 # with and while the files that shaped the disk (the scenario, its ancestors,
@@ -20,21 +22,30 @@
 
 CHECKPOINT_VARS=(SERVED)
 
-scenario_ids() { # every scenario of the suite, in file order
-    local f
-    for f in "$SCENARIO_DIR"/[0-9][0-9]-*.sh; do [ -e "$f" ] && basename "$f" .sh; done
+scenario_ids() { # every scenario of the suite that runs with GUEST, in file order
+    local f id
+    for f in "$SCENARIO_DIR"/[0-9][0-9]-*.sh; do
+        [ -e "$f" ] || continue
+        id="$(basename "$f" .sh)"
+        load_scenario "$id"
+        in_list "$GUEST" $GUESTS_OF && echo "$id"
+    done
 }
-load_scenario() { # ID: its TITLE, AFTER, RELEASES and scenario()
-    TITLE="" AFTER="" RELEASES_OF=""
+load_scenario() { # ID: its TITLE, AFTER, RELEASES, GUESTS and scenario()
+    TITLE="" AFTER="" RELEASES_OF="" GUESTS_OF=""
     unset -f scenario
-    local RELEASES=""
+    local RELEASES="" GUESTS="busybox"
     # shellcheck source=/dev/null
     . "$SCENARIO_DIR/$1.sh"
-    RELEASES_OF="$RELEASES"
+    RELEASES_OF="$RELEASES" GUESTS_OF="$GUESTS"
     declare -F scenario >/dev/null || die "$SCENARIO_DIR/$1.sh defines no scenario()"
     [ -n "$TITLE" ] || die "$SCENARIO_DIR/$1.sh sets no TITLE"
     if [ -n "$AFTER" ] && [ ! -f "$SCENARIO_DIR/$AFTER.sh" ]; then
         die "$SCENARIO_DIR/$1.sh: AFTER=$AFTER is no scenario"
+    fi
+    if [ -n "$AFTER" ] && in_list "$GUEST" $GUESTS_OF \
+        && ! in_list "$GUEST" $(load_scenario "$AFTER"; echo "$GUESTS_OF"); then
+        die "$SCENARIO_DIR/$1.sh runs with the $GUEST guest, but AFTER=$AFTER does not"
     fi
 }
 # resolve_scenario NAME -> ID: "3", "03", "03-health-fails" or "health-fails".
@@ -46,7 +57,7 @@ resolve_scenario() {
             echo "$id"; return
         fi
     done
-    die "no scenario '$1' in $SCENARIO_DIR (scripts/vm-test.sh --list)"
+    die "no scenario '$1' for the $GUEST guest in $SCENARIO_DIR (scripts/vm-test.sh --list)"
 }
 list_scenarios() {
     local id
@@ -55,10 +66,14 @@ list_scenarios() {
         printf '%-26s %s%s\n' "$id" "$TITLE" "${AFTER:+ (continues $AFTER)}"
     done
 }
-# The releases every scenario of the suite publishes, 1.0 (the factory's) first.
-suite_releases() {
+# The releases the chosen scenarios and the ones they continue from publish,
+# 1.0 (the factory's) first: a run of one scenario builds only what it can
+# boot (ensure_build adds the missing ones to an existing build).
+suite_releases() { # ID...
     local id all=""
-    for id in $(scenario_ids); do load_scenario "$id"; all+=" $RELEASES_OF"; done
+    for id in "$@"; do
+        while [ -n "$id" ]; do load_scenario "$id"; all+=" $RELEASES_OF"; id="$AFTER"; done
+    done
     tr ' ' '\n' <<<"$all" | grep -v '^$' | awk -F: '!seen[$1]++' | sort -t: -k1,1V | paste -sd' '
 }
 
@@ -75,19 +90,22 @@ chain_hash() { # ID
 }
 checkpoint_valid() { # ID
     local c; c="$(ckpt_dir)/$1"
-    [ -s "$c.img" ] && [ -s "$c.vars" ] && [ "$(cat "$c.hash" 2>/dev/null)" = "$(chain_hash "$1")" ]
+    [ -s "$c.img" ] && [ -s "$c.vars" ] && [ "$(cat "$c.hash" 2>/dev/null)" = "$(chain_hash "$1")" ] \
+        && { [ "$FIRMWARE" != ovmf ] || [ -s "$c.nvram" ]; }
 }
-checkpoint_drop() { rm -f "$(ckpt_dir)/$1".{img,vars,hash}; }
+checkpoint_drop() { rm -f "$(ckpt_dir)/$1".{img,vars,hash,nvram}; }
 checkpoint_save() { # ID
     local c v; c="$(ckpt_dir)/$1"
     mkdir -p "$(ckpt_dir)"
     cp --sparse=always "$DISK" "$c.img"
+    if [ "$FIRMWARE" = ovmf ]; then cp "$VARS" "$c.nvram"; fi
     for v in "${CHECKPOINT_VARS[@]}"; do printf '%s=%q\n' "$v" "${!v}"; done > "$c.vars"
     chain_hash "$1" > "$c.hash"
 }
 checkpoint_restore() { # ID
     local c; c="$(ckpt_dir)/$1"
     cp --sparse=always "$c.img" "$DISK"
+    if [ "$FIRMWARE" = ovmf ]; then cp "$c.nvram" "$VARS"; fi
     # shellcheck source=/dev/null
     . "$c.vars"
     if [ -n "$SERVED" ]; then publish "$SERVED"; else publish_nothing; fi
@@ -141,7 +159,7 @@ run_plan() {
         fi
         say "=== $id$role: $TITLE"
         if [ -z "$AFTER" ]; then
-            if [ -n "$last" ]; then cp --sparse=always "$BUILD/factory.img" "$DISK"; say "disk: the factory image"; fi
+            if [ -n "$last" ]; then factory_restore; say "disk: the factory image"; fi
         elif [ "$AFTER" != "$last" ]; then
             checkpoint_valid "$AFTER" || die "$id continues $AFTER, which has no checkpoint"
             checkpoint_restore "$AFTER"
