@@ -43,7 +43,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,8 +90,8 @@ pub struct TransportOptions {
     /// every proxied request with CONNECT, plain http too, so the proxy must
     /// allow CONNECT to port 80 (Squid's stock config allows only 443).
     pub proxy: Option<String>,
-    /// PEM file of trust roots that REPLACE the built-in web roots (a fleet
-    /// with a private CA).
+    /// PEM file of trust roots (a fleet with a private CA). `None`: the
+    /// host's own CA bundle (`SYSTEM_CA_BUNDLES`).
     pub ca_file: Option<PathBuf>,
     /// The `User-Agent` header.
     pub user_agent: String,
@@ -476,41 +476,62 @@ fn make_proxy(source: &str, url: &str) -> Result<Proxy, FetchError> {
     })
 }
 
+/// Where Debian/Ubuntu, Fedora/RHEL, Alpine/OpenWrt and Yocto keep the
+/// system's CA bundle, in the order tried when `ca_file` is not set.
+pub const SYSTEM_CA_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The certificates of a PEM file of trust roots (other PEM items skipped).
+fn read_roots(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, FetchError> {
+    let loc = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|e| FetchError::Io {
+        location: loc.clone(),
+        detail: format!("reading CA file: {e}"),
+    })?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(FetchError::Tls {
+                    location: loc,
+                    detail: format!("bad PEM in CA file: {e}"),
+                })
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(FetchError::Tls {
+            location: loc,
+            detail: "no certificate in CA file".into(),
+        });
+    }
+    Ok(certs)
+}
+
 impl Transport {
     /// A client with `opts`' timeouts, proxy and trust roots.
     pub fn new(opts: &TransportOptions) -> Result<Transport, FetchError> {
-        let tls = match &opts.ca_file {
-            None => TlsConfig::default(),
-            Some(path) => {
-                let loc = path.display().to_string();
-                let pem = std::fs::read(path).map_err(|e| FetchError::Io {
-                    location: loc.clone(),
-                    detail: format!("reading CA file: {e}"),
-                })?;
-                let mut certs = Vec::new();
-                for item in ureq::tls::parse_pem(&pem) {
-                    match item {
-                        Ok(PemItem::Certificate(c)) => certs.push(c),
-                        Ok(_) => {}
-                        Err(e) => {
-                            return Err(FetchError::Tls {
-                                location: loc,
-                                detail: format!("bad PEM in CA file: {e}"),
-                            })
-                        }
-                    }
-                }
-                if certs.is_empty() {
-                    return Err(FetchError::Tls {
-                        location: loc,
-                        detail: "no certificate in CA file".into(),
-                    });
-                }
-                TlsConfig::builder()
-                    .root_certs(RootCerts::new_with_certs(&certs))
-                    .build()
-            }
+        // Trust roots: the configured file, else the host's own bundle (as
+        // curl and RAUC use it). Mozilla's roots are not built in: they cost
+        // ~55 KB of a 3 MiB binary and would go stale on a host that is never
+        // rebuilt, while the OS image updates its bundle with every release.
+        let roots = match &opts.ca_file {
+            Some(path) => read_roots(path)?,
+            None => match SYSTEM_CA_BUNDLES.iter().map(Path::new).find(|p| p.exists()) {
+                Some(path) => read_roots(path)?,
+                // No bundle: plain http (signed releases) still works; https
+                // fails the handshake naming the server's unknown issuer.
+                None => Vec::new(),
+            },
         };
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::new_with_certs(&roots))
+            .build();
         let build = |proxy: Option<Proxy>, tls: &TlsConfig| {
             let config = Agent::config_builder()
                 // Statuses are ours to interpret (206, 304, 404, 416...).
