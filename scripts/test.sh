@@ -7,7 +7,7 @@
 #   Prometheus, S3) → systemd unit check → the GRUB-in-qemu
 #   end-to-end test → one UEFI (OVMF) scenario per EFI backend, systemd-boot's on a
 #   Debian guest with systemd as PID 1 (all of them: scripts/vm-test.sh --firmware ovmf
-#   --all) → short fuzz runs of every parser (FUZZ_SECONDS, default 60).
+#   --all) → short fuzz runs of every parser (FUZZ_SECONDS, default 30 per target; longer runs: scripts/fuzz.sh 600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -83,6 +83,6 @@ fi
 
 if [ "${ABUPDATE_SKIP_FUZZ:-0}" != 1 ]; then
     echo "== fuzz"
-    scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
+    scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 fi
 echo "== all checks passed"
