@@ -137,9 +137,12 @@ bootctl_default() {
     mkdir -p "$t/loader/entries"
     mcopy -n -i "$(esp_img)" ::/loader/loader.conf "$t/loader/" 2>/dev/null
     mcopy -n -s -i "$(esp_img)" ::/loader/entries "$t/loader/" 2>/dev/null
+    # The default entry's own block (bootctl separates entries by a blank
+    # line): an entry without an options line names no slot, rather than
+    # the next entry's.
     SYSTEMD_RELAX_ESP_CHECKS=1 bootctl --esp-path="$t" --no-pager list 2>/dev/null \
-        | awk '/^ *title:/ {t=$0} /\(default\)/ {d=1} /^ *options:/ && d {print; exit}' \
-        | sed -n 's/.*abupdate\.slot=\([AB]\).*/\1/p'
+        | awk 'BEGIN { RS = "" } /title:[^\n]*\(default\)/ { print; exit }' \
+        | sed -n 's/^ *options:.*abupdate\.slot=\([AB]\).*/\1/p'
     umount "$t" 2>/dev/null || true
 }
 # fsck.vfat -n of the ESP (a copy): "ok" or its complaint.  The dirty bit
