@@ -5,8 +5,8 @@
 #   failpoints compiled in) → the alerting rules (promtool) → the static
 #   musl release build (size reported) → the demo → the fleet end to end (50 hosts,
 #   Prometheus, S3) → systemd unit check → the GRUB-in-qemu
-#   end-to-end test → one UEFI (OVMF) scenario per EFI backend, systemd-boot's on a
-#   Debian guest with systemd as PID 1 (all of them: scripts/vm-test.sh --firmware ovmf
+#   end-to-end test → one UEFI (OVMF) scenario per EFI backend (all of them, and the
+#   Debian guest with systemd as PID 1: scripts/vm-test.sh --firmware ovmf
 #   --all) → short fuzz runs of every parser (FUZZ_SECONDS, default 30 per target; longer runs: scripts/fuzz.sh 600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,9 +76,12 @@ if [ -x scripts/vm-test.sh ] && [ "${ABUPDATE_SKIP_VM:-0}" != 1 ]; then
     echo "== GRUB in qemu: the shipped grub.cfg's choices, then end to end"
     scripts/vm-test.sh --grub-selftest
     scripts/vm-test.sh
-    echo "== UEFI in qemu (OVMF): kind = efi, then systemd-boot with systemd as PID 1"
+    # One scenario per EFI backend keeps CI within 60 minutes; the systemd
+    # guest (debootstrap, 2-4 min per boot under TCG) and every other scenario:
+    # scripts/vm-test.sh --firmware ovmf --all
+    echo "== UEFI in qemu (OVMF): kind = efi, then systemd-boot"
     scripts/vm-test.sh --firmware ovmf --boot efi --scenario 1
-    scripts/vm-test.sh --firmware ovmf --boot systemd-boot --guest systemd --scenario 1
+    scripts/vm-test.sh --firmware ovmf --boot systemd-boot --scenario 1
 fi
 
 if [ "${ABUPDATE_SKIP_FUZZ:-0}" != 1 ]; then
