@@ -488,17 +488,7 @@ mod tests {
         let (img, mut payload) = image_for(&d, None);
         payload[3 << 20] ^= 1;
         let t = target("tamper", 8 << 20);
-        let e = write_image(
-            "rootfs",
-            &payload[..],
-            &img,
-            &t,
-            27,
-            WriteMode::All,
-            &mut Progress::new("t", img.size, true),
-            &mut || Ok(()),
-        )
-        .expect_err("tampered payload accepted");
+        let e = install(&payload, &img, &t, WriteMode::All).expect_err("tampered payload accepted");
         assert!(matches!(e, InstallError::Mismatch { .. }), "{e}");
         let _ = std::fs::remove_file(t);
     }
@@ -537,17 +527,7 @@ mod tests {
         let (mut img, payload) = image_for(&d, Some(1));
         img.size = 1 << 20;
         let t = target("big", 4 << 20);
-        let e = write_image(
-            "rootfs",
-            &payload[..],
-            &img,
-            &t,
-            27,
-            WriteMode::All,
-            &mut Progress::new("t", img.size, true),
-            &mut || Ok(()),
-        )
-        .expect_err("oversize accepted");
+        let e = install(&payload, &img, &t, WriteMode::All).expect_err("oversize accepted");
         assert!(e.to_string().contains("more than"), "{e}");
         // Nothing past the declared size was written.
         let on_disk = std::fs::read(&t).expect("read");
