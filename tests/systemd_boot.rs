@@ -275,3 +275,37 @@ fn a_missing_slot_entry_is_written_from_config() {
     assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
     assert!(entries.join("abupdate-2-b.conf").exists());
 }
+
+/// A power cut between a rename on vfat and the renamed file's sync leaves
+/// the new name with size 0 (seen on a real ESP in the OVMF scenario 5):
+/// systemd-boot skips such an entry, so abupdate must not count it either.
+#[test]
+fn an_empty_entry_left_by_a_cut_rename_counts_as_missing_and_is_written_again() {
+    let mut h = Host::new(
+        "sdboot-empty",
+        Loader::SystemdBoot,
+        "1.0",
+        IMAGE_LEN,
+        HostOptions {
+            slot_size: 4 << 20,
+            ..Default::default()
+        },
+    );
+    h.use_release(loaders::release(IMAGE_LEN));
+    let entries = h.esp.join("loader/entries");
+    std::fs::write(entries.join("abupdate-0-b+0.conf"), b"").expect("empty B's entry");
+    let mut cfg = std::fs::read_to_string(&h.config).expect("config");
+    cfg.push_str("\n[bootloader.systemd-boot.B]\nlinux = \"/abupdate/b/linux\"\n");
+    std::fs::write(&h.config, cfg).expect("config");
+    let out = h.abupdate(&["update", "--now"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut names: Vec<String> = std::fs::read_dir(&entries)
+        .expect("entries")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["abupdate-1-a.conf", "abupdate-2-b+1.conf"], "the empty file stays");
+    let conf = std::fs::read_to_string(entries.join("abupdate-2-b+1.conf")).expect("entry");
+    assert_eq!(conf, "title abupdate slot B\nlinux /abupdate/b/linux\noptions abupdate.slot=B\n");
+    assert_eq!(h.boot(), "B");
+}

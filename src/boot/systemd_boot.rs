@@ -4,7 +4,8 @@
 //! `systemd-bless-boot` parse it.
 //!
 //! Invariant: every transition is ONE rename of one entry file in
-//! `loader/entries` (no-replace, then the directory synced), so a power cut
+//! `loader/entries` (no-replace, then the renamed file and the directory
+//! synced: on vfat the file's sync is what fills in the new name), so a power cut
 //! leaves the old or the new name, and systemd-boot's choice is always the
 //! old or the new one.
 //!
@@ -57,7 +58,8 @@
 //! their embedded os-release, which abupdate cannot reorder for a rollback
 //! to the older release; a UKI is booted through a type #1 entry's `efi`.
 //!
-//! A slot's entry that is missing is written from config
+//! A slot's entry that is missing, or empty (a power cut between a vfat
+//! rename and its sync can leave one), is written from config
 //! (`[bootloader.systemd-boot.A]`: `title`, `linux` or `efi`, `initrd`,
 //! `options`; `abupdate.slot=A` is appended to the options).
 
@@ -347,8 +349,14 @@ impl SystemdBootBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
             Err(e) => return Err(io_err(&dir, e)),
         };
+        // An empty file is no entry: systemd-boot skips an entry without
+        // `linux` or `efi`, and an empty file is what a power cut leaves
+        // when it falls between a vfat rename and the write-back of the
+        // renamed file (see `rename`). Counted as missing, the slot's entry
+        // is written again from config before it is relied on.
         let mut all: Vec<Entry> = list
             .filter_map(|e| e.ok())
+            .filter(|e| e.metadata().is_ok_and(|m| m.len() > 0))
             .filter_map(|e| parse_entry(&self.prefix, e.file_name().to_str()?))
             .collect();
         all.sort_by(boot_order);
@@ -366,6 +374,20 @@ impl SystemdBootBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(&path, e)),
         }
+    }
+
+    /// Make a renamed file's new name durable: on vfat a rename writes the
+    /// new directory entry with size 0 and no first cluster and fills them
+    /// in only when the file's inode is written back (`vfat_rename` →
+    /// `mark_inode_dirty`); syncing the directory alone does not write the
+    /// inode, so a power cut after it could still leave an empty entry.
+    /// Syncing the file writes its inode into the new entry, then the
+    /// directory sync makes the old name's removal durable.
+    fn sync_renamed(&self, renamed: &Path) -> Result<(), BootError> {
+        std::fs::File::open(renamed)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io_err(renamed, e))?;
+        self.sync_dir()
     }
 
     fn sync_dir(&self) -> Result<(), BootError> {
@@ -399,9 +421,31 @@ impl SystemdBootBackend {
             }
             Err(e) => return Err(io_err(&src, e)),
         }
-        self.sync_dir()?;
+        self.sync_renamed(&dst)?;
         crate::failpoint::hit("entry-renamed");
         Ok(())
+    }
+
+    /// Remove the slot's empty entry files other than `keep` (what cut
+    /// vfat renames leave), now that a complete entry stands beside them.
+    fn remove_empty_entries(&self, slot: SlotName, keep: &str) -> Result<(), BootError> {
+        let dir = self.entries_dir();
+        let list = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
+        let mut removed = false;
+        for e in list.filter_map(|e| e.ok()) {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let ours = parse_entry(&self.prefix, name).is_some_and(|p| p.slot == slot);
+            if ours && name != keep && e.metadata().is_ok_and(|m| m.len() == 0) {
+                let path = dir.join(name);
+                std::fs::remove_file(&path).map_err(|err| io_err(&path, err))?;
+                removed = true;
+            }
+        }
+        match removed {
+            true => self.sync_dir(),
+            false => Ok(()),
+        }
     }
 
     /// Write a missing entry from config, under its final name (new, so a
@@ -450,8 +494,10 @@ impl SystemdBootBackend {
         crate::agent::log(&format!(
             "slot {slot}: no boot entry on the ESP; writing {name} from config"
         ));
-        std::fs::rename(&tmp, dir.join(name)).map_err(|e| io_err(&tmp, e))?;
-        self.sync_dir()?;
+        let path = dir.join(name);
+        std::fs::rename(&tmp, &path).map_err(|e| io_err(&tmp, e))?;
+        self.sync_renamed(&path)?;
+        self.remove_empty_entries(slot, name)?;
         crate::failpoint::hit("entry-renamed");
         parse_entry(&self.prefix, name).ok_or_else(|| BootError::Format {
             path: name.to_string(),
