@@ -29,24 +29,16 @@
 pub mod agent;
 pub mod boot;
 pub mod child;
-// The CLI's flag table, settings and `--json` fields (130 items, each named
-// by its flag or key), the fleet controller and the slot writers (being
-// rewritten in parallel: issue 15's controller, one slot writer) still lack
-// item docs; these allows go as they get them.
-#[allow(missing_docs)]
 pub mod cli;
 pub mod config;
-#[allow(missing_docs)]
 pub mod delta;
 pub mod error;
 pub mod failpoint;
 pub mod fetch;
-#[allow(missing_docs)]
 pub mod fleet;
 pub mod fleetlock;
 pub mod health;
 pub mod hooks;
-#[allow(missing_docs)]
 pub mod install;
 pub mod manifest;
 pub mod pack;

@@ -16,7 +16,7 @@
 //! - A remote manifest can never make us read a local file: `file:` and
 //!   local paths are refused as references from, and redirects out of, http(s).
 //! - Every URL built from another (signatures, image references, the
-//!   mirror, redirects) is built on its components ([`location`]), and a URL
+//!   mirror, redirects) is built on its components (`location.rs`), and a URL
 //!   is shown to a person only through [`redact`] (no user info, no
 //!   presigned signature).
 //! - Error kinds tell the transport's failures (`network`, `http_status`,
@@ -26,11 +26,11 @@
 //!   (ureq's are all off by default), and a body that trickles in slower than
 //!   [`MIN_PROGRESS_BYTES`] per `read_timeout` is dropped as stalled.
 //! - Thin links: payload bodies are read no faster than the rate in force
-//!   and not outside the download windows ([`pace`]); a body that pauses or
+//!   and not outside the download windows (`pace.rs`); a body that pauses or
 //!   fails goes on with `Range` from exactly the next byte or ends in an
-//!   error ([`body`]); only transient failures are asked again, bounded
-//!   ([`retry`]); headers and the client certificate go to the configured
-//!   origins only, hop by hop ([`auth`]).
+//!   error (`body.rs`); only transient failures are asked again, bounded
+//!   (`retry.rs`); headers and the client certificate go to the configured
+//!   origins only, hop by hop (`auth.rs`).
 
 mod auth;
 mod body;

@@ -58,6 +58,7 @@ pub fn tally(events: &[Event], compatible: &str, version: &str) -> Tally {
 /// Reports read, and how many records could not be.
 #[derive(Debug, Default)]
 pub struct Reports {
+    /// The reports that could be read, in the order read.
     pub events: Vec<Event>,
     /// Lines (or records) skipped: not JSON, truncated, or missing a field.
     pub malformed: u64,
