@@ -115,8 +115,12 @@ pub fn main() -> i32 {
 mod tests {
     use super::*;
 
+    /// The one table of usage errors: each line is refused by the parser
+    /// (`flags`) or by its command's settings (`settings`), and every
+    /// refusal reaches the user the same way.
     #[test]
     fn usage_errors_exit_2_and_point_at_the_help() {
+        let fleet = ["fleet", "--manifest", "m", "--secret", "k", "--reports", "r"];
         for bad in [
             vec!["frobnicate"],
             vec!["install"],
@@ -124,8 +128,12 @@ mod tests {
             vec!["check", "--no-reboot"],
             vec!["mark-good", "C"],
             vec!["keygen", "--secret"],
+            vec!["keygen", "--secret", "s"],
             vec!["install", "x", "--write=some"],
+            vec!["sign", "--secret", "k"],
             vec!["--json=yes", "status"],
+            [&fleet[..], &["--max-failures", "0"]].concat(),
+            [&fleet[..], &["--waves", "100,1"]].concat(),
         ] {
             let e = parse(bad.iter().copied()).expect_err(&format!("{bad:?} accepted"));
             assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");

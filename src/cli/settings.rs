@@ -371,45 +371,6 @@ mod tests {
     }
 
     #[test]
-    fn usage_errors() {
-        for bad in [
-            vec!["frobnicate"],
-            vec!["install"],
-            vec!["status", "--bogus"],
-            vec!["check", "--no-reboot"],
-            vec!["mark-good", "C"],
-            vec!["keygen", "--secret"],
-            vec!["keygen", "--secret", "s"],
-            vec!["install", "x", "--write=some"],
-            vec!["sign", "--secret", "k"],
-            vec![
-                "fleet",
-                "--manifest",
-                "m",
-                "--secret",
-                "k",
-                "--reports",
-                "r",
-                "--max-failures",
-                "0",
-            ],
-            vec![
-                "fleet",
-                "--manifest",
-                "m",
-                "--secret",
-                "k",
-                "--reports",
-                "r",
-                "--waves",
-                "100,1",
-            ],
-        ] {
-            assert!(p(&bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
     fn pack_collects_images_and_rollout_with_defaults() {
         let (_, c) = p(&[
             "pack",
