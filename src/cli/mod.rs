@@ -120,7 +120,15 @@ mod tests {
     /// refusal reaches the user the same way.
     #[test]
     fn usage_errors_exit_2_and_point_at_the_help() {
-        let fleet = ["fleet", "--manifest", "m", "--secret", "k", "--reports", "r"];
+        let fleet = [
+            "fleet",
+            "--manifest",
+            "m",
+            "--secret",
+            "k",
+            "--reports",
+            "r",
+        ];
         for bad in [
             vec!["frobnicate"],
             vec!["install"],

@@ -843,14 +843,7 @@ impl Transport {
         let resp = req.send(body).map_err(|e| self.classify(e, &shown, &url))?;
         let status = resp.status().as_u16();
         let mut answer = Vec::new();
-        let reader = StallGuard::new(
-            resp.into_body()
-                .into_with_config()
-                .limit(limit.saturating_add(1))
-                .reader(),
-            self.read_timeout,
-            &shown,
-        );
+        let reader = payload::body_reader(self, resp, limit, &shown);
         // The answer only explains the status: a cut or long one is cut.
         let _ = reader.take(limit).read_to_end(&mut answer);
         Ok((status, answer))
@@ -1033,14 +1026,7 @@ impl Transport {
                 });
             }
         }
-        let reader = StallGuard::new(
-            resp.into_body()
-                .into_with_config()
-                .limit(limit.saturating_add(1))
-                .reader(),
-            self.read_timeout,
-            &shown,
-        );
+        let reader = payload::body_reader(self, resp, limit, &shown);
         let capacity = content_length
             .unwrap_or(64 * 1024)
             .min(limit.saturating_add(1));

@@ -327,15 +327,7 @@ pub fn apply(doc: &mut serde_json::Value, action: &Action, now: i64) -> Result<b
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn t(installed: u64, committed: u64, failed: u64) -> Tally {
-        Tally {
-            installed,
-            committed,
-            failed,
-            not_counted: 0,
-        }
-    }
+    use crate::fleet::test_tally as t;
 
     fn facts(tally: Tally, wave_hosts: u64) -> Facts {
         Facts {

@@ -46,6 +46,17 @@ pub struct Tally {
     pub not_counted: u64,
 }
 
+/// A tally with nothing `not_counted` (the tests of `decide` and `reports`).
+#[cfg(test)]
+pub(crate) fn test_tally(installed: u64, committed: u64, failed: u64) -> Tally {
+    Tally {
+        installed,
+        committed,
+        failed,
+        not_counted: 0,
+    }
+}
+
 impl Tally {
     /// Hosts with a verdict on the release: committed or failed (the base of
     /// the failure rate).

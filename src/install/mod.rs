@@ -277,6 +277,19 @@ fn fault_error(fault: Fault, device: &Path, what: &str) -> InstallError {
     }
 }
 
+/// The payload as received (`actual`, its SHA-256 in hex) must hash as the
+/// manifest signs it.
+fn check_payload_sha256(what: &str, image: &Image, actual: String) -> Result<(), InstallError> {
+    if actual != image.download_sha256() {
+        return Err(InstallError::Mismatch {
+            what: what.to_string(),
+            expected: image.download_sha256().into(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
 /// Decode `payload` (exactly `image.download_size()` bytes) into `device`,
 /// hashing the payload as it arrives and the image as read back from the
 /// medium after each write. `before_write` runs once before the first byte

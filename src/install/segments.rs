@@ -404,12 +404,6 @@ pub(super) fn write(
             reason: "stopped".into(),
         },
     })?;
-    if payload_sha != image.download_sha256() {
-        return Err(InstallError::Mismatch {
-            what: what.to_string(),
-            expected: image.download_sha256().into(),
-            actual: payload_sha,
-        });
-    }
+    super::check_payload_sha256(what, image, payload_sha)?;
     Ok(payload_bytes)
 }
