@@ -513,6 +513,40 @@ fn read_roots(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, Fetch
     Ok(certs)
 }
 
+/// Which proxy for which scheme (http, https), and the hosts that bypass
+/// them: the `proxy` option, else the environment.
+fn proxies(proxy: Option<&str>) -> Result<(Option<Proxy>, Option<Proxy>, Vec<String>), FetchError> {
+    Ok(match proxy {
+        // An explicit empty proxy means "direct", ignoring the environment.
+        Some(p) if p.trim().is_empty() => (None, None, Vec::new()),
+        Some(p) => {
+            let proxy = make_proxy("proxy option", p)?;
+            (Some(proxy.clone()), Some(proxy), Vec::new())
+        }
+        None => {
+            // Lower-case http_proxy only for http (CGI "httpoxy": a
+            // request header can set HTTP_PROXY).
+            let http = env_first(&["http_proxy", "all_proxy", "ALL_PROXY"]);
+            let https = env_first(&["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]);
+            let no_proxy = env_first(&["no_proxy", "NO_PROXY"])
+                .map(|(_, v)| {
+                    v.split(',')
+                        .map(|s| s.trim().trim_start_matches("*.").to_ascii_lowercase())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let http = http
+                .map(|(n, v)| make_proxy(&format!("${n}"), &v))
+                .transpose()?;
+            let https = https
+                .map(|(n, v)| make_proxy(&format!("${n}"), &v))
+                .transpose()?;
+            (http, https, no_proxy)
+        }
+    })
+}
+
 impl Transport {
     /// A client with `opts`' timeouts, proxy and trust roots.
     pub fn new(opts: &TransportOptions) -> Result<Transport, FetchError> {
@@ -557,36 +591,7 @@ impl Transport {
                 .build();
             Agent::new_with_config(config)
         };
-        // Which proxy for which scheme, and the hosts that bypass them.
-        let (http_proxy, https_proxy, no_proxy) = match &opts.proxy {
-            // An explicit empty proxy means "direct", ignoring the environment.
-            Some(p) if p.trim().is_empty() => (None, None, Vec::new()),
-            Some(p) => {
-                let proxy = make_proxy("proxy option", p)?;
-                (Some(proxy.clone()), Some(proxy), Vec::new())
-            }
-            None => {
-                // Lower-case http_proxy only for http (CGI "httpoxy": a
-                // request header can set HTTP_PROXY).
-                let http = env_first(&["http_proxy", "all_proxy", "ALL_PROXY"]);
-                let https = env_first(&["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]);
-                let no_proxy = env_first(&["no_proxy", "NO_PROXY"])
-                    .map(|(_, v)| {
-                        v.split(',')
-                            .map(|s| s.trim().trim_start_matches("*.").to_ascii_lowercase())
-                            .filter(|s| !s.is_empty())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let http = http
-                    .map(|(n, v)| make_proxy(&format!("${n}"), &v))
-                    .transpose()?;
-                let https = https
-                    .map(|(n, v)| make_proxy(&format!("${n}"), &v))
-                    .transpose()?;
-                (http, https, no_proxy)
-            }
-        };
+        let (http_proxy, https_proxy, no_proxy) = proxies(opts.proxy.as_deref())?;
         let agents = |tls: &TlsConfig| Agents {
             direct: build(None, tls),
             http_proxy: http_proxy.clone().map(|p| build(Some(p), tls)),

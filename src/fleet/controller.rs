@@ -199,6 +199,25 @@ fn observe_reports(
     })
 }
 
+/// Ask the source `opts` names about release `version` of `compatible`,
+/// whose current wave is `percent`.
+fn observe(
+    opts: &Options,
+    compatible: &str,
+    version: &str,
+    percent: Option<f64>,
+    now: i64,
+) -> Result<Observed> {
+    match &opts.source {
+        Source::Prometheus {
+            url,
+            selector,
+            timeout,
+        } => observe_prometheus(url, selector, *timeout, compatible, version, percent, now),
+        Source::Reports(path) => observe_reports(path, &opts.policy, compatible, version, percent),
+    }
+}
+
 /// Whether two paths name the same existing directory.
 fn same_dir(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
@@ -251,28 +270,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     )
     .map_err(|e| Error::Fleet(format!("{}: {e}", opts.manifest.display())))?;
     let now = crate::timefmt::now();
-    let observed = match &opts.source {
-        Source::Prometheus {
-            url,
-            selector,
-            timeout,
-        } => observe_prometheus(
-            url,
-            selector,
-            *timeout,
-            &doc.compatible,
-            &doc.version,
-            plan.percent,
-            now,
-        )?,
-        Source::Reports(path) => observe_reports(
-            path,
-            &opts.policy,
-            &doc.compatible,
-            &doc.version,
-            plan.percent,
-        )?,
-    };
+    let observed = observe(opts, &doc.compatible, &doc.version, plan.percent, now)?;
     let action = super::decide(&plan, &observed.facts, &opts.policy, now);
     let (verb, reason) = match &action {
         Action::Keep { reason } => ("keep", reason.clone()),
