@@ -513,10 +513,19 @@ fn read_roots(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, Fetch
     Ok(certs)
 }
 
-/// Which proxy for which scheme (http, https), and the hosts that bypass
-/// them: the `proxy` option, else the environment.
-fn proxies(proxy: Option<&str>) -> Result<(Option<Proxy>, Option<Proxy>, Vec<String>), FetchError> {
-    Ok(match proxy {
+/// Which proxy for which scheme, and the hosts that bypass them.
+struct Proxies {
+    /// For http URLs.
+    http: Option<Proxy>,
+    /// For https URLs.
+    https: Option<Proxy>,
+    /// `no_proxy`'s hosts and domains, lower case, without a leading `*.`.
+    no_proxy: Vec<String>,
+}
+
+/// The proxies of the `proxy` option, else of the environment.
+fn proxies(proxy: Option<&str>) -> Result<Proxies, FetchError> {
+    let (http, https, no_proxy) = match proxy {
         // An explicit empty proxy means "direct", ignoring the environment.
         Some(p) if p.trim().is_empty() => (None, None, Vec::new()),
         Some(p) => {
@@ -544,6 +553,11 @@ fn proxies(proxy: Option<&str>) -> Result<(Option<Proxy>, Option<Proxy>, Vec<Str
                 .transpose()?;
             (http, https, no_proxy)
         }
+    };
+    Ok(Proxies {
+        http,
+        https,
+        no_proxy,
     })
 }
 
@@ -591,7 +605,11 @@ impl Transport {
                 .build();
             Agent::new_with_config(config)
         };
-        let (http_proxy, https_proxy, no_proxy) = proxies(opts.proxy.as_deref())?;
+        let Proxies {
+            http: http_proxy,
+            https: https_proxy,
+            no_proxy,
+        } = proxies(opts.proxy.as_deref())?;
         let agents = |tls: &TlsConfig| Agents {
             direct: build(None, tls),
             http_proxy: http_proxy.clone().map(|p| build(Some(p), tls)),
