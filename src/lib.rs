@@ -23,6 +23,9 @@
 //! | `child.rs` | every child process is bounded in time and output and killed with everything it started |
 //! | `cli/flags.rs`, `cli/json.rs` | every flag defined once (usage, `--help` and parsing come from it); every `--json` shape one type |
 //! | `error.rs` | every failure has one [`error::Kind`], a stable label |
+//!
+//! A function over about 100 lines says why with a `// Long on purpose:`
+//! comment; `scripts/long-functions.sh` lists them.
 
 #![deny(missing_docs)]
 
