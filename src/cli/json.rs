@@ -226,9 +226,9 @@ pub struct Error<'a> {
 /// `transaction`, `failed`, `metrics`), serialized as they are stored.
 #[derive(Debug, Serialize)]
 pub struct Status<'a> {
-    /// The slot running now (`null`: not one of the configured slots).
+    /// The slot running now (`null` when the host cannot tell).
     pub booted_slot: Option<SlotName>,
-    /// The release it runs, as recorded in its slot's record.
+    /// The release running now (os-release, else the slot's record).
     pub booted_version: Option<&'a str>,
     /// The slot the bootloader boots next.
     pub primary_slot: Option<SlotName>,
