@@ -147,6 +147,8 @@ LOGS="$W/logs"
 . "$REPO/scripts/vm/lib/guestdisk.sh"  # grubenv, state.json, slots read on the host
 # shellcheck source=scripts/vm/lib/assert.sh
 . "$REPO/scripts/vm/lib/assert.sh"     # the checks
+# shellcheck source=scripts/vm/lib/cuts.sh
+. "$REPO/scripts/vm/lib/cuts.sh"       # a power cut at each point, from one saved disk
 # shellcheck source=scripts/vm/lib/scenario.sh
 . "$REPO/scripts/vm/lib/scenario.sh"   # selection, checkpoints, the count
 

@@ -4,7 +4,7 @@
 //! Invariants: the booted slot is only ever mapped read-only; a delta is
 //! used only when the booted slot's bytes hash to the delta's source; the
 //! target is written only through the one slot writer
-//! ([`crate::install::writer`]), so a segment counts as done only after its
+//! (`install/writer.rs`), so a segment counts as done only after its
 //! bytes, read back from the medium, hashed to the segment's signed digest
 //! and were synced, and only then does the journal record it (so a finished
 //! segment is never fetched again after a crash); a segment the journal
@@ -39,14 +39,23 @@ pub const HOST_MAX_WINDOW_LOG: u32 = if usize::BITS == 32 { 30 } else { 31 };
 pub enum Outcome {
     /// The image is in the target slot; bytes fetched this run.
     Applied {
+        /// Bytes of the delta payload fetched this run.
         fetched: u64,
+        /// Segments fetched, decoded and written this run.
         segments_fetched: usize,
+        /// Segments an earlier, interrupted run had written (the journal
+        /// names them), read back and found intact: not fetched again.
         segments_reused: usize,
     },
     /// Use the full payload instead, for this reason; `fetched` bytes of
     /// the delta crossed the network before it was given up (they count
     /// toward what this install downloaded).
-    Fallback { reason: String, fetched: u64 },
+    Fallback {
+        /// Why the delta was given up, for the log.
+        reason: String,
+        /// Bytes of the delta fetched before that.
+        fetched: u64,
+    },
 }
 
 /// Segments already written by one delta. A segment index means something
@@ -55,12 +64,16 @@ pub enum Outcome {
 /// keyed by the delta's own identity ([`identity`]) as well.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Journal {
+    /// SHA-256 of the source (the booted slot's bytes) the segments were
+    /// decoded against.
     pub source_sha256: String,
+    /// SHA-256 of the image the segments belong to.
     pub image_sha256: String,
     /// [`identity`] of the delta whose segments `done` counts (absent in
     /// journals of older versions: those are not reused).
     #[serde(default)]
     pub delta_sha256: String,
+    /// Indexes of the segments written, read back, matched and synced.
     pub done: Vec<usize>,
 }
 
@@ -277,14 +290,22 @@ impl Drop for SourceMap {
 
 /// Where the delta comes from and goes to.
 pub struct Plan<'a> {
+    /// How the payload is fetched (HTTP client, mirrors, pacing).
     pub transport: &'a Transport,
     /// The delta payload's URL or path (already resolved and mirrored).
     pub location: String,
+    /// The signed delta: source size, window, segment table.
     pub delta: &'a Delta,
+    /// The SHA-256 of the booted slot's first `source_size` bytes, as
+    /// [`choose`] found it to match the delta's source (it keys the journal).
     pub source_sha256: &'a str,
+    /// The signed image the delta rebuilds.
     pub image: &'a Image,
+    /// The booted slot's device, mapped read-only.
     pub source_device: &'a Path,
+    /// The inactive slot's device, written through the slot writer.
     pub target_device: &'a Path,
+    /// Where the [`Journal`] of this delta is kept.
     pub journal: PathBuf,
 }
 

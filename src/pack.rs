@@ -817,6 +817,7 @@ mod tests {
         }
     }
 
+    // Long on purpose: one refusal per option, in `check_options`' order.
     #[test]
     fn check_options_refuses_each_bad_option() {
         assert_eq!(check_options(&opts()), Ok(()));

@@ -277,6 +277,8 @@ fn label_set(pairs: &[(&str, &str)]) -> String {
 
 /// Render the metrics in node_exporter's textfile format. Every series
 /// carries `compatible` and the operator's labels after its own.
+// Long on purpose: one metric after another, in the order they are written
+// (the README's table lists them in that order); no logic to split.
 pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
     let mut common: Vec<(&str, &str)> = vec![("compatible", view.compatible)];
     common.extend(view.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));

@@ -148,6 +148,9 @@ fn waits_for_download_window(host: &Host, state: &State, verified: &Verified) ->
 
 /// The preflight, the write and the staging of a judged release, under
 /// `lock`.
+// Long on purpose: the install's steps in the order `transition.rs` rules
+// them (refusals, env fits, pre-install hook, write, post-install hook,
+// stage, report); split, the order would be spread over several functions.
 fn install_verified(
     host: &Host,
     lock: &StateLock,
@@ -390,6 +393,9 @@ fn write_images(w: &mut Writer, devices: &BTreeMap<String, Device>) -> Result<Fe
 /// download when there is room for one): (payload bytes, network bytes).
 /// On failure the target is abandoned and what earlier classes fetched
 /// (`so_far`) is counted.
+// Long on purpose: one download into one slot from start to end (whether
+// it resumes, the write, through a temporary file for a file target), and
+// on failure what is kept and counted, which needs every step's state.
 fn write_payload(
     w: &mut Writer,
     class: &str,

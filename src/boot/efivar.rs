@@ -22,7 +22,7 @@
 //! Outside bytes stay bytes: a description is UCS-2 and compared as UCS-2;
 //! a device path is kept as the bytes the firmware stored.
 
-use super::BootError;
+use super::{format_err, io_err, BootError};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -54,20 +54,6 @@ nix::ioctl_write_ptr!(
 #[derive(Clone, Debug)]
 pub struct EfiVars {
     dir: PathBuf,
-}
-
-fn io_err(path: &Path, source: std::io::Error) -> BootError {
-    BootError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-fn format_err(path: &Path, reason: impl Into<String>) -> BootError {
-    BootError::Format {
-        path: path.display().to_string(),
-        reason: reason.into(),
-    }
 }
 
 /// The immutable flag of `file`, when the file system has flags at all.

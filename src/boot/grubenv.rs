@@ -30,7 +30,7 @@
 //! would end there, so the block would mean something else to GRUB than
 //! to us; neither `grub-editenv` nor GRUB's `save_env` can write one).
 
-use super::{show, BootError};
+use super::{format_err, io_err, show, BootError};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -215,20 +215,6 @@ fn check_name(name: &[u8]) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn io_err(path: &Path, source: std::io::Error) -> BootError {
-    BootError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-fn format_err(path: &Path, reason: impl Into<String>) -> BootError {
-    BootError::Format {
-        path: path.display().to_string(),
-        reason: reason.into(),
-    }
 }
 
 /// Read and parse the block at `path`.

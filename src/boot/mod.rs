@@ -89,6 +89,22 @@ impl fmt::Display for BootError {
 
 impl std::error::Error for BootError {}
 
+/// [`BootError::Io`] for the env file or device at `path`.
+pub(crate) fn io_err(path: &std::path::Path, source: std::io::Error) -> BootError {
+    BootError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// [`BootError::Format`] for the env file or device at `path`.
+pub(crate) fn format_err(path: &std::path::Path, reason: impl Into<String>) -> BootError {
+    BootError::Format {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
 /// What abupdate needs from a bootloader. Implementations keep RAUC's
 /// variable contracts so boards prepared for RAUC work unchanged.
 pub trait Bootloader {

@@ -40,7 +40,7 @@
 //! concurrent `fw_setenv` cannot interleave with us. As in libubootenv, a
 //! lock file that cannot be opened does not stop the operation.
 
-use super::{show, BootError};
+use super::{io_err, show, BootError};
 use nix::fcntl::{Flock, FlockArg};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
@@ -581,13 +581,6 @@ fn lock() -> EnvLock {
         file.ok()
             .and_then(|f| Flock::lock(f, FlockArg::LockExclusive).ok()),
     )
-}
-
-fn io_err(path: &Path, source: std::io::Error) -> BootError {
-    BootError::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 /// Open one device and resolve its absolute offset.

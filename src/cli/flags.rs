@@ -27,19 +27,33 @@ use std::path::PathBuf;
 /// A command of the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cmd {
+    /// `help [COMMAND]`: the usage text, or one command's options.
     Help,
+    /// `status`: the slots, the booted one, versions, the bootloader's view.
     Status,
+    /// `check [SOURCE]`: fetch and verify the manifest, say whether it applies.
     Check,
+    /// `update`: check, then install and reboot when a release applies.
     Update,
+    /// `install SOURCE`: download, verify, write and stage a release.
     Install,
+    /// `health`: run the checks; commit or roll back a trial.
     Health,
+    /// `mark-good [SLOT]`: mark a slot good.
     MarkGood,
+    /// `mark-bad [SLOT]`: mark a slot bad.
     MarkBad,
+    /// `rollback`: boot the other slot if it holds a good system.
     Rollback,
+    /// `keygen`: make a minisign key pair.
     Keygen,
+    /// `sign FILE`: write `FILE.minisig`.
     Sign,
+    /// `verify FILE`: check `FILE.minisig`.
     Verify,
+    /// `fleet`: the operator's rollout controller (pause or advance).
     Fleet,
+    /// `pack`: build a signed release directory from images.
     Pack,
 }
 
@@ -48,16 +62,22 @@ pub enum Cmd {
 pub struct Positional {
     /// Its name in the usage text (`SOURCE`).
     pub name: &'static str,
+    /// Whether the command refuses to run without it.
     pub required: bool,
+    /// One line for the command's `--help`.
     pub help: &'static str,
 }
 
 /// A command: its name, positional arguments and one line of help.
 #[derive(Debug)]
 pub struct CommandDef {
+    /// The command it defines.
     pub cmd: Cmd,
+    /// Its name on the command line (`mark-good`).
     pub name: &'static str,
+    /// Its positional arguments, in order.
     pub args: &'static [Positional],
+    /// One line for the usage text.
     pub about: &'static str,
 }
 
@@ -196,15 +216,18 @@ pub struct Value {
 pub struct Flag {
     /// `--long`, without the dashes.
     pub long: &'static str,
+    /// The one-letter spelling (`-c`), if any.
     pub short: Option<char>,
     /// The value's name in the usage text (`FILE`); `None` for a switch.
     pub value: Option<&'static str>,
+    /// Where on the line it is taken, and by which commands.
     pub scope: Scope,
     /// A command that takes it cannot do without it.
     pub required: bool,
     /// May be given more than once, each adding a value (otherwise the
     /// last one given counts).
     pub repeat: bool,
+    /// One line for the usage text and the command's `--help`.
     pub help: &'static str,
     /// Check and convert the value into its field of [`LowArgs`].
     pub set: fn(&mut LowArgs, Value) -> Result<(), String>,
@@ -891,57 +914,102 @@ impl Value {
 /// and converted, nothing done yet.
 #[derive(Debug, Default)]
 pub struct LowArgs {
+    /// The command named, if any (`None`: only global flags, or nothing).
     pub command: Option<Cmd>,
     /// Arguments after the command's name that are not flags.
     pub positional: Vec<OsString>,
     /// The flags given (indexes into [`FLAGS`]), in order.
     pub given: Vec<usize>,
+    /// `--config FILE`: the config file instead of `/etc/abupdate/config.toml`.
     pub config: Option<PathBuf>,
+    /// `--json`: results (and errors) as stable JSON on stdout.
     pub json: bool,
+    /// `--quiet`: no progress or log lines.
     pub quiet: bool,
+    /// `--help`: the usage text, or the command's.
     pub help: bool,
+    /// `-V`/`--version` before any command: abupdate's own version.
     pub version: bool,
+    /// `--no-reboot`: do everything but the reboot.
     pub no_reboot: bool,
+    /// `update --now`: skip the jitter and any backoff after failures.
     pub now: bool,
+    /// `--allow-downgrade`: take a release older than the booted one.
     pub allow_downgrade: bool,
+    /// `install --write`: write every block, or only the ones that differ.
     pub write: Option<WriteMode>,
+    /// `rollback --force` (even to a slot not recorded good or installed),
+    /// `keygen --force` (overwrite existing key files).
     pub force: bool,
+    /// `--secret FILE`: the secret key (`keygen`, `sign`: one; `pack`, `fleet`:
+    /// each one that signs, in the order given).
     pub secret: Vec<PathBuf>,
+    /// `--public FILE`: the public key (`keygen` writes it, `verify` reads it).
     pub public: Option<PathBuf>,
+    /// `sign --trusted-comment`: the signed comment (default: time and file name).
     pub trusted_comment: Option<String>,
+    /// `fleet --manifest`: the `release.json` to pause or advance.
     pub manifest: Option<PathBuf>,
+    /// `fleet --keys DIR`: the hosts' trusted key directories.
     pub keys: Vec<PathBuf>,
+    /// `fleet --threshold`: signatures by distinct trusted keys needed (1 to 17).
     pub threshold: Option<usize>,
+    /// `fleet --reports PATH`: decide from the webhook's reports (a JSON-lines
+    /// file or a directory of them).
     pub reports: Option<PathBuf>,
+    /// `fleet --prometheus URL`: decide from a Prometheus-compatible query API.
     pub prometheus: Option<String>,
+    /// `fleet --selector`: label matchers every query's series must match.
     pub selector: Vec<crate::fleet::prometheus::Matcher>,
+    /// `fleet --query-timeout`: the bound on each Prometheus query.
     pub query_timeout: Option<std::time::Duration>,
     /// `pack --waves`: the fleet controller's plan, signed.
     pub waves: Option<Vec<f64>>,
     /// `fleet`'s thresholds and waves, filled in flag by flag.
     pub policy: crate::fleet::Policy,
+    /// `fleet --dry-run`: decide and say, write nothing.
     pub dry_run: bool,
+    /// `pack --compatible`: the hardware the release is for.
     pub compatible: Option<String>,
     /// `pack --version`.
     pub release_version: Option<String>,
+    /// `pack --image CLASS=PATH`: each image and its slot partition class.
     pub image: Vec<(String, PathBuf)>,
+    /// `--out DIR`: `pack`'s release directory, or where `fleet` publishes the
+    /// re-signed manifest.
     pub out: Option<PathBuf>,
+    /// `pack --expires-days`: the manifest expires this many days after it is created.
     pub expires_days: Option<u64>,
+    /// `pack --expires`: the manifest expires at this time (Unix seconds, from RFC 3339).
     pub expires: Option<i64>,
+    /// `pack --created`: the manifest's date (Unix seconds, from RFC 3339; default now).
     pub created: Option<i64>,
+    /// `pack --level`: the zstd level of the images (1 to 22).
     pub level: Option<i32>,
+    /// `pack --no-compress`: ship the images uncompressed.
     pub no_compress: bool,
+    /// `pack --window-log`: the zstd window log of the images (10 to 31).
     pub window_log: Option<u32>,
+    /// `pack --percent`: a fixed rollout percentage of the fleet.
     pub percent: Option<f64>,
+    /// `pack --rollout-start`: when a linear ramp starts (RFC 3339, as given).
     pub rollout_start: Option<String>,
+    /// `pack --start-percentage`: the ramp's percentage at its start.
     pub start_percentage: Option<f64>,
+    /// `pack --duration-minutes`: minutes the ramp takes to reach 100%.
     pub duration_minutes: Option<u64>,
+    /// `pack --paused`: the rollout is paused (no host starts installing).
     pub paused: bool,
-    /// In bytes.
+    /// `pack --segment-size` in bytes (given in MiB): images cut into
+    /// independent zstd frames of this size.
     pub segment_size: Option<u64>,
+    /// `pack --one-frame`: one zstd frame per image, as releases before segments.
     pub one_frame: bool,
+    /// `pack --delta-from CLASS=OLD_IMAGE`: each older image a delta is made from.
     pub delta_from: Vec<(String, PathBuf)>,
+    /// `pack --delta-level`: the zstd level of the delta frames.
     pub delta_level: Option<i32>,
+    /// `pack --delta-window-log`: the largest window a delta may need (10 to 31).
     pub delta_window_log: Option<u32>,
 }
 

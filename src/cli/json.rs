@@ -3,7 +3,7 @@
 //!
 //! Invariant: a field is added, renamed or removed only here, and every
 //! shape has a test that pins its exact keys and values. Each output is one
-//! JSON document on stdout, printed by [`print`]: keys sorted (as they have
+//! JSON document on stdout, printed by [`print()`]: keys sorted (as they have
 //! been since the first release), pretty-printed.
 
 use crate::agent::NoUpdate;
@@ -29,7 +29,9 @@ pub enum Check<'a> {
     Available {
         /// Always `true`.
         update_available: bool,
+        /// The release's version.
         version: &'a str,
+        /// The SHA-256 of the verified manifest's bytes (hex).
         manifest_sha256: &'a str,
         /// Where the verified manifest came from (the mirror, a redirect's
         /// target), without user info.
@@ -43,6 +45,7 @@ pub enum Check<'a> {
         update_available: bool,
         /// `not_newer`, `previously_failed`, `not_modified`, `waiting_for_wave`.
         reason: NoUpdate,
+        /// The reason in words, as the text output prints it.
         message: &'a str,
         /// `null` for `not_modified` (the manifest was not fetched again).
         rollout: Option<&'a Standing>,
@@ -50,6 +53,7 @@ pub enum Check<'a> {
 }
 
 impl<'a> Check<'a> {
+    /// `{"update_available": true, …}`: a verified release applies.
     pub fn available(
         version: &'a str,
         manifest_sha256: &'a str,
@@ -65,6 +69,7 @@ impl<'a> Check<'a> {
         }
     }
 
+    /// `{"update_available": false, …}`: nothing to do, and why.
     pub fn up_to_date(
         reason: NoUpdate,
         message: &'a str,
@@ -84,13 +89,19 @@ impl<'a> Check<'a> {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Update<'a> {
     /// `{"outcome": "backing_off", "until"}`: an earlier failure asks to
-    /// wait until then (RFC 3339).
-    BackingOff { until: String },
+    /// wait until then.
+    BackingOff {
+        /// When the backoff ends (RFC 3339).
+        until: String,
+    },
     /// `{"outcome": "up_to_date", "reason", "message", "rollout"}`, with
     /// `check`'s reasons.
     UpToDate {
+        /// Why nothing applies (`check`'s reasons).
         reason: NoUpdate,
+        /// The reason in words.
         message: &'a str,
+        /// Where this host stands in the release's rollout.
         rollout: Option<&'a Standing>,
     },
 }
@@ -100,11 +111,14 @@ pub enum Update<'a> {
 pub struct Install<'a> {
     /// The version written.
     pub installed: &'a str,
+    /// The slot written (the one that boots next).
     pub slot: SlotName,
     /// Bytes of the images written.
     pub payload_bytes: u64,
     /// Bytes fetched over the network (less with a delta).
     pub network_bytes: u64,
+    /// The host reboots into the new slot now (`false` with `--no-reboot`
+    /// or outside the maintenance window: the next boot tries it).
     pub rebooting: bool,
 }
 
@@ -114,16 +128,21 @@ pub struct Install<'a> {
 pub enum HealthOutcome {
     /// No trial pending: the booted slot was re-blessed.
     Healthy,
+    /// The trial slot passed its checks and is committed.
     Committed,
     /// Exit 1.
     RolledBack,
+    /// The booted slot is the old one after a staged trial, on another boot:
+    /// the trial never came up; recorded as failed.
     TrialNeverBooted,
+    /// Staged on this very boot: the reboot into the trial is still to come.
     AwaitingReboot,
 }
 
 /// `health`.
 #[derive(Debug, Serialize)]
 pub struct Health<'a> {
+    /// What was decided.
     pub outcome: HealthOutcome,
     /// The line the text output prints.
     pub message: &'a str,
@@ -133,8 +152,11 @@ pub struct Health<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FleetAction {
+    /// Nothing changes.
     Keep,
+    /// The rollout is paused: no more hosts start installing.
     Pause,
+    /// The rollout moves to the next wave.
     Advance,
 }
 
@@ -143,10 +165,13 @@ pub enum FleetAction {
 pub struct Fleet<'a> {
     /// The manifest's version.
     pub release: &'a str,
+    /// What was decided.
     pub action: FleetAction,
+    /// Why, in words.
     pub reason: &'a str,
     /// The manifest was re-signed and published (never on `--dry-run`).
     pub changed: bool,
+    /// Nothing was written (`--dry-run`).
     pub dry_run: bool,
     /// `prometheus` or `reports`.
     pub source: &'a str,
@@ -156,8 +181,11 @@ pub struct Fleet<'a> {
     pub wave_hosts: Option<u64>,
     /// Hosts reporting (Prometheus), or `--fleet-size`.
     pub fleet_hosts: Option<u64>,
+    /// Hosts that installed the release.
     pub installed: u64,
+    /// Hosts that committed it.
     pub committed: u64,
+    /// Hosts where it failed, counted against the release.
     pub failed: u64,
     /// Failures the release did not cause (network, the host's own…).
     pub not_counted: u64,
@@ -170,14 +198,18 @@ pub struct Fleet<'a> {
 /// One query `fleet` asked, and Prometheus's answer.
 #[derive(Debug, Serialize)]
 pub struct FleetQuery<'a> {
+    /// The PromQL expression.
     pub query: &'a str,
+    /// Its instant vector.
     pub answer: Vec<FleetSample<'a>>,
 }
 
 /// One sample of an instant vector.
 #[derive(Debug, Serialize)]
 pub struct FleetSample<'a> {
+    /// The sample's labels.
     pub labels: &'a BTreeMap<String, String>,
+    /// The sample's value.
     pub value: f64,
 }
 
@@ -194,11 +226,17 @@ pub struct Error<'a> {
 /// `transaction`, `failed`, `metrics`), serialized as they are stored.
 #[derive(Debug, Serialize)]
 pub struct Status<'a> {
+    /// The slot running now (`null` when the host cannot tell).
     pub booted_slot: Option<SlotName>,
+    /// The release running now (os-release, else the slot's record).
     pub booted_version: Option<&'a str>,
+    /// The slot the bootloader boots next.
     pub primary_slot: Option<SlotName>,
+    /// `A` and `B`: each slot's devices, record and bootloader state.
     pub slots: BTreeMap<SlotName, Slot<'a>>,
+    /// The update in flight (`state.json`'s `transaction`), if any.
     pub transaction: Option<&'a crate::state::Transaction>,
+    /// Releases that failed here and are not taken again.
     pub failed: &'a [crate::state::FailedRelease],
     /// abupdate's own bootloader variables, each value shown losslessly
     /// (bytes that are not UTF-8 text as `\xNN`).
@@ -211,6 +249,7 @@ pub struct Status<'a> {
     pub backoff_until: Option<&'a str>,
     /// The FleetLock group whose reboot lock this host may hold.
     pub reboot_lock: Option<&'a str>,
+    /// Counters and times (`state.json`'s `metrics`).
     pub metrics: &'a crate::state::Metrics,
 }
 
@@ -219,6 +258,7 @@ pub struct Status<'a> {
 pub struct Slot<'a> {
     /// Class → device path.
     pub devices: &'a BTreeMap<String, String>,
+    /// The slot's record in `state.json` (status, version, …).
     pub record: &'a crate::state::SlotRecord,
     /// `good` or `bad`, as the bootloader sees it.
     pub bootloader_state: Option<&'a str>,

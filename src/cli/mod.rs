@@ -115,18 +115,26 @@ pub fn main() -> i32 {
 mod tests {
     use super::*;
 
+    /// The one table of usage errors: each line is refused by the parser
+    /// (`flags`) or by its command's settings (`settings`), and every
+    /// refusal reaches the user the same way.
     #[test]
     fn usage_errors_exit_2_and_point_at_the_help() {
         for bad in [
-            vec!["frobnicate"],
-            vec!["install"],
-            vec!["status", "--bogus"],
-            vec!["check", "--no-reboot"],
-            vec!["mark-good", "C"],
-            vec!["keygen", "--secret"],
-            vec!["install", "x", "--write=some"],
-            vec!["--json=yes", "status"],
+            "frobnicate",
+            "install",
+            "status --bogus",
+            "check --no-reboot",
+            "mark-good C",
+            "keygen --secret",
+            "keygen --secret s",
+            "install x --write=some",
+            "sign --secret k",
+            "--json=yes status",
+            "fleet --manifest m --secret k --reports r --max-failures 0",
+            "fleet --manifest m --secret k --reports r --waves 100,1",
         ] {
+            let bad: Vec<&str> = bad.split(' ').collect();
             let e = parse(bad.iter().copied()).expect_err(&format!("{bad:?} accepted"));
             assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
             assert_eq!(e.kind(), "usage", "{bad:?}: {e}");

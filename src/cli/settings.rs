@@ -16,8 +16,11 @@ use std::path::PathBuf;
 /// The flags every command takes.
 #[derive(Clone, Debug, Default)]
 pub struct Global {
+    /// `--config FILE` (default `/etc/abupdate/config.toml`).
     pub config: Option<PathBuf>,
+    /// `--json`: results and errors as stable JSON on stdout.
     pub json: bool,
+    /// `--quiet`: no progress or log lines.
     pub quiet: bool,
 }
 
@@ -26,46 +29,78 @@ pub struct Global {
 pub enum Command {
     /// The usage text, or one command's help.
     Help(Option<Cmd>),
+    /// `-V`/`--version`: abupdate's own version.
     Version,
+    /// `status`.
     Status,
+    /// `check [SOURCE]`.
     Check {
+        /// The manifest URL or path (default: the config's `update.url`).
         source: Option<String>,
+        /// `--allow-downgrade`: a release older than the booted one applies too.
         allow_downgrade: bool,
     },
+    /// `update`: what the timer runs.
     Update {
+        /// `--no-reboot`: stage, but do not reboot.
         no_reboot: bool,
+        /// `--now`: skip the jitter and any backoff after failures.
         now: bool,
     },
+    /// `install SOURCE`.
     Install {
+        /// The manifest URL or path.
         source: String,
+        /// How to write and whether to reboot.
         opts: InstallOptions,
     },
+    /// `health`: the boot-time verdict.
     Health {
+        /// `--no-reboot`: after a failed trial, mark and flip but do not reboot.
         no_reboot: bool,
     },
+    /// `mark-good [SLOT]` (`good`) or `mark-bad [SLOT]`.
     Mark {
+        /// The slot to mark (default: the booted one).
         slot: Option<SlotName>,
+        /// `true` for `mark-good`.
         good: bool,
     },
+    /// `rollback`.
     Rollback {
+        /// `--no-reboot`: flip, but do not reboot.
         no_reboot: bool,
+        /// `--force`: even to a slot the state does not call good or installed.
         force: bool,
     },
+    /// `keygen`.
     Keygen {
+        /// `--secret FILE`: where the secret key is written.
         secret: PathBuf,
+        /// `--public FILE`: where the public key is written.
         public: PathBuf,
+        /// `--force`: overwrite existing key files.
         force: bool,
     },
+    /// `sign FILE`.
     Sign {
+        /// `--secret FILE`: the secret key that signs.
         secret: PathBuf,
+        /// The file to sign (`FILE.minisig` is written next to it).
         file: PathBuf,
+        /// `--trusted-comment`: the signed comment (default: time and file name).
         trusted_comment: Option<String>,
     },
+    /// `verify FILE`.
     Verify {
+        /// `--public FILE`: the key the signature must be made with.
         public: PathBuf,
+        /// The signed file (its signature: `FILE.minisig`).
         file: PathBuf,
     },
+    /// `pack`: a signed release directory from images.
     Pack(Box<PackOptions>),
+    /// `fleet`: the operator's rollout controller.
     Fleet(Box<FleetOptions>),
 }
 
@@ -333,45 +368,6 @@ mod tests {
         ));
         assert!(matches!(p(&["-V"]).expect("parse").1, Command::Version));
         assert!(p(&["help", "frobnicate"]).is_err());
-    }
-
-    #[test]
-    fn usage_errors() {
-        for bad in [
-            vec!["frobnicate"],
-            vec!["install"],
-            vec!["status", "--bogus"],
-            vec!["check", "--no-reboot"],
-            vec!["mark-good", "C"],
-            vec!["keygen", "--secret"],
-            vec!["keygen", "--secret", "s"],
-            vec!["install", "x", "--write=some"],
-            vec!["sign", "--secret", "k"],
-            vec![
-                "fleet",
-                "--manifest",
-                "m",
-                "--secret",
-                "k",
-                "--reports",
-                "r",
-                "--max-failures",
-                "0",
-            ],
-            vec![
-                "fleet",
-                "--manifest",
-                "m",
-                "--secret",
-                "k",
-                "--reports",
-                "r",
-                "--waves",
-                "100,1",
-            ],
-        ] {
-            assert!(p(&bad).is_err(), "{bad:?} accepted");
-        }
     }
 
     #[test]

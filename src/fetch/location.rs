@@ -301,7 +301,7 @@ const SECRET_QUERY_PARAMS: [&str; 5] = [
 
 /// `text` with the user info of every URL in it (`scheme://user:pw@host`)
 /// replaced by `***`, and the value of every presigned URL's signature or
-/// token parameter ([`SECRET_QUERY_PARAMS`]) too: the one way a URL, or a
+/// token parameter (`SECRET_QUERY_PARAMS`) too: the one way a URL, or a
 /// message naming one, is shown to a person. Credentials stay on the wire
 /// (ureq sends user info as Basic authentication; the query as it is) and
 /// out of logs, errors, JSON and webhook reports. What a person needs to

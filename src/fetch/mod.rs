@@ -16,7 +16,7 @@
 //! - A remote manifest can never make us read a local file: `file:` and
 //!   local paths are refused as references from, and redirects out of, http(s).
 //! - Every URL built from another (signatures, image references, the
-//!   mirror, redirects) is built on its components ([`location`]), and a URL
+//!   mirror, redirects) is built on its components (`location.rs`), and a URL
 //!   is shown to a person only through [`redact`] (no user info, no
 //!   presigned signature).
 //! - Error kinds tell the transport's failures (`network`, `http_status`,
@@ -26,11 +26,11 @@
 //!   (ureq's are all off by default), and a body that trickles in slower than
 //!   [`MIN_PROGRESS_BYTES`] per `read_timeout` is dropped as stalled.
 //! - Thin links: payload bodies are read no faster than the rate in force
-//!   and not outside the download windows ([`pace`]); a body that pauses or
+//!   and not outside the download windows (`pace.rs`); a body that pauses or
 //!   fails goes on with `Range` from exactly the next byte or ends in an
-//!   error ([`body`]); only transient failures are asked again, bounded
-//!   ([`retry`]); headers and the client certificate go to the configured
-//!   origins only, hop by hop ([`auth`]).
+//!   error (`body.rs`); only transient failures are asked again, bounded
+//!   (`retry.rs`); headers and the client certificate go to the configured
+//!   origins only, hop by hop (`auth.rs`).
 
 mod auth;
 mod body;
@@ -513,6 +513,54 @@ fn read_roots(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, Fetch
     Ok(certs)
 }
 
+/// Which proxy for which scheme, and the hosts that bypass them.
+struct Proxies {
+    /// For http URLs.
+    http: Option<Proxy>,
+    /// For https URLs.
+    https: Option<Proxy>,
+    /// `no_proxy`'s hosts and domains, lower case, without a leading `*.`.
+    no_proxy: Vec<String>,
+}
+
+/// The proxies of the `proxy` option, else of the environment.
+fn proxies(proxy: Option<&str>) -> Result<Proxies, FetchError> {
+    let (http, https, no_proxy) = match proxy {
+        // An explicit empty proxy means "direct", ignoring the environment.
+        Some(p) if p.trim().is_empty() => (None, None, Vec::new()),
+        Some(p) => {
+            let proxy = make_proxy("proxy option", p)?;
+            (Some(proxy.clone()), Some(proxy), Vec::new())
+        }
+        None => {
+            // Lower-case http_proxy only for http (CGI "httpoxy": a
+            // request header can set HTTP_PROXY).
+            let http = env_first(&["http_proxy", "all_proxy", "ALL_PROXY"]);
+            let https = env_first(&["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]);
+            let no_proxy = env_first(&["no_proxy", "NO_PROXY"])
+                .map(|(_, v)| {
+                    v.split(',')
+                        .map(|s| s.trim().trim_start_matches("*.").to_ascii_lowercase())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let http = http
+                .map(|(n, v)| make_proxy(&format!("${n}"), &v))
+                .transpose()?;
+            let https = https
+                .map(|(n, v)| make_proxy(&format!("${n}"), &v))
+                .transpose()?;
+            (http, https, no_proxy)
+        }
+    };
+    Ok(Proxies {
+        http,
+        https,
+        no_proxy,
+    })
+}
+
 impl Transport {
     /// A client with `opts`' timeouts, proxy and trust roots.
     pub fn new(opts: &TransportOptions) -> Result<Transport, FetchError> {
@@ -557,36 +605,11 @@ impl Transport {
                 .build();
             Agent::new_with_config(config)
         };
-        // Which proxy for which scheme, and the hosts that bypass them.
-        let (http_proxy, https_proxy, no_proxy) = match &opts.proxy {
-            // An explicit empty proxy means "direct", ignoring the environment.
-            Some(p) if p.trim().is_empty() => (None, None, Vec::new()),
-            Some(p) => {
-                let proxy = make_proxy("proxy option", p)?;
-                (Some(proxy.clone()), Some(proxy), Vec::new())
-            }
-            None => {
-                // Lower-case http_proxy only for http (CGI "httpoxy": a
-                // request header can set HTTP_PROXY).
-                let http = env_first(&["http_proxy", "all_proxy", "ALL_PROXY"]);
-                let https = env_first(&["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]);
-                let no_proxy = env_first(&["no_proxy", "NO_PROXY"])
-                    .map(|(_, v)| {
-                        v.split(',')
-                            .map(|s| s.trim().trim_start_matches("*.").to_ascii_lowercase())
-                            .filter(|s| !s.is_empty())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let http = http
-                    .map(|(n, v)| make_proxy(&format!("${n}"), &v))
-                    .transpose()?;
-                let https = https
-                    .map(|(n, v)| make_proxy(&format!("${n}"), &v))
-                    .transpose()?;
-                (http, https, no_proxy)
-            }
-        };
+        let Proxies {
+            http: http_proxy,
+            https: https_proxy,
+            no_proxy,
+        } = proxies(opts.proxy.as_deref())?;
         let agents = |tls: &TlsConfig| Agents {
             direct: build(None, tls),
             http_proxy: http_proxy.clone().map(|p| build(Some(p), tls)),
@@ -843,14 +866,7 @@ impl Transport {
         let resp = req.send(body).map_err(|e| self.classify(e, &shown, &url))?;
         let status = resp.status().as_u16();
         let mut answer = Vec::new();
-        let reader = StallGuard::new(
-            resp.into_body()
-                .into_with_config()
-                .limit(limit.saturating_add(1))
-                .reader(),
-            self.read_timeout,
-            &shown,
-        );
+        let reader = payload::body_reader(self, resp, limit, &shown);
         // The answer only explains the status: a cut or long one is cut.
         let _ = reader.take(limit).read_to_end(&mut answer);
         Ok((status, answer))
@@ -1033,14 +1049,7 @@ impl Transport {
                 });
             }
         }
-        let reader = StallGuard::new(
-            resp.into_body()
-                .into_with_config()
-                .limit(limit.saturating_add(1))
-                .reader(),
-            self.read_timeout,
-            &shown,
-        );
+        let reader = payload::body_reader(self, resp, limit, &shown);
         let capacity = content_length
             .unwrap_or(64 * 1024)
             .min(limit.saturating_add(1));

@@ -100,7 +100,7 @@ impl Pacing {
 
 /// `2MB/s`, `500kB/s`, `1.5MiB/s`, `10Mbit/s`, `unlimited`: bytes per
 /// second, `None` for unlimited. SI prefixes are powers of 1000, `Ki`/`Mi`/
-/// `Gi` powers of 1024; `bit` counts bits. At least [`MIN_RATE`].
+/// `Gi` powers of 1024; `bit` counts bits. At least `MIN_RATE`.
 pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
     let t = text.trim();
     if t.eq_ignore_ascii_case("unlimited") {

@@ -27,7 +27,7 @@ pub struct RetryPolicy {
     /// Tries after the first one, per request or body, without progress.
     pub retries: u32,
     /// The first wait when the server names none; doubled per failure up to
-    /// [`MAX_DELAY`], half of it random (jitter: hosts of a fleet that
+    /// `MAX_DELAY`, half of it random (jitter: hosts of a fleet that
     /// failed together do not come back together).
     pub first_delay: Duration,
     /// The longest `Retry-After` waited for within the run.

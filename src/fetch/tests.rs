@@ -3,6 +3,7 @@ use super::payload::parse_content_range;
 use super::*;
 use super::{http_date, redact, sibling, via_mirror};
 
+// Long on purpose: a table, one row per reference form.
 #[test]
 fn resolve_table() {
     let ok: &[(&str, &str, &str)] = &[

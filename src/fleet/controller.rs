@@ -1,6 +1,6 @@
 //! `abupdate fleet`: the thin runner of the controller. Verify the manifest
 //! as hosts do and the keys that will re-sign it; ask the source
-//! (Prometheus, or the reports); decide ([`super::decide`]); re-sign and
+//! (Prometheus, or the reports); decide ([`super::decide()`]); re-sign and
 //! publish atomically ([`crate::publish`]) into the output directory.
 //!
 //! Invariant: nothing is written unless the manifest passed the hosts'
@@ -20,8 +20,11 @@ pub enum Source {
     /// A Prometheus-compatible query API (`--prometheus URL`), over hosts
     /// of the release's `compatible` matching `selector`.
     Prometheus {
+        /// The API's root URL.
         url: String,
+        /// `--selector`: label matchers every query adds.
         selector: Vec<Matcher>,
+        /// `--query-timeout`: the bound on each query.
         timeout: Duration,
     },
     /// The webhook's reports (`--reports PATH`).
@@ -31,6 +34,7 @@ pub enum Source {
 /// Options of `fleet`, the operator's rollout control.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// `--manifest`: the `release.json` to pause or advance.
     pub manifest: PathBuf,
     /// The keys that re-sign it: the ones that signed it, `threshold` of them.
     pub secrets: Vec<PathBuf>,
@@ -38,9 +42,13 @@ pub struct Options {
     /// verified against them before anything is changed (no directory: the
     /// public halves of `secrets` are the trusted keys).
     pub keys_dirs: Vec<PathBuf>,
+    /// `--threshold`: signatures by distinct trusted keys the manifest needs.
     pub threshold: usize,
+    /// `--prometheus` or `--reports`: what the decision is made from.
     pub source: Source,
+    /// When to pause and when to advance.
     pub policy: Policy,
+    /// `--dry-run`: decide and say, write nothing.
     pub dry_run: bool,
     /// Where the re-signed manifest is published (default: its own
     /// directory).
@@ -191,6 +199,25 @@ fn observe_reports(
     })
 }
 
+/// Ask the source `opts` names about release `version` of `compatible`,
+/// whose current wave is `percent`.
+fn observe(
+    opts: &Options,
+    compatible: &str,
+    version: &str,
+    percent: Option<f64>,
+    now: i64,
+) -> Result<Observed> {
+    match &opts.source {
+        Source::Prometheus {
+            url,
+            selector,
+            timeout,
+        } => observe_prometheus(url, selector, *timeout, compatible, version, percent, now),
+        Source::Reports(path) => observe_reports(path, &opts.policy, compatible, version, percent),
+    }
+}
+
 /// Whether two paths name the same existing directory.
 fn same_dir(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
@@ -243,28 +270,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     )
     .map_err(|e| Error::Fleet(format!("{}: {e}", opts.manifest.display())))?;
     let now = crate::timefmt::now();
-    let observed = match &opts.source {
-        Source::Prometheus {
-            url,
-            selector,
-            timeout,
-        } => observe_prometheus(
-            url,
-            selector,
-            *timeout,
-            &doc.compatible,
-            &doc.version,
-            plan.percent,
-            now,
-        )?,
-        Source::Reports(path) => observe_reports(
-            path,
-            &opts.policy,
-            &doc.compatible,
-            &doc.version,
-            plan.percent,
-        )?,
-    };
+    let observed = observe(opts, &doc.compatible, &doc.version, plan.percent, now)?;
     let action = super::decide(&plan, &observed.facts, &opts.policy, now);
     let (verb, reason) = match &action {
         Action::Keep { reason } => ("keep", reason.clone()),

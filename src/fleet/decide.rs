@@ -114,6 +114,7 @@ pub fn parse_waves(text: &str) -> Result<Vec<f64>, String> {
 /// The rollout as the signed manifest states it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
+    /// `rollout.paused`: no host starts installing; the controller keeps it so.
     pub paused: bool,
     /// The fixed percentage hosts read (`rollout.percent`); none for a
     /// time ramp or no `rollout` (nothing to advance then).
@@ -171,6 +172,7 @@ impl Plan {
 /// What the fleet says about the release, as plain numbers.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Facts {
+    /// The release's outcomes across the fleet.
     pub tally: Tally,
     /// Hosts the current wave covers (their position is below its
     /// percentage), when known.
@@ -186,9 +188,23 @@ pub fn wave_hosts_of_fleet(fleet: u64, percent: f64) -> u64 {
 /// What the controller does to the manifest.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    Keep { reason: String },
-    Pause { reason: String },
-    Advance { to: f64, reason: String },
+    /// Leave the manifest as it is.
+    Keep {
+        /// Why, in words.
+        reason: String,
+    },
+    /// Set `rollout.paused`: too many hosts failed.
+    Pause {
+        /// Why, in words.
+        reason: String,
+    },
+    /// Move `rollout.percent` to the next wave.
+    Advance {
+        /// The next wave's percentage.
+        to: f64,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 /// Decide on the rollout of a release at `now`.
@@ -311,15 +327,7 @@ pub fn apply(doc: &mut serde_json::Value, action: &Action, now: i64) -> Result<b
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn t(installed: u64, committed: u64, failed: u64) -> Tally {
-        Tally {
-            installed,
-            committed,
-            failed,
-            not_counted: 0,
-        }
-    }
+    use crate::fleet::test_tally as t;
 
     fn facts(tally: Tally, wave_hosts: u64) -> Facts {
         Facts {

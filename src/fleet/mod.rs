@@ -36,6 +36,7 @@ use crate::report::Outcome;
 pub struct Tally {
     /// Hosts whose latest word is "installed" (no verdict yet).
     pub installed: u64,
+    /// Hosts whose trial of the release passed its checks and was committed.
     pub committed: u64,
     /// Hosts the release failed on (rolled back, never booted, or refused
     /// for a fault of the release).
@@ -45,7 +46,20 @@ pub struct Tally {
     pub not_counted: u64,
 }
 
+/// A tally with nothing `not_counted` (the tests of `decide` and `reports`).
+#[cfg(test)]
+pub(crate) fn test_tally(installed: u64, committed: u64, failed: u64) -> Tally {
+    Tally {
+        installed,
+        committed,
+        failed,
+        not_counted: 0,
+    }
+}
+
 impl Tally {
+    /// Hosts with a verdict on the release: committed or failed (the base of
+    /// the failure rate).
     pub fn finished(&self) -> u64 {
         self.committed + self.failed
     }
@@ -69,7 +83,9 @@ pub const RELEASE_FAULT_KINDS: &[Kind] = &[
 /// What one outcome says about the release it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// The host installed the release; no verdict yet.
     Installed,
+    /// The host's trial of the release was committed.
     Committed,
     /// The release failed on this host.
     Failed,

@@ -26,23 +26,44 @@ pub const MAX_ANSWER: u64 = 4 << 20;
 #[derive(Debug)]
 pub enum PromError {
     /// `--prometheus` is not an http(s) URL of an API root.
-    Url { url: String, reason: String },
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No connection, a timeout, a cut answer.
-    Unreachable { url: String, detail: String },
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// The transport's error.
+        detail: String,
+    },
     /// An HTTP status without the API's error document.
     Http {
+        /// The URL asked.
         url: String,
+        /// The HTTP status code.
         status: u16,
+        /// The body's first line (at most 200 characters), for the message.
         detail: String,
     },
     /// The API said `"status": "error"`.
     Api {
+        /// The URL asked.
         url: String,
+        /// The API's `errorType` (`bad_data`, `timeout`, …).
         error_type: String,
+        /// The API's `error` message.
         error: String,
     },
     /// An answer that is not a usable instant vector.
-    Answer { url: String, reason: String },
+    Answer {
+        /// The URL asked.
+        url: String,
+        /// What is wrong with the answer.
+        reason: String,
+    },
 }
 
 impl fmt::Display for PromError {
@@ -73,7 +94,9 @@ impl std::error::Error for PromError {}
 /// One element of an instant vector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
+    /// The series' labels (`__name__` included when the answer has it).
     pub labels: BTreeMap<String, String>,
+    /// The sample's value.
     pub value: f64,
 }
 
@@ -228,7 +251,12 @@ pub fn form_encode(pairs: &[(&str, &str)]) -> String {
 #[derive(Debug, PartialEq)]
 pub enum AnswerError {
     /// `"status": "error"` with its type and message.
-    Api { error_type: String, error: String },
+    Api {
+        /// The API's `errorType`.
+        error_type: String,
+        /// The API's `error` message.
+        error: String,
+    },
     /// Not the API's JSON, or not an instant vector of numbers.
     Format(String),
 }
@@ -325,9 +353,13 @@ pub fn quote(s: &str) -> String {
 /// A label matcher's operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatchOp {
+    /// `=`: the label equals the value.
     Equal,
+    /// `!=`: the label differs from the value.
     NotEqual,
+    /// `=~`: the label matches the regular expression (anchored).
     Regex,
+    /// `!~`: the label does not match the regular expression.
     NotRegex,
 }
 
@@ -345,8 +377,11 @@ impl MatchOp {
 /// One label matcher of `--selector`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Matcher {
+    /// The label's name (`region`).
     pub name: String,
+    /// How its value is compared.
     pub op: MatchOp,
+    /// The value or regular expression, unquoted.
     pub value: String,
 }
 

@@ -58,6 +58,7 @@ pub fn tally(events: &[Event], compatible: &str, version: &str) -> Tally {
 /// Reports read, and how many records could not be.
 #[derive(Debug, Default)]
 pub struct Reports {
+    /// The reports that could be read, in the order read.
     pub events: Vec<Event>,
     /// Lines (or records) skipped: not JSON, truncated, or missing a field.
     pub malformed: u64,
@@ -127,6 +128,7 @@ pub fn read_reports(path: &Path) -> Result<Reports, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::test_tally as t;
 
     fn ev(host: &str, outcome: &str, time: i64) -> Event {
         Event {
@@ -139,15 +141,6 @@ mod tests {
             error_kind: None,
             message: None,
             time,
-        }
-    }
-
-    fn t(installed: u64, committed: u64, failed: u64) -> Tally {
-        Tally {
-            installed,
-            committed,
-            failed,
-            not_counted: 0,
         }
     }
 

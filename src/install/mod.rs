@@ -1,18 +1,18 @@
 //! The install pipeline: payload bytes in, a verified image in a slot out.
 //!
 //! Invariant: a slot is only reported written when every byte of it was
-//! read back from the medium and matched a signed hash ([`writer`], the one
+//! read back from the medium and matched a signed hash (`writer.rs`, the one
 //! writer of slots, guards this for full images and deltas alike) and the
 //! write has been fsynced; until then the caller keeps the slot marked bad.
 //! No more bytes than the manifest declares are decoded or written, and
 //! memory stays bounded by a few fixed buffers whatever the image size.
 //!
 //! Two pipelines feed the writer:
-//! - [`segments`]: a payload of independent zstd frames (what `pack` writes
+//! - `segments.rs`: a payload of independent zstd frames (what `pack` writes
 //!   by default) is decoded on every core at once, each segment written at
 //!   its offset and checked against its own signed digest (BLAKE3 in new
 //!   releases, else SHA-256).
-//! - [`stream`]: one zstd stream (releases packed with `--one-frame`, and
+//! - `stream.rs`: one zstd stream (releases packed with `--one-frame`, and
 //!   every release before segments), or an uncompressed image: read, decode,
 //!   write and verify on four threads, the read-back hashed into the image's
 //!   SHA-256.
@@ -35,17 +35,23 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use writer::{Fault, SlotWriter};
 
+/// Why an image could not be written; each names the image or device.
 #[derive(Debug)]
 pub enum InstallError {
+    /// Opening, writing, syncing or reading back the slot's device failed.
     Device {
+        /// The slot's device (or the file target).
         path: PathBuf,
+        /// The device's error.
         source: io::Error,
     },
     /// Reading the payload failed: the transport or the partial download
     /// (a [`crate::fetch::FetchError`] inside `error` says which), not the
     /// payload's bytes.
     Source {
+        /// What was being written (`rootfs payload`).
         what: String,
+        /// The read's error.
         error: io::Error,
     },
     /// The caller's `before_write` (marking the target bad) failed; no byte
@@ -53,40 +59,61 @@ pub enum InstallError {
     BeforeWrite(Box<crate::error::Error>),
     /// The payload's bytes are wrong: they do not decode.
     Payload {
+        /// What was being written (`rootfs payload`).
         what: String,
+        /// Why they do not decode.
         reason: String,
     },
+    /// The payload as downloaded does not hash as the manifest says.
     Mismatch {
+        /// What was being written (`rootfs payload`).
         what: String,
+        /// The signed SHA-256 (hex).
         expected: String,
+        /// The SHA-256 of the bytes received (hex).
         actual: String,
     },
     /// The image as decoded (and, byte for byte, as read back from the
     /// slot) does not hash as the manifest says: the release is at fault.
     ImageMismatch {
+        /// What was being written (`rootfs payload`).
         what: String,
+        /// The signed SHA-256 (hex).
         expected: String,
+        /// The SHA-256 of the decoded image (hex).
         actual: String,
     },
     /// A segment of the image, read back from the slot exactly as written,
     /// does not hash to its signed digest: its frame in the payload (or the
     /// release) is at fault.
     SegmentMismatch {
+        /// What was being written (`rootfs payload`).
         what: String,
+        /// The segment's first byte in the image.
         offset: u64,
+        /// The segment's length in bytes.
         length: u64,
+        /// `SHA-256` or `BLAKE3`: the digest the manifest signs.
         algorithm: &'static str,
+        /// The signed digest (hex).
         expected: String,
+        /// The digest of the bytes read back (hex).
         actual: String,
     },
     /// The slot returned other bytes than were written to it: the medium
     /// (or something else writing to it) is at fault.
     Medium {
+        /// The slot's device.
         path: PathBuf,
+        /// Where the bytes read back differ, in bytes from the device's start.
         offset: u64,
     },
+    /// The image does not decode to the size the manifest declares, or needs
+    /// a larger zstd window than this host allows.
     Size {
+        /// What was being written (`rootfs payload`).
         what: String,
+        /// What does not fit.
         reason: String,
     },
 }
@@ -148,6 +175,7 @@ impl fmt::Display for InstallError {
 impl std::error::Error for InstallError {}
 
 impl InstallError {
+    /// The error's stable kind (`device`, `payload`, `hash_mismatch`, …).
     pub fn kind(&self) -> crate::error::Kind {
         use crate::error::Kind;
         match self {
@@ -179,7 +207,9 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Result of one image written.
 #[derive(Clone, Debug, Default)]
 pub struct Written {
+    /// Bytes of the image now in the slot.
     pub image_bytes: u64,
+    /// Bytes of the payload read (compressed, as downloaded).
     pub payload_bytes: u64,
 }
 
@@ -245,6 +275,19 @@ fn fault_error(fault: Fault, device: &Path, what: &str) -> InstallError {
             actual,
         },
     }
+}
+
+/// The payload as received (`actual`, its SHA-256 in hex) must hash as the
+/// manifest signs it.
+fn check_payload_sha256(what: &str, image: &Image, actual: String) -> Result<(), InstallError> {
+    if actual != image.download_sha256() {
+        return Err(InstallError::Mismatch {
+            what: what.to_string(),
+            expected: image.download_sha256().into(),
+            actual,
+        });
+    }
+    Ok(())
 }
 
 /// Decode `payload` (exactly `image.download_size()` bytes) into `device`,

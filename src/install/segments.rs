@@ -34,6 +34,7 @@ use crate::manifest::{Compression, Image, Segment};
 use crate::progress::Progress;
 use sha2::{Digest, Sha256};
 use std::io::{self, Read};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Condvar, Mutex};
@@ -377,17 +378,32 @@ pub(super) fn write(
         (read, faults)
     });
 
+    outcome(what, image, writer.path(), arm_error, faults, read)
+}
+
+/// What a segmented write came to, from what its threads reported, in the
+/// order that tells: `before_write`'s failure (nothing was written), else
+/// the first bad segment by place in the image, else why the payload reader
+/// stopped, else the payload's hash (`faults` sorted by segment index).
+/// Returns the payload's length.
+fn outcome(
+    what: &str,
+    image: &Image,
+    device: &Path,
+    arm_error: Option<crate::error::Error>,
+    faults: Vec<SegFault>,
+    read: Result<(u64, String), ReadStop>,
+) -> Result<u64, InstallError> {
     if let Some(e) = arm_error {
         return Err(InstallError::BeforeWrite(Box::new(e)));
     }
-    // The first segment found bad (by place in the image) tells.
     if let Some(f) = faults.into_iter().next() {
         return Err(match f.decode {
             Some(reason) => InstallError::Payload {
                 what: what.to_string(),
                 reason,
             },
-            None => super::fault_error(f.fault, writer.path(), what),
+            None => super::fault_error(f.fault, device, what),
         });
     }
     let (payload_bytes, payload_sha) = read.map_err(|stop| match stop {
@@ -404,12 +420,105 @@ pub(super) fn write(
             reason: "stopped".into(),
         },
     })?;
-    if payload_sha != image.download_sha256() {
-        return Err(InstallError::Mismatch {
-            what: what.to_string(),
-            expected: image.download_sha256().into(),
-            actual: payload_sha,
-        });
-    }
+    super::check_payload_sha256(what, image, payload_sha)?;
     Ok(payload_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(download_sha256: &str) -> Image {
+        Image {
+            url: "x".into(),
+            size: 4,
+            sha256: "i".into(),
+            compression: Compression::Zstd,
+            download_size: Some(4),
+            download_sha256: Some(download_sha256.into()),
+            window_log: None,
+            segments: Vec::new(),
+            deltas: Default::default(),
+        }
+    }
+
+    fn bad_segment(index: usize, decode: Option<&str>) -> SegFault {
+        SegFault {
+            index,
+            fault: Fault::Medium { offset: 7 },
+            decode: decode.map(Into::into),
+        }
+    }
+
+    fn outcome_of(
+        arm_error: Option<crate::error::Error>,
+        faults: Vec<SegFault>,
+        read: Result<(u64, String), ReadStop>,
+    ) -> Result<u64, InstallError> {
+        outcome(
+            "rootfs payload",
+            &image("h"),
+            Path::new("/dev/a"),
+            arm_error,
+            faults,
+            read,
+        )
+    }
+
+    #[test]
+    fn outcome_tells_the_before_write_failure_first() {
+        let e = outcome_of(
+            Some(crate::error::Error::Usage("marking bad failed".into())),
+            vec![bad_segment(0, Some("does not decode"))],
+            Err(ReadStop::Stopped),
+        );
+        assert!(matches!(e, Err(InstallError::BeforeWrite(_))), "{e:?}");
+    }
+
+    #[test]
+    fn outcome_tells_the_first_bad_segment_before_the_reader() {
+        let e = outcome_of(
+            None,
+            vec![
+                bad_segment(1, Some("does not decode")),
+                bad_segment(2, None),
+            ],
+            Err(ReadStop::Stopped),
+        );
+        assert!(
+            matches!(&e, Err(InstallError::Payload { reason, .. }) if reason == "does not decode"),
+            "{e:?}"
+        );
+        let e = outcome_of(None, vec![bad_segment(2, None)], Ok((4, "h".into())));
+        assert!(
+            matches!(&e, Err(InstallError::Medium { path, offset: 7 }) if path == Path::new("/dev/a")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn outcome_tells_why_the_reader_stopped() {
+        let e = outcome_of(None, vec![], Err(ReadStop::Source(io::Error::other("cut"))));
+        assert!(matches!(e, Err(InstallError::Source { .. })), "{e:?}");
+        let e = outcome_of(None, vec![], Err(ReadStop::Payload("short".into())));
+        assert!(
+            matches!(&e, Err(InstallError::Payload { reason, .. }) if reason == "short"),
+            "{e:?}"
+        );
+        let e = outcome_of(None, vec![], Err(ReadStop::Stopped));
+        assert!(
+            matches!(&e, Err(InstallError::Payload { reason, .. }) if reason == "stopped"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn outcome_checks_the_payload_hash_last() {
+        let e = outcome_of(None, vec![], Ok((4, "other".into())));
+        assert!(
+            matches!(&e, Err(InstallError::Mismatch { expected, actual, .. }) if expected == "h" && actual == "other"),
+            "{e:?}"
+        );
+        assert_eq!(outcome_of(None, vec![], Ok((4, "h".into()))).ok(), Some(4));
+    }
 }

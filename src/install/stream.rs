@@ -345,14 +345,44 @@ fn write_chunks(
     (offset, Ok(()))
 }
 
-/// Decode `payload` (exactly `image.download_size()` bytes) into `device`,
-/// hashing the payload as it arrives and the image as read back from the
-/// medium after each write. `before_write` runs once before the first byte
-/// of `device` changes (see [`BeforeWrite`]).
+/// The zstd producer: a reader thread fills input buffers from `payload`
+/// (hashing it) while this one decodes them into `tx`, which is dropped as
+/// soon as decoding ends. Returns the payload's length and SHA-256.
+fn read_zstd(
+    payload: impl Read + Send,
+    pool: &Receiver<AlignedBuf>,
+    tx: SyncSender<(AlignedBuf, usize)>,
+    size: u64,
+    window_log_max: u32,
+) -> Result<(u64, String), Stop> {
+    let (in_tx, in_rx) = sync_channel::<(Vec<u8>, usize)>(IN_CHUNKS);
+    let (in_back, in_pool) = sync_channel::<Vec<u8>>(IN_CHUNKS);
+    for _ in 0..IN_CHUNKS {
+        let _ = in_back.send(vec![0u8; IN_CHUNK]);
+    }
+    std::thread::scope(|inner| {
+        let reader = inner.spawn(move || read_payload(payload, in_tx, in_pool));
+        let decoded = decode(in_rx, in_back, pool, &tx, size, window_log_max);
+        drop(tx);
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(Some(io::Error::other("payload reader panicked"))));
+        match (read, decoded) {
+            // A transport error explains a decoder that ran dry.
+            (Err(Some(e)), _) => Err(Stop::Source(e)),
+            (_, Err(e)) => Err(Stop::Payload(e)),
+            (Err(None), Ok(())) => Err(Stop::Payload("payload reader stopped".into())),
+            (Ok(read), Ok(())) => Ok(read),
+        }
+    })
+}
+
 /// Decode `payload` (exactly `image.download_size()` bytes) into the slot,
 /// hashing the payload as it arrives and the image as read back from the
-/// medium after each write. Returns the image bytes written, the payload's
-/// length, and what the image read back as (length, SHA-256).
+/// medium after each write. `before_write` runs once before the first byte
+/// of the slot changes (see [`BeforeWrite`]). Returns the image bytes
+/// written, the payload's length, and what the image read back as (length,
+/// SHA-256).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write(
     what: &str,
@@ -392,29 +422,7 @@ pub(super) fn write(
             match compression {
                 Compression::None => read_raw(payload, &chunk_pool, &chunk_tx, size),
                 Compression::Zstd => {
-                    let (in_tx, in_rx) = sync_channel::<(Vec<u8>, usize)>(IN_CHUNKS);
-                    let (in_back, in_pool) = sync_channel::<Vec<u8>>(IN_CHUNKS);
-                    for _ in 0..IN_CHUNKS {
-                        let _ = in_back.send(vec![0u8; IN_CHUNK]);
-                    }
-                    std::thread::scope(|inner| {
-                        let reader = inner.spawn(move || read_payload(payload, in_tx, in_pool));
-                        let decoded =
-                            decode(in_rx, in_back, &chunk_pool, &chunk_tx, size, window_log_max);
-                        drop(chunk_tx);
-                        let read = reader.join().unwrap_or_else(|_| {
-                            Err(Some(io::Error::other("payload reader panicked")))
-                        });
-                        match (read, decoded) {
-                            // A transport error explains a decoder that ran dry.
-                            (Err(Some(e)), _) => Err(Stop::Source(e)),
-                            (_, Err(e)) => Err(Stop::Payload(e)),
-                            (Err(None), Ok(())) => {
-                                Err(Stop::Payload("payload reader stopped".into()))
-                            }
-                            (Ok(read), Ok(())) => Ok(read),
-                        }
-                    })
+                    read_zstd(payload, &chunk_pool, chunk_tx, size, window_log_max)
                 }
             }
         });
@@ -457,13 +465,7 @@ pub(super) fn write(
             reason,
         },
     })?;
-    if payload_sha != image.download_sha256() {
-        return Err(InstallError::Mismatch {
-            what: what.to_string(),
-            expected: image.download_sha256().into(),
-            actual: payload_sha,
-        });
-    }
+    super::check_payload_sha256(what, image, payload_sha)?;
     if offset != size {
         return Err(InstallError::Size {
             what: what.to_string(),

@@ -29,6 +29,41 @@ after_cut_checks() { # what must hold on the disk and NVRAM after any cut
     NEXT_SLOT="$slot"
 }
 
+# After a cut of the install, the next boot either tries the complete 7.0 in
+# A and commits it, or installs 7.0 again from B.
+update_recovered() {
+    if [ "$NEXT_SLOT" = A ]; then
+        expect_boot A 7.0
+        expect_log 'ABTEST: health rc=0' "the trial of 7.0 is healthy and committed"
+        # After a cut between the activation and the "staged" state
+        # write too: the commit names the release from the transaction.
+        expect_healthy_status A 7.0
+        expect_status "nothing pending" '.transaction == null'
+        expect_efi ORDER="A B" NEXT=none
+    else
+        install_boot_checks B 6.0
+        expect_slot_holds A 7.0 "the next boot installed 7.0 into A byte for byte"
+        expect_efi ORDER="B" NEXT=A
+    fi
+}
+health_recovered() {
+    if [ "$NEXT_SLOT" = A ]; then
+        # The commit's BootOrder write made it: A boots, its health
+        # finishes the commit.
+        healthy_boot_checks A 7.0
+        expect_efi ORDER="A B" NEXT=none
+    else
+        # Cut before the commit: BootNext was one boot, so the firmware
+        # returns to B, which records 7.0 as a trial that never came up
+        # (the one-shot semantics of BootNext; a good slot boots).
+        expect_boot B 6.0
+        expect_log 'ABTEST: health rc=0' "B's health passed"
+        expect_retired_status A 7.0
+        expect_failed_release 7.0
+        expect_efi ORDER="B" NEXT=none
+    fi
+}
+
 scenario() {
     publish 6.0
     boot_vm install-v6 normal
@@ -37,59 +72,14 @@ scenario() {
     healthy_boot_checks B 6.0
     expect_efi ORDER="B A" NEXT=none
     publish 7.0
-    cp --sparse=always "$DISK" "$W/disk-before-cuts.img"; cp "$VARS" "$W/vars-before-cuts.fd"
-    local point
-    for point in "${UPDATE_CUTS[@]}"; do
-        cp --sparse=always "$W/disk-before-cuts.img" "$DISK"; cp "$W/vars-before-cuts.fd" "$VARS"
-        boot_vm "cut-$point" "cut-at:$point"
-        expect_boot B 6.0
-        expect_log "failpoint ${point%%:*} hit" "abupdate stopped at $point"
-        expect_log 'ABTEST: power cut' "power cut right after it (no sync)"
-        after_cut_checks
-        boot_vm "after-$point" normal
-        if [ "$NEXT_SLOT" = A ]; then
-            expect_boot A 7.0
-            expect_log 'ABTEST: health rc=0' "the trial of 7.0 is healthy and committed"
-            # After a cut between the activation and the "staged" state
-            # write too: the commit names the release from the transaction.
-            expect_healthy_status A 7.0
-            expect_status "nothing pending" '.transaction == null'
-            expect_efi ORDER="A B" NEXT=none
-        else
-            install_boot_checks B 6.0
-            expect_slot_holds A 7.0 "the next boot installed 7.0 into A byte for byte"
-            expect_efi ORDER="B" NEXT=A
-        fi
-    done
+    cuts_save
+    cut_each update B 6.0 after_cut_checks update_recovered "${UPDATE_CUTS[@]}"
 
     # The commit: from a complete install of 7.0 (BootNext = A).
-    cp --sparse=always "$W/disk-before-cuts.img" "$DISK"; cp "$W/vars-before-cuts.fd" "$VARS"
+    cuts_restore
     boot_vm install-v7 normal
     install_boot_checks B 6.0
-    cp --sparse=always "$DISK" "$W/disk-before-cuts.img"; cp "$VARS" "$W/vars-before-cuts.fd"
-    for point in "${HEALTH_CUTS[@]}"; do
-        cp --sparse=always "$W/disk-before-cuts.img" "$DISK"; cp "$W/vars-before-cuts.fd" "$VARS"
-        boot_vm "trial-cut-$point" "cut-health-at:$point"
-        expect_boot A 7.0
-        expect_log "failpoint ${point%%:*} hit" "health stopped at $point"
-        expect_log 'ABTEST: power cut after health' "power cut right after it (no sync)"
-        after_cut_checks
-        boot_vm "after-trial-$point" normal
-        if [ "$NEXT_SLOT" = A ]; then
-            # The commit's BootOrder write made it: A boots, its health
-            # finishes the commit.
-            healthy_boot_checks A 7.0
-            expect_efi ORDER="A B" NEXT=none
-        else
-            # Cut before the commit: BootNext was one boot, so the firmware
-            # returns to B, which records 7.0 as a trial that never came up
-            # (the one-shot semantics of BootNext; a good slot boots).
-            expect_boot B 6.0
-            expect_log 'ABTEST: health rc=0' "B's health passed"
-            expect_retired_status A 7.0
-            expect_failed_release 7.0
-            expect_efi ORDER="B" NEXT=none
-        fi
-    done
-    rm -f "$W/disk-before-cuts.img" "$W/vars-before-cuts.fd"
+    cuts_save
+    cut_each health A 7.0 after_cut_checks health_recovered "${HEALTH_CUTS[@]}"
+    cuts_drop
 }

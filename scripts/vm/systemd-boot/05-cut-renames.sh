@@ -24,6 +24,30 @@ after_cut_checks() {
     esac
 }
 
+# After a cut of the install, the next boot either tries the complete 7.0 in
+# A and commits it, or installs 7.0 again from B.
+update_recovered() {
+    if [ "$NEXT_SLOT" = A ]; then
+        expect_boot A 7.0
+        expect_log 'ABTEST: health rc=0' "the trial of 7.0 is healthy and committed"
+        # After a cut between the activation and the "staged" state
+        # write too: the commit names the release from the transaction.
+        expect_healthy_status A 7.0
+        expect_status "nothing pending" '.transaction == null'
+    else
+        install_boot_checks B 6.0
+        expect_slot_holds A 7.0 "the next boot installed 7.0 into A byte for byte"
+        expect_sdboot_next A
+    fi
+}
+# Either the commit's rename made it (A's entry without a counter), or A's
+# entry has a try left (+1-1): systemd-boot tries it again and its health
+# commits it.
+health_recovered() {
+    healthy_boot_checks A 7.0
+    expect_sdboot_next A
+}
+
 scenario() {
     publish 6.0
     boot_vm install-v6 normal
@@ -31,47 +55,13 @@ scenario() {
     boot_vm trial-v6 normal
     healthy_boot_checks B 6.0
     publish 7.0
-    cp --sparse=always "$DISK" "$W/disk-before-cuts.img"; cp "$VARS" "$W/vars-before-cuts.fd"
-    local point
-    for point in "${UPDATE_CUTS[@]}"; do
-        cp --sparse=always "$W/disk-before-cuts.img" "$DISK"; cp "$W/vars-before-cuts.fd" "$VARS"
-        boot_vm "cut-$point" "cut-at:$point"
-        expect_boot B 6.0
-        expect_log "failpoint ${point%%:*} hit" "abupdate stopped at $point"
-        expect_log 'ABTEST: power cut' "power cut right after it (no sync)"
-        after_cut_checks
-        boot_vm "after-$point" normal
-        if [ "$NEXT_SLOT" = A ]; then
-            expect_boot A 7.0
-            expect_log 'ABTEST: health rc=0' "the trial of 7.0 is healthy and committed"
-            # After a cut between the activation and the "staged" state
-            # write too: the commit names the release from the transaction.
-            expect_healthy_status A 7.0
-            expect_status "nothing pending" '.transaction == null'
-        else
-            install_boot_checks B 6.0
-            expect_slot_holds A 7.0 "the next boot installed 7.0 into A byte for byte"
-            expect_sdboot_next A
-        fi
-    done
+    cuts_save
+    cut_each update B 6.0 after_cut_checks update_recovered "${UPDATE_CUTS[@]}"
 
-    cp --sparse=always "$W/disk-before-cuts.img" "$DISK"; cp "$W/vars-before-cuts.fd" "$VARS"
+    cuts_restore
     boot_vm install-v7 normal
     install_boot_checks B 6.0
-    cp --sparse=always "$DISK" "$W/disk-before-cuts.img"; cp "$VARS" "$W/vars-before-cuts.fd"
-    for point in "${HEALTH_CUTS[@]}"; do
-        cp --sparse=always "$W/disk-before-cuts.img" "$DISK"; cp "$W/vars-before-cuts.fd" "$VARS"
-        boot_vm "trial-cut-$point" "cut-health-at:$point"
-        expect_boot A 7.0
-        expect_log "failpoint ${point%%:*} hit" "health stopped at $point"
-        expect_log 'ABTEST: power cut after health' "power cut right after it (no sync)"
-        after_cut_checks
-        boot_vm "after-trial-$point" normal
-        # Either the commit's rename made it (A's entry without a counter), or
-        # A's entry has a try left (+1-1): systemd-boot tries it again and its
-        # health commits it.
-        healthy_boot_checks A 7.0
-        expect_sdboot_next A
-    done
-    rm -f "$W/disk-before-cuts.img" "$W/vars-before-cuts.fd"
+    cuts_save
+    cut_each health A 7.0 after_cut_checks health_recovered "${HEALTH_CUTS[@]}"
+    cuts_drop
 }
