@@ -304,8 +304,15 @@ fn an_empty_entry_left_by_a_cut_rename_counts_as_missing_and_is_written_again() 
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["abupdate-1-a.conf", "abupdate-2-b+1.conf"], "the empty file stays");
+    assert_eq!(
+        names,
+        ["abupdate-1-a.conf", "abupdate-2-b+1.conf"],
+        "the empty file stays"
+    );
     let conf = std::fs::read_to_string(entries.join("abupdate-2-b+1.conf")).expect("entry");
-    assert_eq!(conf, "title abupdate slot B\nlinux /abupdate/b/linux\noptions abupdate.slot=B\n");
+    assert_eq!(
+        conf,
+        "title abupdate slot B\nlinux /abupdate/b/linux\noptions abupdate.slot=B\n"
+    );
     assert_eq!(h.boot(), "B");
 }
