@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The fault-injection matrix (tests/fault_matrix.rs) with its coverage
+# The fault-injection matrix (tests/integration/fault_matrix.rs) with its coverage
 # printed: every flow × bootloader, every durable step it crashed at, and
 # the total. Needs root (grub-editenv, fw_printenv, nginx for the delta flow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-cargo test --features failpoints --test fault_matrix -- --nocapture >"$out" 2>&1 || {
+cargo test --features failpoints --test integration fault_matrix -- --nocapture >"$out" 2>&1 || {
     grep -v '^abupdate: ' "$out" | tail -60
     exit 1
 }
