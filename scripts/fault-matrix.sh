@@ -14,4 +14,9 @@ grep '^fault matrix ' "$out" | sort
 total=$(grep '^fault matrix ' "$out" | awk -F': ' '{split($2, a, " "); s += a[1]} END {print s}')
 flows=$(grep -c '^fault matrix ' "$out")
 echo "fault matrix: $total crash points over $flows flow/bootloader pairs, each recovered"
+# The floor: fewer points means flows or failpoints were lost (350 today).
+if [ "${total:-0}" -lt 180 ]; then
+    echo "fault matrix: only $total crash points (at least 180 expected)" >&2
+    exit 1
+fi
 grep '^test result' "$out"

@@ -2,9 +2,8 @@
 //! booted slot's exact bytes; a full install whenever anything does not
 //! match; resumable per segment; memory-bounded. Served by a real nginx.
 
-use crate::common::host::{run, text, HostOptions, TestHost};
+use crate::common::host::{run, sha, text, HostOptions, TestHost};
 use crate::common::http::Nginx;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 const MIB: usize = 1 << 20;
@@ -35,10 +34,6 @@ fn versions(len: usize) -> (Vec<u8>, Vec<u8>) {
     v2[9 * MIB + 3000..11 * MIB + 3000].copy_from_slice(&shifted);
     v2[len - 2 * MIB..len - 2 * MIB + 200 * 1024].copy_from_slice(&noise(13, 200 * 1024));
     (v1, v2)
-}
-
-fn sha(data: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(data))
 }
 
 struct Setup {

@@ -30,9 +30,8 @@
 
 use crate::common::loaders;
 
-use crate::common::host::{image, slot_version, text, HostOptions};
+use crate::common::host::{image, sha, slot_version, text, HostOptions};
 use crate::common::loaders::{Host, Loader};
-use sha2::{Digest, Sha256};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
@@ -40,10 +39,6 @@ use std::path::Path;
 /// point each), or 18 one-stream pipeline chunks of 512 KiB (one
 /// `chunk-written` point each), and five 2 MiB delta segments.
 const IMAGE_LEN: usize = 9 << 20;
-
-fn sha(data: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(data))
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flow {
@@ -85,6 +80,48 @@ impl Flow {
             Flow::Rollback => &["rollback"],
             Flow::MarkGood => &["mark-good"],
             Flow::MarkBad => &["mark-bad", "A"],
+        }
+    }
+
+    /// The durable steps this flow must pass on every bootloader (the crash
+    /// list once kept in `crash_at_every_step.rs`, folded in here): a trace
+    /// missing one means the flow lost a step, or the failpoint moved, and
+    /// the matrix would silently stop crashing there.
+    fn required_steps(self) -> &'static [&'static str] {
+        match self {
+            Flow::Update => &[
+                "state-written",
+                "target-marked-bad",
+                "segment-written",
+                "fsync",
+                "read-back",
+                "activated",
+                "reboot-requested",
+            ],
+            Flow::OneFrameUpdate => &[
+                "state-written",
+                "target-marked-bad",
+                "chunk-written",
+                "fsync",
+                "read-back",
+                "activated",
+                "reboot-requested",
+            ],
+            // Each delta segment is verified and journaled as it is written.
+            Flow::DeltaUpdate => &[
+                "state-written",
+                "target-marked-bad",
+                "delta-segment-written",
+                "activated",
+                "reboot-requested",
+            ],
+            Flow::HealthCommit => &["health-verdict", "committed", "state-written"],
+            Flow::HealthRollback => &["health-verdict", "rolled-back", "state-written"],
+            Flow::Rollback => &["rollback"],
+            Flow::TrialNeverBooted
+            | Flow::MarkGood
+            | Flow::MarkBad
+            | Flow::HealthAwaitingReboot => &[],
         }
     }
 
@@ -311,6 +348,14 @@ fn matrix(flow: Flow, loader: Loader) {
         );
     }
     let written = |name: &str| points.iter().filter(|p| p.starts_with(name)).count();
+    for step in flow.required_steps() {
+        assert!(
+            written(&format!("{step}:")) > 0,
+            "{}/{}: never passes `{step}`: {points:?}",
+            loader.name(),
+            flow.name()
+        );
+    }
     match flow {
         // Killed while parallel workers write: every segment is a point.
         Flow::Update => assert_eq!(written("segment-written"), 9, "{points:?}"),

@@ -8,8 +8,6 @@ mod bounded_children;
 mod cli;
 mod common;
 mod config_and_host_facts;
-#[cfg(feature = "failpoints")]
-mod crash_at_every_step;
 mod delta_update;
 mod download_pacing;
 mod download_retries;
@@ -31,6 +29,7 @@ mod minisign_interop;
 mod pack_refuses_bad_input;
 #[cfg(feature = "failpoints")]
 mod publish_crash;
+mod refusal_table;
 mod s3_releases;
 #[cfg(feature = "failpoints")]
 mod systemd_boot;

@@ -9,11 +9,10 @@
 
 use crate::common::loaders;
 
-use crate::common::host::{image, run, scratch, text, HostOptions};
+use crate::common::host::{image, run, scratch, sha, text, HostOptions};
 use crate::common::loaders::{Host, Loader};
 use abupdate::boot::systemd_boot::{entry_name, parse_entry, select, Entry};
 use abupdate::slot::SlotName::{self, A, B};
-use sha2::{Digest, Sha256};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
@@ -123,10 +122,6 @@ fn our_next_boot_is_the_entry_bootctl_marks_default() {
     }
     drop(esp);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn sha(data: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(data))
 }
 
 fn kernel(version: &str) -> Vec<u8> {

@@ -17,6 +17,12 @@ pub struct Untouched {
     reboots: usize,
 }
 
+/// SHA-256 of `data`, in lowercase hex (as manifests and `state.json` hold it).
+pub fn sha(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(data))
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_abupdate")
 }
@@ -386,9 +392,7 @@ interval = "1s"
 
     /// SHA-256 (hex) of slot `i`'s whole device or file.
     pub fn slot_sha(&self, i: usize) -> String {
-        use sha2::Digest;
-        let data = std::fs::read(&self.slots[i]).expect("read slot");
-        format!("{:x}", sha2::Sha256::digest(&data))
+        sha(&std::fs::read(&self.slots[i]).expect("read slot"))
     }
 
     pub fn reboots(&self) -> usize {
