@@ -1,7 +1,7 @@
 //! A test host: config, keys, two slots (regular files or loop devices), a
 //! grubenv read by the real `grub-editenv`, the host facts as files, and a
 //! reboot command that records its call. `boot()` plays the bootloader's
-//! part with the selection rules of our GRUB script, so a whole update loop
+//! part with the one model of our GRUB script (`common::grub`), so a whole update loop
 //! runs without a VM; the VM test runs the real GRUB.
 
 use std::path::{Path, PathBuf};
@@ -318,26 +318,22 @@ interval = "1s"
         assert!(out.status.success(), "grub-editenv set: {}", text(&out));
     }
 
-    /// Play GRUB: pick the first slot in ORDER with X_OK=1 and X_TRY=0, set
-    /// its TRY flag, then "boot" it: the cmdline names it, os-release comes
-    /// from its bytes, and the boot id changes. Returns the slot booted.
+    /// Play GRUB: one boot through `grub.cfg` as [`crate::common::grub`]
+    /// models it (its flags written back), then "boot" that slot: the
+    /// cmdline names it, os-release comes from its bytes, and the boot id
+    /// changes. Returns the slot booted.
     pub fn boot(&mut self) -> &'static str {
-        let vars = self.grub_vars();
-        let order = vars.get("ORDER").cloned().unwrap_or_else(|| "A B".into());
-        let get = |k: String| vars.get(&k).cloned().unwrap_or_default();
-        let chosen = order
-            .split_whitespace()
-            .find(|s| get(format!("{s}_OK")) == "1" && get(format!("{s}_TRY")) != "1")
-            .or_else(|| {
-                order
-                    .split_whitespace()
-                    .find(|s| get(format!("{s}_OK")) == "1")
-            })
-            .unwrap_or("A");
-        let slot: &'static str = if chosen == "B" { "B" } else { "A" };
-        self.grub_set(&[(&format!("{slot}_TRY"), "1")]);
-        self.boot_as(slot);
-        slot
+        let choice = crate::common::grub::choose(&self.grub_vars());
+        if !choice.writes.is_empty() {
+            let writes: Vec<(&str, &str)> = choice
+                .writes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            self.grub_set(&writes);
+        }
+        self.boot_as(choice.slot);
+        choice.slot
     }
 
     /// Boot `slot` regardless of the env (what a fallback or a manual pick does).

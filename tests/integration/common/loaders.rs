@@ -4,7 +4,7 @@
 //! efivarfs, read by the real `efibootmgr` through `EFIVARFS_PATH`) or
 //! systemd-boot (an ESP on a tmpfs mount, read by the real `bootctl
 //! list`), and `boot()` playing each one's slot selection: GRUB's script
-//! (first slot in ORDER with OK=1 and TRY=0, set TRY),
+//! (`common::grub`, the one model of `scripts/grub/grub.cfg`),
 //! `scripts/uboot/boot.cmd` (first slot in BOOT_ORDER with BOOT_x_LEFT > 0,
 //! take one attempt; none left: reset both to 3), the UEFI boot manager
 //! (`BootNext`, deleted as it is used, else the first active `BootOrder`
@@ -193,15 +193,6 @@ pub fn uboot_order(env: &BTreeMap<String, String>) -> Vec<String> {
         None | Some("") => vec!["A".into(), "B".into()],
         Some(v) => v.split_whitespace().map(str::to_string).collect(),
     }
-}
-
-pub fn grub_order(env: &BTreeMap<String, String>) -> Vec<String> {
-    env.get("ORDER")
-        .map(String::as_str)
-        .unwrap_or("A B")
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
 }
 
 fn slot_name(s: &str) -> &'static str {
@@ -572,27 +563,13 @@ impl Host {
     }
 
     /// The slot the bootloader boots next, without changing the env.
-    /// GRUB: our `grub.cfg` (first slot in ORDER with OK=1 and its try
-    /// available; none: a new round gives every OK slot one more try).
-    /// `None` when no slot is OK at all (the script then boots the first of
-    /// ORDER blindly: never a safe state). U-Boot: `boot.cmd`.
+    /// GRUB: `common::grub`'s model of our `grub.cfg`; `None` when no slot
+    /// is OK at all (the script then boots the first of ORDER blindly:
+    /// never a safe state). U-Boot: `boot.cmd`.
     pub fn primary(&self) -> Option<&'static str> {
         let env = self.env();
         match self.loader {
-            Loader::Grub => {
-                let get = |k: String| env.get(&k).cloned().unwrap_or_default();
-                let ok = |s: &str| get(format!("{s}_OK")) == "1";
-                let try_left = |s: &str| match env.get(&format!("{s}_LEFT")) {
-                    Some(l) if !l.is_empty() => l != "0",
-                    _ => get(format!("{s}_TRY")) == "0",
-                };
-                let order = grub_order(&env);
-                order
-                    .iter()
-                    .find(|s| ok(s) && try_left(s))
-                    .or_else(|| order.iter().find(|s| ok(s)))
-                    .map(|s| slot_name(s))
-            }
+            Loader::Grub => crate::common::grub::primary(&env),
             Loader::Uboot => {
                 let order = uboot_order(&env);
                 order
@@ -662,39 +639,17 @@ impl Host {
             }
 
             Loader::Grub => {
-                // As grub.cfg: select; none: new round (every OK slot gets
-                // TRY=0 again) and select again; still none: first of ORDER
-                // with the flags untouched.
-                let env = self.env();
-                let order = grub_order(&env);
-                let get = |k: String| env.get(&k).cloned().unwrap_or_default();
-                let ok = |s: &str| get(format!("{s}_OK")) == "1";
-                let first = order
+                let choice = crate::common::grub::choose(&self.env());
+                let writes: Vec<(&str, &str)> = choice
+                    .writes
                     .iter()
-                    .find(|s| ok(s) && get(format!("{s}_TRY")) == "0")
-                    .map(|s| slot_name(s));
-                let slot = match first {
-                    Some(s) => {
-                        self.set(&[(&format!("{s}_TRY"), "1")]);
-                        s
-                    }
-                    None => match order.iter().find(|s| ok(s)).map(|s| slot_name(s)) {
-                        Some(s) => {
-                            let o = if s == "A" { "B" } else { "A" };
-                            let mut vars = vec![(format!("{s}_TRY"), "1".to_string())];
-                            if ok(o) {
-                                vars.push((format!("{o}_TRY"), "0".to_string()));
-                            }
-                            let vars: Vec<(&str, &str)> =
-                                vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                            self.set(&vars);
-                            s
-                        }
-                        None => order.first().map(|s| slot_name(s)).unwrap_or("A"),
-                    },
-                };
-                self.h.boot_as(slot);
-                slot
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                if !writes.is_empty() {
+                    self.set(&writes);
+                }
+                self.h.boot_as(choice.slot);
+                choice.slot
             }
             Loader::Uboot => {
                 let env = self.env();
