@@ -129,7 +129,8 @@ for i in range(n):
     print(i, *found[i])
 EOF
 
-# GRUB's part, as tests/integration/common/host.rs plays it: the first slot in ORDER
+# GRUB's part, simplified (the full model of grub.cfg is
+# tests/integration/common/grub.rs): the first slot in ORDER
 # that is OK and not yet tried (else the first OK one), its TRY flag set,
 # then "boot" it: cmdline, os-release from the slot's first line, boot id.
 boot_host() {
