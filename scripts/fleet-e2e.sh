@@ -10,7 +10,7 @@
 #   Timer ticks are `abupdate update --now --no-reboot`; a reboot is the
 #   test playing GRUB (the first OK slot in ORDER not yet tried, TRY set)
 #   and switching the host's cmdline, then `abupdate health`, as
-#   tests/update_loop.rs does.
+#   tests/integration/update_loop.rs does.
 # Scenarios, asserted from Prometheus's own answers (/api/v1/query), each
 # host's `status --json` / `check --json` and the S3 server's request log:
 #   0. before any host reports the release, the controller refuses to
@@ -129,7 +129,8 @@ for i in range(n):
     print(i, *found[i])
 EOF
 
-# GRUB's part, as tests/common/host.rs plays it: the first slot in ORDER
+# GRUB's part, simplified (the full model of grub.cfg is
+# tests/integration/common/grub.rs): the first slot in ORDER
 # that is OK and not yet tried (else the first OK one), its TRY flag set,
 # then "boot" it: cmdline, os-release from the slot's first line, boot id.
 boot_host() {

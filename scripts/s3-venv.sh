@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A Python virtualenv holding the moto S3 server (a real S3 implementation:
 # buckets, policies, ETag/If-None-Match, Range, virtual-host and path-style
-# addressing), for tests/s3_releases.rs and scripts/fleet-e2e.sh.
+# addressing), for tests/integration/s3_releases.rs and scripts/fleet-e2e.sh.
 #   scripts/s3-venv.sh DIR     → DIR/bin/moto_server
 # Idempotent; concurrent callers wait for the first one (flock).
 set -euo pipefail

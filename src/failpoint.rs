@@ -13,7 +13,7 @@
 //!   stores only part of what it meant to (the first `ABUPDATE_TEAR_BYTES`
 //!   bytes, default half), syncs that, and aborts: a power cut mid-write.
 //!
-//! The points, in the order an install passes them (`tests/fault_matrix.rs`
+//! The points, in the order an install passes them (`tests/integration/fault_matrix.rs`
 //! crashes at each one, on GRUB, U-Boot, EFI and systemd-boot):
 //!
 //! | point | after / inside |
@@ -38,7 +38,7 @@
 //! | `rolled-back` | a failed trial marked bad and the old slot activated |
 //! | `rollback` | a manual rollback's activation |
 //!
-//! `pack` and `fleet` ([`crate::publish`]; `tests/publish_crash.rs` crashes
+//! `pack` and `fleet` ([`crate::publish`]; `tests/integration/publish_crash.rs` crashes
 //! at each one):
 //!
 //! | point | after / inside |

@@ -1,3 +1,0 @@
-pub mod host;
-pub mod http;
-pub mod prometheus;

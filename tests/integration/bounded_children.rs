@@ -1,0 +1,194 @@
+//! Every child abupdate starts is bounded in time and output and killed with
+//! all its descendants: health checks (a trial's verdict), the reboot
+//! command. The real binary runs them; each test asserts the wall time of
+//! the command against its configured bound (with a generous margin: a
+//! bound, not a benchmark) and that no process the child started survives.
+//! (The custom boot backend's verbs are tested in `boot_transitions.rs`,
+//! the runner itself in `src/child.rs`.)
+
+use crate::common::host::{bin, image, text, HostOptions, TestHost};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Run abupdate with `h`'s config, failing the test (instead of hanging it)
+/// when it takes longer than `limit`. Returns its output and wall time.
+fn run_within(h: &TestHost, args: &[&str], limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    let child = Command::new(bin())
+        .arg("--config")
+        .arg(&h.config)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn abupdate");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => (out.expect("abupdate output"), start.elapsed()),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("abupdate {args:?} still running after {limit:?}");
+        }
+    }
+}
+
+/// Whether `pid` is gone (a zombie nobody reaped yet is dead too), within 5 s.
+fn dies(pid: u32) -> bool {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let gone = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        };
+        if gone || Instant::now() > until {
+            return gone;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The pids written, one a line, to `file` by a child.
+fn pids(file: &Path) -> Vec<u32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().parse().expect("pid"))
+        .collect()
+}
+
+/// A host booted into a trial of 2.0 in slot B, `health` not run yet;
+/// `health_config` is merged over the host's `[health]` (a drop-in).
+fn host_on_trial(name: &str, health_config: &str) -> TestHost {
+    let mut h = TestHost::new(name, "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let out = h.abupdate(&["install", m.to_str().expect("utf8 path")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.boot(), "B");
+    let dropins = h.dir.join("config.d");
+    std::fs::create_dir_all(&dropins).expect("config.d");
+    std::fs::write(
+        dropins.join("50-health.toml"),
+        format!("[health]\n{health_config}"),
+    )
+    .expect("drop-in");
+    h
+}
+
+#[test]
+fn a_check_that_leaves_a_background_process_or_prints_a_lot_is_judged_at_once() {
+    let h = host_on_trial(
+        "children-bg",
+        "timeout = \"20s\"\ncheck_timeout = \"10s\"\n",
+    );
+    let pidfile = h.dir.join("bg.pids");
+    h.add_health_check(
+        "10-daemonish",
+        &format!("sleep 1000 & echo $! >> {}; exit 0", pidfile.display()),
+    );
+    // 1 MiB on stdout: sixteen pipe buffers, then a passing exit.
+    h.add_health_check(
+        "20-chatty",
+        "head -c 1048576 /dev/zero | tr '\\0' x; echo; echo 'all fine' >&2",
+    );
+    let (out, took) = run_within(&h, &["health"], Duration::from_secs(30));
+    let started = pids(&pidfile);
+    for &pid in &started {
+        assert!(dies(pid), "the check's background process {pid} survived");
+    }
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    assert!(
+        text(&out).contains("20-chatty: pass (all fine)"),
+        "{}",
+        text(&out)
+    );
+    assert!(took < Duration::from_secs(5), "verdict took {took:?}");
+    assert_eq!(started.len(), 1);
+}
+
+#[test]
+fn hanging_checks_are_judged_within_the_health_timeout_and_leave_no_process() {
+    let h = host_on_trial(
+        "children-hang",
+        "timeout = \"3s\"\ncheck_timeout = \"2s\"\ninterval = \"1s\"\n",
+    );
+    let pidfile = h.dir.join("hang.pids");
+    for i in 1..=4 {
+        h.add_health_check(
+            &format!("{i}0-hang"),
+            &format!(
+                "sleep 1000 & echo $! >> {p}; sh -c 'sleep 1000 & echo $! >> {p}; wait' & wait",
+                p = pidfile.display()
+            ),
+        );
+    }
+    let (out, took) = run_within(&h, &["health", "--no-reboot"], Duration::from_secs(60));
+    let started = pids(&pidfile);
+    assert!(!started.is_empty());
+    for &pid in &started {
+        assert!(dies(pid), "a killed check's descendant {pid} survived");
+    }
+    // A rolled-back trial is exit 1.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("rolling back 2.0"), "{}", text(&out));
+    assert!(text(&out).contains("timed out after 2s"), "{}", text(&out));
+    assert!(
+        text(&out).contains("not run: the verdict's deadline"),
+        "{}",
+        text(&out)
+    );
+    // 3 s of [health] timeout, plus a generous margin.
+    assert!(took < Duration::from_millis(5500), "verdict took {took:?}");
+}
+
+#[test]
+fn the_reboot_command_is_bounded_and_leaves_no_process() {
+    let mut h = TestHost::new("children-reboot", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    // A reboot command that leaves a process behind holding its output.
+    let pidfile = h.dir.join("reboot.pids");
+    let reboot = h.dir.join("reboot-bg.sh");
+    std::fs::write(
+        &reboot,
+        format!(
+            "#!/bin/sh\nsleep 1000 & echo $! >> {}\necho reboot >> {}\n",
+            pidfile.display(),
+            h.reboot_log.display()
+        ),
+    )
+    .expect("reboot script");
+    crate::common::host::chmod_x(&reboot);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let old = cfg
+        .lines()
+        .find(|l| l.starts_with("reboot = "))
+        .expect("reboot line")
+        .to_string();
+    std::fs::write(
+        &h.config,
+        cfg.replace(&old, &format!("reboot = [\"{}\"]", reboot.display())),
+    )
+    .expect("config");
+    let (out, took) = run_within(
+        &h,
+        &["install", m.to_str().expect("utf8 path")],
+        Duration::from_secs(30),
+    );
+    let started = pids(&pidfile);
+    for &pid in &started {
+        assert!(dies(pid), "the reboot command's process {pid} survived");
+    }
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.reboots(), 1);
+    assert_eq!(started.len(), 1);
+    assert!(took < Duration::from_secs(10), "install took {took:?}");
+    assert_eq!(h.boot(), "B");
+}

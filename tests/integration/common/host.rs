@@ -1,0 +1,453 @@
+//! A test host: config, keys, two slots (regular files or loop devices), a
+//! grubenv read by the real `grub-editenv`, the host facts as files, and a
+//! reboot command that records its call. `boot()` plays the bootloader's
+//! part with the one model of our GRUB script (`common::grub`), so a whole update loop
+//! runs without a VM; the VM test runs the real GRUB.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const COMPATIBLE: &str = "abupdate-test";
+
+/// What a refused command must leave as it was: the boot env, the booted
+/// slot's bytes, and the reboots requested so far.
+pub struct Untouched {
+    pub env: std::collections::BTreeMap<String, String>,
+    slot_a: String,
+    reboots: usize,
+}
+
+/// SHA-256 of `data`, in lowercase hex (as manifests and `state.json` hold it).
+pub fn sha(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(data))
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_abupdate")
+}
+
+/// Run a command and return its output, panicking only if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn has_tool(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A fresh scratch directory under the temp dir, unique in the process
+/// (all tests share one: two modules may pick the same `name`).
+pub fn scratch(name: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("abupdate-it-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch dir");
+    d
+}
+
+/// Every signature file of manifest `m`: `release.json.minisig`,
+/// `release.json.N.minisig` and the ones bound to a manifest's bytes
+/// (`release.json.<tag>[.N].minisig`, see `abupdate::publish`).
+pub fn signature_files(m: &Path) -> Vec<PathBuf> {
+    let name = m.file_name().map(|n| n.to_string_lossy().into_owned());
+    let prefix = format!("{}.", name.unwrap_or_default());
+    let dir = m.parent().expect("manifest dir");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("release dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".minisig"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A synthetic image whose first line names its version, so `boot()` can
+/// read "os-release" from the slot's own bytes.
+pub fn image(version: &str, len: usize) -> Vec<u8> {
+    let mut v = format!("IMAGE_VERSION={version}\n").into_bytes();
+    let mut x: u32 = version
+        .bytes()
+        .fold(2166136261, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        // Compressible but not trivial: runs of repeated pseudo-random bytes.
+        let run = (x % 64) as usize + 1;
+        let byte = (x >> 8) as u8;
+        v.extend(std::iter::repeat_n(byte, run.min(len - v.len())));
+    }
+    v
+}
+
+pub struct TestHost {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub secret_key: PathBuf,
+    pub public_key: PathBuf,
+    pub slots: [PathBuf; 2],
+    pub grubenv: PathBuf,
+    pub cmdline: PathBuf,
+    pub os_release: PathBuf,
+    pub boot_id: PathBuf,
+    pub reboot_log: PathBuf,
+    pub state_dir: PathBuf,
+    pub health_dir: PathBuf,
+    loops: Vec<String>,
+    boots: u32,
+}
+
+pub struct HostOptions {
+    pub slot_size: u64,
+    pub loop_devices: bool,
+    pub extra_config: String,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            slot_size: 8 << 20,
+            loop_devices: false,
+            extra_config: String::new(),
+        }
+    }
+}
+
+impl TestHost {
+    /// A host booted from slot A holding `version`, committed.
+    pub fn new(name: &str, booted_version: &str, opts: HostOptions) -> TestHost {
+        let dir = scratch(name);
+        let mut slots = [dir.join("slot-a.img"), dir.join("slot-b.img")];
+        let mut loops = Vec::new();
+        for (i, s) in slots.clone().iter().enumerate() {
+            let f = std::fs::File::create(s).expect("slot file");
+            f.set_len(opts.slot_size).expect("slot size");
+            if opts.loop_devices {
+                let out = run(Command::new("losetup").args(["-f", "--show"]).arg(s));
+                assert!(out.status.success(), "losetup: {}", text(&out));
+                let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                loops.push(dev.clone());
+                slots[i] = PathBuf::from(dev);
+            }
+        }
+        let secret_key = dir.join("release.key");
+        let public_key = dir.join("keys/release.pub");
+        std::fs::create_dir_all(dir.join("keys")).expect("keys dir");
+        let out = run(Command::new(bin())
+            .arg("keygen")
+            .arg("--secret")
+            .arg(&secret_key)
+            .arg("--public")
+            .arg(&public_key));
+        assert!(out.status.success(), "keygen: {}", text(&out));
+        let health_dir = dir.join("health.d");
+        std::fs::create_dir_all(&health_dir).expect("health dir");
+        let reboot_log = dir.join("reboots.log");
+        let reboot = dir.join("reboot.sh");
+        std::fs::write(
+            &reboot,
+            format!("#!/bin/sh\necho reboot >> {}\n", reboot_log.display()),
+        )
+        .expect("reboot script");
+        chmod_x(&reboot);
+        let host = TestHost {
+            config: dir.join("config.toml"),
+            grubenv: dir.join("grubenv"),
+            cmdline: dir.join("cmdline"),
+            os_release: dir.join("os-release"),
+            boot_id: dir.join("boot_id"),
+            state_dir: dir.join("state"),
+            secret_key,
+            public_key,
+            slots,
+            reboot_log,
+            health_dir,
+            loops,
+            boots: 0,
+            dir,
+        };
+        let config = format!(
+            r#"[update]
+compatible = "{COMPATIBLE}"
+state_dir = "{state}"
+keys_dirs = ["{keys}"]
+read_timeout = "5s"
+connect_timeout = "5s"
+
+[system]
+cmdline = "{cmdline}"
+os_release = "{os_release}"
+machine_id = "{dir}/machine-id"
+boot_id = "{boot_id}"
+reboot = ["{reboot}"]
+
+[bootloader]
+kind = "grub"
+grubenv = "{grubenv}"
+
+[slots.A]
+rootfs = "{a}"
+[slots.B]
+rootfs = "{b}"
+
+[health]
+dir = "{health}"
+timeout = "3s"
+check_timeout = "2s"
+interval = "1s"
+{extra}
+"#,
+            state = host.state_dir.display(),
+            keys = host.dir.join("keys").display(),
+            cmdline = host.cmdline.display(),
+            os_release = host.os_release.display(),
+            dir = host.dir.display(),
+            boot_id = host.boot_id.display(),
+            reboot = reboot.display(),
+            grubenv = host.grubenv.display(),
+            a = host.slots[0].display(),
+            b = host.slots[1].display(),
+            health = host.health_dir.display(),
+            extra = opts.extra_config,
+        );
+        std::fs::write(&host.config, config).expect("config");
+        std::fs::write(
+            host.dir.join("machine-id"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .expect("machine-id");
+        // Slot A holds the booted release; GRUB's env says A is good and first.
+        let img = image(booted_version, 4096);
+        write_at_start(&host.slots[0], &img);
+        let out = run(Command::new("grub-editenv")
+            .arg(&host.grubenv)
+            .arg("create"));
+        assert!(out.status.success(), "grub-editenv create: {}", text(&out));
+        host.grub_set(&[
+            ("ORDER", "A B"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "0"),
+            ("B_TRY", "0"),
+        ]);
+        let mut host = host;
+        host.boot();
+        // Every boot runs the health service: it re-blesses the booted slot.
+        let out = host.abupdate(&["health"]);
+        assert!(out.status.success(), "first health: {}", text(&out));
+        host
+    }
+
+    /// Run abupdate with this host's config.
+    pub fn abupdate(&self, args: &[&str]) -> Output {
+        self.abupdate_env(args, &[])
+    }
+
+    pub fn abupdate_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(bin());
+        c.arg("--config").arg(&self.config).args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run(&mut c)
+    }
+
+    /// Pack `image` as release `version` into `<dir>/<name>/`.
+    pub fn pack(&self, name: &str, version: &str, image: &[u8], extra: &[&str]) -> PathBuf {
+        let out_dir = self.dir.join(name);
+        let img = self.dir.join(format!("{name}.raw"));
+        std::fs::write(&img, image).expect("image");
+        let mut c = Command::new(bin());
+        c.args(["pack", "--secret"])
+            .arg(&self.secret_key)
+            .args([
+                "--compatible",
+                COMPATIBLE,
+                "--version",
+                version,
+                "--level",
+                "3",
+            ])
+            .arg(format!("--image=rootfs={}", img.display()))
+            .arg("--out")
+            .arg(&out_dir)
+            .args(extra);
+        let out = run(&mut c);
+        assert!(out.status.success(), "pack: {}", text(&out));
+        out_dir.join("release.json")
+    }
+
+    pub fn grub_vars(&self) -> std::collections::BTreeMap<String, String> {
+        let out = run(Command::new("grub-editenv").arg(&self.grubenv).arg("list"));
+        assert!(out.status.success(), "grub-editenv list: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect()
+    }
+
+    pub fn grub_set(&self, vars: &[(&str, &str)]) {
+        let mut c = Command::new("grub-editenv");
+        c.arg(&self.grubenv).arg("set");
+        for (k, v) in vars {
+            c.arg(format!("{k}={v}"));
+        }
+        let out = run(&mut c);
+        assert!(out.status.success(), "grub-editenv set: {}", text(&out));
+    }
+
+    /// Play GRUB: one boot through `grub.cfg` as [`crate::common::grub`]
+    /// models it (its flags written back), then "boot" that slot: the
+    /// cmdline names it, os-release comes from its bytes, and the boot id
+    /// changes. Returns the slot booted.
+    pub fn boot(&mut self) -> &'static str {
+        let choice = crate::common::grub::choose(&self.grub_vars());
+        if !choice.writes.is_empty() {
+            let writes: Vec<(&str, &str)> = choice
+                .writes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            self.grub_set(&writes);
+        }
+        self.boot_as(choice.slot);
+        choice.slot
+    }
+
+    /// Boot `slot` regardless of the env (what a fallback or a manual pick does).
+    pub fn boot_as(&mut self, slot: &str) {
+        self.boots += 1;
+        std::fs::write(
+            &self.cmdline,
+            format!("root=/dev/x ro abupdate.slot={slot} quiet\n"),
+        )
+        .expect("cmdline");
+        let idx = if slot == "B" { 1 } else { 0 };
+        let version = slot_version(&self.slots[idx]).unwrap_or_default();
+        std::fs::write(
+            &self.os_release,
+            format!("ID=test\nIMAGE_VERSION={version}\n"),
+        )
+        .expect("os-release");
+        std::fs::write(
+            &self.boot_id,
+            format!("boot-{}-{}\n", std::process::id(), self.boots),
+        )
+        .expect("boot id");
+    }
+
+    /// Snapshot what a refusal must not change (see [`Untouched`]).
+    pub fn untouched(&self) -> Untouched {
+        Untouched {
+            env: self.grub_vars(),
+            slot_a: self.slot_sha(0),
+            reboots: self.reboots(),
+        }
+    }
+
+    /// The boot order and the booted slot's flags, its bytes, and the
+    /// reboots requested are as in `before`; `what` names the case.
+    pub fn assert_untouched(&self, before: &Untouched, what: &str) {
+        let env = self.grub_vars();
+        for var in ["ORDER", "A_OK", "A_TRY"] {
+            assert_eq!(env.get(var), before.env.get(var), "{what}: {var} changed");
+        }
+        assert_eq!(
+            self.slot_sha(0),
+            before.slot_a,
+            "{what}: the booted slot's bytes changed"
+        );
+        assert_eq!(
+            self.reboots(),
+            before.reboots,
+            "{what}: a reboot was requested"
+        );
+    }
+
+    /// SHA-256 (hex) of slot `i`'s whole device or file.
+    pub fn slot_sha(&self, i: usize) -> String {
+        sha(&std::fs::read(&self.slots[i]).expect("read slot"))
+    }
+
+    pub fn reboots(&self) -> usize {
+        std::fs::read_to_string(&self.reboot_log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.state_dir.join("state.json"))
+            .unwrap_or_else(|_| "{}".into());
+        serde_json::from_str(&text).expect("state.json parses")
+    }
+
+    pub fn slot_bytes(&self, slot: usize, len: usize) -> Vec<u8> {
+        let mut f = std::fs::File::open(&self.slots[slot]).expect("open slot");
+        let mut buf = vec![0u8; len];
+        std::io::Read::read_exact(&mut f, &mut buf).expect("read slot");
+        buf
+    }
+
+    pub fn add_health_check(&self, name: &str, body: &str) {
+        let p = self.health_dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("health check");
+        chmod_x(&p);
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        for l in &self.loops {
+            let _ = Command::new("losetup").arg("-d").arg(l).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn chmod_x(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+pub fn write_at_start(path: &Path, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open slot for seeding");
+    f.write_all_at(data, 0).expect("seed slot");
+    f.sync_all().expect("sync");
+}
+
+/// The version named in the first line of a slot's bytes.
+pub fn slot_version(path: &Path) -> Option<String> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = [0u8; 64];
+    std::io::Read::read_exact(&mut f, &mut buf).ok()?;
+    let line = buf.split(|&b| b == b'\n').next()?;
+    String::from_utf8_lossy(line)
+        .strip_prefix("IMAGE_VERSION=")
+        .map(str::to_string)
+}

@@ -1,0 +1,94 @@
+//! A config or a host fact that cannot be read one way is refused up front:
+//! one line naming the key (config: exit 2) or the file (host fact: exit
+//! 1), before anything runs, the boot order and the booted slot untouched.
+
+use crate::common::host::{text, HostOptions, TestHost};
+
+/// Merge `toml` over the host's config as a drop-in.
+fn dropin(h: &TestHost, toml: &str) {
+    let dir = h.dir.join("config.d");
+    std::fs::create_dir_all(&dir).expect("config.d");
+    std::fs::write(dir.join("50-test.toml"), toml).expect("drop-in");
+}
+
+/// Exactly one line on stderr, containing every needle.
+fn one_line_naming(out: &std::process::Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line: {stderr}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{:?} does not name {n:?}", lines[0]);
+    }
+}
+
+#[test]
+fn absurd_durations_are_config_errors_naming_the_key_not_aborts() {
+    let h = TestHost::new("facts-durations", "1.0", HostOptions::default());
+    let before = h.untouched();
+    for (table, key, command) in [
+        ("health", "timeout", "health"),
+        ("update", "read_timeout", "check"),
+        ("update", "connect_timeout", "check"),
+        ("health", "check_timeout", "health"),
+    ] {
+        dropin(
+            &h,
+            &format!("[{table}]\n{key} = \"18446744073709551615s\"\n"),
+        );
+        let out = h.abupdate(&[command]);
+        assert_eq!(out.status.code(), Some(2), "{table}.{key}: {}", text(&out));
+        one_line_naming(&out, &[&format!("{table}.{key}"), "longer than"]);
+    }
+    dropin(&h, "[health]\ncheck_timeout = \"0s\"\n");
+    let out = h.abupdate(&["health"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    one_line_naming(&out, &["health.check_timeout", "must be more than zero"]);
+    h.assert_untouched(&before, "durations");
+}
+
+#[test]
+fn a_unit_named_like_an_option_is_refused_before_any_check_runs() {
+    let h = TestHost::new("facts-units", "1.0", HostOptions::default());
+    let before = h.untouched();
+    for bad in ["--version", "-h"] {
+        dropin(&h, &format!("[health]\nunits = [\"{bad}\"]\n"));
+        let out = h.abupdate(&["health"]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
+        one_line_naming(&out, &["health.units[0]", bad, "not a unit name"]);
+    }
+    h.assert_untouched(&before, "units");
+}
+
+#[test]
+fn conflicting_slot_markers_on_the_command_line_are_refused_naming_both() {
+    let h = TestHost::new("facts-cmdline", "1.0", HostOptions::default());
+    let before = h.untouched();
+    std::fs::write(&h.cmdline, "root=/dev/x rauc.slot=A abupdate.slot=B ro\n").expect("cmdline");
+    for command in [&["mark-good"][..], &["health"][..]] {
+        let out = h.abupdate(command);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {}", text(&out));
+        one_line_naming(
+            &out,
+            &[
+                &h.cmdline.display().to_string(),
+                "rauc.slot=A and abupdate.slot=B",
+            ],
+        );
+    }
+    h.assert_untouched(&before, "conflicting markers");
+    assert_eq!(h.grub_vars().get("B_OK").map(String::as_str), Some("0"));
+}
+
+#[test]
+fn os_release_is_read_by_its_quoting_rules() {
+    let h = TestHost::new("facts-os-release", "1.0", HostOptions::default());
+    std::fs::write(
+        &h.os_release,
+        "ID=test\nIMAGE_VERSION=1.0\nIMAGE_VERSION=\"2.0\" # the release\n",
+    )
+    .expect("os-release");
+    let out = h.abupdate(&["--json", "status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["booted_version"], "2.0");
+}

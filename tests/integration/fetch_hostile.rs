@@ -1,0 +1,608 @@
+//! abupdate::fetch against scripted hostile servers on loopback: endless and
+//! lying bodies, trickles, broken resumes, redirect tricks, bad TLS. Each
+//! server thread ends by itself (bounded writes, bounded time).
+
+use crate::common::tls;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::hostile_server::{
+    head, read_request, write_all_capped, Req, Server, SERVER_CAP,
+};
+use crate::common::http::{pattern, temp_dir};
+use abupdate::fetch::{Document, FetchError, PayloadReader, Transport, TransportOptions};
+
+fn transport(read_timeout: Duration) -> Transport {
+    Transport::new(&TransportOptions {
+        connect_timeout: Duration::from_secs(2),
+        read_timeout,
+        ..TransportOptions::default()
+    })
+    .expect("transport")
+}
+
+/// Read to the end in 64 KiB blocks; the bytes got and the error, if any.
+fn drain(r: &mut PayloadReader) -> (Vec<u8>, Option<FetchError>) {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return (out, None),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                let fe = FetchError::from_io(&e)
+                    .unwrap_or_else(|| panic!("read error without FetchError: {e}"))
+                    .clone();
+                return (out, Some(fe));
+            }
+        }
+    }
+}
+
+#[test]
+fn endless_body_is_too_long_after_size_plus_one() {
+    let server = Server::start(|_, s| {
+        head(s, "200 OK", "");
+        let block = vec![b'x'; 64 * 1024];
+        let started = Instant::now();
+        while started.elapsed() < SERVER_CAP && s.write_all(&block).is_ok() {}
+    });
+    let t = transport(Duration::from_secs(5));
+    let size = 1024 * 1024 + 3;
+    let started = Instant::now();
+    let mut r = t.open_payload(&server.url("/p"), size, None).expect("open");
+    let (got, err) = drain(&mut r);
+    let err = err.expect("endless body must fail");
+    assert_eq!(err.kind(), "too_long", "{err}");
+    assert!(got.len() as u64 <= size, "never more than size handed out");
+    assert_eq!(r.bytes_from_network(), size + 1, "stopped at size + 1");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Same for a document with no Content-Length.
+    let started = Instant::now();
+    let e = t
+        .get_document(&server.url("/r.json"), 64 * 1024, None)
+        .expect_err("endless document");
+    assert_eq!(e.kind(), "too_long");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: server sent more than the 65536 bytes allowed",
+            server.url("/r.json")
+        )
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn endless_chunked_document_is_too_long() {
+    let server = Server::start(|_, s| {
+        head(s, "200 OK", "Transfer-Encoding: chunked\r\n");
+        let chunk = format!("1000\r\n{}\r\n", "y".repeat(0x1000));
+        let started = Instant::now();
+        while started.elapsed() < SERVER_CAP && s.write_all(chunk.as_bytes()).is_ok() {}
+    });
+    let t = transport(Duration::from_secs(5));
+    let e = t
+        .get_document(&server.url("/r.json"), 100_000, None)
+        .expect_err("endless");
+    assert_eq!(e.kind(), "too_long", "{e}");
+}
+
+#[test]
+fn content_length_beyond_declared_is_refused_before_the_body() {
+    // Headers now, body only after 3 s: an error before then proves that
+    // the refusal came from the header, not from reading.
+    let server = Server::start(|_, s| {
+        head(s, "200 OK", "Content-Length: 10485760\r\n");
+        std::thread::sleep(Duration::from_secs(3));
+        write_all_capped(s, &vec![0u8; 10485760]);
+    });
+    let t = transport(Duration::from_secs(10));
+    let started = Instant::now();
+    let e = t
+        .open_payload(&server.url("/p"), 1000, None)
+        .expect_err("too long");
+    assert_eq!(e.kind(), "too_long", "{e}");
+    assert!(e.to_string().contains("announced 10485760 bytes"), "{e}");
+    let e = t
+        .get_document(&server.url("/r.json"), 1 << 20, None)
+        .expect_err("too long");
+    assert_eq!(e.kind(), "too_long", "{e}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn short_body_is_a_cut_connection() {
+    let size = 300_000u64;
+    let data = pattern(size as usize, 1);
+    let half = data[..150_000].to_vec();
+    let half2 = half.clone();
+    // Content-Length says size, connection closes half-way.
+    let server = Server::start(move |req, s| {
+        if req.path == "/cl" {
+            head(s, "200 OK", &format!("Content-Length: {size}\r\n"));
+        } else {
+            head(s, "200 OK", "");
+        }
+        write_all_capped(s, &half2);
+    });
+    let t = transport(Duration::from_secs(5));
+    for path in ["/cl", "/close"] {
+        let url = server.url(path);
+        let mut r = t.open_payload(&url, size, None).expect("open");
+        let (got, err) = drain(&mut r);
+        let err = err.expect("must fail");
+        // The server did not announce another size: the connection was
+        // cut (worth another try), not a source holding another file.
+        assert_eq!(err.kind(), "network", "{path}: {err}");
+        assert!(err.is_transient(), "{path}: {err}");
+        assert_eq!(
+            err.to_string(),
+            format!("{url}: ended after 150000 of 300000 bytes")
+        );
+        assert!(
+            got == half,
+            "{path}: bytes before the end are the real ones"
+        );
+    }
+}
+
+#[test]
+fn trickle_and_silence_hit_the_read_timeout() {
+    let server = Server::start(|req, s| {
+        head(s, "200 OK", "Content-Length: 1000\r\n");
+        if req.path == "/trickle" {
+            // One byte per second, for at most 30 s.
+            for _ in 0..30 {
+                if s.write_all(b"z").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        } else {
+            std::thread::sleep(Duration::from_secs(10));
+        }
+    });
+    let t = transport(Duration::from_secs(2));
+    for (path, words) in [
+        ("/trickle", "stalled"),
+        ("/silent", "no data received for 2s"),
+    ] {
+        let started = Instant::now();
+        let mut r = t.open_payload(&server.url(path), 1000, None).expect("open");
+        let (_, err) = drain(&mut r);
+        let took = started.elapsed();
+        let err = err.expect("must time out");
+        assert_eq!(err.kind(), "network", "{path}: {err}");
+        assert!(err.to_string().contains(words), "{path}: {err}");
+        assert!(
+            took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+            "{path}: took {took:?}"
+        );
+    }
+    // Headers never come: bounded as well.
+    let mute = Server::start(|_, _| std::thread::sleep(Duration::from_secs(10)));
+    let started = Instant::now();
+    let e = t
+        .get_document(&mute.url("/r.json"), 1000, None)
+        .expect_err("no answer");
+    assert_eq!(e.kind(), "network", "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// A server of `data` that answers a Range request per `mode`.
+fn range_server(data: Arc<Vec<u8>>, mode: &'static str) -> Server {
+    let calls = Arc::new(Mutex::new(0u32));
+    Server::start(move |req, s| {
+        let size = data.len();
+        let n = {
+            let mut c = calls.lock().unwrap();
+            *c += 1;
+            *c
+        };
+        let start = req
+            .header("range")
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|r| r.parse::<usize>().ok());
+        match (start, mode) {
+            (Some(_), "ignore") | (None, _) => {
+                head(s, "200 OK", &format!("Content-Length: {size}\r\n"));
+                write_all_capped(s, &data);
+            }
+            (Some(_), "wrong-start") => {
+                let from = 7;
+                head(
+                    s,
+                    "206 Partial Content",
+                    &format!(
+                        "Content-Range: bytes {from}-{}/{size}\r\nContent-Length: {}\r\n",
+                        size - 1,
+                        size - from
+                    ),
+                );
+                write_all_capped(s, &data[from..]);
+            }
+            (Some(_), "416") => head(
+                s,
+                "416 Range Not Satisfiable",
+                &format!("Content-Range: bytes */{size}\r\nContent-Length: 0\r\n"),
+            ),
+            (Some(from), "wrong-total") => {
+                head(
+                    s,
+                    "206 Partial Content",
+                    &format!(
+                        "Content-Range: bytes {from}-{}/{}\r\n",
+                        size + 99,
+                        size + 100
+                    ),
+                );
+                write_all_capped(s, &data[from..]);
+            }
+            (Some(from), "drop-first") if n == 1 => {
+                // Headers, then the connection dies (as an idle connection
+                // the server timed out would).
+                head(
+                    s,
+                    "206 Partial Content",
+                    &format!(
+                        "Content-Range: bytes {from}-{}/{size}\r\nContent-Length: {}\r\n",
+                        size - 1,
+                        size - from
+                    ),
+                );
+            }
+            (Some(from), _) => {
+                // Correct 206, close-delimited (no Content-Length).
+                head(
+                    s,
+                    "206 Partial Content",
+                    &format!("Content-Range: bytes {from}-{}/{size}\r\n", size - 1),
+                );
+                write_all_capped(s, &data[from..]);
+            }
+        }
+    })
+}
+
+struct ResumeOutcome {
+    bytes: Vec<u8>,
+    err: Option<FetchError>,
+    resumed_from: u64,
+    from_network: u64,
+    restart_reason: Option<String>,
+    partial_after: Vec<u8>,
+    requests: Vec<Req>,
+}
+
+fn resume_with(mode: &'static str, have: usize) -> (Vec<u8>, ResumeOutcome) {
+    let data = Arc::new(pattern(500_000, 42));
+    let server = range_server(data.clone(), mode);
+    let dir = temp_dir("hostile-partial");
+    let partial = dir.join("p.part");
+    std::fs::write(&partial, &data[..have]).unwrap();
+    let t = transport(Duration::from_secs(5));
+    let (bytes, err, resumed_from, from_network, restart_reason) =
+        match t.open_payload(&server.url("/p"), data.len() as u64, Some(&partial)) {
+            Ok(mut r) => {
+                let (bytes, err) = drain(&mut r);
+                (
+                    bytes,
+                    err,
+                    r.resumed_from(),
+                    r.bytes_from_network(),
+                    r.restart_reason().map(str::to_string),
+                )
+            }
+            Err(e) => (Vec::new(), Some(e), 0, 0, None),
+        };
+    let partial_after = std::fs::read(&partial).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let outcome = ResumeOutcome {
+        bytes,
+        err,
+        resumed_from,
+        from_network,
+        restart_reason,
+        partial_after,
+        requests: server.requests(),
+    };
+    (data.to_vec(), outcome)
+}
+
+#[test]
+fn resume_with_correct_close_delimited_206() {
+    let (data, o) = resume_with("ok", 123_456);
+    assert!(o.err.is_none(), "{:?}", o.err);
+    assert!(o.bytes == data);
+    assert_eq!(o.resumed_from, 123_456);
+    assert_eq!(o.from_network, data.len() as u64 - 123_456);
+    assert!(o.partial_after == data);
+    assert_eq!(o.requests.len(), 1);
+    let req = &o.requests[0];
+    assert_eq!(req.header("range"), Some("bytes=123456-"));
+    assert_eq!(req.header("accept-encoding"), Some("identity"));
+    assert!(req
+        .header("user-agent")
+        .unwrap_or("")
+        .starts_with("abupdate/"));
+}
+
+#[test]
+fn resume_answered_with_200_restarts_from_zero() {
+    let (data, o) = resume_with("ignore", 200_000);
+    assert!(o.err.is_none(), "{:?}", o.err);
+    assert!(
+        o.bytes == data,
+        "correct bytes, not old prefix + whole file"
+    );
+    assert_eq!(o.resumed_from, 0);
+    assert_eq!(o.from_network, data.len() as u64);
+    assert!(o.restart_reason.unwrap().contains("HTTP 200"));
+    assert!(o.partial_after == data);
+    assert_eq!(o.requests.len(), 1, "the 200 itself is used");
+}
+
+#[test]
+fn resume_with_wrong_content_range_start_restarts_from_zero() {
+    let (data, o) = resume_with("wrong-start", 200_000);
+    assert!(o.err.is_none(), "{:?}", o.err);
+    assert!(o.bytes == data, "never mis-assembled");
+    assert_eq!(o.resumed_from, 0);
+    assert!(o.restart_reason.unwrap().contains("range from 7"));
+    assert!(o.partial_after == data);
+    let ranges: Vec<_> = o.requests.iter().map(|r| r.header("range")).collect();
+    assert_eq!(ranges, [Some("bytes=200000-"), None]);
+}
+
+#[test]
+fn resume_answered_416_restarts_from_zero() {
+    let (data, o) = resume_with("416", 200_000);
+    assert!(o.err.is_none(), "{:?}", o.err);
+    assert!(o.bytes == data);
+    assert_eq!(o.resumed_from, 0);
+    assert!(o.partial_after == data);
+    assert_eq!(o.requests.len(), 2);
+}
+
+#[test]
+fn resume_with_wrong_total_is_an_error_and_keeps_the_partial() {
+    let (data, o) = resume_with("wrong-total", 200_000);
+    let err = o.err.expect("must fail");
+    assert_eq!(err.kind(), "too_long", "{err}");
+    assert!(o.bytes.is_empty());
+    assert!(o.partial_after == data[..200_000], "partial untouched");
+}
+
+#[test]
+fn resume_survives_a_connection_dropped_during_replay() {
+    let (data, o) = resume_with("drop-first", 300_000);
+    assert!(o.err.is_none(), "{:?}", o.err);
+    assert!(o.bytes == data);
+    assert_eq!(o.resumed_from, 300_000);
+    assert!(o.partial_after == data);
+    let ranges: Vec<_> = o.requests.iter().map(|r| r.header("range")).collect();
+    assert_eq!(ranges, [Some("bytes=300000-"), Some("bytes=300000-")]);
+}
+
+#[test]
+fn redirect_loops_and_escapes_are_refused() {
+    let server = Server::start(|req, s| {
+        let to = match req.path.as_str() {
+            "/a" => "/b".to_string(),
+            "/b" => "/a".to_string(),
+            "/passwd" => "file:///etc/passwd".to_string(),
+            "/ftp" => "ftp://127.0.0.1/x".to_string(),
+            p if p.starts_with("/hop/") => {
+                let n: u32 = p[5..].parse().unwrap_or(0);
+                format!("/hop/{}", n + 1)
+            }
+            p if p.starts_with("/ok3/") => {
+                let n: u32 = p[5..].parse().unwrap_or(0);
+                if n < 3 {
+                    format!("/ok3/{}", n + 1)
+                } else {
+                    head(s, "200 OK", "Content-Length: 2\r\n");
+                    let _ = s.write_all(b"{}");
+                    return;
+                }
+            }
+            _ => String::new(),
+        };
+        head(
+            s,
+            "302 Found",
+            &format!("Location: {to}\r\nContent-Length: 0\r\n"),
+        );
+    });
+    let t = transport(Duration::from_secs(5));
+
+    let e = t
+        .get_document(&server.url("/a"), 100, None)
+        .expect_err("loop");
+    assert_eq!(e.kind(), "refused");
+    assert!(e.to_string().contains("redirect loop"), "{e}");
+
+    let e = t
+        .open_payload(&server.url("/passwd"), 100, None)
+        .expect_err("file");
+    assert_eq!(e.kind(), "refused");
+    assert!(e.to_string().ends_with("redirect to file: refused"), "{e}");
+    let e = t
+        .get_document(&server.url("/passwd"), 100, None)
+        .expect_err("file");
+    assert!(e.to_string().ends_with("redirect to file: refused"), "{e}");
+
+    let e = t
+        .get_document(&server.url("/ftp"), 100, None)
+        .expect_err("ftp");
+    assert!(e.to_string().ends_with("redirect to ftp: refused"), "{e}");
+
+    let before = server.requests().len();
+    let e = t
+        .get_document(&server.url("/hop/0"), 100, None)
+        .expect_err("too many");
+    assert!(e.to_string().contains("more than 5 redirects"), "{e}");
+    assert_eq!(server.requests().len() - before, 6, "first + 5 followed");
+
+    let doc = t
+        .get_document(&server.url("/ok3/0"), 100, None)
+        .expect("3 hops");
+    assert!(matches!(doc, Document::Fetched { ref body, .. } if body == b"{}"));
+}
+
+#[test]
+fn status_errors_and_refused_connections() {
+    let server = Server::start(|_, s| head(s, "500 Oops", "Content-Length: 0\r\n"));
+    let t = transport(Duration::from_secs(5));
+    let url = server.url("/r.json");
+    let e = t.get_document(&url, 100, None).expect_err("500");
+    assert_eq!(e.to_string(), format!("{url}: HTTP 500"));
+    assert_eq!(e.kind(), "http_status");
+
+    // Nobody listening.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = t
+        .get_document(&format!("http://127.0.0.1:{port}/r.json"), 100, None)
+        .expect_err("refused");
+    assert_eq!(e.kind(), "network", "{e}");
+    assert!(e.to_string().contains("connection refused"), "{e}");
+
+    let e = t
+        .get_document("gopher://127.0.0.1/x", 100, None)
+        .expect_err("scheme");
+    assert_eq!(e.kind(), "refused");
+}
+
+#[test]
+fn https_to_a_server_speaking_garbage_is_a_tls_error() {
+    // Not the scripted Server: it waits for a request head, and a TLS
+    // ClientHello has none. Answer the raw connection at once with plain HTTP.
+    let raw = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = raw.local_addr().unwrap().port();
+    let garbage = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = raw.accept() {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let t = transport(Duration::from_secs(3));
+    let url = format!("https://127.0.0.1:{port}/r.json");
+    let e = t.get_document(&url, 100, None).expect_err("garbage TLS");
+    assert_eq!(e.kind(), "tls", "{e}");
+    assert!(e.to_string().starts_with(&format!("{url}: TLS: ")), "{e}");
+    let _ = garbage.join();
+}
+
+#[test]
+fn tls_unknown_ca_fails_and_ca_file_fixes_it() {
+    let dir = temp_dir("pki");
+    let Some(ca) = tls::make_pki(&dir) else {
+        eprintln!("SKIP: openssl CLI not usable; s_server TLS test not run");
+        return;
+    };
+    let doc = br#"{"format":1}"#;
+    std::fs::write(dir.join("release.json"), doc).unwrap();
+    let payload = pattern(100_000, 9);
+    std::fs::write(dir.join("p.bin"), &payload).unwrap();
+    let server = tls::TlsServer::start(&dir);
+    let port = server.port;
+    let url = format!("https://127.0.0.1:{port}/release.json");
+
+    let t = transport(Duration::from_secs(5));
+    let e = t.get_document(&url, 1000, None).expect_err("unknown CA");
+    assert_eq!(e.kind(), "tls", "{e}");
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+
+    let trusting = Transport::new(&TransportOptions {
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(5),
+        ca_file: Some(ca.clone()),
+        ..TransportOptions::default()
+    })
+    .expect("transport with CA");
+    let got = trusting.get_document(&url, 1000, None).expect("trusted");
+    assert!(
+        matches!(got, Document::Fetched { ref body, .. } if body == doc),
+        "{got:?}"
+    );
+    let mut r = trusting
+        .open_payload(&format!("https://127.0.0.1:{port}/p.bin"), 100_000, None)
+        .expect("payload over TLS");
+    let (bytes, err) = drain(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    assert!(bytes == payload);
+
+    // A CA file with no certificate in it is refused up front.
+    std::fs::write(dir.join("empty.pem"), "nothing here\n").unwrap();
+    let e = Transport::new(&TransportOptions {
+        ca_file: Some(dir.join("empty.pem")),
+        ..TransportOptions::default()
+    })
+    .expect_err("empty CA file");
+    assert_eq!(e.kind(), "tls", "{e}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn proxy_option_is_used_except_for_loopback() {
+    // The "proxy" is a loopback server that answers itself: nothing leaves
+    // the machine. ureq 3 tunnels plain http through an HTTP proxy with
+    // CONNECT too (no absolute-form requests), so that is what it sees.
+    let tunneled = Arc::new(Mutex::new(Vec::new()));
+    let tunneled2 = tunneled.clone();
+    let proxy = Server::start(move |req, s| {
+        if req.path != "updates.example.invalid:80" {
+            head(s, "403 Forbidden", "Content-Length: 0\r\n");
+            return;
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        if let Some(inner) = read_request(s) {
+            tunneled2.lock().unwrap().push(inner.path);
+            head(s, "200 OK", "Content-Length: 7\r\n");
+            let _ = s.write_all(b"proxied");
+        }
+    });
+    let origin = Server::start(|_, s| {
+        head(s, "200 OK", "Content-Length: 6\r\n");
+        let _ = s.write_all(b"direct");
+    });
+    let t = Transport::new(&TransportOptions {
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(5),
+        proxy: Some(format!("http://127.0.0.1:{}", proxy.port)),
+        ..TransportOptions::default()
+    })
+    .expect("transport");
+
+    let doc = t
+        .get_document("http://updates.example.invalid/edge/r.json", 100, None)
+        .expect("via proxy");
+    assert!(matches!(doc, Document::Fetched { ref body, .. } if body == b"proxied"));
+    // https goes through the proxy as CONNECT; this proxy refuses it.
+    let e = t
+        .get_document("https://updates.example.invalid/edge/r.json", 100, None)
+        .expect_err("CONNECT refused");
+    assert_eq!(e.kind(), "network", "{e}");
+    let seen: Vec<String> = proxy.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        seen,
+        ["updates.example.invalid:80", "updates.example.invalid:443"]
+    );
+    assert_eq!(*tunneled.lock().unwrap(), ["/edge/r.json"]);
+
+    let doc = t
+        .get_document(&origin.url("/r.json"), 100, None)
+        .expect("loopback direct");
+    assert!(matches!(doc, Document::Fetched { ref body, .. } if body == b"direct"));
+    assert_eq!(proxy.requests().len(), 2, "loopback bypasses the proxy");
+}

@@ -1,0 +1,472 @@
+//! The fleet loop on Prometheus with the real parts: the host's textfile
+//! read by the real node_exporter, and `abupdate fleet --prometheus`
+//! deciding waves from a real Prometheus 2.42 holding 50 hosts' series
+//! (backfilled with `promtool tsdb create-blocks-from openmetrics`).
+
+use crate::common::host::{image, run, text, HostOptions, TestHost, COMPATIBLE};
+use crate::common::prometheus::{self as prom, Scraped};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not json ({e}): {}", text(out)))
+}
+
+fn set_url(h: &TestHost, m: &Path) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replace(
+        "[update]\n",
+        &format!("[update]\nurl = \"file://{}\"\n", m.display()),
+    );
+    std::fs::write(&h.config, cfg).expect("config");
+}
+
+/// Every sample of `name` in a scrape.
+fn samples<'a>(all: &'a [Scraped], name: &str) -> Vec<&'a Scraped> {
+    all.iter().filter(|s| s.name == name).collect()
+}
+
+/// Issue 15.1: the host metrics contract, as the real node_exporter's
+/// textfile collector reads it: per-release outcomes (with the error kind
+/// of a failure), the booted release, the rollout position, and
+/// `compatible` and the operator's labels on every series.
+#[test]
+fn the_real_node_exporter_reads_the_textfile_with_every_label() {
+    let textfiles = crate::common::host::scratch("node-exporter-textfiles");
+    let prom_file = textfiles.join("abupdate.prom");
+    let mut h = TestHost::new(
+        "fleet-node-exporter",
+        "1.0",
+        HostOptions {
+            extra_config: format!(
+                "[report]\ntextfile = \"{}\"\nlabels = {{ site = \"store \\\"0042\\\"\", region = \"eu\" }}\n",
+                prom_file.display()
+            ),
+            ..Default::default()
+        },
+    );
+    let m2 = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let out = h.abupdate(&["install", "--no-reboot", m2.to_str().expect("p")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // A release whose payload is gone: the timer's update fails, naming it.
+    let m3 = h.pack("r3", "3.0", &image("3.0", 1 << 20), &[]);
+    std::fs::remove_file(m3.with_file_name("rootfs-3.0.img.zst")).expect("rm payload");
+    set_url(&h, &m3);
+    let out = h.abupdate(&["update", "--now"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    let exporter = prom::node_exporter(&textfiles);
+    let (status, body) = prom::get(&exporter.url("/metrics")).expect("scrape");
+    assert_eq!(status, 200);
+    let all = prom::parse_exposition(&body);
+    let errors = samples(&all, "node_textfile_scrape_error");
+    assert_eq!(
+        errors.iter().map(|s| s.value).collect::<Vec<_>>(),
+        [0.0],
+        "node_exporter refused the textfile: {}",
+        std::fs::read_to_string(&prom_file).unwrap_or_default()
+    );
+    let ours: Vec<&Scraped> = all
+        .iter()
+        .filter(|s| s.name.starts_with("abupdate_"))
+        .collect();
+    assert!(ours.len() >= 14, "{body}");
+    for s in &ours {
+        assert_eq!(
+            (
+                s.labels.get("compatible").map(String::as_str),
+                s.labels.get("site").map(String::as_str),
+                s.labels.get("region").map(String::as_str)
+            ),
+            (Some(COMPATIBLE), Some("store \"0042\""), Some("eu")),
+            "{s:?}"
+        );
+    }
+    let outcome = |release: &str, outcome: &str| {
+        samples(&all, "abupdate_release_outcome")
+            .into_iter()
+            .find(|s| s.labels["release"] == release && s.labels["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no {outcome} of {release} in {body}"))
+    };
+    let now = abupdate::timefmt::now() as f64;
+    let installed = outcome("2.0", "installed");
+    let committed = outcome("2.0", "committed");
+    assert!(
+        installed.value <= committed.value && (now - committed.value).abs() < 600.0,
+        "{installed:?} {committed:?}"
+    );
+    assert!(!committed.labels.contains_key("kind"), "{committed:?}");
+    let failed = outcome("3.0", "failed");
+    assert_eq!(
+        failed.labels.get("kind").map(String::as_str),
+        Some("not_found"),
+        "{failed:?}"
+    );
+    let booted = samples(&all, "abupdate_booted_release_info");
+    assert_eq!(booted.len(), 1, "{body}");
+    assert_eq!(
+        (
+            booted[0].labels["release"].as_str(),
+            booted[0].labels["slot"].as_str(),
+            booted[0].value
+        ),
+        ("2.0", "B", 1.0)
+    );
+    let position = samples(&all, "abupdate_rollout_position");
+    assert!(
+        position.len() == 1 && (0.0..1.0).contains(&position[0].value),
+        "{position:?}"
+    );
+    // The series hosts always had are still there, under their names.
+    for name in [
+        "abupdate_booted_info",
+        "abupdate_last_check_timestamp_seconds",
+        "abupdate_last_success_timestamp_seconds",
+        "abupdate_failures_total",
+        "abupdate_downloaded_bytes_total",
+        "abupdate_installs_total",
+        "abupdate_commits_total",
+        "abupdate_rollbacks_total",
+        "abupdate_update_pending",
+    ] {
+        assert!(!samples(&all, name).is_empty(), "{name} missing: {body}");
+    }
+}
+
+/// 50 hosts of `COMPATIBLE` (plus 5 of another `compatible`), as their
+/// textfiles say it through node_exporter, two samples per series in the
+/// last five minutes before `now`. Positions are (i + 0.5) / 50, so a 10%
+/// wave covers hosts 0 to 4; even hosts are in region eu, odd ones in us.
+///
+/// - release 2.0: hosts 0-4 installed and committed; host 7 failed it with
+///   a network error (not the release's fault).
+/// - release 3.0: hosts 0, 2, 4 (eu) committed; hosts 1, 3 (us) rolled it
+///   back; the 5 hosts of `other-arm64` rolled back their own 3.0.
+fn fleet_series(now: i64) -> String {
+    let mut outcome = Vec::new();
+    let mut position = Vec::new();
+    let host = |compatible: &str, i: usize| {
+        format!(
+            "compatible=\"{compatible}\",instance=\"host-{i:02}:9100\",job=\"node\",region=\"{}\",site=\"store-{i:04}\"",
+            if i % 2 == 0 { "eu" } else { "us" }
+        )
+    };
+    let mut add = |labels: String, value: i64| {
+        for t in [now - 240, now - 60] {
+            outcome.push(format!("abupdate_release_outcome{{{labels}}} {value} {t}"));
+        }
+    };
+    for i in 0..5 {
+        let h = host(COMPATIBLE, i);
+        add(
+            format!("{h},release=\"2.0\",outcome=\"installed\""),
+            now - 3000,
+        );
+        add(
+            format!("{h},release=\"2.0\",outcome=\"committed\""),
+            now - 2400,
+        );
+        add(
+            format!("{h},release=\"3.0\",outcome=\"installed\""),
+            now - 1800,
+        );
+        let verdict = if i % 2 == 0 {
+            "committed"
+        } else {
+            "rolled_back"
+        };
+        add(
+            format!("{h},release=\"3.0\",outcome=\"{verdict}\""),
+            now - 1500,
+        );
+    }
+    add(
+        format!(
+            "{},release=\"2.0\",outcome=\"failed\",kind=\"network\"",
+            host(COMPATIBLE, 7)
+        ),
+        now - 1000,
+    );
+    for i in 0..5 {
+        let h = host("other-arm64", 60 + i);
+        add(
+            format!("{h},release=\"3.0\",outcome=\"rolled_back\""),
+            now - 1500,
+        );
+    }
+    for i in 0..50 {
+        for t in [now - 240, now - 60] {
+            position.push(format!(
+                "abupdate_rollout_position{{{}}} {} {t}",
+                host(COMPATIBLE, i),
+                (i as f64 + 0.5) / 50.0
+            ));
+        }
+    }
+    format!(
+        "# HELP abupdate_release_outcome Unix time of the latest outcome of a release.\n\
+         # TYPE abupdate_release_outcome gauge\n{}\n\
+         # HELP abupdate_rollout_position Position.\n\
+         # TYPE abupdate_rollout_position gauge\n{}\n# EOF\n",
+        outcome.join("\n"),
+        position.join("\n")
+    )
+}
+
+/// A release directory for the controller: `version` packed with waves
+/// 10/50/100 (first wave 10%), dated `created`.
+fn release(h: &TestHost, name: &str, version: &str, created: i64) -> PathBuf {
+    h.pack(
+        name,
+        version,
+        &image(version, 1 << 16),
+        &[
+            "--waves",
+            "10,50,100",
+            "--created",
+            &abupdate::timefmt::format_rfc3339(created),
+        ],
+    )
+}
+
+fn controller(h: &TestHost, m: &Path, url: &str, extra: &[&str]) -> std::process::Output {
+    let mut c = Command::new(crate::common::host::bin());
+    c.args(["--json", "fleet", "--manifest"])
+        .arg(m)
+        .arg("--secret")
+        .arg(&h.secret_key)
+        .arg("--keys")
+        .arg(h.dir.join("keys"))
+        .args(["--prometheus", url, "--soak", "30m"])
+        .args(extra);
+    run(&mut c)
+}
+
+fn doc(m: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(m).expect("manifest")).expect("json")
+}
+
+fn minisign_accepts(m: &Path, public: &Path) -> bool {
+    run(Command::new("minisign")
+        .arg("-Vm")
+        .arg(m)
+        .arg("-p")
+        .arg(public))
+    .status
+    .success()
+}
+
+/// Every file of a directory with its bytes.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).expect("read"),
+            )
+        })
+        .collect()
+}
+
+/// Issue 15.2: a healthy wave that has soaked advances, a wave with
+/// failures over the threshold pauses, a wave still inside its soak is
+/// held; only the release's own `compatible` (and the operator's selector)
+/// counts. Each decision is re-signed so that minisign and the hosts
+/// accept it.
+#[test]
+fn a_real_prometheus_advances_a_healthy_wave_pauses_a_failing_one_and_holds_a_soaking_one() {
+    let h = TestHost::new("fleet-prom-decide", "1.0", HostOptions::default());
+    let now = abupdate::timefmt::now();
+    let p = prom::prometheus_with(&h.dir.join("prometheus"), &fleet_series(now));
+    let url = p.url("");
+
+    // Good: 5 of the 5 hosts of the 10% wave committed, an hour ago.
+    let good = release(&h, "good", "2.0", now - 3600);
+    let out = controller(&h, &good, &url, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (
+            j["action"].as_str(),
+            j["committed"].as_u64(),
+            j["failed"].as_u64(),
+            j["not_counted"].as_u64(),
+            j["wave_hosts"].as_u64(),
+            j["fleet_hosts"].as_u64()
+        ),
+        (
+            Some("advance"),
+            Some(5),
+            Some(0),
+            Some(1),
+            Some(5),
+            Some(50)
+        ),
+        "{j}"
+    );
+    let d = doc(&good);
+    assert_eq!(d["rollout"]["percent"], 50.0, "{d}");
+    let started = abupdate::timefmt::parse_rfc3339(
+        d["rollout"]["wave_started"].as_str().expect("wave_started"),
+    )
+    .expect("time");
+    assert!((started - now).abs() < 120, "{d}");
+    assert!(minisign_accepts(&good, &h.public_key));
+    // The next run: the 50% wave (25 hosts) has 5 commits: held.
+    let out = controller(&h, &good, &url, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(json(&out)["action"], "keep", "{}", text(&out));
+    assert_eq!(json(&out)["wave_hosts"], 25, "{}", text(&out));
+
+    // Soaking: the same healthy wave, published a minute ago.
+    let soaking = release(&h, "soaking", "2.0", now - 60);
+    let before = snapshot(soaking.parent().expect("dir"));
+    let out = controller(&h, &soaking, &url, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(j["action"], "keep", "{j}");
+    assert!(
+        j["reason"].as_str().is_some_and(|r| r.contains("soaking")),
+        "{j}"
+    );
+    assert_eq!(snapshot(soaking.parent().expect("dir")), before);
+
+    // Failing: 2 of the wave's hosts rolled 3.0 back (the other
+    // compatible's 5 rollbacks do not count).
+    let bad = release(&h, "bad", "3.0", now - 3600);
+    let out = controller(&h, &bad, &url, &["--max-failures", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (
+            j["action"].as_str(),
+            j["committed"].as_u64(),
+            j["failed"].as_u64()
+        ),
+        (Some("pause"), Some(3), Some(2)),
+        "{j}"
+    );
+    assert_eq!(doc(&bad)["rollout"]["paused"], true);
+    assert!(minisign_accepts(&bad, &h.public_key));
+    // Hosts see the pause.
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(&h.config, cfg + "[rollout]\nwariness = 0.0\n").expect("config");
+    let out = h.abupdate(&["check", bad.to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("paused"), "{}", text(&out));
+
+    // The operator's selector: region eu alone is healthy (3 of its 3).
+    // Published into --out: the manifest and its signatures, there only.
+    let eu = release(&h, "bad-eu", "3.0", now - 3600);
+    let eu_before = snapshot(eu.parent().expect("dir"));
+    let out_dir = h.dir.join("to-sync");
+    let out = controller(
+        &h,
+        &eu,
+        &url,
+        &[
+            "--max-failures",
+            "2",
+            "--selector",
+            "region=\"eu\"",
+            "--out",
+            out_dir.to_str().expect("p"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (
+            j["action"].as_str(),
+            j["failed"].as_u64(),
+            j["wave_hosts"].as_u64()
+        ),
+        (Some("advance"), Some(0), Some(3)),
+        "{j}"
+    );
+    assert_eq!(snapshot(eu.parent().expect("dir")), eu_before);
+    let published = out_dir.join("release.json");
+    assert_eq!(doc(&published)["rollout"]["percent"], 50.0);
+    assert!(minisign_accepts(&published, &h.public_key));
+
+    // --dry-run prints every query with its answer and writes nothing.
+    let dry = release(&h, "dry", "2.0", now - 3600);
+    let before = snapshot(dry.parent().expect("dir"));
+    let mut c = Command::new(crate::common::host::bin());
+    c.args(["fleet", "--dry-run", "--manifest"])
+        .arg(&dry)
+        .arg("--secret")
+        .arg(&h.secret_key)
+        .args(["--prometheus", &url]);
+    let out = run(&mut c);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("query: ").count(), 3, "{stdout}");
+    assert!(
+        stdout.contains("query: count by (outcome, kind) (topk"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("{outcome=\"committed\"} 5"), "{stdout}");
+    assert!(
+        stdout.contains("advance [dry run: not written]"),
+        "{stdout}"
+    );
+    assert_eq!(snapshot(dry.parent().expect("dir")), before);
+}
+
+/// Issue 15.2, never advance blind: no series for the release, an error
+/// answer, or Prometheus down is a non-zero exit with one line naming the
+/// URL, and the release directory stays byte for byte as it was.
+#[test]
+fn no_series_an_error_answer_or_prometheus_down_changes_nothing_and_exits_1() {
+    let h = TestHost::new("fleet-prom-blind", "1.0", HostOptions::default());
+    let now = abupdate::timefmt::now();
+    let p = prom::prometheus_with(&h.dir.join("prometheus"), &fleet_series(now));
+    let m = release(&h, "r", "9.9", now - 3600);
+    let dir = m.parent().expect("dir").to_path_buf();
+    let before = snapshot(&dir);
+    let down = format!("http://127.0.0.1:{}", prom::free_port());
+    for (url, extra, says) in [
+        (
+            p.url(""),
+            vec![],
+            "no host of abupdate-test reports release 9.9",
+        ),
+        (
+            p.url(""),
+            vec!["--selector", "site=~\"(\""],
+            "query refused (bad_data)",
+        ),
+        (down.clone(), vec![], "Prometheus unreachable"),
+    ] {
+        let out = controller(&h, &m, &url, &extra);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{url} {extra:?}: {}",
+            text(&out)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+        assert!(
+            err.contains(says) && err.contains("/api/v1/query"),
+            "{url} {extra:?}: {err}"
+        );
+        assert_eq!(
+            snapshot(&dir),
+            before,
+            "{url} {extra:?}: the directory changed"
+        );
+    }
+    // A healthy, soaked wave of another release is no excuse either: with
+    // the answers for it, the same run decides (control for the above).
+    let good = release(&h, "good", "2.0", now - 3600);
+    let out = controller(&h, &good, &p.url(""), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(json(&out)["action"], "advance");
+}

@@ -1,0 +1,373 @@
+//! Site-wide reboot coordination with FleetLock through the real binary.
+//!
+//! None of the FleetLock servers (airlock on etcd, fleetlock on
+//! Kubernetes) installs on this machine, so the server here is a small one
+//! written from the protocol text (coreos/zincati
+//! `docs/development/fleetlock/protocol.md`): `POST /v1/pre-reboot` and
+//! `/v1/steady-state` with `fleet-lock-protocol: true` and a
+//! `{"client_params": {"id", "group"}}` body; a recursive, owned semaphore
+//! of one slot per group; 200 on success, else an error status with a
+//! `{"kind", "value"}` body.
+//!
+//! Three hosts: two of site `store-1`, one of site `store-2`. The two of one
+//! site never reboot together: the second one's update stages the release
+//! and waits (exit 1, kind `fleetlock`, backoff) until the first one's
+//! verdict gives the lock back; the host of the other site reboots at once.
+//! A lock taken for a trial is held across the rollback's reboot and given
+//! back by the healthy boot after it; a release the server missed is given
+//! back by the next run.
+
+use crate::common::host::{image, text, HostOptions, TestHost};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The protocol's server: group → the id holding its one slot.
+#[derive(Default)]
+struct Semaphores {
+    holders: BTreeMap<String, String>,
+    /// (op, id, group, status) of every request, in order.
+    log: Vec<(String, String, String, u16)>,
+}
+
+struct LockServer {
+    port: u16,
+    state: Arc<Mutex<Semaphores>>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl LockServer {
+    fn start(port: u16) -> LockServer {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let state: Arc<Mutex<Semaphores>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (state2, stop2) = (state.clone(), stop.clone());
+        let accept = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                        handle(stream, &state2);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        LockServer {
+            port,
+            state,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/base/", self.port)
+    }
+
+    fn holder(&self, group: &str) -> Option<String> {
+        self.state.lock().unwrap().holders.get(group).cloned()
+    }
+
+    fn log(&self) -> Vec<(String, String, String, u16)> {
+        self.state.lock().unwrap().log.clone()
+    }
+}
+
+impl Drop for LockServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn respond(mut s: TcpStream, status: u16, body: &str) {
+    let reason = if status == 200 { "OK" } else { "Error" };
+    let _ = write!(
+        s,
+        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// One request, answered as the protocol text says.
+fn handle(stream: TcpStream, state: &Mutex<Semaphores>) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut request = String::new();
+    if reader.read_line(&mut request).is_err() {
+        return;
+    }
+    let (mut length, mut protocol) = (0usize, false);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "content-length" => length = v.trim().parse().unwrap_or(0),
+                "fleet-lock-protocol" => protocol = v.trim() == "true",
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0u8; length.min(1 << 16)];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let mut parts = request.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "POST" || !protocol {
+        return respond(
+            stream,
+            400,
+            r#"{"kind":"bad_request","value":"not a FleetLock request"}"#,
+        );
+    }
+    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let id = parsed["client_params"]["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let group = parsed["client_params"]["group"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if id.is_empty() || group.is_empty() {
+        return respond(
+            stream,
+            400,
+            r#"{"kind":"bad_request","value":"missing client_params"}"#,
+        );
+    }
+    let mut st = state.lock().unwrap();
+    let (op, status, answer) = match path {
+        "/base/v1/pre-reboot" => match st.holders.get(&group) {
+            Some(holder) if holder != &id => (
+                "lock",
+                409,
+                r#"{"kind":"failed_lock_semaphore_full","value":"semaphore currently full"}"#,
+            ),
+            _ => {
+                st.holders.insert(group.clone(), id.clone());
+                ("lock", 200, "")
+            }
+        },
+        "/base/v1/steady-state" => {
+            if st.holders.get(&group) == Some(&id) {
+                st.holders.remove(&group);
+            }
+            ("unlock", 200, "")
+        }
+        _ => (
+            "other",
+            404,
+            r#"{"kind":"not_found","value":"no such endpoint"}"#,
+        ),
+    };
+    st.log.push((op.into(), id, group, status));
+    drop(st);
+    respond(stream, status, answer);
+}
+
+/// A host of `group`, with its own machine id (its FleetLock id derives
+/// from it), whose timer finds release 2.0.
+fn host(name: &str, machine: u8, server: &LockServer, group: &str) -> TestHost {
+    let h = TestHost::new(&format!("fleetlock-{name}"), "1.0", HostOptions::default());
+    std::fs::write(
+        h.dir.join("machine-id"),
+        format!("{}\n", format!("{machine:02x}").repeat(16)),
+    )
+    .expect("machine-id");
+    let m = h.pack("r2", "2.0", &image("2.0", 64 << 10), &[]);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replacen(
+        "[update]\n",
+        &format!("[update]\nurl = \"{}\"\n", m.display()),
+        1,
+    );
+    std::fs::write(
+        &h.config,
+        format!(
+            "{cfg}\n[reboot]\nfleetlock = \"{}\"\ngroup = \"{group}\"\n",
+            server.url()
+        ),
+    )
+    .expect("config");
+    h
+}
+
+/// The FleetLock id the server sees for a host: what it sent last.
+fn id_of(server: &LockServer, group: &str, before: usize) -> String {
+    server.log()[before..]
+        .iter()
+        .find(|(_, _, g, _)| g == group)
+        .map(|(_, id, _, _)| id.clone())
+        .expect("a request of the group")
+}
+
+fn update(h: &TestHost, now: bool) -> std::process::Output {
+    let mut args = vec!["--json", "update"];
+    if now {
+        args.push("--now");
+    }
+    h.abupdate(&args)
+}
+
+#[test]
+fn two_hosts_of_one_site_never_reboot_together_hosts_of_two_sites_do() {
+    let server = LockServer::start(0);
+    let mut h1 = host("s1-a", 1, &server, "store-1");
+    let mut h2 = host("s1-b", 2, &server, "store-1");
+    let mut h3 = host("s2-a", 3, &server, "store-2");
+
+    // h1 takes store-1's lock and reboots into its trial.
+    let n = server.log().len();
+    let out = update(&h1, true);
+    assert!(out.status.success(), "h1: {}", text(&out));
+    assert_eq!(h1.reboots(), 1);
+    let id1 = id_of(&server, "store-1", n);
+    assert_eq!(server.holder("store-1").as_deref(), Some(id1.as_str()));
+    let status: serde_json::Value =
+        serde_json::from_slice(&h1.abupdate(&["--json", "status"]).stdout).expect("status");
+    assert_eq!(status["reboot_lock"], "store-1", "{status}");
+
+    // h2, same site: staged, no reboot, the timer backs off.
+    let n = server.log().len();
+    let out = update(&h2, true);
+    assert_eq!(out.status.code(), Some(1), "h2: {}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["kind"], "fleetlock", "{json}");
+    let line = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        line.contains("/base/v1/pre-reboot: reboot lock not granted (HTTP 409 failed_lock_semaphore_full: semaphore currently full)"),
+        "{line}"
+    );
+    assert_eq!(h2.reboots(), 0, "h2 rebooted while h1 held the site's lock");
+    assert_eq!(h2.state()["transaction"]["phase"], "staged");
+    assert!(
+        h2.state()["fleetlock"].is_null(),
+        "a refused lock is not held"
+    );
+    assert!(h2.state()["metrics"]["retry_after"].is_i64(), "no backoff");
+    let id2 = id_of(&server, "store-1", n);
+    assert_ne!(id1, id2);
+    assert_eq!(server.holder("store-1").as_deref(), Some(id1.as_str()));
+
+    // h3, another site: reboots at once.
+    let out = update(&h3, true);
+    assert!(out.status.success(), "h3: {}", text(&out));
+    assert_eq!(h3.reboots(), 1);
+    assert!(server.holder("store-2").is_some());
+
+    // The timer's next tick for h2 backs off; a manual run is refused again.
+    let out = update(&h2, false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backing_off"));
+    let out = update(&h2, true);
+    assert_eq!(out.status.code(), Some(1), "h2: {}", text(&out));
+    assert_eq!(h2.reboots(), 0);
+
+    // h1's trial passes: committed, and the lock goes back to the site.
+    assert_eq!(h1.boot(), "B");
+    let out = h1.abupdate(&["health"]);
+    assert!(out.status.success(), "h1 health: {}", text(&out));
+    assert!(text(&out).contains("committed"), "{}", text(&out));
+    assert_eq!(server.holder("store-1"), None);
+    assert!(h1.state()["fleetlock"].is_null());
+
+    // Now h2 reboots; its trial fails and rolls back: the lock is held
+    // through the rollback's reboot, and given back by the healthy boot.
+    h2.add_health_check("fails", "echo broken >&2; exit 1");
+    let out = update(&h2, true);
+    assert!(out.status.success(), "h2: {}", text(&out));
+    assert_eq!(h2.reboots(), 1);
+    assert_eq!(server.holder("store-1").as_deref(), Some(id2.as_str()));
+    assert_eq!(h2.boot(), "B");
+    let out = h2.abupdate(&["health"]);
+    assert_eq!(out.status.code(), Some(1), "h2 health: {}", text(&out));
+    assert_eq!(h2.reboots(), 2, "no rollback reboot");
+    assert_eq!(
+        server.holder("store-1").as_deref(),
+        Some(id2.as_str()),
+        "released before the rollback's reboot"
+    );
+    std::fs::remove_file(h2.health_dir.join("fails")).expect("rm check");
+    assert_eq!(h2.boot(), "A");
+    let out = h2.abupdate(&["health"]);
+    assert!(
+        out.status.success(),
+        "h2 health after rollback: {}",
+        text(&out)
+    );
+    assert_eq!(server.holder("store-1"), None);
+
+    // The order on the server: never a grant of store-1 while another id
+    // held it.
+    let mut holder: Option<String> = None;
+    for (op, id, group, status) in server.log() {
+        if group != "store-1" {
+            continue;
+        }
+        match (op.as_str(), status) {
+            ("lock", 200) => {
+                assert!(holder.is_none() || holder.as_deref() == Some(id.as_str()));
+                holder = Some(id);
+            }
+            ("unlock", 200) if holder.as_deref() == Some(id.as_str()) => holder = None,
+            _ => {}
+        }
+    }
+
+    // h3's trial commits while the server is down: the lock stays recorded
+    // and the next run gives it back.
+    let port = server.port;
+    drop(server);
+    assert_eq!(h3.boot(), "B");
+    let out = h3.abupdate(&["health"]);
+    assert!(out.status.success(), "h3 health: {}", text(&out));
+    assert_eq!(h3.state()["fleetlock"], "store-2");
+    let server = LockServer::start(port);
+    let out = update(&h3, true);
+    assert!(out.status.success(), "h3 update: {}", text(&out));
+    assert!(h3.state()["fleetlock"].is_null(), "{}", text(&out));
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|(op, _, g, s)| op == "unlock" && g == "store-2" && *s == 200),
+        "{:?}",
+        server.log()
+    );
+}
+
+#[test]
+fn no_reboot_without_the_lock_when_the_server_cannot_be_reached() {
+    // A port with nothing behind it.
+    let server = LockServer::start(0);
+    let h = host("down", 4, &server, "store-9");
+    drop(server);
+    let out = update(&h, true);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot ask for the reboot lock"),
+        "{stderr}"
+    );
+    assert_eq!(h.reboots(), 0, "rebooted without the lock");
+    assert_eq!(h.state()["transaction"]["phase"], "staged");
+    // The lock may have been granted without us hearing: it counts as held
+    // until a release gets through.
+    assert_eq!(h.state()["fleetlock"], "store-9");
+}

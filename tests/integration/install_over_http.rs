@@ -1,0 +1,333 @@
+//! Installs over HTTP from a real nginx into loop-device slots: a 256 MiB
+//! image, a download cut by a kill -9 and resumed with `Range` (only the
+//! missing bytes cross the wire), and remote manifests that try to make the
+//! host read local files or accept short payloads.
+
+use crate::common::host::{image, text, HostOptions, TestHost};
+use crate::common::http::Nginx;
+
+#[cfg(feature = "failpoints")]
+fn payload_requests(nginx: &Nginx, name: &str) -> Vec<crate::common::http::LogLine> {
+    nginx
+        .log()
+        .into_iter()
+        .filter(|l| l.uri.ends_with(name))
+        .collect()
+}
+
+/// Start an install of `url` and abort it, as kill -9 would, at failpoint
+/// `point` (mid-image).
+#[cfg(feature = "failpoints")]
+fn install_killed_mid_image(h: &TestHost, url: &str, point: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let out = h.abupdate_env(
+        &["install", "--no-reboot", url],
+        &[("ABUPDATE_FAILPOINT", point)],
+    );
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "did not abort: {}",
+        text(&out)
+    );
+}
+
+/// Bytes of downloads kept in `state_dir/partial` (0 without any).
+#[cfg(feature = "failpoints")]
+fn kept_download_bytes(h: &TestHost) -> u64 {
+    std::fs::read_dir(h.state_dir.join("partial"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// One zstd frame (releases before segments), killed after 20 pipeline
+/// chunks (10 MiB) of the image were written.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_256_mib_image_over_http_into_a_loop_device_resumes_after_kill_9() {
+    resumes_after_kill_9("http-256", &["--one-frame"], "chunk-written:20");
+}
+
+/// The default segmented payload, its segments decoded by parallel
+/// workers, killed after the fifth segment (of 4 MiB) counted as written:
+/// the second run fetches only what the first did not keep.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_cut_download_of_a_segmented_payload_resumes_where_it_stopped() {
+    resumes_after_kill_9("http-256-segments", &[], "segment-written:5");
+}
+
+#[cfg(feature = "failpoints")]
+fn resumes_after_kill_9(name: &str, pack: &[&str], point: &str) {
+    let h = TestHost::new(
+        name,
+        "1.0",
+        HostOptions {
+            slot_size: 272 << 20,
+            loop_devices: true,
+            ..Default::default()
+        },
+    );
+    let img = image("2.0", 256 << 20);
+    let m = h.pack("r2", "2.0", &img, pack);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("json");
+    assert_eq!(
+        manifest["images"]["rootfs"]["segments"].is_array(),
+        pack.is_empty(),
+        "{name}: segmented by default, one frame when asked"
+    );
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let url = nginx.url("release.json");
+    let payload_name = "rootfs-2.0.img.zst";
+    let payload_size = std::fs::metadata(m.with_file_name(payload_name))
+        .expect("payload")
+        .len();
+
+    install_killed_mid_image(&h, &url, point);
+    let partial = kept_download_bytes(&h);
+    assert!(
+        partial > 0 && partial < payload_size,
+        "partial {partial} of {payload_size}"
+    );
+
+    let out = h.abupdate(&["install", "--no-reboot", &url]);
+    assert!(out.status.success(), "resume failed: {}", text(&out));
+    nginx.wait_log(4);
+    let reqs = payload_requests(&nginx, payload_name);
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].range, None);
+    assert_eq!(
+        reqs[1].range.as_deref(),
+        Some(format!("bytes={partial}-").as_str()),
+        "{reqs:?}"
+    );
+    assert_eq!(
+        reqs[1].body_bytes_sent,
+        payload_size - partial,
+        "resumed request fetched more than the missing bytes"
+    );
+    println!(
+        "payload {payload_size} bytes: first run kept {partial}, resume fetched {} (server sent {} in the cut request)",
+        reqs[1].body_bytes_sent, reqs[0].body_bytes_sent
+    );
+    assert_eq!(
+        h.slot_bytes(1, img.len()),
+        img,
+        "slot B does not hold the image"
+    );
+    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("B A"));
+    assert!(
+        std::fs::read_dir(h.state_dir.join("partial"))
+            .expect("dir")
+            .next()
+            .is_none(),
+        "partial left behind"
+    );
+}
+
+#[test]
+fn install_over_http_into_a_loop_device() {
+    let h = TestHost::new(
+        "http-plain",
+        "1.0",
+        HostOptions {
+            slot_size: 16 << 20,
+            loop_devices: true,
+            ..Default::default()
+        },
+    );
+    let img = image("2.0", 12 << 20);
+    let m = h.pack("r2", "2.0", &img, &[]);
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let out = h.abupdate(&[
+        "--json",
+        "install",
+        "--no-reboot",
+        &nginx.url("release.json"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["installed"], "2.0");
+    assert_eq!(h.slot_bytes(1, img.len()), img);
+}
+
+#[test]
+fn a_remote_manifest_cannot_point_at_local_files() {
+    let h = TestHost::new("http-file-url", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let body = std::fs::read_to_string(&m).expect("manifest");
+    std::fs::write(
+        &m,
+        body.replace("\"rootfs-2.0.img.zst\"", "\"file:///etc/shadow\""),
+    )
+    .expect("write");
+    let out = h.abupdate(&[
+        "sign",
+        "--secret",
+        h.secret_key.to_str().expect("p"),
+        m.to_str().expect("p"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let before = h.grub_vars();
+    let out = h.abupdate(&["install", "--no-reboot", &nginx.url("release.json")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("file:///etc/shadow"), "{}", text(&out));
+    assert_eq!(h.grub_vars().get("ORDER"), before.get("ORDER"));
+    assert_eq!(h.grub_vars().get("A_OK"), before.get("A_OK"));
+}
+
+#[test]
+fn a_payload_shorter_than_declared_leaves_the_target_bad() {
+    let h = TestHost::new("http-short", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 2 << 20), &["--no-compress"]);
+    let payload = m.with_file_name("rootfs-2.0.img");
+    let data = std::fs::read(&payload).expect("payload");
+    std::fs::write(&payload, &data[..data.len() - 1000]).expect("truncate");
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let out = h.abupdate(&["install", "--no-reboot", &nginx.url("release.json")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("rootfs-2.0.img"), "{}", text(&out));
+    assert_eq!(h.grub_vars().get("B_OK").map(String::as_str), Some("0"));
+    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("A B"));
+    assert_eq!(h.reboots(), 0);
+}
+
+#[test]
+fn an_idle_timer_tick_is_one_conditional_get() {
+    let h = TestHost::new("http-idle", "2.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        cfg.replace(
+            "[update]\n",
+            &format!("[update]\nurl = \"{}\"\n", nginx.url("release.json")),
+        ),
+    )
+    .expect("config");
+    for _ in 0..3 {
+        let out = h.abupdate(&["update"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let log = nginx.wait_log(4);
+    let manifest_gets: Vec<u16> = log
+        .iter()
+        .filter(|l| l.uri.ends_with("release.json"))
+        .map(|l| l.status)
+        .collect();
+    assert_eq!(manifest_gets, [200, 304, 304], "{log:?}");
+    let bytes_after_first: u64 = log.iter().skip(2).map(|l| l.body_bytes_sent).sum();
+    assert_eq!(
+        bytes_after_first, 0,
+        "idle ticks transferred bytes: {log:?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.uri.contains("rootfs")),
+        "a payload was fetched: {log:?}"
+    );
+}
+
+#[test]
+fn a_data_partition_too_small_for_the_payload_streams_without_resume() {
+    let h = TestHost::new(
+        "http-small-data",
+        "1.0",
+        HostOptions {
+            slot_size: 24 << 20,
+            ..Default::default()
+        },
+    );
+    let img = image("2.0", 16 << 20);
+    let m = h.pack("r2", "2.0", &img, &["--no-compress"]);
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    // The state dir on an 8 MiB filesystem: a 16 MiB resumable download
+    // cannot fit there.
+    let _ = std::fs::remove_dir_all(&h.state_dir);
+    std::fs::create_dir_all(&h.state_dir).expect("state dir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&h.state_dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIP: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    let out = h.abupdate(&["install", "--no-reboot", &nginx.url("release.json")]);
+    let _ = std::process::Command::new("umount")
+        .arg(&h.state_dir)
+        .status();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("streaming without resume"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(h.slot_bytes(1, img.len()), img);
+}
+
+/// With `resume_downloads = false` the payload goes only into the slot:
+/// nothing of it lands on the data partition, even when the install is
+/// killed mid-stream, and the next run starts the download over.
+#[cfg(feature = "failpoints")]
+#[test]
+fn with_resume_off_nothing_is_kept_on_the_data_partition_and_a_cut_download_starts_over() {
+    let h = TestHost::new(
+        "http-no-resume",
+        "1.0",
+        HostOptions {
+            slot_size: 72 << 20,
+            loop_devices: true,
+            ..Default::default()
+        },
+    );
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        cfg.replacen("[update]\n", "[update]\nresume_downloads = false\n", 1),
+    )
+    .expect("config");
+    let img = image("2.0", 64 << 20);
+    let m = h.pack("r2", "2.0", &img, &[]);
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let url = nginx.url("release.json");
+    let payload_name = "rootfs-2.0.img.zst";
+    install_killed_mid_image(&h, &url, "segment-written:5");
+    assert_eq!(
+        kept_download_bytes(&h),
+        0,
+        "payload bytes were written to the data partition"
+    );
+
+    let out = h.abupdate(&["install", "--no-reboot", &url]);
+    assert!(out.status.success(), "{}", text(&out));
+    nginx.wait_log(4);
+    let reqs = payload_requests(&nginx, payload_name);
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(
+        reqs.iter().all(|r| r.range.is_none()),
+        "a download was resumed: {reqs:?}"
+    );
+    assert_eq!(h.slot_bytes(1, img.len()), img);
+}

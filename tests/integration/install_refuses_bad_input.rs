@@ -1,0 +1,573 @@
+//! Bad input beyond the SPEC's refusal list (one row each in
+//! `refusal_table.rs`): slots that share storage (loop devices,
+//! partitions), targets in use, malformed signed manifests, a medium that
+//! reads back other bytes. Each gets a one-line error naming the thing,
+//! exit 1, and leaves the booted slot, its bytes and the boot order
+//! untouched; a payload found bad mid-stream leaves the target marked bad.
+
+use crate::common::host::{image, text, HostOptions, TestHost, Untouched};
+use std::path::Path;
+
+/// Exit 1, one line on stderr containing `needle`, nothing flipped.
+fn assert_refused(host: &TestHost, b: &Untouched, out: &std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit code; output: {}",
+        text(out)
+    );
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("abupdate: ") && !l.contains("writing"))
+        .collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "error {:?} does not mention {needle:?}",
+        lines[0]
+    );
+    host.assert_untouched(b, needle);
+    assert_eq!(host.reboots(), 0, "a reboot was requested");
+}
+
+fn install(host: &TestHost, manifest: &std::path::Path) -> std::process::Output {
+    host.abupdate(&[
+        "install",
+        "--no-reboot",
+        manifest.to_str().expect("utf8 path"),
+    ])
+}
+
+fn host(name: &str) -> TestHost {
+    TestHost::new(name, "1.0", HostOptions::default())
+}
+
+/// A loop device this test set up, detached when dropped.
+struct Loop(String);
+
+impl Loop {
+    /// `losetup` over `backing` (a file or a block device).
+    fn over(backing: &std::path::Path) -> Loop {
+        let out = crate::common::host::run(
+            std::process::Command::new("losetup")
+                .args(["-f", "--show"])
+                .arg(backing),
+        );
+        assert!(out.status.success(), "losetup: {}", text(&out));
+        Loop(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// A 32 MiB disk (a loop device over a file in `dir`) with two 12 MiB
+    /// partitions, `{disk}p1` and `{disk}p2`. `partx` adds them, so this
+    /// works on kernels without partition table parsers too.
+    fn partitioned(dir: &std::path::Path) -> Loop {
+        let file = dir.join("disk.img");
+        std::fs::File::create(&file)
+            .and_then(|f| f.set_len(32 << 20))
+            .expect("disk file");
+        let disk = Loop::over(&file);
+        let mut sfdisk = std::process::Command::new("sfdisk")
+            .args(["-q", &disk.0])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sfdisk");
+        std::io::Write::write_all(
+            sfdisk.stdin.as_mut().expect("stdin"),
+            b"label: gpt\n,12M\n,12M\n",
+        )
+        .expect("partition table");
+        assert!(sfdisk.wait().expect("sfdisk").success(), "sfdisk failed");
+        // Already there when the kernel parsed the table itself.
+        let _ = std::process::Command::new("partx")
+            .args(["-a", &disk.0])
+            .output();
+        for p in [disk.part(1), disk.part(2)] {
+            assert!(p.exists(), "{} did not appear", p.display());
+        }
+        disk
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(&self.0)
+    }
+
+    fn part(&self, n: u32) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("{}p{n}", self.0))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .output();
+    }
+}
+
+/// Point slot `slot`'s rootfs at `dev` in the host's config.
+fn set_slot(h: &TestHost, slot: usize, dev: &std::path::Path) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let name = ["A", "B"][slot];
+    let old = format!("[slots.{name}]\nrootfs = \"{}\"", h.slots[slot].display());
+    assert!(cfg.contains(&old), "{old} not in the config");
+    let new = format!("[slots.{name}]\nrootfs = \"{}\"", dev.display());
+    std::fs::write(&h.config, cfg.replace(&old, &new)).expect("config");
+}
+
+/// A host booted from `a` holding 1.0, with `b` as its other slot.
+fn host_on(h: &mut TestHost, a: &std::path::Path, b: &std::path::Path) {
+    set_slot(h, 0, a);
+    h.slots[0] = a.to_path_buf();
+    set_slot(h, 1, b);
+    crate::common::host::write_at_start(a, &image("1.0", 4096));
+    h.slots = [a.to_path_buf(), b.to_path_buf()];
+}
+
+fn assert_names(out: &std::process::Output, names: &[&std::path::Path]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for n in names {
+        assert!(
+            stderr.contains(&n.display().to_string()),
+            "{} not named: {stderr}",
+            n.display()
+        );
+    }
+}
+
+#[test]
+fn a_second_loop_device_over_the_booted_slots_file_is_refused() {
+    let mut h = TestHost::new(
+        "alias-loop",
+        "1.0",
+        HostOptions {
+            loop_devices: true,
+            ..Default::default()
+        },
+    );
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let alias = Loop::over(&h.dir.join("slot-a.img"));
+    let a = h.slots[0].clone();
+    host_on(&mut h, &a, &alias.path());
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "shares its storage with");
+    assert_names(&out, &[&alias.path(), &a, &h.dir.join("slot-a.img")]);
+}
+
+#[test]
+fn a_whole_disk_and_its_partition_are_one_storage() {
+    let mut h = host("disk-and-part");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let disk = Loop::partitioned(&h.dir);
+    // Booted from a partition, the whole disk as the target...
+    host_on(&mut h, &disk.part(1), &disk.path());
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "shares its storage with");
+    assert_names(&out, &[&disk.path(), &disk.part(1)]);
+    // ...and booted from the whole disk, a partition as the target.
+    let (p1, whole) = (disk.part(1), disk.path());
+    host_on(&mut h, &whole, &p1);
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "shares its storage with");
+    assert_names(&out, &[&disk.path(), &disk.part(1)]);
+}
+
+#[test]
+fn two_partitions_of_one_disk_are_separate_slots() {
+    let mut h = host("side-by-side");
+    let img = image("2.0", 1 << 20);
+    let m = h.pack("r2", "2.0", &img, &[]);
+    let disk = Loop::partitioned(&h.dir);
+    host_on(&mut h, &disk.part(1), &disk.part(2));
+    let before = h.slot_sha(0);
+    let out = install(&h, &m);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.slot_bytes(1, img.len()), img);
+    assert_eq!(h.slot_sha(0), before, "the booted partition changed");
+}
+
+#[test]
+fn a_loop_device_over_a_partition_of_the_booted_disk_is_refused() {
+    let mut h = host("loop-over-part");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let disk = Loop::partitioned(&h.dir);
+    let over = Loop::over(&disk.part(1));
+    host_on(&mut h, &disk.part(1), &over.path());
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "shares its storage with");
+    assert_names(&out, &[&over.path(), &disk.part(1)]);
+    // Booted from the whole disk: the loop device over its partition is
+    // inside it too.
+    let whole = disk.path();
+    host_on(&mut h, &whole, &over.path());
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "shares its storage with");
+    assert_names(&out, &[&over.path(), &disk.path()]);
+}
+
+#[test]
+fn a_regular_file_slot_that_is_loop_mounted_is_refused() {
+    let h = host("file-mounted");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let out = crate::common::host::run(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&h.slots[1]),
+    );
+    assert!(out.status.success(), "mkfs.ext4: {}", text(&out));
+    let lo = Loop::over(&h.slots[1]);
+    let mnt = h.dir.join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mountpoint");
+    let out = crate::common::host::run(std::process::Command::new("mount").arg(&lo.0).arg(&mnt));
+    assert!(out.status.success(), "mount: {}", text(&out));
+    let b = h.untouched();
+    let out = install(&h, &m);
+    let _ = std::process::Command::new("umount").arg(&mnt).output();
+    assert_refused(&h, &b, &out, "shares its storage with");
+    assert_names(&out, &[&h.slots[1], &lo.path()]);
+    // (ext4 itself writes to it on mount and unmount.)
+    assert_ne!(
+        h.slot_bytes(1, 4096),
+        image("2.0", 4096),
+        "the mounted file was written"
+    );
+}
+
+#[test]
+fn a_target_another_process_holds_exclusively_is_refused() {
+    let h = TestHost::new(
+        "held-excl",
+        "1.0",
+        HostOptions {
+            loop_devices: true,
+            ..Default::default()
+        },
+    );
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    use std::os::unix::fs::OpenOptionsExt;
+    // What a mount, a swapon or a device-mapper table does to a device.
+    let _held = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_EXCL)
+        .open(&h.slots[1])
+        .expect("O_EXCL open");
+    let before = h.slot_sha(1);
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "in use");
+    assert_names(&out, &[&h.slots[1]]);
+    assert_eq!(h.slot_sha(1), before, "the held device was written");
+    assert_eq!(h.grub_vars().get("B_OK"), b.env.get("B_OK"));
+}
+
+#[test]
+fn two_classes_of_one_release_on_the_same_storage_are_refused() {
+    let h = host("two-classes");
+    let dir = h.dir.join("r2");
+    let (root_img, boot_img) = (h.dir.join("rootfs.raw"), h.dir.join("boot.raw"));
+    std::fs::write(&root_img, image("2.0", 1 << 20)).expect("rootfs image");
+    std::fs::write(&boot_img, image("2.0-boot", 64 << 10)).expect("boot image");
+    let out = crate::common::host::run(
+        std::process::Command::new(crate::common::host::bin())
+            .arg("pack")
+            .arg("--secret")
+            .arg(&h.secret_key)
+            .args([
+                "--compatible",
+                crate::common::host::COMPATIBLE,
+                "--version",
+                "2.0",
+            ])
+            .arg(format!("--image=rootfs={}", root_img.display()))
+            .arg(format!("--image=boot={}", boot_img.display()))
+            .arg("--out")
+            .arg(&dir),
+    );
+    assert!(out.status.success(), "pack: {}", text(&out));
+    // Slot B's boot partition configured as its rootfs again (a typo).
+    let boot_a = h.dir.join("boot-a.img");
+    std::fs::File::create(&boot_a)
+        .and_then(|f| f.set_len(1 << 20))
+        .expect("boot a");
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let b_root = format!("rootfs = \"{}\"\n", h.slots[1].display());
+    let cfg = cfg
+        .replacen(
+            "[slots.B]\n",
+            &format!("[slots.B]\nboot = \"{}\"\n", h.slots[1].display()),
+            1,
+        )
+        .replacen(
+            "[slots.A]\n",
+            &format!("[slots.A]\nboot = \"{}\"\n", boot_a.display()),
+            1,
+        );
+    assert!(cfg.contains(&b_root));
+    std::fs::write(&h.config, cfg).expect("config");
+    let b = h.untouched();
+    let out = install(&h, &dir.join("release.json"));
+    assert_refused(&h, &b, &out, "also written by this release");
+    assert_names(&out, &[&h.slots[1]]);
+}
+
+#[test]
+fn mirror_that_is_not_an_http_url_is_a_config_error() {
+    let h = host("mirror-config");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    for mirror in ["site-cache:8080", "http://cache/?tenant=a"] {
+        std::fs::write(
+            &h.config,
+            cfg.replacen(
+                "[update]\n",
+                &format!("[update]\nmirror = \"{mirror}\"\n"),
+                1,
+            ),
+        )
+        .expect("config");
+        let b = h.untouched();
+        let out = h.abupdate(&["check", m.to_str().expect("utf8")]);
+        assert_eq!(out.status.code(), Some(2), "{mirror}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("update.mirror") && stderr.contains(mirror),
+            "{stderr}"
+        );
+        h.assert_untouched(&b, mirror);
+    }
+}
+
+/// Rewrite the manifest with `edit` (on its JSON value, then serialised
+/// compactly, or the text it returns) and sign it again with the release
+/// key: a release engineer's mistake, validly signed.
+fn resign(h: &TestHost, m: &Path, edit: impl FnOnce(&mut serde_json::Value) -> Option<String>) {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m).expect("manifest")).expect("json");
+    let body = edit(&mut v).unwrap_or_else(|| v.to_string());
+    std::fs::write(m, body).expect("write manifest");
+    let out = h.abupdate(&[
+        "sign",
+        "--secret",
+        h.secret_key.to_str().expect("p"),
+        m.to_str().expect("p"),
+    ]);
+    assert!(out.status.success(), "sign: {}", text(&out));
+}
+
+/// The target was never marked bad: the refusal came before any write.
+fn target_untouched(h: &TestHost, b: &Untouched) {
+    assert_eq!(
+        h.grub_vars().get("B_OK"),
+        b.env.get("B_OK"),
+        "the target was marked bad"
+    );
+    assert_ne!(h.state()["slots"]["B"]["status"], "bad");
+}
+
+/// The payload was written and found wrong: the target stays marked bad.
+fn target_bad(h: &TestHost) {
+    assert_eq!(h.grub_vars().get("B_OK").map(String::as_str), Some("0"));
+    assert_eq!(h.state()["slots"]["B"]["status"], "bad");
+    assert!(h.state()["transaction"].is_null());
+}
+
+#[test]
+fn a_key_named_twice_in_the_signed_manifest_is_refused() {
+    let h = host("duplicate-key");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    resign(&h, &m, |v| {
+        // Two readings of one signed document: serde took the last.
+        let real = v["images"]["rootfs"].to_string();
+        let mut evil = v["images"]["rootfs"].clone();
+        evil["url"] = "http://evil.invalid/rootfs.img.zst".into();
+        let text = v.to_string();
+        let one = format!(r#""images":{{"rootfs":{real}}}"#);
+        assert!(text.contains(&one), "{text}");
+        Some(text.replacen(
+            &one,
+            &format!(r#""images":{{"rootfs":{real},"rootfs":{evil}}}"#),
+            1,
+        ))
+    });
+    let b = h.untouched();
+    let out = h.abupdate(&["check", m.to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(1), "check: {}", text(&out));
+    assert_refused(
+        &h,
+        &b,
+        &install(&h, &m),
+        "release manifest: images.rootfs: appears twice",
+    );
+    target_untouched(&h, &b);
+}
+
+/// An empty image (what `pack` once made of an empty file): the host would
+/// "write" nothing and activate a slot holding whatever it held.
+#[test]
+fn an_empty_image_in_the_signed_manifest_is_refused() {
+    let h = host("empty-image");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--no-compress"]);
+    std::fs::write(m.with_file_name("rootfs-2.0.img"), b"").expect("empty payload");
+    resign(&h, &m, |v| {
+        v["images"]["rootfs"]["size"] = 0.into();
+        // SHA-256 of no bytes.
+        v["images"]["rootfs"]["sha256"] =
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into();
+        None
+    });
+    let b = h.untouched();
+    assert_refused(&h, &b, &install(&h, &m), "images.rootfs.size: 0");
+    target_untouched(&h, &b);
+    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("A B"));
+}
+
+/// `check` applies every refusal `install` makes that needs no device: it
+/// never says "update available" for a release `install` always refuses,
+/// and `install` refuses it before the target is marked bad.
+#[test]
+fn check_refuses_what_install_always_refuses() {
+    let h = host("uninstallable");
+    // (what, the edit, the `--json` kind, the error's words)
+    type Case = (
+        &'static str,
+        fn(&mut serde_json::Value),
+        &'static str,
+        &'static str,
+    );
+    let cases: [Case; 3] = [
+        (
+            "unknown image class",
+            |v| {
+                let img = v["images"]["rootfs"].take();
+                v["images"] = serde_json::json!({ "firmware": img });
+            },
+            "unknown_class",
+            "release image class \"firmware\" has no partition in the slot to write (configured: rootfs)",
+        ),
+        (
+            "size 2^64-1",
+            |v| v["images"]["rootfs"]["size"] = u64::MAX.into(),
+            "manifest",
+            "images.rootfs.size: 18446744073709551615 is larger than any device",
+        ),
+        (
+            "window_log above max_window_log",
+            |v| v["images"]["rootfs"]["window_log"] = 28.into(),
+            "window_too_large",
+            "needs a zstd window of 2^28 bytes, this host allows 2^27 (update.max_window_log)",
+        ),
+    ];
+    for (i, (what, edit, kind, needle)) in cases.into_iter().enumerate() {
+        let m = h.pack(&format!("r{i}"), "2.0", &image("2.0", 1 << 20), &[]);
+        resign(&h, &m, |v| {
+            edit(v);
+            None
+        });
+        let b = h.untouched();
+        let out = h.abupdate(&["--json", "check", m.to_str().expect("p")]);
+        assert_eq!(out.status.code(), Some(1), "{what}: check: {}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["kind"], kind, "{what}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or_default().contains(needle),
+            "{what}: {v}"
+        );
+        assert_refused(&h, &b, &install(&h, &m), needle);
+        target_untouched(&h, &b);
+    }
+}
+
+/// The manifest's image hash is wrong while its payload is intact: the
+/// error names the release's payload and says the release is inconsistent,
+/// rather than blaming the slot ("read back from …").
+#[test]
+fn a_wrong_image_hash_in_the_release_blames_the_release() {
+    let h = host("wrong-image-hash");
+    // One frame: the host hashes the whole image (a segmented payload is
+    // checked segment by segment, below).
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--one-frame"]);
+    resign(&h, &m, |v| {
+        v["images"]["rootfs"]["sha256"] = "0f".repeat(32).into();
+        None
+    });
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "the release is inconsistent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rootfs image from "), "{stderr}");
+    assert!(stderr.contains("rootfs-2.0.img.zst"), "{stderr}");
+    assert!(!stderr.contains("read back from"), "{stderr}");
+    target_bad(&h);
+}
+
+/// A segment in the middle of a segmented payload whose bytes do not hash
+/// to its signed digest (the release's table is wrong, its payload intact
+/// and validly signed): the install stops, the error names the segment's
+/// bytes and the digest, and the target, partly written, stays marked bad.
+#[test]
+fn a_bad_segment_mid_way_leaves_the_target_bad() {
+    let h = host("bad-segment");
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", 8 << 20),
+        &["--segment-size", "1"],
+    );
+    resign(&h, &m, |v| {
+        v["images"]["rootfs"]["segments"][4]["blake3"] = "0f".repeat(32).into();
+        None
+    });
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "the segment at bytes 4194304..5242880");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rootfs payload from "), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the signed manifest says {}", "0f".repeat(32))),
+        "{stderr}"
+    );
+    assert!(stderr.contains("BLAKE3"), "{stderr}");
+    target_bad(&h);
+}
+
+/// The slot returns other bytes than were written (a failing medium,
+/// injected on a read-back): the error names the device and the offset,
+/// and the release is not blamed; for one stream (the second 512 KiB chunk
+/// read back) and for a segment (its first 1 MiB read back).
+#[test]
+fn a_medium_that_reads_back_other_bytes_is_named_with_the_offset() {
+    for (name, extra, point, offset) in [
+        (
+            "one-frame",
+            &["--one-frame"][..],
+            "read-back-differs:2",
+            786432,
+        ),
+        ("segments", &[][..], "read-back-differs:1", 524288),
+    ] {
+        let h = host(&format!("bad-medium-{name}"));
+        let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), extra);
+        let b = h.untouched();
+        let out = h.abupdate_env(
+            &["install", "--no-reboot", m.to_str().expect("p")],
+            &[("ABUPDATE_FAILPOINT", point)],
+        );
+        // The middle byte of what was read back.
+        let want = format!(
+            "{}: read back other bytes than were written at offset {offset}: the medium is failing",
+            h.slots[1].display()
+        );
+        assert_refused(&h, &b, &out, &want);
+        target_bad(&h);
+        // The payload was fine: the next install (a good medium) succeeds.
+        let out = install(&h, &m);
+        assert!(out.status.success(), "{name}: {}", text(&out));
+    }
+}

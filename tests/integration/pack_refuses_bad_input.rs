@@ -1,0 +1,222 @@
+//! `pack` refuses what would make a broken or dangerous release, with one
+//! line naming the option or file, before it writes anything; and it never
+//! replaces a payload that a published manifest may point to.
+
+use crate::common::host::{bin, image, run, scratch, text, HostOptions, TestHost, COMPATIBLE};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pack(key: &Path, out: &Path, args: &[&str]) -> Output {
+    run(Command::new(bin())
+        .args(["pack", "--secret"])
+        .arg(key)
+        .args(["--compatible", COMPATIBLE, "--level", "3", "--out"])
+        .arg(out)
+        .args(args))
+}
+
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 20.8 (pack half) and the minors of issue 20: an image class
+/// escaping `--out`, a class given twice, an empty class, a directory or an
+/// empty file as the image (also with `--segment-size 1`), a percentage
+/// that is not one, `--expires` before `--created`, an `--expires-days`
+/// that overflows, `--segment-size 0` were all accepted.
+#[test]
+fn pack_refuses_bad_input_and_writes_nothing() {
+    let h = TestHost::new("pack-refuses", "1.0", HostOptions::default());
+    let work = scratch("pack-refuses-work");
+    let img = work.join("rootfs.img");
+    std::fs::write(&img, image("2.0", 1 << 20)).expect("image");
+    let other = work.join("other.img");
+    std::fs::write(&other, image("2.1", 1 << 20)).expect("image");
+    let empty = work.join("empty.img");
+    std::fs::write(&empty, b"").expect("image");
+    let i = |class: &str, p: &Path| format!("--image={class}={}", p.display());
+    let dir = work.join("a-directory");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let cases: Vec<(&str, Vec<String>, i32, &str)> = vec![
+        (
+            "class escaping --out",
+            vec![i("../../escaped", &img)],
+            2,
+            "../../escaped",
+        ),
+        ("empty class", vec![i("", &img)], 2, "a class is"),
+        (
+            "duplicate class",
+            vec![i("rootfs", &img), i("rootfs", &other)],
+            2,
+            "class given twice",
+        ),
+        (
+            "directory as image",
+            vec![i("rootfs", &dir)],
+            1,
+            "not a regular file",
+        ),
+        (
+            "empty image",
+            vec![i("rootfs", &empty)],
+            1,
+            "an empty image",
+        ),
+        (
+            "empty image in segments",
+            vec![i("rootfs", &empty), "--segment-size=1".into()],
+            1,
+            "an empty image",
+        ),
+        (
+            "percent nan",
+            vec![i("rootfs", &img), "--percent=nan".into()],
+            2,
+            "--percent NaN",
+        ),
+        (
+            "percent inf",
+            vec![i("rootfs", &img), "--percent=inf".into()],
+            2,
+            "--percent inf",
+        ),
+        (
+            "percent 150",
+            vec![i("rootfs", &img), "--percent=150".into()],
+            2,
+            "--percent 150",
+        ),
+        (
+            "percent -5",
+            vec![i("rootfs", &img), "--percent=-5".into()],
+            2,
+            "--percent -5",
+        ),
+        (
+            "expires before created",
+            vec![
+                i("rootfs", &img),
+                "--created=2030-01-02T00:00:00Z".into(),
+                "--expires=2030-01-01T00:00:00Z".into(),
+            ],
+            2,
+            "is not after --created",
+        ),
+        (
+            "expires-days overflow",
+            vec![i("rootfs", &img), "--expires-days=999999999999999".into()],
+            2,
+            "--expires-days",
+        ),
+        (
+            "segment size 0",
+            vec![i("rootfs", &img), "--segment-size=0".into()],
+            2,
+            "--segment-size 0",
+        ),
+        (
+            "segment size overflow",
+            vec![i("rootfs", &img), "--segment-size=99999999999999".into()],
+            2,
+            "--segment-size",
+        ),
+    ];
+    for (what, args, code, want) in cases {
+        let out_dir = work.join("out/release");
+        let _ = std::fs::remove_dir_all(work.join("out"));
+        let args: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .chain(["--version", "2.0"])
+            .collect();
+        let out = pack(&h.secret_key, &out_dir, &args);
+        assert_eq!(out.status.code(), Some(code), "{what}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{what}: not one line: {err}"
+        );
+        assert!(err.contains(want), "{what}: {err}");
+        assert!(
+            snapshot(&out_dir).is_empty(),
+            "{what}: wrote {:?}",
+            snapshot(&out_dir).keys()
+        );
+        assert!(
+            !work.join("escaped-2.0.img.zst").exists()
+                && !work.join("out/escaped-2.0.img.zst").exists(),
+            "{what}: wrote outside --out"
+        );
+    }
+}
+
+/// Issue 20.3: re-packing the same version into a published directory
+/// rewrote its payload in place; killed midway, it left the old manifest
+/// and signature over a truncated payload and hosts marked the slot bad.
+/// A payload a published manifest may point to is never replaced: the
+/// same bytes are kept, other bytes are refused.
+#[test]
+fn re_packing_a_version_with_other_bytes_never_touches_the_published_payload() {
+    let h = TestHost::new("pack-no-clobber", "1.0", HostOptions::default());
+    let work = scratch("pack-no-clobber-work");
+    let (a, b) = (work.join("a.img"), work.join("b.img"));
+    std::fs::write(&a, image("2.0", 1 << 20)).expect("image");
+    let mut other = image("2.0", 1 << 20);
+    other[4096] ^= 1;
+    std::fs::write(&b, other).expect("image");
+    let out_dir = work.join("rel");
+    for args in [vec!["--percent", "100"], vec!["--segment-size", "1"]] {
+        let _ = std::fs::remove_dir_all(&out_dir);
+        let with = |p: &Path| {
+            let mut v = vec![format!("--image=rootfs={}", p.display())];
+            v.extend(args.iter().map(|s| s.to_string()));
+            v.extend(["--version".to_string(), "2.0".to_string()]);
+            v
+        };
+        let run_with = |p: &Path| {
+            let v = with(p);
+            pack(
+                &h.secret_key,
+                &out_dir,
+                &v.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        };
+        let out = run_with(&a);
+        assert!(out.status.success(), "{}", text(&out));
+        let published = snapshot(&out_dir);
+        let out = run_with(&b);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            err.contains("rootfs-2.0.img.zst: already exists with other bytes"),
+            "{err}"
+        );
+        assert_eq!(
+            snapshot(&out_dir),
+            published,
+            "{args:?}: the directory changed"
+        );
+        // The same bytes again: the payload is kept, the manifest re-signed.
+        let out = run_with(&a);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let again = snapshot(&out_dir);
+        assert_eq!(again["rootfs-2.0.img.zst"], published["rootfs-2.0.img.zst"]);
+        let m = out_dir.join("release.json");
+        let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("p")]);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+}

@@ -1,0 +1,241 @@
+//! The whole update loop on one host, with the real `grub-editenv` reading
+//! the env we write and the test playing GRUB's selection (the VM test runs
+//! the real GRUB): install → trial boot → commit; → health fails → rolled
+//! back and never retried; → trial never comes up → recorded as failed.
+
+use crate::common::host::{image, text, HostOptions, TestHost};
+
+fn var(h: &TestHost, k: &str) -> String {
+    h.grub_vars().get(k).cloned().unwrap_or_default()
+}
+
+fn host_with_release(name: &str) -> (TestHost, std::path::PathBuf) {
+    let h = TestHost::new(name, "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 3 << 20), &[]);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replace(
+        "[update]\n",
+        &format!("[update]\nurl = \"file://{}\"\n", m.display()),
+    );
+    std::fs::write(&h.config, cfg).expect("config");
+    (h, m)
+}
+
+#[test]
+fn update_then_healthy_trial_is_committed() {
+    let (mut h, _) = host_with_release("loop-commit");
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+
+    let out = h.abupdate(&["update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.reboots(), 1, "update must request the reboot");
+    // Activated as a trial: B first, good, not yet tried.
+    assert_eq!(var(&h, "ORDER"), "B A");
+    assert_eq!(
+        (var(&h, "B_OK").as_str(), var(&h, "B_TRY").as_str()),
+        ("1", "0")
+    );
+    assert_eq!(h.state()["transaction"]["phase"], "staged");
+
+    assert_eq!(h.boot(), "B");
+    assert_eq!(
+        var(&h, "B_TRY"),
+        "1",
+        "GRUB marks the slot it boots as tried"
+    );
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    assert_eq!(
+        (var(&h, "B_OK").as_str(), var(&h, "B_TRY").as_str()),
+        ("1", "0")
+    );
+    assert!(h.state()["transaction"].is_null());
+    assert_eq!(h.state()["slots"]["B"]["status"], "good");
+
+    // Committed means the next boots keep choosing B, re-blessed each time.
+    for _ in 0..3 {
+        assert_eq!(h.boot(), "B");
+        let out = h.abupdate(&["health"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(var(&h, "B_TRY"), "0");
+    }
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = h.abupdate(&["--json", "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(status["booted_slot"], "B");
+    assert_eq!(status["booted_version"], "2.0");
+    assert_eq!(status["primary_slot"], "B");
+}
+
+#[test]
+fn failing_health_rolls_back_and_the_release_is_never_retried() {
+    let (mut h, _) = host_with_release("loop-rollback");
+    assert!(h.abupdate(&["update"]).status.success());
+    assert_eq!(h.boot(), "B");
+    h.add_health_check("10-app", "echo 'app did not start' >&2; exit 1");
+    let out = h.abupdate(&["health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("app did not start"), "{}", text(&out));
+    assert_eq!(h.reboots(), 2, "rollback must reboot");
+    assert_eq!(var(&h, "ORDER"), "A B");
+    assert_eq!(var(&h, "B_OK"), "0");
+    let failed = &h.state()["failed"];
+    assert_eq!(failed[0]["version"], "2.0", "{failed}");
+
+    std::fs::remove_file(h.health_dir.join("10-app")).expect("rm");
+    assert_eq!(h.boot(), "A");
+    assert!(h.abupdate(&["health"]).status.success());
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("already failed"), "{}", text(&out));
+    let out = h.abupdate(&["update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        h.reboots(),
+        2,
+        "a failed release must not be installed again"
+    );
+
+    // A newer release is taken.
+    let m3 = h.pack("r3", "3.0", &image("3.0", 2 << 20), &[]);
+    let out = h.abupdate(&["install", "--no-reboot", m3.to_str().expect("p")]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_trial_that_never_comes_up_is_recorded_as_failed() {
+    let (mut h, _) = host_with_release("loop-never-booted");
+    assert!(h.abupdate(&["update"]).status.success());
+    // GRUB tried B (B_TRY=1), it hung; the next boot falls back to A.
+    assert_eq!(h.boot(), "B");
+    assert_eq!(h.boot(), "A");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("never came up"), "{}", text(&out));
+    assert_eq!(h.reboots(), 1, "no reboot after a fallback");
+    assert_eq!(h.state()["failed"][0]["version"], "2.0");
+    assert_eq!(var(&h, "B_OK"), "0");
+    assert_eq!(var(&h, "A_TRY"), "0", "the running slot is re-blessed");
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn staged_but_not_rebooted_waits() {
+    let (h, _) = host_with_release("loop-staged");
+    assert!(h.abupdate(&["update", "--no-reboot"]).status.success());
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("waits for a reboot"), "{}", text(&out));
+    assert_eq!(h.state()["transaction"]["phase"], "staged");
+    assert_eq!(var(&h, "ORDER"), "B A");
+}
+
+#[test]
+fn manual_mark_and_rollback() {
+    let (mut h, _) = host_with_release("loop-manual");
+    // Rollback to an empty slot is refused.
+    let out = h.abupdate(&["rollback", "--no-reboot"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("refusing"), "{}", text(&out));
+    assert!(h.abupdate(&["update"]).status.success());
+    assert_eq!(h.boot(), "B");
+    assert!(h.abupdate(&["mark-good"]).status.success());
+    assert!(h.state()["transaction"].is_null());
+    // Back to A by hand: A is a good slot.
+    let out = h.abupdate(&["rollback", "--no-reboot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(var(&h, "ORDER"), "A B");
+    assert_eq!(h.boot(), "A");
+    assert!(h.abupdate(&["mark-bad", "B"]).status.success());
+    assert_eq!(var(&h, "B_OK"), "0");
+}
+
+/// Cut `state.json` in half, as a damaged data partition might leave it.
+fn damage_state(h: &TestHost) -> Vec<u8> {
+    let path = h.state_dir.join("state.json");
+    let full = std::fs::read(&path).expect("state.json");
+    std::fs::write(&path, &full[..full.len() / 2]).expect("truncate");
+    full[..full.len() / 2].to_vec()
+}
+
+#[test]
+fn a_damaged_state_json_does_not_cost_a_boot_and_keeps_the_failed_list() {
+    let (mut h, _) = host_with_release("loop-damaged-state");
+    assert!(h.abupdate(&["update"]).status.success());
+    assert_eq!(h.boot(), "B");
+    h.add_health_check("10-app", "exit 1");
+    assert_eq!(h.abupdate(&["health"]).status.code(), Some(1));
+    std::fs::remove_file(h.health_dir.join("10-app")).expect("rm");
+    assert_eq!(h.boot(), "A");
+    assert!(h.abupdate(&["health"]).status.success());
+    // One more save after the failure was recorded (the timer's check).
+    assert_eq!(h.abupdate(&["check"]).status.code(), Some(0));
+
+    let damaged = damage_state(&h);
+    // GRUB boots A and sets A_TRY=1: only a re-bless keeps A bootable.
+    assert_eq!(h.boot(), "A");
+    assert_eq!(var(&h, "A_TRY"), "1");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("state.json is damaged"),
+        "not reported: {}",
+        text(&out)
+    );
+    assert_eq!(var(&h, "A_TRY"), "0", "the booted slot was not re-blessed");
+    assert_eq!(
+        (var(&h, "ORDER").as_str(), var(&h, "B_OK").as_str()),
+        ("A B", "0")
+    );
+    let state = h.state();
+    assert_eq!(state["failed"][0]["version"], "2.0", "{state}");
+    assert_eq!(state["metrics"]["failures"]["state_corrupt"], 1, "{state}");
+    assert_eq!(
+        std::fs::read(h.state_dir.join("state.json.corrupt")).expect("damaged bytes kept"),
+        damaged
+    );
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("already failed"), "{}", text(&out));
+
+    // mark-good by hand works on a damaged state too.
+    damage_state(&h);
+    let out = h.abupdate(&["mark-good"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.state()["failed"][0]["version"], "2.0");
+}
+
+#[test]
+fn a_damaged_state_json_without_a_good_copy_still_reblesses_the_booted_slot() {
+    let mut h = TestHost::new("loop-damaged-fresh", "1.0", HostOptions::default());
+    assert!(!h.state_dir.join("state.json.prev").exists());
+    damage_state(&h);
+    assert_eq!(h.boot(), "A");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("fresh state"), "{}", text(&out));
+    assert_eq!(var(&h, "A_TRY"), "0", "the booted slot was not re-blessed");
+    let state = h.state();
+    assert_eq!(state["slots"]["A"]["status"], "good", "{state}");
+    assert_eq!(state["slots"]["A"]["version"], "1.0", "{state}");
+    assert_eq!(state["metrics"]["failures"]["state_corrupt"], 1, "{state}");
+}
+
+#[test]
+fn fields_a_newer_version_wrote_survive_a_save() {
+    let h = TestHost::new("loop-newer-fields", "1.0", HostOptions::default());
+    let path = h.state_dir.join("state.json");
+    let mut state = h.state();
+    state["probation"] = serde_json::json!({"until": 42});
+    state["slots"]["A"]["verity_root"] = serde_json::json!("abc");
+    std::fs::write(&path, serde_json::to_vec(&state).expect("json")).expect("write");
+    let out = h.abupdate(&["mark-good"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let saved = h.state();
+    assert_eq!(saved["probation"]["until"], 42, "{saved}");
+    assert_eq!(saved["slots"]["A"]["verity_root"], "abc", "{saved}");
+}
