@@ -288,15 +288,24 @@ fn assemble(scheme: &str, authority: Option<&str>, path: &str, query: Option<&st
 }
 
 /// Query parameters that carry a presigned URL's signature or session
-/// token (AWS SigV4 and SigV2 / CloudFront, GCS V4, Azure SAS): whoever
-/// holds them can fetch the object until the URL expires, so they are
-/// credentials like user info. Compared without regard to case.
-const SECRET_QUERY_PARAMS: [&str; 5] = [
+/// token (AWS SigV4 and SigV2 / CloudFront, GCS V4, Azure SAS), or a
+/// server's own bearer token or API key (`?token=`, `?access_token=`,
+/// `?api_key=`, as private update servers and artifact stores take them):
+/// whoever holds them can fetch the object, so they are credentials like
+/// user info. Compared without regard to case.
+const SECRET_QUERY_PARAMS: [&str; 12] = [
     "x-amz-signature",
     "x-amz-security-token",
     "x-goog-signature",
     "signature",
     "sig",
+    "token",
+    "access_token",
+    "auth",
+    "api_key",
+    "apikey",
+    "key",
+    "password",
 ];
 
 /// `text` with the user info of every URL in it (`scheme://user:pw@host`)

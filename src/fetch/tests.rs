@@ -558,6 +558,17 @@ fn redact_hides_user_info_and_nothing_else() {
         ),
         ("http://h/r.json?signatures=2&designature=1", "http://h/r.json?signatures=2&designature=1"),
         ("http://h/r.json?X-Goog-Signature=", "http://h/r.json?X-Goog-Signature="),
+        // A private server's bearer token or API key in the query.
+        (
+            "abupdate: https://h/r.json?token=s3cr3t&arch=x86_64: HTTP 401",
+            "abupdate: https://h/r.json?token=***&arch=x86_64: HTTP 401",
+        ),
+        (
+            "https://h/r.json?Access_Token=a&api_key=b&apikey=c&key=d&auth=e&password=f",
+            "https://h/r.json?Access_Token=***&api_key=***&apikey=***&key=***&auth=***&password=***",
+        ),
+        // Names that only start or end like one stay.
+        ("http://h/r.json?tokens=2&keyid=7&monkey=1", "http://h/r.json?tokens=2&keyid=7&monkey=1"),
     ];
     for (text, want) in table {
         assert_eq!(redact(text), want, "{text}");
