@@ -31,21 +31,58 @@ fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+/// A key file put in place whole: written to a temporary file beside it
+/// (created new, `mode`, synced), then moved to `path` and the directory
+/// synced, so a crash leaves the old file or the new one, never a torn key.
+/// Without `overwrite` the move is a hard link, which fails if `path` exists
+/// (even one a concurrent run made since the caller looked): a key is never
+/// replaced without `--force`.
+fn place_key_file(path: &Path, data: &[u8], mode: u32, overwrite: bool) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(path.file_name().unwrap_or_default());
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    f.write_all(data).map_err(|e| Error::io(path, e))
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
+        .map_err(|e| Error::io(&tmp, e));
+    let placed = written.and_then(|()| {
+        if overwrite {
+            std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        } else {
+            std::fs::hard_link(&tmp, path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    TrustError::KeyFileExists {
+                        path: path.to_path_buf(),
+                    }
+                    .into()
+                } else {
+                    Error::io(path, e)
+                }
+            })
+        }
+    });
+    // Gone after a rename; after a link (or a failure) the extra name goes.
+    let _ = std::fs::remove_file(&tmp);
+    placed?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// `keygen`: an unencrypted minisign key pair; existing files only with
-/// `--force`.
+/// `--force`. Each file is placed whole ([`place_key_file`]); if the public
+/// key cannot be placed, a secret key this run created is taken back, so a
+/// failed run leaves no half pair.
 pub fn keygen(global: &Global, secret: &Path, public: &Path, force: bool) -> Result<i32> {
     for p in [secret, public] {
         if p.exists() && !force {
@@ -56,8 +93,13 @@ pub fn keygen(global: &Global, secret: &Path, public: &Path, force: bool) -> Res
         }
     }
     let (sk, pk) = minisign::generate_keypair().map_err(TrustError::KeyGen)?;
-    write_private(secret, sk.to_file_string().as_bytes())?;
-    std::fs::write(public, pk.to_file_string()).map_err(|e| Error::io(public, e))?;
+    place_key_file(secret, sk.to_file_string().as_bytes(), 0o600, force)?;
+    if let Err(e) = place_key_file(public, pk.to_file_string().as_bytes(), 0o644, force) {
+        if !force {
+            let _ = std::fs::remove_file(secret);
+        }
+        return Err(e);
+    }
     if !global.quiet {
         eprintln!(
             "key id {}: secret {}, public {}",

@@ -466,3 +466,80 @@ fn minisign_accepts_every_signature_pack_and_fleet_write() {
         );
     }
 }
+
+/// `abupdate keygen` places each key file whole: the secret key 0600, no
+/// temporary file left beside it; without `--force` an existing key (either
+/// file) stays byte for byte and nothing new appears; with `--force` both
+/// are replaced by a pair that minisign itself signs and verifies with.
+#[test]
+fn keygen_places_whole_keys_and_never_overwrites_without_force() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TempDir::new("keygen");
+    let keygen = |force: bool| {
+        let mut cmd = Command::new(crate::common::host::bin());
+        cmd.args(["keygen", "--secret"])
+            .arg(d.path("a.key"))
+            .arg("--public")
+            .arg(d.path("a.pub"));
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().expect("run abupdate keygen")
+    };
+    let names = || {
+        let mut n: Vec<String> = std::fs::read_dir(&d.0)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    ok(&keygen(false), "keygen");
+    assert_eq!(names(), ["a.key", "a.pub"], "no temporary file left");
+    let mode = std::fs::metadata(d.path("a.key"))
+        .expect("a.key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the secret key is private");
+    let (secret, public) = (d.read("a.key"), d.read("a.pub"));
+
+    // An existing pair, or only its public half, is refused and kept.
+    for remove_secret in [false, true] {
+        if remove_secret {
+            std::fs::remove_file(d.path("a.key")).expect("rm");
+        }
+        let out = keygen(false);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("exists (use --force"), "{err}");
+        assert_eq!(d.read("a.pub"), public, "the public key changed");
+        let want: &[&str] = if remove_secret {
+            &["a.pub"]
+        } else {
+            &["a.key", "a.pub"]
+        };
+        assert_eq!(names(), want, "a file appeared");
+    }
+
+    ok(&keygen(true), "keygen --force");
+    assert_eq!(names(), ["a.key", "a.pub"]);
+    assert_ne!(d.read("a.pub"), public, "--force made a new pair");
+    assert_ne!(d.read("a.key"), secret);
+    if !have_minisign() {
+        return;
+    }
+    let file = d.write("release.json", DATA);
+    ok(
+        &Command::new(crate::common::host::bin())
+            .args(["sign", "--secret"])
+            .arg(d.path("a.key"))
+            .arg(&file)
+            .output()
+            .expect("run abupdate sign"),
+        "abupdate sign",
+    );
+    ok(
+        &minisign(&d, &["-V", "-p", "a.pub", "-m", p(&file)], None),
+        "minisign -V with the new public key",
+    );
+}
