@@ -231,6 +231,45 @@ pub struct Transaction {
     pub unknown: Unknown,
 }
 
+/// A committed release on probation (`[health] probation`): its slot is
+/// watched for unclean restarts and failing checks until `until`; the old
+/// slot is its fallback and nothing is written to it meanwhile.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Probation {
+    /// The committed trial: its slot (`to`), the fallback (`from`), the
+    /// release. A late rollback retires it like any failed trial.
+    pub release: Transaction,
+    /// When the probation began (the commit, Unix time).
+    pub started: i64,
+    /// When it ends (Unix time).
+    pub until: i64,
+    /// The last boot id seen during the probation: a different one is a
+    /// restart, clean or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// Unclean restarts and failing check runs counted so far.
+    #[serde(default)]
+    pub failures: u32,
+    /// What the latest failure was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    /// Fields this version does not know, kept as read.
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// A release whose probation window ended clean.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProbationPassed {
+    /// The release.
+    pub version: String,
+    /// When its probation ended (Unix time).
+    pub at: i64,
+    /// Failures counted within its window (at most the limit).
+    #[serde(default)]
+    pub failures: u32,
+}
+
 /// A release that failed on this host and is never installed again.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FailedRelease {
@@ -435,6 +474,12 @@ pub struct State {
     /// the lock is asked for, cleared once it is released (`fleetlock`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleetlock: Option<String>,
+    /// The committed release on probation, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation: Option<Probation>,
+    /// The release whose probation ended cleanly last, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation_passed: Option<ProbationPassed>,
     /// Latest outcome times of the last few releases, for the textfile
     /// (bounded by `report::record_outcome`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -544,8 +589,18 @@ impl State {
     }
 
     /// The trial `t` passed its checks: committed, its record naming its
-    /// release.
-    pub fn commit(&mut self, t: &Transaction, at: i64) {
+    /// release; with a `probation` window (seconds, non-zero) the release
+    /// is on probation from `at`, seen last on `boot_id`.
+    pub fn commit(&mut self, t: &Transaction, at: i64, probation: u64, boot_id: Option<String>) {
+        self.probation = (probation > 0).then(|| Probation {
+            release: t.clone(),
+            started: at,
+            until: at.saturating_add(i64::try_from(probation).unwrap_or(i64::MAX)),
+            boot_id,
+            failures: 0,
+            last_failure: None,
+            unknown: Unknown::new(),
+        });
         self.record_release(t);
         self.slot_mut(t.to).status = SlotStatus::Good;
         self.transaction = None;
@@ -573,8 +628,21 @@ impl State {
         }
         self.slot_mut(t.to).status = SlotStatus::Bad;
         self.transaction = None;
+        self.probation = None;
         self.metrics.rollbacks += 1;
         self.count_failure(kind);
+    }
+
+    /// The probation's window ended with no more failures than tolerated:
+    /// the release is past probation, recorded as such.
+    pub fn end_probation(&mut self, at: i64) {
+        if let Some(p) = self.probation.take() {
+            self.probation_passed = Some(ProbationPassed {
+                version: p.release.version,
+                at,
+                failures: p.failures,
+            });
+        }
     }
 
     /// The booted `slot` came up healthy with no trial pending: a record
@@ -1205,7 +1273,7 @@ mod tests {
         let t = transaction(SlotName::A, Phase::Staged);
         s.stage(&t, None, 9);
         let mut committed = s.clone();
-        committed.commit(&t, 10);
+        committed.commit(&t, 10, 0, None);
         assert_eq!(committed.slot(SlotName::B).status, SlotStatus::Good);
         assert_eq!(committed.slot(SlotName::B).version.as_deref(), Some("2.0"));
         assert_eq!(committed.transaction, None);
@@ -1221,6 +1289,32 @@ mod tests {
         assert_eq!(s.failed_versions(), ["2.0"]);
         assert_eq!(s.metrics.rollbacks, 1);
         assert_eq!(s.metrics.failures.get("health"), Some(&1));
+    }
+
+    #[test]
+    fn a_commit_with_a_window_starts_a_probation_that_a_retirement_or_its_end_clears() {
+        let mut s = fresh();
+        let t = transaction(SlotName::A, Phase::Staged);
+        s.stage(&t, None, 9);
+        s.commit(&t, 10, 3600, Some("boot-2".into()));
+        let p = s.probation.clone().expect("on probation");
+        assert_eq!((p.started, p.until, p.failures), (10, 3610, 0));
+        assert_eq!(p.boot_id.as_deref(), Some("boot-2"));
+        assert_eq!(p.release.to, SlotName::B);
+        let mut ended = s.clone();
+        ended.end_probation(3700);
+        assert_eq!(ended.probation, None);
+        assert_eq!(
+            ended.probation_passed.clone().map(|p| (p.version, p.at)),
+            Some(("2.0".to_string(), 3700))
+        );
+        s.retire_trial(&p.release, true, "late", Kind::Health, 20);
+        assert_eq!(s.probation, None);
+        assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);
+        assert_eq!(s.failed_versions(), ["2.0"]);
+        let round: State =
+            serde_json::from_slice(&serde_json::to_vec(&ended).expect("json")).expect("reads back");
+        assert_eq!(round, ended);
     }
 
     /// A power cut between the activation and the `staged` state write
@@ -1241,7 +1335,7 @@ mod tests {
             assert_eq!(rec.images, t.images);
         };
         let mut committed = s.clone();
-        committed.commit(&t, 10);
+        committed.commit(&t, 10, 0, None);
         named(&committed, SlotStatus::Good);
         let mut failed = s.clone();
         failed.retire_trial(&t, true, "checks failed", Kind::Health, 11);

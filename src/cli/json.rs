@@ -104,6 +104,14 @@ pub enum Update<'a> {
         /// Where this host stands in the release's rollout.
         rollout: Option<&'a Standing>,
     },
+    /// `{"outcome": "rolled_back_late", "release", "message"}`: the booted
+    /// release failed its probation and was rolled back.
+    RolledBackLate {
+        /// The release rolled back.
+        release: &'a str,
+        /// Why, in words.
+        message: &'a str,
+    },
 }
 
 /// `install`, and `update` when it installed.
@@ -137,6 +145,13 @@ pub enum HealthOutcome {
     TrialNeverBooted,
     /// Staged on this very boot: the reboot into the trial is still to come.
     AwaitingReboot,
+    /// The booted release is on probation, within its limit.
+    OnProbation,
+    /// The booted release's probation ended clean.
+    ProbationPassed,
+    /// Exit 1: the booted release failed its probation and was rolled
+    /// back.
+    RolledBackLate,
 }
 
 /// `health`.
@@ -383,6 +398,15 @@ mod tests {
         assert_eq!(v["outcome"], "up_to_date");
         assert_eq!(v["reason"], "waiting_for_wave");
         assert_eq!(v["rollout"]["included"], false);
+        let v = value(&Update::RolledBackLate {
+            release: "2.0",
+            message: "rolled back 2.0 late",
+        });
+        assert_eq!(
+            v,
+            json!({"outcome": "rolled_back_late", "release": "2.0", "message": "rolled back 2.0 late"})
+        );
+        assert_eq!(value(&NoUpdate::OnProbation), json!("on_probation"));
     }
 
     #[test]
@@ -417,6 +441,9 @@ mod tests {
             (HealthOutcome::RolledBack, "rolled_back"),
             (HealthOutcome::TrialNeverBooted, "trial_never_booted"),
             (HealthOutcome::AwaitingReboot, "awaiting_reboot"),
+            (HealthOutcome::OnProbation, "on_probation"),
+            (HealthOutcome::ProbationPassed, "probation_passed"),
+            (HealthOutcome::RolledBackLate, "rolled_back_late"),
         ] {
             assert_eq!(value(&o), json!(name));
         }
