@@ -144,6 +144,10 @@ fn during_probation_nothing_is_fetched_install_is_refused_and_check_says_so() {
         text(&out)
     );
     assert_eq!(h.slot_sha(0), before, "the fallback slot was written");
+    let out = h.abupdate(&["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["probation"]["release"]["version"], "2.0", "{v}");
+    assert_eq!(v["probation"]["release"]["from"], "A", "{v}");
     assert_eq!(h.state()["slots"]["A"]["status"], "good");
 }
 

@@ -491,6 +491,16 @@ fn print_status(s: &agent::Status) {
         ),
         None => println!("pending: none"),
     }
+    if let Some(p) = &s.probation {
+        println!(
+            "probation: {} in slot {} until {}, {} failures so far; slot {} is its fallback",
+            p.release.version,
+            p.release.to,
+            crate::timefmt::format_rfc3339(p.until),
+            p.failures,
+            p.release.from
+        );
+    }
     for f in &s.failed {
         println!("failed release {}: {}", f.version, f.reason);
     }

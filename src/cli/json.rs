@@ -264,6 +264,9 @@ pub struct Status<'a> {
     pub backoff_until: Option<&'a str>,
     /// The FleetLock group whose reboot lock this host may hold.
     pub reboot_lock: Option<&'a str>,
+    /// The committed release on probation (`state.json`'s `probation`:
+    /// `release`, `started`, `until`, `failures`, …), if any.
+    pub probation: Option<&'a crate::state::Probation>,
     /// Counters and times (`state.json`'s `metrics`).
     pub metrics: &'a crate::state::Metrics,
 }
@@ -304,6 +307,7 @@ impl<'a> From<&'a crate::agent::Status> for Status<'a> {
             rollout_position: s.rollout_position,
             backoff_until: s.backoff_until.as_deref(),
             reboot_lock: s.reboot_lock.as_deref(),
+            probation: s.probation.as_ref(),
             metrics: &s.metrics,
         }
     }
@@ -525,6 +529,7 @@ mod tests {
             rollout_position: 0.5,
             backoff_until: None,
             reboot_lock: None,
+            probation: None,
             metrics: Default::default(),
         };
         let v = value(&Status::from(&status));
@@ -538,6 +543,7 @@ mod tests {
                 "failed",
                 "metrics",
                 "primary_slot",
+                "probation",
                 "reboot_lock",
                 "reboot_window",
                 "rollout_position",
@@ -557,5 +563,6 @@ mod tests {
         assert_eq!(v["transaction"], Value::Null);
         assert_eq!(v["backoff_until"], Value::Null);
         assert_eq!(v["failed"], json!([]));
+        assert_eq!(v["probation"], Value::Null);
     }
 }
