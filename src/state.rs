@@ -232,13 +232,19 @@ pub struct Transaction {
 }
 
 /// A committed release on probation (`[health] probation`): its slot is
-/// watched for unclean restarts and failing checks until `until`; the old
-/// slot is its fallback and nothing is written to it meanwhile.
+/// watched for unclean restarts and failing checks until `until`; the
+/// other slot is its fallback and nothing is written to it meanwhile. The
+/// release itself is the slot's record (committed, it names it). Once the
+/// window ended clean (`passed`), the record stays as the last one's.
+///
+/// Unlike the long-lived records it keeps no fields it does not know (a
+/// newer version's): a probation lasts days, and the binary stays small.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Probation {
-    /// The committed trial: its slot (`to`), the fallback (`from`), the
-    /// release. A late rollback retires it like any failed trial.
-    pub release: Transaction,
+    /// The slot on probation; the other one is its fallback.
+    pub slot: SlotName,
+    /// The release on probation.
+    pub version: String,
     /// When the probation began (the commit, Unix time).
     pub started: i64,
     /// When it ends (Unix time).
@@ -253,21 +259,9 @@ pub struct Probation {
     /// What the latest failure was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
-    /// Fields this version does not know, kept as read.
-    #[serde(flatten)]
-    pub unknown: Unknown,
-}
-
-/// A release whose probation window ended clean.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ProbationPassed {
-    /// The release.
-    pub version: String,
-    /// When its probation ended (Unix time).
-    pub at: i64,
-    /// Failures counted within its window (at most the limit).
-    #[serde(default)]
-    pub failures: u32,
+    /// When the window ended clean (Unix time): the probation is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<i64>,
 }
 
 /// A release that failed on this host and is never installed again.
@@ -474,12 +468,10 @@ pub struct State {
     /// the lock is asked for, cleared once it is released (`fleetlock`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleetlock: Option<String>,
-    /// The committed release on probation, if any.
+    /// The committed release on probation, or the last one that passed
+    /// it ([`State::on_probation`] tells).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probation: Option<Probation>,
-    /// The release whose probation ended cleanly last, and when.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probation_passed: Option<ProbationPassed>,
     /// Latest outcome times of the last few releases, for the textfile
     /// (bounded by `report::record_outcome`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -593,13 +585,14 @@ impl State {
     /// is on probation from `at`, seen last on `boot_id`.
     pub fn commit(&mut self, t: &Transaction, at: i64, probation: u64, boot_id: Option<String>) {
         self.probation = (probation > 0).then(|| Probation {
-            release: t.clone(),
+            slot: t.to,
+            version: t.version.clone(),
             started: at,
             until: at.saturating_add(i64::try_from(probation).unwrap_or(i64::MAX)),
             boot_id,
             failures: 0,
             last_failure: None,
-            unknown: Unknown::new(),
+            passed: None,
         });
         self.record_release(t);
         self.slot_mut(t.to).status = SlotStatus::Good;
@@ -636,13 +629,32 @@ impl State {
     /// The probation's window ended with no more failures than tolerated:
     /// the release is past probation, recorded as such.
     pub fn end_probation(&mut self, at: i64) {
-        if let Some(p) = self.probation.take() {
-            self.probation_passed = Some(ProbationPassed {
-                version: p.release.version,
-                at,
-                failures: p.failures,
-            });
+        if let Some(p) = self.probation.as_mut() {
+            p.passed = Some(at);
         }
+    }
+
+    /// The release on probation now (not one that passed it).
+    pub fn on_probation(&self) -> Option<&Probation> {
+        self.probation.as_ref().filter(|p| p.passed.is_none())
+    }
+
+    /// The release on probation as the trial it was (from its slot's
+    /// record), for a late rollback to retire like any failed trial.
+    pub fn probation_release(&self) -> Option<Transaction> {
+        let p = self.on_probation()?;
+        let rec = self.slot(p.slot);
+        Some(Transaction {
+            from: p.slot.other(),
+            to: p.slot,
+            version: p.version.clone(),
+            manifest_sha256: rec.manifest_sha256.unwrap_or_default(),
+            phase: Phase::Staged,
+            started: p.started,
+            staged_boot_id: None,
+            images: rec.images,
+            unknown: Unknown::new(),
+        })
     }
 
     /// The booted `slot` came up healthy with no trial pending: a record
@@ -1297,18 +1309,20 @@ mod tests {
         let t = transaction(SlotName::A, Phase::Staged);
         s.stage(&t, None, 9);
         s.commit(&t, 10, 3600, Some("boot-2".into()));
-        let p = s.probation.clone().expect("on probation");
+        let p = s.on_probation().cloned().expect("on probation");
         assert_eq!((p.started, p.until, p.failures), (10, 3610, 0));
         assert_eq!(p.boot_id.as_deref(), Some("boot-2"));
-        assert_eq!(p.release.to, SlotName::B);
+        assert_eq!((p.slot, p.version.as_str()), (SlotName::B, "2.0"));
+        let release = s.probation_release().expect("release");
+        assert_eq!((release.from, release.to), (SlotName::A, SlotName::B));
+        assert_eq!(release.manifest_sha256, "aa");
+        assert_eq!(release.images, t.images);
         let mut ended = s.clone();
         ended.end_probation(3700);
-        assert_eq!(ended.probation, None);
-        assert_eq!(
-            ended.probation_passed.clone().map(|p| (p.version, p.at)),
-            Some(("2.0".to_string(), 3700))
-        );
-        s.retire_trial(&p.release, true, "late", Kind::Health, 20);
+        assert_eq!(ended.on_probation(), None);
+        assert_eq!(ended.probation.as_ref().and_then(|p| p.passed), Some(3700));
+        assert_eq!(ended.probation_release(), None);
+        s.retire_trial(&release, true, "late", Kind::Health, 20);
         assert_eq!(s.probation, None);
         assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);
         assert_eq!(s.failed_versions(), ["2.0"]);

@@ -422,14 +422,14 @@ const FAILS_AFTER: i64 = 6 * 3600;
 /// no clean-shutdown mark). Returns the late rollback's event, if any.
 fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> Option<Event> {
     use abupdate::agent::probation::{decide, Decision, Facts};
-    let p = host.state.probation.clone()?;
+    let p = host.state.on_probation().cloned()?;
     if now - p.started >= FAILS_AFTER {
         *boots += 1;
     }
     let boot_id = format!("{}-{boots}", host.id);
     let mut facts = Facts {
         probation: &p,
-        booted: p.release.to,
+        booted: p.slot,
         now,
         limit,
         boot_id: Some(&boot_id),
@@ -452,7 +452,7 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
             None
         }
         Decision::RollBack(why) => {
-            let t = &p.release;
+            let t = &host.state.probation_release()?;
             host.state
                 .retire_trial(t, true, &why, abupdate::error::Kind::Health, now);
             host.version = Version::parse("1.0").expect("v");
@@ -522,7 +522,7 @@ fn late_failure(probation: u64) -> (usize, usize, Option<i64>) {
             if (now / MINUTE) % 60 != h.poll_minute {
                 continue;
             }
-            if h.state.probation.is_some() {
+            if h.state.on_probation().is_some() {
                 // During probation `update` fetches nothing.
                 reports.extend(probation_tick(h, &mut boots[i], 2, now));
                 continue;

@@ -143,14 +143,14 @@ impl Judged {
 /// Why nothing is checked while the booted release is on probation (the
 /// other slot is its fallback); `None` when none is.
 pub(super) fn on_probation(state: &State) -> Option<String> {
-    state.probation.as_ref().map(|p| {
+    state.on_probation().map(|p| {
         format!(
             "{} in slot {} is on probation until {} ({} failures so far); slot {} is its fallback",
-            p.release.version,
-            p.release.to,
+            p.version,
+            p.slot,
             crate::timefmt::format_rfc3339(p.until),
             p.failures,
-            p.release.from
+            p.slot.other()
         )
     })
 }

@@ -161,10 +161,10 @@ fn install_verified(
     let m = verified.manifest();
     let booted = host.booted_slot()?;
     let target = booted.other();
-    if let Some(p) = &state.probation {
+    if let Some(p) = state.on_probation() {
         return Err(Refusal::OnProbation {
-            slot: p.release.to,
-            version: p.release.version.clone(),
+            slot: p.slot,
+            version: p.version.clone(),
             until: p.until,
         }
         .into());

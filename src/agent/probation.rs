@@ -8,8 +8,8 @@
 //! window, the release is retired like a failed trial: marked bad, the old
 //! slot activated, the release on the failed list, outcome
 //! `rolled_back_late`, and the reboot into the old slot. A window that ends
-//! with no more failures than that ends the probation (recorded as
-//! `probation_passed`).
+//! with no more failures than that ends the probation (recorded: the
+//! probation's `passed`).
 //!
 //! The decision ([`decide`]) is a pure function of plain facts, tested
 //! branch by branch; [`watch`] is the runner: it gathers the facts, one at
@@ -94,7 +94,7 @@ pub enum Decision {
 /// slot that keeps crashing is rolled back without waiting for them.
 pub fn decide(f: &Facts) -> Decision {
     let p = f.probation;
-    if f.booted != p.release.to {
+    if f.booted != p.slot {
         return Decision::FellBack;
     }
     if f.now >= p.until {
@@ -151,7 +151,8 @@ pub(super) fn watch(
     no_reboot: bool,
     quiet: bool,
 ) -> Result<Option<Verdict>> {
-    let Some(p) = state.probation.clone() else {
+    let (Some(p), Some(release)) = (state.on_probation().cloned(), state.probation_release())
+    else {
         return Ok(None);
     };
     let boot_id = host.boot_id();
@@ -172,33 +173,32 @@ pub(super) fn watch(
             Decision::RunChecks => {
                 log(&format!(
                     "{} in slot {} is on probation: running health checks",
-                    p.release.version, p.release.to
+                    p.version, p.slot
                 ));
                 facts.checks = Some(super::verdict::run_checks(host, quiet));
             }
             decision => break decision,
         }
     };
-    let version = p.release.version.clone();
+    let version = p.version.clone();
     Ok(Some(match decision {
-        Decision::RunChecks => unreachable!("asked for above"),
         Decision::FellBack => {
             let what = format!(
                 "slot {} fell back to {} during its probation",
-                p.release.to, p.release.from
+                release.to, release.from
             );
             let why = Failure::Late {
                 what,
                 fell_back: true,
             };
-            retire_trial(host, flip, state, &p.release, &why, true)?
+            retire_trial(host, flip, state, &release, &why, true)?
         }
         Decision::RollBack(what) => {
             let why = Failure::Late {
                 what,
                 fell_back: false,
             };
-            retire_trial(host, flip, state, &p.release, &why, no_reboot)?
+            retire_trial(host, flip, state, &release, &why, no_reboot)?
         }
         Decision::End => {
             state.end_probation(facts.now);
@@ -227,7 +227,8 @@ pub(super) fn watch(
                 failures,
             }
         }
-        Decision::Continue => Verdict::OnProbation {
+        // `RunChecks` never leaves the loop above.
+        Decision::Continue | Decision::RunChecks => Verdict::OnProbation {
             version,
             until: p.until,
             failures: p.failures,
@@ -238,27 +239,17 @@ pub(super) fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Phase, Transaction, Unknown};
 
     fn probation(failures: u32, boot_id: Option<&str>) -> Probation {
         Probation {
-            release: Transaction {
-                from: SlotName::A,
-                to: SlotName::B,
-                version: "2.0".into(),
-                manifest_sha256: "aa".into(),
-                phase: Phase::Staged,
-                started: 1,
-                staged_boot_id: None,
-                images: Default::default(),
-                unknown: Unknown::new(),
-            },
+            slot: SlotName::B,
+            version: "2.0".into(),
             started: 100,
             until: 200,
             boot_id: boot_id.map(str::to_string),
             failures,
             last_failure: None,
-            unknown: Unknown::new(),
+            passed: None,
         }
     }
 

@@ -125,7 +125,7 @@ pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
 /// counted), and nothing fetched while it lasts. `None` when no release is
 /// on probation (any more): the update goes on.
 fn watch_probation(host: &Host, opts: UpdateOptions) -> Result<Option<UpdateOutcome>> {
-    if host.state_dir.load()?.probation.is_none() {
+    if host.state_dir.load()?.on_probation().is_none() {
         return Ok(None);
     }
     let lock = host.state_dir.lock()?;

@@ -491,14 +491,14 @@ fn print_status(s: &agent::Status) {
         ),
         None => println!("pending: none"),
     }
-    if let Some(p) = &s.probation {
+    if let Some(p) = s.probation.as_ref().filter(|p| p.passed.is_none()) {
         println!(
             "probation: {} in slot {} until {}, {} failures so far; slot {} is its fallback",
-            p.release.version,
-            p.release.to,
+            p.version,
+            p.slot,
             crate::timefmt::format_rfc3339(p.until),
             p.failures,
-            p.release.from
+            p.slot.other()
         );
     }
     for f in &s.failed {

@@ -264,8 +264,9 @@ pub struct Status<'a> {
     pub backoff_until: Option<&'a str>,
     /// The FleetLock group whose reboot lock this host may hold.
     pub reboot_lock: Option<&'a str>,
-    /// The committed release on probation (`state.json`'s `probation`:
-    /// `release`, `started`, `until`, `failures`, …), if any.
+    /// The committed release on probation, or the last one that passed it
+    /// (`state.json`'s `probation`: `slot`, `version`, `started`, `until`,
+    /// `failures`, `passed`, …), if any.
     pub probation: Option<&'a crate::state::Probation>,
     /// Counters and times (`state.json`'s `metrics`).
     pub metrics: &'a crate::state::Metrics,
