@@ -182,23 +182,17 @@ pub(super) fn watch(
     };
     let version = p.version.clone();
     Ok(Some(match decision {
-        Decision::FellBack => {
-            let what = format!(
-                "slot {} fell back to {} during its probation",
-                release.to, release.from
-            );
-            let why = Failure::Late {
-                what,
-                fell_back: true,
+        Decision::FellBack | Decision::RollBack(_) => {
+            let fell_back = decision == Decision::FellBack;
+            let what = match decision {
+                Decision::RollBack(what) => what,
+                _ => format!(
+                    "slot {} fell back to {} during its probation",
+                    release.to, release.from
+                ),
             };
-            retire_trial(host, flip, state, &release, &why, true)?
-        }
-        Decision::RollBack(what) => {
-            let why = Failure::Late {
-                what,
-                fell_back: false,
-            };
-            retire_trial(host, flip, state, &release, &why, no_reboot)?
+            let why = Failure::Late { what, fell_back };
+            retire_trial(host, flip, state, &release, &why, no_reboot || fell_back)?
         }
         Decision::End => {
             state.end_probation(facts.now);
@@ -207,17 +201,18 @@ pub(super) fn watch(
             Verdict::ProbationPassed { version }
         }
         Decision::Record { failures, what } => {
-            for w in &what {
+            let last = what.join("; ");
+            if !last.is_empty() {
                 log(&format!(
-                    "{version} on probation: {w} ({failures} of at most {})",
+                    "{version} on probation: {last} ({failures} of at most {} failures)",
                     facts.limit
                 ));
             }
             if let Some(on) = state.probation.as_mut() {
                 on.failures = failures;
                 on.boot_id = boot_id.clone().or(on.boot_id.take());
-                if let Some(last) = what.last() {
-                    on.last_failure = Some(last.clone());
+                if !last.is_empty() {
+                    on.last_failure = Some(last);
                 }
             }
             flip.save(state)?;

@@ -491,16 +491,6 @@ fn print_status(s: &agent::Status) {
         ),
         None => println!("pending: none"),
     }
-    if let Some(p) = s.probation.as_ref().filter(|p| p.passed.is_none()) {
-        println!(
-            "probation: {} in slot {} until {}, {} failures so far; slot {} is its fallback",
-            p.version,
-            p.slot,
-            crate::timefmt::format_rfc3339(p.until),
-            p.failures,
-            p.slot.other()
-        );
-    }
     for f in &s.failed {
         println!("failed release {}: {}", f.version, f.reason);
     }
