@@ -527,5 +527,19 @@ mod tests {
             never.reason(&t),
             "slot B never came up with 2.0; the bootloader fell back to A"
         );
+        assert!(never.fell_back());
+        for fell_back in [false, true] {
+            let late = Failure::Late {
+                what: "3 failures".into(),
+                fell_back,
+            };
+            assert_eq!(
+                (late.kind(), late.outcome(), late.fell_back()),
+                (Kind::Health, Outcome::RolledBackLate, fell_back)
+            );
+            assert_eq!(late.reason(&t), "failed on probation: 3 failures");
+            assert!(late.holds_release());
+        }
+        assert!(!checks.fell_back());
     }
 }
