@@ -3,7 +3,7 @@
 //! frame) or a delta, `health` committing a trial,
 //! `health` rolling back a failing one, `health` after a trial that never
 //! came up, `health` rolling back a committed release late (its probation
-//! failed; GRUB and U-Boot), `health` while a staged slot awaits the reboot, a manual
+//! failed), `health` while a staged slot awaits the reboot, a manual
 //! `rollback`, `mark-good`, `mark-bad`), on GRUB, on U-Boot (a redundant
 //! env in a file), on EFI (NVRAM: a directory standing in for efivarfs,
 //! read back by the real `efibootmgr`) and on systemd-boot (an ESP whose
@@ -438,6 +438,7 @@ matrix_tests! {
     efi_mark_good: Flow::MarkGood, Loader::Efi;
     efi_mark_bad: Flow::MarkBad, Loader::Efi;
     efi_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Efi;
+    efi_health_late_rollback: Flow::LateRollback, Loader::Efi;
     systemd_boot_update: Flow::Update, Loader::SystemdBoot;
     systemd_boot_delta_update: Flow::DeltaUpdate, Loader::SystemdBoot;
     systemd_boot_health_commit: Flow::HealthCommit, Loader::SystemdBoot;
@@ -447,6 +448,7 @@ matrix_tests! {
     systemd_boot_mark_good: Flow::MarkGood, Loader::SystemdBoot;
     systemd_boot_mark_bad: Flow::MarkBad, Loader::SystemdBoot;
     systemd_boot_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::SystemdBoot;
+    systemd_boot_health_late_rollback: Flow::LateRollback, Loader::SystemdBoot;
 }
 
 /// Found by the matrix (health-rollback, crash at `state-written:1`): the
