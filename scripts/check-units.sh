@@ -25,8 +25,13 @@ chmod +x "$root/abupdate.stub"
 mkdir -p "$root/rootfs/usr/lib/systemd" "$root/rootfs/etc/systemd/system"
 cp -a /usr/lib/systemd/system "$root/rootfs/usr/lib/systemd/"
 "$repo/scripts/install.sh" "$root/rootfs" "$root/abupdate.stub" >/dev/null
+# abupdate-shutdown-mark.service runs /bin/true and /bin/sh, which every
+# target system has: stand-ins in the bare root.
+mkdir -p "$root/rootfs/bin"
+cp "$root/abupdate.stub" "$root/rootfs/bin/true"
+cp "$root/abupdate.stub" "$root/rootfs/bin/sh"
 
-units=(abupdate.service abupdate.timer abupdate-health.service)
+units=(abupdate.service abupdate.timer abupdate-health.service abupdate-shutdown-mark.service)
 out="$root/verify.log"
 rc=0
 ( cd "$root/rootfs/usr/lib/systemd/system" &&
@@ -41,7 +46,8 @@ fi
 for u in "${units[@]}"; do echo "check-units: $u ok"; done
 # The enablement symlinks install.sh makes.
 for l in timers.target.wants/abupdate.timer boot-complete.target.requires/abupdate-health.service \
-         multi-user.target.wants/abupdate-health.service; do
+         multi-user.target.wants/abupdate-health.service \
+         multi-user.target.wants/abupdate-shutdown-mark.service; do
     [ -L "$root/rootfs/etc/systemd/system/$l" ] || { echo "check-units: missing $l" >&2; exit 1; }
 done
 echo "check-units: all units verified"

@@ -6,7 +6,8 @@
 # DESTDIR/usr/bin/abupdate                   the binary (default: the static musl
 #                                            release build, else the host build)
 # DESTDIR/usr/lib/systemd/system/            abupdate.service, abupdate.timer,
-#                                            abupdate-health.service
+#                                            abupdate-health.service,
+#                                            abupdate-shutdown-mark.service
 # DESTDIR/etc/systemd/system/*.wants|requires  enablement symlinks (what
 #                                            `systemctl enable` would create)
 # DESTDIR/etc/abupdate/config.toml           example config, only if absent
@@ -34,7 +35,7 @@ install -D -m 0755 "$bin" "$dest/usr/bin/abupdate"
 
 unitdir="$dest/usr/lib/systemd/system"
 install -d -m 0755 "$unitdir"
-for u in abupdate.service abupdate.timer abupdate-health.service; do
+for u in abupdate.service abupdate.timer abupdate-health.service abupdate-shutdown-mark.service; do
     install -m 0644 "$repo/systemd/$u" "$unitdir/$u"
 done
 
@@ -46,6 +47,7 @@ link() { # TARGET_DIR UNIT
 link timers.target.wants abupdate.timer
 link boot-complete.target.requires abupdate-health.service
 link multi-user.target.wants abupdate-health.service
+link multi-user.target.wants abupdate-shutdown-mark.service
 
 install -d -m 0755 "$dest/etc/abupdate" "$dest/etc/abupdate/config.d" \
     "$dest/etc/abupdate/keys" "$dest/etc/abupdate/health.d" "$dest/usr/lib/abupdate/keys"

@@ -240,6 +240,12 @@ pub struct Health {
     pub units: Vec<String>,
     /// URLs that must answer 2xx.
     pub http: Vec<String>,
+    /// How long a committed release stays on probation (`probation`,
+    /// zero: none); see `agent::probation`.
+    pub probation: Duration,
+    /// Failures tolerated within the probation (`probation_failures`,
+    /// default 2): one more rolls the release back.
+    pub probation_failures: u32,
 }
 
 // ---- step 1: fragments, exactly as written -------------------------------
@@ -410,6 +416,8 @@ struct HealthFragment {
     interval: Option<String>,
     units: Option<Vec<String>>,
     http: Option<Vec<String>>,
+    probation: Option<String>,
+    probation_failures: Option<u32>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -493,6 +501,7 @@ fn duration_bounds(key: &str) -> (bool, Duration) {
         "update.backoff_max" => (true, 30 * DAY),
         "health.timeout" | "health.check_timeout" => (false, DAY),
         "health.interval" => (true, HOUR),
+        "health.probation" => (true, 30 * DAY),
         // The whole delivery of one report, all attempts: it may delay a
         // reboot by this much.
         "report.webhook_timeout" => (false, MINUTE),
@@ -888,6 +897,8 @@ impl Config {
             interval: duration("health.interval", f.health.interval, 5)?,
             units: f.health.units.unwrap_or_default(),
             http: f.health.http.unwrap_or_default(),
+            probation: duration("health.probation", f.health.probation, 0)?,
+            probation_failures: f.health.probation_failures.unwrap_or(2),
         };
         for (i, unit) in health.units.iter().enumerate() {
             crate::health::check_unit_name(unit)
@@ -1389,7 +1400,8 @@ rootfs = "/dev/b"
     }
 
     /// Each duration key with the table it lives in.
-    const DURATION_KEYS: [(&str, &str); 12] = [
+    const DURATION_KEYS: [(&str, &str); 13] = [
+        ("health", "probation"),
         ("update", "retry_delay"),
         ("update", "retry_after_max"),
         ("hooks", "timeout"),
@@ -1447,6 +1459,17 @@ rootfs = "/dev/b"
                 "{key} above its maximum accepted"
             );
         }
+    }
+
+    #[test]
+    fn probation_is_off_by_default_and_tolerates_two_failures() {
+        let c = Config::from_str(MINIMAL, Path::new("c.toml")).expect("minimal");
+        assert_eq!(c.health.probation, Duration::ZERO);
+        assert_eq!(c.health.probation_failures, 2);
+        let text = format!("{MINIMAL}[health]\nprobation = \"24h\"\nprobation_failures = 0\n");
+        let c = Config::from_str(&text, Path::new("c.toml")).expect("probation");
+        assert_eq!(c.health.probation, Duration::from_secs(86400));
+        assert_eq!(c.health.probation_failures, 0);
     }
 
     #[test]

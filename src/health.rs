@@ -244,6 +244,8 @@ mod tests {
             interval: Duration::from_millis(100),
             units: vec![],
             http: vec![],
+            probation: Duration::ZERO,
+            probation_failures: 2,
         }
     }
 

@@ -47,8 +47,8 @@ pub enum Outcome {
     TrialNeverBooted,
     /// A run about the release failed (see the error kind).
     Failed,
-    /// A committed release rolled back later (reserved for a probation
-    /// after the commit): counted against the release.
+    /// A committed release rolled back later, having failed its
+    /// probation (`agent::probation`): counted against the release.
     RolledBackLate,
 }
 

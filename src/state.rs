@@ -231,6 +231,39 @@ pub struct Transaction {
     pub unknown: Unknown,
 }
 
+/// A committed release on probation (`[health] probation`): its slot is
+/// watched for unclean restarts and failing checks until `until`; the
+/// other slot is its fallback and nothing is written to it meanwhile. The
+/// release itself is the slot's record (committed, it names it). Once the
+/// window ended clean (`passed`), the record stays as the last one's.
+///
+/// Unlike the long-lived records it keeps no fields it does not know (a
+/// newer version's): a probation lasts days, and the binary stays small.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Probation {
+    /// The slot on probation; the other one is its fallback.
+    pub slot: SlotName,
+    /// The release on probation.
+    pub version: String,
+    /// When the probation began (the commit, Unix time).
+    pub started: i64,
+    /// When it ends (Unix time).
+    pub until: i64,
+    /// The last boot id seen during the probation: a different one is a
+    /// restart, clean or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// Unclean restarts and failing check runs counted so far.
+    #[serde(default)]
+    pub failures: u32,
+    /// What the latest failure was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    /// When the window ended clean (Unix time): the probation is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<i64>,
+}
+
 /// A release that failed on this host and is never installed again.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FailedRelease {
@@ -435,6 +468,10 @@ pub struct State {
     /// the lock is asked for, cleared once it is released (`fleetlock`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleetlock: Option<String>,
+    /// The committed release on probation, or the last one that passed
+    /// it ([`State::on_probation`] tells).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation: Option<Probation>,
     /// Latest outcome times of the last few releases, for the textfile
     /// (bounded by `report::record_outcome`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -544,8 +581,19 @@ impl State {
     }
 
     /// The trial `t` passed its checks: committed, its record naming its
-    /// release.
-    pub fn commit(&mut self, t: &Transaction, at: i64) {
+    /// release; with a `probation` window (seconds, non-zero) the release
+    /// is on probation from `at`, seen last on `boot_id`.
+    pub fn commit(&mut self, t: &Transaction, at: i64, probation: u64, boot_id: Option<String>) {
+        self.probation = (probation > 0).then(|| Probation {
+            slot: t.to,
+            version: t.version.clone(),
+            started: at,
+            until: at.saturating_add(i64::try_from(probation).unwrap_or(i64::MAX)),
+            boot_id,
+            failures: 0,
+            last_failure: None,
+            passed: None,
+        });
         self.record_release(t);
         self.slot_mut(t.to).status = SlotStatus::Good;
         self.transaction = None;
@@ -573,8 +621,40 @@ impl State {
         }
         self.slot_mut(t.to).status = SlotStatus::Bad;
         self.transaction = None;
+        self.probation = None;
         self.metrics.rollbacks += 1;
         self.count_failure(kind);
+    }
+
+    /// The probation's window ended with no more failures than tolerated:
+    /// the release is past probation, recorded as such.
+    pub fn end_probation(&mut self, at: i64) {
+        if let Some(p) = self.probation.as_mut() {
+            p.passed = Some(at);
+        }
+    }
+
+    /// The release on probation now (not one that passed it).
+    pub fn on_probation(&self) -> Option<&Probation> {
+        self.probation.as_ref().filter(|p| p.passed.is_none())
+    }
+
+    /// The release on probation as the trial it was (from its slot's
+    /// record), for a late rollback to retire like any failed trial.
+    pub fn probation_release(&self) -> Option<Transaction> {
+        let p = self.on_probation()?;
+        let rec = self.slot(p.slot);
+        Some(Transaction {
+            from: p.slot.other(),
+            to: p.slot,
+            version: p.version.clone(),
+            manifest_sha256: rec.manifest_sha256.unwrap_or_default(),
+            phase: Phase::Staged,
+            started: p.started,
+            staged_boot_id: None,
+            images: rec.images,
+            unknown: Unknown::new(),
+        })
     }
 
     /// The booted `slot` came up healthy with no trial pending: a record
@@ -1205,7 +1285,7 @@ mod tests {
         let t = transaction(SlotName::A, Phase::Staged);
         s.stage(&t, None, 9);
         let mut committed = s.clone();
-        committed.commit(&t, 10);
+        committed.commit(&t, 10, 0, None);
         assert_eq!(committed.slot(SlotName::B).status, SlotStatus::Good);
         assert_eq!(committed.slot(SlotName::B).version.as_deref(), Some("2.0"));
         assert_eq!(committed.transaction, None);
@@ -1221,6 +1301,34 @@ mod tests {
         assert_eq!(s.failed_versions(), ["2.0"]);
         assert_eq!(s.metrics.rollbacks, 1);
         assert_eq!(s.metrics.failures.get("health"), Some(&1));
+    }
+
+    #[test]
+    fn a_commit_with_a_window_starts_a_probation_that_a_retirement_or_its_end_clears() {
+        let mut s = fresh();
+        let t = transaction(SlotName::A, Phase::Staged);
+        s.stage(&t, None, 9);
+        s.commit(&t, 10, 3600, Some("boot-2".into()));
+        let p = s.on_probation().cloned().expect("on probation");
+        assert_eq!((p.started, p.until, p.failures), (10, 3610, 0));
+        assert_eq!(p.boot_id.as_deref(), Some("boot-2"));
+        assert_eq!((p.slot, p.version.as_str()), (SlotName::B, "2.0"));
+        let release = s.probation_release().expect("release");
+        assert_eq!((release.from, release.to), (SlotName::A, SlotName::B));
+        assert_eq!(release.manifest_sha256, "aa");
+        assert_eq!(release.images, t.images);
+        let mut ended = s.clone();
+        ended.end_probation(3700);
+        assert_eq!(ended.on_probation(), None);
+        assert_eq!(ended.probation.as_ref().and_then(|p| p.passed), Some(3700));
+        assert_eq!(ended.probation_release(), None);
+        s.retire_trial(&release, true, "late", Kind::Health, 20);
+        assert_eq!(s.probation, None);
+        assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);
+        assert_eq!(s.failed_versions(), ["2.0"]);
+        let round: State =
+            serde_json::from_slice(&serde_json::to_vec(&ended).expect("json")).expect("reads back");
+        assert_eq!(round, ended);
     }
 
     /// A power cut between the activation and the `staged` state write
@@ -1241,7 +1349,7 @@ mod tests {
             assert_eq!(rec.images, t.images);
         };
         let mut committed = s.clone();
-        committed.commit(&t, 10);
+        committed.commit(&t, 10, 0, None);
         named(&committed, SlotStatus::Good);
         let mut failed = s.clone();
         failed.retire_trial(&t, true, "checks failed", Kind::Health, 11);

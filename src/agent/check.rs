@@ -28,6 +28,9 @@ pub enum NoUpdate {
     PreviouslyFailed,
     /// The release applies, but its rollout has not reached this host.
     WaitingForWave,
+    /// The booted release is on probation: nothing is fetched or written
+    /// until it ends (the other slot is its fallback).
+    OnProbation,
     /// The release applies, but the timer downloads only inside
     /// `[update] download_windows` (`update` only).
     WaitingForDownloadWindow,
@@ -137,12 +140,34 @@ impl Judged {
     }
 }
 
+/// Why nothing is checked while the booted release is on probation (the
+/// other slot is its fallback); `None` when none is.
+pub(super) fn on_probation(state: &State) -> Option<String> {
+    state.on_probation().map(|p| {
+        format!(
+            "{} in slot {} is on probation until {} ({} failures so far); slot {} is its fallback",
+            p.version,
+            p.slot,
+            crate::timefmt::format_rfc3339(p.until),
+            p.failures,
+            p.slot.other()
+        )
+    })
+}
+
 /// Fetch and judge the release at `location` (or the configured URL). It
 /// writes only its bookkeeping (validators, dates seen, counters), and
 /// only when no other instance holds the lock.
 pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<CheckOutcome> {
     let location = host.release_location(location)?;
     let mut state = host.state_dir.load()?;
+    if let Some(why) = on_probation(&state) {
+        return Ok(CheckOutcome::UpToDate {
+            reason: why,
+            kind: NoUpdate::OnProbation,
+            standing: None,
+        });
+    }
     let judged = fetch_and_judge(host, &mut state, &location, opts)?;
     save_if_unlocked(&host.state_dir, &state)?;
     judged.into_outcome()

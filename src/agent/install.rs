@@ -161,6 +161,14 @@ fn install_verified(
     let m = verified.manifest();
     let booted = host.booted_slot()?;
     let target = booted.other();
+    if let Some(p) = state.on_probation() {
+        return Err(Refusal::OnProbation {
+            slot: p.slot,
+            version: p.version.clone(),
+            until: p.until,
+        }
+        .into());
+    }
     if let Some(t) = &state.transaction {
         if t.to == booted {
             return Err(Refusal::TrialPending {

@@ -8,6 +8,7 @@
 //! | `install.rs` | `install` and the write of `update`: targets, payloads or deltas, staging |
 //! | `transition.rs` | every bootloader change in order with the state: the few legal sequences (invariants 3 and 4) |
 //! | `verdict.rs` | `health`: the boot-time verdict, a pure decision over facts and the runner that applies it |
+//! | `probation.rs` | the watch after a commit (`[health] probation`): a pure decision over facts and its runner; a late rollback |
 //! | `recovery.rs` | retiring a failed trial, finishing a rollback, re-blessing, `mark-good`/`mark-bad`, `rollback`, the reboot |
 //! | `status.rs` | `status` |
 //! | `report.rs` | the textfile and the webhook after each outcome; the failure counters and the backoff |
@@ -29,6 +30,7 @@
 mod check;
 mod host;
 mod install;
+pub mod probation;
 mod recovery;
 mod report;
 mod status;
@@ -67,6 +69,16 @@ pub enum Refusal {
         /// The release on trial.
         version: String,
     },
+    /// An install while the booted release is on probation: the old slot
+    /// is its fallback.
+    OnProbation {
+        /// The slot on probation.
+        slot: SlotName,
+        /// The release on probation.
+        version: String,
+        /// When the probation ends (Unix time).
+        until: i64,
+    },
     /// An install from a booted slot the bootloader does not hold good.
     BootedNotGood {
         /// The booted slot.
@@ -98,6 +110,15 @@ impl fmt::Display for Refusal {
             Refusal::TrialPending { slot, version } => write!(
                 f,
                 "slot {slot} is on trial with {version}; run `abupdate health` (or mark-good) before installing"
+            ),
+            Refusal::OnProbation {
+                slot,
+                version,
+                until,
+            } => write!(
+                f,
+                "{version} in slot {slot} is on probation until {}; the other slot is its fallback and is not written before then",
+                crate::timefmt::format_rfc3339(*until)
             ),
             Refusal::BootedNotGood { slot } => write!(
                 f,

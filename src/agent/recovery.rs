@@ -15,10 +15,11 @@ use crate::error::Result;
 use crate::slot::SlotName;
 use crate::state::{State, Transaction};
 
-/// Retire the trial `t` that failed (`why`): marked bad, the slot it came
-/// from activated, its release on the failed list, reported; then, for a
-/// trial that is running, the reboot into the old slot, and for one that
-/// never came up, the re-bless of the running slot.
+/// Retire the trial `t` that failed (`why`), or the committed release on
+/// probation that failed late: marked bad, the slot it came from
+/// activated, its release on the failed list, reported; then, for a slot
+/// that is running, the reboot into the old slot, and where the bootloader
+/// already fell back, the re-bless of the running slot.
 pub(super) fn retire_trial(
     host: &Host,
     flip: &Transition,
@@ -30,6 +31,10 @@ pub(super) fn retire_trial(
     let reason = why.reason(t);
     match why {
         Failure::NeverBooted => log(&reason),
+        Failure::Late { .. } => log(&format!(
+            "rolling back {} in slot {} late: {reason}",
+            t.version, t.to
+        )),
         _ => log(&format!(
             "rolling back {} in slot {}: {reason}",
             t.version, t.to
@@ -38,19 +43,19 @@ pub(super) fn retire_trial(
     flip.retire(state, t, why)?;
     let report = Some((why.outcome(), t.version.as_str()));
     let error = Some((why.kind(), reason.as_str()));
-    if *why == Failure::NeverBooted {
+    let version = t.version.clone();
+    if why.fell_back() {
         // The running slot is the one it fell back to.
         flip.rebless(state, t.from)?;
         publish(host, state, report, error);
-        return Ok(Verdict::TrialNeverBooted {
-            version: t.version.clone(),
-        });
+    } else {
+        publish(host, state, report, error);
+        reboot_into(host, t.from, no_reboot)?;
     }
-    publish(host, state, report, error);
-    reboot_into(host, t.from, no_reboot)?;
-    Ok(Verdict::RolledBack {
-        version: t.version.clone(),
-        reason,
+    Ok(match why {
+        Failure::NeverBooted => Verdict::TrialNeverBooted { version },
+        Failure::Late { .. } => Verdict::RolledBackLate { version, reason },
+        _ => Verdict::RolledBack { version, reason },
     })
 }
 

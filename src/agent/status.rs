@@ -37,6 +37,9 @@ pub struct Status {
     /// The FleetLock group whose reboot lock this host may hold (taken for
     /// a trial, not yet given back).
     pub reboot_lock: Option<String>,
+    /// The committed release on probation, or the last one that passed
+    /// it.
+    pub probation: Option<crate::state::Probation>,
     /// Counters and the bytes the last install fetched (`last_install_fetched`)
     /// against a full install (`last_install_full`).
     pub metrics: crate::state::Metrics,
@@ -96,6 +99,7 @@ pub fn status(host: &Host) -> Result<Status> {
         )
         .map(crate::timefmt::format_rfc3339),
         reboot_lock: state.fleetlock.clone(),
+        probation: state.probation.clone(),
         metrics: state.metrics.clone(),
     })
 }

@@ -113,12 +113,14 @@ impl<'a> Transition<'a> {
         self.save(state)
     }
 
-    /// The trial in `t.to` passed: good in the bootloader, then committed.
-    pub(super) fn commit(&self, state: &mut State, t: &Transaction) -> Result<()> {
+    /// The trial in `t.to` passed: good in the bootloader, then committed
+    /// (on probation for `probation` seconds, when not zero: one state
+    /// write).
+    pub(super) fn commit(&self, state: &mut State, t: &Transaction, probation: u64) -> Result<()> {
         self.host.boot.set_state(t.to, BootState::Good)?;
         crate::failpoint::hit("committed");
         let at = now();
-        state.commit(t, at);
+        state.commit(t, at, probation, self.host.boot_id());
         crate::report::record_outcome(
             &mut state.outcomes,
             &t.version,
@@ -133,6 +135,7 @@ impl<'a> Transition<'a> {
     /// then the failed list and the record.
     pub(super) fn retire(&self, state: &mut State, t: &Transaction, why: &Failure) -> Result<()> {
         self.host.boot.set_state(t.to, BootState::Bad)?;
+        crate::failpoint::hit("retire-marked-bad");
         self.host.boot.activate(t.from)?;
         crate::failpoint::hit("rolled-back");
         let at = now();

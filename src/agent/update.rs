@@ -6,9 +6,12 @@
 //! backoff, a failure counts its kind and schedules the next try
 //! ([`super::report`]).
 
-use super::check::{CheckOptions, NoUpdate};
+use super::check::{on_probation, CheckOptions, NoUpdate};
 use super::install::check_and_install;
+use super::probation;
 use super::report::record_success;
+use super::transition::Transition;
+use super::verdict::Verdict;
 use super::{log, record_failure, Host, InstallOptions, Installed};
 use crate::error::Result;
 use crate::install::WriteMode;
@@ -45,12 +48,23 @@ pub enum UpdateOutcome {
     },
     /// A release was installed (and the reboot requested, in a window).
     Installed(Installed),
+    /// The booted release failed its probation: rolled back to the old
+    /// slot (and the reboot requested).
+    RolledBackLate {
+        /// The release rolled back.
+        version: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The timer's job: check, then install and reboot (inside a maintenance
 /// window, when windows are configured) when a release applies.
 pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
     release_pending_lock(host);
+    if let Some(outcome) = watch_probation(host, opts)? {
+        return Ok(outcome);
+    }
     if !opts.now {
         let state = host.state_dir.load()?;
         let max = host.config.update.backoff_max;
@@ -105,6 +119,28 @@ pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
         Err(e) => record_failure(host, e, release.as_deref()),
     }
     result
+}
+
+/// A release on probation: one step of its watch (checks re-run, restarts
+/// counted), and nothing fetched while it lasts. `None` when no release is
+/// on probation (any more): the update goes on.
+fn watch_probation(host: &Host, opts: UpdateOptions) -> Result<Option<UpdateOutcome>> {
+    if host.state_dir.load()?.on_probation().is_none() {
+        return Ok(None);
+    }
+    let lock = host.state_dir.lock()?;
+    let mut state = host.state_dir.load()?;
+    let booted = host.booted_slot()?;
+    let flip = Transition::new(host, &lock);
+    let verdict = probation::watch(host, &flip, &mut state, booted, opts.no_reboot, opts.quiet)?;
+    if let Some(Verdict::RolledBackLate { version, reason }) = verdict {
+        return Ok(Some(UpdateOutcome::RolledBackLate { version, reason }));
+    }
+    Ok(on_probation(&state).map(|reason| UpdateOutcome::UpToDate {
+        reason,
+        kind: NoUpdate::OnProbation,
+        standing: None,
+    }))
 }
 
 /// A reboot lock an earlier run could not give back (the server was

@@ -13,6 +13,7 @@
 //! ([`crate::health`]). A trial that fails in any way is retired the one
 //! way there is ([`super::transition::Transition::retire`]).
 
+use super::probation;
 use super::recovery::{finish_rollback, reboot, retire_trial};
 use super::report::publish;
 use super::transition::Transition;
@@ -49,6 +50,28 @@ pub enum Verdict {
         /// The release staged.
         version: String,
     },
+    /// The booted release is on probation and still within its limit.
+    OnProbation {
+        /// The release on probation.
+        version: String,
+        /// When the probation ends (Unix time).
+        until: i64,
+        /// Failures counted so far.
+        failures: u32,
+    },
+    /// The booted release's probation ended clean.
+    ProbationPassed {
+        /// The release.
+        version: String,
+    },
+    /// A committed release failed its probation: retired, the old slot
+    /// activated (and rebooted into, unless it already runs).
+    RolledBackLate {
+        /// The release rolled back.
+        version: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What the verdict is decided from: plain data, read by the runner.
@@ -82,6 +105,14 @@ pub enum Failure {
     Corrupt,
     /// It never came up: the bootloader fell back.
     NeverBooted,
+    /// Committed, then failed its probation (`agent::probation`): what
+    /// failed. With `fell_back` the old slot already runs.
+    Late {
+        /// What failed, in words.
+        what: String,
+        /// The old slot already runs (no reboot needed).
+        fell_back: bool,
+    },
 }
 
 impl Failure {
@@ -94,6 +125,7 @@ impl Failure {
                 "slot {} never came up with {}; the bootloader fell back to {}",
                 t.to, t.version, t.from
             ),
+            Failure::Late { what, .. } => format!("failed on probation: {what}"),
         }
     }
 
@@ -106,7 +138,7 @@ impl Failure {
     /// The failure counted (`abupdate_failures_total{kind}`) and reported.
     pub fn kind(&self) -> Kind {
         match self {
-            Failure::Checks(_) | Failure::Corrupt => Kind::Health,
+            Failure::Checks(_) | Failure::Corrupt | Failure::Late { .. } => Kind::Health,
             Failure::NeverBooted => Kind::TrialNeverBooted,
         }
     }
@@ -116,7 +148,21 @@ impl Failure {
         match self {
             Failure::Checks(_) | Failure::Corrupt => Outcome::RolledBack,
             Failure::NeverBooted => Outcome::TrialNeverBooted,
+            Failure::Late { .. } => Outcome::RolledBackLate,
         }
+    }
+
+    /// Whether the old slot already runs: the bootloader fell back, so
+    /// the running slot is re-blessed instead of rebooted into.
+    pub fn fell_back(&self) -> bool {
+        matches!(
+            self,
+            Failure::NeverBooted
+                | Failure::Late {
+                    fell_back: true,
+                    ..
+                }
+        )
     }
 }
 
@@ -205,7 +251,15 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
     let decision = loop {
         match decide(&facts) {
             Decision::VerifyTrialBytes => facts.trial_intact = Some(trial_intact(host, &facts)),
-            Decision::RunChecks => facts.checks = Some(run_checks(host, &facts, quiet)),
+            Decision::RunChecks => {
+                if let Some(t) = facts.transaction {
+                    log(&format!(
+                        "slot {} is on trial with {}: running health checks",
+                        facts.booted, t.version
+                    ));
+                }
+                facts.checks = Some(run_checks(host, quiet));
+            }
             decision => break decision,
         }
     };
@@ -213,8 +267,16 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
     let version = || t.map(|t| t.version.clone()).unwrap_or_default();
     match (decision, t) {
         (Decision::Commit, Some(t)) => {
-            flip.commit(&mut state, t)?;
+            let probation = host.config.health.probation.as_secs();
+            flip.commit(&mut state, t, probation)?;
             log(&format!("committed {} in slot {booted}", t.version));
+            if probation > 0 {
+                log(&format!(
+                    "{} is on probation for {}",
+                    t.version,
+                    crate::timefmt::format_duration(host.config.health.probation)
+                ));
+            }
             host.release_reboot_lock(&lock, &mut state);
             publish(host, &state, Some((Outcome::Committed, &t.version)), None);
             Ok(Verdict::Committed { version: version() })
@@ -244,12 +306,16 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
         }
         (Decision::FinishRollback, _) => finish_rollback(host, &flip, &state, booted, no_reboot),
         _ => {
+            let watched = probation::watch(host, &flip, &mut state, booted, no_reboot, quiet)?;
+            if let Some(v @ Verdict::RolledBackLate { .. }) = watched {
+                return Ok(v);
+            }
             flip.rebless(&mut state, booted)?;
             // A good slot runs and no trial is pending: a lock still held
             // (the boot after a rollback) goes back to the site.
             host.release_reboot_lock(&lock, &mut state);
             publish(host, &state, None, None);
-            Ok(Verdict::Healthy)
+            Ok(watched.unwrap_or(Verdict::Healthy))
         }
     }
 }
@@ -266,15 +332,9 @@ fn trial_intact(host: &Host, facts: &Facts) -> bool {
     })
 }
 
-/// Run the health checks on the booted trial: `Err` names each check that
+/// Run the health checks on the booted slot: `Err` names each check that
 /// failed, with what it said.
-fn run_checks(host: &Host, facts: &Facts, quiet: bool) -> std::result::Result<(), String> {
-    if let Some(t) = facts.transaction {
-        log(&format!(
-            "slot {} is on trial with {}: running health checks",
-            facts.booted, t.version
-        ));
-    }
+pub(super) fn run_checks(host: &Host, quiet: bool) -> std::result::Result<(), String> {
     let (ok, results) = crate::health::run_until_verdict(&host.config.health, &mut |r| {
         if !quiet {
             log(&format!(
@@ -467,5 +527,19 @@ mod tests {
             never.reason(&t),
             "slot B never came up with 2.0; the bootloader fell back to A"
         );
+        assert!(never.fell_back());
+        for fell_back in [false, true] {
+            let late = Failure::Late {
+                what: "3 failures".into(),
+                fell_back,
+            };
+            assert_eq!(
+                (late.kind(), late.outcome(), late.fell_back()),
+                (Kind::Health, Outcome::RolledBackLate, fell_back)
+            );
+            assert_eq!(late.reason(&t), "failed on probation: 3 failures");
+            assert!(late.holds_release());
+        }
+        assert!(!checks.fell_back());
     }
 }

@@ -265,6 +265,17 @@ pub fn update(global: &Global, no_reboot: bool, now: bool) -> Result<i32> {
             }
         }
         UpdateOutcome::Installed(done) => report_install(global, &done),
+        UpdateOutcome::RolledBackLate { version, reason } => {
+            let message = format!("rolled back {version} late: {reason}");
+            if global.json {
+                json::print(&json::Update::RolledBackLate {
+                    release: &version,
+                    message: &message,
+                });
+            } else if !global.quiet {
+                agent::log(&message);
+            }
+        }
     }
     Ok(0)
 }
@@ -323,6 +334,28 @@ pub fn health(global: &Global, no_reboot: bool) -> Result<i32> {
             format!("healthy; {version} is staged and waits for a reboot"),
             0,
             O::AwaitingReboot,
+        ),
+        Verdict::OnProbation {
+            version,
+            until,
+            failures,
+        } => (
+            format!(
+                "healthy; {version} is on probation until {} ({failures} failures so far)",
+                crate::timefmt::format_rfc3339(*until)
+            ),
+            0,
+            O::OnProbation,
+        ),
+        Verdict::ProbationPassed { version } => (
+            format!("healthy; {version} passed its probation"),
+            0,
+            O::ProbationPassed,
+        ),
+        Verdict::RolledBackLate { version, reason } => (
+            format!("rolled back {version} late: {reason}"),
+            1,
+            O::RolledBackLate,
         ),
     };
     if global.json {

@@ -104,6 +104,14 @@ pub enum Update<'a> {
         /// Where this host stands in the release's rollout.
         rollout: Option<&'a Standing>,
     },
+    /// `{"outcome": "rolled_back_late", "release", "message"}`: the booted
+    /// release failed its probation and was rolled back.
+    RolledBackLate {
+        /// The release rolled back.
+        release: &'a str,
+        /// Why, in words.
+        message: &'a str,
+    },
 }
 
 /// `install`, and `update` when it installed.
@@ -137,6 +145,13 @@ pub enum HealthOutcome {
     TrialNeverBooted,
     /// Staged on this very boot: the reboot into the trial is still to come.
     AwaitingReboot,
+    /// The booted release is on probation, within its limit.
+    OnProbation,
+    /// The booted release's probation ended clean.
+    ProbationPassed,
+    /// Exit 1: the booted release failed its probation and was rolled
+    /// back.
+    RolledBackLate,
 }
 
 /// `health`.
@@ -249,6 +264,10 @@ pub struct Status<'a> {
     pub backoff_until: Option<&'a str>,
     /// The FleetLock group whose reboot lock this host may hold.
     pub reboot_lock: Option<&'a str>,
+    /// The committed release on probation, or the last one that passed it
+    /// (`state.json`'s `probation`: `slot`, `version`, `started`, `until`,
+    /// `failures`, `passed`, …), if any.
+    pub probation: Option<&'a crate::state::Probation>,
     /// Counters and times (`state.json`'s `metrics`).
     pub metrics: &'a crate::state::Metrics,
 }
@@ -289,6 +308,7 @@ impl<'a> From<&'a crate::agent::Status> for Status<'a> {
             rollout_position: s.rollout_position,
             backoff_until: s.backoff_until.as_deref(),
             reboot_lock: s.reboot_lock.as_deref(),
+            probation: s.probation.as_ref(),
             metrics: &s.metrics,
         }
     }
@@ -383,6 +403,15 @@ mod tests {
         assert_eq!(v["outcome"], "up_to_date");
         assert_eq!(v["reason"], "waiting_for_wave");
         assert_eq!(v["rollout"]["included"], false);
+        let v = value(&Update::RolledBackLate {
+            release: "2.0",
+            message: "rolled back 2.0 late",
+        });
+        assert_eq!(
+            v,
+            json!({"outcome": "rolled_back_late", "release": "2.0", "message": "rolled back 2.0 late"})
+        );
+        assert_eq!(value(&NoUpdate::OnProbation), json!("on_probation"));
     }
 
     #[test]
@@ -417,6 +446,9 @@ mod tests {
             (HealthOutcome::RolledBack, "rolled_back"),
             (HealthOutcome::TrialNeverBooted, "trial_never_booted"),
             (HealthOutcome::AwaitingReboot, "awaiting_reboot"),
+            (HealthOutcome::OnProbation, "on_probation"),
+            (HealthOutcome::ProbationPassed, "probation_passed"),
+            (HealthOutcome::RolledBackLate, "rolled_back_late"),
         ] {
             assert_eq!(value(&o), json!(name));
         }
@@ -498,6 +530,7 @@ mod tests {
             rollout_position: 0.5,
             backoff_until: None,
             reboot_lock: None,
+            probation: None,
             metrics: Default::default(),
         };
         let v = value(&Status::from(&status));
@@ -511,6 +544,7 @@ mod tests {
                 "failed",
                 "metrics",
                 "primary_slot",
+                "probation",
                 "reboot_lock",
                 "reboot_window",
                 "rollout_position",
@@ -530,5 +564,6 @@ mod tests {
         assert_eq!(v["transaction"], Value::Null);
         assert_eq!(v["backoff_until"], Value::Null);
         assert_eq!(v["failed"], json!([]));
+        assert_eq!(v["probation"], Value::Null);
     }
 }

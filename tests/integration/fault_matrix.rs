@@ -2,7 +2,8 @@
 //! `update` with a full image (segments decoded in parallel, or one zstd
 //! frame) or a delta, `health` committing a trial,
 //! `health` rolling back a failing one, `health` after a trial that never
-//! came up, `health` while a staged slot awaits the reboot, a manual
+//! came up, `health` rolling back a committed release late (its probation
+//! failed), `health` while a staged slot awaits the reboot, a manual
 //! `rollback`, `mark-good`, `mark-bad`), on GRUB, on U-Boot (a redundant
 //! env in a file), on EFI (NVRAM: a directory standing in for efivarfs,
 //! read back by the real `efibootmgr`) and on systemd-boot (an ESP whose
@@ -52,6 +53,7 @@ enum Flow {
     MarkGood,
     MarkBad,
     HealthAwaitingReboot,
+    LateRollback,
 }
 
 impl Flow {
@@ -67,6 +69,7 @@ impl Flow {
             Flow::MarkGood => "mark-good",
             Flow::MarkBad => "mark-bad",
             Flow::HealthAwaitingReboot => "health-awaiting-reboot",
+            Flow::LateRollback => "health-late-rollback",
         }
     }
 
@@ -76,7 +79,8 @@ impl Flow {
             Flow::HealthCommit
             | Flow::HealthRollback
             | Flow::TrialNeverBooted
-            | Flow::HealthAwaitingReboot => &["health"],
+            | Flow::HealthAwaitingReboot
+            | Flow::LateRollback => &["health"],
             Flow::Rollback => &["rollback"],
             Flow::MarkGood => &["mark-good"],
             Flow::MarkBad => &["mark-bad", "A"],
@@ -128,7 +132,7 @@ impl Flow {
     /// Exit code of a complete run.
     fn exit_code(self) -> i32 {
         match self {
-            Flow::HealthRollback => 1,
+            Flow::HealthRollback | Flow::LateRollback => 1,
             _ => 0,
         }
     }
@@ -149,6 +153,10 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
         IMAGE_LEN,
         HostOptions {
             slot_size: 16 << 20,
+            extra_config: match flow {
+                Flow::LateRollback => "probation = \"24h\"\n".into(),
+                _ => String::new(),
+            },
             ..Default::default()
         },
     );
@@ -188,6 +196,18 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
             assert_eq!(h.boot(), "A", "no fallback");
         }
         Flow::Rollback | Flow::MarkBad => must(&h, &["health"]),
+        Flow::LateRollback => {
+            // Committed, on probation; two unclean restarts (no
+            // clean-shutdown mark) are tolerated, the third boot is the
+            // one whose health rolls it back.
+            must(&h, &["health"]);
+            for _ in 0..2 {
+                assert_eq!(h.boot(), "B", "the committed slot did not boot");
+                must(&h, &["health"]);
+            }
+            assert_eq!(h.state()["probation"]["failures"], 2);
+            assert_eq!(h.boot(), "B");
+        }
         Flow::Update | Flow::OneFrameUpdate | Flow::DeltaUpdate | Flow::HealthAwaitingReboot => {
             unreachable!()
         }
@@ -295,8 +315,9 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
             assert!(h.bootable("B"), "{at}: B not bootable: {:?}", h.env());
             ("B", "2.0")
         }
-        Flow::HealthRollback | Flow::TrialNeverBooted => {
+        Flow::HealthRollback | Flow::TrialNeverBooted | Flow::LateRollback => {
             assert!(state["transaction"].is_null(), "{at}: {state}");
+            assert!(state["probation"].is_null(), "{at}: {state}");
             assert_eq!(state["failed"][0]["version"], "2.0", "{at}: {state}");
             assert_eq!(state["slots"]["B"]["status"], "bad", "{at}");
             assert!(!h.bootable("B"), "{at}: failed B bootable: {:?}", h.env());
@@ -438,6 +459,7 @@ matrix_tests! {
     grub_mark_good: Flow::MarkGood, Loader::Grub;
     grub_mark_bad: Flow::MarkBad, Loader::Grub;
     grub_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Grub;
+    grub_health_late_rollback: Flow::LateRollback, Loader::Grub;
     uboot_update: Flow::Update, Loader::Uboot;
     uboot_one_frame_update: Flow::OneFrameUpdate, Loader::Uboot;
     uboot_delta_update: Flow::DeltaUpdate, Loader::Uboot;
@@ -448,6 +470,7 @@ matrix_tests! {
     uboot_mark_good: Flow::MarkGood, Loader::Uboot;
     uboot_mark_bad: Flow::MarkBad, Loader::Uboot;
     uboot_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Uboot;
+    uboot_health_late_rollback: Flow::LateRollback, Loader::Uboot;
     efi_update: Flow::Update, Loader::Efi;
     efi_delta_update: Flow::DeltaUpdate, Loader::Efi;
     efi_health_commit: Flow::HealthCommit, Loader::Efi;
@@ -457,6 +480,7 @@ matrix_tests! {
     efi_mark_good: Flow::MarkGood, Loader::Efi;
     efi_mark_bad: Flow::MarkBad, Loader::Efi;
     efi_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Efi;
+    efi_health_late_rollback: Flow::LateRollback, Loader::Efi;
     systemd_boot_update: Flow::Update, Loader::SystemdBoot;
     systemd_boot_delta_update: Flow::DeltaUpdate, Loader::SystemdBoot;
     systemd_boot_health_commit: Flow::HealthCommit, Loader::SystemdBoot;
@@ -466,6 +490,7 @@ matrix_tests! {
     systemd_boot_mark_good: Flow::MarkGood, Loader::SystemdBoot;
     systemd_boot_mark_bad: Flow::MarkBad, Loader::SystemdBoot;
     systemd_boot_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::SystemdBoot;
+    systemd_boot_health_late_rollback: Flow::LateRollback, Loader::SystemdBoot;
 }
 
 /// Found by the matrix (health-rollback, crash at `state-written:1`): the

@@ -411,3 +411,201 @@ fn a_good_release_advances_through_its_waves_after_each_soak() {
             .join(", ")
     );
 }
+
+/// How long a committed release of the late-failure scenario runs before
+/// its hosts start to crash (a leak), and how often they crash then.
+const FAILS_AFTER: i64 = 6 * 3600;
+
+/// One timer run of a host on probation (`abupdate update` during its
+/// probation: the crate's own `agent::probation::decide`): a host whose
+/// release has run `FAILS_AFTER` crashed since its last run (a new boot id,
+/// no clean-shutdown mark). Returns the late rollback's event, if any.
+fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> Option<Event> {
+    use abupdate::agent::probation::{decide, Decision, Facts};
+    let p = host.state.on_probation().cloned()?;
+    if now - p.started >= FAILS_AFTER {
+        *boots += 1;
+    }
+    let boot_id = format!("{}-{boots}", host.id);
+    let mut facts = Facts {
+        probation: &p,
+        booted: p.slot,
+        now,
+        limit,
+        boot_id: Some(&boot_id),
+        mark: None,
+        checks: None,
+    };
+    let decision = loop {
+        match decide(&facts) {
+            // The checks pass between crashes.
+            Decision::RunChecks => facts.checks = Some(Ok(())),
+            d => break d,
+        }
+    };
+    match decision {
+        Decision::Record { failures, .. } => {
+            if let Some(on) = host.state.probation.as_mut() {
+                on.failures = failures;
+                on.boot_id = Some(boot_id);
+            }
+            None
+        }
+        Decision::RollBack(why) => {
+            let t = &host.state.probation_release()?;
+            host.state
+                .retire_trial(t, true, &why, abupdate::error::Kind::Health, now);
+            host.version = Version::parse("1.0").expect("v");
+            Some(Event {
+                host: host.id.clone(),
+                compatible: "sim".into(),
+                release: Some(t.version.clone()),
+                booted_slot: None,
+                booted_version: Some(t.version.clone()),
+                outcome: "rolled_back_late".into(),
+                error_kind: Some("health".into()),
+                message: Some(why),
+                time: now + 5 * MINUTE,
+            })
+        }
+        Decision::End => {
+            host.state.end_probation(now);
+            None
+        }
+        Decision::Continue | Decision::RunChecks | Decision::FellBack => None,
+    }
+}
+
+/// The late-failure scenario: release 4.0 passes its trial everywhere and
+/// makes its hosts crash from six hours after their commit; waves
+/// 2/10/50/100% with a 4 h soak, the controller every 30 min, for three
+/// days. With `probation` (seconds; 0: none): (hosts that installed 4.0,
+/// hosts on 4.0 at the end, when the rollout paused).
+fn late_failure(probation: u64) -> (usize, usize, Option<i64>) {
+    let start = parse_rfc3339("2026-12-01T00:00:00Z").expect("t");
+    let waves = vec![2.0, 10.0, 50.0, 100.0];
+    let mut m = manifest(
+        "4.0",
+        start,
+        Rollout {
+            percent: Some(2.0),
+            waves: Some(waves.clone()),
+            wave_started: Some(format_rfc3339(start)),
+            ..Default::default()
+        },
+    );
+    let policy = Policy {
+        soak: std::time::Duration::from_secs(4 * 3600),
+        waves,
+        ..Default::default()
+    };
+    let mut hosts = fleet();
+    let mut boots = vec![0u32; HOSTS];
+    let mut reports: Vec<Event> = Vec::new();
+    let mut paused_at = None;
+    println!(
+        "release 4.0 fails 6 h after its commit; probation {}",
+        if probation == 0 {
+            "off".to_string()
+        } else {
+            format!("{} h, more than 2 failures roll back", probation / 3600)
+        }
+    );
+    println!(
+        "{:>6} {:>7} {:>10} {:>8} {:>12}",
+        "hour", "wave %", "installed", "on 4.0", "rolled back"
+    );
+    let end = start + 3 * 86400;
+    let mut now = start;
+    while now <= end {
+        for (i, h) in hosts.iter_mut().enumerate() {
+            if (now / MINUTE) % 60 != h.poll_minute {
+                continue;
+            }
+            if h.state.on_probation().is_some() {
+                // During probation `update` fetches nothing.
+                reports.extend(probation_tick(h, &mut boots[i], 2, now));
+                continue;
+            }
+            let events = poll(h, &m, now, true);
+            if events.iter().any(|e| e.outcome == "committed") {
+                let t = abupdate::state::Transaction {
+                    from: abupdate::slot::SlotName::A,
+                    to: abupdate::slot::SlotName::B,
+                    version: m.version.to_string(),
+                    manifest_sha256: m.sha256.clone(),
+                    phase: abupdate::state::Phase::Staged,
+                    started: now,
+                    staged_boot_id: None,
+                    images: Default::default(),
+                    unknown: Default::default(),
+                };
+                let boot = Some(format!("{}-0", h.id));
+                h.state.commit(&t, now + 15 * MINUTE, probation, boot);
+            }
+            reports.extend(events);
+        }
+        if (now - start) % (30 * MINUTE) == 0 {
+            if let Action::Pause { .. } = controller(&mut m, &hosts, &reports, &policy, now) {
+                paused_at.get_or_insert(now);
+            }
+        }
+        if (now - start) % (3 * 3600) == 0 && now - start <= 24 * 3600 || now == end {
+            let r = m.doc.rollout.as_ref().expect("rollout");
+            println!(
+                "{:>6} {:>7} {:>10} {:>8} {:>12}",
+                (now - start) / 3600,
+                format!(
+                    "{}{}",
+                    r.percent.unwrap_or(0.0),
+                    if r.paused { "p" } else { "" }
+                ),
+                hosts.iter().filter(|h| h.installs > 0).count(),
+                hosts.iter().filter(|h| h.version.as_str() == "4.0").count(),
+                hosts
+                    .iter()
+                    .filter(|h| h.state.failed_versions().contains(&"4.0".to_string()))
+                    .count()
+            );
+        }
+        now += MINUTE;
+    }
+    assert!(
+        hosts.iter().all(|h| h.installs <= 1),
+        "a host installed 4.0 twice"
+    );
+    let installed = hosts.iter().filter(|h| h.installs > 0).count();
+    let on_bad = hosts.iter().filter(|h| h.version.as_str() == "4.0").count();
+    (installed, on_bad, paused_at.map(|t| t - start))
+}
+
+#[test]
+fn probation_rolls_back_a_release_that_fails_six_hours_after_its_commit() {
+    let (installed, on_bad, paused) = late_failure(0);
+    println!(
+        "without probation: {installed} hosts installed 4.0, {on_bad} still run it; paused: {paused:?}"
+    );
+    assert_eq!(
+        on_bad, HOSTS,
+        "without probation every host keeps the bad release"
+    );
+    assert_eq!(paused, None, "nothing reports the late failure");
+
+    let (installed, on_bad, paused) = late_failure(24 * 3600);
+    let paused = paused.expect("the controller never paused the rollout");
+    println!(
+        "with a 24 h probation: rollout paused at +{:.1} h, {installed} hosts ({:.1}%) installed 4.0, {on_bad} still run it",
+        paused as f64 / 3600.0,
+        installed as f64 / HOSTS as f64 * 100.0
+    );
+    assert_eq!(on_bad, 0, "a host kept the release past its probation");
+    assert!(
+        installed < HOSTS,
+        "the rollout reached every host before the first late rollback"
+    );
+    assert!(
+        paused <= FAILS_AFTER + 4 * 3600,
+        "paused {} h after the start",
+        paused / 3600
+    );
+}

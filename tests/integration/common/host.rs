@@ -410,6 +410,13 @@ interval = "1s"
         buf
     }
 
+    /// What `abupdate-shutdown-mark.service` does at an orderly shutdown:
+    /// write this boot's id as the clean-shutdown mark.
+    pub fn shut_down_cleanly(&self) {
+        let id = std::fs::read_to_string(&self.boot_id).expect("boot id");
+        std::fs::write(self.state_dir.join("shutdown-mark"), id).expect("shutdown mark");
+    }
+
     pub fn add_health_check(&self, name: &str, body: &str) {
         let p = self.health_dir.join(name);
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("health check");

@@ -1,0 +1,187 @@
+//! Probation after a commit (`[health] probation`): a committed release is
+//! watched for unclean restarts and failing check runs; more than
+//! `probation_failures` within the window rolls it back to the old slot
+//! (`rolled_back_late`), a clean window ends the probation, and while it
+//! lasts nothing is fetched or written to the old slot.
+
+mod common;
+
+use common::host::{image, text, HostOptions, TestHost};
+
+/// A host on 1.0 with 2.0 committed in slot B and on probation
+/// (`extra` more `[health]` lines), and 3.0 packed and offered.
+fn on_probation(name: &str, extra: &str) -> (TestHost, std::path::PathBuf) {
+    let mut h = TestHost::new(
+        name,
+        "1.0",
+        HostOptions {
+            extra_config: format!("probation = \"24h\"\n{extra}"),
+            ..Default::default()
+        },
+    );
+    let r2 = h.pack("r2", "2.0", &image("2.0", 4096), &[]);
+    let out = h.abupdate(&["install", r2.to_str().expect("utf8")]);
+    assert!(out.status.success(), "install 2.0: {}", text(&out));
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    assert_eq!(h.state()["probation"]["version"], "2.0");
+    assert_eq!(h.state()["probation"]["slot"], "B");
+    assert_eq!(h.state()["probation"]["failures"], 0);
+    let r3 = h.pack("r3", "3.0", &image("3.0", 4096), &[]);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let url = format!("[update]\nurl = \"file://{}\"\n", r3.display());
+    std::fs::write(&h.config, cfg.replacen("[update]\n", &url, 1)).expect("config");
+    (h, r3)
+}
+
+/// 2.0 was rolled back late: B bad, A boots next, 2.0 on the failed list,
+/// the outcome recorded; then A boots and is healthy.
+fn assert_rolled_back_late(h: &mut TestHost) {
+    let s = h.state();
+    assert!(s["probation"].is_null(), "{s}");
+    assert_eq!(s["slots"]["B"]["status"], "bad", "{s}");
+    assert_eq!(s["failed"][0]["version"], "2.0", "{s}");
+    assert!(
+        s["failed"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("failed on probation")),
+        "{s}"
+    );
+    assert!(
+        s["outcomes"].to_string().contains("rolled_back_late"),
+        "{s}"
+    );
+    assert_eq!(
+        h.boot(),
+        "A",
+        "the old slot does not boot: {:?}",
+        h.grub_vars()
+    );
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("healthy"), "{}", text(&out));
+}
+
+#[test]
+fn a_slot_that_restarts_uncleanly_three_times_is_rolled_back_late() {
+    let (mut h, _) = on_probation("prob-unclean", "");
+    for n in 1..=2 {
+        assert_eq!(h.boot(), "B", "restart {n}");
+        let out = h.abupdate(&["--json", "health"]);
+        assert!(out.status.success(), "restart {n}: {}", text(&out));
+        assert!(text(&out).contains("on_probation"), "{}", text(&out));
+        assert_eq!(h.state()["probation"]["failures"], n);
+    }
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["--json", "health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("rolled_back_late"), "{}", text(&out));
+    assert_eq!(h.reboots(), 2, "the install's reboot, then the rollback's");
+    assert_rolled_back_late(&mut h);
+}
+
+#[test]
+fn clean_restarts_are_not_failures() {
+    let (mut h, _) = on_probation("prob-clean", "");
+    for _ in 0..4 {
+        h.shut_down_cleanly();
+        assert_eq!(h.boot(), "B");
+        let out = h.abupdate(&["health"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let s = h.state();
+    assert_eq!(s["probation"]["failures"], 0, "{s}");
+    assert_eq!(s["slots"]["B"]["status"], "good");
+}
+
+#[test]
+fn failing_check_reruns_on_the_timer_roll_back_on_the_third() {
+    let (mut h, _) = on_probation("prob-checks", "");
+    h.add_health_check("10-leak", "echo out of memory; exit 1");
+    for n in 1..=2 {
+        let out = h.abupdate(&["update"]);
+        assert!(out.status.success(), "run {n}: {}", text(&out));
+        assert_eq!(h.state()["probation"]["failures"], n);
+        assert!(
+            h.state()["probation"]["last_failure"]
+                .as_str()
+                .is_some_and(|f| f.contains("out of memory")),
+            "{}",
+            h.state()
+        );
+    }
+    let out = h.abupdate(&["--json", "update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("rolled_back_late"), "{}", text(&out));
+    std::fs::remove_file(h.health_dir.join("10-leak")).expect("rm check");
+    assert_rolled_back_late(&mut h);
+}
+
+#[test]
+fn probation_failures_sets_the_limit() {
+    let (mut h, _) = on_probation("prob-limit", "probation_failures = 0\n");
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_rolled_back_late(&mut h);
+}
+
+#[test]
+fn during_probation_nothing_is_fetched_install_is_refused_and_check_says_so() {
+    let (h, r3) = on_probation("prob-refuse", "");
+    let before = h.slot_sha(0);
+    let out = h.abupdate(&["--json", "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("\"on_probation\""), "{}", text(&out));
+    let out = h.abupdate(&["--json", "update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("\"on_probation\""), "{}", text(&out));
+    let out = h.abupdate(&["install", r3.to_str().expect("utf8")]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("is on probation until"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(h.slot_sha(0), before, "the fallback slot was written");
+    let out = h.abupdate(&["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["probation"]["version"], "2.0", "{v}");
+    assert_eq!(v["probation"]["slot"], "B", "{v}");
+    assert_eq!(h.state()["slots"]["A"]["status"], "good");
+}
+
+#[test]
+fn a_clean_window_ends_the_probation_and_updates_resume() {
+    let (mut h, _) = on_probation("prob-ends", "");
+    assert_eq!(h.boot(), "B");
+    assert!(h.abupdate(&["health"]).status.success());
+    let mut s = h.state();
+    s["probation"]["until"] = serde_json::json!(1);
+    std::fs::write(
+        h.state_dir.join("state.json"),
+        serde_json::to_vec(&s).expect("json"),
+    )
+    .expect("state");
+    let out = h.abupdate(&["--json", "health"]);
+    assert!(text(&out).contains("probation_passed"), "{}", text(&out));
+    let s = h.state();
+    assert!(s["probation"]["passed"].is_i64(), "{s}");
+    assert_eq!(s["probation"]["version"], "2.0");
+    assert_eq!(s["probation"]["failures"], 1, "the one unclean restart");
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+}
+
+#[test]
+fn a_bootloader_fallback_during_probation_is_recorded_as_a_late_rollback() {
+    let (mut h, _) = on_probation("prob-fellback", "");
+    let reboots = h.reboots();
+    h.boot_as("A");
+    let out = h.abupdate(&["--json", "health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("fell back"), "{}", text(&out));
+    assert_eq!(h.reboots(), reboots, "the old slot already runs");
+    assert_rolled_back_late(&mut h);
+}
