@@ -121,6 +121,8 @@ impl Flow {
             ],
             Flow::HealthCommit => &["health-verdict", "committed", "state-written"],
             Flow::HealthRollback => &["health-verdict", "rolled-back", "state-written"],
+            // The late rollback retires the committed slot as a trial is.
+            Flow::LateRollback => &["retire-marked-bad", "rolled-back", "state-written"],
             Flow::Rollback => &["rollback"],
             Flow::TrialNeverBooted
             | Flow::MarkGood

@@ -27,6 +27,7 @@ mod install_over_http;
 mod install_refuses_bad_input;
 mod minisign_interop;
 mod pack_refuses_bad_input;
+mod probation;
 #[cfg(feature = "failpoints")]
 mod publish_crash;
 mod refusal_table;

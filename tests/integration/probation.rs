@@ -4,9 +4,7 @@
 //! (`rolled_back_late`), a clean window ends the probation, and while it
 //! lasts nothing is fetched or written to the old slot.
 
-mod common;
-
-use common::host::{image, text, HostOptions, TestHost};
+use crate::common::host::{image, text, HostOptions, TestHost};
 
 /// A host on 1.0 with 2.0 committed in slot B and on probation
 /// (`extra` more `[health]` lines), and 3.0 packed and offered.
