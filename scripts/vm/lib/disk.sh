@@ -226,6 +226,7 @@ EOF
 
 # build_rootfs GUEST VERSION FLAVOR ABUPDATE -> $BUILD/rootfs-VERSION.img
 # FLAVOR: good | health-fails (a health check fails) | panics (init exits)
+#         | crashes-after-commit (init exits after health; on probation)
 build_rootfs() {
     local guest="$1" v="$2" flavor="$3" bin="$4" s="$BUILD/stage-$2"
     rm -rf "$s"
@@ -370,6 +371,13 @@ exit 1
 EOF
             ;;
         panics) mkdir -p "$s/etc/abtest"; touch "$s/etc/abtest/panic" ;;
+        crashes-after-commit)
+            # Healthy at its verdict, then PID 1 exits on every boot (a crash
+            # hours later, compressed); on a 24 h probation ([health] is the
+            # config's last table).
+            mkdir -p "$s/etc/abtest"; touch "$s/etc/abtest/crash-after-health"
+            printf 'probation = "24h"\n' >> "$s/etc/abupdate/config.toml"
+            ;;
         *) die "unknown flavor $3" ;;
     esac
     chmod 0755 "$s"/etc/abupdate/health.d/*
