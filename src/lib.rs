@@ -31,6 +31,7 @@
 
 pub mod agent;
 pub mod boot;
+pub mod channel;
 pub mod child;
 pub mod cli;
 pub mod config;

@@ -1,0 +1,541 @@
+//! The release channel (`channel.json`): a signed, expiring index of
+//! releases, and the host's choice from it.
+//!
+//! Invariant: a host configured with `[update] channel` installs only a
+//! release the channel lists, not withdrawn, and never past a barrier: the
+//! choice is [`choose`], a plain function of the channel and the booted
+//! version, with one unit test per branch; the manifest it points to is
+//! acted on only when its exact bytes are the ones the channel binds (its
+//! SHA-256 and its version, [`bind`]). The channel itself passes the same
+//! trust gate as a manifest ([`crate::trust::gate::fetch_channel`]) and the
+//! same rules of time ([`check_time`]): not dated ahead of the host's
+//! clock, not older than one already verified from the same URL (the
+//! `created` floor, kept in the state like a manifest's), not expired. A
+//! replayed old channel could undo a withdrawal or a halt; a frozen one
+//! expires.
+//!
+//! Withdrawn entries are ignored entirely, barrier or not: withdrawing a
+//! barrier needs a replacement barrier (`abupdate channel add --barrier`).
+
+#[cfg(feature = "pack")]
+pub mod edit;
+
+use crate::manifest::{Manifest, Version, MAX_CREATED_AHEAD};
+use crate::timefmt::{format_rfc3339, parse_rfc3339};
+use serde::Deserialize;
+use std::fmt;
+
+/// Largest channel accepted.
+pub const MAX_CHANNEL_BYTES: u64 = 256 * 1024;
+
+/// One release as the channel lists it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Release {
+    /// The release's version.
+    #[serde(deserialize_with = "version")]
+    pub version: Version,
+    /// Its manifest, relative to the channel's URL.
+    pub manifest: String,
+    /// SHA-256 of the manifest's exact bytes.
+    pub sha256: String,
+    /// Hosts below it go through it, never past it.
+    #[serde(default)]
+    pub barrier: bool,
+    /// Never installed; hosts on it move on.
+    #[serde(default)]
+    pub withdrawn: bool,
+}
+
+fn version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Version, D::Error> {
+    let text = String::deserialize(d)?;
+    Version::parse(&text).map_err(serde::de::Error::custom)
+}
+
+#[derive(Deserialize)]
+struct Doc {
+    format: u32,
+    created: String,
+    expires: String,
+    #[serde(default)]
+    halt: bool,
+    releases: Vec<Release>,
+}
+
+/// A parsed and checked channel.
+#[derive(Clone, Debug)]
+pub struct Channel {
+    /// When it was signed, Unix time.
+    pub created: i64,
+    /// When it stops being acted on, Unix time.
+    pub expires: i64,
+    /// The fleet-wide halt: no host starts an install.
+    pub halt: bool,
+    /// The releases, in the order listed.
+    pub releases: Vec<Release>,
+}
+
+/// Why a channel is refused; each names the channel's URL.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChannelError {
+    /// Not the channel's shape, or a field malformed (kind `manifest`).
+    Malformed {
+        /// The channel's URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Past its `expires` (kind `expired`).
+    Expired {
+        /// The channel's URL.
+        url: String,
+        /// Its `expires`.
+        expires: i64,
+        /// The host's clock.
+        now: i64,
+    },
+    /// Dated more than a day ahead of the host's clock (kind `created_ahead`).
+    CreatedAhead {
+        /// The channel's URL.
+        url: String,
+        /// Its `created`.
+        created: i64,
+    },
+    /// Older than one already verified from the same URL: a stale cache or
+    /// a replay (kind `stale`).
+    Stale {
+        /// The channel's URL.
+        url: String,
+        /// Its `created`.
+        created: i64,
+        /// The newest seen from there.
+        newest: i64,
+    },
+    /// The manifest is not the one the channel binds (kind `hash_mismatch`).
+    ManifestMismatch {
+        /// The manifest's URL.
+        url: String,
+        /// What the channel says (version, sha256).
+        expected: String,
+        /// What the manifest is.
+        found: String,
+    },
+}
+
+impl fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ChannelError::*;
+        let t = |s: &i64| format_rfc3339(*s);
+        match self {
+            Malformed { url, reason } => write!(f, "channel {url}: {reason}"),
+            Expired { url, expires, now } => write!(
+                f,
+                "channel {url}: expired at {} (now {})",
+                t(expires),
+                t(now)
+            ),
+            CreatedAhead { url, created } => write!(
+                f,
+                "channel {url}: created {} is more than a day ahead of this host's clock",
+                t(created)
+            ),
+            Stale {
+                url,
+                created,
+                newest,
+            } => write!(
+                f,
+                "channel {url}: created {} is older than one already verified from there ({}): a stale cache or a replay",
+                t(created),
+                t(newest)
+            ),
+            ManifestMismatch {
+                url,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{url}: the channel binds {expected}, the manifest is {found}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ChannelError {}
+
+impl ChannelError {
+    /// The stable label: the same as a manifest's refusal of the same kind.
+    pub fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            ChannelError::Malformed { .. } => Kind::Manifest,
+            ChannelError::Expired { .. } => Kind::Expired,
+            ChannelError::CreatedAhead { .. } => Kind::CreatedAhead,
+            ChannelError::Stale { .. } => Kind::Stale,
+            ChannelError::ManifestMismatch { .. } => Kind::HashMismatch,
+        }
+    }
+}
+
+impl Channel {
+    /// Parse signed bytes from `url`: one reading (no key twice), format 1,
+    /// `expires` after `created`, each release's version once, each
+    /// `sha256` 64 lowercase hex digits, each `manifest` non-empty.
+    pub fn parse(url: &str, bytes: &[u8]) -> Result<Channel, ChannelError> {
+        let bad = |reason: String| ChannelError::Malformed {
+            url: url.to_string(),
+            reason,
+        };
+        if let Some(path) = crate::manifest::duplicate_key(bytes).map_err(|e| bad(e.to_string()))?
+        {
+            return Err(bad(format!("{path}: appears twice in its object")));
+        }
+        let doc: Doc = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if doc.format != crate::manifest::FORMAT {
+            return Err(bad(format!("format {} is not supported", doc.format)));
+        }
+        let created = parse_rfc3339(&doc.created).map_err(|e| bad(format!("created: {e}")))?;
+        let expires = parse_rfc3339(&doc.expires).map_err(|e| bad(format!("expires: {e}")))?;
+        if expires <= created {
+            return Err(bad("expires: not after created".into()));
+        }
+        for (i, r) in doc.releases.iter().enumerate() {
+            if !crate::manifest::is_hex_sha256(&r.sha256) {
+                return Err(bad(format!(
+                    "releases[{i}].sha256: not 64 lowercase hex digits"
+                )));
+            }
+            if r.manifest.is_empty() {
+                return Err(bad(format!("releases[{i}].manifest: empty")));
+            }
+            if doc.releases[..i].iter().any(|o| o.version == r.version) {
+                return Err(bad(format!(
+                    "releases[{i}].version: {} is listed twice",
+                    r.version
+                )));
+            }
+        }
+        Ok(Channel {
+            created,
+            expires,
+            halt: doc.halt,
+            releases: doc.releases,
+        })
+    }
+}
+
+/// What the host knows when it judges a channel's time: the same facts as
+/// for a manifest ([`crate::manifest::HostFacts`]).
+#[derive(Clone, Copy, Debug)]
+pub struct TimeFacts {
+    /// Now, by the host clock.
+    pub now: i64,
+    /// The newest `created` this host has verified anywhere (the clock's floor).
+    pub newest_created_seen: Option<i64>,
+    /// The newest `created` verified from this channel's URL.
+    pub newest_from_source: Option<i64>,
+}
+
+/// Whether the channel may be believed now, in the manifest's order: not
+/// dated ahead, not older than the newest from its URL, not expired.
+pub fn check_time(url: &str, ch: &Channel, t: &TimeFacts) -> Result<(), ChannelError> {
+    let clock = t.now.max(t.newest_created_seen.unwrap_or(i64::MIN));
+    let url = url.to_string();
+    if ch.created > clock.saturating_add(MAX_CREATED_AHEAD) {
+        return Err(ChannelError::CreatedAhead {
+            url,
+            created: ch.created,
+        });
+    }
+    if let Some(newest) = t.newest_from_source.filter(|n| ch.created < *n) {
+        return Err(ChannelError::Stale {
+            url,
+            created: ch.created,
+            newest,
+        });
+    }
+    if ch.expires <= clock {
+        return Err(ChannelError::Expired {
+            url,
+            expires: ch.expires,
+            now: clock,
+        });
+    }
+    Ok(())
+}
+
+/// The host's choice from a channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// Install `releases[index]`.
+    Install {
+        /// Its index in [`Channel::releases`].
+        index: usize,
+        /// Why this one.
+        why: Why,
+    },
+    /// The channel is halted: no install starts (trials still get their
+    /// verdict: `health` never reads the channel).
+    Halted,
+    /// Nothing newer to go to.
+    UpToDate {
+        /// The booted release is withdrawn and no good release is newer.
+        on_withdrawn: bool,
+    },
+}
+
+/// Why a release was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// The lowest barrier above the booted release: go through it first.
+    Barrier,
+    /// The newest good release, no barrier in between.
+    Newest,
+    /// The booted release is withdrawn: move on to the next good one.
+    LeaveWithdrawn,
+}
+
+/// The choice: halted → nothing starts; otherwise among the releases newer
+/// than `booted` and not withdrawn, the lowest barrier if there is one,
+/// else the newest; none → up to date. An unknown `booted` is below every
+/// release. Leaving a withdrawn release goes to the lowest good release
+/// above it (its fix), unless a barrier comes first.
+pub fn choose(ch: &Channel, booted: Option<&Version>) -> Choice {
+    let on_withdrawn = booted.is_some_and(|b| {
+        ch.releases
+            .iter()
+            .any(|r| r.withdrawn && r.version == *b)
+    });
+    if ch.halt {
+        return Choice::Halted;
+    }
+    let newer = |r: &&Release| !r.withdrawn && booted.is_none_or(|b| r.version > *b);
+    let candidates = ch.releases.iter().enumerate().filter(|(_, r)| newer(r));
+    let lowest = |it: &mut dyn Iterator<Item = (usize, &Release)>| {
+        it.min_by(|a, b| a.1.version.cmp(&b.1.version))
+            .map(|(i, _)| i)
+    };
+    if let Some(index) = lowest(&mut candidates.clone().filter(|(_, r)| r.barrier)) {
+        return Choice::Install {
+            index,
+            why: Why::Barrier,
+        };
+    }
+    let chosen = match on_withdrawn {
+        true => lowest(&mut candidates.clone()),
+        false => candidates
+            .max_by(|a, b| a.1.version.cmp(&b.1.version))
+            .map(|(i, _)| i),
+    };
+    match chosen {
+        Some(index) => Choice::Install {
+            index,
+            why: match on_withdrawn {
+                true => Why::LeaveWithdrawn,
+                false => Why::Newest,
+            },
+        },
+        None => Choice::UpToDate { on_withdrawn },
+    }
+}
+
+/// The manifest at `url` is the one `release` binds: its exact bytes hash
+/// to `release.sha256` and it states `release.version`.
+pub fn bind(url: &str, release: &Release, m: &Manifest) -> Result<(), ChannelError> {
+    if m.sha256 == release.sha256 && m.version == release.version {
+        return Ok(());
+    }
+    Err(ChannelError::ManifestMismatch {
+        url: url.to_string(),
+        expected: format!("{} sha256 {}", release.version, release.sha256),
+        found: format!("{} sha256 {}", m.version, m.sha256),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    /// A channel of (version, barrier, withdrawn).
+    fn ch(halt: bool, rs: &[(&str, bool, bool)]) -> Channel {
+        Channel {
+            created: 1000,
+            expires: 2000,
+            halt,
+            releases: rs
+                .iter()
+                .map(|(v, barrier, withdrawn)| Release {
+                    version: Version::parse(v).expect("version"),
+                    manifest: format!("{v}/release.json"),
+                    sha256: H.into(),
+                    barrier: *barrier,
+                    withdrawn: *withdrawn,
+                })
+                .collect(),
+        }
+    }
+
+    fn pick(c: &Channel, booted: Option<&str>) -> Choice {
+        let b = booted.map(|v| Version::parse(v).expect("version"));
+        choose(c, b.as_ref())
+    }
+
+    fn install(c: &Channel, booted: Option<&str>) -> (String, Why) {
+        match pick(c, booted) {
+            Choice::Install { index, why } => (c.releases[index].version.to_string(), why),
+            other => panic!("expected an install, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn below_a_barrier_the_host_goes_to_the_lowest_barrier_above_it() {
+        let c = ch(
+            false,
+            &[("1.0", false, false), ("3.0", true, false), ("2.0", true, false), ("4.0", false, false)],
+        );
+        assert_eq!(install(&c, Some("1.0")), ("2.0".into(), Why::Barrier));
+        assert_eq!(install(&c, Some("2.0")), ("3.0".into(), Why::Barrier));
+        assert_eq!(install(&c, Some("3.0")), ("4.0".into(), Why::Newest));
+    }
+
+    #[test]
+    fn an_unknown_booted_version_is_below_every_barrier() {
+        let c = ch(false, &[("2.0", true, false), ("3.0", false, false)]);
+        assert_eq!(install(&c, None), ("2.0".into(), Why::Barrier));
+    }
+
+    #[test]
+    fn without_a_barrier_in_between_the_newest_is_chosen() {
+        let c = ch(false, &[("1.0", true, false), ("2.0", false, false), ("3.0", false, false)]);
+        assert_eq!(install(&c, Some("1.0")), ("3.0".into(), Why::Newest));
+    }
+
+    #[test]
+    fn a_withdrawn_release_is_never_chosen_even_as_newest_or_barrier() {
+        let c = ch(
+            false,
+            &[("1.0", false, false), ("2.0", true, true), ("2.1", false, false), ("3.0", false, true)],
+        );
+        assert_eq!(install(&c, Some("1.0")), ("2.1".into(), Why::Newest));
+        assert_eq!(pick(&c, Some("2.1")), Choice::UpToDate { on_withdrawn: false });
+    }
+
+    #[test]
+    fn a_host_on_a_withdrawn_release_moves_to_the_next_good_one() {
+        let c = ch(
+            false,
+            &[("2.0", false, false), ("2.1", false, true), ("2.2", false, false), ("3.0", false, false)],
+        );
+        assert_eq!(install(&c, Some("2.1")), ("2.2".into(), Why::LeaveWithdrawn));
+    }
+
+    #[test]
+    fn a_host_on_a_withdrawn_release_still_stops_at_a_barrier() {
+        let c = ch(false, &[("2.1", false, true), ("2.5", false, false), ("2.2", true, false)]);
+        assert_eq!(install(&c, Some("2.1")), ("2.2".into(), Why::Barrier));
+    }
+
+    #[test]
+    fn on_a_withdrawn_release_with_nothing_newer_the_host_stays_and_says_so() {
+        let c = ch(false, &[("2.0", false, false), ("2.1", false, true)]);
+        assert_eq!(pick(&c, Some("2.1")), Choice::UpToDate { on_withdrawn: true });
+    }
+
+    #[test]
+    fn a_halted_channel_starts_no_install() {
+        let c = ch(true, &[("1.0", false, false), ("2.0", true, false)]);
+        assert_eq!(pick(&c, Some("1.0")), Choice::Halted);
+    }
+
+    #[test]
+    fn nothing_newer_is_up_to_date() {
+        let c = ch(false, &[("1.0", false, false), ("2.0", false, false)]);
+        assert_eq!(pick(&c, Some("2.0")), Choice::UpToDate { on_withdrawn: false });
+        assert_eq!(pick(&c, Some("2.0.0")), Choice::UpToDate { on_withdrawn: false });
+        assert_eq!(pick(&ch(false, &[]), Some("1.0")), Choice::UpToDate { on_withdrawn: false });
+    }
+
+    fn doc(body: &str) -> String {
+        format!(
+            r#"{{"format":1,"created":"2026-11-20T10:00:00Z","expires":"2027-01-20T10:00:00Z",{body}}}"#
+        )
+    }
+
+    #[test]
+    fn a_channel_parses_with_defaults_for_its_flags() {
+        let text = doc(&format!(
+            r#""releases":[{{"version":"2.0","manifest":"2.0/release.json","sha256":"{H}","barrier":true}}]"#
+        ));
+        let c = Channel::parse("u", text.as_bytes()).expect("parses");
+        assert!(!c.halt);
+        assert!(c.releases[0].barrier && !c.releases[0].withdrawn);
+        assert!(c.expires > c.created);
+    }
+
+    #[test]
+    fn a_malformed_channel_is_refused_naming_the_field() {
+        let rel = |v: &str, h: &str, m: &str| {
+            format!(r#"{{"version":"{v}","manifest":"{m}","sha256":"{h}"}}"#)
+        };
+        for (body, want) in [
+            (format!(r#""releases":[{}]"#, rel("x", H, "m")), "dotted-number"),
+            (format!(r#""releases":[{}]"#, rel("1", "AB", "m")), "releases[0].sha256"),
+            (format!(r#""releases":[{}]"#, rel("1", H, "")), "releases[0].manifest"),
+            (
+                format!(r#""releases":[{},{}]"#, rel("1", H, "a"), rel("1.0", H, "b")),
+                "releases[1].version",
+            ),
+            (r#""halt":true,"halt":false,"releases":[]"#.into(), "halt: appears twice"),
+            (r#""halt":true"#.into(), "releases"),
+        ] {
+            let e = Channel::parse("https://x/c.json", doc(&body).as_bytes()).expect_err(&body);
+            assert_eq!(e.kind(), crate::error::Kind::Manifest);
+            assert!(e.to_string().contains(want), "{e} lacks {want}");
+            assert!(e.to_string().starts_with("channel https://x/c.json: "), "{e}");
+        }
+        let swapped = r#"{"format":1,"created":"2027-01-20T10:00:00Z","expires":"2026-11-20T10:00:00Z","releases":[]}"#;
+        let e = Channel::parse("u", swapped.as_bytes()).expect_err("swapped dates");
+        assert!(e.to_string().contains("expires"), "{e}");
+        let v2 = doc(r#""releases":[]"#).replace("\"format\":1", "\"format\":2");
+        assert!(Channel::parse("u", v2.as_bytes()).is_err());
+    }
+
+    fn facts(now: i64, floor: Option<i64>, source: Option<i64>) -> TimeFacts {
+        TimeFacts {
+            now,
+            newest_created_seen: floor,
+            newest_from_source: source,
+        }
+    }
+
+    #[test]
+    fn a_channel_in_its_time_is_believed() {
+        let c = ch(false, &[]);
+        assert_eq!(check_time("u", &c, &facts(1500, None, Some(1000))), Ok(()));
+    }
+
+    #[test]
+    fn an_expired_channel_is_refused_even_under_a_clock_set_back() {
+        let c = ch(false, &[]);
+        let e = check_time("u", &c, &facts(2000, None, None)).expect_err("expired");
+        assert_eq!(e.kind(), crate::error::Kind::Expired);
+        let e = check_time("u", &c, &facts(10, Some(2500), None)).expect_err("floor");
+        assert_eq!(e.kind(), crate::error::Kind::Expired);
+    }
+
+    #[test]
+    fn a_channel_older_than_the_newest_from_its_url_is_a_replay() {
+        let c = ch(false, &[]);
+        let e = check_time("u", &c, &facts(1500, None, Some(1001))).expect_err("stale");
+        assert_eq!(e.kind(), crate::error::Kind::Stale);
+    }
+
+    #[test]
+    fn a_channel_dated_more_than_a_day_ahead_is_not_believed() {
+        let c = ch(false, &[]);
+        let e = check_time("u", &c, &facts(1000 - MAX_CREATED_AHEAD - 1, None, None))
+            .expect_err("ahead");
+        assert_eq!(e.kind(), crate::error::Kind::CreatedAhead);
+    }
+}
