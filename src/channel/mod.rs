@@ -24,6 +24,7 @@ use crate::manifest::{Manifest, Version, MAX_CREATED_AHEAD};
 use crate::timefmt::{format_rfc3339, parse_rfc3339};
 use serde::Deserialize;
 use std::fmt;
+use std::path::PathBuf;
 
 /// Largest channel accepted.
 pub const MAX_CHANNEL_BYTES: u64 = 256 * 1024;
@@ -261,6 +262,45 @@ pub fn check_time(url: &str, ch: &Channel, t: &TimeFacts) -> Result<(), ChannelE
         });
     }
     Ok(())
+}
+
+/// What `abupdate channel` does (the operator's edit, `channel::edit` with the
+/// `pack` feature).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `add`: list the release whose manifest is at this path (creates the
+    /// channel when there is none).
+    Add {
+        /// The release's `release.json`, inside the channel's directory.
+        manifest: PathBuf,
+        /// `--barrier`: hosts go through it, never past it.
+        barrier: bool,
+    },
+    /// `withdraw VERSION`.
+    Withdraw(String),
+    /// `halt`: no host starts an install.
+    Halt,
+    /// `resume`: lift the halt.
+    Resume,
+    /// `resign`: new dates, same content.
+    Resign,
+}
+
+/// Options of `abupdate channel`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// What to do.
+    pub action: Action,
+    /// The `channel.json` to edit.
+    pub file: PathBuf,
+    /// `--secret`: the keys that sign.
+    pub secrets: Vec<PathBuf>,
+    /// `--keys`: the hosts' trusted keys (default: the secrets' public halves).
+    pub keys_dirs: Vec<PathBuf>,
+    /// `--threshold`.
+    pub threshold: usize,
+    /// `--expires-days`: the new channel expires this long after `created`.
+    pub expires_days: u64,
 }
 
 /// The host's choice from a channel.
