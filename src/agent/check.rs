@@ -304,7 +304,11 @@ fn through_channel(
         Choice::UpToDate { on_withdrawn } => nothing(
             format!(
                 "release channel {shown} lists nothing newer than the booted release{}",
-                if on_withdrawn { " (which is withdrawn)" } else { "" }
+                if on_withdrawn {
+                    " (which is withdrawn)"
+                } else {
+                    ""
+                }
             ),
             NoUpdate::NotNewer,
         ),

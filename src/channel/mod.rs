@@ -186,8 +186,7 @@ impl Channel {
             url: url.to_string(),
             reason,
         };
-        if let Some(path) = crate::manifest::duplicate_key(bytes).map_err(|e| bad(e.to_string()))?
-        {
+        if let Some(path) = crate::manifest::duplicate_key(bytes).map_err(|e| bad(e.to_string()))? {
             return Err(bad(format!("{path}: appears twice in its object")));
         }
         let doc: Doc = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
@@ -340,11 +339,8 @@ pub enum Why {
 /// release. Leaving a withdrawn release goes to the lowest good release
 /// above it (its fix), unless a barrier comes first.
 pub fn choose(ch: &Channel, booted: Option<&Version>) -> Choice {
-    let on_withdrawn = booted.is_some_and(|b| {
-        ch.releases
-            .iter()
-            .any(|r| r.withdrawn && r.version == *b)
-    });
+    let on_withdrawn =
+        booted.is_some_and(|b| ch.releases.iter().any(|r| r.withdrawn && r.version == *b));
     if ch.halt {
         return Choice::Halted;
     }
@@ -432,7 +428,12 @@ mod tests {
     fn below_a_barrier_the_host_goes_to_the_lowest_barrier_above_it() {
         let c = ch(
             false,
-            &[("1.0", false, false), ("3.0", true, false), ("2.0", true, false), ("4.0", false, false)],
+            &[
+                ("1.0", false, false),
+                ("3.0", true, false),
+                ("2.0", true, false),
+                ("4.0", false, false),
+            ],
         );
         assert_eq!(install(&c, Some("1.0")), ("2.0".into(), Why::Barrier));
         assert_eq!(install(&c, Some("2.0")), ("3.0".into(), Why::Barrier));
@@ -447,7 +448,14 @@ mod tests {
 
     #[test]
     fn without_a_barrier_in_between_the_newest_is_chosen() {
-        let c = ch(false, &[("1.0", true, false), ("2.0", false, false), ("3.0", false, false)]);
+        let c = ch(
+            false,
+            &[
+                ("1.0", true, false),
+                ("2.0", false, false),
+                ("3.0", false, false),
+            ],
+        );
         assert_eq!(install(&c, Some("1.0")), ("3.0".into(), Why::Newest));
     }
 
@@ -455,31 +463,59 @@ mod tests {
     fn a_withdrawn_release_is_never_chosen_even_as_newest_or_barrier() {
         let c = ch(
             false,
-            &[("1.0", false, false), ("2.0", true, true), ("2.1", false, false), ("3.0", false, true)],
+            &[
+                ("1.0", false, false),
+                ("2.0", true, true),
+                ("2.1", false, false),
+                ("3.0", false, true),
+            ],
         );
         assert_eq!(install(&c, Some("1.0")), ("2.1".into(), Why::Newest));
-        assert_eq!(pick(&c, Some("2.1")), Choice::UpToDate { on_withdrawn: false });
+        assert_eq!(
+            pick(&c, Some("2.1")),
+            Choice::UpToDate {
+                on_withdrawn: false
+            }
+        );
     }
 
     #[test]
     fn a_host_on_a_withdrawn_release_moves_to_the_next_good_one() {
         let c = ch(
             false,
-            &[("2.0", false, false), ("2.1", false, true), ("2.2", false, false), ("3.0", false, false)],
+            &[
+                ("2.0", false, false),
+                ("2.1", false, true),
+                ("2.2", false, false),
+                ("3.0", false, false),
+            ],
         );
-        assert_eq!(install(&c, Some("2.1")), ("2.2".into(), Why::LeaveWithdrawn));
+        assert_eq!(
+            install(&c, Some("2.1")),
+            ("2.2".into(), Why::LeaveWithdrawn)
+        );
     }
 
     #[test]
     fn a_host_on_a_withdrawn_release_still_stops_at_a_barrier() {
-        let c = ch(false, &[("2.1", false, true), ("2.5", false, false), ("2.2", true, false)]);
+        let c = ch(
+            false,
+            &[
+                ("2.1", false, true),
+                ("2.5", false, false),
+                ("2.2", true, false),
+            ],
+        );
         assert_eq!(install(&c, Some("2.1")), ("2.2".into(), Why::Barrier));
     }
 
     #[test]
     fn on_a_withdrawn_release_with_nothing_newer_the_host_stays_and_says_so() {
         let c = ch(false, &[("2.0", false, false), ("2.1", false, true)]);
-        assert_eq!(pick(&c, Some("2.1")), Choice::UpToDate { on_withdrawn: true });
+        assert_eq!(
+            pick(&c, Some("2.1")),
+            Choice::UpToDate { on_withdrawn: true }
+        );
     }
 
     #[test]
@@ -491,9 +527,24 @@ mod tests {
     #[test]
     fn nothing_newer_is_up_to_date() {
         let c = ch(false, &[("1.0", false, false), ("2.0", false, false)]);
-        assert_eq!(pick(&c, Some("2.0")), Choice::UpToDate { on_withdrawn: false });
-        assert_eq!(pick(&c, Some("2.0.0")), Choice::UpToDate { on_withdrawn: false });
-        assert_eq!(pick(&ch(false, &[]), Some("1.0")), Choice::UpToDate { on_withdrawn: false });
+        assert_eq!(
+            pick(&c, Some("2.0")),
+            Choice::UpToDate {
+                on_withdrawn: false
+            }
+        );
+        assert_eq!(
+            pick(&c, Some("2.0.0")),
+            Choice::UpToDate {
+                on_withdrawn: false
+            }
+        );
+        assert_eq!(
+            pick(&ch(false, &[]), Some("1.0")),
+            Choice::UpToDate {
+                on_withdrawn: false
+            }
+        );
     }
 
     fn doc(body: &str) -> String {
@@ -519,20 +570,39 @@ mod tests {
             format!(r#"{{"version":"{v}","manifest":"{m}","sha256":"{h}"}}"#)
         };
         for (body, want) in [
-            (format!(r#""releases":[{}]"#, rel("x", H, "m")), "dotted-number"),
-            (format!(r#""releases":[{}]"#, rel("1", "AB", "m")), "releases[0].sha256"),
-            (format!(r#""releases":[{}]"#, rel("1", H, "")), "releases[0].manifest"),
             (
-                format!(r#""releases":[{},{}]"#, rel("1", H, "a"), rel("1.0", H, "b")),
+                format!(r#""releases":[{}]"#, rel("x", H, "m")),
+                "dotted-number",
+            ),
+            (
+                format!(r#""releases":[{}]"#, rel("1", "AB", "m")),
+                "releases[0].sha256",
+            ),
+            (
+                format!(r#""releases":[{}]"#, rel("1", H, "")),
+                "releases[0].manifest",
+            ),
+            (
+                format!(
+                    r#""releases":[{},{}]"#,
+                    rel("1", H, "a"),
+                    rel("1.0", H, "b")
+                ),
                 "releases[1].version",
             ),
-            (r#""halt":true,"halt":false,"releases":[]"#.into(), "halt: appears twice"),
+            (
+                r#""halt":true,"halt":false,"releases":[]"#.into(),
+                "halt: appears twice",
+            ),
             (r#""halt":true"#.into(), "releases"),
         ] {
             let e = Channel::parse("https://x/c.json", doc(&body).as_bytes()).expect_err(&body);
             assert_eq!(e.kind(), crate::error::Kind::Manifest);
             assert!(e.to_string().contains(want), "{e} lacks {want}");
-            assert!(e.to_string().starts_with("channel https://x/c.json: "), "{e}");
+            assert!(
+                e.to_string().starts_with("channel https://x/c.json: "),
+                "{e}"
+            );
         }
         let swapped = r#"{"format":1,"created":"2027-01-20T10:00:00Z","expires":"2026-11-20T10:00:00Z","releases":[]}"#;
         let e = Channel::parse("u", swapped.as_bytes()).expect_err("swapped dates");

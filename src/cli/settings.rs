@@ -255,7 +255,11 @@ fn pack(low: LowArgs) -> PackOptions {
 
 fn channel(low: LowArgs) -> Result<crate::channel::Options, String> {
     use crate::channel::Action;
-    let word = |i: usize| low.positional.get(i).map(|a| a.to_string_lossy().into_owned());
+    let word = |i: usize| {
+        low.positional
+            .get(i)
+            .map(|a| a.to_string_lossy().into_owned())
+    };
     let arg = word(2);
     let action = match (word(0).as_deref(), arg) {
         (Some("add"), Some(_)) => Action::Add {

@@ -25,9 +25,9 @@
 //! ```
 
 use super::{KeyRing, TrustError};
+use crate::channel::Channel;
 use crate::error::{Error, Result};
 use crate::fetch::{Document, Transport, Validators};
-use crate::channel::Channel;
 use crate::manifest::{self, Manifest};
 use crate::publish;
 use std::path::PathBuf;
