@@ -146,15 +146,16 @@ impl Judged {
 pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<CheckOutcome> {
     let location = host.release_location(location)?;
     let mut state = host.state_dir.load()?;
-    let judged = fetch_and_judge(host, &mut state, &location, opts)?;
+    let judged = fetch_and_judge(host, &mut state, &location, opts);
     save_if_unlocked(&host.state_dir, &state)?;
-    judged.into_outcome()
+    judged?.into_outcome()
 }
 
 /// Fetch the manifest at `location` through the trust gate and judge it,
 /// keeping in `state` what the judgement teaches (the dates it may
-/// believe, the validators of a manifest that does not apply). An error
-/// here changed nothing worth saving; the caller saves the state and then
+/// believe, the validators of a manifest that does not apply). The caller
+/// saves the state, on an error too (a channel's believed `created` is its
+/// floor even when the manifest it points to is then refused), and then
 /// acts on the judgement.
 pub(super) fn fetch_and_judge(
     host: &Host,

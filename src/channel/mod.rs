@@ -547,6 +547,29 @@ mod tests {
         );
     }
 
+    fn manifest(version: &str) -> Manifest {
+        let text = format!(
+            r#"{{"format":1,"compatible":"acme","version":"{version}","created":"2026-11-20T10:00:00Z",
+            "expires":"2027-01-20T10:00:00Z",
+            "images":{{"rootfs":{{"url":"rootfs.img","size":4096,"sha256":"{H}"}}}}}}"#
+        );
+        Manifest::parse(text.as_bytes()).expect("manifest")
+    }
+
+    #[test]
+    fn a_manifest_is_bound_only_by_its_hash_and_its_version() {
+        let m = manifest("2.0");
+        let mut r = ch(false, &[("2.0", false, false)]).releases.remove(0);
+        r.sha256 = m.sha256.clone();
+        assert_eq!(bind("u", &r, &m), Ok(()));
+        let other = manifest("2.0.1");
+        let e = bind("u", &r, &other).expect_err("another manifest");
+        assert_eq!(e.kind(), crate::error::Kind::HashMismatch);
+        r.version = Version::parse("2.1").expect("version");
+        let e = bind("u", &r, &m).expect_err("same bytes, other version");
+        assert!(e.to_string().contains("binds 2.1"), "{e}");
+    }
+
     fn doc(body: &str) -> String {
         format!(
             r#"{{"format":1,"created":"2026-11-20T10:00:00Z","expires":"2027-01-20T10:00:00Z",{body}}}"#
