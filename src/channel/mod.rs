@@ -23,6 +23,7 @@ pub mod edit;
 use crate::manifest::{Manifest, Version, MAX_CREATED_AHEAD};
 use crate::timefmt::{format_rfc3339, parse_rfc3339};
 use serde::Deserialize;
+use serde_json::Value;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -30,36 +31,27 @@ use std::path::PathBuf;
 pub const MAX_CHANNEL_BYTES: u64 = 256 * 1024;
 
 /// One release as the channel lists it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct Release {
     /// The release's version.
-    #[serde(deserialize_with = "version")]
     pub version: Version,
     /// Its manifest, relative to the channel's URL.
     pub manifest: String,
     /// SHA-256 of the manifest's exact bytes.
     pub sha256: String,
     /// Hosts below it go through it, never past it.
-    #[serde(default)]
     pub barrier: bool,
     /// Never installed; hosts on it move on.
-    #[serde(default)]
     pub withdrawn: bool,
 }
 
-fn version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Version, D::Error> {
-    let text = String::deserialize(d)?;
-    Version::parse(&text).map_err(serde::de::Error::custom)
-}
-
+/// The document read as a map of JSON values: the same serde code as the
+/// unknown fields of `state.json` ([`crate::state::Unknown`]), so the host
+/// binary carries no second JSON reader for the channel.
 #[derive(Deserialize)]
-struct Doc {
-    format: u32,
-    created: String,
-    expires: String,
-    #[serde(default)]
-    halt: bool,
-    releases: Vec<Release>,
+struct Raw {
+    #[serde(flatten)]
+    fields: crate::state::Unknown,
 }
 
 /// A parsed and checked channel.
@@ -76,14 +68,16 @@ pub struct Channel {
 }
 
 /// Why a channel is refused; each names the channel's URL.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub enum ChannelError {
     /// Not the channel's shape, or a field malformed (kind `manifest`).
     Malformed {
         /// The channel's URL.
         url: String,
-        /// What is wrong.
-        reason: String,
+        /// The field (`releases[2].sha256`), or what the JSON reader said.
+        field: String,
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// Past its `expires` (kind `expired`).
     Expired {
@@ -127,7 +121,7 @@ impl fmt::Display for ChannelError {
         use ChannelError::*;
         let t = |s: &i64| format_rfc3339(*s);
         match self {
-            Malformed { url, reason } => write!(f, "channel {url}: {reason}"),
+            Malformed { url, field, reason } => write!(f, "channel {url}: {field}: {reason}"),
             Expired { url, expires, now } => write!(
                 f,
                 "channel {url}: expired at {} (now {})",
@@ -163,6 +157,13 @@ impl fmt::Display for ChannelError {
 
 impl std::error::Error for ChannelError {}
 
+// As its message: a derived `Debug` would add every name to the host binary.
+impl fmt::Debug for ChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 impl ChannelError {
     /// The stable label: the same as a manifest's refusal of the same kind.
     pub fn kind(&self) -> crate::error::Kind {
@@ -182,43 +183,72 @@ impl Channel {
     /// `expires` after `created`, each release's version once, each
     /// `sha256` 64 lowercase hex digits, each `manifest` non-empty.
     pub fn parse(url: &str, bytes: &[u8]) -> Result<Channel, ChannelError> {
-        let bad = |reason: String| ChannelError::Malformed {
+        let bad = |field: String, reason| ChannelError::Malformed {
             url: url.to_string(),
+            field,
             reason,
         };
-        if let Some(path) = crate::manifest::duplicate_key(bytes).map_err(|e| bad(e.to_string()))? {
-            return Err(bad(format!("{path}: appears twice in its object")));
+        let json = |e: serde_json::Error| bad(e.to_string(), "not a channel document");
+        if let Some(path) = crate::manifest::duplicate_key(bytes).map_err(json)? {
+            return Err(bad(path, "appears twice in its object"));
         }
-        let doc: Doc = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-        if doc.format != crate::manifest::FORMAT {
-            return Err(bad(format!("format {} is not supported", doc.format)));
+        let raw: Raw = serde_json::from_slice(bytes).map_err(json)?;
+        let top = |k: &str| raw.fields.get(k);
+        if top("format").and_then(Value::as_u64) != Some(u64::from(crate::manifest::FORMAT)) {
+            return Err(bad("format".into(), "not 1"));
         }
-        let created = parse_rfc3339(&doc.created).map_err(|e| bad(format!("created: {e}")))?;
-        let expires = parse_rfc3339(&doc.expires).map_err(|e| bad(format!("expires: {e}")))?;
+        let date = |k: &str| {
+            let text = top(k).and_then(Value::as_str).unwrap_or_default();
+            parse_rfc3339(text).map_err(|_| bad(k.into(), "not an RFC 3339 time"))
+        };
+        let created = date("created")?;
+        let expires = date("expires")?;
         if expires <= created {
-            return Err(bad("expires: not after created".into()));
+            return Err(bad("expires".into(), "not after created"));
         }
-        for (i, r) in doc.releases.iter().enumerate() {
-            if !crate::manifest::is_hex_sha256(&r.sha256) {
-                return Err(bad(format!(
-                    "releases[{i}].sha256: not 64 lowercase hex digits"
-                )));
+        let flag = |v: Option<&Value>, k: &dyn Fn() -> String| match v {
+            None => Ok(false),
+            Some(v) => v.as_bool().ok_or_else(|| bad(k(), "not true or false")),
+        };
+        let halt = flag(top("halt"), &|| "halt".into())?;
+        let list = top("releases").and_then(Value::as_array);
+        let list = list.ok_or_else(|| bad("releases".into(), "missing or not a list"))?;
+        let mut releases: Vec<Release> = Vec::with_capacity(list.len());
+        for (i, r) in list.iter().enumerate() {
+            let at = |k: &str| format!("releases[{i}].{k}");
+            let text = |k: &str| {
+                r.get(k)
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(at(k), "missing or empty"))
+            };
+            let version = Version::parse(&text("version")?).map_err(|_| {
+                bad(
+                    at("version"),
+                    "not a dotted-number version (e.g. 2026.11.3)",
+                )
+            })?;
+            if releases.iter().any(|o| o.version == version) {
+                return Err(bad(at("version"), "listed twice"));
             }
-            if r.manifest.is_empty() {
-                return Err(bad(format!("releases[{i}].manifest: empty")));
+            let sha256 = text("sha256")?;
+            if !crate::manifest::is_hex_sha256(&sha256) {
+                return Err(bad(at("sha256"), "not 64 lowercase hex digits"));
             }
-            if doc.releases[..i].iter().any(|o| o.version == r.version) {
-                return Err(bad(format!(
-                    "releases[{i}].version: {} is listed twice",
-                    r.version
-                )));
-            }
+            releases.push(Release {
+                version,
+                manifest: text("manifest")?,
+                sha256,
+                barrier: flag(r.get("barrier"), &|| at("barrier"))?,
+                withdrawn: flag(r.get("withdrawn"), &|| at("withdrawn"))?,
+            });
         }
         Ok(Channel {
             created,
             expires,
-            halt: doc.halt,
-            releases: doc.releases,
+            halt,
+            releases,
         })
     }
 }
@@ -611,7 +641,7 @@ mod tests {
                     rel("1", H, "a"),
                     rel("1.0", H, "b")
                 ),
-                "releases[1].version",
+                "releases[1].version: listed twice",
             ),
             (
                 r#""halt":true,"halt":false,"releases":[]"#.into(),

@@ -253,6 +253,16 @@ fn pack(low: LowArgs) -> PackOptions {
     }
 }
 
+/// A host build edits no channel: its parsing stays out of the binary.
+#[cfg(not(feature = "pack"))]
+fn channel(_: LowArgs) -> Result<crate::channel::Options, String> {
+    Err(
+        "this abupdate is a host build without `channel`; use a build with the `pack` feature"
+            .into(),
+    )
+}
+
+#[cfg(feature = "pack")]
 fn channel(low: LowArgs) -> Result<crate::channel::Options, String> {
     use crate::channel::Action;
     let word = |i: usize| {

@@ -124,7 +124,6 @@ pub fn fetch_verified(
 /// A release channel whose signatures met the threshold (the same keys and
 /// threshold as a manifest's). Only [`fetch_channel`] makes one; whether it
 /// may be believed *now* is [`crate::channel::check_time`].
-#[derive(Debug)]
 pub struct VerifiedChannel {
     location: String,
     channel: Channel,
@@ -149,7 +148,8 @@ pub fn fetch_channel(transport: &Transport, src: &Source) -> Result<VerifiedChan
     let Some((body, _, _)) = fetch_signed(transport, src, max, None)? else {
         return Err(crate::channel::ChannelError::Malformed {
             url: crate::fetch::redact(src.location).into_owned(),
-            reason: "the server answered 304 to an unconditional request".into(),
+            field: "HTTP 304".into(),
+            reason: "an answer to an unconditional request",
         }
         .into());
     };
