@@ -157,6 +157,9 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
 /// saves the state, on an error too (a channel's believed `created` is its
 /// floor even when the manifest it points to is then refused), and then
 /// acts on the judgement.
+// Long on purpose: one pass from the source (the channel's choice, or the
+// URL) to one judgement, each step feeding the next: fetch, bind to the
+// channel, judge, rollout, bookkeeping.
 pub(super) fn fetch_and_judge(
     host: &Host,
     state: &mut State,
