@@ -293,27 +293,26 @@ fn through_channel(
     }
     time?;
     let booted = booted.as_deref().and_then(|v| Version::parse(v).ok());
-    let nothing = |reason: String, kind| {
+    let nothing = |reason: &str, kind| {
         Ok(Err(Nothing::UpToDate {
-            reason,
+            reason: reason.to_string(),
             kind,
             standing: None,
         }))
     };
     match channel::choose(ch, booted.as_ref()) {
         Choice::Halted => nothing(
-            format!("release channel {shown} is halted: no install starts"),
+            "the release channel is halted: no install starts",
             NoUpdate::Halted,
         ),
-        Choice::UpToDate { on_withdrawn } => nothing(
-            format!(
-                "release channel {shown} lists nothing newer than the booted release{}",
-                if on_withdrawn {
-                    " (which is withdrawn)"
-                } else {
-                    ""
-                }
-            ),
+        Choice::UpToDate {
+            on_withdrawn: false,
+        } => nothing(
+            "the release channel lists nothing newer than the booted release",
+            NoUpdate::NotNewer,
+        ),
+        Choice::UpToDate { on_withdrawn: true } => nothing(
+            "the booted release is withdrawn and the release channel lists nothing newer",
             NoUpdate::NotNewer,
         ),
         Choice::Install { index, .. } => {

@@ -183,74 +183,85 @@ impl Channel {
     /// `expires` after `created`, each release's version once, each
     /// `sha256` 64 lowercase hex digits, each `manifest` non-empty.
     pub fn parse(url: &str, bytes: &[u8]) -> Result<Channel, ChannelError> {
-        let bad = |field: String, reason| ChannelError::Malformed {
+        parse_fields(bytes).map_err(|(field, reason)| ChannelError::Malformed {
             url: url.to_string(),
             field,
             reason,
-        };
-        let json = |e: serde_json::Error| bad(e.to_string(), "not a channel document");
-        if let Some(path) = crate::manifest::duplicate_key(bytes).map_err(json)? {
-            return Err(bad(path, "appears twice in its object"));
-        }
-        let raw: Raw = serde_json::from_slice(bytes).map_err(json)?;
-        let top = |k: &str| raw.fields.get(k);
-        if top("format").and_then(Value::as_u64) != Some(u64::from(crate::manifest::FORMAT)) {
-            return Err(bad("format".into(), "not 1"));
-        }
-        let date = |k: &str| {
-            let text = top(k).and_then(Value::as_str).unwrap_or_default();
-            parse_rfc3339(text).map_err(|_| bad(k.into(), "not an RFC 3339 time"))
-        };
-        let created = date("created")?;
-        let expires = date("expires")?;
-        if expires <= created {
-            return Err(bad("expires".into(), "not after created"));
-        }
-        let flag = |v: Option<&Value>, k: &dyn Fn() -> String| match v {
-            None => Ok(false),
-            Some(v) => v.as_bool().ok_or_else(|| bad(k(), "not true or false")),
-        };
-        let halt = flag(top("halt"), &|| "halt".into())?;
-        let list = top("releases").and_then(Value::as_array);
-        let list = list.ok_or_else(|| bad("releases".into(), "missing or not a list"))?;
-        let mut releases: Vec<Release> = Vec::with_capacity(list.len());
-        for (i, r) in list.iter().enumerate() {
-            let at = |k: &str| format!("releases[{i}].{k}");
-            let text = |k: &str| {
-                r.get(k)
-                    .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string)
-                    .ok_or_else(|| bad(at(k), "missing or empty"))
-            };
-            let version = Version::parse(&text("version")?).map_err(|_| {
-                bad(
-                    at("version"),
-                    "not a dotted-number version (e.g. 2026.11.3)",
-                )
-            })?;
-            if releases.iter().any(|o| o.version == version) {
-                return Err(bad(at("version"), "listed twice"));
-            }
-            let sha256 = text("sha256")?;
-            if !crate::manifest::is_hex_sha256(&sha256) {
-                return Err(bad(at("sha256"), "not 64 lowercase hex digits"));
-            }
-            releases.push(Release {
-                version,
-                manifest: text("manifest")?,
-                sha256,
-                barrier: flag(r.get("barrier"), &|| at("barrier"))?,
-                withdrawn: flag(r.get("withdrawn"), &|| at("withdrawn"))?,
-            });
-        }
-        Ok(Channel {
-            created,
-            expires,
-            halt,
-            releases,
         })
     }
+}
+
+/// A malformed field: its path and what is wrong with it.
+type FieldError = (String, &'static str);
+
+fn parse_fields(bytes: &[u8]) -> Result<Channel, FieldError> {
+    let json = |e: serde_json::Error| (e.to_string(), "not a channel document");
+    if let Some(path) = crate::manifest::duplicate_key(bytes).map_err(json)? {
+        return Err((path, "appears twice in its object"));
+    }
+    let raw: Raw = serde_json::from_slice(bytes).map_err(json)?;
+    let top = |k: &str| raw.fields.get(k);
+    let date = |k: &str| top(k).and_then(Value::as_str).map(parse_rfc3339);
+    let flag = |v: Option<&Value>| v.map_or(Some(false), Value::as_bool);
+    let list = top("releases").and_then(Value::as_array);
+    let (Some(1), Some(Ok(created)), Some(Ok(expires)), Some(halt), Some(list)) = (
+        top("format").and_then(Value::as_u64),
+        date("created"),
+        date("expires"),
+        flag(top("halt")),
+        list,
+    ) else {
+        return Err((
+            "channel".into(),
+            "needs format 1, created and expires (RFC 3339), releases (a list), halt true or false when given",
+        ));
+    };
+    if expires <= created {
+        return Err(("expires".into(), "not after created"));
+    }
+    let mut releases: Vec<Release> = Vec::with_capacity(list.len());
+    for (i, r) in list.iter().enumerate() {
+        let at = |k: &str| format!("releases[{i}]{k}");
+        let text = |k: &str| r.get(k).and_then(Value::as_str).filter(|t| !t.is_empty());
+        let flag = |k: &str| flag(r.get(k));
+        let (Some(version), Some(manifest), Some(sha256), Some(barrier), Some(withdrawn)) = (
+            text("version"),
+            text("manifest"),
+            text("sha256"),
+            flag("barrier"),
+            flag("withdrawn"),
+        ) else {
+            return Err((
+                at(""),
+                "needs version, manifest and sha256 (not empty), barrier and withdrawn true or false when given",
+            ));
+        };
+        let Ok(version) = Version::parse(version) else {
+            return Err((
+                at(".version"),
+                "not a dotted-number version (e.g. 2026.11.3)",
+            ));
+        };
+        if releases.iter().any(|o| o.version == version) {
+            return Err((at(".version"), "listed twice"));
+        }
+        if !crate::manifest::is_hex_sha256(sha256) {
+            return Err((at(".sha256"), "not 64 lowercase hex digits"));
+        }
+        releases.push(Release {
+            version,
+            manifest: manifest.into(),
+            sha256: sha256.into(),
+            barrier,
+            withdrawn,
+        });
+    }
+    Ok(Channel {
+        created,
+        expires,
+        halt,
+        releases,
+    })
 }
 
 /// What the host knows when it judges a channel's time: the same facts as
@@ -633,7 +644,7 @@ mod tests {
             ),
             (
                 format!(r#""releases":[{}]"#, rel("1", H, "")),
-                "releases[0].manifest",
+                "releases[0]: needs",
             ),
             (
                 format!(
@@ -647,7 +658,8 @@ mod tests {
                 r#""halt":true,"halt":false,"releases":[]"#.into(),
                 "halt: appears twice",
             ),
-            (r#""halt":true"#.into(), "releases"),
+            (r#""halt":true"#.into(), "channel: needs"),
+            (r#""halt":1,"releases":[]"#.into(), "halt true or false"),
         ] {
             let e = Channel::parse("https://x/c.json", doc(&body).as_bytes()).expect_err(&body);
             assert_eq!(e.kind(), crate::error::Kind::Manifest);
