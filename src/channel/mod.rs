@@ -380,37 +380,36 @@ pub enum Why {
 /// release. Leaving a withdrawn release goes to the lowest good release
 /// above it (its fix), unless a barrier comes first.
 pub fn choose(ch: &Channel, booted: Option<&Version>) -> Choice {
-    let on_withdrawn =
-        booted.is_some_and(|b| ch.releases.iter().any(|r| r.withdrawn && r.version == *b));
     if ch.halt {
         return Choice::Halted;
     }
-    let newer = |r: &&Release| !r.withdrawn && booted.is_none_or(|b| r.version > *b);
-    let candidates = ch.releases.iter().enumerate().filter(|(_, r)| newer(r));
-    let lowest = |it: &mut dyn Iterator<Item = (usize, &Release)>| {
-        it.min_by(|a, b| a.1.version.cmp(&b.1.version))
-            .map(|(i, _)| i)
-    };
-    if let Some(index) = lowest(&mut candidates.clone().filter(|(_, r)| r.barrier)) {
-        return Choice::Install {
-            index,
-            why: Why::Barrier,
-        };
+    let mut on_withdrawn = false;
+    // Indexes of the lowest barrier, the lowest and the newest candidate.
+    let (mut barrier, mut lowest, mut newest) = (None::<usize>, None::<usize>, None::<usize>);
+    let version = |i: Option<usize>| i.map(|i| &ch.releases[i].version);
+    for (i, r) in ch.releases.iter().enumerate() {
+        let above = booted.is_none_or(|b| r.version > *b);
+        on_withdrawn |= r.withdrawn && booted == Some(&r.version);
+        if r.withdrawn || !above {
+            continue;
+        }
+        if r.barrier && version(barrier).is_none_or(|v| r.version < *v) {
+            barrier = Some(i);
+        }
+        if version(lowest).is_none_or(|v| r.version < *v) {
+            lowest = Some(i);
+        }
+        if version(newest).is_none_or(|v| r.version > *v) {
+            newest = Some(i);
+        }
     }
-    let chosen = match on_withdrawn {
-        true => lowest(&mut candidates.clone()),
-        false => candidates
-            .max_by(|a, b| a.1.version.cmp(&b.1.version))
-            .map(|(i, _)| i),
+    let (chosen, why) = match (barrier, on_withdrawn) {
+        (Some(i), _) => (Some(i), Why::Barrier),
+        (None, true) => (lowest, Why::LeaveWithdrawn),
+        (None, false) => (newest, Why::Newest),
     };
     match chosen {
-        Some(index) => Choice::Install {
-            index,
-            why: match on_withdrawn {
-                true => Why::LeaveWithdrawn,
-                false => Why::Newest,
-            },
-        },
+        Some(index) => Choice::Install { index, why },
         None => Choice::UpToDate { on_withdrawn },
     }
 }
