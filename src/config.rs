@@ -121,6 +121,9 @@ pub struct Report {
 pub struct Update {
     /// The release manifest's URL or path.
     pub url: Option<String>,
+    /// Instead of `url`: a signed release channel's URL or path
+    /// ([`crate::channel`]).
+    pub channel: Option<String>,
     /// Must equal the manifest's.
     pub compatible: String,
     /// Where `state.json` and partial downloads live.
@@ -330,6 +333,7 @@ struct ReportFragment {
 #[serde(deny_unknown_fields)]
 struct UpdateFragment {
     url: Option<String>,
+    channel: Option<String>,
     compatible: Option<String>,
     state_dir: Option<String>,
     keys_dirs: Option<Vec<String>>,
@@ -625,6 +629,12 @@ impl Config {
                 format!("{max_window_log} is outside 10..=31"),
             ));
         }
+        if f.update.url.is_some() && f.update.channel.is_some() {
+            return Err(err(
+                "update.channel",
+                "set either update.url (one release) or update.channel (a release channel), not both".into(),
+            ));
+        }
         if let Some(m) = &f.update.mirror {
             crate::fetch::check_mirror(m).map_err(|e| err("update.mirror", e))?;
         }
@@ -694,6 +704,7 @@ impl Config {
         }
         let update = Update {
             url: f.update.url,
+            channel: f.update.channel,
             compatible,
             state_dir: f
                 .update
@@ -1646,6 +1657,19 @@ timeout = "30s"
         .expect("a template serves any threshold");
         let e = with("update", "signature_url", "ftp://s3/{name}").expect_err("ftp accepted");
         assert!(e.0.contains("update.signature_url"), "{e}");
+    }
+
+    #[test]
+    fn a_channel_and_a_url_together_are_a_config_error() {
+        let c = with("update", "channel", "https://u/channel.json").expect("channel alone");
+        assert_eq!(c.update.channel.as_deref(), Some("https://u/channel.json"));
+        let text = MINIMAL.replace(
+            "[update]\n",
+            "[update]\nurl = \"https://u/release.json\"\nchannel = \"https://u/channel.json\"\n",
+        );
+        let e = Config::from_str(&text, Path::new("c.toml")).expect_err("both accepted");
+        assert!(e.0.starts_with("c.toml: update.channel: "), "{e}");
+        assert!(e.0.contains("not both"), "{e}");
     }
 
     #[test]

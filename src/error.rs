@@ -220,6 +220,9 @@ pub enum Error {
     Manifest(crate::manifest::ManifestError),
     /// A verified manifest this host does not act on.
     NotApplicable(crate::manifest::NotApplicable),
+    /// A release channel that is malformed, out of its time, or binds
+    /// another manifest.
+    Channel(crate::channel::ChannelError),
     /// A slot device.
     Slot(crate::slot::SlotError),
     /// Writing an image into a slot.
@@ -259,6 +262,7 @@ impl fmt::Display for Error {
             Error::Fetch(e) => e.to_string(),
             Error::Manifest(e) => e.to_string(),
             Error::NotApplicable(e) => e.to_string(),
+            Error::Channel(e) => e.to_string(),
             Error::Slot(e) => e.to_string(),
             Error::Install(e) => e.to_string(),
             Error::Boot(e) => e.to_string(),
@@ -295,6 +299,7 @@ impl Error {
             Error::Fetch(e) => e.kind(),
             Error::Manifest(_) => Kind::Manifest,
             Error::NotApplicable(e) => e.kind(),
+            Error::Channel(e) => e.kind(),
             Error::Slot(_) => Kind::Slot,
             Error::Install(e) => e.kind(),
             Error::Boot(_) => Kind::Bootloader,
@@ -333,6 +338,7 @@ from_layer!(
     Fetch(crate::fetch::FetchError),
     Manifest(crate::manifest::ManifestError),
     NotApplicable(crate::manifest::NotApplicable),
+    Channel(crate::channel::ChannelError),
     Slot(crate::slot::SlotError),
     Boot(crate::boot::BootError),
     Publish(crate::publish::PublishError),

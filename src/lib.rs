@@ -10,6 +10,7 @@
 //! | file | guards |
 //! | --- | --- |
 //! | `trust/gate.rs` | the one way a manifest becomes a [`trust::gate::Verified`]: `threshold` distinct trusted keys signed its bytes (`trust/mod.rs` counts them, `trust/minisign.rs` checks each) |
+//! | `channel/` | a host on a release channel installs only a listed, not withdrawn release, never past a barrier ([`channel::choose`]), and only the manifest whose bytes the channel binds ([`channel::bind`]) |
 //! | `manifest.rs` | a signed manifest has one reading; `evaluate` is the one judgement of it |
 //! | `fetch/` | no byte beyond what the signed manifest declares is read; URLs on their components |
 //! | `install/writer.rs` | the one writer of slots (full images and deltas): every byte that counts as written was read back from the medium and matched a signed hash |
@@ -32,6 +33,7 @@
 
 pub mod agent;
 pub mod boot;
+pub mod channel;
 pub mod child;
 pub mod cli;
 pub mod config;

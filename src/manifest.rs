@@ -373,7 +373,7 @@ pub struct Manifest {
     pub sha256: String,
 }
 
-fn is_hex_sha256(s: &str) -> bool {
+pub(crate) fn is_hex_sha256(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
@@ -554,7 +554,7 @@ impl Manifest {
 /// `Err` when `bytes` is not JSON. Keys are compared after unescaping, so
 /// `"version"` and `"ver\u0073ion"` are the same key. Depth is bounded by
 /// serde_json's recursion limit.
-fn duplicate_key(bytes: &[u8]) -> Result<Option<String>, serde_json::Error> {
+pub(crate) fn duplicate_key(bytes: &[u8]) -> Result<Option<String>, serde_json::Error> {
     use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     use std::cell::RefCell;
 

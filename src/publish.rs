@@ -432,6 +432,34 @@ impl ReleaseDir {
         keys: &KeyRing,
         threshold: usize,
     ) -> Result<Current, PublishError> {
+        let (body, standard, bound) = self.read_signed(name, keys, threshold)?;
+        let path = self.path.join(name);
+        let standard_ok = trust::verify_threshold(&body, &standard, keys, threshold).is_ok();
+        let manifest = Manifest::parse(&body).map_err(|error| PublishError::Manifest {
+            path: path.clone(),
+            error,
+        })?;
+        Ok(Current {
+            path,
+            body,
+            manifest,
+            standard,
+            bound,
+            standard_ok,
+        })
+    }
+
+    /// The signed file `name` (a manifest or a channel), verified as hosts
+    /// verify it: `threshold` distinct keys of `keys` signed its exact
+    /// bytes. Its bytes, and its signature files under the standard names
+    /// and the names bound to these bytes.
+    #[allow(clippy::type_complexity)]
+    pub fn read_signed(
+        &self,
+        name: &str,
+        keys: &KeyRing,
+        threshold: usize,
+    ) -> Result<(Vec<u8>, Vec<(String, String)>, Vec<(String, String)>), PublishError> {
         let path = self.path.join(name);
         let body = self.read_manifest(name)?.ok_or_else(|| PublishError::Io {
             path: path.clone(),
@@ -448,19 +476,7 @@ impl ReleaseDir {
         }
         verify_signatures(&body, &standard, || bound.clone(), keys, threshold)
             .map_err(untrusted)?;
-        let standard_ok = trust::verify_threshold(&body, &standard, keys, threshold).is_ok();
-        let manifest = Manifest::parse(&body).map_err(|error| PublishError::Manifest {
-            path: path.clone(),
-            error,
-        })?;
-        Ok(Current {
-            path,
-            body,
-            manifest,
-            standard,
-            bound,
-            standard_ok,
-        })
+        Ok((body, standard, bound))
     }
 
     /// Publish manifest `name` with one signature per key, in the order of

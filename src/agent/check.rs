@@ -7,6 +7,7 @@
 //! writes with ([`super::install`]).
 
 use super::Host;
+use crate::channel::{self, Choice};
 use crate::error::{Error, Result};
 use crate::fetch::Validators;
 use crate::manifest::{self, HostFacts, NotApplicable, Version};
@@ -31,6 +32,8 @@ pub enum NoUpdate {
     /// The booted release is on probation: nothing is fetched or written
     /// until it ends (the other slot is its fallback).
     OnProbation,
+    /// The release channel is halted: no install starts.
+    Halted,
     /// The release applies, but the timer downloads only inside
     /// `[update] download_windows` (`update` only).
     WaitingForDownloadWindow,
@@ -168,16 +171,20 @@ pub fn check(host: &Host, location: Option<&str>, opts: CheckOptions) -> Result<
             standing: None,
         });
     }
-    let judged = fetch_and_judge(host, &mut state, &location, opts)?;
+    let judged = fetch_and_judge(host, &mut state, &location, opts);
     save_if_unlocked(&host.state_dir, &state)?;
-    judged.into_outcome()
+    judged?.into_outcome()
 }
 
 /// Fetch the manifest at `location` through the trust gate and judge it,
 /// keeping in `state` what the judgement teaches (the dates it may
-/// believe, the validators of a manifest that does not apply). An error
-/// here changed nothing worth saving; the caller saves the state and then
+/// believe, the validators of a manifest that does not apply). The caller
+/// saves the state, on an error too (a channel's believed `created` is its
+/// floor even when the manifest it points to is then refused), and then
 /// acts on the judgement.
+// Long on purpose: one pass from the source (the channel's choice, or the
+// URL) to one judgement, each step feeding the next: fetch, bind to the
+// channel, judge, rollout, bookkeeping.
 pub(super) fn fetch_and_judge(
     host: &Host,
     state: &mut State,
@@ -186,15 +193,28 @@ pub(super) fn fetch_and_judge(
 ) -> Result<Judged> {
     let booted = host.booted_slot()?;
     let transport = host.transport()?;
-    // Conditional GET only for the configured URL: an answer of 304 then
-    // means "the same manifest that did not apply last time".
     let booted_version_text = host.booted_version(state, booted);
+    // Through a channel: the manifest it chooses, bound to its entry.
+    let (location, pin) = match host.is_channel(location) {
+        false => (location.to_string(), None),
+        true => match through_channel(host, state, &transport, location, &booted_version_text)? {
+            Ok((manifest, release)) => (manifest, Some(release)),
+            Err(nothing) => return Ok(Judged::Nothing(nothing)),
+        },
+    };
+    let location = location.as_str();
+    // Conditional GET only for the configured URL: an answer of 304 then
+    // means "the same manifest that did not apply last time". Not through
+    // a channel: its binding is checked on the bytes themselves.
     let clock = now().max(state.newest_created.unwrap_or(i64::MIN));
     let previous = state
         .last_check
         .as_ref()
         .filter(|c| {
-            c.url == location && !opts.allow_downgrade && c.booted_version == booted_version_text
+            c.url == location
+                && pin.is_none()
+                && !opts.allow_downgrade
+                && c.booted_version == booted_version_text
         })
         .filter(|c| c.expires.is_none_or(|e| e > clock))
         .map(|c| Validators {
@@ -210,6 +230,13 @@ pub(super) fn fetch_and_judge(
             standing: None,
         }));
     };
+    if let Some(release) = &pin {
+        channel::bind(
+            &crate::fetch::redact(location),
+            release,
+            verified.manifest(),
+        )?;
+    }
     let verdict = judge(host, state, &verified, booted, opts.allow_downgrade);
     let standing = match opts.rollout {
         true => Some(
@@ -263,6 +290,62 @@ pub(super) fn fetch_and_judge(
             },
         },
     })
+}
+
+/// Fetch the channel at `url` through the trust gate, judge its time
+/// (recording a `created` this host may believe, as for a manifest) and
+/// choose ([`channel::choose`]): `Ok((manifest URL, its entry))`, or why
+/// nothing starts.
+fn through_channel(
+    host: &Host,
+    state: &mut State,
+    transport: &crate::fetch::Transport,
+    url: &str,
+    booted: &Option<String>,
+) -> Result<std::result::Result<(String, channel::Release), Nothing>> {
+    let verified = gate::fetch_channel(transport, &host.release_source(url))?;
+    let ch = verified.channel();
+    let source = manifest::source_key(url);
+    let facts = channel::TimeFacts {
+        now: now(),
+        newest_created_seen: state.newest_created,
+        newest_from_source: state.newest_by_source.get(&source).copied(),
+    };
+    let shown = crate::fetch::redact(url);
+    let time = channel::check_time(&shown, ch, &facts);
+    if !matches!(time, Err(channel::ChannelError::CreatedAhead { .. })) {
+        state.note_created(&source, ch.created);
+    }
+    time?;
+    let booted = booted.as_deref().and_then(|v| Version::parse(v).ok());
+    let nothing = |reason: &str, kind| {
+        Ok(Err(Nothing::UpToDate {
+            reason: reason.to_string(),
+            kind,
+            standing: None,
+        }))
+    };
+    match channel::choose(ch, booted.as_ref()) {
+        Choice::Halted => nothing(
+            "the release channel is halted: no install starts",
+            NoUpdate::Halted,
+        ),
+        Choice::UpToDate {
+            on_withdrawn: false,
+        } => nothing(
+            "the release channel lists nothing newer than the booted release",
+            NoUpdate::NotNewer,
+        ),
+        Choice::UpToDate { on_withdrawn: true } => nothing(
+            "the booted release is withdrawn and the release channel lists nothing newer",
+            NoUpdate::NotNewer,
+        ),
+        Choice::Install { index, .. } => {
+            let release = ch.releases[index].clone();
+            let manifest = crate::fetch::resolve(url, &release.manifest)?;
+            Ok(Ok((manifest, release)))
+        }
+    }
 }
 
 /// The judgement `check` and `install` both make ([`manifest::evaluate`] on

@@ -180,26 +180,35 @@ impl Host {
             signature_url: u
                 .signature_url
                 .as_deref()
-                .filter(|_| u.url.as_deref() == Some(location)),
+                .filter(|_| u.url.as_deref().or(u.channel.as_deref()) == Some(location)),
             keys_dirs: &u.keys_dirs,
             threshold: u.threshold,
         }
     }
 
-    /// The release to act on: the one given, else the configured URL.
+    /// The release to act on: the one given, else the configured URL or
+    /// channel ([`Host::is_channel`] tells which).
     pub(super) fn release_location(&self, given: Option<&str>) -> Result<String> {
-        match given.or(self.config.update.url.as_deref()) {
+        let u = &self.config.update;
+        match given.or(u.url.as_deref()).or(u.channel.as_deref()) {
             Some(l) => Ok(l.to_string()),
             None => Err(Error::Usage(
-                "no release source: give one or set update.url".into(),
+                "no release source: give one or set update.url or update.channel".into(),
             )),
         }
+    }
+
+    /// Whether `location` is the configured release channel.
+    pub(super) fn is_channel(&self, location: &str) -> bool {
+        self.config.update.channel.as_deref() == Some(location)
     }
 
     pub(super) fn transport(&self) -> Result<Transport> {
         let u = &self.config.update;
         // Credentials go to the configured origin and mirror only.
-        let servers: Vec<&str> = u.url.iter().chain(&u.mirror).map(String::as_str).collect();
+        let servers: Vec<&str> = (u.url.iter().chain(&u.channel).chain(&u.mirror))
+            .map(String::as_str)
+            .collect();
         let credentials = crate::fetch::Credentials::load(&u.credentials, &servers)
             .map_err(|e| Error::Config(ConfigError(e)))?;
         Ok(Transport::new(&TransportOptions {

@@ -104,9 +104,9 @@ pub(super) fn check_and_install(
 ) -> Result<std::result::Result<Installed, Nothing>> {
     let lock = host.state_dir.lock();
     let mut state = host.state_dir.load()?;
-    let judged = fetch_and_judge(host, &mut state, location, check)?;
+    let judged = fetch_and_judge(host, &mut state, location, check);
     save_if_held(&lock, &state)?;
-    let (verified, standing) = match judged {
+    let (verified, standing) = match judged? {
         Judged::Applies { verified, standing } => (verified, standing),
         Judged::Nothing(nothing) => return Ok(Err(nothing)),
         Judged::Fault(na) => return Err(na.into()),

@@ -4,7 +4,7 @@
 //! | file | what |
 //! | --- | --- |
 //! | `host.rs` | [`Host`]: the config, state dir and bootloader, and the host's facts (booted slot, boot id, position), each read once per command |
-//! | `check.rs` | `check`: the manifest through the trust gate ([`crate::trust::gate`]) and one judgement of it ([`crate::manifest::evaluate`]) |
+//! | `check.rs` | `check`: the manifest (chosen from the release channel when one is configured, [`crate::channel`]) through the trust gate ([`crate::trust::gate`]) and one judgement of it ([`crate::manifest::evaluate`]) |
 //! | `install.rs` | `install` and the write of `update`: targets, payloads or deltas, staging |
 //! | `transition.rs` | every bootloader change in order with the state: the few legal sequences (invariants 3 and 4) |
 //! | `verdict.rs` | `health`: the boot-time verdict, a pure decision over facts and the runner that applies it |

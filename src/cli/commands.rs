@@ -408,6 +408,26 @@ pub fn pack(_global: &Global, _opts: &PackOptions) -> Result<i32> {
     ))
 }
 
+/// `channel`: verify the channel, edit it, re-sign and publish it
+/// ([`crate::channel::edit`]).
+#[cfg(feature = "pack")]
+pub fn channel(global: &Global, opts: &crate::channel::Options) -> Result<i32> {
+    let path = crate::channel::edit::run(opts)?;
+    if !global.quiet {
+        eprintln!("wrote {} and its signature", path.display());
+    }
+    Ok(0)
+}
+
+/// A host build carries no channel editing.
+#[cfg(not(feature = "pack"))]
+pub fn channel(_global: &Global, _opts: &crate::channel::Options) -> Result<i32> {
+    Err(Error::Usage(
+        "this abupdate is a host build without `channel`; use a build with the `pack` feature"
+            .into(),
+    ))
+}
+
 /// Decide the manifest's rollout from the fleet's word (Prometheus or the
 /// reports) and pause or advance it ([`crate::fleet::controller`]), then
 /// say what was decided: the text line (with every query and its answer on

@@ -55,6 +55,8 @@ pub enum Cmd {
     Fleet,
     /// `pack`: build a signed release directory from images.
     Pack,
+    /// `channel ACTION FILE [ARG]`: edit and re-sign a release channel.
+    Channel,
 }
 
 /// A positional argument of a command.
@@ -175,6 +177,16 @@ pub static COMMANDS: &[CommandDef] = &[
         name: "pack",
         args: &[],
         about: "build a release directory from images, signed",
+    },
+    CommandDef {
+        cmd: Cmd::Channel,
+        name: "channel",
+        args: &[
+            arg("ACTION", true, "add, withdraw, halt, resume or resign"),
+            arg("FILE", true, "the channel.json"),
+            arg("ARG", false, "add: the release.json; withdraw: the version"),
+        ],
+        about: "operator: edit a release channel, verified first, then re-signed",
     },
     CommandDef {
         cmd: Cmd::Help,
@@ -312,6 +324,7 @@ const REBOOTING: Scope = Scope::Commands(&[Cmd::Update, Cmd::Install, Cmd::Healt
 const PUBLIC: Scope = Scope::Commands(&[Cmd::Keygen, Cmd::Verify]);
 const PACK: Scope = Scope::Commands(&[Cmd::Pack]);
 const FLEET: Scope = Scope::Commands(&[Cmd::Fleet]);
+const FLEET_CHANNEL: Scope = Scope::Commands(&[Cmd::Fleet, Cmd::Channel]);
 
 /// Every flag. Order: global ones, then by command as the usage lists them.
 pub static FLAGS: &[Flag] = &[
@@ -435,7 +448,7 @@ pub static FLAGS: &[Flag] = &[
     valued(
         "secret",
         "FILE",
-        Scope::Commands(&[Cmd::Pack, Cmd::Fleet]),
+        Scope::Commands(&[Cmd::Pack, Cmd::Fleet, Cmd::Channel]),
         "a secret key that signs (repeat for m-of-n signing)",
         |a, v| {
             a.secret.push(v.path());
@@ -474,7 +487,7 @@ pub static FLAGS: &[Flag] = &[
     valued(
         "keys",
         "DIR",
-        FLEET,
+        FLEET_CHANNEL,
         "the hosts' trusted keys (repeatable; default: the secrets' public halves)",
         |a, v| {
             a.keys.push(v.path());
@@ -485,7 +498,7 @@ pub static FLAGS: &[Flag] = &[
     valued(
         "threshold",
         "N",
-        FLEET,
+        FLEET_CHANNEL,
         "signatures by distinct trusted keys needed (1 to 17, default 1)",
         |a, v| {
             a.threshold = Some(v.number_in(1..=crate::publish::MAX_SIGNATURES, "give 1 to 17")?);
@@ -635,6 +648,15 @@ pub static FLAGS: &[Flag] = &[
             Ok(())
         },
     ),
+    switch(
+        "barrier",
+        Scope::Commands(&[Cmd::Channel]),
+        "channel add: hosts go through this release, never past it",
+        |a, _| {
+            a.barrier = true;
+            Ok(())
+        },
+    ),
     // pack
     valued(
         "compatible",
@@ -684,8 +706,8 @@ pub static FLAGS: &[Flag] = &[
     valued(
         "expires-days",
         "N",
-        PACK,
-        "the manifest expires N days after it is created (1 to 3650, default 90)",
+        Scope::Commands(&[Cmd::Pack, Cmd::Channel]),
+        "the manifest or channel expires N days after it is created (1 to 3650; default 90, channel 7)",
         |a, v| {
             a.expires_days = Some(v.number()?);
             Ok(())
@@ -969,6 +991,8 @@ pub struct LowArgs {
     pub policy: crate::fleet::Policy,
     /// `fleet --dry-run`: decide and say, write nothing.
     pub dry_run: bool,
+    /// `channel add --barrier`.
+    pub barrier: bool,
     /// `pack --compatible`: the hardware the release is for.
     pub compatible: Option<String>,
     /// `pack --version`.

@@ -78,6 +78,7 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
         Command::Verify { public, file } => commands::verify(global, &public, &file),
         Command::Pack(opts) => commands::pack(global, &opts),
         Command::Fleet(opts) => commands::fleet(global, &opts),
+        Command::Channel(opts) => commands::channel(global, &opts),
     }
 }
 

@@ -102,6 +102,8 @@ pub enum Command {
     Pack(Box<PackOptions>),
     /// `fleet`: the operator's rollout controller.
     Fleet(Box<FleetOptions>),
+    /// `channel`: the operator's edit of a release channel.
+    Channel(Box<crate::channel::Options>),
 }
 
 /// Options of `fleet`, the operator's rollout control.
@@ -203,6 +205,7 @@ pub fn command(mut low: LowArgs) -> Result<(Global, Command), String> {
         },
         Cmd::Pack => Command::Pack(Box::new(pack(low))),
         Cmd::Fleet => Command::Fleet(Box::new(fleet(low)?)),
+        Cmd::Channel => Command::Channel(Box::new(channel(low)?)),
     };
     Ok((global, command))
 }
@@ -248,6 +251,62 @@ fn pack(low: LowArgs) -> PackOptions {
             .delta_window_log
             .unwrap_or(crate::pack::MAX_DELTA_WINDOW_LOG),
     }
+}
+
+/// A host build edits no channel: its parsing stays out of the binary.
+#[cfg(not(feature = "pack"))]
+fn channel(_: LowArgs) -> Result<crate::channel::Options, String> {
+    Err(
+        "this abupdate is a host build without `channel`; use a build with the `pack` feature"
+            .into(),
+    )
+}
+
+#[cfg(feature = "pack")]
+fn channel(low: LowArgs) -> Result<crate::channel::Options, String> {
+    use crate::channel::Action;
+    let word = |i: usize| {
+        low.positional
+            .get(i)
+            .map(|a| a.to_string_lossy().into_owned())
+    };
+    let arg = word(2);
+    let action = match (word(0).as_deref(), arg) {
+        (Some("add"), Some(_)) => Action::Add {
+            manifest: PathBuf::from(&low.positional[2]),
+            barrier: low.barrier,
+        },
+        (Some("withdraw"), Some(v)) => Action::Withdraw(v),
+        (Some("add"), None) => return Err("channel add needs the release.json (ARG)".into()),
+        (Some("withdraw"), None) => return Err("channel withdraw needs the version (ARG)".into()),
+        (Some("halt"), None) => Action::Halt,
+        (Some("resume"), None) => Action::Resume,
+        (Some("resign"), None) => Action::Resign,
+        (Some(a @ ("halt" | "resume" | "resign")), Some(x)) => {
+            return Err(format!("channel {a}: unexpected argument {x:?}"))
+        }
+        (a, _) => {
+            return Err(format!(
+                "channel: unknown action {:?} (add, withdraw, halt, resume, resign)",
+                a.unwrap_or_default()
+            ))
+        }
+    };
+    if low.barrier && !matches!(action, Action::Add { .. }) {
+        return Err("--barrier is for channel add".into());
+    }
+    let expires_days = low.expires_days.unwrap_or(7);
+    if !(1..=3650).contains(&expires_days) {
+        return Err(format!("--expires-days {expires_days}: give 1 to 3650"));
+    }
+    Ok(crate::channel::Options {
+        action,
+        file: low.positional.get(1).map(PathBuf::from).unwrap_or_default(),
+        secrets: low.secret,
+        keys_dirs: low.keys,
+        threshold: low.threshold.unwrap_or(1),
+        expires_days,
+    })
 }
 
 fn fleet(low: LowArgs) -> Result<FleetOptions, String> {

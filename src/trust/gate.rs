@@ -2,8 +2,10 @@
 //! agent acts on.
 //!
 //! Invariant: [`fetch_verified`] is the only function that makes a
-//! [`Verified`], and it makes one only from bytes whose signatures met the
-//! threshold of distinct trusted keys ([`super::verify_threshold`], through
+//! [`Verified`] (and [`fetch_channel`] the only one that makes a
+//! [`VerifiedChannel`]), and each makes one only from bytes whose
+//! signatures met the threshold of distinct trusted keys (both through
+//! `fetch_signed`: one rule for every signed file a host reads) ([`super::verify_threshold`], through
 //! [`crate::publish::verify_signatures`] for the signatures bound to these
 //! very bytes). `Verified`'s fields are private, so no other module can
 //! assemble one from bytes that did not pass; everything that acts on a
@@ -23,6 +25,7 @@
 //! ```
 
 use super::{KeyRing, TrustError};
+use crate::channel::Channel;
 use crate::error::{Error, Result};
 use crate::fetch::{Document, Transport, Validators};
 use crate::manifest::{self, Manifest};
@@ -104,26 +107,87 @@ pub fn fetch_verified(
     src: &Source,
     validators: Option<&Validators>,
 ) -> Result<Option<Verified>> {
+    let Some((body, validators, source)) =
+        fetch_signed(transport, src, manifest::MAX_MANIFEST_BYTES, validators)?
+    else {
+        return Ok(None);
+    };
+    let manifest = Manifest::parse(&body)?;
+    Ok(Some(Verified {
+        location: src.location.to_string(),
+        source,
+        manifest,
+        validators,
+    }))
+}
+
+/// A release channel whose signatures met the threshold (the same keys and
+/// threshold as a manifest's). Only [`fetch_channel`] makes one; whether it
+/// may be believed *now* is [`crate::channel::check_time`].
+pub struct VerifiedChannel {
+    location: String,
+    channel: Channel,
+}
+
+impl VerifiedChannel {
+    /// The channel's own location: its manifests resolve against it.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The verified channel.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+}
+
+/// Fetch the channel at `src` and its signatures and verify them exactly
+/// as a manifest's ([`fetch_verified`]), then parse it.
+pub fn fetch_channel(transport: &Transport, src: &Source) -> Result<VerifiedChannel> {
+    let max = crate::channel::MAX_CHANNEL_BYTES;
+    let Some((body, _, _)) = fetch_signed(transport, src, max, None)? else {
+        return Err(crate::channel::ChannelError::Malformed {
+            url: crate::fetch::redact(src.location).into_owned(),
+            field: "HTTP 304".into(),
+            reason: "an answer to an unconditional request",
+        }
+        .into());
+    };
+    let channel = Channel::parse(&crate::fetch::redact(src.location), &body)?;
+    Ok(VerifiedChannel {
+        location: src.location.to_string(),
+        channel,
+    })
+}
+
+/// The bytes at `src` (at most `max`), returned only when their signatures
+/// met the threshold, with their validators and the URL they came from.
+/// `None` when the server answered 304 to a conditional request.
+fn fetch_signed(
+    transport: &Transport,
+    src: &Source,
+    max: u64,
+    validators: Option<&Validators>,
+) -> Result<Option<(Vec<u8>, Validators, String)>> {
     let fetched = src.via_mirror(src.location);
-    let (body, validators, source) =
-        match transport.get_document(&fetched, manifest::MAX_MANIFEST_BYTES, validators)? {
-            Document::Fetched {
-                body,
-                validators,
-                url,
-            } => (body, validators, url),
-            Document::NotModified => return Ok(None),
-            Document::NotFound => {
-                return Err(Error::Fetch(crate::fetch::FetchError::NotFound {
-                    location: crate::fetch::redact(&fetched).into_owned(),
-                    status: None,
-                }))
-            }
-        };
+    let (body, validators, source) = match transport.get_document(&fetched, max, validators)? {
+        Document::Fetched {
+            body,
+            validators,
+            url,
+        } => (body, validators, url),
+        Document::NotModified => return Ok(None),
+        Document::NotFound => {
+            return Err(Error::Fetch(crate::fetch::FetchError::NotFound {
+                location: crate::fetch::redact(&fetched).into_owned(),
+                status: None,
+            }))
+        }
+    };
     let keys = KeyRing::load(src.keys_dirs)?;
     let (signatures, first_missing) = fetch_signatures(transport, src, None)?;
     // Mid-publish, or behind a cache, the standard signature may belong to
-    // another manifest (or not be there yet): the publisher leaves the
+    // another file (or not be there yet): the publisher leaves the
     // signatures of these very bytes under names bound to them first
     // (crate::publish).
     let tag = publish::bound_tag(&body);
@@ -140,13 +204,7 @@ pub fn fetch_verified(
             e => e,
         },
     )?;
-    let manifest = Manifest::parse(&body)?;
-    Ok(Some(Verified {
-        location: src.location.to_string(),
-        source,
-        manifest,
-        validators,
-    }))
+    Ok(Some((body, validators, source)))
 }
 
 /// Signature files as (URL shown, text).

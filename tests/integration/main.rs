@@ -31,6 +31,7 @@ mod probation;
 #[cfg(feature = "failpoints")]
 mod publish_crash;
 mod refusal_table;
+mod release_channel;
 mod s3_releases;
 #[cfg(feature = "failpoints")]
 mod systemd_boot;

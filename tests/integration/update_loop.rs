@@ -230,12 +230,12 @@ fn fields_a_newer_version_wrote_survive_a_save() {
     let h = TestHost::new("loop-newer-fields", "1.0", HostOptions::default());
     let path = h.state_dir.join("state.json");
     let mut state = h.state();
-    state["probation"] = serde_json::json!({"until": 42});
+    state["attestation"] = serde_json::json!({"until": 42});
     state["slots"]["A"]["verity_root"] = serde_json::json!("abc");
     std::fs::write(&path, serde_json::to_vec(&state).expect("json")).expect("write");
     let out = h.abupdate(&["mark-good"]);
     assert!(out.status.success(), "{}", text(&out));
     let saved = h.state();
-    assert_eq!(saved["probation"]["until"], 42, "{saved}");
+    assert_eq!(saved["attestation"]["until"], 42, "{saved}");
     assert_eq!(saved["slots"]["A"]["verity_root"], "abc", "{saved}");
 }

@@ -1,0 +1,269 @@
+//! `abupdate channel`: the operator's edits of a release channel (add a
+//! release, withdraw one, halt, resume, re-sign), each re-signed and
+//! published in the order of [`crate::publish`].
+//!
+//! Invariant: nothing is re-signed that the hosts' trust gate would not
+//! accept as it stands: an existing `channel.json` is verified (the hosts'
+//! keys with `--keys`, else the secrets' own, at `--threshold`) and parsed
+//! as hosts parse it before any edit; a tampered channel is refused, never
+//! laundered by a fresh signature. Every edit is [`apply`], a plain function
+//! of the document, and its result is parsed as hosts parse it before it is
+//! signed; `created` only moves forward ([`crate::publish::next_created`]),
+//! so hosts that saw the old channel accept the new one.
+
+use super::{Action, Channel, Options};
+use crate::manifest::{Manifest, Version, MAX_MANIFEST_BYTES};
+use crate::publish::{self, PublishError, ReleaseDir};
+use crate::timefmt::{format_rfc3339, now};
+use crate::trust::{self, KeyRing};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// One edit, as [`apply`] makes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// List a release.
+    Add {
+        /// Its version.
+        version: String,
+        /// Its manifest, relative to the channel.
+        manifest: String,
+        /// Its manifest's SHA-256.
+        sha256: String,
+        /// A barrier.
+        barrier: bool,
+    },
+    /// Withdraw a listed release.
+    Withdraw(String),
+    /// Set or lift the halt.
+    Halt(bool),
+    /// Dates only.
+    Resign,
+}
+
+/// Apply `change` to the channel document `doc` (unknown fields are signed
+/// content and kept) and date it `created`..`expires`. Refused: adding a
+/// version already listed, withdrawing one that is not.
+pub fn apply(doc: &mut Value, change: &Change, created: i64, expires: i64) -> Result<(), String> {
+    let obj = doc.as_object_mut().ok_or("not a JSON object")?;
+    obj.insert("created".into(), format_rfc3339(created).into());
+    obj.insert("expires".into(), format_rfc3339(expires).into());
+    if let Change::Halt(h) = change {
+        obj.insert("halt".into(), (*h).into());
+    }
+    let releases = obj
+        .entry("releases")
+        .or_insert_with(|| json!([]))
+        .as_array_mut()
+        .ok_or("releases: not a list")?;
+    let listed = |v: &str| {
+        let v = Version::parse(v).ok();
+        move |r: &&mut Value| {
+            let this = r.get("version").and_then(Value::as_str);
+            v.is_some() && this.and_then(|t| Version::parse(t).ok()) == v
+        }
+    };
+    match change {
+        Change::Add {
+            version,
+            manifest,
+            sha256,
+            barrier,
+        } => {
+            if releases.iter_mut().any(|r| listed(version)(&r)) {
+                return Err(format!("release {version} is listed already"));
+            }
+            releases.push(json!({
+                "version": version, "manifest": manifest, "sha256": sha256,
+                "barrier": barrier, "withdrawn": false,
+            }));
+        }
+        Change::Withdraw(version) => {
+            let r = releases
+                .iter_mut()
+                .find(listed(version))
+                .and_then(Value::as_object_mut)
+                .ok_or_else(|| format!("release {version} is not listed"))?;
+            r.insert("withdrawn".into(), true.into());
+        }
+        Change::Halt(_) | Change::Resign => {}
+    }
+    Ok(())
+}
+
+fn refused(path: &Path, m: impl std::fmt::Display) -> PublishError {
+    PublishError::Refused(format!("{}: {m}", path.display()))
+}
+
+/// The change `action` makes: for `add`, the manifest is read, verified
+/// with `keys` and bound by its hash, its path made relative to `dir`.
+fn change_of(
+    action: &Action,
+    dir: &Path,
+    keys: &KeyRing,
+    threshold: usize,
+) -> Result<Change, PublishError> {
+    Ok(match action {
+        Action::Add { manifest, barrier } => {
+            let body = std::fs::read(manifest).map_err(|source| PublishError::Io {
+                path: manifest.clone(),
+                source,
+            })?;
+            if body.len() as u64 > MAX_MANIFEST_BYTES {
+                return Err(refused(manifest, "larger than a manifest may be"));
+            }
+            let shown = manifest.display().to_string();
+            let sigs: Vec<(String, String)> = (0..publish::MAX_SIGNATURES)
+                .filter_map(|i| {
+                    let p = publish::signature_name(&shown, i);
+                    std::fs::read_to_string(&p).ok().map(|t| (p, t))
+                })
+                .collect();
+            trust::verify_threshold(&body, &sigs, keys, threshold).map_err(|error| {
+                PublishError::Untrusted {
+                    path: manifest.clone(),
+                    error,
+                }
+            })?;
+            let m = Manifest::parse(&body).map_err(|error| PublishError::Manifest {
+                path: manifest.clone(),
+                error,
+            })?;
+            let abs = |p: &Path| std::fs::canonicalize(p).map_err(|e| refused(p, e));
+            let relative = abs(manifest)?
+                .strip_prefix(abs(dir)?)
+                .map(|r| r.to_string_lossy().into_owned())
+                .map_err(|_| {
+                    refused(
+                        manifest,
+                        "not inside the channel's directory (hosts fetch it relative to the channel)",
+                    )
+                })?;
+            Change::Add {
+                version: m.version.to_string(),
+                manifest: relative,
+                sha256: m.sha256,
+                barrier: *barrier,
+            }
+        }
+        Action::Withdraw(v) => Change::Withdraw(v.clone()),
+        Action::Halt => Change::Halt(true),
+        Action::Resume => Change::Halt(false),
+        Action::Resign => Change::Resign,
+    })
+}
+
+/// Run `abupdate channel`: verify what is there, apply the edit, check the
+/// result as hosts will, sign and publish. Returns the channel's path.
+pub fn run(opts: &Options) -> Result<PathBuf, PublishError> {
+    let file = &opts.file;
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| refused(file, "not a file name"))?;
+    let dir_path = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dir = ReleaseDir::open(&dir_path)?;
+    let secrets = publish::load_secret_keys(&opts.secrets)?;
+    let keys = match opts.keys_dirs.is_empty() {
+        true => KeyRing::from_keys(secrets.iter().map(|(_, k)| k.public_key()).collect()),
+        false => KeyRing::load(&opts.keys_dirs).map_err(|error| PublishError::Untrusted {
+            path: opts.keys_dirs[0].clone(),
+            error,
+        })?,
+    };
+    let threshold = opts.threshold.max(1);
+    let previous = match dir.read_manifest(name)? {
+        None => None,
+        Some(_) => {
+            let (body, _, _) = dir.read_signed(name, &keys, threshold)?;
+            let ch = Channel::parse(name, &body).map_err(|e| refused(file, e))?;
+            Some((body, ch.created))
+        }
+    };
+    let mut doc = match &previous {
+        Some((body, _)) => serde_json::from_slice(body).map_err(|e| refused(file, e))?,
+        None if matches!(opts.action, Action::Add { .. }) => json!({"format": 1, "halt": false}),
+        None => return Err(refused(file, "no channel yet: `add` a release first")),
+    };
+    let change = change_of(&opts.action, &dir_path, &keys, threshold)?;
+    let created = publish::next_created(previous.as_ref().map(|p| p.1), now());
+    let expires = created.saturating_add((opts.expires_days.max(1) as i64).saturating_mul(86400));
+    apply(&mut doc, &change, created, expires).map_err(|e| refused(file, e))?;
+    let mut body = serde_json::to_vec_pretty(&doc).map_err(|e| refused(file, e))?;
+    body.push(b'\n');
+    Channel::parse(name, &body).map_err(|e| refused(file, e))?;
+    let signing: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
+    dir.publish_manifest(
+        name,
+        &body,
+        &signing,
+        previous.as_ref().map(|p| p.0.as_slice()),
+    )?;
+    Ok(file.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn add(v: &str, barrier: bool) -> Change {
+        Change::Add {
+            version: v.into(),
+            manifest: format!("{v}/release.json"),
+            sha256: H.into(),
+            barrier,
+        }
+    }
+
+    fn parsed(doc: &Value) -> Channel {
+        let body = serde_json::to_vec(doc).expect("json");
+        Channel::parse("c", &body).expect("hosts parse it")
+    }
+
+    #[test]
+    fn add_lists_a_release_hosts_can_parse_and_dates_the_channel() {
+        let mut doc = json!({"format": 1, "extra": "kept"});
+        apply(&mut doc, &add("2.0", true), 1000, 2000).expect("add");
+        let c = parsed(&doc);
+        assert_eq!((c.created, c.expires), (1000, 2000));
+        assert!(c.releases[0].barrier && !c.releases[0].withdrawn);
+        assert_eq!(doc["extra"], "kept");
+    }
+
+    #[test]
+    fn adding_a_version_twice_is_refused_whatever_its_spelling() {
+        let mut doc = json!({"format": 1});
+        apply(&mut doc, &add("2.0", false), 1000, 2000).expect("add");
+        let e = apply(&mut doc, &add("2.0.0", false), 1001, 2000).expect_err("twice");
+        assert!(e.contains("listed already"), "{e}");
+    }
+
+    #[test]
+    fn withdraw_marks_the_listed_release_and_refuses_an_unknown_one() {
+        let mut doc = json!({"format": 1});
+        apply(&mut doc, &add("2.1", false), 1000, 2000).expect("add");
+        apply(&mut doc, &Change::Withdraw("2.1".into()), 1001, 2000).expect("withdraw");
+        assert!(parsed(&doc).releases[0].withdrawn);
+        let e = apply(&mut doc, &Change::Withdraw("9".into()), 1002, 2000).expect_err("unknown");
+        assert!(e.contains("not listed"), "{e}");
+    }
+
+    #[test]
+    fn halt_and_resume_set_the_flag_and_resign_changes_only_dates() {
+        let mut doc = json!({"format": 1});
+        apply(&mut doc, &add("1.0", false), 1000, 2000).expect("add");
+        apply(&mut doc, &Change::Halt(true), 1001, 2000).expect("halt");
+        assert!(parsed(&doc).halt);
+        apply(&mut doc, &Change::Halt(false), 1002, 2000).expect("resume");
+        assert!(!parsed(&doc).halt);
+        let before = doc["releases"].clone();
+        apply(&mut doc, &Change::Resign, 1003, 3000).expect("resign");
+        assert_eq!(doc["releases"], before);
+        assert_eq!(parsed(&doc).expires, 3000);
+    }
+}

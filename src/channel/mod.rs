@@ -1,0 +1,715 @@
+//! The release channel (`channel.json`): a signed, expiring index of
+//! releases, and the host's choice from it.
+//!
+//! Invariant: a host configured with `[update] channel` installs only a
+//! release the channel lists, not withdrawn, and never past a barrier: the
+//! choice is [`choose`], a plain function of the channel and the booted
+//! version, with one unit test per branch; the manifest it points to is
+//! acted on only when its exact bytes are the ones the channel binds (its
+//! SHA-256 and its version, [`bind`]). The channel itself passes the same
+//! trust gate as a manifest ([`crate::trust::gate::fetch_channel`]) and the
+//! same rules of time ([`check_time`]): not dated ahead of the host's
+//! clock, not older than one already verified from the same URL (the
+//! `created` floor, kept in the state like a manifest's), not expired. A
+//! replayed old channel could undo a withdrawal or a halt; a frozen one
+//! expires.
+//!
+//! Withdrawn entries are ignored entirely, barrier or not: withdrawing a
+//! barrier needs a replacement barrier (`abupdate channel add --barrier`).
+
+#[cfg(feature = "pack")]
+pub mod edit;
+
+use crate::manifest::{Manifest, Version, MAX_CREATED_AHEAD};
+use crate::timefmt::{format_rfc3339, parse_rfc3339};
+use serde::Deserialize;
+use serde_json::Value;
+use std::fmt;
+use std::path::PathBuf;
+
+/// Largest channel accepted.
+pub const MAX_CHANNEL_BYTES: u64 = 256 * 1024;
+
+/// One release as the channel lists it.
+#[derive(Clone, Debug)]
+pub struct Release {
+    /// The release's version.
+    pub version: Version,
+    /// Its manifest, relative to the channel's URL.
+    pub manifest: String,
+    /// SHA-256 of the manifest's exact bytes.
+    pub sha256: String,
+    /// Hosts below it go through it, never past it.
+    pub barrier: bool,
+    /// Never installed; hosts on it move on.
+    pub withdrawn: bool,
+}
+
+/// The document read as a map of JSON values: the same serde code as the
+/// unknown fields of `state.json` ([`crate::state::Unknown`]), so the host
+/// binary carries no second JSON reader for the channel.
+#[derive(Deserialize)]
+struct Raw {
+    #[serde(flatten)]
+    fields: crate::state::Unknown,
+}
+
+/// A parsed and checked channel.
+#[derive(Clone, Debug)]
+pub struct Channel {
+    /// When it was signed, Unix time.
+    pub created: i64,
+    /// When it stops being acted on, Unix time.
+    pub expires: i64,
+    /// The fleet-wide halt: no host starts an install.
+    pub halt: bool,
+    /// The releases, in the order listed.
+    pub releases: Vec<Release>,
+}
+
+/// Why a channel is refused; each names the channel's URL.
+#[derive(PartialEq, Eq)]
+pub enum ChannelError {
+    /// Not the channel's shape, or a field malformed (kind `manifest`).
+    Malformed {
+        /// The channel's URL.
+        url: String,
+        /// The field (`releases[2].sha256`), or what the JSON reader said.
+        field: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Past its `expires` (kind `expired`).
+    Expired {
+        /// The channel's URL.
+        url: String,
+        /// Its `expires`.
+        expires: i64,
+        /// The host's clock.
+        now: i64,
+    },
+    /// Dated more than a day ahead of the host's clock (kind `created_ahead`).
+    CreatedAhead {
+        /// The channel's URL.
+        url: String,
+        /// Its `created`.
+        created: i64,
+    },
+    /// Older than one already verified from the same URL: a stale cache or
+    /// a replay (kind `stale`).
+    Stale {
+        /// The channel's URL.
+        url: String,
+        /// Its `created`.
+        created: i64,
+        /// The newest seen from there.
+        newest: i64,
+    },
+    /// The manifest is not the one the channel binds (kind `hash_mismatch`).
+    ManifestMismatch {
+        /// The manifest's URL.
+        url: String,
+        /// What the channel says (version, sha256).
+        expected: String,
+        /// What the manifest is.
+        found: String,
+    },
+}
+
+impl fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ChannelError::*;
+        let t = |s: &i64| format_rfc3339(*s);
+        match self {
+            Malformed { url, field, reason } => write!(f, "channel {url}: {field}: {reason}"),
+            Expired { url, expires, now } => write!(
+                f,
+                "channel {url}: expired at {} (now {})",
+                t(expires),
+                t(now)
+            ),
+            CreatedAhead { url, created } => write!(
+                f,
+                "channel {url}: created {} is more than a day ahead of this host's clock",
+                t(created)
+            ),
+            Stale {
+                url,
+                created,
+                newest,
+            } => write!(
+                f,
+                "channel {url}: created {} is older than one already verified from there ({}): a stale cache or a replay",
+                t(created),
+                t(newest)
+            ),
+            ManifestMismatch {
+                url,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{url}: the channel binds {expected}, the manifest is {found}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ChannelError {}
+
+// As its message: a derived `Debug` would add every name to the host binary.
+impl fmt::Debug for ChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl ChannelError {
+    /// The stable label: the same as a manifest's refusal of the same kind.
+    pub fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            ChannelError::Malformed { .. } => Kind::Manifest,
+            ChannelError::Expired { .. } => Kind::Expired,
+            ChannelError::CreatedAhead { .. } => Kind::CreatedAhead,
+            ChannelError::Stale { .. } => Kind::Stale,
+            ChannelError::ManifestMismatch { .. } => Kind::HashMismatch,
+        }
+    }
+}
+
+impl Channel {
+    /// Parse signed bytes from `url`: one reading (no key twice), format 1,
+    /// `expires` after `created`, each release's version once, each
+    /// `sha256` 64 lowercase hex digits, each `manifest` non-empty.
+    pub fn parse(url: &str, bytes: &[u8]) -> Result<Channel, ChannelError> {
+        parse_fields(bytes).map_err(|(field, reason)| ChannelError::Malformed {
+            url: url.to_string(),
+            field,
+            reason,
+        })
+    }
+}
+
+/// A malformed field: its path and what is wrong with it.
+type FieldError = (String, &'static str);
+
+fn parse_fields(bytes: &[u8]) -> Result<Channel, FieldError> {
+    let json = |e: serde_json::Error| (e.to_string(), "not a channel document");
+    if let Some(path) = crate::manifest::duplicate_key(bytes).map_err(json)? {
+        return Err((path, "appears twice in its object"));
+    }
+    let raw: Raw = serde_json::from_slice(bytes).map_err(json)?;
+    let top = |k: &str| raw.fields.get(k);
+    let date = |k: &str| top(k).and_then(Value::as_str).map(parse_rfc3339);
+    let flag = |v: Option<&Value>| v.map_or(Some(false), Value::as_bool);
+    let list = top("releases").and_then(Value::as_array);
+    let (Some(1), Some(Ok(created)), Some(Ok(expires)), Some(halt), Some(list)) = (
+        top("format").and_then(Value::as_u64),
+        date("created"),
+        date("expires"),
+        flag(top("halt")),
+        list,
+    ) else {
+        return Err((
+            "channel".into(),
+            "needs format 1, created and expires (RFC 3339), releases (a list), halt true or false when given",
+        ));
+    };
+    if expires <= created {
+        return Err(("expires".into(), "not after created"));
+    }
+    let mut releases: Vec<Release> = Vec::with_capacity(list.len());
+    for (i, r) in list.iter().enumerate() {
+        let at = |k: &str| format!("releases[{i}]{k}");
+        let text = |k: &str| r.get(k).and_then(Value::as_str).filter(|t| !t.is_empty());
+        let flag = |k: &str| flag(r.get(k));
+        let (Some(version), Some(manifest), Some(sha256), Some(barrier), Some(withdrawn)) = (
+            text("version"),
+            text("manifest"),
+            text("sha256"),
+            flag("barrier"),
+            flag("withdrawn"),
+        ) else {
+            return Err((
+                at(""),
+                "needs version, manifest and sha256 (not empty), barrier and withdrawn true or false when given",
+            ));
+        };
+        let Ok(version) = Version::parse(version) else {
+            return Err((
+                at(".version"),
+                "not a dotted-number version (e.g. 2026.11.3)",
+            ));
+        };
+        if releases.iter().any(|o| o.version == version) {
+            return Err((at(".version"), "listed twice"));
+        }
+        if !crate::manifest::is_hex_sha256(sha256) {
+            return Err((at(".sha256"), "not 64 lowercase hex digits"));
+        }
+        releases.push(Release {
+            version,
+            manifest: manifest.into(),
+            sha256: sha256.into(),
+            barrier,
+            withdrawn,
+        });
+    }
+    Ok(Channel {
+        created,
+        expires,
+        halt,
+        releases,
+    })
+}
+
+/// What the host knows when it judges a channel's time: the same facts as
+/// for a manifest ([`crate::manifest::HostFacts`]).
+#[derive(Clone, Copy, Debug)]
+pub struct TimeFacts {
+    /// Now, by the host clock.
+    pub now: i64,
+    /// The newest `created` this host has verified anywhere (the clock's floor).
+    pub newest_created_seen: Option<i64>,
+    /// The newest `created` verified from this channel's URL.
+    pub newest_from_source: Option<i64>,
+}
+
+/// Whether the channel may be believed now, in the manifest's order: not
+/// dated ahead, not older than the newest from its URL, not expired.
+pub fn check_time(url: &str, ch: &Channel, t: &TimeFacts) -> Result<(), ChannelError> {
+    let clock = t.now.max(t.newest_created_seen.unwrap_or(i64::MIN));
+    let url = url.to_string();
+    if ch.created > clock.saturating_add(MAX_CREATED_AHEAD) {
+        return Err(ChannelError::CreatedAhead {
+            url,
+            created: ch.created,
+        });
+    }
+    if let Some(newest) = t.newest_from_source.filter(|n| ch.created < *n) {
+        return Err(ChannelError::Stale {
+            url,
+            created: ch.created,
+            newest,
+        });
+    }
+    if ch.expires <= clock {
+        return Err(ChannelError::Expired {
+            url,
+            expires: ch.expires,
+            now: clock,
+        });
+    }
+    Ok(())
+}
+
+/// What `abupdate channel` does (the operator's edit, `channel::edit` with the
+/// `pack` feature).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `add`: list the release whose manifest is at this path (creates the
+    /// channel when there is none).
+    Add {
+        /// The release's `release.json`, inside the channel's directory.
+        manifest: PathBuf,
+        /// `--barrier`: hosts go through it, never past it.
+        barrier: bool,
+    },
+    /// `withdraw VERSION`.
+    Withdraw(String),
+    /// `halt`: no host starts an install.
+    Halt,
+    /// `resume`: lift the halt.
+    Resume,
+    /// `resign`: new dates, same content.
+    Resign,
+}
+
+/// Options of `abupdate channel`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// What to do.
+    pub action: Action,
+    /// The `channel.json` to edit.
+    pub file: PathBuf,
+    /// `--secret`: the keys that sign.
+    pub secrets: Vec<PathBuf>,
+    /// `--keys`: the hosts' trusted keys (default: the secrets' public halves).
+    pub keys_dirs: Vec<PathBuf>,
+    /// `--threshold`.
+    pub threshold: usize,
+    /// `--expires-days`: the new channel expires this long after `created`.
+    pub expires_days: u64,
+}
+
+/// The host's choice from a channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// Install `releases[index]`.
+    Install {
+        /// Its index in [`Channel::releases`].
+        index: usize,
+        /// Why this one.
+        why: Why,
+    },
+    /// The channel is halted: no install starts (trials still get their
+    /// verdict: `health` never reads the channel).
+    Halted,
+    /// Nothing newer to go to.
+    UpToDate {
+        /// The booted release is withdrawn and no good release is newer.
+        on_withdrawn: bool,
+    },
+}
+
+/// Why a release was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// The lowest barrier above the booted release: go through it first.
+    Barrier,
+    /// The newest good release, no barrier in between.
+    Newest,
+    /// The booted release is withdrawn: move on to the next good one.
+    LeaveWithdrawn,
+}
+
+/// The choice: halted → nothing starts; otherwise among the releases newer
+/// than `booted` and not withdrawn, the lowest barrier if there is one,
+/// else the newest; none → up to date. An unknown `booted` is below every
+/// release. Leaving a withdrawn release goes to the lowest good release
+/// above it (its fix), unless a barrier comes first.
+pub fn choose(ch: &Channel, booted: Option<&Version>) -> Choice {
+    if ch.halt {
+        return Choice::Halted;
+    }
+    let mut on_withdrawn = false;
+    // Indexes of the lowest barrier, the lowest and the newest candidate.
+    let (mut barrier, mut lowest, mut newest) = (None::<usize>, None::<usize>, None::<usize>);
+    let version = |i: Option<usize>| i.map(|i| &ch.releases[i].version);
+    for (i, r) in ch.releases.iter().enumerate() {
+        let above = booted.is_none_or(|b| r.version > *b);
+        on_withdrawn |= r.withdrawn && booted == Some(&r.version);
+        if r.withdrawn || !above {
+            continue;
+        }
+        if r.barrier && version(barrier).is_none_or(|v| r.version < *v) {
+            barrier = Some(i);
+        }
+        if version(lowest).is_none_or(|v| r.version < *v) {
+            lowest = Some(i);
+        }
+        if version(newest).is_none_or(|v| r.version > *v) {
+            newest = Some(i);
+        }
+    }
+    let (chosen, why) = match (barrier, on_withdrawn) {
+        (Some(i), _) => (Some(i), Why::Barrier),
+        (None, true) => (lowest, Why::LeaveWithdrawn),
+        (None, false) => (newest, Why::Newest),
+    };
+    match chosen {
+        Some(index) => Choice::Install { index, why },
+        None => Choice::UpToDate { on_withdrawn },
+    }
+}
+
+/// The manifest at `url` is the one `release` binds: its exact bytes hash
+/// to `release.sha256` and it states `release.version`.
+pub fn bind(url: &str, release: &Release, m: &Manifest) -> Result<(), ChannelError> {
+    if m.sha256 == release.sha256 && m.version == release.version {
+        return Ok(());
+    }
+    Err(ChannelError::ManifestMismatch {
+        url: url.to_string(),
+        expected: format!("{} sha256 {}", release.version, release.sha256),
+        found: format!("{} sha256 {}", m.version, m.sha256),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    /// A channel of (version, barrier, withdrawn).
+    fn ch(halt: bool, rs: &[(&str, bool, bool)]) -> Channel {
+        Channel {
+            created: 1000,
+            expires: 2000,
+            halt,
+            releases: rs
+                .iter()
+                .map(|(v, barrier, withdrawn)| Release {
+                    version: Version::parse(v).expect("version"),
+                    manifest: format!("{v}/release.json"),
+                    sha256: H.into(),
+                    barrier: *barrier,
+                    withdrawn: *withdrawn,
+                })
+                .collect(),
+        }
+    }
+
+    fn pick(c: &Channel, booted: Option<&str>) -> Choice {
+        let b = booted.map(|v| Version::parse(v).expect("version"));
+        choose(c, b.as_ref())
+    }
+
+    fn install(c: &Channel, booted: Option<&str>) -> (String, Why) {
+        match pick(c, booted) {
+            Choice::Install { index, why } => (c.releases[index].version.to_string(), why),
+            other => panic!("expected an install, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn below_a_barrier_the_host_goes_to_the_lowest_barrier_above_it() {
+        let c = ch(
+            false,
+            &[
+                ("1.0", false, false),
+                ("3.0", true, false),
+                ("2.0", true, false),
+                ("4.0", false, false),
+            ],
+        );
+        assert_eq!(install(&c, Some("1.0")), ("2.0".into(), Why::Barrier));
+        assert_eq!(install(&c, Some("2.0")), ("3.0".into(), Why::Barrier));
+        assert_eq!(install(&c, Some("3.0")), ("4.0".into(), Why::Newest));
+    }
+
+    #[test]
+    fn an_unknown_booted_version_is_below_every_barrier() {
+        let c = ch(false, &[("2.0", true, false), ("3.0", false, false)]);
+        assert_eq!(install(&c, None), ("2.0".into(), Why::Barrier));
+    }
+
+    #[test]
+    fn without_a_barrier_in_between_the_newest_is_chosen() {
+        let c = ch(
+            false,
+            &[
+                ("1.0", true, false),
+                ("2.0", false, false),
+                ("3.0", false, false),
+            ],
+        );
+        assert_eq!(install(&c, Some("1.0")), ("3.0".into(), Why::Newest));
+    }
+
+    #[test]
+    fn a_withdrawn_release_is_never_chosen_even_as_newest_or_barrier() {
+        let c = ch(
+            false,
+            &[
+                ("1.0", false, false),
+                ("2.0", true, true),
+                ("2.1", false, false),
+                ("3.0", false, true),
+            ],
+        );
+        assert_eq!(install(&c, Some("1.0")), ("2.1".into(), Why::Newest));
+        assert_eq!(
+            pick(&c, Some("2.1")),
+            Choice::UpToDate {
+                on_withdrawn: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_host_on_a_withdrawn_release_moves_to_the_next_good_one() {
+        let c = ch(
+            false,
+            &[
+                ("2.0", false, false),
+                ("2.1", false, true),
+                ("2.2", false, false),
+                ("3.0", false, false),
+            ],
+        );
+        assert_eq!(
+            install(&c, Some("2.1")),
+            ("2.2".into(), Why::LeaveWithdrawn)
+        );
+    }
+
+    #[test]
+    fn a_host_on_a_withdrawn_release_still_stops_at_a_barrier() {
+        let c = ch(
+            false,
+            &[
+                ("2.1", false, true),
+                ("2.5", false, false),
+                ("2.2", true, false),
+            ],
+        );
+        assert_eq!(install(&c, Some("2.1")), ("2.2".into(), Why::Barrier));
+    }
+
+    #[test]
+    fn on_a_withdrawn_release_with_nothing_newer_the_host_stays_and_says_so() {
+        let c = ch(false, &[("2.0", false, false), ("2.1", false, true)]);
+        assert_eq!(
+            pick(&c, Some("2.1")),
+            Choice::UpToDate { on_withdrawn: true }
+        );
+    }
+
+    #[test]
+    fn a_halted_channel_starts_no_install() {
+        let c = ch(true, &[("1.0", false, false), ("2.0", true, false)]);
+        assert_eq!(pick(&c, Some("1.0")), Choice::Halted);
+    }
+
+    #[test]
+    fn nothing_newer_is_up_to_date() {
+        let c = ch(false, &[("1.0", false, false), ("2.0", false, false)]);
+        assert_eq!(
+            pick(&c, Some("2.0")),
+            Choice::UpToDate {
+                on_withdrawn: false
+            }
+        );
+        assert_eq!(
+            pick(&c, Some("2.0.0")),
+            Choice::UpToDate {
+                on_withdrawn: false
+            }
+        );
+        assert_eq!(
+            pick(&ch(false, &[]), Some("1.0")),
+            Choice::UpToDate {
+                on_withdrawn: false
+            }
+        );
+    }
+
+    fn manifest(version: &str) -> Manifest {
+        let text = format!(
+            r#"{{"format":1,"compatible":"acme","version":"{version}","created":"2026-11-20T10:00:00Z",
+            "expires":"2027-01-20T10:00:00Z",
+            "images":{{"rootfs":{{"url":"rootfs.img","size":4096,"sha256":"{H}"}}}}}}"#
+        );
+        Manifest::parse(text.as_bytes()).expect("manifest")
+    }
+
+    #[test]
+    fn a_manifest_is_bound_only_by_its_hash_and_its_version() {
+        let m = manifest("2.0");
+        let mut r = ch(false, &[("2.0", false, false)]).releases.remove(0);
+        r.sha256 = m.sha256.clone();
+        assert_eq!(bind("u", &r, &m), Ok(()));
+        let other = manifest("2.0.1");
+        let e = bind("u", &r, &other).expect_err("another manifest");
+        assert_eq!(e.kind(), crate::error::Kind::HashMismatch);
+        r.version = Version::parse("2.1").expect("version");
+        let e = bind("u", &r, &m).expect_err("same bytes, other version");
+        assert!(e.to_string().contains("binds 2.1"), "{e}");
+    }
+
+    fn doc(body: &str) -> String {
+        format!(
+            r#"{{"format":1,"created":"2026-11-20T10:00:00Z","expires":"2027-01-20T10:00:00Z",{body}}}"#
+        )
+    }
+
+    #[test]
+    fn a_channel_parses_with_defaults_for_its_flags() {
+        let text = doc(&format!(
+            r#""releases":[{{"version":"2.0","manifest":"2.0/release.json","sha256":"{H}","barrier":true}}]"#
+        ));
+        let c = Channel::parse("u", text.as_bytes()).expect("parses");
+        assert!(!c.halt);
+        assert!(c.releases[0].barrier && !c.releases[0].withdrawn);
+        assert!(c.expires > c.created);
+    }
+
+    #[test]
+    fn a_malformed_channel_is_refused_naming_the_field() {
+        let rel = |v: &str, h: &str, m: &str| {
+            format!(r#"{{"version":"{v}","manifest":"{m}","sha256":"{h}"}}"#)
+        };
+        for (body, want) in [
+            (
+                format!(r#""releases":[{}]"#, rel("x", H, "m")),
+                "dotted-number",
+            ),
+            (
+                format!(r#""releases":[{}]"#, rel("1", "AB", "m")),
+                "releases[0].sha256",
+            ),
+            (
+                format!(r#""releases":[{}]"#, rel("1", H, "")),
+                "releases[0]: needs",
+            ),
+            (
+                format!(
+                    r#""releases":[{},{}]"#,
+                    rel("1", H, "a"),
+                    rel("1.0", H, "b")
+                ),
+                "releases[1].version: listed twice",
+            ),
+            (
+                r#""halt":true,"halt":false,"releases":[]"#.into(),
+                "halt: appears twice",
+            ),
+            (r#""halt":true"#.into(), "channel: needs"),
+            (r#""halt":1,"releases":[]"#.into(), "halt true or false"),
+        ] {
+            let e = Channel::parse("https://x/c.json", doc(&body).as_bytes()).expect_err(&body);
+            assert_eq!(e.kind(), crate::error::Kind::Manifest);
+            assert!(e.to_string().contains(want), "{e} lacks {want}");
+            assert!(
+                e.to_string().starts_with("channel https://x/c.json: "),
+                "{e}"
+            );
+        }
+        let swapped = r#"{"format":1,"created":"2027-01-20T10:00:00Z","expires":"2026-11-20T10:00:00Z","releases":[]}"#;
+        let e = Channel::parse("u", swapped.as_bytes()).expect_err("swapped dates");
+        assert!(e.to_string().contains("expires"), "{e}");
+        let v2 = doc(r#""releases":[]"#).replace("\"format\":1", "\"format\":2");
+        assert!(Channel::parse("u", v2.as_bytes()).is_err());
+    }
+
+    fn facts(now: i64, floor: Option<i64>, source: Option<i64>) -> TimeFacts {
+        TimeFacts {
+            now,
+            newest_created_seen: floor,
+            newest_from_source: source,
+        }
+    }
+
+    #[test]
+    fn a_channel_in_its_time_is_believed() {
+        let c = ch(false, &[]);
+        assert_eq!(check_time("u", &c, &facts(1500, None, Some(1000))), Ok(()));
+    }
+
+    #[test]
+    fn an_expired_channel_is_refused_even_under_a_clock_set_back() {
+        let c = ch(false, &[]);
+        let e = check_time("u", &c, &facts(2000, None, None)).expect_err("expired");
+        assert_eq!(e.kind(), crate::error::Kind::Expired);
+        let e = check_time("u", &c, &facts(10, Some(2500), None)).expect_err("floor");
+        assert_eq!(e.kind(), crate::error::Kind::Expired);
+    }
+
+    #[test]
+    fn a_channel_older_than_the_newest_from_its_url_is_a_replay() {
+        let c = ch(false, &[]);
+        let e = check_time("u", &c, &facts(1500, None, Some(1001))).expect_err("stale");
+        assert_eq!(e.kind(), crate::error::Kind::Stale);
+    }
+
+    #[test]
+    fn a_channel_dated_more_than_a_day_ahead_is_not_believed() {
+        let c = ch(false, &[]);
+        let e = check_time("u", &c, &facts(1000 - MAX_CREATED_AHEAD - 1, None, None))
+            .expect_err("ahead");
+        assert_eq!(e.kind(), crate::error::Kind::CreatedAhead);
+    }
+}

@@ -1,0 +1,317 @@
+//! The release channel (`[update] channel`) on a real host: the channel
+//! written by `abupdate channel`, read by the timer's `update`, with the
+//! real `grub-editenv` and the test playing GRUB (as `update_loop.rs`).
+//!
+//! | promise | test |
+//! | --- | --- |
+//! | through a barrier, never past it | `a_host_goes_through_a_barrier_never_past_it` |
+//! | withdrawn: never installed, hosts on it move on | `a_withdrawn_release_is_never_installed_and_a_host_on_it_moves_on` |
+//! | halt stops installs, not verdicts | `a_halt_stops_installs_but_a_trial_still_gets_its_verdict` |
+//! | forged, expired, replayed, mismatched: refused, boot order untouched | `bad_channels_are_refused_with_their_kind_and_touch_nothing` |
+//! | the operator never re-signs a tampered channel | `the_operator_refuses_to_resign_a_tampered_channel` |
+//! | `url` and `channel` together: a config error | `url_and_channel_together_are_a_config_error` |
+
+use crate::common::host::{bin, image, run, text, HostOptions, TestHost};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const LEN: usize = 1 << 20;
+
+/// A host booted on `version`, reading the channel `<dir>/channel.json`.
+fn host(name: &str, version: &str) -> TestHost {
+    let h = TestHost::new(&format!("channel-{name}"), version, HostOptions::default());
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replace(
+        "[update]\n",
+        &format!("[update]\nchannel = \"{}\"\n", channel_path(&h).display()),
+    );
+    std::fs::write(&h.config, cfg).expect("config");
+    h
+}
+
+fn channel_path(h: &TestHost) -> PathBuf {
+    h.dir.join("channel.json")
+}
+
+/// `abupdate channel ARGS FILE… --secret KEY` on this host's channel.
+fn channel_cmd(h: &TestHost, action: &str, extra: &[&str]) -> Output {
+    run(Command::new(bin())
+        .args(["channel", action])
+        .arg(channel_path(h))
+        .args(extra)
+        .arg("--secret")
+        .arg(&h.secret_key))
+}
+
+fn channel(h: &TestHost, action: &str, extra: &[&str]) {
+    let out = channel_cmd(h, action, extra);
+    assert!(out.status.success(), "channel {action}: {}", text(&out));
+}
+
+/// Pack release `version` and list it in the channel.
+fn release(h: &TestHost, version: &str, barrier: bool) -> PathBuf {
+    let m = h.pack(&format!("r{version}"), version, &image(version, LEN), &[]);
+    let path = m.to_str().expect("path");
+    match barrier {
+        true => channel(h, "add", &[path, "--barrier"]),
+        false => channel(h, "add", &[path]),
+    }
+    m
+}
+
+/// The timer's run, then the reboot and the boot-time verdict: the version
+/// the host runs after it.
+fn update_and_commit(h: &mut TestHost) -> String {
+    let out = h.abupdate(&["update"]);
+    assert!(out.status.success(), "update: {}", text(&out));
+    h.boot();
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "health: {}", text(&out));
+    booted(h)
+}
+
+fn booted(h: &TestHost) -> String {
+    let out = h.abupdate(&["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    v["booted_version"].as_str().unwrap_or_default().to_string()
+}
+
+fn check_json(h: &TestHost) -> (Option<i32>, serde_json::Value) {
+    let out = h.abupdate(&["--json", "check"]);
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("check --json: {e}: {}", text(&out)));
+    (out.status.code(), v)
+}
+
+#[test]
+fn a_host_goes_through_a_barrier_never_past_it() {
+    let mut h = host("barrier", "1.0");
+    release(&h, "2.0", true);
+    release(&h, "3.0", false);
+    let out = h.abupdate(&["update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        h.state()["transaction"]["version"],
+        "2.0",
+        "1.0 must go to the barrier 2.0, not to 3.0"
+    );
+    h.boot();
+    assert!(h.abupdate(&["health"]).status.success());
+    assert_eq!(booted(&h), "2.0");
+    assert_eq!(update_and_commit(&mut h), "3.0");
+    let (code, v) = check_json(&h);
+    assert_eq!(code, Some(0), "{v}");
+}
+
+#[test]
+fn a_withdrawn_release_is_never_installed_and_a_host_on_it_moves_on() {
+    // A host on 1.0: the withdrawn 2.1 is not offered, the newer good 2.2 is.
+    let mut h = host("withdrawn", "1.0");
+    release(&h, "2.1", false);
+    channel(&h, "withdraw", &["2.1"]);
+    let (code, v) = check_json(&h);
+    assert_eq!(code, Some(0), "withdrawn 2.1 offered: {v}");
+    assert_eq!(h.reboots(), 0);
+    release(&h, "2.2", false);
+    assert_eq!(update_and_commit(&mut h), "2.2");
+
+    // A host already on 2.1 when it is withdrawn moves to the next good one
+    // (2.2, the fix), not to the newest.
+    let mut on = host("withdrawn-on", "2.1");
+    release(&on, "2.1", false);
+    release(&on, "2.2", false);
+    release(&on, "3.0", false);
+    let (code, v) = check_json(&on);
+    assert_eq!(code, Some(100), "{v}");
+    channel(&on, "withdraw", &["2.1"]);
+    assert_eq!(update_and_commit(&mut on), "2.2");
+}
+
+#[test]
+fn a_halt_stops_installs_but_a_trial_still_gets_its_verdict() {
+    let mut h = host("halt", "1.0");
+    release(&h, "2.0", false);
+    let out = h.abupdate(&["update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.reboots(), 1);
+    // Halted while 2.0 is on trial: its verdict still comes.
+    channel(&h, "halt", &[]);
+    h.boot();
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    // And no new install starts.
+    release(&h, "3.0", false);
+    let (code, v) = check_json(&h);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["reason"], "halted", "{v}");
+    let out = h.abupdate(&["update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.reboots(), 1, "a halted channel must start no install");
+    channel(&h, "resume", &[]);
+    assert_eq!(update_and_commit(&mut h), "3.0");
+}
+
+/// Write `doc` as the channel, signed with the host's key.
+fn write_signed(h: &TestHost, doc: &serde_json::Value) {
+    let p = channel_path(h);
+    std::fs::write(&p, serde_json::to_vec_pretty(doc).expect("json")).expect("channel");
+    for sig in crate::common::host::signature_files(&p) {
+        std::fs::remove_file(sig).expect("rm");
+    }
+    let out = run(Command::new(bin())
+        .arg("sign")
+        .arg("--secret")
+        .arg(&h.secret_key)
+        .arg(&p));
+    assert!(out.status.success(), "sign: {}", text(&out));
+}
+
+fn current(h: &TestHost) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(channel_path(h)).expect("channel")).expect("json")
+}
+
+/// `update` refused with exit 1 and `kind`, nothing on the device changed.
+fn refused(h: &TestHost, kind: &str, what: &str) {
+    let before = h.untouched();
+    let out = h.abupdate(&["--json", "update", "--now"]);
+    assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], kind, "{what}: {v}");
+    h.assert_untouched(&before, what);
+    assert!(h.state()["transaction"].is_null(), "{what}");
+    assert_eq!(h.slot_sha(1), empty_slot(h), "{what}: slot B written");
+}
+
+fn empty_slot(h: &TestHost) -> String {
+    use sha2::Digest;
+    let len = std::fs::metadata(&h.slots[1]).expect("slot").len() as usize;
+    format!("{:x}", sha2::Sha256::digest(vec![0u8; len]))
+}
+
+fn date(t: i64) -> String {
+    // RFC 3339 UTC from Unix seconds (days from civil, Howard Hinnant).
+    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+#[test]
+fn bad_channels_are_refused_with_their_kind_and_touch_nothing() {
+    let h = host("refused", "1.0");
+    release(&h, "2.0", false);
+    let good = current(&h);
+    let saved: Vec<(PathBuf, Vec<u8>)> = std::iter::once(channel_path(&h))
+        .chain(crate::common::host::signature_files(&channel_path(&h)))
+        .map(|p| {
+            let b = std::fs::read(&p).expect("read");
+            (p, b)
+        })
+        .collect();
+
+    // Forged: one byte changed after signing.
+    let p = channel_path(&h);
+    let bytes = std::fs::read(&p).expect("channel");
+    std::fs::write(
+        &p,
+        String::from_utf8_lossy(&bytes).replace("false", "true "),
+    )
+    .expect("forge");
+    refused(&h, "signature", "forged");
+
+    // Expired (signed by the right key).
+    let mut doc = good.clone();
+    doc["created"] = date(now() - 20 * 86400).into();
+    doc["expires"] = date(now() - 86400).into();
+    write_signed(&h, &doc);
+    refused(&h, "expired", "expired");
+
+    // The manifest the channel points to is not the one it binds.
+    let mut doc = good.clone();
+    doc["releases"][0]["sha256"] = "0".repeat(64).into();
+    write_signed(&h, &doc);
+    refused(&h, "hash_mismatch", "manifest hash mismatch");
+    let mut doc = good.clone();
+    doc["releases"][0]["version"] = "2.5".into();
+    write_signed(&h, &doc);
+    refused(&h, "hash_mismatch", "manifest version mismatch");
+
+    // Replayed: a newer channel was seen (its manifest then refused: its
+    // date is still the floor); the older one comes back.
+    let mut doc = good.clone();
+    doc["created"] = date(now() + 60).into();
+    doc["releases"][0]["sha256"] = "1".repeat(64).into();
+    write_signed(&h, &doc);
+    refused(&h, "hash_mismatch", "newer channel, mismatched manifest");
+    for sig in crate::common::host::signature_files(&p) {
+        std::fs::remove_file(sig).expect("rm");
+    }
+    for (path, bytes) in &saved {
+        std::fs::write(path, bytes).expect("restore");
+    }
+    refused(&h, "stale", "replayed");
+}
+
+#[test]
+fn the_operator_refuses_to_resign_a_tampered_channel() {
+    let h = host("tampered", "1.0");
+    release(&h, "2.0", false);
+    let p = channel_path(&h);
+    let tampered = std::fs::read_to_string(&p)
+        .expect("channel")
+        .replace("\"halt\": false", "\"halt\": true");
+    std::fs::write(&p, &tampered).expect("tamper");
+    for action in ["resign", "resume", "halt"] {
+        let out = channel_cmd(&h, action, &[]);
+        assert_eq!(out.status.code(), Some(1), "{action}: {}", text(&out));
+        assert!(text(&out).contains("channel.json"), "{}", text(&out));
+        assert_eq!(std::fs::read_to_string(&p).expect("channel"), tampered);
+    }
+    // A manifest outside the channel's directory cannot be listed: hosts
+    // fetch it relative to the channel.
+    let m = h.pack("r9", "9.0", &image("9.0", LEN), &[]);
+    std::fs::create_dir_all(h.dir.join("sub")).expect("sub");
+    let out = run(Command::new(bin())
+        .args(["channel", "add"])
+        .arg(h.dir.join("sub/channel.json"))
+        .arg(&m)
+        .arg("--secret")
+        .arg(&h.secret_key));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("not inside"), "{}", text(&out));
+    assert!(!h.dir.join("sub/channel.json").exists());
+}
+
+#[test]
+fn url_and_channel_together_are_a_config_error() {
+    let h = host("both", "1.0");
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        cfg.replace("[update]\n", "[update]\nurl = \"/x/release.json\"\n"),
+    )
+    .expect("config");
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("update.channel"), "{}", text(&out));
+}
