@@ -262,6 +262,10 @@ pub struct Probation {
     /// When the window ended clean (Unix time): the probation is over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passed: Option<i64>,
+    /// When it ended because the configuration turned probation off
+    /// (`probation = "0"`, Unix time): over, neither passed nor failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub off: Option<i64>,
 }
 
 /// A release that failed on this host and is never installed again.
@@ -593,6 +597,7 @@ impl State {
             failures: 0,
             last_failure: None,
             passed: None,
+            off: None,
         });
         self.record_release(t);
         self.slot_mut(t.to).status = SlotStatus::Good;
@@ -634,9 +639,21 @@ impl State {
         }
     }
 
-    /// The release on probation now (not one that passed it).
+    /// The configuration turned probation off (`probation = "0"`) while
+    /// one ran: it ends at `at`, recorded as switched off (`off`), not as
+    /// passed.
+    pub fn switch_off_probation(&mut self, at: i64) {
+        if let Some(p) = self.probation.as_mut() {
+            p.off = Some(at);
+        }
+    }
+
+    /// The release on probation now (not one that passed it or whose
+    /// probation was switched off).
     pub fn on_probation(&self) -> Option<&Probation> {
-        self.probation.as_ref().filter(|p| p.passed.is_none())
+        self.probation
+            .as_ref()
+            .filter(|p| p.passed.is_none() && p.off.is_none())
     }
 
     /// The release on probation as the trial it was (from its slot's
@@ -1322,6 +1339,11 @@ mod tests {
         assert_eq!(ended.on_probation(), None);
         assert_eq!(ended.probation.as_ref().and_then(|p| p.passed), Some(3700));
         assert_eq!(ended.probation_release(), None);
+        let mut off = s.clone();
+        off.switch_off_probation(3000);
+        assert_eq!(off.on_probation(), None, "switched off: over");
+        let p = off.probation.as_ref().expect("kept");
+        assert_eq!((p.off, p.passed), (Some(3000), None), "not passed");
         s.retire_trial(&release, true, "late", Kind::Health, 20);
         assert_eq!(s.probation, None);
         assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);

@@ -11,6 +11,28 @@
 //! with no more failures than that ends the probation (recorded: the
 //! probation's `passed`).
 //!
+//! The window is on the wall clock, which can be wrong at the commit (an
+//! RTC ahead or reset, before NTP) and corrected later: a window that
+//! starts in the future (`now < started`) or reaches further ahead than
+//! the configured one (`until - now > probation`) is restarted from now
+//! ([`Decision::Restart`], recorded), so a wrong clock never holds
+//! updates back for longer than the configured window nor ends a
+//! probation at once. The configured window is read on every run:
+//! `probation = "0"` ends a running probation at the next run
+//! ([`Decision::Off`], recorded as the probation's `off`, not `passed`).
+//!
+//! A restart counts as unclean only when the clean-shutdown mark was
+//! written at least once: with no mark file in the state dir (the unit is
+//! not installed, or writes another path) the host cannot tell a crash
+//! from a reboot, and a good release must not be rolled back for that;
+//! [`watch`] warns on stderr, naming the path.
+//!
+//! Not covered: a release that panics before `abupdate health` runs (in
+//! its kernel or initramfs) after its commit is never counted, since the
+//! bootloader stopped counting its tries at the commit; a hardware
+//! watchdog and the bootloader's own fallback (before the commit only)
+//! are what cover it (README "Probation", known limits).
+//!
 //! The decision ([`decide`]) is a pure function of plain facts, tested
 //! branch by branch; [`watch`] is the runner: it gathers the facts, one at
 //! a time as the decision asks for them, and applies the result through
@@ -48,13 +70,17 @@ pub struct Facts<'a> {
     pub booted: SlotName,
     /// Now (Unix time).
     pub now: i64,
+    /// The configured window (`probation`, seconds, read on this run):
+    /// zero ends the probation, and no window runs longer than it.
+    pub window: i64,
     /// Failures tolerated (`probation_failures`): one more rolls back.
     pub limit: u32,
     /// This boot's id (`None`: the host cannot tell its boots apart, and
     /// restarts are not counted).
     pub boot_id: Option<&'a str>,
     /// The clean-shutdown mark: the id of the last boot that shut down in
-    /// order, if a mark was ever written.
+    /// order. `None`: no mark was ever written (the unit is not installed
+    /// or writes elsewhere), and restarts are not counted as unclean.
     pub mark: Option<&'a str>,
     /// The health checks' result, once run ([`Decision::RunChecks`] asks
     /// for it): `Err` says which failed.
@@ -73,6 +99,18 @@ pub enum Decision {
     /// The window is over with no more failures than tolerated: the
     /// probation ends.
     End,
+    /// The configured window is zero now (`probation = "0"`): the
+    /// probation ends as switched off, whatever it counted.
+    Off,
+    /// The clock was wrong at the commit or is now (the window starts in
+    /// the future, or reaches further than the configured window): the
+    /// window restarts from now; record it, then decide again.
+    Restart {
+        /// The new start (now).
+        started: i64,
+        /// The new end (now plus the configured window).
+        until: i64,
+    },
     /// More failures than tolerated: roll back (what failed, in words).
     RollBack(String),
     /// Still on probation; record what changed (a restart, failures).
@@ -90,12 +128,22 @@ pub enum Decision {
 ///
 /// A restart is a boot id other than the recorded one; it is unclean when
 /// the mark does not name the recorded boot (with no recorded boot id: when
-/// there is no mark at all). Restarts count before the checks run, so a
-/// slot that keeps crashing is rolled back without waiting for them.
+/// there is a mark). With no mark ever written no restart is unclean.
+/// Restarts count before the checks run, so a slot that keeps crashing is
+/// rolled back without waiting for them.
 pub fn decide(f: &Facts) -> Decision {
     let p = f.probation;
     if f.booted != p.slot {
         return Decision::FellBack;
+    }
+    if f.window <= 0 {
+        return Decision::Off;
+    }
+    if f.now < p.started || p.until.saturating_sub(f.now) > f.window {
+        return Decision::Restart {
+            started: f.now,
+            until: f.now.saturating_add(f.window),
+        };
     }
     if f.now >= p.until {
         return Decision::End;
@@ -103,9 +151,10 @@ pub fn decide(f: &Facts) -> Decision {
     let restarted = f.boot_id.is_some() && f.boot_id != p.boot_id.as_deref();
     let unclean = restarted
         && match (&p.boot_id, f.mark) {
-            (_, None) => true,
             (Some(last), Some(mark)) => mark != last,
-            (None, Some(_)) => false,
+            // No mark ever written: the host cannot tell; a recorded mark
+            // with no recorded boot id: some boot ended in order.
+            (_, None) | (None, Some(_)) => false,
         };
     let mut what = Vec::new();
     if unclean {
@@ -155,27 +204,46 @@ pub(super) fn watch(
     else {
         return Ok(None);
     };
+    let mut p = p;
     let boot_id = host.boot_id();
-    let mark = std::fs::read_to_string(host.state_dir.path().join(SHUTDOWN_MARK))
-        .ok()
-        .map(|m| m.trim().to_string());
-    let mut facts = Facts {
-        probation: &p,
-        booted,
-        now: crate::timefmt::now(),
-        limit: host.config.health.probation_failures,
-        boot_id: boot_id.as_deref(),
-        mark: mark.as_deref(),
-        checks: None,
-    };
+    let mark = read_mark(&host.state_dir.path().join(SHUTDOWN_MARK))?;
+    let now = crate::timefmt::now();
+    let limit = host.config.health.probation_failures;
+    let window = i64::try_from(host.config.health.probation.as_secs()).unwrap_or(i64::MAX);
+    let mut checks = None;
     let decision = loop {
+        let facts = Facts {
+            probation: &p,
+            booted,
+            now,
+            window,
+            limit,
+            boot_id: boot_id.as_deref(),
+            mark: mark.as_deref(),
+            checks: checks.clone(),
+        };
         match decide(&facts) {
             Decision::RunChecks => {
                 log(&format!(
                     "{} in slot {} is on probation: running health checks",
                     p.version, p.slot
                 ));
-                facts.checks = Some(super::verdict::run_checks(host, quiet));
+                checks = Some(super::verdict::run_checks(host, quiet));
+            }
+            Decision::Restart { started, until } => {
+                log(&format!(
+                    "warning: the probation of {} ran from {} to {}, which does not fit \
+                     the clock now or the configured window: restarted from now, until {}",
+                    p.version,
+                    crate::timefmt::format_rfc3339(p.started),
+                    crate::timefmt::format_rfc3339(p.until),
+                    crate::timefmt::format_rfc3339(until)
+                ));
+                (p.started, p.until) = (started, until);
+                if let Some(on) = state.probation.as_mut() {
+                    (on.started, on.until) = (started, until);
+                }
+                flip.save(state)?;
             }
             decision => break decision,
         }
@@ -195,17 +263,26 @@ pub(super) fn watch(
             retire_trial(host, flip, state, &release, &why, no_reboot || fell_back)?
         }
         Decision::End => {
-            state.end_probation(facts.now);
+            state.end_probation(now);
             flip.save(state)?;
             log(&format!("{version} passed its probation"));
             Verdict::ProbationPassed { version }
+        }
+        Decision::Off => {
+            state.switch_off_probation(now);
+            flip.save(state)?;
+            log(&format!(
+                "{version}: probation is off in the configuration: its probation ended \
+                 ({} failures counted)",
+                p.failures
+            ));
+            Verdict::ProbationOff { version }
         }
         Decision::Record { failures, what } => {
             let last = what.join("; ");
             if !last.is_empty() {
                 log(&format!(
-                    "{version} on probation: {last} ({failures} of at most {} failures)",
-                    facts.limit
+                    "{version} on probation: {last} ({failures} of at most {limit} failures)"
                 ));
             }
             if let Some(on) = state.probation.as_mut() {
@@ -222,13 +299,37 @@ pub(super) fn watch(
                 failures,
             }
         }
-        // `RunChecks` never leaves the loop above.
-        Decision::Continue | Decision::RunChecks => Verdict::OnProbation {
-            version,
-            until: p.until,
-            failures: p.failures,
-        },
+        // `RunChecks` and `Restart` never leave the loop above.
+        Decision::Continue | Decision::RunChecks | Decision::Restart { .. } => {
+            Verdict::OnProbation {
+                version,
+                until: p.until,
+                failures: p.failures,
+            }
+        }
     }))
+}
+
+/// The clean-shutdown mark at `path`, trimmed; `None` when it was never
+/// written (with a warning on stderr naming the path: restarts are not
+/// counted). Any other read error is an error naming the path.
+fn read_mark(path: &std::path::Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(m) => Ok(Some(m.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log(&format!(
+                "warning: {} was never written (abupdate-shutdown-mark.service not \
+                 installed, or it writes another path than this state_dir): restarts \
+                 during the probation are not counted as unclean",
+                path.display()
+            ));
+            Ok(None)
+        }
+        Err(source) => Err(crate::error::Error::Io {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -245,18 +346,21 @@ mod tests {
             failures,
             last_failure: None,
             passed: None,
+            off: None,
         }
     }
 
-    /// Slot B booted at 150 on "boot-1", the limit 2, the mark absent.
+    /// Slot B booted at 150 on "boot-1", a window of 100 configured, the
+    /// limit 2, the mark naming an earlier boot ("boot-older").
     fn facts(p: &Probation) -> Facts<'_> {
         Facts {
             probation: p,
             booted: SlotName::B,
             now: 150,
+            window: 100,
             limit: 2,
             boot_id: Some("boot-1"),
-            mark: None,
+            mark: Some("boot-older"),
             checks: None,
         }
     }
@@ -293,8 +397,6 @@ mod tests {
             failures: 1,
             what: vec!["an unclean restart (no clean-shutdown mark)".into()],
         };
-        assert_eq!(decide(&f), unclean, "no mark at all");
-        f.mark = Some("boot-older");
         assert_eq!(decide(&f), unclean, "a stale mark of an earlier boot");
         f.mark = Some("boot-0");
         assert_eq!(
@@ -363,6 +465,82 @@ mod tests {
         let mut f = facts(&p);
         f.now = 200;
         assert_eq!(decide(&f), Decision::End);
+    }
+
+    #[test]
+    fn with_no_mark_ever_written_a_restart_is_not_counted() {
+        let p = probation(2, Some("boot-0"));
+        let mut f = facts(&p);
+        f.mark = None;
+        f.checks = Some(Ok(()));
+        assert_eq!(
+            decide(&f),
+            Decision::Record {
+                failures: 2,
+                what: vec![]
+            },
+            "the host cannot tell a crash from a reboot: the boot id moves on"
+        );
+    }
+
+    #[test]
+    fn a_window_that_starts_in_the_future_restarts_from_now() {
+        // The clock was ahead at the commit and went back (NTP).
+        let p = probation(1, Some("boot-1"));
+        let mut f = facts(&p);
+        f.now = 40;
+        assert_eq!(
+            decide(&f),
+            Decision::Restart {
+                started: 40,
+                until: 140
+            }
+        );
+    }
+
+    #[test]
+    fn a_window_reaching_further_than_the_configured_one_restarts_from_now() {
+        // Committed with the RTC years ahead, corrected to 10 years later.
+        let mut p = probation(0, Some("boot-1"));
+        p.started = 50;
+        p.until = 2_000_000_000;
+        let mut f = facts(&p);
+        f.now = 60;
+        assert_eq!(
+            decide(&f),
+            Decision::Restart {
+                started: 60,
+                until: 160
+            }
+        );
+        f.window = 50;
+        f.now = 150;
+        let p = probation(0, Some("boot-1"));
+        f.probation = &p;
+        assert_eq!(
+            decide(&f),
+            Decision::RunChecks,
+            "a window shortened to what is left: runs on"
+        );
+        f.now = 149;
+        assert_eq!(
+            decide(&f),
+            Decision::Restart {
+                started: 149,
+                until: 199
+            },
+            "the configured window shortened below what is left: capped"
+        );
+    }
+
+    #[test]
+    fn a_window_configured_to_zero_switches_the_probation_off() {
+        let p = probation(2, Some("boot-0"));
+        let mut f = facts(&p);
+        f.window = 0;
+        assert_eq!(decide(&f), Decision::Off, "before counting the restart");
+        f.booted = SlotName::A;
+        assert_eq!(decide(&f), Decision::FellBack, "a fallback still counts");
     }
 
     #[test]

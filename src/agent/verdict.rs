@@ -64,6 +64,12 @@ pub enum Verdict {
         /// The release.
         version: String,
     },
+    /// The booted release's probation ended because the configuration
+    /// turned probation off (`probation = "0"`).
+    ProbationOff {
+        /// The release.
+        version: String,
+    },
     /// A committed release failed its probation: retired, the old slot
     /// activated (and rebooted into, unless it already runs).
     RolledBackLate {

@@ -352,6 +352,11 @@ pub fn health(global: &Global, no_reboot: bool) -> Result<i32> {
             0,
             O::ProbationPassed,
         ),
+        Verdict::ProbationOff { version } => (
+            format!("healthy; probation is off: the probation of {version} ended"),
+            0,
+            O::ProbationOff,
+        ),
         Verdict::RolledBackLate { version, reason } => (
             format!("rolled back {version} late: {reason}"),
             1,

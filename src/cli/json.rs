@@ -149,6 +149,9 @@ pub enum HealthOutcome {
     OnProbation,
     /// The booted release's probation ended clean.
     ProbationPassed,
+    /// The booted release's probation ended because the configuration
+    /// turned it off (`probation = "0"`).
+    ProbationOff,
     /// Exit 1: the booted release failed its probation and was rolled
     /// back.
     RolledBackLate,
@@ -448,6 +451,7 @@ mod tests {
             (HealthOutcome::AwaitingReboot, "awaiting_reboot"),
             (HealthOutcome::OnProbation, "on_probation"),
             (HealthOutcome::ProbationPassed, "probation_passed"),
+            (HealthOutcome::ProbationOff, "probation_off"),
             (HealthOutcome::RolledBackLate, "rolled_back_late"),
         ] {
             assert_eq!(value(&o), json!(name));

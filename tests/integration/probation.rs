@@ -20,6 +20,7 @@ fn on_probation(name: &str, extra: &str) -> (TestHost, std::path::PathBuf) {
     let r2 = h.pack("r2", "2.0", &image("2.0", 4096), &[]);
     let out = h.abupdate(&["install", r2.to_str().expect("utf8")]);
     assert!(out.status.success(), "install 2.0: {}", text(&out));
+    h.shut_down_cleanly(); // the orderly reboot into the trial
     assert_eq!(h.boot(), "B");
     let out = h.abupdate(&["health"]);
     assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
@@ -182,4 +183,90 @@ fn a_bootloader_fallback_during_probation_is_recorded_as_a_late_rollback() {
     assert!(text(&out).contains("fell back"), "{}", text(&out));
     assert_eq!(h.reboots(), reboots, "the old slot already runs");
     assert_rolled_back_late(&mut h);
+}
+
+/// Rewrite `state.json` with `edit` applied.
+fn edit_state(h: &TestHost, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut s = h.state();
+    edit(&mut s);
+    std::fs::write(
+        h.state_dir.join("state.json"),
+        serde_json::to_vec(&s).expect("json"),
+    )
+    .expect("state");
+}
+
+#[test]
+fn with_no_shutdown_mark_ever_written_restarts_are_not_counted_and_a_warning_names_it() {
+    let (mut h, _) = on_probation("prob-nomark", "");
+    let mark = h.state_dir.join("shutdown-mark");
+    std::fs::remove_file(&mark).expect("rm mark");
+    for n in 1..=4 {
+        assert_eq!(h.boot(), "B", "restart {n}");
+        let out = h.abupdate(&["health"]);
+        assert!(out.status.success(), "restart {n}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("warning: {} was never written", mark.display())),
+            "{err}"
+        );
+    }
+    assert_eq!(h.state()["probation"]["failures"], 0, "{}", h.state());
+    assert_eq!(h.state()["slots"]["B"]["status"], "good");
+}
+
+#[test]
+fn an_unreadable_shutdown_mark_is_an_error_naming_it() {
+    let (mut h, _) = on_probation("prob-badmark", "");
+    let mark = h.state_dir.join("shutdown-mark");
+    std::fs::remove_file(&mark).expect("rm mark");
+    std::fs::create_dir(&mark).expect("a directory in its place");
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&mark.display().to_string()),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_window_set_far_ahead_by_a_wrong_clock_restarts_from_now() {
+    let (h, _) = on_probation("prob-clock", "");
+    let years = 10 * 365 * 86400;
+    edit_state(&h, |s| {
+        let until = s["probation"]["until"].as_i64().expect("until");
+        s["probation"]["started"] = serde_json::json!(until + years - 86400);
+        s["probation"]["until"] = serde_json::json!(until + years);
+    });
+    let out = h.abupdate(&["--json", "health"]);
+    assert!(text(&out).contains("on_probation"), "{}", text(&out));
+    assert!(text(&out).contains("restarted from now"), "{}", text(&out));
+    let p = &h.state()["probation"];
+    let (started, until) = (p["started"].as_i64(), p["until"].as_i64());
+    let (started, until) = (started.expect("started"), until.expect("until"));
+    assert_eq!(until - started, 86400, "{p}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!((now - 60..=now).contains(&started), "{p}");
+}
+
+#[test]
+fn probation_switched_off_ends_a_running_one_as_off_not_passed() {
+    let (h, _) = on_probation("prob-off", "");
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let off = cfg.replacen("probation = \"24h\"", "probation = \"0\"", 1);
+    assert_ne!(cfg, off);
+    std::fs::write(&h.config, off).expect("config");
+    let out = h.abupdate(&["--json", "health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("probation_off"), "{}", text(&out));
+    let p = &h.state()["probation"];
+    assert!(p["off"].is_i64(), "{p}");
+    assert!(p["passed"].is_null(), "{p}");
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
 }
