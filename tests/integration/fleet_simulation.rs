@@ -419,7 +419,7 @@ const FAILS_AFTER: i64 = 6 * 3600;
 /// One timer run of a host on probation (`abupdate update` during its
 /// probation: the crate's own `agent::probation::decide`): a host whose
 /// release has run `FAILS_AFTER` crashed since its last run (a new boot id,
-/// no clean-shutdown mark). Returns the late rollback's event, if any.
+/// the clean-shutdown mark still the one of the reboot into the trial). Returns the late rollback's event, if any.
 fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> Option<Event> {
     use abupdate::agent::probation::{decide, Decision, Facts};
     let p = host.state.on_probation().cloned()?;
@@ -431,9 +431,11 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
         probation: &p,
         booted: p.slot,
         now,
+        window: p.until - p.started,
         limit,
         boot_id: Some(&boot_id),
-        mark: None,
+        // Written at the orderly reboot into the trial, never since.
+        mark: Some("the-boot-before-the-trial"),
         checks: None,
     };
     let decision = loop {
@@ -472,7 +474,12 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
             host.state.end_probation(now);
             None
         }
-        Decision::Continue | Decision::RunChecks | Decision::FellBack => None,
+        // The simulated clock is right and the window stays configured.
+        Decision::Continue
+        | Decision::RunChecks
+        | Decision::FellBack
+        | Decision::Off
+        | Decision::Restart { .. } => None,
     }
 }
 
