@@ -184,6 +184,9 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
         // health service restarted): the same boot.
         return h;
     }
+    // The reboot into the trial is orderly: it writes the clean-shutdown
+    // mark (with none ever written, probation counts no restart).
+    h.shut_down_cleanly();
     assert_eq!(
         h.boot(),
         "B",
@@ -199,8 +202,8 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
         }
         Flow::Rollback | Flow::MarkBad => must(&h, &["health"]),
         Flow::LateRollback => {
-            // Committed, on probation; two unclean restarts (no
-            // clean-shutdown mark) are tolerated, the third boot is the
+            // Committed, on probation; two unclean restarts (the mark
+            // still the one of the reboot into the trial) are tolerated, the third boot is the
             // one whose health rolls it back.
             must(&h, &["health"]);
             for _ in 0..2 {
