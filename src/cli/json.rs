@@ -267,9 +267,9 @@ pub struct Status<'a> {
     pub backoff_until: Option<&'a str>,
     /// The FleetLock group whose reboot lock this host may hold.
     pub reboot_lock: Option<&'a str>,
-    /// The committed release on probation, or the last one that passed it
+    /// The committed release on probation, or the last one (passed or switched off)
     /// (`state.json`'s `probation`: `slot`, `version`, `started`, `until`,
-    /// `failures`, `passed`, …), if any.
+    /// `failures`, `passed`, `off`, …), if any.
     pub probation: Option<&'a crate::state::Probation>,
     /// Counters and times (`state.json`'s `metrics`).
     pub metrics: &'a crate::state::Metrics,
