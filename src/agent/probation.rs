@@ -126,10 +126,12 @@ pub enum Decision {
 
 /// The step of a probation in this run, from `f` alone.
 ///
-/// A restart is a boot id other than the recorded one; it is unclean when
-/// the mark does not name the recorded boot (with no recorded boot id: when
-/// there is a mark). With no mark ever written no restart is unclean.
-/// Restarts count before the checks run, so a slot that keeps crashing is
+/// The window is checked first: switched off in the configuration, it
+/// ends ([`Decision::Off`]); out of line with the clock or the configured
+/// window, it restarts from now ([`Decision::Restart`]). A restart is a
+/// boot id other than the recorded one; it is unclean when a mark exists
+/// and does not name the recorded boot. With no mark ever written, or no
+/// boot id recorded, no restart is unclean. Restarts count before the checks run, so a slot that keeps crashing is
 /// rolled back without waiting for them.
 pub fn decide(f: &Facts) -> Decision {
     let p = f.probation;
