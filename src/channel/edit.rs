@@ -28,13 +28,15 @@ pub enum Change {
         version: String,
         /// Its manifest, relative to the channel.
         manifest: String,
-        /// Its manifest's SHA-256.
-        sha256: String,
+        /// Its manifest's SHA-256, when pinned (`--pin`).
+        sha256: Option<String>,
         /// A barrier.
         barrier: bool,
     },
     /// Withdraw a listed release.
     Withdraw(String),
+    /// Drop a listed release's pin: bound by its version only.
+    Unpin(String),
     /// Set or lift the halt.
     Halt(bool),
     /// Dates only.
@@ -43,7 +45,7 @@ pub enum Change {
 
 /// Apply `change` to the channel document `doc` (unknown fields are signed
 /// content and kept) and date it `created`..`expires`. Refused: adding a
-/// version already listed, withdrawing one that is not.
+/// version already listed, withdrawing or unpinning one that is not.
 pub fn apply(doc: &mut Value, change: &Change, created: i64, expires: i64) -> Result<(), String> {
     let obj = doc.as_object_mut().ok_or("not a JSON object")?;
     obj.insert("created".into(), format_rfc3339(created).into());
@@ -73,18 +75,25 @@ pub fn apply(doc: &mut Value, change: &Change, created: i64, expires: i64) -> Re
             if releases.iter_mut().any(|r| listed(version)(&r)) {
                 return Err(format!("release {version} is listed already"));
             }
-            releases.push(json!({
-                "version": version, "manifest": manifest, "sha256": sha256,
+            let mut r = json!({
+                "version": version, "manifest": manifest,
                 "barrier": barrier, "withdrawn": false,
-            }));
+            });
+            if let (Some(h), Some(o)) = (sha256, r.as_object_mut()) {
+                o.insert("sha256".into(), h.clone().into());
+            }
+            releases.push(r);
         }
-        Change::Withdraw(version) => {
+        Change::Withdraw(version) | Change::Unpin(version) => {
             let r = releases
                 .iter_mut()
                 .find(listed(version))
                 .and_then(Value::as_object_mut)
                 .ok_or_else(|| format!("release {version} is not listed"))?;
-            r.insert("withdrawn".into(), true.into());
+            match change {
+                Change::Withdraw(_) => r.insert("withdrawn".into(), true.into()),
+                _ => r.remove("sha256"),
+            };
         }
         Change::Halt(_) | Change::Resign => {}
     }
@@ -93,6 +102,17 @@ pub fn apply(doc: &mut Value, change: &Change, created: i64, expires: i64) -> Re
 
 fn refused(path: &Path, m: impl std::fmt::Display) -> PublishError {
     PublishError::Refused(format!("{}: {m}", path.display()))
+}
+
+/// A channel the hosts would refuse, named once (by `path`, not again by
+/// the name [`Channel::parse`] was given).
+fn malformed(path: &Path, e: super::ChannelError) -> PublishError {
+    match e {
+        super::ChannelError::Malformed { field, reason, .. } => {
+            refused(path, format!("{field}: {reason}"))
+        }
+        other => refused(path, other),
+    }
 }
 
 /// The change `action` makes: for `add`, the manifest is read, verified
@@ -104,7 +124,11 @@ fn change_of(
     threshold: usize,
 ) -> Result<Change, PublishError> {
     Ok(match action {
-        Action::Add { manifest, barrier } => {
+        Action::Add {
+            manifest,
+            barrier,
+            pin,
+        } => {
             let body = std::fs::read(manifest).map_err(|source| PublishError::Io {
                 path: manifest.clone(),
                 source,
@@ -142,11 +166,12 @@ fn change_of(
             Change::Add {
                 version: m.version.to_string(),
                 manifest: relative,
-                sha256: m.sha256,
+                sha256: pin.then_some(m.sha256),
                 barrier: *barrier,
             }
         }
         Action::Withdraw(v) => Change::Withdraw(v.clone()),
+        Action::Unpin(v) => Change::Unpin(v.clone()),
         Action::Halt => Change::Halt(true),
         Action::Resume => Change::Halt(false),
         Action::Resign => Change::Resign,
@@ -179,7 +204,7 @@ pub fn run(opts: &Options) -> Result<PathBuf, PublishError> {
         None => None,
         Some(_) => {
             let (body, _, _) = dir.read_signed(name, &keys, threshold)?;
-            let ch = Channel::parse(name, &body).map_err(|e| refused(file, e))?;
+            let ch = Channel::parse(name, &body).map_err(|e| malformed(file, e))?;
             Some((body, ch.created))
         }
     };
@@ -194,7 +219,7 @@ pub fn run(opts: &Options) -> Result<PathBuf, PublishError> {
     apply(&mut doc, &change, created, expires).map_err(|e| refused(file, e))?;
     let mut body = serde_json::to_vec_pretty(&doc).map_err(|e| refused(file, e))?;
     body.push(b'\n');
-    Channel::parse(name, &body).map_err(|e| refused(file, e))?;
+    Channel::parse(name, &body).map_err(|e| malformed(file, e))?;
     let signing: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
     dir.publish_manifest(
         name,
@@ -215,7 +240,7 @@ mod tests {
         Change::Add {
             version: v.into(),
             manifest: format!("{v}/release.json"),
-            sha256: H.into(),
+            sha256: Some(H.into()),
             barrier,
         }
     }
@@ -251,6 +276,36 @@ mod tests {
         assert!(parsed(&doc).releases[0].withdrawn);
         let e = apply(&mut doc, &Change::Withdraw("9".into()), 1002, 2000).expect_err("unknown");
         assert!(e.contains("not listed"), "{e}");
+    }
+
+    #[test]
+    fn unpin_drops_the_hash_and_an_unpinned_add_lists_none() {
+        let mut doc = json!({"format": 1});
+        apply(&mut doc, &add("2.0", false), 1000, 2000).expect("add");
+        assert_eq!(parsed(&doc).releases[0].sha256.as_deref(), Some(H));
+        apply(&mut doc, &Change::Unpin("2.0".into()), 1001, 2000).expect("unpin");
+        assert_eq!(parsed(&doc).releases[0].sha256, None);
+        let e = apply(&mut doc, &Change::Unpin("9".into()), 1002, 2000).expect_err("unknown");
+        assert!(e.contains("not listed"), "{e}");
+        let unpinned = Change::Add {
+            version: "3.0".into(),
+            manifest: "3.0/release.json".into(),
+            sha256: None,
+            barrier: false,
+        };
+        apply(&mut doc, &unpinned, 1003, 2000).expect("add unpinned");
+        assert_eq!(doc["releases"][1].get("sha256"), None);
+    }
+
+    #[test]
+    fn a_malformed_channel_is_named_once() {
+        let e = malformed(
+            Path::new("www/channel.json"),
+            Channel::parse("channel.json", b"{}").expect_err("malformed"),
+        );
+        let text = e.to_string();
+        assert_eq!(text.matches("channel.json").count(), 1, "{text}");
+        assert!(text.contains("www/channel.json: channel: needs"), "{text}");
     }
 
     #[test]

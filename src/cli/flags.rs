@@ -657,6 +657,15 @@ pub static FLAGS: &[Flag] = &[
             Ok(())
         },
     ),
+    switch(
+        "pin",
+        Scope::Commands(&[Cmd::Channel]),
+        "channel add: bind the manifest's exact bytes (a frozen release nobody re-signs)",
+        |a, _| {
+            a.pin = true;
+            Ok(())
+        },
+    ),
     // pack
     valued(
         "compatible",
@@ -993,6 +1002,8 @@ pub struct LowArgs {
     pub dry_run: bool,
     /// `channel add --barrier`.
     pub barrier: bool,
+    /// `channel add --pin`.
+    pub pin: bool,
     /// `pack --compatible`: the hardware the release is for.
     pub compatible: Option<String>,
     /// `pack --version`.
