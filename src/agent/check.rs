@@ -405,7 +405,12 @@ fn judge(
     };
     let verdict = manifest::evaluate(m, &facts);
     if manifest::created_plausible(m, &facts) {
-        let channel = host.config.update.channel.as_deref().map(manifest::source_key);
+        let channel = host
+            .config
+            .update
+            .channel
+            .as_deref()
+            .map(manifest::source_key);
         state.note_created(&source, m.created, channel.as_deref());
     }
     verdict

@@ -715,7 +715,11 @@ mod tests {
         assert_eq!(bind("u", &r, &manifest("2.0")), Ok(()));
         let e = bind("u", &r, &manifest("2.0.1")).expect_err("another version");
         assert_eq!(e.kind(), crate::error::Kind::HashMismatch);
-        assert!(e.to_string().contains("binds 2.0, the manifest is 2.0.1 sha256"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("binds 2.0, the manifest is 2.0.1 sha256"),
+            "{e}"
+        );
     }
 
     fn doc(body: &str) -> String {

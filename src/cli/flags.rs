@@ -182,9 +182,17 @@ pub static COMMANDS: &[CommandDef] = &[
         cmd: Cmd::Channel,
         name: "channel",
         args: &[
-            arg("ACTION", true, "add, withdraw, halt, resume or resign"),
+            arg(
+                "ACTION",
+                true,
+                "add, withdraw, unpin, halt, resume or resign",
+            ),
             arg("FILE", true, "the channel.json"),
-            arg("ARG", false, "add: the release.json; withdraw: the version"),
+            arg(
+                "ARG",
+                false,
+                "add: the release.json; withdraw, unpin: the version",
+            ),
         ],
         about: "operator: edit a release channel, verified first, then re-signed",
     },
