@@ -37,6 +37,13 @@ pub enum Change {
     Withdraw(String),
     /// Drop a listed release's pin: bound by its version only.
     Unpin(String),
+    /// Bind a listed release's manifest bytes (again, after a re-pack).
+    Pin {
+        /// The release's version.
+        version: String,
+        /// Its manifest's SHA-256 now.
+        sha256: String,
+    },
     /// Set or lift the halt.
     Halt(bool),
     /// Dates only.
@@ -84,7 +91,7 @@ pub fn apply(doc: &mut Value, change: &Change, created: i64, expires: i64) -> Re
             }
             releases.push(r);
         }
-        Change::Withdraw(version) | Change::Unpin(version) => {
+        Change::Withdraw(version) | Change::Unpin(version) | Change::Pin { version, .. } => {
             let r = releases
                 .iter_mut()
                 .find(listed(version))
@@ -92,6 +99,7 @@ pub fn apply(doc: &mut Value, change: &Change, created: i64, expires: i64) -> Re
                 .ok_or_else(|| format!("release {version} is not listed"))?;
             match change {
                 Change::Withdraw(_) => r.insert("withdrawn".into(), true.into()),
+                Change::Pin { sha256, .. } => r.insert("sha256".into(), sha256.clone().into()),
                 _ => r.remove("sha256"),
             };
         }
@@ -115,10 +123,45 @@ fn malformed(path: &Path, e: super::ChannelError) -> PublishError {
     }
 }
 
+/// The manifest at `manifest`, read, verified with `keys` as hosts will.
+fn read_release(
+    manifest: &Path,
+    keys: &KeyRing,
+    threshold: usize,
+) -> Result<Manifest, PublishError> {
+    let body = std::fs::read(manifest).map_err(|source| PublishError::Io {
+        path: manifest.to_path_buf(),
+        source,
+    })?;
+    if body.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(refused(manifest, "larger than a manifest may be"));
+    }
+    let shown = manifest.display().to_string();
+    let sigs: Vec<(String, String)> = (0..publish::MAX_SIGNATURES)
+        .filter_map(|i| {
+            let p = publish::signature_name(&shown, i);
+            std::fs::read_to_string(&p).ok().map(|t| (p, t))
+        })
+        .collect();
+    trust::verify_threshold(&body, &sigs, keys, threshold).map_err(|error| {
+        PublishError::Untrusted {
+            path: manifest.to_path_buf(),
+            error,
+        }
+    })?;
+    Manifest::parse(&body).map_err(|error| PublishError::Manifest {
+        path: manifest.to_path_buf(),
+        error,
+    })
+}
+
 /// The change `action` makes: for `add`, the manifest is read, verified
-/// with `keys` and bound by its hash, its path made relative to `dir`.
+/// with `keys` (bound by its hash with `--pin`), its path made relative to
+/// `dir`; for `pin`, the listed manifest (in `doc`) is read and verified
+/// the same way and its current hash bound.
 fn change_of(
     action: &Action,
+    doc: &Value,
     dir: &Path,
     keys: &KeyRing,
     threshold: usize,
@@ -129,30 +172,7 @@ fn change_of(
             barrier,
             pin,
         } => {
-            let body = std::fs::read(manifest).map_err(|source| PublishError::Io {
-                path: manifest.clone(),
-                source,
-            })?;
-            if body.len() as u64 > MAX_MANIFEST_BYTES {
-                return Err(refused(manifest, "larger than a manifest may be"));
-            }
-            let shown = manifest.display().to_string();
-            let sigs: Vec<(String, String)> = (0..publish::MAX_SIGNATURES)
-                .filter_map(|i| {
-                    let p = publish::signature_name(&shown, i);
-                    std::fs::read_to_string(&p).ok().map(|t| (p, t))
-                })
-                .collect();
-            trust::verify_threshold(&body, &sigs, keys, threshold).map_err(|error| {
-                PublishError::Untrusted {
-                    path: manifest.clone(),
-                    error,
-                }
-            })?;
-            let m = Manifest::parse(&body).map_err(|error| PublishError::Manifest {
-                path: manifest.clone(),
-                error,
-            })?;
+            let m = read_release(manifest, keys, threshold)?;
             let abs = |p: &Path| std::fs::canonicalize(p).map_err(|e| refused(p, e));
             let relative = abs(manifest)?
                 .strip_prefix(abs(dir)?)
@@ -172,6 +192,33 @@ fn change_of(
         }
         Action::Withdraw(v) => Change::Withdraw(v.clone()),
         Action::Unpin(v) => Change::Unpin(v.clone()),
+        Action::Pin(v) => {
+            let wanted = Version::parse(v).ok();
+            let listed = doc["releases"].as_array().and_then(|rs| {
+                rs.iter().find(|r| {
+                    let this = r.get("version").and_then(Value::as_str);
+                    wanted.is_some() && this.and_then(|t| Version::parse(t).ok()) == wanted
+                })
+            });
+            let Some(relative) = listed
+                .and_then(|r| r.get("manifest"))
+                .and_then(Value::as_str)
+            else {
+                return Err(refused(dir, format!("release {v} is not listed")));
+            };
+            let path = dir.join(relative);
+            let m = read_release(&path, keys, threshold)?;
+            if Some(&m.version) != wanted.as_ref() {
+                return Err(refused(
+                    &path,
+                    format!("states version {}, not {v}", m.version),
+                ));
+            }
+            Change::Pin {
+                version: v.clone(),
+                sha256: m.sha256,
+            }
+        }
         Action::Halt => Change::Halt(true),
         Action::Resume => Change::Halt(false),
         Action::Resign => Change::Resign,
@@ -213,7 +260,7 @@ pub fn run(opts: &Options) -> Result<PathBuf, PublishError> {
         None if matches!(opts.action, Action::Add { .. }) => json!({"format": 1, "halt": false}),
         None => return Err(refused(file, "no channel yet: `add` a release first")),
     };
-    let change = change_of(&opts.action, &dir_path, &keys, threshold)?;
+    let change = change_of(&opts.action, &doc, &dir_path, &keys, threshold)?;
     let created = publish::next_created(previous.as_ref().map(|p| p.1), now());
     let expires = created.saturating_add((opts.expires_days.max(1) as i64).saturating_mul(86400));
     apply(&mut doc, &change, created, expires).map_err(|e| refused(file, e))?;
@@ -279,12 +326,20 @@ mod tests {
     }
 
     #[test]
-    fn unpin_drops_the_hash_and_an_unpinned_add_lists_none() {
+    fn pin_binds_unpin_drops_the_hash_and_an_unpinned_add_lists_none() {
         let mut doc = json!({"format": 1});
         apply(&mut doc, &add("2.0", false), 1000, 2000).expect("add");
         assert_eq!(parsed(&doc).releases[0].sha256.as_deref(), Some(H));
         apply(&mut doc, &Change::Unpin("2.0".into()), 1001, 2000).expect("unpin");
         assert_eq!(parsed(&doc).releases[0].sha256, None);
+        let c = "c".repeat(64);
+        let pin = Change::Pin {
+            version: "2.0.0".into(),
+            sha256: c.clone(),
+        };
+        apply(&mut doc, &pin, 1001, 2000).expect("pin");
+        assert_eq!(parsed(&doc).releases[0].sha256, Some(c));
+        apply(&mut doc, &Change::Unpin("2.0".into()), 1001, 2000).expect("unpin");
         let e = apply(&mut doc, &Change::Unpin("9".into()), 1002, 2000).expect_err("unknown");
         assert!(e.contains("not listed"), "{e}");
         let unpinned = Change::Add {

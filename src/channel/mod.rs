@@ -3,10 +3,13 @@
 //!
 //! Invariant: a host configured with `[update] channel` installs only a
 //! release the channel lists, not withdrawn, and never past a barrier: the
-//! choice is [`choose`], a plain function of the channel and the booted
-//! version, with one unit test per branch; the manifest it points to is
-//! acted on only when its exact bytes are the ones the channel binds (its
-//! SHA-256 and its version, [`bind`]). The channel itself passes the same
+//! choice is [`choose`], a plain function of the channel, the booted
+//! version (unknown: no choice, never a guess) and the releases that failed
+//! here, with one unit test per branch; the manifest it points to is acted
+//! on only when it is the one the channel binds ([`bind`]: its version,
+//! and its exact bytes' SHA-256 when the entry is pinned; unpinned by
+//! default because `abupdate fleet` re-signs manifests on each wave, whose
+//! own signature, expiry and `created` floor still hold). The channel itself passes the same
 //! trust gate as a manifest ([`crate::trust::gate::fetch_channel`]) and the
 //! same rules of time ([`check_time`]): not dated ahead of the host's
 //! clock, not older than one already verified from the same URL (the
@@ -327,6 +330,9 @@ pub enum Action {
     },
     /// `unpin VERSION`: bind that release by its version only again.
     Unpin(String),
+    /// `pin VERSION`: bind that release's manifest bytes as they are now
+    /// (also a re-bind after its manifest was re-packed).
+    Pin(String),
     /// `withdraw VERSION`.
     Withdraw(String),
     /// `halt`: no host starts an install.

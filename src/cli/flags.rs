@@ -185,13 +185,13 @@ pub static COMMANDS: &[CommandDef] = &[
             arg(
                 "ACTION",
                 true,
-                "add, withdraw, unpin, halt, resume or resign",
+                "add, withdraw, pin, unpin, halt, resume or resign",
             ),
             arg("FILE", true, "the channel.json"),
             arg(
                 "ARG",
                 false,
-                "add: the release.json; withdraw, unpin: the version",
+                "add: the release.json; withdraw, pin, unpin: the version",
             ),
         ],
         about: "operator: edit a release channel, verified first, then re-signed",

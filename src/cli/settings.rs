@@ -279,7 +279,10 @@ fn channel(low: LowArgs) -> Result<crate::channel::Options, String> {
         },
         (Some("withdraw"), Some(v)) => Action::Withdraw(v),
         (Some("unpin"), Some(v)) => Action::Unpin(v),
-        (Some("unpin"), None) => return Err("channel unpin needs the version (ARG)".into()),
+        (Some("pin"), Some(v)) => Action::Pin(v),
+        (Some(a @ ("pin" | "unpin")), None) => {
+            return Err(format!("channel {a} needs the version (ARG)"))
+        }
         (Some("add"), None) => return Err("channel add needs the release.json (ARG)".into()),
         (Some("withdraw"), None) => return Err("channel withdraw needs the version (ARG)".into()),
         (Some("halt"), None) => Action::Halt,
@@ -290,7 +293,7 @@ fn channel(low: LowArgs) -> Result<crate::channel::Options, String> {
         }
         (a, _) => {
             return Err(format!(
-                "channel: unknown action {:?} (add, withdraw, unpin, halt, resume, resign)",
+                "channel: unknown action {:?} (add, withdraw, pin, unpin, halt, resume, resign)",
                 a.unwrap_or_default()
             ))
         }

@@ -344,8 +344,10 @@ fn a_re_signed_manifest_installs_unpinned_and_is_refused_pinned() {
         "hash_mismatch",
         "a pinned release whose manifest was re-signed",
     );
-    channel(&h, "unpin", &["2.0"]);
-    assert!(current(&h)["releases"][0].get("sha256").is_none());
+    // `channel pin` binds the manifest as it is now (a re-bind).
+    let pinned = current(&h)["releases"][0]["sha256"].clone();
+    channel(&h, "pin", &["2.0"]);
+    assert_ne!(current(&h)["releases"][0]["sha256"], pinned);
     // `--now`: past the back-off the refusal started.
     let out = h.abupdate(&["update", "--now"]);
     assert!(out.status.success(), "update: {}", text(&out));
@@ -357,6 +359,13 @@ fn a_re_signed_manifest_installs_unpinned_and_is_refused_pinned() {
     assert!(current(&h)["releases"][1].get("sha256").is_none());
     re_sign_manifest(&h, &m);
     assert_eq!(update_and_commit(&mut h), "3.0");
+    channel(&h, "pin", &["3.0"]);
+    assert!(current(&h)["releases"][1]["sha256"].is_string());
+    channel(&h, "unpin", &["3.0"]);
+    assert!(current(&h)["releases"][1].get("sha256").is_none());
+    let out = channel_cmd(&h, "pin", &["9.9"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("9.9 is not listed"), "{}", text(&out));
 }
 
 #[test]
