@@ -735,8 +735,10 @@ impl State {
 
     /// Remember a believed `created` verified from `source` (a
     /// `manifest::source_key`). Only a `created` that
-    /// `manifest::created_plausible` accepted may come here.
-    pub fn note_created(&mut self, source: &str, created: i64) {
+    /// `manifest::created_plausible` accepted may come here. `keep` (the
+    /// configured release channel's source) is never evicted: its floor is
+    /// what stops a replayed channel from undoing a withdrawal or a halt.
+    pub fn note_created(&mut self, source: &str, created: i64, keep: Option<&str>) {
         if self.newest_created.is_none_or(|c| created > c) {
             self.newest_created = Some(created);
         }
@@ -751,6 +753,7 @@ impl State {
             let oldest = self
                 .newest_by_source
                 .iter()
+                .filter(|(k, _)| Some(k.as_str()) != keep)
                 .min_by_key(|(_, c)| **c)
                 .map(|(k, _)| k.clone());
             match oldest {
@@ -1019,20 +1022,33 @@ mod tests {
     #[test]
     fn created_is_remembered_per_source_and_the_sources_are_bounded() {
         let mut s = State::default();
-        s.note_created("https://a/r.json", 100);
-        s.note_created("https://a/r.json", 50);
-        s.note_created("https://b/r.json", 70);
+        s.note_created("https://a/r.json", 100, None);
+        s.note_created("https://a/r.json", 50, None);
+        s.note_created("https://b/r.json", 70, None);
         assert_eq!(s.newest_by_source["https://a/r.json"], 100);
         assert_eq!(s.newest_by_source["https://b/r.json"], 70);
         assert_eq!(s.newest_created, Some(100));
         for i in 0..100 {
-            s.note_created(&format!("/usb/{i}/release.json"), 1000 + i);
+            s.note_created(&format!("/usb/{i}/release.json"), 1000 + i, None);
         }
         assert_eq!(s.newest_by_source.len(), MAX_SOURCES);
         // The sources with the oldest records went first.
         assert!(!s.newest_by_source.contains_key("https://a/r.json"));
         assert!(s.newest_by_source.contains_key("/usb/99/release.json"));
         assert_eq!(s.newest_created, Some(1099));
+    }
+
+    #[test]
+    fn the_configured_channels_floor_is_never_evicted() {
+        let mut s = State::default();
+        let channel = Some("https://c/channel.json");
+        s.note_created("https://c/channel.json", 10, channel);
+        for i in 0..100 {
+            s.note_created(&format!("/usb/{i}/release.json"), 1000 + i, channel);
+        }
+        assert_eq!(s.newest_by_source.len(), MAX_SOURCES);
+        assert_eq!(s.newest_by_source["https://c/channel.json"], 10);
+        assert!(s.newest_by_source.contains_key("/usb/99/release.json"));
     }
 
     #[test]

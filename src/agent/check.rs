@@ -34,6 +34,9 @@ pub enum NoUpdate {
     OnProbation,
     /// The release channel is halted: no install starts.
     Halted,
+    /// The booted release is withdrawn from the release channel and it
+    /// lists no good release newer.
+    OnWithdrawn,
     /// The release applies, but the timer downloads only inside
     /// `[update] download_windows` (`update` only).
     WaitingForDownloadWindow,
@@ -314,10 +317,15 @@ fn through_channel(
     let shown = crate::fetch::redact(url);
     let time = channel::check_time(&shown, ch, &facts);
     if !matches!(time, Err(channel::ChannelError::CreatedAhead { .. })) {
-        state.note_created(&source, ch.created);
+        state.note_created(&source, ch.created, Some(&source));
     }
     time?;
-    let booted = booted.as_deref().and_then(|v| Version::parse(v).ok());
+    let parsed = booted.as_deref().and_then(|v| Version::parse(v).ok());
+    let failed: Vec<Version> = state
+        .failed_versions()
+        .iter()
+        .filter_map(|v| Version::parse(v).ok())
+        .collect();
     let nothing = |reason: &str, kind| {
         Ok(Err(Nothing::UpToDate {
             reason: reason.to_string(),
@@ -325,7 +333,7 @@ fn through_channel(
             standing: None,
         }))
     };
-    match channel::choose(ch, booted.as_ref()) {
+    match channel::choose(ch, parsed.as_ref(), &failed) {
         Choice::Halted => nothing(
             "the release channel is halted: no install starts",
             NoUpdate::Halted,
@@ -338,8 +346,19 @@ fn through_channel(
         ),
         Choice::UpToDate { on_withdrawn: true } => nothing(
             "the booted release is withdrawn and the release channel lists nothing newer",
-            NoUpdate::NotNewer,
+            NoUpdate::OnWithdrawn,
         ),
+        Choice::FailedBarrier { index } => nothing(
+            &format!(
+                "stuck at barrier {}: it failed on this host and the release channel allows no release past it",
+                ch.releases[index].version
+            ),
+            NoUpdate::PreviouslyFailed,
+        ),
+        Choice::BootedUnknown => Err(Error::Refused(super::Refusal::BootedVersionUnknown {
+            os_release: host.config.system.os_release.clone(),
+            found: booted.clone(),
+        })),
         Choice::Install { index, .. } => {
             let release = ch.releases[index].clone();
             let manifest = crate::fetch::resolve(url, &release.manifest)?;
@@ -386,7 +405,13 @@ fn judge(
     };
     let verdict = manifest::evaluate(m, &facts);
     if manifest::created_plausible(m, &facts) {
-        state.note_created(&source, m.created);
+        let channel = host
+            .config
+            .update
+            .channel
+            .as_deref()
+            .map(manifest::source_key);
+        state.note_created(&source, m.created, channel.as_deref());
     }
     verdict
 }

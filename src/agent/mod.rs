@@ -102,6 +102,14 @@ pub enum Refusal {
         /// Which release, and where the wave stands.
         reason: String,
     },
+    /// A release channel, but the booted version is unknown or not a
+    /// dotted-number version: the channel's order cannot place it.
+    BootedVersionUnknown {
+        /// The configured os-release file.
+        os_release: std::path::PathBuf,
+        /// The version read (os-release, else the state), if any.
+        found: Option<String>,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -133,6 +141,14 @@ impl fmt::Display for Refusal {
                 "{location}: release manifest unchanged since the last check"
             ),
             Refusal::WaitingForWave { reason } => f.write_str(reason),
+            Refusal::BootedVersionUnknown { os_release, found } => {
+                let p = os_release.display();
+                match found {
+                    Some(v) => write!(f, "the booted version {v:?} (from {p}, else the state) is not a dotted-number version"),
+                    None => write!(f, "{p} states no IMAGE_VERSION or VERSION_ID and the state records no booted version"),
+                }?;
+                f.write_str(": the release channel cannot place this host; fix it, or install a release explicitly")
+            }
         }
     }
 }

@@ -28,13 +28,22 @@ pub enum Change {
         version: String,
         /// Its manifest, relative to the channel.
         manifest: String,
-        /// Its manifest's SHA-256.
-        sha256: String,
+        /// Its manifest's SHA-256, when pinned (`--pin`).
+        sha256: Option<String>,
         /// A barrier.
         barrier: bool,
     },
     /// Withdraw a listed release.
     Withdraw(String),
+    /// Drop a listed release's pin: bound by its version only.
+    Unpin(String),
+    /// Bind a listed release's manifest bytes (again, after a re-pack).
+    Pin {
+        /// The release's version.
+        version: String,
+        /// Its manifest's SHA-256 now.
+        sha256: String,
+    },
     /// Set or lift the halt.
     Halt(bool),
     /// Dates only.
@@ -43,7 +52,7 @@ pub enum Change {
 
 /// Apply `change` to the channel document `doc` (unknown fields are signed
 /// content and kept) and date it `created`..`expires`. Refused: adding a
-/// version already listed, withdrawing one that is not.
+/// version already listed, withdrawing or unpinning one that is not.
 pub fn apply(doc: &mut Value, change: &Change, created: i64, expires: i64) -> Result<(), String> {
     let obj = doc.as_object_mut().ok_or("not a JSON object")?;
     obj.insert("created".into(), format_rfc3339(created).into());
@@ -73,18 +82,26 @@ pub fn apply(doc: &mut Value, change: &Change, created: i64, expires: i64) -> Re
             if releases.iter_mut().any(|r| listed(version)(&r)) {
                 return Err(format!("release {version} is listed already"));
             }
-            releases.push(json!({
-                "version": version, "manifest": manifest, "sha256": sha256,
+            let mut r = json!({
+                "version": version, "manifest": manifest,
                 "barrier": barrier, "withdrawn": false,
-            }));
+            });
+            if let (Some(h), Some(o)) = (sha256, r.as_object_mut()) {
+                o.insert("sha256".into(), h.clone().into());
+            }
+            releases.push(r);
         }
-        Change::Withdraw(version) => {
+        Change::Withdraw(version) | Change::Unpin(version) | Change::Pin { version, .. } => {
             let r = releases
                 .iter_mut()
                 .find(listed(version))
                 .and_then(Value::as_object_mut)
                 .ok_or_else(|| format!("release {version} is not listed"))?;
-            r.insert("withdrawn".into(), true.into());
+            match change {
+                Change::Withdraw(_) => r.insert("withdrawn".into(), true.into()),
+                Change::Pin { sha256, .. } => r.insert("sha256".into(), sha256.clone().into()),
+                _ => r.remove("sha256"),
+            };
         }
         Change::Halt(_) | Change::Resign => {}
     }
@@ -95,40 +112,67 @@ fn refused(path: &Path, m: impl std::fmt::Display) -> PublishError {
     PublishError::Refused(format!("{}: {m}", path.display()))
 }
 
+/// A channel the hosts would refuse, named once (by `path`, not again by
+/// the name [`Channel::parse`] was given).
+fn malformed(path: &Path, e: super::ChannelError) -> PublishError {
+    match e {
+        super::ChannelError::Malformed { field, reason, .. } => {
+            refused(path, format!("{field}: {reason}"))
+        }
+        other => refused(path, other),
+    }
+}
+
+/// The manifest at `manifest`, read, verified with `keys` as hosts will.
+fn read_release(
+    manifest: &Path,
+    keys: &KeyRing,
+    threshold: usize,
+) -> Result<Manifest, PublishError> {
+    let body = std::fs::read(manifest).map_err(|source| PublishError::Io {
+        path: manifest.to_path_buf(),
+        source,
+    })?;
+    if body.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(refused(manifest, "larger than a manifest may be"));
+    }
+    let shown = manifest.display().to_string();
+    let sigs: Vec<(String, String)> = (0..publish::MAX_SIGNATURES)
+        .filter_map(|i| {
+            let p = publish::signature_name(&shown, i);
+            std::fs::read_to_string(&p).ok().map(|t| (p, t))
+        })
+        .collect();
+    trust::verify_threshold(&body, &sigs, keys, threshold).map_err(|error| {
+        PublishError::Untrusted {
+            path: manifest.to_path_buf(),
+            error,
+        }
+    })?;
+    Manifest::parse(&body).map_err(|error| PublishError::Manifest {
+        path: manifest.to_path_buf(),
+        error,
+    })
+}
+
 /// The change `action` makes: for `add`, the manifest is read, verified
-/// with `keys` and bound by its hash, its path made relative to `dir`.
+/// with `keys` (bound by its hash with `--pin`), its path made relative to
+/// `dir`; for `pin`, the listed manifest (in `doc`) is read and verified
+/// the same way and its current hash bound.
 fn change_of(
     action: &Action,
+    doc: &Value,
     dir: &Path,
     keys: &KeyRing,
     threshold: usize,
 ) -> Result<Change, PublishError> {
     Ok(match action {
-        Action::Add { manifest, barrier } => {
-            let body = std::fs::read(manifest).map_err(|source| PublishError::Io {
-                path: manifest.clone(),
-                source,
-            })?;
-            if body.len() as u64 > MAX_MANIFEST_BYTES {
-                return Err(refused(manifest, "larger than a manifest may be"));
-            }
-            let shown = manifest.display().to_string();
-            let sigs: Vec<(String, String)> = (0..publish::MAX_SIGNATURES)
-                .filter_map(|i| {
-                    let p = publish::signature_name(&shown, i);
-                    std::fs::read_to_string(&p).ok().map(|t| (p, t))
-                })
-                .collect();
-            trust::verify_threshold(&body, &sigs, keys, threshold).map_err(|error| {
-                PublishError::Untrusted {
-                    path: manifest.clone(),
-                    error,
-                }
-            })?;
-            let m = Manifest::parse(&body).map_err(|error| PublishError::Manifest {
-                path: manifest.clone(),
-                error,
-            })?;
+        Action::Add {
+            manifest,
+            barrier,
+            pin,
+        } => {
+            let m = read_release(manifest, keys, threshold)?;
             let abs = |p: &Path| std::fs::canonicalize(p).map_err(|e| refused(p, e));
             let relative = abs(manifest)?
                 .strip_prefix(abs(dir)?)
@@ -142,11 +186,39 @@ fn change_of(
             Change::Add {
                 version: m.version.to_string(),
                 manifest: relative,
-                sha256: m.sha256,
+                sha256: pin.then_some(m.sha256),
                 barrier: *barrier,
             }
         }
         Action::Withdraw(v) => Change::Withdraw(v.clone()),
+        Action::Unpin(v) => Change::Unpin(v.clone()),
+        Action::Pin(v) => {
+            let wanted = Version::parse(v).ok();
+            let listed = doc["releases"].as_array().and_then(|rs| {
+                rs.iter().find(|r| {
+                    let this = r.get("version").and_then(Value::as_str);
+                    wanted.is_some() && this.and_then(|t| Version::parse(t).ok()) == wanted
+                })
+            });
+            let Some(relative) = listed
+                .and_then(|r| r.get("manifest"))
+                .and_then(Value::as_str)
+            else {
+                return Err(refused(dir, format!("release {v} is not listed")));
+            };
+            let path = dir.join(relative);
+            let m = read_release(&path, keys, threshold)?;
+            if Some(&m.version) != wanted.as_ref() {
+                return Err(refused(
+                    &path,
+                    format!("states version {}, not {v}", m.version),
+                ));
+            }
+            Change::Pin {
+                version: v.clone(),
+                sha256: m.sha256,
+            }
+        }
         Action::Halt => Change::Halt(true),
         Action::Resume => Change::Halt(false),
         Action::Resign => Change::Resign,
@@ -179,7 +251,7 @@ pub fn run(opts: &Options) -> Result<PathBuf, PublishError> {
         None => None,
         Some(_) => {
             let (body, _, _) = dir.read_signed(name, &keys, threshold)?;
-            let ch = Channel::parse(name, &body).map_err(|e| refused(file, e))?;
+            let ch = Channel::parse(name, &body).map_err(|e| malformed(file, e))?;
             Some((body, ch.created))
         }
     };
@@ -188,13 +260,13 @@ pub fn run(opts: &Options) -> Result<PathBuf, PublishError> {
         None if matches!(opts.action, Action::Add { .. }) => json!({"format": 1, "halt": false}),
         None => return Err(refused(file, "no channel yet: `add` a release first")),
     };
-    let change = change_of(&opts.action, &dir_path, &keys, threshold)?;
+    let change = change_of(&opts.action, &doc, &dir_path, &keys, threshold)?;
     let created = publish::next_created(previous.as_ref().map(|p| p.1), now());
     let expires = created.saturating_add((opts.expires_days.max(1) as i64).saturating_mul(86400));
     apply(&mut doc, &change, created, expires).map_err(|e| refused(file, e))?;
     let mut body = serde_json::to_vec_pretty(&doc).map_err(|e| refused(file, e))?;
     body.push(b'\n');
-    Channel::parse(name, &body).map_err(|e| refused(file, e))?;
+    Channel::parse(name, &body).map_err(|e| malformed(file, e))?;
     let signing: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
     dir.publish_manifest(
         name,
@@ -215,7 +287,7 @@ mod tests {
         Change::Add {
             version: v.into(),
             manifest: format!("{v}/release.json"),
-            sha256: H.into(),
+            sha256: Some(H.into()),
             barrier,
         }
     }
@@ -251,6 +323,44 @@ mod tests {
         assert!(parsed(&doc).releases[0].withdrawn);
         let e = apply(&mut doc, &Change::Withdraw("9".into()), 1002, 2000).expect_err("unknown");
         assert!(e.contains("not listed"), "{e}");
+    }
+
+    #[test]
+    fn pin_binds_unpin_drops_the_hash_and_an_unpinned_add_lists_none() {
+        let mut doc = json!({"format": 1});
+        apply(&mut doc, &add("2.0", false), 1000, 2000).expect("add");
+        assert_eq!(parsed(&doc).releases[0].sha256.as_deref(), Some(H));
+        apply(&mut doc, &Change::Unpin("2.0".into()), 1001, 2000).expect("unpin");
+        assert_eq!(parsed(&doc).releases[0].sha256, None);
+        let c = "c".repeat(64);
+        let pin = Change::Pin {
+            version: "2.0.0".into(),
+            sha256: c.clone(),
+        };
+        apply(&mut doc, &pin, 1001, 2000).expect("pin");
+        assert_eq!(parsed(&doc).releases[0].sha256, Some(c));
+        apply(&mut doc, &Change::Unpin("2.0".into()), 1001, 2000).expect("unpin");
+        let e = apply(&mut doc, &Change::Unpin("9".into()), 1002, 2000).expect_err("unknown");
+        assert!(e.contains("not listed"), "{e}");
+        let unpinned = Change::Add {
+            version: "3.0".into(),
+            manifest: "3.0/release.json".into(),
+            sha256: None,
+            barrier: false,
+        };
+        apply(&mut doc, &unpinned, 1003, 2000).expect("add unpinned");
+        assert_eq!(doc["releases"][1].get("sha256"), None);
+    }
+
+    #[test]
+    fn a_malformed_channel_is_named_once() {
+        let e = malformed(
+            Path::new("www/channel.json"),
+            Channel::parse("channel.json", b"{}").expect_err("malformed"),
+        );
+        let text = e.to_string();
+        assert_eq!(text.matches("channel.json").count(), 1, "{text}");
+        assert!(text.contains("www/channel.json: channel: needs"), "{text}");
     }
 
     #[test]

@@ -3,10 +3,13 @@
 //!
 //! Invariant: a host configured with `[update] channel` installs only a
 //! release the channel lists, not withdrawn, and never past a barrier: the
-//! choice is [`choose`], a plain function of the channel and the booted
-//! version, with one unit test per branch; the manifest it points to is
-//! acted on only when its exact bytes are the ones the channel binds (its
-//! SHA-256 and its version, [`bind`]). The channel itself passes the same
+//! choice is [`choose`], a plain function of the channel, the booted
+//! version (unknown: no choice, never a guess) and the releases that failed
+//! here, with one unit test per branch; the manifest it points to is acted
+//! on only when it is the one the channel binds ([`bind`]: its version,
+//! and its exact bytes' SHA-256 when the entry is pinned; unpinned by
+//! default because `abupdate fleet` re-signs manifests on each wave, whose
+//! own signature, expiry and `created` floor still hold). The channel itself passes the same
 //! trust gate as a manifest ([`crate::trust::gate::fetch_channel`]) and the
 //! same rules of time ([`check_time`]): not dated ahead of the host's
 //! clock, not older than one already verified from the same URL (the
@@ -37,8 +40,10 @@ pub struct Release {
     pub version: Version,
     /// Its manifest, relative to the channel's URL.
     pub manifest: String,
-    /// SHA-256 of the manifest's exact bytes.
-    pub sha256: String,
+    /// SHA-256 of the manifest's exact bytes, when the release is pinned
+    /// (`channel add --pin`); without it the channel binds the version
+    /// only, so `abupdate fleet` may re-sign the manifest on each wave.
+    pub sha256: Option<String>,
     /// Hosts below it go through it, never past it.
     pub barrier: bool,
     /// Never installed; hosts on it move on.
@@ -181,7 +186,8 @@ impl ChannelError {
 impl Channel {
     /// Parse signed bytes from `url`: one reading (no key twice), format 1,
     /// `expires` after `created`, each release's version once, each
-    /// `sha256` 64 lowercase hex digits, each `manifest` non-empty.
+    /// `sha256` (optional: a pin) 64 lowercase hex digits, each `manifest`
+    /// non-empty.
     pub fn parse(url: &str, bytes: &[u8]) -> Result<Channel, ChannelError> {
         parse_fields(bytes).map_err(|(field, reason)| ChannelError::Malformed {
             url: url.to_string(),
@@ -224,17 +230,23 @@ fn parse_fields(bytes: &[u8]) -> Result<Channel, FieldError> {
         let at = |k: &str| format!("releases[{i}]{k}");
         let text = |k: &str| r.get(k).and_then(Value::as_str).filter(|t| !t.is_empty());
         let flag = |k: &str| flag(r.get(k));
-        let (Some(version), Some(manifest), Some(sha256), Some(barrier), Some(withdrawn)) = (
+        let (Some(version), Some(manifest), Some(barrier), Some(withdrawn)) = (
             text("version"),
             text("manifest"),
-            text("sha256"),
             flag("barrier"),
             flag("withdrawn"),
         ) else {
             return Err((
                 at(""),
-                "needs version, manifest and sha256 (not empty), barrier and withdrawn true or false when given",
+                "needs version and manifest (not empty), barrier and withdrawn true or false when given",
             ));
+        };
+        let sha256 = match r.get("sha256") {
+            None => None,
+            Some(h) => match h.as_str().filter(|h| crate::manifest::is_hex_sha256(h)) {
+                Some(h) => Some(h.to_string()),
+                None => return Err((at(".sha256"), "not 64 lowercase hex digits")),
+            },
         };
         let Ok(version) = Version::parse(version) else {
             return Err((
@@ -245,13 +257,10 @@ fn parse_fields(bytes: &[u8]) -> Result<Channel, FieldError> {
         if releases.iter().any(|o| o.version == version) {
             return Err((at(".version"), "listed twice"));
         }
-        if !crate::manifest::is_hex_sha256(sha256) {
-            return Err((at(".sha256"), "not 64 lowercase hex digits"));
-        }
         releases.push(Release {
             version,
             manifest: manifest.into(),
-            sha256: sha256.into(),
+            sha256,
             barrier,
             withdrawn,
         });
@@ -315,7 +324,15 @@ pub enum Action {
         manifest: PathBuf,
         /// `--barrier`: hosts go through it, never past it.
         barrier: bool,
+        /// `--pin`: bind the manifest's exact bytes (its SHA-256), for a
+        /// frozen release nobody re-signs.
+        pin: bool,
     },
+    /// `unpin VERSION`: bind that release by its version only again.
+    Unpin(String),
+    /// `pin VERSION`: bind that release's manifest bytes as they are now
+    /// (also a re-bind after its manifest was re-packed).
+    Pin(String),
     /// `withdraw VERSION`.
     Withdraw(String),
     /// `halt`: no host starts an install.
@@ -361,6 +378,16 @@ pub enum Choice {
         /// The booted release is withdrawn and no good release is newer.
         on_withdrawn: bool,
     },
+    /// The lowest barrier above the booted release already failed here:
+    /// the host stays (it may not go past it) until the channel lists a
+    /// replacement barrier.
+    FailedBarrier {
+        /// Its index in [`Channel::releases`].
+        index: usize,
+    },
+    /// The booted version is unknown: no release can be judged newer, and
+    /// guessing "below every release" could downgrade across a barrier.
+    BootedUnknown,
 }
 
 /// Why a release was chosen.
@@ -374,27 +401,33 @@ pub enum Why {
     LeaveWithdrawn,
 }
 
-/// The choice: halted → nothing starts; otherwise among the releases newer
-/// than `booted` and not withdrawn, the lowest barrier if there is one,
-/// else the newest; none → up to date. An unknown `booted` is below every
-/// release. Leaving a withdrawn release goes to the lowest good release
-/// above it (its fix), unless a barrier comes first.
-pub fn choose(ch: &Channel, booted: Option<&Version>) -> Choice {
+/// The choice: halted → nothing starts; an unknown `booted` → nothing
+/// (never a guess); otherwise among the releases newer than `booted` and
+/// not withdrawn, the lowest barrier if there is one (stuck there when it
+/// is in `failed`), else the newest not in `failed`; none → up to date.
+/// Leaving a withdrawn release goes to the lowest good release above it
+/// (its fix), unless a barrier comes first.
+pub fn choose(ch: &Channel, booted: Option<&Version>, failed: &[Version]) -> Choice {
     if ch.halt {
         return Choice::Halted;
     }
+    let Some(booted) = booted else {
+        return Choice::BootedUnknown;
+    };
     let mut on_withdrawn = false;
     // Indexes of the lowest barrier, the lowest and the newest candidate.
     let (mut barrier, mut lowest, mut newest) = (None::<usize>, None::<usize>, None::<usize>);
     let version = |i: Option<usize>| i.map(|i| &ch.releases[i].version);
     for (i, r) in ch.releases.iter().enumerate() {
-        let above = booted.is_none_or(|b| r.version > *b);
-        on_withdrawn |= r.withdrawn && booted == Some(&r.version);
-        if r.withdrawn || !above {
+        on_withdrawn |= r.withdrawn && *booted == r.version;
+        if r.withdrawn || r.version <= *booted {
             continue;
         }
         if r.barrier && version(barrier).is_none_or(|v| r.version < *v) {
             barrier = Some(i);
+        }
+        if failed.contains(&r.version) {
+            continue;
         }
         if version(lowest).is_none_or(|v| r.version < *v) {
             lowest = Some(i);
@@ -404,6 +437,9 @@ pub fn choose(ch: &Channel, booted: Option<&Version>) -> Choice {
         }
     }
     let (chosen, why) = match (barrier, on_withdrawn) {
+        (Some(index), _) if failed.contains(&ch.releases[index].version) => {
+            return Choice::FailedBarrier { index }
+        }
         (Some(i), _) => (Some(i), Why::Barrier),
         (None, true) => (lowest, Why::LeaveWithdrawn),
         (None, false) => (newest, Why::Newest),
@@ -414,16 +450,24 @@ pub fn choose(ch: &Channel, booted: Option<&Version>) -> Choice {
     }
 }
 
-/// The manifest at `url` is the one `release` binds: its exact bytes hash
-/// to `release.sha256` and it states `release.version`.
+/// The manifest at `url` is the one `release` binds: it states
+/// `release.version` and, when the release is pinned, its exact bytes hash
+/// to `release.sha256`. Unpinned, the manifest's own signature, expiry and
+/// `created` floor guard it (re-signed by `abupdate fleet` on each wave).
 pub fn bind(url: &str, release: &Release, m: &Manifest) -> Result<(), ChannelError> {
-    if m.sha256 == release.sha256 && m.version == release.version {
+    let pinned = release.sha256.as_ref();
+    if m.version == release.version && pinned.is_none_or(|h| *h == m.sha256) {
         return Ok(());
     }
+    let hash = |h: &str| format!(" sha256 {h}");
     Err(ChannelError::ManifestMismatch {
         url: url.to_string(),
-        expected: format!("{} sha256 {}", release.version, release.sha256),
-        found: format!("{} sha256 {}", m.version, m.sha256),
+        expected: format!(
+            "{}{}",
+            release.version,
+            pinned.map(|h| hash(h)).unwrap_or_default()
+        ),
+        found: format!("{}{}", m.version, hash(&m.sha256)),
     })
 }
 
@@ -444,7 +488,7 @@ mod tests {
                 .map(|(v, barrier, withdrawn)| Release {
                     version: Version::parse(v).expect("version"),
                     manifest: format!("{v}/release.json"),
-                    sha256: H.into(),
+                    sha256: Some(H.into()),
                     barrier: *barrier,
                     withdrawn: *withdrawn,
                 })
@@ -453,12 +497,21 @@ mod tests {
     }
 
     fn pick(c: &Channel, booted: Option<&str>) -> Choice {
-        let b = booted.map(|v| Version::parse(v).expect("version"));
-        choose(c, b.as_ref())
+        pick_failed(c, booted, &[])
+    }
+
+    fn pick_failed(c: &Channel, booted: Option<&str>, failed: &[&str]) -> Choice {
+        let v = |v: &str| Version::parse(v).expect("version");
+        let failed: Vec<Version> = failed.iter().map(|f| v(f)).collect();
+        choose(c, booted.map(v).as_ref(), &failed)
     }
 
     fn install(c: &Channel, booted: Option<&str>) -> (String, Why) {
-        match pick(c, booted) {
+        install_failed(c, booted, &[])
+    }
+
+    fn install_failed(c: &Channel, booted: Option<&str>, failed: &[&str]) -> (String, Why) {
+        match pick_failed(c, booted, failed) {
             Choice::Install { index, why } => (c.releases[index].version.to_string(), why),
             other => panic!("expected an install, got {other:?}"),
         }
@@ -481,9 +534,59 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_booted_version_is_below_every_barrier() {
+    fn an_unknown_booted_version_chooses_nothing_never_the_lowest_barrier() {
         let c = ch(false, &[("2.0", true, false), ("3.0", false, false)]);
-        assert_eq!(install(&c, None), ("2.0".into(), Why::Barrier));
+        assert_eq!(pick(&c, None), Choice::BootedUnknown);
+        assert_eq!(pick(&ch(true, &[]), None), Choice::Halted);
+    }
+
+    #[test]
+    fn a_failed_release_is_skipped_like_a_withdrawn_one() {
+        let c = ch(
+            false,
+            &[
+                ("2.1", false, true),
+                ("2.2", false, false),
+                ("3.0", false, false),
+            ],
+        );
+        // Back on the withdrawn 2.1 after 2.2 was rolled back: not 2.2 again.
+        assert_eq!(
+            install_failed(&c, Some("2.1"), &["2.2"]),
+            ("3.0".into(), Why::LeaveWithdrawn)
+        );
+    }
+
+    #[test]
+    fn a_failed_newest_leaves_the_host_up_to_date() {
+        let c = ch(false, &[("2.1", false, true), ("2.2", false, false)]);
+        assert_eq!(
+            pick_failed(&c, Some("2.1"), &["2.2"]),
+            Choice::UpToDate { on_withdrawn: true }
+        );
+        let c = ch(false, &[("1.0", false, false), ("2.0", false, false)]);
+        assert_eq!(
+            pick_failed(&c, Some("1.0"), &["2.0"]),
+            Choice::UpToDate {
+                on_withdrawn: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_failed_barrier_holds_the_host_below_it_never_past_it() {
+        let c = ch(
+            false,
+            &[
+                ("1.0", false, false),
+                ("2.0", true, false),
+                ("3.0", false, false),
+            ],
+        );
+        assert_eq!(
+            pick_failed(&c, Some("1.0"), &["2.0"]),
+            Choice::FailedBarrier { index: 1 }
+        );
     }
 
     #[test]
@@ -600,7 +703,7 @@ mod tests {
     fn a_manifest_is_bound_only_by_its_hash_and_its_version() {
         let m = manifest("2.0");
         let mut r = ch(false, &[("2.0", false, false)]).releases.remove(0);
-        r.sha256 = m.sha256.clone();
+        r.sha256 = Some(m.sha256.clone());
         assert_eq!(bind("u", &r, &m), Ok(()));
         let other = manifest("2.0.1");
         let e = bind("u", &r, &other).expect_err("another manifest");
@@ -608,6 +711,21 @@ mod tests {
         r.version = Version::parse("2.1").expect("version");
         let e = bind("u", &r, &m).expect_err("same bytes, other version");
         assert!(e.to_string().contains("binds 2.1"), "{e}");
+    }
+
+    #[test]
+    fn an_unpinned_release_is_bound_by_its_version_only() {
+        let mut r = ch(false, &[("2.0", false, false)]).releases.remove(0);
+        r.sha256 = None;
+        // Any bytes of 2.0 (the same release re-signed by `fleet`).
+        assert_eq!(bind("u", &r, &manifest("2.0")), Ok(()));
+        let e = bind("u", &r, &manifest("2.0.1")).expect_err("another version");
+        assert_eq!(e.kind(), crate::error::Kind::HashMismatch);
+        assert!(
+            e.to_string()
+                .contains("binds 2.0, the manifest is 2.0.1 sha256"),
+            "{e}"
+        );
     }
 
     fn doc(body: &str) -> String {
@@ -624,6 +742,10 @@ mod tests {
         let c = Channel::parse("u", text.as_bytes()).expect("parses");
         assert!(!c.halt);
         assert!(c.releases[0].barrier && !c.releases[0].withdrawn);
+        assert_eq!(c.releases[0].sha256.as_deref(), Some(H));
+        let unpinned = doc(r#""releases":[{"version":"2.0","manifest":"m"}]"#);
+        let c = Channel::parse("u", unpinned.as_bytes()).expect("unpinned parses");
+        assert_eq!(c.releases[0].sha256, None);
         assert!(c.expires > c.created);
     }
 

@@ -182,9 +182,17 @@ pub static COMMANDS: &[CommandDef] = &[
         cmd: Cmd::Channel,
         name: "channel",
         args: &[
-            arg("ACTION", true, "add, withdraw, halt, resume or resign"),
+            arg(
+                "ACTION",
+                true,
+                "add, withdraw, pin, unpin, halt, resume or resign",
+            ),
             arg("FILE", true, "the channel.json"),
-            arg("ARG", false, "add: the release.json; withdraw: the version"),
+            arg(
+                "ARG",
+                false,
+                "add: the release.json; withdraw, pin, unpin: the version",
+            ),
         ],
         about: "operator: edit a release channel, verified first, then re-signed",
     },
@@ -657,6 +665,15 @@ pub static FLAGS: &[Flag] = &[
             Ok(())
         },
     ),
+    switch(
+        "pin",
+        Scope::Commands(&[Cmd::Channel]),
+        "channel add: bind the manifest's exact bytes (a frozen release nobody re-signs)",
+        |a, _| {
+            a.pin = true;
+            Ok(())
+        },
+    ),
     // pack
     valued(
         "compatible",
@@ -993,6 +1010,8 @@ pub struct LowArgs {
     pub dry_run: bool,
     /// `channel add --barrier`.
     pub barrier: bool,
+    /// `channel add --pin`.
+    pub pin: bool,
     /// `pack --compatible`: the hardware the release is for.
     pub compatible: Option<String>,
     /// `pack --version`.

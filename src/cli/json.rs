@@ -43,7 +43,8 @@ pub enum Check<'a> {
     UpToDate {
         /// Always `false`.
         update_available: bool,
-        /// `not_newer`, `previously_failed`, `not_modified`, `waiting_for_wave`.
+        /// `not_newer`, `previously_failed`, `not_modified`, `waiting_for_wave`,
+        /// `halted`, `on_withdrawn`, `on_probation`.
         reason: NoUpdate,
         /// The reason in words, as the text output prints it.
         message: &'a str,
@@ -415,6 +416,8 @@ mod tests {
             json!({"outcome": "rolled_back_late", "release": "2.0", "message": "rolled back 2.0 late"})
         );
         assert_eq!(value(&NoUpdate::OnProbation), json!("on_probation"));
+        assert_eq!(value(&NoUpdate::OnWithdrawn), json!("on_withdrawn"));
+        assert_eq!(value(&NoUpdate::Halted), json!("halted"));
     }
 
     #[test]

@@ -275,8 +275,14 @@ fn channel(low: LowArgs) -> Result<crate::channel::Options, String> {
         (Some("add"), Some(_)) => Action::Add {
             manifest: PathBuf::from(&low.positional[2]),
             barrier: low.barrier,
+            pin: low.pin,
         },
         (Some("withdraw"), Some(v)) => Action::Withdraw(v),
+        (Some("unpin"), Some(v)) => Action::Unpin(v),
+        (Some("pin"), Some(v)) => Action::Pin(v),
+        (Some(a @ ("pin" | "unpin")), None) => {
+            return Err(format!("channel {a} needs the version (ARG)"))
+        }
         (Some("add"), None) => return Err("channel add needs the release.json (ARG)".into()),
         (Some("withdraw"), None) => return Err("channel withdraw needs the version (ARG)".into()),
         (Some("halt"), None) => Action::Halt,
@@ -287,13 +293,13 @@ fn channel(low: LowArgs) -> Result<crate::channel::Options, String> {
         }
         (a, _) => {
             return Err(format!(
-                "channel: unknown action {:?} (add, withdraw, halt, resume, resign)",
+                "channel: unknown action {:?} (add, withdraw, pin, unpin, halt, resume, resign)",
                 a.unwrap_or_default()
             ))
         }
     };
-    if low.barrier && !matches!(action, Action::Add { .. }) {
-        return Err("--barrier is for channel add".into());
+    if (low.barrier || low.pin) && !matches!(action, Action::Add { .. }) {
+        return Err("--barrier and --pin are for channel add".into());
     }
     let expires_days = low.expires_days.unwrap_or(7);
     if !(1..=3650).contains(&expires_days) {

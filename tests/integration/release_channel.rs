@@ -10,6 +10,9 @@
 //! | forged, expired, replayed, mismatched: refused, boot order untouched | `bad_channels_are_refused_with_their_kind_and_touch_nothing` |
 //! | the operator never re-signs a tampered channel | `the_operator_refuses_to_resign_a_tampered_channel` |
 //! | `url` and `channel` together: a config error | `url_and_channel_together_are_a_config_error` |
+//! | a re-signed manifest (`fleet`'s waves): unpinned installs, pinned refused | `a_re_signed_manifest_installs_unpinned_and_is_refused_pinned` |
+//! | an unknown booted version: refused, never guessed below every release | `an_unknown_booted_version_is_refused_naming_os_release` |
+//! | on a withdrawn release, nothing newer: its own reason | `on_a_withdrawn_release_with_nothing_newer_check_says_on_withdrawn` |
 
 use crate::common::host::{bin, image, run, text, HostOptions, TestHost};
 use std::path::PathBuf;
@@ -154,17 +157,30 @@ fn a_halt_stops_installs_but_a_trial_still_gets_its_verdict() {
 
 /// Write `doc` as the channel, signed with the host's key.
 fn write_signed(h: &TestHost, doc: &serde_json::Value) {
-    let p = channel_path(h);
-    std::fs::write(&p, serde_json::to_vec_pretty(doc).expect("json")).expect("channel");
-    for sig in crate::common::host::signature_files(&p) {
+    write_signed_at(h, &channel_path(h), doc)
+}
+
+/// Write `doc` at `p` (a channel or a manifest), signed with the host's key.
+fn write_signed_at(h: &TestHost, p: &std::path::Path, doc: &serde_json::Value) {
+    std::fs::write(p, serde_json::to_vec_pretty(doc).expect("json")).expect("write");
+    for sig in crate::common::host::signature_files(p) {
         std::fs::remove_file(sig).expect("rm");
     }
     let out = run(Command::new(bin())
         .arg("sign")
         .arg("--secret")
         .arg(&h.secret_key)
-        .arg(&p));
+        .arg(p));
     assert!(out.status.success(), "sign: {}", text(&out));
+}
+
+/// Re-sign the manifest at `m` with a newer `created`, as `abupdate fleet`
+/// does on each wave: the same release, other bytes.
+fn re_sign_manifest(h: &TestHost, m: &std::path::Path) {
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m).expect("manifest")).expect("json");
+    doc["created"] = date(now() + 5).into();
+    write_signed_at(h, m, &doc);
 }
 
 fn current(h: &TestHost) -> serde_json::Value {
@@ -314,4 +330,72 @@ fn url_and_channel_together_are_a_config_error() {
     let out = h.abupdate(&["check"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("update.channel"), "{}", text(&out));
+}
+
+#[test]
+fn a_re_signed_manifest_installs_unpinned_and_is_refused_pinned() {
+    let mut h = host("pin", "1.0");
+    let m = h.pack("r2.0", "2.0", &image("2.0", LEN), &[]);
+    channel(&h, "add", &[m.to_str().expect("path"), "--pin"]);
+    assert!(current(&h)["releases"][0]["sha256"].is_string());
+    re_sign_manifest(&h, &m);
+    refused(
+        &h,
+        "hash_mismatch",
+        "a pinned release whose manifest was re-signed",
+    );
+    // `channel pin` binds the manifest as it is now (a re-bind).
+    let pinned = current(&h)["releases"][0]["sha256"].clone();
+    channel(&h, "pin", &["2.0"]);
+    assert_ne!(current(&h)["releases"][0]["sha256"], pinned);
+    // `--now`: past the back-off the refusal started.
+    let out = h.abupdate(&["update", "--now"]);
+    assert!(out.status.success(), "update: {}", text(&out));
+    h.boot();
+    assert!(h.abupdate(&["health"]).status.success());
+    assert_eq!(booted(&h), "2.0");
+    // Unpinned is the default: a re-signed (wave advanced) manifest installs.
+    let m = release(&h, "3.0", false);
+    assert!(current(&h)["releases"][1].get("sha256").is_none());
+    re_sign_manifest(&h, &m);
+    assert_eq!(update_and_commit(&mut h), "3.0");
+    channel(&h, "pin", &["3.0"]);
+    assert!(current(&h)["releases"][1]["sha256"].is_string());
+    channel(&h, "unpin", &["3.0"]);
+    assert!(current(&h)["releases"][1].get("sha256").is_none());
+    let out = channel_cmd(&h, "pin", &["9.9"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("9.9 is not listed"), "{}", text(&out));
+}
+
+#[test]
+fn an_unknown_booted_version_is_refused_naming_os_release() {
+    let h = host("unknown", "1.0");
+    release(&h, "2.0", true);
+    release(&h, "4.0", false);
+    std::fs::write(&h.os_release, "ID=test\nIMAGE_VERSION=3.0-rc1\n").expect("os-release");
+    let before = h.untouched();
+    let out = h.abupdate(&["--json", "update", "--now"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "refused", "{v}");
+    let msg = v["error"].as_str().unwrap_or_default();
+    assert!(msg.contains("\"3.0-rc1\""), "{msg}");
+    assert!(msg.contains(&h.os_release.display().to_string()), "{msg}");
+    h.assert_untouched(&before, "unknown booted version");
+    assert!(h.state()["transaction"].is_null());
+    assert_eq!(h.slot_sha(1), empty_slot(&h), "slot B written");
+}
+
+#[test]
+fn on_a_withdrawn_release_with_nothing_newer_check_says_on_withdrawn() {
+    let h = host("on-withdrawn", "2.1");
+    release(&h, "2.0", false);
+    release(&h, "2.1", false);
+    let (_, v) = check_json(&h);
+    assert_eq!(v["reason"], "not_newer", "{v}");
+    channel(&h, "withdraw", &["2.1"]);
+    let (code, v) = check_json(&h);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["reason"], "on_withdrawn", "{v}");
 }
