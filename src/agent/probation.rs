@@ -194,6 +194,9 @@ pub fn decide(f: &Facts) -> Decision {
 /// Watch the probation, if one is recorded: gather the facts [`decide`]
 /// asks for, then apply its decision. `None` when no release is on
 /// probation. The caller holds the state lock `flip` writes with.
+// Long on purpose: one pass from the facts (the mark, the boot id, the
+// configured window, the checks) to the one decision and its single effect;
+// the decision itself is the pure `decide` above.
 pub(super) fn watch(
     host: &Host,
     flip: &Transition,
