@@ -48,6 +48,23 @@ fn fleet() -> Vec<SimHost> {
         .collect()
 }
 
+/// A manifest of `version` whose rollout starts at `start` in its first
+/// wave of 2, 10, 50, 100 %; the waves too, for the controller's policy.
+fn staged_manifest(version: &str, start: i64) -> (Manifest, Vec<f64>) {
+    let waves = vec![2.0, 10.0, 50.0, 100.0];
+    let m = manifest(
+        version,
+        start,
+        Rollout {
+            percent: Some(2.0),
+            waves: Some(waves.clone()),
+            wave_started: Some(format_rfc3339(start)),
+            ..Default::default()
+        },
+    );
+    (m, waves)
+}
+
 fn manifest(version: &str, start: i64, rollout: Rollout) -> Manifest {
     let doc = ManifestDoc {
         format: 1,
@@ -326,17 +343,7 @@ fn a_bad_release_is_paused_after_the_first_wave_and_never_reinstalled() {
 #[test]
 fn a_good_release_advances_through_its_waves_after_each_soak() {
     let start = parse_rfc3339("2026-12-01T00:00:00Z").expect("t");
-    let waves = vec![2.0, 10.0, 50.0, 100.0];
-    let mut m = manifest(
-        "2.0",
-        start,
-        Rollout {
-            percent: Some(2.0),
-            waves: Some(waves.clone()),
-            wave_started: Some(format_rfc3339(start)),
-            ..Default::default()
-        },
-    );
+    let (mut m, waves) = staged_manifest("2.0", start);
     let policy = Policy {
         soak: std::time::Duration::from_secs(2 * 3600),
         ..Default::default()
@@ -490,17 +497,7 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
 /// hosts on 4.0 at the end, when the rollout paused).
 fn late_failure(probation: u64) -> (usize, usize, Option<i64>) {
     let start = parse_rfc3339("2026-12-01T00:00:00Z").expect("t");
-    let waves = vec![2.0, 10.0, 50.0, 100.0];
-    let mut m = manifest(
-        "4.0",
-        start,
-        Rollout {
-            percent: Some(2.0),
-            waves: Some(waves.clone()),
-            wave_started: Some(format_rfc3339(start)),
-            ..Default::default()
-        },
-    );
+    let (mut m, waves) = staged_manifest("4.0", start);
     let policy = Policy {
         soak: std::time::Duration::from_secs(4 * 3600),
         waves,
