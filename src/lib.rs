@@ -43,6 +43,7 @@ pub mod failpoint;
 pub mod fetch;
 pub mod fleet;
 pub mod fleetlock;
+mod flush;
 pub mod health;
 pub mod hooks;
 pub mod install;

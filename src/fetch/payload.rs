@@ -7,13 +7,17 @@ use std::path::{Path, PathBuf};
 use ureq::http::Response;
 use ureq::{Body, BodyReader};
 
+use crate::flush::BackgroundSync;
+
 use super::body::{read_retrying, End, Resuming};
 use super::location::{parse_location, redact, Loc};
 use super::retry::Attempts;
 use super::{retry_after, FetchError, Reply, StallGuard, Transport};
 
-/// The partial file is fsync'd at least this often while it grows, so that a
-/// power cut loses at most this much of a download.
+/// A sync of the partial file is asked for each time it grew by this much,
+/// so that a power cut loses little of a download; the syncs run in the
+/// background ([`crate::flush`]): the install waits for the disk only once
+/// the payload is complete.
 const SYNC_EVERY: u64 = 8 * 1024 * 1024;
 
 /// A payload of exactly the declared size, as a reader.
@@ -54,7 +58,7 @@ struct HttpSrc {
 struct Partial {
     path: PathBuf,
     file: File,
-    unsynced: u64,
+    syncs: BackgroundSync,
 }
 
 impl Partial {
@@ -69,30 +73,24 @@ impl Partial {
         self.file
             .write_all(bytes)
             .map_err(|e| self.io_err("appending to partial download", e))?;
-        self.unsynced += bytes.len() as u64;
-        if self.unsynced >= SYNC_EVERY {
-            self.sync()?;
-        }
+        self.syncs.wrote(bytes.len() as u64);
         Ok(())
     }
 
+    /// Every byte appended is on disk (the background syncs done, then one
+    /// more).
     fn sync(&mut self) -> Result<(), FetchError> {
-        if self.unsynced > 0 {
-            self.file
-                .sync_data()
-                .map_err(|e| self.io_err("syncing partial download", e))?;
-            self.unsynced = 0;
-        }
-        Ok(())
+        self.syncs
+            .stop()
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| self.io_err("syncing partial download", e))
     }
 
     fn truncate(&mut self) -> Result<(), FetchError> {
         self.file
             .set_len(0)
             .and_then(|()| self.file.sync_all())
-            .map_err(|e| self.io_err("truncating partial download", e))?;
-        self.unsynced = 0;
-        Ok(())
+            .map_err(|e| self.io_err("truncating partial download", e))
     }
 }
 
@@ -393,10 +391,11 @@ pub(super) fn open(
                 .append(true)
                 .open(path)
                 .map_err(io_err)?;
+            let syncs = BackgroundSync::start(&file, "partial-sync", SYNC_EVERY).map_err(io_err)?;
             Some(Partial {
                 path: path.to_path_buf(),
                 file,
-                unsynced: 0,
+                syncs,
             })
         }
     };

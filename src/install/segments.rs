@@ -142,10 +142,11 @@ enum Event {
     Done(u64),
 }
 
-/// A frame of the payload for segment `index`, in `buf`.
+/// A frame of the payload for segment `index`, in `buf[..len]`.
 struct Job {
     index: usize,
     buf: Vec<u8>,
+    len: usize,
 }
 
 /// Why the reader stopped.
@@ -172,17 +173,22 @@ fn read_frames(
             return Err(ReadStop::Stopped);
         }
         let mut buf = pool.recv().map_err(|_| ReadStop::Stopped)?;
-        // `plan` bounded patch_length by the segment's zstd bound.
-        buf.resize(seg.patch_length as usize, 0);
-        let n = fill(&mut payload, &mut buf).map_err(ReadStop::Source)?;
+        // `plan` bounded patch_length by the segment's zstd bound. A buffer
+        // only grows (zeroing it again for every frame cost more than its
+        // bytes).
+        let len = seg.patch_length as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let n = fill(&mut payload, &mut buf[..len]).map_err(ReadStop::Source)?;
         hasher.update(&buf[..n]);
         count += n as u64;
-        if n < buf.len() {
+        if n < len {
             return Err(ReadStop::Payload(format!(
                 "ends after {count} bytes, in segment {index}"
             )));
         }
-        jobs.send(Job { index, buf })
+        jobs.send(Job { index, buf, len })
             .map_err(|_| ReadStop::Stopped)?;
     }
     // A reader that is not bounded by the declared size (the fetch layer's
@@ -229,7 +235,14 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
             Ok(rx) => rx.recv(),
             Err(_) => break,
         };
-        let Ok(Job { index, buf }) = job else { break };
+        let Ok(Job {
+            index,
+            buf,
+            len: frame,
+        }) = job
+        else {
+            break;
+        };
         if sh.stop.load(Ordering::Relaxed) {
             let _ = sh.frames_back.send(buf);
             continue;
@@ -239,7 +252,7 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
         }
         let seg = &sh.image.segments[index];
         let len = seg.length as usize;
-        let decoded = dctx.decompress(&mut out[..len], &buf);
+        let decoded = dctx.decompress(&mut out[..len], &buf[..frame]);
         let _ = sh.frames_back.send(buf);
         let result = match decoded {
             Ok(n) if n == len => write_segment(sh, seg, &out[..len], &mut scratch, &events),

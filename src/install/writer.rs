@@ -33,6 +33,7 @@
 //!   0.66 for SHA-256 on SHA-NI), else its SHA-256.
 
 use super::WriteMode;
+use crate::flush::BackgroundSync;
 use crate::manifest::Segment;
 use sha2::{Digest as _, Sha256};
 use std::fs::{File, OpenOptions};
@@ -41,9 +42,7 @@ use std::ops::{Deref, DerefMut};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Alignment of `O_DIRECT` buffers, offsets and lengths: a page, which
 /// covers 512-byte and 4 KiB logical sectors.
@@ -334,25 +333,61 @@ pub(crate) fn accept(medium: &mut [u8], written: &[u8], offset: u64) -> Result<(
     })
 }
 
-/// `a == b` for equal-length slices, in wide words: slice equality calls
-/// the C library's `memcmp`, which musl implements a byte at a time.
+/// `a == b`, 64 bytes per step. Every byte written is compared once with
+/// what the medium returned, so this runs over the whole image: slice
+/// equality calls the C library's `memcmp`, which musl implements a byte at
+/// a time, and a word loop is not vectorised at the size-optimised level
+/// the crate is built with (`opt-level = "z"`), where it cost a fifth of an
+/// install's CPU (bench/README.md). SSE2 is part of x86-64 and of Rust's
+/// i686 targets; other architectures take the word loop.
 pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     const W: usize = 64;
     if a.len() != b.len() {
         return false;
     }
     let (ac, bc) = (a.chunks_exact(W), b.chunks_exact(W));
-    let tails_equal = ac.remainder() == bc.remainder();
-    tails_equal
-        && ac.zip(bc).all(|(x, y)| {
-            let mut diff = 0u64;
-            for i in 0..W / 8 {
-                let word =
-                    |s: &[u8]| u64::from_ne_bytes(s[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-                diff |= word(x) ^ word(y);
-            }
-            diff == 0
+    ac.remainder() == bc.remainder() && ac.zip(bc).all(|(x, y)| same_block(x, y))
+}
+
+/// Two 64-byte blocks are equal (SSE2: four 16-byte lanes XORed and ORed,
+/// one test).
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "x86", target_feature = "sse2")
+))]
+#[inline(always)]
+fn same_block(x: &[u8], y: &[u8]) -> bool {
+    #[cfg(target_arch = "x86")]
+    use std::arch::x86::*;
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+    assert!(x.len() >= 64 && y.len() >= 64);
+    // SAFETY: SSE2 is available (the cfg above); both slices hold at least
+    // 64 bytes (asserted), read with unaligned loads.
+    unsafe {
+        let (p, q) = (x.as_ptr().cast::<__m128i>(), y.as_ptr().cast::<__m128i>());
+        let lane = |i: usize| _mm_xor_si128(_mm_loadu_si128(p.add(i)), _mm_loadu_si128(q.add(i)));
+        let diff = _mm_or_si128(
+            _mm_or_si128(lane(0), lane(1)),
+            _mm_or_si128(lane(2), lane(3)),
+        );
+        _mm_movemask_epi8(_mm_cmpeq_epi8(diff, _mm_setzero_si128())) == 0xFFFF
+    }
+}
+
+/// Two 64-byte blocks are equal (eight words).
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "x86", target_feature = "sse2")
+)))]
+fn same_block(x: &[u8], y: &[u8]) -> bool {
+    x.chunks_exact(8)
+        .zip(y.chunks_exact(8))
+        .fold(0u64, |diff, (a, b)| {
+            let word = |s: &[u8]| u64::from_ne_bytes(s.try_into().unwrap_or([0; 8]));
+            diff | (word(a) ^ word(b))
         })
+        == 0
 }
 
 /// The ranges of `new` that differ from `old`, in whole [`CMP_BLOCK`]s
@@ -446,33 +481,18 @@ pub(crate) struct SegmentWrite<'a> {
 pub(crate) struct SlotWriter {
     io: SlotIo,
     path: PathBuf,
-    written: AtomicU64,
-    flush_asked: AtomicU64,
-    flush: Option<SyncSender<()>>,
-    flusher: Option<JoinHandle<io::Result<()>>>,
+    flush: BackgroundSync,
 }
 
 impl SlotWriter {
     /// Open the slot device at `path` for writing (claimed exclusively).
     pub(crate) fn open(path: &Path) -> io::Result<SlotWriter> {
         let io = SlotIo::open_for_write(path)?;
-        let file = io.cached.try_clone()?;
-        let (tx, rx) = sync_channel::<()>(1);
-        let flusher = std::thread::Builder::new()
-            .name("slot-flush".into())
-            .spawn(move || -> io::Result<()> {
-                for () in rx.iter() {
-                    file.sync_data()?;
-                }
-                Ok(())
-            })?;
+        let flush = BackgroundSync::start(&io.cached, "slot-flush", FLUSH_EVERY)?;
         Ok(SlotWriter {
             io,
             path: path.to_path_buf(),
-            written: AtomicU64::new(0),
-            flush_asked: AtomicU64::new(0),
-            flush: Some(tx),
-            flusher: Some(flusher),
+            flush,
         })
     }
 
@@ -480,23 +500,12 @@ impl SlotWriter {
         &self.path
     }
 
-    fn note_written(&self, n: u64) {
-        let total = self.written.fetch_add(n, Ordering::Relaxed) + n;
-        let asked = self.flush_asked.load(Ordering::Relaxed);
-        // Never waits: a flush still running takes the next request later.
-        if total.saturating_sub(asked) >= FLUSH_EVERY
-            && self.flush.as_ref().is_some_and(|f| f.try_send(()).is_ok())
-        {
-            self.flush_asked.fetch_max(total, Ordering::Relaxed);
-        }
-    }
-
     /// Write `data` (page-aligned in memory when it can go direct) at
     /// `offset`. On return the bytes have reached the device and are not
     /// kept in the page cache, so a read-back sees the device's bytes.
     pub(crate) fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         self.io.write_at(data, offset)?;
-        self.note_written(data.len() as u64);
+        self.flush.wrote(data.len() as u64);
         Ok(())
     }
 
@@ -504,7 +513,8 @@ impl SlotWriter {
     /// where possible (several device requests in flight).
     pub(crate) fn write_chunks_at(&self, chunks: &[&[u8]], offset: u64) -> io::Result<()> {
         self.io.write_chunks_at(chunks, offset)?;
-        self.note_written(chunks.iter().map(|c| c.len() as u64).sum());
+        self.flush
+            .wrote(chunks.iter().map(|c| c.len() as u64).sum());
         Ok(())
     }
 
@@ -530,19 +540,10 @@ impl SlotWriter {
         self.io.cached.sync_data()
     }
 
-    fn stop_flusher(&mut self) -> io::Result<()> {
-        drop(self.flush.take());
-        match self.flusher.take().map(JoinHandle::join) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(io::Error::other("flush thread panicked")),
-            None => Ok(()),
-        }
-    }
-
     /// The end of the write: the background flushes done, and one fsync
     /// for everything written.
     pub(crate) fn sync(mut self) -> io::Result<()> {
-        self.stop_flusher()?;
+        self.flush.stop()?;
         self.io.cached.sync_all()
     }
 
@@ -637,13 +638,6 @@ impl SlotWriter {
             at += n as u64;
         }
         Ok(hasher.finalize() == signed.expected())
-    }
-}
-
-impl Drop for SlotWriter {
-    fn drop(&mut self) {
-        // An install that failed still ends its flush thread.
-        let _ = self.stop_flusher();
     }
 }
 
