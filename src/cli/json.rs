@@ -113,6 +113,15 @@ pub enum Update<'a> {
         /// Why, in words.
         message: &'a str,
     },
+    /// `{"outcome": "no_fallback", "release", "message"}` (exit 1): the
+    /// booted release failed its probation, but the old slot is not
+    /// usable: kept, nothing rolled back.
+    NoFallback {
+        /// The release kept.
+        release: &'a str,
+        /// Why, naming the old slot and what is wrong with it.
+        message: &'a str,
+    },
 }
 
 /// `install`, and `update` when it installed.
@@ -156,6 +165,9 @@ pub enum HealthOutcome {
     /// Exit 1: the booted release failed its probation and was rolled
     /// back.
     RolledBackLate,
+    /// Exit 1: the booted release failed its probation, but the old slot
+    /// is not usable: kept, nothing rolled back.
+    NoFallback,
 }
 
 /// `health`.
@@ -415,6 +427,14 @@ mod tests {
             v,
             json!({"outcome": "rolled_back_late", "release": "2.0", "message": "rolled back 2.0 late"})
         );
+        let v = value(&Update::NoFallback {
+            release: "2.0",
+            message: "no fallback",
+        });
+        assert_eq!(
+            v,
+            json!({"outcome": "no_fallback", "release": "2.0", "message": "no fallback"})
+        );
         assert_eq!(value(&NoUpdate::OnProbation), json!("on_probation"));
         assert_eq!(value(&NoUpdate::OnWithdrawn), json!("on_withdrawn"));
         assert_eq!(value(&NoUpdate::Halted), json!("halted"));
@@ -456,6 +476,7 @@ mod tests {
             (HealthOutcome::ProbationPassed, "probation_passed"),
             (HealthOutcome::ProbationOff, "probation_off"),
             (HealthOutcome::RolledBackLate, "rolled_back_late"),
+            (HealthOutcome::NoFallback, "no_fallback"),
         ] {
             assert_eq!(value(&o), json!(name));
         }
