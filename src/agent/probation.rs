@@ -58,10 +58,10 @@
 //! booted slot recorded bad, which the verdict's `FinishRollback` ends.
 
 use super::recovery::retire_trial;
+use super::report::publish;
 use super::transition::Transition;
 use super::verdict::{Failure, Verdict};
 use super::{log, Host};
-use super::report::publish;
 use crate::boot::BootState;
 use crate::error::{Kind, Result};
 use crate::report::Outcome;
@@ -339,7 +339,13 @@ pub(super) fn watch(
             state.fail_probation_without_fallback(now, &reason);
             state.count_failure(Kind::NoFallback);
             let kind = Some(Kind::NoFallback.as_str());
-            crate::report::record_outcome(&mut state.outcomes, &version, Outcome::Failed, kind, now);
+            crate::report::record_outcome(
+                &mut state.outcomes,
+                &version,
+                Outcome::Failed,
+                kind,
+                now,
+            );
             flip.save(state)?;
             let error = Some((Kind::NoFallback, reason.as_str()));
             publish(host, state, Some((Outcome::Failed, &version)), error);
@@ -386,13 +392,11 @@ pub(super) fn watch(
         Decision::Continue
         | Decision::RunChecks
         | Decision::ReadFallback
-        | Decision::Restart { .. } => {
-            Verdict::OnProbation {
-                version,
-                until: p.until,
-                failures: p.failures,
-            }
-        }
+        | Decision::Restart { .. } => Verdict::OnProbation {
+            version,
+            until: p.until,
+            failures: p.failures,
+        },
     }))
 }
 
