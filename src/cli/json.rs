@@ -280,9 +280,10 @@ pub struct Status<'a> {
     pub backoff_until: Option<&'a str>,
     /// The FleetLock group whose reboot lock this host may hold.
     pub reboot_lock: Option<&'a str>,
-    /// The committed release on probation, or the last one (passed or switched off)
-    /// (`state.json`'s `probation`: `slot`, `version`, `started`, `until`,
-    /// `failures`, `passed`, `off`, …), if any.
+    /// The committed release on probation, or the last one (passed,
+    /// switched off, or failed with no fallback) (`state.json`'s
+    /// `probation`: `slot`, `version`, `started`, `until`, `failures`,
+    /// `passed`, `off`, `no_fallback`, …), if any.
     pub probation: Option<&'a crate::state::Probation>,
     /// Counters and times (`state.json`'s `metrics`).
     pub metrics: &'a crate::state::Metrics,
