@@ -4,10 +4,11 @@
 # Targets (fuzz/fuzz_targets/): manifest (release.json, incl. the delta
 # segment index), minisign (.pub, .key, .minisig), grubenv, ubootenv (one env
 # copy), fw_env_config, config (config.toml), timefmt (RFC 3339, durations),
-# prometheus (a Prometheus API answer, and `fleet --selector`).
+# prometheus (a Prometheus API answer, and `fleet --selector`), channel
+# (channel.json, then its time rules and the host's choice).
 # Each starts from its committed seed corpus fuzz/corpus/TARGET/ (real files:
 # packed manifests, minisign's and our keys and signatures, grub-editenv and
-# fw_setenv output, the README's config); new inputs go to a scratch corpus so
+# fw_setenv output, the README's config, channels as `abupdate channel` writes them); new inputs go to a scratch corpus so
 # the committed one stays small (FUZZ_MERGE=1 merges the ones that add
 # coverage into fuzz/corpus/, to commit). A crash fails the run and leaves
 # its input in fuzz/artifacts/TARGET/.
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 
 secs=${1:-60}
 shift || true
-all=(manifest minisign grubenv ubootenv fw_env_config config timefmt prometheus)
+all=(manifest minisign grubenv ubootenv fw_env_config config timefmt prometheus channel)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 

@@ -83,6 +83,10 @@ pub enum Kind {
     Health,
     /// A trial that never came up (the bootloader fell back).
     TrialNeverBooted,
+    /// A committed release failed its probation while the old slot was
+    /// not usable (marked bad, being written, unbootable): kept running,
+    /// with nothing to fall back to.
+    NoFallback,
     /// The host's own facts (which slot is booted) or its reboot command.
     System,
     /// `pack`'s inputs or work.
@@ -98,7 +102,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [Kind; 38] = [
+    pub const ALL: [Kind; 39] = [
         Kind::Usage,
         Kind::Config,
         Kind::Locked,
@@ -132,6 +136,7 @@ impl Kind {
         Kind::Publish,
         Kind::Health,
         Kind::TrialNeverBooted,
+        Kind::NoFallback,
         Kind::System,
         Kind::Pack,
         Kind::Fleet,
@@ -175,6 +180,7 @@ impl Kind {
             Kind::Publish => "publish",
             Kind::Health => "health",
             Kind::TrialNeverBooted => "trial_never_booted",
+            Kind::NoFallback => "no_fallback",
             Kind::System => "system",
             Kind::Pack => "pack",
             Kind::Fleet => "fleet",

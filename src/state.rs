@@ -266,6 +266,11 @@ pub struct Probation {
     /// (`probation = "0"`, Unix time): over, neither passed nor failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub off: Option<i64>,
+    /// When it failed while the old slot was not usable (Unix time): over,
+    /// the release kept running, since there was nothing to fall back to
+    /// (`last_failure` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_fallback: Option<i64>,
 }
 
 /// A release that failed on this host and is never installed again.
@@ -598,6 +603,7 @@ impl State {
             last_failure: None,
             passed: None,
             off: None,
+            no_fallback: None,
         });
         self.record_release(t);
         self.slot_mut(t.to).status = SlotStatus::Good;
@@ -648,12 +654,22 @@ impl State {
         }
     }
 
-    /// The release on probation now (not one that passed it or whose
-    /// probation was switched off).
+    /// The release on probation failed it while the old slot was not
+    /// usable: it ends at `at`, recorded as failed with no fallback
+    /// (`no_fallback`, `why` as its last failure); the release stays.
+    pub fn fail_probation_without_fallback(&mut self, at: i64, why: &str) {
+        if let Some(p) = self.probation.as_mut() {
+            p.no_fallback = Some(at);
+            p.last_failure = Some(why.to_string());
+        }
+    }
+
+    /// The release on probation now (not one that passed it, whose
+    /// probation was switched off, or that failed it with no fallback).
     pub fn on_probation(&self) -> Option<&Probation> {
         self.probation
             .as_ref()
-            .filter(|p| p.passed.is_none() && p.off.is_none())
+            .filter(|p| p.passed.is_none() && p.off.is_none() && p.no_fallback.is_none())
     }
 
     /// The release on probation as the trial it was (from its slot's
@@ -1360,6 +1376,12 @@ mod tests {
         assert_eq!(off.on_probation(), None, "switched off: over");
         let p = off.probation.as_ref().expect("kept");
         assert_eq!((p.off, p.passed), (Some(3000), None), "not passed");
+        let mut kept = s.clone();
+        kept.fail_probation_without_fallback(3100, "slot A is marked bad");
+        assert_eq!(kept.on_probation(), None, "failed with no fallback: over");
+        let p = kept.probation.as_ref().expect("kept");
+        assert_eq!((p.no_fallback, p.passed, p.off), (Some(3100), None, None));
+        assert_eq!(p.last_failure.as_deref(), Some("slot A is marked bad"));
         s.retire_trial(&release, true, "late", Kind::Health, 20);
         assert_eq!(s.probation, None);
         assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);

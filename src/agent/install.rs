@@ -76,15 +76,23 @@ pub fn install(host: &Host, source: &str, opts: &InstallOptions) -> Result<Insta
     match check_and_install(host, source, check, opts, &mut None)? {
         Ok(done) => Ok(done),
         Err(Nothing::NotWanted { why, .. }) => Err(why.into()),
-        Err(Nothing::UpToDate {
-            kind: NoUpdate::WaitingForWave,
-            reason,
-            ..
-        }) => Err(Refusal::WaitingForWave { reason }.into()),
-        Err(Nothing::UpToDate { .. }) => Err(Refusal::Unchanged {
-            location: crate::fetch::redact(source).into_owned(),
+        Err(Nothing::UpToDate { kind, reason, .. }) => {
+            Err(nothing_to_install(kind, reason, source).into())
         }
-        .into()),
+    }
+}
+
+/// Why `install` from `source` writes nothing, as its refusal: a 304 is
+/// "unchanged", a wave that has not come is "waiting", any other
+/// nothing-to-do (the channel halted, nothing newer in it, the booted
+/// release withdrawn, a download window) says its own reason.
+fn nothing_to_install(kind: NoUpdate, reason: String, source: &str) -> Refusal {
+    match kind {
+        NoUpdate::NotModified => Refusal::Unchanged {
+            location: crate::fetch::redact(source).into_owned(),
+        },
+        NoUpdate::WaitingForWave => Refusal::WaitingForWave { reason },
+        _ => Refusal::NothingToInstall { reason },
     }
 }
 
@@ -821,5 +829,50 @@ fn name_payload_source(e: Error, url: &str) -> Error {
             actual,
         }),
         e => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_304_is_worded_as_an_unchanged_manifest() {
+        let url = "https://user:secret@updates.example.com/release.json";
+        let r = nothing_to_install(NoUpdate::NotModified, "304".into(), url);
+        assert_eq!(
+            r.to_string(),
+            "https://***@updates.example.com/release.json: release manifest unchanged since the last check"
+        );
+    }
+
+    #[test]
+    fn a_wave_that_has_not_come_says_so() {
+        let r = nothing_to_install(NoUpdate::WaitingForWave, "2.0 waits".into(), "x");
+        assert_eq!(
+            r,
+            Refusal::WaitingForWave {
+                reason: "2.0 waits".into()
+            }
+        );
+    }
+
+    #[test]
+    fn every_other_nothing_to_do_says_its_own_reason() {
+        for kind in [
+            NoUpdate::NotNewer,
+            NoUpdate::PreviouslyFailed,
+            NoUpdate::OnProbation,
+            NoUpdate::Halted,
+            NoUpdate::OnWithdrawn,
+            NoUpdate::WaitingForDownloadWindow,
+        ] {
+            let r = nothing_to_install(kind, "the release channel is halted".into(), "x");
+            assert_eq!(
+                r.to_string(),
+                "nothing to install: the release channel is halted",
+                "{kind:?}"
+            );
+        }
     }
 }

@@ -102,6 +102,13 @@ pub enum Refusal {
         /// Which release, and where the wave stands.
         reason: String,
     },
+    /// `install` from a source that offers nothing to install for another
+    /// reason (the channel halted or listing nothing newer, the booted
+    /// release withdrawn): that reason.
+    NothingToInstall {
+        /// Why, as `check` says it.
+        reason: String,
+    },
     /// A release channel, but the booted version is unknown or not a
     /// dotted-number version: the channel's order cannot place it.
     BootedVersionUnknown {
@@ -141,6 +148,7 @@ impl fmt::Display for Refusal {
                 "{location}: release manifest unchanged since the last check"
             ),
             Refusal::WaitingForWave { reason } => f.write_str(reason),
+            Refusal::NothingToInstall { reason } => write!(f, "nothing to install: {reason}"),
             Refusal::BootedVersionUnknown { os_release, found } => {
                 let p = os_release.display();
                 match found {

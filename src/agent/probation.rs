@@ -7,7 +7,8 @@
 //! above `probation_failures` (default 2, so the third failure) within the
 //! window, the release is retired like a failed trial: marked bad, the old
 //! slot activated, the release on the failed list, outcome
-//! `rolled_back_late`, and the reboot into the old slot. A window that ends
+//! `rolled_back_late`, and the reboot into the old slot, if that slot is
+//! still usable (below). A window that ends
 //! with no more failures than that ends the probation (recorded: the
 //! probation's `passed`).
 //!
@@ -26,6 +27,14 @@
 //! not installed, or writes another path) the host cannot tell a crash
 //! from a reboot, and a good release must not be rolled back for that;
 //! [`watch`] warns on stderr, naming the path.
+//!
+//! A late rollback only boots a usable old slot. Nothing writes it during
+//! the probation, but an operator may have marked it bad, the state may
+//! record it as being written, empty or unknown, or the bootloader may
+//! hold it unbootable: before a rollback [`watch`] reads its [`Fallback`]
+//! and [`decide`] keeps the failing release instead
+//! ([`Decision::NoFallback`]: the probation ends as failed with no
+//! fallback, kind `no_fallback`, nothing in the bootloader changes).
 //!
 //! Not covered: a release that panics before `abupdate health` runs (in
 //! its kernel or initramfs) after its commit is never counted, since the
@@ -49,12 +58,15 @@
 //! booted slot recorded bad, which the verdict's `FinishRollback` ends.
 
 use super::recovery::retire_trial;
+use super::report::publish;
 use super::transition::Transition;
 use super::verdict::{Failure, Verdict};
 use super::{log, Host};
-use crate::error::Result;
+use crate::boot::BootState;
+use crate::error::{Kind, Result};
+use crate::report::Outcome;
 use crate::slot::SlotName;
-use crate::state::{Probation, State};
+use crate::state::{Probation, SlotStatus, State};
 
 /// The file the clean-shutdown unit (`abupdate-shutdown-mark.service`)
 /// writes at an orderly shutdown, in the state dir: the id of the boot
@@ -85,6 +97,41 @@ pub struct Facts<'a> {
     /// The health checks' result, once run ([`Decision::RunChecks`] asks
     /// for it): `Err` says which failed.
     pub checks: Option<std::result::Result<(), String>>,
+    /// The old slot, once read ([`Decision::ReadFallback`] asks for it
+    /// before a rollback).
+    pub fallback: Option<Fallback>,
+}
+
+/// The old slot (the probation's fallback) as a late rollback would find
+/// it: plain data, read by [`watch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    /// Its record's status.
+    pub status: SlotStatus,
+    /// A write into it is recorded as in flight (a transaction names it).
+    pub writing: bool,
+    /// Its flag in the bootloader; `None` when the backend cannot tell.
+    pub boot: Option<BootState>,
+}
+
+impl Fallback {
+    /// Why a rollback must not boot it, in words (`None`: it is usable).
+    pub fn unusable(&self) -> Option<String> {
+        if self.writing {
+            return Some("has a write into it recorded in flight".into());
+        }
+        let status = match &self.status {
+            SlotStatus::Good | SlotStatus::Installed => None,
+            SlotStatus::Bad => Some("is marked bad".to_string()),
+            SlotStatus::Installing => Some("is recorded as being written".to_string()),
+            SlotStatus::Empty => Some("is recorded empty".to_string()),
+            SlotStatus::Other(s) => Some(format!("is recorded {s:?}, a status not known here")),
+        };
+        status.or_else(|| {
+            (self.boot == Some(BootState::Bad))
+                .then(|| "is marked unbootable in the bootloader".to_string())
+        })
+    }
 }
 
 /// What to do in this run.
@@ -111,8 +158,15 @@ pub enum Decision {
         /// The new end (now plus the configured window).
         until: i64,
     },
+    /// A fact is missing: a rollback is due; read the old slot's
+    /// [`Fallback`].
+    ReadFallback,
     /// More failures than tolerated: roll back (what failed, in words).
     RollBack(String),
+    /// More failures than tolerated, but the old slot is not usable: keep
+    /// the release and end the probation as failed with no fallback (the
+    /// line to show, naming the slot and why).
+    NoFallback(String),
     /// Still on probation; record what changed (a restart, failures).
     Record {
         /// The failures counted so far, this run's included.
@@ -131,8 +185,10 @@ pub enum Decision {
 /// window, it restarts from now ([`Decision::Restart`]). A restart is a
 /// boot id other than the recorded one; it is unclean when a mark exists
 /// and does not name the recorded boot. With no mark ever written, or no
-/// boot id recorded, no restart is unclean. Restarts count before the checks run, so a slot that keeps crashing is
-/// rolled back without waiting for them.
+/// boot id recorded, no restart is unclean. Restarts count before the
+/// checks run, so a slot that keeps crashing is rolled back without
+/// waiting for them. A rollback is decided only onto a usable old slot
+/// ([`Fallback::unusable`]); otherwise the release is kept.
 pub fn decide(f: &Facts) -> Decision {
     let p = f.probation;
     if f.booted != p.slot {
@@ -169,7 +225,15 @@ pub fn decide(f: &Facts) -> Decision {
         if let Some(last) = what.last().or(p.last_failure.as_ref()) {
             why.push_str(&format!("; last: {last}"));
         }
-        Decision::RollBack(why)
+        match f.fallback.as_ref().map(Fallback::unusable) {
+            None => Decision::ReadFallback,
+            Some(None) => Decision::RollBack(why),
+            Some(Some(because)) => Decision::NoFallback(format!(
+                "probation failed ({why}) but slot {} {because}: keeping {}; no fallback",
+                p.slot.other(),
+                p.version
+            )),
+        }
     };
     if failures(&what) > f.limit {
         return roll_back(&what);
@@ -216,6 +280,7 @@ pub(super) fn watch(
     let limit = host.config.health.probation_failures;
     let window = i64::try_from(host.config.health.probation.as_secs()).unwrap_or(i64::MAX);
     let mut checks = None;
+    let mut fallback = None;
     let decision = loop {
         let facts = Facts {
             probation: &p,
@@ -226,6 +291,7 @@ pub(super) fn watch(
             boot_id: boot_id.as_deref(),
             mark: mark.as_deref(),
             checks: checks.clone(),
+            fallback: fallback.clone(),
         };
         match decide(&facts) {
             Decision::RunChecks => {
@@ -235,6 +301,7 @@ pub(super) fn watch(
                 ));
                 checks = Some(super::verdict::run_checks(host, quiet));
             }
+            Decision::ReadFallback => fallback = Some(read_fallback(host, state, p.slot.other())),
             Decision::Restart { started, until } => {
                 log(&format!(
                     "warning: the probation of {} ran from {} to {}, which does not fit \
@@ -266,6 +333,23 @@ pub(super) fn watch(
             };
             let why = Failure::Late { what, fell_back };
             retire_trial(host, flip, state, &release, &why, no_reboot || fell_back)?
+        }
+        Decision::NoFallback(reason) => {
+            log(&reason);
+            state.fail_probation_without_fallback(now, &reason);
+            state.count_failure(Kind::NoFallback);
+            let kind = Some(Kind::NoFallback.as_str());
+            crate::report::record_outcome(
+                &mut state.outcomes,
+                &version,
+                Outcome::Failed,
+                kind,
+                now,
+            );
+            flip.save(state)?;
+            let error = Some((Kind::NoFallback, reason.as_str()));
+            publish(host, state, Some((Outcome::Failed, &version)), error);
+            Verdict::NoFallback { version, reason }
         }
         Decision::End => {
             state.end_probation(now);
@@ -304,15 +388,37 @@ pub(super) fn watch(
                 failures,
             }
         }
-        // `RunChecks` and `Restart` never leave the loop above.
-        Decision::Continue | Decision::RunChecks | Decision::Restart { .. } => {
-            Verdict::OnProbation {
-                version,
-                until: p.until,
-                failures: p.failures,
-            }
-        }
+        // `RunChecks`, `ReadFallback` and `Restart` never leave the loop.
+        Decision::Continue
+        | Decision::RunChecks
+        | Decision::ReadFallback
+        | Decision::Restart { .. } => Verdict::OnProbation {
+            version,
+            until: p.until,
+            failures: p.failures,
+        },
     }))
+}
+
+/// The old slot `slot` as a rollback would find it: its record, a write
+/// into it recorded in flight, and its bootloader flag (`None`, with a
+/// warning, when the backend cannot read it).
+fn read_fallback(host: &Host, state: &State, slot: SlotName) -> Fallback {
+    let boot = match host.boot.state(slot) {
+        Ok(flag) => Some(flag),
+        Err(e) => {
+            log(&format!(
+                "warning: cannot read the bootloader's flag of slot {slot} ({e}): \
+                 judging it by its record"
+            ));
+            None
+        }
+    };
+    Fallback {
+        status: state.slot(slot).status,
+        writing: state.transaction.as_ref().is_some_and(|t| t.to == slot),
+        boot,
+    }
 }
 
 /// The clean-shutdown mark at `path`, trimmed; `None` when it was never
@@ -352,11 +458,22 @@ mod tests {
             last_failure: None,
             passed: None,
             off: None,
+            no_fallback: None,
+        }
+    }
+
+    /// Slot A as a rollback finds it after a commit: good everywhere.
+    fn usable() -> Fallback {
+        Fallback {
+            status: SlotStatus::Good,
+            writing: false,
+            boot: Some(BootState::Good),
         }
     }
 
     /// Slot B booted at 150 on "boot-1", a window of 100 configured, the
-    /// limit 2, the mark naming an earlier boot ("boot-older").
+    /// limit 2, the mark naming an earlier boot ("boot-older"), slot A
+    /// read as usable.
     fn facts(p: &Probation) -> Facts<'_> {
         Facts {
             probation: p,
@@ -367,6 +484,7 @@ mod tests {
             boot_id: Some("boot-1"),
             mark: Some("boot-older"),
             checks: None,
+            fallback: Some(usable()),
         }
     }
 
@@ -556,5 +674,119 @@ mod tests {
         assert_eq!(decide(&f), Decision::FellBack);
         f.now = 500;
         assert_eq!(decide(&f), Decision::FellBack, "even after the window");
+    }
+
+    #[test]
+    fn a_rollback_due_reads_the_old_slot_first() {
+        let p = probation(2, Some("boot-0"));
+        let mut f = facts(&p);
+        f.fallback = None;
+        assert_eq!(decide(&f), Decision::ReadFallback);
+        f.fallback = Some(usable());
+        assert!(matches!(decide(&f), Decision::RollBack(_)));
+        let p = probation(0, Some("boot-1"));
+        let mut f = facts(&p);
+        f.fallback = None;
+        f.checks = Some(Ok(()));
+        assert_eq!(decide(&f), Decision::Continue, "no rollback: not read");
+    }
+
+    /// The decision for a third unclean restart with slot A as `fallback`.
+    fn third_failure_with(fallback: Fallback) -> Decision {
+        let p = probation(2, Some("boot-0"));
+        let mut f = facts(&p);
+        f.fallback = Some(fallback);
+        decide(&f)
+    }
+
+    #[test]
+    fn an_old_slot_marked_bad_keeps_the_release_with_the_reason() {
+        let bad = Fallback {
+            status: SlotStatus::Bad,
+            ..usable()
+        };
+        match third_failure_with(bad) {
+            Decision::NoFallback(why) => {
+                assert!(
+                    why.starts_with("probation failed (3 failures within its probation"),
+                    "{why}"
+                );
+                assert!(
+                    why.ends_with("but slot A is marked bad: keeping 2.0; no fallback"),
+                    "{why}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_old_slot_not_recorded_whole_keeps_the_release() {
+        for (status, because) in [
+            (SlotStatus::Installing, "is recorded as being written"),
+            (SlotStatus::Empty, "is recorded empty"),
+            (SlotStatus::Other("x".into()), "a status not known here"),
+        ] {
+            let fallback = Fallback {
+                status: status.clone(),
+                ..usable()
+            };
+            assert!(
+                matches!(third_failure_with(fallback), Decision::NoFallback(w) if w.contains(because)),
+                "{status}"
+            );
+        }
+        let installed = Fallback {
+            status: SlotStatus::Installed,
+            ..usable()
+        };
+        assert!(matches!(
+            third_failure_with(installed),
+            Decision::RollBack(_)
+        ));
+    }
+
+    #[test]
+    fn a_write_recorded_into_the_old_slot_keeps_the_release() {
+        let writing = Fallback {
+            writing: true,
+            ..usable()
+        };
+        assert!(matches!(
+            third_failure_with(writing),
+            Decision::NoFallback(w) if w.contains("slot A has a write into it recorded in flight")
+        ));
+    }
+
+    #[test]
+    fn an_old_slot_the_bootloader_holds_unbootable_keeps_the_release() {
+        let unbootable = Fallback {
+            boot: Some(BootState::Bad),
+            ..usable()
+        };
+        assert!(matches!(
+            third_failure_with(unbootable),
+            Decision::NoFallback(w) if w.contains("slot A is marked unbootable in the bootloader")
+        ));
+        let unknown = Fallback {
+            boot: None,
+            ..usable()
+        };
+        assert!(
+            matches!(third_failure_with(unknown), Decision::RollBack(_)),
+            "a backend that cannot tell: the record decides"
+        );
+    }
+
+    #[test]
+    fn a_fallback_by_the_bootloader_needs_no_usable_old_slot() {
+        let p = probation(0, Some("boot-1"));
+        let mut f = facts(&p);
+        f.booted = SlotName::A;
+        f.fallback = Some(Fallback {
+            status: SlotStatus::Bad,
+            ..usable()
+        });
+        assert_eq!(decide(&f), Decision::FellBack, "the old slot already runs");
     }
 }

@@ -37,8 +37,8 @@ pub struct Status {
     /// The FleetLock group whose reboot lock this host may hold (taken for
     /// a trial, not yet given back).
     pub reboot_lock: Option<String>,
-    /// The committed release on probation, or the last one that passed
-    /// it.
+    /// The committed release on probation, or the last one whose
+    /// probation ended (passed, switched off, or failed with no fallback).
     pub probation: Option<crate::state::Probation>,
     /// Counters and the bytes the last install fetched (`last_install_fetched`)
     /// against a full install (`last_install_full`).

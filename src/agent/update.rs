@@ -56,6 +56,14 @@ pub enum UpdateOutcome {
         /// Why.
         reason: String,
     },
+    /// The booted release failed its probation, but the old slot is not
+    /// usable: kept, nothing rolled back (a failure, kind `no_fallback`).
+    NoFallback {
+        /// The release kept.
+        version: String,
+        /// Why, naming the old slot and what is wrong with it.
+        reason: String,
+    },
 }
 
 /// The timer's job: check, then install and reboot (inside a maintenance
@@ -133,8 +141,14 @@ fn watch_probation(host: &Host, opts: UpdateOptions) -> Result<Option<UpdateOutc
     let booted = host.booted_slot()?;
     let flip = Transition::new(host, &lock);
     let verdict = probation::watch(host, &flip, &mut state, booted, opts.no_reboot, opts.quiet)?;
-    if let Some(Verdict::RolledBackLate { version, reason }) = verdict {
-        return Ok(Some(UpdateOutcome::RolledBackLate { version, reason }));
+    match verdict {
+        Some(Verdict::RolledBackLate { version, reason }) => {
+            return Ok(Some(UpdateOutcome::RolledBackLate { version, reason }));
+        }
+        Some(Verdict::NoFallback { version, reason }) => {
+            return Ok(Some(UpdateOutcome::NoFallback { version, reason }));
+        }
+        _ => {}
     }
     Ok(on_probation(&state).map(|reason| UpdateOutcome::UpToDate {
         reason,

@@ -78,6 +78,15 @@ pub enum Verdict {
         /// Why.
         reason: String,
     },
+    /// A committed release failed its probation, but the old slot is not
+    /// usable: the release is kept, its probation ended as failed, nothing
+    /// in the bootloader changed.
+    NoFallback {
+        /// The release kept.
+        version: String,
+        /// Why, naming the old slot and what is wrong with it.
+        reason: String,
+    },
 }
 
 /// What the verdict is decided from: plain data, read by the runner.

@@ -276,6 +276,17 @@ pub fn update(global: &Global, no_reboot: bool, now: bool) -> Result<i32> {
                 agent::log(&message);
             }
         }
+        UpdateOutcome::NoFallback { version, reason } => {
+            if global.json {
+                json::print(&json::Update::NoFallback {
+                    release: &version,
+                    message: &reason,
+                });
+            } else if !global.quiet {
+                agent::log(&reason);
+            }
+            return Ok(1);
+        }
     }
     Ok(0)
 }
@@ -314,7 +325,8 @@ fn report_install(global: &Global, done: &agent::Installed) {
     }
 }
 
-/// `health`: exit 1 when the trial was rolled back.
+/// `health`: exit 1 when the trial was rolled back, or the release failed
+/// its probation (rolled back late, or kept with no fallback).
 pub fn health(global: &Global, no_reboot: bool) -> Result<i32> {
     use json::HealthOutcome as O;
     let host = open_host(global)?;
@@ -362,6 +374,7 @@ pub fn health(global: &Global, no_reboot: bool) -> Result<i32> {
             1,
             O::RolledBackLate,
         ),
+        Verdict::NoFallback { reason, .. } => (reason.clone(), 1, O::NoFallback),
     };
     if global.json {
         json::print(&json::Health {

@@ -113,6 +113,15 @@ pub enum Update<'a> {
         /// Why, in words.
         message: &'a str,
     },
+    /// `{"outcome": "no_fallback", "release", "message"}` (exit 1): the
+    /// booted release failed its probation, but the old slot is not
+    /// usable: kept, nothing rolled back.
+    NoFallback {
+        /// The release kept.
+        release: &'a str,
+        /// Why, naming the old slot and what is wrong with it.
+        message: &'a str,
+    },
 }
 
 /// `install`, and `update` when it installed.
@@ -156,6 +165,9 @@ pub enum HealthOutcome {
     /// Exit 1: the booted release failed its probation and was rolled
     /// back.
     RolledBackLate,
+    /// Exit 1: the booted release failed its probation, but the old slot
+    /// is not usable: kept, nothing rolled back.
+    NoFallback,
 }
 
 /// `health`.
@@ -268,9 +280,10 @@ pub struct Status<'a> {
     pub backoff_until: Option<&'a str>,
     /// The FleetLock group whose reboot lock this host may hold.
     pub reboot_lock: Option<&'a str>,
-    /// The committed release on probation, or the last one (passed or switched off)
-    /// (`state.json`'s `probation`: `slot`, `version`, `started`, `until`,
-    /// `failures`, `passed`, `off`, …), if any.
+    /// The committed release on probation, or the last one (passed,
+    /// switched off, or failed with no fallback) (`state.json`'s
+    /// `probation`: `slot`, `version`, `started`, `until`, `failures`,
+    /// `passed`, `off`, `no_fallback`, …), if any.
     pub probation: Option<&'a crate::state::Probation>,
     /// Counters and times (`state.json`'s `metrics`).
     pub metrics: &'a crate::state::Metrics,
@@ -415,6 +428,14 @@ mod tests {
             v,
             json!({"outcome": "rolled_back_late", "release": "2.0", "message": "rolled back 2.0 late"})
         );
+        let v = value(&Update::NoFallback {
+            release: "2.0",
+            message: "no fallback",
+        });
+        assert_eq!(
+            v,
+            json!({"outcome": "no_fallback", "release": "2.0", "message": "no fallback"})
+        );
         assert_eq!(value(&NoUpdate::OnProbation), json!("on_probation"));
         assert_eq!(value(&NoUpdate::OnWithdrawn), json!("on_withdrawn"));
         assert_eq!(value(&NoUpdate::Halted), json!("halted"));
@@ -456,6 +477,7 @@ mod tests {
             (HealthOutcome::ProbationPassed, "probation_passed"),
             (HealthOutcome::ProbationOff, "probation_off"),
             (HealthOutcome::RolledBackLate, "rolled_back_late"),
+            (HealthOutcome::NoFallback, "no_fallback"),
         ] {
             assert_eq!(value(&o), json!(name));
         }

@@ -66,7 +66,8 @@ impl Tally {
 }
 
 /// `error_kind`s of a `failed` outcome that blame the release itself: its
-/// payload or manifest is wrong (hash, size, length, signature, parse).
+/// payload or manifest is wrong (hash, size, length, signature, parse),
+/// or it failed its probation with no slot to fall back to (`no_fallback`).
 /// Everything else — the network, an HTTP status, TLS, a busy host
 /// (`locked`), the host's own disk, state or bootloader, kinds this list
 /// does not know yet — says nothing about the release.
@@ -78,6 +79,7 @@ pub const RELEASE_FAULT_KINDS: &[Kind] = &[
     Kind::TooShort,
     Kind::Signature,
     Kind::Manifest,
+    Kind::NoFallback,
 ];
 
 /// What one outcome says about the release it names.
@@ -133,6 +135,7 @@ mod tests {
             ("failed", Some("payload"), Failed),
             ("failed", Some("too_long"), Failed),
             ("failed", Some("manifest"), Failed),
+            ("failed", Some("no_fallback"), Failed),
             ("failed", Some("network"), NotCounted),
             ("failed", Some("tls"), NotCounted),
             ("failed", Some("device"), NotCounted),

@@ -428,7 +428,7 @@ const FAILS_AFTER: i64 = 6 * 3600;
 /// release has run `FAILS_AFTER` crashed since its last run (a new boot id,
 /// the clean-shutdown mark still the one of the reboot into the trial). Returns the late rollback's event, if any.
 fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> Option<Event> {
-    use abupdate::agent::probation::{decide, Decision, Facts};
+    use abupdate::agent::probation::{decide, Decision, Facts, Fallback};
     let p = host.state.on_probation().cloned()?;
     if now - p.started >= FAILS_AFTER {
         *boots += 1;
@@ -444,11 +444,20 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
         // Written at the orderly reboot into the trial, never since.
         mark: Some("the-boot-before-the-trial"),
         checks: None,
+        fallback: None,
     };
     let decision = loop {
         match decide(&facts) {
             // The checks pass between crashes.
             Decision::RunChecks => facts.checks = Some(Ok(())),
+            // The old slot holds 1.0, good in the bootloader too.
+            Decision::ReadFallback => {
+                facts.fallback = Some(Fallback {
+                    status: abupdate::state::SlotStatus::Good,
+                    writing: false,
+                    boot: Some(abupdate::boot::BootState::Good),
+                })
+            }
             d => break d,
         }
     };
@@ -481,9 +490,12 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
             host.state.end_probation(now);
             None
         }
-        // The simulated clock is right and the window stays configured.
+        // The simulated clock is right, the window stays configured and the
+        // old slot stays usable.
         Decision::Continue
         | Decision::RunChecks
+        | Decision::ReadFallback
+        | Decision::NoFallback(_)
         | Decision::FellBack
         | Decision::Off
         | Decision::Restart { .. } => None,

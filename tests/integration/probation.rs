@@ -270,3 +270,77 @@ fn probation_switched_off_ends_a_running_one_as_off_not_passed() {
     let out = h.abupdate(&["check"]);
     assert_eq!(out.status.code(), Some(100), "{}", text(&out));
 }
+
+#[test]
+fn a_failing_release_is_kept_when_the_old_slot_is_not_usable() {
+    let (h, _) = on_probation("prob-nofallback", "");
+    let out = h.abupdate(&["mark-bad", "A"]);
+    assert!(out.status.success(), "mark-bad A: {}", text(&out));
+    let env = h.grub_vars();
+    let (slot_a, slot_b, reboots) = (h.slot_sha(0), h.slot_sha(1), h.reboots());
+    h.add_health_check("10-leak", "echo out of memory; exit 1");
+    for n in 1..=2 {
+        let out = h.abupdate(&["update"]);
+        assert!(out.status.success(), "run {n}: {}", text(&out));
+    }
+    let out = h.abupdate(&["--json", "update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("update json");
+    assert_eq!(v["outcome"], "no_fallback", "{v}");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("probation failed (3 failures within its probation")
+            && message.ends_with("but slot A is marked bad: keeping 2.0; no fallback"),
+        "{message}"
+    );
+    assert!(message.contains("out of memory"), "{message}");
+    assert_eq!(h.grub_vars(), env, "the bootloader env changed");
+    assert_eq!((h.slot_sha(0), h.slot_sha(1)), (slot_a, slot_b));
+    assert_eq!(h.reboots(), reboots, "a reboot was requested");
+    let s = h.state();
+    assert_eq!(s["slots"]["A"]["status"], "bad", "{s}");
+    assert_eq!(s["slots"]["B"]["status"], "good", "{s}");
+    assert!(s["failed"].as_array().is_none_or(Vec::is_empty), "{s}");
+    let p = &s["probation"];
+    assert!(p["no_fallback"].is_i64(), "{p}");
+    assert!(p["passed"].is_null(), "{p}");
+    assert_eq!(p["last_failure"], message, "{p}");
+    assert_eq!(s["metrics"]["failures"]["no_fallback"], 1, "{s}");
+    let outcome = s["outcomes"].as_array().and_then(|o| {
+        o.iter()
+            .find(|o| o["release"] == "2.0" && o["outcome"] == "failed")
+    });
+    assert_eq!(
+        outcome.map(|o| &o["kind"]),
+        Some(&serde_json::json!("no_fallback")),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_release_failing_at_boot_is_kept_when_the_old_slot_is_unbootable() {
+    let (mut h, _) = on_probation("prob-nofallback-boot", "probation_failures = 0\n");
+    h.grub_set(&[("A_OK", "0")]);
+    assert_eq!(h.boot(), "B", "an unclean restart");
+    let order = h.grub_vars().get("ORDER").cloned();
+    let reboots = h.reboots();
+    let out = h.abupdate(&["--json", "health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("\"no_fallback\""), "{}", text(&out));
+    assert!(
+        text(&out).contains("slot A is marked unbootable in the bootloader: keeping 2.0"),
+        "{}",
+        text(&out)
+    );
+    let env = h.grub_vars();
+    assert_eq!(
+        (
+            env.get("ORDER").cloned(),
+            env.get("A_OK").map(String::as_str)
+        ),
+        (order, Some("0"))
+    );
+    assert_eq!(h.reboots(), reboots, "a reboot was requested");
+    assert_eq!(h.state()["slots"]["B"]["status"], "good");
+    assert_eq!(h.boot(), "B", "the kept release boots again");
+}

@@ -399,3 +399,29 @@ fn on_a_withdrawn_release_with_nothing_newer_check_says_on_withdrawn() {
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["reason"], "on_withdrawn", "{v}");
 }
+
+#[test]
+fn install_from_the_channel_says_why_nothing_is_installed() {
+    let h = host("install-nothing", "2.0");
+    release(&h, "2.0", false);
+    let source = channel_path(&h);
+    let source = source.to_str().expect("utf8");
+    for (why, edit) in [
+        (
+            "nothing to install: the release channel lists nothing newer than the booted release",
+            None,
+        ),
+        (
+            "nothing to install: the release channel is halted: no install starts",
+            Some("halt"),
+        ),
+    ] {
+        if let Some(action) = edit {
+            channel(&h, action, &[]);
+        }
+        let out = h.abupdate(&["install", source]);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains(why), "{}", text(&out));
+        assert!(!text(&out).contains("unchanged"), "{}", text(&out));
+    }
+}
