@@ -16,7 +16,7 @@
 //! writer's `before_write`, right before its first byte.
 
 use super::check::{fetch_and_judge, save_if_held, CheckOptions, Judged, NoUpdate, Nothing};
-use super::recovery::reboot;
+use super::recovery::{disarm, reboot};
 use super::report::publish;
 use super::transition::{Armed, Transition};
 use super::{log, Host, Refusal};
@@ -76,12 +76,14 @@ pub fn install(host: &Host, source: &str, opts: &InstallOptions) -> Result<Insta
     match check_and_install(host, source, check, opts, &mut None)? {
         Ok(done) => Ok(done),
         Err(Nothing::NotWanted { why, .. }) => Err(why.into()),
+        Err(Nothing::Disarmed { line, .. }) => Err(Refusal::Disarmed { line }.into()),
         Err(Nothing::UpToDate {
             kind: NoUpdate::WaitingForWave,
             reason,
             ..
         }) => Err(Refusal::WaitingForWave { reason }.into()),
-        Err(Nothing::UpToDate { .. }) => Err(Refusal::Unchanged {
+        // `Unoffered` never leaves `check_and_install` (it disarms).
+        Err(Nothing::UpToDate { .. } | Nothing::Unoffered { .. }) => Err(Refusal::Unchanged {
             location: crate::fetch::redact(source).into_owned(),
         }
         .into()),
@@ -108,6 +110,13 @@ pub(super) fn check_and_install(
     save_if_held(&lock, &state)?;
     let (verified, standing) = match judged? {
         Judged::Applies { verified, standing } => (verified, standing),
+        // The staged trial the channel no longer offers: disarmed under
+        // the lock (another instance holding it: locked, as an install).
+        Judged::Nothing(Nothing::Unoffered { staged, why }) => {
+            let line = disarm(host, &lock?, &mut state, &staged, &why)?;
+            let version = staged.version;
+            return Ok(Err(Nothing::Disarmed { version, line }));
+        }
         Judged::Nothing(nothing) => return Ok(Err(nothing)),
         Judged::Fault(na) => return Err(na.into()),
     };

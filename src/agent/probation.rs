@@ -39,8 +39,16 @@
 //! [`super::transition`] and [`super::recovery::retire_trial`], the one
 //! way a release is retired.
 //!
+//! On a host with a release channel, `update` fetches the channel only
+//! (never a manifest or a payload; through the trust gate and its rules of
+//! time) on each step of the watch: a release the channel withdraws is
+//! rolled back late like any failed probation ([`Facts::withdrawn`]). A
+//! halt rolls nothing back (it stops installs, not running releases), and
+//! a channel that cannot be fetched or believed changes nothing: the
+//! failure is counted and the watch goes on.
+//!
 //! Invariant: while a release is on probation the old slot is its fallback
-//! and nothing writes to it: `update` checks nothing and fetches nothing,
+//! and nothing writes to it: `update` fetches nothing but the channel,
 //! `install` is refused ([`super::Refusal::OnProbation`]) and `check` says
 //! so. A late rollback is durable in the order of any retirement
 //! (`transition.rs` rule 4): a crash after the bootloader was changed but
@@ -85,6 +93,11 @@ pub struct Facts<'a> {
     /// The health checks' result, once run ([`Decision::RunChecks`] asks
     /// for it): `Err` says which failed.
     pub checks: Option<std::result::Result<(), String>>,
+    /// The release channel withdraws the release on probation (why, naming
+    /// the channel's URL). `None`: not withdrawn, or not known (no channel,
+    /// `health`'s run, a channel that could not be fetched or believed):
+    /// nothing changes for it.
+    pub withdrawn: Option<&'a str>,
 }
 
 /// What to do in this run.
@@ -127,7 +140,8 @@ pub enum Decision {
 /// The step of a probation in this run, from `f` alone.
 ///
 /// The window is checked first: switched off in the configuration, it
-/// ends ([`Decision::Off`]); out of line with the clock or the configured
+/// ends ([`Decision::Off`]); a release the channel withdraws is rolled
+/// back, whatever the window or the count; out of line with the clock or the configured
 /// window, it restarts from now ([`Decision::Restart`]). A restart is a
 /// boot id other than the recorded one; it is unclean when a mark exists
 /// and does not name the recorded boot. With no mark ever written, or no
@@ -140,6 +154,9 @@ pub fn decide(f: &Facts) -> Decision {
     }
     if f.window <= 0 {
         return Decision::Off;
+    }
+    if let Some(why) = f.withdrawn {
+        return Decision::RollBack(why.to_string());
     }
     if f.now < p.started || p.until.saturating_sub(f.now) > f.window {
         return Decision::Restart {
@@ -202,8 +219,8 @@ pub(super) fn watch(
     flip: &Transition,
     state: &mut State,
     booted: SlotName,
-    no_reboot: bool,
-    quiet: bool,
+    withdrawn: Option<&str>,
+    (no_reboot, quiet): (bool, bool),
 ) -> Result<Option<Verdict>> {
     let (Some(p), Some(release)) = (state.on_probation().cloned(), state.probation_release())
     else {
@@ -226,6 +243,7 @@ pub(super) fn watch(
             boot_id: boot_id.as_deref(),
             mark: mark.as_deref(),
             checks: checks.clone(),
+            withdrawn,
         };
         match decide(&facts) {
             Decision::RunChecks => {
@@ -367,6 +385,7 @@ mod tests {
             boot_id: Some("boot-1"),
             mark: Some("boot-older"),
             checks: None,
+            withdrawn: None,
         }
     }
 
@@ -546,6 +565,50 @@ mod tests {
         assert_eq!(decide(&f), Decision::Off, "before counting the restart");
         f.booted = SlotName::A;
         assert_eq!(decide(&f), Decision::FellBack, "a fallback still counts");
+    }
+
+    #[test]
+    fn a_withdrawn_release_on_probation_rolls_back_naming_the_withdrawal() {
+        let why = "release 2.0 is withdrawn from the release channel https://x/channel.json";
+        let p = probation(0, Some("boot-1"));
+        let mut f = facts(&p);
+        f.withdrawn = Some(why);
+        assert_eq!(decide(&f), Decision::RollBack(why.into()), "no failure counted");
+        f.checks = Some(Ok(()));
+        assert_eq!(decide(&f), Decision::RollBack(why.into()), "healthy too");
+        f.now = 40;
+        assert_eq!(
+            decide(&f),
+            Decision::RollBack(why.into()),
+            "before a clock-confused window restarts"
+        );
+        f.now = 500;
+        assert_eq!(
+            decide(&f),
+            Decision::RollBack(why.into()),
+            "even at the window's end"
+        );
+    }
+
+    #[test]
+    fn a_withdrawal_does_not_outrank_a_fallback_or_probation_off() {
+        let p = probation(0, Some("boot-1"));
+        let mut f = facts(&p);
+        f.withdrawn = Some("withdrawn");
+        f.booted = SlotName::A;
+        assert_eq!(decide(&f), Decision::FellBack, "the old slot already runs");
+        f.booted = SlotName::B;
+        f.window = 0;
+        assert_eq!(decide(&f), Decision::Off, "no probation: moves on as after one");
+    }
+
+    #[test]
+    fn an_unknown_withdrawal_changes_nothing() {
+        let p = probation(0, Some("boot-1"));
+        let mut f = facts(&p);
+        f.withdrawn = None;
+        f.checks = Some(Ok(()));
+        assert_eq!(decide(&f), Decision::Continue);
     }
 
     #[test]

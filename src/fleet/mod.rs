@@ -111,7 +111,7 @@ pub fn counts_against_release(outcome: Option<Outcome>, error_kind: Option<&str>
         {
             Verdict::Failed
         }
-        Some(Outcome::Failed) => Verdict::NotCounted,
+        Some(Outcome::Failed | Outcome::Disarmed) => Verdict::NotCounted,
         None => Verdict::Unknown,
     }
 }
