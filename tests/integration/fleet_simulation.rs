@@ -444,6 +444,8 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
         // Written at the orderly reboot into the trial, never since.
         mark: Some("the-boot-before-the-trial"),
         checks: None,
+        // The simulated channel never withdraws the release.
+        withdrawn: None,
     };
     let decision = loop {
         match decide(&facts) {
