@@ -15,7 +15,7 @@
 
 use crate::common::host::{bin, image, run, text, write_at_start, HostOptions, TestHost};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
@@ -474,6 +474,56 @@ impl Host {
     pub fn use_release(&mut self, rel: &Release) {
         let url = format!("file://{}", rel.manifest.display());
         self.use_release_at(rel, &url);
+    }
+
+    /// Trust `rel`'s key and read it through a release channel of this
+    /// host's own, `channel-<host>.json` next to the release's directory,
+    /// written and signed by the real `abupdate channel` with the
+    /// release's key. Returns the channel's path.
+    pub fn use_channel(&mut self, rel: &Release) -> PathBuf {
+        std::fs::write(&self.public_key, &rel.public_key).expect("trust the release key");
+        let dir = rel
+            .manifest
+            .parent()
+            .and_then(Path::parent)
+            .expect("the release's directory");
+        let name = self.dir.file_name().expect("host dir").to_string_lossy();
+        let channel = dir.join(format!("channel-{name}.json"));
+        let _ = std::fs::remove_file(&channel);
+        for sig in crate::common::host::signature_files(&channel) {
+            let _ = std::fs::remove_file(sig);
+        }
+        self.channel_edit(&channel, &rel.manifest, "add");
+        let cfg = std::fs::read_to_string(&self.config)
+            .expect("config")
+            .replacen(
+                "[update]\n",
+                &format!("[update]\nchannel = \"{}\"\n", channel.display()),
+                1,
+            );
+        std::fs::write(&self.config, cfg).expect("config");
+        channel
+    }
+
+    /// `abupdate channel ACTION CHANNEL` (`add` the release at `manifest`,
+    /// or `withdraw` its 2.0), signed with the release's key.
+    pub fn channel_edit(&self, channel: &Path, manifest: &Path, action: &str) {
+        let key = manifest
+            .parent()
+            .and_then(Path::parent)
+            .expect("the release's directory")
+            .join("release.key");
+        let what = match action {
+            "add" => manifest.as_os_str().to_os_string(),
+            _ => "2.0".into(),
+        };
+        let out = run(Command::new(bin())
+            .args(["channel", action])
+            .arg(channel)
+            .arg(what)
+            .arg("--secret")
+            .arg(key));
+        assert!(out.status.success(), "channel {action}: {}", text(&out));
     }
 
     /// As `use_release`, fetched from `url` (e.g. a server of its directory).
