@@ -354,8 +354,8 @@ pub(super) fn probation_withdrawal(
     let transport = host.transport()?;
     state.metrics.last_check = Some(now());
     let verified = believed_channel(host, state, &transport, &url)?;
-    let withdrawn = Version::parse(version)
-        .is_ok_and(|v| channel::withdraws(verified.channel(), &v));
+    let withdrawn =
+        Version::parse(version).is_ok_and(|v| channel::withdraws(verified.channel(), &v));
     Ok(withdrawn.then(|| {
         format!(
             "release {version} is withdrawn from the release channel {}",
@@ -388,8 +388,7 @@ fn through_channel(
     // choice is acted on (the next run installs what the channel offers).
     if let Some(staged) = staged_trial(state, host.booted_slot()?) {
         let version = Version::parse(&staged.version).ok();
-        let unoffered =
-            version.and_then(|v| channel::staged(ch, parsed.as_ref(), &failed, &v));
+        let unoffered = version.and_then(|v| channel::staged(ch, parsed.as_ref(), &failed, &v));
         if let Some(u) = unoffered {
             let why = format!(
                 "release {} was staged in slot {} and {}",

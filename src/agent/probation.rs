@@ -573,7 +573,11 @@ mod tests {
         let p = probation(0, Some("boot-1"));
         let mut f = facts(&p);
         f.withdrawn = Some(why);
-        assert_eq!(decide(&f), Decision::RollBack(why.into()), "no failure counted");
+        assert_eq!(
+            decide(&f),
+            Decision::RollBack(why.into()),
+            "no failure counted"
+        );
         f.checks = Some(Ok(()));
         assert_eq!(decide(&f), Decision::RollBack(why.into()), "healthy too");
         f.now = 40;
@@ -599,7 +603,11 @@ mod tests {
         assert_eq!(decide(&f), Decision::FellBack, "the old slot already runs");
         f.booted = SlotName::B;
         f.window = 0;
-        assert_eq!(decide(&f), Decision::Off, "no probation: moves on as after one");
+        assert_eq!(
+            decide(&f),
+            Decision::Off,
+            "no probation: moves on as after one"
+        );
     }
 
     #[test]

@@ -158,13 +158,7 @@ impl<'a> Transition<'a> {
         crate::failpoint::hit("disarmed");
         let at = now();
         state.disarm(t);
-        crate::report::record_outcome(
-            &mut state.outcomes,
-            &t.version,
-            Outcome::Disarmed,
-            None,
-            at,
-        );
+        crate::report::record_outcome(&mut state.outcomes, &t.version, Outcome::Disarmed, None, at);
         self.save(state)
     }
 

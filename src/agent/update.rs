@@ -141,7 +141,12 @@ pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
 /// fetched or believed is counted as a failure (its kind), after the
 /// watch's step, which it does not stop.
 fn watch_probation(host: &Host, opts: UpdateOptions) -> Result<Option<UpdateOutcome>> {
-    let Some(version) = host.state_dir.load()?.on_probation().map(|p| p.version.clone()) else {
+    let Some(version) = host
+        .state_dir
+        .load()?
+        .on_probation()
+        .map(|p| p.version.clone())
+    else {
         return Ok(None);
     };
     let (outcome, unread) = {

@@ -521,9 +521,11 @@ pub fn staged(
     if failed.contains(staged) {
         return Some(Unoffered::Failed);
     }
-    let barrier = ch.releases.iter().enumerate().find(|(_, r)| {
-        r.barrier && !r.withdrawn && r.version > *booted && r.version < *staged
-    });
+    let barrier = ch
+        .releases
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.barrier && !r.withdrawn && r.version > *booted && r.version < *staged);
     barrier.map(|(index, _)| Unoffered::PastBarrier { index })
 }
 
@@ -856,8 +858,13 @@ mod tests {
         );
         let why = staged_of(&c, Some("1.0"), &[], "2.0");
         assert_eq!(why, Some(Unoffered::PastBarrier { index: 1 }));
-        let text = why.expect("disarmed").describe(&c, "https://x/channel.json");
-        assert!(text.contains("barrier 1.8 of the release channel https://x/channel.json"), "{text}");
+        let text = why
+            .expect("disarmed")
+            .describe(&c, "https://x/channel.json");
+        assert!(
+            text.contains("barrier 1.8 of the release channel https://x/channel.json"),
+            "{text}"
+        );
         assert_eq!(
             staged_of(&c, Some("1.8"), &[], "2.0"),
             None,

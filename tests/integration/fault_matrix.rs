@@ -179,7 +179,7 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
         let channel = h.use_channel(rel);
         must(&h, &["update"]);
         assert_eq!(h.state()["transaction"]["phase"], "staged");
-        h.channel_edit(&channel, &rel.manifest, "withdraw");
+        h.channel_edit(rel, &channel, "withdraw");
         return h;
     }
     match flow {
@@ -349,7 +349,10 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
         }
         Flow::Disarm => {
             assert!(state["transaction"].is_null(), "{at}: {state}");
-            assert!(state["failed"].as_array().is_none_or(|f| f.is_empty()), "{at}: {state}");
+            assert!(
+                state["failed"].as_array().is_none_or(|f| f.is_empty()),
+                "{at}: {state}"
+            );
             assert_eq!(state["slots"]["B"]["status"], "bad", "{at}");
             assert!(!h.bootable("B"), "{at}: disarmed B bootable: {:?}", h.env());
             assert!(state["outcomes"].to_string().contains("disarmed"), "{at}");

@@ -26,11 +26,7 @@ const LEN: usize = 1 << 20;
 
 /// A host booted on `version`, reading the channel `<dir>/channel.json`.
 fn host(name: &str, version: &str) -> TestHost {
-    channel_host(
-        &format!("channel-{name}"),
-        version,
-        HostOptions::default(),
-    )
+    channel_host(&format!("channel-{name}"), version, HostOptions::default())
 }
 
 /// Pack release `version` and list it in the channel.
@@ -408,9 +404,8 @@ fn assert_disarmed(h: &TestHost, out: &Output, why: &str) {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("update json");
     assert_eq!(v["outcome"], "disarmed", "{v}");
     assert_eq!(v["release"], "2.0", "{v}");
-    let want = format!(
-        "release 2.0 was staged in slot B and {why}: disarmed, slot A stays the next boot"
-    );
+    let want =
+        format!("release 2.0 was staged in slot B and {why}: disarmed, slot A stays the next boot");
     assert_eq!(v["message"], want.as_str(), "{v}");
     assert!(text(out).contains(&want), "the line: {}", text(out));
     let s = h.state();
@@ -434,7 +429,11 @@ fn a_staged_trial_is_disarmed_when_its_release_is_withdrawn() {
     let (code, v) = check_json(&h);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["reason"], "staged_not_offered", "{v}");
-    assert_eq!(h.state()["transaction"]["phase"], "staged", "check changes nothing");
+    assert_eq!(
+        h.state()["transaction"]["phase"],
+        "staged",
+        "check changes nothing"
+    );
     let out = h.abupdate(&["--json", "update"]);
     let why = format!(
         "is withdrawn from the release channel {}",
@@ -459,7 +458,10 @@ fn a_halt_disarms_a_staged_trial_and_a_resume_stages_it_again() {
     let mut h = staged("disarm-halt");
     channel(&h, "halt", &[]);
     let out = h.abupdate(&["--json", "update"]);
-    let why = format!("the release channel {} is halted", channel_path(&h).display());
+    let why = format!(
+        "the release channel {} is halted",
+        channel_path(&h).display()
+    );
     assert_disarmed(&h, &out, &why);
     let out = h.abupdate(&["--json", "update"]);
     assert!(text(&out).contains("\"halted\""), "{}", text(&out));
@@ -488,7 +490,10 @@ fn an_unreachable_or_stale_channel_disarms_nothing() {
     let files: Vec<PathBuf> = std::iter::once(p.clone())
         .chain(crate::common::host::signature_files(&p))
         .collect();
-    let offered: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).expect("read")).collect();
+    let offered: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).expect("read"))
+        .collect();
     // Unreachable: the channel is gone.
     for f in &files {
         std::fs::rename(f, f.with_extension("away")).expect("hide");
@@ -502,7 +507,10 @@ fn an_unreachable_or_stale_channel_disarms_nothing() {
     // Replayed: a newer channel that withdraws 2.0 is signed but the host
     // saw a still newer one that offers it; the withdrawing one is stale.
     channel(&h, "withdraw", &["2.0"]);
-    let withdrawing: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).expect("read")).collect();
+    let withdrawing: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).expect("read"))
+        .collect();
     let mut doc: serde_json::Value = serde_json::from_slice(&offered[0]).expect("json");
     doc["created"] = date(now() + 60).into();
     write_signed(&h, &doc);

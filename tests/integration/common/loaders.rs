@@ -477,23 +477,23 @@ impl Host {
     }
 
     /// Trust `rel`'s key and read it through a release channel of this
-    /// host's own, `channel-<host>.json` next to the release's directory,
-    /// written and signed by the real `abupdate channel` with the
-    /// release's key. Returns the channel's path.
+    /// host's own: `<host>/rel/channel.json`, the release's files hard
+    /// linked into `<host>/rel/r2/` (a channel lists only manifests inside
+    /// its directory, and each channel edit holds its directory), written
+    /// and signed by the real `abupdate channel` with the release's key.
+    /// Returns the channel's path.
     pub fn use_channel(&mut self, rel: &Release) -> PathBuf {
         std::fs::write(&self.public_key, &rel.public_key).expect("trust the release key");
-        let dir = rel
-            .manifest
-            .parent()
-            .and_then(Path::parent)
-            .expect("the release's directory");
-        let name = self.dir.file_name().expect("host dir").to_string_lossy();
-        let channel = dir.join(format!("channel-{name}.json"));
-        let _ = std::fs::remove_file(&channel);
-        for sig in crate::common::host::signature_files(&channel) {
-            let _ = std::fs::remove_file(sig);
+        let from = rel.manifest.parent().expect("the release's directory");
+        let to = self.dir.join("rel/r2");
+        std::fs::create_dir_all(&to).expect("rel dir");
+        for entry in std::fs::read_dir(from).expect("release dir") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().expect("name");
+            std::fs::hard_link(&path, to.join(name)).expect("link a release file");
         }
-        self.channel_edit(&channel, &rel.manifest, "add");
+        let channel = self.dir.join("rel/channel.json");
+        self.channel_edit(rel, &channel, "add");
         let cfg = std::fs::read_to_string(&self.config)
             .expect("config")
             .replacen(
@@ -505,16 +505,17 @@ impl Host {
         channel
     }
 
-    /// `abupdate channel ACTION CHANNEL` (`add` the release at `manifest`,
-    /// or `withdraw` its 2.0), signed with the release's key.
-    pub fn channel_edit(&self, channel: &Path, manifest: &Path, action: &str) {
-        let key = manifest
+    /// `abupdate channel ACTION CHANNEL`: `add` this host's copy of `rel`
+    /// (see [`Host::use_channel`]), or `withdraw` its 2.0; signed with the
+    /// release's key.
+    pub fn channel_edit(&self, rel: &Release, channel: &Path, action: &str) {
+        let shared = rel
+            .manifest
             .parent()
             .and_then(Path::parent)
-            .expect("the release's directory")
-            .join("release.key");
+            .expect("the release's directory");
         let what = match action {
-            "add" => manifest.as_os_str().to_os_string(),
+            "add" => self.dir.join("rel/r2/release.json").into_os_string(),
             _ => "2.0".into(),
         };
         let out = run(Command::new(bin())
@@ -522,7 +523,7 @@ impl Host {
             .arg(channel)
             .arg(what)
             .arg("--secret")
-            .arg(key));
+            .arg(shared.join("release.key")));
         assert!(out.status.success(), "channel {action}: {}", text(&out));
     }
 
