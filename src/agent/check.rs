@@ -4,7 +4,11 @@
 //! manifest ([`judge`], i.e. [`manifest::evaluate`] on this host's facts),
 //! so `check` never offers what `install` refuses before touching a
 //! device; and an install judges it once, under the state lock it then
-//! writes with ([`super::install`]).
+//! writes with ([`super::install`]). Through a release channel, a staged
+//! trial the channel no longer offers is judged first
+//! ([`channel::staged`]): the judgement is then "disarm it"
+//! (`Nothing::Unoffered`), acted on by the install under its lock; a
+//! channel not fetched or not believed is an error and disarms nothing.
 
 use super::Host;
 use crate::channel::{self, Choice};

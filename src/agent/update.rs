@@ -2,9 +2,15 @@
 //! check, and install and reboot when a release applies (one judgement,
 //! [`super::install`]'s `check_and_install`).
 //!
+//! On a channel host, a staged trial the channel no longer offers is
+//! disarmed (outcome [`UpdateOutcome::Disarmed`]), and a release on
+//! probation that the channel withdraws is rolled back late
+//! ([`super::probation`]); during a probation only the channel is fetched.
+//!
 //! Invariant: every run ends in exactly one report: a success resets the
 //! backoff, a failure counts its kind and schedules the next try
-//! ([`super::report`]).
+//! ([`super::report`]); a channel that cannot be read during a probation
+//! is counted so too, and the probation's watch step still runs.
 
 use super::check::{on_probation, probation_withdrawal, CheckOptions, NoUpdate, Nothing};
 use super::install::check_and_install;

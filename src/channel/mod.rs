@@ -19,6 +19,14 @@
 //!
 //! Withdrawn entries are ignored entirely, barrier or not: withdrawing a
 //! barrier needs a replacement barrier (`abupdate channel add --barrier`).
+//!
+//! A release staged here (its trial waiting for the reboot) stays armed
+//! only while the channel still offers it by the same rules ([`staged`]:
+//! not halted, listed, not withdrawn, not failed here, no barrier before
+//! it); otherwise the agent disarms it. Only a channel that passed the
+//! trust gate and [`check_time`] is asked: one that cannot be fetched or
+//! believed disarms nothing, so blocking or replaying the channel never
+//! changes a host.
 
 #[cfg(feature = "pack")]
 pub mod edit;
