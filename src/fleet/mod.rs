@@ -129,6 +129,7 @@ mod tests {
             ("rolled_back", Some("health"), Failed),
             ("rolled_back", None, Failed),
             ("rolled_back_late", None, Failed),
+            ("disarmed", None, NotCounted),
             ("trial_never_booted", None, Failed),
             ("failed", Some("payload"), Failed),
             ("failed", Some("too_long"), Failed),
