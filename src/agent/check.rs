@@ -45,8 +45,8 @@ pub enum NoUpdate {
     /// `[update] download_windows` (`update` only).
     WaitingForDownloadWindow,
     /// A release is staged (its trial waits for the reboot) and the
-    /// release channel no longer offers it (withdrawn, halted, not listed,
-    /// past a barrier): `update` disarms it (`check` only says so).
+    /// release channel no longer offers it (withdrawn, halted, failed
+    /// here, past a barrier): `update` disarms it (`check` only says so).
     StagedNotOffered,
 }
 

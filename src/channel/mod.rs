@@ -475,8 +475,6 @@ pub enum Unoffered {
     Halted,
     /// The staged release is withdrawn.
     Withdrawn,
-    /// The channel no longer lists the staged release.
-    NotListed,
     /// The staged release failed here (on the failed list).
     Failed,
     /// A barrier between the booted and the staged release (`releases[index]`)
@@ -493,7 +491,6 @@ impl Unoffered {
         match self {
             Unoffered::Halted => format!("the release channel {url} is halted"),
             Unoffered::Withdrawn => format!("is withdrawn from the release channel {url}"),
-            Unoffered::NotListed => format!("is no longer listed by the release channel {url}"),
             Unoffered::Failed => "failed on this host before".into(),
             Unoffered::PastBarrier { index } => format!(
                 "lies past barrier {} of the release channel {url}",
@@ -506,10 +503,12 @@ impl Unoffered {
 /// Whether the channel still offers `staged`, the release staged in the
 /// other slot while `booted` runs: `None` keeps the staged trial as it is;
 /// `Some(why)` disarms it. By the rules of [`choose`]: a halt disarms; an
-/// unknown `booted` judges nothing (keeps: never a guess); the staged
-/// release must be listed, not withdrawn, not in `failed`, and no barrier
-/// (not withdrawn) may lie between `booted` and it. It need not be the
-/// newest: a newer release is installed over it by the normal flow.
+/// unknown `booted` judges nothing (keeps: never a guess); a listed staged
+/// release must not be withdrawn nor in `failed`, and no barrier (not
+/// withdrawn) may lie between `booted` and it. It need not be the newest:
+/// a newer release is installed over it by the normal flow. One the
+/// channel does not list is kept: the channel never staged it (an
+/// operator's `install URL`), and `channel` has no verb that unlists.
 pub fn staged(
     ch: &Channel,
     booted: Option<&Version>,
@@ -520,9 +519,7 @@ pub fn staged(
         return Some(Unoffered::Halted);
     }
     let booted = booted?;
-    let Some(entry) = ch.releases.iter().find(|r| r.version == *staged) else {
-        return Some(Unoffered::NotListed);
-    };
+    let entry = ch.releases.iter().find(|r| r.version == *staged)?;
     if entry.withdrawn {
         return Some(Unoffered::Withdrawn);
     }
@@ -837,11 +834,15 @@ mod tests {
     }
 
     #[test]
-    fn a_staged_release_no_longer_listed_is_disarmed() {
+    fn a_staged_release_the_channel_does_not_list_stays_armed() {
+        // An operator's `install URL`: not the channel's to disarm.
         let c = ch(false, &[("3.0", false, false)]);
+        assert_eq!(staged_of(&c, Some("1.0"), &[], "2.0"), None);
+        let halted = ch(true, &[("3.0", false, false)]);
         assert_eq!(
-            staged_of(&c, Some("1.0"), &[], "2.0"),
-            Some(Unoffered::NotListed)
+            staged_of(&halted, Some("1.0"), &[], "2.0"),
+            Some(Unoffered::Halted),
+            "a halt stops every install"
         );
     }
 
