@@ -50,17 +50,22 @@ pub enum Outcome {
     /// A committed release rolled back later, having failed its
     /// probation (`agent::probation`): counted against the release.
     RolledBackLate,
+    /// A staged trial the release channel no longer offered (withdrawn,
+    /// halted) was disarmed before its boot: the running slot stays the
+    /// next boot. Not counted against the release on this host.
+    Disarmed,
 }
 
 impl Outcome {
     /// Every outcome this version knows, for tables and queries.
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Installed,
         Outcome::Committed,
         Outcome::RolledBack,
         Outcome::TrialNeverBooted,
         Outcome::Failed,
         Outcome::RolledBackLate,
+        Outcome::Disarmed,
     ];
 
     /// The label, as serde writes it.
@@ -72,6 +77,7 @@ impl Outcome {
             Outcome::TrialNeverBooted => "trial_never_booted",
             Outcome::Failed => "failed",
             Outcome::RolledBackLate => "rolled_back_late",
+            Outcome::Disarmed => "disarmed",
         }
     }
 

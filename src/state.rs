@@ -637,6 +637,17 @@ impl State {
         self.count_failure(kind);
     }
 
+    /// The staged trial `t` was disarmed (the release channel no longer
+    /// offers it; the bootloader already boots `t.from` again): nothing is
+    /// pending and the slot, which still holds the release, is recorded
+    /// bad (not bootable: a `rollback` onto it needs `--force`). Not a
+    /// failure of the release here: the failed list is not touched.
+    pub fn disarm(&mut self, t: &Transaction) {
+        self.record_release(t);
+        self.slot_mut(t.to).status = SlotStatus::Bad;
+        self.transaction = None;
+    }
+
     /// The probation's window ended with no more failures than tolerated:
     /// the release is past probation, recorded as such.
     pub fn end_probation(&mut self, at: i64) {

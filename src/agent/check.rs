@@ -4,7 +4,11 @@
 //! manifest ([`judge`], i.e. [`manifest::evaluate`] on this host's facts),
 //! so `check` never offers what `install` refuses before touching a
 //! device; and an install judges it once, under the state lock it then
-//! writes with ([`super::install`]).
+//! writes with ([`super::install`]). Through a release channel, a staged
+//! trial the channel no longer offers is judged first
+//! ([`channel::staged`]): the judgement is then "disarm it"
+//! (`Nothing::Unoffered`), acted on by the install under its lock; a
+//! channel not fetched or not believed is an error and disarms nothing.
 
 use super::Host;
 use crate::channel::{self, Choice};
@@ -13,7 +17,7 @@ use crate::fetch::Validators;
 use crate::manifest::{self, HostFacts, NotApplicable, Version};
 use crate::rollout::{self, Standing};
 use crate::slot::SlotName;
-use crate::state::{LastCheck, State, StateDir, StateLock};
+use crate::state::{LastCheck, Phase, State, StateDir, StateLock, Transaction};
 use crate::timefmt::now;
 use crate::trust::gate::{self, Verified};
 
@@ -40,6 +44,10 @@ pub enum NoUpdate {
     /// The release applies, but the timer downloads only inside
     /// `[update] download_windows` (`update` only).
     WaitingForDownloadWindow,
+    /// A release is staged (its trial waits for the reboot) and the
+    /// release channel no longer offers it (withdrawn, halted, failed
+    /// here, past a barrier): `update` disarms it (`check` only says so).
+    StagedNotOffered,
 }
 
 /// The outcome of `check`.
@@ -104,6 +112,13 @@ pub(super) enum Nothing {
         why: NotApplicable,
         standing: Option<Standing>,
     },
+    /// The staged trial `staged` is a release the channel no longer
+    /// offers (`why`, one line naming the release, its slot and the
+    /// channel's URL): what `update` disarms.
+    Unoffered { staged: Transaction, why: String },
+    /// That staged trial was disarmed (by `update` or `install`): the
+    /// release and the line that says so.
+    Disarmed { version: String, line: String },
 }
 
 impl Nothing {
@@ -122,6 +137,12 @@ impl Nothing {
                 };
                 (why.to_string(), kind, standing)
             }
+            Nothing::Unoffered { why, .. } => (
+                format!("{why}: the next update disarms it"),
+                NoUpdate::StagedNotOffered,
+                None,
+            ),
+            Nothing::Disarmed { line, .. } => (line, NoUpdate::StagedNotOffered, None),
         }
     }
 }
@@ -295,6 +316,58 @@ pub(super) fn fetch_and_judge(
     })
 }
 
+/// Fetch the channel at `url` through the trust gate and judge its time
+/// ([`channel::check_time`]), recording a `created` this host may believe
+/// (as for a manifest): the channel when it may be acted on.
+fn believed_channel(
+    host: &Host,
+    state: &mut State,
+    transport: &crate::fetch::Transport,
+    url: &str,
+) -> Result<gate::VerifiedChannel> {
+    let verified = gate::fetch_channel(transport, &host.release_source(url))?;
+    let ch = verified.channel();
+    let source = manifest::source_key(url);
+    let facts = channel::TimeFacts {
+        now: now(),
+        newest_created_seen: state.newest_created,
+        newest_from_source: state.newest_by_source.get(&source).copied(),
+    };
+    let time = channel::check_time(&crate::fetch::redact(url), ch, &facts);
+    if !matches!(time, Err(channel::ChannelError::CreatedAhead { .. })) {
+        state.note_created(&source, ch.created, Some(&source));
+    }
+    time?;
+    Ok(verified)
+}
+
+/// During a probation: the configured release channel only (never a
+/// manifest or a payload), through the trust gate and its rules of time.
+/// `Some(why)` when it withdraws `version`, the release on probation (a
+/// halt is no withdrawal: it stops installs, not running releases);
+/// `None` on a host without a channel. The caller saves `state` (the
+/// channel's `created` floor).
+pub(super) fn probation_withdrawal(
+    host: &Host,
+    state: &mut State,
+    version: &str,
+) -> Result<Option<String>> {
+    let Some(url) = host.config.update.channel.clone() else {
+        return Ok(None);
+    };
+    let transport = host.transport()?;
+    state.metrics.last_check = Some(now());
+    let verified = believed_channel(host, state, &transport, &url)?;
+    let withdrawn =
+        Version::parse(version).is_ok_and(|v| channel::withdraws(verified.channel(), &v));
+    Ok(withdrawn.then(|| {
+        format!(
+            "release {version} is withdrawn from the release channel {}",
+            crate::fetch::redact(&url)
+        )
+    }))
+}
+
 /// Fetch the channel at `url` through the trust gate, judge its time
 /// (recording a `created` this host may believe, as for a manifest) and
 /// choose ([`channel::choose`]): `Ok((manifest URL, its entry))`, or why
@@ -306,26 +379,30 @@ fn through_channel(
     url: &str,
     booted: &Option<String>,
 ) -> Result<std::result::Result<(String, channel::Release), Nothing>> {
-    let verified = gate::fetch_channel(transport, &host.release_source(url))?;
+    let verified = believed_channel(host, state, transport, url)?;
     let ch = verified.channel();
-    let source = manifest::source_key(url);
-    let facts = channel::TimeFacts {
-        now: now(),
-        newest_created_seen: state.newest_created,
-        newest_from_source: state.newest_by_source.get(&source).copied(),
-    };
     let shown = crate::fetch::redact(url);
-    let time = channel::check_time(&shown, ch, &facts);
-    if !matches!(time, Err(channel::ChannelError::CreatedAhead { .. })) {
-        state.note_created(&source, ch.created, Some(&source));
-    }
-    time?;
     let parsed = booted.as_deref().and_then(|v| Version::parse(v).ok());
     let failed: Vec<Version> = state
         .failed_versions()
         .iter()
         .filter_map(|v| Version::parse(v).ok())
         .collect();
+    // A staged trial the channel no longer offers is disarmed before any
+    // choice is acted on (the next run installs what the channel offers).
+    if let Some(staged) = staged_trial(state, host.booted_slot()?) {
+        let version = Version::parse(&staged.version).ok();
+        let unoffered = version.and_then(|v| channel::staged(ch, parsed.as_ref(), &failed, &v));
+        if let Some(u) = unoffered {
+            let why = format!(
+                "release {} was staged in slot {} and {}",
+                staged.version,
+                staged.to,
+                u.describe(ch, &shown)
+            );
+            return Ok(Err(Nothing::Unoffered { staged, why }));
+        }
+    }
     let nothing = |reason: &str, kind| {
         Ok(Err(Nothing::UpToDate {
             reason: reason.to_string(),
@@ -365,6 +442,15 @@ fn through_channel(
             Ok(Ok((manifest, release)))
         }
     }
+}
+
+/// The trial staged in the slot that is not `booted` (written, verified,
+/// activated, waiting for the reboot), if any.
+fn staged_trial(state: &State, booted: SlotName) -> Option<Transaction> {
+    state
+        .transaction
+        .clone()
+        .filter(|t| t.phase == Phase::Staged && t.to != booted)
 }
 
 /// The judgement `check` and `install` both make ([`manifest::evaluate`] on

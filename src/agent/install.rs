@@ -16,7 +16,7 @@
 //! writer's `before_write`, right before its first byte.
 
 use super::check::{fetch_and_judge, save_if_held, CheckOptions, Judged, NoUpdate, Nothing};
-use super::recovery::reboot;
+use super::recovery::{disarm, reboot};
 use super::report::publish;
 use super::transition::{Armed, Transition};
 use super::{log, Host, Refusal};
@@ -76,7 +76,13 @@ pub fn install(host: &Host, source: &str, opts: &InstallOptions) -> Result<Insta
     match check_and_install(host, source, check, opts, &mut None)? {
         Ok(done) => Ok(done),
         Err(Nothing::NotWanted { why, .. }) => Err(why.into()),
+        Err(Nothing::Disarmed { line, .. }) => Err(Refusal::Disarmed { line }.into()),
         Err(Nothing::UpToDate { kind, reason, .. }) => {
+            Err(nothing_to_install(kind, reason, source).into())
+        }
+        // `Unoffered` never leaves `check_and_install` (it disarms).
+        Err(nothing @ Nothing::Unoffered { .. }) => {
+            let (reason, kind, _) = nothing.explain();
             Err(nothing_to_install(kind, reason, source).into())
         }
     }
@@ -116,6 +122,13 @@ pub(super) fn check_and_install(
     save_if_held(&lock, &state)?;
     let (verified, standing) = match judged? {
         Judged::Applies { verified, standing } => (verified, standing),
+        // The staged trial the channel no longer offers: disarmed under
+        // the lock (another instance holding it: locked, as an install).
+        Judged::Nothing(Nothing::Unoffered { staged, why }) => {
+            let line = disarm(host, &lock?, &mut state, &staged, &why)?;
+            let version = staged.version;
+            return Ok(Err(Nothing::Disarmed { version, line }));
+        }
         Judged::Nothing(nothing) => return Ok(Err(nothing)),
         Judged::Fault(na) => return Err(na.into()),
     };
@@ -866,6 +879,7 @@ mod tests {
             NoUpdate::Halted,
             NoUpdate::OnWithdrawn,
             NoUpdate::WaitingForDownloadWindow,
+            NoUpdate::StagedNotOffered,
         ] {
             let r = nothing_to_install(kind, "the release channel is halted".into(), "x");
             assert_eq!(

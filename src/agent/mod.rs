@@ -109,6 +109,12 @@ pub enum Refusal {
         /// Why, as `check` says it.
         reason: String,
     },
+    /// `install` from the release channel found a staged trial the channel
+    /// no longer offers: it was disarmed, and nothing was installed.
+    Disarmed {
+        /// The line that says so (the release, its slot, why).
+        line: String,
+    },
     /// A release channel, but the booted version is unknown or not a
     /// dotted-number version: the channel's order cannot place it.
     BootedVersionUnknown {
@@ -149,6 +155,9 @@ impl fmt::Display for Refusal {
             ),
             Refusal::WaitingForWave { reason } => f.write_str(reason),
             Refusal::NothingToInstall { reason } => write!(f, "nothing to install: {reason}"),
+            Refusal::Disarmed { line } => {
+                write!(f, "{line}; nothing installed (run it again to install what the channel offers)")
+            }
             Refusal::BootedVersionUnknown { os_release, found } => {
                 let p = os_release.display();
                 match found {

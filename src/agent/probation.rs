@@ -48,8 +48,17 @@
 //! [`super::transition`] and [`super::recovery::retire_trial`], the one
 //! way a release is retired.
 //!
+//! On a host with a release channel, `update` fetches the channel only
+//! (never a manifest or a payload; through the trust gate and its rules of
+//! time) on each step of the watch: a release the channel withdraws is
+//! rolled back late like any failed probation ([`Facts::withdrawn`]), and
+//! like one only onto a usable old slot (otherwise kept: `no_fallback`). A
+//! halt rolls nothing back (it stops installs, not running releases), and
+//! a channel that cannot be fetched or believed changes nothing: the
+//! failure is counted and the watch goes on.
+//!
 //! Invariant: while a release is on probation the old slot is its fallback
-//! and nothing writes to it: `update` checks nothing and fetches nothing,
+//! and nothing writes to it: `update` fetches nothing but the channel,
 //! `install` is refused ([`super::Refusal::OnProbation`]) and `check` says
 //! so. A late rollback is durable in the order of any retirement
 //! (`transition.rs` rule 4): a crash after the bootloader was changed but
@@ -97,6 +106,11 @@ pub struct Facts<'a> {
     /// The health checks' result, once run ([`Decision::RunChecks`] asks
     /// for it): `Err` says which failed.
     pub checks: Option<std::result::Result<(), String>>,
+    /// The release channel withdraws the release on probation (why, naming
+    /// the channel's URL). `None`: not withdrawn, or not known (no channel,
+    /// `health`'s run, a channel that could not be fetched or believed):
+    /// nothing changes for it.
+    pub withdrawn: Option<&'a str>,
     /// The old slot, once read ([`Decision::ReadFallback`] asks for it
     /// before a rollback).
     pub fallback: Option<Fallback>,
@@ -181,14 +195,17 @@ pub enum Decision {
 /// The step of a probation in this run, from `f` alone.
 ///
 /// The window is checked first: switched off in the configuration, it
-/// ends ([`Decision::Off`]); out of line with the clock or the configured
-/// window, it restarts from now ([`Decision::Restart`]). A restart is a
+/// ends ([`Decision::Off`]); a release the channel withdraws is rolled
+/// back, whatever the window or the count; out of line with the clock or
+/// the configured window, it restarts from now ([`Decision::Restart`]).
+/// A restart is a
 /// boot id other than the recorded one; it is unclean when a mark exists
 /// and does not name the recorded boot. With no mark ever written, or no
 /// boot id recorded, no restart is unclean. Restarts count before the
 /// checks run, so a slot that keeps crashing is rolled back without
-/// waiting for them. A rollback is decided only onto a usable old slot
-/// ([`Fallback::unusable`]); otherwise the release is kept.
+/// waiting for them. A rollback, a withdrawal's included, is decided only
+/// onto a usable old slot ([`Fallback::unusable`]); otherwise the release
+/// is kept ([`Decision::NoFallback`]).
 pub fn decide(f: &Facts) -> Decision {
     let p = f.probation;
     if f.booted != p.slot {
@@ -196,6 +213,9 @@ pub fn decide(f: &Facts) -> Decision {
     }
     if f.window <= 0 {
         return Decision::Off;
+    }
+    if let Some(why) = f.withdrawn {
+        return onto_old_slot(f, why.to_string());
     }
     if f.now < p.started || p.until.saturating_sub(f.now) > f.window {
         return Decision::Restart {
@@ -225,15 +245,7 @@ pub fn decide(f: &Facts) -> Decision {
         if let Some(last) = what.last().or(p.last_failure.as_ref()) {
             why.push_str(&format!("; last: {last}"));
         }
-        match f.fallback.as_ref().map(Fallback::unusable) {
-            None => Decision::ReadFallback,
-            Some(None) => Decision::RollBack(why),
-            Some(Some(because)) => Decision::NoFallback(format!(
-                "probation failed ({why}) but slot {} {because}: keeping {}; no fallback",
-                p.slot.other(),
-                p.version
-            )),
-        }
+        onto_old_slot(f, why)
     };
     if failures(&what) > f.limit {
         return roll_back(&what);
@@ -255,6 +267,23 @@ pub fn decide(f: &Facts) -> Decision {
     Decision::Continue
 }
 
+/// A rollback for `why` is due: onto the old slot once it is read and
+/// usable ([`Decision::RollBack`]); otherwise the release is kept
+/// ([`Decision::NoFallback`], the line naming the slot and what is wrong
+/// with it).
+fn onto_old_slot(f: &Facts, why: String) -> Decision {
+    let p = f.probation;
+    match f.fallback.as_ref().map(Fallback::unusable) {
+        None => Decision::ReadFallback,
+        Some(None) => Decision::RollBack(why),
+        Some(Some(because)) => Decision::NoFallback(format!(
+            "probation failed ({why}) but slot {} {because}: keeping {}; no fallback",
+            p.slot.other(),
+            p.version
+        )),
+    }
+}
+
 /// Watch the probation, if one is recorded: gather the facts [`decide`]
 /// asks for, then apply its decision. `None` when no release is on
 /// probation. The caller holds the state lock `flip` writes with.
@@ -266,8 +295,8 @@ pub(super) fn watch(
     flip: &Transition,
     state: &mut State,
     booted: SlotName,
-    no_reboot: bool,
-    quiet: bool,
+    withdrawn: Option<&str>,
+    (no_reboot, quiet): (bool, bool),
 ) -> Result<Option<Verdict>> {
     let (Some(p), Some(release)) = (state.on_probation().cloned(), state.probation_release())
     else {
@@ -292,6 +321,7 @@ pub(super) fn watch(
             mark: mark.as_deref(),
             checks: checks.clone(),
             fallback: fallback.clone(),
+            withdrawn,
         };
         match decide(&facts) {
             Decision::RunChecks => {
@@ -485,6 +515,7 @@ mod tests {
             mark: Some("boot-older"),
             checks: None,
             fallback: Some(usable()),
+            withdrawn: None,
         }
     }
 
@@ -664,6 +695,93 @@ mod tests {
         assert_eq!(decide(&f), Decision::Off, "before counting the restart");
         f.booted = SlotName::A;
         assert_eq!(decide(&f), Decision::FellBack, "a fallback still counts");
+    }
+
+    #[test]
+    fn a_withdrawn_release_on_probation_rolls_back_naming_the_withdrawal() {
+        let why = "release 2.0 is withdrawn from the release channel https://x/channel.json";
+        let p = probation(0, Some("boot-1"));
+        let mut f = facts(&p);
+        f.withdrawn = Some(why);
+        assert_eq!(
+            decide(&f),
+            Decision::RollBack(why.into()),
+            "no failure counted"
+        );
+        f.checks = Some(Ok(()));
+        assert_eq!(decide(&f), Decision::RollBack(why.into()), "healthy too");
+        f.now = 40;
+        assert_eq!(
+            decide(&f),
+            Decision::RollBack(why.into()),
+            "before a clock-confused window restarts"
+        );
+        f.now = 500;
+        assert_eq!(
+            decide(&f),
+            Decision::RollBack(why.into()),
+            "even at the window's end"
+        );
+    }
+
+    #[test]
+    fn a_withdrawal_does_not_outrank_a_fallback_or_probation_off() {
+        let p = probation(0, Some("boot-1"));
+        let mut f = facts(&p);
+        f.withdrawn = Some("withdrawn");
+        f.booted = SlotName::A;
+        assert_eq!(decide(&f), Decision::FellBack, "the old slot already runs");
+        f.booted = SlotName::B;
+        f.window = 0;
+        assert_eq!(
+            decide(&f),
+            Decision::Off,
+            "no probation: moves on as after one"
+        );
+    }
+
+    #[test]
+    fn a_withdrawal_reads_the_old_slot_before_rolling_back() {
+        let p = probation(0, Some("boot-1"));
+        let mut f = facts(&p);
+        f.withdrawn = Some("withdrawn");
+        f.fallback = None;
+        assert_eq!(decide(&f), Decision::ReadFallback);
+    }
+
+    #[test]
+    fn a_withdrawal_with_an_unusable_old_slot_keeps_the_release() {
+        let why = "release 2.0 is withdrawn from the release channel https://x/channel.json";
+        let p = probation(0, Some("boot-1"));
+        let mut f = facts(&p);
+        f.withdrawn = Some(why);
+        f.fallback = Some(Fallback {
+            status: SlotStatus::Bad,
+            ..usable()
+        });
+        assert_eq!(
+            decide(&f),
+            Decision::NoFallback(format!(
+                "probation failed ({why}) but slot A is marked bad: keeping 2.0; no fallback"
+            ))
+        );
+        f.fallback = Some(Fallback {
+            boot: Some(BootState::Bad),
+            ..usable()
+        });
+        assert!(
+            matches!(decide(&f), Decision::NoFallback(w) if w.contains("unbootable")),
+            "the bootloader's flag counts too"
+        );
+    }
+
+    #[test]
+    fn an_unknown_withdrawal_changes_nothing() {
+        let p = probation(0, Some("boot-1"));
+        let mut f = facts(&p);
+        f.withdrawn = None;
+        f.checks = Some(Ok(()));
+        assert_eq!(decide(&f), Decision::Continue);
     }
 
     #[test]

@@ -59,6 +59,33 @@ pub(super) fn retire_trial(
     })
 }
 
+/// Disarm the staged trial `t` the release channel no longer offers
+/// (`why`: one line naming the release, its slot and the channel): the
+/// running slot boots next again ([`Transition::disarm`], then re-blessed:
+/// the activation gave it a fresh try budget), reported as `disarmed`. No
+/// reboot: the running slot is the one that boots next.
+pub(super) fn disarm(
+    host: &Host,
+    lock: &crate::state::StateLock,
+    state: &mut State,
+    t: &Transaction,
+    why: &str,
+) -> Result<String> {
+    let flip = Transition::new(host, lock);
+    flip.disarm(state, t)?;
+    flip.rebless(state, t.from)?;
+    let line = format!("{why}: disarmed, slot {} stays the next boot", t.from);
+    log(&line);
+    host.release_reboot_lock(lock, state);
+    publish(
+        host,
+        state,
+        Some((crate::report::Outcome::Disarmed, t.version.as_str())),
+        None,
+    );
+    Ok(line)
+}
+
 /// The booted slot is recorded bad (its trial failed, or `mark-bad`) while
 /// the other slot is usable: the rollback was recorded but the reboot never
 /// happened (a crash after the state write, a failed reboot command,

@@ -25,6 +25,8 @@
 //!    came from activated (one pair, then the failed list):
 //!    [`Transition::retire`] is the one way a trial is retired, whether
 //!    its checks failed, its bytes were wrong or it never came up.
+//!    A staged trial the release channel no longer offers is disarmed by
+//!    the same pair ([`Transition::disarm`]), without the failed list.
 //! 5. **The bootloader first, then the record** for a commit, a re-bless,
 //!    `mark-good`/`mark-bad` and a manual rollback: the record never
 //!    claims more than the bootloader will do.
@@ -141,6 +143,22 @@ impl<'a> Transition<'a> {
         let at = now();
         state.retire_trial(t, why.holds_release(), &why.reason(t), why.kind(), at);
         crate::report::record_outcome(&mut state.outcomes, &t.version, why.outcome(), None, at);
+        self.save(state)
+    }
+
+    /// Rule 4's pair for a staged trial `t` the release channel no longer
+    /// offers (withdrawn, halted): `t.to` bad, `t.from` (running) activated,
+    /// then the record ([`State::disarm`]: nothing pending, not on the
+    /// failed list). A crash before the record leaves `staged` recorded;
+    /// the next `update` disarms again (each write idempotent).
+    pub(super) fn disarm(&self, state: &mut State, t: &Transaction) -> Result<()> {
+        self.host.boot.set_state(t.to, BootState::Bad)?;
+        crate::failpoint::hit("disarm-marked-bad");
+        self.host.boot.activate(t.from)?;
+        crate::failpoint::hit("disarmed");
+        let at = now();
+        state.disarm(t);
+        crate::report::record_outcome(&mut state.outcomes, &t.version, Outcome::Disarmed, None, at);
         self.save(state)
     }
 

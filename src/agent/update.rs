@@ -2,11 +2,19 @@
 //! check, and install and reboot when a release applies (one judgement,
 //! [`super::install`]'s `check_and_install`).
 //!
+//! On a channel host, a staged trial the channel no longer offers is
+//! disarmed (outcome [`UpdateOutcome::Disarmed`]), and a release on
+//! probation that the channel withdraws is rolled back late
+//! ([`super::probation`]), or kept when the old slot is not usable
+//! ([`UpdateOutcome::NoFallback`]); during a probation only the channel
+//! is fetched.
+//!
 //! Invariant: every run ends in exactly one report: a success resets the
 //! backoff, a failure counts its kind and schedules the next try
-//! ([`super::report`]).
+//! ([`super::report`]); a channel that cannot be read during a probation
+//! is counted so too, and the probation's watch step still runs.
 
-use super::check::{on_probation, CheckOptions, NoUpdate};
+use super::check::{on_probation, probation_withdrawal, CheckOptions, NoUpdate, Nothing};
 use super::install::check_and_install;
 use super::probation;
 use super::report::record_success;
@@ -48,6 +56,15 @@ pub enum UpdateOutcome {
     },
     /// A release was installed (and the reboot requested, in a window).
     Installed(Installed),
+    /// A staged trial the release channel no longer offers (withdrawn,
+    /// halted, past a barrier) was disarmed: the running slot boots next,
+    /// no reboot, and the failed list untouched.
+    Disarmed {
+        /// The release that was staged.
+        version: String,
+        /// The line that says so (the release, its slot, why).
+        reason: String,
+    },
     /// The booted release failed its probation: rolled back to the old
     /// slot (and the reboot requested).
     RolledBackLate {
@@ -111,6 +128,10 @@ pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
         Ok(
             match check_and_install(host, &location, check, &install_opts, &mut release)? {
                 Ok(done) => UpdateOutcome::Installed(done),
+                Err(Nothing::Disarmed { version, line }) => UpdateOutcome::Disarmed {
+                    version,
+                    reason: line,
+                },
                 Err(nothing) => {
                     let (reason, kind, standing) = nothing.explain();
                     UpdateOutcome::UpToDate {
@@ -130,31 +151,65 @@ pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
 }
 
 /// A release on probation: one step of its watch (checks re-run, restarts
-/// counted), and nothing fetched while it lasts. `None` when no release is
-/// on probation (any more): the update goes on.
+/// counted, the release channel asked whether it withdraws the release),
+/// and nothing else fetched while it lasts. `None` when no release is on
+/// probation (any more): the update goes on. A channel that cannot be
+/// fetched or believed is counted as a failure (its kind), after the
+/// watch's step, which it does not stop.
 fn watch_probation(host: &Host, opts: UpdateOptions) -> Result<Option<UpdateOutcome>> {
-    if host.state_dir.load()?.on_probation().is_none() {
+    let Some(version) = host
+        .state_dir
+        .load()?
+        .on_probation()
+        .map(|p| p.version.clone())
+    else {
         return Ok(None);
+    };
+    let (outcome, unread) = {
+        let lock = host.state_dir.lock()?;
+        let mut state = host.state_dir.load()?;
+        let booted = host.booted_slot()?;
+        let (withdrawn, unread) = match probation_withdrawal(host, &mut state, &version) {
+            Ok(w) => (w, None),
+            Err(e) => {
+                log(&format!(
+                    "warning: the release channel could not be read during the probation of \
+                     {version}: {e}; the probation goes on as it was"
+                ));
+                (None, Some(e))
+            }
+        };
+        // The channel's `created` floor, whatever the watch then decides.
+        lock.save(&state)?;
+        let flip = Transition::new(host, &lock);
+        let verdict = probation::watch(
+            host,
+            &flip,
+            &mut state,
+            booted,
+            withdrawn.as_deref(),
+            (opts.no_reboot, opts.quiet),
+        )?;
+        let outcome = match verdict {
+            Some(Verdict::RolledBackLate { version, reason }) => {
+                Some(UpdateOutcome::RolledBackLate { version, reason })
+            }
+            Some(Verdict::NoFallback { version, reason }) => {
+                Some(UpdateOutcome::NoFallback { version, reason })
+            }
+            _ => on_probation(&state).map(|reason| UpdateOutcome::UpToDate {
+                reason,
+                kind: NoUpdate::OnProbation,
+                standing: None,
+            }),
+        };
+        (outcome, unread)
+    };
+    // The state lock is given back: the failure is counted with its own.
+    if let Some(e) = unread {
+        record_failure(host, &e, None);
     }
-    let lock = host.state_dir.lock()?;
-    let mut state = host.state_dir.load()?;
-    let booted = host.booted_slot()?;
-    let flip = Transition::new(host, &lock);
-    let verdict = probation::watch(host, &flip, &mut state, booted, opts.no_reboot, opts.quiet)?;
-    match verdict {
-        Some(Verdict::RolledBackLate { version, reason }) => {
-            return Ok(Some(UpdateOutcome::RolledBackLate { version, reason }));
-        }
-        Some(Verdict::NoFallback { version, reason }) => {
-            return Ok(Some(UpdateOutcome::NoFallback { version, reason }));
-        }
-        _ => {}
-    }
-    Ok(on_probation(&state).map(|reason| UpdateOutcome::UpToDate {
-        reason,
-        kind: NoUpdate::OnProbation,
-        standing: None,
-    }))
+    Ok(outcome)
 }
 
 /// A reboot lock an earlier run could not give back (the server was

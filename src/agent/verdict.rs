@@ -321,7 +321,8 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
         }
         (Decision::FinishRollback, _) => finish_rollback(host, &flip, &state, booted, no_reboot),
         _ => {
-            let watched = probation::watch(host, &flip, &mut state, booted, no_reboot, quiet)?;
+            let watched =
+                probation::watch(host, &flip, &mut state, booted, None, (no_reboot, quiet))?;
             if let Some(v @ Verdict::RolledBackLate { .. }) = watched {
                 return Ok(v);
             }

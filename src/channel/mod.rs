@@ -19,6 +19,14 @@
 //!
 //! Withdrawn entries are ignored entirely, barrier or not: withdrawing a
 //! barrier needs a replacement barrier (`abupdate channel add --barrier`).
+//!
+//! A release staged here (its trial waiting for the reboot) stays armed
+//! only while the channel still offers it by the same rules ([`staged`]:
+//! not halted, listed, not withdrawn, not failed here, no barrier before
+//! it); otherwise the agent disarms it. Only a channel that passed the
+//! trust gate and [`check_time`] is asked: one that cannot be fetched or
+//! believed disarms nothing, so blocking or replaying the channel never
+//! changes a host.
 
 #[cfg(feature = "pack")]
 pub mod edit;
@@ -450,6 +458,82 @@ pub fn choose(ch: &Channel, booted: Option<&Version>, failed: &[Version]) -> Cho
     }
 }
 
+/// Whether the channel withdraws `version` (a halt is no withdrawal).
+pub fn withdraws(ch: &Channel, version: &Version) -> bool {
+    ch.releases
+        .iter()
+        .any(|r| r.withdrawn && r.version == *version)
+}
+
+/// Why the channel no longer offers a release staged here (written,
+/// verified, activated, its trial waiting for the reboot): the staged
+/// trial is disarmed ([`staged`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unoffered {
+    /// The channel is halted: no install starts, and a staged one is an
+    /// install not yet started.
+    Halted,
+    /// The staged release is withdrawn.
+    Withdrawn,
+    /// The staged release failed here (on the failed list).
+    Failed,
+    /// A barrier between the booted and the staged release (`releases[index]`)
+    /// must be gone through first.
+    PastBarrier {
+        /// Its index in [`Channel::releases`].
+        index: usize,
+    },
+}
+
+impl Unoffered {
+    /// Why, for a person: "release 2.0 ... {this}" with the channel's URL.
+    pub fn describe(&self, ch: &Channel, url: &str) -> String {
+        match self {
+            Unoffered::Halted => format!("the release channel {url} is halted"),
+            Unoffered::Withdrawn => format!("is withdrawn from the release channel {url}"),
+            Unoffered::Failed => "failed on this host before".into(),
+            Unoffered::PastBarrier { index } => format!(
+                "lies past barrier {} of the release channel {url}",
+                ch.releases[*index].version
+            ),
+        }
+    }
+}
+
+/// Whether the channel still offers `staged`, the release staged in the
+/// other slot while `booted` runs: `None` keeps the staged trial as it is;
+/// `Some(why)` disarms it. By the rules of [`choose`]: a halt disarms; an
+/// unknown `booted` judges nothing (keeps: never a guess); a listed staged
+/// release must not be withdrawn nor in `failed`, and no barrier (not
+/// withdrawn) may lie between `booted` and it. It need not be the newest:
+/// a newer release is installed over it by the normal flow. One the
+/// channel does not list is kept: the channel never staged it (an
+/// operator's `install URL`), and `channel` has no verb that unlists.
+pub fn staged(
+    ch: &Channel,
+    booted: Option<&Version>,
+    failed: &[Version],
+    staged: &Version,
+) -> Option<Unoffered> {
+    if ch.halt {
+        return Some(Unoffered::Halted);
+    }
+    let booted = booted?;
+    let entry = ch.releases.iter().find(|r| r.version == *staged)?;
+    if entry.withdrawn {
+        return Some(Unoffered::Withdrawn);
+    }
+    if failed.contains(staged) {
+        return Some(Unoffered::Failed);
+    }
+    let barrier = ch
+        .releases
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.barrier && !r.withdrawn && r.version > *booted && r.version < *staged);
+    barrier.map(|(index, _)| Unoffered::PastBarrier { index })
+}
+
 /// The manifest at `url` is the one `release` binds: it states
 /// `release.version` and, when the release is pinned, its exact bytes hash
 /// to `release.sha256`. Unpinned, the manifest's own signature, expiry and
@@ -687,6 +771,113 @@ mod tests {
             Choice::UpToDate {
                 on_withdrawn: false
             }
+        );
+    }
+
+    #[test]
+    fn only_a_withdrawn_entry_withdraws_a_version_never_a_halt() {
+        let v = |v: &str| Version::parse(v).expect("version");
+        let c = ch(true, &[("2.0", false, false), ("2.1", false, true)]);
+        assert!(withdraws(&c, &v("2.1")));
+        assert!(withdraws(&c, &v("2.1.0")), "compared as versions");
+        assert!(!withdraws(&c, &v("2.0")), "halted, not withdrawn");
+        assert!(!withdraws(&c, &v("3.0")), "not listed");
+    }
+
+    fn staged_of(c: &Channel, booted: Option<&str>, failed: &[&str], s: &str) -> Option<Unoffered> {
+        let v = |v: &str| Version::parse(v).expect("version");
+        let failed: Vec<Version> = failed.iter().map(|f| v(f)).collect();
+        staged(c, booted.map(v).as_ref(), &failed, &v(s))
+    }
+
+    #[test]
+    fn a_staged_release_still_listed_and_good_stays_armed() {
+        let c = ch(false, &[("1.0", false, false), ("2.0", false, false)]);
+        assert_eq!(staged_of(&c, Some("1.0"), &[], "2.0"), None);
+        let newer = ch(false, &[("2.0", false, false), ("3.0", false, false)]);
+        assert_eq!(
+            staged_of(&newer, Some("1.0"), &[], "2.0"),
+            None,
+            "a newer release goes over it by the normal flow"
+        );
+        let at_barrier = ch(false, &[("2.0", true, false), ("3.0", false, false)]);
+        assert_eq!(staged_of(&at_barrier, Some("1.0"), &[], "2.0"), None);
+    }
+
+    #[test]
+    fn a_halt_disarms_a_staged_release() {
+        let c = ch(true, &[("2.0", false, false)]);
+        assert_eq!(
+            staged_of(&c, Some("1.0"), &[], "2.0"),
+            Some(Unoffered::Halted)
+        );
+        assert_eq!(
+            staged_of(&c, None, &[], "2.0"),
+            Some(Unoffered::Halted),
+            "a halt needs no booted version"
+        );
+    }
+
+    #[test]
+    fn an_unknown_booted_version_keeps_the_staged_release_armed() {
+        let c = ch(false, &[("2.0", false, true)]);
+        assert_eq!(staged_of(&c, None, &[], "2.0"), None);
+    }
+
+    #[test]
+    fn a_withdrawn_staged_release_is_disarmed() {
+        let c = ch(false, &[("2.0", false, true), ("2.1", false, false)]);
+        assert_eq!(
+            staged_of(&c, Some("1.0"), &[], "2.0"),
+            Some(Unoffered::Withdrawn)
+        );
+    }
+
+    #[test]
+    fn a_staged_release_the_channel_does_not_list_stays_armed() {
+        // An operator's `install URL`: not the channel's to disarm.
+        let c = ch(false, &[("3.0", false, false)]);
+        assert_eq!(staged_of(&c, Some("1.0"), &[], "2.0"), None);
+        let halted = ch(true, &[("3.0", false, false)]);
+        assert_eq!(
+            staged_of(&halted, Some("1.0"), &[], "2.0"),
+            Some(Unoffered::Halted),
+            "a halt stops every install"
+        );
+    }
+
+    #[test]
+    fn a_staged_release_on_the_failed_list_is_disarmed() {
+        let c = ch(false, &[("2.0", false, false)]);
+        assert_eq!(
+            staged_of(&c, Some("1.0"), &["2.0"], "2.0"),
+            Some(Unoffered::Failed)
+        );
+    }
+
+    #[test]
+    fn a_staged_release_past_a_barrier_is_disarmed_and_the_barrier_named() {
+        let c = ch(
+            false,
+            &[
+                ("1.5", true, true),
+                ("1.8", true, false),
+                ("2.0", false, false),
+            ],
+        );
+        let why = staged_of(&c, Some("1.0"), &[], "2.0");
+        assert_eq!(why, Some(Unoffered::PastBarrier { index: 1 }));
+        let text = why
+            .expect("disarmed")
+            .describe(&c, "https://x/channel.json");
+        assert!(
+            text.contains("barrier 1.8 of the release channel https://x/channel.json"),
+            "{text}"
+        );
+        assert_eq!(
+            staged_of(&c, Some("1.8"), &[], "2.0"),
+            None,
+            "a barrier at or below the booted release is passed"
         );
     }
 

@@ -265,6 +265,14 @@ pub fn update(global: &Global, no_reboot: bool, now: bool) -> Result<i32> {
             }
         }
         UpdateOutcome::Installed(done) => report_install(global, &done),
+        UpdateOutcome::Disarmed { version, reason } => {
+            if global.json {
+                json::print(&json::Update::Disarmed {
+                    release: &version,
+                    message: &reason,
+                });
+            }
+        }
         UpdateOutcome::RolledBackLate { version, reason } => {
             let message = format!("rolled back {version} late: {reason}");
             if global.json {

@@ -122,6 +122,15 @@ pub enum Update<'a> {
         /// Why, naming the old slot and what is wrong with it.
         message: &'a str,
     },
+    /// `{"outcome": "disarmed", "release", "message"}`: a staged release
+    /// the release channel no longer offers was disarmed (the running
+    /// slot boots next).
+    Disarmed {
+        /// The release that was staged.
+        release: &'a str,
+        /// Why, in words (the release, its slot, the channel).
+        message: &'a str,
+    },
 }
 
 /// `install`, and `update` when it installed.
@@ -435,6 +444,18 @@ mod tests {
         assert_eq!(
             v,
             json!({"outcome": "no_fallback", "release": "2.0", "message": "no fallback"})
+        );
+        let v = value(&Update::Disarmed {
+            release: "2.0",
+            message: "release 2.0 was staged in slot B",
+        });
+        assert_eq!(
+            v,
+            json!({"outcome": "disarmed", "release": "2.0", "message": "release 2.0 was staged in slot B"})
+        );
+        assert_eq!(
+            value(&NoUpdate::StagedNotOffered),
+            json!("staged_not_offered")
         );
         assert_eq!(value(&NoUpdate::OnProbation), json!("on_probation"));
         assert_eq!(value(&NoUpdate::OnWithdrawn), json!("on_withdrawn"));

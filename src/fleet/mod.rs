@@ -113,7 +113,7 @@ pub fn counts_against_release(outcome: Option<Outcome>, error_kind: Option<&str>
         {
             Verdict::Failed
         }
-        Some(Outcome::Failed) => Verdict::NotCounted,
+        Some(Outcome::Failed | Outcome::Disarmed) => Verdict::NotCounted,
         None => Verdict::Unknown,
     }
 }
@@ -131,6 +131,7 @@ mod tests {
             ("rolled_back", Some("health"), Failed),
             ("rolled_back", None, Failed),
             ("rolled_back_late", None, Failed),
+            ("disarmed", None, NotCounted),
             ("trial_never_booted", None, Failed),
             ("failed", Some("payload"), Failed),
             ("failed", Some("too_long"), Failed),

@@ -766,7 +766,7 @@ mod tests {
             q.outcomes,
             format!(
                 "count by (outcome, kind) (topk without (outcome, kind) (1, \
-                 abupdate_release_outcome{{{hosts},release=\"2.0\",outcome=~\"installed|committed|rolled_back|trial_never_booted|rolled_back_late\"}} or \
+                 abupdate_release_outcome{{{hosts},release=\"2.0\",outcome=~\"installed|committed|rolled_back|trial_never_booted|rolled_back_late|disarmed\"}} or \
                  abupdate_release_outcome{{{hosts},release=\"2.0\",outcome=\"failed\",kind=~\"payload|hash_mismatch|size|too_long|too_short|signature|manifest|no_fallback\"}}))"
             )
         );

@@ -3,7 +3,8 @@
 //! frame) or a delta, `health` committing a trial,
 //! `health` rolling back a failing one, `health` after a trial that never
 //! came up, `health` rolling back a committed release late (its probation
-//! failed), `health` while a staged slot awaits the reboot, a manual
+//! failed), `health` while a staged slot awaits the reboot, the timer's
+//! `update` disarming a staged trial its release channel withdrew, a manual
 //! `rollback`, `mark-good`, `mark-bad`), on GRUB, on U-Boot (a redundant
 //! env in a file), on EFI (NVRAM: a directory standing in for efivarfs,
 //! read back by the real `efibootmgr`) and on systemd-boot (an ESP whose
@@ -54,6 +55,7 @@ enum Flow {
     MarkBad,
     HealthAwaitingReboot,
     LateRollback,
+    Disarm,
 }
 
 impl Flow {
@@ -70,12 +72,13 @@ impl Flow {
             Flow::MarkBad => "mark-bad",
             Flow::HealthAwaitingReboot => "health-awaiting-reboot",
             Flow::LateRollback => "health-late-rollback",
+            Flow::Disarm => "update-disarm",
         }
     }
 
     fn command(self) -> &'static [&'static str] {
         match self {
-            Flow::Update | Flow::OneFrameUpdate | Flow::DeltaUpdate => &["update"],
+            Flow::Update | Flow::OneFrameUpdate | Flow::DeltaUpdate | Flow::Disarm => &["update"],
             Flow::HealthCommit
             | Flow::HealthRollback
             | Flow::TrialNeverBooted
@@ -124,6 +127,8 @@ impl Flow {
             // The late rollback retires the committed slot as a trial is.
             Flow::LateRollback => &["retire-marked-bad", "rolled-back", "state-written"],
             Flow::Rollback => &["rollback"],
+            // Retirement's pair, without the failed list.
+            Flow::Disarm => &["disarm-marked-bad", "disarmed", "state-written"],
             Flow::TrialNeverBooted
             | Flow::MarkGood
             | Flow::MarkBad
@@ -165,6 +170,16 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
     if flow == Flow::DeltaUpdate {
         let url = url.expect("the delta release is served over HTTP");
         h.use_release_at(loaders::delta_release(IMAGE_LEN), url);
+        return h;
+    }
+    if flow == Flow::Disarm {
+        // 2.0 staged from the host's channel (the reboot not taken yet),
+        // then withdrawn there.
+        let rel = loaders::release(IMAGE_LEN);
+        let channel = h.use_channel(rel);
+        must(&h, &["update"]);
+        assert_eq!(h.state()["transaction"]["phase"], "staged");
+        h.channel_edit(rel, &channel, "withdraw");
         return h;
     }
     match flow {
@@ -213,7 +228,11 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
             assert_eq!(h.state()["probation"]["failures"], 2);
             assert_eq!(h.boot(), "B");
         }
-        Flow::Update | Flow::OneFrameUpdate | Flow::DeltaUpdate | Flow::HealthAwaitingReboot => {
+        Flow::Update
+        | Flow::OneFrameUpdate
+        | Flow::DeltaUpdate
+        | Flow::HealthAwaitingReboot
+        | Flow::Disarm => {
             unreachable!()
         }
     }
@@ -326,6 +345,17 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
             assert_eq!(state["failed"][0]["version"], "2.0", "{at}: {state}");
             assert_eq!(state["slots"]["B"]["status"], "bad", "{at}");
             assert!(!h.bootable("B"), "{at}: failed B bootable: {:?}", h.env());
+            ("A", "1.0")
+        }
+        Flow::Disarm => {
+            assert!(state["transaction"].is_null(), "{at}: {state}");
+            assert!(
+                state["failed"].as_array().is_none_or(|f| f.is_empty()),
+                "{at}: {state}"
+            );
+            assert_eq!(state["slots"]["B"]["status"], "bad", "{at}");
+            assert!(!h.bootable("B"), "{at}: disarmed B bootable: {:?}", h.env());
+            assert!(state["outcomes"].to_string().contains("disarmed"), "{at}");
             ("A", "1.0")
         }
         Flow::Rollback => ("A", "1.0"),
@@ -465,6 +495,7 @@ matrix_tests! {
     grub_mark_bad: Flow::MarkBad, Loader::Grub;
     grub_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Grub;
     grub_health_late_rollback: Flow::LateRollback, Loader::Grub;
+    grub_update_disarm: Flow::Disarm, Loader::Grub;
     uboot_update: Flow::Update, Loader::Uboot;
     uboot_one_frame_update: Flow::OneFrameUpdate, Loader::Uboot;
     uboot_delta_update: Flow::DeltaUpdate, Loader::Uboot;
@@ -476,6 +507,7 @@ matrix_tests! {
     uboot_mark_bad: Flow::MarkBad, Loader::Uboot;
     uboot_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Uboot;
     uboot_health_late_rollback: Flow::LateRollback, Loader::Uboot;
+    uboot_update_disarm: Flow::Disarm, Loader::Uboot;
     efi_update: Flow::Update, Loader::Efi;
     efi_delta_update: Flow::DeltaUpdate, Loader::Efi;
     efi_health_commit: Flow::HealthCommit, Loader::Efi;
@@ -486,6 +518,7 @@ matrix_tests! {
     efi_mark_bad: Flow::MarkBad, Loader::Efi;
     efi_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Efi;
     efi_health_late_rollback: Flow::LateRollback, Loader::Efi;
+    efi_update_disarm: Flow::Disarm, Loader::Efi;
     systemd_boot_update: Flow::Update, Loader::SystemdBoot;
     systemd_boot_delta_update: Flow::DeltaUpdate, Loader::SystemdBoot;
     systemd_boot_health_commit: Flow::HealthCommit, Loader::SystemdBoot;
@@ -496,6 +529,7 @@ matrix_tests! {
     systemd_boot_mark_bad: Flow::MarkBad, Loader::SystemdBoot;
     systemd_boot_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::SystemdBoot;
     systemd_boot_health_late_rollback: Flow::LateRollback, Loader::SystemdBoot;
+    systemd_boot_update_disarm: Flow::Disarm, Loader::SystemdBoot;
 }
 
 /// Found by the matrix (health-rollback, crash at `state-written:1`): the

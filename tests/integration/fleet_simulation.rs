@@ -445,6 +445,8 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
         mark: Some("the-boot-before-the-trial"),
         checks: None,
         fallback: None,
+        // The simulated channel never withdraws the release.
+        withdrawn: None,
     };
     let decision = loop {
         match decide(&facts) {

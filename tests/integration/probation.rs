@@ -2,8 +2,12 @@
 //! watched for unclean restarts and failing check runs; more than
 //! `probation_failures` within the window rolls it back to the old slot
 //! (`rolled_back_late`), a clean window ends the probation, and while it
-//! lasts nothing is fetched or written to the old slot.
+//! lasts nothing is written to the old slot and nothing is fetched but the
+//! release channel: a withdrawal of the release rolls it back late, a halt
+//! rolls nothing back. A late rollback (a withdrawal's too) needs a usable
+//! old slot: otherwise the release is kept (`no_fallback`).
 
+use crate::common::channel::{channel, channel_host, channel_path};
 use crate::common::host::{image, text, HostOptions, TestHost};
 
 /// A host on 1.0 with 2.0 committed in slot B and on probation
@@ -343,4 +347,114 @@ fn a_release_failing_at_boot_is_kept_when_the_old_slot_is_unbootable() {
     assert_eq!(h.reboots(), reboots, "a reboot was requested");
     assert_eq!(h.state()["slots"]["B"]["status"], "good");
     assert_eq!(h.boot(), "B", "the kept release boots again");
+}
+
+/// A host on 1.0 reading a release channel, with 2.0 (listed there)
+/// committed in slot B and on probation.
+fn on_probation_from_channel(name: &str) -> TestHost {
+    let mut h = channel_host(
+        name,
+        "1.0",
+        HostOptions {
+            extra_config: "probation = \"24h\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let r2 = h.pack("r2", "2.0", &image("2.0", 4096), &[]);
+    channel(&h, "add", &[r2.to_str().expect("utf8")]);
+    let out = h.abupdate(&["update"]);
+    assert!(out.status.success(), "update to 2.0: {}", text(&out));
+    h.shut_down_cleanly();
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    assert_eq!(h.state()["probation"]["version"], "2.0");
+    h
+}
+
+#[test]
+fn a_release_withdrawn_during_probation_is_rolled_back_late() {
+    let mut h = on_probation_from_channel("prob-withdrawn");
+    let out = h.abupdate(&["--json", "update"]);
+    assert!(text(&out).contains("\"on_probation\""), "{}", text(&out));
+    channel(&h, "withdraw", &["2.0"]);
+    let out = h.abupdate(&["--json", "update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "rolled_back_late", "{v}");
+    let why = format!(
+        "release 2.0 is withdrawn from the release channel {}",
+        channel_path(&h).display()
+    );
+    assert!(
+        v["message"].as_str().is_some_and(|m| m.contains(&why)),
+        "{v}"
+    );
+    assert!(
+        h.state()["failed"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&why)),
+        "{}",
+        h.state()
+    );
+    assert_eq!(h.reboots(), 2, "the install's reboot, then the rollback's");
+    assert_rolled_back_late(&mut h);
+}
+
+#[test]
+fn a_halt_during_probation_rolls_nothing_back() {
+    let mut h = on_probation_from_channel("prob-halt");
+    channel(&h, "halt", &[]);
+    let before = (h.grub_vars(), h.reboots());
+    let out = h.abupdate(&["--json", "update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("\"on_probation\""), "{}", text(&out));
+    // Unreachable: counted as a failure of its kind; the watch goes on.
+    let p = channel_path(&h);
+    std::fs::rename(&p, p.with_extension("away")).expect("hide");
+    let out = h.abupdate(&["--json", "update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("\"on_probation\""), "{}", text(&out));
+    let s = h.state();
+    let counted: u64 = s["metrics"]["failures"]
+        .as_object()
+        .map(|m| m.values().filter_map(|n| n.as_u64()).sum())
+        .unwrap_or(0);
+    assert_eq!(counted, 1, "the unreadable channel is counted: {s}");
+    assert_eq!(s["probation"]["version"], "2.0", "{s}");
+    assert!(s["probation"]["last_failure"].is_null(), "{s}");
+    assert_eq!(s["slots"]["B"]["status"], "good", "{s}");
+    assert!(s["failed"].as_array().is_none_or(|f| f.is_empty()), "{s}");
+    assert_eq!((h.grub_vars(), h.reboots()), before);
+    assert_eq!(h.boot(), "B");
+}
+
+#[test]
+fn a_withdrawal_during_probation_keeps_the_release_when_the_old_slot_is_bad() {
+    let h = on_probation_from_channel("prob-withdrawn-nofallback");
+    let out = h.abupdate(&["mark-bad", "A"]);
+    assert!(out.status.success(), "mark-bad A: {}", text(&out));
+    channel(&h, "withdraw", &["2.0"]);
+    let before = (h.grub_vars(), h.reboots(), h.slot_sha(0), h.slot_sha(1));
+    let out = h.abupdate(&["--json", "update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "no_fallback", "{v}");
+    let why = format!(
+        "release 2.0 is withdrawn from the release channel {}",
+        channel_path(&h).display()
+    );
+    let want =
+        format!("probation failed ({why}) but slot A is marked bad: keeping 2.0; no fallback");
+    assert_eq!(v["message"], want.as_str(), "{v}");
+    assert_eq!(
+        (h.grub_vars(), h.reboots(), h.slot_sha(0), h.slot_sha(1)),
+        before,
+        "nothing rolled back"
+    );
+    let s = h.state();
+    assert_eq!(s["slots"]["B"]["status"], "good", "{s}");
+    assert!(s["failed"].as_array().is_none_or(Vec::is_empty), "{s}");
+    assert!(s["probation"]["no_fallback"].is_i64(), "{s}");
+    assert_eq!(s["metrics"]["failures"]["no_fallback"], 1, "{s}");
 }

@@ -13,7 +13,11 @@
 //! | a re-signed manifest (`fleet`'s waves): unpinned installs, pinned refused | `a_re_signed_manifest_installs_unpinned_and_is_refused_pinned` |
 //! | an unknown booted version: refused, never guessed below every release | `an_unknown_booted_version_is_refused_naming_os_release` |
 //! | on a withdrawn release, nothing newer: its own reason | `on_a_withdrawn_release_with_nothing_newer_check_says_on_withdrawn` |
+//! | a staged trial withdrawn: disarmed, the booted slot boots next, not failed | `a_staged_trial_is_disarmed_when_its_release_is_withdrawn` |
+//! | a halt disarms a staged trial; a resume stages it again | `a_halt_disarms_a_staged_trial_and_a_resume_stages_it_again` |
+//! | a channel unreachable or replayed: the staged trial stays armed | `an_unreachable_or_stale_channel_disarms_nothing` |
 
+use crate::common::channel::{channel, channel_cmd, channel_host, channel_path};
 use crate::common::host::{bin, image, run, text, HostOptions, TestHost};
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -22,33 +26,7 @@ const LEN: usize = 1 << 20;
 
 /// A host booted on `version`, reading the channel `<dir>/channel.json`.
 fn host(name: &str, version: &str) -> TestHost {
-    let h = TestHost::new(&format!("channel-{name}"), version, HostOptions::default());
-    let cfg = std::fs::read_to_string(&h.config).expect("config");
-    let cfg = cfg.replace(
-        "[update]\n",
-        &format!("[update]\nchannel = \"{}\"\n", channel_path(&h).display()),
-    );
-    std::fs::write(&h.config, cfg).expect("config");
-    h
-}
-
-fn channel_path(h: &TestHost) -> PathBuf {
-    h.dir.join("channel.json")
-}
-
-/// `abupdate channel ARGS FILE… --secret KEY` on this host's channel.
-fn channel_cmd(h: &TestHost, action: &str, extra: &[&str]) -> Output {
-    run(Command::new(bin())
-        .args(["channel", action])
-        .arg(channel_path(h))
-        .args(extra)
-        .arg("--secret")
-        .arg(&h.secret_key))
-}
-
-fn channel(h: &TestHost, action: &str, extra: &[&str]) {
-    let out = channel_cmd(h, action, extra);
-    assert!(out.status.success(), "channel {action}: {}", text(&out));
+    channel_host(&format!("channel-{name}"), version, HostOptions::default())
 }
 
 /// Pack release `version` and list it in the channel.
@@ -424,4 +402,165 @@ fn install_from_the_channel_says_why_nothing_is_installed() {
         assert!(text(&out).contains(why), "{}", text(&out));
         assert!(!text(&out).contains("unchanged"), "{}", text(&out));
     }
+}
+
+/// 2.0 staged in slot B by `update --no-reboot` (the reboot waits): B is
+/// GRUB's next boot, A runs.
+fn staged(name: &str) -> TestHost {
+    let h = host(name, "1.0");
+    release(&h, "2.0", false);
+    let out = h.abupdate(&["update", "--no-reboot"]);
+    assert!(out.status.success(), "update: {}", text(&out));
+    assert_eq!(h.state()["transaction"]["phase"], "staged");
+    assert_eq!(h.state()["transaction"]["to"], "B");
+    assert_eq!(next_boot(&h), "B", "{:?}", h.grub_vars());
+    h
+}
+
+/// The slot GRUB boots next (the model in `common::grub`), read only.
+fn next_boot(h: &TestHost) -> &'static str {
+    crate::common::grub::choose(&h.grub_vars()).slot
+}
+
+/// The staged 2.0 was disarmed: nothing pending, A boots next and is
+/// blessed, B not bootable and recorded bad, 2.0 not on the failed list,
+/// no reboot asked for, `disarmed` reported.
+fn assert_disarmed(h: &TestHost, out: &Output, why: &str) {
+    assert!(out.status.success(), "{}", text(out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("update json");
+    assert_eq!(v["outcome"], "disarmed", "{v}");
+    assert_eq!(v["release"], "2.0", "{v}");
+    let want =
+        format!("release 2.0 was staged in slot B and {why}: disarmed, slot A stays the next boot");
+    assert_eq!(v["message"], want.as_str(), "{v}");
+    assert!(text(out).contains(&want), "the line: {}", text(out));
+    let s = h.state();
+    assert!(s["transaction"].is_null(), "{s}");
+    assert!(s["failed"].as_array().is_none_or(|f| f.is_empty()), "{s}");
+    assert_eq!(s["slots"]["B"]["status"], "bad", "{s}");
+    assert_eq!(s["slots"]["A"]["status"], "good", "{s}");
+    assert!(s["outcomes"].to_string().contains("disarmed"), "{s}");
+    let env = h.grub_vars();
+    assert_eq!(next_boot(h), "A", "{env:?}");
+    assert_eq!(env.get("ORDER").map(String::as_str), Some("A B"), "{env:?}");
+    assert_eq!(env.get("B_OK").map(String::as_str), Some("0"), "{env:?}");
+    assert_eq!(env.get("A_OK").map(String::as_str), Some("1"), "{env:?}");
+    assert_eq!(h.reboots(), 0, "a disarm asks for no reboot");
+}
+
+#[test]
+fn a_staged_trial_is_disarmed_when_its_release_is_withdrawn() {
+    let mut h = staged("disarm-withdrawn");
+    channel(&h, "withdraw", &["2.0"]);
+    let (code, v) = check_json(&h);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["reason"], "staged_not_offered", "{v}");
+    assert_eq!(
+        h.state()["transaction"]["phase"],
+        "staged",
+        "check changes nothing"
+    );
+    let out = h.abupdate(&["--json", "update"]);
+    let why = format!(
+        "is withdrawn from the release channel {}",
+        channel_path(&h).display()
+    );
+    assert_disarmed(&h, &out, &why);
+    // The next run installs nothing: 2.0 is withdrawn.
+    let out = h.abupdate(&["--json", "update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("up_to_date"), "{}", text(&out));
+    assert!(h.state()["transaction"].is_null());
+    assert_eq!(h.reboots(), 0);
+    // A power cut now boots the running release, healthy.
+    assert_eq!(h.boot(), "A");
+    let out = h.abupdate(&["health"]);
+    assert!(text(&out).contains("healthy"), "{}", text(&out));
+    assert_eq!(booted(&h), "1.0");
+}
+
+#[test]
+fn a_halt_disarms_a_staged_trial_and_a_resume_stages_it_again() {
+    let mut h = staged("disarm-halt");
+    channel(&h, "halt", &[]);
+    let out = h.abupdate(&["--json", "update"]);
+    let why = format!(
+        "the release channel {} is halted",
+        channel_path(&h).display()
+    );
+    assert_disarmed(&h, &out, &why);
+    let out = h.abupdate(&["--json", "update"]);
+    assert!(text(&out).contains("\"halted\""), "{}", text(&out));
+    assert_eq!(next_boot(&h), "A");
+    channel(&h, "resume", &[]);
+    let out = h.abupdate(&["update", "--no-reboot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.state()["transaction"]["phase"], "staged");
+    assert_eq!(h.state()["transaction"]["version"], "2.0");
+    assert_eq!(next_boot(&h), "B");
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+}
+
+#[test]
+fn an_unreachable_or_stale_channel_disarms_nothing() {
+    let h = staged("disarm-unreachable");
+    let armed = |what: &str| {
+        let s = h.state();
+        assert_eq!(s["transaction"]["phase"], "staged", "{what}: {s}");
+        assert_eq!(s["slots"]["B"]["status"], "installed", "{what}: {s}");
+        assert_eq!(next_boot(&h), "B", "{what}: {:?}", h.grub_vars());
+    };
+    let p = channel_path(&h);
+    let files: Vec<PathBuf> = std::iter::once(p.clone())
+        .chain(crate::common::host::signature_files(&p))
+        .collect();
+    let offered: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).expect("read"))
+        .collect();
+    // Unreachable: the channel is gone.
+    for f in &files {
+        std::fs::rename(f, f.with_extension("away")).expect("hide");
+    }
+    let out = h.abupdate(&["--json", "update", "--now"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    armed("unreachable");
+    for f in &files {
+        std::fs::rename(f.with_extension("away"), f).expect("back");
+    }
+    // Replayed: a newer channel that withdraws 2.0 is signed but the host
+    // saw a still newer one that offers it; the withdrawing one is stale.
+    channel(&h, "withdraw", &["2.0"]);
+    let withdrawing: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).expect("read"))
+        .collect();
+    let mut doc: serde_json::Value = serde_json::from_slice(&offered[0]).expect("json");
+    doc["created"] = date(now() + 60).into();
+    write_signed(&h, &doc);
+    let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    armed("the newer channel offers it");
+    for sig in crate::common::host::signature_files(&p) {
+        std::fs::remove_file(sig).expect("rm");
+    }
+    for (f, b) in files.iter().zip(&withdrawing) {
+        std::fs::write(f, b).expect("replay");
+    }
+    let out = h.abupdate(&["--json", "update", "--now"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "stale", "{v}");
+    armed("stale");
+    assert!(h.state()["failed"].as_array().is_none_or(|f| f.is_empty()));
+    assert_eq!(h.reboots(), 0);
+    // The same withdrawal, signed newer than any seen: believed, disarmed.
+    let mut doc: serde_json::Value = serde_json::from_slice(&withdrawing[0]).expect("json");
+    doc["created"] = date(now() + 120).into();
+    write_signed(&h, &doc);
+    let out = h.abupdate(&["--json", "update", "--now"]);
+    let why = format!("is withdrawn from the release channel {}", p.display());
+    assert_disarmed(&h, &out, &why);
 }

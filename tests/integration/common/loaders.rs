@@ -15,7 +15,7 @@
 
 use crate::common::host::{bin, image, run, text, write_at_start, HostOptions, TestHost};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
@@ -474,6 +474,57 @@ impl Host {
     pub fn use_release(&mut self, rel: &Release) {
         let url = format!("file://{}", rel.manifest.display());
         self.use_release_at(rel, &url);
+    }
+
+    /// Trust `rel`'s key and read it through a release channel of this
+    /// host's own: `<host>/rel/channel.json`, the release's files hard
+    /// linked into `<host>/rel/r2/` (a channel lists only manifests inside
+    /// its directory, and each channel edit holds its directory), written
+    /// and signed by the real `abupdate channel` with the release's key.
+    /// Returns the channel's path.
+    pub fn use_channel(&mut self, rel: &Release) -> PathBuf {
+        std::fs::write(&self.public_key, &rel.public_key).expect("trust the release key");
+        let from = rel.manifest.parent().expect("the release's directory");
+        let to = self.dir.join("rel/r2");
+        std::fs::create_dir_all(&to).expect("rel dir");
+        for entry in std::fs::read_dir(from).expect("release dir") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().expect("name");
+            std::fs::hard_link(&path, to.join(name)).expect("link a release file");
+        }
+        let channel = self.dir.join("rel/channel.json");
+        self.channel_edit(rel, &channel, "add");
+        let cfg = std::fs::read_to_string(&self.config)
+            .expect("config")
+            .replacen(
+                "[update]\n",
+                &format!("[update]\nchannel = \"{}\"\n", channel.display()),
+                1,
+            );
+        std::fs::write(&self.config, cfg).expect("config");
+        channel
+    }
+
+    /// `abupdate channel ACTION CHANNEL`: `add` this host's copy of `rel`
+    /// (see [`Host::use_channel`]), or `withdraw` its 2.0; signed with the
+    /// release's key.
+    pub fn channel_edit(&self, rel: &Release, channel: &Path, action: &str) {
+        let shared = rel
+            .manifest
+            .parent()
+            .and_then(Path::parent)
+            .expect("the release's directory");
+        let what = match action {
+            "add" => self.dir.join("rel/r2/release.json").into_os_string(),
+            _ => "2.0".into(),
+        };
+        let out = run(Command::new(bin())
+            .args(["channel", action])
+            .arg(channel)
+            .arg(what)
+            .arg("--secret")
+            .arg(shared.join("release.key")));
+        assert!(out.status.success(), "channel {action}: {}", text(&out));
     }
 
     /// As `use_release`, fetched from `url` (e.g. a server of its directory).

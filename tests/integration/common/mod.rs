@@ -2,6 +2,7 @@
 //! S3 servers, the hostile server, the bootloader stand-ins, the one model of
 //! GRUB's slot choice, and Prometheus.
 
+pub mod channel;
 pub mod grub;
 pub mod host;
 pub mod hostile_server;
