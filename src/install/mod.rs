@@ -909,12 +909,14 @@ mod tests {
     }
 
     #[test]
-    fn workers_are_one_per_core_within_the_memory_budget() {
-        assert_eq!(segments::workers(2, 4 << 20), 2);
+    fn workers_are_one_more_than_the_cores_within_the_memory_budget() {
+        assert_eq!(segments::workers(2, 4 << 20), 3);
+        assert_eq!(segments::workers(1, 4 << 20), 2);
         assert_eq!(segments::workers(16, 4 << 20), 4);
         assert_eq!(segments::workers(16, 16 << 20), 1);
         assert_eq!(segments::workers(0, 1 << 20), 1);
-        assert_eq!(segments::workers(3, 1), 3);
+        assert_eq!(segments::workers(3, 1), 4);
+        assert_eq!(segments::workers(usize::MAX, 1), 16 << 20);
     }
 
     /// Fails every read: a link that breaks.

@@ -11,13 +11,13 @@
 //! - The reader cuts the payload into frames by the signed segment table
 //!   (frames back to back: [`plan`] takes only such payloads) and hashes
 //!   it as it arrives (the signed `download_sha256`, checked at the end).
-//! - A worker per core (fewer when the segments are large, [`workers`])
+//! - A worker per core and one more (fewer when the segments are large, [`workers`])
 //!   decodes a frame into its own segment buffer in one call (no window
 //!   buffer, no copy out of it) and writes and verifies it through the
 //!   [`SlotWriter`]. Segments finish in any order; each lands at its own
 //!   offset and counts only once its read-back matched its signed digest.
-//! - Memory is bounded by the workers' segment buffers, `workers + 1`
-//!   frames and a 1 MiB read-back buffer per worker, whatever the image
+//! - Memory is bounded by the workers' segment buffers, one frame per
+//!   worker and a 1 MiB read-back buffer per worker, whatever the image
 //!   size.
 //! - The first byte of the slot changes only after the calling thread ran
 //!   `before_write` (the workers wait for it at a gate), and the first fault
@@ -67,11 +67,16 @@ pub(crate) fn plan(image: &Image) -> Option<u64> {
     (next == image.download_size()).then_some(largest)
 }
 
-/// How many segments are decoded at once: one per core, as many as
-/// [`DECODE_BUDGET`] holds of the largest segment (at least one).
+/// How many segments are in flight at once: one more than there are cores,
+/// as many as [`DECODE_BUDGET`] holds of the largest segment (at least
+/// one). The one more keeps the cores decoding while a worker waits on
+/// the medium (its write and read-back): with a worker per core, a 2-core
+/// host sat idle a quarter of an install (bench/README.md).
 pub(crate) fn workers(cores: usize, largest: u64) -> usize {
     let by_memory = (DECODE_BUDGET / largest.max(1)).max(1);
-    cores.clamp(1, usize::try_from(by_memory).unwrap_or(usize::MAX))
+    cores
+        .saturating_add(1)
+        .clamp(1, usize::try_from(by_memory).unwrap_or(usize::MAX))
 }
 
 /// Test hooks: called by a worker with a segment's index before it decodes
@@ -325,9 +330,11 @@ pub(super) fn write(
     before_write: BeforeWrite,
     hooks: &Hooks,
 ) -> Result<u64, InstallError> {
-    let (jobs_tx, jobs_rx) = sync_channel::<Job>(workers + 1);
-    let (frames_back, frames) = sync_channel::<Vec<u8>>(workers + 1);
-    for _ in 0..workers + 1 {
+    // A frame per worker: a worker hands its frame back once decoded, so
+    // the reader fills it while the worker writes and reads back.
+    let (jobs_tx, jobs_rx) = sync_channel::<Job>(workers);
+    let (frames_back, frames) = sync_channel::<Vec<u8>>(workers);
+    for _ in 0..workers {
         let _ = frames_back.send(Vec::new());
     }
     let sh = Shared {
