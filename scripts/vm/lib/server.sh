@@ -69,6 +69,11 @@ publish() { # VERSION: what the update server offers from now on
     [ -d "$BUILD/releases/$1" ] || die "no release $1 was built (add it to a scenario's RELEASES)"
     rm -rf "$W/www"; mkdir -p "$W/www"
     cp -a "$BUILD/releases/$1/." "$W/www/"
+    # A publish writes the manifest anew, as `abupdate publish` does: nginx's
+    # ETag and Last-Modified are the file's mtime and size, and releases
+    # packed within one second with manifests of one size would otherwise
+    # look unchanged to a host's conditional GET (304).
+    touch "$W/www"/release.json*
     SERVED="$1"
     say "server now offers release $1"
 }
