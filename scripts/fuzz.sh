@@ -13,6 +13,11 @@
 # coverage into fuzz/corpus/, to commit). A crash fails the run and leaves
 # its input in fuzz/artifacts/TARGET/.
 #
+# FUZZ_SEED=N makes a run repeatable (libFuzzer's -seed; the same inputs in
+# the same order on the same build): CI fixes one (scripts/test.sh) so a green
+# build stays green and a red one can be re-run; unset, each run draws a new
+# seed and explores further, as long runs should (scripts/fuzz.sh 600).
+#
 # Stable Rust only: cargo-fuzz needs nightly flags, so RUSTC_BOOTSTRAP=1. No
 # sanitizer (-s none): the parsers are safe Rust, what the runs look for are
 # panics, overflows (debug assertions are on), hangs and memory blow-ups.
@@ -20,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 secs=${1:-60}
+seed=${FUZZ_SEED:-0}   # 0: libFuzzer draws one
 shift || true
 all=(manifest minisign grubenv ubootenv fw_env_config config timefmt prometheus channel)
 targets=("$@")
@@ -43,7 +49,7 @@ for t in "${targets[@]}"; do
     log="$scratch/$t.log"
     # -rss_limit_mb / -timeout: a memory blow-up or a hang is a failure too.
     if ! (cd fuzz && cargo fuzz run -s none --debug-assertions "$t" "$scratch/$t" "corpus/$t" -- \
-            -max_total_time="$secs" -rss_limit_mb=1024 -timeout=10 -max_len=65536 \
+            -max_total_time="$secs" -seed="$seed" -rss_limit_mb=1024 -timeout=10 -max_len=65536 \
             -print_final_stats=1) >"$log" 2>&1; then
         tail -40 "$log"
         echo "fuzz $t: FAILED (input in fuzz/artifacts/$t/)"

@@ -508,6 +508,7 @@ mod tests {
             blake3: None,
             patch_offset: 0,
             patch_length: 10,
+            patch_blake3: None,
             source: None,
         };
         let delta = Delta {

@@ -187,6 +187,13 @@ pub struct Segment {
     pub patch_offset: u64,
     /// The frame's length.
     pub patch_length: u64,
+    /// BLAKE3 of the frame's bytes, as stored in the payload (full
+    /// segmented payloads packed since frame digests). A host checks each
+    /// frame against it before the decoder sees a byte of it, and needs no
+    /// hash of the whole payload when every frame carries one; absent, the
+    /// payload's `download_sha256` covers the frames (checked at the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_blake3: Option<String>,
     /// Delta segments only: the part of the source image the frame
     /// references (absent: the whole source). Set when the source and a
     /// segment do not fit one zstd window, e.g. in deltas for 32-bit hosts.
@@ -276,6 +283,15 @@ fn check_segments(segments: &[Segment], size: u64, payload_size: u64) -> Result<
         }
         if seg.blake3.as_deref().is_some_and(|h| !is_hex_sha256(h)) {
             return Err(format!("segment {i} blake3 is not 64 lowercase hex digits"));
+        }
+        if seg
+            .patch_blake3
+            .as_deref()
+            .is_some_and(|h| !is_hex_sha256(h))
+        {
+            return Err(format!(
+                "segment {i} patch_blake3 is not 64 lowercase hex digits"
+            ));
         }
         let end = seg.patch_offset.checked_add(seg.patch_length);
         if seg.patch_length == 0 || end.is_none_or(|e| e > payload_size) {

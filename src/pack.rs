@@ -333,6 +333,7 @@ fn write_frames(
             blake3: Some(h.blake3.clone()),
             patch_offset,
             patch_length: f.len() as u64,
+            patch_blake3: None,
             source: source_of(i),
         });
         out.write_all(f).map_err(|e| err(&path, e))?;
@@ -383,10 +384,11 @@ fn pack_full_segments(
         }
         let done = compress_parallel(pieces.len(), &|i| {
             let frame = frame(&pieces[i], level, None, opts.window_log)?;
-            Ok((frame, segment_hashes(&pieces[i])))
+            let frame_blake3 = blake3::hash(&frame).to_hex().to_string();
+            Ok((frame, segment_hashes(&pieces[i]), frame_blake3))
         })
         .map_err(|e| err(input, e))?;
-        for (piece, (frame, h)) in pieces.iter().zip(done) {
+        for (piece, (frame, h, frame_blake3)) in pieces.iter().zip(done) {
             image_hasher.update(piece);
             payload_hasher.update(&frame);
             out.write_all(&frame).map_err(|e| err(&path, e))?;
@@ -397,6 +399,7 @@ fn pack_full_segments(
                 blake3: Some(h.blake3.clone()),
                 patch_offset,
                 patch_length: frame.len() as u64,
+                patch_blake3: Some(frame_blake3),
                 source: None,
             });
             hashes.push(h);

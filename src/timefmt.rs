@@ -20,7 +20,9 @@ pub fn now() -> i64 {
 
 /// Parse `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into Unix seconds (the
 /// fraction dropped). A leap second is taken only where one can be, the
-/// last second of a month in UTC, as the second before it.
+/// last second of a month in UTC, as the second before it. An instant
+/// outside the years 0000 to 9999 in UTC (`0000-01-01T00:00:00+00:30`) is
+/// refused: it could not be written back, and `format_rfc3339` would move it.
 pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
     let bad = || format!("not an RFC 3339 time: {text:?}");
     // RFC 3339 separates date and time with `T` (any case), or a space;
@@ -30,7 +32,9 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
     }
     OffsetDateTime::parse(text, &Rfc3339)
         .map(OffsetDateTime::unix_timestamp)
-        .map_err(|_| bad())
+        .ok()
+        .filter(|secs| (FIRST..=LAST).contains(secs))
+        .ok_or_else(bad)
 }
 
 /// The instants RFC 3339 can write: years 0000 to 9999.
@@ -135,6 +139,10 @@ mod tests {
             // A separator other than T, t or space.
             "2026-11-20x10:00:00Z",
             "2026-11-20T10:00:00Zjunk",
+            // Found by the timefmt fuzz target: before year 0000 in UTC, an
+            // instant RFC 3339 cannot write (it came back moved).
+            "0000-01-01t00:00:00+00:30",
+            "9999-12-31T23:59:59-00:01",
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad:?} accepted");
         }

@@ -514,6 +514,7 @@ fn write_payload(
                 | install::InstallError::Mismatch { .. }
                 | install::InstallError::ImageMismatch { .. }
                 | install::InstallError::SegmentMismatch { .. }
+                | install::InstallError::FrameMismatch { .. }
                 | install::InstallError::Size { .. }
         )
     ) {
@@ -838,6 +839,19 @@ fn name_payload_source(e: Error, url: &str) -> Error {
             offset,
             length,
             algorithm,
+            expected,
+            actual,
+        }),
+        Error::Install(E::FrameMismatch {
+            what,
+            index,
+            patch,
+            expected,
+            actual,
+        }) if !what.contains(url) => Error::Install(E::FrameMismatch {
+            what: named(what),
+            index,
+            patch,
             expected,
             actual,
         }),

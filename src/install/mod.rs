@@ -18,7 +18,10 @@
 //!   SHA-256.
 //!
 //! Both hash the payload as it arrives and compare it with the signed
-//! `download_sha256` at the end; both call `before_write` (the caller marks
+//! `download_sha256` at the end, except a segmented payload whose every
+//! frame carries a signed BLAKE3 (`pack` since frame digests): each frame is
+//! checked before it is decoded, and together they are the payload. Both
+//! call `before_write` (the caller marks
 //! the target bad there) once, right before the first byte of the slot
 //! changes, and not at all when nothing needs writing.
 
@@ -100,6 +103,20 @@ pub enum InstallError {
         /// The digest of the bytes read back (hex).
         actual: String,
     },
+    /// A frame of a segmented payload does not hash to its signed BLAKE3:
+    /// it was not decoded (the decoder sees signed bytes only).
+    FrameMismatch {
+        /// What was being written (`rootfs payload`).
+        what: String,
+        /// The segment's index in the manifest's table.
+        index: usize,
+        /// The frame's bytes in the payload.
+        patch: std::ops::Range<u64>,
+        /// The signed BLAKE3 (hex).
+        expected: String,
+        /// The BLAKE3 of the bytes received (hex).
+        actual: String,
+    },
     /// The slot returned other bytes than were written to it: the medium
     /// (or something else writing to it) is at fault.
     Medium {
@@ -162,6 +179,17 @@ impl fmt::Display for InstallError {
                  the slot read back exactly the bytes written, so the payload (or the release) is damaged",
                 offset + length
             ),
+            InstallError::FrameMismatch {
+                what,
+                index,
+                patch,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{what}: the frame of segment {index} (payload bytes {}..{}) has BLAKE3 {actual}, the signed manifest says {expected}; it was not decoded",
+                patch.start, patch.end
+            ),
             InstallError::Medium { path, offset } => write!(
                 f,
                 "{}: read back other bytes than were written at offset {offset}: the medium is failing (or something else writes to it)",
@@ -187,7 +215,8 @@ impl InstallError {
             InstallError::Payload { .. } => Kind::Payload,
             InstallError::Mismatch { .. }
             | InstallError::ImageMismatch { .. }
-            | InstallError::SegmentMismatch { .. } => Kind::HashMismatch,
+            | InstallError::SegmentMismatch { .. }
+            | InstallError::FrameMismatch { .. } => Kind::HashMismatch,
             InstallError::Size { .. } => Kind::Size,
         }
     }
@@ -688,7 +717,8 @@ mod tests {
         let _ = std::fs::remove_file(t);
     }
     /// A payload of independent frames, one per `seg`-byte segment, with
-    /// the segment table `pack` writes (SHA-256 and BLAKE3 of each).
+    /// the segment table `pack` writes (SHA-256 and BLAKE3 of each, BLAKE3
+    /// of each frame).
     fn segmented_for(data: &[u8], seg: usize) -> (Image, Vec<u8>) {
         let mut payload = Vec::new();
         let mut segments = Vec::new();
@@ -701,6 +731,7 @@ mod tests {
                 blake3: Some(blake3::hash(piece).to_hex().to_string()),
                 patch_offset: payload.len() as u64,
                 patch_length: frame.len() as u64,
+                patch_blake3: Some(blake3::hash(&frame).to_hex().to_string()),
                 source: None,
             });
             payload.extend_from_slice(&frame);
@@ -842,14 +873,36 @@ mod tests {
                 && msg.contains(&"0f".repeat(32)),
             "{msg}"
         );
-        // A damaged frame (payload hash recomputed, as a bad release would
-        // sign it): it does not decode, or decodes to other bytes.
-        let (mut img, mut payload) = segmented_for(&d, 1 << 20);
-        let s = &img.segments[5];
+        // A damaged frame is refused before it is decoded: the decoder
+        // sees signed bytes only, and nothing of the segment is written.
+        let (img, mut payload) = segmented_for(&d, 1 << 20);
+        let s = img.segments[5].clone();
         let at = (s.patch_offset + s.patch_length / 2) as usize;
         payload[at] ^= 0x55;
-        img.download_sha256 = Some(hex(&Sha256::digest(&payload)));
-        let e = install_segmented(&payload, &img, &t, WriteMode::All, 2, &Default::default())
+        std::fs::write(&t, vec![0u8; 8 << 20]).expect("blank target");
+        let e = install_segmented(&payload, &img, &t, WriteMode::All, 1, &Default::default())
+            .expect_err("a damaged frame was accepted");
+        assert!(
+            matches!(&e, InstallError::FrameMismatch { index: 5, patch, .. }
+                if *patch == (s.patch_offset..s.patch_offset + s.patch_length)),
+            "{e}"
+        );
+        assert_eq!(e.kind(), crate::error::Kind::HashMismatch);
+        let slot = std::fs::read(&t).expect("target");
+        let range = s.offset as usize..(s.offset + s.length) as usize;
+        assert!(
+            slot[range].iter().all(|&b| b == 0),
+            "a byte of the damaged frame's segment was written"
+        );
+        // A release packed before frame digests (payload hash recomputed,
+        // as a bad release would sign it): the frame does not decode, or
+        // decodes to other bytes.
+        let mut old = img.clone();
+        for seg in &mut old.segments {
+            seg.patch_blake3 = None;
+        }
+        old.download_sha256 = Some(hex(&Sha256::digest(&payload)));
+        let e = install_segmented(&payload, &old, &t, WriteMode::All, 2, &Default::default())
             .expect_err("a damaged frame was accepted");
         assert!(
             matches!(
@@ -868,6 +921,14 @@ mod tests {
         let (mut img, payload) = segmented_for(&d, 1 << 20);
         let t = target("seg-payload", 4 << 20);
         img.download_sha256 = Some("0f".repeat(32));
+        // Every frame signed: the frames are the payload, its own hash is
+        // not needed (it still names the partial download).
+        install_segmented(&payload, &img, &t, WriteMode::All, 2, &Default::default())
+            .expect("every frame matched its signed digest");
+        // A release packed before frame digests: the payload's hash decides.
+        for seg in &mut img.segments {
+            seg.patch_blake3 = None;
+        }
         let e = install_segmented(&payload, &img, &t, WriteMode::All, 2, &Default::default())
             .expect_err("payload hash");
         assert!(matches!(e, InstallError::Mismatch { .. }), "{e}");

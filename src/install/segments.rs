@@ -2,15 +2,21 @@
 //! (what `pack` writes by default), decoded on every core at once.
 //!
 //! ```text
-//!                 ┌─► worker ─┐   decode the frame in one piece into a
-//! reader ─ jobs ──┼─► worker ─┼─► segment buffer, write it at its offset,
-//! frames,         └─► worker ─┘   read it back, compare, hash (BLAKE3 or
-//! payload SHA-256                 SHA-256), check the signed digest
+//!                 ┌─► worker ─┐   check the frame's signed BLAKE3, decode it
+//! reader ─ jobs ──┼─► worker ─┼─► in one piece into a segment buffer, write
+//! frames          └─► worker ─┘   it at its offset, read it back, compare,
+//!                                 hash (BLAKE3 or SHA-256), check the
+//!                                 signed digest
 //! ```
 //!
 //! - The reader cuts the payload into frames by the signed segment table
-//!   (frames back to back: [`plan`] takes only such payloads) and hashes
-//!   it as it arrives (the signed `download_sha256`, checked at the end).
+//!   (frames back to back: [`plan`] takes only such payloads). When every
+//!   frame has a signed BLAKE3 (`patch_blake3`, what `pack` writes), a
+//!   worker checks its frame before decoding it: the decoder sees signed
+//!   bytes only, and the frames together are the payload, so it is not
+//!   hashed again. Otherwise (releases packed before frame digests) the
+//!   reader hashes the payload as it arrives (the signed `download_sha256`,
+//!   checked at the end).
 //! - A worker per core and one more (fewer when the segments are large, [`workers`])
 //!   decodes a frame into its own segment buffer in one call (no window
 //!   buffer, no copy out of it) and writes and verifies it through the
@@ -162,16 +168,17 @@ enum ReadStop {
     Stopped,
 }
 
-/// Reader: the payload's frames in order, hashed as they arrive. Returns
-/// the payload's length and SHA-256.
+/// Reader: the payload's frames in order. Returns the payload's length and,
+/// unless every frame has its own signed digest (checked by the workers),
+/// its SHA-256.
 fn read_frames(
     mut payload: impl Read,
     segments: &[Segment],
     jobs: SyncSender<Job>,
     pool: Receiver<Vec<u8>>,
     stop: &AtomicBool,
-) -> Result<(u64, String), ReadStop> {
-    let mut hasher = Sha256::new();
+) -> Result<(u64, Option<String>), ReadStop> {
+    let mut hasher = (!frames_signed(segments)).then(Sha256::new);
     let mut count = 0u64;
     for (index, seg) in segments.iter().enumerate() {
         if stop.load(Ordering::Relaxed) {
@@ -186,7 +193,9 @@ fn read_frames(
             buf.resize(len, 0);
         }
         let n = fill(&mut payload, &mut buf[..len]).map_err(ReadStop::Source)?;
-        hasher.update(&buf[..n]);
+        if let Some(h) = hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
         count += n as u64;
         if n < len {
             return Err(ReadStop::Payload(format!(
@@ -204,16 +213,56 @@ fn read_frames(
             "holds more than the {count} bytes its segments declare"
         )));
     }
-    Ok((count, hex(&hasher.finalize())))
+    Ok((count, hasher.map(|h| hex(&h.finalize()))))
+}
+
+/// Every frame carries a signed BLAKE3: the workers check each before
+/// decoding it, and the payload needs no hash of its own.
+fn frames_signed(segments: &[Segment]) -> bool {
+    segments.iter().all(|s| s.patch_blake3.is_some())
+}
+
+/// The frame of segment `index` (`frame`) hashes to its signed BLAKE3, when
+/// the manifest gives one.
+fn check_frame(index: usize, seg: &Segment, frame: &[u8]) -> Result<(), FrameFault> {
+    let Some(expected) = &seg.patch_blake3 else {
+        return Ok(());
+    };
+    let actual = blake3::hash(frame).to_hex();
+    if actual.as_str() == expected {
+        return Ok(());
+    }
+    Err(FrameFault {
+        index,
+        patch: seg.patch_offset..seg.patch_offset.saturating_add(seg.patch_length),
+        expected: expected.clone(),
+        actual: actual.to_string(),
+    })
+}
+
+/// A frame that does not hash to its signed BLAKE3.
+#[derive(Debug)]
+struct FrameFault {
+    index: usize,
+    patch: std::ops::Range<u64>,
+    expected: String,
+    actual: String,
 }
 
 /// What a worker found wrong with segment `index`.
 struct SegFault {
     index: usize,
     fault: Fault,
-    /// A payload problem before anything of it was written (it does not
-    /// decode, or decodes to another length).
-    decode: Option<String>,
+    /// A payload problem before anything of it was written.
+    before: Option<Before>,
+}
+
+/// A segment's payload problem found before any of it was written.
+enum Before {
+    /// Its frame does not hash to its signed BLAKE3.
+    Frame(Box<FrameFault>),
+    /// It does not decode, or decodes to another length.
+    Decode(String),
 }
 
 struct Shared<'a> {
@@ -257,24 +306,26 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
         }
         let seg = &sh.image.segments[index];
         let len = seg.length as usize;
-        let decoded = dctx.decompress(&mut out[..len], &buf[..frame]);
+        let decoded = check_frame(index, seg, &buf[..frame])
+            .map(|()| dctx.decompress(&mut out[..len], &buf[..frame]));
         let _ = sh.frames_back.send(buf);
         let result = match decoded {
-            Ok(n) if n == len => write_segment(sh, seg, &out[..len], &mut scratch, &events),
-            Ok(n) => Err((
+            Err(frame_fault) => Err((Fault::Stopped, Some(Before::Frame(Box::new(frame_fault))))),
+            Ok(Ok(n)) if n == len => write_segment(sh, seg, &out[..len], &mut scratch, &events),
+            Ok(Ok(n)) => Err((
                 Fault::Stopped,
-                Some(format!(
+                Some(Before::Decode(format!(
                     "segment {index} decodes to {n} bytes, the manifest declares {len}"
-                )),
+                ))),
             )),
-            Err(code) => Err((
+            Ok(Err(code)) => Err((
                 Fault::Stopped,
-                Some(format!(
+                Some(Before::Decode(format!(
                     "segment {index} (bytes {}..{}) does not decode: zstd: {}",
                     seg.offset,
                     seg.offset + seg.length,
                     zstd::zstd_safe::get_error_name(code)
-                )),
+                ))),
             )),
         };
         match result {
@@ -285,13 +336,13 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
                 }
                 let _ = events.send(Event::Done(seg.length));
             }
-            Err((f, decode)) => {
+            Err((f, before)) => {
                 sh.stop.store(true, Ordering::Relaxed);
-                if fault.is_none() && !matches!((&f, &decode), (Fault::Stopped, None)) {
+                if fault.is_none() && !matches!((&f, &before), (Fault::Stopped, None)) {
                     fault = Some(SegFault {
                         index,
                         fault: f,
-                        decode,
+                        before,
                     });
                 }
             }
@@ -306,7 +357,7 @@ fn write_segment(
     data: &[u8],
     scratch: &mut AlignedBuf,
     events: &Sender<Event>,
-) -> Result<(), (Fault, Option<String>)> {
+) -> Result<(), (Fault, Option<Before>)> {
     let mut w = sh.writer.begin(seg);
     sh.writer
         .write_piece(&mut w, data, scratch, sh.mode, &mut || sh.gate.pass(events))
@@ -389,7 +440,7 @@ pub(super) fn write(
                     Some(SegFault {
                         index: usize::MAX,
                         fault: Fault::Io(io::Error::other("segment worker panicked")),
-                        decode: None,
+                        before: None,
                     })
                 })
             })
@@ -412,17 +463,32 @@ fn outcome(
     device: &Path,
     arm_error: Option<crate::error::Error>,
     faults: Vec<SegFault>,
-    read: Result<(u64, String), ReadStop>,
+    read: Result<(u64, Option<String>), ReadStop>,
 ) -> Result<u64, InstallError> {
     if let Some(e) = arm_error {
         return Err(InstallError::BeforeWrite(Box::new(e)));
     }
     if let Some(f) = faults.into_iter().next() {
-        return Err(match f.decode {
-            Some(reason) => InstallError::Payload {
+        return Err(match f.before {
+            Some(Before::Decode(reason)) => InstallError::Payload {
                 what: what.to_string(),
                 reason,
             },
+            Some(Before::Frame(frame)) => {
+                let FrameFault {
+                    index,
+                    patch,
+                    expected,
+                    actual,
+                } = *frame;
+                InstallError::FrameMismatch {
+                    what: what.to_string(),
+                    index,
+                    patch,
+                    expected,
+                    actual,
+                }
+            }
             None => super::fault_error(f.fault, device, what),
         });
     }
@@ -440,7 +506,9 @@ fn outcome(
             reason: "stopped".into(),
         },
     })?;
-    super::check_payload_sha256(what, image, payload_sha)?;
+    if let Some(actual) = payload_sha {
+        super::check_payload_sha256(what, image, actual)?;
+    }
     Ok(payload_bytes)
 }
 
@@ -466,14 +534,14 @@ mod tests {
         SegFault {
             index,
             fault: Fault::Medium { offset: 7 },
-            decode: decode.map(Into::into),
+            before: decode.map(|d| Before::Decode(d.into())),
         }
     }
 
     fn outcome_of(
         arm_error: Option<crate::error::Error>,
         faults: Vec<SegFault>,
-        read: Result<(u64, String), ReadStop>,
+        read: Result<(u64, Option<String>), ReadStop>,
     ) -> Result<u64, InstallError> {
         outcome(
             "rootfs payload",
@@ -509,7 +577,7 @@ mod tests {
             matches!(&e, Err(InstallError::Payload { reason, .. }) if reason == "does not decode"),
             "{e:?}"
         );
-        let e = outcome_of(None, vec![bad_segment(2, None)], Ok((4, "h".into())));
+        let e = outcome_of(None, vec![bad_segment(2, None)], Ok((4, Some("h".into()))));
         assert!(
             matches!(&e, Err(InstallError::Medium { path, offset: 7 }) if path == Path::new("/dev/a")),
             "{e:?}"
@@ -534,11 +602,82 @@ mod tests {
 
     #[test]
     fn outcome_checks_the_payload_hash_last() {
-        let e = outcome_of(None, vec![], Ok((4, "other".into())));
+        let e = outcome_of(None, vec![], Ok((4, Some("other".into()))));
         assert!(
             matches!(&e, Err(InstallError::Mismatch { expected, actual, .. }) if expected == "h" && actual == "other"),
             "{e:?}"
         );
-        assert_eq!(outcome_of(None, vec![], Ok((4, "h".into()))).ok(), Some(4));
+        assert_eq!(
+            outcome_of(None, vec![], Ok((4, Some("h".into())))).ok(),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn outcome_needs_no_payload_hash_when_every_frame_was_checked() {
+        assert_eq!(outcome_of(None, vec![], Ok((4, None))).ok(), Some(4));
+    }
+
+    #[test]
+    fn outcome_names_a_frame_that_does_not_match_its_digest() {
+        let frame = SegFault {
+            index: 3,
+            fault: Fault::Stopped,
+            before: Some(Before::Frame(Box::new(FrameFault {
+                index: 3,
+                patch: 100..160,
+                expected: "e".into(),
+                actual: "a".into(),
+            }))),
+        };
+        let e = outcome_of(None, vec![frame], Err(ReadStop::Stopped)).expect_err("a bad frame");
+        assert!(
+            matches!(&e, InstallError::FrameMismatch { index: 3, patch, .. } if *patch == (100..160)),
+            "{e:?}"
+        );
+        assert_eq!(e.kind(), crate::error::Kind::HashMismatch);
+        let shown = e.to_string();
+        assert!(
+            shown.contains("segment 3 (payload bytes 100..160)"),
+            "{shown}"
+        );
+        assert!(shown.contains("not decoded"), "{shown}");
+    }
+
+    fn signed_frame(frame: &[u8], digest: Option<String>) -> Segment {
+        Segment {
+            offset: 0,
+            length: 4,
+            sha256: "0".repeat(64),
+            blake3: None,
+            patch_offset: 10,
+            patch_length: frame.len() as u64,
+            patch_blake3: digest,
+            source: None,
+        }
+    }
+
+    #[test]
+    fn a_frame_is_checked_against_its_signed_digest_before_decoding() {
+        let frame = b"a zstd frame";
+        let good = blake3::hash(frame).to_hex().to_string();
+        assert!(check_frame(0, &signed_frame(frame, Some(good.clone())), frame).is_ok());
+        let fault = check_frame(2, &signed_frame(frame, Some(good.clone())), b"a zstd framf")
+            .expect_err("one byte changed");
+        assert_eq!((fault.index, fault.patch), (2, 10..22));
+        assert_eq!(fault.expected, good);
+        // No digest (a release packed before frame digests): the payload
+        // hash covers it.
+        assert!(check_frame(0, &signed_frame(frame, None), b"anything").is_ok());
+    }
+
+    #[test]
+    fn the_payload_is_hashed_unless_every_frame_is_signed() {
+        let digest = Some("0".repeat(64));
+        let all = vec![signed_frame(b"x", digest.clone()); 3];
+        assert!(frames_signed(&all));
+        let mut one_missing = all.clone();
+        one_missing[1].patch_blake3 = None;
+        assert!(!frames_signed(&one_missing));
     }
 }

@@ -690,6 +690,7 @@ mod tests {
             blake3: blake3.then(|| blake3::hash(bytes).to_hex().to_string()),
             patch_offset: 0,
             patch_length: 1,
+            patch_blake3: None,
             source: None,
         }
     }

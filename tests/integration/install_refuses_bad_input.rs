@@ -537,6 +537,48 @@ fn a_bad_segment_mid_way_leaves_the_target_bad() {
     target_bad(&h);
 }
 
+/// A byte of the payload changed on its way (mirror, disk, an attacker),
+/// the signed manifest intact: the frame it falls in does not hash to its
+/// signed BLAKE3, and it is refused before the decoder sees it, naming the
+/// segment and its bytes in the payload; the target stays marked bad.
+#[test]
+fn a_damaged_frame_is_refused_before_it_is_decoded() {
+    let h = host("damaged-frame");
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", 8 << 20),
+        &["--segment-size", "1"],
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("json");
+    let seg = &v["images"]["rootfs"]["segments"][4];
+    let (at, len) = (
+        seg["patch_offset"].as_u64().expect("patch_offset"),
+        seg["patch_length"].as_u64().expect("patch_length"),
+    );
+    assert!(seg["patch_blake3"].is_string(), "pack signs each frame: {seg}");
+    let payload = m.with_file_name("rootfs-2.0.img.zst");
+    let mut bytes = std::fs::read(&payload).expect("payload");
+    bytes[(at + len / 2) as usize] ^= 0x20;
+    std::fs::write(&payload, bytes).expect("damage payload");
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(
+        &h,
+        &b,
+        &out,
+        &format!(
+            "the frame of segment 4 (payload bytes {at}..{}) has BLAKE3",
+            at + len
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("it was not decoded"), "{stderr}");
+    assert!(stderr.contains("rootfs-2.0.img.zst"), "{stderr}");
+    target_bad(&h);
+}
+
 /// The slot returns other bytes than were written (a failing medium,
 /// injected on a read-back): the error names the device and the offset,
 /// and the release is not blamed; for one stream (the second 512 KiB chunk
