@@ -557,7 +557,10 @@ fn a_damaged_frame_is_refused_before_it_is_decoded() {
         seg["patch_offset"].as_u64().expect("patch_offset"),
         seg["patch_length"].as_u64().expect("patch_length"),
     );
-    assert!(seg["patch_blake3"].is_string(), "pack signs each frame: {seg}");
+    assert!(
+        seg["patch_blake3"].is_string(),
+        "pack signs each frame: {seg}"
+    );
     let payload = m.with_file_name("rootfs-2.0.img.zst");
     let mut bytes = std::fs::read(&payload).expect("payload");
     bytes[(at + len / 2) as usize] ^= 0x20;

@@ -696,7 +696,21 @@ fn malicious_mirror_alters_the_payload() {
     let b = h.untouched();
     let out = h.abupdate(&["update", "--now", "--no-reboot"]);
     let line = refused(&h, &b, &out, "/edge/rootfs-2.0.img.zst");
-    target_bad(&h);
+    // The altered frame was refused before it was decoded, and it is the
+    // payload's only one: no byte of the target was written, so it was not
+    // even marked bad.
+    assert!(line.contains("the frame of segment 0"), "{line}");
+    assert!(line.contains("it was not decoded"), "{line}");
+    assert_eq!(
+        h.grub_vars().get("B_OK"),
+        b.env.get("B_OK"),
+        "the target was marked bad"
+    );
+    assert_ne!(h.state()["slots"]["B"]["status"], "bad");
+    assert!(
+        h.state()["transaction"].is_null(),
+        "transaction left pending"
+    );
     assert!(
         mirror
             .requests()
