@@ -8,9 +8,11 @@
 //! bytes, read back from the medium, hashed to the segment's signed digest
 //! and were synced, and only then does the journal record it (so a finished
 //! segment is never fetched again after a crash); a segment the journal
-//! names is read back and checked again before it counts in this run;
-//! anything unexpected — a source that does not match, a server that
-//! ignores `Range`, a segment that fails its hash — ends in
+//! names is read back and checked again before it counts in this run; a
+//! frame with a signed digest (`patch_blake3`) reaches the decoder only
+//! after it matched it; anything unexpected — a source that does not
+//! match, a server that ignores `Range`, a frame or a segment that fails
+//! its hash — ends in
 //! [`Outcome::Fallback`], and the caller installs the full payload: never a
 //! half-applied delta.
 
@@ -56,6 +58,32 @@ pub enum Outcome {
         /// Bytes of the delta fetched before that.
         fetched: u64,
     },
+}
+
+/// The whole frame of delta segment `seg` from `reader`: at most zstd's
+/// bound for the segment's length (a larger one is refused before it is
+/// read, so the buffer is bounded by the signed segment size).
+fn signed_frame(mut reader: impl Read, seg: &crate::manifest::Segment) -> io::Result<Vec<u8>> {
+    let bound = usize::try_from(seg.length)
+        .map(zstd::zstd_safe::compress_bound)
+        .unwrap_or(usize::MAX);
+    let len = usize::try_from(seg.patch_length)
+        .ok()
+        .filter(|&n| n <= bound)
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "a {}-byte frame for a {}-byte segment is larger than zstd ever makes one",
+                seg.patch_length, seg.length
+            ))
+        })?;
+    let mut frame = vec![0u8; len];
+    let n = fill(&mut reader, &mut frame)?;
+    if n < len {
+        return Err(io::Error::other(format!(
+            "the frame ends after {n} of its {len} bytes"
+        )));
+    }
+    Ok(frame)
 }
 
 /// Segments already written by one delta. A segment index means something
@@ -396,9 +424,25 @@ pub fn apply(
             };
         // Requested from the network: counted whether or not it is used.
         fetched += seg.patch_length;
+        // A signed frame (releases packed since frame digests) is read whole
+        // and checked before the decoder sees a byte of it.
+        let mut reader = match &seg.patch_blake3 {
+            None => reader,
+            Some(expected) => match signed_frame(reader, seg) {
+                Ok(frame) if blake3::hash(&frame).to_hex().as_str() == expected => {
+                    Box::new(io::Cursor::new(frame))
+                }
+                Ok(frame) => fallback!(
+                    "segment {i}: its frame (delta bytes {}..{}) has BLAKE3 {}, the signed manifest says {expected}; not decoded",
+                    seg.patch_offset,
+                    seg.patch_offset + seg.patch_length,
+                    blake3::hash(&frame).to_hex()
+                ),
+                Err(e) => fallback!("segment {i}: {e}"),
+            },
+        };
         // The frame must pledge its size: that bounds the decoder's memory
         // to one segment whatever window the (not yet verified) frame asks for.
-        let mut reader = reader;
         let mut header = vec![0u8; (seg.patch_length as usize).min(18)];
         let n = fill(&mut reader, &mut header)?;
         header.truncate(n);
@@ -567,6 +611,40 @@ mod tests {
         .expect("old journal");
         assert!(load_journal(&path, "s", "i", &id).done.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_signed_frame_is_read_whole_within_zstds_bound_for_its_segment() {
+        let seg = |patch_length: u64| Segment {
+            offset: 0,
+            length: 1000,
+            sha256: "ab".repeat(32),
+            blake3: None,
+            patch_offset: 0,
+            patch_length,
+            patch_blake3: Some("cd".repeat(32)),
+            source: None,
+        };
+        let bytes = vec![7u8; 2000];
+        assert_eq!(
+            signed_frame(&bytes[..], &seg(600)).expect("whole frame"),
+            vec![7u8; 600]
+        );
+        let short = signed_frame(&bytes[..100], &seg(600)).expect_err("short");
+        assert!(
+            short.to_string().contains("after 100 of its 600 bytes"),
+            "{short}"
+        );
+        // More than zstd makes of 1000 bytes: refused before a buffer of
+        // that size is allocated (a signed size, but a nonsensical one).
+        let bound = zstd::zstd_safe::compress_bound(1000) as u64;
+        assert!(signed_frame(&bytes[..], &seg(bound)).is_ok());
+        let huge = signed_frame(&bytes[..], &seg(u64::MAX)).expect_err("huge");
+        assert!(
+            huge.to_string().contains("larger than zstd ever makes"),
+            "{huge}"
+        );
+        assert!(signed_frame(&bytes[..], &seg(bound + 1)).is_err());
     }
 
     #[test]

@@ -333,7 +333,7 @@ fn write_frames(
             blake3: Some(h.blake3.clone()),
             patch_offset,
             patch_length: f.len() as u64,
-            patch_blake3: None,
+            patch_blake3: Some(blake3::hash(f).to_hex().to_string()),
             source: source_of(i),
         });
         out.write_all(f).map_err(|e| err(&path, e))?;

@@ -356,6 +356,16 @@ fn delta_bytes_fetched_before_a_fallback_count_as_downloaded() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("delta not used"), "{}", text(&out));
+    // The damaged frame was refused by its signed BLAKE3 before decoding.
+    assert!(
+        text(&out).contains(&format!(
+            "segment {k}: its frame (delta bytes {}..{}) has BLAKE3",
+            field(k, "patch_offset"),
+            field(k, "patch_offset") + field(k, "patch_length")
+        )) && text(&out).contains("not decoded"),
+        "{}",
+        text(&out)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["network_bytes"].as_u64(), Some(full + given_up));
     let st = s.host.state();
