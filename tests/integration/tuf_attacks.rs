@@ -139,6 +139,21 @@ fn target_bad(h: &TestHost) {
     );
 }
 
+/// Refused before a byte of the target was written: it was never marked
+/// bad, and nothing is pending.
+fn target_never_marked_bad(h: &TestHost, b: &Untouched) {
+    assert_eq!(
+        h.grub_vars().get("B_OK"),
+        b.env.get("B_OK"),
+        "the target was marked bad"
+    );
+    assert_ne!(h.state()["slots"]["B"]["status"], "bad");
+    assert!(
+        h.state()["transaction"].is_null(),
+        "transaction left pending"
+    );
+}
+
 /// `abupdate --json ARGS` failing with exit 1: its `{"error", "kind"}`.
 fn json_error(h: &TestHost, args: &[&str]) -> serde_json::Value {
     let out = h.abupdate(&[&["--json"][..], args].concat());
@@ -446,16 +461,7 @@ fn slow_retrieval_of_the_payload() {
     assert!(took < Duration::from_secs(30), "took {took:?}");
     // Stalled before its first chunk reached the target: the target was
     // never marked bad, nothing is pending.
-    assert_eq!(
-        h.grub_vars().get("B_OK"),
-        b.env.get("B_OK"),
-        "target touched"
-    );
-    assert_ne!(h.state()["slots"]["B"]["status"], "bad");
-    assert!(
-        h.state()["transaction"].is_null(),
-        "transaction left pending"
-    );
+    target_never_marked_bad(&h, &b);
     row("slow retrieval (payload, 1 byte/s)", &line);
 }
 
@@ -701,16 +707,7 @@ fn malicious_mirror_alters_the_payload() {
     // even marked bad.
     assert!(line.contains("the frame of segment 0"), "{line}");
     assert!(line.contains("it was not decoded"), "{line}");
-    assert_eq!(
-        h.grub_vars().get("B_OK"),
-        b.env.get("B_OK"),
-        "the target was marked bad"
-    );
-    assert_ne!(h.state()["slots"]["B"]["status"], "bad");
-    assert!(
-        h.state()["transaction"].is_null(),
-        "transaction left pending"
-    );
+    target_never_marked_bad(&h, &b);
     assert!(
         mirror
             .requests()
