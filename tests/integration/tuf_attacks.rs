@@ -125,35 +125,6 @@ fn refused(h: &TestHost, b: &Untouched, out: &Output, needle: &str) -> String {
     line
 }
 
-/// The payload was found bad mid-stream: the target stays marked bad.
-fn target_bad(h: &TestHost) {
-    assert_eq!(
-        h.grub_vars().get("B_OK").map(String::as_str),
-        Some("0"),
-        "target not marked bad"
-    );
-    assert_eq!(h.state()["slots"]["B"]["status"], "bad");
-    assert!(
-        h.state()["transaction"].is_null(),
-        "transaction left pending"
-    );
-}
-
-/// Refused before a byte of the target was written: it was never marked
-/// bad, and nothing is pending.
-fn target_never_marked_bad(h: &TestHost, b: &Untouched) {
-    assert_eq!(
-        h.grub_vars().get("B_OK"),
-        b.env.get("B_OK"),
-        "the target was marked bad"
-    );
-    assert_ne!(h.state()["slots"]["B"]["status"], "bad");
-    assert!(
-        h.state()["transaction"].is_null(),
-        "transaction left pending"
-    );
-}
-
 /// `abupdate --json ARGS` failing with exit 1: its `{"error", "kind"}`.
 fn json_error(h: &TestHost, args: &[&str]) -> serde_json::Value {
     let out = h.abupdate(&[&["--json"][..], args].concat());
@@ -461,7 +432,7 @@ fn slow_retrieval_of_the_payload() {
     assert!(took < Duration::from_secs(30), "took {took:?}");
     // Stalled before its first chunk reached the target: the target was
     // never marked bad, nothing is pending.
-    target_never_marked_bad(&h, &b);
+    h.assert_target_never_marked_bad(&b);
     row("slow retrieval (payload, 1 byte/s)", &line);
 }
 
@@ -492,7 +463,7 @@ fn mix_and_match_payload_of_another_release() {
     let srv = serve_files(files);
     let b = h.untouched();
     let line = refused(&h, &b, &install(&h, &srv.url("/release.json")), "SHA-256");
-    target_bad(&h);
+    h.assert_target_bad();
     row("mix-and-match (manifest 2.0, payload 3.0)", &line);
 }
 
@@ -707,7 +678,7 @@ fn malicious_mirror_alters_the_payload() {
     // even marked bad.
     assert!(line.contains("the frame of segment 0"), "{line}");
     assert!(line.contains("it was not decoded"), "{line}");
-    target_never_marked_bad(&h, &b);
+    h.assert_target_never_marked_bad(&b);
     assert!(
         mirror
             .requests()

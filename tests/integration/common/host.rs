@@ -367,6 +367,36 @@ interval = "1s"
         }
     }
 
+    /// Refused before a byte of the target (slot B) was written: it was
+    /// never marked bad, and nothing is pending.
+    pub fn assert_target_never_marked_bad(&self, before: &Untouched) {
+        assert_eq!(
+            self.grub_vars().get("B_OK"),
+            before.env.get("B_OK"),
+            "the target was marked bad"
+        );
+        assert_ne!(self.state()["slots"]["B"]["status"], "bad");
+        assert!(
+            self.state()["transaction"].is_null(),
+            "transaction left pending"
+        );
+    }
+
+    /// The payload was written (in part) and found wrong: the target (slot
+    /// B) stays marked bad, and nothing is pending.
+    pub fn assert_target_bad(&self) {
+        assert_eq!(
+            self.grub_vars().get("B_OK").map(String::as_str),
+            Some("0"),
+            "target not marked bad"
+        );
+        assert_eq!(self.state()["slots"]["B"]["status"], "bad");
+        assert!(
+            self.state()["transaction"].is_null(),
+            "transaction left pending"
+        );
+    }
+
     /// The boot order and the booted slot's flags, its bytes, and the
     /// reboots requested are as in `before`; `what` names the case.
     pub fn assert_untouched(&self, before: &Untouched, what: &str) {
