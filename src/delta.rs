@@ -429,15 +429,14 @@ pub fn apply(
         let mut reader = match &seg.patch_blake3 {
             None => reader,
             Some(expected) => match signed_frame(reader, seg) {
-                Ok(frame) if blake3::hash(&frame).to_hex().as_str() == expected => {
-                    Box::new(io::Cursor::new(frame))
-                }
-                Ok(frame) => fallback!(
-                    "segment {i}: its frame (delta bytes {}..{}) has BLAKE3 {}, the signed manifest says {expected}; not decoded",
-                    seg.patch_offset,
-                    seg.patch_offset + seg.patch_length,
-                    blake3::hash(&frame).to_hex()
-                ),
+                Ok(frame) => match seg.check_frame(&frame) {
+                    Ok(()) => Box::new(io::Cursor::new(frame)),
+                    Err(actual) => fallback!(
+                        "segment {i}: its frame (delta bytes {}..{}) has BLAKE3 {actual}, the signed manifest says {expected}; not decoded",
+                        seg.patch_offset,
+                        seg.patch_offset + seg.patch_length
+                    ),
+                },
                 Err(e) => fallback!("segment {i}: {e}"),
             },
         };

@@ -314,6 +314,24 @@ fn no_compression() -> Compression {
     Compression::None
 }
 
+impl Segment {
+    /// `frame` is this segment's frame as signed: `Ok` when it hashes to
+    /// `patch_blake3`, or when the manifest gives none (releases packed
+    /// before frame digests: the payload's hash covers them); otherwise the
+    /// frame's BLAKE3 (hex). The one check the full and the delta pipelines
+    /// make before a frame reaches the decoder.
+    pub fn check_frame(&self, frame: &[u8]) -> Result<(), String> {
+        let Some(expected) = &self.patch_blake3 else {
+            return Ok(());
+        };
+        let actual = blake3::hash(frame).to_hex();
+        if actual.as_str() == expected {
+            return Ok(());
+        }
+        Err(actual.to_string())
+    }
+}
+
 impl Image {
     /// Bytes on the wire.
     pub fn download_size(&self) -> u64 {

@@ -225,18 +225,11 @@ fn frames_signed(segments: &[Segment]) -> bool {
 /// The frame of segment `index` (`frame`) hashes to its signed BLAKE3, when
 /// the manifest gives one.
 fn check_frame(index: usize, seg: &Segment, frame: &[u8]) -> Result<(), FrameFault> {
-    let Some(expected) = &seg.patch_blake3 else {
-        return Ok(());
-    };
-    let actual = blake3::hash(frame).to_hex();
-    if actual.as_str() == expected {
-        return Ok(());
-    }
-    Err(FrameFault {
+    seg.check_frame(frame).map_err(|actual| FrameFault {
         index,
         patch: seg.patch_offset..seg.patch_offset.saturating_add(seg.patch_length),
-        expected: expected.clone(),
-        actual: actual.to_string(),
+        expected: seg.patch_blake3.clone().unwrap_or_default(),
+        actual,
     })
 }
 
