@@ -2,9 +2,9 @@
 //! made durable every so often by a thread of its own, so the writer never
 //! waits on the disk in the middle of its work.
 //!
-//! Used for the slot being written (every 64 MiB: the final fsync has less
-//! left to do and the page cache does not fill with dirty pages) and for a
-//! partial download (every 8 MiB: a power cut loses little of it).
+//! Used for a partial download (every 8 MiB: a power cut loses little of
+//! it). Not for the slot: a device flush mid-install holds up the writes
+//! queued behind it (`install::writer`).
 //!
 //! Invariant: [`BackgroundSync::wrote`] never blocks. A request made while
 //! a sync runs is coalesced with the next one, so at most one sync runs and

@@ -435,15 +435,27 @@ fn write_payload(
     let host = w.host;
     let location = crate::fetch::resolve(w.verified.location(), &image.url)?;
     let partial = host.state_dir.partial_file(image.download_sha256());
-    // A resumable download keeps the payload on the data partition; when
-    // it does not fit there, stream without resume rather than fill the
-    // partition (which would stop every later run too).
     let resume = host.config.update.resume_downloads;
-    let resumable = resume && has_room_for(host.state_dir.path(), &partial, image.download_size());
+    let file_target = host.config.is_file_target(target_dev);
+    // A segmented payload with signed frames resumes from the slot: the
+    // segments an earlier, cut run wrote are read back and kept, and only
+    // the frames after them are fetched. Nothing of it goes to the data
+    // partition.
+    let from_slot = resume && !file_target && install::resumes_from_slot(image);
+    let mut held = match from_slot {
+        true => install::held_prefix(target_dev, image)?,
+        false => install::Held::default(),
+    };
+    // Any other resumable download keeps the payload on the data
+    // partition; when it does not fit there, stream without resume rather
+    // than fill the partition (which would stop every later run too).
+    let resumable = resume
+        && !from_slot
+        && has_room_for(host.state_dir.path(), &partial, image.download_size());
     if !resumable {
         let _ = std::fs::remove_file(&partial);
     }
-    if resume && !resumable {
+    if resume && !from_slot && !resumable {
         log(&format!(
             "{}: not enough free space for a resumable download of {} bytes; streaming without resume",
             host.state_dir.path().display(),
@@ -453,22 +465,37 @@ fn write_payload(
     let payload_url = host.via_mirror(&location);
     let (transport, verified, opts) = (w.transport, w.verified, w.opts);
     let version = &verified.manifest().version;
-    let result = transport
-        .open_payload(
+    let opened = match from_slot {
+        true => {
+            transport.open_payload_from(&payload_url, image.download_size(), held.payload_offset())
+        }
+        false => transport.open_payload(
             &payload_url,
             image.download_size(),
             resumable.then_some(partial.as_path()),
-        )
+        ),
+    };
+    let result = opened
         .map_err(Error::from)
         .and_then(|mut reader| {
             let mut progress = Progress::new(&format!("{class} {version}"), image.size, opts.quiet);
             let resumed = reader.resumed_from();
-            if resumed > 0 {
+            if from_slot && resumed != held.payload_offset() {
+                // The server sent the whole payload (it ignored the range).
+                held = install::Held::default();
+            }
+            if held.segments() > 0 {
+                log(&format!(
+                    "resuming {payload_url} at byte {resumed}: slot {} holds the first {} segments ({} bytes of the image, read back and matched)",
+                    target_dev.display(),
+                    held.segments(),
+                    held.image_bytes()
+                ));
+            } else if resumed > 0 {
                 log(&format!("resuming {payload_url} at byte {resumed}"));
             }
             // A file on the ESP goes to a temporary file first, then is
             // renamed over the old one (`install::file_temp`).
-            let file_target = host.config.is_file_target(target_dev);
             let path = match file_target {
                 true => install::file_temp(target_dev)?,
                 false => target_dev.to_path_buf(),
@@ -476,6 +503,7 @@ fn write_payload(
             let written = install::write_image(
                 class,
                 &mut reader,
+                &held,
                 image,
                 &path,
                 host.config.update.max_window_log,

@@ -1088,7 +1088,21 @@ impl Transport {
         size: u64,
         partial: Option<&std::path::Path>,
     ) -> Result<PayloadReader, FetchError> {
-        payload::open(self, location, size, partial)
+        let resume = partial.map_or(payload::Resume::None, payload::Resume::Partial);
+        payload::open(self, location, size, resume)
+    }
+
+    /// The payload's bytes from `start` to its end (`size` in all), for a
+    /// caller that holds the bytes before `start`: one `Range` request
+    /// over HTTP, nothing kept on disk. A server that ignores the range
+    /// sends the whole payload: check [`PayloadReader::resumed_from`].
+    pub fn open_payload_from(
+        &self,
+        location: &str,
+        size: u64,
+        start: u64,
+    ) -> Result<PayloadReader, FetchError> {
+        payload::open(self, location, size, payload::Resume::From(start))
     }
 
     /// Exactly the bytes `[offset, offset + length)` of `location`, as a

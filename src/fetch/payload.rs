@@ -20,6 +20,21 @@ use super::{retry_after, FetchError, Reply, StallGuard, Transport};
 /// the payload is complete.
 const SYNC_EVERY: u64 = 8 * 1024 * 1024;
 
+/// Where a payload download starts.
+#[derive(Clone, Copy, Debug)]
+pub enum Resume<'a> {
+    /// From byte 0, keeping nothing.
+    None,
+    /// Through this partial file: its bytes are replayed, the rest is
+    /// fetched with `Range` and appended to it.
+    Partial(&'a Path),
+    /// The caller holds the bytes before this offset (a segmented
+    /// payload's frames whose segments the slot already holds): only the
+    /// rest is fetched, with `Range`. A server that ignores the range
+    /// restarts the download from 0; [`PayloadReader::resumed_from`] tells.
+    From(u64),
+}
+
 /// A payload of exactly the declared size, as a reader.
 ///
 /// Errors inside `read()` are `io::Error`s wrapping a [`FetchError`]
@@ -109,8 +124,9 @@ impl PayloadReader {
         self.from_network
     }
 
-    /// Bytes replayed from the partial file before the network took over
-    /// (0 when not resuming, or when the download had to restart).
+    /// Where this download started: bytes replayed from the partial file,
+    /// or the offset asked for with [`Resume::From`] (0 when not resuming,
+    /// or when the download had to restart).
     pub fn resumed_from(&self) -> u64 {
         self.resumed_from
     }
@@ -367,10 +383,15 @@ pub(super) fn open(
     transport: &Transport,
     location: &str,
     size: u64,
-    partial: Option<&Path>,
+    resume: Resume,
 ) -> Result<PayloadReader, FetchError> {
+    let (partial, start) = match resume {
+        Resume::None => (None, 0),
+        Resume::Partial(path) => (Some(path), 0),
+        Resume::From(start) => (None, start.min(size)),
+    };
     let url = match parse_location(location)? {
-        Loc::File(path) => return open_local(location, &path, size),
+        Loc::File(path) => return open_local(location, &path, size, start),
         Loc::Http(url) => url,
     };
     let mut restart_reason: Option<String> = None;
@@ -405,7 +426,7 @@ pub(super) fn open(
             .metadata()
             .map_err(|e| p.io_err("reading partial download", e))?
             .len(),
-        None => 0,
+        None => start,
     };
     if have > size {
         note(format!(
@@ -515,16 +536,19 @@ pub(super) fn open(
         }
         net
     });
+    // Bytes before `have` come from the partial file (replayed), or the
+    // caller has them already (`Resume::From`).
+    let replay_left = if replay.is_some() { have } else { 0 };
     Ok(PayloadReader {
         location: location.to_string(),
         size,
-        delivered: 0,
+        delivered: have - replay_left,
         resumed_from: have,
         from_network: 0,
         restart_reason,
         src: Src::Http(Box::new(HttpSrc {
             replay,
-            replay_left: have,
+            replay_left,
             partial: part,
             net,
             shown,
@@ -532,7 +556,12 @@ pub(super) fn open(
     })
 }
 
-fn open_local(location: &str, path: &Path, size: u64) -> Result<PayloadReader, FetchError> {
+fn open_local(
+    location: &str,
+    path: &Path,
+    size: u64,
+    start: u64,
+) -> Result<PayloadReader, FetchError> {
     let io_err = |e: io::Error| FetchError::Io {
         location: location.to_string(),
         detail: e.to_string(),
@@ -565,11 +594,15 @@ fn open_local(location: &str, path: &Path, size: u64) -> Result<PayloadReader, F
             }
         });
     }
+    let mut file = file;
+    if start > 0 {
+        io::Seek::seek(&mut file, io::SeekFrom::Start(start)).map_err(io_err)?;
+    }
     Ok(PayloadReader {
         location: location.to_string(),
         size,
-        delivered: 0,
-        resumed_from: 0,
+        delivered: start,
+        resumed_from: start,
         from_network: 0,
         restart_reason: None,
         src: Src::Local(file),

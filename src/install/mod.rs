@@ -251,6 +251,72 @@ pub enum WriteMode {
     Changed,
 }
 
+/// The segments at the start of an image that the target already holds:
+/// each read back from the medium and matched against its signed digest
+/// (an earlier run of the same release wrote them, and was cut). A cut
+/// download of a segmented payload resumes after them, from the slot
+/// itself, with nothing of the payload kept on the data partition. Only
+/// [`held_prefix`] makes a non-empty one, so what it counts was verified.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    segments: usize,
+    image_bytes: u64,
+    payload_offset: u64,
+}
+
+impl Held {
+    /// How many segments, from the first.
+    pub fn segments(&self) -> usize {
+        self.segments
+    }
+
+    /// Bytes of the image they cover.
+    pub fn image_bytes(&self) -> u64 {
+        self.image_bytes
+    }
+
+    /// Where the payload continues: the first byte of the first frame not
+    /// held.
+    pub fn payload_offset(&self) -> u64 {
+        self.payload_offset
+    }
+}
+
+/// Whether a cut download of `image` resumes from the slot ([`Held`])
+/// rather than from a partial download: a segmented payload whose every
+/// frame carries a signed digest, so the frames fetched after a resume are
+/// checked one by one (a payload hashed whole could not be checked from
+/// its middle).
+pub fn resumes_from_slot(image: &Image) -> bool {
+    segments::plan(image).is_some() && segments::frames_signed(&image.segments)
+}
+
+/// The segments at the start of `image` that `device` already holds (see
+/// [`Held`]); none when the payload does not resume from the slot. Reads
+/// until the first segment that does not match: one segment for a slot
+/// that holds another release.
+pub fn held_prefix(device: &Path, image: &Image) -> Result<Held, InstallError> {
+    let mut held = Held::default();
+    if !resumes_from_slot(image) {
+        return Ok(held);
+    }
+    let dev_err = |source| InstallError::Device {
+        path: device.to_path_buf(),
+        source,
+    };
+    let writer = SlotWriter::open(device).map_err(dev_err)?;
+    let mut scratch = writer::AlignedBuf::new(writer::READBACK);
+    for seg in &image.segments {
+        if !writer.holds(seg, &mut scratch).map_err(dev_err)? {
+            break;
+        }
+        held.segments += 1;
+        held.image_bytes += seg.length;
+        held.payload_offset += seg.patch_length;
+    }
+    Ok(held)
+}
+
 /// What the caller does once, right before the first byte of the slot
 /// changes (and not at all when nothing needs writing): the install flow
 /// marks the target bad there, so that a failure before it (a server
@@ -319,14 +385,16 @@ fn check_payload_sha256(what: &str, image: &Image, actual: String) -> Result<(),
     Ok(())
 }
 
-/// Decode `payload` (exactly `image.download_size()` bytes) into `device`,
-/// hashing the payload as it arrives and the image as read back from the
-/// medium after each write. `before_write` runs once before the first byte
-/// of `device` changes (see [`BeforeWrite`]).
+/// Decode `payload` (exactly `image.download_size()` bytes, less the
+/// frames of the segments `held`) into `device`, hashing the payload as it
+/// arrives and the image as read back from the medium after each write.
+/// `before_write` runs once before the first byte of `device` changes (see
+/// [`BeforeWrite`]).
 #[allow(clippy::too_many_arguments)]
 pub fn write_image(
     class: &str,
     payload: impl Read + Send,
+    held: &Held,
     image: &Image,
     device: &Path,
     max_window_log: u32,
@@ -338,6 +406,7 @@ pub fn write_image(
     write_image_with(
         class,
         payload,
+        held,
         image,
         device,
         max_window_log,
@@ -355,6 +424,7 @@ pub fn write_image(
 fn write_image_with(
     class: &str,
     payload: impl Read + Send,
+    held: &Held,
     image: &Image,
     device: &Path,
     max_window_log: u32,
@@ -388,9 +458,11 @@ fn write_image_with(
     let (image_bytes, payload_bytes) = match segments::plan(image) {
         Some(largest) => {
             let workers = segments::workers(cores, largest);
+            progress.advance(held.image_bytes);
             let payload_bytes = segments::write(
                 &what,
                 payload,
+                held.segments,
                 image,
                 &writer,
                 largest,
@@ -539,6 +611,7 @@ mod tests {
             let w = write_image(
                 "rootfs",
                 &payload[..],
+                &Held::default(),
                 &img,
                 &t,
                 27,
@@ -616,6 +689,7 @@ mod tests {
         write_image(
             "rootfs",
             payload,
+            &Held::default(),
             img,
             t,
             27,
@@ -705,6 +779,7 @@ mod tests {
         write_image(
             "rootfs",
             &payload[..],
+            &Held::default(),
             &img,
             &t,
             27,
@@ -754,6 +829,7 @@ mod tests {
         write_image_with(
             "rootfs",
             payload,
+            &Held::default(),
             img,
             t,
             27,
@@ -763,6 +839,78 @@ mod tests {
             workers,
             hooks,
         )
+    }
+
+    /// A cut run left the first segments in the slot: they are found by
+    /// reading them back, the rest of the payload (after their frames) is
+    /// all the install gets, and the slot ends up whole.
+    #[test]
+    fn a_segmented_install_resumes_after_the_segments_the_slot_holds() {
+        let d = data(9 << 20 | 4321);
+        let (img, payload) = segmented_for(&d, 1 << 20);
+        assert!(resumes_from_slot(&img));
+        let t = target("held", 12 << 20);
+        assert_eq!(
+            held_prefix(&t, &img).expect("scan").segments(),
+            0,
+            "an empty slot holds nothing"
+        );
+        // What a run cut after four segments (and one out of order) left.
+        let mut slot = std::fs::read(&t).expect("read");
+        slot[..4 << 20].copy_from_slice(&d[..4 << 20]);
+        slot[6 << 20..7 << 20].copy_from_slice(&d[6 << 20..7 << 20]);
+        std::fs::write(&t, &slot).expect("write");
+        let held = held_prefix(&t, &img).expect("scan");
+        assert_eq!(held.segments(), 4);
+        assert_eq!(held.image_bytes(), 4 << 20);
+        assert_eq!(held.payload_offset(), img.segments[4].patch_offset);
+        let rest = &payload[held.payload_offset() as usize..];
+        let mut progress = Progress::new("t", img.size, true);
+        let w = write_image(
+            "rootfs",
+            rest,
+            &held,
+            &img,
+            &t,
+            27,
+            WriteMode::All,
+            &mut progress,
+            &mut || Ok(()),
+        )
+        .expect("resumed write");
+        assert_eq!(w.image_bytes, d.len() as u64);
+        assert_eq!(w.payload_bytes, payload.len() as u64);
+        assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
+        assert_eq!(
+            held_prefix(&t, &img).expect("scan").segments(),
+            img.segments.len(),
+            "the whole image is held once written"
+        );
+        let _ = std::fs::remove_file(t);
+    }
+
+    /// A held segment counts only as read back: one wrong byte in the slot
+    /// ends the held prefix at its segment, and a payload whose frames are
+    /// not signed one by one (hashed whole) never resumes from the slot.
+    #[test]
+    fn a_damaged_segment_ends_what_the_slot_holds_and_unsigned_frames_never_resume() {
+        let d = data(5 << 20);
+        let (img, _) = segmented_for(&d, 1 << 20);
+        let t = target("held-damaged", 6 << 20);
+        let mut slot = d.clone();
+        slot[(2 << 20) + 17] ^= 0x40;
+        std::fs::write(&t, &slot).expect("write");
+        assert_eq!(held_prefix(&t, &img).expect("scan").segments(), 2);
+
+        let mut unsigned = img.clone();
+        for s in &mut unsigned.segments {
+            s.patch_blake3 = None;
+        }
+        assert!(!resumes_from_slot(&unsigned));
+        assert_eq!(held_prefix(&t, &unsigned).expect("scan"), Held::default());
+        let (one_frame, _) = image_for(&d, Some(3));
+        assert!(!resumes_from_slot(&one_frame));
+        let _ = std::fs::remove_file(t);
     }
 
     #[test]
@@ -851,6 +999,7 @@ mod tests {
         let e = write_image_with(
             "rootfs",
             &payload[..],
+            &Held::default(),
             &img,
             &t,
             27,
@@ -1006,6 +1155,7 @@ mod tests {
             write_image(
                 "rootfs",
                 payload,
+                &Held::default(),
                 img,
                 &t,
                 27,

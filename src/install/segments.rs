@@ -174,13 +174,22 @@ enum ReadStop {
 fn read_frames(
     mut payload: impl Read,
     segments: &[Segment],
+    held: usize,
     jobs: SyncSender<Job>,
     pool: Receiver<Vec<u8>>,
     stop: &AtomicBool,
 ) -> Result<(u64, Option<String>), ReadStop> {
+    // The frames of the `held` segments are not in `payload` (it starts
+    // after them); only signed frames resume so (`super::resumes_from_slot`),
+    // there is no payload hash to begin in the middle.
     let mut hasher = (!frames_signed(segments)).then(Sha256::new);
-    let mut count = 0u64;
-    for (index, seg) in segments.iter().enumerate() {
+    if held > 0 && hasher.is_some() {
+        return Err(ReadStop::Payload(
+            "resumes after held segments, but its frames are not signed one by one".into(),
+        ));
+    }
+    let mut count: u64 = segments.iter().take(held).map(|s| s.patch_length).sum();
+    for (index, seg) in segments.iter().enumerate().skip(held) {
         if stop.load(Ordering::Relaxed) {
             return Err(ReadStop::Stopped);
         }
@@ -218,7 +227,7 @@ fn read_frames(
 
 /// Every frame carries a signed BLAKE3: the workers check each before
 /// decoding it, and the payload needs no hash of its own.
-fn frames_signed(segments: &[Segment]) -> bool {
+pub(super) fn frames_signed(segments: &[Segment]) -> bool {
     segments.iter().all(|s| s.patch_blake3.is_some())
 }
 
@@ -359,12 +368,14 @@ fn write_segment(
 }
 
 /// Write the segmented payload into the slot with `cores` workers (see the
-/// module docs). Returns the payload's length; every segment of the image
-/// was read back and matched its signed digest.
+/// module docs), from segment `held` on (the ones before it the slot holds,
+/// and `payload` starts after their frames). Returns the payload's length;
+/// every segment of the image was read back and matched its signed digest.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write(
     what: &str,
     payload: impl Read + Send,
+    held: usize,
     image: &Image,
     writer: &SlotWriter,
     largest: u64,
@@ -398,8 +409,8 @@ pub(super) fn write(
     let mut arm_error = None;
     let (read, faults) = std::thread::scope(|scope| {
         let sh = &sh;
-        let reader =
-            scope.spawn(move || read_frames(payload, &image.segments, jobs_tx, frames, &sh.stop));
+        let reader = scope
+            .spawn(move || read_frames(payload, &image.segments, held, jobs_tx, frames, &sh.stop));
         let (events_tx, events) = channel::<Event>();
         let handles: Vec<_> = (0..workers)
             .map(|_| {

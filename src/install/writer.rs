@@ -25,15 +25,18 @@
 //!   `POSIX_FADV_DONTNEED`) before it is read back.
 //! - **Cache dropping.** A read that had to go through the cache drops what
 //!   it read, so the next read of the range asks the device again.
-//! - **Flushing.** A background `fdatasync` every 64 MiB written keeps the
-//!   device's volatile cache (a loop device's dirty backing pages) short, so
-//!   the final [`SlotWriter::sync`] has little left to do.
+//! - **Flushing.** Once, at the end ([`SlotWriter::sync`]), never mid-way:
+//!   a device flush holds up every request queued behind it (a loop
+//!   device's flush writes its backing file out and serves nothing else
+//!   meanwhile). Flushing every 64 MiB stalled a parallel install 16 times,
+//!   0.41 s in all on the bench's 1 GiB, for no gain: until the commit the
+//!   target is marked bad, so a power cut mid-way loses nothing that counts
+//!   (bench/README.md, "One flush").
 //! - **Segment digests.** A segment is checked against its BLAKE3 when the
 //!   manifest gives one (new releases: 0.24 CPU-s per GiB here, against
 //!   0.66 for SHA-256 on SHA-NI), else its SHA-256.
 
 use super::WriteMode;
-use crate::flush::BackgroundSync;
 use crate::manifest::Segment;
 use sha2::{Digest as _, Sha256};
 use std::fs::{File, OpenOptions};
@@ -52,8 +55,6 @@ pub(crate) const CMP_BLOCK: usize = 64 << 10;
 /// A segment is read back in pieces of this size (one scratch buffer per
 /// thread, whatever the segment size).
 pub(crate) const READBACK: usize = 1 << 20;
-/// A background flush (fdatasync) is started every this many bytes written.
-const FLUSH_EVERY: u64 = 64 << 20;
 
 /// A zeroed, page-aligned buffer (what `O_DIRECT` needs), without unsafe
 /// code: a slightly larger `Vec` and the aligned window inside it. The
@@ -481,18 +482,15 @@ pub(crate) struct SegmentWrite<'a> {
 pub(crate) struct SlotWriter {
     io: SlotIo,
     path: PathBuf,
-    flush: BackgroundSync,
 }
 
 impl SlotWriter {
     /// Open the slot device at `path` for writing (claimed exclusively).
     pub(crate) fn open(path: &Path) -> io::Result<SlotWriter> {
         let io = SlotIo::open_for_write(path)?;
-        let flush = BackgroundSync::start(&io.cached, "slot-flush", FLUSH_EVERY)?;
         Ok(SlotWriter {
             io,
             path: path.to_path_buf(),
-            flush,
         })
     }
 
@@ -504,18 +502,13 @@ impl SlotWriter {
     /// `offset`. On return the bytes have reached the device and are not
     /// kept in the page cache, so a read-back sees the device's bytes.
     pub(crate) fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-        self.io.write_at(data, offset)?;
-        self.flush.wrote(data.len() as u64);
-        Ok(())
+        self.io.write_at(data, offset)
     }
 
     /// Write whole chunks back to back from `offset`, in one system call
     /// where possible (several device requests in flight).
     pub(crate) fn write_chunks_at(&self, chunks: &[&[u8]], offset: u64) -> io::Result<()> {
-        self.io.write_chunks_at(chunks, offset)?;
-        self.flush
-            .wrote(chunks.iter().map(|c| c.len() as u64).sum());
-        Ok(())
+        self.io.write_chunks_at(chunks, offset)
     }
 
     /// Read exactly `len` bytes at `offset` into `buf` (page-aligned when
@@ -540,10 +533,8 @@ impl SlotWriter {
         self.io.cached.sync_data()
     }
 
-    /// The end of the write: the background flushes done, and one fsync
-    /// for everything written.
-    pub(crate) fn sync(mut self) -> io::Result<()> {
-        self.flush.stop()?;
+    /// The end of the write: one fsync for everything written.
+    pub(crate) fn sync(self) -> io::Result<()> {
         self.io.cached.sync_all()
     }
 

@@ -326,6 +326,8 @@ fn a_journal_from_a_repack_with_other_segments_is_not_reused() {
 
 /// Delta bytes fetched before the delta is given up crossed the network:
 /// they count in the install's `network_bytes` and in `downloaded_bytes`.
+/// The segments the delta wrote before it gave up are kept: the full
+/// payload is fetched from the first frame after them.
 #[test]
 fn delta_bytes_fetched_before_a_fallback_count_as_downloaded() {
     let Some(s) = setup("delta-counted", 24 * MIB, "") else {
@@ -343,10 +345,17 @@ fn delta_bytes_fetched_before_a_fallback_count_as_downloaded() {
     let last = (field(k, "patch_offset") + field(k, "patch_length") - 1) as usize;
     data[last] ^= 0x55;
     std::fs::write(&payload, data).expect("write");
-    let full = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&s.manifest).expect("m"))
-        .expect("json")["images"]["rootfs"]["download_size"]
-        .as_u64()
-        .expect("size");
+    let rootfs =
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(&s.manifest).expect("m"))
+            .expect("json")["images"]["rootfs"]
+            .clone();
+    let full = rootfs["download_size"].as_u64().expect("size");
+    // The delta wrote and verified the segments before k: the full payload
+    // resumes after them, from its frame k.
+    let full_from_k = full
+        - rootfs["segments"][k]["patch_offset"]
+            .as_u64()
+            .expect("offset");
     let given_up: u64 = (0..=k).map(|i| field(i, "patch_length")).sum();
     let out = s.host.abupdate(&[
         "--json",
@@ -366,12 +375,20 @@ fn delta_bytes_fetched_before_a_fallback_count_as_downloaded() {
         "{}",
         text(&out)
     );
+    assert!(
+        text(&out).contains(&format!("holds the first {k} segments")),
+        "{}",
+        text(&out)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(report["network_bytes"].as_u64(), Some(full + given_up));
+    assert_eq!(
+        report["network_bytes"].as_u64(),
+        Some(full_from_k + given_up)
+    );
     let st = s.host.state();
     assert_eq!(
         st["metrics"]["downloaded_bytes"].as_u64(),
-        Some(full + given_up),
+        Some(full_from_k + given_up),
         "{}",
         st["metrics"]
     );

@@ -70,8 +70,17 @@ fn server(
     files: BTreeMap<String, Arc<Vec<u8>>>,
     payload: impl Fn(&Req, &mut TcpStream, &[u8]) + Send + Sync + 'static,
 ) -> Server {
+    server_at(files, PAYLOAD, payload)
+}
+
+/// [`server`] for the payload at `payload_path`.
+fn server_at(
+    files: BTreeMap<String, Arc<Vec<u8>>>,
+    payload_path: &'static str,
+    payload: impl Fn(&Req, &mut TcpStream, &[u8]) + Send + Sync + 'static,
+) -> Server {
     Server::start(move |req, s| match files.get(req.path.as_str()) {
-        Some(d) if req.path == PAYLOAD => payload(req, s, d),
+        Some(d) if req.path == payload_path => payload(req, s, d),
         Some(d) => serve(req, s, d),
         None => not_found(s),
     })
@@ -214,7 +223,16 @@ fn one_byte_per_second() {
 /// Modes of a payload server that first cuts the download half-way (so a
 /// partial is kept), then answers the resume as told.
 fn resume_server(files: BTreeMap<String, Arc<Vec<u8>>>, mode: Arc<Mutex<&'static str>>) -> Server {
-    server(files, move |req, s, data| {
+    resume_server_at(files, PAYLOAD, mode)
+}
+
+/// [`resume_server`] for the payload at `payload_path`.
+fn resume_server_at(
+    files: BTreeMap<String, Arc<Vec<u8>>>,
+    payload_path: &'static str,
+    mode: Arc<Mutex<&'static str>>,
+) -> Server {
+    server_at(files, payload_path, move |req, s, data| {
         let m = *mode.lock().unwrap();
         let size = data.len();
         match (m, req.range_start()) {
@@ -324,6 +342,52 @@ fn status_200_instead_of_206_on_resume() {
     *mode.lock().unwrap() = "ignore-range";
     let r = install(&h, &srv.url("/release.json"));
     installed(&h, &r, "200 instead of 206 on resume");
+}
+
+/// A segmented payload resumes from the segments the slot holds (nothing
+/// of it is kept on the data partition); a server that then answers the
+/// range with the whole payload, or with a range from elsewhere, gets the
+/// download restarted from byte 0 and the whole image rewritten: exactly
+/// the signed bytes either way.
+#[test]
+fn a_segmented_resume_answered_with_200_or_another_range_restarts_from_zero() {
+    const SEGMENTED: &str = "/rootfs-2.0.img.zst";
+    for (name, answer, second) in [
+        ("seg-resume-ok", "ok", vec![]),
+        ("seg-resume-200", "ignore-range", vec![]),
+        ("seg-resume-start", "wrong-start", vec![None]),
+    ] {
+        let h = host(name);
+        let m = h.pack("r2", "2.0", &image("2.0", LEN), &["--segment-size", "1"]);
+        let files = files_of(m.parent().expect("dir"));
+        let mode = Arc::new(Mutex::new("cut"));
+        let srv = resume_server_at(files, SEGMENTED, mode.clone());
+        let b = h.untouched();
+        let r = install(&h, &srv.url("/release.json"));
+        refused(&h, &b, &r, &[SEGMENTED], true);
+        assert!(
+            std::fs::read_dir(h.state_dir.join("partial"))
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true),
+            "{name}: a partial download was kept"
+        );
+        *mode.lock().unwrap() = answer;
+        let r = install(&h, &srv.url("/release.json"));
+        installed(&h, &r, name);
+        let ranges: Vec<Option<String>> = srv
+            .requests()
+            .iter()
+            .filter(|q| q.path == SEGMENTED)
+            .map(|q| q.header("range").map(str::to_string))
+            .collect();
+        assert_eq!(ranges.len(), 2 + second.len(), "{name}: {ranges:?}");
+        assert_eq!(ranges[0], None, "{name}");
+        let resumed_at = ranges[1]
+            .clone()
+            .unwrap_or_else(|| panic!("{name}: no resume: {ranges:?}"));
+        assert_ne!(resumed_at, "bytes=0-", "{name}: held nothing");
+        assert_eq!(ranges[2..], second[..], "{name}: {ranges:?}");
+    }
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Installs over HTTP from a real nginx into loop-device slots: a 256 MiB
 //! image, a download cut by a kill -9 and resumed with `Range` (only the
-//! missing bytes cross the wire), and remote manifests that try to make the
-//! host read local files or accept short payloads.
+//! missing bytes cross the wire: from the partial download for one frame,
+//! from the segments the slot holds for a segmented payload), and remote
+//! manifests that try to make the host read local files or accept short
+//! payloads.
 
 use crate::common::host::{image, text, HostOptions, TestHost};
 use crate::common::http::Nginx;
@@ -53,12 +55,86 @@ fn a_256_mib_image_over_http_into_a_loop_device_resumes_after_kill_9() {
 }
 
 /// The default segmented payload, its segments decoded by parallel
-/// workers, killed after the fifth segment (of 4 MiB) counted as written:
-/// the second run fetches only what the first did not keep.
+/// workers, killed after the fifth segment (of 4 MiB) counted as written.
+/// Nothing of the payload was kept on the data partition: the second run
+/// reads back the segments the slot holds and fetches only the frames
+/// after them, with one `Range` request from a frame's first byte.
 #[cfg(feature = "failpoints")]
 #[test]
-fn a_cut_download_of_a_segmented_payload_resumes_where_it_stopped() {
-    resumes_after_kill_9("http-256-segments", &[], "segment-written:5");
+fn a_cut_download_of_a_segmented_payload_resumes_from_the_segments_in_the_slot() {
+    let h = TestHost::new(
+        "http-256-segments",
+        "1.0",
+        HostOptions {
+            slot_size: 272 << 20,
+            loop_devices: true,
+            ..Default::default()
+        },
+    );
+    let img = image("2.0", 256 << 20);
+    let m = h.pack("r2", "2.0", &img, &[]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("json");
+    let frame_starts: Vec<u64> = manifest["images"]["rootfs"]["segments"]
+        .as_array()
+        .expect("segmented by default")
+        .iter()
+        .map(|s| s["patch_offset"].as_u64().expect("patch_offset"))
+        .collect();
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let url = nginx.url("release.json");
+    let payload_name = "rootfs-2.0.img.zst";
+    let payload_size = std::fs::metadata(m.with_file_name(payload_name))
+        .expect("payload")
+        .len();
+
+    install_killed_mid_image(&h, &url, "segment-written:5");
+    assert_eq!(
+        kept_download_bytes(&h),
+        0,
+        "payload bytes were kept on the data partition"
+    );
+
+    let out = h.abupdate(&["install", "--no-reboot", &url]);
+    assert!(out.status.success(), "resume failed: {}", text(&out));
+    nginx.wait_log(4);
+    let reqs = payload_requests(&nginx, payload_name);
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].range, None);
+    let start: u64 = reqs[1]
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("the second run did not resume: {reqs:?}"));
+    let held = frame_starts
+        .iter()
+        .position(|&f| f == start)
+        .unwrap_or_else(|| panic!("resumed at {start}, not at a frame's first byte"));
+    assert!(held >= 1, "resumed at the first frame: {reqs:?}");
+    assert!(
+        text(&out).contains(&format!("holds the first {held} segments")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        reqs[1].body_bytes_sent,
+        payload_size - start,
+        "resumed request fetched more than the missing frames"
+    );
+    println!(
+        "payload {payload_size} bytes: the slot held {held} segments, resume fetched {} (server sent {} in the cut request)",
+        reqs[1].body_bytes_sent, reqs[0].body_bytes_sent
+    );
+    assert_eq!(
+        h.slot_bytes(1, img.len()),
+        img,
+        "slot B does not hold the image"
+    );
+    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("B A"));
 }
 
 #[cfg(feature = "failpoints")]
