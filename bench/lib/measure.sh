@@ -46,7 +46,10 @@ run_openssl() { "${TIME[@]}" openssl dgst -sha256 "$W/img/rootfs.ext4" > /dev/nu
 run_sha256sum() { "${TIME[@]}" sha256sum "$W/img/rootfs.ext4" > /dev/null; }
 
 # ---- abupdate
-reset_abu() { abu_reset 1.0; }
+# A fresh install each time: the slot's first segment overwritten, so the
+# install does not find the image already in the slot (a segmented payload
+# resumes after the segments the slot holds, and would write nothing).
+reset_abu() { abu_reset 1.0; dd if=/dev/zero of="$SLOT_B" bs=4M count=1 oflag=direct conv=fsync status=none; }
 reset_abu_old() { abu_reset 1.0; dd if="$W/img/rootfs-old.ext4" of="$SLOT_B" bs=4M oflag=direct conv=fsync status=none; }
 reset_abu_same() { abu_reset 1.0; dd if="$W/img/rootfs.ext4" of="$SLOT_B" bs=4M oflag=direct conv=fsync status=none; }
 abu_install() { pin "${TIME[@]}" "$(HOST_BIN)" --config "$W/abu/config.toml" --quiet install --no-reboot "$@" > /dev/null; }
