@@ -2,8 +2,9 @@
 # abupdate install performance, side by side with RAUC, SWUpdate and casync,
 # on this machine, in one run. See bench/README.md.
 #
-#   bench/run.sh            everything: prepare, cases (bounds and tools), http, rss, sizes
-#   bench/run.sh PART       one of prepare|cases|scaling|http|rss|sizes (prepare runs first anyway),
+#   bench/run.sh            everything: prepare, cases (bounds and tools), scaling, http,
+#                           ram (the slot on a loop device over a RAM file), rss, sizes
+#   bench/run.sh PART       one of prepare|cases|scaling|http|ram|rss|sizes (prepare runs first anyway),
 #                           or report (only print the tables of the last results)
 #   CASES_ONLY="abu-w27 rauc-zstd" bench/run.sh cases     a subset of the cases
 #
@@ -80,8 +81,9 @@ main() {
         scaling) scaling ;;
         http) http_bench ;;
         rss) rss_sweep ;;
+        ram) ram_bench ;;
         sizes) sizes ;;
-        all) cases; scaling; http_bench; rss_sweep; sizes ;;
+        all) cases; scaling; http_bench; ram_bench; rss_sweep; sizes ;;
         *) die "unknown part $what" ;;
     esac
     report | tee "$RES/report.md"

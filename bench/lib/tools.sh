@@ -5,12 +5,14 @@
 # tool that leaves the data in the page cache is not credited for it.
 
 SERVICE_PIDS=()
+RAM_SLOT=/dev/shm/abupdate-bench-b.img   # the RAM-backed slot of `ram_bench`
 detach_all() { # every loop device backed by a bench slot file
     local f
-    for f in "$W"/slots/*.img; do
+    for f in "$W"/slots/*.img "$RAM_SLOT"; do
         [ -e "$f" ] || continue
         losetup -j "$f" | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null || true
     done
+    rm -f "$RAM_SLOT"
 }
 cleanup() {
     for p in "${SERVICE_PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done

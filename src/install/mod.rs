@@ -913,6 +913,27 @@ mod tests {
         let _ = std::fs::remove_file(t);
     }
 
+    /// A segment signed as all zeros is zeroed, not decoded: its frame
+    /// here is signed but decodes to other bytes, and the slot still gets
+    /// the zeros the segment's digest says (the old bytes under it gone).
+    #[test]
+    fn a_segment_signed_as_zeros_is_zeroed_not_decoded() {
+        let mut d = data(4 << 20);
+        d[1 << 20..2 << 20].fill(0x33);
+        let (mut img, payload) = segmented_for(&d, 1 << 20);
+        let zeros = vec![0u8; 1 << 20];
+        img.segments[1].blake3 = Some(blake3::hash(&zeros).to_hex().to_string());
+        img.segments[1].sha256 = hex(&Sha256::digest(&zeros));
+        let t = target("zero-not-decoded", 4 << 20);
+        std::fs::write(&t, vec![0xa5u8; 4 << 20]).expect("old bytes");
+        install_segmented(&payload, &img, &t, WriteMode::All, 2, &Default::default())
+            .expect("write");
+        let mut want = d.clone();
+        want[1 << 20..2 << 20].fill(0);
+        assert!(std::fs::read(&t).expect("read") == want);
+        let _ = std::fs::remove_file(t);
+    }
+
     #[test]
     fn a_segmented_payload_installs_with_any_number_of_workers() {
         let d = data(9 << 20 | 4321);

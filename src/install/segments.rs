@@ -20,7 +20,9 @@
 //! - A worker per core and one more (fewer when the segments are large, [`workers`])
 //!   decodes a frame into its own segment buffer in one call (no window
 //!   buffer, no copy out of it) and writes and verifies it through the
-//!   [`SlotWriter`]. Segments finish in any order; each lands at its own
+//!   [`SlotWriter`]. A segment whose signed digest is that of zeros (free
+//!   space in the image) is not decoded: the device zeroes its range and
+//!   it is read back as zeros ([`SlotWriter::zero_segment`]). Segments finish in any order; each lands at its own
 //!   offset and counts only once its read-back matched its signed digest.
 //! - Memory is bounded by the workers' segment buffers, one frame per
 //!   worker and a 1 MiB read-back buffer per worker, whatever the image
@@ -271,6 +273,10 @@ struct Shared<'a> {
     image: &'a Image,
     writer: &'a SlotWriter,
     mode: WriteMode,
+    /// Per segment: signed as all zeros (`writer::is_zero_segment`).
+    zero: Vec<bool>,
+    /// What zero segments are compared with on read-back.
+    zeros: AlignedBuf,
     jobs: Mutex<Receiver<Job>>,
     frames_back: SyncSender<Vec<u8>>,
     gate: Gate,
@@ -308,19 +314,29 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
         }
         let seg = &sh.image.segments[index];
         let len = seg.length as usize;
+        // A segment signed as all zeros is not decoded: the device zeroes
+        // it (`SlotWriter::zero_segment`).
         let decoded = check_frame(index, seg, &buf[..frame])
-            .map(|()| dctx.decompress(&mut out[..len], &buf[..frame]));
+            .map(|()| (!sh.zero[index]).then(|| dctx.decompress(&mut out[..len], &buf[..frame])));
         let _ = sh.frames_back.send(buf);
         let result = match decoded {
             Err(frame_fault) => Err((Fault::Stopped, Some(Before::Frame(Box::new(frame_fault))))),
-            Ok(Ok(n)) if n == len => write_segment(sh, seg, &out[..len], &mut scratch, &events),
-            Ok(Ok(n)) => Err((
+            Ok(None) => sh
+                .writer
+                .zero_segment(seg, &sh.zeros, &mut scratch, sh.mode, &mut || {
+                    sh.gate.pass(&events)
+                })
+                .map_err(|f| (f, None)),
+            Ok(Some(Ok(n))) if n == len => {
+                write_segment(sh, seg, &out[..len], &mut scratch, &events)
+            }
+            Ok(Some(Ok(n))) => Err((
                 Fault::Stopped,
                 Some(Before::Decode(format!(
                     "segment {index} decodes to {n} bytes, the manifest declares {len}"
                 ))),
             )),
-            Ok(Err(code)) => Err((
+            Ok(Some(Err(code))) => Err((
                 Fault::Stopped,
                 Some(Before::Decode(format!(
                     "segment {index} (bytes {}..{}) does not decode: zstd: {}",
@@ -392,10 +408,18 @@ pub(super) fn write(
     for _ in 0..workers {
         let _ = frames_back.send(Vec::new());
     }
+    let mut known = Vec::new();
+    let zero = image
+        .segments
+        .iter()
+        .map(|seg| super::writer::is_zero_segment(seg, &mut known))
+        .collect();
     let sh = Shared {
         image,
         writer,
         mode,
+        zero,
+        zeros: AlignedBuf::new(READBACK),
         jobs: Mutex::new(jobs_rx),
         frames_back,
         gate: Gate {

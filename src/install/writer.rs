@@ -210,6 +210,43 @@ impl SlotIo {
         Ok(())
     }
 
+    /// Have the device zero `[offset, offset + len)` itself, without the
+    /// zeros crossing from memory: `BLKZEROOUT` on a block device (a loop
+    /// device turns it into `fallocate` on its backing file; flash without
+    /// a write-zeroes command gets zero pages from the kernel), `fallocate`
+    /// with `FALLOC_FL_ZERO_RANGE` on a file. False where neither is
+    /// supported (or the range is not sector-aligned): the caller writes.
+    fn zero_range(&self, offset: u64, len: u64) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        /// `_IO(0x12, 127)` from linux/fs.h: takes `{start, length}`.
+        const BLKZEROOUT: u64 = 0x127f;
+        let fd = self.cached.as_raw_fd();
+        let block = self
+            .cached
+            .metadata()
+            .is_ok_and(|m| m.file_type().is_block_device());
+        let r = if block {
+            let range: [u64; 2] = [offset, len];
+            // SAFETY: BLKZEROOUT reads two u64s from the pointer, which
+            // points at `range`, alive for the call; fd is ours.
+            unsafe { nix::libc::ioctl(fd, BLKZEROOUT as _, range.as_ptr()) }
+        } else {
+            let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+                return false;
+            };
+            // SAFETY: plain syscall on an fd we own.
+            unsafe {
+                nix::libc::fallocate(
+                    fd,
+                    nix::libc::FALLOC_FL_ZERO_RANGE | nix::libc::FALLOC_FL_KEEP_SIZE,
+                    off,
+                    n,
+                )
+            }
+        };
+        r == 0
+    }
+
     fn write_cached(&self, data: &[u8], offset: u64) -> io::Result<()> {
         self.cached.write_all_at(data, offset)?;
         let fd = self.cached.as_raw_fd();
@@ -444,6 +481,39 @@ impl<'a> Signed<'a> {
     }
 }
 
+/// Whether `seg`'s signed digest is that of `seg.length` zero bytes (free
+/// space in a file system image): such a segment is written with
+/// [`SlotWriter::zero_segment`]. `known` caches the zero digest per length
+/// and algorithm, so an image's segments cost one hash of zeros each size.
+pub(crate) fn is_zero_segment(seg: &Segment, known: &mut Vec<(u64, &'static str, String)>) -> bool {
+    let signed = Signed::of(seg);
+    let algorithm = signed.algorithm();
+    let digest = match known
+        .iter()
+        .find(|(len, alg, _)| *len == seg.length && *alg == algorithm)
+    {
+        Some((_, _, d)) => d,
+        None => {
+            known.push((seg.length, algorithm, zero_digest(signed, seg.length)));
+            &known[known.len() - 1].2
+        }
+    };
+    digest == signed.expected()
+}
+
+/// The digest of `len` zero bytes, in `signed`'s algorithm.
+fn zero_digest(signed: Signed, len: u64) -> String {
+    let zeros = [0u8; 64 << 10];
+    let mut hasher = signed.hasher();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        hasher.update(&zeros[..n]);
+        left -= n as u64;
+    }
+    hasher.finalize()
+}
+
 enum Hasher {
     Blake3(Box<blake3::Hasher>),
     Sha256(Box<Sha256>),
@@ -614,6 +684,49 @@ impl SlotWriter {
         })
     }
 
+    /// Write `seg`, whose signed digest is that of as many zero bytes
+    /// ([`zero_digest`]), without decoding or sending it: the device zeroes
+    /// the range itself where it can (`SlotIo::zero_range`), else the zeros
+    /// are written from `zeros` (a [`READBACK`]-long zero buffer). Then each
+    /// piece is read back and compared with `zeros`: what the medium
+    /// returned equals, byte for byte, bytes whose digest is the signed one,
+    /// so it matched its signed digest without being hashed again. In
+    /// [`WriteMode::Changed`] a range that reads back all zeros already is
+    /// not written. `arm` runs before any byte is written.
+    pub(crate) fn zero_segment(
+        &self,
+        seg: &Segment,
+        zeros: &[u8],
+        scratch: &mut AlignedBuf,
+        mode: WriteMode,
+        arm: &mut dyn FnMut() -> Result<(), Fault>,
+    ) -> Result<(), Fault> {
+        let end = seg.offset.saturating_add(seg.length);
+        let read_back = |scratch: &mut AlignedBuf| -> Result<(), Fault> {
+            let mut at = seg.offset;
+            while at < end {
+                let n = ((end - at) as usize).min(READBACK).min(zeros.len());
+                self.read_at(scratch, n, at).map_err(Fault::Io)?;
+                accept(&mut scratch[..n], &zeros[..n], at)?;
+                at += n as u64;
+            }
+            Ok(())
+        };
+        if mode == WriteMode::Changed && read_back(scratch).is_ok() {
+            return Ok(());
+        }
+        arm()?;
+        if !self.io.zero_range(seg.offset, seg.length) {
+            let mut at = seg.offset;
+            while at < end {
+                let n = ((end - at) as usize).min(zeros.len());
+                self.write_at(&zeros[..n], at).map_err(Fault::Io)?;
+                at += n as u64;
+            }
+        }
+        read_back(scratch)
+    }
+
     /// Whether the slot already holds `seg`: its bytes, read from the
     /// medium, hash to its signed digest (for segments an earlier run
     /// wrote).
@@ -671,6 +784,74 @@ mod tests {
         let f = File::create(&p).expect("create");
         f.set_len(len).expect("len");
         p
+    }
+
+    #[test]
+    fn a_segment_is_zero_when_its_signed_digest_is_that_of_zeros_in_either_algorithm() {
+        let mut known = Vec::new();
+        for blake3 in [true, false] {
+            assert!(is_zero_segment(
+                &segment(0, &[0u8; 8192], blake3),
+                &mut known
+            ));
+            assert!(is_zero_segment(
+                &segment(8192, &[0u8; 8192], blake3),
+                &mut known
+            ));
+            let mut shorter = segment(0, &[0u8; 4096], blake3);
+            shorter.length = 8192;
+            assert!(!is_zero_segment(&shorter, &mut known));
+            let mut one = [0u8; 8192];
+            one[8191] = 1;
+            assert!(!is_zero_segment(&segment(0, &one, blake3), &mut known));
+        }
+        // One hash of zeros per length and algorithm.
+        assert_eq!(known.len(), 2, "{known:?}");
+    }
+
+    /// The device zeroes the range (old bytes under it gone), the read-back
+    /// is all zeros; in `Changed` mode a range that already reads as zeros
+    /// is not written (nothing armed).
+    /// On ext4 the file system zeroes the range (`FALLOC_FL_ZERO_RANGE`);
+    /// tmpfs cannot, and the zeros are written.
+    #[test]
+    fn a_zero_segment_replaces_old_bytes_and_is_not_written_again_when_changed() {
+        let shm = Path::new("/dev/shm");
+        let in_shm = shm.join(format!("abupdate-writer-zero-seg-{}", std::process::id()));
+        let mut targets = vec![target("zero-seg", 3 << 20)];
+        if shm.is_dir() {
+            targets.push(in_shm);
+        }
+        for t in targets {
+            zero_segment_case(&t);
+        }
+    }
+
+    fn zero_segment_case(t: &Path) {
+        std::fs::write(t, vec![0xa5u8; 3 << 20]).expect("old bytes");
+        let seg = segment(1 << 20, &vec![0u8; 1 << 20], true);
+        let w = SlotWriter::open(t).expect("open");
+        let zeros = AlignedBuf::new(READBACK);
+        let mut scratch = AlignedBuf::new(READBACK);
+        let mut armed = 0;
+        for mode in [WriteMode::All, WriteMode::Changed] {
+            w.zero_segment(&seg, &zeros, &mut scratch, mode, &mut || {
+                armed += 1;
+                Ok(())
+            })
+            .expect("zeroed");
+        }
+        assert_eq!(armed, 1, "{}: the changed pass wrote again", t.display());
+        drop(w);
+        let on_disk = std::fs::read(t).expect("read");
+        assert!(on_disk[..1 << 20].iter().all(|&b| b == 0xa5));
+        assert!(
+            on_disk[1 << 20..2 << 20].iter().all(|&b| b == 0),
+            "{}",
+            t.display()
+        );
+        assert!(on_disk[2 << 20..].iter().all(|&b| b == 0xa5));
+        let _ = std::fs::remove_file(t);
     }
 
     fn segment(offset: u64, bytes: &[u8], blake3: bool) -> Segment {

@@ -236,6 +236,41 @@ fn install_over_http_into_a_loop_device() {
     assert_eq!(h.slot_bytes(1, img.len()), img);
 }
 
+/// Free space in the image (a 4 MiB segment signed as all zeros) is zeroed
+/// by the loop device itself (`BLKZEROOUT`), not decoded and sent: the old
+/// bytes under it are gone, and every other byte is the image's.
+#[test]
+fn a_zero_segment_replaces_the_old_bytes_of_a_loop_device() {
+    let h = TestHost::new(
+        "zero-segment-loop",
+        "1.0",
+        HostOptions {
+            slot_size: 16 << 20,
+            loop_devices: true,
+            ..Default::default()
+        },
+    );
+    let mut img = image("2.0", 12 << 20);
+    img[4 << 20..8 << 20].fill(0);
+    std::fs::write(&h.slots[1], vec![0x5au8; 16 << 20]).expect("old bytes in slot B");
+    let m = h.pack("r2", "2.0", &img, &[]);
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let out = h.abupdate(&["install", "--no-reboot", &nginx.url("release.json")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        h.slot_bytes(1, img.len()) == img,
+        "slot B does not hold the image"
+    );
+    assert!(
+        h.slot_bytes(1, 16 << 20)[12 << 20..]
+            .iter()
+            .all(|&b| b == 0x5a),
+        "bytes past the image were touched"
+    );
+}
+
 #[test]
 fn a_remote_manifest_cannot_point_at_local_files() {
     let h = TestHost::new("http-file-url", "1.0", HostOptions::default());
