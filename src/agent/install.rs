@@ -418,8 +418,11 @@ fn write_images(w: &mut Writer, devices: &BTreeMap<String, Device>) -> Result<Fe
     Ok(fetched)
 }
 
-/// Stream `class`'s full payload into `target_dev` (resuming a partial
-/// download when there is room for one): (payload bytes, network bytes).
+/// Stream `class`'s full payload into `target_dev`, resuming a cut
+/// download: a segmented payload with signed frames after the segments the
+/// slot already holds ([`install::held_prefix`]), any other from a partial
+/// download when there is room for one. Returns (payload bytes, network
+/// bytes).
 /// On failure the target is abandoned and what earlier classes fetched
 /// (`so_far`) is counted.
 // Long on purpose: one download into one slot from start to end (whether

@@ -21,9 +21,13 @@
 //! `download_sha256` at the end, except a segmented payload whose every
 //! frame carries a signed BLAKE3 (`pack` since frame digests): each frame is
 //! checked before it is decoded, and together they are the payload. Both
-//! call `before_write` (the caller marks
-//! the target bad there) once, right before the first byte of the slot
-//! changes, and not at all when nothing needs writing.
+//! call `before_write` (the caller marks the target bad there) once, right
+//! before the first byte of the slot changes, and not at all when nothing
+//! needs writing.
+//!
+//! A cut download of such a payload resumes from the slot: [`Held`] counts
+//! the segments at its start that read back as signed ([`held_prefix`]),
+//! and only the frames after them are asked for.
 
 mod segments;
 mod stream;
