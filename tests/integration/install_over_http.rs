@@ -54,16 +54,54 @@ fn a_256_mib_image_over_http_into_a_loop_device_resumes_after_kill_9() {
     resumes_after_kill_9("http-256", &["--one-frame"], "chunk-written:20");
 }
 
-/// The default segmented payload, its segments decoded by parallel
-/// workers, killed after the fifth segment (of 4 MiB) counted as written.
-/// Nothing of the payload was kept on the data partition: the second run
-/// reads back the segments the slot holds and fetches only the frames
-/// after them, with one `Range` request from a frame's first byte.
+/// A 256 MiB release served by nginx, and an install of it into loop
+/// devices aborted at failpoint `point` (kill -9 mid-image).
 #[cfg(feature = "failpoints")]
-#[test]
-fn a_cut_download_of_a_segmented_payload_resumes_from_the_segments_in_the_slot() {
+struct Killed {
+    h: TestHost,
+    img: Vec<u8>,
+    manifest: serde_json::Value,
+    nginx: Nginx,
+    url: String,
+    payload_size: u64,
+}
+
+#[cfg(feature = "failpoints")]
+const PAYLOAD_NAME: &str = "rootfs-2.0.img.zst";
+
+#[cfg(feature = "failpoints")]
+impl Killed {
+    /// Run the install again: it succeeds with two requests for the
+    /// payload in all, the first (cut) one without a range. Returns the
+    /// run's output and the requests.
+    fn resume(&self) -> (std::process::Output, Vec<crate::common::http::LogLine>) {
+        let out = self.h.abupdate(&["install", "--no-reboot", &self.url]);
+        assert!(out.status.success(), "resume failed: {}", text(&out));
+        self.nginx.wait_log(4);
+        let reqs = payload_requests(&self.nginx, PAYLOAD_NAME);
+        assert_eq!(reqs.len(), 2, "{reqs:?}");
+        assert_eq!(reqs[0].range, None);
+        (out, reqs)
+    }
+
+    /// Slot B holds the image and boots next.
+    fn assert_staged(&self) {
+        assert_eq!(
+            self.h.slot_bytes(1, self.img.len()),
+            self.img,
+            "slot B does not hold the image"
+        );
+        assert_eq!(
+            self.h.grub_vars().get("ORDER").map(String::as_str),
+            Some("B A")
+        );
+    }
+}
+
+#[cfg(feature = "failpoints")]
+fn killed_mid_image(name: &str, pack: &[&str], point: &str) -> Option<Killed> {
     let h = TestHost::new(
-        "http-256-segments",
+        name,
         "1.0",
         HostOptions {
             slot_size: 272 << 20,
@@ -72,37 +110,50 @@ fn a_cut_download_of_a_segmented_payload_resumes_from_the_segments_in_the_slot()
         },
     );
     let img = image("2.0", 256 << 20);
-    let m = h.pack("r2", "2.0", &img, &[]);
+    let m = h.pack("r2", "2.0", &img, pack);
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("json");
-    let frame_starts: Vec<u64> = manifest["images"]["rootfs"]["segments"]
+    let nginx = Nginx::start(m.parent().expect("dir"), "")?;
+    let url = nginx.url("release.json");
+    let payload_size = std::fs::metadata(m.with_file_name(PAYLOAD_NAME))
+        .expect("payload")
+        .len();
+    install_killed_mid_image(&h, &url, point);
+    Some(Killed {
+        h,
+        img,
+        manifest,
+        nginx,
+        url,
+        payload_size,
+    })
+}
+
+/// The default segmented payload, its segments decoded by parallel
+/// workers, killed after the fifth segment (of 4 MiB) counted as written.
+/// Nothing of the payload was kept on the data partition: the second run
+/// reads back the segments the slot holds and fetches only the frames
+/// after them, with one `Range` request from a frame's first byte.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_cut_download_of_a_segmented_payload_resumes_from_the_segments_in_the_slot() {
+    let Some(k) = killed_mid_image("http-256-segments", &[], "segment-written:5") else {
+        return;
+    };
+    let payload_size = k.payload_size;
+    let frame_starts: Vec<u64> = k.manifest["images"]["rootfs"]["segments"]
         .as_array()
         .expect("segmented by default")
         .iter()
         .map(|s| s["patch_offset"].as_u64().expect("patch_offset"))
         .collect();
-    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
-        return;
-    };
-    let url = nginx.url("release.json");
-    let payload_name = "rootfs-2.0.img.zst";
-    let payload_size = std::fs::metadata(m.with_file_name(payload_name))
-        .expect("payload")
-        .len();
-
-    install_killed_mid_image(&h, &url, "segment-written:5");
     assert_eq!(
-        kept_download_bytes(&h),
+        kept_download_bytes(&k.h),
         0,
         "payload bytes were kept on the data partition"
     );
 
-    let out = h.abupdate(&["install", "--no-reboot", &url]);
-    assert!(out.status.success(), "resume failed: {}", text(&out));
-    nginx.wait_log(4);
-    let reqs = payload_requests(&nginx, payload_name);
-    assert_eq!(reqs.len(), 2, "{reqs:?}");
-    assert_eq!(reqs[0].range, None);
+    let (out, reqs) = k.resume();
     let start: u64 = reqs[1]
         .range
         .as_deref()
@@ -129,56 +180,27 @@ fn a_cut_download_of_a_segmented_payload_resumes_from_the_segments_in_the_slot()
         "payload {payload_size} bytes: the slot held {held} segments, resume fetched {} (server sent {} in the cut request)",
         reqs[1].body_bytes_sent, reqs[0].body_bytes_sent
     );
-    assert_eq!(
-        h.slot_bytes(1, img.len()),
-        img,
-        "slot B does not hold the image"
-    );
-    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("B A"));
+    k.assert_staged();
 }
 
 #[cfg(feature = "failpoints")]
 fn resumes_after_kill_9(name: &str, pack: &[&str], point: &str) {
-    let h = TestHost::new(
-        name,
-        "1.0",
-        HostOptions {
-            slot_size: 272 << 20,
-            loop_devices: true,
-            ..Default::default()
-        },
-    );
-    let img = image("2.0", 256 << 20);
-    let m = h.pack("r2", "2.0", &img, pack);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("json");
+    let Some(k) = killed_mid_image(name, pack, point) else {
+        return;
+    };
+    let payload_size = k.payload_size;
     assert_eq!(
-        manifest["images"]["rootfs"]["segments"].is_array(),
+        k.manifest["images"]["rootfs"]["segments"].is_array(),
         pack.is_empty(),
         "{name}: segmented by default, one frame when asked"
     );
-    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
-        return;
-    };
-    let url = nginx.url("release.json");
-    let payload_name = "rootfs-2.0.img.zst";
-    let payload_size = std::fs::metadata(m.with_file_name(payload_name))
-        .expect("payload")
-        .len();
-
-    install_killed_mid_image(&h, &url, point);
-    let partial = kept_download_bytes(&h);
+    let partial = kept_download_bytes(&k.h);
     assert!(
         partial > 0 && partial < payload_size,
         "partial {partial} of {payload_size}"
     );
 
-    let out = h.abupdate(&["install", "--no-reboot", &url]);
-    assert!(out.status.success(), "resume failed: {}", text(&out));
-    nginx.wait_log(4);
-    let reqs = payload_requests(&nginx, payload_name);
-    assert_eq!(reqs.len(), 2, "{reqs:?}");
-    assert_eq!(reqs[0].range, None);
+    let (_, reqs) = k.resume();
     assert_eq!(
         reqs[1].range.as_deref(),
         Some(format!("bytes={partial}-").as_str()),
@@ -193,14 +215,9 @@ fn resumes_after_kill_9(name: &str, pack: &[&str], point: &str) {
         "payload {payload_size} bytes: first run kept {partial}, resume fetched {} (server sent {} in the cut request)",
         reqs[1].body_bytes_sent, reqs[0].body_bytes_sent
     );
-    assert_eq!(
-        h.slot_bytes(1, img.len()),
-        img,
-        "slot B does not hold the image"
-    );
-    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("B A"));
+    k.assert_staged();
     assert!(
-        std::fs::read_dir(h.state_dir.join("partial"))
+        std::fs::read_dir(k.h.state_dir.join("partial"))
             .expect("dir")
             .next()
             .is_none(),
@@ -423,7 +440,6 @@ fn with_resume_off_nothing_is_kept_on_the_data_partition_and_a_cut_download_star
         return;
     };
     let url = nginx.url("release.json");
-    let payload_name = "rootfs-2.0.img.zst";
     install_killed_mid_image(&h, &url, "segment-written:5");
     assert_eq!(
         kept_download_bytes(&h),
@@ -434,7 +450,7 @@ fn with_resume_off_nothing_is_kept_on_the_data_partition_and_a_cut_download_star
     let out = h.abupdate(&["install", "--no-reboot", &url]);
     assert!(out.status.success(), "{}", text(&out));
     nginx.wait_log(4);
-    let reqs = payload_requests(&nginx, payload_name);
+    let reqs = payload_requests(&nginx, PAYLOAD_NAME);
     assert_eq!(reqs.len(), 2, "{reqs:?}");
     assert!(
         reqs.iter().all(|r| r.range.is_none()),
