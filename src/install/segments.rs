@@ -22,8 +22,9 @@
 //!   buffer, no copy out of it) and writes and verifies it through the
 //!   [`SlotWriter`]. A segment whose signed digest is that of zeros (free
 //!   space in the image) is not decoded: the device zeroes its range and
-//!   it is read back as zeros ([`SlotWriter::zero_segment`]). Segments finish in any order; each lands at its own
-//!   offset and counts only once its read-back matched its signed digest.
+//!   it is read back as zeros ([`SlotWriter::zero_segment`]). Segments
+//!   finish in any order; each lands at its own offset and counts only
+//!   once its read-back matched its signed digest.
 //! - Memory is bounded by the workers' segment buffers, one frame per
 //!   worker and a 1 MiB read-back buffer per worker, whatever the image
 //!   size.
@@ -36,7 +37,7 @@
 //! [`MAX_SEGMENT`], frames not back to back) goes through the one-stream
 //! pipeline, which decodes concatenated frames as well.
 
-use super::writer::{AlignedBuf, Fault, SlotWriter, READBACK};
+use super::writer::{AlignedBuf, Fault, SlotWriter, ZeroDigests, READBACK};
 use super::{fill, hex, BeforeWrite, InstallError, WriteMode};
 use crate::manifest::{Compression, Image, Segment};
 use crate::progress::Progress;
@@ -273,7 +274,7 @@ struct Shared<'a> {
     image: &'a Image,
     writer: &'a SlotWriter,
     mode: WriteMode,
-    /// Per segment: signed as all zeros (`writer::is_zero_segment`).
+    /// Per segment: signed as all zeros ([`ZeroDigests`]).
     zero: Vec<bool>,
     /// What zero segments are compared with on read-back.
     zeros: AlignedBuf,
@@ -408,11 +409,11 @@ pub(super) fn write(
     for _ in 0..workers {
         let _ = frames_back.send(Vec::new());
     }
-    let mut known = Vec::new();
+    let mut zero_digests = ZeroDigests::default();
     let zero = image
         .segments
         .iter()
-        .map(|seg| super::writer::is_zero_segment(seg, &mut known))
+        .map(|seg| zero_digests.is_zero(seg))
         .collect();
     let sh = Shared {
         image,

@@ -31,7 +31,7 @@
 //!   meanwhile). Flushing every 64 MiB stalled a parallel install 16 times,
 //!   0.41 s in all on the bench's 1 GiB, for no gain: until the commit the
 //!   target is marked bad, so a power cut mid-way loses nothing that counts
-//!   (bench/README.md, "One flush").
+//!   (bench/README.md, "One flush, zero segments, resume from the slot").
 //! - **Segment digests.** A segment is checked against its BLAKE3 when the
 //!   manifest gives one (new releases: 0.24 CPU-s per GiB here, against
 //!   0.66 for SHA-256 on SHA-NI), else its SHA-256.
@@ -481,24 +481,31 @@ impl<'a> Signed<'a> {
     }
 }
 
-/// Whether `seg`'s signed digest is that of `seg.length` zero bytes (free
-/// space in a file system image): such a segment is written with
-/// [`SlotWriter::zero_segment`]. `known` caches the zero digest per length
-/// and algorithm, so an image's segments cost one hash of zeros each size.
-pub(crate) fn is_zero_segment(seg: &Segment, known: &mut Vec<(u64, &'static str, String)>) -> bool {
-    let signed = Signed::of(seg);
-    let algorithm = signed.algorithm();
-    let digest = match known
-        .iter()
-        .find(|(len, alg, _)| *len == seg.length && *alg == algorithm)
-    {
-        Some((_, _, d)) => d,
-        None => {
-            known.push((seg.length, algorithm, zero_digest(signed, seg.length)));
-            &known[known.len() - 1].2
-        }
-    };
-    digest == signed.expected()
+/// Which segments are free space in a file system image: their signed
+/// digest is that of as many zero bytes. Such a segment is written with
+/// [`SlotWriter::zero_segment`]. The digest of zeros is computed once per
+/// length and algorithm (an image's segments have one or two lengths).
+#[derive(Debug, Default)]
+pub(crate) struct ZeroDigests {
+    known: Vec<(u64, &'static str, String)>,
+}
+
+impl ZeroDigests {
+    /// Whether `seg`'s signed digest is that of `seg.length` zero bytes.
+    pub(crate) fn is_zero(&mut self, seg: &Segment) -> bool {
+        let signed = Signed::of(seg);
+        let algorithm = signed.algorithm();
+        let found = self
+            .known
+            .iter()
+            .position(|(len, alg, _)| *len == seg.length && *alg == algorithm);
+        let at = found.unwrap_or_else(|| {
+            let digest = zero_digest(signed, seg.length);
+            self.known.push((seg.length, algorithm, digest));
+            self.known.len() - 1
+        });
+        self.known[at].2 == signed.expected()
+    }
 }
 
 /// The digest of `len` zero bytes, in `signed`'s algorithm.
@@ -788,32 +795,26 @@ mod tests {
 
     #[test]
     fn a_segment_is_zero_when_its_signed_digest_is_that_of_zeros_in_either_algorithm() {
-        let mut known = Vec::new();
+        let mut known = ZeroDigests::default();
         for blake3 in [true, false] {
-            assert!(is_zero_segment(
-                &segment(0, &[0u8; 8192], blake3),
-                &mut known
-            ));
-            assert!(is_zero_segment(
-                &segment(8192, &[0u8; 8192], blake3),
-                &mut known
-            ));
+            assert!(known.is_zero(&segment(0, &[0u8; 8192], blake3)));
+            assert!(known.is_zero(&segment(8192, &[0u8; 8192], blake3)));
             let mut shorter = segment(0, &[0u8; 4096], blake3);
             shorter.length = 8192;
-            assert!(!is_zero_segment(&shorter, &mut known));
+            assert!(!known.is_zero(&shorter));
             let mut one = [0u8; 8192];
             one[8191] = 1;
-            assert!(!is_zero_segment(&segment(0, &one, blake3), &mut known));
+            assert!(!known.is_zero(&segment(0, &one, blake3)));
         }
         // One hash of zeros per length and algorithm.
-        assert_eq!(known.len(), 2, "{known:?}");
+        assert_eq!(known.known.len(), 2, "{known:?}");
     }
 
     /// The device zeroes the range (old bytes under it gone), the read-back
     /// is all zeros; in `Changed` mode a range that already reads as zeros
-    /// is not written (nothing armed).
-    /// On ext4 the file system zeroes the range (`FALLOC_FL_ZERO_RANGE`);
-    /// tmpfs cannot, and the zeros are written.
+    /// is not written (nothing armed). On ext4 the file system zeroes the
+    /// range (`FALLOC_FL_ZERO_RANGE`); tmpfs cannot, and the zeros are
+    /// written.
     #[test]
     fn a_zero_segment_replaces_old_bytes_and_is_not_written_again_when_changed() {
         let shm = Path::new("/dev/shm");
