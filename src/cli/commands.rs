@@ -460,17 +460,18 @@ pub fn channel(_global: &Global, _opts: &crate::channel::Options) -> Result<i32>
 /// `--dry-run`) or the `--json` shape. Every decision exits 0.
 #[cfg(feature = "pack")]
 pub fn fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
+    use crate::fleet::Action;
     let r = crate::fleet::controller::run(opts, global.quiet)?;
     let t = &r.tally;
     if global.json {
         json::print(&json::Fleet {
             release: &r.release,
             action: match r.action {
-                "pause" => json::FleetAction::Pause,
-                "advance" => json::FleetAction::Advance,
-                _ => json::FleetAction::Keep,
+                Action::Keep { .. } => json::FleetAction::Keep,
+                Action::Pause { .. } => json::FleetAction::Pause,
+                Action::Advance { .. } => json::FleetAction::Advance,
             },
-            reason: &r.reason,
+            reason: &r.action.explain(),
             changed: r.changed,
             dry_run: r.dry_run,
             source: r.source,
@@ -520,13 +521,13 @@ pub fn fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
         "release {}: {}{} ({}); {} installed, {} committed, {} failed; \
          {} failures not caused by the release",
         r.release,
-        r.action,
-        if r.dry_run && r.action != "keep" {
+        r.action.verb(),
+        if r.dry_run && r.action.changes_manifest() {
             " [dry run: not written]"
         } else {
             ""
         },
-        r.reason,
+        r.action.explain(),
         t.installed,
         t.committed,
         t.failed,

@@ -69,10 +69,8 @@ pub struct Asked {
 pub struct Report {
     /// The manifest's version.
     pub release: String,
-    /// `keep`, `pause` or `advance`.
-    pub action: &'static str,
-    /// Why, in words.
-    pub reason: String,
+    /// What was decided, and why.
+    pub action: Action,
     /// Whether the manifest was re-signed and published.
     pub changed: bool,
     /// Decided, nothing written.
@@ -272,12 +270,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     let now = crate::timefmt::now();
     let observed = observe(opts, &doc.compatible, &doc.version, plan.percent, now)?;
     let action = super::decide(&plan, &observed.facts, &opts.policy, now);
-    let (verb, reason) = match &action {
-        Action::Keep { reason } => ("keep", reason.clone()),
-        Action::Pause { reason } => ("pause", reason.clone()),
-        Action::Advance { to, reason } => ("advance", format!("to {to}%: {reason}")),
-    };
-    let changed = !matches!(action, Action::Keep { .. });
+    let changed = action.changes_manifest();
     if !changed && !opts.dry_run && release_dir.finish_publish(name, &current)? && !quiet {
         eprintln!(
             "{}: finished an interrupted publish (its signatures are in place again)",
@@ -303,8 +296,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     }
     Ok(Report {
         release: doc.version.to_string(),
-        action: verb,
-        reason,
+        action,
         changed: changed && !opts.dry_run,
         dry_run: opts.dry_run,
         source: match &opts.source {

@@ -207,6 +207,31 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The decision's word on the command line: `keep`, `pause` or
+    /// `advance`.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Keep { .. } => "keep",
+            Action::Pause { .. } => "pause",
+            Action::Advance { .. } => "advance",
+        }
+    }
+
+    /// Why, in words; an advance names the wave it moves to.
+    pub fn explain(&self) -> String {
+        match self {
+            Action::Keep { reason } | Action::Pause { reason } => reason.clone(),
+            Action::Advance { to, reason } => format!("to {to}%: {reason}"),
+        }
+    }
+
+    /// Whether the manifest changes (and is re-signed).
+    pub fn changes_manifest(&self) -> bool {
+        !matches!(self, Action::Keep { .. })
+    }
+}
+
 /// Decide on the rollout of a release at `now`.
 pub fn decide(plan: &Plan, facts: &Facts, policy: &Policy, now: i64) -> Action {
     let t = &facts.tally;
@@ -619,6 +644,29 @@ mod tests {
         ] {
             assert!(bad.check().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn each_action_has_its_word_and_only_keep_leaves_the_manifest_alone() {
+        let keep = Action::Keep {
+            reason: "wait".into(),
+        };
+        let pause = Action::Pause {
+            reason: "3 hosts failed".into(),
+        };
+        let advance = Action::Advance {
+            to: 5.0,
+            reason: "1 of ~1 hosts committed".into(),
+        };
+        assert_eq!(
+            [keep.verb(), pause.verb(), advance.verb()],
+            ["keep", "pause", "advance"]
+        );
+        assert_eq!(keep.explain(), "wait");
+        assert_eq!(pause.explain(), "3 hosts failed");
+        assert_eq!(advance.explain(), "to 5%: 1 of ~1 hosts committed");
+        assert!(!keep.changes_manifest());
+        assert!(pause.changes_manifest() && advance.changes_manifest());
     }
 
     #[test]
