@@ -109,8 +109,7 @@ fn arguments_that_are_not_utf8_are_errors_naming_them_not_panics() {
         b.extend_from_slice(b"\xff\xfe");
         OsString::from_vec(b)
     };
-    let dir = std::env::temp_dir().join(format!("abupdate-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
+    let dir = crate::common::host::scratch("cli-not-utf8");
     let base = dir.to_string_lossy().into_owned();
 
     // A config path: read as bytes, missing: a config error naming it.

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use crate::common::hostile_server::{
     head, read_request, write_all_capped, Req, Server, SERVER_CAP,
 };
-use crate::common::http::{pattern, temp_dir};
+use crate::common::host::scratch;
+use crate::common::http::pattern;
 use abupdate::fetch::{Document, FetchError, PayloadReader, Transport, TransportOptions};
 
 fn transport(read_timeout: Duration) -> Transport {
@@ -283,7 +284,7 @@ struct ResumeOutcome {
 fn resume_with(mode: &'static str, have: usize) -> (Vec<u8>, ResumeOutcome) {
     let data = Arc::new(pattern(500_000, 42));
     let server = range_server(data.clone(), mode);
-    let dir = temp_dir("hostile-partial");
+    let dir = scratch("hostile-partial");
     let partial = dir.join("p.part");
     std::fs::write(&partial, &data[..have]).unwrap();
     let t = transport(Duration::from_secs(5));
@@ -504,7 +505,7 @@ fn https_to_a_server_speaking_garbage_is_a_tls_error() {
 
 #[test]
 fn tls_unknown_ca_fails_and_ca_file_fixes_it() {
-    let dir = temp_dir("pki");
+    let dir = scratch("pki");
     let Some(ca) = tls::make_pki(&dir) else {
         eprintln!("SKIP: openssl CLI not usable; s_server TLS test not run");
         return;

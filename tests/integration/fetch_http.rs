@@ -6,7 +6,8 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::http::{pattern, temp_dir, Nginx};
+use crate::common::host::scratch;
+use crate::common::http::{pattern, Nginx};
 use abupdate::fetch::{Document, FetchError, Transport, TransportOptions};
 
 const REDIRECTS: &str = r#"
@@ -203,7 +204,7 @@ fn payload_resumes_with_range_and_sends_only_the_rest() {
     let Some((nginx, payload)) = setup(size) else {
         return;
     };
-    let dir = temp_dir("partial");
+    let dir = scratch("partial");
 
     resume_case(
         &nginx,
@@ -229,7 +230,7 @@ fn payload_partial_longer_than_size_restarts_and_full_partial_needs_no_request()
     let Some((nginx, payload)) = setup(size) else {
         return;
     };
-    let dir = temp_dir("partial");
+    let dir = scratch("partial");
     let t = transport();
     let url = nginx.url("payload.bin");
 
@@ -273,7 +274,7 @@ fn read_errors_carry_a_fetch_error() {
         return;
     };
     let t = transport();
-    let dir = temp_dir("partial");
+    let dir = scratch("partial");
     let partial = dir.join("p.part");
     std::fs::write(&partial, &payload[..1000]).unwrap();
     std::fs::write(nginx.root.join("payload.bin"), &payload[..150_000]).unwrap();

@@ -493,8 +493,8 @@ fn a_site_cache_serves_the_second_host_and_a_resumed_download() {
     // The site cache: a stock nginx reverse proxy with proxy_cache in front
     // of the origin; it fetches each file from the origin once, then serves
     // whole files and byte ranges from its cache.
-    let cache_dir = crate::common::http::temp_dir("site-cache");
-    let empty = crate::common::http::temp_dir("site-cache-root");
+    let cache_dir = crate::common::host::scratch("site-cache");
+    let empty = crate::common::host::scratch("site-cache-root");
     let extra = format!(
         "location / {{ proxy_pass http://127.0.0.1:{port}; proxy_cache site; proxy_cache_valid 200 1h; \
          proxy_cache_key $uri; add_header X-Cache $upstream_cache_status; }}",

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::host::scratch;
+
 /// One access-log line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogLine {
@@ -47,16 +49,6 @@ fn nginx_or_skip() -> Option<PathBuf> {
     found
 }
 
-/// A fresh empty directory under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("abupdate-{tag}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
-}
-
 /// Deterministic pseudo-random bytes (xorshift), so a wrong offset shows.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -92,7 +84,7 @@ impl Nginx {
             );
             return None;
         };
-        let prefix = temp_dir("nginx");
+        let prefix = scratch("nginx");
         std::fs::create_dir_all(prefix.join("tmp")).expect("tmp dir");
         let port = free_port();
         let p = prefix.display();
@@ -161,7 +153,7 @@ http {{
     /// removed with the server; put the files in after starting.
     pub fn start_temp(extra: &str) -> Option<Nginx> {
         nginx_or_skip()?;
-        let root = temp_dir("www");
+        let root = scratch("www");
         let mut nginx = Nginx::start(&root, extra)?;
         nginx.owned_root = true;
         Some(nginx)

@@ -86,8 +86,7 @@ pub fn one_frame_release(len: usize) -> &'static Release {
 /// segments (served over HTTP: deltas are fetched by range).
 pub fn delta_release(len: usize) -> &'static Release {
     cached(len, "delta", || {
-        let old =
-            std::env::temp_dir().join(format!("abupdate-shared-v1-{len}-{}", std::process::id()));
+        let old = super::host::scratch_root().join(format!("shared-v1-{len}"));
         std::fs::write(&old, image("1.0", len)).expect("v1");
         let from = format!("rootfs={}", old.display());
         let r = make_release(
@@ -102,10 +101,7 @@ pub fn delta_release(len: usize) -> &'static Release {
 
 fn make_release(len: usize, tag: &str, extra: &[&str]) -> Release {
     {
-        let dir = std::env::temp_dir().join(format!(
-            "abupdate-shared-rel-{tag}-{len}-{}",
-            std::process::id()
-        ));
+        let dir = super::host::scratch_root().join(format!("shared-rel-{tag}-{len}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("release dir");
         let (sk, pk) = (dir.join("release.key"), dir.join("release.pub"));
