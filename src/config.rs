@@ -1145,6 +1145,7 @@ fn entry_configs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
 
     const MINIMAL: &str = r#"
 [update]
@@ -1374,8 +1375,7 @@ rootfs = "/dev/b"
 
     #[test]
     fn dropins_merge_over_main_in_name_order() {
-        let dir = std::env::temp_dir().join(format!("abupdate-config-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new("config");
         std::fs::create_dir_all(dir.join("config.d")).expect("mkdir");
         std::fs::write(
             dir.join("config.toml"),
@@ -1407,7 +1407,6 @@ rootfs = "/dev/b"
         .expect("write");
         let e = Config::load(&dir.join("config.toml")).expect_err("bad drop-in accepted");
         assert!(e.0.contains("30-bad.toml:2:"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Each duration key with the table it lives in.

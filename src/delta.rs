@@ -540,6 +540,7 @@ pub fn apply(
 mod tests {
     use super::*;
     use crate::manifest::{Compression, Segment};
+    use crate::testutil::TempDir;
     use std::collections::BTreeMap;
 
     fn image_with_delta(window_log: u32, source_size: u64) -> Image {
@@ -576,8 +577,7 @@ mod tests {
 
     #[test]
     fn a_journal_is_reused_only_by_the_delta_that_wrote_it() {
-        let dir = std::env::temp_dir().join(format!("abupdate-journal-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = TempDir::new("journal");
         let path = dir.join("delta-rootfs.journal");
         let image = image_with_delta(27, 1 << 20);
         let delta = image.deltas.values().next().expect("delta").clone();
@@ -609,7 +609,6 @@ mod tests {
         )
         .expect("old journal");
         assert!(load_journal(&path, "s", "i", &id).done.is_empty());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

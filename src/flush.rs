@@ -88,12 +88,12 @@ impl Drop for BackgroundSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
     use std::io::Write;
 
     #[test]
     fn a_sync_is_asked_every_so_many_bytes_and_never_waited_for() {
-        let dir = std::env::temp_dir().join(format!("abu-flush-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = TempDir::new("flush");
         let path = dir.join("f");
         let mut file = File::create(&path).expect("create");
         let mut sync = BackgroundSync::start(&file, "test-sync", 10).expect("start");
@@ -121,6 +121,5 @@ mod tests {
         // After stop, nothing is asked and nothing blocks.
         sync.wrote(100);
         assert_eq!(sync.asked.load(Ordering::Relaxed), 10);
-        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -228,6 +228,7 @@ pub fn check_unit_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
     use std::os::unix::fs::PermissionsExt;
 
     fn script(dir: &std::path::Path, name: &str, body: &str) {
@@ -249,11 +250,8 @@ mod tests {
         }
     }
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("abupdate-health-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("mkdir");
-        d
+    fn dir(name: &str) -> TempDir {
+        TempDir::new(&format!("health-{name}"))
     }
 
     #[test]
@@ -261,7 +259,7 @@ mod tests {
         let d = dir("pass");
         script(&d, "10-ok", "exit 0");
         std::fs::write(d.join("README"), "not executable").expect("write");
-        let (ok, results) = run_until_verdict(&cfg(d, 5), &mut |_| {});
+        let (ok, results) = run_until_verdict(&cfg(d.to_path_buf(), 5), &mut |_| {});
         assert!(ok);
         assert_eq!(results.len(), 1);
     }
@@ -271,7 +269,7 @@ mod tests {
         let d = dir("fail");
         script(&d, "10-ok", "exit 0");
         script(&d, "20-db", "echo 'database down' >&2; exit 3");
-        let (ok, results) = run_until_verdict(&cfg(d, 1), &mut |_| {});
+        let (ok, results) = run_until_verdict(&cfg(d.to_path_buf(), 1), &mut |_| {});
         assert!(!ok);
         let bad = results.iter().find(|r| !r.passed).expect("a failure");
         assert!(
@@ -285,7 +283,7 @@ mod tests {
         let d = dir("hang");
         script(&d, "10-hang", "sleep 30");
         let start = Instant::now();
-        let (ok, results) = run_until_verdict(&cfg(d, 2), &mut |_| {});
+        let (ok, results) = run_until_verdict(&cfg(d.to_path_buf(), 2), &mut |_| {});
         assert!(!ok);
         assert!(results[0].detail.contains("timed out"), "{results:?}");
         assert!(start.elapsed() < Duration::from_secs(10));
@@ -303,7 +301,7 @@ mod tests {
                 m = marker.display()
             ),
         );
-        let (ok, _) = run_until_verdict(&cfg(d, 10), &mut |_| {});
+        let (ok, _) = run_until_verdict(&cfg(d.to_path_buf(), 10), &mut |_| {});
         assert!(ok);
     }
 
@@ -354,7 +352,7 @@ mod tests {
             "10-bg",
             &format!("sleep 1000 & echo $! > {}; exit 0", pidfile.display()),
         );
-        let (ok, results, took) = verdict_within(cfg(d, 5), Duration::from_secs(20));
+        let (ok, results, took) = verdict_within(cfg(d.to_path_buf(), 5), Duration::from_secs(20));
         assert!(ok, "{results:?}");
         assert!(took < Duration::from_secs(3), "verdict took {took:?}");
         for pid in pids(&pidfile) {
@@ -370,7 +368,7 @@ mod tests {
             "10-chatty",
             "head -c 200000 /dev/zero | tr '\\0' x; echo; echo 'all fine' >&2",
         );
-        let (ok, results, _) = verdict_within(cfg(d, 5), Duration::from_secs(20));
+        let (ok, results, _) = verdict_within(cfg(d.to_path_buf(), 5), Duration::from_secs(20));
         assert!(ok, "{results:?}");
         assert_eq!(results[0].detail, "all fine");
     }
@@ -386,7 +384,7 @@ mod tests {
                 &format!("sleep 1000 & echo $! >> {}; wait", pidfile.display()),
             );
         }
-        let mut c = cfg(d, 2);
+        let mut c = cfg(d.to_path_buf(), 2);
         c.check_timeout = Duration::from_millis(1500);
         let (ok, results, took) = verdict_within(c, Duration::from_secs(30));
         assert!(!ok);

@@ -266,6 +266,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
 
     fn facts(images: Vec<Image<'static>>) -> Facts<'static> {
         Facts {
@@ -357,9 +358,7 @@ mod tests {
     #[test]
     fn a_failing_hook_is_named_with_its_last_line_and_a_writable_one_refused() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("abupdate-hooks-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = TempDir::new("hooks");
         let hook = dir.join("pre-install");
         std::fs::write(
             &hook,
@@ -386,6 +385,5 @@ mod tests {
         let e = run(Point::PreReboot, &slow, Duration::from_millis(300), &env).expect_err("slow");
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(e.to_string().contains("timed out after 300ms"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

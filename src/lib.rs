@@ -57,5 +57,7 @@ pub mod schedule;
 pub mod slot;
 pub mod state;
 pub mod system;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod timefmt;
 pub mod trust;

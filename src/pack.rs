@@ -775,6 +775,7 @@ pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
 
     const MIB: u64 = 1 << 20;
 
@@ -1114,9 +1115,7 @@ mod tests {
 
     #[test]
     fn check_inputs_refuses_directories_empty_and_missing_images() {
-        let dir = std::env::temp_dir().join(format!("abupdate-pack-inputs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
+        let dir = TempDir::new("pack-inputs");
         let empty = dir.join("empty.img");
         std::fs::write(&empty, b"").expect("write");
         let full = dir.join("full.img");
@@ -1133,11 +1132,10 @@ mod tests {
         let e = check_inputs(&with(&dir.join("missing"))).expect_err("missing");
         assert!(e.contains("missing"), "{e}");
         let delta_dir = PackOptions {
-            delta_from: vec![("rootfs".into(), dir.clone())],
+            delta_from: vec![("rootfs".into(), dir.to_path_buf())],
             ..with(&full)
         };
         assert!(check_inputs(&delta_dir).is_err());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

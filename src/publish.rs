@@ -775,6 +775,7 @@ pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), PublishError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
 
     #[test]
     fn created_moves_forward_even_when_the_clock_is_behind() {
@@ -798,10 +799,8 @@ mod tests {
         assert_ne!(bound_tag(b"{}"), bound_tag(b"{} "));
     }
 
-    fn temp(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("abupdate-publish-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+    fn temp(tag: &str) -> TempDir {
+        TempDir::new(&format!("publish-{tag}"))
     }
 
     fn manifest(created: &str, expires: &str) -> Vec<u8> {
@@ -885,7 +884,6 @@ mod tests {
         std::fs::write(d.join(".p.img.abupdate-tmp"), b"half").expect("write");
         let _dir = ReleaseDir::open(&d).expect("reopen");
         assert!(!d.join(".p.img.abupdate-tmp").exists());
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
@@ -917,7 +915,6 @@ mod tests {
         let current = dir.read_verified("release.json", &ring, 1);
         // Not a manifest: verified, then refused by the parser.
         assert!(matches!(current, Err(PublishError::Manifest { .. })));
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
@@ -951,7 +948,6 @@ mod tests {
             e.to_string().contains("expired at 2031-01-01T00:00:00Z"),
             "{e}"
         );
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -634,20 +634,22 @@ pub fn slot_holding(root: &Storage, slots: &[(SlotName, Storage)]) -> Option<Slo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
 
     /// A sysfs tree of plain files and symlinks, shaped like the kernel's.
     struct FakeSys {
         root: PathBuf,
+        /// Holds the tree; removed with it when the test ends.
+        _dir: TempDir,
     }
 
     impl FakeSys {
         fn new(name: &str) -> FakeSys {
-            let root =
-                std::env::temp_dir().join(format!("abupdate-sysfs-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&root);
-            std::fs::create_dir_all(root.join("dev/block")).expect("fake sysfs");
+            let dir = TempDir::new(&format!("sysfs-{name}"));
+            std::fs::create_dir_all(dir.join("dev/block")).expect("fake sysfs");
             FakeSys {
-                root: std::fs::canonicalize(&root).expect("canonical root"),
+                root: std::fs::canonicalize(&dir).expect("canonical root"),
+                _dir: dir,
             }
         }
 
@@ -702,12 +704,6 @@ mod tests {
                 .and_then(|f| f.set_len(len))
                 .expect("backing file");
             p
-        }
-    }
-
-    impl Drop for FakeSys {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.root);
         }
     }
 

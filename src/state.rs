@@ -990,16 +990,16 @@ impl StateLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
 
-    fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("abupdate-state-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+    fn tmpdir(name: &str) -> TempDir {
+        TempDir::new(&format!("state-{name}"))
     }
 
     #[test]
     fn saves_and_loads_round_trip() {
-        let sd = StateDir::new(&tmpdir("rt"));
+        let dir = tmpdir("rt");
+        let sd = StateDir::new(&dir);
         let mut s = sd.load().expect("fresh");
         assert_eq!(s.format, STATE_FORMAT);
         s.slots.insert(
@@ -1035,7 +1035,8 @@ mod tests {
     fn the_failed_list_compares_versions_and_old_files_load() {
         // A state file written before versions were compared as numbers.
         let old = br#"{"format":1,"failed":[{"version":"3.0","manifest_sha256":"ff","reason":"health","at":7}],"newest_created":1795168800}"#;
-        let sd = StateDir::new(&tmpdir("failed-versions"));
+        let dir = tmpdir("failed-versions");
+        let sd = StateDir::new(&dir);
         sd.ensure().expect("mkdir");
         std::fs::write(sd.state_file(), old).expect("write");
         let mut s = sd.load().expect("an old state file loads");
@@ -1080,7 +1081,8 @@ mod tests {
 
     #[test]
     fn the_state_before_each_replace_is_kept_as_prev() {
-        let sd = StateDir::new(&tmpdir("prev"));
+        let dir = tmpdir("prev");
+        let sd = StateDir::new(&dir);
         let (first, second) = two_saves(&sd);
         let prev = |sd: &StateDir| {
             serde_json::from_slice::<State>(&std::fs::read(sd.prev_file()).expect("prev"))
@@ -1097,7 +1099,8 @@ mod tests {
 
     #[test]
     fn a_damaged_state_falls_back_to_the_last_good_copy() {
-        let sd = StateDir::new(&tmpdir("damaged"));
+        let dir = tmpdir("damaged");
+        let sd = StateDir::new(&dir);
         let (first, _) = two_saves(&sd);
         let full = std::fs::read(sd.state_file()).expect("state");
         std::fs::write(sd.state_file(), &full[..full.len() / 2]).expect("truncate");
@@ -1125,7 +1128,8 @@ mod tests {
 
     #[test]
     fn a_damaged_state_without_a_good_copy_loads_fresh_and_says_so() {
-        let sd = StateDir::new(&tmpdir("no-prev"));
+        let dir = tmpdir("no-prev");
+        let sd = StateDir::new(&dir);
         let mut s = sd.load().expect("fresh");
         s.record_failed("3.0", "ff", "health", 7);
         sd.lock().expect("lock").save(&s).expect("save");
@@ -1144,7 +1148,8 @@ mod tests {
 
     #[test]
     fn a_state_file_over_the_cap_is_not_read_and_counts_as_damaged() {
-        let sd = StateDir::new(&tmpdir("cap"));
+        let dir = tmpdir("cap");
+        let sd = StateDir::new(&dir);
         let (first, second) = two_saves(&sd);
         // Valid JSON, one byte over the cap: read whole it would load.
         let mut big = serde_json::to_vec(&second).expect("json");
@@ -1161,7 +1166,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_survive_a_load_and_save() {
-        let sd = StateDir::new(&tmpdir("unknown"));
+        let dir = tmpdir("unknown");
+        let sd = StateDir::new(&dir);
         sd.ensure().expect("mkdir");
         let newer = serde_json::json!({
             "format": 1,
@@ -1221,7 +1227,8 @@ mod tests {
             ),
         ];
         for (name, bytes) in fixtures {
-            let sd = StateDir::new(&tmpdir(&format!("v0.1-{name}")));
+            let dir = tmpdir(&format!("v0.1-{name}"));
+            let sd = StateDir::new(&dir);
             sd.ensure().expect("mkdir");
             std::fs::write(sd.state_file(), bytes).expect("write");
             let s = sd.load().expect("load");
@@ -1483,7 +1490,8 @@ mod tests {
 
     #[test]
     fn second_lock_names_the_holder() {
-        let sd = StateDir::new(&tmpdir("lock"));
+        let dir = tmpdir("lock");
+        let sd = StateDir::new(&dir);
         let first = sd.lock().expect("first lock");
         let e = sd.lock().err().expect("second lock granted");
         assert!(

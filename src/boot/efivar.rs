@@ -609,6 +609,7 @@ pub fn find_partition(spec: &str) -> Result<HardDrive, BootError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
 
     #[test]
     fn guid_text_round_trips_in_efi_byte_order() {
@@ -670,10 +671,8 @@ mod tests {
 
     #[test]
     fn standin_writes_replace_whole_values_and_keep_the_immutable_flag() {
-        let dir = std::env::temp_dir().join(format!("abupdate-efivar-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let vars = EfiVars::new(dir.clone());
+        let dir = TempDir::new("efivar");
+        let vars = EfiVars::new(dir.to_path_buf());
         vars.set("BootOrder", GLOBAL_GUID, NV_BS_RT, &u16_bytes(&[1, 2, 3]))
             .expect("set");
         let path = vars.path("BootOrder", GLOBAL_GUID);
@@ -695,6 +694,5 @@ mod tests {
         }
         vars.delete("BootOrder", GLOBAL_GUID).expect("delete");
         assert_eq!(vars.get("BootOrder", GLOBAL_GUID).expect("get"), None);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -250,12 +250,10 @@ fn load_client_cert(cert: &Path, key: &Path) -> Result<ClientCert, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
 
-    fn dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("abupdate-auth-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("dir");
-        d
+    fn dir(tag: &str) -> TempDir {
+        TempDir::new(&format!("auth-{tag}"))
     }
 
     fn write_mode(path: &Path, text: &[u8], mode: u32) {
@@ -311,7 +309,6 @@ mod tests {
         let link = d.join("link");
         std::os::unix::fs::symlink(&f, &link).expect("symlink");
         assert!(read_secret(&link).is_err(), "a symlink was followed");
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
@@ -352,6 +349,5 @@ mod tests {
             .is_none());
         let e = Credentials::load(&files, &["/media/usb/release.json"]).expect_err("no origin");
         assert!(e.contains("no http(s) update.url"), "{e}");
-        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -2,6 +2,7 @@ use super::location::{parse_location, remove_dot_segments, url_join, Loc};
 use super::payload::parse_content_range;
 use super::*;
 use super::{http_date, redact, sibling, via_mirror};
+use crate::testutil::TempDir;
 
 // Long on purpose: a table, one row per reference form.
 #[test]
@@ -308,7 +309,8 @@ fn errors_are_one_line_and_name_the_location() {
 #[test]
 fn a_missing_local_payload_is_not_found_like_a_404() {
     let t = Transport::new(&TransportOptions::default()).unwrap();
-    let missing = std::env::temp_dir().join(format!("abupdate-missing-{}.zst", std::process::id()));
+    let dir = TempDir::new("fetch-missing");
+    let missing = dir.join("missing.zst");
     for loc in [
         missing.display().to_string(),
         format!("file://{}", missing.display()),
@@ -324,8 +326,7 @@ fn a_missing_local_payload_is_not_found_like_a_404() {
 
 #[test]
 fn local_payload_size_checks() {
-    let dir = std::env::temp_dir().join(format!("abupdate-fetch-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("fetch-unit");
     let path = dir.join("p.bin");
     std::fs::write(&path, vec![7u8; 1000]).unwrap();
     let t = Transport::new(&TransportOptions::default()).unwrap();
@@ -368,7 +369,6 @@ fn local_payload_size_checks() {
         t.get_document(&format!("{loc}.missing"), 10, None).unwrap(),
         Document::NotFound
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -552,8 +552,8 @@ pub fn replace_file(tmp: &Path, dest: &Path) -> Result<(), InstallError> {
 mod tests {
     use super::*;
     use crate::manifest::{Compression, Segment};
+    use crate::testutil::TempDir;
     use sha2::{Digest, Sha256};
-    use std::fs::File;
 
     fn image_for(data: &[u8], zstd_level: Option<i32>) -> (Image, Vec<u8>) {
         let sha = hex(&Sha256::digest(data));
@@ -592,12 +592,12 @@ mod tests {
         }
     }
 
-    fn target(name: &str, len: u64) -> PathBuf {
-        let p =
-            std::env::temp_dir().join(format!("abupdate-install-{name}-{}", std::process::id()));
-        let f = File::create(&p).expect("create");
-        f.set_len(len).expect("len");
-        p
+    /// A `len`-byte target file `name` in a fresh directory; the
+    /// directory (and the file) go when the returned guard drops.
+    fn target(name: &str, len: u64) -> (TempDir, PathBuf) {
+        let dir = TempDir::new(&format!("install-{name}"));
+        let p = dir.sized_file("target", len);
+        (dir, p)
     }
 
     fn data(len: usize) -> Vec<u8> {
@@ -611,7 +611,7 @@ mod tests {
         for level in [None, Some(3)] {
             let d = data(9 << 20 | 123);
             let (img, payload) = image_for(&d, level);
-            let t = target(&format!("ok{level:?}"), 16 << 20);
+            let (_dir, t) = target(&format!("ok{level:?}"), 16 << 20);
             let w = write_image(
                 "rootfs",
                 &payload[..],
@@ -627,7 +627,6 @@ mod tests {
             assert_eq!(w.image_bytes, d.len() as u64);
             let on_disk = std::fs::read(&t).expect("read");
             assert_eq!(&on_disk[..d.len()], &d[..]);
-            let _ = std::fs::remove_file(t);
         }
     }
 
@@ -636,10 +635,9 @@ mod tests {
         let d = data(5 << 20);
         let (img, mut payload) = image_for(&d, None);
         payload[3 << 20] ^= 1;
-        let t = target("tamper", 8 << 20);
+        let (_dir, t) = target("tamper", 8 << 20);
         let e = install(&payload, &img, &t, WriteMode::All).expect_err("tampered payload accepted");
         assert!(matches!(e, InstallError::Mismatch { .. }), "{e}");
-        let _ = std::fs::remove_file(t);
     }
 
     /// The signed payload is intact (its own hash matches) but does not
@@ -651,7 +649,7 @@ mod tests {
             let d = data(3 << 20 | 77);
             let (mut img, payload) = image_for(&d, Some(3));
             img.sha256 = "0f".repeat(32);
-            let t = target(&format!("wrong-image-hash-{mode:?}"), 4 << 20);
+            let (_dir, t) = target(&format!("wrong-image-hash-{mode:?}"), 4 << 20);
             let e = install(&payload, &img, &t, mode).expect_err("wrong image hash accepted");
             assert!(matches!(e, InstallError::ImageMismatch { .. }), "{e}");
             assert_eq!(e.kind(), crate::error::Kind::HashMismatch);
@@ -666,7 +664,6 @@ mod tests {
             );
             assert!(msg.contains("the release is inconsistent"), "{msg}");
             assert!(!msg.contains("read back from"), "{msg}");
-            let _ = std::fs::remove_file(t);
         }
     }
 
@@ -675,13 +672,12 @@ mod tests {
         let d = data(3 << 20);
         let (mut img, payload) = image_for(&d, Some(1));
         img.size = 1 << 20;
-        let t = target("big", 4 << 20);
+        let (_dir, t) = target("big", 4 << 20);
         let e = install(&payload, &img, &t, WriteMode::All).expect_err("oversize accepted");
         assert!(e.to_string().contains("more than"), "{e}");
         // Nothing past the declared size was written.
         let on_disk = std::fs::read(&t).expect("read");
         assert!(on_disk[1 << 20..].iter().all(|&b| b == 0));
-        let _ = std::fs::remove_file(t);
     }
 
     fn install(
@@ -717,11 +713,10 @@ mod tests {
                 segmented_for(&d, 1 << 20),
             ),
         ] {
-            let t = target(&format!("nodirect-{name}"), 8 << 20);
+            let (_dir, t) = target(&format!("nodirect-{name}"), 8 << 20);
             install(&payload, &img, &t, mode).expect("write");
             assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
             assert_eq!(hash_path(&t, d.len() as u64).expect("hash"), img.sha256);
-            let _ = std::fs::remove_file(t);
         }
         writer::NO_DIRECT.with(|c| c.set(false));
     }
@@ -734,10 +729,9 @@ mod tests {
         payload.extend(zstd::encode_all(&d[1 << 20..], 3).expect("frame 2"));
         img.download_size = Some(payload.len() as u64);
         img.download_sha256 = Some(hex(&Sha256::digest(&payload)));
-        let t = target("frames", 4 << 20);
+        let (_dir, t) = target("frames", 4 << 20);
         install(&payload, &img, &t, WriteMode::All).expect("write");
         assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
-        let _ = std::fs::remove_file(t);
     }
 
     #[test]
@@ -747,10 +741,9 @@ mod tests {
         let cut = &payload[..payload.len() - 100];
         img.download_size = Some(cut.len() as u64);
         img.download_sha256 = Some(hex(&Sha256::digest(cut)));
-        let t = target("cut", 4 << 20);
+        let (_dir, t) = target("cut", 4 << 20);
         let e = install(cut, &img, &t, WriteMode::All).expect_err("truncated accepted");
         assert!(matches!(e, InstallError::Payload { .. }), "{e}");
-        let _ = std::fs::remove_file(t);
     }
 
     #[test]
@@ -763,20 +756,19 @@ mod tests {
         let (mut img, _) = image_for(&d, Some(3));
         img.download_size = Some(payload.len() as u64);
         img.download_sha256 = Some(hex(&Sha256::digest(&payload)));
-        let t = target("window", 4 << 20);
+        let (_dir, t) = target("window", 4 << 20);
         img.window_log = Some(22);
         install(&payload, &img, &t, WriteMode::All).expect("declared window");
         img.window_log = Some(20);
         let e = install(&payload, &img, &t, WriteMode::All).expect_err("window accepted");
         assert!(e.to_string().contains("zstd"), "{e}");
-        let _ = std::fs::remove_file(t);
     }
 
     #[test]
     fn changed_mode_skips_identical_blocks_and_still_verifies() {
         let d = data(12 << 20);
         let (img, payload) = image_for(&d, Some(1));
-        let t = target("changed", 12 << 20);
+        let (_dir, t) = target("changed", 12 << 20);
         let mut old = d.clone();
         old[5 << 20] ^= 0xff;
         std::fs::write(&t, &old).expect("seed");
@@ -793,7 +785,6 @@ mod tests {
         )
         .expect("write");
         assert_eq!(std::fs::read(&t).expect("read"), d);
-        let _ = std::fs::remove_file(t);
     }
     /// A payload of independent frames, one per `seg`-byte segment, with
     /// the segment table `pack` writes (SHA-256 and BLAKE3 of each, BLAKE3
@@ -853,7 +844,7 @@ mod tests {
         let d = data(9 << 20 | 4321);
         let (img, payload) = segmented_for(&d, 1 << 20);
         assert!(resumes_from_slot(&img));
-        let t = target("held", 12 << 20);
+        let (_dir, t) = target("held", 12 << 20);
         assert_eq!(
             held_prefix(&t, &img).expect("scan").segments(),
             0,
@@ -890,7 +881,6 @@ mod tests {
             img.segments.len(),
             "the whole image is held once written"
         );
-        let _ = std::fs::remove_file(t);
     }
 
     /// A held segment counts only as read back: one wrong byte in the slot
@@ -900,7 +890,7 @@ mod tests {
     fn a_damaged_segment_ends_what_the_slot_holds_and_unsigned_frames_never_resume() {
         let d = data(5 << 20);
         let (img, _) = segmented_for(&d, 1 << 20);
-        let t = target("held-damaged", 6 << 20);
+        let (_dir, t) = target("held-damaged", 6 << 20);
         let mut slot = d.clone();
         slot[(2 << 20) + 17] ^= 0x40;
         std::fs::write(&t, &slot).expect("write");
@@ -914,7 +904,6 @@ mod tests {
         assert_eq!(held_prefix(&t, &unsigned).expect("scan"), Held::default());
         let (one_frame, _) = image_for(&d, Some(3));
         assert!(!resumes_from_slot(&one_frame));
-        let _ = std::fs::remove_file(t);
     }
 
     /// A segment signed as all zeros is zeroed, not decoded: its frame
@@ -928,14 +917,13 @@ mod tests {
         let zeros = vec![0u8; 1 << 20];
         img.segments[1].blake3 = Some(blake3::hash(&zeros).to_hex().to_string());
         img.segments[1].sha256 = hex(&Sha256::digest(&zeros));
-        let t = target("zero-not-decoded", 4 << 20);
+        let (_dir, t) = target("zero-not-decoded", 4 << 20);
         std::fs::write(&t, vec![0xa5u8; 4 << 20]).expect("old bytes");
         install_segmented(&payload, &img, &t, WriteMode::All, 2, &Default::default())
             .expect("write");
         let mut want = d.clone();
         want[1 << 20..2 << 20].fill(0);
         assert!(std::fs::read(&t).expect("read") == want);
-        let _ = std::fs::remove_file(t);
     }
 
     #[test]
@@ -949,24 +937,22 @@ mod tests {
             (5, WriteMode::All),
             (2, WriteMode::Changed),
         ] {
-            let t = target(&format!("seg-{workers}-{mode:?}"), 12 << 20);
+            let (_dir, t) = target(&format!("seg-{workers}-{mode:?}"), 12 << 20);
             let w = install_segmented(&payload, &img, &t, mode, workers, &Default::default())
                 .expect("write");
             assert_eq!(w.image_bytes, d.len() as u64);
             assert_eq!(w.payload_bytes, payload.len() as u64);
             assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
-            let _ = std::fs::remove_file(t);
         }
         // Without BLAKE3 in the table (segments of an older pack): SHA-256.
         let (mut old, payload) = segmented_for(&d, 1 << 20);
         for s in &mut old.segments {
             s.blake3 = None;
         }
-        let t = target("seg-sha256", 12 << 20);
+        let (_dir, t) = target("seg-sha256", 12 << 20);
         install_segmented(&payload, &old, &t, WriteMode::All, 2, &Default::default())
             .expect("write");
         assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
-        let _ = std::fs::remove_file(t);
     }
 
     /// Segment 0 is held back until segment 1 has been written and
@@ -997,7 +983,7 @@ mod tests {
             before_decode: Some(&before),
             after_segment: Some(&after),
         };
-        let t = target("seg-order", 8 << 20);
+        let (_dir, t) = target("seg-order", 8 << 20);
         install_segmented(&payload, &img, &t, WriteMode::All, 3, &hooks).expect("write");
         let order = done.lock().expect("lock").clone();
         let pos = |i| order.iter().position(|&x| x == i).expect("finished");
@@ -1007,7 +993,6 @@ mod tests {
         );
         assert_eq!(order.len(), img.segments.len());
         assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
-        let _ = std::fs::remove_file(t);
     }
 
     /// A segment in the middle whose bytes do not hash to its signed digest
@@ -1019,7 +1004,7 @@ mod tests {
         let d = data(8 << 20);
         let (mut img, payload) = segmented_for(&d, 1 << 20);
         img.segments[4].blake3 = Some("0f".repeat(32));
-        let t = target("seg-bad-digest", 8 << 20);
+        let (_dir, t) = target("seg-bad-digest", 8 << 20);
         let mut armed = 0;
         let e = write_image_with(
             "rootfs",
@@ -1086,14 +1071,13 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("segment"), "{e}");
-        let _ = std::fs::remove_file(t);
     }
 
     #[test]
     fn a_segmented_payload_with_a_wrong_payload_hash_or_length_is_refused() {
         let d = data(3 << 20 | 5);
         let (mut img, payload) = segmented_for(&d, 1 << 20);
-        let t = target("seg-payload", 4 << 20);
+        let (_dir, t) = target("seg-payload", 4 << 20);
         img.download_sha256 = Some("0f".repeat(32));
         // Every frame signed: the frames are the payload, its own hash is
         // not needed (it still names the partial download).
@@ -1116,7 +1100,6 @@ mod tests {
         let e = install_segmented(cut, &img, &t, WriteMode::All, 2, &Default::default())
             .expect_err("too short");
         assert!(e.to_string().contains("ends after"), "{e}");
-        let _ = std::fs::remove_file(t);
     }
 
     #[test]
@@ -1174,7 +1157,7 @@ mod tests {
     }
 
     fn before_write_once(name: &str, d: &[u8], img: &Image, payload: &[u8]) {
-        let t = target(&format!("arm-{name}"), 4 << 20);
+        let (_dir, t) = target(&format!("arm-{name}"), 4 << 20);
         let untouched = |t: &Path| std::fs::read(t).expect("read").iter().all(|&b| b == 0);
         let run = |payload: &mut (dyn Read + Send), mode, calls: &mut u32, fail: bool| {
             write_image(
@@ -1220,6 +1203,5 @@ mod tests {
         calls = 0;
         run(&mut &payload[..], WriteMode::Changed, &mut calls, false).expect("rewrite");
         assert_eq!(calls, 0);
-        let _ = std::fs::remove_file(&t);
     }
 }

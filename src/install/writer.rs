@@ -779,6 +779,7 @@ pub fn hash_path(path: &Path, len: u64) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
 
     fn data(len: usize) -> Vec<u8> {
         (0..len)
@@ -786,11 +787,12 @@ mod tests {
             .collect()
     }
 
-    fn target(name: &str, len: u64) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("abupdate-writer-{name}-{}", std::process::id()));
-        let f = File::create(&p).expect("create");
-        f.set_len(len).expect("len");
-        p
+    /// A `len`-byte target file `name` in a fresh directory; the
+    /// directory (and the file) go when the returned guard drops.
+    fn target(name: &str, len: u64) -> (TempDir, PathBuf) {
+        let dir = TempDir::new(&format!("writer-{name}"));
+        let p = dir.sized_file("target", len);
+        (dir, p)
     }
 
     #[test]
@@ -818,11 +820,12 @@ mod tests {
     #[test]
     fn a_zero_segment_replaces_old_bytes_and_is_not_written_again_when_changed() {
         let shm = Path::new("/dev/shm");
-        let in_shm = shm.join(format!("abupdate-writer-zero-seg-{}", std::process::id()));
-        let mut targets = vec![target("zero-seg", 3 << 20)];
-        if shm.is_dir() {
-            targets.push(in_shm);
-        }
+        let (_dir, on_disk) = target("zero-seg", 3 << 20);
+        let in_shm = shm
+            .is_dir()
+            .then(|| TempDir::in_dir(shm, "writer-zero-seg"));
+        let mut targets = vec![on_disk];
+        targets.extend(in_shm.as_ref().map(|d| d.join("target")));
         for t in targets {
             zero_segment_case(&t);
         }
@@ -852,7 +855,6 @@ mod tests {
             t.display()
         );
         assert!(on_disk[2 << 20..].iter().all(|&b| b == 0xa5));
-        let _ = std::fs::remove_file(t);
     }
 
     fn segment(offset: u64, bytes: &[u8], blake3: bool) -> Segment {
@@ -902,13 +904,12 @@ mod tests {
     #[test]
     fn hash_path_reads_the_device() {
         let d = data(3 << 20 | 5);
-        let t = target("hash", 4 << 20);
+        let (_dir, t) = target("hash", 4 << 20);
         std::fs::write(&t, &d).expect("write");
         assert_eq!(
             hash_path(&t, d.len() as u64).expect("hash"),
             super::super::hex(&Sha256::digest(&d))
         );
-        let _ = std::fs::remove_file(t);
     }
 
     /// A segment counts as written only when what the medium returns hashes
@@ -922,7 +923,7 @@ mod tests {
             (WriteMode::All, false),
             (WriteMode::Changed, true),
         ] {
-            let t = target(&format!("segment-{mode:?}-{blake3}"), 8 << 20);
+            let (_dir, t) = target(&format!("segment-{mode:?}-{blake3}"), 8 << 20);
             let w = SlotWriter::open(&t).expect("open");
             let mut buf = AlignedBuf::new(d.len());
             buf.copy_from_slice(&d);
@@ -963,7 +964,6 @@ mod tests {
             w.sync().expect("sync");
             let on_disk = std::fs::read(&t).expect("read");
             assert_eq!(&on_disk[1 << 20..(1 << 20) + d.len()], &d[..]);
-            let _ = std::fs::remove_file(t);
         }
     }
 

@@ -443,6 +443,7 @@ fn blake2b_512(message: &[u8]) -> [u8; 64] {
 mod tests {
     use super::minisign::{generate_keypair, sign, SecretKey};
     use super::*;
+    use crate::testutil::TempDir;
     use base64::engine::general_purpose::STANDARD as BASE64;
     use base64::Engine as _;
 
@@ -743,17 +744,8 @@ mod tests {
         );
     }
 
-    fn temp_dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "abupdate-trust-{tag}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&d).expect("mkdir");
-        d
+    fn temp_dir(tag: &str) -> TempDir {
+        TempDir::new(&format!("trust-{tag}"))
     }
 
     #[test]
@@ -769,7 +761,8 @@ mod tests {
         std::fs::write(b.join("one-copy.pub"), ks[0].1.to_file_string()).expect("write");
         let alias = relabelled_key(&ks[0].1, [9; 8]);
         std::fs::write(b.join("one-alias.pub"), alias.to_file_string()).expect("write");
-        let r = KeyRing::load(&[a.clone(), b.clone(), a.join("missing")]).expect("load");
+        let r =
+            KeyRing::load(&[a.to_path_buf(), b.to_path_buf(), a.join("missing")]).expect("load");
         assert_eq!(r.len(), 2);
         let sigs = vec![sig(&ks[0].0, 0), sig(&ks[1].0, 1)];
         assert_eq!(
@@ -784,7 +777,7 @@ mod tests {
         assert!(verify_threshold(MANIFEST, &aliased, &r, 2).is_err());
 
         std::fs::write(b.join("broken.pub"), "untrusted comment: x\nno-pe\n").expect("write");
-        let e = KeyRing::load(&[a.clone(), b.clone()]).expect_err("broken key");
+        let e = KeyRing::load(&[a.to_path_buf(), b.to_path_buf()]).expect_err("broken key");
         let msg = e.to_string();
         assert!(
             msg.starts_with(&b.join("broken.pub").display().to_string()),
@@ -794,7 +787,7 @@ mod tests {
 
         std::fs::remove_file(b.join("broken.pub")).expect("rm");
         std::fs::create_dir(b.join("dir.pub")).expect("mkdir");
-        let e = KeyRing::load(std::slice::from_ref(&b)).expect_err("directory named .pub");
+        let e = KeyRing::load(&[b.to_path_buf()]).expect_err("directory named .pub");
         assert!(
             e.to_string().contains("dir.pub: cannot read trusted key"),
             "{e}"
@@ -803,8 +796,5 @@ mod tests {
         let file_as_dir = a.join("one.pub");
         let e = KeyRing::load(&[file_as_dir]).expect_err("not a directory");
         assert!(e.to_string().contains("cannot read key directory"), "{e}");
-
-        let _ = std::fs::remove_dir_all(&a);
-        let _ = std::fs::remove_dir_all(&b);
     }
 }

@@ -1,0 +1,111 @@
+//! Temporary directories for the library's unit tests, shared so that no
+//! test module hand-rolls its own.
+//!
+//! Guarantees: each [`TempDir::new`] call gets its own fresh, empty
+//! directory, unique per process and per call (the process id and an atomic
+//! counter are in its name), so tests running in parallel never share one;
+//! when the guard drops — at the end of the test, also when the test panics
+//! — the directory is removed with everything in it. Bind the guard to a
+//! variable that lives as long as the test uses the path: a temporary guard
+//! removes its directory at the end of the statement.
+
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Calls so far in this process, part of every directory's name.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh directory, removed with its contents when this guard drops.
+#[derive(Debug)]
+pub(crate) struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// A fresh directory under the system's temporary directory, named
+    /// `abupdate-<tag>-<pid>-<n>`.
+    pub(crate) fn new(tag: &str) -> TempDir {
+        TempDir::in_dir(&std::env::temp_dir(), tag)
+    }
+
+    /// A fresh directory under `base` (say `/dev/shm`, to test on tmpfs),
+    /// named `abupdate-<tag>-<pid>-<n>`.
+    pub(crate) fn in_dir(base: &Path, tag: &str) -> TempDir {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = base.join(format!("abupdate-{tag}-{}-{n}", std::process::id()));
+        // A leftover of an earlier process with the same pid goes first.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A file `name` in this directory, `len` bytes long (a hole), for
+    /// tests that write an image into a slot-sized target.
+    pub(crate) fn sized_file(&self, name: &str, len: u64) -> PathBuf {
+        let p = self.path.join(name);
+        let f = std::fs::File::create(&p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
+        f.set_len(len)
+            .unwrap_or_else(|e| panic!("size {}: {e}", p.display()));
+        p
+    }
+}
+
+impl Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_call_gets_its_own_empty_directory_removed_on_drop() {
+        let a = TempDir::new("testutil");
+        let b = TempDir::new("testutil");
+        assert_ne!(a.path(), b.path());
+        assert!(a.is_dir() && b.is_dir());
+        assert_eq!(std::fs::read_dir(&*a).expect("read").count(), 0);
+        std::fs::create_dir_all(a.join("x/y")).expect("mkdir");
+        let f = a.sized_file("x/y/f", 4096);
+        assert_eq!(std::fs::metadata(&f).expect("stat").len(), 4096);
+        let kept = a.path().to_path_buf();
+        drop(a);
+        assert!(!kept.exists(), "{} left behind", kept.display());
+    }
+
+    #[test]
+    fn the_directory_is_removed_when_the_test_panics() {
+        let kept = std::sync::Mutex::new(None);
+        let caught = std::panic::catch_unwind(|| {
+            let d = TempDir::new("testutil-panic");
+            std::fs::write(d.join("f"), b"x").expect("write");
+            *kept.lock().expect("lock") = Some(d.path().to_path_buf());
+            panic!("the test fails");
+        });
+        assert!(caught.is_err());
+        let kept = kept.lock().expect("lock").take().expect("path");
+        assert!(!kept.exists(), "{} left behind", kept.display());
+    }
+}
