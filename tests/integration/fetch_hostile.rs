@@ -9,10 +9,10 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::host::scratch;
 use crate::common::hostile_server::{
     head, read_request, write_all_capped, Req, Server, SERVER_CAP,
 };
-use crate::common::host::scratch;
 use crate::common::http::pattern;
 use abupdate::fetch::{Document, FetchError, PayloadReader, Transport, TransportOptions};
 

@@ -32,7 +32,9 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        TempDir(crate::common::host::scratch(&format!("minisign-interop-{tag}")))
+        TempDir(crate::common::host::scratch(&format!(
+            "minisign-interop-{tag}"
+        )))
     }
     fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
