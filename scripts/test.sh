@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 # Space first: a full disk fails the build mid-way with a linker "Bus error"
 # and a rustc panic that name neither the disk nor the need. A run from a
-# clean clone peaks at about 8 GiB (target/ 7 GiB, temporary files, VM disks).
+# clean clone leaves target/ at about 5.3 GB, plus temporary files and VM disks.
 need_gib=12
 free_gib=$(( $(df --output=avail -k . | tail -1) / 1024 / 1024 ))
 if [ "$free_gib" -lt "$need_gib" ]; then
@@ -23,7 +23,7 @@ fi
 
 # Every temporary file of the run (the tests' fixtures, slots, servers) goes
 # under one directory, removed when the run ends however it ends: a run
-# leaves nothing behind in /tmp (before, about 130 MB per run).
+# leaves nothing behind in /tmp, also when a test process is killed.
 TMPDIR=$(mktemp -d /tmp/abupdate-test.XXXXXX)
 chmod 1777 "$TMPDIR" # as /tmp: servers' workers and checks run as other users
 export TMPDIR
