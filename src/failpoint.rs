@@ -71,18 +71,37 @@ fn spec_matches(name: &str, hits: &std::sync::atomic::AtomicU64) -> bool {
     point == name && hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == nth
 }
 
+/// Append `name` and a newline to the trace file as one `write` of one
+/// buffer, under a process-wide lock.
+///
+/// Why: the install's segment workers pass `segment-written` from several
+/// threads at once. `writeln!` on a `File` issues one `write` per piece
+/// (the name, then the newline), so two threads interleaved into lines like
+/// `segment-writtensegment-written` and the fault matrix miscounted the
+/// steps (stop 27's CI). One buffer per line in `O_APPEND` mode keeps lines
+/// whole across processes too; the lock keeps them whole in this one.
+#[cfg(feature = "failpoints")]
+fn append_trace(path: &std::path::Path, name: &str) {
+    use std::io::Write;
+    static TRACE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let line = format!("{name}\n");
+    let _guard = TRACE_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
 #[cfg(feature = "failpoints")]
 fn armed(name: &str) -> bool {
     static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if let Some(path) = std::env::var_os("ABUPDATE_FAILPOINT_TRACE") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{name}");
-        }
+        append_trace(std::path::Path::new(&path), name);
     }
     spec_matches(name, &HITS)
 }
@@ -145,4 +164,38 @@ pub fn corrupt(_name: &str) -> bool {
 pub fn torn(name: &str) -> ! {
     eprintln!("abupdate: failpoint {name} tore a write, aborting");
     std::process::abort();
+}
+
+#[cfg(all(test, feature = "failpoints"))]
+mod tests {
+    use super::append_trace;
+    use crate::testutil::TempDir;
+
+    #[test]
+    fn trace_lines_stay_whole_when_many_threads_pass_points_at_once() {
+        let dir = TempDir::new("failpoint-trace");
+        let path = dir.path().join("trace");
+        let names = ["segment-written", "delta-segment-written", "fsync"];
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let path = &path;
+                let name = names[t % names.len()];
+                scope.spawn(move || {
+                    for _ in 0..500 {
+                        append_trace(path, name);
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(&path).expect("trace file");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 8 * 500, "one line per hit");
+        for line in &lines {
+            assert!(names.contains(line), "torn trace line {line:?}");
+        }
+        assert_eq!(
+            lines.iter().filter(|l| **l == "segment-written").count(),
+            3 * 500
+        );
+    }
 }
