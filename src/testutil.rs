@@ -56,6 +56,23 @@ impl TempDir {
     }
 }
 
+/// A `len`-byte target file (a hole) in a fresh directory tagged `tag`,
+/// for tests that write an image into a slot-sized file; the directory and
+/// the file go when the returned guard drops.
+pub(crate) fn sized_target(tag: &str, len: u64) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(tag);
+    let p = dir.sized_file("target", len);
+    (dir, p)
+}
+
+/// `len` bytes of a pattern that neither repeats within a block nor
+/// compresses to nothing: image contents for the install tests.
+pub(crate) fn image_bytes(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i * 7 % 251) as u8 ^ (i >> 12) as u8)
+        .collect()
+}
+
 impl Deref for TempDir {
     type Target = Path;
 

@@ -552,7 +552,7 @@ pub fn replace_file(tmp: &Path, dest: &Path) -> Result<(), InstallError> {
 mod tests {
     use super::*;
     use crate::manifest::{Compression, Segment};
-    use crate::testutil::TempDir;
+    use crate::testutil::{image_bytes as data, sized_target as target};
     use sha2::{Digest, Sha256};
 
     fn image_for(data: &[u8], zstd_level: Option<i32>) -> (Image, Vec<u8>) {
@@ -590,20 +590,6 @@ mod tests {
                 )
             }
         }
-    }
-
-    /// A `len`-byte target file `name` in a fresh directory; the
-    /// directory (and the file) go when the returned guard drops.
-    fn target(name: &str, len: u64) -> (TempDir, PathBuf) {
-        let dir = TempDir::new(&format!("install-{name}"));
-        let p = dir.sized_file("target", len);
-        (dir, p)
-    }
-
-    fn data(len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i * 7 % 251) as u8 ^ (i >> 12) as u8)
-            .collect()
     }
 
     #[test]

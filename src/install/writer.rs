@@ -779,21 +779,7 @@ pub fn hash_path(path: &Path, len: u64) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::TempDir;
-
-    fn data(len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i * 7 % 251) as u8 ^ (i >> 12) as u8)
-            .collect()
-    }
-
-    /// A `len`-byte target file `name` in a fresh directory; the
-    /// directory (and the file) go when the returned guard drops.
-    fn target(name: &str, len: u64) -> (TempDir, PathBuf) {
-        let dir = TempDir::new(&format!("writer-{name}"));
-        let p = dir.sized_file("target", len);
-        (dir, p)
-    }
+    use crate::testutil::{image_bytes as data, sized_target as target, TempDir};
 
     #[test]
     fn a_segment_is_zero_when_its_signed_digest_is_that_of_zeros_in_either_algorithm() {
