@@ -414,6 +414,24 @@ impl Sysfs {
         Storage { extents, holders }
     }
 
+    /// The regular file a loop device `dev` reads and writes through the
+    /// page cache (`loop/backing_file`, not deleted, `loop/dio` not 1),
+    /// if that is what `dev` is. Such a device turns direct writes into
+    /// dirty pages of that file, which the kernel writes out only when
+    /// asked (`install::writer`, "Write-out").
+    pub fn cached_loop_file(&self, dev: (u64, u64)) -> Option<PathBuf> {
+        let dir = self.dir(dev)?;
+        let raw = std::fs::read(dir.join("loop/backing_file")).ok()?;
+        let raw = raw.strip_suffix(b"\n").unwrap_or(&raw);
+        if raw.ends_with(b" (deleted)") || read_number(&dir.join("loop/dio")) == Some(1) {
+            return None;
+        }
+        let path = PathBuf::from(OsString::from_vec(raw.to_vec()));
+        std::fs::metadata(&path)
+            .is_ok_and(|m| m.is_file())
+            .then_some(path)
+    }
+
     /// What to call device `dev` in a message: `/dev/NAME` by its kernel
     /// name, else its number.
     pub fn name(&self, dev: (u64, u64)) -> String {
@@ -798,6 +816,26 @@ mod tests {
                 b"/var/tmp/other\xff.img (deleted)".to_vec()
             ))
         );
+    }
+
+    #[test]
+    fn only_a_loop_device_over_a_cached_regular_file_has_a_file_to_write_out() {
+        let f = FakeSys::new("write-out");
+        let img = f.file("slot-b.img", 1 << 20);
+        f.loop_dev("loop0", (7, 0), 2048, img.as_os_str().as_bytes(), 0);
+        // The same file, but the loop device does direct I/O itself.
+        f.loop_dev("loop1", (7, 1), 2048, img.as_os_str().as_bytes(), 0);
+        let dio = f.root.join("devices/block/loop1/loop/dio");
+        std::fs::write(dio, "1\n").expect("dio");
+        f.loop_dev("loop2", (7, 2), 8, b"/var/tmp/slot.img (deleted)", 0);
+        // A loop device over something that is not a regular file.
+        f.loop_dev("loop3", (7, 3), 8, b"/dev/null", 0);
+        f.disk("sda", (8, 0), 2048);
+        let sys = f.sys();
+        assert_eq!(sys.cached_loop_file((7, 0)), Some(img));
+        for dev in [(7, 1), (7, 2), (7, 3), (8, 0), (9, 9)] {
+            assert_eq!(sys.cached_loop_file(dev), None, "{dev:?}");
+        }
     }
 
     #[test]

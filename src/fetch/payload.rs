@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use ureq::http::Response;
 use ureq::{Body, BodyReader};
 
-use crate::flush::BackgroundSync;
+use crate::flush::{BackgroundSync, Push};
 
 use super::body::{read_retrying, End, Resuming};
 use super::location::{parse_location, redact, Loc};
@@ -412,7 +412,8 @@ pub(super) fn open(
                 .append(true)
                 .open(path)
                 .map_err(io_err)?;
-            let syncs = BackgroundSync::start(&file, "partial-sync", SYNC_EVERY).map_err(io_err)?;
+            let syncs = BackgroundSync::start(&file, "partial-sync", SYNC_EVERY, Push::Durable)
+                .map_err(io_err)?;
             Some(Partial {
                 path: path.to_path_buf(),
                 file,
