@@ -421,14 +421,13 @@ impl Sysfs {
     /// asked (`install::writer`, "Write-out").
     pub fn cached_loop_file(&self, dev: (u64, u64)) -> Option<PathBuf> {
         let dir = self.dir(dev)?;
-        let raw = std::fs::read(dir.join("loop/backing_file")).ok()?;
-        let raw = raw.strip_suffix(b"\n").unwrap_or(&raw);
-        if raw.ends_with(b" (deleted)") || read_number(&dir.join("loop/dio")) == Some(1) {
+        let name = loop_backing_name(&dir)?;
+        if read_number(&dir.join("loop/dio")) == Some(1) {
             return None;
         }
-        let path = PathBuf::from(OsString::from_vec(raw.to_vec()));
-        std::fs::metadata(&path)
-            .is_ok_and(|m| m.is_file())
+        let path = PathBuf::from(OsString::from_vec(name.clone()));
+        live_backing(&name, &path)
+            .is_some_and(|m| m.is_file())
             .then_some(path)
     }
 
@@ -493,8 +492,7 @@ impl Sysfs {
             return disk(end, out);
         }
         // A loop device: the same bytes of its backing file or device.
-        if let Ok(raw) = std::fs::read(dir.join("loop/backing_file")) {
-            let raw = raw.strip_suffix(b"\n").unwrap_or(&raw).to_vec();
+        if let Some(raw) = loop_backing_name(&dir) {
             let offset = read_number(&dir.join("loop/offset")).unwrap_or(0);
             let first = offset.saturating_add(start);
             return self.resolve_file(raw, first, len, depth, out);
@@ -522,9 +520,7 @@ impl Sysfs {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let end = start.saturating_add(len);
         let path = PathBuf::from(OsString::from_vec(name.clone()));
-        let meta = (!name.ends_with(b" (deleted)"))
-            .then(|| std::fs::metadata(&path).ok())
-            .flatten();
+        let meta = live_backing(&name, &path);
         match meta {
             Some(m) if m.file_type().is_block_device() => {
                 let rdev = m.rdev();
@@ -577,6 +573,26 @@ impl Sysfs {
 }
 
 /// A decimal number from a sysfs file.
+/// What a loop device (its sysfs directory `dir`) is backed by, as sysfs
+/// names it (`loop/backing_file`, without its newline): bytes, since a
+/// file name is. `None` for any other device.
+fn loop_backing_name(dir: &Path) -> Option<Vec<u8>> {
+    let mut name = std::fs::read(dir.join("loop/backing_file")).ok()?;
+    if name.last() == Some(&b'\n') {
+        name.pop();
+    }
+    Some(name)
+}
+
+/// The metadata of the backing file `path` a loop device names `name`,
+/// unless sysfs says it was deleted: the name may be another file's now.
+fn live_backing(name: &[u8], path: &Path) -> Option<std::fs::Metadata> {
+    if name.ends_with(b" (deleted)") {
+        return None;
+    }
+    std::fs::metadata(path).ok()
+}
+
 fn read_number(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

@@ -884,10 +884,13 @@ mod tests {
         /// `cachestat`'s number on every architecture.
         const SYS_CACHESTAT: nix::libc::c_long = 451;
         let f = File::open(file).expect("open backing file");
-        let range = [0u64, 0u64]; // off, len: 0 is to the end
-        let mut stat = [0u64; 5]; // cache, dirty, writeback, evicted, recently evicted
-                                  // SAFETY: the kernel reads `range` and writes `stat`, both alive and
-                                  // of the sizes of `struct cachestat_range` and `struct cachestat`.
+        // `struct cachestat_range`: offset and length (0: to the end).
+        let range = [0u64, 0u64];
+        // `struct cachestat`: cache, dirty, writeback, evicted, recently
+        // evicted pages.
+        let mut stat = [0u64; 5];
+        // SAFETY: the kernel reads `range` and writes `stat`, both alive and
+        // of the sizes of `struct cachestat_range` and `struct cachestat`.
         let r = unsafe {
             nix::libc::syscall(
                 SYS_CACHESTAT,
