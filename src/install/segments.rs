@@ -4,9 +4,9 @@
 //! ```text
 //!                 ┌─► worker ─┐   check the frame's signed BLAKE3, decode it
 //! reader ─ jobs ──┼─► worker ─┼─► in one piece into a segment buffer, write
-//! frames          └─► worker ─┘   it at its offset, read it back, compare,
-//!                                 hash (BLAKE3 or SHA-256), check the
-//!                                 signed digest
+//! frames          └─► worker ─┘   it at its offset, read it back into the
+//!                                 same buffer, hash (BLAKE3 or SHA-256),
+//!                                 check the signed digest
 //! ```
 //!
 //! - The reader cuts the payload into frames by the signed segment table
@@ -20,14 +20,22 @@
 //! - A worker per core and one more (fewer when the segments are large, [`workers`])
 //!   decodes a frame into its own segment buffer in one call (no window
 //!   buffer, no copy out of it) and writes and verifies it through the
-//!   [`SlotWriter`]. A segment whose signed digest is that of zeros (free
-//!   space in the image) is not decoded: the device zeroes its range and
-//!   it is read back as zeros ([`SlotWriter::zero_segment`]). Segments
-//!   finish in any order; each lands at its own offset and counts only
-//!   once its read-back matched its signed digest.
-//! - Memory is bounded by the workers' segment buffers, one frame per
-//!   worker and a 1 MiB read-back buffer per worker, whatever the image
-//!   size.
+//!   [`SlotWriter`]: one write and one read-back of the whole segment
+//!   ([`SlotWriter::write_whole`]), into the buffer it was written from,
+//!   so what the medium returned is hashed without a second buffer or a
+//!   byte-by-byte compare. Only when that digest does not match is the
+//!   frame (kept until then) decoded once more, to tell a medium that
+//!   returned other bytes (named with the first offset that differs) from
+//!   a payload that decodes to other bytes than were signed. A segment
+//!   whose signed digest is that of zeros (free space in the image) is not
+//!   decoded: the device zeroes its range and it is read back as zeros
+//!   ([`SlotWriter::zero_segment`]). Segments finish in any order; each
+//!   lands at its own offset and counts only once its read-back matched
+//!   its signed digest. (`--write=changed` compares piece by piece,
+//!   [`SlotWriter::write_piece`], with a 1 MiB buffer per worker.)
+//! - Memory is bounded by the workers' segment buffers (on huge pages,
+//!   [`AlignedBuf`]) and one frame per worker and one more (the reader
+//!   fills it while each worker holds its own), whatever the image size.
 //! - The first byte of the slot changes only after the calling thread ran
 //!   `before_write` (the workers wait for it at a gate), and the first fault
 //!   stops the reader and every worker: a bad segment mid-way leaves the
@@ -37,7 +45,7 @@
 //! [`MAX_SEGMENT`], frames not back to back) goes through the one-stream
 //! pipeline, which decodes concatenated frames as well.
 
-use super::writer::{AlignedBuf, Fault, SlotWriter, ZeroDigests, READBACK};
+use super::writer::{compare, round_up, AlignedBuf, Fault, SlotWriter, ZeroDigests, READBACK};
 use super::{fill, hex, BeforeWrite, InstallError, WriteMode};
 use crate::manifest::{Compression, Image, Segment};
 use crate::progress::Progress;
@@ -290,8 +298,10 @@ struct Shared<'a> {
 /// stops, so nobody waits on it.
 fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> {
     let mut fault = None;
-    let mut out = AlignedBuf::new(largest);
-    let mut scratch = AlignedBuf::new(READBACK);
+    // The segment, decoded, written from here and read back into it.
+    let mut out = AlignedBuf::new(round_up(largest));
+    // Only `WriteMode::Changed` compares piece by piece.
+    let mut scratch = None;
     let mut dctx = zstd::zstd_safe::DCtx::create();
     loop {
         let job = match sh.jobs.lock() {
@@ -319,17 +329,20 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
         // it (`SlotWriter::zero_segment`).
         let decoded = check_frame(index, seg, &buf[..frame])
             .map(|()| (!sh.zero[index]).then(|| dctx.decompress(&mut out[..len], &buf[..frame])));
-        let _ = sh.frames_back.send(buf);
         let result = match decoded {
             Err(frame_fault) => Err((Fault::Stopped, Some(Before::Frame(Box::new(frame_fault))))),
             Ok(None) => sh
                 .writer
-                .zero_segment(seg, &sh.zeros, &mut scratch, sh.mode, &mut || {
+                .zero_segment(seg, &sh.zeros, &mut out, sh.mode, &mut || {
                     sh.gate.pass(&events)
                 })
                 .map_err(|f| (f, None)),
+            Ok(Some(Ok(n))) if n == len && sh.mode == WriteMode::All => {
+                write_whole(sh, seg, &mut out, &buf[..frame], &mut dctx, &events)
+            }
             Ok(Some(Ok(n))) if n == len => {
-                write_segment(sh, seg, &out[..len], &mut scratch, &events)
+                let scratch = scratch.get_or_insert_with(|| AlignedBuf::new(READBACK));
+                write_segment(sh, seg, &out[..len], scratch, &events)
             }
             Ok(Some(Ok(n))) => Err((
                 Fault::Stopped,
@@ -347,6 +360,9 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
                 ))),
             )),
         };
+        // Held until the segment counted as written or was found bad: the
+        // reader has one frame more than there are workers to fill.
+        let _ = sh.frames_back.send(buf);
         match result {
             Ok(()) => {
                 crate::failpoint::hit("segment-written");
@@ -368,6 +384,39 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
         }
     }
     fault
+}
+
+/// Write the decoded segment in `out` and read it back in place
+/// ([`SlotWriter::write_whole`]). When what the medium returned does not
+/// hash to the signed digest, the frame is decoded once more to tell the
+/// two causes apart: bytes that differ from the decoded ones are the
+/// medium's fault, at the first that differs; the same bytes mean the
+/// payload decodes to other bytes than were signed.
+fn write_whole(
+    sh: &Shared,
+    seg: &Segment,
+    out: &mut AlignedBuf,
+    frame: &[u8],
+    dctx: &mut zstd::zstd_safe::DCtx,
+    events: &Sender<Event>,
+) -> Result<(), (Fault, Option<Before>)> {
+    let digest = match sh
+        .writer
+        .write_whole(seg, out, &mut || sh.gate.pass(events))
+    {
+        Err(digest @ Fault::Digest { .. }) => digest,
+        other => return other.map_err(|f| (f, None)),
+    };
+    let len = usize::try_from(seg.length).unwrap_or(usize::MAX);
+    let mut decoded = vec![0u8; len];
+    match dctx.decompress(&mut decoded, frame) {
+        Ok(n) if n == len => {
+            compare(&out[..len], &decoded, seg.offset).map_err(|f| (f, None))?;
+            Err((digest, None))
+        }
+        // It decoded before: the same frame cannot fail now.
+        _ => Err((digest, None)),
+    }
 }
 
 fn write_segment(
@@ -402,11 +451,11 @@ pub(super) fn write(
     before_write: BeforeWrite,
     hooks: &Hooks,
 ) -> Result<u64, InstallError> {
-    // A frame per worker: a worker hands its frame back once decoded, so
-    // the reader fills it while the worker writes and reads back.
     let (jobs_tx, jobs_rx) = sync_channel::<Job>(workers);
-    let (frames_back, frames) = sync_channel::<Vec<u8>>(workers);
-    for _ in 0..workers {
+    // A frame per worker, held until its segment is done, and one for the
+    // reader to fill meanwhile.
+    let (frames_back, frames) = sync_channel::<Vec<u8>>(workers + 1);
+    for _ in 0..=workers {
         let _ = frames_back.send(Vec::new());
     }
     let mut zero_digests = ZeroDigests::default();

@@ -4,12 +4,16 @@
 //!
 //! Invariant: every byte that counts as written was read back from the
 //! medium and matched a signed hash. Each write is followed by a read of the
-//! same range from the device (never from the page cache), compared with the
-//! bytes meant to be there ([`accept`]: other bytes are the medium's fault,
-//! named with the device and offset), and what the medium returned is what
-//! gets hashed: into the image's SHA-256 for a one-stream payload (the
-//! caller's pipeline, `install::stream`), into the segment's signed digest
-//! for a segment ([`SlotWriter::write_piece`], [`SlotWriter::finish`]).
+//! same range from the device (never from the page cache), and what the
+//! medium returned is what gets hashed: into the image's SHA-256 for a
+//! one-stream payload (the caller's pipeline, `install::stream`), into the
+//! segment's signed digest for a segment ([`SlotWriter::write_piece`],
+//! [`SlotWriter::finish`]; a whole segment at once, read back into the
+//! buffer it was written from, [`SlotWriter::write_whole`]). Pieces are
+//! also compared with the bytes meant to be there ([`accept`]: other bytes
+//! are the medium's fault, named with the device and offset); a whole
+//! segment is compared ([`compare`]) only when its digest does not match,
+//! to tell the medium's fault from the payload's.
 //! Bytes from an earlier run count only after they were read back and
 //! matched again ([`SlotWriter::holds`]).
 //!
@@ -53,12 +57,15 @@ use super::WriteMode;
 use crate::flush::{BackgroundSync, Push};
 use crate::manifest::Segment;
 use sha2::{Digest as _, Sha256};
+use std::ffi::c_void;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::num::NonZeroUsize;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Alignment of `O_DIRECT` buffers, offsets and lengths: a page, which
@@ -74,57 +81,110 @@ pub(crate) const READBACK: usize = 1 << 20;
 /// with 4 KiB pages (elsewhere the advice below is simply not taken).
 pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
-/// A zeroed, page-aligned buffer (what `O_DIRECT` needs): a slightly larger
-/// `Vec` and the aligned window inside it. The allocation is lazily backed,
-/// so untouched pages cost no memory.
+/// A zeroed, page-aligned buffer (what `O_DIRECT` needs). Its memory is
+/// lazily backed, so untouched pages cost nothing.
 ///
-/// A buffer of [`HUGE_PAGE`] or more (a segment's: 4 MiB by default) is
-/// aligned to a huge page and asks the kernel to back it with huge pages
-/// (`MADV_HUGEPAGE`, which Debian's default `madvise` mode honours). Each
-/// segment is decoded into such a buffer, then written and read back with
-/// `O_DIRECT`, which pins every page of it for the device: with 4 KiB
-/// pages that is 1024 pins per segment and a TLB miss for most of the
-/// decoder's back-references. Huge pages took a tenth off the CPU time of
-/// an install on the bench (bench/README.md, "Results, 2026-12-04").
-/// Where the kernel refuses (THP off, or no huge page free), the buffer
-/// keeps small pages and works the same.
+/// A buffer of [`HUGE_PAGE`] or more (a segment's: 4 MiB by default) is an
+/// anonymous mapping of its own, from a huge-page boundary, advised
+/// `MADV_HUGEPAGE` before any of its pages is touched (Debian's default
+/// THP mode, `madvise`, honours it). Each segment is decoded into such a
+/// buffer, then written from it and read back into it with `O_DIRECT`,
+/// which pins every page for the device: with 4 KiB pages that is 1024
+/// pins per request and a TLB miss for most of the decoder's
+/// back-references. Huge pages took a tenth off the CPU time of an install
+/// on the bench (bench/README.md, "Results, 2026-12-04"). Where the kernel
+/// refuses (THP off, no huge page free, no mapping), the buffer keeps small
+/// pages and works the same. A heap allocation would not do: the C
+/// library may hand out memory already touched, which the advice no longer
+/// changes.
 pub(crate) struct AlignedBuf {
-    mem: Vec<u8>,
-    off: usize,
+    mem: Memory,
     len: usize,
 }
 
+enum Memory {
+    /// A slightly larger `Vec` and the page-aligned window at `off` in it.
+    Heap { vec: Vec<u8>, off: usize },
+    /// A mapping of `size` bytes at `base`, owned by the buffer; the buffer
+    /// starts at `start`, its first huge-page boundary.
+    Mapped {
+        base: NonNull<c_void>,
+        size: usize,
+        start: NonNull<u8>,
+    },
+}
+
+// SAFETY: a mapped buffer owns its mapping as a `Vec` owns its allocation:
+// nothing else holds the address, and its bytes are reached only through
+// `&self` (shared reads) or `&mut self` (exclusive writes).
+unsafe impl Send for AlignedBuf {}
+// SAFETY: as above; `&AlignedBuf` gives read-only access to plain bytes.
+unsafe impl Sync for AlignedBuf {}
+
 impl AlignedBuf {
     pub(crate) fn new(len: usize) -> AlignedBuf {
-        let align = if len >= HUGE_PAGE { HUGE_PAGE } else { ALIGN };
-        let mem = vec![0u8; len + align];
-        let off = mem.as_ptr().align_offset(align).min(align);
-        let buf = AlignedBuf { mem, off, len };
-        if align == HUGE_PAGE {
-            buf.advise_huge_pages();
+        if len >= HUGE_PAGE {
+            if let Some(mem) = Memory::huge(len) {
+                return AlignedBuf { mem, len };
+            }
         }
-        buf
-    }
-
-    /// Ask for huge pages over the whole huge pages the buffer spans
-    /// (before its pages are first touched). Advice only: its result does
-    /// not matter.
-    fn advise_huge_pages(&self) {
-        let whole = self.len / HUGE_PAGE * HUGE_PAGE;
-        let start = self.mem[self.off..].as_ptr();
-        // SAFETY: `[start, start + whole)` lies inside `mem`'s allocation
-        // (off + len <= mem.len()) and starts on a huge-page boundary
-        // (hence a page boundary); MADV_HUGEPAGE changes how those pages
-        // are backed, never their contents or the mapping's validity.
-        unsafe {
-            nix::libc::madvise(
-                start as *mut nix::libc::c_void,
-                whole,
-                nix::libc::MADV_HUGEPAGE,
-            );
+        let vec = vec![0u8; len + ALIGN];
+        let off = vec.as_ptr().align_offset(ALIGN).min(ALIGN);
+        AlignedBuf {
+            mem: Memory::Heap { vec, off },
+            len,
         }
     }
+}
 
+impl Memory {
+    /// A fresh mapping holding `len` bytes from a huge-page boundary, its
+    /// whole huge pages advised `MADV_HUGEPAGE`; `None` if refused.
+    fn huge(len: usize) -> Option<Memory> {
+        use nix::sys::mman::{madvise, mmap_anonymous, MapFlags, MmapAdvise, ProtFlags};
+        let size = len.checked_add(HUGE_PAGE)?;
+        // SAFETY: a new private anonymous mapping at an address the kernel
+        // picks aliases no memory of ours.
+        let base = unsafe {
+            mmap_anonymous(
+                None,
+                NonZeroUsize::new(size)?,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
+        }
+        .ok()?;
+        let addr = base.as_ptr() as usize;
+        let skip = addr.next_multiple_of(HUGE_PAGE) - addr;
+        // SAFETY: `skip < HUGE_PAGE`, so `start` and the `len` bytes after
+        // it lie inside the `len + HUGE_PAGE` bytes mapped at `base`.
+        let start = unsafe { NonNull::new_unchecked(base.as_ptr().cast::<u8>().add(skip)) };
+        // SAFETY: the advised range lies inside the mapping (above) and
+        // starts on a huge-page boundary; the advice changes how its pages
+        // are backed, never their contents. Advice only: its result does
+        // not matter.
+        let _ = unsafe {
+            madvise(
+                start.cast(),
+                len / HUGE_PAGE * HUGE_PAGE,
+                MmapAdvise::MADV_HUGEPAGE,
+            )
+        };
+        Some(Memory::Mapped { base, size, start })
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if let Memory::Mapped { base, size, .. } = self.mem {
+            // SAFETY: the mapping is this buffer's alone, and no borrow of
+            // its bytes outlives the buffer.
+            let _ = unsafe { nix::sys::mman::munmap(base, size) };
+        }
+    }
+}
+
+impl AlignedBuf {
     /// How many bytes of the mapping that holds this buffer the kernel
     /// backs with huge pages (`AnonHugePages` in `/proc/self/smaps`).
     #[cfg(test)]
@@ -159,17 +219,32 @@ impl AlignedBuf {
 impl Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.mem[self.off..self.off + self.len]
+        match &self.mem {
+            Memory::Heap { vec, off } => &vec[*off..*off + self.len],
+            // SAFETY: `len` bytes from `start` lie inside the live mapping
+            // (`Memory::huge`), zero-filled by the kernel, and are borrowed
+            // no longer than `self`.
+            Memory::Mapped { start, .. } => unsafe {
+                std::slice::from_raw_parts(start.as_ptr(), self.len)
+            },
+        }
     }
 }
 
 impl DerefMut for AlignedBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.mem[self.off..self.off + self.len]
+        match &mut self.mem {
+            Memory::Heap { vec, off } => &mut vec[*off..*off + self.len],
+            // SAFETY: as in `deref`, and `&mut self` makes the borrow
+            // exclusive.
+            Memory::Mapped { start, .. } => unsafe {
+                std::slice::from_raw_parts_mut(start.as_ptr(), self.len)
+            },
+        }
     }
 }
 
-fn round_up(n: usize) -> usize {
+pub(crate) fn round_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
 
@@ -439,12 +514,24 @@ pub(crate) enum Fault {
 /// What the medium returned (`medium`) for the bytes written at `offset`
 /// (`written`): equal, or where the first difference lies.
 pub(crate) fn accept(medium: &mut [u8], written: &[u8], offset: u64) -> Result<(), Fault> {
+    as_read_back(medium);
+    compare(medium, written, offset)
+}
+
+/// `medium` was just read back from the slot: the `read-back-differs`
+/// failpoint flips a bit of it here, as a failing medium would.
+fn as_read_back(medium: &mut [u8]) {
     if crate::failpoint::corrupt("read-back-differs") {
         let mid = medium.len() / 2;
         if let Some(b) = medium.get_mut(mid) {
             *b ^= 0x10;
         }
     }
+}
+
+/// `medium` (read back from `offset`) equals `written`, or the medium's
+/// fault at the first byte that differs.
+pub(crate) fn compare(medium: &[u8], written: &[u8], offset: u64) -> Result<(), Fault> {
     if same(medium, written) {
         return Ok(());
     }
@@ -816,6 +903,41 @@ impl SlotWriter {
         }
         seg.done += data.len() as u64;
         Ok(())
+    }
+
+    /// Write all of segment `seg` from `buf` (page-aligned, its first
+    /// `seg.length` bytes the segment, at least that rounded up to a page
+    /// long), read the range back into `buf` itself in one request, and
+    /// hash what the medium returned. `arm` runs before the write.
+    ///
+    /// What the medium returned is not compared with what was written: its
+    /// digest matching the signed one is the proof that the medium holds
+    /// the signed bytes. On a [`Fault::Digest`], `buf` holds what the
+    /// medium returned, and only the caller, who can decode the segment
+    /// again, can tell a medium that returned other bytes ([`compare`]) from
+    /// a payload that decodes to other bytes than were signed.
+    pub(crate) fn write_whole(
+        &self,
+        seg: &Segment,
+        buf: &mut [u8],
+        arm: &mut dyn FnMut() -> Result<(), Fault>,
+    ) -> Result<(), Fault> {
+        let len = usize::try_from(seg.length).unwrap_or(usize::MAX);
+        let Some(data) = buf.get_mut(..len) else {
+            return Err(Fault::Io(io::Error::other(format!(
+                "segment at {} is longer than its buffer",
+                seg.offset
+            ))));
+        };
+        arm()?;
+        self.write_at(data, seg.offset).map_err(Fault::Io)?;
+        self.read_at(buf, len, seg.offset).map_err(Fault::Io)?;
+        let medium = &mut buf[..len];
+        as_read_back(medium);
+        let mut w = self.begin(seg);
+        w.hasher.update(medium);
+        w.done = seg.length;
+        self.finish(w)
     }
 
     /// The segment is complete: its bytes, as read back, hash to its
@@ -1217,6 +1339,72 @@ mod tests {
             w.sync().expect("sync");
             let on_disk = std::fs::read(&t).expect("read");
             assert_eq!(&on_disk[1 << 20..(1 << 20) + d.len()], &d[..]);
+        }
+    }
+
+    /// A whole segment written from its buffer and read back into it counts
+    /// only when what the medium returned hashes to its signed digest; on a
+    /// mismatch the buffer holds what the medium returned, and `arm` ran
+    /// before the write.
+    #[test]
+    fn a_whole_segment_counts_only_when_what_is_read_back_in_place_matches_its_digest() {
+        // Not a whole number of pages: the tail goes through the cache.
+        let d = data((4 << 20) - 4096 + 17);
+        for blake3 in [true, false] {
+            let (_dir, t) = target(&format!("whole-{blake3}"), 8 << 20);
+            let w = SlotWriter::open(&t).expect("open");
+            let mut buf = AlignedBuf::new(round_up(d.len()));
+            let seg = segment(1 << 20, &d, blake3);
+            let armed = std::cell::Cell::new(0);
+            let mut arm = || -> Result<(), Fault> {
+                armed.set(armed.get() + 1);
+                Ok(())
+            };
+            buf[..d.len()].copy_from_slice(&d);
+            w.write_whole(&seg, &mut buf, &mut arm).expect("whole");
+            assert_eq!(armed.get(), 1);
+            assert_eq!(&buf[..d.len()], &d[..]);
+            let mut scratch = AlignedBuf::new(READBACK);
+            assert!(w.holds(&seg, &mut scratch).expect("holds"));
+
+            let mut wrong = seg.clone();
+            wrong.sha256 = "0f".repeat(32);
+            wrong.blake3 = wrong.blake3.map(|_| "0f".repeat(32));
+            // The medium returns the bytes meant, which are not the signed ones.
+            buf[..d.len()].copy_from_slice(&d);
+            buf[d.len()..].fill(0xee);
+            match w.write_whole(&wrong, &mut buf, &mut arm) {
+                Err(Fault::Digest {
+                    offset,
+                    length,
+                    algorithm,
+                    ..
+                }) => {
+                    assert_eq!((offset, length), (1 << 20, d.len() as u64));
+                    assert_eq!(algorithm, if blake3 { "BLAKE3" } else { "SHA-256" });
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(compare(&buf[..d.len()], &d, 1 << 20).is_ok());
+
+            // A refused arm: nothing written.
+            let mut other = seg.clone();
+            other.offset = 5 << 20;
+            let mut refuse = || -> Result<(), Fault> { Err(Fault::Stopped) };
+            assert!(matches!(
+                w.write_whole(&other, &mut buf, &mut refuse),
+                Err(Fault::Stopped)
+            ));
+            // A buffer shorter than the segment: refused, nothing written.
+            let mut short = AlignedBuf::new(4096);
+            assert!(matches!(
+                w.write_whole(&other, &mut short, &mut arm),
+                Err(Fault::Io(_))
+            ));
+            w.sync().expect("sync");
+            let on_disk = std::fs::read(&t).expect("read");
+            assert_eq!(&on_disk[1 << 20..(1 << 20) + d.len()], &d[..]);
+            assert!(on_disk[5 << 20..].iter().all(|&b| b == 0));
         }
     }
 
