@@ -33,6 +33,7 @@ use crate::system;
 use crate::timefmt::now;
 use crate::trust::gate::Verified;
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::Path;
 
 /// Options of `install` / `update`.
@@ -478,6 +479,19 @@ fn write_payload(
             resumable.then_some(partial.as_path()),
         ),
     };
+    // A frame once more, after a segment was read back wrong: one range
+    // request (or read) of its bytes, to tell the medium's fault from the
+    // payload's (`install::FrameAgain`).
+    let frame_again = |offset: u64, length: u64| -> Option<Vec<u8>> {
+        let mut bytes = Vec::new();
+        transport
+            .open_range(&payload_url, offset, length)
+            .ok()?
+            .take(length)
+            .read_to_end(&mut bytes)
+            .ok()?;
+        (bytes.len() as u64 == length).then_some(bytes)
+    };
     let result = opened
         .map_err(Error::from)
         .and_then(|mut reader| {
@@ -517,6 +531,7 @@ fn write_payload(
                 },
                 &mut progress,
                 &mut || w.arm(),
+                &frame_again,
             );
             let written = match (written, file_target) {
                 (Ok(w), true) => install::replace_file(&path, target_dev).map(|()| w),

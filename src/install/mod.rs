@@ -389,11 +389,18 @@ fn check_payload_sha256(what: &str, image: &Image, actual: String) -> Result<(),
     Ok(())
 }
 
+/// The payload's bytes `[offset, offset + length)` once more, from where
+/// the payload came from; `None` when they cannot be had. A segmented
+/// install asks only after a segment was read back wrong, for its frame,
+/// to tell the medium's fault from the payload's (the frame itself went
+/// back to the reader once decoded).
+pub type FrameAgain<'a> = &'a (dyn Fn(u64, u64) -> Option<Vec<u8>> + Sync);
+
 /// Decode `payload` (exactly `image.download_size()` bytes, less the
 /// frames of the segments `held`) into `device`, hashing the payload as it
 /// arrives and the image as read back from the medium after each write.
 /// `before_write` runs once before the first byte of `device` changes (see
-/// [`BeforeWrite`]).
+/// [`BeforeWrite`]); `again` reads a frame once more ([`FrameAgain`]).
 #[allow(clippy::too_many_arguments)]
 pub fn write_image(
     class: &str,
@@ -405,6 +412,7 @@ pub fn write_image(
     mode: WriteMode,
     progress: &mut Progress,
     before_write: BeforeWrite,
+    again: FrameAgain,
 ) -> Result<Written, InstallError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     write_image_with(
@@ -417,6 +425,7 @@ pub fn write_image(
         mode,
         progress,
         before_write,
+        again,
         cores,
         &segments::Hooks::default(),
     )
@@ -435,6 +444,7 @@ fn write_image_with(
     mode: WriteMode,
     progress: &mut Progress,
     before_write: BeforeWrite,
+    again: FrameAgain,
     cores: usize,
     hooks: &segments::Hooks,
 ) -> Result<Written, InstallError> {
@@ -474,6 +484,7 @@ fn write_image_with(
                 mode,
                 progress,
                 before_write,
+                again,
                 hooks,
             )?;
             (image.size, payload_bytes)
@@ -608,6 +619,7 @@ mod tests {
                 WriteMode::All,
                 &mut Progress::new("t", img.size, true),
                 &mut || Ok(()),
+                &no_frame_again,
             )
             .expect("write");
             assert_eq!(w.image_bytes, d.len() as u64);
@@ -682,6 +694,7 @@ mod tests {
             mode,
             &mut Progress::new("t", img.size, true),
             &mut || Ok(()),
+            &no_frame_again,
         )
     }
 
@@ -768,6 +781,7 @@ mod tests {
             WriteMode::Changed,
             &mut Progress::new("t", img.size, true),
             &mut || Ok(()),
+            &no_frame_again,
         )
         .expect("write");
         assert_eq!(std::fs::read(&t).expect("read"), d);
@@ -799,6 +813,20 @@ mod tests {
         (img, payload)
     }
 
+    /// No frame can be had again: a read-back fault blames the payload.
+    fn no_frame_again(_: u64, _: u64) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// The frames of an in-memory `payload`, again.
+    fn frames_of(payload: &[u8]) -> impl Fn(u64, u64) -> Option<Vec<u8>> + Sync + '_ {
+        move |offset, length| {
+            let start = usize::try_from(offset).ok()?;
+            let end = start.checked_add(usize::try_from(length).ok()?)?;
+            payload.get(start..end).map(<[u8]>::to_vec)
+        }
+    }
+
     fn install_segmented(
         payload: &[u8],
         img: &Image,
@@ -817,6 +845,7 @@ mod tests {
             mode,
             &mut Progress::new("t", img.size, true),
             &mut || Ok(()),
+            &no_frame_again,
             workers,
             hooks,
         )
@@ -857,6 +886,7 @@ mod tests {
             WriteMode::All,
             &mut progress,
             &mut || Ok(()),
+            &no_frame_again,
         )
         .expect("resumed write");
         assert_eq!(w.image_bytes, d.len() as u64);
@@ -1005,6 +1035,7 @@ mod tests {
                 armed += 1;
                 Ok(())
             },
+            &frames_of(&payload),
             2,
             &Default::default(),
         )
@@ -1163,6 +1194,7 @@ mod tests {
                         false => Ok(()),
                     }
                 },
+                &no_frame_again,
             )
         };
 

@@ -23,10 +23,15 @@
 //!   [`SlotWriter`]: one write and one read-back of the whole segment
 //!   ([`SlotWriter::write_whole`]), into the buffer it was written from,
 //!   so what the medium returned is hashed without a second buffer or a
-//!   byte-by-byte compare. Only when that digest does not match is the
-//!   frame (kept until then) decoded once more, to tell a medium that
-//!   returned other bytes (named with the first offset that differs) from
-//!   a payload that decodes to other bytes than were signed. A segment
+//!   byte-by-byte compare. The frame goes back to the reader once decoded
+//!   (so the reader fills it while the segment is written and read back:
+//!   over HTTP that overlap is what keeps the cores busy). Only when the
+//!   read-back's digest does not match is the frame read once more from
+//!   the payload's source ([`FrameAgain`]), checked against its signed
+//!   BLAKE3 and decoded, to tell a medium that returned other bytes (named
+//!   with the first offset that differs) from a payload that decodes to
+//!   other bytes than were signed; when it cannot be had again, or is not
+//!   signed, the payload is blamed (the medium is blamed only on proof). A segment
 //!   whose signed digest is that of zeros (free space in the image) is not
 //!   decoded: the device zeroes its range and it is read back as zeros
 //!   ([`SlotWriter::zero_segment`]). Segments finish in any order; each
@@ -35,7 +40,7 @@
 //!   [`SlotWriter::write_piece`], with a 1 MiB buffer per worker.)
 //! - Memory is bounded by the workers' segment buffers (on huge pages,
 //!   [`AlignedBuf`]) and one frame per worker and one more (the reader
-//!   fills it while each worker holds its own), whatever the image size.
+//!   fills it while each worker decodes its own), whatever the image size.
 //! - The first byte of the slot changes only after the calling thread ran
 //!   `before_write` (the workers wait for it at a gate), and the first fault
 //!   stops the reader and every worker: a bad segment mid-way leaves the
@@ -46,7 +51,7 @@
 //! pipeline, which decodes concatenated frames as well.
 
 use super::writer::{compare, round_up, AlignedBuf, Fault, SlotWriter, ZeroDigests, READBACK};
-use super::{fill, hex, BeforeWrite, InstallError, WriteMode};
+use super::{fill, hex, BeforeWrite, FrameAgain, InstallError, WriteMode};
 use crate::manifest::{Compression, Image, Segment};
 use crate::progress::Progress;
 use sha2::{Digest, Sha256};
@@ -288,6 +293,8 @@ struct Shared<'a> {
     zeros: AlignedBuf,
     jobs: Mutex<Receiver<Job>>,
     frames_back: SyncSender<Vec<u8>>,
+    /// The payload's bytes once more, for telling a read-back fault's cause.
+    again: FrameAgain<'a>,
     gate: Gate,
     stop: AtomicBool,
     hooks: &'a Hooks<'a>,
@@ -329,6 +336,9 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
         // it (`SlotWriter::zero_segment`).
         let decoded = check_frame(index, seg, &buf[..frame])
             .map(|()| (!sh.zero[index]).then(|| dctx.decompress(&mut out[..len], &buf[..frame])));
+        // Decoded (or found bad): the reader fills the frame again while
+        // this segment is written and read back.
+        let _ = sh.frames_back.send(buf);
         let result = match decoded {
             Err(frame_fault) => Err((Fault::Stopped, Some(Before::Frame(Box::new(frame_fault))))),
             Ok(None) => sh
@@ -338,7 +348,7 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
                 })
                 .map_err(|f| (f, None)),
             Ok(Some(Ok(n))) if n == len && sh.mode == WriteMode::All => {
-                write_whole(sh, seg, &mut out, &buf[..frame], &mut dctx, &events)
+                write_whole(sh, index, seg, &mut out, &mut dctx, &events)
             }
             Ok(Some(Ok(n))) if n == len => {
                 let scratch = scratch.get_or_insert_with(|| AlignedBuf::new(READBACK));
@@ -360,9 +370,6 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
                 ))),
             )),
         };
-        // Held until the segment counted as written or was found bad: the
-        // reader has one frame more than there are workers to fill.
-        let _ = sh.frames_back.send(buf);
         match result {
             Ok(()) => {
                 crate::failpoint::hit("segment-written");
@@ -388,34 +395,63 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
 
 /// Write the decoded segment in `out` and read it back in place
 /// ([`SlotWriter::write_whole`]). When what the medium returned does not
-/// hash to the signed digest, the frame is decoded once more to tell the
-/// two causes apart: bytes that differ from the decoded ones are the
-/// medium's fault, at the first that differs; the same bytes mean the
-/// payload decodes to other bytes than were signed.
+/// hash to the signed digest, [`medium_or_payload`] tells the cause.
 fn write_whole(
     sh: &Shared,
+    index: usize,
     seg: &Segment,
     out: &mut AlignedBuf,
-    frame: &[u8],
     dctx: &mut zstd::zstd_safe::DCtx,
     events: &Sender<Event>,
 ) -> Result<(), (Fault, Option<Before>)> {
-    let digest = match sh
+    match sh
         .writer
         .write_whole(seg, out, &mut || sh.gate.pass(events))
     {
-        Err(digest @ Fault::Digest { .. }) => digest,
-        other => return other.map_err(|f| (f, None)),
-    };
-    let len = usize::try_from(seg.length).unwrap_or(usize::MAX);
-    let mut decoded = vec![0u8; len];
-    match dctx.decompress(&mut decoded, frame) {
-        Ok(n) if n == len => {
-            compare(&out[..len], &decoded, seg.offset).map_err(|f| (f, None))?;
-            Err((digest, None))
+        Err(digest @ Fault::Digest { .. }) => {
+            let len = usize::try_from(seg.length).unwrap_or(usize::MAX);
+            Err((
+                medium_or_payload(index, seg, &out[..len], digest, sh.again, dctx),
+                None,
+            ))
         }
-        // It decoded before: the same frame cannot fail now.
-        _ => Err((digest, None)),
+        other => other.map_err(|f| (f, None)),
+    }
+}
+
+/// Segment `index` was read back as `read_back`, which does not hash to
+/// its signed digest (`digest`, the fault). Its frame, read once more from
+/// the payload's source, checked against its signed BLAKE3 and decoded,
+/// tells why: bytes that differ from the decoded ones are the medium's
+/// fault, at the first that differs ([`Fault::Medium`]); the same bytes
+/// mean the payload decodes to other bytes than were signed (`digest`).
+/// A frame that cannot be had again, is not signed or does not match its
+/// signature proves nothing about the medium: the payload is blamed, as
+/// the safe side for a fleet (a device's fault blamed on a release pauses
+/// a rollout; the other way round lets a bad release go on).
+fn medium_or_payload(
+    index: usize,
+    seg: &Segment,
+    read_back: &[u8],
+    digest: Fault,
+    again: FrameAgain,
+    dctx: &mut zstd::zstd_safe::DCtx,
+) -> Fault {
+    let frame = match again(seg.patch_offset, seg.patch_length) {
+        Some(frame) if seg.patch_blake3.is_some() && check_frame(index, seg, &frame).is_ok() => {
+            frame
+        }
+        _ => return digest,
+    };
+    let mut decoded = vec![0u8; read_back.len()];
+    match dctx.decompress(&mut decoded, &frame) {
+        Ok(n) if n == read_back.len() => match compare(read_back, &decoded, seg.offset) {
+            Err(medium) => medium,
+            Ok(()) => digest,
+        },
+        // It decoded to the right length before: the same signed frame
+        // cannot do otherwise now.
+        _ => digest,
     }
 }
 
@@ -449,11 +485,12 @@ pub(super) fn write(
     mode: WriteMode,
     progress: &mut Progress,
     before_write: BeforeWrite,
+    again: FrameAgain,
     hooks: &Hooks,
 ) -> Result<u64, InstallError> {
     let (jobs_tx, jobs_rx) = sync_channel::<Job>(workers);
-    // A frame per worker, held until its segment is done, and one for the
-    // reader to fill meanwhile.
+    // A frame per worker, held while it decodes, and one for the reader to
+    // fill meanwhile.
     let (frames_back, frames) = sync_channel::<Vec<u8>>(workers + 1);
     for _ in 0..=workers {
         let _ = frames_back.send(Vec::new());
@@ -472,6 +509,7 @@ pub(super) fn write(
         zeros: AlignedBuf::new(READBACK),
         jobs: Mutex::new(jobs_rx),
         frames_back,
+        again,
         gate: Gate {
             state: Mutex::new(GateState::Closed),
             opened: Condvar::new(),
@@ -747,6 +785,81 @@ mod tests {
         // No digest (a release packed before frame digests): the payload
         // hash covers it.
         assert!(check_frame(0, &signed_frame(frame, None), b"anything").is_ok());
+    }
+
+    /// A read-back that missed its digest, told apart with the frame read
+    /// once more: `again` serves `payload` from byte 10 (where the
+    /// segment's frame lies).
+    fn told(
+        read_back: &[u8],
+        frame: &[u8],
+        digest: Option<String>,
+        served: Option<&[u8]>,
+    ) -> Fault {
+        let mut seg = signed_frame(frame, digest);
+        seg.offset = 4096;
+        seg.length = read_back.len() as u64;
+        let again = |offset: u64, length: u64| -> Option<Vec<u8>> {
+            assert_eq!((offset, length), (10, frame.len() as u64));
+            served.map(<[u8]>::to_vec)
+        };
+        let digest = Fault::Digest {
+            offset: seg.offset,
+            length: seg.length,
+            algorithm: "BLAKE3",
+            expected: "e".into(),
+            actual: "a".into(),
+        };
+        let mut dctx = zstd::zstd_safe::DCtx::create();
+        medium_or_payload(3, &seg, read_back, digest, &again, &mut dctx)
+    }
+
+    #[test]
+    fn a_read_back_fault_blames_the_medium_only_on_proof_from_the_signed_frame() {
+        let segment = b"the bytes of one segment, decoded".repeat(8);
+        let frame = zstd::encode_all(&segment[..], 3).expect("frame");
+        let signed = Some(blake3::hash(&frame).to_hex().to_string());
+        let mut differs = segment.clone();
+        differs[100] ^= 1;
+        // The medium returned other bytes than the frame decodes to: its
+        // fault, at the first byte that differs.
+        match told(&differs, &frame, signed.clone(), Some(&frame)) {
+            Fault::Medium { offset } => assert_eq!(offset, 4096 + 100),
+            other => panic!("{other:?}"),
+        }
+        // It returned what the frame decodes to: the payload decodes to
+        // other bytes than were signed.
+        let payload = |f: Fault| {
+            matches!(
+                f,
+                Fault::Digest {
+                    algorithm: "BLAKE3",
+                    ..
+                }
+            )
+        };
+        assert!(payload(told(
+            &segment,
+            &frame,
+            signed.clone(),
+            Some(&frame)
+        )));
+        // No proof, the payload blamed: the frame cannot be had again, is
+        // not signed, or is not the signed one.
+        assert!(payload(told(&differs, &frame, signed.clone(), None)));
+        assert!(payload(told(&differs, &frame, None, Some(&frame))));
+        let other = zstd::encode_all(&differs[..], 3).expect("frame");
+        assert!(payload(told(
+            &differs,
+            &frame,
+            signed.clone(),
+            Some(&other)
+        )));
+        // A signed frame that decodes to another length (cannot happen for
+        // the frame that decoded before) proves nothing either.
+        let short = zstd::encode_all(&segment[..10], 3).expect("frame");
+        let short_signed = Some(blake3::hash(&short).to_hex().to_string());
+        assert!(payload(told(&differs, &short, short_signed, Some(&short))));
     }
 
     #[test]

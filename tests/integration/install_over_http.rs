@@ -288,6 +288,42 @@ fn a_zero_segment_replaces_the_old_bytes_of_a_loop_device() {
     );
 }
 
+/// A slot that reads back other bytes than were written, over HTTP: the
+/// segment's frame went back to the reader once decoded, so it is fetched
+/// once more (one `Range` request for exactly its bytes), checked against
+/// its signed BLAKE3 and decoded, and the medium is named, not the release.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_failing_medium_is_told_from_a_bad_release_with_the_frame_fetched_again() {
+    let h = TestHost::new("http-bad-medium", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 3 << 20), &[]);
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let out = h.abupdate_env(
+        &["install", "--no-reboot", &nginx.url("release.json")],
+        &[("ABUPDATE_FAILPOINT", "read-back-differs:1")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("the medium is failing"),
+        "{}",
+        text(&out)
+    );
+    let (at, len) = crate::common::host::segment_frame(&m, 0);
+    let again: Vec<_> = payload_requests(&nginx, "rootfs-2.0.img.zst")
+        .into_iter()
+        .filter(|r| r.range.is_some())
+        .collect();
+    assert_eq!(again.len(), 1, "one request for the frame again: {again:?}");
+    assert_eq!(
+        again[0].range.as_deref(),
+        Some(format!("bytes={at}-{}", at + len - 1).as_str())
+    );
+    assert_eq!((again[0].status, again[0].body_bytes_sent), (206, len));
+    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("A B"));
+}
+
 #[test]
 fn a_remote_manifest_cannot_point_at_local_files() {
     let h = TestHost::new("http-file-url", "1.0", HostOptions::default());

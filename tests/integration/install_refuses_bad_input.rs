@@ -5,7 +5,7 @@
 //! exit 1, and leaves the booted slot, its bytes and the boot order
 //! untouched; a payload found bad mid-stream leaves the target marked bad.
 
-use crate::common::host::{image, text, HostOptions, TestHost, Untouched};
+use crate::common::host::{image, segment_frame, text, HostOptions, TestHost, Untouched};
 use std::path::Path;
 
 /// Exit 1, one line on stderr containing `needle`, nothing flipped.
@@ -533,16 +533,11 @@ fn a_damaged_frame_is_refused_before_it_is_decoded() {
         &image("2.0", 8 << 20),
         &["--segment-size", "1"],
     );
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("json");
-    let seg = &v["images"]["rootfs"]["segments"][4];
-    let (at, len) = (
-        seg["patch_offset"].as_u64().expect("patch_offset"),
-        seg["patch_length"].as_u64().expect("patch_length"),
-    );
+    let (at, len) = segment_frame(&m, 4);
+    let manifest = std::fs::read_to_string(&m).expect("manifest");
     assert!(
-        seg["patch_blake3"].is_string(),
-        "pack signs each frame: {seg}"
+        manifest.contains("\"patch_blake3\""),
+        "pack signs each frame: {manifest}"
     );
     let payload = m.with_file_name("rootfs-2.0.img.zst");
     let mut bytes = std::fs::read(&payload).expect("payload");

@@ -105,6 +105,18 @@ pub fn signature_files(m: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Where the frame of segment `index` of the rootfs lies in its payload,
+/// as the manifest at `m` says: (offset, length).
+pub fn segment_frame(m: &Path, index: usize) -> (u64, u64) {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m).expect("manifest")).expect("json");
+    let seg = &v["images"]["rootfs"]["segments"][index];
+    (
+        seg["patch_offset"].as_u64().expect("patch_offset"),
+        seg["patch_length"].as_u64().expect("patch_length"),
+    )
+}
+
 /// A synthetic image whose first line names its version, so `boot()` can
 /// read "os-release" from the slot's own bytes.
 pub fn image(version: &str, len: usize) -> Vec<u8> {
