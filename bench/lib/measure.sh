@@ -252,6 +252,16 @@ size_for() { awk -v p="$1" '$1 == p { printf "%.2f", $2 / 1048576 }' "$RES/sizes
 
 # ---- the tables
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) { print 0; exit } if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# The runs of two cases alternate (run i of one, then run i of the other), so
+# run i of each saw the same moment of a shared machine: the median of the
+# ratios run by run (NUM/DEN wall times), with the lowest and highest, as
+# "MEDIAN MIN MAX"; empty when either case has no runs.
+paired() {
+    [ -s "$RES/$1.tsv" ] && [ -s "$RES/$2.tsv" ] || return 0
+    paste -d' ' <(cut -d' ' -f1 "$RES/$1.tsv") <(cut -d' ' -f1 "$RES/$2.tsv") |
+        awk '$1 > 0 && $2 > 0 { print $1 / $2 }' | sort -g |
+        awk '{ a[NR] = $1 } END { if (NR == 0) exit; m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; print m, a[1], a[NR] }'
+}
 report() {
     [ -f "$RES/sizes.txt" ] || sizes
     local bytes; bytes=$(stat -c %s "$W/img/rootfs.ext4")
@@ -321,15 +331,22 @@ report() {
         zseg=$(med bound-zstd-seg); http=$(med abu-http); local_=$(med abu-local)
         local ram zram; ram=$(med abu-ram); zram=$(med zstd-ram)
         rssmax=$(awk '$2 == "seg" { if ($3 > m) m = $3 } END { print m + 0 }' "$RES/rss.tsv" 2>/dev/null || echo 0)
+        local pz ph pr
+        pz=$(paired bound-zstd-seg abu-seg); ph=$(paired abu-http abu-local); pr=$(paired zstd-ram abu-ram)
         awk -v a="$ref" -v r="${best_rauc:-0}" -v z="${zseg:-0}" -v h="${http:-0}" -v lo="${local_:-0}" -v rss="$rssmax" \
-            -v ram="${ram:-0}" -v zram="${zram:-0}" \
+            -v ram="${ram:-0}" -v zram="${zram:-0}" -v pz="$pz" -v ph="$ph" -v pr="$pr" \
             -v s="$(stat -c %s "$(HOST_BIN)")" -v ps="$(stat -c %s "$(PSEG)")" -v p27="$(stat -c %s "$(P27)")" 'BEGIN {
-            if (z > 0) printf "Target: full install ≥ 1.0x single-thread zstd -dc of the same payload: %.2fx\n", z / a;
-            if (ram > 0 && zram > 0) printf "The same with a slot whose flush writes nothing out (loop device over a RAM file): %.2fx\n", zram / ram;
+            # Run by run: "MEDIAN MIN MAX" of the alternating pairs (`paired`).
+            if (z > 0) printf "Target: full install ≥ 1.0x single-thread zstd -dc of the same payload: %.2fx%s\n", z / a, by_run(pz, "x");
+            if (ram > 0 && zram > 0) printf "The same with a slot whose flush writes nothing out (loop device over a RAM file): %.2fx%s\n", zram / ram, by_run(pr, "x");
             if (r > 0) printf "Target: ≥ 4x RAUC best mode: %.2fx\n", r / a;
-            if (h > 0 && lo > 0) printf "Target: over HTTP within 10%% of the local path: %+.1f%%\n", (h / lo - 1) * 100;
+            if (h > 0 && lo > 0) printf "Target: over HTTP within 10%% of the local path: %+.1f%%%s\n", (h / lo - 1) * 100, by_run(ph, "%");
             if (rss > 0) printf "Target: peak RSS ≤ 32 MiB for default payloads, 256 MiB to 4 GiB: at most %.1f MiB\n", rss / 1024;
             printf "Target: static host binary ≤ 3 MiB: %.2f MiB\n", s / 1048576;
-            printf "Bytes: the segmented payload is %+.1f%% against one --long=27 frame\n", (ps / p27 - 1) * 100 }'
+            printf "Bytes: the segmented payload is %+.1f%% against one --long=27 frame\n", (ps / p27 - 1) * 100 }
+            function by_run(p, unit,    f) {
+                if (split(p, f, " ") < 3) return "";
+                if (unit == "x") return sprintf(" (ratio of medians; run by run, alternating: median %.2fx, %.2fx to %.2fx)", f[1], f[2], f[3]);
+                return sprintf(" (of medians; run by run, alternating: median %+.1f%%, %+.1f%% to %+.1f%%)", (f[1] - 1) * 100, (f[2] - 1) * 100, (f[3] - 1) * 100) }'
     fi
 }

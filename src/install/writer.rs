@@ -92,7 +92,7 @@ pub(crate) const HUGE_PAGE: usize = 2 << 20;
 /// which pins every page for the device: with 4 KiB pages that is 1024
 /// pins per request and a TLB miss for most of the decoder's
 /// back-references. Huge pages took a tenth off the CPU time of an install
-/// on the bench (bench/README.md, "Results, 2026-12-04"). Where the kernel
+/// on the bench (bench/README.md, "Results, 2026-12-04, later"). Where the kernel
 /// refuses (THP off, no huge page free, no mapping), the buffer keeps small
 /// pages and works the same. A heap allocation would not do: the C
 /// library may hand out memory already touched, which the advice no longer
