@@ -880,6 +880,7 @@ fn name_payload_source(e: Error, url: &str) -> Error {
             algorithm,
             expected,
             actual,
+            medium_checked,
         }) if !what.contains(url) => Error::Install(E::SegmentMismatch {
             what: named(what),
             offset,
@@ -887,6 +888,7 @@ fn name_payload_source(e: Error, url: &str) -> Error {
             algorithm,
             expected,
             actual,
+            medium_checked,
         }),
         Error::Install(E::FrameMismatch {
             what,

@@ -106,6 +106,10 @@ pub enum InstallError {
         expected: String,
         /// The digest of the bytes read back (hex).
         actual: String,
+        /// What was read back was found equal to what was written (else
+        /// the medium could not be checked: the segment's frame could not
+        /// be had again, or is not signed).
+        medium_checked: bool,
     },
     /// A frame of a segmented payload does not hash to its signed BLAKE3:
     /// it was not decoded (the decoder sees signed bytes only).
@@ -177,11 +181,15 @@ impl fmt::Display for InstallError {
                 algorithm,
                 expected,
                 actual,
+                medium_checked,
             } => write!(
                 f,
-                "{what}: the segment at bytes {offset}..{} decodes to bytes whose {algorithm} is {actual}, the signed manifest says {expected}; \
-                 the slot read back exactly the bytes written, so the payload (or the release) is damaged",
-                offset + length
+                "{what}: the segment at bytes {offset}..{} decodes to bytes whose {algorithm} is {actual}, the signed manifest says {expected}; {}",
+                offset + length,
+                match medium_checked {
+                    true => "the slot read back exactly the bytes written, so the payload (or the release) is damaged",
+                    false => "its frame could not be read again (or is not signed) to check the slot, so the payload (or the release) is taken to be damaged",
+                }
             ),
             InstallError::FrameMismatch {
                 what,
@@ -365,6 +373,7 @@ fn fault_error(fault: Fault, device: &Path, what: &str) -> InstallError {
             algorithm,
             expected,
             actual,
+            medium_checked,
         } => InstallError::SegmentMismatch {
             what: what.to_string(),
             offset,
@@ -372,6 +381,7 @@ fn fault_error(fault: Fault, device: &Path, what: &str) -> InstallError {
             algorithm,
             expected,
             actual,
+            medium_checked,
         },
     }
 }
@@ -1046,7 +1056,21 @@ mod tests {
         assert!(
             msg.contains("segment at bytes 4194304..5242880")
                 && msg.contains("BLAKE3")
-                && msg.contains(&"0f".repeat(32)),
+                && msg.contains(&"0f".repeat(32))
+                && msg.contains("the slot read back exactly the bytes written"),
+            "{msg}"
+        );
+        // Without its frame once more, the slot is not vouched for (and the
+        // release is still blamed).
+        std::fs::write(&t, vec![0u8; 8 << 20]).expect("blank target");
+        let e = install_segmented(&payload, &img, &t, WriteMode::All, 2, &Default::default())
+            .expect_err("a segment that hashes wrong was accepted");
+        assert_eq!(e.kind(), crate::error::Kind::HashMismatch);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("segment at bytes 4194304..5242880")
+                && msg.contains("its frame could not be read again")
+                && !msg.contains("read back exactly"),
             "{msg}"
         );
         // A damaged frame is refused before it is decoded: the decoder

@@ -445,9 +445,27 @@ fn medium_or_payload(
     };
     let mut decoded = vec![0u8; read_back.len()];
     match dctx.decompress(&mut decoded, &frame) {
-        Ok(n) if n == read_back.len() => match compare(read_back, &decoded, seg.offset) {
-            Err(medium) => medium,
-            Ok(()) => digest,
+        Ok(n) if n == read_back.len() => match (compare(read_back, &decoded, seg.offset), digest) {
+            (Err(medium), _) => medium,
+            (
+                Ok(()),
+                Fault::Digest {
+                    offset,
+                    length,
+                    algorithm,
+                    expected,
+                    actual,
+                    ..
+                },
+            ) => Fault::Digest {
+                offset,
+                length,
+                algorithm,
+                expected,
+                actual,
+                medium_checked: true,
+            },
+            (Ok(()), other) => other,
         },
         // It decoded to the right length before: the same signed frame
         // cannot do otherwise now.
@@ -809,6 +827,7 @@ mod tests {
             algorithm: "BLAKE3",
             expected: "e".into(),
             actual: "a".into(),
+            medium_checked: false,
         };
         let mut dctx = zstd::zstd_safe::DCtx::create();
         medium_or_payload(3, &seg, read_back, digest, &again, &mut dctx)
@@ -829,37 +848,38 @@ mod tests {
         }
         // It returned what the frame decodes to: the payload decodes to
         // other bytes than were signed.
-        let payload = |f: Fault| {
+        // `checked`: the slot was found to hold exactly the decoded bytes.
+        let payload = |f: Fault, checked: bool| {
             matches!(
                 f,
                 Fault::Digest {
                     algorithm: "BLAKE3",
+                    medium_checked,
                     ..
-                }
+                } if medium_checked == checked
             )
         };
-        assert!(payload(told(
-            &segment,
-            &frame,
-            signed.clone(),
-            Some(&frame)
-        )));
+        assert!(payload(
+            told(&segment, &frame, signed.clone(), Some(&frame)),
+            true
+        ));
         // No proof, the payload blamed: the frame cannot be had again, is
         // not signed, or is not the signed one.
-        assert!(payload(told(&differs, &frame, signed.clone(), None)));
-        assert!(payload(told(&differs, &frame, None, Some(&frame))));
+        assert!(payload(told(&differs, &frame, signed.clone(), None), false));
+        assert!(payload(told(&differs, &frame, None, Some(&frame)), false));
         let other = zstd::encode_all(&differs[..], 3).expect("frame");
-        assert!(payload(told(
-            &differs,
-            &frame,
-            signed.clone(),
-            Some(&other)
-        )));
+        assert!(payload(
+            told(&differs, &frame, signed.clone(), Some(&other)),
+            false
+        ));
         // A signed frame that decodes to another length (cannot happen for
         // the frame that decoded before) proves nothing either.
         let short = zstd::encode_all(&segment[..10], 3).expect("frame");
         let short_signed = Some(blake3::hash(&short).to_hex().to_string());
-        assert!(payload(told(&differs, &short, short_signed, Some(&short))));
+        assert!(payload(
+            told(&differs, &short, short_signed, Some(&short)),
+            false
+        ));
     }
 
     #[test]

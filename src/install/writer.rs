@@ -499,15 +499,18 @@ pub(crate) enum Fault {
     Arm(Box<crate::error::Error>),
     /// Another thread stopped the install (its own fault says why).
     Stopped,
-    /// The segment at `offset` read back exactly as written, but its bytes
-    /// hash to `actual`, not to the signed `expected`: the payload does not
-    /// decode to the signed image.
+    /// The segment at `offset` read back hashes to `actual`, not to the
+    /// signed `expected`. With `medium_checked`, what was read back was
+    /// found equal to what was written: the payload does not decode to the
+    /// signed image. Without, nobody could compare them
+    /// ([`SlotWriter::write_whole`]).
     Digest {
         offset: u64,
         length: u64,
         algorithm: &'static str,
         expected: String,
         actual: String,
+        medium_checked: bool,
     },
 }
 
@@ -937,11 +940,29 @@ impl SlotWriter {
         let mut w = self.begin(seg);
         w.hasher.update(medium);
         w.done = seg.length;
-        self.finish(w)
+        self.finish(w).map_err(|fault| match fault {
+            Fault::Digest {
+                offset,
+                length,
+                algorithm,
+                expected,
+                actual,
+                ..
+            } => Fault::Digest {
+                offset,
+                length,
+                algorithm,
+                expected,
+                actual,
+                medium_checked: false,
+            },
+            other => other,
+        })
     }
 
     /// The segment is complete: its bytes, as read back, hash to its
-    /// signed digest.
+    /// signed digest. (Every piece was compared with what was written as it
+    /// was read back: a mismatch here is the payload's.)
     pub(crate) fn finish(&self, seg: SegmentWrite) -> Result<(), Fault> {
         let actual = seg.hasher.finalize();
         if seg.done == seg.length && actual == seg.signed.expected() {
@@ -953,6 +974,7 @@ impl SlotWriter {
             algorithm: seg.signed.algorithm(),
             expected: seg.signed.expected().to_string(),
             actual,
+            medium_checked: true,
         })
     }
 
@@ -1378,10 +1400,13 @@ mod tests {
                     offset,
                     length,
                     algorithm,
+                    medium_checked,
                     ..
                 }) => {
                     assert_eq!((offset, length), (1 << 20, d.len() as u64));
                     assert_eq!(algorithm, if blake3 { "BLAKE3" } else { "SHA-256" });
+                    // Nothing was compared: only the caller can.
+                    assert!(!medium_checked);
                 }
                 other => panic!("{other:?}"),
             }
