@@ -445,27 +445,9 @@ fn medium_or_payload(
     };
     let mut decoded = vec![0u8; read_back.len()];
     match dctx.decompress(&mut decoded, &frame) {
-        Ok(n) if n == read_back.len() => match (compare(read_back, &decoded, seg.offset), digest) {
-            (Err(medium), _) => medium,
-            (
-                Ok(()),
-                Fault::Digest {
-                    offset,
-                    length,
-                    algorithm,
-                    expected,
-                    actual,
-                    ..
-                },
-            ) => Fault::Digest {
-                offset,
-                length,
-                algorithm,
-                expected,
-                actual,
-                medium_checked: true,
-            },
-            (Ok(()), other) => other,
+        Ok(n) if n == read_back.len() => match compare(read_back, &decoded, seg.offset) {
+            Err(medium) => medium,
+            Ok(()) => digest.medium_checked(true),
         },
         // It decoded to the right length before: the same signed frame
         // cannot do otherwise now.

@@ -514,6 +514,17 @@ pub(crate) enum Fault {
     },
 }
 
+impl Fault {
+    /// A [`Fault::Digest`] with `medium_checked` set to `checked`; any other
+    /// fault as it is.
+    pub(crate) fn medium_checked(mut self, checked: bool) -> Fault {
+        if let Fault::Digest { medium_checked, .. } = &mut self {
+            *medium_checked = checked;
+        }
+        self
+    }
+}
+
 /// What the medium returned (`medium`) for the bytes written at `offset`
 /// (`written`): equal, or where the first difference lies.
 pub(crate) fn accept(medium: &mut [u8], written: &[u8], offset: u64) -> Result<(), Fault> {
@@ -940,24 +951,7 @@ impl SlotWriter {
         let mut w = self.begin(seg);
         w.hasher.update(medium);
         w.done = seg.length;
-        self.finish(w).map_err(|fault| match fault {
-            Fault::Digest {
-                offset,
-                length,
-                algorithm,
-                expected,
-                actual,
-                ..
-            } => Fault::Digest {
-                offset,
-                length,
-                algorithm,
-                expected,
-                actual,
-                medium_checked: false,
-            },
-            other => other,
-        })
+        self.finish(w).map_err(|fault| fault.medium_checked(false))
     }
 
     /// The segment is complete: its bytes, as read back, hash to its
