@@ -310,7 +310,7 @@ fn a_failing_medium_is_told_from_a_bad_release_with_the_frame_fetched_again() {
         "{}",
         text(&out)
     );
-    let (at, len) = crate::common::host::segment_frame(&m, 0);
+    let (at, len, _) = crate::common::host::segment_frame(&m, 0);
     let again: Vec<_> = payload_requests(&nginx, "rootfs-2.0.img.zst")
         .into_iter()
         .filter(|r| r.range.is_some())

@@ -533,12 +533,8 @@ fn a_damaged_frame_is_refused_before_it_is_decoded() {
         &image("2.0", 8 << 20),
         &["--segment-size", "1"],
     );
-    let (at, len) = segment_frame(&m, 4);
-    let manifest = std::fs::read_to_string(&m).expect("manifest");
-    assert!(
-        manifest.contains("\"patch_blake3\""),
-        "pack signs each frame: {manifest}"
-    );
+    let (at, len, signed) = segment_frame(&m, 4);
+    assert!(signed.is_some(), "pack signs each frame");
     let payload = m.with_file_name("rootfs-2.0.img.zst");
     let mut bytes = std::fs::read(&payload).expect("payload");
     bytes[(at + len / 2) as usize] ^= 0x20;

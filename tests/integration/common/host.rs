@@ -106,14 +106,16 @@ pub fn signature_files(m: &Path) -> Vec<PathBuf> {
 }
 
 /// Where the frame of segment `index` of the rootfs lies in its payload,
-/// as the manifest at `m` says: (offset, length).
-pub fn segment_frame(m: &Path, index: usize) -> (u64, u64) {
+/// and its signed BLAKE3, as the manifest at `m` says: (offset, length,
+/// digest).
+pub fn segment_frame(m: &Path, index: usize) -> (u64, u64, Option<String>) {
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(m).expect("manifest")).expect("json");
     let seg = &v["images"]["rootfs"]["segments"][index];
     (
         seg["patch_offset"].as_u64().expect("patch_offset"),
         seg["patch_length"].as_u64().expect("patch_length"),
+        seg["patch_blake3"].as_str().map(str::to_string),
     )
 }
 
