@@ -233,6 +233,9 @@ pub struct Bootloader {
 pub struct Health {
     /// Executables that must exit 0.
     pub dir: PathBuf,
+    /// `dir` was set in the config: it must then exist (a typo there must
+    /// not mean "no checks"); the default may be missing.
+    pub dir_required: bool,
     /// The whole verdict's deadline.
     pub timeout: Duration,
     /// One check's deadline.
@@ -898,6 +901,7 @@ impl Config {
         }
 
         let health = Health {
+            dir_required: f.health.dir.is_some(),
             dir: f
                 .health
                 .dir

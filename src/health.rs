@@ -8,6 +8,12 @@
 //! within `[health] timeout`. Checks run through [`crate::child`]: what a
 //! check leaves running in the background is killed when it exits and
 //! never holds the verdict; its output is drained, never blocking it.
+//! A check that cannot run fails, it is never skipped: every entry of
+//! `[health] dir` but hidden ones (`.name`) is a check, and one that is not
+//! a regular executable file (a dangling link, a file never made
+//! executable) or that others could replace (the rule hooks follow,
+//! [`crate::hooks::check_runnable`]: it runs as root) fails naming why; so
+//! does a configured dir that is missing or unreadable.
 
 use crate::config::Health;
 use std::path::PathBuf;
@@ -30,6 +36,13 @@ pub struct CheckResult {
 pub enum Check {
     /// An executable in `[health] dir`: exit 0 = healthy.
     Executable(PathBuf),
+    /// `[health] dir` itself when it cannot be listed: always fails.
+    Unlisted {
+        /// The dir.
+        dir: PathBuf,
+        /// Why it cannot be listed.
+        reason: String,
+    },
     /// A systemd unit that must be active.
     Unit(String),
     /// An HTTP URL that must answer 2xx.
@@ -41,6 +54,7 @@ impl Check {
     pub fn name(&self) -> String {
         match self {
             Check::Executable(p) => p.display().to_string(),
+            Check::Unlisted { dir, .. } => dir.display().to_string(),
             Check::Unit(u) => format!("unit {u}"),
             // Shown in logs, reasons, JSON and reports: no user info.
             Check::Http(u) => format!("GET {}", crate::fetch::redact(u)),
@@ -48,23 +62,28 @@ impl Check {
     }
 }
 
-/// Executables in the health dir (sorted by name), then units, then URLs.
-/// A missing dir means no executable checks.
+/// Every entry of the health dir but hidden ones (sorted by name), then
+/// units, then URLs. A dir that is missing is no executable checks when it
+/// is the default one; a configured one that is missing, or any that
+/// cannot be listed, is a check that fails.
 pub fn configured_checks(cfg: &Health) -> Vec<Check> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut exes: Vec<PathBuf> = std::fs::read_dir(&cfg.dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
+    let mut checks = Vec::new();
+    match std::fs::read_dir(&cfg.dir) {
+        Ok(rd) => {
+            let mut exes: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
                 .map(|e| e.path())
-                .filter(|p| {
-                    std::fs::metadata(p)
-                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    exes.sort();
-    let mut checks: Vec<Check> = exes.into_iter().map(Check::Executable).collect();
+                .collect();
+            exes.sort();
+            checks.extend(exes.into_iter().map(Check::Executable));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !cfg.dir_required => {}
+        Err(e) => checks.push(Check::Unlisted {
+            dir: cfg.dir.clone(),
+            reason: format!("[health] dir cannot be listed: {e}"),
+        }),
+    }
     checks.extend(cfg.units.iter().cloned().map(Check::Unit));
     checks.extend(cfg.http.iter().cloned().map(Check::Http));
     checks
@@ -100,7 +119,11 @@ fn run_http(url: &str, timeout: Duration) -> (bool, String) {
 /// Run one check once.
 pub fn run_check(check: &Check, timeout: Duration) -> CheckResult {
     let (passed, detail) = match check {
-        Check::Executable(p) => run_command(Command::new(p), timeout),
+        Check::Executable(p) => match crate::hooks::check_runnable(p) {
+            Ok(()) => run_command(Command::new(p), timeout),
+            Err(reason) => (false, format!("not run: {reason}")),
+        },
+        Check::Unlisted { reason, .. } => (false, reason.clone()),
         Check::Unit(u) => {
             let mut c = Command::new("systemctl");
             // After `--`: a name is never read as an option (config
@@ -240,6 +263,7 @@ mod tests {
     fn cfg(dir: PathBuf, timeout: u64) -> Health {
         Health {
             dir,
+            dir_required: true,
             timeout: Duration::from_secs(timeout),
             check_timeout: Duration::from_secs(1),
             interval: Duration::from_millis(100),
@@ -258,10 +282,79 @@ mod tests {
     fn all_passing_checks_are_healthy() {
         let d = dir("pass");
         script(&d, "10-ok", "exit 0");
-        std::fs::write(d.join("README"), "not executable").expect("write");
+        // Hidden files are not checks (an editor's swap file, `.keep`).
+        std::fs::write(d.join(".10-ok.swp"), "not a check").expect("write");
         let (ok, results) = run_until_verdict(&cfg(d.to_path_buf(), 5), &mut |_| {});
-        assert!(ok);
+        assert!(ok, "{results:?}");
         assert_eq!(results.len(), 1);
+    }
+
+    /// The one failed result of a verdict on `d`, which must be unhealthy.
+    fn the_failure(c: &Health) -> CheckResult {
+        let (ok, results) = run_until_verdict(c, &mut |_| {});
+        assert!(!ok, "{results:?}");
+        let failed: Vec<&CheckResult> = results.iter().filter(|r| !r.passed).collect();
+        assert_eq!(failed.len(), 1, "{results:?}");
+        failed[0].clone()
+    }
+
+    #[test]
+    fn a_check_that_cannot_run_fails_naming_why_never_skipped() {
+        for (name, make, why) in [
+            (
+                "20-never-chmodded",
+                &(|p: &std::path::Path| {
+                    std::fs::write(p, "#!/bin/sh\nexit 1\n").expect("write");
+                    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644))
+                        .expect("chmod");
+                }) as &dyn Fn(&std::path::Path),
+                "not executable (mode 0644)",
+            ),
+            (
+                "20-dangling",
+                &|p: &std::path::Path| {
+                    std::os::unix::fs::symlink("/nonexistent/healthcheck", p).expect("symlink");
+                },
+                "No such file or directory (os error 2)",
+            ),
+            (
+                "20-writable-by-all",
+                &|p: &std::path::Path| {
+                    std::fs::write(p, "#!/bin/sh\nexit 0\n").expect("write");
+                    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777))
+                        .expect("chmod");
+                },
+                "writable by group or others (mode 0777); it would run as root",
+            ),
+            (
+                "20-a-directory",
+                &|p: &std::path::Path| std::fs::create_dir(p).expect("mkdir"),
+                "not a regular file",
+            ),
+        ] {
+            let d = dir("unrunnable");
+            script(&d, "10-ok", "exit 0");
+            make(&d.join(name));
+            let failed = the_failure(&cfg(d.to_path_buf(), 1));
+            assert!(failed.name.ends_with(name), "{name}: {failed:?}");
+            assert_eq!(failed.detail, format!("not run: {why}"), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_configured_health_dir_that_is_missing_fails_the_default_one_is_no_checks() {
+        let d = dir("missing");
+        let missing = d.join("heath.d");
+        let failed = the_failure(&cfg(missing.clone(), 1));
+        assert_eq!(failed.name, missing.display().to_string());
+        assert!(
+            failed.detail.starts_with("[health] dir cannot be listed: "),
+            "{failed:?}"
+        );
+        let mut default = cfg(missing, 1);
+        default.dir_required = false;
+        let (ok, results) = run_until_verdict(&default, &mut |_| {});
+        assert!(ok && results.is_empty(), "{results:?}");
     }
 
     #[test]

@@ -205,8 +205,9 @@ impl fmt::Display for HookError {
 
 impl std::error::Error for HookError {}
 
-/// Refuse a hook file that someone else could have put there.
-fn check_file(path: &Path) -> Result<(), String> {
+/// Refuse a file to run as root (a hook, a health check) that is not a
+/// regular executable file or that someone else could have put there.
+pub(crate) fn check_runnable(path: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file".into());
@@ -237,7 +238,7 @@ pub fn run(
     timeout: Duration,
     env: &[(String, OsString)],
 ) -> Result<(), HookError> {
-    check_file(path).map_err(|reason| HookError::NotRun {
+    check_runnable(path).map_err(|reason| HookError::NotRun {
         point,
         path: path.to_path_buf(),
         reason,

@@ -6,7 +6,12 @@
 //! Invariant: a fact that says two things is refused, never read one way
 //! (two slot markers naming different slots); os-release is read by its own
 //! rules (os-release(5): shell-like quoting), and the reboot command is a
-//! bounded child like every other ([`crate::child`]).
+//! bounded child like every other ([`crate::child`]). The files are bytes:
+//! a byte that is not UTF-8 anywhere in them (a mount point, a kernel
+//! argument, a pretty name) never hides the ASCII markers read from them
+//! ([`read_fact`]); and the mount table, which guards the target against a
+//! mounted filesystem, is refused when unreadable rather than read as empty
+//! ([`mounted_devices_of`]).
 
 use crate::slot::SlotName;
 use std::fmt;
@@ -66,6 +71,14 @@ pub enum SystemError {
     },
     /// The reboot command is empty, could not run or failed.
     Reboot(String),
+    /// The mount table cannot be read: which filesystems are mounted is
+    /// unknown, so no target can be shown to be free.
+    MountTable {
+        /// The mountinfo file.
+        path: std::path::PathBuf,
+        /// Why it cannot be read.
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Display for SystemError {
@@ -78,6 +91,11 @@ impl fmt::Display for SystemError {
                 cmdline.display()
             ),
             SystemError::Reboot(reason) => f.write_str(reason),
+            SystemError::MountTable { path, error } => write!(
+                f,
+                "{}: cannot read the mount table ({error}): no target is written without knowing what is mounted",
+                path.display()
+            ),
         }
     }
 }
@@ -196,9 +214,26 @@ pub fn mounted_devices(mountinfo: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Read a small host file; missing is `None`.
+/// The mounted filesystems of the mountinfo file at `path`. Unlike the
+/// other facts, a table that cannot be read is an error, never "nothing
+/// is mounted": the target check would pass a mounted filesystem.
+pub fn mounted_devices_of(path: &Path) -> Result<Vec<(u64, u64)>, SystemError> {
+    let bytes = std::fs::read(path).map_err(|error| SystemError::MountTable {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    Ok(mounted_devices(&String::from_utf8_lossy(&bytes)))
+}
+
+/// Read a small host file; unreadable or missing is `None`. Its bytes
+/// become text only for parsing: every marker read from these files
+/// (`abupdate.slot=`, `IMAGE_VERSION=`, a device number) is ASCII, so a
+/// byte that is not UTF-8 elsewhere (a mount point, a kernel argument)
+/// turns into U+FFFD there and hides nothing.
 pub fn read_fact(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok()
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Run the configured reboot command, bounded like every child
@@ -326,5 +361,47 @@ mod tests {
         let info = "22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw\n\
                     30 22 7:3 / /mnt rw - ext4 /dev/loop3 rw\n";
         assert_eq!(mounted_devices(info), vec![(259, 2), (7, 3)]);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_hide_no_fact() {
+        let dir = crate::testutil::TempDir::new("facts");
+        let file = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let cmdline = file(
+            "cmdline",
+            b"BOOT_IMAGE=/vmlinuz label=caf\xe9 abupdate.slot=B ro\n",
+        );
+        let text = read_fact(&cmdline).expect("a cmdline that is not UTF-8 is still read");
+        assert_eq!(booted_slot_from_cmdline(&text), Ok(Some(SlotName::B)));
+        let os = file(
+            "os-release",
+            b"PRETTY_NAME=\"Edge OS caf\xe9\"\nID=t\nIMAGE_VERSION=3.0\n",
+        );
+        let text = read_fact(&os).expect("an os-release that is not UTF-8 is still read");
+        assert_eq!(version_from_os_release(&text).as_deref(), Some("3.0"));
+        let info = file(
+            "mountinfo",
+            b"22 1 259:2 / / rw - ext4 /dev/vda rw\n40 22 0:77 / /caf\xe9 rw - tmpfs tmpfs rw\n30 22 7:3 / /mnt rw - ext4 /dev/loop3 rw\n",
+        );
+        assert_eq!(
+            mounted_devices_of(&info).unwrap(),
+            vec![(259, 2), (0, 77), (7, 3)]
+        );
+    }
+
+    #[test]
+    fn a_mount_table_that_cannot_be_read_is_an_error_naming_it() {
+        let dir = crate::testutil::TempDir::new("facts");
+        let missing = dir.path().join("mountinfo");
+        let err = mounted_devices_of(&missing).unwrap_err().to_string();
+        assert!(err.starts_with(&missing.display().to_string()), "{err}");
+        assert!(err.contains("cannot read the mount table"), "{err}");
+        // A directory cannot be read as one either.
+        let err = mounted_devices_of(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("cannot read the mount table"), "{err}");
     }
 }

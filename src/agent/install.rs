@@ -640,9 +640,7 @@ fn check_targets(
 ) -> Result<BTreeMap<String, Device>> {
     let m = verified.manifest();
     let target = booted.other();
-    let mounted = system::read_fact(&host.config.system.mountinfo)
-        .map(|t| system::mounted_devices(&t))
-        .unwrap_or_default();
+    let mounted = system::mounted_devices_of(&host.config.system.mountinfo)?;
     let sys = crate::slot::Sysfs::system();
     let booted_devices: Vec<(String, std::path::PathBuf)> = host.config.slots[&booted]
         .iter()

@@ -546,17 +546,30 @@ impl Bootloader for SystemdBootBackend {
 
     fn activate(&self, slot: SlotName) -> Result<(), BootError> {
         let mut entries = self.read()?;
-        let other_gen = entries.get(&slot.other()).map(|e| e.generation);
-        let fresh = |own: u64| match other_gen {
-            Some(g) if own <= g => g + 1,
-            _ => own,
+        let other = entries.get(&slot.other()).cloned();
+        // One generation past the other slot's: a generation that cannot
+        // grow (u64::MAX, from a hand-named entry) is refused, never
+        // wrapped to 0 (which would sort the target last).
+        let fresh = |own: u64| {
+            match &other {
+            Some(o) if own <= o.generation => {
+                o.generation.checked_add(1).ok_or_else(|| BootError::Format {
+                    path: self.entries_dir().join(&o.file).display().to_string(),
+                    reason: format!(
+                        "generation {} is the largest there is: no entry can sort before it; rename it",
+                        o.generation
+                    ),
+                })
+            }
+            _ => Ok(own),
+        }
         };
         let current = match entries.get(&slot) {
             Some(e) => e.clone(),
             None => {
                 let e = self.create(
                     slot,
-                    &entry_name(&self.prefix, fresh(0), slot, Some((0, 0))),
+                    &entry_name(&self.prefix, fresh(0)?, slot, Some((0, 0))),
                 )?;
                 entries.insert(slot, e.clone());
                 e
@@ -574,7 +587,7 @@ impl Bootloader for SystemdBootBackend {
             &current.file,
             &entry_name(
                 &self.prefix,
-                fresh(current.generation),
+                fresh(current.generation)?,
                 slot,
                 Some((tries, 0)),
             ),
@@ -686,6 +699,28 @@ mod tests {
         assert!(fnmatch(b"x\\*", b"x*"));
         assert!(!fnmatch(b"x\\*", b"xy"));
         assert!(!fnmatch(b"x[ab", b"xa"));
+    }
+
+    #[test]
+    fn a_generation_that_cannot_grow_refuses_the_activation_naming_the_entry() {
+        let esp = crate::testutil::TempDir::new("sd-boot-gen");
+        let entries = esp.path().join("loader/entries");
+        std::fs::create_dir_all(&entries).unwrap();
+        let top = entry_name("abupdate", u64::MAX, A, None);
+        std::fs::write(entries.join(&top), "title A\n").unwrap();
+        let bad = entry_name("abupdate", 1, B, Some((0, 1)));
+        std::fs::write(entries.join(&bad), "title B\n").unwrap();
+        let backend = SystemdBootBackend::new(
+            esp.path().to_path_buf(),
+            "abupdate".into(),
+            3,
+            BTreeMap::new(),
+        );
+        let err = backend.activate(B).unwrap_err().to_string();
+        assert!(err.contains(&top) && err.contains("largest"), "{err}");
+        // Nothing was renamed: B is still the bad entry, A still first.
+        assert!(entries.join(&bad).exists() && entries.join(&top).exists());
+        assert_eq!(std::fs::read_dir(&entries).unwrap().count(), 2);
     }
 
     #[test]

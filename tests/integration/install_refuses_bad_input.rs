@@ -239,6 +239,57 @@ fn a_regular_file_slot_that_is_loop_mounted_is_refused() {
     );
 }
 
+/// Point the host's `[system] mountinfo` at `table`.
+fn use_mount_table(h: &TestHost, table: &Path) {
+    let config = std::fs::read_to_string(&h.config).expect("config");
+    let config = config.replacen(
+        "[system]\n",
+        &format!("[system]\nmountinfo = \"{}\"\n", table.display()),
+        1,
+    );
+    std::fs::write(&h.config, config).expect("config");
+}
+
+#[test]
+fn a_mount_point_that_is_not_utf8_does_not_hide_a_mounted_target() {
+    use std::os::unix::fs::MetadataExt;
+    let h = host("mount-bytes");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    // The target's file is mounted through a loop device; another mount
+    // point in the table is not UTF-8 (a tmpfs named `caf\xe9`).
+    let lo = Loop::over(&h.slots[1]);
+    let rdev = std::fs::metadata(lo.path()).expect("loop device").rdev();
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    let mut table = std::fs::read("/proc/self/mountinfo").expect("mountinfo");
+    table.extend_from_slice(b"900 22 0:77 / /srv/caf\xe9 rw - tmpfs tmpfs rw\n");
+    table.extend_from_slice(
+        format!("901 22 {major}:{minor} / /srv/data rw - ext4 {} rw\n", lo.0).as_bytes(),
+    );
+    let path = h.dir.join("mountinfo");
+    std::fs::write(&path, table).expect("mountinfo");
+    use_mount_table(&h, &path);
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "shares its storage with");
+    assert_names(&out, &[&h.slots[1], &lo.path()]);
+}
+
+#[test]
+fn a_mount_table_that_cannot_be_read_refuses_the_install() {
+    let h = host("mount-unreadable");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let missing = h.dir.join("no-mountinfo");
+    use_mount_table(&h, &missing);
+    let b = h.untouched();
+    let out = install(&h, &m);
+    assert_refused(&h, &b, &out, "cannot read the mount table");
+    assert!(
+        text(&out).contains(&missing.display().to_string()),
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn a_target_another_process_holds_exclusively_is_refused() {
     let h = TestHost::new(
