@@ -934,16 +934,27 @@ impl StateDir {
 
     /// Take the exclusive instance lock, or say who holds it. The lock is
     /// what may save the state.
+    ///
+    /// On a state filesystem gone read-only (a data partition remounted
+    /// after errors) the lock is taken on what can still be opened for
+    /// reading, the lock file else the dir (`flock` needs no write access):
+    /// the boot's verdict and its re-bless write the bootloader, not the
+    /// state, and must not be lost to it; only the state's own save fails.
     pub fn lock(&self) -> Result<StateLock, StateError> {
         self.ensure()?;
         let path = self.dir.join("lock");
-        let mut file = OpenOptions::new()
+        let mut file = match OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(io(&path))?;
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => File::open(&path)
+                .or_else(|_| File::open(&self.dir))
+                .map_err(io(&path))?,
+            opened => opened.map_err(io(&path))?,
+        };
         let fd = file.as_fd().try_clone_to_owned().map_err(io(&path))?;
         match nix::fcntl::Flock::lock(fd, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => {

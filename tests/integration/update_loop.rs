@@ -225,6 +225,58 @@ fn a_damaged_state_json_without_a_good_copy_still_reblesses_the_booted_slot() {
     assert_eq!(state["metrics"]["failures"]["state_corrupt"], 1, "{state}");
 }
 
+/// The state dir bind-mounted read-only on itself, unmounted when dropped.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn mount(dir: &std::path::Path) -> ReadOnly {
+        let sh = |args: &[&str]| {
+            let out = crate::common::host::run(
+                std::process::Command::new("mount")
+                    .args(args)
+                    .arg(dir)
+                    .arg(dir),
+            );
+            assert!(out.status.success(), "mount {args:?}: {}", text(&out));
+        };
+        sh(&["--bind"]);
+        let ro = ReadOnly(dir.to_path_buf());
+        sh(&["-o", "remount,bind,ro"]);
+        ro
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn a_read_only_state_dir_still_reblesses_the_booted_slot() {
+    let mut h = TestHost::new("loop-state-ro", "1.0", HostOptions::default());
+    for lock_file in [true, false] {
+        if !lock_file {
+            std::fs::remove_file(h.state_dir.join("lock")).expect("rm lock");
+        }
+        assert_eq!(h.boot(), "A");
+        assert_eq!(var(&h, "A_TRY"), "1");
+        let ro = ReadOnly::mount(&h.state_dir);
+        let out = h.abupdate(&["health"]);
+        drop(ro);
+        assert!(
+            out.status.success(),
+            "lock file {lock_file}: {}",
+            text(&out)
+        );
+        assert_eq!(
+            var(&h, "A_TRY"),
+            "0",
+            "lock file {lock_file}: the booted slot was not re-blessed"
+        );
+    }
+}
+
 #[test]
 fn fields_a_newer_version_wrote_survive_a_save() {
     let h = TestHost::new("loop-newer-fields", "1.0", HostOptions::default());
