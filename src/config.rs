@@ -114,6 +114,8 @@ pub struct Report {
     pub webhook_attempts: u32,
     /// Operator labels on every textfile series (`site`, `region`, …).
     pub labels: BTreeMap<String, String>,
+    /// Trust roots for an https webhook: `[update] ca_file`.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[update]`.
@@ -246,6 +248,8 @@ pub struct Health {
     pub units: Vec<String>,
     /// URLs that must answer 2xx.
     pub http: Vec<String>,
+    /// Trust roots for an https check: `[update] ca_file`.
+    pub ca_file: Option<PathBuf>,
     /// How long a committed release stays on probation (`probation`,
     /// zero: none); see `agent::probation`.
     pub probation: Duration,
@@ -725,7 +729,7 @@ impl Config {
                 .collect(),
             threshold,
             proxy: f.update.proxy,
-            ca_file: f.update.ca_file.map(PathBuf::from),
+            ca_file: f.update.ca_file.clone().map(PathBuf::from),
             connect_timeout: duration("update.connect_timeout", f.update.connect_timeout, 30)?,
             read_timeout: duration("update.read_timeout", f.update.read_timeout, 60)?,
             max_window_log,
@@ -912,6 +916,7 @@ impl Config {
             interval: duration("health.interval", f.health.interval, 5)?,
             units: f.health.units.unwrap_or_default(),
             http: f.health.http.unwrap_or_default(),
+            ca_file: f.update.ca_file.clone().map(PathBuf::from),
             probation: duration("health.probation", f.health.probation, 0)?,
             probation_failures: f.health.probation_failures.unwrap_or(2),
         };
@@ -970,6 +975,7 @@ impl Config {
             webhook_timeout: duration("report.webhook_timeout", f.report.webhook_timeout, 5)?,
             webhook_attempts: f.report.webhook_attempts.unwrap_or(3).clamp(1, 10),
             labels: f.report.labels.unwrap_or_default(),
+            ca_file: f.update.ca_file.clone().map(PathBuf::from),
         };
         if report.labels.len() > crate::report::MAX_LABELS {
             return Err(err(

@@ -103,8 +103,13 @@ fn run_command(cmd: Command, timeout: Duration) -> (bool, String) {
     }
 }
 
-fn run_http(url: &str, timeout: Duration) -> (bool, String) {
+fn run_http(url: &str, timeout: Duration, ca_file: Option<&std::path::Path>) -> (bool, String) {
+    let tls = match crate::fetch::tls_config(ca_file) {
+        Ok(tls) => tls,
+        Err(e) => return (false, e.to_string()),
+    };
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build()
@@ -116,8 +121,13 @@ fn run_http(url: &str, timeout: Duration) -> (bool, String) {
     }
 }
 
-/// Run one check once.
-pub fn run_check(check: &Check, timeout: Duration) -> CheckResult {
+/// Run one check once (an https one trusting `ca_file`'s roots, else the
+/// host's bundle).
+pub fn run_check(
+    check: &Check,
+    timeout: Duration,
+    ca_file: Option<&std::path::Path>,
+) -> CheckResult {
     let (passed, detail) = match check {
         Check::Executable(p) => match crate::hooks::check_runnable(p) {
             Ok(()) => run_command(Command::new(p), timeout),
@@ -131,7 +141,7 @@ pub fn run_check(check: &Check, timeout: Duration) -> CheckResult {
             c.args(["is-active", "--quiet", "--"]).arg(u);
             run_command(c, timeout)
         }
-        Check::Http(u) => run_http(u, timeout),
+        Check::Http(u) => run_http(u, timeout, ca_file),
     };
     CheckResult {
         name: check.name(),
@@ -176,7 +186,7 @@ pub fn run_until_verdict(
         let mut results = Vec::with_capacity(checks.len());
         for check in &checks {
             let result = match check_budget(cfg.check_timeout, Instant::now(), deadline) {
-                Some(budget) => run_check(check, budget),
+                Some(budget) => run_check(check, budget, cfg.ca_file.as_deref()),
                 None => CheckResult {
                     name: check.name(),
                     passed: false,
@@ -269,6 +279,7 @@ mod tests {
             interval: Duration::from_millis(100),
             units: vec![],
             http: vec![],
+            ca_file: None,
             probation: Duration::ZERO,
             probation_failures: 2,
         }

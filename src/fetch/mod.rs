@@ -561,25 +561,32 @@ fn proxies(proxy: Option<&str>) -> Result<Proxies, FetchError> {
     })
 }
 
+/// The TLS settings of every HTTP client of ours (downloads, the webhook,
+/// health checks, the Prometheus API): trust roots from `ca_file`, else the
+/// host's own bundle (as curl and RAUC use it). ureq's default (its
+/// built-in WebPKI roots) is not compiled in and panics when used: no
+/// agent is built without this. Mozilla's roots are not built in: they
+/// cost ~55 KB of a 3 MiB binary and would go stale on a host that is never
+/// rebuilt, while the OS image updates its bundle with every release.
+pub fn tls_config(ca_file: Option<&Path>) -> Result<TlsConfig, FetchError> {
+    let roots = match ca_file {
+        Some(path) => read_roots(path)?,
+        None => match SYSTEM_CA_BUNDLES.iter().map(Path::new).find(|p| p.exists()) {
+            Some(path) => read_roots(path)?,
+            // No bundle: plain http (signed releases) still works; https
+            // fails the handshake naming the server's unknown issuer.
+            None => Vec::new(),
+        },
+    };
+    Ok(TlsConfig::builder()
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .build())
+}
+
 impl Transport {
     /// A client with `opts`' timeouts, proxy and trust roots.
     pub fn new(opts: &TransportOptions) -> Result<Transport, FetchError> {
-        // Trust roots: the configured file, else the host's own bundle (as
-        // curl and RAUC use it). Mozilla's roots are not built in: they cost
-        // ~55 KB of a 3 MiB binary and would go stale on a host that is never
-        // rebuilt, while the OS image updates its bundle with every release.
-        let roots = match &opts.ca_file {
-            Some(path) => read_roots(path)?,
-            None => match SYSTEM_CA_BUNDLES.iter().map(Path::new).find(|p| p.exists()) {
-                Some(path) => read_roots(path)?,
-                // No bundle: plain http (signed releases) still works; https
-                // fails the handshake naming the server's unknown issuer.
-                None => Vec::new(),
-            },
-        };
-        let tls = TlsConfig::builder()
-            .root_certs(RootCerts::new_with_certs(&roots))
-            .build();
+        let tls = tls_config(opts.ca_file.as_deref())?;
         let build = |proxy: Option<Proxy>, tls: &TlsConfig| {
             let config = Agent::config_builder()
                 // Statuses are ours to interpret (206, 304, 404, 416...).

@@ -131,7 +131,13 @@ impl Client {
             url: base.to_string(),
             reason,
         })?;
+        // The host's trust roots (ureq's built-in ones are not compiled in).
+        let tls = crate::fetch::tls_config(None).map_err(|e| PromError::Url {
+            url: base.to_string(),
+            reason: e.to_string(),
+        })?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls)
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .max_redirects(3)

@@ -554,6 +554,70 @@ fn tls_unknown_ca_fails_and_ca_file_fixes_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The webhook, an https health check and the Prometheus API are clients
+/// too: each trusts the host's roots (`[update] ca_file`), and an unknown
+/// issuer is an error of that client, never a panic (ureq's built-in roots
+/// are not compiled in: an agent left on its default aborted the process).
+#[test]
+fn every_https_client_trusts_the_ca_file_and_an_unknown_issuer_is_an_error() {
+    let dir = scratch("pki-clients");
+    let Some(ca) = tls::make_pki(&dir) else {
+        eprintln!("SKIP: openssl CLI not usable; s_server TLS test not run");
+        return;
+    };
+    std::fs::write(dir.join("ok"), "fine\n").unwrap();
+    let server = tls::TlsServer::start(&dir);
+
+    let check = abupdate::health::Check::Http(server.url("/ok"));
+    let untrusted = abupdate::health::run_check(&check, Duration::from_secs(5), None);
+    assert!(
+        !untrusted.passed && untrusted.detail.contains("UnknownIssuer"),
+        "{untrusted:?}"
+    );
+    let trusted = abupdate::health::run_check(&check, Duration::from_secs(5), Some(&ca));
+    assert!(trusted.passed, "{trusted:?}");
+
+    let event = abupdate::report::Event {
+        host: "h".into(),
+        compatible: "c".into(),
+        release: Some("2.0".into()),
+        booted_slot: Some("B".into()),
+        booted_version: Some("2.0".into()),
+        outcome: "committed".into(),
+        error_kind: None,
+        message: None,
+        time: 0,
+    };
+    let mut webhook = abupdate::config::Report {
+        textfile: None,
+        webhook: Some(server.url("/report")),
+        webhook_timeout: Duration::from_secs(5),
+        webhook_attempts: 1,
+        labels: Default::default(),
+        ca_file: None,
+    };
+    let deadline = || Instant::now() + Duration::from_secs(5);
+    let e = abupdate::report::post_webhook(&webhook, &event, deadline()).expect_err("unknown CA");
+    assert!(e.contains("UnknownIssuer"), "{e}");
+    // Trusted, the handshake passes (`s_server -WWW` has no POST: any
+    // answer but a TLS failure shows the roots were used).
+    webhook.ca_file = Some(ca.clone());
+    if let Err(e) = abupdate::report::post_webhook(&webhook, &event, deadline()) {
+        assert!(!e.contains("UnknownIssuer") && !e.contains("TLS"), "{e}");
+    }
+
+    let prometheus =
+        abupdate::fleet::prometheus::Client::new(&server.url(""), Duration::from_secs(5))
+            .expect("client");
+    let e = prometheus
+        .query("up", 0)
+        .expect_err("unknown CA")
+        .to_string();
+    assert!(e.contains("UnknownIssuer"), "{e}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn proxy_option_is_used_except_for_loopback() {
     // The "proxy" is a loopback server that answers itself: nothing leaves
