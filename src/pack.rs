@@ -662,6 +662,32 @@ pub fn check_options(opts: &PackOptions) -> Result<(), String> {
     if let Some(r) = &opts.rollout {
         check_percent("--percent", r.percent)?;
         check_percent("--start-percentage", r.start_percentage)?;
+        check_ramp(r)?;
+    }
+    Ok(())
+}
+
+/// A time ramp is whole or absent: hosts read a ramp without a start as
+/// its start percentage for ever, and one without a duration as 100% from
+/// its start ([`crate::rollout::percentage`]): a forgotten flag must not
+/// release to the whole fleet at once. Nor does it mix with a fixed
+/// percentage or waves, which hosts would follow instead.
+fn check_ramp(r: &Rollout) -> Result<(), String> {
+    let ramp = r.start.is_some() || r.duration_minutes.is_some() || r.start_percentage.is_some();
+    if !ramp {
+        return Ok(());
+    }
+    if r.start.is_none() || r.duration_minutes.is_none() {
+        return Err(
+            "a time ramp needs both --rollout-start and --duration-minutes (and --start-percentage, default 0): without a start it never grows, without a duration it covers the whole fleet at its start"
+                .into(),
+        );
+    }
+    if r.percent.is_some() || r.waves.is_some() {
+        return Err(
+            "--percent or --waves and a time ramp (--rollout-start, --duration-minutes) are two rollouts: give one"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -932,6 +958,53 @@ mod tests {
                 "--start-percentage",
             ),
             (
+                "a ramp without a start",
+                PackOptions {
+                    rollout: Some(Rollout {
+                        duration_minutes: Some(4320),
+                        ..Default::default()
+                    }),
+                    ..opts()
+                },
+                "needs both --rollout-start and --duration-minutes",
+            ),
+            (
+                "a ramp without a duration",
+                PackOptions {
+                    rollout: Some(Rollout {
+                        start: Some("2026-12-04T00:00:00Z".into()),
+                        start_percentage: Some(1.0),
+                        ..Default::default()
+                    }),
+                    ..opts()
+                },
+                "needs both --rollout-start and --duration-minutes",
+            ),
+            (
+                "a start percentage alone",
+                PackOptions {
+                    rollout: Some(Rollout {
+                        start_percentage: Some(1.0),
+                        ..Default::default()
+                    }),
+                    ..opts()
+                },
+                "needs both --rollout-start and --duration-minutes",
+            ),
+            (
+                "a ramp and a percentage",
+                PackOptions {
+                    rollout: Some(Rollout {
+                        start: Some("2026-12-04T00:00:00Z".into()),
+                        duration_minutes: Some(60),
+                        percent: Some(5.0),
+                        ..Default::default()
+                    }),
+                    ..opts()
+                },
+                "are two rollouts",
+            ),
+            (
                 "expires before created",
                 PackOptions {
                     created: Some(2_000_000_000),
@@ -1097,6 +1170,16 @@ mod tests {
             },
             PackOptions {
                 window_log: Some(22),
+                ..opts()
+            },
+            // The README's ramp, whole.
+            PackOptions {
+                rollout: Some(Rollout {
+                    start: Some("2026-12-02T00:00:00Z".into()),
+                    start_percentage: Some(1.0),
+                    duration_minutes: Some(4320),
+                    ..Default::default()
+                }),
                 ..opts()
             },
         ] {
