@@ -490,6 +490,14 @@ impl ReleaseDir {
         previous: Option<&[u8]>,
     ) -> Result<(), PublishError> {
         check_name(name)?;
+        // What no host would read is not published (it would replace the
+        // release hosts can read).
+        if body.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(PublishError::Refused(format!(
+                "{name}: {} bytes, more than the {MAX_MANIFEST_BYTES} bytes hosts read (fewer segments: a larger --segment-size)",
+                body.len()
+            )));
+        }
         if keys.is_empty() || keys.len() > MAX_SIGNATURES {
             return Err(PublishError::Refused(format!(
                 "{name}: between 1 and {MAX_SIGNATURES} signing keys, not {}",
@@ -915,6 +923,23 @@ mod tests {
         let current = dir.read_verified("release.json", &ring, 1);
         // Not a manifest: verified, then refused by the parser.
         assert!(matches!(current, Err(PublishError::Manifest { .. })));
+    }
+
+    #[test]
+    fn a_manifest_no_host_would_read_is_not_published() {
+        let d = temp("too-big");
+        let dir = ReleaseDir::open(&d).expect("open");
+        let ks = keys(1);
+        let live = b"m0".to_vec();
+        dir.publish_manifest("release.json", &live, &[dup(&ks[0].0)], None)
+            .expect("m0");
+        let big = vec![b' '; MAX_MANIFEST_BYTES as usize + 1];
+        let e = dir
+            .publish_manifest("release.json", &big, &[dup(&ks[0].0)], Some(&live))
+            .expect_err("too big")
+            .to_string();
+        assert!(e.contains("more than the 1048576 bytes hosts read"), "{e}");
+        assert_eq!(std::fs::read(d.join("release.json")).expect("live"), live);
     }
 
     #[test]
