@@ -285,6 +285,11 @@ pub fn decide(plan: &Plan, facts: &Facts, policy: &Policy, now: i64) -> Action {
             ),
         };
     };
+    // The wave holds at least the hosts that report the release: a count
+    // of its hosts below that (position series missing from the metrics,
+    // a first wave too small for `--fleet-size`) must not make one commit
+    // among thirty installs a wave's success.
+    let hosts = hosts.max(t.installed + t.committed + t.failed);
     let need = (hosts as f64 * policy.advance_when).max(1.0);
     if (t.committed as f64) < need {
         return Action::Keep {
@@ -472,6 +477,24 @@ mod tests {
             decide(&plan(1.0), &f, &policy(), NOW),
             Action::Keep { .. }
         ));
+    }
+
+    #[test]
+    fn a_wave_counts_at_least_the_hosts_that_report_the_release() {
+        // 30 installed, 1 committed, and no host counted in the wave.
+        assert_eq!(
+            decide(&plan(2.0), &facts(t(30, 1, 0), 0), &policy(), NOW),
+            Action::Keep {
+                reason: "wave 2%: 1 of ~31 hosts committed, 28 needed".into()
+            }
+        );
+        // The same with a count below the reports.
+        assert_eq!(
+            decide(&plan(2.0), &facts(t(30, 1, 0), 4), &policy(), NOW),
+            Action::Keep {
+                reason: "wave 2%: 1 of ~31 hosts committed, 28 needed".into()
+            }
+        );
     }
 
     #[test]
