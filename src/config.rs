@@ -21,6 +21,9 @@ use toml::Spanned;
 /// Where the main file lives when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/abupdate/config.toml";
 
+/// The largest config file (or drop-in) read.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 /// A configuration that cannot be used; the message names file, line and key.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -581,7 +584,8 @@ impl Config {
         let texts = files
             .iter()
             .map(|f| {
-                std::fs::read_to_string(f).map_err(|e| ConfigError(format!("{}: {e}", f.display())))
+                crate::files::read_text_capped(f, MAX_CONFIG_BYTES)
+                    .map_err(|e| ConfigError(format!("{}: {e}", f.display())))
             })
             .collect::<Result<Vec<String>, ConfigError>>()?;
         let mut merged = DeTable::new();

@@ -2,7 +2,10 @@
 //! error, whose message already names the file, URL, device or key. The
 //! variant decides the exit code; [`Kind`] gives a label few enough to be a
 //! metric dimension. Every message is shown through
-//! [`crate::fetch::redact`]: no URL's user info reaches a person.
+//! [`crate::fetch::redact`] (no URL's user info reaches a person) and
+//! [`one_line`] (a newline or an escape sequence in a file name or a
+//! server's answer is shown escaped: an error is one line, and outside
+//! text never forges another or drives the terminal).
 //!
 //! Invariant: every failure has exactly one [`Kind`], and the kinds' names
 //! ([`Kind::as_str`]) are a stable contract: the `kind` of a `--json`
@@ -279,11 +282,30 @@ impl fmt::Display for Error {
             Error::Refused(e) => e.to_string(),
             Error::Io { path, source } => format!("{path}: {source}"),
         };
-        f.write_str(&crate::fetch::redact(&line))
+        f.write_str(&one_line(&crate::fetch::redact(&line)))
     }
 }
 
 impl std::error::Error for Error {}
+
+/// `text` on one line, its control characters escaped (`\n`, `\r`, `\t`,
+/// else `\u{1b}`): for every message a person or a log reads.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
 
 impl Error {
     /// 2 for usage and configuration errors, 1 for everything else.
@@ -389,5 +411,20 @@ mod tests {
             assert!(seen.insert(k.as_str()), "{k} twice");
             assert_eq!(k, k.as_str());
         }
+    }
+
+    #[test]
+    fn an_error_is_one_line_whatever_bytes_outside_text_brings() {
+        // A file name with a newline; a server's answer forging a line and
+        // hiding the rest of the terminal's.
+        let e = Error::Io {
+            path: "rel/x\nabupdate: installed 9.9".into(),
+            source: std::io::Error::other("bad\r\x1b[8m"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "rel/x\\nabupdate: installed 9.9: bad\\r\\u{1b}[8m"
+        );
+        assert_eq!(one_line("plain: text"), "plain: text");
     }
 }

@@ -23,6 +23,7 @@
 //! | `health.rs` | a trial is committed only when every check passes in one round, within the deadline |
 //! | `publish.rs` | a host reading a release directory sees the old complete release or the new one |
 //! | `child.rs` | every child process is bounded in time and output and killed with everything it started |
+//! | `files.rs` | a small file read from outside is a regular file, opened without blocking, read only up to its cap |
 //! | `cli/flags.rs`, `cli/json.rs` | every flag defined once (usage, `--help` and parsing come from it); every `--json` shape one type |
 //! | `error.rs` | every failure has one [`error::Kind`], a stable label |
 //!
@@ -41,6 +42,7 @@ pub mod delta;
 pub mod error;
 pub mod failpoint;
 pub mod fetch;
+pub mod files;
 pub mod fleet;
 pub mod fleetlock;
 mod flush;

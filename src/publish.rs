@@ -252,7 +252,7 @@ fn tmp_name(name: &str) -> String {
 
 /// Read at most `limit` bytes of `path`; `None` when it does not exist.
 fn read_capped(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, PublishError> {
-    let f = match File::open(path) {
+    let f = match crate::files::open_regular(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path)(e)),

@@ -396,7 +396,8 @@ enum Unusable {
 /// A file that cannot be read for lack of permission is an error, not
 /// damage: another user's `status` must not mistake it for corruption.
 fn read_state(path: &Path) -> Result<Result<State, Unusable>, StateError> {
-    let file = match File::open(path) {
+    // A FIFO or a device where the state belongs is damage, never a hang.
+    let file = match crate::files::open_regular(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Err(Unusable::Missing)),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -910,15 +911,21 @@ impl StateDir {
     /// later, leaving the last good `.prev` alone.
     fn keep_previous(&self, path: &Path) -> Result<(), StateError> {
         let mut bytes = Vec::new();
-        match File::open(path) {
+        let mut regular = true;
+        match crate::files::open_regular(path) {
             Ok(f) => f
                 .take(MAX_STATE_BYTES + 1)
                 .read_to_end(&mut bytes)
                 .map_err(io(path))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            // Not a regular file (a FIFO): damaged, kept aside like one.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                regular = false;
+                0
+            }
             Err(e) => return Err(io(path)(e)),
         };
-        if parse_state(&bytes).is_err() {
+        if !regular || parse_state(&bytes).is_err() {
             let corrupt = self.corrupt_file();
             let _ = std::fs::remove_file(&corrupt);
             return std::fs::hard_link(path, &corrupt).map_err(io(&corrupt));
@@ -1106,6 +1113,30 @@ mod tests {
         assert_eq!(prev(&sd), second);
         assert_eq!(sd.load().expect("load"), third);
         assert!(!sd.path().join("state.json.prev.tmp").exists());
+    }
+
+    #[test]
+    fn a_fifo_at_state_json_is_damage_never_a_hang() {
+        let dir = tmpdir("fifo");
+        let sd = StateDir::new(&dir);
+        let (first, _) = two_saves(&sd);
+        std::fs::remove_file(sd.state_file()).expect("rm");
+        nix::unistd::mkfifo(
+            &sd.state_file(),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
+        let back = sd.load().expect("a FIFO is damage, not an error");
+        assert_eq!(back.failed, first.failed, "the last good copy is used");
+        let note = back.recovered.clone().expect("recovery noted");
+        assert!(note.contains("not a regular file"), "{note}");
+        // The next save puts a file in its place and the FIFO aside.
+        sd.lock().expect("lock").save(&back).expect("save");
+        assert!(std::fs::metadata(sd.state_file()).expect("state").is_file());
+        assert!(!std::fs::metadata(sd.corrupt_file())
+            .expect("corrupt")
+            .is_file());
+        assert_eq!(sd.load().expect("load").recovered, None);
     }
 
     #[test]

@@ -55,7 +55,10 @@ use std::fmt;
 /// Log one line to stderr (journald adds timestamps); URLs in it lose their
 /// user info.
 pub fn log(msg: &str) {
-    eprintln!("abupdate: {}", crate::fetch::redact(msg));
+    eprintln!(
+        "abupdate: {}",
+        crate::error::one_line(&crate::fetch::redact(msg))
+    );
 }
 
 /// What a flow refuses to do in this host's present state (kind

@@ -27,8 +27,12 @@ fn open_host(global: &Global) -> Result<Host> {
     Host::open(load_config(global)?)
 }
 
+/// A key or signature file: minisign's files are small
+/// ([`minisign::MAX_FILE_SIZE`]); `/dev/zero` or a 16 GB file is refused,
+/// not read.
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+    crate::files::read_text_capped(path, minisign::MAX_FILE_SIZE as u64)
+        .map_err(|e| Error::io(path, e))
 }
 
 /// A key file put in place whole: written to a temporary file beside it

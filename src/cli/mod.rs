@@ -88,6 +88,14 @@ pub fn main() -> i32 {
     let (global, command) = match parse(std::env::args_os().skip(1)) {
         Ok(p) => p,
         Err(e) => {
+            // `--json` applies to errors too, a usage error included (the
+            // global flags were not read: the word on the line says it).
+            if std::env::args_os().any(|a| a == "--json") {
+                json::print(&json::Error {
+                    error: &e.to_string(),
+                    kind: e.kind(),
+                });
+            }
             eprintln!("abupdate: {e}");
             return e.exit_code();
         }

@@ -221,7 +221,8 @@ pub fn parse_headers(path: &Path, bytes: &[u8]) -> Result<Vec<(HeaderName, Heade
 /// The certificate chain (`cert`, PEM) and its private key (`key`, PEM,
 /// root-only).
 fn load_client_cert(cert: &Path, key: &Path) -> Result<ClientCert, String> {
-    let pem = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+    let pem = crate::files::read_capped(cert, super::MAX_PEM_BYTES)
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
     let mut chain = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {

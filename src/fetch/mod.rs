@@ -66,6 +66,10 @@ pub use retry::{Next, RetryPolicy};
 /// Redirects followed per request before giving up.
 pub const MAX_REDIRECTS: usize = 5;
 
+/// The largest PEM file read (a CA bundle, a client certificate chain);
+/// the host's whole bundle is about 200 KB.
+pub const MAX_PEM_BYTES: u64 = 16 * 1024 * 1024;
+
 /// A body must bring at least this many bytes per `read_timeout` of time
 /// spent waiting for it, else it is dropped as stalled. ureq's per-read timeout
 /// alone is defeated by a server sending one byte just before it expires;
@@ -487,7 +491,7 @@ pub const SYSTEM_CA_BUNDLES: [&str; 3] = [
 /// The certificates of a PEM file of trust roots (other PEM items skipped).
 fn read_roots(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, FetchError> {
     let loc = path.display().to_string();
-    let pem = std::fs::read(path).map_err(|e| FetchError::Io {
+    let pem = crate::files::read_capped(path, MAX_PEM_BYTES).map_err(|e| FetchError::Io {
         location: loc.clone(),
         detail: format!("reading CA file: {e}"),
     })?;

@@ -12,6 +12,10 @@ use crate::report::{Event, Outcome};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The largest reports file read: a webhook log of hundreds of thousands
+/// of events; `/dev/zero` or a runaway file is refused, not read.
+pub const MAX_REPORTS_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Whether `reported` names release `version` (as versions: `2.0` is
 /// `2.0.0`).
 fn same_release(reported: Option<&str>, version: &str) -> bool {
@@ -117,7 +121,8 @@ pub fn read_reports(path: &Path) -> Result<Reports, String> {
     }
     let mut all = Reports::default();
     for f in files {
-        let bytes = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let bytes = crate::files::read_capped(&f, MAX_REPORTS_FILE_BYTES)
+            .map_err(|e| format!("{}: {e}", f.display()))?;
         let r = parse_reports(&String::from_utf8_lossy(&bytes));
         all.events.extend(r.events);
         all.malformed += r.malformed;

@@ -121,7 +121,7 @@ fn read_key_file(path: &Path) -> Result<PublicKey, TrustError> {
         error,
     };
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
+    crate::files::open_regular(path)
         .and_then(|f| {
             f.take(minisign::MAX_FILE_SIZE as u64 + 1)
                 .read_to_end(&mut bytes)

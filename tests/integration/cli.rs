@@ -97,6 +97,18 @@ fn usage_errors_exit_2_with_one_line() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+    // With --json the same error is also a JSON object on stdout.
+    for args in [
+        vec!["--json", "fleet", "--bogus"],
+        vec!["--json", "pack", "--level", "99"],
+    ] {
+        let out = abupdate(&os(&args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: no JSON on stdout ({e}): {}", stderr(&out)));
+        assert_eq!(v["kind"], "usage", "{args:?}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
     let out = abupdate(&os(&["-V"]));
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("abupdate "));
