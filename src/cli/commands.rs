@@ -88,6 +88,13 @@ fn place_key_file(path: &Path, data: &[u8], mode: u32, overwrite: bool) -> Resul
 /// key cannot be placed, a secret key this run created is taken back, so a
 /// failed run leaves no half pair.
 pub fn keygen(global: &Global, secret: &Path, public: &Path, force: bool) -> Result<i32> {
+    if same_file(secret, public) {
+        return Err(Error::Usage(format!(
+            "keygen: --secret {} and --public {} are one file: the public key would replace the secret",
+            secret.display(),
+            public.display()
+        )));
+    }
     for p in [secret, public] {
         if p.exists() && !force {
             return Err(TrustError::KeyFileExists {
@@ -113,6 +120,31 @@ pub fn keygen(global: &Global, secret: &Path, public: &Path, force: bool) -> Res
         );
     }
     Ok(0)
+}
+
+/// Whether `a` and `b` name one file: one name in one directory however
+/// spelled (`k`, `./k`, `d/../k`), or two links to one file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let place = |p: &Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        Some((
+            std::fs::canonicalize(dir).ok()?,
+            p.file_name()?.to_os_string(),
+        ))
+    };
+    if let (Some(x), Some(y)) = (place(a), place(b)) {
+        if x == y {
+            return true;
+        }
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 /// `sign`: `FILE.minisig`, prehashed, replaced atomically.

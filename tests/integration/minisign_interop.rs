@@ -496,6 +496,24 @@ fn keygen_places_whole_keys_and_never_overwrites_without_force() {
     assert_eq!(mode & 0o777, 0o600, "the secret key is private");
     let (secret, public) = (d.read("a.key"), d.read("a.pub"));
 
+    // --secret and --public naming one file, however spelled or linked,
+    // would leave only the public key: refused, the secret kept.
+    std::os::unix::fs::symlink(d.path("a.key"), d.path("link.key")).expect("symlink");
+    for public in [d.path("./a.key"), d.path("link.key")] {
+        let out = Command::new(crate::common::host::bin())
+            .args(["keygen", "--force", "--secret"])
+            .arg(d.path("a.key"))
+            .arg("--public")
+            .arg(&public)
+            .output()
+            .expect("run abupdate keygen");
+        assert_eq!(out.status.code(), Some(2), "{public:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("are one file"), "{err}");
+        assert_eq!(d.read("a.key"), secret, "{public:?}: the secret changed");
+    }
+    std::fs::remove_file(d.path("link.key")).expect("rm link");
+
     // An existing pair, or only its public half, is refused and kept.
     for remove_secret in [false, true] {
         if remove_secret {
