@@ -200,11 +200,20 @@ fn install_verified(
             .into());
         }
         if t.phase == Phase::Staged && t.manifest_sha256 == m.sha256 && t.to == target {
+            // The record says staged; only the bootloader says whether the
+            // next boot tries it (a `mark-bad`, a reset env undo it): a
+            // stale record is installed over, never reported as staged.
+            if host.boot.primary()? == Some(target) && host.boot.state(target)? == BootState::Good {
+                log(&format!(
+                    "release {} is already staged in slot {target}",
+                    m.version
+                ));
+                return finish_staged(host, lock, &mut state, target, verified, 0, 0, opts);
+            }
             log(&format!(
-                "release {} is already staged in slot {target}",
+                "release {} was staged in slot {target}, but the bootloader no longer boots it next: installing it again",
                 m.version
             ));
-            return finish_staged(host, lock, &mut state, target, verified, 0, 0, opts);
         }
     }
     if host.boot.state(booted)? != BootState::Good {

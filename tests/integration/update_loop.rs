@@ -291,3 +291,30 @@ fn fields_a_newer_version_wrote_survive_a_save() {
     assert_eq!(saved["attestation"]["until"], 42, "{saved}");
     assert_eq!(saved["slots"]["A"]["verity_root"], "abc", "{saved}");
 }
+
+#[test]
+fn a_staged_record_the_bootloader_undid_is_installed_again_not_reported_staged() {
+    let h = TestHost::new("loop-stale-staged", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let install = || h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8 path")]);
+    let out = install();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(var(&h, "ORDER").starts_with('B') && var(&h, "B_OK") == "1");
+    // The operator cancels it in the bootloader; the record still says staged.
+    let out = h.abupdate(&["mark-bad", "B"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(var(&h, "B_OK"), "0");
+    let out = install();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no longer boots it next: installing it again"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("already staged"), "{}", text(&out));
+    assert!(var(&h, "ORDER").starts_with('B'), "{:?}", h.grub_vars());
+    assert_eq!(var(&h, "B_OK"), "1", "{:?}", h.grub_vars());
+    // Staged for real, a third install is the shortcut again.
+    let out = install();
+    assert!(text(&out).contains("already staged"), "{}", text(&out));
+}
