@@ -91,6 +91,11 @@ impl GrubBackend {
         env.set(var(slot, "TRY"), "0")?;
         if self.budget() {
             env.set(var(slot, "LEFT"), left)?;
+        } else {
+            // The shipped script counts a budget whenever `X_LEFT` is set:
+            // one left from an earlier `tries` would decide instead of
+            // `X_TRY` (a `0` there skips a slot we just made good).
+            env.remove(var(slot, "LEFT"));
         }
         Ok(())
     }
@@ -225,7 +230,34 @@ impl Bootloader for GrubBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::grub_number;
+    use super::*;
+
+    #[test]
+    fn a_budget_left_from_an_earlier_tries_is_dropped_once_tries_is_one() {
+        let dir = crate::testutil::TempDir::new("grub-left");
+        let path = dir.path().join("grubenv");
+        let mut env = GrubEnv::new();
+        for (k, v) in [
+            ("ORDER", "A B"),
+            ("A_OK", "1"),
+            ("A_TRY", "1"),
+            ("A_LEFT", "2"),
+            ("B_OK", "0"),
+            ("B_TRY", "1"),
+            ("B_LEFT", "0"),
+        ] {
+            env.set(k, v).unwrap();
+        }
+        grubenv::write(&path, &env).unwrap();
+        let grub = GrubBackend::new(path.clone(), 1);
+        grub.activate(SlotName::B).unwrap();
+        let env = grubenv::read(&path).unwrap();
+        assert_eq!(env.get("B_LEFT"), None, "a stale B_LEFT=0 would skip B");
+        assert_eq!(env.get("ORDER"), Some(&b"B A"[..]));
+        assert_eq!(grub.primary().unwrap(), Some(SlotName::B));
+        grub.set_state(SlotName::A, BootState::Good).unwrap();
+        assert_eq!(grubenv::read(&path).unwrap().get("A_LEFT"), None);
+    }
 
     #[test]
     fn numbers_read_as_grub_test_does() {
