@@ -374,7 +374,9 @@ fn secret_value_end(text: &str, start: usize) -> usize {
     while let Some((i, c)) = chars.next() {
         let message_colon = c == ':' && chars.peek().is_none_or(|&(_, next)| next.is_whitespace());
         if message_colon
-            || matches!(c, '&' | '#' | '"' | '\'' | '<' | '>' | '`' | ')')
+            // `'` and `)` are legal in a query (RFC 3986 sub-delims): a
+            // value goes on through them, as the server reads it.
+            || matches!(c, '&' | '#' | '"' | '<' | '>' | '`')
             || c.is_whitespace()
         {
             return start + i;
@@ -394,10 +396,12 @@ fn redact_user_info(text: &str) -> std::borrow::Cow<'_, str> {
         let (before, after) = rest.split_at(i + 3);
         out.push_str(before);
         // The authority ends where the path, query or fragment starts, or
-        // where the URL ends inside a message (white space, quotes, ...).
+        // where the URL ends inside a message (white space, a character no
+        // URL holds). Not at `'`: user info may hold it (RFC 3986
+        // sub-delims), and the password after it is sent.
         let end = after
             .find(|c: char| {
-                matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>' | '`') || c.is_whitespace()
+                matches!(c, '/' | '?' | '#' | '"' | '<' | '>' | '`') || c.is_whitespace()
             })
             .unwrap_or(after.len());
         let authority = &after[..end];

@@ -569,6 +569,15 @@ fn redact_hides_user_info_and_nothing_else() {
         ),
         // Names that only start or end like one stay.
         ("http://h/r.json?tokens=2&keyid=7&monkey=1", "http://h/r.json?tokens=2&keyid=7&monkey=1"),
+        // `'` and `)` are legal in user info and in a query: what follows
+        // them is still the secret the server is sent.
+        ("http://user:s3'cret@h/r.json", "http://***@h/r.json"),
+        (
+            "abupdate: http://user:s3'cret@h/nope.json: not found",
+            "abupdate: http://***@h/nope.json: not found",
+        ),
+        ("http://h/r?token=abc'SECRET&x=1", "http://h/r?token=***&x=1"),
+        ("http://h/r?token=abc)SECRET", "http://h/r?token=***"),
     ];
     for (text, want) in table {
         assert_eq!(redact(text), want, "{text}");
