@@ -126,7 +126,11 @@ impl Resuming {
                 }
                 (_, None) => false,
             };
-        if !continues {
+        // Nothing handed out yet: the whole resource is exactly the bytes
+        // still wanted, from a server that ignores `Range` (busybox httpd,
+        // `python -m http.server`) as from one that honours it.
+        let whole = status == 200 && offset == 0 && matches!(self.end, End::OpenEnded { .. });
+        if !continues && !whole {
             let detail = format!(
                 "resuming at byte {offset} failed (HTTP {status}, {}); {}",
                 match got {

@@ -43,6 +43,47 @@ fn drain(r: &mut PayloadReader) -> (Vec<u8>, Option<FetchError>) {
     }
 }
 
+/// A body cut before its first byte is asked again; a server that ignores
+/// `Range` answers that with the whole file, which is exactly what is
+/// still wanted (nothing was handed out yet).
+#[test]
+fn a_body_cut_before_its_first_byte_is_taken_whole_from_a_server_without_range() {
+    let data = Arc::new(pattern(100_000, 3));
+    let served = Arc::new(Mutex::new(0usize));
+    let (d, n) = (data.clone(), served.clone());
+    let server = Server::start(move |_, s| {
+        let first = {
+            let mut n = n.lock().unwrap();
+            *n += 1;
+            *n == 1
+        };
+        head(s, "200 OK", &format!("Content-Length: {}\r\n", d.len()));
+        if !first {
+            write_all_capped(s, &d);
+        }
+    });
+    let t = Transport::new(&TransportOptions {
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(5),
+        retry: abupdate::fetch::RetryPolicy {
+            retries: 1,
+            first_delay: Duration::from_millis(10),
+            ..Default::default()
+        },
+        ..TransportOptions::default()
+    })
+    .expect("transport");
+    let mut r = t
+        .open_payload(&server.url("/p"), 100_000, None)
+        .expect("open");
+    let (got, err) = drain(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    assert!(got == *data, "{} bytes", got.len());
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].header("range"), Some("bytes=0-"));
+}
+
 #[test]
 fn endless_body_is_too_long_after_size_plus_one() {
     let server = Server::start(|_, s| {
