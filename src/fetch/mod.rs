@@ -77,6 +77,10 @@ pub const MAX_PEM_BYTES: u64 = 16 * 1024 * 1024;
 /// is about 34 B/s: far below any link worth waiting on).
 pub const MIN_PROGRESS_BYTES: u64 = 1024;
 
+/// A document (manifest, signature, channel) must arrive whole within this
+/// many `read_timeout`s ([`Transport::get_document`]).
+pub const DOCUMENT_DEADLINE_READS: u32 = 10;
+
 /// How a [`Transport`] talks to servers.
 #[derive(Clone, Debug)]
 pub struct TransportOptions {
@@ -777,11 +781,35 @@ impl Transport {
     /// Returns the (non-3xx) response, the URL that gave it, and how to
     /// name it.
     fn get_once(&self, url: &str, headers: &[(&str, String)]) -> Result<Reply, FetchError> {
+        self.get_once_within(url, headers, None)
+    }
+
+    /// The whole time a document may take, from the request to its last
+    /// byte ([`DOCUMENT_DEADLINE_READS`] × `read_timeout`): TUF's slow
+    /// retrieval. The stall floor alone lets a server trickle 1 MiB over
+    /// hours while the state lock is held; a chunked body's trailer lines
+    /// (which the HTTP library reads inside one read, past our byte caps)
+    /// end here too.
+    fn document_deadline(&self) -> Duration {
+        self.read_timeout.saturating_mul(DOCUMENT_DEADLINE_READS)
+    }
+
+    /// [`Transport::get_once`], each hop's whole exchange (the body's last
+    /// byte included) within `deadline` when given.
+    fn get_once_within(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        deadline: Option<Duration>,
+    ) -> Result<Reply, FetchError> {
         let mut chain = vec![url.to_string()];
         loop {
             let current = chain.last().cloned().unwrap_or_default();
             let shown = describe_chain(&chain);
             let mut req = self.agent_for(&current).get(&current);
+            if let Some(deadline) = deadline {
+                req = req.config().timeout_global(Some(deadline)).build();
+            }
             for (name, value) in headers {
                 req = req.header(*name, value.as_str());
             }
@@ -901,6 +929,11 @@ impl Transport {
                     ureq::Timeout::RecvResponse => format!(
                         "no complete response headers within {}",
                         fmt_secs(self.read_timeout.saturating_mul(2))
+                    ),
+                    // Only documents have one (`document_deadline`).
+                    ureq::Timeout::Global => format!(
+                        "not complete within {} ({DOCUMENT_DEADLINE_READS} x read_timeout)",
+                        fmt_secs(self.document_deadline())
                     ),
                     other => format!("timed out ({other:?})"),
                 };
@@ -1026,7 +1059,7 @@ impl Transport {
             shown,
             url: answered,
             resp,
-        } = self.get_once(&url, &headers)?;
+        } = self.get_once_within(&url, &headers, Some(self.document_deadline()))?;
         match resp.status().as_u16() {
             200 => {}
             304 if conditional => return Ok(Document::NotModified),

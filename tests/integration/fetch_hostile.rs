@@ -84,6 +84,41 @@ fn a_body_cut_before_its_first_byte_is_taken_whole_from_a_server_without_range()
     assert_eq!(reqs[1].header("range"), Some("bytes=0-"));
 }
 
+/// TUF's slow retrieval: a document trickled just above the stall floor
+/// (1 KiB per read_timeout), or a chunked body whose trailer never ends,
+/// is cut at 10 x read_timeout from the request.
+#[test]
+fn a_document_must_arrive_whole_within_its_deadline() {
+    let read_timeout = Duration::from_millis(300);
+    let deadline = read_timeout * abupdate::fetch::DOCUMENT_DEADLINE_READS;
+    let trickled = Server::start(|_, s| {
+        head(s, "200 OK", "Content-Length: 1000000\r\n");
+        let started = Instant::now();
+        while started.elapsed() < SERVER_CAP && s.write_all(&[b'x'; 1200]).is_ok() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let trailers = Server::start(|_, s| {
+        head(s, "200 OK", "Transfer-Encoding: chunked\r\n");
+        let _ = s.write_all(b"2\r\n{}\r\n0\r\n");
+        let started = Instant::now();
+        while started.elapsed() < SERVER_CAP && s.write_all(b"X-T: aaaaaaaaaaaaaaaa\r\n").is_ok() {}
+    });
+    let t = transport(read_timeout);
+    for url in [trickled.url("/r.json"), trailers.url("/r.json")] {
+        let started = Instant::now();
+        let e = t
+            .get_document(&url, 1024 * 1024, None)
+            .expect_err("never whole in time");
+        let took = started.elapsed();
+        assert!(
+            e.to_string().contains("not complete within 3s"),
+            "{url}: {e}"
+        );
+        assert!(took >= deadline && took < deadline * 3, "{url}: {took:?}");
+    }
+}
+
 #[test]
 fn endless_body_is_too_long_after_size_plus_one() {
     let server = Server::start(|_, s| {
