@@ -111,7 +111,7 @@ fn armed(name: &str) -> bool {
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     if armed(name) {
-        eprintln!("abupdate: failpoint {name} hit, aborting");
+        crate::say!("abupdate: failpoint {name} hit, aborting");
         std::process::abort();
     }
 }
@@ -162,7 +162,7 @@ pub fn corrupt(_name: &str) -> bool {
 
 /// The power went out in the middle of write `name`.
 pub fn torn(name: &str) -> ! {
-    eprintln!("abupdate: failpoint {name} tore a write, aborting");
+    crate::say!("abupdate: failpoint {name} tore a write, aborting");
     std::process::abort();
 }
 

@@ -32,6 +32,27 @@
 
 #![deny(missing_docs)]
 
+/// `eprintln!` that never panics: a closed or full stderr (a broken pipe,
+/// `/dev/full`, a restarted journal) loses the line, never the run (a
+/// panic aborts the process, mid-install included).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics (see [`say!`]): `status | true` or
+/// `check > /dev/full` ends with the command's own exit code.
+#[macro_export]
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod agent;
 pub mod boot;
 pub mod channel;

@@ -46,7 +46,8 @@ impl Progress {
             {
                 self.last_draw = Some(Instant::now());
                 let filled = (pct.min(100) / 4) as usize;
-                eprint!(
+                let _ = write!(
+                    std::io::stderr(),
                     "\r{} [{:<25}] {:>3}% {}/{} MiB",
                     self.label,
                     "#".repeat(filled),
@@ -58,7 +59,7 @@ impl Progress {
             }
         } else if pct / 10 > self.last_decile {
             self.last_decile = pct / 10;
-            eprintln!(
+            crate::say!(
                 "{}: {}% ({} of {} MiB)",
                 self.label,
                 pct.min(100),
@@ -71,7 +72,7 @@ impl Progress {
     /// The transfer ended: the last line.
     pub fn finish(&mut self) {
         if self.tty && !self.quiet && self.total > 0 {
-            eprintln!(
+            crate::say!(
                 "\r{} [{:<25}] 100% {} MiB",
                 self.label,
                 "#".repeat(25),

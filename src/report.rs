@@ -427,7 +427,7 @@ pub fn send_webhook(cfg: &Report, event: Event) {
         .name("webhook".into())
         .spawn(move || {
             if let Err(e) = post_webhook(&cfg, &event, deadline) {
-                eprintln!("abupdate: report not delivered: {e}");
+                crate::say!("abupdate: report not delivered: {e}");
             }
         });
     match spawned {
@@ -435,7 +435,7 @@ pub fn send_webhook(cfg: &Report, event: Event) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Delivery { deadline, thread }),
-        Err(e) => eprintln!("abupdate: report not delivered: cannot start a thread: {e}"),
+        Err(e) => crate::say!("abupdate: report not delivered: cannot start a thread: {e}"),
     }
 }
 

@@ -865,7 +865,7 @@ impl StateDir {
             ),
         };
         let note = format!("{} is damaged ({problem}); {instead}", path.display());
-        eprintln!("abupdate: {note}");
+        crate::say!("abupdate: {note}");
         state.count_failure(Kind::StateCorrupt);
         state.recovered = Some(note);
         Ok(state)
@@ -886,7 +886,7 @@ impl StateDir {
         body.push(b'\n');
         if let Err(e) = self.keep_previous(&path) {
             // The copy is a safety net; the save itself still matters more.
-            eprintln!("abupdate: cannot keep the previous state: {e}");
+            crate::say!("abupdate: cannot keep the previous state: {e}");
         }
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
         if let Some(keep) = crate::failpoint::tear("state-tmp-write", body.len()) {

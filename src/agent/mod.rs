@@ -55,7 +55,7 @@ use std::fmt;
 /// Log one line to stderr (journald adds timestamps); URLs in it lose their
 /// user info.
 pub fn log(msg: &str) {
-    eprintln!(
+    crate::say!(
         "abupdate: {}",
         crate::error::one_line(&crate::fetch::redact(msg))
     );

@@ -112,7 +112,7 @@ pub fn keygen(global: &Global, secret: &Path, public: &Path, force: bool) -> Res
         return Err(e);
     }
     if !global.quiet {
-        eprintln!(
+        crate::say!(
             "key id {}: secret {}, public {}",
             pk.key_id_hex(),
             secret.display(),
@@ -207,8 +207,8 @@ pub fn verify(global: &Global, public: &Path, file: &Path) -> Result<i32> {
         error,
     })?;
     if !global.quiet {
-        println!("Signature and comment signature verified");
-        println!("Trusted comment: {}", sig.trusted_comment);
+        crate::tell!("Signature and comment signature verified");
+        crate::tell!("Trusted comment: {}", sig.trusted_comment);
     }
     Ok(0)
 }
@@ -247,7 +247,7 @@ pub fn check(global: &Global, source: Option<&str>, allow_downgrade: bool) -> Re
                     standing.as_ref(),
                 ));
             } else {
-                println!("update available: {} ({source})", v.manifest().version);
+                crate::tell!("update available: {} ({source})", v.manifest().version);
             }
             Ok(EXIT_UPDATE_AVAILABLE)
         }
@@ -259,7 +259,7 @@ pub fn check(global: &Global, source: Option<&str>, allow_downgrade: bool) -> Re
             if global.json {
                 json::print(&json::Check::up_to_date(*kind, reason, standing.as_ref()));
             } else {
-                println!("no update: {reason}");
+                crate::tell!("no update: {reason}");
             }
             Ok(0)
         }
@@ -457,7 +457,7 @@ pub fn pack(global: &Global, opts: &PackOptions) -> Result<i32> {
     crate::pack::check_options(opts).map_err(usage)?;
     let manifest = crate::pack::pack(opts).map_err(Error::Pack)?;
     if !global.quiet {
-        eprintln!("wrote {} and its signature", manifest.display());
+        crate::say!("wrote {} and its signature", manifest.display());
     }
     Ok(0)
 }
@@ -476,7 +476,7 @@ pub fn pack(_global: &Global, _opts: &PackOptions) -> Result<i32> {
 pub fn channel(global: &Global, opts: &crate::channel::Options) -> Result<i32> {
     let path = crate::channel::edit::run(opts)?;
     if !global.quiet {
-        eprintln!("wrote {} and its signature", path.display());
+        crate::say!("wrote {} and its signature", path.display());
     }
     Ok(0)
 }
@@ -539,9 +539,9 @@ pub fn fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
     }
     if r.dry_run {
         for a in &r.queries {
-            println!("query: {}", a.query);
+            crate::tell!("query: {}", a.query);
             if a.answer.is_empty() {
-                println!("  (no series)");
+                crate::tell!("  (no series)");
             }
             for s in &a.answer {
                 let labels: Vec<String> = s
@@ -549,7 +549,7 @@ pub fn fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
                     .iter()
                     .map(|(k, v)| format!("{k}={}", crate::fleet::prometheus::quote(v)))
                     .collect();
-                println!("  {{{}}} {}", labels.join(","), s.value);
+                crate::tell!("  {{{}}} {}", labels.join(","), s.value);
             }
         }
     }
@@ -572,7 +572,7 @@ pub fn fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
     if let Some(m) = r.malformed_reports {
         line.push_str(&format!(", {m} malformed reports skipped"));
     }
-    println!("{line}");
+    crate::tell!("{line}");
     Ok(0)
 }
 
@@ -587,17 +587,17 @@ pub fn fleet(_global: &Global, _opts: &FleetOptions) -> Result<i32> {
 
 fn print_status(s: &agent::Status) {
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    println!(
+    crate::tell!(
         "booted slot:   {}",
         or_dash(s.booted_slot.map(|b| b.to_string()))
     );
-    println!("booted version: {}", or_dash(s.booted_version.clone()));
-    println!(
+    crate::tell!("booted version: {}", or_dash(s.booted_version.clone()));
+    crate::tell!(
         "primary slot:  {}",
         or_dash(s.primary_slot.map(|b| b.to_string()))
     );
     for (slot, st) in &s.slots {
-        println!(
+        crate::tell!(
             "slot {slot}: {} version {} bootloader {} ({})",
             st.record.status,
             or_dash(st.record.version.clone()),
@@ -610,24 +610,27 @@ fn print_status(s: &agent::Status) {
         );
     }
     match &s.transaction {
-        Some(t) => println!(
+        Some(t) => crate::tell!(
             "pending: {} from slot {} to slot {} ({:?})",
-            t.version, t.from, t.to, t.phase
+            t.version,
+            t.from,
+            t.to,
+            t.phase
         ),
-        None => println!("pending: none"),
+        None => crate::tell!("pending: none"),
     }
     for f in &s.failed {
-        println!("failed release {}: {}", f.version, f.reason);
+        crate::tell!("failed release {}: {}", f.version, f.reason);
     }
     if let Some(w) = &s.reboot_window {
-        println!("reboot: waits for the maintenance window opening {w}");
+        crate::tell!("reboot: waits for the maintenance window opening {w}");
     }
     if let Some(group) = &s.reboot_lock {
-        println!("reboot lock: may hold group {group}'s lock (given back after the verdict)");
+        crate::tell!("reboot lock: may hold group {group}'s lock (given back after the verdict)");
     }
-    println!("rollout position: {:.4}", s.rollout_position);
+    crate::tell!("rollout position: {:.4}", s.rollout_position);
     if let Some(until) = &s.backoff_until {
-        println!(
+        crate::tell!(
             "update: backing off after {} failed runs until {until} (`update --now` runs anyway)",
             s.metrics.consecutive_failures
         );
@@ -640,12 +643,12 @@ fn print_status(s: &agent::Status) {
         } else {
             100.0
         };
-        println!("last install: fetched {fetched} bytes, a full install {full} ({pct:.1}%)");
+        crate::tell!("last install: fetched {fetched} bytes, a full install {full} ({pct:.1}%)");
     }
     let vars: Vec<String> = s
         .bootloader
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    println!("bootloader: {}", vars.join(" "));
+    crate::tell!("bootloader: {}", vars.join(" "));
 }

@@ -44,15 +44,19 @@ where
 pub fn run(global: &Global, command: Command) -> Result<i32> {
     match command {
         Command::Help(None) => {
-            print!("{}", flags::usage_text());
+            let _ =
+                std::io::Write::write_all(&mut std::io::stdout(), flags::usage_text().as_bytes());
             Ok(0)
         }
         Command::Help(Some(cmd)) => {
-            print!("{}", flags::command_help(cmd));
+            let _ = std::io::Write::write_all(
+                &mut std::io::stdout(),
+                flags::command_help(cmd).as_bytes(),
+            );
             Ok(0)
         }
         Command::Version => {
-            println!("abupdate {}", env!("CARGO_PKG_VERSION"));
+            crate::tell!("abupdate {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
         }
         Command::Status => commands::status(global),
@@ -96,7 +100,7 @@ pub fn main() -> i32 {
                     kind: e.kind(),
                 });
             }
-            eprintln!("abupdate: {e}");
+            crate::say!("abupdate: {e}");
             return e.exit_code();
         }
     };
@@ -114,7 +118,7 @@ pub fn main() -> i32 {
                     kind: e.kind(),
                 });
             }
-            eprintln!("abupdate: {line}");
+            crate::say!("abupdate: {line}");
             e.exit_code()
         }
     }

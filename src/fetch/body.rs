@@ -175,9 +175,10 @@ impl Resuming {
         self.last_failure = Some(err.clone());
         if self.idle_grace && self.from_body == 0 {
             self.idle_grace = false;
-            eprintln!(
+            crate::say!(
                 "abupdate: {}: connection lost after replaying {} bytes; asking again",
-                self.shown, self.offset
+                self.shown,
+                self.offset
             );
             return Ok(());
         }
@@ -214,9 +215,10 @@ impl Resuming {
                     // the rest is asked for with Range when it opens.
                     self.body = None;
                     self.transport.wait_for_window(&self.shown);
-                    eprintln!(
+                    crate::say!(
                         "abupdate: {}: download window open; resuming at byte {}",
-                        self.shown, self.offset
+                        self.shown,
+                        self.offset
                     );
                     continue;
                 }
@@ -227,7 +229,7 @@ impl Resuming {
                     Err(Ok(fatal)) => {
                         return Err(match self.last_failure.take() {
                             Some(first) => {
-                                eprintln!("abupdate: {fatal}");
+                                crate::say!("abupdate: {fatal}");
                                 first
                             }
                             None => fatal,

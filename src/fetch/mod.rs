@@ -746,7 +746,7 @@ impl Transport {
                 return said;
             };
             if !said {
-                eprintln!(
+                crate::say!(
                     "abupdate: {}: outside the download windows; paused until {}",
                     redact(shown),
                     crate::timefmt::format_rfc3339(until)

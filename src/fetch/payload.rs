@@ -396,7 +396,7 @@ pub(super) fn open(
     };
     let mut restart_reason: Option<String> = None;
     let mut note = |why: String| {
-        eprintln!("abupdate: {}: {why}", redact(location));
+        crate::say!("abupdate: {}: {why}", redact(location));
         restart_reason = Some(why);
     };
 

@@ -123,14 +123,14 @@ impl Attempts {
         match &next {
             Next::Retry(wait) => {
                 self.failures += 1;
-                eprintln!(
+                crate::say!(
                     "abupdate: {err}; retrying in {:.1}s (retry {} of {})",
                     wait.as_secs_f64(),
                     self.failures,
                     policy.retries
                 );
             }
-            Next::GiveUp(Some(why)) => eprintln!("abupdate: {err}: {why}"),
+            Next::GiveUp(Some(why)) => crate::say!("abupdate: {err}: {why}"),
             Next::GiveUp(None) => {}
         }
         self.since_failure = 0;

@@ -272,7 +272,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     let action = super::decide(&plan, &observed.facts, &opts.policy, now);
     let changed = action.changes_manifest();
     if !changed && !opts.dry_run && release_dir.finish_publish(name, &current)? && !quiet {
-        eprintln!(
+        crate::say!(
             "{}: finished an interrupted publish (its signatures are in place again)",
             opts.manifest.display()
         );

@@ -1118,11 +1118,11 @@ mod tests {
         const LEN: usize = 64 << 20;
         let (_dir, file) = target("write-out", LEN as u64);
         let Some(dev) = LoopDevice::attach(&file) else {
-            eprintln!("skipped: no loop device here (needs root)");
+            crate::say!("skipped: no loop device here (needs root)");
             return;
         };
         if dirty_pages(&file).is_none() {
-            eprintln!("skipped: no cachestat on this kernel");
+            crate::say!("skipped: no cachestat on this kernel");
             return;
         }
         let mut bytes = AlignedBuf::new(LEN);
@@ -1245,7 +1245,7 @@ mod tests {
         let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .unwrap_or_default();
         if !(mode.contains("[madvise]") || mode.contains("[always]")) {
-            eprintln!(
+            crate::say!(
                 "skipped: transparent huge pages are off here ({})",
                 mode.trim()
             );

@@ -163,3 +163,37 @@ fn arguments_that_are_not_utf8_are_errors_naming_them_not_panics() {
     assert!(stderr(&out).contains("not UTF-8 text"), "{}", stderr(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A full or closed stdout or stderr loses the output, never the run: the
+/// command's own exit code, no panic (which aborts, exit 134).
+#[test]
+fn a_full_or_closed_output_is_no_panic() {
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full")
+    };
+    for (args, code) in [
+        (vec!["-V"], 0),
+        (vec!["--help"], 0),
+        (vec!["frobnicate"], 2),
+        (vec!["--json", "frobnicate"], 2),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_abupdate"))
+            .args(&args)
+            .stdout(full())
+            .stderr(full())
+            .status()
+            .expect("run abupdate");
+        assert_eq!(out.code(), Some(code), "{args:?}: {out:?}");
+    }
+    // A reader that has gone: `abupdate --help | true`.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_abupdate"))
+        .arg("--help")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}
