@@ -748,6 +748,25 @@ pub fn release_dates(
             format_rfc3339(created)
         ));
     }
+    // Hosts refuse a manifest dated more than a day ahead of their clock
+    // (`manifest::MAX_CREATED_AHEAD`): a mistyped year, or a stray
+    // release.json in --out dated in the future, would make every later
+    // release of this directory one no host installs.
+    let latest = now.saturating_add(crate::manifest::MAX_CREATED_AHEAD);
+    if created > latest {
+        return Err(match (opts.created, previous) {
+            (Some(c), _) => format!(
+                "--created {} is more than a day ahead of this clock ({}): hosts would refuse the release",
+                format_rfc3339(c),
+                format_rfc3339(now)
+            ),
+            (None, p) => format!(
+                "the release.json it replaces is dated {}, more than a day ahead of this clock ({}): a release dated after it would be refused by every host; move that file away or check this clock",
+                p.map(format_rfc3339).unwrap_or_default(),
+                format_rfc3339(now)
+            ),
+        });
+    }
     Ok((created, expires))
 }
 
@@ -1249,6 +1268,13 @@ mod tests {
         };
         let e = release_dates(&expires_early, Some(now + 20), now).expect_err("expired");
         assert!(e.contains("--expires"), "{e}");
+        // Dated more than a day ahead, by --created or by the file it
+        // replaces: no host would install it.
+        let e = release_dates(&explicit(now + 86_401), None, now).expect_err("ahead");
+        assert!(e.contains("more than a day ahead"), "{e}");
+        let e = release_dates(&opts(), Some(now + 86_400 * 365), now).expect_err("stray");
+        assert!(e.contains("the release.json it replaces is dated"), "{e}");
+        assert!(release_dates(&explicit(now + 3600), None, now).is_ok());
     }
 
     #[test]

@@ -733,8 +733,11 @@ impl Current {
 }
 
 /// Read and parse secret key files.
+///
+/// One key given twice (two copies of one file) is refused: its second
+/// signature counts for nothing on a host with a threshold.
 pub fn load_secret_keys(paths: &[PathBuf]) -> Result<Vec<(PathBuf, SecretKey)>, PublishError> {
-    paths
+    let keys: Vec<(PathBuf, SecretKey)> = paths
         .iter()
         .map(|p| {
             let bytes = read_capped(p, minisign::MAX_FILE_SIZE as u64)?.ok_or_else(|| {
@@ -754,7 +757,21 @@ pub fn load_secret_keys(paths: &[PathBuf]) -> Result<Vec<(PathBuf, SecretKey)>, 
                     reason: e.to_string(),
                 })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    for (i, (path, sk)) in keys.iter().enumerate() {
+        let pk = sk.public_key();
+        if let Some((first, _)) = keys[..i].iter().find(|(_, k)| k.public_key() == pk) {
+            return Err(PublishError::Key {
+                path: path.clone(),
+                reason: format!(
+                    "key {} given twice (also {}): a second signature by one key counts once",
+                    pk.key_id_hex(),
+                    first.display()
+                ),
+            });
+        }
+    }
+    Ok(keys)
 }
 
 /// Replace a single file atomically and durably (temporary file in the same
@@ -830,6 +847,37 @@ mod tests {
         (0..n)
             .map(|_| minisign::generate_keypair().expect("keygen"))
             .collect()
+    }
+
+    #[test]
+    fn one_secret_key_given_twice_is_refused() {
+        let d = temp("dup-key");
+        let (sk, _) = keys(1).remove(0);
+        let (other, _) = keys(1).remove(0);
+        let write = |name: &str, k: &SecretKey| {
+            let p = d.join(name);
+            std::fs::write(&p, k.to_file_string()).expect("write key");
+            p
+        };
+        let (a, copy, b) = (
+            write("a.key", &sk),
+            write("copy.key", &sk),
+            write("b.key", &other),
+        );
+        assert_eq!(
+            load_secret_keys(&[a.clone(), b.clone()])
+                .expect("two keys")
+                .len(),
+            2
+        );
+        let e = load_secret_keys(&[a.clone(), b, copy.clone()])
+            .expect_err("one key twice")
+            .to_string();
+        assert!(
+            e.contains("given twice") && e.contains(&a.display().to_string()),
+            "{e}"
+        );
+        assert!(e.starts_with(&copy.display().to_string()), "{e}");
     }
 
     #[test]

@@ -262,20 +262,30 @@ fn freeze_against_a_host_whose_clock_was_set_back() {
 /// the whole fleet frozen until `state.json` were edited by hand. The host
 /// refuses it (an error, so monitoring sees it), remembers nothing of it,
 /// and takes the next correctly dated release.
+/// Give the manifest at `m` these `created` and `expires` and sign it again
+/// with the release key.
+fn redate(h: &TestHost, m: &Path, created: &str, expires: &str) {
+    let text_ = std::fs::read_to_string(m).expect("manifest");
+    let v: serde_json::Value = serde_json::from_str(&text_).expect("json");
+    let was_created = v["created"].as_str().expect("created").to_string();
+    let was_expires = v["expires"].as_str().expect("expires").to_string();
+    std::fs::write(
+        m,
+        text_
+            .replacen(&was_created, created, 1)
+            .replacen(&was_expires, expires, 1),
+    )
+    .expect("write");
+    sign(&h.secret_key, m, "timestamp:2\tfile:release.json");
+}
+
 #[test]
 fn freeze_by_a_far_future_created() {
     let h = host("far-future");
-    let m = h.pack(
-        "r9",
-        "9.0",
-        &image("9.0", LEN),
-        &[
-            "--created",
-            "2100-01-01T00:00:00Z",
-            "--expires",
-            "2100-02-01T00:00:00Z",
-        ],
-    );
+    // `pack` refuses such a date (no host would take it): the attacker
+    // (a stolen key) dates the signed manifest by hand.
+    let m = h.pack("r9", "9.0", &image("9.0", LEN), &[]);
+    redate(&h, &m, "2100-01-01T00:00:00Z", "2100-02-01T00:00:00Z");
     let srv = serve_files(files_of(m.parent().expect("dir")));
     let url = srv.url("/release.json");
     let out = h.abupdate(&["--json", "check", &url]);
@@ -294,18 +304,7 @@ fn freeze_by_a_far_future_created() {
 
     // The same date with `expires` before it: valid for no instant.
     let swapped = h.pack("r9b", "9.0", &image("9.0", LEN), &[]);
-    let text_ = std::fs::read_to_string(&swapped).expect("manifest");
-    let v: serde_json::Value = serde_json::from_str(&text_).expect("json");
-    let created = v["created"].as_str().expect("created").to_string();
-    let expires = v["expires"].as_str().expect("expires").to_string();
-    std::fs::write(
-        &swapped,
-        text_
-            .replacen(&created, "2100-01-01T00:00:00Z", 1)
-            .replacen(&expires, "2099-12-01T00:00:00Z", 1),
-    )
-    .expect("write");
-    sign(&h.secret_key, &swapped, "timestamp:2\tfile:release.json");
+    redate(&h, &swapped, "2100-01-01T00:00:00Z", "2099-12-01T00:00:00Z");
     let srv_swapped = serve_files(files_of(swapped.parent().expect("dir")));
     refused(
         &h,
