@@ -257,8 +257,39 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
         }
         false => crate::trust::KeyRing::load(&opts.keys_dirs)?,
     };
-    let release_dir = ReleaseDir::open(&dir)?;
-    let current = release_dir.read_verified(name, &keys, opts.threshold)?;
+    let source_dir = ReleaseDir::open(&dir)?;
+    let source = source_dir.read_verified(name, &keys, opts.threshold)?;
+    // The rollout's state (paused, the wave, when it started) lives in the
+    // published manifest: with --out that is the copy there, once one
+    // exists. Deciding from --manifest alone would forget every earlier
+    // decision (un-pause a paused rollout, restart a wave's soak).
+    let out = opts.out.as_ref().filter(|o| !same_dir(o, &dir));
+    let published = match out {
+        Some(out) if out.join(name).exists() => {
+            let published = ReleaseDir::open(out)?.read_verified(name, &keys, opts.threshold)?;
+            let (p, s) = (&published.manifest.doc, &source.manifest.doc);
+            if p.compatible != s.compatible || p.version != s.version {
+                return Err(Error::Fleet(format!(
+                    "--out {}: holds release {} of {}, not {} of {} (--manifest): fleet would replace it",
+                    out.display(),
+                    p.version,
+                    p.compatible,
+                    s.version,
+                    s.compatible
+                )));
+            }
+            Some(published).filter(|p| p.manifest.created >= source.manifest.created)
+        }
+        _ => None,
+    };
+    // Written where it is published; `finish_publish` only where `current`
+    // was read.
+    let release_dir = match out {
+        Some(out) => ReleaseDir::open(out)?,
+        None => source_dir,
+    };
+    let read_here = published.is_some() || out.is_none();
+    let current = published.unwrap_or(source);
     current.check_signers(&secrets, &keys, opts.threshold)?;
     let doc = &current.manifest.doc;
     let plan = Plan::from_manifest(
@@ -271,7 +302,12 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     let observed = observe(opts, &doc.compatible, &doc.version, plan.percent, now)?;
     let action = super::decide(&plan, &observed.facts, &opts.policy, now);
     let changed = action.changes_manifest();
-    if !changed && !opts.dry_run && release_dir.finish_publish(name, &current)? && !quiet {
+    if !changed
+        && !opts.dry_run
+        && read_here
+        && release_dir.finish_publish(name, &current)?
+        && !quiet
+    {
         crate::say!(
             "{}: finished an interrupted publish (its signatures are in place again)",
             opts.manifest.display()
@@ -281,17 +317,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
         let body = current.rewrite(now, |v| super::apply(v, &action, now).map(|_| ()))?;
         if !opts.dry_run {
             let keys: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
-            match &opts.out {
-                Some(out) if !same_dir(out, &dir) => {
-                    ReleaseDir::open(out)?.publish_manifest(
-                        name,
-                        &body,
-                        &keys,
-                        Some(&current.body),
-                    )?;
-                }
-                _ => release_dir.publish_manifest(name, &body, &keys, Some(&current.body))?,
-            }
+            release_dir.publish_manifest(name, &body, &keys, Some(&current.body))?;
         }
     }
     Ok(Report {

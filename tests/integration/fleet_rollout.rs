@@ -971,3 +971,78 @@ fn a_host_between_the_manifest_and_its_signature_verifies_the_new_manifest() {
         text(&out)
     );
 }
+
+/// With `--out`, the published copy carries the rollout's state: a pause
+/// there is never undone by a later run deciding from `--manifest` alone,
+/// and an `--out` holding another release is never replaced.
+#[test]
+fn fleet_with_out_decides_from_the_published_copy_and_keeps_other_releases() {
+    let h = TestHost::new("fleet-out", "1.0", HostOptions::default());
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", 1 << 16),
+        &["--waves", "2,10,50,100"],
+    );
+    let other = h.pack("live", "3.0", &image("3.0", 1 << 16), &[]);
+    let live = other.parent().expect("dir");
+    let reports = h.dir.join("reports.jsonl");
+    let now = abupdate::timefmt::now();
+    std::fs::write(
+        &reports,
+        report("h1", COMPATIBLE, "rolled_back", None, now) + "\n",
+    )
+    .expect("reports");
+    let secret = h.secret_key.as_path();
+    let before = snapshot(live);
+    let out = fleet(
+        &m,
+        &[secret],
+        &reports,
+        &[
+            "--fleet-size",
+            "100",
+            "--max-failures",
+            "1",
+            "--out",
+            live.to_str().expect("p"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("holds release 3.0"), "{}", text(&out));
+    assert_eq!(snapshot(live), before, "another release was replaced");
+
+    let sync = h.dir.join("sync");
+    let run = |what: &str| {
+        let out = fleet(
+            &m,
+            &[secret],
+            &reports,
+            &[
+                "--fleet-size",
+                "100",
+                "--max-failures",
+                "1",
+                "--out",
+                sync.to_str().expect("p"),
+            ],
+        );
+        assert!(out.status.success(), "{what}: {}", text(&out));
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(sync.join("release.json")).expect("published"))
+                .expect("json");
+        (json(&out)["action"].as_str().unwrap_or("").to_string(), doc)
+    };
+    let (action, doc) = run("the failure");
+    assert_eq!(action, "pause");
+    assert_eq!(doc["rollout"]["paused"], true, "{doc}");
+    // The failure is gone from the reports (a rotated log), commits came:
+    // the published copy stays paused.
+    let commits: Vec<String> = (0..3)
+        .map(|i| report(&format!("c{i}"), COMPATIBLE, "committed", None, now + 60))
+        .collect();
+    std::fs::write(&reports, commits.join("\n") + "\n").expect("reports");
+    let (action, doc) = run("healthy reports");
+    assert_eq!(action, "keep", "{doc}");
+    assert_eq!(doc["rollout"]["paused"], true, "a pause was undone: {doc}");
+}
