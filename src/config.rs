@@ -632,7 +632,16 @@ impl Config {
                 "missing (the manifest's compatible string this host accepts)".into(),
             )
         })?;
-        let threshold = f.update.threshold.unwrap_or(1).max(1) as usize;
+        // 0 is not "no signature needed": refused, not read as 1.
+        let threshold = match f.update.threshold.unwrap_or(1) {
+            0 => {
+                return Err(err(
+                    "update.threshold",
+                    "0: at least 1 signature by a trusted key".into(),
+                ))
+            }
+            n => n as usize,
+        };
         let max_window_log = f.update.max_window_log.unwrap_or(27);
         if !(10..=31).contains(&max_window_log) {
             return Err(err(
@@ -1421,6 +1430,15 @@ rootfs = "/dev/b"
         .expect("write");
         let e = Config::load(&dir.join("config.toml")).expect_err("bad drop-in accepted");
         assert!(e.0.contains("30-bad.toml:2:"), "{e}");
+
+        // A threshold of 0 is refused, not read as 1.
+        std::fs::write(
+            dir.join("config.d/30-bad.toml"),
+            "[update]\nthreshold = 0\n",
+        )
+        .expect("write");
+        let e = Config::load(&dir.join("config.toml")).expect_err("threshold 0 accepted");
+        assert!(e.0.contains("update.threshold: 0: at least 1"), "{e}");
     }
 
     /// Each duration key with the table it lives in.

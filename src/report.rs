@@ -481,6 +481,7 @@ pub fn post_webhook(cfg: &Report, event: &Event, deadline: Instant) -> Result<()
         let tls = crate::fetch::tls_config(cfg.ca_file.as_deref()).map_err(|e| e.to_string())?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .tls_config(tls)
+            .user_agent(concat!("abupdate/", env!("CARGO_PKG_VERSION")))
             .timeout_global(Some(left))
             .http_status_as_error(false)
             .build()

@@ -176,13 +176,30 @@ fn change_of(
             let abs = |p: &Path| std::fs::canonicalize(p).map_err(|e| refused(p, e));
             let relative = abs(manifest)?
                 .strip_prefix(abs(dir)?)
-                .map(|r| r.to_string_lossy().into_owned())
+                .map(|r| r.as_os_str().to_owned())
                 .map_err(|_| {
                     refused(
                         manifest,
                         "not inside the channel's directory (hosts fetch it relative to the channel)",
                     )
                 })?;
+            // The path is a URL reference to hosts: only characters that a
+            // URL reads as the same path (`#`, `?`, `%`, a space would send
+            // hosts elsewhere; bytes that are not UTF-8 are no text).
+            let relative = match relative.to_str() {
+                Some(r) if r.chars().all(|c| c.is_ascii_alphanumeric() || "._~/-+=,@".contains(c)) => {
+                    r.to_string()
+                }
+                _ => {
+                    return Err(refused(
+                        manifest,
+                        format!(
+                            "its path in the channel, {}, holds a character a URL reads otherwise: name its directories with letters, digits and ._~-+=,@ only",
+                            crate::error::one_line(&relative.to_string_lossy())
+                        ),
+                    ))
+                }
+            };
             Change::Add {
                 version: m.version.to_string(),
                 manifest: relative,

@@ -1226,7 +1226,13 @@ impl Transport {
         if !matches!(range, Some((start, end, _)) if start == offset && end == last) {
             return Err(FetchError::RangeIgnored {
                 location: shown,
-                detail: format!("asked for bytes {offset}-{last}, got {range:?}"),
+                detail: match range {
+                    Some((a, b, total)) => format!(
+                        "asked for bytes {offset}-{last}, got bytes {a}-{b}/{}",
+                        total.map_or("*".to_string(), |t| t.to_string())
+                    ),
+                    None => format!("asked for bytes {offset}-{last}, got no Content-Range"),
+                },
             });
         }
         let body = payload::body_reader(self, resp, length, &shown);

@@ -297,6 +297,30 @@ fn the_operator_refuses_to_resign_a_tampered_channel() {
 }
 
 #[test]
+fn a_manifest_path_a_url_reads_otherwise_is_not_listed() {
+    let h = host("odd-name", "1.0");
+    let m = h.pack("r2.0", "2.0", &image("2.0", LEN), &[]);
+    channel(&h, "add", &[m.to_str().expect("path")]);
+    // A directory whose name a URL reads otherwise (`#` starts a fragment:
+    // hosts would fetch `2.0`) is refused, the channel unchanged.
+    let odd = h.pack("2.0#x", "9.1", &image("9.1", LEN), &[]);
+    let before = std::fs::read(channel_path(&h)).expect("channel");
+    let out = run(Command::new(bin())
+        .args(["channel", "add"])
+        .arg(channel_path(&h))
+        .arg(&odd)
+        .arg("--secret")
+        .arg(&h.secret_key));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("a URL reads otherwise"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(channel_path(&h)).expect("channel"), before);
+}
+
+#[test]
 fn url_and_channel_together_are_a_config_error() {
     let h = host("both", "1.0");
     let cfg = std::fs::read_to_string(&h.config).expect("config");
