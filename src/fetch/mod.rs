@@ -229,6 +229,15 @@ pub enum FetchError {
         /// What went wrong.
         detail: String,
     },
+    /// An answer that is not HTTP (a bad status line, conflicting or
+    /// unreadable lengths, headers over 64 KiB): the server's fault, not
+    /// the link's, so never asked again.
+    Protocol {
+        /// The URL or path, as shown (without user info).
+        location: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// Local file or partial-file I/O.
     Io {
         /// The URL or path, as shown (without user info).
@@ -261,6 +270,7 @@ impl FetchError {
         match self {
             FetchError::Network { .. }
             | FetchError::Timeout { .. }
+            | FetchError::Protocol { .. }
             | FetchError::TooShort {
                 announced: false, ..
             } => crate::error::Kind::Network,
@@ -303,6 +313,7 @@ impl FetchError {
         match self {
             FetchError::Network { location, .. }
             | FetchError::Timeout { location, .. }
+            | FetchError::Protocol { location, .. }
             | FetchError::HttpStatus { location, .. }
             | FetchError::NotFound { location, .. }
             | FetchError::TooLong { location, .. }
@@ -344,6 +355,9 @@ impl FetchError {
         match self {
             FetchError::Network { location, detail } | FetchError::Timeout { location, detail } => {
                 format!("{location}: {detail}")
+            }
+            FetchError::Protocol { location, detail } => {
+                format!("{location}: HTTP protocol error: {detail}")
             }
             FetchError::HttpStatus {
                 location,
@@ -970,9 +984,13 @@ impl Transport {
                 location,
                 detail: "host not found".into(),
             },
-            ureq::Error::Protocol(e) => FetchError::Network {
+            ureq::Error::Protocol(e) => FetchError::Protocol {
                 location,
-                detail: format!("HTTP protocol error: {e}"),
+                detail: e.to_string(),
+            },
+            ureq::Error::LargeResponseHeader(got, max) => FetchError::Protocol {
+                location,
+                detail: format!("response headers over {max} bytes ({got})"),
             },
             ureq::Error::BadUri(e) => FetchError::Refused {
                 location,

@@ -130,7 +130,9 @@ impl Attempts {
                     policy.retries
                 );
             }
-            Next::GiveUp(Some(why)) => crate::say!("abupdate: {err}: {why}"),
+            // The error itself is the run's own last line: named by its
+            // location here, not said twice.
+            Next::GiveUp(Some(why)) => crate::say!("abupdate: {}: {why}", err.location()),
             Next::GiveUp(None) => {}
         }
         self.since_failure = 0;

@@ -119,6 +119,33 @@ fn a_document_must_arrive_whole_within_its_deadline() {
     }
 }
 
+/// An answer that is not HTTP is the server's fault, not the link's: one
+/// request, no retries, kind `network` (it blames no release).
+#[test]
+fn an_answer_that_is_not_http_is_not_asked_again() {
+    let server = Server::start(|_, s| {
+        head(s, "200 OK", "Content-Length: 10\r\nContent-Length: 20\r\n");
+        let _ = s.write_all(b"0123456789");
+    });
+    let t = Transport::new(&TransportOptions {
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(5),
+        retry: abupdate::fetch::RetryPolicy {
+            retries: 3,
+            first_delay: Duration::from_millis(10),
+            ..Default::default()
+        },
+        ..TransportOptions::default()
+    })
+    .expect("transport");
+    let e = t
+        .get_document(&server.url("/r.json"), 1024, None)
+        .expect_err("conflicting lengths");
+    assert!(e.to_string().contains("HTTP protocol error"), "{e}");
+    assert_eq!(e.kind(), "network", "{e}");
+    assert_eq!(server.requests().len(), 1, "asked again");
+}
+
 #[test]
 fn endless_body_is_too_long_after_size_plus_one() {
     let server = Server::start(|_, s| {
