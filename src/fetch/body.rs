@@ -92,11 +92,16 @@ impl Resuming {
 
     /// Bytes after `end` remain in the current response: one more byte is
     /// read (never handed out) to tell. An error or the end say no.
+    ///
+    /// Not asked of a chunked body: past its last data chunk the HTTP
+    /// library reads trailer lines inside one read, without bound (a server
+    /// could send them for ever, unpaced); every declared byte is here and
+    /// checked, and the connection is dropped instead.
     pub(crate) fn has_surplus(&mut self) -> bool {
         let mut one = [0u8; 1];
         match self.body.as_mut() {
-            Some(b) => matches!(read_retrying(b, &mut one), Ok(1)),
-            None => false,
+            Some(b) if !b.chunked => matches!(read_retrying(b, &mut one), Ok(1)),
+            _ => false,
         }
     }
 

@@ -1433,6 +1433,10 @@ pub(crate) struct StallGuard<R> {
     waited: Duration,
     got: u64,
     location: String,
+    /// The body comes in chunks: a read past its last byte may read an
+    /// endless trailer inside the HTTP library, past every bound of ours
+    /// (see [`body::Resuming::has_surplus`]).
+    pub(crate) chunked: bool,
 }
 
 impl<R: Read> StallGuard<R> {
@@ -1443,6 +1447,7 @@ impl<R: Read> StallGuard<R> {
             waited: Duration::ZERO,
             got: 0,
             location: location.to_string(),
+            chunked: false,
         }
     }
 

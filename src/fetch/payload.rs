@@ -367,13 +367,21 @@ pub(super) fn body_reader(
     remaining: u64,
     shown: &str,
 ) -> StallGuard<BodyReader<'static>> {
+    let chunked = resp.headers().get_all("transfer-encoding").iter().any(|v| {
+        v.as_bytes()
+            .to_ascii_lowercase()
+            .windows(7)
+            .any(|w| w == b"chunked")
+    });
     // ureq's own limit as a second fence: one byte past what we may accept.
     let reader = resp
         .into_body()
         .into_with_config()
         .limit(remaining.saturating_add(1))
         .reader();
-    StallGuard::new(reader, transport.read_timeout, shown)
+    let mut guard = StallGuard::new(reader, transport.read_timeout, shown);
+    guard.chunked = chunked;
+    guard
 }
 
 // Long on purpose: opening a payload is one sequence (a local file, or

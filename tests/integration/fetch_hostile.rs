@@ -146,6 +146,36 @@ fn an_answer_that_is_not_http_is_not_asked_again() {
     assert_eq!(server.requests().len(), 1, "asked again");
 }
 
+/// A chunked payload whose trailer never ends: every declared byte is
+/// taken and checked, and nothing past its last chunk is read (the HTTP
+/// library would read the trailer inside one read, unbounded and unpaced).
+#[test]
+fn a_chunked_payload_ends_at_its_declared_size_whatever_its_trailer() {
+    let data = Arc::new(pattern(50_000, 5));
+    let d = data.clone();
+    let server = Server::start(move |_, s| {
+        head(s, "200 OK", "Transfer-Encoding: chunked\r\n");
+        let _ = write!(s, "{:x}\r\n", d.len());
+        let _ = s.write_all(&d);
+        let _ = s.write_all(b"\r\n0\r\n");
+        let started = Instant::now();
+        while started.elapsed() < SERVER_CAP && s.write_all(b"X-T: aaaaaaaaaaaaaaaa\r\n").is_ok() {}
+    });
+    let t = transport(Duration::from_secs(5));
+    let started = Instant::now();
+    let mut r = t
+        .open_payload(&server.url("/p"), 50_000, None)
+        .expect("open");
+    let (got, err) = drain(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    assert!(got == *data);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn endless_body_is_too_long_after_size_plus_one() {
     let server = Server::start(|_, s| {
