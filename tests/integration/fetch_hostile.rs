@@ -25,6 +25,22 @@ fn transport(read_timeout: Duration) -> Transport {
     .expect("transport")
 }
 
+/// A transport that asks a transient failure again `retries` times, at
+/// once (10 ms).
+fn retrying(retries: u32) -> Transport {
+    Transport::new(&TransportOptions {
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(5),
+        retry: abupdate::fetch::RetryPolicy {
+            retries,
+            first_delay: Duration::from_millis(10),
+            ..Default::default()
+        },
+        ..TransportOptions::default()
+    })
+    .expect("transport")
+}
+
 /// Read to the end in 64 KiB blocks; the bytes got and the error, if any.
 fn drain(r: &mut PayloadReader) -> (Vec<u8>, Option<FetchError>) {
     let mut out = Vec::new();
@@ -62,17 +78,7 @@ fn a_body_cut_before_its_first_byte_is_taken_whole_from_a_server_without_range()
             write_all_capped(s, &d);
         }
     });
-    let t = Transport::new(&TransportOptions {
-        connect_timeout: Duration::from_secs(2),
-        read_timeout: Duration::from_secs(5),
-        retry: abupdate::fetch::RetryPolicy {
-            retries: 1,
-            first_delay: Duration::from_millis(10),
-            ..Default::default()
-        },
-        ..TransportOptions::default()
-    })
-    .expect("transport");
+    let t = retrying(1);
     let mut r = t
         .open_payload(&server.url("/p"), 100_000, None)
         .expect("open");
@@ -127,17 +133,7 @@ fn an_answer_that_is_not_http_is_not_asked_again() {
         head(s, "200 OK", "Content-Length: 10\r\nContent-Length: 20\r\n");
         let _ = s.write_all(b"0123456789");
     });
-    let t = Transport::new(&TransportOptions {
-        connect_timeout: Duration::from_secs(2),
-        read_timeout: Duration::from_secs(5),
-        retry: abupdate::fetch::RetryPolicy {
-            retries: 3,
-            first_delay: Duration::from_millis(10),
-            ..Default::default()
-        },
-        ..TransportOptions::default()
-    })
-    .expect("transport");
+    let t = retrying(3);
     let e = t
         .get_document(&server.url("/r.json"), 1024, None)
         .expect_err("conflicting lengths");

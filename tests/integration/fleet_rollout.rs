@@ -993,40 +993,20 @@ fn fleet_with_out_decides_from_the_published_copy_and_keeps_other_releases() {
         report("h1", COMPATIBLE, "rolled_back", None, now) + "\n",
     )
     .expect("reports");
-    let secret = h.secret_key.as_path();
+    let into = |out: &Path| {
+        let out = out.to_str().expect("path");
+        let args = ["--fleet-size", "100", "--max-failures", "1", "--out", out];
+        fleet(&m, &[h.secret_key.as_path()], &reports, &args)
+    };
     let before = snapshot(live);
-    let out = fleet(
-        &m,
-        &[secret],
-        &reports,
-        &[
-            "--fleet-size",
-            "100",
-            "--max-failures",
-            "1",
-            "--out",
-            live.to_str().expect("p"),
-        ],
-    );
+    let out = into(live);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("holds release 3.0"), "{}", text(&out));
     assert_eq!(snapshot(live), before, "another release was replaced");
 
     let sync = h.dir.join("sync");
     let run = |what: &str| {
-        let out = fleet(
-            &m,
-            &[secret],
-            &reports,
-            &[
-                "--fleet-size",
-                "100",
-                "--max-failures",
-                "1",
-                "--out",
-                sync.to_str().expect("p"),
-            ],
-        );
+        let out = into(&sync);
         assert!(out.status.success(), "{what}: {}", text(&out));
         let doc: serde_json::Value =
             serde_json::from_slice(&std::fs::read(sync.join("release.json")).expect("published"))
