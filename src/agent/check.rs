@@ -466,10 +466,12 @@ fn judge(
     allow_downgrade: bool,
 ) -> std::result::Result<(), NotApplicable> {
     let m = verified.manifest();
-    let booted_version = host.booted_version(state, booted);
-    let booted_version = booted_version
-        .as_deref()
-        .and_then(|v| Version::parse(v).ok());
+    // os-release's version when it is one we compare, else what abupdate
+    // installed there: an os-release version that does not parse must not
+    // make every release "newer".
+    let parsed = |v: Option<&str>| v.and_then(|v| Version::parse(v).ok());
+    let booted_version = parsed(host.booted_version(state, booted).as_deref())
+        .or_else(|| parsed(state.slot(booted).version.as_deref()));
     let failed = state.failed_versions();
     let classes: Vec<String> = host
         .config

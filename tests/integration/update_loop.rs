@@ -318,3 +318,14 @@ fn a_staged_record_the_bootloader_undid_is_installed_again_not_reported_staged()
     let out = install();
     assert!(text(&out).contains("already staged"), "{}", text(&out));
 }
+
+#[test]
+fn an_os_release_version_that_does_not_parse_falls_back_to_the_installed_record() {
+    let h = TestHost::new("loop-odd-version", "1.0", HostOptions::default());
+    assert_eq!(h.state()["slots"]["A"]["version"], "1.0");
+    std::fs::write(&h.os_release, "ID=test\nIMAGE_VERSION=rolling\n").expect("os-release");
+    let old = h.pack("r09", "0.9", &image("0.9", 1 << 16), &[]);
+    let out = h.abupdate(&["check", old.to_str().expect("utf8 path")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("not newer"), "{}", text(&out));
+}
