@@ -89,6 +89,14 @@ impl GrubBackend {
         };
         env.set(var(slot, "OK"), ok)?;
         env.set(var(slot, "TRY"), "0")?;
+        // A good slot GRUB never looks at is no fallback: one missing from
+        // `ORDER` (edited by hand) goes last.
+        if state == BootState::Good && !order_slots(env).contains(&slot) {
+            let mut words = order(env);
+            words.push(slot.as_str().as_bytes());
+            let value = join_words(&words);
+            env.set("ORDER", value)?;
+        }
         if self.budget() {
             env.set(var(slot, "LEFT"), left)?;
         } else {
@@ -257,6 +265,24 @@ mod tests {
         assert_eq!(grub.primary().unwrap(), Some(SlotName::B));
         grub.set_state(SlotName::A, BootState::Good).unwrap();
         assert_eq!(grubenv::read(&path).unwrap().get("A_LEFT"), None);
+    }
+
+    #[test]
+    fn a_good_slot_missing_from_order_goes_last() {
+        let dir = crate::testutil::TempDir::new("grub-order");
+        let path = dir.path().join("grubenv");
+        let mut env = GrubEnv::new();
+        for (k, v) in [("ORDER", "B"), ("A_OK", "1"), ("A_TRY", "1"), ("B_OK", "0")] {
+            env.set(k, v).unwrap();
+        }
+        grubenv::write(&path, &env).unwrap();
+        let grub = GrubBackend::new(path.clone(), 1);
+        grub.set_state(SlotName::A, BootState::Good).unwrap();
+        assert_eq!(grubenv::read(&path).unwrap().get("ORDER"), Some(&b"B A"[..]));
+        assert_eq!(grub.primary().unwrap(), Some(SlotName::A));
+        // Marking it bad adds nothing.
+        grub.set_state(SlotName::B, BootState::Bad).unwrap();
+        assert_eq!(grubenv::read(&path).unwrap().get("ORDER"), Some(&b"B A"[..]));
     }
 
     #[test]
