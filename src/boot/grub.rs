@@ -278,11 +278,17 @@ mod tests {
         grubenv::write(&path, &env).unwrap();
         let grub = GrubBackend::new(path.clone(), 1);
         grub.set_state(SlotName::A, BootState::Good).unwrap();
-        assert_eq!(grubenv::read(&path).unwrap().get("ORDER"), Some(&b"B A"[..]));
+        assert_eq!(
+            grubenv::read(&path).unwrap().get("ORDER"),
+            Some(&b"B A"[..])
+        );
         assert_eq!(grub.primary().unwrap(), Some(SlotName::A));
         // Marking it bad adds nothing.
         grub.set_state(SlotName::B, BootState::Bad).unwrap();
-        assert_eq!(grubenv::read(&path).unwrap().get("ORDER"), Some(&b"B A"[..]));
+        assert_eq!(
+            grubenv::read(&path).unwrap().get("ORDER"),
+            Some(&b"B A"[..])
+        );
     }
 
     #[test]
