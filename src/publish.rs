@@ -250,24 +250,17 @@ fn tmp_name(name: &str) -> String {
     format!(".{name}{TMP_SUFFIX}")
 }
 
-/// Read at most `limit` bytes of `path`; `None` when it does not exist.
+/// [`crate::files::read_capped`]; `None` when `path` does not exist, a
+/// file over `limit` refused.
 fn read_capped(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, PublishError> {
-    let f = match crate::files::open_regular(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(path)(e)),
-    };
-    let mut out = Vec::new();
-    f.take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(io_err(path))?;
-    if out.len() as u64 > limit {
-        return Err(PublishError::Refused(format!(
-            "{}: larger than {limit} bytes",
-            path.display()
-        )));
+    match crate::files::read_capped(path, limit) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+            Err(PublishError::Refused(format!("{}: {e}", path.display())))
+        }
+        Err(e) => Err(io_err(path)(e)),
     }
-    Ok(Some(out))
 }
 
 /// Whether two files hold the same bytes.
