@@ -62,6 +62,17 @@ pub(crate) fn parse_location(location: &str) -> Result<Loc, FetchError> {
         Some("http") | Some("https") => {
             let url = normalize_scheme(strip_fragment(location));
             let parts = split_url(&url);
+            // Such a character ends a URL inside a message: past it,
+            // [`redact`] would show the rest of a password as text.
+            if parts
+                .authority
+                .is_some_and(|a| a.chars().any(ends_a_url_in_text))
+            {
+                return Err(refused(
+                    &redact_url(location),
+                    "white space, a control character or one of \"<>`{}|\\^ in the URL's host or user info (percent-encode it)",
+                ));
+            }
             if parts.authority.map(host_of).unwrap_or("").is_empty() {
                 return Err(refused(location, "URL has no host"));
             }
@@ -73,6 +84,14 @@ pub(crate) fn parse_location(location: &str) -> Result<Loc, FetchError> {
             &format!("scheme {other}: is not supported (only http, https, file)"),
         )),
     }
+}
+
+/// A character RFC 3986 never allows raw in a URL and that [`redact`] takes
+/// for the end of one inside a message.
+fn ends_a_url_in_text(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c, '"' | '<' | '>' | '`' | '{' | '}' | '|' | '\\' | '^')
 }
 
 /// `file:///p`, `file://localhost/p` and `file:/p` name the local path `/p`
@@ -385,6 +404,24 @@ fn secret_value_end(text: &str, start: usize) -> usize {
     text.len()
 }
 
+/// One URL, known to be one (a proxy or mirror setting, not a message), as
+/// shown to a person: [`redact`], and its user info hidden up to the last
+/// `@` before its path even when it holds white space or quotes, which end a
+/// URL inside a message (a mistyped password is still a password).
+pub fn redact_url(url: &str) -> String {
+    let hidden = url.find("://").and_then(|i| {
+        let after = &url[i + 3..];
+        let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+        authority
+            .rfind('@')
+            .map(|at| format!("{}***{}", &url[..i + 3], &after[at..]))
+    });
+    match hidden {
+        Some(h) => redact(&h).into_owned(),
+        None => redact(url).into_owned(),
+    }
+}
+
 /// See [`redact`]: user info only.
 fn redact_user_info(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.contains("://") || !text.contains('@') {
@@ -573,10 +610,10 @@ pub fn check_mirror(mirror: &str) -> Result<(), String> {
     match parse_location(mirror) {
         Ok(Loc::Http(url)) if split_url(&url).query.is_some() => Err(format!(
             "{}: a mirror URL cannot have a query",
-            redact(mirror)
+            redact_url(mirror)
         )),
         Ok(Loc::Http(_)) => Ok(()),
-        Ok(Loc::File(_)) => Err(format!("{}: not an http(s) URL", redact(mirror))),
+        Ok(Loc::File(_)) => Err(format!("{}: not an http(s) URL", redact_url(mirror))),
         Err(e) => Err(e.to_string()),
     }
 }

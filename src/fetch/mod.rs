@@ -54,7 +54,8 @@ use ureq::{Agent, Body, Proxy};
 pub use auth::{read_secret, CredentialFiles, Credentials};
 pub use location::{
     check_mirror, check_service_url, check_signature_url, endpoint, origin_of, presigned_expiry,
-    redact, sibling, signature_location, via_mirror, Origin, SIGNATURE_NAME_PLACEHOLDER,
+    redact, redact_url, sibling, signature_location, via_mirror, Origin,
+    SIGNATURE_NAME_PLACEHOLDER,
 };
 use location::{parse_location, split_url, url_join, Loc};
 use pace::Bucket;
@@ -494,7 +495,7 @@ fn env_first(names: &[&str]) -> Option<(String, String)> {
 fn make_proxy(source: &str, url: &str) -> Result<Proxy, FetchError> {
     Proxy::new(url).map_err(|e| FetchError::Network {
         location: source.to_string(),
-        detail: format!("invalid proxy URL {url:?}: {e}"),
+        detail: format!("invalid proxy URL \"{}\": {e}", redact_url(url)),
     })
 }
 

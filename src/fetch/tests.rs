@@ -521,6 +521,44 @@ fn mirror_takes_the_origin_path_and_query_not_its_user_info() {
 }
 
 #[test]
+fn a_proxy_url_with_white_space_in_its_password_is_shown_without_it() {
+    for (url, shown) in [
+        ("http://u:pa ss@proxy:3128", "http://***@proxy:3128"),
+        ("http://u:p\"w@proxy/x?sig=1", "http://***@proxy/x?sig=***"),
+        ("http://proxy:3128", "http://proxy:3128"),
+        ("proxy with space", "proxy with space"),
+    ] {
+        assert_eq!(redact_url(url), shown, "{url}");
+    }
+    let err = proxies(Some("http://u:pa ss@proxy:3128"))
+        .err()
+        .expect("refused");
+    let line = err.to_string();
+    assert!(!line.contains("ss@") && !line.contains("pa"), "{line}");
+    assert!(line.contains("http://***@proxy:3128"), "{line}");
+}
+
+#[test]
+fn a_url_whose_user_info_holds_white_space_is_refused_without_showing_it() {
+    for url in [
+        "https://user:sec ret@host/r.json",
+        "https://us er:secret@host/r.json",
+        "http://user:sec\tret@host/r.json",
+        "http://user:sec\"ret@host/r.json",
+        "http://user:sec<ret@host/r.json",
+    ] {
+        let line = parse_location(url).map(|_| ()).expect_err(url).to_string();
+        assert!(!line.contains("ret@") && !line.contains("secret"), "{line}");
+        assert!(line.contains("***@host/r.json"), "{line}");
+        assert!(line.contains("percent-encode"), "{line}");
+    }
+    // The path may hold a space (a file named `rootfs 2026.img`), and user
+    // info percent-encoded is fine.
+    assert!(parse_location("https://host/rel/rootfs 2026.img").is_ok());
+    assert!(parse_location("https://user:sec%20ret@host/r.json").is_ok());
+}
+
+#[test]
 fn redact_hides_user_info_and_nothing_else() {
     let table = [
         ("http://user:pass@h/x", "http://***@h/x"),
