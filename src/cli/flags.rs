@@ -557,6 +557,35 @@ pub static FLAGS: &[Flag] = &[
         },
     ),
     valued(
+        "host-label",
+        "LABEL",
+        FLEET,
+        "the label whose value names a host, one vote each (default instance, set by node_exporter's scrape)",
+        |a, v| {
+            let label = v.text()?;
+            if !crate::report::valid_label_name(&label)
+                || crate::report::RESERVED_LABELS.contains(&label.as_str())
+            {
+                return Err(format!(
+                    "--host-label {label:?}: not a label naming a host (a Prometheus label name other than {})",
+                    crate::report::RESERVED_LABELS.join(", ")
+                ));
+            }
+            a.host_label = Some(label);
+            Ok(())
+        },
+    ),
+    valued(
+        "prometheus-ca",
+        "FILE",
+        FLEET,
+        "trust roots (PEM) of an https query API with a private CA (default: the host's CA bundle)",
+        |a, v| {
+            a.prometheus_ca = Some(v.path());
+            Ok(())
+        },
+    ),
+    valued(
         "reports",
         "PATH",
         FLEET,
@@ -1002,6 +1031,10 @@ pub struct LowArgs {
     pub selector: Vec<crate::fleet::prometheus::Matcher>,
     /// `fleet --query-timeout`: the bound on each Prometheus query.
     pub query_timeout: Option<std::time::Duration>,
+    /// `fleet --host-label`: the label naming a host.
+    pub host_label: Option<String>,
+    /// `fleet --prometheus-ca`: trust roots of an https query API.
+    pub prometheus_ca: Option<PathBuf>,
     /// `pack --waves`: the fleet controller's plan, signed.
     pub waves: Option<Vec<f64>>,
     /// `fleet`'s thresholds and waves, filled in flag by flag.

@@ -334,10 +334,14 @@ fn fleet(low: LowArgs) -> Result<FleetOptions, String> {
                 timeout: low
                     .query_timeout
                     .unwrap_or(std::time::Duration::from_secs(30)),
+                host_label: low
+                    .host_label
+                    .unwrap_or_else(|| crate::fleet::prometheus::DEFAULT_HOST_LABEL.into()),
+                ca_file: low.prometheus_ca,
             }
         }
         (None, Some(path)) => {
-            for f in ["selector", "query-timeout"] {
+            for f in ["selector", "query-timeout", "host-label", "prometheus-ca"] {
                 if given(f) {
                     return Err(format!("--{f} is for --prometheus"));
                 }
@@ -533,5 +537,65 @@ mod tests {
         assert_eq!(o.keys_dirs.len(), 2);
         assert_eq!(o.threshold, 2);
         assert!(o.dry_run);
+    }
+
+    #[test]
+    fn fleet_names_hosts_by_instance_unless_told_and_refuses_a_label_it_sets_itself() {
+        let fleet = |extra: &[&str]| {
+            let mut args = vec!["fleet", "--manifest", "m", "--secret", "k"];
+            args.extend_from_slice(extra);
+            p(&args).map(|(_, c)| c)
+        };
+        let source = |extra: &[&str]| match fleet(extra).expect("parse") {
+            Command::Fleet(o) => o.source,
+            _ => panic!("not fleet"),
+        };
+        match source(&["--prometheus", "http://p:9090"]) {
+            crate::fleet::controller::Source::Prometheus {
+                host_label,
+                ca_file,
+                ..
+            } => assert_eq!((host_label.as_str(), ca_file), ("instance", None)),
+            other => panic!("{other:?}"),
+        }
+        match source(&[
+            "--prometheus",
+            "https://p",
+            "--host-label",
+            "site",
+            "--prometheus-ca",
+            "/ca.pem",
+        ]) {
+            crate::fleet::controller::Source::Prometheus {
+                host_label,
+                ca_file,
+                ..
+            } => assert_eq!(
+                (host_label.as_str(), ca_file),
+                ("site", Some(PathBuf::from("/ca.pem")))
+            ),
+            other => panic!("{other:?}"),
+        }
+        for (bad, says) in [
+            (
+                vec!["--prometheus", "http://p", "--host-label", "release"],
+                "--host-label",
+            ),
+            (
+                vec!["--prometheus", "http://p", "--host-label", "a-b"],
+                "--host-label",
+            ),
+            (
+                vec!["--reports", "r", "--host-label", "site"],
+                "is for --prometheus",
+            ),
+            (
+                vec!["--reports", "r", "--prometheus-ca", "c"],
+                "is for --prometheus",
+            ),
+        ] {
+            let e = fleet(&bad).map(|_| ()).expect_err("refused");
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
     }
 }

@@ -26,6 +26,12 @@ pub enum Source {
         selector: Vec<Matcher>,
         /// `--query-timeout`: the bound on each query.
         timeout: Duration,
+        /// `--host-label`: the label whose value names a host (one vote
+        /// per value).
+        host_label: String,
+        /// `--prometheus-ca`: the trust roots of an https API (else the
+        /// host's CA bundle).
+        ca_file: Option<PathBuf>,
     },
     /// The webhook's reports (`--reports PATH`).
     Reports(PathBuf),
@@ -99,21 +105,37 @@ struct Observed {
     fleet_hosts: Option<u64>,
 }
 
-/// Ask Prometheus about release `version` of `compatible` at `now`: the
-/// three queries at once (each bounded by `timeout`), so the decision
-/// takes one round trip's time.
-fn observe_prometheus(
-    url: &str,
-    selector: &[Matcher],
+/// How Prometheus is asked: the API, which hosts, how a host is named.
+struct Asking<'a> {
+    url: &'a str,
+    selector: &'a [Matcher],
     timeout: Duration,
+    host_label: &'a str,
+    ca_file: Option<&'a Path>,
+}
+
+/// Ask Prometheus about release `version` of `compatible` at `now`, in the
+/// wave of `percent` started at `wave_started`: the queries at once (each
+/// bounded by the timeout), so the decision takes one round trip's time.
+fn observe_prometheus(
+    ask: &Asking,
     compatible: &str,
     version: &str,
     percent: Option<f64>,
+    wave_started: i64,
     now: i64,
 ) -> Result<Observed> {
-    let client = Client::new(url, timeout).map_err(|e| Error::Usage(e.to_string()))?;
-    let q = prometheus::queries(compatible, version, selector, percent);
-    let order = [&q.outcomes, &q.not_counted, &q.hosts];
+    let client =
+        Client::new(ask.url, ask.timeout, ask.ca_file).map_err(|e| Error::Usage(e.to_string()))?;
+    let q = prometheus::queries(
+        compatible,
+        version,
+        ask.selector,
+        percent,
+        ask.host_label,
+        prometheus::lookback(wave_started, now),
+    );
+    let order = [&q.outcomes, &q.not_counted, &q.hosts, &q.unidentified];
     let answers: Vec<_> = std::thread::scope(|scope| {
         let running: Vec<_> = order
             .iter()
@@ -141,32 +163,51 @@ fn observe_prometheus(
     }
     let bad = |query: &str, e: String| {
         Error::Fleet(format!(
-            "{}: the answer to {query} is not usable: {e}",
+            "{}: the answer to {query} is not usable: {e} (not deciding blind)",
             client.endpoint()
         ))
     };
-    let tally = prometheus::tally_of(&asked[0].answer, &asked[1].answer)
-        .map_err(|e| bad(&q.outcomes, e))?;
+    let matching = match ask.selector.is_empty() {
+        true => String::new(),
+        false => format!(
+            " matching {}",
+            ask.selector
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    };
+    let unnamed = prometheus::count_of(&asked[3].answer).map_err(|e| bad(&q.unidentified, e))?;
+    if unnamed > 0 {
+        return Err(Error::Fleet(format!(
+            "{}: {unnamed} abupdate series of {compatible}{matching} have no {} label, so their \
+             hosts cannot be told apart (name the label that does with --host-label): not deciding blind",
+            client.endpoint(),
+            ask.host_label
+        )));
+    }
+    let not_counted = prometheus::count_of(&asked[1].answer).map_err(|e| bad(&q.not_counted, e))?;
+    let tally =
+        prometheus::tally_of(&asked[0].answer, not_counted).map_err(|e| bad(&q.outcomes, e))?;
     if asked[0].answer.is_empty() && tally.not_counted == 0 {
         return Err(Error::Fleet(format!(
             "{}: no host of {compatible} reports release {version} \
-             (no abupdate_release_outcome series{}): not deciding blind",
+             (no abupdate_release_outcome series{matching}): not deciding blind",
             client.endpoint(),
-            match selector.is_empty() {
-                true => String::new(),
-                false => format!(
-                    " matching {}",
-                    selector
-                        .iter()
-                        .map(|m| m.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
-            }
         )));
     }
     let (fleet_hosts, wave_hosts) =
         prometheus::hosts_of(&asked[2].answer, percent.is_some()).map_err(|e| bad(&q.hosts, e))?;
+    // Without positions the wave's size is unknown: counting only the hosts
+    // that report would make one commit a whole wave's success.
+    if percent.is_some() && fleet_hosts == 0 {
+        return Err(Error::Fleet(format!(
+            "{}: no abupdate_rollout_position series of {compatible}{matching}, so the size of \
+             the wave is unknown: not deciding blind",
+            client.endpoint(),
+        )));
+    }
     Ok(Observed {
         facts: Facts { tally, wave_hosts },
         asked,
@@ -203,15 +244,27 @@ fn observe(
     opts: &Options,
     compatible: &str,
     version: &str,
-    percent: Option<f64>,
+    plan: &Plan,
     now: i64,
 ) -> Result<Observed> {
+    let percent = plan.percent;
     match &opts.source {
         Source::Prometheus {
             url,
             selector,
             timeout,
-        } => observe_prometheus(url, selector, *timeout, compatible, version, percent, now),
+            host_label,
+            ca_file,
+        } => {
+            let ask = Asking {
+                url,
+                selector,
+                timeout: *timeout,
+                host_label,
+                ca_file: ca_file.as_deref(),
+            };
+            observe_prometheus(&ask, compatible, version, percent, plan.wave_started, now)
+        }
         Source::Reports(path) => observe_reports(path, &opts.policy, compatible, version, percent),
     }
 }
@@ -299,7 +352,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     )
     .map_err(|e| Error::Fleet(format!("{}: {e}", opts.manifest.display())))?;
     let now = crate::timefmt::now();
-    let observed = observe(opts, &doc.compatible, &doc.version, plan.percent, now)?;
+    let observed = observe(opts, &doc.compatible, &doc.version, &plan, now)?;
     let action = super::decide(&plan, &observed.facts, &opts.policy, now);
     let changed = action.changes_manifest();
     if !changed

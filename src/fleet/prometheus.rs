@@ -125,14 +125,20 @@ pub fn check_url(url: &str) -> Result<(), String> {
 }
 
 impl Client {
-    /// A client of the API at `base`; every request ends within `timeout`.
-    pub fn new(base: &str, timeout: Duration) -> Result<Client, PromError> {
+    /// A client of the API at `base`; every request ends within `timeout`;
+    /// an https API is trusted through `ca_file`, else the host's bundle.
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Client, PromError> {
         check_url(base).map_err(|reason| PromError::Url {
             url: base.to_string(),
             reason,
         })?;
-        // The host's trust roots (ureq's built-in ones are not compiled in).
-        let tls = crate::fetch::tls_config(None).map_err(|e| PromError::Url {
+        // `--prometheus-ca` or the host's trust roots (ureq's built-in ones
+        // are not compiled in).
+        let tls = crate::fetch::tls_config(ca_file).map_err(|e| PromError::Url {
             url: base.to_string(),
             reason: e.to_string(),
         })?;
@@ -276,6 +282,10 @@ struct Answer {
     error_type: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    /// A partial answer (a store of Thanos or Mimir that did not answer,
+    /// a query the server cut short) says so here.
+    #[serde(default)]
+    warnings: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -305,6 +315,13 @@ pub fn parse_answer(body: &[u8]) -> Result<Vec<Sample>, AnswerError> {
                 .error
                 .unwrap_or_else(|| format!("status {:?}", answer.status)),
         });
+    }
+    if let Some(w) = answer.warnings.first() {
+        return Err(AnswerError::Format(format!(
+            "a partial answer ({} warning{}: {w})",
+            answer.warnings.len(),
+            if answer.warnings.len() == 1 { "" } else { "s" }
+        )));
     }
     let data = answer
         .data
@@ -485,38 +502,81 @@ pub fn parse_selector(text: &str) -> Result<Vec<Matcher>, String> {
     Ok(out)
 }
 
+/// The label that names a host when none is given (`--host-label`):
+/// node_exporter's scrape sets it.
+pub const DEFAULT_HOST_LABEL: &str = "instance";
+
+/// The shortest memory the queries keep of a wave (longer than any scrape
+/// interval and Prometheus's 5 minutes of staleness).
+pub const MIN_LOOKBACK_SECS: i64 = 10 * 60;
+
+/// The longest: a week of a wave's failures and sizes (a wave that long has
+/// been looked at by a person; the range stays cheap to evaluate).
+pub const MAX_LOOKBACK_SECS: i64 = 7 * 24 * 3600;
+
+/// How far back the queries look for a wave started at `wave_started`
+/// (Unix seconds; 0 when the manifest does not say) at `now`: since the
+/// wave started, within [`MIN_LOOKBACK_SECS`] and [`MAX_LOOKBACK_SECS`].
+pub fn lookback(wave_started: i64, now: i64) -> i64 {
+    now.saturating_sub(wave_started)
+        .clamp(MIN_LOOKBACK_SECS, MAX_LOOKBACK_SECS)
+}
+
 /// The queries the controller asks about one release: all of them
 /// aggregate on the server, so the answers stay a few samples over any
-/// number of hosts.
+/// number of hosts. A host is one value of the host label: however many
+/// series a host exports (one compromised host with two hundred label
+/// sets), it is counted once.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Queries {
-    /// Hosts by their latest outcome that counts (see
-    /// [`super::counts_against_release`]), by (outcome, kind).
+    /// Hosts by (outcome, kind): a host that failed the release in the
+    /// lookback counts failed whatever it said after (a failure is not
+    /// outranked by a clock that was wrong when it was stamped, nor by a
+    /// host going silent); every other host by its latest live outcome
+    /// (see [`super::counts_against_release`]).
     pub outcomes: String,
     /// Hosts with a failure of the release that does not blame it.
     pub not_counted: String,
-    /// Hosts of the release's `compatible` (and selector) reporting, in
-    /// one pass over their positions: with a wave, split by whether the
-    /// wave covers them (`in_wave` "1": position below its percentage;
-    /// see [`hosts_of`]).
+    /// Hosts of the release's `compatible` (and selector), split by whether
+    /// the wave covers them (`in_wave` "1": position below its percentage;
+    /// see [`hosts_of`]): the most seen at once in the lookback, so that
+    /// hosts gone silent in the wave still count in its size.
     pub hosts: String,
+    /// Series of the release's hosts without the host label: a host the
+    /// queries cannot tell apart (must be none).
+    pub unidentified: String,
 }
 
 /// Build the queries for release `version` of `compatible`, over hosts
-/// matching `selector`, in a wave of `percent` (none: no fixed wave).
+/// matching `selector` and told apart by `host_label`, in a wave of
+/// `percent` (none: no fixed wave), looking back `lookback_secs`.
 pub fn queries(
     compatible: &str,
     version: &str,
     selector: &[Matcher],
     percent: Option<f64>,
+    host_label: &str,
+    lookback_secs: i64,
 ) -> Queries {
     let mut hosts = vec![format!("compatible={}", quote(compatible))];
     hosts.extend(selector.iter().map(|m| m.to_string()));
     let hosts = hosts.join(",");
     let release = format!("{hosts},release={}", quote(version));
-    let counted: Vec<&str> = Outcome::ALL
+    let l = host_label;
+    let range = format!("{lookback_secs}s");
+    // Subquery resolution: about 240 points over the lookback, at least a
+    // minute apart.
+    let step = format!("{}s", (lookback_secs / 240).max(60));
+    let failures: Vec<&str> = [
+        Outcome::RolledBack,
+        Outcome::TrialNeverBooted,
+        Outcome::RolledBackLate,
+    ]
+    .iter()
+    .map(|o| o.as_str())
+    .collect();
+    let live: Vec<&str> = [Outcome::Installed, Outcome::Committed, Outcome::Disarmed]
         .iter()
-        .filter(|o| **o != Outcome::Failed)
         .map(|o| o.as_str())
         .collect();
     let faults = super::RELEASE_FAULT_KINDS
@@ -525,28 +585,38 @@ pub fn queries(
         .collect::<Vec<_>>()
         .join("|");
     let failed = Outcome::Failed.as_str();
-    // Per host (every label but outcome and kind), the outcome series with
-    // the latest time: the host's latest word about the release.
     let outcomes = format!(
-        "count by (outcome, kind) (topk without (outcome, kind) (1, \
-         abupdate_release_outcome{{{release},outcome=~\"{}\"}} or \
-         abupdate_release_outcome{{{release},outcome=\"{failed}\",kind=~\"{faults}\"}}))",
-        counted.join("|")
+        "count by (outcome, kind) (\
+         topk by ({l}) (1, \
+         last_over_time(abupdate_release_outcome{{{release},outcome=~\"{}\"}}[{range}]) or \
+         last_over_time(abupdate_release_outcome{{{release},outcome=\"{failed}\",kind=~\"{faults}\"}}[{range}])) \
+         or on ({l}) \
+         topk by ({l}) (1, abupdate_release_outcome{{{release},outcome=~\"{}\"}}))",
+        failures.join("|"),
+        live.join("|")
     );
     let not_counted = format!(
-        "count(count without (kind) (abupdate_release_outcome{{{release},outcome=\"{failed}\",kind!~\"{faults}\"}}))"
+        "count(count by ({l}) (abupdate_release_outcome{{{release},outcome=\"{failed}\",kind!~\"{faults}\"}}))"
     );
-    let hosts = match percent {
+    let now_seen = match percent {
         Some(p) => format!(
-            "count_values(\"in_wave\", abupdate_rollout_position{{{hosts}}} < bool {})",
+            "count_values(\"in_wave\", max by ({l}) (abupdate_rollout_position{{{hosts}}}) < bool {})",
             p / 100.0
         ),
-        None => format!("count(abupdate_rollout_position{{{hosts}}})"),
+        None => format!("count(max by ({l}) (abupdate_rollout_position{{{hosts}}}))"),
     };
+    // Element by element, the larger of the most seen at a step of the
+    // lookback and what is seen now (a step may lie up to `step` back).
+    let most = format!("max_over_time(({now_seen})[{range}:{step}])");
+    let hosts_query = format!("({most} >= {now_seen}) or {now_seen} or {most}");
+    let unidentified = format!(
+        "count({{__name__=~\"abupdate_release_outcome|abupdate_rollout_position\",{hosts},{l}=\"\"}})"
+    );
     Queries {
         outcomes,
         not_counted,
-        hosts,
+        hosts: hosts_query,
+        unidentified,
     }
 }
 
@@ -590,12 +660,12 @@ fn whole(v: f64) -> Result<u64, String> {
     }
 }
 
-/// The tally from the answers of [`Queries::outcomes`] and
+/// The tally from the answer of [`Queries::outcomes`] and the count of
 /// [`Queries::not_counted`], classified as the reports are.
-pub fn tally_of(outcomes: &[Sample], not_counted: &[Sample]) -> Result<super::Tally, String> {
+pub fn tally_of(outcomes: &[Sample], not_counted: u64) -> Result<super::Tally, String> {
     use super::Verdict;
     let mut t = super::Tally {
-        not_counted: count_of(not_counted)?,
+        not_counted,
         ..Default::default()
     };
     for s in outcomes {
@@ -611,7 +681,15 @@ pub fn tally_of(outcomes: &[Sample], not_counted: &[Sample]) -> Result<super::Ta
             Verdict::Committed => t.committed += n,
             Verdict::Failed => t.failed += n,
             Verdict::NotCounted => t.not_counted += n,
-            Verdict::Unknown => {}
+            // The query asks for known outcomes only: a sample it cannot
+            // classify is an answer it did not ask for.
+            Verdict::Unknown => {
+                return Err(format!(
+                    "a sample of outcome {:?}, kind {:?}, which the query does not ask for",
+                    s.labels.get("outcome"),
+                    s.labels.get("kind")
+                ))
+            }
         }
     }
     Ok(t)
@@ -705,17 +783,56 @@ mod tests {
             sample(&[("outcome", "rolled_back")], 2.0),
             sample(&[("outcome", "trial_never_booted")], 1.0),
             sample(&[("outcome", "failed"), ("kind", "hash_mismatch")], 1.0),
-            sample(&[("outcome", "quarantined")], 9.0),
+            sample(&[("outcome", "disarmed")], 1.0),
         ];
         assert_eq!(
-            tally_of(&outcomes, &[sample(&[], 4.0)]),
+            tally_of(&outcomes, 4),
             Ok(super::super::Tally {
                 installed: 3,
                 committed: 40,
                 failed: 4,
-                not_counted: 4,
+                not_counted: 5,
             })
         );
+    }
+
+    #[test]
+    fn an_outcome_the_query_did_not_ask_for_makes_the_answer_unusable() {
+        for labels in [
+            vec![("outcome", "quarantined")],
+            vec![("outcome", "ROLLED_BACK")],
+            vec![],
+        ] {
+            let e = tally_of(&[sample(&labels, 2.0)], 0).expect_err("unknown outcome");
+            assert!(e.contains("does not ask for"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_partial_answer_with_warnings_is_refused() {
+        let body = br#"{"status":"success","warnings":["PromQL partial response: store x unavailable"],
+            "data":{"resultType":"vector","result":[{"metric":{"outcome":"committed"},"value":[1,"9"]}]}}"#;
+        match parse_answer(body) {
+            Err(AnswerError::Format(e)) => {
+                assert!(
+                    e.contains("partial answer") && e.contains("store x unavailable"),
+                    "{e}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let empty =
+            br#"{"status":"success","warnings":[],"data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(parse_answer(empty), Ok(vec![]));
+    }
+
+    #[test]
+    fn the_lookback_is_the_wave_within_ten_minutes_and_a_week() {
+        let now = 1_800_000_000;
+        assert_eq!(lookback(now - 3600, now), 3600);
+        assert_eq!(lookback(now - 60, now), MIN_LOOKBACK_SECS);
+        assert_eq!(lookback(now + 600, now), MIN_LOOKBACK_SECS);
+        assert_eq!(lookback(0, now), MAX_LOOKBACK_SECS);
     }
 
     #[test]
@@ -764,26 +881,45 @@ mod tests {
     }
 
     #[test]
-    fn queries_aggregate_and_carry_the_release_and_selector() {
+    fn queries_aggregate_by_host_and_carry_the_release_and_selector() {
         let sel = parse_selector(r#"region="eu""#).expect("selector");
-        let q = queries("acme \"x\"", "2.0", &sel, Some(2.0));
+        let q = queries("acme \"x\"", "2.0", &sel, Some(2.0), "instance", 3600);
         let hosts = r#"compatible="acme \"x\"",region="eu""#;
+        let release = format!("{hosts},release=\"2.0\"");
         assert_eq!(
             q.outcomes,
             format!(
-                "count by (outcome, kind) (topk without (outcome, kind) (1, \
-                 abupdate_release_outcome{{{hosts},release=\"2.0\",outcome=~\"installed|committed|rolled_back|trial_never_booted|rolled_back_late|disarmed\"}} or \
-                 abupdate_release_outcome{{{hosts},release=\"2.0\",outcome=\"failed\",kind=~\"payload|hash_mismatch|size|too_long|too_short|signature|manifest|no_fallback\"}}))"
+                "count by (outcome, kind) (\
+                 topk by (instance) (1, \
+                 last_over_time(abupdate_release_outcome{{{release},outcome=~\"rolled_back|trial_never_booted|rolled_back_late\"}}[3600s]) or \
+                 last_over_time(abupdate_release_outcome{{{release},outcome=\"failed\",kind=~\"payload|hash_mismatch|size|too_long|too_short|signature|manifest|no_fallback\"}}[3600s])) \
+                 or on (instance) \
+                 topk by (instance) (1, abupdate_release_outcome{{{release},outcome=~\"installed|committed|disarmed\"}}))"
             )
         );
+        let now_seen = format!(
+            "count_values(\"in_wave\", max by (instance) (abupdate_rollout_position{{{hosts}}}) < bool 0.02)"
+        );
+        let most = format!("max_over_time(({now_seen})[3600s:60s])");
         assert_eq!(
             q.hosts,
-            format!("count_values(\"in_wave\", abupdate_rollout_position{{{hosts}}} < bool 0.02)")
+            format!("({most} >= {now_seen}) or {now_seen} or {most}")
         );
-        assert!(q.not_counted.starts_with("count(count without (kind) ("));
         assert_eq!(
-            queries("c", "2.0", &[], None).hosts,
-            "count(abupdate_rollout_position{compatible=\"c\"})"
+            q.not_counted,
+            format!("count(count by (instance) (abupdate_release_outcome{{{release},outcome=\"failed\",kind!~\"payload|hash_mismatch|size|too_long|too_short|signature|manifest|no_fallback\"}}))")
+        );
+        assert_eq!(
+            q.unidentified,
+            format!("count({{__name__=~\"abupdate_release_outcome|abupdate_rollout_position\",{hosts},instance=\"\"}})")
+        );
+        let no_wave = queries("c", "2.0", &[], None, "site", 7 * 24 * 3600);
+        assert!(
+            no_wave
+                .hosts
+                .starts_with("(max_over_time((count(max by (site) (abupdate_rollout_position{compatible=\"c\"})))[604800s:2520s])"),
+            "{}",
+            no_wave.hosts
         );
     }
 

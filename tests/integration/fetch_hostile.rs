@@ -736,13 +736,24 @@ fn every_https_client_trusts_the_ca_file_and_an_unknown_issuer_is_an_error() {
     }
 
     let prometheus =
-        abupdate::fleet::prometheus::Client::new(&server.url(""), Duration::from_secs(5))
+        abupdate::fleet::prometheus::Client::new(&server.url(""), Duration::from_secs(5), None)
             .expect("client");
     let e = prometheus
         .query("up", 0)
         .expect_err("unknown CA")
         .to_string();
     assert!(e.contains("UnknownIssuer"), "{e}");
+    // `fleet --prometheus-ca`: trusted, the handshake passes.
+    let prometheus = abupdate::fleet::prometheus::Client::new(
+        &server.url(""),
+        Duration::from_secs(5),
+        Some(&ca),
+    )
+    .expect("client");
+    if let Err(e) = prometheus.query("up", 0) {
+        let e = e.to_string();
+        assert!(!e.contains("UnknownIssuer") && !e.contains("TLS"), "{e}");
+    }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

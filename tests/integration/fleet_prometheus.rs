@@ -406,7 +406,7 @@ fn a_real_prometheus_advances_a_healthy_wave_pauses_a_failing_one_and_holds_a_so
     let out = run(&mut c);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.matches("query: ").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("query: ").count(), 4, "{stdout}");
     assert!(
         stdout.contains("query: count by (outcome, kind) (topk"),
         "{stdout}"
@@ -469,4 +469,237 @@ fn no_series_an_error_answer_or_prometheus_down_changes_nothing_and_exits_1() {
     let out = controller(&h, &good, &p.url(""), &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(json(&out)["action"], "advance");
+}
+
+/// The outside review's fleet attacks, as series in one Prometheus, each
+/// scenario its own region (selected with `--selector`) and release:
+///
+/// - `silent` (5.0): ten hosts in the 10% wave, scraped every minute for
+///   the last 50 minutes; five committed, five installed and went silent
+///   15 minutes ago (what a release that breaks its hosts looks like).
+/// - `nopos` (5.0): one host committed, no host exports a position.
+/// - `anon` (5.0): outcome series without the `instance` label.
+/// - `sybil` (7.0): ten hosts in the wave, four rolled back, six installed;
+///   one more host exports 200 committed series (and positions) that
+///   differ only in `site`.
+/// - `skew` (6.0): twenty hosts, 18 committed; two installed, then rolled
+///   back with a clock that read 30 s after the epoch.
+fn attack_series(now: i64) -> String {
+    let mut out = Vec::new();
+    let labels = |region: &str, i: usize| {
+        format!(
+            "compatible=\"{COMPATIBLE}\",instance=\"{region}-{i:02}:9100\",job=\"node\",region=\"{region}\""
+        )
+    };
+    // A series scraped every minute from `from` to `to` seconds ago.
+    let mut series = |name: &str, labels: String, value: String, from: i64, to: i64| {
+        let mut t = now - from;
+        while t <= now - to {
+            out.push(format!("{name}{{{labels}}} {value} {t}"));
+            t += 60;
+        }
+    };
+    let outcome = "abupdate_release_outcome";
+    let position = "abupdate_rollout_position";
+    for i in 0..10 {
+        let until = if i < 5 { 60 } else { 900 };
+        let l = labels("silent", i);
+        series(
+            position,
+            l.clone(),
+            format!("{}", (i as f64 + 0.5) / 100.0),
+            3000,
+            until,
+        );
+        let (o, v) = if i < 5 {
+            ("committed", now - 1500)
+        } else {
+            ("installed", now - 2000)
+        };
+        series(
+            outcome,
+            format!("{l},release=\"5.0\",outcome=\"{o}\""),
+            v.to_string(),
+            3000,
+            until,
+        );
+    }
+    series(
+        outcome,
+        format!(
+            "{},release=\"5.0\",outcome=\"committed\"",
+            labels("nopos", 0)
+        ),
+        (now - 1500).to_string(),
+        600,
+        60,
+    );
+    series(
+        outcome,
+        format!("compatible=\"{COMPATIBLE}\",job=\"node\",region=\"anon\",release=\"5.0\",outcome=\"committed\""),
+        (now - 1500).to_string(),
+        600,
+        60,
+    );
+    for i in 0..10 {
+        let l = labels("sybil", i);
+        series(
+            position,
+            l.clone(),
+            format!("{}", (i as f64 + 0.5) / 100.0),
+            600,
+            60,
+        );
+        let o = if i < 4 { "rolled_back" } else { "installed" };
+        series(
+            outcome,
+            format!("{l},release=\"7.0\",outcome=\"{o}\""),
+            (now - 1500).to_string(),
+            600,
+            60,
+        );
+    }
+    for f in 0..200 {
+        let l = format!("{},site=\"fake{f}\"", labels("sybil", 99));
+        series(position, l.clone(), "0.01".into(), 600, 60);
+        series(
+            outcome,
+            format!("{l},release=\"7.0\",outcome=\"committed\""),
+            (now - 1500).to_string(),
+            600,
+            60,
+        );
+    }
+    for i in 0..20 {
+        let l = labels("skew", i);
+        series(
+            position,
+            l.clone(),
+            format!("{}", (i as f64 + 0.5) / 200.0),
+            600,
+            60,
+        );
+        if i < 18 {
+            series(
+                outcome,
+                format!("{l},release=\"6.0\",outcome=\"committed\""),
+                (now - 1500).to_string(),
+                600,
+                60,
+            );
+        } else {
+            series(
+                outcome,
+                format!("{l},release=\"6.0\",outcome=\"installed\""),
+                (now - 900).to_string(),
+                600,
+                60,
+            );
+            series(
+                outcome,
+                format!("{l},release=\"6.0\",outcome=\"rolled_back\""),
+                "30".into(),
+                600,
+                60,
+            );
+        }
+    }
+    format!(
+        "# TYPE {outcome} gauge\n{}\n# TYPE {position} gauge\n{}\n# EOF\n",
+        out.iter()
+            .filter(|l| l.starts_with(outcome))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n"),
+        out.iter()
+            .filter(|l| l.starts_with(position))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// A host counts once however many series it exports, a failure counts
+/// whatever the host's clock said, hosts gone silent in a wave still count
+/// in its size, and a wave whose size or hosts cannot be known is not
+/// decided: none of these advances the wave.
+#[test]
+fn silent_hosts_skewed_clocks_many_series_of_one_host_or_no_positions_never_advance_a_wave() {
+    let h = TestHost::new("fleet-prom-attacks", "1.0", HostOptions::default());
+    let now = abupdate::timefmt::now();
+    let p = prom::prometheus_with(&h.dir.join("prometheus"), &attack_series(now));
+    let url = p.url("");
+    let decide = |version: &str, region: &str| {
+        let m = release(&h, &format!("{region}-{version}"), version, now - 3600);
+        let out = controller(
+            &h,
+            &m,
+            &url,
+            &["--selector", &format!("region=\"{region}\"")],
+        );
+        (m, out)
+    };
+
+    let (_, out) = decide("5.0", "silent");
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (
+            j["action"].as_str(),
+            j["committed"].as_u64(),
+            j["wave_hosts"].as_u64()
+        ),
+        (Some("keep"), Some(5), Some(10)),
+        "{j}"
+    );
+
+    let (_, out) = decide("7.0", "sybil");
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (
+            j["action"].as_str(),
+            j["committed"].as_u64(),
+            j["failed"].as_u64(),
+            j["wave_hosts"].as_u64()
+        ),
+        (Some("keep"), Some(1), Some(4), Some(11)),
+        "{j}"
+    );
+
+    let (m, out) = decide("6.0", "skew");
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (
+            j["action"].as_str(),
+            j["committed"].as_u64(),
+            j["failed"].as_u64()
+        ),
+        (Some("pause"), Some(18), Some(2)),
+        "{j}"
+    );
+    assert_eq!(doc(&m)["rollout"]["paused"], true);
+
+    for (region, says) in [
+        ("nopos", "no abupdate_rollout_position series"),
+        ("anon", "have no instance label"),
+    ] {
+        let (m, out) = decide("5.0", region);
+        let dir = m.parent().expect("dir").to_path_buf();
+        assert_eq!(out.status.code(), Some(1), "{region}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+        assert!(
+            err.contains(says) && err.contains("not deciding blind"),
+            "{region}: {err}"
+        );
+        assert_ne!(doc(&m)["rollout"]["paused"], true, "{region}");
+        assert_eq!(
+            doc(&m)["rollout"]["percent"],
+            10.0,
+            "{region}: {}",
+            dir.display()
+        );
+    }
 }
