@@ -224,7 +224,11 @@ fn observe_reports(
     version: &str,
     percent: Option<f64>,
 ) -> Result<Observed> {
-    let reports = super::read_reports(path).map_err(Error::Fleet)?;
+    // Only this release's reports are kept while reading.
+    let reports = super::read_reports(path, &|e| {
+        e.compatible == compatible && super::reports::same_release(e.release.as_deref(), version)
+    })
+    .map_err(Error::Fleet)?;
     let tally = super::tally(&reports.events, compatible, version);
     let wave_hosts = match (policy.fleet_size, percent) {
         (Some(fleet), Some(p)) => Some(wave_hosts_of_fleet(fleet, p)),

@@ -18,7 +18,7 @@ pub const MAX_REPORTS_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Whether `reported` names release `version` (as versions: `2.0` is
 /// `2.0.0`).
-fn same_release(reported: Option<&str>, version: &str) -> bool {
+pub(crate) fn same_release(reported: Option<&str>, version: &str) -> bool {
     let Some(reported) = reported else {
         return false;
     };
@@ -28,10 +28,18 @@ fn same_release(reported: Option<&str>, version: &str) -> bool {
     }
 }
 
-/// Tally the reports about release `version` of `compatible`.
+/// Tally the reports about release `version` of `compatible`: each host
+/// by its latest report that counts, except that a failure of the release
+/// sticks (a host's clock may read 1970 before NTP, or 2099: a report's
+/// time orders a host's reports but never hides its failure). At one time,
+/// the later step of a trial wins (committed over installed).
 pub fn tally(events: &[Event], compatible: &str, version: &str) -> Tally {
     let mut t = Tally::default();
-    let mut latest: BTreeMap<&str, (&Event, Verdict)> = BTreeMap::new();
+    let step = |v: Verdict| match v {
+        Verdict::Committed => 1,
+        _ => 0,
+    };
+    let mut latest: BTreeMap<&str, (Verdict, i64)> = BTreeMap::new();
     for e in events
         .iter()
         .filter(|e| e.compatible == compatible && same_release(e.release.as_deref(), version))
@@ -39,16 +47,20 @@ pub fn tally(events: &[Event], compatible: &str, version: &str) -> Tally {
         let verdict = counts_against_release(Outcome::parse(&e.outcome), e.error_kind.as_deref());
         match verdict {
             Verdict::NotCounted => t.not_counted += 1,
+            // `parse_reports` counted it malformed.
             Verdict::Unknown => {}
             _ => match latest.get(e.host.as_str()) {
-                Some((prev, _)) if prev.time > e.time => {}
+                Some((Verdict::Failed, _)) => {}
+                Some(&(prev, time))
+                    if verdict != Verdict::Failed
+                        && (time > e.time || (time == e.time && step(prev) >= step(verdict))) => {}
                 _ => {
-                    latest.insert(&e.host, (e, verdict));
+                    latest.insert(&e.host, (verdict, e.time));
                 }
             },
         }
     }
-    for (_, verdict) in latest.values() {
+    for (verdict, _) in latest.values() {
         match verdict {
             Verdict::Installed => t.installed += 1,
             Verdict::Committed => t.committed += 1,
@@ -62,59 +74,115 @@ pub fn tally(events: &[Event], compatible: &str, version: &str) -> Tally {
 /// Reports read, and how many records could not be.
 #[derive(Debug, Default)]
 pub struct Reports {
-    /// The reports that could be read, in the order read.
+    /// The reports that could be read and were kept, in the order read.
     pub events: Vec<Event>,
-    /// Lines (or records) skipped: not JSON, truncated, or missing a field.
+    /// Records skipped: not JSON, truncated, missing a field, or with an
+    /// outcome this version does not know.
     pub malformed: u64,
 }
 
-/// The reports in one file's text: JSON lines, or JSON documents one after
-/// another (pretty-printed, one report per file, or an array of reports).
-/// When the text does not parse as a whole, each line is tried on its own,
-/// so one torn line costs only itself.
-pub fn parse_reports(text: &str) -> Reports {
-    let mut out = Reports::default();
-    let take = |v: serde_json::Value, out: &mut Reports| {
+impl Reports {
+    fn take(&mut self, v: serde_json::Value, keep: &dyn Fn(&Event) -> bool) {
         let items = match v {
             serde_json::Value::Array(items) => items,
             v => vec![v],
         };
         for item in items {
             match serde_json::from_value::<Event>(item) {
-                Ok(e) => out.events.push(e),
-                Err(_) => out.malformed += 1,
+                Ok(e) if Outcome::parse(&e.outcome).is_none() => self.malformed += 1,
+                Ok(e) if keep(&e) => self.events.push(e),
+                Ok(_) => {}
+                Err(_) => self.malformed += 1,
             }
         }
-    };
-    let whole: Result<Vec<serde_json::Value>, _> = serde_json::Deserializer::from_str(text)
-        .into_iter::<serde_json::Value>()
-        .collect();
-    match whole {
-        Ok(values) => values.into_iter().for_each(|v| take(v, &mut out)),
-        Err(_) => {
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                match serde_json::from_str::<serde_json::Value>(line) {
-                    Ok(v) => take(v, &mut out),
-                    Err(_) => out.malformed += 1,
+    }
+}
+
+/// The reports in one file's text that `keep` keeps: JSON lines, or JSON
+/// documents one after another (pretty-printed, one report per file, or an
+/// array of reports). When the text does not parse as a whole, each line is
+/// tried on its own, so one torn line costs only itself. One document is
+/// held at a time: months of a webhook's log cost their bytes, not a tree
+/// of them.
+pub fn parse_reports(text: &str, keep: &dyn Fn(&Event) -> bool) -> Reports {
+    let mut out = Reports::default();
+    for v in serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>() {
+        match v {
+            Ok(v) => out.take(v, keep),
+            Err(_) => {
+                out = Reports::default();
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    match serde_json::from_str::<serde_json::Value>(line) {
+                        Ok(v) => out.take(v, keep),
+                        Err(_) => out.malformed += 1,
+                    }
                 }
+                break;
             }
         }
     }
     out
 }
 
-/// Reports collected by the operator's webhook receiver: a JSON-lines file,
-/// or a directory of `*.json` / `*.jsonl` files (see [`parse_reports`]).
-/// Only a path that cannot be read is an error.
-pub fn read_reports(path: &Path) -> Result<Reports, String> {
+/// How a file in a reports directory is read, by its name.
+#[derive(Debug, PartialEq, Eq)]
+enum ReportsFile {
+    /// `*.json`, `*.jsonl` (any case), and their rotations (`*.jsonl.1`).
+    Read,
+    /// A compressed one (`*.jsonl.2.gz`): not read, so not decided without.
+    Compressed,
+    /// Anything else.
+    Other,
+}
+
+fn reports_file(name: &[u8]) -> ReportsFile {
+    let name = name.to_ascii_lowercase();
+    let parts: Vec<&[u8]> = name.split(|&b| b == b'.').collect();
+    let is_json = |p: &[u8]| p == b"json" || p == b"jsonl";
+    let is_rotation = |p: &[u8]| !p.is_empty() && p.iter().all(u8::is_ascii_digit);
+    let reports = |parts: &[&[u8]]| match parts {
+        [.., j] if parts.len() >= 2 && is_json(j) => true,
+        [.., j, n] if parts.len() >= 3 && is_json(j) && is_rotation(n) => true,
+        _ => false,
+    };
+    if reports(&parts) {
+        return ReportsFile::Read;
+    }
+    match parts.split_last() {
+        Some((z, rest))
+            if matches!(&z[..], b"gz" | b"xz" | b"zst" | b"bz2" | b"lz4") && reports(rest) =>
+        {
+            ReportsFile::Compressed
+        }
+        _ => ReportsFile::Other,
+    }
+}
+
+/// Reports collected by the operator's webhook receiver, those `keep`
+/// keeps: a JSON-lines file, or a directory of `*.json` / `*.jsonl` files
+/// and their rotations (`reports.jsonl.1`; see [`parse_reports`];
+/// subdirectories and other files are not read). A path that cannot be
+/// read, or a compressed rotation (reports left out), is an error.
+pub fn read_reports(path: &Path, keep: &dyn Fn(&Event) -> bool) -> Result<Reports, String> {
+    use std::os::unix::ffi::OsStrExt;
     let mut files = Vec::new();
     if path.is_dir() {
         let rd = std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        files.extend(
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "jsonl"))
-                .filter(|p| p.is_file()),
-        );
+        for entry in rd {
+            let entry = entry.map_err(|e| format!("{}: {e}", path.display()))?;
+            let p = entry.path();
+            match reports_file(entry.file_name().as_bytes()) {
+                ReportsFile::Read if p.is_file() => files.push(p),
+                ReportsFile::Compressed => {
+                    return Err(format!(
+                        "{}: compressed reports are not read (decompress it, or move it out of {}): not deciding without them",
+                        p.display(),
+                        path.display()
+                    ))
+                }
+                _ => {}
+            }
+        }
         files.sort();
     } else {
         files.push(path.to_path_buf());
@@ -123,7 +191,7 @@ pub fn read_reports(path: &Path) -> Result<Reports, String> {
     for f in files {
         let bytes = crate::files::read_capped(&f, MAX_REPORTS_FILE_BYTES)
             .map_err(|e| format!("{}: {e}", f.display()))?;
-        let r = parse_reports(&String::from_utf8_lossy(&bytes));
+        let r = parse_reports(&String::from_utf8_lossy(&bytes), keep);
         all.events.extend(r.events);
         all.malformed += r.malformed;
     }
@@ -221,15 +289,80 @@ mod tests {
         let good = r#"{"host":"a","compatible":"c","release":"2.0","booted_slot":null,"booted_version":null,"outcome":"rolled_back","error_kind":null,"message":null,"time":1}"#;
         let no_compatible = r#"{"host":"b","release":"2.0","outcome":"rolled_back","time":1}"#;
         let text = format!("{good}\n{{\"host\":\"tr\n{no_compatible}\n\n{good}\n");
-        let r = parse_reports(&text);
+        let r = parse_reports(&text, &|_| true);
         assert_eq!((r.events.len(), r.malformed), (2, 2));
         // Pretty-printed, one report per file, or several in an array.
         let v: serde_json::Value = serde_json::from_str(good).expect("json");
         let pretty = serde_json::to_string_pretty(&v).expect("pretty");
-        let r = parse_reports(&pretty);
+        let r = parse_reports(&pretty, &|_| true);
         assert_eq!((r.events.len(), r.malformed), (1, 0));
-        let r = parse_reports(&format!("[{good},{good}]\n{pretty}"));
+        let r = parse_reports(&format!("[{good},{good}]\n{pretty}"), &|_| true);
         assert_eq!((r.events.len(), r.malformed), (3, 0));
-        assert_eq!(parse_reports("").events.len(), 0);
+        assert_eq!(parse_reports("", &|_| true).events.len(), 0);
+        // An outcome this version does not know is skipped and counted;
+        // what `keep` drops is neither kept nor counted.
+        let unknown = good.replace("rolled_back", "rolledback");
+        let r = parse_reports(&format!("{good}\n{unknown}\n"), &|_| true);
+        assert_eq!((r.events.len(), r.malformed), (1, 1));
+        let r = parse_reports(&format!("{good}\n{good}\n"), &|e| e.host != "a");
+        assert_eq!((r.events.len(), r.malformed), (0, 0));
+    }
+
+    #[test]
+    fn a_failure_sticks_whatever_the_hosts_clock_said() {
+        let events = vec![
+            // Rolled back before NTP set the clock.
+            ev("a", "installed", 1_800_000_000),
+            ev("a", "rolled_back", 30),
+            // A commit dated 2099 does not hide the rollback before it.
+            ev("b", "rolled_back", 1_800_000_000),
+            ev("b", "committed", 4_070_908_800),
+            // At one time, committed over installed, in either order.
+            ev("c", "committed", 5),
+            ev("c", "installed", 5),
+            ev("d", "installed", 5),
+            ev("d", "committed", 5),
+        ];
+        assert_eq!(tally(&events, "c", "2.0"), t(0, 2, 2));
+    }
+
+    #[test]
+    fn a_directory_reads_reports_and_their_rotations_and_refuses_compressed_ones() {
+        use ReportsFile::*;
+        for (name, want) in [
+            ("reports.jsonl", Read),
+            ("reports.JSONL", Read),
+            ("a.json", Read),
+            ("reports.jsonl.1", Read),
+            ("reports.json.12", Read),
+            ("reports.jsonl.2.gz", Compressed),
+            ("reports.jsonl.gz", Compressed),
+            ("reports.json.zst", Compressed),
+            ("jsonl", Other),
+            (".jsonl.x", Other),
+            ("notes.txt", Other),
+            ("reports.jsonl.1.bak", Other),
+            ("x.tar.gz", Other),
+        ] {
+            assert_eq!(reports_file(name.as_bytes()), want, "{name}");
+        }
+        let dir = crate::testutil::TempDir::new("fleet-reports-dir");
+        let line = |host: &str, outcome: &str| {
+            format!(
+                r#"{{"host":"{host}","compatible":"c","release":"2.0","outcome":"{outcome}","time":1}}"#
+            )
+        };
+        std::fs::write(dir.path().join("reports.jsonl"), line("a", "committed")).expect("write");
+        std::fs::write(dir.path().join("reports.jsonl.1"), line("b", "rolled_back"))
+            .expect("write");
+        std::fs::create_dir(dir.path().join("old")).expect("mkdir");
+        let r = read_reports(dir.path(), &|_| true).expect("read");
+        assert_eq!(tally(&r.events, "c", "2.0"), t(0, 1, 1));
+        std::fs::write(dir.path().join("reports.jsonl.2.gz"), b"\x1f\x8b").expect("write");
+        let e = read_reports(dir.path(), &|_| true).expect_err("compressed");
+        assert!(
+            e.contains("reports.jsonl.2.gz") && e.contains("compressed"),
+            "{e}"
+        );
     }
 }
