@@ -273,6 +273,19 @@ fn observe(
     }
 }
 
+/// Whether two manifests' bodies are one build of a release: equal but for
+/// what the controller rewrites (`created`, `rollout`).
+fn same_build(a: &[u8], b: &[u8]) -> bool {
+    let strip = |body: &[u8]| {
+        let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let obj = v.as_object_mut()?;
+        obj.remove("created");
+        obj.remove("rollout");
+        Some(v)
+    };
+    matches!((strip(a), strip(b)), (Some(a), Some(b)) if a == b)
+}
+
 /// Whether two paths name the same existing directory.
 fn same_dir(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
@@ -298,6 +311,12 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    if opts.manifest.is_dir() {
+        return Err(usage(format!(
+            "--manifest {}: a directory; give its release.json",
+            opts.manifest.display()
+        )));
+    }
     if !opts.manifest.is_file() {
         return Err(Error::io(
             &opts.manifest,
@@ -321,7 +340,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     // exists. Deciding from --manifest alone would forget every earlier
     // decision (un-pause a paused rollout, restart a wave's soak).
     let out = opts.out.as_ref().filter(|o| !same_dir(o, &dir));
-    let published = match out {
+    let published_copy = match out {
         Some(out) if out.join(name).exists() => {
             let published = ReleaseDir::open(out)?.read_verified(name, &keys, opts.threshold)?;
             let (p, s) = (&published.manifest.doc, &source.manifest.doc);
@@ -335,10 +354,29 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
                     s.compatible
                 )));
             }
-            Some(published).filter(|p| p.manifest.created >= source.manifest.created)
+            if !same_build(&published.body, &source.body) {
+                return Err(Error::Fleet(format!(
+                    "--out {}: holds another build of release {} than --manifest {} (they differ \
+                     beyond created and rollout): publish the new build as a new version, or \
+                     remove the published copy to start its rollout again",
+                    out.display(),
+                    s.version,
+                    opts.manifest.display()
+                )));
+            }
+            Some(published)
         }
         _ => None,
     };
+    // A pause made by hand in --manifest is published, whichever copy is
+    // newer and whatever the fleet says: a pause is never dropped.
+    let paused = |m: &crate::manifest::Manifest| m.doc.rollout.as_ref().is_some_and(|r| r.paused);
+    let hand_pause = paused(&source.manifest)
+        && published_copy
+            .as_ref()
+            .is_some_and(|p| !paused(&p.manifest));
+    let published =
+        published_copy.filter(|p| p.manifest.created >= source.manifest.created && !hand_pause);
     // Written where it is published; `finish_publish` only where `current`
     // was read.
     let release_dir = match out {
@@ -356,8 +394,27 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     )
     .map_err(|e| Error::Fleet(format!("{}: {e}", opts.manifest.display())))?;
     let now = crate::timefmt::now();
-    let observed = observe(opts, &doc.compatible, &doc.version, &plan, now)?;
-    let action = super::decide(&plan, &observed.facts, &opts.policy, now);
+    let (observed, action) = match hand_pause {
+        true => (
+            Observed {
+                facts: Facts::default(),
+                asked: Vec::new(),
+                malformed_reports: None,
+                fleet_hosts: None,
+            },
+            Action::Pause {
+                reason: format!(
+                    "paused by hand in {}; publishing the pause (the fleet was not asked)",
+                    opts.manifest.display()
+                ),
+            },
+        ),
+        false => {
+            let observed = observe(opts, &doc.compatible, &doc.version, &plan, now)?;
+            let action = super::decide(&plan, &observed.facts, &opts.policy, now);
+            (observed, action)
+        }
+    };
     let changed = action.changes_manifest();
     if !changed
         && !opts.dry_run

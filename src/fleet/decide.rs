@@ -55,7 +55,10 @@ impl Policy {
     pub fn check(&self) -> Result<(), String> {
         let fraction = |flag: &str, v: f64, zero_ok: bool| {
             if !v.is_finite() || !(0.0..=1.0).contains(&v) || (!zero_ok && v == 0.0) {
-                Err(format!("{flag} {v}: a fraction from 0 to 1"))
+                Err(match zero_ok {
+                    true => format!("{flag} {v}: a fraction from 0 to 1"),
+                    false => format!("{flag} {v}: a fraction more than 0, at most 1"),
+                })
             } else {
                 Ok(())
             }
@@ -302,6 +305,17 @@ pub fn decide(plan: &Plan, facts: &Facts, policy: &Policy, now: i64) -> Action {
     }
     let soaked = now.saturating_sub(plan.wave_started);
     let soak = i64::try_from(policy.soak.as_secs()).unwrap_or(i64::MAX);
+    if soaked < 0 && soak > 0 {
+        return Action::Keep {
+            reason: format!(
+                "wave {current}%: {} of ~{hosts} hosts committed; the wave started at {}, \
+                 {} from now: this machine's clock or the manifest's is wrong",
+                t.committed,
+                format_rfc3339(plan.wave_started),
+                format_duration(Duration::from_secs(soaked.unsigned_abs()))
+            ),
+        };
+    }
     if soaked < soak {
         return Action::Keep {
             reason: format!(
@@ -553,15 +567,19 @@ mod tests {
             decide(&due, &facts(t(0, 10, 0), 10), &policy(), NOW),
             Action::Advance { .. }
         ));
-        // A wave dated ahead of this clock has not soaked at all.
+        // A wave dated ahead of this clock has not soaked at all, and the
+        // reason says which date is wrong.
         let ahead = Plan {
             wave_started: NOW + 600,
             ..plan(1.0)
         };
-        assert!(matches!(
-            decide(&ahead, &facts(t(0, 10, 0), 10), &policy(), NOW),
-            Action::Keep { .. }
-        ));
+        match decide(&ahead, &facts(t(0, 10, 0), 10), &policy(), NOW) {
+            Action::Keep { reason } => assert!(
+                reason.contains("10m from now") && reason.contains("clock"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
         // The soak never holds a pause.
         assert!(matches!(
             decide(&young, &facts(t(0, 10, 5), 10), &policy(), NOW),

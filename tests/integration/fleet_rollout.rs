@@ -1026,3 +1026,105 @@ fn fleet_with_out_decides_from_the_published_copy_and_keeps_other_releases() {
     assert_eq!(action, "keep", "{doc}");
     assert_eq!(doc["rollout"]["paused"], true, "a pause was undone: {doc}");
 }
+
+/// The outside review: with `--out`, a pause made by hand in `--manifest`
+/// (signed, with the same or a later `created`) was dropped or never
+/// written, and another build of the same version replaced the published
+/// one with its wave state. A pause is published whatever the fleet says;
+/// another build is refused, naming both.
+#[test]
+fn fleet_with_out_publishes_a_pause_made_by_hand_and_refuses_another_build() {
+    let h = TestHost::new("fleet-out-pause", "1.0", HostOptions::default());
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", 1 << 16),
+        &["--waves", "2,10,50,100"],
+    );
+    let reports = h.dir.join("reports.jsonl");
+    let now = abupdate::timefmt::now();
+    let commits: Vec<String> = (0..3)
+        .map(|i| report(&format!("c{i}"), COMPATIBLE, "committed", None, now))
+        .collect();
+    std::fs::write(&reports, commits.join("\n") + "\n").expect("reports");
+    let sync = h.dir.join("sync");
+    let into = || {
+        let out = sync.to_str().expect("path");
+        fleet(
+            &m,
+            &[h.secret_key.as_path()],
+            &reports,
+            &["--fleet-size", "100", "--out", out],
+        )
+    };
+    let published = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(sync.join("release.json")).expect("published"))
+            .expect("json")
+    };
+    let out = into();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(json(&out)["action"], "advance", "{}", text(&out));
+    assert_eq!(published()["rollout"]["percent"], 10.0);
+
+    // Paused by hand in --manifest, `created` unchanged (older than the
+    // published copy's), then again with a later `created`.
+    for later in [false, true] {
+        let _ = std::fs::remove_dir_all(&sync);
+        let out = into();
+        assert!(out.status.success(), "{}", text(&out));
+        let original = std::fs::read(&m).expect("manifest");
+        h.resign(&m, |v| {
+            v["rollout"]["paused"] = true.into();
+            if later {
+                v["created"] = abupdate::timefmt::format_rfc3339(now + 5).into();
+            }
+            None
+        });
+        let out = into();
+        assert!(out.status.success(), "later={later}: {}", text(&out));
+        assert_eq!(
+            json(&out)["action"],
+            "pause",
+            "later={later}: {}",
+            text(&out)
+        );
+        let doc = published();
+        assert_eq!(doc["rollout"]["paused"], true, "later={later}: {doc}");
+        assert!(minisign_accepts(
+            &sync.join("release.json"),
+            &h.public_key,
+            None
+        ));
+        // Healthy reports do not undo it.
+        let out = into();
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(published()["rollout"]["paused"], true);
+        std::fs::write(&m, original).expect("restore");
+        h.resign(&m, |_| None);
+    }
+
+    // Another build of 2.0 (another image) is refused; the published copy
+    // stays as it was.
+    let _ = std::fs::remove_dir_all(&sync);
+    assert!(into().status.success());
+    let before = snapshot(&sync);
+    let rebuilt = h.pack(
+        "r2b",
+        "2.0",
+        &image("2.0b", 1 << 16),
+        &["--waves", "2,10,50,100"],
+    );
+    let out = fleet(
+        &rebuilt,
+        &[h.secret_key.as_path()],
+        &reports,
+        &["--fleet-size", "100", "--out", sync.to_str().expect("path")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let line = stderr_line(&out);
+    assert!(
+        line.contains("another build of release 2.0") && line.contains("r2b"),
+        "{line}"
+    );
+    assert_eq!(snapshot(&sync), before, "the published copy changed");
+}

@@ -395,28 +395,11 @@ fn mirror_that_is_not_an_http_url_is_a_config_error() {
     }
 }
 
-/// Rewrite the manifest with `edit` (on its JSON value, then serialised
-/// compactly, or the text it returns) and sign it again with the release
-/// key: a release engineer's mistake, validly signed.
-fn resign(h: &TestHost, m: &Path, edit: impl FnOnce(&mut serde_json::Value) -> Option<String>) {
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(m).expect("manifest")).expect("json");
-    let body = edit(&mut v).unwrap_or_else(|| v.to_string());
-    std::fs::write(m, body).expect("write manifest");
-    let out = h.abupdate(&[
-        "sign",
-        "--secret",
-        h.secret_key.to_str().expect("p"),
-        m.to_str().expect("p"),
-    ]);
-    assert!(out.status.success(), "sign: {}", text(&out));
-}
-
 #[test]
 fn a_key_named_twice_in_the_signed_manifest_is_refused() {
     let h = host("duplicate-key");
     let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
-    resign(&h, &m, |v| {
+    h.resign(&m, |v| {
         // Two readings of one signed document: serde took the last.
         let real = v["images"]["rootfs"].to_string();
         let mut evil = v["images"]["rootfs"].clone();
@@ -449,7 +432,7 @@ fn an_empty_image_in_the_signed_manifest_is_refused() {
     let h = host("empty-image");
     let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--no-compress"]);
     std::fs::write(m.with_file_name("rootfs-2.0.img"), b"").expect("empty payload");
-    resign(&h, &m, |v| {
+    h.resign(&m, |v| {
         v["images"]["rootfs"]["size"] = 0.into();
         // SHA-256 of no bytes.
         v["images"]["rootfs"]["sha256"] =
@@ -500,7 +483,7 @@ fn check_refuses_what_install_always_refuses() {
     ];
     for (i, (what, edit, kind, needle)) in cases.into_iter().enumerate() {
         let m = h.pack(&format!("r{i}"), "2.0", &image("2.0", 1 << 20), &[]);
-        resign(&h, &m, |v| {
+        h.resign(&m, |v| {
             edit(v);
             None
         });
@@ -527,7 +510,7 @@ fn a_wrong_image_hash_in_the_release_blames_the_release() {
     // One frame: the host hashes the whole image (a segmented payload is
     // checked segment by segment, below).
     let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--one-frame"]);
-    resign(&h, &m, |v| {
+    h.resign(&m, |v| {
         v["images"]["rootfs"]["sha256"] = "0f".repeat(32).into();
         None
     });
@@ -554,7 +537,7 @@ fn a_bad_segment_mid_way_leaves_the_target_bad() {
         &image("2.0", 8 << 20),
         &["--segment-size", "1"],
     );
-    resign(&h, &m, |v| {
+    h.resign(&m, |v| {
         v["images"]["rootfs"]["segments"][4]["blake3"] = "0f".repeat(32).into();
         None
     });
