@@ -485,137 +485,113 @@ fn no_series_an_error_answer_or_prometheus_down_changes_nothing_and_exits_1() {
 /// - `skew` (6.0): twenty hosts, 18 committed; two installed, then rolled
 ///   back with a clock that read 30 s after the epoch.
 fn attack_series(now: i64) -> String {
-    let mut out = Vec::new();
-    let labels = |region: &str, i: usize| {
-        format!(
-            "compatible=\"{COMPATIBLE}\",instance=\"{region}-{i:02}:9100\",job=\"node\",region=\"{region}\""
-        )
-    };
-    // A series scraped every minute from `from` to `to` seconds ago.
-    let mut series = |name: &str, labels: String, value: String, from: i64, to: i64| {
+    let mut lines = Vec::new();
+    // A host of `region`: its position, and outcome series of `release`
+    // (outcome, value), scraped every minute from `from` to `to` seconds
+    // ago; `extra` labels after its own (none for `instance`: "anon").
+    let mut host = |region: &str,
+                    i: usize,
+                    extra: &str,
+                    position: Option<f64>,
+                    outcomes: &[(&str, &str, i64)],
+                    (from, to): (i64, i64)| {
+        let l = match region {
+            "anon" => format!("compatible=\"{COMPATIBLE}\",job=\"node\",region=\"anon\""),
+            _ => format!(
+                "compatible=\"{COMPATIBLE}\",instance=\"{region}-{i:02}:9100\",job=\"node\",region=\"{region}\"{extra}"
+            ),
+        };
         let mut t = now - from;
         while t <= now - to {
-            out.push(format!("{name}{{{labels}}} {value} {t}"));
+            if let Some(p) = position {
+                lines.push(format!("abupdate_rollout_position{{{l}}} {p} {t}"));
+            }
+            for (release, outcome, value) in outcomes {
+                lines.push(format!(
+                    "abupdate_release_outcome{{{l},release=\"{release}\",outcome=\"{outcome}\"}} {value} {t}"
+                ));
+            }
             t += 60;
         }
     };
-    let outcome = "abupdate_release_outcome";
-    let position = "abupdate_rollout_position";
+    let wave = |i: usize, of: f64| Some((i as f64 + 0.5) / of);
     for i in 0..10 {
-        let until = if i < 5 { 60 } else { 900 };
-        let l = labels("silent", i);
-        series(
-            position,
-            l.clone(),
-            format!("{}", (i as f64 + 0.5) / 100.0),
-            3000,
-            until,
-        );
-        let (o, v) = if i < 5 {
-            ("committed", now - 1500)
-        } else {
-            ("installed", now - 2000)
-        };
-        series(
-            outcome,
-            format!("{l},release=\"5.0\",outcome=\"{o}\""),
-            v.to_string(),
-            3000,
-            until,
-        );
+        match i < 5 {
+            true => host(
+                "silent",
+                i,
+                "",
+                wave(i, 100.0),
+                &[("5.0", "committed", now - 1500)],
+                (3000, 60),
+            ),
+            false => host(
+                "silent",
+                i,
+                "",
+                wave(i, 100.0),
+                &[("5.0", "installed", now - 2000)],
+                (3000, 900),
+            ),
+        }
     }
-    series(
-        outcome,
-        format!(
-            "{},release=\"5.0\",outcome=\"committed\"",
-            labels("nopos", 0)
-        ),
-        (now - 1500).to_string(),
-        600,
-        60,
+    host(
+        "nopos",
+        0,
+        "",
+        None,
+        &[("5.0", "committed", now - 1500)],
+        (600, 60),
     );
-    series(
-        outcome,
-        format!("compatible=\"{COMPATIBLE}\",job=\"node\",region=\"anon\",release=\"5.0\",outcome=\"committed\""),
-        (now - 1500).to_string(),
-        600,
-        60,
+    host(
+        "anon",
+        0,
+        "",
+        None,
+        &[("5.0", "committed", now - 1500)],
+        (600, 60),
     );
     for i in 0..10 {
-        let l = labels("sybil", i);
-        series(
-            position,
-            l.clone(),
-            format!("{}", (i as f64 + 0.5) / 100.0),
-            600,
-            60,
-        );
         let o = if i < 4 { "rolled_back" } else { "installed" };
-        series(
-            outcome,
-            format!("{l},release=\"7.0\",outcome=\"{o}\""),
-            (now - 1500).to_string(),
-            600,
-            60,
+        host(
+            "sybil",
+            i,
+            "",
+            wave(i, 100.0),
+            &[("7.0", o, now - 1500)],
+            (600, 60),
         );
     }
     for f in 0..200 {
-        let l = format!("{},site=\"fake{f}\"", labels("sybil", 99));
-        series(position, l.clone(), "0.01".into(), 600, 60);
-        series(
-            outcome,
-            format!("{l},release=\"7.0\",outcome=\"committed\""),
-            (now - 1500).to_string(),
-            600,
-            60,
+        let site = format!(",site=\"fake{f}\"");
+        host(
+            "sybil",
+            99,
+            &site,
+            Some(0.01),
+            &[("7.0", "committed", now - 1500)],
+            (600, 60),
         );
     }
     for i in 0..20 {
-        let l = labels("skew", i);
-        series(
-            position,
-            l.clone(),
-            format!("{}", (i as f64 + 0.5) / 200.0),
-            600,
-            60,
-        );
-        if i < 18 {
-            series(
-                outcome,
-                format!("{l},release=\"6.0\",outcome=\"committed\""),
-                (now - 1500).to_string(),
-                600,
-                60,
-            );
-        } else {
-            series(
-                outcome,
-                format!("{l},release=\"6.0\",outcome=\"installed\""),
-                (now - 900).to_string(),
-                600,
-                60,
-            );
-            series(
-                outcome,
-                format!("{l},release=\"6.0\",outcome=\"rolled_back\""),
-                "30".into(),
-                600,
-                60,
-            );
-        }
+        let outcomes: &[(&str, &str, i64)] = match i < 18 {
+            true => &[("6.0", "committed", now - 1500)],
+            false => &[("6.0", "installed", now - 900), ("6.0", "rolled_back", 30)],
+        };
+        host("skew", i, "", wave(i, 200.0), outcomes, (600, 60));
     }
+    let of = |name: &str| {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(name))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     format!(
-        "# TYPE {outcome} gauge\n{}\n# TYPE {position} gauge\n{}\n# EOF\n",
-        out.iter()
-            .filter(|l| l.starts_with(outcome))
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n"),
-        out.iter()
-            .filter(|l| l.starts_with(position))
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n"),
+        "# TYPE abupdate_release_outcome gauge\n{}\n# TYPE abupdate_rollout_position gauge\n{}\n# EOF\n",
+        of("abupdate_release_outcome"),
+        of("abupdate_rollout_position")
     )
 }
 

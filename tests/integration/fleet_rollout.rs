@@ -881,18 +881,11 @@ fn every_re_sign_advances_created_and_keeps_unknown_fields() {
         &image("2.0", 1 << 20),
         &["--percent", "1", "--created", &ahead],
     );
-    let mut doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&m).expect("m")).expect("json");
-    doc["x-vendor"] = serde_json::json!({"build": "b-1234"});
-    doc["rollout"]["x-note"] = "canaries first".into();
-    std::fs::write(&m, serde_json::to_vec_pretty(&doc).expect("json")).expect("write");
-    let out = h.abupdate(&[
-        "sign",
-        "--secret",
-        h.secret_key.to_str().expect("p"),
-        m.to_str().expect("p"),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    h.resign(&m, |doc| {
+        doc["x-vendor"] = serde_json::json!({"build": "b-1234"});
+        doc["rollout"]["x-note"] = "canaries first".into();
+        serde_json::to_string_pretty(doc).ok()
+    });
     let reports = h.dir.join("reports.jsonl");
     let lines: Vec<String> = (0..6)
         .map(|i| report(&format!("h{i}"), COMPATIBLE, "rolled_back", None, i))
