@@ -514,6 +514,10 @@ pub const MIN_LOOKBACK_SECS: i64 = 10 * 60;
 /// been looked at by a person; the range stays cheap to evaluate).
 pub const MAX_LOOKBACK_SECS: i64 = 7 * 24 * 3600;
 
+/// The stretch of the lookback over which every sample of a position
+/// counts (longer ones are sampled at the subquery's steps).
+pub const RECENT_SECS: i64 = 3600;
+
 /// How far back the queries look for a wave started at `wave_started`
 /// (Unix seconds; 0 when the manifest does not say) at `now`: since the
 /// wave started, within [`MIN_LOOKBACK_SECS`] and [`MAX_LOOKBACK_SECS`].
@@ -598,17 +602,28 @@ pub fn queries(
     let not_counted = format!(
         "count(count by ({l}) (abupdate_release_outcome{{{release},outcome=\"{failed}\",kind!~\"{faults}\"}}))"
     );
-    let now_seen = match percent {
+    // The hosts counted from `positions` (a selector or a range function of
+    // one): in the wave and not, or all.
+    let counted = |positions: &str| match percent {
         Some(p) => format!(
-            "count_values(\"in_wave\", max by ({l}) (abupdate_rollout_position{{{hosts}}}) < bool {})",
+            "count_values(\"in_wave\", max by ({l}) ({positions}) < bool {})",
             p / 100.0
         ),
-        None => format!("count(max by ({l}) (abupdate_rollout_position{{{hosts}}}))"),
+        None => format!("count(max by ({l}) ({positions}))"),
     };
-    // Element by element, the larger of the most seen at a step of the
-    // lookback and what is seen now (a step may lie up to `step` back).
-    let most = format!("max_over_time(({now_seen})[{range}:{step}])");
-    let hosts_query = format!("({most} >= {now_seen}) or {now_seen} or {most}");
+    let selector = format!("abupdate_rollout_position{{{hosts}}}");
+    // Every host seen in the last hour of the lookback, from its samples
+    // (a host seen for seconds before it went silent counts); and the most
+    // seen at once at a step of the whole lookback (at most 240 steps: a
+    // range of raw samples that long over ten thousand hosts would pass
+    // Prometheus's limit on the samples a query loads).
+    let recent = counted(&format!(
+        "last_over_time({selector}[{}s])",
+        lookback_secs.min(RECENT_SECS)
+    ));
+    let most = format!("max_over_time(({})[{range}:{step}])", counted(&selector));
+    // Element by element, the larger of the two.
+    let hosts_query = format!("({most} >= {recent}) or {recent} or {most}");
     let unidentified = format!(
         "count({{__name__=~\"abupdate_release_outcome|abupdate_rollout_position\",{hosts},{l}=\"\"}})"
     );
@@ -676,20 +691,27 @@ pub fn tally_of(outcomes: &[Sample], not_counted: u64) -> Result<super::Tally, S
             .map(String::as_str)
             .filter(|k| !k.is_empty());
         let n = whole(s.value)?;
-        match super::counts_against_release(outcome, kind) {
+        let verdict = super::counts_against_release(outcome, kind);
+        // The query asks for known outcomes only, and for `failed` only
+        // with a kind that blames the release: anything else is an answer
+        // it did not ask for.
+        let asked = match verdict {
+            Verdict::Unknown => false,
+            Verdict::NotCounted => outcome == Some(Outcome::Disarmed),
+            _ => true,
+        };
+        if !asked {
+            return Err(format!(
+                "a sample of outcome {:?}, kind {:?}, which the query does not ask for",
+                s.labels.get("outcome"),
+                s.labels.get("kind")
+            ));
+        }
+        match verdict {
             Verdict::Installed => t.installed += n,
             Verdict::Committed => t.committed += n,
             Verdict::Failed => t.failed += n,
-            Verdict::NotCounted => t.not_counted += n,
-            // The query asks for known outcomes only: a sample it cannot
-            // classify is an answer it did not ask for.
-            Verdict::Unknown => {
-                return Err(format!(
-                    "a sample of outcome {:?}, kind {:?}, which the query does not ask for",
-                    s.labels.get("outcome"),
-                    s.labels.get("kind")
-                ))
-            }
+            Verdict::NotCounted | Verdict::Unknown => t.not_counted += n,
         }
     }
     Ok(t)
@@ -802,6 +824,8 @@ mod tests {
             vec![("outcome", "quarantined")],
             vec![("outcome", "ROLLED_BACK")],
             vec![],
+            vec![("outcome", "failed")],
+            vec![("outcome", "failed"), ("kind", "network")],
         ] {
             let e = tally_of(&[sample(&labels, 2.0)], 0).expect_err("unknown outcome");
             assert!(e.contains("does not ask for"), "{e}");
@@ -897,13 +921,19 @@ mod tests {
                  topk by (instance) (1, abupdate_release_outcome{{{release},outcome=~\"installed|committed|disarmed\"}}))"
             )
         );
-        let now_seen = format!(
-            "count_values(\"in_wave\", max by (instance) (abupdate_rollout_position{{{hosts}}}) < bool 0.02)"
+        let counted = |positions: &str| {
+            format!("count_values(\"in_wave\", max by (instance) ({positions}) < bool 0.02)")
+        };
+        let recent = counted(&format!(
+            "last_over_time(abupdate_rollout_position{{{hosts}}}[3600s])"
+        ));
+        let most = format!(
+            "max_over_time(({})[3600s:60s])",
+            counted(&format!("abupdate_rollout_position{{{hosts}}}"))
         );
-        let most = format!("max_over_time(({now_seen})[3600s:60s])");
         assert_eq!(
             q.hosts,
-            format!("({most} >= {now_seen}) or {now_seen} or {most}")
+            format!("({most} >= {recent}) or {recent} or {most}")
         );
         assert_eq!(
             q.not_counted,
@@ -918,6 +948,14 @@ mod tests {
             no_wave
                 .hosts
                 .starts_with("(max_over_time((count(max by (site) (abupdate_rollout_position{compatible=\"c\"})))[604800s:2520s])"),
+            "{}",
+            no_wave.hosts
+        );
+        // Raw samples over an hour at most, whatever the lookback.
+        assert!(
+            no_wave.hosts.contains(
+                "count(max by (site) (last_over_time(abupdate_rollout_position{compatible=\"c\"}[3600s])))"
+            ),
             "{}",
             no_wave.hosts
         );
