@@ -568,9 +568,9 @@ pub fn queries(
     let release = format!("{hosts},release={}", quote(version));
     let l = host_label;
     let range = format!("{lookback_secs}s");
-    // Subquery resolution: about 240 points over the lookback, at least a
-    // minute apart.
-    let step = format!("{}s", (lookback_secs / 240).max(60));
+    // Subquery resolution: about 120 points over the lookback, at least a
+    // minute apart (the last hour counts every sample anyway).
+    let step = format!("{}s", (lookback_secs / 120).max(60));
     let failures: Vec<&str> = [
         Outcome::RolledBack,
         Outcome::TrialNeverBooted,
@@ -614,7 +614,7 @@ pub fn queries(
     let selector = format!("abupdate_rollout_position{{{hosts}}}");
     // Every host seen in the last hour of the lookback, from its samples
     // (a host seen for seconds before it went silent counts); and the most
-    // seen at once at a step of the whole lookback (at most 240 steps: a
+    // seen at once at a step of the whole lookback (at most 120 steps: a
     // range of raw samples that long over ten thousand hosts would pass
     // Prometheus's limit on the samples a query loads).
     let recent = counted(&format!(
@@ -622,8 +622,15 @@ pub fn queries(
         lookback_secs.min(RECENT_SECS)
     ));
     let most = format!("max_over_time(({})[{range}:{step}])", counted(&selector));
-    // Element by element, the larger of the two.
-    let hosts_query = format!("({most} >= {recent}) or {recent} or {most}");
+    // Element by element, the larger of the two, each evaluated once (a
+    // label tells them apart so that `or` keeps both).
+    let hosts_query = format!(
+        "max{} (label_replace({most}, \"of\", \"steps\", \"\", \"\") or label_replace({recent}, \"of\", \"hour\", \"\", \"\"))",
+        match percent {
+            Some(_) => " by (in_wave)",
+            None => "",
+        }
+    );
     let unidentified = format!(
         "count({{__name__=~\"abupdate_release_outcome|abupdate_rollout_position\",{hosts},{l}=\"\"}})"
     );
@@ -933,7 +940,7 @@ mod tests {
         );
         assert_eq!(
             q.hosts,
-            format!("({most} >= {recent}) or {recent} or {most}")
+            format!("max by (in_wave) (label_replace({most}, \"of\", \"steps\", \"\", \"\") or label_replace({recent}, \"of\", \"hour\", \"\", \"\"))")
         );
         assert_eq!(
             q.not_counted,
@@ -947,7 +954,7 @@ mod tests {
         assert!(
             no_wave
                 .hosts
-                .starts_with("(max_over_time((count(max by (site) (abupdate_rollout_position{compatible=\"c\"})))[604800s:2520s])"),
+                .starts_with("max (label_replace(max_over_time((count(max by (site) (abupdate_rollout_position{compatible=\"c\"})))[604800s:5040s])"),
             "{}",
             no_wave.hosts
         );
