@@ -568,9 +568,10 @@ pub fn queries(
     let release = format!("{hosts},release={}", quote(version));
     let l = host_label;
     let range = format!("{lookback_secs}s");
-    // Subquery resolution: about 120 points over the lookback, at least a
-    // minute apart (the last hour counts every sample anyway).
-    let step = format!("{}s", (lookback_secs / 120).max(60));
+    // Subquery resolution: about 24 points over the lookback, at least a
+    // minute apart (the last hour counts every sample anyway; each point
+    // costs Prometheus a pass over every host's position: bench/fleet.sh).
+    let step = format!("{}s", (lookback_secs / 24).max(60));
     let failures: Vec<&str> = [
         Outcome::RolledBack,
         Outcome::TrialNeverBooted,
@@ -614,7 +615,7 @@ pub fn queries(
     let selector = format!("abupdate_rollout_position{{{hosts}}}");
     // Every host seen in the last hour of the lookback, from its samples
     // (a host seen for seconds before it went silent counts); and the most
-    // seen at once at a step of the whole lookback (at most 120 steps: a
+    // seen at once at a step of the whole lookback (at most 24 steps: a
     // range of raw samples that long over ten thousand hosts would pass
     // Prometheus's limit on the samples a query loads).
     let recent = counted(&format!(
@@ -935,7 +936,7 @@ mod tests {
             "last_over_time(abupdate_rollout_position{{{hosts}}}[3600s])"
         ));
         let most = format!(
-            "max_over_time(({})[3600s:60s])",
+            "max_over_time(({})[3600s:150s])",
             counted(&format!("abupdate_rollout_position{{{hosts}}}"))
         );
         assert_eq!(
@@ -954,7 +955,7 @@ mod tests {
         assert!(
             no_wave
                 .hosts
-                .starts_with("max (label_replace(max_over_time((count(max by (site) (abupdate_rollout_position{compatible=\"c\"})))[604800s:5040s])"),
+                .starts_with("max (label_replace(max_over_time((count(max by (site) (abupdate_rollout_position{compatible=\"c\"})))[604800s:25200s])"),
             "{}",
             no_wave.hosts
         );
