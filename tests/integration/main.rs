@@ -25,6 +25,8 @@ mod hostile_install;
 mod install_hooks;
 mod install_over_http;
 mod install_refuses_bad_input;
+#[cfg(feature = "failpoints")]
+mod manual_verbs;
 mod minisign_interop;
 mod pack_refuses_bad_input;
 mod probation;
