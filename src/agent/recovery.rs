@@ -17,6 +17,7 @@ use super::{log, Host, Refusal};
 use crate::error::Result;
 use crate::slot::SlotName;
 use crate::state::{Phase, SlotStatus, State, Transaction};
+use std::fmt;
 
 /// Retire the trial `t` that failed (`why`), or the committed release on
 /// probation that failed late: marked bad, the slot it came from
@@ -134,6 +135,17 @@ pub enum Manual {
     Rollback,
 }
 
+impl fmt::Display for Manual {
+    /// The command as typed (`mark-bad B`, `rollback`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Manual::MarkGood(slot) => write!(f, "mark-good {slot}"),
+            Manual::MarkBad(slot) => write!(f, "mark-bad {slot}"),
+            Manual::Rollback => f.write_str("rollback"),
+        }
+    }
+}
+
 /// What a manual verb is judged from: the records, plain data.
 #[derive(Clone, Debug)]
 pub struct ManualFacts<'a> {
@@ -150,6 +162,12 @@ pub struct ManualFacts<'a> {
 }
 
 impl ManualFacts<'_> {
+    /// The trial the host runs now, if any: booted into the slot the
+    /// transaction writes or staged.
+    fn running_trial(&self) -> bool {
+        self.transaction.is_some_and(|t| t.to == self.booted)
+    }
+
     fn status(&self, slot: SlotName) -> &SlotStatus {
         match slot {
             SlotName::A => self.a,
@@ -188,6 +206,11 @@ pub enum ManualPlan {
         /// Good or bad.
         good: bool,
     },
+    /// The host runs a trial and the operator rejects it (`rollback`, or
+    /// `mark-bad` of the booted trial slot): retired as any failed trial
+    /// ([`retire_trial`]: bad, the old slot activated, the release on the
+    /// failed list), so the timer does not install it again.
+    RejectTrial,
     /// Make `slot` the one booted next (a manual rollback); `vouched`: the
     /// operator forced it onto a slot not recorded usable.
     SwitchTo {
@@ -231,12 +254,18 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             if !f.proven_good(keeper) && !f.force {
                 return refuse(keeper);
             }
+            if slot == f.booted && f.running_trial() {
+                return Ok(ManualPlan::RejectTrial);
+            }
             Ok(ManualPlan::Mark { slot, good: false })
         }
         Manual::Rollback => {
             let other = f.booted.other();
             if !f.proven_good(other) && !f.force {
                 return refuse(other);
+            }
+            if f.running_trial() {
+                return Ok(ManualPlan::RejectTrial);
             }
             Ok(ManualPlan::SwitchTo {
                 slot: other,
@@ -299,6 +328,20 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<(
     let flip = Transition::new(host, &lock);
     match plan(&state, booted, op, force)? {
         ManualPlan::Mark { slot, good } => flip.mark(&mut state, slot, good),
+        ManualPlan::RejectTrial => {
+            let Some(t) = state.transaction.clone() else {
+                return Ok(());
+            };
+            retire_trial(
+                host,
+                &flip,
+                &mut state,
+                &t,
+                &Failure::Rejected(op),
+                no_reboot,
+            )?;
+            Ok(())
+        }
         ManualPlan::SwitchTo { slot, vouched } => {
             flip.switch_to(&mut state, slot, vouched)?;
             log(&format!("slot {slot} is now primary"));
@@ -501,6 +544,34 @@ mod tests {
                 "--force: {b}"
             );
         }
+    }
+
+    #[test]
+    fn rejecting_the_running_trial_retires_it_and_cancelling_a_staged_one_marks_it() {
+        // Booted A on its trial (from B, good).
+        let t = staged(A, Phase::Staged);
+        for op in [Manual::Rollback, Manual::MarkBad(A)] {
+            assert_eq!(
+                judged(op, Installed, Good, Some(&t), false),
+                Ok(ManualPlan::RejectTrial),
+                "{op}"
+            );
+        }
+        let r = judged(Manual::Rollback, Installed, Bad, Some(&t), false);
+        assert_eq!(refused_for(r), (B, Bad, false));
+        assert_eq!(
+            judged(Manual::Rollback, Installed, Bad, Some(&t), true),
+            Ok(ManualPlan::RejectTrial)
+        );
+        // Staged in B, not booted yet: mark-bad B cancels it (a mark).
+        let t = staged(B, Phase::Staged);
+        assert_eq!(
+            judged(Manual::MarkBad(B), Good, Installed, Some(&t), false),
+            Ok(ManualPlan::Mark {
+                slot: B,
+                good: false
+            })
+        );
     }
 
     #[test]

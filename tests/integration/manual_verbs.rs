@@ -137,3 +137,43 @@ fn rollback_onto_a_staged_untried_release_is_refused() {
         assert!(!h.bootable("B"), "{loader:?}");
     }
 }
+
+/// Issue (review 2, 4): `rollback` while booted into a trial went back to
+/// A without recording the release failed, so the timer installed it and
+/// rebooted into it again. `rollback` and `mark-bad` of the trial slot now
+/// retire it as a failed trial, the one way there is.
+#[test]
+fn rejecting_a_running_trial_puts_its_release_on_the_failed_list() {
+    for loader in LOADERS {
+        for verb in [&["rollback", "--no-reboot"][..], &["mark-bad"][..]] {
+            let mut h = fresh("manual-reject", loader);
+            h.use_release(release(LEN));
+            let out = h.abupdate(&["update", "--no-reboot"]);
+            assert!(out.status.success(), "{loader:?} update: {}", text(&out));
+            assert_eq!(h.boot(), "B", "{loader:?}");
+            let out = h.abupdate(verb);
+            assert!(out.status.success(), "{loader:?} {verb:?}: {}", text(&out));
+            let state = h.state();
+            assert_eq!(
+                state["failed"][0]["version"], "2.0",
+                "{loader:?} {verb:?}: {state}"
+            );
+            assert!(
+                state["transaction"].is_null(),
+                "{loader:?} {verb:?}: {state}"
+            );
+            assert_eq!(state["slots"]["B"]["status"], "bad", "{loader:?} {verb:?}");
+            assert_eq!(h.primary(), Some("A"), "{loader:?} {verb:?}");
+            assert_eq!(h.boot(), "A", "{loader:?} {verb:?}");
+            let out = h.abupdate(&["health"]);
+            assert!(out.status.success(), "{loader:?} {verb:?}: {}", text(&out));
+            let out = h.abupdate(&["--json", "update", "--no-reboot"]);
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("previously_failed"),
+                "{loader:?} {verb:?}: the timer takes 2.0 again: {}",
+                text(&out)
+            );
+            assert_eq!(h.primary(), Some("A"), "{loader:?} {verb:?}");
+        }
+    }
+}
