@@ -258,13 +258,21 @@ impl UbootEnvConfig {
                     ));
                 }
             }
-            devices.push(EnvDevice {
+            let device = EnvDevice {
                 path: PathBuf::from(OsStr::from_bytes(dev)),
                 offset,
                 size,
                 sector_size,
                 sectors,
-            });
+            };
+            if let Some(first) = devices.first() {
+                if first.path == device.path {
+                    if let Some(why) = overlap(first, &device) {
+                        return Err(err(n, why));
+                    }
+                }
+            }
+            devices.push(device);
         }
         if devices.is_empty() {
             return Err(BootError::Format {
@@ -296,7 +304,20 @@ impl UbootEnvConfig {
                 reason: format!("larger than {MAX_CONFIG_SIZE} bytes (not an fw_env.config)"),
             });
         }
-        UbootEnvConfig::parse(&text, &path.display().to_string())
+        let config = UbootEnvConfig::parse(&text, &path.display().to_string())?;
+        // Two names for one file or device (a link, a second device node)
+        // hide an overlap from `parse`; the file system tells.
+        if let [a, b] = config.devices.as_slice() {
+            if a.path != b.path && same_file(&a.path, &b.path) {
+                if let Some(why) = overlap(a, b) {
+                    return Err(BootError::Format {
+                        path: path.display().to_string(),
+                        reason: why,
+                    });
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Whether there are two copies.
@@ -317,6 +338,47 @@ impl UbootEnvConfig {
     /// The config's path, as given for messages.
     pub fn source(&self) -> &str {
         &self.source
+    }
+}
+
+/// Why the two copies `a` and `b` (on one file or device, the same size)
+/// share bytes, if they do: every write goes to the copy not in use, so
+/// overlapping copies would have each write destroy the copy in use, and a
+/// power cut mid-write leave none. Offsets of opposite signs (one from the
+/// end of a block device) are not compared (a known limit: that needs the
+/// device's size).
+fn overlap(a: &EnvDevice, b: &EnvDevice) -> Option<String> {
+    if (a.offset < 0) != (b.offset < 0) {
+        return None;
+    }
+    let (lo, hi) = (a.offset.min(b.offset), a.offset.max(b.offset));
+    let size = a.size.max(b.size) as i128;
+    let end = lo as i128 + size;
+    if (hi as i128) >= end {
+        return None;
+    }
+    Some(format!(
+        "the two environment copies overlap: {} ({:#x} bytes) and {} ({:#x} bytes) share \
+         {:#x} bytes; each write would go over the copy in use",
+        a.describe(),
+        a.size,
+        b.describe(),
+        b.size,
+        end - hi as i128
+    ))
+}
+
+/// Whether `a` and `b` name one file or one device (both must exist).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => {
+            (x.dev(), x.ino()) == (y.dev(), y.ino())
+                || (x.file_type().is_block_device()
+                    && y.file_type().is_block_device()
+                    && x.rdev() == y.rdev())
+        }
+        _ => false,
     }
 }
 
@@ -918,6 +980,68 @@ mod tests {
                 "{bad:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn overlapping_copies_on_one_file_are_refused_naming_both() {
+        for (text, shared) in [
+            ("/tmp/e 0x0 0x2000\n/tmp/e 0x1000 0x2000\n", "0x1000 bytes"),
+            ("/tmp/e 0x1000 0x2000\n/tmp/e 0x0 0x2000\n", "0x1000 bytes"),
+            ("/tmp/e 0x0 0x2000\n/tmp/e 0x0 0x2000\n", "0x2000 bytes"),
+            (
+                "/dev/sda -0x4000 0x2000\n/dev/sda -0x3000 0x2000\n",
+                "0x1000 bytes",
+            ),
+        ] {
+            let e = UbootEnvConfig::parse(text, "/etc/fw_env.config")
+                .expect_err(text)
+                .to_string();
+            assert!(
+                e.starts_with("/etc/fw_env.config: line 2: the two environment copies overlap")
+                    && e.contains(shared)
+                    && !e.contains('\n'),
+                "{text:?}: {e}"
+            );
+        }
+        for ok in [
+            "/tmp/e 0x0 0x2000\n/tmp/e 0x2000 0x2000\n",
+            "/tmp/e 0x2000 0x2000\n/tmp/e 0x0 0x2000\n",
+            "/tmp/e 0x0 0x2000\n/tmp/f 0x0 0x2000\n",
+            "/dev/sda -0x4000 0x2000\n/dev/sda -0x2000 0x2000\n",
+        ] {
+            UbootEnvConfig::parse(ok, "cfg").expect(ok);
+        }
+    }
+
+    #[test]
+    fn overlapping_copies_under_two_names_of_one_file_are_refused_at_load() {
+        let d = crate::testutil::TempDir::new("fwenv-overlap");
+        let env = d.path().join("uboot.env");
+        std::fs::write(&env, vec![0u8; 0x4000]).unwrap();
+        let link = d.path().join("link.env");
+        std::os::unix::fs::symlink(&env, &link).unwrap();
+        let cfg = d.path().join("fw_env.config");
+        std::fs::write(
+            &cfg,
+            format!(
+                "{} 0x0 0x2000\n{} 0x1000 0x2000\n",
+                env.display(),
+                link.display()
+            ),
+        )
+        .unwrap();
+        let e = UbootEnvConfig::load(&cfg).expect_err("overlap").to_string();
+        assert!(e.contains("the two environment copies overlap"), "{e}");
+        std::fs::write(
+            &cfg,
+            format!(
+                "{} 0x0 0x2000\n{} 0x2000 0x2000\n",
+                env.display(),
+                link.display()
+            ),
+        )
+        .unwrap();
+        UbootEnvConfig::load(&cfg).expect("apart");
     }
 
     #[test]
