@@ -24,7 +24,7 @@
 //! | `health.rs` | a trial is committed only when every check passes in one round, within the deadline |
 //! | `publish.rs` | a host reading a release directory sees the old complete release or the new one |
 //! | `child.rs` | every child process is bounded in time and output and killed with everything it started |
-//! | `files.rs` | a small file read from outside is a regular file, opened without blocking, read only up to its cap |
+//! | `files.rs` | a file opened from outside (bootloader envs included) is opened without blocking and is a regular file (the U-Boot env may be a device); a small one is read only up to its cap |
 //! | `cli/flags.rs`, `cli/json.rs` | every flag defined once (usage, `--help` and parsing come from it); every `--json` shape one type |
 //! | `error.rs` | every failure has one [`error::Kind`], a stable label |
 //!

@@ -219,14 +219,15 @@ fn check_name(name: &[u8]) -> Result<(), String> {
 
 /// Read and parse the block at `path`.
 pub fn read(path: &Path) -> Result<GrubEnv, BootError> {
-    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    // Not blocking on a FIFO, a regular file only (GRUB reads a file).
+    let file = crate::files::open_regular(path).map_err(|e| io_err(path, e))?;
     let meta = file.metadata().map_err(|e| io_err(path, e))?;
-    if meta.is_file() && meta.len() != BLOCK_SIZE as u64 {
+    if meta.len() != BLOCK_SIZE as u64 {
         // The file's own size, not what was read of it.
         return Err(format_err(path, wrong_size(meta.len())));
     }
-    // Read one byte more than a block, so that a wrong path (a disk, a
-    // pipe) is reported as the wrong size instead of being read whole.
+    // Read one byte more than a block: a file that grew since is reported
+    // as the wrong size instead of being read whole.
     let mut buf = Vec::with_capacity(BLOCK_SIZE + 1);
     file.take(BLOCK_SIZE as u64 + 1)
         .read_to_end(&mut buf)
@@ -252,15 +253,17 @@ pub fn write(path: &Path, env: &GrubEnv) -> Result<(), BootError> {
     let block = env.to_block().map_err(|reason| format_err(path, reason))?;
     // No O_TRUNC and no O_CREAT: truncating would free the blocks GRUB
     // knows and make the file empty until the write lands.
-    let file = match OpenOptions::new().read(true).write(true).open(path) {
+    let opened = crate::files::open_checked(
+        path,
+        OpenOptions::new().read(true).write(true),
+        crate::files::Accept::Regular,
+    );
+    let file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return create(path, &block),
         Err(e) => return Err(io_err(path, e)),
     };
     let meta = file.metadata().map_err(|e| io_err(path, e))?;
-    if !meta.is_file() {
-        return Err(format_err(path, "not a regular file"));
-    }
     if meta.len() != BLOCK_SIZE as u64 {
         // Rewriting would change the size (a metadata update GRUB may not
         // see) and GRUB would read the stale tail; refuse instead.

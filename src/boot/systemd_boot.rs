@@ -70,6 +70,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Largest `loader.conf` read (a real one is a few lines).
+const MAX_LOADER_CONF: u64 = 64 << 10;
+
 /// How one slot's entry is written when it is missing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EntryConfig {
@@ -354,11 +357,34 @@ impl SystemdBootBackend {
         // when it falls between a vfat rename and the write-back of the
         // renamed file (see `rename`). Counted as missing, the slot's entry
         // is written again from config before it is relied on.
-        let mut all: Vec<Entry> = list
-            .filter_map(|e| e.ok())
-            .filter(|e| e.metadata().is_ok_and(|m| m.len() > 0))
-            .filter_map(|e| parse_entry(&self.prefix, e.file_name().to_str()?))
-            .collect();
+        //
+        // systemd-boot reads regular files only: a directory, a FIFO or a
+        // device named like a slot's entry is refused, naming it, rather
+        // than taken for the entry (a rename would "activate" what never
+        // boots) or opened (a FIFO would hang the boot-time service).
+        let mut all: Vec<Entry> = Vec::new();
+        for e in list.filter_map(|e| e.ok()) {
+            let Some(entry) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| parse_entry(&self.prefix, n))
+            else {
+                continue;
+            };
+            let path = dir.join(&entry.file);
+            let meta = std::fs::metadata(&path).map_err(|e| io_err(&path, e))?;
+            if !meta.is_file() {
+                return Err(BootError::Format {
+                    path: path.display().to_string(),
+                    reason: "named like a boot entry but not a regular file (systemd-boot \
+                             ignores it); remove it"
+                        .into(),
+                });
+            }
+            if meta.len() > 0 {
+                all.push(entry);
+            }
+        }
         all.sort_by(boot_order);
         let mut out = BTreeMap::new();
         for e in all {
@@ -369,7 +395,7 @@ impl SystemdBootBackend {
 
     fn default_glob(&self) -> Result<Option<String>, BootError> {
         let path = self.esp.join("loader/loader.conf");
-        match std::fs::read(&path) {
+        match crate::files::read_capped(&path, MAX_LOADER_CONF) {
             Ok(b) => Ok(loader_conf_default(&String::from_utf8_lossy(&b))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(&path, e)),
@@ -384,7 +410,7 @@ impl SystemdBootBackend {
     /// Syncing the file writes its inode into the new entry, then the
     /// directory sync makes the old name's removal durable.
     fn sync_renamed(&self, renamed: &Path) -> Result<(), BootError> {
-        std::fs::File::open(renamed)
+        crate::files::open_regular(renamed)
             .and_then(|f| f.sync_all())
             .map_err(|e| io_err(renamed, e))?;
         self.sync_dir()

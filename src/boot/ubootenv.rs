@@ -288,22 +288,16 @@ impl UbootEnvConfig {
 
     /// Read and parse the config file at `path`.
     pub fn load(path: &Path) -> Result<UbootEnvConfig, BootError> {
-        use std::io::Read;
-        let io = |source| BootError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        // A config is a few lines; a wrong path (a disk) is not read whole.
-        let mut text = Vec::new();
-        File::open(path)
-            .and_then(|f| f.take(MAX_CONFIG_SIZE + 1).read_to_end(&mut text))
-            .map_err(io)?;
-        if text.len() as u64 > MAX_CONFIG_SIZE {
-            return Err(BootError::Format {
-                path: path.display().to_string(),
-                reason: format!("larger than {MAX_CONFIG_SIZE} bytes (not an fw_env.config)"),
-            });
-        }
+        // A config is a few lines of a regular file: a wrong path (a disk)
+        // is not read whole, a FIFO does not hold the open.
+        let text =
+            crate::files::read_capped(path, MAX_CONFIG_SIZE).map_err(|e| match e.kind() {
+                std::io::ErrorKind::FileTooLarge => BootError::Format {
+                    path: path.display().to_string(),
+                    reason: format!("larger than {MAX_CONFIG_SIZE} bytes (not an fw_env.config)"),
+                },
+                _ => io_err(path, e),
+            })?;
         let config = UbootEnvConfig::parse(&text, &path.display().to_string())?;
         // Two names for one file or device (a link, a second device node)
         // hide an overlap from `parse`; the file system tells.
@@ -647,11 +641,13 @@ fn lock() -> EnvLock {
 
 /// Open one device and resolve its absolute offset.
 fn open_device(dev: &EnvDevice, writable: bool) -> Result<(File, u64), BootError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(&dev.path)
-        .map_err(|e| io_err(&dev.path, e))?;
+    // Not blocking on a FIFO; what else stands there is judged below.
+    let mut file = crate::files::open_checked(
+        &dev.path,
+        OpenOptions::new().read(true).write(writable),
+        crate::files::Accept::RegularOrDevice,
+    )
+    .map_err(|e| io_err(&dev.path, e))?;
     let ft = file
         .metadata()
         .map_err(|e| io_err(&dev.path, e))?

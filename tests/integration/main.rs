@@ -14,6 +14,8 @@ mod download_retries;
 #[cfg(feature = "failpoints")]
 mod efi_boot;
 #[cfg(feature = "failpoints")]
+mod env_paths;
+#[cfg(feature = "failpoints")]
 mod fault_matrix;
 mod fetch_hostile;
 mod fetch_http;
