@@ -173,20 +173,41 @@ pub fn split_counter<'a>(file: &'a str, suffix: &str) -> (&'a str, Option<(u64, 
 
 /// One of our entries, when `file` is one.
 pub fn parse_entry(prefix: &str, file: &str) -> Option<Entry> {
+    classify_entry(prefix, file).ok().flatten()
+}
+
+/// `file` as one of our entries: `Ok(None)` when it is not named like one,
+/// `Err` (why) when it is, but its generation is past what a u64 holds:
+/// systemd-boot compares the digits as a version and boots it, so it must
+/// not be taken for "no entry" (status would name the other slot, health
+/// would write a second entry).
+pub fn classify_entry(prefix: &str, file: &str) -> Result<Option<Entry>, String> {
     let (base, counter) = split_counter(file, ".conf");
-    let rest = base.strip_prefix(prefix)?.strip_prefix('-')?;
-    let (generation, rest) = number(rest)?;
-    let slot = match rest {
+    let Some(rest) = base.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
+        return Ok(None);
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let slot = match &rest[digits..] {
         "-a" => SlotName::A,
         "-b" => SlotName::B,
-        _ => return None,
+        _ => return Ok(None),
     };
-    Some(Entry {
+    if digits == 0 {
+        return Ok(None);
+    }
+    let Some((generation, _)) = number(rest) else {
+        return Err(format!(
+            "the generation {} of slot {slot}'s entry is larger than {} (the largest abupdate counts); rename the entry with a smaller one",
+            &rest[..digits],
+            u64::MAX
+        ));
+    };
+    Ok(Some(Entry {
         generation,
         slot,
         counter,
         file: file.to_string(),
-    })
+    }))
 }
 
 /// systemd-boot's order for our entries: bad last, then the id descending
@@ -364,12 +385,17 @@ impl SystemdBootBackend {
         // boots) or opened (a FIFO would hang the boot-time service).
         let mut all: Vec<Entry> = Vec::new();
         for e in list.filter_map(|e| e.ok()) {
-            let Some(entry) = e
-                .file_name()
-                .to_str()
-                .and_then(|n| parse_entry(&self.prefix, n))
-            else {
-                continue;
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let entry = match classify_entry(&self.prefix, name) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => continue,
+                Err(reason) => {
+                    return Err(BootError::Format {
+                        path: dir.join(name).display().to_string(),
+                        reason,
+                    })
+                }
             };
             let path = dir.join(&entry.file);
             let meta = std::fs::metadata(&path).map_err(|e| io_err(&path, e))?;
@@ -746,6 +772,58 @@ mod tests {
         assert!(err.contains(&top) && err.contains("largest"), "{err}");
         // Nothing was renamed: B is still the bad entry, A still first.
         assert!(entries.join(&bad).exists() && entries.join(&top).exists());
+        assert_eq!(std::fs::read_dir(&entries).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_generation_past_u64_is_refused_naming_the_entry_not_taken_for_none() {
+        let huge = "abupdate-99999999999999999999999-a.conf";
+        let why = classify_entry("abupdate", huge).expect_err("past u64");
+        assert!(
+            why.contains("99999999999999999999999") && why.contains("slot A"),
+            "{why}"
+        );
+        assert_eq!(classify_entry("abupdate", "abupdate--a.conf"), Ok(None));
+        assert_eq!(
+            classify_entry("abupdate", "abupdate-99999999999999999999999-c.conf"),
+            Ok(None)
+        );
+        let esp = crate::testutil::TempDir::new("sd-boot-huge");
+        let entries = esp.path().join("loader/entries");
+        std::fs::create_dir_all(&entries).unwrap();
+        std::fs::write(entries.join(huge), "title A\nlinux /a\n").unwrap();
+        let backend = SystemdBootBackend::new(
+            esp.path().to_path_buf(),
+            "abupdate".into(),
+            3,
+            BTreeMap::new(),
+        );
+        let err = backend.primary().unwrap_err().to_string();
+        assert!(
+            err.starts_with(&entries.join(huge).display().to_string()),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn a_directory_named_like_an_entry_is_refused_never_renamed() {
+        let esp = crate::testutil::TempDir::new("sd-boot-dir");
+        let entries = esp.path().join("loader/entries");
+        std::fs::create_dir_all(entries.join("abupdate-0-b+0.conf")).unwrap();
+        std::fs::write(entries.join("abupdate-1-a.conf"), "title A\nlinux /a\n").unwrap();
+        let backend = SystemdBootBackend::new(
+            esp.path().to_path_buf(),
+            "abupdate".into(),
+            3,
+            BTreeMap::new(),
+        );
+        let err = backend.activate(B).unwrap_err().to_string();
+        assert!(
+            err.contains("abupdate-0-b+0.conf") && err.contains("not a regular file"),
+            "{err}"
+        );
+        assert!(entries.join("abupdate-0-b+0.conf").is_dir(), "renamed");
         assert_eq!(std::fs::read_dir(&entries).unwrap().count(), 2);
     }
 
