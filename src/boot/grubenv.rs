@@ -220,7 +220,10 @@ fn check_name(name: &[u8]) -> Result<(), String> {
 /// Read and parse the block at `path`.
 pub fn read(path: &Path) -> Result<GrubEnv, BootError> {
     // Not blocking on a FIFO, a regular file only (GRUB reads a file).
-    let file = crate::files::open_regular(path).map_err(|e| io_err(path, e))?;
+    let file = crate::files::open_regular(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => format_err(path, missing(path)),
+        _ => io_err(path, e),
+    })?;
     let meta = file.metadata().map_err(|e| io_err(path, e))?;
     if meta.len() != BLOCK_SIZE as u64 {
         // The file's own size, not what was read of it.
@@ -239,6 +242,15 @@ pub fn read(path: &Path) -> Result<GrubEnv, BootError> {
         ));
     }
     GrubEnv::parse(&buf).map_err(|reason| format_err(path, reason))
+}
+
+/// What to do about a missing grubenv. It is not created here: a path
+/// with a typo would then be written for ever and never read by GRUB.
+fn missing(path: &Path) -> String {
+    format!(
+        "no such file; create it with `grub-editenv {} create` (GRUB reads the slots' variables from it)",
+        path.display()
+    )
 }
 
 fn wrong_size(len: u64) -> String {
@@ -314,6 +326,21 @@ mod tests {
         b.extend_from_slice(body);
         b.resize(BLOCK_SIZE, b'#');
         b
+    }
+
+    #[test]
+    fn a_missing_grubenv_says_how_to_create_it_and_is_not_created() {
+        let d = crate::testutil::TempDir::new("grubenv-missing");
+        let path = d.path().join("grubenv");
+        let e = read(&path).expect_err("missing").to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{p}: no such file; create it with `grub-editenv {p} create` (GRUB reads the slots' variables from it)",
+                p = path.display()
+            )
+        );
+        assert!(!path.exists());
     }
 
     #[test]
