@@ -266,8 +266,11 @@ impl UbootEnvConfig {
                 sectors,
             };
             if let Some(first) = devices.first() {
-                if first.path == device.path {
-                    if let Some(why) = overlap(first, &device) {
+                // One name, offsets counted from the same end: comparable
+                // here (the rest when the devices are opened).
+                if first.path == device.path && (first.offset < 0) == (device.offset < 0) {
+                    let at = [first.offset as i128, device.offset as i128];
+                    if let Some(why) = overlap(first, &device, at) {
                         return Err(err(n, why));
                     }
                 }
@@ -299,17 +302,15 @@ impl UbootEnvConfig {
                 _ => io_err(path, e),
             })?;
         let config = UbootEnvConfig::parse(&text, &path.display().to_string())?;
-        // Two names for one file or device (a link, a second device node)
-        // hide an overlap from `parse`; the file system tells.
-        if let [a, b] = config.devices.as_slice() {
-            if a.path != b.path && same_file(&a.path, &b.path) {
-                if let Some(why) = overlap(a, b) {
-                    return Err(BootError::Format {
-                        path: path.display().to_string(),
-                        reason: why,
-                    });
-                }
-            }
+        // Two names for one file or device, or offsets from either end,
+        // hide an overlap from `parse`; the devices tell. One that cannot
+        // be opened yet is reported when the env is read (and every write
+        // checks again).
+        if let Ok(Some(why)) = copies_overlap(&config) {
+            return Err(BootError::Format {
+                path: path.display().to_string(),
+                reason: why,
+            });
         }
         Ok(config)
     }
@@ -335,45 +336,45 @@ impl UbootEnvConfig {
     }
 }
 
-/// Why the two copies `a` and `b` (on one file or device, the same size)
-/// share bytes, if they do: every write goes to the copy not in use, so
-/// overlapping copies would have each write destroy the copy in use, and a
-/// power cut mid-write leave none. Offsets of opposite signs (one from the
-/// end of a block device) are not compared (a known limit: that needs the
-/// device's size).
-fn overlap(a: &EnvDevice, b: &EnvDevice) -> Option<String> {
-    if (a.offset < 0) != (b.offset < 0) {
-        return None;
-    }
-    let (lo, hi) = (a.offset.min(b.offset), a.offset.max(b.offset));
+/// Why the two copies `a` and `b` (on one file or device, the same size),
+/// whose offsets resolve to `at` (bytes from the start), share bytes, if
+/// they do: every write goes to the copy not in use, so overlapping copies
+/// would have each write destroy the copy in use, and a power cut
+/// mid-write leave none. Pure.
+fn overlap(a: &EnvDevice, b: &EnvDevice, at: [i128; 2]) -> Option<String> {
     let size = a.size.max(b.size) as i128;
-    let end = lo as i128 + size;
-    if (hi as i128) >= end {
-        return None;
-    }
-    Some(format!(
-        "the two environment copies overlap: {} ({:#x} bytes) and {} ({:#x} bytes) share \
-         {:#x} bytes; each write would go over the copy in use",
-        a.describe(),
-        a.size,
-        b.describe(),
-        b.size,
-        end - hi as i128
-    ))
+    let shared = size - (at[0] - at[1]).abs();
+    (shared > 0).then(|| {
+        format!(
+            "the two environment copies overlap: {} ({:#x} bytes) and {} ({:#x} bytes) share \
+             {shared:#x} bytes; each write would go over the copy in use",
+            a.describe(),
+            a.size,
+            b.describe(),
+            b.size,
+        )
+    })
 }
 
-/// Whether `a` and `b` name one file or one device (both must exist).
-fn same_file(a: &Path, b: &Path) -> bool {
+/// The copies of `cfg` as the devices resolve them: why they overlap, if
+/// they do (one file or device, under one name or two: a link, a second
+/// device node; an offset from the end of a device against one from its
+/// start). `None` for a single copy.
+fn copies_overlap(cfg: &UbootEnvConfig) -> Result<Option<String>, BootError> {
     use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => {
-            (x.dev(), x.ino()) == (y.dev(), y.ino())
-                || (x.file_type().is_block_device()
-                    && y.file_type().is_block_device()
-                    && x.rdev() == y.rdev())
-        }
-        _ => false,
-    }
+    let [a, b] = cfg.devices.as_slice() else {
+        return Ok(None);
+    };
+    let ((fa, oa), (fb, ob)) = (open_device(a, false)?, open_device(b, false)?);
+    let meta = |f: &File, d: &EnvDevice| f.metadata().map_err(|e| io_err(&d.path, e));
+    let (ma, mb) = (meta(&fa, a)?, meta(&fb, b)?);
+    let same = (ma.dev(), ma.ino()) == (mb.dev(), mb.ino())
+        || (ma.file_type().is_block_device()
+            && mb.file_type().is_block_device()
+            && ma.rdev() == mb.rdev());
+    Ok(same
+        .then(|| overlap(a, b, [oa as i128, ob as i128]))
+        .flatten())
 }
 
 /// `strtoll(s, _, 0)` over the whole token.
@@ -848,6 +849,11 @@ fn write_locked(cfg: &UbootEnvConfig, env: &UbootEnv) -> Result<(), BootError> {
         let image = env.encode_copy(cfg.size(), None).map_err(format_err)?;
         return write_raw(&cfg.devices[0], &image);
     }
+    // Copies that share bytes would have this write go over the one in
+    // use (checked at load too; the devices may have changed since).
+    if let Some(why) = copies_overlap(cfg)? {
+        return Err(format_err(why));
+    }
     // Decide the target from what is on the devices now, not from when
     // `env` was read: writing over the copy readers currently select would
     // lose the only valid environment if the power failed mid-write.
@@ -1038,6 +1044,23 @@ mod tests {
         )
         .unwrap();
         UbootEnvConfig::load(&cfg).expect("apart");
+    }
+
+    #[test]
+    fn copies_are_compared_where_the_devices_put_them() {
+        let dev = |offset: i64| EnvDevice {
+            path: PathBuf::from("/dev/x"),
+            offset,
+            size: 0x2000,
+            sector_size: None,
+            sectors: None,
+        };
+        // 0x8000 from the end of a 0xa000-byte device is 0x2000 from its start.
+        let (a, b) = (dev(0x1000), dev(-0x8000));
+        let why = overlap(&a, &b, [0x1000, 0x2000]).expect("overlap");
+        assert!(why.contains("share 0x1000 bytes"), "{why}");
+        assert_eq!(overlap(&a, &b, [0x1000, 0x3000]), None);
+        assert_eq!(overlap(&a, &b, [0x3000, 0x1000]), None);
     }
 
     #[test]
