@@ -7,6 +7,15 @@
 //!
 //! - The child runs in a process group of its own (`setpgid(0, 0)` before
 //!   `exec`), so the group holds it and everything it forks.
+//! - The child dies with abupdate: `PR_SET_PDEATHSIG` = SIGKILL is set
+//!   before `exec` (and a parent already gone by then fails the spawn), so
+//!   a verb of the custom boot backend never outlives an abupdate that was
+//!   SIGKILLed (the OOM killer, systemd's stop timeout) to write the
+//!   bootloader after a later command. The signal follows the death of the
+//!   *thread* that forked: [`run`] waits for its child in that thread, so
+//!   it never fires while the caller still waits. It reaches the child
+//!   only: what the child started itself is its own (the group kill above
+//!   covers it whenever abupdate lives to send it).
 //! - At its deadline, and as soon as the child itself exits, the whole group
 //!   gets SIGKILL. A check that leaves `sleep 1000 &` behind neither holds
 //!   the caller (end of output is never awaited: the background process
@@ -234,6 +243,31 @@ pub fn deadline_after(now: Instant, d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// In the child, before `exec`: SIGKILL when the parent dies, and fail at
+/// once when `parent` already died (the child was handed to another
+/// process before the flag was set). Async-signal-safe.
+fn die_with_parent(parent: u32) -> std::io::Result<()> {
+    use nix::libc;
+    // SAFETY: prctl with integer arguments reads no memory of ours.
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: getppid takes nothing and cannot fail.
+    if unsafe { libc::getppid() } as u32 != parent {
+        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
 /// Run `cmd` (stdin from /dev/null, stdout and stderr captured) for at
 /// most `timeout`, then kill its whole process group. Returns how it ended.
 pub fn run(mut cmd: Command, timeout: Duration) -> Result<Finished, ChildError> {
@@ -244,6 +278,12 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Result<Finished, ChildError> 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    let parent = std::process::id();
+    // SAFETY: between fork and exec only async-signal-safe calls: prctl
+    // and getppid, no allocation.
+    unsafe {
+        cmd.pre_exec(move || die_with_parent(parent));
+    }
     let mut child = cmd.spawn().map_err(|source| ChildError::Spawn {
         program: program.clone(),
         source,

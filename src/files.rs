@@ -1,30 +1,53 @@
-//! Small files read from outside (config, keys, signatures, state, reports,
-//! trust roots): a read never hangs and never grows without bound.
+//! Files opened from outside (config, keys, signatures, state, reports,
+//! trust roots, bootloader environments): an open never hangs, and a small
+//! file's read never grows without bound.
 //!
 //! Invariant: such a file is opened without blocking (`O_NONBLOCK`: a FIFO
 //! put where a file belongs does not hold the open), must be a regular file
-//! (a FIFO, a device such as `/dev/zero`, a directory is refused naming it),
-//! and is read up to its cap and one byte more: a file over the cap is
-//! refused, never read whole first.
+//! (a FIFO, a device such as `/dev/zero`, a directory is refused naming it;
+//! only a bootloader environment may also be a device, [`Accept`]), and a
+//! small file is read up to its cap and one byte more: a file over the cap
+//! is refused, never read whole first.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
+
+/// What may stand at an outside path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accept {
+    /// A regular file only.
+    Regular,
+    /// A regular file, a block or a character device (a bootloader
+    /// environment on a partition or a flash device).
+    RegularOrDevice,
+}
+
+/// Open `path` as `opts` say, adding `O_NONBLOCK` so that a FIFO does not
+/// hold the open (a write-only open of one fails at once), then refuse
+/// what `accept` does not take. The flag stays on the file: reads and
+/// writes of regular files and devices ignore it.
+pub fn open_checked(path: &Path, opts: &mut OpenOptions, accept: Accept) -> io::Result<File> {
+    let file = opts.custom_flags(nix::libc::O_NONBLOCK).open(path)?;
+    let kind = file.metadata()?.file_type();
+    let device = kind.is_block_device() || kind.is_char_device();
+    match (accept, kind.is_file(), device) {
+        (_, true, _) | (Accept::RegularOrDevice, _, true) => Ok(file),
+        (Accept::Regular, ..) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )),
+        (Accept::RegularOrDevice, ..) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file or a device",
+        )),
+    }
+}
 
 /// Open `path` for reading as a regular file, without blocking on a FIFO.
 pub fn open_regular(path: &Path) -> io::Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    Ok(file)
+    open_checked(path, OpenOptions::new().read(true), Accept::Regular)
 }
 
 /// The bytes of the regular file at `path`, at most `cap` of them: a larger
@@ -64,6 +87,26 @@ mod tests {
             let e = read_capped(p, 1024).expect_err("not a regular file");
             assert!(e.to_string().contains("not a regular file"), "{p:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_device_is_taken_only_where_a_device_may_stand() {
+        let d = TempDir::new("files");
+        let fifo = d.path().join("uboot.env");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let rw = || {
+            let mut o = OpenOptions::new();
+            o.read(true).write(true);
+            o
+        };
+        let e = open_checked(&fifo, &mut rw(), Accept::RegularOrDevice).expect_err("fifo");
+        assert_eq!(e.to_string(), "not a regular file or a device");
+        let e = open_checked(&fifo, OpenOptions::new().write(true), Accept::Regular)
+            .expect_err("a write-only open of a FIFO fails at once");
+        assert_eq!(e.raw_os_error(), Some(nix::libc::ENXIO), "{e}");
+        open_checked(Path::new("/dev/null"), &mut rw(), Accept::RegularOrDevice).expect("device");
+        assert!(open_checked(Path::new("/dev/null"), &mut rw(), Accept::Regular).is_err());
     }
 
     #[test]

@@ -17,13 +17,14 @@
 //! | `slot.rs` | no byte of the booted slot's, the root filesystem's or a mounted filesystem's storage is written |
 //! | `boot/` | every bootloader change is one atomic env write the real bootloader reads |
 //! | `agent/transition.rs` | the order of the bootloader writes against the state: bad right before the first byte, activate after verify, record before flip, retire as one pair |
+//! | `agent/recovery.rs` | a manual verb never leaves no bootable slot holding a proven good system (without `--force`) |
 //! | `agent/verdict.rs` | every boot tells a trial from a fallback from an interrupted write; a trial is committed only when healthy |
 //! | `agent/probation.rs` | a committed release on probation that fails more than `probation_failures` times within its window is rolled back the one retire way; meanwhile nothing writes the old slot |
 //! | `state.rs` | `state.json` is always a complete old or new version; only the lock holder (`StateLock`) writes it |
 //! | `health.rs` | a trial is committed only when every check passes in one round, within the deadline |
 //! | `publish.rs` | a host reading a release directory sees the old complete release or the new one |
 //! | `child.rs` | every child process is bounded in time and output and killed with everything it started |
-//! | `files.rs` | a small file read from outside is a regular file, opened without blocking, read only up to its cap |
+//! | `files.rs` | a file opened from outside (bootloader envs included) is opened without blocking and is a regular file (the U-Boot env may be a device); a small one is read only up to its cap |
 //! | `cli/flags.rs`, `cli/json.rs` | every flag defined once (usage, `--help` and parsing come from it); every `--json` shape one type |
 //! | `error.rs` | every failure has one [`error::Kind`], a stable label |
 //!

@@ -42,7 +42,7 @@ pub use crate::trust::gate::Verified;
 pub use check::{check, CheckOptions, CheckOutcome, NoUpdate};
 pub use host::Host;
 pub use install::{install, InstallOptions, Installed};
-pub use recovery::{mark, rollback};
+pub use recovery::{judge, mark, rollback, Manual, ManualFacts, ManualPlan};
 pub use report::{publish, record_failure};
 pub use status::{status, SlotView, Status};
 pub use update::{update, UpdateOptions, UpdateOutcome};
@@ -87,12 +87,19 @@ pub enum Refusal {
         /// The booted slot.
         slot: SlotName,
     },
-    /// A rollback onto a slot the state does not hold as usable.
-    NotUsable {
-        /// The slot that would boot next.
+    /// A manual verb (`mark-good`, `mark-bad`, `rollback`) that would
+    /// leave no slot holding a proven good system bootable
+    /// ([`recovery::judge`]).
+    NoGoodSlot {
+        /// The command.
+        op: Manual,
+        /// The slot that is not a proven good system: the one to mark
+        /// good or roll back to, or the one left after `mark-bad`.
         slot: SlotName,
         /// What the state says it holds.
         status: SlotStatus,
+        /// It holds a release staged and never tried.
+        staged: bool,
     },
     /// `install` from the configured URL, whose server said the manifest
     /// did not change since it last did not apply.
@@ -148,10 +155,35 @@ impl fmt::Display for Refusal {
                 f,
                 "the booted slot {slot} is not marked good in the bootloader; run `abupdate mark-good` first"
             ),
-            Refusal::NotUsable { slot, status } => write!(
-                f,
-                "slot {slot} is {status} in the state; refusing to roll back to it (use --force)"
-            ),
+            Refusal::NoGoodSlot {
+                op,
+                slot,
+                status,
+                staged,
+            } => {
+                let what = match staged {
+                    true => format!("slot {slot} holds a release staged and never tried"),
+                    false => format!("slot {slot} is {status} in the state"),
+                };
+                match op {
+                    Manual::MarkGood(_) => write!(
+                        f,
+                        "{what}, not a written and verified system; refusing to mark it good (use --force)"
+                    ),
+                    Manual::MarkBad(target) => write!(
+                        f,
+                        "marking slot {target} bad would leave no good slot to boot: {what}, not a proven good system (use --force)"
+                    ),
+                    Manual::Rollback if *staged => write!(
+                        f,
+                        "{what}, not a proven good system; refusing to roll back to it (`abupdate mark-bad {slot}` cancels the staged release; or use --force)"
+                    ),
+                    Manual::Rollback => write!(
+                        f,
+                        "{what}, not a proven good system; refusing to roll back to it (use --force)"
+                    ),
+                }
+            }
             Refusal::Unchanged { location } => write!(
                 f,
                 "{location}: release manifest unchanged since the last check"

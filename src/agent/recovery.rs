@@ -4,8 +4,11 @@
 //! rauc's `mark.c` keeps them apart from the install.
 //!
 //! Invariant: a manual change never leaves the bootloader and the state
-//! disagreeing about which slot may boot (`transition.rs` rule 5), and a
-//! rollback onto a slot the state does not hold as usable needs `--force`.
+//! disagreeing about which slot may boot (`transition.rs` rule 5), and
+//! never leaves the host without a bootable slot holding a proven good
+//! system unless the operator says `--force`: one pure rule ([`judge`])
+//! for `mark-good`, `mark-bad` and `rollback`, over the records alone, so
+//! it holds alike on every bootloader.
 
 use super::report::publish;
 use super::transition::Transition;
@@ -13,7 +16,8 @@ use super::verdict::{reboot_into, Failure, Verdict};
 use super::{log, Host, Refusal};
 use crate::error::Result;
 use crate::slot::SlotName;
-use crate::state::{State, Transaction};
+use crate::state::{Phase, SlotStatus, State, Transaction};
+use std::fmt;
 
 /// Retire the trial `t` that failed (`why`), or the committed release on
 /// probation that failed late: marked bad, the slot it came from
@@ -120,37 +124,468 @@ pub(super) fn reboot(host: &Host) -> Result<()> {
     Ok(crate::system::reboot(&host.config.system.reboot)?)
 }
 
-/// `mark-good` / `mark-bad` by hand: `slot`, else the booted one.
-pub fn mark(host: &Host, slot: Option<SlotName>, good: bool) -> Result<SlotName> {
-    let lock = host.state_dir.lock()?;
-    let mut state = host.state_dir.load()?;
-    let slot = match slot {
-        Some(s) => s,
-        None => host.booted_slot()?,
+/// A verb run by hand that changes which slot may boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Manual {
+    /// `mark-good SLOT`.
+    MarkGood(SlotName),
+    /// `mark-bad SLOT`.
+    MarkBad(SlotName),
+    /// `rollback`: the other slot boots next.
+    Rollback,
+}
+
+impl fmt::Display for Manual {
+    /// The command as typed (`mark-bad B`, `rollback`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Manual::MarkGood(slot) => write!(f, "mark-good {slot}"),
+            Manual::MarkBad(slot) => write!(f, "mark-bad {slot}"),
+            Manual::Rollback => f.write_str("rollback"),
+        }
+    }
+}
+
+/// What a manual verb is judged from: the records, plain data.
+#[derive(Clone, Debug)]
+pub struct ManualFacts<'a> {
+    /// The slot running now.
+    pub booted: SlotName,
+    /// The update in flight, as recorded.
+    pub transaction: Option<&'a Transaction>,
+    /// Slot A's record.
+    pub a: &'a SlotStatus,
+    /// Slot B's record.
+    pub b: &'a SlotStatus,
+    /// `--force`: the operator vouches for what the records do not show.
+    pub force: bool,
+}
+
+impl ManualFacts<'_> {
+    /// The trial the host runs now, if any: booted into the slot the
+    /// transaction writes or staged.
+    fn running_trial(&self) -> bool {
+        self.transaction.is_some_and(|t| t.to == self.booted)
+    }
+
+    fn status(&self, slot: SlotName) -> &SlotStatus {
+        match slot {
+            SlotName::A => self.a,
+            SlotName::B => self.b,
+        }
+    }
+
+    /// Whether `slot` holds a proven good system: the booted slot unless
+    /// it is recorded bad (or being written, or in a status this version
+    /// does not know) or still on its trial (it runs: it boots); the other
+    /// slot only when committed (`good`): a slot staged and never tried,
+    /// empty, being written or bad is no fallback.
+    fn proven_good(&self, slot: SlotName) -> bool {
+        let status = self.status(slot);
+        if self.transaction.is_some_and(|t| t.to == slot) {
+            return false;
+        }
+        if slot == self.booted {
+            matches!(
+                status,
+                SlotStatus::Good | SlotStatus::Empty | SlotStatus::Installed
+            )
+        } else {
+            *status == SlotStatus::Good
+        }
+    }
+}
+
+/// What a manual verb does, once [`judge`]d.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManualPlan {
+    /// Set `slot`'s flag, then its record.
+    Mark {
+        /// The slot.
+        slot: SlotName,
+        /// Good or bad.
+        good: bool,
+    },
+    /// The host runs a trial and the operator rejects it (`rollback`, or
+    /// `mark-bad` of the booted trial slot): retired as any failed trial
+    /// ([`retire_trial`]: bad, the old slot activated, the release on the
+    /// failed list), so the timer does not install it again.
+    RejectTrial,
+    /// Make `slot` the one booted next (a manual rollback); `vouched`: the
+    /// operator forced it onto a slot not recorded usable.
+    SwitchTo {
+        /// The slot booted next.
+        slot: SlotName,
+        /// Forced onto a slot not recorded usable.
+        vouched: bool,
+    },
+}
+
+/// The one rule of the manual verbs: after the change a slot holding a
+/// proven good system must still be bootable, unless `--force`. Pure: the
+/// verdict on `op` from `f` alone.
+pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Refusal> {
+    let refuse = |slot: SlotName| {
+        let status = f.status(slot).clone();
+        let staged = f
+            .transaction
+            .is_some_and(|t| t.to == slot && t.phase == Phase::Staged && slot != f.booted);
+        Err(Refusal::NoGoodSlot {
+            op,
+            slot,
+            status,
+            staged,
+        })
     };
-    Transition::new(host, &lock).mark(&mut state, slot, good)?;
+    match op {
+        Manual::MarkGood(slot) => {
+            // The booted slot runs; the other must hold a verified system.
+            let written = f.status(slot).is_usable()
+                && !f
+                    .transaction
+                    .is_some_and(|t| t.to == slot && t.phase == Phase::Writing);
+            if slot != f.booted && !written && !f.force {
+                return refuse(slot);
+            }
+            Ok(ManualPlan::Mark { slot, good: true })
+        }
+        Manual::MarkBad(slot) => {
+            let keeper = slot.other();
+            if !f.proven_good(keeper) && !f.force {
+                return refuse(keeper);
+            }
+            if slot == f.booted && f.running_trial() {
+                return Ok(ManualPlan::RejectTrial);
+            }
+            Ok(ManualPlan::Mark { slot, good: false })
+        }
+        Manual::Rollback => {
+            let other = f.booted.other();
+            if !f.proven_good(other) && !f.force {
+                return refuse(other);
+            }
+            if f.running_trial() {
+                return Ok(ManualPlan::RejectTrial);
+            }
+            Ok(ManualPlan::SwitchTo {
+                slot: other,
+                vouched: !f.status(other).is_usable(),
+            })
+        }
+    }
+}
+
+/// Judge `op` on this host's records ([`judge`]), or refuse.
+fn plan(
+    state: &State,
+    booted: SlotName,
+    op: Manual,
+    force: bool,
+) -> std::result::Result<ManualPlan, Refusal> {
+    let (a, b) = (
+        state.slot(SlotName::A).status,
+        state.slot(SlotName::B).status,
+    );
+    judge(
+        op,
+        &ManualFacts {
+            booted,
+            transaction: state.transaction.as_ref(),
+            a: &a,
+            b: &b,
+            force,
+        },
+    )
+}
+
+/// `mark-good` / `mark-bad` by hand: `slot`, else the booted one; refused
+/// ([`judge`]) when it would leave no proven good slot bootable, unless
+/// `force`.
+pub fn mark(host: &Host, slot: Option<SlotName>, good: bool, force: bool) -> Result<SlotName> {
+    let booted = host.booted_slot()?;
+    let slot = slot.unwrap_or(booted);
+    let op = match good {
+        true => Manual::MarkGood(slot),
+        false => Manual::MarkBad(slot),
+    };
+    run_manual(host, op, force, true)?;
     Ok(slot)
 }
 
-/// Boot the other slot (if it holds a good system, or `force`).
+/// Boot the other slot if it holds a proven good system (or `force`).
 pub fn rollback(host: &Host, force: bool, no_reboot: bool) -> Result<SlotName> {
+    let other = host.booted_slot()?.other();
+    run_manual(host, Manual::Rollback, force, no_reboot)?;
+    Ok(other)
+}
+
+/// Judge `op` on this host's records under the lock, then apply it: the
+/// one runner of the manual verbs.
+fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<()> {
     let lock = host.state_dir.lock()?;
     let mut state = host.state_dir.load()?;
     let booted = host.booted_slot()?;
-    let other = booted.other();
-    let status = state.slot(other).status;
-    let usable = status.is_usable();
-    if !usable && !force {
-        return Err(Refusal::NotUsable {
-            slot: other,
-            status,
+    let flip = Transition::new(host, &lock);
+    match plan(&state, booted, op, force)? {
+        ManualPlan::Mark { slot, good } => flip.mark(&mut state, slot, good),
+        ManualPlan::RejectTrial => {
+            let Some(t) = state.transaction.clone() else {
+                return Ok(());
+            };
+            retire_trial(
+                host,
+                &flip,
+                &mut state,
+                &t,
+                &Failure::Rejected(op),
+                no_reboot,
+            )?;
+            Ok(())
         }
-        .into());
+        ManualPlan::SwitchTo { slot, vouched } => {
+            flip.switch_to(&mut state, slot, vouched)?;
+            log(&format!("slot {slot} is now primary"));
+            if !no_reboot {
+                reboot(host)?;
+            }
+            Ok(())
+        }
     }
-    Transition::new(host, &lock).switch_to(&mut state, other, !usable)?;
-    log(&format!("slot {other} is now primary"));
-    if !no_reboot {
-        reboot(host)?;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use SlotName::{A, B};
+    use SlotStatus::{Bad, Empty, Good, Installed, Installing};
+
+    fn staged(to: SlotName, phase: Phase) -> Transaction {
+        Transaction {
+            from: to.other(),
+            to,
+            version: "2.0".into(),
+            manifest_sha256: "aa".into(),
+            phase,
+            started: 1,
+            staged_boot_id: Some("boot-1".into()),
+            images: BTreeMap::new(),
+            unknown: Default::default(),
+        }
     }
-    Ok(other)
+
+    /// Judge `op` on a host booted from A with these records.
+    fn judged(
+        op: Manual,
+        a: SlotStatus,
+        b: SlotStatus,
+        t: Option<&Transaction>,
+        force: bool,
+    ) -> std::result::Result<ManualPlan, Refusal> {
+        judge(
+            op,
+            &ManualFacts {
+                booted: A,
+                transaction: t,
+                a: &a,
+                b: &b,
+                force,
+            },
+        )
+    }
+
+    fn refused_for(r: std::result::Result<ManualPlan, Refusal>) -> (SlotName, SlotStatus, bool) {
+        match r {
+            Err(Refusal::NoGoodSlot {
+                slot,
+                status,
+                staged,
+                ..
+            }) => (slot, status, staged),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn mark_bad_of_the_booted_slot_is_refused_unless_the_other_is_committed() {
+        let t = staged(B, Phase::Staged);
+        for (b, t, staged) in [
+            (Empty, None, false),
+            (Installing, None, false),
+            (Bad, None, false),
+            (Installed, Some(&t), true),
+            (Installed, None, false),
+        ] {
+            let op = Manual::MarkBad(A);
+            let r = judged(op, Good, b.clone(), t, false);
+            assert_eq!(refused_for(r), (B, b.clone(), staged), "{b}");
+            assert_eq!(
+                judged(op, Good, b.clone(), t, true),
+                Ok(ManualPlan::Mark {
+                    slot: A,
+                    good: false
+                }),
+                "--force: {b}"
+            );
+        }
+        assert_eq!(
+            judged(Manual::MarkBad(A), Good, Good, None, false),
+            Ok(ManualPlan::Mark {
+                slot: A,
+                good: false
+            })
+        );
+    }
+
+    #[test]
+    fn mark_bad_of_the_other_slot_needs_the_booted_one_not_recorded_bad() {
+        for a in [Good, Empty, Installed] {
+            assert_eq!(
+                judged(Manual::MarkBad(B), a.clone(), Installed, None, false),
+                Ok(ManualPlan::Mark {
+                    slot: B,
+                    good: false
+                }),
+                "{a}"
+            );
+        }
+        // Cancelling a staged release from the good booted slot.
+        let t = staged(B, Phase::Staged);
+        assert_eq!(
+            judged(Manual::MarkBad(B), Good, Installed, Some(&t), false),
+            Ok(ManualPlan::Mark {
+                slot: B,
+                good: false
+            })
+        );
+        let r = judged(Manual::MarkBad(B), Bad, Good, None, false);
+        assert_eq!(refused_for(r), (A, Bad, false));
+        // The booted slot on its trial is not proven either.
+        let t = staged(A, Phase::Staged);
+        let r = judged(Manual::MarkBad(B), Installed, Good, Some(&t), false);
+        assert_eq!(refused_for(r), (A, Installed, false));
+    }
+
+    #[test]
+    fn mark_good_of_the_other_slot_needs_a_written_and_verified_system() {
+        for b in [
+            Empty,
+            Installing,
+            Bad,
+            SlotStatus::Other("probation".into()),
+        ] {
+            let r = judged(Manual::MarkGood(B), Good, b.clone(), None, false);
+            assert_eq!(refused_for(r), (B, b.clone(), false), "{b}");
+            assert_eq!(
+                judged(Manual::MarkGood(B), Good, b.clone(), None, true),
+                Ok(ManualPlan::Mark {
+                    slot: B,
+                    good: true
+                }),
+                "--force: {b}"
+            );
+        }
+        for b in [Good, Installed] {
+            assert_eq!(
+                judged(Manual::MarkGood(B), Good, b.clone(), None, false),
+                Ok(ManualPlan::Mark {
+                    slot: B,
+                    good: true
+                }),
+                "{b}"
+            );
+        }
+        // A write in flight there is not verified, whatever the record says.
+        let t = staged(B, Phase::Writing);
+        let r = judged(Manual::MarkGood(B), Good, Installed, Some(&t), false);
+        assert_eq!(refused_for(r), (B, Installed, false));
+    }
+
+    #[test]
+    fn mark_good_of_the_booted_slot_is_always_allowed() {
+        let t = staged(A, Phase::Staged);
+        for (a, t) in [(Bad, None), (Empty, None), (Installed, Some(&t))] {
+            assert_eq!(
+                judged(Manual::MarkGood(A), a.clone(), Empty, t, false),
+                Ok(ManualPlan::Mark {
+                    slot: A,
+                    good: true
+                }),
+                "{a}"
+            );
+        }
+    }
+
+    #[test]
+    fn rollback_goes_only_to_a_committed_slot_unless_forced() {
+        assert_eq!(
+            judged(Manual::Rollback, Good, Good, None, false),
+            Ok(ManualPlan::SwitchTo {
+                slot: B,
+                vouched: false
+            })
+        );
+        let t = staged(B, Phase::Staged);
+        for (b, t, staged) in [
+            (Empty, None, false),
+            (Bad, None, false),
+            (Installing, None, false),
+            // Staged, never tried: not a proven system.
+            (Installed, Some(&t), true),
+        ] {
+            let r = judged(Manual::Rollback, Good, b.clone(), t, false);
+            assert_eq!(refused_for(r), (B, b.clone(), staged), "{b}");
+            assert_eq!(
+                judged(Manual::Rollback, Good, b.clone(), t, true),
+                Ok(ManualPlan::SwitchTo {
+                    slot: B,
+                    vouched: !b.is_usable()
+                }),
+                "--force: {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejecting_the_running_trial_retires_it_and_cancelling_a_staged_one_marks_it() {
+        // Booted A on its trial (from B, good).
+        let t = staged(A, Phase::Staged);
+        for op in [Manual::Rollback, Manual::MarkBad(A)] {
+            assert_eq!(
+                judged(op, Installed, Good, Some(&t), false),
+                Ok(ManualPlan::RejectTrial),
+                "{op}"
+            );
+        }
+        let r = judged(Manual::Rollback, Installed, Bad, Some(&t), false);
+        assert_eq!(refused_for(r), (B, Bad, false));
+        assert_eq!(
+            judged(Manual::Rollback, Installed, Bad, Some(&t), true),
+            Ok(ManualPlan::RejectTrial)
+        );
+        // Staged in B, not booted yet: mark-bad B cancels it (a mark).
+        let t = staged(B, Phase::Staged);
+        assert_eq!(
+            judged(Manual::MarkBad(B), Good, Installed, Some(&t), false),
+            Ok(ManualPlan::Mark {
+                slot: B,
+                good: false
+            })
+        );
+    }
+
+    #[test]
+    fn each_refusal_is_one_line_naming_the_slot_and_the_way_out() {
+        let t = staged(B, Phase::Staged);
+        for (op, b, t, says) in [
+            (Manual::MarkBad(A), Empty, None, "marking slot A bad would leave no good slot to boot: slot B is empty"),
+            (Manual::MarkGood(B), Empty, None, "slot B is empty in the state, not a written and verified system; refusing to mark it good"),
+            (Manual::Rollback, Empty, None, "slot B is empty in the state, not a proven good system; refusing to roll back to it"),
+            (Manual::Rollback, Installed, Some(&t), "slot B holds a release staged and never tried, not a proven good system; refusing to roll back to it (`abupdate mark-bad B` cancels the staged release; or use --force)"),
+        ] {
+            let msg = judged(op, Good, b, t, false).expect_err("refused").to_string();
+            assert!(msg.contains(says) && msg.contains("--force"), "{msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+    }
 }

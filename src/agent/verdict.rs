@@ -120,6 +120,9 @@ pub enum Failure {
     Corrupt,
     /// It never came up: the bootloader fell back.
     NeverBooted,
+    /// Rejected by hand while the host ran it (`rollback`, `mark-bad` of
+    /// the slot on trial): the operator's verdict.
+    Rejected(super::recovery::Manual),
     /// Committed, then failed its probation (`agent::probation`): what
     /// failed. With `fell_back` the old slot already runs.
     Late {
@@ -141,6 +144,9 @@ impl Failure {
                 t.to, t.version, t.from
             ),
             Failure::Late { what, .. } => format!("failed on probation: {what}"),
+            Failure::Rejected(op) => {
+                format!("rejected by hand during its trial (`abupdate {op}`)")
+            }
         }
     }
 
@@ -153,7 +159,9 @@ impl Failure {
     /// The failure counted (`abupdate_failures_total{kind}`) and reported.
     pub fn kind(&self) -> Kind {
         match self {
-            Failure::Checks(_) | Failure::Corrupt | Failure::Late { .. } => Kind::Health,
+            Failure::Checks(_) | Failure::Corrupt | Failure::Late { .. } | Failure::Rejected(_) => {
+                Kind::Health
+            }
             Failure::NeverBooted => Kind::TrialNeverBooted,
         }
     }
@@ -161,7 +169,7 @@ impl Failure {
     /// The webhook's outcome.
     pub fn outcome(&self) -> Outcome {
         match self {
-            Failure::Checks(_) | Failure::Corrupt => Outcome::RolledBack,
+            Failure::Checks(_) | Failure::Corrupt | Failure::Rejected(_) => Outcome::RolledBack,
             Failure::NeverBooted => Outcome::TrialNeverBooted,
             Failure::Late { .. } => Outcome::RolledBackLate,
         }
@@ -557,5 +565,15 @@ mod tests {
             assert!(late.holds_release());
         }
         assert!(!checks.fell_back());
+        let rejected = Failure::Rejected(super::super::recovery::Manual::Rollback);
+        assert_eq!(
+            (rejected.kind(), rejected.outcome(), rejected.fell_back()),
+            (Kind::Health, Outcome::RolledBack, false)
+        );
+        assert_eq!(
+            rejected.reason(&t),
+            "rejected by hand during its trial (`abupdate rollback`)"
+        );
+        assert!(rejected.holds_release());
     }
 }

@@ -74,7 +74,7 @@ fn set_flags(file: &File, f: nix::libc::c_long) -> std::io::Result<()> {
 /// Clear the immutable flag of the file at `path` (if it exists and has
 /// one); returns the open file and its original flags, to restore them.
 fn make_mutable(path: &Path) -> Result<Option<(File, nix::libc::c_long)>, BootError> {
-    let file = match File::open(path) {
+    let file = match crate::files::open_regular(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path, e)),
@@ -116,7 +116,9 @@ impl EfiVars {
     /// Attributes and data of a variable; `None` when it does not exist.
     pub fn get(&self, name: &str, guid: &str) -> Result<Option<(u32, Vec<u8>)>, BootError> {
         let path = self.path(name, guid);
-        let file = match File::open(&path) {
+        // A variable is a regular file (efivarfs, or the stand-in's); a
+        // FIFO there does not hold the open.
+        let file = match crate::files::open_regular(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(&path, e)),
@@ -157,7 +159,8 @@ impl EfiVars {
         let existed = path.exists();
         let result = (|| {
             let mut opts = OpenOptions::new();
-            opts.write(true).custom_flags(nix::libc::O_CLOEXEC);
+            opts.write(true)
+                .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK);
             if !existed {
                 opts.create_new(true).mode(0o644);
             }
@@ -200,7 +203,7 @@ impl EfiVars {
                 .create(true)
                 .truncate(true)
                 .mode(0o644)
-                .custom_flags(nix::libc::O_CLOEXEC)
+                .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK)
                 .open(&tmp)
                 .map_err(|e| io_err(&tmp, e))?;
             f.write_all(buf).map_err(|e| io_err(&tmp, e))?;
@@ -210,7 +213,7 @@ impl EfiVars {
         std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
         self.sync_dir()?;
         if let Some((_, f)) = restore {
-            let file = File::open(path).map_err(|e| io_err(path, e))?;
+            let file = crate::files::open_regular(path).map_err(|e| io_err(path, e))?;
             set_flags(&file, f).map_err(|e| io_err(path, e))?;
         }
         Ok(())

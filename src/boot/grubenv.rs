@@ -219,14 +219,18 @@ fn check_name(name: &[u8]) -> Result<(), String> {
 
 /// Read and parse the block at `path`.
 pub fn read(path: &Path) -> Result<GrubEnv, BootError> {
-    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    // Not blocking on a FIFO, a regular file only (GRUB reads a file).
+    let file = crate::files::open_regular(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => format_err(path, missing(path)),
+        _ => io_err(path, e),
+    })?;
     let meta = file.metadata().map_err(|e| io_err(path, e))?;
-    if meta.is_file() && meta.len() != BLOCK_SIZE as u64 {
+    if meta.len() != BLOCK_SIZE as u64 {
         // The file's own size, not what was read of it.
         return Err(format_err(path, wrong_size(meta.len())));
     }
-    // Read one byte more than a block, so that a wrong path (a disk, a
-    // pipe) is reported as the wrong size instead of being read whole.
+    // Read one byte more than a block: a file that grew since is reported
+    // as the wrong size instead of being read whole.
     let mut buf = Vec::with_capacity(BLOCK_SIZE + 1);
     file.take(BLOCK_SIZE as u64 + 1)
         .read_to_end(&mut buf)
@@ -238,6 +242,15 @@ pub fn read(path: &Path) -> Result<GrubEnv, BootError> {
         ));
     }
     GrubEnv::parse(&buf).map_err(|reason| format_err(path, reason))
+}
+
+/// What to do about a missing grubenv. It is not created here: a path
+/// with a typo would then be written for ever and never read by GRUB.
+fn missing(path: &Path) -> String {
+    format!(
+        "no such file; create it with `grub-editenv {} create` (GRUB reads the slots' variables from it)",
+        path.display()
+    )
 }
 
 fn wrong_size(len: u64) -> String {
@@ -252,15 +265,17 @@ pub fn write(path: &Path, env: &GrubEnv) -> Result<(), BootError> {
     let block = env.to_block().map_err(|reason| format_err(path, reason))?;
     // No O_TRUNC and no O_CREAT: truncating would free the blocks GRUB
     // knows and make the file empty until the write lands.
-    let file = match OpenOptions::new().read(true).write(true).open(path) {
+    let opened = crate::files::open_checked(
+        path,
+        OpenOptions::new().read(true).write(true),
+        crate::files::Accept::Regular,
+    );
+    let file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return create(path, &block),
         Err(e) => return Err(io_err(path, e)),
     };
     let meta = file.metadata().map_err(|e| io_err(path, e))?;
-    if !meta.is_file() {
-        return Err(format_err(path, "not a regular file"));
-    }
     if meta.len() != BLOCK_SIZE as u64 {
         // Rewriting would change the size (a metadata update GRUB may not
         // see) and GRUB would read the stale tail; refuse instead.
@@ -311,6 +326,21 @@ mod tests {
         b.extend_from_slice(body);
         b.resize(BLOCK_SIZE, b'#');
         b
+    }
+
+    #[test]
+    fn a_missing_grubenv_says_how_to_create_it_and_is_not_created() {
+        let d = crate::testutil::TempDir::new("grubenv-missing");
+        let path = d.path().join("grubenv");
+        let e = read(&path).expect_err("missing").to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{p}: no such file; create it with `grub-editenv {p} create` (GRUB reads the slots' variables from it)",
+                p = path.display()
+            )
+        );
+        assert!(!path.exists());
     }
 
     #[test]

@@ -70,6 +70,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Largest `loader.conf` read (a real one is a few lines).
+const MAX_LOADER_CONF: u64 = 64 << 10;
+
 /// How one slot's entry is written when it is missing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EntryConfig {
@@ -170,20 +173,41 @@ pub fn split_counter<'a>(file: &'a str, suffix: &str) -> (&'a str, Option<(u64, 
 
 /// One of our entries, when `file` is one.
 pub fn parse_entry(prefix: &str, file: &str) -> Option<Entry> {
+    classify_entry(prefix, file).ok().flatten()
+}
+
+/// `file` as one of our entries: `Ok(None)` when it is not named like one,
+/// `Err` (why) when it is, but its generation is past what a u64 holds:
+/// systemd-boot compares the digits as a version and boots it, so it must
+/// not be taken for "no entry" (status would name the other slot, health
+/// would write a second entry).
+pub fn classify_entry(prefix: &str, file: &str) -> Result<Option<Entry>, String> {
     let (base, counter) = split_counter(file, ".conf");
-    let rest = base.strip_prefix(prefix)?.strip_prefix('-')?;
-    let (generation, rest) = number(rest)?;
-    let slot = match rest {
+    let Some(rest) = base.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
+        return Ok(None);
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let slot = match &rest[digits..] {
         "-a" => SlotName::A,
         "-b" => SlotName::B,
-        _ => return None,
+        _ => return Ok(None),
     };
-    Some(Entry {
+    if digits == 0 {
+        return Ok(None);
+    }
+    let Some((generation, _)) = number(rest) else {
+        return Err(format!(
+            "the generation {} of slot {slot}'s entry is larger than {} (the largest abupdate counts); rename the entry with a smaller one",
+            &rest[..digits],
+            u64::MAX
+        ));
+    };
+    Ok(Some(Entry {
         generation,
         slot,
         counter,
         file: file.to_string(),
-    })
+    }))
 }
 
 /// systemd-boot's order for our entries: bad last, then the id descending
@@ -267,11 +291,59 @@ pub fn select(entries: &[Entry], prefix: &str, default: Option<&str>) -> Option<
 
 /// The `default` of a `loader.conf` text.
 pub fn loader_conf_default(text: &str) -> Option<String> {
-    text.lines().find_map(|l| {
-        let l = l.trim();
-        let (k, v) = l.split_once([' ', '\t'])?;
-        (k == "default").then(|| v.trim().to_string())
-    })
+    loader_conf_default_line(text).map(|(_, glob)| glob)
+}
+
+/// The `default` of a `loader.conf` text and its line number (1-based):
+/// the last such line, as systemd-boot reads the file (each `default`
+/// replaces the one before).
+pub fn loader_conf_default_line(text: &str) -> Option<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let (k, v) = l.trim().split_once([' ', '\t'])?;
+            (k == "default").then(|| (i + 1, v.trim().to_string()))
+        })
+        .last()
+}
+
+/// What is wrong with `loader.conf`'s `default` glob for an activation
+/// of `slot` (its trial gets `tries`), if anything: systemd-boot picks the
+/// first entry matching the glob in its order, so a glob matching one
+/// slot's entry only pins it. Then either the trial never boots (pinned to
+/// the other slot: a good release would be recorded as never booted) or
+/// the trial boots even once counted bad (pinned to it: no fallback).
+/// `entries`: our entries now. Pure.
+pub fn default_problem(
+    entries: &BTreeMap<SlotName, Entry>,
+    prefix: &str,
+    tries: u64,
+    slot: SlotName,
+    glob: &str,
+) -> Option<String> {
+    let other = entries.get(&slot.other());
+    let own = entries.get(&slot).map_or(0, |e| e.generation);
+    let generation = match other {
+        Some(o) if own <= o.generation => o.generation.saturating_add(1),
+        _ => own,
+    };
+    let entry = |counter| Entry {
+        generation,
+        slot,
+        counter: Some(counter),
+        file: entry_name(prefix, generation, slot, Some(counter)),
+    };
+    let with = |e: Entry| -> Vec<Entry> { std::iter::once(e).chain(other.cloned()).collect() };
+    if select(&with(entry((tries, 0))), prefix, Some(glob)) != Some(slot) {
+        return Some(format!("systemd-boot would never boot slot {slot}'s trial"));
+    }
+    if other.is_some() && select(&with(entry((0, 1))), prefix, Some(glob)) != Some(slot.other()) {
+        return Some(format!(
+            "systemd-boot would boot slot {slot} even once it failed (no fallback to slot {})",
+            slot.other()
+        ));
+    }
+    None
 }
 
 /// `renameat2(…, RENAME_NOREPLACE)` as a raw system call: neither nix nor
@@ -354,11 +426,39 @@ impl SystemdBootBackend {
         // when it falls between a vfat rename and the write-back of the
         // renamed file (see `rename`). Counted as missing, the slot's entry
         // is written again from config before it is relied on.
-        let mut all: Vec<Entry> = list
-            .filter_map(|e| e.ok())
-            .filter(|e| e.metadata().is_ok_and(|m| m.len() > 0))
-            .filter_map(|e| parse_entry(&self.prefix, e.file_name().to_str()?))
-            .collect();
+        //
+        // systemd-boot reads regular files only: a directory, a FIFO or a
+        // device named like a slot's entry is refused, naming it, rather
+        // than taken for the entry (a rename would "activate" what never
+        // boots) or opened (a FIFO would hang the boot-time service).
+        let mut all: Vec<Entry> = Vec::new();
+        for e in list.filter_map(|e| e.ok()) {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let entry = match classify_entry(&self.prefix, name) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => continue,
+                Err(reason) => {
+                    return Err(BootError::Format {
+                        path: dir.join(name).display().to_string(),
+                        reason,
+                    })
+                }
+            };
+            let path = dir.join(&entry.file);
+            let meta = std::fs::metadata(&path).map_err(|e| io_err(&path, e))?;
+            if !meta.is_file() {
+                return Err(BootError::Format {
+                    path: path.display().to_string(),
+                    reason: "named like a boot entry but not a regular file (systemd-boot \
+                             ignores it); remove it"
+                        .into(),
+                });
+            }
+            if meta.len() > 0 {
+                all.push(entry);
+            }
+        }
         all.sort_by(boot_order);
         let mut out = BTreeMap::new();
         for e in all {
@@ -368,9 +468,18 @@ impl SystemdBootBackend {
     }
 
     fn default_glob(&self) -> Result<Option<String>, BootError> {
-        let path = self.esp.join("loader/loader.conf");
-        match std::fs::read(&path) {
-            Ok(b) => Ok(loader_conf_default(&String::from_utf8_lossy(&b))),
+        Ok(self.default_line()?.map(|(_, glob)| glob))
+    }
+
+    fn loader_conf(&self) -> PathBuf {
+        self.esp.join("loader/loader.conf")
+    }
+
+    /// `loader.conf`'s `default` and its line number, if set.
+    fn default_line(&self) -> Result<Option<(usize, String)>, BootError> {
+        let path = self.loader_conf();
+        match crate::files::read_capped(&path, MAX_LOADER_CONF) {
+            Ok(b) => Ok(loader_conf_default_line(&String::from_utf8_lossy(&b))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(&path, e)),
         }
@@ -384,7 +493,7 @@ impl SystemdBootBackend {
     /// Syncing the file writes its inode into the new entry, then the
     /// directory sync makes the old name's removal durable.
     fn sync_renamed(&self, renamed: &Path) -> Result<(), BootError> {
-        std::fs::File::open(renamed)
+        crate::files::open_regular(renamed)
             .and_then(|f| f.sync_all())
             .map_err(|e| io_err(renamed, e))?;
         self.sync_dir()
@@ -594,6 +703,27 @@ impl Bootloader for SystemdBootBackend {
         )
     }
 
+    /// The install's check before it marks anything: besides the entries
+    /// being readable, `loader.conf`'s `default` must not pin one slot
+    /// ([`default_problem`]), or the trial would never boot (and the
+    /// release be recorded as never booted) or never fall back.
+    fn check_activate(&self, slot: SlotName) -> Result<(), BootError> {
+        let entries = self.read()?;
+        let Some((line, glob)) = self.default_line()? else {
+            return Ok(());
+        };
+        match default_problem(&entries, &self.prefix, self.tries as u64, slot, &glob) {
+            None => Ok(()),
+            Some(why) => Err(BootError::Format {
+                path: self.loader_conf().display().to_string(),
+                reason: format!(
+                    "line {line}: `default {glob}` pins one slot's entry: {why}; use `default {}-*` or none",
+                    self.prefix
+                ),
+            }),
+        }
+    }
+
     fn describe(&self) -> Result<Vec<(String, String)>, BootError> {
         let mut out: Vec<(String, String)> = self
             .read()?
@@ -724,11 +854,111 @@ mod tests {
     }
 
     #[test]
+    fn a_generation_past_u64_is_refused_naming_the_entry_not_taken_for_none() {
+        let huge = "abupdate-99999999999999999999999-a.conf";
+        let why = classify_entry("abupdate", huge).expect_err("past u64");
+        assert!(
+            why.contains("99999999999999999999999") && why.contains("slot A"),
+            "{why}"
+        );
+        assert_eq!(classify_entry("abupdate", "abupdate--a.conf"), Ok(None));
+        assert_eq!(
+            classify_entry("abupdate", "abupdate-99999999999999999999999-c.conf"),
+            Ok(None)
+        );
+        let esp = crate::testutil::TempDir::new("sd-boot-huge");
+        let entries = esp.path().join("loader/entries");
+        std::fs::create_dir_all(&entries).unwrap();
+        std::fs::write(entries.join(huge), "title A\nlinux /a\n").unwrap();
+        let backend = SystemdBootBackend::new(
+            esp.path().to_path_buf(),
+            "abupdate".into(),
+            3,
+            BTreeMap::new(),
+        );
+        let err = backend.primary().unwrap_err().to_string();
+        assert!(
+            err.starts_with(&entries.join(huge).display().to_string()),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn a_directory_named_like_an_entry_is_refused_never_renamed() {
+        let esp = crate::testutil::TempDir::new("sd-boot-dir");
+        let entries = esp.path().join("loader/entries");
+        std::fs::create_dir_all(entries.join("abupdate-0-b+0.conf")).unwrap();
+        std::fs::write(entries.join("abupdate-1-a.conf"), "title A\nlinux /a\n").unwrap();
+        let backend = SystemdBootBackend::new(
+            esp.path().to_path_buf(),
+            "abupdate".into(),
+            3,
+            BTreeMap::new(),
+        );
+        let err = backend.activate(B).unwrap_err().to_string();
+        assert!(
+            err.contains("abupdate-0-b+0.conf") && err.contains("not a regular file"),
+            "{err}"
+        );
+        assert!(entries.join("abupdate-0-b+0.conf").is_dir(), "renamed");
+        assert_eq!(std::fs::read_dir(&entries).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_default_pinning_one_slot_is_a_problem_for_an_activation() {
+        let p = "abupdate";
+        let now = BTreeMap::from([(A, e(1, A, None)), (B, e(0, B, Some((0, 0))))]);
+        for glob in ["abupdate-*", "abupdate-*.conf", "*"] {
+            assert_eq!(default_problem(&now, p, 3, B, glob), None, "{glob}");
+        }
+        let why = default_problem(&now, p, 3, B, "abupdate-1-a.conf").expect("pinned to A");
+        assert_eq!(why, "systemd-boot would never boot slot B's trial");
+        let why = default_problem(&now, p, 3, B, "abupdate-*-b*").expect("pinned to B");
+        assert!(why.contains("even once it failed"), "{why}");
+        // No other entry: nothing to fall back to, nothing pinned away.
+        let alone = BTreeMap::from([(B, e(0, B, Some((0, 0))))]);
+        assert_eq!(default_problem(&alone, p, 3, B, "abupdate-*"), None);
+    }
+
+    #[test]
+    fn an_install_is_refused_naming_loader_conf_and_the_line_of_a_pinned_default() {
+        let esp = crate::testutil::TempDir::new("sd-boot-pinned");
+        let entries = esp.path().join("loader/entries");
+        std::fs::create_dir_all(&entries).unwrap();
+        std::fs::write(entries.join("abupdate-1-a.conf"), "title A\nlinux /a\n").unwrap();
+        std::fs::write(entries.join("abupdate-0-b+0.conf"), "title B\nlinux /b\n").unwrap();
+        let conf = esp.path().join("loader/loader.conf");
+        std::fs::write(&conf, "timeout 0\ndefault abupdate-1-a.conf\n").unwrap();
+        let backend = SystemdBootBackend::new(
+            esp.path().to_path_buf(),
+            "abupdate".into(),
+            3,
+            BTreeMap::new(),
+        );
+        let err = backend.check_activate(B).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: line 2: `default abupdate-1-a.conf` pins one slot's entry: systemd-boot would never boot slot B's trial; use `default abupdate-*` or none",
+                conf.display()
+            )
+        );
+        std::fs::write(&conf, "timeout 0\ndefault abupdate-*\n").unwrap();
+        backend.check_activate(B).expect("both slots match");
+    }
+
+    #[test]
     fn loader_conf_default_is_read() {
         assert_eq!(
             loader_conf_default("# c\ntimeout 3\ndefault  abupdate-*\n").as_deref(),
             Some("abupdate-*")
         );
         assert_eq!(loader_conf_default("timeout 3\n"), None);
+        // The last one counts, as systemd-boot reads the file.
+        assert_eq!(
+            loader_conf_default_line("default a\ntimeout 3\ndefault\tb \n"),
+            Some((3, "b".into()))
+        );
     }
 }

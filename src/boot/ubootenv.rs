@@ -258,13 +258,24 @@ impl UbootEnvConfig {
                     ));
                 }
             }
-            devices.push(EnvDevice {
+            let device = EnvDevice {
                 path: PathBuf::from(OsStr::from_bytes(dev)),
                 offset,
                 size,
                 sector_size,
                 sectors,
-            });
+            };
+            if let Some(first) = devices.first() {
+                // One name, offsets counted from the same end: comparable
+                // here (the rest when the devices are opened).
+                if first.path == device.path && (first.offset < 0) == (device.offset < 0) {
+                    let at = [first.offset as i128, device.offset as i128];
+                    if let Some(why) = overlap(first, &device, at) {
+                        return Err(err(n, why));
+                    }
+                }
+            }
+            devices.push(device);
         }
         if devices.is_empty() {
             return Err(BootError::Format {
@@ -280,23 +291,28 @@ impl UbootEnvConfig {
 
     /// Read and parse the config file at `path`.
     pub fn load(path: &Path) -> Result<UbootEnvConfig, BootError> {
-        use std::io::Read;
-        let io = |source| BootError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        // A config is a few lines; a wrong path (a disk) is not read whole.
-        let mut text = Vec::new();
-        File::open(path)
-            .and_then(|f| f.take(MAX_CONFIG_SIZE + 1).read_to_end(&mut text))
-            .map_err(io)?;
-        if text.len() as u64 > MAX_CONFIG_SIZE {
+        // A config is a few lines of a regular file: a wrong path (a disk)
+        // is not read whole, a FIFO does not hold the open.
+        let text =
+            crate::files::read_capped(path, MAX_CONFIG_SIZE).map_err(|e| match e.kind() {
+                std::io::ErrorKind::FileTooLarge => BootError::Format {
+                    path: path.display().to_string(),
+                    reason: format!("larger than {MAX_CONFIG_SIZE} bytes (not an fw_env.config)"),
+                },
+                _ => io_err(path, e),
+            })?;
+        let config = UbootEnvConfig::parse(&text, &path.display().to_string())?;
+        // Two names for one file or device, or offsets from either end,
+        // hide an overlap from `parse`; the devices tell. One that cannot
+        // be opened yet is reported when the env is read (and every write
+        // checks again).
+        if let Ok(Some(why)) = copies_overlap(&config) {
             return Err(BootError::Format {
                 path: path.display().to_string(),
-                reason: format!("larger than {MAX_CONFIG_SIZE} bytes (not an fw_env.config)"),
+                reason: why,
             });
         }
-        UbootEnvConfig::parse(&text, &path.display().to_string())
+        Ok(config)
     }
 
     /// Whether there are two copies.
@@ -318,6 +334,47 @@ impl UbootEnvConfig {
     pub fn source(&self) -> &str {
         &self.source
     }
+}
+
+/// Why the two copies `a` and `b` (on one file or device, the same size),
+/// whose offsets resolve to `at` (bytes from the start), share bytes, if
+/// they do: every write goes to the copy not in use, so overlapping copies
+/// would have each write destroy the copy in use, and a power cut
+/// mid-write leave none. Pure.
+fn overlap(a: &EnvDevice, b: &EnvDevice, at: [i128; 2]) -> Option<String> {
+    let size = a.size.max(b.size) as i128;
+    let shared = size - (at[0] - at[1]).abs();
+    (shared > 0).then(|| {
+        format!(
+            "the two environment copies overlap: {} ({:#x} bytes) and {} ({:#x} bytes) share \
+             {shared:#x} bytes; each write would go over the copy in use",
+            a.describe(),
+            a.size,
+            b.describe(),
+            b.size,
+        )
+    })
+}
+
+/// The copies of `cfg` as the devices resolve them: why they overlap, if
+/// they do (one file or device, under one name or two: a link, a second
+/// device node; an offset from the end of a device against one from its
+/// start). `None` for a single copy.
+fn copies_overlap(cfg: &UbootEnvConfig) -> Result<Option<String>, BootError> {
+    use std::os::unix::fs::MetadataExt;
+    let [a, b] = cfg.devices.as_slice() else {
+        return Ok(None);
+    };
+    let ((fa, oa), (fb, ob)) = (open_device(a, false)?, open_device(b, false)?);
+    let meta = |f: &File, d: &EnvDevice| f.metadata().map_err(|e| io_err(&d.path, e));
+    let (ma, mb) = (meta(&fa, a)?, meta(&fb, b)?);
+    let same = (ma.dev(), ma.ino()) == (mb.dev(), mb.ino())
+        || (ma.file_type().is_block_device()
+            && mb.file_type().is_block_device()
+            && ma.rdev() == mb.rdev());
+    Ok(same
+        .then(|| overlap(a, b, [oa as i128, ob as i128]))
+        .flatten())
 }
 
 /// `strtoll(s, _, 0)` over the whole token.
@@ -585,11 +642,13 @@ fn lock() -> EnvLock {
 
 /// Open one device and resolve its absolute offset.
 fn open_device(dev: &EnvDevice, writable: bool) -> Result<(File, u64), BootError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(&dev.path)
-        .map_err(|e| io_err(&dev.path, e))?;
+    // Not blocking on a FIFO; what else stands there is judged below.
+    let mut file = crate::files::open_checked(
+        &dev.path,
+        OpenOptions::new().read(true).write(writable),
+        crate::files::Accept::RegularOrDevice,
+    )
+    .map_err(|e| io_err(&dev.path, e))?;
     let ft = file
         .metadata()
         .map_err(|e| io_err(&dev.path, e))?
@@ -790,6 +849,11 @@ fn write_locked(cfg: &UbootEnvConfig, env: &UbootEnv) -> Result<(), BootError> {
         let image = env.encode_copy(cfg.size(), None).map_err(format_err)?;
         return write_raw(&cfg.devices[0], &image);
     }
+    // Copies that share bytes would have this write go over the one in
+    // use (checked at load too; the devices may have changed since).
+    if let Some(why) = copies_overlap(cfg)? {
+        return Err(format_err(why));
+    }
     // Decide the target from what is on the devices now, not from when
     // `env` was read: writing over the copy readers currently select would
     // lose the only valid environment if the power failed mid-write.
@@ -918,6 +982,85 @@ mod tests {
                 "{bad:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn overlapping_copies_on_one_file_are_refused_naming_both() {
+        for (text, shared) in [
+            ("/tmp/e 0x0 0x2000\n/tmp/e 0x1000 0x2000\n", "0x1000 bytes"),
+            ("/tmp/e 0x1000 0x2000\n/tmp/e 0x0 0x2000\n", "0x1000 bytes"),
+            ("/tmp/e 0x0 0x2000\n/tmp/e 0x0 0x2000\n", "0x2000 bytes"),
+            (
+                "/dev/sda -0x4000 0x2000\n/dev/sda -0x3000 0x2000\n",
+                "0x1000 bytes",
+            ),
+        ] {
+            let e = UbootEnvConfig::parse(text, "/etc/fw_env.config")
+                .expect_err(text)
+                .to_string();
+            assert!(
+                e.starts_with("/etc/fw_env.config: line 2: the two environment copies overlap")
+                    && e.contains(shared)
+                    && !e.contains('\n'),
+                "{text:?}: {e}"
+            );
+        }
+        for ok in [
+            "/tmp/e 0x0 0x2000\n/tmp/e 0x2000 0x2000\n",
+            "/tmp/e 0x2000 0x2000\n/tmp/e 0x0 0x2000\n",
+            "/tmp/e 0x0 0x2000\n/tmp/f 0x0 0x2000\n",
+            "/dev/sda -0x4000 0x2000\n/dev/sda -0x2000 0x2000\n",
+        ] {
+            UbootEnvConfig::parse(ok, "cfg").expect(ok);
+        }
+    }
+
+    #[test]
+    fn overlapping_copies_under_two_names_of_one_file_are_refused_at_load() {
+        let d = crate::testutil::TempDir::new("fwenv-overlap");
+        let env = d.path().join("uboot.env");
+        std::fs::write(&env, vec![0u8; 0x4000]).unwrap();
+        let link = d.path().join("link.env");
+        std::os::unix::fs::symlink(&env, &link).unwrap();
+        let cfg = d.path().join("fw_env.config");
+        std::fs::write(
+            &cfg,
+            format!(
+                "{} 0x0 0x2000\n{} 0x1000 0x2000\n",
+                env.display(),
+                link.display()
+            ),
+        )
+        .unwrap();
+        let e = UbootEnvConfig::load(&cfg).expect_err("overlap").to_string();
+        assert!(e.contains("the two environment copies overlap"), "{e}");
+        std::fs::write(
+            &cfg,
+            format!(
+                "{} 0x0 0x2000\n{} 0x2000 0x2000\n",
+                env.display(),
+                link.display()
+            ),
+        )
+        .unwrap();
+        UbootEnvConfig::load(&cfg).expect("apart");
+    }
+
+    #[test]
+    fn copies_are_compared_where_the_devices_put_them() {
+        let dev = |offset: i64| EnvDevice {
+            path: PathBuf::from("/dev/x"),
+            offset,
+            size: 0x2000,
+            sector_size: None,
+            sectors: None,
+        };
+        // 0x8000 from the end of a 0xa000-byte device is 0x2000 from its start.
+        let (a, b) = (dev(0x1000), dev(-0x8000));
+        let why = overlap(&a, &b, [0x1000, 0x2000]).expect("overlap");
+        assert!(why.contains("share 0x1000 bytes"), "{why}");
+        assert_eq!(overlap(&a, &b, [0x1000, 0x3000]), None);
+        assert_eq!(overlap(&a, &b, [0x3000, 0x1000]), None);
     }
 
     #[test]

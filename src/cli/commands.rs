@@ -432,9 +432,9 @@ pub fn health(global: &Global, no_reboot: bool) -> Result<i32> {
 }
 
 /// `mark-good` / `mark-bad`.
-pub fn mark(global: &Global, slot: Option<SlotName>, good: bool) -> Result<i32> {
+pub fn mark(global: &Global, slot: Option<SlotName>, good: bool, force: bool) -> Result<i32> {
     let host = open_host(global)?;
-    let slot = agent::mark(&host, slot, good)?;
+    let slot = agent::mark(&host, slot, good, force)?;
     if !global.quiet {
         agent::log(&format!(
             "marked slot {slot} {}",

@@ -425,8 +425,8 @@ pub static FLAGS: &[Flag] = &[
     ),
     switch(
         "force",
-        Scope::Commands(&[Cmd::Rollback]),
-        "even to a slot the state does not call good or installed",
+        Scope::Commands(&[Cmd::Rollback, Cmd::MarkGood, Cmd::MarkBad]),
+        "even when no slot holding a proven good system would stay bootable",
         |a, _| {
             a.force = true;
             Ok(())
@@ -1006,8 +1006,9 @@ pub struct LowArgs {
     pub allow_downgrade: bool,
     /// `install --write`: write every block, or only the ones that differ.
     pub write: Option<WriteMode>,
-    /// `rollback --force` (even to a slot not recorded good or installed),
-    /// `keygen --force` (overwrite existing key files).
+    /// `rollback`/`mark-good`/`mark-bad --force` (even when no slot
+    /// holding a proven good system stays bootable), `keygen --force`
+    /// (overwrite existing key files).
     pub force: bool,
     /// `--secret FILE`: the secret key (`keygen`, `sign`: one; `pack`, `fleet`:
     /// each one that signs, in the order given).

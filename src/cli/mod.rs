@@ -67,7 +67,7 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
         Command::Update { no_reboot, now } => commands::update(global, no_reboot, now),
         Command::Install { source, opts } => commands::install(global, &source, &opts),
         Command::Health { no_reboot } => commands::health(global, no_reboot),
-        Command::Mark { slot, good } => commands::mark(global, slot, good),
+        Command::Mark { slot, good, force } => commands::mark(global, slot, good, force),
         Command::Rollback { no_reboot, force } => commands::rollback(global, no_reboot, force),
         Command::Keygen {
             secret,

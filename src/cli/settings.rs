@@ -65,12 +65,15 @@ pub enum Command {
         slot: Option<SlotName>,
         /// `true` for `mark-good`.
         good: bool,
+        /// `--force`: even when no slot holding a proven good system would
+        /// stay bootable.
+        force: bool,
     },
     /// `rollback`.
     Rollback {
         /// `--no-reboot`: flip, but do not reboot.
         no_reboot: bool,
-        /// `--force`: even to a slot the state does not call good or installed.
+        /// `--force`: even to a slot that does not hold a proven good system.
         force: bool,
     },
     /// `keygen`.
@@ -184,6 +187,7 @@ pub fn command(mut low: LowArgs) -> Result<(Global, Command), String> {
                 .map(|s| text(cmd, s)?.parse::<SlotName>())
                 .transpose()?,
             good: cmd == Cmd::MarkGood,
+            force: low.force,
         },
         Cmd::Rollback => Command::Rollback {
             no_reboot: low.no_reboot,
@@ -407,7 +411,8 @@ mod tests {
             p(&["mark-bad", "B"]).expect("parse").1,
             Command::Mark {
                 slot: Some(SlotName::B),
-                good: false
+                good: false,
+                force: false
             }
         ));
         // Flags before the command's name count too.

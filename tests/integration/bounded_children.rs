@@ -192,3 +192,49 @@ fn the_reboot_command_is_bounded_and_leaves_no_process() {
     assert!(took < Duration::from_secs(10), "install took {took:?}");
     assert_eq!(h.boot(), "B");
 }
+
+/// Issue (review 2, 7): abupdate SIGKILLed (the OOM killer, systemd's
+/// stop timeout) while a custom backend verb ran left the verb running; it
+/// wrote the bootloader later, after another command. A child now dies
+/// with abupdate, and its write never happens.
+#[test]
+fn a_verb_dies_with_a_killed_abupdate_and_never_writes() {
+    let h = TestHost::new("children-orphan", "1.0", HostOptions::default());
+    let script = h.dir.join("backend.sh");
+    let (pidfile, written) = (h.dir.join("verb.pid"), h.dir.join("written"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  get-primary) echo $$ > {pid}; sleep 2; echo A > {written}; echo A ;;\n  get-current) echo A ;;\n  *) echo good ;;\nesac\n",
+            pid = pidfile.display(),
+            written = written.display()
+        ),
+    )
+    .expect("script");
+    crate::common::host::chmod_x(&script);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let grub = format!("kind = \"grub\"\ngrubenv = \"{}\"\n", h.grubenv.display());
+    assert!(cfg.contains(&grub), "fixture config changed");
+    let custom = format!("kind = \"custom\"\nscript = \"{}\"\n", script.display());
+    std::fs::write(&h.config, cfg.replace(&grub, &custom)).expect("config");
+    let mut abupdate = Command::new(bin())
+        .arg("--config")
+        .arg(&h.config)
+        .arg("status")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn abupdate");
+    let until = Instant::now() + Duration::from_secs(10);
+    while pids(&pidfile).is_empty() {
+        assert!(Instant::now() < until, "the verb never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    abupdate.kill().expect("SIGKILL abupdate");
+    let _ = abupdate.wait();
+    let verb = pids(&pidfile)[0];
+    assert!(dies(verb), "verb {verb} outlived the killed abupdate");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!written.exists(), "the dead abupdate's verb wrote");
+}

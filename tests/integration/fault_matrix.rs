@@ -592,16 +592,19 @@ fn regression_forced_rollback_is_not_undone_by_health() {
     }
 }
 
-/// `rollback` while a release is staged (booted A, B written and verified
-/// but never tried) boots B: that boot must still be B's trial. It used to
-/// drop the transaction, so the health service took B for an old good slot
-/// and re-blessed it without running a single check.
+/// `rollback --force` while a release is staged (booted A, B written and
+/// verified but never tried; unforced it is refused) boots B: that boot
+/// must still be B's trial. It used to drop the transaction, so the health
+/// service took B for an old good slot and re-blessed it without running
+/// a single check.
 #[test]
 fn regression_manual_rollback_onto_a_staged_slot_keeps_it_on_trial() {
     for loader in [Loader::Grub, Loader::Uboot] {
         let mut h = prepare(Flow::HealthAwaitingReboot, loader, "rollback-staged", None);
         assert_eq!(h.state()["transaction"]["phase"], "staged");
         let out = h.abupdate(&["rollback"]);
+        assert_eq!(out.status.code(), Some(1), "{loader:?}: {}", text(&out));
+        let out = h.abupdate(&["rollback", "--force"]);
         assert!(out.status.success(), "{loader:?}: {}", text(&out));
         assert_eq!(h.boot(), "B");
         h.add_health_check("10-fail", "exit 1");

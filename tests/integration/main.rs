@@ -14,6 +14,8 @@ mod download_retries;
 #[cfg(feature = "failpoints")]
 mod efi_boot;
 #[cfg(feature = "failpoints")]
+mod env_paths;
+#[cfg(feature = "failpoints")]
 mod fault_matrix;
 mod fetch_hostile;
 mod fetch_http;
@@ -25,6 +27,8 @@ mod hostile_install;
 mod install_hooks;
 mod install_over_http;
 mod install_refuses_bad_input;
+#[cfg(feature = "failpoints")]
+mod manual_verbs;
 mod minisign_interop;
 mod pack_refuses_bad_input;
 mod probation;

@@ -308,3 +308,47 @@ fn an_empty_entry_left_by_a_cut_rename_counts_as_missing_and_is_written_again() 
     );
     assert_eq!(h.boot(), "B");
 }
+
+/// Issue (review 2, 10): `loader.conf` pinning slot A's entry (`default
+/// abupdate-1-a.conf`, as `bootctl set-default` or an image may leave it):
+/// the trial never booted and a good release was recorded as
+/// `trial_never_booted`. The install is refused before anything is
+/// written, naming loader.conf and the line.
+#[test]
+fn an_install_under_a_default_pinned_to_one_slot_is_refused_naming_the_line() {
+    let mut h = Host::new(
+        "sd-pinned",
+        Loader::SystemdBoot,
+        "1.0",
+        IMAGE_LEN,
+        HostOptions::default(),
+    );
+    let conf = h.esp.join("loader/loader.conf");
+    std::fs::write(&conf, "timeout 0\ndefault abupdate-1-a.conf\n").expect("loader.conf");
+    let rel = loaders::release(IMAGE_LEN);
+    h.use_release(rel);
+    let entries = |h: &Host| {
+        let mut names: Vec<String> = std::fs::read_dir(h.esp.join("loader/entries"))
+            .expect("entries")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let (before, slot_b, state) = (entries(&h), h.slot_sha(1), h.state());
+    let out = h.abupdate(&["update", "--no-reboot"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.lines().count() == 1
+            && err.contains(&format!(
+                "{}: line 2: `default abupdate-1-a.conf` pins one slot's entry",
+                conf.display()
+            )),
+        "{err}"
+    );
+    assert_eq!(entries(&h), before, "an entry was renamed");
+    assert_eq!(h.slot_sha(1), slot_b, "slot B was written");
+    assert_eq!(h.state()["transaction"], state["transaction"]);
+    assert_eq!(h.state()["slots"]["B"], state["slots"]["B"]);
+}

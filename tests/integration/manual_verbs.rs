@@ -1,0 +1,179 @@
+//! The verbs a person runs by hand (`mark-good`, `mark-bad`, `rollback`)
+//! on every bootloader: one rule (`agent::recovery::judge`) keeps a slot
+//! holding a proven good system bootable, unless `--force`. A refusal is
+//! one line naming the slot and the way out, exit 1, and changes neither
+//! the bootloader nor the state.
+
+use crate::common::host::{text, HostOptions};
+use crate::common::loaders::{release, Host, Loader, EFI_A, EFI_B, EFI_SHELL};
+use std::process::Output;
+
+const LEN: usize = 3 << 20;
+const LOADERS: [Loader; 4] = [
+    Loader::Grub,
+    Loader::Uboot,
+    Loader::Efi,
+    Loader::SystemdBoot,
+];
+
+/// A host booted from A (good), B never written; on EFI B's entry is in
+/// `BootOrder` as a board prepared for RAUC has it.
+fn fresh(name: &str, loader: Loader) -> Host {
+    let h = Host::new(name, loader, "1.0", LEN, HostOptions::default());
+    if loader == Loader::Efi {
+        use abupdate::boot::efivar::{u16_bytes, GLOBAL_GUID, NV_BS_RT};
+        let order = u16_bytes(&[EFI_A, EFI_B, EFI_SHELL]);
+        h.efi_vars()
+            .set("BootOrder", GLOBAL_GUID, NV_BS_RT, &order)
+            .expect("BootOrder");
+    }
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{loader:?} health: {}", text(&out));
+    h
+}
+
+/// `args` is refused with one line holding each of `says`, exit 1, and
+/// the bootloader, the state and the reboot log stay as they were.
+fn refused(h: &Host, args: &[&str], says: &[&str]) -> Output {
+    let (env, state, reboots) = (h.env(), h.state(), h.reboots());
+    let out = h.abupdate(args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{:?} {args:?}: {}",
+        h.loader,
+        text(&out)
+    );
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    for s in says {
+        assert!(
+            err.contains(s),
+            "{:?} {args:?}: {err} lacks {s:?}",
+            h.loader
+        );
+    }
+    assert_eq!(
+        h.env(),
+        env,
+        "{:?} {args:?} changed the bootloader",
+        h.loader
+    );
+    assert_eq!(
+        h.state(),
+        state,
+        "{:?} {args:?} changed the state",
+        h.loader
+    );
+    assert_eq!(h.reboots(), reboots, "{args:?} rebooted");
+    out
+}
+
+/// Issue (review 2, 1 and 2): `mark-bad` of the booted A while B was never
+/// written took A out of the boot order for good on U-Boot and EFI;
+/// `mark-good B` on the empty B was accepted and let `rollback` boot it.
+#[test]
+fn no_verb_leaves_only_a_never_written_slot_bootable() {
+    for loader in LOADERS {
+        let h = fresh("manual-empty", loader);
+        refused(
+            &h,
+            &["mark-bad"],
+            &[
+                "marking slot A bad would leave no good slot to boot: slot B is empty",
+                "--force",
+            ],
+        );
+        refused(
+            &h,
+            &["mark-good", "B"],
+            &[
+                "slot B is empty in the state",
+                "refusing to mark it good",
+                "--force",
+            ],
+        );
+        refused(
+            &h,
+            &["rollback", "--no-reboot"],
+            &[
+                "slot B is empty in the state",
+                "refusing to roll back to it",
+                "--force",
+            ],
+        );
+        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+        assert!(h.bootable("A"), "{loader:?}");
+        // The operator's word still goes.
+        let out = h.abupdate(&["mark-good", "B", "--force"]);
+        assert!(out.status.success(), "{loader:?}: {}", text(&out));
+        assert!(h.bootable("B"), "{loader:?}");
+    }
+}
+
+/// Issue (review 2, 3): `rollback` from the good booted A while 2.0 was
+/// staged in B, never tried, made B primary and rebooted into the untried
+/// release. It is refused, pointing to `mark-bad B`, which cancels it.
+#[test]
+fn rollback_onto_a_staged_untried_release_is_refused() {
+    for loader in LOADERS {
+        let mut h = fresh("manual-staged", loader);
+        h.use_release(release(LEN));
+        let out = h.abupdate(&["update", "--no-reboot"]);
+        assert!(out.status.success(), "{loader:?} update: {}", text(&out));
+        assert_eq!(h.state()["transaction"]["phase"], "staged", "{loader:?}");
+        refused(
+            &h,
+            &["rollback"],
+            &[
+                "slot B holds a release staged and never tried",
+                "`abupdate mark-bad B`",
+                "--force",
+            ],
+        );
+        let out = h.abupdate(&["mark-bad", "B"]);
+        assert!(out.status.success(), "{loader:?}: {}", text(&out));
+        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+        assert!(!h.bootable("B"), "{loader:?}");
+    }
+}
+
+/// Issue (review 2, 4): `rollback` while booted into a trial went back to
+/// A without recording the release failed, so the timer installed it and
+/// rebooted into it again. `rollback` and `mark-bad` of the trial slot now
+/// retire it as a failed trial, the one way there is.
+#[test]
+fn rejecting_a_running_trial_puts_its_release_on_the_failed_list() {
+    for loader in LOADERS {
+        for verb in [&["rollback", "--no-reboot"][..], &["mark-bad"][..]] {
+            let mut h = fresh("manual-reject", loader);
+            h.use_release(release(LEN));
+            let out = h.abupdate(&["update", "--no-reboot"]);
+            assert!(out.status.success(), "{loader:?} update: {}", text(&out));
+            assert_eq!(h.boot(), "B", "{loader:?}");
+            let out = h.abupdate(verb);
+            assert!(out.status.success(), "{loader:?} {verb:?}: {}", text(&out));
+            let state = h.state();
+            assert_eq!(
+                state["failed"][0]["version"], "2.0",
+                "{loader:?} {verb:?}: {state}"
+            );
+            assert!(
+                state["transaction"].is_null(),
+                "{loader:?} {verb:?}: {state}"
+            );
+            assert_eq!(state["slots"]["B"]["status"], "bad", "{loader:?} {verb:?}");
+            assert_eq!(h.primary(), Some("A"), "{loader:?} {verb:?}");
+            assert_eq!(h.boot(), "A", "{loader:?} {verb:?}");
+            let out = h.abupdate(&["health"]);
+            assert!(out.status.success(), "{loader:?} {verb:?}: {}", text(&out));
+            let out = h.abupdate(&["--json", "update", "--no-reboot"]);
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("previously_failed"),
+                "{loader:?} {verb:?}: the timer takes 2.0 again: {}",
+                text(&out)
+            );
+            assert_eq!(h.primary(), Some("A"), "{loader:?} {verb:?}");
+        }
+    }
+}
