@@ -1436,6 +1436,7 @@ mod tests {
             "URL" => "http://127.0.0.1:9090",
             "DURATION" => "30s",
             "MATCHERS" => "region=\"eu\"",
+            "LABEL" => "site",
             other => panic!("no sample value for {other}: add one"),
         }
     }
