@@ -204,16 +204,29 @@ fn install_verified(
             // next boot tries it (a `mark-bad`, a reset env undo it): a
             // stale record is installed over, never reported as staged.
             if host.boot.primary()? == Some(target) && host.boot.state(target)? == BootState::Good {
+                // Nor does the record say what the slot holds now: it is
+                // read back against the signed digests before it counts,
+                // or the trial of other bytes would blame the release.
+                match staged_damage(host, verified, target)? {
+                    None => {
+                        log(&format!(
+                            "release {} is already staged in slot {target} (read back and matched)",
+                            m.version
+                        ));
+                        return finish_staged(host, lock, &mut state, target, verified, 0, 0, opts);
+                    }
+                    Some(device) => log(&format!(
+                        "release {} was staged in slot {target}, but {} no longer reads back as signed: installing it again",
+                        m.version,
+                        device.display()
+                    )),
+                }
+            } else {
                 log(&format!(
-                    "release {} is already staged in slot {target}",
+                    "release {} was staged in slot {target}, but the bootloader no longer boots it next: installing it again",
                     m.version
                 ));
-                return finish_staged(host, lock, &mut state, target, verified, 0, 0, opts);
             }
-            log(&format!(
-                "release {} was staged in slot {target}, but the bootloader no longer boots it next: installing it again",
-                m.version
-            ));
         }
     }
     if host.boot.state(booted)? != BootState::Good {
@@ -292,6 +305,26 @@ fn install_verified(
         fetched.network,
         opts,
     )
+}
+
+/// The first of `target`'s devices that does not hold its image of
+/// `verified` as signed (read from the medium: segment digests, else the
+/// image's SHA-256), or `None` when every one does. A class with no
+/// configured device is `judge`'s refusal, not damage.
+fn staged_damage(
+    host: &Host,
+    verified: &Verified,
+    target: SlotName,
+) -> Result<Option<std::path::PathBuf>> {
+    for (class, image) in &verified.manifest().doc.images {
+        let Some(device) = host.config.device(target, class) else {
+            continue;
+        };
+        if !install::slot_holds(device, image)? {
+            return Ok(Some(device.to_path_buf()));
+        }
+    }
+    Ok(None)
 }
 
 /// The transaction of writing `verified` into the slot that is not
