@@ -12,7 +12,9 @@
 //!   `Content-Range` starts at its current length. Any other answer either
 //!   restarts from 0 (partial truncated first, before any byte is handed out)
 //!   or is an error. Whether the bytes on disk are the *right* bytes is the
-//!   caller's hash check, not ours.
+//!   caller's hash check, not ours. The partial file is opened without
+//!   following a symlink and only as a regular file: payload bytes land in
+//!   no other file (`payload.rs`, `open_partial`).
 //! - A remote manifest can never make us read a local file: `file:` and
 //!   local paths are refused as references from, and redirects out of, http(s).
 //! - Every URL built from another (signatures, image references, the

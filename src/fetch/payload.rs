@@ -1,7 +1,7 @@
 //! Payload streaming with resume through a partial file.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek as _, Write};
 use std::path::{Path, PathBuf};
 
 use ureq::http::Response;
@@ -384,6 +384,49 @@ pub(super) fn body_reader(
     guard
 }
 
+/// Open (creating it) the partial download at `path` for replay and
+/// appending: never through a symlink (`O_NOFOLLOW`), without blocking on
+/// a FIFO, and only as a regular file, so payload bytes land in no other
+/// file. Anything else found there (a symlink, a FIFO, a device node) is
+/// not a download of ours: it is removed (the link, not its target) and the
+/// download starts over, said through `note`; what cannot be removed (a
+/// directory) is an error.
+fn open_partial(path: &Path, note: &mut impl FnMut(String)) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+            .open(path)
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.is_file() {
+            std::fs::remove_file(path).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("not a regular file, and not removed: {e}"),
+                )
+            })?;
+            note(format!(
+                "{}: not a regular file; removed, starting the download over",
+                path.display()
+            ));
+        }
+    }
+    // Between the look and the open another entry may have appeared: the
+    // open itself refuses a symlink, and the opened file is checked.
+    let file = open()?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
 // Long on purpose: opening a payload is one sequence (a local file, or
 // the resume of a partial download, the request, then every check of the
 // answer before its first body byte), and each step may restart it.
@@ -415,11 +458,7 @@ pub(super) fn open(
                 location: path.display().to_string(),
                 detail: format!("opening partial download: {e}"),
             };
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(io_err)?;
+            let file = open_partial(path, &mut note).map_err(io_err)?;
             let syncs = BackgroundSync::start(&file, "partial-sync", SYNC_EVERY, Push::Durable)
                 .map_err(io_err)?;
             Some(Partial {
@@ -523,10 +562,16 @@ pub(super) fn open(
         }
     }
 
+    // The replay reads the very file appended to (not the path again, which
+    // may name another file by now), from its first byte; every append
+    // comes after the replay ends.
     let replay = match (&part, have) {
-        (Some(p), n) if n > 0 => {
-            Some(File::open(&p.path).map_err(|e| p.io_err("reopening partial download", e))?)
-        }
+        (Some(p), n) if n > 0 => Some(
+            p.file
+                .try_clone()
+                .and_then(|mut f| f.seek(io::SeekFrom::Start(0)).map(|_| f))
+                .map_err(|e| p.io_err("reopening partial download", e))?,
+        ),
         _ => None,
     };
     let net = response.map(|resp| {

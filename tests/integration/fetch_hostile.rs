@@ -521,6 +521,51 @@ fn resume_survives_a_connection_dropped_during_replay() {
 }
 
 #[test]
+fn a_partial_download_that_is_a_symlink_is_removed_and_its_target_never_written() {
+    let data = Arc::new(pattern(500_000, 42));
+    let server = range_server(data.clone(), "ok");
+    let dir = scratch("hostile-partial-symlink");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, b"victim\n").unwrap();
+    let partial = dir.join("p.part");
+    std::os::unix::fs::symlink(&victim, &partial).unwrap();
+    let t = transport(Duration::from_secs(5));
+    let mut r = t
+        .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
+        .expect("open");
+    let (bytes, err) = drain(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    assert!(bytes == *data, "the whole payload, from 0");
+    assert_eq!(r.resumed_from(), 0);
+    assert!(
+        r.restart_reason()
+            .unwrap_or("")
+            .contains("not a regular file"),
+        "{:?}",
+        r.restart_reason()
+    );
+    drop(r);
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"victim\n",
+        "target untouched"
+    );
+    let meta = std::fs::symlink_metadata(&partial).unwrap();
+    assert!(meta.is_file(), "the partial is a file of its own now");
+    assert!(std::fs::read(&partial).unwrap() == *data);
+    // A directory there cannot be removed: an error naming the path.
+    std::fs::remove_file(&partial).unwrap();
+    std::fs::create_dir(&partial).unwrap();
+    let e = t
+        .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
+        .err()
+        .expect("a directory is no partial download");
+    assert!(e.to_string().contains(&*partial.to_string_lossy()), "{e}");
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn redirect_loops_and_escapes_are_refused() {
     let server = Server::start(|req, s| {
         let to = match req.path.as_str() {
