@@ -261,6 +261,8 @@ fn install_verified(
         armed: None,
     };
     let fetched = write_images(&mut w, &devices)?;
+    // Written: no partial download is worth keeping any more.
+    log_pruned(&host.state_dir.prune_partials(&[]));
     // Nothing needed writing (`--write=changed` over the same image): the
     // record still precedes the activation.
     let (flip, mut state, armed) = w.into_armed()?;
@@ -423,6 +425,10 @@ struct Fetched {
 fn write_images(w: &mut Writer, devices: &BTreeMap<String, Device>) -> Result<Fetched> {
     let mut fetched = Fetched::default();
     let images = &w.verified.manifest().doc.images;
+    // Partial downloads of releases replaced before they finished would
+    // never be resumed: only this release's payloads keep theirs.
+    let keep: Vec<&str> = images.values().map(|i| i.download_sha256()).collect();
+    log_pruned(&w.host.state_dir.prune_partials(&keep));
     for (class, image) in images {
         let target_dev = &devices[class].path;
         fetched.full += image.download_size();
@@ -459,6 +465,17 @@ fn write_images(w: &mut Writer, devices: &BTreeMap<String, Device>) -> Result<Fe
         }
     }
     Ok(fetched)
+}
+
+/// Say which partial downloads were removed, if any.
+fn log_pruned(removed: &[String]) {
+    if !removed.is_empty() {
+        log(&format!(
+            "removed {} partial download(s) of other payloads: {}",
+            removed.len(),
+            removed.join(", ")
+        ));
+    }
 }
 
 /// Stream `class`'s full payload into `target_dev`, resuming a cut

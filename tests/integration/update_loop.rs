@@ -377,6 +377,31 @@ fn a_staged_slot_damaged_before_the_reboot_is_read_back_and_written_again() {
 }
 
 #[test]
+fn partial_downloads_of_replaced_releases_are_removed_by_the_next_install() {
+    let h = TestHost::new("loop-partial-prune", "1.0", HostOptions::default());
+    let partial = h.state_dir.join("partial");
+    std::fs::create_dir_all(&partial).expect("partial dir");
+    // Left by cut downloads of releases since replaced.
+    for sha in ["1", "2"] {
+        std::fs::write(
+            partial.join(format!("{}.part", sha.repeat(64))),
+            vec![7u8; 1 << 20],
+        )
+        .expect("old partial");
+    }
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--one-frame"]);
+    let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8 path")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("removed 2 partial download(s)"),
+        "{}",
+        text(&out)
+    );
+    let left: Vec<_> = std::fs::read_dir(&partial).expect("partial dir").collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn an_os_release_version_that_does_not_parse_falls_back_to_the_installed_record() {
     let h = TestHost::new("loop-odd-version", "1.0", HostOptions::default());
     assert_eq!(h.state()["slots"]["A"]["version"], "1.0");
