@@ -794,18 +794,17 @@ impl State {
 
 /// Which of the entries `names` of `partial/` are stale: every one but the
 /// partial downloads (`<sha256>.part`, [`StateDir::partial_file`]) of the
-/// payloads hashing to `keep`. `partial/` is abupdate's own directory:
-/// anything else in it is a leftover too.
+/// payloads hashing to `keep`, and their validators (`<sha256>.validator`,
+/// the object's ETag for `If-Range`). `partial/` is abupdate's own
+/// directory: anything else in it is a leftover too.
 fn stale_partials(names: &[String], keep: &[&str]) -> Vec<String> {
-    names
-        .iter()
-        .filter(|name| {
-            !name
-                .strip_suffix(".part")
+    let kept = |name: &str| {
+        [".part", ".validator"].iter().any(|ext| {
+            name.strip_suffix(ext)
                 .is_some_and(|sha| keep.contains(&sha))
         })
-        .cloned()
-        .collect()
+    };
+    names.iter().filter(|name| !kept(name)).cloned().collect()
 }
 
 /// The state directory: `state.json`, `lock`, `partial/`.
@@ -1045,12 +1044,20 @@ impl StateLock {
 mod tests {
     #[test]
     fn partials_of_other_payloads_are_stale_and_those_being_downloaded_are_kept() {
-        let names: Vec<String> = ["aa.part", "bb.part", "cc.part", "aa", "bb.part.tmp"]
-            .map(String::from)
-            .to_vec();
+        let names: Vec<String> = [
+            "aa.part",
+            "bb.part",
+            "cc.part",
+            "aa",
+            "bb.part.tmp",
+            "aa.validator",
+            "bb.validator",
+        ]
+        .map(String::from)
+        .to_vec();
         assert_eq!(
             super::stale_partials(&names, &["aa", "cc"]),
-            ["bb.part", "aa", "bb.part.tmp"]
+            ["bb.part", "aa", "bb.part.tmp", "bb.validator"]
         );
         assert_eq!(super::stale_partials(&names, &[]), names);
         assert!(super::stale_partials(&[], &["aa"]).is_empty());

@@ -528,34 +528,44 @@ fn write_payload(
     let payload_url = host.via_mirror(&location);
     let (transport, verified, opts) = (w.transport, w.verified, w.opts);
     let version = &verified.manifest().version;
-    let opened = match from_slot {
-        true => {
-            transport.open_payload_from(&payload_url, image.download_size(), held.payload_offset())
-        }
-        false => transport.open_payload(
-            &payload_url,
-            image.download_size(),
-            resumable.then_some(partial.as_path()),
-        ),
-    };
-    // A frame once more, after a segment was read back wrong: one range
-    // request (or read) of its bytes, to tell the medium's fault from the
-    // payload's (`install::FrameAgain`).
-    let frame_again = |offset: u64, length: u64| -> Option<Vec<u8>> {
-        let mut bytes = Vec::new();
-        transport
-            .open_range(&payload_url, offset, length)
-            .ok()?
-            .take(length)
-            .read_to_end(&mut bytes)
-            .ok()?;
-        (bytes.len() as u64 == length).then_some(bytes)
-    };
-    let result = opened
+    // Whether this is the one download from byte 0 after a resumed one
+    // failed its hash (`again_from_zero`).
+    let mut again = false;
+    let e = loop {
+        // Where the payload's bytes began this time: > 0 when a partial
+        // download (or the slot) supplied the first ones.
+        let mut resumed_at = 0u64;
+        let opened = match from_slot {
+            true => transport.open_payload_from(
+                &payload_url,
+                image.download_size(),
+                held.payload_offset(),
+            ),
+            false => transport.open_payload(
+                &payload_url,
+                image.download_size(),
+                resumable.then_some(partial.as_path()),
+            ),
+        };
+        // A frame once more, after a segment was read back wrong: one range
+        // request (or read) of its bytes, to tell the medium's fault from the
+        // payload's (`install::FrameAgain`).
+        let frame_again = |offset: u64, length: u64| -> Option<Vec<u8>> {
+            let mut bytes = Vec::new();
+            transport
+                .open_range(&payload_url, offset, length)
+                .ok()?
+                .take(length)
+                .read_to_end(&mut bytes)
+                .ok()?;
+            (bytes.len() as u64 == length).then_some(bytes)
+        };
+        let result = opened
         .map_err(Error::from)
         .and_then(|mut reader| {
             let mut progress = Progress::new(&format!("{class} {version}"), image.size, opts.quiet);
             let resumed = reader.resumed_from();
+            resumed_at = resumed;
             if from_slot && resumed != held.payload_offset() {
                 // The server sent the whole payload (it ignored the range).
                 held = install::Held::default();
@@ -602,27 +612,33 @@ fn write_payload(
             }?;
             Ok((written.payload_bytes, reader.bytes_from_network()))
         });
-    let e = match result {
-        Ok(done) => {
-            let _ = std::fs::remove_file(&partial);
-            return Ok(done);
+        match result {
+            Ok(done) => {
+                let _ = std::fs::remove_file(&partial);
+                return Ok(done);
+            }
+            Err(e) => {
+                let from_partial = match from_slot {
+                    true => 0,
+                    false => resumed_at,
+                };
+                if !again && again_from_zero(&e, from_partial) {
+                    log(&format!(
+                    "{e}; the download had resumed at byte {from_partial} from {}: discarding it and fetching the payload once from the start",
+                    partial.display()
+                ));
+                    let _ = std::fs::remove_file(&partial);
+                    again = true;
+                    continue;
+                }
+                break e;
+            }
         }
-        Err(e) => e,
     };
     // Bytes that decode or hash wrong would fail the same way on every
     // later run: such a partial download is not resumed. A transport
     // failure (a fetch error now) keeps what arrived for the next run.
-    if matches!(
-        e,
-        Error::Install(
-            install::InstallError::Payload { .. }
-                | install::InstallError::Mismatch { .. }
-                | install::InstallError::ImageMismatch { .. }
-                | install::InstallError::SegmentMismatch { .. }
-                | install::InstallError::FrameMismatch { .. }
-                | install::InstallError::Size { .. }
-        )
-    ) {
+    if is_payload_fault(&e) {
         let _ = std::fs::remove_file(&partial);
     }
     // What earlier classes and given-up deltas fetched.
@@ -633,6 +649,33 @@ fn write_payload(
         w.flip.save(&w.state)?;
     }
     Err(name_payload_source(e, &payload_url))
+}
+
+/// Whether the payload's bytes themselves failed (they decode or hash
+/// wrong, or decode to another size), as opposed to the transport, the
+/// device or the host.
+fn is_payload_fault(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Install(
+            install::InstallError::Payload { .. }
+                | install::InstallError::Mismatch { .. }
+                | install::InstallError::ImageMismatch { .. }
+                | install::InstallError::SegmentMismatch { .. }
+                | install::InstallError::FrameMismatch { .. }
+                | install::InstallError::Size { .. }
+        )
+    )
+}
+
+/// Whether a download that failed with `e`, having replayed its first
+/// `from_partial` bytes from a partial download, is fetched again from
+/// byte 0 before the failure counts: only a payload fault of a resumed
+/// download. Its partial bytes may be the fault (damaged on the data
+/// partition, or the head of an object the server has replaced since), not
+/// the release; a download from 0 that fails so is the release's.
+fn again_from_zero(e: &Error, from_partial: u64) -> bool {
+    from_partial > 0 && is_payload_fault(e)
 }
 
 /// Log that the release waits in `target`, and reboot into it unless told
@@ -967,6 +1010,37 @@ fn name_payload_source(e: Error, url: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_resumed_download_whose_bytes_fail_is_fetched_again_from_zero() {
+        let hash = || {
+            Error::Install(install::InstallError::Mismatch {
+                what: "rootfs payload".into(),
+                expected: "a".into(),
+                actual: "b".into(),
+            })
+        };
+        let decode = || {
+            Error::Install(install::InstallError::Payload {
+                what: "rootfs payload".into(),
+                reason: "zstd: corrupted block".into(),
+            })
+        };
+        let device = || {
+            Error::Install(install::InstallError::Device {
+                path: "/dev/sdb2".into(),
+                source: std::io::Error::other("EIO"),
+            })
+        };
+        // Resumed: the partial's bytes may be the fault, not the release.
+        assert!(again_from_zero(&hash(), 1_500_000));
+        assert!(again_from_zero(&decode(), 1));
+        // From byte 0 the payload itself failed: the release's fault.
+        assert!(!again_from_zero(&hash(), 0));
+        assert!(!again_from_zero(&decode(), 0));
+        // Not the payload's bytes: nothing to fetch again.
+        assert!(!again_from_zero(&device(), 1_500_000));
+    }
 
     #[test]
     fn only_a_304_is_worded_as_an_unchanged_manifest() {

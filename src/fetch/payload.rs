@@ -384,6 +384,75 @@ pub(super) fn body_reader(
     guard
 }
 
+/// The validator an `If-Range` names the object by: its ETag when strong
+/// (a weak one, `W/"…"`, may not be used in `If-Range`), else its
+/// `Last-Modified` date; `None` when the answer has neither, or only a
+/// value that could not be sent back as a header (not visible ASCII, over
+/// 256 bytes).
+pub(crate) fn validator_of(etag: Option<&str>, last_modified: Option<&str>) -> Option<String> {
+    let usable = |v: &str| {
+        let v = v.trim();
+        (!v.is_empty() && v.len() <= 256 && v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+            .then(|| v.to_string())
+    };
+    let strong = etag.filter(|e| !e.trim_start().starts_with("W/"));
+    strong
+        .and_then(usable)
+        .or_else(|| last_modified.and_then(usable))
+}
+
+/// [`validator_of`] the headers of `resp`.
+fn response_validator(resp: &Response<Body>) -> Option<String> {
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+    validator_of(header("etag"), header("last-modified"))
+}
+
+/// Where the validator of the object a partial download was taken from is
+/// kept: next to it, `<sha256>.validator` for `<sha256>.part`.
+fn validator_file(partial: &Path) -> PathBuf {
+    partial.with_extension("validator")
+}
+
+/// The validator kept for `partial`, if any: read without following a
+/// symlink, only from a regular file, at most 256 bytes; anything else is
+/// no validator (the resume then asks without `If-Range`, and the caller's
+/// hash check is what catches a changed object).
+fn read_validator(partial: &Path) -> Option<String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(validator_file(partial))
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    (&mut file).take(257).read_to_string(&mut text).ok()?;
+    validator_of(Some(&text), None)
+}
+
+/// Keep `validator` as that of the object `partial` is now taken from
+/// (`None`: remove the old one). Written before the partial's first byte,
+/// never through a symlink; a failure only costs the next resume its
+/// `If-Range` (the hash check still holds).
+fn keep_validator(partial: &Path, validator: Option<&str>) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = validator_file(partial);
+    let _ = std::fs::remove_file(&path);
+    if let Some(v) = validator {
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&path)
+            .and_then(|mut f| f.write_all(v.as_bytes()).and_then(|()| f.sync_all()));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// Open (creating it) the partial download at `path` for replay and
 /// appending: never through a symlink (`O_NOFOLLOW`), without blocking on
 /// a FIFO, and only as a regular file, so payload bytes land in no other
@@ -494,16 +563,25 @@ pub(super) fn open(
     let mut response = None;
     let mut shown = redact(&url).into_owned();
     let mut attempts = Attempts::default();
+    // The object the partial's bytes came from, as its first answer named
+    // it: the resume asks `If-Range` with it, so a server whose object
+    // changed since (same URL, same length, other bytes) answers with the
+    // whole new object instead of splicing its tail onto the old head.
+    let kept_validator = partial.filter(|_| have > 0).and_then(read_validator);
+    // The validator of the object the bytes handed out come from.
+    let mut validator = None;
     // A zero-size payload is still requested: its existence is checked.
     if have < size || size == 0 {
         // At most two rounds: a restart drops `have` to 0, which cannot
         // restart again.
         loop {
-            let headers: Vec<(&str, String)> = if have > 0 {
-                vec![("Range", format!("bytes={have}-"))]
-            } else {
-                Vec::new()
-            };
+            let mut headers: Vec<(&str, String)> = Vec::new();
+            if have > 0 {
+                headers.push(("Range", format!("bytes={have}-")));
+                if let Some(v) = &kept_validator {
+                    headers.push(("If-Range", v.clone()));
+                }
+            }
             // Not a byte outside the download windows (timer runs).
             transport.wait_for_window(&shown);
             let Reply { shown: s, resp, .. } = transport.get_with(&url, &headers, &mut attempts)?;
@@ -513,6 +591,8 @@ pub(super) fn open(
                 206 if have > 0 => match content_range(&resp) {
                     Some(r) if r.0 == have => {
                         check_lengths(&resp, &shown, have, size, Some(r))?;
+                        // Within this run a resume names this object.
+                        validator = kept_validator.clone().or_else(|| response_validator(&resp));
                         response = Some(resp);
                         break;
                     }
@@ -526,11 +606,17 @@ pub(super) fn open(
                 200 => {
                     check_lengths(&resp, &shown, 0, size, None)?;
                     if have > 0 {
-                        note(format!(
-                            "server ignored the range request (HTTP 200); restarting from 0 instead of {have}"
-                        ));
+                        note(match &kept_validator {
+                            Some(v) => format!(
+                                "the object changed since byte 0 of the partial download (or the server ignores If-Range {v}): HTTP 200; restarting from 0 instead of {have}"
+                            ),
+                            None => format!(
+                                "server ignored the range request (HTTP 200); restarting from 0 instead of {have}"
+                            ),
+                        });
                         have = 0;
                     }
+                    validator = response_validator(&resp);
                     response = Some(resp);
                     break;
                 }
@@ -561,6 +647,13 @@ pub(super) fn open(
             p.truncate()?;
         }
     }
+    // From byte 0 the partial is taken from the object just answered:
+    // its validator is kept before the partial's first byte.
+    if have == 0 && response.is_some() {
+        if let Some(p) = &part {
+            keep_validator(&p.path, validator.as_deref());
+        }
+    }
 
     // The replay reads the very file appended to (not the path again, which
     // may name another file by now), from its first byte; every append
@@ -588,6 +681,8 @@ pub(super) fn open(
         if have > 0 {
             net.grant_idle_grace();
         }
+        // A resume within this run names the same object.
+        net.if_range(validator);
         net
     });
     // Bytes before `have` come from the partial file (replayed), or the

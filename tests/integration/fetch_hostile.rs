@@ -565,6 +565,106 @@ fn a_partial_download_that_is_a_symlink_is_removed_and_its_target_never_written(
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A server of one object at `/p` that honours `If-Range` by its ETag, as
+/// nginx does: the version in `current` is served (`"v1"`, `"v2"`: other
+/// bytes, same length).
+fn etag_server(versions: [Arc<Vec<u8>>; 2], current: Arc<Mutex<usize>>) -> Server {
+    Server::start(move |req, s| {
+        let v = *current.lock().unwrap();
+        let data = &versions[v];
+        let etag = format!("\"v{}\"", v + 1);
+        let same = req.header("if-range").is_none_or(|t| t == etag);
+        match req.range_start() {
+            Some(from) if same && from < data.len() => {
+                head(
+                    s,
+                    "206 Partial Content",
+                    &format!(
+                        "ETag: {etag}\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n",
+                        data.len() - 1,
+                        data.len(),
+                        data.len() - from
+                    ),
+                );
+                write_all_capped(s, &data[from..]);
+            }
+            _ => {
+                head(
+                    s,
+                    "200 OK",
+                    &format!("ETag: {etag}\r\nContent-Length: {}\r\n", data.len()),
+                );
+                write_all_capped(s, data);
+            }
+        }
+    })
+}
+
+#[test]
+fn a_resume_asks_if_range_and_an_object_replaced_since_comes_back_whole() {
+    let old = Arc::new(pattern(500_000, 42));
+    let new = Arc::new(pattern(500_000, 43));
+    let current = Arc::new(Mutex::new(0));
+    let server = etag_server([old.clone(), new.clone()], current.clone());
+    let dir = scratch("hostile-if-range");
+    let partial = dir.join("p.part");
+    let t = transport(Duration::from_secs(5));
+    let size = old.len() as u64;
+    // A download cut after 200,000 bytes of the first object.
+    let mut r = t
+        .open_payload(&server.url("/p"), size, Some(&partial))
+        .expect("open 1");
+    let mut head_bytes = vec![0u8; 200_000];
+    r.read_exact(&mut head_bytes).expect("read 1");
+    drop(r);
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), 200_000);
+    // The same object resumes with a 206.
+    let mut r = t
+        .open_payload(&server.url("/p"), size, Some(&partial))
+        .expect("open 2");
+    let (bytes, err) = drain(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    assert!(bytes == *old);
+    assert_eq!(r.resumed_from(), 200_000);
+    drop(r);
+    let asked = server.requests();
+    assert_eq!(asked[1].header("range"), Some("bytes=200000-"));
+    assert_eq!(asked[1].header("if-range"), Some("\"v1\""));
+    // Cut again; then the object is replaced: same length, other bytes.
+    std::fs::write(&partial, &old[..300_000]).unwrap();
+    *current.lock().unwrap() = 1;
+    let mut r = t
+        .open_payload(&server.url("/p"), size, Some(&partial))
+        .expect("open 3");
+    let (bytes, err) = drain(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    assert!(
+        bytes == *new,
+        "the new object whole, not spliced onto the old head"
+    );
+    assert_eq!(r.resumed_from(), 0);
+    assert!(
+        r.restart_reason()
+            .unwrap_or("")
+            .contains("the object changed"),
+        "{:?}",
+        r.restart_reason()
+    );
+    drop(r);
+    assert!(std::fs::read(&partial).unwrap() == *new);
+    assert_eq!(server.requests()[2].header("if-range"), Some("\"v1\""));
+    // The next resume names the new object.
+    std::fs::write(&partial, &new[..100_000]).unwrap();
+    let mut r = t
+        .open_payload(&server.url("/p"), size, Some(&partial))
+        .expect("open 4");
+    let (bytes, err) = drain(&mut r);
+    assert!(err.is_none() && bytes == *new, "{err:?}");
+    assert_eq!(r.resumed_from(), 100_000);
+    assert_eq!(server.requests()[3].header("if-range"), Some("\"v2\""));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn redirect_loops_and_escapes_are_refused() {
     let server = Server::start(|req, s| {
