@@ -1,5 +1,5 @@
 use super::location::{parse_location, remove_dot_segments, url_join, Loc};
-use super::payload::parse_content_range;
+use super::payload::{parse_content_range, validator_of};
 use super::*;
 use super::{http_date, redact, sibling, via_mirror};
 use crate::testutil::TempDir;
@@ -826,4 +826,26 @@ fn presigned_urls_tell_when_they_expire() {
     );
     assert_eq!(refused(old, 503), format!("{shown}: HTTP 503"));
     assert_eq!(refused("http://h/k", 403), "http://h/k: HTTP 403");
+}
+
+#[test]
+fn if_range_names_a_strong_etag_else_last_modified_else_nothing() {
+    let date = "Tue, 01 Dec 2026 10:00:00 GMT";
+    assert_eq!(
+        validator_of(Some("\"v1\""), Some(date)).as_deref(),
+        Some("\"v1\"")
+    );
+    // A weak ETag may not be used in If-Range.
+    assert_eq!(
+        validator_of(Some("W/\"v1\""), Some(date)).as_deref(),
+        Some(date)
+    );
+    assert_eq!(validator_of(None, Some(date)).as_deref(), Some(date));
+    assert_eq!(validator_of(Some("W/\"v1\""), None), None);
+    assert_eq!(validator_of(None, None), None);
+    // What could not be sent back as a header is no validator.
+    assert_eq!(validator_of(Some("\"v\u{e9}\""), None), None);
+    assert_eq!(validator_of(Some("\"a\r\nX: y\""), None), None);
+    assert_eq!(validator_of(Some(&"x".repeat(257)), None), None);
+    assert_eq!(validator_of(Some("  "), None), None);
 }
