@@ -135,8 +135,9 @@ impl Resuming {
         }
         let status = resp.status().as_u16();
         let got = content_range(&resp);
+        let range = got.as_ref().and_then(|r| r.as_ref().ok()).copied();
         let continues = status == 206
-            && match (self.end, got) {
+            && match (self.end, range) {
                 (End::OpenEnded { .. }, Some((start, _, _))) => start == offset,
                 (End::Bounded { end }, Some((start, last, _))) => {
                     start == offset && last + 1 == end
@@ -150,8 +151,9 @@ impl Resuming {
         if !continues && !whole {
             let detail = format!(
                 "resuming at byte {offset} failed (HTTP {status}, {}); {}",
-                match got {
-                    Some((a, b, _)) => format!("bytes {a}-{b}"),
+                match &got {
+                    Some(Ok((a, b, _))) => format!("bytes {a}-{b}"),
+                    Some(Err(why)) => format!("an unusable Content-Range: {why}"),
                     None => "no Content-Range".into(),
                 },
                 match self.end {
@@ -171,7 +173,7 @@ impl Resuming {
             }));
         }
         if let End::OpenEnded { size } = self.end {
-            check_lengths(&resp, &shown, offset, size, got).map_err(Ok)?;
+            check_lengths(&resp, &shown, offset, size, range).map_err(Ok)?;
         }
         let remaining = self.end.end() - offset;
         self.body = Some(super::payload::body_reader(

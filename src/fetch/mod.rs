@@ -1239,18 +1239,17 @@ impl Transport {
                 })
             }
         }
-        let range = resp
-            .headers()
-            .get("content-range")
-            .and_then(|v| v.to_str().ok())
-            .and_then(payload::parse_content_range);
-        if !matches!(range, Some((start, end, _)) if start == offset && end == last) {
+        let range = payload::content_range(&resp);
+        if !matches!(range, Some(Ok((start, end, _))) if start == offset && end == last) {
             return Err(FetchError::RangeIgnored {
                 location: shown,
                 detail: match range {
-                    Some((a, b, total)) => format!(
+                    Some(Ok((a, b, total))) => format!(
                         "asked for bytes {offset}-{last}, got bytes {a}-{b}/{}",
                         total.map_or("*".to_string(), |t| t.to_string())
+                    ),
+                    Some(Err(why)) => format!(
+                        "asked for bytes {offset}-{last}, got an unusable Content-Range: {why}"
                     ),
                     None => format!("asked for bytes {offset}-{last}, got no Content-Range"),
                 },

@@ -285,33 +285,47 @@ impl std::fmt::Debug for PayloadReader {
 }
 
 /// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
-pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
-    let rest = v.trim().strip_prefix("bytes")?.trim_start();
-    let (range, total) = rest.split_once('/')?;
-    let (start, end) = range.trim().split_once('-')?;
-    let start: u64 = start.trim().parse().ok()?;
-    let end: u64 = end.trim().parse().ok()?;
+/// A `Content-Range: bytes FIRST-LAST/TOTAL` (TOTAL may be `*`) value as
+/// (first, last, total), or what is wrong with it, the value quoted.
+pub(crate) fn parse_content_range(v: &str) -> Result<(u64, u64, Option<u64>), String> {
+    let shape = || format!("{v:?} is not \"bytes FIRST-LAST/TOTAL\"");
+    let rest = v
+        .trim()
+        .strip_prefix("bytes")
+        .ok_or_else(shape)?
+        .trim_start();
+    let (range, total) = rest.split_once('/').ok_or_else(shape)?;
+    let (start, end) = range.trim().split_once('-').ok_or_else(shape)?;
+    let start: u64 = start.trim().parse().map_err(|_| shape())?;
+    let end: u64 = end.trim().parse().map_err(|_| shape())?;
     if end < start {
-        return None;
+        return Err(format!(
+            "{v:?} ends at byte {end}, before it starts at {start}"
+        ));
     }
     let total = match total.trim() {
         "*" => None,
         t => {
-            let t: u64 = t.parse().ok()?;
+            let t: u64 = t.parse().map_err(|_| shape())?;
             if end >= t {
-                return None;
+                return Err(format!("{v:?} ends at byte {end}, past the {t}-byte total"));
             }
             Some(t)
         }
     };
-    Some((start, end, total))
+    Ok((start, end, total))
 }
 
-pub(super) fn content_range(resp: &Response<Body>) -> Option<(u64, u64, Option<u64>)> {
-    resp.headers()
-        .get("content-range")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_content_range)
+/// The `Content-Range` of `resp`: `None` when it has none, `Some(Err(why))`
+/// when it has one that cannot be used.
+pub(super) fn content_range(
+    resp: &Response<Body>,
+) -> Option<Result<(u64, u64, Option<u64>), String>> {
+    let value = resp.headers().get("content-range")?;
+    Some(match value.to_str() {
+        Ok(v) => parse_content_range(v),
+        Err(_) => Err("a value that is not visible ASCII".to_string()),
+    })
 }
 
 fn content_length(resp: &Response<Body>) -> Option<u64> {
@@ -589,19 +603,21 @@ pub(super) fn open(
             let status = resp.status().as_u16();
             let restart = match status {
                 206 if have > 0 => match content_range(&resp) {
-                    Some(r) if r.0 == have => {
+                    Some(Ok(r)) if r.0 == have => {
                         check_lengths(&resp, &shown, have, size, Some(r))?;
                         // Within this run a resume names this object.
                         validator = kept_validator.clone().or_else(|| response_validator(&resp));
                         response = Some(resp);
                         break;
                     }
-                    Some(r) => format!(
+                    Some(Ok(r)) => format!(
                         "asked for bytes from {have}, server sent a range from {}; restarting from 0",
                         r.0
                     ),
-                    None => "range answer without a usable Content-Range; restarting from 0"
-                        .to_string(),
+                    Some(Err(why)) => format!(
+                        "range answer with an unusable Content-Range: {why}; restarting from 0"
+                    ),
+                    None => "range answer without a Content-Range; restarting from 0".to_string(),
                 },
                 200 => {
                     check_lengths(&resp, &shown, 0, size, None)?;

@@ -219,13 +219,25 @@ fn locations_classified() {
 fn content_range_parsing() {
     assert_eq!(
         parse_content_range("bytes 100-199/200"),
-        Some((100, 199, Some(200)))
+        Ok((100, 199, Some(200)))
     );
-    assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, 0, None)));
-    assert_eq!(parse_content_range("bytes 5-4/10"), None);
-    assert_eq!(parse_content_range("bytes 5-10/10"), None);
-    assert_eq!(parse_content_range("bytes */10"), None);
-    assert_eq!(parse_content_range("items 1-2/3"), None);
+    assert_eq!(parse_content_range("bytes 0-0/*"), Ok((0, 0, None)));
+    // What is wrong is said, not "no Content-Range".
+    assert_eq!(
+        parse_content_range("bytes 5-4/10"),
+        Err("\"bytes 5-4/10\" ends at byte 4, before it starts at 5".into())
+    );
+    assert_eq!(
+        parse_content_range("bytes 5-10/10"),
+        Err("\"bytes 5-10/10\" ends at byte 10, past the 10-byte total".into())
+    );
+    for bad in ["bytes */10", "items 1-2/3", "bytes 1-2", "bytes a-2/3"] {
+        assert_eq!(
+            parse_content_range(bad),
+            Err(format!("{bad:?} is not \"bytes FIRST-LAST/TOTAL\"")),
+            "{bad}"
+        );
+    }
 }
 
 #[test]

@@ -357,6 +357,20 @@ fn range_server(data: Arc<Vec<u8>>, mode: &'static str) -> Server {
                 );
                 write_all_capped(s, &data[from..]);
             }
+            (Some(from), "past-total") => {
+                // A range shifted past the end: ends beyond its own total.
+                head(
+                    s,
+                    "206 Partial Content",
+                    &format!(
+                        "Content-Range: bytes {}-{}/{size}\r\nContent-Length: {}\r\n",
+                        from + 4096,
+                        size + 4095,
+                        size - from
+                    ),
+                );
+                write_all_capped(s, &data[from..]);
+            }
             (Some(_), "416") => head(
                 s,
                 "416 Range Not Satisfiable",
@@ -488,6 +502,20 @@ fn resume_with_wrong_content_range_start_restarts_from_zero() {
     assert!(o.partial_after == data);
     let ranges: Vec<_> = o.requests.iter().map(|r| r.header("range")).collect();
     assert_eq!(ranges, [Some("bytes=200000-"), None]);
+}
+
+#[test]
+fn a_content_range_past_its_total_is_named_as_such_not_as_missing() {
+    let (data, o) = resume_with("past-total", 200_000);
+    assert!(o.err.is_none(), "{:?}", o.err);
+    assert!(o.bytes == data, "never mis-assembled");
+    assert_eq!(o.resumed_from, 0);
+    let why = o.restart_reason.expect("a restart");
+    assert!(
+        why.contains("unusable Content-Range: \"bytes 204096-504095/500000\" ends at byte 504095, past the 500000-byte total"),
+        "{why}"
+    );
+    assert!(!why.contains("without"), "{why}");
 }
 
 #[test]
