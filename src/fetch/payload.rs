@@ -285,9 +285,12 @@ impl std::fmt::Debug for PayloadReader {
 }
 
 /// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
+/// A `Content-Range`: the first and last byte, and the total when given.
+pub(crate) type ContentRange = (u64, u64, Option<u64>);
+
 /// A `Content-Range: bytes FIRST-LAST/TOTAL` (TOTAL may be `*`) value as
 /// (first, last, total), or what is wrong with it, the value quoted.
-pub(crate) fn parse_content_range(v: &str) -> Result<(u64, u64, Option<u64>), String> {
+pub(crate) fn parse_content_range(v: &str) -> Result<ContentRange, String> {
     let shape = || format!("{v:?} is not \"bytes FIRST-LAST/TOTAL\"");
     let rest = v
         .trim()
@@ -318,9 +321,7 @@ pub(crate) fn parse_content_range(v: &str) -> Result<(u64, u64, Option<u64>), St
 
 /// The `Content-Range` of `resp`: `None` when it has none, `Some(Err(why))`
 /// when it has one that cannot be used.
-pub(super) fn content_range(
-    resp: &Response<Body>,
-) -> Option<Result<(u64, u64, Option<u64>), String>> {
+pub(super) fn content_range(resp: &Response<Body>) -> Option<Result<ContentRange, String>> {
     let value = resp.headers().get("content-range")?;
     Some(match value.to_str() {
         Ok(v) => parse_content_range(v),

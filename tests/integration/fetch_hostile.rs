@@ -586,8 +586,7 @@ fn a_partial_download_that_is_a_symlink_is_removed_and_its_target_never_written(
     std::fs::create_dir(&partial).unwrap();
     let e = t
         .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
-        .err()
-        .expect("a directory is no partial download");
+        .expect_err("a directory is no partial download");
     assert!(e.to_string().contains(&*partial.to_string_lossy()), "{e}");
     assert!(e.to_string().contains("not a regular file"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
