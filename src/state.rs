@@ -838,6 +838,14 @@ impl StateDir {
             .join(format!("{download_sha256}.part"))
     }
 
+    /// Remove the partial download of the payload hashing to
+    /// `download_sha256`, and the validator kept with it. Best effort.
+    pub fn remove_partial(&self, download_sha256: &str) {
+        let part = self.partial_file(download_sha256);
+        let _ = std::fs::remove_file(crate::fetch::validator_file(&part));
+        let _ = std::fs::remove_file(part);
+    }
+
     /// Remove every partial download but those of the payloads hashing to
     /// `keep` (the release being installed: empty once it is written), so
     /// that downloads of releases replaced before they finished do not fill
@@ -1079,6 +1087,11 @@ mod tests {
         assert!(sd.partial_file("bb").exists());
         assert!(!sd.partial_file("aa").exists() && !sd.partial_file("cc").exists());
         assert_eq!(sd.prune_partials(&[]), ["bb.part"]);
+        // One payload's partial goes with its validator.
+        std::fs::write(sd.partial_file("aa"), "aa").expect("partial");
+        std::fs::write(d.path().join("partial/aa.validator"), "\"v1\"").expect("validator");
+        sd.remove_partial("aa");
+        assert!(sd.prune_partials(&[]).is_empty());
     }
 
     use super::*;

@@ -516,7 +516,7 @@ fn write_payload(
         && !from_slot
         && has_room_for(host.state_dir.path(), &partial, image.download_size());
     if !resumable {
-        let _ = std::fs::remove_file(&partial);
+        host.state_dir.remove_partial(image.download_sha256());
     }
     if resume && !from_slot && !resumable {
         log(&format!(
@@ -614,7 +614,7 @@ fn write_payload(
         });
         match result {
             Ok(done) => {
-                let _ = std::fs::remove_file(&partial);
+                host.state_dir.remove_partial(image.download_sha256());
                 return Ok(done);
             }
             Err(e) => {
@@ -627,7 +627,7 @@ fn write_payload(
                     "{e}; the download had resumed at byte {from_partial} from {}: discarding it and fetching the payload once from the start",
                     partial.display()
                 ));
-                    let _ = std::fs::remove_file(&partial);
+                    host.state_dir.remove_partial(image.download_sha256());
                     again = true;
                     continue;
                 }
@@ -639,7 +639,7 @@ fn write_payload(
     // later run: such a partial download is not resumed. A transport
     // failure (a fetch error now) keeps what arrived for the next run.
     if is_payload_fault(&e) {
-        let _ = std::fs::remove_file(&partial);
+        host.state_dir.remove_partial(image.download_sha256());
     }
     // What earlier classes and given-up deltas fetched.
     w.state.metrics.downloaded_bytes += so_far.network;

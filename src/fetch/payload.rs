@@ -424,7 +424,7 @@ fn response_validator(resp: &Response<Body>) -> Option<String> {
 
 /// Where the validator of the object a partial download was taken from is
 /// kept: next to it, `<sha256>.validator` for `<sha256>.part`.
-fn validator_file(partial: &Path) -> PathBuf {
+pub fn validator_file(partial: &Path) -> PathBuf {
     partial.with_extension("validator")
 }
 
