@@ -623,10 +623,13 @@ fn write_payload(
                     false => resumed_at,
                 };
                 if !again && again_from_zero(&e, from_partial) {
+                    let why = format!(
+                        "{e}; the download had resumed at byte {from_partial} from {}",
+                        partial.display()
+                    );
                     log(&format!(
-                    "{e}; the download had resumed at byte {from_partial} from {}: discarding it and fetching the payload once from the start",
-                    partial.display()
-                ));
+                        "{why}: discarding it and fetching the payload once from the start"
+                    ));
                     host.state_dir.remove_partial(image.download_sha256());
                     again = true;
                     continue;
