@@ -13,7 +13,9 @@
 //! Invariant: nothing is written into a slot but what a [`Verified`]
 //! manifest lists, into the slot that is not booted, not mounted and
 //! shares no storage with either; the target is marked bad only by the
-//! writer's `before_write`, right before its first byte.
+//! writer's `before_write`, right before its first byte. A release is
+//! "already staged" only while the bootloader boots its slot next and the
+//! slot reads back as signed (`staged_damage`); else it is installed again.
 
 use super::check::{fetch_and_judge, save_if_held, CheckOptions, Judged, NoUpdate, Nothing};
 use super::recovery::{disarm, reboot};

@@ -15,7 +15,8 @@
 //! segment is compared ([`compare`]) only when its digest does not match,
 //! to tell the medium's fault from the payload's.
 //! Bytes from an earlier run count only after they were read back and
-//! matched again ([`SlotWriter::holds`]).
+//! matched again ([`SlotWriter::holds`]; a whole slot staged earlier,
+//! [`holds_whole`], before an install calls it already staged).
 //!
 //! How the bytes travel:
 //! - **Aligned I/O.** The slot is opened twice: through the page cache
