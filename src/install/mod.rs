@@ -343,7 +343,7 @@ pub(crate) fn whole_check(image: &Image) -> writer::Whole<'_> {
 }
 
 /// Whether `device` holds the whole of `image` as signed, read back from
-/// the medium ([`whole_check`]): a slot recorded as staged counts as
+/// the medium (`whole_check`): a slot recorded as staged counts as
 /// staged only then, since its bytes may have changed since it was written
 /// (a stray `dd`, a failing medium) and a trial of other bytes would
 /// blame the release.
