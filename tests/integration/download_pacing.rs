@@ -52,6 +52,8 @@ fn partial_size(state_dir: &Path) -> Option<u64> {
     std::fs::read_dir(state_dir.join("partial"))
         .ok()?
         .filter_map(|e| e.ok())
+        // Not the object's validator kept next to it (`.validator`).
+        .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .next()
