@@ -34,12 +34,14 @@ fn install_killed_mid_image(h: &TestHost, url: &str, point: &str) {
     );
 }
 
-/// Bytes of downloads kept in `state_dir/partial` (0 without any).
+/// Bytes of downloads kept in `state_dir/partial` (0 without any): the
+/// `.part` files, not the validators kept next to them.
 #[cfg(feature = "failpoints")]
 fn kept_download_bytes(h: &TestHost) -> u64 {
     std::fs::read_dir(h.state_dir.join("partial"))
         .map(|d| {
             d.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
                 .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
                 .sum()
         })
