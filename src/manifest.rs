@@ -267,16 +267,56 @@ fn check_sources(delta: &Delta) -> Result<(), String> {
     Ok(())
 }
 
+/// Check that a delta rebuilds exactly the segments of the full payload:
+/// the same count, and each the same offset, length and digests. The
+/// digests a host checks a segment against (in the slot, on resume, when
+/// staged) are the full table's; a delta whose table said otherwise would
+/// have its segments checked against other bytes than the full payload's.
+/// The first difference is named.
+fn check_same_targets(full: &[Segment], delta: &[Segment]) -> Result<(), String> {
+    if full.len() != delta.len() {
+        return Err(format!(
+            "{} segments, the full payload has {}",
+            delta.len(),
+            full.len()
+        ));
+    }
+    for (i, (f, d)) in full.iter().zip(delta).enumerate() {
+        let differs = |what: &str, delta: String, full: String| {
+            Err(format!(
+                "segment {i} {what} is {delta}, the full payload's is {full}"
+            ))
+        };
+        if d.offset != f.offset {
+            return differs("offset", d.offset.to_string(), f.offset.to_string());
+        }
+        if d.length != f.length {
+            return differs("length", d.length.to_string(), f.length.to_string());
+        }
+        if d.sha256 != f.sha256 {
+            return differs("sha256", d.sha256.clone(), f.sha256.clone());
+        }
+        if d.blake3 != f.blake3 {
+            let show = |b: &Option<String>| b.clone().unwrap_or_else(|| "absent".into());
+            return differs("blake3", show(&d.blake3), show(&f.blake3));
+        }
+    }
+    Ok(())
+}
+
 /// Check that `segments` tile `[0, size)` in order and stay inside a
 /// payload of `payload_size` bytes.
 fn check_segments(segments: &[Segment], size: u64, payload_size: u64) -> Result<(), String> {
     let mut next = 0u64;
     for (i, seg) in segments.iter().enumerate() {
-        if seg.offset != next || seg.length == 0 {
+        if seg.offset != next {
             return Err(format!(
-                "segment {i} starts at {} (expected {next}) or is empty",
+                "segment {i} starts at {} (expected {next}: segments tile the image in order)",
                 seg.offset
             ));
+        }
+        if seg.length == 0 {
+            return Err(format!("segment {i} (at {}) is empty", seg.offset));
         }
         if !is_hex_sha256(&seg.sha256) {
             return Err(format!("segment {i} sha256 is not 64 lowercase hex digits"));
@@ -571,6 +611,10 @@ impl Manifest {
                 check_segments(&delta.segments, image.size, delta.download_size)
                     .map_err(|e| field(&at("segments"), e))?;
                 check_sources(delta).map_err(|e| field(&at("segments"), e))?;
+                if !image.segments.is_empty() {
+                    check_same_targets(&image.segments, &delta.segments)
+                        .map_err(|e| field(&at("segments"), e))?;
+                }
             }
         }
         Ok(Manifest {
@@ -986,6 +1030,62 @@ mod tests {
             max_window_log: 27,
             allow_downgrade: false,
         }
+    }
+
+    fn segment(offset: u64, length: u64, digest: &str) -> Segment {
+        Segment {
+            offset,
+            length,
+            sha256: digest.repeat(32),
+            blake3: Some(digest.repeat(32)),
+            patch_offset: offset,
+            patch_length: 10,
+            patch_blake3: None,
+            source: None,
+        }
+    }
+
+    #[test]
+    fn a_delta_must_rebuild_the_full_payloads_segments_and_the_first_difference_is_named() {
+        let full = vec![segment(0, 100, "aa"), segment(100, 50, "bb")];
+        // Same targets, other frames: the delta's own patch ranges differ.
+        let mut same = full.clone();
+        same[1].patch_offset = 3;
+        assert_eq!(check_same_targets(&full, &same), Ok(()));
+        let e = check_same_targets(&full, &full[..1]).expect_err("count");
+        assert_eq!(e, "1 segments, the full payload has 2");
+        let mut other = full.clone();
+        other[1].sha256 = "cc".repeat(32);
+        let e = check_same_targets(&full, &other).expect_err("sha256");
+        assert!(e.starts_with("segment 1 sha256 is cccc"), "{e}");
+        assert!(
+            e.ends_with(&format!("the full payload's is {}", "bb".repeat(32))),
+            "{e}"
+        );
+        let mut other = full.clone();
+        other[0].blake3 = None;
+        let e = check_same_targets(&full, &other).expect_err("blake3");
+        assert!(e.starts_with("segment 0 blake3 is absent"), "{e}");
+        let other = vec![segment(0, 60, "aa"), segment(60, 90, "bb")];
+        let e = check_same_targets(&full, &other).expect_err("length");
+        assert_eq!(e, "segment 0 length is 60, the full payload's is 100");
+    }
+
+    #[test]
+    fn an_empty_segment_is_called_empty_and_a_misplaced_one_misplaced() {
+        let segs = vec![
+            segment(0, 100, "aa"),
+            segment(100, 0, "bb"),
+            segment(100, 50, "cc"),
+        ];
+        let e = check_segments(&segs, 150, 1000).expect_err("empty");
+        assert_eq!(e, "segment 1 (at 100) is empty");
+        let segs = vec![segment(0, 100, "aa"), segment(90, 60, "bb")];
+        let e = check_segments(&segs, 150, 1000).expect_err("misplaced");
+        assert_eq!(
+            e,
+            "segment 1 starts at 90 (expected 100: segments tile the image in order)"
+        );
     }
 
     #[test]

@@ -792,6 +792,21 @@ impl State {
     }
 }
 
+/// Which of the entries `names` of `partial/` are stale: every one but the
+/// partial downloads (`<sha256>.part`, [`StateDir::partial_file`]) of the
+/// payloads hashing to `keep`, and their validators (`<sha256>.validator`,
+/// the object's ETag for `If-Range`). `partial/` is abupdate's own
+/// directory: anything else in it is a leftover too.
+fn stale_partials(names: &[String], keep: &[&str]) -> Vec<String> {
+    let kept = |name: &str| {
+        [".part", ".validator"].iter().any(|ext| {
+            name.strip_suffix(ext)
+                .is_some_and(|sha| keep.contains(&sha))
+        })
+    };
+    names.iter().filter(|name| !kept(name)).cloned().collect()
+}
+
 /// The state directory: `state.json`, `lock`, `partial/`.
 #[derive(Clone, Debug)]
 pub struct StateDir {
@@ -821,6 +836,34 @@ impl StateDir {
         self.dir
             .join("partial")
             .join(format!("{download_sha256}.part"))
+    }
+
+    /// Remove the partial download of the payload hashing to
+    /// `download_sha256`, and the validator kept with it. Best effort.
+    pub fn remove_partial(&self, download_sha256: &str) {
+        let part = self.partial_file(download_sha256);
+        let _ = std::fs::remove_file(crate::fetch::validator_file(&part));
+        let _ = std::fs::remove_file(part);
+    }
+
+    /// Remove every partial download but those of the payloads hashing to
+    /// `keep` (the release being installed: empty once it is written), so
+    /// that downloads of releases replaced before they finished do not fill
+    /// the data partition. Best effort: an entry that cannot be removed is
+    /// left. Returns the names removed.
+    pub fn prune_partials(&self, keep: &[&str]) -> Vec<String> {
+        let dir = self.dir.join("partial");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        stale_partials(&names, keep)
+            .into_iter()
+            .filter(|name| std::fs::remove_file(dir.join(name)).is_ok())
+            .collect()
     }
 
     /// Create the dir (and `partial/`) if missing.
@@ -1007,6 +1050,50 @@ impl StateLock {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn partials_of_other_payloads_are_stale_and_those_being_downloaded_are_kept() {
+        let names: Vec<String> = [
+            "aa.part",
+            "bb.part",
+            "cc.part",
+            "aa",
+            "bb.part.tmp",
+            "aa.validator",
+            "bb.validator",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            super::stale_partials(&names, &["aa", "cc"]),
+            ["bb.part", "aa", "bb.part.tmp", "bb.validator"]
+        );
+        assert_eq!(super::stale_partials(&names, &[]), names);
+        assert!(super::stale_partials(&[], &["aa"]).is_empty());
+    }
+
+    #[test]
+    fn prune_partials_removes_what_is_stale_and_leaves_what_is_kept() {
+        let d = crate::testutil::TempDir::new("prune-partials");
+        let sd = super::StateDir::new(d.path());
+        // No `partial/` yet: nothing to do, no error.
+        assert!(sd.prune_partials(&["aa"]).is_empty());
+        sd.ensure().expect("dirs");
+        for sha in ["aa", "bb", "cc"] {
+            std::fs::write(sd.partial_file(sha), sha).expect("partial");
+        }
+        let mut removed = sd.prune_partials(&["bb"]);
+        removed.sort();
+        assert_eq!(removed, ["aa.part", "cc.part"]);
+        assert!(sd.partial_file("bb").exists());
+        assert!(!sd.partial_file("aa").exists() && !sd.partial_file("cc").exists());
+        assert_eq!(sd.prune_partials(&[]), ["bb.part"]);
+        // One payload's partial goes with its validator.
+        std::fs::write(sd.partial_file("aa"), "aa").expect("partial");
+        std::fs::write(d.path().join("partial/aa.validator"), "\"v1\"").expect("validator");
+        sd.remove_partial("aa");
+        assert!(sd.prune_partials(&[]).is_empty());
+    }
+
     use super::*;
     use crate::testutil::TempDir;
 

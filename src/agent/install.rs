@@ -13,7 +13,9 @@
 //! Invariant: nothing is written into a slot but what a [`Verified`]
 //! manifest lists, into the slot that is not booted, not mounted and
 //! shares no storage with either; the target is marked bad only by the
-//! writer's `before_write`, right before its first byte.
+//! writer's `before_write`, right before its first byte. A release is
+//! "already staged" only while the bootloader boots its slot next and the
+//! slot reads back as signed (`staged_damage`); else it is installed again.
 
 use super::check::{fetch_and_judge, save_if_held, CheckOptions, Judged, NoUpdate, Nothing};
 use super::recovery::{disarm, reboot};
@@ -204,16 +206,29 @@ fn install_verified(
             // next boot tries it (a `mark-bad`, a reset env undo it): a
             // stale record is installed over, never reported as staged.
             if host.boot.primary()? == Some(target) && host.boot.state(target)? == BootState::Good {
+                // Nor does the record say what the slot holds now: it is
+                // read back against the signed digests before it counts,
+                // or the trial of other bytes would blame the release.
+                match staged_damage(host, verified, target)? {
+                    None => {
+                        log(&format!(
+                            "release {} is already staged in slot {target} (read back and matched)",
+                            m.version
+                        ));
+                        return finish_staged(host, lock, &mut state, target, verified, 0, 0, opts);
+                    }
+                    Some(device) => log(&format!(
+                        "release {} was staged in slot {target}, but {} no longer reads back as signed: installing it again",
+                        m.version,
+                        device.display()
+                    )),
+                }
+            } else {
                 log(&format!(
-                    "release {} is already staged in slot {target}",
+                    "release {} was staged in slot {target}, but the bootloader no longer boots it next: installing it again",
                     m.version
                 ));
-                return finish_staged(host, lock, &mut state, target, verified, 0, 0, opts);
             }
-            log(&format!(
-                "release {} was staged in slot {target}, but the bootloader no longer boots it next: installing it again",
-                m.version
-            ));
         }
     }
     if host.boot.state(booted)? != BootState::Good {
@@ -248,6 +263,8 @@ fn install_verified(
         armed: None,
     };
     let fetched = write_images(&mut w, &devices)?;
+    // Written: no partial download is worth keeping any more.
+    log_pruned(&host.state_dir.prune_partials(&[]));
     // Nothing needed writing (`--write=changed` over the same image): the
     // record still precedes the activation.
     let (flip, mut state, armed) = w.into_armed()?;
@@ -292,6 +309,26 @@ fn install_verified(
         fetched.network,
         opts,
     )
+}
+
+/// The first of `target`'s devices that does not hold its image of
+/// `verified` as signed (read from the medium: segment digests, else the
+/// image's SHA-256), or `None` when every one does. A class with no
+/// configured device is `judge`'s refusal, not damage.
+fn staged_damage(
+    host: &Host,
+    verified: &Verified,
+    target: SlotName,
+) -> Result<Option<std::path::PathBuf>> {
+    for (class, image) in &verified.manifest().doc.images {
+        let Some(device) = host.config.device(target, class) else {
+            continue;
+        };
+        if !install::slot_holds(device, image)? {
+            return Ok(Some(device.to_path_buf()));
+        }
+    }
+    Ok(None)
 }
 
 /// The transaction of writing `verified` into the slot that is not
@@ -390,6 +427,10 @@ struct Fetched {
 fn write_images(w: &mut Writer, devices: &BTreeMap<String, Device>) -> Result<Fetched> {
     let mut fetched = Fetched::default();
     let images = &w.verified.manifest().doc.images;
+    // Partial downloads of releases replaced before they finished would
+    // never be resumed: only this release's payloads keep theirs.
+    let keep: Vec<&str> = images.values().map(|i| i.download_sha256()).collect();
+    log_pruned(&w.host.state_dir.prune_partials(&keep));
     for (class, image) in images {
         let target_dev = &devices[class].path;
         fetched.full += image.download_size();
@@ -426,6 +467,17 @@ fn write_images(w: &mut Writer, devices: &BTreeMap<String, Device>) -> Result<Fe
         }
     }
     Ok(fetched)
+}
+
+/// Say which partial downloads were removed, if any.
+fn log_pruned(removed: &[String]) {
+    if !removed.is_empty() {
+        log(&format!(
+            "removed {} partial download(s) of other payloads: {}",
+            removed.len(),
+            removed.join(", ")
+        ));
+    }
 }
 
 /// Stream `class`'s full payload into `target_dev`, resuming a cut
@@ -466,7 +518,7 @@ fn write_payload(
         && !from_slot
         && has_room_for(host.state_dir.path(), &partial, image.download_size());
     if !resumable {
-        let _ = std::fs::remove_file(&partial);
+        host.state_dir.remove_partial(image.download_sha256());
     }
     if resume && !from_slot && !resumable {
         log(&format!(
@@ -478,34 +530,44 @@ fn write_payload(
     let payload_url = host.via_mirror(&location);
     let (transport, verified, opts) = (w.transport, w.verified, w.opts);
     let version = &verified.manifest().version;
-    let opened = match from_slot {
-        true => {
-            transport.open_payload_from(&payload_url, image.download_size(), held.payload_offset())
-        }
-        false => transport.open_payload(
-            &payload_url,
-            image.download_size(),
-            resumable.then_some(partial.as_path()),
-        ),
-    };
-    // A frame once more, after a segment was read back wrong: one range
-    // request (or read) of its bytes, to tell the medium's fault from the
-    // payload's (`install::FrameAgain`).
-    let frame_again = |offset: u64, length: u64| -> Option<Vec<u8>> {
-        let mut bytes = Vec::new();
-        transport
-            .open_range(&payload_url, offset, length)
-            .ok()?
-            .take(length)
-            .read_to_end(&mut bytes)
-            .ok()?;
-        (bytes.len() as u64 == length).then_some(bytes)
-    };
-    let result = opened
+    // Whether this is the one download from byte 0 after a resumed one
+    // failed its hash (`again_from_zero`).
+    let mut again = false;
+    let e = loop {
+        // Where the payload's bytes began this time: > 0 when a partial
+        // download (or the slot) supplied the first ones.
+        let mut resumed_at = 0u64;
+        let opened = match from_slot {
+            true => transport.open_payload_from(
+                &payload_url,
+                image.download_size(),
+                held.payload_offset(),
+            ),
+            false => transport.open_payload(
+                &payload_url,
+                image.download_size(),
+                resumable.then_some(partial.as_path()),
+            ),
+        };
+        // A frame once more, after a segment was read back wrong: one range
+        // request (or read) of its bytes, to tell the medium's fault from the
+        // payload's (`install::FrameAgain`).
+        let frame_again = |offset: u64, length: u64| -> Option<Vec<u8>> {
+            let mut bytes = Vec::new();
+            transport
+                .open_range(&payload_url, offset, length)
+                .ok()?
+                .take(length)
+                .read_to_end(&mut bytes)
+                .ok()?;
+            (bytes.len() as u64 == length).then_some(bytes)
+        };
+        let result = opened
         .map_err(Error::from)
         .and_then(|mut reader| {
             let mut progress = Progress::new(&format!("{class} {version}"), image.size, opts.quiet);
             let resumed = reader.resumed_from();
+            resumed_at = resumed;
             if from_slot && resumed != held.payload_offset() {
                 // The server sent the whole payload (it ignored the range).
                 held = install::Held::default();
@@ -552,28 +614,37 @@ fn write_payload(
             }?;
             Ok((written.payload_bytes, reader.bytes_from_network()))
         });
-    let e = match result {
-        Ok(done) => {
-            let _ = std::fs::remove_file(&partial);
-            return Ok(done);
+        match result {
+            Ok(done) => {
+                host.state_dir.remove_partial(image.download_sha256());
+                return Ok(done);
+            }
+            Err(e) => {
+                let from_partial = match from_slot {
+                    true => 0,
+                    false => resumed_at,
+                };
+                if !again && again_from_zero(&e, from_partial) {
+                    let why = format!(
+                        "{e}; the download had resumed at byte {from_partial} from {}",
+                        partial.display()
+                    );
+                    log(&format!(
+                        "{why}: discarding it and fetching the payload once from the start"
+                    ));
+                    host.state_dir.remove_partial(image.download_sha256());
+                    again = true;
+                    continue;
+                }
+                break e;
+            }
         }
-        Err(e) => e,
     };
     // Bytes that decode or hash wrong would fail the same way on every
     // later run: such a partial download is not resumed. A transport
     // failure (a fetch error now) keeps what arrived for the next run.
-    if matches!(
-        e,
-        Error::Install(
-            install::InstallError::Payload { .. }
-                | install::InstallError::Mismatch { .. }
-                | install::InstallError::ImageMismatch { .. }
-                | install::InstallError::SegmentMismatch { .. }
-                | install::InstallError::FrameMismatch { .. }
-                | install::InstallError::Size { .. }
-        )
-    ) {
-        let _ = std::fs::remove_file(&partial);
+    if is_payload_fault(&e) {
+        host.state_dir.remove_partial(image.download_sha256());
     }
     // What earlier classes and given-up deltas fetched.
     w.state.metrics.downloaded_bytes += so_far.network;
@@ -583,6 +654,33 @@ fn write_payload(
         w.flip.save(&w.state)?;
     }
     Err(name_payload_source(e, &payload_url))
+}
+
+/// Whether the payload's bytes themselves failed (they decode or hash
+/// wrong, or decode to another size), as opposed to the transport, the
+/// device or the host.
+fn is_payload_fault(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Install(
+            install::InstallError::Payload { .. }
+                | install::InstallError::Mismatch { .. }
+                | install::InstallError::ImageMismatch { .. }
+                | install::InstallError::SegmentMismatch { .. }
+                | install::InstallError::FrameMismatch { .. }
+                | install::InstallError::Size { .. }
+        )
+    )
+}
+
+/// Whether a download that failed with `e`, having replayed its first
+/// `from_partial` bytes from a partial download, is fetched again from
+/// byte 0 before the failure counts: only a payload fault of a resumed
+/// download. Its partial bytes may be the fault (damaged on the data
+/// partition, or the head of an object the server has replaced since), not
+/// the release; a download from 0 that fails so is the release's.
+fn again_from_zero(e: &Error, from_partial: u64) -> bool {
+    from_partial > 0 && is_payload_fault(e)
 }
 
 /// Log that the release waits in `target`, and reboot into it unless told
@@ -917,6 +1015,37 @@ fn name_payload_source(e: Error, url: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_resumed_download_whose_bytes_fail_is_fetched_again_from_zero() {
+        let hash = || {
+            Error::Install(install::InstallError::Mismatch {
+                what: "rootfs payload".into(),
+                expected: "a".into(),
+                actual: "b".into(),
+            })
+        };
+        let decode = || {
+            Error::Install(install::InstallError::Payload {
+                what: "rootfs payload".into(),
+                reason: "zstd: corrupted block".into(),
+            })
+        };
+        let device = || {
+            Error::Install(install::InstallError::Device {
+                path: "/dev/sdb2".into(),
+                source: std::io::Error::other("EIO"),
+            })
+        };
+        // Resumed: the partial's bytes may be the fault, not the release.
+        assert!(again_from_zero(&hash(), 1_500_000));
+        assert!(again_from_zero(&decode(), 1));
+        // From byte 0 the payload itself failed: the release's fault.
+        assert!(!again_from_zero(&hash(), 0));
+        assert!(!again_from_zero(&decode(), 0));
+        // Not the payload's bytes: nothing to fetch again.
+        assert!(!again_from_zero(&device(), 1_500_000));
+    }
 
     #[test]
     fn only_a_304_is_worded_as_an_unchanged_manifest() {

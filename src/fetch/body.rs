@@ -57,6 +57,10 @@ pub(crate) struct Resuming {
     /// cannot continue the body (it says what went wrong; the refused
     /// resume is logged).
     last_failure: Option<FetchError>,
+    /// The object's validator (strong ETag or Last-Modified), sent as
+    /// `If-Range` on every resume: an object replaced meanwhile answers
+    /// with a `200`, which ends the body, rather than splicing its bytes.
+    validator: Option<String>,
 }
 
 impl Resuming {
@@ -82,7 +86,13 @@ impl Resuming {
             attempts,
             idle_grace: false,
             last_failure: None,
+            validator: None,
         }
+    }
+
+    /// Resume only while the object is still the one `validator` names.
+    pub(crate) fn if_range(&mut self, validator: Option<String>) {
+        self.validator = validator;
     }
 
     /// See the field: the first failure of the current response is free.
@@ -114,17 +124,20 @@ impl Resuming {
             End::OpenEnded { .. } => format!("bytes={offset}-"),
             End::Bounded { end } => format!("bytes={offset}-{}", end - 1),
         };
-        let Reply { shown, resp, .. } = self
-            .transport
-            .get_once(&self.url, &[("Range", range)])
-            .map_err(Err)?;
+        let mut headers = vec![("Range", range)];
+        if let Some(v) = &self.validator {
+            headers.push(("If-Range", v.clone()));
+        }
+        let Reply { shown, resp, .. } =
+            self.transport.get_once(&self.url, &headers).map_err(Err)?;
         if let Some(err) = super::transient_status_of(&shown, &resp) {
             return Err(Err(err));
         }
         let status = resp.status().as_u16();
         let got = content_range(&resp);
+        let range = got.as_ref().and_then(|r| r.as_ref().ok()).copied();
         let continues = status == 206
-            && match (self.end, got) {
+            && match (self.end, range) {
                 (End::OpenEnded { .. }, Some((start, _, _))) => start == offset,
                 (End::Bounded { end }, Some((start, last, _))) => {
                     start == offset && last + 1 == end
@@ -138,8 +151,9 @@ impl Resuming {
         if !continues && !whole {
             let detail = format!(
                 "resuming at byte {offset} failed (HTTP {status}, {}); {}",
-                match got {
-                    Some((a, b, _)) => format!("bytes {a}-{b}"),
+                match &got {
+                    Some(Ok((a, b, _))) => format!("bytes {a}-{b}"),
+                    Some(Err(why)) => format!("an unusable Content-Range: {why}"),
                     None => "no Content-Range".into(),
                 },
                 match self.end {
@@ -159,7 +173,7 @@ impl Resuming {
             }));
         }
         if let End::OpenEnded { size } = self.end {
-            check_lengths(&resp, &shown, offset, size, got).map_err(Ok)?;
+            check_lengths(&resp, &shown, offset, size, range).map_err(Ok)?;
         }
         let remaining = self.end.end() - offset;
         self.body = Some(super::payload::body_reader(

@@ -12,7 +12,9 @@
 //!   `Content-Range` starts at its current length. Any other answer either
 //!   restarts from 0 (partial truncated first, before any byte is handed out)
 //!   or is an error. Whether the bytes on disk are the *right* bytes is the
-//!   caller's hash check, not ours.
+//!   caller's hash check, not ours. The partial file is opened without
+//!   following a symlink and only as a regular file: payload bytes land in
+//!   no other file (`payload.rs`, `open_partial`).
 //! - A remote manifest can never make us read a local file: `file:` and
 //!   local paths are refused as references from, and redirects out of, http(s).
 //! - Every URL built from another (signatures, image references, the
@@ -60,7 +62,7 @@ pub use location::{
 use location::{parse_location, split_url, url_join, Loc};
 use pace::Bucket;
 pub use pace::{parse_rate, Allowance, Pacing, RateWindow};
-pub use payload::PayloadReader;
+pub use payload::{validator_file, PayloadReader};
 use retry::Attempts;
 pub use retry::{Next, RetryPolicy};
 
@@ -1237,18 +1239,17 @@ impl Transport {
                 })
             }
         }
-        let range = resp
-            .headers()
-            .get("content-range")
-            .and_then(|v| v.to_str().ok())
-            .and_then(payload::parse_content_range);
-        if !matches!(range, Some((start, end, _)) if start == offset && end == last) {
+        let range = payload::content_range(&resp);
+        if !matches!(range, Some(Ok((start, end, _))) if start == offset && end == last) {
             return Err(FetchError::RangeIgnored {
                 location: shown,
                 detail: match range {
-                    Some((a, b, total)) => format!(
+                    Some(Ok((a, b, total))) => format!(
                         "asked for bytes {offset}-{last}, got bytes {a}-{b}/{}",
                         total.map_or("*".to_string(), |t| t.to_string())
+                    ),
+                    Some(Err(why)) => format!(
+                        "asked for bytes {offset}-{last}, got an unusable Content-Range: {why}"
                     ),
                     None => format!("asked for bytes {offset}-{last}, got no Content-Range"),
                 },

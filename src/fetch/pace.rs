@@ -147,7 +147,10 @@ pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
 }
 
 /// A token bucket: bytes accrue at the rate, up to a quarter second's worth
-/// (at least 16 KiB), so an idle spell cannot be spent as a burst.
+/// (at least one read's, [`Bucket::chunk`]), so an idle spell cannot be
+/// spent as a burst. It starts empty, at every new rate too: the first
+/// bytes wait their time like the rest (a full bucket at the start let
+/// ~16 KiB through at once, 16 s worth at the slowest rate).
 #[derive(Clone, Debug)]
 pub struct Bucket {
     rate: Option<u64>,
@@ -180,12 +183,12 @@ impl Bucket {
     }
 
     fn capacity(rate: u64) -> f64 {
-        (rate as f64 / 4.0).max(16.0 * 1024.0)
+        (rate as f64 / 4.0).max(Bucket::chunk(Some(rate)) as f64)
     }
 
-    /// `n` bytes were read at `now` under `rate`: how long to sleep so
-    /// that the bytes read keep to the rate. A change of rate starts a
-    /// fresh (full) bucket.
+    /// `n` bytes were read at `now` under `rate`: how long to sleep (before
+    /// handing them out) so that the bytes read keep to the rate from the
+    /// first one. A change of rate starts a fresh, empty bucket.
     pub fn take(&mut self, now: Instant, rate: Option<u64>, n: u64) -> Duration {
         let Some(r) = rate else {
             self.rate = None;
@@ -194,7 +197,7 @@ impl Bucket {
         };
         if self.rate != rate || self.last.is_none() {
             self.rate = rate;
-            self.tokens = Bucket::capacity(r);
+            self.tokens = 0.0;
             self.last = Some(now);
         }
         let elapsed = self
@@ -316,12 +319,41 @@ mod tests {
     }
 
     #[test]
+    fn from_the_first_byte_no_more_is_handed_out_than_the_rate_allows() {
+        // The slowest rate, 30 kB read a chunk at a time, each handed out
+        // after the sleep the bucket asks for: at no instant are more bytes
+        // out than the rate times the time since the first read.
+        for r in [MIN_RATE, 100_000, 2_000_000] {
+            let mut b = Bucket::default();
+            let start = Instant::now();
+            let mut now = start;
+            let mut out = 0u64;
+            let chunk = Bucket::chunk(Some(r)) as u64;
+            while out < 30_000 {
+                now += b.take(now, Some(r), chunk);
+                out += chunk;
+                let allowed = now.duration_since(start).as_secs_f64() * r as f64;
+                assert!(
+                    out as f64 <= allowed + 1e-6,
+                    "{r} B/s: {out} bytes out by {allowed}"
+                );
+            }
+        }
+        // An idle spell earns at most a quarter second, or one read.
+        let mut b = Bucket::default();
+        let start = Instant::now();
+        b.take(start, Some(MIN_RATE), 1024);
+        let later = start + Duration::from_secs(600);
+        assert_eq!(b.take(later, Some(MIN_RATE), 1024), Duration::ZERO);
+        assert!(b.take(later, Some(MIN_RATE), 1024) >= Duration::from_millis(1000));
+    }
+
+    #[test]
     fn the_bucket_holds_the_rate_and_spends_no_idle_time_as_a_burst() {
         let rate = Some(100_000);
         let mut b = Bucket::default();
         let start = Instant::now();
-        // A full bucket (a quarter second) first, then a sleep per read.
-        assert_eq!(b.take(start, rate, 25_000), Duration::ZERO);
+        // An empty bucket first: a sleep per read, the first one included.
         let d = b.take(start, rate, 10_000);
         assert!((d.as_secs_f64() - 0.1).abs() < 1e-6, "{d:?}");
         // Reading 1 MB in 10 KB steps, sleeping as told, takes 10 s.
@@ -337,9 +369,10 @@ mod tests {
         let later = now + Duration::from_secs(3600);
         assert_eq!(b.take(later, rate, 25_000), Duration::ZERO);
         assert!(b.take(later, rate, 10_000) > Duration::from_millis(99));
-        // Unlimited never sleeps; a new rate starts a fresh bucket.
+        // Unlimited never sleeps; a new rate starts a fresh, empty bucket.
         assert_eq!(b.take(later, None, 1 << 30), Duration::ZERO);
-        assert_eq!(b.take(later, Some(1_000_000), 250_000), Duration::ZERO);
+        let d = b.take(later, Some(1_000_000), 250_000);
+        assert!((d.as_secs_f64() - 0.25).abs() < 1e-6, "{d:?}");
         assert_eq!(Bucket::chunk(Some(100_000)), 5_000);
         assert_eq!(Bucket::chunk(Some(1_000)), 1024);
         assert_eq!(Bucket::chunk(Some(100_000_000)), 64 << 10);

@@ -1,7 +1,7 @@
 //! Payload streaming with resume through a partial file.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek as _, Write};
 use std::path::{Path, PathBuf};
 
 use ureq::http::Response;
@@ -285,33 +285,48 @@ impl std::fmt::Debug for PayloadReader {
 }
 
 /// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
-pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
-    let rest = v.trim().strip_prefix("bytes")?.trim_start();
-    let (range, total) = rest.split_once('/')?;
-    let (start, end) = range.trim().split_once('-')?;
-    let start: u64 = start.trim().parse().ok()?;
-    let end: u64 = end.trim().parse().ok()?;
+/// A `Content-Range`: the first and last byte, and the total when given.
+pub(crate) type ContentRange = (u64, u64, Option<u64>);
+
+/// A `Content-Range: bytes FIRST-LAST/TOTAL` (TOTAL may be `*`) value as
+/// (first, last, total), or what is wrong with it, the value quoted.
+pub(crate) fn parse_content_range(v: &str) -> Result<ContentRange, String> {
+    let shape = || format!("{v:?} is not \"bytes FIRST-LAST/TOTAL\"");
+    let rest = v
+        .trim()
+        .strip_prefix("bytes")
+        .ok_or_else(shape)?
+        .trim_start();
+    let (range, total) = rest.split_once('/').ok_or_else(shape)?;
+    let (start, end) = range.trim().split_once('-').ok_or_else(shape)?;
+    let start: u64 = start.trim().parse().map_err(|_| shape())?;
+    let end: u64 = end.trim().parse().map_err(|_| shape())?;
     if end < start {
-        return None;
+        return Err(format!(
+            "{v:?} ends at byte {end}, before it starts at {start}"
+        ));
     }
     let total = match total.trim() {
         "*" => None,
         t => {
-            let t: u64 = t.parse().ok()?;
+            let t: u64 = t.parse().map_err(|_| shape())?;
             if end >= t {
-                return None;
+                return Err(format!("{v:?} ends at byte {end}, past the {t}-byte total"));
             }
             Some(t)
         }
     };
-    Some((start, end, total))
+    Ok((start, end, total))
 }
 
-pub(super) fn content_range(resp: &Response<Body>) -> Option<(u64, u64, Option<u64>)> {
-    resp.headers()
-        .get("content-range")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_content_range)
+/// The `Content-Range` of `resp`: `None` when it has none, `Some(Err(why))`
+/// when it has one that cannot be used.
+pub(super) fn content_range(resp: &Response<Body>) -> Option<Result<ContentRange, String>> {
+    let value = resp.headers().get("content-range")?;
+    Some(match value.to_str() {
+        Ok(v) => parse_content_range(v),
+        Err(_) => Err("a value that is not visible ASCII".to_string()),
+    })
 }
 
 fn content_length(resp: &Response<Body>) -> Option<u64> {
@@ -384,6 +399,118 @@ pub(super) fn body_reader(
     guard
 }
 
+/// The validator an `If-Range` names the object by: its ETag when strong
+/// (a weak one, `W/"…"`, may not be used in `If-Range`), else its
+/// `Last-Modified` date; `None` when the answer has neither, or only a
+/// value that could not be sent back as a header (not visible ASCII, over
+/// 256 bytes).
+pub(crate) fn validator_of(etag: Option<&str>, last_modified: Option<&str>) -> Option<String> {
+    let usable = |v: &str| {
+        let v = v.trim();
+        (!v.is_empty() && v.len() <= 256 && v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+            .then(|| v.to_string())
+    };
+    let strong = etag.filter(|e| !e.trim_start().starts_with("W/"));
+    strong
+        .and_then(usable)
+        .or_else(|| last_modified.and_then(usable))
+}
+
+/// [`validator_of`] the headers of `resp`.
+fn response_validator(resp: &Response<Body>) -> Option<String> {
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+    validator_of(header("etag"), header("last-modified"))
+}
+
+/// Where the validator of the object a partial download was taken from is
+/// kept: next to it, `<sha256>.validator` for `<sha256>.part`.
+pub fn validator_file(partial: &Path) -> PathBuf {
+    partial.with_extension("validator")
+}
+
+/// The validator kept for `partial`, if any: read without following a
+/// symlink, only from a regular file, at most 256 bytes; anything else is
+/// no validator (the resume then asks without `If-Range`, and the caller's
+/// hash check is what catches a changed object).
+fn read_validator(partial: &Path) -> Option<String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(validator_file(partial))
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    (&mut file).take(257).read_to_string(&mut text).ok()?;
+    validator_of(Some(&text), None)
+}
+
+/// Keep `validator` as that of the object `partial` is now taken from
+/// (`None`: remove the old one). Written before the partial's first byte,
+/// never through a symlink; a failure only costs the next resume its
+/// `If-Range` (the hash check still holds).
+fn keep_validator(partial: &Path, validator: Option<&str>) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = validator_file(partial);
+    let _ = std::fs::remove_file(&path);
+    if let Some(v) = validator {
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&path)
+            .and_then(|mut f| f.write_all(v.as_bytes()).and_then(|()| f.sync_all()));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Open (creating it) the partial download at `path` for replay and
+/// appending: never through a symlink (`O_NOFOLLOW`), without blocking on
+/// a FIFO, and only as a regular file, so payload bytes land in no other
+/// file. Anything else found there (a symlink, a FIFO, a device node) is
+/// not a download of ours: it is removed (the link, not its target) and the
+/// download starts over, said through `note`; what cannot be removed (a
+/// directory) is an error.
+fn open_partial(path: &Path, note: &mut impl FnMut(String)) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+            .open(path)
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.is_file() {
+            std::fs::remove_file(path).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("not a regular file, and not removed: {e}"),
+                )
+            })?;
+            note(format!(
+                "{}: not a regular file; removed, starting the download over",
+                path.display()
+            ));
+        }
+    }
+    // Between the look and the open another entry may have appeared: the
+    // open itself refuses a symlink, and the opened file is checked.
+    let file = open()?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
 // Long on purpose: opening a payload is one sequence (a local file, or
 // the resume of a partial download, the request, then every check of the
 // answer before its first body byte), and each step may restart it.
@@ -415,11 +542,7 @@ pub(super) fn open(
                 location: path.display().to_string(),
                 detail: format!("opening partial download: {e}"),
             };
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(io_err)?;
+            let file = open_partial(path, &mut note).map_err(io_err)?;
             let syncs = BackgroundSync::start(&file, "partial-sync", SYNC_EVERY, Push::Durable)
                 .map_err(io_err)?;
             Some(Partial {
@@ -455,16 +578,25 @@ pub(super) fn open(
     let mut response = None;
     let mut shown = redact(&url).into_owned();
     let mut attempts = Attempts::default();
+    // The object the partial's bytes came from, as its first answer named
+    // it: the resume asks `If-Range` with it, so a server whose object
+    // changed since (same URL, same length, other bytes) answers with the
+    // whole new object instead of splicing its tail onto the old head.
+    let kept_validator = partial.filter(|_| have > 0).and_then(read_validator);
+    // The validator of the object the bytes handed out come from.
+    let mut validator = None;
     // A zero-size payload is still requested: its existence is checked.
     if have < size || size == 0 {
         // At most two rounds: a restart drops `have` to 0, which cannot
         // restart again.
         loop {
-            let headers: Vec<(&str, String)> = if have > 0 {
-                vec![("Range", format!("bytes={have}-"))]
-            } else {
-                Vec::new()
-            };
+            let mut headers: Vec<(&str, String)> = Vec::new();
+            if have > 0 {
+                headers.push(("Range", format!("bytes={have}-")));
+                if let Some(v) = &kept_validator {
+                    headers.push(("If-Range", v.clone()));
+                }
+            }
             // Not a byte outside the download windows (timer runs).
             transport.wait_for_window(&shown);
             let Reply { shown: s, resp, .. } = transport.get_with(&url, &headers, &mut attempts)?;
@@ -472,26 +604,36 @@ pub(super) fn open(
             let status = resp.status().as_u16();
             let restart = match status {
                 206 if have > 0 => match content_range(&resp) {
-                    Some(r) if r.0 == have => {
+                    Some(Ok(r)) if r.0 == have => {
                         check_lengths(&resp, &shown, have, size, Some(r))?;
+                        // Within this run a resume names this object.
+                        validator = kept_validator.clone().or_else(|| response_validator(&resp));
                         response = Some(resp);
                         break;
                     }
-                    Some(r) => format!(
+                    Some(Ok(r)) => format!(
                         "asked for bytes from {have}, server sent a range from {}; restarting from 0",
                         r.0
                     ),
-                    None => "range answer without a usable Content-Range; restarting from 0"
-                        .to_string(),
+                    Some(Err(why)) => format!(
+                        "range answer with an unusable Content-Range: {why}; restarting from 0"
+                    ),
+                    None => "range answer without a Content-Range; restarting from 0".to_string(),
                 },
                 200 => {
                     check_lengths(&resp, &shown, 0, size, None)?;
                     if have > 0 {
-                        note(format!(
-                            "server ignored the range request (HTTP 200); restarting from 0 instead of {have}"
-                        ));
+                        note(match &kept_validator {
+                            Some(v) => format!(
+                                "the object changed since byte 0 of the partial download (or the server ignores If-Range {v}): HTTP 200; restarting from 0 instead of {have}"
+                            ),
+                            None => format!(
+                                "server ignored the range request (HTTP 200); restarting from 0 instead of {have}"
+                            ),
+                        });
                         have = 0;
                     }
+                    validator = response_validator(&resp);
                     response = Some(resp);
                     break;
                 }
@@ -522,11 +664,24 @@ pub(super) fn open(
             p.truncate()?;
         }
     }
-
-    let replay = match (&part, have) {
-        (Some(p), n) if n > 0 => {
-            Some(File::open(&p.path).map_err(|e| p.io_err("reopening partial download", e))?)
+    // From byte 0 the partial is taken from the object just answered:
+    // its validator is kept before the partial's first byte.
+    if have == 0 && response.is_some() {
+        if let Some(p) = &part {
+            keep_validator(&p.path, validator.as_deref());
         }
+    }
+
+    // The replay reads the very file appended to (not the path again, which
+    // may name another file by now), from its first byte; every append
+    // comes after the replay ends.
+    let replay = match (&part, have) {
+        (Some(p), n) if n > 0 => Some(
+            p.file
+                .try_clone()
+                .and_then(|mut f| f.seek(io::SeekFrom::Start(0)).map(|_| f))
+                .map_err(|e| p.io_err("reopening partial download", e))?,
+        ),
         _ => None,
     };
     let net = response.map(|resp| {
@@ -543,6 +698,8 @@ pub(super) fn open(
         if have > 0 {
             net.grant_idle_grace();
         }
+        // A resume within this run names the same object.
+        net.if_range(validator);
         net
     });
     // Bytes before `have` come from the partial file (replayed), or the

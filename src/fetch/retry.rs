@@ -17,9 +17,24 @@ use super::FetchError;
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
 /// Bytes that must arrive between two failures for the count of failures
-/// to start again: a long download over a link that drops now and then
-/// keeps going, a server that trickles a few bytes per try does not.
-pub const PROGRESS_RESETS_AFTER: u64 = 1 << 20;
+/// to start again ([`failures_before`]): a download over a link that drops
+/// every few hundred kB keeps going (each try moves it on; a MiB, the
+/// bound before, was more than such a link carries, so a payload's frame
+/// never completed, run after run), a server that trickles a few bytes per
+/// try does not. The retries of one download stay bounded: each try that
+/// starts the count again moved it on by this much, and its size is
+/// signed.
+pub const PROGRESS_RESETS_AFTER: u64 = 64 << 10;
+
+/// The failures without progress before this one: `failures` so far,
+/// unless `since_failure` bytes (since the previous failure) are real
+/// progress, which starts the count again.
+pub fn failures_before(failures: u32, since_failure: u64) -> u32 {
+    match since_failure >= PROGRESS_RESETS_AFTER {
+        true => 0,
+        false => failures,
+    }
+}
 
 /// How a transport retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,14 +126,12 @@ impl Attempts {
     /// `n` bytes arrived.
     pub fn progress(&mut self, n: u64) {
         self.since_failure = self.since_failure.saturating_add(n);
-        if self.since_failure >= PROGRESS_RESETS_AFTER {
-            self.failures = 0;
-        }
     }
 
     /// `err` happened: the policy's answer, counting it. Logs the retry
     /// (or why not) to stderr, naming the location.
     pub fn after(&mut self, policy: &RetryPolicy, err: &FetchError) -> Next {
+        self.failures = failures_before(self.failures, self.since_failure);
         let next = policy.next(err, self.failures, random());
         match &next {
             Next::Retry(wait) => {
@@ -256,7 +269,35 @@ mod tests {
     }
 
     #[test]
-    fn a_megabyte_of_progress_starts_the_count_again_a_trickle_does_not() {
+    fn progress_between_failures_starts_the_count_again_a_trickle_does_not() {
+        // A link that drops every 400 kB moves on at each try.
+        assert_eq!(failures_before(4, 400_000), 0);
+        assert_eq!(failures_before(4, PROGRESS_RESETS_AFTER), 0);
+        // A few bytes, or none, per try: every failure counts.
+        assert_eq!(failures_before(4, PROGRESS_RESETS_AFTER - 1), 4);
+        assert_eq!(failures_before(4, 100), 4);
+        assert_eq!(failures_before(0, 0), 0);
+        // So 400 kB between failures never gives up, 100 bytes does.
+        let policy = RetryPolicy {
+            retries: 2,
+            first_delay: Duration::ZERO,
+            retry_after_max: Duration::from_secs(1),
+        };
+        let mut flaky = Attempts::default();
+        for _ in 0..20 {
+            flaky.progress(400_000);
+            assert!(matches!(flaky.after(&policy, &reset()), Next::Retry(_)));
+        }
+        let mut trickle = Attempts::default();
+        let gave_up = (0..20).position(|_| {
+            trickle.progress(100);
+            matches!(trickle.after(&policy, &reset()), Next::GiveUp(_))
+        });
+        assert_eq!(gave_up, Some(2));
+    }
+
+    #[test]
+    fn enough_progress_starts_the_count_again_a_trickle_does_not() {
         let mut a = Attempts::default();
         let policy = RetryPolicy {
             retries: 1,

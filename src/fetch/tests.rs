@@ -1,5 +1,5 @@
 use super::location::{parse_location, remove_dot_segments, url_join, Loc};
-use super::payload::parse_content_range;
+use super::payload::{parse_content_range, validator_of};
 use super::*;
 use super::{http_date, redact, sibling, via_mirror};
 use crate::testutil::TempDir;
@@ -219,13 +219,25 @@ fn locations_classified() {
 fn content_range_parsing() {
     assert_eq!(
         parse_content_range("bytes 100-199/200"),
-        Some((100, 199, Some(200)))
+        Ok((100, 199, Some(200)))
     );
-    assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, 0, None)));
-    assert_eq!(parse_content_range("bytes 5-4/10"), None);
-    assert_eq!(parse_content_range("bytes 5-10/10"), None);
-    assert_eq!(parse_content_range("bytes */10"), None);
-    assert_eq!(parse_content_range("items 1-2/3"), None);
+    assert_eq!(parse_content_range("bytes 0-0/*"), Ok((0, 0, None)));
+    // What is wrong is said, not "no Content-Range".
+    assert_eq!(
+        parse_content_range("bytes 5-4/10"),
+        Err("\"bytes 5-4/10\" ends at byte 4, before it starts at 5".into())
+    );
+    assert_eq!(
+        parse_content_range("bytes 5-10/10"),
+        Err("\"bytes 5-10/10\" ends at byte 10, past the 10-byte total".into())
+    );
+    for bad in ["bytes */10", "items 1-2/3", "bytes 1-2", "bytes a-2/3"] {
+        assert_eq!(
+            parse_content_range(bad),
+            Err(format!("{bad:?} is not \"bytes FIRST-LAST/TOTAL\"")),
+            "{bad}"
+        );
+    }
 }
 
 #[test]
@@ -826,4 +838,26 @@ fn presigned_urls_tell_when_they_expire() {
     );
     assert_eq!(refused(old, 503), format!("{shown}: HTTP 503"));
     assert_eq!(refused("http://h/k", 403), "http://h/k: HTTP 403");
+}
+
+#[test]
+fn if_range_names_a_strong_etag_else_last_modified_else_nothing() {
+    let date = "Tue, 01 Dec 2026 10:00:00 GMT";
+    assert_eq!(
+        validator_of(Some("\"v1\""), Some(date)).as_deref(),
+        Some("\"v1\"")
+    );
+    // A weak ETag may not be used in If-Range.
+    assert_eq!(
+        validator_of(Some("W/\"v1\""), Some(date)).as_deref(),
+        Some(date)
+    );
+    assert_eq!(validator_of(None, Some(date)).as_deref(), Some(date));
+    assert_eq!(validator_of(Some("W/\"v1\""), None), None);
+    assert_eq!(validator_of(None, None), None);
+    // What could not be sent back as a header is no validator.
+    assert_eq!(validator_of(Some("\"v\u{e9}\""), None), None);
+    assert_eq!(validator_of(Some("\"a\r\nX: y\""), None), None);
+    assert_eq!(validator_of(Some(&"x".repeat(257)), None), None);
+    assert_eq!(validator_of(Some("  "), None), None);
 }

@@ -329,6 +329,31 @@ pub fn held_prefix(device: &Path, image: &Image) -> Result<Held, InstallError> {
     Ok(held)
 }
 
+/// How [`slot_holds`] checks `image`: by its signed segment digests when
+/// it has a segment table (BLAKE3 where given: cheap, and the first
+/// segment that differs ends the read), else by the image's SHA-256.
+pub(crate) fn whole_check(image: &Image) -> writer::Whole<'_> {
+    match image.segments.is_empty() {
+        false => writer::Whole::Segments(&image.segments),
+        true => writer::Whole::Sha256 {
+            size: image.size,
+            sha256: &image.sha256,
+        },
+    }
+}
+
+/// Whether `device` holds the whole of `image` as signed, read back from
+/// the medium (`whole_check`): a slot recorded as staged counts as
+/// staged only then, since its bytes may have changed since it was written
+/// (a stray `dd`, a failing medium) and a trial of other bytes would
+/// blame the release.
+pub fn slot_holds(device: &Path, image: &Image) -> Result<bool, InstallError> {
+    writer::holds_whole(device, whole_check(image)).map_err(|source| InstallError::Device {
+        path: device.to_path_buf(),
+        source,
+    })
+}
+
 /// What the caller does once, right before the first byte of the slot
 /// changes (and not at all when nothing needs writing): the install flow
 /// marks the target bad there, so that a failure before it (a server

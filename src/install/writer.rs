@@ -15,7 +15,8 @@
 //! segment is compared ([`compare`]) only when its digest does not match,
 //! to tell the medium's fault from the payload's.
 //! Bytes from an earlier run count only after they were read back and
-//! matched again ([`SlotWriter::holds`]).
+//! matched again ([`SlotWriter::holds`]; a whole slot staged earlier,
+//! [`holds_whole`], before an install calls it already staged).
 //!
 //! How the bytes travel:
 //! - **Aligned I/O.** The slot is opened twice: through the page cache
@@ -1019,17 +1020,69 @@ impl SlotWriter {
     /// medium, hash to its signed digest (for segments an earlier run
     /// wrote).
     pub(crate) fn holds(&self, seg: &Segment, scratch: &mut AlignedBuf) -> io::Result<bool> {
-        let signed = Signed::of(seg);
-        let mut hasher = signed.hasher();
-        let mut at = seg.offset;
-        let end = seg.offset.saturating_add(seg.length);
-        while at < end {
-            let n = ((end - at) as usize).min(READBACK);
-            self.read_at(scratch, n, at)?;
-            hasher.update(&scratch[..n]);
-            at += n as u64;
+        io_holds(&self.io, seg, scratch)
+    }
+}
+
+/// Whether `io` holds `seg`: its bytes, read from the medium, hash to its
+/// signed digest.
+fn io_holds(io: &SlotIo, seg: &Segment, scratch: &mut AlignedBuf) -> io::Result<bool> {
+    let signed = Signed::of(seg);
+    let mut hasher = signed.hasher();
+    let mut at = seg.offset;
+    let end = seg.offset.saturating_add(seg.length);
+    while at < end {
+        let n = ((end - at) as usize).min(READBACK);
+        io.read_at(scratch, n, at)?;
+        hasher.update(&scratch[..n]);
+        at += n as u64;
+    }
+    Ok(hasher.finalize() == signed.expected())
+}
+
+/// How a slot is checked to hold a whole image.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Whole<'a> {
+    /// Each segment of the signed table (they tile the image: the manifest
+    /// checked it) against its own digest, BLAKE3 when given; the first
+    /// that differs ends the read.
+    Segments(&'a [Segment]),
+    /// The image's signed SHA-256 over its `size` bytes.
+    Sha256 { size: u64, sha256: &'a str },
+}
+
+/// Whether the device or file at `path` holds an image, read from the
+/// medium (not the page cache) without opening it for writing: what an
+/// install staged earlier is taken as staged only after this. A device
+/// shorter than the image does not hold it.
+pub fn holds_whole(path: &Path, whole: Whole) -> io::Result<bool> {
+    let file = match File::open(path) {
+        // A file target (on the ESP) removed since: nothing is held.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        f => f?,
+    };
+    let io = SlotIo::reopen(&file)?;
+    let size = match whole {
+        Whole::Segments(segs) => segs.last().map_or(0, |s| s.offset.saturating_add(s.length)),
+        Whole::Sha256 { size, .. } => size,
+    };
+    drop_cache(&file, 0, size);
+    let all_segments = |segs: &[Segment]| -> io::Result<bool> {
+        let mut scratch = AlignedBuf::new(READBACK);
+        for seg in segs {
+            if !io_holds(&io, seg, &mut scratch)? {
+                return Ok(false);
+            }
         }
-        Ok(hasher.finalize() == signed.expected())
+        Ok(true)
+    };
+    let result = match whole {
+        Whole::Segments(segs) => all_segments(segs),
+        Whole::Sha256 { size, sha256 } => hash_device(&file, size).map(|h| h == sha256),
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        r => r,
     }
 }
 
@@ -1232,6 +1285,43 @@ mod tests {
             patch_blake3: None,
             source: None,
         }
+    }
+
+    #[test]
+    fn holds_whole_is_true_only_for_every_signed_byte_on_the_medium() {
+        let dir = TempDir::new("holds-whole");
+        let img = data(3 << 20);
+        let path = dir.path().join("slot");
+        std::fs::write(&path, &img).expect("slot");
+        let segs: Vec<Segment> = (0..3u64)
+            .map(|i| {
+                let at = (i << 20) as usize;
+                segment(i << 20, &img[at..at + (1 << 20)], i != 1)
+            })
+            .collect();
+        let by_sha = Whole::Sha256 {
+            size: img.len() as u64,
+            sha256: &super::super::hex(&Sha256::digest(&img)),
+        };
+        assert!(holds_whole(&path, Whole::Segments(&segs)).expect("read"));
+        assert!(holds_whole(&path, by_sha).expect("read"));
+        // One byte flipped in each segment (BLAKE3, SHA-256, BLAKE3).
+        for at in [5, (1 << 20) + 7, (3 << 20) - 1] {
+            let mut bad = img.clone();
+            bad[at] ^= 1;
+            std::fs::write(&path, &bad).expect("slot");
+            assert!(
+                !holds_whole(&path, Whole::Segments(&segs)).expect("read"),
+                "{at}"
+            );
+            assert!(!holds_whole(&path, by_sha).expect("read"), "{at}");
+        }
+        // Shorter than the image, or gone: not held, not an error.
+        std::fs::write(&path, &img[..2 << 20]).expect("slot");
+        assert!(!holds_whole(&path, Whole::Segments(&segs)).expect("short"));
+        assert!(!holds_whole(&path, by_sha).expect("short"));
+        std::fs::remove_file(&path).expect("rm");
+        assert!(!holds_whole(&path, by_sha).expect("missing"));
     }
 
     #[test]

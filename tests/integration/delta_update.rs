@@ -170,6 +170,49 @@ fn a_delta_from_the_exact_booted_image_fetches_only_its_segments() {
     assert!(status["slots"]["B"]["record"]["version"] == "2.0");
 }
 
+/// A signed manifest whose full segment table says other digests than its
+/// delta's (the delta would be checked against bytes the full payload
+/// never holds) is refused as a whole, naming the first difference, with
+/// nothing touched.
+#[test]
+fn a_delta_whose_segments_are_not_the_full_payloads_is_refused() {
+    let Some(s) = setup("delta-other-table", 16 * MIB, "") else {
+        return;
+    };
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&s.manifest).expect("m")).expect("json");
+    let seg = &mut m["images"]["rootfs"]["segments"][1];
+    seg["sha256"] = "00".repeat(32).into();
+    seg["blake3"] = "00".repeat(32).into();
+    std::fs::write(&s.manifest, serde_json::to_vec_pretty(&m).expect("json")).expect("write");
+    let out = s.host.abupdate(&[
+        "sign",
+        "--secret",
+        &s.host.secret_key.display().to_string(),
+        &s.manifest.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before = s.host.untouched();
+    let out = s
+        .host
+        .abupdate(&["install", "--no-reboot", &s.nginx.url("release.json")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().last().unwrap_or("");
+    assert!(line.contains("images.rootfs.deltas."), "{line}");
+    assert!(
+        line.contains("segment 1 sha256 is") && line.contains("the full payload's is 0000"),
+        "{line}"
+    );
+    s.host.assert_untouched(&before, "refused");
+    s.host.assert_target_never_marked_bad(&before);
+    assert_eq!(
+        bytes_sent(&s.nginx, ".zst"),
+        0,
+        "a payload byte was fetched"
+    );
+}
+
 #[test]
 fn a_booted_slot_that_differs_from_its_record_falls_back_to_full() {
     let Some(s) = setup("delta-modified", 24 * MIB, "") else {

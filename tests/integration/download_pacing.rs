@@ -52,6 +52,8 @@ fn partial_size(state_dir: &Path) -> Option<u64> {
     std::fs::read_dir(state_dir.join("partial"))
         .ok()?
         .filter_map(|e| e.ok())
+        // Not the object's validator kept next to it (`.validator`).
+        .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .next()
@@ -154,6 +156,31 @@ fn the_rate_is_held_within_ten_percent_over_twenty_seconds() {
         t += 5.0;
     }
     assert!(took > Duration::from_secs(18), "took only {took:?}");
+}
+
+/// The bucket starts empty: from the first byte no more arrives than the
+/// rate allows (a full bucket let 16 KiB through at once, 3 s worth here).
+#[test]
+fn the_rate_holds_from_the_first_byte_without_a_burst() {
+    const RATE: f64 = 5_000.0;
+    const LEN: usize = 30_000;
+    let h = host("no-burst", "max_rate = \"5kB/s\"");
+    let (_nginx, url) = serve(&h, LEN);
+    let (out, samples, _) = sampled(&h, &["install", "--no-reboot", &url]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.slot_bytes(1, LEN), image("2.0", LEN));
+    // The partial appears before the request: its first sample is the
+    // latest the download can have started.
+    let (t0, _) = *samples.first().expect("samples");
+    for &(t, bytes) in &samples {
+        // One read (a chunk: 1 KiB at this rate) of slack.
+        let allowed = RATE * (t - t0 + 0.1) + 1024.0;
+        assert!(
+            bytes as f64 <= allowed,
+            "{bytes} bytes {:.1}s in: more than {allowed:.0} ({samples:?})",
+            t - t0
+        );
+    }
 }
 
 /// `HH:MM:SS` (UTC) of `unix` seconds.

@@ -205,3 +205,47 @@ fn retries_used_up_before_the_first_byte_never_mark_the_target_bad() {
     assert!(stderr.contains("gave up after 3 retries"), "{stderr}");
     drop(srv);
 }
+
+/// A link that drops every 400 kB (less than a MiB between two failures):
+/// each try moves the download on, so the retries are not used up and the
+/// install completes, each resume from the byte where the last one stopped.
+#[test]
+fn a_link_that_drops_every_400_kb_finishes_the_download() {
+    const CUT: usize = 400_000;
+    let h = host("flaky-link", "");
+    let (srv, calls) = server(&h, |_, req, s, data| {
+        let from = req.range_start().unwrap_or(0).min(data.len());
+        let end = (from + CUT).min(data.len());
+        match from {
+            0 => head(s, "200 OK", &format!("Content-Length: {}\r\n", data.len())),
+            _ => head(
+                s,
+                "206 Partial Content",
+                &format!(
+                    "Content-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n",
+                    data.len() - 1,
+                    data.len(),
+                    data.len() - from
+                ),
+            ),
+        }
+        write_all_capped(s, &data[from..end]);
+        if end < data.len() {
+            std::thread::sleep(Duration::from_millis(100));
+            if let Ok(stream) = s.try_clone() {
+                reset(stream);
+            }
+        }
+    });
+    let (out, _) = install(&h, &srv.url("/release.json"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.slot_bytes(1, LEN), image("2.0", LEN), "slot B");
+    let calls = calls.lock().unwrap().clone();
+    // More drops than `retries = 3`, none of them used one up.
+    assert!(calls.len() > 4, "payload requests: {calls:?}");
+    let starts: Vec<usize> = calls.iter().map(|c| c.1.unwrap_or(0)).collect();
+    assert!(starts.windows(2).all(|w| w[1] > w[0]), "{starts:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("retry 2 of 3"), "{stderr}");
+    drop(srv);
+}

@@ -357,6 +357,20 @@ fn range_server(data: Arc<Vec<u8>>, mode: &'static str) -> Server {
                 );
                 write_all_capped(s, &data[from..]);
             }
+            (Some(from), "past-total") => {
+                // A range shifted past the end: ends beyond its own total.
+                head(
+                    s,
+                    "206 Partial Content",
+                    &format!(
+                        "Content-Range: bytes {}-{}/{size}\r\nContent-Length: {}\r\n",
+                        from + 4096,
+                        size + 4095,
+                        size - from
+                    ),
+                );
+                write_all_capped(s, &data[from..]);
+            }
             (Some(_), "416") => head(
                 s,
                 "416 Range Not Satisfiable",
@@ -491,6 +505,20 @@ fn resume_with_wrong_content_range_start_restarts_from_zero() {
 }
 
 #[test]
+fn a_content_range_past_its_total_is_named_as_such_not_as_missing() {
+    let (data, o) = resume_with("past-total", 200_000);
+    assert!(o.err.is_none(), "{:?}", o.err);
+    assert!(o.bytes == data, "never mis-assembled");
+    assert_eq!(o.resumed_from, 0);
+    let why = o.restart_reason.expect("a restart");
+    assert!(
+        why.contains("unusable Content-Range: \"bytes 204096-504095/500000\" ends at byte 504095, past the 500000-byte total"),
+        "{why}"
+    );
+    assert!(!why.contains("without"), "{why}");
+}
+
+#[test]
 fn resume_answered_416_restarts_from_zero() {
     let (data, o) = resume_with("416", 200_000);
     assert!(o.err.is_none(), "{:?}", o.err);
@@ -518,6 +546,150 @@ fn resume_survives_a_connection_dropped_during_replay() {
     assert!(o.partial_after == data);
     let ranges: Vec<_> = o.requests.iter().map(|r| r.header("range")).collect();
     assert_eq!(ranges, [Some("bytes=300000-"), Some("bytes=300000-")]);
+}
+
+#[test]
+fn a_partial_download_that_is_a_symlink_is_removed_and_its_target_never_written() {
+    let data = Arc::new(pattern(500_000, 42));
+    let server = range_server(data.clone(), "ok");
+    let dir = scratch("hostile-partial-symlink");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, b"victim\n").unwrap();
+    let partial = dir.join("p.part");
+    std::os::unix::fs::symlink(&victim, &partial).unwrap();
+    let t = transport(Duration::from_secs(5));
+    let mut r = t
+        .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
+        .expect("open");
+    let (bytes, err) = drain(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    assert!(bytes == *data, "the whole payload, from 0");
+    assert_eq!(r.resumed_from(), 0);
+    assert!(
+        r.restart_reason()
+            .unwrap_or("")
+            .contains("not a regular file"),
+        "{:?}",
+        r.restart_reason()
+    );
+    drop(r);
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"victim\n",
+        "target untouched"
+    );
+    let meta = std::fs::symlink_metadata(&partial).unwrap();
+    assert!(meta.is_file(), "the partial is a file of its own now");
+    assert!(std::fs::read(&partial).unwrap() == *data);
+    // A directory there cannot be removed: an error naming the path.
+    std::fs::remove_file(&partial).unwrap();
+    std::fs::create_dir(&partial).unwrap();
+    let e = t
+        .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
+        .expect_err("a directory is no partial download");
+    assert!(e.to_string().contains(&*partial.to_string_lossy()), "{e}");
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A server of one object at `/p` that honours `If-Range` by its ETag, as
+/// nginx does: the version in `current` is served (`"v1"`, `"v2"`: other
+/// bytes, same length).
+fn etag_server(versions: [Arc<Vec<u8>>; 2], current: Arc<Mutex<usize>>) -> Server {
+    Server::start(move |req, s| {
+        let v = *current.lock().unwrap();
+        let data = &versions[v];
+        let etag = format!("\"v{}\"", v + 1);
+        let same = req.header("if-range").is_none_or(|t| t == etag);
+        match req.range_start() {
+            Some(from) if same && from < data.len() => {
+                head(
+                    s,
+                    "206 Partial Content",
+                    &format!(
+                        "ETag: {etag}\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n",
+                        data.len() - 1,
+                        data.len(),
+                        data.len() - from
+                    ),
+                );
+                write_all_capped(s, &data[from..]);
+            }
+            _ => {
+                head(
+                    s,
+                    "200 OK",
+                    &format!("ETag: {etag}\r\nContent-Length: {}\r\n", data.len()),
+                );
+                write_all_capped(s, data);
+            }
+        }
+    })
+}
+
+#[test]
+fn a_resume_asks_if_range_and_an_object_replaced_since_comes_back_whole() {
+    let old = Arc::new(pattern(500_000, 42));
+    let new = Arc::new(pattern(500_000, 43));
+    let current = Arc::new(Mutex::new(0));
+    let server = etag_server([old.clone(), new.clone()], current.clone());
+    let dir = scratch("hostile-if-range");
+    let partial = dir.join("p.part");
+    let t = transport(Duration::from_secs(5));
+    let size = old.len() as u64;
+    // A download cut after 200,000 bytes of the first object.
+    let mut r = t
+        .open_payload(&server.url("/p"), size, Some(&partial))
+        .expect("open 1");
+    let mut head_bytes = vec![0u8; 200_000];
+    r.read_exact(&mut head_bytes).expect("read 1");
+    drop(r);
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), 200_000);
+    // The same object resumes with a 206.
+    let mut r = t
+        .open_payload(&server.url("/p"), size, Some(&partial))
+        .expect("open 2");
+    let (bytes, err) = drain(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    assert!(bytes == *old);
+    assert_eq!(r.resumed_from(), 200_000);
+    drop(r);
+    let asked = server.requests();
+    assert_eq!(asked[1].header("range"), Some("bytes=200000-"));
+    assert_eq!(asked[1].header("if-range"), Some("\"v1\""));
+    // Cut again; then the object is replaced: same length, other bytes.
+    std::fs::write(&partial, &old[..300_000]).unwrap();
+    *current.lock().unwrap() = 1;
+    let mut r = t
+        .open_payload(&server.url("/p"), size, Some(&partial))
+        .expect("open 3");
+    let (bytes, err) = drain(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    assert!(
+        bytes == *new,
+        "the new object whole, not spliced onto the old head"
+    );
+    assert_eq!(r.resumed_from(), 0);
+    assert!(
+        r.restart_reason()
+            .unwrap_or("")
+            .contains("the object changed"),
+        "{:?}",
+        r.restart_reason()
+    );
+    drop(r);
+    assert!(std::fs::read(&partial).unwrap() == *new);
+    assert_eq!(server.requests()[2].header("if-range"), Some("\"v1\""));
+    // The next resume names the new object.
+    std::fs::write(&partial, &new[..100_000]).unwrap();
+    let mut r = t
+        .open_payload(&server.url("/p"), size, Some(&partial))
+        .expect("open 4");
+    let (bytes, err) = drain(&mut r);
+    assert!(err.is_none() && bytes == *new, "{err:?}");
+    assert_eq!(r.resumed_from(), 100_000);
+    assert_eq!(server.requests()[3].header("if-range"), Some("\"v2\""));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -34,12 +34,14 @@ fn install_killed_mid_image(h: &TestHost, url: &str, point: &str) {
     );
 }
 
-/// Bytes of downloads kept in `state_dir/partial` (0 without any).
+/// Bytes of downloads kept in `state_dir/partial` (0 without any): the
+/// `.part` files, not the validators kept next to them.
 #[cfg(feature = "failpoints")]
 fn kept_download_bytes(h: &TestHost) -> u64 {
     std::fs::read_dir(h.state_dir.join("partial"))
         .map(|d| {
             d.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
                 .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
                 .sum()
         })
@@ -486,4 +488,45 @@ fn with_resume_off_nothing_is_kept_on_the_data_partition_and_a_cut_download_star
         "a download was resumed: {reqs:?}"
     );
     assert_eq!(h.slot_bytes(1, img.len()), img);
+}
+
+/// A partial download damaged on the data partition (one byte flipped, as
+/// a bad sector or a stray write would): the resumed payload fails its
+/// hash, is discarded and fetched once from byte 0, and the install
+/// succeeds; the failure is never the release's.
+#[test]
+fn a_resumed_download_that_fails_its_hash_is_fetched_again_from_zero() {
+    let h = TestHost::new("http-partial-flip", "1.0", HostOptions::default());
+    let img = image("2.0", 3 << 20);
+    let m = h.pack("r2", "2.0", &img, &["--one-frame"]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("json");
+    let rootfs = &manifest["images"]["rootfs"];
+    let payload =
+        std::fs::read(m.with_file_name(rootfs["url"].as_str().expect("url"))).expect("payload");
+    let sha = rootfs["download_sha256"].as_str().expect("download_sha256");
+    let mut kept = payload[..payload.len() / 2].to_vec();
+    kept[1000] ^= 0xff;
+    std::fs::create_dir_all(h.state_dir.join("partial")).expect("partial dir");
+    std::fs::write(h.state_dir.join(format!("partial/{sha}.part")), &kept).expect("partial");
+    let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
+        return;
+    };
+    let out = h.abupdate(&["install", "--no-reboot", &nginx.url("release.json")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("discarding it and fetching the payload once from the start"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(h.slot_bytes(1, img.len()), img);
+    let name = rootfs["url"].as_str().expect("url");
+    nginx.wait_log(3);
+    let ranges: Vec<_> = nginx
+        .log()
+        .into_iter()
+        .filter(|l| l.uri.ends_with(name))
+        .map(|l| l.range)
+        .collect();
+    assert_eq!(ranges, [Some(format!("bytes={}-", kept.len())), None]);
 }

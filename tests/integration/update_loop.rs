@@ -320,6 +320,88 @@ fn a_staged_record_the_bootloader_undid_is_installed_again_not_reported_staged()
 }
 
 #[test]
+fn a_staged_slot_damaged_before_the_reboot_is_read_back_and_written_again() {
+    // Segmented (BLAKE3 per segment) and one-frame (the image's SHA-256).
+    for (name, extra) in [
+        ("seg", &["--segment-size", "1"][..]),
+        ("one", &["--one-frame"][..]),
+    ] {
+        let h = TestHost::new(
+            &format!("loop-staged-damaged-{name}"),
+            "1.0",
+            HostOptions::default(),
+        );
+        let img = image("2.0", 3 << 20);
+        let m = h.pack("r2", "2.0", &img, extra);
+        let install = || h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8 path")]);
+        let out = install();
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        assert_eq!(h.slot_bytes(1, img.len()), img, "{name}");
+        // One byte of the staged slot flips before the reboot.
+        let mut flipped = h.slot_bytes(1, 1_500_001)[1_500_000..].to_vec();
+        flipped[0] ^= 0xff;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&h.slots[1])
+            .expect("slot");
+        std::os::unix::fs::FileExt::write_all_at(&f, &flipped, 1_500_000).expect("flip");
+        drop(f);
+        let out = install();
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        assert!(
+            text(&out).contains("no longer reads back as signed: installing it again"),
+            "{name}: {}",
+            text(&out)
+        );
+        assert!(
+            !text(&out).contains("already staged"),
+            "{name}: {}",
+            text(&out)
+        );
+        assert_eq!(
+            h.slot_bytes(1, img.len()),
+            img,
+            "{name}: slot B written again"
+        );
+        assert!(var(&h, "ORDER").starts_with('B'), "{:?}", h.grub_vars());
+        assert_eq!(var(&h, "B_OK"), "1", "{:?}", h.grub_vars());
+        // Whole again, the next install is the shortcut.
+        let out = install();
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        assert!(
+            text(&out).contains("already staged"),
+            "{name}: {}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn partial_downloads_of_replaced_releases_are_removed_by_the_next_install() {
+    let h = TestHost::new("loop-partial-prune", "1.0", HostOptions::default());
+    let partial = h.state_dir.join("partial");
+    std::fs::create_dir_all(&partial).expect("partial dir");
+    // Left by cut downloads of releases since replaced.
+    for sha in ["1", "2"] {
+        std::fs::write(
+            partial.join(format!("{}.part", sha.repeat(64))),
+            vec![7u8; 1 << 20],
+        )
+        .expect("old partial");
+    }
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--one-frame"]);
+    let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8 path")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("removed 2 partial download(s)"),
+        "{}",
+        text(&out)
+    );
+    let left: Vec<_> = std::fs::read_dir(&partial).expect("partial dir").collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn an_os_release_version_that_does_not_parse_falls_back_to_the_installed_record() {
     let h = TestHost::new("loop-odd-version", "1.0", HostOptions::default());
     assert_eq!(h.state()["slots"]["A"]["version"], "1.0");
