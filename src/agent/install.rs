@@ -14,8 +14,9 @@
 //! manifest lists, into the slot that is not booted, not mounted and
 //! shares no storage with either; the target is marked bad only by the
 //! writer's `before_write`, right before its first byte. A release is
-//! "already staged" only while the bootloader boots its slot next and the
-//! slot reads back as signed (`staged_damage`); else it is installed again.
+//! "already staged" only while the bootloader boots its slot next and,
+//! when the reboot into it may come now, the slot reads back as signed
+//! (`staged_damage`); else it is installed again.
 
 use super::check::{fetch_and_judge, save_if_held, CheckOptions, Judged, NoUpdate, Nothing};
 use super::recovery::{disarm, reboot};
@@ -209,11 +210,25 @@ fn install_verified(
                 // Nor does the record say what the slot holds now: it is
                 // read back against the signed digests before it counts,
                 // or the trial of other bytes would blame the release.
-                match staged_damage(host, verified, target)? {
+                // Read back when the reboot into it may come now (a manual
+                // install, or the timer inside its maintenance window): a
+                // tick that only waits for the window would read the whole
+                // slot every time.
+                let reboots_now = !opts.respect_windows
+                    || crate::schedule::may_reboot(&host.config.reboot.windows, now());
+                let damage = match reboots_now {
+                    true => staged_damage(host, verified, target)?,
+                    false => None,
+                };
+                match damage {
                     None => {
                         log(&format!(
-                            "release {} is already staged in slot {target} (read back and matched)",
-                            m.version
+                            "release {} is already staged in slot {target} ({})",
+                            m.version,
+                            match reboots_now {
+                                true => "read back and matched",
+                                false => "read back before the reboot into it",
+                            }
                         ));
                         return finish_staged(host, lock, &mut state, target, verified, 0, 0, opts);
                     }
