@@ -7,7 +7,7 @@
 
 use crate::common::host::{image, text, HostOptions, TestHost};
 use crate::common::hostile_server::{
-    files_of, head, not_found, serve, write_all_capped, Req, Server,
+    files_of, head, head_from, not_found, serve, write_all_capped, Req, Server,
 };
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -216,19 +216,7 @@ fn a_link_that_drops_every_400_kb_finishes_the_download() {
     let (srv, calls) = server(&h, |_, req, s, data| {
         let from = req.range_start().unwrap_or(0).min(data.len());
         let end = (from + CUT).min(data.len());
-        match from {
-            0 => head(s, "200 OK", &format!("Content-Length: {}\r\n", data.len())),
-            _ => head(
-                s,
-                "206 Partial Content",
-                &format!(
-                    "Content-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n",
-                    data.len() - 1,
-                    data.len(),
-                    data.len() - from
-                ),
-            ),
-        }
+        head_from(s, from, data.len());
         write_all_capped(s, &data[from..end]);
         if end < data.len() {
             std::thread::sleep(Duration::from_millis(100));

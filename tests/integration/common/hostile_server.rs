@@ -157,20 +157,33 @@ pub fn trickle(stream: &mut TcpStream, data: &[u8], n: usize) {
     }
 }
 
+/// The head of a 206 answer with a file of `len` bytes from byte `from`.
+pub fn head_range(stream: &mut TcpStream, from: usize, len: usize) {
+    head(
+        stream,
+        "206 Partial Content",
+        &format!(
+            "Content-Range: bytes {from}-{}/{len}\r\nContent-Length: {}\r\n",
+            len - 1,
+            len - from
+        ),
+    );
+}
+
+/// The head of a correct answer with a file of `len` bytes from byte
+/// `from` on: 200 from 0, else 206 with its Content-Range.
+pub fn head_from(stream: &mut TcpStream, from: usize, len: usize) {
+    match from {
+        0 => head(stream, "200 OK", &format!("Content-Length: {len}\r\n")),
+        _ => head_range(stream, from, len),
+    }
+}
+
 /// A correct answer with the file, honouring `Range: bytes=N-`.
 pub fn serve(req: &Req, stream: &mut TcpStream, data: &[u8]) {
     match req.range_start() {
         Some(from) if from < data.len() => {
-            head(
-                stream,
-                "206 Partial Content",
-                &format!(
-                    "Content-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n",
-                    data.len() - 1,
-                    data.len(),
-                    data.len() - from
-                ),
-            );
+            head_range(stream, from, data.len());
             write_all_capped(stream, &data[from..]);
         }
         _ => {
