@@ -744,6 +744,9 @@ pub struct HostFacts<'a> {
     /// Versions that failed their trial on this host (as recorded; compared
     /// as versions, so `3.0` covers `3.0.0`).
     pub failed_versions: &'a [String],
+    /// Versions an operator cancelled here while staged, which this run
+    /// does not take: the timer's (empty for an `install` by hand).
+    pub cancelled_versions: &'a [String],
     /// Now, by the host clock.
     pub now: i64,
     /// The newest `created` this host has seen in a verified manifest: the
@@ -832,6 +835,12 @@ pub enum NotApplicable {
         /// The release.
         version: String,
     },
+    /// A release an operator cancelled here while it was staged (the
+    /// timer's runs only: an `install` by hand takes it).
+    Cancelled {
+        /// The release.
+        version: String,
+    },
     /// `created` is implausibly far ahead of the host's clock.
     CreatedAhead {
         /// The manifest's `created`.
@@ -883,6 +892,10 @@ impl fmt::Display for NotApplicable {
             NotApplicable::PreviouslyFailed { version } => {
                 write!(f, "release {version} already failed its trial on this host")
             }
+            NotApplicable::Cancelled { version } => write!(
+                f,
+                "release {version} was cancelled by the operator on this host; `abupdate install` of it by hand installs it again"
+            ),
             NotApplicable::CreatedAhead { created, clock } => write!(
                 f,
                 "release manifest created {created} is more than a day ahead of this host's clock ({clock}): the release's date or the host's clock is wrong"
@@ -916,6 +929,9 @@ impl NotApplicable {
             NotApplicable::NotNewer { .. } => crate::error::Kind::NotNewer,
             NotApplicable::Expired { .. } => crate::error::Kind::Expired,
             NotApplicable::PreviouslyFailed { .. } => crate::error::Kind::PreviouslyFailed,
+            // Never an error (only the timer's runs hold a cancelled
+            // release, and for them it is "nothing to do"): the nearest kind.
+            NotApplicable::Cancelled { .. } => crate::error::Kind::PreviouslyFailed,
             NotApplicable::CreatedAhead { .. } => crate::error::Kind::CreatedAhead,
             NotApplicable::Stale { .. } => crate::error::Kind::Stale,
             NotApplicable::UnknownClass { .. } => crate::error::Kind::UnknownClass,
@@ -930,7 +946,9 @@ impl NotApplicable {
     pub fn is_fault(&self) -> bool {
         !matches!(
             self,
-            NotApplicable::NotNewer { .. } | NotApplicable::PreviouslyFailed { .. }
+            NotApplicable::NotNewer { .. }
+                | NotApplicable::PreviouslyFailed { .. }
+                | NotApplicable::Cancelled { .. }
         )
     }
 }
@@ -994,6 +1012,15 @@ pub fn evaluate(m: &Manifest, host: &HostFacts) -> Result<(), NotApplicable> {
             version: m.version.to_string(),
         });
     }
+    let cancelled = host
+        .cancelled_versions
+        .iter()
+        .any(|v| Version::parse(v).is_ok_and(|v| v == m.version) || v == m.version.as_str());
+    if cancelled {
+        return Err(NotApplicable::Cancelled {
+            version: m.version.to_string(),
+        });
+    }
     if let Some(booted) = host.booted_version {
         if m.version <= *booted && !host.allow_downgrade {
             return Err(NotApplicable::NotNewer {
@@ -1023,6 +1050,7 @@ mod tests {
             compatible: "acme",
             booted_version: booted,
             failed_versions: failed,
+            cancelled_versions: &[],
             now,
             newest_created_seen: None,
             newest_from_source: None,
@@ -1293,6 +1321,33 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_release_is_not_taken_by_the_timer_and_a_failure_outranks_it() {
+        let m = Manifest::parse(doc("3.0.0").as_bytes()).expect("parse");
+        let now = parse_rfc3339("2026-11-24T00:00:00Z").expect("time");
+        let booted = Version::parse("2.0").expect("v");
+        let cancelled = vec!["3.0".to_string()];
+        let mut h = host(Some(&booted), &[], now);
+        h.cancelled_versions = &cancelled;
+        assert_eq!(
+            evaluate(&m, &h),
+            Err(NotApplicable::Cancelled {
+                version: "3.0.0".into()
+            })
+        );
+        let failed = vec!["3".to_string()];
+        h.failed_versions = &failed;
+        assert_eq!(
+            evaluate(&m, &h).map_err(|e| e.kind().as_str()),
+            Err("previously_failed")
+        );
+        // A newer release is not held by the cancel of an older one.
+        let newer = Manifest::parse(doc("3.0.1").as_bytes()).expect("parse");
+        let mut h = host(Some(&booted), &[], now);
+        h.cancelled_versions = &cancelled;
+        assert_eq!(evaluate(&newer, &h), Ok(()));
+    }
+
+    #[test]
     fn a_created_far_ahead_of_the_clock_is_not_believed() {
         let m = Manifest::parse(doc("2").as_bytes()).expect("parse");
         let created = m.created;
@@ -1426,6 +1481,7 @@ mod tests {
                 false,
             ),
             (NotApplicable::PreviouslyFailed { version: s() }, false),
+            (NotApplicable::Cancelled { version: s() }, false),
         ];
         for (na, fault) in table {
             assert_eq!(na.is_fault(), fault, "{}", na.kind());

@@ -51,8 +51,9 @@ pub enum Outcome {
     /// probation (`agent::probation`): counted against the release.
     RolledBackLate,
     /// A staged trial the release channel no longer offered (withdrawn,
-    /// halted) was disarmed before its boot: the running slot stays the
-    /// next boot. Not counted against the release on this host.
+    /// halted), or an operator cancelled (`mark-bad` of its slot), was
+    /// disarmed before its boot: the running slot stays the next boot.
+    /// Not counted for or against the release on this host.
     Disarmed,
 }
 

@@ -273,7 +273,65 @@ pub struct Probation {
     pub no_fallback: Option<i64>,
 }
 
-/// A release that failed on this host and is never installed again.
+/// Why a release is on the list of releases not installed again
+/// ([`State::failed`]). Serialized as its name; a name this version does
+/// not know (a newer version's) is kept as [`Hold::Other`], written back
+/// as read, and held like a failure: never installed again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Hold {
+    /// It failed here (its trial, its probation, or rejected while it
+    /// ran): never installed again.
+    #[default]
+    Failed,
+    /// An operator cancelled it while it was staged and never booted
+    /// (`mark-bad` of its slot): not a failure of the release, but the
+    /// timer does not take it again; an `install` of it by hand does.
+    Cancelled,
+    /// A hold this version does not know.
+    Other(String),
+}
+
+impl Hold {
+    /// The name in `state.json`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Hold::Failed => "failed",
+            Hold::Cancelled => "cancelled",
+            Hold::Other(s) => s,
+        }
+    }
+
+    /// Whether an `install` by hand is refused too (anything but an
+    /// operator's cancel, the unknown included).
+    pub fn binds_the_operator(&self) -> bool {
+        *self != Hold::Cancelled
+    }
+
+    /// `failed` is the default, left out of `state.json` (as older
+    /// versions wrote it).
+    fn is_failed(&self) -> bool {
+        *self == Hold::Failed
+    }
+}
+
+impl Serialize for Hold {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Hold {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| match s.as_str() {
+            "failed" => Hold::Failed,
+            "cancelled" => Hold::Cancelled,
+            _ => Hold::Other(s),
+        })
+    }
+}
+
+/// A release that failed on this host and is never installed again, or
+/// one an operator cancelled ([`Hold`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FailedRelease {
     /// The release.
@@ -284,6 +342,9 @@ pub struct FailedRelease {
     pub reason: String,
     /// When (Unix time).
     pub at: i64,
+    /// Why it is held: failed (left out), or `cancelled` by an operator.
+    #[serde(default, skip_serializing_if = "Hold::is_failed")]
+    pub hold: Hold,
     /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,
@@ -498,26 +559,68 @@ pub struct State {
 }
 
 impl State {
-    /// The versions on the failed list.
-    pub fn failed_versions(&self) -> Vec<String> {
-        self.failed.iter().map(|f| f.version.clone()).collect()
+    /// The versions on the failed list that `by_hand` (an operator's
+    /// `install`) may not install: every one for the timer's runs; for a
+    /// run by hand, all but those the operator cancelled.
+    pub fn failed_versions(&self, by_hand: bool) -> Vec<String> {
+        self.failed
+            .iter()
+            .filter(|f| !by_hand || f.hold.binds_the_operator())
+            .map(|f| f.version.clone())
+            .collect()
     }
 
-    /// Put a release on the failed list (once per version, compared as versions).
-    pub fn record_failed(&mut self, version: &str, manifest_sha256: &str, reason: &str, at: i64) {
-        // Compared as versions: `3.0` is already there for `3.0.0`.
+    /// The versions an operator cancelled ([`Hold::Cancelled`]).
+    pub fn cancelled_versions(&self) -> Vec<String> {
+        self.failed
+            .iter()
+            .filter(|f| f.hold == Hold::Cancelled)
+            .map(|f| f.version.clone())
+            .collect()
+    }
+
+    /// The entry of `version` on the failed list (compared as versions:
+    /// `3.0` is the entry of `3.0.0`).
+    fn failed_entry(&mut self, version: &str) -> Option<&mut FailedRelease> {
+        let at = self.failed_index(version)?;
+        self.failed.get_mut(at)
+    }
+
+    fn failed_index(&self, version: &str) -> Option<usize> {
         let same = |recorded: &str| match (Version::parse(recorded), Version::parse(version)) {
             (Ok(a), Ok(b)) => a == b,
             _ => recorded == version,
         };
-        if !self.failed.iter().any(|f| same(&f.version)) {
-            self.failed.push(FailedRelease {
+        self.failed.iter().position(|f| same(&f.version))
+    }
+
+    /// Put a release on the failed list (once per version, compared as
+    /// versions). One an operator had cancelled and then installed again
+    /// by hand, which now failed, becomes a failure.
+    pub fn record_failed(&mut self, version: &str, manifest_sha256: &str, reason: &str, at: i64) {
+        self.hold(version, manifest_sha256, reason, at, Hold::Failed);
+    }
+
+    /// Put `version` on the failed list held as `hold`; an entry there
+    /// already stays, but a cancel never softens a failure and a failure
+    /// hardens a cancel.
+    fn hold(&mut self, version: &str, manifest_sha256: &str, reason: &str, at: i64, hold: Hold) {
+        match self.failed_entry(version) {
+            Some(f) if f.hold == Hold::Cancelled && hold == Hold::Failed => {
+                f.manifest_sha256 = manifest_sha256.to_string();
+                f.reason = reason.to_string();
+                f.at = at;
+                f.hold = hold;
+            }
+            Some(_) => {}
+            None => self.failed.push(FailedRelease {
                 version: version.to_string(),
                 manifest_sha256: manifest_sha256.to_string(),
                 reason: reason.to_string(),
                 at,
+                hold,
                 unknown: Unknown::new(),
-            });
+            }),
         }
     }
 
@@ -570,6 +673,13 @@ impl State {
             },
         );
         self.record_release(t);
+        // An operator's `install` of a release they had cancelled lifts
+        // the cancel (the timer never stages one it holds).
+        if let Some(at) = self.failed_index(&t.version) {
+            if self.failed[at].hold == Hold::Cancelled {
+                self.failed.remove(at);
+            }
+        }
         self.transaction = Some(Transaction {
             phase: Phase::Staged,
             staged_boot_id: boot_id,
@@ -647,6 +757,15 @@ impl State {
         self.record_release(t);
         self.slot_mut(t.to).status = SlotStatus::Bad;
         self.transaction = None;
+    }
+
+    /// An operator cancelled the staged trial `t` (`mark-bad` of its slot,
+    /// the bootloader already booting `t.from` again): disarmed, and its
+    /// release held as [`Hold::Cancelled`] (`why` says by whom), so the
+    /// timer does not stage it again while an `install` by hand may.
+    pub fn cancel(&mut self, t: &Transaction, why: &str, at: i64) {
+        self.disarm(t);
+        self.hold(&t.version, &t.manifest_sha256, why, at, Hold::Cancelled);
     }
 
     /// The probation's window ended with no more failures than tolerated:
@@ -1149,7 +1268,7 @@ mod tests {
         s.record_failed("3.0.0", "ee", "health", 8);
         assert_eq!(s.failed.len(), 1, "3.0.0 is the 3.0 already listed");
         s.record_failed("3.0.1", "dd", "health", 9);
-        assert_eq!(s.failed_versions(), ["3.0", "3.0.1"]);
+        assert_eq!(s.failed_versions(true), ["3.0", "3.0.1"]);
     }
 
     #[test]
@@ -1389,7 +1508,7 @@ mod tests {
                 }
                 _ => {
                     assert_eq!(s.slot(SlotName::A).status, SlotStatus::Bad);
-                    assert_eq!(s.failed_versions(), ["3.0"]);
+                    assert_eq!(s.failed_versions(true), ["3.0"]);
                     assert_eq!(s.metrics.failures.get("health"), Some(&1));
                 }
             }
@@ -1476,6 +1595,56 @@ mod tests {
     }
 
     #[test]
+    fn an_operators_cancel_holds_the_release_from_the_timer_until_staged_by_hand() {
+        let mut s = fresh();
+        let t = transaction(SlotName::A, Phase::Staged);
+        s.stage(&t, None, 9);
+        s.cancel(&t, "cancelled by the operator", 10);
+        assert_eq!(s.transaction, None, "nothing pending: no trial at boot");
+        assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);
+        assert_eq!(s.failed[0].hold, Hold::Cancelled);
+        assert_eq!(s.failed_versions(false), ["2.0"], "the timer holds it");
+        assert!(s.failed_versions(true).is_empty(), "the operator may not");
+        assert_eq!(s.cancelled_versions(), ["2.0"]);
+        // Saved as `"hold": "cancelled"`, read back the same; a failure
+        // leaves the field out, as older versions wrote it.
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["failed"][0]["hold"], "cancelled");
+        let back: State = serde_json::from_value(json).expect("read");
+        assert_eq!(back.failed, s.failed);
+        // An install by hand staging it lifts the cancel.
+        let mut again = s.clone();
+        again.stage(&transaction(SlotName::A, Phase::Writing), None, 11);
+        assert!(again.failed.is_empty(), "{:?}", again.failed);
+        // A failure hardens a cancel (also spelt otherwise); a cancel
+        // never softens a failure.
+        let mut hard = s.clone();
+        hard.record_failed("2.0.0", "cc", "checks failed", 12);
+        assert_eq!(hard.failed.len(), 1);
+        assert_eq!(
+            (hard.failed[0].hold.clone(), hard.failed[0].at),
+            (Hold::Failed, 12)
+        );
+        assert!(serde_json::to_value(&hard).expect("json")["failed"][0]
+            .get("hold")
+            .is_none());
+        hard.cancel(&t, "cancelled", 13);
+        assert_eq!(hard.failed[0].hold, Hold::Failed);
+        hard.stage(&t, None, 14);
+        assert_eq!(hard.failed.len(), 1, "a failure is not lifted by a stage");
+    }
+
+    #[test]
+    fn a_hold_this_version_does_not_know_is_kept_and_binds_every_run() {
+        let raw = r#"{"format":1,"failed":[{"version":"3.0","manifest_sha256":"ff","reason":"r","at":1,"hold":"quarantined"}]}"#;
+        let s: State = serde_json::from_str(raw).expect("read");
+        assert_eq!(s.failed[0].hold, Hold::Other("quarantined".into()));
+        assert_eq!(s.failed_versions(true), ["3.0"]);
+        let back = serde_json::to_value(&s).expect("json");
+        assert_eq!(back["failed"][0]["hold"], "quarantined");
+    }
+
+    #[test]
     fn a_trial_is_committed_or_retired_keeping_its_record() {
         let mut s = fresh();
         let t = transaction(SlotName::A, Phase::Staged);
@@ -1494,7 +1663,7 @@ mod tests {
         assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);
         assert_eq!(s.slot(SlotName::B).version.as_deref(), Some("2.0"));
         assert_eq!(s.transaction, None);
-        assert_eq!(s.failed_versions(), ["2.0"]);
+        assert_eq!(s.failed_versions(true), ["2.0"]);
         assert_eq!(s.metrics.rollbacks, 1);
         assert_eq!(s.metrics.failures.get("health"), Some(&1));
     }
@@ -1532,7 +1701,7 @@ mod tests {
         s.retire_trial(&release, true, "late", Kind::Health, 20);
         assert_eq!(s.probation, None);
         assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);
-        assert_eq!(s.failed_versions(), ["2.0"]);
+        assert_eq!(s.failed_versions(true), ["2.0"]);
         let round: State =
             serde_json::from_slice(&serde_json::to_vec(&ended).expect("json")).expect("reads back");
         assert_eq!(round, ended);
@@ -1565,7 +1734,7 @@ mod tests {
         let rec = s.slot(SlotName::B);
         assert_eq!(rec.status, SlotStatus::Bad);
         assert_eq!((rec.version, rec.images.len()), (None, 0));
-        assert_eq!(s.failed_versions(), ["2.0"]);
+        assert_eq!(s.failed_versions(true), ["2.0"]);
     }
 
     /// Only a record that says written (or nothing) becomes good on a

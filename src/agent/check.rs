@@ -31,6 +31,9 @@ pub enum NoUpdate {
     NotNewer,
     /// The release already failed here.
     PreviouslyFailed,
+    /// An operator cancelled the release here while it was staged: the
+    /// timer does not take it again (an `install` by hand does).
+    Cancelled,
     /// The release applies, but its rollout has not reached this host.
     WaitingForWave,
     /// The booted release is on probation: nothing is fetched or written
@@ -79,6 +82,9 @@ pub struct CheckOptions {
     /// Apply the staged rollout (the timer's runs do; a manual install
     /// is the operator's own decision and does not).
     pub rollout: bool,
+    /// An operator's `install`: a release they cancelled is theirs to
+    /// take again (the timer's runs and `check` hold it).
+    pub by_hand: bool,
 }
 
 /// A fetched manifest, judged for this host.
@@ -133,6 +139,7 @@ impl Nothing {
             Nothing::NotWanted { why, standing } => {
                 let kind = match why {
                     NotApplicable::PreviouslyFailed { .. } => NoUpdate::PreviouslyFailed,
+                    NotApplicable::Cancelled { .. } => NoUpdate::Cancelled,
                     _ => NoUpdate::NotNewer,
                 };
                 (why.to_string(), kind, standing)
@@ -221,7 +228,14 @@ pub(super) fn fetch_and_judge(
     // Through a channel: the manifest it chooses, bound to its entry.
     let (location, pin) = match host.is_channel(location) {
         false => (location.to_string(), None),
-        true => match through_channel(host, state, &transport, location, &booted_version_text)? {
+        true => match through_channel(
+            host,
+            state,
+            &transport,
+            location,
+            &booted_version_text,
+            opts.by_hand,
+        )? {
             Ok((manifest, release)) => (manifest, Some(release)),
             Err(nothing) => return Ok(Judged::Nothing(nothing)),
         },
@@ -261,7 +275,7 @@ pub(super) fn fetch_and_judge(
             verified.manifest(),
         )?;
     }
-    let verdict = judge(host, state, &verified, booted, opts.allow_downgrade);
+    let verdict = judge(host, state, &verified, booted, opts);
     let standing = match opts.rollout {
         true => Some(
             rollout::decide(
@@ -378,13 +392,14 @@ fn through_channel(
     transport: &crate::fetch::Transport,
     url: &str,
     booted: &Option<String>,
+    by_hand: bool,
 ) -> Result<std::result::Result<(String, channel::Release), Nothing>> {
     let verified = believed_channel(host, state, transport, url)?;
     let ch = verified.channel();
     let shown = crate::fetch::redact(url);
     let parsed = booted.as_deref().and_then(|v| Version::parse(v).ok());
     let failed: Vec<Version> = state
-        .failed_versions()
+        .failed_versions(by_hand)
         .iter()
         .filter_map(|v| Version::parse(v).ok())
         .collect();
@@ -463,8 +478,9 @@ fn judge(
     state: &mut State,
     verified: &Verified,
     booted: SlotName,
-    allow_downgrade: bool,
+    opts: CheckOptions,
 ) -> std::result::Result<(), NotApplicable> {
+    let (allow_downgrade, by_hand) = (opts.allow_downgrade, opts.by_hand);
     let m = verified.manifest();
     // os-release's version when it is one we compare, else what abupdate
     // installed there: an os-release version that does not parse must not
@@ -472,7 +488,12 @@ fn judge(
     let parsed = |v: Option<&str>| v.and_then(|v| Version::parse(v).ok());
     let booted_version = parsed(host.booted_version(state, booted).as_deref())
         .or_else(|| parsed(state.slot(booted).version.as_deref()));
-    let failed = state.failed_versions();
+    // The failures hold every run; an operator's cancel only the timer's.
+    let failed = state.failed_versions(true);
+    let cancelled = match by_hand {
+        true => Vec::new(),
+        false => state.cancelled_versions(),
+    };
     let classes: Vec<String> = host
         .config
         .slots
@@ -484,6 +505,7 @@ fn judge(
         compatible: &host.config.update.compatible,
         booted_version: booted_version.as_ref(),
         failed_versions: &failed,
+        cancelled_versions: &cancelled,
         now: now(),
         newest_created_seen: state.newest_created,
         newest_from_source: state.newest_by_source.get(&source).copied(),

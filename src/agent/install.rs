@@ -76,6 +76,7 @@ pub fn install(host: &Host, source: &str, opts: &InstallOptions) -> Result<Insta
     let check = CheckOptions {
         allow_downgrade: opts.allow_downgrade,
         rollout: false,
+        by_hand: true,
     };
     match check_and_install(host, source, check, opts, &mut None)? {
         Ok(done) => Ok(done),

@@ -90,6 +90,36 @@ pub(super) fn disarm(
     Ok(line)
 }
 
+/// The operator's `op` (`mark-bad` of its slot) cancels the staged trial
+/// `t`: the same pair as a disarm, the release held as cancelled, the
+/// running slot re-blessed (the activation gave it a fresh try budget),
+/// reported `disarmed`: an operator's decision is no verdict on the
+/// release, and the boot finds nothing pending (no `trial_never_booted`).
+fn cancel_staged(
+    host: &Host,
+    lock: &crate::state::StateLock,
+    state: &mut State,
+    t: &Transaction,
+    op: Manual,
+) -> Result<()> {
+    let flip = Transition::new(host, lock);
+    let why = format!("cancelled by the operator (`abupdate {op}`) while staged, never booted");
+    flip.cancel(state, t, &why)?;
+    flip.rebless(state, t.from)?;
+    log(&format!(
+        "release {} in slot {} {why}: slot {} stays the next boot; the timer does not install it again (`abupdate install` of it by hand does)",
+        t.version, t.to, t.from
+    ));
+    host.release_reboot_lock(lock, state);
+    publish(
+        host,
+        state,
+        Some((crate::report::Outcome::Disarmed, t.version.as_str())),
+        None,
+    );
+    Ok(())
+}
+
 /// The booted slot is recorded bad (its trial failed, or `mark-bad`) while
 /// the other slot is usable: the rollback was recorded but the reboot never
 /// happened (a crash after the state write, a failed reboot command,
@@ -168,6 +198,15 @@ impl ManualFacts<'_> {
         self.transaction.is_some_and(|t| t.to == self.booted)
     }
 
+    /// Whether `slot` is not the booted one and holds the transaction's
+    /// release, staged (written, verified, activated) and never booted.
+    fn staged_in(&self, slot: SlotName) -> bool {
+        slot != self.booted
+            && self
+                .transaction
+                .is_some_and(|t| t.to == slot && t.phase == Phase::Staged)
+    }
+
     fn status(&self, slot: SlotName) -> &SlotStatus {
         match slot {
             SlotName::A => self.a,
@@ -211,6 +250,12 @@ pub enum ManualPlan {
     /// ([`retire_trial`]: bad, the old slot activated, the release on the
     /// failed list), so the timer does not install it again.
     RejectTrial,
+    /// `mark-bad` of the other slot, which holds a release staged and
+    /// never booted: the operator cancels it. Disarmed (bad, the running
+    /// slot activated, nothing pending), reported `disarmed` (not counted
+    /// for or against the release) and held as cancelled, so the timer
+    /// does not stage it again ([`crate::state::Hold::Cancelled`]).
+    CancelStaged,
     /// Make `slot` the one booted next (a manual rollback); `vouched`: the
     /// operator forced it onto a slot not recorded usable.
     SwitchTo {
@@ -227,9 +272,7 @@ pub enum ManualPlan {
 pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Refusal> {
     let refuse = |slot: SlotName| {
         let status = f.status(slot).clone();
-        let staged = f
-            .transaction
-            .is_some_and(|t| t.to == slot && t.phase == Phase::Staged && slot != f.booted);
+        let staged = f.staged_in(slot);
         Err(Refusal::NoGoodSlot {
             op,
             slot,
@@ -256,6 +299,9 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             }
             if slot == f.booted && f.running_trial() {
                 return Ok(ManualPlan::RejectTrial);
+            }
+            if f.staged_in(slot) {
+                return Ok(ManualPlan::CancelStaged);
             }
             Ok(ManualPlan::Mark { slot, good: false })
         }
@@ -341,6 +387,12 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<(
                 no_reboot,
             )?;
             Ok(())
+        }
+        ManualPlan::CancelStaged => {
+            let Some(t) = state.transaction.clone() else {
+                return Ok(());
+            };
+            cancel_staged(host, &lock, &mut state, &t, op)
         }
         ManualPlan::SwitchTo { slot, vouched } => {
             flip.switch_to(&mut state, slot, vouched)?;
@@ -453,10 +505,7 @@ mod tests {
         let t = staged(B, Phase::Staged);
         assert_eq!(
             judged(Manual::MarkBad(B), Good, Installed, Some(&t), false),
-            Ok(ManualPlan::Mark {
-                slot: B,
-                good: false
-            })
+            Ok(ManualPlan::CancelStaged)
         );
         let r = judged(Manual::MarkBad(B), Bad, Good, None, false);
         assert_eq!(refused_for(r), (A, Bad, false));
@@ -547,7 +596,7 @@ mod tests {
     }
 
     #[test]
-    fn rejecting_the_running_trial_retires_it_and_cancelling_a_staged_one_marks_it() {
+    fn rejecting_the_running_trial_retires_it_and_cancelling_a_staged_one_disarms_it() {
         // Booted A on its trial (from B, good).
         let t = staged(A, Phase::Staged);
         for op in [Manual::Rollback, Manual::MarkBad(A)] {
@@ -563,10 +612,23 @@ mod tests {
             judged(Manual::Rollback, Installed, Bad, Some(&t), true),
             Ok(ManualPlan::RejectTrial)
         );
-        // Staged in B, not booted yet: mark-bad B cancels it (a mark).
+        // Staged in B, not booted yet: mark-bad B cancels it (the
+        // operator's decision, not a verdict on the release), also when
+        // forced from a booted slot not proven good.
         let t = staged(B, Phase::Staged);
         assert_eq!(
             judged(Manual::MarkBad(B), Good, Installed, Some(&t), false),
+            Ok(ManualPlan::CancelStaged)
+        );
+        assert_eq!(
+            judged(Manual::MarkBad(B), Bad, Installed, Some(&t), true),
+            Ok(ManualPlan::CancelStaged)
+        );
+        // A write that never reached `staged` is no release to cancel:
+        // marked bad as before.
+        let w = staged(B, Phase::Writing);
+        assert_eq!(
+            judged(Manual::MarkBad(B), Good, Installing, Some(&w), false),
             Ok(ManualPlan::Mark {
                 slot: B,
                 good: false

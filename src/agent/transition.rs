@@ -26,7 +26,9 @@
 //!    [`Transition::retire`] is the one way a trial is retired, whether
 //!    its checks failed, its bytes were wrong or it never came up.
 //!    A staged trial the release channel no longer offers is disarmed by
-//!    the same pair ([`Transition::disarm`]), without the failed list.
+//!    the same pair ([`Transition::disarm`]), without the failed list; one
+//!    an operator cancels ([`Transition::cancel`]) too, held on the list
+//!    as cancelled (the timer's runs skip it; an `install` by hand not).
 //! 5. **The bootloader first, then the record** for a commit, a re-bless,
 //!    `mark-good`/`mark-bad` and a manual rollback: the record never
 //!    claims more than the bootloader will do.
@@ -152,14 +154,33 @@ impl<'a> Transition<'a> {
     /// failed list). A crash before the record leaves `staged` recorded;
     /// the next `update` disarms again (each write idempotent).
     pub(super) fn disarm(&self, state: &mut State, t: &Transaction) -> Result<()> {
-        self.host.boot.set_state(t.to, BootState::Bad)?;
-        crate::failpoint::hit("disarm-marked-bad");
-        self.host.boot.activate(t.from)?;
-        crate::failpoint::hit("disarmed");
+        self.disarm_pair(t)?;
         let at = now();
         state.disarm(t);
         crate::report::record_outcome(&mut state.outcomes, &t.version, Outcome::Disarmed, None, at);
         self.save(state)
+    }
+
+    /// Rule 4's pair for a staged trial `t` an operator cancelled
+    /// (`mark-bad` of its slot, `why`), then the record
+    /// ([`State::cancel`]: disarmed, the release held as cancelled, not
+    /// failed). A crash before the record leaves `staged` recorded with
+    /// `t.to` bad: the operator's `mark-bad` runs again.
+    pub(super) fn cancel(&self, state: &mut State, t: &Transaction, why: &str) -> Result<()> {
+        self.disarm_pair(t)?;
+        let at = now();
+        state.cancel(t, why, at);
+        crate::report::record_outcome(&mut state.outcomes, &t.version, Outcome::Disarmed, None, at);
+        self.save(state)
+    }
+
+    /// `t.to` bad, then `t.from` (running) activated.
+    fn disarm_pair(&self, t: &Transaction) -> Result<()> {
+        self.host.boot.set_state(t.to, BootState::Bad)?;
+        crate::failpoint::hit("disarm-marked-bad");
+        self.host.boot.activate(t.from)?;
+        crate::failpoint::hit("disarmed");
+        Ok(())
     }
 
     /// Mark the running, healthy slot good again. The bootloader script

@@ -116,6 +116,7 @@ pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
     let check = CheckOptions {
         allow_downgrade: false,
         rollout: true,
+        by_hand: false,
     };
     let install_opts = InstallOptions {
         allow_downgrade: false,

@@ -231,6 +231,7 @@ pub fn check(global: &Global, source: Option<&str>, allow_downgrade: bool) -> Re
     let opts = CheckOptions {
         allow_downgrade,
         rollout: true,
+        by_hand: false,
     };
     let outcome = agent::check(&host, source, opts)?;
     match &outcome {
@@ -620,7 +621,14 @@ fn print_status(s: &agent::Status) {
         None => crate::tell!("pending: none"),
     }
     for f in &s.failed {
-        crate::tell!("failed release {}: {}", f.version, f.reason);
+        match f.hold {
+            crate::state::Hold::Cancelled => crate::tell!(
+                "cancelled release {}: {}; the timer does not install it again (`abupdate install` of it by hand does)",
+                f.version,
+                f.reason
+            ),
+            _ => crate::tell!("failed release {}: {}", f.version, f.reason),
+        }
     }
     if let Some(w) = &s.reboot_window {
         crate::tell!("reboot: waits for the maintenance window opening {w}");

@@ -43,7 +43,7 @@ pub enum Check<'a> {
     UpToDate {
         /// Always `false`.
         update_available: bool,
-        /// `not_newer`, `previously_failed`, `not_modified`, `waiting_for_wave`,
+        /// `not_newer`, `previously_failed`, `cancelled`, `not_modified`, `waiting_for_wave`,
         /// `halted`, `on_withdrawn`, `on_probation`.
         reason: NoUpdate,
         /// The reason in words, as the text output prints it.
@@ -276,7 +276,9 @@ pub struct Status<'a> {
     pub slots: BTreeMap<SlotName, Slot<'a>>,
     /// The update in flight (`state.json`'s `transaction`), if any.
     pub transaction: Option<&'a crate::state::Transaction>,
-    /// Releases that failed here and are not taken again.
+    /// Releases that failed here and are not taken again, and those an
+    /// operator cancelled while staged (`"hold": "cancelled"`: the timer
+    /// does not take them again, an `install` by hand does).
     pub failed: &'a [crate::state::FailedRelease],
     /// abupdate's own bootloader variables, each value shown losslessly
     /// (bytes that are not UTF-8 text as `\xNN`).

@@ -96,11 +96,13 @@ fn manifest(version: &str, start: i64, rollout: Rollout) -> Manifest {
 /// One host's timer tick: the same judgement `abupdate update` makes.
 /// Returns the events it reports.
 fn poll(host: &mut SimHost, m: &Manifest, now: i64, healthy: bool) -> Vec<Event> {
-    let failed = host.state.failed_versions();
+    let failed = host.state.failed_versions(true);
+    let cancelled = host.state.cancelled_versions();
     let facts = HostFacts {
         compatible: "sim",
         booted_version: Some(&host.version),
         failed_versions: &failed,
+        cancelled_versions: &cancelled,
         now,
         newest_created_seen: host.state.newest_created,
         newest_from_source: None,
@@ -281,7 +283,7 @@ fn a_bad_release_is_paused_after_the_first_wave_and_never_reinstalled() {
             let installed = hosts.iter().filter(|h| h.installs > 0).count();
             let rolled = hosts
                 .iter()
-                .filter(|h| h.state.failed_versions().contains(&"3.0".to_string()))
+                .filter(|h| h.state.failed_versions(false).contains(&"3.0".to_string()))
                 .count();
             let r = m.doc.rollout.as_ref().expect("rollout");
             println!(
@@ -306,7 +308,7 @@ fn a_bad_release_is_paused_after_the_first_wave_and_never_reinstalled() {
     assert!(
         installed
             .iter()
-            .all(|h| h.version.as_str() == "1.0" && h.state.failed_versions() == ["3.0"]),
+            .all(|h| h.version.as_str() == "1.0" && h.state.failed_versions(false) == ["3.0"]),
         "a host kept the bad release"
     );
     assert!(
@@ -582,7 +584,7 @@ fn late_failure(probation: u64) -> (usize, usize, Option<i64>) {
                 hosts.iter().filter(|h| h.version.as_str() == "4.0").count(),
                 hosts
                     .iter()
-                    .filter(|h| h.state.failed_versions().contains(&"4.0".to_string()))
+                    .filter(|h| h.state.failed_versions(false).contains(&"4.0".to_string()))
                     .count()
             );
         }

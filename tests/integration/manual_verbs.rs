@@ -177,3 +177,68 @@ fn rejecting_a_running_trial_puts_its_release_on_the_failed_list() {
         }
     }
 }
+
+/// Issue (brief 1): `mark-bad B` of a release staged by `install
+/// --no-reboot` and never booted left its transaction, so the next boot's
+/// `health` recorded `trial_never_booted` (a failure of the release for the
+/// fleet) and the next `update` staged it again. The cancel is now the
+/// operator's decision: nothing pending, reported `disarmed` (not counted),
+/// held from the timer, said by `status`; an `install` by hand takes it.
+#[test]
+fn cancelling_a_staged_release_is_the_operators_decision_not_a_failure() {
+    for loader in LOADERS {
+        let mut h = fresh("manual-cancel", loader);
+        let rel = release(LEN);
+        h.use_release(rel);
+        let manifest = rel.manifest.to_str().expect("utf-8 path");
+        let out = h.abupdate(&["install", "--no-reboot", manifest]);
+        assert!(out.status.success(), "{loader:?} install: {}", text(&out));
+        assert_eq!(h.state()["transaction"]["phase"], "staged", "{loader:?}");
+        let out = h.abupdate(&["mark-bad", "B"]);
+        assert!(out.status.success(), "{loader:?}: {}", text(&out));
+        let state = h.state();
+        assert!(state["transaction"].is_null(), "{loader:?}: {state}");
+        assert_eq!(state["failed"][0]["version"], "2.0", "{loader:?}: {state}");
+        assert_eq!(state["failed"][0]["hold"], "cancelled", "{loader:?}");
+        assert!(
+            state["outcomes"].to_string().contains("disarmed"),
+            "{loader:?}: {state}"
+        );
+        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+        assert!(!h.bootable("B"), "{loader:?}");
+        let out = h.abupdate(&["status"]);
+        assert!(
+            text(&out).contains("cancelled release 2.0: cancelled by the operator"),
+            "{loader:?}: {}",
+            text(&out)
+        );
+        // The next boot's verdict finds no trial to blame.
+        let out = h.abupdate(&["health"]);
+        assert!(out.status.success(), "{loader:?} health: {}", text(&out));
+        let state = h.state();
+        assert!(
+            !state["outcomes"].to_string().contains("trial_never_booted"),
+            "{loader:?}: {state}"
+        );
+        // The timer does not undo the operator's decision.
+        let out = h.abupdate(&["--json", "update", "--no-reboot"]);
+        let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert!(
+            said["reason"] == "cancelled" && said["outcome"] == "up_to_date",
+            "{loader:?}: the timer takes 2.0 again: {}",
+            text(&out)
+        );
+        assert!(h.state()["transaction"].is_null(), "{loader:?}");
+        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+        // The operator's own install does, and lifts the cancel.
+        let out = h.abupdate(&["install", "--no-reboot", manifest]);
+        assert!(out.status.success(), "{loader:?} install: {}", text(&out));
+        let state = h.state();
+        assert_eq!(state["transaction"]["phase"], "staged", "{loader:?}");
+        assert_eq!(
+            state["failed"],
+            serde_json::json!([]),
+            "{loader:?}: {state}"
+        );
+    }
+}
