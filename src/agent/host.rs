@@ -45,12 +45,15 @@ impl Host {
                 UbootBackend::new(b.fw_env_config.clone(), b.tries)?.with_good_tries(b.good_tries),
             ),
             BootloaderKind::Efi => Box::new(EfiBackend::new(b.efivarfs.clone(), b.efi.clone())),
-            BootloaderKind::SystemdBoot => Box::new(SystemdBootBackend::new(
-                b.esp.clone().unwrap_or_default(),
-                b.entry_prefix.clone(),
-                b.tries,
-                b.entries.clone(),
-            )),
+            BootloaderKind::SystemdBoot => Box::new(
+                SystemdBootBackend::new(
+                    b.esp.clone().unwrap_or_default(),
+                    b.entry_prefix.clone(),
+                    b.tries,
+                    b.entries.clone(),
+                )
+                .with_efivars(b.efivarfs.clone()),
+            ),
             BootloaderKind::Custom => {
                 // `Config::load` refuses a custom kind without a script;
                 // a config built otherwise gets the same word.

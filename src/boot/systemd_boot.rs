@@ -22,7 +22,9 @@
 //! and `+TRIES` in the same rename; when systemd-boot has counted it down to
 //! `+0`, it sorts last and the other slot boots. `loader.conf` may carry
 //! `default PREFIX-*` (matching both slots) or nothing; `LoaderEntryDefault`
-//! (`bootctl set-default`) must not pin a slot. The entries carry no
+//! (`bootctl set-default`, read from efivarfs) must not pin a slot either,
+//! and `LoaderEntryOneShot` must not name another entry than the trial's:
+//! an install is refused on either ([`Bootloader::check_activate`]). The entries carry no
 //! `sort-key` or `version`, so the id order decides (systemd-boot puts
 //! entries with a sort key first; other entries on the ESP should not have
 //! one, or they are preferred).
@@ -63,6 +65,7 @@
 //! (`[bootloader.systemd-boot.A]`: `title`, `linux` or `efi`, `initrd`,
 //! `options`; `abupdate.slot=A` is appended to the options).
 
+use super::efivar::EfiVars;
 use super::{BootError, BootState, Bootloader};
 use crate::slot::SlotName;
 use std::cmp::Ordering;
@@ -322,22 +325,11 @@ pub fn default_problem(
     glob: &str,
 ) -> Option<String> {
     let other = entries.get(&slot.other());
-    let own = entries.get(&slot).map_or(0, |e| e.generation);
-    let generation = match other {
-        Some(o) if own <= o.generation => o.generation.saturating_add(1),
-        _ => own,
-    };
-    let entry = |counter| Entry {
-        generation,
-        slot,
-        counter: Some(counter),
-        file: entry_name(prefix, generation, slot, Some(counter)),
-    };
-    let with = |e: Entry| -> Vec<Entry> { std::iter::once(e).chain(other.cloned()).collect() };
-    if select(&with(entry((tries, 0))), prefix, Some(glob)) != Some(slot) {
+    let with = |counter| trial_entries(entries, prefix, slot, counter);
+    if select(&with((tries, 0)), prefix, Some(glob)) != Some(slot) {
         return Some(format!("systemd-boot would never boot slot {slot}'s trial"));
     }
-    if other.is_some() && select(&with(entry((0, 1))), prefix, Some(glob)) != Some(slot.other()) {
+    if other.is_some() && select(&with((0, 1)), prefix, Some(glob)) != Some(slot.other()) {
         return Some(format!(
             "systemd-boot would boot slot {slot} even once it failed (no fallback to slot {})",
             slot.other()
@@ -382,6 +374,70 @@ pub struct SystemdBootBackend {
     prefix: String,
     tries: u32,
     slots: BTreeMap<SlotName, EntryConfig>,
+    /// Where systemd-boot's `LoaderEntryDefault`/`LoaderEntryOneShot` are
+    /// read (efivarfs); `None`: not read (no EFI variables).
+    efivars: Option<EfiVars>,
+}
+
+/// systemd-boot's vendor GUID (`LoaderEntryDefault`, `LoaderEntryOneShot`).
+pub const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+
+/// A systemd-boot variable naming an entry: UTF-16LE up to its NUL, as
+/// text (a unit that is not UTF-16 shown as U+FFFD: it names no entry of
+/// ours either way). `None` when empty (as `bootctl set-default ''`
+/// leaves nothing set).
+pub fn loader_entry_var(data: &[u8]) -> Option<String> {
+    let units = data
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&u| u != 0);
+    let text: String = char::decode_utf16(units)
+        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect();
+    (!text.is_empty()).then_some(text)
+}
+
+/// What is wrong with `LoaderEntryOneShot` = `glob` for an activation of
+/// `slot`, if anything: systemd-boot boots the entry it names on the next
+/// boot (then deletes it), so one naming another entry makes the reboot
+/// into the trial boot that entry instead: the trial never boots and a
+/// good release is recorded as never booted. One naming the trial is
+/// harmless: it is used once, and the trial's fallback works after it.
+/// Pure.
+pub fn oneshot_problem(
+    entries: &BTreeMap<SlotName, Entry>,
+    prefix: &str,
+    tries: u64,
+    slot: SlotName,
+    glob: &str,
+) -> Option<String> {
+    let trial = trial_entries(entries, prefix, slot, (tries, 0));
+    (select(&trial, prefix, Some(glob)) != Some(slot))
+        .then(|| format!("systemd-boot would not boot slot {slot}'s trial on the next boot"))
+}
+
+/// Our entries once `slot` is activated with `counter` (as
+/// [`SystemdBootBackend::activate`] names it): its entry one generation
+/// past the other slot's.
+fn trial_entries(
+    entries: &BTreeMap<SlotName, Entry>,
+    prefix: &str,
+    slot: SlotName,
+    counter: (u64, u64),
+) -> Vec<Entry> {
+    let other = entries.get(&slot.other());
+    let own = entries.get(&slot).map_or(0, |e| e.generation);
+    let generation = match other {
+        Some(o) if own <= o.generation => o.generation.saturating_add(1),
+        _ => own,
+    };
+    let trial = Entry {
+        generation,
+        slot,
+        counter: Some(counter),
+        file: entry_name(prefix, generation, slot, Some(counter)),
+    };
+    std::iter::once(trial).chain(other.cloned()).collect()
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> BootError {
@@ -405,7 +461,28 @@ impl SystemdBootBackend {
             prefix,
             tries: tries.max(1),
             slots,
+            efivars: None,
         }
+    }
+
+    /// Read systemd-boot's EFI variables from `dir` (efivarfs): a
+    /// `LoaderEntryDefault` (`bootctl set-default`) overrides
+    /// `loader.conf`'s `default`, and is held to the same rule.
+    pub fn with_efivars(mut self, dir: PathBuf) -> SystemdBootBackend {
+        self.efivars = Some(EfiVars::new(dir));
+        self
+    }
+
+    /// The entry glob in systemd-boot variable `name`, and its file; `None`
+    /// when unset, empty, or no variables are read.
+    fn loader_var(&self, name: &str) -> Result<Option<(String, PathBuf)>, BootError> {
+        let Some(vars) = &self.efivars else {
+            return Ok(None);
+        };
+        let value = vars.get(name, LOADER_GUID)?;
+        Ok(value
+            .and_then(|(_, data)| loader_entry_var(&data))
+            .map(|glob| (glob, vars.path(name, LOADER_GUID))))
     }
 
     fn entries_dir(&self) -> PathBuf {
@@ -467,7 +544,12 @@ impl SystemdBootBackend {
         Ok(out)
     }
 
+    /// The default systemd-boot goes by: `LoaderEntryDefault` when set
+    /// (it overrides `loader.conf`), else `loader.conf`'s `default`.
     fn default_glob(&self) -> Result<Option<String>, BootError> {
+        if let Some((glob, _)) = self.loader_var("LoaderEntryDefault")? {
+            return Ok(Some(glob));
+        }
         Ok(self.default_line()?.map(|(_, glob)| glob))
     }
 
@@ -707,12 +789,44 @@ impl Bootloader for SystemdBootBackend {
     /// being readable, `loader.conf`'s `default` must not pin one slot
     /// ([`default_problem`]), or the trial would never boot (and the
     /// release be recorded as never booted) or never fall back.
+    /// The same for `LoaderEntryDefault` (which overrides loader.conf), and
+    /// `LoaderEntryOneShot` must not send the reboot elsewhere
+    /// ([`oneshot_problem`]).
     fn check_activate(&self, slot: SlotName) -> Result<(), BootError> {
         let entries = self.read()?;
+        let tries = self.tries as u64;
+        let refuse = |path: PathBuf, reason: String| {
+            Err(BootError::Format {
+                path: path.display().to_string(),
+                reason,
+            })
+        };
+        if let Some((glob, path)) = self.loader_var("LoaderEntryOneShot")? {
+            if let Some(why) = oneshot_problem(&entries, &self.prefix, tries, slot, &glob) {
+                return refuse(
+                    path,
+                    format!(
+                        "`LoaderEntryOneShot` is `{glob}`: {why}; clear it (`bootctl set-oneshot ''`)"
+                    ),
+                );
+            }
+        }
+        if let Some((glob, path)) = self.loader_var("LoaderEntryDefault")? {
+            return match default_problem(&entries, &self.prefix, tries, slot, &glob) {
+                None => Ok(()),
+                Some(why) => refuse(
+                    path,
+                    format!(
+                        "`LoaderEntryDefault` is `{glob}` and pins one slot's entry: {why}; set `{}-*` (`bootctl set-default '{}-*'`) or clear it (`bootctl set-default ''`)",
+                        self.prefix, self.prefix
+                    ),
+                ),
+            };
+        }
         let Some((line, glob)) = self.default_line()? else {
             return Ok(());
         };
-        match default_problem(&entries, &self.prefix, self.tries as u64, slot, &glob) {
+        match default_problem(&entries, &self.prefix, tries, slot, &glob) {
             None => Ok(()),
             Some(why) => Err(BootError::Format {
                 path: self.loader_conf().display().to_string(),
@@ -730,7 +844,13 @@ impl Bootloader for SystemdBootBackend {
             .into_iter()
             .map(|(s, e)| (format!("entry.{s}"), e.file))
             .collect();
-        if let Some(d) = self.default_glob()? {
+        if let Some((d, _)) = self.loader_var("LoaderEntryDefault")? {
+            out.push(("LoaderEntryDefault".into(), d));
+        }
+        if let Some((d, _)) = self.loader_var("LoaderEntryOneShot")? {
+            out.push(("LoaderEntryOneShot".into(), d));
+        }
+        if let Some((_, d)) = self.default_line()? {
             out.push(("loader.conf default".into(), d));
         }
         Ok(out)
@@ -946,6 +1066,120 @@ mod tests {
         );
         std::fs::write(&conf, "timeout 0\ndefault abupdate-*\n").unwrap();
         backend.check_activate(B).expect("both slots match");
+    }
+
+    /// An ESP with A good (`abupdate-1-a.conf`) and B bad, `loader.conf`
+    /// defaulting to both, and an efivars directory: the backend over it.
+    fn esp_with_efivars(name: &str) -> (crate::testutil::TempDir, SystemdBootBackend, EfiVars) {
+        let esp = crate::testutil::TempDir::new(name);
+        let entries = esp.path().join("loader/entries");
+        std::fs::create_dir_all(&entries).unwrap();
+        std::fs::write(entries.join("abupdate-1-a.conf"), "title A\nlinux /a\n").unwrap();
+        std::fs::write(entries.join("abupdate-0-b+0.conf"), "title B\nlinux /b\n").unwrap();
+        let conf = esp.path().join("loader/loader.conf");
+        std::fs::write(conf, "timeout 0\ndefault abupdate-*\n").unwrap();
+        let dir = esp.path().join("efivars");
+        std::fs::create_dir_all(&dir).unwrap();
+        let backend = SystemdBootBackend::new(
+            esp.path().to_path_buf(),
+            "abupdate".into(),
+            3,
+            BTreeMap::new(),
+        )
+        .with_efivars(dir.clone());
+        (esp, backend, EfiVars::new(dir))
+    }
+
+    /// `text` as systemd-boot's variables hold it: UTF-16LE, NUL-ended.
+    fn utf16z(text: &str) -> Vec<u8> {
+        text.encode_utf16()
+            .chain([0])
+            .flat_map(u16::to_le_bytes)
+            .collect()
+    }
+
+    #[test]
+    fn an_install_is_refused_naming_a_loader_entry_default_that_pins_one_slot() {
+        let (_esp, backend, vars) = esp_with_efivars("sd-boot-efivar-default");
+        let path = vars.path("LoaderEntryDefault", LOADER_GUID);
+        vars.set(
+            "LoaderEntryDefault",
+            LOADER_GUID,
+            7,
+            &utf16z("abupdate-1-a.conf"),
+        )
+        .unwrap();
+        assert_eq!(
+            backend.primary().unwrap(),
+            Some(A),
+            "it overrides loader.conf"
+        );
+        let err = backend.check_activate(B).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: `LoaderEntryDefault` is `abupdate-1-a.conf` and pins one slot's entry: systemd-boot would never boot slot B's trial; set `abupdate-*` (`bootctl set-default 'abupdate-*'`) or clear it (`bootctl set-default ''`)",
+                path.display()
+            )
+        );
+        // Pinned to the target: no fallback once it fails.
+        vars.set(
+            "LoaderEntryDefault",
+            LOADER_GUID,
+            7,
+            &utf16z("abupdate-*-b*"),
+        )
+        .unwrap();
+        let err = backend.check_activate(B).unwrap_err().to_string();
+        assert!(err.contains("even once it failed"), "{err}");
+        // Both slots, or cleared (empty): as loader.conf's `default abupdate-*`.
+        for value in [utf16z("abupdate-*"), utf16z("")] {
+            vars.set("LoaderEntryDefault", LOADER_GUID, 7, &value)
+                .unwrap();
+            backend.check_activate(B).expect("both slots match");
+        }
+    }
+
+    #[test]
+    fn a_one_shot_entry_of_the_other_slot_refuses_the_install_and_one_of_the_trial_not() {
+        let (_esp, backend, vars) = esp_with_efivars("sd-boot-efivar-oneshot");
+        vars.set(
+            "LoaderEntryOneShot",
+            LOADER_GUID,
+            7,
+            &utf16z("abupdate-1-a.conf"),
+        )
+        .unwrap();
+        let err = backend.check_activate(B).unwrap_err().to_string();
+        assert!(
+            err.contains("`LoaderEntryOneShot` is `abupdate-1-a.conf`: systemd-boot would not boot slot B's trial on the next boot")
+                && err.contains("bootctl set-oneshot ''"),
+            "{err}"
+        );
+        // One naming the trial is used once: its fallback still works.
+        vars.set(
+            "LoaderEntryOneShot",
+            LOADER_GUID,
+            7,
+            &utf16z("abupdate-*-b*"),
+        )
+        .unwrap();
+        backend.check_activate(B).expect("the trial's own one-shot");
+    }
+
+    #[test]
+    fn a_loader_entry_variable_is_read_up_to_its_nul() {
+        assert_eq!(
+            loader_entry_var(&utf16z("abupdate-1-a.conf")).as_deref(),
+            Some("abupdate-1-a.conf")
+        );
+        assert_eq!(loader_entry_var(&[0, 0]), None);
+        assert_eq!(loader_entry_var(&[]), None);
+        // A lone surrogate is no entry name of ours: replaced, not trusted.
+        assert_eq!(
+            loader_entry_var(&[0x00, 0xd8, 0, 0]).as_deref(),
+            Some("\u{fffd}")
+        );
     }
 
     #[test]

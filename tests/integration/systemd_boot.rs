@@ -352,3 +352,41 @@ fn an_install_under_a_default_pinned_to_one_slot_is_refused_naming_the_line() {
     assert_eq!(h.state()["transaction"], state["transaction"]);
     assert_eq!(h.state()["slots"]["B"], state["slots"]["B"]);
 }
+
+/// Issue (brief 2): `LoaderEntryDefault` (`bootctl set-default`) pinning
+/// slot A's entry was not read, while the same pin in loader.conf is
+/// refused: the trial never booted and a good release was recorded as
+/// `trial_never_booted`. The install is now refused the same way, naming
+/// the variable's file, before anything is written.
+#[test]
+fn an_install_under_a_loader_entry_default_pinned_to_one_slot_is_refused() {
+    use abupdate::boot::systemd_boot::LOADER_GUID;
+    let mut h = Host::new(
+        "sd-efivar-pinned",
+        Loader::SystemdBoot,
+        "1.0",
+        IMAGE_LEN,
+        HostOptions::default(),
+    );
+    let id: Vec<u8> = "abupdate-1-a.conf"
+        .encode_utf16()
+        .chain([0])
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    h.efi_vars()
+        .set("LoaderEntryDefault", LOADER_GUID, 7, &id)
+        .expect("LoaderEntryDefault");
+    h.use_release(loaders::release(IMAGE_LEN));
+    let (slot_b, state) = (h.slot_sha(1), h.state());
+    let out = h.abupdate(&["update", "--no-reboot"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.lines().count() == 1
+            && err.contains("LoaderEntryDefault-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f: `LoaderEntryDefault` is `abupdate-1-a.conf` and pins one slot's entry"),
+        "{err}"
+    );
+    assert_eq!(h.slot_sha(1), slot_b, "slot B was written");
+    assert_eq!(h.state()["transaction"], state["transaction"]);
+    assert_eq!(h.state()["slots"]["B"], state["slots"]["B"]);
+}

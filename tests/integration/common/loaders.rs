@@ -322,9 +322,13 @@ impl Host {
             )
             .expect("entry");
         }
+        // Its own efivars directory: never the test machine's
+        // `LoaderEntryDefault`/`LoaderEntryOneShot`.
+        std::fs::create_dir_all(&self.efivars).expect("efivars dir");
         self.set_bootloader_config(&format!(
-            "kind = \"systemd-boot\"\nesp = \"{}\"\n",
-            self.esp.display()
+            "kind = \"systemd-boot\"\nesp = \"{}\"\nefivarfs = \"{}\"\n",
+            self.esp.display(),
+            self.efivars.display()
         ));
         assert_eq!(self.boot(), "A");
         let out = self.abupdate(&["health"]);
