@@ -152,30 +152,34 @@ impl Captured {
         })
     }
 
-    /// The last non-empty line (lossy UTF-8, trimmed), for a message.
+    /// The last non-empty line, for a one-line message: trimmed, escaped
+    /// and bounded ([`quote_line`]). Hooks, health checks, custom
+    /// bootloader verbs and the reboot command all quote a child so.
     pub fn last_line(&self) -> String {
-        let text = if self.tail.is_empty() {
-            String::from_utf8_lossy(&self.head).into_owned()
-        } else {
-            String::from_utf8_lossy(&self.tail.iter().copied().collect::<Vec<u8>>()).into_owned()
+        let bytes: Vec<u8> = match self.tail.is_empty() {
+            true => self.head.clone(),
+            false => self.tail.iter().copied().collect(),
         };
-        text.lines()
-            .rev()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("")
-            .to_string()
+        let line = bytes
+            .split(|&b| b == b'\n')
+            .map(<[u8]>::trim_ascii)
+            .rfind(|l| !l.is_empty())
+            .unwrap_or(b"");
+        quote_line(line)
     }
+}
 
-    /// The first non-empty line (lossy UTF-8, trimmed), for a message.
-    pub fn first_line(&self) -> String {
-        String::from_utf8_lossy(&self.head)
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("")
-            .to_string()
-    }
+/// Most of a child's line quoted in a message, in bytes of text: enough
+/// for what a failing program says last, short enough that the message
+/// stays one readable line.
+pub const LINE_MAX: usize = 300;
+
+/// A line of a child's output (outside bytes) for a message: escaped, so
+/// no control character or non-UTF-8 byte reaches a terminal raw
+/// ([`crate::text::show`]), and when longer than [`LINE_MAX`], only its
+/// end, marked cut (what a program says last is what failed).
+pub fn quote_line(line: &[u8]) -> String {
+    crate::text::show_bounded(line, LINE_MAX, true)
 }
 
 /// What a child did.
@@ -484,9 +488,30 @@ mod tests {
         .expect("run");
         assert!(f.ending.success(), "{:?}", f.ending);
         assert_eq!(f.stdout.total(), 6 + 1_048_576 + 1 + 5);
-        assert_eq!(f.stdout.first_line(), "first");
+        assert!(f.stdout.head.starts_with(b"first\n"));
         assert_eq!(f.stdout.last_line(), "last");
         assert!(f.stdout.complete().is_none());
+    }
+
+    #[test]
+    fn a_quoted_line_is_the_last_one_escaped_and_bounded() {
+        // 200 KB on one stderr line, ending in bytes no terminal may get
+        // raw: an escape sequence, a C1 CSI, a byte that is not UTF-8.
+        let f = run(
+            sh("echo first >&2; head -c 200000 /dev/zero | tr '\\0' e >&2; printf '\\033[2J\\302\\233\\377end\\n\\n' >&2; exit 3"),
+            Duration::from_secs(30),
+        )
+        .expect("run");
+        let line = f.last_line();
+        assert!(line.len() <= LINE_MAX, "{} bytes", line.len());
+        assert!(
+            line.starts_with("…eee") && line.ends_with("e\\x1b[2J\\xc2\\x9b\\xffend"),
+            "{line}"
+        );
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        // A short line is whole, unmarked.
+        let f = run(sh("echo 'disk full' >&2; exit 1"), Duration::from_secs(5)).expect("run");
+        assert_eq!(f.last_line(), "disk full");
     }
 
     #[test]

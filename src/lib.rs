@@ -23,7 +23,8 @@
 //! | `state.rs` | `state.json` is always a complete old or new version; only the lock holder (`StateLock`) writes it |
 //! | `health.rs` | a trial is committed only when every check passes in one round, within the deadline |
 //! | `publish.rs` | a host reading a release directory sees the old complete release or the new one |
-//! | `child.rs` | every child process is bounded in time and output and killed with everything it started |
+//! | `child.rs` | every child process is bounded in time and output and killed with everything it started; a line of it quoted in a message is escaped and at most 300 bytes (`quote_line`) |
+//! | `text.rs` | outside bytes shown to a person are one line, lossless, with nothing a terminal acts on (`show`) |
 //! | `files.rs` | a file opened from outside (bootloader envs included) is opened without blocking and is a regular file (the U-Boot env may be a device); a small one is read only up to its cap |
 //! | `cli/flags.rs`, `cli/json.rs` | every flag defined once (usage, `--help` and parsing come from it); every `--json` shape one type |
 //! | `error.rs` | every failure has one [`error::Kind`], a stable label |
@@ -83,5 +84,6 @@ pub mod state;
 pub mod system;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod text;
 pub mod timefmt;
 pub mod trust;

@@ -18,7 +18,8 @@
 //! RAUC ignores them, never a reason to fail). A non-zero exit, a death by
 //! signal, a verb that runs longer than [`SCRIPT_TIMEOUT`], or an unexpected
 //! answer is a `BootError::Script` naming the verb (with its arguments) and
-//! giving the first line of the script's stderr. Each verb runs through
+//! giving the last line of the script's stderr, escaped and bounded
+//! ([`crate::child::quote_line`]). Each verb runs through
 //! [`crate::child`]: bounded in time and output, and whatever it leaves
 //! running is killed when it exits.
 //!
@@ -75,13 +76,15 @@ impl CustomBackend {
                 Ending::Signalled(_) => "killed by a signal".to_string(),
                 other => other.to_string(),
             };
-            let first = done.stderr.first_line();
+            // The last line, as hooks and health checks quote a child:
+            // what a failing script says last is what failed.
+            let line = done.stderr.last_line();
             return Err(self.error(
                 words,
-                if first.is_empty() {
+                if line.is_empty() {
                     status
                 } else {
-                    format!("{status}: {first}")
+                    format!("{status}: {line}")
                 },
             ));
         }

@@ -14,7 +14,6 @@
 
 use crate::slot::SlotName;
 use std::fmt;
-use std::fmt::Write as _;
 
 pub mod custom;
 pub mod efi;
@@ -134,30 +133,9 @@ pub trait Bootloader {
     fn describe(&self) -> Result<Vec<(String, String)>, BootError>;
 }
 
-/// Outside bytes (an env variable, a script's answer) as one line of text
-/// that maps back to exactly those bytes: UTF-8 text as it is, except that
-/// a backslash is written `\\`, and an ASCII control character or a byte
-/// that is not part of valid UTF-8 is written `\xNN` (two lower-case hex
-/// digits). So `splash=\xff\xfe\x01` in `status` is the three bytes
-/// FF FE 01, never a lossy replacement character.
-pub fn show(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                c if c.is_ascii_control() => {
-                    let _ = write!(out, "\\x{:02x}", c as u32);
-                }
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02x}");
-        }
-    }
-    out
-}
+/// Outside bytes as one line of text ([`crate::text::show`]), here for
+/// the backends and `status`.
+pub use crate::text::show;
 
 /// The words of a list variable (`ORDER`, `BOOT_ORDER`), split on ASCII
 /// white space as the bootloader scripts' `for` loops split them; a word is
@@ -183,57 +161,6 @@ pub(crate) fn join_words<W: AsRef<[u8]>>(words: &[W]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The inverse of `show`, to prove it loses nothing.
-    fn unshow(s: &str) -> Vec<u8> {
-        let b = s.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'\\' {
-                if b[i + 1] == b'\\' {
-                    out.push(b'\\');
-                    i += 2;
-                } else {
-                    assert_eq!(b[i + 1], b'x', "{s:?}");
-                    let hex = std::str::from_utf8(&b[i + 2..i + 4]).unwrap();
-                    out.push(u8::from_str_radix(hex, 16).unwrap());
-                    i += 4;
-                }
-            } else {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn show_escapes_only_what_is_not_printable_text_and_loses_nothing() {
-        assert_eq!(show(b"A B"), "A B");
-        assert_eq!(show("grün".as_bytes()), "grün");
-        assert_eq!(show(b"\xff\xfe\x01"), "\\xff\\xfe\\x01");
-        assert_eq!(show(b"C:\\x"), "C:\\\\x");
-        assert_eq!(show(b"a\nb\x7f"), "a\\x0ab\\x7f");
-        // A literal backslash-x in the text cannot be taken for an escape.
-        assert_ne!(show(b"\\xff"), show(b"\xff"));
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        for len in 0..64 {
-            for _ in 0..32 {
-                let v: Vec<u8> = (0..len)
-                    .map(|_| {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 7;
-                        seed ^= seed << 17;
-                        (seed >> 24) as u8
-                    })
-                    .collect();
-                let s = show(&v);
-                assert!(!s.contains('\n'), "one line: {s:?}");
-                assert_eq!(unshow(&s), v, "{s:?}");
-            }
-        }
-    }
 
     #[test]
     fn words_split_on_ascii_white_space_and_keep_bytes() {

@@ -1076,6 +1076,27 @@ fn dies(pid: &str) -> bool {
     }
 }
 
+/// Issue (brief 3): a verb that failed after 200 KB on one stderr line
+/// made a 16 KB "one-line" error, and its bytes reached the terminal raw.
+/// The error quotes the line's end, cut (`…`) within 300 bytes, escaped.
+#[test]
+fn custom_backend_error_quotes_a_huge_stderr_line_bounded_and_escaped() {
+    let dir = scratch("custom-huge-err");
+    let b = CustomBackend::new(install_script(&dir));
+    let mut fail = vec![b'e'; 200_000];
+    fail.extend_from_slice(b"\x1b[2J\xc2\x9b\xff: disk full");
+    std::fs::write(dir.join("fail"), &fail).unwrap();
+    let err = b.set_state(A, Good).unwrap_err().to_string();
+    let (head, quoted) = err.split_once(": exit status 3: ").expect(&err);
+    assert!(head.ends_with("set-state A good"), "{head}");
+    assert!(quoted.len() <= 300, "{} bytes quoted", quoted.len());
+    assert!(
+        quoted.starts_with("…eee") && quoted.ends_with("e\\x1b[2J\\xc2\\x9b\\xff: disk full"),
+        "{quoted}"
+    );
+    assert!(!err.chars().any(char::is_control), "{err:?}");
+}
+
 #[test]
 fn custom_backend_verb_is_not_held_by_a_background_process_and_leaves_none() {
     let dir = scratch("custom-bg");
