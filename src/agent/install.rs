@@ -548,6 +548,12 @@ fn write_payload(
     // Whether this is the one download from byte 0 after a resumed one
     // failed its hash (`again_from_zero`).
     let mut again = false;
+    // What every attempt fetched, a discarded one's included: the link
+    // carried those bytes too (`downloaded_bytes`).
+    let mut network = 0u64;
+    // Frames fetched once more (`frame_again`) cross the link as well.
+    // (Atomic: the writer may call it from its pipeline's threads.)
+    let refetched = std::sync::atomic::AtomicU64::new(0);
     let e = loop {
         // Where the payload's bytes began this time: > 0 when a partial
         // download (or the slot) supplied the first ones.
@@ -569,17 +575,19 @@ fn write_payload(
         // payload's (`install::FrameAgain`).
         let frame_again = |offset: u64, length: u64| -> Option<Vec<u8>> {
             let mut bytes = Vec::new();
-            transport
+            let read = transport
                 .open_range(&payload_url, offset, length)
                 .ok()?
                 .take(length)
-                .read_to_end(&mut bytes)
-                .ok()?;
+                .read_to_end(&mut bytes);
+            refetched.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            read.ok()?;
             (bytes.len() as u64 == length).then_some(bytes)
         };
         let result = opened
         .map_err(Error::from)
         .and_then(|mut reader| {
+            let attempt = (|| {
             let mut progress = Progress::new(&format!("{class} {version}"), image.size, opts.quiet);
             let resumed = reader.resumed_from();
             resumed_at = resumed;
@@ -627,12 +635,18 @@ fn write_payload(
                 }
                 (w, false) => w,
             }?;
-            Ok((written.payload_bytes, reader.bytes_from_network()))
+            Ok(written.payload_bytes)
+            })();
+            network += reader.bytes_from_network();
+            attempt
         });
         match result {
-            Ok(done) => {
+            Ok(payload) => {
                 host.state_dir.remove_partial(image.download_sha256());
-                return Ok(done);
+                return Ok((
+                    payload,
+                    network + refetched.load(std::sync::atomic::Ordering::Relaxed),
+                ));
             }
             Err(e) => {
                 let from_partial = match from_slot {
@@ -655,17 +669,20 @@ fn write_payload(
             }
         }
     };
+    let network = network + refetched.load(std::sync::atomic::Ordering::Relaxed);
     // Bytes that decode or hash wrong would fail the same way on every
     // later run: such a partial download is not resumed. A transport
     // failure (a fetch error now) keeps what arrived for the next run.
     if is_payload_fault(&e) {
         host.state_dir.remove_partial(image.download_sha256());
     }
-    // What earlier classes and given-up deltas fetched.
-    w.state.metrics.downloaded_bytes += so_far.network;
+    // What earlier classes and given-up deltas fetched, and this payload's
+    // attempts (a cut one's bytes are kept for the next run, which fetches
+    // only the rest).
+    w.state.metrics.downloaded_bytes += so_far.network + network;
     let armed = w.armed.is_some();
     w.fail()?;
-    if !armed && so_far.network > 0 {
+    if !armed && so_far.network + network > 0 {
         w.flip.save(&w.state)?;
     }
     Err(name_payload_source(e, &payload_url))
