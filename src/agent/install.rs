@@ -654,10 +654,13 @@ fn write_payload(
                     false => resumed_at,
                 };
                 if !again && again_from_zero(&e, from_partial) {
-                    let why = format!(
-                        "{e}; the download had resumed at byte {from_partial} from {}",
-                        partial.display()
-                    );
+                    let why = match from_partial {
+                        0 => e.to_string(),
+                        _ => format!(
+                            "{e}; the download had resumed at byte {from_partial} from {}",
+                            partial.display()
+                        ),
+                    };
                     log(&format!(
                         "{why}: discarding it and fetching the payload once from the start"
                     ));
@@ -707,12 +710,15 @@ fn is_payload_fault(e: &Error) -> bool {
 
 /// Whether a download that failed with `e`, having replayed its first
 /// `from_partial` bytes from a partial download, is fetched again from
-/// byte 0 before the failure counts: only a payload fault of a resumed
-/// download. Its partial bytes may be the fault (damaged on the data
-/// partition, or the head of an object the server has replaced since), not
-/// the release; a download from 0 that fails so is the release's.
+/// byte 0 before the failure counts: a payload fault of a resumed
+/// download, or an object replaced on the server while it downloaded. Its
+/// partial bytes may be the fault (damaged on the data partition, or the
+/// head of an object the server has replaced since), not the release; a
+/// download from 0 that fails so is the release's. The new object's bytes
+/// are checked against the signed hashes as any others.
 fn again_from_zero(e: &Error, from_partial: u64) -> bool {
-    from_partial > 0 && is_payload_fault(e)
+    (from_partial > 0 && is_payload_fault(e))
+        || matches!(e, Error::Fetch(crate::fetch::FetchError::Changed { .. }))
 }
 
 /// Log that the release waits in `target`, and reboot into it unless told
@@ -1077,6 +1083,25 @@ mod tests {
         assert!(!again_from_zero(&decode(), 0));
         // Not the payload's bytes: nothing to fetch again.
         assert!(!again_from_zero(&device(), 1_500_000));
+        // The object was replaced on the server mid-download: its new bytes
+        // from 0, whether the download began this run or from a partial.
+        let changed = || {
+            Error::Fetch(crate::fetch::FetchError::Changed {
+                location: "https://u.example/p".into(),
+                at: 7,
+                validator: "\"v1\"".into(),
+            })
+        };
+        assert!(again_from_zero(&changed(), 0));
+        assert!(again_from_zero(&changed(), 1_500_000));
+        // Any other transport failure keeps the partial for the next run.
+        let cut = Error::Fetch(crate::fetch::FetchError::TooShort {
+            location: "https://u.example/p".into(),
+            got: 7,
+            expected: 9,
+            announced: false,
+        });
+        assert!(!again_from_zero(&cut, 7));
     }
 
     #[test]
