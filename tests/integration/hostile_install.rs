@@ -441,6 +441,84 @@ fn an_object_replaced_mid_download_is_fetched_from_zero_and_checked_against_the_
     );
 }
 
+/// A partial download of an object since replaced on the server (kept
+/// with its validator `"v1"`): the first answer of the next run, to
+/// `Range` + `If-Range: "v1"`, is the whole new object (`200`, `"v2"`). It
+/// is used from byte 0 in that run, the partial dropped, and its bytes are
+/// checked against the signed hash: installed when they are the signed
+/// ones, refused (target bad) when not.
+#[test]
+fn a_partial_of_a_replaced_object_gives_way_to_the_whole_new_one_checked_against_the_signed_hash() {
+    for (name, signed_new) in [
+        ("partial-replaced-signed", true),
+        ("partial-replaced-unsigned", false),
+    ] {
+        let h = host(name);
+        let (m, files) = release(&h);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("json");
+        let rootfs = &manifest["images"]["rootfs"];
+        let sha = rootfs["download_sha256"]
+            .as_str()
+            .or(rootfs["sha256"].as_str())
+            .expect("sha256");
+        let signed = files.get(PAYLOAD).expect("payload").clone();
+        let half = signed.len() / 2;
+        let mut old = signed.to_vec();
+        old[..half].iter_mut().for_each(|b| *b ^= 0x5a);
+        let partial = h.state_dir.join(format!("partial/{sha}.part"));
+        std::fs::create_dir_all(partial.parent().expect("dir")).expect("partial dir");
+        std::fs::write(&partial, &old[..half]).expect("partial");
+        std::fs::write(partial.with_extension("validator"), "\"v2-old\"").expect("validator");
+        let srv = server(files, move |req, s, signed| {
+            let mut new = signed.to_vec();
+            if !signed_new {
+                new[signed.len() - 10] ^= 1;
+            }
+            serve_tagged(req, s, &new, "\"v2\"", None);
+        });
+        let b = h.untouched();
+        let r = install(&h, &srv.url("/release.json"));
+        if signed_new {
+            installed(&h, &r, name);
+            assert!(!partial.exists(), "{name}: partial kept after the install");
+        } else {
+            refused(&h, &b, &r, &[PAYLOAD, "the signed manifest says"], true);
+            assert!(!partial.exists(), "{name}: bytes that failed the hash kept");
+        }
+        let asked: Vec<(Option<String>, Option<String>)> = srv
+            .requests()
+            .iter()
+            .filter(|q| q.path == PAYLOAD)
+            .map(|q| {
+                (
+                    q.header("range").map(str::to_string),
+                    q.header("if-range").map(str::to_string),
+                )
+            })
+            .collect();
+        // One answer, used whole from byte 0.
+        assert_eq!(
+            asked,
+            [(
+                Some(format!("bytes={half}-")),
+                Some("\"v2-old\"".to_string())
+            )],
+            "{name}"
+        );
+        assert!(
+            text(&r.out).contains("the object changed since byte 0 of the partial download"),
+            "{name}: {}",
+            text(&r.out)
+        );
+        assert_eq!(
+            h.state()["metrics"]["downloaded_bytes"],
+            signed.len() as u64,
+            "{name}"
+        );
+    }
+}
+
 /// A segmented payload resumes from the segments the slot holds (nothing
 /// of it is kept on the data partition); a server that then answers the
 /// range with the whole payload, or with a range from elsewhere, gets the
