@@ -440,6 +440,71 @@ fn line_of(text: &str, offset: usize) -> usize {
         .unwrap_or(1)
 }
 
+/// The path of the key at byte `at` of the document `table` was parsed
+/// from, as messages name keys: `update.max_rate`,
+/// `update.rate_windows[1].rate`; `None` when no key is there.
+///
+/// A key's name or a plain value under `at` wins over a table or array that
+/// spans it (the first pass): a header table's span may reach over its
+/// neighbours, and the tables iterate in key order, not document order.
+fn key_path_at(table: &DeTable<'_>, at: usize) -> Option<String> {
+    [false, true].into_iter().find_map(|containers| {
+        let mut path = String::new();
+        path_in_table(table, at, containers, &mut path).then_some(path)
+    })
+}
+
+fn covers(span: std::ops::Range<usize>, at: usize) -> bool {
+    span.start <= at && at < span.end
+}
+
+fn path_in_table(table: &DeTable<'_>, at: usize, containers: bool, path: &mut String) -> bool {
+    for (key, value) in table {
+        let len = path.len();
+        if len > 0 {
+            path.push('.');
+        }
+        let name = key.get_ref();
+        if !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            path.push_str(name);
+        } else {
+            // Quoted as TOML would need it, so `"a.b"` is not read as two keys.
+            path.push_str(&format!("{name:?}"));
+        }
+        if covers(key.span(), at) || path_in_value(value, at, containers, path) {
+            return true;
+        }
+        path.truncate(len);
+    }
+    false
+}
+
+fn path_in_value(
+    value: &Spanned<DeValue<'_>>,
+    at: usize,
+    containers: bool,
+    path: &mut String,
+) -> bool {
+    let inside = match value.get_ref() {
+        DeValue::Table(t) => path_in_table(t, at, containers, path),
+        DeValue::Array(items) => items.iter().enumerate().any(|(i, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let found = path_in_value(item, at, containers, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        _ => return covers(value.span(), at),
+    };
+    inside || (containers && covers(value.span(), at))
+}
+
 /// Parse and check one fragment (`name` is the file named in messages);
 /// returns it typed, and as the table that merges.
 ///
@@ -451,9 +516,21 @@ fn read_fragment<'t>(
     text: &'t str,
     name: &Path,
 ) -> Result<(Fragment, Spanned<DeTable<'t>>), ConfigError> {
-    let describe = |e: toml::de::Error, parsing: bool| {
+    let describe = |e: toml::de::Error, table: Option<&DeTable<'_>>| {
+        let parsing = table.is_none();
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
         let mut msg = e.message().replace('\n', " ");
+        // serde's messages name the value or the unknown key, not where it
+        // sits ("invalid type: integer `5`"): put the key's path in front,
+        // found from the parsed table's spans (the error keeps its own path
+        // private, and scraping its Display would break with its layout).
+        if let Some(path) = e
+            .span()
+            .zip(table)
+            .and_then(|(s, t)| key_path_at(t, s.start))
+        {
+            msg = format!("{path}: {msg}");
+        }
         // The parser's messages do not quote what they point at ("duplicate
         // key"): add the text under the span when it is a short one-liner.
         // (serde's, for the typed fragment, name the key or value already.)
@@ -465,10 +542,10 @@ fn read_fragment<'t>(
         }
         ConfigError(format!("{}:{line}: {msg}", name.display()))
     };
-    let table = DeTable::parse(text).map_err(|e| describe(e, true))?;
+    let table = DeTable::parse(text).map_err(|e| describe(e, None))?;
     // Deserialising into the typed fragment is what finds unknown keys and
     // wrong types with a position; the table is what merges.
-    let fragment = fragment_of(table.clone()).map_err(|e| describe(e, false))?;
+    let fragment = fragment_of(table.clone()).map_err(|e| describe(e, Some(table.get_ref())))?;
     Ok((fragment, table))
 }
 
@@ -1196,6 +1273,87 @@ rootfs = "/dev/b"
         let e = Config::from_str(&text, Path::new("/etc/x.toml")).expect_err("typo accepted");
         assert!(e.0.starts_with("/etc/x.toml:10:"), "{e}");
         assert!(e.0.contains("timout"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_name_file_line_and_the_key_path() {
+        // MINIMAL's lines 1-7; what follows starts at line 8.
+        for (extra, line, key) in [
+            (
+                "[health]\ntimeout = 5\n",
+                9,
+                "health.timeout: invalid type: integer",
+            ),
+            // A dotted key inside a table, and a dotted table header.
+            (
+                "[system]\nreboot.x = 1\n",
+                9,
+                "system.reboot: invalid type: map",
+            ),
+            (
+                "[report.labels]\nsite = 7\n",
+                9,
+                "report.labels.site: invalid type",
+            ),
+            // Arrays of tables: the element's index, as the checks name it.
+            (
+                "[[update.rate_windows]]\nstart = \"08:00\"\n\
+                 [[update.rate_windows]]\nstart = 8\n",
+                11,
+                "update.rate_windows[1].start: invalid type: integer",
+            ),
+            // An unknown key names its table too.
+            (
+                "[[update.download_windows]]\nstrat = \"1\"\n",
+                9,
+                "update.download_windows[0].strat: unknown field `strat`",
+            ),
+            // A quoted key with a dot stays one key.
+            (
+                "[report.labels]\n\"a.b\" = 1\n",
+                9,
+                "report.labels.\"a.b\": invalid type",
+            ),
+        ] {
+            let text = format!("{MINIMAL}{extra}");
+            let e = Config::from_str(&text, Path::new("c.toml")).expect_err(extra);
+            assert!(
+                e.0.starts_with(&format!("c.toml:{line}: {key}")),
+                "{extra}: {e}"
+            );
+            assert!(!e.0.contains('\n'), "one line: {e}");
+        }
+        // The example of the bug report, whole.
+        let text = MINIMAL.replacen("[update]\n", "[update]\nmax_rate = 5\n", 1);
+        let e = Config::from_str(&text, Path::new("c.toml")).expect_err("max_rate = 5");
+        assert_eq!(
+            e.0,
+            "c.toml:3: update.max_rate: invalid type: integer `5`, expected a string"
+        );
+    }
+
+    #[test]
+    fn key_path_at_prefers_the_key_under_the_offset_over_its_table() {
+        let text = "[b]\nx = 1\n[a]\ny = [1, {z = 2}]\n";
+        let table = DeTable::parse(text).expect("toml");
+        let at = |needle: &str| text.find(needle).expect(needle);
+        assert_eq!(
+            key_path_at(table.get_ref(), at("x")).as_deref(),
+            Some("b.x")
+        );
+        assert_eq!(
+            key_path_at(table.get_ref(), at("1,")).as_deref(),
+            Some("a.y[0]")
+        );
+        assert_eq!(
+            key_path_at(table.get_ref(), at("2}")).as_deref(),
+            Some("a.y[1].z")
+        );
+        assert_eq!(
+            key_path_at(table.get_ref(), at("{z")).as_deref(),
+            Some("a.y[1]")
+        );
+        assert_eq!(key_path_at(table.get_ref(), text.len() + 5), None);
     }
 
     #[test]

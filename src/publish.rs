@@ -688,7 +688,9 @@ impl Current {
     }
 
     /// The manifest re-serialized from its own JSON (unknown fields are
-    /// signed content and kept), `created` advanced ([`next_created`]) and
+    /// signed content and kept; numbers keep their digits, as serde_json's
+    /// `arbitrary_precision` reads them, never rounded through f64),
+    /// `created` advanced ([`next_created`]) and
     /// `edit` applied; checked to parse as hosts parse it and not to be
     /// expired already.
     pub fn rewrite(
@@ -1014,6 +1016,75 @@ mod tests {
             e.to_string().contains("expired at 2031-01-01T00:00:00Z"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_rewrite_keeps_every_number_as_signed_digit_for_digit() {
+        // Written as serde_json's pretty printer lays a document out (keys
+        // in order), so that the rewrite may differ in the two edited
+        // values only: a number beyond 64 bits (in a field the host does not
+        // know) and floats (`1.0` is not `1`, 36 digits are not rounded to
+        // f64) stay as signed.
+        let body = r#"{
+  "compatible": "c",
+  "created": "2030-01-01T00:00:00Z",
+  "expires": "2031-01-01T00:00:00Z",
+  "format": 1,
+  "images": {
+    "rootfs": {
+      "sha256": "0000000000000000000000000000000000000000000000000000000000000000",
+      "size": 1,
+      "url": "r.img",
+      "x-blocks": -123456789012345678901234567890
+    }
+  },
+  "rollout": {
+    "duration_minutes": 4320,
+    "paused": false,
+    "start": "2030-01-01T00:00:00Z",
+    "start_percentage": 1.0
+  },
+  "version": "2.0",
+  "x-build": 123456789012345678901234567890,
+  "x-floats": [
+    1,
+    1.0,
+    1e3,
+    1E-7,
+    0.1000000000000000055511151231257827,
+    -0.0,
+    18446744073709551616
+  ]
+}
+"#;
+        let d = temp("digits");
+        let dir = ReleaseDir::open(&d).expect("open");
+        let ks = keys(1);
+        let ring = KeyRing::from_keys(vec![ks[0].1.clone()]);
+        dir.publish_manifest("release.json", body.as_bytes(), &[dup(&ks[0].0)], None)
+            .expect("publish");
+        let current = dir
+            .read_verified("release.json", &ring, 1)
+            .expect("verified");
+        let now = crate::timefmt::parse_rfc3339("2026-01-01T00:00:00Z").expect("t");
+        let new = current
+            .rewrite(now, |v| {
+                v["rollout"]["paused"] = true.into();
+                Ok(())
+            })
+            .expect("rewrite");
+        let want = body
+            .replace(
+                "2030-01-01T00:00:00Z\",\n  \"expires",
+                "2030-01-01T00:00:01Z\",\n  \"expires",
+            )
+            .replace("\"paused\": false", "\"paused\": true")
+            // The one respelling: an exponent's letter and sign (the same
+            // number, every digit kept; serde_json writes what it scanned).
+            .replace("1e3", "1e+3")
+            .replace("1E-7", "1e-7");
+        assert_ne!(want, body, "the test edits two values");
+        assert_eq!(String::from_utf8(new).expect("utf-8"), want);
     }
 
     #[test]

@@ -549,6 +549,12 @@ fn write_payload(
     // Whether this is the one download from byte 0 after a resumed one
     // failed its hash (`again_from_zero`).
     let mut again = false;
+    // What every attempt fetched, a discarded one's included: the link
+    // carried those bytes too (`downloaded_bytes`).
+    let mut network = 0u64;
+    // Frames fetched once more (`frame_again`) cross the link as well.
+    // (Atomic: the writer may call it from its pipeline's threads.)
+    let refetched = std::sync::atomic::AtomicU64::new(0);
     let e = loop {
         // Where the payload's bytes began this time: > 0 when a partial
         // download (or the slot) supplied the first ones.
@@ -570,17 +576,19 @@ fn write_payload(
         // payload's (`install::FrameAgain`).
         let frame_again = |offset: u64, length: u64| -> Option<Vec<u8>> {
             let mut bytes = Vec::new();
-            transport
+            let read = transport
                 .open_range(&payload_url, offset, length)
                 .ok()?
                 .take(length)
-                .read_to_end(&mut bytes)
-                .ok()?;
+                .read_to_end(&mut bytes);
+            refetched.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            read.ok()?;
             (bytes.len() as u64 == length).then_some(bytes)
         };
         let result = opened
         .map_err(Error::from)
         .and_then(|mut reader| {
+            let attempt = (|| {
             let mut progress = Progress::new(&format!("{class} {version}"), image.size, opts.quiet);
             let resumed = reader.resumed_from();
             resumed_at = resumed;
@@ -628,12 +636,18 @@ fn write_payload(
                 }
                 (w, false) => w,
             }?;
-            Ok((written.payload_bytes, reader.bytes_from_network()))
+            Ok(written.payload_bytes)
+            })();
+            network += reader.bytes_from_network();
+            attempt
         });
         match result {
-            Ok(done) => {
+            Ok(payload) => {
                 host.state_dir.remove_partial(image.download_sha256());
-                return Ok(done);
+                return Ok((
+                    payload,
+                    network + refetched.load(std::sync::atomic::Ordering::Relaxed),
+                ));
             }
             Err(e) => {
                 let from_partial = match from_slot {
@@ -641,10 +655,13 @@ fn write_payload(
                     false => resumed_at,
                 };
                 if !again && again_from_zero(&e, from_partial) {
-                    let why = format!(
-                        "{e}; the download had resumed at byte {from_partial} from {}",
-                        partial.display()
-                    );
+                    let why = match from_partial {
+                        0 => e.to_string(),
+                        _ => format!(
+                            "{e}; the download had resumed at byte {from_partial} from {}",
+                            partial.display()
+                        ),
+                    };
                     log(&format!(
                         "{why}: discarding it and fetching the payload once from the start"
                     ));
@@ -656,17 +673,20 @@ fn write_payload(
             }
         }
     };
+    let network = network + refetched.load(std::sync::atomic::Ordering::Relaxed);
     // Bytes that decode or hash wrong would fail the same way on every
     // later run: such a partial download is not resumed. A transport
     // failure (a fetch error now) keeps what arrived for the next run.
     if is_payload_fault(&e) {
         host.state_dir.remove_partial(image.download_sha256());
     }
-    // What earlier classes and given-up deltas fetched.
-    w.state.metrics.downloaded_bytes += so_far.network;
+    // What earlier classes and given-up deltas fetched, and this payload's
+    // attempts (a cut one's bytes are kept for the next run, which fetches
+    // only the rest).
+    w.state.metrics.downloaded_bytes += so_far.network + network;
     let armed = w.armed.is_some();
     w.fail()?;
-    if !armed && so_far.network > 0 {
+    if !armed && so_far.network + network > 0 {
         w.flip.save(&w.state)?;
     }
     Err(name_payload_source(e, &payload_url))
@@ -691,12 +711,15 @@ fn is_payload_fault(e: &Error) -> bool {
 
 /// Whether a download that failed with `e`, having replayed its first
 /// `from_partial` bytes from a partial download, is fetched again from
-/// byte 0 before the failure counts: only a payload fault of a resumed
-/// download. Its partial bytes may be the fault (damaged on the data
-/// partition, or the head of an object the server has replaced since), not
-/// the release; a download from 0 that fails so is the release's.
+/// byte 0 before the failure counts: a payload fault of a resumed
+/// download, or an object replaced on the server while it downloaded. Its
+/// partial bytes may be the fault (damaged on the data partition, or the
+/// head of an object the server has replaced since), not the release; a
+/// download from 0 that fails so is the release's. The new object's bytes
+/// are checked against the signed hashes as any others.
 fn again_from_zero(e: &Error, from_partial: u64) -> bool {
-    from_partial > 0 && is_payload_fault(e)
+    (from_partial > 0 && is_payload_fault(e))
+        || matches!(e, Error::Fetch(crate::fetch::FetchError::Changed { .. }))
 }
 
 /// Log that the release waits in `target`, and reboot into it unless told
@@ -1061,6 +1084,25 @@ mod tests {
         assert!(!again_from_zero(&decode(), 0));
         // Not the payload's bytes: nothing to fetch again.
         assert!(!again_from_zero(&device(), 1_500_000));
+        // The object was replaced on the server mid-download: its new bytes
+        // from 0, whether the download began this run or from a partial.
+        let changed = || {
+            Error::Fetch(crate::fetch::FetchError::Changed {
+                location: "https://u.example/p".into(),
+                at: 7,
+                validator: "\"v1\"".into(),
+            })
+        };
+        assert!(again_from_zero(&changed(), 0));
+        assert!(again_from_zero(&changed(), 1_500_000));
+        // Any other transport failure keeps the partial for the next run.
+        let cut = Error::Fetch(crate::fetch::FetchError::TooShort {
+            location: "https://u.example/p".into(),
+            got: 7,
+            expected: 9,
+            announced: false,
+        });
+        assert!(!again_from_zero(&cut, 7));
     }
 
     #[test]

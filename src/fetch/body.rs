@@ -14,7 +14,7 @@ use std::io::{self, Read};
 use ureq::BodyReader;
 
 use super::pace::Bucket;
-use super::payload::{check_lengths, content_range};
+use super::payload::{check_lengths, content_range, response_validator};
 use super::retry::{Attempts, Next};
 use super::{Allowance, FetchError, Reply, StallGuard, Transport};
 
@@ -134,6 +134,22 @@ impl Resuming {
             return Err(Err(err));
         }
         let status = resp.status().as_u16();
+        // The whole object under another validator than the one sent: it
+        // was replaced since the download began. Said as such (not as a
+        // missing Content-Range), so that the caller starts over from 0.
+        if let Some(sent) = self
+            .validator
+            .as_ref()
+            .filter(|_| status == 200 && offset > 0)
+        {
+            if response_validator(&resp).as_ref() != Some(sent) {
+                return Err(Ok(FetchError::Changed {
+                    location: shown,
+                    at: offset,
+                    validator: sent.clone(),
+                }));
+            }
+        }
         let got = content_range(&resp);
         let range = got.as_ref().and_then(|r| r.as_ref().ok()).copied();
         let continues = status == 206
@@ -247,12 +263,17 @@ impl Resuming {
                     Ok(()) => {}
                     Err(Ok(fatal)) => {
                         return Err(match self.last_failure.take() {
+                            // What happens next is the news, not the cut.
+                            Some(first) if matches!(fatal, FetchError::Changed { .. }) => {
+                                crate::say!("abupdate: {first}");
+                                fatal
+                            }
                             Some(first) => {
                                 crate::say!("abupdate: {fatal}");
                                 first
                             }
                             None => fatal,
-                        })
+                        });
                     }
                     Err(Err(err)) => {
                         self.failed(err)?;

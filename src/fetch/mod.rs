@@ -256,6 +256,19 @@ pub enum FetchError {
         /// Why.
         reason: String,
     },
+    /// A resume's `If-Range` was answered with the whole object under
+    /// another validator (kind "network"): the object was replaced on the
+    /// server after the download began, so its bytes so far (`at` of them)
+    /// belong to an object no longer served. Never spliced; the partial
+    /// download is discarded and the download starts over from byte 0.
+    Changed {
+        /// The URL, as shown (without user info).
+        location: String,
+        /// The byte the resume asked from.
+        at: u64,
+        /// The validator the download began with (sent as `If-Range`).
+        validator: String,
+    },
     /// The server answered a range request with the whole resource (or a
     /// different range): the caller falls back to a full download.
     RangeIgnored {
@@ -274,6 +287,7 @@ impl FetchError {
             FetchError::Network { .. }
             | FetchError::Timeout { .. }
             | FetchError::Protocol { .. }
+            | FetchError::Changed { .. }
             | FetchError::TooShort {
                 announced: false, ..
             } => crate::error::Kind::Network,
@@ -295,6 +309,8 @@ impl FetchError {
     pub fn is_transient(&self) -> bool {
         match self {
             FetchError::Network { .. } | FetchError::Timeout { .. } => true,
+            // From byte 0 the new object downloads like any other.
+            FetchError::Changed { .. } => true,
             FetchError::TooShort { announced, .. } => !announced,
             FetchError::HttpStatus { status, .. } => {
                 matches!(status, 408 | 425 | 429 | 500 | 502 | 503 | 504)
@@ -324,6 +340,7 @@ impl FetchError {
             | FetchError::Tls { location, .. }
             | FetchError::Io { location, .. }
             | FetchError::Refused { location, .. }
+            | FetchError::Changed { location, .. }
             | FetchError::RangeIgnored { location, .. } => location,
         }
     }
@@ -407,6 +424,15 @@ impl FetchError {
             FetchError::RangeIgnored { location, detail } => {
                 format!("{location}: range request not honoured: {detail}")
             }
+            FetchError::Changed {
+                location,
+                at,
+                validator,
+            } => format!(
+                "{location}: the object changed on the server during the download (its \
+                 validator {validator} no longer matches: HTTP 200 to a resume at byte {at}); \
+                 the partial download is discarded and the download starts over from byte 0"
+            ),
         }
     }
 }

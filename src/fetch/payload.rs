@@ -233,7 +233,18 @@ impl PayloadReader {
             // Only when the partial held everything: nothing to fetch.
             return Ok(0);
         };
-        let n = net.read_bytes(buf)?;
+        let n = match net.read_bytes(buf) {
+            Err(e @ FetchError::Changed { .. }) => {
+                // Its bytes are of an object no longer served: no later
+                // run may resume from them (the error says so).
+                if let Some(p) = h.partial.as_mut() {
+                    p.truncate()?;
+                    keep_validator(&p.path, None);
+                }
+                return Err(e);
+            }
+            r => r?,
+        };
         if n == 0 {
             return Err(self.too_short());
         }
@@ -417,7 +428,7 @@ pub(crate) fn validator_of(etag: Option<&str>, last_modified: Option<&str>) -> O
 }
 
 /// [`validator_of`] the headers of `resp`.
-fn response_validator(resp: &Response<Body>) -> Option<String> {
+pub(super) fn response_validator(resp: &Response<Body>) -> Option<String> {
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
     validator_of(header("etag"), header("last-modified"))
 }

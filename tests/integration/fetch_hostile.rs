@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::host::scratch;
 use crate::common::hostile_server::{
-    head, read_request, write_all_capped, Req, Server, SERVER_CAP,
+    head, read_request, serve_tagged, write_all_capped, Req, Server, SERVER_CAP,
 };
 use crate::common::http::pattern;
 use abupdate::fetch::{Document, FetchError, PayloadReader, Transport, TransportOptions};
@@ -598,33 +598,76 @@ fn a_partial_download_that_is_a_symlink_is_removed_and_its_target_never_written(
 fn etag_server(versions: [Arc<Vec<u8>>; 2], current: Arc<Mutex<usize>>) -> Server {
     Server::start(move |req, s| {
         let v = *current.lock().unwrap();
-        let data = &versions[v];
-        let etag = format!("\"v{}\"", v + 1);
-        let same = req.header("if-range").is_none_or(|t| t == etag);
-        match req.range_start() {
-            Some(from) if same && from < data.len() => {
-                head(
-                    s,
-                    "206 Partial Content",
-                    &format!(
-                        "ETag: {etag}\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n",
-                        data.len() - 1,
-                        data.len(),
-                        data.len() - from
-                    ),
-                );
-                write_all_capped(s, &data[from..]);
-            }
-            _ => {
-                head(
-                    s,
-                    "200 OK",
-                    &format!("ETag: {etag}\r\nContent-Length: {}\r\n", data.len()),
-                );
-                write_all_capped(s, data);
-            }
+        serve_tagged(req, s, &versions[v], &format!("\"v{}\"", v + 1), None);
+    })
+}
+
+/// The object at `/p` is replaced during its download: the first answer
+/// sends half of `versions[0]` (ETag `"v1"`) and is cut; every later one
+/// serves `versions[1]` (`"v2"`), honouring `If-Range` as nginx does.
+fn replaced_mid_download(versions: [Arc<Vec<u8>>; 2]) -> Server {
+    let answered = Arc::new(Mutex::new(0usize));
+    Server::start(move |req, s| {
+        let n = std::mem::replace(&mut *answered.lock().unwrap(), 1);
+        match n {
+            0 => serve_tagged(req, s, &versions[0], "\"v1\"", Some(versions[0].len() / 2)),
+            _ => serve_tagged(req, s, &versions[1], "\"v2\"", None),
         }
     })
+}
+
+/// The resume after the cut asks `If-Range: "v1"` and gets the whole new
+/// object (200): the download ends saying the object changed and starts
+/// over, naming the URL without its user info, and the partial download
+/// (with its validator) is discarded, so no run splices the two objects.
+#[test]
+fn an_object_replaced_during_a_download_ends_it_saying_so_and_drops_the_partial() {
+    let old = Arc::new(pattern(500_000, 42));
+    let new = Arc::new(pattern(500_000, 43));
+    let server = replaced_mid_download([old.clone(), new]);
+    let dir = scratch("hostile-replaced-mid-download");
+    let partial = dir.join("p.part");
+    let url = server
+        .url("/p")
+        .replacen("http://", "http://user:secret@", 1);
+    let mut r = retrying(2)
+        .open_payload(&url, old.len() as u64, Some(&partial))
+        .expect("open");
+    let (bytes, err) = drain(&mut r);
+    assert!(
+        bytes == old[..250_000],
+        "the first object's head, then nothing"
+    );
+    let e = err.expect("the object changed: an error");
+    assert!(
+        matches!(&e, FetchError::Changed { at: 250_000, validator, .. } if validator == "\"v1\""),
+        "{e:?}"
+    );
+    assert_eq!(e.kind().to_string(), "network");
+    let line = e.to_string();
+    // Named as every error names a URL: its user info masked.
+    let shown = server.url("/p").replacen("http://", "http://***@", 1);
+    assert!(line.starts_with(&format!("{shown}: ")), "{line}");
+    assert!(!line.contains("secret") && !line.contains("user"), "{line}");
+    for says in [
+        "the object changed on the server",
+        "validator \"v1\" no longer matches",
+        "starts over from byte 0",
+    ] {
+        assert!(line.contains(says), "{line:?} does not say {says:?}");
+    }
+    drop(r);
+    assert_eq!(
+        std::fs::metadata(&partial).unwrap().len(),
+        0,
+        "partial kept"
+    );
+    assert!(!abupdate::fetch::validator_file(&partial).exists());
+    let asked = server.requests();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_eq!(asked[1].header("range"), Some("bytes=250000-"));
+    assert_eq!(asked[1].header("if-range"), Some("\"v1\""));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

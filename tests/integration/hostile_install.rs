@@ -18,7 +18,7 @@ use crate::common::tls;
 
 use crate::common::host::{image, text, HostOptions, TestHost, Untouched};
 use crate::common::hostile_server::{
-    files_of, head, not_found, serve, trickle, write_all_capped, Req, Server,
+    files_of, head, not_found, serve, serve_tagged, trickle, write_all_capped, Req, Server,
 };
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -343,6 +343,180 @@ fn status_200_instead_of_206_on_resume() {
     *mode.lock().unwrap() = "ignore-range";
     let r = install(&h, &srv.url("/release.json"));
     installed(&h, &r, "200 instead of 206 on resume");
+}
+
+/// The payload is replaced on the server during its download: the first
+/// answer (ETag `"v1"`, other bytes in its second half) is cut half-way;
+/// the resume's `If-Range: "v1"` is answered with the whole new object
+/// (`"v2"`, `new`). The run starts over from byte 0 at once, and what it
+/// installs is what the signed hash says, whichever object the server has.
+fn replaced_mid_download(
+    h: &TestHost,
+    new: impl Fn(&[u8]) -> Vec<u8> + Send + Sync + 'static,
+) -> (Run, Server) {
+    // Retried within the run, at once: the resume is what is tested.
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        cfg.replacen("retries = 0", "retries = 2\nretry_delay = \"0s\"", 1),
+    )
+    .expect("config");
+    let (_, files) = release(h);
+    let answered = Arc::new(Mutex::new(0usize));
+    let srv = server(files, move |req, s, signed| {
+        let n = std::mem::replace(&mut *answered.lock().unwrap(), 1);
+        let half = signed.len() / 2;
+        if n == 0 {
+            let mut old = signed.to_vec();
+            old[half..].iter_mut().for_each(|b| *b ^= 0x5a);
+            serve_tagged(req, s, &old, "\"v1\"", Some(half));
+        } else {
+            serve_tagged(req, s, &new(signed), "\"v2\"", None);
+        }
+    });
+    let r = install(h, &srv.url("/release.json"));
+    (r, srv)
+}
+
+#[test]
+fn an_object_replaced_mid_download_is_fetched_from_zero_and_checked_against_the_signed_hash() {
+    // The new object is the signed one (the old was stale): installed in
+    // this run, and every byte that crossed the link is counted.
+    let h = host("replaced-signed");
+    let (r, srv) = replaced_mid_download(&h, |signed| signed.to_vec());
+    installed(&h, &r, "object replaced mid-download by the signed one");
+    assert!(
+        text(&r.out).contains("the object changed on the server"),
+        "{}",
+        text(&r.out)
+    );
+    let asked: Vec<(Option<String>, Option<String>)> = srv
+        .requests()
+        .iter()
+        .filter(|q| q.path == PAYLOAD)
+        .map(|q| {
+            (
+                q.header("range").map(str::to_string),
+                q.header("if-range").map(str::to_string),
+            )
+        })
+        .collect();
+    let half = LEN / 2;
+    assert_eq!(
+        asked,
+        [
+            (None, None),
+            (Some(format!("bytes={half}-")), Some("\"v1\"".to_string())),
+            (None, None)
+        ],
+        "the rest asked for, then the whole"
+    );
+    assert_eq!(
+        h.state()["metrics"]["downloaded_bytes"],
+        (half + LEN) as u64,
+        "the discarded half counts"
+    );
+
+    // The new object is not the signed one: refused by the signed hash,
+    // not installed; the target is marked bad and nothing is kept.
+    let h = host("replaced-unsigned");
+    let b = h.untouched();
+    let (r, srv) = replaced_mid_download(&h, |signed| {
+        let mut other = signed.to_vec();
+        other[10] ^= 1;
+        other
+    });
+    refused(&h, &b, &r, &[PAYLOAD, "the signed manifest says"], true);
+    let whole = srv
+        .requests()
+        .iter()
+        .filter(|q| q.path == PAYLOAD && q.header("range").is_none())
+        .count();
+    assert_eq!(whole, 2, "the new object was not fetched from byte 0");
+    assert!(
+        std::fs::read_dir(h.state_dir.join("partial"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true),
+        "bytes that failed the signed hash were kept"
+    );
+}
+
+/// A partial download of an object since replaced on the server (kept
+/// with its validator `"v1"`): the first answer of the next run, to
+/// `Range` + `If-Range: "v1"`, is the whole new object (`200`, `"v2"`). It
+/// is used from byte 0 in that run, the partial dropped, and its bytes are
+/// checked against the signed hash: installed when they are the signed
+/// ones, refused (target bad) when not.
+#[test]
+fn a_partial_of_a_replaced_object_gives_way_to_the_whole_new_one_checked_against_the_signed_hash() {
+    for (name, signed_new) in [
+        ("partial-replaced-signed", true),
+        ("partial-replaced-unsigned", false),
+    ] {
+        let h = host(name);
+        let (m, files) = release(&h);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("json");
+        let rootfs = &manifest["images"]["rootfs"];
+        let sha = rootfs["download_sha256"]
+            .as_str()
+            .or(rootfs["sha256"].as_str())
+            .expect("sha256");
+        let signed = files.get(PAYLOAD).expect("payload").clone();
+        let half = signed.len() / 2;
+        let mut old = signed.to_vec();
+        old[..half].iter_mut().for_each(|b| *b ^= 0x5a);
+        let partial = h.state_dir.join(format!("partial/{sha}.part"));
+        std::fs::create_dir_all(partial.parent().expect("dir")).expect("partial dir");
+        std::fs::write(&partial, &old[..half]).expect("partial");
+        std::fs::write(partial.with_extension("validator"), "\"v2-old\"").expect("validator");
+        let srv = server(files, move |req, s, signed| {
+            let mut new = signed.to_vec();
+            if !signed_new {
+                new[signed.len() - 10] ^= 1;
+            }
+            serve_tagged(req, s, &new, "\"v2\"", None);
+        });
+        let b = h.untouched();
+        let r = install(&h, &srv.url("/release.json"));
+        if signed_new {
+            installed(&h, &r, name);
+            assert!(!partial.exists(), "{name}: partial kept after the install");
+        } else {
+            refused(&h, &b, &r, &[PAYLOAD, "the signed manifest says"], true);
+            assert!(!partial.exists(), "{name}: bytes that failed the hash kept");
+        }
+        let asked: Vec<(Option<String>, Option<String>)> = srv
+            .requests()
+            .iter()
+            .filter(|q| q.path == PAYLOAD)
+            .map(|q| {
+                (
+                    q.header("range").map(str::to_string),
+                    q.header("if-range").map(str::to_string),
+                )
+            })
+            .collect();
+        // One answer, used whole from byte 0.
+        assert_eq!(
+            asked,
+            [(
+                Some(format!("bytes={half}-")),
+                Some("\"v2-old\"".to_string())
+            )],
+            "{name}"
+        );
+        assert!(
+            text(&r.out).contains("the object changed since byte 0 of the partial download"),
+            "{name}: {}",
+            text(&r.out)
+        );
+        assert_eq!(
+            h.state()["metrics"]["downloaded_bytes"],
+            signed.len() as u64,
+            "{name}"
+        );
+    }
 }
 
 /// A segmented payload resumes from the segments the slot holds (nothing

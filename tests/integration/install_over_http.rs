@@ -493,7 +493,8 @@ fn with_resume_off_nothing_is_kept_on_the_data_partition_and_a_cut_download_star
 /// A partial download damaged on the data partition (one byte flipped, as
 /// a bad sector or a stray write would): the resumed payload fails its
 /// hash, is discarded and fetched once from byte 0, and the install
-/// succeeds; the failure is never the release's.
+/// succeeds; the failure is never the release's. `downloaded_bytes` counts
+/// both attempts' bytes from the network.
 #[test]
 fn a_resumed_download_that_fails_its_hash_is_fetched_again_from_zero() {
     let h = TestHost::new("http-partial-flip", "1.0", HostOptions::default());
@@ -529,4 +530,10 @@ fn a_resumed_download_that_fails_its_hash_is_fetched_again_from_zero() {
         .map(|l| l.range)
         .collect();
     assert_eq!(ranges, [Some(format!("bytes={}-", kept.len())), None]);
+    // The discarded attempt's bytes crossed the link too: both count.
+    assert_eq!(
+        h.state()["metrics"]["downloaded_bytes"],
+        (payload.len() - kept.len() + payload.len()) as u64,
+        "the discarded attempt's bytes are not counted"
+    );
 }

@@ -179,6 +179,44 @@ pub fn head_from(stream: &mut TcpStream, from: usize, len: usize) {
     }
 }
 
+/// The answer nginx gives for an object tagged `etag`: the range asked for
+/// (206) while `If-Range` is absent or names `etag`, else the whole object
+/// (200). `cut`: only that many bytes of the body are sent, then the
+/// connection closes (the head still announces all of them).
+pub fn serve_tagged(
+    req: &Req,
+    stream: &mut TcpStream,
+    data: &[u8],
+    etag: &str,
+    cut: Option<usize>,
+) {
+    let same = req.header("if-range").is_none_or(|t| t == etag);
+    let from = match req.range_start() {
+        Some(from) if same && from < data.len() => from,
+        _ => 0,
+    };
+    let tag = format!("ETag: {etag}\r\n");
+    match from {
+        0 => head(
+            stream,
+            "200 OK",
+            &format!("{tag}Content-Length: {}\r\n", data.len()),
+        ),
+        _ => head(
+            stream,
+            "206 Partial Content",
+            &format!(
+                "{tag}Content-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n",
+                data.len() - 1,
+                data.len(),
+                data.len() - from
+            ),
+        ),
+    }
+    let end = cut.map_or(data.len(), |n| (from + n).min(data.len()));
+    write_all_capped(stream, &data[from..end]);
+}
+
 /// A correct answer with the file, honouring `Range: bytes=N-`.
 pub fn serve(req: &Req, stream: &mut TcpStream, data: &[u8]) {
     match req.range_start() {
