@@ -300,9 +300,10 @@ fn a_staged_record_the_bootloader_undid_is_installed_again_not_reported_staged()
     let out = install();
     assert!(out.status.success(), "{}", text(&out));
     assert!(var(&h, "ORDER").starts_with('B') && var(&h, "B_OK") == "1");
-    // The operator cancels it in the bootloader; the record still says staged.
-    let out = h.abupdate(&["mark-bad", "B"]);
-    assert!(out.status.success(), "{}", text(&out));
+    // The bootloader's env is reset behind abupdate's back (another tool,
+    // a hand edit): the record still says staged. (`mark-bad B` is the
+    // operator's cancel, which ends the record: `manual_verbs`.)
+    h.grub_set(&[("ORDER", "A B"), ("B_OK", "0")]);
     assert_eq!(var(&h, "B_OK"), "0");
     let out = install();
     assert!(out.status.success(), "{}", text(&out));
