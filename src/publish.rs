@@ -985,19 +985,19 @@ mod tests {
         assert_eq!(std::fs::read(d.join("release.json")).expect("live"), live);
     }
 
-    #[test]
-    fn a_rewrite_advances_created_and_keeps_every_other_field() {
-        let d = temp("rewrite");
+    /// `body` published and signed in a new directory, read back verified,
+    /// and the bytes [`Current::rewrite`] would sign with it paused at
+    /// 2026-01-01.
+    fn paused_by_rewrite(name: &str, body: &[u8]) -> (Current, Vec<u8>) {
+        let d = temp(name);
         let dir = ReleaseDir::open(&d).expect("open");
         let ks = keys(1);
         let ring = KeyRing::from_keys(vec![ks[0].1.clone()]);
-        let body = manifest("2030-01-01T00:00:00Z", "2031-01-01T00:00:00Z");
-        dir.publish_manifest("release.json", &body, &[dup(&ks[0].0)], None)
+        dir.publish_manifest("release.json", body, &[dup(&ks[0].0)], None)
             .expect("publish");
         let current = dir
             .read_verified("release.json", &ring, 1)
             .expect("verified");
-        // This clock (2026) is behind the manifest's created (2030).
         let now = crate::timefmt::parse_rfc3339("2026-01-01T00:00:00Z").expect("t");
         let new = current
             .rewrite(now, |v| {
@@ -1005,6 +1005,14 @@ mod tests {
                 Ok(())
             })
             .expect("rewrite");
+        (current, new)
+    }
+
+    #[test]
+    fn a_rewrite_advances_created_and_keeps_every_other_field() {
+        let body = manifest("2030-01-01T00:00:00Z", "2031-01-01T00:00:00Z");
+        // This clock (2026) is behind the manifest's created (2030).
+        let (current, new) = paused_by_rewrite("rewrite", &body);
         let v: serde_json::Value = serde_json::from_slice(&new).expect("json");
         assert_eq!(v["created"], "2030-01-01T00:00:01Z");
         assert_eq!(v["x-vendor"]["build"], 7);
@@ -1057,22 +1065,7 @@ mod tests {
   ]
 }
 "#;
-        let d = temp("digits");
-        let dir = ReleaseDir::open(&d).expect("open");
-        let ks = keys(1);
-        let ring = KeyRing::from_keys(vec![ks[0].1.clone()]);
-        dir.publish_manifest("release.json", body.as_bytes(), &[dup(&ks[0].0)], None)
-            .expect("publish");
-        let current = dir
-            .read_verified("release.json", &ring, 1)
-            .expect("verified");
-        let now = crate::timefmt::parse_rfc3339("2026-01-01T00:00:00Z").expect("t");
-        let new = current
-            .rewrite(now, |v| {
-                v["rollout"]["paused"] = true.into();
-                Ok(())
-            })
-            .expect("rewrite");
+        let (_, new) = paused_by_rewrite("digits", body.as_bytes());
         let want = body
             .replace(
                 "2030-01-01T00:00:00Z\",\n  \"expires",

@@ -378,6 +378,20 @@ fn replaced_mid_download(
     (r, srv)
 }
 
+/// The payload requests `srv` was asked, as their `Range` and `If-Range`.
+fn payload_asks(srv: &Server) -> Vec<(Option<String>, Option<String>)> {
+    srv.requests()
+        .iter()
+        .filter(|q| q.path == PAYLOAD)
+        .map(|q| {
+            (
+                q.header("range").map(str::to_string),
+                q.header("if-range").map(str::to_string),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn an_object_replaced_mid_download_is_fetched_from_zero_and_checked_against_the_signed_hash() {
     // The new object is the signed one (the old was stale): installed in
@@ -390,17 +404,7 @@ fn an_object_replaced_mid_download_is_fetched_from_zero_and_checked_against_the_
         "{}",
         text(&r.out)
     );
-    let asked: Vec<(Option<String>, Option<String>)> = srv
-        .requests()
-        .iter()
-        .filter(|q| q.path == PAYLOAD)
-        .map(|q| {
-            (
-                q.header("range").map(str::to_string),
-                q.header("if-range").map(str::to_string),
-            )
-        })
-        .collect();
+    let asked = payload_asks(&srv);
     let half = LEN / 2;
     assert_eq!(
         asked,
@@ -486,17 +490,7 @@ fn a_partial_of_a_replaced_object_gives_way_to_the_whole_new_one_checked_against
             refused(&h, &b, &r, &[PAYLOAD, "the signed manifest says"], true);
             assert!(!partial.exists(), "{name}: bytes that failed the hash kept");
         }
-        let asked: Vec<(Option<String>, Option<String>)> = srv
-            .requests()
-            .iter()
-            .filter(|q| q.path == PAYLOAD)
-            .map(|q| {
-                (
-                    q.header("range").map(str::to_string),
-                    q.header("if-range").map(str::to_string),
-                )
-            })
-            .collect();
+        let asked = payload_asks(&srv);
         // One answer, used whole from byte 0.
         assert_eq!(
             asked,
