@@ -1454,6 +1454,42 @@ mod tests {
         );
     }
 
+    #[test]
+    fn unknown_floats_and_big_numbers_in_flattened_records_load_and_save_as_written() {
+        // serde's `flatten` buffers a record before serde_json's exact
+        // numbers (`arbitrary_precision`) reach it: a non-integer there
+        // must still load, and every number save back digit for digit.
+        let dir = tmpdir("unknown-numbers");
+        let sd = StateDir::new(&dir);
+        sd.ensure().expect("mkdir");
+        let newer = r#"{"format": 1,
+            "slots": {"A": {"status": "good", "version": "1.0", "weight": 1.5,
+                            "big": 123456789012345678901234567890,
+                            "images": {"rootfs": {"sha256": "aa", "size": 1, "ratio": 0.25}}}},
+            "failed": [{"version": "3.0", "manifest_sha256": "cc", "reason": "r", "at": 1,
+                        "score": 2.0e-3}],
+            "metrics": {"installs": 1, "mean_seconds": 12.75}}"#;
+        std::fs::write(sd.state_file(), newer).expect("w");
+        let s = sd.load().expect("load");
+        assert_eq!(
+            s.slots.get(&SlotName::A).expect("A").status,
+            SlotStatus::Good
+        );
+        sd.lock().expect("lock").save(&s).expect("save");
+        let saved = std::fs::read_to_string(sd.state_file()).expect("read");
+        for kept in [
+            "\"weight\":1.5",
+            "\"big\":123456789012345678901234567890",
+            "\"ratio\":0.25",
+            "\"mean_seconds\":12.75",
+        ] {
+            assert!(
+                saved.replace([' ', '\n'], "").contains(kept),
+                "{kept} in {saved}"
+            );
+        }
+    }
+
     /// `state.json` files written by release 0.1 (`tests/fixtures/`, taken
     /// from real runs: a staged update, a write cut by a crash, a trial
     /// rolled back) load with every typed field read, and save back to the
