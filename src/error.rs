@@ -289,9 +289,13 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// `text` on one line, its control characters escaped (`\n`, `\r`, `\t`,
-/// else `\u{1b}`): for every message a person or a log reads.
+/// else `\u{1b}`) and so its bidirectional overrides (`\u{202e}`: it would
+/// show what follows reversed): for every message a person or a log reads.
+/// The last guard of every message; outside text is quoted where it comes
+/// in ([`crate::text::show`]).
 pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    let acts = |c: char| c.is_control() || crate::text::is_bidi_control(c);
+    if !text.chars().any(acts) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -300,7 +304,7 @@ pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.extend(c.escape_unicode()),
+            c if acts(c) => out.extend(c.escape_unicode()),
             c => out.push(c),
         }
     }
@@ -426,5 +430,16 @@ mod tests {
             "rel/x\\nabupdate: installed 9.9: bad\\r\\u{1b}[8m"
         );
         assert_eq!(one_line("plain: text"), "plain: text");
+    }
+
+    /// A bidi override in a message (a server's text not quoted where it
+    /// came in) would show the rest of the line reversed: escaped too.
+    #[test]
+    fn a_bidi_override_in_a_message_is_escaped() {
+        let e = Error::Io {
+            path: "evil\u{202e}txt.exe".into(),
+            source: std::io::Error::other("\u{2066}x\u{2069}"),
+        };
+        assert_eq!(e.to_string(), "evil\\u{202e}txt.exe: \\u{2066}x\\u{2069}");
     }
 }

@@ -28,7 +28,7 @@ use crate::fetch::{redact, FetchError, Transport};
 /// The largest answer read (an error body explains a refusal).
 const MAX_ANSWER: u64 = 16 << 10;
 
-/// The longest `kind`/`value` of a refusal shown.
+/// The longest `kind`/`value` of a refusal shown, in bytes of its quoted text.
 const MAX_SHOWN: usize = 200;
 
 /// A group as the protocol allows it: `^[a-zA-Z0-9.-]+$`.
@@ -108,13 +108,12 @@ struct Rejection {
     value: Option<String>,
 }
 
+/// A server's `kind` or `value` as it may reach a terminal or a message:
+/// quoted by the one shared rule ([`crate::text::show_bounded`]: controls,
+/// bidi overrides escaped, cut marked), its surrounding whitespace dropped
+/// (it says nothing). Mapping controls to spaces let a U+202E through raw.
 fn shown(text: String) -> String {
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_SHOWN)
-        .collect();
-    clean.trim().to_string()
+    crate::text::show_bounded(text.trim().as_bytes(), MAX_SHOWN, false)
 }
 
 /// The protocol's reading of a response.
@@ -281,8 +280,25 @@ mod tests {
             panic!("done")
         };
         let value = value.expect("value");
-        assert_eq!(value.chars().count(), MAX_SHOWN);
+        assert!(value.len() <= MAX_SHOWN, "{value}");
+        assert!(value.ends_with(crate::text::CUT), "{value}");
         assert!(!value.contains('\u{7}'));
+    }
+
+    /// A refusal's text reaches stderr and `--json` escaped by the shared
+    /// rule: ESC, BEL, a bidi override (U+202E) and a newline become
+    /// `\xNN`, nothing of them raw.
+    #[test]
+    fn a_refusals_controls_and_bidi_override_are_escaped() {
+        let body = r#"{"kind":"x\u001b]0;pwned\u0007\u202e\n2nd line","value":"ok\u001b[2J"}"#;
+        let Answer::Refused { kind, value, .. } = interpret(409, body.as_bytes()) else {
+            panic!("done")
+        };
+        assert_eq!(
+            kind.as_deref(),
+            Some("x\\x1b]0;pwned\\x07\\xe2\\x80\\xae\\x0a2nd line")
+        );
+        assert_eq!(value.as_deref(), Some("ok\\x1b[2J"));
     }
 
     #[test]

@@ -836,6 +836,27 @@ impl State {
         true
     }
 
+    /// Before an install writes the other slot, the booted `slot` (which
+    /// the bootloader holds good: the install refuses otherwise) runs a
+    /// proven system: a record that says nothing of it (a fresh host, one
+    /// reset by deleting `state.json`, one whose state was lost) is
+    /// adopted as good, holding `version` (the running one, from
+    /// os-release) when it names none. Without this the slot left behind
+    /// stays `empty` and a late rollback has no fallback, though it holds
+    /// the last good release. Only the booted slot: what the other one
+    /// holds is never guessed. Whether the record changed.
+    pub fn adopt_booted(&mut self, slot: SlotName, version: Option<String>) -> bool {
+        let rec = self.slot_mut(slot);
+        if rec.status != SlotStatus::Empty {
+            return false;
+        }
+        rec.status = SlotStatus::Good;
+        if rec.version.is_none() {
+            rec.version = version;
+        }
+        true
+    }
+
     /// `mark-good` / `mark-bad` by hand. Marking a staged slot good commits
     /// it: its transaction is done.
     pub fn mark(&mut self, slot: SlotName, good: bool) {
@@ -1798,6 +1819,40 @@ mod tests {
             assert_eq!(s.slot(SlotName::A).status, want, "{status}");
             let version = s.slot(SlotName::A).version;
             assert_eq!(version.is_some(), blessed, "{status}");
+        }
+    }
+
+    /// An install adopts the booted slot only when its record says
+    /// nothing: a fresh host's becomes good holding the running version;
+    /// a record that says anything (bad, being written, good with its own
+    /// version, unknown) is not the adoption's to change, and the other
+    /// slot's record is never touched.
+    #[test]
+    fn an_install_adopts_only_an_empty_booted_record_as_good_with_the_running_version() {
+        let mut s = fresh();
+        assert!(s.adopt_booted(SlotName::A, Some("1.0".into())));
+        let rec = s.slot(SlotName::A);
+        assert_eq!(rec.status, SlotStatus::Good);
+        assert_eq!(rec.version.as_deref(), Some("1.0"));
+        assert_eq!(s.slot(SlotName::B), SlotRecord::default());
+        // An unknown running version still leaves a good record.
+        let mut s = fresh();
+        assert!(s.adopt_booted(SlotName::B, None));
+        assert_eq!(s.slot(SlotName::B).status, SlotStatus::Good);
+        assert_eq!(s.slot(SlotName::A), SlotRecord::default());
+        for status in [
+            SlotStatus::Good,
+            SlotStatus::Installed,
+            SlotStatus::Bad,
+            SlotStatus::Installing,
+            SlotStatus::Other("probation".into()),
+        ] {
+            let mut s = fresh();
+            s.slot_mut(SlotName::A).status = status.clone();
+            s.slot_mut(SlotName::A).version = Some("0.9".into());
+            let before = s.slot(SlotName::A);
+            assert!(!s.adopt_booted(SlotName::A, Some("1.0".into())), "{status}");
+            assert_eq!(s.slot(SlotName::A), before, "{status}");
         }
     }
 

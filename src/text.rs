@@ -38,7 +38,7 @@ pub fn show(bytes: &[u8]) -> String {
 
 /// Whether `c` reorders text on the screen (the Unicode bidirectional
 /// embeddings, overrides and isolates).
-fn is_bidi_control(c: char) -> bool {
+pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 

@@ -440,13 +440,20 @@ fn through_channel(
             "the booted release is withdrawn and the release channel lists nothing newer",
             NoUpdate::OnWithdrawn,
         ),
-        Choice::FailedBarrier { index } => nothing(
-            &format!(
-                "stuck at barrier {}: it failed on this host and the release channel allows no release past it",
-                ch.releases[index].version
-            ),
-            NoUpdate::PreviouslyFailed,
-        ),
+        Choice::FailedBarrier { index } => {
+            let barrier = &ch.releases[index];
+            // The timer's failed list holds cancels too; which one this is
+            // decides the reason and the way on.
+            let cancelled = state
+                .cancelled_versions()
+                .iter()
+                .any(|v| Version::parse(v).is_ok_and(|v| v == barrier.version));
+            let manifest = crate::fetch::resolve(url, &barrier.manifest)
+                .map(|m| crate::fetch::redact(&m).into_owned())
+                .unwrap_or_else(|_| barrier.manifest.clone());
+            let (reason, kind) = stuck_at_barrier(&barrier.version, cancelled, &manifest);
+            nothing(&reason, kind)
+        }
         Choice::BootedUnknown => Err(Error::Refused(super::Refusal::BootedVersionUnknown {
             os_release: host.config.system.os_release.clone(),
             found: booted.clone(),
@@ -456,6 +463,28 @@ fn through_channel(
             let manifest = crate::fetch::resolve(url, &release.manifest)?;
             Ok(Ok((manifest, release)))
         }
+    }
+}
+
+/// Why the timer stays below the barrier `version` of the release channel
+/// (at `manifest`), which it will not take: an operator `cancelled` it
+/// here (`mark-bad` of its staged slot: it holds the timer only, so the
+/// way on is an install of it by hand), else it failed here (the way on is
+/// a replacement barrier in the channel). Pure.
+fn stuck_at_barrier(version: &Version, cancelled: bool, manifest: &str) -> (String, NoUpdate) {
+    match cancelled {
+        true => (
+            format!(
+                "stuck at barrier {version}: the operator cancelled it on this host and the release channel allows no release past it; `abupdate install {manifest}` by hand installs it"
+            ),
+            NoUpdate::Cancelled,
+        ),
+        false => (
+            format!(
+                "stuck at barrier {version}: it failed on this host and the release channel allows no release past it"
+            ),
+            NoUpdate::PreviouslyFailed,
+        ),
     }
 }
 
@@ -545,4 +574,32 @@ pub(super) fn save_if_held(
         lock.save(state)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A barrier the operator cancelled here is reported as a cancel (its
+    /// reason, the manifest to install by hand), never as a failure.
+    #[test]
+    fn a_cancelled_barrier_is_reported_as_cancelled_with_the_way_on() {
+        let v = Version::parse("2.0").expect("version");
+        let (reason, kind) = stuck_at_barrier(&v, true, "https://u.example/2.0/release.json");
+        assert_eq!(kind, NoUpdate::Cancelled);
+        assert_eq!(
+            reason,
+            "stuck at barrier 2.0: the operator cancelled it on this host and the release channel allows no release past it; `abupdate install https://u.example/2.0/release.json` by hand installs it"
+        );
+    }
+
+    /// A barrier that failed its trial here stays a failure.
+    #[test]
+    fn a_failed_barrier_is_reported_as_previously_failed() {
+        let v = Version::parse("2.0").expect("version");
+        let (reason, kind) = stuck_at_barrier(&v, false, "m");
+        assert_eq!(kind, NoUpdate::PreviouslyFailed);
+        assert!(reason.contains("it failed on this host"), "{reason}");
+        assert!(!reason.contains("install"), "{reason}");
+    }
 }

@@ -250,6 +250,12 @@ fn install_verified(
     if host.boot.state(booted)? != BootState::Good {
         return Err(Refusal::BootedNotGood { slot: booted }.into());
     }
+    // The booted slot is good in the bootloader and runs: recorded so
+    // before the other slot is written (saved with the transaction, when
+    // the target is armed), so the slot this install leaves behind is a
+    // fallback for the release's probation and the manual verbs.
+    let running = host.booted_version(&state, booted);
+    state.adopt_booted(booted, running);
     let devices = check_targets(host, verified, booted)?;
     let transport = host.transport()?;
     // Download windows are for the timer; a manual install is the

@@ -343,10 +343,14 @@ impl Bootloader for EfiBackend {
             if let Some(opt) = self.vars.load_option(n)? {
                 out.push((
                     boot_name(n),
+                    // The NVRAM's text (another tool may have written the
+                    // entry) is quoted on its way to a terminal.
                     format!(
                         "{} (slot {slot}){}",
-                        opt.description_lossy(),
-                        opt.file_path().map(|p| format!(" {p}")).unwrap_or_default()
+                        crate::text::show(opt.description_lossy().as_bytes()),
+                        opt.file_path()
+                            .map(|p| format!(" {}", crate::text::show(p.as_bytes())))
+                            .unwrap_or_default()
                     ),
                 ));
             }

@@ -838,20 +838,24 @@ impl Bootloader for SystemdBootBackend {
         }
     }
 
+    /// The ESP's names, the loader's variables and `loader.conf`'s line are
+    /// outside text on its way to a terminal: each quoted by the shared
+    /// rule ([`crate::text::show`]).
     fn describe(&self) -> Result<Vec<(String, String)>, BootError> {
+        let show = |t: &str| crate::text::show(t.as_bytes());
         let mut out: Vec<(String, String)> = self
             .read()?
             .into_iter()
-            .map(|(s, e)| (format!("entry.{s}"), e.file))
+            .map(|(s, e)| (format!("entry.{s}"), show(&e.file)))
             .collect();
         if let Some((d, _)) = self.loader_var("LoaderEntryDefault")? {
-            out.push(("LoaderEntryDefault".into(), d));
+            out.push(("LoaderEntryDefault".into(), show(&d)));
         }
         if let Some((d, _)) = self.loader_var("LoaderEntryOneShot")? {
-            out.push(("LoaderEntryOneShot".into(), d));
+            out.push(("LoaderEntryOneShot".into(), show(&d)));
         }
         if let Some((_, d)) = self.default_line()? {
-            out.push(("loader.conf default".into(), d));
+            out.push(("loader.conf default".into(), show(&d)));
         }
         Ok(out)
     }
@@ -1179,6 +1183,33 @@ mod tests {
         assert_eq!(
             loader_entry_var(&[0x00, 0xd8, 0, 0]).as_deref(),
             Some("\u{fffd}")
+        );
+    }
+
+    /// `status` shows `loader.conf`'s default as the file says it, but
+    /// quoted: an ESC or a bidi override in it reaches no terminal raw.
+    #[test]
+    fn the_described_loader_conf_default_is_quoted() {
+        let esp = crate::testutil::TempDir::new("sd-boot-describe");
+        std::fs::create_dir_all(esp.path().join("loader/entries")).unwrap();
+        std::fs::write(
+            esp.path().join("loader/loader.conf"),
+            "default abupdate-\u{1b}[2J\u{202e}*\n",
+        )
+        .unwrap();
+        let backend = SystemdBootBackend::new(
+            esp.path().to_path_buf(),
+            "abupdate".into(),
+            3,
+            BTreeMap::new(),
+        );
+        let described = backend.describe().unwrap();
+        assert_eq!(
+            described,
+            [(
+                "loader.conf default".to_string(),
+                "abupdate-\\x1b[2J\\xe2\\x80\\xae*".to_string()
+            )]
         );
     }
 

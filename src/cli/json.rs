@@ -557,8 +557,84 @@ mod tests {
         );
     }
 
+    /// The backticked names of README.md's text from `start` to `end` that
+    /// stand outside any parentheses or braces (those
+    /// explain a name: they are not names of the list); a `slots.{A,B}`
+    /// names `slots`.
+    fn documented(start: &str, end: &str) -> Vec<String> {
+        let readme = include_str!("../../README.md");
+        let at = readme.find(start).expect("the README has the list") + start.len();
+        let text = &readme[at..];
+        let text = &text[..text.find(end).expect("the list ends")];
+        let (mut depth, mut names, mut tick) = (0i32, Vec::new(), None);
+        for (i, c) in text.char_indices() {
+            match (c, tick) {
+                ('`', None) => tick = Some(i + 1),
+                ('`', Some(from)) => {
+                    if depth == 0 {
+                        let name = &text[from..i];
+                        names.push(name.split('.').next().unwrap_or(name).to_string());
+                    }
+                    tick = None;
+                }
+                (_, Some(_)) => {}
+                ('(' | '{', None) => depth += 1,
+                (')' | '}', None) => depth -= 1,
+                _ => {}
+            }
+        }
+        names.sort();
+        names
+    }
+
+    /// README's `check` reasons and `status` keys are exactly what the
+    /// binary can print: a reason or key added without its line in the
+    /// README (or a documented one that is gone) fails here.
     #[test]
-    fn status_shape() {
+    fn readme_lists_every_check_reason_and_status_key() {
+        let every = [
+            NoUpdate::NotModified,
+            NoUpdate::NotNewer,
+            NoUpdate::PreviouslyFailed,
+            NoUpdate::Cancelled,
+            NoUpdate::WaitingForWave,
+            NoUpdate::OnProbation,
+            NoUpdate::Halted,
+            NoUpdate::OnWithdrawn,
+            NoUpdate::WaitingForDownloadWindow,
+            NoUpdate::StagedNotOffered,
+        ];
+        // Exhaustive: a new reason does not compile until it is listed
+        // above, and then it must be in the README.
+        for r in every {
+            match r {
+                NoUpdate::NotModified
+                | NoUpdate::NotNewer
+                | NoUpdate::PreviouslyFailed
+                | NoUpdate::Cancelled
+                | NoUpdate::WaitingForWave
+                | NoUpdate::OnProbation
+                | NoUpdate::Halted
+                | NoUpdate::OnWithdrawn
+                | NoUpdate::WaitingForDownloadWindow
+                | NoUpdate::StagedNotOffered => {}
+            }
+        }
+        let mut reasons: Vec<String> = every
+            .iter()
+            .map(|r| value(r).as_str().expect("a name").to_string())
+            .collect();
+        reasons.sort();
+        assert_eq!(
+            documented("`reason` is one of ", ":\nthe ordinary"),
+            reasons
+        );
+        let status = value(&Status::from(&sample_status()));
+        let keys: Vec<String> = keys(&status).into_iter().map(String::from).collect();
+        assert_eq!(documented("\n`status`: ", "\n\n"), keys);
+    }
+
+    fn sample_status() -> crate::agent::Status {
         let mut slots = BTreeMap::new();
         for name in SlotName::ALL {
             slots.insert(
@@ -570,7 +646,7 @@ mod tests {
                 },
             );
         }
-        let status = crate::agent::Status {
+        crate::agent::Status {
             booted_slot: Some(SlotName::A),
             booted_version: Some("1.0".into()),
             primary_slot: Some(SlotName::A),
@@ -584,8 +660,12 @@ mod tests {
             reboot_lock: None,
             probation: None,
             metrics: Default::default(),
-        };
-        let v = value(&Status::from(&status));
+        }
+    }
+
+    #[test]
+    fn status_shape() {
+        let v = value(&Status::from(&sample_status()));
         assert_eq!(
             keys(&v),
             [

@@ -45,7 +45,7 @@ pub enum PromError {
         url: String,
         /// The HTTP status code.
         status: u16,
-        /// The body's first line (at most 200 characters), for the message.
+        /// The body's first line (quoted, at most 200 bytes), for the message.
         detail: String,
     },
     /// The API said `"status": "error"`.
@@ -221,21 +221,26 @@ impl Client {
     }
 }
 
-/// What the first line of a non-API answer says (capped), else `fallback`.
+/// The longest piece of a server's text quoted in a message, in bytes of
+/// its quoted form.
+const MAX_SHOWN: usize = 200;
+
+/// What the first line of a non-API answer says (quoted by the shared rule,
+/// [`crate::text::show_bounded`], and capped), else `fallback`.
 fn first_line(body: &[u8], fallback: &str) -> String {
-    let text = String::from_utf8_lossy(body);
-    let line: String = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .chars()
-        .take(200)
-        .collect();
-    if line.trim().is_empty() {
+    let line = body.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line).trim_ascii();
+    if line.is_empty() {
         fallback.to_string()
     } else {
-        line
+        crate::text::show_bounded(line, MAX_SHOWN, false)
     }
+}
+
+/// A server's text (its `errorType`, `error`, a warning) as a message may
+/// hold it: quoted by the shared rule and capped.
+fn quoted(text: &str) -> String {
+    crate::text::show_bounded(text.as_bytes(), MAX_SHOWN, false)
 }
 
 /// `application/x-www-form-urlencoded`: every byte but the unreserved
@@ -310,17 +315,21 @@ pub fn parse_answer(body: &[u8]) -> Result<Vec<Sample>, AnswerError> {
         .map_err(|e| AnswerError::Format(format!("not a Prometheus API answer: {e}")))?;
     if answer.status != "success" {
         return Err(AnswerError::Api {
-            error_type: answer.error_type.unwrap_or_else(|| "unknown".into()),
-            error: answer
-                .error
-                .unwrap_or_else(|| format!("status {:?}", answer.status)),
+            error_type: answer
+                .error_type
+                .map_or_else(|| "unknown".into(), |t| quoted(&t)),
+            error: answer.error.map_or_else(
+                || format!("status \"{}\"", quoted(&answer.status)),
+                |e| quoted(&e),
+            ),
         });
     }
     if let Some(w) = answer.warnings.first() {
         return Err(AnswerError::Format(format!(
-            "a partial answer ({} warning{}: {w})",
+            "a partial answer ({} warning{}: {})",
             answer.warnings.len(),
-            if answer.warnings.len() == 1 { "" } else { "s" }
+            if answer.warnings.len() == 1 { "" } else { "s" },
+            quoted(w)
         )));
     }
     let data = answer
@@ -781,6 +790,31 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// A Prometheus server's own text (an error, a warning, an HTML error
+    /// page) reaches the message quoted: ESC and a bidi override escaped.
+    #[test]
+    fn a_servers_text_reaches_the_message_escaped() {
+        let error = br#"{"status":"error","errorType":"bad\u202edata","error":"x\u001b[2J"}"#;
+        assert_eq!(
+            parse_answer(error),
+            Err(AnswerError::Api {
+                error_type: "bad\\xe2\\x80\\xaedata".into(),
+                error: "x\\x1b[2J".into()
+            })
+        );
+        let warned = br#"{"status":"success","warnings":["a\u202eb"],"data":{"resultType":"vector","result":[]}}"#;
+        let Err(AnswerError::Format(why)) = parse_answer(warned) else {
+            panic!("a warning is an error")
+        };
+        assert!(why.ends_with("warning: a\\xe2\\x80\\xaeb)"), "{why}");
+        let page = "<h1>\u{202e}oops\x1b[2J</h1>\r\nsecond".as_bytes();
+        assert_eq!(
+            first_line(page, "fallback"),
+            "<h1>\\xe2\\x80\\xaeoops\\x1b[2J</h1>"
+        );
+        assert_eq!(first_line(b" \r\n", "fallback"), "fallback");
     }
 
     #[test]

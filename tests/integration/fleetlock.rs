@@ -184,6 +184,11 @@ fn handle(stream: TcpStream, state: &Mutex<Semaphores>) {
 /// A host of `group`, with its own machine id (its FleetLock id derives
 /// from it), whose timer finds release 2.0.
 fn host(name: &str, machine: u8, server: &LockServer, group: &str) -> TestHost {
+    host_at(name, machine, &server.url(), group)
+}
+
+/// [`host`] with the lock server at `lock_url`.
+fn host_at(name: &str, machine: u8, lock_url: &str, group: &str) -> TestHost {
     let h = TestHost::new(&format!("fleetlock-{name}"), "1.0", HostOptions::default());
     std::fs::write(
         h.dir.join("machine-id"),
@@ -199,10 +204,7 @@ fn host(name: &str, machine: u8, server: &LockServer, group: &str) -> TestHost {
     );
     std::fs::write(
         &h.config,
-        format!(
-            "{cfg}\n[reboot]\nfleetlock = \"{}\"\ngroup = \"{group}\"\n",
-            server.url()
-        ),
+        format!("{cfg}\n[reboot]\nfleetlock = \"{lock_url}\"\ngroup = \"{group}\"\n"),
     )
     .expect("config");
     h
@@ -370,4 +372,45 @@ fn no_reboot_without_the_lock_when_the_server_cannot_be_reached() {
     // The lock may have been granted without us hearing: it counts as held
     // until a release gets through.
     assert_eq!(h.state()["fleetlock"], "store-9");
+}
+
+/// A lock server's refusal carrying ESC, BEL, a bidi override (U+202E)
+/// and a newline in its `kind` reaches stderr and the `--json` error only
+/// quoted (`\xNN`): nothing a terminal acts on, nothing reordered.
+#[test]
+fn a_refusals_text_reaches_stderr_and_json_escaped() {
+    use crate::common::hostile_server::{head, write_all_capped, Server};
+    let server = Server::start(|_, stream| {
+        let body = br#"{"kind":"x\u001b]0;pwned\u0007\u202e\n2nd line","value":"v\u001b[2J"}"#;
+        head(
+            stream,
+            "409 Conflict",
+            &format!("Content-Length: {}\r\n", body.len()),
+        );
+        write_all_capped(stream, body);
+    });
+    let h = host_at("hostile-refusal", 9, &server.url("/"), "site1");
+    let out = update(&h, true);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    for (what, bytes) in [("stderr", &out.stderr), ("stdout", &out.stdout)] {
+        for raw in ["\u{1b}", "\u{7}", "\u{202e}"] {
+            assert!(
+                !String::from_utf8_lossy(bytes).contains(raw),
+                "{what} holds {raw:?} raw: {}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["kind"], "fleetlock", "{json}");
+    let shown = r"(HTTP 409 x\x1b]0;pwned\x07\xe2\x80\xae\x0a2nd line: v\x1b[2J)";
+    assert!(
+        json["error"].as_str().is_some_and(|m| m.ends_with(shown)),
+        "{json}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(shown),
+        "{}",
+        text(&out)
+    );
 }

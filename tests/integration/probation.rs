@@ -13,14 +13,26 @@ use crate::common::host::{image, text, HostOptions, TestHost};
 /// A host on 1.0 with 2.0 committed in slot B and on probation
 /// (`extra` more `[health]` lines), and 3.0 packed and offered.
 fn on_probation(name: &str, extra: &str) -> (TestHost, std::path::PathBuf) {
-    let mut h = TestHost::new(
+    let h = probation_host(name, extra);
+    commit_on_probation(h)
+}
+
+/// A host on 1.0 in slot A with `[health] probation = "24h"` (`extra` more
+/// `[health]` lines).
+fn probation_host(name: &str, extra: &str) -> TestHost {
+    TestHost::new(
         name,
         "1.0",
         HostOptions {
             extra_config: format!("probation = \"24h\"\n{extra}"),
             ..Default::default()
         },
-    );
+    )
+}
+
+/// Install 2.0 into slot B of `h`, boot it and commit it (on probation),
+/// then pack and offer 3.0.
+fn commit_on_probation(mut h: TestHost) -> (TestHost, std::path::PathBuf) {
     let r2 = h.pack("r2", "2.0", &image("2.0", 4096), &[]);
     let out = h.abupdate(&["install", r2.to_str().expect("utf8")]);
     assert!(out.status.success(), "install 2.0: {}", text(&out));
@@ -81,6 +93,32 @@ fn a_slot_that_restarts_uncleanly_three_times_is_rolled_back_late() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("rolled_back_late"), "{}", text(&out));
     assert_eq!(h.reboots(), 2, "the install's reboot, then the rollback's");
+    assert_rolled_back_late(&mut h);
+}
+
+/// A host whose first abupdate action is an install (fresh, or reset by
+/// deleting `state.json`, as the README says) still has its old slot as
+/// the fallback: the install records the booted, good slot A as holding
+/// 1.0 before it writes B, so the failed probation rolls back to it.
+#[test]
+fn a_host_reset_before_its_first_install_rolls_back_late_to_the_slot_it_ran() {
+    let h = probation_host("prob-reset-host", "");
+    std::fs::remove_file(h.state_dir.join("state.json")).expect("reset the host");
+    let (mut h, _) = commit_on_probation(h);
+    let a = &h.state()["slots"]["A"];
+    assert_eq!(
+        (&a["status"], &a["version"]),
+        (&"good".into(), &"1.0".into()),
+        "{a}"
+    );
+    for n in 1..=2 {
+        assert_eq!(h.boot(), "B", "restart {n}");
+        let out = h.abupdate(&["health"]);
+        assert!(out.status.success(), "restart {n}: {}", text(&out));
+    }
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["--json", "health"]);
+    assert!(text(&out).contains("rolled_back_late"), "{}", text(&out));
     assert_rolled_back_late(&mut h);
 }
 

@@ -16,6 +16,7 @@
 //! | a staged trial withdrawn: disarmed, the booted slot boots next, not failed | `a_staged_trial_is_disarmed_when_its_release_is_withdrawn` |
 //! | a halt disarms a staged trial; a resume stages it again | `a_halt_disarms_a_staged_trial_and_a_resume_stages_it_again` |
 //! | a channel unreachable or replayed: the staged trial stays armed | `an_unreachable_or_stale_channel_disarms_nothing` |
+//! | a barrier the operator cancelled: held as a cancel, not a failure; by hand it goes on | `a_cancelled_barrier_holds_the_timer_as_cancelled_and_an_install_by_hand_goes_on` |
 
 use crate::common::channel::{channel, channel_cmd, channel_host, channel_path};
 use crate::common::host::{bin, image, run, text, HostOptions, TestHost};
@@ -82,6 +83,40 @@ fn a_host_goes_through_a_barrier_never_past_it() {
     assert_eq!(update_and_commit(&mut h), "3.0");
     let (code, v) = check_json(&h);
     assert_eq!(code, Some(0), "{v}");
+}
+
+#[test]
+fn a_cancelled_barrier_holds_the_timer_as_cancelled_and_an_install_by_hand_goes_on() {
+    let h = host("cancelled-barrier", "1.0");
+    let barrier = release(&h, "2.0", true);
+    release(&h, "3.0", false);
+    let out = h.abupdate(&["update", "--no-reboot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = h.abupdate(&["mark-bad", "B"]);
+    assert!(out.status.success(), "mark-bad B: {}", text(&out));
+    for args in [
+        &["--json", "check"][..],
+        &["--json", "update", "--no-reboot"],
+    ] {
+        let verb = args[1];
+        let out = h.abupdate(args);
+        assert_eq!(out.status.code(), Some(0), "{verb}: {}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["reason"], "cancelled", "{verb}: {v}");
+        let message = v["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("stuck at barrier 2.0: the operator cancelled it")
+                && message.contains(&format!("`abupdate install {}`", barrier.display())),
+            "{verb}: {message}"
+        );
+    }
+    assert!(
+        h.state()["transaction"].is_null(),
+        "the timer staged something"
+    );
+    let out = h.abupdate(&["install", barrier.to_str().expect("path"), "--no-reboot"]);
+    assert!(out.status.success(), "install by hand: {}", text(&out));
+    assert_eq!(h.state()["transaction"]["version"], "2.0");
 }
 
 #[test]
