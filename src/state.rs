@@ -787,10 +787,12 @@ impl State {
 
     /// The release on probation failed it while the old slot was not
     /// usable: it ends at `at`, recorded as failed with no fallback
-    /// (`no_fallback`, `why` as its last failure); the release stays.
-    pub fn fail_probation_without_fallback(&mut self, at: i64, why: &str) {
+    /// (`no_fallback`, `why` as its last failure, `failures` its count,
+    /// the failure that ended it included); the release stays.
+    pub fn fail_probation_without_fallback(&mut self, at: i64, why: &str, failures: u32) {
         if let Some(p) = self.probation.as_mut() {
             p.no_fallback = Some(at);
+            p.failures = failures;
             p.last_failure = Some(why.to_string());
         }
     }
@@ -1693,10 +1695,14 @@ mod tests {
         let p = off.probation.as_ref().expect("kept");
         assert_eq!((p.off, p.passed), (Some(3000), None), "not passed");
         let mut kept = s.clone();
-        kept.fail_probation_without_fallback(3100, "slot A is marked bad");
+        kept.fail_probation_without_fallback(3100, "slot A is marked bad", 3);
         assert_eq!(kept.on_probation(), None, "failed with no fallback: over");
         let p = kept.probation.as_ref().expect("kept");
         assert_eq!((p.no_fallback, p.passed, p.off), (Some(3100), None, None));
+        assert_eq!(
+            p.failures, 3,
+            "the count includes the failure that ended it"
+        );
         assert_eq!(p.last_failure.as_deref(), Some("slot A is marked bad"));
         s.retire_trial(&release, true, "late", Kind::Health, 20);
         assert_eq!(s.probation, None);

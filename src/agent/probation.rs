@@ -175,12 +175,14 @@ pub enum Decision {
     /// A fact is missing: a rollback is due; read the old slot's
     /// [`Fallback`].
     ReadFallback,
-    /// More failures than tolerated: roll back (what failed, in words).
-    RollBack(String),
-    /// More failures than tolerated, but the old slot is not usable: keep
-    /// the release and end the probation as failed with no fallback (the
-    /// line to show, naming the slot and why).
-    NoFallback(String),
+    /// More failures than tolerated, or a withdrawal: roll back (what
+    /// failed, in words; the cause decides whether its reboot waits for
+    /// the site's lock).
+    RollBack(String, Cause),
+    /// A rollback is due, but the old slot is not usable: keep the release
+    /// and end the probation as failed with no fallback (the line to
+    /// show, naming the slot and why; the cause, whose count is recorded).
+    NoFallback(String, Cause),
     /// Still on probation; record what changed (a restart, failures).
     Record {
         /// The failures counted so far, this run's included.
@@ -190,6 +192,35 @@ pub enum Decision {
     },
     /// Still on probation and nothing new: the record stays as it is.
     Continue,
+}
+
+/// Why a release on probation is rolled back. The cause decides whether
+/// the reboot into the old slot waits for the site's reboot lock
+/// ([`Cause::waits_for_lock`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The release failed on this host: `failures` counted, this run's
+    /// included (the count the probation ends with).
+    Failing {
+        /// Failures within the probation, the one that ended it included.
+        failures: u32,
+    },
+    /// The release channel withdrew it: a planned rollback of a host that
+    /// may be serving well.
+    Withdrawn,
+}
+
+impl Cause {
+    /// Whether the reboot into the old slot waits for the site's lock
+    /// (`[reboot] fleetlock`). A planned rollback is a reboot like an
+    /// update's: a withdrawal reaches every host of a site at the same
+    /// tick, and without the lock they would all go down together. A
+    /// failing host is not: it is down or crashing already, and waiting
+    /// for a lock would only keep it broken (a failed trial's rollback
+    /// does not wait either).
+    pub fn waits_for_lock(self) -> bool {
+        matches!(self, Cause::Withdrawn)
+    }
 }
 
 /// The step of a probation in this run, from `f` alone.
@@ -215,7 +246,7 @@ pub fn decide(f: &Facts) -> Decision {
         return Decision::Off;
     }
     if let Some(why) = f.withdrawn {
-        return onto_old_slot(f, why.to_string());
+        return onto_old_slot(f, why.to_string(), Cause::Withdrawn);
     }
     if f.now < p.started || p.until.saturating_sub(f.now) > f.window {
         return Decision::Restart {
@@ -245,7 +276,7 @@ pub fn decide(f: &Facts) -> Decision {
         if let Some(last) = what.last().or(p.last_failure.as_ref()) {
             why.push_str(&format!("; last: {last}"));
         }
-        onto_old_slot(f, why)
+        onto_old_slot(f, why, Cause::Failing { failures: n })
     };
     if failures(&what) > f.limit {
         return roll_back(&what);
@@ -271,16 +302,19 @@ pub fn decide(f: &Facts) -> Decision {
 /// usable ([`Decision::RollBack`]); otherwise the release is kept
 /// ([`Decision::NoFallback`], the line naming the slot and what is wrong
 /// with it).
-fn onto_old_slot(f: &Facts, why: String) -> Decision {
+fn onto_old_slot(f: &Facts, why: String, cause: Cause) -> Decision {
     let p = f.probation;
     match f.fallback.as_ref().map(Fallback::unusable) {
         None => Decision::ReadFallback,
-        Some(None) => Decision::RollBack(why),
-        Some(Some(because)) => Decision::NoFallback(format!(
-            "probation failed ({why}) but slot {} {because}: keeping {}; no fallback",
-            p.slot.other(),
-            p.version
-        )),
+        Some(None) => Decision::RollBack(why, cause),
+        Some(Some(because)) => Decision::NoFallback(
+            format!(
+                "probation failed ({why}) but slot {} {because}: keeping {}; no fallback",
+                p.slot.other(),
+                p.version
+            ),
+            cause,
+        ),
     }
 }
 
@@ -352,10 +386,10 @@ pub(super) fn watch(
     };
     let version = p.version.clone();
     Ok(Some(match decision {
-        Decision::FellBack | Decision::RollBack(_) => {
+        Decision::FellBack | Decision::RollBack(..) => {
             let fell_back = decision == Decision::FellBack;
             let what = match decision {
-                Decision::RollBack(what) => what,
+                Decision::RollBack(what, _) => what,
                 _ => format!(
                     "slot {} fell back to {} during its probation",
                     release.to, release.from
@@ -364,9 +398,15 @@ pub(super) fn watch(
             let why = Failure::Late { what, fell_back };
             retire_trial(host, flip, state, &release, &why, no_reboot || fell_back)?
         }
-        Decision::NoFallback(reason) => {
+        Decision::NoFallback(reason, cause) => {
             log(&reason);
-            state.fail_probation_without_fallback(now, &reason);
+            // The count the probation ends with includes the failure that
+            // ended it (a withdrawal is no failure of the host: not counted).
+            let failures = match cause {
+                Cause::Failing { failures } => failures,
+                Cause::Withdrawn => p.failures,
+            };
+            state.fail_probation_without_fallback(now, &reason, failures);
             state.count_failure(Kind::NoFallback);
             let kind = Some(Kind::NoFallback.as_str());
             crate::report::record_outcome(
@@ -585,7 +625,8 @@ mod tests {
         let p = probation(2, Some("boot-0"));
         let f = facts(&p);
         match decide(&f) {
-            Decision::RollBack(why) => {
+            Decision::RollBack(why, cause) => {
+                assert_eq!(cause, Cause::Failing { failures: 3 });
                 assert!(
                     why.starts_with("3 failures within its probation (more than 2)"),
                     "{why}"
@@ -602,7 +643,7 @@ mod tests {
         let mut f = facts(&p);
         assert_eq!(decide(&f), Decision::RunChecks);
         f.checks = Some(Err("x: y".into()));
-        assert!(matches!(decide(&f), Decision::RollBack(w) if w.contains("x: y")));
+        assert!(matches!(decide(&f), Decision::RollBack(w, _) if w.contains("x: y")));
     }
 
     #[test]
@@ -610,7 +651,7 @@ mod tests {
         let p = probation(0, Some("boot-0"));
         let mut f = facts(&p);
         f.limit = 0;
-        assert!(matches!(decide(&f), Decision::RollBack(_)));
+        assert!(matches!(decide(&f), Decision::RollBack(..)));
     }
 
     #[test]
@@ -705,21 +746,25 @@ mod tests {
         f.withdrawn = Some(why);
         assert_eq!(
             decide(&f),
-            Decision::RollBack(why.into()),
+            Decision::RollBack(why.into(), Cause::Withdrawn),
             "no failure counted"
         );
         f.checks = Some(Ok(()));
-        assert_eq!(decide(&f), Decision::RollBack(why.into()), "healthy too");
+        assert_eq!(
+            decide(&f),
+            Decision::RollBack(why.into(), Cause::Withdrawn),
+            "healthy too"
+        );
         f.now = 40;
         assert_eq!(
             decide(&f),
-            Decision::RollBack(why.into()),
+            Decision::RollBack(why.into(), Cause::Withdrawn),
             "before a clock-confused window restarts"
         );
         f.now = 500;
         assert_eq!(
             decide(&f),
-            Decision::RollBack(why.into()),
+            Decision::RollBack(why.into(), Cause::Withdrawn),
             "even at the window's end"
         );
     }
@@ -761,16 +806,19 @@ mod tests {
         });
         assert_eq!(
             decide(&f),
-            Decision::NoFallback(format!(
-                "probation failed ({why}) but slot A is marked bad: keeping 2.0; no fallback"
-            ))
+            Decision::NoFallback(
+                format!(
+                    "probation failed ({why}) but slot A is marked bad: keeping 2.0; no fallback"
+                ),
+                Cause::Withdrawn
+            )
         );
         f.fallback = Some(Fallback {
             boot: Some(BootState::Bad),
             ..usable()
         });
         assert!(
-            matches!(decide(&f), Decision::NoFallback(w) if w.contains("unbootable")),
+            matches!(decide(&f), Decision::NoFallback(w, _) if w.contains("unbootable")),
             "the bootloader's flag counts too"
         );
     }
@@ -801,7 +849,7 @@ mod tests {
         f.fallback = None;
         assert_eq!(decide(&f), Decision::ReadFallback);
         f.fallback = Some(usable());
-        assert!(matches!(decide(&f), Decision::RollBack(_)));
+        assert!(matches!(decide(&f), Decision::RollBack(..)));
         let p = probation(0, Some("boot-1"));
         let mut f = facts(&p);
         f.fallback = None;
@@ -824,7 +872,12 @@ mod tests {
             ..usable()
         };
         match third_failure_with(bad) {
-            Decision::NoFallback(why) => {
+            Decision::NoFallback(why, cause) => {
+                assert_eq!(
+                    cause,
+                    Cause::Failing { failures: 3 },
+                    "the count ends with the failure that ended it"
+                );
                 assert!(
                     why.starts_with("probation failed (3 failures within its probation"),
                     "{why}"
@@ -850,7 +903,7 @@ mod tests {
                 ..usable()
             };
             assert!(
-                matches!(third_failure_with(fallback), Decision::NoFallback(w) if w.contains(because)),
+                matches!(third_failure_with(fallback), Decision::NoFallback(w, _) if w.contains(because)),
                 "{status}"
             );
         }
@@ -860,7 +913,7 @@ mod tests {
         };
         assert!(matches!(
             third_failure_with(installed),
-            Decision::RollBack(_)
+            Decision::RollBack(..)
         ));
     }
 
@@ -872,7 +925,7 @@ mod tests {
         };
         assert!(matches!(
             third_failure_with(writing),
-            Decision::NoFallback(w) if w.contains("slot A has a write into it recorded in flight")
+            Decision::NoFallback(w, _) if w.contains("slot A has a write into it recorded in flight")
         ));
     }
 
@@ -884,14 +937,14 @@ mod tests {
         };
         assert!(matches!(
             third_failure_with(unbootable),
-            Decision::NoFallback(w) if w.contains("slot A is marked unbootable in the bootloader")
+            Decision::NoFallback(w, _) if w.contains("slot A is marked unbootable in the bootloader")
         ));
         let unknown = Fallback {
             boot: None,
             ..usable()
         };
         assert!(
-            matches!(third_failure_with(unknown), Decision::RollBack(_)),
+            matches!(third_failure_with(unknown), Decision::RollBack(..)),
             "a backend that cannot tell: the record decides"
         );
     }
