@@ -15,8 +15,10 @@
 //! verdict gives the lock back; the host of the other site reboots at once.
 //! A lock taken for a trial is held across the rollback's reboot and given
 //! back by the healthy boot after it; a release the server missed is given
-//! back by the next run.
+//! back by the next run. A release withdrawn while its staged trial waits
+//! for the lock (the timer backing off) is disarmed at the next tick.
 
+use crate::common::channel::{channel, channel_host};
 use crate::common::host::{image, text, HostOptions, TestHost};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -80,6 +82,20 @@ impl LockServer {
 
     fn log(&self) -> Vec<(String, String, String, u16)> {
         self.state.lock().unwrap().log.clone()
+    }
+
+    /// Another host (`id`) of `group` takes its lock.
+    fn hold(&self, group: &str, id: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.holders.insert(group.into(), id.into());
+    }
+
+    /// The lock requests (`pre-reboot`) of `group` so far.
+    fn lock_requests(&self, group: &str) -> usize {
+        self.log()
+            .iter()
+            .filter(|(op, _, g, _)| op == "lock" && g == group)
+            .count()
     }
 }
 
@@ -197,6 +213,14 @@ fn host(name: &str, machine: u8, server: &LockServer, group: &str) -> TestHost {
         &format!("[update]\nurl = \"{}\"\n", m.display()),
         1,
     );
+    std::fs::write(&h.config, cfg).expect("config");
+    join_site(&h, server, group);
+    h
+}
+
+/// Make `h` a host of site `group`, whose reboots take `server`'s lock.
+fn join_site(h: &TestHost, server: &LockServer, group: &str) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
     std::fs::write(
         &h.config,
         format!(
@@ -205,6 +229,33 @@ fn host(name: &str, machine: u8, server: &LockServer, group: &str) -> TestHost {
         ),
     )
     .expect("config");
+}
+
+/// A host of site `group` on 1.0 with its own machine id, following a
+/// release channel that lists 2.0 (`[health]` lines `extra`).
+fn channel_site_host(
+    name: &str,
+    machine: u8,
+    server: &LockServer,
+    group: &str,
+    extra: &str,
+) -> TestHost {
+    let h = channel_host(
+        &format!("fleetlock-{name}"),
+        "1.0",
+        HostOptions {
+            extra_config: extra.into(),
+            ..Default::default()
+        },
+    );
+    std::fs::write(
+        h.dir.join("machine-id"),
+        format!("{}\n", format!("{machine:02x}").repeat(16)),
+    )
+    .expect("machine-id");
+    let r2 = h.pack("r2", "2.0", &image("2.0", 64 << 10), &[]);
+    channel(&h, "add", &[r2.to_str().expect("utf8")]);
+    join_site(&h, server, group);
     h
 }
 
@@ -370,4 +421,50 @@ fn no_reboot_without_the_lock_when_the_server_cannot_be_reached() {
     // The lock may have been granted without us hearing: it counts as held
     // until a release gets through.
     assert_eq!(h.state()["fleetlock"], "store-9");
+}
+
+#[test]
+fn a_withdrawn_staged_release_is_disarmed_while_the_timer_backs_off() {
+    let server = LockServer::start(0);
+    server.hold("store-5", "another-host");
+    let h = channel_site_host("disarm-backoff", 5, &server, "store-5", "");
+    // Staged, but another host of the site reboots: the timer backs off.
+    let out = update(&h, false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(h.state()["transaction"]["phase"], "staged");
+    assert!(h.state()["metrics"]["retry_after"].is_i64(), "no backoff");
+    // Still offered: the next tick waits, the trial stays armed, and the
+    // backoff delays the lock request.
+    let (env, requests) = (h.grub_vars(), server.lock_requests("store-5"));
+    let out = update(&h, false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("backing_off"), "{}", text(&out));
+    assert_eq!(h.state()["transaction"]["phase"], "staged");
+    assert_eq!(h.grub_vars(), env, "the staged trial stays armed");
+    assert_eq!(
+        server.lock_requests("store-5"),
+        requests,
+        "asked in a backoff"
+    );
+    // The operator withdraws 2.0: the next tick, still backing off,
+    // disarms it before it waits (a reboot for any reason would boot it).
+    channel(&h, "withdraw", &["2.0"]);
+    let out = update(&h, false);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "disarmed", "{v}");
+    let s = h.state();
+    assert!(s["transaction"].is_null(), "{s}");
+    assert_eq!(s["slots"]["B"]["status"], "bad", "{s}");
+    let env = h.grub_vars();
+    assert_eq!(env.get("ORDER").map(String::as_str), Some("A B"), "{env:?}");
+    assert_eq!(env.get("B_OK").map(String::as_str), Some("0"), "{env:?}");
+    assert_eq!(h.reboots(), 0);
+    assert_eq!(
+        server.lock_requests("store-5"),
+        requests,
+        "a disarm asks for no lock"
+    );
+    // A disarm is a success: the backoff it waited out is over.
+    assert!(s["metrics"]["retry_after"].is_null(), "{s}");
 }
