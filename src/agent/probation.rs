@@ -52,7 +52,11 @@
 //! (never a manifest or a payload; through the trust gate and its rules of
 //! time) on each step of the watch: a release the channel withdraws is
 //! rolled back late like any failed probation ([`Facts::withdrawn`]), and
-//! like one only onto a usable old slot (otherwise kept: `no_fallback`). A
+//! like one only onto a usable old slot (otherwise kept: `no_fallback`).
+//! Unlike a failure's, its reboot is planned ([`Cause::waits_for_lock`]):
+//! the old slot is made the next boot at once (recorded as an owed
+//! reboot, `state::PlannedReboot`), and the reboot waits for the site's
+//! FleetLock lock, which `update` asks for again each tick. A
 //! halt rolls nothing back (it stops installs, not running releases), and
 //! a channel that cannot be fetched or believed changes nothing: the
 //! failure is counted and the watch goes on.
@@ -69,13 +73,13 @@
 use super::recovery::retire_trial;
 use super::report::publish;
 use super::transition::Transition;
-use super::verdict::{Failure, Verdict};
+use super::verdict::{reboot_into, Failure, Verdict};
 use super::{log, Host};
 use crate::boot::BootState;
 use crate::error::{Kind, Result};
 use crate::report::Outcome;
 use crate::slot::SlotName;
-use crate::state::{Probation, SlotStatus, State};
+use crate::state::{PlannedReboot, Probation, SlotStatus, State};
 
 /// The file the clean-shutdown unit (`abupdate-shutdown-mark.service`)
 /// writes at an orderly shutdown, in the state dir: the id of the boot
@@ -386,6 +390,26 @@ pub(super) fn watch(
     };
     let version = p.version.clone();
     Ok(Some(match decision {
+        Decision::RollBack(what, cause) if cause.waits_for_lock() => {
+            // Planned: the order switched first (recorded with the
+            // retirement, so every later run knows the reboot is owed),
+            // then the reboot, only with the site's lock.
+            state.planned_reboot = Some(PlannedReboot {
+                slot: release.from,
+                version: version.clone(),
+            });
+            let why = Failure::Late {
+                what,
+                fell_back: false,
+            };
+            let verdict = retire_trial(host, flip, state, &release, &why, true)?;
+            if !no_reboot {
+                let waiting = format!("slot {} boots next, at any reboot", release.from);
+                host.take_reboot_lock(flip.lock(), state, &waiting)?;
+                reboot_into(host, release.from, false)?;
+            }
+            verdict
+        }
         Decision::FellBack | Decision::RollBack(..) => {
             let fell_back = decision == Decision::FellBack;
             let what = match decision {
@@ -395,6 +419,8 @@ pub(super) fn watch(
                     release.to, release.from
                 ),
             };
+            // A failing host reboots at once, without the site's lock
+            // (`Cause::waits_for_lock`).
             let why = Failure::Late { what, fell_back };
             retire_trial(host, flip, state, &release, &why, no_reboot || fell_back)?
         }

@@ -30,7 +30,7 @@ use super::check::{
 };
 use super::install::check_and_install;
 use super::probation;
-use super::recovery::disarm;
+use super::recovery::{disarm, finish_rollback};
 use super::report::record_success;
 use super::transition::Transition;
 use super::verdict::Verdict;
@@ -120,6 +120,10 @@ pub enum Then {
         /// Unix time.
         until: i64,
     },
+    /// A planned late rollback's reboot is owed: ask for the site's lock
+    /// and reboot into the old slot (a new attempt: the backoff delays it;
+    /// the old slot boots next already). Nothing is installed meanwhile.
+    FinishRollback,
     /// Wait the jitter, then check, install and reboot: a new attempt.
     Attempt,
 }
@@ -146,13 +150,16 @@ pub struct RunFacts {
     /// An earlier failure's backoff runs until then (Unix time; `None`
     /// for `--now` and when none is believed).
     pub backing_off: Option<i64>,
+    /// A planned late rollback's reboot waits for the site's lock.
+    pub reboot_owed: bool,
 }
 
 /// The steps of this run, in order. The safety checks come first,
 /// whatever the backoff: the probation's watch, and, while backing off,
 /// the disarm of a staged release the channel no longer offers (a staged
 /// release is armed: any reboot boots it). Then the backoff, which delays
-/// only new attempts, or the attempt.
+/// only new attempts (a lock request too), or the reboot a planned late
+/// rollback owes, or the attempt.
 pub fn plan(f: &RunFacts) -> Plan {
     let mut checks = Vec::new();
     if f.on_probation {
@@ -165,6 +172,7 @@ pub fn plan(f: &RunFacts) -> Plan {
             }
             Then::BackOff { until }
         }
+        None if f.reboot_owed => Then::FinishRollback,
         None => Then::Attempt,
     };
     Plan { checks, then }
@@ -188,6 +196,7 @@ pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
     // counted): what follows is decided on the state after them.
     match plan(&run_facts(host, opts)?).then {
         Then::BackOff { until } => Ok(UpdateOutcome::BackingOff { until }),
+        Then::FinishRollback => finish_planned_rollback(host, opts),
         Then::Attempt => attempt(host, opts),
     }
 }
@@ -205,6 +214,7 @@ fn run_facts(host: &Host, opts: UpdateOptions) -> Result<RunFacts> {
             .as_ref()
             .is_some_and(|t| t.phase == Phase::Staged && Some(t.to) != booted),
         channel: host.config.update.channel.is_some(),
+        reboot_owed: booted.is_some_and(|b| state.reboot_owed(b).is_some()),
         backing_off: match opts.now {
             true => None,
             false => crate::schedule::backing_off_until(state.metrics.retry_after, now(), max),
@@ -345,8 +355,8 @@ fn watch_probation(host: &Host, opts: UpdateOptions) -> Result<Option<UpdateOutc
             booted,
             withdrawn.as_deref(),
             (opts.no_reboot, opts.quiet),
-        )?;
-        let outcome = match verdict {
+        );
+        let outcome = verdict.map(|verdict| match verdict {
             Some(Verdict::RolledBackLate { version, reason }) => {
                 Some(UpdateOutcome::RolledBackLate { version, reason })
             }
@@ -358,14 +368,60 @@ fn watch_probation(host: &Host, opts: UpdateOptions) -> Result<Option<UpdateOutc
                 kind: NoUpdate::OnProbation,
                 standing: None,
             }),
-        };
+        });
         (outcome, unread)
     };
-    // The state lock is given back: the failure is counted with its own.
+    // The state lock is given back: each failure is counted with its own
+    // (a planned rollback's reboot refused the site's lock: `fleetlock`,
+    // and the timer backs off as for an update's).
     if let Some(e) = unread {
         record_failure(host, &e, None);
     }
-    Ok(outcome)
+    if let Err(e) = &outcome {
+        record_failure(host, e, Some(&version));
+    }
+    outcome
+}
+
+/// The reboot a planned late rollback owes ([`crate::state::State::reboot_owed`]):
+/// the old slot made the next boot again, then the reboot, with the
+/// site's lock only. Reported as any run (no lock: kind `fleetlock`, the
+/// timer backs off; the next tick asks again).
+fn finish_planned_rollback(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
+    let mut version = None;
+    let result = (|| {
+        let lock = host.state_dir.lock()?;
+        let mut state = host.state_dir.load()?;
+        let booted = host.booted_slot()?;
+        let Some(owed) = state.reboot_owed(booted).cloned() else {
+            // Another instance finished it meanwhile.
+            return Ok(UpdateOutcome::UpToDate {
+                reason: "no reboot is owed any more".into(),
+                kind: NoUpdate::NotNewer,
+                standing: None,
+            });
+        };
+        version = Some(owed.version.clone());
+        let flip = Transition::new(host, &lock);
+        finish_rollback(host, &flip, &mut state, booted, opts.no_reboot, true)?;
+        Ok(UpdateOutcome::RolledBackLate {
+            reason: format!(
+                "{} was rolled back late; slot {} boots next{}",
+                owed.version,
+                owed.slot,
+                match opts.no_reboot {
+                    true => " (--no-reboot: at the next reboot)",
+                    false => ": rebooting, the site's lock taken",
+                }
+            ),
+            version: owed.version,
+        })
+    })();
+    match &result {
+        Ok(_) => record_success(host),
+        Err(e) => record_failure(host, e, version.as_deref()),
+    }
+    result
 }
 
 /// A reboot lock an earlier run could not give back (the server was
@@ -377,7 +433,12 @@ fn release_pending_lock(host: &Host) {
     let Ok(mut state) = host.state_dir.load() else {
         return;
     };
-    if state.fleetlock.is_some() && state.transaction.is_none() {
+    // A planned rollback's reboot holds its lock until the old slot runs.
+    let owed = state.planned_reboot.is_some()
+        && host
+            .booted_slot()
+            .map_or(true, |b| state.reboot_owed(b).is_some());
+    if state.fleetlock.is_some() && state.transaction.is_none() && !owed {
         host.release_reboot_lock(&lock, &mut state);
     }
 }
@@ -473,6 +534,35 @@ mod tests {
         assert_eq!(
             plan(&backing_off(both)).checks,
             [Check::WatchProbation, Check::DisarmUnoffered]
+        );
+    }
+
+    #[test]
+    fn a_planned_rollback_s_owed_reboot_is_asked_for_instead_of_an_attempt() {
+        let owed = RunFacts {
+            reboot_owed: true,
+            channel: true,
+            ..RunFacts::default()
+        };
+        let plan = plan(&owed);
+        assert_eq!(plan.checks, []);
+        assert_eq!(
+            plan.then,
+            Then::FinishRollback,
+            "nothing installed meanwhile"
+        );
+    }
+
+    #[test]
+    fn a_backoff_delays_a_planned_rollback_s_lock_request() {
+        let owed = RunFacts {
+            reboot_owed: true,
+            ..RunFacts::default()
+        };
+        assert_eq!(
+            plan(&backing_off(owed)).then,
+            Then::BackOff { until: UNTIL },
+            "the old slot boots next already: only the lock request waits"
         );
     }
 }

@@ -468,3 +468,111 @@ fn a_withdrawn_staged_release_is_disarmed_while_the_timer_backs_off() {
     // A disarm is a success: the backoff it waited out is over.
     assert!(s["metrics"]["retry_after"].is_null(), "{s}");
 }
+
+/// A host of site `group` with 2.0 committed from the channel and on
+/// probation (its reboot into the trial took the lock, its commit gave it
+/// back).
+fn on_probation_in_site(name: &str, machine: u8, server: &LockServer, group: &str) -> TestHost {
+    let mut h = channel_site_host(name, machine, server, group, "probation = \"24h\"\n");
+    let out = update(&h, true);
+    assert!(out.status.success(), "update to 2.0: {}", text(&out));
+    h.shut_down_cleanly();
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    assert_eq!(h.state()["probation"]["version"], "2.0");
+    assert_eq!(server.holder(group), None, "the commit gives the lock back");
+    h
+}
+
+#[test]
+fn a_withdrawal_switches_the_boot_order_at_once_and_reboots_only_with_the_site_lock() {
+    let server = LockServer::start(0);
+    let mut h1 = on_probation_in_site("withdraw-1", 7, &server, "store-7");
+    let h2 = on_probation_in_site("withdraw-2", 8, &server, "store-7");
+    channel(&h1, "withdraw", &["2.0"]);
+    channel(&h2, "withdraw", &["2.0"]);
+    server.hold("store-7", "another-host");
+
+    // Both hosts of the site see the withdrawal at the same tick: each
+    // rolls back (the old slot boots next, at any reboot) and waits.
+    for h in [&h1, &h2] {
+        let (reboots, requests) = (h.reboots(), server.lock_requests("store-7"));
+        let out = update(h, false);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["kind"], "fleetlock", "{v}");
+        assert!(
+            text(&out).contains("rolling back 2.0 in slot B late"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(h.reboots(), reboots, "rebooted without the site's lock");
+        assert_eq!(server.lock_requests("store-7"), requests + 1);
+        let env = h.grub_vars();
+        assert_eq!(env.get("ORDER").map(String::as_str), Some("A B"), "{env:?}");
+        assert_eq!(env.get("B_OK").map(String::as_str), Some("0"), "{env:?}");
+        let s = h.state();
+        assert_eq!(s["planned_reboot"]["slot"], "A", "{s}");
+        assert_eq!(s["slots"]["B"]["status"], "bad", "{s}");
+        assert_eq!(s["failed"][0]["version"], "2.0", "{s}");
+        assert!(s["metrics"]["retry_after"].is_i64(), "no backoff: {s}");
+    }
+
+    // `health` run again on the withdrawn slot (a unit restart, by hand)
+    // finishes the rollback under the same rule: no lock, no reboot.
+    let out = h2.abupdate(&["--json", "health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("fleetlock"), "{}", text(&out));
+    assert_eq!(h2.reboots(), 1, "health rebooted without the site's lock");
+
+    // The timer's next tick backs off: no lock request, no reboot.
+    let requests = server.lock_requests("store-7");
+    let out = update(&h1, false);
+    assert!(text(&out).contains("backing_off"), "{}", text(&out));
+    assert_eq!(server.lock_requests("store-7"), requests);
+
+    // The lock comes free: h1 takes it and reboots; h2 still waits.
+    server.state.lock().unwrap().holders.clear();
+    let out = update(&h1, true);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "rolled_back_late", "{v}");
+    assert_eq!(h1.reboots(), 2, "the trial's reboot, then the rollback's");
+    let id1 = server.holder("store-7").expect("h1 holds the lock");
+    let out = update(&h2, true);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(h2.reboots(), 1, "two hosts of one site rebooted together");
+
+    // h1 comes back on the old slot, healthy: the lock goes back, and h2
+    // reboots in its turn.
+    assert_eq!(h1.boot(), "A");
+    let out = h1.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(h1.state()["planned_reboot"].is_null(), "{}", h1.state());
+    assert_ne!(server.holder("store-7"), Some(id1));
+    let out = update(&h2, true);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h2.reboots(), 2);
+}
+
+#[test]
+fn a_late_rollback_of_a_failing_host_reboots_without_asking_for_the_lock() {
+    let server = LockServer::start(0);
+    let mut h = on_probation_in_site("failing", 9, &server, "store-9");
+    server.hold("store-9", "another-host");
+    let requests = server.lock_requests("store-9");
+    // Three unclean restarts (no clean-shutdown mark): a crashing host.
+    for _ in 0..3 {
+        assert_eq!(h.boot(), "B");
+        let _ = h.abupdate(&["health"]);
+    }
+    assert_eq!(h.reboots(), 2, "the trial's reboot, then the rollback's");
+    assert_eq!(
+        server.lock_requests("store-9"),
+        requests,
+        "asked for a lock"
+    );
+    assert!(h.state()["planned_reboot"].is_null(), "{}", h.state());
+    assert_eq!(h.boot(), "A");
+}
