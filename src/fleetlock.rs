@@ -10,7 +10,18 @@
 //! Invariant: a host reboots into a trial only while it holds its group's
 //! lock, and gives the lock back only once the trial's verdict is in and a
 //! good slot runs again (the commit; after a rollback, the boot into the
-//! old slot; after a trial that never came up, the fallback's boot). From
+//! old slot; after a trial that never came up, the fallback's boot).
+//!
+//! The rule for which reboots wait for the lock: the planned ones, those a
+//! host in good health is asked to make (the reboot into a trial, and the
+//! late rollback of a release the release channel withdrew: the whole site
+//! sees a withdrawal at the same tick). Such a rollback switches the boot
+//! order first, so any reboot boots the old slot, and its reboot waits for
+//! the lock like an update's (`state::PlannedReboot`, released by the
+//! healthy boot of the old slot). The reboot of a failing host does not
+//! wait (a failed trial, a probation's count of unclean restarts or failed
+//! checks): it is down or crashing already, and coordination must not keep
+//! it broken (`agent::probation::Cause::waits_for_lock`). From
 //! the lock request until a release succeeds, `state.json` says the lock
 //! may be held (`fleetlock`), so a release that failed is tried again by
 //! the next run: a site is never locked by a host that forgot.

@@ -204,6 +204,18 @@ pub enum Phase {
     Staged,
 }
 
+/// The reboot of a planned late rollback (the release channel withdrew the
+/// release on probation) that waits for the site's reboot lock: the
+/// bootloader already boots `slot` next, so any reboot (a power cut too)
+/// boots the last good release; the timer asks for the lock each tick.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlannedReboot {
+    /// The slot the reboot goes to (the old slot, its fallback).
+    pub slot: SlotName,
+    /// The release rolled back.
+    pub version: String,
+}
+
 /// The update in flight, if any.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Transaction {
@@ -539,6 +551,10 @@ pub struct State {
     /// the lock is asked for, cleared once it is released (`fleetlock`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleetlock: Option<String>,
+    /// A planned late rollback's reboot that waits for the site's lock,
+    /// until the host boots its slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_reboot: Option<PlannedReboot>,
     /// The committed release on probation, or the last one that passed
     /// it ([`State::on_probation`] tells).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -787,12 +803,33 @@ impl State {
 
     /// The release on probation failed it while the old slot was not
     /// usable: it ends at `at`, recorded as failed with no fallback
-    /// (`no_fallback`, `why` as its last failure); the release stays.
-    pub fn fail_probation_without_fallback(&mut self, at: i64, why: &str) {
+    /// (`no_fallback`, `why` as its last failure, `failures` its count,
+    /// the failure that ended it included); the release stays.
+    pub fn fail_probation_without_fallback(&mut self, at: i64, why: &str, failures: u32) {
         if let Some(p) = self.probation.as_mut() {
             p.no_fallback = Some(at);
+            p.failures = failures;
             p.last_failure = Some(why.to_string());
         }
+    }
+
+    /// The planned reboot still owed while `booted` runs (`None` once the
+    /// host boots its slot).
+    pub fn reboot_owed(&self, booted: SlotName) -> Option<&PlannedReboot> {
+        self.planned_reboot.as_ref().filter(|p| p.slot != booted)
+    }
+
+    /// `booted` runs: a planned reboot into it is done and forgotten.
+    /// Whether the record changed.
+    pub fn settle_planned_reboot(&mut self, booted: SlotName) -> bool {
+        let done = self
+            .planned_reboot
+            .as_ref()
+            .is_some_and(|p| p.slot == booted);
+        if done {
+            self.planned_reboot = None;
+        }
+        done
     }
 
     /// The release on probation now (not one that passed it, whose
@@ -1750,11 +1787,31 @@ mod tests {
         let p = off.probation.as_ref().expect("kept");
         assert_eq!((p.off, p.passed), (Some(3000), None), "not passed");
         let mut kept = s.clone();
-        kept.fail_probation_without_fallback(3100, "slot A is marked bad");
+        kept.fail_probation_without_fallback(3100, "slot A is marked bad", 3);
         assert_eq!(kept.on_probation(), None, "failed with no fallback: over");
         let p = kept.probation.as_ref().expect("kept");
         assert_eq!((p.no_fallback, p.passed, p.off), (Some(3100), None, None));
+        assert_eq!(
+            p.failures, 3,
+            "the count includes the failure that ended it"
+        );
         assert_eq!(p.last_failure.as_deref(), Some("slot A is marked bad"));
+        let mut planned = s.clone();
+        planned.planned_reboot = Some(PlannedReboot {
+            slot: SlotName::A,
+            version: "2.0".into(),
+        });
+        assert!(
+            planned.reboot_owed(SlotName::B).is_some(),
+            "owed while B runs"
+        );
+        assert!(
+            !planned.settle_planned_reboot(SlotName::B),
+            "B runs: still owed"
+        );
+        assert!(planned.settle_planned_reboot(SlotName::A), "A runs: done");
+        assert_eq!(planned.planned_reboot, None);
+        assert!(planned.reboot_owed(SlotName::B).is_none());
         s.retire_trial(&release, true, "late", Kind::Health, 20);
         assert_eq!(s.probation, None);
         assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);

@@ -405,18 +405,8 @@ fn through_channel(
         .collect();
     // A staged trial the channel no longer offers is disarmed before any
     // choice is acted on (the next run installs what the channel offers).
-    if let Some(staged) = staged_trial(state, host.booted_slot()?) {
-        let version = Version::parse(&staged.version).ok();
-        let unoffered = version.and_then(|v| channel::staged(ch, parsed.as_ref(), &failed, &v));
-        if let Some(u) = unoffered {
-            let why = format!(
-                "release {} was staged in slot {} and {}",
-                staged.version,
-                staged.to,
-                u.describe(ch, &shown)
-            );
-            return Ok(Err(Nothing::Unoffered { staged, why }));
-        }
+    if let Some((staged, why)) = unoffered(host, state, ch, &shown, parsed.as_ref(), &failed)? {
+        return Ok(Err(Nothing::Unoffered { staged, why }));
     }
     let nothing = |reason: &str, kind| {
         Ok(Err(Nothing::UpToDate {
@@ -486,6 +476,72 @@ fn stuck_at_barrier(version: &Version, cancelled: bool, manifest: &str) -> (Stri
             NoUpdate::PreviouslyFailed,
         ),
     }
+}
+
+/// The staged trial, if any, that the verified channel `ch` (shown as
+/// `shown`) no longer offers ([`channel::staged`]), with the line that
+/// says why (the release, its slot, the channel).
+fn unoffered(
+    host: &Host,
+    state: &State,
+    ch: &channel::Channel,
+    shown: &str,
+    booted: Option<&Version>,
+    failed: &[Version],
+) -> Result<Option<(Transaction, String)>> {
+    let Some(staged) = staged_trial(state, host.booted_slot()?) else {
+        return Ok(None);
+    };
+    let version = Version::parse(&staged.version).ok();
+    let unoffered = version.and_then(|v| channel::staged(ch, booted, failed, &v));
+    Ok(unoffered.map(|u| {
+        let why = format!(
+            "release {} was staged in slot {} and {}",
+            staged.version,
+            staged.to,
+            u.describe(ch, shown)
+        );
+        (staged, why)
+    }))
+}
+
+/// The staged trial the configured release channel no longer offers, if
+/// any, with the line that says why: the channel alone is fetched (never
+/// a manifest or a payload), through the trust gate and its rules of
+/// time. The safety check `update` runs even while it backs off; `None`
+/// on a host without a channel or with nothing staged. The caller saves
+/// `state` (the channel's `created` floor).
+pub(super) fn staged_not_offered(
+    host: &Host,
+    state: &mut State,
+) -> Result<Option<(Transaction, String)>> {
+    let Some(url) = host.config.update.channel.clone() else {
+        return Ok(None);
+    };
+    if staged_trial(state, host.booted_slot()?).is_none() {
+        return Ok(None);
+    }
+    let transport = host.transport()?;
+    state.metrics.last_check = Some(now());
+    let verified = believed_channel(host, state, &transport, &url)?;
+    let booted_version = host.booted_version(state, host.booted_slot()?);
+    let parsed = booted_version
+        .as_deref()
+        .and_then(|v| Version::parse(v).ok());
+    let failed: Vec<Version> = state
+        .failed_versions(false)
+        .iter()
+        .filter_map(|v| Version::parse(v).ok())
+        .collect();
+    let shown = crate::fetch::redact(&url);
+    unoffered(
+        host,
+        state,
+        verified.channel(),
+        &shown,
+        parsed.as_ref(),
+        &failed,
+    )
 }
 
 /// The trial staged in the slot that is not `booted` (written, verified,

@@ -294,8 +294,14 @@ impl Host {
     /// Take this site's reboot lock (`[reboot] fleetlock`), when one is
     /// configured: no lock, no reboot. The state says the lock may be held
     /// before it is asked for (a lost answer is released later); a refusal
-    /// proves it is not.
-    pub(super) fn take_reboot_lock(&self, lock: &StateLock, state: &mut State) -> Result<()> {
+    /// proves it is not. `waiting` says, for the log, what stays as it is
+    /// while the reboot waits.
+    pub(super) fn take_reboot_lock(
+        &self,
+        lock: &StateLock,
+        state: &mut State,
+        waiting: &str,
+    ) -> Result<()> {
         let Some(cfg) = &self.config.reboot.fleetlock else {
             return Ok(());
         };
@@ -320,7 +326,7 @@ impl Host {
                     lock.save(state)?;
                 }
                 super::log(&format!(
-                    "the reboot waits for the site's lock (group {}); the staged slot stays staged",
+                    "the reboot waits for the site's lock (group {}); {waiting}",
                     cfg.group
                 ));
                 Err(Error::FleetLock(e))

@@ -759,7 +759,7 @@ fn finish_staged(
     let rebooting = !opts.no_reboot && in_window;
     if rebooting {
         // No lock, no reboot: the staged slot waits for the next run.
-        host.take_reboot_lock(lock, state)?;
+        host.take_reboot_lock(lock, state, "the staged slot stays staged")?;
         let hook = host.run_hook(
             crate::hooks::Point::PreReboot,
             &host.hook_facts(verified, target.other()),

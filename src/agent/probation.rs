@@ -52,7 +52,11 @@
 //! (never a manifest or a payload; through the trust gate and its rules of
 //! time) on each step of the watch: a release the channel withdraws is
 //! rolled back late like any failed probation ([`Facts::withdrawn`]), and
-//! like one only onto a usable old slot (otherwise kept: `no_fallback`). A
+//! like one only onto a usable old slot (otherwise kept: `no_fallback`).
+//! Unlike a failure's, its reboot is planned ([`Cause::waits_for_lock`]):
+//! the old slot is made the next boot at once (recorded as an owed
+//! reboot, `state::PlannedReboot`), and the reboot waits for the site's
+//! FleetLock lock, which `update` asks for again each tick. A
 //! halt rolls nothing back (it stops installs, not running releases), and
 //! a channel that cannot be fetched or believed changes nothing: the
 //! failure is counted and the watch goes on.
@@ -69,13 +73,13 @@
 use super::recovery::retire_trial;
 use super::report::publish;
 use super::transition::Transition;
-use super::verdict::{Failure, Verdict};
+use super::verdict::{reboot_into, Failure, Verdict};
 use super::{log, Host};
 use crate::boot::BootState;
 use crate::error::{Kind, Result};
 use crate::report::Outcome;
 use crate::slot::SlotName;
-use crate::state::{Probation, SlotStatus, State};
+use crate::state::{PlannedReboot, Probation, SlotStatus, State};
 
 /// The file the clean-shutdown unit (`abupdate-shutdown-mark.service`)
 /// writes at an orderly shutdown, in the state dir: the id of the boot
@@ -175,12 +179,14 @@ pub enum Decision {
     /// A fact is missing: a rollback is due; read the old slot's
     /// [`Fallback`].
     ReadFallback,
-    /// More failures than tolerated: roll back (what failed, in words).
-    RollBack(String),
-    /// More failures than tolerated, but the old slot is not usable: keep
-    /// the release and end the probation as failed with no fallback (the
-    /// line to show, naming the slot and why).
-    NoFallback(String),
+    /// More failures than tolerated, or a withdrawal: roll back (what
+    /// failed, in words; the cause decides whether its reboot waits for
+    /// the site's lock).
+    RollBack(String, Cause),
+    /// A rollback is due, but the old slot is not usable: keep the release
+    /// and end the probation as failed with no fallback (the line to
+    /// show, naming the slot and why; the cause, whose count is recorded).
+    NoFallback(String, Cause),
     /// Still on probation; record what changed (a restart, failures).
     Record {
         /// The failures counted so far, this run's included.
@@ -190,6 +196,35 @@ pub enum Decision {
     },
     /// Still on probation and nothing new: the record stays as it is.
     Continue,
+}
+
+/// Why a release on probation is rolled back. The cause decides whether
+/// the reboot into the old slot waits for the site's reboot lock
+/// ([`Cause::waits_for_lock`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The release failed on this host: `failures` counted, this run's
+    /// included (the count the probation ends with).
+    Failing {
+        /// Failures within the probation, the one that ended it included.
+        failures: u32,
+    },
+    /// The release channel withdrew it: a planned rollback of a host that
+    /// may be serving well.
+    Withdrawn,
+}
+
+impl Cause {
+    /// Whether the reboot into the old slot waits for the site's lock
+    /// (`[reboot] fleetlock`). A planned rollback is a reboot like an
+    /// update's: a withdrawal reaches every host of a site at the same
+    /// tick, and without the lock they would all go down together. A
+    /// failing host is not: it is down or crashing already, and waiting
+    /// for a lock would only keep it broken (a failed trial's rollback
+    /// does not wait either).
+    pub fn waits_for_lock(self) -> bool {
+        matches!(self, Cause::Withdrawn)
+    }
 }
 
 /// The step of a probation in this run, from `f` alone.
@@ -215,7 +250,7 @@ pub fn decide(f: &Facts) -> Decision {
         return Decision::Off;
     }
     if let Some(why) = f.withdrawn {
-        return onto_old_slot(f, why.to_string());
+        return onto_old_slot(f, why.to_string(), Cause::Withdrawn);
     }
     if f.now < p.started || p.until.saturating_sub(f.now) > f.window {
         return Decision::Restart {
@@ -245,7 +280,7 @@ pub fn decide(f: &Facts) -> Decision {
         if let Some(last) = what.last().or(p.last_failure.as_ref()) {
             why.push_str(&format!("; last: {last}"));
         }
-        onto_old_slot(f, why)
+        onto_old_slot(f, why, Cause::Failing { failures: n })
     };
     if failures(&what) > f.limit {
         return roll_back(&what);
@@ -271,16 +306,19 @@ pub fn decide(f: &Facts) -> Decision {
 /// usable ([`Decision::RollBack`]); otherwise the release is kept
 /// ([`Decision::NoFallback`], the line naming the slot and what is wrong
 /// with it).
-fn onto_old_slot(f: &Facts, why: String) -> Decision {
+fn onto_old_slot(f: &Facts, why: String, cause: Cause) -> Decision {
     let p = f.probation;
     match f.fallback.as_ref().map(Fallback::unusable) {
         None => Decision::ReadFallback,
-        Some(None) => Decision::RollBack(why),
-        Some(Some(because)) => Decision::NoFallback(format!(
-            "probation failed ({why}) but slot {} {because}: keeping {}; no fallback",
-            p.slot.other(),
-            p.version
-        )),
+        Some(None) => Decision::RollBack(why, cause),
+        Some(Some(because)) => Decision::NoFallback(
+            format!(
+                "probation failed ({why}) but slot {} {because}: keeping {}; no fallback",
+                p.slot.other(),
+                p.version
+            ),
+            cause,
+        ),
     }
 }
 
@@ -352,21 +390,49 @@ pub(super) fn watch(
     };
     let version = p.version.clone();
     Ok(Some(match decision {
-        Decision::FellBack | Decision::RollBack(_) => {
+        Decision::RollBack(what, cause) if cause.waits_for_lock() => {
+            // Planned: the order switched first (recorded with the
+            // retirement, so every later run knows the reboot is owed),
+            // then the reboot, only with the site's lock.
+            state.planned_reboot = Some(PlannedReboot {
+                slot: release.from,
+                version: version.clone(),
+            });
+            let why = Failure::Late {
+                what,
+                fell_back: false,
+            };
+            let verdict = retire_trial(host, flip, state, &release, &why, true)?;
+            if !no_reboot {
+                let waiting = format!("slot {} boots next, at any reboot", release.from);
+                host.take_reboot_lock(flip.lock(), state, &waiting)?;
+                reboot_into(host, release.from, false)?;
+            }
+            verdict
+        }
+        Decision::FellBack | Decision::RollBack(..) => {
             let fell_back = decision == Decision::FellBack;
             let what = match decision {
-                Decision::RollBack(what) => what,
+                Decision::RollBack(what, _) => what,
                 _ => format!(
                     "slot {} fell back to {} during its probation",
                     release.to, release.from
                 ),
             };
+            // A failing host reboots at once, without the site's lock
+            // (`Cause::waits_for_lock`).
             let why = Failure::Late { what, fell_back };
             retire_trial(host, flip, state, &release, &why, no_reboot || fell_back)?
         }
-        Decision::NoFallback(reason) => {
+        Decision::NoFallback(reason, cause) => {
             log(&reason);
-            state.fail_probation_without_fallback(now, &reason);
+            // The count the probation ends with includes the failure that
+            // ended it (a withdrawal is no failure of the host: not counted).
+            let failures = match cause {
+                Cause::Failing { failures } => failures,
+                Cause::Withdrawn => p.failures,
+            };
+            state.fail_probation_without_fallback(now, &reason, failures);
             state.count_failure(Kind::NoFallback);
             let kind = Some(Kind::NoFallback.as_str());
             crate::report::record_outcome(
@@ -585,7 +651,8 @@ mod tests {
         let p = probation(2, Some("boot-0"));
         let f = facts(&p);
         match decide(&f) {
-            Decision::RollBack(why) => {
+            Decision::RollBack(why, cause) => {
+                assert_eq!(cause, Cause::Failing { failures: 3 });
                 assert!(
                     why.starts_with("3 failures within its probation (more than 2)"),
                     "{why}"
@@ -602,7 +669,7 @@ mod tests {
         let mut f = facts(&p);
         assert_eq!(decide(&f), Decision::RunChecks);
         f.checks = Some(Err("x: y".into()));
-        assert!(matches!(decide(&f), Decision::RollBack(w) if w.contains("x: y")));
+        assert!(matches!(decide(&f), Decision::RollBack(w, _) if w.contains("x: y")));
     }
 
     #[test]
@@ -610,7 +677,7 @@ mod tests {
         let p = probation(0, Some("boot-0"));
         let mut f = facts(&p);
         f.limit = 0;
-        assert!(matches!(decide(&f), Decision::RollBack(_)));
+        assert!(matches!(decide(&f), Decision::RollBack(..)));
     }
 
     #[test]
@@ -705,21 +772,25 @@ mod tests {
         f.withdrawn = Some(why);
         assert_eq!(
             decide(&f),
-            Decision::RollBack(why.into()),
+            Decision::RollBack(why.into(), Cause::Withdrawn),
             "no failure counted"
         );
         f.checks = Some(Ok(()));
-        assert_eq!(decide(&f), Decision::RollBack(why.into()), "healthy too");
+        assert_eq!(
+            decide(&f),
+            Decision::RollBack(why.into(), Cause::Withdrawn),
+            "healthy too"
+        );
         f.now = 40;
         assert_eq!(
             decide(&f),
-            Decision::RollBack(why.into()),
+            Decision::RollBack(why.into(), Cause::Withdrawn),
             "before a clock-confused window restarts"
         );
         f.now = 500;
         assert_eq!(
             decide(&f),
-            Decision::RollBack(why.into()),
+            Decision::RollBack(why.into(), Cause::Withdrawn),
             "even at the window's end"
         );
     }
@@ -761,16 +832,19 @@ mod tests {
         });
         assert_eq!(
             decide(&f),
-            Decision::NoFallback(format!(
-                "probation failed ({why}) but slot A is marked bad: keeping 2.0; no fallback"
-            ))
+            Decision::NoFallback(
+                format!(
+                    "probation failed ({why}) but slot A is marked bad: keeping 2.0; no fallback"
+                ),
+                Cause::Withdrawn
+            )
         );
         f.fallback = Some(Fallback {
             boot: Some(BootState::Bad),
             ..usable()
         });
         assert!(
-            matches!(decide(&f), Decision::NoFallback(w) if w.contains("unbootable")),
+            matches!(decide(&f), Decision::NoFallback(w, _) if w.contains("unbootable")),
             "the bootloader's flag counts too"
         );
     }
@@ -801,7 +875,7 @@ mod tests {
         f.fallback = None;
         assert_eq!(decide(&f), Decision::ReadFallback);
         f.fallback = Some(usable());
-        assert!(matches!(decide(&f), Decision::RollBack(_)));
+        assert!(matches!(decide(&f), Decision::RollBack(..)));
         let p = probation(0, Some("boot-1"));
         let mut f = facts(&p);
         f.fallback = None;
@@ -824,7 +898,12 @@ mod tests {
             ..usable()
         };
         match third_failure_with(bad) {
-            Decision::NoFallback(why) => {
+            Decision::NoFallback(why, cause) => {
+                assert_eq!(
+                    cause,
+                    Cause::Failing { failures: 3 },
+                    "the count ends with the failure that ended it"
+                );
                 assert!(
                     why.starts_with("probation failed (3 failures within its probation"),
                     "{why}"
@@ -850,7 +929,7 @@ mod tests {
                 ..usable()
             };
             assert!(
-                matches!(third_failure_with(fallback), Decision::NoFallback(w) if w.contains(because)),
+                matches!(third_failure_with(fallback), Decision::NoFallback(w, _) if w.contains(because)),
                 "{status}"
             );
         }
@@ -860,7 +939,7 @@ mod tests {
         };
         assert!(matches!(
             third_failure_with(installed),
-            Decision::RollBack(_)
+            Decision::RollBack(..)
         ));
     }
 
@@ -872,7 +951,7 @@ mod tests {
         };
         assert!(matches!(
             third_failure_with(writing),
-            Decision::NoFallback(w) if w.contains("slot A has a write into it recorded in flight")
+            Decision::NoFallback(w, _) if w.contains("slot A has a write into it recorded in flight")
         ));
     }
 
@@ -884,14 +963,14 @@ mod tests {
         };
         assert!(matches!(
             third_failure_with(unbootable),
-            Decision::NoFallback(w) if w.contains("slot A is marked unbootable in the bootloader")
+            Decision::NoFallback(w, _) if w.contains("slot A is marked unbootable in the bootloader")
         ));
         let unknown = Fallback {
             boot: None,
             ..usable()
         };
         assert!(
-            matches!(third_failure_with(unknown), Decision::RollBack(_)),
+            matches!(third_failure_with(unknown), Decision::RollBack(..)),
             "a backend that cannot tell: the record decides"
         );
     }

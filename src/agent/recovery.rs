@@ -123,18 +123,27 @@ fn cancel_staged(
 /// The booted slot is recorded bad (its trial failed, or `mark-bad`) while
 /// the other slot is usable: the rollback was recorded but the reboot never
 /// happened (a crash after the state write, a failed reboot command,
-/// `--no-reboot`). Make sure the good slot boots next and reboot into it.
+/// `--no-reboot`, or a planned rollback waiting for the site's lock). Make
+/// sure the good slot boots next, then reboot into it; with
+/// `wait_for_lock` (a planned late rollback: [`State::reboot_owed`]) only
+/// once the site's reboot lock is taken (no lock: an error of kind
+/// `fleetlock`, no reboot, the order already switched).
 pub(super) fn finish_rollback(
     host: &Host,
     flip: &Transition,
-    state: &State,
+    state: &mut State,
     booted: SlotName,
     no_reboot: bool,
+    wait_for_lock: bool,
 ) -> Result<Verdict> {
     let other = booted.other();
     flip.finish_rollback(booted)?;
     let reason = format!("slot {booted} is marked bad; slot {other} boots next");
     log(&reason);
+    if wait_for_lock && !no_reboot {
+        let waiting = format!("slot {other} boots next, at any reboot");
+        host.take_reboot_lock(flip.lock(), state, &waiting)?;
+    }
     reboot_into(host, other, no_reboot)?;
     Ok(Verdict::RolledBack {
         version: state

@@ -64,6 +64,12 @@ impl<'a> Transition<'a> {
         Transition { host, lock }
     }
 
+    /// The state lock this transition writes with (a reboot lock is
+    /// recorded under it).
+    pub(super) fn lock(&self) -> &StateLock {
+        self.lock
+    }
+
     /// Save `state` (the lock holder's write).
     pub(super) fn save(&self, state: &State) -> Result<()> {
         Ok(self.lock.save(state)?)

@@ -9,14 +9,28 @@
 //! ([`UpdateOutcome::NoFallback`]); during a probation only the channel
 //! is fetched.
 //!
+//! The order of a run's steps is one pure decision ([`plan`], unit-tested
+//! per branch) over plain facts ([`RunFacts`]). A backoff delays new
+//! attempts (downloads, installs, lock requests), never the safety
+//! checks: the probation's watch (a withdrawal rolls back) and the disarm
+//! of a staged release the channel no longer offers run before the
+//! backoff's return, since a staged release stays armed until then and
+//! any reboot (a power cut) would boot it.
+//!
 //! Invariant: every run ends in exactly one report: a success resets the
 //! backoff, a failure counts its kind and schedules the next try
 //! ([`super::report`]); a channel that cannot be read during a probation
-//! is counted so too, and the probation's watch step still runs.
+//! is counted so too, and the probation's watch step still runs. A safety
+//! check that cannot read the channel while the host backs off disarms
+//! nothing and is only logged: the backoff's failure is counted already,
+//! and counting it again would push the next attempt further away.
 
-use super::check::{on_probation, probation_withdrawal, CheckOptions, NoUpdate, Nothing};
+use super::check::{
+    on_probation, probation_withdrawal, staged_not_offered, CheckOptions, NoUpdate, Nothing,
+};
 use super::install::check_and_install;
 use super::probation;
+use super::recovery::{disarm, finish_rollback};
 use super::report::record_success;
 use super::transition::Transition;
 use super::verdict::Verdict;
@@ -24,6 +38,7 @@ use super::{log, record_failure, Host, InstallOptions, Installed};
 use crate::error::Result;
 use crate::install::WriteMode;
 use crate::rollout::Standing;
+use crate::state::Phase;
 use crate::timefmt::now;
 
 /// Options of the timer's `update`.
@@ -83,20 +98,170 @@ pub enum UpdateOutcome {
     },
 }
 
+/// A safety check of the timer's run: never delayed by a backoff.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Watch the probation: restarts and checks counted, the release
+    /// channel asked whether it withdraws the release.
+    WatchProbation,
+    /// Ask the release channel whether it still offers the staged
+    /// release, and disarm it otherwise. Without a backoff the attempt's
+    /// judgement does this first itself, from its one fetch of the
+    /// channel, so it is planned only while backing off.
+    DisarmUnoffered,
+}
+
+/// How the run goes on once its safety checks changed nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    /// An earlier failure asks to wait until then (Unix time): the run
+    /// ends.
+    BackOff {
+        /// Unix time.
+        until: i64,
+    },
+    /// A planned late rollback's reboot is owed: ask for the site's lock
+    /// and reboot into the old slot (a new attempt: the backoff delays it;
+    /// the old slot boots next already). Nothing is installed meanwhile.
+    FinishRollback,
+    /// Wait the jitter, then check, install and reboot: a new attempt.
+    Attempt,
+}
+
+/// The order of a run's steps: the safety checks, in order (the first
+/// that ends the run ends it), then the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The safety checks, in order.
+    pub checks: Vec<Check>,
+    /// What follows when none of them ended the run.
+    pub then: Then,
+}
+
+/// What the order of a run's steps is decided from: plain data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunFacts {
+    /// A release is on probation.
+    pub on_probation: bool,
+    /// A trial is staged in the other slot, waiting for its reboot.
+    pub staged: bool,
+    /// The host follows a release channel (`[update] channel`).
+    pub channel: bool,
+    /// An earlier failure's backoff runs until then (Unix time; `None`
+    /// for `--now` and when none is believed).
+    pub backing_off: Option<i64>,
+    /// A planned late rollback's reboot waits for the site's lock.
+    pub reboot_owed: bool,
+}
+
+/// The steps of this run, in order. The safety checks come first,
+/// whatever the backoff: the probation's watch, and, while backing off,
+/// the disarm of a staged release the channel no longer offers (a staged
+/// release is armed: any reboot boots it). Then the backoff, which delays
+/// only new attempts (a lock request too), or the reboot a planned late
+/// rollback owes, or the attempt.
+pub fn plan(f: &RunFacts) -> Plan {
+    let mut checks = Vec::new();
+    if f.on_probation {
+        checks.push(Check::WatchProbation);
+    }
+    let then = match f.backing_off {
+        Some(until) => {
+            if f.staged && f.channel {
+                checks.push(Check::DisarmUnoffered);
+            }
+            Then::BackOff { until }
+        }
+        None if f.reboot_owed => Then::FinishRollback,
+        None => Then::Attempt,
+    };
+    Plan { checks, then }
+}
+
 /// The timer's job: check, then install and reboot (inside a maintenance
-/// window, when windows are configured) when a release applies.
+/// window, when windows are configured) when a release applies; the steps
+/// in [`plan`]'s order.
 pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
     release_pending_lock(host);
-    if let Some(outcome) = watch_probation(host, opts)? {
-        return Ok(outcome);
+    for check in plan(&run_facts(host, opts)?).checks {
+        let ended = match check {
+            Check::WatchProbation => watch_probation(host, opts)?,
+            Check::DisarmUnoffered => disarm_unoffered(host)?,
+        };
+        if let Some(outcome) = ended {
+            return Ok(outcome);
+        }
     }
+    // The checks may have changed the facts (a probation ended, a failure
+    // counted): what follows is decided on the state after them.
+    match plan(&run_facts(host, opts)?).then {
+        Then::BackOff { until } => Ok(UpdateOutcome::BackingOff { until }),
+        Then::FinishRollback => finish_planned_rollback(host, opts),
+        Then::Attempt => attempt(host, opts),
+    }
+}
+
+/// The facts [`plan`] decides from, as the state and the host say now.
+fn run_facts(host: &Host, opts: UpdateOptions) -> Result<RunFacts> {
+    let state = host.state_dir.load()?;
+    // Unknown here, the attempt reports it (counted, backed off).
+    let booted = host.booted_slot().ok();
+    let max = host.config.update.backoff_max;
+    Ok(RunFacts {
+        on_probation: state.on_probation().is_some(),
+        staged: state
+            .transaction
+            .as_ref()
+            .is_some_and(|t| t.phase == Phase::Staged && Some(t.to) != booted),
+        channel: host.config.update.channel.is_some(),
+        reboot_owed: booted.is_some_and(|b| state.reboot_owed(b).is_some()),
+        backing_off: match opts.now {
+            true => None,
+            false => crate::schedule::backing_off_until(state.metrics.retry_after, now(), max),
+        },
+    })
+}
+
+/// While backing off: the staged trial the release channel no longer
+/// offers is disarmed (a success: the backoff it waited out is over, and
+/// the next run installs what the channel offers). A channel that cannot
+/// be fetched or believed disarms nothing and is only logged.
+fn disarm_unoffered(host: &Host) -> Result<Option<UpdateOutcome>> {
+    let outcome = {
+        let lock = host.state_dir.lock()?;
+        let mut state = host.state_dir.load()?;
+        let unoffered = staged_not_offered(host, &mut state);
+        // The channel's `created` floor, whatever it says.
+        lock.save(&state)?;
+        match unoffered {
+            Ok(Some((staged, why))) => {
+                let reason = disarm(host, &lock, &mut state, &staged, &why)?;
+                Some(UpdateOutcome::Disarmed {
+                    version: staged.version,
+                    reason,
+                })
+            }
+            Ok(None) => None,
+            Err(e) => {
+                log(&format!(
+                    "warning: the release channel could not be read to judge the staged \
+                     release while backing off: {e}; it stays staged"
+                ));
+                None
+            }
+        }
+    };
+    if outcome.is_some() {
+        record_success(host);
+    }
+    Ok(outcome)
+}
+
+/// A new attempt: the jitter (unless `--now`), then check, install and
+/// reboot, reported (a success resets the backoff, a failure counts).
+fn attempt(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
     if !opts.now {
         let state = host.state_dir.load()?;
-        let max = host.config.update.backoff_max;
-        let until = crate::schedule::backing_off_until(state.metrics.retry_after, now(), max);
-        if let Some(until) = until {
-            return Ok(UpdateOutcome::BackingOff { until });
-        }
         if let Some(t) = state.metrics.retry_after.filter(|&t| t > now()) {
             log(&format!(
                 "ignoring a backoff until {}: further ahead than backoff_max allows (set under a clock that ran ahead)",
@@ -190,8 +355,8 @@ fn watch_probation(host: &Host, opts: UpdateOptions) -> Result<Option<UpdateOutc
             booted,
             withdrawn.as_deref(),
             (opts.no_reboot, opts.quiet),
-        )?;
-        let outcome = match verdict {
+        );
+        let outcome = verdict.map(|verdict| match verdict {
             Some(Verdict::RolledBackLate { version, reason }) => {
                 Some(UpdateOutcome::RolledBackLate { version, reason })
             }
@@ -203,14 +368,60 @@ fn watch_probation(host: &Host, opts: UpdateOptions) -> Result<Option<UpdateOutc
                 kind: NoUpdate::OnProbation,
                 standing: None,
             }),
-        };
+        });
         (outcome, unread)
     };
-    // The state lock is given back: the failure is counted with its own.
+    // The state lock is given back: each failure is counted with its own
+    // (a planned rollback's reboot refused the site's lock: `fleetlock`,
+    // and the timer backs off as for an update's).
     if let Some(e) = unread {
         record_failure(host, &e, None);
     }
-    Ok(outcome)
+    if let Err(e) = &outcome {
+        record_failure(host, e, Some(&version));
+    }
+    outcome
+}
+
+/// The reboot a planned late rollback owes ([`crate::state::State::reboot_owed`]):
+/// the old slot made the next boot again, then the reboot, with the
+/// site's lock only. Reported as any run (no lock: kind `fleetlock`, the
+/// timer backs off; the next tick asks again).
+fn finish_planned_rollback(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
+    let mut version = None;
+    let result = (|| {
+        let lock = host.state_dir.lock()?;
+        let mut state = host.state_dir.load()?;
+        let booted = host.booted_slot()?;
+        let Some(owed) = state.reboot_owed(booted).cloned() else {
+            // Another instance finished it meanwhile.
+            return Ok(UpdateOutcome::UpToDate {
+                reason: "no reboot is owed any more".into(),
+                kind: NoUpdate::NotNewer,
+                standing: None,
+            });
+        };
+        version = Some(owed.version.clone());
+        let flip = Transition::new(host, &lock);
+        finish_rollback(host, &flip, &mut state, booted, opts.no_reboot, true)?;
+        Ok(UpdateOutcome::RolledBackLate {
+            reason: format!(
+                "{} was rolled back late; slot {} boots next{}",
+                owed.version,
+                owed.slot,
+                match opts.no_reboot {
+                    true => " (--no-reboot: at the next reboot)",
+                    false => ": rebooting, the site's lock taken",
+                }
+            ),
+            version: owed.version,
+        })
+    })();
+    match &result {
+        Ok(_) => record_success(host),
+        Err(e) => record_failure(host, e, version.as_deref()),
+    }
+    result
 }
 
 /// A reboot lock an earlier run could not give back (the server was
@@ -222,7 +433,136 @@ fn release_pending_lock(host: &Host) {
     let Ok(mut state) = host.state_dir.load() else {
         return;
     };
-    if state.fleetlock.is_some() && state.transaction.is_none() {
+    // A planned rollback's reboot holds its lock until the old slot runs.
+    let owed = state.planned_reboot.is_some()
+        && host
+            .booted_slot()
+            .map_or(true, |b| state.reboot_owed(b).is_some());
+    if state.fleetlock.is_some() && state.transaction.is_none() && !owed {
         host.release_reboot_lock(&lock, &mut state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNTIL: i64 = 1_000;
+
+    fn backing_off(f: RunFacts) -> RunFacts {
+        RunFacts {
+            backing_off: Some(UNTIL),
+            ..f
+        }
+    }
+
+    #[test]
+    fn with_nothing_pending_and_no_backoff_the_run_attempts() {
+        let plan = plan(&RunFacts::default());
+        assert_eq!(plan.checks, []);
+        assert_eq!(plan.then, Then::Attempt);
+    }
+
+    #[test]
+    fn a_backoff_with_nothing_pending_only_waits() {
+        let plan = plan(&backing_off(RunFacts::default()));
+        assert_eq!(plan.checks, []);
+        assert_eq!(plan.then, Then::BackOff { until: UNTIL });
+    }
+
+    #[test]
+    fn a_staged_release_on_a_channel_host_is_judged_before_the_backoff_returns() {
+        let staged = RunFacts {
+            staged: true,
+            channel: true,
+            ..RunFacts::default()
+        };
+        let plan = plan(&backing_off(staged));
+        assert_eq!(plan.checks, [Check::DisarmUnoffered]);
+        assert_eq!(plan.then, Then::BackOff { until: UNTIL });
+    }
+
+    #[test]
+    fn without_a_backoff_the_attempt_judges_the_staged_release_itself() {
+        let staged = RunFacts {
+            staged: true,
+            channel: true,
+            ..RunFacts::default()
+        };
+        let plan = plan(&staged);
+        assert_eq!(plan.checks, [], "one fetch of the channel, in the attempt");
+        assert_eq!(plan.then, Then::Attempt);
+    }
+
+    #[test]
+    fn a_staged_release_without_a_channel_has_nothing_to_ask_while_backing_off() {
+        let staged = RunFacts {
+            staged: true,
+            ..RunFacts::default()
+        };
+        assert_eq!(plan(&backing_off(staged)).checks, []);
+        let channel = RunFacts {
+            channel: true,
+            ..RunFacts::default()
+        };
+        assert_eq!(plan(&backing_off(channel)).checks, [], "nothing staged");
+    }
+
+    #[test]
+    fn a_probation_is_watched_whether_backing_off_or_not() {
+        let on = RunFacts {
+            on_probation: true,
+            channel: true,
+            ..RunFacts::default()
+        };
+        let plan_now = plan(&on);
+        assert_eq!(plan_now.checks, [Check::WatchProbation]);
+        assert_eq!(plan_now.then, Then::Attempt);
+        let plan_later = plan(&backing_off(on));
+        assert_eq!(plan_later.checks, [Check::WatchProbation]);
+        assert_eq!(plan_later.then, Then::BackOff { until: UNTIL });
+    }
+
+    #[test]
+    fn the_probation_is_watched_before_a_staged_release_is_judged() {
+        let both = RunFacts {
+            on_probation: true,
+            staged: true,
+            channel: true,
+            ..RunFacts::default()
+        };
+        assert_eq!(
+            plan(&backing_off(both)).checks,
+            [Check::WatchProbation, Check::DisarmUnoffered]
+        );
+    }
+
+    #[test]
+    fn a_planned_rollback_s_owed_reboot_is_asked_for_instead_of_an_attempt() {
+        let owed = RunFacts {
+            reboot_owed: true,
+            channel: true,
+            ..RunFacts::default()
+        };
+        let plan = plan(&owed);
+        assert_eq!(plan.checks, []);
+        assert_eq!(
+            plan.then,
+            Then::FinishRollback,
+            "nothing installed meanwhile"
+        );
+    }
+
+    #[test]
+    fn a_backoff_delays_a_planned_rollback_s_lock_request() {
+        let owed = RunFacts {
+            reboot_owed: true,
+            ..RunFacts::default()
+        };
+        assert_eq!(
+            plan(&backing_off(owed)).then,
+            Then::BackOff { until: UNTIL },
+            "the old slot boots next already: only the lock request waits"
+        );
     }
 }

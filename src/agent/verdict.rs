@@ -327,7 +327,12 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             host.release_reboot_lock(&lock, &mut state);
             Ok(Verdict::Healthy)
         }
-        (Decision::FinishRollback, _) => finish_rollback(host, &flip, &state, booted, no_reboot),
+        (Decision::FinishRollback, _) => {
+            // A planned late rollback's reboot waits for the site's lock
+            // here too; a failing slot's does not.
+            let planned = state.reboot_owed(booted).is_some();
+            finish_rollback(host, &flip, &mut state, booted, no_reboot, planned)
+        }
         _ => {
             let watched =
                 probation::watch(host, &flip, &mut state, booted, None, (no_reboot, quiet))?;
@@ -335,8 +340,12 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
                 return Ok(v);
             }
             flip.rebless(&mut state, booted)?;
+            if state.settle_planned_reboot(booted) {
+                flip.save(&state)?;
+            }
             // A good slot runs and no trial is pending: a lock still held
-            // (the boot after a rollback) goes back to the site.
+            // (the boot after a rollback, a planned one's too) goes back to
+            // the site.
             host.release_reboot_lock(&lock, &mut state);
             publish(host, &state, None, None);
             Ok(watched.unwrap_or(Verdict::Healthy))

@@ -473,7 +473,7 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
             }
             None
         }
-        Decision::RollBack(why) => {
+        Decision::RollBack(why, _) => {
             let t = &host.state.probation_release()?;
             host.state
                 .retire_trial(t, true, &why, abupdate::error::Kind::Health, now);
@@ -499,7 +499,7 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
         Decision::Continue
         | Decision::RunChecks
         | Decision::ReadFallback
-        | Decision::NoFallback(_)
+        | Decision::NoFallback(..)
         | Decision::FellBack
         | Decision::Off
         | Decision::Restart { .. } => None,

@@ -15,8 +15,10 @@
 //! verdict gives the lock back; the host of the other site reboots at once.
 //! A lock taken for a trial is held across the rollback's reboot and given
 //! back by the healthy boot after it; a release the server missed is given
-//! back by the next run.
+//! back by the next run. A release withdrawn while its staged trial waits
+//! for the lock (the timer backing off) is disarmed at the next tick.
 
+use crate::common::channel::{channel, channel_host};
 use crate::common::host::{image, text, HostOptions, TestHost};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -80,6 +82,20 @@ impl LockServer {
 
     fn log(&self) -> Vec<(String, String, String, u16)> {
         self.state.lock().unwrap().log.clone()
+    }
+
+    /// Another host (`id`) of `group` takes its lock.
+    fn hold(&self, group: &str, id: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.holders.insert(group.into(), id.into());
+    }
+
+    /// The lock requests (`pre-reboot`) of `group` so far.
+    fn lock_requests(&self, group: &str) -> usize {
+        self.log()
+            .iter()
+            .filter(|(op, _, g, _)| op == "lock" && g == group)
+            .count()
     }
 }
 
@@ -202,11 +218,47 @@ fn host_at(name: &str, machine: u8, lock_url: &str, group: &str) -> TestHost {
         &format!("[update]\nurl = \"{}\"\n", m.display()),
         1,
     );
+    std::fs::write(&h.config, cfg).expect("config");
+    join_site(&h, lock_url, group);
+    h
+}
+
+/// Make `h` a host of site `group`, whose reboots take the lock at
+/// `lock_url`.
+fn join_site(h: &TestHost, lock_url: &str, group: &str) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
     std::fs::write(
         &h.config,
         format!("{cfg}\n[reboot]\nfleetlock = \"{lock_url}\"\ngroup = \"{group}\"\n"),
     )
     .expect("config");
+}
+
+/// A host of site `group` on 1.0 with its own machine id, following a
+/// release channel that lists 2.0 (`[health]` lines `extra`).
+fn channel_site_host(
+    name: &str,
+    machine: u8,
+    server: &LockServer,
+    group: &str,
+    extra: &str,
+) -> TestHost {
+    let h = channel_host(
+        &format!("fleetlock-{name}"),
+        "1.0",
+        HostOptions {
+            extra_config: extra.into(),
+            ..Default::default()
+        },
+    );
+    std::fs::write(
+        h.dir.join("machine-id"),
+        format!("{}\n", format!("{machine:02x}").repeat(16)),
+    )
+    .expect("machine-id");
+    let r2 = h.pack("r2", "2.0", &image("2.0", 64 << 10), &[]);
+    channel(&h, "add", &[r2.to_str().expect("utf8")]);
+    join_site(&h, &server.url(), group);
     h
 }
 
@@ -413,4 +465,158 @@ fn a_refusals_text_reaches_stderr_and_json_escaped() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn a_withdrawn_staged_release_is_disarmed_while_the_timer_backs_off() {
+    let server = LockServer::start(0);
+    server.hold("store-5", "another-host");
+    let h = channel_site_host("disarm-backoff", 5, &server, "store-5", "");
+    // Staged, but another host of the site reboots: the timer backs off.
+    let out = update(&h, false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(h.state()["transaction"]["phase"], "staged");
+    assert!(h.state()["metrics"]["retry_after"].is_i64(), "no backoff");
+    // Still offered: the next tick waits, the trial stays armed, and the
+    // backoff delays the lock request.
+    let (env, requests) = (h.grub_vars(), server.lock_requests("store-5"));
+    let out = update(&h, false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("backing_off"), "{}", text(&out));
+    assert_eq!(h.state()["transaction"]["phase"], "staged");
+    assert_eq!(h.grub_vars(), env, "the staged trial stays armed");
+    assert_eq!(
+        server.lock_requests("store-5"),
+        requests,
+        "asked in a backoff"
+    );
+    // The operator withdraws 2.0: the next tick, still backing off,
+    // disarms it before it waits (a reboot for any reason would boot it).
+    channel(&h, "withdraw", &["2.0"]);
+    let out = update(&h, false);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "disarmed", "{v}");
+    let s = h.state();
+    assert!(s["transaction"].is_null(), "{s}");
+    assert_eq!(s["slots"]["B"]["status"], "bad", "{s}");
+    let env = h.grub_vars();
+    assert_eq!(env.get("ORDER").map(String::as_str), Some("A B"), "{env:?}");
+    assert_eq!(env.get("B_OK").map(String::as_str), Some("0"), "{env:?}");
+    assert_eq!(h.reboots(), 0);
+    assert_eq!(
+        server.lock_requests("store-5"),
+        requests,
+        "a disarm asks for no lock"
+    );
+    // A disarm is a success: the backoff it waited out is over.
+    assert!(s["metrics"]["retry_after"].is_null(), "{s}");
+}
+
+/// A host of site `group` with 2.0 committed from the channel and on
+/// probation (its reboot into the trial took the lock, its commit gave it
+/// back).
+fn on_probation_in_site(name: &str, machine: u8, server: &LockServer, group: &str) -> TestHost {
+    let mut h = channel_site_host(name, machine, server, group, "probation = \"24h\"\n");
+    let out = update(&h, true);
+    assert!(out.status.success(), "update to 2.0: {}", text(&out));
+    h.shut_down_cleanly();
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    assert_eq!(h.state()["probation"]["version"], "2.0");
+    assert_eq!(server.holder(group), None, "the commit gives the lock back");
+    h
+}
+
+#[test]
+fn a_withdrawal_switches_the_boot_order_at_once_and_reboots_only_with_the_site_lock() {
+    let server = LockServer::start(0);
+    let mut h1 = on_probation_in_site("withdraw-1", 7, &server, "store-7");
+    let h2 = on_probation_in_site("withdraw-2", 8, &server, "store-7");
+    channel(&h1, "withdraw", &["2.0"]);
+    channel(&h2, "withdraw", &["2.0"]);
+    server.hold("store-7", "another-host");
+
+    // Both hosts of the site see the withdrawal at the same tick: each
+    // rolls back (the old slot boots next, at any reboot) and waits.
+    for h in [&h1, &h2] {
+        let (reboots, requests) = (h.reboots(), server.lock_requests("store-7"));
+        let out = update(h, false);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["kind"], "fleetlock", "{v}");
+        assert!(
+            text(&out).contains("rolling back 2.0 in slot B late"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(h.reboots(), reboots, "rebooted without the site's lock");
+        assert_eq!(server.lock_requests("store-7"), requests + 1);
+        let env = h.grub_vars();
+        assert_eq!(env.get("ORDER").map(String::as_str), Some("A B"), "{env:?}");
+        assert_eq!(env.get("B_OK").map(String::as_str), Some("0"), "{env:?}");
+        let s = h.state();
+        assert_eq!(s["planned_reboot"]["slot"], "A", "{s}");
+        assert_eq!(s["slots"]["B"]["status"], "bad", "{s}");
+        assert_eq!(s["failed"][0]["version"], "2.0", "{s}");
+        assert!(s["metrics"]["retry_after"].is_i64(), "no backoff: {s}");
+    }
+
+    // `health` run again on the withdrawn slot (a unit restart, by hand)
+    // finishes the rollback under the same rule: no lock, no reboot.
+    let out = h2.abupdate(&["--json", "health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("fleetlock"), "{}", text(&out));
+    assert_eq!(h2.reboots(), 1, "health rebooted without the site's lock");
+
+    // The timer's next tick backs off: no lock request, no reboot.
+    let requests = server.lock_requests("store-7");
+    let out = update(&h1, false);
+    assert!(text(&out).contains("backing_off"), "{}", text(&out));
+    assert_eq!(server.lock_requests("store-7"), requests);
+
+    // The lock comes free: h1 takes it and reboots; h2 still waits.
+    server.state.lock().unwrap().holders.clear();
+    let out = update(&h1, true);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "rolled_back_late", "{v}");
+    assert_eq!(h1.reboots(), 2, "the trial's reboot, then the rollback's");
+    let id1 = server.holder("store-7").expect("h1 holds the lock");
+    let out = update(&h2, true);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(h2.reboots(), 1, "two hosts of one site rebooted together");
+
+    // h1 comes back on the old slot, healthy: the lock goes back, and h2
+    // reboots in its turn.
+    assert_eq!(h1.boot(), "A");
+    let out = h1.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(h1.state()["planned_reboot"].is_null(), "{}", h1.state());
+    assert_ne!(server.holder("store-7"), Some(id1));
+    let out = update(&h2, true);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h2.reboots(), 2);
+}
+
+#[test]
+fn a_late_rollback_of_a_failing_host_reboots_without_asking_for_the_lock() {
+    let server = LockServer::start(0);
+    let mut h = on_probation_in_site("failing", 9, &server, "store-9");
+    server.hold("store-9", "another-host");
+    let requests = server.lock_requests("store-9");
+    // Three unclean restarts (no clean-shutdown mark): a crashing host.
+    for _ in 0..3 {
+        assert_eq!(h.boot(), "B");
+        let _ = h.abupdate(&["health"]);
+    }
+    assert_eq!(h.reboots(), 2, "the trial's reboot, then the rollback's");
+    assert_eq!(
+        server.lock_requests("store-9"),
+        requests,
+        "asked for a lock"
+    );
+    assert!(h.state()["planned_reboot"].is_null(), "{}", h.state());
+    assert_eq!(h.boot(), "A");
 }

@@ -347,6 +347,12 @@ fn a_failing_release_is_kept_when_the_old_slot_is_not_usable() {
     assert!(p["no_fallback"].is_i64(), "{p}");
     assert!(p["passed"].is_null(), "{p}");
     assert_eq!(p["last_failure"], message, "{p}");
+    // The count says what the message says: the failure that ended the
+    // probation is one of them.
+    assert_eq!(p["failures"], 3, "{p}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&h.abupdate(&["--json", "status"]).stdout).expect("status json");
+    assert_eq!(status["probation"]["failures"], 3, "{status}");
     assert_eq!(s["metrics"]["failures"]["no_fallback"], 1, "{s}");
     let outcome = s["outcomes"].as_array().and_then(|o| {
         o.iter()
