@@ -457,9 +457,12 @@ fn through_channel(
             let (reason, kind) = stuck_at_barrier(&barrier.version, cancelled, &manifest);
             nothing(&reason, kind)
         }
+        // Outside bytes: shown byte for byte by the one quoting rule.
         Choice::BootedUnknown => Err(Error::Refused(super::Refusal::BootedVersionUnknown {
             os_release: host.config.system.os_release.clone(),
-            found: booted.clone(),
+            found: host
+                .booted_version_bytes(state, host.booted_slot()?)
+                .map(|v| crate::text::show(&v)),
         })),
         Choice::Install { index, .. } => {
             let release = ch.releases[index].clone();

@@ -668,3 +668,23 @@ fn a_halt_signed_with_the_same_created_is_not_undone_by_a_replay() {
     let (code, v) = check_json(&h);
     assert_eq!(code, Some(100), "{v}");
 }
+
+/// The booted version the channel cannot place is outside bytes: named
+/// by the one quoting rule, byte for byte (no raw ESC or U+202E, no U+FFFD).
+#[test]
+fn an_unplaceable_booted_version_is_named_escaped_and_lossless() {
+    let h = host("unknown-bytes", "1.0");
+    release(&h, "2.0", false);
+    std::fs::write(
+        &h.os_release,
+        b"ID=test\nIMAGE_VERSION=1.0\xe2\x80\xae\x1b[2J\xff\n",
+    )
+    .expect("os-release");
+    let (code, v) = check_json(&h);
+    assert_eq!(code, Some(1), "{v}");
+    let msg = v["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with(r#"the booted version "1.0\xe2\x80\xae\x1b[2J\xff" (from "#),
+        "{msg}"
+    );
+}
