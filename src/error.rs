@@ -43,7 +43,8 @@ pub enum Kind {
     PreviouslyFailed,
     /// The manifest is dated further ahead than the host may believe.
     CreatedAhead,
-    /// The manifest is older than one already seen from its source.
+    /// The manifest (or channel) is behind one already verified from its
+    /// source: older, or the same `created` with other bytes.
     Stale,
     /// An image class the slot has no partition for.
     UnknownClass,

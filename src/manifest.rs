@@ -721,7 +721,7 @@ pub(crate) fn duplicate_key(bytes: &[u8]) -> Result<Option<String>, serde_json::
     }
 }
 
-fn sha2_digest(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn sha2_digest(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).into()
 }
@@ -752,10 +752,13 @@ pub struct HostFacts<'a> {
     /// The newest `created` this host has seen in a verified manifest: the
     /// clock is never believed to be earlier than that.
     pub newest_created_seen: Option<i64>,
-    /// The newest `created` this host has verified from the same source
-    /// (see [`source_key`]), through whichever server: nothing older from
-    /// there is acted on (TUF's timestamp rule).
-    pub newest_from_source: Option<i64>,
+    /// The floor kept for the manifest's source (see [`source_key`]),
+    /// through whichever server: nothing older from there is acted on
+    /// (TUF's timestamp rule), nor other bytes with the same `created`.
+    pub floor: Option<&'a Floor>,
+    /// The URL the manifest was actually fetched from (the mirror's, the
+    /// last redirect's; redacted), for a refusal to name.
+    pub fetched: &'a str,
     /// The image classes the slot to be written has partitions for.
     pub slot_classes: &'a [String],
     /// The largest zstd window this host decodes (`update.max_window_log`).
@@ -806,6 +809,87 @@ pub fn source_key(location: &str) -> String {
     )
 }
 
+/// What a host keeps of one source (a manifest's or a channel's,
+/// [`source_key`]): the newest `created` it verified from there and, when
+/// known, the SHA-256 of the document it verified with that `created`
+/// (unknown in a state written before it was kept, or when another
+/// version of abupdate raised the date since).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Floor {
+    /// The newest `created` verified from the source.
+    pub created: i64,
+    /// The bytes verified with that `created`.
+    pub bytes: FloorBytes,
+}
+
+/// What a host knows of the bytes it verified at its floor's `created`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FloorBytes {
+    /// Not recorded (a state from before they were, or a date raised by an
+    /// abupdate that kept none): the same date is taken as the same
+    /// document, and its bytes are recorded.
+    Unknown,
+    /// The SHA-256 of the one document verified at that date.
+    Known(String),
+    /// Two documents with other bytes were verified at that date: which is
+    /// the newer cannot be told, so neither is acted on until a newer
+    /// `created` comes (failing closed: a halt or a pause signed with the
+    /// same date as what it replaces is never undone by a replay).
+    Conflicting,
+}
+
+/// How a signed document falls behind its source's [`Floor`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behind {
+    /// Its `created` is older: a stale cache or mirror, or a replay.
+    Older,
+    /// Its `created` is the floor's, its bytes another document's: a
+    /// replay of a sibling signed with the same date (a hand edit re-signed
+    /// without advancing `created`), which could undo a halt or a pause.
+    SameCreatedOtherBytes,
+}
+
+impl Behind {
+    /// What it means, for a refusal's message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Behind::Older => "is older than one this host already verified from there",
+            Behind::SameCreatedOtherBytes => {
+                "is that of another document with other bytes this host already verified from there"
+            }
+        }
+    }
+
+    /// The likely cause, for a refusal's message.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Behind::Older => "a stale mirror or cache, or a replay",
+            Behind::SameCreatedOtherBytes => {
+                "a replay, or a re-sign that did not advance created; nothing from there is acted on until one with a newer created"
+            }
+        }
+    }
+}
+
+/// Whether a verified document dated `created` with bytes hashing to
+/// `sha256` may be acted on against its source's `floor`: no floor, a newer
+/// `created`, or the same `created` with the same (or unrecorded) bytes;
+/// never at a date where two documents were seen. Pure.
+pub fn against_floor(created: i64, sha256: &str, floor: Option<&Floor>) -> Result<(), Behind> {
+    let Some(floor) = floor else {
+        return Ok(());
+    };
+    match created.cmp(&floor.created) {
+        std::cmp::Ordering::Less => Err(Behind::Older),
+        std::cmp::Ordering::Greater => Ok(()),
+        std::cmp::Ordering::Equal => match &floor.bytes {
+            FloorBytes::Unknown => Ok(()),
+            FloorBytes::Known(known) if known == sha256 => Ok(()),
+            FloorBytes::Known(_) | FloorBytes::Conflicting => Err(Behind::SameCreatedOtherBytes),
+        },
+    }
+}
+
 /// Why a verified manifest does not apply; each is a refusal with its reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NotApplicable {
@@ -848,13 +932,18 @@ pub enum NotApplicable {
         /// The host's clock.
         clock: String,
     },
-    /// Older than a manifest already verified from the same source: a stale
-    /// mirror or cache, or a replay (it could undo a pause or a withdrawal).
+    /// Behind a manifest already verified from the same source (older, or
+    /// the same `created` with other bytes): a stale mirror or cache, or a
+    /// replay (it could undo a pause or a withdrawal).
     Stale {
+        /// The URL it was fetched from.
+        url: String,
         /// The manifest's `created`.
         created: String,
         /// The newest seen from its source.
         newest: String,
+        /// How it is behind.
+        behind: Behind,
     },
     /// An image class the slot has no partition for.
     UnknownClass {
@@ -900,9 +989,16 @@ impl fmt::Display for NotApplicable {
                 f,
                 "release manifest created {created} is more than a day ahead of this host's clock ({clock}): the release's date or the host's clock is wrong"
             ),
-            NotApplicable::Stale { created, newest } => write!(
+            NotApplicable::Stale {
+                url,
+                created,
+                newest,
+                behind,
+            } => write!(
                 f,
-                "release manifest created {created} is older than one this host already verified from the same source (created {newest}): a stale mirror or cache, or a replay"
+                "release manifest {url}: created {created} {} (created {newest}): {}",
+                behind.describe(),
+                behind.cause()
             ),
             NotApplicable::UnknownClass { class, configured } => write!(
                 f,
@@ -974,13 +1070,16 @@ pub fn evaluate(m: &Manifest, host: &HostFacts) -> Result<(), NotApplicable> {
             clock: format_rfc3339(clock),
         });
     }
-    if let Some(newest) = host.newest_from_source {
-        if m.created < newest {
-            return Err(NotApplicable::Stale {
-                created: m.doc.created.clone(),
-                newest: format_rfc3339(newest),
-            });
-        }
+    if let Err(behind) = against_floor(m.created, &m.sha256, host.floor) {
+        return Err(NotApplicable::Stale {
+            url: host.fetched.to_string(),
+            created: m.doc.created.clone(),
+            newest: host
+                .floor
+                .map(|f| format_rfc3339(f.created))
+                .unwrap_or_default(),
+            behind,
+        });
     }
     if m.expires <= clock {
         return Err(NotApplicable::Expired {
@@ -1053,7 +1152,8 @@ mod tests {
             cancelled_versions: &[],
             now,
             newest_created_seen: None,
-            newest_from_source: None,
+            floor: None,
+            fetched: "https://u.example/r.json",
             slot_classes: Box::leak(Box::new(["rootfs".to_string()])),
             max_window_log: 27,
             allow_downgrade: false,
@@ -1379,16 +1479,76 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_with_its_sources_created_and_other_bytes_is_a_replay() {
+        let m = Manifest::parse(doc("2").as_bytes()).expect("parse");
+        let mut h = host(None, &[], m.created + 3600);
+        let sibling = Floor {
+            created: m.created,
+            bytes: FloorBytes::Known("cd".repeat(32)),
+        };
+        h.floor = Some(&sibling);
+        let e = evaluate(&m, &h).expect_err("same created, other bytes");
+        assert_eq!(e.kind(), "stale");
+        assert_eq!(e.to_string(), "release manifest https://u.example/r.json: created 2026-11-20T10:00:00Z is that of another document with other bytes this host already verified from there (created 2026-11-20T10:00:00Z): a replay, or a re-sign that did not advance created; nothing from there is acted on until one with a newer created");
+        // A floor kept before digests were (or by an older abupdate): the
+        // bytes are unknown, the same date is taken as the same manifest.
+        let unknown = Floor {
+            created: m.created,
+            bytes: FloorBytes::Unknown,
+        };
+        h.floor = Some(&unknown);
+        assert_eq!(evaluate(&m, &h), Ok(()));
+    }
+
+    #[test]
+    fn the_floor_takes_newer_dates_and_the_same_bytes_and_refuses_the_rest() {
+        let f = |created, bytes| Floor { created, bytes };
+        let known = |h: &str| FloorBytes::Known(h.into());
+        assert_eq!(against_floor(10, "a", None), Ok(()));
+        assert_eq!(against_floor(11, "b", Some(&f(10, known("a")))), Ok(()));
+        assert_eq!(
+            against_floor(11, "b", Some(&f(10, FloorBytes::Conflicting))),
+            Ok(())
+        );
+        assert_eq!(against_floor(10, "a", Some(&f(10, known("a")))), Ok(()));
+        assert_eq!(
+            against_floor(10, "b", Some(&f(10, FloorBytes::Unknown))),
+            Ok(())
+        );
+        assert_eq!(
+            against_floor(10, "b", Some(&f(10, known("a")))),
+            Err(Behind::SameCreatedOtherBytes)
+        );
+        // Once two documents were seen at one date, neither is taken.
+        assert_eq!(
+            against_floor(10, "a", Some(&f(10, FloorBytes::Conflicting))),
+            Err(Behind::SameCreatedOtherBytes)
+        );
+        assert_eq!(
+            against_floor(9, "a", Some(&f(10, known("a")))),
+            Err(Behind::Older)
+        );
+    }
+
+    #[test]
     fn a_manifest_older_than_the_sources_newest_is_stale() {
         let m = Manifest::parse(doc("2").as_bytes()).expect("parse");
         let now = m.created + 3600;
         let mut h = host(None, &[], now);
-        h.newest_from_source = Some(m.created);
+        let same = Floor {
+            created: m.created,
+            bytes: FloorBytes::Known(m.sha256.clone()),
+        };
+        h.floor = Some(&same);
         assert_eq!(evaluate(&m, &h), Ok(()), "the same manifest again");
-        h.newest_from_source = Some(m.created + 1);
+        let newer = Floor {
+            created: m.created + 1,
+            bytes: FloorBytes::Unknown,
+        };
+        h.floor = Some(&newer);
         let e = evaluate(&m, &h).expect_err("older");
         assert_eq!(e.kind(), "stale");
-        assert!(e.to_string().contains("older than one this host already verified from the same source (created 2026-11-20T10:00:01Z)"), "{e}");
+        assert_eq!(e.to_string(), "release manifest https://u.example/r.json: created 2026-11-20T10:00:00Z is older than one this host already verified from there (created 2026-11-20T10:00:01Z): a stale mirror or cache, or a replay");
         // Staleness is judged on `created` only: a newer version does not
         // make an old manifest fresh (it may be the unpaused copy).
         let m3 = Manifest::parse(doc("3").as_bytes()).expect("parse");
@@ -1453,8 +1613,10 @@ mod tests {
             ),
             (
                 NotApplicable::Stale {
+                    url: s(),
                     created: s(),
                     newest: s(),
+                    behind: Behind::Older,
                 },
                 true,
             ),

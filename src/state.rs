@@ -516,6 +516,19 @@ fn fresh() -> State {
 /// Sources whose newest `created` is remembered.
 const MAX_SOURCES: usize = 32;
 
+/// The bytes a host verified from one source with one `created`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceDigest {
+    /// The document's `created`.
+    pub created: i64,
+    /// SHA-256 of its bytes (of the first one, when `conflicting`).
+    pub sha256: String,
+    /// Another document with other bytes was verified at that `created`:
+    /// neither is acted on (`manifest::FloorBytes::Conflicting`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub conflicting: bool,
+}
+
 /// Everything `state.json` holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct State {
@@ -538,6 +551,15 @@ pub struct State {
     /// nothing older from that source is acted on (TUF's timestamp rule).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub newest_by_source: BTreeMap<String, i64>,
+    /// SHA-256 of the document verified per source with its newest
+    /// `created` (the other half of its `manifest::Floor`): the same date
+    /// with other bytes is a replay. A separate map, so a state file
+    /// without it (older) still loads (unknown: the next verified document
+    /// is taken and recorded), and an older abupdate after a rollback keeps
+    /// it as an unknown field; each entry names the `created` it belongs
+    /// to, so one left behind by such a binary's newer date is ignored.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sha256_by_source: BTreeMap<String, SourceDigest>,
     /// Validators of the last manifest that did not apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<LastCheck>,
@@ -943,7 +965,12 @@ impl State {
     /// `manifest::created_plausible` accepted may come here. `keep` (the
     /// configured release channel's source) is never evicted: its floor is
     /// what stops a replayed channel from undoing a withdrawal or a halt.
-    pub fn note_created(&mut self, source: &str, created: i64, keep: Option<&str>) {
+    ///
+    /// `sha256` (of the document's bytes) becomes the floor's when `created`
+    /// raises it, or equals it with no bytes known yet. Other bytes at the
+    /// known date mark it conflicting: both are refused from then on, until
+    /// a newer `created` (which of the two was the newer cannot be told).
+    pub fn note_created(&mut self, source: &str, created: i64, sha256: &str, keep: Option<&str>) {
         if self.newest_created.is_none_or(|c| created > c) {
             self.newest_created = Some(created);
         }
@@ -952,6 +979,27 @@ impl State {
             .entry(source.to_string())
             .or_insert(created);
         *newest = (*newest).max(created);
+        use crate::manifest::FloorBytes;
+        if *newest == created {
+            match self.floor(source).map(|f| f.bytes) {
+                Some(FloorBytes::Unknown) => {
+                    self.sha256_by_source.insert(
+                        source.to_string(),
+                        SourceDigest {
+                            created,
+                            sha256: sha256.to_string(),
+                            conflicting: false,
+                        },
+                    );
+                }
+                Some(FloorBytes::Known(known)) if known != sha256 => {
+                    if let Some(d) = self.sha256_by_source.get_mut(source) {
+                        d.conflicting = true;
+                    }
+                }
+                _ => {}
+            }
+        }
         // Bounded: manual installs from many paths must not grow the file
         // for ever. The source with the oldest record goes first.
         while self.newest_by_source.len() > MAX_SOURCES {
@@ -962,10 +1010,26 @@ impl State {
                 .min_by_key(|(_, c)| **c)
                 .map(|(k, _)| k.clone());
             match oldest {
-                Some(k) => self.newest_by_source.remove(&k),
+                Some(k) => {
+                    self.sha256_by_source.remove(&k);
+                    self.newest_by_source.remove(&k)
+                }
                 None => break,
             };
         }
+    }
+
+    /// The floor kept for `source` (a `manifest::source_key`): its newest
+    /// `created` and, when recorded for that very date, its bytes' SHA-256.
+    pub fn floor(&self, source: &str) -> Option<crate::manifest::Floor> {
+        let created = *self.newest_by_source.get(source)?;
+        use crate::manifest::FloorBytes;
+        let bytes = match self.sha256_by_source.get(source) {
+            Some(d) if d.created == created && d.conflicting => FloorBytes::Conflicting,
+            Some(d) if d.created == created => FloorBytes::Known(d.sha256.clone()),
+            _ => FloorBytes::Unknown,
+        };
+        Some(crate::manifest::Floor { created, bytes })
     }
 }
 
@@ -1330,20 +1394,58 @@ mod tests {
     }
 
     #[test]
+    fn the_floor_records_the_bytes_verified_at_its_created_and_old_files_load() {
+        // A state file written before the floor kept the bytes: unknown.
+        let old = br#"{"format":1,"newest_created":100,"newest_by_source":{"https://c/channel.json":100}}"#;
+        let dir = tmpdir("floor-digests");
+        let sd = StateDir::new(&dir);
+        sd.ensure().expect("mkdir");
+        std::fs::write(sd.state_file(), old).expect("write");
+        let mut s = sd.load().expect("an old state file loads");
+        let src = "https://c/channel.json";
+        use crate::manifest::FloorBytes;
+        let bytes = |s: &State| s.floor(src).expect("a floor").bytes;
+        assert_eq!(bytes(&s), FloorBytes::Unknown);
+        // The next document at that date is taken and its bytes recorded.
+        s.note_created(src, 100, "aa", None);
+        assert_eq!(bytes(&s), FloorBytes::Known("aa".into()));
+        // The same again changes nothing; an older date leaves the floor.
+        s.note_created(src, 100, "aa", None);
+        s.note_created(src, 90, "cc", None);
+        assert_eq!(bytes(&s), FloorBytes::Known("aa".into()));
+        // Other bytes at that date: neither is taken from then on.
+        s.note_created(src, 100, "bb", None);
+        assert_eq!(bytes(&s), FloorBytes::Conflicting);
+        sd.lock().expect("lock").save(&s).expect("save");
+        assert_eq!(sd.load().expect("load"), s, "the conflict is kept");
+        // A newer date moves the floor, bytes and all.
+        s.note_created(src, 101, "dd", None);
+        assert_eq!(s.floor(src).expect("floor").created, 101);
+        assert_eq!(bytes(&s), FloorBytes::Known("dd".into()));
+        // A date raised by an abupdate that kept no bytes (after a
+        // rollback): the recorded bytes belong to another date, unknown.
+        s.newest_by_source.insert(src.into(), 102);
+        assert_eq!(bytes(&s), FloorBytes::Unknown);
+        sd.lock().expect("lock").save(&s).expect("save");
+        assert_eq!(sd.load().expect("load"), s);
+    }
+
+    #[test]
     fn created_is_remembered_per_source_and_the_sources_are_bounded() {
         let mut s = State::default();
-        s.note_created("https://a/r.json", 100, None);
-        s.note_created("https://a/r.json", 50, None);
-        s.note_created("https://b/r.json", 70, None);
+        s.note_created("https://a/r.json", 100, "00", None);
+        s.note_created("https://a/r.json", 50, "00", None);
+        s.note_created("https://b/r.json", 70, "00", None);
         assert_eq!(s.newest_by_source["https://a/r.json"], 100);
         assert_eq!(s.newest_by_source["https://b/r.json"], 70);
         assert_eq!(s.newest_created, Some(100));
         for i in 0..100 {
-            s.note_created(&format!("/usb/{i}/release.json"), 1000 + i, None);
+            s.note_created(&format!("/usb/{i}/release.json"), 1000 + i, "00", None);
         }
         assert_eq!(s.newest_by_source.len(), MAX_SOURCES);
         // The sources with the oldest records went first.
         assert!(!s.newest_by_source.contains_key("https://a/r.json"));
+        assert!(!s.sha256_by_source.contains_key("https://a/r.json"));
         assert!(s.newest_by_source.contains_key("/usb/99/release.json"));
         assert_eq!(s.newest_created, Some(1099));
     }
@@ -1352,9 +1454,9 @@ mod tests {
     fn the_configured_channels_floor_is_never_evicted() {
         let mut s = State::default();
         let channel = Some("https://c/channel.json");
-        s.note_created("https://c/channel.json", 10, channel);
+        s.note_created("https://c/channel.json", 10, "00", channel);
         for i in 0..100 {
-            s.note_created(&format!("/usb/{i}/release.json"), 1000 + i, channel);
+            s.note_created(&format!("/usb/{i}/release.json"), 1000 + i, "00", channel);
         }
         assert_eq!(s.newest_by_source.len(), MAX_SOURCES);
         assert_eq!(s.newest_by_source["https://c/channel.json"], 10);

@@ -144,39 +144,35 @@ pub fn booted_slot_from_cmdline(cmdline: &str) -> Result<Option<SlotName>, Cmdli
 /// single quotes it is literal; unquoted, a backslash escapes the next
 /// character and whitespace ends the value (what follows is a comment or
 /// nothing). Adjacent pieces join, as in the shell. `None` for a quote that
-/// is never closed.
-fn shell_value(raw: &str) -> Option<String> {
-    let mut out = String::new();
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
+/// is never closed. On bytes: every byte the rules look at is ASCII (and no
+/// byte of a multi-byte UTF-8 character is), so a value that is not UTF-8
+/// comes out byte for byte, for `status` to show losslessly.
+fn shell_value(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut bytes = raw.iter().copied();
+    while let Some(c) = bytes.next() {
         match c {
-            '"' => loop {
-                match chars.next()? {
-                    '"' => break,
-                    '\\' => match chars.next()? {
-                        e @ ('"' | '\\' | '$' | '`') => out.push(e),
+            b'"' => loop {
+                match bytes.next()? {
+                    b'"' => break,
+                    b'\\' => match bytes.next()? {
+                        e @ (b'"' | b'\\' | b'$' | b'`') => out.push(e),
                         // A line continuation is not a character.
-                        '\n' => {}
-                        other => {
-                            out.push('\\');
-                            out.push(other);
-                        }
+                        b'\n' => {}
+                        other => out.extend([b'\\', other]),
                     },
                     other => out.push(other),
                 }
             },
-            '\'' => loop {
-                match chars.next()? {
-                    '\'' => break,
+            b'\'' => loop {
+                match bytes.next()? {
+                    b'\'' => break,
                     other => out.push(other),
                 }
             },
-            '\\' => {
-                if let Some(next) = chars.next() {
-                    out.push(next);
-                }
-            }
-            c if c.is_whitespace() => break,
+            b'\\' => out.extend(bytes.next()),
+            // The shell's field separators: ASCII whitespace only.
+            c if c.is_ascii_whitespace() => break,
             c => out.push(c),
         }
     }
@@ -187,20 +183,26 @@ fn shell_value(raw: &str) -> Option<String> {
 /// os-release(5)'s rules. A key assigned twice takes the last value, as the
 /// shell does; an empty value counts as absent.
 pub fn version_from_os_release(text: &str) -> Option<String> {
-    let value = |key: &str| {
+    version_bytes_from_os_release(text.as_bytes()).map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// [`version_from_os_release`] of the file's bytes, as bytes: what `status`
+/// shows (through [`crate::text::show`]) without losing a byte.
+pub fn version_bytes_from_os_release(text: &[u8]) -> Option<Vec<u8>> {
+    let value = |key: &[u8]| {
         // The last assignment: the first one found from the end.
-        text.lines()
+        text.split(|b| *b == b'\n')
             .rev()
             .find_map(|l| {
-                let l = l.trim_start();
-                if l.starts_with('#') {
+                let l = l.trim_ascii_start();
+                if l.starts_with(b"#") {
                     return None;
                 }
-                shell_value(l.strip_prefix(key)?.strip_prefix('=')?)
+                shell_value(l.strip_prefix(key)?.strip_prefix(b"=")?)
             })
             .filter(|v| !v.is_empty())
     };
-    value("IMAGE_VERSION").or_else(|| value("VERSION_ID"))
+    value(b"IMAGE_VERSION").or_else(|| value(b"VERSION_ID"))
 }
 
 /// `major:minor` of every mounted filesystem, from a mountinfo file.
@@ -231,9 +233,12 @@ pub fn mounted_devices_of(path: &Path) -> Result<Vec<(u64, u64)>, SystemError> {
 /// byte that is not UTF-8 elsewhere (a mount point, a kernel argument)
 /// turns into U+FFFD there and hides nothing.
 pub fn read_fact(path: &Path) -> Option<String> {
-    std::fs::read(path)
-        .ok()
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    read_fact_bytes(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// [`read_fact`] as the file's bytes, for a value shown to a person.
+pub fn read_fact_bytes(path: &Path) -> Option<Vec<u8>> {
+    std::fs::read(path).ok()
 }
 
 /// Run the configured reboot command, bounded like every child

@@ -29,11 +29,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
         }
     }
+    // The floor of these very bytes: never a replay of themselves.
+    let floor = abupdate::manifest::Floor {
+        created: ch.created,
+        bytes: abupdate::manifest::FloorBytes::Known(ch.sha256.clone()),
+    };
     for now in [ch.created, ch.expires, ch.created.saturating_sub(1)] {
         let facts = TimeFacts {
             now,
             newest_created_seen: Some(ch.created),
-            newest_from_source: Some(ch.created),
+            floor: Some(&floor),
         };
         if let Err(e) = check_time(URL, &ch, &facts) {
             assert!(e.to_string().contains(URL), "{e}");

@@ -31,6 +31,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(m.version.cmp(&fixed), fixed.cmp(&m.version).reverse());
     let failed = [m.version.to_string()];
     let classes: Vec<String> = m.doc.images.keys().cloned().collect();
+    let floor = abupdate::manifest::Floor {
+        created: m.created,
+        bytes: abupdate::manifest::FloorBytes::Known(m.sha256.clone()),
+    };
     for (booted, failed, allow) in [(Some(&fixed), &[][..], false), (None, &failed[..], true)] {
         let _ = evaluate(
             &m,
@@ -38,9 +42,11 @@ fuzz_target!(|data: &[u8]| {
                 compatible: "acme-edge-x86_64",
                 booted_version: booted,
                 failed_versions: failed,
+                cancelled_versions: &[],
                 now: 1_795_168_800,
                 newest_created_seen: Some(m.created),
-                newest_from_source: Some(m.created),
+                floor: Some(&floor),
+                fetched: "https://u.example/release.json",
                 slot_classes: &classes,
                 max_window_log: 27,
                 allow_downgrade: allow,

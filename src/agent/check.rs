@@ -270,7 +270,7 @@ pub(super) fn fetch_and_judge(
     };
     if let Some(release) = &pin {
         channel::bind(
-            &crate::fetch::redact(location),
+            &crate::fetch::redact(verified.source()),
             release,
             verified.manifest(),
         )?;
@@ -342,14 +342,17 @@ fn believed_channel(
     let verified = gate::fetch_channel(transport, &host.release_source(url))?;
     let ch = verified.channel();
     let source = manifest::source_key(url);
+    let floor = state.floor(&source);
     let facts = channel::TimeFacts {
         now: now(),
         newest_created_seen: state.newest_created,
-        newest_from_source: state.newest_by_source.get(&source).copied(),
+        floor: floor.as_ref(),
     };
-    let time = channel::check_time(&crate::fetch::redact(url), ch, &facts);
+    // Named by where the bytes came from (the mirror's URL), not the
+    // configured one: that is the server to look at.
+    let time = channel::check_time(&crate::fetch::redact(verified.source()), ch, &facts);
     if !matches!(time, Err(channel::ChannelError::CreatedAhead { .. })) {
-        state.note_created(&source, ch.created, Some(&source));
+        state.note_created(&source, ch.created, &ch.sha256, Some(&source));
     }
     time?;
     Ok(verified)
@@ -444,9 +447,12 @@ fn through_channel(
             let (reason, kind) = stuck_at_barrier(&barrier.version, cancelled, &manifest);
             nothing(&reason, kind)
         }
+        // Outside bytes: shown byte for byte by the one quoting rule.
         Choice::BootedUnknown => Err(Error::Refused(super::Refusal::BootedVersionUnknown {
             os_release: host.config.system.os_release.clone(),
-            found: booted.clone(),
+            found: host
+                .booted_version_bytes(state, host.booted_slot()?)
+                .map(|v| crate::text::show(&v)),
         })),
         Choice::Install { index, .. } => {
             let release = ch.releases[index].clone();
@@ -586,6 +592,8 @@ fn judge(
         .map(|s| s.keys().cloned().collect())
         .unwrap_or_default();
     let source = manifest::source_key(verified.location());
+    let floor = state.floor(&source);
+    let fetched = crate::fetch::redact(verified.source());
     let facts = HostFacts {
         compatible: &host.config.update.compatible,
         booted_version: booted_version.as_ref(),
@@ -593,7 +601,8 @@ fn judge(
         cancelled_versions: &cancelled,
         now: now(),
         newest_created_seen: state.newest_created,
-        newest_from_source: state.newest_by_source.get(&source).copied(),
+        floor: floor.as_ref(),
+        fetched: &fetched,
         slot_classes: &classes,
         max_window_log: host.config.update.max_window_log,
         allow_downgrade,
@@ -606,7 +615,7 @@ fn judge(
             .channel
             .as_deref()
             .map(manifest::source_key);
-        state.note_created(&source, m.created, channel.as_deref());
+        state.note_created(&source, m.created, &m.sha256, channel.as_deref());
     }
     verdict
 }

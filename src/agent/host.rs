@@ -126,9 +126,16 @@ impl Host {
 
     /// Version of the booted system: os-release, else what we installed there.
     pub fn booted_version(&self, state: &State, booted: SlotName) -> Option<String> {
-        system::read_fact(&self.config.system.os_release)
-            .and_then(|t| system::version_from_os_release(&t))
-            .or_else(|| state.slot(booted).version)
+        self.booted_version_bytes(state, booted)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    /// [`Host::booted_version`] as the bytes it was read as: os-release is
+    /// outside bytes, shown (`status`) only through [`crate::text::show`].
+    pub fn booted_version_bytes(&self, state: &State, booted: SlotName) -> Option<Vec<u8>> {
+        system::read_fact_bytes(&self.config.system.os_release)
+            .and_then(|t| system::version_bytes_from_os_release(&t))
+            .or_else(|| state.slot(booted).version.map(String::into_bytes))
     }
 
     fn machine_id(&self) -> &str {

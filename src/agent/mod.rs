@@ -130,7 +130,8 @@ pub enum Refusal {
     BootedVersionUnknown {
         /// The configured os-release file.
         os_release: std::path::PathBuf,
-        /// The version read (os-release, else the state), if any.
+        /// The version read (os-release, else the state), if any, as
+        /// [`crate::text::show`] writes it.
         found: Option<String>,
     },
 }
@@ -196,7 +197,7 @@ impl fmt::Display for Refusal {
             Refusal::BootedVersionUnknown { os_release, found } => {
                 let p = os_release.display();
                 match found {
-                    Some(v) => write!(f, "the booted version {v:?} (from {p}, else the state) is not a dotted-number version"),
+                    Some(v) => write!(f, "the booted version \"{v}\" (from {p}, else the state) is not a dotted-number version"),
                     None => write!(f, "{p} states no IMAGE_VERSION or VERSION_ID and the state records no booted version"),
                 }?;
                 f.write_str(": the release channel cannot place this host; fix it, or install a release explicitly")

@@ -1,13 +1,23 @@
 //! `status`: everything the host knows, as one view. It reads, never
 //! writes: no lock is needed, and it shows a host another instance is
 //! changing.
+//!
+//! Every value read from outside (os-release's version, the state's
+//! records, whose versions, boot ids and failure reasons came from files,
+//! children and servers; the bootloader's variables) is shown by the one
+//! quoting rule, [`crate::text::show`], when this view is built
+//! ([`shown`]): text and `--json` print the same escaped, lossless strings,
+//! and no raw control character or bidirectional override reaches a
+//! terminal.
 
 use super::Host;
 use crate::error::Result;
 use crate::slot::SlotName;
-use crate::state::{Phase, SlotRecord, Transaction};
+use crate::state::{FailedRelease, Phase, Probation, SlotRecord, Transaction};
+use crate::text::show;
 use crate::timefmt::now;
 use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt as _;
 
 /// Everything `status` shows.
 #[derive(Debug, serde::Serialize)]
@@ -67,9 +77,9 @@ pub fn status(host: &Host) -> Result<Status> {
             SlotView {
                 devices: host.config.slots[&slot]
                     .iter()
-                    .map(|(c, p)| (c.clone(), p.display().to_string()))
+                    .map(|(c, p)| (show(c.as_bytes()), show(p.as_os_str().as_bytes())))
                     .collect(),
-                record: state.slot(slot),
+                record: shown::record(state.slot(slot)),
                 bootloader_state: host.boot.state(slot).ok().map(|s| s.to_string()),
             },
         );
@@ -84,11 +94,13 @@ pub fn status(host: &Host) -> Result<Status> {
         .flatten();
     Ok(Status {
         booted_slot: booted,
-        booted_version: booted.and_then(|b| host.booted_version(&state, b)),
+        booted_version: booted
+            .and_then(|b| host.booted_version_bytes(&state, b))
+            .map(|v| show(&v)),
         primary_slot: host.boot.primary()?,
         slots,
-        transaction: state.transaction.clone(),
-        failed: state.failed.clone(),
+        transaction: state.transaction.clone().map(shown::transaction),
+        failed: state.failed.iter().cloned().map(shown::failed).collect(),
         bootloader: host.boot.describe()?.into_iter().collect(),
         reboot_window,
         rollout_position: host.position(),
@@ -98,8 +110,99 @@ pub fn status(host: &Host) -> Result<Status> {
             host.config.update.backoff_max,
         )
         .map(crate::timefmt::format_rfc3339),
-        reboot_lock: state.fleetlock.clone(),
-        probation: state.probation.clone(),
+        reboot_lock: state.fleetlock.as_deref().map(shown::text),
+        probation: state.probation.clone().map(shown::probation),
         metrics: state.metrics.clone(),
     })
+}
+
+/// The state's records with each text value as [`show`] writes it. Pure.
+mod shown {
+    use super::*;
+
+    /// `s` (state text, once outside bytes) by the quoting rule.
+    pub(super) fn text(s: &str) -> String {
+        show(s.as_bytes())
+    }
+
+    fn opt(s: Option<String>) -> Option<String> {
+        s.as_deref().map(text)
+    }
+
+    pub(super) fn record(r: SlotRecord) -> SlotRecord {
+        SlotRecord {
+            version: opt(r.version),
+            manifest_sha256: opt(r.manifest_sha256),
+            ..r
+        }
+    }
+
+    pub(super) fn transaction(t: Transaction) -> Transaction {
+        Transaction {
+            version: text(&t.version),
+            manifest_sha256: text(&t.manifest_sha256),
+            staged_boot_id: opt(t.staged_boot_id),
+            ..t
+        }
+    }
+
+    pub(super) fn failed(f: FailedRelease) -> FailedRelease {
+        FailedRelease {
+            version: text(&f.version),
+            manifest_sha256: text(&f.manifest_sha256),
+            reason: text(&f.reason),
+            ..f
+        }
+    }
+
+    pub(super) fn probation(p: Probation) -> Probation {
+        Probation {
+            version: text(&p.version),
+            boot_id: opt(p.boot_id),
+            last_failure: opt(p.last_failure),
+            ..p
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The os-release value the reviewer used: a bidi override, an ESC
+    /// sequence and a byte that is not UTF-8.
+    const HOSTILE: &[u8] = b"1.0\xe2\x80\xae\x1b[2J\xff";
+
+    #[test]
+    fn os_release_version_is_read_byte_for_byte_and_shown_escaped() {
+        let mut file = b"ID=test\nIMAGE_VERSION=".to_vec();
+        file.extend_from_slice(HOSTILE);
+        file.push(b'\n');
+        let raw = crate::system::version_bytes_from_os_release(&file).expect("a version");
+        assert_eq!(raw, HOSTILE, "no byte lost or replaced");
+        assert_eq!(show(&raw), "1.0\\xe2\\x80\\xae\\x1b[2J\\xff");
+    }
+
+    #[test]
+    fn state_text_is_shown_by_the_quoting_rule() {
+        let hostile = String::from_utf8_lossy(HOSTILE).into_owned();
+        let f = shown::failed(FailedRelease {
+            version: "2.0".into(),
+            manifest_sha256: "ab".into(),
+            reason: format!("health check said {hostile}"),
+            at: 1,
+            hold: Default::default(),
+            unknown: Default::default(),
+        });
+        assert_eq!(
+            f.reason,
+            "health check said 1.0\\xe2\\x80\\xae\\x1b[2J\u{fffd}"
+        );
+        let r = shown::record(SlotRecord {
+            version: Some(hostile.clone()),
+            ..Default::default()
+        });
+        assert!(!r.version.expect("version").contains(['\u{1b}', '\u{202e}']));
+        assert_eq!(shown::text("a\\b"), "a\\\\b");
+    }
 }

@@ -12,10 +12,12 @@
 //! own signature, expiry and `created` floor still hold). The channel itself passes the same
 //! trust gate as a manifest ([`crate::trust::gate::fetch_channel`]) and the
 //! same rules of time ([`check_time`]): not dated ahead of the host's
-//! clock, not older than one already verified from the same URL (the
-//! `created` floor, kept in the state like a manifest's), not expired. A
-//! replayed old channel could undo a withdrawal or a halt; a frozen one
-//! expires.
+//! clock, not behind one already verified from the same URL (the
+//! `created` floor, kept in the state like a manifest's, with the SHA-256
+//! of the channel verified at that date: an older `created`, or the same
+//! one with other bytes, is a replay), not expired. A replayed old channel
+//! could undo a withdrawal or a halt; a frozen one expires. Refusals name
+//! the URL actually fetched (the mirror's, the last redirect's).
 //!
 //! Withdrawn entries are ignored entirely, barrier or not: withdrawing a
 //! barrier needs a replacement barrier (`abupdate channel add --barrier`).
@@ -31,7 +33,7 @@
 #[cfg(feature = "pack")]
 pub mod edit;
 
-use crate::manifest::{Manifest, Version, MAX_CREATED_AHEAD};
+use crate::manifest::{Behind, Floor, Manifest, Version, MAX_CREATED_AHEAD};
 use crate::timefmt::{format_rfc3339, parse_rfc3339};
 use serde::Deserialize;
 use serde_json::Value;
@@ -78,9 +80,12 @@ pub struct Channel {
     pub halt: bool,
     /// The releases, in the order listed.
     pub releases: Vec<Release>,
+    /// SHA-256 of its exact bytes (lowercase hex): what the host's floor
+    /// keeps, so the same `created` with other bytes is known for a replay.
+    pub sha256: String,
 }
 
-/// Why a channel is refused; each names the channel's URL.
+/// Why a channel is refused; each names the URL it was fetched from.
 #[derive(PartialEq, Eq)]
 pub enum ChannelError {
     /// Not the channel's shape, or a field malformed (kind `manifest`).
@@ -108,8 +113,9 @@ pub enum ChannelError {
         /// Its `created`.
         created: i64,
     },
-    /// Older than one already verified from the same URL: a stale cache or
-    /// a replay (kind `stale`).
+    /// Behind one already verified from the same URL (older, or the same
+    /// `created` with other bytes): a stale cache or a replay (kind
+    /// `stale`).
     Stale {
         /// The channel's URL.
         url: String,
@@ -117,6 +123,8 @@ pub enum ChannelError {
         created: i64,
         /// The newest seen from there.
         newest: i64,
+        /// How it is behind.
+        behind: Behind,
     },
     /// The manifest is not the one the channel binds (kind `hash_mismatch`).
     ManifestMismatch {
@@ -150,11 +158,14 @@ impl fmt::Display for ChannelError {
                 url,
                 created,
                 newest,
+                behind,
             } => write!(
                 f,
-                "channel {url}: created {} is older than one already verified from there ({}): a stale cache or a replay",
+                "channel {url}: created {} {} (created {}): {}",
                 t(created),
-                t(newest)
+                behind.describe(),
+                t(newest),
+                behind.cause()
             ),
             ManifestMismatch {
                 url,
@@ -278,23 +289,27 @@ fn parse_fields(bytes: &[u8]) -> Result<Channel, FieldError> {
         expires,
         halt,
         releases,
+        sha256: crate::install::hex(&crate::manifest::sha2_digest(bytes)),
     })
 }
 
 /// What the host knows when it judges a channel's time: the same facts as
 /// for a manifest ([`crate::manifest::HostFacts`]).
 #[derive(Clone, Copy, Debug)]
-pub struct TimeFacts {
+pub struct TimeFacts<'a> {
     /// Now, by the host clock.
     pub now: i64,
     /// The newest `created` this host has verified anywhere (the clock's floor).
     pub newest_created_seen: Option<i64>,
-    /// The newest `created` verified from this channel's URL.
-    pub newest_from_source: Option<i64>,
+    /// The floor kept for this channel's URL: the newest `created` verified
+    /// from there and, when known, that channel's SHA-256.
+    pub floor: Option<&'a Floor>,
 }
 
 /// Whether the channel may be believed now, in the manifest's order: not
-/// dated ahead, not older than the newest from its URL, not expired.
+/// dated ahead, not behind the floor of its URL
+/// ([`crate::manifest::against_floor`]), not expired. `url` is the one it
+/// was fetched from, for the refusal to name.
 pub fn check_time(url: &str, ch: &Channel, t: &TimeFacts) -> Result<(), ChannelError> {
     let clock = t.now.max(t.newest_created_seen.unwrap_or(i64::MIN));
     let url = url.to_string();
@@ -304,11 +319,12 @@ pub fn check_time(url: &str, ch: &Channel, t: &TimeFacts) -> Result<(), ChannelE
             created: ch.created,
         });
     }
-    if let Some(newest) = t.newest_from_source.filter(|n| ch.created < *n) {
+    if let Err(behind) = crate::manifest::against_floor(ch.created, &ch.sha256, t.floor) {
         return Err(ChannelError::Stale {
             url,
             created: ch.created,
-            newest,
+            newest: t.floor.map_or(ch.created, |f| f.created),
+            behind,
         });
     }
     if ch.expires <= clock {
@@ -558,6 +574,7 @@ pub fn bind(url: &str, release: &Release, m: &Manifest) -> Result<(), ChannelErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::FloorBytes;
 
     const H: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
@@ -577,6 +594,7 @@ mod tests {
                     withdrawn: *withdrawn,
                 })
                 .collect(),
+            sha256: H.into(),
         }
     }
 
@@ -988,11 +1006,16 @@ mod tests {
         assert!(Channel::parse("u", v2.as_bytes()).is_err());
     }
 
-    fn facts(now: i64, floor: Option<i64>, source: Option<i64>) -> TimeFacts {
+    fn facts(now: i64, floor: Option<i64>, source: Option<i64>) -> TimeFacts<'static> {
         TimeFacts {
             now,
             newest_created_seen: floor,
-            newest_from_source: source,
+            floor: source.map(|created| {
+                &*Box::leak(Box::new(Floor {
+                    created,
+                    bytes: FloorBytes::Unknown,
+                }))
+            }),
         }
     }
 
@@ -1016,6 +1039,33 @@ mod tests {
         let c = ch(false, &[]);
         let e = check_time("u", &c, &facts(1500, None, Some(1001))).expect_err("stale");
         assert_eq!(e.kind(), crate::error::Kind::Stale);
+    }
+
+    #[test]
+    fn a_channel_with_its_urls_created_and_other_bytes_is_a_replay() {
+        let c = ch(false, &[]);
+        let seen = |sha256: &str| Floor {
+            created: c.created,
+            bytes: FloorBytes::Known(sha256.into()),
+        };
+        let t = |floor| TimeFacts {
+            now: 1500,
+            newest_created_seen: None,
+            floor,
+        };
+        let other = seen(&"b".repeat(64));
+        let e = check_time("https://m/cache/channel.json", &c, &t(Some(&other)))
+            .expect_err("same created, other bytes");
+        assert_eq!(e.kind(), crate::error::Kind::Stale);
+        assert_eq!(e.to_string(), "channel https://m/cache/channel.json: created 1970-01-01T00:16:40Z is that of another document with other bytes this host already verified from there (created 1970-01-01T00:16:40Z): a replay, or a re-sign that did not advance created; nothing from there is acted on until one with a newer created");
+        // The same bytes again, or a floor that kept no bytes (an older
+        // state file): the same channel.
+        let same = seen(H);
+        assert_eq!(check_time("u", &c, &t(Some(&same))), Ok(()));
+        assert_eq!(
+            check_time("u", &c, &facts(1500, None, Some(c.created))),
+            Ok(())
+        );
     }
 
     #[test]

@@ -126,6 +126,7 @@ pub fn fetch_verified(
 /// may be believed *now* is [`crate::channel::check_time`].
 pub struct VerifiedChannel {
     location: String,
+    source: String,
     channel: Channel,
 }
 
@@ -133,6 +134,13 @@ impl VerifiedChannel {
     /// The channel's own location: its manifests resolve against it.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// Where the verified bytes actually came from (the mirror's URL, the
+    /// last redirect's target): what a refusal of them names. Raw: show it
+    /// through [`crate::fetch::redact`].
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The verified channel.
@@ -145,17 +153,20 @@ impl VerifiedChannel {
 /// as a manifest's ([`fetch_verified`]), then parse it.
 pub fn fetch_channel(transport: &Transport, src: &Source) -> Result<VerifiedChannel> {
     let max = crate::channel::MAX_CHANNEL_BYTES;
-    let Some((body, _, _)) = fetch_signed(transport, src, max, None)? else {
+    // Refusals name the URL actually fetched (through the mirror), as the
+    // fetch's own errors do.
+    let Some((body, _, source)) = fetch_signed(transport, src, max, None)? else {
         return Err(crate::channel::ChannelError::Malformed {
-            url: crate::fetch::redact(src.location).into_owned(),
+            url: crate::fetch::redact(&src.via_mirror(src.location)).into_owned(),
             field: "HTTP 304".into(),
             reason: "an answer to an unconditional request",
         }
         .into());
     };
-    let channel = Channel::parse(&crate::fetch::redact(src.location), &body)?;
+    let channel = Channel::parse(&crate::fetch::redact(&source), &body)?;
     Ok(VerifiedChannel {
         location: src.location.to_string(),
+        source,
         channel,
     })
 }

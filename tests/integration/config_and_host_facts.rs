@@ -92,3 +92,35 @@ fn os_release_is_read_by_its_quoting_rules() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(status["booted_version"], "2.0");
 }
+
+/// os-release is outside bytes: `status` shows its version by the one
+/// quoting rule, in text and `--json` alike, losing no byte (the
+/// reviewer's value: a bidi override, an ESC sequence, a byte not UTF-8).
+#[test]
+fn status_shows_a_hostile_os_release_version_escaped_and_lossless() {
+    let h = TestHost::new("facts-os-release-bytes", "1.0", HostOptions::default());
+    std::fs::write(
+        &h.os_release,
+        b"ID=test\nIMAGE_VERSION=1.0\xe2\x80\xae\x1b[2J\xff\n",
+    )
+    .expect("os-release");
+    let shown = r"1.0\xe2\x80\xae\x1b[2J\xff";
+    let out = h.abupdate(&["status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = &out.stdout;
+    assert!(
+        !stdout.contains(&0x1b) && !stdout.windows(3).any(|w| w == "\u{202e}".as_bytes()),
+        "raw bytes reached the terminal: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(stdout).contains(&format!("booted version: {shown}\n")),
+        "{}",
+        text(&out)
+    );
+    let out = h.abupdate(&["--json", "status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!out.stdout.windows(3).any(|w| w == "\u{202e}".as_bytes()));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["booted_version"], shown);
+}

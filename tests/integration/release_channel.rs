@@ -16,6 +16,7 @@
 //! | a staged trial withdrawn: disarmed, the booted slot boots next, not failed | `a_staged_trial_is_disarmed_when_its_release_is_withdrawn` |
 //! | a halt disarms a staged trial; a resume stages it again | `a_halt_disarms_a_staged_trial_and_a_resume_stages_it_again` |
 //! | a channel unreachable or replayed: the staged trial stays armed | `an_unreachable_or_stale_channel_disarms_nothing` |
+//! | a halt re-signed with the same `created`: neither copy is acted on | `a_halt_signed_with_the_same_created_is_not_undone_by_a_replay` |
 //! | a barrier the operator cancelled: held as a cancel, not a failure; by hand it goes on | `a_cancelled_barrier_holds_the_timer_as_cancelled_and_an_install_by_hand_goes_on` |
 
 use crate::common::channel::{channel, channel_cmd, channel_host, channel_path};
@@ -275,12 +276,16 @@ fn bad_channels_are_refused_with_their_kind_and_touch_nothing() {
     write_signed(&h, &doc);
     refused(&h, "expired", "expired");
 
-    // The manifest the channel points to is not the one it binds.
+    // The manifest the channel points to is not the one it binds. Each
+    // edit advances `created`, as the operator's tools do (the same date
+    // with other bytes would be refused as a replay).
     let mut doc = good.clone();
+    doc["created"] = date(now() + 10).into();
     doc["releases"][0]["sha256"] = "0".repeat(64).into();
     write_signed(&h, &doc);
     refused(&h, "hash_mismatch", "manifest hash mismatch");
     let mut doc = good.clone();
+    doc["created"] = date(now() + 20).into();
     doc["releases"][0]["version"] = "2.5".into();
     write_signed(&h, &doc);
     refused(&h, "hash_mismatch", "manifest version mismatch");
@@ -622,4 +627,64 @@ fn an_unreachable_or_stale_channel_disarms_nothing() {
     let out = h.abupdate(&["--json", "update", "--now"]);
     let why = format!("is withdrawn from the release channel {}", p.display());
     assert_disarmed(&h, &out, &why);
+}
+
+/// A halt edited by hand and signed with `abupdate sign`, its `created`
+/// left as it was: the host that saw the open channel refuses the halted
+/// one as a replay (same `created`, other bytes), and then the open one
+/// too (which of the two is the newer cannot be told), where it used to
+/// take the replayed open channel and install. A channel with a newer
+/// `created` is acted on again.
+#[test]
+fn a_halt_signed_with_the_same_created_is_not_undone_by_a_replay() {
+    let h = host("same-created", "1.0");
+    release(&h, "2.0", false);
+    let open = current(&h);
+    write_signed(&h, &open);
+    let (code, v) = check_json(&h);
+    assert_eq!(code, Some(100), "{v}");
+    let mut halted = open.clone();
+    halted["halt"] = true.into();
+    write_signed(&h, &halted);
+    let (code, v) = check_json(&h);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["kind"], "stale", "{v}");
+    let created = open["created"].as_str().expect("created");
+    let want = format!(
+        "channel {}: created {created} is that of another document with other bytes this host already verified from there (created {created})",
+        channel_path(&h).display()
+    );
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.starts_with(&want)),
+        "{v}"
+    );
+    write_signed(&h, &open);
+    refused(
+        &h,
+        "stale",
+        "the open channel replayed with the same created",
+    );
+    channel(&h, "resign", &[]);
+    let (code, v) = check_json(&h);
+    assert_eq!(code, Some(100), "{v}");
+}
+
+/// The booted version the channel cannot place is outside bytes: named
+/// by the one quoting rule, byte for byte (no raw ESC or U+202E, no U+FFFD).
+#[test]
+fn an_unplaceable_booted_version_is_named_escaped_and_lossless() {
+    let h = host("unknown-bytes", "1.0");
+    release(&h, "2.0", false);
+    std::fs::write(
+        &h.os_release,
+        b"ID=test\nIMAGE_VERSION=1.0\xe2\x80\xae\x1b[2J\xff\n",
+    )
+    .expect("os-release");
+    let (code, v) = check_json(&h);
+    assert_eq!(code, Some(1), "{v}");
+    let msg = v["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with(r#"the booted version "1.0\xe2\x80\xae\x1b[2J\xff" (from "#),
+        "{msg}"
+    );
 }

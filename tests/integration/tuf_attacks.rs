@@ -749,11 +749,16 @@ fn malicious_mirror_replays_an_older_manifest() {
     for stale in [&open, &older] {
         publish(stale);
         let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+        // Named by the URL actually fetched: the mirror's, not the origin's.
         line = refused(
             &h,
             &b,
             &out,
-            "is older than one this host already verified from the same source",
+            &format!(
+                "release manifest {}: created {} is older than one this host already verified from there",
+                mirror.url("/edge/release.json"),
+                at(0)
+            ),
         );
         assert_eq!(
             h.grub_vars().get("B_OK"),
@@ -773,6 +778,123 @@ fn malicious_mirror_replays_an_older_manifest() {
     row(
         "malicious mirror (stale copy after a pause, older release)",
         &line,
+    );
+}
+
+/// A pause re-signed by hand without advancing `created` (`abupdate sign`
+/// or minisign over an edited manifest): the host that saw the pause
+/// refuses the unpaused copy with the same `created` as a replay (naming
+/// the mirror's URL and the date), where it used to take "the same date" as
+/// the same manifest and install. Both copies are refused from then on;
+/// one with a newer `created` is taken.
+#[test]
+fn a_replay_with_the_same_created_and_other_bytes_is_refused() {
+    use abupdate::timefmt::{format_rfc3339, now};
+    let serving: Arc<std::sync::Mutex<Files>> = Arc::default();
+    let serving2 = serving.clone();
+    let mirror = Server::start(move |req, s| {
+        let files = serving2.lock().unwrap().clone();
+        match files.get(req.path.as_str()) {
+            Some(data) => serve(req, s, data),
+            None => not_found(s),
+        }
+    });
+    let h = mirror_host("mirror-same-created", &mirror);
+    let t = now() - 3600;
+    let (created, expires) = (format_rfc3339(t), format_rfc3339(t + 30 * 86_400));
+    let dated = ["--created", &created, "--expires", &expires];
+    let open = h.pack("r2-open", "2.0", &image("2.0", LEN), &dated);
+    // The pause, edited by hand and re-signed with the same `created`.
+    let paused = h.pack("r2-paused", "2.0", &image("2.0", LEN), &dated);
+    h.resign(&paused, |v| {
+        v["rollout"] = serde_json::json!({"percent": 100, "paused": true});
+        None
+    });
+    let publish = |m: &Path| {
+        *serving.lock().unwrap() = files_of(m.parent().expect("dir"))
+            .into_iter()
+            .map(|(p, d)| (format!("/edge{p}"), d))
+            .collect();
+    };
+    publish(&paused);
+    let out = h.abupdate(&["--json", "update", "--now", "--no-reboot"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["reason"], "waiting_for_wave", "{v}");
+
+    let b = h.untouched();
+    publish(&open);
+    let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+    let line = refused(
+        &h,
+        &b,
+        &out,
+        &format!(
+            "release manifest {}: created {created} is that of another document with other bytes this host already verified from there (created {created})",
+            mirror.url("/edge/release.json")
+        ),
+    );
+    // Which of the two is the newer cannot be told: the pause is not
+    // taken again either (fail closed) until a newer `created`.
+    publish(&paused);
+    let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+    refused(&h, &b, &out, "a re-sign that did not advance created");
+    let resumed = h.pack("r2-resumed", "2.0", &image("2.0", LEN), &[]);
+    publish(&resumed);
+    let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.slot_bytes(1, LEN), image("2.0", LEN));
+    row("replay with the same created (hand re-sign)", &line);
+}
+
+/// A release channel through a site cache that replays an older channel:
+/// refused as stale, and the error names the URL actually fetched (the
+/// mirror's), not the configured origin's.
+#[test]
+fn a_stale_channel_through_a_mirror_is_refused_naming_the_mirror() {
+    let serving: Arc<std::sync::Mutex<Files>> = Arc::default();
+    let serving2 = serving.clone();
+    let mirror = Server::start(move |req, s| {
+        let files = serving2.lock().unwrap().clone();
+        match files.get(req.path.as_str()) {
+            Some(data) => serve(req, s, data),
+            None => not_found(s),
+        }
+    });
+    let h = mirror_host("mirror-channel", &mirror);
+    set_config(
+        &h,
+        "url = \"http://updates.invalid/edge/release.json\"\n",
+        "channel = \"http://updates.invalid/edge/channel.json\"\n",
+    );
+    let m = h.pack("r2", "2.0", &image("2.0", LEN), &[]);
+    let dir = m.parent().expect("dir").to_path_buf();
+    let edit = |action: &[&str]| {
+        let out = run(Command::new(bin())
+            .arg("channel")
+            .args(action)
+            .arg("--secret")
+            .arg(&h.secret_key));
+        assert!(out.status.success(), "channel: {}", text(&out));
+        files_of(&dir)
+            .into_iter()
+            .map(|(p, d)| (format!("/edge{p}"), d))
+            .collect::<Files>()
+    };
+    let chan = dir.join("channel.json");
+    let (c, r) = (chan.to_str().expect("p"), m.to_str().expect("p"));
+    let old = edit(&["add", c, r]);
+    let halted = edit(&["halt", c]);
+    *serving.lock().unwrap() = halted;
+    let out = h.abupdate(&["--json", "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    *serving.lock().unwrap() = old;
+    let v = json_error(&h, &["check"]);
+    assert_eq!(v["kind"], "stale", "{v}");
+    let want = format!("channel {}: created ", mirror.url("/edge/channel.json"));
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.starts_with(&want)),
+        "{v}"
     );
 }
 
