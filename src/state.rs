@@ -1195,7 +1195,8 @@ impl StateDir {
             }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                 let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
+                // A pid; whatever else was left there is not read whole.
+                let _ = (&mut file).take(64).read_to_string(&mut holder);
                 let holder = match holder.trim() {
                     "" => "another process".to_string(),
                     pid => format!("pid {pid}"),

@@ -86,6 +86,10 @@ use crate::state::{PlannedReboot, Probation, SlotStatus, State};
 /// that ended cleanly.
 pub const SHUTDOWN_MARK: &str = "shutdown-mark";
 
+/// The most read of the clean-shutdown mark: a boot id is 37 bytes; a
+/// larger file is no mark and is not read whole.
+const MAX_MARK_BYTES: u64 = 4096;
+
 /// What a probation step is decided from: plain data, read by [`watch`].
 #[derive(Clone, Debug)]
 pub struct Facts<'a> {
@@ -519,9 +523,12 @@ fn read_fallback(host: &Host, state: &State, slot: SlotName) -> Fallback {
 
 /// The clean-shutdown mark at `path`, trimmed; `None` when it was never
 /// written (with a warning on stderr naming the path: restarts are not
-/// counted). Any other read error is an error naming the path.
+/// counted). Any other read error is an error naming the path: read by
+/// the rules of outside files ([`crate::files::read_text_capped`]), so a
+/// FIFO there is refused at once (it never holds `health`, and the state
+/// lock with it) and a file over [`MAX_MARK_BYTES`] is refused unread.
 fn read_mark(path: &std::path::Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
+    match crate::files::read_text_capped(path, MAX_MARK_BYTES) {
         Ok(m) => Ok(Some(m.trim().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             log(&format!(
@@ -583,6 +590,28 @@ mod tests {
             fallback: Some(usable()),
             withdrawn: None,
         }
+    }
+
+    #[test]
+    fn a_mark_that_is_a_fifo_or_huge_is_an_error_naming_it_without_hanging() {
+        let d = crate::testutil::TempDir::new("mark");
+        let path = d.path().join(SHUTDOWN_MARK);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let fifo = path.clone();
+        let read = crate::testutil::within_5s(move || read_mark(&fifo).map_err(|e| e.to_string()));
+        let e = read.expect_err("a FIFO is no mark");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(300 << 20).unwrap();
+        let e = read_mark(&path).expect_err("over the cap").to_string();
+        assert!(e.contains("larger than 4096 bytes"), "{e}");
+        std::fs::write(&path, "boot-1\n").unwrap();
+        assert_eq!(read_mark(&path).unwrap().as_deref(), Some("boot-1"));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(read_mark(&path).unwrap(), None, "never written");
     }
 
     #[test]
