@@ -14,11 +14,16 @@
 //!
 //! The window is on the wall clock, which can be wrong at the commit (an
 //! RTC ahead or reset, before NTP) and corrected later: a window that
-//! starts in the future (`now < started`) or reaches further ahead than
-//! the configured one (`until - now > probation`) is restarted from now
-//! ([`Decision::Restart`], recorded), so a wrong clock never holds
-//! updates back for longer than the configured window nor ends a
-//! probation at once. The configured window is read on every run:
+//! starts in the future (`now < started`), reaches further ahead than
+//! the configured one (`until - now > probation`), or started before the
+//! earliest time the host knows it can be ([`Facts::floor`]: the newest
+//! `created` it believed, its own release's included) while the clock is
+//! past that now, is restarted from now ([`Decision::Restart`], recorded,
+//! failures kept), so a wrong clock never holds updates back for longer
+//! than the configured window nor ends a probation at once. A clock still
+//! below the floor is not corrected yet: the window is measured on it as
+//! it runs (its start was read on the same clock), and restarts once NTP
+//! moves it past the floor. The configured window is read on every run:
 //! `probation = "0"` ends a running probation at the next run
 //! ([`Decision::Off`], recorded as the probation's `off`, not `passed`).
 //!
@@ -104,6 +109,11 @@ pub struct Facts<'a> {
     pub window: i64,
     /// Failures tolerated (`probation_failures`): one more rolls back.
     pub limit: u32,
+    /// The earliest time the host knows it can be (`state.newest_created`:
+    /// the newest `created` it believed; the committed release's own is
+    /// among them). A window that started before it was read on a clock
+    /// reset to the past (to 2000 before NTP); `None`: nothing known.
+    pub floor: Option<i64>,
     /// This boot's id (`None`: the host cannot tell its boots apart, and
     /// restarts are not counted).
     pub boot_id: Option<&'a str>,
@@ -256,7 +266,13 @@ pub fn decide(f: &Facts) -> Decision {
     if let Some(why) = f.withdrawn {
         return onto_old_slot(f, why.to_string(), Cause::Withdrawn);
     }
-    if f.now < p.started || p.until.saturating_sub(f.now) > f.window {
+    // Started below the floor while now is past it: the clock was wrong at
+    // the start and has been corrected since (a floor above now too means
+    // both were read on the same wrong clock: the window runs on it).
+    let before_floor = f
+        .floor
+        .is_some_and(|floor| p.started < floor && f.now >= floor);
+    if f.now < p.started || before_floor || p.until.saturating_sub(f.now) > f.window {
         return Decision::Restart {
             started: f.now,
             until: f.now.saturating_add(f.window),
@@ -350,6 +366,7 @@ pub(super) fn watch(
     let now = crate::timefmt::now();
     let limit = host.config.health.probation_failures;
     let window = i64::try_from(host.config.health.probation.as_secs()).unwrap_or(i64::MAX);
+    let floor = state.newest_created;
     let mut checks = None;
     let mut fallback = None;
     let decision = loop {
@@ -359,6 +376,7 @@ pub(super) fn watch(
             now,
             window,
             limit,
+            floor,
             boot_id: boot_id.as_deref(),
             mark: mark.as_deref(),
             checks: checks.clone(),
@@ -584,6 +602,7 @@ mod tests {
             now: 150,
             window: 100,
             limit: 2,
+            floor: Some(10),
             boot_id: Some("boot-1"),
             mark: Some("boot-older"),
             checks: None,
@@ -780,6 +799,45 @@ mod tests {
                 until: 199
             },
             "the configured window shortened below what is left: capped"
+        );
+    }
+
+    #[test]
+    fn a_window_started_before_the_clock_floor_restarts_once_the_clock_is_past_it_not_before() {
+        // Committed with the RTC reset to 2000 (before NTP), two failures
+        // counted since; the host has believed a release created at 120.
+        let mut p = probation(2, Some("boot-1"));
+        (p.started, p.until) = (0, 100);
+        let mut f = facts(&p);
+        f.floor = Some(120);
+        f.now = 150;
+        assert_eq!(
+            decide(&f),
+            Decision::Restart {
+                started: 150,
+                until: 250
+            },
+            "not `End`: the window never ran on a right clock"
+        );
+        // Restarted (failures kept): judged on as any window.
+        let mut p = probation(2, Some("boot-1"));
+        (p.started, p.until) = (150, 250);
+        let mut f = facts(&p);
+        f.floor = Some(120);
+        f.now = 160;
+        assert_eq!(decide(&f), Decision::RunChecks);
+        // A clock still below the floor is not corrected yet: the window
+        // started and is read on that same clock, and runs on it
+        // (restarting from now would start below the floor again, for ever).
+        let p = probation(0, Some("boot-1"));
+        let mut f = facts(&p);
+        f.floor = Some(1_000);
+        assert_eq!(decide(&f), Decision::RunChecks);
+        f.now = 200;
+        assert_eq!(
+            decide(&f),
+            Decision::End,
+            "its window elapsed on that clock"
         );
     }
 
