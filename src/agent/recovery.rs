@@ -196,6 +196,9 @@ pub struct ManualFacts<'a> {
     pub a: &'a SlotStatus,
     /// Slot B's record.
     pub b: &'a SlotStatus,
+    /// The slot whose committed release is on probation (a probation
+    /// recorded and not over), if any.
+    pub probation: Option<SlotName>,
     /// `--force`: the operator vouches for what the records do not show.
     pub force: bool,
 }
@@ -205,6 +208,12 @@ impl ManualFacts<'_> {
     /// transaction writes or staged.
     fn running_trial(&self) -> bool {
         self.transaction.is_some_and(|t| t.to == self.booted)
+    }
+
+    /// The host runs the committed release on probation (booted from its
+    /// slot: not fallen back).
+    fn running_probation(&self) -> bool {
+        self.probation == Some(self.booted)
     }
 
     /// Whether `slot` is not the booted one and holds the transaction's
@@ -259,6 +268,15 @@ pub enum ManualPlan {
     /// ([`retire_trial`]: bad, the old slot activated, the release on the
     /// failed list), so the timer does not install it again.
     RejectTrial,
+    /// The host runs a committed release on probation and the operator
+    /// rejects it (`rollback`, or `mark-bad` of the booted slot): a manual
+    /// late rollback, retired as a probation that failed ([`retire_trial`]
+    /// with [`Failure::Late`]: bad, the old slot activated, the release on
+    /// the failed list, the probation over, `rolled_back_late`), once, so
+    /// the next boot finds nothing to record and the timer does not
+    /// install it again. Before, `mark-bad` only marked the slot and the
+    /// next boot recorded a second verdict (a fall-back).
+    RejectOnProbation,
     /// `mark-bad` of the other slot, which holds a release staged and
     /// never booted: the operator cancels it. Disarmed (bad, the running
     /// slot activated, nothing pending), reported `disarmed` (not counted
@@ -309,6 +327,9 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             if slot == f.booted && f.running_trial() {
                 return Ok(ManualPlan::RejectTrial);
             }
+            if slot == f.booted && f.running_probation() {
+                return Ok(ManualPlan::RejectOnProbation);
+            }
             if f.staged_in(slot) {
                 return Ok(ManualPlan::CancelStaged);
             }
@@ -321,6 +342,9 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             }
             if f.running_trial() {
                 return Ok(ManualPlan::RejectTrial);
+            }
+            if f.running_probation() {
+                return Ok(ManualPlan::RejectOnProbation);
             }
             Ok(ManualPlan::SwitchTo {
                 slot: other,
@@ -348,6 +372,7 @@ fn plan(
             transaction: state.transaction.as_ref(),
             a: &a,
             b: &b,
+            probation: state.on_probation().map(|p| p.slot),
             force,
         },
     )
@@ -395,6 +420,17 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<(
                 &Failure::Rejected(op),
                 no_reboot,
             )?;
+            Ok(())
+        }
+        ManualPlan::RejectOnProbation => {
+            let Some(release) = state.probation_release() else {
+                return Ok(());
+            };
+            let why = Failure::Late {
+                what: format!("rejected by hand during its probation (`abupdate {op}`)"),
+                fell_back: false,
+            };
+            retire_trial(host, &flip, &mut state, &release, &why, no_reboot)?;
             Ok(())
         }
         ManualPlan::CancelStaged => {
@@ -450,6 +486,7 @@ mod tests {
                 transaction: t,
                 a: &a,
                 b: &b,
+                probation: None,
                 force,
             },
         )
@@ -642,6 +679,61 @@ mod tests {
                 slot: B,
                 good: false
             })
+        );
+    }
+
+    #[test]
+    fn rejecting_the_release_on_probation_is_one_late_rollback() {
+        // Booted B, 2.0 committed there and on probation, A good.
+        let on = |op, a: SlotStatus, probation, force| {
+            judge(
+                op,
+                &ManualFacts {
+                    booted: B,
+                    transaction: None,
+                    a: &a,
+                    b: &Good,
+                    probation,
+                    force,
+                },
+            )
+        };
+        for op in [Manual::MarkBad(B), Manual::Rollback] {
+            assert_eq!(
+                on(op, Good, Some(B), false),
+                Ok(ManualPlan::RejectOnProbation),
+                "{op}: not a bare mark or switch the next boot records again"
+            );
+            let r = on(op, Bad, Some(B), false);
+            assert_eq!(refused_for(r), (A, Bad, false), "{op}: no good fallback");
+            assert_eq!(
+                on(op, Bad, Some(B), true),
+                Ok(ManualPlan::RejectOnProbation),
+                "{op} --force"
+            );
+        }
+        // No probation, or the bootloader fell back to A already: as before.
+        assert_eq!(
+            on(Manual::MarkBad(B), Good, None, false),
+            Ok(ManualPlan::Mark {
+                slot: B,
+                good: false
+            })
+        );
+        assert_eq!(
+            on(Manual::Rollback, Good, None, false),
+            Ok(ManualPlan::SwitchTo {
+                slot: A,
+                vouched: false
+            })
+        );
+        assert_eq!(
+            on(Manual::MarkBad(A), Good, Some(A), false),
+            Ok(ManualPlan::Mark {
+                slot: A,
+                good: false
+            }),
+            "the slot on probation not running (fell back): no rejection of it"
         );
     }
 

@@ -227,6 +227,56 @@ fn a_bootloader_fallback_during_probation_is_recorded_as_a_late_rollback() {
     assert_rolled_back_late(&mut h);
 }
 
+/// Issue (review 3, 1): `mark-bad` of the booted B while 2.0 was on
+/// probation only marked it: the same boot's `health` said `rolled_back`
+/// with 2.0 not on the failed list and the probation still open, and the
+/// next boot recorded a second verdict (`rolled_back_late`, "slot B fell
+/// back"). The operator's rejection of the release on probation, by
+/// `mark-bad` or `rollback`, is now one manual late rollback, recorded at
+/// once.
+#[test]
+fn rejecting_the_release_on_probation_by_hand_is_one_late_rollback() {
+    for (name, verb, typed) in [
+        ("prob-markbad", &["mark-bad"][..], "mark-bad B"),
+        (
+            "prob-rollback",
+            &["rollback", "--no-reboot"][..],
+            "rollback",
+        ),
+    ] {
+        let (mut h, _) = on_probation(name, "");
+        let out = h.abupdate(verb);
+        assert!(out.status.success(), "{verb:?}: {}", text(&out));
+        let reason = format!(
+            "failed on probation: rejected by hand during its probation (`abupdate {typed}`)"
+        );
+        let s = h.state();
+        assert_eq!(s["failed"][0]["reason"], reason.as_str(), "{verb:?}: {s}");
+        assert!(
+            s["probation"].is_null(),
+            "{verb:?}: the probation ends: {s}"
+        );
+        // The same boot's `health` only finishes the rollback (the reboot
+        // `mark-bad` does not do); it records no verdict of its own.
+        let out = h.abupdate(&["health"]);
+        assert_eq!(out.status.code(), Some(1), "{verb:?}: {}", text(&out));
+        assert_eq!(h.state()["failed"], s["failed"], "{verb:?}");
+        assert_eq!(h.state()["outcomes"], s["outcomes"], "{verb:?}");
+        assert_rolled_back_late(&mut h);
+        let s = h.state();
+        assert_eq!(
+            s["failed"].as_array().map(Vec::len),
+            Some(1),
+            "{verb:?}: {s}"
+        );
+        assert_eq!(
+            s["failed"][0]["reason"],
+            reason.as_str(),
+            "{verb:?}: the next boot recorded a second verdict: {s}"
+        );
+    }
+}
+
 /// Rewrite `state.json` with `edit` applied.
 fn edit_state(h: &TestHost, edit: impl FnOnce(&mut serde_json::Value)) {
     let mut s = h.state();
