@@ -378,39 +378,77 @@ fn plan(
     )
 }
 
+/// What a manual verb did: plain data for its output (`--json` and the
+/// text line), one variant per [`ManualPlan`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManualDone {
+    /// `slot`'s flag and record set ([`ManualPlan::Mark`]).
+    Marked {
+        /// The slot marked.
+        slot: SlotName,
+        /// Good or bad.
+        good: bool,
+    },
+    /// The release the host ran was rejected and retired
+    /// ([`ManualPlan::RejectTrial`], [`ManualPlan::RejectOnProbation`]).
+    Rejected {
+        /// The release rejected.
+        version: String,
+        /// On probation (committed), not on its trial.
+        late: bool,
+        /// The slot that boots next.
+        next: SlotName,
+    },
+    /// A staged release cancelled ([`ManualPlan::CancelStaged`]).
+    Cancelled {
+        /// The release cancelled.
+        version: String,
+        /// The slot it was staged in (now bad).
+        slot: SlotName,
+    },
+    /// `slot` made the one booted next ([`ManualPlan::SwitchTo`]).
+    Switched {
+        /// The slot booted next.
+        slot: SlotName,
+    },
+    /// The plan's record was gone when applied (nothing to reject or
+    /// cancel): nothing changed.
+    Unchanged,
+}
+
 /// `mark-good` / `mark-bad` by hand: `slot`, else the booted one; refused
 /// ([`judge`]) when it would leave no proven good slot bootable, unless
 /// `force`.
-pub fn mark(host: &Host, slot: Option<SlotName>, good: bool, force: bool) -> Result<SlotName> {
+pub fn mark(host: &Host, slot: Option<SlotName>, good: bool, force: bool) -> Result<ManualDone> {
     let booted = host.booted_slot()?;
     let slot = slot.unwrap_or(booted);
     let op = match good {
         true => Manual::MarkGood(slot),
         false => Manual::MarkBad(slot),
     };
-    run_manual(host, op, force, true)?;
-    Ok(slot)
+    run_manual(host, op, force, true)
 }
 
 /// Boot the other slot if it holds a proven good system (or `force`).
-pub fn rollback(host: &Host, force: bool, no_reboot: bool) -> Result<SlotName> {
-    let other = host.booted_slot()?.other();
-    run_manual(host, Manual::Rollback, force, no_reboot)?;
-    Ok(other)
+pub fn rollback(host: &Host, force: bool, no_reboot: bool) -> Result<ManualDone> {
+    run_manual(host, Manual::Rollback, force, no_reboot)
 }
 
 /// Judge `op` on this host's records under the lock, then apply it: the
 /// one runner of the manual verbs.
-fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<()> {
+fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<ManualDone> {
     let lock = host.state_dir.lock()?;
     let mut state = host.state_dir.load()?;
     let booted = host.booted_slot()?;
     let flip = Transition::new(host, &lock);
     match plan(&state, booted, op, force)? {
-        ManualPlan::Mark { slot, good } => flip.mark(&mut state, slot, good),
+        ManualPlan::Mark { slot, good } => {
+            flip.mark(&mut state, slot, good)?;
+            Ok(ManualDone::Marked { slot, good })
+        }
         ManualPlan::RejectTrial => {
             let Some(t) = state.transaction.clone() else {
-                return Ok(());
+                return Ok(ManualDone::Unchanged);
             };
             retire_trial(
                 host,
@@ -420,24 +458,36 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<(
                 &Failure::Rejected(op),
                 no_reboot,
             )?;
-            Ok(())
+            Ok(ManualDone::Rejected {
+                version: t.version,
+                late: false,
+                next: t.from,
+            })
         }
         ManualPlan::RejectOnProbation => {
             let Some(release) = state.probation_release() else {
-                return Ok(());
+                return Ok(ManualDone::Unchanged);
             };
             let why = Failure::Late {
                 what: format!("rejected by hand during its probation (`abupdate {op}`)"),
                 fell_back: false,
             };
             retire_trial(host, &flip, &mut state, &release, &why, no_reboot)?;
-            Ok(())
+            Ok(ManualDone::Rejected {
+                version: release.version,
+                late: true,
+                next: release.from,
+            })
         }
         ManualPlan::CancelStaged => {
             let Some(t) = state.transaction.clone() else {
-                return Ok(());
+                return Ok(ManualDone::Unchanged);
             };
-            cancel_staged(host, &lock, &mut state, &t, op)
+            cancel_staged(host, &lock, &mut state, &t, op)?;
+            Ok(ManualDone::Cancelled {
+                version: t.version,
+                slot: t.to,
+            })
         }
         ManualPlan::SwitchTo { slot, vouched } => {
             flip.switch_to(&mut state, slot, vouched)?;
@@ -445,7 +495,7 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<(
             if !no_reboot {
                 reboot(host)?;
             }
-            Ok(())
+            Ok(ManualDone::Switched { slot })
         }
     }
 }

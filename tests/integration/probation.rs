@@ -245,8 +245,14 @@ fn rejecting_the_release_on_probation_by_hand_is_one_late_rollback() {
         ),
     ] {
         let (mut h, _) = on_probation(name, "");
-        let out = h.abupdate(verb);
+        let out = h.abupdate(&[&["--json"][..], verb].concat());
         assert!(out.status.success(), "{verb:?}: {}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(
+            (&v["outcome"], &v["release"], &v["slot"]),
+            (&"rolled_back_late".into(), &"2.0".into(), &"A".into()),
+            "{verb:?}: {v}"
+        );
         let reason = format!(
             "failed on probation: rejected by hand during its probation (`abupdate {typed}`)"
         );
