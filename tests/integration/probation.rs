@@ -8,7 +8,7 @@
 //! old slot: otherwise the release is kept (`no_fallback`).
 
 use crate::common::channel::{channel, channel_host, channel_path};
-use crate::common::host::{image, text, HostOptions, TestHost};
+use crate::common::host::{bounded, image, text, with_fifo, HostOptions, TestHost};
 
 /// A host on 1.0 with 2.0 committed in slot B and on probation
 /// (`extra` more `[health]` lines), and 3.0 packed and offered.
@@ -281,6 +281,47 @@ fn rejecting_the_release_on_probation_by_hand_is_one_late_rollback() {
             "{verb:?}: the next boot recorded a second verdict: {s}"
         );
     }
+}
+
+/// Issue (review 3, 3): a FIFO at `state_dir/shutdown-mark` during a
+/// probation held `health` for ever (and the state lock with it: the next
+/// `update` said another abupdate held it); a 300 MB sparse mark was read
+/// whole; the same for `[system] boot_id`. The mark is refused at once,
+/// naming it (as an unreadable mark is), a huge one unread; a boot id that
+/// is no regular file is absent (restarts not counted).
+#[test]
+fn a_fifo_or_a_huge_file_at_the_mark_or_the_boot_id_never_hangs_health() {
+    let (mut h, _) = on_probation("prob-markfifo", "");
+    assert_eq!(h.boot(), "B", "an unclean restart");
+    let mark = h.state_dir.join("shutdown-mark");
+    let shown = mark.display().to_string();
+    with_fifo(&mark, || {
+        let (code, err) = bounded(&h.config, &["health"]);
+        assert_eq!(code, Some(1), "hung or passed: {err}");
+        assert!(
+            err.lines().count() == 1 && err.contains(&shown) && err.contains("not a regular file"),
+            "{err}"
+        );
+        let (code, err) = bounded(&h.config, &["update", "--no-reboot"]);
+        assert!(!err.contains("holds"), "the state lock was kept: {err}");
+        assert_eq!(code, Some(1), "{err}");
+    });
+    let saved = std::fs::read(&mark).expect("mark");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&mark)
+        .expect("mark");
+    f.set_len(300 << 20).expect("sparse");
+    let (code, err) = bounded(&h.config, &["health"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&shown) && err.contains("larger than"), "{err}");
+    std::fs::write(&mark, saved).expect("mark back");
+    let boot_id = h.boot_id.clone();
+    with_fifo(&boot_id, || {
+        let (code, err) = bounded(&h.config, &["health"]);
+        assert_eq!(code, Some(0), "a boot id that is no file is absent: {err}");
+    });
+    assert_eq!(h.state()["probation"]["failures"], 0, "{}", h.state());
 }
 
 /// Rewrite `state.json` with `edit` applied.
