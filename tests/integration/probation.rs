@@ -599,3 +599,27 @@ fn a_withdrawal_during_probation_keeps_the_release_when_the_old_slot_is_bad() {
     assert!(s["probation"]["no_fallback"].is_i64(), "{s}");
     assert_eq!(s["metrics"]["failures"]["no_fallback"], 1, "{s}");
 }
+
+/// Issue (review 3, 4): a window recorded in 2000 (the RTC reset at the
+/// commit, NTP later) with 2 failures passed at the next run
+/// (`probation_passed`): it started before the newest `created` the host
+/// believed. It restarts from now, failures kept.
+#[test]
+fn a_window_recorded_before_the_clock_floor_restarts_instead_of_passing() {
+    let (mut h, _) = on_probation("prob-clock2000", "");
+    let floor = h.state()["newest_created"].as_i64().expect("a floor");
+    edit_state(&h, |s| {
+        s["probation"]["started"] = 946_684_800.into();
+        s["probation"]["until"] = (946_684_800 + 86_400).into();
+        s["probation"]["failures"] = 2.into();
+    });
+    h.shut_down_cleanly();
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["--json", "health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("\"on_probation\""), "{}", text(&out));
+    let p = &h.state()["probation"];
+    assert!(p["passed"].is_null(), "{p}");
+    assert!(p["started"].as_i64().is_some_and(|t| t >= floor), "{p}");
+    assert_eq!(p["failures"], 2, "{p}");
+}
