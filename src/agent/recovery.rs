@@ -145,13 +145,34 @@ pub(super) fn finish_rollback(
         host.take_reboot_lock(flip.lock(), state, &waiting)?;
     }
     reboot_into(host, other, no_reboot)?;
-    Ok(Verdict::RolledBack {
-        version: state
-            .slot(booted)
-            .version
-            .unwrap_or_else(|| "the booted release".into()),
-        reason,
+    let version = state.slot(booted).version;
+    // Finishing is no verdict of its own: it says what the retirement
+    // recorded (a late rollback, e.g. `mark-bad` on probation, stays one).
+    let late = version
+        .as_deref()
+        .is_some_and(|v| retired_late(&state.outcomes, v));
+    let version = version.unwrap_or_else(|| "the booted release".into());
+    Ok(match late {
+        true => Verdict::RolledBackLate { version, reason },
+        false => Verdict::RolledBack { version, reason },
     })
+}
+
+/// Whether `version`'s latest rollback recorded in `outcomes` was a late
+/// one (`rolled_back_late`, not `rolled_back`).
+fn retired_late(outcomes: &[crate::report::OutcomeRecord], version: &str) -> bool {
+    use crate::report::Outcome;
+    let latest = |o: Outcome| {
+        outcomes
+            .iter()
+            .filter(|r| r.release == version && r.outcome == o.as_str())
+            .map(|r| r.time)
+            .max()
+    };
+    match (latest(Outcome::RolledBackLate), latest(Outcome::RolledBack)) {
+        (Some(late), Some(trial)) => late >= trial,
+        (late, _) => late.is_some(),
+    }
 }
 
 /// Run the reboot command. Reports still in flight get until their
@@ -784,6 +805,22 @@ mod tests {
                 good: false
             }),
             "the slot on probation not running (fell back): no rejection of it"
+        );
+    }
+
+    #[test]
+    fn finishing_a_rollback_says_late_only_after_a_late_retirement() {
+        use crate::report::{record_outcome, Outcome};
+        let mut log = Vec::new();
+        record_outcome(&mut log, "2.0", Outcome::Committed, None, 10);
+        assert!(!retired_late(&log, "2.0"), "not rolled back at all");
+        record_outcome(&mut log, "2.0", Outcome::RolledBackLate, None, 20);
+        assert!(retired_late(&log, "2.0"));
+        assert!(!retired_late(&log, "3.0"), "another release");
+        record_outcome(&mut log, "2.0", Outcome::RolledBack, None, 30);
+        assert!(
+            !retired_late(&log, "2.0"),
+            "installed again by hand, its trial rejected"
         );
     }
 

@@ -264,8 +264,13 @@ fn rejecting_the_release_on_probation_by_hand_is_one_late_rollback() {
         );
         // The same boot's `health` only finishes the rollback (the reboot
         // `mark-bad` does not do); it records no verdict of its own.
-        let out = h.abupdate(&["health"]);
+        let out = h.abupdate(&["--json", "health"]);
         assert_eq!(out.status.code(), Some(1), "{verb:?}: {}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(
+            v["outcome"], "rolled_back_late",
+            "{verb:?}: the same verdict: {v}"
+        );
         assert_eq!(h.state()["failed"], s["failed"], "{verb:?}");
         assert_eq!(h.state()["outcomes"], s["outcomes"], "{verb:?}");
         assert_rolled_back_late(&mut h);
