@@ -16,9 +16,11 @@
 //! RTC ahead or reset, before NTP) and corrected later: a window that
 //! starts in the future (`now < started`), reaches further ahead than
 //! the configured one (`until - now > probation`), or started before the
-//! earliest time the host knows it can be ([`Facts::floor`]: the newest
-//! `created` it believed, its own release's included) while the clock is
-//! past that now, is restarted from now ([`Decision::Restart`], recorded,
+//! earliest time the host knew it could be then ([`Probation::floor`]: the
+//! newest `created` it believed when the window started, its own
+//! release's included; recorded, since the floor climbs with every
+//! channel or manifest believed later) while the clock is past that now,
+//! is restarted from now ([`Decision::Restart`], recorded,
 //! failures kept), so a wrong clock never holds updates back for longer
 //! than the configured window nor ends a probation at once. A clock still
 //! below the floor is not corrected yet: the window is measured on it as
@@ -109,11 +111,6 @@ pub struct Facts<'a> {
     pub window: i64,
     /// Failures tolerated (`probation_failures`): one more rolls back.
     pub limit: u32,
-    /// The earliest time the host knows it can be (`state.newest_created`:
-    /// the newest `created` it believed; the committed release's own is
-    /// among them). A window that started before it was read on a clock
-    /// reset to the past (to 2000 before NTP); `None`: nothing known.
-    pub floor: Option<i64>,
     /// This boot's id (`None`: the host cannot tell its boots apart, and
     /// restarts are not counted).
     pub boot_id: Option<&'a str>,
@@ -269,7 +266,7 @@ pub fn decide(f: &Facts) -> Decision {
     // Started below the floor while now is past it: the clock was wrong at
     // the start and has been corrected since (a floor above now too means
     // both were read on the same wrong clock: the window runs on it).
-    let before_floor = f
+    let before_floor = p
         .floor
         .is_some_and(|floor| p.started < floor && f.now >= floor);
     if f.now < p.started || before_floor || p.until.saturating_sub(f.now) > f.window {
@@ -366,7 +363,6 @@ pub(super) fn watch(
     let now = crate::timefmt::now();
     let limit = host.config.health.probation_failures;
     let window = i64::try_from(host.config.health.probation.as_secs()).unwrap_or(i64::MAX);
-    let floor = state.newest_created;
     let mut checks = None;
     let mut fallback = None;
     let decision = loop {
@@ -376,7 +372,6 @@ pub(super) fn watch(
             now,
             window,
             limit,
-            floor,
             boot_id: boot_id.as_deref(),
             mark: mark.as_deref(),
             checks: checks.clone(),
@@ -401,9 +396,12 @@ pub(super) fn watch(
                     crate::timefmt::format_rfc3339(p.until),
                     crate::timefmt::format_rfc3339(until)
                 ));
-                (p.started, p.until) = (started, until);
+                // The floor known now: a restart on a clock still below it
+                // restarts again once NTP moves the clock past it.
+                let floor = state.newest_created;
+                (p.started, p.until, p.floor) = (started, until, floor);
                 if let Some(on) = state.probation.as_mut() {
-                    (on.started, on.until) = (started, until);
+                    (on.started, on.until, on.floor) = (started, until, floor);
                 }
                 flip.save(state)?;
             }
@@ -574,6 +572,7 @@ mod tests {
             version: "2.0".into(),
             started: 100,
             until: 200,
+            floor: Some(10),
             boot_id: boot_id.map(str::to_string),
             failures,
             last_failure: None,
@@ -602,7 +601,6 @@ mod tests {
             now: 150,
             window: 100,
             limit: 2,
-            floor: Some(10),
             boot_id: Some("boot-1"),
             mark: Some("boot-older"),
             checks: None,
@@ -805,11 +803,10 @@ mod tests {
     #[test]
     fn a_window_started_before_the_clock_floor_restarts_once_the_clock_is_past_it_not_before() {
         // Committed with the RTC reset to 2000 (before NTP), two failures
-        // counted since; the host has believed a release created at 120.
+        // counted since; the host had believed a release created at 120.
         let mut p = probation(2, Some("boot-1"));
-        (p.started, p.until) = (0, 100);
+        (p.started, p.until, p.floor) = (0, 100, Some(120));
         let mut f = facts(&p);
-        f.floor = Some(120);
         f.now = 150;
         assert_eq!(
             decide(&f),
@@ -821,17 +818,16 @@ mod tests {
         );
         // Restarted (failures kept): judged on as any window.
         let mut p = probation(2, Some("boot-1"));
-        (p.started, p.until) = (150, 250);
+        (p.started, p.until, p.floor) = (150, 250, Some(120));
         let mut f = facts(&p);
-        f.floor = Some(120);
         f.now = 160;
         assert_eq!(decide(&f), Decision::RunChecks);
         // A clock still below the floor is not corrected yet: the window
         // started and is read on that same clock, and runs on it
         // (restarting from now would start below the floor again, for ever).
-        let p = probation(0, Some("boot-1"));
+        let mut p = probation(0, Some("boot-1"));
+        p.floor = Some(1_000);
         let mut f = facts(&p);
-        f.floor = Some(1_000);
         assert_eq!(decide(&f), Decision::RunChecks);
         f.now = 200;
         assert_eq!(

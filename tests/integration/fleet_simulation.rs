@@ -442,7 +442,6 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
         now,
         window: p.until - p.started,
         limit,
-        floor: host.state.newest_created,
         boot_id: Some(&boot_id),
         // Written at the orderly reboot into the trial, never since.
         mark: Some("the-boot-before-the-trial"),
