@@ -121,7 +121,8 @@ const MAX_JOURNAL_BYTES: u64 = 16 << 20;
 
 fn load_journal(path: &Path, source: &str, image: &str, delta: &str) -> Journal {
     let mut bytes = Vec::new();
-    File::open(path)
+    // Never `File::open`: a FIFO put in its place would hold the install.
+    crate::files::open_regular(path)
         .and_then(|f| f.take(MAX_JOURNAL_BYTES + 1).read_to_end(&mut bytes))
         .ok()
         .filter(|&n| n as u64 <= MAX_JOURNAL_BYTES)

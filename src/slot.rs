@@ -577,7 +577,8 @@ impl Sysfs {
 /// names it (`loop/backing_file`, without its newline): bytes, since a
 /// file name is. `None` for any other device.
 fn loop_backing_name(dir: &Path) -> Option<Vec<u8>> {
-    let mut name = std::fs::read(dir.join("loop/backing_file")).ok()?;
+    let mut name =
+        crate::files::read_capped(&dir.join("loop/backing_file"), MAX_SYSFS_BYTES).ok()?;
     if name.last() == Some(&b'\n') {
         name.pop();
     }
@@ -593,13 +594,20 @@ fn live_backing(name: &[u8], path: &Path) -> Option<std::fs::Metadata> {
     std::fs::metadata(path).ok()
 }
 
+/// The most read of a sysfs attribute: one page, or a path's length.
+const MAX_SYSFS_BYTES: u64 = 8192;
+
 fn read_number(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    crate::files::read_text_capped(path, MAX_SYSFS_BYTES)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `MAJ:MIN` from a sysfs `dev` file.
 fn read_dev(path: &Path) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = crate::files::read_text_capped(path, MAX_SYSFS_BYTES).ok()?;
     let (major, minor) = text.trim().split_once(':')?;
     Some((major.parse().ok()?, minor.parse().ok()?))
 }

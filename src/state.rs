@@ -261,6 +261,13 @@ pub struct Probation {
     pub started: i64,
     /// When it ends (Unix time).
     pub until: i64,
+    /// The clock's floor when the window (re)started: the newest `created`
+    /// the host believed then (`newest_created`). A `started` below it was
+    /// read on a clock known wrong (reset to 2000 before NTP); kept fixed
+    /// for the window, since the floor itself climbs as newer manifests and
+    /// channels are believed. `None`: nothing known (or an older record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<i64>,
     /// The last boot id seen during the probation: a different one is a
     /// restart, clean or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -747,6 +754,7 @@ impl State {
             version: t.version.clone(),
             started: at,
             until: at.saturating_add(i64::try_from(probation).unwrap_or(i64::MAX)),
+            floor: self.newest_created,
             boot_id,
             failures: 0,
             last_failure: None,
@@ -1259,7 +1267,8 @@ impl StateDir {
             }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                 let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
+                // A pid; whatever else was left there is not read whole.
+                let _ = (&mut file).take(64).read_to_string(&mut holder);
                 let holder = match holder.trim() {
                     "" => "another process".to_string(),
                     pid => format!("pid {pid}"),
@@ -1862,6 +1871,22 @@ mod tests {
         assert_eq!(s.failed_versions(true), ["2.0"]);
         assert_eq!(s.metrics.rollbacks, 1);
         assert_eq!(s.metrics.failures.get("health"), Some(&1));
+    }
+
+    #[test]
+    fn a_probation_records_the_clock_floor_known_at_its_commit() {
+        // The clock read 10 (an RTC reset) at a commit after a release
+        // created at 500 was believed: the window's start is known wrong,
+        // and the floor it is judged by stays 500 while newer manifests
+        // raise the host's floor later.
+        let mut s = fresh();
+        s.note_created("https://a/r.json", 500, "aa", None);
+        let t = transaction(SlotName::A, Phase::Staged);
+        s.stage(&t, None, 9);
+        s.commit(&t, 10, 3600, None);
+        s.note_created("https://a/r.json", 900, "bb", None);
+        let p = s.on_probation().expect("on probation");
+        assert_eq!((p.started, p.floor), (10, Some(500)));
     }
 
     #[test]

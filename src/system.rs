@@ -220,14 +220,27 @@ pub fn mounted_devices(mountinfo: &str) -> Vec<(u64, u64)> {
 /// other facts, a table that cannot be read is an error, never "nothing
 /// is mounted": the target check would pass a mounted filesystem.
 pub fn mounted_devices_of(path: &Path) -> Result<Vec<(u64, u64)>, SystemError> {
-    let bytes = std::fs::read(path).map_err(|error| SystemError::MountTable {
-        path: path.to_path_buf(),
-        error,
+    let bytes = crate::files::read_capped(path, MAX_MOUNT_TABLE_BYTES).map_err(|error| {
+        SystemError::MountTable {
+            path: path.to_path_buf(),
+            error,
+        }
     })?;
     Ok(mounted_devices(&String::from_utf8_lossy(&bytes)))
 }
 
-/// Read a small host file; unreadable or missing is `None`. Its bytes
+/// The most read of a host fact file (cmdline, os-release, machine-id, boot
+/// id): the kernel's command line is at most a few KiB, the others less.
+pub const MAX_FACT_BYTES: u64 = 64 << 10;
+
+/// The most read of the mount table: thousands of mounts (containers)
+/// fit; more is not a mount table.
+pub const MAX_MOUNT_TABLE_BYTES: u64 = 16 << 20;
+
+/// Read a small host file by the rules of outside files
+/// ([`crate::files::read_capped`]: a FIFO there never hangs the read, a
+/// file over [`MAX_FACT_BYTES`] is not read whole); unreadable, missing,
+/// not a regular file or too large is `None`. Its bytes
 /// become text only for parsing: every marker read from these files
 /// (`abupdate.slot=`, `IMAGE_VERSION=`, a device number) is ASCII, so a
 /// byte that is not UTF-8 elsewhere (a mount point, a kernel argument)
@@ -238,7 +251,7 @@ pub fn read_fact(path: &Path) -> Option<String> {
 
 /// [`read_fact`] as the file's bytes, for a value shown to a person.
 pub fn read_fact_bytes(path: &Path) -> Option<Vec<u8>> {
-    std::fs::read(path).ok()
+    crate::files::read_capped(path, MAX_FACT_BYTES).ok()
 }
 
 /// Run the configured reboot command, bounded like every child
@@ -396,6 +409,37 @@ mod tests {
             mounted_devices_of(&info).unwrap(),
             vec![(259, 2), (0, 77), (7, 3)]
         );
+    }
+
+    #[test]
+    fn a_fact_file_that_is_a_fifo_or_huge_is_absent_without_hanging_or_reading_it_whole() {
+        // A FIFO at `[system] boot_id` held `health` forever (and the state
+        // lock with it); a sparse 300 MB file was read whole into memory.
+        let dir = crate::testutil::TempDir::new("facts");
+        let fifo = dir.path().join("boot_id");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let read = crate::testutil::within_5s(move || read_fact(&fifo));
+        assert_eq!(read, None, "a FIFO is no fact and never blocks");
+        let huge = dir.path().join("os-release");
+        let f = std::fs::File::create(&huge).unwrap();
+        f.set_len(300 << 20).unwrap();
+        assert_eq!(read_fact(&huge), None, "over the cap: not read");
+        f.set_len(MAX_FACT_BYTES).unwrap();
+        assert!(read_fact(&huge).is_some(), "at the cap: read");
+        let info = dir.path().join("mountinfo");
+        std::fs::File::create(&info)
+            .unwrap()
+            .set_len(MAX_MOUNT_TABLE_BYTES + 1)
+            .unwrap();
+        let err = mounted_devices_of(&info).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+        let _ = std::fs::remove_file(&info);
+        nix::unistd::mkfifo(&info, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let read = crate::testutil::within_5s(move || mounted_devices_of(&info));
+        let err = read.unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

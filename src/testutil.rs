@@ -73,6 +73,18 @@ pub(crate) fn image_bytes(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// `f`'s result, run on another thread, or a panic when it takes longer
+/// than 5 s: a read that blocks (a FIFO) fails the test instead of
+/// hanging it.
+pub(crate) fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(5))
+        .expect("still blocked after 5 s")
+}
+
 impl Deref for TempDir {
     type Target = Path;
 

@@ -42,7 +42,7 @@ pub use crate::trust::gate::Verified;
 pub use check::{check, CheckOptions, CheckOutcome, NoUpdate};
 pub use host::Host;
 pub use install::{install, InstallOptions, Installed};
-pub use recovery::{judge, mark, rollback, Manual, ManualFacts, ManualPlan};
+pub use recovery::{judge, mark, rollback, Manual, ManualDone, ManualFacts, ManualPlan};
 pub use report::{publish, record_failure};
 pub use status::{status, SlotView, Status};
 pub use update::{update, UpdateOptions, UpdateOutcome};

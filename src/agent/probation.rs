@@ -14,11 +14,18 @@
 //!
 //! The window is on the wall clock, which can be wrong at the commit (an
 //! RTC ahead or reset, before NTP) and corrected later: a window that
-//! starts in the future (`now < started`) or reaches further ahead than
-//! the configured one (`until - now > probation`) is restarted from now
-//! ([`Decision::Restart`], recorded), so a wrong clock never holds
-//! updates back for longer than the configured window nor ends a
-//! probation at once. The configured window is read on every run:
+//! starts in the future (`now < started`), reaches further ahead than
+//! the configured one (`until - now > probation`), or started before the
+//! earliest time the host knew it could be then ([`Probation::floor`]: the
+//! newest `created` it believed when the window started, its own
+//! release's included; recorded, since the floor climbs with every
+//! channel or manifest believed later) while the clock is past that now,
+//! is restarted from now ([`Decision::Restart`], recorded,
+//! failures kept), so a wrong clock never holds updates back for longer
+//! than the configured window nor ends a probation at once. A clock still
+//! below the floor is not corrected yet: the window is measured on it as
+//! it runs (its start was read on the same clock), and restarts once NTP
+//! moves it past the floor. The configured window is read on every run:
 //! `probation = "0"` ends a running probation at the next run
 //! ([`Decision::Off`], recorded as the probation's `off`, not `passed`).
 //!
@@ -85,6 +92,10 @@ use crate::state::{PlannedReboot, Probation, SlotStatus, State};
 /// writes at an orderly shutdown, in the state dir: the id of the boot
 /// that ended cleanly.
 pub const SHUTDOWN_MARK: &str = "shutdown-mark";
+
+/// The most read of the clean-shutdown mark: a boot id is 37 bytes; a
+/// larger file is no mark and is not read whole.
+const MAX_MARK_BYTES: u64 = 4096;
 
 /// What a probation step is decided from: plain data, read by [`watch`].
 #[derive(Clone, Debug)]
@@ -252,7 +263,13 @@ pub fn decide(f: &Facts) -> Decision {
     if let Some(why) = f.withdrawn {
         return onto_old_slot(f, why.to_string(), Cause::Withdrawn);
     }
-    if f.now < p.started || p.until.saturating_sub(f.now) > f.window {
+    // Started below the floor while now is past it: the clock was wrong at
+    // the start and has been corrected since (a floor above now too means
+    // both were read on the same wrong clock: the window runs on it).
+    let before_floor = p
+        .floor
+        .is_some_and(|floor| p.started < floor && f.now >= floor);
+    if f.now < p.started || before_floor || p.until.saturating_sub(f.now) > f.window {
         return Decision::Restart {
             started: f.now,
             until: f.now.saturating_add(f.window),
@@ -379,9 +396,12 @@ pub(super) fn watch(
                     crate::timefmt::format_rfc3339(p.until),
                     crate::timefmt::format_rfc3339(until)
                 ));
-                (p.started, p.until) = (started, until);
+                // The floor known now: a restart on a clock still below it
+                // restarts again once NTP moves the clock past it.
+                let floor = state.newest_created;
+                (p.started, p.until, p.floor) = (started, until, floor);
                 if let Some(on) = state.probation.as_mut() {
-                    (on.started, on.until) = (started, until);
+                    (on.started, on.until, on.floor) = (started, until, floor);
                 }
                 flip.save(state)?;
             }
@@ -519,9 +539,12 @@ fn read_fallback(host: &Host, state: &State, slot: SlotName) -> Fallback {
 
 /// The clean-shutdown mark at `path`, trimmed; `None` when it was never
 /// written (with a warning on stderr naming the path: restarts are not
-/// counted). Any other read error is an error naming the path.
+/// counted). Any other read error is an error naming the path: read by
+/// the rules of outside files ([`crate::files::read_text_capped`]), so a
+/// FIFO there is refused at once (it never holds `health`, and the state
+/// lock with it) and a file over [`MAX_MARK_BYTES`] is refused unread.
 fn read_mark(path: &std::path::Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
+    match crate::files::read_text_capped(path, MAX_MARK_BYTES) {
         Ok(m) => Ok(Some(m.trim().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             log(&format!(
@@ -549,6 +572,7 @@ mod tests {
             version: "2.0".into(),
             started: 100,
             until: 200,
+            floor: Some(10),
             boot_id: boot_id.map(str::to_string),
             failures,
             last_failure: None,
@@ -583,6 +607,28 @@ mod tests {
             fallback: Some(usable()),
             withdrawn: None,
         }
+    }
+
+    #[test]
+    fn a_mark_that_is_a_fifo_or_huge_is_an_error_naming_it_without_hanging() {
+        let d = crate::testutil::TempDir::new("mark");
+        let path = d.path().join(SHUTDOWN_MARK);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let fifo = path.clone();
+        let read = crate::testutil::within_5s(move || read_mark(&fifo).map_err(|e| e.to_string()));
+        let e = read.expect_err("a FIFO is no mark");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(300 << 20).unwrap();
+        let e = read_mark(&path).expect_err("over the cap").to_string();
+        assert!(e.contains("larger than 4096 bytes"), "{e}");
+        std::fs::write(&path, "boot-1\n").unwrap();
+        assert_eq!(read_mark(&path).unwrap().as_deref(), Some("boot-1"));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(read_mark(&path).unwrap(), None, "never written");
     }
 
     #[test]
@@ -751,6 +797,43 @@ mod tests {
                 until: 199
             },
             "the configured window shortened below what is left: capped"
+        );
+    }
+
+    #[test]
+    fn a_window_started_before_the_clock_floor_restarts_once_the_clock_is_past_it_not_before() {
+        // Committed with the RTC reset to 2000 (before NTP), two failures
+        // counted since; the host had believed a release created at 120.
+        let mut p = probation(2, Some("boot-1"));
+        (p.started, p.until, p.floor) = (0, 100, Some(120));
+        let mut f = facts(&p);
+        f.now = 150;
+        assert_eq!(
+            decide(&f),
+            Decision::Restart {
+                started: 150,
+                until: 250
+            },
+            "not `End`: the window never ran on a right clock"
+        );
+        // Restarted (failures kept): judged on as any window.
+        let mut p = probation(2, Some("boot-1"));
+        (p.started, p.until, p.floor) = (150, 250, Some(120));
+        let mut f = facts(&p);
+        f.now = 160;
+        assert_eq!(decide(&f), Decision::RunChecks);
+        // A clock still below the floor is not corrected yet: the window
+        // started and is read on that same clock, and runs on it
+        // (restarting from now would start below the floor again, for ever).
+        let mut p = probation(0, Some("boot-1"));
+        p.floor = Some(1_000);
+        let mut f = facts(&p);
+        assert_eq!(decide(&f), Decision::RunChecks);
+        f.now = 200;
+        assert_eq!(
+            decide(&f),
+            Decision::End,
+            "its window elapsed on that clock"
         );
     }
 

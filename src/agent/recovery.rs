@@ -145,13 +145,34 @@ pub(super) fn finish_rollback(
         host.take_reboot_lock(flip.lock(), state, &waiting)?;
     }
     reboot_into(host, other, no_reboot)?;
-    Ok(Verdict::RolledBack {
-        version: state
-            .slot(booted)
-            .version
-            .unwrap_or_else(|| "the booted release".into()),
-        reason,
+    let version = state.slot(booted).version;
+    // Finishing is no verdict of its own: it says what the retirement
+    // recorded (a late rollback, e.g. `mark-bad` on probation, stays one).
+    let late = version
+        .as_deref()
+        .is_some_and(|v| retired_late(&state.outcomes, v));
+    let version = version.unwrap_or_else(|| "the booted release".into());
+    Ok(match late {
+        true => Verdict::RolledBackLate { version, reason },
+        false => Verdict::RolledBack { version, reason },
     })
+}
+
+/// Whether `version`'s latest rollback recorded in `outcomes` was a late
+/// one (`rolled_back_late`, not `rolled_back`).
+fn retired_late(outcomes: &[crate::report::OutcomeRecord], version: &str) -> bool {
+    use crate::report::Outcome;
+    let latest = |o: Outcome| {
+        outcomes
+            .iter()
+            .filter(|r| r.release == version && r.outcome == o.as_str())
+            .map(|r| r.time)
+            .max()
+    };
+    match (latest(Outcome::RolledBackLate), latest(Outcome::RolledBack)) {
+        (Some(late), Some(trial)) => late >= trial,
+        (late, _) => late.is_some(),
+    }
 }
 
 /// Run the reboot command. Reports still in flight get until their
@@ -196,6 +217,9 @@ pub struct ManualFacts<'a> {
     pub a: &'a SlotStatus,
     /// Slot B's record.
     pub b: &'a SlotStatus,
+    /// The slot whose committed release is on probation (a probation
+    /// recorded and not over), if any.
+    pub probation: Option<SlotName>,
     /// `--force`: the operator vouches for what the records do not show.
     pub force: bool,
 }
@@ -205,6 +229,12 @@ impl ManualFacts<'_> {
     /// transaction writes or staged.
     fn running_trial(&self) -> bool {
         self.transaction.is_some_and(|t| t.to == self.booted)
+    }
+
+    /// The host runs the committed release on probation (booted from its
+    /// slot: not fallen back).
+    fn running_probation(&self) -> bool {
+        self.probation == Some(self.booted)
     }
 
     /// Whether `slot` is not the booted one and holds the transaction's
@@ -259,6 +289,15 @@ pub enum ManualPlan {
     /// ([`retire_trial`]: bad, the old slot activated, the release on the
     /// failed list), so the timer does not install it again.
     RejectTrial,
+    /// The host runs a committed release on probation and the operator
+    /// rejects it (`rollback`, or `mark-bad` of the booted slot): a manual
+    /// late rollback, retired as a probation that failed ([`retire_trial`]
+    /// with [`Failure::Late`]: bad, the old slot activated, the release on
+    /// the failed list, the probation over, `rolled_back_late`), once, so
+    /// the next boot finds nothing to record and the timer does not
+    /// install it again. Before, `mark-bad` only marked the slot and the
+    /// next boot recorded a second verdict (a fall-back).
+    RejectOnProbation,
     /// `mark-bad` of the other slot, which holds a release staged and
     /// never booted: the operator cancels it. Disarmed (bad, the running
     /// slot activated, nothing pending), reported `disarmed` (not counted
@@ -309,6 +348,9 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             if slot == f.booted && f.running_trial() {
                 return Ok(ManualPlan::RejectTrial);
             }
+            if slot == f.booted && f.running_probation() {
+                return Ok(ManualPlan::RejectOnProbation);
+            }
             if f.staged_in(slot) {
                 return Ok(ManualPlan::CancelStaged);
             }
@@ -321,6 +363,9 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             }
             if f.running_trial() {
                 return Ok(ManualPlan::RejectTrial);
+            }
+            if f.running_probation() {
+                return Ok(ManualPlan::RejectOnProbation);
             }
             Ok(ManualPlan::SwitchTo {
                 slot: other,
@@ -348,44 +393,83 @@ fn plan(
             transaction: state.transaction.as_ref(),
             a: &a,
             b: &b,
+            probation: state.on_probation().map(|p| p.slot),
             force,
         },
     )
 }
 
+/// What a manual verb did: plain data for its output (`--json` and the
+/// text line), one variant per [`ManualPlan`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManualDone {
+    /// `slot`'s flag and record set ([`ManualPlan::Mark`]).
+    Marked {
+        /// The slot marked.
+        slot: SlotName,
+        /// Good or bad.
+        good: bool,
+    },
+    /// The release the host ran was rejected and retired
+    /// ([`ManualPlan::RejectTrial`], [`ManualPlan::RejectOnProbation`]).
+    Rejected {
+        /// The release rejected.
+        version: String,
+        /// On probation (committed), not on its trial.
+        late: bool,
+        /// The slot that boots next.
+        next: SlotName,
+    },
+    /// A staged release cancelled ([`ManualPlan::CancelStaged`]).
+    Cancelled {
+        /// The release cancelled.
+        version: String,
+        /// The slot it was staged in (now bad).
+        slot: SlotName,
+    },
+    /// `slot` made the one booted next ([`ManualPlan::SwitchTo`]).
+    Switched {
+        /// The slot booted next.
+        slot: SlotName,
+    },
+    /// The plan's record was gone when applied (nothing to reject or
+    /// cancel): nothing changed.
+    Unchanged,
+}
+
 /// `mark-good` / `mark-bad` by hand: `slot`, else the booted one; refused
 /// ([`judge`]) when it would leave no proven good slot bootable, unless
 /// `force`.
-pub fn mark(host: &Host, slot: Option<SlotName>, good: bool, force: bool) -> Result<SlotName> {
+pub fn mark(host: &Host, slot: Option<SlotName>, good: bool, force: bool) -> Result<ManualDone> {
     let booted = host.booted_slot()?;
     let slot = slot.unwrap_or(booted);
     let op = match good {
         true => Manual::MarkGood(slot),
         false => Manual::MarkBad(slot),
     };
-    run_manual(host, op, force, true)?;
-    Ok(slot)
+    run_manual(host, op, force, true)
 }
 
 /// Boot the other slot if it holds a proven good system (or `force`).
-pub fn rollback(host: &Host, force: bool, no_reboot: bool) -> Result<SlotName> {
-    let other = host.booted_slot()?.other();
-    run_manual(host, Manual::Rollback, force, no_reboot)?;
-    Ok(other)
+pub fn rollback(host: &Host, force: bool, no_reboot: bool) -> Result<ManualDone> {
+    run_manual(host, Manual::Rollback, force, no_reboot)
 }
 
 /// Judge `op` on this host's records under the lock, then apply it: the
 /// one runner of the manual verbs.
-fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<()> {
+fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<ManualDone> {
     let lock = host.state_dir.lock()?;
     let mut state = host.state_dir.load()?;
     let booted = host.booted_slot()?;
     let flip = Transition::new(host, &lock);
     match plan(&state, booted, op, force)? {
-        ManualPlan::Mark { slot, good } => flip.mark(&mut state, slot, good),
+        ManualPlan::Mark { slot, good } => {
+            flip.mark(&mut state, slot, good)?;
+            Ok(ManualDone::Marked { slot, good })
+        }
         ManualPlan::RejectTrial => {
             let Some(t) = state.transaction.clone() else {
-                return Ok(());
+                return Ok(ManualDone::Unchanged);
             };
             retire_trial(
                 host,
@@ -395,13 +479,36 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<(
                 &Failure::Rejected(op),
                 no_reboot,
             )?;
-            Ok(())
+            Ok(ManualDone::Rejected {
+                version: t.version,
+                late: false,
+                next: t.from,
+            })
+        }
+        ManualPlan::RejectOnProbation => {
+            let Some(release) = state.probation_release() else {
+                return Ok(ManualDone::Unchanged);
+            };
+            let why = Failure::Late {
+                what: format!("rejected by hand during its probation (`abupdate {op}`)"),
+                fell_back: false,
+            };
+            retire_trial(host, &flip, &mut state, &release, &why, no_reboot)?;
+            Ok(ManualDone::Rejected {
+                version: release.version,
+                late: true,
+                next: release.from,
+            })
         }
         ManualPlan::CancelStaged => {
             let Some(t) = state.transaction.clone() else {
-                return Ok(());
+                return Ok(ManualDone::Unchanged);
             };
-            cancel_staged(host, &lock, &mut state, &t, op)
+            cancel_staged(host, &lock, &mut state, &t, op)?;
+            Ok(ManualDone::Cancelled {
+                version: t.version,
+                slot: t.to,
+            })
         }
         ManualPlan::SwitchTo { slot, vouched } => {
             flip.switch_to(&mut state, slot, vouched)?;
@@ -409,7 +516,7 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<(
             if !no_reboot {
                 reboot(host)?;
             }
-            Ok(())
+            Ok(ManualDone::Switched { slot })
         }
     }
 }
@@ -450,6 +557,7 @@ mod tests {
                 transaction: t,
                 a: &a,
                 b: &b,
+                probation: None,
                 force,
             },
         )
@@ -642,6 +750,77 @@ mod tests {
                 slot: B,
                 good: false
             })
+        );
+    }
+
+    #[test]
+    fn rejecting_the_release_on_probation_is_one_late_rollback() {
+        // Booted B, 2.0 committed there and on probation, A good.
+        let on = |op, a: SlotStatus, probation, force| {
+            judge(
+                op,
+                &ManualFacts {
+                    booted: B,
+                    transaction: None,
+                    a: &a,
+                    b: &Good,
+                    probation,
+                    force,
+                },
+            )
+        };
+        for op in [Manual::MarkBad(B), Manual::Rollback] {
+            assert_eq!(
+                on(op, Good, Some(B), false),
+                Ok(ManualPlan::RejectOnProbation),
+                "{op}: not a bare mark or switch the next boot records again"
+            );
+            let r = on(op, Bad, Some(B), false);
+            assert_eq!(refused_for(r), (A, Bad, false), "{op}: no good fallback");
+            assert_eq!(
+                on(op, Bad, Some(B), true),
+                Ok(ManualPlan::RejectOnProbation),
+                "{op} --force"
+            );
+        }
+        // No probation, or the bootloader fell back to A already: as before.
+        assert_eq!(
+            on(Manual::MarkBad(B), Good, None, false),
+            Ok(ManualPlan::Mark {
+                slot: B,
+                good: false
+            })
+        );
+        assert_eq!(
+            on(Manual::Rollback, Good, None, false),
+            Ok(ManualPlan::SwitchTo {
+                slot: A,
+                vouched: false
+            })
+        );
+        assert_eq!(
+            on(Manual::MarkBad(A), Good, Some(A), false),
+            Ok(ManualPlan::Mark {
+                slot: A,
+                good: false
+            }),
+            "the slot on probation not running (fell back): no rejection of it"
+        );
+    }
+
+    #[test]
+    fn finishing_a_rollback_says_late_only_after_a_late_retirement() {
+        use crate::report::{record_outcome, Outcome};
+        let mut log = Vec::new();
+        record_outcome(&mut log, "2.0", Outcome::Committed, None, 10);
+        assert!(!retired_late(&log, "2.0"), "not rolled back at all");
+        record_outcome(&mut log, "2.0", Outcome::RolledBackLate, None, 20);
+        assert!(retired_late(&log, "2.0"));
+        assert!(!retired_late(&log, "3.0"), "another release");
+        record_outcome(&mut log, "2.0", Outcome::RolledBack, None, 30);
+        assert!(
+            !retired_late(&log, "2.0"),
+            "installed again by hand, its trial rejected"
         );
     }
 

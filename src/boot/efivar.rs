@@ -511,7 +511,7 @@ pub fn guid_text(b: &[u8; 16]) -> String {
 }
 
 fn read_sys(path: &Path) -> Result<String, BootError> {
-    std::fs::read_to_string(path)
+    crate::files::read_text_capped(path, 8192)
         .map(|s| s.trim().to_string())
         .map_err(|e| io_err(path, e))
 }

@@ -129,18 +129,23 @@ fn read_release(
     keys: &KeyRing,
     threshold: usize,
 ) -> Result<Manifest, PublishError> {
-    let body = std::fs::read(manifest).map_err(|source| PublishError::Io {
-        path: manifest.to_path_buf(),
-        source,
+    // Capped as it is read (never read whole, then measured).
+    let body = crate::files::read_capped(manifest, MAX_MANIFEST_BYTES).map_err(|source| {
+        match source.kind() {
+            std::io::ErrorKind::FileTooLarge => refused(manifest, "larger than a manifest may be"),
+            _ => PublishError::Io {
+                path: manifest.to_path_buf(),
+                source,
+            },
+        }
     })?;
-    if body.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(refused(manifest, "larger than a manifest may be"));
-    }
     let shown = manifest.display().to_string();
     let sigs: Vec<(String, String)> = (0..publish::MAX_SIGNATURES)
         .filter_map(|i| {
             let p = publish::signature_name(&shown, i);
-            std::fs::read_to_string(&p).ok().map(|t| (p, t))
+            crate::files::read_text_capped(Path::new(&p), trust::minisign::MAX_FILE_SIZE as u64)
+                .ok()
+                .map(|t| (p, t))
         })
         .collect();
     trust::verify_threshold(&body, &sigs, keys, threshold).map_err(|error| {

@@ -435,21 +435,92 @@ pub fn health(global: &Global, no_reboot: bool) -> Result<i32> {
 /// `mark-good` / `mark-bad`.
 pub fn mark(global: &Global, slot: Option<SlotName>, good: bool, force: bool) -> Result<i32> {
     let host = open_host(global)?;
-    let slot = agent::mark(&host, slot, good, force)?;
-    if !global.quiet {
-        agent::log(&format!(
-            "marked slot {slot} {}",
-            if good { "good" } else { "bad" }
-        ));
-    }
+    let done = agent::mark(&host, slot, good, force)?;
+    // `mark-bad` never reboots: the next `health` finishes a rollback.
+    print_manual(global, &done, false);
     Ok(0)
 }
 
 /// `rollback`.
 pub fn rollback(global: &Global, no_reboot: bool, force: bool) -> Result<i32> {
     let host = open_host(global)?;
-    agent::rollback(&host, force, no_reboot)?;
+    let done = agent::rollback(&host, force, no_reboot)?;
+    print_manual(global, &done, !no_reboot);
     Ok(0)
+}
+
+/// The result of a manual verb: its line, or with `--json` its shape
+/// ([`json::Manual`]). `rebooting`: the verb asked for the reboot.
+fn print_manual(global: &Global, done: &agent::ManualDone, rebooting: bool) {
+    use agent::ManualDone as D;
+    let text = manual_line(done);
+    if global.json {
+        let message = text.as_str();
+        json::print(&match done {
+            D::Marked { slot, good } => json::Manual::Marked {
+                slot: *slot,
+                good: *good,
+                message,
+            },
+            D::Rejected {
+                version,
+                late: false,
+                next,
+            } => json::Manual::RolledBack {
+                release: version,
+                slot: *next,
+                rebooting,
+                message,
+            },
+            D::Rejected {
+                version,
+                late: true,
+                next,
+            } => json::Manual::RolledBackLate {
+                release: version,
+                slot: *next,
+                rebooting,
+                message,
+            },
+            D::Cancelled { version, slot } => json::Manual::Cancelled {
+                release: version,
+                slot: *slot,
+                message,
+            },
+            D::Switched { slot } => json::Manual::Switched {
+                slot: *slot,
+                rebooting,
+                message,
+            },
+            D::Unchanged => json::Manual::Unchanged { message },
+        });
+    } else if !global.quiet {
+        agent::log(&text);
+    }
+}
+
+/// The line a manual verb's result prints.
+fn manual_line(done: &agent::ManualDone) -> String {
+    use agent::ManualDone as D;
+    match done {
+        D::Marked { slot, good } => {
+            format!("marked slot {slot} {}", if *good { "good" } else { "bad" })
+        }
+        D::Rejected {
+            version,
+            late,
+            next,
+        } => format!(
+            "rolled back {version}{}: rejected by hand; slot {next} boots next",
+            if *late { " late" } else { "" }
+        ),
+        D::Cancelled { version, slot } => format!(
+            "cancelled {version} staged in slot {slot}; slot {} stays the next boot",
+            slot.other()
+        ),
+        D::Switched { slot } => format!("slot {slot} boots next"),
+        D::Unchanged => "nothing to change".to_string(),
+    }
 }
 
 /// `pack`: every option checked before anything is written.

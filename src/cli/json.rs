@@ -133,6 +133,77 @@ pub enum Update<'a> {
     },
 }
 
+/// `mark-good`, `mark-bad` and `rollback`: what the verb did, one shape
+/// per `agent::ManualDone` (exit 0; a refusal is an [`Error`]).
+#[derive(Debug, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Manual<'a> {
+    /// `{"outcome": "marked", "slot", "good", "message"}`: the slot's
+    /// flag and record set.
+    Marked {
+        /// The slot marked.
+        slot: SlotName,
+        /// Marked good (`true`) or bad.
+        good: bool,
+        /// The line the text output prints.
+        message: &'a str,
+    },
+    /// `{"outcome": "rolled_back", "release", "slot", "rebooting",
+    /// "message"}`: the running trial rejected, retired as a failed trial
+    /// (on the failed list); `slot` boots next.
+    RolledBack {
+        /// The release rejected.
+        release: &'a str,
+        /// The slot that boots next.
+        slot: SlotName,
+        /// The reboot into `slot` was asked for (`rollback` without
+        /// `--no-reboot`; `mark-bad` never reboots).
+        rebooting: bool,
+        /// The line the text output prints.
+        message: &'a str,
+    },
+    /// `{"outcome": "rolled_back_late", "release", "slot", "rebooting",
+    /// "message"}`: the committed release on probation rejected, retired
+    /// as a failed probation (on the failed list, the probation over).
+    RolledBackLate {
+        /// The release rejected.
+        release: &'a str,
+        /// The slot that boots next.
+        slot: SlotName,
+        /// The reboot into `slot` was asked for.
+        rebooting: bool,
+        /// The line the text output prints.
+        message: &'a str,
+    },
+    /// `{"outcome": "cancelled", "release", "slot", "message"}`: a
+    /// release staged in `slot` and never booted, cancelled (held from
+    /// the timer); the running slot stays the next boot.
+    Cancelled {
+        /// The release cancelled.
+        release: &'a str,
+        /// The slot it was staged in (now bad).
+        slot: SlotName,
+        /// The line the text output prints.
+        message: &'a str,
+    },
+    /// `{"outcome": "switched", "slot", "rebooting", "message"}`:
+    /// `rollback` made the committed other slot the next boot.
+    Switched {
+        /// The slot that boots next.
+        slot: SlotName,
+        /// The reboot into `slot` was asked for.
+        rebooting: bool,
+        /// The line the text output prints.
+        message: &'a str,
+    },
+    /// `{"outcome": "unchanged", "message"}`: nothing was left to change
+    /// when the verb ran.
+    Unchanged {
+        /// The line the text output prints.
+        message: &'a str,
+    },
+}
+
 /// `install`, and `update` when it installed.
 #[derive(Debug, Serialize)]
 pub struct Install<'a> {
@@ -504,6 +575,87 @@ mod tests {
         ] {
             assert_eq!(value(&o), json!(name));
         }
+    }
+
+    /// One of each manual verb's outputs.
+    fn every_manual() -> Vec<Manual<'static>> {
+        use SlotName::{A, B};
+        let m = "msg";
+        vec![
+            Manual::Marked {
+                slot: B,
+                good: true,
+                message: m,
+            },
+            Manual::RolledBack {
+                release: "2.0",
+                slot: A,
+                rebooting: true,
+                message: m,
+            },
+            Manual::RolledBackLate {
+                release: "2.0",
+                slot: A,
+                rebooting: false,
+                message: m,
+            },
+            Manual::Cancelled {
+                release: "2.0",
+                slot: B,
+                message: m,
+            },
+            Manual::Switched {
+                slot: B,
+                rebooting: true,
+                message: m,
+            },
+            Manual::Unchanged { message: m },
+        ]
+    }
+
+    #[test]
+    fn manual_verb_shapes() {
+        let shapes: Vec<Value> = every_manual().iter().map(value).collect();
+        assert_eq!(
+            shapes,
+            vec![
+                json!({"outcome": "marked", "slot": "B", "good": true, "message": "msg"}),
+                json!({"outcome": "rolled_back", "release": "2.0", "slot": "A",
+                       "rebooting": true, "message": "msg"}),
+                json!({"outcome": "rolled_back_late", "release": "2.0", "slot": "A",
+                       "rebooting": false, "message": "msg"}),
+                json!({"outcome": "cancelled", "release": "2.0", "slot": "B", "message": "msg"}),
+                json!({"outcome": "switched", "slot": "B", "rebooting": true, "message": "msg"}),
+                json!({"outcome": "unchanged", "message": "msg"}),
+            ]
+        );
+    }
+
+    /// README's list of the manual verbs' outcomes is exactly what
+    /// [`Manual`] prints, as for `check`'s reasons below.
+    #[test]
+    fn readme_lists_every_manual_outcome() {
+        // Exhaustive: a new output does not compile until `every_manual`
+        // has it, and then it must be in the README.
+        for m in every_manual() {
+            match m {
+                Manual::Marked { .. }
+                | Manual::RolledBack { .. }
+                | Manual::RolledBackLate { .. }
+                | Manual::Cancelled { .. }
+                | Manual::Switched { .. }
+                | Manual::Unchanged { .. } => {}
+            }
+        }
+        let mut outcomes: Vec<String> = every_manual()
+            .iter()
+            .map(|m| value(m)["outcome"].as_str().expect("a name").to_string())
+            .collect();
+        outcomes.sort();
+        assert_eq!(
+            documented("The manual verbs' `outcome` is one of ", ".\n"),
+            outcomes
+        );
     }
 
     #[test]

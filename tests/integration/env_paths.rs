@@ -4,55 +4,9 @@
 //! unless it is a regular file (or, for the U-Boot env, a device): one
 //! line naming the path, never a hang of the boot-time `health`.
 
-use crate::common::host::{bin, HostOptions};
+use crate::common::host::{bounded, with_fifo, HostOptions};
 use crate::common::loaders::{Host, Loader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Run abupdate `args` on `h`, killed after 10 s: its exit code (None when
-/// it had to be killed) and stderr.
-fn bounded(h: &Host, args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(bin())
-        .arg("--config")
-        .arg(&h.config)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("abupdate");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut err = String::new();
-            use std::io::Read;
-            let _ = child
-                .stderr
-                .take()
-                .expect("stderr")
-                .read_to_string(&mut err);
-            return (status.code(), err);
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return (None, String::new());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Put a FIFO at `path` for the length of `f`, then the file back.
-fn with_fifo(path: &Path, f: impl FnOnce()) {
-    let saved = std::fs::read(path).ok();
-    let _ = std::fs::remove_file(path);
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
-    f();
-    std::fs::remove_file(path).expect("remove the FIFO");
-    if let Some(bytes) = saved {
-        std::fs::write(path, bytes).expect("put the file back");
-    }
-}
+use std::path::PathBuf;
 
 /// Issue (review 2, 6): a FIFO at any bootloader env path made `status`,
 /// `health` and `mark-good` hang for ever.
@@ -80,7 +34,7 @@ fn a_fifo_at_a_bootloader_env_path_is_refused_at_once_naming_it() {
         for path in paths {
             with_fifo(&path, || {
                 for args in [&["status"][..], &["health"], &["mark-good"]] {
-                    let (code, err) = bounded(&h, args);
+                    let (code, err) = bounded(&h.config, args);
                     let what = format!("{loader:?} {args:?} with a FIFO at {}", path.display());
                     assert!(code.is_some(), "{what}: hung");
                     // A verb that never reads the file there may succeed
@@ -97,7 +51,7 @@ fn a_fifo_at_a_bootloader_env_path_is_refused_at_once_naming_it() {
                     );
                 }
             });
-            let (code, err) = bounded(&h, &["health"]);
+            let (code, err) = bounded(&h.config, &["health"]);
             assert_eq!(code, Some(0), "{loader:?} after {}: {err}", path.display());
         }
     }

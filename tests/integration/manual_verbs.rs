@@ -242,3 +242,55 @@ fn cancelling_a_staged_release_is_the_operators_decision_not_a_failure() {
         );
     }
 }
+
+/// `args` with `--json`: exit 0 and the one JSON document on stdout.
+fn json_of(h: &Host, args: &[&str]) -> serde_json::Value {
+    let out = h.abupdate(&[&["--json"][..], args].concat());
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {}", text(&out)))
+}
+
+/// Issue (review 3, 2): `--json mark-good`, `mark-bad A`, `mark-good A
+/// --force` and `rollback --no-reboot` exited 0 with nothing on stdout,
+/// though `--json` promises the result. Each result is now its documented
+/// shape (README "`--json` (stable)", `cli::json::Manual`).
+#[test]
+fn each_manual_verb_prints_its_result_as_json() {
+    use serde_json::json;
+    let mut h = fresh("manual-json", Loader::Grub);
+    assert_eq!(
+        json_of(&h, &["mark-good"]),
+        json!({"outcome": "marked", "slot": "A", "good": true,
+               "message": "marked slot A good"})
+    );
+    h.use_release(release(LEN));
+    let out = h.abupdate(&["update", "--no-reboot"]);
+    assert!(out.status.success(), "update: {}", text(&out));
+    assert_eq!(
+        json_of(&h, &["mark-bad", "B"]),
+        json!({"outcome": "cancelled", "release": "2.0", "slot": "B",
+               "message": "cancelled 2.0 staged in slot B; slot A stays the next boot"})
+    );
+    assert_eq!(
+        json_of(&h, &["mark-good", "B", "--force"]),
+        json!({"outcome": "marked", "slot": "B", "good": true,
+               "message": "marked slot B good"})
+    );
+    assert_eq!(
+        json_of(&h, &["rollback", "--no-reboot"]),
+        json!({"outcome": "switched", "slot": "B", "rebooting": false,
+               "message": "slot B boots next"})
+    );
+    // Rejecting a running trial.
+    let mut h = fresh("manual-json-trial", Loader::Grub);
+    h.use_release(release(LEN));
+    let out = h.abupdate(&["update", "--no-reboot"]);
+    assert!(out.status.success(), "update: {}", text(&out));
+    assert_eq!(h.boot(), "B");
+    assert_eq!(
+        json_of(&h, &["rollback", "--no-reboot"]),
+        json!({"outcome": "rolled_back", "release": "2.0", "slot": "A", "rebooting": false,
+               "message": "rolled back 2.0: rejected by hand; slot A boots next"})
+    );
+}

@@ -8,7 +8,7 @@
 //! old slot: otherwise the release is kept (`no_fallback`).
 
 use crate::common::channel::{channel, channel_host, channel_path};
-use crate::common::host::{image, text, HostOptions, TestHost};
+use crate::common::host::{bounded, image, text, with_fifo, HostOptions, TestHost};
 
 /// A host on 1.0 with 2.0 committed in slot B and on probation
 /// (`extra` more `[health]` lines), and 3.0 packed and offered.
@@ -225,6 +225,108 @@ fn a_bootloader_fallback_during_probation_is_recorded_as_a_late_rollback() {
     assert!(text(&out).contains("fell back"), "{}", text(&out));
     assert_eq!(h.reboots(), reboots, "the old slot already runs");
     assert_rolled_back_late(&mut h);
+}
+
+/// Issue (review 3, 1): `mark-bad` of the booted B while 2.0 was on
+/// probation only marked it: the same boot's `health` said `rolled_back`
+/// with 2.0 not on the failed list and the probation still open, and the
+/// next boot recorded a second verdict (`rolled_back_late`, "slot B fell
+/// back"). The operator's rejection of the release on probation, by
+/// `mark-bad` or `rollback`, is now one manual late rollback, recorded at
+/// once.
+#[test]
+fn rejecting_the_release_on_probation_by_hand_is_one_late_rollback() {
+    for (name, verb, typed) in [
+        ("prob-markbad", &["mark-bad"][..], "mark-bad B"),
+        (
+            "prob-rollback",
+            &["rollback", "--no-reboot"][..],
+            "rollback",
+        ),
+    ] {
+        let (mut h, _) = on_probation(name, "");
+        let out = h.abupdate(&[&["--json"][..], verb].concat());
+        assert!(out.status.success(), "{verb:?}: {}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(
+            (&v["outcome"], &v["release"], &v["slot"]),
+            (&"rolled_back_late".into(), &"2.0".into(), &"A".into()),
+            "{verb:?}: {v}"
+        );
+        let reason = format!(
+            "failed on probation: rejected by hand during its probation (`abupdate {typed}`)"
+        );
+        let s = h.state();
+        assert_eq!(s["failed"][0]["reason"], reason.as_str(), "{verb:?}: {s}");
+        assert!(
+            s["probation"].is_null(),
+            "{verb:?}: the probation ends: {s}"
+        );
+        // The same boot's `health` only finishes the rollback (the reboot
+        // `mark-bad` does not do); it records no verdict of its own.
+        let out = h.abupdate(&["--json", "health"]);
+        assert_eq!(out.status.code(), Some(1), "{verb:?}: {}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(
+            v["outcome"], "rolled_back_late",
+            "{verb:?}: the same verdict: {v}"
+        );
+        assert_eq!(h.state()["failed"], s["failed"], "{verb:?}");
+        assert_eq!(h.state()["outcomes"], s["outcomes"], "{verb:?}");
+        assert_rolled_back_late(&mut h);
+        let s = h.state();
+        assert_eq!(
+            s["failed"].as_array().map(Vec::len),
+            Some(1),
+            "{verb:?}: {s}"
+        );
+        assert_eq!(
+            s["failed"][0]["reason"],
+            reason.as_str(),
+            "{verb:?}: the next boot recorded a second verdict: {s}"
+        );
+    }
+}
+
+/// Issue (review 3, 3): a FIFO at `state_dir/shutdown-mark` during a
+/// probation held `health` for ever (and the state lock with it: the next
+/// `update` said another abupdate held it); a 300 MB sparse mark was read
+/// whole; the same for `[system] boot_id`. The mark is refused at once,
+/// naming it (as an unreadable mark is), a huge one unread; a boot id that
+/// is no regular file is absent (restarts not counted).
+#[test]
+fn a_fifo_or_a_huge_file_at_the_mark_or_the_boot_id_never_hangs_health() {
+    let (mut h, _) = on_probation("prob-markfifo", "");
+    assert_eq!(h.boot(), "B", "an unclean restart");
+    let mark = h.state_dir.join("shutdown-mark");
+    let shown = mark.display().to_string();
+    with_fifo(&mark, || {
+        let (code, err) = bounded(&h.config, &["health"]);
+        assert_eq!(code, Some(1), "hung or passed: {err}");
+        assert!(
+            err.lines().count() == 1 && err.contains(&shown) && err.contains("not a regular file"),
+            "{err}"
+        );
+        let (code, err) = bounded(&h.config, &["update", "--no-reboot"]);
+        assert!(!err.contains("holds"), "the state lock was kept: {err}");
+        assert_eq!(code, Some(1), "{err}");
+    });
+    let saved = std::fs::read(&mark).expect("mark");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&mark)
+        .expect("mark");
+    f.set_len(300 << 20).expect("sparse");
+    let (code, err) = bounded(&h.config, &["health"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&shown) && err.contains("larger than"), "{err}");
+    std::fs::write(&mark, saved).expect("mark back");
+    let boot_id = h.boot_id.clone();
+    with_fifo(&boot_id, || {
+        let (code, err) = bounded(&h.config, &["health"]);
+        assert_eq!(code, Some(0), "a boot id that is no file is absent: {err}");
+    });
+    assert_eq!(h.state()["probation"]["failures"], 0, "{}", h.state());
 }
 
 /// Rewrite `state.json` with `edit` applied.
@@ -501,4 +603,28 @@ fn a_withdrawal_during_probation_keeps_the_release_when_the_old_slot_is_bad() {
     assert!(s["failed"].as_array().is_none_or(Vec::is_empty), "{s}");
     assert!(s["probation"]["no_fallback"].is_i64(), "{s}");
     assert_eq!(s["metrics"]["failures"]["no_fallback"], 1, "{s}");
+}
+
+/// Issue (review 3, 4): a window recorded in 2000 (the RTC reset at the
+/// commit, NTP later) with 2 failures passed at the next run
+/// (`probation_passed`): it started before the newest `created` the host
+/// believed. It restarts from now, failures kept.
+#[test]
+fn a_window_recorded_before_the_clock_floor_restarts_instead_of_passing() {
+    let (mut h, _) = on_probation("prob-clock2000", "");
+    let floor = h.state()["newest_created"].as_i64().expect("a floor");
+    edit_state(&h, |s| {
+        s["probation"]["started"] = 946_684_800.into();
+        s["probation"]["until"] = (946_684_800 + 86_400).into();
+        s["probation"]["failures"] = 2.into();
+    });
+    h.shut_down_cleanly();
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["--json", "health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("\"on_probation\""), "{}", text(&out));
+    let p = &h.state()["probation"];
+    assert!(p["passed"].is_null(), "{p}");
+    assert!(p["started"].as_i64().is_some_and(|t| t >= floor), "{p}");
+    assert_eq!(p["failures"], 2, "{p}");
 }

@@ -544,3 +544,49 @@ pub fn slot_version(path: &Path) -> Option<String> {
         .strip_prefix("IMAGE_VERSION=")
         .map(str::to_string)
 }
+
+/// Run abupdate `args` with the config `config`, killed after 10 s: its
+/// exit code (None when it had to be killed) and stderr.
+pub fn bounded(config: &Path, args: &[&str]) -> (Option<i32>, String) {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("abupdate");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = child
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut err);
+            return (status.code(), err);
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, String::new());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Put a FIFO at `path` for the length of `f`, then the file back.
+pub fn with_fifo(path: &Path, f: impl FnOnce()) {
+    let saved = std::fs::read(path).ok();
+    let _ = std::fs::remove_file(path);
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
+    f();
+    std::fs::remove_file(path).expect("remove the FIFO");
+    if let Some(bytes) = saved {
+        std::fs::write(path, bytes).expect("put the file back");
+    }
+}
