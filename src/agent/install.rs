@@ -152,7 +152,92 @@ pub(super) fn check_and_install(
             }));
         }
     }
-    install_verified(host, &lock, state, &verified, opts).map(Ok)
+    let look = Look { location, check };
+    install_verified(host, &lock, state, &verified, opts, &look)
+}
+
+/// Where and how a release was judged: what the last look before the
+/// reboot into it judges again ([`last_look`]).
+struct Look<'a> {
+    location: &'a str,
+    check: CheckOptions,
+}
+
+/// What the last look before the reboot into a staged trial found, as
+/// plain data: the same judgement as the run's first ([`fetch_and_judge`]:
+/// the channel or the manifest, the trust gate, the floors of time, the
+/// rollout), made again.
+#[derive(Debug)]
+pub(super) enum Found {
+    /// The release applies: the manifest it judged (its SHA-256).
+    Applies { manifest_sha256: String },
+    /// Nothing to install (withdrawn, halted, paused, not newer, …) or a
+    /// refusal that will not fix itself (expired, stale, …): the line
+    /// that says so, naming the staged release and its slot.
+    NotOffered(String),
+    /// The look could not be made (network, a channel or signature not
+    /// believed): the error.
+    Unread(Error),
+}
+
+/// What to do before the reboot into a staged trial.
+#[derive(Debug)]
+pub(super) enum BeforeReboot {
+    /// Still offered, the same manifest: reboot.
+    Reboot,
+    /// No longer offered (`why`): disarm it, no reboot.
+    Disarm(String),
+    /// Not known: no reboot now, the trial stays staged and the run fails
+    /// with the error (counted, backed off); the next run's own fetch
+    /// looks again and reboots inside a window once it reads the server.
+    StayStaged(Error),
+}
+
+/// The reboot into the staged trial (`staged`: "release V was staged in
+/// slot S") of the manifest `staged_sha256`, decided on the last look's
+/// `found`. Only "the same manifest still applies" reboots; only a
+/// positive "not offered" (or another manifest offered) disarms; a look
+/// not made leaves it staged. Pure.
+pub(super) fn before_reboot(found: Found, staged: &str, staged_sha256: &str) -> BeforeReboot {
+    match found {
+        Found::Applies { manifest_sha256 } if manifest_sha256 == staged_sha256 => {
+            BeforeReboot::Reboot
+        }
+        Found::Applies { manifest_sha256 } => BeforeReboot::Disarm(format!(
+            "{staged}, but the manifest now offered is another one (SHA-256 {manifest_sha256})"
+        )),
+        Found::NotOffered(why) => BeforeReboot::Disarm(why),
+        Found::Unread(e) => BeforeReboot::StayStaged(e),
+    }
+}
+
+/// The last look: the run's judgement of `look` made again, under the
+/// state lock the install holds (the state saved: the channel's floor).
+/// `staged` names the staged release and its slot.
+fn last_look(
+    host: &Host,
+    lock: &StateLock,
+    state: &mut State,
+    look: &Look,
+    staged: &str,
+) -> Result<Found> {
+    let judged = fetch_and_judge(host, state, look.location, look.check);
+    lock.save(state)?;
+    let found = |reason: String| {
+        Found::NotOffered(format!(
+            "{staged}, but the last look before the reboot found: {reason}"
+        ))
+    };
+    Ok(match judged {
+        Ok(Judged::Applies { verified, .. }) => Found::Applies {
+            manifest_sha256: verified.manifest().sha256.clone(),
+        },
+        // The channel's own line names the release and its slot.
+        Ok(Judged::Nothing(Nothing::Unoffered { why, .. })) => Found::NotOffered(why),
+        Ok(Judged::Nothing(nothing)) => found(nothing.explain().0),
+        Ok(Judged::Fault(na)) => found(na.to_string()),
+        Err(e) => Found::Unread(e),
+    })
 }
 
 /// When the timer's download of `verified` must wait for a download window
@@ -183,7 +268,8 @@ fn install_verified(
     mut state: State,
     verified: &Verified,
     opts: &InstallOptions,
-) -> Result<Installed> {
+    look: &Look,
+) -> Result<std::result::Result<Installed, Nothing>> {
     let m = verified.manifest();
     let booted = host.booted_slot()?;
     let target = booted.other();
@@ -231,7 +317,15 @@ fn install_verified(
                                 false => "read back before the reboot into it",
                             }
                         ));
-                        return finish_staged(host, lock, &mut state, target, verified, 0, 0, opts);
+                        // The judgement was made right before the
+                        // read-back: it is the last look.
+                        let staged = Staged {
+                            target,
+                            verified,
+                            payload_bytes: 0,
+                            network_bytes: 0,
+                        };
+                        return finish_staged(host, lock, &mut state, staged, opts, None);
                     }
                     Some(device) => log(&format!(
                         "release {} was staged in slot {target}, but {} no longer reads back as signed: installing it again",
@@ -321,16 +415,13 @@ fn install_verified(
         Some((Outcome::Installed, m.version.as_str())),
         None,
     );
-    finish_staged(
-        host,
-        lock,
-        &mut state,
+    let staged = Staged {
         target,
         verified,
-        fetched.payload,
-        fetched.network,
-        opts,
-    )
+        payload_bytes: fetched.payload,
+        network_bytes: fetched.network,
+    };
+    finish_staged(host, lock, &mut state, staged, opts, Some(look))
 }
 
 /// The first of `target`'s devices that does not hold its image of
@@ -728,20 +819,34 @@ fn again_from_zero(e: &Error, from_partial: u64) -> bool {
         || matches!(e, Error::Fetch(crate::fetch::FetchError::Changed { .. }))
 }
 
+/// A release staged by this run: where, and what it cost.
+struct Staged<'a> {
+    target: SlotName,
+    verified: &'a Verified,
+    payload_bytes: u64,
+    network_bytes: u64,
+}
+
 /// Log that the release waits in `target`, and reboot into it unless told
-/// not to or outside the maintenance window, holding the site's reboot lock
-/// (`[reboot] fleetlock`) and past the `pre_reboot` hook.
-#[allow(clippy::too_many_arguments)]
+/// not to or outside the maintenance window, after a last look (`look`,
+/// when the run's judgement is older than its write: [`before_reboot`]),
+/// holding the site's reboot lock (`[reboot] fleetlock`) and past the
+/// `pre_reboot` hook. A release the last look finds no longer offered is
+/// disarmed (`Err(Nothing::Disarmed)`).
 fn finish_staged(
     host: &Host,
     lock: &StateLock,
     state: &mut State,
-    target: SlotName,
-    verified: &Verified,
-    payload_bytes: u64,
-    network_bytes: u64,
+    staged: Staged,
     opts: &InstallOptions,
-) -> Result<Installed> {
+    look: Option<&Look>,
+) -> Result<std::result::Result<Installed, Nothing>> {
+    let Staged {
+        target,
+        verified,
+        payload_bytes,
+        network_bytes,
+    } = staged;
     let m = verified.manifest();
     log(&format!(
         "release {} staged in slot {target}; the next boot tries it",
@@ -757,6 +862,30 @@ fn finish_staged(
         ));
     }
     let rebooting = !opts.no_reboot && in_window;
+    if let Some(look) = look.filter(|_| rebooting) {
+        // The write took its time (a slow link, a download window's
+        // pause): the release may have been pulled meanwhile.
+        let named = format!("release {} was staged in slot {target}", m.version);
+        let found = last_look(host, lock, state, look, &named)?;
+        match before_reboot(found, &named, &m.sha256) {
+            BeforeReboot::Reboot => {}
+            BeforeReboot::Disarm(why) => {
+                let Some(t) = state.transaction.clone() else {
+                    return Err(Error::Refused(Refusal::NothingToInstall { reason: why }));
+                };
+                let line = disarm(host, lock, state, &t, &why)?;
+                let version = t.version;
+                return Ok(Err(Nothing::Disarmed { version, line }));
+            }
+            BeforeReboot::StayStaged(e) => {
+                log(&format!(
+                    "the last look before the reboot into {} could not be made: {e}; it stays staged and the next run looks again",
+                    m.version
+                ));
+                return Err(e);
+            }
+        }
+    }
     if rebooting {
         // No lock, no reboot: the staged slot waits for the next run.
         host.take_reboot_lock(lock, state, "the staged slot stays staged")?;
@@ -772,13 +901,13 @@ fn finish_staged(
         log("rebooting into the new slot");
         reboot(host)?;
     }
-    Ok(Installed {
+    Ok(Ok(Installed {
         slot: target,
         version: m.version.to_string(),
         payload_bytes,
         network_bytes,
         rebooting,
-    })
+    }))
 }
 
 /// Refuse targets that share storage with the booted slot, the root
@@ -1060,6 +1189,51 @@ fn name_payload_source(e: Error, url: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const STAGED: &str = "release 2.0 was staged in slot B";
+
+    #[test]
+    fn the_same_manifest_still_offered_reboots() {
+        let found = Found::Applies {
+            manifest_sha256: "aa".into(),
+        };
+        assert!(matches!(
+            before_reboot(found, STAGED, "aa"),
+            BeforeReboot::Reboot
+        ));
+    }
+
+    #[test]
+    fn a_release_no_longer_offered_is_disarmed_with_the_line_that_says_why() {
+        let why = "release 2.0 was staged in slot B and is withdrawn from the release channel u";
+        match before_reboot(Found::NotOffered(why.into()), STAGED, "aa") {
+            BeforeReboot::Disarm(line) => assert_eq!(line, why),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn another_manifest_for_the_release_disarms_the_staged_one() {
+        let found = Found::Applies {
+            manifest_sha256: "bb".into(),
+        };
+        match before_reboot(found, STAGED, "aa") {
+            BeforeReboot::Disarm(line) => {
+                assert!(line.starts_with(STAGED), "{line}");
+                assert!(line.contains("bb"), "{line}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_last_look_that_cannot_be_made_keeps_the_release_staged_without_a_reboot() {
+        let down = Error::io("/x", std::io::Error::other("connection refused"));
+        match before_reboot(Found::Unread(down), STAGED, "aa") {
+            BeforeReboot::StayStaged(e) => assert!(e.to_string().contains("refused")),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn only_a_resumed_download_whose_bytes_fail_is_fetched_again_from_zero() {
