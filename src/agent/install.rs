@@ -134,7 +134,12 @@ pub(super) fn check_and_install(
             let version = staged.version;
             return Ok(Err(Nothing::Disarmed { version, line }));
         }
-        Judged::Nothing(nothing) => return Ok(Err(nothing)),
+        Judged::Nothing(nothing) => {
+            if let Ok(lock) = &lock {
+                end_unoffered_write(host, lock, &mut state, &nothing, check)?;
+            }
+            return Ok(Err(nothing));
+        }
         Judged::Fault(na) => return Err(na.into()),
     };
     *release = Some(verified.manifest().version.to_string());
@@ -154,6 +159,64 @@ pub(super) fn check_and_install(
     }
     let look = Look { location, check };
     install_verified(host, &lock, state, &verified, opts, &look)
+}
+
+/// Whether the judgement `nothing` of the timer's run (not `by_hand`)
+/// ends the interrupted write `t` on a host booted from `booted`: a write
+/// into the other slot cut by a crash, of a release the timer will not
+/// install now (withdrawn, halted, paused, nothing newer, failed here), is
+/// not redone, so it must not stay pending ("will be redone" on every
+/// boot). A release that applies replaces it by its own install; a
+/// download window only delays it; a staged trial is the disarm's. Pure.
+pub(super) fn ends_write(
+    t: &Transaction,
+    booted: SlotName,
+    nothing: &Nothing,
+    by_hand: bool,
+) -> bool {
+    let interrupted = t.phase == Phase::Writing && t.to != booted;
+    let not_offered = match nothing {
+        Nothing::UpToDate { kind, .. } => !matches!(
+            kind,
+            NoUpdate::WaitingForDownloadWindow | NoUpdate::OnProbation
+        ),
+        Nothing::NotWanted { .. } => true,
+        Nothing::Unoffered { .. } | Nothing::Disarmed { .. } => false,
+    };
+    !by_hand && interrupted && not_offered
+}
+
+/// End the interrupted write recorded in `state` when the timer's
+/// judgement `nothing` says it will not be redone ([`ends_write`]): the
+/// slot stays bad, the transaction is cleared, and a line says why.
+fn end_unoffered_write(
+    host: &Host,
+    lock: &StateLock,
+    state: &mut State,
+    nothing: &Nothing,
+    check: CheckOptions,
+) -> Result<()> {
+    let Some(t) = state.transaction.clone() else {
+        return Ok(());
+    };
+    if !ends_write(&t, host.booted_slot()?, nothing, check.by_hand) {
+        return Ok(());
+    }
+    let flip = Transition::new(host, lock);
+    flip.end_write(state, &t)?;
+    // The activation of the running slot gave it a fresh try budget.
+    flip.rebless(state, t.from)?;
+    let reason = match nothing {
+        Nothing::NotWanted { why, .. } => why.to_string(),
+        Nothing::UpToDate { reason, .. } => reason.clone(),
+        Nothing::Unoffered { why, .. } => why.clone(),
+        Nothing::Disarmed { line, .. } => line.clone(),
+    };
+    log(&format!(
+        "the interrupted install of {} into slot {} is ended, not redone: {reason}; slot {} stays bad",
+        t.version, t.to, t.to
+    ));
+    Ok(())
 }
 
 /// Where and how a release was judged: what the last look before the
@@ -1191,6 +1254,70 @@ mod tests {
     use super::*;
 
     const STAGED: &str = "release 2.0 was staged in slot B";
+
+    fn write_of_2_0(phase: Phase) -> Transaction {
+        Transaction {
+            from: SlotName::A,
+            to: SlotName::B,
+            version: "2.0".into(),
+            manifest_sha256: "aa".into(),
+            phase,
+            started: 1,
+            staged_boot_id: None,
+            images: BTreeMap::new(),
+            unknown: Default::default(),
+        }
+    }
+
+    fn nothing(kind: NoUpdate) -> Nothing {
+        Nothing::UpToDate {
+            reason: "r".into(),
+            kind,
+            standing: None,
+        }
+    }
+
+    #[test]
+    fn an_interrupted_write_of_a_release_not_offered_any_more_is_ended() {
+        let t = write_of_2_0(Phase::Writing);
+        for kind in [
+            NoUpdate::NotNewer,
+            NoUpdate::Halted,
+            NoUpdate::WaitingForWave,
+            NoUpdate::OnWithdrawn,
+            NoUpdate::NotModified,
+        ] {
+            assert!(
+                ends_write(&t, SlotName::A, &nothing(kind), false),
+                "{kind:?}"
+            );
+        }
+        let failed = Nothing::NotWanted {
+            why: NotApplicable::PreviouslyFailed {
+                version: "2.0".into(),
+            },
+            standing: None,
+        };
+        assert!(ends_write(&t, SlotName::A, &failed, false));
+    }
+
+    #[test]
+    fn an_interrupted_write_stays_when_it_may_still_be_redone_or_is_not_the_timer_s() {
+        let t = write_of_2_0(Phase::Writing);
+        let window = nothing(NoUpdate::WaitingForDownloadWindow);
+        assert!(!ends_write(&t, SlotName::A, &window, false), "only delayed");
+        let halted = nothing(NoUpdate::Halted);
+        assert!(!ends_write(&t, SlotName::A, &halted, true), "by hand");
+        assert!(
+            !ends_write(&t, SlotName::B, &halted, false),
+            "booted into the slot written: the trial's boot settles it"
+        );
+        let staged = write_of_2_0(Phase::Staged);
+        assert!(
+            !ends_write(&staged, SlotName::A, &halted, false),
+            "a disarm's"
+        );
+    }
 
     #[test]
     fn the_same_manifest_still_offered_reboots() {
