@@ -17,6 +17,14 @@
 //! "already staged" only while the bootloader boots its slot next and,
 //! when the reboot into it may come now, the slot reads back as signed
 //! (`staged_damage`); else it is installed again.
+//!
+//! The reboot into a slot this run wrote follows a last look: the run's
+//! judgement made again ([`before_reboot`] decides on it, pure): a release
+//! pulled during the write (withdrawn, halted, paused, another manifest,
+//! expired) is disarmed; a look that cannot be made keeps it staged and
+//! fails the run, so no trial is booted without a successful read of the
+//! server in the same run. An interrupted write of a release the timer's
+//! judgement no longer installs is ended ([`ends_write`], pure).
 
 use super::check::{fetch_and_judge, save_if_held, CheckOptions, Judged, NoUpdate, Nothing};
 use super::recovery::{disarm, reboot};

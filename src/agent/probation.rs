@@ -56,7 +56,8 @@
 //! Unlike a failure's, its reboot is planned ([`Cause::waits_for_lock`]):
 //! the old slot is made the next boot at once (recorded as an owed
 //! reboot, `state::PlannedReboot`), and the reboot waits for the site's
-//! FleetLock lock, which `update` asks for again each tick. A
+//! FleetLock lock, which `update` asks for again each tick, and for the
+//! maintenance window ([`Cause::reboots_now`]). A
 //! halt rolls nothing back (it stops installs, not running releases), and
 //! a channel that cannot be fetched or believed changes nothing: the
 //! failure is counted and the watch goes on.

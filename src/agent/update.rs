@@ -20,7 +20,10 @@
 //! Invariant: every run ends in exactly one report: a success resets the
 //! backoff, a failure counts its kind and schedules the next try
 //! ([`super::report`]); a channel that cannot be read during a probation
-//! is counted so too, and the probation's watch step still runs. A safety
+//! is counted so too, the probation's watch step still runs, and the run
+//! ends as the failure it is (unless the watch rolled back). A late
+//! rollback's owed reboot waits for the maintenance window
+//! ([`Then::WaitForRebootWindow`]) as well as for the site's lock. A safety
 //! check that cannot read the channel while the host backs off disarms
 //! nothing and is only logged: the backoff's failure is counted already,
 //! and counting it again would push the next attempt further away.
