@@ -17,6 +17,14 @@
 //! "already staged" only while the bootloader boots its slot next and,
 //! when the reboot into it may come now, the slot reads back as signed
 //! (`staged_damage`); else it is installed again.
+//!
+//! The reboot into a slot this run wrote follows a last look: the run's
+//! judgement made again ([`before_reboot`] decides on it, pure): a release
+//! pulled during the write (withdrawn, halted, paused, another manifest,
+//! expired) is disarmed; a look that cannot be made keeps it staged and
+//! fails the run, so no trial is booted without a successful read of the
+//! server in the same run. An interrupted write of a release the timer's
+//! judgement no longer installs is ended ([`ends_write`], pure).
 
 use super::check::{fetch_and_judge, save_if_held, CheckOptions, Judged, NoUpdate, Nothing};
 use super::recovery::{disarm, reboot};
@@ -134,7 +142,12 @@ pub(super) fn check_and_install(
             let version = staged.version;
             return Ok(Err(Nothing::Disarmed { version, line }));
         }
-        Judged::Nothing(nothing) => return Ok(Err(nothing)),
+        Judged::Nothing(nothing) => {
+            if let Ok(lock) = &lock {
+                end_unoffered_write(host, lock, &mut state, &nothing, check)?;
+            }
+            return Ok(Err(nothing));
+        }
         Judged::Fault(na) => return Err(na.into()),
     };
     *release = Some(verified.manifest().version.to_string());
@@ -152,7 +165,150 @@ pub(super) fn check_and_install(
             }));
         }
     }
-    install_verified(host, &lock, state, &verified, opts).map(Ok)
+    let look = Look { location, check };
+    install_verified(host, &lock, state, &verified, opts, &look)
+}
+
+/// Whether the judgement `nothing` of the timer's run (not `by_hand`)
+/// ends the interrupted write `t` on a host booted from `booted`: a write
+/// into the other slot cut by a crash, of a release the timer will not
+/// install now (withdrawn, halted, paused, nothing newer, failed here), is
+/// not redone, so it must not stay pending ("will be redone" on every
+/// boot). A release that applies replaces it by its own install; a
+/// download window only delays it; a staged trial is the disarm's. Pure.
+pub(super) fn ends_write(
+    t: &Transaction,
+    booted: SlotName,
+    nothing: &Nothing,
+    by_hand: bool,
+) -> bool {
+    let interrupted = t.phase == Phase::Writing && t.to != booted;
+    let not_offered = match nothing {
+        Nothing::UpToDate { kind, .. } => !matches!(
+            kind,
+            NoUpdate::WaitingForDownloadWindow | NoUpdate::OnProbation
+        ),
+        Nothing::NotWanted { .. } => true,
+        Nothing::Unoffered { .. } | Nothing::Disarmed { .. } => false,
+    };
+    !by_hand && interrupted && not_offered
+}
+
+/// End the interrupted write recorded in `state` when the timer's
+/// judgement `nothing` says it will not be redone ([`ends_write`]): the
+/// slot stays bad, the transaction is cleared, and a line says why.
+fn end_unoffered_write(
+    host: &Host,
+    lock: &StateLock,
+    state: &mut State,
+    nothing: &Nothing,
+    check: CheckOptions,
+) -> Result<()> {
+    let Some(t) = state.transaction.clone() else {
+        return Ok(());
+    };
+    if !ends_write(&t, host.booted_slot()?, nothing, check.by_hand) {
+        return Ok(());
+    }
+    let flip = Transition::new(host, lock);
+    flip.end_write(state, &t)?;
+    // The activation of the running slot gave it a fresh try budget.
+    flip.rebless(state, t.from)?;
+    let reason = match nothing {
+        Nothing::NotWanted { why, .. } => why.to_string(),
+        Nothing::UpToDate { reason, .. } => reason.clone(),
+        Nothing::Unoffered { why, .. } => why.clone(),
+        Nothing::Disarmed { line, .. } => line.clone(),
+    };
+    log(&format!(
+        "the interrupted install of {} into slot {} is ended, not redone: {reason}; slot {} stays bad",
+        t.version, t.to, t.to
+    ));
+    Ok(())
+}
+
+/// Where and how a release was judged: what the last look before the
+/// reboot into it judges again ([`last_look`]).
+struct Look<'a> {
+    location: &'a str,
+    check: CheckOptions,
+}
+
+/// What the last look before the reboot into a staged trial found, as
+/// plain data: the same judgement as the run's first ([`fetch_and_judge`]:
+/// the channel or the manifest, the trust gate, the floors of time, the
+/// rollout), made again.
+#[derive(Debug)]
+pub(super) enum Found {
+    /// The release applies: the manifest it judged (its SHA-256).
+    Applies { manifest_sha256: String },
+    /// Nothing to install (withdrawn, halted, paused, not newer, …) or a
+    /// refusal that will not fix itself (expired, stale, …): the line
+    /// that says so, naming the staged release and its slot.
+    NotOffered(String),
+    /// The look could not be made (network, a channel or signature not
+    /// believed): the error.
+    Unread(Error),
+}
+
+/// What to do before the reboot into a staged trial.
+#[derive(Debug)]
+pub(super) enum BeforeReboot {
+    /// Still offered, the same manifest: reboot.
+    Reboot,
+    /// No longer offered (`why`): disarm it, no reboot.
+    Disarm(String),
+    /// Not known: no reboot now, the trial stays staged and the run fails
+    /// with the error (counted, backed off); the next run's own fetch
+    /// looks again and reboots inside a window once it reads the server.
+    StayStaged(Error),
+}
+
+/// The reboot into the staged trial (`staged`: "release V was staged in
+/// slot S") of the manifest `staged_sha256`, decided on the last look's
+/// `found`. Only "the same manifest still applies" reboots; only a
+/// positive "not offered" (or another manifest offered) disarms; a look
+/// not made leaves it staged. Pure.
+pub(super) fn before_reboot(found: Found, staged: &str, staged_sha256: &str) -> BeforeReboot {
+    match found {
+        Found::Applies { manifest_sha256 } if manifest_sha256 == staged_sha256 => {
+            BeforeReboot::Reboot
+        }
+        Found::Applies { manifest_sha256 } => BeforeReboot::Disarm(format!(
+            "{staged}, but the manifest now offered is another one (SHA-256 {manifest_sha256})"
+        )),
+        Found::NotOffered(why) => BeforeReboot::Disarm(why),
+        Found::Unread(e) => BeforeReboot::StayStaged(e),
+    }
+}
+
+/// The last look: the run's judgement of `look` made again, under the
+/// state lock the install holds (the state saved: the channel's floor).
+/// `staged` names the staged release and its slot.
+fn last_look(
+    host: &Host,
+    lock: &StateLock,
+    state: &mut State,
+    look: &Look,
+    staged: &str,
+) -> Result<Found> {
+    let judged = fetch_and_judge(host, state, look.location, look.check);
+    lock.save(state)?;
+    let found = |reason: String| {
+        Found::NotOffered(format!(
+            "{staged}, but the last look before the reboot found: {reason}"
+        ))
+    };
+    Ok(match judged {
+        Ok(Judged::Applies { verified, .. }) => Found::Applies {
+            manifest_sha256: verified.manifest().sha256.clone(),
+        },
+        // The channel's own line names the release and its slot.
+        Ok(Judged::Nothing(Nothing::Unoffered { why, .. })) => Found::NotOffered(why),
+        Ok(Judged::Nothing(nothing)) => found(nothing.explain().0),
+        Ok(Judged::Fault(na)) => found(na.to_string()),
+        Err(e) => Found::Unread(e),
+    })
 }
 
 /// When the timer's download of `verified` must wait for a download window
@@ -183,7 +339,8 @@ fn install_verified(
     mut state: State,
     verified: &Verified,
     opts: &InstallOptions,
-) -> Result<Installed> {
+    look: &Look,
+) -> Result<std::result::Result<Installed, Nothing>> {
     let m = verified.manifest();
     let booted = host.booted_slot()?;
     let target = booted.other();
@@ -231,7 +388,15 @@ fn install_verified(
                                 false => "read back before the reboot into it",
                             }
                         ));
-                        return finish_staged(host, lock, &mut state, target, verified, 0, 0, opts);
+                        // The judgement was made right before the
+                        // read-back: it is the last look.
+                        let staged = Staged {
+                            target,
+                            verified,
+                            payload_bytes: 0,
+                            network_bytes: 0,
+                        };
+                        return finish_staged(host, lock, &mut state, staged, opts, None);
                     }
                     Some(device) => log(&format!(
                         "release {} was staged in slot {target}, but {} no longer reads back as signed: installing it again",
@@ -321,16 +486,13 @@ fn install_verified(
         Some((Outcome::Installed, m.version.as_str())),
         None,
     );
-    finish_staged(
-        host,
-        lock,
-        &mut state,
+    let staged = Staged {
         target,
         verified,
-        fetched.payload,
-        fetched.network,
-        opts,
-    )
+        payload_bytes: fetched.payload,
+        network_bytes: fetched.network,
+    };
+    finish_staged(host, lock, &mut state, staged, opts, Some(look))
 }
 
 /// The first of `target`'s devices that does not hold its image of
@@ -728,20 +890,34 @@ fn again_from_zero(e: &Error, from_partial: u64) -> bool {
         || matches!(e, Error::Fetch(crate::fetch::FetchError::Changed { .. }))
 }
 
+/// A release staged by this run: where, and what it cost.
+struct Staged<'a> {
+    target: SlotName,
+    verified: &'a Verified,
+    payload_bytes: u64,
+    network_bytes: u64,
+}
+
 /// Log that the release waits in `target`, and reboot into it unless told
-/// not to or outside the maintenance window, holding the site's reboot lock
-/// (`[reboot] fleetlock`) and past the `pre_reboot` hook.
-#[allow(clippy::too_many_arguments)]
+/// not to or outside the maintenance window, after a last look (`look`,
+/// when the run's judgement is older than its write: [`before_reboot`]),
+/// holding the site's reboot lock (`[reboot] fleetlock`) and past the
+/// `pre_reboot` hook. A release the last look finds no longer offered is
+/// disarmed (`Err(Nothing::Disarmed)`).
 fn finish_staged(
     host: &Host,
     lock: &StateLock,
     state: &mut State,
-    target: SlotName,
-    verified: &Verified,
-    payload_bytes: u64,
-    network_bytes: u64,
+    staged: Staged,
     opts: &InstallOptions,
-) -> Result<Installed> {
+    look: Option<&Look>,
+) -> Result<std::result::Result<Installed, Nothing>> {
+    let Staged {
+        target,
+        verified,
+        payload_bytes,
+        network_bytes,
+    } = staged;
     let m = verified.manifest();
     log(&format!(
         "release {} staged in slot {target}; the next boot tries it",
@@ -757,6 +933,30 @@ fn finish_staged(
         ));
     }
     let rebooting = !opts.no_reboot && in_window;
+    if let Some(look) = look.filter(|_| rebooting) {
+        // The write took its time (a slow link, a download window's
+        // pause): the release may have been pulled meanwhile.
+        let named = format!("release {} was staged in slot {target}", m.version);
+        let found = last_look(host, lock, state, look, &named)?;
+        match before_reboot(found, &named, &m.sha256) {
+            BeforeReboot::Reboot => {}
+            BeforeReboot::Disarm(why) => {
+                let Some(t) = state.transaction.clone() else {
+                    return Err(Error::Refused(Refusal::NothingToInstall { reason: why }));
+                };
+                let line = disarm(host, lock, state, &t, &why)?;
+                let version = t.version;
+                return Ok(Err(Nothing::Disarmed { version, line }));
+            }
+            BeforeReboot::StayStaged(e) => {
+                log(&format!(
+                    "the last look before the reboot into {} could not be made: {e}; it stays staged and the next run looks again",
+                    m.version
+                ));
+                return Err(e);
+            }
+        }
+    }
     if rebooting {
         // No lock, no reboot: the staged slot waits for the next run.
         host.take_reboot_lock(lock, state, "the staged slot stays staged")?;
@@ -772,13 +972,13 @@ fn finish_staged(
         log("rebooting into the new slot");
         reboot(host)?;
     }
-    Ok(Installed {
+    Ok(Ok(Installed {
         slot: target,
         version: m.version.to_string(),
         payload_bytes,
         network_bytes,
         rebooting,
-    })
+    }))
 }
 
 /// Refuse targets that share storage with the booted slot, the root
@@ -1060,6 +1260,115 @@ fn name_payload_source(e: Error, url: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const STAGED: &str = "release 2.0 was staged in slot B";
+
+    fn write_of_2_0(phase: Phase) -> Transaction {
+        Transaction {
+            from: SlotName::A,
+            to: SlotName::B,
+            version: "2.0".into(),
+            manifest_sha256: "aa".into(),
+            phase,
+            started: 1,
+            staged_boot_id: None,
+            images: BTreeMap::new(),
+            unknown: Default::default(),
+        }
+    }
+
+    fn nothing(kind: NoUpdate) -> Nothing {
+        Nothing::UpToDate {
+            reason: "r".into(),
+            kind,
+            standing: None,
+        }
+    }
+
+    #[test]
+    fn an_interrupted_write_of_a_release_not_offered_any_more_is_ended() {
+        let t = write_of_2_0(Phase::Writing);
+        for kind in [
+            NoUpdate::NotNewer,
+            NoUpdate::Halted,
+            NoUpdate::WaitingForWave,
+            NoUpdate::OnWithdrawn,
+            NoUpdate::NotModified,
+        ] {
+            assert!(
+                ends_write(&t, SlotName::A, &nothing(kind), false),
+                "{kind:?}"
+            );
+        }
+        let failed = Nothing::NotWanted {
+            why: NotApplicable::PreviouslyFailed {
+                version: "2.0".into(),
+            },
+            standing: None,
+        };
+        assert!(ends_write(&t, SlotName::A, &failed, false));
+    }
+
+    #[test]
+    fn an_interrupted_write_stays_when_it_may_still_be_redone_or_is_not_the_timer_s() {
+        let t = write_of_2_0(Phase::Writing);
+        let window = nothing(NoUpdate::WaitingForDownloadWindow);
+        assert!(!ends_write(&t, SlotName::A, &window, false), "only delayed");
+        let halted = nothing(NoUpdate::Halted);
+        assert!(!ends_write(&t, SlotName::A, &halted, true), "by hand");
+        assert!(
+            !ends_write(&t, SlotName::B, &halted, false),
+            "booted into the slot written: the trial's boot settles it"
+        );
+        let staged = write_of_2_0(Phase::Staged);
+        assert!(
+            !ends_write(&staged, SlotName::A, &halted, false),
+            "a disarm's"
+        );
+    }
+
+    #[test]
+    fn the_same_manifest_still_offered_reboots() {
+        let found = Found::Applies {
+            manifest_sha256: "aa".into(),
+        };
+        assert!(matches!(
+            before_reboot(found, STAGED, "aa"),
+            BeforeReboot::Reboot
+        ));
+    }
+
+    #[test]
+    fn a_release_no_longer_offered_is_disarmed_with_the_line_that_says_why() {
+        let why = "release 2.0 was staged in slot B and is withdrawn from the release channel u";
+        match before_reboot(Found::NotOffered(why.into()), STAGED, "aa") {
+            BeforeReboot::Disarm(line) => assert_eq!(line, why),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn another_manifest_for_the_release_disarms_the_staged_one() {
+        let found = Found::Applies {
+            manifest_sha256: "bb".into(),
+        };
+        match before_reboot(found, STAGED, "aa") {
+            BeforeReboot::Disarm(line) => {
+                assert!(line.starts_with(STAGED), "{line}");
+                assert!(line.contains("bb"), "{line}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_last_look_that_cannot_be_made_keeps_the_release_staged_without_a_reboot() {
+        let down = Error::io("/x", std::io::Error::other("connection refused"));
+        match before_reboot(Found::Unread(down), STAGED, "aa") {
+            BeforeReboot::StayStaged(e) => assert!(e.to_string().contains("refused")),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn only_a_resumed_download_whose_bytes_fail_is_fetched_again_from_zero() {

@@ -63,7 +63,8 @@
 //! Unlike a failure's, its reboot is planned ([`Cause::waits_for_lock`]):
 //! the old slot is made the next boot at once (recorded as an owed
 //! reboot, `state::PlannedReboot`), and the reboot waits for the site's
-//! FleetLock lock, which `update` asks for again each tick. A
+//! FleetLock lock, which `update` asks for again each tick, and for the
+//! maintenance window ([`Cause::reboots_now`]). A
 //! halt rolls nothing back (it stops installs, not running releases), and
 //! a channel that cannot be fetched or believed changes nothing: the
 //! failure is counted and the watch goes on.
@@ -235,6 +236,16 @@ impl Cause {
     /// does not wait either).
     pub fn waits_for_lock(self) -> bool {
         matches!(self, Cause::Withdrawn)
+    }
+
+    /// Whether the reboot into the old slot comes in this run, given
+    /// whether the maintenance window (`[[reboot.window]]`; none
+    /// configured: always) is open. A planned rollback's reboot waits for
+    /// the window as an update's does: the boot order is switched
+    /// already, so any reboot meanwhile boots the old slot. A failing
+    /// host's does not wait (as for the lock).
+    pub fn reboots_now(self, window_open: bool) -> bool {
+        window_open || !self.waits_for_lock()
     }
 }
 
@@ -423,7 +434,16 @@ pub(super) fn watch(
                 fell_back: false,
             };
             let verdict = retire_trial(host, flip, state, &release, &why, true)?;
-            if !no_reboot {
+            let windows = &host.config.reboot.windows;
+            let window_open = crate::schedule::may_reboot(windows, now);
+            if !no_reboot && !cause.reboots_now(window_open) {
+                log(&format!(
+                    "the reboot into slot {} waits for the maintenance window (next opens {})",
+                    release.from,
+                    crate::schedule::next_window(windows, now)
+                        .map_or_else(|| "never".into(), crate::timefmt::format_rfc3339)
+                ));
+            } else if !no_reboot {
                 let waiting = format!("slot {} boots next, at any reboot", release.from);
                 host.take_reboot_lock(flip.lock(), state, &waiting)?;
                 reboot_into(host, release.from, false)?;
@@ -876,6 +896,15 @@ mod tests {
             Decision::RollBack(why.into(), Cause::Withdrawn),
             "even at the window's end"
         );
+    }
+
+    #[test]
+    fn a_withdrawal_s_reboot_waits_for_the_window_a_failure_s_does_not() {
+        assert!(Cause::Withdrawn.reboots_now(true));
+        assert!(!Cause::Withdrawn.reboots_now(false), "planned: waits");
+        let failing = Cause::Failing { failures: 3 };
+        assert!(failing.reboots_now(false), "a failing host reboots at once");
+        assert!(failing.reboots_now(true));
     }
 
     #[test]

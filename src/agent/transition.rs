@@ -167,6 +167,19 @@ impl<'a> Transition<'a> {
         self.save(state)
     }
 
+    /// An interrupted write `t` (recorded `writing`, into the slot that
+    /// is not booted) of a release the timer no longer installs: ended by
+    /// the pair of a disarm (`t.to` bad, which it is already unless the
+    /// crash came after its activation; `t.from`, running, activated),
+    /// then the record ([`State::abandon_write`]: nothing pending, the
+    /// slot bad). A crash before the record leaves `writing`, which the
+    /// next `update` ends again (each write idempotent).
+    pub(super) fn end_write(&self, state: &mut State, t: &Transaction) -> Result<()> {
+        self.disarm_pair(t)?;
+        state.abandon_write(t.to);
+        self.save(state)
+    }
+
     /// Rule 4's pair for a staged trial `t` an operator cancelled
     /// (`mark-bad` of its slot, `why`), then the record
     /// ([`State::cancel`]: disarmed, the release held as cancelled, not

@@ -20,7 +20,10 @@
 //! Invariant: every run ends in exactly one report: a success resets the
 //! backoff, a failure counts its kind and schedules the next try
 //! ([`super::report`]); a channel that cannot be read during a probation
-//! is counted so too, and the probation's watch step still runs. A safety
+//! is counted so too, the probation's watch step still runs, and the run
+//! ends as the failure it is (unless the watch rolled back). A late
+//! rollback's owed reboot waits for the maintenance window
+//! ([`Then::WaitForRebootWindow`]) as well as for the site's lock. A safety
 //! check that cannot read the channel while the host backs off disarms
 //! nothing and is only logged: the backoff's failure is counted already,
 //! and counting it again would push the next attempt further away.
@@ -124,6 +127,10 @@ pub enum Then {
     /// and reboot into the old slot (a new attempt: the backoff delays it;
     /// the old slot boots next already). Nothing is installed meanwhile.
     FinishRollback,
+    /// A planned late rollback's reboot is owed, but the maintenance
+    /// window is closed: the run ends (the old slot boots next already, so
+    /// any reboot meanwhile boots it); nothing is installed meanwhile.
+    WaitForRebootWindow,
     /// Wait the jitter, then check, install and reboot: a new attempt.
     Attempt,
 }
@@ -152,6 +159,9 @@ pub struct RunFacts {
     pub backing_off: Option<i64>,
     /// A planned late rollback's reboot waits for the site's lock.
     pub reboot_owed: bool,
+    /// Maintenance windows are configured (`[[reboot.window]]`) and none
+    /// is open now.
+    pub reboot_window_closed: bool,
 }
 
 /// The steps of this run, in order. The safety checks come first,
@@ -172,6 +182,7 @@ pub fn plan(f: &RunFacts) -> Plan {
             }
             Then::BackOff { until }
         }
+        None if f.reboot_owed && f.reboot_window_closed => Then::WaitForRebootWindow,
         None if f.reboot_owed => Then::FinishRollback,
         None => Then::Attempt,
     };
@@ -197,6 +208,7 @@ pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
     match plan(&run_facts(host, opts)?).then {
         Then::BackOff { until } => Ok(UpdateOutcome::BackingOff { until }),
         Then::FinishRollback => finish_planned_rollback(host, opts),
+        Then::WaitForRebootWindow => owed_reboot_waits(host),
         Then::Attempt => attempt(host, opts),
     }
 }
@@ -215,6 +227,7 @@ fn run_facts(host: &Host, opts: UpdateOptions) -> Result<RunFacts> {
             .is_some_and(|t| t.phase == Phase::Staged && Some(t.to) != booted),
         channel: host.config.update.channel.is_some(),
         reboot_owed: booted.is_some_and(|b| state.reboot_owed(b).is_some()),
+        reboot_window_closed: !crate::schedule::may_reboot(&host.config.reboot.windows, now()),
         backing_off: match opts.now {
             true => None,
             false => crate::schedule::backing_off_until(state.metrics.retry_after, now(), max),
@@ -374,13 +387,28 @@ fn watch_probation(host: &Host, opts: UpdateOptions) -> Result<Option<UpdateOutc
     // The state lock is given back: each failure is counted with its own
     // (a planned rollback's reboot refused the site's lock: `fleetlock`,
     // and the timer backs off as for an update's).
-    if let Some(e) = unread {
-        record_failure(host, &e, None);
+    if let Some(e) = &unread {
+        record_failure(host, e, None);
     }
     if let Err(e) = &outcome {
         record_failure(host, e, Some(&version));
     }
-    outcome
+    ended_by_watch(outcome, unread)
+}
+
+/// How a run whose probation was watched ends: a rollback (or a kept
+/// release) the watch decided is the run's outcome, whatever else
+/// happened; otherwise a channel that could not be read makes it the
+/// failed run it is (exit 1, `{"error","kind"}`), counted once above,
+/// never "up to date"; otherwise what the watch said. Pure.
+fn ended_by_watch(
+    watched: Result<Option<UpdateOutcome>>,
+    unread: Option<crate::error::Error>,
+) -> Result<Option<UpdateOutcome>> {
+    match (watched, unread) {
+        (Ok(Some(UpdateOutcome::UpToDate { .. })) | Ok(None), Some(e)) => Err(e),
+        (watched, _) => watched,
+    }
 }
 
 /// The reboot a planned late rollback owes ([`crate::state::State::reboot_owed`]):
@@ -422,6 +450,33 @@ fn finish_planned_rollback(host: &Host, opts: UpdateOptions) -> Result<UpdateOut
         Err(e) => record_failure(host, e, version.as_deref()),
     }
     result
+}
+
+/// The reboot a planned late rollback owes waits for the maintenance
+/// window: reported as the rollback it finishes (the old slot boots
+/// next), nothing else done; the first tick inside a window reboots.
+fn owed_reboot_waits(host: &Host) -> Result<UpdateOutcome> {
+    let state = host.state_dir.load()?;
+    let booted = host.booted_slot()?;
+    let Some(owed) = state.reboot_owed(booted) else {
+        return Ok(UpdateOutcome::UpToDate {
+            reason: "no reboot is owed any more".into(),
+            kind: NoUpdate::NotNewer,
+            standing: None,
+        });
+    };
+    let windows = &host.config.reboot.windows;
+    let next = crate::schedule::next_window(windows, now())
+        .map_or_else(|| "never".into(), crate::timefmt::format_rfc3339);
+    let reason = format!(
+        "{} was rolled back late; slot {} boots next: the reboot waits for the maintenance window (next opens {next})",
+        owed.version, owed.slot
+    );
+    log(&reason);
+    Ok(UpdateOutcome::RolledBackLate {
+        version: owed.version.clone(),
+        reason,
+    })
 }
 
 /// A reboot lock an earlier run could not give back (the server was
@@ -551,6 +606,51 @@ mod tests {
             Then::FinishRollback,
             "nothing installed meanwhile"
         );
+    }
+
+    #[test]
+    fn a_planned_rollback_s_owed_reboot_waits_for_the_maintenance_window() {
+        let owed = RunFacts {
+            reboot_owed: true,
+            reboot_window_closed: true,
+            ..RunFacts::default()
+        };
+        let plan = plan(&owed);
+        assert_eq!(plan.checks, []);
+        assert_eq!(plan.then, Then::WaitForRebootWindow, "no lock, no reboot");
+    }
+
+    #[test]
+    fn a_closed_window_alone_does_not_stop_an_attempt() {
+        let closed = RunFacts {
+            reboot_window_closed: true,
+            ..RunFacts::default()
+        };
+        assert_eq!(plan(&closed).then, Then::Attempt, "downloads may go on");
+    }
+
+    #[test]
+    fn a_channel_that_could_not_be_read_during_a_probation_fails_the_run() {
+        let unread = || Some(crate::error::Error::io("/x", std::io::Error::other("down")));
+        let on_probation = Ok(Some(UpdateOutcome::UpToDate {
+            reason: "on probation".into(),
+            kind: NoUpdate::OnProbation,
+            standing: None,
+        }));
+        assert!(ended_by_watch(on_probation, unread()).is_err());
+        assert!(
+            ended_by_watch(Ok(None), unread()).is_err(),
+            "a probation that ended this run: no attempt on an unread channel"
+        );
+        let rolled_back = Ok(Some(UpdateOutcome::RolledBackLate {
+            version: "2.0".into(),
+            reason: "3 unclean restarts".into(),
+        }));
+        assert!(matches!(
+            ended_by_watch(rolled_back, unread()),
+            Ok(Some(UpdateOutcome::RolledBackLate { .. }))
+        ));
+        assert!(matches!(ended_by_watch(Ok(None), None), Ok(None)));
     }
 
     #[test]

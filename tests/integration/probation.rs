@@ -555,12 +555,23 @@ fn a_halt_during_probation_rolls_nothing_back() {
     let out = h.abupdate(&["--json", "update"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("\"on_probation\""), "{}", text(&out));
-    // Unreachable: counted as a failure of its kind; the watch goes on.
+    assert_eq!((h.grub_vars(), h.reboots()), before);
+    assert_eq!(h.boot(), "B");
+}
+
+#[test]
+fn an_unreadable_channel_during_probation_fails_the_run_and_rolls_nothing_back() {
+    let mut h = on_probation_from_channel("prob-unreadable");
+    let before = (h.grub_vars(), h.reboots());
+    // Unreachable: the failed run it is (exit 1, the error and its kind),
+    // counted once; the watch goes on.
     let p = channel_path(&h);
     std::fs::rename(&p, p.with_extension("away")).expect("hide");
     let out = h.abupdate(&["--json", "update"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("\"on_probation\""), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["error"].is_string() && v["kind"].is_string(), "{v}");
+    assert!(!text(&out).contains("up_to_date"), "{}", text(&out));
     let s = h.state();
     let counted: u64 = s["metrics"]["failures"]
         .as_object()
@@ -573,6 +584,46 @@ fn a_halt_during_probation_rolls_nothing_back() {
     assert!(s["failed"].as_array().is_none_or(|f| f.is_empty()), "{s}");
     assert_eq!((h.grub_vars(), h.reboots()), before);
     assert_eq!(h.boot(), "B");
+}
+
+#[test]
+fn a_withdrawal_s_late_rollback_waits_for_the_maintenance_window() {
+    let mut h = on_probation_from_channel("prob-withdrawn-window");
+    let hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        / 3600
+        % 24;
+    let window = |start: u64| {
+        format!("[[reboot.window]]\ndays = [\"*\"]\nstart = \"{start:02}:00\"\nlength = \"2h\"\n")
+    };
+    let closed = window((hour + 12) % 24);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(&h.config, format!("{cfg}\n{closed}")).expect("config");
+    channel(&h, "withdraw", &["2.0"]);
+    for run in ["the withdrawal's", "a later tick's"] {
+        let out = h.abupdate(&["--json", "update"]);
+        assert!(out.status.success(), "{run}: {}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["outcome"], "rolled_back_late", "{run}: {v}");
+        assert!(
+            text(&out).contains("waits for the maintenance window"),
+            "{run}: {}",
+            text(&out)
+        );
+        assert_eq!(h.reboots(), 1, "{run}: only the install's reboot");
+        assert_eq!(h.state()["planned_reboot"]["slot"], "A", "{run}");
+        let next = crate::common::grub::choose(&h.grub_vars()).slot;
+        assert_eq!(next, "A", "{run}: the boot order is switched at once");
+    }
+    // Inside a window, the owed reboot comes.
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(&h.config, cfg.replace(&closed, &window(hour))).expect("config");
+    let out = h.abupdate(&["--json", "update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.reboots(), 2, "the owed reboot, in the window");
+    assert_rolled_back_late(&mut h);
 }
 
 #[test]

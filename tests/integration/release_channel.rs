@@ -17,6 +17,9 @@
 //! | a halt disarms a staged trial; a resume stages it again | `a_halt_disarms_a_staged_trial_and_a_resume_stages_it_again` |
 //! | a channel unreachable or replayed: the staged trial stays armed | `an_unreachable_or_stale_channel_disarms_nothing` |
 //! | a halt re-signed with the same `created`: neither copy is acted on | `a_halt_signed_with_the_same_created_is_not_undone_by_a_replay` |
+//! | withdrawn during its download: disarmed by the last look, never booted | `a_release_withdrawn_during_its_download_is_disarmed_not_booted` |
+//! | the last look cannot be made: stays staged, no reboot; the next run reboots | `a_last_look_that_cannot_be_made_keeps_the_trial_staged_and_the_next_run_reboots` |
+//! | an interrupted write of a release withdrawn since: ended, slot bad | `an_interrupted_write_of_a_withdrawn_release_is_ended_not_redone` |
 //! | a barrier the operator cancelled: held as a cancel, not a failure; by hand it goes on | `a_cancelled_barrier_holds_the_timer_as_cancelled_and_an_install_by_hand_goes_on` |
 
 use crate::common::channel::{channel, channel_cmd, channel_host, channel_path};
@@ -687,4 +690,86 @@ fn an_unplaceable_booted_version_is_named_escaped_and_lossless() {
         msg.starts_with(r#"the booted version "1.0\xe2\x80\xae\x1b[2J\xff" (from "#),
         "{msg}"
     );
+}
+
+/// `abupdate channel withdraw` of `version` on `h`'s channel, as a shell
+/// command (for a hook: the operator acting during an install).
+fn withdraw_cmd(h: &TestHost, version: &str) -> String {
+    format!(
+        "{} channel withdraw {} {version} --secret {} >/dev/null",
+        bin(),
+        channel_path(h).display(),
+        h.secret_key.display()
+    )
+}
+
+#[test]
+fn a_release_withdrawn_during_its_download_is_disarmed_not_booted() {
+    let h = host("withdrawn-mid-download", "1.0");
+    release(&h, "2.0", false);
+    h.post_install_hook(&withdraw_cmd(&h, "2.0"));
+    let out = h.abupdate(&["--json", "update"]);
+    let why = format!(
+        "is withdrawn from the release channel {}",
+        channel_path(&h).display()
+    );
+    assert_disarmed(&h, &out, &why);
+}
+
+#[test]
+fn a_last_look_that_cannot_be_made_keeps_the_trial_staged_and_the_next_run_reboots() {
+    let h = host("last-look-unreachable", "1.0");
+    release(&h, "2.0", false);
+    let p = channel_path(&h);
+    let away = p.with_extension("away");
+    h.post_install_hook(&format!("mv {} {}", p.display(), away.display()));
+    let out = h.abupdate(&["--json", "update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["error"].is_string() && v["kind"].is_string(), "{v}");
+    assert_eq!(h.reboots(), 0, "no reboot without a last look");
+    assert_eq!(h.state()["transaction"]["phase"], "staged");
+    std::fs::rename(&away, &p).expect("back");
+    // The next run's own fetch is its look: the staged trial is rebooted into.
+    let out = h.abupdate(&["--json", "update", "--now"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["rebooting"], true, "{v}");
+    assert_eq!(h.reboots(), 1);
+    assert_eq!(next_boot(&h), "B");
+}
+
+#[test]
+fn an_interrupted_write_of_a_withdrawn_release_is_ended_not_redone() {
+    // Cut once the bytes are written, and cut after the activation but before the
+    // record said staged: both leave `writing`.
+    for point in ["fsync", "activated"] {
+        let mut h = host(&format!("ended-write-{point}"), "1.0");
+        release(&h, "2.0", false);
+        let out = h.abupdate_env(&["update"], &[("ABUPDATE_FAILPOINT", point)]);
+        assert!(!out.status.success(), "{point}: {}", text(&out));
+        assert_eq!(h.state()["transaction"]["phase"], "writing", "{point}");
+        channel(&h, "withdraw", &["2.0"]);
+        let out = h.abupdate(&["--json", "update"]);
+        assert!(out.status.success(), "{point}: {}", text(&out));
+        assert!(
+            text(&out).contains("the interrupted install of 2.0 into slot B is ended, not redone"),
+            "{point}: {}",
+            text(&out)
+        );
+        let s = h.state();
+        assert!(s["transaction"].is_null(), "{point}: {s}");
+        assert_eq!(s["slots"]["B"]["status"], "bad", "{point}: {s}");
+        assert_eq!(next_boot(&h), "A", "{point}: {:?}", h.grub_vars());
+        assert_eq!(h.reboots(), 0, "{point}");
+        // The next boot promises no redo.
+        assert_eq!(h.boot(), "A");
+        let out = h.abupdate(&["health"]);
+        assert!(!text(&out).contains("redone"), "{point}: {}", text(&out));
+        // A newer release still installs over the bad slot.
+        release(&h, "3.0", false);
+        let out = h.abupdate(&["update", "--no-reboot"]);
+        assert!(out.status.success(), "{point}: {}", text(&out));
+        assert_eq!(h.state()["transaction"]["version"], "3.0", "{point}");
+    }
 }

@@ -412,3 +412,28 @@ fn an_os_release_version_that_does_not_parse_falls_back_to_the_installed_record(
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("not newer"), "{}", text(&out));
 }
+
+#[test]
+fn a_release_paused_during_its_download_is_disarmed_not_booted() {
+    let (h, m) = host_with_release("loop-paused-mid-download");
+    // The operator's `paused: true` re-signing of the same release, put in
+    // place of the offered manifest while the install runs.
+    let paused = h.pack("r2-paused", "2.0", &image("2.0", 3 << 20), &["--paused"]);
+    let dir = m.parent().expect("dir");
+    let copy = format!("cp {}* {}/", paused.display(), dir.display());
+    h.post_install_hook(&copy);
+    let out = h.abupdate(&["--json", "update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "disarmed", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("paused") && m.contains("disarmed")),
+        "{v}"
+    );
+    assert_eq!(h.reboots(), 0, "a paused release is not booted");
+    assert_eq!(var(&h, "ORDER"), "A B");
+    assert_eq!(var(&h, "B_OK"), "0");
+    assert!(h.state()["transaction"].is_null(), "{}", h.state());
+}

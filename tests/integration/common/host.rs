@@ -310,6 +310,18 @@ interval = "1s"
         run(&mut c)
     }
 
+    /// Run `body` (sh) as the `post_install` hook: after the slot is
+    /// written, before it is staged and rebooted into, so what it does
+    /// happens during the install (an operator pulling the release).
+    pub fn post_install_hook(&self, body: &str) {
+        let hook = self.dir.join("post-install");
+        std::fs::write(&hook, format!("#!/bin/sh\n{body}\n")).expect("hook");
+        chmod_x(&hook);
+        let cfg = std::fs::read_to_string(&self.config).expect("config");
+        let hooks = format!("{cfg}\n[hooks]\npost_install = \"{}\"\n", hook.display());
+        std::fs::write(&self.config, hooks).expect("config");
+    }
+
     /// Rewrite the manifest at `m` with `edit` (on its JSON value, then
     /// serialised compactly, or the text it returns) and sign it again with
     /// the release key: a release engineer's edit, validly signed.
