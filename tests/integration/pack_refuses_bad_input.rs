@@ -178,9 +178,13 @@ fn re_packing_a_version_with_other_bytes_never_touches_the_published_payload() {
     let mut other = image("2.0", 1 << 20);
     other[4096] ^= 1;
     std::fs::write(&b, other).expect("image");
-    let out_dir = work.join("rel");
-    for args in [vec!["--percent", "100"], vec!["--segment-size", "1"]] {
-        let _ = std::fs::remove_dir_all(&out_dir);
+    for (round, args) in [vec!["--percent", "100"], vec!["--segment-size", "1"]]
+        .into_iter()
+        .enumerate()
+    {
+        // A directory per round: the host keeps what it verified from each
+        // place, and two packs in one second share a `created`.
+        let out_dir = work.join(format!("rel-{round}"));
         let with = |p: &Path| {
             let mut v = vec![format!("--image=rootfs={}", p.display())];
             v.extend(args.iter().map(|s| s.to_string()));
