@@ -80,6 +80,14 @@ pub(super) fn disarm(
     flip.rebless(state, t.from)?;
     let line = format!("{why}: disarmed, slot {} stays the next boot", t.from);
     log(&line);
+    disarmed(host, lock, state, t);
+    Ok(line)
+}
+
+/// After a disarm or a cancel of the staged trial `t`: no reboot is owed,
+/// so the site's lock goes back, and the outcome is reported `disarmed`
+/// (not counted for or against the release).
+fn disarmed(host: &Host, lock: &crate::state::StateLock, state: &mut State, t: &Transaction) {
     host.release_reboot_lock(lock, state);
     publish(
         host,
@@ -87,7 +95,6 @@ pub(super) fn disarm(
         Some((crate::report::Outcome::Disarmed, t.version.as_str())),
         None,
     );
-    Ok(line)
 }
 
 /// The operator's `op` (`mark-bad` of its slot) cancels the staged trial
@@ -110,13 +117,7 @@ fn cancel_staged(
         "release {} in slot {} {why}: slot {} stays the next boot; the timer does not install it again (`abupdate install` of it by hand does)",
         t.version, t.to, t.from
     ));
-    host.release_reboot_lock(lock, state);
-    publish(
-        host,
-        state,
-        Some((crate::report::Outcome::Disarmed, t.version.as_str())),
-        None,
-    );
+    disarmed(host, lock, state, t);
     Ok(())
 }
 

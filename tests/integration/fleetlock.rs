@@ -520,11 +520,7 @@ fn on_probation_in_site(name: &str, machine: u8, server: &LockServer, group: &st
     let mut h = channel_site_host(name, machine, server, group, "probation = \"24h\"\n");
     let out = update(&h, true);
     assert!(out.status.success(), "update to 2.0: {}", text(&out));
-    h.shut_down_cleanly();
-    assert_eq!(h.boot(), "B");
-    let out = h.abupdate(&["health"]);
-    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
-    assert_eq!(h.state()["probation"]["version"], "2.0");
+    h.commit_trial_on_probation("2.0");
     assert_eq!(server.holder(group), None, "the commit gives the lock back");
     h
 }

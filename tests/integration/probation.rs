@@ -36,11 +36,7 @@ fn commit_on_probation(mut h: TestHost) -> (TestHost, std::path::PathBuf) {
     let r2 = h.pack("r2", "2.0", &image("2.0", 4096), &[]);
     let out = h.abupdate(&["install", r2.to_str().expect("utf8")]);
     assert!(out.status.success(), "install 2.0: {}", text(&out));
-    h.shut_down_cleanly(); // the orderly reboot into the trial
-    assert_eq!(h.boot(), "B");
-    let out = h.abupdate(&["health"]);
-    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
-    assert_eq!(h.state()["probation"]["version"], "2.0");
+    h.commit_trial_on_probation("2.0");
     assert_eq!(h.state()["probation"]["slot"], "B");
     assert_eq!(h.state()["probation"]["failures"], 0);
     let r3 = h.pack("r3", "3.0", &image("3.0", 4096), &[]);
@@ -510,11 +506,7 @@ fn on_probation_from_channel(name: &str) -> TestHost {
     channel(&h, "add", &[r2.to_str().expect("utf8")]);
     let out = h.abupdate(&["update"]);
     assert!(out.status.success(), "update to 2.0: {}", text(&out));
-    h.shut_down_cleanly();
-    assert_eq!(h.boot(), "B");
-    let out = h.abupdate(&["health"]);
-    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
-    assert_eq!(h.state()["probation"]["version"], "2.0");
+    h.commit_trial_on_probation("2.0");
     h
 }
 

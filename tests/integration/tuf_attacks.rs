@@ -622,6 +622,21 @@ fn key_compromise_one_key_under_two_key_ids() {
     );
 }
 
+/// A server of `files` by path (404 for any other), and the handle that
+/// changes what it serves from then on (a site cache going stale).
+fn files_server(files: Files) -> (Arc<std::sync::Mutex<Files>>, Server) {
+    let serving = Arc::new(std::sync::Mutex::new(files));
+    let shared = serving.clone();
+    let server = Server::start(move |req, s| {
+        let files = shared.lock().unwrap().clone();
+        match files.get(req.path.as_str()) {
+            Some(data) => serve(req, s, data),
+            None => not_found(s),
+        }
+    });
+    (serving, server)
+}
+
 /// A configured site cache serves the origin's paths; it is as untrusted
 /// as any server.
 fn mirror_host(name: &str, mirror: &Server) -> TestHost {
@@ -658,15 +673,7 @@ fn malicious_mirror_alters_the_payload() {
     let mid = evil.len() / 2;
     evil[mid] ^= 0x01;
     altered.insert("/edge/rootfs-2.0.img.zst".into(), file(evil));
-    let serving = Arc::new(std::sync::Mutex::new(altered));
-    let serving2 = serving.clone();
-    let mirror = Server::start(move |req, s| {
-        let files = serving2.lock().unwrap().clone();
-        match files.get(req.path.as_str()) {
-            Some(data) => serve(req, s, data),
-            None => not_found(s),
-        }
-    });
+    let (serving, mirror) = files_server(altered);
     let h = mirror_host("mirror-payload", &mirror);
     std::fs::copy(&maker.public_key, &h.public_key).expect("trust the maker's key");
     let b = h.untouched();
@@ -709,15 +716,7 @@ fn malicious_mirror_alters_the_payload() {
 #[test]
 fn malicious_mirror_replays_an_older_manifest() {
     use abupdate::timefmt::{format_rfc3339, now};
-    let serving: Arc<std::sync::Mutex<Files>> = Arc::default();
-    let serving2 = serving.clone();
-    let mirror = Server::start(move |req, s| {
-        let files = serving2.lock().unwrap().clone();
-        match files.get(req.path.as_str()) {
-            Some(data) => serve(req, s, data),
-            None => not_found(s),
-        }
-    });
+    let (serving, mirror) = files_server(Files::default());
     let h = mirror_host("mirror-stale", &mirror);
     let t = now() - 3600;
     let at = |secs: i64| format_rfc3339(t + secs);
@@ -790,15 +789,7 @@ fn malicious_mirror_replays_an_older_manifest() {
 #[test]
 fn a_replay_with_the_same_created_and_other_bytes_is_refused() {
     use abupdate::timefmt::{format_rfc3339, now};
-    let serving: Arc<std::sync::Mutex<Files>> = Arc::default();
-    let serving2 = serving.clone();
-    let mirror = Server::start(move |req, s| {
-        let files = serving2.lock().unwrap().clone();
-        match files.get(req.path.as_str()) {
-            Some(data) => serve(req, s, data),
-            None => not_found(s),
-        }
-    });
+    let (serving, mirror) = files_server(Files::default());
     let h = mirror_host("mirror-same-created", &mirror);
     let t = now() - 3600;
     let (created, expires) = (format_rfc3339(t), format_rfc3339(t + 30 * 86_400));
@@ -852,15 +843,7 @@ fn a_replay_with_the_same_created_and_other_bytes_is_refused() {
 /// mirror's), not the configured origin's.
 #[test]
 fn a_stale_channel_through_a_mirror_is_refused_naming_the_mirror() {
-    let serving: Arc<std::sync::Mutex<Files>> = Arc::default();
-    let serving2 = serving.clone();
-    let mirror = Server::start(move |req, s| {
-        let files = serving2.lock().unwrap().clone();
-        match files.get(req.path.as_str()) {
-            Some(data) => serve(req, s, data),
-            None => not_found(s),
-        }
-    });
+    let (serving, mirror) = files_server(Files::default());
     let h = mirror_host("mirror-channel", &mirror);
     set_config(
         &h,

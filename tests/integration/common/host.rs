@@ -515,6 +515,17 @@ interval = "1s"
         std::fs::write(self.state_dir.join("shutdown-mark"), id).expect("shutdown mark");
     }
 
+    /// The orderly reboot into the trial of `version` staged in slot B, and
+    /// `health` committing it onto its probation (`[health] probation`).
+    pub fn commit_trial_on_probation(&mut self, version: &str) {
+        self.shut_down_cleanly();
+        assert_eq!(self.boot(), "B");
+        let out = self.abupdate(&["health"]);
+        let committed = format!("committed {version}");
+        assert!(text(&out).contains(&committed), "{}", text(&out));
+        assert_eq!(self.state()["probation"]["version"], version);
+    }
+
     pub fn add_health_check(&self, name: &str, body: &str) {
         let p = self.health_dir.join(name);
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("health check");
