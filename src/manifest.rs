@@ -820,6 +820,9 @@ pub struct Floor {
     pub created: i64,
     /// The bytes verified with that `created`.
     pub bytes: FloorBytes,
+    /// The release version of the manifest verified with that `created`
+    /// (`None` for a channel, or when not recorded).
+    pub version: Option<String>,
 }
 
 /// What a host knows of the bytes it verified at its floor's `created`.
@@ -872,10 +875,19 @@ impl Behind {
 }
 
 /// Whether a verified document dated `created` with bytes hashing to
-/// `sha256` may be acted on against its source's `floor`: no floor, a newer
-/// `created`, or the same `created` with the same (or unrecorded) bytes;
-/// never at a date where two documents were seen. Pure.
-pub fn against_floor(created: i64, sha256: &str, floor: Option<&Floor>) -> Result<(), Behind> {
+/// `sha256` (a manifest of release `version`; `None` for a channel) may be
+/// acted on against its source's `floor`: no floor, a newer `created`, or
+/// the same `created` with the same (or unrecorded) bytes; never at a date
+/// where two documents of one release were seen. Two manifests of
+/// different releases with one `created` (packed within one second, then
+/// published in turn at one URL) are no replay of each other: at one date
+/// the higher release is the newer. Pure.
+pub fn against_floor(
+    created: i64,
+    sha256: &str,
+    version: Option<&str>,
+    floor: Option<&Floor>,
+) -> Result<(), Behind> {
     let Some(floor) = floor else {
         return Ok(());
     };
@@ -885,9 +897,21 @@ pub fn against_floor(created: i64, sha256: &str, floor: Option<&Floor>) -> Resul
         std::cmp::Ordering::Equal => match &floor.bytes {
             FloorBytes::Unknown => Ok(()),
             FloorBytes::Known(known) if known == sha256 => Ok(()),
-            FloorBytes::Known(_) | FloorBytes::Conflicting => Err(Behind::SameCreatedOtherBytes),
+            FloorBytes::Known(_) => match release_order(version, floor.version.as_deref()) {
+                Some(std::cmp::Ordering::Greater) => Ok(()),
+                Some(std::cmp::Ordering::Less) => Err(Behind::Older),
+                _ => Err(Behind::SameCreatedOtherBytes),
+            },
+            FloorBytes::Conflicting => Err(Behind::SameCreatedOtherBytes),
         },
     }
+}
+
+/// How release `a` compares with release `b`, when both are known and
+/// dotted-number versions. Pure.
+pub fn release_order(a: Option<&str>, b: Option<&str>) -> Option<std::cmp::Ordering> {
+    let (a, b) = (Version::parse(a?).ok()?, Version::parse(b?).ok()?);
+    Some(a.cmp(&b))
 }
 
 /// Why a verified manifest does not apply; each is a refusal with its reason.
@@ -1070,7 +1094,12 @@ pub fn evaluate(m: &Manifest, host: &HostFacts) -> Result<(), NotApplicable> {
             clock: format_rfc3339(clock),
         });
     }
-    if let Err(behind) = against_floor(m.created, &m.sha256, host.floor) {
+    if let Err(behind) = against_floor(
+        m.created,
+        &m.sha256,
+        Some(m.doc.version.as_str()),
+        host.floor,
+    ) {
         return Err(NotApplicable::Stale {
             url: host.fetched.to_string(),
             created: m.doc.created.clone(),
@@ -1485,6 +1514,7 @@ mod tests {
         let sibling = Floor {
             created: m.created,
             bytes: FloorBytes::Known("cd".repeat(32)),
+            version: Some(m.doc.version.clone()),
         };
         h.floor = Some(&sibling);
         let e = evaluate(&m, &h).expect_err("same created, other bytes");
@@ -1495,6 +1525,7 @@ mod tests {
         let unknown = Floor {
             created: m.created,
             bytes: FloorBytes::Unknown,
+            version: None,
         };
         h.floor = Some(&unknown);
         assert_eq!(evaluate(&m, &h), Ok(()));
@@ -1502,31 +1533,69 @@ mod tests {
 
     #[test]
     fn the_floor_takes_newer_dates_and_the_same_bytes_and_refuses_the_rest() {
-        let f = |created, bytes| Floor { created, bytes };
+        let f = |created, bytes| Floor {
+            created,
+            bytes,
+            version: None,
+        };
         let known = |h: &str| FloorBytes::Known(h.into());
-        assert_eq!(against_floor(10, "a", None), Ok(()));
-        assert_eq!(against_floor(11, "b", Some(&f(10, known("a")))), Ok(()));
+        assert_eq!(against_floor(10, "a", None, None), Ok(()));
         assert_eq!(
-            against_floor(11, "b", Some(&f(10, FloorBytes::Conflicting))),
-            Ok(())
-        );
-        assert_eq!(against_floor(10, "a", Some(&f(10, known("a")))), Ok(()));
-        assert_eq!(
-            against_floor(10, "b", Some(&f(10, FloorBytes::Unknown))),
+            against_floor(11, "b", None, Some(&f(10, known("a")))),
             Ok(())
         );
         assert_eq!(
-            against_floor(10, "b", Some(&f(10, known("a")))),
+            against_floor(11, "b", None, Some(&f(10, FloorBytes::Conflicting))),
+            Ok(())
+        );
+        assert_eq!(
+            against_floor(10, "a", None, Some(&f(10, known("a")))),
+            Ok(())
+        );
+        assert_eq!(
+            against_floor(10, "b", None, Some(&f(10, FloorBytes::Unknown))),
+            Ok(())
+        );
+        assert_eq!(
+            against_floor(10, "b", None, Some(&f(10, known("a")))),
             Err(Behind::SameCreatedOtherBytes)
         );
         // Once two documents were seen at one date, neither is taken.
         assert_eq!(
-            against_floor(10, "a", Some(&f(10, FloorBytes::Conflicting))),
+            against_floor(10, "a", None, Some(&f(10, FloorBytes::Conflicting))),
             Err(Behind::SameCreatedOtherBytes)
         );
         assert_eq!(
-            against_floor(9, "a", Some(&f(10, known("a")))),
+            against_floor(9, "a", None, Some(&f(10, known("a")))),
             Err(Behind::Older)
+        );
+    }
+
+    #[test]
+    fn manifests_of_two_releases_with_one_created_are_ordered_by_release_not_a_replay() {
+        let at = |bytes: &str, version: Option<&str>| Floor {
+            created: 10,
+            bytes: FloorBytes::Known(bytes.into()),
+            version: version.map(str::to_string),
+        };
+        // 3.0 packed in the second 2.0 was: the higher release is newer.
+        assert_eq!(
+            against_floor(10, "b", Some("3.0"), Some(&at("a", Some("2.0")))),
+            Ok(())
+        );
+        assert_eq!(
+            against_floor(10, "a", Some("2.0"), Some(&at("b", Some("3.0")))),
+            Err(Behind::Older)
+        );
+        // One release, other bytes at one date: a replay of a pause.
+        assert_eq!(
+            against_floor(10, "b", Some("2.0"), Some(&at("a", Some("2.0")))),
+            Err(Behind::SameCreatedOtherBytes)
+        );
+        // The recorded release unknown (a channel, an older state): strict.
+        assert_eq!(
+            against_floor(10, "b", Some("3.0"), Some(&at("a", None))),
+            Err(Behind::SameCreatedOtherBytes)
         );
     }
 
@@ -1538,12 +1607,14 @@ mod tests {
         let same = Floor {
             created: m.created,
             bytes: FloorBytes::Known(m.sha256.clone()),
+            version: Some(m.doc.version.clone()),
         };
         h.floor = Some(&same);
         assert_eq!(evaluate(&m, &h), Ok(()), "the same manifest again");
         let newer = Floor {
             created: m.created + 1,
             bytes: FloorBytes::Unknown,
+            version: None,
         };
         h.floor = Some(&newer);
         let e = evaluate(&m, &h).expect_err("older");

@@ -534,6 +534,9 @@ pub struct SourceDigest {
     /// neither is acted on (`manifest::FloorBytes::Conflicting`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub conflicting: bool,
+    /// The release version of that manifest (none for a channel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Everything `state.json` holds.
@@ -978,7 +981,14 @@ impl State {
     /// raises it, or equals it with no bytes known yet. Other bytes at the
     /// known date mark it conflicting: both are refused from then on, until
     /// a newer `created` (which of the two was the newer cannot be told).
-    pub fn note_created(&mut self, source: &str, created: i64, sha256: &str, keep: Option<&str>) {
+    pub fn note_created(
+        &mut self,
+        source: &str,
+        created: i64,
+        sha256: &str,
+        version: Option<&str>,
+        keep: Option<&str>,
+    ) {
         if self.newest_created.is_none_or(|c| created > c) {
             self.newest_created = Some(created);
         }
@@ -997,12 +1007,23 @@ impl State {
                             created,
                             sha256: sha256.to_string(),
                             conflicting: false,
+                            version: version.map(str::to_string),
                         },
                     );
                 }
                 Some(FloorBytes::Known(known)) if known != sha256 => {
                     if let Some(d) = self.sha256_by_source.get_mut(source) {
-                        d.conflicting = true;
+                        // A higher release at the same date is the newer
+                        // one (`manifest::against_floor`); a lower one
+                        // changes nothing; one release twice is a clash.
+                        match crate::manifest::release_order(version, d.version.as_deref()) {
+                            Some(std::cmp::Ordering::Greater) => {
+                                d.sha256 = sha256.to_string();
+                                d.version = version.map(str::to_string);
+                            }
+                            Some(std::cmp::Ordering::Less) => {}
+                            _ => d.conflicting = true,
+                        }
                     }
                 }
                 _ => {}
@@ -1032,12 +1053,21 @@ impl State {
     pub fn floor(&self, source: &str) -> Option<crate::manifest::Floor> {
         let created = *self.newest_by_source.get(source)?;
         use crate::manifest::FloorBytes;
-        let bytes = match self.sha256_by_source.get(source) {
-            Some(d) if d.created == created && d.conflicting => FloorBytes::Conflicting,
-            Some(d) if d.created == created => FloorBytes::Known(d.sha256.clone()),
-            _ => FloorBytes::Unknown,
+        let digest = self
+            .sha256_by_source
+            .get(source)
+            .filter(|d| d.created == created);
+        let bytes = match digest {
+            Some(d) if d.conflicting => FloorBytes::Conflicting,
+            Some(d) => FloorBytes::Known(d.sha256.clone()),
+            None => FloorBytes::Unknown,
         };
-        Some(crate::manifest::Floor { created, bytes })
+        let version = digest.and_then(|d| d.version.clone());
+        Some(crate::manifest::Floor {
+            created,
+            bytes,
+            version,
+        })
     }
 }
 
@@ -1416,19 +1446,19 @@ mod tests {
         let bytes = |s: &State| s.floor(src).expect("a floor").bytes;
         assert_eq!(bytes(&s), FloorBytes::Unknown);
         // The next document at that date is taken and its bytes recorded.
-        s.note_created(src, 100, "aa", None);
+        s.note_created(src, 100, "aa", None, None);
         assert_eq!(bytes(&s), FloorBytes::Known("aa".into()));
         // The same again changes nothing; an older date leaves the floor.
-        s.note_created(src, 100, "aa", None);
-        s.note_created(src, 90, "cc", None);
+        s.note_created(src, 100, "aa", None, None);
+        s.note_created(src, 90, "cc", None, None);
         assert_eq!(bytes(&s), FloorBytes::Known("aa".into()));
         // Other bytes at that date: neither is taken from then on.
-        s.note_created(src, 100, "bb", None);
+        s.note_created(src, 100, "bb", None, None);
         assert_eq!(bytes(&s), FloorBytes::Conflicting);
         sd.lock().expect("lock").save(&s).expect("save");
         assert_eq!(sd.load().expect("load"), s, "the conflict is kept");
         // A newer date moves the floor, bytes and all.
-        s.note_created(src, 101, "dd", None);
+        s.note_created(src, 101, "dd", None, None);
         assert_eq!(s.floor(src).expect("floor").created, 101);
         assert_eq!(bytes(&s), FloorBytes::Known("dd".into()));
         // A date raised by an abupdate that kept no bytes (after a
@@ -1442,14 +1472,20 @@ mod tests {
     #[test]
     fn created_is_remembered_per_source_and_the_sources_are_bounded() {
         let mut s = State::default();
-        s.note_created("https://a/r.json", 100, "00", None);
-        s.note_created("https://a/r.json", 50, "00", None);
-        s.note_created("https://b/r.json", 70, "00", None);
+        s.note_created("https://a/r.json", 100, "00", None, None);
+        s.note_created("https://a/r.json", 50, "00", None, None);
+        s.note_created("https://b/r.json", 70, "00", None, None);
         assert_eq!(s.newest_by_source["https://a/r.json"], 100);
         assert_eq!(s.newest_by_source["https://b/r.json"], 70);
         assert_eq!(s.newest_created, Some(100));
         for i in 0..100 {
-            s.note_created(&format!("/usb/{i}/release.json"), 1000 + i, "00", None);
+            s.note_created(
+                &format!("/usb/{i}/release.json"),
+                1000 + i,
+                "00",
+                None,
+                None,
+            );
         }
         assert_eq!(s.newest_by_source.len(), MAX_SOURCES);
         // The sources with the oldest records went first.
@@ -1463,9 +1499,15 @@ mod tests {
     fn the_configured_channels_floor_is_never_evicted() {
         let mut s = State::default();
         let channel = Some("https://c/channel.json");
-        s.note_created("https://c/channel.json", 10, "00", channel);
+        s.note_created("https://c/channel.json", 10, "00", None, channel);
         for i in 0..100 {
-            s.note_created(&format!("/usb/{i}/release.json"), 1000 + i, "00", channel);
+            s.note_created(
+                &format!("/usb/{i}/release.json"),
+                1000 + i,
+                "00",
+                None,
+                channel,
+            );
         }
         assert_eq!(s.newest_by_source.len(), MAX_SOURCES);
         assert_eq!(s.newest_by_source["https://c/channel.json"], 10);
@@ -1880,11 +1922,11 @@ mod tests {
         // and the floor it is judged by stays 500 while newer manifests
         // raise the host's floor later.
         let mut s = fresh();
-        s.note_created("https://a/r.json", 500, "aa", None);
+        s.note_created("https://a/r.json", 500, "aa", None, None);
         let t = transaction(SlotName::A, Phase::Staged);
         s.stage(&t, None, 9);
         s.commit(&t, 10, 3600, None);
-        s.note_created("https://a/r.json", 900, "bb", None);
+        s.note_created("https://a/r.json", 900, "bb", None, None);
         let p = s.on_probation().expect("on probation");
         assert_eq!((p.started, p.floor), (10, Some(500)));
     }

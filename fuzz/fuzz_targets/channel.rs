@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let floor = abupdate::manifest::Floor {
         created: ch.created,
         bytes: abupdate::manifest::FloorBytes::Known(ch.sha256.clone()),
+        version: None,
     };
     for now in [ch.created, ch.expires, ch.created.saturating_sub(1)] {
         let facts = TimeFacts {

@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
     let floor = abupdate::manifest::Floor {
         created: m.created,
         bytes: abupdate::manifest::FloorBytes::Known(m.sha256.clone()),
+        version: Some(m.doc.version.clone()),
     };
     for (booted, failed, allow) in [(Some(&fixed), &[][..], false), (None, &failed[..], true)] {
         let _ = evaluate(

@@ -352,7 +352,7 @@ fn believed_channel(
     // configured one: that is the server to look at.
     let time = channel::check_time(&crate::fetch::redact(verified.source()), ch, &facts);
     if !matches!(time, Err(channel::ChannelError::CreatedAhead { .. })) {
-        state.note_created(&source, ch.created, &ch.sha256, Some(&source));
+        state.note_created(&source, ch.created, &ch.sha256, None, Some(&source));
     }
     time?;
     Ok(verified)
@@ -615,7 +615,13 @@ fn judge(
             .channel
             .as_deref()
             .map(manifest::source_key);
-        state.note_created(&source, m.created, &m.sha256, channel.as_deref());
+        state.note_created(
+            &source,
+            m.created,
+            &m.sha256,
+            Some(m.doc.version.as_str()),
+            channel.as_deref(),
+        );
     }
     verdict
 }

@@ -319,7 +319,7 @@ pub fn check_time(url: &str, ch: &Channel, t: &TimeFacts) -> Result<(), ChannelE
             created: ch.created,
         });
     }
-    if let Err(behind) = crate::manifest::against_floor(ch.created, &ch.sha256, t.floor) {
+    if let Err(behind) = crate::manifest::against_floor(ch.created, &ch.sha256, None, t.floor) {
         return Err(ChannelError::Stale {
             url,
             created: ch.created,
@@ -1014,6 +1014,7 @@ mod tests {
                 &*Box::leak(Box::new(Floor {
                     created,
                     bytes: FloorBytes::Unknown,
+                    version: None,
                 }))
             }),
         }
@@ -1047,6 +1048,7 @@ mod tests {
         let seen = |sha256: &str| Floor {
             created: c.created,
             bytes: FloorBytes::Known(sha256.into()),
+            version: None,
         };
         let t = |floor| TimeFacts {
             now: 1500,

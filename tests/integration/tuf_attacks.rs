@@ -838,6 +838,45 @@ fn a_replay_with_the_same_created_and_other_bytes_is_refused() {
     row("replay with the same created (hand re-sign)", &line);
 }
 
+/// Releases packed within one second (a build pipeline) and published in
+/// turn at one URL share a `created`: the higher release is the newer one,
+/// no replay; the lower one offered again after it is older.
+#[test]
+fn two_releases_with_one_created_at_one_url_are_ordered_by_release() {
+    use abupdate::timefmt::{format_rfc3339, now};
+    let (serving, mirror) = files_server(Files::default());
+    let h = mirror_host("mirror-one-created", &mirror);
+    let t = now() - 3600;
+    let (created, expires) = (format_rfc3339(t), format_rfc3339(t + 30 * 86_400));
+    let dated = [
+        "--created",
+        &created,
+        "--expires",
+        &expires,
+        "--percent",
+        "100",
+    ];
+    let r2 = h.pack("r2", "2.0", &image("2.0", LEN), &dated);
+    let r3 = h.pack("r3", "3.0", &image("3.0", LEN), &dated);
+    let publish = |m: &Path| {
+        *serving.lock().unwrap() = files_of(m.parent().expect("dir"))
+            .into_iter()
+            .map(|(p, d)| (format!("/edge{p}"), d))
+            .collect();
+    };
+    publish(&r2);
+    let out = h.abupdate(&["--json", "check"]);
+    assert_eq!(out.status.code(), Some(100), "2.0: {}", text(&out));
+    publish(&r3);
+    let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+    assert!(out.status.success(), "3.0 after 2.0: {}", text(&out));
+    assert_eq!(h.slot_bytes(1, LEN), image("3.0", LEN));
+    let b = h.untouched();
+    publish(&r2);
+    let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+    refused(&h, &b, &out, "older than one this host already verified");
+}
+
 /// A release channel through a site cache that replays an older channel:
 /// refused as stale, and the error names the URL actually fetched (the
 /// mirror's), not the configured origin's.
