@@ -637,6 +637,15 @@ fn files_server(files: Files) -> (Arc<std::sync::Mutex<Files>>, Server) {
     (serving, server)
 }
 
+/// Make the files server `serving` offer the release directory of manifest
+/// `m` under `/edge` (the origin's paths), as a site cache would.
+fn publish_under_edge(serving: &std::sync::Mutex<Files>, m: &Path) {
+    *serving.lock().unwrap() = files_of(m.parent().expect("dir"))
+        .into_iter()
+        .map(|(p, d)| (format!("/edge{p}"), d))
+        .collect();
+}
+
 /// A configured site cache serves the origin's paths; it is as untrusted
 /// as any server.
 fn mirror_host(name: &str, mirror: &Server) -> TestHost {
@@ -727,12 +736,7 @@ fn malicious_mirror_replays_an_older_manifest() {
         args.extend_from_slice(extra);
         h.pack(dir, version, &image(version, LEN), &args)
     };
-    let publish = |m: &Path| {
-        *serving.lock().unwrap() = files_of(m.parent().expect("dir"))
-            .into_iter()
-            .map(|(p, d)| (format!("/edge{p}"), d))
-            .collect();
-    };
+    let publish = |m: &Path| publish_under_edge(&serving, m);
     let open = pack("r2-open", "2.0", 0, &[]);
     let paused = pack("r2-paused", "2.0", 60, &["--paused"]);
     let older = pack("r15", "1.5", 0, &[]);
@@ -801,12 +805,7 @@ fn a_replay_with_the_same_created_and_other_bytes_is_refused() {
         v["rollout"] = serde_json::json!({"percent": 100, "paused": true});
         None
     });
-    let publish = |m: &Path| {
-        *serving.lock().unwrap() = files_of(m.parent().expect("dir"))
-            .into_iter()
-            .map(|(p, d)| (format!("/edge{p}"), d))
-            .collect();
-    };
+    let publish = |m: &Path| publish_under_edge(&serving, m);
     publish(&paused);
     let out = h.abupdate(&["--json", "update", "--now", "--no-reboot"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -858,12 +857,7 @@ fn two_releases_with_one_created_at_one_url_are_ordered_by_release() {
     ];
     let r2 = h.pack("r2", "2.0", &image("2.0", LEN), &dated);
     let r3 = h.pack("r3", "3.0", &image("3.0", LEN), &dated);
-    let publish = |m: &Path| {
-        *serving.lock().unwrap() = files_of(m.parent().expect("dir"))
-            .into_iter()
-            .map(|(p, d)| (format!("/edge{p}"), d))
-            .collect();
-    };
+    let publish = |m: &Path| publish_under_edge(&serving, m);
     publish(&r2);
     let out = h.abupdate(&["--json", "check"]);
     assert_eq!(out.status.code(), Some(100), "2.0: {}", text(&out));
