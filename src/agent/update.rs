@@ -11,11 +11,18 @@
 //!
 //! The order of a run's steps is one pure decision ([`plan`], unit-tested
 //! per branch) over plain facts ([`RunFacts`]). A backoff delays new
-//! attempts (downloads, installs, lock requests), never the safety
-//! checks: the probation's watch (a withdrawal rolls back) and the disarm
-//! of a staged release the channel no longer offers run before the
+//! attempts (downloads, installs, a trial's lock request), never the
+//! safety steps: the probation's watch (a withdrawal rolls back) and the
+//! disarm of a staged release the channel no longer offers run before the
 //! backoff's return, since a staged release stays armed until then and
-//! any reboot (a power cut) would boot it.
+//! any reboot (a power cut) would boot it; and the reboot a planned late
+//! rollback owes is asked for (the site's lock, then the reboot) at every
+//! tick until it happens, since until then the host runs the release its
+//! channel withdrew, and the backoff may be an unrelated failure's (up to
+//! `backoff_max`). A refused lock is counted (kind `fleetlock`) and
+//! schedules a backoff like any failure, which delays the attempts that
+//! follow the rollback, not the next tick's lock request: the timer's
+//! cadence paces those, one request per tick.
 //!
 //! Invariant: every run ends in exactly one report: a success resets the
 //! backoff, a failure counts its kind and schedules the next try
@@ -23,7 +30,8 @@
 //! is counted so too, the probation's watch step still runs, and the run
 //! ends as the failure it is (unless the watch rolled back). A late
 //! rollback's owed reboot waits for the maintenance window
-//! ([`Then::WaitForRebootWindow`]) as well as for the site's lock. A safety
+//! ([`Then::WaitForRebootWindow`]) as well as for the site's lock, but
+//! not for a backoff. A safety
 //! check that cannot read the channel while the host backs off disarms
 //! nothing and is only logged: the backoff's failure is counted already,
 //! and counting it again would push the next attempt further away.
@@ -124,12 +132,15 @@ pub enum Then {
         until: i64,
     },
     /// A planned late rollback's reboot is owed: ask for the site's lock
-    /// and reboot into the old slot (a new attempt: the backoff delays it;
-    /// the old slot boots next already). Nothing is installed meanwhile.
+    /// and reboot into the old slot, whatever the backoff (a safety step,
+    /// not a new attempt: until it reboots, the host runs a release its
+    /// channel withdrew). A refused lock is asked again at the next tick.
+    /// Nothing is installed meanwhile.
     FinishRollback,
     /// A planned late rollback's reboot is owed, but the maintenance
-    /// window is closed: the run ends (the old slot boots next already, so
-    /// any reboot meanwhile boots it); nothing is installed meanwhile.
+    /// window is closed: the run ends, whatever the backoff, saying so (the
+    /// old slot boots next already, so any reboot meanwhile boots it);
+    /// no lock is asked for, nothing is installed meanwhile.
     WaitForRebootWindow,
     /// Wait the jitter, then check, install and reboot: a new attempt.
     Attempt,
@@ -155,9 +166,11 @@ pub struct RunFacts {
     /// The host follows a release channel (`[update] channel`).
     pub channel: bool,
     /// An earlier failure's backoff runs until then (Unix time; `None`
-    /// for `--now` and when none is believed).
+    /// for `--now` and when none is believed). It delays only new
+    /// attempts, never an owed reboot.
     pub backing_off: Option<i64>,
-    /// A planned late rollback's reboot waits for the site's lock.
+    /// A planned late rollback's reboot waits for the site's lock (and
+    /// the maintenance window).
     pub reboot_owed: bool,
     /// Maintenance windows are configured (`[[reboot.window]]`) and none
     /// is open now.
@@ -167,24 +180,27 @@ pub struct RunFacts {
 /// The steps of this run, in order. The safety checks come first,
 /// whatever the backoff: the probation's watch, and, while backing off,
 /// the disarm of a staged release the channel no longer offers (a staged
-/// release is armed: any reboot boots it). Then the backoff, which delays
-/// only new attempts (a lock request too), or the reboot a planned late
-/// rollback owes, or the attempt.
+/// release is armed: any reboot boots it). Then the reboot a planned late
+/// rollback owes, whatever the backoff: it is a safety step, not a new
+/// attempt (the host runs a release its channel withdrew until it
+/// reboots, and the backoff may be an unrelated failure's, up to
+/// `backoff_max`); it waits only for a maintenance window and the site's
+/// lock, and a refused lock is asked again at the next tick (the timer's
+/// cadence paces it: one request per tick, as zincati does). Then the
+/// backoff, which delays only new attempts, or the attempt.
 pub fn plan(f: &RunFacts) -> Plan {
     let mut checks = Vec::new();
     if f.on_probation {
         checks.push(Check::WatchProbation);
     }
-    let then = match f.backing_off {
-        Some(until) => {
-            if f.staged && f.channel {
-                checks.push(Check::DisarmUnoffered);
-            }
-            Then::BackOff { until }
-        }
-        None if f.reboot_owed && f.reboot_window_closed => Then::WaitForRebootWindow,
-        None if f.reboot_owed => Then::FinishRollback,
-        None => Then::Attempt,
+    if f.backing_off.is_some() && f.staged && f.channel {
+        checks.push(Check::DisarmUnoffered);
+    }
+    let then = match (f.reboot_owed, f.backing_off) {
+        (true, _) if f.reboot_window_closed => Then::WaitForRebootWindow,
+        (true, _) => Then::FinishRollback,
+        (false, Some(until)) => Then::BackOff { until },
+        (false, None) => Then::Attempt,
     };
     Plan { checks, then }
 }
@@ -335,6 +351,13 @@ fn attempt(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
 /// probation (any more): the update goes on. A channel that cannot be
 /// fetched or believed is counted as a failure (its kind), after the
 /// watch's step, which it does not stop.
+///
+/// A watch that finds the release healthy (or passes its probation)
+/// reports no success, so it leaves an earlier backoff running: the watch
+/// is a safety check, not an attempt, and a healthy running release says
+/// nothing of what failed before (e.g. a channel that could not be
+/// read); the backoff paces retries of that, and only a run that gets
+/// through ends it.
 fn watch_probation(host: &Host, opts: UpdateOptions) -> Result<Option<UpdateOutcome>> {
     let Some(version) = host
         .state_dir
@@ -413,8 +436,11 @@ fn ended_by_watch(
 
 /// The reboot a planned late rollback owes ([`crate::state::State::reboot_owed`]):
 /// the old slot made the next boot again, then the reboot, with the
-/// site's lock only. Reported as any run (no lock: kind `fleetlock`, the
-/// timer backs off; the next tick asks again).
+/// site's lock only. Reported as any run: no lock is a failure of kind
+/// `fleetlock` (counted, a backoff scheduled for the attempts after the
+/// rollback; [`plan`] asks again at the next tick, whatever the backoff);
+/// a reboot is a success, which ends any backoff (the host comes back on
+/// another release, and the next attempt judges the channel anew).
 fn finish_planned_rollback(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
     let mut version = None;
     let result = (|| {
@@ -654,15 +680,66 @@ mod tests {
     }
 
     #[test]
-    fn a_backoff_delays_a_planned_rollback_s_lock_request() {
+    fn an_owed_reboot_is_asked_for_whatever_the_backoff() {
         let owed = RunFacts {
             reboot_owed: true,
+            channel: true,
+            ..RunFacts::default()
+        };
+        // Any backoff: an unrelated failure's (up to `backoff_max`), or
+        // the one a refused lock scheduled: the next tick asks again.
+        for until in [UNTIL, UNTIL + 6 * 3600] {
+            let plan = plan(&RunFacts {
+                backing_off: Some(until),
+                ..owed
+            });
+            assert_eq!(plan.checks, [], "backing off until {until}");
+            assert_eq!(
+                plan.then,
+                Then::FinishRollback,
+                "a withdrawn release runs until the owed reboot: not delayed"
+            );
+        }
+    }
+
+    #[test]
+    fn an_owed_reboot_waits_for_the_maintenance_window_not_for_the_backoff() {
+        let owed = RunFacts {
+            reboot_owed: true,
+            reboot_window_closed: true,
             ..RunFacts::default()
         };
         assert_eq!(
             plan(&backing_off(owed)).then,
-            Then::BackOff { until: UNTIL },
-            "the old slot boots next already: only the lock request waits"
+            Then::WaitForRebootWindow,
+            "no lock, no reboot outside the window; said so, backoff or not"
+        );
+    }
+
+    #[test]
+    fn while_backing_off_the_safety_checks_come_before_an_owed_reboot() {
+        let all = RunFacts {
+            on_probation: true,
+            staged: true,
+            channel: true,
+            reboot_owed: true,
+            ..RunFacts::default()
+        };
+        let plan = plan(&backing_off(all));
+        assert_eq!(plan.checks, [Check::WatchProbation, Check::DisarmUnoffered]);
+        assert_eq!(plan.then, Then::FinishRollback);
+    }
+
+    #[test]
+    fn a_backoff_still_delays_an_attempt_once_no_reboot_is_owed() {
+        let closed = RunFacts {
+            reboot_window_closed: true,
+            channel: true,
+            ..RunFacts::default()
+        };
+        assert_eq!(
+            plan(&backing_off(closed)).then,
+            Then::BackOff { until: UNTIL }
         );
     }
 }

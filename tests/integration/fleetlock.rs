@@ -16,9 +16,11 @@
 //! A lock taken for a trial is held across the rollback's reboot and given
 //! back by the healthy boot after it; a release the server missed is given
 //! back by the next run. A release withdrawn while its staged trial waits
-//! for the lock (the timer backing off) is disarmed at the next tick.
+//! for the lock (the timer backing off) is disarmed at the next tick. A
+//! release withdrawn during its probation owes a reboot into the old slot:
+//! each tick asks for the lock until it is granted, whatever the backoff.
 
-use crate::common::channel::{channel, channel_host};
+use crate::common::channel::{channel, channel_host, channel_path};
 use crate::common::host::{image, text, HostOptions, TestHost};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -566,11 +568,17 @@ fn a_withdrawal_switches_the_boot_order_at_once_and_reboots_only_with_the_site_l
     assert!(text(&out).contains("fleetlock"), "{}", text(&out));
     assert_eq!(h2.reboots(), 1, "health rebooted without the site's lock");
 
-    // The timer's next tick backs off: no lock request, no reboot.
+    // The timer's next tick, inside the refusal's backoff, asks again (the
+    // owed reboot is no new attempt; one request a tick): refused again,
+    // no reboot.
     let requests = server.lock_requests("store-7");
     let out = update(&h1, false);
-    assert!(text(&out).contains("backing_off"), "{}", text(&out));
-    assert_eq!(server.lock_requests("store-7"), requests);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!text(&out).contains("backing_off"), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "fleetlock", "{v}");
+    assert_eq!(server.lock_requests("store-7"), requests + 1);
+    assert_eq!(h1.reboots(), 1, "rebooted without the site's lock");
 
     // The lock comes free: h1 takes it and reboots; h2 still waits.
     server.state.lock().unwrap().holders.clear();
@@ -615,4 +623,70 @@ fn a_late_rollback_of_a_failing_host_reboots_without_asking_for_the_lock() {
     );
     assert!(h.state()["planned_reboot"].is_null(), "{}", h.state());
     assert_eq!(h.boot(), "A");
+}
+
+/// Issue: an owed late-rollback reboot waited out the backoff of an
+/// earlier, unrelated failure (up to `backoff_max`, 6 h), and the host ran
+/// the release its channel withdrew meanwhile. It is a safety step: the
+/// first tick inside the window asks for the lock and reboots, backoff or
+/// not.
+#[test]
+fn an_owed_late_rollback_reboots_in_the_window_without_waiting_out_an_earlier_backoff() {
+    let server = LockServer::start(0);
+    let mut h = on_probation_in_site("owed-backoff", 10, &server, "store-10");
+    h.set_reboot_window(false);
+
+    // An earlier failure: a tick cannot read the channel (counted; the
+    // timer backs off).
+    let p = channel_path(&h);
+    std::fs::rename(&p, p.with_extension("away")).expect("hide");
+    let out = update(&h, false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    std::fs::rename(p.with_extension("away"), &p).expect("unhide");
+    let backoff = h.state()["metrics"]["retry_after"].as_i64();
+    assert!(backoff.is_some(), "no backoff: {}", h.state());
+
+    // 2.0 is withdrawn outside the window: the watch (a safety check,
+    // backoff or not) switches the boot order; the reboot is owed.
+    channel(&h, "withdraw", &["2.0"]);
+    let requests = server.lock_requests("store-10");
+    let out = update(&h, false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("waits for the maintenance window"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(h.reboots(), 1, "only the trial's reboot");
+    assert_eq!(
+        server.lock_requests("store-10"),
+        requests,
+        "outside the window"
+    );
+    let s = h.state();
+    assert_eq!(s["planned_reboot"]["slot"], "A", "{s}");
+    assert_eq!(s["metrics"]["retry_after"].as_i64(), backoff, "{s}");
+
+    // The window opens while the earlier backoff still runs: this tick
+    // asks for the site's lock and reboots into the old slot.
+    h.set_reboot_window(true);
+    let out = update(&h, false);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "rolled_back_late", "{v}");
+    assert_eq!(server.lock_requests("store-10"), requests + 1);
+    assert!(
+        server.holder("store-10").is_some(),
+        "rebooted without the lock"
+    );
+    assert_eq!(h.reboots(), 2, "the trial's reboot, then the rollback's");
+    assert_eq!(h.boot(), "A");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(h.state()["planned_reboot"].is_null(), "{}", h.state());
+    assert_eq!(
+        server.holder("store-10"),
+        None,
+        "the healthy boot gives it back"
+    );
 }

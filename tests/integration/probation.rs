@@ -581,18 +581,7 @@ fn an_unreadable_channel_during_probation_fails_the_run_and_rolls_nothing_back()
 #[test]
 fn a_withdrawal_s_late_rollback_waits_for_the_maintenance_window() {
     let mut h = on_probation_from_channel("prob-withdrawn-window");
-    let hour = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        / 3600
-        % 24;
-    let window = |start: u64| {
-        format!("[[reboot.window]]\ndays = [\"*\"]\nstart = \"{start:02}:00\"\nlength = \"2h\"\n")
-    };
-    let closed = window((hour + 12) % 24);
-    let cfg = std::fs::read_to_string(&h.config).expect("config");
-    std::fs::write(&h.config, format!("{cfg}\n{closed}")).expect("config");
+    h.set_reboot_window(false);
     channel(&h, "withdraw", &["2.0"]);
     for run in ["the withdrawal's", "a later tick's"] {
         let out = h.abupdate(&["--json", "update"]);
@@ -610,8 +599,7 @@ fn a_withdrawal_s_late_rollback_waits_for_the_maintenance_window() {
         assert_eq!(next, "A", "{run}: the boot order is switched at once");
     }
     // Inside a window, the owed reboot comes.
-    let cfg = std::fs::read_to_string(&h.config).expect("config");
-    std::fs::write(&h.config, cfg.replace(&closed, &window(hour))).expect("config");
+    h.set_reboot_window(true);
     let out = h.abupdate(&["--json", "update"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(h.reboots(), 2, "the owed reboot, in the window");

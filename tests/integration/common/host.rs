@@ -526,6 +526,28 @@ interval = "1s"
         assert_eq!(self.state()["probation"]["version"], version);
     }
 
+    /// One daily maintenance window (`[[reboot.window]]`, two hours, UTC)
+    /// that is open now, or certainly closed (it opens twelve hours after
+    /// the current hour began); the window set before is replaced.
+    pub fn set_reboot_window(&self, open: bool) {
+        let hour = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            / 3600
+            % 24;
+        let window = |start: u64| {
+            format!(
+                "[[reboot.window]]\ndays = [\"*\"]\nstart = \"{start:02}:00\"\nlength = \"2h\"\n"
+            )
+        };
+        let (now_open, closed) = (window(hour), window((hour + 12) % 24));
+        let cfg = std::fs::read_to_string(&self.config).expect("config");
+        let cfg = cfg.replace(&now_open, "").replace(&closed, "");
+        let wanted = if open { now_open } else { closed };
+        std::fs::write(&self.config, format!("{cfg}\n{wanted}")).expect("config");
+    }
+
     pub fn add_health_check(&self, name: &str, body: &str) {
         let p = self.health_dir.join(name);
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("health check");
