@@ -555,15 +555,83 @@ fn fragment_of(table: Spanned<DeTable<'_>>) -> Result<Fragment, toml::de::Error>
 
 // ---- step 2: merge --------------------------------------------------------
 
-fn merge<'t>(base: &mut DeTable<'t>, over: DeTable<'t>) {
+/// Where each value of the merged configuration came from, by key path
+/// (`update.url`, `reboot.window`; values, not tables): the index of its
+/// file and its line there. The checks of the merged whole (a value out of
+/// range, or wrong only with another key) run on a table whose spans point
+/// into several files, so this is what lets their messages name the file
+/// and line of the value that won the merge, as a parse error does.
+#[derive(Default)]
+struct Origins(BTreeMap<String, (usize, usize)>);
+
+/// `path` is `key` itself or a key inside it (`key.x`, `key[0]`).
+fn within(path: &str, key: &str) -> bool {
+    path.strip_prefix(key)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+impl Origins {
+    /// The file and line of `key`, as `from_fragment`'s checks name keys
+    /// (`health.units[1]`, `reboot.window[0]`, `slots.A`): the value at
+    /// that path or the one holding it (an array is one value); else the
+    /// values inside it (a table), when they all come from one file, at
+    /// the first of their lines. `None`: not from one file (or not set).
+    fn of(&self, key: &str) -> Option<(usize, usize)> {
+        let mut at = key;
+        loop {
+            if let Some(&o) = self.0.get(at) {
+                return Some(o);
+            }
+            match at.rfind(['.', '[']) {
+                Some(i) => at = &at[..i],
+                None => break,
+            }
+        }
+        let mut inside = self
+            .0
+            .iter()
+            .filter(|(p, _)| within(p, key))
+            .map(|(_, o)| *o);
+        let first = inside.next()?;
+        inside.try_fold(first, |(file, line), (f, l)| {
+            (f == file).then_some((file, line.min(l)))
+        })
+    }
+}
+
+/// Merge `over` (file number `file`, text `text`) into `base` under the
+/// key path `prefix`, recording in `origins` where each value came from.
+/// A table is merged key by key even where `base` has none, so every value
+/// is recorded; a value replaced forgets the origins of what it replaced.
+fn merge<'t>(
+    base: &mut DeTable<'t>,
+    over: DeTable<'t>,
+    (file, text): (usize, &str),
+    prefix: &str,
+    origins: &mut Origins,
+) {
     for (key, value) in over {
+        let path = match prefix {
+            "" => key.get_ref().to_string(),
+            _ => format!("{prefix}.{}", key.get_ref()),
+        };
         let (span, value) = (value.span(), value.into_inner());
         match (
             base.get_mut(key.get_ref().as_ref()).map(Spanned::get_mut),
             value,
         ) {
-            (Some(DeValue::Table(b)), DeValue::Table(o)) => merge(b, o),
+            (Some(DeValue::Table(b)), DeValue::Table(o)) => {
+                merge(b, o, (file, text), &path, origins)
+            }
+            (_, DeValue::Table(o)) => {
+                origins.0.retain(|p, _| !within(p, &path));
+                let mut t = DeTable::new();
+                merge(&mut t, o, (file, text), &path, origins);
+                base.insert(key, Spanned::new(span, DeValue::Table(t)));
+            }
             (_, v) => {
+                origins.0.retain(|p, _| !within(p, &path));
+                origins.0.insert(path, (file, line_of(text, span.start)));
                 base.insert(key, Spanned::new(span, v));
             }
         }
@@ -666,32 +734,53 @@ impl Config {
             })
             .collect::<Result<Vec<String>, ConfigError>>()?;
         let mut merged = DeTable::new();
-        for (file, text) in files.iter().zip(&texts) {
-            merge(&mut merged, read_fragment(text, file)?.1.into_inner());
+        let mut origins = Origins::default();
+        for (i, (file, text)) in files.iter().zip(&texts).enumerate() {
+            let table = read_fragment(text, file)?.1.into_inner();
+            merge(&mut merged, table, (i, text), "", &mut origins);
         }
         // Each file is checked above: what is left to fail here is the whole
         // (no span: the keys come from several files).
         let fragment = fragment_of(Spanned::new(0..0, merged))
             .map_err(|e| ConfigError(format!("{}: {}", main.display(), e.message())))?;
-        Config::from_fragment(fragment, files)
+        Config::from_fragment(fragment, files, &origins)
     }
 
     /// Parse one TOML text as if it were the only file (tests, examples).
     pub fn from_str(text: &str, name: &Path) -> Result<Config, ConfigError> {
-        let (fragment, _) = read_fragment(text, name)?;
-        Config::from_fragment(fragment, vec![name.to_path_buf()])
+        let (fragment, table) = read_fragment(text, name)?;
+        let mut origins = Origins::default();
+        merge(
+            &mut DeTable::new(),
+            table.into_inner(),
+            (0, text),
+            "",
+            &mut origins,
+        );
+        Config::from_fragment(fragment, vec![name.to_path_buf()], &origins)
     }
 
     // Long on purpose: every key is checked here, in one pass, against its
     // range, each error naming its key with the same `err`; the sections are
     // plain data, and splitting the pass would scatter that context.
-    fn from_fragment(f: Fragment, files: Vec<PathBuf>) -> Result<Config, ConfigError> {
-        let where_ = files
+    fn from_fragment(
+        f: Fragment,
+        files: Vec<PathBuf>,
+        origins: &Origins,
+    ) -> Result<Config, ConfigError> {
+        let all = files
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        let err = |key: &str, what: String| ConfigError(format!("{where_}: {key}: {what}"));
+        // The file and line of the value that won the merge when one file
+        // holds it; else (a key not set, or set across files) every file.
+        let err = |key: &str, what: String| {
+            let at = origins
+                .of(key)
+                .and_then(|(i, line)| Some(format!("{}:{line}", files.get(i)?.display())));
+            ConfigError(format!("{}: {key}: {what}", at.as_deref().unwrap_or(&all)))
+        };
         // Every duration key has a range (see `duration_bounds`): a value
         // out of it is refused here, naming the key, so no later
         // `Instant + duration` can overflow.
@@ -1449,7 +1538,7 @@ rootfs = "/dev/b"
                 Path::new("c.toml"),
             )
             .expect_err(bad);
-            assert!(e.0.starts_with(&format!("c.toml: {key}: ")), "{e}");
+            assert!(e.0.starts_with(&format!("c.toml:9: {key}: ")), "{e}");
         }
         let many: Vec<String> = (0..=crate::report::MAX_LABELS)
             .map(|i| format!("l{i} = \"v\""))
@@ -1599,6 +1688,99 @@ rootfs = "/dev/b"
         assert!(e.0.contains("update.threshold: 0: at least 1"), "{e}");
     }
 
+    /// A main file (MINIMAL plus `main`) and drop-ins (name, text) in a
+    /// fresh directory, loaded; with the paths messages name.
+    fn load_with(main: &str, dropins: &[(&str, &str)]) -> (TempDir, Result<Config, ConfigError>) {
+        let dir = TempDir::new("config-merged");
+        std::fs::create_dir_all(dir.join("config.d")).expect("mkdir");
+        std::fs::write(dir.join("config.toml"), format!("{MINIMAL}{main}")).expect("write");
+        for (name, text) in dropins {
+            std::fs::write(dir.join("config.d").join(name), text).expect("write");
+        }
+        let c = Config::load(&dir.join("config.toml"));
+        (dir, c)
+    }
+
+    #[test]
+    fn a_value_refused_after_the_merge_names_its_drop_in_and_line() {
+        let (dir, c) = load_with(
+            "[health]\ntimeout = \"10s\"\n",
+            &[
+                ("10-a.toml", "[health]\ntimeout = \"20s\"\n"),
+                ("20-b.toml", "[update]\n\nthreshold = 0\n"),
+            ],
+        );
+        let e = c.expect_err("threshold 0 accepted");
+        let file = dir.join("config.d/20-b.toml");
+        assert_eq!(
+            e.0,
+            format!(
+                "{}:3: update.threshold: 0: at least 1 signature by a trusted key",
+                file.display()
+            )
+        );
+        // A duration out of range, from the main file, is named there even
+        // with drop-ins merged over other keys of its table.
+        let (dir, c) = load_with(
+            "[health]\ntimeout = \"10s\"\nprobation = \"400d\"\n",
+            &[("10-a.toml", "[health]\ntimeout = \"20s\"\n")],
+        );
+        let e = c.expect_err("400d accepted");
+        let main = dir.join("config.toml");
+        assert!(
+            e.0.starts_with(&format!("{}:10: health.probation: ", main.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_combination_refused_after_the_merge_names_the_file_of_the_key_it_names() {
+        // `url` in the main file, `channel` added by a drop-in: refused at
+        // `update.channel`, whose value the drop-in gave.
+        let text = MINIMAL.replace("[update]\n", "[update]\nurl = \"https://u/release.json\"\n");
+        let dir = TempDir::new("config-combination");
+        std::fs::create_dir_all(dir.join("config.d")).expect("mkdir");
+        std::fs::write(dir.join("config.toml"), text).expect("write");
+        std::fs::write(
+            dir.join("config.d/50-channel.toml"),
+            "# the fleet's channel\n[update]\nchannel = \"https://u/channel.json\"\n",
+        )
+        .expect("write");
+        let e = Config::load(&dir.join("config.toml")).expect_err("both accepted");
+        let dropin = dir.join("config.d/50-channel.toml");
+        assert!(
+            e.0.starts_with(&format!("{}:3: update.channel: ", dropin.display())),
+            "{e}"
+        );
+        assert!(e.0.contains("not both"), "{e}");
+
+        // A drop-in's list replaces the main file's: the entry refused is
+        // named in the drop-in, not where the replaced list was.
+        let (dir, c) = load_with(
+            "[health]\nunits = [\"--version\"]\n",
+            &[(
+                "10-units.toml",
+                "[health]\nunits = [\"sshd.service\", \"-h\"]\n",
+            )],
+        );
+        let e = c.expect_err("-h accepted");
+        let dropin = dir.join("config.d/10-units.toml");
+        assert!(
+            e.0.starts_with(&format!("{}:2: health.units[1]: ", dropin.display())),
+            "{e}"
+        );
+
+        // A table whose keys came from two files: both are named.
+        let (dir, c) = load_with("", &[("10-b.toml", "[slots.B]\ndata = \"/dev/d\"\n")]);
+        let e = c.expect_err("unequal classes accepted");
+        let both = format!(
+            "{}, {}: slots: ",
+            dir.join("config.toml").display(),
+            dir.join("config.d/10-b.toml").display()
+        );
+        assert!(e.0.starts_with(&both), "{e}");
+    }
+
     /// Each duration key with the table it lives in.
     const DURATION_KEYS: [(&str, &str); 13] = [
         ("health", "probation"),
@@ -1616,6 +1798,16 @@ rootfs = "/dev/b"
         ("report", "webhook_timeout"),
     ];
 
+    /// The line [`with`] writes its key on: under `[update]` in MINIMAL,
+    /// else under a table appended to it.
+    fn line_in_with(table: &str) -> usize {
+        if table == "update" {
+            3
+        } else {
+            9
+        }
+    }
+
     fn with(table: &str, key: &str, value: &str) -> Result<Config, ConfigError> {
         let text = if table == "update" {
             MINIMAL.replace("[update]\n", &format!("[update]\n{key} = \"{value}\"\n"))
@@ -1630,7 +1822,8 @@ rootfs = "/dev/b"
         for (table, key) in DURATION_KEYS {
             let e = with(table, key, "18446744073709551615s").expect_err(key);
             assert!(
-                e.0.starts_with(&format!("c.toml: {table}.{key}: ")) && e.0.contains("longer than"),
+                e.0.starts_with(&format!("c.toml:{}: {table}.{key}: ", line_in_with(table)))
+                    && e.0.contains("longer than"),
                 "{e}"
             );
             let e = with(table, key, "18446744073709551615d").expect_err(key);
@@ -1811,7 +2004,8 @@ timeout = "30s"
         ] {
             let e = Config::from_str(&text, Path::new("c.toml")).expect_err(key);
             assert!(
-                e.0.starts_with("c.toml: ") && e.0.contains(key),
+                // At the key's line; a missing key names the file only.
+                e.0.starts_with("c.toml:") && e.0.contains(key),
                 "{key}: {e}"
             );
         }
@@ -1835,7 +2029,7 @@ timeout = "30s"
             Path::new("c.toml"),
         )
         .expect_err("one URL for two signatures accepted");
-        assert!(e.0.starts_with("c.toml: update.signature_url: "), "{e}");
+        assert!(e.0.starts_with("c.toml:3: update.signature_url: "), "{e}");
         Config::from_str(
             &two.replace(
                 "[update]\n",
@@ -1857,7 +2051,7 @@ timeout = "30s"
             "[update]\nurl = \"https://u/release.json\"\nchannel = \"https://u/channel.json\"\n",
         );
         let e = Config::from_str(&text, Path::new("c.toml")).expect_err("both accepted");
-        assert!(e.0.starts_with("c.toml: update.channel: "), "{e}");
+        assert!(e.0.starts_with("c.toml:4: update.channel: "), "{e}");
         assert!(e.0.contains("not both"), "{e}");
     }
 
@@ -1866,7 +2060,7 @@ timeout = "30s"
         for bad in ["--version", "-h", "sshd"] {
             let text = format!("{MINIMAL}[health]\nunits = [\"sshd.service\", \"{bad}\"]\n");
             let e = Config::from_str(&text, Path::new("c.toml")).expect_err(bad);
-            assert!(e.0.starts_with("c.toml: health.units[1]: "), "{e}");
+            assert!(e.0.starts_with("c.toml:9: health.units[1]: "), "{e}");
             assert!(e.0.contains(bad), "{e}");
         }
     }

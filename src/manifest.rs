@@ -494,6 +494,15 @@ impl Manifest {
                 format!("{} is not after created {}", doc.expires, doc.created),
             ));
         }
+        if !within_validity(created, expires) {
+            return Err(field(
+                "expires",
+                format!(
+                    "{} is more than {MAX_EXPIRES_DAYS} days after created {}: a manifest valid that long defeats expiry's protection against a frozen server",
+                    doc.expires, doc.created
+                ),
+            ));
+        }
         if doc.images.is_empty() {
             return Err(field("images", "lists no image".into()));
         }
@@ -733,6 +742,20 @@ pub(crate) fn sha2_digest(bytes: &[u8]) -> [u8; 32] {
 /// wrong date cannot raise them: what one accepted date can do is bounded
 /// by this much (see [`evaluate`]).
 pub const MAX_CREATED_AHEAD: i64 = 24 * 3600;
+
+/// Longest a signed document (a manifest, a channel) may be valid, in days
+/// from its `created` to its `expires`. `expires` is all that bounds a
+/// freeze attack (a server kept serving an old, still-signed document), so
+/// hosts refuse a document valid for longer ([`within_validity`]), and
+/// `pack` and `channel` never sign one.
+pub const MAX_EXPIRES_DAYS: u64 = 3650;
+
+/// Whether a document dated `created` may be valid until `expires`: at
+/// most [`MAX_EXPIRES_DAYS`] later (a year 9999 `expires` would make the
+/// document valid forever).
+pub fn within_validity(created: i64, expires: i64) -> bool {
+    expires.saturating_sub(created) <= (MAX_EXPIRES_DAYS as i64).saturating_mul(86_400)
+}
 
 /// The host facts a manifest is judged against.
 #[derive(Clone, Debug)]
@@ -1358,6 +1381,21 @@ mod tests {
         // Not JSON at all is still a parse error.
         let e = Manifest::parse(b"{\"format\":1,").expect_err("truncated");
         assert!(matches!(e, ManifestError::Parse(_)), "{e}");
+    }
+
+    #[test]
+    fn a_manifest_valid_3650_days_is_accepted_and_one_second_more_is_refused() {
+        // 3650 days after 2026-11-20T10:00:00Z (three leap days between).
+        let at = |expires: &str| doc("1.2").replace("2027-01-20T10:00:00Z", expires);
+        let m = Manifest::parse(at("2036-11-17T10:00:00Z").as_bytes()).expect("3650 days");
+        assert_eq!(m.expires - m.created, 3650 * 86_400);
+        let e = Manifest::parse(at("2036-11-17T10:00:01Z").as_bytes())
+            .expect_err("3650 days and a second");
+        assert_eq!(
+            e.to_string(),
+            "release manifest: expires: 2036-11-17T10:00:01Z is more than 3650 days after created 2026-11-20T10:00:00Z: a manifest valid that long defeats expiry's protection against a frozen server"
+        );
+        assert!(Manifest::parse(at("9999-12-31T23:59:59Z").as_bytes()).is_err());
     }
 
     #[test]

@@ -513,9 +513,9 @@ pub fn segmented(opts: &PackOptions) -> bool {
     opts.level.is_some() && !opts.one_frame
 }
 
-/// Longest validity `--expires-days` may give: a manifest valid for longer
-/// would defeat the hosts' protection against a frozen server.
-pub const MAX_EXPIRES_DAYS: u64 = 3650;
+/// Longest validity `--expires-days` (or `--expires`) may give: the hosts'
+/// own limit, so `pack` never signs a manifest every host refuses.
+pub use crate::manifest::MAX_EXPIRES_DAYS;
 /// Largest segment: half of the largest delta window.
 pub const MAX_SEGMENT: u64 = 1 << 30;
 
@@ -744,6 +744,13 @@ pub fn release_dates(
     if expires <= created {
         return Err(format!(
             "--expires {} is not after the manifest's created {}",
+            format_rfc3339(expires),
+            format_rfc3339(created)
+        ));
+    }
+    if !crate::manifest::within_validity(created, expires) {
+        return Err(format!(
+            "--expires {} is more than {MAX_EXPIRES_DAYS} days after the manifest's created {}: hosts would refuse the release",
             format_rfc3339(expires),
             format_rfc3339(created)
         ));
@@ -1275,6 +1282,29 @@ mod tests {
         let e = release_dates(&opts(), Some(now + 86_400 * 365), now).expect_err("stray");
         assert!(e.contains("the release.json it replaces is dated"), "{e}");
         assert!(release_dates(&explicit(now + 3600), None, now).is_ok());
+    }
+
+    #[test]
+    fn an_expires_more_than_3650_days_after_created_is_refused_as_hosts_refuse_it() {
+        let now = 1_800_000_000;
+        let dated = |expires: i64| PackOptions {
+            created: Some(now),
+            expires: Some(expires),
+            ..opts()
+        };
+        let days = MAX_EXPIRES_DAYS as i64 * 86_400;
+        assert_eq!(
+            release_dates(&dated(now + days), None, now),
+            Ok((now, now + days))
+        );
+        let e = release_dates(&dated(now + days + 1), None, now).expect_err("a second more");
+        assert!(e.contains("more than 3650 days after"), "{e}");
+        // Without --created: the computed `created` is the one measured from.
+        let late = PackOptions {
+            expires: Some(now + days + 1),
+            ..opts()
+        };
+        assert!(release_dates(&late, None, now).is_err());
     }
 
     #[test]

@@ -273,8 +273,15 @@ pub fn run(opts: &Options) -> Result<PathBuf, PublishError> {
         None => None,
         Some(_) => {
             let (body, _, _) = dir.read_signed(name, &keys, threshold)?;
-            let ch = Channel::parse(name, &body).map_err(|e| malformed(file, e))?;
-            Some((body, ch.created))
+            // An over-long channel (signed by other tools) is one this edit
+            // repairs, since it re-dates `expires`: only its `created` is
+            // needed, for the new one to be later.
+            let created = match Channel::parse(name, &body) {
+                Ok(ch) => ch.created,
+                Err(super::ChannelError::ValidTooLong { created, .. }) => created,
+                Err(e) => return Err(malformed(file, e)),
+            };
+            Some((body, created))
         }
     };
     let mut doc = match &previous {

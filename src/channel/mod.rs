@@ -33,7 +33,9 @@
 #[cfg(feature = "pack")]
 pub mod edit;
 
-use crate::manifest::{Behind, Floor, Manifest, Version, MAX_CREATED_AHEAD};
+use crate::manifest::{
+    within_validity, Behind, Floor, Manifest, Version, MAX_CREATED_AHEAD, MAX_EXPIRES_DAYS,
+};
 use crate::timefmt::{format_rfc3339, parse_rfc3339};
 use serde::Deserialize;
 use serde_json::Value;
@@ -97,6 +99,17 @@ pub enum ChannelError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// Valid for more than [`MAX_EXPIRES_DAYS`] after its `created` (kind
+    /// `manifest`): `expires` is what bounds a frozen channel, and one
+    /// that far away bounds nothing.
+    ValidTooLong {
+        /// The channel's URL.
+        url: String,
+        /// Its `created`.
+        created: i64,
+        /// Its `expires`.
+        expires: i64,
+    },
     /// Past its `expires` (kind `expired`).
     Expired {
         /// The channel's URL.
@@ -143,6 +156,16 @@ impl fmt::Display for ChannelError {
         let t = |s: &i64| format_rfc3339(*s);
         match self {
             Malformed { url, field, reason } => write!(f, "channel {url}: {field}: {reason}"),
+            ValidTooLong {
+                url,
+                created,
+                expires,
+            } => write!(
+                f,
+                "channel {url}: expires {} is more than {MAX_EXPIRES_DAYS} days after created {}: a channel valid that long defeats expiry's protection against a frozen server",
+                t(expires),
+                t(created)
+            ),
             Expired { url, expires, now } => write!(
                 f,
                 "channel {url}: expired at {} (now {})",
@@ -193,7 +216,7 @@ impl ChannelError {
     pub fn kind(&self) -> crate::error::Kind {
         use crate::error::Kind;
         match self {
-            ChannelError::Malformed { .. } => Kind::Manifest,
+            ChannelError::Malformed { .. } | ChannelError::ValidTooLong { .. } => Kind::Manifest,
             ChannelError::Expired { .. } => Kind::Expired,
             ChannelError::CreatedAhead { .. } => Kind::CreatedAhead,
             ChannelError::Stale { .. } => Kind::Stale,
@@ -204,15 +227,25 @@ impl ChannelError {
 
 impl Channel {
     /// Parse signed bytes from `url`: one reading (no key twice), format 1,
-    /// `expires` after `created`, each release's version once, each
-    /// `sha256` (optional: a pin) 64 lowercase hex digits, each `manifest`
-    /// non-empty.
+    /// `expires` after `created` and at most [`MAX_EXPIRES_DAYS`] after it,
+    /// each release's version once, each `sha256` (optional: a pin) 64
+    /// lowercase hex digits, each `manifest` non-empty.
     pub fn parse(url: &str, bytes: &[u8]) -> Result<Channel, ChannelError> {
-        parse_fields(bytes).map_err(|(field, reason)| ChannelError::Malformed {
+        let ch = parse_fields(bytes).map_err(|(field, reason)| ChannelError::Malformed {
             url: url.to_string(),
             field,
             reason,
-        })
+        })?;
+        // Refused whatever the host's clock says: such a channel is never
+        // acted on, so a frozen copy of it can never be either.
+        if !within_validity(ch.created, ch.expires) {
+            return Err(ChannelError::ValidTooLong {
+                url: url.to_string(),
+                created: ch.created,
+                expires: ch.expires,
+            });
+        }
+        Ok(ch)
     }
 }
 
@@ -1004,6 +1037,26 @@ mod tests {
         assert!(e.to_string().contains("expires"), "{e}");
         let v2 = doc(r#""releases":[]"#).replace("\"format\":1", "\"format\":2");
         assert!(Channel::parse("u", v2.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_channel_valid_3650_days_is_accepted_and_one_second_more_is_refused() {
+        // 3650 days after 2026-11-20T10:00:00Z (three leap days between).
+        let at = |expires: &str| doc(r#""releases":[]"#).replace("2027-01-20T10:00:00Z", expires);
+        let c = Channel::parse("u", at("2036-11-17T10:00:00Z").as_bytes()).expect("3650 days");
+        assert_eq!(c.expires - c.created, 3650 * 86_400);
+        let e = Channel::parse("https://x/c.json", at("2036-11-17T10:00:01Z").as_bytes())
+            .expect_err("3650 days and a second");
+        assert_eq!(e.kind(), crate::error::Kind::Manifest);
+        assert_eq!(
+            e.to_string(),
+            "channel https://x/c.json: expires 2036-11-17T10:00:01Z is more than 3650 days after created 2026-11-20T10:00:00Z: a channel valid that long defeats expiry's protection against a frozen server"
+        );
+        let e = Channel::parse("u", at("9999-12-31T23:59:59Z").as_bytes()).expect_err("year 9999");
+        assert!(
+            e.to_string().contains("expires 9999-12-31T23:59:59Z"),
+            "{e}"
+        );
     }
 
     fn facts(now: i64, floor: Option<i64>, source: Option<i64>) -> TimeFacts<'static> {

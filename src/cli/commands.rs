@@ -692,14 +692,10 @@ fn print_status(s: &agent::Status) {
         None => crate::tell!("pending: none"),
     }
     for f in &s.failed {
-        match f.hold {
-            crate::state::Hold::Cancelled => crate::tell!(
-                "cancelled release {}: {}; the timer does not install it again (`abupdate install` of it by hand does)",
-                f.version,
-                f.reason
-            ),
-            _ => crate::tell!("failed release {}: {}", f.version, f.reason),
-        }
+        crate::tell!("{}", failed_line(f));
+    }
+    if let Some(p) = &s.probation {
+        crate::tell!("{}", probation_line(p));
     }
     if let Some(w) = &s.reboot_window {
         crate::tell!("reboot: waits for the maintenance window opening {w}");
@@ -730,4 +726,116 @@ fn print_status(s: &agent::Status) {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     crate::tell!("bootloader: {}", vars.join(" "));
+}
+
+/// One entry of the failed list as `status` prints it, its time in RFC 3339
+/// (the state's Unix time is for `--json`; a person reads dates). The
+/// release and reason come first, as scripts grepping the text expect.
+fn failed_line(f: &crate::state::FailedRelease) -> String {
+    let at = crate::timefmt::format_rfc3339(f.at);
+    match f.hold {
+        crate::state::Hold::Cancelled => format!(
+            "cancelled release {}: {} (at {at}); the timer does not install it again (`abupdate install` of it by hand does)",
+            f.version, f.reason
+        ),
+        _ => format!("failed release {}: {} (at {at})", f.version, f.reason),
+    }
+}
+
+/// The probation as `status` prints it: running (its window) or how the
+/// last one ended, each time in RFC 3339.
+fn probation_line(p: &crate::state::Probation) -> String {
+    let t = crate::timefmt::format_rfc3339;
+    let head = format!("probation: {} on slot {}", p.version, p.slot);
+    let last = p
+        .last_failure
+        .as_deref()
+        .map(|why| format!("; last failure: {why}"))
+        .unwrap_or_default();
+    match (p.passed, p.off, p.no_fallback) {
+        (Some(at), _, _) => format!("{head} passed at {}", t(at)),
+        (_, Some(at), _) => format!("{head} ended at {} (probation switched off)", t(at)),
+        (_, _, Some(at)) => format!(
+            "{head} failed at {} with no usable slot to fall back to: kept{last}",
+            t(at)
+        ),
+        _ => format!(
+            "{head} since {} until {}; failures counted: {}{last}",
+            t(p.started),
+            t(p.until),
+            p.failures
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{FailedRelease, Hold, Probation};
+
+    fn probation() -> Probation {
+        Probation {
+            slot: SlotName::B,
+            version: "2.0".into(),
+            started: 1_800_000_000,
+            until: 1_800_086_400,
+            floor: None,
+            boot_id: None,
+            failures: 1,
+            last_failure: Some("an unclean restart".into()),
+            passed: None,
+            off: None,
+            no_fallback: None,
+        }
+    }
+
+    #[test]
+    fn status_shows_the_probation_window_in_rfc3339_not_unix_time() {
+        assert_eq!(
+            probation_line(&probation()),
+            "probation: 2.0 on slot B since 2027-01-15T08:00:00Z until 2027-01-16T08:00:00Z; failures counted: 1; last failure: an unclean restart"
+        );
+        let passed = Probation {
+            passed: Some(1_800_086_400),
+            ..probation()
+        };
+        assert_eq!(
+            probation_line(&passed),
+            "probation: 2.0 on slot B passed at 2027-01-16T08:00:00Z"
+        );
+        let off = Probation {
+            off: Some(1_800_000_060),
+            ..probation()
+        };
+        assert!(probation_line(&off).contains("ended at 2027-01-15T08:01:00Z"));
+        let kept = Probation {
+            no_fallback: Some(1_800_000_120),
+            ..probation()
+        };
+        assert!(probation_line(&kept).contains("failed at 2027-01-15T08:02:00Z"));
+    }
+
+    #[test]
+    fn status_shows_when_a_release_failed_in_rfc3339_not_unix_time() {
+        let f = FailedRelease {
+            version: "2.0".into(),
+            manifest_sha256: "ab".into(),
+            reason: "never came up".into(),
+            at: 1_800_000_000,
+            hold: Hold::default(),
+            unknown: Default::default(),
+        };
+        assert_eq!(
+            failed_line(&f),
+            "failed release 2.0: never came up (at 2027-01-15T08:00:00Z)"
+        );
+        let cancelled = FailedRelease {
+            hold: Hold::Cancelled,
+            reason: "cancelled by the operator".into(),
+            ..f
+        };
+        assert!(failed_line(&cancelled).starts_with(
+            "cancelled release 2.0: cancelled by the operator (at 2027-01-15T08:00:00Z); "
+        ));
+    }
 }

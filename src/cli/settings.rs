@@ -306,8 +306,10 @@ fn channel(low: LowArgs) -> Result<crate::channel::Options, String> {
         return Err("--barrier and --pin are for channel add".into());
     }
     let expires_days = low.expires_days.unwrap_or(7);
-    if !(1..=3650).contains(&expires_days) {
-        return Err(format!("--expires-days {expires_days}: give 1 to 3650"));
+    // The hosts' limit: a longer channel would be refused everywhere.
+    let max = crate::manifest::MAX_EXPIRES_DAYS;
+    if !(1..=max).contains(&expires_days) {
+        return Err(format!("--expires-days {expires_days}: give 1 to {max}"));
     }
     Ok(crate::channel::Options {
         action,

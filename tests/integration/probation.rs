@@ -190,6 +190,31 @@ fn during_probation_nothing_is_fetched_install_is_refused_and_check_says_so() {
 }
 
 #[test]
+fn status_shows_the_probation_window_in_rfc3339() {
+    use abupdate::timefmt::format_rfc3339;
+    let (h, _) = on_probation("prob-status-text", "");
+    let p = h.state()["probation"].clone();
+    let (started, until) = (
+        p["started"].as_i64().expect("started"),
+        p["until"].as_i64().expect("until"),
+    );
+    let out = h.abupdate(&["status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    let want = format!(
+        "probation: 2.0 on slot B since {} until {}; failures counted: 0",
+        format_rfc3339(started),
+        format_rfc3339(until)
+    );
+    assert!(shown.contains(&want), "{shown}");
+    assert!(!shown.contains(&until.to_string()), "{shown}");
+    // `--json` keeps its Unix times: scripts read them as numbers.
+    let out = h.abupdate(&["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["probation"]["until"], until, "{v}");
+}
+
+#[test]
 fn a_clean_window_ends_the_probation_and_updates_resume() {
     let (mut h, _) = on_probation("prob-ends", "");
     assert_eq!(h.boot(), "B");

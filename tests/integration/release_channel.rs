@@ -8,6 +8,7 @@
 //! | withdrawn: never installed, hosts on it move on | `a_withdrawn_release_is_never_installed_and_a_host_on_it_moves_on` |
 //! | halt stops installs, not verdicts | `a_halt_stops_installs_but_a_trial_still_gets_its_verdict` |
 //! | forged, expired, replayed, mismatched: refused, boot order untouched | `bad_channels_are_refused_with_their_kind_and_touch_nothing` |
+//! | `expires` more than 3650 days after `created`: refused, boot order untouched; `resign` repairs it | `a_channel_valid_for_more_than_3650_days_is_refused_and_resign_repairs_it` |
 //! | the operator never re-signs a tampered channel | `the_operator_refuses_to_resign_a_tampered_channel` |
 //! | `url` and `channel` together: a config error | `url_and_channel_together_are_a_config_error` |
 //! | a re-signed manifest (`fleet`'s waves): unpinned installs, pinned refused | `a_re_signed_manifest_installs_unpinned_and_is_refused_pinned` |
@@ -307,6 +308,32 @@ fn bad_channels_are_refused_with_their_kind_and_touch_nothing() {
         std::fs::write(path, bytes).expect("restore");
     }
     refused(&h, "stale", "replayed");
+}
+
+#[test]
+fn a_channel_valid_for_more_than_3650_days_is_refused_and_resign_repairs_it() {
+    let h = host("valid-too-long", "1.0");
+    release(&h, "2.0", false);
+    // Signed by the right key, dated now, but valid until year 9999: a
+    // frozen copy of it would never expire.
+    let mut doc = current(&h);
+    doc["created"] = date(now() + 10).into();
+    doc["expires"] = "9999-12-31T23:59:59Z".into();
+    write_signed(&h, &doc);
+    refused(&h, "manifest", "valid until 9999");
+    let out = h.abupdate(&["update", "--now"]);
+    let message = text(&out);
+    assert!(
+        message.contains(
+            "channel.json: expires 9999-12-31T23:59:59Z is more than 3650 days after created"
+        ),
+        "{message}"
+    );
+    // The operator's tool re-dates it (a channel it signs is valid days,
+    // not millennia), and the host acts on it again.
+    channel(&h, "resign", &[]);
+    let out = h.abupdate(&["update", "--now"]);
+    assert!(out.status.success(), "update: {}", text(&out));
 }
 
 #[test]
