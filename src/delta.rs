@@ -14,7 +14,10 @@
 //! match, a server that ignores `Range`, a frame or a segment that fails
 //! its hash — ends in
 //! [`Outcome::Fallback`], and the caller installs the full payload: never a
-//! half-applied delta.
+//! half-applied delta. A download window that closes (timer runs) is no
+//! reason to give the delta up: [`apply`] ends with that error, the
+//! journal keeps the segments done, and the next run inside a window goes
+//! on from there.
 
 use crate::fetch::{FetchError, Transport};
 use crate::install::writer::{AlignedBuf, Fault, SlotWriter, READBACK};
@@ -58,6 +61,16 @@ pub enum Outcome {
         /// Bytes of the delta fetched before that.
         fetched: u64,
     },
+}
+
+/// `e` back for the fallback, unless it is a read that ended where the
+/// download window closed: that one ends [`apply`] (`Err`), since giving
+/// up the delta for it would fetch the whole image next time.
+fn unless_window_closed(e: io::Error) -> io::Result<io::Error> {
+    match FetchError::from_io(&e) {
+        Some(FetchError::OutsideWindow { .. }) => Err(e),
+        _ => Ok(e),
+    }
 }
 
 /// The whole frame of delta segment `seg` from `reader`: at most zstd's
@@ -421,6 +434,7 @@ pub fn apply(
                         fetched,
                     })
                 }
+                Err(e @ FetchError::OutsideWindow { .. }) => return Err(e.into_io()),
                 Err(e) => fallback!("segment {i}: {e}"),
             };
         // Requested from the network: counted whether or not it is used.
@@ -438,7 +452,10 @@ pub fn apply(
                         seg.patch_offset + seg.patch_length
                     ),
                 },
-                Err(e) => fallback!("segment {i}: {e}"),
+                Err(e) => {
+                    let e = unless_window_closed(e)?;
+                    fallback!("segment {i}: {e}")
+                }
             },
         };
         // The frame must pledge its size: that bounds the decoder's memory
@@ -489,7 +506,10 @@ pub fn apply(
         loop {
             let n = match fill(&mut decoder, &mut buf) {
                 Ok(n) => n,
-                Err(e) => fallback!("segment {i}: {e}"),
+                Err(e) => {
+                    let e = unless_window_closed(e)?;
+                    fallback!("segment {i}: {e}")
+                }
             };
             if n == 0 {
                 break;
@@ -543,6 +563,27 @@ mod tests {
     use crate::manifest::{Compression, Segment};
     use crate::testutil::TempDir;
     use std::collections::BTreeMap;
+
+    /// A read ended by the download window's close ends the delta (its
+    /// journal kept); any other read error is the fallback's reason.
+    #[test]
+    fn only_a_closed_download_window_ends_a_delta_instead_of_its_fallback() {
+        let closed = FetchError::OutsideWindow {
+            location: "http://h/d".into(),
+            at: 3,
+            until: 0,
+        };
+        let e = unless_window_closed(closed.clone().into_io()).expect_err("ends the delta");
+        assert_eq!(FetchError::from_io(&e), Some(&closed));
+        let cut = FetchError::TooShort {
+            location: "http://h/d".into(),
+            got: 1,
+            expected: 2,
+            announced: false,
+        };
+        assert!(unless_window_closed(cut.into_io()).is_ok());
+        assert!(unless_window_closed(io::Error::other("zstd: corrupted")).is_ok());
+    }
 
     fn image_with_delta(window_log: u32, source_size: u64) -> Image {
         let h = "ab".repeat(32);

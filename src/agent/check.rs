@@ -45,7 +45,9 @@ pub enum NoUpdate {
     /// lists no good release newer.
     OnWithdrawn,
     /// The release applies, but the timer downloads only inside
-    /// `[update] download_windows` (`update` only).
+    /// `[update] download_windows` (`update` only): the run started
+    /// outside them, or its download stopped where its window closed (the
+    /// write stays `writing`, the next run inside a window resumes it).
     WaitingForDownloadWindow,
     /// A release is staged (its trial waits for the reboot) and the
     /// release channel no longer offers it (withdrawn, halted, failed

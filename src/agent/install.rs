@@ -25,6 +25,12 @@
 //! fails the run, so no trial is booted without a successful read of the
 //! server in the same run. An interrupted write of a release the timer's
 //! judgement no longer installs is ended ([`ends_write`], pure).
+//!
+//! A timer download whose window closes is not a failure and not a wait:
+//! the run ends there as one that started outside the windows
+//! (`waiting_for_download_window`), its state lock released with it; the
+//! write stays recorded `writing` and its bytes are kept as a cut
+//! download's are (`Writer::fail`), for the next run inside a window.
 
 use super::check::{fetch_and_judge, save_if_held, CheckOptions, Judged, NoUpdate, Nothing};
 use super::recovery::{disarm, reboot};
@@ -152,21 +158,38 @@ pub(super) fn check_and_install(
     };
     *release = Some(verified.manifest().version.to_string());
     let lock = lock?;
+    let waiting = |until: i64| Nothing::UpToDate {
+        reason: format!(
+            "release {} waits for the download window (next opens {})",
+            verified.manifest().version,
+            crate::timefmt::format_rfc3339(until)
+        ),
+        kind: NoUpdate::WaitingForDownloadWindow,
+        standing: standing.clone(),
+    };
     if opts.respect_windows {
         if let Some(until) = waits_for_download_window(host, &state, &verified) {
-            return Ok(Err(Nothing::UpToDate {
-                reason: format!(
-                    "release {} waits for the download window (next opens {})",
-                    verified.manifest().version,
-                    crate::timefmt::format_rfc3339(until)
-                ),
-                kind: NoUpdate::WaitingForDownloadWindow,
-                standing,
-            }));
+            return Ok(Err(waiting(until)));
         }
     }
     let look = Look { location, check };
-    install_verified(host, &lock, state, &verified, opts, &look)
+    match install_verified(host, &lock, state, &verified, opts, &look) {
+        // The window closed during the download: the run ends as one that
+        // started outside it (not a failure, no backoff), and its end
+        // releases the state lock rather than hold it until the next
+        // window. What arrived is kept (`write_payload`, `Writer::fail`).
+        Err(Error::Fetch(crate::fetch::FetchError::OutsideWindow { until, .. }))
+            if opts.respect_windows =>
+        {
+            log(&format!(
+                "the download window closed; release {} resumes in the next one (opens {})",
+                verified.manifest().version,
+                crate::timefmt::format_rfc3339(until)
+            ));
+            Ok(Err(waiting(until)))
+        }
+        other => other,
+    }
 }
 
 /// Whether the judgement `nothing` of the timer's run (not `by_hand`)
@@ -584,9 +607,20 @@ impl<'a> Writer<'a> {
         Ok((self.flip, self.state, armed))
     }
 
-    /// The write failed: when it had begun, nothing is pending any more and
-    /// the target is known bad; when it had not, nothing changed.
-    fn fail(&mut self) -> Result<()> {
+    /// The write failed with `e`: when it had begun, nothing is pending any
+    /// more and the target is known bad; when it had not, nothing changed.
+    /// A download window that closed is no failure: a write that had begun
+    /// stays recorded as `writing` (the target bad in the bootloader, as a
+    /// power cut leaves it: the boot verdict and `status` say it will be
+    /// redone), the state saved with it, and the next run inside a window
+    /// redoes it from what the slot and the data partition kept.
+    fn fail(&mut self, e: &Error) -> Result<()> {
+        if window_closed(e) {
+            return match self.armed {
+                Some(_) => self.flip.save(&self.state),
+                None => Ok(()),
+            };
+        }
         match self.armed.take() {
             Some(armed) => self.flip.abandon(&mut self.state, armed),
             None => Ok(()),
@@ -632,7 +666,7 @@ fn write_images(w: &mut Writer, devices: &BTreeMap<String, Device>) -> Result<Fe
         let (by_delta, given_up) = match delta {
             Ok(d) => d,
             Err(e) => {
-                w.fail()?;
+                w.fail(&e)?;
                 return Err(e);
             }
         };
@@ -853,7 +887,7 @@ fn write_payload(
     // only the rest).
     w.state.metrics.downloaded_bytes += so_far.network + network;
     let armed = w.armed.is_some();
-    w.fail()?;
+    w.fail(&e)?;
     if !armed && so_far.network + network > 0 {
         w.flip.save(&w.state)?;
     }
@@ -874,6 +908,16 @@ fn is_payload_fault(e: &Error) -> bool {
                 | install::InstallError::FrameMismatch { .. }
                 | install::InstallError::Size { .. }
         )
+    )
+}
+
+/// Whether `e` is a download stopped where its window closed (timer runs):
+/// not a failure of the release, the link or the host. Its bytes are kept
+/// as a cut download's are, and the run ends waiting for the next window.
+fn window_closed(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Fetch(crate::fetch::FetchError::OutsideWindow { .. })
     )
 }
 
@@ -934,8 +978,8 @@ fn finish_staged(
     }
     let rebooting = !opts.no_reboot && in_window;
     if let Some(look) = look.filter(|_| rebooting) {
-        // The write took its time (a slow link, a download window's
-        // pause): the release may have been pulled meanwhile.
+        // The write took its time (a slow link at `max_rate`): the
+        // release may have been pulled meanwhile.
         let named = format!("release {} was staged in slot {target}", m.version);
         let found = last_look(host, lock, state, look, &named)?;
         match before_reboot(found, &named, &m.sha256) {
@@ -1159,7 +1203,12 @@ fn try_delta(
         match e.downcast::<Error>() {
             // The step before the first write failed: its own error.
             Ok(e) => e,
-            Err(e) => Error::io(target_dev, e),
+            // The download window closed: the delta stops, its journal
+            // kept for the next run (not a fallback to the full image).
+            Err(e) => match crate::fetch::FetchError::from_io(&e) {
+                Some(f @ crate::fetch::FetchError::OutsideWindow { .. }) => Error::Fetch(f.clone()),
+                _ => Error::io(target_dev, e),
+            },
         }
     })?;
     progress.finish();
@@ -1418,6 +1467,17 @@ mod tests {
             announced: false,
         });
         assert!(!again_from_zero(&cut, 7));
+        assert!(!window_closed(&cut));
+        // A download stopped where its window closed: its bytes are kept
+        // (not a payload fault) and not fetched again within the run.
+        let closed = Error::Fetch(crate::fetch::FetchError::OutsideWindow {
+            location: "https://u.example/p".into(),
+            at: 7,
+            until: 1_800_000_000,
+        });
+        assert!(window_closed(&closed));
+        assert!(!is_payload_fault(&closed));
+        assert!(!again_from_zero(&closed, 7));
     }
 
     #[test]

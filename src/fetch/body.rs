@@ -1,6 +1,7 @@
 //! A response body that goes on over as many responses as it takes: bytes
-//! `[offset, end)` of one resource, paced (rate, download windows) and
-//! resumed with `Range` after a pause or a transient failure.
+//! `[offset, end)` of one resource, paced (rate) and resumed with `Range`
+//! after a transient failure; it ends ([`FetchError::OutsideWindow`]) where
+//! a download window closes.
 //!
 //! Invariant: the bytes handed out are exactly the resource's bytes from
 //! the first offset on, in order, none twice: a new response is accepted
@@ -245,17 +246,17 @@ impl Resuming {
         loop {
             let rate = match self.transport.allowance() {
                 Allowance::Go { rate } => rate,
-                Allowance::Wait { .. } => {
-                    // Not a byte outside the window: the connection goes,
-                    // the rest is asked for with Range when it opens.
+                Allowance::Wait { until } => {
+                    // Not a byte outside the window: the connection goes
+                    // and the body ends at `offset`; the caller keeps what
+                    // it has and the next run asks for the rest with
+                    // Range (a wait here would hold the state lock).
                     self.body = None;
-                    self.transport.wait_for_window(&self.shown);
-                    crate::say!(
-                        "abupdate: {}: download window open; resuming at byte {}",
-                        self.shown,
-                        self.offset
-                    );
-                    continue;
+                    return Err(FetchError::OutsideWindow {
+                        location: self.shown.clone(),
+                        at: self.offset,
+                        until,
+                    });
                 }
             };
             if self.body.is_none() {

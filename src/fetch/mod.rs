@@ -28,11 +28,13 @@
 //!   (ureq's are all off by default), and a body that trickles in slower than
 //!   [`MIN_PROGRESS_BYTES`] per `read_timeout` is dropped as stalled.
 //! - Thin links: payload bodies are read no faster than the rate in force
-//!   and not outside the download windows (`pace.rs`); a body that pauses or
-//!   fails goes on with `Range` from exactly the next byte or ends in an
-//!   error (`body.rs`); only transient failures are asked again, bounded
-//!   (`retry.rs`); headers and the client certificate go to the configured
-//!   origins only, hop by hop (`auth.rs`).
+//!   (`pace.rs`) and not outside the download windows: there a body ends
+//!   ([`FetchError::OutsideWindow`]), never waits (a wait of hours would
+//!   hold the caller's state lock); a body that fails goes on with `Range`
+//!   from exactly the next byte or ends in an error (`body.rs`); only
+//!   transient failures are asked again, bounded (`retry.rs`); headers and
+//!   the client certificate go to the configured origins only, hop by hop
+//!   (`auth.rs`).
 
 mod auth;
 mod body;
@@ -269,6 +271,21 @@ pub enum FetchError {
         /// The validator the download began with (sent as `If-Range`).
         validator: String,
     },
+    /// The download window closed (timer runs, `[update]
+    /// download_windows`): payload bytes stop at the close, the connection
+    /// is dropped and the body ends here rather than wait, with the state
+    /// lock held, for the next window. Not a failure of the link or the
+    /// source: the caller keeps what arrived (a partial download, the
+    /// segments in the slot) and ends its run until `until`; never asked
+    /// again within the run (not transient).
+    OutsideWindow {
+        /// The URL, as shown (without user info).
+        location: String,
+        /// The next byte of the resource that was wanted.
+        at: u64,
+        /// When the next download window opens (Unix seconds).
+        until: i64,
+    },
     /// The server answered a range request with the whole resource (or a
     /// different range): the caller falls back to a full download.
     RangeIgnored {
@@ -288,6 +305,10 @@ impl FetchError {
             | FetchError::Timeout { .. }
             | FetchError::Protocol { .. }
             | FetchError::Changed { .. }
+            // Only ever seen as a failure when a caller that does not end
+            // its run on it (none should) lets it through: the link was
+            // not to be used then.
+            | FetchError::OutsideWindow { .. }
             | FetchError::TooShort {
                 announced: false, ..
             } => crate::error::Kind::Network,
@@ -341,6 +362,7 @@ impl FetchError {
             | FetchError::Io { location, .. }
             | FetchError::Refused { location, .. }
             | FetchError::Changed { location, .. }
+            | FetchError::OutsideWindow { location, .. }
             | FetchError::RangeIgnored { location, .. } => location,
         }
     }
@@ -432,6 +454,15 @@ impl FetchError {
                 "{location}: the object changed on the server during the download (its \
                  validator {validator} no longer matches: HTTP 200 to a resume at byte {at}); \
                  the partial download is discarded and the download starts over from byte 0"
+            ),
+            FetchError::OutsideWindow {
+                location,
+                at,
+                until,
+            } => format!(
+                "{location}: outside the download windows at byte {at}; the rest waits for \
+                 the next window (opens {})",
+                crate::timefmt::format_rfc3339(*until)
             ),
         }
     }
@@ -780,25 +811,20 @@ impl Transport {
         p.at(crate::timefmt::now())
     }
 
-    /// Sleep while outside the download windows, saying so once. Returns
-    /// whether it slept.
-    fn wait_for_window(&self, shown: &str) -> bool {
-        let mut said = false;
-        loop {
-            let Allowance::Wait { until } = self.allowance() else {
-                return said;
-            };
-            if !said {
-                crate::say!(
-                    "abupdate: {}: outside the download windows; paused until {}",
-                    redact(shown),
-                    crate::timefmt::format_rfc3339(until)
-                );
-                said = true;
-            }
-            // In steps, so that a clock set meanwhile is noticed.
-            let left = until.saturating_sub(crate::timefmt::now()).clamp(1, 30);
-            std::thread::sleep(Duration::from_secs(left as u64));
+    /// `Ok` inside a download window (or without windows); outside, the
+    /// body of `shown` stops before byte `at`: [`FetchError::OutsideWindow`].
+    /// Never a sleep: a timer run waiting hours for the next window would
+    /// hold the state lock all that time (every operator verb refused as
+    /// locked, the probation's watch not run); it ends instead, and the
+    /// next run inside a window resumes.
+    fn inside_window(&self, shown: &str, at: u64) -> Result<(), FetchError> {
+        match self.allowance() {
+            Allowance::Go { .. } => Ok(()),
+            Allowance::Wait { until } => Err(FetchError::OutsideWindow {
+                location: redact(shown).into_owned(),
+                at,
+                until,
+            }),
         }
     }
 
@@ -1240,7 +1266,7 @@ impl Transport {
             ("Range", format!("bytes={offset}-{last}")),
             ("Accept-Encoding", "identity".to_string()),
         ];
-        self.wait_for_window(&redact(&url));
+        self.inside_window(&url, offset)?;
         let mut attempts = Attempts::default();
         let Reply { shown, resp, .. } = self.get_with(&url, &headers, &mut attempts)?;
         match resp.status().as_u16() {
@@ -1282,8 +1308,9 @@ impl Transport {
             });
         }
         let body = payload::body_reader(self, resp, length, &shown);
-        // Paced, and resumed from where it stopped after a pause or a
-        // transient failure; never more than `length` bytes.
+        // Paced, and resumed from where it stopped after a transient
+        // failure (ended where a download window closes); never more than
+        // `length` bytes.
         Ok(Box::new(body::Resuming::new(
             self,
             &url,

@@ -62,9 +62,9 @@ struct HttpSrc {
     replay: Option<File>,
     replay_left: u64,
     partial: Option<Partial>,
-    /// The rest from the network: paced, resumed after pauses and
-    /// transient failures. `None` only when the partial file already held
-    /// every byte.
+    /// The rest from the network: paced, resumed after transient
+    /// failures, ended where a download window closes. `None` only when
+    /// the partial file already held every byte.
     net: Option<Resuming>,
     /// Location as shown in errors, when there is no `net`.
     shown: String,
@@ -608,8 +608,9 @@ pub(super) fn open(
                     headers.push(("If-Range", v.clone()));
                 }
             }
-            // Not a byte outside the download windows (timer runs).
-            transport.wait_for_window(&shown);
+            // Not a byte outside the download windows (timer runs): the
+            // run ends, a partial download kept.
+            transport.inside_window(&shown, have)?;
             let Reply { shown: s, resp, .. } = transport.get_with(&url, &headers, &mut attempts)?;
             shown = s;
             let status = resp.status().as_u16();

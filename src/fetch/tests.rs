@@ -861,3 +861,69 @@ fn if_range_names_a_strong_etag_else_last_modified_else_nothing() {
     assert_eq!(validator_of(Some(&"x".repeat(257)), None), None);
     assert_eq!(validator_of(Some("  "), None), None);
 }
+
+/// Outside the download windows a payload is not asked for at all: the
+/// call ends at once with `OutsideWindow` (the next window named, the
+/// byte it would have started from), so the timer's run ends rather than
+/// wait for hours holding the state lock; a partial download stays as it
+/// was for the next run. Without the windows (a manual install) it is.
+#[test]
+fn outside_the_download_windows_a_payload_ends_at_once_and_asks_nothing() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}/p.img", listener.local_addr().unwrap());
+    // A one-minute window twelve hours away: never open now.
+    let later = crate::timefmt::now() + 12 * 3600;
+    let start = format!("{:02}:{:02}", later % 86400 / 3600, later % 3600 / 60);
+    let window =
+        crate::schedule::Window::parse(&["*".to_string()], &start, "1m", None).expect("window");
+    let t = Transport::new(&TransportOptions {
+        pacing: Pacing {
+            download_windows: vec![window],
+            ..Default::default()
+        },
+        // The manual request below is never answered.
+        read_timeout: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = TempDir::new("fetch-outside-window");
+    let partial = dir.join("p.part");
+    std::fs::write(&partial, b"12345").unwrap();
+    let outside = |e: FetchError, at: u64| match e {
+        FetchError::OutsideWindow { at: got, until, .. } => {
+            assert_eq!(got, at);
+            assert!(until > crate::timefmt::now(), "{until}");
+        }
+        e => panic!("{e}"),
+    };
+    outside(t.open_payload(&url, 10, Some(&partial)).unwrap_err(), 5);
+    outside(t.open_payload_from(&url, 10, 3).unwrap_err(), 3);
+    match t.open_range(&url, 4, 2) {
+        Err(e) => outside(e, 4),
+        Ok(_) => panic!("a range opened outside the window"),
+    }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+        "a request was sent outside the window"
+    );
+    assert_eq!(std::fs::read(&partial).unwrap(), b"12345");
+    let e = FetchError::OutsideWindow {
+        location: "http://h/p".into(),
+        at: 7,
+        until: 0,
+    };
+    assert!(!e.is_transient(), "asked again within the run");
+    assert_eq!(
+        e.to_string(),
+        "http://h/p: outside the download windows at byte 7; the rest waits for the next window (opens 1970-01-01T00:00:00Z)"
+    );
+    // A manual install ignores the windows: the request goes out.
+    let manual = t.without_download_windows();
+    let e = manual.open_payload(&url, 10, None).unwrap_err();
+    assert!(!matches!(e, FetchError::OutsideWindow { .. }), "{e}");
+    assert!(
+        listener.accept().is_ok(),
+        "the manual install's request never came"
+    );
+}

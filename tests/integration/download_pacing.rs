@@ -3,7 +3,8 @@
 //! (measured as the bytes of the partial download over time, and the one
 //! request nginx logged); outside `download_windows` the timer does not
 //! start a download (a manual install does), and a download whose window
-//! closes pauses, sends nothing, and resumes with `Range` in the next one.
+//! closes ends the run (the state lock free, the bytes kept) and the next
+//! run inside a window resumes it with `Range`.
 
 use crate::common::host::{image, text, HostOptions, TestHost};
 use crate::common::http::{LogLine, Nginx};
@@ -241,64 +242,218 @@ fn the_timer_does_not_start_a_download_outside_its_windows_a_manual_install_does
     assert_eq!(payload_lines(&nginx).len(), 1);
 }
 
-#[test]
-fn a_download_pauses_when_its_window_closes_and_resumes_with_range_in_the_next() {
-    const LEN: usize = 2_000_000;
-    let h = host("window", "max_rate = \"100kB/s\"");
-    let (nginx, url) = serve(&h, LEN);
-    // The first window closes 10 s from now, the next opens 10 s later:
-    // at 100 kB/s about half the payload comes in each.
+/// What a timer run stopped by its download window's close left, and the
+/// next run inside a window that resumed it.
+struct Resumed {
+    /// The signed manifest.
+    manifest: serde_json::Value,
+    /// The payload's size in bytes.
+    payload_size: u64,
+    /// The partial download kept on the data partition, in bytes.
+    kept_partial: Option<u64>,
+    /// The payload requests nginx logged (both runs).
+    lines: Vec<LogLine>,
+    /// The resuming run.
+    out: std::process::Output,
+}
+
+/// Release 2.0 of `len` bytes packed with `pack`, downloaded by the timer
+/// at a rate that brings about 40% of its payload before its window
+/// closes, 8 s from now; the next window opens 25 s from now. Checks what
+/// holds whatever the payload's shape: the download ends the run at the
+/// close (exit 0, `waiting_for_download_window`, not a failure: no
+/// backoff) instead of sleeping until the next window with the state lock
+/// held, so that another run meanwhile takes the lock (it was refused as
+/// "locked by pid N" for the whole pause) and asks for nothing; the
+/// install stays recorded as being written; the next run inside a window
+/// resumes with one `Range` request and stages the release.
+fn stopped_by_window_then_resumed(name: &str, len: usize, pack: &[&str]) -> Resumed {
+    let h = host(name, "");
+    let m = h.pack("r2", "2.0", &image("2.0", len), pack);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("json");
+    let payload_name = manifest["images"]["rootfs"]["url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let payload_size = std::fs::metadata(m.with_file_name(&payload_name))
+        .expect("payload")
+        .len();
+    let nginx = Nginx::start(m.parent().expect("dir"), "").expect("nginx");
+    let url = nginx.url("/release.json");
+    let rate = (payload_size / 20).max(1000);
     let now = unix_now();
-    let (close, open) = (now + 10, now + 20);
+    let (close, open) = (now + 8, now + 25);
     let cfg = std::fs::read_to_string(&h.config).expect("config");
     std::fs::write(
         &h.config,
         format!(
             "{}\n{}",
-            cfg.replacen("[update]\n", &format!("[update]\nurl = \"{url}\"\n"), 1),
+            cfg.replacen(
+                "[update]\n",
+                &format!("[update]\nurl = \"{url}\"\nmax_rate = \"{rate}B/s\"\n"),
+                1
+            ),
             windows(&[(close - 60, 60), (open, 120)])
         ),
     )
     .expect("config");
-    let (out, samples, unix_start) = sampled(&h, &["update", "--now", "--no-reboot"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(h.slot_bytes(1, LEN), image("2.0", LEN));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let requests = || -> Vec<LogLine> {
+        nginx
+            .log()
+            .into_iter()
+            .filter(|l| l.uri.ends_with(&payload_name))
+            .collect()
+    };
+    let timer = ["--json", "update", "--now", "--no-reboot"];
+    let mut first = std::process::Command::new(crate::common::host::bin())
+        .arg("--config")
+        .arg(&h.config)
+        .args(timer)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn abupdate");
+    // The run ends at the close (a few seconds of margin), long before
+    // the next window opens.
+    let ended_by = close + 6;
+    while unix_now() < ended_by && first.try_wait().expect("try_wait").is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(unix_now() < open, "{name}: the test ran too slowly to tell");
+    // The windows are still closed: another verb (here the timer's own
+    // next run) takes the state lock.
+    let second = h.abupdate(&timer);
+    let still_running = first.try_wait().expect("try_wait").is_none();
+    if still_running {
+        // The old sleep: not left behind holding the lock.
+        first.kill().expect("kill");
+    }
+    let first = first.wait_with_output().expect("abupdate");
     assert!(
-        stderr.contains("outside the download windows; paused until"),
-        "{stderr}"
+        second.status.success() && !text(&second).contains("locked"),
+        "{name}: a run while the download waits for its window: {}",
+        text(&second)
     );
-
-    // Nothing moved while the windows were closed (a second of margin on
-    // each side for the clock's ticks).
-    let in_gap: Vec<u64> = samples
-        .iter()
-        .filter(|(t, _)| {
-            let unix = t + unix_start;
-            unix > close as f64 + 1.5 && unix < open as f64 - 1.5
-        })
-        .map(|(_, n)| *n)
-        .collect();
-    assert!(in_gap.len() >= 3, "no samples in the gap: {samples:?}");
     assert!(
-        in_gap.windows(2).all(|w| w[0] == w[1]),
-        "bytes moved outside the windows: {in_gap:?}"
+        !still_running,
+        "{name}: the first run still held the lock {}s after its window closed: {}",
+        ended_by - close,
+        text(&first)
     );
-    let paused_at = in_gap[0];
+    for out in [&first, &second] {
+        assert!(out.status.success(), "{name}: {}", text(out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(json["outcome"], "up_to_date", "{name}: {json}");
+        assert_eq!(
+            json["reason"], "waiting_for_download_window",
+            "{name}: {json}"
+        );
+    }
     assert!(
-        paused_at > 0 && paused_at < LEN as u64,
-        "paused at {paused_at}"
+        String::from_utf8_lossy(&first.stderr).contains("the download window closed"),
+        "{name}: {}",
+        text(&first)
     );
-
-    // Two requests: the first cut at the window's end, the second a Range
-    // from exactly where the bytes stopped.
-    let lines = payload_lines(&nginx);
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    assert_eq!(lines[0].range, None);
-    assert_eq!(lines[1].status, 206);
+    // Not a failure: nothing counted, no backoff.
+    let state = h.state();
+    assert_eq!(state["metrics"]["consecutive_failures"], 0, "{state}");
+    assert!(state["metrics"]["retry_after"].is_null(), "{state}");
     assert_eq!(
-        lines[1].range.as_deref(),
-        Some(format!("bytes={paused_at}-").as_str())
+        state["metrics"]["failures"],
+        serde_json::json!({}),
+        "{state}"
     );
-    assert_eq!(lines[1].body_bytes_sent, LEN as u64 - paused_at);
+    // The install is recorded as being written (its target bad): the
+    // next run redoes it.
+    assert_eq!(state["transaction"]["phase"], "writing", "{state}");
+    assert_eq!(state["transaction"]["version"], "2.0", "{state}");
+    let kept_partial = partial_size(&h.state_dir);
+    // One request: the second run asked for nothing outside the window.
+    let cut = requests();
+    assert_eq!(cut.len(), 1, "{name}: {cut:?}");
+    assert_eq!(cut[0].range, None);
+
+    // The next run inside a window resumes and stages the release.
+    while unix_now() <= open {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = h.abupdate(&timer);
+    assert!(out.status.success(), "{name}: {}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["installed"], "2.0", "{name}: {json}");
+    assert_eq!(h.slot_bytes(1, len), image("2.0", len));
+    assert_eq!(h.state()["transaction"]["phase"], "staged");
+    let lines = requests();
+    assert_eq!(lines.len(), 2, "{name}: {lines:?}");
+    assert_eq!(lines[1].status, 206, "{name}: {lines:?}");
+    Resumed {
+        manifest,
+        payload_size,
+        kept_partial,
+        lines,
+        out,
+    }
+}
+
+/// The offset a `Range: bytes=N-` asks from.
+fn range_start(line: &LogLine) -> u64 {
+    line.range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("not a resume: {line:?}"))
+}
+
+/// One frame (here uncompressed): the bytes so far are kept on the data
+/// partition and the next window's run asks from exactly the next byte.
+#[test]
+fn a_download_whose_window_closes_ends_the_run_and_the_next_window_resumes_it() {
+    let r = stopped_by_window_then_resumed("window", 2_000_000, &["--no-compress"]);
+    let kept = r.kept_partial.expect("the partial download is kept");
+    assert!(kept > 0 && kept < r.payload_size, "kept {kept}");
+    assert_eq!(range_start(&r.lines[1]), kept);
+    assert_eq!(r.lines[1].body_bytes_sent, r.payload_size - kept);
+    println!(
+        "window | one-frame payload of {} bytes: {kept} kept, the resume fetched {}",
+        r.payload_size, r.lines[1].body_bytes_sent
+    );
+}
+
+/// A segmented payload: nothing goes to the data partition; the segments
+/// written before the close stay in the slot, and the next window's run
+/// reads them back against their signed digests and asks only for the
+/// frames after them.
+#[test]
+fn a_segmented_download_whose_window_closes_resumes_from_the_segments_in_the_slot() {
+    let r = stopped_by_window_then_resumed("window-seg", 12 << 20, &["--segment-size", "1"]);
+    assert_eq!(
+        r.kept_partial, None,
+        "payload bytes kept on the data partition"
+    );
+    let frame_starts: Vec<u64> = r.manifest["images"]["rootfs"]["segments"]
+        .as_array()
+        .expect("segmented")
+        .iter()
+        .map(|s| s["patch_offset"].as_u64().expect("patch_offset"))
+        .collect();
+    let start = range_start(&r.lines[1]);
+    let held = frame_starts
+        .iter()
+        .position(|&f| f == start)
+        .unwrap_or_else(|| panic!("resumed at {start}, not at a frame's first byte"));
+    assert!(held >= 1, "resumed at the first frame: {:?}", r.lines);
+    assert!(
+        text(&r.out).contains(&format!("holds the first {held} segments")),
+        "{}",
+        text(&r.out)
+    );
+    assert_eq!(r.lines[1].body_bytes_sent, r.payload_size - start);
+    println!(
+        "window | segmented payload of {} bytes: the slot held {held} of {} segments, the resume fetched {}",
+        r.payload_size,
+        frame_starts.len(),
+        r.lines[1].body_bytes_sent
+    );
 }
