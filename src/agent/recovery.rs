@@ -97,12 +97,12 @@ fn disarmed(host: &Host, lock: &crate::state::StateLock, state: &mut State, t: &
     );
 }
 
-/// The operator's `op` (`mark-bad` of its slot) cancels the staged trial
-/// `t`: the same pair as a disarm, the release held as cancelled, the
+/// The operator's `op` (`mark-bad` of its slot) cancels the pending
+/// release `t` (staged, or still being written): the same pair as a disarm, the release held as cancelled, the
 /// running slot re-blessed (the activation gave it a fresh try budget),
 /// reported `disarmed`: an operator's decision is no verdict on the
 /// release, and the boot finds nothing pending (no `trial_never_booted`).
-fn cancel_staged(
+fn cancel_pending(
     host: &Host,
     lock: &crate::state::StateLock,
     state: &mut State,
@@ -110,7 +110,11 @@ fn cancel_staged(
     op: Manual,
 ) -> Result<()> {
     let flip = Transition::new(host, lock);
-    let why = format!("cancelled by the operator (`abupdate {op}`) while staged, never booted");
+    let when = match t.phase {
+        Phase::Writing => "while being written, never staged",
+        _ => "while staged, never booted",
+    };
+    let why = format!("cancelled by the operator (`abupdate {op}`) {when}");
     flip.cancel(state, t, &why)?;
     flip.rebless(state, t.from)?;
     log(&format!(
@@ -247,6 +251,17 @@ impl ManualFacts<'_> {
                 .is_some_and(|t| t.to == slot && t.phase == Phase::Staged)
     }
 
+    /// Whether `slot` is not the booted one and the transaction's release
+    /// is pending there: staged and never booted, or still being written
+    /// (a timer download its window stopped, or a write a power cut
+    /// interrupted: the next `update` resumes it).
+    fn pending_in(&self, slot: SlotName) -> bool {
+        slot != self.booted
+            && self
+                .transaction
+                .is_some_and(|t| t.to == slot && matches!(t.phase, Phase::Staged | Phase::Writing))
+    }
+
     fn status(&self, slot: SlotName) -> &SlotStatus {
         match slot {
             SlotName::A => self.a,
@@ -299,12 +314,15 @@ pub enum ManualPlan {
     /// install it again. Before, `mark-bad` only marked the slot and the
     /// next boot recorded a second verdict (a fall-back).
     RejectOnProbation,
-    /// `mark-bad` of the other slot, which holds a release staged and
-    /// never booted: the operator cancels it. Disarmed (bad, the running
-    /// slot activated, nothing pending), reported `disarmed` (not counted
-    /// for or against the release) and held as cancelled, so the timer
-    /// does not stage it again ([`crate::state::Hold::Cancelled`]).
-    CancelStaged,
+    /// `mark-bad` of the other slot, which holds a release pending there:
+    /// staged and never booted, or still being written (its download
+    /// stopped by a closed window, or cut by a power loss; the next
+    /// `update` would resume it). The operator cancels it. Disarmed (bad,
+    /// the running slot activated, nothing pending), reported `disarmed`
+    /// (not counted for or against the release) and held as cancelled, so
+    /// the timer neither stages nor resumes it again
+    /// ([`crate::state::Hold::Cancelled`]).
+    CancelPending,
     /// Make `slot` the one booted next (a manual rollback); `vouched`: the
     /// operator forced it onto a slot not recorded usable.
     SwitchTo {
@@ -352,8 +370,8 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             if slot == f.booted && f.running_probation() {
                 return Ok(ManualPlan::RejectOnProbation);
             }
-            if f.staged_in(slot) {
-                return Ok(ManualPlan::CancelStaged);
+            if f.pending_in(slot) {
+                return Ok(ManualPlan::CancelPending);
             }
             Ok(ManualPlan::Mark { slot, good: false })
         }
@@ -421,12 +439,14 @@ pub enum ManualDone {
         /// The slot that boots next.
         next: SlotName,
     },
-    /// A staged release cancelled ([`ManualPlan::CancelStaged`]).
+    /// A pending release cancelled ([`ManualPlan::CancelPending`]).
     Cancelled {
         /// The release cancelled.
         version: String,
-        /// The slot it was staged in (now bad).
+        /// The slot it was staged in or being written to (now bad).
         slot: SlotName,
+        /// Staged (written and verified), not still being written.
+        staged: bool,
     },
     /// `slot` made the one booted next ([`ManualPlan::SwitchTo`]).
     Switched {
@@ -501,12 +521,13 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<M
                 next: release.from,
             })
         }
-        ManualPlan::CancelStaged => {
+        ManualPlan::CancelPending => {
             let Some(t) = state.transaction.clone() else {
                 return Ok(ManualDone::Unchanged);
             };
-            cancel_staged(host, &lock, &mut state, &t, op)?;
+            cancel_pending(host, &lock, &mut state, &t, op)?;
             Ok(ManualDone::Cancelled {
+                staged: t.phase == Phase::Staged,
                 version: t.version,
                 slot: t.to,
             })
@@ -623,7 +644,7 @@ mod tests {
         let t = staged(B, Phase::Staged);
         assert_eq!(
             judged(Manual::MarkBad(B), Good, Installed, Some(&t), false),
-            Ok(ManualPlan::CancelStaged)
+            Ok(ManualPlan::CancelPending)
         );
         let r = judged(Manual::MarkBad(B), Bad, Good, None, false);
         assert_eq!(refused_for(r), (A, Bad, false));
@@ -714,7 +735,7 @@ mod tests {
     }
 
     #[test]
-    fn rejecting_the_running_trial_retires_it_and_cancelling_a_staged_one_disarms_it() {
+    fn rejecting_the_running_trial_retires_it_and_cancelling_a_pending_one_disarms_it() {
         // Booted A on its trial (from B, good).
         let t = staged(A, Phase::Staged);
         for op in [Manual::Rollback, Manual::MarkBad(A)] {
@@ -736,22 +757,24 @@ mod tests {
         let t = staged(B, Phase::Staged);
         assert_eq!(
             judged(Manual::MarkBad(B), Good, Installed, Some(&t), false),
-            Ok(ManualPlan::CancelStaged)
+            Ok(ManualPlan::CancelPending)
         );
         assert_eq!(
             judged(Manual::MarkBad(B), Bad, Installed, Some(&t), true),
-            Ok(ManualPlan::CancelStaged)
+            Ok(ManualPlan::CancelPending)
         );
-        // A write that never reached `staged` is no release to cancel:
-        // marked bad as before.
+        // A write still pending (its download stopped by a closed window,
+        // or cut by a power loss: the next `update` resumes it) is
+        // cancelled the same way; marking the slot alone would let the
+        // next run resume, stage and boot it.
         let w = staged(B, Phase::Writing);
-        assert_eq!(
-            judged(Manual::MarkBad(B), Good, Installing, Some(&w), false),
-            Ok(ManualPlan::Mark {
-                slot: B,
-                good: false
-            })
-        );
+        for b in [Installing, Bad] {
+            assert_eq!(
+                judged(Manual::MarkBad(B), Good, b.clone(), Some(&w), false),
+                Ok(ManualPlan::CancelPending),
+                "{b}"
+            );
+        }
     }
 
     #[test]

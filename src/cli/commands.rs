@@ -482,7 +482,7 @@ fn print_manual(global: &Global, done: &agent::ManualDone, rebooting: bool) {
                 rebooting,
                 message,
             },
-            D::Cancelled { version, slot } => json::Manual::Cancelled {
+            D::Cancelled { version, slot, .. } => json::Manual::Cancelled {
                 release: version,
                 slot: *slot,
                 message,
@@ -514,8 +514,17 @@ fn manual_line(done: &agent::ManualDone) -> String {
             "rolled back {version}{}: rejected by hand; slot {next} boots next",
             if *late { " late" } else { "" }
         ),
-        D::Cancelled { version, slot } => format!(
-            "cancelled {version} staged in slot {slot}; slot {} stays the next boot",
+        D::Cancelled {
+            version,
+            slot,
+            staged,
+        } => format!(
+            "cancelled {version} {} slot {slot}; slot {} stays the next boot",
+            if *staged {
+                "staged in"
+            } else {
+                "being written to"
+            },
             slot.other()
         ),
         D::Switched { slot } => format!("slot {slot} boots next"),

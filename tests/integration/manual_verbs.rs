@@ -243,6 +243,56 @@ fn cancelling_a_staged_release_is_the_operators_decision_not_a_failure() {
     }
 }
 
+/// A write still pending in the other slot (`writing`: a timer download
+/// whose window closed, or a power cut, here the failpoint after the
+/// bytes) is resumed by the next `update`. `mark-bad` of its slot used to
+/// mark the slot only and exit 0, and the next run resumed, staged and
+/// booted the release anyway. It cancels it now as it cancels a staged
+/// one: nothing pending, held as cancelled, the timer leaves it alone.
+#[test]
+fn cancelling_a_write_still_pending_holds_it_from_the_timer() {
+    use serde_json::json;
+    for loader in LOADERS {
+        let mut h = fresh("manual-cancel-writing", loader);
+        h.use_release(release(LEN));
+        let out = h.abupdate_env(
+            &["update", "--now", "--no-reboot"],
+            &[("ABUPDATE_FAILPOINT", "fsync")],
+        );
+        assert!(!out.status.success(), "{loader:?}: {}", text(&out));
+        assert_eq!(h.state()["transaction"]["phase"], "writing", "{loader:?}");
+        assert_eq!(
+            json_of(&h, &["mark-bad", "B"]),
+            json!({"outcome": "cancelled", "release": "2.0", "slot": "B",
+                   "message": "cancelled 2.0 being written to slot B; slot A stays the next boot"}),
+            "{loader:?}"
+        );
+        let state = h.state();
+        assert!(state["transaction"].is_null(), "{loader:?}: {state}");
+        assert_eq!(state["failed"][0]["version"], "2.0", "{loader:?}: {state}");
+        assert_eq!(state["failed"][0]["hold"], "cancelled", "{loader:?}");
+        assert!(
+            state["failed"][0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("while being written")),
+            "{loader:?}: {state}"
+        );
+        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+        assert!(!h.bootable("B"), "{loader:?}");
+        // The timer neither resumes nor stages it.
+        let out = h.abupdate(&["--json", "update", "--now", "--no-reboot"]);
+        let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert!(
+            said["reason"] == "cancelled" && said["outcome"] == "up_to_date",
+            "{loader:?}: the timer takes 2.0 again: {}",
+            text(&out)
+        );
+        assert!(h.state()["transaction"].is_null(), "{loader:?}");
+        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+        assert_eq!(h.reboots(), 0, "{loader:?}");
+    }
+}
+
 /// `args` with `--json`: exit 0 and the one JSON document on stdout.
 fn json_of(h: &Host, args: &[&str]) -> serde_json::Value {
     let out = h.abupdate(&[&["--json"][..], args].concat());
