@@ -631,10 +631,38 @@ fn merge<'t>(
             }
             (_, v) => {
                 origins.0.retain(|p, _| !within(p, &path));
+                record_inside(&v, &path, (file, text), origins);
                 origins.0.insert(path, (file, line_of(text, span.start)));
                 base.insert(key, Spanned::new(span, v));
             }
         }
+    }
+}
+
+/// Record where each value inside the array or table `value` (at `path`)
+/// is: every element (`path[1]`) and every key of a table in it, so that a
+/// check naming `update.download_windows[1]` points at that entry's own
+/// `[[…]]` header (and `…[1].max_rate` at that key), not at the array's
+/// first header.
+fn record_inside(value: &DeValue, path: &str, (file, text): (usize, &str), origins: &mut Origins) {
+    let mut record = |at: String, item: &Spanned<DeValue>| {
+        origins
+            .0
+            .insert(at.clone(), (file, line_of(text, item.span().start)));
+        record_inside(item.get_ref(), &at, (file, text), origins);
+    };
+    match value {
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                record(format!("{path}[{i}]"), item);
+            }
+        }
+        DeValue::Table(table) => {
+            for (key, item) in table {
+                record(format!("{path}.{}", key.get_ref()), item);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -1730,6 +1758,35 @@ rootfs = "/dev/b"
         assert!(
             e.0.starts_with(&format!("{}:10: health.probation: ", main.display())),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_in_an_array_of_tables_names_its_entry_s_line_not_the_first_header() {
+        // The second window's zone, in the main file and in a drop-in: the
+        // line of that entry's own header (before: the first
+        // `[[update.download_windows]]`); the message names the field.
+        let windows = "[[update.download_windows]]\ndays = [\"*\"]\nstart = \"01:00\"\nlength = \"1h\"\n\n[[update.download_windows]]\ndays = [\"*\"]\nstart = \"02:00\"\nlength = \"1h\"\nzone = \"+25:00\"\n";
+        let (dir, c) = load_with("", &[("10-a.toml", windows)]);
+        let e = c.expect_err("+25:00 accepted");
+        let file = dir.join("config.d/10-a.toml");
+        assert!(
+            e.0.starts_with(&format!(
+                "{}:6: update.download_windows[1]: zone \"+25:00\"",
+                file.display()
+            )),
+            "{e}"
+        );
+        let (dir, c) = load_with(windows, &[]);
+        let e = c.expect_err("+25:00 accepted");
+        let lines = MINIMAL.lines().count();
+        assert!(
+            e.0.starts_with(&format!(
+                "{}:{}: update.download_windows[1]: zone \"+25:00\"",
+                dir.join("config.toml").display(),
+                lines + 6
+            )),
+            "{e} (MINIMAL has {lines} lines)"
         );
     }
 

@@ -181,8 +181,13 @@ pub(super) fn check_and_install(
         Err(Error::Fetch(crate::fetch::FetchError::OutsideWindow { until, .. }))
             if opts.respect_windows =>
         {
+            // Without `resume_downloads` nothing was kept: it starts over.
+            let next = match host.config.update.resume_downloads {
+                true => "resumes",
+                false => "starts again",
+            };
             log(&format!(
-                "the download window closed; release {} resumes in the next one (opens {})",
+                "the download window closed; release {} {next} in the next one (opens {})",
                 verified.manifest().version,
                 crate::timefmt::format_rfc3339(until)
             ));

@@ -463,9 +463,10 @@ fn finish_planned_rollback(host: &Host, opts: UpdateOptions) -> Result<UpdateOut
                 "{} was rolled back late; slot {} boots next{}",
                 owed.version,
                 owed.slot,
-                match opts.no_reboot {
-                    true => " (--no-reboot: at the next reboot)",
-                    false => ": rebooting, the site's lock taken",
+                match (opts.no_reboot, host.config.reboot.fleetlock.is_some()) {
+                    (true, _) => " (--no-reboot: at the next reboot)",
+                    (false, true) => ": rebooting, the site's lock taken",
+                    (false, false) => ": rebooting",
                 }
             ),
             version: owed.version,

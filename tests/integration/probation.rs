@@ -628,6 +628,13 @@ fn a_withdrawal_s_late_rollback_waits_for_the_maintenance_window() {
     let out = h.abupdate(&["--json", "update"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(h.reboots(), 2, "the owed reboot, in the window");
+    // No FleetLock here: no lock is claimed to be taken.
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let said = v["message"].as_str().unwrap_or_default();
+    assert!(
+        said.ends_with("slot A boots next: rebooting") && !said.contains("lock"),
+        "{v}"
+    );
     assert_rolled_back_late(&mut h);
 }
 
