@@ -221,15 +221,7 @@ fn cancelling_a_staged_release_is_the_operators_decision_not_a_failure() {
             "{loader:?}: {state}"
         );
         // The timer does not undo the operator's decision.
-        let out = h.abupdate(&["--json", "update", "--no-reboot"]);
-        let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        assert!(
-            said["reason"] == "cancelled" && said["outcome"] == "up_to_date",
-            "{loader:?}: the timer takes 2.0 again: {}",
-            text(&out)
-        );
-        assert!(h.state()["transaction"].is_null(), "{loader:?}");
-        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+        timer_leaves_it_cancelled(&h, loader, &["--json", "update", "--no-reboot"]);
         // The operator's own install does, and lifts the cancel.
         let out = h.abupdate(&["install", "--no-reboot", manifest]);
         assert!(out.status.success(), "{loader:?} install: {}", text(&out));
@@ -280,17 +272,23 @@ fn cancelling_a_write_still_pending_holds_it_from_the_timer() {
         assert_eq!(h.primary(), Some("A"), "{loader:?}");
         assert!(!h.bootable("B"), "{loader:?}");
         // The timer neither resumes nor stages it.
-        let out = h.abupdate(&["--json", "update", "--now", "--no-reboot"]);
-        let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        assert!(
-            said["reason"] == "cancelled" && said["outcome"] == "up_to_date",
-            "{loader:?}: the timer takes 2.0 again: {}",
-            text(&out)
-        );
-        assert!(h.state()["transaction"].is_null(), "{loader:?}");
-        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+        timer_leaves_it_cancelled(&h, loader, &["--json", "update", "--now", "--no-reboot"]);
         assert_eq!(h.reboots(), 0, "{loader:?}");
     }
+}
+
+/// The timer's run (`args`, with `--json`) leaves the cancelled 2.0
+/// alone: reason `cancelled`, nothing pending, slot A still boots next.
+fn timer_leaves_it_cancelled(h: &Host, loader: Loader, args: &[&str]) {
+    let out = h.abupdate(args);
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(
+        said["reason"] == "cancelled" && said["outcome"] == "up_to_date",
+        "{loader:?}: the timer takes 2.0 again: {}",
+        text(&out)
+    );
+    assert!(h.state()["transaction"].is_null(), "{loader:?}");
+    assert_eq!(h.primary(), Some("A"), "{loader:?}");
 }
 
 /// `args` with `--json`: exit 0 and the one JSON document on stdout.
