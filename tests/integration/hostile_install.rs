@@ -877,21 +877,7 @@ fn credentials_in_urls_are_used_but_never_shown() {
             },
         }
     });
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let posted = bodies.clone();
-    let hook = Server::start(move |req, s| {
-        let n: usize = req
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; n];
-        let _ = std::io::Read::read_exact(s, &mut body);
-        posted
-            .lock()
-            .unwrap()
-            .push(String::from_utf8_lossy(&body).into_owned());
-        head(s, "200 OK", "Content-Length: 0\r\n");
-    });
+    let (hook, bodies) = crate::common::hostile_server::body_collector();
     let cfg = std::fs::read_to_string(&h.config).expect("config");
     std::fs::write(
         &h.config,
@@ -978,21 +964,7 @@ fn health_check_credentials_are_never_shown() {
         Some(d) => serve(req, s, d),
         None => head(s, "500 Internal Server Error", "Content-Length: 0\r\n"),
     });
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let posted = bodies.clone();
-    let hook = Server::start(move |req, s| {
-        let n: usize = req
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; n];
-        let _ = std::io::Read::read_exact(s, &mut body);
-        posted
-            .lock()
-            .unwrap()
-            .push(String::from_utf8_lossy(&body).into_owned());
-        head(s, "200 OK", "Content-Length: 0\r\n");
-    });
+    let (hook, bodies) = crate::common::hostile_server::body_collector();
     let cfg = std::fs::read_to_string(&h.config).expect("config");
     let check = format!("http://user:s3cret@127.0.0.1:{}/healthz", srv.port);
     std::fs::write(

@@ -19,6 +19,8 @@ pub const SERVER_CAP: Duration = Duration::from_secs(40);
 pub struct Req {
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// The body, by `Content-Length` (at most 1 MiB).
+    pub body: Vec<u8>,
 }
 
 impl Req {
@@ -119,7 +121,37 @@ pub fn read_request(stream: &mut TcpStream) -> Option<Req> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    Some(Req { path, headers })
+    let mut req = Req {
+        path,
+        headers,
+        body: Vec::new(),
+    };
+    // A request's body (a FleetLock POST's JSON, a report) is read with
+    // its head: a socket closed with bytes unread sends a reset, which can
+    // reach the client before the answer it was sent (a flaky "connection
+    // reset").
+    let length = req
+        .header("content-length")
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0)
+        .min(1 << 20);
+    let _ = Read::take(&mut *stream, length).read_to_end(&mut req.body);
+    Some(req)
+}
+
+/// A server that answers every request `200` and keeps each body, as
+/// text, in order (what a report webhook receives).
+pub fn body_collector() -> (Server, Arc<Mutex<Vec<String>>>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let posted = bodies.clone();
+    let server = Server::start(move |req, s| {
+        posted
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&req.body).into_owned());
+        head(s, "200 OK", "Content-Length: 0\r\n");
+    });
+    (server, bodies)
 }
 
 /// A response head; `extra` lines end with "\r\n".
