@@ -1,5 +1,6 @@
-//! Temporary directories for the library's unit tests, shared so that no
-//! test module hand-rolls its own.
+//! Temporary directories for the library's unit tests, and the images
+//! they write (one frame, or segmented with signed digests), shared so
+//! that no test module hand-rolls its own.
 //!
 //! Guarantees: each [`TempDir::new`] call gets its own fresh, empty
 //! directory, unique per process and per call (the process id and an atomic
@@ -9,6 +10,8 @@
 //! variable that lives as long as the test uses the path: a temporary guard
 //! removes its directory at the end of the statement.
 
+use crate::manifest::{Compression, Image, Segment};
+use sha2::{Digest, Sha256};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +74,72 @@ pub(crate) fn image_bytes(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i * 7 % 251) as u8 ^ (i >> 12) as u8)
         .collect()
+}
+
+/// `data` as a one-image release's image: one zstd frame at `zstd_level`
+/// (`pack --one-frame`), or uncompressed (`None`); with its payload.
+pub(crate) fn one_frame_image(data: &[u8], zstd_level: Option<i32>) -> (Image, Vec<u8>) {
+    let sha = crate::install::hex(&Sha256::digest(data));
+    match zstd_level {
+        None => (
+            Image {
+                url: "x".into(),
+                size: data.len() as u64,
+                sha256: sha,
+                compression: Compression::None,
+                download_size: None,
+                download_sha256: None,
+                window_log: None,
+                segments: Vec::new(),
+                deltas: Default::default(),
+            },
+            data.to_vec(),
+        ),
+        Some(level) => {
+            let payload = zstd::encode_all(data, level).expect("compress");
+            (
+                Image {
+                    url: "x".into(),
+                    size: data.len() as u64,
+                    sha256: sha,
+                    compression: Compression::Zstd,
+                    download_size: Some(payload.len() as u64),
+                    download_sha256: Some(crate::install::hex(&Sha256::digest(&payload))),
+                    window_log: None,
+                    segments: Vec::new(),
+                    deltas: Default::default(),
+                },
+                payload,
+            )
+        }
+    }
+}
+
+/// `data` as an image cut into `seg`-byte segments, each its own zstd frame
+/// with signed digests (BLAKE3 of the segment and of its frame: what `pack`
+/// writes by default); with its payload.
+pub(crate) fn segmented_image(data: &[u8], seg: usize) -> (Image, Vec<u8>) {
+    let mut payload = Vec::new();
+    let mut segments = Vec::new();
+    for (i, piece) in data.chunks(seg).enumerate() {
+        let frame = zstd::encode_all(piece, 3).expect("frame");
+        segments.push(Segment {
+            offset: (i * seg) as u64,
+            length: piece.len() as u64,
+            sha256: crate::install::hex(&Sha256::digest(piece)),
+            blake3: Some(blake3::hash(piece).to_hex().to_string()),
+            patch_offset: payload.len() as u64,
+            patch_length: frame.len() as u64,
+            patch_blake3: Some(blake3::hash(&frame).to_hex().to_string()),
+            source: None,
+        });
+        payload.extend_from_slice(&frame);
+    }
+    let (mut img, _) = one_frame_image(data, Some(3));
+    img.download_size = Some(payload.len() as u64);
+    img.download_sha256 = Some(crate::install::hex(&Sha256::digest(&payload)));
+    img.segments = segments;
+    (img, payload)
 }
 
 /// `f`'s result, run on another thread, or a panic when it takes longer

@@ -26,6 +26,14 @@
 //! server in the same run. An interrupted write of a release the timer's
 //! judgement no longer installs is ended ([`ends_write`], pure).
 //!
+//! A write cut before its release was staged (a closed download window, a
+//! power cut, a lost link) is redone from what the slot holds: each image
+//! that pending write recorded is read back before anything of it is
+//! fetched, and one found whole as signed is neither fetched nor written
+//! again (`may_hold`, `in_slot`). What counts as held was read back from
+//! the medium in this run and matched a signed hash, as every byte the
+//! slot writer counts as written. A fresh install reads nothing back first.
+//!
 //! A timer download whose window closes is not a failure and not a wait:
 //! the run ends there as one that started outside the windows
 //! (`waiting_for_download_window`), its state lock released with it; the
@@ -646,7 +654,10 @@ struct Fetched {
 
 /// Write every image of the release into its target device, each by delta
 /// when the booted slot holds a listed source, else by its full payload;
-/// each read back and hashed right before this returns.
+/// each read back and hashed right before this returns. An image that a
+/// write cut earlier (a closed download window, a power cut, a lost link)
+/// already left whole in its slot is read back, not fetched ([`may_hold`],
+/// [`in_slot`]).
 fn write_images(w: &mut Writer, devices: &BTreeMap<String, Device>) -> Result<Fetched> {
     let mut fetched = Fetched::default();
     let images = &w.verified.manifest().doc.images;
@@ -654,9 +665,39 @@ fn write_images(w: &mut Writer, devices: &BTreeMap<String, Device>) -> Result<Fe
     // never be resumed: only this release's payloads keep theirs.
     let keep: Vec<&str> = images.values().map(|i| i.download_sha256()).collect();
     log_pruned(&w.host.state_dir.prune_partials(&keep));
+    // The write recorded as pending when this run began (arming the target
+    // replaces it with this run's own).
+    let pending = w.state.transaction.clone();
+    let target = w.booted.other();
     for (class, image) in images {
         let target_dev = &devices[class].path;
         fetched.full += image.download_size();
+        let from_slot = resumes_from_slot(w.host, target_dev, image);
+        let found = match may_hold(pending.as_ref(), target, class, image) {
+            true => in_slot(target_dev, image, from_slot),
+            false => Ok(InSlot::NotHeld),
+        };
+        let held = match found {
+            Ok(InSlot::Whole) => {
+                // Nothing to fetch or write: every byte was read back from
+                // the medium just now and matched its signed hash, the
+                // one writer's invariant (`install::writer`).
+                log(&format!(
+                    "slot {target} {class} ({}) already holds {class} {} (read back and matched): not fetched again",
+                    target_dev.display(),
+                    w.verified.manifest().version
+                ));
+                continue;
+            }
+            // A delta may write (and fail) segments before it falls back
+            // to the full payload: what was read before it is stale then.
+            Ok(InSlot::Prefix(held)) => Some(held).filter(|_| image.deltas.is_empty()),
+            Ok(InSlot::NotHeld) => None,
+            Err(e) => {
+                w.fail(&e)?;
+                return Err(e);
+            }
+        };
         log(&format!(
             "writing {class} {} into slot {} ({})",
             w.verified.manifest().version,
@@ -683,13 +724,88 @@ fn write_images(w: &mut Writer, devices: &BTreeMap<String, Device>) -> Result<Fe
                 fetched.network += bytes;
             }
             None => {
-                let (payload, network) = write_payload(w, class, image, target_dev, &fetched)?;
+                let (payload, network) =
+                    write_payload(w, class, image, target_dev, held, &fetched)?;
                 fetched.payload += payload;
                 fetched.network += network;
             }
         }
     }
     Ok(fetched)
+}
+
+/// Whether the write of `image` (`class`) into `target` may find it
+/// already there, so that its slot is read back before anything is
+/// fetched for it: a write into `target` is recorded as pending
+/// (`writing`: cut by a closed download window, a power cut, a lost link)
+/// and it recorded this very image. Pure.
+///
+/// Only then: a fresh install's slot holds an older release, and reading
+/// it back first would cost a read of every image on every install for
+/// nothing (a one-frame image's SHA-256 has no early end: the whole image
+/// is read before it can differ). A pending write's slot is likely to hold
+/// what it finished (a one-frame image's partial download is removed once
+/// it is written, so nothing else remembers it), and a read of the slot is
+/// cheap next to fetching the image again over a thin link. The pending
+/// write may be of another manifest of the same images (a release signed
+/// again): the image's signed hash decides, and the read-back checks it.
+fn may_hold(
+    pending: Option<&Transaction>,
+    target: SlotName,
+    class: &str,
+    image: &manifest::Image,
+) -> bool {
+    pending.is_some_and(|t| {
+        t.phase == Phase::Writing
+            && t.to == target
+            && t.images
+                .get(class)
+                .is_some_and(|r| r.sha256 == image.sha256 && r.size == image.size)
+    })
+}
+
+/// What a slot was found to hold of an image before anything of it was
+/// fetched.
+#[derive(Debug)]
+enum InSlot {
+    /// Nothing of it counts as held: not read (a fresh write, see
+    /// [`may_hold`]), or read back and not all as signed (a payload that
+    /// does not resume from the slot is then fetched whole).
+    NotHeld,
+    /// The whole image, read back from the medium and matched against its
+    /// signed hashes.
+    Whole,
+    /// The segments at its start that read back as signed, not all of
+    /// them (a payload that resumes from the slot: [`resumes_from_slot`]).
+    Prefix(install::Held),
+}
+
+/// Read `image` back from `target_dev`: a payload that resumes from the
+/// slot (`from_slot`) by the segments at its start ([`install::held_prefix`],
+/// which the write then resumes after, so they are read once), any other
+/// whole against its signed hashes ([`install::slot_holds`]: segment
+/// digests, else the image's SHA-256).
+fn in_slot(target_dev: &Path, image: &manifest::Image, from_slot: bool) -> Result<InSlot> {
+    if from_slot {
+        let held = install::held_prefix(target_dev, image)?;
+        return Ok(match held.is_whole(image) {
+            true => InSlot::Whole,
+            false => InSlot::Prefix(held),
+        });
+    }
+    Ok(match install::slot_holds(target_dev, image)? {
+        true => InSlot::Whole,
+        false => InSlot::NotHeld,
+    })
+}
+
+/// Whether a cut download of `image` into `target_dev` resumes from the
+/// slot: a segmented payload with signed frames written in place (not a
+/// file target) with `resume_downloads`.
+fn resumes_from_slot(host: &Host, target_dev: &Path, image: &manifest::Image) -> bool {
+    host.config.update.resume_downloads
+        && !host.config.is_file_target(target_dev)
+        && install::resumes_from_slot(image)
 }
 
 /// Say which partial downloads were removed, if any.
@@ -705,7 +821,8 @@ fn log_pruned(removed: &[String]) {
 
 /// Stream `class`'s full payload into `target_dev`, resuming a cut
 /// download: a segmented payload with signed frames after the segments the
-/// slot already holds ([`install::held_prefix`]), any other from a partial
+/// slot already holds ([`install::held_prefix`], read here unless `held`
+/// brings them, read by [`in_slot`] just before), any other from a partial
 /// download when there is room for one. Returns (payload bytes, network
 /// bytes).
 /// On failure the target is abandoned and what earlier classes fetched
@@ -718,6 +835,7 @@ fn write_payload(
     class: &str,
     image: &manifest::Image,
     target_dev: &Path,
+    held: Option<install::Held>,
     so_far: &Fetched,
 ) -> Result<(u64, u64)> {
     let host = w.host;
@@ -729,10 +847,11 @@ fn write_payload(
     // segments an earlier, cut run wrote are read back and kept, and only
     // the frames after them are fetched. Nothing of it goes to the data
     // partition.
-    let from_slot = resume && !file_target && install::resumes_from_slot(image);
-    let mut held = match from_slot {
-        true => install::held_prefix(target_dev, image)?,
-        false => install::Held::default(),
+    let from_slot = resumes_from_slot(host, target_dev, image);
+    let mut held = match (from_slot, held) {
+        (true, Some(held)) => held,
+        (true, None) => install::held_prefix(target_dev, image)?,
+        (false, _) => install::Held::default(),
     };
     // Any other resumable download keeps the payload on the data
     // partition; when it does not fit there, stream without resume rather
@@ -1483,6 +1602,99 @@ mod tests {
         assert!(window_closed(&closed));
         assert!(!is_payload_fault(&closed));
         assert!(!again_from_zero(&closed, 7));
+    }
+
+    fn pending(phase: Phase, to: SlotName, image: &manifest::Image) -> Transaction {
+        let mut t = write_of_2_0(phase);
+        t.to = to;
+        t.images.insert(
+            "boot".into(),
+            ImageRef {
+                sha256: image.sha256.clone(),
+                size: image.size,
+                ..Default::default()
+            },
+        );
+        t
+    }
+
+    #[test]
+    fn a_slot_is_read_back_first_only_for_an_image_its_pending_write_recorded() {
+        let (image, _) = crate::testutil::one_frame_image(b"boot 2.0", None);
+        let writing = pending(Phase::Writing, SlotName::B, &image);
+        assert!(may_hold(Some(&writing), SlotName::B, "boot", &image));
+        // A signed-again manifest of the same image: its hash decides.
+        let mut resigned = writing.clone();
+        resigned.manifest_sha256 = "bb".into();
+        assert!(may_hold(Some(&resigned), SlotName::B, "boot", &image));
+    }
+
+    #[test]
+    fn a_fresh_install_reads_no_slot_back_first() {
+        let (image, _) = crate::testutil::one_frame_image(b"boot 2.0", None);
+        assert!(!may_hold(None, SlotName::B, "boot", &image));
+    }
+
+    #[test]
+    fn a_staged_release_is_not_a_pending_write() {
+        // Installed again (the bootloader no longer boots it): as fresh.
+        let (image, _) = crate::testutil::one_frame_image(b"boot 2.0", None);
+        let staged = pending(Phase::Staged, SlotName::B, &image);
+        assert!(!may_hold(Some(&staged), SlotName::B, "boot", &image));
+    }
+
+    #[test]
+    fn a_pending_write_into_the_other_slot_does_not_count() {
+        let (image, _) = crate::testutil::one_frame_image(b"boot 2.0", None);
+        let other = pending(Phase::Writing, SlotName::A, &image);
+        assert!(!may_hold(Some(&other), SlotName::B, "boot", &image));
+    }
+
+    #[test]
+    fn a_class_the_pending_write_did_not_record_is_not_read_back() {
+        let (image, _) = crate::testutil::one_frame_image(b"boot 2.0", None);
+        let writing = pending(Phase::Writing, SlotName::B, &image);
+        assert!(!may_hold(Some(&writing), SlotName::B, "rootfs", &image));
+    }
+
+    #[test]
+    fn another_image_of_the_class_is_not_read_back() {
+        let (image, _) = crate::testutil::one_frame_image(b"boot 2.0", None);
+        let writing = pending(Phase::Writing, SlotName::B, &image);
+        let (newer, _) = crate::testutil::one_frame_image(b"boot 2.1", None);
+        assert!(!may_hold(Some(&writing), SlotName::B, "boot", &newer));
+        let mut longer = image.clone();
+        longer.size += 1;
+        assert!(!may_hold(Some(&writing), SlotName::B, "boot", &longer));
+    }
+
+    /// What a pending write's slot is found to hold: a one-frame image
+    /// whole or not at all (its SHA-256 over every byte); a payload that
+    /// resumes from the slot by its segments, whole, or the prefix the
+    /// write resumes after.
+    #[test]
+    fn a_slot_is_found_whole_only_when_every_byte_reads_back_as_signed() {
+        let data = crate::testutil::image_bytes(3 << 20);
+        let (_dir, slot) = crate::testutil::sized_target("in-slot", 4 << 20);
+        let (one_frame, _) = crate::testutil::one_frame_image(&data, Some(3));
+        let (segmented, _) = crate::testutil::segmented_image(&data, 1 << 20);
+        let found = |image: &manifest::Image, from_slot| {
+            in_slot(&slot, image, from_slot).expect("read back")
+        };
+        assert!(matches!(found(&one_frame, false), InSlot::NotHeld));
+        assert!(matches!(found(&segmented, true), InSlot::Prefix(h) if h.segments() == 0));
+        let mut bytes = data.clone();
+        bytes.resize(4 << 20, 0);
+        std::fs::write(&slot, &bytes).expect("slot");
+        assert!(matches!(found(&one_frame, false), InSlot::Whole));
+        assert!(matches!(found(&segmented, true), InSlot::Whole));
+        assert!(matches!(found(&segmented, false), InSlot::Whole));
+        // One byte changed in the last segment.
+        bytes[(2 << 20) + 5] ^= 1;
+        std::fs::write(&slot, &bytes).expect("slot");
+        assert!(matches!(found(&one_frame, false), InSlot::NotHeld));
+        assert!(matches!(found(&segmented, true), InSlot::Prefix(h) if h.segments() == 2));
+        assert!(matches!(found(&segmented, false), InSlot::NotHeld));
     }
 
     #[test]

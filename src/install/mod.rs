@@ -27,7 +27,12 @@
 //!
 //! A cut download of such a payload resumes from the slot: [`Held`] counts
 //! the segments at its start that read back as signed ([`held_prefix`]),
-//! and only the frames after them are asked for.
+//! and only the frames after them are asked for. An image a resumed write
+//! finds whole in its slot (every segment held, [`Held::is_whole`], or any
+//! image read back whole against its signed hashes, [`slot_holds`]) is not
+//! asked for at all; when to look is the caller's decision
+//! (`agent/install.rs`, `may_hold`), since a read-back costs a read of
+//! the image.
 
 mod segments;
 mod stream;
@@ -291,6 +296,14 @@ impl Held {
     /// held.
     pub fn payload_offset(&self) -> u64 {
         self.payload_offset
+    }
+
+    /// Whether they are every segment of `image` (the image they were
+    /// counted for): the slot holds the whole image as signed, and nothing
+    /// of its payload is needed. An image without a segment table is never
+    /// whole by this count ([`slot_holds`] reads it whole instead).
+    pub fn is_whole(&self, image: &Image) -> bool {
+        !image.segments.is_empty() && self.segments == image.segments.len()
     }
 }
 
@@ -597,46 +610,12 @@ pub fn replace_file(tmp: &Path, dest: &Path) -> Result<(), InstallError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Compression, Segment};
-    use crate::testutil::{image_bytes as data, sized_target as target};
+    use crate::manifest::Segment;
+    use crate::testutil::{
+        image_bytes as data, one_frame_image as image_for, segmented_image as segmented_for,
+        sized_target as target,
+    };
     use sha2::{Digest, Sha256};
-
-    fn image_for(data: &[u8], zstd_level: Option<i32>) -> (Image, Vec<u8>) {
-        let sha = hex(&Sha256::digest(data));
-        match zstd_level {
-            None => (
-                Image {
-                    url: "x".into(),
-                    size: data.len() as u64,
-                    sha256: sha,
-                    compression: Compression::None,
-                    download_size: None,
-                    download_sha256: None,
-                    window_log: None,
-                    segments: Vec::new(),
-                    deltas: Default::default(),
-                },
-                data.to_vec(),
-            ),
-            Some(level) => {
-                let payload = zstd::encode_all(data, level).expect("compress");
-                (
-                    Image {
-                        url: "x".into(),
-                        size: data.len() as u64,
-                        sha256: sha,
-                        compression: Compression::Zstd,
-                        download_size: Some(payload.len() as u64),
-                        download_sha256: Some(hex(&Sha256::digest(&payload))),
-                        window_log: None,
-                        segments: Vec::new(),
-                        deltas: Default::default(),
-                    },
-                    payload,
-                )
-            }
-        }
-    }
 
     #[test]
     fn writes_and_verifies_raw_and_zstd() {
@@ -824,30 +803,6 @@ mod tests {
     /// A payload of independent frames, one per `seg`-byte segment, with
     /// the segment table `pack` writes (SHA-256 and BLAKE3 of each, BLAKE3
     /// of each frame).
-    fn segmented_for(data: &[u8], seg: usize) -> (Image, Vec<u8>) {
-        let mut payload = Vec::new();
-        let mut segments = Vec::new();
-        for (i, piece) in data.chunks(seg).enumerate() {
-            let frame = zstd::encode_all(piece, 3).expect("frame");
-            segments.push(Segment {
-                offset: (i * seg) as u64,
-                length: piece.len() as u64,
-                sha256: hex(&Sha256::digest(piece)),
-                blake3: Some(blake3::hash(piece).to_hex().to_string()),
-                patch_offset: payload.len() as u64,
-                patch_length: frame.len() as u64,
-                patch_blake3: Some(blake3::hash(&frame).to_hex().to_string()),
-                source: None,
-            });
-            payload.extend_from_slice(&frame);
-        }
-        let (mut img, _) = image_for(data, Some(3));
-        img.download_size = Some(payload.len() as u64);
-        img.download_sha256 = Some(hex(&Sha256::digest(&payload)));
-        img.segments = segments;
-        (img, payload)
-    }
-
     /// No frame can be had again: a read-back fault blames the payload.
     fn no_frame_again(_: u64, _: u64) -> Option<Vec<u8>> {
         None
@@ -927,11 +882,14 @@ mod tests {
         assert_eq!(w.image_bytes, d.len() as u64);
         assert_eq!(w.payload_bytes, payload.len() as u64);
         assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
+        let whole = held_prefix(&t, &img).expect("scan");
         assert_eq!(
-            held_prefix(&t, &img).expect("scan").segments(),
+            whole.segments(),
             img.segments.len(),
             "the whole image is held once written"
         );
+        assert!(whole.is_whole(&img));
+        assert!(!held.is_whole(&img), "four segments of ten");
     }
 
     /// A held segment counts only as read back: one wrong byte in the slot
@@ -945,7 +903,9 @@ mod tests {
         let mut slot = d.clone();
         slot[(2 << 20) + 17] ^= 0x40;
         std::fs::write(&t, &slot).expect("write");
-        assert_eq!(held_prefix(&t, &img).expect("scan").segments(), 2);
+        let held = held_prefix(&t, &img).expect("scan");
+        assert_eq!(held.segments(), 2);
+        assert!(!held.is_whole(&img));
 
         let mut unsigned = img.clone();
         for s in &mut unsigned.segments {
@@ -955,6 +915,11 @@ mod tests {
         assert_eq!(held_prefix(&t, &unsigned).expect("scan"), Held::default());
         let (one_frame, _) = image_for(&d, Some(3));
         assert!(!resumes_from_slot(&one_frame));
+        // No segment table: never whole by a count of segments (an empty
+        // count of none is not the whole image).
+        assert!(!held_prefix(&t, &one_frame)
+            .expect("scan")
+            .is_whole(&one_frame));
     }
 
     /// A segment signed as all zeros is zeroed, not decoded: its frame

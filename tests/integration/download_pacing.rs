@@ -253,8 +253,12 @@ struct Resumed {
     kept_partial: Option<u64>,
     /// The payload requests nginx logged (both runs).
     lines: Vec<LogLine>,
+    /// Every request nginx logged during the resuming run, for any file.
+    resume_log: Vec<LogLine>,
     /// The resuming run.
     out: std::process::Output,
+    /// The host, its release staged.
+    h: TestHost,
 }
 
 /// Release 2.0 of `len` bytes packed with `pack`, downloaded by the timer
@@ -268,7 +272,19 @@ struct Resumed {
 /// install stays recorded as being written; the next run inside a window
 /// resumes with one `Range` request and stages the release.
 fn stopped_by_window_then_resumed(name: &str, len: usize, pack: &[&str]) -> Resumed {
-    let h = host(name, "");
+    resumed_after_window(host(name, ""), name, len, pack, |_| {})
+}
+
+/// [`stopped_by_window_then_resumed`] on `h`, with `between` done to the
+/// host after the close and before the next window's run (a stray write
+/// into a slot).
+fn resumed_after_window(
+    h: TestHost,
+    name: &str,
+    len: usize,
+    pack: &[&str],
+    between: impl FnOnce(&TestHost),
+) -> Resumed {
     let m = h.pack("r2", "2.0", &image("2.0", len), pack);
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("json");
@@ -374,10 +390,12 @@ fn stopped_by_window_then_resumed(name: &str, len: usize, pack: &[&str]) -> Resu
     assert_eq!(cut.len(), 1, "{name}: {cut:?}");
     assert_eq!(cut[0].range, None);
 
+    between(&h);
     // The next run inside a window resumes and stages the release.
     while unix_now() <= open {
         std::thread::sleep(Duration::from_millis(200));
     }
+    let logged_before = nginx.log().len();
     let out = h.abupdate(&timer);
     assert!(out.status.success(), "{name}: {}", text(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -387,12 +405,15 @@ fn stopped_by_window_then_resumed(name: &str, len: usize, pack: &[&str]) -> Resu
     let lines = requests();
     assert_eq!(lines.len(), 2, "{name}: {lines:?}");
     assert_eq!(lines[1].status, 206, "{name}: {lines:?}");
+    let resume_log = nginx.log().split_off(logged_before);
     Resumed {
         manifest,
         payload_size,
         kept_partial,
         lines,
+        resume_log,
         out,
+        h,
     }
 }
 
@@ -455,5 +476,115 @@ fn a_segmented_download_whose_window_closes_resumes_from_the_segments_in_the_slo
         r.payload_size,
         frame_starts.len(),
         r.lines[1].body_bytes_sent
+    );
+}
+
+/// A boot image of this many bytes beside the rootfs: its payload crosses
+/// the link well within the first second of the window (a thirtieth of the
+/// rootfs's), long before the window closes.
+const BOOT_LEN: usize = 256 << 10;
+
+/// A multi-image release on `h` (made with `name`): a `boot` device in
+/// each slot and a one-frame `boot` image packed beside a one-frame rootfs
+/// of 8 MiB, whose download the window closes. Both images go through
+/// the one-stream pipeline; `boot` (first by name) is written whole, its
+/// partial download removed, before the rootfs starts.
+fn two_images_stopped_by_window(name: &str, between: impl FnOnce(&TestHost)) -> Resumed {
+    let h = host(name, "");
+    let boot_devices = h.add_class("boot", 1 << 20);
+    let boot_raw = h.dir.join("boot-2.0.raw");
+    std::fs::write(&boot_raw, image("2.0-boot", BOOT_LEN)).expect("boot image");
+    let boot_arg = format!("--image=boot={}", boot_raw.display());
+    let r = resumed_after_window(h, name, 8 << 20, &["--one-frame", &boot_arg], between);
+    // Whatever the resuming run fetched, both slots end as signed.
+    let boot_b = std::fs::read(&boot_devices[1]).expect("boot slot B");
+    assert_eq!(&boot_b[..BOOT_LEN], &image("2.0-boot", BOOT_LEN)[..]);
+    r
+}
+
+/// The requests for the boot image's payload in `log`.
+fn boot_requests<'a>(r: &Resumed, log: &'a [LogLine]) -> Vec<&'a LogLine> {
+    let url = r.manifest["images"]["boot"]["url"]
+        .as_str()
+        .expect("boot url");
+    assert!(
+        r.manifest["images"]["boot"]["segments"].is_null(),
+        "one frame"
+    );
+    log.iter().filter(|l| l.uri.ends_with(url)).collect()
+}
+
+/// The defect this pins: a one-frame image written whole and verified
+/// keeps no partial download (it is removed once written), so a release
+/// whose later image was stopped by the window's close fetched the
+/// finished image again from byte 0 in the next window, though its slot
+/// held it. The next run reads the slot back against the image's signed
+/// SHA-256 and fetches none of it: only the rest of the rootfs, from its
+/// partial download.
+#[test]
+fn a_finished_one_frame_image_is_not_fetched_again_when_a_later_image_s_window_closes() {
+    let r = two_images_stopped_by_window("window-two-images", |_| {});
+    let boot = boot_requests(&r, &r.resume_log);
+    let boot_bytes: u64 = boot.iter().map(|l| l.body_bytes_sent).sum();
+    assert!(
+        boot.is_empty(),
+        "the finished boot image was fetched again ({boot_bytes} bytes): {boot:?}"
+    );
+    assert!(
+        text(&r.out).contains("already holds boot 2.0 (read back and matched): not fetched again"),
+        "{}",
+        text(&r.out)
+    );
+    // The rootfs: only what its partial download did not hold.
+    let kept = r
+        .kept_partial
+        .expect("the rootfs's partial download is kept");
+    assert_eq!(range_start(&r.lines[1]), kept);
+    assert_eq!(r.lines[1].body_bytes_sent, r.payload_size - kept);
+    let fetched: u64 = r
+        .resume_log
+        .iter()
+        .filter(|l| l.uri.ends_with(".zst"))
+        .map(|l| l.body_bytes_sent)
+        .sum();
+    assert_eq!(fetched, r.payload_size - kept, "{:?}", r.resume_log);
+    assert_eq!(r.h.state()["metrics"]["last_install_fetched"], fetched);
+    println!(
+        "window | two one-frame images: the resume fetched {fetched} bytes ({} of the rootfs's {} kept), none of the finished boot image",
+        kept, r.payload_size
+    );
+}
+
+/// The slot is what counts, not the record of a finished write: a boot
+/// image whose slot had one byte changed after the window closed (a stray
+/// write, a failing medium) reads back wrong, and is fetched whole and
+/// written again; the release still stages with both slots as signed.
+#[test]
+fn a_finished_image_whose_slot_changed_after_the_window_closed_is_fetched_again() {
+    let r = two_images_stopped_by_window("window-two-images-changed", |h| {
+        let dev = h.dir.join("boot-b.img");
+        let mut bytes = std::fs::read(&dev).expect("boot slot B");
+        assert_eq!(
+            &bytes[..BOOT_LEN],
+            &image("2.0-boot", BOOT_LEN)[..],
+            "the first run did not finish the boot image"
+        );
+        bytes[BOOT_LEN / 2] ^= 0x01;
+        std::fs::write(&dev, bytes).expect("boot slot B");
+    });
+    let boot = boot_requests(&r, &r.resume_log);
+    let payload = r.h.dir.join("r2").join(
+        r.manifest["images"]["boot"]["url"]
+            .as_str()
+            .expect("boot url"),
+    );
+    let payload_size = std::fs::metadata(payload).expect("boot payload").len();
+    assert_eq!(boot.len(), 1, "{boot:?}");
+    assert_eq!((boot[0].status, boot[0].range.as_deref()), (200, None));
+    assert_eq!(boot[0].body_bytes_sent, payload_size);
+    assert!(
+        !text(&r.out).contains("already holds boot"),
+        "{}",
+        text(&r.out)
     );
 }

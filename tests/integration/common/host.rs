@@ -508,6 +508,23 @@ interval = "1s"
         buf
     }
 
+    /// A second class for a multi-image release (a boot image beside the
+    /// rootfs): a `size`-byte file as its device in each slot, configured
+    /// next to the slot's rootfs. Returns slot A's and slot B's.
+    pub fn add_class(&self, class: &str, size: u64) -> [PathBuf; 2] {
+        let devices = ["a", "b"].map(|s| self.dir.join(format!("{class}-{s}.img")));
+        let mut cfg = std::fs::read_to_string(&self.config).expect("config");
+        for (slot, dev) in self.slots.iter().zip(&devices) {
+            let f = std::fs::File::create(dev).expect("class device");
+            f.set_len(size).expect("class device size");
+            let line = format!("rootfs = \"{}\"\n", slot.display());
+            assert!(cfg.contains(&line), "fixture changed");
+            cfg = cfg.replace(&line, &format!("{line}{class} = \"{}\"\n", dev.display()));
+        }
+        std::fs::write(&self.config, cfg).expect("config");
+        devices
+    }
+
     /// What `abupdate-shutdown-mark.service` does at an orderly shutdown:
     /// write this boot's id as the clean-shutdown mark.
     pub fn shut_down_cleanly(&self) {
