@@ -774,10 +774,11 @@ fn backoff_line(until: &str, failed_runs: u32, delays: Option<agent::BackoffDela
 }
 
 /// One entry of the failed list as `status` prints it, its time in RFC 3339
-/// (the state's Unix time is for `--json`; a person reads dates). The
+/// (the state's Unix time is for `--json`; a person reads dates), or said
+/// to be out of range ([`crate::timefmt::show_rfc3339`]). The
 /// release and reason come first, as scripts grepping the text expect.
 fn failed_line(f: &crate::state::FailedRelease) -> String {
-    let at = crate::timefmt::format_rfc3339(f.at);
+    let at = crate::timefmt::show_rfc3339(f.at);
     match f.hold {
         crate::state::Hold::Cancelled => format!(
             "cancelled release {}: {} (at {at}); the timer does not install it again (`abupdate install` of it by hand does)",
@@ -790,7 +791,7 @@ fn failed_line(f: &crate::state::FailedRelease) -> String {
 /// The probation as `status` prints it: running (its window) or how the
 /// last one ended, each time in RFC 3339.
 fn probation_line(p: &crate::state::Probation) -> String {
-    let t = crate::timefmt::format_rfc3339;
+    let t = crate::timefmt::show_rfc3339;
     let head = format!("probation: {} on slot {}", p.version, p.slot);
     let last = p
         .last_failure
@@ -888,6 +889,35 @@ mod tests {
         assert_eq!(
             backoff_line(until, 1, Some(agent::BackoffDelays::NextAttempt)),
             "update: backing off after 1 failed runs until 2027-01-15T08:00:00Z (`update --now` runs anyway)"
+        );
+    }
+
+    /// A state time RFC 3339 cannot write is said to be out of range, with
+    /// its Unix seconds, not clamped to a year 0000 or 9999 that looks real.
+    #[test]
+    fn status_shows_a_state_time_out_of_rfc3339s_range_as_such_with_its_unix_seconds() {
+        let f = FailedRelease {
+            version: "2.0".into(),
+            manifest_sha256: "ab".into(),
+            reason: "never came up".into(),
+            at: i64::MAX,
+            hold: Hold::default(),
+            unknown: Default::default(),
+        };
+        assert_eq!(
+            failed_line(&f),
+            "failed release 2.0: never came up (at out of range (Unix time 9223372036854775807))"
+        );
+        let p = Probation {
+            until: 253_402_300_800,
+            ..probation()
+        };
+        assert!(
+            probation_line(&p).contains(
+                "since 2027-01-15T08:00:00Z until out of range (Unix time 253402300800);"
+            ),
+            "{}",
+            probation_line(&p)
         );
     }
 
