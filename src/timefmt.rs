@@ -51,6 +51,18 @@ pub fn format_rfc3339(secs: i64) -> String {
         .unwrap_or_else(|| "9999-12-31T23:59:59Z".into())
 }
 
+/// Unix seconds as a person reads them (`status`): RFC 3339 when the
+/// instant is one it can write, else said to be out of range with the
+/// raw seconds. A state time out there (a clock set wildly wrong, a hand
+/// edited `state.json`) is shown as it is, not moved to year 0000 or 9999
+/// as [`format_rfc3339`] must (it writes files other programs read).
+pub fn show_rfc3339(secs: i64) -> String {
+    match (FIRST..=LAST).contains(&secs) {
+        true => format_rfc3339(secs),
+        false => format!("out of range (Unix time {secs})"),
+    }
+}
+
 /// Parse a duration such as `300s`, `5m`, `2h`, `1d`, `250ms` or a bare
 /// number of seconds. A number too large for its unit is an error, never
 /// saturated: callers bound each duration (see `config`).
@@ -95,6 +107,25 @@ pub fn format_duration(d: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_rfc3339_cannot_write_is_shown_out_of_range_with_its_unix_seconds() {
+        assert_eq!(show_rfc3339(1_800_000_000), "2027-01-15T08:00:00Z");
+        assert_eq!(show_rfc3339(LAST), "9999-12-31T23:59:59Z");
+        assert_eq!(show_rfc3339(FIRST), "0000-01-01T00:00:00Z");
+        assert_eq!(
+            show_rfc3339(LAST + 1),
+            "out of range (Unix time 253402300800)"
+        );
+        assert_eq!(
+            show_rfc3339(FIRST - 1),
+            "out of range (Unix time -62167219201)"
+        );
+        assert_eq!(
+            show_rfc3339(i64::MIN),
+            "out of range (Unix time -9223372036854775808)"
+        );
+    }
 
     #[test]
     fn round_trips_known_instants() {

@@ -899,17 +899,30 @@ fn write_payload(
         };
         // A frame once more, after a segment was read back wrong: one range
         // request (or read) of its bytes, to tell the medium's fault from the
-        // payload's (`install::FrameAgain`).
-        let frame_again = |offset: u64, length: u64| -> Option<Vec<u8>> {
+        // payload's (`install::FrameAgain`). Its failure is the transport's
+        // as it came (a window that closed, a cut, a 503): the install ends
+        // as that failure, blaming neither the release nor the medium.
+        let frame_again = |offset: u64, length: u64| -> std::io::Result<Vec<u8>> {
             let mut bytes = Vec::new();
             let read = transport
                 .open_range(&payload_url, offset, length)
-                .ok()?
+                .map_err(crate::fetch::FetchError::into_io)?
                 .take(length)
                 .read_to_end(&mut bytes);
             refetched.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            read.ok()?;
-            (bytes.len() as u64 == length).then_some(bytes)
+            read?;
+            match bytes.len() as u64 == length {
+                true => Ok(bytes),
+                // The range reader ends short only with an error; should
+                // one not, it is a cut like any other.
+                false => Err(crate::fetch::FetchError::TooShort {
+                    location: crate::fetch::redact(&payload_url).into_owned(),
+                    got: bytes.len() as u64,
+                    expected: length,
+                    announced: false,
+                }
+                .into_io()),
+            }
         };
         let result = opened
         .map_err(Error::from)

@@ -44,7 +44,7 @@ pub use host::Host;
 pub use install::{install, InstallOptions, Installed};
 pub use recovery::{judge, mark, rollback, Manual, ManualDone, ManualFacts, ManualPlan};
 pub use report::{publish, record_failure};
-pub use status::{status, SlotView, Status};
+pub use status::{status, BackoffDelays, OwedAsk, OwedReboot, SlotView, Status};
 pub use update::{update, UpdateOptions, UpdateOutcome};
 pub use verdict::{decide, health, Decision, Facts, Failure, Verdict};
 

@@ -9,6 +9,12 @@
 //! ([`shown`]): text and `--json` print the same escaped, lossless strings,
 //! and no raw control character or bidirectional override reaches a
 //! terminal.
+//!
+//! What the timer's next tick does (a late rollback's owed reboot asked
+//! for, or a backoff waited out) is not worked out here: it is
+//! [`super::update::plan`]'s decision, made from the same facts the
+//! timer's run reads ([`tick`] words it), so `status` cannot say a backoff
+//! delays a reboot the timer asks for at every tick.
 
 use super::Host;
 use crate::error::Result;
@@ -44,6 +50,12 @@ pub struct Status {
     /// The timer's `update` waits until then after failures (what `update`
     /// itself would decide now; `update --now` runs anyway).
     pub backoff_until: Option<String>,
+    /// What that backoff delays (`None` without one): never a late
+    /// rollback's owed reboot.
+    pub backoff_delays: Option<BackoffDelays>,
+    /// A late rollback's reboot that is owed, and when the timer asks for
+    /// it.
+    pub reboot_owed: Option<OwedReboot>,
     /// The FleetLock group whose reboot lock this host may hold (taken for
     /// a trial, not yet given back).
     pub reboot_lock: Option<String>,
@@ -64,6 +76,64 @@ pub struct SlotView {
     pub record: SlotRecord,
     /// `good` or `bad` in the bootloader, when it can be read.
     pub bootloader_state: Option<String>,
+}
+
+/// A late rollback's owed reboot (the channel withdrew the release on
+/// probation; the old slot boots next already), as `status` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct OwedReboot {
+    /// The slot the reboot boots (the old one).
+    pub slot: SlotName,
+    /// The release rolled back.
+    pub version: String,
+    /// When the timer asks for it.
+    pub asked: OwedAsk,
+    /// The FleetLock group whose lock is asked for first, when
+    /// `[reboot] fleetlock` is configured.
+    pub lock_group: Option<String>,
+}
+
+/// When the timer asks for an owed reboot ([`super::update::Then`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwedAsk {
+    /// At every tick, whatever the backoff: the site's lock, then the
+    /// reboot (a refused lock is asked for again at the next tick).
+    EveryTick,
+    /// Once the maintenance window opens (`reboot_window`), then at every
+    /// tick; not before, whatever the backoff.
+    MaintenanceWindow,
+}
+
+/// What a backoff delays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackoffDelays {
+    /// The timer's next attempt (check, download, install) waits until
+    /// `backoff_until`.
+    NextAttempt,
+    /// A late rollback's reboot is owed: the timer asks for it regardless
+    /// (nothing is installed meanwhile), and the backoff delays only the
+    /// attempts after it (each refused lock counts a failure and grows the
+    /// backoff, which still never delays the reboot).
+    AttemptsAfterTheOwedReboot,
+}
+
+/// What the timer's next tick does, in `status`'s words, from what
+/// [`super::update::plan`] decided (`then`): when an owed reboot is asked
+/// for, and what a running backoff (`backing_off`) delays. Pure.
+fn tick(then: &super::update::Then, backing_off: bool) -> (Option<OwedAsk>, Option<BackoffDelays>) {
+    use super::update::Then;
+    let owed = match then {
+        Then::FinishRollback => Some(OwedAsk::EveryTick),
+        Then::WaitForRebootWindow => Some(OwedAsk::MaintenanceWindow),
+        Then::BackOff { .. } | Then::Attempt => None,
+    };
+    let delays = backing_off.then_some(match owed {
+        Some(_) => BackoffDelays::AttemptsAfterTheOwedReboot,
+        None => BackoffDelays::NextAttempt,
+    });
+    (owed, delays)
 }
 
 /// Everything the host knows now.
@@ -89,7 +159,28 @@ pub fn status(host: &Host) -> Result<Status> {
         .transaction
         .as_ref()
         .is_some_and(|t| t.phase == Phase::Staged);
-    let reboot_window = (staged && !crate::schedule::may_reboot(windows, now()))
+    // The timer's view (not `--now`): what its next tick would do.
+    let facts = super::update::run_facts(host, Default::default())?;
+    let (asked, backoff_delays) = tick(
+        &super::update::plan(&facts).then,
+        facts.backing_off.is_some(),
+    );
+    let reboot_owed = asked.and_then(|asked| {
+        let owed = state.reboot_owed(booted?)?;
+        Some(OwedReboot {
+            slot: owed.slot,
+            version: shown::text(&owed.version),
+            asked,
+            lock_group: host
+                .config
+                .reboot
+                .fleetlock
+                .as_ref()
+                .map(|f| shown::text(&f.group)),
+        })
+    });
+    let waits_for_window = staged || asked == Some(OwedAsk::MaintenanceWindow);
+    let reboot_window = (waits_for_window && !crate::schedule::may_reboot(windows, now()))
         .then(|| crate::schedule::next_window(windows, now()).map(crate::timefmt::format_rfc3339))
         .flatten();
     Ok(Status {
@@ -110,6 +201,8 @@ pub fn status(host: &Host) -> Result<Status> {
             host.config.update.backoff_max,
         )
         .map(crate::timefmt::format_rfc3339),
+        backoff_delays,
+        reboot_owed,
         reboot_lock: state.fleetlock.as_deref().map(shown::text),
         probation: state.probation.clone().map(shown::probation),
         metrics: state.metrics.clone(),
@@ -181,6 +274,48 @@ mod tests {
         let raw = crate::system::version_bytes_from_os_release(&file).expect("a version");
         assert_eq!(raw, HOSTILE, "no byte lost or replaced");
         assert_eq!(show(&raw), "1.0\\xe2\\x80\\xae\\x1b[2J\\xff");
+    }
+
+    /// `status` says what the timer's next tick does as `update::plan`
+    /// decided it: an owed reboot is asked for at every tick (or once the
+    /// window opens) whatever the backoff, which then delays only the
+    /// attempts after it.
+    #[test]
+    fn status_says_an_owed_reboot_is_asked_for_at_every_tick_whatever_the_backoff() {
+        use super::super::update::Then;
+        let backoff = Then::BackOff { until: 1 };
+        for (then, backing_off, want) in [
+            (
+                Then::FinishRollback,
+                true,
+                (
+                    Some(OwedAsk::EveryTick),
+                    Some(BackoffDelays::AttemptsAfterTheOwedReboot),
+                ),
+            ),
+            (
+                Then::FinishRollback,
+                false,
+                (Some(OwedAsk::EveryTick), None),
+            ),
+            (
+                Then::WaitForRebootWindow,
+                true,
+                (
+                    Some(OwedAsk::MaintenanceWindow),
+                    Some(BackoffDelays::AttemptsAfterTheOwedReboot),
+                ),
+            ),
+            (
+                Then::WaitForRebootWindow,
+                false,
+                (Some(OwedAsk::MaintenanceWindow), None),
+            ),
+            (backoff, true, (None, Some(BackoffDelays::NextAttempt))),
+            (Then::Attempt, false, (None, None)),
+        ] {
+            assert_eq!(tick(&then, backing_off), want, "{then:?} {backing_off}");
+        }
     }
 
     #[test]

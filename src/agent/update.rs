@@ -230,7 +230,7 @@ pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
 }
 
 /// The facts [`plan`] decides from, as the state and the host say now.
-fn run_facts(host: &Host, opts: UpdateOptions) -> Result<RunFacts> {
+pub(super) fn run_facts(host: &Host, opts: UpdateOptions) -> Result<RunFacts> {
     let state = host.state_dir.load()?;
     // Unknown here, the attempt reports it (counted, backed off).
     let booted = host.booted_slot().ok();

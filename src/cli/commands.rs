@@ -706,6 +706,9 @@ fn print_status(s: &agent::Status) {
     if let Some(p) = &s.probation {
         crate::tell!("{}", probation_line(p));
     }
+    if let Some(owed) = &s.reboot_owed {
+        crate::tell!("{}", owed_line(owed));
+    }
     if let Some(w) = &s.reboot_window {
         crate::tell!("reboot: waits for the maintenance window opening {w}");
     }
@@ -715,8 +718,8 @@ fn print_status(s: &agent::Status) {
     crate::tell!("rollout position: {:.4}", s.rollout_position);
     if let Some(until) = &s.backoff_until {
         crate::tell!(
-            "update: backing off after {} failed runs until {until} (`update --now` runs anyway)",
-            s.metrics.consecutive_failures
+            "{}",
+            backoff_line(until, s.metrics.consecutive_failures, s.backoff_delays)
         );
     }
     if let (Some(fetched), Some(full)) =
@@ -737,11 +740,45 @@ fn print_status(s: &agent::Status) {
     crate::tell!("bootloader: {}", vars.join(" "));
 }
 
+/// A late rollback's owed reboot as `status` prints it: when the timer
+/// asks for it (never after a backoff).
+fn owed_line(owed: &agent::OwedReboot) -> String {
+    let ask = match &owed.lock_group {
+        Some(group) => format!("the site's lock (group {group}), then the reboot"),
+        None => "the reboot".into(),
+    };
+    let when = match owed.asked {
+        agent::OwedAsk::EveryTick => "every timer tick asks for",
+        agent::OwedAsk::MaintenanceWindow => {
+            "once the maintenance window opens, every timer tick asks for"
+        }
+    };
+    format!(
+        "reboot: owed into slot {} (release {} rolled back late); {when} {ask}, whatever the backoff",
+        owed.slot, owed.version
+    )
+}
+
+/// The backoff as `status` prints it, with what it delays: with a reboot
+/// owed, only the attempts after it (each refused lock grows it).
+fn backoff_line(until: &str, failed_runs: u32, delays: Option<agent::BackoffDelays>) -> String {
+    let what = match delays {
+        Some(agent::BackoffDelays::AttemptsAfterTheOwedReboot) => {
+            "; it delays the installs after the owed reboot, not the reboot"
+        }
+        Some(agent::BackoffDelays::NextAttempt) | None => "",
+    };
+    format!(
+        "update: backing off after {failed_runs} failed runs until {until}{what} (`update --now` runs anyway)"
+    )
+}
+
 /// One entry of the failed list as `status` prints it, its time in RFC 3339
-/// (the state's Unix time is for `--json`; a person reads dates). The
+/// (the state's Unix time is for `--json`; a person reads dates), or said
+/// to be out of range ([`crate::timefmt::show_rfc3339`]). The
 /// release and reason come first, as scripts grepping the text expect.
 fn failed_line(f: &crate::state::FailedRelease) -> String {
-    let at = crate::timefmt::format_rfc3339(f.at);
+    let at = crate::timefmt::show_rfc3339(f.at);
     match f.hold {
         crate::state::Hold::Cancelled => format!(
             "cancelled release {}: {} (at {at}); the timer does not install it again (`abupdate install` of it by hand does)",
@@ -754,7 +791,7 @@ fn failed_line(f: &crate::state::FailedRelease) -> String {
 /// The probation as `status` prints it: running (its window) or how the
 /// last one ended, each time in RFC 3339.
 fn probation_line(p: &crate::state::Probation) -> String {
-    let t = crate::timefmt::format_rfc3339;
+    let t = crate::timefmt::show_rfc3339;
     let head = format!("probation: {} on slot {}", p.version, p.slot);
     let last = p
         .last_failure
@@ -822,6 +859,66 @@ mod tests {
             ..probation()
         };
         assert!(probation_line(&kept).contains("failed at 2027-01-15T08:02:00Z"));
+    }
+
+    #[test]
+    fn status_says_the_owed_reboot_is_asked_for_at_every_tick_and_the_backoff_does_not_delay_it() {
+        let owed = agent::OwedReboot {
+            slot: SlotName::A,
+            version: "2.0".into(),
+            asked: agent::OwedAsk::EveryTick,
+            lock_group: Some("store-7".into()),
+        };
+        assert_eq!(
+            owed_line(&owed),
+            "reboot: owed into slot A (release 2.0 rolled back late); every timer tick asks for the site's lock (group store-7), then the reboot, whatever the backoff"
+        );
+        let window = agent::OwedReboot {
+            asked: agent::OwedAsk::MaintenanceWindow,
+            lock_group: None,
+            ..owed
+        };
+        assert!(owed_line(&window).contains(
+            "once the maintenance window opens, every timer tick asks for the reboot, whatever"
+        ));
+        let until = "2027-01-15T08:00:00Z";
+        assert_eq!(
+            backoff_line(until, 3, Some(agent::BackoffDelays::AttemptsAfterTheOwedReboot)),
+            "update: backing off after 3 failed runs until 2027-01-15T08:00:00Z; it delays the installs after the owed reboot, not the reboot (`update --now` runs anyway)"
+        );
+        assert_eq!(
+            backoff_line(until, 1, Some(agent::BackoffDelays::NextAttempt)),
+            "update: backing off after 1 failed runs until 2027-01-15T08:00:00Z (`update --now` runs anyway)"
+        );
+    }
+
+    /// A state time RFC 3339 cannot write is said to be out of range, with
+    /// its Unix seconds, not clamped to a year 0000 or 9999 that looks real.
+    #[test]
+    fn status_shows_a_state_time_out_of_rfc3339s_range_as_such_with_its_unix_seconds() {
+        let f = FailedRelease {
+            version: "2.0".into(),
+            manifest_sha256: "ab".into(),
+            reason: "never came up".into(),
+            at: i64::MAX,
+            hold: Hold::default(),
+            unknown: Default::default(),
+        };
+        assert_eq!(
+            failed_line(&f),
+            "failed release 2.0: never came up (at out of range (Unix time 9223372036854775807))"
+        );
+        let p = Probation {
+            until: 253_402_300_800,
+            ..probation()
+        };
+        assert!(
+            probation_line(&p).contains(
+                "since 2027-01-15T08:00:00Z until out of range (Unix time 253402300800);"
+            ),
+            "{}",
+            probation_line(&p)
+        );
     }
 
     #[test]

@@ -328,6 +328,51 @@ impl Flag {
 }
 
 const CHECK_INSTALL: Scope = Scope::Commands(&[Cmd::Check, Cmd::Install]);
+
+/// `--expires-days`'s help line, its bound written at compile time from
+/// [`crate::manifest::MAX_EXPIRES_DAYS`] (what `pack`, `channel` and every
+/// host enforce), so the help cannot name another bound than the one
+/// applied. (A help line is `&'static str` in a `static` table: it is built
+/// as bytes by a `const` block, no formatting crate needed.)
+const EXPIRES_DAYS_HELP: &str = {
+    const HEAD: &[u8] = b"the manifest or channel expires N days after it is created (1 to ";
+    const TAIL: &[u8] = b"; default 90, channel 7)";
+    const MAX: u64 = crate::manifest::MAX_EXPIRES_DAYS;
+    const DIGITS: usize = {
+        let (mut n, mut d) = (MAX, 1);
+        while n >= 10 {
+            n /= 10;
+            d += 1;
+        }
+        d
+    };
+    const LEN: usize = HEAD.len() + DIGITS + TAIL.len();
+    const BYTES: [u8; LEN] = {
+        let mut out = [0u8; LEN];
+        let mut i = 0;
+        while i < HEAD.len() {
+            out[i] = HEAD[i];
+            i += 1;
+        }
+        let mut n = MAX;
+        let mut k = DIGITS;
+        while k > 0 {
+            out[HEAD.len() + k - 1] = b'0' + (n % 10) as u8;
+            n /= 10;
+            k -= 1;
+        }
+        let mut j = 0;
+        while j < TAIL.len() {
+            out[HEAD.len() + DIGITS + j] = TAIL[j];
+            j += 1;
+        }
+        out
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(text) => text,
+        Err(_) => panic!("the --expires-days help is ASCII"),
+    }
+};
 const REBOOTING: Scope = Scope::Commands(&[Cmd::Update, Cmd::Install, Cmd::Health, Cmd::Rollback]);
 const PUBLIC: Scope = Scope::Commands(&[Cmd::Keygen, Cmd::Verify]);
 const PACK: Scope = Scope::Commands(&[Cmd::Pack]);
@@ -753,7 +798,7 @@ pub static FLAGS: &[Flag] = &[
         "expires-days",
         "N",
         Scope::Commands(&[Cmd::Pack, Cmd::Channel]),
-        "the manifest or channel expires N days after it is created (1 to 3650; default 90, channel 7)",
+        EXPIRES_DAYS_HELP,
         |a, v| {
             a.expires_days = Some(v.number()?);
             Ok(())
@@ -1415,6 +1460,23 @@ pub fn command_help(cmd: Cmd) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The help of `--expires-days` names the bound `pack`, `channel` and
+    /// the hosts apply, whatever it is set to.
+    #[test]
+    fn expires_days_help_names_the_bound_the_hosts_enforce() {
+        let flag = FLAGS
+            .iter()
+            .find(|f| f.long == "expires-days")
+            .expect("--expires-days");
+        let max = crate::manifest::MAX_EXPIRES_DAYS;
+        assert_eq!(
+            flag.help,
+            format!(
+                "the manifest or channel expires N days after it is created (1 to {max}; default 90, channel 7)"
+            )
+        );
+    }
 
     fn low(args: &[&str]) -> Result<LowArgs, String> {
         parse_low(args.iter().copied())

@@ -360,6 +360,13 @@ pub struct Status<'a> {
     pub rollout_position: f64,
     /// The timer's `update` waits until then (RFC 3339).
     pub backoff_until: Option<&'a str>,
+    /// What that backoff delays: `next_attempt`, or
+    /// `attempts_after_the_owed_reboot` (a late rollback's reboot is owed
+    /// and asked for regardless); `null` without a backoff.
+    pub backoff_delays: Option<crate::agent::BackoffDelays>,
+    /// A late rollback's owed reboot (`slot`, `version`, `asked`:
+    /// `every_tick` or `maintenance_window`, `lock_group`), if any.
+    pub reboot_owed: Option<&'a crate::agent::OwedReboot>,
     /// The FleetLock group whose reboot lock this host may hold.
     pub reboot_lock: Option<&'a str>,
     /// The committed release on probation, or the last one (passed,
@@ -406,6 +413,8 @@ impl<'a> From<&'a crate::agent::Status> for Status<'a> {
             reboot_window: s.reboot_window.as_deref(),
             rollout_position: s.rollout_position,
             backoff_until: s.backoff_until.as_deref(),
+            backoff_delays: s.backoff_delays,
+            reboot_owed: s.reboot_owed.as_ref(),
             reboot_lock: s.reboot_lock.as_deref(),
             probation: s.probation.as_ref(),
             metrics: &s.metrics,
@@ -809,6 +818,8 @@ mod tests {
             reboot_window: None,
             rollout_position: 0.5,
             backoff_until: None,
+            backoff_delays: None,
+            reboot_owed: None,
             reboot_lock: None,
             probation: None,
             metrics: Default::default(),
@@ -821,6 +832,7 @@ mod tests {
         assert_eq!(
             keys(&v),
             [
+                "backoff_delays",
                 "backoff_until",
                 "booted_slot",
                 "booted_version",
@@ -830,6 +842,7 @@ mod tests {
                 "primary_slot",
                 "probation",
                 "reboot_lock",
+                "reboot_owed",
                 "reboot_window",
                 "rollout_position",
                 "slots",
@@ -849,5 +862,22 @@ mod tests {
         assert_eq!(v["backoff_until"], Value::Null);
         assert_eq!(v["failed"], json!([]));
         assert_eq!(v["probation"], Value::Null);
+        assert_eq!(v["backoff_delays"], Value::Null);
+        assert_eq!(v["reboot_owed"], Value::Null);
+        let mut owed = sample_status();
+        owed.backoff_until = Some("2027-01-15T08:00:00Z".into());
+        owed.backoff_delays = Some(crate::agent::BackoffDelays::AttemptsAfterTheOwedReboot);
+        owed.reboot_owed = Some(crate::agent::OwedReboot {
+            slot: SlotName::A,
+            version: "2.0".into(),
+            asked: crate::agent::OwedAsk::EveryTick,
+            lock_group: Some("store-7".into()),
+        });
+        let v = value(&Status::from(&owed));
+        assert_eq!(v["backoff_delays"], "attempts_after_the_owed_reboot");
+        assert_eq!(
+            v["reboot_owed"],
+            json!({"slot": "A", "version": "2.0", "asked": "every_tick", "lock_group": "store-7"})
+        );
     }
 }

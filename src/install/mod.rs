@@ -112,8 +112,10 @@ pub enum InstallError {
         /// The digest of the bytes read back (hex).
         actual: String,
         /// What was read back was found equal to what was written (else
-        /// the medium could not be checked: the segment's frame could not
-        /// be had again, or is not signed).
+        /// the medium could not be checked: the segment's frame is not
+        /// signed, or its source served it again otherwise than signed; a
+        /// frame that could not be had again at all is the source's
+        /// failure, [`InstallError::Source`], and blames nobody).
         medium_checked: bool,
     },
     /// A frame of a segmented payload does not hash to its signed BLAKE3:
@@ -193,7 +195,7 @@ impl fmt::Display for InstallError {
                 offset + length,
                 match medium_checked {
                     true => "the slot read back exactly the bytes written, so the payload (or the release) is damaged",
-                    false => "its frame could not be read again (or is not signed) to check the slot, so the payload (or the release) is taken to be damaged",
+                    false => "its frame is not signed (or was served again otherwise than signed), so the slot could not be checked and the payload (or the release) is taken to be damaged",
                 }
             ),
             InstallError::FrameMismatch {
@@ -401,6 +403,10 @@ fn fault_error(fault: Fault, device: &Path, what: &str) -> InstallError {
             offset,
         },
         Fault::Arm(e) => InstallError::BeforeWrite(e),
+        Fault::Source(error) => InstallError::Source {
+            what: what.to_string(),
+            error,
+        },
         Fault::Stopped => InstallError::Payload {
             what: what.to_string(),
             reason: "stopped".into(),
@@ -438,11 +444,13 @@ fn check_payload_sha256(what: &str, image: &Image, actual: String) -> Result<(),
 }
 
 /// The payload's bytes `[offset, offset + length)` once more, from where
-/// the payload came from; `None` when they cannot be had. A segmented
-/// install asks only after a segment was read back wrong, for its frame,
-/// to tell the medium's fault from the payload's (the frame itself went
-/// back to the reader once decoded).
-pub type FrameAgain<'a> = &'a (dyn Fn(u64, u64) -> Option<Vec<u8>> + Sync);
+/// the payload came from, exactly `length` of them; else why they could
+/// not be had (a [`crate::fetch::FetchError`] inside the `io::Error` for a
+/// transport failure or a download window that closed). A segmented
+/// install asks only after a signed segment was read back wrong, for its
+/// frame, to tell the medium's fault from the payload's (the frame itself
+/// went back to the reader once decoded).
+pub type FrameAgain<'a> = &'a (dyn Fn(u64, u64) -> io::Result<Vec<u8>> + Sync);
 
 /// Decode `payload` (exactly `image.download_size()` bytes, less the
 /// frames of the segments `held`) into `device`, hashing the payload as it
@@ -800,20 +808,26 @@ mod tests {
         .expect("write");
         assert_eq!(std::fs::read(&t).expect("read"), d);
     }
-    /// A payload of independent frames, one per `seg`-byte segment, with
-    /// the segment table `pack` writes (SHA-256 and BLAKE3 of each, BLAKE3
-    /// of each frame).
-    /// No frame can be had again: a read-back fault blames the payload.
-    fn no_frame_again(_: u64, _: u64) -> Option<Vec<u8>> {
-        None
+    /// No frame can be had again (the source is gone): a read-back fault
+    /// of a signed segment is the source's failure.
+    fn no_frame_again(_: u64, _: u64) -> io::Result<Vec<u8>> {
+        Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            "the payload's source is gone",
+        ))
     }
 
     /// The frames of an in-memory `payload`, again.
-    fn frames_of(payload: &[u8]) -> impl Fn(u64, u64) -> Option<Vec<u8>> + Sync + '_ {
+    fn frames_of(payload: &[u8]) -> impl Fn(u64, u64) -> io::Result<Vec<u8>> + Sync + '_ {
         move |offset, length| {
-            let start = usize::try_from(offset).ok()?;
-            let end = start.checked_add(usize::try_from(length).ok()?)?;
-            payload.get(start..end).map(<[u8]>::to_vec)
+            let range = usize::try_from(offset)
+                .ok()
+                .zip(usize::try_from(length).ok())
+                .and_then(|(start, n)| Some(start..start.checked_add(n)?));
+            range
+                .and_then(|r| payload.get(r))
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
         }
     }
 
@@ -1050,19 +1064,13 @@ mod tests {
                 && msg.contains("the slot read back exactly the bytes written"),
             "{msg}"
         );
-        // Without its frame once more, the slot is not vouched for (and the
-        // release is still blamed).
+        // Without its frame once more, nothing is proven: the install
+        // stops as the source's failure, and the release is not blamed.
         std::fs::write(&t, vec![0u8; 8 << 20]).expect("blank target");
         let e = install_segmented(&payload, &img, &t, WriteMode::All, 2, &Default::default())
             .expect_err("a segment that hashes wrong was accepted");
-        assert_eq!(e.kind(), crate::error::Kind::HashMismatch);
-        let msg = e.to_string();
-        assert!(
-            msg.contains("segment at bytes 4194304..5242880")
-                && msg.contains("its frame could not be read again")
-                && !msg.contains("read back exactly"),
-            "{msg}"
-        );
+        assert!(matches!(e, InstallError::Source { .. }), "{e}");
+        assert_ne!(e.kind(), crate::error::Kind::HashMismatch);
         // A damaged frame is refused before it is decoded: the decoder
         // sees signed bytes only, and nothing of the segment is written.
         let (img, mut payload) = segmented_for(&d, 1 << 20);

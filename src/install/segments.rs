@@ -30,8 +30,13 @@
 //!   the payload's source ([`FrameAgain`]), checked against its signed
 //!   BLAKE3 and decoded, to tell a medium that returned other bytes (named
 //!   with the first offset that differs) from a payload that decodes to
-//!   other bytes than were signed; when it cannot be had again, or is not
-//!   signed, the payload is blamed (the medium is blamed only on proof). A segment
+//!   other bytes than were signed. Neither is blamed without proof: a
+//!   frame that cannot be had again (a cut link, a download window that
+//!   closed) ends the run as that failure of the source, which says
+//!   nothing about the release, and the next run writes the segment
+//!   again; only a frame that is not signed (nothing fetched could be
+//!   checked) or that the source serves otherwise than signed blames the
+//!   payload ([`medium_or_payload`] says why). A segment
 //!   whose signed digest is that of zeros (free space in the image) is not
 //!   decoded: the device zeroes its range and it is read back as zeros
 //!   ([`SlotWriter::zero_segment`]). Segments finish in any order; each
@@ -425,10 +430,29 @@ fn write_whole(
 /// tells why: bytes that differ from the decoded ones are the medium's
 /// fault, at the first that differs ([`Fault::Medium`]); the same bytes
 /// mean the payload decodes to other bytes than were signed (`digest`).
-/// A frame that cannot be had again, is not signed or does not match its
-/// signature proves nothing about the medium: the payload is blamed, as
-/// the safe side for a fleet (a device's fault blamed on a release pauses
-/// a rollout; the other way round lets a bad release go on).
+///
+/// When there is no proof either way, who is blamed depends on why:
+/// - The frame cannot be had again (`again` fails: a cut connection, a
+///   503 after the transport's retries, a download window that closed):
+///   [`Fault::Source`], the run ends as that failure of the source (a
+///   window stop as any other, `waiting_for_download_window`; a transport
+///   failure with its own kind, not counted against the release). A
+///   failure to fetch says nothing about the release, and blaming it
+///   would let a flaky link or a closing window pause a healthy rollout.
+///   The next run writes the segment again (the segments before it are
+///   held in the slot) and, if the read-back fails again, asks again.
+/// - The frame is not signed (releases packed before frame digests): it
+///   is not fetched, since nothing fetched could be checked, and the
+///   payload is blamed (`digest`). The same would happen on every run, so
+///   waiting proves nothing either; of the two wrong answers the safe
+///   one for a fleet is to blame the release (a device's fault blamed on
+///   a release pauses a rollout an operator can resume; the other way
+///   round lets a bad release go on).
+/// - The frame was had again but does not match its signed BLAKE3, or
+///   (impossible for the same signed bytes) does not decode: the source
+///   serves, for this release, bytes that are not the signed ones: what
+///   the download itself blames on the payload (a frame that fails its
+///   BLAKE3 is `FrameMismatch`), so `digest` here as well.
 fn medium_or_payload(
     index: usize,
     seg: &Segment,
@@ -437,11 +461,13 @@ fn medium_or_payload(
     again: FrameAgain,
     dctx: &mut zstd::zstd_safe::DCtx,
 ) -> Fault {
+    if seg.patch_blake3.is_none() {
+        return digest;
+    }
     let frame = match again(seg.patch_offset, seg.patch_length) {
-        Some(frame) if seg.patch_blake3.is_some() && check_frame(index, seg, &frame).is_ok() => {
-            frame
-        }
-        _ => return digest,
+        Ok(frame) if check_frame(index, seg, &frame).is_ok() => frame,
+        Ok(_) => return digest,
+        Err(source) => return Fault::Source(source),
     };
     let mut decoded = vec![0u8; read_back.len()];
     match dctx.decompress(&mut decoded, &frame) {
@@ -788,20 +814,26 @@ mod tests {
     }
 
     /// A read-back that missed its digest, told apart with the frame read
-    /// once more: `again` serves `payload` from byte 10 (where the
-    /// segment's frame lies).
+    /// once more: `again` serves `served` (the segment's frame lies at
+    /// byte 10), or fails with its error. Returns the fault and how many
+    /// times the frame was asked for.
     fn told(
         read_back: &[u8],
         frame: &[u8],
         digest: Option<String>,
-        served: Option<&[u8]>,
-    ) -> Fault {
+        served: Result<&[u8], crate::fetch::FetchError>,
+    ) -> (Fault, usize) {
         let mut seg = signed_frame(frame, digest);
         seg.offset = 4096;
         seg.length = read_back.len() as u64;
-        let again = |offset: u64, length: u64| -> Option<Vec<u8>> {
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let again = |offset: u64, length: u64| -> io::Result<Vec<u8>> {
+            asked.fetch_add(1, Ordering::Relaxed);
             assert_eq!((offset, length), (10, frame.len() as u64));
-            served.map(<[u8]>::to_vec)
+            served
+                .clone()
+                .map(<[u8]>::to_vec)
+                .map_err(crate::fetch::FetchError::into_io)
         };
         let digest = Fault::Digest {
             offset: seg.offset,
@@ -812,56 +844,105 @@ mod tests {
             medium_checked: false,
         };
         let mut dctx = zstd::zstd_safe::DCtx::create();
-        medium_or_payload(3, &seg, read_back, digest, &again, &mut dctx)
+        let fault = medium_or_payload(3, &seg, read_back, digest, &again, &mut dctx);
+        (fault, asked.load(Ordering::Relaxed))
     }
 
-    #[test]
-    fn a_read_back_fault_blames_the_medium_only_on_proof_from_the_signed_frame() {
+    /// A segment, its frame and the frame's signed BLAKE3, and the segment
+    /// with one byte changed (what a failing medium returns).
+    fn frame_and_read_backs() -> (Vec<u8>, Vec<u8>, Option<String>, Vec<u8>) {
         let segment = b"the bytes of one segment, decoded".repeat(8);
         let frame = zstd::encode_all(&segment[..], 3).expect("frame");
         let signed = Some(blake3::hash(&frame).to_hex().to_string());
         let mut differs = segment.clone();
         differs[100] ^= 1;
+        (segment, frame, signed, differs)
+    }
+
+    /// `f` blames the payload: a [`Fault::Digest`], `checked` when the slot
+    /// was found to hold exactly the decoded bytes.
+    fn blames_payload(f: &Fault, checked: bool) -> bool {
+        matches!(
+            f,
+            Fault::Digest {
+                algorithm: "BLAKE3",
+                medium_checked,
+                ..
+            } if *medium_checked == checked
+        )
+    }
+
+    #[test]
+    fn a_read_back_fault_blames_the_medium_only_on_proof_from_the_signed_frame() {
+        let (segment, frame, signed, differs) = frame_and_read_backs();
         // The medium returned other bytes than the frame decodes to: its
         // fault, at the first byte that differs.
-        match told(&differs, &frame, signed.clone(), Some(&frame)) {
+        match told(&differs, &frame, signed.clone(), Ok(&frame)).0 {
             Fault::Medium { offset } => assert_eq!(offset, 4096 + 100),
             other => panic!("{other:?}"),
         }
         // It returned what the frame decodes to: the payload decodes to
         // other bytes than were signed.
-        // `checked`: the slot was found to hold exactly the decoded bytes.
-        let payload = |f: Fault, checked: bool| {
-            matches!(
-                f,
-                Fault::Digest {
-                    algorithm: "BLAKE3",
-                    medium_checked,
-                    ..
-                } if medium_checked == checked
-            )
-        };
-        assert!(payload(
-            told(&segment, &frame, signed.clone(), Some(&frame)),
-            true
-        ));
-        // No proof, the payload blamed: the frame cannot be had again, is
-        // not signed, or is not the signed one.
-        assert!(payload(told(&differs, &frame, signed.clone(), None), false));
-        assert!(payload(told(&differs, &frame, None, Some(&frame)), false));
+        let (fault, _) = told(&segment, &frame, signed.clone(), Ok(&frame));
+        assert!(blames_payload(&fault, true), "{fault:?}");
+        // The source serves the frame otherwise than signed: what the
+        // download blames on the payload too.
         let other = zstd::encode_all(&differs[..], 3).expect("frame");
-        assert!(payload(
-            told(&differs, &frame, signed.clone(), Some(&other)),
-            false
-        ));
+        let (fault, _) = told(&differs, &frame, signed.clone(), Ok(&other));
+        assert!(blames_payload(&fault, false), "{fault:?}");
         // A signed frame that decodes to another length (cannot happen for
         // the frame that decoded before) proves nothing either.
         let short = zstd::encode_all(&segment[..10], 3).expect("frame");
         let short_signed = Some(blake3::hash(&short).to_hex().to_string());
-        assert!(payload(
-            told(&differs, &short, short_signed, Some(&short)),
-            false
-        ));
+        let (fault, _) = told(&differs, &short, short_signed, Ok(&short));
+        assert!(blames_payload(&fault, false), "{fault:?}");
+    }
+
+    /// A frame that is not signed could not be checked once fetched: it is
+    /// not asked for, and the payload is blamed (the same on every run, so
+    /// the safe side for a fleet).
+    #[test]
+    fn an_unsigned_frame_is_not_fetched_again_and_the_payload_is_blamed() {
+        let (_, frame, _, differs) = frame_and_read_backs();
+        let (fault, asked) = told(&differs, &frame, None, Ok(&frame));
+        assert!(blames_payload(&fault, false), "{fault:?}");
+        assert_eq!(asked, 0, "an unsigned frame was fetched again");
+    }
+
+    /// The frame cannot be had again: the download window closed, the
+    /// connection was cut, the server answered 503 (after the transport's
+    /// own retries). Nothing is proven about the release or the medium:
+    /// the fault is the source's, with its error as it came (so a window
+    /// close ends the run as a window stop, and a transport failure counts
+    /// with its own kind, not against the release).
+    #[test]
+    fn a_frame_that_cannot_be_had_again_blames_neither_the_release_nor_the_medium() {
+        use crate::fetch::FetchError;
+        let (_, frame, signed, differs) = frame_and_read_backs();
+        let location = "https://updates.example.net/rootfs.img.zst".to_string();
+        for failure in [
+            FetchError::OutsideWindow {
+                location: location.clone(),
+                at: 10,
+                until: 1_800_000_000,
+            },
+            FetchError::Network {
+                location: location.clone(),
+                detail: "connection reset by peer".into(),
+            },
+            FetchError::HttpStatus {
+                location: location.clone(),
+                status: 503,
+                retry_after: None,
+            },
+        ] {
+            let (fault, asked) = told(&differs, &frame, signed.clone(), Err(failure.clone()));
+            assert_eq!(asked, 1);
+            match fault {
+                Fault::Source(e) => assert_eq!(FetchError::from_io(&e), Some(&failure)),
+                other => panic!("{failure}: {other:?}"),
+            }
+        }
     }
 
     #[test]

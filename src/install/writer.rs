@@ -500,6 +500,13 @@ pub(crate) enum Fault {
     Arm(Box<crate::error::Error>),
     /// Another thread stopped the install (its own fault says why).
     Stopped,
+    /// The payload's source failed while a frame was read once more to
+    /// tell a read-back fault's cause (`segments::medium_or_payload`): a
+    /// transport failure or a download window that closed, the error
+    /// inside says which. Neither the medium nor the release is proven at
+    /// fault, so neither is blamed: the run ends as that failure of the
+    /// source (`InstallError::Source`).
+    Source(io::Error),
     /// The segment at `offset` read back hashes to `actual`, not to the
     /// signed `expected`. With `medium_checked`, what was read back was
     /// found equal to what was written: the payload does not decode to the

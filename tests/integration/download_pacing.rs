@@ -588,3 +588,92 @@ fn a_finished_image_whose_slot_changed_after_the_window_closed_is_fetched_again(
         text(&r.out)
     );
 }
+
+/// A segment read back wrong (a failing medium, injected) whose frame is
+/// fetched once more to tell the medium from the release, while the
+/// download window closes: the server holds that one range request until
+/// after the close. The close is no evidence against the release: the
+/// run ends as any window stop (exit 0, `waiting_for_download_window`,
+/// nothing counted, no backoff, nothing on the failed list), the write
+/// stays pending `writing` with the target marked bad, and the next run
+/// inside a window (the medium good again) resumes and stages the release.
+/// Before, the re-fetch's failure blamed the payload (`hash_mismatch`,
+/// counted and reported against the release).
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_window_that_closes_while_a_frame_is_fetched_again_stops_the_run_without_blaming_the_release() {
+    use crate::common::hostile_server::{files_of, not_found, serve, Server};
+    let h = host("window-again", "");
+    let len = 4 << 20;
+    let m = h.pack("r2", "2.0", &image("2.0", len), &["--segment-size", "1"]);
+    let files = files_of(m.parent().expect("dir"));
+    let now = unix_now();
+    // The window closes at the start of the second `close` (3 s from now
+    // at most); the next one opens at `open`.
+    let (close, open) = (now + 3, now + 9);
+    let held_until = close + 1;
+    let srv = Server::start(move |req, s| match files.get(req.path.as_str()) {
+        Some(d) => {
+            // Only the frame fetched once more asks for a closed range.
+            if req.range_end().is_some() {
+                while unix_now() < held_until {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            serve(req, s, d)
+        }
+        None => not_found(s),
+    });
+    let url = srv.url("/release.json");
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        format!(
+            "{}\n{}",
+            cfg.replacen("[update]\n", &format!("[update]\nurl = \"{url}\"\n"), 1),
+            windows(&[(close - 60, 60), (open, 120)])
+        ),
+    )
+    .expect("config");
+    let timer = ["--json", "update", "--now", "--no-reboot"];
+    let out = h.abupdate_env(&timer, &[("ABUPDATE_FAILPOINT", "read-back-differs:1")]);
+    let again: Vec<_> = srv
+        .requests()
+        .into_iter()
+        .filter(|r| r.range_end().is_some())
+        .collect();
+    assert_eq!(again.len(), 1, "the frame was not fetched again: {again:?}");
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["reason"], "waiting_for_download_window", "{json}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the download window closed"),
+        "{}",
+        text(&out)
+    );
+    let state = h.state();
+    assert_eq!(state["metrics"]["consecutive_failures"], 0, "{state}");
+    assert!(state["metrics"]["retry_after"].is_null(), "{state}");
+    assert_eq!(
+        state["metrics"]["failures"],
+        serde_json::json!({}),
+        "{state}"
+    );
+    assert_eq!(state["failed"], serde_json::json!([]), "{state}");
+    assert_eq!(state["transaction"]["phase"], "writing", "{state}");
+    assert_eq!(
+        h.grub_vars().get("B_OK").map(String::as_str),
+        Some("0"),
+        "the target is not marked bad while its write is pending"
+    );
+
+    while unix_now() <= open {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = h.abupdate(&timer);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["installed"], "2.0", "{json}");
+    assert_eq!(h.slot_bytes(1, len), image("2.0", len));
+    assert_eq!(h.state()["transaction"]["phase"], "staged");
+}

@@ -690,3 +690,61 @@ fn an_owed_late_rollback_reboots_in_the_window_without_waiting_out_an_earlier_ba
         "the healthy boot gives it back"
     );
 }
+
+/// Refused requests for a late rollback's owed reboot each count a
+/// failure and double the backoff; `status` (text and `--json`) says the
+/// reboot is asked for at every tick whatever that backoff, and that the
+/// backoff delays only the installs after it. Before, it showed only
+/// "backing off … until …", as if the growing backoff delayed the reboot.
+#[test]
+fn status_after_refused_locks_says_the_owed_reboot_is_asked_for_at_every_tick_not_after_the_backoff(
+) {
+    let server = LockServer::start(0);
+    let h = on_probation_in_site("owed-status", 11, &server, "store-11");
+    channel(&h, "withdraw", &["2.0"]);
+    server.hold("store-11", "another-host");
+    let mut backoffs = Vec::new();
+    for _ in 0..2 {
+        let out = update(&h, false);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        backoffs.push(h.state()["metrics"]["retry_after"].as_i64());
+    }
+    assert!(
+        backoffs[0].is_some() && backoffs[1] > backoffs[0],
+        "{backoffs:?}"
+    );
+
+    let out = h.abupdate(&["--json", "status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["backoff_until"].is_string(), "{v}");
+    assert_eq!(v["backoff_delays"], "attempts_after_the_owed_reboot", "{v}");
+    assert_eq!(
+        v["reboot_owed"],
+        serde_json::json!({
+            "slot": "A",
+            "version": "2.0",
+            "asked": "every_tick",
+            "lock_group": "store-11",
+        }),
+        "{v}"
+    );
+    let out = h.abupdate(&["status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("reboot: owed into slot A (release 2.0 rolled back late); every timer tick asks for the site's lock (group store-11), then the reboot, whatever the backoff"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("it delays the installs after the owed reboot, not the reboot"),
+        "{shown}"
+    );
+
+    // What status says is what the timer does: its next tick, inside the
+    // backoff, asks for the lock again.
+    let requests = server.lock_requests("store-11");
+    let out = update(&h, false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(server.lock_requests("store-11"), requests + 1);
+}

@@ -999,3 +999,80 @@ fn health_check_credentials_are_never_shown() {
         "credentials shown: {everything}"
     );
 }
+
+/// A segment read back wrong (a failing medium, injected) whose frame,
+/// fetched once more to tell the medium from the release, cannot be had:
+/// the server answers that range request 503, or cuts it half-way. A
+/// failure to fetch proves nothing about the release: the install fails
+/// as the server's (`http_status`) or the link's (`network`), counted so,
+/// with nothing counted as `hash_mismatch` and the release not on the
+/// failed list; the target, written in part, stays marked bad. Before,
+/// the release was blamed (`hash_mismatch`: a fleet controller would
+/// count it against the release and might pause a healthy rollout).
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_frame_that_cannot_be_fetched_again_is_the_servers_failure_not_the_releases() {
+    const SEGMENTED: &str = "/rootfs-2.0.img.zst";
+    for (name, kind, says) in [
+        ("503", "http_status", "HTTP 503"),
+        ("cut", "network", "ended after"),
+    ] {
+        let h = host(&format!("again-{name}"));
+        let m = h.pack("r2", "2.0", &image("2.0", LEN), &["--segment-size", "1"]);
+        let files = files_of(m.parent().expect("dir"));
+        let srv = server_at(files, SEGMENTED, move |req, s, data| {
+            // Only the frame fetched once more asks for a closed range.
+            let Some(last) = req.range_end() else {
+                return serve(req, s, data);
+            };
+            let from = req.range_start().expect("range start");
+            match name {
+                "503" => head(s, "503 Service Unavailable", "Content-Length: 0\r\n"),
+                _ => {
+                    head(
+                        s,
+                        "206 Partial Content",
+                        &format!(
+                            "Content-Range: bytes {from}-{last}/{}\r\nContent-Length: {}\r\n",
+                            data.len(),
+                            last + 1 - from
+                        ),
+                    );
+                    write_all_capped(s, &data[from..from + (last + 1 - from) / 2]);
+                }
+            }
+        });
+        let b = h.untouched();
+        let out = h.abupdate_env(
+            &[
+                "--json",
+                "install",
+                "--no-reboot",
+                &srv.url("/release.json"),
+            ],
+            &[("ABUPDATE_FAILPOINT", "read-back-differs:1")],
+        );
+        let asked_again = srv
+            .requests()
+            .iter()
+            .filter(|r| r.range_end().is_some())
+            .count();
+        assert_eq!(asked_again, 1, "{name}: the frame was not fetched again");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{name}: stdout is not JSON ({e}): {}", text(&out)));
+        assert_eq!(v["kind"], kind, "{name}: {v}");
+        let r = Run {
+            out,
+            took: Duration::ZERO,
+            rss_kib: None,
+        };
+        refused(&h, &b, &r, &[SEGMENTED, says], true);
+        assert_eq!(failures(&h)[kind], 1, "{name}: {}", failures(&h));
+        assert!(
+            failures(&h).get("hash_mismatch").is_none(),
+            "{name}: {}",
+            failures(&h)
+        );
+        assert_eq!(h.state()["failed"], serde_json::json!([]), "{name}");
+    }
+}

@@ -38,6 +38,15 @@ impl Req {
             .and_then(|r| r.split('-').next())
             .and_then(|r| r.parse().ok())
     }
+
+    /// The last byte of a closed `Range: bytes=N-M` request (M), as a
+    /// frame fetched once more asks (`None` for `bytes=N-`).
+    pub fn range_end(&self) -> Option<usize> {
+        self.header("range")
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(_, end)| end.parse().ok())
+    }
 }
 
 type Handler = dyn Fn(&Req, &mut TcpStream) + Send + Sync;
@@ -249,10 +258,23 @@ pub fn serve_tagged(
     write_all_capped(stream, &data[from..end]);
 }
 
-/// A correct answer with the file, honouring `Range: bytes=N-`.
+/// A correct answer with the file, honouring `Range: bytes=N-` and
+/// `bytes=N-M`.
 pub fn serve(req: &Req, stream: &mut TcpStream, data: &[u8]) {
-    match req.range_start() {
-        Some(from) if from < data.len() => {
+    match (req.range_start(), req.range_end()) {
+        (Some(from), Some(last)) if from <= last && last < data.len() => {
+            head(
+                stream,
+                "206 Partial Content",
+                &format!(
+                    "Content-Range: bytes {from}-{last}/{}\r\nContent-Length: {}\r\n",
+                    data.len(),
+                    last + 1 - from
+                ),
+            );
+            write_all_capped(stream, &data[from..=last]);
+        }
+        (Some(from), _) if from < data.len() => {
             head_range(stream, from, data.len());
             write_all_capped(stream, &data[from..]);
         }
