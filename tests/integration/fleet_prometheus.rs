@@ -683,6 +683,9 @@ fn silent_hosts_skewed_clocks_many_series_of_one_host_or_no_positions_never_adva
     }
 }
 
+/// An outcome series: (release, outcome, value).
+type Outcome<'a> = (&'a str, &'a str, i64);
+
 /// Positions and outcomes of `region`'s hosts, one sample a minute in
 /// each of `windows` (absolute Unix times, ends included): `outcomes` are
 /// (release, outcome, value).
@@ -691,7 +694,7 @@ fn host_lines(
     instance: &str,
     region: &str,
     position: f64,
-    outcomes: &[(&str, &str, i64)],
+    outcomes: &[Outcome],
     windows: &[(i64, i64)],
 ) {
     let l = format!(
@@ -742,7 +745,7 @@ fn commits_of_hosts_outside_the_wave_do_not_advance_it() {
     let recent = [(now - 600, now - 60)];
     let mut lines = Vec::new();
     for i in 0..50 {
-        let outcomes: &[(&str, &str, i64)] = match i {
+        let outcomes: &[Outcome] = match i {
             0 => &[("8.0", "installed", started + 600)],
             _ => &[],
         };
@@ -810,7 +813,7 @@ fn hosts_silent_since_early_in_an_old_wave_still_hold_it() {
     let gone = alive + 30 * 60;
     let mut lines = Vec::new();
     for i in 0..50 {
-        let (outcomes, windows): (&[(&str, &str, i64)], Vec<(i64, i64)>) = match i {
+        let (outcomes, windows): (&[Outcome], Vec<(i64, i64)>) = match i {
             0 => (
                 &[
                     ("9.0", "installed", alive),
