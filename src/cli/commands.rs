@@ -599,6 +599,12 @@ pub fn fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
             committed: t.committed,
             failed: t.failed,
             not_counted: t.not_counted,
+            in_wave: r.in_wave.as_ref().map(|w| json::FleetWave {
+                installed: w.installed,
+                committed: w.committed,
+                failed: w.failed,
+                committed_outside: t.committed.saturating_sub(w.committed),
+            }),
             malformed_reports: r.malformed_reports,
             queries: r
                 .queries
@@ -650,6 +656,12 @@ pub fn fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
         t.failed,
         t.not_counted,
     );
+    if let Some(w) = &r.in_wave {
+        line.push_str(&format!(
+            "; in the wave: {} installed, {} committed, {} failed",
+            w.installed, w.committed, w.failed
+        ));
+    }
     if let Some(m) = r.malformed_reports {
         line.push_str(&format!(", {m} malformed reports skipped"));
     }

@@ -292,18 +292,35 @@ pub struct Fleet<'a> {
     pub wave_hosts: Option<u64>,
     /// Hosts reporting (Prometheus), or `--fleet-size`.
     pub fleet_hosts: Option<u64>,
-    /// Hosts that installed the release.
+    /// Hosts that installed the release (every host of its `compatible`).
     pub installed: u64,
-    /// Hosts that committed it.
+    /// Hosts that committed it (every host: inside the wave or not).
     pub committed: u64,
     /// Hosts where it failed, counted against the release.
     pub failed: u64,
     /// Failures the release did not cause (network, the host's own…).
     pub not_counted: u64,
+    /// The same counts of the wave's own hosts, the only commits that
+    /// advance it (`--prometheus` with a wave; null: not known).
+    pub in_wave: Option<FleetWave>,
     /// Reports skipped because they could not be read (`--reports`).
     pub malformed_reports: Option<u64>,
     /// Every PromQL query asked and its answer (`--prometheus`).
     pub queries: Vec<FleetQuery<'a>>,
+}
+
+/// What the hosts inside the current wave say about the release.
+#[derive(Debug, Serialize)]
+pub struct FleetWave {
+    /// Wave hosts whose latest word is "installed".
+    pub installed: u64,
+    /// Wave hosts that committed it.
+    pub committed: u64,
+    /// Wave hosts where it failed.
+    pub failed: u64,
+    /// Hosts outside the wave that committed it: shown, never counted
+    /// towards advancing.
+    pub committed_outside: u64,
 }
 
 /// One query `fleet` asked, and Prometheus's answer.
@@ -684,6 +701,12 @@ mod tests {
             committed: 3,
             failed: 6,
             not_counted: 1,
+            in_wave: Some(FleetWave {
+                installed: 4,
+                committed: 1,
+                failed: 2,
+                committed_outside: 2,
+            }),
             malformed_reports: None,
             queries: vec![FleetQuery {
                 query: "count(x)",
@@ -699,6 +722,8 @@ mod tests {
                    "changed": true, "dry_run": false, "source": "prometheus", "percent": 2.0,
                    "wave_hosts": 20, "fleet_hosts": 1000, "installed": 10, "committed": 3,
                    "failed": 6, "not_counted": 1, "malformed_reports": null,
+                   "in_wave": {"installed": 4, "committed": 1, "failed": 2,
+                               "committed_outside": 2},
                    "queries": [{"query": "count(x)",
                                 "answer": [{"labels": {"outcome": "failed"}, "value": 6.0}]}]})
         );

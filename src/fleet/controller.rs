@@ -89,8 +89,10 @@ pub struct Report {
     pub wave_hosts: Option<u64>,
     /// Hosts reporting (Prometheus) or `--fleet-size`.
     pub fleet_hosts: Option<u64>,
-    /// The release's outcomes.
+    /// The release's outcomes, every host's.
     pub tally: super::Tally,
+    /// The outcomes of the wave's own hosts (`--prometheus` with a wave).
+    pub in_wave: Option<super::Tally>,
     /// Report lines skipped (`--reports` only).
     pub malformed_reports: Option<u64>,
     /// Every query and its answer (`--prometheus` only).
@@ -188,8 +190,8 @@ fn observe_prometheus(
         )));
     }
     let not_counted = prometheus::count_of(&asked[1].answer).map_err(|e| bad(&q.not_counted, e))?;
-    let tally =
-        prometheus::tally_of(&asked[0].answer, not_counted).map_err(|e| bad(&q.outcomes, e))?;
+    let (tally, in_wave) = prometheus::tally_of(&asked[0].answer, not_counted, percent.is_some())
+        .map_err(|e| bad(&q.outcomes, e))?;
     if asked[0].answer.is_empty() && tally.not_counted == 0 {
         return Err(Error::Fleet(format!(
             "{}: no host of {compatible} reports release {version} \
@@ -209,7 +211,11 @@ fn observe_prometheus(
         )));
     }
     Ok(Observed {
-        facts: Facts { tally, wave_hosts },
+        facts: Facts {
+            tally,
+            in_wave,
+            wave_hosts,
+        },
         asked,
         malformed_reports: None,
         fleet_hosts: Some(fleet_hosts),
@@ -230,12 +236,19 @@ fn observe_reports(
     })
     .map_err(Error::Fleet)?;
     let tally = super::tally(&reports.events, compatible, version);
+    // A report carries no position: which reporter is in the wave is not
+    // known, so `decide` counts every commit and says so.
+    let in_wave = None;
     let wave_hosts = match (policy.fleet_size, percent) {
         (Some(fleet), Some(p)) => Some(wave_hosts_of_fleet(fleet, p)),
         _ => None,
     };
     Ok(Observed {
-        facts: Facts { tally, wave_hosts },
+        facts: Facts {
+            tally,
+            in_wave,
+            wave_hosts,
+        },
         asked: Vec::new(),
         malformed_reports: Some(reports.malformed),
         fleet_hosts: policy.fleet_size,
@@ -447,6 +460,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
         wave_hosts: observed.facts.wave_hosts,
         fleet_hosts: observed.fleet_hosts,
         tally: observed.facts.tally,
+        in_wave: observed.facts.in_wave,
         malformed_reports: observed.malformed_reports,
         queries: observed.asked,
     })

@@ -7,7 +7,11 @@
 //! wave covers that committed — and a minimum soak time since the wave
 //! started advance it to the next wave. Invariants: a paused rollout is
 //! never advanced; the error condition wins over the success condition; a
-//! wave with no committed host is never advanced (no evidence, no advance).
+//! wave with no committed host is never advanced (no evidence, no advance);
+//! only commits of hosts inside the wave advance it — failures count from
+//! every host of the release's `compatible` (a failure anywhere is evidence
+//! against the release), commits outside the wave (a lab host's manual
+//! `install`) are named in the reason and never counted towards advancing.
 
 use super::Tally;
 use crate::manifest::Rollout;
@@ -175,8 +179,15 @@ impl Plan {
 /// What the fleet says about the release, as plain numbers.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Facts {
-    /// The release's outcomes across the fleet.
+    /// The release's outcomes across every host of its `compatible` (and
+    /// selector): the error condition counts these.
     pub tally: Tally,
+    /// The outcomes of the hosts inside the current wave (position below
+    /// its percentage), a part of `tally`: the success condition counts
+    /// only these. `None`: the source cannot tell which hosts are in the
+    /// wave (the reports carry no position), so commits of any host count
+    /// and the reason says so.
+    pub in_wave: Option<Tally>,
     /// Hosts the current wave covers (their position is below its
     /// percentage), when known.
     pub wave_hosts: Option<u64>,
@@ -288,17 +299,31 @@ pub fn decide(plan: &Plan, facts: &Facts, policy: &Policy, now: i64) -> Action {
             ),
         };
     };
-    // The wave holds at least the hosts that report the release: a count
+    // The success condition counts the wave's own hosts: a commit outside
+    // it (a lab host's manual `install`) is no evidence that the release
+    // works on the hosts the wave sent it to.
+    let (wave, outside) = match &facts.in_wave {
+        Some(w) => (w, Some(t.committed.saturating_sub(w.committed))),
+        None => (t, None),
+    };
+    let note = match outside {
+        Some(0) => String::new(),
+        Some(n) => format!("; {n} committed outside the wave, not counted"),
+        None => "; the reports do not say which hosts are in the wave: commits of any host counted"
+            .into(),
+    };
+    // The wave holds at least its hosts that report the release: a count
     // of its hosts below that (position series missing from the metrics,
     // a first wave too small for `--fleet-size`) must not make one commit
-    // among thirty installs a wave's success.
-    let hosts = hosts.max(t.installed + t.committed + t.failed);
+    // among thirty installs a wave's success. Reporters outside the wave
+    // do not join it.
+    let hosts = hosts.max(wave.installed + wave.committed + wave.failed);
+    let committed = wave.committed;
     let need = (hosts as f64 * policy.advance_when).max(1.0);
-    if (t.committed as f64) < need {
+    if (committed as f64) < need {
         return Action::Keep {
             reason: format!(
-                "wave {current}%: {} of ~{hosts} hosts committed, {} needed",
-                t.committed,
+                "wave {current}%: {committed} of ~{hosts} hosts committed, {} needed{note}",
                 need.ceil()
             ),
         };
@@ -308,9 +333,8 @@ pub fn decide(plan: &Plan, facts: &Facts, policy: &Policy, now: i64) -> Action {
     if soaked < 0 && soak > 0 {
         return Action::Keep {
             reason: format!(
-                "wave {current}%: {} of ~{hosts} hosts committed; the wave started at {}, \
-                 ahead of this machine's clock ({}): one of the two is wrong",
-                t.committed,
+                "wave {current}%: {committed} of ~{hosts} hosts committed; the wave started at {}, \
+                 ahead of this machine's clock ({}): one of the two is wrong{note}",
                 format_rfc3339(plan.wave_started),
                 format_rfc3339(now)
             ),
@@ -319,9 +343,8 @@ pub fn decide(plan: &Plan, facts: &Facts, policy: &Policy, now: i64) -> Action {
     if soaked < soak {
         return Action::Keep {
             reason: format!(
-                "wave {current}%: {} of ~{hosts} hosts committed; soaking since {} \
-                 ({} of {})",
-                t.committed,
+                "wave {current}%: {committed} of ~{hosts} hosts committed; soaking since {} \
+                 ({} of {}){note}",
                 format_rfc3339(plan.wave_started),
                 format_duration(Duration::from_secs(soaked.max(0) as u64)),
                 format_duration(policy.soak)
@@ -331,8 +354,8 @@ pub fn decide(plan: &Plan, facts: &Facts, policy: &Policy, now: i64) -> Action {
     Action::Advance {
         to: next,
         reason: format!(
-            "{} of ~{hosts} hosts in the {current}% wave committed, {} failed",
-            t.committed, t.failed
+            "{committed} of ~{hosts} hosts in the {current}% wave committed, {} failed{note}",
+            t.failed
         ),
     }
 }
@@ -373,9 +396,20 @@ mod tests {
     use super::*;
     use crate::fleet::test_tally as t;
 
+    /// Facts of a source that knows positions, every reporter in the wave.
     fn facts(tally: Tally, wave_hosts: u64) -> Facts {
         Facts {
+            in_wave: Some(tally.clone()),
             tally,
+            wave_hosts: Some(wave_hosts),
+        }
+    }
+
+    /// Facts with `in_wave` of them inside the wave.
+    fn split(tally: Tally, in_wave: Tally, wave_hosts: u64) -> Facts {
+        Facts {
+            tally,
+            in_wave: Some(in_wave),
             wave_hosts: Some(wave_hosts),
         }
     }
@@ -485,6 +519,7 @@ mod tests {
     fn an_unknown_wave_size_is_never_advanced() {
         let f = Facts {
             tally: t(0, 10, 0),
+            in_wave: Some(t(0, 10, 0)),
             wave_hosts: None,
         };
         assert!(matches!(
@@ -588,6 +623,125 @@ mod tests {
             decide(&young, &facts(t(0, 10, 5), 10), &policy(), NOW),
             Action::Pause { .. }
         ));
+    }
+
+    #[test]
+    fn commits_outside_the_wave_never_advance_it_and_are_named() {
+        // The 2% wave is one host, staged (installed); ten lab hosts
+        // outside it committed by hand.
+        let f = split(t(1, 10, 0), t(1, 0, 0), 1);
+        assert_eq!(
+            decide(&plan(1.0), &f, &policy(), NOW),
+            Action::Keep {
+                reason: "wave 1%: 0 of ~1 hosts committed, 1 needed; \
+                         10 committed outside the wave, not counted"
+                    .into()
+            }
+        );
+        // The wave's only host went silent (no outcome in the wave), one
+        // lab host committed.
+        let f = split(t(0, 1, 0), t(0, 0, 0), 1);
+        assert!(matches!(
+            decide(&plan(1.0), &f, &policy(), NOW),
+            Action::Keep { .. }
+        ));
+        // An empty wave with one outside commit: no evidence.
+        let f = split(t(0, 1, 0), t(0, 0, 0), 0);
+        assert!(matches!(
+            decide(&plan(1.0), &f, &policy(), NOW),
+            Action::Keep { .. }
+        ));
+        // The wave committed: it advances, and the reason names the
+        // outside commits as outside.
+        let f = split(t(0, 12, 0), t(0, 2, 0), 2);
+        assert_eq!(
+            decide(&plan(1.0), &f, &policy(), NOW),
+            Action::Advance {
+                to: 5.0,
+                reason: "2 of ~2 hosts in the 1% wave committed, 0 failed; \
+                         10 committed outside the wave, not counted"
+                    .into()
+            }
+        );
+        // So does a soaking wave's reason.
+        let young = Plan {
+            wave_started: NOW - 600,
+            ..plan(1.0)
+        };
+        match decide(&young, &f, &policy(), NOW) {
+            Action::Keep { reason } => assert!(
+                reason.starts_with("wave 1%: 2 of ~2 hosts committed; soaking")
+                    && reason.ends_with("; 10 committed outside the wave, not counted"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reporters_outside_the_wave_do_not_join_it() {
+        // The wave counts 2 hosts; 30 hosts outside it installed and one
+        // committed: the wave stays 2 hosts, its 2 commits advance it.
+        let f = split(t(30, 3, 0), t(0, 2, 0), 2);
+        assert_eq!(
+            decide(&plan(1.0), &f, &policy(), NOW),
+            Action::Advance {
+                to: 5.0,
+                reason: "2 of ~2 hosts in the 1% wave committed, 0 failed; \
+                         1 committed outside the wave, not counted"
+                    .into()
+            }
+        );
+        // In-wave reporters beyond the count of its hosts still grow it.
+        let f = split(t(5, 2, 0), t(5, 2, 0), 2);
+        assert_eq!(
+            decide(&plan(1.0), &f, &policy(), NOW),
+            Action::Keep {
+                reason: "wave 1%: 2 of ~7 hosts committed, 7 needed".into()
+            }
+        );
+    }
+
+    #[test]
+    fn failures_outside_the_wave_still_pause_it() {
+        let f = split(t(0, 10, 5), t(0, 10, 0), 10);
+        assert_eq!(
+            decide(&plan(1.0), &f, &policy(), NOW),
+            Action::Pause {
+                reason: "5 hosts failed (limit 5)".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_source_without_positions_counts_every_commit_and_says_so() {
+        let f = Facts {
+            tally: t(0, 9, 0),
+            in_wave: None,
+            wave_hosts: Some(10),
+        };
+        assert_eq!(
+            decide(&plan(1.0), &f, &policy(), NOW),
+            Action::Advance {
+                to: 5.0,
+                reason: "9 of ~10 hosts in the 1% wave committed, 0 failed; the reports do not \
+                         say which hosts are in the wave: commits of any host counted"
+                    .into()
+            }
+        );
+        let f = Facts {
+            tally: t(30, 1, 0),
+            in_wave: None,
+            wave_hosts: Some(0),
+        };
+        assert_eq!(
+            decide(&plan(2.0), &f, &policy(), NOW),
+            Action::Keep {
+                reason: "wave 2%: 1 of ~31 hosts committed, 28 needed; the reports do not \
+                         say which hosts are in the wave: commits of any host counted"
+                    .into()
+            }
+        );
     }
 
     #[test]

@@ -14,6 +14,17 @@
 //! release itself caused, on hosts of its own `compatible`, counts against
 //! it ([`counts_against_release`]).
 //!
+//! Invariant of the evidence: only in-wave commits advance a wave; a host
+//! that reported the release in the wave is never forgotten within the
+//! lookback. Failures count from every host of the `compatible` (a failure
+//! anywhere is evidence against the release); a commit counts towards
+//! advancing only when its host's position is inside the current wave
+//! ([`Facts::in_wave`]), so a lab host's manual `install` is shown, never
+//! counted. A host's latest outcome in the lookback and its position at
+//! any sample in it are read from every raw sample, never at steps
+//! ([`prometheus::Queries`]). The reports carry no position: from them the
+//! wave's own commits cannot be told apart, and the reason says so.
+//!
 //! The controller keeps no state: the waves, the current wave and when it
 //! started live in the signed manifest's `rollout` block; the thresholds
 //! are flags ([`controller`]). Verifying the manifest before it is changed,

@@ -523,10 +523,6 @@ pub const MIN_LOOKBACK_SECS: i64 = 10 * 60;
 /// been looked at by a person; the range stays cheap to evaluate).
 pub const MAX_LOOKBACK_SECS: i64 = 7 * 24 * 3600;
 
-/// The stretch of the lookback over which every sample of a position
-/// counts (longer ones are sampled at the subquery's steps).
-pub const RECENT_SECS: i64 = 3600;
-
 /// How far back the queries look for a wave started at `wave_started`
 /// (Unix seconds; 0 when the manifest does not say) at `now`: since the
 /// wave started, within [`MIN_LOOKBACK_SECS`] and [`MAX_LOOKBACK_SECS`].
@@ -540,20 +536,48 @@ pub fn lookback(wave_started: i64, now: i64) -> i64 {
 /// number of hosts. A host is one value of the host label: however many
 /// series a host exports (one compromised host with two hundred label
 /// sets), it is counted once.
+///
+/// Invariant: only in-wave commits advance a wave; a host that reported
+/// the release in the wave is never forgotten within the lookback. A host
+/// is in the wave when its latest position in the lookback (the largest,
+/// if it exports several) is below the wave's percentage — the rule hosts
+/// apply to themselves. Every count reads every raw sample of the
+/// lookback (`last_over_time(…[lookback])`), never samples at steps: a
+/// host seen for one scrape in the lookback, however long ago, counts in
+/// the wave's size, and its latest outcome of the release in the lookback
+/// counts in the tally even after its series went stale (a host whose
+/// latest word is `installed` and then went silent is not committed: it
+/// holds the wave).
+///
+/// Cost: Prometheus loads a range function's raw samples one series at a
+/// time (`query.max-samples` bounds one host's series over the lookback,
+/// 10,080 samples for a week of one-minute scrapes, not the fleet's), and
+/// reads each position sample of the lookback once: CPU linear in hosts ×
+/// scrapes in the lookback, which the lookback's cap ([`MAX_LOOKBACK_SECS`])
+/// bounds. The outcome series of a release exist only on the hosts that
+/// touched it. The subquery this replaced (24 instant passes over the
+/// positions) cost less on a week-old wave but forgot a host alive only
+/// between two of its steps. A host that never reported the release is
+/// missed from the wave's size only when it exported no position sample
+/// in the lookback: silent since before the wave started (or, for a wave
+/// older than a week, for the whole last week), or never scraped.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Queries {
-    /// Hosts by (outcome, kind): a host that failed the release in the
-    /// lookback counts failed whatever it said after (a failure is not
+    /// Hosts by (outcome, kind, in_wave): a host that failed the release in
+    /// the lookback counts failed whatever it said after (a failure is not
     /// outranked by a clock that was wrong when it was stamped, nor by a
-    /// host going silent); every other host by its latest live outcome
-    /// (see [`super::counts_against_release`]).
+    /// host going silent); every other host by its latest outcome in the
+    /// lookback (see [`super::counts_against_release`]). With a wave, hosts
+    /// inside it carry `in_wave="1"`; hosts outside it, or without a
+    /// position, carry no `in_wave` (their failures count, their commits do
+    /// not advance the wave: [`tally_of`]).
     pub outcomes: String,
     /// Hosts with a failure of the release that does not blame it.
     pub not_counted: String,
-    /// Hosts of the release's `compatible` (and selector), split by whether
-    /// the wave covers them (`in_wave` "1": position below its percentage;
-    /// see [`hosts_of`]): the most seen at once in the lookback, so that
-    /// hosts gone silent in the wave still count in its size.
+    /// Hosts of the release's `compatible` (and selector) with a position
+    /// in the lookback, split by whether the wave covers them (`in_wave`
+    /// "1": latest position below its percentage; see [`hosts_of`]): hosts
+    /// gone silent in the wave still count in its size.
     pub hosts: String,
     /// Series of the release's hosts without the host label: a host the
     /// queries cannot tell apart (must be none).
@@ -577,10 +601,6 @@ pub fn queries(
     let release = format!("{hosts},release={}", quote(version));
     let l = host_label;
     let range = format!("{lookback_secs}s");
-    // Subquery resolution: about 24 points over the lookback, at least a
-    // minute apart (the last hour counts every sample anyway; each point
-    // costs Prometheus a pass over every host's position: bench/fleet.sh).
-    let step = format!("{}s", (lookback_secs / 24).max(60));
     let failures: Vec<&str> = [
         Outcome::RolledBack,
         Outcome::TrialNeverBooted,
@@ -589,7 +609,7 @@ pub fn queries(
     .iter()
     .map(|o| o.as_str())
     .collect();
-    let live: Vec<&str> = [Outcome::Installed, Outcome::Committed, Outcome::Disarmed]
+    let others: Vec<&str> = [Outcome::Installed, Outcome::Committed, Outcome::Disarmed]
         .iter()
         .map(|o| o.as_str())
         .collect();
@@ -599,48 +619,38 @@ pub fn queries(
         .collect::<Vec<_>>()
         .join("|");
     let failed = Outcome::Failed.as_str();
-    let outcomes = format!(
-        "count by (outcome, kind) (\
-         topk by ({l}) (1, \
+    // One series per host: a failure in the lookback, else the latest
+    // other outcome in the lookback (the outcome's value is its time).
+    let per_host = format!(
+        "topk by ({l}) (1, \
          last_over_time(abupdate_release_outcome{{{release},outcome=~\"{}\"}}[{range}]) or \
          last_over_time(abupdate_release_outcome{{{release},outcome=\"{failed}\",kind=~\"{faults}\"}}[{range}])) \
          or on ({l}) \
-         topk by ({l}) (1, abupdate_release_outcome{{{release},outcome=~\"{}\"}}))",
+         topk by ({l}) (1, last_over_time(abupdate_release_outcome{{{release},outcome=~\"{}\"}}[{range}]))",
         failures.join("|"),
-        live.join("|")
+        others.join("|")
     );
+    // Each host's latest position in the lookback (the largest of its
+    // series): every raw sample counts, none is skipped by a step.
+    let position =
+        format!("max by ({l}) (last_over_time(abupdate_rollout_position{{{hosts}}}[{range}]))");
+    let outcomes = match percent {
+        Some(p) => format!(
+            "count by (outcome, kind, in_wave) (\
+             (({per_host}) * on ({l}) group_left (in_wave) \
+             label_replace({position} < {}, \"in_wave\", \"1\", \"\", \"\")) \
+             or on ({l}) ({per_host}))",
+            p / 100.0
+        ),
+        None => format!("count by (outcome, kind) ({per_host})"),
+    };
     let not_counted = format!(
         "count(count by ({l}) (abupdate_release_outcome{{{release},outcome=\"{failed}\",kind!~\"{faults}\"}}))"
     );
-    // The hosts counted from `positions` (a selector or a range function of
-    // one): in the wave and not, or all.
-    let counted = |positions: &str| match percent {
-        Some(p) => format!(
-            "count_values(\"in_wave\", max by ({l}) ({positions}) < bool {})",
-            p / 100.0
-        ),
-        None => format!("count(max by ({l}) ({positions}))"),
+    let hosts_query = match percent {
+        Some(p) => format!("count_values(\"in_wave\", {position} < bool {})", p / 100.0),
+        None => format!("count({position})"),
     };
-    let selector = format!("abupdate_rollout_position{{{hosts}}}");
-    // Every host seen in the last hour of the lookback, from its samples
-    // (a host seen for seconds before it went silent counts); and the most
-    // seen at once at a step of the whole lookback (at most 24 steps: a
-    // range of raw samples that long over ten thousand hosts would pass
-    // Prometheus's limit on the samples a query loads).
-    let recent = counted(&format!(
-        "last_over_time({selector}[{}s])",
-        lookback_secs.min(RECENT_SECS)
-    ));
-    let most = format!("max_over_time(({})[{range}:{step}])", counted(&selector));
-    // Element by element, the larger of the two, each evaluated once (a
-    // label tells them apart so that `or` keeps both).
-    let hosts_query = format!(
-        "max{} (label_replace({most}, \"of\", \"steps\", \"\", \"\") or label_replace({recent}, \"of\", \"hour\", \"\", \"\"))",
-        match percent {
-            Some(_) => " by (in_wave)",
-            None => "",
-        }
-    );
     let unidentified = format!(
         "count({{__name__=~\"abupdate_release_outcome|abupdate_rollout_position\",{hosts},{l}=\"\"}})"
     );
@@ -692,14 +702,22 @@ fn whole(v: f64) -> Result<u64, String> {
     }
 }
 
-/// The tally from the answer of [`Queries::outcomes`] and the count of
-/// [`Queries::not_counted`], classified as the reports are.
-pub fn tally_of(outcomes: &[Sample], not_counted: u64) -> Result<super::Tally, String> {
+/// The tallies from the answer of [`Queries::outcomes`] and the count of
+/// [`Queries::not_counted`], classified as the reports are: every host's
+/// (the error condition's), and with a wave (`wave`) its own hosts' (the
+/// `in_wave="1"` samples, the success condition's); a sample without
+/// `in_wave` is a host outside the wave or without a position.
+pub fn tally_of(
+    outcomes: &[Sample],
+    not_counted: u64,
+    wave: bool,
+) -> Result<(super::Tally, Option<super::Tally>), String> {
     use super::Verdict;
     let mut t = super::Tally {
         not_counted,
         ..Default::default()
     };
+    let mut w = super::Tally::default();
     for s in outcomes {
         let outcome = Outcome::parse(s.labels.get("outcome").map(String::as_str).unwrap_or(""));
         let kind = s
@@ -724,14 +742,24 @@ pub fn tally_of(outcomes: &[Sample], not_counted: u64) -> Result<super::Tally, S
                 s.labels.get("kind")
             ));
         }
-        match verdict {
-            Verdict::Installed => t.installed += n,
-            Verdict::Committed => t.committed += n,
-            Verdict::Failed => t.failed += n,
-            Verdict::NotCounted | Verdict::Unknown => t.not_counted += n,
+        let inside = match (wave, s.labels.get("in_wave").map(String::as_str)) {
+            (true, Some("1")) => true,
+            (_, None) => false,
+            (_, other) => return Err(format!("unexpected in_wave label {other:?}")),
+        };
+        for (tally, counts) in [(&mut t, true), (&mut w, inside)] {
+            if !counts {
+                continue;
+            }
+            match verdict {
+                Verdict::Installed => tally.installed += n,
+                Verdict::Committed => tally.committed += n,
+                Verdict::Failed => tally.failed += n,
+                Verdict::NotCounted | Verdict::Unknown => tally.not_counted += n,
+            }
         }
     }
-    Ok(t)
+    Ok((t, wave.then_some(w)))
 }
 
 #[cfg(test)]
@@ -850,14 +878,53 @@ mod tests {
             sample(&[("outcome", "disarmed")], 1.0),
         ];
         assert_eq!(
-            tally_of(&outcomes, 4),
-            Ok(super::super::Tally {
-                installed: 3,
-                committed: 40,
-                failed: 4,
-                not_counted: 5,
-            })
+            tally_of(&outcomes, 4, false),
+            Ok((
+                super::super::Tally {
+                    installed: 3,
+                    committed: 40,
+                    failed: 4,
+                    not_counted: 5,
+                },
+                None
+            ))
         );
+    }
+
+    #[test]
+    fn only_in_wave_samples_make_the_waves_tally_and_every_sample_the_fleets() {
+        let outcomes = [
+            sample(&[("outcome", "installed"), ("in_wave", "1")], 1.0),
+            sample(&[("outcome", "committed"), ("in_wave", "1")], 2.0),
+            sample(&[("outcome", "committed")], 10.0),
+            sample(&[("outcome", "rolled_back")], 1.0),
+            sample(&[("outcome", "rolled_back"), ("in_wave", "1")], 1.0),
+            sample(&[("outcome", "disarmed"), ("in_wave", "1")], 1.0),
+        ];
+        let tally = |installed, committed, failed, not_counted| super::super::Tally {
+            installed,
+            committed,
+            failed,
+            not_counted,
+        };
+        assert_eq!(
+            tally_of(&outcomes, 3, true),
+            Ok((tally(1, 12, 2, 4), Some(tally(1, 2, 1, 1))))
+        );
+        // No sample in the wave: an empty wave tally, not an unknown one.
+        assert_eq!(
+            tally_of(&outcomes[2..4], 0, true),
+            Ok((tally(0, 10, 1, 0), Some(tally(0, 0, 0, 0))))
+        );
+        // An in_wave value the query does not write, or one without a wave.
+        for (labels, wave) in [
+            (vec![("outcome", "committed"), ("in_wave", "0")], true),
+            (vec![("outcome", "committed"), ("in_wave", "")], true),
+            (vec![("outcome", "committed"), ("in_wave", "1")], false),
+        ] {
+            let e = tally_of(&[sample(&labels, 1.0)], 0, wave).expect_err("in_wave");
+            assert!(e.contains("in_wave"), "{e}");
+        }
     }
 
     #[test]
@@ -869,7 +936,7 @@ mod tests {
             vec![("outcome", "failed")],
             vec![("outcome", "failed"), ("kind", "network")],
         ] {
-            let e = tally_of(&[sample(&labels, 2.0)], 0).expect_err("unknown outcome");
+            let e = tally_of(&[sample(&labels, 2.0)], 0, true).expect_err("unknown outcome");
             assert!(e.contains("does not ask for"), "{e}");
         }
     }
@@ -952,30 +1019,31 @@ mod tests {
         let q = queries("acme \"x\"", "2.0", &sel, Some(2.0), "instance", 3600);
         let hosts = r#"compatible="acme \"x\"",region="eu""#;
         let release = format!("{hosts},release=\"2.0\"");
+        let per_host = format!(
+            "topk by (instance) (1, \
+             last_over_time(abupdate_release_outcome{{{release},outcome=~\"rolled_back|trial_never_booted|rolled_back_late\"}}[3600s]) or \
+             last_over_time(abupdate_release_outcome{{{release},outcome=\"failed\",kind=~\"payload|hash_mismatch|size|too_long|too_short|signature|manifest|no_fallback\"}}[3600s])) \
+             or on (instance) \
+             topk by (instance) (1, last_over_time(abupdate_release_outcome{{{release},outcome=~\"installed|committed|disarmed\"}}[3600s]))"
+        );
+        let position = format!(
+            "max by (instance) (last_over_time(abupdate_rollout_position{{{hosts}}}[3600s]))"
+        );
+        // Each host's outcome joined with its position: in the wave or not
+        // (no label), and a host without a position still counted.
         assert_eq!(
             q.outcomes,
             format!(
-                "count by (outcome, kind) (\
-                 topk by (instance) (1, \
-                 last_over_time(abupdate_release_outcome{{{release},outcome=~\"rolled_back|trial_never_booted|rolled_back_late\"}}[3600s]) or \
-                 last_over_time(abupdate_release_outcome{{{release},outcome=\"failed\",kind=~\"payload|hash_mismatch|size|too_long|too_short|signature|manifest|no_fallback\"}}[3600s])) \
-                 or on (instance) \
-                 topk by (instance) (1, abupdate_release_outcome{{{release},outcome=~\"installed|committed|disarmed\"}}))"
+                "count by (outcome, kind, in_wave) (\
+                 (({per_host}) * on (instance) group_left (in_wave) \
+                 label_replace({position} < 0.02, \"in_wave\", \"1\", \"\", \"\")) \
+                 or on (instance) ({per_host}))"
             )
         );
-        let counted = |positions: &str| {
-            format!("count_values(\"in_wave\", max by (instance) ({positions}) < bool 0.02)")
-        };
-        let recent = counted(&format!(
-            "last_over_time(abupdate_rollout_position{{{hosts}}}[3600s])"
-        ));
-        let most = format!(
-            "max_over_time(({})[3600s:150s])",
-            counted(&format!("abupdate_rollout_position{{{hosts}}}"))
-        );
+        // Every raw sample of the lookback, no subquery steps.
         assert_eq!(
             q.hosts,
-            format!("max by (in_wave) (label_replace({most}, \"of\", \"steps\", \"\", \"\") or label_replace({recent}, \"of\", \"hour\", \"\", \"\"))")
+            format!("count_values(\"in_wave\", {position} < bool 0.02)")
         );
         assert_eq!(
             q.not_counted,
@@ -986,20 +1054,17 @@ mod tests {
             format!("count({{__name__=~\"abupdate_release_outcome|abupdate_rollout_position\",{hosts},instance=\"\"}})")
         );
         let no_wave = queries("c", "2.0", &[], None, "site", 7 * 24 * 3600);
+        assert_eq!(
+            no_wave.hosts,
+            "count(max by (site) (last_over_time(abupdate_rollout_position{compatible=\"c\"}[604800s])))"
+        );
         assert!(
             no_wave
-                .hosts
-                .starts_with("max (label_replace(max_over_time((count(max by (site) (abupdate_rollout_position{compatible=\"c\"})))[604800s:25200s])"),
+                .outcomes
+                .starts_with("count by (outcome, kind) (topk by (site) (1, ")
+                && !no_wave.outcomes.contains("in_wave"),
             "{}",
-            no_wave.hosts
-        );
-        // Raw samples over an hour at most, whatever the lookback.
-        assert!(
-            no_wave.hosts.contains(
-                "count(max by (site) (last_over_time(abupdate_rollout_position{compatible=\"c\"}[3600s])))"
-            ),
-            "{}",
-            no_wave.hosts
+            no_wave.outcomes
         );
     }
 

@@ -408,10 +408,13 @@ fn a_real_prometheus_advances_a_healthy_wave_pauses_a_failing_one_and_holds_a_so
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.matches("query: ").count(), 4, "{stdout}");
     assert!(
-        stdout.contains("query: count by (outcome, kind) (topk"),
+        stdout.contains("query: count by (outcome, kind, in_wave) (((topk"),
         "{stdout}"
     );
-    assert!(stdout.contains("{outcome=\"committed\"} 5"), "{stdout}");
+    assert!(
+        stdout.contains("{in_wave=\"1\",outcome=\"committed\"} 5"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("advance [dry run: not written]"),
         "{stdout}"
@@ -678,4 +681,187 @@ fn silent_hosts_skewed_clocks_many_series_of_one_host_or_no_positions_never_adva
             dir.display()
         );
     }
+}
+
+/// An outcome series: (release, outcome, value).
+type Outcome<'a> = (&'a str, &'a str, i64);
+
+/// Positions and outcomes of `region`'s hosts, one sample a minute in
+/// each of `windows` (absolute Unix times, ends included): `outcomes` are
+/// (release, outcome, value).
+fn host_lines(
+    lines: &mut Vec<String>,
+    instance: &str,
+    region: &str,
+    position: f64,
+    outcomes: &[Outcome],
+    windows: &[(i64, i64)],
+) {
+    let l = format!(
+        "compatible=\"{COMPATIBLE}\",instance=\"{instance}\",job=\"node\",region=\"{region}\""
+    );
+    for &(from, to) in windows {
+        let mut t = from;
+        while t <= to {
+            lines.push(format!("abupdate_rollout_position{{{l}}} {position} {t}"));
+            for (release, outcome, value) in outcomes {
+                lines.push(format!(
+                    "abupdate_release_outcome{{{l},release=\"{release}\",outcome=\"{outcome}\"}} {value} {t}"
+                ));
+            }
+            t += 60;
+        }
+    }
+}
+
+fn openmetrics(lines: &[String]) -> String {
+    let of = |name: &str| {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(name))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    format!(
+        "# TYPE abupdate_release_outcome gauge\n{}\n# TYPE abupdate_rollout_position gauge\n{}\n# EOF\n",
+        of("abupdate_release_outcome"),
+        of("abupdate_rollout_position")
+    )
+}
+
+/// Finding 2 of the outside review: QA lab hosts of the release's
+/// `compatible` (position 0.99) that ran `abupdate install` by hand, which
+/// ignores the rollout, committed it; the 10% wave (hosts 0-4) has one
+/// host staged (`installed`) and four that have not polled yet. Their
+/// nine commits advanced the wave, and the reason claimed them as the
+/// wave's ("9 of ~10 hosts in the 10% wave committed"). Only in-wave
+/// commits count now; the outside ones are named as such.
+#[test]
+fn commits_of_hosts_outside_the_wave_do_not_advance_it() {
+    let h = TestHost::new("fleet-prom-outside", "1.0", HostOptions::default());
+    let now = abupdate::timefmt::now();
+    let started = now - 3 * 3600;
+    let recent = [(now - 600, now - 60)];
+    let mut lines = Vec::new();
+    for i in 0..50 {
+        let outcomes: &[Outcome] = match i {
+            0 => &[("8.0", "installed", started + 600)],
+            _ => &[],
+        };
+        let position = (i as f64 + 0.5) / 50.0;
+        let name = format!("host-{i:02}:9100");
+        host_lines(&mut lines, &name, "outside", position, outcomes, &recent);
+    }
+    for j in 0..9 {
+        host_lines(
+            &mut lines,
+            &format!("lab-{j:02}:9100"),
+            "outside",
+            0.99,
+            &[("8.0", "committed", started - 3600)],
+            &recent,
+        );
+    }
+    let p = prom::prometheus_with(&h.dir.join("prometheus"), &openmetrics(&lines));
+    let m = release(&h, "outside", "8.0", started);
+    let before = snapshot(m.parent().expect("dir"));
+    let out = controller(&h, &m, &p.url(""), &["--selector", "region=\"outside\""]);
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (
+            j["action"].as_str(),
+            j["reason"].as_str(),
+            j["wave_hosts"].as_u64(),
+            j["committed"].as_u64(),
+        ),
+        (
+            Some("keep"),
+            Some(
+                "wave 10%: 0 of ~5 hosts committed, 5 needed; \
+                 9 committed outside the wave, not counted"
+            ),
+            Some(5),
+            Some(9),
+        ),
+        "{j}"
+    );
+    assert_eq!(
+        j["in_wave"],
+        serde_json::json!({"installed": 1, "committed": 0, "failed": 0, "committed_outside": 9}),
+        "{j}"
+    );
+    assert_eq!(snapshot(m.parent().expect("dir")), before);
+}
+
+/// Finding 1 of the outside review: in the 10% wave (hosts 0-4) host 0
+/// committed; hosts 1-4 installed and went silent half an hour into the
+/// wave (a release that breaks their network). 49 hours later the wave's
+/// size was sampled at 24 steps of the wave's age, none of which fell in
+/// the silent hosts' half hour, and their `installed` series had gone
+/// stale: "1 of ~1 hosts committed" advanced the wave. The wave's start is
+/// chosen here so that the old steps miss them every time (the reviewer
+/// saw it in 4 runs of 6, by luck of alignment). Every sample of the
+/// lookback counts now: they hold the wave as `installed`.
+#[test]
+fn hosts_silent_since_early_in_an_old_wave_still_hold_it() {
+    let h = TestHost::new("fleet-prom-early", "1.0", HostOptions::default());
+    let now = abupdate::timefmt::now();
+    // The silent hosts' life in the wave: [alive, gone].
+    let alive = now - 49 * 3600;
+    let gone = alive + 30 * 60;
+    let mut lines = Vec::new();
+    for i in 0..50 {
+        let (outcomes, windows): (&[Outcome], Vec<(i64, i64)>) = match i {
+            0 => (
+                &[
+                    ("9.0", "installed", alive),
+                    ("9.0", "committed", alive + 600),
+                ],
+                vec![(alive, gone), (now - 600, now - 60)],
+            ),
+            1..=4 => (&[("9.0", "installed", alive)], vec![(alive, gone)]),
+            _ => (&[], vec![(alive, gone), (now - 600, now - 60)]),
+        };
+        let position = (i as f64 + 0.5) / 50.0;
+        let name = format!("host-{i:02}:9100");
+        host_lines(&mut lines, &name, "early", position, outcomes, &windows);
+    }
+    let p = prom::prometheus_with(&h.dir.join("prometheus"), &openmetrics(&lines));
+    // A wave start before `alive` whose age L gives the old subquery steps
+    // of L/24 seconds, aligned to multiples of the step, none in
+    // [alive, gone + 5 min] (an instant sees a sample for 5 minutes); L a
+    // multiple of 24 so that the step stays the same for 23 seconds.
+    let t = abupdate::timefmt::now();
+    let step = ((t - alive) / 24 + 1..)
+        .find(|s| {
+            let next = (alive + s - 1) / s * s;
+            next > gone + 300
+        })
+        .expect("a step");
+    let m = release(&h, "early", "9.0", t - 24 * step);
+    let before = snapshot(m.parent().expect("dir"));
+    let out = controller(&h, &m, &p.url(""), &["--selector", "region=\"early\""]);
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (
+            j["action"].as_str(),
+            j["reason"].as_str(),
+            j["wave_hosts"].as_u64()
+        ),
+        (
+            Some("keep"),
+            Some("wave 10%: 1 of ~5 hosts committed, 5 needed"),
+            Some(5)
+        ),
+        "{j}"
+    );
+    assert_eq!(
+        j["in_wave"],
+        serde_json::json!({"installed": 4, "committed": 1, "failed": 0, "committed_outside": 0}),
+        "{j}"
+    );
+    assert_eq!(snapshot(m.parent().expect("dir")), before);
 }

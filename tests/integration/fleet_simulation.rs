@@ -164,8 +164,24 @@ fn controller(
     let wave_hosts = plan
         .percent
         .map(|p| hosts.iter().filter(|h| h.position * 100.0 < p).count() as u64);
+    // And the tally of the wave's own hosts, as the outcome query joins
+    // each host's outcome with its position.
+    let in_wave = plan.percent.map(|p| {
+        let wave: std::collections::HashSet<&str> = hosts
+            .iter()
+            .filter(|h| h.position * 100.0 < p)
+            .map(|h| h.id.as_str())
+            .collect();
+        let inside: Vec<Event> = arrived
+            .iter()
+            .filter(|e| wave.contains(e.host.as_str()))
+            .cloned()
+            .collect();
+        fleet::tally(&inside, "sim", m.version.as_str())
+    });
     let facts = Facts {
         tally: fleet::tally(&arrived, "sim", m.version.as_str()),
+        in_wave,
         wave_hosts,
     };
     let action = fleet::decide(&plan, &facts, policy, now);
