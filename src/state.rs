@@ -306,6 +306,13 @@ pub enum Hold {
     /// (`mark-bad` of its slot): not a failure of the release, but the
     /// timer does not take it again; an `install` of it by hand does.
     Cancelled,
+    /// An operator rolled the host back from it by hand after it was
+    /// committed here (`rollback`, `mark-bad` of its slot): a failure of
+    /// the release here (reported `rolled_back_late`), so the timer does
+    /// not take it again; an `install` of it by hand does (the operator's
+    /// own verdict, theirs to revise), and lifts the hold. An older
+    /// version reads it as a hold it does not know: held as a failure.
+    Rejected,
     /// A hold this version does not know.
     Other(String),
 }
@@ -316,14 +323,28 @@ impl Hold {
         match self {
             Hold::Failed => "failed",
             Hold::Cancelled => "cancelled",
+            Hold::Rejected => "rejected",
             Hold::Other(s) => s,
         }
     }
 
     /// Whether an `install` by hand is refused too (anything but an
-    /// operator's cancel, the unknown included).
+    /// operator's own decision, a cancel or a rejection after the commit;
+    /// the unknown included).
     pub fn binds_the_operator(&self) -> bool {
-        *self != Hold::Cancelled
+        !matches!(self, Hold::Cancelled | Hold::Rejected)
+    }
+
+    /// How firmly it holds: a cancel (no verdict), then an operator's
+    /// rejection, then a failure (and a hold this version does not know,
+    /// which nothing replaces).
+    fn strength(&self) -> u8 {
+        match self {
+            Hold::Cancelled => 0,
+            Hold::Rejected => 1,
+            Hold::Failed => 2,
+            Hold::Other(_) => 3,
+        }
     }
 
     /// `failed` is the default, left out of `state.json` (as older
@@ -344,6 +365,7 @@ impl<'de> Deserialize<'de> for Hold {
         String::deserialize(d).map(|s| match s.as_str() {
             "failed" => Hold::Failed,
             "cancelled" => Hold::Cancelled,
+            "rejected" => Hold::Rejected,
             _ => Hold::Other(s),
         })
     }
@@ -618,6 +640,19 @@ impl State {
             .collect()
     }
 
+    /// The versions held as failures here (every entry but an operator's
+    /// cancel) that a run may not install: every one for the timer's
+    /// runs; for a run by hand (`by_hand`), all but those the operator
+    /// rejected after their commit ([`Hold::Rejected`]).
+    pub fn failures(&self, by_hand: bool) -> Vec<String> {
+        self.failed
+            .iter()
+            .filter(|f| f.hold != Hold::Cancelled)
+            .filter(|f| !by_hand || f.hold.binds_the_operator())
+            .map(|f| f.version.clone())
+            .collect()
+    }
+
     /// The versions an operator cancelled ([`Hold::Cancelled`]).
     pub fn cancelled_versions(&self) -> Vec<String> {
         self.failed
@@ -650,11 +685,12 @@ impl State {
     }
 
     /// Put `version` on the failed list held as `hold`; an entry there
-    /// already stays, but a cancel never softens a failure and a failure
-    /// hardens a cancel.
+    /// already stays, but only a firmer hold replaces it
+    /// ([`Hold::strength`]): a cancel never softens a failure, and a
+    /// failure hardens a cancel or an operator's rejection.
     fn hold(&mut self, version: &str, manifest_sha256: &str, reason: &str, at: i64, hold: Hold) {
         match self.failed_entry(version) {
-            Some(f) if f.hold == Hold::Cancelled && hold == Hold::Failed => {
+            Some(f) if f.hold.strength() < hold.strength() => {
                 f.manifest_sha256 = manifest_sha256.to_string();
                 f.reason = reason.to_string();
                 f.at = at;
@@ -721,10 +757,11 @@ impl State {
             },
         );
         self.record_release(t);
-        // An operator's `install` of a release they had cancelled lifts
-        // the cancel (the timer never stages one it holds).
+        // An operator's `install` of a release they had cancelled, or
+        // rejected after its commit, lifts the hold (the timer never
+        // stages one it holds).
         if let Some(at) = self.failed_index(&t.version) {
-            if self.failed[at].hold == Hold::Cancelled {
+            if !self.failed[at].hold.binds_the_operator() {
                 self.failed.remove(at);
             }
         }
@@ -772,9 +809,10 @@ impl State {
         self.metrics.last_success = Some(at);
     }
 
-    /// The trial `t` failed (its checks, its bytes, or it never came up):
-    /// its release goes on the failed list, its slot is bad, nothing is
-    /// pending, and the rollback is counted under `kind`. With `holds`
+    /// The trial `t` failed (its checks, its bytes, or it never came up),
+    /// or the committed release `t` stands for was rejected: its release
+    /// goes on the failed list (held as `hold`), its slot is bad, nothing
+    /// is pending, and the rollback is counted under `kind`. With `holds`
     /// (the slot's bytes are the release's) the record names the release
     /// that failed; without (its bytes did not read back right) it names
     /// none.
@@ -784,9 +822,10 @@ impl State {
         holds: bool,
         reason: &str,
         kind: Kind,
+        hold: Hold,
         at: i64,
     ) {
-        self.record_failed(&t.version, &t.manifest_sha256, reason, at);
+        self.hold(&t.version, &t.manifest_sha256, reason, at, hold);
         if holds {
             self.record_release(t);
         }
@@ -885,6 +924,27 @@ impl State {
             manifest_sha256: rec.manifest_sha256.unwrap_or_default(),
             phase: Phase::Staged,
             started: p.started,
+            staged_boot_id: None,
+            images: rec.images,
+            unknown: Unknown::new(),
+        })
+    }
+
+    /// The release abupdate installed and committed in `slot` (its record
+    /// `good`, naming the release and its manifest) as the trial it was,
+    /// for an operator's rejection of it to retire like any failed trial.
+    pub fn committed_release(&self, slot: SlotName) -> Option<Transaction> {
+        let rec = self.slot(slot);
+        if rec.status != SlotStatus::Good {
+            return None;
+        }
+        Some(Transaction {
+            from: slot.other(),
+            to: slot,
+            version: rec.version?,
+            manifest_sha256: rec.manifest_sha256?,
+            phase: Phase::Staged,
+            started: rec.installed_at.unwrap_or_default(),
             staged_boot_id: None,
             images: rec.images,
             unknown: Unknown::new(),
@@ -1882,6 +1942,78 @@ mod tests {
     }
 
     #[test]
+    fn an_operators_rejection_after_the_commit_holds_the_timer_not_the_operator() {
+        let mut s = fresh();
+        let t = transaction(SlotName::A, Phase::Staged);
+        assert_eq!(s.committed_release(SlotName::B), None, "nothing there");
+        s.stage(&t, None, 9);
+        assert_eq!(
+            s.committed_release(SlotName::B),
+            None,
+            "staged, not committed"
+        );
+        s.commit(&t, 10, 0, None);
+        let release = s.committed_release(SlotName::B).expect("committed");
+        assert_eq!(
+            (release.from, release.to, release.version.as_str()),
+            (SlotName::A, SlotName::B, "2.0")
+        );
+        assert_eq!(
+            (release.manifest_sha256.as_str(), &release.images),
+            ("aa", &t.images)
+        );
+        assert_eq!(
+            s.committed_release(SlotName::A),
+            None,
+            "a slot adopted (no manifest recorded) holds no release abupdate committed"
+        );
+        s.retire_trial(
+            &release,
+            true,
+            "rejected by hand after its commit",
+            Kind::Health,
+            Hold::Rejected,
+            11,
+        );
+        assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);
+        assert_eq!(s.committed_release(SlotName::B), None, "rejected once");
+        assert_eq!(
+            (s.metrics.rollbacks, s.metrics.failures.get("health")),
+            (1, Some(&1))
+        );
+        assert_eq!(s.failed[0].hold, Hold::Rejected);
+        assert_eq!(s.failed_versions(false), ["2.0"], "the timer holds it");
+        assert_eq!(s.failures(false), ["2.0"], "as a failure, not a cancel");
+        assert!(s.cancelled_versions().is_empty());
+        assert!(s.failed_versions(true).is_empty(), "the operator may");
+        assert!(s.failures(true).is_empty(), "the operator may");
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["failed"][0]["hold"], "rejected");
+        let back: State = serde_json::from_value(json).expect("read");
+        assert_eq!(back.failed, s.failed);
+        // An install by hand staging it lifts the hold.
+        let mut again = s.clone();
+        again.stage(&transaction(SlotName::A, Phase::Writing), None, 12);
+        assert!(again.failed.is_empty(), "{:?}", again.failed);
+        // A failure hardens it; a cancel does not soften it.
+        let mut soft = s.clone();
+        soft.cancel(&t, "cancelled", 13);
+        assert_eq!(soft.failed[0].hold, Hold::Rejected);
+        s.record_failed("2.0", "aa", "checks failed", 14);
+        assert_eq!(
+            (s.failed.len(), s.failed[0].hold.clone()),
+            (1, Hold::Failed)
+        );
+        // A rejection does not soften a cancel's hardening either way: a
+        // cancelled release rejected later is a rejection.
+        let mut c = fresh();
+        c.stage(&t, None, 9);
+        c.cancel(&t, "cancelled", 10);
+        c.hold("2.0", "aa", "rejected", 11, Hold::Rejected);
+        assert_eq!(c.failed[0].hold, Hold::Rejected);
+    }
+
+    #[test]
     fn a_hold_this_version_does_not_know_is_kept_and_binds_every_run() {
         let raw = r#"{"format":1,"failed":[{"version":"3.0","manifest_sha256":"ff","reason":"r","at":1,"hold":"quarantined"}]}"#;
         let s: State = serde_json::from_str(raw).expect("read");
@@ -1906,7 +2038,7 @@ mod tests {
             (1, Some(10))
         );
 
-        s.retire_trial(&t, true, "checks failed", Kind::Health, 11);
+        s.retire_trial(&t, true, "checks failed", Kind::Health, Hold::Failed, 11);
         assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);
         assert_eq!(s.slot(SlotName::B).version.as_deref(), Some("2.0"));
         assert_eq!(s.transaction, None);
@@ -1981,7 +2113,7 @@ mod tests {
         assert!(planned.settle_planned_reboot(SlotName::A), "A runs: done");
         assert_eq!(planned.planned_reboot, None);
         assert!(planned.reboot_owed(SlotName::B).is_none());
-        s.retire_trial(&release, true, "late", Kind::Health, 20);
+        s.retire_trial(&release, true, "late", Kind::Health, Hold::Failed, 20);
         assert_eq!(s.probation, None);
         assert_eq!(s.slot(SlotName::B).status, SlotStatus::Bad);
         assert_eq!(s.failed_versions(true), ["2.0"]);
@@ -2011,9 +2143,9 @@ mod tests {
         committed.commit(&t, 10, 0, None);
         named(&committed, SlotStatus::Good);
         let mut failed = s.clone();
-        failed.retire_trial(&t, true, "checks failed", Kind::Health, 11);
+        failed.retire_trial(&t, true, "checks failed", Kind::Health, Hold::Failed, 11);
         named(&failed, SlotStatus::Bad);
-        s.retire_trial(&t, false, "bytes differ", Kind::Health, 11);
+        s.retire_trial(&t, false, "bytes differ", Kind::Health, Hold::Failed, 11);
         let rec = s.slot(SlotName::B);
         assert_eq!(rec.status, SlotStatus::Bad);
         assert_eq!((rec.version, rec.images.len()), (None, 0));

@@ -581,8 +581,9 @@ fn judge(
     let parsed = |v: Option<&str>| v.and_then(|v| Version::parse(v).ok());
     let booted_version = parsed(host.booted_version(state, booted).as_deref())
         .or_else(|| parsed(state.slot(booted).version.as_deref()));
-    // The failures hold every run; an operator's cancel only the timer's.
-    let failed = state.failed_versions(true);
+    // The failures hold every run; an operator's cancel, and an
+    // operator's rejection of a committed release, only the timer's.
+    let failed = state.failures(by_hand);
     let cancelled = match by_hand {
         true => Vec::new(),
         false => state.cancelled_versions(),

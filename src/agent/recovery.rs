@@ -15,12 +15,14 @@ use super::transition::Transition;
 use super::verdict::{reboot_into, Failure, Verdict};
 use super::{log, Host, Refusal};
 use crate::error::Result;
+use crate::manifest::Version;
 use crate::slot::SlotName;
-use crate::state::{Phase, SlotStatus, State, Transaction};
+use crate::state::{Phase, SlotRecord, SlotStatus, State, Transaction};
 use std::fmt;
 
 /// Retire the trial `t` that failed (`why`), or the committed release on
-/// probation that failed late: marked bad, the slot it came from
+/// probation that failed late, or one an operator rejected by hand after
+/// its commit: marked bad, the slot it came from
 /// activated, its release on the failed list, reported; then, for a slot
 /// that is running, the reboot into the old slot, and where the bootloader
 /// already fell back, the re-bless of the running slot.
@@ -33,9 +35,10 @@ pub(super) fn retire_trial(
     no_reboot: bool,
 ) -> Result<Verdict> {
     let reason = why.reason(t);
+    let late = why.outcome() == crate::report::Outcome::RolledBackLate;
     match why {
         Failure::NeverBooted => log(&reason),
-        Failure::Late { .. } => log(&format!(
+        _ if late => log(&format!(
             "rolling back {} in slot {} late: {reason}",
             t.version, t.to
         )),
@@ -58,7 +61,7 @@ pub(super) fn retire_trial(
     }
     Ok(match why {
         Failure::NeverBooted => Verdict::TrialNeverBooted { version },
-        Failure::Late { .. } => Verdict::RolledBackLate { version, reason },
+        _ if late => Verdict::RolledBackLate { version, reason },
         _ => Verdict::RolledBack { version, reason },
     })
 }
@@ -219,9 +222,9 @@ pub struct ManualFacts<'a> {
     /// The update in flight, as recorded.
     pub transaction: Option<&'a Transaction>,
     /// Slot A's record.
-    pub a: &'a SlotStatus,
+    pub a: &'a SlotRecord,
     /// Slot B's record.
-    pub b: &'a SlotStatus,
+    pub b: &'a SlotRecord,
     /// The slot whose committed release is on probation (a probation
     /// recorded and not over), if any.
     pub probation: Option<SlotName>,
@@ -262,10 +265,43 @@ impl ManualFacts<'_> {
                 .is_some_and(|t| t.to == slot && matches!(t.phase, Phase::Staged | Phase::Writing))
     }
 
-    fn status(&self, slot: SlotName) -> &SlotStatus {
+    fn record(&self, slot: SlotName) -> &SlotRecord {
         match slot {
             SlotName::A => self.a,
             SlotName::B => self.b,
+        }
+    }
+
+    fn status(&self, slot: SlotName) -> &SlotStatus {
+        &self.record(slot).status
+    }
+
+    /// Whether going from `slot` to the other one (a `rollback` from the
+    /// booted slot, or `mark-bad` of it, or of the other slot the host
+    /// already left) is the operator's verdict against the release there:
+    /// abupdate installed and committed it (its record `good`, naming the
+    /// release and its manifest: not a slot adopted as found), nothing is
+    /// in flight and no probation of it runs (those are a trial's or a
+    /// probation's rejection), and the slot the host goes to does not hold
+    /// the same release or a newer one (a way forward, or a rollback to a
+    /// copy of what is left, says nothing against it). A release the other
+    /// slot names none of, or whose versions do not compare, is left
+    /// behind: the operator went back from it.
+    fn leaves_committed(&self, slot: SlotName) -> bool {
+        let left = self.record(slot);
+        let committed = left.status == SlotStatus::Good
+            && left.manifest_sha256.is_some()
+            && self.transaction.is_none()
+            && self.probation != Some(slot);
+        let Some(version) = left.version.as_deref().filter(|_| committed) else {
+            return false;
+        };
+        let Some(kept) = self.record(slot.other()).version.as_deref() else {
+            return true;
+        };
+        match (Version::parse(version), Version::parse(kept)) {
+            (Ok(left), Ok(kept)) => kept < left,
+            _ => kept != version,
         }
     }
 
@@ -314,6 +350,22 @@ pub enum ManualPlan {
     /// install it again. Before, `mark-bad` only marked the slot and the
     /// next boot recorded a second verdict (a fall-back).
     RejectOnProbation,
+    /// The host leaves by hand the release abupdate committed in `slot`
+    /// (no trial, no probation running): `rollback` from it, `mark-bad`
+    /// of it while it runs, or `mark-bad` of it after the host left it
+    /// (the bootloader's menu, an older abupdate's `rollback`: the timer
+    /// would install it again). The operator's verdict after the commit:
+    /// retired as a late rollback ([`retire_trial`] with
+    /// [`Failure::RejectedCommitted`]: bad, the other slot activated,
+    /// `rolled_back_late`, a rollback counted), its release held from the
+    /// timer ([`crate::state::Hold::Rejected`]); an `install` of it by
+    /// hand takes it again. Before, the verb only switched or marked: the
+    /// fleet counted the host a success, and the next timer run installed
+    /// the release again.
+    RejectCommitted {
+        /// The slot holding the release rejected.
+        slot: SlotName,
+    },
     /// `mark-bad` of the other slot, which holds a release pending there:
     /// staged and never booted, or still being written (its download
     /// stopped by a closed window, or cut by a power loss; the next
@@ -324,7 +376,9 @@ pub enum ManualPlan {
     /// ([`crate::state::Hold::Cancelled`]).
     CancelPending,
     /// Make `slot` the one booted next (a manual rollback); `vouched`: the
-    /// operator forced it onto a slot not recorded usable.
+    /// operator forced it onto a slot not recorded usable. Not a verdict
+    /// on the release left: the host goes to a copy of it or a newer one,
+    /// or it is no release abupdate committed here.
     SwitchTo {
         /// The slot booted next.
         slot: SlotName,
@@ -373,6 +427,9 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             if f.pending_in(slot) {
                 return Ok(ManualPlan::CancelPending);
             }
+            if f.leaves_committed(slot) {
+                return Ok(ManualPlan::RejectCommitted { slot });
+            }
             Ok(ManualPlan::Mark { slot, good: false })
         }
         Manual::Rollback => {
@@ -385,6 +442,9 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             }
             if f.running_probation() {
                 return Ok(ManualPlan::RejectOnProbation);
+            }
+            if f.leaves_committed(f.booted) {
+                return Ok(ManualPlan::RejectCommitted { slot: f.booted });
             }
             Ok(ManualPlan::SwitchTo {
                 slot: other,
@@ -401,10 +461,7 @@ fn plan(
     op: Manual,
     force: bool,
 ) -> std::result::Result<ManualPlan, Refusal> {
-    let (a, b) = (
-        state.slot(SlotName::A).status,
-        state.slot(SlotName::B).status,
-    );
+    let (a, b) = (state.slot(SlotName::A), state.slot(SlotName::B));
     judge(
         op,
         &ManualFacts {
@@ -430,12 +487,16 @@ pub enum ManualDone {
         good: bool,
     },
     /// The release the host ran was rejected and retired
-    /// ([`ManualPlan::RejectTrial`], [`ManualPlan::RejectOnProbation`]).
+    /// ([`ManualPlan::RejectTrial`], [`ManualPlan::RejectOnProbation`],
+    /// [`ManualPlan::RejectCommitted`]).
     Rejected {
         /// The release rejected.
         version: String,
-        /// On probation (committed), not on its trial.
+        /// Committed (on probation or not), not on its trial.
         late: bool,
+        /// Held from the timer only (rejected after its commit with no
+        /// probation running): an `install` of it by hand takes it.
+        timer_only: bool,
         /// The slot that boots next.
         next: SlotName,
     },
@@ -503,6 +564,7 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<M
             Ok(ManualDone::Rejected {
                 version: t.version,
                 late: false,
+                timer_only: false,
                 next: t.from,
             })
         }
@@ -518,6 +580,23 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<M
             Ok(ManualDone::Rejected {
                 version: release.version,
                 late: true,
+                timer_only: false,
+                next: release.from,
+            })
+        }
+        ManualPlan::RejectCommitted { slot } => {
+            let Some(release) = state.committed_release(slot) else {
+                return Ok(ManualDone::Unchanged);
+            };
+            let why = Failure::RejectedCommitted {
+                op,
+                left: slot != booted,
+            };
+            retire_trial(host, &flip, &mut state, &release, &why, no_reboot)?;
+            Ok(ManualDone::Rejected {
+                version: release.version,
+                late: true,
+                timer_only: true,
                 next: release.from,
             })
         }
@@ -564,6 +643,25 @@ mod tests {
         }
     }
 
+    /// A slot's record saying `status` and nothing of its release.
+    fn rec(status: SlotStatus) -> SlotRecord {
+        SlotRecord {
+            status,
+            ..Default::default()
+        }
+    }
+
+    /// A slot's record saying `status`, holding `version`, which abupdate
+    /// `installed` (its manifest recorded) or adopted as found.
+    fn holding(status: SlotStatus, version: &str, installed: bool) -> SlotRecord {
+        SlotRecord {
+            status,
+            version: Some(version.into()),
+            manifest_sha256: installed.then(|| "ee".into()),
+            ..Default::default()
+        }
+    }
+
     /// Judge `op` on a host booted from A with these records.
     fn judged(
         op: Manual,
@@ -577,9 +675,30 @@ mod tests {
             &ManualFacts {
                 booted: A,
                 transaction: t,
-                a: &a,
-                b: &b,
+                a: &rec(a),
+                b: &rec(b),
                 probation: None,
+                force,
+            },
+        )
+    }
+
+    /// Judge `op` on a host booted from `booted` with these full records.
+    fn judged_on(
+        op: Manual,
+        booted: SlotName,
+        (a, b): (&SlotRecord, &SlotRecord),
+        (transaction, probation): (Option<&Transaction>, Option<SlotName>),
+        force: bool,
+    ) -> std::result::Result<ManualPlan, Refusal> {
+        judge(
+            op,
+            &ManualFacts {
+                booted,
+                transaction,
+                a,
+                b,
+                probation,
                 force,
             },
         )
@@ -786,8 +905,8 @@ mod tests {
                 &ManualFacts {
                     booted: B,
                     transaction: None,
-                    a: &a,
-                    b: &Good,
+                    a: &rec(a),
+                    b: &rec(Good),
                     probation,
                     force,
                 },
@@ -829,6 +948,199 @@ mod tests {
                 good: false
             }),
             "the slot on probation not running (fell back): no rejection of it"
+        );
+    }
+
+    /// Booted B, which holds 2.0 that abupdate installed and committed
+    /// (no probation: `probation = 0`, the default), A holding 1.0.
+    fn committed_in_b(a: SlotStatus) -> (SlotRecord, SlotRecord) {
+        (holding(a, "1.0", false), holding(Good, "2.0", true))
+    }
+
+    #[test]
+    fn leaving_a_committed_release_by_hand_rejects_it() {
+        // The reviewer's case (attack5, 4): `rollback` or `mark-bad B`
+        // from the committed 2.0 is a verdict on it, not a bare switch.
+        let (a, b) = committed_in_b(Good);
+        for op in [Manual::Rollback, Manual::MarkBad(B)] {
+            assert_eq!(
+                judged_on(op, B, (&a, &b), (None, None), false),
+                Ok(ManualPlan::RejectCommitted { slot: B }),
+                "{op}"
+            );
+        }
+        // Still the one rule first: no proven good fallback, refused
+        // unless forced, and forced it is the same rejection.
+        let (bad_a, b) = committed_in_b(Bad);
+        for op in [Manual::Rollback, Manual::MarkBad(B)] {
+            let r = judged_on(op, B, (&bad_a, &b), (None, None), false);
+            assert_eq!(refused_for(r), (A, Bad, false), "{op}");
+            assert_eq!(
+                judged_on(op, B, (&bad_a, &b), (None, None), true),
+                Ok(ManualPlan::RejectCommitted { slot: B }),
+                "{op} --force"
+            );
+        }
+        // The host left it already (the boot menu, an older abupdate's
+        // `rollback`) and runs 1.0: `mark-bad B` rejects it, or the timer
+        // installs it again.
+        assert_eq!(
+            judged_on(Manual::MarkBad(B), A, (&a, &b), (None, None), false),
+            Ok(ManualPlan::RejectCommitted { slot: B })
+        );
+        // A version that does not compare, differing from what the host
+        // goes to, or none known there: the host goes back from it.
+        let odd = holding(Good, "build-7", true);
+        let unnamed = rec(Good);
+        for (a, b) in [(&a, &odd), (&unnamed, &b)] {
+            assert_eq!(
+                judged_on(Manual::Rollback, B, (a, b), (None, None), false),
+                Ok(ManualPlan::RejectCommitted { slot: B }),
+                "{a:?} {b:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_trial_or_a_probation_keeps_its_own_rejection() {
+        let (a, b) = committed_in_b(Good);
+        // On probation: the probation's late rollback, as before.
+        for op in [Manual::Rollback, Manual::MarkBad(B)] {
+            assert_eq!(
+                judged_on(op, B, (&a, &b), (None, Some(B)), false),
+                Ok(ManualPlan::RejectOnProbation),
+                "{op}"
+            );
+        }
+        // On its trial (the record says installed, the transaction names
+        // B): the trial's rejection.
+        let t = staged(B, Phase::Staged);
+        let trial = holding(Installed, "2.0", true);
+        assert_eq!(
+            judged_on(Manual::Rollback, B, (&a, &trial), (Some(&t), None), false),
+            Ok(ManualPlan::RejectTrial)
+        );
+        // Anything in flight (here a write into A the operator forces a
+        // rollback onto): no verdict on the committed release, a switch.
+        let w = staged(A, Phase::Writing);
+        let writing = rec(Installing);
+        assert_eq!(
+            judged_on(Manual::Rollback, B, (&writing, &b), (Some(&w), None), true),
+            Ok(ManualPlan::SwitchTo {
+                slot: A,
+                vouched: true
+            })
+        );
+    }
+
+    #[test]
+    fn leaving_for_the_same_or_a_newer_release_is_no_verdict() {
+        // Booted A with 1.0, installed and committed here; B holds 2.0,
+        // committed: `rollback` there is a way forward, not a verdict on
+        // 1.0; `mark-bad B` from A rejects 2.0 instead (above).
+        let (a, b) = (holding(Good, "1.0", true), holding(Good, "2.0", true));
+        assert_eq!(
+            judged_on(Manual::Rollback, A, (&a, &b), (None, None), false),
+            Ok(ManualPlan::SwitchTo {
+                slot: B,
+                vouched: false
+            })
+        );
+        // Both slots hold 2.0 (spelt either way): the host keeps running it.
+        for same in ["2.0", "2.0.0"] {
+            let a = holding(Good, same, true);
+            assert_eq!(
+                judged_on(Manual::Rollback, B, (&a, &b), (None, None), false),
+                Ok(ManualPlan::SwitchTo {
+                    slot: A,
+                    vouched: false
+                }),
+                "{same}"
+            );
+        }
+        let odd = holding(Good, "build-7", true);
+        assert_eq!(
+            judged_on(Manual::Rollback, B, (&odd, &odd), (None, None), false),
+            Ok(ManualPlan::SwitchTo {
+                slot: A,
+                vouched: false
+            }),
+            "the same release, though its version does not compare"
+        );
+        // A release adopted as found (no manifest: abupdate never
+        // installed it here) is no release this host judges.
+        let adopted = holding(Good, "2.0", false);
+        let (a, _) = committed_in_b(Good);
+        assert_eq!(
+            judged_on(Manual::Rollback, B, (&a, &adopted), (None, None), false),
+            Ok(ManualPlan::SwitchTo {
+                slot: A,
+                vouched: false
+            })
+        );
+    }
+
+    #[test]
+    fn marking_the_other_slot_bad_when_it_holds_an_older_release_is_a_mark() {
+        // Booted B with the committed 2.0; A holds 1.0, also installed and
+        // committed here: the host does not leave it, nothing is rejected.
+        let (a, b) = (holding(Good, "1.0", true), holding(Good, "2.0", true));
+        assert_eq!(
+            judged_on(Manual::MarkBad(A), B, (&a, &b), (None, None), false),
+            Ok(ManualPlan::Mark {
+                slot: A,
+                good: false
+            })
+        );
+        // Nor when it holds the same release.
+        let same = holding(Good, "2.0", true);
+        assert_eq!(
+            judged_on(Manual::MarkBad(A), B, (&same, &b), (None, None), false),
+            Ok(ManualPlan::Mark {
+                slot: A,
+                good: false
+            })
+        );
+    }
+
+    #[test]
+    fn a_repeated_rollback_rejects_the_release_once() {
+        // After the rejection (B bad, A activated, the reboot not yet
+        // done), `rollback` or `mark-bad B` again: no second verdict.
+        let (a, _) = committed_in_b(Good);
+        let rejected = holding(Bad, "2.0", true);
+        assert_eq!(
+            judged_on(Manual::Rollback, B, (&a, &rejected), (None, None), false),
+            Ok(ManualPlan::SwitchTo {
+                slot: A,
+                vouched: false
+            })
+        );
+        assert_eq!(
+            judged_on(Manual::MarkBad(B), B, (&a, &rejected), (None, None), true),
+            Ok(ManualPlan::Mark {
+                slot: B,
+                good: false
+            })
+        );
+        // Booted A, back on 1.0: rolling "back" onto the rejected 2.0 is
+        // refused (B is bad), and forced is a switch, no verdict on 1.0.
+        let r = judged_on(Manual::Rollback, A, (&a, &rejected), (None, None), false);
+        assert_eq!(refused_for(r), (B, Bad, false));
+        assert_eq!(
+            judged_on(Manual::Rollback, A, (&a, &rejected), (None, None), true),
+            Ok(ManualPlan::SwitchTo {
+                slot: B,
+                vouched: true
+            })
+        );
+        assert_eq!(
+            judged_on(Manual::MarkBad(B), A, (&a, &rejected), (None, None), false),
+            Ok(ManualPlan::Mark {
+                slot: B,
+                good: false
+            }),
+            "marked again: its rejection is recorded already"
         );
     }
 

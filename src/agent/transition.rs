@@ -141,7 +141,8 @@ impl<'a> Transition<'a> {
         self.save(state)
     }
 
-    /// Rule 4: the trial `t` failed: bad, the slot it came from activated,
+    /// Rule 4: the trial `t` failed (or the committed release it stands
+    /// for was rejected by hand): bad, the slot it came from activated,
     /// then the failed list and the record.
     pub(super) fn retire(&self, state: &mut State, t: &Transaction, why: &Failure) -> Result<()> {
         self.host.boot.set_state(t.to, BootState::Bad)?;
@@ -149,7 +150,14 @@ impl<'a> Transition<'a> {
         self.host.boot.activate(t.from)?;
         crate::failpoint::hit("rolled-back");
         let at = now();
-        state.retire_trial(t, why.holds_release(), &why.reason(t), why.kind(), at);
+        state.retire_trial(
+            t,
+            why.holds_release(),
+            &why.reason(t),
+            why.kind(),
+            why.hold(),
+            at,
+        );
         crate::report::record_outcome(&mut state.outcomes, &t.version, why.outcome(), None, at);
         self.save(state)
     }

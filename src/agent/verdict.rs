@@ -123,6 +123,17 @@ pub enum Failure {
     /// Rejected by hand while the host ran it (`rollback`, `mark-bad` of
     /// the slot on trial): the operator's verdict.
     Rejected(super::recovery::Manual),
+    /// Committed here, then rejected by hand (`rollback`, `mark-bad` of
+    /// its slot) with no probation running: the operator's verdict after
+    /// the commit, a late rollback held from the timer only
+    /// ([`crate::state::Hold::Rejected`]). With `left` the host already
+    /// runs the other slot (it left the release before the verb).
+    RejectedCommitted {
+        /// The verb.
+        op: super::recovery::Manual,
+        /// The other slot already runs (no reboot needed).
+        left: bool,
+    },
     /// Committed, then failed its probation (`agent::probation`): what
     /// failed. With `fell_back` the old slot already runs.
     Late {
@@ -147,6 +158,9 @@ impl Failure {
             Failure::Rejected(op) => {
                 format!("rejected by hand during its trial (`abupdate {op}`)")
             }
+            Failure::RejectedCommitted { op, .. } => {
+                format!("rejected by hand after its commit (`abupdate {op}`)")
+            }
         }
     }
 
@@ -159,9 +173,11 @@ impl Failure {
     /// The failure counted (`abupdate_failures_total{kind}`) and reported.
     pub fn kind(&self) -> Kind {
         match self {
-            Failure::Checks(_) | Failure::Corrupt | Failure::Late { .. } | Failure::Rejected(_) => {
-                Kind::Health
-            }
+            Failure::Checks(_)
+            | Failure::Corrupt
+            | Failure::Late { .. }
+            | Failure::Rejected(_)
+            | Failure::RejectedCommitted { .. } => Kind::Health,
             Failure::NeverBooted => Kind::TrialNeverBooted,
         }
     }
@@ -171,7 +187,16 @@ impl Failure {
         match self {
             Failure::Checks(_) | Failure::Corrupt | Failure::Rejected(_) => Outcome::RolledBack,
             Failure::NeverBooted => Outcome::TrialNeverBooted,
-            Failure::Late { .. } => Outcome::RolledBackLate,
+            Failure::Late { .. } | Failure::RejectedCommitted { .. } => Outcome::RolledBackLate,
+        }
+    }
+
+    /// How its release is held on the failed list: failed (every run),
+    /// or, rejected by hand after its commit, held from the timer only.
+    pub fn hold(&self) -> crate::state::Hold {
+        match self {
+            Failure::RejectedCommitted { .. } => crate::state::Hold::Rejected,
+            _ => crate::state::Hold::Failed,
         }
     }
 
@@ -185,6 +210,7 @@ impl Failure {
                     fell_back: true,
                     ..
                 }
+                | Failure::RejectedCommitted { left: true, .. }
         )
     }
 }
@@ -406,7 +432,7 @@ pub(super) fn reboot_into(host: &Host, slot: SlotName, no_reboot: bool) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::ImageRef;
+    use crate::state::{Hold, ImageRef};
     use std::collections::BTreeMap;
 
     fn transaction(to: SlotName, phase: Phase, staged_boot_id: Option<&str>) -> Transaction {
@@ -584,5 +610,26 @@ mod tests {
             "rejected by hand during its trial (`abupdate rollback`)"
         );
         assert!(rejected.holds_release());
+        assert_eq!(rejected.hold(), Hold::Failed, "binds the operator too");
+        assert_eq!(checks.hold(), Hold::Failed);
+        // Rejected by hand after its commit: a late rollback, held from
+        // the timer only; already left when the other slot runs.
+        use super::super::recovery::Manual;
+        for (op, left) in [
+            (Manual::Rollback, false),
+            (Manual::MarkBad(SlotName::B), true),
+        ] {
+            let after = Failure::RejectedCommitted { op, left };
+            assert_eq!(
+                (after.kind(), after.outcome(), after.fell_back()),
+                (Kind::Health, Outcome::RolledBackLate, left)
+            );
+            assert_eq!(after.hold(), Hold::Rejected);
+            assert_eq!(
+                after.reason(&t),
+                format!("rejected by hand after its commit (`abupdate {op}`)")
+            );
+            assert!(after.holds_release());
+        }
     }
 }

@@ -466,6 +466,7 @@ fn print_manual(global: &Global, done: &agent::ManualDone, rebooting: bool) {
                 version,
                 late: false,
                 next,
+                ..
             } => json::Manual::RolledBack {
                 release: version,
                 slot: *next,
@@ -476,6 +477,7 @@ fn print_manual(global: &Global, done: &agent::ManualDone, rebooting: bool) {
                 version,
                 late: true,
                 next,
+                ..
             } => json::Manual::RolledBackLate {
                 release: version,
                 slot: *next,
@@ -508,8 +510,17 @@ fn manual_line(done: &agent::ManualDone) -> String {
         }
         D::Rejected {
             version,
+            next,
+            timer_only: true,
+            ..
+        } => format!(
+            "rolled back from {version} by hand; {version} held from the timer (`abupdate install` of it by hand takes it again); slot {next} boots next"
+        ),
+        D::Rejected {
+            version,
             late,
             next,
+            ..
         } => format!(
             "rolled back {version}{}: rejected by hand; slot {next} boots next",
             if *late { " late" } else { "" }
@@ -796,6 +807,10 @@ fn failed_line(f: &crate::state::FailedRelease) -> String {
             "cancelled release {}: {} (at {at}); the timer does not install it again (`abupdate install` of it by hand does)",
             f.version, f.reason
         ),
+        crate::state::Hold::Rejected => format!(
+            "failed release {}: {} (at {at}); the timer does not install it again (`abupdate install` of it by hand does)",
+            f.version, f.reason
+        ),
         _ => format!("failed release {}: {} (at {at})", f.version, f.reason),
     }
 }
@@ -946,6 +961,15 @@ mod tests {
         assert_eq!(
             failed_line(&f),
             "failed release 2.0: never came up (at 2027-01-15T08:00:00Z)"
+        );
+        let rejected = FailedRelease {
+            hold: Hold::Rejected,
+            reason: "rejected by hand after its commit (`abupdate rollback`)".into(),
+            ..f.clone()
+        };
+        assert_eq!(
+            failed_line(&rejected),
+            "failed release 2.0: rejected by hand after its commit (`abupdate rollback`) (at 2027-01-15T08:00:00Z); the timer does not install it again (`abupdate install` of it by hand does)"
         );
         let cancelled = FailedRelease {
             hold: Hold::Cancelled,

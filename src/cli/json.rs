@@ -364,9 +364,11 @@ pub struct Status<'a> {
     pub slots: BTreeMap<SlotName, Slot<'a>>,
     /// The update in flight (`state.json`'s `transaction`), if any.
     pub transaction: Option<&'a crate::state::Transaction>,
-    /// Releases that failed here and are not taken again, and those an
-    /// operator cancelled while staged (`"hold": "cancelled"`: the timer
-    /// does not take them again, an `install` by hand does).
+    /// Releases that failed here and are not taken again, those an
+    /// operator cancelled while staged (`"hold": "cancelled"`) and those
+    /// an operator rolled back from by hand after their commit
+    /// (`"hold": "rejected"`): the timer does not take these two again,
+    /// an `install` by hand does.
     pub failed: &'a [crate::state::FailedRelease],
     /// abupdate's own bootloader variables, each value shown losslessly
     /// (bytes that are not UTF-8 text as `\xNN`).

@@ -492,8 +492,14 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
         }
         Decision::RollBack(why, _) => {
             let t = &host.state.probation_release()?;
-            host.state
-                .retire_trial(t, true, &why, abupdate::error::Kind::Health, now);
+            host.state.retire_trial(
+                t,
+                true,
+                &why,
+                abupdate::error::Kind::Health,
+                abupdate::state::Hold::Failed,
+                now,
+            );
             host.version = Version::parse("1.0").expect("v");
             Some(Event {
                 host: host.id.clone(),

@@ -342,3 +342,115 @@ fn each_manual_verb_prints_its_result_as_json() {
                "message": "rolled back 2.0: rejected by hand; slot A boots next"})
     );
 }
+
+/// Issue (attack5, finding 4): with probation off (the default), leaving a
+/// committed 2.0 by hand (its checks passed, the service then misbehaved)
+/// only switched or marked the slots: the textfile kept `committed` as
+/// 2.0's outcome, `abupdate_rollbacks_total` stayed 0 (the fleet counted a
+/// success), and the next timer run installed 2.0 again into the slot just
+/// left and staged it. `rollback` from it, or `mark-bad` of its slot, is
+/// now the operator's verdict on it: `rolled_back_late`, a rollback
+/// counted, the release held from the timer; the operator's own `install`
+/// takes it again.
+#[test]
+fn a_hand_rollback_of_a_committed_release_holds_it_from_the_timer_and_reports_it() {
+    use serde_json::json;
+    for loader in LOADERS {
+        for verb in [&["rollback", "--no-reboot"][..], &["mark-bad"][..]] {
+            let mut h = fresh("manual-leave", loader);
+            let prom = h.dir.join("abupdate.prom");
+            let mut config = std::fs::read_to_string(&h.config).expect("config");
+            config.push_str(&format!("\n[report]\ntextfile = \"{}\"\n", prom.display()));
+            std::fs::write(&h.config, config).expect("config");
+            let rel = release(LEN);
+            h.use_release(rel);
+            let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+            assert!(out.status.success(), "{loader:?} update: {}", text(&out));
+            assert_eq!(h.boot(), "B", "{loader:?}");
+            let out = h.abupdate(&["health"]);
+            assert!(
+                text(&out).contains("committed 2.0"),
+                "{loader:?}: {}",
+                text(&out)
+            );
+            // The service misbehaves; the operator rolls 2.0 back by hand.
+            assert_eq!(
+                json_of(&h, verb),
+                json!({"outcome": "rolled_back_late", "release": "2.0", "slot": "A",
+                       "rebooting": false,
+                       "message": "rolled back from 2.0 by hand; 2.0 held from the timer (`abupdate install` of it by hand takes it again); slot A boots next"}),
+                "{loader:?} {verb:?}"
+            );
+            // The reviewer's second step changes nothing more.
+            let out = h.abupdate(&["mark-bad", "B", "--force"]);
+            assert!(out.status.success(), "{loader:?} {verb:?}: {}", text(&out));
+            assert_eq!(h.primary(), Some("A"), "{loader:?} {verb:?}");
+            assert!(!h.bootable("B"), "{loader:?} {verb:?}");
+            assert_eq!(h.boot(), "A", "{loader:?} {verb:?}");
+            let out = h.abupdate(&["health"]);
+            assert!(out.status.success(), "{loader:?} {verb:?}: {}", text(&out));
+
+            // Reported against 2.0, and counted.
+            let textfile = std::fs::read_to_string(&prom).expect("textfile");
+            let has = |head: &str, parts: &[&str]| {
+                textfile
+                    .lines()
+                    .any(|l| l.starts_with(head) && parts.iter().all(|p| l.contains(p)))
+            };
+            assert!(
+                has(
+                    "abupdate_release_outcome{",
+                    &["release=\"2.0\"", "outcome=\"rolled_back_late\""]
+                ),
+                "{loader:?} {verb:?}: {textfile}"
+            );
+            assert!(
+                has("abupdate_rollbacks_total", &["} 1"]),
+                "{loader:?} {verb:?}: {textfile}"
+            );
+            // On the failed list, held from the timer only.
+            let status = json_of(&h, &["status"]);
+            let failed = &status["failed"];
+            assert_eq!(failed.as_array().map(Vec::len), Some(1), "{status}");
+            assert_eq!(failed[0]["version"], "2.0", "{loader:?} {verb:?}");
+            assert_eq!(failed[0]["hold"], "rejected", "{loader:?} {verb:?}");
+            assert!(
+                failed[0]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("rejected by hand after its commit")),
+                "{loader:?} {verb:?}: {status}"
+            );
+
+            // The next timer run leaves it alone: nothing written, nothing
+            // staged, A still boots next.
+            let (env, b_bytes) = (h.env(), h.slot_sha(1));
+            let out = h.abupdate(&["--json", "update", "--now", "--no-reboot"]);
+            let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            assert!(
+                said["outcome"] == "up_to_date" && said["reason"] == "previously_failed",
+                "{loader:?} {verb:?}: the timer takes 2.0 again: {}",
+                text(&out)
+            );
+            assert_eq!(h.env(), env, "{loader:?} {verb:?}: the boot order changed");
+            assert_eq!(
+                h.slot_sha(1),
+                b_bytes,
+                "{loader:?} {verb:?}: slot B written"
+            );
+            assert!(h.state()["transaction"].is_null(), "{loader:?} {verb:?}");
+            assert_eq!(h.primary(), Some("A"), "{loader:?} {verb:?}");
+
+            // The operator's own install takes it again, and lifts the hold.
+            let manifest = rel.manifest.to_str().expect("utf-8 path");
+            let out = h.abupdate(&["install", "--no-reboot", manifest]);
+            assert!(out.status.success(), "{loader:?} install: {}", text(&out));
+            let state = h.state();
+            assert_eq!(
+                state["transaction"]["phase"], "staged",
+                "{loader:?} {verb:?}"
+            );
+            assert_eq!(state["failed"], json!([]), "{loader:?} {verb:?}: {state}");
+            assert_eq!(h.primary(), Some("B"), "{loader:?} {verb:?}");
+        }
+    }
+}
