@@ -456,7 +456,7 @@ impl ReleaseDir {
         let path = self.path.join(name);
         let body = self.read_manifest(name)?.ok_or_else(|| PublishError::Io {
             path: path.clone(),
-            source: io::ErrorKind::NotFound.into(),
+            source: io::Error::new(io::ErrorKind::NotFound, "No such file or directory"),
         })?;
         let standard = self.signatures(name)?;
         let bound = self.signatures(&bound_base(name, &body))?;
@@ -727,6 +727,22 @@ impl Current {
     }
 }
 
+/// The operators' `--keys` directories each exist: a mistyped one is
+/// named, not read as "no trusted keys" (a host's `keys_dirs` may list a
+/// directory it does not have; an operator's command line names its own).
+pub fn check_key_dirs(dirs: &[PathBuf]) -> Result<(), PublishError> {
+    for dir in dirs {
+        std::fs::metadata(dir).map_err(|e| PublishError::Io {
+            path: dir.clone(),
+            source: io::Error::new(
+                e.kind(),
+                format!("cannot read the trusted keys directory (--keys): {e}"),
+            ),
+        })?;
+    }
+    Ok(())
+}
+
 /// Read and parse secret key files.
 ///
 /// One key given twice (two copies of one file) is refused: its second
@@ -735,12 +751,16 @@ pub fn load_secret_keys(paths: &[PathBuf]) -> Result<Vec<(PathBuf, SecretKey)>, 
     let keys: Vec<(PathBuf, SecretKey)> = paths
         .iter()
         .map(|p| {
-            let bytes = read_capped(p, minisign::MAX_FILE_SIZE as u64)?.ok_or_else(|| {
-                PublishError::Io {
-                    path: p.clone(),
-                    source: io::ErrorKind::NotFound.into(),
-                }
-            })?;
+            let bytes =
+                crate::files::read_capped(p, minisign::MAX_FILE_SIZE as u64).map_err(|e| {
+                    PublishError::Io {
+                        path: p.clone(),
+                        source: io::Error::new(
+                            e.kind(),
+                            format!("cannot read the secret key (--secret): {e}"),
+                        ),
+                    }
+                })?;
             let text = String::from_utf8(bytes).map_err(|_| PublishError::Key {
                 path: p.clone(),
                 reason: "not a minisign secret key (not UTF-8 text)".into(),

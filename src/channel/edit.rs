@@ -263,10 +263,13 @@ pub fn run(opts: &Options) -> Result<PathBuf, PublishError> {
     let secrets = publish::load_secret_keys(&opts.secrets)?;
     let keys = match opts.keys_dirs.is_empty() {
         true => KeyRing::from_keys(secrets.iter().map(|(_, k)| k.public_key()).collect()),
-        false => KeyRing::load(&opts.keys_dirs).map_err(|error| PublishError::Untrusted {
-            path: opts.keys_dirs[0].clone(),
-            error,
-        })?,
+        false => {
+            publish::check_key_dirs(&opts.keys_dirs)?;
+            KeyRing::load(&opts.keys_dirs).map_err(|error| PublishError::Untrusted {
+                path: opts.keys_dirs[0].clone(),
+                error,
+            })?
+        }
     };
     let threshold = opts.threshold.max(1);
     let previous = match dir.read_manifest(name)? {

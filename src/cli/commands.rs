@@ -636,6 +636,13 @@ pub fn fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
         return Ok(0);
     }
     if r.dry_run {
+        if let Some(skew) = r.clock_skew_ms {
+            crate::tell!(
+                "at: {}, the store's now (its clock {:.1}s from this machine's)",
+                crate::timefmt::format_rfc3339(r.at),
+                skew as f64 / 1000.0
+            );
+        }
         for a in &r.queries {
             crate::tell!("query: {}", a.query);
             if a.answer.is_empty() {

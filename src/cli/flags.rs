@@ -621,6 +621,23 @@ pub static FLAGS: &[Flag] = &[
         },
     ),
     valued(
+        "max-clock-skew",
+        "DURATION",
+        FLEET,
+        "how far the query API's clock may be from this machine's before fleet refuses to decide (default 1m, at most 1h)",
+        |a, v| {
+            let text = v.text()?;
+            match crate::timefmt::parse_duration(&text) {
+                Ok(d) if d <= crate::fleet::clock::MAX_MAX_SKEW => {
+                    a.max_clock_skew = Some(d);
+                    Ok(())
+                }
+                Ok(_) => Err(format!("--max-clock-skew {text}: at most 1h")),
+                Err(e) => Err(format!("--max-clock-skew: {e}")),
+            }
+        },
+    ),
+    valued(
         "prometheus-ca",
         "FILE",
         FLEET,
@@ -1081,6 +1098,8 @@ pub struct LowArgs {
     pub host_label: Option<String>,
     /// `fleet --prometheus-ca`: trust roots of an https query API.
     pub prometheus_ca: Option<PathBuf>,
+    /// `fleet --max-clock-skew`: how far the query API's clock may be.
+    pub max_clock_skew: Option<std::time::Duration>,
     /// `pack --waves`: the fleet controller's plan, signed.
     pub waves: Option<Vec<f64>>,
     /// `fleet`'s thresholds and waves, filled in flag by flag.

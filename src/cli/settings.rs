@@ -344,10 +344,19 @@ fn fleet(low: LowArgs) -> Result<FleetOptions, String> {
                     .host_label
                     .unwrap_or_else(|| crate::fleet::prometheus::DEFAULT_HOST_LABEL.into()),
                 ca_file: low.prometheus_ca,
+                max_skew: low
+                    .max_clock_skew
+                    .unwrap_or(crate::fleet::clock::DEFAULT_MAX_SKEW),
             }
         }
         (None, Some(path)) => {
-            for f in ["selector", "query-timeout", "host-label", "prometheus-ca"] {
+            for f in [
+                "selector",
+                "query-timeout",
+                "host-label",
+                "prometheus-ca",
+                "max-clock-skew",
+            ] {
                 if given(f) {
                     return Err(format!("--{f} is for --prometheus"));
                 }
@@ -561,8 +570,18 @@ mod tests {
             crate::fleet::controller::Source::Prometheus {
                 host_label,
                 ca_file,
+                max_skew,
                 ..
-            } => assert_eq!((host_label.as_str(), ca_file), ("instance", None)),
+            } => assert_eq!(
+                (host_label.as_str(), ca_file, max_skew),
+                ("instance", None, crate::fleet::clock::DEFAULT_MAX_SKEW)
+            ),
+            other => panic!("{other:?}"),
+        }
+        match source(&["--prometheus", "http://p", "--max-clock-skew", "5m"]) {
+            crate::fleet::controller::Source::Prometheus { max_skew, .. } => {
+                assert_eq!(max_skew, std::time::Duration::from_secs(300))
+            }
             other => panic!("{other:?}"),
         }
         match source(&[
@@ -599,6 +618,18 @@ mod tests {
             (
                 vec!["--reports", "r", "--prometheus-ca", "c"],
                 "is for --prometheus",
+            ),
+            (
+                vec!["--reports", "r", "--max-clock-skew", "2m"],
+                "is for --prometheus",
+            ),
+            (
+                vec!["--prometheus", "http://p", "--max-clock-skew", "2h"],
+                "--max-clock-skew 2h: at most 1h",
+            ),
+            (
+                vec!["--prometheus", "http://p", "--max-clock-skew", "soon"],
+                "--max-clock-skew: not a duration",
             ),
         ] {
             let e = fleet(&bad).map(|_| ()).expect_err("refused");

@@ -5,7 +5,10 @@
 //!
 //! Invariant: nothing is written unless the manifest passed the hosts'
 //! trust gate, the re-signing keys are the ones that signed it, and the
-//! source answered in full; a dry run writes nothing.
+//! source answered in full; a dry run writes nothing. A run decides at one
+//! instant ([`Observed::at`]): with Prometheus, the store's now, once its
+//! clock agrees with this machine's ([`super::clock`]); every query, the
+//! soak, `wave_started` and `created` use it.
 
 use super::decide::{wave_hosts_of_fleet, Action, Facts, Plan, Policy};
 use super::prometheus::{self, Client, Matcher, Sample};
@@ -32,6 +35,9 @@ pub enum Source {
         /// `--prometheus-ca`: the trust roots of an https API (else the
         /// host's CA bundle).
         ca_file: Option<PathBuf>,
+        /// `--max-clock-skew`: how far the store's clock may be from this
+        /// machine's.
+        max_skew: Duration,
     },
     /// The webhook's reports (`--reports PATH`).
     Reports(PathBuf),
@@ -97,10 +103,20 @@ pub struct Report {
     pub malformed_reports: Option<u64>,
     /// Every query and its answer (`--prometheus` only).
     pub queries: Vec<Asked>,
+    /// The instant decided at (Unix seconds): the store's now with
+    /// `--prometheus`, else this machine's.
+    pub at: i64,
+    /// How far the store's clock was from this machine's, in milliseconds
+    /// (`--prometheus` only; 0 within the round trip).
+    pub clock_skew_ms: Option<i64>,
 }
 
 /// What the source said.
 struct Observed {
+    /// The instant the facts hold at, and the run decides at.
+    at: i64,
+    /// [`Report::clock_skew_ms`].
+    clock_skew_ms: Option<i64>,
     facts: Facts,
     asked: Vec<Asked>,
     malformed_reports: Option<u64>,
@@ -114,21 +130,29 @@ struct Asking<'a> {
     timeout: Duration,
     host_label: &'a str,
     ca_file: Option<&'a Path>,
+    max_skew: Duration,
 }
 
-/// Ask Prometheus about release `version` of `compatible` at `now`, in the
-/// wave of `percent` started at `wave_started`: the queries at once (each
-/// bounded by the timeout), so the decision takes one round trip's time.
+/// Ask Prometheus about release `version` of `compatible` at the store's
+/// now (refused when its clock is more than `max_skew` from this
+/// machine's), in the wave of `percent` started at `wave_started`: the
+/// queries at once (each bounded by the timeout), so the decision takes
+/// two round trips' time.
 fn observe_prometheus(
     ask: &Asking,
     compatible: &str,
     version: &str,
     percent: Option<f64>,
     wave_started: i64,
-    now: i64,
 ) -> Result<Observed> {
     let client =
         Client::new(ask.url, ask.timeout, ask.ca_file).map_err(|e| Error::Usage(e.to_string()))?;
+    let reading = client
+        .store_time()
+        .map_err(|e| Error::Fleet(format!("{e} (not deciding blind)")))?;
+    let now = reading
+        .check(ask.max_skew)
+        .map_err(|skew| Error::Fleet(format!("{}: {skew}", client.endpoint())))?;
     let q = prometheus::queries(
         compatible,
         version,
@@ -211,6 +235,8 @@ fn observe_prometheus(
         )));
     }
     Ok(Observed {
+        at: now,
+        clock_skew_ms: Some(reading.skew_ms()),
         facts: Facts {
             tally,
             in_wave,
@@ -222,13 +248,14 @@ fn observe_prometheus(
     })
 }
 
-/// Tally the reports about release `version` of `compatible`.
+/// Tally the reports about release `version` of `compatible`, at `now`.
 fn observe_reports(
     path: &Path,
     policy: &Policy,
     compatible: &str,
     version: &str,
     percent: Option<f64>,
+    now: i64,
 ) -> Result<Observed> {
     // Only this release's reports are kept while reading.
     let reports = super::read_reports(path, &|e| {
@@ -244,6 +271,8 @@ fn observe_reports(
         _ => None,
     };
     Ok(Observed {
+        at: now,
+        clock_skew_ms: None,
         facts: Facts {
             tally,
             in_wave,
@@ -256,7 +285,8 @@ fn observe_reports(
 }
 
 /// Ask the source `opts` names about release `version` of `compatible`,
-/// whose current wave is `percent`.
+/// whose current wave is `percent`: the reports at this machine's `now`,
+/// Prometheus at its own.
 fn observe(
     opts: &Options,
     compatible: &str,
@@ -272,6 +302,7 @@ fn observe(
             timeout,
             host_label,
             ca_file,
+            max_skew,
         } => {
             let ask = Asking {
                 url,
@@ -279,10 +310,13 @@ fn observe(
                 timeout: *timeout,
                 host_label,
                 ca_file: ca_file.as_deref(),
+                max_skew: *max_skew,
             };
-            observe_prometheus(&ask, compatible, version, percent, plan.wave_started, now)
+            observe_prometheus(&ask, compatible, version, percent, plan.wave_started)
         }
-        Source::Reports(path) => observe_reports(path, &opts.policy, compatible, version, percent),
+        Source::Reports(path) => {
+            observe_reports(path, &opts.policy, compatible, version, percent, now)
+        }
     }
 }
 
@@ -330,10 +364,13 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
             opts.manifest.display()
         )));
     }
-    if !opts.manifest.is_file() {
+    if let Err(e) = std::fs::metadata(&opts.manifest) {
         return Err(Error::io(
             &opts.manifest,
-            std::io::ErrorKind::NotFound.into(),
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot read the manifest (--manifest): {e}"),
+            ),
         ));
     }
     let secrets = publish::load_secret_keys(&opts.secrets)?;
@@ -344,7 +381,10 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
         true => {
             crate::trust::KeyRing::from_keys(secrets.iter().map(|(_, k)| k.public_key()).collect())
         }
-        false => crate::trust::KeyRing::load(&opts.keys_dirs)?,
+        false => {
+            publish::check_key_dirs(&opts.keys_dirs)?;
+            crate::trust::KeyRing::load(&opts.keys_dirs)?
+        }
     };
     let source_dir = ReleaseDir::open(&dir)?;
     let source = source_dir.read_verified(name, &keys, opts.threshold)?;
@@ -406,10 +446,11 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
         &opts.policy.waves,
     )
     .map_err(|e| Error::Fleet(format!("{}: {e}", opts.manifest.display())))?;
-    let now = crate::timefmt::now();
     let (observed, action) = match hand_pause {
         true => (
             Observed {
+                at: crate::timefmt::now(),
+                clock_skew_ms: None,
                 facts: Facts::default(),
                 asked: Vec::new(),
                 malformed_reports: None,
@@ -423,11 +464,20 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
             },
         ),
         false => {
-            let observed = observe(opts, &doc.compatible, &doc.version, &plan, now)?;
-            let action = super::decide(&plan, &observed.facts, &opts.policy, now);
+            let observed = observe(
+                opts,
+                &doc.compatible,
+                &doc.version,
+                &plan,
+                crate::timefmt::now(),
+            )?;
+            let action = super::decide(&plan, &observed.facts, &opts.policy, observed.at);
             (observed, action)
         }
     };
+    // The soak was measured, and `wave_started` and `created` are written,
+    // at the instant the source was asked.
+    let now = observed.at;
     let changed = action.changes_manifest();
     if !changed
         && !opts.dry_run
@@ -463,5 +513,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
         in_wave: observed.facts.in_wave,
         malformed_reports: observed.malformed_reports,
         queries: observed.asked,
+        at: now,
+        clock_skew_ms: observed.clock_skew_ms,
     })
 }

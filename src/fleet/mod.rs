@@ -30,6 +30,7 @@
 //! are flags ([`controller`]). Verifying the manifest before it is changed,
 //! re-signing it and publishing it atomically are [`crate::publish`]'s.
 
+pub mod clock;
 pub mod controller;
 pub mod decide;
 pub mod prometheus;

@@ -7,10 +7,15 @@
 //! instant vector of finite numbers; anything else — no connection, a
 //! timeout, an HTTP error, `"status": "error"`, another result type, a
 //! body past [`MAX_ANSWER`] — is an error naming the URL, never read as
-//! "no hosts". Every request ends by its deadline. Label values from the
-//! command line and the manifest are written into PromQL only as escaped
-//! string literals ([`quote`]), and label names are checked by Prometheus's
-//! rules.
+//! "no hosts". Every request ends by its deadline. A redirect is not
+//! followed: a POST turned into a GET loses its query, and re-sending the
+//! query elsewhere is the operator's choice to make in `--prometheus`
+//! ([`PromError::Redirect`] names both addresses). Every query but the
+//! store's clock ([`Client::store_time`]) is evaluated at the instant it
+//! names, and an answer evaluated at another instant is refused. Label
+//! values from the command line and the manifest are written into PromQL
+//! only as escaped string literals ([`quote`]), and label names are checked
+//! by Prometheus's rules.
 
 use crate::report::{valid_label_name, Outcome, RESERVED_LABELS};
 use std::collections::BTreeMap;
@@ -57,6 +62,15 @@ pub enum PromError {
         /// The API's `error` message.
         error: String,
     },
+    /// A redirect (3xx), not followed.
+    Redirect {
+        /// The URL asked.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+        /// Its `Location` (quoted), or `(none)`.
+        location: String,
+    },
     /// An answer that is not a usable instant vector.
     Answer {
         /// The URL asked.
@@ -83,6 +97,18 @@ impl fmt::Display for PromError {
                 error_type,
                 error,
             } => format!("{url}: query refused ({error_type}): {error}"),
+            PromError::Redirect {
+                url,
+                status,
+                location,
+            } => format!(
+                "{url}: HTTP {status} redirect to {location}, not followed (a query is not \
+                 sent on to another address, nor turned into a GET without it): {}",
+                match location.strip_suffix(QUERY_PATH) {
+                    Some(root) if !root.is_empty() => format!("use --prometheus {root}"),
+                    _ => "give --prometheus the query API's own root".into(),
+                }
+            ),
             PromError::Answer { url, reason } => format!("{url}: {reason}"),
         };
         f.write_str(&crate::fetch::redact(&line))
@@ -99,6 +125,12 @@ pub struct Sample {
     /// The sample's value.
     pub value: f64,
 }
+
+/// The instant-query endpoint under an API root.
+const QUERY_PATH: &str = "/api/v1/query";
+
+/// What the store's clock read ([`Client::store_time`]).
+pub const STORE_TIME_QUERY: &str = "vector(time())";
 
 /// A Prometheus-compatible query API.
 pub struct Client {
@@ -146,7 +178,8 @@ impl Client {
             .tls_config(tls)
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
-            .max_redirects(3)
+            // A redirect is an answer (PromError::Redirect), see the module.
+            .max_redirects(0)
             .build()
             .into();
         Ok(Client {
@@ -158,18 +191,72 @@ impl Client {
 
     /// The query endpoint (shown in errors without user info).
     pub fn endpoint(&self) -> String {
-        format!("{}/api/v1/query", self.base)
+        format!("{}{QUERY_PATH}", self.base)
     }
 
-    /// Evaluate `promql` at unix time `at`: its instant vector.
+    /// Evaluate `promql` at unix time `at`: its instant vector, every
+    /// sample of which the store evaluated at `at`.
     pub fn query(&self, promql: &str, at: i64) -> Result<Vec<Sample>, PromError> {
+        let timed = self.ask(promql, Some(at))?;
+        if let Some((t, _)) = timed.iter().find(|(t, _)| *t != at as f64) {
+            return Err(PromError::Answer {
+                url: self.endpoint(),
+                reason: format!(
+                    "evaluated at {t}, not at the instant asked ({at}): the store or a front \
+                     moved the query's time"
+                ),
+            });
+        }
+        Ok(timed.into_iter().map(|(_, s)| s).collect())
+    }
+
+    /// The store's now, as its engine evaluates `time()` asked without a
+    /// `time` (see [`super::clock`]), with this machine's clock when the
+    /// question was sent and when the answer had arrived.
+    pub fn store_time(&self) -> Result<super::clock::Reading, PromError> {
+        let sent_ms = super::clock::now_ms();
+        let answer = self.ask(STORE_TIME_QUERY, None)?;
+        let received_ms = super::clock::now_ms();
+        let store_ms = store_time_of(&answer).map_err(|reason| PromError::Answer {
+            url: self.endpoint(),
+            reason: format!("the answer to {STORE_TIME_QUERY} is not usable: {reason}"),
+        })?;
+        Ok(super::clock::Reading {
+            store_ms,
+            sent_ms,
+            received_ms,
+        })
+    }
+
+    /// A `Location` as an absolute URL (a path is on the API's origin),
+    /// quoted.
+    fn absolute(&self, location: &[u8]) -> String {
+        let origin = self
+            .base
+            .parse::<ureq::http::Uri>()
+            .ok()
+            .and_then(|u| Some(format!("{}://{}", u.scheme_str()?, u.authority()?)));
+        match (location, origin) {
+            ([b'/', rest @ ..], Some(origin)) if rest.first() != Some(&b'/') => {
+                quoted_bytes(&[origin.as_bytes(), location].concat())
+            }
+            _ => quoted_bytes(location),
+        }
+    }
+
+    /// POST `promql` (at `at`, else at the store's now): the samples with
+    /// the instant each was evaluated at.
+    fn ask(&self, promql: &str, at: Option<i64>) -> Result<Vec<(f64, Sample)>, PromError> {
         let url = self.endpoint();
-        let form = form_encode(&[
-            ("query", promql),
-            ("time", &at.to_string()),
-            // The server gives up by then too, instead of computing on.
-            ("timeout", &format!("{}ms", self.timeout.as_millis().max(1))),
-        ]);
+        let at = at.map(|t| t.to_string());
+        // The server gives up by then too, instead of computing on.
+        let timeout = format!("{}ms", self.timeout.as_millis().max(1));
+        let mut pairs = vec![("query", promql)];
+        if let Some(at) = &at {
+            pairs.push(("time", at));
+        }
+        pairs.push(("timeout", &timeout));
+        let form = form_encode(&pairs);
         let unreachable = |detail: String| PromError::Unreachable {
             url: url.clone(),
             detail,
@@ -182,6 +269,16 @@ impl Client {
             .send(form.as_bytes())
             .map_err(|e| unreachable(e.to_string()))?;
         let status = resp.status().as_u16();
+        if (300..400).contains(&status) {
+            return Err(PromError::Redirect {
+                url,
+                status,
+                location: resp
+                    .headers()
+                    .get("location")
+                    .map_or_else(|| "(none)".into(), |l| self.absolute(l.as_bytes())),
+            });
+        }
         let mut body = Vec::new();
         resp.into_body()
             .into_with_config()
@@ -202,7 +299,7 @@ impl Client {
                 reason: format!("answer larger than {MAX_ANSWER} bytes"),
             });
         }
-        parse_answer(&body).map_err(|e| match e {
+        parse_timed(&body).map_err(|e| match e {
             AnswerError::Api { error_type, error } => PromError::Api {
                 url: url.clone(),
                 error_type,
@@ -240,7 +337,26 @@ fn first_line(body: &[u8], fallback: &str) -> String {
 /// A server's text (its `errorType`, `error`, a warning) as a message may
 /// hold it: quoted by the shared rule and capped.
 fn quoted(text: &str) -> String {
-    crate::text::show_bounded(text.as_bytes(), MAX_SHOWN, false)
+    quoted_bytes(text.as_bytes())
+}
+
+fn quoted_bytes(bytes: &[u8]) -> String {
+    crate::text::show_bounded(bytes, MAX_SHOWN, false)
+}
+
+/// The store's now, in Unix milliseconds, from the answer to
+/// [`STORE_TIME_QUERY`]: one sample without labels, a time after 1970.
+pub fn store_time_of(answer: &[(f64, Sample)]) -> Result<i64, String> {
+    match answer {
+        [(_, s)] if s.labels.is_empty() && s.value > 0.0 && s.value < 1e14 => {
+            Ok((s.value * 1000.0).round() as i64)
+        }
+        [(_, s)] => Err(format!("{:?} is not a time", s.value)),
+        _ => Err(format!(
+            "{} samples where one time was expected",
+            answer.len()
+        )),
+    }
 }
 
 /// `application/x-www-form-urlencoded`: every byte but the unreserved
@@ -311,6 +427,11 @@ struct VectorSample {
 /// Parse an API answer into its instant vector (pure; see the module's
 /// invariant).
 pub fn parse_answer(body: &[u8]) -> Result<Vec<Sample>, AnswerError> {
+    parse_timed(body).map(|timed| timed.into_iter().map(|(_, s)| s).collect())
+}
+
+/// [`parse_answer`], each sample with the instant it was evaluated at.
+pub fn parse_timed(body: &[u8]) -> Result<Vec<(f64, Sample)>, AnswerError> {
     let answer: Answer = serde_json::from_slice(body)
         .map_err(|e| AnswerError::Format(format!("not a Prometheus API answer: {e}")))?;
     if answer.status != "success" {
@@ -355,10 +476,13 @@ pub fn parse_answer(body: &[u8]) -> Result<Vec<Sample>, AnswerError> {
                     s.value.1
                 )));
             }
-            Ok(Sample {
-                labels: s.metric,
-                value,
-            })
+            Ok((
+                s.value.0,
+                Sample {
+                    labels: s.metric,
+                    value,
+                },
+            ))
         })
         .collect()
 }
@@ -957,6 +1081,64 @@ mod tests {
         let empty =
             br#"{"status":"success","warnings":[],"data":{"resultType":"vector","result":[]}}"#;
         assert_eq!(parse_answer(empty), Ok(vec![]));
+    }
+
+    #[test]
+    fn each_sample_keeps_the_instant_it_was_evaluated_at() {
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"outcome":"committed"},"value":[1700000000,"48"]},
+            {"metric":{},"value":[1699999970.5,"1"]}]}}"#;
+        assert_eq!(
+            parse_timed(body),
+            Ok(vec![
+                (1_700_000_000.0, sample(&[("outcome", "committed")], 48.0)),
+                (1_699_999_970.5, sample(&[], 1.0)),
+            ])
+        );
+    }
+
+    /// `vector(time())`: one sample without labels, its value the store's
+    /// now in seconds (Prometheus writes milliseconds as a fraction).
+    #[test]
+    fn the_stores_now_is_read_from_its_time() {
+        let at = |value: f64| vec![(value, sample(&[], value))];
+        assert_eq!(store_time_of(&at(1_800_000_000.123)), Ok(1_800_000_000_123));
+        assert_eq!(store_time_of(&at(1_800_000_000.0)), Ok(1_800_000_000_000));
+        for bad in [
+            vec![],
+            [at(1.0), at(2.0)].concat(),
+            vec![(1.0, sample(&[("job", "x")], 1_800_000_000.0))],
+            at(0.0),
+            at(-5.0),
+            at(1e15),
+        ] {
+            assert!(store_time_of(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_redirect_names_both_addresses_and_the_root_to_use() {
+        let redirect = |location: &str| {
+            PromError::Redirect {
+                url: "http://front:9090/api/v1/query".into(),
+                status: 302,
+                location: location.into(),
+            }
+            .to_string()
+        };
+        let e = redirect("https://prom.example/new/api/v1/query");
+        assert!(
+            e.starts_with(
+                "http://front:9090/api/v1/query: HTTP 302 redirect to \
+                 https://prom.example/new/api/v1/query, not followed"
+            ) && e.ends_with("use --prometheus https://prom.example/new"),
+            "{e}"
+        );
+        let e = redirect("/login");
+        assert!(
+            e.ends_with("give --prometheus the query API's own root"),
+            "{e}"
+        );
     }
 
     #[test]

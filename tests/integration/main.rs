@@ -19,6 +19,7 @@ mod env_paths;
 mod fault_matrix;
 mod fetch_hostile;
 mod fetch_http;
+mod fleet_clock_and_errors;
 mod fleet_prometheus;
 mod fleet_rollout;
 mod fleet_simulation;
