@@ -126,7 +126,10 @@ impl Flow {
             Flow::HealthRollback => &["health-verdict", "rolled-back", "state-written"],
             // The late rollback retires the committed slot as a trial is.
             Flow::LateRollback => &["retire-marked-bad", "rolled-back", "state-written"],
-            Flow::Rollback => &["rollback"],
+            // A hand rollback of the committed release rejects it: the
+            // same retirement (the plain switch, `rollback`, is left for
+            // a slot that holds the same or a newer release).
+            Flow::Rollback => &["retire-marked-bad", "rolled-back", "state-written"],
             // Retirement's pair, without the failed list.
             Flow::Disarm => &["disarm-marked-bad", "disarmed", "state-written"],
             Flow::TrialNeverBooted
@@ -339,7 +342,7 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
             assert!(h.bootable("B"), "{at}: B not bootable: {:?}", h.env());
             ("B", "2.0")
         }
-        Flow::HealthRollback | Flow::TrialNeverBooted | Flow::LateRollback => {
+        Flow::HealthRollback | Flow::TrialNeverBooted | Flow::LateRollback | Flow::Rollback => {
             assert!(state["transaction"].is_null(), "{at}: {state}");
             assert!(state["probation"].is_null(), "{at}: {state}");
             assert_eq!(state["failed"][0]["version"], "2.0", "{at}: {state}");
@@ -358,7 +361,6 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
             assert!(state["outcomes"].to_string().contains("disarmed"), "{at}");
             ("A", "1.0")
         }
-        Flow::Rollback => ("A", "1.0"),
         Flow::MarkBad => {
             assert_eq!(state["slots"]["A"]["status"], "bad", "{at}");
             assert!(!h.bootable("A"), "{at}: A bootable: {:?}", h.env());
