@@ -583,19 +583,7 @@ fn attack_series(now: i64) -> String {
         };
         host("skew", i, "", wave(i, 200.0), outcomes, (600, 60));
     }
-    let of = |name: &str| {
-        lines
-            .iter()
-            .filter(|l| l.starts_with(name))
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    format!(
-        "# TYPE abupdate_release_outcome gauge\n{}\n# TYPE abupdate_rollout_position gauge\n{}\n# EOF\n",
-        of("abupdate_release_outcome"),
-        of("abupdate_rollout_position")
-    )
+    openmetrics(&lines)
 }
 
 /// A host counts once however many series it exports, a failure counts
