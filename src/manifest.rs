@@ -447,6 +447,39 @@ pub struct Manifest {
     pub sha256: String,
 }
 
+/// Hex digits of a build id ([`build_id`]).
+pub const BUILD_ID_LEN: usize = 16;
+
+/// The build of a release: the first [`BUILD_ID_LEN`] hex digits of the
+/// SHA-256 of a canonical listing of its images (class, image SHA-256,
+/// size; one line each, by class). What the release *is*, not how it was
+/// signed: a manifest re-signed (a wave advanced, `created` moved) keeps
+/// its build; another image under the same version is another build.
+/// Hosts label their outcomes with it (`build`), and `fleet` counts only
+/// the outcomes of the manifest's own build. The one place it is computed.
+pub fn build_id<'a>(images: impl IntoIterator<Item = (&'a str, &'a str, u64)>) -> String {
+    let mut lines: Vec<String> = images
+        .into_iter()
+        .map(|(class, sha256, size)| format!("{}:{class} {sha256} {size}\n", class.len()))
+        .collect();
+    lines.sort();
+    let digest = sha2_digest(lines.concat().as_bytes());
+    let mut hex = crate::install::hex(&digest);
+    hex.truncate(BUILD_ID_LEN);
+    hex
+}
+
+impl ManifestDoc {
+    /// This release's build ([`build_id`] of its images).
+    pub fn build(&self) -> String {
+        build_id(
+            self.images
+                .iter()
+                .map(|(class, i)| (class.as_str(), i.sha256.as_str(), i.size)),
+        )
+    }
+}
+
 pub(crate) fn is_hex_sha256(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -1186,6 +1219,50 @@ pub fn evaluate(m: &Manifest, host: &HostFacts) -> Result<(), NotApplicable> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_is_its_images_not_its_signature_or_rollout() {
+        let parsed = |text: &str| {
+            let doc: ManifestDoc = serde_json::from_str(text).expect("manifest");
+            doc.build()
+        };
+        let base = doc("2.0");
+        let id = parsed(&base);
+        assert_eq!(id.len(), BUILD_ID_LEN);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(parsed(&base), id, "not a function of the images");
+        // Re-signed at a wave advance: created, expires and rollout moved.
+        let resigned = base
+            .replace("2026-11-20T10:00:00Z", "2026-11-21T10:00:00Z")
+            .replace("2027-01-20T10:00:00Z", "2027-02-20T10:00:00Z")
+            .replace(
+                r#""extra":"ignored","#,
+                r#""rollout":{"percent":50,"paused":true},"#,
+            );
+        assert_ne!(resigned, base);
+        assert_eq!(
+            parsed(&resigned),
+            id,
+            "a re-signed manifest is another build"
+        );
+        // The version is not the build: the images are.
+        assert_eq!(parsed(&doc("2.0.1")), id);
+        // Any byte of an image (its hash), its size, its class: another build.
+        let other_hash = base.replace(&"ab".repeat(32), &format!("ac{}", "ab".repeat(31)));
+        let other_size = base.replace(r#""size":4096"#, r#""size":4097"#);
+        let other_class = base.replace(r#""rootfs":{"#, r#""rootfs2":{"#);
+        let ids = [&other_hash, &other_size, &other_class].map(|t| parsed(t));
+        for other in &ids {
+            assert_ne!(*other, id);
+        }
+        // The same images listed in another order: one build.
+        assert_eq!(
+            build_id([("a", "x", 1), ("b", "y", 2)]),
+            build_id([("b", "y", 2), ("a", "x", 1)])
+        );
+    }
 
     fn doc(version: &str) -> String {
         format!(

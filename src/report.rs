@@ -105,6 +105,10 @@ pub const MAX_RELEASES: usize = 4;
 pub struct OutcomeRecord {
     /// The release's version.
     pub release: String,
+    /// The release's build ([`crate::manifest::build_id`]); `None` in a
+    /// record an older version wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
     /// An [`Outcome`]'s label (text, so a newer binary's record survives a
     /// rollback to this one).
     pub outcome: String,
@@ -118,13 +122,15 @@ pub struct OutcomeRecord {
     pub unknown: Unknown,
 }
 
-/// Note an outcome of `release` at `time` in `log` (the state's list): the
-/// latest time per (release, outcome, kind), for the [`MAX_RELEASES`]
-/// releases with the most recent outcomes. An empty release (a run that
-/// failed before any manifest was read) names no release and is not kept.
+/// Note an outcome of `release` (of build `build`, when known) at `time`
+/// in `log` (the state's list): the latest time per (release, build,
+/// outcome, kind), for the [`MAX_RELEASES`] releases with the most recent
+/// outcomes. An empty release (a run that failed before any manifest was
+/// read) names no release and is not kept.
 pub fn record_outcome(
     log: &mut Vec<OutcomeRecord>,
     release: &str,
+    build: Option<&str>,
     outcome: Outcome,
     kind: Option<&str>,
     time: i64,
@@ -133,13 +139,14 @@ pub fn record_outcome(
         return;
     }
     let kind = kind.map(str::to_string);
-    match log
-        .iter_mut()
-        .find(|r| r.release == release && r.outcome == outcome.as_str() && r.kind == kind)
-    {
+    let build = build.map(str::to_string);
+    match log.iter_mut().find(|r| {
+        r.release == release && r.build == build && r.outcome == outcome.as_str() && r.kind == kind
+    }) {
         Some(r) => r.time = r.time.max(time),
         None => log.push(OutcomeRecord {
             release: release.to_string(),
+            build,
             outcome: outcome.as_str().to_string(),
             kind,
             time,
@@ -161,8 +168,9 @@ pub fn record_outcome(
         .collect();
     log.retain(|r| keep.contains(&r.release));
     log.sort_by(|a, b| {
-        (a.release.as_str(), a.outcome.as_str(), &a.kind).cmp(&(
+        (a.release.as_str(), &a.build, a.outcome.as_str(), &a.kind).cmp(&(
             b.release.as_str(),
+            &b.build,
             b.outcome.as_str(),
             &b.kind,
         ))
@@ -174,6 +182,7 @@ pub fn record_outcome(
 pub const RESERVED_LABELS: &[&str] = &[
     "compatible",
     "release",
+    "build",
     "outcome",
     "kind",
     "slot",
@@ -229,6 +238,10 @@ pub struct Event {
     pub compatible: String,
     /// The release the event is about.
     pub release: Option<String>,
+    /// That release's build ([`crate::manifest::build_id`]); absent from
+    /// the reports of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
     /// The slot running when it reported.
     pub booted_slot: Option<String>,
     /// The release running when it reported.
@@ -378,11 +391,15 @@ pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
     metric(
         "abupdate_release_outcome",
         "gauge",
-        "Unix time of the latest outcome of a release on this host (kind: the error kind of a failed run).",
+        "Unix time of the latest outcome of a release on this host (build: the release's build id; kind: the error kind of a failed run).",
         view.outcomes
             .iter()
             .map(|r| {
-                let mut own = vec![("release", r.release.as_str()), ("outcome", r.outcome.as_str())];
+                let mut own = vec![("release", r.release.as_str())];
+                if let Some(b) = &r.build {
+                    own.push(("build", b.as_str()));
+                }
+                own.push(("outcome", r.outcome.as_str()));
                 if let Some(k) = &r.kind {
                     own.push(("kind", k.as_str()));
                 }
@@ -551,8 +568,16 @@ mod tests {
         .into_iter()
         .collect();
         let mut outcomes = Vec::new();
-        record_outcome(&mut outcomes, "2.0", Outcome::Installed, None, 10);
-        record_outcome(&mut outcomes, "2.0", Outcome::Failed, Some("network"), 5);
+        // A record of an older version names no build: no label.
+        record_outcome(&mut outcomes, "2.0", None, Outcome::Installed, None, 10);
+        record_outcome(
+            &mut outcomes,
+            "2.0",
+            Some("0123456789abcdef"),
+            Outcome::Failed,
+            Some("network"),
+            5,
+        );
         let mut m = Metrics::default();
         m.failures.insert("network".into(), 1);
         let text = render_textfile(&m, &view(&labels, &outcomes));
@@ -563,7 +588,7 @@ mod tests {
             assert!(line.contains(tail), "{line}");
         }
         assert!(text.contains(&format!(
-            "abupdate_release_outcome{{release=\"2.0\",outcome=\"failed\",kind=\"network\",{tail} 5\n"
+            "abupdate_release_outcome{{release=\"2.0\",build=\"0123456789abcdef\",outcome=\"failed\",kind=\"network\",{tail} 5\n"
         )));
         assert!(text.contains(&format!(
             "abupdate_release_outcome{{release=\"2.0\",outcome=\"installed\",{tail} 10\n"
@@ -576,17 +601,24 @@ mod tests {
     #[test]
     fn release_outcomes_keep_the_latest_time_of_the_last_few_releases() {
         let mut log = Vec::new();
-        record_outcome(&mut log, "1.0", Outcome::Committed, None, 100);
-        record_outcome(&mut log, "1.0", Outcome::Committed, None, 50);
+        record_outcome(&mut log, "1.0", None, Outcome::Committed, None, 100);
+        record_outcome(&mut log, "1.0", None, Outcome::Committed, None, 50);
         assert_eq!(log.len(), 1);
         assert_eq!(log[0].time, 100, "an older time replaced a newer one");
-        record_outcome(&mut log, "", Outcome::Failed, Some("network"), 101);
+        record_outcome(&mut log, "", None, Outcome::Failed, Some("network"), 101);
         assert_eq!(log.len(), 1, "a failure naming no release was kept");
         for (i, r) in ["2.0", "3.0", "4.0", "5.0"].iter().enumerate() {
             let t = 200 + i as i64 * 10;
-            record_outcome(&mut log, r, Outcome::Installed, None, t);
-            record_outcome(&mut log, r, Outcome::Failed, Some("network"), t + 1);
-            record_outcome(&mut log, r, Outcome::Failed, Some("hash_mismatch"), t + 2);
+            record_outcome(&mut log, r, None, Outcome::Installed, None, t);
+            record_outcome(&mut log, r, None, Outcome::Failed, Some("network"), t + 1);
+            record_outcome(
+                &mut log,
+                r,
+                None,
+                Outcome::Failed,
+                Some("hash_mismatch"),
+                t + 2,
+            );
         }
         let releases: std::collections::BTreeSet<&str> =
             log.iter().map(|r| r.release.as_str()).collect();

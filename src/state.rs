@@ -102,6 +102,18 @@ pub struct ImageRef {
     pub unknown: Unknown,
 }
 
+/// The build ([`crate::manifest::build_id`]) of a release whose images
+/// are `images`; `None` without any (a record of an older version).
+pub fn build_of(images: &BTreeMap<String, ImageRef>) -> Option<String> {
+    (!images.is_empty()).then(|| {
+        crate::manifest::build_id(
+            images
+                .iter()
+                .map(|(class, i)| (class.as_str(), i.sha256.as_str(), i.size)),
+        )
+    })
+}
+
 /// What a slot holds, as this host recorded it. Serialized as its name
 /// (`"good"`); a name this version does not know (a newer version's) is
 /// kept as [`SlotStatus::Other`] and written back as read.
@@ -711,6 +723,15 @@ impl State {
     /// `slot`'s record; an empty one when none is kept.
     pub fn slot(&self, slot: SlotName) -> SlotRecord {
         self.slots.get(&slot).cloned().unwrap_or_default()
+    }
+
+    /// The build of release `version` as a slot holds it (the booted
+    /// first slot recording it); `None` when no slot records its images.
+    pub fn build_of_version(&self, version: &str) -> Option<String> {
+        self.slots
+            .values()
+            .filter(|r| r.version.as_deref() == Some(version))
+            .find_map(|r| build_of(&r.images))
     }
 
     /// `slot`'s record to change in place (an empty one inserted first).

@@ -141,7 +141,7 @@ pub(super) fn check_and_install(
     location: &str,
     check: CheckOptions,
     opts: &InstallOptions,
-    release: &mut Option<String>,
+    release: &mut Option<(String, String)>,
 ) -> Result<std::result::Result<Installed, Nothing>> {
     let lock = host.state_dir.lock();
     let mut state = host.state_dir.load()?;
@@ -164,7 +164,8 @@ pub(super) fn check_and_install(
         }
         Judged::Fault(na) => return Err(na.into()),
     };
-    *release = Some(verified.manifest().version.to_string());
+    let m = verified.manifest();
+    *release = Some((m.version.to_string(), m.doc.build()));
     let lock = lock?;
     let waiting = |until: i64| Nothing::UpToDate {
         reason: format!(
@@ -519,7 +520,11 @@ fn install_verified(
     publish(
         host,
         &state,
-        Some((Outcome::Installed, m.version.as_str())),
+        Some((
+            Outcome::Installed,
+            m.version.as_str(),
+            Some(m.doc.build().as_str()),
+        )),
         None,
     );
     let staged = Staged {

@@ -475,16 +475,19 @@ pub(super) fn watch(
             state.fail_probation_without_fallback(now, &reason, failures);
             state.count_failure(Kind::NoFallback);
             let kind = Some(Kind::NoFallback.as_str());
+            let build = crate::state::build_of(&state.slot(p.slot).images);
             crate::report::record_outcome(
                 &mut state.outcomes,
                 &version,
+                build.as_deref(),
                 Outcome::Failed,
                 kind,
                 now,
             );
             flip.save(state)?;
             let error = Some((Kind::NoFallback, reason.as_str()));
-            publish(host, state, Some((Outcome::Failed, &version)), error);
+            let event = (Outcome::Failed, version.as_str(), build.as_deref());
+            publish(host, state, Some(event), error);
             Verdict::NoFallback { version, reason }
         }
         Decision::End => {

@@ -48,7 +48,8 @@ pub(super) fn retire_trial(
         )),
     }
     flip.retire(state, t, why)?;
-    let report = Some((why.outcome(), t.version.as_str()));
+    let build = crate::state::build_of(&t.images);
+    let report = Some((why.outcome(), t.version.as_str(), build.as_deref()));
     let error = Some((why.kind(), reason.as_str()));
     let version = t.version.clone();
     if why.fell_back() {
@@ -95,7 +96,11 @@ fn disarmed(host: &Host, lock: &crate::state::StateLock, state: &mut State, t: &
     publish(
         host,
         state,
-        Some((crate::report::Outcome::Disarmed, t.version.as_str())),
+        Some((
+            crate::report::Outcome::Disarmed,
+            t.version.as_str(),
+            crate::state::build_of(&t.images).as_deref(),
+        )),
         None,
     );
 }
@@ -1148,12 +1153,12 @@ mod tests {
     fn finishing_a_rollback_says_late_only_after_a_late_retirement() {
         use crate::report::{record_outcome, Outcome};
         let mut log = Vec::new();
-        record_outcome(&mut log, "2.0", Outcome::Committed, None, 10);
+        record_outcome(&mut log, "2.0", None, Outcome::Committed, None, 10);
         assert!(!retired_late(&log, "2.0"), "not rolled back at all");
-        record_outcome(&mut log, "2.0", Outcome::RolledBackLate, None, 20);
+        record_outcome(&mut log, "2.0", None, Outcome::RolledBackLate, None, 20);
         assert!(retired_late(&log, "2.0"));
         assert!(!retired_late(&log, "3.0"), "another release");
-        record_outcome(&mut log, "2.0", Outcome::RolledBack, None, 30);
+        record_outcome(&mut log, "2.0", None, Outcome::RolledBack, None, 30);
         assert!(
             !retired_late(&log, "2.0"),
             "installed again by hand, its trial rejected"

@@ -12,12 +12,12 @@ use crate::state::State;
 use crate::timefmt::now;
 
 /// Write the textfile, and POST the event to the webhook when there is one.
-/// `event` = (outcome, release); `error` = (kind, message). Failures to
+/// `event` = (outcome, release, its build); `error` = (kind, message). Failures to
 /// report are logged, never returned: reporting must not change outcomes.
 pub fn publish(
     host: &Host,
     state: &State,
-    event: Option<(Outcome, &str)>,
+    event: Option<(Outcome, &str, Option<&str>)>,
     error: Option<(Kind, &str)>,
 ) {
     let booted = host.booted_slot().ok();
@@ -38,7 +38,7 @@ pub fn publish(
             log(&format!("cannot write {}: {e}", path.display()));
         }
     }
-    let Some((outcome, release)) = event else {
+    let Some((outcome, release, build)) = event else {
         return;
     };
     if report.webhook.is_none() {
@@ -48,6 +48,7 @@ pub fn publish(
         host: host.host_id(),
         compatible: host.config.update.compatible.clone(),
         release: (!release.is_empty()).then(|| release.to_string()),
+        build: build.map(str::to_string),
         booted_slot: booted.map(|b| b.to_string()),
         booted_version,
         outcome: outcome.as_str().to_string(),
@@ -60,8 +61,10 @@ pub fn publish(
     crate::report::send_webhook(report, event);
 }
 
-/// Count a failed run, schedule the backoff, and report it.
-pub fn record_failure(host: &Host, error: &Error, release: Option<&str>) {
+/// Count a failed run, schedule the backoff, and report it. `release`:
+/// the version and, when the run read its manifest, the build it was about;
+/// without a build, the build of the slot holding that version, if any.
+pub fn record_failure(host: &Host, error: &Error, release: Option<(&str, Option<&str>)>) {
     let Ok(lock) = host.state_dir.lock() else {
         return;
     };
@@ -77,9 +80,16 @@ pub fn record_failure(host: &Host, error: &Error, release: Option<&str>) {
     );
     let delay = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX);
     state.metrics.retry_after = Some(now().saturating_add(delay));
+    let version = release.map_or("", |(v, _)| v);
+    let build = match release {
+        Some((_, Some(b))) => Some(b.to_string()),
+        Some((v, None)) => state.build_of_version(v),
+        None => None,
+    };
     crate::report::record_outcome(
         &mut state.outcomes,
-        release.unwrap_or(""),
+        version,
+        build.as_deref(),
         Outcome::Failed,
         Some(error.kind().as_str()),
         now(),
@@ -89,7 +99,7 @@ pub fn record_failure(host: &Host, error: &Error, release: Option<&str>) {
     publish(
         host,
         &state,
-        Some((Outcome::Failed, release.unwrap_or(""))),
+        Some((Outcome::Failed, version, build.as_deref())),
         Some((error.kind(), &message)),
     );
 }

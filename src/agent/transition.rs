@@ -42,7 +42,7 @@ use crate::boot::BootState;
 use crate::error::Result;
 use crate::report::Outcome;
 use crate::slot::SlotName;
-use crate::state::{State, StateLock, Transaction};
+use crate::state::{build_of, State, StateLock, Transaction};
 use crate::timefmt::now;
 
 /// The bootloader and the state of one host, under its lock.
@@ -116,6 +116,7 @@ impl<'a> Transition<'a> {
         crate::report::record_outcome(
             &mut state.outcomes,
             &t.version,
+            build_of(&t.images).as_deref(),
             Outcome::Installed,
             None,
             at,
@@ -134,6 +135,7 @@ impl<'a> Transition<'a> {
         crate::report::record_outcome(
             &mut state.outcomes,
             &t.version,
+            build_of(&t.images).as_deref(),
             Outcome::Committed,
             None,
             at,
@@ -158,7 +160,14 @@ impl<'a> Transition<'a> {
             why.hold(),
             at,
         );
-        crate::report::record_outcome(&mut state.outcomes, &t.version, why.outcome(), None, at);
+        crate::report::record_outcome(
+            &mut state.outcomes,
+            &t.version,
+            build_of(&t.images).as_deref(),
+            why.outcome(),
+            None,
+            at,
+        );
         self.save(state)
     }
 
@@ -171,7 +180,14 @@ impl<'a> Transition<'a> {
         self.disarm_pair(t)?;
         let at = now();
         state.disarm(t);
-        crate::report::record_outcome(&mut state.outcomes, &t.version, Outcome::Disarmed, None, at);
+        crate::report::record_outcome(
+            &mut state.outcomes,
+            &t.version,
+            build_of(&t.images).as_deref(),
+            Outcome::Disarmed,
+            None,
+            at,
+        );
         self.save(state)
     }
 
@@ -197,7 +213,14 @@ impl<'a> Transition<'a> {
         self.disarm_pair(t)?;
         let at = now();
         state.cancel(t, why, at);
-        crate::report::record_outcome(&mut state.outcomes, &t.version, Outcome::Disarmed, None, at);
+        crate::report::record_outcome(
+            &mut state.outcomes,
+            &t.version,
+            build_of(&t.images).as_deref(),
+            Outcome::Disarmed,
+            None,
+            at,
+        );
         self.save(state)
     }
 

@@ -340,7 +340,13 @@ fn attempt(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
     });
     match &result {
         Ok(_) => record_success(host),
-        Err(e) => record_failure(host, e, release.as_deref()),
+        Err(e) => record_failure(
+            host,
+            e,
+            release
+                .as_ref()
+                .map(|(v, b)| (v.as_str(), Some(b.as_str()))),
+        ),
     }
     result
 }
@@ -414,7 +420,7 @@ fn watch_probation(host: &Host, opts: UpdateOptions) -> Result<Option<UpdateOutc
         record_failure(host, e, None);
     }
     if let Err(e) = &outcome {
-        record_failure(host, e, Some(&version));
+        record_failure(host, e, Some((&version, None)));
     }
     ended_by_watch(outcome, unread)
 }
@@ -474,7 +480,7 @@ fn finish_planned_rollback(host: &Host, opts: UpdateOptions) -> Result<UpdateOut
     })();
     match &result {
         Ok(_) => record_success(host),
-        Err(e) => record_failure(host, e, version.as_deref()),
+        Err(e) => record_failure(host, e, version.as_deref().map(|v| (v, None))),
     }
     result
 }

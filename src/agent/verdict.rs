@@ -327,7 +327,9 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
                 ));
             }
             host.release_reboot_lock(&lock, &mut state);
-            publish(host, &state, Some((Outcome::Committed, &t.version)), None);
+            let build = crate::state::build_of(&t.images);
+            let event = (Outcome::Committed, t.version.as_str(), build.as_deref());
+            publish(host, &state, Some(event), None);
             Ok(Verdict::Committed { version: version() })
         }
         (Decision::RollBack(why), Some(t)) => {

@@ -133,7 +133,7 @@ struct Asking<'a> {
     max_skew: Duration,
 }
 
-/// Ask Prometheus about release `version` of `compatible` at the store's
+/// Ask Prometheus about build `build` of release `version` of `compatible` at the store's
 /// now (refused when its clock is more than `max_skew` from this
 /// machine's), in the wave of `percent` started at `wave_started`: the
 /// queries at once (each bounded by the timeout), so the decision takes
@@ -142,6 +142,7 @@ fn observe_prometheus(
     ask: &Asking,
     compatible: &str,
     version: &str,
+    build: &str,
     percent: Option<f64>,
     wave_started: i64,
 ) -> Result<Observed> {
@@ -156,6 +157,7 @@ fn observe_prometheus(
     let q = prometheus::queries(
         compatible,
         version,
+        build,
         ask.selector,
         percent,
         ask.host_label,
@@ -218,7 +220,7 @@ fn observe_prometheus(
         .map_err(|e| bad(&q.outcomes, e))?;
     if asked[0].answer.is_empty() && tally.not_counted == 0 {
         return Err(Error::Fleet(format!(
-            "{}: no host of {compatible} reports release {version} \
+            "{}: no host of {compatible} reports release {version} build {build} \
              (no abupdate_release_outcome series{matching}): not deciding blind",
             client.endpoint(),
         )));
@@ -248,21 +250,24 @@ fn observe_prometheus(
     })
 }
 
-/// Tally the reports about release `version` of `compatible`, at `now`.
+/// Tally the reports about build `build` of release `version` of
+/// `compatible`, at `now`.
 fn observe_reports(
     path: &Path,
     policy: &Policy,
     compatible: &str,
-    version: &str,
+    (version, build): (&str, &str),
     percent: Option<f64>,
     now: i64,
 ) -> Result<Observed> {
-    // Only this release's reports are kept while reading.
+    // Only this build's reports are kept while reading.
     let reports = super::read_reports(path, &|e| {
-        e.compatible == compatible && super::reports::same_release(e.release.as_deref(), version)
+        e.compatible == compatible
+            && super::reports::same_release(e.release.as_deref(), version)
+            && super::reports::same_build(e.build.as_deref(), build)
     })
     .map_err(Error::Fleet)?;
-    let tally = super::tally(&reports.events, compatible, version);
+    let tally = super::tally(&reports.events, compatible, version, build);
     // A report carries no position: which reporter is in the wave is not
     // known, so `decide` counts every commit and says so.
     let in_wave = None;
@@ -284,13 +289,14 @@ fn observe_reports(
     })
 }
 
-/// Ask the source `opts` names about release `version` of `compatible`,
+/// Ask the source `opts` names about build `build` of release `version` of
+/// `compatible`,
 /// whose current wave is `percent`: the reports at this machine's `now`,
 /// Prometheus at its own.
 fn observe(
     opts: &Options,
     compatible: &str,
-    version: &str,
+    (version, build): (&str, &str),
     plan: &Plan,
     now: i64,
 ) -> Result<Observed> {
@@ -312,11 +318,16 @@ fn observe(
                 ca_file: ca_file.as_deref(),
                 max_skew: *max_skew,
             };
-            observe_prometheus(&ask, compatible, version, percent, plan.wave_started)
+            observe_prometheus(&ask, compatible, version, build, percent, plan.wave_started)
         }
-        Source::Reports(path) => {
-            observe_reports(path, &opts.policy, compatible, version, percent, now)
-        }
+        Source::Reports(path) => observe_reports(
+            path,
+            &opts.policy,
+            compatible,
+            (version, build),
+            percent,
+            now,
+        ),
     }
 }
 
@@ -467,7 +478,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
             let observed = observe(
                 opts,
                 &doc.compatible,
-                &doc.version,
+                (&doc.version, &doc.build()),
                 &plan,
                 crate::timefmt::now(),
             )?;

@@ -714,6 +714,7 @@ pub struct Queries {
 pub fn queries(
     compatible: &str,
     version: &str,
+    build: &str,
     selector: &[Matcher],
     percent: Option<f64>,
     host_label: &str,
@@ -722,7 +723,18 @@ pub fn queries(
     let mut hosts = vec![format!("compatible={}", quote(compatible))];
     hosts.extend(selector.iter().map(|m| m.to_string()));
     let hosts = hosts.join(",");
-    let release = format!("{hosts},release={}", quote(version));
+    // This build's outcomes, and those of hosts whose abupdate labels no
+    // build (older versions: `=~"id|"` matches a missing label), so a
+    // fleet upgraded host by host goes on deciding; another build's
+    // outcomes under the same version never count.
+    // A build id is hex digits ([`crate::manifest::build_id`]): nothing in
+    // it is a regex metacharacter.
+    debug_assert!(build.bytes().all(|b| b.is_ascii_hexdigit()), "{build}");
+    let release = format!(
+        "{hosts},release={},build=~{}",
+        quote(version),
+        quote(&format!("{build}|"))
+    );
     let l = host_label;
     let range = format!("{lookback_secs}s");
     let failures: Vec<&str> = [
@@ -1198,9 +1210,17 @@ mod tests {
     #[test]
     fn queries_aggregate_by_host_and_carry_the_release_and_selector() {
         let sel = parse_selector(r#"region="eu""#).expect("selector");
-        let q = queries("acme \"x\"", "2.0", &sel, Some(2.0), "instance", 3600);
+        let q = queries(
+            "acme \"x\"",
+            "2.0",
+            "0123456789abcdef",
+            &sel,
+            Some(2.0),
+            "instance",
+            3600,
+        );
         let hosts = r#"compatible="acme \"x\"",region="eu""#;
-        let release = format!("{hosts},release=\"2.0\"");
+        let release = format!("{hosts},release=\"2.0\",build=~\"0123456789abcdef|\"");
         let per_host = format!(
             "topk by (instance) (1, \
              last_over_time(abupdate_release_outcome{{{release},outcome=~\"rolled_back|trial_never_booted|rolled_back_late\"}}[3600s]) or \
@@ -1235,7 +1255,7 @@ mod tests {
             q.unidentified,
             format!("count({{__name__=~\"abupdate_release_outcome|abupdate_rollout_position\",{hosts},instance=\"\"}})")
         );
-        let no_wave = queries("c", "2.0", &[], None, "site", 7 * 24 * 3600);
+        let no_wave = queries("c", "2.0", "00", &[], None, "site", 7 * 24 * 3600);
         assert_eq!(
             no_wave.hosts,
             "count(max by (site) (last_over_time(abupdate_rollout_position{compatible=\"c\"}[604800s])))"

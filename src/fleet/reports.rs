@@ -28,22 +28,31 @@ pub(crate) fn same_release(reported: Option<&str>, version: &str) -> bool {
     }
 }
 
-/// Tally the reports about release `version` of `compatible`: each host
+/// Whether a report of build `reported` counts for build `build`: the
+/// same build, or a report naming none (an older abupdate's: counted as
+/// before, so a fleet upgraded host by host goes on deciding).
+pub(crate) fn same_build(reported: Option<&str>, build: &str) -> bool {
+    reported.is_none_or(|r| r == build)
+}
+
+/// Tally the reports about build `build` of release `version` of
+/// `compatible` ([`same_build`]): each host
 /// by its latest report that counts, except that a failure of the release
 /// sticks (a host's clock may read 1970 before NTP, or 2099: a report's
 /// time orders a host's reports but never hides its failure). At one time,
 /// the later step of a trial wins (committed over installed).
-pub fn tally(events: &[Event], compatible: &str, version: &str) -> Tally {
+pub fn tally(events: &[Event], compatible: &str, version: &str, build: &str) -> Tally {
     let mut t = Tally::default();
     let step = |v: Verdict| match v {
         Verdict::Committed => 1,
         _ => 0,
     };
     let mut latest: BTreeMap<&str, (Verdict, i64)> = BTreeMap::new();
-    for e in events
-        .iter()
-        .filter(|e| e.compatible == compatible && same_release(e.release.as_deref(), version))
-    {
+    for e in events.iter().filter(|e| {
+        e.compatible == compatible
+            && same_release(e.release.as_deref(), version)
+            && same_build(e.build.as_deref(), build)
+    }) {
         let verdict = counts_against_release(Outcome::parse(&e.outcome), e.error_kind.as_deref());
         match verdict {
             Verdict::NotCounted => t.not_counted += 1,
@@ -208,6 +217,7 @@ mod tests {
             host: host.into(),
             compatible: "c".into(),
             release: Some("2.0".into()),
+            build: None,
             booted_slot: None,
             booted_version: None,
             outcome: outcome.into(),
@@ -226,8 +236,8 @@ mod tests {
             ev("b", "rolled_back", 3),
             ev("c", "installed", 5),
         ];
-        assert_eq!(tally(&events, "c", "2.0"), t(1, 1, 1));
-        assert_eq!(tally(&events, "c", "3.0"), Tally::default());
+        assert_eq!(tally(&events, "c", "2.0", "b1"), t(1, 1, 1));
+        assert_eq!(tally(&events, "c", "3.0", "b1"), Tally::default());
     }
 
     #[test]
@@ -243,15 +253,33 @@ mod tests {
             .collect();
         others.push(other);
         others.push(ev("a", "committed", 1));
-        assert_eq!(tally(&others, "c", "2.0"), t(0, 1, 0));
-        assert_eq!(tally(&others, "other-arm64", "2.0"), t(0, 1, 5));
+        assert_eq!(tally(&others, "c", "2.0", "b1"), t(0, 1, 0));
+        assert_eq!(tally(&others, "other-arm64", "2.0", "b1"), t(0, 1, 5));
+    }
+
+    #[test]
+    fn tally_counts_only_the_manifests_build_and_reports_naming_none() {
+        let of = |host: &str, outcome: &str, build: Option<&str>| Event {
+            build: build.map(str::to_string),
+            ..ev(host, outcome, 1)
+        };
+        let events = vec![
+            of("a", "committed", Some("b1")),
+            of("b", "committed", Some("b0")),
+            of("c", "rolled_back", Some("b0")),
+            // An older host's report: no build, counted as before.
+            of("d", "committed", None),
+        ];
+        assert_eq!(tally(&events, "c", "2.0", "b1"), t(0, 2, 0));
+        assert_eq!(tally(&events, "c", "2.0", "b0"), t(0, 2, 1));
+        assert_eq!(tally(&events, "c", "2.0", "b2"), t(0, 1, 0));
     }
 
     #[test]
     fn tally_matches_the_release_as_a_version() {
         let mut e = ev("a", "rolled_back", 1);
         e.release = Some("2.0.0".into());
-        assert_eq!(tally(&[e], "c", "2.0"), t(0, 0, 1));
+        assert_eq!(tally(&[e], "c", "2.0", "b1"), t(0, 0, 1));
     }
 
     #[test]
@@ -274,7 +302,7 @@ mod tests {
             ev("h", "trial_never_booted", 1),
         ];
         assert_eq!(
-            tally(&events, "c", "2.0"),
+            tally(&events, "c", "2.0", "b1"),
             Tally {
                 installed: 0,
                 committed: 1,
@@ -323,7 +351,7 @@ mod tests {
             ev("d", "installed", 5),
             ev("d", "committed", 5),
         ];
-        assert_eq!(tally(&events, "c", "2.0"), t(0, 2, 2));
+        assert_eq!(tally(&events, "c", "2.0", "b1"), t(0, 2, 2));
     }
 
     #[test]
@@ -357,7 +385,7 @@ mod tests {
             .expect("write");
         std::fs::create_dir(dir.path().join("old")).expect("mkdir");
         let r = read_reports(dir.path(), &|_| true).expect("read");
-        assert_eq!(tally(&r.events, "c", "2.0"), t(0, 1, 1));
+        assert_eq!(tally(&r.events, "c", "2.0", "b1"), t(0, 1, 1));
         std::fs::write(dir.path().join("reports.jsonl.2.gz"), b"\x1f\x8b").expect("write");
         let e = read_reports(dir.path(), &|_| true).expect_err("compressed");
         assert!(

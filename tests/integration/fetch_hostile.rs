@@ -925,6 +925,7 @@ fn every_https_client_trusts_the_ca_file_and_an_unknown_issuer_is_an_error() {
         host: "h".into(),
         compatible: "c".into(),
         release: Some("2.0".into()),
+        build: None,
         booted_slot: Some("B".into()),
         booted_version: Some("2.0".into()),
         outcome: "committed".into(),

@@ -853,3 +853,83 @@ fn hosts_silent_since_early_in_an_old_wave_still_hold_it() {
     );
     assert_eq!(snapshot(m.parent().expect("dir")), before);
 }
+
+/// Finding 6 of the outside review: 2.0 re-packed with another image (a
+/// rebuild under the same version) was advanced on the commits of build 1,
+/// which its hosts kept reporting (build 2 is "not newer" to them). Each
+/// region's 10% wave (hosts 0-4) committed 2.0: region `old` build 1,
+/// region `new` build 2, region `legacy` with no `build` label (hosts of
+/// an older abupdate: counted as before). On `old` alone fleet refuses to
+/// decide build 2 (no host reports it); `new` and `legacy` advance it.
+#[test]
+fn commits_of_another_build_of_the_version_do_not_advance_it() {
+    let h = TestHost::new("fleet-prom-build", "1.0", HostOptions::default());
+    let now = abupdate::timefmt::now();
+    let started = now - 3 * 3600;
+    let recent = [(now - 600, now - 60)];
+    let build_of = |m: &Path| {
+        let d: abupdate::manifest::ManifestDoc =
+            serde_json::from_slice(&std::fs::read(m).expect("manifest")).expect("doc");
+        d.build()
+    };
+    let packed = |name: &str, bytes: &[u8]| {
+        let created = abupdate::timefmt::format_rfc3339(started);
+        h.pack(
+            name,
+            "2.0",
+            bytes,
+            &["--waves", "10,50,100", "--created", &created],
+        )
+    };
+    let build1 = build_of(&packed("build1", &image("2.0", 1 << 16)));
+    let rebuilt = |name: &str| packed(name, &image("2.0 rebuilt", 1 << 16));
+    let build2 = build_of(&rebuilt("build2"));
+    assert_ne!(build1, build2);
+    let mut lines = Vec::new();
+    for (region, build) in [
+        ("old", Some(&build1)),
+        ("new", Some(&build2)),
+        ("legacy", None),
+    ] {
+        let mut of_region = Vec::new();
+        for i in 0..50 {
+            let outcomes: &[Outcome] = match i {
+                0..5 => &[("2.0", "committed", started + 600)],
+                _ => &[],
+            };
+            let position = (i as f64 + 0.5) / 50.0;
+            let name = format!("{region}-{i:02}:9100");
+            host_lines(&mut of_region, &name, region, position, outcomes, &recent);
+        }
+        lines.extend(of_region.into_iter().map(|l| match build {
+            Some(b) => l.replace("release=\"2.0\"", &format!("release=\"2.0\",build=\"{b}\"")),
+            None => l,
+        }));
+    }
+    let p = prom::prometheus_with(&h.dir.join("prometheus"), &openmetrics(&lines));
+    // Build 1's commits are no report of build 2: not deciding blind,
+    // nothing re-signed (before: "advance", on 5 commits).
+    let m = rebuilt("build2-old");
+    let before = snapshot(m.parent().expect("dir"));
+    let out = controller(&h, &m, &p.url(""), &["--selector", "region=\"old\""]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("reports release 2.0 build {build2}")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(snapshot(m.parent().expect("dir")), before);
+    for region in ["new", "legacy"] {
+        let m = rebuilt(&format!("build2-{region}"));
+        let selector = format!("region=\"{region}\"");
+        let out = controller(&h, &m, &p.url(""), &["--selector", &selector]);
+        assert!(out.status.success(), "{region}: {}", text(&out));
+        let j = json(&out);
+        assert_eq!(
+            (j["action"].as_str(), j["in_wave"]["committed"].as_u64()),
+            (Some("advance"), Some(5)),
+            "{region}: {j}"
+        );
+        assert_eq!(build_of(&m), build2, "a wave advance changed the build");
+    }
+}

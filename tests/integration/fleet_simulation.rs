@@ -124,6 +124,7 @@ fn poll(host: &mut SimHost, m: &Manifest, now: i64, healthy: bool) -> Vec<Event>
         host: id.clone(),
         compatible: "sim".into(),
         release: Some(m.version.to_string()),
+        build: Some(m.doc.build()),
         booted_slot: None,
         booted_version: Some(booted.clone()),
         outcome: outcome.into(),
@@ -177,10 +178,10 @@ fn controller(
             .filter(|e| wave.contains(e.host.as_str()))
             .cloned()
             .collect();
-        fleet::tally(&inside, "sim", m.version.as_str())
+        fleet::tally(&inside, "sim", m.version.as_str(), &m.doc.build())
     });
     let facts = Facts {
-        tally: fleet::tally(&arrived, "sim", m.version.as_str()),
+        tally: fleet::tally(&arrived, "sim", m.version.as_str(), &m.doc.build()),
         in_wave,
         wave_hosts,
     };
@@ -505,6 +506,7 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
                 host: host.id.clone(),
                 compatible: "sim".into(),
                 release: Some(t.version.clone()),
+                build: abupdate::state::build_of(&t.images),
                 booted_slot: None,
                 booted_version: Some(t.version.clone()),
                 outcome: "rolled_back_late".into(),
