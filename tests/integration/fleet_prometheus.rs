@@ -105,6 +105,19 @@ fn the_real_node_exporter_reads_the_textfile_with_every_label() {
         Some("not_found"),
         "{failed:?}"
     );
+    // Each outcome names the build it is about: the manifest's images.
+    let build = |m: &Path| {
+        let d: abupdate::manifest::ManifestDoc =
+            serde_json::from_slice(&std::fs::read(m).expect("manifest")).expect("doc");
+        d.build()
+    };
+    for (s, m) in [(installed, &m2), (committed, &m2), (failed, &m3)] {
+        assert_eq!(
+            s.labels.get("build").map(String::as_str),
+            Some(build(m).as_str()),
+            "{s:?}"
+        );
+    }
     let booted = samples(&all, "abupdate_booted_release_info");
     assert_eq!(booted.len(), 1, "{body}");
     assert_eq!(
