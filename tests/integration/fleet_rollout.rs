@@ -353,6 +353,11 @@ fn verdicts_are_reported_as_a_prometheus_textfile_and_a_webhook() {
         .collect();
     assert_eq!(outcomes, ["installed", "committed"], "{events:?}");
     assert_eq!(events[1]["release"], "2.0");
+    let doc: abupdate::manifest::ManifestDoc =
+        serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("doc");
+    let build = doc.build();
+    assert_eq!(events[0]["build"], build.as_str(), "{events:?}");
+    assert_eq!(events[1]["build"], build.as_str(), "{events:?}");
     assert_eq!(events[1]["booted_slot"], "B");
     let host = events[1]["host"].as_str().expect("host id");
     assert_eq!(host.len(), 32);
@@ -373,7 +378,7 @@ fn verdicts_are_reported_as_a_prometheus_textfile_and_a_webhook() {
          assert s[('abupdate_installs_total', (c,))] == 1, s\n\
          assert s[('abupdate_downloaded_bytes_total', (c,))] == 0, s\n\
          assert s[('abupdate_last_success_timestamp_seconds', (c,))] > 1.7e9, s\n\
-         assert s[('abupdate_release_outcome', (c, ('outcome', 'committed'), ('release', '2.0')))] > 1.7e9, s\n\
+         assert s[('abupdate_release_outcome', (('build', {build:?}), c, ('outcome', 'committed'), ('release', '2.0')))] > 1.7e9, s\n\
          assert fams['abupdate_failures'].type == 'counter', fams\n\
          print(len(fams), 'families')\n",
         path = prom.display().to_string()
