@@ -7,7 +7,9 @@
 # Prometheus's peak RSS. See bench/README.md "Fleet controller at scale".
 #
 # Knobs (environment): HOSTS=10000, RUNS=7, MINUTES=30 (samples per series,
-# one a minute, ending a minute ago), BENCH_DIR=target/bench-fleet,
+# one a minute, ending a minute ago), WAVE_AGE_MINUTES=120 (the release's
+# `created`: the wave started that long ago, the queries' lookback),
+# BENCH_DIR=target/bench-fleet,
 # SKIP_BUILD=1 (use target/release/abupdate, or ABU=PATH, as it is).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,7 @@ W=${BENCH_DIR:-$ROOT/target/bench-fleet}
 HOSTS=${HOSTS:-10000}
 RUNS=${RUNS:-7}
 MINUTES=${MINUTES:-30}
+WAVE_AGE_MINUTES=${WAVE_AGE_MINUTES:-120}
 ABU=${ABU:-$ROOT/target/release/abupdate}
 
 log() { printf '\033[1m[fleet-bench %(%H:%M:%S)T]\033[0m %s\n' -1 "$*" >&2; }
@@ -107,7 +110,7 @@ log "Prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}') ready 
 head -c 65536 /dev/urandom > "$W/rootfs.img"
 "$ABU" pack --secret "$W/keys/release.key" --compatible acme-edge-x86_64 --version 2.0 \
     --image "rootfs=$W/rootfs.img" --out "$W/rel" --level 3 --waves 10,50,100 \
-    --created "$(date -u -d @$((NOW - 7200)) +%Y-%m-%dT%H:%M:%SZ)" 2>/dev/null
+    --created "$(date -u -d @$((NOW - WAVE_AGE_MINUTES * 60)) +%Y-%m-%dT%H:%M:%SZ)" 2>/dev/null
 
 # Prometheus's CPU time (utime + stime of /proc/PID/stat, in clock ticks).
 prom_cpu() { awk '{print $14 + $15}' "/proc/$PROM_PID/stat"; }
