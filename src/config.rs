@@ -57,6 +57,11 @@ pub struct Config {
     pub reboot: Reboot,
     /// `[report]`.
     pub report: Report,
+    /// What loads but should change, one line each naming the key and its
+    /// file (an operator label abupdate took later,
+    /// [`crate::report::LATER_LABELS`]): each command that opens the host
+    /// prints them once.
+    pub warnings: Vec<String>,
     /// Install hooks (`[hooks]`).
     pub hooks: Hooks,
 }
@@ -803,12 +808,13 @@ impl Config {
             .join(", ");
         // The file and line of the value that won the merge when one file
         // holds it; else (a key not set, or set across files) every file.
-        let err = |key: &str, what: String| {
-            let at = origins
+        let at = |key: &str| {
+            origins
                 .of(key)
-                .and_then(|(i, line)| Some(format!("{}:{line}", files.get(i)?.display())));
-            ConfigError(format!("{}: {key}: {what}", at.as_deref().unwrap_or(&all)))
+                .and_then(|(i, line)| Some(format!("{}:{line}", files.get(i)?.display())))
+                .unwrap_or_else(|| all.clone())
         };
+        let err = |key: &str, what: String| ConfigError(format!("{}: {key}: {what}", at(key)));
         // Every duration key has a range (see `duration_bounds`): a value
         // out of it is refused here, naming the key, so no later
         // `Instant + duration` can overflow.
@@ -1190,9 +1196,11 @@ impl Config {
                 format!("more than {} labels", crate::report::MAX_LABELS),
             ));
         }
+        let mut warnings = Vec::new();
         for (name, value) in &report.labels {
-            crate::report::check_label(name, value)
-                .map_err(|e| err(&format!("report.labels.{name}"), e))?;
+            let key = format!("report.labels.{name}");
+            crate::report::check_label(name, value).map_err(|e| err(&key, e))?;
+            warnings.extend(crate::report::later_label_warning(name, &at(&key)));
         }
         Ok(Config {
             files,
@@ -1204,6 +1212,7 @@ impl Config {
             rollout: RolloutSettings { wariness },
             reboot: Reboot { windows, fleetlock },
             report,
+            warnings,
             hooks,
         })
     }
@@ -1568,6 +1577,21 @@ rootfs = "/dev/b"
             .expect_err(bad);
             assert!(e.0.starts_with(&format!("c.toml:9: {key}: ")), "{e}");
         }
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // `build` became abupdate's own after configs could set it: it
+        // loads, with one warning naming the key, its file and line.
+        let c = Config::from_str(
+            &format!("{MINIMAL}[report]\nlabels = {{ build = \"x\", site = \"s\" }}\n"),
+            Path::new("c.toml"),
+        )
+        .expect("a label the previous version accepted");
+        assert_eq!(c.report.labels["build"], "x");
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with("c.toml:9: report.labels.build: "),
+            "{:?}",
+            c.warnings
+        );
         let many: Vec<String> = (0..=crate::report::MAX_LABELS)
             .map(|i| format!("l{i} = \"v\""))
             .collect();

@@ -36,7 +36,7 @@
 //! | `health-verdict` | the health checks decided |
 //! | `committed` | the trial slot marked good in the bootloader |
 //! | `rolled-back` | a failed trial marked bad and the old slot activated |
-//! | `rollback` | a manual rollback's activation |
+//! | `rollback` | a manual rollback's activation (the plain switch; a rejection passes `retire-marked-bad` and `rolled-back`) |
 //!
 //! `pack` and `fleet` ([`crate::publish`]; `tests/integration/publish_crash.rs` crashes
 //! at each one):

@@ -177,17 +177,37 @@ pub fn record_outcome(
     });
 }
 
-/// Labels every series has from abupdate itself: an operator's label of
-/// the same name would be ambiguous.
+/// Labels abupdate has set itself since operator labels exist: an
+/// operator's label of the same name would be ambiguous, and no config
+/// naming one ever loaded, so refusing it breaks no host.
 pub const RESERVED_LABELS: &[&str] = &[
     "compatible",
     "release",
-    "build",
     "outcome",
     "kind",
     "slot",
     "version",
 ];
+
+/// Labels abupdate took for itself after operators could set them
+/// (`build`, on `abupdate_release_outcome`, since the release build id).
+/// A config the previous version ran with must still load: refused, a
+/// release carrying the new abupdate would fail its trial on every host
+/// with such a label, a fleet-wide rollback. So the operator's value stays
+/// on the other series, is left off the ones where abupdate sets the name
+/// (ours wins), and loading the config warns ([`later_label_warning`]).
+pub const LATER_LABELS: &[&str] = &["build"];
+
+/// The warning for an operator label of a name in [`LATER_LABELS`] (`at`:
+/// where the config sets it), or `None` for any other name.
+pub fn later_label_warning(name: &str, at: &str) -> Option<String> {
+    LATER_LABELS.contains(&name).then(|| {
+        format!(
+            "{at}: report.labels.{name}: abupdate sets the label {name:?} itself on abupdate_release_outcome; \
+             your value is left off that metric (the other series keep it); rename the label"
+        )
+    })
+}
 
 /// Most operator labels: the textfile stays small.
 pub const MAX_LABELS: usize = 16;
@@ -302,11 +322,12 @@ fn label_set(pairs: &[(&str, &str)]) -> String {
 pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
     let mut common: Vec<(&str, &str)> = vec![("compatible", view.compatible)];
     common.extend(view.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let with = |own: &[(&str, &str)]| {
+    let with_except = |own: &[(&str, &str)], dropped: &[&str]| {
         let mut all = own.to_vec();
-        all.extend(common.iter().copied());
+        all.extend(common.iter().filter(|(k, _)| !dropped.contains(k)).copied());
         label_set(&all)
     };
+    let with = |own: &[(&str, &str)]| with_except(own, &[]);
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -403,7 +424,10 @@ pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
                 if let Some(k) = &r.kind {
                     own.push(("kind", k.as_str()));
                 }
-                (with(&own), r.time.to_string())
+                // The operator's `build` goes even from an outcome without
+                // one: fleet takes a series with no build for an older
+                // host's, and another value for another build's.
+                (with_except(&own, LATER_LABELS), r.time.to_string())
             })
             .collect(),
     );
@@ -596,6 +620,39 @@ mod tests {
         assert!(text.contains(&format!(
             "abupdate_booted_release_info{{release=\"1.0\\\"x\",slot=\"A\",{tail} 1\n"
         )));
+    }
+
+    #[test]
+    fn an_operators_build_label_stays_off_the_outcomes_where_ours_wins() {
+        // A config of the version before the release build id may label
+        // its host `build`: it still loads ([`LATER_LABELS`]).
+        assert!(check_label("build", "x").is_ok());
+        let labels: BTreeMap<String, String> = [("build", "x"), ("site", "s")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut outcomes = Vec::new();
+        record_outcome(
+            &mut outcomes,
+            "2.0",
+            Some("0123abcd"),
+            Outcome::Committed,
+            None,
+            7,
+        );
+        record_outcome(&mut outcomes, "1.0", None, Outcome::Installed, None, 3);
+        let text = render_textfile(&Metrics::default(), &view(&labels, &outcomes));
+        assert!(text.contains(
+            "abupdate_release_outcome{release=\"2.0\",build=\"0123abcd\",outcome=\"committed\",compatible=\"acme\",site=\"s\"} 7\n"
+        ), "{text}");
+        // Not even where abupdate names no build: fleet reads a missing
+        // build as an older host's, another one as another build's.
+        assert!(text.contains(
+            "abupdate_release_outcome{release=\"1.0\",outcome=\"installed\",compatible=\"acme\",site=\"s\"} 3\n"
+        ), "{text}");
+        assert!(text.contains(
+            "abupdate_booted_info{slot=\"A\",version=\"1.0\\\"x\",compatible=\"acme\",build=\"x\",site=\"s\"} 1\n"
+        ), "the other series keep it: {text}");
     }
 
     #[test]

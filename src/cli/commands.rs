@@ -23,8 +23,14 @@ fn load_config(global: &Global) -> Result<Config> {
     Ok(Config::load(&path)?)
 }
 
+/// The host, after the config's warnings (once per run: each command
+/// opens the host once).
 fn open_host(global: &Global) -> Result<Host> {
-    Host::open(load_config(global)?)
+    let config = load_config(global)?;
+    for w in &config.warnings {
+        agent::log(&format!("warning: {w}"));
+    }
+    Host::open(config)
 }
 
 /// A key or signature file: minisign's files are small

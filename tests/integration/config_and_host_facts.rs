@@ -124,3 +124,65 @@ fn status_shows_a_hostile_os_release_version_escaped_and_lossless() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(status["booted_version"], shown);
 }
+
+/// Upgrade hazard: `build` became a label abupdate sets itself (on
+/// `abupdate_release_outcome`) after configs could name it. A config the
+/// previous version ran with still loads: `check`, `status` and the timer's
+/// `update` each warn once, naming the key and its file, and the outcome
+/// carries abupdate's build, not the operator's.
+#[test]
+fn a_build_label_from_before_abupdate_took_it_loads_with_one_warning() {
+    let mut h = TestHost::new("facts-build-label", "1.0", HostOptions::default());
+    let textfile = h.dir.join("abupdate.prom");
+    let m2 = h.pack(
+        "r2",
+        "2.0",
+        &crate::common::host::image("2.0", 1 << 20),
+        &[],
+    );
+    dropin(
+        &h,
+        &format!(
+            "[update]\nurl = \"file://{}\"\n[report]\ntextfile = \"{}\"\nlabels = {{ build = \"x\", site = \"s\" }}\n",
+            m2.display(),
+            textfile.display()
+        ),
+    );
+    let warns = |out: &std::process::Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+        assert_eq!(lines.len(), 1, "one warning: {}", text(out));
+        for n in [
+            "report.labels.build",
+            "config.d/50-test.toml",
+            "abupdate_release_outcome",
+        ] {
+            assert!(lines[0].contains(n), "{:?} does not name {n:?}", lines[0]);
+        }
+    };
+    let out = h.abupdate(&["status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    warns(&out);
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+    warns(&out);
+    let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    warns(&out);
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    let doc: abupdate::manifest::ManifestDoc =
+        serde_json::from_slice(&std::fs::read(&m2).expect("manifest")).expect("doc");
+    let prom = std::fs::read_to_string(&textfile).expect("textfile");
+    let committed = prom
+        .lines()
+        .find(|l| l.starts_with("abupdate_release_outcome{") && l.contains("outcome=\"committed\""))
+        .unwrap_or_else(|| panic!("no commit in {prom}"));
+    assert!(
+        committed.contains(&format!("build=\"{}\"", doc.build())),
+        "{committed}"
+    );
+    assert_eq!(committed.matches("build=").count(), 1, "{committed}");
+    assert!(committed.contains("site=\"s\""), "{committed}");
+}

@@ -5,7 +5,9 @@
 //! came up, `health` rolling back a committed release late (its probation
 //! failed), `health` while a staged slot awaits the reboot, the timer's
 //! `update` disarming a staged trial its release channel withdrew, a manual
-//! `rollback`, `mark-good`, `mark-bad`), on GRUB, on U-Boot (a redundant
+//! `rollback` rejecting the committed release, the plain `rollback` switch
+//! (from a release adopted as found back to the newer one committed in the
+//! other slot: no verdict), `mark-good`, `mark-bad`), on GRUB, on U-Boot (a redundant
 //! env in a file), on EFI (NVRAM: a directory standing in for efivarfs,
 //! read back by the real `efibootmgr`) and on systemd-boot (an ESP whose
 //! entries the real `bootctl list` reads and picks the default of), is run
@@ -24,7 +26,13 @@
 //! - the slot the bootloader boots next holds a complete, known image (its
 //!   SHA-256 matches the release it records) that has not failed here;
 //! - re-running the same command finishes the job, and the host then boots
-//!   the slot the flow meant it to, and its health check passes.
+//!   the slot the flow meant it to, and its health check passes;
+//! - where the env has two copies (U-Boot), both are whole at the end.
+//!
+//! The plain switch is also cut and then simply booted (a power cut is a
+//! reboot): wherever the host comes up, its health passes, and the
+//! operator's `rollback`, again where the cut came before the bootloader
+//! was switched, ends as an uncut run does.
 //!
 //! The points covered are printed (`--nocapture`; `scripts/fault-matrix.sh`
 //! prints them with the total) and written to
@@ -51,6 +59,7 @@ enum Flow {
     HealthRollback,
     TrialNeverBooted,
     Rollback,
+    RollbackSwitch,
     MarkGood,
     MarkBad,
     HealthAwaitingReboot,
@@ -68,6 +77,7 @@ impl Flow {
             Flow::HealthRollback => "health-rollback",
             Flow::TrialNeverBooted => "health-trial-never-booted",
             Flow::Rollback => "rollback",
+            Flow::RollbackSwitch => "rollback-switch",
             Flow::MarkGood => "mark-good",
             Flow::MarkBad => "mark-bad",
             Flow::HealthAwaitingReboot => "health-awaiting-reboot",
@@ -84,7 +94,7 @@ impl Flow {
             | Flow::TrialNeverBooted
             | Flow::HealthAwaitingReboot
             | Flow::LateRollback => &["health"],
-            Flow::Rollback => &["rollback"],
+            Flow::Rollback | Flow::RollbackSwitch => &["rollback"],
             Flow::MarkGood => &["mark-good"],
             Flow::MarkBad => &["mark-bad", "A"],
         }
@@ -130,6 +140,9 @@ impl Flow {
             // same retirement (the plain switch, `rollback`, is left for
             // a slot that holds the same or a newer release).
             Flow::Rollback => &["retire-marked-bad", "rolled-back", "state-written"],
+            // The plain switch: the activation, then the record, then the
+            // reboot (no verdict, so nothing is retired).
+            Flow::RollbackSwitch => &["rollback", "state-written", "reboot-requested"],
             // Retirement's pair, without the failed list.
             Flow::Disarm => &["disarm-marked-bad", "disarmed", "state-written"],
             Flow::TrialNeverBooted
@@ -219,6 +232,15 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
             assert_eq!(h.boot(), "A", "no fallback");
         }
         Flow::Rollback | Flow::MarkBad => must(&h, &["health"]),
+        Flow::RollbackSwitch => {
+            // 2.0 committed in B; then the operator picks A in the boot
+            // menu (1.0, adopted as found: no release this host judges)
+            // and its health service runs. `rollback` from there goes
+            // forward to 2.0: the plain switch, no verdict on anything.
+            must(&h, &["health"]);
+            h.boot_as("A");
+            must(&h, &["health"]);
+        }
         Flow::LateRollback => {
             // Committed, on probation; two unclean restarts (the mark
             // still the one of the reboot into the trial) are tolerated, the third boot is the
@@ -350,6 +372,24 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
             assert!(!h.bootable("B"), "{at}: failed B bootable: {:?}", h.env());
             ("A", "1.0")
         }
+        Flow::RollbackSwitch => {
+            // No verdict: nothing retired or held, and A stays the
+            // fallback it was.
+            assert!(state["transaction"].is_null(), "{at}: {state}");
+            assert!(
+                state["failed"].as_array().is_none_or(|f| f.is_empty()),
+                "{at}: {state}"
+            );
+            assert!(
+                !state["outcomes"].to_string().contains("rolled_back"),
+                "{at}: {state}"
+            );
+            for slot in ["A", "B"] {
+                assert_eq!(state["slots"][slot]["status"], "good", "{at}: {state}");
+                assert!(h.bootable(slot), "{at}: {slot} not bootable: {:?}", h.env());
+            }
+            ("B", "2.0")
+        }
         Flow::Disarm => {
             assert!(state["transaction"].is_null(), "{at}: {state}");
             assert!(
@@ -380,6 +420,38 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
     };
     assert!(text(&out).contains(&want), "{at}: {}", text(&out));
     assert_safe(h, &format!("{at}, after the next boot"));
+    // Where the env has two copies, a copy torn by the crash was written
+    // again since: both whole, so the next torn write still has one left.
+    assert_eq!(
+        h.torn_uboot_copies(),
+        Vec::<usize>::new(),
+        "{at}: a torn env copy was never rewritten"
+    );
+}
+
+/// A crash is a power cut: besides the operator's re-run, the host may
+/// simply come up again. `flow` cut at `point`, then booted wherever the
+/// bootloader says: its health passes, and the operator's command, run
+/// again only where the cut came before the bootloader was switched (the
+/// host came up in the old slot), ends where an uncut run does.
+fn crash_then_boot(flow: Flow, loader: Loader, point: &str, url: Option<&str>) {
+    let at = format!("{}/{} power cut at {point}", loader.name(), flow.name());
+    let mut h = prepare(
+        flow,
+        loader,
+        &format!("{}-boot", point.replace(':', "-")),
+        url,
+    );
+    let out = h.abupdate_env(flow.command(), &[("ABUPDATE_FAILPOINT", point)]);
+    assert_eq!(out.status.signal(), Some(6), "{at}: {}", text(&out));
+    let booted = h.boot();
+    let out = h.abupdate(&["health"]);
+    assert!(text(&out).contains("healthy"), "{at}: {}", text(&out));
+    assert_safe(&h, &format!("{at}, booted {booted}"));
+    if booted != "B" {
+        must(&h, flow.command());
+    }
+    assert_finished(flow, &mut h, &at);
 }
 
 fn matrix(flow: Flow, loader: Loader) {
@@ -455,6 +527,9 @@ fn matrix(flow: Flow, loader: Loader) {
             text(&out)
         );
         assert_finished(flow, &mut h, &at);
+        if flow == Flow::RollbackSwitch {
+            crash_then_boot(flow, loader, point, url);
+        }
     }
     report(flow, loader, &points);
 }
@@ -493,6 +568,7 @@ matrix_tests! {
     grub_health_rollback: Flow::HealthRollback, Loader::Grub;
     grub_trial_never_booted: Flow::TrialNeverBooted, Loader::Grub;
     grub_rollback: Flow::Rollback, Loader::Grub;
+    grub_rollback_switch: Flow::RollbackSwitch, Loader::Grub;
     grub_mark_good: Flow::MarkGood, Loader::Grub;
     grub_mark_bad: Flow::MarkBad, Loader::Grub;
     grub_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Grub;
@@ -505,6 +581,7 @@ matrix_tests! {
     uboot_health_rollback: Flow::HealthRollback, Loader::Uboot;
     uboot_trial_never_booted: Flow::TrialNeverBooted, Loader::Uboot;
     uboot_rollback: Flow::Rollback, Loader::Uboot;
+    uboot_rollback_switch: Flow::RollbackSwitch, Loader::Uboot;
     uboot_mark_good: Flow::MarkGood, Loader::Uboot;
     uboot_mark_bad: Flow::MarkBad, Loader::Uboot;
     uboot_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Uboot;
@@ -516,6 +593,7 @@ matrix_tests! {
     efi_health_rollback: Flow::HealthRollback, Loader::Efi;
     efi_trial_never_booted: Flow::TrialNeverBooted, Loader::Efi;
     efi_rollback: Flow::Rollback, Loader::Efi;
+    efi_rollback_switch: Flow::RollbackSwitch, Loader::Efi;
     efi_mark_good: Flow::MarkGood, Loader::Efi;
     efi_mark_bad: Flow::MarkBad, Loader::Efi;
     efi_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Efi;
@@ -527,6 +605,7 @@ matrix_tests! {
     systemd_boot_health_rollback: Flow::HealthRollback, Loader::SystemdBoot;
     systemd_boot_trial_never_booted: Flow::TrialNeverBooted, Loader::SystemdBoot;
     systemd_boot_rollback: Flow::Rollback, Loader::SystemdBoot;
+    systemd_boot_rollback_switch: Flow::RollbackSwitch, Loader::SystemdBoot;
     systemd_boot_mark_good: Flow::MarkGood, Loader::SystemdBoot;
     systemd_boot_mark_bad: Flow::MarkBad, Loader::SystemdBoot;
     systemd_boot_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::SystemdBoot;

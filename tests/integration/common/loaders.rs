@@ -566,6 +566,23 @@ impl Host {
             .collect())
     }
 
+    /// U-Boot: the copies of the redundant env that are not whole (a bad
+    /// CRC), by index; empty on the other loaders (one env, or none).
+    /// A torn write may leave one bad for a while (readers use the other);
+    /// the next write must land on it.
+    pub fn torn_uboot_copies(&self) -> Vec<usize> {
+        if self.loader != Loader::Uboot {
+            return Vec::new();
+        }
+        let raw = std::fs::read(&self.uboot_env).expect("env");
+        (0..2)
+            .filter(|i| {
+                let copy = &raw[i * UBOOT_COPY..(i + 1) * UBOOT_COPY];
+                abupdate::boot::ubootenv::UbootEnv::decode_copy(copy, true).is_err()
+            })
+            .collect()
+    }
+
     pub fn env(&self) -> BTreeMap<String, String> {
         self.try_env()
             .unwrap_or_else(|e| panic!("{} env unreadable: {e}", self.loader.name()))
