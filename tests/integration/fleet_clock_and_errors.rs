@@ -128,17 +128,9 @@ fn release(h: &TestHost, name: &str) -> PathBuf {
     )
 }
 
+/// `abupdate fleet` (its human output: the tests read its one error line).
 fn fleet(h: &TestHost, m: &Path, url: &str, extra: &[&str]) -> std::process::Output {
-    let mut c = Command::new(bin());
-    c.args(["fleet", "--manifest"])
-        .arg(m)
-        .arg("--secret")
-        .arg(&h.secret_key)
-        .arg("--keys")
-        .arg(h.dir.join("keys"))
-        .args(["--prometheus", url, "--soak", "30m"])
-        .args(extra);
-    run(&mut c)
+    prom::fleet(h, &[], m, url, extra)
 }
 
 fn doc(m: &Path) -> serde_json::Value {

@@ -246,16 +246,7 @@ fn release(h: &TestHost, name: &str, version: &str, created: i64) -> PathBuf {
 }
 
 fn controller(h: &TestHost, m: &Path, url: &str, extra: &[&str]) -> std::process::Output {
-    let mut c = Command::new(crate::common::host::bin());
-    c.args(["--json", "fleet", "--manifest"])
-        .arg(m)
-        .arg("--secret")
-        .arg(&h.secret_key)
-        .arg("--keys")
-        .arg(h.dir.join("keys"))
-        .args(["--prometheus", url, "--soak", "30m"])
-        .args(extra);
-    run(&mut c)
+    prom::fleet(h, &["--json"], m, url, extra)
 }
 
 fn doc(m: &Path) -> serde_json::Value {
