@@ -2,8 +2,9 @@
 //! line naming the option or file, before it writes anything; and it never
 //! replaces a payload that a published manifest may point to.
 
-use crate::common::host::{bin, image, run, scratch, text, HostOptions, TestHost, COMPATIBLE};
-use std::collections::BTreeMap;
+use crate::common::host::{
+    bin, image, run, scratch, snapshot, text, HostOptions, TestHost, COMPATIBLE,
+};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -14,21 +15,6 @@ fn pack(key: &Path, out: &Path, args: &[&str]) -> Output {
         .args(["--compatible", COMPATIBLE, "--level", "3", "--out"])
         .arg(out)
         .args(args))
-}
-
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| {
-                    (
-                        e.file_name().to_string_lossy().into_owned(),
-                        std::fs::read(e.path()).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Issue 20.8 (pack half) and the minors of issue 20: an image class
