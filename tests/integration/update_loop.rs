@@ -486,7 +486,9 @@ fn status_shows_one_state_while_another_instance_saves_state() {
         .map_err(|(_, e)| e)
         .expect("the instance lock");
     let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
+    // The runs first, checked once the writer stopped: a failed check
+    // never leaves it writing (the scope would wait for it forever).
+    let outs: Vec<_> = std::thread::scope(|s| {
         s.spawn(|| {
             for body in bodies.iter().cycle() {
                 if stop.load(Ordering::Relaxed) {
@@ -496,23 +498,26 @@ fn status_shows_one_state_while_another_instance_saves_state() {
                 std::fs::rename(&tmp, &path).expect("rename");
             }
         });
-        let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..200 {
-            let out = h.abupdate(&["--json", "status"]);
-            assert!(out.status.success(), "{}", text(&out));
-            let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-            let view = (
-                json["backoff_until"].is_null(),
-                json["backoff_delays"].is_null(),
-                json["metrics"]["retry_after"].is_null(),
-            );
-            if view.0 != view.1 || view.0 != view.2 {
-                stop.store(true, Ordering::Relaxed);
-                panic!("two states in one output: {json}");
-            }
-            seen.insert(view.0);
-        }
+        let outs = (0..200)
+            .map(|_| h.abupdate(&["--json", "status"]))
+            .collect();
         stop.store(true, Ordering::Relaxed);
-        assert_eq!(seen.len(), 2, "the state did not flip during the runs");
+        outs
     });
+    let mut seen = std::collections::BTreeSet::new();
+    for out in outs {
+        assert!(out.status.success(), "{}", text(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let view = (
+            json["backoff_until"].is_null(),
+            json["backoff_delays"].is_null(),
+            json["metrics"]["retry_after"].is_null(),
+        );
+        assert!(
+            view.0 == view.1 && view.0 == view.2,
+            "two states in one output: {json}"
+        );
+        seen.insert(view.0);
+    }
+    assert_eq!(seen.len(), 2, "the state did not flip during the runs");
 }
