@@ -784,6 +784,46 @@ fn previous_created(body: Option<&[u8]>) -> Option<i64> {
     crate::timefmt::parse_rfc3339(v.get("created")?.as_str()?).ok()
 }
 
+/// The build of the manifest already in the directory, when it is of
+/// `version`. Unverified, as [`previous_created`]: it only ever refuses.
+fn previous_build(body: Option<&[u8]>, version: &str) -> Option<String> {
+    let doc: ManifestDoc = serde_json::from_slice(body?).ok()?;
+    (doc.version == version).then(|| doc.build())
+}
+
+/// A version is one build: hosts that installed build `old` of `version`
+/// refuse any other build of it as "not newer", so replacing the manifest
+/// (`path`) with build `new` would leave the fleet split between the two
+/// under one version. The same build again (a re-pack) is fine. No
+/// override: a rebuild is published as a new version.
+fn same_build(path: &Path, version: &str, old: &str, new: &str) -> Result<(), String> {
+    if old == new {
+        return Ok(());
+    }
+    Err(format!(
+        "{}: already holds version {version} as build {old}; these images are build {new}, \
+         which hosts that installed build {old} refuse as not newer: pack them as a new --version",
+        path.display()
+    ))
+}
+
+/// The build ([`crate::manifest::build_id`]) the images `images` (class,
+/// file) make, read once each, before anything is written.
+fn images_build(images: &[(String, PathBuf)]) -> Result<String, String> {
+    let mut listing = Vec::with_capacity(images.len());
+    for (class, path) in images {
+        let mut file = File::open(path).map_err(|e| err(path, e))?;
+        let mut hasher = Sha256::new();
+        let size = io::copy(&mut file, &mut hasher).map_err(|e| err(path, e))?;
+        listing.push((class.as_str(), hex(&hasher.finalize()), size));
+    }
+    Ok(crate::manifest::build_id(
+        listing
+            .iter()
+            .map(|(c, sha, size)| (*c, sha.as_str(), *size)),
+    ))
+}
+
 /// Build the release directory; returns the manifest's path.
 #[cfg(feature = "pack")]
 pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
@@ -796,6 +836,11 @@ pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
         .collect();
     let dir = ReleaseDir::open(&opts.out).map_err(publish_err)?;
     let previous = dir.read_manifest("release.json").map_err(publish_err)?;
+    let manifest = opts.out.join("release.json");
+    let same_version = previous_build(previous.as_deref(), &opts.version);
+    if let Some(old) = &same_version {
+        same_build(&manifest, &opts.version, old, &images_build(&opts.images)?)?;
+    }
     let (created, expires) = release_dates(opts, previous_created(previous.as_deref()), now())?;
     let mut images = BTreeMap::new();
     for (class, path) in &opts.images {
@@ -817,11 +862,16 @@ pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
         images,
         rollout: opts.rollout.clone(),
     };
+    // Checked again on what was packed: an image rewritten since it was
+    // hashed above must not slip another build under the version.
+    if let Some(old) = &same_version {
+        same_build(&manifest, &opts.version, old, &doc.build())?;
+    }
     let mut body = serde_json::to_vec_pretty(&doc).map_err(|e| format!("release.json: {e}"))?;
     body.push(b'\n');
     dir.publish_manifest("release.json", &body, &keys, previous.as_deref())
         .map_err(publish_err)?;
-    Ok(opts.out.join("release.json"))
+    Ok(manifest)
 }
 
 #[cfg(test)]
@@ -1282,6 +1332,61 @@ mod tests {
         let e = release_dates(&opts(), Some(now + 86_400 * 365), now).expect_err("stray");
         assert!(e.contains("the release.json it replaces is dated"), "{e}");
         assert!(release_dates(&explicit(now + 3600), None, now).is_ok());
+    }
+
+    /// The build of the images as `pack` reads them first is the build
+    /// of the manifest it would write from them (the one `build_id`).
+    #[test]
+    fn the_images_build_is_the_manifest_build_of_their_bytes() {
+        let dir = TempDir::new("pack-build");
+        let (root, boot) = (dir.join("root.img"), dir.join("boot.img"));
+        std::fs::write(&root, b"root bytes").expect("write");
+        std::fs::write(&boot, b"boot").expect("write");
+        let sha = |d: &[u8]| hex(&Sha256::digest(d));
+        let images = vec![("rootfs".to_string(), root), ("boot".to_string(), boot)];
+        assert_eq!(
+            images_build(&images),
+            Ok(crate::manifest::build_id([
+                ("boot", sha(b"boot").as_str(), 4),
+                ("rootfs", sha(b"root bytes").as_str(), 10),
+            ]))
+        );
+        let e = images_build(&[("rootfs".into(), dir.join("gone.img"))]).expect_err("missing");
+        assert!(e.contains("gone.img"), "{e}");
+    }
+
+    /// Only a readable manifest of the same version holds a build that a
+    /// re-pack must keep; another build of it is refused naming the file,
+    /// the version and both builds; the same build is a re-pack.
+    #[test]
+    fn a_version_already_in_the_directory_takes_only_its_own_build_again() {
+        let doc = |version: &str| {
+            let d = serde_json::json!({
+                "format": 1, "compatible": "acme-edge", "version": version,
+                "created": "2026-01-01T00:00:00Z", "expires": "2026-04-01T00:00:00Z",
+                "images": {"rootfs": {"url": "rootfs-2.0.img", "size": 10, "sha256": "ab"}},
+            });
+            serde_json::to_vec(&d).expect("json")
+        };
+        let build = crate::manifest::build_id([("rootfs", "ab", 10)]);
+        assert_eq!(
+            previous_build(Some(&doc("2.0")), "2.0"),
+            Some(build.clone())
+        );
+        assert_eq!(previous_build(Some(&doc("1.9")), "2.0"), None);
+        assert_eq!(previous_build(Some(b"{not json"), "2.0"), None);
+        assert_eq!(previous_build(None, "2.0"), None);
+        let m = Path::new("out/release.json");
+        assert_eq!(same_build(m, "2.0", &build, &build), Ok(()));
+        let e = same_build(m, "2.0", &build, "0123456789abcdef").expect_err("another build");
+        assert_eq!(
+            e,
+            format!(
+                "out/release.json: already holds version 2.0 as build {build}; these images are \
+                 build 0123456789abcdef, which hosts that installed build {build} refuse as not \
+                 newer: pack them as a new --version"
+            )
+        );
     }
 
     #[test]

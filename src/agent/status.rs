@@ -1,6 +1,10 @@
 //! `status`: everything the host knows, as one view. It reads, never
-//! writes: no lock is needed, and it shows a host another instance is
-//! changing.
+//! writes, and reads the state once: every field comes from that one
+//! snapshot (the timer's plan included), so an install saving the state
+//! meanwhile never shows half its old state and half its new in one
+//! output. No lock is needed for that, nor taken: a save is an atomic
+//! rename, so the one read sees one whole state, and `status` never waits
+//! behind a long install holding the instance lock.
 //!
 //! Every value read from outside (os-release's version, the state's
 //! records, whose versions, boot ids and failure reasons came from files,
@@ -138,6 +142,7 @@ fn tick(then: &super::update::Then, backing_off: bool) -> (Option<OwedAsk>, Opti
 
 /// Everything the host knows now.
 pub fn status(host: &Host) -> Result<Status> {
+    // The one read of the state (see the module docs).
     let state = host.state_dir.load()?;
     let booted = host.booted_slot().ok();
     let mut slots = BTreeMap::new();
@@ -160,7 +165,7 @@ pub fn status(host: &Host) -> Result<Status> {
         .as_ref()
         .is_some_and(|t| t.phase == Phase::Staged);
     // The timer's view (not `--now`): what its next tick would do.
-    let facts = super::update::run_facts(host, Default::default())?;
+    let facts = super::update::facts_of(host, &state, Default::default());
     let (asked, backoff_delays) = tick(
         &super::update::plan(&facts).then,
         facts.backing_off.is_some(),

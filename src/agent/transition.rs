@@ -113,14 +113,7 @@ impl<'a> Transition<'a> {
         state.stage(&t, self.host.boot_id(), at);
         update(state);
         state.metrics.last_success = Some(at);
-        crate::report::record_outcome(
-            &mut state.outcomes,
-            &t.version,
-            build_of(&t.images).as_deref(),
-            Outcome::Installed,
-            None,
-            at,
-        );
+        record(state, &t, Outcome::Installed, at);
         self.save(state)
     }
 
@@ -132,14 +125,7 @@ impl<'a> Transition<'a> {
         crate::failpoint::hit("committed");
         let at = now();
         state.commit(t, at, probation, self.host.boot_id());
-        crate::report::record_outcome(
-            &mut state.outcomes,
-            &t.version,
-            build_of(&t.images).as_deref(),
-            Outcome::Committed,
-            None,
-            at,
-        );
+        record(state, t, Outcome::Committed, at);
         self.save(state)
     }
 
@@ -160,14 +146,7 @@ impl<'a> Transition<'a> {
             why.hold(),
             at,
         );
-        crate::report::record_outcome(
-            &mut state.outcomes,
-            &t.version,
-            build_of(&t.images).as_deref(),
-            why.outcome(),
-            None,
-            at,
-        );
+        record(state, t, why.outcome(), at);
         self.save(state)
     }
 
@@ -180,14 +159,7 @@ impl<'a> Transition<'a> {
         self.disarm_pair(t)?;
         let at = now();
         state.disarm(t);
-        crate::report::record_outcome(
-            &mut state.outcomes,
-            &t.version,
-            build_of(&t.images).as_deref(),
-            Outcome::Disarmed,
-            None,
-            at,
-        );
+        record(state, t, Outcome::Disarmed, at);
         self.save(state)
     }
 
@@ -213,14 +185,7 @@ impl<'a> Transition<'a> {
         self.disarm_pair(t)?;
         let at = now();
         state.cancel(t, why, at);
-        crate::report::record_outcome(
-            &mut state.outcomes,
-            &t.version,
-            build_of(&t.images).as_deref(),
-            Outcome::Disarmed,
-            None,
-            at,
-        );
+        record(state, t, Outcome::Disarmed, at);
         self.save(state)
     }
 
@@ -282,4 +247,18 @@ impl<'a> Transition<'a> {
         state.switched_to(slot, vouched);
         self.save(state)
     }
+}
+
+/// The outcome `outcome` of `t`'s release at `at`, in the log the host's
+/// report and textfile are made from, under the build `t` wrote: a rebuild
+/// under the same version is told apart from the one it replaces.
+fn record(state: &mut State, t: &Transaction, outcome: Outcome, at: i64) {
+    crate::report::record_outcome(
+        &mut state.outcomes,
+        &t.version,
+        build_of(&t.images).as_deref(),
+        outcome,
+        None,
+        at,
+    );
 }

@@ -49,7 +49,7 @@ use super::{log, record_failure, Host, InstallOptions, Installed};
 use crate::error::Result;
 use crate::install::WriteMode;
 use crate::rollout::Standing;
-use crate::state::Phase;
+use crate::state::{Phase, State};
 use crate::timefmt::now;
 
 /// Options of the timer's `update`.
@@ -230,12 +230,17 @@ pub fn update(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
 }
 
 /// The facts [`plan`] decides from, as the state and the host say now.
-pub(super) fn run_facts(host: &Host, opts: UpdateOptions) -> Result<RunFacts> {
-    let state = host.state_dir.load()?;
+fn run_facts(host: &Host, opts: UpdateOptions) -> Result<RunFacts> {
+    Ok(facts_of(host, &host.state_dir.load()?, opts))
+}
+
+/// The facts [`plan`] decides from `state` (a snapshot the caller read:
+/// `status` shows its whole view from one) and the host as it is now.
+pub(super) fn facts_of(host: &Host, state: &State, opts: UpdateOptions) -> RunFacts {
     // Unknown here, the attempt reports it (counted, backed off).
     let booted = host.booted_slot().ok();
     let max = host.config.update.backoff_max;
-    Ok(RunFacts {
+    RunFacts {
         on_probation: state.on_probation().is_some(),
         staged: state
             .transaction
@@ -248,7 +253,7 @@ pub(super) fn run_facts(host: &Host, opts: UpdateOptions) -> Result<RunFacts> {
             true => None,
             false => crate::schedule::backing_off_until(state.metrics.retry_after, now(), max),
         },
-    })
+    }
 }
 
 /// While backing off: the staged trial the release channel no longer

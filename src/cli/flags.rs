@@ -21,8 +21,10 @@
 use crate::install::WriteMode;
 use crate::timefmt::parse_rfc3339;
 use std::ffi::{OsStr, OsString};
+use std::ops::RangeInclusive;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A command of the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -373,6 +375,22 @@ const EXPIRES_DAYS_HELP: &str = {
         Err(_) => panic!("the --expires-days help is ASCII"),
     }
 };
+/// `--{flag} text` as a duration in `limit`, else the one line naming
+/// the flag and what it must be (`bound`, the limit in the operator's
+/// words): every bounded duration flag refuses the same way.
+fn duration_within(
+    flag: &str,
+    text: &str,
+    limit: RangeInclusive<Duration>,
+    bound: &str,
+) -> Result<Duration, String> {
+    match crate::timefmt::parse_duration(text) {
+        Ok(d) if limit.contains(&d) => Ok(d),
+        Ok(_) => Err(format!("--{flag} {text}: {bound}")),
+        Err(e) => Err(format!("--{flag}: {e}")),
+    }
+}
+
 const REBOOTING: Scope = Scope::Commands(&[Cmd::Update, Cmd::Install, Cmd::Health, Cmd::Rollback]);
 const PUBLIC: Scope = Scope::Commands(&[Cmd::Keygen, Cmd::Verify]);
 const PACK: Scope = Scope::Commands(&[Cmd::Pack]);
@@ -590,15 +608,10 @@ pub static FLAGS: &[Flag] = &[
         FLEET,
         "bound on each query (default 30s, at most 10m)",
         |a, v| {
-            let text = v.text()?;
-            match crate::timefmt::parse_duration(&text) {
-                Ok(d) if !d.is_zero() && d <= std::time::Duration::from_secs(600) => {
-                    a.query_timeout = Some(d);
-                    Ok(())
-                }
-                Ok(_) => Err(format!("--query-timeout {text}: more than 0, at most 10m")),
-                Err(e) => Err(format!("--query-timeout: {e}")),
-            }
+            let limit = Duration::from_nanos(1)..=Duration::from_secs(600);
+            let d = duration_within("query-timeout", &v.text()?, limit, "more than 0, at most 10m")?;
+            a.query_timeout = Some(d);
+            Ok(())
         },
     ),
     valued(
@@ -626,15 +639,10 @@ pub static FLAGS: &[Flag] = &[
         FLEET,
         "how far the query API's clock may be from this machine's before fleet refuses to decide (default 1m, at most 1h)",
         |a, v| {
-            let text = v.text()?;
-            match crate::timefmt::parse_duration(&text) {
-                Ok(d) if d <= crate::fleet::clock::MAX_MAX_SKEW => {
-                    a.max_clock_skew = Some(d);
-                    Ok(())
-                }
-                Ok(_) => Err(format!("--max-clock-skew {text}: at most 1h")),
-                Err(e) => Err(format!("--max-clock-skew: {e}")),
-            }
+            let limit = Duration::ZERO..=crate::fleet::clock::MAX_MAX_SKEW;
+            let d = duration_within("max-clock-skew", &v.text()?, limit, "at most 1h")?;
+            a.max_clock_skew = Some(d);
+            Ok(())
         },
     ),
     valued(

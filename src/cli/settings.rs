@@ -555,6 +555,67 @@ mod tests {
         assert!(o.dry_run);
     }
 
+    /// Each bounded duration flag of `fleet` at and past its edges: the
+    /// edge taken, past it one line naming the flag and its bound.
+    #[test]
+    fn fleet_duration_flags_take_their_edges_and_name_their_bounds_past_them() {
+        use crate::fleet::controller::Source;
+        use std::time::Duration;
+        let parsed = |flag: &str, value: &str| {
+            let args = ["fleet", "--manifest", "m", "--secret", "k"];
+            let given = ["--prometheus", "http://p", flag, value];
+            match p(&[&args[..], &given[..]].concat()).map(|(_, c)| c) {
+                Ok(Command::Fleet(o)) => match o.source {
+                    Source::Prometheus {
+                        timeout, max_skew, ..
+                    } => Ok((timeout, max_skew)),
+                    other => panic!("{other:?}"),
+                },
+                Ok(_) => panic!("not fleet"),
+                Err(e) => Err(e),
+            }
+        };
+        let skew = crate::fleet::clock::DEFAULT_MAX_SKEW;
+        let s = Duration::from_secs;
+        let bound = "more than 0, at most 10m";
+        for (flag, value, want) in [
+            ("--query-timeout", "10m", Ok((s(600), skew))),
+            (
+                "--query-timeout",
+                "1ms",
+                Ok((Duration::from_millis(1), skew)),
+            ),
+            (
+                "--query-timeout",
+                "0s",
+                Err(format!("--query-timeout 0s: {bound}")),
+            ),
+            (
+                "--query-timeout",
+                "601s",
+                Err(format!("--query-timeout 601s: {bound}")),
+            ),
+            (
+                "--query-timeout",
+                "soon",
+                Err("--query-timeout: not a duration".into()),
+            ),
+            ("--max-clock-skew", "0s", Ok((s(30), s(0)))),
+            ("--max-clock-skew", "1h", Ok((s(30), s(3600)))),
+            (
+                "--max-clock-skew",
+                "3601s",
+                Err("--max-clock-skew 3601s: at most 1h".into()),
+            ),
+        ] {
+            match (parsed(flag, value), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{flag} {value}"),
+                (Err(e), Err(says)) => assert!(e.starts_with(&says), "{flag} {value}: {e}"),
+                (got, want) => panic!("{flag} {value}: {got:?}, wanted {want:?}"),
+            }
+        }
+    }
+
     #[test]
     fn fleet_names_hosts_by_instance_unless_told_and_refuses_a_label_it_sets_itself() {
         let fleet = |extra: &[&str]| {

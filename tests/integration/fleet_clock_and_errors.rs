@@ -8,7 +8,7 @@
 //! (and `in_wave`: the 5 committed hosts are the wave's), the wave's by
 //! `in_wave` alone; every other query is a count (an empty vector: 0).
 
-use crate::common::host::{bin, image, run, text, HostOptions, TestHost, COMPATIBLE};
+use crate::common::host::{bin, image, run, snapshot, text, HostOptions, TestHost, COMPATIBLE};
 use crate::common::hostile_server::{head, Req, Server};
 use crate::common::prometheus as prom;
 use std::io::{Read, Write};
@@ -128,35 +128,13 @@ fn release(h: &TestHost, name: &str) -> PathBuf {
     )
 }
 
+/// `abupdate fleet` (its human output: the tests read its one error line).
 fn fleet(h: &TestHost, m: &Path, url: &str, extra: &[&str]) -> std::process::Output {
-    let mut c = Command::new(bin());
-    c.args(["fleet", "--manifest"])
-        .arg(m)
-        .arg("--secret")
-        .arg(&h.secret_key)
-        .arg("--keys")
-        .arg(h.dir.join("keys"))
-        .args(["--prometheus", url, "--soak", "30m"])
-        .args(extra);
-    run(&mut c)
+    prom::fleet(h, &[], m, url, extra)
 }
 
 fn doc(m: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(m).expect("manifest")).expect("json")
-}
-
-/// Every file of a directory with its bytes.
-fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .expect("dir")
-        .map(|e| {
-            let e = e.expect("entry");
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).expect("read"),
-            )
-        })
-        .collect()
 }
 
 /// The one line of stderr, checked to be one.

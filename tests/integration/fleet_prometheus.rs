@@ -3,7 +3,7 @@
 //! deciding waves from a real Prometheus 2.42 holding 50 hosts' series
 //! (backfilled with `promtool tsdb create-blocks-from openmetrics`).
 
-use crate::common::host::{image, run, text, HostOptions, TestHost, COMPATIBLE};
+use crate::common::host::{image, run, snapshot, text, HostOptions, TestHost, COMPATIBLE};
 use crate::common::prometheus::{self as prom, Scraped};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -246,16 +246,7 @@ fn release(h: &TestHost, name: &str, version: &str, created: i64) -> PathBuf {
 }
 
 fn controller(h: &TestHost, m: &Path, url: &str, extra: &[&str]) -> std::process::Output {
-    let mut c = Command::new(crate::common::host::bin());
-    c.args(["--json", "fleet", "--manifest"])
-        .arg(m)
-        .arg("--secret")
-        .arg(&h.secret_key)
-        .arg("--keys")
-        .arg(h.dir.join("keys"))
-        .args(["--prometheus", url, "--soak", "30m"])
-        .args(extra);
-    run(&mut c)
+    prom::fleet(h, &["--json"], m, url, extra)
 }
 
 fn doc(m: &Path) -> serde_json::Value {
@@ -270,20 +261,6 @@ fn minisign_accepts(m: &Path, public: &Path) -> bool {
         .arg(public))
     .status
     .success()
-}
-
-/// Every file of a directory with its bytes.
-fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .expect("dir")
-        .map(|e| {
-            let e = e.expect("entry");
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).expect("read"),
-            )
-        })
-        .collect()
 }
 
 /// Issue 15.2: a healthy wave that has soaked advances, a wave with

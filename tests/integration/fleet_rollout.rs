@@ -4,7 +4,7 @@
 //! operator's `fleet` tool, and a site cache (a real nginx `proxy_cache`)
 //! that serves the second host of a site and a resumed download.
 
-use crate::common::host::{image, run, text, HostOptions, TestHost, COMPATIBLE};
+use crate::common::host::{image, run, snapshot, text, HostOptions, TestHost, COMPATIBLE};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -611,20 +611,6 @@ fn fleet(m: &Path, secrets: &[&Path], reports: &Path, extra: &[&str]) -> std::pr
     }
     c.arg("--reports").arg(reports).args(extra);
     run(&mut c)
-}
-
-/// Every file of a release directory with its bytes.
-fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .expect("release dir")
-        .map(|e| {
-            let e = e.expect("entry");
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).expect("read"),
-            )
-        })
-        .collect()
 }
 
 /// Whether the real minisign accepts `sig` (default `m.minisig`) over `m`.

@@ -2,8 +2,9 @@
 //! line naming the option or file, before it writes anything; and it never
 //! replaces a payload that a published manifest may point to.
 
-use crate::common::host::{bin, image, run, scratch, text, HostOptions, TestHost, COMPATIBLE};
-use std::collections::BTreeMap;
+use crate::common::host::{
+    bin, image, run, scratch, sha, snapshot, text, HostOptions, TestHost, COMPATIBLE,
+};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -14,21 +15,6 @@ fn pack(key: &Path, out: &Path, args: &[&str]) -> Output {
         .args(["--compatible", COMPATIBLE, "--level", "3", "--out"])
         .arg(out)
         .args(args))
-}
-
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| {
-                    (
-                        e.file_name().to_string_lossy().into_owned(),
-                        std::fs::read(e.path()).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Issue 20.8 (pack half) and the minors of issue 20: an image class
@@ -168,7 +154,8 @@ fn pack_refuses_bad_input_and_writes_nothing() {
 /// rewrote its payload in place; killed midway, it left the old manifest
 /// and signature over a truncated payload and hosts marked the slot bad.
 /// A payload a published manifest may point to is never replaced: the
-/// same bytes are kept, other bytes are refused.
+/// same bytes are kept, other bytes are refused (now already as another
+/// build of the version, before any payload is written).
 #[test]
 fn re_packing_a_version_with_other_bytes_never_touches_the_published_payload() {
     let h = TestHost::new("pack-no-clobber", "1.0", HostOptions::default());
@@ -205,10 +192,7 @@ fn re_packing_a_version_with_other_bytes_never_touches_the_published_payload() {
         let out = run_with(&b);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            err.contains("rootfs-2.0.img.zst: already exists with other bytes"),
-            "{err}"
-        );
+        assert!(err.contains("already holds version 2.0 as build"), "{err}");
         assert_eq!(
             snapshot(&out_dir),
             published,
@@ -223,4 +207,89 @@ fn re_packing_a_version_with_other_bytes_never_touches_the_published_payload() {
         let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("p")]);
         assert!(out.status.success(), "{args:?}: {}", text(&out));
     }
+}
+
+/// `pack --out DIR` over a signed release.json of the same version with
+/// other images (another build) replaced it silently whenever no payload
+/// name collided (the image uncompressed now, or a class added): hosts
+/// that installed the first build refuse the second as "not newer", and
+/// the fleet stayed split between two builds under one version. Refused
+/// now with one line naming the file, the version and both builds, exit 1,
+/// nothing written; the same images again (the same build) are re-packed.
+#[test]
+fn another_build_of_the_version_in_the_directory_is_refused_naming_both_builds() {
+    let h = TestHost::new("pack-rebuild", "1.0", HostOptions::default());
+    let work = scratch("pack-rebuild-work");
+    let (root, other, boot) = (
+        work.join("root.img"),
+        work.join("other.img"),
+        work.join("boot.img"),
+    );
+    let root_bytes = image("2.0", 1 << 20);
+    let mut other_bytes = root_bytes.clone();
+    other_bytes[4096] ^= 1;
+    let boot_bytes = image("boot", 1 << 16);
+    for (path, bytes) in [
+        (&root, &root_bytes),
+        (&other, &other_bytes),
+        (&boot, &boot_bytes),
+    ] {
+        std::fs::write(path, bytes).expect("image");
+    }
+    let build = |images: &[(&str, &[u8])]| {
+        let listing: Vec<_> = images.iter().map(|(c, d)| (*c, sha(d), d.len())).collect();
+        abupdate::manifest::build_id(listing.iter().map(|(c, s, n)| (*c, s.as_str(), *n as u64)))
+    };
+    let first = build(&[("rootfs", &root_bytes)]);
+    let image_arg = |class: &str, p: &Path| format!("--image={class}={}", p.display());
+    let out_dir = work.join("rel");
+    let m = out_dir.join("release.json");
+    let root_arg = image_arg("rootfs", &root);
+    let out = pack(&h.secret_key, &out_dir, &[&root_arg, "--version", "2.0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let published = snapshot(&out_dir);
+    for (args, rebuilt) in [
+        (
+            vec![image_arg("rootfs", &other), "--no-compress".into()],
+            build(&[("rootfs", &other_bytes)]),
+        ),
+        (
+            vec![root_arg.clone(), image_arg("boot", &boot)],
+            build(&[("rootfs", &root_bytes), ("boot", &boot_bytes)]),
+        ),
+    ] {
+        let mut given: Vec<&str> = args.iter().map(String::as_str).collect();
+        given.extend(["--version", "2.0"]);
+        let out = pack(&h.secret_key, &out_dir, &given);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim_end(),
+            format!(
+                "abupdate: {}: already holds version 2.0 as build {first}; these images are build \
+                 {rebuilt}, which hosts that installed build {first} refuse as not newer: \
+                 pack them as a new --version",
+                m.display()
+            ),
+            "{args:?}"
+        );
+        assert_eq!(
+            snapshot(&out_dir),
+            published,
+            "{args:?}: the directory changed"
+        );
+    }
+    // The same images again: the same build, re-signed; another version of
+    // other images is a new release.
+    let out = pack(&h.secret_key, &out_dir, &[&root_arg, "--version", "2.0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&m).expect("manifest")).expect("json");
+    assert_eq!(
+        doc["images"],
+        serde_json::from_slice::<serde_json::Value>(&published["release.json"]).expect("json")
+            ["images"]
+    );
+    let other_arg = image_arg("rootfs", &other);
+    let out = pack(&h.secret_key, &out_dir, &[&other_arg, "--version", "2.1"]);
+    assert!(out.status.success(), "{}", text(&out));
 }

@@ -437,3 +437,87 @@ fn a_release_paused_during_its_download_is_disarmed_not_booted() {
     assert_eq!(var(&h, "B_OK"), "0");
     assert!(h.state()["transaction"].is_null(), "{}", h.state());
 }
+
+/// `status` read the state twice (its view, then the timer's plan): a
+/// damaged `state.json` was reported twice in one output. It reads it once.
+#[test]
+fn status_reads_a_damaged_state_once_and_says_so_once() {
+    let (h, _) = host_with_release("status-damaged-once");
+    assert!(h.abupdate(&["update"]).status.success());
+    damage_state(&h);
+    let out = h.abupdate(&["--json", "status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("state.json is damaged").count(),
+        1,
+        "{stderr}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        json["transaction"]["version"], "2.0",
+        "the last good copy: {json}"
+    );
+}
+
+/// `status` read the state for its view and again for the timer's plan,
+/// without the lock: an install saving the state in between showed both in
+/// one output (a backoff's end from the one, and what it delays from the
+/// other). Here the state flips between backing off and not, by atomic
+/// renames as a save makes them, while `status` runs: every output is one
+/// of the two, whole. No lock is waited for: the install's lock is held
+/// throughout.
+#[test]
+fn status_shows_one_state_while_another_instance_saves_state() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (h, _) = host_with_release("status-one-snapshot");
+    assert!(h.abupdate(&["update"]).status.success());
+    let mut backing_off = h.state();
+    let until = abupdate::timefmt::now() + 600;
+    backing_off["metrics"]["retry_after"] = until.into();
+    let mut not = backing_off.clone();
+    not["metrics"]["retry_after"] = serde_json::Value::Null;
+    let bodies = [backing_off, not].map(|s| serde_json::to_vec_pretty(&s).expect("json"));
+    let path = h.state_dir.join("state.json");
+    let tmp = h.state_dir.join("state.json.test-tmp");
+    // The instance lock, as an install holds it.
+    let lock = std::fs::File::open(h.state_dir.join("lock")).expect("lock file");
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .expect("the instance lock");
+    let stop = AtomicBool::new(false);
+    // The runs first, checked once the writer stopped: a failed check
+    // never leaves it writing (the scope would wait for it forever).
+    let outs: Vec<_> = std::thread::scope(|s| {
+        s.spawn(|| {
+            for body in bodies.iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::fs::write(&tmp, body).expect("tmp");
+                std::fs::rename(&tmp, &path).expect("rename");
+            }
+        });
+        let outs = (0..200)
+            .map(|_| h.abupdate(&["--json", "status"]))
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        outs
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for out in outs {
+        assert!(out.status.success(), "{}", text(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let view = (
+            json["backoff_until"].is_null(),
+            json["backoff_delays"].is_null(),
+            json["metrics"]["retry_after"].is_null(),
+        );
+        assert!(
+            view.0 == view.1 && view.0 == view.2,
+            "two states in one output: {json}"
+        );
+        seen.insert(view.0);
+    }
+    assert_eq!(seen.len(), 2, "the state did not flip during the runs");
+}

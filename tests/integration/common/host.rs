@@ -84,6 +84,26 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Every file of directory `dir` with its bytes: what a refused command
+/// must leave as it was. A directory not there holds no files (a refused
+/// `pack --out NEW` makes none).
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Default::default(),
+        Err(e) => panic!("{}: {e}", dir.display()),
+    };
+    entries
+        .map(|e| {
+            let e = e.expect("entry");
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).expect("read"),
+            )
+        })
+        .collect()
+}
+
 /// Every signature file of manifest `m`: `release.json.minisig`,
 /// `release.json.N.minisig` and the ones bound to a manifest's bytes
 /// (`release.json.<tag>[.N].minisig`, see `abupdate::publish`).

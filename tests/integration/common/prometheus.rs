@@ -4,10 +4,11 @@
 //! `promtool tsdb create-blocks-from openmetrics`. Each runs on a free
 //! loopback port and is killed (and waited for) on drop.
 
+use super::host::{bin, run, TestHost};
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A daemon this test started; killed by its own pid on drop.
@@ -28,6 +29,23 @@ impl Daemon {
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
+}
+
+/// `abupdate <global> fleet` on manifest `m`, signed with `h`'s key and
+/// checked against its keys, deciding on the store at `url` with a
+/// 30-minute soak; `extra` goes after, so a test can override any of these.
+pub fn fleet(h: &TestHost, global: &[&str], m: &Path, url: &str, extra: &[&str]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(global)
+        .args(["fleet", "--manifest"])
+        .arg(m)
+        .arg("--secret")
+        .arg(&h.secret_key)
+        .arg("--keys")
+        .arg(h.dir.join("keys"))
+        .args(["--prometheus", url, "--soak", "30m"])
+        .args(extra);
+    run(&mut c)
 }
 
 /// A loopback port free a moment ago.
