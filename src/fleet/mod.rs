@@ -56,6 +56,14 @@ pub struct Tally {
     /// Failures that do not blame the release (a network stall, a busy
     /// host, …): shown, not counted against it.
     pub not_counted: u64,
+    /// Of `failed`: hosts of an abupdate older than the `compatible`
+    /// label (their series carry no release either) whose rollback
+    /// counter rose in the lookback. They cannot be told apart from hosts
+    /// that rolled back another release, so they count against this one:
+    /// a release that moves hosts off such a version would otherwise be
+    /// judged by its successes only (the version in the slot it falls back
+    /// to rewrites the textfile without the outcome).
+    pub failed_unattributed: u64,
 }
 
 /// A tally with nothing `not_counted` (the tests of `decide` and `reports`).
@@ -66,6 +74,7 @@ pub(crate) fn test_tally(installed: u64, committed: u64, failed: u64) -> Tally {
         committed,
         failed,
         not_counted: 0,
+        failed_unattributed: 0,
     }
 }
 

@@ -419,7 +419,7 @@ fn a_real_prometheus_advances_a_healthy_wave_pauses_a_failing_one_and_holds_a_so
     let out = run(&mut c);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.matches("query: ").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("query: ").count(), 5, "{stdout}");
     assert!(
         stdout.contains("query: count by (outcome, kind, in_wave) (((topk"),
         "{stdout}"
