@@ -12,7 +12,9 @@
 //! and nothing is decided blind: an unreachable source, an error answer or
 //! no series for the release is an error, never "zero hosts". Only what the
 //! release itself caused, on hosts of its own `compatible`, counts against
-//! it ([`counts_against_release`]).
+//! it ([`counts_against_release`]), and, failing safe, the trials that
+//! failed on hosts of an abupdate too old to say either
+//! ([`Tally::failed_unattributed`]): those may be of another release.
 //!
 //! Invariant of the evidence: only in-wave commits advance a wave; a host
 //! that reported the release in the wave is never forgotten within the

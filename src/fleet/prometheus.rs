@@ -708,7 +708,7 @@ pub struct Queries {
     pub unidentified: String,
     /// Hosts of an abupdate older than the `compatible` label whose trial
     /// of some release failed in the lookback, and that no outcome of this
-    /// release already counts failed ([`old_host_failures`]).
+    /// release already counts failed (the private `old_host_failures`).
     pub unattributed_failed: String,
 }
 
