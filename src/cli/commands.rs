@@ -615,6 +615,7 @@ pub fn fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
             installed: t.installed,
             committed: t.committed,
             failed: t.failed,
+            failed_unattributed: t.failed_unattributed,
             not_counted: t.not_counted,
             in_wave: r.in_wave.as_ref().map(|w| json::FleetWave {
                 installed: w.installed,
@@ -665,7 +666,7 @@ pub fn fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
         }
     }
     let mut line = format!(
-        "release {}: {}{} ({}); {} installed, {} committed, {} failed; \
+        "release {}: {}{} ({}); {} installed, {} committed, {} failed{}; \
          {} failures not caused by the release",
         r.release,
         r.action.verb(),
@@ -678,6 +679,10 @@ pub fn fleet(global: &Global, opts: &FleetOptions) -> Result<i32> {
         t.installed,
         t.committed,
         t.failed,
+        match t.failed_unattributed {
+            0 => String::new(),
+            n => format!(" ({n} of them hosts of an older abupdate)"),
+        },
         t.not_counted,
     );
     if let Some(w) = &r.in_wave {

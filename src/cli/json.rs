@@ -298,6 +298,10 @@ pub struct Fleet<'a> {
     pub committed: u64,
     /// Hosts where it failed, counted against the release.
     pub failed: u64,
+    /// Of `failed`: hosts of an abupdate older than the `compatible` label
+    /// whose rollback counter rose in the lookback (`--prometheus`; which
+    /// release they rolled back is not known).
+    pub failed_unattributed: u64,
     /// Failures the release did not cause (network, the host's own…).
     pub not_counted: u64,
     /// The same counts of the wave's own hosts, the only commits that
@@ -702,6 +706,7 @@ mod tests {
             installed: 10,
             committed: 3,
             failed: 6,
+            failed_unattributed: 2,
             not_counted: 1,
             in_wave: Some(FleetWave {
                 installed: 4,
@@ -723,7 +728,7 @@ mod tests {
             json!({"release": "2.0", "action": "pause", "reason": "6 hosts failed (limit 5)",
                    "changed": true, "dry_run": false, "source": "prometheus", "percent": 2.0,
                    "wave_hosts": 20, "fleet_hosts": 1000, "installed": 10, "committed": 3,
-                   "failed": 6, "not_counted": 1, "malformed_reports": null,
+                   "failed": 6, "failed_unattributed": 2, "not_counted": 1, "malformed_reports": null,
                    "in_wave": {"installed": 4, "committed": 1, "failed": 2,
                                "committed_outside": 2},
                    "queries": [{"query": "count(x)",

@@ -163,7 +163,13 @@ fn observe_prometheus(
         ask.host_label,
         prometheus::lookback(wave_started, now),
     );
-    let order = [&q.outcomes, &q.not_counted, &q.hosts, &q.unidentified];
+    let order = [
+        &q.outcomes,
+        &q.not_counted,
+        &q.hosts,
+        &q.unidentified,
+        &q.unattributed_failed,
+    ];
     let answers: Vec<_> = std::thread::scope(|scope| {
         let running: Vec<_> = order
             .iter()
@@ -216,20 +222,30 @@ fn observe_prometheus(
         )));
     }
     let not_counted = prometheus::count_of(&asked[1].answer).map_err(|e| bad(&q.not_counted, e))?;
-    let (tally, in_wave) = prometheus::tally_of(&asked[0].answer, not_counted, percent.is_some())
-        .map_err(|e| bad(&q.outcomes, e))?;
-    if asked[0].answer.is_empty() && tally.not_counted == 0 {
+    let (mut tally, in_wave) =
+        prometheus::tally_of(&asked[0].answer, not_counted, percent.is_some())
+            .map_err(|e| bad(&q.outcomes, e))?;
+    // Failed, though no series names this release: see Tally.
+    let unattributed =
+        prometheus::count_of(&asked[4].answer).map_err(|e| bad(&q.unattributed_failed, e))?;
+    tally.failed += unattributed;
+    tally.failed_unattributed = unattributed;
+    if asked[0].answer.is_empty() && tally.not_counted == 0 && unattributed == 0 {
         return Err(Error::Fleet(format!(
             "{}: no host of {compatible} reports release {version} build {build} \
              (no abupdate_release_outcome series{matching}): not deciding blind",
             client.endpoint(),
         )));
     }
-    let (fleet_hosts, wave_hosts) =
+    let (fleet_hosts, mut wave_hosts) =
         prometheus::hosts_of(&asked[2].answer, percent.is_some()).map_err(|e| bad(&q.hosts, e))?;
     // Without positions the wave's size is unknown: counting only the hosts
-    // that report would make one commit a whole wave's success.
-    if percent.is_some() && fleet_hosts == 0 {
+    // that report would make one commit a whole wave's success. Failures of
+    // older hosts are evidence enough to pause on: `decide` may pause
+    // without the size, and keeps otherwise.
+    if percent.is_some() && fleet_hosts == 0 && unattributed > 0 {
+        wave_hosts = None;
+    } else if percent.is_some() && fleet_hosts == 0 {
         return Err(Error::Fleet(format!(
             "{}: no abupdate_rollout_position series of {compatible}{matching}, so the size of \
              the wave is unknown: not deciding blind",

@@ -246,8 +246,36 @@ impl Action {
     }
 }
 
-/// Decide on the rollout of a release at `now`.
+/// Decide on the rollout of a release at `now`. Failures of hosts that
+/// cannot be attributed to it ([`Tally::failed_unattributed`]) count as
+/// any other and are named in every reason: a pause they cause says what
+/// to check before resuming.
 pub fn decide(plan: &Plan, facts: &Facts, policy: &Policy, now: i64) -> Action {
+    let action = decide_counts(plan, facts, policy, now);
+    let n = facts.tally.failed_unattributed;
+    if n == 0 {
+        return action;
+    }
+    let note = format!(
+        "; of the failed, {n} host{} of an older abupdate (no `compatible` label) rolled back \
+         in the lookback (which release is not known)",
+        if n == 1 { "" } else { "s" }
+    );
+    match action {
+        Action::Keep { reason } => Action::Keep {
+            reason: reason + &note,
+        },
+        Action::Pause { reason } => Action::Pause {
+            reason: reason + &note,
+        },
+        Action::Advance { to, reason } => Action::Advance {
+            to,
+            reason: reason + &note,
+        },
+    }
+}
+
+fn decide_counts(plan: &Plan, facts: &Facts, policy: &Policy, now: i64) -> Action {
     let t = &facts.tally;
     if plan.paused {
         return Action::Keep {
@@ -458,6 +486,66 @@ mod tests {
         // One below the count and below the share: advances.
         let a = decide(&plan(1.0), &facts(t(0, 100, 4), 100), &policy(), NOW);
         assert!(matches!(a, Action::Advance { to: 5.0, .. }), "{a:?}");
+    }
+
+    /// Finding F3 of the version-crossing review: hosts that fell back to
+    /// an abupdate older than the `compatible` label count failed, and
+    /// every reason names them.
+    #[test]
+    fn failures_of_older_hosts_count_and_are_named() {
+        let older = |failed, of_them| Tally {
+            failed_unattributed: of_them,
+            ..t(0, 1, failed)
+        };
+        let p = Policy {
+            max_failures: 1,
+            ..policy()
+        };
+        // The canaries of F3: one committed, two fell back to the old
+        // version. Without them this wave of one host advanced.
+        let a = decide(&plan(1.0), &facts(older(2, 2), 1), &p, NOW);
+        assert_eq!(
+            a,
+            Action::Pause {
+                reason: "2 hosts failed (limit 1); of the failed, 2 hosts of an older abupdate \
+                         (no `compatible` label) rolled back in the lookback (which release \
+                         is not known)"
+                    .into()
+            }
+        );
+        // Under the limits: decided as before, and still named. (The older
+        // hosts' positions say nothing of the release: not in the wave's
+        // tally.)
+        let under = Facts {
+            in_wave: Some(t(0, 1, 0)),
+            ..facts(older(1, 1), 1)
+        };
+        let a = decide(&plan(1.0), &under, &policy(), NOW);
+        match a {
+            Action::Advance { to: 5.0, reason } => assert!(
+                reason.ends_with(
+                    "; of the failed, 1 host of an older abupdate (no `compatible` \
+                                  label) rolled back in the lookback (which release is not known)"
+                ),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // No wave size (no position of a newer host): paused on the count,
+        // else kept, never advanced.
+        let unknown = Facts {
+            wave_hosts: None,
+            in_wave: None,
+            tally: older(1, 1),
+        };
+        assert!(matches!(
+            decide(&plan(1.0), &unknown, &p, NOW),
+            Action::Pause { .. }
+        ));
+        assert!(matches!(
+            decide(&plan(1.0), &unknown, &policy(), NOW),
+            Action::Keep { .. }
+        ));
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! and nothing is decided blind: an unreachable source, an error answer or
 //! no series for the release is an error, never "zero hosts". Only what the
 //! release itself caused, on hosts of its own `compatible`, counts against
-//! it ([`counts_against_release`]).
+//! it ([`counts_against_release`]), and, failing safe, the trials that
+//! failed on hosts of an abupdate too old to say either
+//! ([`Tally::failed_unattributed`]): those may be of another release.
 //!
 //! Invariant of the evidence: only in-wave commits advance a wave; a host
 //! that reported the release in the wave is never forgotten within the
@@ -56,6 +58,14 @@ pub struct Tally {
     /// Failures that do not blame the release (a network stall, a busy
     /// host, …): shown, not counted against it.
     pub not_counted: u64,
+    /// Of `failed`: hosts of an abupdate older than the `compatible`
+    /// label (their series carry no release either) whose rollback
+    /// counter rose in the lookback. They cannot be told apart from hosts
+    /// that rolled back another release, so they count against this one:
+    /// a release that moves hosts off such a version would otherwise be
+    /// judged by its successes only (the version in the slot it falls back
+    /// to rewrites the textfile without the outcome).
+    pub failed_unattributed: u64,
 }
 
 /// A tally with nothing `not_counted` (the tests of `decide` and `reports`).
@@ -66,6 +76,7 @@ pub(crate) fn test_tally(installed: u64, committed: u64, failed: u64) -> Tally {
         committed,
         failed,
         not_counted: 0,
+        failed_unattributed: 0,
     }
 }
 

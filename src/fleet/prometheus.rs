@@ -706,6 +706,10 @@ pub struct Queries {
     /// Series of the release's hosts without the host label: a host the
     /// queries cannot tell apart (must be none).
     pub unidentified: String,
+    /// Hosts of an abupdate older than the `compatible` label whose trial
+    /// of some release failed in the lookback, and that no outcome of this
+    /// release already counts failed (the private `old_host_failures`).
+    pub unattributed_failed: String,
 }
 
 /// Build the queries for release `version` of `compatible`, over hosts
@@ -755,15 +759,18 @@ pub fn queries(
         .collect::<Vec<_>>()
         .join("|");
     let failed = Outcome::Failed.as_str();
+    // Each host's outcomes in the lookback that count against the release.
+    let failed_here = format!(
+        "last_over_time(abupdate_release_outcome{{{release},outcome=~\"{}\"}}[{range}]) or \
+         last_over_time(abupdate_release_outcome{{{release},outcome=\"{failed}\",kind=~\"{faults}\"}}[{range}])",
+        failures.join("|")
+    );
     // One series per host: a failure in the lookback, else the latest
     // other outcome in the lookback (the outcome's value is its time).
     let per_host = format!(
-        "topk by ({l}) (1, \
-         last_over_time(abupdate_release_outcome{{{release},outcome=~\"{}\"}}[{range}]) or \
-         last_over_time(abupdate_release_outcome{{{release},outcome=\"{failed}\",kind=~\"{faults}\"}}[{range}])) \
+        "topk by ({l}) (1, {failed_here}) \
          or on ({l}) \
          topk by ({l}) (1, last_over_time(abupdate_release_outcome{{{release},outcome=~\"{}\"}}[{range}]))",
-        failures.join("|"),
         others.join("|")
     );
     // Each host's latest position in the lookback (the largest of its
@@ -790,12 +797,91 @@ pub fn queries(
     let unidentified = format!(
         "count({{__name__=~\"abupdate_release_outcome|abupdate_rollout_position\",{hosts},{l}=\"\"}})"
     );
+    // A host counted failed by this release's own outcome (its trial
+    // verdict, scraped before the older version rewrote the textfile) is
+    // not counted twice.
+    let unattributed_failed = format!(
+        "count(count by ({l}) ({}) unless on ({l}) ({failed_here}))",
+        old_host_failures(selector, l, &range)
+    );
     Queries {
         outcomes,
         not_counted,
         hosts: hosts_query,
         unidentified,
+        unattributed_failed,
     }
+}
+
+/// The series of hosts of an abupdate older than the `compatible` label
+/// (213989b and before: no `compatible`, no `abupdate_release_outcome`)
+/// whose trial of a release failed in the lookback `range`: their
+/// `abupdate_rollbacks_total` (both failed verdicts count there) or their
+/// `abupdate_failures_total` of kind `health` or `trial_never_booted` rose
+/// in it. These are the hosts that fell back to such a version from the
+/// release that moves them off it: the version in the slot they fell back
+/// to rewrites the textfile without the outcome the release's own binary
+/// had written, so nothing else shows the failure. Which release failed is
+/// not said, so any such rollback counts.
+///
+/// Counters as they are: `increase` reads a reset (the counter back to
+/// zero) as no rise, and a gap (the newer textfile in place during the
+/// trial, under other label sets) does not matter, as it reads the samples
+/// on either side. A series absent when the lookback started (the host
+/// silent then, or Prometheus holding nothing that old) shows no rise, so
+/// it counts when it appeared with rollbacks and the host's last install
+/// (`abupdate_last_success_timestamp_seconds`, its own clock) is in the
+/// lookback: what a host that fell back from a release of this wave
+/// looks like, where an old rollback of a host newly scraped does not.
+fn old_host_failures(selector: &[Matcher], host_label: &str, range: &str) -> String {
+    let l = host_label;
+    let mut old = vec!["compatible=\"\"".to_string()];
+    old.extend(selector.iter().map(or_absent));
+    let old = old.join(",");
+    // As the older version names its failed verdicts.
+    let kinds = [
+        crate::error::Kind::Health,
+        crate::error::Kind::TrialNeverBooted,
+    ]
+    .map(|k| k.as_str())
+    .join("|");
+    format!(
+        "increase(abupdate_rollbacks_total{{{old}}}[{range}]) > 0 \
+         or increase(abupdate_failures_total{{{old},kind=~\"{kinds}\"}}[{range}]) > 0 \
+         or ((last_over_time(abupdate_rollbacks_total{{{old}}}[{range}]) > 0 \
+         unless abupdate_rollbacks_total{{{old}}} offset {range}) \
+         and on ({l}) \
+         last_over_time(abupdate_last_success_timestamp_seconds{{{old}}}[{range}]) > time() - {secs})",
+        secs = range.trim_end_matches('s'),
+    )
+}
+
+/// Matcher `m` for the series of an older abupdate: a series without its
+/// label is kept too. Older hosts do not write `[report] labels`, so a
+/// selector on one must not leave them out (a failure there is counted,
+/// not missed); a label the scrape sets (a target's `region`) still
+/// selects them.
+fn or_absent(m: &Matcher) -> String {
+    let re = match m.op {
+        MatchOp::Equal => regex_escape(&m.value),
+        MatchOp::Regex => format!("(?:{})", m.value),
+        // An absent label is "", which differs from the value already.
+        MatchOp::NotEqual | MatchOp::NotRegex => return m.to_string(),
+    };
+    format!("{}=~{}", m.name, quote(&format!("{re}|")))
+}
+
+/// `s` as a regular expression (RE2, as Prometheus reads it) matching `s`
+/// alone.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// (hosts reporting, hosts the wave covers) from the answer of
@@ -1021,6 +1107,7 @@ mod tests {
                     committed: 40,
                     failed: 4,
                     not_counted: 5,
+                    failed_unattributed: 0,
                 },
                 None
             ))
@@ -1042,6 +1129,7 @@ mod tests {
             committed,
             failed,
             not_counted,
+            failed_unattributed: 0,
         };
         assert_eq!(
             tally_of(&outcomes, 3, true),
@@ -1255,6 +1343,24 @@ mod tests {
             q.unidentified,
             format!("count({{__name__=~\"abupdate_release_outcome|abupdate_rollout_position\",{hosts},instance=\"\"}})")
         );
+        // Hosts of an older abupdate: no `compatible`, the selector or no
+        // such label; not those counted failed by the release's outcome.
+        let old = r#"compatible="",region=~"eu|""#;
+        assert_eq!(
+            q.unattributed_failed,
+            format!(
+                "count(count by (instance) (\
+                 increase(abupdate_rollbacks_total{{{old}}}[3600s]) > 0 \
+                 or increase(abupdate_failures_total{{{old},kind=~\"health|trial_never_booted\"}}[3600s]) > 0 \
+                 or ((last_over_time(abupdate_rollbacks_total{{{old}}}[3600s]) > 0 \
+                 unless abupdate_rollbacks_total{{{old}}} offset 3600s) \
+                 and on (instance) \
+                 last_over_time(abupdate_last_success_timestamp_seconds{{{old}}}[3600s]) > time() - 3600)) \
+                 unless on (instance) (\
+                 last_over_time(abupdate_release_outcome{{{release},outcome=~\"rolled_back|trial_never_booted|rolled_back_late\"}}[3600s]) or \
+                 last_over_time(abupdate_release_outcome{{{release},outcome=\"failed\",kind=~\"payload|hash_mismatch|size|too_long|too_short|signature|manifest|no_fallback\"}}[3600s])))"
+            )
+        );
         let no_wave = queries("c", "2.0", "00", &[], None, "site", 7 * 24 * 3600);
         assert_eq!(
             no_wave.hosts,
@@ -1267,6 +1373,27 @@ mod tests {
                 && !no_wave.outcomes.contains("in_wave"),
             "{}",
             no_wave.outcomes
+        );
+    }
+
+    /// A selector keeps an older host's series that lack its label (they
+    /// may be `[report] labels`, which older hosts do not write).
+    #[test]
+    fn older_hosts_are_selected_with_or_without_the_selectors_labels() {
+        let m = parse_selector(r#"region="e.u|x",site=~"s-[0-9]+",tier!="lab",x!~"a""#)
+            .expect("selector");
+        assert_eq!(
+            m.iter().map(or_absent).collect::<Vec<_>>(),
+            [
+                r#"region=~"e\\.u\\|x|""#,
+                r#"site=~"(?:s-[0-9]+)|""#,
+                r#"tier!="lab""#,
+                r#"x!~"a""#
+            ]
+        );
+        assert_eq!(
+            regex_escape(r"a.b*c\(d)[e]{f}^$?+|"),
+            r"a\.b\*c\\\(d\)\[e\]\{f\}\^\$\?\+\|"
         );
     }
 

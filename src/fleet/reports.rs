@@ -308,6 +308,7 @@ mod tests {
                 committed: 1,
                 failed: 3,
                 not_counted: 5,
+                failed_unattributed: 0,
             }
         );
     }

@@ -214,7 +214,7 @@ fn a_store_clock_within_the_tolerance_decides_every_query_and_wave_started_at_th
             a
         })
         .expect("decision queries");
-    assert_eq!(requests.len(), 5, "{requests:?}");
+    assert_eq!(requests.len(), 6, "{requests:?}");
     assert!(
         (store_now - (now + 20)).abs() <= 3,
         "asked at {store_now}, the store's now is about {}",
@@ -423,7 +423,7 @@ fn a_real_prometheus_is_asked_its_time_and_every_query_at_that_instant() {
         text(&out)
     );
     let requests = proxy.requests();
-    assert_eq!(requests.len(), 5, "{requests:?}");
+    assert_eq!(requests.len(), 6, "{requests:?}");
     assert_eq!(
         (
             field(&requests[0], "query").as_deref(),

@@ -396,7 +396,7 @@ fn a_real_prometheus_advances_a_healthy_wave_pauses_a_failing_one_and_holds_a_so
     let out = run(&mut c);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.matches("query: ").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("query: ").count(), 5, "{stdout}");
     assert!(
         stdout.contains("query: count by (outcome, kind, in_wave) (((topk"),
         "{stdout}"
@@ -922,4 +922,149 @@ fn commits_of_another_build_of_the_version_do_not_advance_it() {
         );
         assert_eq!(build_of(&m), build2, "a wave advance changed the build");
     }
+}
+
+/// A textfile as abupdate 213989b wrote it (no `compatible`, no
+/// `abupdate_release_outcome`): `tests/fixtures/textfile-213989b-*.prom`.
+const OLD_STAGED: &str = include_str!("../fixtures/textfile-213989b-staged.prom");
+const OLD_ROLLED_BACK: &str = include_str!("../fixtures/textfile-213989b-rolled-back.prom");
+const OLD_NEVER_BOOTED: &str = include_str!("../fixtures/textfile-213989b-never-booted.prom");
+
+/// The samples of an older host's `textfile` as Prometheus scrapes them
+/// from `instance` in `region`, one a minute in `[from, to]`: the host's
+/// last install at `installed`, its position `position`.
+fn old_host_lines(
+    lines: &mut Vec<String>,
+    textfile: &str,
+    (instance, region): (&str, &str),
+    position: f64,
+    installed: i64,
+    (from, to): (i64, i64),
+) {
+    let host = format!("instance=\"{instance}\",job=\"node\",region=\"{region}\"");
+    for sample in textfile.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = sample.rsplit_once(' ').expect("a sample");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, format!("{},{host}", rest.trim_end_matches('}'))),
+            None => (series, host.clone()),
+        };
+        let value = match name {
+            "abupdate_rollout_position" => position.to_string(),
+            n if n.ends_with("_timestamp_seconds") => installed.to_string(),
+            _ => value.to_string(),
+        };
+        let mut t = from;
+        while t <= to {
+            lines.push(format!("{name}{{{labels}}} {value} {t}"));
+            t += 60;
+        }
+    }
+}
+
+/// Each family's samples together (OpenMetrics), every family untyped.
+fn openmetrics_any(lines: &[String]) -> String {
+    let mut by_family: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for l in lines {
+        let name = l.split(['{', ' ']).next().expect("a name");
+        by_family.entry(name).or_default().push(l);
+    }
+    let mut out: String = by_family
+        .values()
+        .flat_map(|v| v.iter().map(|l| format!("{l}\n")))
+        .collect();
+    out.push_str("# EOF\n");
+    out
+}
+
+/// Finding F1 of the version-crossing review: hosts on abupdate 213989b
+/// (no `compatible` label) install release 4.0, which ships the current
+/// binary; where 4.0 fails, the host falls back to 213989b, which rewrites
+/// the textfile in its own format, so no outcome of 4.0 is left to see.
+/// In region `cross`'s 10% wave (hosts 0-4), hosts 0-2 run the current
+/// abupdate and committed 4.0; host 3 failed its trial (its old series
+/// before the install, a gap while 4.0 ran, then `abupdate_rollbacks_total`
+/// 1), host 4's trial never booted (first scraped after it fell back). The
+/// controller saw 3 of 3 commits and advanced; it pauses now, naming them.
+/// Not counted: older hosts with old rollbacks (host 40 all along, host 41
+/// first scraped now but installed nothing in the wave), a counter reset
+/// (host 42), and an older host that rolled back in another region.
+#[test]
+fn hosts_that_fell_back_to_an_abupdate_without_compatible_count_failed() {
+    let h = TestHost::new("fleet-prom-old-fallback", "1.0", HostOptions::default());
+    let now = abupdate::timefmt::now();
+    let started = now - 3 * 3600;
+    // The hosts of the current abupdate: 0-2 committed 4.0; 3 and 4 are
+    // the older ones below.
+    let committed: &[Outcome] = &[
+        ("4.0", "installed", started + 600),
+        ("4.0", "committed", started + 900),
+    ];
+    let mut lines = Vec::new();
+    for i in (0..50).filter(|i| !(3..=4).contains(i)) {
+        let outcomes = if i < 3 { committed } else { &[] };
+        let (name, position) = (format!("cross-{i:02}:9100"), (i as f64 + 0.5) / 50.0);
+        let recent = [(now - 600, now - 60)];
+        host_lines(&mut lines, &name, "cross", position, outcomes, &recent);
+    }
+    // (textfile, host, last install, scraped from, to): the host's region
+    // is its name's first part, its position its number's.
+    let (s, n) = (started, now);
+    let (inst, ago) = (started + 600, started - 86400);
+    let (staged, back, never) = (OLD_STAGED, OLD_ROLLED_BACK, OLD_NEVER_BOOTED);
+    for (textfile, name, installed, window) in [
+        // Host 3: 213989b's series from before the wave, staged 4.0,
+        // scraped again once it fell back.
+        (staged, "cross-03", inst, (s - 1200, s + 1800)),
+        (back, "cross-03", inst, (s + 2400, n - 60)),
+        // Host 4: first scraped after its trial never booted.
+        (never, "cross-04", inst, (n - 900, n - 60)),
+        // Not counted: an old rollback, seen all along or first now.
+        (back, "cross-40", ago, (s - 1200, n - 60)),
+        (back, "cross-41", ago, (n - 900, n - 60)),
+        // A counter back to 0 (its state lost) is no rollback.
+        (back, "cross-42", ago, (s - 1200, s + 1800)),
+        (staged, "cross-42", inst, (s + 2400, n - 60)),
+        // Another region's rollback, as host 3's.
+        (staged, "other-03", inst, (s - 1200, s + 1800)),
+        (back, "other-03", inst, (s + 2400, n - 60)),
+    ] {
+        let (region, i) = name.split_once('-').expect("region-number");
+        let position = (i.parse::<f64>().expect("a number") + 0.5) / 50.0;
+        let host = (&format!("{name}:9100")[..], region);
+        old_host_lines(&mut lines, textfile, host, position, installed, window);
+    }
+    let p = prom::prometheus_with(&h.dir.join("prometheus"), &openmetrics_any(&lines));
+    let m = release(&h, "cross", "4.0", started);
+    let before = snapshot(m.parent().expect("dir"));
+    let cross = ["--selector", "region=\"cross\""];
+    let older = "of the failed, 2 hosts of an older abupdate (no `compatible` label) rolled \
+                 back in the lookback (which release is not known)";
+    // Under the default limits (5 failures): counted and named, not paused.
+    let dry = [&cross[..], &["--dry-run"]].concat();
+    let out = controller(&h, &m, &p.url(""), &dry);
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    for (key, want) in [("failed", 2), ("failed_unattributed", 2), ("committed", 3)] {
+        assert_eq!(j[key], want, "{key}: {j}");
+    }
+    assert!(
+        j["reason"].as_str().is_some_and(|r| r.ends_with(older)),
+        "{j}"
+    );
+    // The reviewer's limit: paused (before: "advance", 3 of ~3 committed).
+    let limit = [&cross[..], &["--max-failures", "2"]].concat();
+    let out = controller(&h, &m, &p.url(""), &limit);
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (j["action"].as_str(), j["reason"].as_str()),
+        (
+            Some("pause"),
+            Some(format!("2 hosts failed (limit 2); {older}").as_str())
+        ),
+        "{j}"
+    );
+    assert_eq!(doc(&m)["rollout"]["paused"], true);
+    assert_ne!(snapshot(m.parent().expect("dir")), before);
+    assert!(minisign_accepts(&m, &h.public_key));
 }
