@@ -942,6 +942,7 @@ mod tests {
             reason: "never came up".into(),
             at: i64::MAX,
             hold: Hold::default(),
+            provisional: false,
             unknown: Default::default(),
         };
         assert_eq!(
@@ -969,6 +970,7 @@ mod tests {
             reason: "never came up".into(),
             at: 1_800_000_000,
             hold: Hold::default(),
+            provisional: false,
             unknown: Default::default(),
         };
         assert_eq!(
@@ -977,6 +979,7 @@ mod tests {
         );
         let rejected = FailedRelease {
             hold: Hold::Rejected,
+            provisional: false,
             reason: "rejected by hand after its commit (`abupdate rollback`)".into(),
             ..f.clone()
         };
@@ -986,6 +989,7 @@ mod tests {
         );
         let cancelled = FailedRelease {
             hold: Hold::Cancelled,
+            provisional: false,
             reason: "cancelled by the operator".into(),
             ..f
         };
