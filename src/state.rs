@@ -843,13 +843,15 @@ impl State {
     }
 
     /// The trial `t` passed its checks: committed, its record naming its
-    /// release; with a `probation` window (seconds, non-zero) the release is on
+    /// release, the slot it came from its fallback ([`State::adopt_fallback`]);
+    /// with a `probation` window (seconds, non-zero) the release is on
     /// probation from `at`, seen last on `boot_id`, and on the failed list
     /// provisionally in the same write: the bootloader may fall back
     /// before any `health` records a failure (U-Boot's tries run out, a
     /// late rollback cut after its bootloader writes), and the old slot
     /// may run a version that knows no probation but reads the failed list.
     pub fn commit(&mut self, t: &Transaction, at: i64, probation: u64, boot_id: Option<String>) {
+        self.adopt_fallback(t);
         if probation > 0 && self.failed_index(&t.version).is_none() {
             self.failed.push(FailedRelease {
                 version: t.version.clone(),
@@ -1067,6 +1069,20 @@ impl State {
             rec.version = version;
         }
         true
+    }
+
+    /// The slot `t` was installed from was booted, and good in the
+    /// bootloader, when the install began (every version refuses to
+    /// install otherwise): a record that says nothing of it is adopted as
+    /// good, naming no version (none is known: it is read from os-release
+    /// once it runs again). Only an older version leaves it so (one that
+    /// kept no record of the booted slot; this one adopts it before
+    /// writing, [`State::adopt_booted`]): without this a release such a
+    /// version installed has no fallback for its probation or a
+    /// `rollback`.
+    /// Whether the record changed.
+    pub fn adopt_fallback(&mut self, t: &Transaction) -> bool {
+        self.adopt_booted(t.from, None)
     }
 
     /// `mark-good` / `mark-bad` by hand. Marking a staged slot good commits
@@ -2248,6 +2264,24 @@ mod tests {
         let mut none = fresh();
         none.commit(&t, 10, 0, None);
         assert!(none.failed.is_empty(), "no probation, no entry");
+    }
+
+    /// A transaction an older version wrote names the slot it came from
+    /// without a record of it: the commit adopts it as good (naming no
+    /// version); a record that says anything is left as it is.
+    #[test]
+    fn a_commit_adopts_the_slot_its_transaction_came_from_when_unrecorded() {
+        let t = transaction(SlotName::A, Phase::Staged);
+        let mut s = fresh();
+        s.stage(&t, None, 9);
+        s.commit(&t, 10, 0, None);
+        assert_eq!(s.slot(SlotName::A).status, SlotStatus::Good);
+        assert_eq!(s.slot(SlotName::A).version, None);
+        let mut s = fresh();
+        s.slot_mut(SlotName::A).status = SlotStatus::Bad;
+        s.stage(&t, None, 9);
+        s.commit(&t, 10, 0, None);
+        assert_eq!(s.slot(SlotName::A).status, SlotStatus::Bad);
     }
 
     /// A power cut between the activation and the `staged` state write
