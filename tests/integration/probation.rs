@@ -799,21 +799,33 @@ fn a_probation_that_passes_or_is_switched_off_takes_its_release_off_the_failed_l
 /// probation here, failed it, and was kept: "slot A is recorded empty …
 /// no fallback", though A had booted fine and held 1.0. The commit adopts
 /// the slot the transaction came from as good.
+/// An operator's `rollback` of it is no longer refused ("slot A is empty
+/// in the state") either.
 #[test]
 fn a_release_an_older_version_installed_falls_back_to_the_slot_it_came_from() {
-    let mut h = probation_host("prob-old-install", "probation_failures = 0\n");
-    let r2 = h.pack("r2", "2.0", &image("2.0", 4096), &[]);
-    let out = h.abupdate(&["install", r2.to_str().expect("utf8")]);
-    assert!(out.status.success(), "install 2.0: {}", text(&out));
-    edit_state(&h, |s| {
-        s["slots"].as_object_mut().map(|slots| slots.remove("A"));
-    });
-    assert_eq!(h.state()["transaction"]["from"], "A");
-    h.commit_trial_on_probation("2.0");
-    assert_eq!(h.state()["slots"]["A"]["status"], "good", "{}", h.state());
-    assert_eq!(h.boot(), "B", "an unclean restart");
-    let out = h.abupdate(&["--json", "health"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("rolled_back_late"), "{}", text(&out));
-    assert_rolled_back_late(&mut h);
+    for (name, by_hand) in [("prob-old-install", false), ("prob-old-install-hand", true)] {
+        let mut h = probation_host(name, "probation_failures = 0\n");
+        let r2 = h.pack("r2", "2.0", &image("2.0", 4096), &[]);
+        let out = h.abupdate(&["install", r2.to_str().expect("utf8")]);
+        assert!(out.status.success(), "install 2.0: {}", text(&out));
+        edit_state(&h, |s| {
+            s["slots"].as_object_mut().map(|slots| slots.remove("A"));
+        });
+        assert_eq!(h.state()["transaction"]["from"], "A");
+        h.commit_trial_on_probation("2.0");
+        assert_eq!(h.state()["slots"]["A"]["status"], "good", "{}", h.state());
+        let out = match by_hand {
+            true => h.abupdate(&["--json", "rollback", "--no-reboot"]),
+            false => {
+                assert_eq!(h.boot(), "B", "an unclean restart");
+                h.abupdate(&["--json", "health"])
+            }
+        };
+        assert!(
+            text(&out).contains("rolled_back_late"),
+            "{name}: {}",
+            text(&out)
+        );
+        assert_rolled_back_late(&mut h);
+    }
 }
