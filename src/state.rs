@@ -398,6 +398,15 @@ pub struct FailedRelease {
     /// Why it is held: failed (left out), or `cancelled` by an operator.
     #[serde(default, skip_serializing_if = "Hold::is_failed")]
     pub hold: Hold,
+    /// Written at the commit of a release on probation, before any
+    /// fallback can happen: held as a failure unless that probation is
+    /// still running ([`State::held`]); the write that ends the probation
+    /// as passed (or switched off, or kept for want of a fallback) removes
+    /// it. Versions without probation read the entry and ignore the field,
+    /// so a host back on the old slot there refuses the release as one
+    /// that failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provisional: bool,
     /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,
@@ -486,6 +495,15 @@ pub struct SourceHash {
     /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,
+}
+
+/// Whether two release names are the same release, compared as versions
+/// when both parse (`3.0` is `3.0.0`), else as text.
+fn same_version(a: &str, b: &str) -> bool {
+    match (Version::parse(a), Version::parse(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// The `format` of `state.json` this version writes (and reads).
@@ -645,8 +663,7 @@ impl State {
     /// `install`) may not install: every one for the timer's runs; for a
     /// run by hand, all but those the operator cancelled.
     pub fn failed_versions(&self, by_hand: bool) -> Vec<String> {
-        self.failed
-            .iter()
+        self.held()
             .filter(|f| !by_hand || f.hold.binds_the_operator())
             .map(|f| f.version.clone())
             .collect()
@@ -657,8 +674,7 @@ impl State {
     /// runs; for a run by hand (`by_hand`), all but those the operator
     /// rejected after their commit ([`Hold::Rejected`]).
     pub fn failures(&self, by_hand: bool) -> Vec<String> {
-        self.failed
-            .iter()
+        self.held()
             .filter(|f| f.hold != Hold::Cancelled)
             .filter(|f| !by_hand || f.hold.binds_the_operator())
             .map(|f| f.version.clone())
@@ -667,11 +683,23 @@ impl State {
 
     /// The versions an operator cancelled ([`Hold::Cancelled`]).
     pub fn cancelled_versions(&self) -> Vec<String> {
-        self.failed
-            .iter()
+        self.held()
             .filter(|f| f.hold == Hold::Cancelled)
             .map(|f| f.version.clone())
             .collect()
+    }
+
+    /// The failed list as it holds now: every entry but the provisional
+    /// one of the release whose probation is running (it has not failed;
+    /// it stands for the failure a fallback would be, [`State::commit`]).
+    /// A provisional entry whose probation is no longer running is a
+    /// failure: the host left the probation without passing it (the
+    /// bootloader fell back, and an older version may have saved since).
+    pub fn held(&self) -> impl Iterator<Item = &FailedRelease> {
+        let running = self.on_probation().map(|p| p.version.as_str());
+        self.failed.iter().filter(move |f| {
+            !(f.provisional && running.is_some_and(|v| same_version(&f.version, v)))
+        })
     }
 
     /// The entry of `version` on the failed list (compared as versions:
@@ -682,11 +710,16 @@ impl State {
     }
 
     fn failed_index(&self, version: &str) -> Option<usize> {
-        let same = |recorded: &str| match (Version::parse(recorded), Version::parse(version)) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => recorded == version,
-        };
-        self.failed.iter().position(|f| same(&f.version))
+        self.failed
+            .iter()
+            .position(|f| same_version(&f.version, version))
+    }
+
+    /// The probation of `version` ended without failing it: its
+    /// provisional entry goes (a real one stays).
+    fn drop_provisional(&mut self, version: &str) {
+        self.failed
+            .retain(|f| !(f.provisional && same_version(&f.version, version)));
     }
 
     /// Put a release on the failed list (once per version, compared as
@@ -699,14 +732,16 @@ impl State {
     /// Put `version` on the failed list held as `hold`; an entry there
     /// already stays, but only a firmer hold replaces it
     /// ([`Hold::strength`]): a cancel never softens a failure, and a
-    /// failure hardens a cancel or an operator's rejection.
+    /// failure hardens a cancel or an operator's rejection. A provisional
+    /// entry is no verdict: any hold replaces it.
     fn hold(&mut self, version: &str, manifest_sha256: &str, reason: &str, at: i64, hold: Hold) {
         match self.failed_entry(version) {
-            Some(f) if f.hold.strength() < hold.strength() => {
+            Some(f) if f.provisional || f.hold.strength() < hold.strength() => {
                 f.manifest_sha256 = manifest_sha256.to_string();
                 f.reason = reason.to_string();
                 f.at = at;
                 f.hold = hold;
+                f.provisional = false;
             }
             Some(_) => {}
             None => self.failed.push(FailedRelease {
@@ -715,6 +750,7 @@ impl State {
                 reason: reason.to_string(),
                 at,
                 hold,
+                provisional: false,
                 unknown: Unknown::new(),
             }),
         }
@@ -807,9 +843,29 @@ impl State {
     }
 
     /// The trial `t` passed its checks: committed, its record naming its
-    /// release; with a `probation` window (seconds, non-zero) the release
-    /// is on probation from `at`, seen last on `boot_id`.
+    /// release, the slot it came from its fallback ([`State::adopt_fallback`]);
+    /// with a `probation` window (seconds, non-zero) the release is on
+    /// probation from `at`, seen last on `boot_id`, and on the failed list
+    /// provisionally in the same write: the bootloader may fall back
+    /// before any `health` records a failure (U-Boot's tries run out, a
+    /// late rollback cut after its bootloader writes), and the old slot
+    /// may run a version that knows no probation but reads the failed list.
     pub fn commit(&mut self, t: &Transaction, at: i64, probation: u64, boot_id: Option<String>) {
+        self.adopt_fallback(t);
+        if probation > 0 && self.failed_index(&t.version).is_none() {
+            self.failed.push(FailedRelease {
+                version: t.version.clone(),
+                manifest_sha256: t.manifest_sha256.clone(),
+                reason: format!(
+                    "left its probation in slot {} for slot {} without passing it",
+                    t.to, t.from
+                ),
+                at,
+                hold: Hold::Failed,
+                provisional: true,
+                unknown: Unknown::new(),
+            });
+        }
         self.probation = (probation > 0).then(|| Probation {
             slot: t.to,
             version: t.version.clone(),
@@ -878,10 +934,13 @@ impl State {
     }
 
     /// The probation's window ended with no more failures than tolerated:
-    /// the release is past probation, recorded as such.
+    /// the release is past probation, recorded as such, and off the failed
+    /// list (one write).
     pub fn end_probation(&mut self, at: i64) {
         if let Some(p) = self.probation.as_mut() {
             p.passed = Some(at);
+            let version = p.version.clone();
+            self.drop_provisional(&version);
         }
     }
 
@@ -891,6 +950,8 @@ impl State {
     pub fn switch_off_probation(&mut self, at: i64) {
         if let Some(p) = self.probation.as_mut() {
             p.off = Some(at);
+            let version = p.version.clone();
+            self.drop_provisional(&version);
         }
     }
 
@@ -903,6 +964,8 @@ impl State {
             p.no_fallback = Some(at);
             p.failures = failures;
             p.last_failure = Some(why.to_string());
+            let version = p.version.clone();
+            self.drop_provisional(&version);
         }
     }
 
@@ -1006,6 +1069,20 @@ impl State {
             rec.version = version;
         }
         true
+    }
+
+    /// The slot `t` was installed from was booted, and good in the
+    /// bootloader, when the install began (every version refuses to
+    /// install otherwise): a record that says nothing of it is adopted as
+    /// good, naming no version (none is known: it is read from os-release
+    /// once it runs again). Only an older version leaves it so (one that
+    /// kept no record of the booted slot; this one adopts it before
+    /// writing, [`State::adopt_booted`]): without this a release such a
+    /// version installed has no fallback for its probation or a
+    /// `rollback`.
+    /// Whether the record changed.
+    pub fn adopt_fallback(&mut self, t: &Transaction) -> bool {
+        self.adopt_booted(t.from, None)
     }
 
     /// `mark-good` / `mark-bad` by hand. Marking a staged slot good commits
@@ -2141,6 +2218,70 @@ mod tests {
         let round: State =
             serde_json::from_slice(&serde_json::to_vec(&ended).expect("json")).expect("reads back");
         assert_eq!(round, ended);
+    }
+
+    /// The provisional entry a probation's commit writes, in each way a
+    /// probation ends: not held while it runs; gone once it passes, is
+    /// switched off or keeps the release for want of a fallback; a
+    /// failure (no longer provisional) once a late rollback or an
+    /// operator's rejection records it; and held as a failure when the
+    /// probation record is gone without passing (an older version saved).
+    #[test]
+    fn a_release_on_probation_is_held_provisionally_until_its_probation_ends() {
+        let mut s = fresh();
+        let t = transaction(SlotName::A, Phase::Staged);
+        s.stage(&t, None, 9);
+        s.commit(&t, 10, 3600, None);
+        let entry = s.failed.first().expect("a provisional entry");
+        assert!(entry.provisional && entry.hold == Hold::Failed, "{entry:?}");
+        assert_eq!(s.held().count(), 0, "not held while it runs");
+        assert!(s.failed_versions(false).is_empty() && s.failures(false).is_empty());
+        for end in [
+            State::end_probation as fn(&mut State, i64),
+            State::switch_off_probation,
+            |s: &mut State, at| s.fail_probation_without_fallback(at, "no fallback", 3),
+        ] {
+            let mut ended = s.clone();
+            end(&mut ended, 3700);
+            assert!(ended.failed.is_empty(), "{:?}", ended.failed);
+        }
+        for (hold, by_hand) in [(Hold::Failed, vec!["2.0"]), (Hold::Rejected, vec![])] {
+            let mut late = s.clone();
+            let release = late.probation_release().expect("release");
+            late.retire_trial(&release, true, "late", Kind::Health, hold.clone(), 20);
+            let f = &late.failed[0];
+            assert_eq!(
+                (f.provisional, &f.hold, f.reason.as_str()),
+                (false, &hold, "late")
+            );
+            assert_eq!(late.failed_versions(false), ["2.0"]);
+            assert_eq!(late.failed_versions(true), by_hand);
+        }
+        let mut saved_by_older = s.clone();
+        saved_by_older.probation = None;
+        assert_eq!(saved_by_older.failures(false), ["2.0"]);
+        assert_eq!(saved_by_older.failed_versions(true), ["2.0"]);
+        let mut none = fresh();
+        none.commit(&t, 10, 0, None);
+        assert!(none.failed.is_empty(), "no probation, no entry");
+    }
+
+    /// A transaction an older version wrote names the slot it came from
+    /// without a record of it: the commit adopts it as good (naming no
+    /// version); a record that says anything is left as it is.
+    #[test]
+    fn a_commit_adopts_the_slot_its_transaction_came_from_when_unrecorded() {
+        let t = transaction(SlotName::A, Phase::Staged);
+        let mut s = fresh();
+        s.stage(&t, None, 9);
+        s.commit(&t, 10, 0, None);
+        assert_eq!(s.slot(SlotName::A).status, SlotStatus::Good);
+        assert_eq!(s.slot(SlotName::A).version, None);
+        let mut s = fresh();
+        s.slot_mut(SlotName::A).status = SlotStatus::Bad;
+        s.stage(&t, None, 9);
+        s.commit(&t, 10, 0, None);
+        assert_eq!(s.slot(SlotName::A).status, SlotStatus::Bad);
     }
 
     /// A power cut between the activation and the `staged` state write

@@ -196,7 +196,9 @@ pub fn status(host: &Host) -> Result<Status> {
         primary_slot: host.boot.primary()?,
         slots,
         transaction: state.transaction.clone().map(shown::transaction),
-        failed: state.failed.iter().cloned().map(shown::failed).collect(),
+        // As it holds now: not the provisional entry of the probation
+        // running (`probation` shows that one).
+        failed: state.held().cloned().map(shown::failed).collect(),
         bootloader: host.boot.describe()?.into_iter().collect(),
         reboot_window,
         rollout_position: host.position(),
@@ -249,6 +251,8 @@ mod shown {
             version: text(&f.version),
             manifest_sha256: text(&f.manifest_sha256),
             reason: text(&f.reason),
+            // Past its probation, a provisional entry is a failure.
+            provisional: false,
             ..f
         }
     }
@@ -332,6 +336,7 @@ mod tests {
             reason: format!("health check said {hostile}"),
             at: 1,
             hold: Default::default(),
+            provisional: false,
             unknown: Default::default(),
         });
         assert_eq!(

@@ -947,6 +947,7 @@ mod tests {
             reason: "never came up".into(),
             at: i64::MAX,
             hold: Hold::default(),
+            provisional: false,
             unknown: Default::default(),
         };
         assert_eq!(
@@ -974,6 +975,7 @@ mod tests {
             reason: "never came up".into(),
             at: 1_800_000_000,
             hold: Hold::default(),
+            provisional: false,
             unknown: Default::default(),
         };
         assert_eq!(
@@ -982,6 +984,7 @@ mod tests {
         );
         let rejected = FailedRelease {
             hold: Hold::Rejected,
+            provisional: false,
             reason: "rejected by hand after its commit (`abupdate rollback`)".into(),
             ..f.clone()
         };
@@ -991,6 +994,7 @@ mod tests {
         );
         let cancelled = FailedRelease {
             hold: Hold::Cancelled,
+            provisional: false,
             reason: "cancelled by the operator".into(),
             ..f
         };

@@ -598,7 +598,9 @@ fn an_unreadable_channel_during_probation_fails_the_run_and_rolls_nothing_back()
     assert_eq!(s["probation"]["version"], "2.0", "{s}");
     assert!(s["probation"]["last_failure"].is_null(), "{s}");
     assert_eq!(s["slots"]["B"]["status"], "good", "{s}");
-    assert!(s["failed"].as_array().is_none_or(|f| f.is_empty()), "{s}");
+    // Only the entry the commit wrote for its probation, still provisional.
+    let real = |f: &Vec<serde_json::Value>| f.iter().any(|f| f["provisional"] != true);
+    assert!(!s["failed"].as_array().is_some_and(real), "{s}");
     assert_eq!((h.grub_vars(), h.reboots()), before);
     assert_eq!(h.boot(), "B");
 }
@@ -690,4 +692,140 @@ fn a_window_recorded_before_the_clock_floor_restarts_instead_of_passing() {
     assert!(p["passed"].is_null(), "{p}");
     assert!(p["started"].as_i64().is_some_and(|t| t >= floor), "{p}");
     assert_eq!(p["failures"], 2, "{p}");
+}
+
+/// The keys and JSON types of a failed-list entry as release 0.1 reads it
+/// (`tests/fixtures/state-v0.1-rolled-back.json`): every one must be there
+/// with its type, or that version does not parse the state at all.
+fn keys_an_older_version_reads() -> Vec<(String, &'static str)> {
+    let fixture: serde_json::Value =
+        serde_json::from_slice(include_bytes!("../fixtures/state-v0.1-rolled-back.json"))
+            .expect("fixture json");
+    let kind = |v: &serde_json::Value| match v {
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Number(_) => "number",
+        _ => "other",
+    };
+    fixture["failed"][0]
+        .as_object()
+        .expect("a failed entry")
+        .iter()
+        .map(|(k, v)| (k.clone(), kind(v)))
+        .collect()
+}
+
+/// Issue (review 6, F4): 2.0 committed on probation, then the bootloader
+/// went back to slot A before any `health` recorded a failure (U-Boot's
+/// tries ran out on a release that panics after its commit; a late
+/// rollback cut between its bootloader writes and its state write). Slot A
+/// ran a version that knows no probation: it saw no trial and nothing
+/// failed, and its timer installed 2.0 again. The commit now puts 2.0 on
+/// the failed list provisionally, in the entry shape those versions read:
+/// not held while its probation runs, removed when it passes, and held as
+/// a failure once the probation is gone without passing (such a version
+/// saves the state without the fields it does not know).
+#[test]
+fn a_release_on_probation_is_held_as_failed_unless_its_probation_runs_or_passed() {
+    let (mut h, _) = on_probation("prob-provisional", "");
+    let s = h.state();
+    let entry = &s["failed"][0];
+    assert_eq!(
+        (&entry["version"], &entry["provisional"]),
+        (&"2.0".into(), &true.into()),
+        "{s}"
+    );
+    for (key, kind) in keys_an_older_version_reads() {
+        let ok = match kind {
+            "string" => entry[&key].is_string(),
+            "number" => entry[&key].is_i64(),
+            _ => true,
+        };
+        assert!(ok, "{key} is not a {kind} in {entry}");
+    }
+    // While its probation runs, 2.0 has not failed here.
+    let out = h.abupdate(&["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["failed"], serde_json::json!([]), "{v}");
+    assert!(!text(&h.abupdate(&["status"])).contains("failed release"));
+
+    // The bootloader fell back to A; an older version ran there and saved
+    // what it knows (no `probation`, no `provisional`).
+    let r2 = h.pack("r2-again", "2.0", &image("2.0", 4096), &[]);
+    edit_state(&h, |s| {
+        s.as_object_mut().map(|s| s.remove("probation"));
+        if let Some(f) = s["failed"][0].as_object_mut() {
+            f.remove("provisional");
+        }
+    });
+    h.grub_set(&[("B_OK", "0"), ("ORDER", "A B")]);
+    h.boot_as("A");
+    let out = h.abupdate(&["--json", "health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = h.abupdate(&["install", r2.to_str().expect("utf8"), "--no-reboot"]);
+    assert!(!out.status.success(), "2.0 installed again: {}", text(&out));
+    assert!(text(&out).contains("2.0"), "{}", text(&out));
+    let out = h.abupdate(&["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["failed"][0]["version"], "2.0", "{v}");
+}
+
+/// The other half of the provisional entry: a probation that passes, or
+/// is switched off, leaves nothing on the failed list (the same write).
+#[test]
+fn a_probation_that_passes_or_is_switched_off_takes_its_release_off_the_failed_list() {
+    let (h, _) = on_probation("prob-provisional-passed", "");
+    edit_state(&h, |s| s["probation"]["until"] = serde_json::json!(1));
+    let out = h.abupdate(&["--json", "health"]);
+    assert!(text(&out).contains("probation_passed"), "{}", text(&out));
+    let s = h.state();
+    assert!(s["failed"].as_array().is_some_and(Vec::is_empty), "{s}");
+
+    let (h, _) = on_probation("prob-provisional-off", "");
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        cfg.replacen("probation = \"24h\"", "probation = \"0\"", 1),
+    )
+    .expect("config");
+    let out = h.abupdate(&["--json", "health"]);
+    assert!(text(&out).contains("probation_off"), "{}", text(&out));
+    let s = h.state();
+    assert!(s["failed"].as_array().is_some_and(Vec::is_empty), "{s}");
+}
+
+/// Issue (review 6, F1): an older version installed 2.0 and, unlike this
+/// one, wrote no record of the booted slot A (its `state.json` names only
+/// the slot it wrote and the transaction from A). 2.0 committed on
+/// probation here, failed it, and was kept: "slot A is recorded empty …
+/// no fallback", though A had booted fine and held 1.0. The commit adopts
+/// the slot the transaction came from as good.
+/// An operator's `rollback` of it is no longer refused ("slot A is empty
+/// in the state") either.
+#[test]
+fn a_release_an_older_version_installed_falls_back_to_the_slot_it_came_from() {
+    for (name, by_hand) in [("prob-old-install", false), ("prob-old-install-hand", true)] {
+        let mut h = probation_host(name, "probation_failures = 0\n");
+        let r2 = h.pack("r2", "2.0", &image("2.0", 4096), &[]);
+        let out = h.abupdate(&["install", r2.to_str().expect("utf8")]);
+        assert!(out.status.success(), "install 2.0: {}", text(&out));
+        edit_state(&h, |s| {
+            s["slots"].as_object_mut().map(|slots| slots.remove("A"));
+        });
+        assert_eq!(h.state()["transaction"]["from"], "A");
+        h.commit_trial_on_probation("2.0");
+        assert_eq!(h.state()["slots"]["A"]["status"], "good", "{}", h.state());
+        let out = match by_hand {
+            true => h.abupdate(&["--json", "rollback", "--no-reboot"]),
+            false => {
+                assert_eq!(h.boot(), "B", "an unclean restart");
+                h.abupdate(&["--json", "health"])
+            }
+        };
+        assert!(
+            text(&out).contains("rolled_back_late"),
+            "{name}: {}",
+            text(&out)
+        );
+        assert_rolled_back_late(&mut h);
+    }
 }
