@@ -752,13 +752,15 @@ fn clamp_duration(
 }
 
 /// A weekly window from its keys (`days` default `*`); the error names the
-/// key that is wrong.
+/// key that is wrong. One written as only earlier versions take it
+/// (`thurs`, `2:5`, `+1:00`) is read as they read it, with a warning.
 fn window_of(
     key: &str,
     days: Option<Vec<String>>,
     start: &Option<String>,
     length: &Option<String>,
     zone: &Option<String>,
+    warn: &dyn Fn(&str, String),
 ) -> Result<crate::schedule::Window, (String, String)> {
     let start = start.as_deref().ok_or_else(|| {
         (
@@ -770,8 +772,16 @@ fn window_of(
         .as_deref()
         .ok_or_else(|| (format!("{key}.length"), "missing (e.g. \"2h\")".to_string()))?;
     let days = days.unwrap_or_else(|| vec!["*".into()]);
-    crate::schedule::Window::parse(&days, start, length, zone.as_deref())
-        .map_err(|e| (key.to_string(), e))
+    let zone = zone.as_deref();
+    crate::schedule::Window::parse(&days, start, length, zone).or_else(|e| {
+        let w = crate::schedule::Window::parse_as_before(&days, start, length, zone)
+            .ok_or_else(|| (key.to_string(), e.clone()))?;
+        warn(
+            key,
+            format!("{e}; read as earlier versions did: {}", w.describe()),
+        );
+        Ok(w)
+    })
 }
 
 impl Config {
@@ -876,8 +886,8 @@ impl Config {
                 "missing (the manifest's compatible string this host accepts)".into(),
             )
         })?;
-        // 0 is never "no signature needed": it is 1, as every earlier
-        // version read it (`max(1)`), now with a warning.
+        // 0 is never "no signature needed": it is 1, as builds up to
+        // 213989b read it (`max(1)`), now with a warning.
         let threshold = match f.update.threshold.unwrap_or(1) {
             0 => {
                 warn(
@@ -927,7 +937,7 @@ impl Config {
         let mut rate_windows = Vec::new();
         for (i, w) in f.update.rate_windows.iter().enumerate() {
             let key = format!("update.rate_windows[{i}]");
-            let window = window_of(&key, w.days.clone(), &w.start, &w.length, &w.zone)
+            let window = window_of(&key, w.days.clone(), &w.start, &w.length, &w.zone, &warn)
                 .map_err(|(k, e)| err(&k, e))?;
             let Some(text) = &w.max_rate else {
                 return Err(err(
@@ -942,7 +952,7 @@ impl Config {
         for (i, w) in f.update.download_windows.iter().enumerate() {
             let key = format!("update.download_windows[{i}]");
             download_windows.push(
-                window_of(&key, w.days.clone(), &w.start, &w.length, &w.zone)
+                window_of(&key, w.days.clone(), &w.start, &w.length, &w.zone, &warn)
                     .map_err(|(k, e)| err(&k, e))?,
             );
         }
@@ -1204,7 +1214,7 @@ impl Config {
         for (i, w) in f.reboot.window.into_iter().enumerate() {
             let key = format!("reboot.window[{i}]");
             windows.push(
-                window_of(&key, w.days, &w.start, &w.length, &w.zone)
+                window_of(&key, w.days, &w.start, &w.length, &w.zone, &warn)
                     .map_err(|(k, e)| err(&k, e))?,
             );
         }
@@ -1788,7 +1798,7 @@ rootfs = "/dev/b"
         let e = Config::load(&dir.join("config.toml")).expect_err("bad drop-in accepted");
         assert!(e.0.contains("30-bad.toml:2:"), "{e}");
 
-        // A threshold of 0 is read as 1, as every earlier version did, with
+        // A threshold of 0 is read as 1, as builds up to 213989b did, with
         // a warning: never as "no signature needed".
         std::fs::write(
             dir.join("config.d/30-bad.toml"),
@@ -2033,6 +2043,26 @@ rootfs = "/dev/b"
             );
             assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         }
+    }
+
+    #[test]
+    fn a_window_only_earlier_versions_take_loads_as_they_read_it_with_a_warning() {
+        let text = format!(
+            "{MINIMAL}[[reboot.window]]\ndays = [\"Thurs\"]\nstart = \"2:00\"\nlength = \"2h\"\nzone = \"+1:00\"\n"
+        );
+        let c = Config::from_str(&text, Path::new("c.toml")).expect("an old window");
+        assert_eq!(
+            c.reboot.windows[0].describe(),
+            "thu 02:00:00 for 2h at +01:00"
+        );
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with("c.toml:8: reboot.window[0]: day \"Thurs\"")
+                && c.warnings[0]
+                    .ends_with("; read as earlier versions did: thu 02:00:00 for 2h at +01:00"),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

@@ -71,6 +71,11 @@ fn a_config_213989b_accepted_loads_with_warnings_and_the_trial_commits() {
             19,
             "report.webhook_timeout: \"2m\" is longer than the 1m this key allows; using 1m",
         ),
+        (
+            21,
+            "reboot.window[0]: day \"Thurs\": expected mon, tue, wed, thu, fri, sat, sun \
+             (or the full name) or *; read as earlier versions did: thu,sat 02:00:00 for 2h at +01:00",
+        ),
     ];
     let stderr = String::from_utf8_lossy(&out.stderr);
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning: ")).collect();
