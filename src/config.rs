@@ -9,7 +9,7 @@
 //! and unusual hosts move every path with one file.
 
 use crate::slot::SlotName;
-use crate::timefmt::parse_duration;
+use crate::timefmt::parse_duration_saturating;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -706,31 +706,61 @@ fn duration_bounds(key: &str) -> (bool, Duration) {
     (zero_ok, Duration::from_secs(max))
 }
 
-/// `d` within the range of `key`; else why not.
-fn check_duration(key: &str, d: Duration) -> Result<Duration, String> {
+// ---- upgrades keep configs ------------------------------------------------
+//
+// The rule (README "Configuration", "Upgrades keep configs"): an upgrade never
+// turns a config an earlier version accepted into a refused one. abupdate ships
+// inside the images it installs: the build that judges a trial is the new one,
+// reading the config the old one accepted, and a refusal there (exit 2) leaves
+// the trial without a verdict, so the release falls back on every such host and
+// is blamed for it. So each check narrowed since a release (the duration ranges,
+// `threshold = 0`, a unit without a type, a mirror that is not an http(s) URL,
+// a window's spelling) reads what an earlier version accepted as the nearest
+// value this one takes, with one warning naming the file, line and key (from
+// `from_fragment`'s `warn`); what was refused before stays refused.
+
+/// `d` (written `text`) within the range of `key`: `Ok(d)`; else the value
+/// used instead and why, for a warning. Above the maximum: the maximum (the
+/// bound exists so that no `Instant + duration` overflows, which clamping
+/// keeps). Zero where zero means nothing (a timeout of 0 would fail every
+/// fetch or check, which nobody means): the key's `default`.
+fn clamp_duration(
+    key: &str,
+    text: &str,
+    d: Duration,
+    default: Duration,
+) -> Result<Duration, (Duration, String)> {
     use crate::timefmt::format_duration;
     let (zero_ok, max) = duration_bounds(key);
     if d.is_zero() && !zero_ok {
-        return Err("must be more than zero".into());
+        return Err((
+            default,
+            format!(
+                "{text:?} must be more than zero; using the default {}",
+                format_duration(default)
+            ),
+        ));
     }
     if d > max {
-        return Err(format!(
-            "{} is longer than the {} this key allows",
-            format_duration(d),
-            format_duration(max)
+        let max_text = format_duration(max);
+        return Err((
+            max,
+            format!("{text:?} is longer than the {max_text} this key allows; using {max_text}"),
         ));
     }
     Ok(d)
 }
 
 /// A weekly window from its keys (`days` default `*`); the error names the
-/// key that is wrong.
+/// key that is wrong. One written as only earlier versions take it
+/// (`thurs`, `2:5`, `+1:00`) is read as they read it, with a warning.
 fn window_of(
     key: &str,
     days: Option<Vec<String>>,
     start: &Option<String>,
     length: &Option<String>,
     zone: &Option<String>,
+    warn: &dyn Fn(&str, String),
 ) -> Result<crate::schedule::Window, (String, String)> {
     let start = start.as_deref().ok_or_else(|| {
         (
@@ -742,8 +772,16 @@ fn window_of(
         .as_deref()
         .ok_or_else(|| (format!("{key}.length"), "missing (e.g. \"2h\")".to_string()))?;
     let days = days.unwrap_or_else(|| vec!["*".into()]);
-    crate::schedule::Window::parse(&days, start, length, zone.as_deref())
-        .map_err(|e| (key.to_string(), e))
+    let zone = zone.as_deref();
+    crate::schedule::Window::parse(&days, start, length, zone).or_else(|e| {
+        let w = crate::schedule::Window::parse_as_before(&days, start, length, zone)
+            .ok_or_else(|| (key.to_string(), e.clone()))?;
+        warn(
+            key,
+            format!("{e}; read as earlier versions did: {}", w.describe()),
+        );
+        Ok(w)
+    })
 }
 
 impl Config {
@@ -815,15 +853,31 @@ impl Config {
                 .unwrap_or_else(|| all.clone())
         };
         let err = |key: &str, what: String| ConfigError(format!("{}: {key}: {what}", at(key)));
+        // What loads but should change (see "upgrades keep configs"), in the
+        // same form as `err`'s messages.
+        let warnings = std::cell::RefCell::new(Vec::new());
+        let warn = |key: &str, what: String| {
+            warnings
+                .borrow_mut()
+                .push(format!("{}: {key}: {what}", at(key)));
+        };
         // Every duration key has a range (see `duration_bounds`): a value
-        // out of it is refused here, naming the key, so no later
-        // `Instant + duration` can overflow.
+        // out of it is clamped into it here with a warning naming the key,
+        // so no later `Instant + duration` can overflow. A number too large
+        // for its unit is only longer than the range (older builds
+        // saturated it).
         let duration = |key: &str, v: Option<String>, default: u64| {
-            let d = match v {
-                None => Duration::from_secs(default),
-                Some(s) => parse_duration(&s).map_err(|e| err(key, e))?,
+            let default = Duration::from_secs(default);
+            let Some(text) = v else {
+                return Ok(default);
             };
-            check_duration(key, d).map_err(|e| err(key, e))
+            let d = parse_duration_saturating(&text).map_err(|e| err(key, e))?;
+            Ok(
+                clamp_duration(key, &text, d, default).unwrap_or_else(|(used, why)| {
+                    warn(key, why);
+                    used
+                }),
+            )
         };
 
         let compatible = f.update.compatible.ok_or_else(|| {
@@ -832,13 +886,15 @@ impl Config {
                 "missing (the manifest's compatible string this host accepts)".into(),
             )
         })?;
-        // 0 is not "no signature needed": refused, not read as 1.
+        // 0 is never "no signature needed": it is 1, as builds up to
+        // 213989b read it (`max(1)`), now with a warning.
         let threshold = match f.update.threshold.unwrap_or(1) {
             0 => {
-                return Err(err(
+                warn(
                     "update.threshold",
-                    "0: at least 1 signature by a trusted key".into(),
-                ))
+                    "0 means at least 1 signature by a trusted key; using 1".into(),
+                );
+                1
             }
             n => n as usize,
         };
@@ -855,9 +911,19 @@ impl Config {
                 "set either update.url (one release) or update.channel (a release channel), not both".into(),
             ));
         }
-        if let Some(m) = &f.update.mirror {
-            crate::fetch::check_mirror(m).map_err(|e| err("update.mirror", e))?;
-        }
+        // A mirror only saves bandwidth (signatures make every source
+        // alike): one earlier versions took but this one cannot use is left
+        // out, and the origin serves.
+        let mirror = f
+            .update
+            .mirror
+            .filter(|m| match crate::fetch::check_mirror(m) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn("update.mirror", format!("{e}; fetching from the origin"));
+                    false
+                }
+            });
         if let Some(s) = &f.update.signature_url {
             crate::fetch::check_signature_url(s, threshold)
                 .map_err(|e| err("update.signature_url", e))?;
@@ -871,7 +937,7 @@ impl Config {
         let mut rate_windows = Vec::new();
         for (i, w) in f.update.rate_windows.iter().enumerate() {
             let key = format!("update.rate_windows[{i}]");
-            let window = window_of(&key, w.days.clone(), &w.start, &w.length, &w.zone)
+            let window = window_of(&key, w.days.clone(), &w.start, &w.length, &w.zone, &warn)
                 .map_err(|(k, e)| err(&k, e))?;
             let Some(text) = &w.max_rate else {
                 return Err(err(
@@ -886,7 +952,7 @@ impl Config {
         for (i, w) in f.update.download_windows.iter().enumerate() {
             let key = format!("update.download_windows[{i}]");
             download_windows.push(
-                window_of(&key, w.days.clone(), &w.start, &w.length, &w.zone)
+                window_of(&key, w.days.clone(), &w.start, &w.length, &w.zone, &warn)
                     .map_err(|(k, e)| err(&k, e))?,
             );
         }
@@ -946,7 +1012,7 @@ impl Config {
             connect_timeout: duration("update.connect_timeout", f.update.connect_timeout, 30)?,
             read_timeout: duration("update.read_timeout", f.update.read_timeout, 60)?,
             max_window_log,
-            mirror: f.update.mirror,
+            mirror,
             signature_url: f.update.signature_url,
             resume_downloads: f.update.resume_downloads.unwrap_or(true),
             jitter: duration("update.jitter", f.update.jitter, 0)?,
@@ -1117,7 +1183,7 @@ impl Config {
             return Err(err("slots", "A and B must have the same classes".into()));
         }
 
-        let health = Health {
+        let mut health = Health {
             dir_required: f.health.dir.is_some(),
             dir: f
                 .health
@@ -1133,8 +1199,8 @@ impl Config {
             probation: duration("health.probation", f.health.probation, 0)?,
             probation_failures: f.health.probation_failures.unwrap_or(2),
         };
-        for (i, unit) in health.units.iter().enumerate() {
-            crate::health::check_unit_name(unit)
+        for (i, unit) in health.units.iter_mut().enumerate() {
+            *unit = crate::health::unit_name(unit)
                 .map_err(|e| err(&format!("health.units[{i}]"), e))?;
         }
 
@@ -1148,7 +1214,7 @@ impl Config {
         for (i, w) in f.reboot.window.into_iter().enumerate() {
             let key = format!("reboot.window[{i}]");
             windows.push(
-                window_of(&key, w.days, &w.start, &w.length, &w.zone)
+                window_of(&key, w.days, &w.start, &w.length, &w.zone, &warn)
                     .map_err(|(k, e)| err(&k, e))?,
             );
         }
@@ -1196,12 +1262,14 @@ impl Config {
                 format!("more than {} labels", crate::report::MAX_LABELS),
             ));
         }
-        let mut warnings = Vec::new();
         for (name, value) in &report.labels {
             let key = format!("report.labels.{name}");
             crate::report::check_label(name, value).map_err(|e| err(&key, e))?;
-            warnings.extend(crate::report::later_label_warning(name, &at(&key)));
+            warnings
+                .borrow_mut()
+                .extend(crate::report::later_label_warning(name, &at(&key)));
         }
+        let warnings = warnings.into_inner();
         Ok(Config {
             files,
             update,
@@ -1730,14 +1798,21 @@ rootfs = "/dev/b"
         let e = Config::load(&dir.join("config.toml")).expect_err("bad drop-in accepted");
         assert!(e.0.contains("30-bad.toml:2:"), "{e}");
 
-        // A threshold of 0 is refused, not read as 1.
+        // A threshold of 0 is read as 1, as builds up to 213989b did, with
+        // a warning: never as "no signature needed".
         std::fs::write(
             dir.join("config.d/30-bad.toml"),
             "[update]\nthreshold = 0\n",
         )
         .expect("write");
-        let e = Config::load(&dir.join("config.toml")).expect_err("threshold 0 accepted");
-        assert!(e.0.contains("update.threshold: 0: at least 1"), "{e}");
+        let c = Config::load(&dir.join("config.toml")).expect("threshold 0 refused");
+        assert_eq!(c.update.threshold, 1);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].contains("30-bad.toml:2: update.threshold: 0 means at least 1"),
+            "{:?}",
+            c.warnings
+        );
     }
 
     /// A main file (MINIMAL plus `main`) and drop-ins (name, text) in a
@@ -1754,20 +1829,20 @@ rootfs = "/dev/b"
     }
 
     #[test]
-    fn a_value_refused_after_the_merge_names_its_drop_in_and_line() {
+    fn a_value_refused_or_clamped_after_the_merge_names_its_drop_in_and_line() {
         let (dir, c) = load_with(
             "[health]\ntimeout = \"10s\"\n",
             &[
                 ("10-a.toml", "[health]\ntimeout = \"20s\"\n"),
-                ("20-b.toml", "[update]\n\nthreshold = 0\n"),
+                ("20-b.toml", "[update]\n\nmax_window_log = 5\n"),
             ],
         );
-        let e = c.expect_err("threshold 0 accepted");
+        let e = c.expect_err("max_window_log 5 accepted");
         let file = dir.join("config.d/20-b.toml");
         assert_eq!(
             e.0,
             format!(
-                "{}:3: update.threshold: 0: at least 1 signature by a trusted key",
+                "{}:3: update.max_window_log: 5 is outside 10..=31",
                 file.display()
             )
         );
@@ -1777,11 +1852,14 @@ rootfs = "/dev/b"
             "[health]\ntimeout = \"10s\"\nprobation = \"400d\"\n",
             &[("10-a.toml", "[health]\ntimeout = \"20s\"\n")],
         );
-        let e = c.expect_err("400d accepted");
+        let c = c.expect("400d refused");
         let main = dir.join("config.toml");
-        assert!(
-            e.0.starts_with(&format!("{}:10: health.probation: ", main.display())),
-            "{e}"
+        assert_eq!(
+            c.warnings,
+            [format!(
+                "{}:10: health.probation: \"400d\" is longer than the 30d this key allows; using 30d",
+                main.display()
+            )]
         );
     }
 
@@ -1899,16 +1977,44 @@ rootfs = "/dev/b"
     }
 
     #[test]
-    fn absurd_durations_are_refused_naming_the_key() {
+    fn absurd_durations_are_clamped_to_the_maximum_naming_the_key() {
         for (table, key) in DURATION_KEYS {
-            let e = with(table, key, "18446744073709551615s").expect_err(key);
-            assert!(
-                e.0.starts_with(&format!("c.toml:{}: {table}.{key}: ", line_in_with(table)))
-                    && e.0.contains("longer than"),
-                "{e}"
-            );
-            let e = with(table, key, "18446744073709551615d").expect_err(key);
-            assert!(e.0.contains(&format!("{table}.{key}")), "{e}");
+            let (_, max) = duration_bounds(&format!("{table}.{key}"));
+            // The second saturated in builds before e3950a4, which loaded it.
+            for absurd in ["18446744073709551615s", "18446744073709551615d"] {
+                let c = with(table, key, absurd).expect(key);
+                assert_eq!(duration_of(&c, table, key), max, "{table}.{key} = {absurd}");
+                assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+                assert!(
+                    c.warnings[0]
+                        .starts_with(&format!("c.toml:{}: {table}.{key}: ", line_in_with(table)))
+                        && c.warnings[0].contains(&format!("\"{absurd}\" is longer than")),
+                    "{:?}",
+                    c.warnings
+                );
+            }
+        }
+        let e = with("health", "timeout", "2 fortnights").expect_err("a word accepted");
+        assert!(e.0.contains("health.timeout: not a duration"), "{e}");
+    }
+
+    /// The value [`with`] set for `table`.`key`.
+    fn duration_of(c: &Config, table: &str, key: &str) -> Duration {
+        match (table, key) {
+            ("health", "probation") => c.health.probation,
+            ("update", "retry_delay") => c.update.retry.first_delay,
+            ("update", "retry_after_max") => c.update.retry.retry_after_max,
+            ("hooks", "timeout") => c.hooks.timeout,
+            ("health", "timeout") => c.health.timeout,
+            ("update", "connect_timeout") => c.update.connect_timeout,
+            ("update", "read_timeout") => c.update.read_timeout,
+            ("update", "jitter") => c.update.jitter,
+            ("update", "backoff_base") => c.update.backoff_base,
+            ("update", "backoff_max") => c.update.backoff_max,
+            ("health", "check_timeout") => c.health.check_timeout,
+            ("health", "interval") => c.health.interval,
+            ("report", "webhook_timeout") => c.report.webhook_timeout,
+            other => panic!("{other:?} is no duration key"),
         }
     }
 
@@ -1928,11 +2034,72 @@ rootfs = "/dev/b"
                 assert!(std::time::Instant::now().checked_add(d * 4).is_some());
                 assert!(std::time::SystemTime::now().checked_add(d * 4).is_some());
             }
+            assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+            let c = with(table, key, &format!("{}s", max.as_secs() + 1)).expect(key);
+            assert_eq!(
+                duration_of(&c, table, key),
+                max,
+                "{table}.{key} above its maximum"
+            );
+            assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        }
+    }
+
+    #[test]
+    fn a_window_only_earlier_versions_take_loads_as_they_read_it_with_a_warning() {
+        let text = format!(
+            "{MINIMAL}[[reboot.window]]\ndays = [\"Thurs\"]\nstart = \"2:00\"\nlength = \"2h\"\nzone = \"+1:00\"\n"
+        );
+        let c = Config::from_str(&text, Path::new("c.toml")).expect("an old window");
+        assert_eq!(
+            c.reboot.windows[0].describe(),
+            "thu 02:00:00 for 2h at +01:00"
+        );
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with("c.toml:8: reboot.window[0]: day \"Thurs\"")
+                && c.warnings[0]
+                    .ends_with("; read as earlier versions did: thu 02:00:00 for 2h at +01:00"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn a_mirror_this_version_cannot_use_is_left_out_with_a_warning() {
+        let c = with("update", "mirror", "http://cache:8080/prefix").expect("http mirror");
+        assert_eq!(c.update.mirror.as_deref(), Some("http://cache:8080/prefix"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // Earlier versions took any text here.
+        for old in ["/mnt/cache", "http://cache/?site=1"] {
+            let c = with("update", "mirror", old).expect(old);
+            assert_eq!(c.update.mirror, None, "{old}");
+            assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
             assert!(
-                with(table, key, &format!("{}s", max.as_secs() + 1)).is_err(),
-                "{key} above its maximum accepted"
+                c.warnings[0].starts_with("c.toml:3: update.mirror: ")
+                    && c.warnings[0].ends_with("; fetching from the origin"),
+                "{:?}",
+                c.warnings
             );
         }
+    }
+
+    #[test]
+    fn a_unit_without_a_type_loads_as_its_service_without_a_warning() {
+        let units = |list: &str| {
+            Config::from_str(
+                &format!("{MINIMAL}[health]\nunits = [{list}]\n"),
+                Path::new("c.toml"),
+            )
+        };
+        let c = units(r#""sshd", "getty@tty1", "x.socket""#).expect("units without a type");
+        assert_eq!(
+            c.health.units,
+            ["sshd.service", "getty@tty1.service", "x.socket"]
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let e = units(r#""sshd", "-H""#).expect_err("-H accepted");
+        assert!(e.0.starts_with("c.toml:9: health.units[1]: "), "{e}");
     }
 
     #[test]
@@ -1947,28 +2114,38 @@ rootfs = "/dev/b"
     }
 
     #[test]
-    fn zero_is_refused_where_it_means_nothing() {
-        for key in ["connect_timeout", "read_timeout"] {
-            let e = with("update", key, "0s").expect_err(key);
-            assert!(
-                e.0.contains(&format!("update.{key}: must be more than zero")),
-                "{e}"
+    fn zero_where_it_means_nothing_is_the_default_with_a_warning() {
+        for (table, key, default) in [
+            ("update", "connect_timeout", 30),
+            ("update", "read_timeout", 60),
+            ("health", "timeout", 300),
+            ("health", "check_timeout", 60),
+            ("report", "webhook_timeout", 5),
+            ("hooks", "timeout", 300),
+        ] {
+            let c = with(table, key, "0ms").expect(key);
+            assert_eq!(
+                duration_of(&c, table, key),
+                Duration::from_secs(default),
+                "{key}"
+            );
+            assert_eq!(
+                c.warnings,
+                [format!(
+                    "c.toml:{}: {table}.{key}: \"0ms\" must be more than zero; using the default {}",
+                    line_in_with(table),
+                    crate::timefmt::format_duration(Duration::from_secs(default))
+                )]
             );
         }
-        for key in ["timeout", "check_timeout"] {
-            let e = with("health", key, "0s").expect_err(key);
-            assert!(
-                e.0.contains(&format!("health.{key}: must be more than zero")),
-                "{e}"
-            );
-        }
-        let e = with("report", "webhook_timeout", "0ms").expect_err("webhook_timeout");
-        assert!(e.0.contains("report.webhook_timeout"), "{e}");
         // Zero means "none" for these.
         for key in ["jitter", "backoff_base", "backoff_max"] {
-            assert!(with("update", key, "0s").is_ok(), "{key}");
+            let c = with("update", key, "0s").expect(key);
+            assert_eq!(duration_of(&c, "update", key), Duration::ZERO, "{key}");
+            assert!(c.warnings.is_empty(), "{key}: {:?}", c.warnings);
         }
-        assert!(with("health", "interval", "0s").is_ok());
+        let c = with("health", "interval", "0s").expect("interval");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]
@@ -2138,7 +2315,7 @@ timeout = "30s"
 
     #[test]
     fn units_that_are_not_unit_names_are_refused_naming_the_entry() {
-        for bad in ["--version", "-h", "sshd"] {
+        for bad in ["--version", "-h", "getty@", "a b"] {
             let text = format!("{MINIMAL}[health]\nunits = [\"sshd.service\", \"{bad}\"]\n");
             let e = Config::from_str(&text, Path::new("c.toml")).expect_err(bad);
             assert!(e.0.starts_with("c.toml:9: health.units[1]: "), "{e}");

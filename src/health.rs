@@ -214,35 +214,57 @@ pub fn run_until_verdict(
     }
 }
 
+/// `name` as `systemctl` reads it: without a unit type suffix (`sshd`,
+/// `getty@tty1`) it means `NAME.service`, as `systemctl is-active`
+/// completes it (and earlier versions passed it on so); then checked by
+/// [`check_unit_name`]. A name starting with `-` is never completed: an
+/// earlier version passed it before `--`, as an option.
+pub fn unit_name(name: &str) -> Result<String, String> {
+    let refused = match check_unit_name(name) {
+        Ok(()) => return Ok(name.to_string()),
+        Err(e) => e,
+    };
+    if name.starts_with('-') || has_unit_type(name) {
+        return Err(refused);
+    }
+    let service = format!("{name}.service");
+    check_unit_name(&service).map(|()| service)
+}
+
+/// The unit types `systemctl` knows (`unit_type_from_string`).
+const UNIT_TYPES: [&str; 11] = [
+    "service",
+    "socket",
+    "target",
+    "device",
+    "mount",
+    "automount",
+    "swap",
+    "timer",
+    "path",
+    "slice",
+    "scope",
+];
+
+/// Whether `name` ends in `.TYPE` for a unit type.
+fn has_unit_type(name: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(_, suffix)| UNIT_TYPES.contains(&suffix))
+}
+
 /// A unit name by systemd's rules (`unit_name_is_valid` in systemd's
 /// `src/basic/unit-name.c`), for `systemctl is-active`: shorter than 256
 /// bytes; `PREFIX[@INSTANCE].TYPE` with a known unit type; the characters
 /// before the type are ASCII letters, digits and `:-_.\`, plus `@` (not
 /// first); a template (`foo@.service`) is never active, so it is refused.
 pub fn check_unit_name(name: &str) -> Result<(), String> {
-    const TYPES: [&str; 11] = [
-        "service",
-        "socket",
-        "target",
-        "device",
-        "mount",
-        "automount",
-        "swap",
-        "timer",
-        "path",
-        "slice",
-        "scope",
-    ];
     let bad = |why: &str| Err(format!("{name:?} is not a unit name ({why})"));
     if name.is_empty() || name.len() >= 256 {
         return bad("1 to 255 characters");
     }
-    let Some((stem, suffix)) = name.rsplit_once('.') else {
+    let Some((stem, _)) = name.rsplit_once('.').filter(|_| has_unit_type(name)) else {
         return bad("no unit type suffix such as .service");
     };
-    if !TYPES.contains(&suffix) {
-        return bad("no unit type suffix such as .service");
-    }
     if stem.is_empty() || stem.starts_with('@') {
         return bad("empty name before the type or the @");
     }
@@ -556,5 +578,35 @@ mod tests {
         let long = format!("{}.service", "a".repeat(248));
         assert!(check_unit_name(&long).is_err(), "256 bytes accepted");
         assert!(check_unit_name(&long[1..]).is_ok(), "255 bytes refused");
+    }
+
+    #[test]
+    fn a_unit_without_a_type_is_a_service_as_systemctl_reads_it() {
+        for (written, used) in [
+            ("sshd", "sshd.service"),
+            ("getty@tty1", "getty@tty1.service"),
+            ("foo.bar", "foo.bar.service"),
+            ("sshd.service", "sshd.service"),
+            ("-.mount", "-.mount"),
+        ] {
+            assert_eq!(unit_name(written).as_deref(), Ok(used), "{written}");
+        }
+        // Completing never makes a name valid that could be an option, a
+        // template or outside systemd's characters.
+        for bad in [
+            "-h",
+            "--version",
+            "--version.",
+            "getty@",
+            "a b",
+            "a/b",
+            "",
+            "@foo",
+            "getty@.service",
+        ] {
+            assert!(unit_name(bad).is_err(), "{bad:?} accepted");
+        }
+        let e = unit_name("-h").expect_err("-h");
+        assert!(e.contains("no unit type suffix"), "{e}");
     }
 }

@@ -26,6 +26,7 @@
 //! | `child.rs` | every child process is bounded in time and output and killed with everything it started; a line of it quoted in a message is escaped and at most 300 bytes (`quote_line`) |
 //! | `text.rs` | outside bytes shown to a person are one line, lossless, with nothing a terminal acts on (`show`) |
 //! | `files.rs` | a file opened from outside (bootloader envs included) is opened without blocking and is a regular file (the U-Boot env may be a device); a small one is read only up to its cap |
+//! | `config.rs` | an upgrade never refuses a config an earlier version accepted: a value narrowed since loads as the nearest one this version takes, with one warning ("upgrades keep configs") |
 //! | `cli/flags.rs`, `cli/json.rs` | every flag defined once (usage, `--help` and parsing come from it); every `--json` shape one type |
 //! | `error.rs` | every failure has one [`error::Kind`], a stable label |
 //!

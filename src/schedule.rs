@@ -133,6 +133,89 @@ impl Window {
         })
     }
 
+    /// The window as builds up to 213989b read it, for a config they
+    /// accepted that [`Window::parse`] refuses (config: "upgrades keep
+    /// configs"): a day is any word starting with a day's three letters
+    /// (`thurs`), `start` is `H:M` with any number of digits, a `length`
+    /// counts whole minutes up to 7 days (a number too large for its unit
+    /// too), a `zone` is a sign and `H:M` up to 14:59, held to the widest
+    /// offset in use (±14:00). What they refused is refused.
+    pub fn parse_as_before(
+        days: &[String],
+        start: &str,
+        length: &str,
+        zone: Option<&str>,
+    ) -> Option<Window> {
+        let mut set = [false; 7];
+        for d in days {
+            let d = d.to_ascii_lowercase();
+            if d == "*" {
+                set = [true; 7];
+                continue;
+            }
+            set[DAYS.iter().position(|n| d.starts_with(n))?] = true;
+        }
+        let (h, m) = start.split_once(':')?;
+        let (h, m): (u32, u32) = match (h.parse(), m.parse()) {
+            (Ok(h), Ok(m)) if h < 24 && m < 60 => (h, m),
+            _ => return None,
+        };
+        let minutes = crate::timefmt::parse_duration_saturating(length)
+            .ok()?
+            .as_secs()
+            / 60;
+        if !set.iter().any(|&b| b) || !(1..=7 * 24 * 60).contains(&minutes) {
+            return None;
+        }
+        let offset = match zone {
+            None | Some("UTC" | "utc" | "Z") => 0,
+            Some(zone) => {
+                let (sign, rest) = match zone.as_bytes().first() {
+                    Some(b'+') => (1, &zone[1..]),
+                    Some(b'-') => (-1, &zone[1..]),
+                    _ => return None,
+                };
+                let (h, m) = rest.split_once(':')?;
+                let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+                if h > 14 || m > 59 {
+                    return None;
+                }
+                (sign * (h * 3600 + m * 60)).clamp(-14 * 3600, 14 * 3600)
+            }
+        };
+        Some(Window {
+            days: set,
+            start_second: (h * 60 + m) * 60,
+            length_seconds: (minutes * 60) as u32,
+            offset_seconds: offset,
+        })
+    }
+
+    /// The window as a config writes it: `thu,sat 02:00:00 for 2h at
+    /// +02:00` (for messages).
+    pub fn describe(&self) -> String {
+        let days: Vec<&str> = DAYS
+            .iter()
+            .zip(self.days)
+            .filter_map(|(name, on)| on.then_some(*name))
+            .collect();
+        let days = match days.len() {
+            7 => "*".to_string(),
+            _ => days.join(","),
+        };
+        let (s, o) = (self.start_second, self.offset_seconds.unsigned_abs());
+        format!(
+            "{days} {:02}:{:02}:{:02} for {} at {}{:02}:{:02}",
+            s / 3600,
+            s / 60 % 60,
+            s % 60,
+            crate::timefmt::format_duration(Duration::from_secs(self.length_seconds.into())),
+            if self.offset_seconds < 0 { '-' } else { '+' },
+            o / 3600,
+            o / 60 % 60
+        )
+    }
+
     /// Opening times (UTC seconds) of this window on the local days around `now`.
     fn openings_near(&self, now: i64) -> impl Iterator<Item = i64> + '_ {
         let local = now + self.offset_seconds;
@@ -325,6 +408,61 @@ mod tests {
         let e = Window::parse(&days(&["*"]), "02:00", "18446744073709551615d", None)
             .expect_err("overflow");
         assert!(e.contains("too long"), "{e}");
+    }
+
+    #[test]
+    fn windows_earlier_versions_accepted_are_read_as_they_read_them() {
+        // `written`: days (comma-separated), start, length and a zone.
+        let old = |written: &str| {
+            let f: Vec<&str> = written.split(' ').collect();
+            let (d, zone) = (
+                days(&f[0].split(',').collect::<Vec<_>>()),
+                f.get(3).copied(),
+            );
+            assert!(
+                Window::parse(&d, f[1], f[2], zone).is_err(),
+                "{written} is not narrowed"
+            );
+            Window::parse_as_before(&d, f[1], f[2], zone)
+                .map(|w| w.describe())
+                .unwrap_or_else(|| panic!("{written} refused"))
+        };
+        for (written, read) in [
+            // A day by its first three letters.
+            (
+                "Thurs,tues,weds 02:00 2h",
+                "tue,wed,thu 02:00:00 for 2h at +00:00",
+            ),
+            // A start of one-digit minutes, a sign, leading zeros.
+            ("* 2:5 1h", "* 02:05:00 for 1h at +00:00"),
+            ("* +2:00 1h", "* 02:00:00 for 1h at +00:00"),
+            ("* 002:00 1h", "* 02:00:00 for 1h at +00:00"),
+            // A length in whole minutes: a second past 7 days, a fraction.
+            ("* 02:00 604859s", "* 02:00:00 for 7d at +00:00"),
+            ("* 02:00 60500ms", "* 02:00:00 for 1m at +00:00"),
+            // A zone of one-digit fields; past +14:00, held there.
+            ("* 02:00 1h +1:00", "* 02:00:00 for 1h at +01:00"),
+            ("* 02:00 1h -9:30", "* 02:00:00 for 1h at -09:30"),
+            ("* 02:00 1h +14:59", "* 02:00:00 for 1h at +14:00"),
+        ] {
+            assert_eq!(old(written), read, "{written}");
+        }
+        // What they refused stays refused.
+        for (d, start, length, zone) in [
+            (&["fr"][..], "02:00", "1h", None),
+            (&["*"][..], "24:00", "1h", None),
+            (&["*"][..], "02:00:30", "1h", None),
+            (&["*"][..], "02:00", "59s", None),
+            (&["*"][..], "02:00", "8d", None),
+            (&["*"][..], "02:00", "1h", Some("+15:00")),
+            (&["*"][..], "02:00", "1h", Some("Europe/Berlin")),
+            (&[][..], "02:00", "1h", None),
+        ] {
+            assert!(
+                Window::parse_as_before(&days(d), start, length, zone).is_none(),
+                "{d:?} {start} {length} {zone:?} accepted"
+            );
+        }
     }
 
     #[test]

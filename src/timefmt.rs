@@ -67,26 +67,39 @@ pub fn show_rfc3339(secs: i64) -> String {
 /// number of seconds. A number too large for its unit is an error, never
 /// saturated: callers bound each duration (see `config`).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    duration_of(text)?.ok_or_else(|| format!("{text:?} is too long a duration"))
+}
+
+/// As [`parse_duration`], but a number too large for its unit is
+/// `Duration::MAX`: builds before e3950a4 saturated it and loaded the
+/// config, which `config` now clamps to the key's maximum instead of
+/// refusing (an upgrade keeps configs).
+pub fn parse_duration_saturating(text: &str) -> Result<std::time::Duration, String> {
+    Ok(duration_of(text)?.unwrap_or(std::time::Duration::MAX))
+}
+
+/// The duration written, or `None` when its number is too large for its unit.
+fn duration_of(text: &str) -> Result<Option<std::time::Duration>, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let bad = || format!("not a duration: {text:?} (expected e.g. 300s, 5m, 2h)");
-    let n: u64 = match num.parse() {
-        Ok(n) => n,
-        Err(_) if !num.is_empty() => return Err(format!("{text:?} is too long a duration")),
-        Err(_) => return Err(bad()),
-    };
     let mult = match unit.trim() {
-        "" | "s" => 1,
-        "ms" => return Ok(std::time::Duration::from_millis(n)),
+        "" | "s" | "ms" => 1,
         "m" | "min" => 60,
         "h" => 3600,
         "d" => 86400,
         _ => return Err(bad()),
     };
-    n.checked_mul(mult)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long a duration"))
+    let n: u64 = match num.parse() {
+        Ok(n) => n,
+        Err(_) if !num.is_empty() => return Ok(None),
+        Err(_) => return Err(bad()),
+    };
+    if unit.trim() == "ms" {
+        return Ok(Some(std::time::Duration::from_millis(n)));
+    }
+    Ok(n.checked_mul(mult).map(std::time::Duration::from_secs))
 }
 
 /// Say a duration the way a config file writes it: `90s`, `2h`, `250ms`.
@@ -225,7 +238,18 @@ mod tests {
         ] {
             let e = parse_duration(text).expect_err(text);
             assert!(e.contains("too long"), "{text}: {e}");
+            // What the config clamps: longer than any key's maximum.
+            assert_eq!(
+                parse_duration_saturating(text),
+                Ok(std::time::Duration::MAX),
+                "{text}"
+            );
         }
+        assert!(parse_duration_saturating("2 fortnights").is_err());
+        assert_eq!(
+            parse_duration_saturating("2h").map(|d| d.as_secs()),
+            Ok(7200)
+        );
         assert_eq!(
             parse_duration("18446744073709551615s").map(|d| d.as_secs()),
             Ok(u64::MAX)

@@ -8,6 +8,7 @@ mod bounded_children;
 mod cli;
 mod common;
 mod config_and_host_facts;
+mod config_from_earlier_versions;
 mod delta_update;
 mod download_pacing;
 mod download_retries;

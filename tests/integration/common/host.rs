@@ -222,12 +222,7 @@ impl TestHost {
         std::fs::create_dir_all(&health_dir).expect("health dir");
         let reboot_log = dir.join("reboots.log");
         let reboot = dir.join("reboot.sh");
-        std::fs::write(
-            &reboot,
-            format!("#!/bin/sh\necho reboot >> {}\n", reboot_log.display()),
-        )
-        .expect("reboot script");
-        chmod_x(&reboot);
+        sh_script(&reboot, &format!("echo reboot >> {}", reboot_log.display()));
         let host = TestHost {
             config: dir.join("config.toml"),
             grubenv: dir.join("grubenv"),
@@ -586,9 +581,7 @@ interval = "1s"
     }
 
     pub fn add_health_check(&self, name: &str, body: &str) {
-        let p = self.health_dir.join(name);
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("health check");
-        chmod_x(&p);
+        sh_script(&self.health_dir.join(name), body);
     }
 }
 
@@ -599,6 +592,12 @@ impl Drop for TestHost {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// An executable `sh` script at `p` running `body`.
+pub fn sh_script(p: &Path, body: &str) {
+    std::fs::write(p, format!("#!/bin/sh\n{body}\n")).expect("script");
+    chmod_x(p);
 }
 
 pub fn chmod_x(p: &Path) {
