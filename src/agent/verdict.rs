@@ -307,7 +307,17 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
                         facts.booted, t.version
                     ));
                 }
-                facts.checks = Some(run_checks(host, quiet));
+                // Before the operator's checks: a host that cannot verify
+                // its update server must not commit what it runs now.
+                facts.checks = Some(match host.https_without_roots() {
+                    Some(line) => {
+                        if !quiet {
+                            log(&format!("check trust-roots: FAIL ({line})"));
+                        }
+                        Err(format!("trust-roots: {line}"))
+                    }
+                    None => run_checks(host, quiet),
+                });
             }
             decision => break decision,
         }
