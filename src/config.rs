@@ -192,6 +192,9 @@ pub struct System {
     pub mountinfo: PathBuf,
     /// The reboot command.
     pub reboot: Vec<String>,
+    /// Where the host's CA bundle may be, tried in order when `[update]
+    /// ca_file` is not set ([`crate::fetch::trust_roots`]).
+    pub ca_bundles: Vec<PathBuf>,
 }
 
 /// Which bootloader the host has.
@@ -387,6 +390,7 @@ struct SystemFragment {
     boot_id: Option<String>,
     mountinfo: Option<String>,
     reboot: Option<Vec<String>>,
+    ca_bundles: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1063,6 +1067,10 @@ impl Config {
                 .mountinfo
                 .unwrap_or_else(|| "/proc/self/mountinfo".into())
                 .into(),
+            ca_bundles: match f.system.ca_bundles {
+                Some(paths) => paths.into_iter().map(PathBuf::from).collect(),
+                None => crate::fetch::system_ca_bundles(),
+            },
             reboot,
         };
 

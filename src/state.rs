@@ -201,9 +201,29 @@ pub struct SlotRecord {
     /// When it was written (Unix time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installed_at: Option<i64>,
+    /// The [`AGENT_PROTOCOL`] of the abupdate that committed the slot's
+    /// release: the verdict runs from the booted slot, so that build is the
+    /// one the slot runs. Absent: committed by an older build (or never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<u32>,
     /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,
+}
+
+/// What a build that commits a slot promises about the abupdate the slot
+/// then runs, recorded as the slot record's `agent`. 1: it gives back the
+/// site's reboot lock (`[reboot] fleetlock`) on the healthy boot after a
+/// reboot into it. Builds before this field (213989b knows no FleetLock at
+/// all) promise nothing: a reboot into their slot must not hold the lock.
+pub const AGENT_PROTOCOL: u32 = 1;
+
+impl SlotRecord {
+    /// Whether the abupdate in this slot gives back a reboot lock held
+    /// across the reboot into it ([`AGENT_PROTOCOL`] 1 or later).
+    pub fn gives_back_reboot_lock(&self) -> bool {
+        self.agent.is_some_and(|a| a >= 1)
+    }
 }
 
 /// Where an update stands.
@@ -881,6 +901,7 @@ impl State {
         });
         self.record_release(t);
         self.slot_mut(t.to).status = SlotStatus::Good;
+        self.mark_agent(t.to);
         self.transaction = None;
         self.metrics.commits += 1;
         self.metrics.last_success = Some(at);
@@ -1048,6 +1069,16 @@ impl State {
             rec.version = version();
         }
         true
+    }
+
+    /// This build runs from the booted `slot` (its verdict's commit or
+    /// re-blessing): its record says so ([`AGENT_PROTOCOL`]). Whether the
+    /// record changed.
+    pub fn mark_agent(&mut self, slot: SlotName) -> bool {
+        let rec = self.slot_mut(slot);
+        let changed = rec.agent != Some(AGENT_PROTOCOL);
+        rec.agent = Some(AGENT_PROTOCOL);
+        changed
     }
 
     /// Before an install writes the other slot, the booted `slot` (which
@@ -2143,6 +2174,24 @@ mod tests {
         assert_eq!(s.failed_versions(true), ["2.0"]);
         assert_eq!(s.metrics.rollbacks, 1);
         assert_eq!(s.metrics.failures.get("health"), Some(&1));
+    }
+
+    /// The committing build marks the slot it runs from; a record an older
+    /// build wrote (no `agent`) and a slot only staged promise nothing.
+    #[test]
+    fn a_commit_marks_the_slot_with_the_agent_protocol_older_records_lack_it() {
+        let mut s = fresh();
+        let t = transaction(SlotName::A, Phase::Staged);
+        s.stage(&t, None, 9);
+        assert!(!s.slot(SlotName::B).gives_back_reboot_lock(), "staged only");
+        s.commit(&t, 10, 0, None);
+        assert_eq!(s.slot(SlotName::B).agent, Some(AGENT_PROTOCOL));
+        assert!(s.slot(SlotName::B).gives_back_reboot_lock());
+        let old: SlotRecord = serde_json::from_str(r#"{"status":"good","version":"1.0"}"#).unwrap();
+        assert!(!old.gives_back_reboot_lock());
+        // A newer protocol still gives it back.
+        let newer: SlotRecord = serde_json::from_str(r#"{"status":"good","agent":7}"#).unwrap();
+        assert!(newer.gives_back_reboot_lock());
     }
 
     #[test]

@@ -229,6 +229,28 @@ impl Host {
         })?)
     }
 
+    /// When an update source the timer fetches from (`url`, `channel`,
+    /// `mirror`, `signature_url`) is https and no trust roots load: the
+    /// line saying so ([`crate::fetch::Roots::missing`]). A trial on such a
+    /// host fails: committed, it could never fetch the release that fixes
+    /// it. A `ca_file` that does not load is left to the fetch to report.
+    pub(super) fn https_without_roots(&self) -> Option<String> {
+        let u = &self.config.update;
+        let https = [&u.url, &u.channel, &u.mirror, &u.signature_url]
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                s.get(..8)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+            });
+        if !https {
+            return None;
+        }
+        crate::fetch::trust_roots(u.ca_file.as_deref(), &self.config.system.ca_bundles)
+            .ok()?
+            .missing()
+    }
+
     /// Timeouts, proxy and trust roots, nothing else: for services that
     /// are not the update servers (the FleetLock server).
     fn plain_transport_options(&self) -> TransportOptions {
@@ -238,6 +260,7 @@ impl Host {
             read_timeout: u.read_timeout,
             proxy: u.proxy.clone(),
             ca_file: u.ca_file.clone(),
+            ca_bundles: self.config.system.ca_bundles.clone(),
             user_agent: format!("abupdate/{}", env!("CARGO_PKG_VERSION")),
             ..TransportOptions::default()
         }

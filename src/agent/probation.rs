@@ -446,7 +446,7 @@ pub(super) fn watch(
             } else if !no_reboot {
                 let waiting = format!("slot {} boots next, at any reboot", release.from);
                 host.take_reboot_lock(flip.lock(), state, &waiting)?;
-                reboot_into(host, release.from, false)?;
+                reboot_into(host, flip.lock(), state, release.from, false)?;
             }
             verdict
         }

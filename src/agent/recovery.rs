@@ -58,7 +58,7 @@ pub(super) fn retire_trial(
         publish(host, state, report, error);
     } else {
         publish(host, state, report, error);
-        reboot_into(host, t.from, no_reboot)?;
+        reboot_into(host, flip.lock(), state, t.from, no_reboot)?;
     }
     Ok(match why {
         Failure::NeverBooted => Verdict::TrialNeverBooted { version },
@@ -157,7 +157,7 @@ pub(super) fn finish_rollback(
         let waiting = format!("slot {other} boots next, at any reboot");
         host.take_reboot_lock(flip.lock(), state, &waiting)?;
     }
-    reboot_into(host, other, no_reboot)?;
+    reboot_into(host, flip.lock(), state, other, no_reboot)?;
     let version = state.slot(booted).version;
     // Finishing is no verdict of its own: it says what the retirement
     // recorded (a late rollback, e.g. `mark-bad` on probation, stays one).

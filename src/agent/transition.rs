@@ -207,7 +207,15 @@ impl<'a> Transition<'a> {
         self.host.boot.set_state(booted, BootState::Good)?;
         let version = self.host.booted_version(state, booted);
         if state.bless(booted, || version) || state.recovered.is_some() {
+            state.mark_agent(booted);
             self.save(state)?;
+        } else if state.mark_agent(booted) {
+            // Only the mark is new (the first boot of this build on a slot
+            // it did not commit): a state dir that cannot be written must
+            // not fail the re-blessing; the next boot records it.
+            if let Err(e) = self.save(state) {
+                super::log(&format!("{e}"));
+            }
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use super::{log, Host};
 use crate::error::{Kind, Result};
 use crate::report::Outcome;
 use crate::slot::SlotName;
-use crate::state::{Phase, SlotStatus, Transaction};
+use crate::state::{Phase, SlotStatus, State, StateLock, Transaction};
 
 /// What `health` concluded.
 #[derive(Debug, PartialEq, Eq)]
@@ -307,7 +307,17 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
                         facts.booted, t.version
                     ));
                 }
-                facts.checks = Some(run_checks(host, quiet));
+                // Before the operator's checks: a host that cannot verify
+                // its update server must not commit what it runs now.
+                facts.checks = Some(match host.https_without_roots() {
+                    Some(line) => {
+                        if !quiet {
+                            log(&format!("check trust-roots: FAIL ({line})"));
+                        }
+                        Err(format!("trust-roots: {line}"))
+                    }
+                    None => run_checks(host, quiet),
+                });
             }
             decision => break decision,
         }
@@ -422,9 +432,27 @@ pub(super) fn run_checks(host: &Host, quiet: bool) -> std::result::Result<(), St
         .join("; "))
 }
 
-/// After a retirement that needs it, the reboot into the old slot.
-pub(super) fn reboot_into(host: &Host, slot: SlotName, no_reboot: bool) -> Result<()> {
+/// After a retirement that needs it, the reboot into the old slot. A
+/// site's reboot lock held for it is given back first when that slot's
+/// abupdate would never give it back
+/// ([`crate::state::SlotRecord::gives_back_reboot_lock`]):
+/// held across the reboot, it would block the whole site's reboots.
+pub(super) fn reboot_into(
+    host: &Host,
+    lock: &StateLock,
+    state: &mut State,
+    slot: SlotName,
+    no_reboot: bool,
+) -> Result<()> {
     if !no_reboot {
+        if let Some(group) = state.fleetlock.clone() {
+            if !state.slot(slot).gives_back_reboot_lock() {
+                log(&format!(
+                    "slot {slot}'s release was committed by an abupdate that does not give back the site's reboot lock: giving back the lock of group {group} before rebooting"
+                ));
+                host.release_reboot_lock(lock, state);
+            }
+        }
         log(&format!("rebooting into slot {slot}"));
         reboot(host)?;
     }

@@ -104,8 +104,11 @@ pub struct TransportOptions {
     /// allow CONNECT to port 80 (Squid's stock config allows only 443).
     pub proxy: Option<String>,
     /// PEM file of trust roots (a fleet with a private CA). `None`: the
-    /// host's own CA bundle (`SYSTEM_CA_BUNDLES`).
+    /// host's own CA bundle (the first of `ca_bundles` with a certificate).
     pub ca_file: Option<PathBuf>,
+    /// Where the host's CA bundle may be, in order (`[system] ca_bundles`;
+    /// default [`SYSTEM_CA_BUNDLES`]).
+    pub ca_bundles: Vec<PathBuf>,
     /// The `User-Agent` header.
     pub user_agent: String,
     /// How fast, and when, payload bodies are read (documents are not
@@ -125,6 +128,7 @@ impl Default for TransportOptions {
             read_timeout: Duration::from_secs(60),
             proxy: None,
             ca_file: None,
+            ca_bundles: system_ca_bundles(),
             user_agent: format!("abupdate/{}", env!("CARGO_PKG_VERSION")),
             pacing: Pacing::default(),
             retry: RetryPolicy::none(),
@@ -525,6 +529,9 @@ pub struct Transport {
     /// clones): consecutive delta segments share the rate.
     bucket: Arc<Mutex<Bucket>>,
     retry: RetryPolicy,
+    /// Why an https request cannot be verified ([`Roots::missing`]), said
+    /// before any handshake.
+    no_roots: Option<Arc<str>>,
 }
 
 impl fmt::Debug for Transport {
@@ -643,32 +650,92 @@ fn proxies(proxy: Option<&str>) -> Result<Proxies, FetchError> {
     })
 }
 
-/// The TLS settings of every HTTP client of ours (downloads, the webhook,
-/// health checks, the Prometheus API): trust roots from `ca_file`, else the
-/// host's own bundle (as curl and RAUC use it). ureq's default (its
-/// built-in WebPKI roots) is not compiled in and panics when used: no
-/// agent is built without this. Mozilla's roots are not built in: they
-/// cost ~55 KB of a 3 MiB binary and would go stale on a host that is never
-/// rebuilt, while the OS image updates its bundle with every release.
+/// The trust roots an https client of ours verifies servers with: found, or
+/// the places looked at, none of which gave a certificate.
+pub enum Roots {
+    /// `ca_file`'s certificates, else the first bundle's that has any.
+    Found(Vec<ureq::tls::Certificate<'static>>),
+    /// No `ca_file` and no usable bundle: each bundle path, with why it
+    /// was passed over when it exists.
+    Missing(Vec<String>),
+}
+
+impl Roots {
+    /// The one line an https request (and a trial's verdict) fails with
+    /// when no roots load: not rustls' "UnknownIssuer", which names no file.
+    pub fn missing(&self) -> Option<String> {
+        match self {
+            Roots::Found(_) => None,
+            Roots::Missing(looked) => Some(format!(
+                "no CA bundle at {} and no [update] ca_file: this host could not fetch its next update over https",
+                if looked.is_empty() {
+                    "any path ([system] ca_bundles is empty)".to_string()
+                } else {
+                    looked.join(", ")
+                }
+            )),
+        }
+    }
+
+    fn tls_config(&self) -> TlsConfig {
+        let certs: &[ureq::tls::Certificate<'static>] = match self {
+            Roots::Found(c) => c,
+            Roots::Missing(_) => &[],
+        };
+        TlsConfig::builder()
+            .root_certs(RootCerts::new_with_certs(certs))
+            .build()
+    }
+}
+
+/// Which trust roots are used, the one place that says so: `ca_file`'s (an
+/// unreadable or empty one is an error: the operator named it), else the
+/// first of `bundles` (the host's, [`SYSTEM_CA_BUNDLES`] unless `[system]
+/// ca_bundles` moves them) holding a certificate. Mozilla's roots are not
+/// built in: they cost ~55 KB of a 3 MiB binary and would go stale on a
+/// host that is never rebuilt, while the OS image updates its bundle with
+/// every release; a host without any is told so by name ([`Roots::missing`]).
+pub fn trust_roots(ca_file: Option<&Path>, bundles: &[PathBuf]) -> Result<Roots, FetchError> {
+    if let Some(path) = ca_file {
+        return Ok(Roots::Found(read_roots(path)?));
+    }
+    let mut looked = Vec::new();
+    for path in bundles {
+        if !path.exists() {
+            looked.push(path.display().to_string());
+            continue;
+        }
+        // An empty or broken bundle is passed over, not fatal: plain http
+        // (signed releases) must keep working on such a host.
+        match read_roots(path) {
+            Ok(certs) => return Ok(Roots::Found(certs)),
+            Err(FetchError::Io { detail, .. } | FetchError::Tls { detail, .. }) => {
+                looked.push(format!("{} ({detail})", path.display()))
+            }
+            Err(e) => looked.push(format!("{} ({e})", path.display())),
+        }
+    }
+    Ok(Roots::Missing(looked))
+}
+
+/// [`SYSTEM_CA_BUNDLES`] as paths: the default of `[system] ca_bundles`.
+pub fn system_ca_bundles() -> Vec<PathBuf> {
+    SYSTEM_CA_BUNDLES.iter().map(PathBuf::from).collect()
+}
+
+/// The TLS settings of every HTTP client of ours besides [`Transport`]
+/// (the webhook, health checks, the Prometheus API): [`trust_roots`] over
+/// the host's bundles. ureq's default (its built-in WebPKI roots) is not
+/// compiled in and panics when used: no agent is built without this.
 pub fn tls_config(ca_file: Option<&Path>) -> Result<TlsConfig, FetchError> {
-    let roots = match ca_file {
-        Some(path) => read_roots(path)?,
-        None => match SYSTEM_CA_BUNDLES.iter().map(Path::new).find(|p| p.exists()) {
-            Some(path) => read_roots(path)?,
-            // No bundle: plain http (signed releases) still works; https
-            // fails the handshake naming the server's unknown issuer.
-            None => Vec::new(),
-        },
-    };
-    Ok(TlsConfig::builder()
-        .root_certs(RootCerts::new_with_certs(&roots))
-        .build())
+    Ok(trust_roots(ca_file, &system_ca_bundles())?.tls_config())
 }
 
 impl Transport {
     /// A client with `opts`' timeouts, proxy and trust roots.
     pub fn new(opts: &TransportOptions) -> Result<Transport, FetchError> {
-        let tls = tls_config(opts.ca_file.as_deref())?;
+        let roots = trust_roots(opts.ca_file.as_deref(), &opts.ca_bundles)?;
+        let tls = roots.tls_config();
         let build = |proxy: Option<Proxy>, tls: &TlsConfig| {
             let config = Agent::config_builder()
                 // Statuses are ours to interpret (206, 304, 404, 416...).
@@ -729,6 +796,7 @@ impl Transport {
             pacing: Arc::new(opts.pacing.clone()),
             bucket: Arc::new(Mutex::new(Bucket::default())),
             retry: opts.retry,
+            no_roots: roots.missing().map(Arc::from),
         })
     }
 
@@ -875,6 +943,14 @@ impl Transport {
         loop {
             let current = chain.last().cloned().unwrap_or_default();
             let shown = describe_chain(&chain);
+            if let Some(line) = self.no_roots.as_deref() {
+                if split_url(&current).scheme.eq_ignore_ascii_case("https") {
+                    return Err(FetchError::Tls {
+                        location: shown,
+                        detail: line.to_string(),
+                    });
+                }
+            }
             let mut req = self.agent_for(&current).get(&current);
             if let Some(deadline) = deadline {
                 req = req.config().timeout_global(Some(deadline)).build();

@@ -927,3 +927,37 @@ fn outside_the_download_windows_a_payload_ends_at_once_and_asks_nothing() {
         "the manual install's request never came"
     );
 }
+
+/// Without `ca_file` and without a bundle holding a certificate, an https
+/// request fails before any handshake with a line naming every path looked
+/// at (and why an existing one was passed over); plain http still works.
+#[test]
+fn no_usable_ca_bundle_names_each_path_and_fails_https_only() {
+    let dir = TempDir::new("fetch-roots");
+    let missing = dir.join("ca-certificates.crt");
+    let empty = dir.join("cert.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let roots = trust_roots(None, &[missing.clone(), empty.clone()]).unwrap();
+    let line = roots.missing().expect("no roots");
+    assert_eq!(
+        line,
+        format!(
+            "no CA bundle at {}, {} (no certificate in CA file) and no [update] ca_file: \
+             this host could not fetch its next update over https",
+            missing.display(),
+            empty.display()
+        )
+    );
+    let t = Transport::new(&TransportOptions {
+        ca_bundles: vec![missing],
+        ..TransportOptions::default()
+    })
+    .expect("a host without a bundle still gets a transport (plain http)");
+    let e = t
+        .get_document("https://updates.example.invalid/r.json", 100, None)
+        .unwrap_err();
+    assert_eq!(e.kind(), "tls", "{e}");
+    assert!(e.to_string().contains("no CA bundle at"), "{e}");
+    // An operator's ca_file that gives nothing stays an error of its own.
+    assert!(trust_roots(Some(&empty), &[]).is_err());
+}

@@ -748,3 +748,43 @@ fn status_after_refused_locks_says_the_owed_reboot_is_asked_for_at_every_tick_no
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(server.lock_requests("store-11"), requests + 1);
 }
+
+/// Attack 6, F6: the old slot's release was committed by a build before
+/// the slot record's `agent` (213989b knows no FleetLock): after the
+/// reboot into it nothing would give the site's lock back, and every
+/// other host of the site would be refused its reboots for good. The
+/// planned late rollback still waits for the site's turn, then gives the
+/// lock back right before rebooting. (A slot this build committed or
+/// re-blessed keeps it across the reboot: the withdrawal test above.)
+#[test]
+fn a_late_rollback_into_a_slot_an_older_build_committed_gives_the_lock_back_before_rebooting() {
+    let server = LockServer::start(0);
+    let h = on_probation_in_site("old-fallback", 11, &server, "store-11");
+    assert_eq!(h.state()["slots"]["A"]["agent"], 1, "{}", h.state());
+    // A's record as the older build wrote it.
+    h.edit_state(|s| {
+        s["slots"]["A"]
+            .as_object_mut()
+            .expect("A's record")
+            .remove("agent");
+    });
+    channel(&h, "withdraw", &["2.0"]);
+    let requests = server.lock_requests("store-11");
+    let out = update(&h, true);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "rolled_back_late", "{v}");
+    assert_eq!(h.reboots(), 2, "the trial's reboot, then the rollback's");
+    assert_eq!(
+        server.lock_requests("store-11"),
+        requests + 1,
+        "the rollback's reboot waits for the site's turn"
+    );
+    assert_eq!(server.holder("store-11"), None, "held across the reboot");
+    assert!(
+        text(&out).contains("slot A's release was committed by an abupdate that does not give back the site's reboot lock"),
+        "{}",
+        text(&out)
+    );
+    assert!(h.state()["fleetlock"].is_null(), "{}", h.state());
+}

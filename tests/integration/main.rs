@@ -43,5 +43,6 @@ mod s3_releases;
 mod systemd_boot;
 #[cfg(feature = "failpoints")]
 mod torn_env_writes;
+mod trust_roots;
 mod tuf_attacks;
 mod update_loop;

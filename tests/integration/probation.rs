@@ -351,16 +351,6 @@ fn a_fifo_or_a_huge_file_at_the_mark_or_the_boot_id_never_hangs_health() {
 }
 
 /// Rewrite `state.json` with `edit` applied.
-fn edit_state(h: &TestHost, edit: impl FnOnce(&mut serde_json::Value)) {
-    let mut s = h.state();
-    edit(&mut s);
-    std::fs::write(
-        h.state_dir.join("state.json"),
-        serde_json::to_vec(&s).expect("json"),
-    )
-    .expect("state");
-}
-
 #[test]
 fn with_no_shutdown_mark_ever_written_restarts_are_not_counted_and_a_warning_names_it() {
     let (mut h, _) = on_probation("prob-nomark", "");
@@ -400,7 +390,7 @@ fn an_unreadable_shutdown_mark_is_an_error_naming_it() {
 fn a_window_set_far_ahead_by_a_wrong_clock_restarts_from_now() {
     let (h, _) = on_probation("prob-clock", "");
     let years = 10 * 365 * 86400;
-    edit_state(&h, |s| {
+    h.edit_state(|s| {
         let until = s["probation"]["until"].as_i64().expect("until");
         s["probation"]["started"] = serde_json::json!(until + years - 86400);
         s["probation"]["until"] = serde_json::json!(until + years);
@@ -678,7 +668,7 @@ fn a_withdrawal_during_probation_keeps_the_release_when_the_old_slot_is_bad() {
 fn a_window_recorded_before_the_clock_floor_restarts_instead_of_passing() {
     let (mut h, _) = on_probation("prob-clock2000", "");
     let floor = h.state()["newest_created"].as_i64().expect("a floor");
-    edit_state(&h, |s| {
+    h.edit_state(|s| {
         s["probation"]["started"] = 946_684_800.into();
         s["probation"]["until"] = (946_684_800 + 86_400).into();
         s["probation"]["failures"] = 2.into();

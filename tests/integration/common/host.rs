@@ -516,6 +516,17 @@ interval = "1s"
         serde_json::from_str(&text).expect("state.json parses")
     }
 
+    /// Rewrite `state.json` through `edit` (what another build wrote).
+    pub fn edit_state(&self, edit: impl FnOnce(&mut serde_json::Value)) {
+        let mut s = self.state();
+        edit(&mut s);
+        std::fs::write(
+            self.state_dir.join("state.json"),
+            serde_json::to_vec(&s).expect("json"),
+        )
+        .expect("state");
+    }
+
     pub fn slot_bytes(&self, slot: usize, len: usize) -> Vec<u8> {
         let mut f = std::fs::File::open(&self.slots[slot]).expect("open slot");
         let mut buf = vec![0u8; len];

@@ -1,0 +1,108 @@
+//! A host that cannot verify its https update server must not commit a
+//! release (attack 6, F7): builds before 1cf963b carried Mozilla's roots,
+//! today's trust only the host's CA bundle or `[update] ca_file`. On an
+//! image without a bundle the release carrying this build would commit
+//! (its trial fetches nothing) and every update after it fail: stranded.
+//! `[system] ca_bundles` moves the bundle paths, as the other `[system]`
+//! paths, so a test can stand for a host with none.
+
+use crate::common::host::{image, text, HostOptions, TestHost};
+use crate::common::tls;
+use std::path::{Path, PathBuf};
+
+fn var(h: &TestHost, k: &str) -> String {
+    h.grub_vars().get(k).cloned().unwrap_or_default()
+}
+
+/// `h`'s config with `url` as its update source and `bundles` as the
+/// places its CA bundle may be.
+fn point_at(h: &TestHost, url: &str, bundles: &[&Path]) {
+    let list: Vec<String> = bundles
+        .iter()
+        .map(|p| format!("\"{}\"", p.display()))
+        .collect();
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg
+        .replace("[update]\n", &format!("[update]\nurl = \"{url}\"\n"))
+        .replace(
+            "[system]\n",
+            &format!("[system]\nca_bundles = [{}]\n", list.join(", ")),
+        );
+    std::fs::write(&h.config, cfg).expect("config");
+}
+
+/// A host with release 2.0 packed into a directory served over TLS by a
+/// private CA; returns the host, the manifest, the CA's PEM and the server
+/// (`None` without a usable openssl CLI).
+fn host_and_server(name: &str) -> Option<(TestHost, PathBuf, PathBuf, tls::TlsServer)> {
+    let h = TestHost::new(name, "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let served = m.parent().expect("release dir").to_path_buf();
+    let Some(ca) = tls::make_pki(&served) else {
+        eprintln!("SKIP: openssl CLI not usable; trust roots test not run");
+        return None;
+    };
+    let server = tls::TlsServer::start(&served);
+    Some((h, m, ca, server))
+}
+
+#[test]
+fn a_trial_on_a_host_without_a_ca_bundle_rolls_back_naming_the_paths_looked_at() {
+    let Some((mut h, m, _ca, server)) = host_and_server("roots-none") else {
+        return;
+    };
+    let empty = h.dir.join("no-ssl");
+    std::fs::create_dir_all(&empty).expect("empty dir");
+    let bundle = empty.join("ca-certificates.crt");
+    point_at(&h, &server.url("/release.json"), &[&bundle]);
+
+    // Outside a trial: the missing bundle by name, not rustls' UnknownIssuer.
+    let out = h.abupdate(&["--json", "check"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check json");
+    assert_eq!(json["kind"], "tls", "{}", text(&out));
+    let line = format!(
+        "no CA bundle at {} and no [update] ca_file: this host could not fetch its next update over https",
+        bundle.display()
+    );
+    assert!(
+        json["error"].as_str().is_some_and(|e| e.contains(&line)),
+        "{}",
+        text(&out)
+    );
+
+    // The release came by other means (an older build with built-in
+    // roots installed it): its trial fails, the host returns to A.
+    let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8 path")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(&line), "{}", text(&out));
+    assert_eq!(var(&h, "ORDER"), "A B");
+    assert_eq!(h.state()["failed"][0]["version"], "2.0");
+    assert_eq!(h.boot(), "A");
+    assert!(h.abupdate(&["health"]).status.success());
+}
+
+#[test]
+fn a_trial_on_a_host_whose_bundle_verifies_the_server_commits() {
+    let Some((mut h, _m, ca, server)) = host_and_server("roots-bundle") else {
+        return;
+    };
+    // The first path missing, an empty file second: the CA's bundle third
+    // is the one used.
+    let empty = h.dir.join("empty.crt");
+    std::fs::write(&empty, "").expect("empty bundle");
+    point_at(
+        &h,
+        &server.url("/release.json"),
+        &[&h.dir.join("missing.crt"), &empty, &ca],
+    );
+    let out = h.abupdate(&["update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    assert_eq!(h.state()["slots"]["B"]["status"], "good");
+}
