@@ -741,7 +741,7 @@ fn a_release_on_probation_is_held_as_failed_unless_its_probation_runs_or_passed(
     // The bootloader fell back to A; an older version ran there and saved
     // what it knows (no `probation`, no `provisional`).
     let r2 = h.pack("r2-again", "2.0", &image("2.0", 4096), &[]);
-    edit_state(&h, |s| {
+    h.edit_state(|s| {
         s.as_object_mut().map(|s| s.remove("probation"));
         if let Some(f) = s["failed"][0].as_object_mut() {
             f.remove("provisional");
@@ -764,7 +764,7 @@ fn a_release_on_probation_is_held_as_failed_unless_its_probation_runs_or_passed(
 #[test]
 fn a_probation_that_passes_or_is_switched_off_takes_its_release_off_the_failed_list() {
     let (h, _) = on_probation("prob-provisional-passed", "");
-    edit_state(&h, |s| s["probation"]["until"] = serde_json::json!(1));
+    h.edit_state(|s| s["probation"]["until"] = serde_json::json!(1));
     let out = h.abupdate(&["--json", "health"]);
     assert!(text(&out).contains("probation_passed"), "{}", text(&out));
     let s = h.state();
@@ -798,7 +798,7 @@ fn a_release_an_older_version_installed_falls_back_to_the_slot_it_came_from() {
         let r2 = h.pack("r2", "2.0", &image("2.0", 4096), &[]);
         let out = h.abupdate(&["install", r2.to_str().expect("utf8")]);
         assert!(out.status.success(), "install 2.0: {}", text(&out));
-        edit_state(&h, |s| {
+        h.edit_state(|s| {
             s["slots"].as_object_mut().map(|slots| slots.remove("A"));
         });
         assert_eq!(h.state()["transaction"]["from"], "A");
