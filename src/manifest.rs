@@ -527,15 +527,13 @@ impl Manifest {
                 format!("{} is not after created {}", doc.expires, doc.created),
             ));
         }
-        if !within_validity(created, expires) {
-            return Err(field(
-                "expires",
-                format!(
-                    "{} is more than {MAX_EXPIRES_DAYS} days after created {}: a manifest valid that long defeats expiry's protection against a frozen server",
-                    doc.expires, doc.created
-                ),
-            ));
-        }
+        // A manifest valid for longer is read as expiring at the cap, not
+        // refused: `pack` of 213989b and before signed such manifests
+        // (`--expires-days 4000`), and a host upgraded past them must keep
+        // updating from them ("upgrades keep what was accepted"). The cap
+        // keeps the freeze protection a refusal gave: a frozen copy of it
+        // expires when any manifest valid that long would.
+        let expires = capped_expires(created, expires);
         if doc.images.is_empty() {
             return Err(field("images", "lists no image".into()));
         }
@@ -779,9 +777,16 @@ pub const MAX_CREATED_AHEAD: i64 = 24 * 3600;
 /// Longest a signed document (a manifest, a channel) may be valid, in days
 /// from its `created` to its `expires`. `expires` is all that bounds a
 /// freeze attack (a server kept serving an old, still-signed document), so
-/// hosts refuse a document valid for longer ([`within_validity`]), and
-/// `pack` and `channel` never sign one.
+/// hosts refuse a channel valid for longer ([`within_validity`]), read a
+/// manifest valid for longer as expiring at this cap ([`capped_expires`]:
+/// older `pack`s signed such), and `pack` and `channel` never sign one.
 pub const MAX_EXPIRES_DAYS: u64 = 3650;
+
+/// `expires`, or [`MAX_EXPIRES_DAYS`] after `created` when that comes
+/// first: when a manifest valid for longer stops being acted on.
+pub fn capped_expires(created: i64, expires: i64) -> i64 {
+    expires.min(created.saturating_add((MAX_EXPIRES_DAYS as i64).saturating_mul(86_400)))
+}
 
 /// Whether a document dated `created` may be valid until `expires`: at
 /// most [`MAX_EXPIRES_DAYS`] later (a year 9999 `expires` would make the
@@ -1461,18 +1466,24 @@ mod tests {
     }
 
     #[test]
-    fn a_manifest_valid_3650_days_is_accepted_and_one_second_more_is_refused() {
+    fn a_manifest_valid_longer_than_3650_days_expires_3650_days_after_created() {
         // 3650 days after 2026-11-20T10:00:00Z (three leap days between).
         let at = |expires: &str| doc("1.2").replace("2027-01-20T10:00:00Z", expires);
         let m = Manifest::parse(at("2036-11-17T10:00:00Z").as_bytes()).expect("3650 days");
         assert_eq!(m.expires - m.created, 3650 * 86_400);
-        let e = Manifest::parse(at("2036-11-17T10:00:01Z").as_bytes())
-            .expect_err("3650 days and a second");
-        assert_eq!(
-            e.to_string(),
-            "release manifest: expires: 2036-11-17T10:00:01Z is more than 3650 days after created 2026-11-20T10:00:00Z: a manifest valid that long defeats expiry's protection against a frozen server"
-        );
-        assert!(Manifest::parse(at("9999-12-31T23:59:59Z").as_bytes()).is_err());
+        // Longer (older `pack`s signed `--expires-days 4000`; year 9999
+        // would be valid for ever): loads, expiring at the cap, so a
+        // frozen copy stops being acted on when a 3650-day one would.
+        for longer in [
+            "2036-11-17T10:00:01Z",
+            "2037-12-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+        ] {
+            let m = Manifest::parse(at(longer).as_bytes()).expect(longer);
+            assert_eq!(m.expires - m.created, 3650 * 86_400, "{longer}");
+        }
+        assert_eq!(capped_expires(10, 20), 20);
+        assert_eq!(capped_expires(i64::MAX - 5, i64::MAX), i64::MAX);
     }
 
     #[test]
