@@ -1207,10 +1207,28 @@ impl Config {
             probation: duration("health.probation", f.health.probation, 0)?,
             probation_failures: f.health.probation_failures.unwrap_or(2),
         };
-        for (i, unit) in health.units.iter_mut().enumerate() {
-            *unit = crate::health::unit_name(unit)
-                .map_err(|e| err(&format!("health.units[{i}]"), e))?;
+        // A unit named like an option (`-h`, `--version`) is left out with a
+        // warning, not refused: 213989b and earlier passed it to `systemctl
+        // is-active --quiet` as an option, which answered 0, so it was a
+        // check that always passed, and refusing it now would fail the
+        // trial of the release carrying this build on every such host
+        // (upgrades keep configs). Any other name that is not a unit stays
+        // refused: `systemctl` failed it there too.
+        let mut units = Vec::with_capacity(health.units.len());
+        for (i, unit) in std::mem::take(&mut health.units).into_iter().enumerate() {
+            let key = format!("health.units[{i}]");
+            if unit.starts_with('-') {
+                warn(
+                    &key,
+                    format!(
+                        "{unit:?} is an option, not a unit name: left out (earlier versions passed it to systemctl as an option, a check that always passed)"
+                    ),
+                );
+                continue;
+            }
+            units.push(crate::health::unit_name(&unit).map_err(|e| err(&key, e))?);
         }
+        health.units = units;
 
         let wariness = f.rollout.wariness;
         if let Some(w) = wariness {
@@ -1924,13 +1942,13 @@ rootfs = "/dev/b"
         // A drop-in's list replaces the main file's: the entry refused is
         // named in the drop-in, not where the replaced list was.
         let (dir, c) = load_with(
-            "[health]\nunits = [\"--version\"]\n",
+            "[health]\nunits = [\"a b\"]\n",
             &[(
                 "10-units.toml",
-                "[health]\nunits = [\"sshd.service\", \"-h\"]\n",
+                "[health]\nunits = [\"sshd.service\", \"getty@\"]\n",
             )],
         );
-        let e = c.expect_err("-h accepted");
+        let e = c.expect_err("getty@ accepted");
         let dropin = dir.join("config.d/10-units.toml");
         assert!(
             e.0.starts_with(&format!("{}:2: health.units[1]: ", dropin.display())),
@@ -2106,7 +2124,7 @@ rootfs = "/dev/b"
             ["sshd.service", "getty@tty1.service", "x.socket"]
         );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-        let e = units(r#""sshd", "-H""#).expect_err("-H accepted");
+        let e = units(r#""sshd", "a b""#).expect_err("a b accepted");
         assert!(e.0.starts_with("c.toml:9: health.units[1]: "), "{e}");
     }
 
@@ -2323,11 +2341,29 @@ timeout = "30s"
 
     #[test]
     fn units_that_are_not_unit_names_are_refused_naming_the_entry() {
-        for bad in ["--version", "-h", "getty@", "a b"] {
+        for bad in ["getty@", "a b", "a/b"] {
             let text = format!("{MINIMAL}[health]\nunits = [\"sshd.service\", \"{bad}\"]\n");
             let e = Config::from_str(&text, Path::new("c.toml")).expect_err(bad);
             assert!(e.0.starts_with("c.toml:9: health.units[1]: "), "{e}");
             assert!(e.0.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_unit_named_like_an_option_is_left_out_with_a_warning_as_it_always_passed() {
+        // 213989b ran `systemctl is-active --quiet -h`, which answers 0:
+        // the config loads without the entry, never passing it on.
+        for option in ["--version", "-h", "-H"] {
+            let text = format!("{MINIMAL}[health]\nunits = [\"sshd\", \"{option}\"]\n");
+            let c = Config::from_str(&text, Path::new("c.toml")).expect(option);
+            assert_eq!(c.health.units, ["sshd.service"], "{option}");
+            assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+            assert!(
+                c.warnings[0].starts_with("c.toml:9: health.units[1]: ")
+                    && c.warnings[0].contains("left out"),
+                "{:?}",
+                c.warnings
+            );
         }
     }
 }

@@ -2,7 +2,7 @@
 //! one line naming the key (config: exit 2) or the file (host fact: exit
 //! 1), before anything runs, the boot order and the booted slot untouched.
 
-use crate::common::host::{image, text, HostOptions, TestHost};
+use crate::common::host::{image, sh_script, text, HostOptions, TestHost};
 
 /// Merge `toml` over the host's config as a drop-in.
 fn dropin(h: &TestHost, toml: &str) {
@@ -73,16 +73,36 @@ fn absurd_durations_are_clamped_with_a_warning_naming_the_key_not_aborts() {
 }
 
 #[test]
-fn a_unit_named_like_an_option_is_refused_before_any_check_runs() {
-    let h = TestHost::new("facts-units", "1.0", HostOptions::default());
-    let before = h.untouched();
-    for bad in ["--version", "-h"] {
-        dropin(&h, &format!("[health]\nunits = [\"{bad}\"]\n"));
-        let out = h.abupdate(&["health"]);
-        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
-        one_line_naming(&out, &["health.units[0]", bad, "not a unit name"]);
-    }
-    h.assert_untouched(&before, "units");
+fn a_unit_named_like_an_option_is_left_out_with_a_warning_and_never_passed_to_systemctl() {
+    // Earlier versions passed `-h` to `systemctl is-active --quiet`, which
+    // answered 0: a check that always passed. Refusing it would fail the
+    // trial of the release carrying this build on every such host.
+    let mut h = TestHost::new("facts-units", "1.0", HostOptions::default());
+    let bin = h.dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let asked = h.dir.join("systemctl.log");
+    sh_script(
+        &bin.join("systemctl"),
+        &format!("echo \"$*\" >> {}", asked.display()),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // The trial of 2.0 runs the checks.
+    let r2 = h.pack("r2", "2.0", &image("2.0", 4096), &[]);
+    let out = h.abupdate(&["install", r2.to_str().expect("utf8")]);
+    assert!(out.status.success(), "install 2.0: {}", text(&out));
+    assert_eq!(h.boot(), "B");
+    dropin(&h, "[health]\nunits = [\"sshd\", \"-h\"]\n");
+    let out = h.abupdate_env(&["health"], &[("PATH", &path)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    one_warning_naming(&out, &["health.units[1]", "\"-h\"", "left out"]);
+    let asked = std::fs::read_to_string(&asked).expect("systemctl ran");
+    assert!(!asked.contains("-h"), "{asked}");
+    assert!(asked.contains("sshd.service"), "{asked}");
 }
 
 #[test]
