@@ -797,11 +797,14 @@ pub fn queries(
     let unidentified = format!(
         "count({{__name__=~\"abupdate_release_outcome|abupdate_rollout_position\",{hosts},{l}=\"\"}})"
     );
-    // A host counted failed by this release's own outcome (its trial
-    // verdict, scraped before the older version rewrote the textfile) is
-    // not counted twice.
+    // A host counted by this release's own outcome in the lookback is
+    // counted by it, not here: failed (its trial verdict, scraped before
+    // the older version rewrote the textfile) or committed (a host of the
+    // older version that came back after the wave started, whose rollback
+    // counter first seen in the lookback is a rollback of long ago, and
+    // that then installed and committed the release: review 7, N3).
     let unattributed_failed = format!(
-        "count(count by ({l}) ({}) unless on ({l}) ({failed_here}))",
+        "count(count by ({l}) ({}) unless on ({l}) (last_over_time(abupdate_release_outcome{{{release}}}[{range}])))",
         old_host_failures(selector, l, &range)
     );
     Queries {
@@ -1344,7 +1347,7 @@ mod tests {
             format!("count({{__name__=~\"abupdate_release_outcome|abupdate_rollout_position\",{hosts},instance=\"\"}})")
         );
         // Hosts of an older abupdate: no `compatible`, the selector or no
-        // such label; not those counted failed by the release's outcome.
+        // such label; not those counted by an outcome of the release.
         let old = r#"compatible="",region=~"eu|""#;
         assert_eq!(
             q.unattributed_failed,
@@ -1357,8 +1360,7 @@ mod tests {
                  and on (instance) \
                  last_over_time(abupdate_last_success_timestamp_seconds{{{old}}}[3600s]) > time() - 3600)) \
                  unless on (instance) (\
-                 last_over_time(abupdate_release_outcome{{{release},outcome=~\"rolled_back|trial_never_booted|rolled_back_late\"}}[3600s]) or \
-                 last_over_time(abupdate_release_outcome{{{release},outcome=\"failed\",kind=~\"payload|hash_mismatch|size|too_long|too_short|signature|manifest|no_fallback\"}}[3600s])))"
+                 last_over_time(abupdate_release_outcome{{{release}}}[3600s])))"
             )
         );
         let no_wave = queries("c", "2.0", "00", &[], None, "site", 7 * 24 * 3600);
