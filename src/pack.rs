@@ -15,7 +15,7 @@
 
 use crate::install::hex;
 use crate::manifest::{
-    Compression, Delta, Image, ManifestDoc, Rollout, Segment, SourceRegion, FORMAT,
+    Compression, Delta, Image, ManifestDoc, Rollout, Segment, SourceRegion, Version, FORMAT,
 };
 use crate::publish::{ReleaseDir, Staged};
 use crate::timefmt::{format_rfc3339, now};
@@ -784,11 +784,14 @@ fn previous_created(body: Option<&[u8]>) -> Option<i64> {
     crate::timefmt::parse_rfc3339(v.get("created")?.as_str()?).ok()
 }
 
-/// The build of the manifest already in the directory, when it is of
-/// `version`. Unverified, as [`previous_created`]: it only ever refuses.
-fn previous_build(body: Option<&[u8]>, version: &str) -> Option<String> {
+/// The version (as written there) and build of the manifest already in
+/// the directory, when it is `version` as hosts compare versions (`2.0` is
+/// `2.0.0`: a host on one refuses the other as not newer). Unverified, as
+/// [`previous_created`]: it only ever refuses.
+fn previous_build(body: Option<&[u8]>, version: &str) -> Option<(String, String)> {
     let doc: ManifestDoc = serde_json::from_slice(body?).ok()?;
-    (doc.version == version).then(|| doc.build())
+    let held = Version::parse(&doc.version).ok()?;
+    (held == Version::parse(version).ok()?).then(|| (doc.version.clone(), doc.build()))
 }
 
 /// A version is one build: hosts that installed build `old` of `version`
@@ -838,8 +841,8 @@ pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
     let previous = dir.read_manifest("release.json").map_err(publish_err)?;
     let manifest = opts.out.join("release.json");
     let same_version = previous_build(previous.as_deref(), &opts.version);
-    if let Some(old) = &same_version {
-        same_build(&manifest, &opts.version, old, &images_build(&opts.images)?)?;
+    if let Some((held, old)) = &same_version {
+        same_build(&manifest, held, old, &images_build(&opts.images)?)?;
     }
     let (created, expires) = release_dates(opts, previous_created(previous.as_deref()), now())?;
     let mut images = BTreeMap::new();
@@ -864,8 +867,8 @@ pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
     };
     // Checked again on what was packed: an image rewritten since it was
     // hashed above must not slip another build under the version.
-    if let Some(old) = &same_version {
-        same_build(&manifest, &opts.version, old, &doc.build())?;
+    if let Some((held, old)) = &same_version {
+        same_build(&manifest, held, old, &doc.build())?;
     }
     let mut body = serde_json::to_vec_pretty(&doc).map_err(|e| format!("release.json: {e}"))?;
     body.push(b'\n');
@@ -1369,11 +1372,19 @@ mod tests {
             serde_json::to_vec(&d).expect("json")
         };
         let build = crate::manifest::build_id([("rootfs", "ab", 10)]);
-        assert_eq!(
-            previous_build(Some(&doc("2.0")), "2.0"),
-            Some(build.clone())
-        );
+        let held = |v: &str| Some((v.to_string(), build.clone()));
+        assert_eq!(previous_build(Some(&doc("2.0")), "2.0"), held("2.0"));
+        // Equal as versions, whatever the text (attack 7, N5).
+        for same in ["2.0.0", "2", "02.0", "2.00", "2.0.0.0"] {
+            assert_eq!(
+                previous_build(Some(&doc("2.0")), same),
+                held("2.0"),
+                "{same}"
+            );
+        }
         assert_eq!(previous_build(Some(&doc("1.9")), "2.0"), None);
+        assert_eq!(previous_build(Some(&doc("2.0.1")), "2.0"), None);
+        assert_eq!(previous_build(Some(&doc("not-a-version")), "2.0"), None);
         assert_eq!(previous_build(Some(b"{not json"), "2.0"), None);
         assert_eq!(previous_build(None, "2.0"), None);
         let m = Path::new("out/release.json");

@@ -229,16 +229,20 @@ impl Host {
         })?)
     }
 
-    /// When an update source the timer fetches from (`url`, `channel`,
-    /// `mirror`, `signature_url`) is https and no trust roots load: the
-    /// line saying so ([`crate::fetch::Roots::missing`]). A trial on such a
-    /// host fails: committed, it could never fetch the release that fixes
-    /// it. A `ca_file` that does not load is left to the fetch to report.
+    /// When a URL the timer fetches (`url`, `channel`, `signature_url`,
+    /// each as [`Host::via_mirror`] rewrites it) is https and no trust roots
+    /// load: the line saying so ([`crate::fetch::Roots::missing`]). A trial
+    /// on such a host fails: committed, it could never fetch the release
+    /// that fixes it. Behind a `mirror` the origin is never asked (no
+    /// request falls back to it), so only the mirror's scheme counts: an
+    /// http site cache fetches the next release without roots. A `ca_file`
+    /// that does not load is left to the fetch to report.
     pub(super) fn https_without_roots(&self) -> Option<String> {
         let u = &self.config.update;
-        let https = [&u.url, &u.channel, &u.mirror, &u.signature_url]
+        let https = [&u.url, &u.channel, &u.signature_url]
             .into_iter()
             .flatten()
+            .map(|s| self.via_mirror(s))
             .any(|s| {
                 s.get(..8)
                     .is_some_and(|p| p.eq_ignore_ascii_case("https://"))

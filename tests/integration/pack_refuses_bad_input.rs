@@ -293,3 +293,43 @@ fn another_build_of_the_version_in_the_directory_is_refused_naming_both_builds()
     let out = pack(&h.secret_key, &out_dir, &[&other_arg, "--version", "2.1"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// Attack 7, N5: the guard compared version strings, so `--version 2.0.0`
+/// (or `2`, `02.0`, `2.0.0.0`) over a directory holding 2.0 signed other
+/// images; hosts compare versions as numbers (`2.0` = `2.0.0`) and those on
+/// 2.0 refused the release as not newer. Each is refused now, naming the
+/// version as the directory holds it; `2.0.1` is a new release.
+#[test]
+fn another_build_under_an_equal_version_written_otherwise_is_refused() {
+    let h = TestHost::new("pack-rebuild-spelling", "1.0", HostOptions::default());
+    let work = scratch("pack-rebuild-spelling-work");
+    let (root, other) = (work.join("root.img"), work.join("other.img"));
+    let root_bytes = image("2.0", 1 << 20);
+    let mut other_bytes = root_bytes.clone();
+    other_bytes[4096] ^= 1;
+    std::fs::write(&root, &root_bytes).expect("image");
+    std::fs::write(&other, &other_bytes).expect("image");
+    let out_dir = work.join("rel");
+    let m = out_dir.join("release.json");
+    let root_arg = format!("--image=rootfs={}", root.display());
+    let other_arg = format!("--image=rootfs={}", other.display());
+    let out = pack(&h.secret_key, &out_dir, &[&root_arg, "--version", "2.0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let published = snapshot(&out_dir);
+    for version in ["2.0.0", "2", "02.0", "2.00", "2.0.0.0"] {
+        let out = pack(&h.secret_key, &out_dir, &[&other_arg, "--version", version]);
+        assert_eq!(out.status.code(), Some(1), "{version}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(&format!(
+                "abupdate: {}: already holds version 2.0 as build",
+                m.display()
+            )),
+            "{version}: {err}"
+        );
+        let unchanged = snapshot(&out_dir) == published;
+        assert!(unchanged, "{version}: the directory changed");
+    }
+    let out = pack(&h.secret_key, &out_dir, &[&other_arg, "--version", "2.0.1"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -7,6 +7,7 @@
 //! paths, so a test can stand for a host with none.
 
 use crate::common::host::{image, text, HostOptions, TestHost};
+use crate::common::hostile_server::{files_of, not_found, serve, Server};
 use crate::common::tls;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,43 @@ fn point_at(h: &TestHost, url: &str, bundles: &[&Path]) {
             &format!("[system]\nca_bundles = [{}]\n", list.join(", ")),
         );
     std::fs::write(&h.config, cfg).expect("config");
+}
+
+/// `h`'s config with `mirror` as its site cache (README "Sites").
+fn behind(h: &TestHost, mirror: &str) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replacen(
+        "[update]\n",
+        &format!("[update]\nmirror = \"{mirror}\"\n"),
+        1,
+    );
+    std::fs::write(&h.config, cfg).expect("config");
+}
+
+/// `update` installs 2.0 into B and its trial commits it.
+fn updates_and_commits(h: &mut TestHost) {
+    let out = h.abupdate(&["update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    assert!(!text(&out).contains("trust-roots"), "{}", text(&out));
+    assert_eq!(h.state()["slots"]["B"]["status"], "good");
+}
+
+/// The release at `m`, installed by other means (an older build with
+/// built-in roots), fails its trial saying `line`: the host returns to A.
+fn trial_rolls_back(h: &mut TestHost, m: &Path, line: &str) {
+    let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8 path")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(line), "{}", text(&out));
+    assert_eq!(var(h, "ORDER"), "A B");
+    assert_eq!(h.state()["failed"][0]["version"], "2.0");
+    assert_eq!(h.boot(), "A");
 }
 
 /// A host with release 2.0 packed into a directory served over TLS by a
@@ -70,17 +108,7 @@ fn a_trial_on_a_host_without_a_ca_bundle_rolls_back_naming_the_paths_looked_at()
         text(&out)
     );
 
-    // The release came by other means (an older build with built-in
-    // roots installed it): its trial fails, the host returns to A.
-    let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8 path")]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(h.boot(), "B");
-    let out = h.abupdate(&["health"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains(&line), "{}", text(&out));
-    assert_eq!(var(&h, "ORDER"), "A B");
-    assert_eq!(h.state()["failed"][0]["version"], "2.0");
-    assert_eq!(h.boot(), "A");
+    trial_rolls_back(&mut h, &m, &line);
     assert!(h.abupdate(&["health"]).status.success());
 }
 
@@ -98,11 +126,43 @@ fn a_trial_on_a_host_whose_bundle_verifies_the_server_commits() {
         &server.url("/release.json"),
         &[&h.dir.join("missing.crt"), &empty, &ca],
     );
-    let out = h.abupdate(&["update"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(h.boot(), "B");
-    let out = h.abupdate(&["health"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
-    assert_eq!(h.state()["slots"]["B"]["status"], "good");
+    updates_and_commits(&mut h);
+}
+
+/// Attack 7, N7: behind an http site cache the origin is never asked, so an
+/// https `url` needs no roots: the host fetched this release without TLS and
+/// fetches the next one the same way. The gate judging the origin's scheme
+/// rolled back a good release on every such host.
+#[test]
+fn a_trial_behind_an_http_mirror_commits_without_a_ca_bundle_though_the_url_is_https() {
+    let mut h = TestHost::new("roots-http-mirror", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let files = files_of(m.parent().expect("release dir"));
+    let mirror = Server::start(move |req, s| {
+        match req
+            .path
+            .strip_prefix("/cache/rel")
+            .and_then(|p| files.get(p))
+        {
+            Some(d) => serve(req, s, d),
+            None => not_found(s),
+        }
+    });
+    let missing = h.dir.join("no-ssl").join("ca-certificates.crt");
+    point_at(&h, "https://updates.invalid/rel/release.json", &[&missing]);
+    behind(&h, &format!("http://127.0.0.1:{}/cache/", mirror.port));
+    updates_and_commits(&mut h);
+}
+
+/// The control: an https mirror serves every request, so a host without
+/// roots behind it could not fetch its next update: the trial fails, even
+/// with an http origin.
+#[test]
+fn a_trial_behind_an_https_mirror_without_a_ca_bundle_rolls_back() {
+    let mut h = TestHost::new("roots-https-mirror", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let missing = h.dir.join("no-ssl").join("ca-certificates.crt");
+    point_at(&h, "http://updates.invalid/rel/release.json", &[&missing]);
+    behind(&h, "https://cache.invalid/");
+    trial_rolls_back(&mut h, &m, "trust-roots: no CA bundle at");
 }
