@@ -36,6 +36,8 @@ struct Semaphores {
     holders: BTreeMap<String, String>,
     /// (op, id, group, status) of every request, in order.
     log: Vec<(String, String, String, u16)>,
+    /// `steady-state` requests still to be answered 503 (a server restart).
+    failing_unlocks: usize,
 }
 
 struct LockServer {
@@ -182,6 +184,14 @@ fn handle(stream: TcpStream, state: &Mutex<Semaphores>) {
                 ("lock", 200, "")
             }
         },
+        "/base/v1/steady-state" if st.failing_unlocks > 0 => {
+            st.failing_unlocks -= 1;
+            (
+                "unlock",
+                503,
+                r#"{"kind":"unavailable","value":"restarting"}"#,
+            )
+        }
         "/base/v1/steady-state" => {
             if st.holders.get(&group) == Some(&id) {
                 st.holders.remove(&group);
@@ -864,4 +874,39 @@ fn a_late_rollback_into_a_slot_213989b_installed_from_gives_the_lock_back_before
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(h.reboots(), 2, "the trial's reboot, then the rollback's");
     assert_eq!(server.holder("store-13"), None, "held across the reboot");
+}
+
+/// Attack 7, N10: the give-back before the reboot into a slot that never
+/// gives the lock back fails (a 503): no reboot, which would hold the
+/// site's lock for good; the run fails `fleetlock`, the reboot stays owed,
+/// and the next tick gives the lock back, then reboots.
+#[test]
+fn a_failed_give_back_before_the_reboot_into_an_older_build_leaves_the_reboot_owed() {
+    let server = LockServer::start(0);
+    let h = on_probation_staged_as("give-back", 14, &server, "store-14", staged_by_213989b);
+    channel(&h, "withdraw", &["2.0"]);
+    server.state.lock().unwrap().failing_unlocks = 1;
+    let out = update(&h, true);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "fleetlock", "{v}");
+    assert!(
+        text(&out).contains("could not be given back before the reboot into slot A"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(h.reboots(), 1, "rebooted holding the site's lock");
+    assert!(server.holder("store-14").is_some());
+    let s = h.state();
+    assert_eq!(s["planned_reboot"]["slot"], "A", "{s}");
+    assert_eq!(s["fleetlock"], "store-14", "{s}");
+    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("A B"));
+
+    let out = update(&h, false);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "rolled_back_late", "{v}");
+    assert_eq!(h.reboots(), 2, "the owed reboot");
+    assert_eq!(server.holder("store-14"), None, "held across the reboot");
+    assert!(h.state()["fleetlock"].is_null(), "{}", h.state());
 }
