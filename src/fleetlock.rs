@@ -164,6 +164,16 @@ pub enum FleetLockError {
         /// Why it got no answer.
         error: FetchError,
     },
+    /// The lock was to be given back before a reboot into a slot whose
+    /// build never gives it back, and was not: the reboot waits.
+    NotGivenBack {
+        /// The group.
+        group: String,
+        /// The slot the reboot goes into.
+        slot: String,
+        /// What the give-back said.
+        reason: String,
+    },
 }
 
 impl fmt::Display for FleetLockError {
@@ -196,6 +206,14 @@ impl fmt::Display for FleetLockError {
                 };
                 write!(f, "{what}: {error}")
             }
+            FleetLockError::NotGivenBack {
+                group,
+                slot,
+                reason,
+            } => write!(
+                f,
+                "the reboot lock of group {group} could not be given back before the reboot into slot {slot} ({reason}): the reboot waits for the next run"
+            ),
         }
     }
 }

@@ -574,7 +574,7 @@ fn parse_state(bytes: &[u8]) -> Result<State, Unusable> {
             "larger than {MAX_STATE_BYTES} bytes"
         )));
     }
-    let state: State =
+    let mut state: State =
         serde_json::from_slice(bytes).map_err(|e| Unusable::Damaged(e.to_string()))?;
     if state.format != STATE_FORMAT {
         return Err(Unusable::Damaged(format!(
@@ -582,6 +582,12 @@ fn parse_state(bytes: &[u8]) -> Result<State, Unusable> {
             state.format
         )));
     }
+    state.installed_by_outcome_keeper = state
+        .outcomes
+        .iter()
+        .filter(|o| o.outcome == crate::report::Outcome::Installed.as_str())
+        .map(|o| o.release.clone())
+        .collect();
     Ok(state)
 }
 
@@ -676,6 +682,11 @@ pub struct State {
     /// repaired (and counted) once.
     #[serde(skip)]
     pub recovered: Option<String>,
+    /// The releases `state.json` said, as read, were installed by a build
+    /// that keeps `outcomes` (set by [`StateDir::load`], never saved): the
+    /// evidence [`State::commit`] reads on the build that staged the trial.
+    #[serde(skip)]
+    pub installed_by_outcome_keeper: Vec<String>,
 }
 
 impl State {
@@ -872,6 +883,7 @@ impl State {
     /// may run a version that knows no probation but reads the failed list.
     pub fn commit(&mut self, t: &Transaction, at: i64, probation: u64, boot_id: Option<String>) {
         self.adopt_fallback(t);
+        self.mark_installer_agent(t);
         if probation > 0 && self.failed_index(&t.version).is_none() {
             self.failed.push(FailedRelease {
                 version: t.version.clone(),
@@ -1114,6 +1126,31 @@ impl State {
     /// Whether the record changed.
     pub fn adopt_fallback(&mut self, t: &Transaction) -> bool {
         self.adopt_booted(t.from, None)
+    }
+
+    /// The slot `t` was installed from runs a build that gives back the
+    /// site's reboot lock when the state as read shows an `installed`
+    /// outcome of `t`'s release: `outcomes` came in 6c78463, three minutes
+    /// before FleetLock (81cff9d); 1cf963b writes that outcome at every
+    /// install but no `agent` in its records, and 213989b neither writes
+    /// `outcomes` nor keeps it (it drops unknown fields on save). The
+    /// from-slot's build installed and staged `t`, so it saved the state
+    /// last before this build's verdict; the outcome is read as loaded, not
+    /// from `self.outcomes`, which this run may have added to. Without this
+    /// every host upgraded from 1cf963b would give back the lock before a
+    /// late rollback's reboot, and a withdrawal would reboot a whole site
+    /// at once. A slot bad or being written is never marked. Whether the
+    /// record changed.
+    pub fn mark_installer_agent(&mut self, t: &Transaction) -> bool {
+        let evidence = self.installed_by_outcome_keeper.contains(&t.version);
+        let usable = matches!(
+            self.slot(t.from).status,
+            SlotStatus::Good | SlotStatus::Installed
+        );
+        if !evidence || !usable || self.slot(t.from).gives_back_reboot_lock() {
+            return false;
+        }
+        self.mark_agent(t.from)
     }
 
     /// `mark-good` / `mark-bad` by hand. Marking a staged slot good commits
@@ -2192,6 +2229,42 @@ mod tests {
         // A newer protocol still gives it back.
         let newer: SlotRecord = serde_json::from_str(r#"{"status":"good","agent":7}"#).unwrap();
         assert!(newer.gives_back_reboot_lock());
+    }
+
+    /// 1cf963b gives back the lock but writes no `agent`; its state shows
+    /// an `installed` outcome of the release it staged, 213989b's shows no
+    /// `outcomes`. Only the outcome as read counts, and a bad slot is never
+    /// marked.
+    #[test]
+    fn a_commit_marks_the_fallback_when_the_state_read_shows_an_install_by_1cf963b() {
+        let staged = |outcomes: &str, a: &str| {
+            let text = format!(
+                r#"{{"format":1,"slots":{{"A":{{"status":"{a}","version":"1.0"}}}},{outcomes}"transaction":{{"from":"A","to":"B","version":"2.0","manifest_sha256":"aa","phase":"staged","started":1}}}}"#
+            );
+            parse_state(text.as_bytes()).unwrap()
+        };
+        let by_35 = r#""outcomes":[{"release":"2.0","outcome":"installed","time":5}],"#;
+        let t = transaction(SlotName::A, Phase::Staged);
+
+        let mut s = staged(by_35, "good");
+        s.commit(&t, 10, 0, None);
+        assert_eq!(s.slot(SlotName::A).agent, Some(AGENT_PROTOCOL), "1cf963b's");
+
+        let mut s = staged("", "good");
+        crate::report::record_outcome(
+            &mut s.outcomes,
+            "2.0",
+            None,
+            crate::report::Outcome::Installed,
+            None,
+            9,
+        );
+        s.commit(&t, 10, 0, None);
+        assert_eq!(s.slot(SlotName::A).agent, None, "213989b's: added this run");
+
+        let mut s = staged(by_35, "bad");
+        s.commit(&t, 10, 0, None);
+        assert_eq!(s.slot(SlotName::A).agent, None, "a bad slot");
     }
 
     #[test]

@@ -372,14 +372,27 @@ impl Host {
     /// verdict is in and a good slot runs). A failure is logged and the
     /// state keeps saying so: the next run tries again.
     pub(super) fn release_reboot_lock(&self, lock: &StateLock, state: &mut State) {
+        if let Err(e) = self.give_back_reboot_lock(lock, state) {
+            super::log(&format!("{e}; the next run releases it"));
+        }
+    }
+
+    /// Give back the site's reboot lock if the state says it may be held;
+    /// why not, when the server did not take it back (the state still
+    /// says it is held).
+    pub(super) fn give_back_reboot_lock(
+        &self,
+        lock: &StateLock,
+        state: &mut State,
+    ) -> std::result::Result<(), String> {
         let Some(group) = state.fleetlock.clone() else {
-            return;
+            return Ok(());
         };
         let Some(cfg) = &self.config.reboot.fleetlock else {
             // No lock server any more: nothing to give back to.
             state.fleetlock = None;
             let _ = lock.save(state);
-            return;
+            return Ok(());
         };
         let cfg = crate::config::FleetLock {
             url: cfg.url.clone(),
@@ -396,15 +409,12 @@ impl Host {
                 .call(fleetlock::Op::Unlock)
                 .map_err(|e| e.to_string())
             });
-        match released {
-            Ok(()) => {
-                super::log(&format!("released the reboot lock of group {}", cfg.group));
-                state.fleetlock = None;
-                if let Err(e) = lock.save(state) {
-                    super::log(&format!("{e}"));
-                }
-            }
-            Err(e) => super::log(&format!("{e}; the next run releases it")),
+        released?;
+        super::log(&format!("released the reboot lock of group {}", cfg.group));
+        state.fleetlock = None;
+        if let Err(e) = lock.save(state) {
+            super::log(&format!("{e}"));
         }
+        Ok(())
     }
 }

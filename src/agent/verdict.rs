@@ -436,7 +436,12 @@ pub(super) fn run_checks(host: &Host, quiet: bool) -> std::result::Result<(), St
 /// site's reboot lock held for it is given back first when that slot's
 /// abupdate would never give it back
 /// ([`crate::state::SlotRecord::gives_back_reboot_lock`]):
-/// held across the reboot, it would block the whole site's reboots.
+/// held across the reboot, it would block the whole site's reboots. When
+/// the server does not take it back before a planned reboot there is no
+/// reboot: that slot's build would never retry, so the reboot stays owed
+/// (`planned_reboot`; the boot order is already switched) and this run
+/// fails with kind `fleetlock`; the next run gives the lock back, then
+/// reboots.
 pub(super) fn reboot_into(
     host: &Host,
     lock: &StateLock,
@@ -450,7 +455,25 @@ pub(super) fn reboot_into(
                 log(&format!(
                     "slot {slot}'s release was committed by an abupdate that does not give back the site's reboot lock: giving back the lock of group {group} before rebooting"
                 ));
-                host.release_reboot_lock(lock, state);
+                let planned = state
+                    .planned_reboot
+                    .as_ref()
+                    .is_some_and(|p| p.slot == slot);
+                match host.give_back_reboot_lock(lock, state) {
+                    Ok(()) => {}
+                    // A failing host still reboots at once (nothing makes
+                    // its reboot owed).
+                    Err(e) if !planned => log(&format!("{e}; rebooting all the same")),
+                    Err(e) => {
+                        return Err(crate::error::Error::FleetLock(
+                            crate::fleetlock::FleetLockError::NotGivenBack {
+                                group,
+                                slot: slot.to_string(),
+                                reason: e,
+                            },
+                        ))
+                    }
+                }
             }
         }
         log(&format!("rebooting into slot {slot}"));

@@ -36,6 +36,8 @@ struct Semaphores {
     holders: BTreeMap<String, String>,
     /// (op, id, group, status) of every request, in order.
     log: Vec<(String, String, String, u16)>,
+    /// `steady-state` requests still to be answered 503 (a server restart).
+    failing_unlocks: usize,
 }
 
 struct LockServer {
@@ -182,6 +184,14 @@ fn handle(stream: TcpStream, state: &Mutex<Semaphores>) {
                 ("lock", 200, "")
             }
         },
+        "/base/v1/steady-state" if st.failing_unlocks > 0 => {
+            st.failing_unlocks -= 1;
+            (
+                "unlock",
+                503,
+                r#"{"kind":"unavailable","value":"restarting"}"#,
+            )
+        }
         "/base/v1/steady-state" => {
             if st.holders.get(&group) == Some(&id) {
                 st.holders.remove(&group);
@@ -519,9 +529,22 @@ fn a_withdrawn_staged_release_is_disarmed_while_the_timer_backs_off() {
 /// probation (its reboot into the trial took the lock, its commit gave it
 /// back).
 fn on_probation_in_site(name: &str, machine: u8, server: &LockServer, group: &str) -> TestHost {
+    on_probation_staged_as(name, machine, server, group, |_| {})
+}
+
+/// [`on_probation_in_site`], with the staged state edited by `staged_as`
+/// before the trial's commit (as an older build would have written it).
+fn on_probation_staged_as(
+    name: &str,
+    machine: u8,
+    server: &LockServer,
+    group: &str,
+    staged_as: impl FnOnce(&mut serde_json::Value),
+) -> TestHost {
     let mut h = channel_site_host(name, machine, server, group, "probation = \"24h\"\n");
     let out = update(&h, true);
     assert!(out.status.success(), "update to 2.0: {}", text(&out));
+    h.edit_state(staged_as);
     h.commit_trial_on_probation("2.0");
     assert_eq!(server.holder(group), None, "the commit gives the lock back");
     h
@@ -786,5 +809,104 @@ fn a_late_rollback_into_a_slot_an_older_build_committed_gives_the_lock_back_befo
         "{}",
         text(&out)
     );
+    assert!(h.state()["fleetlock"].is_null(), "{}", h.state());
+}
+
+/// The staged state as 1cf963b wrote it: its `installed` outcome of 2.0 is
+/// kept, A's record has no `agent` (1cf963b writes none, yet gives the
+/// lock back itself).
+fn staged_by_1cf963b(s: &mut serde_json::Value) {
+    s["slots"]["A"]
+        .as_object_mut()
+        .expect("A's record")
+        .remove("agent");
+    let installed = s["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .any(|o| o["release"] == "2.0" && o["outcome"] == "installed");
+    assert!(installed, "{s}");
+}
+
+/// The staged state as 213989b wrote it: no `outcomes`, no `agent`.
+fn staged_by_213989b(s: &mut serde_json::Value) {
+    staged_by_1cf963b(s);
+    s.as_object_mut().expect("state").remove("outcomes");
+}
+
+/// Attack 7, N9: 1cf963b knows FleetLock and gives the lock back on the
+/// healthy boot of its slot, but its records lack `agent`. The commit
+/// recognises its install by the state as read and marks slot A: a
+/// withdrawal's late rollback keeps the lock across the reboot, so the
+/// site's other hosts wait their turn.
+#[test]
+fn a_late_rollback_into_a_slot_1cf963b_installed_from_keeps_the_lock_across_the_reboot() {
+    let server = LockServer::start(0);
+    let h = on_probation_staged_as("from-35", 12, &server, "store-12", staged_by_1cf963b);
+    assert_eq!(h.state()["slots"]["A"]["agent"], 1, "{}", h.state());
+    channel(&h, "withdraw", &["2.0"]);
+    let out = update(&h, true);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "rolled_back_late", "{v}");
+    assert_eq!(h.reboots(), 2, "the trial's reboot, then the rollback's");
+    assert!(
+        server.holder("store-12").is_some(),
+        "given back before the reboot"
+    );
+    assert!(
+        !text(&out).contains("does not give back the site's reboot lock"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(h.state()["fleetlock"], "store-12", "{}", h.state());
+}
+
+/// 213989b's staged state has no `outcomes`: A stays unmarked and the
+/// lock goes back before the reboot into it.
+#[test]
+fn a_late_rollback_into_a_slot_213989b_installed_from_gives_the_lock_back_before_rebooting() {
+    let server = LockServer::start(0);
+    let h = on_probation_staged_as("from-old", 13, &server, "store-13", staged_by_213989b);
+    assert!(h.state()["slots"]["A"]["agent"].is_null(), "{}", h.state());
+    channel(&h, "withdraw", &["2.0"]);
+    let out = update(&h, true);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.reboots(), 2, "the trial's reboot, then the rollback's");
+    assert_eq!(server.holder("store-13"), None, "held across the reboot");
+}
+
+/// Attack 7, N10: the give-back before the reboot into a slot that never
+/// gives the lock back fails (a 503): no reboot, which would hold the
+/// site's lock for good; the run fails `fleetlock`, the reboot stays owed,
+/// and the next tick gives the lock back, then reboots.
+#[test]
+fn a_failed_give_back_before_the_reboot_into_an_older_build_leaves_the_reboot_owed() {
+    let server = LockServer::start(0);
+    let h = on_probation_staged_as("give-back", 14, &server, "store-14", staged_by_213989b);
+    channel(&h, "withdraw", &["2.0"]);
+    server.state.lock().unwrap().failing_unlocks = 1;
+    let out = update(&h, true);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "fleetlock", "{v}");
+    assert!(
+        text(&out).contains("could not be given back before the reboot into slot A"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(h.reboots(), 1, "rebooted holding the site's lock");
+    assert!(server.holder("store-14").is_some());
+    let s = h.state();
+    assert_eq!(s["planned_reboot"]["slot"], "A", "{s}");
+    assert_eq!(s["fleetlock"], "store-14", "{s}");
+    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("A B"));
+
+    let out = update(&h, false);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "rolled_back_late", "{v}");
+    assert_eq!(h.reboots(), 2, "the owed reboot");
+    assert_eq!(server.holder("store-14"), None, "held across the reboot");
     assert!(h.state()["fleetlock"].is_null(), "{}", h.state());
 }
