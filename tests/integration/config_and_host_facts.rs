@@ -2,7 +2,7 @@
 //! one line naming the key (config: exit 2) or the file (host fact: exit
 //! 1), before anything runs, the boot order and the booted slot untouched.
 
-use crate::common::host::{image, sh_script, text, HostOptions, TestHost};
+use crate::common::host::{image, logging_systemctl, text, HostOptions, TestHost};
 
 /// Merge `toml` over the host's config as a drop-in.
 fn dropin(h: &TestHost, toml: &str) {
@@ -78,18 +78,7 @@ fn a_unit_named_like_an_option_is_left_out_with_a_warning_and_never_passed_to_sy
     // answered 0: a check that always passed. Refusing it would fail the
     // trial of the release carrying this build on every such host.
     let mut h = TestHost::new("facts-units", "1.0", HostOptions::default());
-    let bin = h.dir.join("bin");
-    std::fs::create_dir_all(&bin).expect("bin");
-    let asked = h.dir.join("systemctl.log");
-    sh_script(
-        &bin.join("systemctl"),
-        &format!("echo \"$*\" >> {}", asked.display()),
-    );
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let (asked, path) = logging_systemctl(&h.dir);
     // The trial of 2.0 runs the checks.
     let r2 = h.pack("r2", "2.0", &image("2.0", 4096), &[]);
     let out = h.abupdate(&["install", r2.to_str().expect("utf8")]);

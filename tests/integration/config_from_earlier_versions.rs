@@ -5,7 +5,7 @@
 //! value narrowed since is read as the nearest one this build takes, with
 //! one warning naming the file, line, key, the value and what is used.
 
-use crate::common::host::{image, sh_script, text, HostOptions, TestHost};
+use crate::common::host::{image, logging_systemctl, text, HostOptions, TestHost};
 
 /// A drop-in as 213989b accepted it (values later builds refused).
 const NARROWED: &str = include_str!("../fixtures/config-213989b-narrowed.toml");
@@ -20,18 +20,7 @@ fn a_config_213989b_accepted_loads_with_warnings_and_the_trial_commits() {
     std::fs::create_dir_all(h.dir.join("config.d")).expect("config.d");
     std::fs::write(&dropin, NARROWED).expect("drop-in");
     // `systemctl` as a stand-in that logs what it is asked and passes.
-    let bin = h.dir.join("bin");
-    std::fs::create_dir_all(&bin).expect("bin");
-    let asked = h.dir.join("systemctl.log");
-    sh_script(
-        &bin.join("systemctl"),
-        &format!("echo \"$*\" >> {}", asked.display()),
-    );
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let (asked, path) = logging_systemctl(&h.dir);
 
     assert_eq!(h.boot(), "B");
     let out = h.abupdate_env(&["health"], &[("PATH", &path)]);

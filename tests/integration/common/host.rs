@@ -611,6 +611,24 @@ pub fn sh_script(p: &Path, body: &str) {
     chmod_x(p);
 }
 
+/// A `systemctl` stand-in in `dir/bin` that logs each call's arguments to
+/// `dir/systemctl.log` and passes: (that log, a `PATH` that finds it first).
+pub fn logging_systemctl(dir: &Path) -> (PathBuf, String) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let asked = dir.join("systemctl.log");
+    sh_script(
+        &bin.join("systemctl"),
+        &format!("echo \"$*\" >> {}", asked.display()),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (asked, path)
+}
+
 pub fn chmod_x(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
