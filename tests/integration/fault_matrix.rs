@@ -7,7 +7,8 @@
 //! `update` disarming a staged trial its release channel withdrew, a manual
 //! `rollback` rejecting the committed release, the plain `rollback` switch
 //! (from a release adopted as found back to the newer one committed in the
-//! other slot: no verdict), `mark-good`, `mark-bad`), on GRUB, on U-Boot (a redundant
+//! other slot: no verdict), `rollback --force` onto a release that failed
+//! its trial here, `mark-good`, `mark-bad`), on GRUB, on U-Boot (a redundant
 //! env in a file), on EFI (NVRAM: a directory standing in for efivarfs,
 //! read back by the real `efibootmgr`) and on systemd-boot (an ESP whose
 //! entries the real `bootctl list` reads and picks the default of), is run
@@ -24,15 +25,20 @@
 //!   `abupdate status`;
 //! - `state.json` parses;
 //! - the slot the bootloader boots next holds a complete, known image (its
-//!   SHA-256 matches the release it records) that has not failed here;
+//!   SHA-256 matches the release it records) that has not failed here
+//!   (unless the operator forced it: `rollback --force`);
 //! - re-running the same command finishes the job, and the host then boots
 //!   the slot the flow meant it to, and its health check passes;
 //! - where the env has two copies (U-Boot), both are whole at the end.
 //!
-//! The plain switch is also cut and then simply booted (a power cut is a
-//! reboot): wherever the host comes up, its health passes, and the
-//! operator's `rollback`, again where the cut came before the bootloader
-//! was switched, ends as an uncut run does.
+//! The plain switch and the forced one are also cut and then simply booted
+//! (a power cut is a reboot): wherever the host comes up, its health passes,
+//! and the operator's `rollback`, again where the cut came before the
+//! bootloader was switched, ends as an uncut run does. A forced switch cut
+//! after the bootloader write but before the state write boots the failed
+//! release still recorded bad: its health sends the host back to the good
+//! slot (the `--force` is lost, never the host), and the operator's re-run
+//! ends as an uncut run does.
 //!
 //! The points covered are printed (`--nocapture`; `scripts/fault-matrix.sh`
 //! prints them with the total) and written to
@@ -60,6 +66,7 @@ enum Flow {
     TrialNeverBooted,
     Rollback,
     RollbackSwitch,
+    ForcedRollback,
     MarkGood,
     MarkBad,
     HealthAwaitingReboot,
@@ -78,6 +85,7 @@ impl Flow {
             Flow::TrialNeverBooted => "health-trial-never-booted",
             Flow::Rollback => "rollback",
             Flow::RollbackSwitch => "rollback-switch",
+            Flow::ForcedRollback => "rollback-force",
             Flow::MarkGood => "mark-good",
             Flow::MarkBad => "mark-bad",
             Flow::HealthAwaitingReboot => "health-awaiting-reboot",
@@ -95,6 +103,7 @@ impl Flow {
             | Flow::HealthAwaitingReboot
             | Flow::LateRollback => &["health"],
             Flow::Rollback | Flow::RollbackSwitch => &["rollback"],
+            Flow::ForcedRollback => &["rollback", "--force"],
             Flow::MarkGood => &["mark-good"],
             Flow::MarkBad => &["mark-bad", "A"],
         }
@@ -143,6 +152,9 @@ impl Flow {
             // The plain switch: the activation, then the record, then the
             // reboot (no verdict, so nothing is retired).
             Flow::RollbackSwitch => &["rollback", "state-written", "reboot-requested"],
+            // The operator's word over the records: the same switch, the
+            // slot recorded bad vouched for.
+            Flow::ForcedRollback => &["rollback", "state-written", "reboot-requested"],
             // Retirement's pair, without the failed list.
             Flow::Disarm => &["disarm-marked-bad", "disarmed", "state-written"],
             Flow::TrialNeverBooted
@@ -232,6 +244,17 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
             assert_eq!(h.boot(), "A", "no fallback");
         }
         Flow::Rollback | Flow::MarkBad => must(&h, &["health"]),
+        Flow::ForcedRollback => {
+            // 2.0 failed its trial and B is recorded bad; from A the
+            // operator forces B back (they know the check was wrong, so
+            // it passes from now on).
+            h.add_health_check("10-fail", "exit 1");
+            let out = h.abupdate(&["health"]);
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            assert_eq!(h.boot(), "A", "the failed trial did not fall back");
+            must(&h, &["health"]);
+            h.add_health_check("10-fail", "exit 0");
+        }
         Flow::RollbackSwitch => {
             // 2.0 committed in B; then the operator picks A in the boot
             // menu (1.0, adopted as found: no release this host judges)
@@ -292,7 +315,7 @@ fn trace(flow: Flow, loader: Loader, url: Option<&str>) -> Vec<String> {
 }
 
 /// The invariants that must hold at every instant.
-fn assert_safe(h: &Host, at: &str) {
+fn assert_safe(flow: Flow, h: &Host, at: &str) {
     let env = h
         .try_env()
         .unwrap_or_else(|e| panic!("{at}: the real tool cannot read the env: {e}"));
@@ -337,8 +360,11 @@ fn assert_safe(h: &Host, at: &str) {
         .as_array()
         .map(|a| a.iter().filter_map(|f| f["version"].as_str()).collect())
         .unwrap_or_default();
+    // `rollback --force` is the one way onto a release that failed here:
+    // the operator vouches for it (it stays on the failed list, so no
+    // timer installs it again).
     assert!(
-        !failed.contains(&version.as_str()),
+        flow == Flow::ForcedRollback || !failed.contains(&version.as_str()),
         "{at}: primary {primary} holds {version}, which failed here: {env:?}"
     );
 }
@@ -390,6 +416,15 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
             }
             ("B", "2.0")
         }
+        Flow::ForcedRollback => {
+            // The operator's word: B is vouched for, and A stays the
+            // fallback it was.
+            assert!(state["transaction"].is_null(), "{at}: {state}");
+            assert_ne!(state["slots"]["B"]["status"], "bad", "{at}: {state}");
+            assert_eq!(state["slots"]["A"]["status"], "good", "{at}: {state}");
+            assert!(h.bootable("A"), "{at}: A not bootable: {:?}", h.env());
+            ("B", "2.0")
+        }
         Flow::Disarm => {
             assert!(state["transaction"].is_null(), "{at}: {state}");
             assert!(
@@ -407,7 +442,7 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
             ("B", "2.0")
         }
     };
-    assert_safe(h, &format!("{at}, finished"));
+    assert_safe(flow, h, &format!("{at}, finished"));
     assert_eq!(h.primary(), Some(slot), "{at}: {:?}", h.env());
     assert_eq!(h.boot(), slot, "{at}: booted the wrong slot");
     let out = h.abupdate(&["health"]);
@@ -419,7 +454,7 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
         _ => "healthy".to_string(),
     };
     assert!(text(&out).contains(&want), "{at}: {}", text(&out));
-    assert_safe(h, &format!("{at}, after the next boot"));
+    assert_safe(flow, h, &format!("{at}, after the next boot"));
     // Where the env has two copies, a copy torn by the crash was written
     // again since: both whole, so the next torn write still has one left.
     assert_eq!(
@@ -444,10 +479,22 @@ fn crash_then_boot(flow: Flow, loader: Loader, point: &str, url: Option<&str>) {
     );
     let out = h.abupdate_env(flow.command(), &[("ABUPDATE_FAILPOINT", point)]);
     assert_eq!(out.status.signal(), Some(6), "{at}: {}", text(&out));
-    let booted = h.boot();
+    let mut booted = h.boot();
+    let recorded_bad = h.state()["slots"][booted]["status"] == "bad";
     let out = h.abupdate(&["health"]);
-    assert!(text(&out).contains("healthy"), "{at}: {}", text(&out));
-    assert_safe(&h, &format!("{at}, booted {booted}"));
+    if flow == Flow::ForcedRollback && recorded_bad {
+        // Cut after the bootloader switch, before the record: the slot
+        // booted is still recorded bad, so its health sends the host
+        // back to the good one. The `--force` is lost, never the host.
+        assert_eq!(out.status.code(), Some(1), "{at}: {}", text(&out));
+        booted = h.boot();
+        assert_eq!(booted, "A", "{at}: not sent back: {:?}", h.env());
+        let out = h.abupdate(&["health"]);
+        assert!(out.status.success(), "{at}: {}", text(&out));
+    } else {
+        assert!(text(&out).contains("healthy"), "{at}: {}", text(&out));
+    }
+    assert_safe(flow, &h, &format!("{at}, booted {booted}"));
     if booted != "B" {
         must(&h, flow.command());
     }
@@ -518,7 +565,7 @@ fn matrix(flow: Flow, loader: Loader) {
             "{at}: did not abort there: {}",
             text(&out)
         );
-        assert_safe(&h, &at);
+        assert_safe(flow, &h, &at);
         let out = h.abupdate(flow.command());
         assert_eq!(
             out.status.code(),
@@ -527,7 +574,7 @@ fn matrix(flow: Flow, loader: Loader) {
             text(&out)
         );
         assert_finished(flow, &mut h, &at);
-        if flow == Flow::RollbackSwitch {
+        if matches!(flow, Flow::RollbackSwitch | Flow::ForcedRollback) {
             crash_then_boot(flow, loader, point, url);
         }
     }
@@ -569,6 +616,7 @@ matrix_tests! {
     grub_trial_never_booted: Flow::TrialNeverBooted, Loader::Grub;
     grub_rollback: Flow::Rollback, Loader::Grub;
     grub_rollback_switch: Flow::RollbackSwitch, Loader::Grub;
+    grub_rollback_force: Flow::ForcedRollback, Loader::Grub;
     grub_mark_good: Flow::MarkGood, Loader::Grub;
     grub_mark_bad: Flow::MarkBad, Loader::Grub;
     grub_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Grub;
@@ -582,6 +630,7 @@ matrix_tests! {
     uboot_trial_never_booted: Flow::TrialNeverBooted, Loader::Uboot;
     uboot_rollback: Flow::Rollback, Loader::Uboot;
     uboot_rollback_switch: Flow::RollbackSwitch, Loader::Uboot;
+    uboot_rollback_force: Flow::ForcedRollback, Loader::Uboot;
     uboot_mark_good: Flow::MarkGood, Loader::Uboot;
     uboot_mark_bad: Flow::MarkBad, Loader::Uboot;
     uboot_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Uboot;
@@ -594,6 +643,7 @@ matrix_tests! {
     efi_trial_never_booted: Flow::TrialNeverBooted, Loader::Efi;
     efi_rollback: Flow::Rollback, Loader::Efi;
     efi_rollback_switch: Flow::RollbackSwitch, Loader::Efi;
+    efi_rollback_force: Flow::ForcedRollback, Loader::Efi;
     efi_mark_good: Flow::MarkGood, Loader::Efi;
     efi_mark_bad: Flow::MarkBad, Loader::Efi;
     efi_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::Efi;
@@ -606,6 +656,7 @@ matrix_tests! {
     systemd_boot_trial_never_booted: Flow::TrialNeverBooted, Loader::SystemdBoot;
     systemd_boot_rollback: Flow::Rollback, Loader::SystemdBoot;
     systemd_boot_rollback_switch: Flow::RollbackSwitch, Loader::SystemdBoot;
+    systemd_boot_rollback_force: Flow::ForcedRollback, Loader::SystemdBoot;
     systemd_boot_mark_good: Flow::MarkGood, Loader::SystemdBoot;
     systemd_boot_mark_bad: Flow::MarkBad, Loader::SystemdBoot;
     systemd_boot_health_awaiting_reboot: Flow::HealthAwaitingReboot, Loader::SystemdBoot;
