@@ -778,13 +778,20 @@ pub fn queries(
     let position =
         format!("max by ({l}) (last_over_time(abupdate_rollout_position{{{hosts}}}[{range}]))");
     let outcomes = match percent {
-        Some(p) => format!(
-            "count by (outcome, kind, in_wave) (\
-             (({per_host}) * on ({l}) group_left (in_wave) \
-             label_replace({position} < {}, \"in_wave\", \"1\", \"\", \"\")) \
-             or on ({l}) ({per_host}))",
-            p / 100.0
-        ),
+        // `in_wave` is this query's own marker, and a host writes its
+        // outcome series' labels itself (its textfile): a value it wrote
+        // is dropped before the join, so no host can put itself in the
+        // wave or make the answer unreadable (review 8, 01).
+        Some(p) => {
+            let unmarked = format!("label_replace({per_host}, \"in_wave\", \"\", \"\", \"\")");
+            format!(
+                "count by (outcome, kind, in_wave) (\
+                 (({unmarked}) * on ({l}) group_left (in_wave) \
+                 label_replace({position} < {}, \"in_wave\", \"1\", \"\", \"\")) \
+                 or on ({l}) ({unmarked}))",
+                p / 100.0
+            )
+        }
         None => format!("count by (outcome, kind) ({per_host})"),
     };
     let not_counted = format!(
@@ -1322,8 +1329,10 @@ mod tests {
         let position = format!(
             "max by (instance) (last_over_time(abupdate_rollout_position{{{hosts}}}[3600s]))"
         );
-        // Each host's outcome joined with its position: in the wave or not
-        // (no label), and a host without a position still counted.
+        // Each host's outcome, its own `in_wave` dropped, joined with its
+        // position: in the wave or not (no label), and a host without a
+        // position still counted.
+        let per_host = format!("label_replace({per_host}, \"in_wave\", \"\", \"\", \"\")");
         assert_eq!(
             q.outcomes,
             format!(

@@ -398,7 +398,7 @@ fn a_real_prometheus_advances_a_healthy_wave_pauses_a_failing_one_and_holds_a_so
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.matches("query: ").count(), 5, "{stdout}");
     assert!(
-        stdout.contains("query: count by (outcome, kind, in_wave) (((topk"),
+        stdout.contains("query: count by (outcome, kind, in_wave) (((label_replace(topk"),
         "{stdout}"
     );
     assert!(
@@ -771,6 +771,91 @@ fn commits_of_hosts_outside_the_wave_do_not_advance_it() {
         "{j}"
     );
     assert_eq!(snapshot(m.parent().expect("dir")), before);
+}
+
+/// Review 8, finding 01: `in_wave` is the outcome query's own join
+/// marker, but a host writes its outcome series' labels itself (its
+/// textfile, or an operator's `[report] labels`). One host outside the
+/// wave exporting `in_wave="no"` made every run fail ("unexpected in_wave
+/// label"), so a failing wave was never paused; one exporting
+/// `in_wave="1"` had its commit counted as the wave's. The query drops
+/// the hosts' own value: region `veto` (two of the five wave hosts rolled
+/// back) pauses, and region `forge` (four of five committed) keeps.
+#[test]
+fn an_in_wave_label_a_host_writes_itself_neither_blocks_a_pause_nor_joins_the_wave() {
+    let h = TestHost::new("fleet-prom-own-label", "1.0", HostOptions::default());
+    let now = abupdate::timefmt::now();
+    let started = now - 3 * 3600;
+    let recent = [(now - 600, now - 60)];
+    let mut lines = Vec::new();
+    for (region, wave) in [
+        ("veto", ["rolled_back", "rolled_back", "", "", ""]),
+        (
+            "forge",
+            ["committed", "committed", "committed", "committed", ""],
+        ),
+    ] {
+        for i in 0..50 {
+            let outcome = wave.get(i).copied().unwrap_or_default();
+            let outcomes: &[Outcome] = match outcome {
+                "" => &[],
+                o => &[("8.0", o, started + 600)],
+            };
+            let position = (i as f64 + 0.5) / 50.0;
+            let name = format!("{region}-{i:02}:9100");
+            host_lines(&mut lines, &name, region, position, outcomes, &recent);
+        }
+        let own = match region {
+            "veto" => "no",
+            _ => "1",
+        };
+        let lab = format!("{region}-lab:9100");
+        let mut lab_lines = Vec::new();
+        let committed: &[Outcome] = &[("8.0", "committed", started + 900)];
+        host_lines(&mut lab_lines, &lab, region, 0.99, committed, &recent);
+        lines.extend(lab_lines.into_iter().map(|l| {
+            l.replace(
+                "outcome=\"committed\"",
+                &format!("outcome=\"committed\",in_wave=\"{own}\""),
+            )
+        }));
+    }
+    assert!(lines.iter().any(|l| l.contains("in_wave=\"no\"")));
+    let p = prom::prometheus_with(&h.dir.join("prometheus"), &openmetrics(&lines));
+    let decide = |region: &str| {
+        let m = release(&h, region, "8.0", started);
+        let selector = format!("region=\"{region}\"");
+        let out = controller(
+            &h,
+            &m,
+            &p.url(""),
+            &["--selector", &selector, "--max-failures", "1"],
+        );
+        assert!(out.status.success(), "{region}: {}", text(&out));
+        (m, json(&out))
+    };
+
+    let (m, j) = decide("veto");
+    assert_eq!(j["action"].as_str(), Some("pause"), "{j}");
+    assert_eq!(
+        j["in_wave"],
+        serde_json::json!({"installed": 0, "committed": 0, "failed": 2, "committed_outside": 1}),
+        "{j}"
+    );
+    assert_eq!(doc(&m)["rollout"]["paused"], true);
+
+    let (m, j) = decide("forge");
+    assert_eq!(
+        (j["action"].as_str(), j["wave_hosts"].as_u64()),
+        (Some("keep"), Some(5)),
+        "{j}"
+    );
+    assert_eq!(
+        j["in_wave"],
+        serde_json::json!({"installed": 0, "committed": 4, "failed": 0, "committed_outside": 1}),
+        "{j}"
+    );
+    assert_eq!(doc(&m)["rollout"]["percent"], 10.0);
 }
 
 /// Finding 1 of the outside review: in the 10% wave (hosts 0-4) host 0
