@@ -60,6 +60,10 @@ pub enum Outcome {
         reason: String,
         /// Bytes of the delta fetched before that.
         fetched: u64,
+        /// The server answered a segment's range with the whole file (it,
+        /// or a proxy, ignores `Range`): counted as a warning
+        /// (`range_ignored`), the full payload being what it can serve.
+        range_ignored: bool,
     },
 }
 
@@ -408,8 +412,24 @@ pub fn apply(
             return Ok(Outcome::Fallback {
                 reason: format!($($arg)*),
                 fetched,
+                range_ignored: false,
             })
         };
+    }
+    // A failed read of segment `i`'s frame: given up for the full
+    // payload, counted when the server ignored the range.
+    macro_rules! fallback_read {
+        ($i:expr, $e:expr) => {{
+            let e = unless_window_closed($e)?;
+            return Ok(Outcome::Fallback {
+                range_ignored: matches!(
+                    FetchError::from_io(&e),
+                    Some(FetchError::RangeIgnored { .. })
+                ),
+                reason: format!("segment {}: {e}", $i),
+                fetched,
+            });
+        }};
     }
     for (i, seg) in delta.segments.iter().enumerate() {
         if journal.done.contains(&i) {
@@ -428,10 +448,14 @@ pub fn apply(
                 .open_range(&plan.location, seg.patch_offset, seg.patch_length)
             {
                 Ok(r) => r,
+                // Taking the segment from the whole answer would fetch
+                // the whole delta payload once per segment: the full
+                // payload is what such a server can serve.
                 Err(e @ FetchError::RangeIgnored { .. }) => {
                     return Ok(Outcome::Fallback {
-                        reason: e.to_string(),
+                        reason: format!("segment {i}: {e}"),
                         fetched,
+                        range_ignored: true,
                     })
                 }
                 Err(e @ FetchError::OutsideWindow { .. }) => return Err(e.into_io()),
@@ -452,10 +476,7 @@ pub fn apply(
                         seg.patch_offset + seg.patch_length
                     ),
                 },
-                Err(e) => {
-                    let e = unless_window_closed(e)?;
-                    fallback!("segment {i}: {e}")
-                }
+                Err(e) => fallback_read!(i, e),
             },
         };
         // The frame must pledge its size: that bounds the decoder's memory
@@ -506,10 +527,7 @@ pub fn apply(
         loop {
             let n = match fill(&mut decoder, &mut buf) {
                 Ok(n) => n,
-                Err(e) => {
-                    let e = unless_window_closed(e)?;
-                    fallback!("segment {i}: {e}")
-                }
+                Err(e) => fallback_read!(i, e),
             };
             if n == 0 {
                 break;

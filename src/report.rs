@@ -378,6 +378,12 @@ pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
         vec![(with(&[]), m.downloaded_bytes.to_string())],
     );
     metric(
+        "abupdate_range_ignored_total",
+        "counter",
+        "Range requests a server answered with the whole file; the download went on (a warning: bytes crossed the link again).",
+        vec![(with(&[]), m.range_ignored.to_string())],
+    );
+    metric(
         "abupdate_installs_total",
         "counter",
         "Releases written and staged.",
@@ -564,6 +570,7 @@ mod tests {
     fn textfile_has_help_type_and_escaped_labels() {
         let mut m = Metrics {
             downloaded_bytes: 42,
+            range_ignored: 3,
             last_check: Some(1_700_000_000),
             ..Default::default()
         };
@@ -578,6 +585,7 @@ mod tests {
         );
         assert!(text.contains("# TYPE abupdate_failures_total counter\nabupdate_failures_total{kind=\"hash_mismatch\",compatible=\"acme\"} 2\n"), "{text}");
         assert!(text.contains("abupdate_downloaded_bytes_total{compatible=\"acme\"} 42\n"));
+        assert!(text.contains("# TYPE abupdate_range_ignored_total counter\nabupdate_range_ignored_total{compatible=\"acme\"} 3\n"), "{text}");
         assert!(text.contains("abupdate_update_pending{compatible=\"acme\"} 1\n"));
         assert!(text.contains("abupdate_rollout_position{compatible=\"acme\"} 0.250000\n"));
         assert!(text.ends_with('\n'));
@@ -607,7 +615,7 @@ mod tests {
         let text = render_textfile(&m, &view(&labels, &outcomes));
         let tail = r#"compatible="acme",region="eu",site="store \"42\"\\\nx"}"#;
         let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-        assert_eq!(samples.len(), 13, "{text}");
+        assert_eq!(samples.len(), 14, "{text}");
         for line in &samples {
             assert!(line.contains(tail), "{line}");
         }

@@ -474,6 +474,13 @@ pub struct Metrics {
     /// Payload bytes received over the network.
     #[serde(default)]
     pub downloaded_bytes: u64,
+    /// Range requests a server answered with the whole file (it, or a
+    /// proxy, ignores `Range`): a resume that went on from the whole
+    /// answer, a delta given up for the full payload. A warning, not a
+    /// failure: the bytes before the range crossed the link again. Absent
+    /// while 0 (a state file of an earlier version saves back as it was).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub range_ignored: u64,
     /// Releases written and staged.
     #[serde(default)]
     pub installs: u64,
@@ -498,6 +505,10 @@ pub struct Metrics {
     /// Fields this version does not know, kept as read.
     #[serde(flatten)]
     pub unknown: Unknown,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The hash of a booted slot's prefix, valid for one boot: a delta's source

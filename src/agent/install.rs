@@ -883,6 +883,9 @@ fn write_payload(
     // What every attempt fetched, a discarded one's included: the link
     // carried those bytes too (`downloaded_bytes`).
     let mut network = 0u64;
+    // Resumes the server answered with the whole payload (it ignores
+    // `Range`): a warning counted in `range_ignored`, not a failure.
+    let mut ranges_ignored = 0u64;
     // Frames fetched once more (`frame_again`) cross the link as well.
     // (Atomic: the writer may call it from its pipeline's threads.)
     let refetched = std::sync::atomic::AtomicU64::new(0);
@@ -937,7 +940,8 @@ fn write_payload(
             let resumed = reader.resumed_from();
             resumed_at = resumed;
             if from_slot && resumed != held.payload_offset() {
-                // The server sent the whole payload (it ignored the range).
+                // The download restarted from byte 0 (the server answered
+                // with another range, or could not serve it).
                 held = install::Held::default();
             }
             if held.segments() > 0 {
@@ -983,11 +987,13 @@ fn write_payload(
             Ok(written.payload_bytes)
             })();
             network += reader.bytes_from_network();
+            ranges_ignored += reader.ranges_ignored();
             attempt
         });
         match result {
             Ok(payload) => {
                 host.state_dir.remove_partial(image.download_sha256());
+                w.state.metrics.range_ignored += ranges_ignored;
                 return Ok((
                     payload,
                     network + refetched.load(std::sync::atomic::Ordering::Relaxed),
@@ -1028,6 +1034,7 @@ fn write_payload(
     // attempts (a cut one's bytes are kept for the next run, which fetches
     // only the rest).
     w.state.metrics.downloaded_bytes += so_far.network + network;
+    w.state.metrics.range_ignored += ranges_ignored;
     let armed = w.armed.is_some();
     w.fail(&e)?;
     if !armed && so_far.network + network > 0 {
@@ -1368,8 +1375,15 @@ fn try_delta(
             ));
             Ok((Some(fetched), 0))
         }
-        crate::delta::Outcome::Fallback { reason, fetched } => {
+        crate::delta::Outcome::Fallback {
+            reason,
+            fetched,
+            range_ignored,
+        } => {
             let _ = std::fs::remove_file(&journal);
+            if range_ignored {
+                w.state.metrics.range_ignored += 1;
+            }
             log(&format!(
                 "{class}: delta not used ({reason}); installing the full image"
             ));

@@ -7,15 +7,25 @@
 //! the first offset on, in order, none twice: a new response is accepted
 //! only when it is a `206` whose `Content-Range` starts at the next byte
 //! wanted (and, for a bounded range, ends where asked; for an open-ended
-//! one, at the declared size). Anything else ends the body with an error;
-//! nothing is ever taken back from the caller.
+//! one, at the declared size), or, for an open-ended body (a payload), the
+//! whole resource (`200`: the server or a proxy ignores `Range`) of the
+//! object the body began with, whose bytes before the next one wanted are
+//! read and dropped, never handed out ([`judge_resume`]). Anything else
+//! ends the body with an error; nothing is ever taken back from the
+//! caller, who checks every byte handed out against the signed digest.
+//!
+//! Bounded: a whole answer is at most the declared size (announced and
+//! read), and once one came, progress no longer forgives a failure (each
+//! further try may cost the whole size again): a body takes at most
+//! `retries` more tries after it, so at most `retries + 1` times the size
+//! crosses the link for it.
 
 use std::io::{self, Read};
 
 use ureq::BodyReader;
 
 use super::pace::Bucket;
-use super::payload::{check_lengths, content_range, response_validator};
+use super::payload::{check_lengths, content_range, response_validator, ContentRange};
 use super::retry::{Attempts, Next};
 use super::{Allowance, FetchError, Reply, StallGuard, Transport};
 
@@ -34,6 +44,55 @@ impl End {
             End::OpenEnded { size } => size,
             End::Bounded { end } => end,
         }
+    }
+}
+
+/// What an answer to a resume at byte `offset` means for the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ResumeAnswer {
+    /// A `206` for exactly the bytes wanted: read on.
+    Continues,
+    /// The whole resource (`200`) to an open-ended resume, of the object
+    /// the body began with (its validator, or none to tell): the server
+    /// ignores `Range`. Its first `offset` bytes are read and dropped (the
+    /// caller has them), the rest handed out.
+    Whole,
+    /// The whole resource under another validator than the one sent as
+    /// `If-Range`: the object was replaced since the body began.
+    Changed,
+    /// Anything else (a `206` for other bytes, or without a usable
+    /// `Content-Range`; a `200` to a bounded range): the body cannot go on.
+    Refused,
+}
+
+/// Judge the answer (`status`, its `Content-Range` when usable, its
+/// validator `answered`) to a resume at `offset` of a body ending at `end`
+/// that sent `sent` as `If-Range`.
+pub(crate) fn judge_resume(
+    status: u16,
+    range: Option<ContentRange>,
+    offset: u64,
+    end: End,
+    sent: Option<&str>,
+    answered: Option<&str>,
+) -> ResumeAnswer {
+    match (status, end, range) {
+        (200, _, _) if offset > 0 && sent.is_some_and(|s| answered != Some(s)) => {
+            ResumeAnswer::Changed
+        }
+        (206, End::OpenEnded { .. }, Some((start, _, _))) if start == offset => {
+            ResumeAnswer::Continues
+        }
+        (206, End::Bounded { end }, Some((start, last, _)))
+            if start == offset && last.checked_add(1) == Some(end) =>
+        {
+            ResumeAnswer::Continues
+        }
+        // A bounded range (a delta's segment) is never taken from a whole
+        // answer: every segment would cost the whole file. Its caller
+        // falls back to the full payload.
+        (200, End::OpenEnded { .. }, _) => ResumeAnswer::Whole,
+        _ => ResumeAnswer::Refused,
     }
 }
 
@@ -62,6 +121,14 @@ pub(crate) struct Resuming {
     /// `If-Range` on every resume: an object replaced meanwhile answers
     /// with a `200`, which ends the body, rather than splicing its bytes.
     validator: Option<String>,
+    /// Bytes of the current (whole) response still to read and drop
+    /// before the next byte wanted: the caller has them already.
+    skip: u64,
+    /// Bytes read and dropped so far (they crossed the link all the same).
+    skipped: u64,
+    /// Resumes answered with the whole resource (the server ignores
+    /// `Range`): from the first on, progress forgives no failure.
+    ranges_ignored: u64,
 }
 
 impl Resuming {
@@ -88,7 +155,38 @@ impl Resuming {
             idle_grace: false,
             last_failure: None,
             validator: None,
+            skip: 0,
+            skipped: 0,
+            ranges_ignored: 0,
         }
+    }
+
+    /// The current response is the whole resource, answered to a resume
+    /// at `offset` (the server ignores `Range`): its first `offset` bytes
+    /// are read and dropped before the next is handed out. Said in one
+    /// line, counted, and from now on progress forgives no failure (see
+    /// the module's bound).
+    pub(crate) fn drop_head(&mut self) {
+        let (offset, shown) = (self.offset, &self.shown);
+        if offset == 0 {
+            return;
+        }
+        self.skip = offset;
+        self.ranges_ignored += 1;
+        crate::say!(
+            "abupdate: {shown}: the server ignores Range (HTTP 200 with the whole file to a resume at byte {offset}): its first {offset} bytes cross the link again and are dropped; the download goes on from byte {offset}"
+        );
+    }
+
+    /// Bytes read from the network and dropped, not handed out: the head
+    /// of whole answers to resumes, which the caller had already.
+    pub(crate) fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Resumes the server answered with the whole resource.
+    pub(crate) fn ranges_ignored(&self) -> u64 {
+        self.ranges_ignored
     }
 
     /// Resume only while the object is still the one `validator` names.
@@ -135,64 +233,63 @@ impl Resuming {
             return Err(Err(err));
         }
         let status = resp.status().as_u16();
-        // The whole object under another validator than the one sent: it
-        // was replaced since the download began. Said as such (not as a
-        // missing Content-Range), so that the caller starts over from 0.
-        if let Some(sent) = self
-            .validator
-            .as_ref()
-            .filter(|_| status == 200 && offset > 0)
-        {
-            if response_validator(&resp).as_ref() != Some(sent) {
+        let got = content_range(&resp);
+        let range = got.as_ref().and_then(|r| r.as_ref().ok()).copied();
+        let answered = response_validator(&resp);
+        self.skip = 0;
+        // Where the answer's body starts in the resource.
+        let from = match judge_resume(
+            status,
+            range,
+            offset,
+            self.end,
+            self.validator.as_deref(),
+            answered.as_deref(),
+        ) {
+            ResumeAnswer::Continues => offset,
+            // Said as such (not as a missing Content-Range), so that the
+            // caller starts over from 0.
+            ResumeAnswer::Changed => {
                 return Err(Ok(FetchError::Changed {
                     location: shown,
                     at: offset,
-                    validator: sent.clone(),
+                    validator: self.validator.clone().unwrap_or_default(),
+                }))
+            }
+            // From byte 0: the bytes before `offset`, if any, are read
+            // and dropped ([`Resuming::drop_head`], once its length is
+            // checked below).
+            ResumeAnswer::Whole => 0,
+            ResumeAnswer::Refused => {
+                let detail = format!(
+                    "resuming at byte {offset} failed (HTTP {status}, {}); {}",
+                    match &got {
+                        Some(Ok((a, b, _))) => format!("bytes {a}-{b}"),
+                        Some(Err(why)) => format!("an unusable Content-Range: {why}"),
+                        None => "no Content-Range".into(),
+                    },
+                    match self.end {
+                        End::OpenEnded { .. } => "a partial download is kept for the next run",
+                        End::Bounded { .. } => "the range is not served",
+                    }
+                );
+                return Err(Ok(match self.end {
+                    End::Bounded { .. } => FetchError::RangeIgnored {
+                        location: shown,
+                        detail,
+                    },
+                    End::OpenEnded { .. } => FetchError::Network {
+                        location: shown,
+                        detail,
+                    },
                 }));
             }
-        }
-        let got = content_range(&resp);
-        let range = got.as_ref().and_then(|r| r.as_ref().ok()).copied();
-        let continues = status == 206
-            && match (self.end, range) {
-                (End::OpenEnded { .. }, Some((start, _, _))) => start == offset,
-                (End::Bounded { end }, Some((start, last, _))) => {
-                    start == offset && last + 1 == end
-                }
-                (_, None) => false,
-            };
-        // Nothing handed out yet: the whole resource is exactly the bytes
-        // still wanted, from a server that ignores `Range` (busybox httpd,
-        // `python -m http.server`) as from one that honours it.
-        let whole = status == 200 && offset == 0 && matches!(self.end, End::OpenEnded { .. });
-        if !continues && !whole {
-            let detail = format!(
-                "resuming at byte {offset} failed (HTTP {status}, {}); {}",
-                match &got {
-                    Some(Ok((a, b, _))) => format!("bytes {a}-{b}"),
-                    Some(Err(why)) => format!("an unusable Content-Range: {why}"),
-                    None => "no Content-Range".into(),
-                },
-                match self.end {
-                    End::OpenEnded { .. } => "a partial download is kept for the next run",
-                    End::Bounded { .. } => "the range is not served",
-                }
-            );
-            return Err(Ok(match self.end {
-                End::Bounded { .. } => FetchError::RangeIgnored {
-                    location: shown,
-                    detail,
-                },
-                End::OpenEnded { .. } => FetchError::Network {
-                    location: shown,
-                    detail,
-                },
-            }));
-        }
+        };
         if let End::OpenEnded { size } = self.end {
-            check_lengths(&resp, &shown, offset, size, range).map_err(Ok)?;
+            let range = range.filter(|_| status == 206);
+            check_lengths(&resp, &shown, from, size, range).map_err(Ok)?;
         }
-        let remaining = self.end.end() - offset;
+        let remaining = self.end.end() - from;
         self.body = Some(super::payload::body_reader(
             &self.transport,
             resp,
@@ -201,6 +298,9 @@ impl Resuming {
         ));
         self.shown = shown;
         self.from_body = 0;
+        if from < offset {
+            self.drop_head();
+        }
         Ok(())
     }
 
@@ -264,8 +364,14 @@ impl Resuming {
                     Ok(()) => {}
                     Err(Ok(fatal)) => {
                         return Err(match self.last_failure.take() {
-                            // What happens next is the news, not the cut.
-                            Some(first) if matches!(fatal, FetchError::Changed { .. }) => {
+                            // What happens next is the news, not the cut:
+                            // the caller starts over, or gives the range up.
+                            Some(first)
+                                if matches!(
+                                    fatal,
+                                    FetchError::Changed { .. } | FetchError::RangeIgnored { .. }
+                                ) =>
+                            {
                                 crate::say!("abupdate: {first}");
                                 fatal
                             }
@@ -282,7 +388,13 @@ impl Resuming {
                     }
                 }
             }
-            let want = usize::try_from(end - self.offset)
+            // The head of a whole answer is read into `buf` and dropped
+            // (paced like any byte: it crosses the link).
+            let left = match self.skip {
+                0 => end - self.offset,
+                skip => skip,
+            };
+            let want = usize::try_from(left)
                 .unwrap_or(usize::MAX)
                 .min(buf.len())
                 .min(Bucket::chunk(rate));
@@ -291,12 +403,22 @@ impl Resuming {
             };
             let err = match read_retrying(body, &mut buf[..want]) {
                 Ok(0) => self.too_short(),
+                Ok(n) if self.skip > 0 => {
+                    self.skip -= n as u64;
+                    self.skipped += n as u64;
+                    self.transport.throttle(rate, n);
+                    continue;
+                }
                 Ok(n) => {
                     self.offset += n as u64;
                     self.from_body += n as u64;
                     self.idle_grace = false;
                     self.last_failure = None;
-                    self.attempts.progress(n as u64);
+                    // Once a whole answer came, any try may cost the whole
+                    // size again: progress no longer forgives a failure.
+                    if self.ranges_ignored == 0 {
+                        self.attempts.progress(n as u64);
+                    }
                     self.transport.throttle(rate, n);
                     return Ok(n);
                 }

@@ -9,9 +9,11 @@
 //!   never handed out). Memory stays bounded: payloads are streamed.
 //! - A resumed download only ever appends bytes that follow the ones on disk:
 //!   the partial file grows by exactly the bytes of a `206` whose
-//!   `Content-Range` starts at its current length. Any other answer either
-//!   restarts from 0 (partial truncated first, before any byte is handed out)
-//!   or is an error. Whether the bytes on disk are the *right* bytes is the
+//!   `Content-Range` starts at its current length, or by the bytes after
+//!   its length of a whole answer (`200` of the same object: the server or
+//!   a proxy ignores `Range`; the head is read and dropped, `body.rs`).
+//!   Any other answer either restarts from 0 (partial truncated first,
+//!   before any byte is handed out) or is an error. Whether the bytes on disk are the *right* bytes is the
 //!   caller's hash check, not ours. The partial file is opened without
 //!   following a symlink and only as a regular file: payload bytes land in
 //!   no other file (`payload.rs`, `open_partial`).
@@ -31,7 +33,8 @@
 //!   (`pace.rs`) and not outside the download windows: there a body ends
 //!   ([`FetchError::OutsideWindow`]), never waits (a wait of hours would
 //!   hold the caller's state lock); a body that fails goes on with `Range`
-//!   from exactly the next byte or ends in an error (`body.rs`); only
+//!   from exactly the next byte (a payload also from a whole answer, its
+//!   head dropped) or ends in an error (`body.rs`); only
 //!   transient failures are asked again, bounded (`retry.rs`); headers and
 //!   the client certificate go to the configured origins only, hop by hop
 //!   (`auth.rs`).
@@ -290,8 +293,10 @@ pub enum FetchError {
         /// When the next download window opens (Unix seconds).
         until: i64,
     },
-    /// The server answered a range request with the whole resource (or a
-    /// different range): the caller falls back to a full download.
+    /// The server answered a bounded range request (a delta's segment, a
+    /// frame fetched once more) with the whole resource (or a different
+    /// range): the caller falls back to a full download. (A resumed
+    /// payload goes on from a whole answer instead: `body.rs`.)
     RangeIgnored {
         /// The URL or path, as shown (without user info).
         location: String,
@@ -448,7 +453,7 @@ impl FetchError {
             FetchError::Io { location, detail } => format!("{location}: {detail}"),
             FetchError::Refused { location, reason } => format!("{location}: {reason}"),
             FetchError::RangeIgnored { location, detail } => {
-                format!("{location}: range request not honoured: {detail}")
+                format!("{location}: the server ignores Range: {detail}")
             }
             FetchError::Changed {
                 location,
@@ -1288,7 +1293,9 @@ impl Transport {
     /// The payload's bytes from `start` to its end (`size` in all), for a
     /// caller that holds the bytes before `start`: one `Range` request
     /// over HTTP, nothing kept on disk. A server that ignores the range
-    /// sends the whole payload: check [`PayloadReader::resumed_from`].
+    /// sends the whole payload, its bytes before `start` dropped; one that
+    /// answers with another range restarts from 0: check
+    /// [`PayloadReader::resumed_from`].
     pub fn open_payload_from(
         &self,
         location: &str,
@@ -1350,7 +1357,7 @@ impl Transport {
             200 => {
                 return Err(FetchError::RangeIgnored {
                     location: shown,
-                    detail: "HTTP 200 with the whole file".into(),
+                    detail: format!("HTTP 200 with the whole file to bytes={offset}-{last}"),
                 })
             }
             404 | 410 => {

@@ -9,7 +9,7 @@ use ureq::{Body, BodyReader};
 
 use crate::flush::{BackgroundSync, Push};
 
-use super::body::{read_retrying, End, Resuming};
+use super::body::{judge_resume, read_retrying, End, ResumeAnswer, Resuming};
 use super::location::{parse_location, redact, Loc};
 use super::retry::Attempts;
 use super::{retry_after, FetchError, Reply, StallGuard, Transport};
@@ -31,7 +31,9 @@ pub enum Resume<'a> {
     /// The caller holds the bytes before this offset (a segmented
     /// payload's frames whose segments the slot already holds): only the
     /// rest is fetched, with `Range`. A server that ignores the range
-    /// restarts the download from 0; [`PayloadReader::resumed_from`] tells.
+    /// sends the whole payload, whose first bytes are then dropped; one that
+    /// answers with other bytes restarts the download from 0
+    /// ([`PayloadReader::resumed_from`] tells).
     From(u64),
 }
 
@@ -121,7 +123,22 @@ impl PayloadReader {
     /// Bytes that came over the wire in this run (not replayed from the
     /// partial file), including a surplus byte that proved a source too long.
     pub fn bytes_from_network(&self) -> u64 {
-        self.from_network
+        self.from_network + self.net().map_or(0, Resuming::skipped)
+    }
+
+    /// Resumes (`Range`) the server answered with the whole payload
+    /// (`200`, the same object): the download went on from it, the bytes
+    /// before the range fetched again. A warning for the operator (the
+    /// server or a proxy ignores `Range`), not a failure.
+    pub fn ranges_ignored(&self) -> u64 {
+        self.net().map_or(0, Resuming::ranges_ignored)
+    }
+
+    fn net(&self) -> Option<&Resuming> {
+        match &self.src {
+            Src::Http(h) => h.net.as_ref(),
+            Src::Local(_) => None,
+        }
     }
 
     /// Where this download started: bytes replayed from the partial file,
@@ -596,6 +613,9 @@ pub(super) fn open(
     let kept_validator = partial.filter(|_| have > 0).and_then(read_validator);
     // The validator of the object the bytes handed out come from.
     let mut validator = None;
+    // The answer is the whole payload although bytes are held: its head
+    // is dropped.
+    let mut whole = false;
     // A zero-size payload is still requested: its existence is checked.
     if have < size || size == 0 {
         // At most two rounds: a restart drops `have` to 0, which cannot
@@ -634,18 +654,29 @@ pub(super) fn open(
                 },
                 200 => {
                     check_lengths(&resp, &shown, 0, size, None)?;
-                    if have > 0 {
-                        note(match &kept_validator {
-                            Some(v) => format!(
+                    let answered = response_validator(&resp);
+                    let judged = judge_resume(
+                        200,
+                        None,
+                        have,
+                        End::OpenEnded { size },
+                        kept_validator.as_deref(),
+                        answered.as_deref(),
+                    );
+                    match (judged, &kept_validator) {
+                        (ResumeAnswer::Changed, Some(v)) => {
+                            note(format!(
                                 "the object changed since byte 0 of the partial download (or the server ignores If-Range {v}): HTTP 200; restarting from 0 instead of {have}"
-                            ),
-                            None => format!(
-                                "server ignored the range request (HTTP 200); restarting from 0 instead of {have}"
-                            ),
-                        });
-                        have = 0;
+                            ));
+                            have = 0;
+                        }
+                        // The same object whole (the server ignores
+                        // `Range`): the bytes held stay, the answer's
+                        // first `have` are dropped (`body.rs`).
+                        _ => whole = have > 0,
                     }
-                    validator = response_validator(&resp);
+                    // Within this run a resume names this object.
+                    validator = answered;
                     response = Some(resp);
                     break;
                 }
@@ -697,7 +728,8 @@ pub(super) fn open(
         _ => None,
     };
     let net = response.map(|resp| {
-        let body = body_reader(transport, resp, size - have, &shown);
+        let from = if whole { 0 } else { have };
+        let body = body_reader(transport, resp, size - from, &shown);
         let mut net = Resuming::new(
             transport,
             &url,
@@ -709,6 +741,9 @@ pub(super) fn open(
         );
         if have > 0 {
             net.grant_idle_grace();
+        }
+        if whole {
+            net.drop_head();
         }
         // A resume within this run names the same object.
         net.if_range(validator);

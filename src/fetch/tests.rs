@@ -961,3 +961,168 @@ fn no_usable_ca_bundle_names_each_path_and_fails_https_only() {
     // An operator's ca_file that gives nothing stays an error of its own.
     assert!(trust_roots(Some(&empty), &[]).is_err());
 }
+
+/// Every branch of the judgement of an answer to a resume: a `206` goes on
+/// only for exactly the bytes wanted; a `200` of the same object (or of
+/// one without a validator) goes on from its whole body for a payload
+/// (the head dropped) and never for a bounded range (a delta's segment);
+/// a `200` under another validator is a changed object; anything else is
+/// refused.
+#[test]
+fn a_resume_goes_on_from_the_exact_range_or_a_payloads_whole_answer_only() {
+    use super::body::{judge_resume, End, ResumeAnswer as A};
+    let payload = End::OpenEnded { size: 100 };
+    let segment = End::Bounded { end: 60 };
+    let v1 = Some("\"v1\"");
+    // (case, status, Content-Range, offset, end, If-Range sent, validator
+    // answered, judgement)
+    type Row<'a> = (
+        &'a str,
+        u16,
+        Option<super::payload::ContentRange>,
+        u64,
+        End,
+        Option<&'a str>,
+        Option<&'a str>,
+        A,
+    );
+    let table: &[Row] = &[
+        (
+            "payload: the range asked",
+            206,
+            Some((40, 99, Some(100))),
+            40,
+            payload,
+            None,
+            None,
+            A::Continues,
+        ),
+        (
+            "payload: a range from elsewhere",
+            206,
+            Some((7, 99, Some(100))),
+            40,
+            payload,
+            None,
+            None,
+            A::Refused,
+        ),
+        (
+            "payload: 206 without Content-Range",
+            206,
+            None,
+            40,
+            payload,
+            None,
+            None,
+            A::Refused,
+        ),
+        (
+            "payload: 200, no validator sent",
+            200,
+            None,
+            40,
+            payload,
+            None,
+            None,
+            A::Whole,
+        ),
+        (
+            "payload: 200 of the same object",
+            200,
+            None,
+            40,
+            payload,
+            v1,
+            v1,
+            A::Whole,
+        ),
+        (
+            "payload: 200 of another object",
+            200,
+            None,
+            40,
+            payload,
+            v1,
+            Some("\"v2\""),
+            A::Changed,
+        ),
+        (
+            "payload: 200 without a validator",
+            200,
+            None,
+            40,
+            payload,
+            v1,
+            None,
+            A::Changed,
+        ),
+        (
+            "payload: 200 from byte 0",
+            200,
+            None,
+            0,
+            payload,
+            None,
+            None,
+            A::Whole,
+        ),
+        (
+            "payload: 416",
+            416,
+            None,
+            40,
+            payload,
+            None,
+            None,
+            A::Refused,
+        ),
+        (
+            "segment: the range asked",
+            206,
+            Some((40, 59, None)),
+            40,
+            segment,
+            None,
+            None,
+            A::Continues,
+        ),
+        (
+            "segment: a longer range",
+            206,
+            Some((40, 99, None)),
+            40,
+            segment,
+            None,
+            None,
+            A::Refused,
+        ),
+        (
+            "segment: 200 of the same object",
+            200,
+            None,
+            40,
+            segment,
+            v1,
+            v1,
+            A::Refused,
+        ),
+        (
+            "segment: 200 from byte 0",
+            200,
+            None,
+            0,
+            segment,
+            None,
+            None,
+            A::Refused,
+        ),
+    ];
+    for (name, status, range, offset, end, sent, answered, want) in table {
+        assert_eq!(
+            judge_resume(*status, *range, *offset, *end, *sent, *answered),
+            *want,
+            "{name}"
+        );
+    }
+}

@@ -237,3 +237,61 @@ fn a_link_that_drops_every_400_kb_finishes_the_download() {
     assert!(!stderr.contains("retry 2 of 3"), "{stderr}");
     drop(srv);
 }
+
+/// A download cut half-way and resumed within the run against a server
+/// that ignores `Range` (it answers the resume with the whole file, as
+/// many caches and CDNs do) completes and installs in that run: the
+/// answer's first bytes (those the partial holds) are read and dropped,
+/// the install checks every byte it wrote against the signed hash, one
+/// line says the server ignores Range and how many bytes came again, and
+/// `range_ignored` counts it. The link carried the cut bytes plus one
+/// whole payload, no more.
+#[test]
+fn a_cut_download_resumed_from_a_server_that_ignores_range_installs_in_the_run() {
+    let h = host("no-range", "");
+    let (srv, calls) = server(&h, |n, _, s, data| {
+        head(s, "200 OK", &format!("Content-Length: {}\r\n", data.len()));
+        if n > 0 {
+            write_all_capped(s, data);
+            return;
+        }
+        write_all_capped(s, &data[..data.len() / 2]);
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(stream) = s.try_clone() {
+            reset(stream);
+        }
+    });
+    let (out, _) = install(&h, &srv.url("/release.json"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.slot_bytes(1, LEN), image("2.0", LEN), "slot B");
+    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("B A"));
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "payload requests: {calls:?}");
+    let resumed_at = calls[1].1.expect("the retry asks for a Range");
+    assert!(
+        resumed_at > 0 && resumed_at <= LEN / 2,
+        "resumed at {resumed_at}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("the server ignores Range"))
+        .collect();
+    assert_eq!(said.len(), 1, "{stderr}");
+    assert!(
+        said[0].contains(PAYLOAD)
+            && said[0].contains(&format!(
+                "its first {resumed_at} bytes cross the link again"
+            )),
+        "{}",
+        said[0]
+    );
+    let metrics = &h.state()["metrics"];
+    assert_eq!(metrics["range_ignored"], 1, "{metrics}");
+    assert_eq!(
+        metrics["downloaded_bytes"],
+        (resumed_at + LEN) as u64,
+        "{metrics}"
+    );
+    drop(srv);
+}

@@ -90,6 +90,138 @@ fn a_body_cut_before_its_first_byte_is_taken_whole_from_a_server_without_range()
     assert_eq!(reqs[1].header("range"), Some("bytes=0-"));
 }
 
+/// A server of `data` that ignores `Range` (as many caches, CDNs and
+/// simple servers do): every answer is `200` with the whole file, its
+/// `n`-th (from 0) cut after `cut(n)` bytes.
+fn no_range_server(
+    data: Arc<Vec<u8>>,
+    cut: impl Fn(usize) -> usize + Send + Sync + 'static,
+) -> Server {
+    let served = Arc::new(Mutex::new(0usize));
+    Server::start(move |_, s| {
+        let n = {
+            let mut n = served.lock().unwrap();
+            *n += 1;
+            *n - 1
+        };
+        head(s, "200 OK", &format!("Content-Length: {}\r\n", data.len()));
+        write_all_capped(s, &data[..cut(n).min(data.len())]);
+    })
+}
+
+/// A body cut half-way, resumed against a server that ignores `Range`:
+/// the whole answer is taken, its first bytes (those handed out already)
+/// read and dropped, and the payload completes in the same call, each
+/// byte handed out once and in order, the partial grown by the rest only.
+/// What crossed the link is the cut answer plus one whole payload.
+#[test]
+fn a_body_cut_mid_way_goes_on_from_the_whole_answer_of_a_server_without_range() {
+    let data = Arc::new(pattern(500_000, 5));
+    let server = no_range_server(data.clone(), |n| match n {
+        0 => 200_000,
+        _ => usize::MAX,
+    });
+    let dir = scratch("hostile-no-range-cut");
+    let partial = dir.join("p.part");
+    let mut r = retrying(1)
+        .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
+        .expect("open");
+    let (got, err) = drain(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    assert!(got == *data, "{} bytes, not the payload", got.len());
+    assert_eq!(r.bytes_from_network(), 200_000 + data.len() as u64);
+    assert_eq!(r.ranges_ignored(), 1);
+    drop(r);
+    assert!(std::fs::read(&partial).unwrap() == *data);
+    let ranges: Vec<_> = server
+        .requests()
+        .iter()
+        .map(|q| q.header("range").map(str::to_string))
+        .collect();
+    assert_eq!(ranges, [None, Some("bytes=200000-".to_string())]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// No loop: once a server ignored `Range`, every further try may cost the
+/// whole payload again, so progress no longer forgives a failure. A server
+/// that ignores `Range` and cuts each answer a little further on (each
+/// try moves the download on by more than the 64 KiB that forgives a cut)
+/// is asked at most `retries` more times: what crossed the link stays
+/// below (1 + retries) x the payload, and the partial keeps every byte
+/// handed out for the next run.
+#[test]
+fn a_server_without_range_that_keeps_cutting_is_asked_retries_times_not_more() {
+    let retries = 3;
+    let data = Arc::new(pattern(1_000_000, 6));
+    let server = no_range_server(data.clone(), |n| 200_000 + n * 100_000);
+    let dir = scratch("hostile-no-range-loop");
+    let partial = dir.join("p.part");
+    let mut r = retrying(retries)
+        .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
+        .expect("open");
+    let (got, err) = drain(&mut r);
+    let err = err.expect("given up");
+    assert_eq!(err.kind(), "network", "{err}");
+    let asked = server.requests().len();
+    assert_eq!(asked, 1 + retries as usize, "payload requests");
+    let fetched = r.bytes_from_network();
+    assert!(
+        fetched <= (1 + u64::from(retries)) * data.len() as u64,
+        "{fetched} bytes fetched"
+    );
+    // Every answer but the first moved the download on by 100 000 bytes.
+    let kept = 200_000 + retries as usize * 100_000;
+    assert!(got == data[..kept], "{} bytes handed out", got.len());
+    drop(r);
+    assert!(std::fs::read(&partial).unwrap() == data[..kept]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A `206` whose `Content-Range` is not the rest asked for, after a cut
+/// within the call, is still refused (a broken or hostile server): no
+/// byte of it is handed out, and the partial keeps exactly what came
+/// before for the next run.
+#[test]
+fn a_206_with_a_wrong_content_range_after_a_cut_is_still_refused() {
+    let data = Arc::new(pattern(500_000, 7));
+    let served = Arc::new(Mutex::new(0usize));
+    let d = data.clone();
+    let server = Server::start(move |_, s| {
+        let first = std::mem::replace(&mut *served.lock().unwrap(), 1) == 0;
+        let size = d.len();
+        if first {
+            head(s, "200 OK", &format!("Content-Length: {size}\r\n"));
+            write_all_capped(s, &d[..200_000]);
+            return;
+        }
+        let from = 7;
+        head(
+            s,
+            "206 Partial Content",
+            &format!(
+                "Content-Range: bytes {from}-{}/{size}\r\nContent-Length: {}\r\n",
+                size - 1,
+                size - from
+            ),
+        );
+        write_all_capped(s, &d[from..]);
+    });
+    let dir = scratch("hostile-no-range-206");
+    let partial = dir.join("p.part");
+    let mut r = retrying(2)
+        .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
+        .expect("open");
+    let (got, err) = drain(&mut r);
+    let err = err.expect("refused");
+    assert_eq!(err.kind(), "network", "{err}");
+    assert!(got == data[..200_000], "{} bytes handed out", got.len());
+    assert_eq!(r.ranges_ignored(), 0);
+    drop(r);
+    assert!(std::fs::read(&partial).unwrap() == data[..200_000]);
+    assert_eq!(server.requests().len(), 2, "asked once more, then refused");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// TUF's slow retrieval: a document trickled just above the stall floor
 /// (1 KiB per read_timeout), or a chunked body whose trailer never ends,
 /// is cut at 10 x read_timeout from the request.
@@ -477,17 +609,24 @@ fn resume_with_correct_close_delimited_206() {
         .starts_with("abupdate/"));
 }
 
+/// A resume answered with the whole file (the server ignores `Range`):
+/// the partial is kept and replayed, the answer's first bytes (those the
+/// partial holds) read and dropped, never appended or handed out twice.
 #[test]
-fn resume_answered_with_200_restarts_from_zero() {
+fn resume_answered_with_200_keeps_the_partial_and_drops_the_answers_head() {
     let (data, o) = resume_with("ignore", 200_000);
     assert!(o.err.is_none(), "{:?}", o.err);
     assert!(
         o.bytes == data,
         "correct bytes, not old prefix + whole file"
     );
-    assert_eq!(o.resumed_from, 0);
-    assert_eq!(o.from_network, data.len() as u64);
-    assert!(o.restart_reason.unwrap().contains("HTTP 200"));
+    assert_eq!(o.resumed_from, 200_000);
+    assert_eq!(
+        o.from_network,
+        data.len() as u64,
+        "the head crossed the link"
+    );
+    assert_eq!(o.restart_reason, None);
     assert!(o.partial_after == data);
     assert_eq!(o.requests.len(), 1, "the 200 itself is used");
 }

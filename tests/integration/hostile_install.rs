@@ -241,7 +241,11 @@ fn resume_server_at(
                 head(s, "200 OK", &format!("Content-Length: {size}\r\n"));
                 write_all_capped(s, &data[..size / 2]);
             }
-            ("ignore-range", _) | (_, None) => serve(req, s, data),
+            ("ignore-range", _) => {
+                head(s, "200 OK", &format!("Content-Length: {size}\r\n"));
+                write_all_capped(s, data);
+            }
+            (_, None) => serve(req, s, data),
             ("wrong-start", Some(_)) => {
                 let from = 7;
                 head(
@@ -333,16 +337,35 @@ fn wrong_content_range_on_resume() {
     );
 }
 
+/// The next run's resume of a cut download answered with the whole file
+/// (the server ignores `Range`): the partial is kept and replayed, the
+/// answer's head dropped, the install checked against the signed hash;
+/// one line says so, and `range_ignored` counts it (not a failure).
 #[test]
 fn status_200_instead_of_206_on_resume() {
     let h = host("resume-200");
     let (_, files) = release(&h);
+    let size = files.get(PAYLOAD).expect("payload").len() as u64;
     let mode = Arc::new(Mutex::new("cut"));
     let srv = resume_server(files, mode.clone());
-    cut_once(&h, &srv, &mode);
+    let kept = cut_once(&h, &srv, &mode);
     *mode.lock().unwrap() = "ignore-range";
     let r = install(&h, &srv.url("/release.json"));
     installed(&h, &r, "200 instead of 206 on resume");
+    assert!(
+        text(&r.out).contains(&format!(
+            "the server ignores Range (HTTP 200 with the whole file to a resume at byte {kept}): its first {kept} bytes cross the link again"
+        )),
+        "{}",
+        text(&r.out)
+    );
+    let metrics = &h.state()["metrics"];
+    assert_eq!(metrics["range_ignored"], 1, "{metrics}");
+    assert_eq!(metrics["downloaded_bytes"], kept + size, "{metrics}");
+    assert!(
+        metrics["failures"].get("range_ignored").is_none(),
+        "{metrics}"
+    );
 }
 
 /// The payload is replaced on the server during its download: the first
@@ -515,11 +538,12 @@ fn a_partial_of_a_replaced_object_gives_way_to_the_whole_new_one_checked_against
 
 /// A segmented payload resumes from the segments the slot holds (nothing
 /// of it is kept on the data partition); a server that then answers the
-/// range with the whole payload, or with a range from elsewhere, gets the
+/// range with the whole payload goes on from it (its head dropped, the
+/// segments kept), one that answers with a range from elsewhere gets the
 /// download restarted from byte 0 and the whole image rewritten: exactly
 /// the signed bytes either way.
 #[test]
-fn a_segmented_resume_answered_with_200_or_another_range_restarts_from_zero() {
+fn a_segmented_resume_answered_with_200_goes_on_or_with_another_range_restarts_from_zero() {
     const SEGMENTED: &str = "/rootfs-2.0.img.zst";
     for (name, answer, second) in [
         ("seg-resume-ok", "ok", vec![]),
@@ -543,6 +567,15 @@ fn a_segmented_resume_answered_with_200_or_another_range_restarts_from_zero() {
         *mode.lock().unwrap() = answer;
         let r = install(&h, &srv.url("/release.json"));
         installed(&h, &r, name);
+        if answer == "ignore-range" {
+            // The segments in the slot stay: only the answer's head is
+            // dropped.
+            let said = text(&r.out);
+            assert!(
+                said.contains("the server ignores Range") && said.contains("holds the first"),
+                "{name}: {said}"
+            );
+        }
         let ranges: Vec<Option<String>> = srv
             .requests()
             .iter()
