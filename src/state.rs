@@ -12,8 +12,9 @@
 //! stderr, counts `failures{kind="state_corrupt"}`, and goes on with
 //! `state.json.prev`, else with a fresh state (what a host without a state
 //! file has; the flows rebuild the booted slot's record from the bootloader
-//! and os-release). The damaged file is kept as `state.json.corrupt` at the
-//! next save. Fields this version does not know (a newer version's) are
+//! and os-release; a trial such a state does not describe is judged by
+//! what the bootloader says, `agent::verdict`). The damaged file is kept as
+//! `state.json.corrupt` at the next save. Fields this version does not know (a newer version's) are
 //! kept as read and written back, so a downgrade's save does not drop them;
 //! so is a slot status this version does not know ([`SlotStatus::Other`]).
 //!

@@ -12,6 +12,15 @@
 //! bytes are those of its release and every check passed in one round
 //! ([`crate::health`]). A trial that fails in any way is retired the one
 //! way there is ([`super::transition::Transition::retire`]).
+//!
+//! When `state.json` was damaged and what stands in for it (its last good
+//! copy, or a fresh state) records no transaction and does not hold the
+//! booted slot committed, the state cannot say there is no trial: the
+//! bootloader decides ([`BootView`]). A booted slot it counts as tried and
+//! not blessed is judged as a trial: its checks run, a pass blesses it, a
+//! failure retires it to the other slot when the bootloader holds that one
+//! bootable and untried, else keeps it ([`Decision::KeepWithoutFallback`]).
+//! It is never blessed unchecked.
 
 use super::probation;
 use super::recovery::{finish_rollback, reboot, retire_trial};
@@ -108,6 +117,45 @@ pub struct Facts<'a> {
     /// The health checks' result, once run ([`Decision::RunChecks`] asks
     /// for it): `Err` says which failed.
     pub checks: Option<std::result::Result<(), String>>,
+    /// `state.json` was damaged: the records are its last good copy's or a
+    /// fresh state's ([`crate::state::State::recovered`]).
+    pub state_damaged: bool,
+    /// What the bootloader says of both slots, once read
+    /// ([`Decision::ReadBootloader`] asks for it).
+    pub boot: Option<BootView>,
+}
+
+/// What the bootloader says of the slots, for a boot the state does not
+/// describe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootView {
+    /// The booted slot's boot is a try no one blessed
+    /// ([`crate::boot::Bootloader::tried`]); `None`: cannot tell.
+    pub booted_tried: Option<bool>,
+    /// The booted slot may be booted ([`crate::boot::Bootloader::state`]).
+    /// Not so once a retirement of its trial marked it bad and was cut
+    /// before the state was saved (on GRUB that write also clears its
+    /// `TRY`): the verdict is then taken again, never a re-bless.
+    pub booted_good: bool,
+    /// The other slot may be booted ([`crate::boot::Bootloader::state`]).
+    pub other_good: bool,
+    /// The other slot was tried and never blessed since; `None`: cannot
+    /// tell.
+    pub other_tried: Option<bool>,
+}
+
+impl BootView {
+    /// The booted slot may be on a trial: a bootloader that cannot tell
+    /// is not taken to say no, and one that holds it bad was retiring it.
+    pub fn booted_on_trial(&self) -> bool {
+        self.booted_tried != Some(false) || !self.booted_good
+    }
+
+    /// The other slot is somewhere to roll back to: bootable, and not a
+    /// slot the bootloader already tried and fell back from.
+    pub fn other_is_fallback(&self) -> bool {
+        self.other_good && self.other_tried != Some(true)
+    }
 }
 
 /// How a trial failed.
@@ -123,6 +171,10 @@ pub enum Failure {
     /// Rejected by hand while the host ran it (`rollback`, `mark-bad` of
     /// the slot on trial): the operator's verdict.
     Rejected(super::recovery::Manual),
+    /// Its health checks failed (what they said) on a trial `state.json`
+    /// did not describe (damaged): its record names no release (nothing
+    /// says which bytes it holds).
+    UndescribedChecks(String),
     /// Committed here, then rejected by hand (`rollback`, `mark-bad` of
     /// its slot) with no probation running: the operator's verdict after
     /// the commit, a late rollback held from the timer only
@@ -149,6 +201,9 @@ impl Failure {
     pub fn reason(&self, t: &Transaction) -> String {
         match self {
             Failure::Checks(what) => format!("health checks failed: {what}"),
+            Failure::UndescribedChecks(what) => format!(
+                "health checks failed on a trial the damaged state.json did not describe: {what}"
+            ),
             Failure::Corrupt => "the trial slot's contents do not match the release".into(),
             Failure::NeverBooted => format!(
                 "slot {} never came up with {}; the bootloader fell back to {}",
@@ -167,13 +222,14 @@ impl Failure {
     /// Whether the trial's slot holds its release's bytes (staged, or read
     /// back right on its boot): then its record names the release.
     pub fn holds_release(&self) -> bool {
-        !matches!(self, Failure::Corrupt)
+        !matches!(self, Failure::Corrupt | Failure::UndescribedChecks(_))
     }
 
     /// The failure counted (`abupdate_failures_total{kind}`) and reported.
     pub fn kind(&self) -> Kind {
         match self {
             Failure::Checks(_)
+            | Failure::UndescribedChecks(_)
             | Failure::Corrupt
             | Failure::Late { .. }
             | Failure::Rejected(_)
@@ -185,7 +241,10 @@ impl Failure {
     /// The webhook's outcome.
     pub fn outcome(&self) -> Outcome {
         match self {
-            Failure::Checks(_) | Failure::Corrupt | Failure::Rejected(_) => Outcome::RolledBack,
+            Failure::Checks(_)
+            | Failure::UndescribedChecks(_)
+            | Failure::Corrupt
+            | Failure::Rejected(_) => Outcome::RolledBack,
             Failure::NeverBooted => Outcome::TrialNeverBooted,
             Failure::Late { .. } | Failure::RejectedCommitted { .. } => Outcome::RolledBackLate,
         }
@@ -244,6 +303,41 @@ pub enum Decision {
     FinishRollback,
     /// No trial pending: re-bless the booted slot.
     Rebless,
+    /// A fact is missing: the state was damaged and records no trial, so
+    /// ask the bootloader ([`BootView`]).
+    ReadBootloader,
+    /// A trial the state did not describe passed its checks: bless the
+    /// booted slot (the bootloader's half of a commit; its record is
+    /// rebuilt from os-release).
+    CommitUndescribed,
+    /// A trial the state did not describe failed its checks (what they
+    /// said) and the other slot is no fallback: keep the booted slot
+    /// (blessed: nothing better boots), reported as failed.
+    KeepWithoutFallback(String),
+}
+
+/// No transaction recorded (and no rollback to finish): re-bless, unless
+/// the state was damaged, does not hold the booted slot committed, and the
+/// bootloader says the booted slot is on a try: then that trial is judged
+/// by its checks as any other.
+fn decide_undescribed(f: &Facts) -> Decision {
+    if !f.state_damaged || *f.booted_status == SlotStatus::Good {
+        return Decision::Rebless;
+    }
+    let Some(boot) = f.boot else {
+        return Decision::ReadBootloader;
+    };
+    if !boot.booted_on_trial() {
+        return Decision::Rebless;
+    }
+    match &f.checks {
+        None => Decision::RunChecks,
+        Some(Ok(())) => Decision::CommitUndescribed,
+        Some(Err(what)) if boot.other_is_fallback() => {
+            Decision::RollBack(Failure::UndescribedChecks(what.clone()))
+        }
+        Some(Err(what)) => Decision::KeepWithoutFallback(what.clone()),
+    }
 }
 
 /// The verdict on this boot, from `facts` alone.
@@ -252,7 +346,7 @@ pub fn decide(f: &Facts) -> Decision {
         if *f.booted_status == SlotStatus::Bad && f.other_status.is_usable() {
             return Decision::FinishRollback;
         }
-        return Decision::Rebless;
+        return decide_undescribed(f);
     };
     if f.booted == t.to {
         if t.phase == Phase::Writing {
@@ -296,16 +390,23 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
         boot_id: boot_id.as_deref(),
         trial_intact: None,
         checks: None,
+        state_damaged: state.recovered.is_some(),
+        boot: None,
     };
     let decision = loop {
         match decide(&facts) {
             Decision::VerifyTrialBytes => facts.trial_intact = Some(trial_intact(host, &facts)),
+            Decision::ReadBootloader => facts.boot = Some(boot_view(host, booted)),
             Decision::RunChecks => {
-                if let Some(t) = facts.transaction {
-                    log(&format!(
+                match facts.transaction {
+                    Some(t) => log(&format!(
                         "slot {} is on trial with {}: running health checks",
                         facts.booted, t.version
-                    ));
+                    )),
+                    None => log(&format!(
+                        "slot {} is on a try no one has blessed in the bootloader, and the damaged state.json does not describe it: judging it as a trial, running health checks",
+                        facts.booted
+                    )),
                 }
                 // Before the operator's checks: a host that cannot verify
                 // its update server must not commit what it runs now.
@@ -324,7 +425,50 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
     };
     let t = transaction.as_ref();
     let version = || t.map(|t| t.version.clone()).unwrap_or_default();
+    let booted_version = || {
+        host.booted_version(&state, booted)
+            .unwrap_or_else(|| "the booted release".into())
+    };
     match (decision, t) {
+        (Decision::CommitUndescribed, _) => {
+            let version = booted_version();
+            flip.rebless(&mut state, booted)?;
+            log(&format!(
+                "committed {version} in slot {booted} (its checks passed; the damaged state.json did not describe the trial)"
+            ));
+            host.release_reboot_lock(&lock, &mut state);
+            let event = (Outcome::Committed, version.as_str(), None);
+            publish(host, &state, Some(event), None);
+            Ok(Verdict::Committed { version })
+        }
+        (Decision::RollBack(why), None) => {
+            let t = undescribed_trial(booted, booted_version());
+            // The slot rolled back to is the one the bootloader holds good
+            // and untried: recorded so (naming no version), a re-run after
+            // the state write finishes the rollback instead of re-blessing
+            // the failed slot.
+            state.adopt_fallback(&t);
+            retire_trial(host, &flip, &mut state, &t, &why, no_reboot)
+        }
+        (Decision::KeepWithoutFallback(what), _) => {
+            let version = booted_version();
+            let other = booted.other();
+            let reason = format!(
+                "health checks failed on a trial the damaged state.json did not describe: {what}; slot {other} is no fallback (the bootloader holds it bad, or tried it and fell back): {version} is kept in slot {booted}"
+            );
+            log(&reason);
+            // The only slot that boots stays bootable.
+            flip.rebless(&mut state, booted)?;
+            state.count_failure(Kind::NoFallback);
+            flip.save(&state)?;
+            publish(
+                host,
+                &state,
+                None,
+                Some((Kind::NoFallback, reason.as_str())),
+            );
+            Ok(Verdict::NoFallback { version, reason })
+        }
         (Decision::Commit, Some(t)) => {
             let probation = host.config.health.probation.as_secs();
             flip.commit(&mut state, t, probation)?;
@@ -388,6 +532,52 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             publish(host, &state, None, None);
             Ok(watched.unwrap_or(Verdict::Healthy))
         }
+    }
+}
+
+/// What the bootloader says of `booted` and the other slot. A read that
+/// fails is logged and says "cannot tell" (the booted slot is then judged;
+/// the other slot is no fallback).
+fn boot_view(host: &Host, booted: SlotName) -> BootView {
+    let other = booted.other();
+    let said = |e: crate::boot::BootError| log(&format!("{e}"));
+    let good = |slot: SlotName| {
+        host.boot
+            .state(slot)
+            .map(|s| s == crate::boot::BootState::Good)
+            .unwrap_or_else(|e| {
+                said(e);
+                false
+            })
+    };
+    BootView {
+        booted_tried: host.boot.tried(booted).unwrap_or_else(|e| {
+            said(e);
+            None
+        }),
+        booted_good: good(booted),
+        other_good: good(other),
+        other_tried: host.boot.tried(other).unwrap_or_else(|e| {
+            said(e);
+            None
+        }),
+    }
+}
+
+/// The trial in `booted` that no record describes, as the transaction it
+/// was, for a failure to retire the one way there is: from the other slot,
+/// holding `version` (os-release's), no manifest or images known.
+fn undescribed_trial(booted: SlotName, version: String) -> Transaction {
+    Transaction {
+        from: booted.other(),
+        to: booted,
+        version,
+        manifest_sha256: String::new(),
+        phase: Phase::Staged,
+        started: 0,
+        staged_boot_id: None,
+        images: Default::default(),
+        unknown: Default::default(),
     }
 }
 
@@ -516,7 +706,143 @@ mod tests {
             boot_id: Some("boot-2"),
             trial_intact: None,
             checks: None,
+            state_damaged: false,
+            boot: None,
         }
+    }
+
+    /// What a bootloader says: the booted slot tried or not, the other
+    /// slot bootable and untried.
+    fn view(booted_tried: Option<bool>) -> BootView {
+        BootView {
+            booted_tried,
+            booted_good: true,
+            other_good: true,
+            other_tried: Some(false),
+        }
+    }
+
+    #[test]
+    fn a_damaged_state_asks_the_bootloader_whether_the_booted_slot_is_on_trial() {
+        // A fresh state stands in for the damaged one: no records at all.
+        let mut f = facts(None, &EMPTY, &EMPTY);
+        f.state_damaged = true;
+        assert_eq!(decide(&f), Decision::ReadBootloader);
+        // Its last good copy, naming the booted slot written or being
+        // written, or in a status this version does not know: the same.
+        for booted in [
+            &INSTALLED,
+            &SlotStatus::Installing,
+            &SlotStatus::Other("x".into()),
+        ] {
+            let mut f = facts(None, booted, &GOOD);
+            f.state_damaged = true;
+            assert_eq!(decide(&f), Decision::ReadBootloader, "{booted}");
+        }
+    }
+
+    #[test]
+    fn a_trial_the_damaged_state_does_not_describe_is_judged_by_its_checks() {
+        for tried in [Some(true), None] {
+            let mut f = facts(None, &EMPTY, &EMPTY);
+            f.state_damaged = true;
+            f.boot = Some(view(tried));
+            assert_eq!(decide(&f), Decision::RunChecks, "{tried:?}");
+            f.checks = Some(Ok(()));
+            assert_eq!(decide(&f), Decision::CommitUndescribed, "{tried:?}");
+            f.checks = Some(Err("c: broken".into()));
+            assert_eq!(
+                decide(&f),
+                Decision::RollBack(Failure::UndescribedChecks("c: broken".into())),
+                "{tried:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_undescribed_trial_is_kept_when_the_bootloader_offers_no_fallback() {
+        let mut f = facts(None, &EMPTY, &EMPTY);
+        f.state_damaged = true;
+        f.checks = Some(Err("c: broken".into()));
+        let keep = Decision::KeepWithoutFallback("c: broken".into());
+        // The other slot bad in the bootloader.
+        f.boot = Some(BootView {
+            other_good: false,
+            ..view(Some(true))
+        });
+        assert_eq!(decide(&f), keep);
+        // Bootable, but tried and never blessed: the bootloader fell back
+        // from it.
+        f.boot = Some(BootView {
+            other_tried: Some(true),
+            ..view(Some(true))
+        });
+        assert_eq!(decide(&f), keep);
+        // Cannot tell whether it was tried: bootable is enough.
+        f.boot = Some(BootView {
+            other_tried: None,
+            ..view(Some(true))
+        });
+        assert_eq!(
+            decide(&f),
+            Decision::RollBack(Failure::UndescribedChecks("c: broken".into()))
+        );
+    }
+
+    #[test]
+    fn a_booted_slot_the_bootloader_holds_bad_is_judged_again_never_re_blessed() {
+        // A retirement cut after its first write: on GRUB the slot is
+        // bad and its TRY cleared.
+        let mut f = facts(None, &EMPTY, &EMPTY);
+        f.state_damaged = true;
+        f.boot = Some(BootView {
+            booted_good: false,
+            ..view(Some(false))
+        });
+        assert_eq!(decide(&f), Decision::RunChecks);
+        f.checks = Some(Err("c: broken".into()));
+        assert_eq!(
+            decide(&f),
+            Decision::RollBack(Failure::UndescribedChecks("c: broken".into()))
+        );
+    }
+
+    #[test]
+    fn a_damaged_state_re_blesses_when_no_trial_is_pending() {
+        // The bootloader says the booted slot's boot was blessed.
+        let mut f = facts(None, &EMPTY, &EMPTY);
+        f.state_damaged = true;
+        f.boot = Some(view(Some(false)));
+        assert_eq!(decide(&f), Decision::Rebless);
+        // The last good copy holds the booted slot committed: no trial, and
+        // the bootloader is not asked.
+        let mut f = facts(None, &GOOD, &GOOD);
+        f.state_damaged = true;
+        assert_eq!(decide(&f), Decision::Rebless);
+        // A recorded rollback still finishes first.
+        let mut f = facts(None, &BAD, &GOOD);
+        f.state_damaged = true;
+        assert_eq!(decide(&f), Decision::FinishRollback);
+    }
+
+    #[test]
+    fn an_intact_state_with_no_trial_never_asks_the_bootloader() {
+        for booted in [&EMPTY, &INSTALLED, &GOOD] {
+            let mut f = facts(None, booted, &GOOD);
+            f.boot = Some(view(Some(true)));
+            f.checks = Some(Err("c: broken".into()));
+            assert_eq!(decide(&f), Decision::Rebless, "{booted}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_state_that_records_the_trial_is_judged_by_its_record() {
+        let t = transaction(SlotName::B, Phase::Staged, Some("boot-1"));
+        let mut f = facts(Some(&t), &INSTALLED, &GOOD);
+        f.state_damaged = true;
+        assert_eq!(decide(&f), Decision::RunChecks);
+        f.checks = Some(Err("x".into()));
+        assert_eq!(decide(&f), Decision::RollBack(Failure::Checks("x".into())));
     }
 
     const GOOD: SlotStatus = SlotStatus::Good;
@@ -653,6 +979,21 @@ mod tests {
             assert!(late.holds_release());
         }
         assert!(!checks.fell_back());
+        let undescribed = Failure::UndescribedChecks("c: broken".into());
+        assert_eq!(
+            (
+                undescribed.kind(),
+                undescribed.outcome(),
+                undescribed.fell_back(),
+                undescribed.hold()
+            ),
+            (Kind::Health, Outcome::RolledBack, false, Hold::Failed)
+        );
+        assert!(!undescribed.holds_release(), "no record says what it holds");
+        assert_eq!(
+            undescribed.reason(&t),
+            "health checks failed on a trial the damaged state.json did not describe: c: broken"
+        );
         let rejected = Failure::Rejected(super::super::recovery::Manual::Rollback);
         assert_eq!(
             (rejected.kind(), rejected.outcome(), rejected.fell_back()),

@@ -121,6 +121,19 @@ impl Nvram {
             .or_else(|| self.order.iter().find_map(|&n| self.slot_of(n)))
     }
 
+    /// Whether `slot` was tried and not blessed, `current` being the slot
+    /// booted (`BootCurrent`): booted through `BootNext` (a trial; a
+    /// re-bless or commit puts it first in `BootOrder`), so `BootOrder`
+    /// does not start with it. A slot not booted: cannot tell (a failed
+    /// trial's entry is out of `BootOrder`, which [`Nvram::state`] says).
+    pub fn tried(&self, slot: SlotName, current: Option<SlotName>) -> Option<bool> {
+        if current != Some(slot) {
+            return None;
+        }
+        let first = self.order.iter().find_map(|&n| self.slot_of(n));
+        Some(first != Some(slot))
+    }
+
     /// A slot is good while its entry is in `BootOrder`.
     pub fn state(&self, slot: SlotName) -> BootState {
         match self.entries.get(&slot) {
@@ -316,6 +329,12 @@ impl Bootloader for EfiBackend {
         self.apply(nv.plan_activate(num))
     }
 
+    /// See [`Nvram::tried`].
+    fn tried(&self, slot: SlotName) -> Result<Option<bool>, BootError> {
+        let current = self.booted()?;
+        Ok(self.read()?.tried(slot, current))
+    }
+
     fn booted(&self) -> Result<Option<SlotName>, BootError> {
         let nv = self.read()?;
         Ok(self
@@ -371,6 +390,19 @@ mod tests {
             next,
             entries: [(A, 1), (B, 2)].into_iter().collect(),
         }
+    }
+
+    #[test]
+    fn a_slot_booted_through_bootnext_is_tried_one_first_in_bootorder_not() {
+        // The trial: BootNext took it there; BootOrder still starts with A.
+        assert_eq!(nv(&[1], None).tried(B, Some(B)), Some(true));
+        assert_eq!(nv(&[1, 2], None).tried(B, Some(B)), Some(true));
+        // Committed or re-blessed: first in BootOrder.
+        assert_eq!(nv(&[2, 1], None).tried(B, Some(B)), Some(false));
+        assert_eq!(nv(&[7, 2, 1], None).tried(B, Some(B)), Some(false));
+        // A slot not running: cannot tell.
+        assert_eq!(nv(&[1, 2], Some(2)).tried(B, Some(A)), None);
+        assert_eq!(nv(&[1, 2], None).tried(A, None), None);
     }
 
     #[test]

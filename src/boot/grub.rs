@@ -214,6 +214,18 @@ impl Bootloader for GrubBackend {
         self.change(|env| self.apply_activate(env, slot))
     }
 
+    /// Classic: `X_TRY` set (GRUB sets it on every boot of X; a re-bless
+    /// clears it). Budget: `X_LEFT` no longer the budget a good slot gets.
+    fn tried(&self, slot: SlotName) -> Result<Option<bool>, BootError> {
+        let env = self.load()?;
+        Ok(Some(if self.budget() {
+            env.get(var(slot, "LEFT"))
+                .is_some_and(|left| left != self.tries.to_string().as_bytes())
+        } else {
+            grub_number(env.get(var(slot, "TRY")).unwrap_or(b"0")) != 0
+        }))
+    }
+
     fn check_activate(&self, slot: SlotName) -> Result<(), BootError> {
         let mut env = self.load()?;
         self.apply_state(&mut env, slot, BootState::Bad)
@@ -289,6 +301,36 @@ mod tests {
             grubenv::read(&path).unwrap().get("ORDER"),
             Some(&b"B A"[..])
         );
+    }
+
+    #[test]
+    fn a_slot_is_tried_while_grub_spent_a_try_no_one_gave_back() {
+        let dir = crate::testutil::TempDir::new("grub-tried");
+        let path = dir.path().join("grubenv");
+        let mut env = GrubEnv::new();
+        for (k, v) in [
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+        ] {
+            env.set(k, v).unwrap();
+        }
+        grubenv::write(&path, &env).unwrap();
+        let grub = GrubBackend::new(path.clone(), 1);
+        assert_eq!(grub.tried(SlotName::B).unwrap(), Some(true));
+        assert_eq!(grub.tried(SlotName::A).unwrap(), Some(false));
+        grub.set_state(SlotName::B, BootState::Good).unwrap();
+        assert_eq!(grub.tried(SlotName::B).unwrap(), Some(false), "re-blessed");
+        // With a budget: tried once X_LEFT is no longer the full budget.
+        let budget = GrubBackend::new(path.clone(), 3);
+        budget.activate(SlotName::A).unwrap();
+        assert_eq!(budget.tried(SlotName::A).unwrap(), Some(false));
+        let mut env = grubenv::read(&path).unwrap();
+        env.set("A_LEFT", "2").unwrap();
+        grubenv::write(&path, &env).unwrap();
+        assert_eq!(budget.tried(SlotName::A).unwrap(), Some(true));
     }
 
     #[test]

@@ -129,6 +129,19 @@ pub trait Bootloader {
     fn booted(&self) -> Result<Option<SlotName>, BootError> {
         Ok(None)
     }
+    /// Whether the bootloader spent a try of `slot` that no one has
+    /// blessed since (marked good again): `Some(true)` for a slot booted on
+    /// its trial, or tried and fallen back from; `None` when this
+    /// bootloader cannot tell. GRUB and U-Boot spend a try on every boot,
+    /// so for the booted slot they say yes on each one; EFI tells a boot
+    /// through `BootNext` (a trial) from one through `BootOrder`, and
+    /// systemd-boot an entry that still counts tries from a blessed one.
+    /// Only asked when `state.json` was damaged and does not describe the
+    /// boot (`agent::verdict`).
+    fn tried(&self, slot: SlotName) -> Result<Option<bool>, BootError> {
+        let _ = slot;
+        Ok(None)
+    }
     /// The raw variables, for `status`; values rendered by [`show`].
     fn describe(&self) -> Result<Vec<(String, String)>, BootError>;
 }

@@ -110,6 +110,14 @@ impl Entry {
         matches!(self.counter, Some((0, _)))
     }
 
+    /// Booted (or given up) and not blessed since: the name still counts
+    /// tries and some are done, or none are left (a blessed entry has no
+    /// counter; a fresh trial's counts none done).
+    pub fn tried(&self) -> bool {
+        self.counter
+            .is_some_and(|(left, done)| done > 0 || left == 0)
+    }
+
     /// The id without the counter, as `bootctl` shows it.
     pub fn id(&self, prefix: &str) -> String {
         format!("{}.conf", stem(prefix, self.generation, self.slot))
@@ -707,6 +715,11 @@ impl Bootloader for SystemdBootBackend {
         ))
     }
 
+    /// See [`Entry::tried`]; no entry: not tried.
+    fn tried(&self, slot: SlotName) -> Result<Option<bool>, BootError> {
+        Ok(Some(self.read()?.get(&slot).is_some_and(Entry::tried)))
+    }
+
     fn state(&self, slot: SlotName) -> Result<BootState, BootError> {
         Ok(match self.read()?.get(&slot) {
             Some(e) if !e.bad() => BootState::Good,
@@ -865,6 +878,20 @@ impl Bootloader for SystemdBootBackend {
 mod tests {
     use super::*;
     use SlotName::{A, B};
+
+    #[test]
+    fn an_entry_is_tried_once_systemd_boot_counted_a_boot_no_one_blessed() {
+        let entry = |counter| Entry {
+            generation: 1,
+            slot: B,
+            counter,
+            file: String::new(),
+        };
+        assert!(!entry(None).tried(), "blessed");
+        assert!(!entry(Some((3, 0))).tried(), "activated, not booted yet");
+        assert!(entry(Some((2, 1))).tried(), "booted on its trial");
+        assert!(entry(Some((0, 3))).tried(), "given up");
+    }
 
     #[test]
     fn counters_parse_as_systemd_boot_does() {

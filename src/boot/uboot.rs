@@ -184,6 +184,12 @@ fn left(env: &UbootEnv, slot: SlotName) -> u64 {
     }
 }
 
+/// Whether a slot with `left` attempts had a boot no one blessed: neither
+/// what an activation (`tries`) nor a mark good (`good_tries`) wrote.
+fn tried(left: u64, tries: u32, good_tries: u32) -> bool {
+    left != u64::from(tries) && left != u64::from(good_tries)
+}
+
 /// `g_ascii_strtoull(s, NULL, 16)` as RAUC reads the counters, except that
 /// a sign reads as 0 (see the module docs).
 pub(crate) fn rauc_hex(s: &[u8]) -> u64 {
@@ -233,6 +239,14 @@ impl Bootloader for UbootBackend {
         self.change(|env| self.apply_activate(env, slot))
     }
 
+    /// The script takes one attempt on every boot: a slot whose attempts
+    /// are neither what an activation (`tries`) nor a mark good
+    /// (`good_tries`) wrote had a boot no one blessed.
+    fn tried(&self, slot: SlotName) -> Result<Option<bool>, BootError> {
+        let env = ubootenv::read(&self.config)?;
+        Ok(Some(tried(left(&env, slot), self.tries, self.good_tries)))
+    }
+
     fn check_activate(&self, slot: SlotName) -> Result<(), BootError> {
         ubootenv::plan(&self.config, |env| {
             self.apply_state(env, slot, BootState::Bad)
@@ -261,7 +275,18 @@ impl Bootloader for UbootBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::rauc_hex;
+    use super::{rauc_hex, tried};
+
+    #[test]
+    fn a_slot_is_tried_once_the_script_took_an_attempt_no_one_gave_back() {
+        // Activated (5) or marked good (3), not booted since: not tried.
+        assert!(!tried(5, 5, 3));
+        assert!(!tried(3, 5, 3));
+        // Booted: the script took one.
+        assert!(tried(4, 5, 3));
+        assert!(tried(2, 5, 3));
+        assert!(tried(0, 3, 3));
+    }
 
     #[test]
     fn counters_read_as_rauc_does() {

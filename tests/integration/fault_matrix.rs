@@ -1,7 +1,9 @@
 //! The fault-injection matrix: every flow that changes a host (the timer's
 //! `update` with a full image (segments decoded in parallel, or one zstd
 //! frame) or a delta, `health` committing a trial,
-//! `health` rolling back a failing one, `health` after a trial that never
+//! `health` rolling back a failing one, both again with a damaged
+//! `state.json` that no longer describes the trial (the bootloader says it
+//! is one), `health` after a trial that never
 //! came up, `health` rolling back a committed release late (its probation
 //! failed), `health` while a staged slot awaits the reboot, the timer's
 //! `update` disarming a staged trial its release channel withdrew, a manual
@@ -63,6 +65,8 @@ enum Flow {
     DeltaUpdate,
     HealthCommit,
     HealthRollback,
+    UndescribedCommit,
+    UndescribedRollback,
     TrialNeverBooted,
     Rollback,
     RollbackSwitch,
@@ -82,6 +86,8 @@ impl Flow {
             Flow::DeltaUpdate => "delta-update",
             Flow::HealthCommit => "health-commit",
             Flow::HealthRollback => "health-rollback",
+            Flow::UndescribedCommit => "health-undescribed-commit",
+            Flow::UndescribedRollback => "health-undescribed-rollback",
             Flow::TrialNeverBooted => "health-trial-never-booted",
             Flow::Rollback => "rollback",
             Flow::RollbackSwitch => "rollback-switch",
@@ -99,6 +105,8 @@ impl Flow {
             Flow::Update | Flow::OneFrameUpdate | Flow::DeltaUpdate | Flow::Disarm => &["update"],
             Flow::HealthCommit
             | Flow::HealthRollback
+            | Flow::UndescribedCommit
+            | Flow::UndescribedRollback
             | Flow::TrialNeverBooted
             | Flow::HealthAwaitingReboot
             | Flow::LateRollback => &["health"],
@@ -143,6 +151,15 @@ impl Flow {
             ],
             Flow::HealthCommit => &["health-verdict", "committed", "state-written"],
             Flow::HealthRollback => &["health-verdict", "rolled-back", "state-written"],
+            // Judged as any trial: the checks, then the re-bless (a
+            // commit's bootloader half) or the one retirement there is.
+            Flow::UndescribedCommit => &["health-verdict", "state-written"],
+            Flow::UndescribedRollback => &[
+                "health-verdict",
+                "retire-marked-bad",
+                "rolled-back",
+                "state-written",
+            ],
             // The late rollback retires the committed slot as a trial is.
             Flow::LateRollback => &["retire-marked-bad", "rolled-back", "state-written"],
             // A hand rollback of the committed release rejects it: the
@@ -167,7 +184,7 @@ impl Flow {
     /// Exit code of a complete run.
     fn exit_code(self) -> i32 {
         match self {
-            Flow::HealthRollback | Flow::LateRollback => 1,
+            Flow::HealthRollback | Flow::UndescribedRollback | Flow::LateRollback => 1,
             _ => 0,
         }
     }
@@ -239,6 +256,15 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
     match flow {
         Flow::HealthCommit | Flow::MarkGood => {}
         Flow::HealthRollback => h.add_health_check("10-fail", "exit 1"),
+        Flow::UndescribedCommit | Flow::UndescribedRollback => {
+            if flow == Flow::UndescribedRollback {
+                h.add_health_check("10-fail", "exit 1");
+            }
+            // The state no longer loads (a slot name that does not exist;
+            // still JSON) and has no good copy: a fresh state stands in.
+            h.edit_state(|s| s["transaction"]["from"] = "C".into());
+            std::fs::remove_file(h.state_dir.join("state.json.prev")).expect("no good copy");
+        }
         Flow::TrialNeverBooted => {
             // The trial never comes up: the bootloader falls back.
             assert_eq!(h.boot(), "A", "no fallback");
@@ -384,13 +410,17 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
             assert!(h.bootable("A"), "{at}: the running slot lost its blessing");
             ("B", "2.0")
         }
-        Flow::HealthCommit | Flow::MarkGood => {
+        Flow::HealthCommit | Flow::MarkGood | Flow::UndescribedCommit => {
             assert!(state["transaction"].is_null(), "{at}: {state}");
             assert_eq!(state["slots"]["B"]["status"], "good", "{at}");
             assert!(h.bootable("B"), "{at}: B not bootable: {:?}", h.env());
             ("B", "2.0")
         }
-        Flow::HealthRollback | Flow::TrialNeverBooted | Flow::LateRollback | Flow::Rollback => {
+        Flow::HealthRollback
+        | Flow::UndescribedRollback
+        | Flow::TrialNeverBooted
+        | Flow::LateRollback
+        | Flow::Rollback => {
             assert!(state["transaction"].is_null(), "{at}: {state}");
             assert!(state["probation"].is_null(), "{at}: {state}");
             assert_eq!(state["failed"][0]["version"], "2.0", "{at}: {state}");
@@ -613,6 +643,8 @@ matrix_tests! {
     grub_delta_update: Flow::DeltaUpdate, Loader::Grub;
     grub_health_commit: Flow::HealthCommit, Loader::Grub;
     grub_health_rollback: Flow::HealthRollback, Loader::Grub;
+    grub_health_undescribed_commit: Flow::UndescribedCommit, Loader::Grub;
+    grub_health_undescribed_rollback: Flow::UndescribedRollback, Loader::Grub;
     grub_trial_never_booted: Flow::TrialNeverBooted, Loader::Grub;
     grub_rollback: Flow::Rollback, Loader::Grub;
     grub_rollback_switch: Flow::RollbackSwitch, Loader::Grub;
@@ -627,6 +659,8 @@ matrix_tests! {
     uboot_delta_update: Flow::DeltaUpdate, Loader::Uboot;
     uboot_health_commit: Flow::HealthCommit, Loader::Uboot;
     uboot_health_rollback: Flow::HealthRollback, Loader::Uboot;
+    uboot_health_undescribed_commit: Flow::UndescribedCommit, Loader::Uboot;
+    uboot_health_undescribed_rollback: Flow::UndescribedRollback, Loader::Uboot;
     uboot_trial_never_booted: Flow::TrialNeverBooted, Loader::Uboot;
     uboot_rollback: Flow::Rollback, Loader::Uboot;
     uboot_rollback_switch: Flow::RollbackSwitch, Loader::Uboot;
@@ -640,6 +674,8 @@ matrix_tests! {
     efi_delta_update: Flow::DeltaUpdate, Loader::Efi;
     efi_health_commit: Flow::HealthCommit, Loader::Efi;
     efi_health_rollback: Flow::HealthRollback, Loader::Efi;
+    efi_health_undescribed_commit: Flow::UndescribedCommit, Loader::Efi;
+    efi_health_undescribed_rollback: Flow::UndescribedRollback, Loader::Efi;
     efi_trial_never_booted: Flow::TrialNeverBooted, Loader::Efi;
     efi_rollback: Flow::Rollback, Loader::Efi;
     efi_rollback_switch: Flow::RollbackSwitch, Loader::Efi;
@@ -653,6 +689,8 @@ matrix_tests! {
     systemd_boot_delta_update: Flow::DeltaUpdate, Loader::SystemdBoot;
     systemd_boot_health_commit: Flow::HealthCommit, Loader::SystemdBoot;
     systemd_boot_health_rollback: Flow::HealthRollback, Loader::SystemdBoot;
+    systemd_boot_health_undescribed_commit: Flow::UndescribedCommit, Loader::SystemdBoot;
+    systemd_boot_health_undescribed_rollback: Flow::UndescribedRollback, Loader::SystemdBoot;
     systemd_boot_trial_never_booted: Flow::TrialNeverBooted, Loader::SystemdBoot;
     systemd_boot_rollback: Flow::Rollback, Loader::SystemdBoot;
     systemd_boot_rollback_switch: Flow::RollbackSwitch, Loader::SystemdBoot;

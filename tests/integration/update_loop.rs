@@ -225,6 +225,119 @@ fn a_damaged_state_json_without_a_good_copy_still_reblesses_the_booted_slot() {
     assert_eq!(state["metrics"]["failures"]["state_corrupt"], 1, "{state}");
 }
 
+/// A host booted into the trial of 2.0 in slot B (GRUB set `B_TRY=1`)
+/// whose `state.json` was then damaged with no good copy left (as a build
+/// that kept none, or a `.prev` lost too): the fresh state that stands in
+/// records no trial.
+fn trial_with_damaged_state(name: &str) -> TestHost {
+    let (mut h, _) = host_with_release(name);
+    assert!(h.abupdate(&["update"]).status.success());
+    assert_eq!(h.boot(), "B");
+    assert_eq!(var(&h, "B_TRY"), "1");
+    damage_state(&h);
+    std::fs::remove_file(h.state_dir.join("state.json.prev")).expect("no good copy");
+    h
+}
+
+#[test]
+fn a_trial_the_damaged_state_does_not_describe_rolls_back_when_its_check_fails() {
+    let mut h = trial_with_damaged_state("loop-undescribed-fail");
+    h.add_health_check("10-app", "echo 'app did not start' >&2; exit 1");
+    let out = h.abupdate(&["health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("does not describe it"), "{said}");
+    assert!(said.contains("app did not start"), "{said}");
+    assert!(said.contains("rolled back 2.0"), "{said}");
+    assert_eq!(h.reboots(), 2, "the rollback reboots");
+    assert_eq!(
+        (var(&h, "ORDER").as_str(), var(&h, "B_OK").as_str()),
+        ("A B", "0"),
+        "the failed trial is bad and the old slot boots next"
+    );
+    assert_eq!(h.state()["failed"][0]["version"], "2.0");
+    assert_eq!(h.boot(), "A");
+    std::fs::remove_file(h.health_dir.join("10-app")).expect("rm");
+    assert!(h.abupdate(&["health"]).status.success());
+    assert_eq!(var(&h, "A_TRY"), "0");
+    let out = h.abupdate(&["check"]);
+    assert!(text(&out).contains("already failed"), "{}", text(&out));
+}
+
+#[test]
+fn a_trial_the_damaged_state_does_not_describe_commits_when_its_check_passes() {
+    let mut h = trial_with_damaged_state("loop-undescribed-pass");
+    h.add_health_check("10-app", "exit 0");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("running health checks"), "{said}");
+    assert!(said.contains("10-app: pass"), "{said}");
+    assert!(said.contains("committed 2.0"), "{said}");
+    assert_eq!(h.reboots(), 1, "no reboot");
+    assert_eq!(
+        (
+            var(&h, "ORDER").as_str(),
+            var(&h, "B_OK").as_str(),
+            var(&h, "B_TRY").as_str()
+        ),
+        ("B A", "1", "0")
+    );
+    let state = h.state();
+    assert_eq!(state["slots"]["B"]["status"], "good", "{state}");
+    assert_eq!(state["slots"]["B"]["version"], "2.0", "{state}");
+    assert_eq!(h.boot(), "B");
+}
+
+#[test]
+fn a_failed_trial_the_damaged_state_does_not_describe_is_kept_when_the_old_slot_is_bad() {
+    let h = trial_with_damaged_state("loop-undescribed-no-fallback");
+    h.grub_set(&[("A_OK", "0")]);
+    h.add_health_check("10-app", "exit 1");
+    let out = h.abupdate(&["--json", "health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("\"no_fallback\""), "{said}");
+    assert!(said.contains("slot A is no fallback"), "{said}");
+    assert_eq!(h.reboots(), 1, "nowhere to reboot to");
+    assert_eq!(
+        (
+            var(&h, "ORDER").as_str(),
+            var(&h, "A_OK").as_str(),
+            var(&h, "B_OK").as_str(),
+            var(&h, "B_TRY").as_str()
+        ),
+        ("B A", "0", "1", "0"),
+        "the only bootable slot stays bootable; the bad one is not activated"
+    );
+}
+
+#[test]
+fn a_damaged_state_that_holds_the_booted_slot_committed_re_blesses_it_unchecked() {
+    let (mut h, _) = host_with_release("loop-damaged-committed");
+    assert!(h.abupdate(&["update"]).status.success());
+    assert_eq!(h.boot(), "B");
+    assert!(h.abupdate(&["health"]).status.success());
+    // One more save (the timer's check): the last good copy holds B
+    // committed.
+    assert_eq!(h.abupdate(&["check"]).status.code(), Some(0));
+    damage_state(&h);
+    assert_eq!(h.boot(), "B");
+    assert_eq!(var(&h, "B_TRY"), "1", "GRUB tries B on every boot");
+    // Checks run only on a trial: a failing one changes nothing here.
+    h.add_health_check("10-app", "exit 1");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("state.json is damaged"), "{said}");
+    assert!(!said.contains("10-app"), "{said}");
+    assert_eq!(h.reboots(), 1);
+    assert_eq!(
+        (var(&h, "ORDER").as_str(), var(&h, "B_TRY").as_str()),
+        ("B A", "0")
+    );
+}
+
 /// The state dir bind-mounted read-only on itself, unmounted when dropped.
 struct ReadOnly(std::path::PathBuf);
 
