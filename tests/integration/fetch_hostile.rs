@@ -886,14 +886,21 @@ fn tls_unknown_ca_fails_and_ca_file_fixes_it() {
     assert!(err.is_none(), "{err:?}");
     assert!(bytes == payload);
 
-    // A CA file with no certificate in it is refused up front.
+    // A CA file with no certificate in it: every https request fails
+    // before its handshake, naming the file.
     std::fs::write(dir.join("empty.pem"), "nothing here\n").unwrap();
     let e = Transport::new(&TransportOptions {
         ca_file: Some(dir.join("empty.pem")),
         ..TransportOptions::default()
     })
+    .expect("transport")
+    .get_document(&url, 1000, None)
     .expect_err("empty CA file");
     assert_eq!(e.kind(), "tls", "{e}");
+    assert!(
+        e.to_string().contains("empty.pem holds no certificate"),
+        "{e}"
+    );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -43,6 +43,36 @@ fn behind(h: &TestHost, mirror: &str) {
     std::fs::write(&h.config, cfg).expect("config");
 }
 
+/// `h`'s config with `ca_file` as its `[update] ca_file`.
+fn trusting(h: &TestHost, ca_file: &Path) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replacen(
+        "[update]\n",
+        &format!("[update]\nca_file = \"{}\"\n", ca_file.display()),
+        1,
+    );
+    std::fs::write(&h.config, cfg).expect("config");
+}
+
+/// `check` fails with kind `tls` and an error holding `cause`, before any
+/// handshake; returns the line after the URL (what a trial says too).
+fn check_fails_before_the_handshake(h: &TestHost, cause: &str) -> String {
+    let out = h.abupdate(&["--json", "check"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check json");
+    assert_eq!(json["kind"], "tls", "{}", text(&out));
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(error.contains(cause), "{}", text(&out));
+    assert!(!error.contains("UnknownIssuer"), "{}", text(&out));
+    let line = error.split_once("TLS: ").map(|(_, l)| l).unwrap_or(error);
+    assert!(
+        line.ends_with("this host could not fetch its next update over https"),
+        "{}",
+        text(&out)
+    );
+    line.to_string()
+}
+
 /// `update` installs 2.0 into B and its trial commits it.
 fn updates_and_commits(h: &mut TestHost) {
     let out = h.abupdate(&["update"]);
@@ -58,15 +88,27 @@ fn updates_and_commits(h: &mut TestHost) {
 /// The release at `m`, installed by other means (an older build with
 /// built-in roots), fails its trial saying `line`: the host returns to A.
 fn trial_rolls_back(h: &mut TestHost, m: &Path, line: &str) {
+    installed_for_its_trial(h, m);
+    let _ = trial_fails(h, line);
+}
+
+/// The release at `m` is installed into B and B booted for its trial.
+fn installed_for_its_trial(h: &mut TestHost, m: &Path) {
     let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8 path")]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(h.boot(), "B");
+}
+
+/// 2.0's trial in B fails saying `line`: the host returns to A. Returns
+/// what `health` said.
+fn trial_fails(h: &mut TestHost, line: &str) -> String {
     let out = h.abupdate(&["health"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains(line), "{}", text(&out));
     assert_eq!(var(h, "ORDER"), "A B");
     assert_eq!(h.state()["failed"][0]["version"], "2.0");
     assert_eq!(h.boot(), "A");
+    text(&out)
 }
 
 /// A host with release 2.0 packed into a directory served over TLS by a
@@ -95,18 +137,11 @@ fn a_trial_on_a_host_without_a_ca_bundle_rolls_back_naming_the_paths_looked_at()
     point_at(&h, &server.url("/release.json"), &[&bundle]);
 
     // Outside a trial: the missing bundle by name, not rustls' UnknownIssuer.
-    let out = h.abupdate(&["--json", "check"]);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check json");
-    assert_eq!(json["kind"], "tls", "{}", text(&out));
     let line = format!(
         "no CA bundle at {} and no [update] ca_file: this host could not fetch its next update over https",
         bundle.display()
     );
-    assert!(
-        json["error"].as_str().is_some_and(|e| e.contains(&line)),
-        "{}",
-        text(&out)
-    );
+    check_fails_before_the_handshake(&h, &line);
 
     trial_rolls_back(&mut h, &m, &line);
     assert!(h.abupdate(&["health"]).status.success());
@@ -165,4 +200,40 @@ fn a_trial_behind_an_https_mirror_without_a_ca_bundle_rolls_back() {
     point_at(&h, "http://updates.invalid/rel/release.json", &[&missing]);
     behind(&h, "https://cache.invalid/");
     trial_rolls_back(&mut h, &m, "trust-roots: no CA bundle at");
+}
+
+/// Review (trust roots, item 1): a `[update] ca_file` that gives no
+/// certificate was hidden from the trial's check (`.ok()?`), so the trial
+/// committed a host that could then never fetch. Missing or holding no
+/// certificate, it fails the trial with the line `check` says (kind `tls`),
+/// naming the file and why; the bundle that would verify the server is
+/// not tried instead (the operator named the file).
+#[test]
+fn a_trial_on_a_host_whose_ca_file_gives_no_certificate_rolls_back_naming_it() {
+    for (name, contents, why) in [
+        ("roots-ca-missing", None, "cannot be read ("),
+        (
+            "roots-ca-empty",
+            Some("no certificate here\n"),
+            "holds no certificate",
+        ),
+    ] {
+        let Some((mut h, m, ca, server)) = host_and_server(name) else {
+            return;
+        };
+        let ca_file = h.dir.join("private-ca.pem");
+        if let Some(contents) = contents {
+            std::fs::write(&ca_file, contents).expect("ca_file");
+        }
+        point_at(&h, &server.url("/release.json"), &[&ca]);
+        installed_for_its_trial(&mut h, &m);
+        // The release's config names a CA file its image lacks.
+        trusting(&h, &ca_file);
+        let cause = format!("[update] ca_file {} {why}", ca_file.display());
+        let trial_line = format!("trust-roots: {cause}");
+        let said = trial_fails(&mut h, &trial_line);
+        // Outside the trial, `check` says the same line.
+        let line = check_fails_before_the_handshake(&h, &cause);
+        assert!(said.contains(&format!("trust-roots: {line}")), "{said}");
+    }
 }
