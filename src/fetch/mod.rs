@@ -35,6 +35,10 @@
 //!   transient failures are asked again, bounded (`retry.rs`); headers and
 //!   the client certificate go to the configured origins only, hop by hop
 //!   (`auth.rs`).
+//! - Trust roots are chosen in one place, [`trust_roots`], for every https
+//!   client of ours (this transport, the webhook, `fleet --prometheus`, https
+//!   health checks); when none load, an https request fails before its
+//!   handshake with a line naming the files ([`Roots::missing`]).
 
 mod auth;
 mod body;
@@ -709,6 +713,15 @@ impl Roots {
         }
     }
 
+    /// Why no roots load, when none do: for a client that names its CA
+    /// file otherwise than `[update] ca_file` (`fleet --prometheus-ca`).
+    pub fn why_missing(&self) -> Option<&MissingRoots> {
+        match self {
+            Roots::Found(_) => None,
+            Roots::Missing(why) => Some(why),
+        }
+    }
+
     /// The TLS settings of an agent verifying servers with these roots
     /// (none when missing: every handshake fails). ureq's default (its
     /// built-in WebPKI roots) is not compiled in and panics when used: no
@@ -763,11 +776,10 @@ pub fn system_ca_bundles() -> Vec<PathBuf> {
     SYSTEM_CA_BUNDLES.iter().map(PathBuf::from).collect()
 }
 
-/// The TLS settings of every HTTP client of ours besides [`Transport`]
-/// (the webhook, health checks, the Prometheus API): [`trust_roots`] over
-/// the host's bundles.
-pub fn tls_config(ca_file: Option<&Path>) -> Result<TlsConfig, FetchError> {
-    Ok(trust_roots(ca_file, &system_ca_bundles()).tls_config())
+/// The TLS settings of an https health check (`[health] http`):
+/// [`trust_roots`] over the default bundle paths, not `[system] ca_bundles`.
+pub fn tls_config(ca_file: Option<&Path>) -> TlsConfig {
+    trust_roots(ca_file, &system_ca_bundles()).tls_config()
 }
 
 impl Transport {
@@ -1058,8 +1070,9 @@ impl Transport {
 
     /// POST `body` (JSON) to `url` with `headers`, once: no redirect is
     /// followed (a lock or report service answers where it was asked), no
-    /// credentials are sent (they are for the update servers). Returns the
-    /// status and at most `limit` bytes of the answer.
+    /// credentials are sent (they are for the update servers); without
+    /// trust roots an https one fails before its handshake, as a GET does.
+    /// Returns the status and at most `limit` bytes of the answer.
     pub fn post_json(
         &self,
         url: &str,
@@ -1077,6 +1090,12 @@ impl Transport {
             }
         };
         let shown = redact(&url).into_owned();
+        if let Some(line) = self.roots.refuses(&url) {
+            return Err(FetchError::Tls {
+                location: shown,
+                detail: line,
+            });
+        }
         let mut req = self
             .pick(&self.plain, &url)
             .post(&url)

@@ -947,6 +947,7 @@ fn every_https_client_trusts_the_ca_file_and_an_unknown_issuer_is_an_error() {
         webhook_attempts: 1,
         labels: Default::default(),
         ca_file: None,
+        ca_bundles: abupdate::fetch::system_ca_bundles(),
     };
     let deadline = || Instant::now() + Duration::from_secs(5);
     let e = abupdate::report::post_webhook(&webhook, &event, deadline()).expect_err("unknown CA");
@@ -958,21 +959,17 @@ fn every_https_client_trusts_the_ca_file_and_an_unknown_issuer_is_an_error() {
         assert!(!e.contains("UnknownIssuer") && !e.contains("TLS"), "{e}");
     }
 
+    use abupdate::fleet::prometheus::{roots, Client};
     let prometheus =
-        abupdate::fleet::prometheus::Client::new(&server.url(""), Duration::from_secs(5), None)
-            .expect("client");
+        Client::new(&server.url(""), Duration::from_secs(5), &roots(None)).expect("client");
     let e = prometheus
         .query("up", 0)
         .expect_err("unknown CA")
         .to_string();
     assert!(e.contains("UnknownIssuer"), "{e}");
     // `fleet --prometheus-ca`: trusted, the handshake passes.
-    let prometheus = abupdate::fleet::prometheus::Client::new(
-        &server.url(""),
-        Duration::from_secs(5),
-        Some(&ca),
-    )
-    .expect("client");
+    let prometheus =
+        Client::new(&server.url(""), Duration::from_secs(5), &roots(Some(&ca))).expect("client");
     if let Err(e) = prometheus.query("up", 0) {
         let e = e.to_string();
         assert!(!e.contains("UnknownIssuer") && !e.contains("TLS"), "{e}");

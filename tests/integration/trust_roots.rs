@@ -237,3 +237,127 @@ fn a_trial_on_a_host_whose_ca_file_gives_no_certificate_rolls_back_naming_it() {
         assert!(said.contains(&format!("trust-roots: {line}")), "{said}");
     }
 }
+
+/// `h` reports each outcome to `webhook` and takes its reboot lock from the
+/// FleetLock server at `lock`.
+fn reports_and_locks(h: &TestHost, webhook: &str, lock: &str) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        format!(
+            "{cfg}\n[report]\nwebhook = \"{webhook}\"\nwebhook_timeout = \"3s\"\n\
+             webhook_attempts = 1\n\n[reboot]\nfleetlock = \"{lock}\"\ngroup = \"store-1\"\n"
+        ),
+    )
+    .expect("config");
+}
+
+/// `update --now` of the release at `m` (a local path: the update servers
+/// need no roots) on a host reporting to, and locking at, `server`, whose
+/// bundle may be at `bundle` only: what it said.
+fn update_reporting_and_locking_at(
+    h: &TestHost,
+    m: &Path,
+    server: &tls::TlsServer,
+    bundle: &Path,
+) -> String {
+    point_at(h, m.to_str().expect("utf8 path"), &[bundle]);
+    reports_and_locks(h, &server.url("/report"), &server.url("/lock/"));
+    let out = h.abupdate(&["update", "--now"]);
+    // `s_server -WWW` takes no POST: the lock is not granted, no reboot.
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(h.reboots(), 0, "{}", text(&out));
+    text(&out)
+}
+
+/// Review (trust roots, item 2): the webhook read the default bundle
+/// paths, not `[system] ca_bundles`: a host whose bundle is elsewhere
+/// could not verify its report server. The FleetLock client (the update
+/// servers' transport) and the webhook both verify with the configured
+/// bundle: their handshakes pass.
+#[test]
+fn the_webhook_and_the_fleetlock_server_are_verified_with_the_configured_ca_bundles() {
+    let Some((h, m, ca, server)) = host_and_server("roots-clients") else {
+        return;
+    };
+    let said = update_reporting_and_locking_at(&h, &m, &server, &ca);
+    assert!(said.contains("cannot ask for the reboot lock"), "{said}");
+    assert!(!said.contains("UnknownIssuer"), "{said}");
+    assert!(!said.contains("TLS"), "{said}");
+}
+
+/// Without roots, an https webhook and an https FleetLock server fail
+/// before any handshake with the line the update servers' requests say
+/// (naming the bundle paths looked at), not rustls' `UnknownIssuer`.
+#[test]
+fn the_webhook_and_the_fleetlock_server_without_roots_fail_naming_the_paths_looked_at() {
+    let Some((h, m, _ca, server)) = host_and_server("roots-clients-none") else {
+        return;
+    };
+    let missing = h.dir.join("no-ssl").join("ca-certificates.crt");
+    let said = update_reporting_and_locking_at(&h, &m, &server, &missing);
+    let line = format!(
+        "TLS: no CA bundle at {} and no [update] ca_file: this host could not fetch its next \
+         update over https",
+        missing.display()
+    );
+    assert!(said.contains("cannot ask for the reboot lock"), "{said}");
+    assert!(
+        said.contains(&format!("{}: {line}", server.url("/lock/v1/pre-reboot"))),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "report not delivered: {}: {line}",
+            server.url("/report")
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("UnknownIssuer"), "{said}");
+}
+
+/// `fleet --prometheus` (the operator's machine: `--prometheus-ca`, else
+/// the default bundle paths) takes its roots from the same function: with
+/// none, an https API is refused before any handshake naming the paths
+/// and its own flag (not rustls' `UnknownIssuer` at the first query); a
+/// bundle it finds verifies the API.
+#[test]
+fn fleet_prometheus_without_roots_is_refused_before_the_handshake_naming_the_paths() {
+    use abupdate::fetch::trust_roots;
+    use abupdate::fleet::prometheus::Client;
+    let Some((h, _m, ca, server)) = host_and_server("roots-prometheus") else {
+        return;
+    };
+    let missing = h.dir.join("no-ssl").join("ca-certificates.crt");
+    let timeout = std::time::Duration::from_secs(5);
+    let e = Client::new(
+        &server.url(""),
+        timeout,
+        &trust_roots(None, std::slice::from_ref(&missing)),
+    )
+    .err()
+    .expect("no roots");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "--prometheus {}: no CA bundle at {} and no --prometheus-ca: an https API cannot be verified",
+            server.url(""),
+            missing.display()
+        )
+    );
+    // Plain http needs none.
+    assert!(Client::new(
+        "http://127.0.0.1:9/",
+        timeout,
+        &trust_roots(None, &[missing])
+    )
+    .is_ok());
+    let verified =
+        Client::new(&server.url(""), timeout, &trust_roots(None, &[ca])).expect("client");
+    // `s_server -WWW` is no Prometheus: any answer but a TLS failure shows
+    // the roots were used.
+    if let Err(e) = verified.query("up", 0) {
+        let e = e.to_string();
+        assert!(!e.contains("UnknownIssuer") && !e.contains("TLS"), "{e}");
+    }
+}
