@@ -361,3 +361,59 @@ fn fleet_prometheus_without_roots_is_refused_before_the_handshake_naming_the_pat
         assert!(!e.contains("UnknownIssuer") && !e.contains("TLS"), "{e}");
     }
 }
+
+/// The trial's gate judges `url`, `channel` and `signature_url`, not the
+/// payload URLs inside a manifest. Outside a trial, a manifest fetched over
+/// plain http that names an https payload on a host without roots fails
+/// the download with the same `tls` line, before any handshake (not
+/// rustls' `UnknownIssuer`): the booted slot and the boot order stay.
+#[test]
+fn an_https_payload_of_a_manifest_fetched_over_http_fails_without_roots_naming_the_paths() {
+    let Some((mut h, m, _ca, server)) = host_and_server("roots-payload") else {
+        return;
+    };
+    let payload = server.url("/");
+    h.resign(&m, |v| {
+        let name = v["images"]["rootfs"]["url"].as_str().map(str::to_owned);
+        v["images"]["rootfs"]["url"] = format!("{payload}{}", name.expect("payload url")).into();
+        None
+    });
+    let files = files_of(m.parent().expect("release dir"));
+    let origin = Server::start(move |req, s| {
+        match req.path.strip_prefix("/rel").and_then(|p| files.get(p)) {
+            Some(d) => serve(req, s, d),
+            None => not_found(s),
+        }
+    });
+    let missing = h.dir.join("no-ssl").join("ca-certificates.crt");
+    let url = format!("http://127.0.0.1:{}/rel/release.json", origin.port);
+    point_at(&h, &url, &[&missing]);
+    let line = format!(
+        "no CA bundle at {} and no [update] ca_file: this host could not fetch its next update over https",
+        missing.display()
+    );
+    // The manifest itself needs no roots.
+    let out = h.abupdate(&["check"]);
+    assert!(
+        text(&out).contains("update available: 2.0"),
+        "{}",
+        text(&out)
+    );
+    let error = update_fails_before_the_handshake(&mut h);
+    assert!(error.starts_with(&payload), "{error}");
+    assert!(error.ends_with(&format!(": TLS: {line}")), "{error}");
+}
+
+/// `update` fails with kind `tls`, the booted slot and the boot order as
+/// they were: its error.
+fn update_fails_before_the_handshake(h: &mut TestHost) -> String {
+    let out = h.abupdate(&["--json", "update"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("update json");
+    assert_eq!(json["kind"], "tls", "{}", text(&out));
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(!error.contains("UnknownIssuer"), "{}", text(&out));
+    assert_eq!(h.boot(), "A");
+    assert_eq!(var(h, "ORDER"), "A B");
+    error.to_string()
+}
