@@ -124,6 +124,8 @@ pub struct Report {
     pub labels: BTreeMap<String, String>,
     /// Trust roots for an https webhook: `[update] ca_file`.
     pub ca_file: Option<PathBuf>,
+    /// Where the host's CA bundle may be: `[system] ca_bundles`.
+    pub ca_bundles: Vec<PathBuf>,
 }
 
 /// `[update]`.
@@ -1281,6 +1283,7 @@ impl Config {
             webhook_attempts: f.report.webhook_attempts.unwrap_or(3).clamp(1, 10),
             labels: f.report.labels.unwrap_or_default(),
             ca_file: f.update.ca_file.clone().map(PathBuf::from),
+            ca_bundles: system.ca_bundles.clone(),
         };
         if report.labels.len() > crate::report::MAX_LABELS {
             return Err(err(

@@ -104,10 +104,7 @@ fn run_command(cmd: Command, timeout: Duration) -> (bool, String) {
 }
 
 fn run_http(url: &str, timeout: Duration, ca_file: Option<&std::path::Path>) -> (bool, String) {
-    let tls = match crate::fetch::tls_config(ca_file) {
-        Ok(tls) => tls,
-        Err(e) => return (false, e.to_string()),
-    };
+    let tls = crate::fetch::tls_config(ca_file);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .tls_config(tls)
         .timeout_global(Some(timeout))

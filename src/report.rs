@@ -509,6 +509,12 @@ pub fn post_webhook(cfg: &Report, event: &Event, deadline: Instant) -> Result<()
         return Ok(());
     };
     let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+    // The roots every client of the host uses: the update servers' own.
+    let roots = crate::fetch::trust_roots(cfg.ca_file.as_deref(), &cfg.ca_bundles);
+    if let Some(line) = roots.refuses(url) {
+        return Err(format!("{url}: TLS: {line}"));
+    }
+    let tls = roots.tls_config();
     let mut last = format!(
         "{url}: no attempt within {}s",
         cfg.webhook_timeout.as_secs()
@@ -526,9 +532,8 @@ pub fn post_webhook(cfg: &Report, event: &Event, deadline: Instant) -> Result<()
         if left.is_zero() {
             break;
         }
-        let tls = crate::fetch::tls_config(cfg.ca_file.as_deref()).map_err(|e| e.to_string())?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .tls_config(tls)
+            .tls_config(tls.clone())
             .user_agent(concat!("abupdate/", env!("CARGO_PKG_VERSION")))
             .timeout_global(Some(left))
             .http_status_as_error(false)

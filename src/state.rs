@@ -594,7 +594,7 @@ fn parse_state(bytes: &[u8]) -> Result<State, Unusable> {
             state.format
         )));
     }
-    state.installed_by_outcome_keeper = state
+    state.installed_outcomes_as_read = state
         .outcomes
         .iter()
         .filter(|o| o.outcome == crate::report::Outcome::Installed.as_str())
@@ -694,11 +694,12 @@ pub struct State {
     /// repaired (and counted) once.
     #[serde(skip)]
     pub recovered: Option<String>,
-    /// The releases `state.json` said, as read, were installed by a build
-    /// that keeps `outcomes` (set by [`StateDir::load`], never saved): the
-    /// evidence [`State::commit`] reads on the build that staged the trial.
+    /// The releases `state.json`, as read, holds an `installed` outcome of
+    /// (set by [`StateDir::load`], never saved): the evidence that a build
+    /// keeping `outcomes` installed them, which [`State::commit`] reads on
+    /// the build that staged the trial ([`State::mark_installer_agent`]).
     #[serde(skip)]
-    pub installed_by_outcome_keeper: Vec<String>,
+    pub installed_outcomes_as_read: Vec<String>,
 }
 
 impl State {
@@ -1154,7 +1155,12 @@ impl State {
     /// at once. A slot bad or being written is never marked. Whether the
     /// record changed.
     pub fn mark_installer_agent(&mut self, t: &Transaction) -> bool {
-        let evidence = self.installed_by_outcome_keeper.contains(&t.version);
+        // As versions, as every other comparison of release names here
+        // (`2.0` is `2.0.0`).
+        let evidence = self
+            .installed_outcomes_as_read
+            .iter()
+            .any(|release| same_version(release, &t.version));
         let usable = matches!(
             self.slot(t.from).status,
             SlotStatus::Good | SlotStatus::Installed
@@ -2277,6 +2283,30 @@ mod tests {
         let mut s = staged(by_35, "bad");
         s.commit(&t, 10, 0, None);
         assert_eq!(s.slot(SlotName::A).agent, None, "a bad slot");
+    }
+
+    /// The outcome's release and the trial's version are release names:
+    /// compared as versions (as [`same_version`] does everywhere), an
+    /// `installed` outcome of `2.0` is evidence for a trial of `2.0.0`; a
+    /// different version is not.
+    #[test]
+    fn an_installed_outcome_of_2_0_is_evidence_for_a_trial_of_2_0_0() {
+        let staged = |release: &str| {
+            let text = format!(
+                r#"{{"format":1,"slots":{{"A":{{"status":"good","version":"1.0"}}}},"outcomes":[{{"release":"{release}","outcome":"installed","time":5}}]}}"#
+            );
+            parse_state(text.as_bytes()).unwrap()
+        };
+        let mut t = transaction(SlotName::A, Phase::Staged);
+        t.version = "2.0.0".into();
+
+        let mut s = staged("2.0");
+        assert!(s.mark_installer_agent(&t));
+        assert_eq!(s.slot(SlotName::A).agent, Some(AGENT_PROTOCOL));
+
+        let mut s = staged("2.0.1");
+        assert!(!s.mark_installer_agent(&t));
+        assert_eq!(s.slot(SlotName::A).agent, None);
     }
 
     #[test]

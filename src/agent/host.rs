@@ -236,7 +236,8 @@ impl Host {
     /// that fixes it. Behind a `mirror` the origin is never asked (no
     /// request falls back to it), so only the mirror's scheme counts: an
     /// http site cache fetches the next release without roots. A `ca_file`
-    /// that does not load is left to the fetch to report.
+    /// that gives no certificate is no roots too (the bundles are not
+    /// tried): the line names it and why.
     pub(super) fn https_without_roots(&self) -> Option<String> {
         let u = &self.config.update;
         let https = [&u.url, &u.channel, &u.signature_url]
@@ -250,9 +251,7 @@ impl Host {
         if !https {
             return None;
         }
-        crate::fetch::trust_roots(u.ca_file.as_deref(), &self.config.system.ca_bundles)
-            .ok()?
-            .missing()
+        crate::fetch::trust_roots(u.ca_file.as_deref(), &self.config.system.ca_bundles).missing()
     }
 
     /// Timeouts, proxy and trust roots, nothing else: for services that

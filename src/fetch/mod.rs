@@ -38,6 +38,10 @@
 //!   transient failures are asked again, bounded (`retry.rs`); headers and
 //!   the client certificate go to the configured origins only, hop by hop
 //!   (`auth.rs`).
+//! - Trust roots are chosen in one place, [`trust_roots`], for every https
+//!   client of ours (this transport, the webhook, `fleet --prometheus`, https
+//!   health checks); when none load, an https request fails before its
+//!   handshake with a line naming the files ([`Roots::missing`]).
 
 mod auth;
 mod body;
@@ -534,9 +538,9 @@ pub struct Transport {
     /// clones): consecutive delta segments share the rate.
     bucket: Arc<Mutex<Bucket>>,
     retry: RetryPolicy,
-    /// Why an https request cannot be verified ([`Roots::missing`]), said
-    /// before any handshake.
-    no_roots: Option<Arc<str>>,
+    /// The trust roots the agents verify with: when missing, an https
+    /// request fails before any handshake ([`Roots::refuses`]).
+    roots: Arc<Roots>,
 }
 
 impl fmt::Debug for Transport {
@@ -578,31 +582,21 @@ pub const SYSTEM_CA_BUNDLES: [&str; 3] = [
     "/etc/ssl/cert.pem",
 ];
 
-/// The certificates of a PEM file of trust roots (other PEM items skipped).
-fn read_roots(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, FetchError> {
-    let loc = path.display().to_string();
-    let pem = crate::files::read_capped(path, MAX_PEM_BYTES).map_err(|e| FetchError::Io {
-        location: loc.clone(),
-        detail: format!("reading CA file: {e}"),
-    })?;
+/// The certificates of a PEM file of trust roots (other PEM items skipped);
+/// else why it gives none, as the end of a sentence naming the file.
+fn read_roots(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem = crate::files::read_capped(path, MAX_PEM_BYTES)
+        .map_err(|e| format!("cannot be read ({e})"))?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
             Ok(PemItem::Certificate(c)) => certs.push(c),
             Ok(_) => {}
-            Err(e) => {
-                return Err(FetchError::Tls {
-                    location: loc,
-                    detail: format!("bad PEM in CA file: {e}"),
-                })
-            }
+            Err(e) => return Err(format!("holds bad PEM ({e})")),
         }
     }
     if certs.is_empty() {
-        return Err(FetchError::Tls {
-            location: loc,
-            detail: "no certificate in CA file".into(),
-        });
+        return Err("holds no certificate".into());
     }
     Ok(certs)
 }
@@ -656,33 +650,88 @@ fn proxies(proxy: Option<&str>) -> Result<Proxies, FetchError> {
 }
 
 /// The trust roots an https client of ours verifies servers with: found, or
-/// the places looked at, none of which gave a certificate.
+/// why none load.
 pub enum Roots {
     /// `ca_file`'s certificates, else the first bundle's that has any.
     Found(Vec<ureq::tls::Certificate<'static>>),
-    /// No `ca_file` and no usable bundle: each bundle path, with why it
-    /// was passed over when it exists.
-    Missing(Vec<String>),
+    /// No certificate to verify a server with.
+    Missing(MissingRoots),
+}
+
+/// Why no trust roots load, naming each file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MissingRoots {
+    /// The CA file the operator named gives no certificate: the bundles
+    /// are not looked at (a fallback would verify servers the operator
+    /// meant to leave out).
+    CaFile {
+        /// The file, as shown.
+        path: String,
+        /// Why: "cannot be read (…)", "holds bad PEM (…)", "holds no
+        /// certificate".
+        why: String,
+    },
+    /// No CA file set and no bundle holding a certificate: each bundle
+    /// path, with why it was passed over when it exists.
+    NoBundle(Vec<String>),
+}
+
+impl MissingRoots {
+    /// Why no roots load, naming the file(s); `ca_setting` is what names
+    /// the CA file (`[update] ca_file`, `--prometheus-ca`).
+    pub fn cause(&self, ca_setting: &str) -> String {
+        match self {
+            MissingRoots::CaFile { path, why } => format!("{ca_setting} {path} {why}"),
+            MissingRoots::NoBundle(looked) if looked.is_empty() => {
+                format!(
+                    "no CA bundle at any path ([system] ca_bundles is empty) and no {ca_setting}"
+                )
+            }
+            MissingRoots::NoBundle(looked) => {
+                format!("no CA bundle at {} and no {ca_setting}", looked.join(", "))
+            }
+        }
+    }
 }
 
 impl Roots {
-    /// The one line an https request (and a trial's verdict) fails with
-    /// when no roots load: not rustls' "UnknownIssuer", which names no file.
+    /// The one line a host's https request (and a trial's verdict) fails
+    /// with when no roots load: not rustls' "UnknownIssuer", which names no
+    /// file.
     pub fn missing(&self) -> Option<String> {
         match self {
             Roots::Found(_) => None,
-            Roots::Missing(looked) => Some(format!(
-                "no CA bundle at {} and no [update] ca_file: this host could not fetch its next update over https",
-                if looked.is_empty() {
-                    "any path ([system] ca_bundles is empty)".to_string()
-                } else {
-                    looked.join(", ")
-                }
+            Roots::Missing(why) => Some(format!(
+                "{}: this host could not fetch its next update over https",
+                why.cause("[update] ca_file")
             )),
         }
     }
 
-    fn tls_config(&self) -> TlsConfig {
+    /// [`Roots::missing`] when `url` is https: the request fails with it
+    /// before any handshake. Plain http (signed releases) needs no roots.
+    pub fn refuses(&self, url: &str) -> Option<String> {
+        if split_url(url).scheme.eq_ignore_ascii_case("https") {
+            self.missing()
+        } else {
+            None
+        }
+    }
+
+    /// Why no roots load, when none do: for a client that names its CA
+    /// file otherwise than `[update] ca_file` (`fleet --prometheus-ca`).
+    pub fn why_missing(&self) -> Option<&MissingRoots> {
+        match self {
+            Roots::Found(_) => None,
+            Roots::Missing(why) => Some(why),
+        }
+    }
+
+    /// The TLS settings of an agent verifying servers with these roots
+    /// (none when missing: every handshake fails). ureq's default (its
+    /// built-in WebPKI roots) is not compiled in and panics when used: no
+    /// agent is built without this.
+    pub fn tls_config(&self) -> TlsConfig {
         let certs: &[ureq::tls::Certificate<'static>] = match self {
             Roots::Found(c) => c,
             Roots::Missing(_) => &[],
@@ -693,16 +742,24 @@ impl Roots {
     }
 }
 
-/// Which trust roots are used, the one place that says so: `ca_file`'s (an
-/// unreadable or empty one is an error: the operator named it), else the
-/// first of `bundles` (the host's, [`SYSTEM_CA_BUNDLES`] unless `[system]
-/// ca_bundles` moves them) holding a certificate. Mozilla's roots are not
-/// built in: they cost ~55 KB of a 3 MiB binary and would go stale on a
-/// host that is never rebuilt, while the OS image updates its bundle with
-/// every release; a host without any is told so by name ([`Roots::missing`]).
-pub fn trust_roots(ca_file: Option<&Path>, bundles: &[PathBuf]) -> Result<Roots, FetchError> {
+/// Which trust roots are used, the one place that says so: `ca_file`'s (the
+/// operator named it: one that gives no certificate is said by name, the
+/// bundles are not tried), else the first of `bundles` (the host's,
+/// [`SYSTEM_CA_BUNDLES`] unless `[system] ca_bundles` moves them) holding a
+/// certificate. Never an error: plain http (signed releases) works without
+/// roots, and an https request fails before its handshake with
+/// [`Roots::missing`]. Mozilla's roots are not built in: they cost ~55 KB
+/// of a 3 MiB binary and would go stale on a host that is never rebuilt,
+/// while the OS image updates its bundle with every release.
+pub fn trust_roots(ca_file: Option<&Path>, bundles: &[PathBuf]) -> Roots {
     if let Some(path) = ca_file {
-        return Ok(Roots::Found(read_roots(path)?));
+        return match read_roots(path) {
+            Ok(certs) => Roots::Found(certs),
+            Err(why) => Roots::Missing(MissingRoots::CaFile {
+                path: path.display().to_string(),
+                why,
+            }),
+        };
     }
     let mut looked = Vec::new();
     for path in bundles {
@@ -710,17 +767,13 @@ pub fn trust_roots(ca_file: Option<&Path>, bundles: &[PathBuf]) -> Result<Roots,
             looked.push(path.display().to_string());
             continue;
         }
-        // An empty or broken bundle is passed over, not fatal: plain http
-        // (signed releases) must keep working on such a host.
+        // An empty or broken bundle is passed over, not fatal.
         match read_roots(path) {
-            Ok(certs) => return Ok(Roots::Found(certs)),
-            Err(FetchError::Io { detail, .. } | FetchError::Tls { detail, .. }) => {
-                looked.push(format!("{} ({detail})", path.display()))
-            }
-            Err(e) => looked.push(format!("{} ({e})", path.display())),
+            Ok(certs) => return Roots::Found(certs),
+            Err(why) => looked.push(format!("{} ({why})", path.display())),
         }
     }
-    Ok(Roots::Missing(looked))
+    Roots::Missing(MissingRoots::NoBundle(looked))
 }
 
 /// [`SYSTEM_CA_BUNDLES`] as paths: the default of `[system] ca_bundles`.
@@ -728,18 +781,16 @@ pub fn system_ca_bundles() -> Vec<PathBuf> {
     SYSTEM_CA_BUNDLES.iter().map(PathBuf::from).collect()
 }
 
-/// The TLS settings of every HTTP client of ours besides [`Transport`]
-/// (the webhook, health checks, the Prometheus API): [`trust_roots`] over
-/// the host's bundles. ureq's default (its built-in WebPKI roots) is not
-/// compiled in and panics when used: no agent is built without this.
-pub fn tls_config(ca_file: Option<&Path>) -> Result<TlsConfig, FetchError> {
-    Ok(trust_roots(ca_file, &system_ca_bundles())?.tls_config())
+/// The TLS settings of an https health check (`[health] http`):
+/// [`trust_roots`] over the default bundle paths, not `[system] ca_bundles`.
+pub fn tls_config(ca_file: Option<&Path>) -> TlsConfig {
+    trust_roots(ca_file, &system_ca_bundles()).tls_config()
 }
 
 impl Transport {
     /// A client with `opts`' timeouts, proxy and trust roots.
     pub fn new(opts: &TransportOptions) -> Result<Transport, FetchError> {
-        let roots = trust_roots(opts.ca_file.as_deref(), &opts.ca_bundles)?;
+        let roots = trust_roots(opts.ca_file.as_deref(), &opts.ca_bundles);
         let tls = roots.tls_config();
         let build = |proxy: Option<Proxy>, tls: &TlsConfig| {
             let config = Agent::config_builder()
@@ -801,7 +852,7 @@ impl Transport {
             pacing: Arc::new(opts.pacing.clone()),
             bucket: Arc::new(Mutex::new(Bucket::default())),
             retry: opts.retry,
-            no_roots: roots.missing().map(Arc::from),
+            roots: Arc::new(roots),
         })
     }
 
@@ -948,13 +999,11 @@ impl Transport {
         loop {
             let current = chain.last().cloned().unwrap_or_default();
             let shown = describe_chain(&chain);
-            if let Some(line) = self.no_roots.as_deref() {
-                if split_url(&current).scheme.eq_ignore_ascii_case("https") {
-                    return Err(FetchError::Tls {
-                        location: shown,
-                        detail: line.to_string(),
-                    });
-                }
+            if let Some(line) = self.roots.refuses(&current) {
+                return Err(FetchError::Tls {
+                    location: shown,
+                    detail: line,
+                });
             }
             let mut req = self.agent_for(&current).get(&current);
             if let Some(deadline) = deadline {
@@ -1026,8 +1075,9 @@ impl Transport {
 
     /// POST `body` (JSON) to `url` with `headers`, once: no redirect is
     /// followed (a lock or report service answers where it was asked), no
-    /// credentials are sent (they are for the update servers). Returns the
-    /// status and at most `limit` bytes of the answer.
+    /// credentials are sent (they are for the update servers); without
+    /// trust roots an https one fails before its handshake, as a GET does.
+    /// Returns the status and at most `limit` bytes of the answer.
     pub fn post_json(
         &self,
         url: &str,
@@ -1045,6 +1095,12 @@ impl Transport {
             }
         };
         let shown = redact(&url).into_owned();
+        if let Some(line) = self.roots.refuses(&url) {
+            return Err(FetchError::Tls {
+                location: shown,
+                detail: line,
+            });
+        }
         let mut req = self
             .pick(&self.plain, &url)
             .post(&url)

@@ -937,12 +937,12 @@ fn no_usable_ca_bundle_names_each_path_and_fails_https_only() {
     let missing = dir.join("ca-certificates.crt");
     let empty = dir.join("cert.pem");
     std::fs::write(&empty, "not a certificate\n").unwrap();
-    let roots = trust_roots(None, &[missing.clone(), empty.clone()]).unwrap();
+    let roots = trust_roots(None, &[missing.clone(), empty.clone()]);
     let line = roots.missing().expect("no roots");
     assert_eq!(
         line,
         format!(
-            "no CA bundle at {}, {} (no certificate in CA file) and no [update] ca_file: \
+            "no CA bundle at {}, {} (holds no certificate) and no [update] ca_file: \
              this host could not fetch its next update over https",
             missing.display(),
             empty.display()
@@ -958,8 +958,58 @@ fn no_usable_ca_bundle_names_each_path_and_fails_https_only() {
         .unwrap_err();
     assert_eq!(e.kind(), "tls", "{e}");
     assert!(e.to_string().contains("no CA bundle at"), "{e}");
-    // An operator's ca_file that gives nothing stays an error of its own.
-    assert!(trust_roots(Some(&empty), &[]).is_err());
+}
+
+/// A `ca_file` the operator named that gives no certificate (missing,
+/// unreadable, no certificate in it) is no roots, said by name and why; the
+/// bundles are not tried instead, and plain http still works.
+#[test]
+fn a_ca_file_that_gives_no_certificate_is_missing_roots_naming_it_and_why() {
+    let dir = TempDir::new("fetch-ca-file");
+    let bundle = dir.join("bundle.pem");
+    std::fs::write(&bundle, "not a certificate either\n").unwrap();
+    let absent = dir.join("absent.pem");
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let unreadable = dir.join("dir.pem");
+    std::fs::create_dir(&unreadable).unwrap();
+    for (path, why) in [
+        (&absent, "cannot be read ("),
+        (&empty, "holds no certificate"),
+        (&unreadable, "cannot be read ("),
+    ] {
+        let roots = trust_roots(Some(path), std::slice::from_ref(&bundle));
+        let line = roots.missing().expect("no roots");
+        assert!(
+            line.starts_with(&format!("[update] ca_file {} {why}", path.display())),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(": this host could not fetch its next update over https"),
+            "{line}"
+        );
+        assert_eq!(roots.refuses("http://updates.example.invalid/r.json"), None);
+        assert_eq!(
+            roots.refuses("HTTPS://updates.example.invalid/r.json"),
+            Some(line)
+        );
+    }
+    let t = Transport::new(&TransportOptions {
+        ca_file: Some(absent.clone()),
+        ..TransportOptions::default()
+    })
+    .expect("a host whose ca_file is missing still gets a transport (plain http)");
+    let e = t
+        .get_document("https://updates.example.invalid/r.json", 100, None)
+        .unwrap_err();
+    assert_eq!(e.kind(), "tls", "{e}");
+    assert!(
+        e.to_string().contains(&format!(
+            "[update] ca_file {} cannot be read",
+            absent.display()
+        )),
+        "{e}"
+    );
 }
 
 /// Every branch of the judgement of an answer to a resume: a `206` goes on

@@ -146,8 +146,8 @@ fn observe_prometheus(
     percent: Option<f64>,
     wave_started: i64,
 ) -> Result<Observed> {
-    let client =
-        Client::new(ask.url, ask.timeout, ask.ca_file).map_err(|e| Error::Usage(e.to_string()))?;
+    let client = Client::new(ask.url, ask.timeout, &prometheus::roots(ask.ca_file))
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let reading = client
         .store_time()
         .map_err(|e| Error::Fleet(format!("{e} (not deciding blind)")))?;

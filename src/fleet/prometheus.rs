@@ -140,6 +140,13 @@ pub struct Client {
     timeout: Duration,
 }
 
+/// The roots `fleet` verifies an https API with: `--prometheus-ca`, else
+/// this machine's bundle at the default paths (the operator's machine has
+/// no `[system] ca_bundles`), chosen by [`crate::fetch::trust_roots`].
+pub fn roots(ca_file: Option<&std::path::Path>) -> crate::fetch::Roots {
+    crate::fetch::trust_roots(ca_file, &crate::fetch::system_ca_bundles())
+}
+
 /// Check `url` as an API root: http(s), a host, no query or fragment.
 pub fn check_url(url: &str) -> Result<(), String> {
     let uri: ureq::http::Uri = url.parse().map_err(|e| format!("not a URL ({e})"))?;
@@ -158,24 +165,31 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 impl Client {
     /// A client of the API at `base`; every request ends within `timeout`;
-    /// an https API is trusted through `ca_file`, else the host's bundle.
+    /// an https API is verified with `roots` ([`roots`]), and refused here,
+    /// before any handshake, when none load.
     pub fn new(
         base: &str,
         timeout: Duration,
-        ca_file: Option<&std::path::Path>,
+        roots: &crate::fetch::Roots,
     ) -> Result<Client, PromError> {
         check_url(base).map_err(|reason| PromError::Url {
             url: base.to_string(),
             reason,
         })?;
-        // `--prometheus-ca` or the host's trust roots (ureq's built-in ones
-        // are not compiled in).
-        let tls = crate::fetch::tls_config(ca_file).map_err(|e| PromError::Url {
-            url: base.to_string(),
-            reason: e.to_string(),
-        })?;
+        let https = base
+            .get(..8)
+            .is_some_and(|p| p.eq_ignore_ascii_case("https://"));
+        if let Some(why) = roots.why_missing().filter(|_| https) {
+            return Err(PromError::Url {
+                url: base.to_string(),
+                reason: format!(
+                    "{}: an https API cannot be verified",
+                    why.cause("--prometheus-ca")
+                ),
+            });
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .tls_config(tls)
+            .tls_config(roots.tls_config())
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
             // A redirect is an answer (PromError::Redirect), see the module.

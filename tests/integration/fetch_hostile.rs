@@ -1025,14 +1025,21 @@ fn tls_unknown_ca_fails_and_ca_file_fixes_it() {
     assert!(err.is_none(), "{err:?}");
     assert!(bytes == payload);
 
-    // A CA file with no certificate in it is refused up front.
+    // A CA file with no certificate in it: every https request fails
+    // before its handshake, naming the file.
     std::fs::write(dir.join("empty.pem"), "nothing here\n").unwrap();
     let e = Transport::new(&TransportOptions {
         ca_file: Some(dir.join("empty.pem")),
         ..TransportOptions::default()
     })
+    .expect("transport")
+    .get_document(&url, 1000, None)
     .expect_err("empty CA file");
     assert_eq!(e.kind(), "tls", "{e}");
+    assert!(
+        e.to_string().contains("empty.pem holds no certificate"),
+        "{e}"
+    );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -1079,6 +1086,7 @@ fn every_https_client_trusts_the_ca_file_and_an_unknown_issuer_is_an_error() {
         webhook_attempts: 1,
         labels: Default::default(),
         ca_file: None,
+        ca_bundles: abupdate::fetch::system_ca_bundles(),
     };
     let deadline = || Instant::now() + Duration::from_secs(5);
     let e = abupdate::report::post_webhook(&webhook, &event, deadline()).expect_err("unknown CA");
@@ -1090,21 +1098,17 @@ fn every_https_client_trusts_the_ca_file_and_an_unknown_issuer_is_an_error() {
         assert!(!e.contains("UnknownIssuer") && !e.contains("TLS"), "{e}");
     }
 
+    use abupdate::fleet::prometheus::{roots, Client};
     let prometheus =
-        abupdate::fleet::prometheus::Client::new(&server.url(""), Duration::from_secs(5), None)
-            .expect("client");
+        Client::new(&server.url(""), Duration::from_secs(5), &roots(None)).expect("client");
     let e = prometheus
         .query("up", 0)
         .expect_err("unknown CA")
         .to_string();
     assert!(e.contains("UnknownIssuer"), "{e}");
     // `fleet --prometheus-ca`: trusted, the handshake passes.
-    let prometheus = abupdate::fleet::prometheus::Client::new(
-        &server.url(""),
-        Duration::from_secs(5),
-        Some(&ca),
-    )
-    .expect("client");
+    let prometheus =
+        Client::new(&server.url(""), Duration::from_secs(5), &roots(Some(&ca))).expect("client");
     if let Err(e) = prometheus.query("up", 0) {
         let e = e.to_string();
         assert!(!e.contains("UnknownIssuer") && !e.contains("TLS"), "{e}");

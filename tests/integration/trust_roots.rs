@@ -43,6 +43,36 @@ fn behind(h: &TestHost, mirror: &str) {
     std::fs::write(&h.config, cfg).expect("config");
 }
 
+/// `h`'s config with `ca_file` as its `[update] ca_file`.
+fn trusting(h: &TestHost, ca_file: &Path) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replacen(
+        "[update]\n",
+        &format!("[update]\nca_file = \"{}\"\n", ca_file.display()),
+        1,
+    );
+    std::fs::write(&h.config, cfg).expect("config");
+}
+
+/// `check` fails with kind `tls` and an error holding `cause`, before any
+/// handshake; returns the line after the URL (what a trial says too).
+fn check_fails_before_the_handshake(h: &TestHost, cause: &str) -> String {
+    let out = h.abupdate(&["--json", "check"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check json");
+    assert_eq!(json["kind"], "tls", "{}", text(&out));
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(error.contains(cause), "{}", text(&out));
+    assert!(!error.contains("UnknownIssuer"), "{}", text(&out));
+    let line = error.split_once("TLS: ").map(|(_, l)| l).unwrap_or(error);
+    assert!(
+        line.ends_with("this host could not fetch its next update over https"),
+        "{}",
+        text(&out)
+    );
+    line.to_string()
+}
+
 /// `update` installs 2.0 into B and its trial commits it.
 fn updates_and_commits(h: &mut TestHost) {
     let out = h.abupdate(&["update"]);
@@ -58,15 +88,27 @@ fn updates_and_commits(h: &mut TestHost) {
 /// The release at `m`, installed by other means (an older build with
 /// built-in roots), fails its trial saying `line`: the host returns to A.
 fn trial_rolls_back(h: &mut TestHost, m: &Path, line: &str) {
+    installed_for_its_trial(h, m);
+    let _ = trial_fails(h, line);
+}
+
+/// The release at `m` is installed into B and B booted for its trial.
+fn installed_for_its_trial(h: &mut TestHost, m: &Path) {
     let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8 path")]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(h.boot(), "B");
+}
+
+/// 2.0's trial in B fails saying `line`: the host returns to A. Returns
+/// what `health` said.
+fn trial_fails(h: &mut TestHost, line: &str) -> String {
     let out = h.abupdate(&["health"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains(line), "{}", text(&out));
     assert_eq!(var(h, "ORDER"), "A B");
     assert_eq!(h.state()["failed"][0]["version"], "2.0");
     assert_eq!(h.boot(), "A");
+    text(&out)
 }
 
 /// A host with release 2.0 packed into a directory served over TLS by a
@@ -95,18 +137,11 @@ fn a_trial_on_a_host_without_a_ca_bundle_rolls_back_naming_the_paths_looked_at()
     point_at(&h, &server.url("/release.json"), &[&bundle]);
 
     // Outside a trial: the missing bundle by name, not rustls' UnknownIssuer.
-    let out = h.abupdate(&["--json", "check"]);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check json");
-    assert_eq!(json["kind"], "tls", "{}", text(&out));
     let line = format!(
         "no CA bundle at {} and no [update] ca_file: this host could not fetch its next update over https",
         bundle.display()
     );
-    assert!(
-        json["error"].as_str().is_some_and(|e| e.contains(&line)),
-        "{}",
-        text(&out)
-    );
+    check_fails_before_the_handshake(&h, &line);
 
     trial_rolls_back(&mut h, &m, &line);
     assert!(h.abupdate(&["health"]).status.success());
@@ -165,4 +200,220 @@ fn a_trial_behind_an_https_mirror_without_a_ca_bundle_rolls_back() {
     point_at(&h, "http://updates.invalid/rel/release.json", &[&missing]);
     behind(&h, "https://cache.invalid/");
     trial_rolls_back(&mut h, &m, "trust-roots: no CA bundle at");
+}
+
+/// Review (trust roots, item 1): a `[update] ca_file` that gives no
+/// certificate was hidden from the trial's check (`.ok()?`), so the trial
+/// committed a host that could then never fetch. Missing or holding no
+/// certificate, it fails the trial with the line `check` says (kind `tls`),
+/// naming the file and why; the bundle that would verify the server is
+/// not tried instead (the operator named the file).
+#[test]
+fn a_trial_on_a_host_whose_ca_file_gives_no_certificate_rolls_back_naming_it() {
+    for (name, contents, why) in [
+        ("roots-ca-missing", None, "cannot be read ("),
+        (
+            "roots-ca-empty",
+            Some("no certificate here\n"),
+            "holds no certificate",
+        ),
+    ] {
+        let Some((mut h, m, ca, server)) = host_and_server(name) else {
+            return;
+        };
+        let ca_file = h.dir.join("private-ca.pem");
+        if let Some(contents) = contents {
+            std::fs::write(&ca_file, contents).expect("ca_file");
+        }
+        point_at(&h, &server.url("/release.json"), &[&ca]);
+        installed_for_its_trial(&mut h, &m);
+        // The release's config names a CA file its image lacks.
+        trusting(&h, &ca_file);
+        let cause = format!("[update] ca_file {} {why}", ca_file.display());
+        let trial_line = format!("trust-roots: {cause}");
+        let said = trial_fails(&mut h, &trial_line);
+        // Outside the trial, `check` says the same line.
+        let line = check_fails_before_the_handshake(&h, &cause);
+        assert!(said.contains(&format!("trust-roots: {line}")), "{said}");
+    }
+}
+
+/// `h` reports each outcome to `webhook` and takes its reboot lock from the
+/// FleetLock server at `lock`.
+fn reports_and_locks(h: &TestHost, webhook: &str, lock: &str) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        format!(
+            "{cfg}\n[report]\nwebhook = \"{webhook}\"\nwebhook_timeout = \"3s\"\n\
+             webhook_attempts = 1\n\n[reboot]\nfleetlock = \"{lock}\"\ngroup = \"store-1\"\n"
+        ),
+    )
+    .expect("config");
+}
+
+/// `update --now` of the release at `m` (a local path: the update servers
+/// need no roots) on a host reporting to, and locking at, `server`, whose
+/// bundle may be at `bundle` only: what it said.
+fn update_reporting_and_locking_at(
+    h: &TestHost,
+    m: &Path,
+    server: &tls::TlsServer,
+    bundle: &Path,
+) -> String {
+    point_at(h, m.to_str().expect("utf8 path"), &[bundle]);
+    reports_and_locks(h, &server.url("/report"), &server.url("/lock/"));
+    let out = h.abupdate(&["update", "--now"]);
+    // `s_server -WWW` takes no POST: the lock is not granted, no reboot.
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(h.reboots(), 0, "{}", text(&out));
+    text(&out)
+}
+
+/// Review (trust roots, item 2): the webhook read the default bundle
+/// paths, not `[system] ca_bundles`: a host whose bundle is elsewhere
+/// could not verify its report server. The FleetLock client (the update
+/// servers' transport) and the webhook both verify with the configured
+/// bundle: their handshakes pass.
+#[test]
+fn the_webhook_and_the_fleetlock_server_are_verified_with_the_configured_ca_bundles() {
+    let Some((h, m, ca, server)) = host_and_server("roots-clients") else {
+        return;
+    };
+    let said = update_reporting_and_locking_at(&h, &m, &server, &ca);
+    assert!(said.contains("cannot ask for the reboot lock"), "{said}");
+    assert!(!said.contains("UnknownIssuer"), "{said}");
+    assert!(!said.contains("TLS"), "{said}");
+}
+
+/// Without roots, an https webhook and an https FleetLock server fail
+/// before any handshake with the line the update servers' requests say
+/// (naming the bundle paths looked at), not rustls' `UnknownIssuer`.
+#[test]
+fn the_webhook_and_the_fleetlock_server_without_roots_fail_naming_the_paths_looked_at() {
+    let Some((h, m, _ca, server)) = host_and_server("roots-clients-none") else {
+        return;
+    };
+    let missing = h.dir.join("no-ssl").join("ca-certificates.crt");
+    let said = update_reporting_and_locking_at(&h, &m, &server, &missing);
+    let line = format!(
+        "TLS: no CA bundle at {} and no [update] ca_file: this host could not fetch its next \
+         update over https",
+        missing.display()
+    );
+    assert!(said.contains("cannot ask for the reboot lock"), "{said}");
+    assert!(
+        said.contains(&format!("{}: {line}", server.url("/lock/v1/pre-reboot"))),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "report not delivered: {}: {line}",
+            server.url("/report")
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("UnknownIssuer"), "{said}");
+}
+
+/// `fleet --prometheus` (the operator's machine: `--prometheus-ca`, else
+/// the default bundle paths) takes its roots from the same function: with
+/// none, an https API is refused before any handshake naming the paths
+/// and its own flag (not rustls' `UnknownIssuer` at the first query); a
+/// bundle it finds verifies the API.
+#[test]
+fn fleet_prometheus_without_roots_is_refused_before_the_handshake_naming_the_paths() {
+    use abupdate::fetch::trust_roots;
+    use abupdate::fleet::prometheus::Client;
+    let Some((h, _m, ca, server)) = host_and_server("roots-prometheus") else {
+        return;
+    };
+    let missing = h.dir.join("no-ssl").join("ca-certificates.crt");
+    let timeout = std::time::Duration::from_secs(5);
+    let e = Client::new(
+        &server.url(""),
+        timeout,
+        &trust_roots(None, std::slice::from_ref(&missing)),
+    )
+    .err()
+    .expect("no roots");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "--prometheus {}: no CA bundle at {} and no --prometheus-ca: an https API cannot be verified",
+            server.url(""),
+            missing.display()
+        )
+    );
+    // Plain http needs none.
+    assert!(Client::new(
+        "http://127.0.0.1:9/",
+        timeout,
+        &trust_roots(None, &[missing])
+    )
+    .is_ok());
+    let verified =
+        Client::new(&server.url(""), timeout, &trust_roots(None, &[ca])).expect("client");
+    // `s_server -WWW` is no Prometheus: any answer but a TLS failure shows
+    // the roots were used.
+    if let Err(e) = verified.query("up", 0) {
+        let e = e.to_string();
+        assert!(!e.contains("UnknownIssuer") && !e.contains("TLS"), "{e}");
+    }
+}
+
+/// The trial's gate judges `url`, `channel` and `signature_url`, not the
+/// payload URLs inside a manifest. Outside a trial, a manifest fetched over
+/// plain http that names an https payload on a host without roots fails
+/// the download with the same `tls` line, before any handshake (not
+/// rustls' `UnknownIssuer`): the booted slot and the boot order stay.
+#[test]
+fn an_https_payload_of_a_manifest_fetched_over_http_fails_without_roots_naming_the_paths() {
+    let Some((mut h, m, _ca, server)) = host_and_server("roots-payload") else {
+        return;
+    };
+    let payload = server.url("/");
+    h.resign(&m, |v| {
+        let name = v["images"]["rootfs"]["url"].as_str().map(str::to_owned);
+        v["images"]["rootfs"]["url"] = format!("{payload}{}", name.expect("payload url")).into();
+        None
+    });
+    let files = files_of(m.parent().expect("release dir"));
+    let origin = Server::start(move |req, s| {
+        match req.path.strip_prefix("/rel").and_then(|p| files.get(p)) {
+            Some(d) => serve(req, s, d),
+            None => not_found(s),
+        }
+    });
+    let missing = h.dir.join("no-ssl").join("ca-certificates.crt");
+    let url = format!("http://127.0.0.1:{}/rel/release.json", origin.port);
+    point_at(&h, &url, &[&missing]);
+    let line = format!(
+        "no CA bundle at {} and no [update] ca_file: this host could not fetch its next update over https",
+        missing.display()
+    );
+    // The manifest itself needs no roots.
+    let out = h.abupdate(&["check"]);
+    assert!(
+        text(&out).contains("update available: 2.0"),
+        "{}",
+        text(&out)
+    );
+    let error = update_fails_before_the_handshake(&mut h);
+    assert!(error.starts_with(&payload), "{error}");
+    assert!(error.ends_with(&format!(": TLS: {line}")), "{error}");
+}
+
+/// `update` fails with kind `tls`, the booted slot and the boot order as
+/// they were: its error.
+fn update_fails_before_the_handshake(h: &mut TestHost) -> String {
+    let out = h.abupdate(&["--json", "update"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("update json");
+    assert_eq!(json["kind"], "tls", "{}", text(&out));
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(!error.contains("UnknownIssuer"), "{}", text(&out));
+    assert_eq!(h.boot(), "A");
+    assert_eq!(var(h, "ORDER"), "A B");
+    error.to_string()
 }
