@@ -237,8 +237,8 @@ pub(super) fn fetch_and_judge(
             // The timer's judgement (`check`, `update`) of a manifest's
             // version needs the booted one, as the channel's does; an
             // operator's `install` of a manifest is theirs to make.
-            if placed.is_err() && !opts.by_hand {
-                return Err(unplaced(host, state, booted, false));
+            if let (Err(found), false) = (&placed, opts.by_hand) {
+                return Err(unplaced(host, found, false));
             }
             (location.to_string(), None)
         }
@@ -454,7 +454,7 @@ fn through_channel(
             let (reason, kind) = stuck_at_barrier(&barrier.version, cancelled, &manifest);
             nothing(&reason, kind)
         }
-        Choice::BootedUnknown => Err(unplaced(host, state, host.booted_slot()?, true)),
+        Choice::BootedUnknown => Err(unplaced(host, placed.as_ref().err().unwrap_or(&None), true)),
         Choice::Install { index, .. } => {
             let release = ch.releases[index].clone();
             let manifest = crate::fetch::resolve(url, &release.manifest)?;
@@ -482,15 +482,14 @@ pub(super) fn booted_release(
         .ok_or_else(|| os_release.or(record).map(str::to_string))
 }
 
-/// The refusal of a host whose booted version ([`booted_release`]) does
-/// not place it, through the release channel or not.
-fn unplaced(host: &Host, state: &State, booted: SlotName, through_channel: bool) -> Error {
-    // Outside bytes: shown byte for byte by the one quoting rule.
+/// The refusal of a host whose booted version ([`booted_release`]) is
+/// `found` (`None`: none), through the release channel or not.
+fn unplaced(host: &Host, found: &Option<String>, through_channel: bool) -> Error {
+    // Outside bytes, as `Host::booted_version` reads them: shown byte for
+    // byte by the one quoting rule.
     Error::Refused(super::Refusal::BootedVersionUnknown {
         os_release: host.config.system.os_release.clone(),
-        found: host
-            .booted_version_bytes(state, booted)
-            .map(|v| crate::text::show(&v)),
+        found: found.as_deref().map(crate::text::show_shown),
         through_channel,
     })
 }
