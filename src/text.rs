@@ -36,6 +36,25 @@ pub fn show(bytes: &[u8]) -> String {
     out
 }
 
+/// Text already in [`show`]'s form (a value `show` wrote and the state
+/// kept, such as a slot record's version read from os-release) as one
+/// line for a person: kept as it is, so nothing is escaped twice
+/// (`show_shown(&show(b)) == show(b)`); a control character or
+/// bidirectional override in it (text an older build stored raw) is still
+/// written `\xNN` as `show` writes it, so nothing reaches a terminal raw.
+pub fn show_shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            c if c.is_control() || is_bidi_control(c) => {
+                out.push_str(&show(c.to_string().as_bytes()))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Whether `c` reorders text on the screen (the Unicode bidirectional
 /// embeddings, overrides and isolates).
 pub fn is_bidi_control(c: char) -> bool {
@@ -107,6 +126,24 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn show_shown_keeps_what_show_wrote_and_escapes_what_it_would_have() {
+        for bytes in [
+            &b"1.0\xff"[..],
+            b"C:\\x",
+            b"1.0\xe2\x80\xae\x1b[2J",
+            "gr\u{fc}n".as_bytes(),
+        ] {
+            assert_eq!(show_shown(&show(bytes)), show(bytes), "{bytes:?}");
+        }
+        // Raw text an older build stored: escaped, a backslash kept.
+        assert_eq!(
+            show_shown("1.0\u{1b}[2J\u{202e}"),
+            "1.0\\x1b[2J\\xe2\\x80\\xae"
+        );
+        assert_eq!(show_shown("1.0\u{fffd}"), "1.0\u{fffd}");
     }
 
     #[test]

@@ -227,17 +227,22 @@ pub(super) fn fetch_and_judge(
     let booted = host.booted_slot()?;
     let transport = host.transport()?;
     let booted_version_text = host.booted_version(state, booted);
+    let placed = booted_release(
+        booted_version_text.as_deref(),
+        state.slot(booted).version.as_deref(),
+    );
     // Through a channel: the manifest it chooses, bound to its entry.
     let (location, pin) = match host.is_channel(location) {
-        false => (location.to_string(), None),
-        true => match through_channel(
-            host,
-            state,
-            &transport,
-            location,
-            &booted_version_text,
-            opts.by_hand,
-        )? {
+        false => {
+            // The timer's judgement (`check`, `update`) of a manifest's
+            // version needs the booted one, as the channel's does; an
+            // operator's `install` of a manifest is theirs to make.
+            if let (Err(found), false) = (&placed, opts.by_hand) {
+                return Err(unplaced(host, found, false));
+            }
+            (location.to_string(), None)
+        }
+        true => match through_channel(host, state, &transport, location, &placed, opts.by_hand)? {
             Ok((manifest, release)) => (manifest, Some(release)),
             Err(nothing) => return Ok(Judged::Nothing(nothing)),
         },
@@ -277,7 +282,7 @@ pub(super) fn fetch_and_judge(
             verified.manifest(),
         )?;
     }
-    let verdict = judge(host, state, &verified, booted, opts);
+    let verdict = judge(host, state, &verified, booted, placed.as_ref().ok(), opts);
     let standing = match opts.rollout {
         true => Some(
             rollout::decide(
@@ -396,13 +401,13 @@ fn through_channel(
     state: &mut State,
     transport: &crate::fetch::Transport,
     url: &str,
-    booted: &Option<String>,
+    placed: &std::result::Result<Version, Option<String>>,
     by_hand: bool,
 ) -> Result<std::result::Result<(String, channel::Release), Nothing>> {
     let verified = believed_channel(host, state, transport, url)?;
     let ch = verified.channel();
     let shown = crate::fetch::redact(url);
-    let parsed = booted.as_deref().and_then(|v| Version::parse(v).ok());
+    let parsed = placed.as_ref().ok().cloned();
     let failed: Vec<Version> = state
         .failed_versions(by_hand)
         .iter()
@@ -449,19 +454,44 @@ fn through_channel(
             let (reason, kind) = stuck_at_barrier(&barrier.version, cancelled, &manifest);
             nothing(&reason, kind)
         }
-        // Outside bytes: shown byte for byte by the one quoting rule.
-        Choice::BootedUnknown => Err(Error::Refused(super::Refusal::BootedVersionUnknown {
-            os_release: host.config.system.os_release.clone(),
-            found: host
-                .booted_version_bytes(state, host.booted_slot()?)
-                .map(|v| crate::text::show(&v)),
-        })),
+        Choice::BootedUnknown => Err(unplaced(host, placed.as_ref().err().unwrap_or(&None), true)),
         Choice::Install { index, .. } => {
             let release = ch.releases[index].clone();
             let manifest = crate::fetch::resolve(url, &release.manifest)?;
             Ok(Ok((manifest, release)))
         }
     }
+}
+
+/// The booted release as this host compares releases with it (the
+/// channel's choice, a manifest's "not newer"), from the booted version
+/// `os_release` states (else the state's) and the booted slot's `record`:
+/// the first of the two that is a dotted-number version (os-release's,
+/// else what abupdate installed there). Neither is: `Err` with the value
+/// found (`None`: none), and the host cannot be placed; a version that
+/// does not parse is never taken as older than every release, which would
+/// let the timer downgrade the host. The one decision of `check`,
+/// `update` and `install` on both kinds of source. Pure.
+pub(super) fn booted_release(
+    os_release: Option<&str>,
+    record: Option<&str>,
+) -> std::result::Result<Version, Option<String>> {
+    let parsed = |v: Option<&str>| v.and_then(|v| Version::parse(v).ok());
+    parsed(os_release)
+        .or_else(|| parsed(record))
+        .ok_or_else(|| os_release.or(record).map(str::to_string))
+}
+
+/// The refusal of a host whose booted version ([`booted_release`]) is
+/// `found` (`None`: none), through the release channel or not.
+fn unplaced(host: &Host, found: &Option<String>, through_channel: bool) -> Error {
+    // Outside bytes, as `Host::booted_version` reads them: shown byte for
+    // byte by the one quoting rule.
+    Error::Refused(super::Refusal::BootedVersionUnknown {
+        os_release: host.config.system.os_release.clone(),
+        found: found.as_deref().map(crate::text::show_shown),
+        through_channel,
+    })
 }
 
 /// Why the timer stays below the barrier `version` of the release channel
@@ -532,10 +562,12 @@ pub(super) fn staged_not_offered(
     let transport = host.transport()?;
     state.metrics.last_check = Some(now());
     let verified = believed_channel(host, state, &transport, &url)?;
-    let booted_version = host.booted_version(state, host.booted_slot()?);
-    let parsed = booted_version
-        .as_deref()
-        .and_then(|v| Version::parse(v).ok());
+    let booted = host.booted_slot()?;
+    let parsed = booted_release(
+        host.booted_version(state, booted).as_deref(),
+        state.slot(booted).version.as_deref(),
+    )
+    .ok();
     let failed: Vec<Version> = state
         .failed_versions(false)
         .iter()
@@ -571,16 +603,11 @@ fn judge(
     state: &mut State,
     verified: &Verified,
     booted: SlotName,
+    booted_version: Option<&Version>,
     opts: CheckOptions,
 ) -> std::result::Result<(), NotApplicable> {
     let (allow_downgrade, by_hand) = (opts.allow_downgrade, opts.by_hand);
     let m = verified.manifest();
-    // os-release's version when it is one we compare, else what abupdate
-    // installed there: an os-release version that does not parse must not
-    // make every release "newer".
-    let parsed = |v: Option<&str>| v.and_then(|v| Version::parse(v).ok());
-    let booted_version = parsed(host.booted_version(state, booted).as_deref())
-        .or_else(|| parsed(state.slot(booted).version.as_deref()));
     // The failures hold every run; an operator's cancel, and an
     // operator's rejection of a committed release, only the timer's.
     let failed = state.failures(by_hand);
@@ -599,7 +626,7 @@ fn judge(
     let fetched = crate::fetch::redact(verified.source());
     let facts = HostFacts {
         compatible: &host.config.update.compatible,
-        booted_version: booted_version.as_ref(),
+        booted_version,
         failed_versions: &failed,
         cancelled_versions: &cancelled,
         now: now(),
@@ -668,6 +695,37 @@ mod tests {
     }
 
     /// A barrier that failed its trial here stays a failure.
+    #[test]
+    fn the_booted_release_is_os_releases_version_when_it_parses() {
+        let v = |t: &str| Version::parse(t).expect("version");
+        assert_eq!(booted_release(Some("3.0"), Some("2.0")), Ok(v("3.0")));
+        assert_eq!(booted_release(Some("3.0"), None), Ok(v("3.0")));
+    }
+
+    #[test]
+    fn an_os_release_version_that_does_not_parse_falls_back_to_the_record() {
+        let v = |t: &str| Version::parse(t).expect("version");
+        assert_eq!(booted_release(Some("3.0-rc1"), Some("3.0")), Ok(v("3.0")));
+        assert_eq!(booted_release(None, Some("1.0")), Ok(v("1.0")));
+    }
+
+    #[test]
+    fn a_booted_version_neither_source_places_is_refused_naming_what_was_found() {
+        for (os_release, record, found) in [
+            (Some("3.0-rc1"), Some("3.0-rc1"), Some("3.0-rc1")),
+            (Some("v3.0"), None, Some("v3.0")),
+            (Some("3.0\u{fffd}"), Some("rolling"), Some("3.0\u{fffd}")),
+            (None, Some("rolling"), Some("rolling")),
+            (None, None, None),
+        ] {
+            assert_eq!(
+                booted_release(os_release, record),
+                Err(found.map(str::to_string)),
+                "{os_release:?} {record:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_failed_barrier_is_reported_as_previously_failed() {
         let v = Version::parse("2.0").expect("version");

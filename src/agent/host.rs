@@ -124,18 +124,18 @@ impl Host {
         .into())
     }
 
-    /// Version of the booted system: os-release, else what we installed there.
+    /// Version of the booted system: os-release's, else what the booted
+    /// slot's record holds. os-release is outside bytes: its version is
+    /// taken as [`crate::text::show`] writes it, lossless (`1.0\xff` and
+    /// `1.0\xfe` stay two versions, never one `1.0\u{fffd}`), and a
+    /// dotted-number version as it is. The record a re-bless or an install
+    /// fills from it holds that same text, so the same os-release read
+    /// twice, or once into the record, is the same version.
     pub fn booted_version(&self, state: &State, booted: SlotName) -> Option<String> {
-        self.booted_version_bytes(state, booted)
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-    }
-
-    /// [`Host::booted_version`] as the bytes it was read as: os-release is
-    /// outside bytes, shown (`status`) only through [`crate::text::show`].
-    pub fn booted_version_bytes(&self, state: &State, booted: SlotName) -> Option<Vec<u8>> {
         system::read_fact_bytes(&self.config.system.os_release)
             .and_then(|t| system::version_bytes_from_os_release(&t))
-            .or_else(|| state.slot(booted).version.map(String::into_bytes))
+            .map(|v| crate::text::show(&v))
+            .or_else(|| state.slot(booted).version)
     }
 
     fn machine_id(&self) -> &str {

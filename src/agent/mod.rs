@@ -125,14 +125,19 @@ pub enum Refusal {
         /// The line that says so (the release, its slot, why).
         line: String,
     },
-    /// A release channel, but the booted version is unknown or not a
-    /// dotted-number version: the channel's order cannot place it.
+    /// The booted version is unknown or not a dotted-number version
+    /// ([`check::booted_release`]): no release can be judged newer than
+    /// it, so the timer's runs (and any run through a release channel)
+    /// refuse rather than guess it below every release.
     BootedVersionUnknown {
         /// The configured os-release file.
         os_release: std::path::PathBuf,
         /// The version read (os-release, else the state), if any, as
         /// [`crate::text::show`] writes it.
         found: Option<String>,
+        /// Whether the release channel was to place the host (else a
+        /// manifest's version was to be compared with the booted one).
+        through_channel: bool,
     },
 }
 
@@ -194,13 +199,21 @@ impl fmt::Display for Refusal {
             Refusal::Disarmed { line } => {
                 write!(f, "{line}; nothing installed (run it again to install what the channel offers)")
             }
-            Refusal::BootedVersionUnknown { os_release, found } => {
+            Refusal::BootedVersionUnknown {
+                os_release,
+                found,
+                through_channel,
+            } => {
                 let p = os_release.display();
                 match found {
                     Some(v) => write!(f, "the booted version \"{v}\" (from {p}, else the state) is not a dotted-number version"),
                     None => write!(f, "{p} states no IMAGE_VERSION or VERSION_ID and the state records no booted version"),
                 }?;
-                f.write_str(": the release channel cannot place this host; fix it, or install a release explicitly")
+                match through_channel {
+                    true => f.write_str(": the release channel cannot place this host"),
+                    false => f.write_str(": no release can be judged newer than it"),
+                }?;
+                f.write_str("; fix it, or install a release explicitly")
             }
         }
     }

@@ -191,8 +191,9 @@ pub fn status(host: &Host) -> Result<Status> {
     Ok(Status {
         booted_slot: booted,
         booted_version: booted
-            .and_then(|b| host.booted_version_bytes(&state, b))
-            .map(|v| show(&v)),
+            .and_then(|b| host.booted_version(&state, b))
+            .as_deref()
+            .map(shown::version),
         primary_slot: host.boot.primary()?,
         slots,
         transaction: state.transaction.clone().map(shown::transaction),
@@ -229,9 +230,16 @@ mod shown {
         s.as_deref().map(text)
     }
 
+    /// A booted version ([`Host::booted_version`]), or a slot record's:
+    /// os-release's already as [`show`] writes it, so kept as it is
+    /// ([`crate::text::show_shown`]).
+    pub(super) fn version(s: &str) -> String {
+        crate::text::show_shown(s)
+    }
+
     pub(super) fn record(r: SlotRecord) -> SlotRecord {
         SlotRecord {
-            version: opt(r.version),
+            version: r.version.as_deref().map(version),
             manifest_sha256: opt(r.manifest_sha256),
             ..r
         }

@@ -160,6 +160,52 @@ fn status_shows_a_hostile_os_release_version_escaped_and_lossless() {
     assert_eq!(status["booted_version"], shown);
 }
 
+/// The booted slot's record, which the re-bless fills from os-release (a
+/// host whose state was lost), keeps the version's bytes as the one
+/// quoting rule writes them, never U+FFFD: `status` shows it as it shows
+/// `booted_version`, the same value read from the record (os-release gone)
+/// is the same version, and one other byte makes another version.
+#[test]
+fn the_slot_record_keeps_a_hostile_os_release_version_losslessly() {
+    let h = TestHost::new("facts-record-bytes", "1.0", HostOptions::default());
+    let shown = r"1.0\xe2\x80\xae\x1b[2J\xff";
+    std::fs::write(
+        &h.os_release,
+        b"ID=test\nIMAGE_VERSION=1.0\xe2\x80\xae\x1b[2J\xff\n",
+    )
+    .expect("os-release");
+    std::fs::remove_file(h.state_dir.join("state.json")).expect("state lost");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.state()["slots"]["A"]["version"], shown, "{}", h.state());
+    let status = |h: &TestHost| {
+        let out = h.abupdate(&["--json", "status"]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let v = status(&h);
+    assert_eq!(v["booted_version"], shown, "{v}");
+    assert_eq!(v["slots"]["A"]["record"]["version"], shown, "{v}");
+    let out = h.abupdate(&["status"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("slot A: good version {shown} ")),
+        "{stdout}"
+    );
+    // Read from the record alone: the same version, not escaped twice.
+    std::fs::remove_file(&h.os_release).expect("os-release gone");
+    assert_eq!(status(&h)["booted_version"], shown);
+    // Another byte: another version, not the recorded one.
+    std::fs::write(
+        &h.os_release,
+        b"ID=test\nIMAGE_VERSION=1.0\xe2\x80\xae\x1b[2J\xfe\n",
+    )
+    .expect("os-release");
+    let v = status(&h);
+    assert_eq!(v["booted_version"], r"1.0\xe2\x80\xae\x1b[2J\xfe", "{v}");
+    assert_eq!(v["slots"]["A"]["record"]["version"], shown, "{v}");
+}
+
 /// Upgrade hazard: `build` became a label abupdate sets itself (on
 /// `abupdate_release_outcome`) after configs could name it. A config the
 /// previous version ran with still loads: `check`, `status` and the timer's

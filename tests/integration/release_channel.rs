@@ -446,6 +446,11 @@ fn an_unknown_booted_version_is_refused_naming_os_release() {
     release(&h, "2.0", true);
     release(&h, "4.0", false);
     std::fs::write(&h.os_release, "ID=test\nIMAGE_VERSION=3.0-rc1\n").expect("os-release");
+    // The booted slot's record (1.0, installed there) places it, as on a
+    // host with `url`: up to the barrier 2.0.
+    let (code, v) = check_json(&h);
+    assert_eq!(code, Some(100), "{v}");
+    forget_the_record(&h);
     let before = h.untouched();
     let out = h.abupdate(&["--json", "update", "--now"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -457,6 +462,14 @@ fn an_unknown_booted_version_is_refused_naming_os_release() {
     h.assert_untouched(&before, "unknown booted version");
     assert!(h.state()["transaction"].is_null());
     assert_eq!(h.slot_sha(1), empty_slot(&h), "slot B written");
+}
+
+/// `h`'s state lost (a record that parses would place the host): the
+/// boot's re-bless rebuilds the booted slot's record from os-release.
+fn forget_the_record(h: &TestHost) {
+    std::fs::remove_file(h.state_dir.join("state.json")).expect("state lost");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "health: {}", text(&out));
 }
 
 #[test]
@@ -710,6 +723,7 @@ fn an_unplaceable_booted_version_is_named_escaped_and_lossless() {
         b"ID=test\nIMAGE_VERSION=1.0\xe2\x80\xae\x1b[2J\xff\n",
     )
     .expect("os-release");
+    forget_the_record(&h);
     let (code, v) = check_json(&h);
     assert_eq!(code, Some(1), "{v}");
     let msg = v["error"].as_str().unwrap_or_default();

@@ -526,6 +526,59 @@ fn an_os_release_version_that_does_not_parse_falls_back_to_the_installed_record(
     assert!(text(&out).contains("not newer"), "{}", text(&out));
 }
 
+/// A booted version that is not a dotted number (`3.0-rc1`, `v3.0`, a
+/// byte that is not UTF-8) with no record to fall back on (a host whose
+/// state was lost: the re-bless rebuilds the record from that same
+/// os-release) cannot be compared: the timer's `check` and `update` refuse
+/// it as a channel host does (kind `refused`, naming os-release and the
+/// value), never taking it as older than every release and installing
+/// 2.0 over 3.0; while a record that parses still places it, and an
+/// operator's explicit `install` still installs.
+#[test]
+fn an_unparsable_booted_version_without_a_record_is_refused_never_downgraded() {
+    let (h, m) = host_with_release("loop-unparsable-version");
+    // A record that parses places the host, as before: 1.0 < 2.0.
+    std::fs::write(&h.os_release, "ID=test\nIMAGE_VERSION=3.0-rc1\n").expect("os-release");
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+    for (version, shown) in [
+        (&b"3.0-rc1"[..], "3.0-rc1"),
+        (b"v3.0", "v3.0"),
+        (b"3.0\xff", r"3.0\xff"),
+    ] {
+        let mut os_release = b"ID=test\nIMAGE_VERSION=".to_vec();
+        os_release.extend_from_slice(version);
+        os_release.push(b'\n');
+        std::fs::write(&h.os_release, os_release).expect("os-release");
+        std::fs::remove_file(h.state_dir.join("state.json")).expect("state lost");
+        let out = h.abupdate(&["health"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let before = h.untouched();
+        for args in [&["--json", "check"][..], &["--json", "update", "--now"]] {
+            let out = h.abupdate(args);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{args:?} {shown}: {}",
+                text(&out)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            assert_eq!(v["kind"], "refused", "{args:?} {shown}: {v}");
+            let msg = v["error"].as_str().unwrap_or_default();
+            assert!(msg.contains(&format!("\"{shown}\"")), "{msg}");
+            assert!(msg.contains(&h.os_release.display().to_string()), "{msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+        h.assert_untouched(&before, "unparsable booted version");
+        assert_eq!(var(&h, "B_OK"), "0", "{shown}");
+        assert!(h.state()["transaction"].is_null(), "{}", h.state());
+    }
+    // The operator's explicit install compares no version (README).
+    let out = h.abupdate(&["install", m.to_str().expect("utf8 path"), "--no-reboot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.state()["transaction"]["version"], "2.0", "{}", h.state());
+}
+
 #[test]
 fn a_release_paused_during_its_download_is_disarmed_not_booted() {
     let (h, m) = host_with_release("loop-paused-mid-download");
