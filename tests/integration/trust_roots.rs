@@ -465,3 +465,36 @@ fn an_https_health_check_without_roots_fails_naming_the_paths_looked_at() {
     );
     assert!(!said.contains("UnknownIssuer"), "{said}");
 }
+
+/// Review (trust roots, follow-up): the trial's gate judged the update
+/// servers only, so a host with an https `[reboot] fleetlock` server and
+/// no roots committed and then could never take the site's reboot lock
+/// (every planned reboot waited for ever). The FleetLock URL is judged too,
+/// as written: the mirror is for releases, the lock is asked at the server
+/// itself (so an http site cache does not excuse it). The trial rolls back
+/// saying what could not be reached.
+#[test]
+fn a_trial_with_an_https_fleetlock_server_and_no_roots_rolls_back_naming_it() {
+    let mut h = TestHost::new("roots-fleetlock", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let missing = h.dir.join("no-ssl").join("ca-certificates.crt");
+    // The update servers need no roots: a local manifest, an http mirror.
+    point_at(&h, m.to_str().expect("utf8 path"), &[&missing]);
+    behind(&h, "http://127.0.0.1:9/cache/");
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        format!("{cfg}\n[reboot]\nfleetlock = \"https://lock.invalid/\"\ngroup = \"store-1\"\n"),
+    )
+    .expect("config");
+    installed_for_its_trial(&mut h, &m);
+    let said = trial_fails(
+        &mut h,
+        &format!(
+            "trust-roots: no CA bundle at {} and no [update] ca_file: this host could not take \
+             the site's reboot lock from the https FleetLock server https://lock.invalid/",
+            missing.display()
+        ),
+    );
+    assert!(!said.contains("fetch its next update"), "{said}");
+}
