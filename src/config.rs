@@ -263,6 +263,8 @@ pub struct Health {
     pub http: Vec<String>,
     /// Trust roots for an https check: `[update] ca_file`.
     pub ca_file: Option<PathBuf>,
+    /// Where the host's CA bundle may be: `[system] ca_bundles`.
+    pub ca_bundles: Vec<PathBuf>,
     /// How long a committed release stays on probation (`probation`,
     /// zero: none); see `agent::probation`.
     pub probation: Duration,
@@ -1206,6 +1208,7 @@ impl Config {
             units: f.health.units.unwrap_or_default(),
             http: f.health.http.unwrap_or_default(),
             ca_file: f.update.ca_file.clone().map(PathBuf::from),
+            ca_bundles: system.ca_bundles.clone(),
             probation: duration("health.probation", f.health.probation, 0)?,
             probation_failures: f.health.probation_failures.unwrap_or(2),
         };

@@ -16,6 +16,7 @@
 //! does a configured dir that is missing or unreadable.
 
 use crate::config::Health;
+use crate::fetch::Roots;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -103,10 +104,14 @@ fn run_command(cmd: Command, timeout: Duration) -> (bool, String) {
     }
 }
 
-fn run_http(url: &str, timeout: Duration, ca_file: Option<&std::path::Path>) -> (bool, String) {
-    let tls = crate::fetch::tls_config(ca_file);
+fn run_http(url: &str, timeout: Duration, roots: &Roots) -> (bool, String) {
+    // Without roots: the files looked at, before any handshake (not
+    // rustls' "UnknownIssuer", which names none).
+    if let Some(line) = roots.refuses_to(url, "verify its https health check") {
+        return (false, format!("TLS: {line}"));
+    }
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .tls_config(tls)
+        .tls_config(roots.tls_config())
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build()
@@ -118,13 +123,9 @@ fn run_http(url: &str, timeout: Duration, ca_file: Option<&std::path::Path>) -> 
     }
 }
 
-/// Run one check once (an https one trusting `ca_file`'s roots, else the
-/// host's bundle).
-pub fn run_check(
-    check: &Check,
-    timeout: Duration,
-    ca_file: Option<&std::path::Path>,
-) -> CheckResult {
+/// Run one check once (an https one verifying its server with `roots`:
+/// the host's, [`crate::fetch::trust_roots`]).
+pub fn run_check(check: &Check, timeout: Duration, roots: &Roots) -> CheckResult {
     let (passed, detail) = match check {
         Check::Executable(p) => match crate::hooks::check_runnable(p) {
             Ok(()) => run_command(Command::new(p), timeout),
@@ -138,7 +139,7 @@ pub fn run_check(
             c.args(["is-active", "--quiet", "--"]).arg(u);
             run_command(c, timeout)
         }
-        Check::Http(u) => run_http(u, timeout, ca_file),
+        Check::Http(u) => run_http(u, timeout, roots),
     };
     CheckResult {
         name: check.name(),
@@ -178,12 +179,14 @@ pub fn run_until_verdict(
 ) -> (bool, Vec<CheckResult>) {
     let checks = configured_checks(cfg);
     let deadline = crate::child::deadline_after(Instant::now(), cfg.timeout);
+    // The roots every client of the host uses: the update servers' own.
+    let roots = crate::fetch::trust_roots(cfg.ca_file.as_deref(), &cfg.ca_bundles);
     loop {
         let round_start = Instant::now();
         let mut results = Vec::with_capacity(checks.len());
         for check in &checks {
             let result = match check_budget(cfg.check_timeout, Instant::now(), deadline) {
-                Some(budget) => run_check(check, budget, cfg.ca_file.as_deref()),
+                Some(budget) => run_check(check, budget, &roots),
                 None => CheckResult {
                     name: check.name(),
                     passed: false,
@@ -299,6 +302,7 @@ mod tests {
             units: vec![],
             http: vec![],
             ca_file: None,
+            ca_bundles: crate::fetch::system_ca_bundles(),
             probation: Duration::ZERO,
             probation_failures: 2,
         }

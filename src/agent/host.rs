@@ -229,29 +229,35 @@ impl Host {
         })?)
     }
 
-    /// When a URL the timer fetches (`url`, `channel`, `signature_url`,
-    /// each as [`Host::via_mirror`] rewrites it) is https and no trust roots
-    /// load: the line saying so ([`crate::fetch::Roots::missing`]). A trial
-    /// on such a host fails: committed, it could never fetch the release
-    /// that fixes it. Behind a `mirror` the origin is never asked (no
-    /// request falls back to it), so only the mirror's scheme counts: an
-    /// http site cache fetches the next release without roots. A `ca_file`
-    /// that gives no certificate is no roots too (the bundles are not
-    /// tried): the line names it and why.
+    /// When a server the host must reach over https to go on updating is
+    /// https and no trust roots load: the line saying so, and what cannot
+    /// be reached ([`crate::fetch::Roots::missing_to`], [`needs_roots_to`]).
+    /// A trial on such a host fails: committed, it could never fetch the
+    /// release that fixes it, or never take the site's reboot lock to boot
+    /// one (every planned reboot would wait for ever). The update servers
+    /// are `url`, `channel`, `signature_url`, each as [`Host::via_mirror`]
+    /// rewrites it: behind a `mirror` the origin is never asked (no request
+    /// falls back to it), so only the mirror's scheme counts: an http site
+    /// cache fetches the next release without roots. The FleetLock server
+    /// is asked at `[reboot] fleetlock` itself (the mirror is for releases,
+    /// not for the lock). A `ca_file` that gives no certificate is no roots
+    /// too (the bundles are not tried): the line names it and why.
     pub(super) fn https_without_roots(&self) -> Option<String> {
         let u = &self.config.update;
-        let https = [&u.url, &u.channel, &u.signature_url]
+        let update_urls: Vec<String> = [&u.url, &u.channel, &u.signature_url]
             .into_iter()
             .flatten()
             .map(|s| self.via_mirror(s))
-            .any(|s| {
-                s.get(..8)
-                    .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
-            });
-        if !https {
-            return None;
-        }
-        crate::fetch::trust_roots(u.ca_file.as_deref(), &self.config.system.ca_bundles).missing()
+            .collect();
+        let fleetlock = self
+            .config
+            .reboot
+            .fleetlock
+            .as_ref()
+            .map(|f| f.url.as_str());
+        let what = needs_roots_to(&update_urls, fleetlock)?;
+        crate::fetch::trust_roots(u.ca_file.as_deref(), &self.config.system.ca_bundles)
+            .missing_to(&what)
     }
 
     /// Timeouts, proxy and trust roots, nothing else: for services that
@@ -415,5 +421,61 @@ impl Host {
             super::log(&format!("{e}"));
         }
         Ok(())
+    }
+}
+
+/// What the host could not do without trust roots, given the URLs it
+/// fetches updates from (as requested: after the mirror) and its FleetLock
+/// server: fetch its next update when one of those is https, else take its
+/// reboot lock when the FleetLock server is; `None` when all are plain http
+/// (signed releases, a lock server on the site's network need no roots).
+/// The update servers' line comes first: without them nothing is fetched
+/// to reboot into.
+pub(super) fn needs_roots_to(update_urls: &[String], fleetlock: Option<&str>) -> Option<String> {
+    if update_urls.iter().any(|u| crate::fetch::is_https(u)) {
+        return Some("fetch its next update over https".into());
+    }
+    let lock = fleetlock.filter(|u| crate::fetch::is_https(u))?;
+    Some(format!(
+        "take the site's reboot lock from the https FleetLock server {} (every planned reboot would wait for it)",
+        crate::fetch::redact(lock)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_roots_to;
+
+    #[test]
+    fn an_https_update_server_or_else_an_https_fleetlock_server_needs_roots() {
+        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let fetch = Some("fetch its next update over https".to_string());
+        assert_eq!(needs_roots_to(&urls(&["http://u/r.json"]), None), None);
+        assert_eq!(
+            needs_roots_to(&urls(&["http://u/r.json"]), Some("http://lock:8080/")),
+            None
+        );
+        assert_eq!(
+            needs_roots_to(&urls(&["http://u/r.json", "HTTPS://c/ch"]), None),
+            fetch
+        );
+        // Both: the update servers' line (nothing to reboot into without it).
+        assert_eq!(
+            needs_roots_to(&urls(&["https://u/r.json"]), Some("https://lock/")),
+            fetch
+        );
+        let lock = needs_roots_to(
+            &urls(&["http://u/r.json"]),
+            Some("https://me:pw@lock.example/"),
+        )
+        .expect("the lock server needs roots");
+        assert!(
+            lock.starts_with(
+                "take the site's reboot lock from the https FleetLock server https://"
+            ) && lock.contains("lock.example/")
+                && !lock.contains("pw"),
+            "{lock}"
+        );
+        assert!(needs_roots_to(&[], Some("https://lock/")).is_some());
     }
 }

@@ -22,7 +22,9 @@
 //! | a missing entry | `efibootmgr --create-only` from `efi-loader`/`efi-cmdline` | written natively: `HD()/File()` + UCS-2 options, byte for byte what `efibootmgr --unicode` writes |
 //!
 //! An entry is the `Boot####` given by number in config, else the one whose
-//! description is the slot's (RAUC's bootname), lowest number first.
+//! description is the slot's (RAUC's bootname). Two entries with that
+//! description are refused before anything is written (RAUC takes the
+//! first): see [`the_one_entry`].
 //!
 //! Transitions (E_A, E_B: the slots' entry numbers; `…`: entries that are
 //! not ours, kept in their order):
@@ -179,6 +181,34 @@ impl Nvram {
     }
 }
 
+/// The slot's entry among the `Boot####` whose description is the slot's
+/// (`matches`, in number order): none, or exactly one. Two or more are
+/// refused, not guessed: abupdate cannot tell which one the firmware boots
+/// the slot with (an entry recreated after an NVRAM reset, another tool's),
+/// and taking one would leave the other in `BootOrder`, so a slot marked bad
+/// could still be booted; the `entry` key settles it.
+fn the_one_entry(
+    slot: SlotName,
+    description: &str,
+    matches: &[u16],
+) -> Result<Option<u16>, String> {
+    match matches {
+        [] => Ok(None),
+        [n] => Ok(Some(*n)),
+        [first, .., last] => {
+            let names: Vec<String> = matches.iter().map(|&n| boot_name(n)).collect();
+            let listed = match names.split_last() {
+                Some((l, rest)) if rest.len() > 1 => format!("{} and {l} all", rest.join(", ")),
+                _ => format!("{} and {} both", boot_name(*first), boot_name(*last)),
+            };
+            Err(format!(
+                "{listed} have slot {slot}'s description {description:?}: which one boots slot {slot} is ambiguous, \
+                 nothing written; set entry = 0x{first:04X} (or the number of the one that boots it) in [bootloader.efi.{slot}]"
+            ))
+        }
+    }
+}
+
 impl EfiBackend {
     /// `efivarfs`: the mount (`/sys/firmware/efi/efivars`) or a stand-in
     /// directory; `slots`: both slots' entries.
@@ -203,15 +233,18 @@ impl EfiBackend {
             return Ok(self.vars.load_option(n)?.map(|_| n));
         }
         let want = ucs2(&cfg.description);
-        for &n in all {
+        let matches: Vec<u16> = all
+            .iter()
+            .copied()
             // An entry we cannot parse is not ours; the firmware's business.
-            if let Ok(Some(opt)) = self.vars.load_option(n) {
-                if opt.description == want {
-                    return Ok(Some(n));
-                }
-            }
-        }
-        Ok(None)
+            .filter(
+                |&n| matches!(self.vars.load_option(n), Ok(Some(opt)) if opt.description == want),
+            )
+            .collect();
+        the_one_entry(slot, &cfg.description, &matches).map_err(|reason| BootError::Format {
+            path: self.vars.dir().display().to_string(),
+            reason,
+        })
     }
 
     fn read(&self) -> Result<Nvram, BootError> {
@@ -449,6 +482,26 @@ mod tests {
             "BootNext of another slot stays"
         );
         assert!(nv(&[1, 7], None).plan_state(2, Bad).is_empty());
+    }
+
+    #[test]
+    fn an_entry_found_by_description_must_be_the_only_one() {
+        assert_eq!(the_one_entry(A, "abupdate A", &[]), Ok(None));
+        assert_eq!(the_one_entry(A, "abupdate A", &[3]), Ok(Some(3)));
+        let two = the_one_entry(A, "abupdate A", &[1, 3]).expect_err("two refused");
+        assert_eq!(
+            two,
+            "Boot0001 and Boot0003 both have slot A's description \"abupdate A\": which one boots slot A \
+             is ambiguous, nothing written; set entry = 0x0001 (or the number of the one that boots it) \
+             in [bootloader.efi.A]"
+        );
+        let three = the_one_entry(B, "abupdate B", &[2, 5, 0x10]).expect_err("three refused");
+        assert!(
+            three.starts_with("Boot0002, Boot0005 and Boot0010 all have slot B's description")
+                && three.contains("entry = 0x0002")
+                && three.contains("[bootloader.efi.B]"),
+            "{three}"
+        );
     }
 
     #[test]

@@ -699,10 +699,17 @@ impl Roots {
     /// with when no roots load: not rustls' "UnknownIssuer", which names no
     /// file.
     pub fn missing(&self) -> Option<String> {
+        self.missing_to("fetch its next update over https")
+    }
+
+    /// [`Roots::missing`] for a client that is not the update servers':
+    /// `what` is what the host could not do (`verify its https health
+    /// check`), so the line says what cannot be reached.
+    pub fn missing_to(&self, what: &str) -> Option<String> {
         match self {
             Roots::Found(_) => None,
             Roots::Missing(why) => Some(format!(
-                "{}: this host could not fetch its next update over https",
+                "{}: this host could not {what}",
                 why.cause("[update] ca_file")
             )),
         }
@@ -711,8 +718,13 @@ impl Roots {
     /// [`Roots::missing`] when `url` is https: the request fails with it
     /// before any handshake. Plain http (signed releases) needs no roots.
     pub fn refuses(&self, url: &str) -> Option<String> {
-        if split_url(url).scheme.eq_ignore_ascii_case("https") {
-            self.missing()
+        self.refuses_to(url, "fetch its next update over https")
+    }
+
+    /// [`Roots::missing_to`] when `url` is https.
+    pub fn refuses_to(&self, url: &str, what: &str) -> Option<String> {
+        if is_https(url) {
+            self.missing_to(what)
         } else {
             None
         }
@@ -781,10 +793,10 @@ pub fn system_ca_bundles() -> Vec<PathBuf> {
     SYSTEM_CA_BUNDLES.iter().map(PathBuf::from).collect()
 }
 
-/// The TLS settings of an https health check (`[health] http`):
-/// [`trust_roots`] over the default bundle paths, not `[system] ca_bundles`.
-pub fn tls_config(ca_file: Option<&Path>) -> TlsConfig {
-    trust_roots(ca_file, &system_ca_bundles()).tls_config()
+/// Whether `url`'s scheme is https (any case): a request to it needs trust
+/// roots.
+pub fn is_https(url: &str) -> bool {
+    split_url(url).scheme.eq_ignore_ascii_case("https")
 }
 
 impl Transport {

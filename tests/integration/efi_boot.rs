@@ -4,7 +4,8 @@
 //! firmware dropped is recreated before `BootNext` or `BootOrder` names it
 //! (the trial slot at install, the booted slot at its health check),
 //! efivarfs' immutable flag is cleared for the write and put back, and
-//! damaged variables are refused with their file named. NVRAM is a
+//! damaged variables are refused with their file named, and so are two
+//! entries with one slot's description (until `entry` says which). NVRAM is a
 //! directory standing in for efivarfs (this machine has no EFI), read with
 //! the real `efibootmgr` through `EFIVARFS_PATH`.
 
@@ -303,4 +304,61 @@ fn damaged_variables_are_refused_with_their_file_named() {
         vars.get_u16_list("BootOrder").expect("BootOrder"),
         vec![EFI_A]
     );
+}
+
+/// Two `Boot####` with slot B's description (the firmware recreated the
+/// entry after an NVRAM reset, another tool's): abupdate cannot tell which
+/// one boots B, and taking one would leave the other in `BootOrder` while B
+/// is marked bad and written. Refused with one line naming both entries and
+/// the key that settles it; nothing written. With `entry` set, the update
+/// goes ahead.
+#[test]
+fn two_entries_with_a_slots_description_are_refused_until_entry_says_which() {
+    let mut h = Host::new(
+        "efi-duplicate",
+        Loader::Efi,
+        "1.0",
+        IMAGE_LEN,
+        HostOptions {
+            slot_size: 4 << 20,
+            ..Default::default()
+        },
+    );
+    h.use_release(loaders::release(IMAGE_LEN));
+    let vars = h.efi_vars();
+    let b_entry = var_bytes(&h.efivars, &boot_name(EFI_B));
+    std::fs::write(vars.path(&boot_name(0x0003), GLOBAL_GUID), &b_entry).expect("Boot0003");
+    vars.set(
+        "BootOrder",
+        GLOBAL_GUID,
+        NV_BS_RT,
+        &u16_bytes(&[EFI_A, 0x0000, 0x0003]),
+    )
+    .expect("BootOrder");
+    let before = (h.env(), h.slot_sha(1));
+    for args in [&["update"][..], &["mark-bad", "B"]] {
+        let out = h.abupdate(args);
+        let msg = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {msg}");
+        assert!(
+            msg.lines().count() == 1
+                && msg.contains(
+                    "Boot0002 and Boot0003 both have slot B's description \"abupdate B\""
+                )
+                && msg.contains("set entry = 0x0002")
+                && msg.contains("[bootloader.efi.B]"),
+            "{args:?}: {msg}"
+        );
+        assert_eq!((h.env(), h.slot_sha(1)), before, "{args:?} wrote something");
+    }
+    assert_eq!(h.boot(), "A");
+
+    let mut cfg = std::fs::read_to_string(&h.config).expect("config");
+    cfg.push_str("\n[bootloader.efi.B]\nentry = 0x0002\n");
+    std::fs::write(&h.config, cfg).expect("config");
+    // --now: the refused update is a failure the timer backs off from.
+    let out = h.abupdate(&["update", "--now"]);
+    assert!(out.status.success(), "update: {}", text(&out));
+    assert_eq!(h.env().get("BootNext").map(String::as_str), Some("0002"));
+    assert_eq!(h.boot(), "B");
 }

@@ -1059,12 +1059,14 @@ fn every_https_client_trusts_the_ca_file_and_an_unknown_issuer_is_an_error() {
     let server = tls::TlsServer::start(&dir);
 
     let check = abupdate::health::Check::Http(server.url("/ok"));
-    let untrusted = abupdate::health::run_check(&check, Duration::from_secs(5), None);
+    let system_roots = abupdate::fetch::trust_roots(None, &abupdate::fetch::system_ca_bundles());
+    let untrusted = abupdate::health::run_check(&check, Duration::from_secs(5), &system_roots);
     assert!(
         !untrusted.passed && untrusted.detail.contains("UnknownIssuer"),
         "{untrusted:?}"
     );
-    let trusted = abupdate::health::run_check(&check, Duration::from_secs(5), Some(&ca));
+    let ca_roots = abupdate::fetch::trust_roots(Some(&ca), &[]);
+    let trusted = abupdate::health::run_check(&check, Duration::from_secs(5), &ca_roots);
     assert!(trusted.passed, "{trusted:?}");
 
     let event = abupdate::report::Event {

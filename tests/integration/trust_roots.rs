@@ -417,3 +417,84 @@ fn update_fails_before_the_handshake(h: &mut TestHost) -> String {
     assert_eq!(var(h, "ORDER"), "A B");
     error.to_string()
 }
+
+/// `h`'s config with `url` as its one `[health] http` check.
+fn checking(h: &TestHost, url: &str) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replacen("[health]\n", &format!("[health]\nhttp = [\"{url}\"]\n"), 1);
+    std::fs::write(&h.config, cfg).expect("config");
+}
+
+/// Review (trust roots, follow-up): an https `[health] http` check read
+/// the default bundle paths, not `[system] ca_bundles`, so a host whose
+/// bundle is elsewhere failed every trial at its own check server
+/// (`UnknownIssuer`) and rolled back every release. It verifies with the
+/// configured bundle: the trial commits.
+#[test]
+fn an_https_health_check_is_verified_with_the_configured_ca_bundles() {
+    let Some((mut h, m, ca, server)) = host_and_server("roots-health") else {
+        return;
+    };
+    point_at(&h, m.to_str().expect("utf8 path"), &[&ca]);
+    checking(&h, &server.url("/release.json"));
+    installed_for_its_trial(&mut h, &m);
+    let out = h.abupdate(&["health"]);
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    assert_eq!(h.state()["slots"]["B"]["status"], "good");
+}
+
+/// Without roots, an https health check fails before any handshake with a
+/// line naming the paths looked at and what could not be verified (not
+/// rustls' `UnknownIssuer`): the trial rolls back saying so.
+#[test]
+fn an_https_health_check_without_roots_fails_naming_the_paths_looked_at() {
+    let Some((mut h, m, _ca, server)) = host_and_server("roots-health-none") else {
+        return;
+    };
+    let missing = h.dir.join("no-ssl").join("ca-certificates.crt");
+    point_at(&h, m.to_str().expect("utf8 path"), &[&missing]);
+    checking(&h, &server.url("/release.json"));
+    installed_for_its_trial(&mut h, &m);
+    let said = trial_fails(
+        &mut h,
+        &format!(
+            "TLS: no CA bundle at {} and no [update] ca_file: this host could not verify its \
+             https health check",
+            missing.display()
+        ),
+    );
+    assert!(!said.contains("UnknownIssuer"), "{said}");
+}
+
+/// Review (trust roots, follow-up): the trial's gate judged the update
+/// servers only, so a host with an https `[reboot] fleetlock` server and
+/// no roots committed and then could never take the site's reboot lock
+/// (every planned reboot waited for ever). The FleetLock URL is judged too,
+/// as written: the mirror is for releases, the lock is asked at the server
+/// itself (so an http site cache does not excuse it). The trial rolls back
+/// saying what could not be reached.
+#[test]
+fn a_trial_with_an_https_fleetlock_server_and_no_roots_rolls_back_naming_it() {
+    let mut h = TestHost::new("roots-fleetlock", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let missing = h.dir.join("no-ssl").join("ca-certificates.crt");
+    // The update servers need no roots: a local manifest, an http mirror.
+    point_at(&h, m.to_str().expect("utf8 path"), &[&missing]);
+    behind(&h, "http://127.0.0.1:9/cache/");
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        format!("{cfg}\n[reboot]\nfleetlock = \"https://lock.invalid/\"\ngroup = \"store-1\"\n"),
+    )
+    .expect("config");
+    installed_for_its_trial(&mut h, &m);
+    let said = trial_fails(
+        &mut h,
+        &format!(
+            "trust-roots: no CA bundle at {} and no [update] ca_file: this host could not take \
+             the site's reboot lock from the https FleetLock server https://lock.invalid/",
+            missing.display()
+        ),
+    );
+    assert!(!said.contains("fetch its next update"), "{said}");
+}
