@@ -126,6 +126,12 @@ impl<'a> Transition<'a> {
         let at = now();
         state.commit(t, at, probation, self.host.boot_id());
         record(state, t, Outcome::Committed, at);
+        self.save(state)?;
+        // Saved again, so the last good copy (`state.json.prev`, what a
+        // damaged state falls back to) records the commit too: one step
+        // behind, it held the trial, and a damaged state.json until the
+        // next install had health judge the committed release as a trial
+        // again, a failing check rolling it back (review 9, 02).
         self.save(state)
     }
 

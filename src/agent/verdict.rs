@@ -19,8 +19,11 @@
 //! bootloader decides ([`BootView`]). A booted slot it counts as tried and
 //! not blessed is judged as a trial: its checks run, a pass blesses it, a
 //! failure retires it to the other slot when the bootloader holds that one
-//! bootable and untried, else keeps it ([`Decision::KeepWithoutFallback`]).
-//! It is never blessed unchecked.
+//! bootable and untried *and* the state that stands in records it
+//! committed, else keeps it ([`Decision::KeepWithoutFallback`]): GRUB and
+//! U-Boot count every boot as a try, so this judges committed hosts too,
+//! and the other slot is never guessed from bootloader flags. It is never
+//! blessed unchecked.
 
 use super::probation;
 use super::recovery::{finish_rollback, reboot, retire_trial};
@@ -333,7 +336,12 @@ fn decide_undescribed(f: &Facts) -> Decision {
     match &f.checks {
         None => Decision::RunChecks,
         Some(Ok(())) => Decision::CommitUndescribed,
-        Some(Err(what)) if boot.other_is_fallback() => {
+        // Where to go is never taken from the bootloader's flags alone: on
+        // GRUB and U-Boot every boot is a try and a slot never written may
+        // be flagged bootable, so without a record of the other slot
+        // committed, a failing check on a committed host would roll it
+        // back into nothing (review 9, 01).
+        Some(Err(what)) if boot.other_is_fallback() && *f.other_status == SlotStatus::Good => {
             Decision::RollBack(Failure::UndescribedChecks(what.clone()))
         }
         Some(Err(what)) => Decision::KeepWithoutFallback(what.clone()),
@@ -454,7 +462,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             let version = booted_version();
             let other = booted.other();
             let reason = format!(
-                "health checks failed on a trial the damaged state.json did not describe: {what}; slot {other} is no fallback (the bootloader holds it bad, or tried it and fell back): {version} is kept in slot {booted}"
+                "health checks failed on a trial the damaged state.json did not describe: {what}; slot {other} is no fallback (no record shows it committed, or the bootloader holds it bad or tried it and fell back): {version} is kept in slot {booted}"
             );
             log(&reason);
             // The only slot that boots stays bootable.
@@ -744,7 +752,8 @@ mod tests {
     #[test]
     fn a_trial_the_damaged_state_does_not_describe_is_judged_by_its_checks() {
         for tried in [Some(true), None] {
-            let mut f = facts(None, &EMPTY, &EMPTY);
+            // The last good copy records the other slot committed.
+            let mut f = facts(None, &EMPTY, &GOOD);
             f.state_damaged = true;
             f.boot = Some(view(tried));
             assert_eq!(decide(&f), Decision::RunChecks, "{tried:?}");
@@ -761,7 +770,7 @@ mod tests {
 
     #[test]
     fn a_failed_undescribed_trial_is_kept_when_the_bootloader_offers_no_fallback() {
-        let mut f = facts(None, &EMPTY, &EMPTY);
+        let mut f = facts(None, &EMPTY, &GOOD);
         f.state_damaged = true;
         f.checks = Some(Err("c: broken".into()));
         let keep = Decision::KeepWithoutFallback("c: broken".into());
@@ -789,11 +798,34 @@ mod tests {
         );
     }
 
+    /// Review 9, 01: on GRUB and U-Boot every boot is a try, and a slot
+    /// never written may be flagged bootable. A fresh state (or a last
+    /// good copy that does not hold the other slot committed) is no
+    /// evidence that the other slot holds a system: a failing check keeps
+    /// the booted slot, never rolls back into it.
+    #[test]
+    fn a_failed_undescribed_trial_never_rolls_back_into_a_slot_no_record_shows_committed() {
+        for other in [&EMPTY, &INSTALLED, &SlotStatus::Installing, &BAD] {
+            let mut f = facts(None, &EMPTY, other);
+            f.state_damaged = true;
+            f.boot = Some(view(Some(true)));
+            assert_eq!(decide(&f), Decision::RunChecks, "{other}");
+            f.checks = Some(Ok(()));
+            assert_eq!(decide(&f), Decision::CommitUndescribed, "{other}");
+            f.checks = Some(Err("c: broken".into()));
+            assert_eq!(
+                decide(&f),
+                Decision::KeepWithoutFallback("c: broken".into()),
+                "{other}"
+            );
+        }
+    }
+
     #[test]
     fn a_booted_slot_the_bootloader_holds_bad_is_judged_again_never_re_blessed() {
         // A retirement cut after its first write: on GRUB the slot is
         // bad and its TRY cleared.
-        let mut f = facts(None, &EMPTY, &EMPTY);
+        let mut f = facts(None, &EMPTY, &GOOD);
         f.state_damaged = true;
         f.boot = Some(BootView {
             booted_good: false,

@@ -3,7 +3,8 @@
 //! frame) or a delta, `health` committing a trial,
 //! `health` rolling back a failing one, both again with a damaged
 //! `state.json` that no longer describes the trial (the bootloader says it
-//! is one), `health` after a trial that never
+//! is one; the rollback's good copy records the old slot committed),
+//! `health` after a trial that never
 //! came up, `health` rolling back a committed release late (its probation
 //! failed), `health` while a staged slot awaits the reboot, the timer's
 //! `update` disarming a staged trial its release channel withdrew, a manual
@@ -257,13 +258,21 @@ fn prepare(flow: Flow, loader: Loader, tag: &str, url: Option<&str>) -> Host {
         Flow::HealthCommit | Flow::MarkGood => {}
         Flow::HealthRollback => h.add_health_check("10-fail", "exit 1"),
         Flow::UndescribedCommit | Flow::UndescribedRollback => {
+            // The good copy a rollback needs records slot A committed and
+            // no trial (one from before the install); the commit's has
+            // none, and a fresh state stands in.
+            let mut older = h.state();
+            older["transaction"] = serde_json::Value::Null;
+            // The state no longer loads (a slot name that does not exist;
+            // still JSON).
+            h.edit_state(|s| s["transaction"]["from"] = "C".into());
+            let prev = h.state_dir.join("state.json.prev");
             if flow == Flow::UndescribedRollback {
                 h.add_health_check("10-fail", "exit 1");
+                std::fs::write(&prev, older.to_string()).expect("older copy");
+            } else {
+                std::fs::remove_file(&prev).expect("no good copy");
             }
-            // The state no longer loads (a slot name that does not exist;
-            // still JSON) and has no good copy: a fresh state stands in.
-            h.edit_state(|s| s["transaction"]["from"] = "C".into());
-            std::fs::remove_file(h.state_dir.join("state.json.prev")).expect("no good copy");
         }
         Flow::TrialNeverBooted => {
             // The trial never comes up: the bootloader falls back.

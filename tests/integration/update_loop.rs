@@ -226,22 +226,30 @@ fn a_damaged_state_json_without_a_good_copy_still_reblesses_the_booted_slot() {
 }
 
 /// A host booted into the trial of 2.0 in slot B (GRUB set `B_TRY=1`)
-/// whose `state.json` was then damaged with no good copy left (as a build
-/// that kept none, or a `.prev` lost too): the fresh state that stands in
-/// records no trial.
-fn trial_with_damaged_state(name: &str) -> TestHost {
+/// whose `state.json` was then damaged. With `older_copy`, the good copy
+/// left is one from before the install (slot A committed, no trial: as
+/// when the copy one step behind was lost too); without, none is left (a
+/// build that kept none): a fresh state stands in. Neither records the
+/// trial.
+fn trial_with_damaged_state(name: &str, older_copy: bool) -> TestHost {
     let (mut h, _) = host_with_release(name);
+    assert!(h.abupdate(&["health"]).status.success());
+    let before = std::fs::read(h.state_dir.join("state.json")).expect("state before");
     assert!(h.abupdate(&["update"]).status.success());
     assert_eq!(h.boot(), "B");
     assert_eq!(var(&h, "B_TRY"), "1");
     damage_state(&h);
-    std::fs::remove_file(h.state_dir.join("state.json.prev")).expect("no good copy");
+    let prev = h.state_dir.join("state.json.prev");
+    match older_copy {
+        true => std::fs::write(&prev, before).expect("older copy"),
+        false => std::fs::remove_file(&prev).expect("no good copy"),
+    }
     h
 }
 
 #[test]
 fn a_trial_the_damaged_state_does_not_describe_rolls_back_when_its_check_fails() {
-    let mut h = trial_with_damaged_state("loop-undescribed-fail");
+    let mut h = trial_with_damaged_state("loop-undescribed-fail", true);
     h.add_health_check("10-app", "echo 'app did not start' >&2; exit 1");
     let out = h.abupdate(&["health"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -266,7 +274,7 @@ fn a_trial_the_damaged_state_does_not_describe_rolls_back_when_its_check_fails()
 
 #[test]
 fn a_trial_the_damaged_state_does_not_describe_commits_when_its_check_passes() {
-    let mut h = trial_with_damaged_state("loop-undescribed-pass");
+    let mut h = trial_with_damaged_state("loop-undescribed-pass", false);
     h.add_health_check("10-app", "exit 0");
     let out = h.abupdate(&["health"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -291,7 +299,7 @@ fn a_trial_the_damaged_state_does_not_describe_commits_when_its_check_passes() {
 
 #[test]
 fn a_failed_trial_the_damaged_state_does_not_describe_is_kept_when_the_old_slot_is_bad() {
-    let h = trial_with_damaged_state("loop-undescribed-no-fallback");
+    let h = trial_with_damaged_state("loop-undescribed-no-fallback", true);
     h.grub_set(&[("A_OK", "0")]);
     h.add_health_check("10-app", "exit 1");
     let out = h.abupdate(&["--json", "health"]);
@@ -312,15 +320,66 @@ fn a_failed_trial_the_damaged_state_does_not_describe_is_kept_when_the_old_slot_
     );
 }
 
+/// Review 9, 01: with no record left, nothing says the other slot holds a
+/// system (GRUB flags a slot never written bootable), and on GRUB every
+/// boot is a try. A failing check keeps the booted slot, whether it runs
+/// a trial (B) or its only release (A, B never written); it used to roll
+/// back into the other slot, bricking a host whose B held nothing.
+#[test]
+fn a_failing_check_on_a_damaged_state_without_a_record_never_rolls_back_into_the_unknown_slot() {
+    let h = trial_with_damaged_state("loop-undescribed-fresh", false);
+    h.add_health_check("10-app", "exit 1");
+    let out = h.abupdate(&["--json", "health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("\"no_fallback\""), "{}", text(&out));
+    assert_eq!(h.reboots(), 1, "no reboot");
+    assert_eq!(
+        (
+            var(&h, "ORDER").as_str(),
+            var(&h, "B_OK").as_str(),
+            var(&h, "B_TRY").as_str()
+        ),
+        ("B A", "1", "0"),
+        "the trial that runs is kept bootable"
+    );
+
+    let mut h = TestHost::new("loop-damaged-only-release", "1.0", HostOptions::default());
+    assert!(h.abupdate(&["health"]).status.success());
+    damage_state(&h);
+    std::fs::remove_file(h.state_dir.join("state.json.prev")).ok();
+    assert_eq!(h.boot(), "A");
+    assert_eq!(var(&h, "A_TRY"), "1", "GRUB tries A on every boot");
+    h.add_health_check("10-app", "echo 'network not up yet' >&2; exit 1");
+    let out = h.abupdate(&["health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("network not up yet"), "{}", text(&out));
+    assert_eq!(h.reboots(), 0, "no reboot");
+    assert_eq!(
+        (
+            var(&h, "ORDER").as_str(),
+            var(&h, "A_OK").as_str(),
+            var(&h, "A_TRY").as_str()
+        ),
+        ("A B", "1", "0"),
+        "the only release stays the one that boots"
+    );
+    let state = h.state();
+    assert_ne!(
+        state["slots"]["B"]["status"], "good",
+        "B is guessed: {state}"
+    );
+    assert_eq!(h.boot(), "A");
+}
+
 #[test]
 fn a_damaged_state_that_holds_the_booted_slot_committed_re_blesses_it_unchecked() {
     let (mut h, _) = host_with_release("loop-damaged-committed");
     assert!(h.abupdate(&["update"]).status.success());
     assert_eq!(h.boot(), "B");
+    // Right after the commit (review 9, 02: the last good copy held the
+    // trial until the next save, and the committed release was judged as
+    // one again): the commit is saved twice.
     assert!(h.abupdate(&["health"]).status.success());
-    // One more save (the timer's check): the last good copy holds B
-    // committed.
-    assert_eq!(h.abupdate(&["check"]).status.code(), Some(0));
     damage_state(&h);
     assert_eq!(h.boot(), "B");
     assert_eq!(var(&h, "B_TRY"), "1", "GRUB tries B on every boot");
