@@ -11,7 +11,7 @@
 
 use crate::common::loaders;
 
-use crate::common::host::{has_tool, run, scratch, text, HostOptions};
+use crate::common::host::{has_tool, run, scratch, text};
 use crate::common::loaders::{Host, Loader, EFI_A, EFI_B};
 use abupdate::boot::efi::{EfiBackend, EfiSlot};
 use abupdate::boot::efivar::{boot_name, u16_bytes, EfiVars, GLOBAL_GUID, NV_BS_RT};
@@ -152,16 +152,7 @@ fn recreated_entry_is_byte_for_byte_what_efibootmgr_writes() {
 /// The test host with both slots' entries configurable for recreation on
 /// `disk`'s ESP.
 fn efi_host(name: &str, disk: &Disk) -> Host {
-    let mut h = Host::new(
-        name,
-        Loader::Efi,
-        "1.0",
-        IMAGE_LEN,
-        HostOptions {
-            slot_size: 4 << 20,
-            ..Default::default()
-        },
-    );
+    let mut h = loaders::small_host(name, Loader::Efi, IMAGE_LEN);
     h.use_release(loaders::release(IMAGE_LEN));
     let mut cfg = std::fs::read_to_string(&h.config).expect("config");
     for slot in ["A", "B"] {
@@ -225,16 +216,7 @@ fn a_slot_entry_the_firmware_dropped_is_recreated_before_it_is_relied_on() {
 /// it back (libefivar's `efivarfs_set_variable`), here on the stand-in.
 #[test]
 fn immutable_variables_are_written_and_stay_immutable() {
-    let mut h = Host::new(
-        "efi-immutable",
-        Loader::Efi,
-        "1.0",
-        IMAGE_LEN,
-        HostOptions {
-            slot_size: 4 << 20,
-            ..Default::default()
-        },
-    );
+    let mut h = loaders::small_host("efi-immutable", Loader::Efi, IMAGE_LEN);
     h.use_release(loaders::release(IMAGE_LEN));
     let order = h.efivars.join(format!("BootOrder-{GLOBAL_GUID}"));
     let chattr = |flag: &str, p: &Path| run(Command::new("chattr").arg(flag).arg(p));
@@ -261,16 +243,7 @@ fn immutable_variables_are_written_and_stay_immutable() {
 
 #[test]
 fn damaged_variables_are_refused_with_their_file_named() {
-    let h = Host::new(
-        "efi-damaged",
-        Loader::Efi,
-        "1.0",
-        IMAGE_LEN,
-        HostOptions {
-            slot_size: 4 << 20,
-            ..Default::default()
-        },
-    );
+    let h = loaders::small_host("efi-damaged", Loader::Efi, IMAGE_LEN);
     let vars = h.efi_vars();
     // An odd-length BootOrder: not a list of u16.
     std::fs::write(vars.path("BootOrder", GLOBAL_GUID), [7, 0, 0, 0, 1, 0, 0]).expect("damage");
@@ -314,16 +287,7 @@ fn damaged_variables_are_refused_with_their_file_named() {
 /// goes ahead.
 #[test]
 fn two_entries_with_a_slots_description_are_refused_until_entry_says_which() {
-    let mut h = Host::new(
-        "efi-duplicate",
-        Loader::Efi,
-        "1.0",
-        IMAGE_LEN,
-        HostOptions {
-            slot_size: 4 << 20,
-            ..Default::default()
-        },
-    );
+    let mut h = loaders::small_host("efi-duplicate", Loader::Efi, IMAGE_LEN);
     h.use_release(loaders::release(IMAGE_LEN));
     let vars = h.efi_vars();
     let b_entry = var_bytes(&h.efivars, &boot_name(EFI_B));

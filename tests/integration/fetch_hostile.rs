@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::host::scratch;
 use crate::common::hostile_server::{
-    head, read_request, serve_tagged, write_all_capped, Req, Server, SERVER_CAP,
+    head, head_range, read_request, serve_tagged, write_all_capped, Req, Server, SERVER_CAP,
 };
 use crate::common::http::pattern;
 use abupdate::fetch::{Document, FetchError, PayloadReader, Transport, TransportOptions};
@@ -195,15 +195,7 @@ fn a_206_with_a_wrong_content_range_after_a_cut_is_still_refused() {
             return;
         }
         let from = 7;
-        head(
-            s,
-            "206 Partial Content",
-            &format!(
-                "Content-Range: bytes {from}-{}/{size}\r\nContent-Length: {}\r\n",
-                size - 1,
-                size - from
-            ),
-        );
+        head_range(s, from, size);
         write_all_capped(s, &d[from..]);
     });
     let dir = scratch("hostile-no-range-206");
@@ -478,15 +470,7 @@ fn range_server(data: Arc<Vec<u8>>, mode: &'static str) -> Server {
             }
             (Some(_), "wrong-start") => {
                 let from = 7;
-                head(
-                    s,
-                    "206 Partial Content",
-                    &format!(
-                        "Content-Range: bytes {from}-{}/{size}\r\nContent-Length: {}\r\n",
-                        size - 1,
-                        size - from
-                    ),
-                );
+                head_range(s, from, size);
                 write_all_capped(s, &data[from..]);
             }
             (Some(from), "past-total") => {
@@ -523,15 +507,7 @@ fn range_server(data: Arc<Vec<u8>>, mode: &'static str) -> Server {
             (Some(from), "drop-first") if n == 1 => {
                 // Headers, then the connection dies (as an idle connection
                 // the server timed out would).
-                head(
-                    s,
-                    "206 Partial Content",
-                    &format!(
-                        "Content-Range: bytes {from}-{}/{size}\r\nContent-Length: {}\r\n",
-                        size - 1,
-                        size - from
-                    ),
-                );
+                head_range(s, from, size);
             }
             (Some(from), _) => {
                 // Correct 206, close-delimited (no Content-Length).

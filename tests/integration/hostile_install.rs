@@ -18,7 +18,8 @@ use crate::common::tls;
 
 use crate::common::host::{image, text, HostOptions, TestHost, Untouched};
 use crate::common::hostile_server::{
-    files_of, head, not_found, serve, serve_tagged, trickle, write_all_capped, Req, Server,
+    files_of, head, head_range, not_found, serve, serve_tagged, trickle, write_all_capped, Req,
+    Server,
 };
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -248,15 +249,7 @@ fn resume_server_at(
             (_, None) => serve(req, s, data),
             ("wrong-start", Some(_)) => {
                 let from = 7;
-                head(
-                    s,
-                    "206 Partial Content",
-                    &format!(
-                        "Content-Range: bytes {from}-{}/{size}\r\nContent-Length: {}\r\n",
-                        size - 1,
-                        size - from
-                    ),
-                );
+                head_range(s, from, size);
                 write_all_capped(s, &data[from..]);
             }
             ("wrong-total", Some(from)) => {

@@ -63,6 +63,21 @@ fn cached(len: usize, tag: &'static str, make: impl FnOnce() -> Release) -> &'st
         .or_insert_with(|| Box::leak(Box::new(make())))
 }
 
+/// A host on `loader`, 1.0 booted in slot A, with 4 MiB slots for an image
+/// of `image_len` bytes: the EFI and systemd-boot tests' host.
+pub fn small_host(name: &str, loader: Loader, image_len: usize) -> Host {
+    Host::new(
+        name,
+        loader,
+        "1.0",
+        image_len,
+        HostOptions {
+            slot_size: 4 << 20,
+            ..Default::default()
+        },
+    )
+}
+
 pub fn release(len: usize) -> &'static Release {
     cached(len, "full", || make_release(len, "full", &[]))
 }
