@@ -14,8 +14,11 @@
 //! have no tries left (`+0`, "bad") last, then by id, newest version
 //! first; the default is the first entry matching `LoaderEntryOneShot`,
 //! else `LoaderEntryDefault`, else `loader.conf`'s `default` (a glob), else
-//! the first entry. A glob that matches only one slot's entry picks it even
-//! when it is bad (`config_find_entry` does not skip bad entries), so a
+//! the first entry. A default glob that matches no entry on the ESP (ours
+//! or another's: a stale one naming a removed entry) is skipped, and the
+//! next source decides ([`choose_default`]). A glob that matches only one
+//! slot's entry picks it even when it is bad (`config_find_entry` does
+//! not skip bad entries), so a
 //! pinned default would defeat the fallback. abupdate therefore pins
 //! nothing: the trial becomes the default by sorting first. Its entry gets
 //! a higher generation (GEN, compared as a number, as `strverscmp` does)
@@ -346,6 +349,107 @@ pub fn default_problem(
     None
 }
 
+/// Where a default glob systemd-boot reads comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DefaultSource {
+    /// The `LoaderEntryDefault` EFI variable (`bootctl set-default`), in
+    /// this file (efivarfs).
+    LoaderEntryDefault(PathBuf),
+    /// `loader.conf`'s last `default` line (1-based).
+    LoaderConf {
+        /// Its line number.
+        line: usize,
+    },
+}
+
+/// A default glob and where it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefaultGlob {
+    /// Where it was read.
+    pub source: DefaultSource,
+    /// The glob, as written.
+    pub glob: String,
+}
+
+/// Which default glob systemd-boot goes by ([`choose_default`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DefaultChoice {
+    /// The first glob matching an entry on the ESP; `None`: the first
+    /// entry in systemd-boot's order boots.
+    pub decides: Option<DefaultGlob>,
+    /// The globs before it that match no entry on the ESP: systemd-boot
+    /// ignores them.
+    pub skipped: Vec<DefaultGlob>,
+}
+
+/// The automatic entries systemd-boot may add beside the files on the ESP
+/// (`auto-windows` when `EFI/Microsoft/Boot/bootmgfw.efi` is there, …): a
+/// default naming one may match, so it is never taken for stale.
+pub const AUTO_ENTRY_IDS: &[&str] = &[
+    "auto-osx",
+    "auto-windows",
+    "auto-efi-shell",
+    "auto-efi-default",
+    "auto-poweroff",
+    "auto-reboot",
+    "auto-reboot-to-firmware-setup",
+];
+
+/// Whether default `glob` matches the entry of ESP file `file` (a
+/// `loader/entries/*.conf` or `EFI/Linux/*.efi` name, or an automatic
+/// entry's id): against its id without the boot counter (as `bootctl`
+/// and newer systemd-boot name it) or with it (older systemd-boot),
+/// case-folded as systemd-boot does.
+pub fn default_matches(glob: &str, file: &str) -> bool {
+    let glob = glob.to_ascii_lowercase();
+    let file = file.to_ascii_lowercase();
+    let id = [".conf", ".efi"]
+        .iter()
+        .find(|s| file.ends_with(*s))
+        .map(|s| {
+            let (base, _) = split_counter(&file, s);
+            format!("{base}{s}")
+        });
+    fnmatch(glob.as_bytes(), file.as_bytes())
+        || id.is_some_and(|id| fnmatch(glob.as_bytes(), id.as_bytes()))
+}
+
+/// The default systemd-boot goes by (`config_select_default_entry`): the
+/// first of `candidates` (in its order: `LoaderEntryDefault`, then
+/// `loader.conf`'s `default`) that matches one of `esp_files` (every entry
+/// systemd-boot finds, ours or not); one matching none is skipped, as
+/// `config_find_entry` finding nothing makes systemd-boot try the next.
+/// Pure.
+pub fn choose_default(esp_files: &[String], candidates: Vec<DefaultGlob>) -> DefaultChoice {
+    let mut choice = DefaultChoice::default();
+    for c in candidates {
+        if esp_files.iter().any(|f| default_matches(&c.glob, f)) {
+            choice.decides = Some(c);
+            break;
+        }
+        choice.skipped.push(c);
+    }
+    choice
+}
+
+/// The entry files that can be on the ESP while `slot`'s activation runs
+/// its course: `esp_files` now, and our entries once the trial is written
+/// and once it has failed. A default matching one of the latter is not
+/// stale: it would pin a slot when the trial's entry appears. Pure.
+pub fn activation_files(
+    esp_files: &[String],
+    entries: &BTreeMap<SlotName, Entry>,
+    prefix: &str,
+    tries: u64,
+    slot: SlotName,
+) -> Vec<String> {
+    let trials = [(tries, 0), (0, 1)]
+        .into_iter()
+        .flat_map(|c| trial_entries(entries, prefix, slot, c))
+        .map(|e| e.file);
+    esp_files.iter().cloned().chain(trials).collect()
+}
+
 /// `renameat2(…, RENAME_NOREPLACE)` as a raw system call: neither nix nor
 /// the C library declare it for musl targets.
 fn rename_noreplace(src: &Path, dst: &Path) -> std::io::Result<()> {
@@ -553,12 +657,57 @@ impl SystemdBootBackend {
     }
 
     /// The default systemd-boot goes by: `LoaderEntryDefault` when set
-    /// (it overrides `loader.conf`), else `loader.conf`'s `default`.
+    /// (it overrides `loader.conf`), else `loader.conf`'s `default`, each
+    /// only when it matches an entry on the ESP ([`choose_default`]).
     fn default_glob(&self) -> Result<Option<String>, BootError> {
-        if let Some((glob, _)) = self.loader_var("LoaderEntryDefault")? {
-            return Ok(Some(glob));
+        let choice = choose_default(&self.esp_files()?, self.default_candidates()?);
+        Ok(choice.decides.map(|d| d.glob))
+    }
+
+    /// The default globs set, in the order systemd-boot tries them.
+    fn default_candidates(&self) -> Result<Vec<DefaultGlob>, BootError> {
+        let mut out = Vec::new();
+        if let Some((glob, path)) = self.loader_var("LoaderEntryDefault")? {
+            out.push(DefaultGlob {
+                source: DefaultSource::LoaderEntryDefault(path),
+                glob,
+            });
         }
-        Ok(self.default_line()?.map(|(_, glob)| glob))
+        if let Some((line, glob)) = self.default_line()? {
+            out.push(DefaultGlob {
+                source: DefaultSource::LoaderConf { line },
+                glob,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The names of every entry systemd-boot finds on the ESP, ours or
+    /// not: type #1 `loader/entries/*.conf` and type #2 `EFI/Linux/*.efi`
+    /// (regular, non-empty, not hidden: what it loads), and the automatic
+    /// entries it may add ([`AUTO_ENTRY_IDS`]).
+    fn esp_files(&self) -> Result<Vec<String>, BootError> {
+        let mut out: Vec<String> = AUTO_ENTRY_IDS.iter().map(|s| s.to_string()).collect();
+        for (dir, suffix) in [("loader/entries", ".conf"), ("EFI/Linux", ".efi")] {
+            let dir = self.esp.join(dir);
+            let list = match std::fs::read_dir(&dir) {
+                Ok(l) => l,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&dir, e)),
+            };
+            for e in list.filter_map(|e| e.ok()) {
+                let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let loaded = !name.starts_with('.')
+                    && name.to_ascii_lowercase().ends_with(suffix)
+                    && std::fs::metadata(e.path()).is_ok_and(|m| m.is_file() && m.len() > 0);
+                if loaded {
+                    out.push(name);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn loader_conf(&self) -> PathBuf {
@@ -802,7 +951,9 @@ impl Bootloader for SystemdBootBackend {
     /// being readable, `loader.conf`'s `default` must not pin one slot
     /// ([`default_problem`]), or the trial would never boot (and the
     /// release be recorded as never booted) or never fall back.
-    /// The same for `LoaderEntryDefault` (which overrides loader.conf), and
+    /// The same for `LoaderEntryDefault` (which overrides loader.conf); a
+    /// default matching no entry on the ESP, now or once the trial is
+    /// written, is skipped with a warning, as systemd-boot skips it.
     /// `LoaderEntryOneShot` must not send the reboot elsewhere
     /// ([`oneshot_problem`]).
     fn check_activate(&self, slot: SlotName) -> Result<(), BootError> {
@@ -824,30 +975,46 @@ impl Bootloader for SystemdBootBackend {
                 );
             }
         }
-        if let Some((glob, path)) = self.loader_var("LoaderEntryDefault")? {
-            return match default_problem(&entries, &self.prefix, tries, slot, &glob) {
-                None => Ok(()),
-                Some(why) => refuse(
-                    path,
-                    format!(
-                        "`LoaderEntryDefault` is `{glob}` and pins one slot's entry: {why}; set `{}-*` (`bootctl set-default '{}-*'`) or clear it (`bootctl set-default ''`)",
-                        self.prefix, self.prefix
-                    ),
+        // A default matching no entry, now or once the trial is written, is
+        // skipped by systemd-boot (a stale one naming a removed entry):
+        // said once, and the next source decides.
+        let files = activation_files(&self.esp_files()?, &entries, &self.prefix, tries, slot);
+        let choice = choose_default(&files, self.default_candidates()?);
+        for s in &choice.skipped {
+            crate::agent::log(&match &s.source {
+                DefaultSource::LoaderEntryDefault(path) => format!(
+                    "warning: {}: `LoaderEntryDefault` is `{}` and matches no boot entry on the ESP: systemd-boot ignores it (clear it: `bootctl set-default ''`)",
+                    path.display(),
+                    s.glob
                 ),
-            };
+                DefaultSource::LoaderConf { line } => format!(
+                    "warning: {}: line {line}: `default {}` matches no boot entry on the ESP: systemd-boot ignores it",
+                    self.loader_conf().display(),
+                    s.glob
+                ),
+            });
         }
-        let Some((line, glob)) = self.default_line()? else {
+        let Some(DefaultGlob { source, glob }) = choice.decides else {
             return Ok(());
         };
-        match default_problem(&entries, &self.prefix, tries, slot, &glob) {
-            None => Ok(()),
-            Some(why) => Err(BootError::Format {
-                path: self.loader_conf().display().to_string(),
-                reason: format!(
+        let Some(why) = default_problem(&entries, &self.prefix, tries, slot, &glob) else {
+            return Ok(());
+        };
+        match source {
+            DefaultSource::LoaderEntryDefault(path) => refuse(
+                path,
+                format!(
+                    "`LoaderEntryDefault` is `{glob}` and pins one slot's entry: {why}; set `{}-*` (`bootctl set-default '{}-*'`) or clear it (`bootctl set-default ''`)",
+                    self.prefix, self.prefix
+                ),
+            ),
+            DefaultSource::LoaderConf { line } => refuse(
+                self.loader_conf(),
+                format!(
                     "line {line}: `default {glob}` pins one slot's entry: {why}; use `default {}-*` or none",
                     self.prefix
                 ),
-            }),
+            ),
         }
     }
 
@@ -1169,6 +1336,138 @@ mod tests {
                 .unwrap();
             backend.check_activate(B).expect("both slots match");
         }
+    }
+
+    fn var(glob: &str) -> DefaultGlob {
+        DefaultGlob {
+            source: DefaultSource::LoaderEntryDefault(PathBuf::from("/v")),
+            glob: glob.into(),
+        }
+    }
+
+    fn conf(glob: &str) -> DefaultGlob {
+        DefaultGlob {
+            source: DefaultSource::LoaderConf { line: 2 },
+            glob: glob.into(),
+        }
+    }
+
+    fn files(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn no_default_set_leaves_the_first_entry_to_boot() {
+        let esp = files(&["abupdate-1-a.conf"]);
+        assert_eq!(choose_default(&esp, vec![]), DefaultChoice::default());
+    }
+
+    #[test]
+    fn a_loader_entry_default_matching_an_entry_decides_and_loader_conf_is_not_read() {
+        let esp = files(&["abupdate-1-a.conf", "abupdate-0-b+0.conf"]);
+        let choice = choose_default(&esp, vec![var("abupdate-1-a.conf"), conf("gone.conf")]);
+        assert_eq!(choice.decides, Some(var("abupdate-1-a.conf")));
+        assert_eq!(choice.skipped, vec![]);
+    }
+
+    #[test]
+    fn a_stale_loader_entry_default_is_skipped_and_loader_conf_decides() {
+        let esp = files(&["abupdate-1-a.conf", "abupdate-0-b+0.conf"]);
+        let choice = choose_default(&esp, vec![var("old-kernel.conf"), conf("abupdate-*")]);
+        assert_eq!(choice.decides, Some(conf("abupdate-*")));
+        assert_eq!(choice.skipped, vec![var("old-kernel.conf")]);
+    }
+
+    #[test]
+    fn stale_defaults_in_both_sources_leave_the_first_entry_to_boot() {
+        let esp = files(&["abupdate-1-a.conf"]);
+        let choice = choose_default(&esp, vec![var("old*"), conf("gone.conf")]);
+        assert_eq!(choice.decides, None);
+        assert_eq!(choice.skipped, vec![var("old*"), conf("gone.conf")]);
+    }
+
+    #[test]
+    fn a_default_matching_only_another_os_entry_still_decides() {
+        for other in ["debian-6.1.conf", "fedora.efi", "auto-windows"] {
+            let esp = files(&["abupdate-1-a.conf", other]);
+            let glob = other.split('.').next().unwrap().to_string() + "*";
+            let choice = choose_default(&esp, vec![var(&glob)]);
+            assert_eq!(choice.decides, Some(var(&glob)), "{other}");
+            assert_eq!(choice.skipped, vec![], "{other}");
+        }
+    }
+
+    #[test]
+    fn a_default_matches_an_entry_with_or_without_its_counter_in_any_case() {
+        assert!(default_matches("abupdate-0-b.conf", "abupdate-0-b+0.conf"));
+        assert!(default_matches(
+            "abupdate-0-b+0.conf",
+            "abupdate-0-b+0.conf"
+        ));
+        assert!(default_matches("Linux-6.efi", "linux-6+2-1.EFI"));
+        assert!(default_matches("ABUPDATE-*", "abupdate-1-a.conf"));
+        assert!(!default_matches("abupdate-1-a.conf", "abupdate-1-b.conf"));
+    }
+
+    #[test]
+    fn a_default_matching_only_the_trial_to_come_is_not_stale() {
+        // No entry of B yet: `abupdate-*-b*` matches nothing now but pins
+        // B once its trial is written.
+        let now: BTreeMap<SlotName, Entry> = [(A, e(1, A, None))].into();
+        let esp = files(&["abupdate-1-a.conf"]);
+        let all = activation_files(&esp, &now, "abupdate", 3, B);
+        assert!(all.contains(&"abupdate-2-b+3.conf".to_string()), "{all:?}");
+        assert!(
+            all.contains(&"abupdate-2-b+0-1.conf".to_string()),
+            "{all:?}"
+        );
+        let choice = choose_default(&all, vec![var("abupdate-*-b*")]);
+        assert_eq!(choice.decides, Some(var("abupdate-*-b*")));
+    }
+
+    #[test]
+    fn a_stale_loader_entry_default_does_not_refuse_the_install_and_the_trial_boots() {
+        let (esp, backend, vars) = esp_with_efivars("sd-boot-efivar-stale");
+        vars.set("LoaderEntryDefault", LOADER_GUID, 7, &utf16z("old-os.conf"))
+            .unwrap();
+        assert_eq!(backend.primary().unwrap(), Some(A));
+        backend
+            .check_activate(B)
+            .expect("a stale default is skipped");
+        backend.activate(B).unwrap();
+        assert_eq!(backend.primary().unwrap(), Some(B));
+        // The same glob naming another OS's entry on the ESP pins it.
+        std::fs::write(
+            esp.path().join("loader/entries/old-os.conf"),
+            "title O\nlinux /o\n",
+        )
+        .unwrap();
+        assert_eq!(backend.primary().unwrap(), None, "the other OS boots");
+        let err = backend.check_activate(A).unwrap_err().to_string();
+        assert!(
+            err.contains("`LoaderEntryDefault` is `old-os.conf` and pins"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_stale_loader_entry_default_leaves_a_pinning_loader_conf_to_refuse_the_install() {
+        let (esp, backend, vars) = esp_with_efivars("sd-boot-efivar-stale-conf");
+        vars.set("LoaderEntryDefault", LOADER_GUID, 7, &utf16z("gone*"))
+            .unwrap();
+        let conf = esp.path().join("loader/loader.conf");
+        std::fs::write(&conf, "default abupdate-1-a.conf\n").unwrap();
+        let err = backend.check_activate(B).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: line 1: `default abupdate-1-a.conf` pins",
+                conf.display()
+            )),
+            "{err}"
+        );
+        // A stale loader.conf default too: the first entry, the trial, boots.
+        std::fs::write(&conf, "default abupdate-1-a.conf.old\n").unwrap();
+        backend.check_activate(B).expect("both stale");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::common::loaders;
 
 use crate::common::host::{image, run, scratch, sha, text, HostOptions};
 use crate::common::loaders::{Host, Loader};
-use abupdate::boot::systemd_boot::{entry_name, parse_entry, select, Entry};
+use abupdate::boot::systemd_boot::{entry_name, parse_entry};
 use abupdate::slot::SlotName::{self, A, B};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -61,38 +61,118 @@ fn bootctl_default(esp: &Path) -> Option<String> {
     })
 }
 
+/// One row: the entry files on the ESP, `loader.conf`'s default, the
+/// `LoaderEntryDefault` variable, and the slot that boots next (`None`:
+/// another OS's entry).
+type SelectCase = (
+    Vec<String>,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<SlotName>,
+);
+
 #[test]
 fn our_next_boot_is_the_entry_bootctl_marks_default() {
+    use abupdate::boot::systemd_boot::{SystemdBootBackend, LOADER_GUID};
+    use abupdate::boot::Bootloader;
     let dir = scratch("sdboot-select");
     let esp = Esp::new(&dir.join("esp"));
     let entries = esp.dir.join("loader/entries");
+    let efivars = dir.join("efivars");
     let e = |g: u64, s: SlotName, c: Option<(u64, u64)>| entry_name("abupdate", g, s, c);
-    let cases: Vec<(Vec<String>, Option<&str>, SlotName)> = vec![
-        (vec![e(1, A, None), e(0, B, Some((0, 0)))], None, A),
-        (vec![e(1, A, None), e(2, B, Some((3, 0)))], None, B),
+    // Another OS's entry; its id sorts after ours.
+    let other = || "aaa-other.conf".to_string();
+    let cases: Vec<SelectCase> = vec![
+        (
+            vec![e(1, A, None), e(0, B, Some((0, 0)))],
+            None,
+            None,
+            Some(A),
+        ),
+        (
+            vec![e(1, A, None), e(2, B, Some((3, 0)))],
+            None,
+            None,
+            Some(B),
+        ),
         (
             vec![e(1, A, None), e(2, B, Some((0, 1)))],
             Some("abupdate-*"),
-            A,
+            None,
+            Some(A),
         ),
         (
             vec![e(9, A, None), e(10, B, Some((1, 2)))],
             Some("abupdate-*"),
-            B,
+            None,
+            Some(B),
         ),
-        (vec![e(11, A, Some((2, 1))), e(10, B, None)], None, A),
-        (vec![e(3, A, Some((0, 3))), e(2, B, Some((0, 1)))], None, A),
+        (
+            vec![e(11, A, Some((2, 1))), e(10, B, None)],
+            None,
+            None,
+            Some(A),
+        ),
+        (
+            vec![e(3, A, Some((0, 3))), e(2, B, Some((0, 1)))],
+            None,
+            None,
+            Some(A),
+        ),
         // A default pinned to one slot picks it even when bad: what the
         // backend must never write, shown here as systemd behaves.
         (
             vec![e(1, A, None), e(2, B, Some((0, 1)))],
             Some("abupdate-*-b*"),
-            B,
+            None,
+            Some(B),
+        ),
+        // A stale default (its entry removed) matches nothing: skipped,
+        // the first entry boots.
+        (
+            vec![e(1, A, None), e(2, B, Some((3, 0))), other()],
+            Some("abupdate-1-a.conf.old"),
+            None,
+            Some(B),
+        ),
+        // One matching another OS's entry pins it.
+        (
+            vec![e(1, A, None), e(2, B, Some((3, 0))), other()],
+            Some("aaa-*"),
+            None,
+            None,
+        ),
+        // A stale `LoaderEntryDefault` is skipped too: loader.conf
+        // decides, or the first entry. (bootctl in a container reads no EFI
+        // variable: it agrees with systemd-boot here because systemd-boot
+        // ignores the stale one.)
+        (
+            vec![e(1, A, None), e(2, B, Some((0, 1))), other()],
+            Some("abupdate-*"),
+            Some("old-os.conf"),
+            Some(A),
+        ),
+        (
+            vec![e(1, A, None), e(2, B, Some((3, 0)))],
+            None,
+            Some("old-os.conf"),
+            Some(B),
+        ),
+        // A `LoaderEntryDefault` matching another OS's entry pins it
+        // (over loader.conf); bootctl cannot see the variable here, so only
+        // our choice is checked.
+        (
+            vec![e(1, A, None), e(2, B, Some((3, 0))), other()],
+            Some("abupdate-*"),
+            Some("aaa-other.conf"),
+            None,
         ),
     ];
-    for (i, (names, default, want)) in cases.iter().enumerate() {
+    for (i, (names, default, var, want)) in cases.iter().enumerate() {
         let _ = std::fs::remove_dir_all(esp.dir.join("loader"));
+        let _ = std::fs::remove_dir_all(&efivars);
         std::fs::create_dir_all(&entries).expect("entries");
+        std::fs::create_dir_all(&efivars).expect("efivars");
         std::fs::create_dir_all(esp.dir.join("k")).expect("k");
         std::fs::write(esp.dir.join("k/linux"), b"MZ").expect("kernel");
         std::fs::write(
@@ -106,18 +186,31 @@ fn our_next_boot_is_the_entry_bootctl_marks_default() {
         for n in names {
             std::fs::write(entries.join(n), "title t\nlinux /k/linux\n").expect("entry");
         }
-        let parsed: Vec<Entry> = names
-            .iter()
-            .map(|n| parse_entry("abupdate", n).expect("ours"))
-            .collect();
-        let ours = select(&parsed, "abupdate", *default);
+        if let Some(v) = var {
+            let value: Vec<u8> = v
+                .encode_utf16()
+                .chain([0])
+                .flat_map(u16::to_le_bytes)
+                .collect();
+            abupdate::boot::efivar::EfiVars::new(efivars.clone())
+                .set("LoaderEntryDefault", LOADER_GUID, 7, &value)
+                .expect("LoaderEntryDefault");
+        }
+        let backend =
+            SystemdBootBackend::new(esp.dir.clone(), "abupdate".into(), 3, Default::default())
+                .with_efivars(efivars.clone());
+        let ours = backend.primary().expect("primary");
+        assert_eq!(ours, *want, "case {i}: {names:?} {default:?} {var:?}");
+        let foreign_var = var.is_some_and(|v| names.iter().any(|n| n.as_str() == v));
+        if foreign_var {
+            continue;
+        }
         let theirs = bootctl_default(&esp.dir)
             .and_then(|f| parse_entry("abupdate", &f))
             .map(|e| e.slot);
-        assert_eq!(ours, Some(*want), "case {i}: {names:?} {default:?}");
         assert_eq!(
             theirs, ours,
-            "case {i}: bootctl disagrees: {names:?} {default:?}"
+            "case {i}: bootctl disagrees: {names:?} {default:?} {var:?}"
         );
     }
     drop(esp);
@@ -389,4 +482,58 @@ fn an_install_under_a_loader_entry_default_pinned_to_one_slot_is_refused() {
     assert_eq!(h.slot_sha(1), slot_b, "slot B was written");
     assert_eq!(h.state()["transaction"], state["transaction"]);
     assert_eq!(h.state()["slots"]["B"], state["slots"]["B"]);
+}
+
+/// Issue (brief sdb): a stale `LoaderEntryDefault` (naming an entry since
+/// removed) refused every install as if it pinned slot A, while
+/// systemd-boot ignores a default that matches no entry. The install now
+/// goes ahead with one warning naming the variable, and B boots next; the
+/// same variable naming another OS's entry on the ESP still pins it and
+/// stays refused.
+#[test]
+fn a_stale_loader_entry_default_is_skipped_with_a_warning_and_one_naming_another_os_refuses() {
+    use abupdate::boot::systemd_boot::LOADER_GUID;
+    let mut h = Host::new(
+        "sd-efivar-stale",
+        Loader::SystemdBoot,
+        "1.0",
+        IMAGE_LEN,
+        HostOptions::default(),
+    );
+    let id: Vec<u8> = "old-os.conf"
+        .encode_utf16()
+        .chain([0])
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    h.efi_vars()
+        .set("LoaderEntryDefault", LOADER_GUID, 7, &id)
+        .expect("LoaderEntryDefault");
+    let other = h.esp.join("loader/entries/old-os.conf");
+    std::fs::write(&other, "title Old OS\nlinux /old/linux\n").expect("other OS entry");
+    h.use_release(loaders::release(IMAGE_LEN));
+    let (slot_b, state) = (h.slot_sha(1), h.state());
+    let out = h.abupdate(&["update", "--no-reboot"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("`LoaderEntryDefault` is `old-os.conf` and pins one slot's entry"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(h.slot_sha(1), slot_b, "slot B was written");
+    assert_eq!(h.state()["transaction"], state["transaction"]);
+    std::fs::remove_file(&other).expect("remove the other OS's entry");
+    // `--now`: past the backoff the refusal started.
+    let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let warnings: Vec<&str> = std::str::from_utf8(&out.stderr)
+        .expect("utf8")
+        .lines()
+        .filter(|l| l.contains("matches no boot entry on the ESP"))
+        .collect();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("`LoaderEntryDefault` is `old-os.conf`"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(h.primary(), Some("B"));
 }
