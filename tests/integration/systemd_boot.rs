@@ -224,16 +224,7 @@ fn kernel(version: &str) -> Vec<u8> {
 /// A systemd-boot host whose slots also have a `kernel` class: a file on
 /// the ESP; release 2.0 carries both classes.
 fn kernel_host(name: &str) -> Host {
-    let h = Host::new(
-        name,
-        Loader::SystemdBoot,
-        "1.0",
-        IMAGE_LEN,
-        HostOptions {
-            slot_size: 4 << 20,
-            ..Default::default()
-        },
-    );
+    let h = loaders::small_host(name, Loader::SystemdBoot, IMAGE_LEN);
     for slot in ["a", "b"] {
         std::fs::write(h.esp.join(format!("abupdate/{slot}/linux")), kernel("1.0"))
             .expect("old kernel");
@@ -318,16 +309,7 @@ fn a_kernel_on_the_esp_is_the_old_or_the_new_file_at_every_crash_point() {
 
 #[test]
 fn a_missing_slot_entry_is_written_from_config() {
-    let mut h = Host::new(
-        "sdboot-missing",
-        Loader::SystemdBoot,
-        "1.0",
-        IMAGE_LEN,
-        HostOptions {
-            slot_size: 4 << 20,
-            ..Default::default()
-        },
-    );
+    let mut h = loaders::small_host("sdboot-missing", Loader::SystemdBoot, IMAGE_LEN);
     h.use_release(loaders::release(IMAGE_LEN));
     let entries = h.esp.join("loader/entries");
     std::fs::remove_file(entries.join("abupdate-0-b+0.conf")).expect("drop B's entry");
@@ -366,16 +348,7 @@ fn a_missing_slot_entry_is_written_from_config() {
 /// systemd-boot skips such an entry, so abupdate must not count it either.
 #[test]
 fn an_empty_entry_left_by_a_cut_rename_counts_as_missing_and_is_written_again() {
-    let mut h = Host::new(
-        "sdboot-empty",
-        Loader::SystemdBoot,
-        "1.0",
-        IMAGE_LEN,
-        HostOptions {
-            slot_size: 4 << 20,
-            ..Default::default()
-        },
-    );
+    let mut h = loaders::small_host("sdboot-empty", Loader::SystemdBoot, IMAGE_LEN);
     h.use_release(loaders::release(IMAGE_LEN));
     let entries = h.esp.join("loader/entries");
     std::fs::write(entries.join("abupdate-0-b+0.conf"), b"").expect("empty B's entry");
