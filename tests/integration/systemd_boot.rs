@@ -73,7 +73,7 @@ type SelectCase = (
 
 #[test]
 fn our_next_boot_is_the_entry_bootctl_marks_default() {
-    use abupdate::boot::systemd_boot::{SystemdBootBackend, LOADER_GUID};
+    use abupdate::boot::systemd_boot::SystemdBootBackend;
     use abupdate::boot::Bootloader;
     let dir = scratch("sdboot-select");
     let esp = Esp::new(&dir.join("esp"));
@@ -187,14 +187,7 @@ fn our_next_boot_is_the_entry_bootctl_marks_default() {
             std::fs::write(entries.join(n), "title t\nlinux /k/linux\n").expect("entry");
         }
         if let Some(v) = var {
-            let value: Vec<u8> = v
-                .encode_utf16()
-                .chain([0])
-                .flat_map(u16::to_le_bytes)
-                .collect();
-            abupdate::boot::efivar::EfiVars::new(efivars.clone())
-                .set("LoaderEntryDefault", LOADER_GUID, 7, &value)
-                .expect("LoaderEntryDefault");
+            set_loader_entry_default(&abupdate::boot::efivar::EfiVars::new(efivars.clone()), v);
         }
         let backend =
             SystemdBootBackend::new(esp.dir.clone(), "abupdate".into(), 3, Default::default())
@@ -419,6 +412,19 @@ fn an_install_under_a_default_pinned_to_one_slot_is_refused_naming_the_line() {
     assert_eq!(h.state()["slots"]["B"], state["slots"]["B"]);
 }
 
+/// `bootctl set-default ID`: the variable as systemd-boot reads it (UTF-16,
+/// NUL-terminated, non-volatile, boot and runtime access).
+fn set_loader_entry_default(vars: &abupdate::boot::efivar::EfiVars, id: &str) {
+    use abupdate::boot::systemd_boot::LOADER_GUID;
+    let id: Vec<u8> = id
+        .encode_utf16()
+        .chain([0])
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    vars.set("LoaderEntryDefault", LOADER_GUID, 7, &id)
+        .expect("LoaderEntryDefault");
+}
+
 /// Issue (brief 2): `LoaderEntryDefault` (`bootctl set-default`) pinning
 /// slot A's entry was not read, while the same pin in loader.conf is
 /// refused: the trial never booted and a good release was recorded as
@@ -426,7 +432,6 @@ fn an_install_under_a_default_pinned_to_one_slot_is_refused_naming_the_line() {
 /// the variable's file, before anything is written.
 #[test]
 fn an_install_under_a_loader_entry_default_pinned_to_one_slot_is_refused() {
-    use abupdate::boot::systemd_boot::LOADER_GUID;
     let mut h = Host::new(
         "sd-efivar-pinned",
         Loader::SystemdBoot,
@@ -434,14 +439,7 @@ fn an_install_under_a_loader_entry_default_pinned_to_one_slot_is_refused() {
         IMAGE_LEN,
         HostOptions::default(),
     );
-    let id: Vec<u8> = "abupdate-1-a.conf"
-        .encode_utf16()
-        .chain([0])
-        .flat_map(u16::to_le_bytes)
-        .collect();
-    h.efi_vars()
-        .set("LoaderEntryDefault", LOADER_GUID, 7, &id)
-        .expect("LoaderEntryDefault");
+    set_loader_entry_default(&h.efi_vars(), "abupdate-1-a.conf");
     h.use_release(loaders::release(IMAGE_LEN));
     let (slot_b, state) = (h.slot_sha(1), h.state());
     let out = h.abupdate(&["update", "--no-reboot"]);
@@ -465,7 +463,6 @@ fn an_install_under_a_loader_entry_default_pinned_to_one_slot_is_refused() {
 /// stays refused.
 #[test]
 fn a_stale_loader_entry_default_is_skipped_with_a_warning_and_one_naming_another_os_refuses() {
-    use abupdate::boot::systemd_boot::LOADER_GUID;
     let mut h = Host::new(
         "sd-efivar-stale",
         Loader::SystemdBoot,
@@ -473,14 +470,7 @@ fn a_stale_loader_entry_default_is_skipped_with_a_warning_and_one_naming_another
         IMAGE_LEN,
         HostOptions::default(),
     );
-    let id: Vec<u8> = "old-os.conf"
-        .encode_utf16()
-        .chain([0])
-        .flat_map(u16::to_le_bytes)
-        .collect();
-    h.efi_vars()
-        .set("LoaderEntryDefault", LOADER_GUID, 7, &id)
-        .expect("LoaderEntryDefault");
+    set_loader_entry_default(&h.efi_vars(), "old-os.conf");
     let other = h.esp.join("loader/entries/old-os.conf");
     std::fs::write(&other, "title Old OS\nlinux /old/linux\n").expect("other OS entry");
     h.use_release(loaders::release(IMAGE_LEN));
