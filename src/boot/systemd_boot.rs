@@ -26,7 +26,8 @@
 //! `+0`, it sorts last and the other slot boots. `loader.conf` may carry
 //! `default PREFIX-*` (matching both slots) or nothing; `LoaderEntryDefault`
 //! (`bootctl set-default`, read from efivarfs) must not pin a slot either,
-//! and `LoaderEntryOneShot` must not name another entry than the trial's:
+//! and `LoaderEntryOneShot` must not name another entry than the trial's
+//! (one naming no entry on the ESP is skipped, as systemd-boot skips it):
 //! an install is refused on either ([`Bootloader::check_activate`]). The entries carry no
 //! `sort-key` or `version`, so the id order decides (systemd-boot puts
 //! entries with a sort key first; other entries on the ESP should not have
@@ -965,8 +966,16 @@ impl Bootloader for SystemdBootBackend {
                 reason,
             })
         };
+        let files = activation_files(&self.esp_files()?, &entries, &self.prefix, tries, slot);
         if let Some((glob, path)) = self.loader_var("LoaderEntryOneShot")? {
-            if let Some(why) = oneshot_problem(&entries, &self.prefix, tries, slot, &glob) {
+            // Looked up as the default is (`config_find_entry`): one that
+            // matches no entry is skipped by systemd-boot, said once here.
+            if !files.iter().any(|f| default_matches(&glob, f)) {
+                crate::agent::log(&format!(
+                    "warning: {}: `LoaderEntryOneShot` is `{glob}` and matches no boot entry on the ESP: systemd-boot ignores it (clear it: `bootctl set-oneshot ''`)",
+                    path.display()
+                ));
+            } else if let Some(why) = oneshot_problem(&entries, &self.prefix, tries, slot, &glob) {
                 return refuse(
                     path,
                     format!(
@@ -978,7 +987,6 @@ impl Bootloader for SystemdBootBackend {
         // A default matching no entry, now or once the trial is written, is
         // skipped by systemd-boot (a stale one naming a removed entry):
         // said once, and the next source decides.
-        let files = activation_files(&self.esp_files()?, &entries, &self.prefix, tries, slot);
         let choice = choose_default(&files, self.default_candidates()?);
         for s in &choice.skipped {
             crate::agent::log(&match &s.source {
@@ -1471,7 +1479,7 @@ mod tests {
     }
 
     #[test]
-    fn a_one_shot_entry_of_the_other_slot_refuses_the_install_and_one_of_the_trial_not() {
+    fn a_one_shot_entry_of_another_entry_refuses_the_install_one_of_the_trial_or_of_no_entry_not() {
         let (_esp, backend, vars) = esp_with_efivars("sd-boot-efivar-oneshot");
         vars.set(
             "LoaderEntryOneShot",
@@ -1495,6 +1503,25 @@ mod tests {
         )
         .unwrap();
         backend.check_activate(B).expect("the trial's own one-shot");
+        // One naming no entry on the ESP (a stale `bootctl set-oneshot`)
+        // is skipped by systemd-boot: it used to refuse every install.
+        vars.set(
+            "LoaderEntryOneShot",
+            LOADER_GUID,
+            7,
+            &utf16z("removed-kernel.conf"),
+        )
+        .unwrap();
+        backend.check_activate(B).expect("a stale one-shot");
+        // One naming another OS's entry on the ESP still sends the reboot
+        // there: refused.
+        let other = _esp.path().join("loader/entries/removed-kernel.conf");
+        std::fs::write(&other, "title other\nlinux /k/linux\n").unwrap();
+        let err = backend.check_activate(B).unwrap_err().to_string();
+        assert!(
+            err.contains("`LoaderEntryOneShot` is `removed-kernel.conf`"),
+            "{err}"
+        );
     }
 
     #[test]
