@@ -897,13 +897,66 @@ impl State {
     pub fn commit(&mut self, t: &Transaction, at: i64, probation: u64, boot_id: Option<String>) {
         self.adopt_fallback(t);
         self.mark_installer_agent(t);
-        if probation > 0 && self.failed_index(&t.version).is_none() {
+        self.start_probation(t.to, &t.version, &t.manifest_sha256, at, probation, boot_id);
+        self.record_release(t);
+        self.slot_mut(t.to).status = SlotStatus::Good;
+        self.mark_agent(t.to);
+        self.transaction = None;
+        self.metrics.commits += 1;
+        self.metrics.last_success = Some(at);
+    }
+
+    /// A trial in `slot` that the damaged `state.json` did not describe
+    /// passed its checks (`agent::verdict`): committed as far as what is
+    /// known allows. Its record is good, naming `version` (os-release's)
+    /// when it names none; with a `probation` window (seconds, non-zero)
+    /// `version` is on probation from `at` as after any commit. What the
+    /// lost record held is not guessed: no manifest digest or images are
+    /// written (the provisional failed-list entry's digest is empty), and
+    /// the other slot is not adopted as a fallback ([`State::commit`]
+    /// adopts it because an install began from it; nothing says one did).
+    pub fn commit_undescribed(
+        &mut self,
+        slot: SlotName,
+        version: &str,
+        at: i64,
+        probation: u64,
+        boot_id: Option<String>,
+    ) {
+        // The digest of the manifest this release came from was in the
+        // record the damage lost: unknown, so empty, never made up.
+        self.start_probation(slot, version, "", at, probation, boot_id);
+        let rec = self.slot_mut(slot);
+        rec.status = SlotStatus::Good;
+        if rec.version.is_none() {
+            rec.version = Some(version.to_string());
+        }
+        self.mark_agent(slot);
+        self.transaction = None;
+        self.metrics.commits += 1;
+        self.metrics.last_success = Some(at);
+    }
+
+    /// `version`, committed in `slot` at `at`, is on probation for
+    /// `probation` seconds (none when zero), seen last on `boot_id`, and
+    /// on the failed list provisionally in the same write (see
+    /// [`State::commit`]) under `manifest_sha256` (empty: unknown).
+    fn start_probation(
+        &mut self,
+        slot: SlotName,
+        version: &str,
+        manifest_sha256: &str,
+        at: i64,
+        probation: u64,
+        boot_id: Option<String>,
+    ) {
+        if probation > 0 && self.failed_index(version).is_none() {
             self.failed.push(FailedRelease {
-                version: t.version.clone(),
-                manifest_sha256: t.manifest_sha256.clone(),
+                version: version.to_string(),
+                manifest_sha256: manifest_sha256.to_string(),
                 reason: format!(
-                    "left its probation in slot {} for slot {} without passing it",
-                    t.to, t.from
+                    "left its probation in slot {slot} for slot {} without passing it",
+                    slot.other()
                 ),
                 at,
                 hold: Hold::Failed,
@@ -912,8 +965,8 @@ impl State {
             });
         }
         self.probation = (probation > 0).then(|| Probation {
-            slot: t.to,
-            version: t.version.clone(),
+            slot,
+            version: version.to_string(),
             started: at,
             until: at.saturating_add(i64::try_from(probation).unwrap_or(i64::MAX)),
             floor: self.newest_created,
@@ -924,12 +977,6 @@ impl State {
             off: None,
             no_fallback: None,
         });
-        self.record_release(t);
-        self.slot_mut(t.to).status = SlotStatus::Good;
-        self.mark_agent(t.to);
-        self.transaction = None;
-        self.metrics.commits += 1;
-        self.metrics.last_success = Some(at);
     }
 
     /// The trial `t` failed (its checks, its bytes, or it never came up),
@@ -2382,6 +2429,41 @@ mod tests {
         let round: State =
             serde_json::from_slice(&serde_json::to_vec(&ended).expect("json")).expect("reads back");
         assert_eq!(round, ended);
+    }
+
+    /// N6's commit: what a commit knows without the lost record. The
+    /// release (os-release's) is on probation and held provisionally with
+    /// no manifest digest (unknown, never guessed), and the other slot is
+    /// not adopted as a fallback (no record says it holds a system).
+    #[test]
+    fn an_undescribed_commit_starts_a_probation_without_a_digest_or_a_guessed_fallback() {
+        let mut s = fresh();
+        s.commit_undescribed(SlotName::B, "2.0", 10, 3600, Some("boot-2".into()));
+        let p = s.on_probation().cloned().expect("on probation");
+        assert_eq!((p.slot, p.version.as_str()), (SlotName::B, "2.0"));
+        assert_eq!((p.started, p.until, p.failures), (10, 3610, 0));
+        assert_eq!(p.boot_id.as_deref(), Some("boot-2"));
+        assert_eq!(s.failed.len(), 1);
+        assert!(s.failed[0].provisional);
+        assert_eq!(s.failed[0].manifest_sha256, "", "unknown, not made up");
+        assert_eq!(s.failed_versions(true), Vec::<String>::new());
+        let rec = s.slot(SlotName::B);
+        assert_eq!(rec.status, SlotStatus::Good);
+        assert_eq!(rec.version.as_deref(), Some("2.0"));
+        assert_eq!((rec.manifest_sha256, rec.images.len()), (None, 0));
+        assert_eq!(rec.agent, Some(AGENT_PROTOCOL));
+        assert_eq!(s.slot(SlotName::A).status, SlotStatus::Empty, "not guessed");
+        assert_eq!((s.metrics.commits, s.metrics.last_success), (1, Some(10)));
+        let release = s.probation_release().expect("release");
+        assert_eq!((release.from, release.to), (SlotName::A, SlotName::B));
+        assert_eq!(release.manifest_sha256, "");
+
+        // Without a window: committed, nothing on probation or held.
+        let mut s = fresh();
+        s.commit_undescribed(SlotName::B, "2.0", 10, 0, None);
+        assert_eq!((s.probation.as_ref(), s.failed.len()), (None, 0));
+        assert_eq!(s.slot(SlotName::B).status, SlotStatus::Good);
+        assert_eq!(s.metrics.commits, 1);
     }
 
     /// The provisional entry a probation's commit writes, in each way a

@@ -135,6 +135,45 @@ impl<'a> Transition<'a> {
         self.save(state)
     }
 
+    /// A trial in `booted` that the damaged `state.json` did not describe
+    /// passed its checks: good in the bootloader, then committed as far as
+    /// the facts allow ([`State::commit_undescribed`]): `version`
+    /// (os-release's) on probation for `probation` seconds when not zero,
+    /// and its `committed` outcome recorded. With no version known there
+    /// is nothing to put on probation or to record an outcome of: the
+    /// record is blessed as a re-bless would. Saved twice, as
+    /// [`Transition::commit`] is, so the last good copy records it too.
+    pub(super) fn commit_undescribed(
+        &self,
+        state: &mut State,
+        booted: SlotName,
+        version: Option<&str>,
+        probation: u64,
+    ) -> Result<()> {
+        self.host.boot.set_state(booted, BootState::Good)?;
+        let at = now();
+        match version {
+            Some(version) => {
+                state.commit_undescribed(booted, version, at, probation, self.host.boot_id());
+                // No build: the images the trial wrote are not known.
+                crate::report::record_outcome(
+                    &mut state.outcomes,
+                    version,
+                    None,
+                    Outcome::Committed,
+                    None,
+                    at,
+                );
+            }
+            None => {
+                state.bless(booted, || None);
+                state.mark_agent(booted);
+            }
+        }
+        self.save(state)?;
+        self.save(state)
+    }
+
     /// Rule 4: the trial `t` failed (or the committed release it stands
     /// for was rejected by hand): bad, the slot it came from activated,
     /// then the failed list and the record.

@@ -23,7 +23,10 @@
 //! committed, else keeps it ([`Decision::KeepWithoutFallback`]): GRUB and
 //! U-Boot count every boot as a try, so this judges committed hosts too,
 //! and the other slot is never guessed from bootloader flags. It is never
-//! blessed unchecked.
+//! blessed unchecked. Its release is credited or blamed as a trial's only
+//! when the bootloader tells a trial's boot from a committed one's
+//! ([`BootSays`]): only then does a pass start its probation, and a
+//! failure that keeps it count `no_fallback` (else `health`, the host's).
 
 use super::probation;
 use super::recovery::{finish_rollback, reboot, retire_trial};
@@ -145,6 +148,26 @@ pub struct BootView {
     /// The other slot was tried and never blessed since; `None`: cannot
     /// tell.
     pub other_tried: Option<bool>,
+    /// `booted_tried` tells a trial's boot from a committed release's
+    /// ([`crate::boot::Bootloader::tells_a_trial_boot`]: EFI,
+    /// systemd-boot); on GRUB and U-Boot its yes holds for every boot.
+    pub tells_trials: bool,
+}
+
+/// What the bootloader says a boot the damaged state does not describe
+/// is, for what its verdict is credited or blamed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootSays {
+    /// A trial's boot (EFI through `BootNext`, systemd-boot's entry still
+    /// counting tries): a pass starts the release's probation and a
+    /// failure is its trial's.
+    Trial,
+    /// A trial's or a committed release's boot, the bootloader cannot
+    /// tell (GRUB, U-Boot, custom, or a read that failed): no probation
+    /// starts (a long-committed release would be on it again, and a
+    /// failure later counted against it), and a failure is the host's
+    /// (`health`), never counted against the release.
+    CannotTell,
 }
 
 impl BootView {
@@ -158,6 +181,14 @@ impl BootView {
     /// slot the bootloader already tried and fell back from.
     pub fn other_is_fallback(&self) -> bool {
         self.other_good && self.other_tried != Some(true)
+    }
+
+    /// What this boot is, as far as the bootloader tells.
+    pub fn booted_says(&self) -> BootSays {
+        match self.tells_trials && self.booted_tried == Some(true) {
+            true => BootSays::Trial,
+            false => BootSays::CannotTell,
+        }
     }
 }
 
@@ -309,14 +340,16 @@ pub enum Decision {
     /// A fact is missing: the state was damaged and records no trial, so
     /// ask the bootloader ([`BootView`]).
     ReadBootloader,
-    /// A trial the state did not describe passed its checks: bless the
-    /// booted slot (the bootloader's half of a commit; its record is
-    /// rebuilt from os-release).
-    CommitUndescribed,
+    /// A trial the state did not describe passed its checks: commit the
+    /// booted slot as far as known (its record is rebuilt from
+    /// os-release; its outcome recorded; on probation only when the
+    /// bootloader told a trial, [`BootSays`]).
+    CommitUndescribed(BootSays),
     /// A trial the state did not describe failed its checks (what they
     /// said) and the other slot is no fallback: keep the booted slot
-    /// (blessed: nothing better boots), reported as failed.
-    KeepWithoutFallback(String),
+    /// (blessed: nothing better boots), reported as failed: `no_fallback`
+    /// when the bootloader told a trial, else `health` ([`BootSays`]).
+    KeepWithoutFallback(String, BootSays),
 }
 
 /// No transaction recorded (and no rollback to finish): re-bless, unless
@@ -335,7 +368,7 @@ fn decide_undescribed(f: &Facts) -> Decision {
     }
     match &f.checks {
         None => Decision::RunChecks,
-        Some(Ok(())) => Decision::CommitUndescribed,
+        Some(Ok(())) => Decision::CommitUndescribed(boot.booted_says()),
         // Where to go is never taken from the bootloader's flags alone: on
         // GRUB and U-Boot every boot is a try and a slot never written may
         // be flagged bootable, so without a record of the other slot
@@ -344,7 +377,7 @@ fn decide_undescribed(f: &Facts) -> Decision {
         Some(Err(what)) if boot.other_is_fallback() && *f.other_status == SlotStatus::Good => {
             Decision::RollBack(Failure::UndescribedChecks(what.clone()))
         }
-        Some(Err(what)) => Decision::KeepWithoutFallback(what.clone()),
+        Some(Err(what)) => Decision::KeepWithoutFallback(what.clone(), boot.booted_says()),
     }
 }
 
@@ -438,13 +471,29 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             .unwrap_or_else(|| "the booted release".into())
     };
     match (decision, t) {
-        (Decision::CommitUndescribed, _) => {
+        (Decision::CommitUndescribed(says), _) => {
+            let known = host.booted_version(&state, booted);
+            let probation = match (says, &known) {
+                (BootSays::Trial, Some(_)) => host.config.health.probation.as_secs(),
+                _ => 0,
+            };
             let version = booted_version();
-            flip.rebless(&mut state, booted)?;
+            flip.commit_undescribed(&mut state, booted, known.as_deref(), probation)?;
             log(&format!(
                 "committed {version} in slot {booted} (its checks passed; the damaged state.json did not describe the trial)"
             ));
+            if probation > 0 {
+                log(&format!(
+                    "{version} is on probation for {}",
+                    crate::timefmt::format_duration(host.config.health.probation)
+                ));
+            } else if says == BootSays::CannotTell && !host.config.health.probation.is_zero() {
+                log(&format!(
+                    "{version} is not put on probation: the bootloader cannot tell this boot from one of a release committed before"
+                ));
+            }
             host.release_reboot_lock(&lock, &mut state);
+            // No build: the images the trial wrote are not known.
             let event = (Outcome::Committed, version.as_str(), None);
             publish(host, &state, Some(event), None);
             Ok(Verdict::Committed { version })
@@ -458,23 +507,48 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             state.adopt_fallback(&t);
             retire_trial(host, &flip, &mut state, &t, &why, no_reboot)
         }
-        (Decision::KeepWithoutFallback(what), _) => {
+        (Decision::KeepWithoutFallback(what, says), _) => {
             let version = booted_version();
             let other = booted.other();
-            let reason = format!(
+            let mut reason = format!(
                 "health checks failed on a trial the damaged state.json did not describe: {what}; slot {other} is no fallback (no record shows it committed, or the bootloader holds it bad or tried it and fell back): {version} is kept in slot {booted}"
             );
+            // A failure on a boot that may be a committed release's is no
+            // trial failure of that release: counted as this host's
+            // health failure, which `fleet` does not count against it.
+            let kind = match says {
+                BootSays::Trial => Kind::NoFallback,
+                BootSays::CannotTell => {
+                    reason.push_str(&format!(
+                        "; the bootloader cannot tell a trial from a committed boot, so this counts as a health failure of this host, not against {version}"
+                    ));
+                    Kind::Health
+                }
+            };
             log(&reason);
+            let known = host.booted_version(&state, booted);
             // The only slot that boots stays bootable.
             flip.rebless(&mut state, booted)?;
-            state.count_failure(Kind::NoFallback);
+            state.count_failure(kind);
+            // A trial the bootloader told failed: its release's outcome,
+            // as a probation that fails with no fallback records it (no
+            // build: the images the trial wrote are not known).
+            let failed = match (says, &known) {
+                (BootSays::Trial, Some(release)) => {
+                    crate::report::record_outcome(
+                        &mut state.outcomes,
+                        release,
+                        None,
+                        Outcome::Failed,
+                        Some(kind.as_str()),
+                        crate::timefmt::now(),
+                    );
+                    Some((Outcome::Failed, release.as_str(), None))
+                }
+                _ => None,
+            };
             flip.save(&state)?;
-            publish(
-                host,
-                &state,
-                None,
-                Some((Kind::NoFallback, reason.as_str())),
-            );
+            publish(host, &state, failed, Some((kind, reason.as_str())));
             Ok(Verdict::NoFallback { version, reason })
         }
         (Decision::Commit, Some(t)) => {
@@ -569,6 +643,7 @@ fn boot_view(host: &Host, booted: SlotName) -> BootView {
             said(e);
             None
         }),
+        tells_trials: host.boot.tells_a_trial_boot(),
     }
 }
 
@@ -580,6 +655,8 @@ fn undescribed_trial(booted: SlotName, version: String) -> Transaction {
         from: booted.other(),
         to: booted,
         version,
+        // The manifest's digest was in the record the damage lost: the
+        // failed list's entry names none rather than a guessed one.
         manifest_sha256: String::new(),
         phase: Phase::Staged,
         started: 0,
@@ -727,6 +804,7 @@ mod tests {
             booted_good: true,
             other_good: true,
             other_tried: Some(false),
+            tells_trials: false,
         }
     }
 
@@ -758,7 +836,11 @@ mod tests {
             f.boot = Some(view(tried));
             assert_eq!(decide(&f), Decision::RunChecks, "{tried:?}");
             f.checks = Some(Ok(()));
-            assert_eq!(decide(&f), Decision::CommitUndescribed, "{tried:?}");
+            assert_eq!(
+                decide(&f),
+                Decision::CommitUndescribed(BootSays::CannotTell),
+                "{tried:?}"
+            );
             f.checks = Some(Err("c: broken".into()));
             assert_eq!(
                 decide(&f),
@@ -773,7 +855,7 @@ mod tests {
         let mut f = facts(None, &EMPTY, &GOOD);
         f.state_damaged = true;
         f.checks = Some(Err("c: broken".into()));
-        let keep = Decision::KeepWithoutFallback("c: broken".into());
+        let keep = Decision::KeepWithoutFallback("c: broken".into(), BootSays::CannotTell);
         // The other slot bad in the bootloader.
         f.boot = Some(BootView {
             other_good: false,
@@ -811,14 +893,61 @@ mod tests {
             f.boot = Some(view(Some(true)));
             assert_eq!(decide(&f), Decision::RunChecks, "{other}");
             f.checks = Some(Ok(()));
-            assert_eq!(decide(&f), Decision::CommitUndescribed, "{other}");
+            assert_eq!(
+                decide(&f),
+                Decision::CommitUndescribed(BootSays::CannotTell),
+                "{other}"
+            );
             f.checks = Some(Err("c: broken".into()));
             assert_eq!(
                 decide(&f),
-                Decision::KeepWithoutFallback("c: broken".into()),
+                Decision::KeepWithoutFallback("c: broken".into(), BootSays::CannotTell),
                 "{other}"
             );
         }
+    }
+
+    /// Only a bootloader that tells a trial's boot from a committed one's
+    /// (EFI, systemd-boot) and says this one is a trial's credits the
+    /// release with a trial: on GRUB and U-Boot (every boot a try), a
+    /// custom bootloader or a read that failed, a pass starts no
+    /// probation and a failure kept is the host's, not the release's.
+    #[test]
+    fn an_undescribed_boot_is_a_trial_of_its_release_only_when_the_bootloader_tells_one() {
+        for (tells_trials, booted_tried, booted_good, says) in [
+            (true, Some(true), true, BootSays::Trial),
+            (true, None, true, BootSays::CannotTell),
+            (true, Some(false), false, BootSays::CannotTell),
+            (false, Some(true), true, BootSays::CannotTell),
+            (false, None, true, BootSays::CannotTell),
+            (false, Some(false), false, BootSays::CannotTell),
+        ] {
+            let at = format!("{tells_trials} {booted_tried:?} {booted_good}");
+            let mut f = facts(None, &EMPTY, &EMPTY);
+            f.state_damaged = true;
+            f.boot = Some(BootView {
+                tells_trials,
+                booted_good,
+                ..view(booted_tried)
+            });
+            assert_eq!(decide(&f), Decision::RunChecks, "{at}");
+            f.checks = Some(Ok(()));
+            assert_eq!(decide(&f), Decision::CommitUndescribed(says), "{at}");
+            f.checks = Some(Err("c: broken".into()));
+            assert_eq!(
+                decide(&f),
+                Decision::KeepWithoutFallback("c: broken".into(), says),
+                "{at}"
+            );
+        }
+        // A bootloader that tells says this boot is no trial's: re-blessed.
+        let mut f = facts(None, &EMPTY, &EMPTY);
+        f.state_damaged = true;
+        f.boot = Some(BootView {
+            tells_trials: true,
+            ..view(Some(false))
+        });
+        assert_eq!(decide(&f), Decision::Rebless);
     }
 
     #[test]

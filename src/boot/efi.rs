@@ -368,6 +368,10 @@ impl Bootloader for EfiBackend {
         Ok(self.read()?.tried(slot, current))
     }
 
+    fn tells_a_trial_boot(&self) -> bool {
+        true
+    }
+
     fn booted(&self) -> Result<Option<SlotName>, BootError> {
         let nv = self.read()?;
         Ok(self

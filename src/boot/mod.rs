@@ -142,6 +142,14 @@ pub trait Bootloader {
         let _ = slot;
         Ok(None)
     }
+    /// Whether [`Bootloader::tried`] of the booted slot tells a trial's
+    /// boot from a committed release's: EFI (`BootNext`) and systemd-boot
+    /// (an entry still counting tries) do; GRUB and U-Boot spend a try on
+    /// every boot, so their yes holds for a committed boot too, and a
+    /// custom bootloader answers nothing.
+    fn tells_a_trial_boot(&self) -> bool {
+        false
+    }
     /// The raw variables, for `status`; values rendered by [`show`].
     fn describe(&self) -> Result<Vec<(String, String)>, BootError>;
 }

@@ -870,6 +870,10 @@ impl Bootloader for SystemdBootBackend {
         Ok(Some(self.read()?.get(&slot).is_some_and(Entry::tried)))
     }
 
+    fn tells_a_trial_boot(&self) -> bool {
+        true
+    }
+
     fn state(&self, slot: SlotName) -> Result<BootState, BootError> {
         Ok(match self.read()?.get(&slot) {
             Some(e) if !e.bad() => BootState::Good,

@@ -423,6 +423,25 @@ fn assert_finished(flow: Flow, h: &mut Host, at: &str) {
             assert!(state["transaction"].is_null(), "{at}: {state}");
             assert_eq!(state["slots"]["B"]["status"], "good", "{at}");
             assert!(h.bootable("B"), "{at}: B not bootable: {:?}", h.env());
+            if flow == Flow::UndescribedCommit {
+                // Committed as any trial is, the lost record
+                // notwithstanding: its outcome is recorded for the report.
+                // Except when cut between the bootloader's blessing and the
+                // first save: then nothing is left that says the boot was a
+                // trial (no record, the bootloader's try cleared), and the
+                // re-run re-blesses it, as before.
+                let committed = state["outcomes"].as_array().is_some_and(|o| {
+                    o.iter()
+                        .any(|r| r["release"] == "2.0" && r["outcome"] == "committed")
+                });
+                let blessed_unsaved = at.contains(" crash at ")
+                    && !at.contains(" crash at health-verdict:")
+                    && !at.contains(" crash at state-written:");
+                assert!(
+                    committed || blessed_unsaved,
+                    "{at}: no committed outcome: {state}"
+                );
+            }
             ("B", "2.0")
         }
         Flow::HealthRollback

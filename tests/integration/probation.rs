@@ -819,3 +819,146 @@ fn a_release_an_older_version_installed_falls_back_to_the_slot_it_came_from() {
         assert_rolled_back_late(&mut h);
     }
 }
+
+/// N6 (a trial the damaged `state.json` does not describe) on the
+/// bootloaders that tell a trial's boot from a committed one's. Their
+/// hosts (`common::loaders`) are built with the `failpoints` feature, as
+/// the fault matrix's are.
+#[cfg(feature = "failpoints")]
+mod undescribed {
+    use crate::common::host::{text, HostOptions};
+    use crate::common::loaders::{release, Host, Loader};
+
+    /// On `loader`, a host that installed 2.0 and booted its trial (slot B)
+    /// with `[health] probation = "24h"` and a textfile, whose `state.json`
+    /// was then damaged (still JSON, no longer loads) with no good copy left:
+    /// nothing records the trial. The textfile's path.
+    fn undescribed_trial_on(name: &str, loader: Loader) -> (Host, std::path::PathBuf) {
+        const LEN: usize = 3 << 20;
+        let mut h = Host::new(
+            name,
+            loader,
+            "1.0",
+            LEN,
+            HostOptions {
+                slot_size: 16 << 20,
+                extra_config: "probation = \"24h\"\n".into(),
+                ..Default::default()
+            },
+        );
+        let prom = h.dir.join("abupdate.prom");
+        let mut config = std::fs::read_to_string(&h.config).expect("config");
+        config.push_str(&format!("\n[report]\ntextfile = \"{}\"\n", prom.display()));
+        std::fs::write(&h.config, config).expect("config");
+        h.use_release(release(LEN));
+        let out = h.abupdate(&["update"]);
+        assert!(out.status.success(), "{loader:?} update: {}", text(&out));
+        h.shut_down_cleanly();
+        assert_eq!(h.boot(), "B", "{loader:?}: the trial did not boot");
+        h.edit_state(|s| s["transaction"]["from"] = "C".into());
+        std::fs::remove_file(h.state_dir.join("state.json.prev")).expect("no good copy");
+        (h, prom)
+    }
+
+    /// The textfile at `prom` has a line starting with `head` holding each of
+    /// `parts`.
+    fn textfile_has(prom: &std::path::Path, head: &str, parts: &[&str]) -> bool {
+        std::fs::read_to_string(prom)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with(head) && parts.iter().all(|p| l.contains(p)))
+    }
+
+    /// N6's commit on a bootloader that tells a trial's boot from a committed
+    /// one's (EFI: through `BootNext`; systemd-boot: an entry still counting
+    /// tries): a trial that the damaged `state.json` did not describe passes
+    /// its checks and is committed as any trial is: its release on
+    /// probation, its `committed` outcome recorded and reported. It used to
+    /// be only re-blessed: no probation, no outcome.
+    #[test]
+    fn a_trial_committed_through_a_damaged_state_starts_its_probation_and_reports_its_commit() {
+        use Loader;
+        for loader in [Loader::Efi, Loader::SystemdBoot] {
+            let (mut h, prom) = undescribed_trial_on("probation-undescribed", loader);
+            let out = h.abupdate(&["health"]);
+            let said = text(&out);
+            assert!(out.status.success(), "{loader:?}: {said}");
+            assert!(said.contains("does not describe it"), "{loader:?}: {said}");
+            assert!(said.contains("committed 2.0"), "{loader:?}: {said}");
+            assert!(
+                said.contains("2.0 is on probation for"),
+                "{loader:?}: {said}"
+            );
+            let state = h.state();
+            assert_eq!(state["probation"]["version"], "2.0", "{loader:?}: {state}");
+            assert_eq!(state["probation"]["slot"], "B", "{loader:?}: {state}");
+            assert_eq!(state["slots"]["B"]["status"], "good", "{loader:?}: {state}");
+            assert_ne!(
+                state["slots"]["A"]["status"], "good",
+                "{loader:?}: the other slot is never guessed: {state}"
+            );
+            let committed = state["outcomes"].as_array().is_some_and(|o| {
+                o.iter()
+                    .any(|r| r["release"] == "2.0" && r["outcome"] == "committed")
+            });
+            assert!(committed, "{loader:?}: no outcome recorded: {state}");
+            assert!(
+                textfile_has(
+                    &prom,
+                    "abupdate_release_outcome{",
+                    &["release=\"2.0\"", "outcome=\"committed\""]
+                ),
+                "{loader:?}: not reported: {state}"
+            );
+
+            // The next healthy boot is the probation's, as after any commit.
+            h.shut_down_cleanly();
+            assert_eq!(h.boot(), "B");
+            let out = h.abupdate(&["--json", "health"]);
+            assert!(out.status.success(), "{loader:?}: {}", text(&out));
+            assert!(
+                text(&out).contains("\"on_probation\""),
+                "{loader:?}: {}",
+                text(&out)
+            );
+        }
+    }
+
+    /// The same trial failing its checks, with no slot recorded committed to
+    /// go back to: kept, and, the bootloader telling a trial, a failure of
+    /// its release (`failed`, kind `no_fallback`, as a probation that fails
+    /// with no fallback), which it used to record nowhere but the host's
+    /// counter.
+    #[test]
+    fn a_told_trial_kept_through_a_damaged_state_for_want_of_a_fallback_is_reported_against_its_release(
+    ) {
+        use Loader;
+        for loader in [Loader::Efi, Loader::SystemdBoot] {
+            let (h, prom) = undescribed_trial_on("probation-undescribed-kept", loader);
+            h.add_health_check("10-app", "exit 1");
+            let out = h.abupdate(&["--json", "health"]);
+            let said = text(&out);
+            assert_eq!(out.status.code(), Some(1), "{loader:?}: {said}");
+            assert!(said.contains("\"no_fallback\""), "{loader:?}: {said}");
+            assert_eq!(h.reboots(), 1, "{loader:?}: nowhere to reboot to");
+            let state = h.state();
+            assert!(state["probation"].is_null(), "{loader:?}: {state}");
+            assert_eq!(
+                state["metrics"]["failures"]["no_fallback"], 1,
+                "{loader:?}: {state}"
+            );
+            assert!(
+                textfile_has(
+                    &prom,
+                    "abupdate_release_outcome{",
+                    &[
+                        "release=\"2.0\"",
+                        "outcome=\"failed\"",
+                        "kind=\"no_fallback\""
+                    ]
+                ),
+                "{loader:?}: not reported: {state}"
+            );
+        }
+    }
+}

@@ -272,9 +272,34 @@ fn a_trial_the_damaged_state_does_not_describe_rolls_back_when_its_check_fails()
     assert!(text(&out).contains("already failed"), "{}", text(&out));
 }
 
+/// Adds `[report] textfile` to `h`'s configuration (with `health`, more
+/// `[health]` lines first); the textfile's path.
+fn with_textfile(h: &TestHost, health: &str) -> std::path::PathBuf {
+    let prom = h.dir.join("abupdate.prom");
+    let mut config = std::fs::read_to_string(&h.config).expect("config");
+    config.push_str(&format!(
+        "{health}\n[report]\ntextfile = \"{}\"\n",
+        prom.display()
+    ));
+    std::fs::write(&h.config, config).expect("config");
+    prom
+}
+
+/// The textfile's lines starting with `head` and holding each of `parts`.
+fn textfile_has(prom: &std::path::Path, head: &str, parts: &[&str]) -> bool {
+    std::fs::read_to_string(prom)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with(head) && parts.iter().all(|p| l.contains(p)))
+}
+
 #[test]
 fn a_trial_the_damaged_state_does_not_describe_commits_when_its_check_passes() {
     let mut h = trial_with_damaged_state("loop-undescribed-pass", false);
+    // GRUB cannot tell this boot from a committed one's: the commit is
+    // recorded and reported, but no probation starts (a release committed
+    // long before would be on probation again).
+    let prom = with_textfile(&h, "probation = \"24h\"");
     h.add_health_check("10-app", "exit 0");
     let out = h.abupdate(&["health"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -294,7 +319,73 @@ fn a_trial_the_damaged_state_does_not_describe_commits_when_its_check_passes() {
     let state = h.state();
     assert_eq!(state["slots"]["B"]["status"], "good", "{state}");
     assert_eq!(state["slots"]["B"]["version"], "2.0", "{state}");
+    assert!(state["probation"].is_null(), "{state}");
+    assert!(
+        textfile_has(
+            &prom,
+            "abupdate_release_outcome{",
+            &["release=\"2.0\"", "outcome=\"committed\""]
+        ),
+        "not reported: {state}"
+    );
     assert_eq!(h.boot(), "B");
+}
+
+/// GRUB counts every boot as a try, so a committed host whose state was
+/// damaged (no good copy left) has its checks run as a trial's. A failing
+/// one keeps the slot, as before, but it is a health failure of this host
+/// (`health`), not a trial failure of the release it runs: it used to be
+/// counted as `no_fallback`, which `fleet` counts against a release.
+#[test]
+fn a_failing_check_on_a_committed_grub_host_with_a_damaged_state_is_the_hosts_not_the_releases() {
+    let (mut h, _) = host_with_release("loop-damaged-committed");
+    let prom = with_textfile(&h, "");
+    assert!(h.abupdate(&["update"]).status.success());
+    assert_eq!(h.boot(), "B");
+    assert!(h.abupdate(&["health"]).status.success(), "2.0 committed");
+    assert_eq!(h.boot(), "B");
+    assert_eq!(var(&h, "B_TRY"), "1", "GRUB tries B on every boot");
+    damage_state(&h);
+    std::fs::remove_file(h.state_dir.join("state.json.prev")).expect("no good copy");
+    h.add_health_check("10-app", "echo 'disk full' >&2; exit 1");
+
+    let out = h.abupdate(&["--json", "health"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("disk full"), "{said}");
+    assert!(said.contains("not against 2.0"), "{said}");
+    assert_eq!(
+        (
+            var(&h, "ORDER").as_str(),
+            var(&h, "B_OK").as_str(),
+            var(&h, "B_TRY").as_str()
+        ),
+        ("B A", "1", "0"),
+        "the slot that runs is kept bootable, as before"
+    );
+    let state = h.state();
+    assert_eq!(state["metrics"]["failures"]["health"], 1, "{state}");
+    assert!(
+        state["metrics"]["failures"]["no_fallback"].is_null(),
+        "{state}"
+    );
+    assert!(
+        textfile_has(
+            &prom,
+            "abupdate_failures_total{",
+            &["kind=\"health\"", "} 1"]
+        ),
+        "{state}"
+    );
+    assert!(
+        !textfile_has(&prom, "abupdate_", &["no_fallback"]),
+        "counted as no_fallback: {}",
+        std::fs::read_to_string(&prom).unwrap_or_default()
+    );
+    assert!(
+        !textfile_has(&prom, "abupdate_release_outcome{", &["outcome=\"failed\""]),
+        "a failure of a release"
+    );
 }
 
 #[test]
