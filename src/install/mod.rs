@@ -1025,6 +1025,54 @@ mod tests {
         assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
     }
 
+    /// Free space does not wait for the frames before it: with both
+    /// workers held at the segments with data (0 and 3) until the segments
+    /// signed as zeros (1, 2 and 4) count as written, the zeroer beside the
+    /// workers zeroes and reads those back first, and the image is whole.
+    /// (Workers that zeroed them in turn would wait out the timeout with
+    /// segment 4 unwritten.)
+    #[test]
+    fn zero_segments_are_written_without_waiting_for_the_frames_before_them() {
+        use std::sync::{Condvar, Mutex};
+        let mut d = data(5 << 20);
+        d[1 << 20..3 << 20].fill(0);
+        d[4 << 20..].fill(0);
+        let (img, payload) = segmented_for(&d, 1 << 20);
+        let done = Mutex::new(Vec::new());
+        let cv = Condvar::new();
+        let before = |i: usize| {
+            if i == 0 || i == 3 {
+                let guard = done.lock().expect("lock");
+                let _ = cv
+                    .wait_timeout_while(guard, std::time::Duration::from_secs(20), |d| {
+                        ![1, 2, 4].iter().all(|z| d.contains(z))
+                    })
+                    .expect("wait");
+            }
+        };
+        let after = |i: usize| {
+            done.lock().expect("lock").push(i);
+            cv.notify_all();
+        };
+        let hooks = segments::Hooks {
+            before_decode: Some(&before),
+            after_segment: Some(&after),
+        };
+        let (_dir, t) = target("seg-zero-first", 6 << 20);
+        std::fs::write(&t, vec![0xa5u8; 6 << 20]).expect("old bytes");
+        install_segmented(&payload, &img, &t, WriteMode::All, 1, &hooks).expect("write");
+        let order = done.lock().expect("lock").clone();
+        let pos = |i| order.iter().position(|&x| x == i).expect("finished");
+        assert!(
+            [1, 2, 4]
+                .iter()
+                .all(|&z| pos(z) < pos(0) && pos(z) < pos(3)),
+            "the zero segments waited for the segments with data: {order:?}"
+        );
+        assert_eq!(order.len(), img.segments.len(), "{order:?}");
+        assert_eq!(&std::fs::read(&t).expect("read")[..d.len()], &d[..]);
+    }
+
     /// A segment in the middle whose bytes do not hash to its signed digest
     /// (the payload's own hash is right: the release is inconsistent) stops
     /// the install with an error naming the segment; so does a frame that

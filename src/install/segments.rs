@@ -38,8 +38,10 @@
 //!   checked) or that the source serves otherwise than signed blames the
 //!   payload ([`medium_or_payload`] says why). A segment
 //!   whose signed digest is that of zeros (free space in the image) is not
-//!   decoded: the device zeroes its range and it is read back as zeros
-//!   ([`SlotWriter::zero_segment`]). Segments finish in any order; each
+//!   decoded: a thread of its own ([`zero_all`]) has the device zero each
+//!   run of such segments in one request and reads them back as zeros
+//!   ([`SlotWriter::zero_segments`]) from the start, beside the workers,
+//!   which only check their frames. Segments finish in any order; each
 //!   lands at its own offset and counts only once its read-back matched
 //!   its signed digest. (`--write=changed` compares piece by piece,
 //!   [`SlotWriter::write_piece`], with a 1 MiB buffer per worker.)
@@ -337,8 +339,8 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
         }
         let seg = &sh.image.segments[index];
         let len = seg.length as usize;
-        // A segment signed as all zeros is not decoded: the device zeroes
-        // it (`SlotWriter::zero_segment`).
+        // A segment signed as all zeros is not decoded: `zero_all` writes
+        // it; here only its frame is checked.
         let decoded = check_frame(index, seg, &buf[..frame])
             .map(|()| (!sh.zero[index]).then(|| dctx.decompress(&mut out[..len], &buf[..frame])));
         // Decoded (or found bad): the reader fills the frame again while
@@ -346,12 +348,7 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
         let _ = sh.frames_back.send(buf);
         let result = match decoded {
             Err(frame_fault) => Err((Fault::Stopped, Some(Before::Frame(Box::new(frame_fault))))),
-            Ok(None) => sh
-                .writer
-                .zero_segment(seg, &sh.zeros, &mut out, sh.mode, &mut || {
-                    sh.gate.pass(&events)
-                })
-                .map_err(|f| (f, None)),
+            Ok(None) => continue,
             Ok(Some(Ok(n))) if n == len && sh.mode == WriteMode::All => {
                 write_whole(sh, index, seg, &mut out, &mut dctx, &events)
             }
@@ -376,13 +373,7 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
             )),
         };
         match result {
-            Ok(()) => {
-                crate::failpoint::hit("segment-written");
-                if let Some(hook) = sh.hooks.after_segment {
-                    hook(index);
-                }
-                let _ = events.send(Event::Done(seg.length));
-            }
+            Ok(()) => counted(sh, index, seg, &events),
             Err((f, before)) => {
                 sh.stop.store(true, Ordering::Relaxed);
                 if fault.is_none() && !matches!((&f, &before), (Fault::Stopped, None)) {
@@ -396,6 +387,71 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
         }
     }
     fault
+}
+
+/// Segment `index` was read back and matched its signed digest: it counts
+/// as written.
+fn counted(sh: &Shared, index: usize, seg: &Segment, events: &Sender<Event>) {
+    crate::failpoint::hit("segment-written");
+    if let Some(hook) = sh.hooks.after_segment {
+        hook(index);
+    }
+    let _ = events.send(Event::Done(seg.length));
+}
+
+/// The read-back piece of [`zero_all`]: a quarter of a worker's, since the
+/// zeroer's buffer comes on top of theirs (the peak RSS target) and a
+/// read of zeros from the medium is cheap however it is cut.
+const ZERO_READBACK: usize = READBACK / 4;
+
+/// The runs of segments signed as all zeros (`zero`, per segment) from
+/// `from` on: each a range of back-to-back segment indices, in order.
+fn zero_runs(zero: &[bool], from: usize) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (index, _) in zero.iter().enumerate().skip(from).filter(|(_, &z)| z) {
+        match runs.last_mut() {
+            Some(run) if run.end == index => run.end += 1,
+            _ => runs.push(index..index + 1),
+        }
+    }
+    runs
+}
+
+/// Zeroer: every run of segments signed as all zeros, from `held` on, in
+/// order, zeroed by the device in one request and read back as zeros
+/// ([`SlotWriter::zero_segments`]) beside the workers, which only check
+/// such a segment's frame. Such a segment needs nothing of the payload but
+/// its place, so it does not wait for the frames before it: free space
+/// lies at the image's end, and zeroing it there, one segment at a time
+/// behind the written ones, kept both cores idle for the install's last
+/// tenth on a loop device (bench/README.md). After a worker's fault it
+/// stops before its next run.
+fn zero_all(sh: &Shared, held: usize, events: Sender<Event>) -> Option<SegFault> {
+    let mut scratch = None;
+    for run in zero_runs(&sh.zero, held) {
+        if sh.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let scratch = scratch.get_or_insert_with(|| AlignedBuf::new(ZERO_READBACK));
+        let segments = &sh.image.segments[run.clone()];
+        let zeroed = sh.writer.zero_segments(
+            segments,
+            &sh.zeros,
+            scratch,
+            sh.mode,
+            &mut || sh.gate.pass(&events),
+            &mut |i| counted(sh, run.start + i, &segments[i], &events),
+        );
+        if let Err((i, fault)) = zeroed {
+            sh.stop.store(true, Ordering::Relaxed);
+            return (!matches!(fault, Fault::Stopped)).then_some(SegFault {
+                index: run.start + i,
+                fault,
+                before: None,
+            });
+        }
+    }
+    None
 }
 
 /// Write the decoded segment in `out` and read it back in place
@@ -550,12 +606,16 @@ pub(super) fn write(
         let reader = scope
             .spawn(move || read_frames(payload, &image.segments, held, jobs_tx, frames, &sh.stop));
         let (events_tx, events) = channel::<Event>();
-        let handles: Vec<_> = (0..workers)
+        let mut handles: Vec<_> = (0..workers)
             .map(|_| {
                 let events = events_tx.clone();
                 scope.spawn(move || work(sh, largest, events))
             })
             .collect();
+        if sh.zero.iter().skip(held).any(|&zero| zero) {
+            let events = events_tx.clone();
+            handles.push(scope.spawn(move || zero_all(sh, held, events)));
+        }
         drop(events_tx);
         // The calling thread: `before_write` and the progress, until every
         // worker is done.
@@ -693,6 +753,18 @@ mod tests {
             faults,
             read,
         )
+    }
+
+    #[test]
+    fn zero_runs_are_the_back_to_back_zero_segments_from_the_first_not_held() {
+        let zero = [true, true, false, true, true, true, false, false, true];
+        assert_eq!(zero_runs(&zero, 0), [0..2, 3..6, 8..9]);
+        // A run the held segments cut starts at the first not held.
+        assert_eq!(zero_runs(&zero, 1), [1..2, 3..6, 8..9]);
+        assert_eq!(zero_runs(&zero, 4), [4..6, 8..9]);
+        assert_eq!(zero_runs(&zero, 9), []);
+        assert_eq!(zero_runs(&[false, false], 0), []);
+        assert_eq!(zero_runs(&[true; 3], 0), vec![0..3]);
     }
 
     #[test]
