@@ -855,6 +855,49 @@ mod tests {
         )
     }
 
+    /// Segment hooks for ordering tests: a worker about to decode one of
+    /// `held` waits until every segment of `until` counts as written (at
+    /// most 20 s, so code that cannot get there fails its assertion
+    /// instead of hanging); `order` is the order segments counted in.
+    struct HoldUntil {
+        held: Vec<usize>,
+        until: Vec<usize>,
+        done: std::sync::Mutex<Vec<usize>>,
+        counted: std::sync::Condvar,
+    }
+
+    impl HoldUntil {
+        fn new(held: &[usize], until: &[usize]) -> Self {
+            HoldUntil {
+                held: held.to_vec(),
+                until: until.to_vec(),
+                done: Default::default(),
+                counted: Default::default(),
+            }
+        }
+
+        fn before(&self, index: usize) {
+            if self.held.contains(&index) {
+                let done = self.done.lock().expect("lock");
+                let _ = self
+                    .counted
+                    .wait_timeout_while(done, std::time::Duration::from_secs(20), |d| {
+                        !self.until.iter().all(|u| d.contains(u))
+                    })
+                    .expect("wait");
+            }
+        }
+
+        fn after(&self, index: usize) {
+            self.done.lock().expect("lock").push(index);
+            self.counted.notify_all();
+        }
+
+        fn order(&self) -> Vec<usize> {
+            self.done.lock().expect("lock").clone()
+        }
+    }
+
     /// A cut run left the first segments in the slot: they are found by
     /// reading them back, the rest of the payload (after their frames) is
     /// all the install gets, and the slot ends up whole.
@@ -990,32 +1033,17 @@ mod tests {
     /// image is whole.
     #[test]
     fn segments_finishing_out_of_order_land_at_their_offsets() {
-        use std::sync::{Condvar, Mutex};
         let d = data(6 << 20 | 999);
         let (img, payload) = segmented_for(&d, 1 << 20);
-        let done = Mutex::new(Vec::new());
-        let cv = Condvar::new();
-        let before = |i: usize| {
-            if i == 0 {
-                let guard = done.lock().expect("lock");
-                let _ = cv
-                    .wait_timeout_while(guard, std::time::Duration::from_secs(20), |d| {
-                        !d.contains(&1)
-                    })
-                    .expect("wait");
-            }
-        };
-        let after = |i: usize| {
-            done.lock().expect("lock").push(i);
-            cv.notify_all();
-        };
+        let hold = HoldUntil::new(&[0], &[1]);
+        let (before, after) = (|i| hold.before(i), |i| hold.after(i));
         let hooks = segments::Hooks {
             before_decode: Some(&before),
             after_segment: Some(&after),
         };
         let (_dir, t) = target("seg-order", 8 << 20);
         install_segmented(&payload, &img, &t, WriteMode::All, 3, &hooks).expect("write");
-        let order = done.lock().expect("lock").clone();
+        let order = hold.order();
         let pos = |i| order.iter().position(|&x| x == i).expect("finished");
         assert!(
             pos(1) < pos(0),
@@ -1033,27 +1061,12 @@ mod tests {
     /// segment 4 unwritten.)
     #[test]
     fn zero_segments_are_written_without_waiting_for_the_frames_before_them() {
-        use std::sync::{Condvar, Mutex};
         let mut d = data(5 << 20);
         d[1 << 20..3 << 20].fill(0);
         d[4 << 20..].fill(0);
         let (img, payload) = segmented_for(&d, 1 << 20);
-        let done = Mutex::new(Vec::new());
-        let cv = Condvar::new();
-        let before = |i: usize| {
-            if i == 0 || i == 3 {
-                let guard = done.lock().expect("lock");
-                let _ = cv
-                    .wait_timeout_while(guard, std::time::Duration::from_secs(20), |d| {
-                        ![1, 2, 4].iter().all(|z| d.contains(z))
-                    })
-                    .expect("wait");
-            }
-        };
-        let after = |i: usize| {
-            done.lock().expect("lock").push(i);
-            cv.notify_all();
-        };
+        let hold = HoldUntil::new(&[0, 3], &[1, 2, 4]);
+        let (before, after) = (|i| hold.before(i), |i| hold.after(i));
         let hooks = segments::Hooks {
             before_decode: Some(&before),
             after_segment: Some(&after),
@@ -1061,7 +1074,7 @@ mod tests {
         let (_dir, t) = target("seg-zero-first", 6 << 20);
         std::fs::write(&t, vec![0xa5u8; 6 << 20]).expect("old bytes");
         install_segmented(&payload, &img, &t, WriteMode::All, 1, &hooks).expect("write");
-        let order = done.lock().expect("lock").clone();
+        let order = hold.order();
         let pos = |i| order.iter().position(|&x| x == i).expect("finished");
         assert!(
             [1, 2, 4]

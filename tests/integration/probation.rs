@@ -828,6 +828,7 @@ fn a_release_an_older_version_installed_falls_back_to_the_slot_it_came_from() {
 mod undescribed {
     use crate::common::host::{text, HostOptions};
     use crate::common::loaders::{release, Host, Loader};
+    use crate::common::prometheus::textfile_has;
 
     /// On `loader`, a host that installed 2.0 and booted its trial (slot B)
     /// with `[health] probation = "24h"` and a textfile, whose `state.json`
@@ -858,15 +859,6 @@ mod undescribed {
         h.edit_state(|s| s["transaction"]["from"] = "C".into());
         std::fs::remove_file(h.state_dir.join("state.json.prev")).expect("no good copy");
         (h, prom)
-    }
-
-    /// The textfile at `prom` has a line starting with `head` holding each of
-    /// `parts`.
-    fn textfile_has(prom: &std::path::Path, head: &str, parts: &[&str]) -> bool {
-        std::fs::read_to_string(prom)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with(head) && parts.iter().all(|p| l.contains(p)))
     }
 
     /// N6's commit on a bootloader that tells a trial's boot from a committed

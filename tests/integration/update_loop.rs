@@ -4,6 +4,7 @@
 //! back and never retried; → trial never comes up → recorded as failed.
 
 use crate::common::host::{image, text, HostOptions, TestHost};
+use crate::common::prometheus::textfile_has;
 
 fn var(h: &TestHost, k: &str) -> String {
     h.grub_vars().get(k).cloned().unwrap_or_default()
@@ -283,14 +284,6 @@ fn with_textfile(h: &TestHost, health: &str) -> std::path::PathBuf {
     ));
     std::fs::write(&h.config, config).expect("config");
     prom
-}
-
-/// The textfile's lines starting with `head` and holding each of `parts`.
-fn textfile_has(prom: &std::path::Path, head: &str, parts: &[&str]) -> bool {
-    std::fs::read_to_string(prom)
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with(head) && parts.iter().all(|p| l.contains(p)))
 }
 
 #[test]

@@ -11,6 +11,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The host's textfile at `prom` has a line starting with `head` (a
+/// family's name and its first labels) holding each of `parts`.
+pub fn textfile_has(prom: &Path, head: &str, parts: &[&str]) -> bool {
+    std::fs::read_to_string(prom)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with(head) && parts.iter().all(|p| l.contains(p)))
+}
+
 /// A daemon this test started; killed by its own pid on drop.
 pub struct Daemon {
     child: Child,
