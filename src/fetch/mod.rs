@@ -41,7 +41,7 @@
 //! - Trust roots are chosen in one place, [`trust_roots`], for every https
 //!   client of ours (this transport, the webhook, `fleet --prometheus`, https
 //!   health checks); when none load, an https request fails before its
-//!   handshake with a line naming the files ([`Roots::missing`]).
+//!   handshake with a line naming the files ([`Roots::missing_to`]).
 
 mod auth;
 mod body;
@@ -539,7 +539,7 @@ pub struct Transport {
     bucket: Arc<Mutex<Bucket>>,
     retry: RetryPolicy,
     /// The trust roots the agents verify with: when missing, an https
-    /// request fails before any handshake ([`Roots::refuses`]).
+    /// request fails before any handshake ([`Roots::refuses_to`]).
     roots: Arc<Roots>,
 }
 
@@ -694,17 +694,16 @@ impl MissingRoots {
     }
 }
 
+/// What a host cannot do without trust roots when its update servers are
+/// https: the end of the line [`Roots::missing_to`] says it with.
+pub const FETCH_UPDATES_OVER_HTTPS: &str = "fetch its next update over https";
+
 impl Roots {
     /// The one line a host's https request (and a trial's verdict) fails
     /// with when no roots load: not rustls' "UnknownIssuer", which names no
-    /// file.
-    pub fn missing(&self) -> Option<String> {
-        self.missing_to("fetch its next update over https")
-    }
-
-    /// [`Roots::missing`] for a client that is not the update servers':
-    /// `what` is what the host could not do (`verify its https health
-    /// check`), so the line says what cannot be reached.
+    /// file. `what` is what the host could not do
+    /// ([`FETCH_UPDATES_OVER_HTTPS`], `verify its https health check`), so
+    /// the line says what cannot be reached.
     pub fn missing_to(&self, what: &str) -> Option<String> {
         match self {
             Roots::Found(_) => None,
@@ -715,13 +714,8 @@ impl Roots {
         }
     }
 
-    /// [`Roots::missing`] when `url` is https: the request fails with it
+    /// [`Roots::missing_to`] when `url` is https: the request fails with it
     /// before any handshake. Plain http (signed releases) needs no roots.
-    pub fn refuses(&self, url: &str) -> Option<String> {
-        self.refuses_to(url, "fetch its next update over https")
-    }
-
-    /// [`Roots::missing_to`] when `url` is https.
     pub fn refuses_to(&self, url: &str, what: &str) -> Option<String> {
         if is_https(url) {
             self.missing_to(what)
@@ -760,7 +754,7 @@ impl Roots {
 /// [`SYSTEM_CA_BUNDLES`] unless `[system] ca_bundles` moves them) holding a
 /// certificate. Never an error: plain http (signed releases) works without
 /// roots, and an https request fails before its handshake with
-/// [`Roots::missing`]. Mozilla's roots are not built in: they cost ~55 KB
+/// [`Roots::missing_to`]. Mozilla's roots are not built in: they cost ~55 KB
 /// of a 3 MiB binary and would go stale on a host that is never rebuilt,
 /// while the OS image updates its bundle with every release.
 pub fn trust_roots(ca_file: Option<&Path>, bundles: &[PathBuf]) -> Roots {
@@ -1011,7 +1005,7 @@ impl Transport {
         loop {
             let current = chain.last().cloned().unwrap_or_default();
             let shown = describe_chain(&chain);
-            if let Some(line) = self.roots.refuses(&current) {
+            if let Some(line) = self.roots.refuses_to(&current, FETCH_UPDATES_OVER_HTTPS) {
                 return Err(FetchError::Tls {
                     location: shown,
                     detail: line,
@@ -1107,7 +1101,7 @@ impl Transport {
             }
         };
         let shown = redact(&url).into_owned();
-        if let Some(line) = self.roots.refuses(&url) {
+        if let Some(line) = self.roots.refuses_to(&url, FETCH_UPDATES_OVER_HTTPS) {
             return Err(FetchError::Tls {
                 location: shown,
                 detail: line,

@@ -938,7 +938,9 @@ fn no_usable_ca_bundle_names_each_path_and_fails_https_only() {
     let empty = dir.join("cert.pem");
     std::fs::write(&empty, "not a certificate\n").unwrap();
     let roots = trust_roots(None, &[missing.clone(), empty.clone()]);
-    let line = roots.missing().expect("no roots");
+    let line = roots
+        .missing_to(FETCH_UPDATES_OVER_HTTPS)
+        .expect("no roots");
     assert_eq!(
         line,
         format!(
@@ -979,7 +981,9 @@ fn a_ca_file_that_gives_no_certificate_is_missing_roots_naming_it_and_why() {
         (&unreadable, "cannot be read ("),
     ] {
         let roots = trust_roots(Some(path), std::slice::from_ref(&bundle));
-        let line = roots.missing().expect("no roots");
+        let line = roots
+            .missing_to(FETCH_UPDATES_OVER_HTTPS)
+            .expect("no roots");
         assert!(
             line.starts_with(&format!("[update] ca_file {} {why}", path.display())),
             "{line}"
@@ -988,9 +992,18 @@ fn a_ca_file_that_gives_no_certificate_is_missing_roots_naming_it_and_why() {
             line.ends_with(": this host could not fetch its next update over https"),
             "{line}"
         );
-        assert_eq!(roots.refuses("http://updates.example.invalid/r.json"), None);
         assert_eq!(
-            roots.refuses("HTTPS://updates.example.invalid/r.json"),
+            roots.refuses_to(
+                "http://updates.example.invalid/r.json",
+                FETCH_UPDATES_OVER_HTTPS
+            ),
+            None
+        );
+        assert_eq!(
+            roots.refuses_to(
+                "HTTPS://updates.example.invalid/r.json",
+                FETCH_UPDATES_OVER_HTTPS
+            ),
             Some(line)
         );
     }
