@@ -297,10 +297,11 @@ pub enum FetchError {
         /// When the next download window opens (Unix seconds).
         until: i64,
     },
-    /// The server answered a bounded range request (a delta's segment, a
-    /// frame fetched once more) with the whole resource (or a different
-    /// range): the caller falls back to a full download. (A resumed
-    /// payload goes on from a whole answer instead: `body.rs`.)
+    /// The server answered a bounded range request with a different range,
+    /// or a delta's segment with the whole resource: the caller falls back
+    /// to a full download. (A resumed payload and a frame fetched once
+    /// more go on from a whole answer instead: `body.rs`,
+    /// [`WholeAnswer::HeadDropped`].)
     RangeIgnored {
         /// The URL or path, as shown (without user info).
         location: String,
@@ -1369,15 +1370,19 @@ impl Transport {
 
     /// Exactly the bytes `[offset, offset + length)` of `location`, as a
     /// reader that fails if the source gives fewer. Over HTTP this is one
-    /// `Range` request that must be answered by a 206 for exactly that range;
-    /// anything else is [`FetchError::RangeIgnored`] (nothing is read from a
-    /// 200 body), so the caller can fall back to a full download.
+    /// `Range` request that must be answered by a 206 for exactly that
+    /// range, or, when `whole` takes it, by a 200 with the whole resource
+    /// (its head read and dropped, nothing past the range read:
+    /// [`RangeReader::ranges_ignored`] counts it). Anything else is
+    /// [`FetchError::RangeIgnored`] (nothing is read from a refused 200
+    /// body), so the caller can fall back to a full download.
     pub fn open_range(
         &self,
         location: &str,
         offset: u64,
         length: u64,
-    ) -> Result<Box<dyn Read + Send>, FetchError> {
+        whole: WholeAnswer,
+    ) -> Result<RangeReader, FetchError> {
         let url = match parse_location(location)? {
             Loc::File(path) => {
                 let io_err = |e: io::Error| FetchError::Io {
@@ -1395,16 +1400,16 @@ impl Transport {
                     });
                 }
                 io::Seek::seek(&mut file, io::SeekFrom::Start(offset)).map_err(io_err)?;
-                return Ok(Box::new(ExactReader::new(
+                return Ok(RangeReader(RangeSrc::Local(ExactReader::new(
                     file.take(length),
                     length,
                     location,
-                )));
+                ))));
             }
             Loc::Http(url) => url,
         };
         if length == 0 {
-            return Ok(Box::new(io::empty()));
+            return Ok(RangeReader(RangeSrc::Empty));
         }
         let last = offset + length - 1;
         let headers = [
@@ -1414,21 +1419,33 @@ impl Transport {
         self.inside_window(&url, offset)?;
         let mut attempts = Attempts::default();
         let Reply { shown, resp, .. } = self.get_with(&url, &headers, &mut attempts)?;
-        match resp.status().as_u16() {
-            206 => {}
-            200 => {
+        let end = body::End::Bounded {
+            end: offset + length,
+            whole,
+        };
+        match (resp.status().as_u16(), whole) {
+            (206, _) => {}
+            (200, WholeAnswer::HeadDropped) => {
+                // From byte 0: read up to the range's end, no further.
+                let body = payload::body_reader(self, resp, offset + length, &shown);
+                let mut net =
+                    body::Resuming::new(self, &url, &shown, offset, end, Some(body), attempts);
+                net.drop_head();
+                return Ok(RangeReader(RangeSrc::Http(Box::new(net))));
+            }
+            (200, WholeAnswer::Refused) => {
                 return Err(FetchError::RangeIgnored {
                     location: shown,
                     detail: format!("HTTP 200 with the whole file to bytes={offset}-{last}"),
                 })
             }
-            404 | 410 => {
+            (404 | 410, _) => {
                 return Err(FetchError::NotFound {
                     location: shown,
                     status: Some(resp.status().as_u16()),
                 })
             }
-            status => {
+            (status, _) => {
                 return Err(FetchError::HttpStatus {
                     location: shown,
                     status,
@@ -1456,17 +1473,71 @@ impl Transport {
         // Paced, and resumed from where it stopped after a transient
         // failure (ended where a download window closes); never more than
         // `length` bytes.
-        Ok(Box::new(body::Resuming::new(
+        Ok(RangeReader(RangeSrc::Http(Box::new(body::Resuming::new(
             self,
             &url,
             &shown,
             offset,
-            body::End::Bounded {
-                end: offset + length,
-            },
+            end,
             Some(body),
             attempts,
-        )))
+        )))))
+    }
+}
+
+/// Whether a range request ([`Transport::open_range`]) takes an answer
+/// with the whole resource (`200`: the server or a proxy ignores `Range`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WholeAnswer {
+    /// No: [`FetchError::RangeIgnored`], nothing read (a delta's segment:
+    /// taking it would cost the whole file once per segment; the full
+    /// payload is what such a server can serve).
+    Refused,
+    /// Yes: its bytes before the range are read and dropped in bounded
+    /// reads, the range handed out, nothing after it read (a frame fetched
+    /// once more: the file up to the frame crosses the link once).
+    HeadDropped,
+}
+
+/// The bytes of one range ([`Transport::open_range`]).
+pub struct RangeReader(RangeSrc);
+
+enum RangeSrc {
+    /// An empty range: nothing asked.
+    Empty,
+    /// From a local path or `file://`.
+    Local(ExactReader<io::Take<File>>),
+    /// Over HTTP: paced, resumed after a transient failure.
+    Http(Box<body::Resuming>),
+}
+
+impl RangeReader {
+    /// Answers with the whole resource taken for the range (the server
+    /// ignores `Range`), as `range_ignored` counts them.
+    pub fn ranges_ignored(&self) -> u64 {
+        match &self.0 {
+            RangeSrc::Http(net) => net.ranges_ignored(),
+            RangeSrc::Empty | RangeSrc::Local(_) => 0,
+        }
+    }
+
+    /// Bytes that came over the link and were dropped (the head of whole
+    /// answers): fetched all the same.
+    pub fn bytes_dropped(&self) -> u64 {
+        match &self.0 {
+            RangeSrc::Http(net) => net.skipped(),
+            RangeSrc::Empty | RangeSrc::Local(_) => 0,
+        }
+    }
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            RangeSrc::Empty => Ok(0),
+            RangeSrc::Local(file) => file.read(buf),
+            RangeSrc::Http(net) => net.read(buf),
+        }
     }
 }
 
