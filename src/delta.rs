@@ -19,7 +19,7 @@
 //! journal keeps the segments done, and the next run inside a window goes
 //! on from there.
 
-use crate::fetch::{FetchError, Transport};
+use crate::fetch::{FetchError, Transport, WholeAnswer};
 use crate::install::writer::{AlignedBuf, Fault, SlotWriter, READBACK};
 use crate::install::{fill, hex, WriteMode};
 use crate::manifest::{Delta, Image, SourceRegion};
@@ -442,31 +442,32 @@ pub fn apply(
             }
             journal.done.retain(|&d| d != i);
         }
-        let reader =
-            match plan
-                .transport
-                .open_range(&plan.location, seg.patch_offset, seg.patch_length)
-            {
-                Ok(r) => r,
-                // Taking the segment from the whole answer would fetch
-                // the whole delta payload once per segment: the full
-                // payload is what such a server can serve.
-                Err(e @ FetchError::RangeIgnored { .. }) => {
-                    return Ok(Outcome::Fallback {
-                        reason: format!("segment {i}: {e}"),
-                        fetched,
-                        range_ignored: true,
-                    })
-                }
-                Err(e @ FetchError::OutsideWindow { .. }) => return Err(e.into_io()),
-                Err(e) => fallback!("segment {i}: {e}"),
-            };
+        let reader = match plan.transport.open_range(
+            &plan.location,
+            seg.patch_offset,
+            seg.patch_length,
+            WholeAnswer::Refused,
+        ) {
+            Ok(r) => r,
+            // Taking the segment from the whole answer would fetch
+            // the whole delta payload once per segment: the full
+            // payload is what such a server can serve.
+            Err(e @ FetchError::RangeIgnored { .. }) => {
+                return Ok(Outcome::Fallback {
+                    reason: format!("segment {i}: {e}"),
+                    fetched,
+                    range_ignored: true,
+                })
+            }
+            Err(e @ FetchError::OutsideWindow { .. }) => return Err(e.into_io()),
+            Err(e) => fallback!("segment {i}: {e}"),
+        };
         // Requested from the network: counted whether or not it is used.
         fetched += seg.patch_length;
         // A signed frame (releases packed since frame digests) is read whole
         // and checked before the decoder sees a byte of it.
-        let mut reader = match &seg.patch_blake3 {
-            None => reader,
+        let mut reader: Box<dyn Read + Send> = match &seg.patch_blake3 {
+            None => Box::new(reader),
             Some(expected) => match signed_frame(reader, seg) {
                 Ok(frame) => match seg.check_frame(&frame) {
                     Ok(()) => Box::new(io::Cursor::new(frame)),

@@ -433,7 +433,7 @@ impl Host {
 /// to reboot into.
 pub(super) fn needs_roots_to(update_urls: &[String], fleetlock: Option<&str>) -> Option<String> {
     if update_urls.iter().any(|u| crate::fetch::is_https(u)) {
-        return Some("fetch its next update over https".into());
+        return Some(crate::fetch::FETCH_UPDATES_OVER_HTTPS.into());
     }
     let lock = fleetlock.filter(|u| crate::fetch::is_https(u))?;
     Some(format!(

@@ -886,9 +886,12 @@ fn write_payload(
     // Resumes the server answered with the whole payload (it ignores
     // `Range`): a warning counted in `range_ignored`, not a failure.
     let mut ranges_ignored = 0u64;
-    // Frames fetched once more (`frame_again`) cross the link as well.
-    // (Atomic: the writer may call it from its pipeline's threads.)
+    // Frames fetched once more (`frame_again`) cross the link as well,
+    // with the head of a whole answer to their range; such answers count
+    // in `range_ignored` too. (Atomic: the writer may call it from its
+    // pipeline's threads.)
     let refetched = std::sync::atomic::AtomicU64::new(0);
+    let frame_ranges_ignored = std::sync::atomic::AtomicU64::new(0);
     let e = loop {
         // Where the payload's bytes began this time: > 0 when a partial
         // download (or the slot) supplied the first ones.
@@ -907,17 +910,36 @@ fn write_payload(
         };
         // A frame once more, after a segment was read back wrong: one range
         // request (or read) of its bytes, to tell the medium's fault from the
-        // payload's (`install::FrameAgain`). Its failure is the transport's
-        // as it came (a window that closed, a cut, a 503): the install ends
-        // as that failure, blaming neither the release nor the medium.
+        // payload's (`install::FrameAgain`). A server that ignores `Range`
+        // answers with the whole payload: its head is read and dropped, the
+        // frame taken, the rest never read, as a resume takes such an
+        // answer. Its failure is the transport's as it came (a window that
+        // closed, a cut, a 503): the install ends as that failure, blaming
+        // neither the release nor the medium.
         let frame_again = |offset: u64, length: u64| -> std::io::Result<Vec<u8>> {
-            let mut bytes = Vec::new();
-            let read = transport
-                .open_range(&payload_url, offset, length)
-                .map_err(crate::fetch::FetchError::into_io)?
-                .take(length)
-                .read_to_end(&mut bytes);
-            refetched.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            // Room for the frame up front: the reads that drop a whole
+            // answer's head go through it (at most its length at a time),
+            // not through read_to_end's 32-byte probe.
+            let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+            let mut reader = transport
+                .open_range(
+                    &payload_url,
+                    offset,
+                    length,
+                    crate::fetch::WholeAnswer::HeadDropped,
+                )
+                .map_err(crate::fetch::FetchError::into_io)?;
+            let read = (&mut reader).take(length).read_to_end(&mut bytes);
+            refetched.fetch_add(
+                bytes.len() as u64 + reader.bytes_dropped(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            frame_ranges_ignored.fetch_add(
+                reader.ranges_ignored(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            // The connection goes here: nothing past the frame is read.
+            drop(reader);
             read?;
             match bytes.len() as u64 == length {
                 true => Ok(bytes),
@@ -993,7 +1015,8 @@ fn write_payload(
         match result {
             Ok(payload) => {
                 host.state_dir.remove_partial(image.download_sha256());
-                w.state.metrics.range_ignored += ranges_ignored;
+                w.state.metrics.range_ignored += ranges_ignored
+                    + frame_ranges_ignored.load(std::sync::atomic::Ordering::Relaxed);
                 return Ok((
                     payload,
                     network + refetched.load(std::sync::atomic::Ordering::Relaxed),
@@ -1034,7 +1057,8 @@ fn write_payload(
     // attempts (a cut one's bytes are kept for the next run, which fetches
     // only the rest).
     w.state.metrics.downloaded_bytes += so_far.network + network;
-    w.state.metrics.range_ignored += ranges_ignored;
+    w.state.metrics.range_ignored +=
+        ranges_ignored + frame_ranges_ignored.load(std::sync::atomic::Ordering::Relaxed);
     let armed = w.armed.is_some();
     w.fail(&e)?;
     if !armed && so_far.network + network > 0 {

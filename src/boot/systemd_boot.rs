@@ -121,11 +121,6 @@ impl Entry {
         self.counter
             .is_some_and(|(left, done)| done > 0 || left == 0)
     }
-
-    /// The id without the counter, as `bootctl` shows it.
-    pub fn id(&self, prefix: &str) -> String {
-        format!("{}.conf", stem(prefix, self.generation, self.slot))
-    }
 }
 
 fn stem(prefix: &str, generation: u64, slot: SlotName) -> String {
@@ -282,25 +277,19 @@ pub fn fnmatch(pattern: &[u8], s: &[u8]) -> bool {
 }
 
 /// The entry systemd-boot boots next among ours: the first in its order
-/// matching the `loader.conf` default glob (when one is set), else the
+/// matching the `loader.conf` default glob (when one is set, by
+/// [`default_matches`], the rule every ESP file is matched by), else the
 /// first. `None` when a default is set and matches neither slot (then
 /// another entry boots).
-pub fn select(entries: &[Entry], prefix: &str, default: Option<&str>) -> Option<SlotName> {
+pub fn select(entries: &[Entry], default: Option<&str>) -> Option<SlotName> {
     let mut sorted: Vec<&Entry> = entries.iter().collect();
     sorted.sort_by(|a, b| boot_order(a, b));
     match default {
         None => sorted.first().map(|e| e.slot),
-        Some(glob) => {
-            let glob = glob.to_ascii_lowercase();
-            sorted
-                .iter()
-                .find(|e| {
-                    // The firmware's id keeps the counter, bootctl's drops it.
-                    fnmatch(glob.as_bytes(), e.id(prefix).as_bytes())
-                        || fnmatch(glob.as_bytes(), e.file.to_ascii_lowercase().as_bytes())
-                })
-                .map(|e| e.slot)
-        }
+        Some(glob) => sorted
+            .iter()
+            .find(|e| default_matches(glob, &e.file))
+            .map(|e| e.slot),
     }
 }
 
@@ -338,10 +327,10 @@ pub fn default_problem(
 ) -> Option<String> {
     let other = entries.get(&slot.other());
     let with = |counter| trial_entries(entries, prefix, slot, counter);
-    if select(&with((tries, 0)), prefix, Some(glob)) != Some(slot) {
+    if select(&with((tries, 0)), Some(glob)) != Some(slot) {
         return Some(format!("systemd-boot would never boot slot {slot}'s trial"));
     }
-    if other.is_some() && select(&with((0, 1)), prefix, Some(glob)) != Some(slot.other()) {
+    if other.is_some() && select(&with((0, 1)), Some(glob)) != Some(slot.other()) {
         return Some(format!(
             "systemd-boot would boot slot {slot} even once it failed (no fallback to slot {})",
             slot.other()
@@ -525,7 +514,7 @@ pub fn oneshot_problem(
     glob: &str,
 ) -> Option<String> {
     let trial = trial_entries(entries, prefix, slot, (tries, 0));
-    (select(&trial, prefix, Some(glob)) != Some(slot))
+    (select(&trial, Some(glob)) != Some(slot))
         .then(|| format!("systemd-boot would not boot slot {slot}'s trial on the next boot"))
 }
 
@@ -858,11 +847,7 @@ impl SystemdBootBackend {
 impl Bootloader for SystemdBootBackend {
     fn primary(&self) -> Result<Option<SlotName>, BootError> {
         let entries: Vec<Entry> = self.read()?.into_values().collect();
-        Ok(select(
-            &entries,
-            &self.prefix,
-            self.default_glob()?.as_deref(),
-        ))
+        Ok(select(&entries, self.default_glob()?.as_deref()))
     }
 
     /// See [`Entry::tried`]; no entry: not tried.
@@ -935,9 +920,7 @@ impl Bootloader for SystemdBootBackend {
         };
         let list: Vec<Entry> = entries.values().cloned().collect();
         let default = self.default_glob()?;
-        if current.counter.is_none()
-            && select(&list, &self.prefix, default.as_deref()) == Some(slot)
-        {
+        if current.counter.is_none() && select(&list, default.as_deref()) == Some(slot) {
             return Ok(());
         }
         let tries = self.tries as u64;
@@ -1115,37 +1098,78 @@ mod tests {
 
     #[test]
     fn selection_follows_the_sort_and_the_glob() {
-        let p = "abupdate";
         // Newer generation first.
         assert_eq!(
-            select(&[e(1, A, None), e(2, B, Some((1, 0)))], p, None),
+            select(&[e(1, A, None), e(2, B, Some((1, 0)))], None),
             Some(B)
         );
         // Numeric, not lexical: 10 > 9.
-        assert_eq!(select(&[e(10, A, None), e(9, B, None)], p, None), Some(A));
+        assert_eq!(select(&[e(10, A, None), e(9, B, None)], None), Some(A));
         // Bad last, even when newer.
         assert_eq!(
-            select(&[e(1, A, None), e(2, B, Some((0, 1)))], p, None),
+            select(&[e(1, A, None), e(2, B, Some((0, 1)))], None),
             Some(A)
         );
         // A glob over both keeps the fallback.
         let g = Some("abupdate-*");
-        assert_eq!(
-            select(&[e(1, A, None), e(2, B, Some((0, 1)))], p, g),
-            Some(A)
-        );
+        assert_eq!(select(&[e(1, A, None), e(2, B, Some((0, 1)))], g), Some(A));
         // A glob pinning B boots B even when bad: why we never pin.
         let pin = Some("abupdate-*-b*");
         assert_eq!(
-            select(&[e(1, A, None), e(2, B, Some((0, 1)))], p, pin),
+            select(&[e(1, A, None), e(2, B, Some((0, 1)))], pin),
             Some(B)
         );
-        assert_eq!(select(&[e(1, A, None)], p, Some("debian-*")), None);
+        assert_eq!(select(&[e(1, A, None)], Some("debian-*")), None);
         // All bad: the first of them.
         assert_eq!(
-            select(&[e(1, A, Some((0, 3))), e(2, B, Some((0, 1)))], p, None),
+            select(&[e(1, A, Some((0, 3))), e(2, B, Some((0, 1)))], None),
             Some(B)
         );
+    }
+
+    /// The glob that picks which of our entries boots ([`select`]) and the
+    /// one that tells a stale default ([`default_matches`]) are one rule:
+    /// an entry is picked exactly when its file matches, also when the glob
+    /// matches only the id without the counter, or only case-folded (an
+    /// upper-case prefix), or only as written (a zero-padded generation).
+    #[test]
+    fn select_picks_an_entry_exactly_when_default_matches_its_file() {
+        let entries = [
+            ("AB", "AB-2-b+3.conf"),
+            ("abupdate", "abupdate-007-a+0-1.conf"),
+            ("abupdate", "abupdate-4-b.conf"),
+        ];
+        let globs = [
+            "ab-2-b.conf",
+            "AB-2-B+3.CONF",
+            "ab-*-b.conf",
+            "abupdate-007-a.conf",
+            "abupdate-7-a.conf",
+            "ABUPDATE-4-B.conf",
+            "abupdate-4-b+*",
+            "*",
+            "debian-*",
+        ];
+        for (prefix, file) in entries {
+            let entry = parse_entry(prefix, file).expect(file);
+            for glob in globs {
+                assert_eq!(
+                    select(std::slice::from_ref(&entry), Some(glob)).is_some(),
+                    default_matches(glob, file),
+                    "{glob} on {file}"
+                );
+            }
+        }
+        // The counter stripped and case folded, the name as on the ESP.
+        assert!(default_matches("ab-2-b.conf", "AB-2-b+3.conf"));
+        assert!(default_matches(
+            "abupdate-007-a.conf",
+            "abupdate-007-a+0-1.conf"
+        ));
+        assert!(!default_matches(
+            "abupdate-7-a.conf",
+            "abupdate-007-a+0-1.conf"
+        ));
     }
 
     #[test]

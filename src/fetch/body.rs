@@ -7,10 +7,12 @@
 //! the first offset on, in order, none twice: a new response is accepted
 //! only when it is a `206` whose `Content-Range` starts at the next byte
 //! wanted (and, for a bounded range, ends where asked; for an open-ended
-//! one, at the declared size), or, for an open-ended body (a payload), the
-//! whole resource (`200`: the server or a proxy ignores `Range`) of the
-//! object the body began with, whose bytes before the next one wanted are
-//! read and dropped, never handed out ([`judge_resume`]). Anything else
+//! one, at the declared size), or, for an open-ended body (a payload) and
+//! a bounded range that takes it ([`WholeAnswer::HeadDropped`]: a frame
+//! fetched once more), the whole resource (`200`: the server or a proxy
+//! ignores `Range`) of the object the body began with, whose bytes before
+//! the next one wanted are read and dropped, never handed out, and whose
+//! bytes past a bounded range are never read ([`judge_resume`]). Anything else
 //! ends the body with an error; nothing is ever taken back from the
 //! caller, who checks every byte handed out against the signed digest.
 //!
@@ -27,22 +29,24 @@ use ureq::BodyReader;
 use super::pace::Bucket;
 use super::payload::{check_lengths, content_range, response_validator, ContentRange};
 use super::retry::{Attempts, Next};
-use super::{Allowance, FetchError, Reply, StallGuard, Transport};
+use super::{Allowance, FetchError, Reply, StallGuard, Transport, WholeAnswer};
 
 /// Where the body ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum End {
     /// `Range: bytes=N-`: the resource ends at this size (a payload).
     OpenEnded { size: u64 },
-    /// `Range: bytes=N-M`: exactly up to this byte, exclusive (a segment).
-    Bounded { end: u64 },
+    /// `Range: bytes=N-M`: exactly up to this byte, exclusive (a delta's
+    /// segment, a frame fetched once more); `whole` says whether an answer
+    /// with the whole resource serves it.
+    Bounded { end: u64, whole: WholeAnswer },
 }
 
 impl End {
     fn end(self) -> u64 {
         match self {
             End::OpenEnded { size } => size,
-            End::Bounded { end } => end,
+            End::Bounded { end, .. } => end,
         }
     }
 }
@@ -52,16 +56,18 @@ impl End {
 pub(crate) enum ResumeAnswer {
     /// A `206` for exactly the bytes wanted: read on.
     Continues,
-    /// The whole resource (`200`) to an open-ended resume, of the object
-    /// the body began with (its validator, or none to tell): the server
-    /// ignores `Range`. Its first `offset` bytes are read and dropped (the
-    /// caller has them), the rest handed out.
+    /// The whole resource (`200`) to an open-ended resume, or to a bounded
+    /// range that takes it, of the object the body began with (its
+    /// validator, or none to tell): the server ignores `Range`. Its first
+    /// `offset` bytes are read and dropped (the caller has them, or does
+    /// not want them), the rest handed out up to the end.
     Whole,
     /// The whole resource under another validator than the one sent as
     /// `If-Range`: the object was replaced since the body began.
     Changed,
     /// Anything else (a `206` for other bytes, or without a usable
-    /// `Content-Range`; a `200` to a bounded range): the body cannot go on.
+    /// `Content-Range`; a `200` to a bounded range that refuses it): the
+    /// body cannot go on.
     Refused,
 }
 
@@ -83,15 +89,24 @@ pub(crate) fn judge_resume(
         (206, End::OpenEnded { .. }, Some((start, _, _))) if start == offset => {
             ResumeAnswer::Continues
         }
-        (206, End::Bounded { end }, Some((start, last, _)))
+        (206, End::Bounded { end, .. }, Some((start, last, _)))
             if start == offset && last.checked_add(1) == Some(end) =>
         {
             ResumeAnswer::Continues
         }
-        // A bounded range (a delta's segment) is never taken from a whole
-        // answer: every segment would cost the whole file. Its caller
-        // falls back to the full payload.
-        (200, End::OpenEnded { .. }, _) => ResumeAnswer::Whole,
+        // A delta's segment is never taken from a whole answer: every
+        // segment would cost the whole file; its caller falls back to the
+        // full payload. A frame fetched once more is: it costs the file up
+        // to the frame, once.
+        (200, End::OpenEnded { .. }, _)
+        | (
+            200,
+            End::Bounded {
+                whole: WholeAnswer::HeadDropped,
+                ..
+            },
+            _,
+        ) => ResumeAnswer::Whole,
         _ => ResumeAnswer::Refused,
     }
 }
@@ -161,21 +176,29 @@ impl Resuming {
         }
     }
 
-    /// The current response is the whole resource, answered to a resume
-    /// at `offset` (the server ignores `Range`): its first `offset` bytes
-    /// are read and dropped before the next is handed out. Said in one
-    /// line, counted, and from now on progress forgives no failure (see
-    /// the module's bound).
+    /// The current response is the whole resource, answered to a request
+    /// from `offset` (the server ignores `Range`): its first `offset` bytes
+    /// are read and dropped before the next is handed out (and, for a
+    /// bounded range, none past its end is read). Said in one line,
+    /// counted, and from now on progress forgives no failure (see the
+    /// module's bound). A payload's answer from byte 0 is no resume: not
+    /// said, not counted; a bounded range from byte 0 was asked with
+    /// `Range` all the same.
     pub(crate) fn drop_head(&mut self) {
         let (offset, shown) = (self.offset, &self.shown);
-        if offset == 0 {
-            return;
-        }
+        let said = match self.end {
+            End::OpenEnded { .. } if offset == 0 => return,
+            End::OpenEnded { .. } => format!(
+                "HTTP 200 with the whole file to a resume at byte {offset}): its first {offset} bytes cross the link again and are dropped; the download goes on from byte {offset}"
+            ),
+            End::Bounded { end, .. } => format!(
+                "HTTP 200 with the whole file to bytes={offset}-{last}): its first {offset} bytes cross the link and are dropped, bytes {offset}-{last} are taken from it and the rest is not read",
+                last = end - 1
+            ),
+        };
         self.skip = offset;
         self.ranges_ignored += 1;
-        crate::say!(
-            "abupdate: {shown}: the server ignores Range (HTTP 200 with the whole file to a resume at byte {offset}): its first {offset} bytes cross the link again and are dropped; the download goes on from byte {offset}"
-        );
+        crate::say!("abupdate: {shown}: the server ignores Range ({said}");
     }
 
     /// Bytes read from the network and dropped, not handed out: the head
@@ -221,7 +244,7 @@ impl Resuming {
         let offset = self.offset;
         let range = match self.end {
             End::OpenEnded { .. } => format!("bytes={offset}-"),
-            End::Bounded { end } => format!("bytes={offset}-{}", end - 1),
+            End::Bounded { end, .. } => format!("bytes={offset}-{}", end - 1),
         };
         let mut headers = vec![("Range", range)];
         if let Some(v) = &self.validator {

@@ -41,7 +41,7 @@
 //! - Trust roots are chosen in one place, [`trust_roots`], for every https
 //!   client of ours (this transport, the webhook, `fleet --prometheus`, https
 //!   health checks); when none load, an https request fails before its
-//!   handshake with a line naming the files ([`Roots::missing`]).
+//!   handshake with a line naming the files ([`Roots::missing_to`]).
 
 mod auth;
 mod body;
@@ -297,10 +297,11 @@ pub enum FetchError {
         /// When the next download window opens (Unix seconds).
         until: i64,
     },
-    /// The server answered a bounded range request (a delta's segment, a
-    /// frame fetched once more) with the whole resource (or a different
-    /// range): the caller falls back to a full download. (A resumed
-    /// payload goes on from a whole answer instead: `body.rs`.)
+    /// The server answered a bounded range request with a different range,
+    /// or a delta's segment with the whole resource: the caller falls back
+    /// to a full download. (A resumed payload and a frame fetched once
+    /// more go on from a whole answer instead: `body.rs`,
+    /// [`WholeAnswer::HeadDropped`].)
     RangeIgnored {
         /// The URL or path, as shown (without user info).
         location: String,
@@ -539,7 +540,7 @@ pub struct Transport {
     bucket: Arc<Mutex<Bucket>>,
     retry: RetryPolicy,
     /// The trust roots the agents verify with: when missing, an https
-    /// request fails before any handshake ([`Roots::refuses`]).
+    /// request fails before any handshake ([`Roots::refuses_to`]).
     roots: Arc<Roots>,
 }
 
@@ -694,17 +695,16 @@ impl MissingRoots {
     }
 }
 
+/// What a host cannot do without trust roots when its update servers are
+/// https: the end of the line [`Roots::missing_to`] says it with.
+pub const FETCH_UPDATES_OVER_HTTPS: &str = "fetch its next update over https";
+
 impl Roots {
     /// The one line a host's https request (and a trial's verdict) fails
     /// with when no roots load: not rustls' "UnknownIssuer", which names no
-    /// file.
-    pub fn missing(&self) -> Option<String> {
-        self.missing_to("fetch its next update over https")
-    }
-
-    /// [`Roots::missing`] for a client that is not the update servers':
-    /// `what` is what the host could not do (`verify its https health
-    /// check`), so the line says what cannot be reached.
+    /// file. `what` is what the host could not do
+    /// ([`FETCH_UPDATES_OVER_HTTPS`], `verify its https health check`), so
+    /// the line says what cannot be reached.
     pub fn missing_to(&self, what: &str) -> Option<String> {
         match self {
             Roots::Found(_) => None,
@@ -715,13 +715,8 @@ impl Roots {
         }
     }
 
-    /// [`Roots::missing`] when `url` is https: the request fails with it
+    /// [`Roots::missing_to`] when `url` is https: the request fails with it
     /// before any handshake. Plain http (signed releases) needs no roots.
-    pub fn refuses(&self, url: &str) -> Option<String> {
-        self.refuses_to(url, "fetch its next update over https")
-    }
-
-    /// [`Roots::missing_to`] when `url` is https.
     pub fn refuses_to(&self, url: &str, what: &str) -> Option<String> {
         if is_https(url) {
             self.missing_to(what)
@@ -760,7 +755,7 @@ impl Roots {
 /// [`SYSTEM_CA_BUNDLES`] unless `[system] ca_bundles` moves them) holding a
 /// certificate. Never an error: plain http (signed releases) works without
 /// roots, and an https request fails before its handshake with
-/// [`Roots::missing`]. Mozilla's roots are not built in: they cost ~55 KB
+/// [`Roots::missing_to`]. Mozilla's roots are not built in: they cost ~55 KB
 /// of a 3 MiB binary and would go stale on a host that is never rebuilt,
 /// while the OS image updates its bundle with every release.
 pub fn trust_roots(ca_file: Option<&Path>, bundles: &[PathBuf]) -> Roots {
@@ -1011,7 +1006,7 @@ impl Transport {
         loop {
             let current = chain.last().cloned().unwrap_or_default();
             let shown = describe_chain(&chain);
-            if let Some(line) = self.roots.refuses(&current) {
+            if let Some(line) = self.roots.refuses_to(&current, FETCH_UPDATES_OVER_HTTPS) {
                 return Err(FetchError::Tls {
                     location: shown,
                     detail: line,
@@ -1107,7 +1102,7 @@ impl Transport {
             }
         };
         let shown = redact(&url).into_owned();
-        if let Some(line) = self.roots.refuses(&url) {
+        if let Some(line) = self.roots.refuses_to(&url, FETCH_UPDATES_OVER_HTTPS) {
             return Err(FetchError::Tls {
                 location: shown,
                 detail: line,
@@ -1375,15 +1370,19 @@ impl Transport {
 
     /// Exactly the bytes `[offset, offset + length)` of `location`, as a
     /// reader that fails if the source gives fewer. Over HTTP this is one
-    /// `Range` request that must be answered by a 206 for exactly that range;
-    /// anything else is [`FetchError::RangeIgnored`] (nothing is read from a
-    /// 200 body), so the caller can fall back to a full download.
+    /// `Range` request that must be answered by a 206 for exactly that
+    /// range, or, when `whole` takes it, by a 200 with the whole resource
+    /// (its head read and dropped, nothing past the range read:
+    /// [`RangeReader::ranges_ignored`] counts it). Anything else is
+    /// [`FetchError::RangeIgnored`] (nothing is read from a refused 200
+    /// body), so the caller can fall back to a full download.
     pub fn open_range(
         &self,
         location: &str,
         offset: u64,
         length: u64,
-    ) -> Result<Box<dyn Read + Send>, FetchError> {
+        whole: WholeAnswer,
+    ) -> Result<RangeReader, FetchError> {
         let url = match parse_location(location)? {
             Loc::File(path) => {
                 let io_err = |e: io::Error| FetchError::Io {
@@ -1401,16 +1400,16 @@ impl Transport {
                     });
                 }
                 io::Seek::seek(&mut file, io::SeekFrom::Start(offset)).map_err(io_err)?;
-                return Ok(Box::new(ExactReader::new(
+                return Ok(RangeReader(RangeSrc::Local(ExactReader::new(
                     file.take(length),
                     length,
                     location,
-                )));
+                ))));
             }
             Loc::Http(url) => url,
         };
         if length == 0 {
-            return Ok(Box::new(io::empty()));
+            return Ok(RangeReader(RangeSrc::Empty));
         }
         let last = offset + length - 1;
         let headers = [
@@ -1420,21 +1419,33 @@ impl Transport {
         self.inside_window(&url, offset)?;
         let mut attempts = Attempts::default();
         let Reply { shown, resp, .. } = self.get_with(&url, &headers, &mut attempts)?;
-        match resp.status().as_u16() {
-            206 => {}
-            200 => {
+        let end = body::End::Bounded {
+            end: offset + length,
+            whole,
+        };
+        match (resp.status().as_u16(), whole) {
+            (206, _) => {}
+            (200, WholeAnswer::HeadDropped) => {
+                // From byte 0: read up to the range's end, no further.
+                let body = payload::body_reader(self, resp, offset + length, &shown);
+                let mut net =
+                    body::Resuming::new(self, &url, &shown, offset, end, Some(body), attempts);
+                net.drop_head();
+                return Ok(RangeReader(RangeSrc::Http(Box::new(net))));
+            }
+            (200, WholeAnswer::Refused) => {
                 return Err(FetchError::RangeIgnored {
                     location: shown,
                     detail: format!("HTTP 200 with the whole file to bytes={offset}-{last}"),
                 })
             }
-            404 | 410 => {
+            (404 | 410, _) => {
                 return Err(FetchError::NotFound {
                     location: shown,
                     status: Some(resp.status().as_u16()),
                 })
             }
-            status => {
+            (status, _) => {
                 return Err(FetchError::HttpStatus {
                     location: shown,
                     status,
@@ -1462,17 +1473,71 @@ impl Transport {
         // Paced, and resumed from where it stopped after a transient
         // failure (ended where a download window closes); never more than
         // `length` bytes.
-        Ok(Box::new(body::Resuming::new(
+        Ok(RangeReader(RangeSrc::Http(Box::new(body::Resuming::new(
             self,
             &url,
             &shown,
             offset,
-            body::End::Bounded {
-                end: offset + length,
-            },
+            end,
             Some(body),
             attempts,
-        )))
+        )))))
+    }
+}
+
+/// Whether a range request ([`Transport::open_range`]) takes an answer
+/// with the whole resource (`200`: the server or a proxy ignores `Range`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WholeAnswer {
+    /// No: [`FetchError::RangeIgnored`], nothing read (a delta's segment:
+    /// taking it would cost the whole file once per segment; the full
+    /// payload is what such a server can serve).
+    Refused,
+    /// Yes: its bytes before the range are read and dropped in bounded
+    /// reads, the range handed out, nothing after it read (a frame fetched
+    /// once more: the file up to the frame crosses the link once).
+    HeadDropped,
+}
+
+/// The bytes of one range ([`Transport::open_range`]).
+pub struct RangeReader(RangeSrc);
+
+enum RangeSrc {
+    /// An empty range: nothing asked.
+    Empty,
+    /// From a local path or `file://`.
+    Local(ExactReader<io::Take<File>>),
+    /// Over HTTP: paced, resumed after a transient failure.
+    Http(Box<body::Resuming>),
+}
+
+impl RangeReader {
+    /// Answers with the whole resource taken for the range (the server
+    /// ignores `Range`), as `range_ignored` counts them.
+    pub fn ranges_ignored(&self) -> u64 {
+        match &self.0 {
+            RangeSrc::Http(net) => net.ranges_ignored(),
+            RangeSrc::Empty | RangeSrc::Local(_) => 0,
+        }
+    }
+
+    /// Bytes that came over the link and were dropped (the head of whole
+    /// answers): fetched all the same.
+    pub fn bytes_dropped(&self) -> u64 {
+        match &self.0 {
+            RangeSrc::Http(net) => net.skipped(),
+            RangeSrc::Empty | RangeSrc::Local(_) => 0,
+        }
+    }
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            RangeSrc::Empty => Ok(0),
+            RangeSrc::Local(file) => file.read(buf),
+            RangeSrc::Http(net) => net.read(buf),
+        }
     }
 }
 

@@ -899,7 +899,7 @@ fn outside_the_download_windows_a_payload_ends_at_once_and_asks_nothing() {
     };
     outside(t.open_payload(&url, 10, Some(&partial)).unwrap_err(), 5);
     outside(t.open_payload_from(&url, 10, 3).unwrap_err(), 3);
-    match t.open_range(&url, 4, 2) {
+    match t.open_range(&url, 4, 2, WholeAnswer::Refused) {
         Err(e) => outside(e, 4),
         Ok(_) => panic!("a range opened outside the window"),
     }
@@ -938,7 +938,9 @@ fn no_usable_ca_bundle_names_each_path_and_fails_https_only() {
     let empty = dir.join("cert.pem");
     std::fs::write(&empty, "not a certificate\n").unwrap();
     let roots = trust_roots(None, &[missing.clone(), empty.clone()]);
-    let line = roots.missing().expect("no roots");
+    let line = roots
+        .missing_to(FETCH_UPDATES_OVER_HTTPS)
+        .expect("no roots");
     assert_eq!(
         line,
         format!(
@@ -979,7 +981,9 @@ fn a_ca_file_that_gives_no_certificate_is_missing_roots_naming_it_and_why() {
         (&unreadable, "cannot be read ("),
     ] {
         let roots = trust_roots(Some(path), std::slice::from_ref(&bundle));
-        let line = roots.missing().expect("no roots");
+        let line = roots
+            .missing_to(FETCH_UPDATES_OVER_HTTPS)
+            .expect("no roots");
         assert!(
             line.starts_with(&format!("[update] ca_file {} {why}", path.display())),
             "{line}"
@@ -988,9 +992,18 @@ fn a_ca_file_that_gives_no_certificate_is_missing_roots_naming_it_and_why() {
             line.ends_with(": this host could not fetch its next update over https"),
             "{line}"
         );
-        assert_eq!(roots.refuses("http://updates.example.invalid/r.json"), None);
         assert_eq!(
-            roots.refuses("HTTPS://updates.example.invalid/r.json"),
+            roots.refuses_to(
+                "http://updates.example.invalid/r.json",
+                FETCH_UPDATES_OVER_HTTPS
+            ),
+            None
+        );
+        assert_eq!(
+            roots.refuses_to(
+                "HTTPS://updates.example.invalid/r.json",
+                FETCH_UPDATES_OVER_HTTPS
+            ),
             Some(line)
         );
     }
@@ -1015,14 +1028,21 @@ fn a_ca_file_that_gives_no_certificate_is_missing_roots_naming_it_and_why() {
 /// Every branch of the judgement of an answer to a resume: a `206` goes on
 /// only for exactly the bytes wanted; a `200` of the same object (or of
 /// one without a validator) goes on from its whole body for a payload
-/// (the head dropped) and never for a bounded range (a delta's segment);
-/// a `200` under another validator is a changed object; anything else is
-/// refused.
+/// and a frame fetched once more (the head dropped) and never for a delta's
+/// segment; a `200` under another validator is a changed object; anything
+/// else is refused.
 #[test]
-fn a_resume_goes_on_from_the_exact_range_or_a_payloads_whole_answer_only() {
+fn a_resume_goes_on_from_the_exact_range_or_a_payloads_or_frames_whole_answer_only() {
     use super::body::{judge_resume, End, ResumeAnswer as A};
     let payload = End::OpenEnded { size: 100 };
-    let segment = End::Bounded { end: 60 };
+    let segment = End::Bounded {
+        end: 60,
+        whole: WholeAnswer::Refused,
+    };
+    let frame = End::Bounded {
+        end: 60,
+        whole: WholeAnswer::HeadDropped,
+    };
     let v1 = Some("\"v1\"");
     // (case, status, Content-Range, offset, end, If-Range sent, validator
     // answered, judgement)
@@ -1166,6 +1186,56 @@ fn a_resume_goes_on_from_the_exact_range_or_a_payloads_whole_answer_only() {
             None,
             None,
             A::Refused,
+        ),
+        (
+            "frame: the range asked",
+            206,
+            Some((40, 59, None)),
+            40,
+            frame,
+            None,
+            None,
+            A::Continues,
+        ),
+        (
+            "frame: a longer range",
+            206,
+            Some((40, 99, None)),
+            40,
+            frame,
+            None,
+            None,
+            A::Refused,
+        ),
+        (
+            "frame: 200, no validator sent",
+            200,
+            None,
+            40,
+            frame,
+            None,
+            None,
+            A::Whole,
+        ),
+        (
+            "frame: 200 of the same object",
+            200,
+            None,
+            40,
+            frame,
+            v1,
+            v1,
+            A::Whole,
+        ),
+        (
+            "frame: 200 of another object",
+            200,
+            None,
+            40,
+            frame,
+            v1,
+            Some("\"v2\""),
+            A::Changed,
         ),
     ];
     for (name, status, range, offset, end, sent, answered, want) in table {

@@ -176,9 +176,7 @@ impl Client {
             url: base.to_string(),
             reason,
         })?;
-        let https = base
-            .get(..8)
-            .is_some_and(|p| p.eq_ignore_ascii_case("https://"));
+        let https = crate::fetch::is_https(base);
         if let Some(why) = roots.why_missing().filter(|_| https) {
             return Err(PromError::Url {
                 url: base.to_string(),
@@ -1019,6 +1017,30 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             value,
+        }
+    }
+
+    /// Whether an API root needs trust roots is [`crate::fetch::is_https`]'s
+    /// rule, the one every client of the host goes by: the scheme in any
+    /// case is https, and without roots such a root is refused up front.
+    #[test]
+    fn an_https_api_root_in_any_case_needs_roots_and_http_does_not() {
+        let dir = crate::testutil::TempDir::new("prom-roots");
+        let none = crate::fetch::trust_roots(None, &[dir.join("ca-certificates.crt")]);
+        let timeout = Duration::from_secs(1);
+        for https in ["https://prom:9090", "HTTPS://prom:9090", "HttpS://prom/api"] {
+            match Client::new(https, timeout, &none) {
+                Err(PromError::Url { reason, .. }) => {
+                    assert!(
+                        reason.ends_with("an https API cannot be verified"),
+                        "{reason}"
+                    )
+                }
+                other => panic!("{https}: {:?}", other.err().map(|e| e.to_string())),
+            }
+        }
+        for http in ["http://prom:9090", "HTTP://prom:9090"] {
+            assert!(Client::new(http, timeout, &none).is_ok(), "{http}");
         }
     }
 

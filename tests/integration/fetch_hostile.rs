@@ -14,7 +14,9 @@ use crate::common::hostile_server::{
     head, head_range, read_request, serve_tagged, write_all_capped, Req, Server, SERVER_CAP,
 };
 use crate::common::http::pattern;
-use abupdate::fetch::{Document, FetchError, PayloadReader, Transport, TransportOptions};
+use abupdate::fetch::{
+    Document, FetchError, PayloadReader, Transport, TransportOptions, WholeAnswer,
+};
 
 fn transport(read_timeout: Duration) -> Transport {
     Transport::new(&TransportOptions {
@@ -1147,4 +1149,43 @@ fn proxy_option_is_used_except_for_loopback() {
         .expect("loopback direct");
     assert!(matches!(doc, Document::Fetched { ref body, .. } if body == b"direct"));
     assert_eq!(proxy.requests().len(), 2, "loopback bypasses the proxy");
+}
+
+/// A bounded range answered with the whole file (the server ignores
+/// `Range`): taken from it when the caller takes such an answer (a frame
+/// fetched once more: the bytes before the range read and dropped and
+/// counted, exactly the range handed out, the reader ended at its last
+/// byte, the rest never read); refused with nothing read when it does not
+/// (a delta's segment, which would cost the whole file each).
+#[test]
+fn a_range_answered_with_the_whole_file_is_taken_from_it_only_when_the_caller_takes_it() {
+    let data = Arc::new(pattern(4 << 20, 7));
+    let whole = data.clone();
+    let srv = Server::start(move |_, s| {
+        head(s, "200 OK", &format!("Content-Length: {}\r\n", whole.len()));
+        write_all_capped(s, &whole);
+    });
+    let t = transport(Duration::from_secs(5));
+    let (offset, length) = (3u64 << 20, 1000u64);
+    let mut r = t
+        .open_range(&srv.url("/p"), offset, length, WholeAnswer::HeadDropped)
+        .expect("a whole answer taken");
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).expect("the range");
+    assert!(
+        got == data[offset as usize..(offset + length) as usize],
+        "other bytes than the range"
+    );
+    assert_eq!((r.ranges_ignored(), r.bytes_dropped()), (1, offset));
+    match t.open_range(&srv.url("/p"), offset, length, WholeAnswer::Refused) {
+        Err(FetchError::RangeIgnored { detail, .. }) => assert_eq!(
+            detail,
+            format!(
+                "HTTP 200 with the whole file to bytes={offset}-{}",
+                offset + length - 1
+            )
+        ),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a whole answer taken for a range that refuses it"),
+    }
 }

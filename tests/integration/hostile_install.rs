@@ -585,6 +585,89 @@ fn a_segmented_resume_answered_with_200_goes_on_or_with_another_range_restarts_f
     }
 }
 
+/// A segment read back wrong (a failing medium, injected) has its frame
+/// fetched once more with one `Range` request; a server that ignores
+/// `Range` answers it with the whole payload. The frame is taken from that
+/// answer as a resume takes one (its head read and dropped, nothing past
+/// the frame read, one line, counted in `range_ignored`), checked against
+/// its signed BLAKE3, and the install ends telling the medium's fault
+/// (`device`), exactly as against a server that honours `Range`. Before,
+/// it ended as `range_ignored`, telling nothing about the medium.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_frame_fetched_again_from_a_server_that_ignores_range_still_tells_the_medium_fault() {
+    const SEGMENTED: &str = "/rootfs-2.0.img.zst";
+    for (name, answer, ignored) in [("honours", "ok", 0), ("ignores", "ignore-range", 1)] {
+        let h = host(&format!("again-range-{name}"));
+        // Six segments: the fifth read back is never segment 0's (three
+        // workers), so its frame has bytes before it to drop.
+        let m = h.pack(
+            "r2",
+            "2.0",
+            &image("2.0", 2 * LEN),
+            &["--segment-size", "1"],
+        );
+        let files = files_of(m.parent().expect("dir"));
+        let srv = resume_server_at(files, SEGMENTED, Arc::new(Mutex::new(answer)));
+        let b = h.untouched();
+        let out = h.abupdate_env(
+            &[
+                "--json",
+                "install",
+                "--no-reboot",
+                &srv.url("/release.json"),
+            ],
+            &[("ABUPDATE_FAILPOINT", "read-back-differs:5")],
+        );
+        let again: Vec<(usize, usize)> = srv
+            .requests()
+            .iter()
+            .filter_map(|r| Some((r.range_start()?, r.range_end()?)))
+            .collect();
+        assert_eq!(
+            again.len(),
+            1,
+            "{name}: one request for the frame: {again:?}"
+        );
+        let (at, last) = again[0];
+        assert!(
+            (1..6).any(|i| {
+                let (offset, len, _) = crate::common::host::segment_frame(&m, i);
+                (offset as usize, (offset + len - 1) as usize) == (at, last)
+            }),
+            "{name}: bytes={at}-{last} is not the frame of segment 1 to 5"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{name}: stdout is not JSON ({e}): {}", text(&out)));
+        assert_eq!(v["kind"], "device", "{name}: {v}");
+        let r = Run {
+            out,
+            took: Duration::ZERO,
+            rss_kib: None,
+        };
+        refused(&h, &b, &r, &["the medium is failing"], true);
+        let said = text(&r.out);
+        let dropped = format!(
+            "the server ignores Range (HTTP 200 with the whole file to bytes={at}-{last}): its first {at} bytes cross the link and are dropped"
+        );
+        assert_eq!(said.contains(&dropped), ignored == 1, "{name}: {said}");
+        let metrics = &h.state()["metrics"];
+        // (Absent while 0.)
+        assert_eq!(
+            metrics["range_ignored"].as_u64().unwrap_or(0),
+            ignored,
+            "{name}: {metrics}"
+        );
+        assert_eq!(failures(&h)["device"], 1, "{name}: {}", failures(&h));
+        assert!(
+            failures(&h).get("range_ignored").is_none(),
+            "{name}: {}",
+            failures(&h)
+        );
+        assert_eq!(h.state()["failed"], serde_json::json!([]), "{name}");
+    }
+}
+
 #[test]
 fn redirect_loop() {
     let h = host("redirect-loop");
