@@ -511,7 +511,7 @@ pub fn post_webhook(cfg: &Report, event: &Event, deadline: Instant) -> Result<()
     let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
     // The roots every client of the host uses: the update servers' own.
     let roots = crate::fetch::trust_roots(cfg.ca_file.as_deref(), &cfg.ca_bundles);
-    if let Some(line) = roots.refuses_to(url, crate::fetch::FETCH_UPDATES_OVER_HTTPS) {
+    if let Some(line) = roots.refuses_to(url, "deliver its report to the https webhook") {
         return Err(format!("{url}: TLS: {line}"));
     }
     let tls = roots.tls_config();

@@ -296,20 +296,27 @@ fn the_webhook_and_the_fleetlock_server_without_roots_fail_naming_the_paths_look
     };
     let missing = h.dir.join("no-ssl").join("ca-certificates.crt");
     let said = update_reporting_and_locking_at(&h, &m, &server, &missing);
-    let line = format!(
-        "TLS: no CA bundle at {} and no [update] ca_file: this host could not fetch its next \
-         update over https",
-        missing.display()
-    );
+    let line = |what: &str| {
+        format!(
+            "TLS: no CA bundle at {} and no [update] ca_file: this host could not {what}",
+            missing.display()
+        )
+    };
     assert!(said.contains("cannot ask for the reboot lock"), "{said}");
     assert!(
-        said.contains(&format!("{}: {line}", server.url("/lock/v1/pre-reboot"))),
+        said.contains(&format!(
+            "{}: {}",
+            server.url("/lock/v1/pre-reboot"),
+            line("fetch its next update over https")
+        )),
         "{said}"
     );
+    // The webhook's line says what it could not do.
     assert!(
         said.contains(&format!(
-            "report not delivered: {}: {line}",
-            server.url("/report")
+            "report not delivered: {}: {}",
+            server.url("/report"),
+            line("deliver its report to the https webhook")
         )),
         "{said}"
     );
