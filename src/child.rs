@@ -7,15 +7,22 @@
 //!
 //! - The child runs in a process group of its own (`setpgid(0, 0)` before
 //!   `exec`), so the group holds it and everything it forks.
-//! - The child dies with abupdate: `PR_SET_PDEATHSIG` = SIGKILL is set
-//!   before `exec` (and a parent already gone by then fails the spawn), so
-//!   a verb of the custom boot backend never outlives an abupdate that was
-//!   SIGKILLed (the OOM killer, systemd's stop timeout) to write the
-//!   bootloader after a later command. The signal follows the death of the
-//!   *thread* that forked: [`run`] waits for its child in that thread, so
-//!   it never fires while the caller still waits. It reaches the child
-//!   only: what the child started itself is its own (the group kill above
-//!   covers it whenever abupdate lives to send it).
+//! - The group dies with abupdate, all of it: the group's leader is a
+//!   guard ([`guard`]), a fork of ours that never `exec`s, and the program
+//!   runs as its child. The guard asks for a signal when abupdate dies
+//!   (`PR_SET_PDEATHSIG`, set before the fork; a parent already gone by
+//!   then fails the spawn) and answers it by SIGKILLing its whole group:
+//!   the program and what it started. So neither a verb of the custom boot
+//!   backend nor a check's `sleep 1000 &` outlives an abupdate that was
+//!   SIGKILLed (the OOM killer, systemd's stop timeout, an operator's
+//!   `kill -9` outside systemd), and none writes the bootloader after a
+//!   later command. (The kernel's death signal reaches one process only:
+//!   set on the program itself it killed the program and left its own
+//!   children running.) The signal follows the death of the *thread*
+//!   that forked: [`run`] waits for its child in that thread, so it never
+//!   fires while the caller still waits. The guard exits as the program
+//!   did (its status, or the signal that killed it), so the caller sees
+//!   the program's ending.
 //! - At its deadline, and as soon as the child itself exits, the whole group
 //!   gets SIGKILL. A check that leaves `sleep 1000 &` behind neither holds
 //!   the caller (end of output is never awaited: the background process
@@ -247,29 +254,99 @@ pub fn deadline_after(now: Instant, d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-/// In the child, before `exec`: SIGKILL when the parent dies, and fail at
-/// once when `parent` already died (the child was handed to another
-/// process before the flag was set). Async-signal-safe.
-fn die_with_parent(parent: u32) -> std::io::Result<()> {
+/// The signal the guard gets when abupdate dies: one no program sends its
+/// group by habit (a real-time signal; SIGTERM or SIGHUP to the group would
+/// make the guard kill it early).
+fn parent_death_signal() -> nix::libc::c_int {
+    nix::libc::SIGRTMIN() + 2
+}
+
+/// The guard's answer to abupdate's death: SIGKILL its whole group (the
+/// program, what it started, and the guard). Async-signal-safe.
+extern "C" fn kill_own_group(_: nix::libc::c_int) {
+    // SAFETY: kill(0, …) signals the caller's process group; no memory.
+    unsafe {
+        nix::libc::kill(0, nix::libc::SIGKILL);
+    }
+}
+
+/// In the child, before `exec`: become the group's guard (see the module
+/// doc). Sets the death signal and its answer, fails at once when `parent`
+/// already died (the child was handed to another process before the flag
+/// was set), then forks: the fork returns to `exec` the program; the guard
+/// closes every descriptor (so `spawn` sees the program's `exec` and no
+/// pipe or lock of ours is held), waits for it and exits as it did. Only
+/// async-signal-safe calls, no allocation: this runs in a fork of a
+/// multithreaded process.
+fn guard(parent: u32, death: nix::libc::c_int) -> std::io::Result<()> {
     use nix::libc;
-    // SAFETY: prctl with integer arguments reads no memory of ours.
-    if unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    } != 0
-    {
+    // SAFETY: a zeroed sigaction with a plain handler and an empty mask.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = kill_own_group as *const () as libc::sighandler_t;
+    // SAFETY: plain syscalls on values of ours; prctl reads no memory.
+    unsafe {
+        libc::sigemptyset(&mut act.sa_mask);
+        if libc::sigaction(death, &act, std::ptr::null_mut()) != 0
+            || libc::prctl(libc::PR_SET_PDEATHSIG, death as libc::c_ulong, 0, 0, 0) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() as u32 != parent {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+    }
+    // SAFETY: fork in a single-threaded child; the guard below makes only
+    // async-signal-safe calls and never returns.
+    let program = unsafe { libc::fork() };
+    if program < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: getppid takes nothing and cannot fail.
-    if unsafe { libc::getppid() } as u32 != parent {
-        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    if program == 0 {
+        // The program: dies with its guard too (a group kill covers it;
+        // this covers a guard killed alone). The handler goes at `exec`.
+        // SAFETY: as above.
+        unsafe {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        return Ok(());
     }
-    Ok(())
+    // SAFETY: only syscalls from here on; the guard ends in `_exit` or by
+    // the program's signal.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+            for fd in 0..4096 {
+                libc::close(fd);
+            }
+        }
+        let mut status = 0;
+        while libc::waitpid(program, &mut status, 0) < 0 {
+            if *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            // The same ending, without a core of ours.
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            libc::signal(sig, libc::SIG_DFL);
+            libc::kill(libc::getpid(), sig);
+            libc::_exit(128 + sig);
+        }
+        libc::_exit(libc::WEXITSTATUS(status))
+    }
 }
 
 /// Run `cmd` (stdin from /dev/null, stdout and stderr captured) for at
@@ -283,10 +360,11 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Result<Finished, ChildError> 
         .stderr(Stdio::piped())
         .process_group(0);
     let parent = std::process::id();
-    // SAFETY: between fork and exec only async-signal-safe calls: prctl
-    // and getppid, no allocation.
+    let death = parent_death_signal();
+    // SAFETY: between fork and exec only async-signal-safe calls (`guard`),
+    // no allocation.
     unsafe {
-        cmd.pre_exec(move || die_with_parent(parent));
+        cmd.pre_exec(move || guard(parent, death));
     }
     let mut child = cmd.spawn().map_err(|source| ChildError::Spawn {
         program: program.clone(),

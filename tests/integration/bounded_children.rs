@@ -196,16 +196,20 @@ fn the_reboot_command_is_bounded_and_leaves_no_process() {
 /// Issue (review 2, 7): abupdate SIGKILLed (the OOM killer, systemd's
 /// stop timeout) while a custom backend verb ran left the verb running; it
 /// wrote the bootloader later, after another command. A child now dies
-/// with abupdate, and its write never happens.
+/// with abupdate, and its write never happens; so does what the verb
+/// started itself (a `sleep` in the background, which the kernel's death
+/// signal on the verb alone left running).
 #[test]
-fn a_verb_dies_with_a_killed_abupdate_and_never_writes() {
+fn a_verb_and_what_it_started_die_with_a_killed_abupdate_and_never_write() {
     let h = TestHost::new("children-orphan", "1.0", HostOptions::default());
     let script = h.dir.join("backend.sh");
     let (pidfile, written) = (h.dir.join("verb.pid"), h.dir.join("written"));
+    let started = h.dir.join("started.pid");
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\ncase \"$1\" in\n  get-primary) echo $$ > {pid}; sleep 2; echo A > {written}; echo A ;;\n  get-current) echo A ;;\n  *) echo good ;;\nesac\n",
+            "#!/bin/sh\ncase \"$1\" in\n  get-primary) sleep 1000 & echo $! > {started}; echo $$ > {pid}; sleep 2; echo A > {written}; echo A ;;\n  get-current) echo A ;;\n  *) echo good ;;\nesac\n",
+            started = started.display(),
             pid = pidfile.display(),
             written = written.display()
         ),
@@ -235,6 +239,11 @@ fn a_verb_dies_with_a_killed_abupdate_and_never_writes() {
     let _ = abupdate.wait();
     let verb = pids(&pidfile)[0];
     assert!(dies(verb), "verb {verb} outlived the killed abupdate");
+    let sleeper = pids(&started)[0];
+    assert!(
+        dies(sleeper),
+        "the verb's background process {sleeper} outlived the killed abupdate"
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert!(!written.exists(), "the dead abupdate's verb wrote");
 }
