@@ -149,8 +149,9 @@ pub struct BootView {
     /// tell.
     pub other_tried: Option<bool>,
     /// `booted_tried` tells a trial's boot from a committed release's
-    /// ([`crate::boot::Bootloader::tells_a_trial_boot`]: EFI,
-    /// systemd-boot); on GRUB and U-Boot its yes holds for every boot.
+    /// ([`crate::boot::Bootloader::tells_a_trial_boot`]: systemd-boot, EFI
+    /// when the booted entry is out of `BootOrder`); on GRUB and U-Boot
+    /// its yes holds for every boot, on EFI for a pick in the boot menu.
     pub tells_trials: bool,
 }
 
@@ -643,7 +644,7 @@ fn boot_view(host: &Host, booted: SlotName) -> BootView {
             said(e);
             None
         }),
-        tells_trials: host.boot.tells_a_trial_boot(),
+        tells_trials: host.boot.tells_a_trial_boot(booted),
     }
 }
 

@@ -136,6 +136,18 @@ impl Nvram {
         Some(first != Some(slot))
     }
 
+    /// Whether `slot` has an entry and it is out of `BootOrder`: what an
+    /// armed trial's is (the install took it out when it marked the slot
+    /// bad, then named it in `BootNext`). A slot booted from an entry
+    /// still in `BootOrder` but not first was chosen in the firmware's boot
+    /// menu, or the firmware passed over a first entry that did not load:
+    /// a committed slot's boot, though [`Nvram::tried`] says yes.
+    pub fn outside_order(&self, slot: SlotName) -> bool {
+        self.entries
+            .get(&slot)
+            .is_some_and(|n| !self.order.contains(n))
+    }
+
     /// A slot is good while its entry is in `BootOrder`.
     pub fn state(&self, slot: SlotName) -> BootState {
         match self.entries.get(&slot) {
@@ -368,8 +380,8 @@ impl Bootloader for EfiBackend {
         Ok(self.read()?.tried(slot, current))
     }
 
-    fn tells_a_trial_boot(&self) -> bool {
-        true
+    fn tells_a_trial_boot(&self, booted: SlotName) -> bool {
+        self.read().is_ok_and(|nv| nv.outside_order(booted))
     }
 
     fn booted(&self) -> Result<Option<SlotName>, BootError> {
@@ -427,6 +439,22 @@ mod tests {
             next,
             entries: [(A, 1), (B, 2)].into_iter().collect(),
         }
+    }
+
+    /// Only an entry out of `BootOrder` is an armed trial's: one still in
+    /// it, not first, was picked in the boot menu (or the firmware passed
+    /// over the first), a committed slot's boot.
+    #[test]
+    fn only_a_slot_whose_entry_is_out_of_bootorder_is_told_a_trial() {
+        assert!(nv(&[1], Some(2)).outside_order(B));
+        assert!(nv(&[1], None).outside_order(B));
+        assert!(!nv(&[1, 2], None).outside_order(B));
+        assert!(!nv(&[2, 1], None).outside_order(B));
+        assert!(!nv(&[1, 2], None).outside_order(A));
+        // A slot without an entry is no trial of ours.
+        let mut none = nv(&[1], None);
+        none.entries.remove(&B);
+        assert!(!none.outside_order(B));
     }
 
     #[test]

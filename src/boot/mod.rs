@@ -142,12 +142,16 @@ pub trait Bootloader {
         let _ = slot;
         Ok(None)
     }
-    /// Whether [`Bootloader::tried`] of the booted slot tells a trial's
-    /// boot from a committed release's: EFI (`BootNext`) and systemd-boot
-    /// (an entry still counting tries) do; GRUB and U-Boot spend a try on
-    /// every boot, so their yes holds for a committed boot too, and a
-    /// custom bootloader answers nothing.
-    fn tells_a_trial_boot(&self) -> bool {
+    /// Whether a yes of [`Bootloader::tried`] for `booted` (the slot
+    /// running) tells this boot is a trial's, not a committed release's:
+    /// on EFI when its entry is out of `BootOrder` (an armed trial, booted
+    /// through `BootNext`; a pick in the firmware's menu boots an entry
+    /// still in it), on systemd-boot always (an entry still counting
+    /// tries). GRUB and U-Boot spend a try on every boot, so their yes
+    /// holds for a committed boot too, and a custom bootloader answers
+    /// nothing.
+    fn tells_a_trial_boot(&self, booted: SlotName) -> bool {
+        let _ = booted;
         false
     }
     /// The raw variables, for `status`; values rendered by [`show`].

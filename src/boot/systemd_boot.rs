@@ -855,7 +855,7 @@ impl Bootloader for SystemdBootBackend {
         Ok(Some(self.read()?.get(&slot).is_some_and(Entry::tried)))
     }
 
-    fn tells_a_trial_boot(&self) -> bool {
+    fn tells_a_trial_boot(&self, _booted: SlotName) -> bool {
         true
     }
 

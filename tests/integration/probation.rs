@@ -916,6 +916,40 @@ mod undescribed {
         }
     }
 
+    /// Review 10, finding 4: on EFI a pick of the old slot in the firmware's
+    /// boot menu (its entry still in `BootOrder`, not first; no `BootNext`)
+    /// on a damaged state is no trial: its checks pass, it is committed
+    /// without a probation (a release committed long before would be on
+    /// it again, and a short outage later counted against it). Only an
+    /// entry out of `BootOrder` (an armed trial's) is told a trial.
+    #[test]
+    fn an_efi_boot_menu_pick_on_a_damaged_state_starts_no_probation() {
+        let (mut h, _prom) = undescribed_trial_on("probation-menu-pick", Loader::Efi);
+        // Put the state back and commit 2.0 through its trial.
+        std::fs::remove_file(h.state_dir.join("state.json")).expect("state");
+        let out = h.abupdate(&["health"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let env = h.env();
+        let order = Host::efi_order(&env);
+        assert_eq!(
+            order
+                .iter()
+                .filter_map(|n| Host::efi_slot(&env, n))
+                .collect::<Vec<_>>(),
+            ["B", "A"],
+            "{env:?}"
+        );
+        h.shut_down_cleanly();
+        h.pick_in_boot_menu("A");
+        h.edit_state(|s| s["transaction"]["from"] = "C".into());
+        let _ = std::fs::remove_file(h.state_dir.join("state.json.prev"));
+        let out = h.abupdate(&["health"]);
+        let said = text(&out);
+        assert!(out.status.success(), "{said}");
+        assert!(!said.contains("on probation for"), "{said}");
+        assert!(h.state()["probation"].is_null(), "{}", h.state());
+    }
+
     /// The same trial failing its checks, with no slot recorded committed to
     /// go back to: kept, and, the bootloader telling a trial, a failure of
     /// its release (`failed`, kind `no_fallback`, as a probation that fails

@@ -683,6 +683,30 @@ impl Host {
         })
     }
 
+    /// EFI: someone at the console picks `slot`'s entry in the firmware's
+    /// boot menu: booted, `BootCurrent` names it, `BootNext` and
+    /// `BootOrder` untouched (the firmware does not change them for a
+    /// menu pick).
+    pub fn pick_in_boot_menu(&mut self, slot: &'static str) {
+        use abupdate::boot::efivar::GLOBAL_GUID;
+        assert_eq!(self.loader, Loader::Efi, "a firmware boot menu is EFI's");
+        let env = self.env();
+        let num = Self::efi_order(&env)
+            .into_iter()
+            .chain(
+                env.keys()
+                    .filter_map(|k| k.strip_prefix("Boot"))
+                    .map(str::to_string),
+            )
+            .find(|n| Self::efi_slot(&env, n) == Some(slot))
+            .unwrap_or_else(|| panic!("no entry for slot {slot}: {env:?}"));
+        let n = u16::from_str_radix(&num, 16).expect("boot number");
+        self.efi_vars()
+            .set("BootCurrent", GLOBAL_GUID, 0x6, &n.to_le_bytes())
+            .expect("BootCurrent");
+        self.h.boot_as(slot);
+    }
+
     /// Play the bootloader: pick, record the attempt, boot.
     pub fn boot(&mut self) -> &'static str {
         match self.loader {
