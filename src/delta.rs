@@ -447,6 +447,8 @@ pub fn apply(
             seg.patch_offset,
             seg.patch_length,
             WholeAnswer::Refused,
+            // Each segment stands alone, checked against its own digest.
+            None,
         ) {
             Ok(r) => r,
             // Taking the segment from the whole answer would fetch

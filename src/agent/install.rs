@@ -915,7 +915,17 @@ fn write_payload(
         // frame taken, the rest never read, as a resume takes such an
         // answer. Its failure is the transport's as it came (a window that
         // closed, a cut, a 503): the install ends as that failure, blaming
-        // neither the release nor the medium.
+        // neither the release nor the medium. It asks with the validator
+        // of the object the payload's bytes came from (`If-Range`, as a
+        // resume does): an object replaced since answers whole under
+        // another validator, which ends the run as the object's change
+        // (`FetchError::Changed`), never checked against the frame's
+        // digest as if it were the payload's.
+        let object = opened
+            .as_ref()
+            .ok()
+            .and_then(|reader| reader.validator())
+            .map(str::to_string);
         let frame_again = |offset: u64, length: u64| -> std::io::Result<Vec<u8>> {
             // Room for the frame up front: the reads that drop a whole
             // answer's head go through it (at most its length at a time),
@@ -927,6 +937,7 @@ fn write_payload(
                     offset,
                     length,
                     crate::fetch::WholeAnswer::HeadDropped,
+                    object.as_deref(),
                 )
                 .map_err(crate::fetch::FetchError::into_io)?;
             let read = (&mut reader).take(length).read_to_end(&mut bytes);
@@ -1097,14 +1108,21 @@ fn window_closed(e: &Error) -> bool {
 /// Whether a download that failed with `e`, having replayed its first
 /// `from_partial` bytes from a partial download, is fetched again from
 /// byte 0 before the failure counts: a payload fault of a resumed
-/// download, or an object replaced on the server while it downloaded. Its
+/// download, or an object replaced on the server while it downloaded (not
+/// one found replaced by a frame fetched once more: that run ends). Its
 /// partial bytes may be the fault (damaged on the data partition, or the
 /// head of an object the server has replaced since), not the release; a
 /// download from 0 that fails so is the release's. The new object's bytes
 /// are checked against the signed hashes as any others.
 fn again_from_zero(e: &Error, from_partial: u64) -> bool {
     (from_partial > 0 && is_payload_fault(e))
-        || matches!(e, Error::Fetch(crate::fetch::FetchError::Changed { .. }))
+        || matches!(
+            e,
+            Error::Fetch(crate::fetch::FetchError::Changed {
+                range_end: None,
+                ..
+            })
+        )
 }
 
 /// A release staged by this run: where, and what it cost.
@@ -1635,10 +1653,23 @@ mod tests {
                 location: "https://u.example/p".into(),
                 at: 7,
                 validator: "\"v1\"".into(),
+                range_end: None,
             })
         };
         assert!(again_from_zero(&changed(), 0));
         assert!(again_from_zero(&changed(), 1_500_000));
+        // Replaced while a frame was fetched once more (a segment read
+        // back otherwise than written): the run ends on it; within it,
+        // a download from 0 would take every frame after the held ones
+        // from an object not known to be signed.
+        let frame_changed = Error::Fetch(crate::fetch::FetchError::Changed {
+            location: "https://u.example/p".into(),
+            at: 7,
+            validator: "\"v1\"".into(),
+            range_end: Some(9),
+        });
+        assert!(!again_from_zero(&frame_changed, 0));
+        assert!(!again_from_zero(&frame_changed, 1_500_000));
         // Any other transport failure keeps the partial for the next run.
         let cut = Error::Fetch(crate::fetch::FetchError::TooShort {
             location: "https://u.example/p".into(),

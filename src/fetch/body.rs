@@ -83,7 +83,12 @@ pub(crate) fn judge_resume(
     answered: Option<&str>,
 ) -> ResumeAnswer {
     match (status, end, range) {
-        (200, _, _) if offset > 0 && sent.is_some_and(|s| answered != Some(s)) => {
+        // A bounded range (a frame fetched once more) is another part of
+        // the object the caller holds bytes of, even from byte 0.
+        (200, _, _)
+            if (offset > 0 || matches!(end, End::Bounded { .. }))
+                && sent.is_some_and(|s| answered != Some(s)) =>
+        {
             ResumeAnswer::Changed
         }
         (206, End::OpenEnded { .. }, Some((start, _, _))) if start == offset => {
@@ -277,6 +282,10 @@ impl Resuming {
                     location: shown,
                     at: offset,
                     validator: self.validator.clone().unwrap_or_default(),
+                    range_end: match self.end {
+                        End::OpenEnded { .. } => None,
+                        End::Bounded { end, .. } => Some(end),
+                    },
                 }))
             }
             // From byte 0: the bytes before `offset`, if any, are read
@@ -351,10 +360,13 @@ impl Resuming {
         }
     }
 
+    /// The current answer ended (or was cut) early: after the bytes that
+    /// arrived, which for a whole answer still inside its dropped head are
+    /// fewer than `offset` (`skip` of them never came).
     fn too_short(&self) -> FetchError {
         FetchError::TooShort {
             location: self.shown.clone(),
-            got: self.offset,
+            got: self.offset.saturating_sub(self.skip),
             expected: self.end.end(),
             announced: false,
         }

@@ -274,13 +274,19 @@ pub enum FetchError {
     /// server after the download began, so its bytes so far (`at` of them)
     /// belong to an object no longer served. Never spliced; the partial
     /// download is discarded and the download starts over from byte 0.
+    /// For a bounded range (`range_end`: a frame fetched once more, asked
+    /// with the payload's validator) nothing of the new object is taken
+    /// and the run ends: the bytes the caller holds are of the old one.
     Changed {
         /// The URL, as shown (without user info).
         location: String,
-        /// The byte the resume asked from.
+        /// The byte the resume (or the range) asked from.
         at: u64,
         /// The validator the download began with (sent as `If-Range`).
         validator: String,
+        /// Where the range asked ends (exclusive); `None` for a resume of
+        /// the payload to its end.
+        range_end: Option<u64>,
     },
     /// The download window closed (timer runs, `[update]
     /// download_windows`): payload bytes stop at the close, the connection
@@ -464,10 +470,22 @@ impl FetchError {
                 location,
                 at,
                 validator,
+                range_end: None,
             } => format!(
                 "{location}: the object changed on the server during the download (its \
                  validator {validator} no longer matches: HTTP 200 to a resume at byte {at}); \
                  the partial download is discarded and the download starts over from byte 0"
+            ),
+            FetchError::Changed {
+                location,
+                at,
+                validator,
+                range_end: Some(end),
+            } => format!(
+                "{location}: the object changed on the server during the download (its \
+                 validator {validator} no longer matches: HTTP 200 to bytes={at}-{last}); \
+                 nothing is taken from the new object, and the next run asks for it again",
+                last = end.saturating_sub(1)
             ),
             FetchError::OutsideWindow {
                 location,
@@ -1376,12 +1394,20 @@ impl Transport {
     /// [`RangeReader::ranges_ignored`] counts it). Anything else is
     /// [`FetchError::RangeIgnored`] (nothing is read from a refused 200
     /// body), so the caller can fall back to a full download.
+    ///
+    /// `if_range`: the validator of the object the caller's other bytes
+    /// came from (a payload's, for a frame fetched once more). Sent as
+    /// `If-Range` on this request and on every resume of it, so that a
+    /// `206` is that object's; a `200` under another validator is
+    /// [`FetchError::Changed`] (nothing read from it), judged as a resume
+    /// is (`body.rs`, `judge_resume`). Ignored for a local file.
     pub fn open_range(
         &self,
         location: &str,
         offset: u64,
         length: u64,
         whole: WholeAnswer,
+        if_range: Option<&str>,
     ) -> Result<RangeReader, FetchError> {
         let url = match parse_location(location)? {
             Loc::File(path) => {
@@ -1412,10 +1438,13 @@ impl Transport {
             return Ok(RangeReader(RangeSrc::Empty));
         }
         let last = offset + length - 1;
-        let headers = [
+        let mut headers = vec![
             ("Range", format!("bytes={offset}-{last}")),
             ("Accept-Encoding", "identity".to_string()),
         ];
+        if let Some(v) = if_range {
+            headers.push(("If-Range", v.to_string()));
+        }
         self.inside_window(&url, offset)?;
         let mut attempts = Attempts::default();
         let Reply { shown, resp, .. } = self.get_with(&url, &headers, &mut attempts)?;
@@ -1423,13 +1452,27 @@ impl Transport {
             end: offset + length,
             whole,
         };
-        match (resp.status().as_u16(), whole) {
+        let status = resp.status().as_u16();
+        if status == 200 {
+            let answered = payload::response_validator(&resp);
+            let judged = body::judge_resume(200, None, offset, end, if_range, answered.as_deref());
+            if judged == body::ResumeAnswer::Changed {
+                return Err(FetchError::Changed {
+                    location: shown,
+                    at: offset,
+                    validator: if_range.unwrap_or_default().to_string(),
+                    range_end: Some(offset + length),
+                });
+            }
+        }
+        match (status, whole) {
             (206, _) => {}
             (200, WholeAnswer::HeadDropped) => {
                 // From byte 0: read up to the range's end, no further.
                 let body = payload::body_reader(self, resp, offset + length, &shown);
                 let mut net =
                     body::Resuming::new(self, &url, &shown, offset, end, Some(body), attempts);
+                net.if_range(if_range.map(str::to_string));
                 net.drop_head();
                 return Ok(RangeReader(RangeSrc::Http(Box::new(net))));
             }
@@ -1471,17 +1514,11 @@ impl Transport {
         }
         let body = payload::body_reader(self, resp, length, &shown);
         // Paced, and resumed from where it stopped after a transient
-        // failure (ended where a download window closes); never more than
-        // `length` bytes.
-        Ok(RangeReader(RangeSrc::Http(Box::new(body::Resuming::new(
-            self,
-            &url,
-            &shown,
-            offset,
-            end,
-            Some(body),
-            attempts,
-        )))))
+        // failure (ended where a download window closes), of the same
+        // object; never more than `length` bytes.
+        let mut net = body::Resuming::new(self, &url, &shown, offset, end, Some(body), attempts);
+        net.if_range(if_range.map(str::to_string));
+        Ok(RangeReader(RangeSrc::Http(Box::new(net))))
     }
 }
 

@@ -70,6 +70,9 @@ struct HttpSrc {
     net: Option<Resuming>,
     /// Location as shown in errors, when there is no `net`.
     shown: String,
+    /// The validator of the object the bytes come from (the one a resume
+    /// sends as `If-Range`), when the server named it.
+    validator: Option<String>,
 }
 
 struct Partial {
@@ -132,6 +135,17 @@ impl PayloadReader {
     /// server or a proxy ignores `Range`), not a failure.
     pub fn ranges_ignored(&self) -> u64 {
         self.net().map_or(0, Resuming::ranges_ignored)
+    }
+
+    /// The validator (strong ETag, else Last-Modified) of the object the
+    /// payload's bytes come from, as a resume sends it in `If-Range`: a
+    /// frame fetched once more asks with it ([`Transport::open_range`]).
+    /// `None` for a local file, or when the server named none.
+    pub fn validator(&self) -> Option<&str> {
+        match &self.src {
+            Src::Http(h) => h.validator.as_deref(),
+            Src::Local(_) => None,
+        }
     }
 
     fn net(&self) -> Option<&Resuming> {
@@ -727,6 +741,11 @@ pub(super) fn open(
         ),
         _ => None,
     };
+    // The partial holds every byte: its object is the one kept.
+    let object = match &response {
+        Some(_) => validator.clone(),
+        None => kept_validator,
+    };
     let net = response.map(|resp| {
         let from = if whole { 0 } else { have };
         let body = body_reader(transport, resp, size - from, &shown);
@@ -765,6 +784,7 @@ pub(super) fn open(
             partial: part,
             net,
             shown,
+            validator: object,
         })),
     })
 }

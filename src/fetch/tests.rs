@@ -899,7 +899,7 @@ fn outside_the_download_windows_a_payload_ends_at_once_and_asks_nothing() {
     };
     outside(t.open_payload(&url, 10, Some(&partial)).unwrap_err(), 5);
     outside(t.open_payload_from(&url, 10, 3).unwrap_err(), 3);
-    match t.open_range(&url, 4, 2, WholeAnswer::Refused) {
+    match t.open_range(&url, 4, 2, WholeAnswer::Refused, None) {
         Err(e) => outside(e, 4),
         Ok(_) => panic!("a range opened outside the window"),
     }
@@ -1236,6 +1236,27 @@ fn a_resume_goes_on_from_the_exact_range_or_a_payloads_or_frames_whole_answer_on
             v1,
             Some("\"v2\""),
             A::Changed,
+        ),
+        // The first frame: the caller holds the rest of the object.
+        (
+            "frame at byte 0: 200 of another object",
+            200,
+            None,
+            0,
+            frame,
+            v1,
+            Some("\"v2\""),
+            A::Changed,
+        ),
+        (
+            "frame at byte 0: 200 of the same object",
+            200,
+            None,
+            0,
+            frame,
+            v1,
+            v1,
+            A::Whole,
         ),
     ];
     for (name, status, range, offset, end, sent, answered, want) in table {

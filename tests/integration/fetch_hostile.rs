@@ -1168,7 +1168,13 @@ fn a_range_answered_with_the_whole_file_is_taken_from_it_only_when_the_caller_ta
     let t = transport(Duration::from_secs(5));
     let (offset, length) = (3u64 << 20, 1000u64);
     let mut r = t
-        .open_range(&srv.url("/p"), offset, length, WholeAnswer::HeadDropped)
+        .open_range(
+            &srv.url("/p"),
+            offset,
+            length,
+            WholeAnswer::HeadDropped,
+            None,
+        )
         .expect("a whole answer taken");
     let mut got = Vec::new();
     r.read_to_end(&mut got).expect("the range");
@@ -1177,7 +1183,7 @@ fn a_range_answered_with_the_whole_file_is_taken_from_it_only_when_the_caller_ta
         "other bytes than the range"
     );
     assert_eq!((r.ranges_ignored(), r.bytes_dropped()), (1, offset));
-    match t.open_range(&srv.url("/p"), offset, length, WholeAnswer::Refused) {
+    match t.open_range(&srv.url("/p"), offset, length, WholeAnswer::Refused, None) {
         Err(FetchError::RangeIgnored { detail, .. }) => assert_eq!(
             detail,
             format!(

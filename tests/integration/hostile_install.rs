@@ -235,38 +235,42 @@ fn resume_server_at(
     mode: Arc<Mutex<&'static str>>,
 ) -> Server {
     server_at(files, payload_path, move |req, s, data| {
-        let m = *mode.lock().unwrap();
-        let size = data.len();
-        match (m, req.range_start()) {
-            ("cut", _) => {
-                head(s, "200 OK", &format!("Content-Length: {size}\r\n"));
-                write_all_capped(s, &data[..size / 2]);
-            }
-            ("ignore-range", _) => {
-                head(s, "200 OK", &format!("Content-Length: {size}\r\n"));
-                write_all_capped(s, data);
-            }
-            (_, None) => serve(req, s, data),
-            ("wrong-start", Some(_)) => {
-                let from = 7;
-                head_range(s, from, size);
-                write_all_capped(s, &data[from..]);
-            }
-            ("wrong-total", Some(from)) => {
-                head(
-                    s,
-                    "206 Partial Content",
-                    &format!(
-                        "Content-Range: bytes {from}-{}/{}\r\n",
-                        size + 99,
-                        size + 100
-                    ),
-                );
-                write_all_capped(s, &data[from..]);
-            }
-            _ => serve(req, s, data),
-        }
+        resume_answer(*mode.lock().unwrap(), req, s, data)
     })
+}
+
+/// The answer of [`resume_server`] in mode `m`.
+fn resume_answer(m: &str, req: &Req, s: &mut TcpStream, data: &[u8]) {
+    let size = data.len();
+    match (m, req.range_start()) {
+        ("cut", _) => {
+            head(s, "200 OK", &format!("Content-Length: {size}\r\n"));
+            write_all_capped(s, &data[..size / 2]);
+        }
+        ("ignore-range", _) => {
+            head(s, "200 OK", &format!("Content-Length: {size}\r\n"));
+            write_all_capped(s, data);
+        }
+        (_, None) => serve(req, s, data),
+        ("wrong-start", Some(_)) => {
+            let from = 7;
+            head_range(s, from, size);
+            write_all_capped(s, &data[from..]);
+        }
+        ("wrong-total", Some(from)) => {
+            head(
+                s,
+                "206 Partial Content",
+                &format!(
+                    "Content-Range: bytes {from}-{}/{}\r\n",
+                    size + 99,
+                    size + 100
+                ),
+            );
+            write_all_capped(s, &data[from..]);
+        }
+        _ => serve(req, s, data),
+    }
 }
 
 /// A first install is cut half-way: a partial download is kept.
@@ -585,6 +589,89 @@ fn a_segmented_resume_answered_with_200_goes_on_or_with_another_range_restarts_f
     }
 }
 
+/// The segmented payload of [`install_with_a_read_back_miss`]'s release.
+#[cfg(feature = "failpoints")]
+const SEGMENTED: &str = "/rootfs-2.0.img.zst";
+
+/// `install --json --no-reboot` of a six-segment release (1 MiB segments)
+/// from a server whose payload answers are `payload`'s, on host `name`,
+/// with one segment (1 to 5) read back otherwise than written (a failing
+/// medium, injected): its frame is fetched once more. Returns the host,
+/// its state before, the manifest, the server and the run.
+#[cfg(feature = "failpoints")]
+fn install_with_a_read_back_miss(
+    name: &str,
+    payload: impl Fn(&Req, &mut TcpStream, &[u8]) + Send + Sync + 'static,
+) -> (TestHost, Untouched, PathBuf, Server, Run) {
+    let h = host(name);
+    // Six segments: the fifth read back is never segment 0's (three
+    // workers), so its frame has bytes before it to drop.
+    let m = h.pack(
+        "r2",
+        "2.0",
+        &image("2.0", 2 * LEN),
+        &["--segment-size", "1"],
+    );
+    let files = files_of(m.parent().expect("dir"));
+    let srv = server_at(files, SEGMENTED, payload);
+    let b = h.untouched();
+    let out = h.abupdate_env(
+        &[
+            "--json",
+            "install",
+            "--no-reboot",
+            &srv.url("/release.json"),
+        ],
+        &[("ABUPDATE_FAILPOINT", "read-back-differs:5")],
+    );
+    let r = Run {
+        out,
+        took: Duration::ZERO,
+        rss_kib: None,
+    };
+    (h, b, m, srv, r)
+}
+
+/// The requests for a frame fetched once more (a closed range), checked to
+/// be one, for the frame of a segment 1 to 5 of `m`: its first and last
+/// byte and its `If-Range`.
+#[cfg(feature = "failpoints")]
+fn the_frame_asked(name: &str, m: &Path, srv: &Server) -> (usize, usize, Option<String>) {
+    let again: Vec<(usize, usize, Option<String>)> = srv
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.range_start()?,
+                r.range_end()?,
+                r.header("if-range").map(str::to_string),
+            ))
+        })
+        .collect();
+    assert_eq!(
+        again.len(),
+        1,
+        "{name}: one request for the frame: {again:?}"
+    );
+    let (at, last, _) = again[0];
+    assert!(
+        (1..6).any(|i| {
+            let (offset, len, _) = crate::common::host::segment_frame(m, i);
+            (offset as usize, (offset + len - 1) as usize) == (at, last)
+        }),
+        "{name}: bytes={at}-{last} is not the frame of segment 1 to 5"
+    );
+    again[0].clone()
+}
+
+/// The `kind` of a `--json` run's error.
+#[cfg(feature = "failpoints")]
+fn json_kind(name: &str, r: &Run) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(&r.out.stdout)
+        .unwrap_or_else(|e| panic!("{name}: stdout is not JSON ({e}): {}", text(&r.out)));
+    v["kind"].clone()
+}
+
 /// A segment read back wrong (a failing medium, injected) has its frame
 /// fetched once more with one `Range` request; a server that ignores
 /// `Range` answers it with the whole payload. The frame is taken from that
@@ -596,55 +683,13 @@ fn a_segmented_resume_answered_with_200_goes_on_or_with_another_range_restarts_f
 #[cfg(feature = "failpoints")]
 #[test]
 fn a_frame_fetched_again_from_a_server_that_ignores_range_still_tells_the_medium_fault() {
-    const SEGMENTED: &str = "/rootfs-2.0.img.zst";
     for (name, answer, ignored) in [("honours", "ok", 0), ("ignores", "ignore-range", 1)] {
-        let h = host(&format!("again-range-{name}"));
-        // Six segments: the fifth read back is never segment 0's (three
-        // workers), so its frame has bytes before it to drop.
-        let m = h.pack(
-            "r2",
-            "2.0",
-            &image("2.0", 2 * LEN),
-            &["--segment-size", "1"],
-        );
-        let files = files_of(m.parent().expect("dir"));
-        let srv = resume_server_at(files, SEGMENTED, Arc::new(Mutex::new(answer)));
-        let b = h.untouched();
-        let out = h.abupdate_env(
-            &[
-                "--json",
-                "install",
-                "--no-reboot",
-                &srv.url("/release.json"),
-            ],
-            &[("ABUPDATE_FAILPOINT", "read-back-differs:5")],
-        );
-        let again: Vec<(usize, usize)> = srv
-            .requests()
-            .iter()
-            .filter_map(|r| Some((r.range_start()?, r.range_end()?)))
-            .collect();
-        assert_eq!(
-            again.len(),
-            1,
-            "{name}: one request for the frame: {again:?}"
-        );
-        let (at, last) = again[0];
-        assert!(
-            (1..6).any(|i| {
-                let (offset, len, _) = crate::common::host::segment_frame(&m, i);
-                (offset as usize, (offset + len - 1) as usize) == (at, last)
-            }),
-            "{name}: bytes={at}-{last} is not the frame of segment 1 to 5"
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{name}: stdout is not JSON ({e}): {}", text(&out)));
-        assert_eq!(v["kind"], "device", "{name}: {v}");
-        let r = Run {
-            out,
-            took: Duration::ZERO,
-            rss_kib: None,
-        };
+        let (h, b, m, srv, r) =
+            install_with_a_read_back_miss(&format!("again-range-{name}"), move |req, s, data| {
+                resume_answer(answer, req, s, data)
+            });
+        let (at, last, _) = the_frame_asked(name, &m, &srv);
+        assert_eq!(json_kind(name, &r), "device", "{name}");
         refused(&h, &b, &r, &["the medium is failing"], true);
         let said = text(&r.out);
         let dropped = format!(
@@ -666,6 +711,115 @@ fn a_frame_fetched_again_from_a_server_that_ignores_range_still_tells_the_medium
         );
         assert_eq!(h.state()["failed"], serde_json::json!([]), "{name}");
     }
+}
+
+/// A frame fetched once more names the object the payload's bytes came
+/// from: `If-Range` with its ETag, as a resume does. A server that
+/// honours it answers the frame (`206`), and the medium's fault is told.
+/// Before, the frame was asked without `If-Range`.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_frame_fetched_again_asks_if_range_with_the_payloads_validator() {
+    let (h, b, m, srv, r) = install_with_a_read_back_miss("again-tagged", |req, s, data| {
+        serve_tagged(req, s, data, "\"v1\"", None)
+    });
+    let (_, _, if_range) = the_frame_asked("tagged", &m, &srv);
+    assert_eq!(if_range.as_deref(), Some("\"v1\""));
+    assert_eq!(json_kind("tagged", &r), "device");
+    refused(&h, &b, &r, &["the medium is failing"], true);
+}
+
+/// A frame fetched once more from a server whose object was replaced
+/// since the payload's download began: it answers whole under another
+/// ETag (ignoring `Range` as well). Nothing is taken from that answer,
+/// and the run ends as the object's change (`network`), the release
+/// neither blamed nor on the failed list, the payload not fetched again
+/// within the run. Before, the frame was taken from the other object,
+/// failed its signed BLAKE3, and the run blamed the release
+/// (`hash_mismatch`).
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_frame_fetched_again_from_an_object_replaced_since_ends_the_run_unblamed() {
+    let (h, b, m, srv, r) = install_with_a_read_back_miss("again-replaced", |req, s, data| {
+        if req.range_end().is_none() {
+            return serve_tagged(req, s, data, "\"v1\"", None);
+        }
+        let other: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
+        head(
+            s,
+            "200 OK",
+            &format!("ETag: \"v2\"\r\nContent-Length: {}\r\n", other.len()),
+        );
+        write_all_capped(s, &other);
+    });
+    let (at, last, if_range) = the_frame_asked("replaced", &m, &srv);
+    assert_eq!(json_kind("replaced", &r), "network", "{}", text(&r.out));
+    refused(
+        &h,
+        &b,
+        &r,
+        &[
+            SEGMENTED,
+            "the object changed on the server",
+            &format!("HTTP 200 to bytes={at}-{last}"),
+        ],
+        true,
+    );
+    assert_eq!(if_range.as_deref(), Some("\"v1\""));
+    let payload_asks = srv
+        .requests()
+        .iter()
+        .filter(|q| q.path == SEGMENTED)
+        .count();
+    assert_eq!(
+        payload_asks, 2,
+        "the payload was fetched again within the run"
+    );
+    assert_eq!(failures(&h)["network"], 1, "{}", failures(&h));
+    assert!(
+        failures(&h).get("hash_mismatch").is_none(),
+        "{}",
+        failures(&h)
+    );
+    assert_eq!(h.state()["failed"], serde_json::json!([]));
+    assert_eq!(
+        h.state()["metrics"]["range_ignored"].as_u64().unwrap_or(0),
+        0,
+        "an answer nothing was taken from counted as taken"
+    );
+}
+
+/// A frame fetched once more whose whole answer (`200`, the server ignores
+/// `Range`) is cut inside the head being read and dropped: the line says
+/// how many bytes arrived, not the frame's offset (which it said before,
+/// as though the whole head had come).
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_frame_fetched_again_whose_whole_answer_is_cut_in_its_head_says_the_bytes_that_arrived() {
+    let (h, b, m, srv, r) = install_with_a_read_back_miss("again-cut-head", |req, s, data| {
+        let Some(from) = req.range_start().filter(|_| req.range_end().is_some()) else {
+            return serve_tagged(req, s, data, "\"v1\"", None);
+        };
+        head(
+            s,
+            "200 OK",
+            &format!("ETag: \"v1\"\r\nContent-Length: {}\r\n", data.len()),
+        );
+        write_all_capped(s, &data[..from / 2]);
+    });
+    let (at, last, _) = the_frame_asked("cut-head", &m, &srv);
+    assert_eq!(json_kind("cut-head", &r), "network", "{}", text(&r.out));
+    refused(
+        &h,
+        &b,
+        &r,
+        &[
+            SEGMENTED,
+            &format!("ended after {} of {} bytes", at / 2, last + 1),
+        ],
+        true,
+    );
+    assert_eq!(h.state()["failed"], serde_json::json!([]));
 }
 
 #[test]

@@ -221,9 +221,10 @@ pub fn head_from(stream: &mut TcpStream, from: usize, len: usize) {
 }
 
 /// The answer nginx gives for an object tagged `etag`: the range asked for
-/// (206) while `If-Range` is absent or names `etag`, else the whole object
-/// (200). `cut`: only that many bytes of the body are sent, then the
-/// connection closes (the head still announces all of them).
+/// (206; `bytes=N-` or `bytes=N-M`) while `If-Range` is absent or names
+/// `etag`, else the whole object (200). `cut`: only that many bytes of the
+/// body are sent, then the connection closes (the head still announces all
+/// of them).
 pub fn serve_tagged(
     req: &Req,
     stream: &mut TcpStream,
@@ -232,29 +233,30 @@ pub fn serve_tagged(
     cut: Option<usize>,
 ) {
     let same = req.header("if-range").is_none_or(|t| t == etag);
-    let from = match req.range_start() {
-        Some(from) if same && from < data.len() => from,
-        _ => 0,
+    let (from, last) = match (req.range_start(), req.range_end()) {
+        (Some(from), Some(last)) if same && from <= last && last < data.len() => (from, last),
+        (Some(from), None) if same && from < data.len() => (from, data.len() - 1),
+        _ => (0, data.len().saturating_sub(1)),
     };
     let tag = format!("ETag: {etag}\r\n");
-    match from {
-        0 => head(
+    let ranged = req.range_start().is_some() && same && (from, last + 1) != (0, data.len());
+    match ranged {
+        false => head(
             stream,
             "200 OK",
             &format!("{tag}Content-Length: {}\r\n", data.len()),
         ),
-        _ => head(
+        true => head(
             stream,
             "206 Partial Content",
             &format!(
-                "{tag}Content-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n",
-                data.len() - 1,
+                "{tag}Content-Range: bytes {from}-{last}/{}\r\nContent-Length: {}\r\n",
                 data.len(),
-                data.len() - from
+                last + 1 - from
             ),
         ),
     }
-    let end = cut.map_or(data.len(), |n| (from + n).min(data.len()));
+    let end = cut.map_or(last + 1, |n| (from + n).min(last + 1));
     write_all_capped(stream, &data[from..end]);
 }
 
