@@ -295,6 +295,8 @@ fn guard(parent: u32, death: nix::libc::c_int) -> std::io::Result<()> {
             return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
         }
     }
+    // SAFETY: getpid cannot fail.
+    let guard_pid = unsafe { libc::getpid() };
     // SAFETY: fork in a single-threaded child; the guard below makes only
     // async-signal-safe calls and never returns.
     let program = unsafe { libc::fork() };
@@ -315,6 +317,11 @@ fn guard(parent: u32, death: nix::libc::c_int) -> std::io::Result<()> {
             ) != 0
             {
                 return Err(std::io::Error::last_os_error());
+            }
+            // A guard gone before the flag was set sends no signal: the
+            // program would run unguarded, so it does not run.
+            if libc::getppid() != guard_pid {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
         }
         return Ok(());

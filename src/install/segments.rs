@@ -17,7 +17,7 @@
 //!   hashed again. Otherwise (releases packed before frame digests) the
 //!   reader hashes the payload as it arrives (the signed `download_sha256`,
 //!   checked at the end).
-//! - A worker per core and one more (fewer when the segments are large, [`workers`])
+//! - A worker per core and two more (fewer when the buffers are large, [`workers`])
 //!   decodes a frame into its own segment buffer in one call (no window
 //!   buffer, no copy out of it) and writes and verifies it through the
 //!   [`SlotWriter`]: one write and one read-back of the whole segment
@@ -72,8 +72,11 @@ use std::sync::{Condvar, Mutex};
 /// buffer. Larger segments (`pack --segment-size` above it) take the
 /// one-stream path.
 pub(crate) const MAX_SEGMENT: u64 = 16 << 20;
-/// Decoded-segment memory across all workers.
-const DECODE_BUDGET: u64 = 16 << 20;
+/// The buffers of all workers together: a decoded segment and a frame
+/// each. The peak-RSS target (32 MiB) less what the rest of an install
+/// takes (3.3 MiB measured with one worker on the bench's 1 GiB: the
+/// binary's pages, the manifest, the zeroer's read-back, the stacks).
+const BUFFER_BUDGET: u64 = (32 << 20) - (13 << 18);
 
 /// The largest segment of `image` when the parallel path can take its
 /// payload: zstd segments whose frames lie back to back from the payload's
@@ -96,16 +99,33 @@ pub(crate) fn plan(image: &Image) -> Option<u64> {
     (next == image.download_size()).then_some(largest)
 }
 
-/// How many segments are in flight at once: one more than there are cores,
-/// as many as [`DECODE_BUDGET`] holds of the largest segment (at least
-/// one). The one more keeps the cores decoding while a worker waits on
-/// the medium (its write and read-back): with a worker per core, a 2-core
-/// host sat idle a quarter of an install (bench/README.md).
-pub(crate) fn workers(cores: usize, largest: u64) -> usize {
-    let by_memory = (DECODE_BUDGET / largest.max(1)).max(1);
+/// How many segments are in flight at once: two more than there are
+/// cores, as many as [`BUFFER_BUDGET`] holds of a worker's buffers (the
+/// largest `segment` decoded, the largest `frame` read), at least one.
+/// The two more keep the cores decoding while workers wait on the medium
+/// (a segment's write and read-back take as long as its decoding on the
+/// bench's loop device): with a worker per core a 2-core host sat idle a
+/// quarter of an install, with one more still a seventh, with two more an
+/// install took 4% less time (bench/README.md). A frame is held only until
+/// its segment is decoded, so there are as many frame buffers as workers,
+/// and one more for a single worker (the next frame is read while it
+/// decodes).
+pub(crate) fn workers(cores: usize, segment: u64, frame: u64) -> usize {
+    let per_worker = segment.saturating_add(frame).max(1);
+    let by_memory = (BUFFER_BUDGET / per_worker).max(1);
     cores
-        .saturating_add(1)
+        .saturating_add(2)
         .clamp(1, usize::try_from(by_memory).unwrap_or(usize::MAX))
+}
+
+/// The largest frame of `image`'s segments (what a frame buffer grows to).
+pub(crate) fn largest_frame(image: &Image) -> u64 {
+    image
+        .segments
+        .iter()
+        .map(|s| s.patch_length)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Test hooks: called by a worker with a segment's index before it decodes
@@ -571,10 +591,11 @@ pub(super) fn write(
     hooks: &Hooks,
 ) -> Result<u64, InstallError> {
     let (jobs_tx, jobs_rx) = sync_channel::<Job>(workers);
-    // A frame per worker, held while it decodes, and one for the reader to
-    // fill meanwhile.
-    let (frames_back, frames) = sync_channel::<Vec<u8>>(workers + 1);
-    for _ in 0..=workers {
+    // A frame per worker, held while it decodes (`workers`); a single
+    // worker's reader fills the next one meanwhile.
+    let frame_buffers = workers.max(2);
+    let (frames_back, frames) = sync_channel::<Vec<u8>>(frame_buffers);
+    for _ in 0..frame_buffers {
         let _ = frames_back.send(Vec::new());
     }
     let mut zero_digests = ZeroDigests::default();
