@@ -143,12 +143,21 @@ pub fn tear(_name: &str, _len: usize) -> Option<usize> {
 }
 
 /// A point where the medium returns other bytes than were written (a
-/// failing disk): true when `ABUPDATE_FAILPOINT` names it (`name:N`: the
-/// N-th time). Not traced: the fault matrix crashes at steps, and this is
-/// not one.
+/// failing disk) for the read at `offset`: true when `ABUPDATE_FAILPOINT`
+/// names it, as `name:N` (the N-th read) or as `name@OFFSET` (the first
+/// read at that byte of the slot: a test that must hit one segment
+/// whatever order the workers read back in). Not traced: the fault matrix
+/// crashes at steps, and this is not one.
 #[cfg(feature = "failpoints")]
-pub fn corrupt(name: &str) -> bool {
+pub fn corrupt(name: &str, offset: u64) -> bool {
     static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static AT_HIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if let Some(at) = std::env::var("ABUPDATE_FAILPOINT")
+        .ok()
+        .and_then(|spec| spec.strip_prefix(&format!("{name}@"))?.parse::<u64>().ok())
+    {
+        return at == offset && !AT_HIT.swap(true, std::sync::atomic::Ordering::SeqCst);
+    }
     spec_matches(name, &HITS)
 }
 
@@ -156,7 +165,7 @@ pub fn corrupt(name: &str) -> bool {
 /// feature).
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub fn corrupt(_name: &str) -> bool {
+pub fn corrupt(_name: &str, _offset: u64) -> bool {
     false
 }
 

@@ -527,7 +527,7 @@ fn write_image_with(
     let writer = SlotWriter::open(device).map_err(dev_err)?;
     let (image_bytes, payload_bytes) = match segments::plan(image) {
         Some(largest) => {
-            let workers = segments::workers(cores, largest, segments::largest_frame(image));
+            let workers = segments::workers(cores, largest, segments::largest_frame(image), mode);
             progress.advance(held.image_bytes);
             let payload_bytes = segments::write(
                 &what,
@@ -1228,19 +1228,25 @@ mod tests {
 
     #[test]
     fn workers_are_two_more_than_the_cores_within_the_memory_budget() {
+        use WriteMode::{All, Changed};
         const MIB: u64 = 1 << 20;
+        let workers = |cores, segment, frame| segments::workers(cores, segment, frame, All);
         // The bench's payloads: 4 MiB segments, frames up to 3.2 MiB.
-        assert_eq!(segments::workers(2, 4 * MIB, 3_276_660), 4);
-        assert_eq!(segments::workers(1, 4 * MIB, 3 * MIB), 3);
+        assert_eq!(workers(2, 4 * MIB, 3_276_660), 4);
+        assert_eq!(workers(1, 4 * MIB, 3 * MIB), 3);
         // Frames as large as their segments (incompressible data): the
         // budget holds three workers' buffers, not four.
-        assert_eq!(segments::workers(2, 4 * MIB, 4 * MIB + 128), 3);
-        assert_eq!(segments::workers(16, 4 * MIB, MIB), 5);
-        assert_eq!(segments::workers(16, 16 * MIB, 16 * MIB), 1);
-        assert_eq!(segments::workers(0, MIB, MIB), 2);
-        assert_eq!(segments::workers(3, 1, 1), 5);
-        assert_eq!(segments::workers(usize::MAX, 0, 0), 30_146_560);
-        assert_eq!(segments::workers(usize::MAX, u64::MAX, u64::MAX), 1);
+        assert_eq!(workers(2, 4 * MIB, 4 * MIB + 128), 3);
+        assert_eq!(workers(16, 4 * MIB, MIB), 5);
+        assert_eq!(workers(16, 16 * MIB, 16 * MIB), 1);
+        assert_eq!(workers(0, MIB, MIB), 2);
+        assert_eq!(workers(3, 1, 1), 5);
+        assert_eq!(workers(usize::MAX, 0, 0), 30_146_560);
+        assert_eq!(workers(usize::MAX, u64::MAX, u64::MAX), 1);
+        // `--write=changed` compares the medium's bytes in a piece of its
+        // own per worker: the bench's payload gets three workers there.
+        assert_eq!(segments::workers(2, 4 * MIB, 3_276_660, Changed), 3);
+        assert_eq!(segments::workers(2, 4 * MIB, MIB, Changed), 4);
     }
 
     /// Fails every read: a link that breaks.

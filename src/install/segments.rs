@@ -101,7 +101,9 @@ pub(crate) fn plan(image: &Image) -> Option<u64> {
 
 /// How many segments are in flight at once: two more than there are
 /// cores, as many as [`BUFFER_BUDGET`] holds of a worker's buffers (the
-/// largest `segment` decoded, the largest `frame` read), at least one.
+/// largest `segment` decoded, the largest `frame` read, and in
+/// [`WriteMode::Changed`] a [`READBACK`] piece the medium's bytes are
+/// compared in), at least one.
 /// The two more keep the cores decoding while workers wait on the medium
 /// (a segment's write and read-back take as long as its decoding on the
 /// bench's loop device): with a worker per core a 2-core host sat idle a
@@ -110,8 +112,12 @@ pub(crate) fn plan(image: &Image) -> Option<u64> {
 /// its segment is decoded, so there are as many frame buffers as workers,
 /// and one more for a single worker (the next frame is read while it
 /// decodes).
-pub(crate) fn workers(cores: usize, segment: u64, frame: u64) -> usize {
-    let per_worker = segment.saturating_add(frame).max(1);
+pub(crate) fn workers(cores: usize, segment: u64, frame: u64, mode: WriteMode) -> usize {
+    let scratch = match mode {
+        WriteMode::All => 0,
+        WriteMode::Changed => READBACK as u64,
+    };
+    let per_worker = segment.saturating_add(frame).saturating_add(scratch).max(1);
     let by_memory = (BUFFER_BUDGET / per_worker).max(1);
     cores
         .saturating_add(2)

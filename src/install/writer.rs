@@ -536,14 +536,15 @@ impl Fault {
 /// What the medium returned (`medium`) for the bytes written at `offset`
 /// (`written`): equal, or where the first difference lies.
 pub(crate) fn accept(medium: &mut [u8], written: &[u8], offset: u64) -> Result<(), Fault> {
-    as_read_back(medium);
+    as_read_back(medium, offset);
     compare(medium, written, offset)
 }
 
-/// `medium` was just read back from the slot: the `read-back-differs`
-/// failpoint flips a bit of it here, as a failing medium would.
-fn as_read_back(medium: &mut [u8]) {
-    if crate::failpoint::corrupt("read-back-differs") {
+/// `medium` was just read back from the slot at `offset`: the
+/// `read-back-differs` failpoint flips a bit of it here, as a failing
+/// medium would.
+fn as_read_back(medium: &mut [u8], offset: u64) {
+    if crate::failpoint::corrupt("read-back-differs", offset) {
         let mid = medium.len() / 2;
         if let Some(b) = medium.get_mut(mid) {
             *b ^= 0x10;
@@ -955,7 +956,7 @@ impl SlotWriter {
         self.write_at(data, seg.offset).map_err(Fault::Io)?;
         self.read_at(buf, len, seg.offset).map_err(Fault::Io)?;
         let medium = &mut buf[..len];
-        as_read_back(medium);
+        as_read_back(medium, seg.offset);
         let mut w = self.begin(seg);
         w.hasher.update(medium);
         w.done = seg.length;

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::host::scratch;
 use crate::common::hostile_server::{
-    head, head_range, read_request, serve_tagged, write_all_capped, Req, Server, SERVER_CAP,
+    answer_wrong_total, head, head_range, read_request, serve_tagged, write_all_capped, Req,
+    Server, SERVER_CAP,
 };
 use crate::common::http::pattern;
 use abupdate::fetch::{
@@ -494,18 +495,7 @@ fn range_server(data: Arc<Vec<u8>>, mode: &'static str) -> Server {
                 "416 Range Not Satisfiable",
                 &format!("Content-Range: bytes */{size}\r\nContent-Length: 0\r\n"),
             ),
-            (Some(from), "wrong-total") => {
-                head(
-                    s,
-                    "206 Partial Content",
-                    &format!(
-                        "Content-Range: bytes {from}-{}/{}\r\n",
-                        size + 99,
-                        size + 100
-                    ),
-                );
-                write_all_capped(s, &data[from..]);
-            }
+            (Some(from), "wrong-total") => answer_wrong_total(s, from, &data),
             (Some(from), "drop-first") if n == 1 => {
                 // Headers, then the connection dies (as an idle connection
                 // the server timed out would).

@@ -18,8 +18,8 @@ use crate::common::tls;
 
 use crate::common::host::{image, text, HostOptions, TestHost, Untouched};
 use crate::common::hostile_server::{
-    files_of, head, head_range, not_found, serve, serve_tagged, trickle, write_all_capped, Req,
-    Server,
+    answer_wrong_total, files_of, head, head_range, not_found, serve, serve_tagged, trickle,
+    write_all_capped, Req, Server,
 };
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -257,18 +257,7 @@ fn resume_answer(m: &str, req: &Req, s: &mut TcpStream, data: &[u8]) {
             head_range(s, from, size);
             write_all_capped(s, &data[from..]);
         }
-        ("wrong-total", Some(from)) => {
-            head(
-                s,
-                "206 Partial Content",
-                &format!(
-                    "Content-Range: bytes {from}-{}/{}\r\n",
-                    size + 99,
-                    size + 100
-                ),
-            );
-            write_all_capped(s, &data[from..]);
-        }
+        ("wrong-total", Some(from)) => answer_wrong_total(s, from, data),
         _ => serve(req, s, data),
     }
 }
@@ -604,8 +593,9 @@ fn install_with_a_read_back_miss(
     payload: impl Fn(&Req, &mut TcpStream, &[u8]) + Send + Sync + 'static,
 ) -> (TestHost, Untouched, PathBuf, Server, Run) {
     let h = host(name);
-    // Six segments: the fifth read back is never segment 0's (three
-    // workers), so its frame has bytes before it to drop.
+    // Six segments of 1 MiB; segment 4's read-back differs, whatever
+    // order the workers read back in: its frame has bytes before it to
+    // drop.
     let m = h.pack(
         "r2",
         "2.0",
@@ -615,15 +605,7 @@ fn install_with_a_read_back_miss(
     let files = files_of(m.parent().expect("dir"));
     let srv = server_at(files, SEGMENTED, payload);
     let b = h.untouched();
-    let out = h.abupdate_env(
-        &[
-            "--json",
-            "install",
-            "--no-reboot",
-            &srv.url("/release.json"),
-        ],
-        &[("ABUPDATE_FAILPOINT", "read-back-differs:5")],
-    );
+    let out = install_reading_back_wrong(&h, &srv, "read-back-differs@4194304");
     let r = Run {
         out,
         took: Duration::ZERO,
@@ -632,9 +614,24 @@ fn install_with_a_read_back_miss(
     (h, b, m, srv, r)
 }
 
+/// `install --json --no-reboot` of `srv`'s release on `h`, with the
+/// medium returning other bytes for the read-back `failpoint` names.
+#[cfg(feature = "failpoints")]
+fn install_reading_back_wrong(h: &TestHost, srv: &Server, failpoint: &str) -> Output {
+    h.abupdate_env(
+        &[
+            "--json",
+            "install",
+            "--no-reboot",
+            &srv.url("/release.json"),
+        ],
+        &[("ABUPDATE_FAILPOINT", failpoint)],
+    )
+}
+
 /// The requests for a frame fetched once more (a closed range), checked to
-/// be one, for the frame of a segment 1 to 5 of `m`: its first and last
-/// byte and its `If-Range`.
+/// be one, for the frame of segment 4 of `m` (the one read back wrong):
+/// its first and last byte and its `If-Range`.
 #[cfg(feature = "failpoints")]
 fn the_frame_asked(name: &str, m: &Path, srv: &Server) -> (usize, usize, Option<String>) {
     let again: Vec<(usize, usize, Option<String>)> = srv
@@ -654,12 +651,11 @@ fn the_frame_asked(name: &str, m: &Path, srv: &Server) -> (usize, usize, Option<
         "{name}: one request for the frame: {again:?}"
     );
     let (at, last, _) = again[0];
-    assert!(
-        (1..6).any(|i| {
-            let (offset, len, _) = crate::common::host::segment_frame(m, i);
-            (offset as usize, (offset + len - 1) as usize) == (at, last)
-        }),
-        "{name}: bytes={at}-{last} is not the frame of segment 1 to 5"
+    let (offset, len, _) = crate::common::host::segment_frame(m, 4);
+    assert_eq!(
+        (at, last),
+        (offset as usize, (offset + len - 1) as usize),
+        "{name}: not the frame of segment 4"
     );
     again[0].clone()
 }
@@ -1306,15 +1302,7 @@ fn a_frame_that_cannot_be_fetched_again_is_the_servers_failure_not_the_releases(
             }
         });
         let b = h.untouched();
-        let out = h.abupdate_env(
-            &[
-                "--json",
-                "install",
-                "--no-reboot",
-                &srv.url("/release.json"),
-            ],
-            &[("ABUPDATE_FAILPOINT", "read-back-differs:1")],
-        );
+        let out = install_reading_back_wrong(&h, &srv, "read-back-differs:1");
         let asked_again = srv
             .requests()
             .iter()

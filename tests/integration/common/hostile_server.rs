@@ -211,6 +211,23 @@ pub fn head_range(stream: &mut TcpStream, from: usize, len: usize) {
     );
 }
 
+/// A 206 for a resume from `from` of the `data.len()` bytes whose
+/// Content-Range claims a file 100 bytes longer (a server or proxy that
+/// mixed up objects), then the bytes from `from` on.
+pub fn answer_wrong_total(stream: &mut TcpStream, from: usize, data: &[u8]) {
+    let size = data.len();
+    head(
+        stream,
+        "206 Partial Content",
+        &format!(
+            "Content-Range: bytes {from}-{}/{}\r\n",
+            size + 99,
+            size + 100
+        ),
+    );
+    write_all_capped(stream, &data[from..]);
+}
+
 /// The head of a correct answer with a file of `len` bytes from byte
 /// `from` on: 200 from 0, else 206 with its Content-Range.
 pub fn head_from(stream: &mut TcpStream, from: usize, len: usize) {
