@@ -107,8 +107,8 @@ pub(crate) fn plan(image: &Image) -> Option<u64> {
 /// The two more keep the cores decoding while workers wait on the medium
 /// (a segment's write and read-back take as long as its decoding on the
 /// bench's loop device): with a worker per core a 2-core host sat idle a
-/// quarter of an install, with one more still a seventh, with two more an
-/// install took 4% less time (bench/README.md). A frame is held only until
+/// quarter of an install, with one more still about a sixth, with two
+/// more an install took 3% less time (bench/README.md). A frame is held only until
 /// its segment is decoded, so there are as many frame buffers as workers,
 /// and one more for a single worker (the next frame is read while it
 /// decodes).
