@@ -527,7 +527,7 @@ fn write_image_with(
     let writer = SlotWriter::open(device).map_err(dev_err)?;
     let (image_bytes, payload_bytes) = match segments::plan(image) {
         Some(largest) => {
-            let workers = segments::workers(cores, largest, segments::largest_frame(image), mode);
+            let pipeline = segments::pipeline(cores, largest, segments::largest_frame(image), mode);
             progress.advance(held.image_bytes);
             let payload_bytes = segments::write(
                 &what,
@@ -536,7 +536,7 @@ fn write_image_with(
                 image,
                 &writer,
                 largest,
-                workers,
+                pipeline,
                 mode,
                 progress,
                 before_write,
@@ -1227,26 +1227,36 @@ mod tests {
     }
 
     #[test]
-    fn workers_are_two_more_than_the_cores_within_the_memory_budget() {
+    fn the_pipeline_is_two_workers_more_than_the_cores_within_the_memory_budget() {
+        use segments::Pipeline;
         use WriteMode::{All, Changed};
         const MIB: u64 = 1 << 20;
-        let workers = |cores, segment, frame| segments::workers(cores, segment, frame, All);
-        // The bench's payloads: 4 MiB segments, frames up to 3.2 MiB.
-        assert_eq!(workers(2, 4 * MIB, 3_276_660), 4);
-        assert_eq!(workers(1, 4 * MIB, 3 * MIB), 3);
-        // Frames as large as their segments (incompressible data): the
-        // budget holds three workers' buffers, not four.
-        assert_eq!(workers(2, 4 * MIB, 4 * MIB + 128), 3);
-        assert_eq!(workers(16, 4 * MIB, MIB), 5);
-        assert_eq!(workers(16, 16 * MIB, 16 * MIB), 1);
-        assert_eq!(workers(0, MIB, MIB), 2);
-        assert_eq!(workers(3, 1, 1), 5);
-        assert_eq!(workers(usize::MAX, 0, 0), 30_146_560);
-        assert_eq!(workers(usize::MAX, u64::MAX, u64::MAX), 1);
-        // `--write=changed` compares the medium's bytes in a piece of its
-        // own per worker: the bench's payload gets three workers there.
-        assert_eq!(segments::workers(2, 4 * MIB, 3_276_660, Changed), 3);
-        assert_eq!(segments::workers(2, 4 * MIB, MIB, Changed), 4);
+        let p = |cores, segment, frame, mode| {
+            let Pipeline { workers, frames } = segments::pipeline(cores, segment, frame, mode);
+            (workers, frames)
+        };
+        // The bench's payload (frames up to 3.1 MiB) and review 11's
+        // (many frames of 3.19 MiB): four workers, a frame per core and
+        // one more.
+        assert_eq!(p(2, 4 * MIB, 3_276_660, All), (4, 3));
+        assert_eq!(p(2, 4 * MIB, 3_342_336, All), (4, 3));
+        assert_eq!(p(1, 4 * MIB, 3 * MIB, All), (3, 2));
+        // Frames as large as their segments (incompressible data): three
+        // workers and three frames fit, four workers do not.
+        assert_eq!(p(2, 4 * MIB, 4 * MIB + 128, All), (3, 3));
+        // `--write=changed` compares in a piece of its own per worker.
+        assert_eq!(p(2, 4 * MIB, 3_276_660, Changed), (3, 3));
+        assert_eq!(p(2, 4 * MIB, MIB, Changed), (4, 3));
+        // Many cores: as many as the budget holds.
+        assert_eq!(p(16, 4 * MIB, MIB, All), (5, 5));
+        assert_eq!(p(16, 4 * MIB, 3_276_660, All), (3, 3));
+        // A single worker keeps two frames, even past the budget (16 MiB
+        // segments, `pack --segment-size 16`: the same as before).
+        assert_eq!(p(16, 16 * MIB, 16 * MIB, All), (1, 2));
+        assert_eq!(p(0, MIB, MIB, All), (2, 2));
+        assert_eq!(p(3, 1, 1, All), (5, 4));
+        assert_eq!(p(usize::MAX, 0, 0, All), (64, 64));
+        assert_eq!(p(usize::MAX, u64::MAX, u64::MAX, All), (1, 2));
     }
 
     /// Fails every read: a link that breaks.

@@ -17,7 +17,7 @@
 //!   hashed again. Otherwise (releases packed before frame digests) the
 //!   reader hashes the payload as it arrives (the signed `download_sha256`,
 //!   checked at the end).
-//! - A worker per core and two more (fewer when the buffers are large, [`workers`])
+//! - A worker per core and two more (fewer when the buffers are large, [`pipeline`])
 //!   decodes a frame into its own segment buffer in one call (no window
 //!   buffer, no copy out of it) and writes and verifies it through the
 //!   [`SlotWriter`]: one write and one read-back of the whole segment
@@ -46,8 +46,9 @@
 //!   its signed digest. (`--write=changed` compares piece by piece,
 //!   [`SlotWriter::write_piece`], with a 1 MiB buffer per worker.)
 //! - Memory is bounded by the workers' segment buffers (on huge pages,
-//!   [`AlignedBuf`]) and one frame per worker and one more (the reader
-//!   fills it while each worker decodes its own), whatever the image size.
+//!   [`AlignedBuf`]) and the frames held (one per core being decoded and
+//!   one the reader fills meanwhile), together within a budget
+//!   ([`pipeline`]), whatever the image size.
 //! - The first byte of the slot changes only after the calling thread ran
 //!   `before_write` (the workers wait for it at a gate), and the first fault
 //!   stops the reader and every worker: a bad segment mid-way leaves the
@@ -72,11 +73,15 @@ use std::sync::{Condvar, Mutex};
 /// buffer. Larger segments (`pack --segment-size` above it) take the
 /// one-stream path.
 pub(crate) const MAX_SEGMENT: u64 = 16 << 20;
-/// The buffers of all workers together: a decoded segment and a frame
-/// each. The peak-RSS target (32 MiB) less what the rest of an install
-/// takes (3.3 MiB measured with one worker on the bench's 1 GiB: the
-/// binary's pages, the manifest, the zeroer's read-back, the stacks).
-const BUFFER_BUDGET: u64 = (32 << 20) - (13 << 18);
+/// The buffers of a segmented install together: the workers' decoded
+/// segments and the frames held. The peak-RSS target (32 MiB) less 5 MiB
+/// for the rest of an install: 3.3 MiB with one worker on the bench's
+/// 1 GiB, up to 4.6 MiB measured with four workers, a 9 GiB image's
+/// manifest (near the 1 MiB cap) and an HTTP client (review 11).
+const BUFFER_BUDGET: u64 = 27 << 20;
+/// More threads than this decode nothing faster (and bound the search in
+/// [`pipeline`] on any core count).
+const MAX_WORKERS: usize = 64;
 
 /// The largest segment of `image` when the parallel path can take its
 /// payload: zstd segments whose frames lie back to back from the payload's
@@ -99,29 +104,53 @@ pub(crate) fn plan(image: &Image) -> Option<u64> {
     (next == image.download_size()).then_some(largest)
 }
 
-/// How many segments are in flight at once: two more than there are
-/// cores, as many as [`BUFFER_BUDGET`] holds of a worker's buffers (the
-/// largest `segment` decoded, the largest `frame` read, and in
-/// [`WriteMode::Changed`] a [`READBACK`] piece the medium's bytes are
-/// compared in), at least one.
+/// How many segments are decoded, written and read back at once
+/// (`workers`), and how many frames are held (`frames`: being decoded, or
+/// read ahead for a worker).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pipeline {
+    pub workers: usize,
+    pub frames: usize,
+}
+
+/// The pipeline for `cores`: two workers more than the cores and a frame
+/// per core and one more, as many as [`BUFFER_BUDGET`] holds of a
+/// worker's buffers (the largest `segment`, and in [`WriteMode::Changed`]
+/// a [`READBACK`] piece the medium's bytes are compared in) and of frames
+/// (the largest `frame` the signed table lists), at least one worker.
+///
 /// The two more keep the cores decoding while workers wait on the medium
 /// (a segment's write and read-back take as long as its decoding on the
 /// bench's loop device): with a worker per core a 2-core host sat idle a
 /// quarter of an install, with one more still about a sixth, with two
-/// more an install took 3% less time (bench/README.md). A frame is held only until
-/// its segment is decoded, so there are as many frame buffers as workers,
-/// and one more for a single worker (the next frame is read while it
-/// decodes).
-pub(crate) fn workers(cores: usize, segment: u64, frame: u64, mode: WriteMode) -> usize {
-    let scratch = match mode {
-        WriteMode::All => 0,
-        WriteMode::Changed => READBACK as u64,
+/// more an install took 3% less time (bench/README.md). A frame is held
+/// only while it is decoded, and no more than the cores decode at once:
+/// frames for the cores and one more to read ahead kept that gain (601
+/// against 592 ms with a frame per worker) for a quarter less memory. A
+/// single worker keeps two frames (the next is read while it decodes).
+pub(crate) fn pipeline(cores: usize, segment: u64, frame: u64, mode: WriteMode) -> Pipeline {
+    let per_worker = match mode {
+        WriteMode::All => segment,
+        WriteMode::Changed => segment.saturating_add(READBACK as u64),
     };
-    let per_worker = segment.saturating_add(frame).saturating_add(scratch).max(1);
-    let by_memory = (BUFFER_BUDGET / per_worker).max(1);
-    cores
-        .saturating_add(2)
-        .clamp(1, usize::try_from(by_memory).unwrap_or(usize::MAX))
+    let frames_for = |workers: usize| {
+        workers
+            .min(cores.saturating_add(1))
+            .max(2)
+            .min(workers.saturating_add(1))
+    };
+    let fits = |workers: usize| {
+        (workers as u64)
+            .saturating_mul(per_worker)
+            .saturating_add((frames_for(workers) as u64).saturating_mul(frame))
+            <= BUFFER_BUDGET
+    };
+    let most = cores.saturating_add(2).clamp(1, MAX_WORKERS);
+    let workers = (1..=most).rev().find(|&w| fits(w)).unwrap_or(1);
+    Pipeline {
+        workers,
+        frames: frames_for(workers),
+    }
 }
 
 /// The largest frame of `image`'s segments (what a frame buffer grows to).
@@ -577,7 +606,7 @@ fn write_segment(
     sh.writer.finish(w).map_err(|f| (f, None))
 }
 
-/// Write the segmented payload into the slot with `cores` workers (see the
+/// Write the segmented payload into the slot with `pipeline`'s workers and frames (see the
 /// module docs), from segment `held` on (the ones before it the slot holds,
 /// and `payload` starts after their frames). Returns the payload's length;
 /// every segment of the image was read back and matched its signed digest.
@@ -589,17 +618,18 @@ pub(super) fn write(
     image: &Image,
     writer: &SlotWriter,
     largest: u64,
-    workers: usize,
+    pipeline: Pipeline,
     mode: WriteMode,
     progress: &mut Progress,
     before_write: BeforeWrite,
     again: FrameAgain,
     hooks: &Hooks,
 ) -> Result<u64, InstallError> {
+    let Pipeline {
+        workers,
+        frames: frame_buffers,
+    } = pipeline;
     let (jobs_tx, jobs_rx) = sync_channel::<Job>(workers);
-    // A frame per worker, held while it decodes (`workers`); a single
-    // worker's reader fills the next one meanwhile.
-    let frame_buffers = workers.max(2);
     let (frames_back, frames) = sync_channel::<Vec<u8>>(frame_buffers);
     for _ in 0..frame_buffers {
         let _ = frames_back.send(Vec::new());
