@@ -1227,6 +1227,40 @@ mod tests {
     }
 
     #[test]
+    fn the_parallel_path_takes_only_payloads_a_single_worker_holds_within_the_budget() {
+        const MIB: u64 = 1 << 20;
+        // Two 9 MiB segments: a worker's segment and compare piece (10
+        // MiB) and two frames of at most 8.5 MiB fit 27 MiB; frames a byte
+        // larger (data that hardly compresses) do not.
+        let table = |frame: u64| {
+            let (mut img, _) = segmented_for(&data(1 << 20), 1 << 20);
+            let seg = img.segments[0].clone();
+            img.segments = (0..2u64)
+                .map(|i| Segment {
+                    offset: i * 9 * MIB,
+                    length: 9 * MIB,
+                    patch_offset: i * frame,
+                    patch_length: frame,
+                    ..seg.clone()
+                })
+                .collect();
+            img.size = 18 * MIB;
+            img.download_size = Some(2 * frame);
+            img
+        };
+        assert_eq!(segments::plan(&table(17 * MIB / 2)), Some(9 * MIB));
+        assert_eq!(segments::plan(&table(17 * MIB / 2 + 1)), None);
+        // `pack --segment-size 12` of incompressible data (review 11: 39
+        // MiB on this path) goes through the one-stream path.
+        let (mut img, _) = segmented_for(&data(1 << 20), 1 << 20);
+        img.segments[0].length = 12 * MIB;
+        img.segments[0].patch_length = 12 * MIB + 300;
+        img.size = 12 * MIB;
+        img.download_size = Some(12 * MIB + 300);
+        assert_eq!(segments::plan(&img), None);
+    }
+
+    #[test]
     fn the_pipeline_is_two_workers_more_than_the_cores_within_the_memory_budget() {
         use segments::Pipeline;
         use WriteMode::{All, Changed};
@@ -1250,8 +1284,8 @@ mod tests {
         // Many cores: as many as the budget holds.
         assert_eq!(p(16, 4 * MIB, MIB, All), (5, 5));
         assert_eq!(p(16, 4 * MIB, 3_276_660, All), (3, 3));
-        // A single worker keeps two frames, even past the budget (16 MiB
-        // segments, `pack --segment-size 16`: the same as before).
+        // A single worker keeps two frames. Past the budget only for
+        // buffers `plan` turns away (they take the one-stream path).
         assert_eq!(p(16, 16 * MIB, 16 * MIB, All), (1, 2));
         assert_eq!(p(0, MIB, MIB, All), (2, 2));
         assert_eq!(p(3, 1, 1, All), (5, 4));

@@ -55,8 +55,9 @@
 //!   rest unwritten and the caller keeps the target marked bad.
 //!
 //! A payload this path does not take (one frame, a segment larger than
-//! [`MAX_SEGMENT`], frames not back to back) goes through the one-stream
-//! pipeline, which decodes concatenated frames as well.
+//! [`MAX_SEGMENT`], frames not back to back, or a single worker's buffers
+//! beyond the budget) goes through the one-stream pipeline, which decodes
+//! concatenated frames as well.
 
 use super::writer::{compare, round_up, AlignedBuf, Fault, SlotWriter, ZeroDigests, READBACK};
 use super::{fill, hex, BeforeWrite, FrameAgain, InstallError, WriteMode};
@@ -86,7 +87,9 @@ const MAX_WORKERS: usize = 64;
 /// The largest segment of `image` when the parallel path can take its
 /// payload: zstd segments whose frames lie back to back from the payload's
 /// first byte to its last, each at most [`MAX_SEGMENT`] and no larger than
-/// zstd's bound for its segment (so a frame buffer is bounded too).
+/// zstd's bound for its segment (so a frame buffer is bounded too), and
+/// small enough that a single worker fits [`BUFFER_BUDGET`]
+/// ([`one_worker_fits`]).
 pub(crate) fn plan(image: &Image) -> Option<u64> {
     if image.segments.is_empty() || image.compression != Compression::Zstd {
         return None;
@@ -101,7 +104,23 @@ pub(crate) fn plan(image: &Image) -> Option<u64> {
         next = next.checked_add(s.patch_length)?;
         largest = largest.max(s.length);
     }
-    (next == image.download_size()).then_some(largest)
+    (next == image.download_size() && one_worker_fits(largest, largest_frame(image)))
+        .then_some(largest)
+}
+
+/// Whether the fewest buffers the parallel path runs with fit
+/// [`BUFFER_BUDGET`]: one worker's segment and compare piece (counted in
+/// either write mode, so that whether a payload takes this path, and so
+/// resumes from the slot, does not depend on the mode) and the two frames
+/// a single worker keeps. Segments of `pack --segment-size` 9 MiB and more
+/// of data that does not compress do not (a 12 MiB segment and two frames
+/// of it peaked at 39 MiB, review 11): they take the one-stream path,
+/// whose memory is its window's.
+fn one_worker_fits(segment: u64, frame: u64) -> bool {
+    segment
+        .saturating_add(READBACK as u64)
+        .saturating_add(frame.saturating_mul(2))
+        <= BUFFER_BUDGET
 }
 
 /// How many segments are decoded, written and read back at once
@@ -117,7 +136,8 @@ pub(crate) struct Pipeline {
 /// per core and one more, as many as [`BUFFER_BUDGET`] holds of a
 /// worker's buffers (the largest `segment`, and in [`WriteMode::Changed`]
 /// a [`READBACK`] piece the medium's bytes are compared in) and of frames
-/// (the largest `frame` the signed table lists), at least one worker.
+/// (the largest `frame` the signed table lists), at least one worker
+/// (which [`plan`] made sure fits).
 ///
 /// The two more keep the cores decoding while workers wait on the medium
 /// (a segment's write and read-back take as long as its decoding on the
