@@ -28,7 +28,8 @@
 //!   over HTTP that overlap is what keeps the cores busy). Only when the
 //!   read-back's digest does not match is the frame read once more from
 //!   the payload's source ([`FrameAgain`]), checked against its signed
-//!   BLAKE3 and decoded, to tell a medium that returned other bytes (named
+//!   BLAKE3 and decoded, once the pipeline stopped and its other buffers
+//!   are freed ([`explain_first`]), to tell a medium that returned other bytes (named
 //!   with the first offset that differs) from a payload that decodes to
 //!   other bytes than were signed. Neither is blamed without proof: a
 //!   frame that cannot be had again (a cut link, a download window that
@@ -355,6 +356,12 @@ struct SegFault {
     fault: Fault,
     /// A payload problem before anything of it was written.
     before: Option<Before>,
+    /// The segment as read back, when it did not hash to its signed
+    /// digest and nothing compared it with what was written (`fault` is a
+    /// [`Fault::Digest`] without `medium_checked`): the worker's own
+    /// buffer, kept for [`explain_first`], which tells why once every
+    /// other buffer of the pipeline is freed.
+    read_back: Option<AlignedBuf>,
 }
 
 /// A segment's payload problem found before any of it was written.
@@ -375,8 +382,6 @@ struct Shared<'a> {
     zeros: AlignedBuf,
     jobs: Mutex<Receiver<Job>>,
     frames_back: SyncSender<Vec<u8>>,
-    /// The payload's bytes once more, for telling a read-back fault's cause.
-    again: FrameAgain<'a>,
     gate: Gate,
     stop: AtomicBool,
     hooks: &'a Hooks<'a>,
@@ -424,9 +429,10 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
         let result = match decoded {
             Err(frame_fault) => Err((Fault::Stopped, Some(Before::Frame(Box::new(frame_fault))))),
             Ok(None) => continue,
-            Ok(Some(Ok(n))) if n == len && sh.mode == WriteMode::All => {
-                write_whole(sh, index, seg, &mut out, &mut dctx, &events)
-            }
+            Ok(Some(Ok(n))) if n == len && sh.mode == WriteMode::All => sh
+                .writer
+                .write_whole(seg, &mut out, &mut || sh.gate.pass(&events))
+                .map_err(|f| (f, None)),
             Ok(Some(Ok(n))) if n == len => {
                 let scratch = scratch.get_or_insert_with(|| AlignedBuf::new(READBACK));
                 write_segment(sh, seg, &out[..len], scratch, &events)
@@ -452,10 +458,21 @@ fn work(sh: &Shared, largest: usize, events: Sender<Event>) -> Option<SegFault> 
             Err((f, before)) => {
                 sh.stop.store(true, Ordering::Relaxed);
                 if fault.is_none() && !matches!((&f, &before), (Fault::Stopped, None)) {
+                    // No job is decoded after a fault (`stop`): the
+                    // buffer is not needed here again.
+                    let read_back = matches!(
+                        f,
+                        Fault::Digest {
+                            medium_checked: false,
+                            ..
+                        }
+                    )
+                    .then(|| std::mem::replace(&mut out, AlignedBuf::new(0)));
                     fault = Some(SegFault {
                         index,
                         fault: f,
                         before,
+                        read_back,
                     });
                 }
             }
@@ -523,36 +540,35 @@ fn zero_all(sh: &Shared, held: usize, events: Sender<Event>) -> Option<SegFault>
                 index: run.start + i,
                 fault,
                 before: None,
+                read_back: None,
             });
         }
     }
     None
 }
 
-/// Write the decoded segment in `out` and read it back in place
-/// ([`SlotWriter::write_whole`]). When what the medium returned does not
-/// hash to the signed digest, [`medium_or_payload`] tells the cause.
-fn write_whole(
-    sh: &Shared,
-    index: usize,
-    seg: &Segment,
-    out: &mut AlignedBuf,
-    dctx: &mut zstd::zstd_safe::DCtx,
-    events: &Sender<Event>,
-) -> Result<(), (Fault, Option<Before>)> {
-    match sh
-        .writer
-        .write_whole(seg, out, &mut || sh.gate.pass(events))
+/// The first fault by place in the image (`faults` sorted by index), with
+/// why its read-back did not match told ([`medium_or_payload`]) when it
+/// carries one. The others are dropped first, with their buffers: the
+/// frame read again and its decoded segment come on top of the one
+/// read-back kept, not of the whole pipeline's buffers (a read-back miss
+/// peaked at 39 MiB when a worker told it beside the others, review 11).
+fn explain_first(faults: Vec<SegFault>, image: &Image, again: FrameAgain) -> Option<SegFault> {
+    let mut first = faults.into_iter().next()?;
+    if let (Some(read_back), Some(seg)) = (first.read_back.take(), image.segments.get(first.index))
     {
-        Err(digest @ Fault::Digest { .. }) => {
-            let len = usize::try_from(seg.length).unwrap_or(usize::MAX);
-            Err((
-                medium_or_payload(index, seg, &out[..len], digest, sh.again, dctx),
-                None,
-            ))
-        }
-        other => other.map_err(|f| (f, None)),
+        let len = usize::try_from(seg.length).unwrap_or(usize::MAX);
+        let mut dctx = zstd::zstd_safe::DCtx::create();
+        first.fault = medium_or_payload(
+            first.index,
+            seg,
+            read_back.get(..len).unwrap_or(&read_back),
+            first.fault,
+            again,
+            &mut dctx,
+        );
     }
+    Some(first)
 }
 
 /// Segment `index` was read back as `read_back`, which does not hash to
@@ -668,7 +684,6 @@ pub(super) fn write(
         zeros: AlignedBuf::new(READBACK),
         jobs: Mutex::new(jobs_rx),
         frames_back,
-        again,
         gate: Gate {
             state: Mutex::new(GateState::Closed),
             opened: Condvar::new(),
@@ -720,6 +735,7 @@ pub(super) fn write(
                         index: usize::MAX,
                         fault: Fault::Io(io::Error::other("segment worker panicked")),
                         before: None,
+                        read_back: None,
                     })
                 })
             })
@@ -727,27 +743,33 @@ pub(super) fn write(
         faults.sort_by_key(|f| f.index);
         (read, faults)
     });
-
-    outcome(what, image, writer.path(), arm_error, faults, read)
+    // Every thread has ended: the workers' buffers are freed, and the
+    // frames with the reader's end of their channel (the other end here).
+    drop(sh);
+    let first = match arm_error {
+        None => explain_first(faults, image, again),
+        Some(_) => None,
+    };
+    outcome(what, image, writer.path(), arm_error, first, read)
 }
 
 /// What a segmented write came to, from what its threads reported, in the
 /// order that tells: `before_write`'s failure (nothing was written), else
-/// the first bad segment by place in the image, else why the payload reader
-/// stopped, else the payload's hash (`faults` sorted by segment index).
+/// the first bad segment by place in the image (`first`, [`explain_first`]),
+/// else why the payload reader stopped, else the payload's hash.
 /// Returns the payload's length.
 fn outcome(
     what: &str,
     image: &Image,
     device: &Path,
     arm_error: Option<crate::error::Error>,
-    faults: Vec<SegFault>,
+    first: Option<SegFault>,
     read: Result<(u64, Option<String>), ReadStop>,
 ) -> Result<u64, InstallError> {
     if let Some(e) = arm_error {
         return Err(InstallError::BeforeWrite(Box::new(e)));
     }
-    if let Some(f) = faults.into_iter().next() {
+    if let Some(f) = first {
         return Err(match f.before {
             Some(Before::Decode(reason)) => InstallError::Payload {
                 what: what.to_string(),
@@ -814,20 +836,25 @@ mod tests {
             index,
             fault: Fault::Medium { offset: 7 },
             before: decode.map(|d| Before::Decode(d.into())),
+            read_back: None,
         }
     }
 
+    /// `outcome` of faults sorted by index, as `write` gives it.
     fn outcome_of(
         arm_error: Option<crate::error::Error>,
         faults: Vec<SegFault>,
         read: Result<(u64, Option<String>), ReadStop>,
     ) -> Result<u64, InstallError> {
+        let image = image("h");
+        let never = |_: u64, _: u64| -> io::Result<Vec<u8>> { unreachable!("no read-back kept") };
+        let first = explain_first(faults, &image, &never);
         outcome(
             "rootfs payload",
-            &image("h"),
+            &image,
             Path::new("/dev/a"),
             arm_error,
-            faults,
+            first,
             read,
         )
     }
@@ -920,6 +947,7 @@ mod tests {
                 expected: "e".into(),
                 actual: "a".into(),
             }))),
+            read_back: None,
         };
         let e = outcome_of(None, vec![frame], Err(ReadStop::Stopped)).expect_err("a bad frame");
         assert!(
@@ -1045,6 +1073,63 @@ mod tests {
         let short_signed = Some(blake3::hash(&short).to_hex().to_string());
         let (fault, _) = told(&differs, &short, short_signed, Ok(&short));
         assert!(blames_payload(&fault, false), "{fault:?}");
+    }
+
+    #[test]
+    fn only_the_first_bad_segment_kept_read_back_is_told_once_the_pipeline_stopped() {
+        let (_, frame, signed, differs) = frame_and_read_backs();
+        let mut image = image("h");
+        image.segments = (0..3u64)
+            .map(|i| Segment {
+                offset: i * 4096,
+                length: differs.len() as u64,
+                ..signed_frame(&frame, signed.clone())
+            })
+            .collect();
+        let kept = |index: usize| {
+            let mut read_back = AlignedBuf::new(differs.len());
+            read_back[..differs.len()].copy_from_slice(&differs);
+            SegFault {
+                index,
+                fault: Fault::Digest {
+                    offset: index as u64 * 4096,
+                    length: differs.len() as u64,
+                    algorithm: "BLAKE3",
+                    expected: "e".into(),
+                    actual: "a".into(),
+                    medium_checked: false,
+                },
+                before: None,
+                read_back: Some(read_back),
+            }
+        };
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let again = |offset: u64, length: u64| -> io::Result<Vec<u8>> {
+            asked.fetch_add(1, Ordering::Relaxed);
+            assert_eq!((offset, length), (10, frame.len() as u64));
+            Ok(frame.clone())
+        };
+        // Two workers kept their read-backs (segments 1 and 2, sorted):
+        // only segment 1's is told, with its frame fetched once.
+        let first = explain_first(vec![kept(1), kept(2)], &image, &again).expect("a fault");
+        assert_eq!(first.index, 1);
+        assert!(first.read_back.is_none());
+        match first.fault {
+            Fault::Medium { offset } => assert_eq!(offset, 4096 + 100),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(asked.load(Ordering::Relaxed), 1);
+        // A fault without a read-back kept (compared piece by piece, or
+        // not a digest) is passed on as it is, nothing fetched.
+        let first =
+            explain_first(vec![bad_segment(0, None), kept(1)], &image, &again).expect("a fault");
+        assert!(
+            matches!(first.fault, Fault::Medium { offset: 7 }),
+            "{:?}",
+            first.fault
+        );
+        assert_eq!(asked.load(Ordering::Relaxed), 1);
+        assert!(explain_first(vec![], &image, &again).is_none());
     }
 
     /// A frame that is not signed could not be checked once fetched: it is
