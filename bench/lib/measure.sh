@@ -327,19 +327,22 @@ report() {
     if [ -n "$ref" ]; then
         echo
         local best_rauc zseg http local_ rssmax
-        best_rauc=$(for n in rauc-zstd rauc-gzip; do med "$n"; done | sort -n | head -n1)
+        local rauc_mode
+        rauc_mode=$(for n in rauc-zstd rauc-gzip; do [ -s "$RES/$n.tsv" ] && echo "$(med "$n") $n"; done | sort -n | head -n1 | cut -d' ' -f2)
+        best_rauc=$([ -n "$rauc_mode" ] && med "$rauc_mode")
         zseg=$(med bound-zstd-seg); http=$(med abu-http); local_=$(med abu-local)
         local ram zram; ram=$(med abu-ram); zram=$(med zstd-ram)
         rssmax=$(awk '$2 == "seg" { if ($3 > m) m = $3 } END { print m + 0 }' "$RES/rss.tsv" 2>/dev/null || echo 0)
-        local pz ph pr
+        local pz ph pr pb
         pz=$(paired bound-zstd-seg abu-seg); ph=$(paired abu-http abu-local); pr=$(paired zstd-ram abu-ram)
+        pb=$([ -n "$rauc_mode" ] && paired "$rauc_mode" abu-seg)
         awk -v a="$ref" -v r="${best_rauc:-0}" -v z="${zseg:-0}" -v h="${http:-0}" -v lo="${local_:-0}" -v rss="$rssmax" \
-            -v ram="${ram:-0}" -v zram="${zram:-0}" -v pz="$pz" -v ph="$ph" -v pr="$pr" \
+            -v ram="${ram:-0}" -v zram="${zram:-0}" -v pz="$pz" -v ph="$ph" -v pr="$pr" -v pb="$pb" \
             -v s="$(stat -c %s "$(HOST_BIN)")" -v ps="$(stat -c %s "$(PSEG)")" -v p27="$(stat -c %s "$(P27)")" 'BEGIN {
             # Run by run: "MEDIAN MIN MAX" of the alternating pairs (`paired`).
             if (z > 0) printf "Target: full install ≥ 1.0x single-thread zstd -dc of the same payload: %.2fx%s\n", z / a, by_run(pz, "x");
             if (ram > 0 && zram > 0) printf "The same with a slot whose flush writes nothing out (loop device over a RAM file): %.2fx%s\n", zram / ram, by_run(pr, "x");
-            if (r > 0) printf "Target: ≥ 4x RAUC best mode: %.2fx\n", r / a;
+            if (r > 0) printf "Target: ≥ 4x RAUC best mode: %.2fx%s\n", r / a, by_run(pb, "x");
             if (h > 0 && lo > 0) printf "Target: over HTTP within 10%% of the local path: %+.1f%%%s\n", (h / lo - 1) * 100, by_run(ph, "%");
             if (rss > 0) printf "Target: peak RSS ≤ 32 MiB for default payloads, 256 MiB to 4 GiB: at most %.1f MiB\n", rss / 1024;
             printf "Target: static host binary ≤ 3 MiB: %.2f MiB\n", s / 1048576;
