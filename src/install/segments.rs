@@ -517,7 +517,8 @@ fn zero_runs(zero: &[bool], from: usize) -> Vec<std::ops::Range<usize>> {
 /// lies at the image's end, and zeroing it there, one segment at a time
 /// behind the written ones, kept both cores idle for the install's last
 /// tenth on a loop device (bench/README.md). After a worker's fault it
-/// stops before its next run.
+/// stops before its next segment (a run of free space can be gigabytes,
+/// and the fault is told only once every thread has ended).
 fn zero_all(sh: &Shared, held: usize, events: Sender<Event>) -> Option<SegFault> {
     let mut scratch = None;
     for run in zero_runs(&sh.zero, held) {
@@ -533,6 +534,7 @@ fn zero_all(sh: &Shared, held: usize, events: Sender<Event>) -> Option<SegFault>
             sh.mode,
             &mut || sh.gate.pass(&events),
             &mut |i| counted(sh, run.start + i, &segments[i], &events),
+            &|| sh.stop.load(Ordering::Relaxed),
         );
         if let Err((i, fault)) = zeroed {
             sh.stop.store(true, Ordering::Relaxed);

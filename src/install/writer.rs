@@ -995,7 +995,9 @@ impl SlotWriter {
     /// 128 MiB (bench/README.md). In [`WriteMode::Changed`] a segment that
     /// reads back all zeros already is not written, and the others are
     /// zeroed one by one. `arm` runs before any byte is written. A fault
-    /// names the place in `run` of the segment it stopped at.
+    /// names the place in `run` of the segment it stopped at; once
+    /// `stopped` says so (another thread's fault), that is the next
+    /// segment, with [`Fault::Stopped`]: nothing more is read or counted.
     pub(crate) fn zero_segments(
         &self,
         run: &[Segment],
@@ -1004,8 +1006,12 @@ impl SlotWriter {
         mode: WriteMode,
         arm: &mut dyn FnMut() -> Result<(), Fault>,
         counted: &mut dyn FnMut(usize),
+        stopped: &dyn Fn() -> bool,
     ) -> Result<(), (usize, Fault)> {
         let read_back = |seg: &Segment, scratch: &mut AlignedBuf| -> Result<(), Fault> {
+            if stopped() {
+                return Err(Fault::Stopped);
+            }
             let end = seg.offset.saturating_add(seg.length);
             let mut at = seg.offset;
             while at < end {
@@ -1024,10 +1030,10 @@ impl SlotWriter {
         let mut pieces = Vec::new();
         if mode == WriteMode::Changed {
             for (i, seg) in run.iter().enumerate() {
-                if read_back(seg, scratch).is_ok() {
-                    counted(i);
-                } else {
-                    pieces.push(i..i + 1);
+                match read_back(seg, scratch) {
+                    Ok(()) => counted(i),
+                    Err(Fault::Stopped) => return Err((i, Fault::Stopped)),
+                    Err(_) => pieces.push(i..i + 1),
                 }
             }
         } else if !run.is_empty() {
@@ -1041,6 +1047,9 @@ impl SlotWriter {
             if !self.io.zero_range(first.offset, end - first.offset) {
                 let mut at = first.offset;
                 while at < end {
+                    if stopped() {
+                        return Err((piece.start, Fault::Stopped));
+                    }
                     let n = ((end - at) as usize).min(zeros.len());
                     self.write_at(&zeros[..n], at)
                         .map_err(|e| (piece.start, Fault::Io(e)))?;
@@ -1306,6 +1315,7 @@ mod tests {
                     Ok(())
                 },
                 &mut |i| counted.push(i),
+                &|| false,
             )
             .map_err(|(i, f)| format!("{i}: {f:?}"))
             .expect("zeroed");
@@ -1321,6 +1331,40 @@ mod tests {
             t.display()
         );
         assert!(on_disk[2 << 20..].iter().all(|&b| b == 0xa5));
+    }
+
+    /// Another thread's fault stops the zeroer between segments: what it
+    /// had not read back yet is neither read nor counted (a run of free
+    /// space can be gigabytes: review 12 saw 2 GiB read back after the
+    /// first fault).
+    #[test]
+    fn a_stopped_zeroer_reads_back_and_counts_no_further_segment() {
+        let (_dir, t) = target("zero-stop", 4 << 20);
+        let run: Vec<Segment> = (0..4u64)
+            .map(|i| segment(i << 20, &vec![0u8; 1 << 20], true))
+            .collect();
+        let w = SlotWriter::open(&t).expect("open");
+        let zeros = AlignedBuf::new(READBACK);
+        let mut scratch = AlignedBuf::new(READBACK);
+        for mode in [WriteMode::All, WriteMode::Changed] {
+            let counted = std::cell::RefCell::new(Vec::new());
+            let stopped = || counted.borrow().len() >= 2;
+            let result = w.zero_segments(
+                &run,
+                &zeros,
+                &mut scratch,
+                mode,
+                &mut || Ok(()),
+                &mut |i| counted.borrow_mut().push(i),
+                &stopped,
+            );
+            assert!(
+                matches!(result, Err((2, Fault::Stopped))),
+                "{mode:?}: {:?}",
+                result.map_err(|(i, f)| format!("{i}: {f:?}"))
+            );
+            assert_eq!(*counted.borrow(), [0, 1], "{mode:?}");
+        }
     }
 
     fn segment(offset: u64, bytes: &[u8], blake3: bool) -> Segment {
