@@ -998,6 +998,7 @@ impl SlotWriter {
     /// names the place in `run` of the segment it stopped at; once
     /// `stopped` says so (another thread's fault), that is the next
     /// segment, with [`Fault::Stopped`]: nothing more is read or counted.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn zero_segments(
         &self,
         run: &[Segment],

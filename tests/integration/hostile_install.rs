@@ -909,6 +909,7 @@ fn failures(h: &TestHost) -> serde_json::Value {
 
 /// The run's failure was counted once as `kind`, never as `not`, and no
 /// release was put on the failed list (`case` names the run).
+#[cfg(feature = "failpoints")]
 fn counted_once_as(h: &TestHost, kind: &str, not: &str, case: &str) {
     let counted = failures(h);
     assert_eq!(counted[kind], 1, "{case}: {counted}");
