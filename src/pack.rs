@@ -827,9 +827,39 @@ fn images_build(images: &[(String, PathBuf)]) -> Result<String, String> {
     ))
 }
 
-/// Build the release directory; returns the manifest's path.
+/// What [`pack`] wrote: the signed manifest, and notes for the release
+/// manager on how hosts will take it.
 #[cfg(feature = "pack")]
-pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
+pub struct Packed {
+    /// `release.json` in the output directory.
+    pub manifest: PathBuf,
+    /// One line each, for the release manager (not errors).
+    pub notes: Vec<String>,
+}
+
+/// A note when hosts will decode `image`'s segments as one stream, not on
+/// every core ([`crate::install::decodes_in_parallel`]): its largest
+/// segment and frame pass their memory budget (`--segment-size` 13 and
+/// more of data that does not compress).
+#[cfg(feature = "pack")]
+fn one_stream_note(class: &str, image: &Image) -> Option<String> {
+    if image.segments.is_empty() || crate::install::decodes_in_parallel(image) {
+        return None;
+    }
+    let segment = image.segments.iter().map(|s| s.length).max()?;
+    let frame = image.segments.iter().map(|s| s.patch_length).max()?;
+    Some(format!(
+        "note: {class}: segments of up to {segment} bytes with frames of up to {frame} bytes \
+         pass a host's decoding budget (a segment, 1 MiB and a frame within 27 MiB): hosts \
+         decode this payload as one stream, on one core, and resume a cut download of it from \
+         their data partition, not from the slot; a smaller --segment-size (the default is 4) \
+         keeps it parallel"
+    ))
+}
+
+/// Build the release directory; returns the manifest's path and notes.
+#[cfg(feature = "pack")]
+pub fn pack(opts: &PackOptions) -> Result<Packed, String> {
     check_options(opts)?;
     check_inputs(opts)?;
     let keys: Vec<_> = crate::publish::load_secret_keys(&opts.secret_keys)
@@ -874,7 +904,12 @@ pub fn pack(opts: &PackOptions) -> Result<PathBuf, String> {
     body.push(b'\n');
     dir.publish_manifest("release.json", &body, &keys, previous.as_deref())
         .map_err(publish_err)?;
-    Ok(manifest)
+    let notes = doc
+        .images
+        .iter()
+        .filter_map(|(class, image)| one_stream_note(class, image))
+        .collect();
+    Ok(Packed { manifest, notes })
 }
 
 #[cfg(test)]

@@ -553,9 +553,12 @@ fn manual_line(done: &agent::ManualDone) -> String {
 #[cfg(feature = "pack")]
 pub fn pack(global: &Global, opts: &PackOptions) -> Result<i32> {
     crate::pack::check_options(opts).map_err(usage)?;
-    let manifest = crate::pack::pack(opts).map_err(Error::Pack)?;
+    let packed = crate::pack::pack(opts).map_err(Error::Pack)?;
     if !global.quiet {
-        crate::say!("wrote {} and its signature", manifest.display());
+        crate::say!("wrote {} and its signature", packed.manifest.display());
+    }
+    for note in &packed.notes {
+        crate::say!("abupdate: {note}");
     }
     Ok(0)
 }

@@ -309,13 +309,20 @@ impl Held {
     }
 }
 
+/// Whether hosts decode `image`'s payload segment by segment on every core:
+/// a segmented payload whose segments and frames fit the decoders' memory
+/// budget ([`segments::plan`]); the others are decoded as one stream.
+pub fn decodes_in_parallel(image: &Image) -> bool {
+    segments::plan(image).is_some()
+}
+
 /// Whether a cut download of `image` resumes from the slot ([`Held`])
 /// rather than from a partial download: a segmented payload whose every
 /// frame carries a signed digest, so the frames fetched after a resume are
 /// checked one by one (a payload hashed whole could not be checked from
 /// its middle).
 pub fn resumes_from_slot(image: &Image) -> bool {
-    segments::plan(image).is_some() && segments::frames_signed(&image.segments)
+    decodes_in_parallel(image) && segments::frames_signed(&image.segments)
 }
 
 /// The segments at the start of `image` that `device` already holds (see
@@ -1229,35 +1236,32 @@ mod tests {
     #[test]
     fn the_parallel_path_takes_only_payloads_a_single_worker_holds_within_the_budget() {
         const MIB: u64 = 1 << 20;
-        // Two 9 MiB segments: a worker's segment and compare piece (10
-        // MiB) and two frames of at most 8.5 MiB fit 27 MiB; frames a byte
-        // larger (data that hardly compresses) do not.
-        let table = |frame: u64| {
+        // Two segments of `segment` MiB, frames of `frame` bytes.
+        let table = |segment: u64, frame: u64| {
             let (mut img, _) = segmented_for(&data(1 << 20), 1 << 20);
             let seg = img.segments[0].clone();
             img.segments = (0..2u64)
                 .map(|i| Segment {
-                    offset: i * 9 * MIB,
-                    length: 9 * MIB,
+                    offset: i * segment * MIB,
+                    length: segment * MIB,
                     patch_offset: i * frame,
                     patch_length: frame,
                     ..seg.clone()
                 })
                 .collect();
-            img.size = 18 * MIB;
+            img.size = 2 * segment * MIB;
             img.download_size = Some(2 * frame);
             img
         };
-        assert_eq!(segments::plan(&table(17 * MIB / 2)), Some(9 * MIB));
-        assert_eq!(segments::plan(&table(17 * MIB / 2 + 1)), None);
-        // `pack --segment-size 12` of incompressible data (review 11: 39
-        // MiB on this path) goes through the one-stream path.
-        let (mut img, _) = segmented_for(&data(1 << 20), 1 << 20);
-        img.segments[0].length = 12 * MIB;
-        img.segments[0].patch_length = 12 * MIB + 300;
-        img.size = 12 * MIB;
-        img.download_size = Some(12 * MIB + 300);
-        assert_eq!(segments::plan(&img), None);
+        // 16 MiB segments: a worker's segment and compare piece (17 MiB)
+        // and a frame of at most 10 MiB fit 27 MiB; a byte more does not.
+        assert_eq!(segments::plan(&table(16, 10 * MIB)), Some(16 * MIB));
+        assert_eq!(segments::plan(&table(16, 10 * MIB + 1)), None);
+        // `pack --segment-size` 12 of data that does not compress still
+        // fits (one worker, one frame), 13 does not: it goes through the
+        // one-stream path.
+        assert_eq!(segments::plan(&table(12, 12 * MIB + 300)), Some(12 * MIB));
+        assert_eq!(segments::plan(&table(13, 13 * MIB + 300)), None);
     }
 
     #[test]
@@ -1284,13 +1288,15 @@ mod tests {
         // Many cores: as many as the budget holds.
         assert_eq!(p(16, 4 * MIB, MIB, All), (5, 5));
         assert_eq!(p(16, 4 * MIB, 3_276_660, All), (3, 3));
-        // A single worker keeps two frames. Past the budget only for
-        // buffers `plan` turns away (they take the one-stream path).
-        assert_eq!(p(16, 16 * MIB, 16 * MIB, All), (1, 2));
+        // A single worker keeps two frames where they fit, else one
+        // (`plan` turns away what does not fit even so).
+        assert_eq!(p(16, 12 * MIB, 7 * MIB, All), (1, 2));
+        assert_eq!(p(16, 12 * MIB, 12 * MIB, All), (1, 1));
+        assert_eq!(p(16, 16 * MIB, 16 * MIB, All), (1, 1));
         assert_eq!(p(0, MIB, MIB, All), (2, 2));
         assert_eq!(p(3, 1, 1, All), (5, 4));
         assert_eq!(p(usize::MAX, 0, 0, All), (64, 64));
-        assert_eq!(p(usize::MAX, u64::MAX, u64::MAX, All), (1, 2));
+        assert_eq!(p(usize::MAX, u64::MAX, u64::MAX, All), (1, 1));
     }
 
     /// Fails every read: a link that breaks.

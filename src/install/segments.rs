@@ -60,7 +60,7 @@
 //! beyond the budget) goes through the one-stream pipeline, which decodes
 //! concatenated frames as well.
 
-use super::writer::{compare, round_up, AlignedBuf, Fault, SlotWriter, ZeroDigests, READBACK};
+use super::writer::{accept, round_up, AlignedBuf, Fault, SlotWriter, ZeroDigests, READBACK};
 use super::{fill, hex, BeforeWrite, FrameAgain, InstallError, WriteMode};
 use crate::manifest::{Compression, Image, Segment};
 use crate::progress::Progress;
@@ -81,6 +81,13 @@ pub(crate) const MAX_SEGMENT: u64 = 16 << 20;
 /// 1 GiB, up to 4.6 MiB measured with four workers, a 9 GiB image's
 /// manifest (near the 1 MiB cap) and an HTTP client (review 11).
 const BUFFER_BUDGET: u64 = 27 << 20;
+/// Reads the medium once more at an offset and compares what it returns
+/// with the decoded bytes given ([`read_piece_again`]).
+type ReadAgain<'a> = &'a mut dyn FnMut(u64, &[u8]) -> Result<(), Fault>;
+
+/// The pieces a read-back that missed its digest is fingerprinted in, and
+/// the one read again from the medium ([`medium_or_payload`]).
+const TELL_PIECE: usize = 64 << 10;
 /// More threads than this decode nothing faster (and bound the search in
 /// [`pipeline`] on any core count).
 const MAX_WORKERS: usize = 64;
@@ -112,15 +119,16 @@ pub(crate) fn plan(image: &Image) -> Option<u64> {
 /// Whether the fewest buffers the parallel path runs with fit
 /// [`BUFFER_BUDGET`]: one worker's segment and compare piece (counted in
 /// either write mode, so that whether a payload takes this path, and so
-/// resumes from the slot, does not depend on the mode) and the two frames
-/// a single worker keeps. Segments of `pack --segment-size` 9 MiB and more
-/// of data that does not compress do not (a 12 MiB segment and two frames
-/// of it peaked at 39 MiB, review 11): they take the one-stream path,
-/// whose memory is its window's.
+/// resumes from the slot, does not depend on the mode; it also covers the
+/// piece [`medium_or_payload`] reads again) and one frame. Segments of
+/// `pack --segment-size` 13 MiB and more of data that does not compress
+/// do not (16 MiB with frames over 10 MiB): they take the one-stream path,
+/// whose memory is its window's (a 12 MiB segment with two frames of it
+/// peaked at 39 MiB before, review 11).
 fn one_worker_fits(segment: u64, frame: u64) -> bool {
     segment
         .saturating_add(READBACK as u64)
-        .saturating_add(frame.saturating_mul(2))
+        .saturating_add(frame)
         <= BUFFER_BUDGET
 }
 
@@ -148,7 +156,8 @@ pub(crate) struct Pipeline {
 /// only while it is decoded, and no more than the cores decode at once:
 /// frames for the cores and one more to read ahead kept that gain (601
 /// against 592 ms with a frame per worker) for a quarter less memory. A
-/// single worker keeps two frames (the next is read while it decodes).
+/// single worker keeps two frames (the next is read while it decodes)
+/// where they fit, else one (the reader waits for the worker).
 pub(crate) fn pipeline(cores: usize, segment: u64, frame: u64, mode: WriteMode) -> Pipeline {
     let per_worker = match mode {
         WriteMode::All => segment,
@@ -160,18 +169,23 @@ pub(crate) fn pipeline(cores: usize, segment: u64, frame: u64, mode: WriteMode) 
             .max(2)
             .min(workers.saturating_add(1))
     };
-    let fits = |workers: usize| {
+    let fits = |workers: usize, frames: usize| {
         (workers as u64)
             .saturating_mul(per_worker)
-            .saturating_add((frames_for(workers) as u64).saturating_mul(frame))
+            .saturating_add((frames as u64).saturating_mul(frame))
             <= BUFFER_BUDGET
     };
     let most = cores.saturating_add(2).clamp(1, MAX_WORKERS);
-    let workers = (1..=most).rev().find(|&w| fits(w)).unwrap_or(1);
-    Pipeline {
-        workers,
-        frames: frames_for(workers),
-    }
+    let workers = (1..=most)
+        .rev()
+        .find(|&w| fits(w, frames_for(w)))
+        .unwrap_or(1);
+    let frames = if fits(workers, frames_for(workers)) {
+        frames_for(workers)
+    } else {
+        1
+    };
+    Pipeline { workers, frames }
 }
 
 /// The largest frame of `image`'s segments (what a frame buffer grows to).
@@ -550,27 +564,43 @@ fn zero_all(sh: &Shared, held: usize, events: Sender<Event>) -> Option<SegFault>
 }
 
 /// The first fault by place in the image (`faults` sorted by index), with
-/// why its read-back did not match told ([`medium_or_payload`]) when it
-/// carries one. The others are dropped first, with their buffers: the
-/// frame read again and its decoded segment come on top of the one
-/// read-back kept, not of the whole pipeline's buffers (a read-back miss
-/// peaked at 39 MiB when a worker told it beside the others, review 11).
-fn explain_first(faults: Vec<SegFault>, image: &Image, again: FrameAgain) -> Option<SegFault> {
+/// why its read-back did not match told ([`medium_or_payload`], the
+/// medium's pieces read again with `read_again`) when it carries one. The
+/// others are dropped first, with their buffers: the frame read again
+/// comes on top of the one read-back kept, not of the whole pipeline's
+/// buffers (a read-back miss peaked at 39 MiB when a worker told it beside
+/// the others, review 11).
+fn explain_first(
+    faults: Vec<SegFault>,
+    image: &Image,
+    again: FrameAgain,
+    read_again: ReadAgain,
+) -> Option<SegFault> {
     let mut first = faults.into_iter().next()?;
-    if let (Some(read_back), Some(seg)) = (first.read_back.take(), image.segments.get(first.index))
+    if let (Some(mut read_back), Some(seg)) =
+        (first.read_back.take(), image.segments.get(first.index))
     {
         let len = usize::try_from(seg.length).unwrap_or(usize::MAX);
-        let mut dctx = zstd::zstd_safe::DCtx::create();
-        first.fault = medium_or_payload(
-            first.index,
-            seg,
-            read_back.get(..len).unwrap_or(&read_back),
-            first.fault,
-            again,
-            &mut dctx,
-        );
+        if let Some(read_back) = read_back.get_mut(..len) {
+            first.fault =
+                medium_or_payload(first.index, seg, read_back, first.fault, again, read_again);
+        }
     }
     Some(first)
+}
+
+/// The medium read once more at `at` (a piece of a segment whose
+/// read-back missed its digest, [`medium_or_payload`]) and compared with
+/// `decoded`: equal, or the medium's fault at the first byte that differs.
+fn read_piece_again(
+    writer: &SlotWriter,
+    piece: &mut AlignedBuf,
+    at: u64,
+    decoded: &[u8],
+) -> Result<(), Fault> {
+    let n = decoded.len().min(piece.len());
+    writer.read_at(piece, n, at).map_err(Fault::Io)?;
+    accept(&mut piece[..n], &decoded[..n], at)
 }
 
 /// Segment `index` was read back as `read_back`, which does not hash to
@@ -579,6 +609,15 @@ fn explain_first(faults: Vec<SegFault>, image: &Image, again: FrameAgain) -> Opt
 /// tells why: bytes that differ from the decoded ones are the medium's
 /// fault, at the first that differs ([`Fault::Medium`]); the same bytes
 /// mean the payload decodes to other bytes than were signed (`digest`).
+///
+/// The frame is decoded into `read_back` itself, once each
+/// [`TELL_PIECE`] of what the medium returned is fingerprinted (BLAKE3):
+/// the first piece whose decoded bytes hash otherwise is read once more
+/// from the medium (`read_again`, which compares it with the decoded
+/// bytes), to name the first byte that differs. A medium that returns the
+/// right bytes the second time is still at fault, at that piece's first
+/// byte. So telling a segment needs its frame and a piece on top of the
+/// worker's own buffer, which [`plan`]'s budget counts.
 ///
 /// When there is no proof either way, who is blamed depends on why:
 /// - The frame cannot be had again (`again` fails: a cut connection, a
@@ -605,10 +644,10 @@ fn explain_first(faults: Vec<SegFault>, image: &Image, again: FrameAgain) -> Opt
 fn medium_or_payload(
     index: usize,
     seg: &Segment,
-    read_back: &[u8],
+    read_back: &mut [u8],
     digest: Fault,
     again: FrameAgain,
-    dctx: &mut zstd::zstd_safe::DCtx,
+    read_again: ReadAgain,
 ) -> Fault {
     if seg.patch_blake3.is_none() {
         return digest;
@@ -618,15 +657,31 @@ fn medium_or_payload(
         Ok(_) => return digest,
         Err(source) => return Fault::Source(source),
     };
-    let mut decoded = vec![0u8; read_back.len()];
-    match dctx.decompress(&mut decoded, &frame) {
-        Ok(n) if n == read_back.len() => match compare(read_back, &decoded, seg.offset) {
-            Err(medium) => medium,
-            Ok(()) => digest.medium_checked(true),
-        },
+    // What the medium returned, piece by piece, before the decoder
+    // overwrites it: no second segment buffer (review 12).
+    let returned: Vec<blake3::Hash> = read_back.chunks(TELL_PIECE).map(blake3::hash).collect();
+    let mut dctx = zstd::zstd_safe::DCtx::create();
+    match dctx.decompress(read_back, &frame) {
+        Ok(n) if n == read_back.len() => {}
         // It decoded to the right length before: the same signed frame
         // cannot do otherwise now.
-        _ => digest,
+        _ => return digest,
+    }
+    let differs = read_back
+        .chunks(TELL_PIECE)
+        .zip(&returned)
+        .position(|(decoded, returned)| blake3::hash(decoded) != *returned);
+    let Some(piece) = differs else {
+        return digest.medium_checked(true);
+    };
+    let start = piece * TELL_PIECE;
+    let decoded = &read_back[start..read_back.len().min(start + TELL_PIECE)];
+    let at = seg.offset + start as u64;
+    match read_again(at, decoded) {
+        // The medium returns other bytes again: the first that differs.
+        Err(fault) => fault,
+        // The right ones this time: the first read differed in this piece.
+        Ok(()) => Fault::Medium { offset: at },
     }
 }
 
@@ -749,7 +804,12 @@ pub(super) fn write(
     // frames with the reader's end of their channel (the other end here).
     drop(sh);
     let first = match arm_error {
-        None => explain_first(faults, image, again),
+        None => {
+            let mut piece = AlignedBuf::new(TELL_PIECE);
+            explain_first(faults, image, again, &mut |at, decoded| {
+                read_piece_again(writer, &mut piece, at, decoded)
+            })
+        }
         Some(_) => None,
     };
     outcome(what, image, writer.path(), arm_error, first, read)
@@ -818,6 +878,7 @@ fn outcome(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::install::writer::compare;
 
     fn image(download_sha256: &str) -> Image {
         Image {
@@ -850,7 +911,9 @@ mod tests {
     ) -> Result<u64, InstallError> {
         let image = image("h");
         let never = |_: u64, _: u64| -> io::Result<Vec<u8>> { unreachable!("no read-back kept") };
-        let first = explain_first(faults, &image, &never);
+        let first = explain_first(faults, &image, &never, &mut |_, _| {
+            unreachable!("no read-back kept")
+        });
         outcome(
             "rootfs payload",
             &image,
@@ -994,10 +1057,22 @@ mod tests {
 
     /// A read-back that missed its digest, told apart with the frame read
     /// once more: `again` serves `served` (the segment's frame lies at
-    /// byte 10), or fails with its error. Returns the fault and how many
-    /// times the frame was asked for.
+    /// byte 10), or fails with its error; the medium returns `read_back`
+    /// again when read once more. Returns the fault and how many times the
+    /// frame was asked for.
     fn told(
         read_back: &[u8],
+        frame: &[u8],
+        digest: Option<String>,
+        served: Result<&[u8], crate::fetch::FetchError>,
+    ) -> (Fault, usize) {
+        told_again(read_back, read_back, frame, digest, served)
+    }
+
+    /// [`told`] of a medium that returns `second` when read once more.
+    fn told_again(
+        read_back: &[u8],
+        second: &[u8],
         frame: &[u8],
         digest: Option<String>,
         served: Result<&[u8], crate::fetch::FetchError>,
@@ -1022,8 +1097,11 @@ mod tests {
             actual: "a".into(),
             medium_checked: false,
         };
-        let mut dctx = zstd::zstd_safe::DCtx::create();
-        let fault = medium_or_payload(3, &seg, read_back, digest, &again, &mut dctx);
+        let mut kept = read_back.to_vec();
+        let fault = medium_or_payload(3, &seg, &mut kept, digest, &again, &mut |at, decoded| {
+            let from = usize::try_from(at - seg.offset).expect("in the segment");
+            compare(&second[from..from + decoded.len()], decoded, at)
+        });
         (fault, asked.load(Ordering::Relaxed))
     }
 
@@ -1113,7 +1191,12 @@ mod tests {
         };
         // Two workers kept their read-backs (segments 1 and 2, sorted):
         // only segment 1's is told, with its frame fetched once.
-        let first = explain_first(vec![kept(1), kept(2)], &image, &again).expect("a fault");
+        let mut medium_again = |at: u64, decoded: &[u8]| {
+            let from = usize::try_from(at % 4096).expect("in the segment");
+            compare(&differs[from..from + decoded.len()], decoded, at)
+        };
+        let first = explain_first(vec![kept(1), kept(2)], &image, &again, &mut medium_again)
+            .expect("a fault");
         assert_eq!(first.index, 1);
         assert!(first.read_back.is_none());
         match first.fault {
@@ -1123,15 +1206,57 @@ mod tests {
         assert_eq!(asked.load(Ordering::Relaxed), 1);
         // A fault without a read-back kept (compared piece by piece, or
         // not a digest) is passed on as it is, nothing fetched.
-        let first =
-            explain_first(vec![bad_segment(0, None), kept(1)], &image, &again).expect("a fault");
+        let first = explain_first(
+            vec![bad_segment(0, None), kept(1)],
+            &image,
+            &again,
+            &mut medium_again,
+        )
+        .expect("a fault");
         assert!(
             matches!(first.fault, Fault::Medium { offset: 7 }),
             "{:?}",
             first.fault
         );
         assert_eq!(asked.load(Ordering::Relaxed), 1);
-        assert!(explain_first(vec![], &image, &again).is_none());
+        assert!(explain_first(vec![], &image, &again, &mut medium_again).is_none());
+    }
+
+    /// A segment of several pieces: the piece that differs is found from
+    /// the fingerprints of what the medium returned, and only it is read
+    /// again; a medium that returns the right bytes the second time is
+    /// named at that piece's first byte.
+    #[test]
+    fn a_read_back_fault_is_located_in_its_piece_without_a_second_segment_buffer() {
+        let segment: Vec<u8> = (0..3 * TELL_PIECE + 1000)
+            .map(|i| (i * 7 % 251) as u8 ^ (i >> 9) as u8)
+            .collect();
+        let frame = zstd::encode_all(&segment[..], 3).expect("frame");
+        let signed = Some(blake3::hash(&frame).to_hex().to_string());
+        let mut differs = segment.clone();
+        let bad = 2 * TELL_PIECE + 777;
+        differs[bad] ^= 0x10;
+        // The medium returns the same bytes again: the byte itself.
+        match told(&differs, &frame, signed.clone(), Ok(&frame)).0 {
+            Fault::Medium { offset } => assert_eq!(offset, 4096 + bad as u64),
+            other => panic!("{other:?}"),
+        }
+        // The right bytes the second time: the piece it lay in.
+        match told_again(&differs, &segment, &frame, signed.clone(), Ok(&frame)).0 {
+            Fault::Medium { offset } => assert_eq!(offset, 4096 + 2 * TELL_PIECE as u64),
+            other => panic!("{other:?}"),
+        }
+        // A change in the short last piece.
+        let mut last = segment.clone();
+        *last.last_mut().expect("bytes") ^= 1;
+        match told(&last, &frame, signed.clone(), Ok(&frame)).0 {
+            Fault::Medium { offset } => assert_eq!(offset, 4096 + segment.len() as u64 - 1),
+            other => panic!("{other:?}"),
+        }
+        // What the medium returned decodes from the frame piece by piece:
+        // the payload's fault.
+        let (fault, _) = told(&segment, &frame, signed, Ok(&frame));
+        assert!(blames_payload(&fault, true), "{fault:?}");
     }
 
     /// A frame that is not signed could not be checked once fetched: it is

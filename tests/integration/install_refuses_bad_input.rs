@@ -536,6 +536,45 @@ fn a_wrong_image_hash_in_the_release_blames_the_release() {
     h.assert_target_bad();
 }
 
+/// Segments too large for the decoders' memory budget on a host (a
+/// segment, 1 MiB and a frame within 27 MiB: `--segment-size 14` of data
+/// that does not compress): `pack` says hosts decode the payload as one
+/// stream, and a host installs it so, byte for byte. The default segments
+/// of the same data get no note.
+#[test]
+fn segments_past_the_decoders_budget_are_noted_by_pack_and_installed_as_one_stream() {
+    let h = TestHost::new(
+        "one-stream-segments",
+        "1.0",
+        HostOptions {
+            slot_size: 32 << 20,
+            ..HostOptions::default()
+        },
+    );
+    let data = crate::common::http::pattern(28 << 20, 7);
+    let (m, packed) = h.pack_output("r2", "2.0", &data, &["--segment-size", "14"]);
+    assert!(packed.status.success(), "{}", text(&packed));
+    let said = String::from_utf8_lossy(&packed.stderr);
+    assert!(
+        said.contains("note: rootfs: segments of up to 14680064 bytes with frames of up to ")
+            && said.contains("hosts decode this payload as one stream"),
+        "{said}"
+    );
+    let out = install(&h, &m);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        h.slot_bytes(1, data.len()) == data,
+        "slot B holds the image"
+    );
+    let (_, default) = h.pack_output("r3", "3.0", &data, &[]);
+    assert!(default.status.success(), "{}", text(&default));
+    assert!(
+        !String::from_utf8_lossy(&default.stderr).contains("note:"),
+        "{}",
+        text(&default)
+    );
+}
+
 /// A segment in the middle of a segmented payload whose bytes do not hash
 /// to its signed digest (the release's table is wrong, its payload intact
 /// and validly signed): the install stops, the error names the segment's

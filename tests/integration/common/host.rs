@@ -356,6 +356,20 @@ interval = "1s"
 
     /// Pack `image` as release `version` into `<dir>/<name>/`.
     pub fn pack(&self, name: &str, version: &str, image: &[u8], extra: &[&str]) -> PathBuf {
+        let (manifest, out) = self.pack_output(name, version, image, extra);
+        assert!(out.status.success(), "pack: {}", text(&out));
+        manifest
+    }
+
+    /// [`TestHost::pack`], returning `pack`'s output as well (its notes),
+    /// whether it succeeded or not.
+    pub fn pack_output(
+        &self,
+        name: &str,
+        version: &str,
+        image: &[u8],
+        extra: &[&str],
+    ) -> (PathBuf, std::process::Output) {
         let out_dir = self.dir.join(name);
         let img = self.dir.join(format!("{name}.raw"));
         std::fs::write(&img, image).expect("image");
@@ -374,9 +388,7 @@ interval = "1s"
             .arg("--out")
             .arg(&out_dir)
             .args(extra);
-        let out = run(&mut c);
-        assert!(out.status.success(), "pack: {}", text(&out));
-        out_dir.join("release.json")
+        (out_dir.join("release.json"), run(&mut c))
     }
 
     pub fn grub_vars(&self) -> std::collections::BTreeMap<String, String> {
