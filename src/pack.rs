@@ -838,9 +838,10 @@ pub struct Packed {
 }
 
 /// A note when hosts will decode `image`'s segments as one stream, not on
-/// every core ([`crate::install::decodes_in_parallel`]): its largest
-/// segment and frame pass their memory budget (`--segment-size` 13 and
-/// more of data that does not compress).
+/// every core ([`crate::install::decodes_in_parallel`]), with why: a
+/// segment over [`crate::install::MAX_PARALLEL_SEGMENT`], or its largest
+/// segment and frame past the decoders' memory budget (`--segment-size`
+/// 13 and more of data that does not compress).
 #[cfg(feature = "pack")]
 fn one_stream_note(class: &str, image: &Image) -> Option<String> {
     if image.segments.is_empty() || crate::install::decodes_in_parallel(image) {
@@ -848,12 +849,22 @@ fn one_stream_note(class: &str, image: &Image) -> Option<String> {
     }
     let segment = image.segments.iter().map(|s| s.length).max()?;
     let frame = image.segments.iter().map(|s| s.patch_length).max()?;
+    let max = crate::install::MAX_PARALLEL_SEGMENT;
+    let why = if segment > max {
+        format!(
+            "segments of up to {segment} bytes are larger than the {max} bytes a host \
+             decodes on every core"
+        )
+    } else {
+        format!(
+            "segments of up to {segment} bytes with frames of up to {frame} bytes pass a host's \
+             decoding budget (a segment, 1 MiB and a frame within 27 MiB)"
+        )
+    };
     Some(format!(
-        "note: {class}: segments of up to {segment} bytes with frames of up to {frame} bytes \
-         pass a host's decoding budget (a segment, 1 MiB and a frame within 27 MiB): hosts \
-         decode this payload as one stream, on one core, and resume a cut download of it from \
-         their data partition, not from the slot; a smaller --segment-size (the default is 4) \
-         keeps it parallel"
+        "note: {class}: {why}: hosts decode this payload as one stream, on one core, and \
+         resume a cut download of it from their data partition, not from the slot; a smaller \
+         --segment-size (the default is 4) keeps it parallel"
     ))
 }
 

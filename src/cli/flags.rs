@@ -943,7 +943,7 @@ pub static FLAGS: &[Flag] = &[
         "segment-size",
         "MIB",
         PACK,
-        "cut images into independent zstd frames, decoded on every core (1 to 1024 MiB, default 4)",
+        "cut images into independent zstd frames, decoded on every core (1 to 1024 MiB, default 4; over 16, one stream)",
         |a, v| {
             a.segment_size = Some(v.number_in(1..=1024u64, "give 1 to 1024 (MiB)")? << 20);
             Ok(())

@@ -309,6 +309,10 @@ impl Held {
     }
 }
 
+/// The largest segment hosts decode on every core: a payload with a larger
+/// one is decoded as one stream ([`decodes_in_parallel`]).
+pub const MAX_PARALLEL_SEGMENT: u64 = segments::MAX_SEGMENT;
+
 /// Whether hosts decode `image`'s payload segment by segment on every core:
 /// a segmented payload whose segments and frames fit the decoders' memory
 /// budget ([`segments::plan`]); the others are decoded as one stream.

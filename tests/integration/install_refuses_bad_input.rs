@@ -573,6 +573,23 @@ fn segments_past_the_decoders_budget_are_noted_by_pack_and_installed_as_one_stre
         "{}",
         text(&default)
     );
+    // Segments over 16 MiB are one stream whatever their frames: the note
+    // says that, not the budget (review 13).
+    let (_, large) = h.pack_output(
+        "r4",
+        "4.0",
+        &image("4.0", 24 << 20),
+        &["--segment-size", "20"],
+    );
+    let said = String::from_utf8_lossy(&large.stderr);
+    assert!(
+        large.status.success()
+            && said.contains(
+                "note: rootfs: segments of up to 20971520 bytes are larger than the 16777216 bytes a host decodes on every core: hosts decode this payload as one stream"
+            ),
+        "{}",
+        text(&large)
+    );
 }
 
 /// A segment in the middle of a segmented payload whose bytes do not hash
