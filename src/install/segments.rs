@@ -126,9 +126,16 @@ pub(crate) fn plan(image: &Image) -> Option<u64> {
 /// whose memory is its window's (a 12 MiB segment with two frames of it
 /// peaked at 39 MiB before, review 11).
 fn one_worker_fits(segment: u64, frame: u64) -> bool {
-    segment
-        .saturating_add(READBACK as u64)
-        .saturating_add(frame)
+    fits_budget(1, segment.saturating_add(READBACK as u64), 1, frame)
+}
+
+/// Whether `workers` buffers of `per_worker` bytes and `frames` frames of
+/// `frame` bytes fit [`BUFFER_BUDGET`]: the one sum [`plan`] and
+/// [`pipeline`] check.
+fn fits_budget(workers: usize, per_worker: u64, frames: usize, frame: u64) -> bool {
+    (workers as u64)
+        .saturating_mul(per_worker)
+        .saturating_add((frames as u64).saturating_mul(frame))
         <= BUFFER_BUDGET
 }
 
@@ -169,22 +176,15 @@ pub(crate) fn pipeline(cores: usize, segment: u64, frame: u64, mode: WriteMode) 
             .max(2)
             .min(workers.saturating_add(1))
     };
-    let fits = |workers: usize, frames: usize| {
-        (workers as u64)
-            .saturating_mul(per_worker)
-            .saturating_add((frames as u64).saturating_mul(frame))
-            <= BUFFER_BUDGET
-    };
     let most = cores.saturating_add(2).clamp(1, MAX_WORKERS);
-    let workers = (1..=most)
+    // The most workers that fit with their frames; a single worker with a
+    // single frame last (what `plan` admits at its edge).
+    let (workers, frames) = (1..=most)
         .rev()
-        .find(|&w| fits(w, frames_for(w)))
-        .unwrap_or(1);
-    let frames = if fits(workers, frames_for(workers)) {
-        frames_for(workers)
-    } else {
-        1
-    };
+        .map(|w| (w, frames_for(w)))
+        .chain([(1, 1)])
+        .find(|&(w, f)| fits_budget(w, per_worker, f, frame))
+        .unwrap_or((1, 1));
     Pipeline { workers, frames }
 }
 
