@@ -191,8 +191,14 @@ impl fmt::Display for InstallError {
                 medium_checked,
             } => write!(
                 f,
-                "{what}: the segment at bytes {offset}..{} decodes to bytes whose {algorithm} is {actual}, the signed manifest says {expected}; {}",
+                "{what}: the segment at bytes {offset}..{} {} whose {algorithm} is {actual}, the signed manifest says {expected}; {}",
                 offset + length,
+                // Unchecked, the digest is only the read-back's: what the
+                // payload decodes to was not compared with it.
+                match medium_checked {
+                    true => "decodes to bytes",
+                    false => "read back from the slot as bytes",
+                },
                 match medium_checked {
                     true => "the slot read back exactly the bytes written, so the payload (or the release) is damaged",
                     false => "its frame is not signed (or was served again otherwise than signed), so the slot could not be checked and the payload (or the release) is taken to be damaged",
@@ -635,6 +641,39 @@ mod tests {
         sized_target as target,
     };
     use sha2::{Digest, Sha256};
+
+    /// The digest in a segment's mismatch is its read-back's: only once the
+    /// slot was found to return the decoded bytes is it what the payload
+    /// decodes to (review 13).
+    #[test]
+    fn a_segment_mismatch_says_decodes_to_only_when_the_slot_was_checked() {
+        let mismatch = |medium_checked| {
+            InstallError::SegmentMismatch {
+                what: "rootfs payload".into(),
+                offset: 4096,
+                length: 4096,
+                algorithm: "BLAKE3",
+                expected: "e".repeat(64),
+                actual: "a".repeat(64),
+                medium_checked,
+            }
+            .to_string()
+        };
+        let checked = mismatch(true);
+        assert!(
+            checked.contains("bytes 4096..8192 decodes to bytes whose BLAKE3 is aaaa")
+                && checked.contains("the slot read back exactly the bytes written"),
+            "{checked}"
+        );
+        let unchecked = mismatch(false);
+        assert!(
+            unchecked
+                .contains("bytes 4096..8192 read back from the slot as bytes whose BLAKE3 is aaaa")
+                && unchecked.contains("could not be checked")
+                && !unchecked.contains("decodes to"),
+            "{unchecked}"
+        );
+    }
 
     #[test]
     fn writes_and_verifies_raw_and_zstd() {
