@@ -993,9 +993,12 @@ fn write_payload(
                 true => install::file_temp(target_dev)?,
                 false => target_dev.to_path_buf(),
             };
+            // The connection closes when the writer is done reading, before
+            // it may fetch a frame once more (`frame_again`): a server that
+            // allows one connection per client answers that too.
             let written = install::write_image(
                 class,
-                &mut reader,
+                reader.closing_on_drop(),
                 &held,
                 image,
                 &path,

@@ -206,6 +206,13 @@ impl Resuming {
         crate::say!("abupdate: {shown}: the server ignores Range ({said}");
     }
 
+    /// Drops the current response, and with it its connection (a body not
+    /// read to its end is not kept for another request). The counters
+    /// stay; a later read would ask again from the next byte.
+    pub(crate) fn close(&mut self) {
+        self.body = None;
+    }
+
     /// Bytes read from the network and dropped, not handed out: the head
     /// of whole answers to resumes, which the caller had already.
     pub(crate) fn skipped(&self) -> u64 {

@@ -71,7 +71,7 @@ pub use location::{
 use location::{parse_location, split_url, url_join, Loc};
 use pace::Bucket;
 pub use pace::{parse_rate, Allowance, Pacing, RateWindow};
-pub use payload::{validator_file, PayloadReader};
+pub use payload::{validator_file, ClosingOnDrop, PayloadReader};
 use retry::Attempts;
 pub use retry::{Next, RetryPolicy};
 

@@ -148,6 +148,26 @@ impl PayloadReader {
         }
     }
 
+    /// Closes the payload's connection, for a caller that reads no more of
+    /// it: a writer that stopped early then asks for a frame once more
+    /// (`install::FrameAgain`) on a connection of its own, which a server
+    /// that allows one connection per client would otherwise refuse while
+    /// this one stays open. The counters stay.
+    pub fn close_connection(&mut self) {
+        if let Src::Http(h) = &mut self.src {
+            if let Some(net) = h.net.as_mut() {
+                net.close();
+            }
+        }
+    }
+
+    /// This reader for one writer: the connection is closed when the writer
+    /// drops it ([`PayloadReader::close_connection`]), and the reader is
+    /// still here for its counters.
+    pub fn closing_on_drop(&mut self) -> ClosingOnDrop<'_> {
+        ClosingOnDrop(self)
+    }
+
     fn net(&self) -> Option<&Resuming> {
         match &self.src {
             Src::Http(h) => h.net.as_ref(),
@@ -311,6 +331,22 @@ fn partial_name(p: &Option<Partial>) -> String {
 impl Read for PayloadReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.read_inner(buf).map_err(FetchError::into_io)
+    }
+}
+
+/// A [`PayloadReader`] lent to a writer, which closes its connection once
+/// dropped ([`PayloadReader::closing_on_drop`]).
+pub struct ClosingOnDrop<'r>(&'r mut PayloadReader);
+
+impl Read for ClosingOnDrop<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Drop for ClosingOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close_connection();
     }
 }
 
@@ -846,4 +882,5 @@ fn open_local(
 fn assert_send() {
     fn is_send<T: Send>() {}
     is_send::<PayloadReader>();
+    is_send::<ClosingOnDrop<'static>>();
 }

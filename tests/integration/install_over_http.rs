@@ -329,6 +329,73 @@ fn a_failing_medium_is_told_from_a_bad_release_with_the_frame_fetched_again() {
     assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("A B"));
 }
 
+/// The same, from a server that allows one connection per client (nginx
+/// `limit_conn 1`) and a payload far larger than the socket buffers, so
+/// the server is still sending it when the writer stops: the payload's
+/// connection is closed before the frame is asked for once more, and the
+/// medium is still named (with it open, the frame's request was refused
+/// with a 503 and the run ended as the source's failure, every time).
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_failing_medium_is_told_by_a_server_that_allows_one_connection_per_client() {
+    let len = 64 << 20;
+    let h = TestHost::new(
+        "http-bad-medium-one-conn",
+        "1.0",
+        HostOptions {
+            slot_size: len as u64 + (4 << 20),
+            ..HostOptions::default()
+        },
+    );
+    // Incompressible after its header: the payload is as large as the image.
+    let mut data = image("2.0", 4096);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while data.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    let m = h.pack("r2", "2.0", &data, &["--level", "1"]);
+    let Some(nginx) = Nginx::start_with_http(
+        m.parent().expect("dir"),
+        "limit_conn per_client 1;",
+        "limit_conn_zone $binary_remote_addr zone=per_client:1m;",
+    ) else {
+        return;
+    };
+    let out = h.abupdate_env(
+        &["install", "--no-reboot", &nginx.url("release.json")],
+        &[("ABUPDATE_FAILPOINT", "read-back-differs:1")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("the medium is failing"),
+        "{}",
+        text(&out)
+    );
+    let requests = payload_requests(&nginx, "rootfs-2.0.img.zst");
+    let whole = requests
+        .iter()
+        .find(|r| r.range.is_none())
+        .expect("the payload's request");
+    let payload = std::fs::metadata(m.with_file_name("rootfs-2.0.img.zst"))
+        .expect("payload")
+        .len();
+    assert!(
+        whole.body_bytes_sent < payload,
+        "the payload was sent whole before the writer stopped, which tests nothing: {requests:?}"
+    );
+    let again: Vec<_> = requests.iter().filter(|r| r.range.is_some()).collect();
+    assert_eq!(
+        again.len(),
+        1,
+        "one request for the frame again: {requests:?}"
+    );
+    assert_eq!(again[0].status, 206, "{requests:?}");
+    assert_eq!(h.grub_vars().get("ORDER").map(String::as_str), Some("A B"));
+}
+
 #[test]
 fn a_remote_manifest_cannot_point_at_local_files() {
     let h = TestHost::new("http-file-url", "1.0", HostOptions::default());
