@@ -293,6 +293,22 @@ fn a_zero_segment_replaces_the_old_bytes_of_a_loop_device() {
     );
 }
 
+/// Install the release `nginx` serves onto a slot whose first read-back
+/// returns a flipped bit: the run fails, naming the medium.
+#[cfg(feature = "failpoints")]
+fn installs_onto_a_failing_medium(h: &TestHost, nginx: &Nginx) {
+    let out = h.abupdate_env(
+        &["install", "--no-reboot", &nginx.url("release.json")],
+        &[("ABUPDATE_FAILPOINT", "read-back-differs:1")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("the medium is failing"),
+        "{}",
+        text(&out)
+    );
+}
+
 /// A slot that reads back other bytes than were written, over HTTP: the
 /// segment's frame went back to the reader once decoded, so it is fetched
 /// once more (one `Range` request for exactly its bytes), checked against
@@ -305,16 +321,7 @@ fn a_failing_medium_is_told_from_a_bad_release_with_the_frame_fetched_again() {
     let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
         return;
     };
-    let out = h.abupdate_env(
-        &["install", "--no-reboot", &nginx.url("release.json")],
-        &[("ABUPDATE_FAILPOINT", "read-back-differs:1")],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("the medium is failing"),
-        "{}",
-        text(&out)
-    );
+    installs_onto_a_failing_medium(&h, &nginx);
     let (at, len, _) = crate::common::host::segment_frame(&m, 0);
     let again: Vec<_> = payload_requests(&nginx, "rootfs-2.0.img.zst")
         .into_iter()
@@ -364,16 +371,7 @@ fn a_failing_medium_is_told_by_a_server_that_allows_one_connection_per_client() 
     ) else {
         return;
     };
-    let out = h.abupdate_env(
-        &["install", "--no-reboot", &nginx.url("release.json")],
-        &[("ABUPDATE_FAILPOINT", "read-back-differs:1")],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("the medium is failing"),
-        "{}",
-        text(&out)
-    );
+    installs_onto_a_failing_medium(&h, &nginx);
     let requests = payload_requests(&nginx, "rootfs-2.0.img.zst");
     let whole = requests
         .iter()
