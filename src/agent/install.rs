@@ -920,7 +920,9 @@ fn write_payload(
         // resume does): an object replaced since answers whole under
         // another validator, which ends the run as the object's change
         // (`FetchError::Changed`), never checked against the frame's
-        // digest as if it were the payload's.
+        // digest as if it were the payload's. A local file's validator is
+        // its identity: another file there, or the same rewritten, ends
+        // the run the same way (`fetch::payload::file_identity`).
         let object = opened
             .as_ref()
             .ok()

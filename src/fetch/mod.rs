@@ -1400,7 +1400,9 @@ impl Transport {
     /// `If-Range` on this request and on every resume of it, so that a
     /// `206` is that object's; a `200` under another validator is
     /// [`FetchError::Changed`] (nothing read from it), judged as a resume
-    /// is (`body.rs`, `judge_resume`). Ignored for a local file.
+    /// is (`body.rs`, `judge_resume`). For a local file it is the file's
+    /// identity ([`PayloadReader::validator`]): another file there now, or
+    /// the same rewritten, is [`FetchError::Io`] saying so, nothing read.
     pub fn open_range(
         &self,
         location: &str,
@@ -1416,7 +1418,16 @@ impl Transport {
                     detail: e.to_string(),
                 };
                 let mut file = File::open(&path).map_err(io_err)?;
-                let len = file.metadata().map_err(io_err)?.len();
+                let meta = file.metadata().map_err(io_err)?;
+                if let Some(was) = if_range {
+                    let now = payload::file_identity(&meta);
+                    if now != was {
+                        return Err(io_err(io::Error::other(format!(
+                            "the file changed since its bytes were read ({was}; now {now}): nothing is taken from it, and the next run reads it again"
+                        ))));
+                    }
+                }
+                let len = meta.len();
                 if offset.saturating_add(length) > len {
                     return Err(FetchError::TooShort {
                         location: location.to_string(),

@@ -55,7 +55,8 @@ pub struct PayloadReader {
 }
 
 enum Src {
-    Local(File),
+    /// A local file, with its identity when opened ([`file_identity`]).
+    Local(File, String),
     Http(Box<HttpSrc>),
 }
 
@@ -140,11 +141,12 @@ impl PayloadReader {
     /// The validator (strong ETag, else Last-Modified) of the object the
     /// payload's bytes come from, as a resume sends it in `If-Range`: a
     /// frame fetched once more asks with it ([`Transport::open_range`]).
-    /// `None` for a local file, or when the server named none.
+    /// For a local file, its identity when opened ([`file_identity`]);
+    /// `None` when the server named none.
     pub fn validator(&self) -> Option<&str> {
         match &self.src {
             Src::Http(h) => h.validator.as_deref(),
-            Src::Local(_) => None,
+            Src::Local(_, identity) => Some(identity),
         }
     }
 
@@ -171,7 +173,7 @@ impl PayloadReader {
     fn net(&self) -> Option<&Resuming> {
         match &self.src {
             Src::Http(h) => h.net.as_ref(),
-            Src::Local(_) => None,
+            Src::Local(..) => None,
         }
     }
 
@@ -213,7 +215,7 @@ impl PayloadReader {
     fn shown(&self) -> &str {
         match &self.src {
             Src::Http(h) => h.net.as_ref().map_or(&h.shown, |n| &n.shown),
-            Src::Local(_) => &self.location,
+            Src::Local(..) => &self.location,
         }
     }
 
@@ -226,7 +228,7 @@ impl PayloadReader {
             .min(buf.len());
         let buf = &mut buf[..want];
         let n = match &mut self.src {
-            Src::Local(file) => {
+            Src::Local(file, _) => {
                 let n = read_retrying(file, buf).map_err(|e| FetchError::Io {
                     location: self.location.clone(),
                     detail: e.to_string(),
@@ -874,8 +876,25 @@ fn open_local(
         resumed_from: start,
         from_network: 0,
         restart_reason: None,
-        src: Src::Local(file),
+        src: Src::Local(file, file_identity(&meta)),
     })
+}
+
+/// What names a local file's content without reading it: device, inode,
+/// length and modification time. A frame read once more from the file
+/// (`Transport::open_range`) is taken only while it is the same, as an
+/// HTTP range is only with the same validator: a payload replaced or
+/// rewritten since its bytes were read is another object.
+pub(crate) fn file_identity(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "file {}:{} {} bytes, modified {}.{:09}",
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    )
 }
 
 #[allow(dead_code)]

@@ -336,6 +336,55 @@ fn a_missing_local_payload_is_not_found_like_a_404() {
     }
 }
 
+/// A frame read once more from a local payload (`open_range` with the
+/// payload's validator) comes only from the file its bytes were read
+/// from: another file renamed there, or the same rewritten, is refused
+/// with nothing read, as an HTTP object under another validator is.
+#[test]
+fn a_range_of_a_local_file_is_taken_only_from_the_file_first_read() {
+    let dir = TempDir::new("fetch-local-identity");
+    let path = dir.join("p.bin");
+    std::fs::write(&path, vec![7u8; 1000]).unwrap();
+    let t = Transport::new(&TransportOptions::default()).unwrap();
+    let loc = path.to_str().unwrap();
+    let opened = t.open_payload(loc, 1000, None).unwrap();
+    let was = opened
+        .validator()
+        .expect("a local file's identity")
+        .to_string();
+    let range = |if_range: Option<&str>| {
+        let mut out = Vec::new();
+        t.open_range(loc, 10, 5, WholeAnswer::Refused, if_range)
+            .and_then(|mut r| {
+                r.read_to_end(&mut out).map_err(|e| FetchError::Io {
+                    location: loc.into(),
+                    detail: e.to_string(),
+                })
+            })
+            .map(|_| out)
+    };
+    assert_eq!(range(Some(&was)).unwrap(), vec![7u8; 5]);
+    // Another file of the same length renamed over it.
+    let other = dir.join("p.new");
+    std::fs::write(&other, vec![8u8; 1000]).unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    let e = range(Some(&was)).unwrap_err();
+    assert_eq!(e.kind(), "io", "{e}");
+    assert!(e.to_string().contains("the file changed"), "{e}");
+    // Without a validator the range is read as it is now.
+    assert_eq!(range(None).unwrap(), vec![8u8; 5]);
+    // The same file rewritten in place: its modification time moved.
+    let now = t.open_payload(loc, 1000, None).unwrap();
+    let was = now.validator().unwrap().to_string();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+        .unwrap();
+    assert!(range(Some(&was))
+        .unwrap_err()
+        .to_string()
+        .contains("the file changed"));
+}
+
 #[test]
 fn local_payload_size_checks() {
     let dir = TempDir::new("fetch-unit");
