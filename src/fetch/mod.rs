@@ -1413,35 +1413,8 @@ impl Transport {
     ) -> Result<RangeReader, FetchError> {
         let url = match parse_location(location)? {
             Loc::File(path) => {
-                let io_err = |e: io::Error| FetchError::Io {
-                    location: location.to_string(),
-                    detail: e.to_string(),
-                };
-                let mut file = File::open(&path).map_err(io_err)?;
-                let meta = file.metadata().map_err(io_err)?;
-                if let Some(was) = if_range {
-                    let now = payload::file_identity(&meta);
-                    if now != was {
-                        return Err(io_err(io::Error::other(format!(
-                            "the file changed since its bytes were read ({was}; now {now}): nothing is taken from it, and the next run reads it again"
-                        ))));
-                    }
-                }
-                let len = meta.len();
-                if offset.saturating_add(length) > len {
-                    return Err(FetchError::TooShort {
-                        location: location.to_string(),
-                        got: len.saturating_sub(offset),
-                        expected: length,
-                        announced: true,
-                    });
-                }
-                io::Seek::seek(&mut file, io::SeekFrom::Start(offset)).map_err(io_err)?;
-                return Ok(RangeReader(RangeSrc::Local(ExactReader::new(
-                    file.take(length),
-                    length,
-                    location,
-                ))));
+                return local_range(location, &path, offset, length, if_range)
+                    .map(|r| RangeReader(RangeSrc::Local(r)));
             }
             Loc::Http(url) => url,
         };
@@ -1545,6 +1518,62 @@ pub enum WholeAnswer {
     /// reads, the range handed out, nothing after it read (a frame fetched
     /// once more: the file up to the frame crosses the link once).
     HeadDropped,
+}
+
+/// `[offset, offset + length)` of the local file `path`, for
+/// [`Transport::open_range`]. Only a regular file or a block device can be
+/// read again: a pipe's bytes were consumed (opening it again would wait
+/// for a writer that may never come), so it is refused at once. It is
+/// opened without blocking for the same reason (something else may have
+/// been put at `path`), and with `if_range` (the payload's
+/// [`PayloadReader::validator`]) it must still be the file first read.
+fn local_range(
+    location: &str,
+    path: &Path,
+    offset: u64,
+    length: u64,
+    if_range: Option<&str>,
+) -> Result<ExactReader<io::Take<File>>, FetchError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let io_err = |e: io::Error| FetchError::Io {
+        location: location.to_string(),
+        detail: e.to_string(),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    let device = meta.file_type().is_block_device();
+    if !meta.is_file() && !device {
+        return Err(io_err(io::Error::other(
+            "not a regular file or a block device: a frame cannot be read from it again (its bytes were consumed)",
+        )));
+    }
+    if let Some(was) = if_range {
+        let now = payload::file_identity(&meta);
+        if now != was {
+            return Err(io_err(io::Error::other(format!(
+                "the file changed since its bytes were read ({was}; now {now}): nothing is taken from it, and the next run reads it again"
+            ))));
+        }
+    }
+    // A block device's length is where its end is (`st_size` is 0).
+    let len = match device {
+        true => io::Seek::seek(&mut file, io::SeekFrom::End(0)).map_err(io_err)?,
+        false => meta.len(),
+    };
+    if offset.saturating_add(length) > len {
+        return Err(FetchError::TooShort {
+            location: location.to_string(),
+            got: len.saturating_sub(offset),
+            expected: length,
+            announced: true,
+        });
+    }
+    io::Seek::seek(&mut file, io::SeekFrom::Start(offset)).map_err(io_err)?;
+    Ok(ExactReader::new(file.take(length), length, location))
 }
 
 /// The bytes of one range ([`Transport::open_range`]).

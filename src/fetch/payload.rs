@@ -881,19 +881,25 @@ fn open_local(
 }
 
 /// What names a local file's content without reading it: device, inode,
-/// length and modification time. A frame read once more from the file
+/// the device it is (a block device's node), length, and the times of its
+/// last write and last change. A frame read once more from the file
 /// (`Transport::open_range`) is taken only while it is the same, as an
 /// HTTP range is only with the same validator: a payload replaced or
-/// rewritten since its bytes were read is another object.
+/// rewritten since its bytes were read is another object. The change time
+/// is the kernel's own: setting the modification time back after a
+/// rewrite (`touch -r`, `cp -p`, `rsync -t --inplace`) moves it again.
 pub(crate) fn file_identity(meta: &std::fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;
     format!(
-        "file {}:{} {} bytes, modified {}.{:09}",
+        "file {}:{} (device {}) {} bytes, modified {}.{:09}, changed {}.{:09}",
         meta.dev(),
         meta.ino(),
+        meta.rdev(),
         meta.len(),
         meta.mtime(),
-        meta.mtime_nsec()
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec()
     )
 }
 

@@ -373,16 +373,99 @@ fn a_range_of_a_local_file_is_taken_only_from_the_file_first_read() {
     assert!(e.to_string().contains("the file changed"), "{e}");
     // Without a validator the range is read as it is now.
     assert_eq!(range(None).unwrap(), vec![8u8; 5]);
-    // The same file rewritten in place: its modification time moved.
+    // The same file rewritten in place, its modification time then set
+    // back (`touch -r`, `cp -p`): the change time still moved.
     let now = t.open_payload(loc, 1000, None).unwrap();
     let was = now.validator().unwrap().to_string();
-    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
-        .unwrap();
-    assert!(range(Some(&was))
-        .unwrap_err()
-        .to_string()
-        .contains("the file changed"));
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut f, &[9u8; 1000]).unwrap();
+    f.set_modified(modified).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().modified().unwrap(),
+        modified
+    );
+    let e = range(Some(&was)).unwrap_err();
+    assert!(e.to_string().contains("the file changed"), "{e}");
+}
+
+/// A block device (a payload copied to a raw partition) is read again as a
+/// file is: its length is the device's (`st_size` is 0), and its identity
+/// holds while it is the same device. Needs root and `losetup` (a loop
+/// device over a file); says SKIP otherwise.
+#[test]
+fn a_range_of_a_block_device_is_read_with_the_device_length() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: not root; the block-device range test needs losetup");
+        return;
+    }
+    let dir = TempDir::new("fetch-local-blockdev");
+    let backing = dir.join("payload.raw");
+    let bytes: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&backing, &bytes).unwrap();
+    let Ok(out) = std::process::Command::new("losetup")
+        .args(["-f", "--show", "-r"])
+        .arg(&backing)
+        .output()
+    else {
+        eprintln!("SKIP: no losetup; the block-device range test not run");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "losetup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let read = || -> Result<Vec<u8>, FetchError> {
+        let t = Transport::new(&TransportOptions::default()).unwrap();
+        let opened = t.open_payload(&dev, 8192, None)?;
+        let was = opened.validator().map(str::to_string);
+        let mut out = Vec::new();
+        let mut r = t.open_range(&dev, 8000, 192, WholeAnswer::Refused, was.as_deref())?;
+        r.read_to_end(&mut out).map_err(|e| FetchError::Io {
+            location: dev.clone(),
+            detail: e.to_string(),
+        })?;
+        let past = t.open_range(&dev, 8000, 193, WholeAnswer::Refused, was.as_deref());
+        assert!(
+            matches!(past, Err(ref e) if e.kind() == "too_short"),
+            "{:?}",
+            past.err()
+        );
+        Ok(out)
+    };
+    let got = read();
+    let _ = std::process::Command::new("losetup")
+        .arg("-d")
+        .arg(&dev)
+        .status();
+    assert_eq!(got.unwrap(), bytes[8000..]);
+}
+
+/// A pipe's bytes cannot be read again: a range of one is refused at once,
+/// not left waiting for a writer (the diagnosis of a failing medium would
+/// hang with the state lock held).
+#[test]
+fn a_range_of_a_pipe_is_refused_without_waiting_for_a_writer() {
+    let dir = TempDir::new("fetch-local-fifo");
+    let fifo = dir.join("p.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let loc = fifo.display().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let t = Transport::new(&TransportOptions::default()).unwrap();
+        let _ = tx.send(
+            t.open_range(&loc, 0, 1, WholeAnswer::Refused, None)
+                .map(|_| ()),
+        );
+    });
+    let e = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("open_range of a pipe still waits for a writer after 10 s")
+        .expect_err("a pipe was read from again");
+    assert_eq!(e.kind(), "io", "{e}");
+    assert!(e.to_string().contains("not a regular file"), "{e}");
 }
 
 #[test]
