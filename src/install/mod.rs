@@ -113,9 +113,9 @@ pub enum InstallError {
         actual: String,
         /// What was read back was found equal to what was written (else
         /// the medium could not be checked: the segment's frame is not
-        /// signed, or its source served it again otherwise than signed; a
-        /// frame that could not be had again at all is the source's
-        /// failure, [`InstallError::Source`], and blames nobody).
+        /// signed; a frame that could not be had again, or not as it was
+        /// first read, is the source's failure, [`InstallError::Source`],
+        /// and blames nobody).
         medium_checked: bool,
     },
     /// A frame of a segmented payload does not hash to its signed BLAKE3:
@@ -201,7 +201,7 @@ impl fmt::Display for InstallError {
                 },
                 match medium_checked {
                     true => "the slot read back exactly the bytes written, so the payload (or the release) is damaged",
-                    false => "its frame is not signed (or was served again otherwise than signed), so the slot could not be checked and the payload (or the release) is taken to be damaged",
+                    false => "its frame is not signed, so the slot could not be checked and the payload (or the release) is taken to be damaged",
                 }
             ),
             InstallError::FrameMismatch {

@@ -35,9 +35,10 @@
 //!   frame that cannot be had again (a cut link, a download window that
 //!   closed) ends the run as that failure of the source, which says
 //!   nothing about the release, and the next run writes the segment
-//!   again; only a frame that is not signed (nothing fetched could be
-//!   checked) or that the source serves otherwise than signed blames the
-//!   payload ([`medium_or_payload`] says why). A segment
+//!   again, as does a frame the source now serves otherwise than signed
+//!   (it matched when first read: the source changed); only a frame that
+//!   is not signed (nothing fetched could be checked) blames the payload
+//!   ([`medium_or_payload`] says why). A segment
 //!   whose signed digest is that of zeros (free space in the image) is not
 //!   decoded: a thread of its own ([`zero_all`]) has the device zero each
 //!   run of such segments in one request and reads them back as zeros
@@ -636,11 +637,16 @@ fn read_piece_again(
 ///   one for a fleet is to blame the release (a device's fault blamed on
 ///   a release pauses a rollout an operator can resume; the other way
 ///   round lets a bad release go on).
-/// - The frame was had again but does not match its signed BLAKE3, or
-///   (impossible for the same signed bytes) does not decode: the source
-///   serves, for this release, bytes that are not the signed ones: what
-///   the download itself blames on the payload (a frame that fails its
-///   BLAKE3 is `FrameMismatch`), so `digest` here as well.
+/// - The frame was had again but does not match its signed BLAKE3: it
+///   did when first read (a worker checks every frame before decoding
+///   it), so the source changed during the install (a local file written
+///   through a mapping, which moves none of its times; a server or proxy
+///   that serves other bytes under the same validator): [`Fault::Source`]
+///   too, blaming neither (`source_changed`). Should the source serve
+///   those bytes from now on, the next run's download meets them as any
+///   download does (`FrameMismatch`, the payload's fault) (review 14).
+/// - The frame matches but (impossible for the same signed bytes) does
+///   not decode to the segment's length: `digest`, unchecked.
 fn medium_or_payload(
     index: usize,
     seg: &Segment,
@@ -653,8 +659,10 @@ fn medium_or_payload(
         return digest;
     }
     let frame = match again(seg.patch_offset, seg.patch_length) {
-        Ok(frame) if check_frame(index, seg, &frame).is_ok() => frame,
-        Ok(_) => return digest,
+        Ok(frame) => match check_frame(index, seg, &frame) {
+            Ok(()) => frame,
+            Err(changed) => return Fault::Source(source_changed(&changed)),
+        },
         Err(source) => return Fault::Source(source),
     };
     // What the medium returned, piece by piece, before the decoder
@@ -683,6 +691,15 @@ fn medium_or_payload(
         // The right ones this time: the first read differed in this piece.
         Ok(()) => Fault::Medium { offset: at },
     }
+}
+
+/// The error for a frame that matched its signed BLAKE3 when first read
+/// and no longer does when read again ([`medium_or_payload`]).
+fn source_changed(frame: &FrameFault) -> io::Error {
+    io::Error::other(format!(
+        "the frame of segment {} (payload bytes {}..{}) read again has BLAKE3 {}, the signed manifest says {}, which it matched when first read: the payload's source changed during the install; nothing is blamed, and the next run writes the segment again",
+        frame.index, frame.patch.start, frame.patch.end, frame.actual, frame.expected
+    ))
 }
 
 fn write_segment(
@@ -1142,11 +1159,17 @@ mod tests {
         // other bytes than were signed.
         let (fault, _) = told(&segment, &frame, signed.clone(), Ok(&frame));
         assert!(blames_payload(&fault, true), "{fault:?}");
-        // The source serves the frame otherwise than signed: what the
-        // download blames on the payload too.
+        // The source serves the frame otherwise than signed, though it
+        // matched when first read: the source changed, nobody is blamed.
         let other = zstd::encode_all(&differs[..], 3).expect("frame");
-        let (fault, _) = told(&differs, &frame, signed.clone(), Ok(&other));
-        assert!(blames_payload(&fault, false), "{fault:?}");
+        match told(&differs, &frame, signed.clone(), Ok(&other)).0 {
+            Fault::Source(e) => assert!(
+                e.to_string().contains("which it matched when first read")
+                    && e.to_string().contains("nothing is blamed"),
+                "{e}"
+            ),
+            other => panic!("a source that changed blamed someone: {other:?}"),
+        }
         // A signed frame that decodes to another length (cannot happen for
         // the frame that decoded before) proves nothing either.
         let short = zstd::encode_all(&segment[..10], 3).expect("frame");

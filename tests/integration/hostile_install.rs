@@ -719,6 +719,45 @@ fn a_frame_fetched_again_asks_if_range_with_the_payloads_validator() {
     refused(&h, &b, &r, &["the medium is failing"], true);
 }
 
+/// A frame fetched once more that the server now serves with other bytes
+/// under the same ETag (a proxy or mirror that changed what it serves, a
+/// file written through a mapping): the frame matched its signed BLAKE3
+/// when first read, so the source changed; the run ends as that (`io`),
+/// the release neither blamed nor on the failed list, and the medium not
+/// named. Before, it ended as `hash_mismatch`, blaming the release
+/// (review 14).
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_frame_served_again_otherwise_than_first_read_ends_the_run_unblamed() {
+    let (h, b, m, srv, r) = install_with_a_read_back_miss("again-changed", |req, s, data| {
+        if req.range_end().is_none() {
+            return serve_tagged(req, s, data, "\"v1\"", None);
+        }
+        let other: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
+        serve_tagged(req, s, &other, "\"v1\"", None);
+    });
+    let (_, _, if_range) = the_frame_asked("changed", &m, &srv);
+    assert_eq!(if_range.as_deref(), Some("\"v1\""));
+    assert_eq!(json_kind("changed", &r), "io", "{}", text(&r.out));
+    refused(
+        &h,
+        &b,
+        &r,
+        &[
+            "the frame of segment 4",
+            "which it matched when first read",
+            "nothing is blamed",
+        ],
+        true,
+    );
+    counted_once_as(
+        &h,
+        "io",
+        "hash_mismatch",
+        "a frame served otherwise than first read",
+    );
+}
+
 /// A frame fetched once more from a server whose object was replaced
 /// since the payload's download began: it answers whole under another
 /// ETag (ignoring `Range` as well). Nothing is taken from that answer,
