@@ -249,6 +249,22 @@ impl Resuming {
         }
     }
 
+    /// The range's last byte is here: the response goes. When its length
+    /// was announced, its end is read first, which hands a keep-alive
+    /// connection back to the HTTP library's pool for the next range (a
+    /// delta asks one per segment: without it every range cost a
+    /// connection, and over HTTPS a handshake). A whole answer's rest is
+    /// not read: one byte tells it is there, and its connection is
+    /// dropped. A body without a length (chunked, or up to the close) is
+    /// dropped at once: its end could make the read wait on the link
+    /// (review 14).
+    pub(crate) fn end_of_range(&mut self) {
+        if self.body.as_ref().is_some_and(|b| b.sized) {
+            let _ = self.has_surplus();
+        }
+        self.body = None;
+    }
+
     /// Ask for the rest from `offset`, once; the answer must continue the
     /// bytes exactly. A failed request is returned for the retry logic; an
     /// answer that does not continue the body is final (`Err(Ok(e))`).
@@ -462,6 +478,9 @@ impl Resuming {
                         self.attempts.progress(n as u64);
                     }
                     self.transport.throttle(rate, n);
+                    if self.offset == end && matches!(self.end, End::Bounded { .. }) {
+                        self.end_of_range();
+                    }
                     return Ok(n);
                 }
                 Err(e) => self

@@ -1785,6 +1785,10 @@ pub(crate) struct StallGuard<R> {
     /// endless trailer inside the HTTP library, past every bound of ours
     /// (see [`body::Resuming::has_surplus`]).
     pub(crate) chunked: bool,
+    /// The body's length was announced (`Content-Length`, not chunked):
+    /// past it the HTTP library answers the end without waiting on the
+    /// link (see [`body::Resuming::end_of_range`]).
+    pub(crate) sized: bool,
 }
 
 impl<R: Read> StallGuard<R> {
@@ -1796,6 +1800,7 @@ impl<R: Read> StallGuard<R> {
             got: 0,
             location: location.to_string(),
             chunked: false,
+            sized: false,
         }
     }
 

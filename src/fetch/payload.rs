@@ -468,6 +468,7 @@ pub(super) fn body_reader(
             .windows(7)
             .any(|w| w == b"chunked")
     });
+    let sized = !chunked && content_length(&resp).is_some();
     // ureq's own limit as a second fence: one byte past what we may accept.
     let reader = resp
         .into_body()
@@ -476,6 +477,7 @@ pub(super) fn body_reader(
         .reader();
     let mut guard = StallGuard::new(reader, transport.read_timeout, shown);
     guard.chunked = chunked;
+    guard.sized = sized;
     guard
 }
 

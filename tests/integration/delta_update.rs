@@ -168,6 +168,20 @@ fn a_delta_from_the_exact_booted_image_fetches_only_its_segments() {
     );
     assert_eq!(st["metrics"]["last_install_full"].as_u64(), Some(full));
     assert!(status["slots"]["B"]["record"]["version"] == "2.0");
+    // One range a segment, all on one keep-alive connection: each range's
+    // end is read, which hands the connection back for the next (before,
+    // every range came on a connection of its own; over HTTPS, a
+    // handshake each) (review 14).
+    let ranges: Vec<_> = s
+        .nginx
+        .log()
+        .into_iter()
+        .filter(|l| l.uri.contains(".from-") && l.range.is_some())
+        .collect();
+    assert!(ranges.len() > 2, "{ranges:?}");
+    let connections: std::collections::BTreeSet<u64> =
+        ranges.iter().map(|l| l.connection).collect();
+    assert_eq!(connections.len(), 1, "{ranges:?}");
 }
 
 /// A signed manifest whose full segment table says other digests than its

@@ -1,7 +1,8 @@
 //! Test helper: a real nginx on a free loopback port serving a directory
 //! (static files, so ETag, Last-Modified and byte ranges come for free), with
-//! an access log that records `$status $body_bytes_sent "$http_range"
-//! $request_uri` so a test can count the bytes the server actually sent.
+//! an access log that records `$connection $status $body_bytes_sent
+//! "$http_range" $request_uri` so a test can count the bytes the server
+//! actually sent, and the connections they came on.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ use super::host::scratch;
 /// One access-log line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogLine {
+    /// nginx's serial number of the connection the request came on.
+    pub connection: u64,
     pub status: u16,
     pub body_bytes_sent: u64,
     /// The request's Range header, `None` when it had none.
@@ -96,7 +99,7 @@ pid {p}/nginx.pid;
 error_log {p}/error.log info;
 events {{ worker_connections 64; }}
 http {{
-    log_format fetchtest '$status $body_bytes_sent "$http_range" $request_uri';
+    log_format fetchtest '$connection $status $body_bytes_sent "$http_range" $request_uri';
     client_body_temp_path {p}/tmp/body;
     proxy_temp_path {p}/tmp/proxy;
     fastcgi_temp_path {p}/tmp/fastcgi;
@@ -187,13 +190,15 @@ http {{
 }
 
 fn parse_line(line: &str) -> Option<LogLine> {
-    let mut it = line.splitn(3, ' ');
+    let mut it = line.splitn(4, ' ');
+    let connection = it.next()?.parse().ok()?;
     let status = it.next()?.parse().ok()?;
     let body_bytes_sent = it.next()?.parse().ok()?;
     let rest = it.next()?;
     let rest = rest.strip_prefix('"')?;
     let (range, uri) = rest.split_once("\" ")?;
     Some(LogLine {
+        connection,
         status,
         body_bytes_sent,
         range: (range != "-").then(|| range.to_string()),
