@@ -262,7 +262,7 @@ impl Resuming {
         if self.body.as_ref().is_some_and(|b| b.sized) {
             let _ = self.has_surplus();
         }
-        self.body = None;
+        self.close();
     }
 
     /// Ask for the rest from `offset`, once; the answer must continue the

@@ -155,7 +155,7 @@ impl PayloadReader {
     /// (`install::FrameAgain`) on a connection of its own, which a server
     /// that allows one connection per client would otherwise refuse while
     /// this one stays open. The counters stay.
-    pub fn close_connection(&mut self) {
+    fn close_connection(&mut self) {
         if let Src::Http(h) = &mut self.src {
             if let Some(net) = h.net.as_mut() {
                 net.close();
@@ -164,8 +164,8 @@ impl PayloadReader {
     }
 
     /// This reader for one writer: the connection is closed when the writer
-    /// drops it ([`PayloadReader::close_connection`]), and the reader is
-    /// still here for its counters.
+    /// drops it (`close_connection`), and the reader is still here for its
+    /// counters.
     pub fn closing_on_drop(&mut self) -> ClosingOnDrop<'_> {
         ClosingOnDrop(self)
     }

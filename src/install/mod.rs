@@ -189,21 +189,19 @@ impl fmt::Display for InstallError {
                 expected,
                 actual,
                 medium_checked,
-            } => write!(
-                f,
-                "{what}: the segment at bytes {offset}..{} {} whose {algorithm} is {actual}, the signed manifest says {expected}; {}",
-                offset + length,
+            } => {
                 // Unchecked, the digest is only the read-back's: what the
                 // payload decodes to was not compared with it.
-                match medium_checked {
-                    true => "decodes to bytes",
-                    false => "read back from the slot as bytes",
-                },
-                match medium_checked {
-                    true => "the slot read back exactly the bytes written, so the payload (or the release) is damaged",
-                    false => "its frame is not signed, so the slot could not be checked and the payload (or the release) is taken to be damaged",
-                }
-            ),
+                let (bytes, why) = match medium_checked {
+                    true => ("decodes to bytes", "the slot read back exactly the bytes written, so the payload (or the release) is damaged"),
+                    false => ("read back from the slot as bytes", "its frame is not signed, so the slot could not be checked and the payload (or the release) is taken to be damaged"),
+                };
+                write!(
+                    f,
+                    "{what}: the segment at bytes {offset}..{} {bytes} whose {algorithm} is {actual}, the signed manifest says {expected}; {why}",
+                    offset + length,
+                )
+            }
             InstallError::FrameMismatch {
                 what,
                 index,
