@@ -78,6 +78,11 @@ pub use retry::{Next, RetryPolicy};
 /// Redirects followed per request before giving up.
 pub const MAX_REDIRECTS: usize = 5;
 
+/// The longest redirect body read to its end (see
+/// [`Transport::finish_redirect`]): a server's short "moved" page; nginx's
+/// is under 200 bytes.
+const REDIRECT_BODY_READ: usize = 4096;
+
 /// The largest PEM file read (a CA bundle, a client certificate chain);
 /// the host's whole bundle is about 200 KB.
 pub const MAX_PEM_BYTES: u64 = 16 * 1024 * 1024;
@@ -1055,11 +1060,13 @@ impl Transport {
                 .headers()
                 .get("location")
                 .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
                 .ok_or_else(|| FetchError::Network {
                     location: shown.clone(),
                     detail: format!("HTTP {status} redirect without a usable Location"),
                 })?;
-            let next = url_join(&current, target);
+            let next = url_join(&current, &target);
+            self.finish_redirect(resp);
             match location::scheme_of(&next).as_deref() {
                 Some("http") | Some("https") => {}
                 Some(other) => {
@@ -1095,6 +1102,39 @@ impl Transport {
                 });
             }
             chain.push(next);
+        }
+    }
+
+    /// A redirect is done with: its body is read to its end when its length
+    /// is announced and at most [`REDIRECT_BODY_READ`], within the time its
+    /// headers were allowed (twice the stall limit), which hands a
+    /// keep-alive connection back to the pool for the next hop or the next
+    /// request redirected the same way (a delta asks a range per segment, and
+    /// a release server that redirects to a mirror redirects each: without
+    /// this every range cost a connection to the redirecting server, over
+    /// HTTPS a handshake). Any other body is dropped with its connection: its
+    /// end could make the read wait on the link (review 14).
+    fn finish_redirect(&self, resp: Response<Body>) {
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        let small = header("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n <= REDIRECT_BODY_READ as u64);
+        if !small || header("transfer-encoding").is_some() {
+            return;
+        }
+        let allowed = self.read_timeout.saturating_mul(2);
+        let started = Instant::now();
+        let mut reader = resp.into_body().into_reader();
+        let mut buf = [0u8; 512];
+        let mut read = 0usize;
+        // Each read waits at most the stall limit (the agent's per-read
+        // timeout); past the time allowed, or past the announced length,
+        // the rest is not waited for.
+        while started.elapsed() < allowed && read <= REDIRECT_BODY_READ {
+            match body::read_retrying(&mut reader, &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
         }
     }
 

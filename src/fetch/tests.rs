@@ -1399,3 +1399,74 @@ fn a_resume_goes_on_from_the_exact_range_or_a_payloads_or_frames_whole_answer_on
         );
     }
 }
+
+/// A redirect's body is read to its end only when it is announced short,
+/// and never waited for past twice the stall limit: a server trickling a
+/// short body slower than it could be read costs that much (the hop then
+/// goes on, on a new connection), and a long body is not read at all. The
+/// target is fetched either way.
+#[test]
+fn a_redirect_body_trickled_or_long_is_not_waited_for() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                loop {
+                    let mut header = String::new();
+                    match reader.read_line(&mut header) {
+                        Ok(n) if n > 0 && !header.trim().is_empty() => {}
+                        _ => break,
+                    }
+                }
+                let length = match path.as_str() {
+                    "/short" => 100,
+                    "/long" => 1_000_000,
+                    _ => {
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        );
+                        return;
+                    }
+                };
+                let head = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: /doc\r\nContent-Length: {length}\r\n\r\n"
+                );
+                let _ = stream.write_all(head.as_bytes());
+                // A byte every 100 ms, within the stall limit each time,
+                // for up to 20 s or until the client goes.
+                for _ in 0..200 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if stream.write_all(b"x").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let t = Transport::new(&TransportOptions {
+        read_timeout: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .unwrap();
+    for path in ["/short", "/long"] {
+        let started = std::time::Instant::now();
+        // A payload: no deadline on the whole exchange (a document has
+        // one), only the stall limit on each read.
+        let mut body = Vec::new();
+        t.open_payload(&format!("{base}{path}"), 2, None)
+            .unwrap()
+            .read_to_end(&mut body)
+            .unwrap();
+        assert_eq!(body, b"ok", "{path}");
+        // Reading the short body to its end would take 10 s, the long one's
+        // 100,000 s; twice the stall limit is 0.6 s.
+        assert!(started.elapsed() < Duration::from_secs(5), "{path}");
+    }
+}

@@ -184,6 +184,45 @@ fn a_delta_from_the_exact_booted_image_fetches_only_its_segments() {
     assert_eq!(connections.len(), 1, "{ranges:?}");
 }
 
+/// A release server that redirects each of a delta's ranges to a mirror
+/// (here itself, under another path) costs no connection per range: each
+/// redirect's short body is read to its end, so the connection serves the
+/// redirected request and the next range. Before, every redirect's
+/// connection was dropped with its unread body: a new connection (over
+/// HTTPS a handshake) per range (review 14's note).
+#[test]
+fn a_delta_redirected_range_by_range_keeps_one_connection() {
+    let redirect = r#"
+        location ~ "^/[^/]+\.from-" { absolute_redirect off; return 302 /mirror$uri; }
+        location ^~ /mirror/ { rewrite ^/mirror/(.*)$ /$1 break; }
+    "#;
+    let Some(s) = setup("delta-redirected", 16 * MIB, redirect) else {
+        return;
+    };
+    let out = &run(std::process::Command::new(crate::common::host::bin())
+        .arg("--config")
+        .arg(&s.host.config)
+        .args(["--json", "install", "--no-reboot"])
+        .arg(s.nginx.url("release.json")));
+    assert!(out.status.success(), "{}", text(out));
+    assert_eq!(&s.host.slot_bytes(1, s.v2.len()), &s.v2, "slot B is not v2");
+    s.nginx.wait_log(3);
+    let delta: Vec<_> = s
+        .nginx
+        .log()
+        .into_iter()
+        .filter(|l| l.uri.contains(".from-"))
+        .collect();
+    let redirected = delta.iter().filter(|l| l.status == 302).count();
+    let served = delta
+        .iter()
+        .filter(|l| l.status == 206 && l.uri.starts_with("/mirror/"))
+        .count();
+    assert!(redirected > 2 && redirected == served, "{delta:?}");
+    let connections: std::collections::BTreeSet<u64> = delta.iter().map(|l| l.connection).collect();
+    assert_eq!(connections.len(), 1, "{delta:?}");
+}
+
 /// A signed manifest whose full segment table says other digests than its
 /// delta's (the delta would be checked against bytes the full payload
 /// never holds) is refused as a whole, naming the first difference, with
