@@ -29,30 +29,34 @@ chmod 1777 "$TMPDIR" # as /tmp: servers' workers and checks run as other users
 export TMPDIR
 trap 'rm -rf "$TMPDIR"' EXIT
 
+# Each step's heading says when it began (seconds into the run), so a slow
+# CI run shows which step took the time.
+phase() { echo "== $* (at ${SECONDS} s)"; }
+
 scripts/deps.sh
 
-echo "== format and lint"
+phase "format and lint"
 cargo fmt --all -- --check
 cargo clippy --all-targets --features failpoints -- -D warnings
 
-echo "== 32-bit host build (i686, static; the delta tests run it as a 32-bit host)"
+phase "32-bit host build (i686, static; the delta tests run it as a 32-bit host)"
 cargo build --release --target i686-unknown-linux-musl --no-default-features
 echo "static 32-bit host binary: $(stat -c %s target/i686-unknown-linux-musl/release/abupdate) bytes"
 
-echo "== tests"
+phase "tests"
 rm -rf target/tmp/fault-matrix
 cargo test --features failpoints
 
-echo "== alerting rules (promtool): syntax, then their unit tests"
+phase "alerting rules (promtool): syntax, then their unit tests"
 promtool check rules contrib/prometheus/abupdate-rules.yml
 (cd contrib/prometheus && promtool test rules abupdate-rules.test.yml)
 
-echo "== fault-injection matrix: every durable step, crashed at and recovered"
+phase "fault-injection matrix: every durable step, crashed at and recovered"
 cat target/tmp/fault-matrix/*.txt
 awk -F': ' '{split($2, a, " "); s += a[1]; n++} END {print "fault matrix: " s " crash points over " n " flow/bootloader pairs, each recovered"}' \
     target/tmp/fault-matrix/*.txt
 
-echo "== static release builds"
+phase "static release builds"
 bin=target/x86_64-unknown-linux-musl/release/abupdate
 # The host build: everything but `pack` (no zstd compressor).
 cargo build --release --target x86_64-unknown-linux-musl --no-default-features
@@ -71,13 +75,13 @@ cargo build --release --target x86_64-unknown-linux-musl
 file "$bin" 2>/dev/null || true
 echo "static binary with pack: $(stat -c %s "$bin") bytes"
 
-echo "== the README's first command: scripts/demo.sh"
+phase "the README's first command: scripts/demo.sh"
 scripts/demo.sh > target/demo.log 2>&1 || { cat target/demo.log; exit 1; }
 grep -q 'by delta' target/demo.log || { cat target/demo.log; echo "the demo's update did not go by delta"; exit 1; }
 grep -E '^last install' target/demo.log
 
 if [ "${ABUPDATE_SKIP_FLEET_E2E:-0}" != 1 ]; then
-    echo "== fleet end to end: 50 hosts, node_exporter, Prometheus, releases on S3 (scripts/fleet-e2e.sh)"
+    phase "fleet end to end: 50 hosts, node_exporter, Prometheus, releases on S3 (scripts/fleet-e2e.sh)"
     # Bounded: about 4 minutes on an idle machine; a hang is killed with
     # everything it started (timeout signals the script's process group).
     timeout -k 30 1200 scripts/fleet-e2e.sh > target/fleet-e2e.log 2>&1 \
@@ -86,26 +90,26 @@ if [ "${ABUPDATE_SKIP_FLEET_E2E:-0}" != 1 ]; then
 fi
 
 if [ -x scripts/check-units.sh ]; then
-    echo "== systemd units"
+    phase "systemd units"
     scripts/check-units.sh
 fi
 
 if [ -x scripts/vm-test.sh ] && [ "${ABUPDATE_SKIP_VM:-0}" != 1 ]; then
-    echo "== GRUB in qemu: the shipped grub.cfg's choices, then end to end"
+    phase "GRUB in qemu: the shipped grub.cfg's choices, then end to end"
     scripts/vm-test.sh --grub-selftest
     scripts/vm-test.sh
     # One scenario per EFI backend keeps CI within 60 minutes; the systemd
     # guest (debootstrap, 2-4 min per boot under TCG) and every other scenario:
     # scripts/vm-test.sh --firmware ovmf --all
-    echo "== UEFI in qemu (OVMF): kind = efi, then systemd-boot"
+    phase "UEFI in qemu (OVMF): kind = efi, then systemd-boot"
     scripts/vm-test.sh --firmware ovmf --boot efi --scenario 1
     scripts/vm-test.sh --firmware ovmf --boot systemd-boot --scenario 1
 fi
 
 if [ "${ABUPDATE_SKIP_FUZZ:-0}" != 1 ]; then
-    echo "== fuzz"
+    phase "fuzz"
     # A fixed seed: the same inputs on every CI run of a build (new seeds are
     # for the long runs, scripts/fuzz.sh 600).
     FUZZ_SEED=${FUZZ_SEED:-20261203} scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 fi
-echo "== all checks passed"
+phase "all checks passed"
