@@ -1122,15 +1122,15 @@ impl Transport {
         if !small || header("transfer-encoding").is_some() {
             return;
         }
-        let allowed = self.read_timeout.saturating_mul(2);
         let started = Instant::now();
         let mut reader = resp.into_body().into_reader();
         let mut buf = [0u8; 512];
         let mut read = 0usize;
         // Each read waits at most the stall limit (the agent's per-read
-        // timeout); past the time allowed, or past the announced length,
-        // the rest is not waited for.
-        while started.elapsed() < allowed && read <= REDIRECT_BODY_READ {
+        // timeout) and none starts after one stall limit: twice the stall
+        // limit in all. Past that, or past the announced length, the rest
+        // is not waited for.
+        while started.elapsed() < self.read_timeout && read <= REDIRECT_BODY_READ {
             match body::read_retrying(&mut reader, &mut buf) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => read += n,
