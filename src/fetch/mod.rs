@@ -1066,7 +1066,6 @@ impl Transport {
                     detail: format!("HTTP {status} redirect without a usable Location"),
                 })?;
             let next = url_join(&current, &target);
-            self.finish_redirect(resp);
             match location::scheme_of(&next).as_deref() {
                 Some("http") | Some("https") => {}
                 Some(other) => {
@@ -1101,6 +1100,8 @@ impl Transport {
                     reason: format!("more than {MAX_REDIRECTS} redirects"),
                 });
             }
+            // Followed: only now is the connection worth keeping.
+            self.finish_redirect(resp);
             chain.push(next);
         }
     }
