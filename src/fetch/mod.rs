@@ -81,7 +81,7 @@ pub const MAX_REDIRECTS: usize = 5;
 /// The longest redirect body read to its end (see
 /// [`Transport::finish_redirect`]): a server's short "moved" page; nginx's
 /// is under 200 bytes.
-const REDIRECT_BODY_READ: usize = 4096;
+const REDIRECT_BODY_READ: u64 = 4096;
 
 /// The largest PEM file read (a CA bundle, a client certificate chain);
 /// the host's whole bundle is about 200 KB.
@@ -1116,25 +1116,18 @@ impl Transport {
     /// HTTPS a handshake). Any other body is dropped with its connection: its
     /// end could make the read wait on the link (review 14).
     fn finish_redirect(&self, resp: Response<Body>) {
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
-        let small = header("content-length")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .is_some_and(|n| n <= REDIRECT_BODY_READ as u64);
-        if !small || header("transfer-encoding").is_some() {
+        if announced_length(&resp).is_none_or(|n| n > REDIRECT_BODY_READ) {
             return;
         }
         let started = Instant::now();
         let mut reader = resp.into_body().into_reader();
         let mut buf = [0u8; 512];
-        let mut read = 0usize;
         // Each read waits at most the stall limit (the agent's per-read
         // timeout) and none starts after one stall limit: twice the stall
-        // limit in all. Past that, or past the announced length, the rest
-        // is not waited for.
-        while started.elapsed() < self.read_timeout && read <= REDIRECT_BODY_READ {
-            match body::read_retrying(&mut reader, &mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => read += n,
+        // limit in all. The body's end (read 0) hands the connection back.
+        while started.elapsed() < self.read_timeout {
+            if matches!(body::read_retrying(&mut reader, &mut buf), Ok(0) | Err(_)) {
+                return;
             }
         }
     }
@@ -1688,6 +1681,25 @@ fn no_proxy_matches(entries: &[String], host: &str) -> bool {
     })
 }
 
+/// The response's `Content-Length`, when it has a usable one.
+fn content_length(resp: &Response<Body>) -> Option<u64> {
+    resp.headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The body's length as announced: its `Content-Length` when no
+/// `Transfer-Encoding` overrides it (RFC 9112, 6.3). Only such a body's end
+/// can be read without waiting on the link, which hands a keep-alive
+/// connection back to the pool (a range's end, a redirect's body).
+fn announced_length(resp: &Response<Body>) -> Option<u64> {
+    if resp.headers().contains_key("transfer-encoding") {
+        return None;
+    }
+    content_length(resp)
+}
+
 /// How errors name a request: its URL, and where redirects led, for a
 /// person (see [`redact`]).
 fn describe_chain(chain: &[String]) -> String {
@@ -1826,7 +1838,7 @@ pub(crate) struct StallGuard<R> {
     /// endless trailer inside the HTTP library, past every bound of ours
     /// (see [`body::Resuming::has_surplus`]).
     pub(crate) chunked: bool,
-    /// The body's length was announced (`Content-Length`, not chunked):
+    /// The body's length was announced ([`announced_length`]):
     /// past it the HTTP library answers the end without waiting on the
     /// link (see [`body::Resuming::end_of_range`]).
     pub(crate) sized: bool,

@@ -12,7 +12,9 @@ use crate::flush::{BackgroundSync, Push};
 use super::body::{judge_resume, read_retrying, End, ResumeAnswer, Resuming};
 use super::location::{parse_location, redact, Loc};
 use super::retry::Attempts;
-use super::{retry_after, FetchError, Reply, StallGuard, Transport};
+use super::{
+    announced_length, content_length, retry_after, FetchError, Reply, StallGuard, Transport,
+};
 
 /// A sync of the partial file is asked for each time it grew by this much,
 /// so that a power cut loses little of a download; the syncs run in the
@@ -409,13 +411,6 @@ pub(super) fn content_range(resp: &Response<Body>) -> Option<Result<ContentRange
     })
 }
 
-fn content_length(resp: &Response<Body>) -> Option<u64> {
-    resp.headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Refuse, on the headers alone, a response that announces a payload of
 /// another size than declared: a body starting at `offset` must end at
 /// exactly `size`.
@@ -468,7 +463,7 @@ pub(super) fn body_reader(
             .windows(7)
             .any(|w| w == b"chunked")
     });
-    let sized = !chunked && content_length(&resp).is_some();
+    let sized = announced_length(&resp).is_some();
     // ureq's own limit as a second fence: one byte past what we may accept.
     let reader = resp
         .into_body()
