@@ -11,7 +11,8 @@
 # Knobs (environment): RUNS=5 (runs per case, alternating), SIZE_MIB=1024 (the
 # image), LEVEL=19 (zstd level of the image's payloads), RSS_SIZES="256 1024 4096",
 # BENCH_DIR=target/bench (scratch; images and payloads are cached there between
-# runs, keyed by mode: delete $BENCH_DIR/rel to re-pack), SKIP_BUILD=1.
+# runs, keyed by mode: delete $BENCH_DIR/rel to re-pack), SKIP_BUILD=1,
+# LOOP_DIO=on (the slots' loop devices use direct I/O on their backing files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,7 +38,7 @@ die() { log "FAILED: $*"; exit 1; }
 deps() {
     [ "$(id -u)" = 0 ] || die "run as root (loop devices, mounts, RAUC's D-Bus service)"
     "$ROOT/scripts/deps.sh"
-    local want=(rauc swupdate casync squashfs-tools dbus time nginx zstd openssl e2fsprogs grub2-common)
+    local want=(rauc swupdate casync squashfs-tools dbus time nginx curl zstd openssl e2fsprogs grub2-common)
     local missing=()
     for p in "${want[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -154,15 +154,39 @@ EOF
 nginx_stop() { [ -f "$W/nginx/nginx.pid" ] && kill "$(cat "$W/nginx/nginx.pid")" 2>/dev/null; rm -f "$W/nginx/nginx.pid"; }
 
 run_abu_http() { abu_install "http://127.0.0.1:$NGINX_PORT/rootfs-seg/release.json"; }
+# The receive alone, by a standard client, and the file read alone: what HTTP
+# costs any client on this machine, beside what it costs the install.
+run_curl_http() { "${TIME[@]}" curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/rootfs-seg/$(basename "$(PSEG)")"; }
+run_cat_local() { "${TIME[@]}" cat "$(PSEG)" > /dev/null; }
+# CPU ticks of the nginx master and its workers so far (the server shares the
+# two cores with the client).
+nginx_ticks() {
+    local master p t=0; master=$(cat "$W/nginx/nginx.pid")
+    for p in "$master" $(pgrep -P "$master"); do
+        t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+# sample_served NAME SETUP RUN: `sample`, and nginx's CPU ms in that window to $RES/NAME-nginx.txt
+sample_served() {
+    local t0 t1 hz; hz=$(getconf CLK_TCK)
+    t0=$(nginx_ticks)
+    sample "$@"
+    t1=$(nginx_ticks)
+    echo $(( (t1 - t0) * 1000 / hz )) >> "$RES/$1-nginx.txt"
+}
 
 http_bench() {
     nginx_start
-    rm -f "$RES/abu-http.tsv" "$RES/abu-local.tsv"
+    rm -f "$RES"/{abu-http,abu-local,curl-http,cat-local}.tsv "$RES"/*-nginx.txt
     local r
-    # Alternating with the same install from the local file.
+    # Alternating with the same install from the local file, and the same
+    # payload received by curl and read by cat.
     for r in $(seq "$RUNS"); do
-        sample abu-http reset_abu run_abu_http
+        sample_served abu-http reset_abu run_abu_http
         sample abu-local reset_abu run_abuseg
+        sample_served curl-http none run_curl_http
+        sample cat-local none run_cat_local
     done
     # The idle tick: the booted version is the released one.
     local url="http://127.0.0.1:$NGINX_PORT/rootfs-seg/release.json"
@@ -242,7 +266,7 @@ sizes() {
         echo "abupdate $(stat -c %s "$(HOST_BIN)") static"
         echo "abupdate-pack $(stat -c %s "$ABU") static"
         local p
-        for p in rauc swupdate casync zstd openssl dd sha256sum; do
+        for p in rauc swupdate casync zstd openssl dd sha256sum curl cat; do
             echo "$p $(size_of "$p") $(stat -L -c %s "$(command -v "$p")")"
         done
         echo "mksquashfs-note $(size_of unsquashfs) -"
@@ -276,6 +300,7 @@ report() {
     echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     local c name label setup run after bin
     for c in "${CASES[@]}" "abu-http|abupdate install over HTTP from nginx (default segmented)" "abu-local|the same from the local file, alternating with it" \
+        "curl-http|curl -o /dev/null of the same payload from the same nginx (the receive alone)" "cat-local|cat of the payload file → /dev/null (the read alone)" \
         "abu-ram|abupdate install, slot on a loop device over a file in RAM (its flush writes nothing out)" "zstd-ram|zstd -dc → /dev/null, alternating with it"; do
         IFS='|' read -r name label setup run after <<< "$c"
         [ -s "$RES/$name.tsv" ] || continue
@@ -283,7 +308,7 @@ report() {
         ms=$(med "$name" 1); rss=$(med "$name" 2); cpu=$(med "$name" 3); out=$(med "$name" 4); load=$(med "$name" 5)
         best=$(cut -d' ' -f1 "$RES/$name.tsv" | sort -n | head -n1)
         case $name in
-            abu*) bin=abupdate ;; rauc*) bin=rauc ;; swu*) bin=swupdate ;; casync) bin=casync ;;
+            abu*) bin=abupdate ;; rauc*) bin=rauc ;; swu*) bin=swupdate ;; casync) bin=casync ;; curl-http) bin=curl ;; cat-local) bin=cat ;;
             bound-dd) bin=dd ;; bound-zstd* | zstd-ram) bin=zstd ;; bound-openssl) bin=openssl ;; bound-sha256sum) bin=sha256sum ;;
         esac
         awk -v l="$label" -v ms="$ms" -v b="$bytes" -v ref="$ref" -v rss="$rss" -v cpu="$cpu" -v out="$out" -v best="$best" -v sz="$(size_for $bin)" -v load="$load" 'BEGIN {
@@ -335,15 +360,19 @@ report() {
         rssmax=$(awk '$2 == "seg" { if ($3 > m) m = $3 } END { print m + 0 }' "$RES/rss.tsv" 2>/dev/null || echo 0)
         local pz ph pr pb
         pz=$(paired bound-zstd-seg abu-seg); ph=$(paired abu-http abu-local); pr=$(paired zstd-ram abu-ram)
+        local hc lc cc kc hn cn
+        hc=$(med abu-http 3); lc=$(med abu-local 3); cc=$(med curl-http 3); kc=$(med cat-local 3)
+        hn=$([ -s "$RES/abu-http-nginx.txt" ] && median < "$RES/abu-http-nginx.txt"); cn=$([ -s "$RES/curl-http-nginx.txt" ] && median < "$RES/curl-http-nginx.txt")
         pb=$([ -n "$rauc_mode" ] && paired "$rauc_mode" abu-seg)
         awk -v a="$ref" -v r="${best_rauc:-0}" -v z="${zseg:-0}" -v h="${http:-0}" -v lo="${local_:-0}" -v rss="$rssmax" \
-            -v ram="${ram:-0}" -v zram="${zram:-0}" -v pz="$pz" -v ph="$ph" -v pr="$pr" -v pb="$pb" \
+            -v ram="${ram:-0}" -v zram="${zram:-0}" -v hc="$hc" -v lc="${lc:-0}" -v cc="$cc" -v kc="${kc:-0}" -v hn="${hn:-0}" -v cn="${cn:-0}" -v pz="$pz" -v ph="$ph" -v pr="$pr" -v pb="$pb" \
             -v s="$(stat -c %s "$(HOST_BIN)")" -v ps="$(stat -c %s "$(PSEG)")" -v p27="$(stat -c %s "$(P27)")" 'BEGIN {
             # Run by run: "MEDIAN MIN MAX" of the alternating pairs (`paired`).
             if (z > 0) printf "Target: full install ≥ 1.0x single-thread zstd -dc of the same payload: %.2fx%s\n", z / a, by_run(pz, "x");
             if (ram > 0 && zram > 0) printf "The same with a slot whose flush writes nothing out (loop device over a RAM file): %.2fx%s\n", zram / ram, by_run(pr, "x");
             if (r > 0) printf "Target: ≥ 4x RAUC best mode: %.2fx%s\n", r / a, by_run(pb, "x");
             if (h > 0 && lo > 0) printf "Target: over HTTP within 10%% of the local path: %+.1f%%%s\n", (h / lo - 1) * 100, by_run(ph, "%");
+            if (hc != "" && cc != "") printf "What HTTP costs in CPU (medians): the install %+.2f CPU-s over the local file (%.2f against %.2f), nginx %.2f more; receiving the same payload, curl %.2f CPU-s against %.2f for cat of the file, nginx %.2f more\n", (hc - lc) / 1000, hc / 1000, lc / 1000, hn / 1000, cc / 1000, kc / 1000, cn / 1000;
             if (rss > 0) printf "Target: peak RSS ≤ 32 MiB for default payloads, 256 MiB to 4 GiB: at most %.1f MiB\n", rss / 1024;
             printf "Target: static host binary ≤ 3 MiB: %.2f MiB\n", s / 1048576;
             printf "Bytes: the segmented payload is %+.1f%% against one --long=27 frame\n", (ps / p27 - 1) * 100 }

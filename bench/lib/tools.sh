@@ -25,7 +25,7 @@ cleanup() {
 attach() {
     local f=$1 mib=$2
     [ -f "$f" ] && [ "$(stat -c %s "$f")" = $((mib << 20)) ] || { rm -f "$f"; truncate -s "${mib}M" "$f"; }
-    losetup -f --show "$f"
+    losetup -f --show --direct-io="${LOOP_DIO:-off}" "$f"
 }
 
 slots_setup() {
