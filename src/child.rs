@@ -50,7 +50,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -389,7 +389,7 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Result<Finished, ChildError> 
     ];
     let mut captured = [Captured::default(), Captured::default()];
     for pipe in pipes.iter().flatten() {
-        if let Err(e) = set_nonblocking(pipe) {
+        if let Err(e) = crate::files::set_nonblocking(pipe, true) {
             kill_and_reap(group, &mut child);
             return Err(watch(e));
         }
@@ -420,15 +420,6 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Result<Finished, ChildError> 
         stderr,
         elapsed: start.elapsed(),
     })
-}
-
-fn set_nonblocking(f: &File) -> std::io::Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let fd = f.as_raw_fd();
-    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(std::io::Error::from)?;
-    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
-    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(std::io::Error::from)?;
-    Ok(())
 }
 
 /// Whether the child has exited, without reaping it.

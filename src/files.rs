@@ -1,13 +1,16 @@
 //! Files opened from outside (config, keys, signatures, state, reports,
-//! trust roots, bootloader environments): an open never hangs, and a small
-//! file's read never grows without bound.
+//! trust roots, bootloader environments, a local release's documents and
+//! payloads): an open never hangs, and a small file's read never grows
+//! without bound.
 //!
 //! Invariant: such a file is opened without blocking (`O_NONBLOCK`: a FIFO
 //! put where a file belongs does not hold the open), must be a regular file
 //! (a FIFO, a device such as `/dev/zero`, a directory is refused naming it;
 //! only a bootloader environment may also be a device, [`Accept`]), and a
 //! small file is read up to its cap and one byte more: a file over the cap
-//! is refused, never read whole first.
+//! is refused, never read whole first. A payload, which may be streamed
+//! through a pipe or read off a device, is the one exception to "regular
+//! only" ([`open_stream`]); its open does not wait either.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -50,6 +53,35 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     open_checked(path, OpenOptions::new().read(true), Accept::Regular)
 }
 
+/// Open `path` for reading as a stream of bytes that may also be a pipe or
+/// a device (a local payload): without waiting for a FIFO's writer. A FIFO
+/// is then read blocking again, as any pipe: one being written streams, one
+/// with no writer at the open ends at once (its reads return 0).
+pub fn open_stream(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    if file.metadata()?.file_type().is_fifo() {
+        set_nonblocking(&file, false)?;
+    }
+    Ok(file)
+}
+
+/// Set or clear `O_NONBLOCK` on an open file.
+pub fn set_nonblocking(file: &File, on: bool) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    let flags = match on {
+        true => flags | OFlag::O_NONBLOCK,
+        false => flags - OFlag::O_NONBLOCK,
+    };
+    fcntl(fd, FcntlArg::F_SETFL(flags))?;
+    Ok(())
+}
+
 /// The bytes of the regular file at `path`, at most `cap` of them: a larger
 /// file is an error saying so.
 pub fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
@@ -76,13 +108,20 @@ pub fn read_text_capped(path: &Path, cap: u64) -> io::Result<String> {
 mod tests {
     use super::*;
     use crate::testutil::TempDir;
+    use std::path::PathBuf;
+
+    /// A FIFO named `name` in `d`, put where a file belongs.
+    fn fifo_in(d: &TempDir, name: &str) -> PathBuf {
+        let fifo = d.path().join(name);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        fifo
+    }
 
     #[test]
     fn a_fifo_a_device_and_a_directory_are_refused_without_blocking() {
         let d = TempDir::new("files");
-        let fifo = d.path().join("state.json");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .expect("mkfifo");
+        let fifo = fifo_in(&d, "state.json");
         for p in [fifo.as_path(), Path::new("/dev/zero"), d.path()] {
             let e = read_capped(p, 1024).expect_err("not a regular file");
             assert!(e.to_string().contains("not a regular file"), "{p:?}: {e}");
@@ -92,9 +131,7 @@ mod tests {
     #[test]
     fn a_device_is_taken_only_where_a_device_may_stand() {
         let d = TempDir::new("files");
-        let fifo = d.path().join("uboot.env");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .expect("mkfifo");
+        let fifo = fifo_in(&d, "uboot.env");
         let rw = || {
             let mut o = OpenOptions::new();
             o.read(true).write(true);
@@ -107,6 +144,45 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(nix::libc::ENXIO), "{e}");
         open_checked(Path::new("/dev/null"), &mut rw(), Accept::RegularOrDevice).expect("device");
         assert!(open_checked(Path::new("/dev/null"), &mut rw(), Accept::Regular).is_err());
+    }
+
+    #[test]
+    fn a_stream_opens_a_fifo_without_a_writer_at_once_and_reads_its_end() {
+        let d = TempDir::new("files");
+        let fifo = fifo_in(&d, "rootfs.img.zst");
+        let path = fifo.clone();
+        let got = crate::testutil::within_5s(move || {
+            let mut bytes = Vec::new();
+            open_stream(&path)?.read_to_end(&mut bytes)?;
+            io::Result::Ok(bytes)
+        });
+        assert_eq!(got.expect("no writer: the end at once"), b"");
+    }
+
+    #[test]
+    fn a_stream_from_a_fifo_being_written_blocks_for_its_bytes() {
+        let d = TempDir::new("files");
+        let fifo = fifo_in(&d, "rootfs.img.zst");
+        // A writer there before the stream opens (read-write: its open
+        // does not wait), whose bytes come 200 ms later.
+        let mut writer = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .expect("writer");
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::io::Write::write_all(&mut writer, b"late bytes").expect("write");
+        });
+        let got = crate::testutil::within_5s(move || {
+            let mut bytes = Vec::new();
+            open_stream(&fifo)?.read_to_end(&mut bytes)?;
+            io::Result::Ok(bytes)
+        });
+        late.join().expect("writer thread");
+        // Read blocking: the wait for the bytes is neither an end nor an
+        // error (non-blocking, the first read would fail at once).
+        assert_eq!(got.expect("the writer's bytes"), b"late bytes");
     }
 
     #[test]

@@ -1765,7 +1765,9 @@ fn read_local_document(
         location: location.to_string(),
         detail: e.to_string(),
     };
-    let file = match File::open(path) {
+    // A release's documents are regular files (`files`): a FIFO there does
+    // not hold the open, and it or a device is refused naming the path.
+    let file = match crate::files::open_regular(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Document::NotFound),
         Err(e) => return Err(io_err(e)),

@@ -836,7 +836,9 @@ fn open_local(
     };
     // No such file is "not published there", as a 404 is (`not_found`,
     // which the fleet controller does not count against the release).
-    let file = File::open(path).map_err(|e| match e.kind() {
+    // A payload may be streamed through a pipe or read off a device; its
+    // open does not wait for a FIFO's writer (`files::open_stream`).
+    let file = crate::files::open_stream(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => FetchError::NotFound {
             location: location.to_string(),
             status: None,
@@ -863,7 +865,20 @@ fn open_local(
         });
     }
     let mut file = file;
-    if start > 0 {
+    if start > 0 && std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()) {
+        // A pipe cannot seek: the bytes before `start` (what the slot
+        // already holds) are read and dropped, as a server's whole answer
+        // to a Range is.
+        let dropped = io::copy(&mut (&mut file).take(start), &mut io::sink()).map_err(io_err)?;
+        if dropped < start {
+            return Err(FetchError::TooShort {
+                location: location.to_string(),
+                got: dropped,
+                expected: size,
+                announced: false,
+            });
+        }
+    } else if start > 0 {
         io::Seek::seek(&mut file, io::SeekFrom::Start(start)).map_err(io_err)?;
     }
     Ok(PayloadReader {

@@ -468,6 +468,54 @@ fn a_range_of_a_pipe_is_refused_without_waiting_for_a_writer() {
     assert!(e.to_string().contains("not a regular file"), "{e}");
 }
 
+/// A payload streamed through a pipe, resumed after what the slot holds:
+/// a pipe cannot seek, so the bytes before the start are read and dropped
+/// (as a server's whole answer to a Range is); a pipe that ends before the
+/// start is cut, as one that ends before its end is, naming how many bytes
+/// came.
+#[test]
+fn a_payload_through_a_pipe_resumes_by_dropping_the_bytes_the_slot_holds() {
+    let dir = TempDir::new("fetch-local-fifo-resume");
+    let fifo = dir.join("rootfs.img.zst");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    for (sent, start) in [(payload.len(), 60_000u64), (40_000, 60_000)] {
+        // A reader of ours holds the pipe (and what is written into it)
+        // until the payload's open, whenever the writer is done.
+        let hold = crate::files::open_stream(&fifo).unwrap();
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        let bytes = payload[..sent].to_vec();
+        // Its error (no reader left: the payload's open failed) is the
+        // assertion's below, not a hang of the test.
+        let feed = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut writer, &bytes);
+        });
+        let loc = fifo.display().to_string();
+        let size = payload.len() as u64;
+        let got = crate::testutil::within_5s(move || {
+            let t = Transport::new(&TransportOptions::default()).unwrap();
+            let mut r = t
+                .open_payload_from(&loc, size, start)
+                .map_err(|e| (e.kind().to_string(), e.to_string()))?;
+            let mut out = Vec::new();
+            r.read_to_end(&mut out)
+                .map_err(|e| ("io".to_string(), e.to_string()))?;
+            Ok::<_, (String, String)>(out)
+        });
+        drop(hold);
+        feed.join().unwrap();
+        match (sent, got) {
+            (100_000, Ok(rest)) => assert_eq!(rest, payload[start as usize..], "from {start} on"),
+            (40_000, Err((kind, e))) => {
+                // Cut, as a stream that ends early is: not the release's fault.
+                assert_eq!(kind, "network", "{e}");
+                assert!(e.contains("ended after 40000 of 100000"), "{e}");
+            }
+            (sent, other) => panic!("{sent} bytes sent: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn local_payload_size_checks() {
     let dir = TempDir::new("fetch-unit");

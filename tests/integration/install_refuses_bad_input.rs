@@ -5,7 +5,9 @@
 //! exit 1, and leaves the booted slot, its bytes and the boot order
 //! untouched; a payload found bad mid-stream leaves the target marked bad.
 
-use crate::common::host::{image, segment_frame, text, HostOptions, TestHost, Untouched};
+use crate::common::host::{
+    bounded, image, segment_frame, text, with_fifo, HostOptions, TestHost, Untouched,
+};
 use std::path::Path;
 
 /// Exit 1, one line on stderr containing `needle`, nothing flipped.
@@ -17,10 +19,7 @@ fn assert_refused(host: &TestHost, b: &Untouched, out: &std::process::Output, ne
         "exit code; output: {}",
         text(out)
     );
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("abupdate: ") && !l.contains("writing"))
-        .collect();
+    let lines = error_lines(&stderr);
     assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
     assert!(
         lines[0].contains(needle),
@@ -29,6 +28,15 @@ fn assert_refused(host: &TestHost, b: &Untouched, out: &std::process::Output, ne
     );
     host.assert_untouched(b, needle);
     assert_eq!(host.reboots(), 0, "a reboot was requested");
+}
+
+/// The error lines of `stderr` (not the progress line saying what is
+/// being written).
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("abupdate: ") && !l.contains("writing"))
+        .collect()
 }
 
 fn install(host: &TestHost, manifest: &std::path::Path) -> std::process::Output {
@@ -692,4 +700,46 @@ fn a_medium_that_reads_back_other_bytes_is_named_with_the_offset() {
         let out = install(&h, &m);
         assert!(out.status.success(), "{name}: {}", text(&out));
     }
+}
+
+/// A FIFO put where a local release's manifest, its signature or its
+/// payload belongs (review of stop 43's leftovers: `install` waited for a
+/// writer for ever). The manifest and the signature must be regular files
+/// and are refused at once; the payload may be streamed through a pipe,
+/// and one with no writer ends at once. One line naming the path, exit 1,
+/// the booted slot and the boot order untouched; with the files back the
+/// same release installs.
+#[test]
+fn a_fifo_at_a_local_releases_path_is_refused_at_once_naming_it() {
+    let h = host("fifo-release");
+    let m = h.pack("r2", "2.0", &image("2.0", 2 << 20), &[]);
+    let shown = m.to_str().expect("utf8 path");
+    let cases = [
+        (m.clone(), "not a regular file"),
+        (
+            m.with_file_name("release.json.minisig"),
+            "not a regular file",
+        ),
+        (m.with_file_name("rootfs-2.0.img.zst"), "ended after 0 of"),
+    ];
+    for (path, words) in &cases {
+        assert!(path.exists(), "{} is part of the release", path.display());
+        with_fifo(path, || {
+            let b = h.untouched();
+            let (code, err) = bounded(&h.config, &["install", "--no-reboot", shown]);
+            let what = format!("a FIFO at {}", path.display());
+            assert!(code.is_some(), "{what}: hung");
+            assert_eq!(code, Some(1), "{what}: {err}");
+            let lines = error_lines(&err);
+            assert_eq!(lines.len(), 1, "{what}: {err}");
+            assert!(
+                lines[0].contains(&path.display().to_string()) && lines[0].contains(words),
+                "{what}: {err}"
+            );
+            h.assert_untouched(&b, &what);
+            assert_eq!(h.reboots(), 0, "{what}: a reboot was requested");
+        });
+    }
+    let out = install(&h, &m);
+    assert!(out.status.success(), "with the files back: {}", text(&out));
 }
