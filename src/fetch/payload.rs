@@ -239,7 +239,15 @@ impl PayloadReader {
                     return Err(self.too_short());
                 }
                 self.delivered += n as u64;
-                if self.delivered == self.size {
+                // A block device's length is its capacity, not the
+                // payload's: what follows the payload there is not part
+                // of it. A file or a pipe with a byte more is too long.
+                let device = || {
+                    file.metadata().is_ok_and(|m| {
+                        std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type())
+                    })
+                };
+                if self.delivered == self.size && !device() {
                     let mut one = [0u8; 1];
                     if matches!(read_retrying(file, &mut one), Ok(1)) {
                         return Err(self.too_long());

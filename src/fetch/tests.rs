@@ -392,7 +392,8 @@ fn a_range_of_a_local_file_is_taken_only_from_the_file_first_read() {
 /// A block device (a payload copied to a raw partition) is read again as a
 /// file is: its length is the device's (`st_size` is 0), and its identity
 /// holds while it is the same device. Needs root and `losetup` (a loop
-/// device over a file); says SKIP otherwise.
+/// device over a file); says SKIP otherwise. A payload on a device larger
+/// than it is read to its own end.
 #[test]
 fn a_range_of_a_block_device_is_read_with_the_device_length() {
     if !nix::unistd::geteuid().is_root() {
@@ -433,6 +434,16 @@ fn a_range_of_a_block_device_is_read_with_the_device_length() {
             "{:?}",
             past.err()
         );
+        // A payload shorter than its device: the device's length is its
+        // capacity, and what follows the payload there is not read.
+        let mut head = Vec::new();
+        t.open_payload(&dev, 4096, None)?
+            .read_to_end(&mut head)
+            .map_err(|e| FetchError::Io {
+                location: dev.clone(),
+                detail: e.to_string(),
+            })?;
+        assert_eq!(head, bytes[..4096]);
         Ok(out)
     };
     let got = read();
