@@ -8,8 +8,8 @@
 //! (a FIFO, a device such as `/dev/zero`, a directory is refused naming it;
 //! only a bootloader environment may also be a device, [`Accept`]), and a
 //! small file is read up to its cap and one byte more: a file over the cap
-//! is refused, never read whole first. A payload, which may be streamed
-//! through a pipe or read off a device, is the one exception to "regular
+//! is refused, never read whole first. A local payload, which may be
+//! streamed through a pipe or read off a device, is not held to "regular
 //! only" ([`open_stream`]); its open does not wait either.
 
 use std::fs::{File, OpenOptions};

@@ -289,7 +289,9 @@ paired() {
 report() {
     [ -f "$RES/sizes.txt" ] || sizes
     local bytes; bytes=$(stat -c %s "$W/img/rootfs.ext4")
-    med() { [ -s "$RES/$1.tsv" ] && cut -d' ' -f"${2:-1}" "$RES/$1.tsv" | median; }
+    # Empty (and a success: the report runs under `set -e`) for a case not run.
+    med() { [ -s "$RES/$1.tsv" ] || return 0; cut -d' ' -f"${2:-1}" "$RES/$1.tsv" | median; }
+    med_of() { [ -s "$1" ] || return 0; median < "$1"; }
     local ref; ref=$(med abu-seg)
     echo
     [ -s "$RES/load.txt" ] && echo "1-minute load average during the runs (other work on this shared machine), median: $(median < "$RES/load.txt")"
@@ -353,8 +355,8 @@ report() {
         echo
         local best_rauc zseg http local_ rssmax
         local rauc_mode
-        rauc_mode=$(for n in rauc-zstd rauc-gzip; do [ -s "$RES/$n.tsv" ] && echo "$(med "$n") $n"; done | sort -n | head -n1 | cut -d' ' -f2)
-        best_rauc=$([ -n "$rauc_mode" ] && med "$rauc_mode")
+        rauc_mode=$(for n in rauc-zstd rauc-gzip; do [ -s "$RES/$n.tsv" ] || continue; echo "$(med "$n") $n"; done | sort -n | head -n1 | cut -d' ' -f2)
+        best_rauc=$([ -z "$rauc_mode" ] || med "$rauc_mode")
         zseg=$(med bound-zstd-seg); http=$(med abu-http); local_=$(med abu-local)
         local ram zram; ram=$(med abu-ram); zram=$(med zstd-ram)
         rssmax=$(awk '$2 == "seg" { if ($3 > m) m = $3 } END { print m + 0 }' "$RES/rss.tsv" 2>/dev/null || echo 0)
@@ -362,8 +364,8 @@ report() {
         pz=$(paired bound-zstd-seg abu-seg); ph=$(paired abu-http abu-local); pr=$(paired zstd-ram abu-ram)
         local hc lc cc kc hn cn
         hc=$(med abu-http 3); lc=$(med abu-local 3); cc=$(med curl-http 3); kc=$(med cat-local 3)
-        hn=$([ -s "$RES/abu-http-nginx.txt" ] && median < "$RES/abu-http-nginx.txt"); cn=$([ -s "$RES/curl-http-nginx.txt" ] && median < "$RES/curl-http-nginx.txt")
-        pb=$([ -n "$rauc_mode" ] && paired "$rauc_mode" abu-seg)
+        hn=$(med_of "$RES/abu-http-nginx.txt"); cn=$(med_of "$RES/curl-http-nginx.txt")
+        pb=$([ -z "$rauc_mode" ] || paired "$rauc_mode" abu-seg)
         awk -v a="$ref" -v r="${best_rauc:-0}" -v z="${zseg:-0}" -v h="${http:-0}" -v lo="${local_:-0}" -v rss="$rssmax" \
             -v ram="${ram:-0}" -v zram="${zram:-0}" -v hc="$hc" -v lc="${lc:-0}" -v cc="$cc" -v kc="${kc:-0}" -v hn="${hn:-0}" -v cn="${cn:-0}" -v pz="$pz" -v ph="$ph" -v pr="$pr" -v pb="$pb" \
             -v s="$(stat -c %s "$(HOST_BIN)")" -v ps="$(stat -c %s "$(PSEG)")" -v p27="$(stat -c %s "$(P27)")" 'BEGIN {

@@ -703,8 +703,8 @@ fn a_medium_that_reads_back_other_bytes_is_named_with_the_offset() {
 }
 
 /// A FIFO put where a local release's manifest, its signature or its
-/// payload belongs (review of stop 43's leftovers: `install` waited for a
-/// writer for ever). The manifest and the signature must be regular files
+/// payload belongs (left alone at stop 43: `install` waited for a writer
+/// for ever). The manifest and the signature must be regular files
 /// and are refused at once; the payload may be streamed through a pipe,
 /// and one with no writer ends at once. One line naming the path, exit 1,
 /// the booted slot and the boot order untouched; with the files back the
