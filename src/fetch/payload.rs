@@ -2,6 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek as _, Write};
+use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
 
 use ureq::http::Response;
@@ -57,8 +58,14 @@ pub struct PayloadReader {
 }
 
 enum Src {
-    /// A local file, with its identity when opened ([`file_identity`]).
-    Local(File, String),
+    /// A local file, with its identity when opened ([`file_identity`]);
+    /// `ends_with_payload` unless it is a block device, whose length is its
+    /// capacity: a byte past the payload in a file or a pipe is too long.
+    Local {
+        file: File,
+        identity: String,
+        ends_with_payload: bool,
+    },
     Http(Box<HttpSrc>),
 }
 
@@ -148,7 +155,7 @@ impl PayloadReader {
     pub fn validator(&self) -> Option<&str> {
         match &self.src {
             Src::Http(h) => h.validator.as_deref(),
-            Src::Local(_, identity) => Some(identity),
+            Src::Local { identity, .. } => Some(identity),
         }
     }
 
@@ -175,7 +182,7 @@ impl PayloadReader {
     fn net(&self) -> Option<&Resuming> {
         match &self.src {
             Src::Http(h) => h.net.as_ref(),
-            Src::Local(..) => None,
+            Src::Local { .. } => None,
         }
     }
 
@@ -217,7 +224,7 @@ impl PayloadReader {
     fn shown(&self) -> &str {
         match &self.src {
             Src::Http(h) => h.net.as_ref().map_or(&h.shown, |n| &n.shown),
-            Src::Local(..) => &self.location,
+            Src::Local { .. } => &self.location,
         }
     }
 
@@ -230,7 +237,11 @@ impl PayloadReader {
             .min(buf.len());
         let buf = &mut buf[..want];
         let n = match &mut self.src {
-            Src::Local(file, _) => {
+            Src::Local {
+                file,
+                ends_with_payload,
+                ..
+            } => {
                 let n = read_retrying(file, buf).map_err(|e| FetchError::Io {
                     location: self.location.clone(),
                     detail: e.to_string(),
@@ -239,15 +250,7 @@ impl PayloadReader {
                     return Err(self.too_short());
                 }
                 self.delivered += n as u64;
-                // A block device's length is its capacity, not the
-                // payload's: what follows the payload there is not part
-                // of it. A file or a pipe with a byte more is too long.
-                let device = || {
-                    file.metadata().is_ok_and(|m| {
-                        std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type())
-                    })
-                };
-                if self.delivered == self.size && !device() {
+                if self.delivered == self.size && *ends_with_payload {
                     let mut one = [0u8; 1];
                     if matches!(read_retrying(file, &mut one), Ok(1)) {
                         return Err(self.too_long());
@@ -873,7 +876,7 @@ fn open_local(
         });
     }
     let mut file = file;
-    if start > 0 && std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()) {
+    if start > 0 && meta.file_type().is_fifo() {
         // A pipe cannot seek: the bytes before `start` (what the slot
         // already holds) are read and dropped, as a server's whole answer
         // to a Range is.
@@ -896,7 +899,11 @@ fn open_local(
         resumed_from: start,
         from_network: 0,
         restart_reason: None,
-        src: Src::Local(file, file_identity(&meta)),
+        src: Src::Local {
+            file,
+            identity: file_identity(&meta),
+            ends_with_payload: !meta.file_type().is_block_device(),
+        },
     })
 }
 
