@@ -12,7 +12,8 @@
 # image), LEVEL=19 (zstd level of the image's payloads), RSS_SIZES="256 1024 4096",
 # BENCH_DIR=target/bench (scratch; images and payloads are cached there between
 # runs, keyed by mode: delete $BENCH_DIR/rel to re-pack), SKIP_BUILD=1,
-# LOOP_DIO=on (the slots' loop devices use direct I/O on their backing files).
+# LOOP_DIO=on (the slots' loop devices use direct I/O on their backing files),
+# HOLD_FREED_PAGES=off (a VM's free page reporting left as it is: bench/lib/tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -75,6 +76,9 @@ main() {
     if [ "$what" = report ]; then report; return; fi   # the tables from the last results
     deps
     trap cleanup EXIT
+    hold_freed_pages
+    local reported_before; reported_before=$(reported_kib)
+    rm -f "$RES/reporting.txt"
     prepare
     case $what in
         prepare) ;;
@@ -87,6 +91,9 @@ main() {
         all) cases; scaling; http_bench; ram_bench; rss_sweep; sizes ;;
         *) die "unknown part $what" ;;
     esac
+    local reported_after; reported_after=$(reported_kib)
+    [ "$reported_before" = - ] || printf '%s\n%s\n' "${REPORTING_WAS:+held 60000 ms (was $REPORTING_WAS)}" \
+        "$((reported_after - reported_before))" > "$RES/reporting.txt"
     report | tee "$RES/report.md"
 }
 

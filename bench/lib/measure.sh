@@ -295,6 +295,11 @@ report() {
     local ref; ref=$(med abu-seg)
     echo
     [ -s "$RES/load.txt" ] && echo "1-minute load average during the runs (other work on this shared machine), median: $(median < "$RES/load.txt")"
+    if [ -s "$RES/reporting.txt" ]; then
+        local held kib
+        held=$(sed -n 1p "$RES/reporting.txt"); kib=$(sed -n 2p "$RES/reporting.txt")
+        echo "Free page reporting to the VM's host: ${held:-not held}; handed back during the run: ${kib:-?} KiB"
+    fi
     echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) cores, $(free -g | awk '/^Mem/ { print $2 }') GiB, kernel $(uname -r), $(date -u +%Y-%m-%d)"
     echo "Image: $((bytes >> 20)) MiB ext4 of /usr files; zstd -$LEVEL payloads: default segmented (4 MiB segments) $(stat -c %s "$(PSEG)") bytes, one frame --long=27 $(stat -c %s "$(P27)"), one frame window 2^23 $(stat -c %s "$(P23)"); ${RUNS} runs each, alternating; medians."
     echo
