@@ -17,11 +17,12 @@ detach_all() { # every loop device backed by a bench slot file
 # Free page reporting (virtio-balloon): a guest that hands the pages it frees
 # back to its host pays a host fault the next time it touches each of them.
 # A tool that writes through fresh page cache (RAUC: 1 GiB a run) then costs
-# 60% more CPU in some runs than in others; one that reuses its own buffers
-# (abupdate's O_DIRECT) does not. Where the kernel lets freed pages wait
-# before they are reported (`min_free_ms`), the bench holds them for the run
-# (60 s, the most it accepts), so every tool is measured at its best; the
-# value is put back on exit. HOLD_FREED_PAGES=off measures the machine as it is.
+# up to 60% more CPU in some runs than in others; one that reuses its own
+# buffers (abupdate's O_DIRECT) does not. Where the kernel lets freed pages
+# wait before they are reported (`min_free_ms`), the bench holds them a minute
+# during its run (long enough that RAUC stops swinging), so every tool is
+# measured at its best; the old value is put back on exit.
+# HOLD_FREED_PAGES=off measures the machine as it is.
 REPORTING=/sys/module/page_reporting/parameters
 REPORTING_WAS=
 hold_freed_pages() {
