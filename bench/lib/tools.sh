@@ -34,6 +34,15 @@ release_freed_pages() {
     [ -z "$REPORTING_WAS" ] || echo "$REPORTING_WAS" > "$REPORTING/min_free_ms" || true
     REPORTING_WAS=
 }
+# Whether a virtio balloon here reports free pages (VIRTIO_BALLOON_F_REPORTING,
+# feature bit 5: the sixth character of `features`), knob or not.
+reporting_balloon() {
+    local d
+    for d in /sys/bus/virtio/devices/*; do
+        [ "$(cat "$d/device" 2>/dev/null)" = 0x0005 ] && [ "$(cut -c6 "$d/features" 2>/dev/null)" = 1 ] && return 0
+    done
+    return 1
+}
 # reported_kib: what the guest has handed back to its host so far ("-" without reporting).
 reported_kib() { cat "$REPORTING/reported_kib" 2>/dev/null || echo -; }
 cleanup() {
