@@ -56,16 +56,18 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
 /// Open `path` for reading as a stream of bytes that may also be a pipe or
 /// a device (a local payload): without waiting for a FIFO's writer. A FIFO
 /// is then read blocking again, as any pipe: one being written streams, one
-/// with no writer at the open ends at once (its reads return 0).
-pub fn open_stream(path: &Path) -> io::Result<File> {
+/// with no writer at the open ends at once (its reads return 0). With the
+/// metadata the open looked at, so a caller does not ask again.
+pub fn open_stream(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK)
         .open(path)?;
-    if file.metadata()?.file_type().is_fifo() {
+    let meta = file.metadata()?;
+    if meta.file_type().is_fifo() {
         set_nonblocking(&file, false)?;
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// Set or clear `O_NONBLOCK` on an open file.
@@ -153,7 +155,7 @@ mod tests {
         let path = fifo.clone();
         let got = crate::testutil::within_5s(move || {
             let mut bytes = Vec::new();
-            open_stream(&path)?.read_to_end(&mut bytes)?;
+            open_stream(&path)?.0.read_to_end(&mut bytes)?;
             io::Result::Ok(bytes)
         });
         assert_eq!(got.expect("no writer: the end at once"), b"");
@@ -176,7 +178,7 @@ mod tests {
         });
         let got = crate::testutil::within_5s(move || {
             let mut bytes = Vec::new();
-            open_stream(&fifo)?.read_to_end(&mut bytes)?;
+            open_stream(&fifo)?.0.read_to_end(&mut bytes)?;
             io::Result::Ok(bytes)
         });
         late.join().expect("writer thread");

@@ -849,14 +849,13 @@ fn open_local(
     // which the fleet controller does not count against the release).
     // A payload may be streamed through a pipe or read off a device; its
     // open does not wait for a FIFO's writer (`files::open_stream`).
-    let file = crate::files::open_stream(path).map_err(|e| match e.kind() {
+    let (file, meta) = crate::files::open_stream(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => FetchError::NotFound {
             location: location.to_string(),
             status: None,
         },
         _ => io_err(e),
     })?;
-    let meta = file.metadata().map_err(io_err)?;
     // For a regular file its length is the announcement; pipes and devices
     // are checked while reading.
     if meta.is_file() && meta.len() != size {

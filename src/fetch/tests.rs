@@ -493,7 +493,7 @@ fn a_payload_through_a_pipe_resumes_by_dropping_the_bytes_the_slot_holds() {
     for (sent, start) in [(payload.len(), 60_000u64), (40_000, 60_000)] {
         // A reader of ours holds the pipe (and what is written into it)
         // until the payload's open, whenever the writer is done.
-        let hold = crate::files::open_stream(&fifo).unwrap();
+        let (hold, _) = crate::files::open_stream(&fifo).unwrap();
         let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
         let bytes = payload[..sent].to_vec();
         // Its error (no reader left: the payload's open failed) is the
