@@ -9,9 +9,9 @@
 #   CASES_ONLY="abu-w27 rauc-zstd" bench/run.sh cases     a subset of the cases
 #
 # Knobs (environment): RUNS=5 (runs per case, alternating), SIZE_MIB=1024 (the
-# image), LEVEL=19 (zstd level of the image's payloads), RSS_SIZES="256 1024 4096",
+# image), LEVEL=19 (zstd level of the image's payloads: pack's default), RSS_SIZES="256 1024 4096",
 # BENCH_DIR=target/bench (scratch; images and payloads are cached there between
-# runs, keyed by mode: delete $BENCH_DIR/rel to re-pack), SKIP_BUILD=1,
+# runs, keyed by mode and level: delete $BENCH_DIR/rel to re-pack), SKIP_BUILD=1,
 # LOOP_DIO=on (the slots' loop devices use direct I/O on their backing files),
 # HOLD_FREED_PAGES=off (a VM's free page reporting left as it is: bench/lib/tools.sh).
 set -euo pipefail
@@ -65,6 +65,7 @@ prepare() {
     release rootfs "$LEVEL" seg 2.0
     release rootfs "$LEVEL" w27 2.0
     release rootfs "$LEVEL" w23 2.0
+    release rootfs "$RAUC_LEVEL" seg-rl 2.0
     rauc_prepare
     swu_prepare
     casync_prepare

@@ -60,12 +60,16 @@ old_image() {
 # release NAME LEVEL MODE VERSION: $W/rel/NAME-MODE, an abupdate release of
 # $W/img/NAME.ext4 at zstd LEVEL. MODE: seg (what `pack` makes by default:
 # independent 4 MiB segments, decoded in parallel), w27 (one frame, window
-# 2^27, --long: releases before segments), w23 (one frame, window 2^23).
+# 2^27, --long: releases before segments), w23 (one frame, window 2^23),
+# seg-rl (segments, packed at RAUC_LEVEL for the like-for-like row).
+# Cached: packed again only when LEVEL differs from the one it was packed at
+# ($W/rel/NAME-MODE.level), so a run at another LEVEL never measures stale bytes.
 release() {
     local name=$1 level=$2 mode=$3 version=$4 out=$W/rel/$1-$3 args=()
-    [ -s "$out/release.json" ] && return
+    local stamp=$W/rel/$1-$3.level
+    [ -s "$out/release.json" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$level" ] && return
     case $mode in
-        seg) ;;
+        seg | seg-rl) ;;
         w*) args=(--one-frame --window-log "${mode#w}") ;;
         *) die "release: unknown mode $mode" ;;
     esac
@@ -74,6 +78,7 @@ release() {
     "$ABU" pack --secret "$W/keys/release.key" --compatible bench-x86_64 --version "$version" \
         --image rootfs="$W/img/$name.ext4" --out "$out" --level "$level" "${args[@]}" \
         --expires-days 3650
+    echo "$level" > "$stamp"
 }
 
 # payload_of REL: path of the compressed payload of a release directory.

@@ -56,6 +56,7 @@ abu_install() { pin "${TIME[@]}" "$(HOST_BIN)" --config "$W/abu/config.toml" --q
 run_abuseg() { abu_install "$W/rel/rootfs-seg/release.json"; }
 run_abu27() { abu_install "$W/rel/rootfs-w27/release.json"; }
 run_abu23() { abu_install "$W/rel/rootfs-w23/release.json"; }
+run_abusegrl() { abu_install "$W/rel/rootfs-seg-rl/release.json"; }
 run_abusegc() { abu_install --write=changed "$W/rel/rootfs-seg/release.json"; }
 
 # ---- RAUC (the writing process is the service: its VmHWM)
@@ -84,11 +85,12 @@ CASES=(
     "bound-openssl|openssl dgst -sha256 of the image|none|run_openssl"
     "bound-sha256sum|coreutils sha256sum of the image|none|run_sha256sum"
     "abu-seg|**abupdate install, default segmented payload (parallel)**|reset_abu|run_abuseg"
+    "abu-seg-rl|abupdate install, segmented payload at RAUC's zstd level (like for like)|reset_abu|run_abusegrl"
     "abu-w27|abupdate install, one frame --long=27 (releases before segments)|reset_abu|run_abu27"
     "abu-w23|abupdate install, one frame window 2^23|reset_abu|run_abu23"
     "abu-changed-old|abupdate --write=changed, slot holds the older image|reset_abu_old|run_abusegc"
     "abu-changed-same|abupdate --write=changed, slot already holds this image|reset_abu_same|run_abusegc"
-    "rauc-zstd|RAUC 1.8, plain bundle, squashfs zstd|rauc_start|run_rauc_zstd|rauc_rss"
+    "rauc-zstd|RAUC 1.8, plain bundle, squashfs zstd (mksquashfs's default level, 15)|rauc_start|run_rauc_zstd|rauc_rss"
     "rauc-gzip|RAUC 1.8, plain bundle, squashfs gzip (default)|rauc_start|run_rauc_gzip|rauc_rss"
     "swu-zstd|SWUpdate, CMS .swu, raw handler, zstd (--long=27)|none|run_swu_zstd"
     "swu-raw|SWUpdate, CMS .swu, raw handler, uncompressed|none|run_swu_raw"
@@ -110,7 +112,7 @@ cases() {
     done
     # The slot really holds the image after the abupdate runs (sanity).
     local run
-    for run in run_abuseg run_abu27; do
+    for run in run_abuseg run_abusegrl run_abu27; do
         reset_abu; $run
         cmp -n "$(stat -c %s "$W/img/rootfs.ext4")" "$W/img/rootfs.ext4" "$SLOT_B" || die "$run: slot B differs from the image"
     done
@@ -371,13 +373,18 @@ report() {
         hc=$(med abu-http 3); lc=$(med abu-local 3); cc=$(med curl-http 3); kc=$(med cat-local 3)
         hn=$(med_of "$RES/abu-http-nginx.txt"); cn=$(med_of "$RES/curl-http-nginx.txt")
         pb=$([ -z "$rauc_mode" ] || paired "$rauc_mode" abu-seg)
+        local rl prl prlb
+        rl=$(med abu-seg-rl); prl=$([ -z "$rauc_mode" ] || paired "$rauc_mode" abu-seg-rl)
+        prlb=$(stat -c %s "$W/rel/rootfs-seg-rl"/*.img.zst 2>/dev/null || echo 0)
         awk -v a="$ref" -v r="${best_rauc:-0}" -v z="${zseg:-0}" -v h="${http:-0}" -v lo="${local_:-0}" -v rss="$rssmax" \
             -v ram="${ram:-0}" -v zram="${zram:-0}" -v hc="$hc" -v lc="${lc:-0}" -v cc="$cc" -v kc="${kc:-0}" -v hn="${hn:-0}" -v cn="${cn:-0}" -v pz="$pz" -v ph="$ph" -v pr="$pr" -v pb="$pb" \
+            -v rl="${rl:-0}" -v prl="$prl" -v prlb="$prlb" -v lrl="$RAUC_LEVEL" -v lv="$LEVEL" \
             -v s="$(stat -c %s "$(HOST_BIN)")" -v ps="$(stat -c %s "$(PSEG)")" -v p27="$(stat -c %s "$(P27)")" 'BEGIN {
             # Run by run: "MEDIAN MIN MAX" of the alternating pairs (`paired`).
             if (z > 0) printf "Target: full install ≥ 1.0x single-thread zstd -dc of the same payload: %.2fx%s\n", z / a, by_run(pz, "x");
             if (ram > 0 && zram > 0) printf "The same with a slot whose flush writes nothing out (loop device over a RAM file): %.2fx%s\n", zram / ram, by_run(pr, "x");
             if (r > 0) printf "Target: ≥ 4x RAUC best mode: %.2fx%s\n", r / a, by_run(pb, "x");
+            if (r > 0 && rl > 0) printf "The same, abupdate packed at the zstd level of the RAUC bundle, %d (like for like; %d bytes, %+.1f%% against level %d): %.2fx%s\n", lrl, prlb, (prlb / ps - 1) * 100, lv, r / rl, by_run(prl, "x");
             if (h > 0 && lo > 0) printf "Target: over HTTP within 10%% of the local path: %+.1f%%%s\n", (h / lo - 1) * 100, by_run(ph, "%");
             if (hc != "" && cc != "") printf "What HTTP costs in CPU (medians): the install %+.2f CPU-s over the local file (%.2f against %.2f), nginx %.2f more; receiving the same payload, curl %.2f CPU-s against %.2f for cat of the file, nginx %.2f more\n", (hc - lc) / 1000, hc / 1000, lc / 1000, hn / 1000, cc / 1000, kc / 1000, cn / 1000;
             if (rss > 0) printf "Target: peak RSS ≤ 32 MiB for default payloads, 256 MiB to 4 GiB: at most %.1f MiB\n", rss / 1024;
