@@ -21,18 +21,32 @@ detach_all() { # every loop device backed by a bench slot file
 # buffers (abupdate's O_DIRECT) does not. Where the kernel lets freed pages
 # wait before they are reported (`min_free_ms`), the bench holds them a minute
 # during its run (long enough that RAUC stops swinging), so every tool is
-# measured at its best; the old value is put back on exit.
+# measured at its best; the old value is put back on exit. It is also kept in
+# $W/min_free_ms.was while held, so that after a run killed with SIGKILL (no
+# EXIT trap) the next run puts back the machine's value, not the bench's.
 # HOLD_FREED_PAGES=off measures the machine as it is.
 REPORTING=/sys/module/page_reporting/parameters
 REPORTING_WAS=
 hold_freed_pages() {
-    [ -w "$REPORTING/min_free_ms" ] && [ "${HOLD_FREED_PAGES:-on}" != off ] || return 0
-    REPORTING_WAS=$(cat "$REPORTING/min_free_ms")
-    echo 60000 > "$REPORTING/min_free_ms" || { REPORTING_WAS=; log "could not hold freed pages ($REPORTING/min_free_ms)"; }
+    [ -w "$REPORTING/min_free_ms" ] || return 0
+    local was_file=$W/min_free_ms.was
+    if [ -s "$was_file" ]; then
+        REPORTING_WAS=$(cat "$was_file")
+        log "a killed run left freed pages held: min_free_ms goes back to $REPORTING_WAS on exit"
+    else
+        REPORTING_WAS=$(cat "$REPORTING/min_free_ms")
+        mkdir -p "$W" && echo "$REPORTING_WAS" > "$was_file"
+    fi
+    if [ "${HOLD_FREED_PAGES:-on}" = off ]; then
+        release_freed_pages
+        return 0
+    fi
+    echo 60000 > "$REPORTING/min_free_ms" || { release_freed_pages; log "could not hold freed pages ($REPORTING/min_free_ms)"; }
 }
 release_freed_pages() {
     [ -z "$REPORTING_WAS" ] || echo "$REPORTING_WAS" > "$REPORTING/min_free_ms" || true
     REPORTING_WAS=
+    rm -f "$W/min_free_ms.was"
 }
 # Whether a virtio balloon here reports free pages (VIRTIO_BALLOON_F_REPORTING,
 # feature bit 5: the sixth character of `features`), knob or not.
