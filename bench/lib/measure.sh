@@ -296,7 +296,7 @@ report() {
     med_of() { [ -s "$1" ] || return 0; median < "$1"; }
     local ref; ref=$(med abu-seg)
     echo
-    [ -s "$RES/load.txt" ] && echo "1-minute load average during the runs (other work on this shared machine), median: $(median < "$RES/load.txt")"
+    [ -s "$RES/load.txt" ] && echo "1-minute load average during the runs (other work on this shared machine), median: $(med_of "$RES/load.txt")"
     if [ -s "$RES/reporting.txt" ]; then
         local held kib
         held=$(sed -n 1p "$RES/reporting.txt"); kib=$(sed -n 2p "$RES/reporting.txt")
