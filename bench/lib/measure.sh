@@ -31,6 +31,7 @@ sample() {
 PSEG() { payload_of "$W/rel/rootfs-seg"; }
 P27() { payload_of "$W/rel/rootfs-w27"; }
 P23() { payload_of "$W/rel/rootfs-w23"; }
+PSEGRL() { payload_of "$W/rel/rootfs-seg-rl"; }
 none() { :; }
 # The installs run the host build (no `pack`), as on a host.
 HOST_BIN() { if [ -x "$W/abupdate-host" ]; then echo "$W/abupdate-host"; else echo "$ABU"; fi; }
@@ -85,12 +86,12 @@ CASES=(
     "bound-openssl|openssl dgst -sha256 of the image|none|run_openssl"
     "bound-sha256sum|coreutils sha256sum of the image|none|run_sha256sum"
     "abu-seg|**abupdate install, default segmented payload (parallel)**|reset_abu|run_abuseg"
-    "abu-seg-rl|abupdate install, segmented payload at RAUC's zstd level (like for like)|reset_abu|run_abusegrl"
+    "abu-seg-rl|abupdate install, segmented payload at RAUC's zstd level, $RAUC_LEVEL (like for like)|reset_abu|run_abusegrl"
     "abu-w27|abupdate install, one frame --long=27 (releases before segments)|reset_abu|run_abu27"
     "abu-w23|abupdate install, one frame window 2^23|reset_abu|run_abu23"
     "abu-changed-old|abupdate --write=changed, slot holds the older image|reset_abu_old|run_abusegc"
     "abu-changed-same|abupdate --write=changed, slot already holds this image|reset_abu_same|run_abusegc"
-    "rauc-zstd|RAUC 1.8, plain bundle, squashfs zstd (mksquashfs's default level, 15)|rauc_start|run_rauc_zstd|rauc_rss"
+    "rauc-zstd|RAUC 1.8, plain bundle, squashfs zstd (level $RAUC_LEVEL, mksquashfs's default)|rauc_start|run_rauc_zstd|rauc_rss"
     "rauc-gzip|RAUC 1.8, plain bundle, squashfs gzip (default)|rauc_start|run_rauc_gzip|rauc_rss"
     "swu-zstd|SWUpdate, CMS .swu, raw handler, zstd (--long=27)|none|run_swu_zstd"
     "swu-raw|SWUpdate, CMS .swu, raw handler, uncompressed|none|run_swu_raw"
@@ -375,7 +376,7 @@ report() {
         pb=$([ -z "$rauc_mode" ] || paired "$rauc_mode" abu-seg)
         local rl prl prlb
         rl=$(med abu-seg-rl); prl=$([ -z "$rauc_mode" ] || paired "$rauc_mode" abu-seg-rl)
-        prlb=$(stat -c %s "$W/rel/rootfs-seg-rl"/*.img.zst 2>/dev/null || echo 0)
+        prlb=$(stat -c %s "$(PSEGRL 2>/dev/null)" 2>/dev/null || echo 0)
         awk -v a="$ref" -v r="${best_rauc:-0}" -v z="${zseg:-0}" -v h="${http:-0}" -v lo="${local_:-0}" -v rss="$rssmax" \
             -v ram="${ram:-0}" -v zram="${zram:-0}" -v hc="$hc" -v lc="${lc:-0}" -v cc="$cc" -v kc="${kc:-0}" -v hn="${hn:-0}" -v cn="${cn:-0}" -v pz="$pz" -v ph="$ph" -v pr="$pr" -v pb="$pb" \
             -v rl="${rl:-0}" -v prl="$prl" -v prlb="$prlb" -v lrl="$RAUC_LEVEL" -v lv="$LEVEL" \

@@ -135,6 +135,11 @@ abu_reset() {
 
 
 # ---------------------------------------------------------------- RAUC
+# The zstd level of RAUC's zstd bundle: mksquashfs's default for `-comp zstd`
+# (`mksquashfs -h`: "-Xcompression-level ... (default 15)"), given explicitly so
+# that this is the one place it is set. The bench packs abupdate's payload at
+# it too, for a row that compares the two like for like.
+RAUC_LEVEL=15
 rauc_prepare() {
     local d=$W/rauc
     mkdir -p "$d"
@@ -166,7 +171,7 @@ format=plain
 [image.rootfs]
 filename=rootfs.ext4
 EOF
-        local args="-comp $comp"
+        local args="-comp $comp -Xcompression-level $RAUC_LEVEL"
         [ "$comp" = gzip ] && args=""   # mksquashfs's default, and so RAUC's
         rauc --cert "$d/signer.pem" --key "$d/signer.key" --keyring "$d/ca.pem" \
             bundle ${args:+--mksquashfs-args="$args"} "$d/content" "$d/bundle-$comp.raucb" >/dev/null
@@ -260,11 +265,6 @@ install_rauc() {
     rauc --conf="$W/rauc/system.conf" install "$W/rauc/bundle-$1.raucb" > "$W/logs/rauc-install.log" 2>&1 \
         || { cat "$W/logs/rauc-install.log" "$W/rauc/service.log" >&2; return 1; }
 }
-
-# The zstd level of RAUC's zstd bundle: mksquashfs's default for `-comp zstd`
-# (`mksquashfs -h`: "-Xcompression-level ... (default 15)"). The bench packs
-# abupdate's payload at it too, for a row that compares the two like for like.
-RAUC_LEVEL=15
 
 # ---------------------------------------------------------------- SWUpdate
 swu_prepare() {
