@@ -784,6 +784,26 @@ fn previous_created(body: Option<&[u8]>) -> Option<i64> {
     crate::timefmt::parse_rfc3339(v.get("created")?.as_str()?).ok()
 }
 
+/// The manifest already in the directory is of another `compatible` than
+/// the one packed: replacing it would take that product's release away
+/// from its hosts (they refuse this one), so it is refused, as `fleet --out`
+/// refuses. Unverified, as [`previous_created`]: it only ever refuses.
+fn other_product(path: &Path, body: Option<&[u8]>, compatible: &str) -> Result<(), String> {
+    let Some(doc) = body.and_then(|b| serde_json::from_slice::<ManifestDoc>(b).ok()) else {
+        return Ok(());
+    };
+    if doc.compatible == compatible {
+        return Ok(());
+    }
+    Err(format!(
+        "{}: holds release {} of {}, not of {compatible}: pack would replace it (use another \
+         --out, or remove it first)",
+        path.display(),
+        crate::text::show(doc.version.as_bytes()),
+        crate::text::show(doc.compatible.as_bytes())
+    ))
+}
+
 /// The version (as written there) and build of the manifest already in
 /// the directory, when it is `version` as hosts compare versions (`2.0` is
 /// `2.0.0`: a host on one refuses the other as not newer). Unverified, as
@@ -881,6 +901,7 @@ pub fn pack(opts: &PackOptions) -> Result<Packed, String> {
     let dir = ReleaseDir::open(&opts.out).map_err(publish_err)?;
     let previous = dir.read_manifest("release.json").map_err(publish_err)?;
     let manifest = opts.out.join("release.json");
+    other_product(&manifest, previous.as_deref(), &opts.compatible)?;
     let same_version = previous_build(previous.as_deref(), &opts.version);
     if let Some((held, old)) = &same_version {
         same_build(&manifest, held, old, &images_build(&opts.images)?)?;
@@ -913,8 +934,17 @@ pub fn pack(opts: &PackOptions) -> Result<Packed, String> {
     }
     let mut body = serde_json::to_vec_pretty(&doc).map_err(|e| format!("release.json: {e}"))?;
     body.push(b'\n');
-    dir.publish_manifest("release.json", &body, &keys, previous.as_deref())
-        .map_err(publish_err)?;
+    // Signed by every key given, each its own: the gate at their number.
+    let own = crate::trust::KeyRing::from_keys(keys.iter().map(|k| k.public_key()).collect());
+    dir.publish_manifest(
+        "release.json",
+        &body,
+        &keys,
+        previous.as_deref(),
+        &own,
+        keys.len(),
+    )
+    .map_err(publish_err)?;
     let notes = doc
         .images
         .iter()

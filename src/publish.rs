@@ -425,19 +425,16 @@ impl ReleaseDir {
         keys: &KeyRing,
         threshold: usize,
     ) -> Result<Current, PublishError> {
-        let (body, standard, bound) = self.read_signed(name, keys, threshold)?;
-        let path = self.path.join(name);
-        let standard_ok = trust::verify_threshold(&body, &standard, keys, threshold).is_ok();
-        let manifest = Manifest::parse(&body).map_err(|error| PublishError::Manifest {
-            path: path.clone(),
+        let signed = self.read_signed(name, keys, threshold)?;
+        let standard_ok =
+            trust::verify_threshold(&signed.body, &signed.standard, keys, threshold).is_ok();
+        let manifest = Manifest::parse(&signed.body).map_err(|error| PublishError::Manifest {
+            path: signed.path.clone(),
             error,
         })?;
         Ok(Current {
-            path,
-            body,
+            signed,
             manifest,
-            standard,
-            bound,
             standard_ok,
         })
     }
@@ -446,13 +443,12 @@ impl ReleaseDir {
     /// verify it: `threshold` distinct keys of `keys` signed its exact
     /// bytes. Its bytes, and its signature files under the standard names
     /// and the names bound to these bytes.
-    #[allow(clippy::type_complexity)]
     pub fn read_signed(
         &self,
         name: &str,
         keys: &KeyRing,
         threshold: usize,
-    ) -> Result<(Vec<u8>, Vec<(String, String)>, Vec<(String, String)>), PublishError> {
+    ) -> Result<Signed, PublishError> {
         let path = self.path.join(name);
         let body = self.read_manifest(name)?.ok_or_else(|| PublishError::Io {
             path: path.clone(),
@@ -469,18 +465,29 @@ impl ReleaseDir {
         }
         verify_signatures(&body, &standard, || bound.clone(), keys, threshold)
             .map_err(untrusted)?;
-        Ok((body, standard, bound))
+        Ok(Signed {
+            path,
+            body,
+            standard,
+            bound,
+        })
     }
 
     /// Publish manifest `name` with one signature per key, in the order of
     /// the module docs. `previous`: the manifest being replaced, whose bound
-    /// signatures are kept for hosts that fetched it a moment ago.
+    /// signatures are kept for hosts that fetched it a moment ago. Nothing
+    /// is written unless the new signatures pass the hosts' gate: `hosts`
+    /// (the keys they trust) at `threshold`, as [`trust::verify_threshold`]
+    /// counts (distinct Ed25519 keys), so no publisher replaces a release
+    /// hosts can read with one they refuse.
     pub fn publish_manifest(
         &self,
         name: &str,
         body: &[u8],
         keys: &[SecretKey],
         previous: Option<&[u8]>,
+        hosts: &KeyRing,
+        threshold: usize,
     ) -> Result<(), PublishError> {
         check_name(name)?;
         // What no host would read is not published (it would replace the
@@ -502,6 +509,16 @@ impl ReleaseDir {
             .iter()
             .map(|k| minisign::sign(k, body, &comment))
             .collect();
+        let named: Vec<(String, String)> = signatures
+            .iter()
+            .enumerate()
+            .map(|(i, sig)| (signature_name(name, i), sig.clone()))
+            .collect();
+        if let Err(error) = trust::verify_threshold(body, &named, hosts, threshold) {
+            return Err(PublishError::Refused(format!(
+                "{name}: not publishing what the hosts would refuse: {error}"
+            )));
+        }
         let bound = bound_base(name, body);
         for (i, sig) in signatures.iter().enumerate() {
             self.replace(
@@ -534,10 +551,10 @@ impl ReleaseDir {
     /// (its standard signatures belong to the manifest before it): copy its
     /// bound signatures to the standard names. Returns whether it did.
     pub fn finish_publish(&self, name: &str, current: &Current) -> Result<bool, PublishError> {
-        if current.standard_ok || current.bound.is_empty() {
+        if current.standard_ok || current.signed.bound.is_empty() {
             return Ok(false);
         }
-        let bound = bound_base(name, &current.body);
+        let bound = bound_base(name, &current.signed.body);
         let mut count = 0;
         for i in 0..MAX_SIGNATURES {
             let from = self.path.join(signature_name(&bound, i));
@@ -552,7 +569,7 @@ impl ReleaseDir {
             )?;
             count += 1;
         }
-        self.remove_stale_signatures(name, count, &[Some(&current.body)])?;
+        self.remove_stale_signatures(name, count, &[Some(&current.signed.body)])?;
         crate::failpoint::hit("publish-cleaned");
         Ok(true)
     }
@@ -604,22 +621,30 @@ impl ReleaseDir {
 /// A manifest in a release directory that passed the hosts' trust gate.
 #[derive(Debug)]
 pub struct Current {
-    /// The manifest's path.
-    pub path: PathBuf,
-    /// Its exact bytes.
-    pub body: Vec<u8>,
+    /// Its path, bytes and signatures.
+    pub signed: Signed,
     /// It, parsed.
     pub manifest: Manifest,
-    /// Signature files under the standard names, and under the names bound
-    /// to `body`, as (path, text).
-    standard: Vec<(String, String)>,
-    bound: Vec<(String, String)>,
     /// The standard signatures verify on their own; false after a publish
     /// was interrupted between the manifest and its signatures.
     standard_ok: bool,
 }
 
-impl Current {
+/// A signed file (a manifest or a channel) in a release directory that
+/// passed the hosts' trust gate, with the signature files found for it.
+#[derive(Debug)]
+pub struct Signed {
+    /// The file's path.
+    pub path: PathBuf,
+    /// Its exact bytes.
+    pub body: Vec<u8>,
+    /// Signature files under the standard names, and under the names bound
+    /// to `body`, as (path, text).
+    standard: Vec<(String, String)>,
+    bound: Vec<(String, String)>,
+}
+
+impl Signed {
     /// Whether `key` made one of the valid signatures over these bytes.
     pub fn signed_by(&self, key: &PublicKey) -> bool {
         let ring = KeyRing::from_keys(vec![key.clone()]);
@@ -627,7 +652,7 @@ impl Current {
         trust::verify_threshold(&self.body, &all, &ring, 1).is_ok()
     }
 
-    /// The keys (secret key file, key) may re-sign this manifest: the same
+    /// The keys (secret key file, key) may re-sign this file: the same
     /// set that signed it. Each is in `keys` (the hosts' trusted keys) and
     /// made a valid signature over these bytes; every signature file there
     /// is by one of them (else it would stay behind, stale over new
@@ -645,7 +670,7 @@ impl Current {
                 path: path.clone(),
                 reason,
             };
-            if seen.contains(&pk) {
+            if seen.iter().any(|k| k.ed25519_bytes() == pk.ed25519_bytes()) {
                 return Err(key(format!("key {} given twice", pk.key_id_hex())));
             }
             // Asked of the trust gate itself, so "trusted" means exactly
@@ -686,7 +711,9 @@ impl Current {
         }
         Ok(())
     }
+}
 
+impl Current {
     /// The manifest re-serialized from its own JSON (unknown fields are
     /// signed content and kept; numbers keep their digits, as serde_json's
     /// `arbitrary_precision` reads them, never rounded through f64),
@@ -698,10 +725,10 @@ impl Current {
         now: i64,
         edit: impl FnOnce(&mut serde_json::Value) -> Result<(), String>,
     ) -> Result<Vec<u8>, PublishError> {
-        let path = &self.path;
+        let path = &self.signed.path;
         let refused = |m: String| PublishError::Refused(format!("{}: {m}", path.display()));
         let mut value: serde_json::Value =
-            serde_json::from_slice(&self.body).map_err(|e| refused(e.to_string()))?;
+            serde_json::from_slice(&self.signed.body).map_err(|e| refused(e.to_string()))?;
         let created = next_created(Some(self.manifest.created), now);
         if created >= self.manifest.expires {
             return Err(refused(format!(
@@ -775,7 +802,12 @@ pub fn load_secret_keys(paths: &[PathBuf]) -> Result<Vec<(PathBuf, SecretKey)>, 
         .collect::<Result<_, _>>()?;
     for (i, (path, sk)) in keys.iter().enumerate() {
         let pk = sk.public_key();
-        if let Some((first, _)) = keys[..i].iter().find(|(_, k)| k.public_key() == pk) {
+        // The same Ed25519 key under another key id is the same key: the
+        // hosts' gate counts it once.
+        if let Some((first, _)) = keys[..i]
+            .iter()
+            .find(|(_, k)| k.public_key().ed25519_bytes() == pk.ed25519_bytes())
+        {
             return Err(PublishError::Key {
                 path: path.clone(),
                 reason: format!(
@@ -893,6 +925,23 @@ mod tests {
             "{e}"
         );
         assert!(e.starts_with(&copy.display().to_string()), "{e}");
+        // Found from outside (stop 47): the same key under another key id
+        // (a file relabelled, its checksum zeroed as `minisign -W` leaves
+        // it) passed as a second key.
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let text = sk.to_file_string();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        let mut raw = b64.decode(&lines[1]).expect("base64");
+        raw[54..62].copy_from_slice(b"relabel!");
+        raw[126..158].fill(0);
+        lines[1] = b64.encode(&raw);
+        let relabelled = d.join("relabelled.key");
+        std::fs::write(&relabelled, lines.join("\n") + "\n").expect("write");
+        let e = load_secret_keys(&[a.clone(), relabelled])
+            .expect_err("one key under two ids")
+            .to_string();
+        assert!(e.contains("given twice"), "{e}");
     }
 
     #[test]
@@ -965,16 +1014,17 @@ mod tests {
         let both: Vec<SecretKey> = ks.iter().map(|(s, _)| dup(s)).collect();
         let one = vec![dup(&ks[0].0)];
         let bodies: Vec<Vec<u8>> = (0..3).map(|i| format!("m{i}").into_bytes()).collect();
-        dir.publish_manifest("release.json", &bodies[0], &both, None)
+        let two = KeyRing::from_keys(ks.iter().map(|(_, p)| p.clone()).collect());
+        dir.publish_manifest("release.json", &bodies[0], &both, None, &two, 2)
             .expect("m0");
         assert!(d.join("release.json.1.minisig").exists());
-        dir.publish_manifest("release.json", &bodies[1], &one, Some(&bodies[0]))
+        dir.publish_manifest("release.json", &bodies[1], &one, Some(&bodies[0]), &two, 1)
             .expect("m1");
         assert!(
             !d.join("release.json.1.minisig").exists(),
             "stale second key"
         );
-        dir.publish_manifest("release.json", &bodies[2], &one, Some(&bodies[1]))
+        dir.publish_manifest("release.json", &bodies[2], &one, Some(&bodies[1]), &two, 1)
             .expect("m2");
         let bound = |b: &[u8]| d.join(signature_name(&bound_base("release.json", b), 0));
         assert!(bound(&bodies[2]).exists() && bound(&bodies[1]).exists());
@@ -994,14 +1044,64 @@ mod tests {
         let dir = ReleaseDir::open(&d).expect("open");
         let ks = keys(1);
         let live = b"m0".to_vec();
-        dir.publish_manifest("release.json", &live, &[dup(&ks[0].0)], None)
+        let ring = KeyRing::from_keys(vec![ks[0].1.clone()]);
+        dir.publish_manifest("release.json", &live, &[dup(&ks[0].0)], None, &ring, 1)
             .expect("m0");
         let big = vec![b' '; MAX_MANIFEST_BYTES as usize + 1];
         let e = dir
-            .publish_manifest("release.json", &big, &[dup(&ks[0].0)], Some(&live))
+            .publish_manifest(
+                "release.json",
+                &big,
+                &[dup(&ks[0].0)],
+                Some(&live),
+                &ring,
+                1,
+            )
             .expect_err("too big")
             .to_string();
         assert!(e.contains("more than the 1048576 bytes hosts read"), "{e}");
+        assert_eq!(std::fs::read(d.join("release.json")).expect("live"), live);
+    }
+
+    /// Found from outside (stop 47): `channel` published under the
+    /// threshold it had just verified, or signed by a key outside
+    /// `--keys`. The publish itself refuses what the hosts' gate would.
+    #[test]
+    fn nothing_is_published_that_the_hosts_gate_would_refuse() {
+        let d = temp("gate");
+        let dir = ReleaseDir::open(&d).expect("open");
+        let ks = keys(3);
+        let ring = KeyRing::from_keys(vec![ks[0].1.clone(), ks[1].1.clone()]);
+        let live = b"m0".to_vec();
+        let both = [dup(&ks[0].0), dup(&ks[1].0)];
+        dir.publish_manifest("release.json", &live, &both, None, &ring, 2)
+            .expect("two trusted keys at threshold 2");
+        let listing = || {
+            let mut names: Vec<_> = std::fs::read_dir(&d)
+                .expect("ls")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let before = listing();
+        let refuse = |keys: &[SecretKey], why: &str| {
+            let e = dir
+                .publish_manifest("release.json", b"m1", keys, Some(&live), &ring, 2)
+                .expect_err(why)
+                .to_string();
+            assert!(
+                e.contains("not publishing what the hosts would refuse"),
+                "{why}: {e}"
+            );
+        };
+        refuse(&[dup(&ks[0].0)], "one key under threshold 2");
+        refuse(
+            &[dup(&ks[0].0), dup(&ks[2].0)],
+            "a key the hosts do not trust",
+        );
+        refuse(&[dup(&ks[0].0), dup(&ks[0].0)], "one key twice");
+        assert_eq!(listing(), before, "nothing written");
         assert_eq!(std::fs::read(d.join("release.json")).expect("live"), live);
     }
 
@@ -1013,7 +1113,7 @@ mod tests {
         let dir = ReleaseDir::open(&d).expect("open");
         let ks = keys(1);
         let ring = KeyRing::from_keys(vec![ks[0].1.clone()]);
-        dir.publish_manifest("release.json", body, &[dup(&ks[0].0)], None)
+        dir.publish_manifest("release.json", body, &[dup(&ks[0].0)], None, &ring, 1)
             .expect("publish");
         let current = dir
             .read_verified("release.json", &ring, 1)

@@ -275,7 +275,12 @@ pub fn run(opts: &Options) -> Result<PathBuf, PublishError> {
     let previous = match dir.read_manifest(name)? {
         None => None,
         Some(_) => {
-            let (body, _, _) = dir.read_signed(name, &keys, threshold)?;
+            let signed = dir.read_signed(name, &keys, threshold)?;
+            // Re-signed only by the keys that signed it, as `fleet` does: a
+            // halt signed by fewer (or others) than the hosts count would be
+            // a halt no host believes.
+            signed.check_signers(&secrets, &keys, threshold)?;
+            let body = signed.body;
             // An over-long channel (signed by other tools) is one this edit
             // repairs, since it re-dates `expires`: only its `created` is
             // needed, for the new one to be later.
@@ -305,6 +310,8 @@ pub fn run(opts: &Options) -> Result<PathBuf, PublishError> {
         &body,
         &signing,
         previous.as_ref().map(|p| p.0.as_slice()),
+        &keys,
+        threshold,
     )?;
     Ok(file.clone())
 }

@@ -161,7 +161,18 @@ pub fn sign(secret: &Path, file: &Path, trusted_comment: Option<String>) -> Resu
             error,
         }
     })?;
-    let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+    // A signed comment is one line of bounded length: what the operator
+    // typed is signed as typed, or refused, never altered.
+    if let Some(c) = &trusted_comment {
+        if c.contains(['\0', '\r', '\n']) || c.len() > minisign::TRUSTED_COMMENT_MAX {
+            return Err(Error::Usage(format!(
+                "--trusted-comment: one line of at most {} bytes, without NUL or a line break",
+                minisign::TRUSTED_COMMENT_MAX
+            )));
+        }
+    }
+    // A regular file: a FIFO would block the open, a device be read forever.
+    let f = crate::files::open_regular(file).map_err(|e| Error::io(file, e))?;
     let digest = minisign::prehash(f).map_err(|e| Error::io(file, e))?;
     let name = file
         .file_name()
@@ -200,12 +211,13 @@ pub fn verify(global: &Global, public: &Path, file: &Path) -> Result<i32> {
             error,
         }
     })?;
+    let mut f = crate::files::open_regular(file).map_err(|e| Error::io(file, e))?;
     let result = if sig.prehashed {
-        let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
         let digest = minisign::prehash(f).map_err(|e| Error::io(file, e))?;
         sig.verify_prehashed(&pk, &digest)
     } else {
-        let data = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut data).map_err(|e| Error::io(file, e))?;
         sig.verify(&pk, &data)
     };
     result.map_err(|error| TrustError::Verify {
@@ -214,7 +226,11 @@ pub fn verify(global: &Global, public: &Path, file: &Path) -> Result<i32> {
     })?;
     if !global.quiet {
         crate::tell!("Signature and comment signature verified");
-        crate::tell!("Trusted comment: {}", sig.trusted_comment);
+        // Signed, yet outside bytes: nothing in it reaches the terminal raw.
+        crate::tell!(
+            "Trusted comment: {}",
+            crate::text::show(sig.trusted_comment.as_bytes())
+        );
     }
     Ok(0)
 }

@@ -584,7 +584,7 @@ pub static FLAGS: &[Flag] = &[
         |a, v| {
             let url = v.text()?;
             crate::fleet::prometheus::check_url(&url)
-                .map_err(|e| format!("--prometheus {url}: {e}"))?;
+                .map_err(|e| format!("--prometheus {}: {e}", crate::fetch::redact_url(&url)))?;
             a.prometheus = Some(url);
             Ok(())
         },

@@ -434,7 +434,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
                     s.compatible
                 )));
             }
-            if !same_build(&published.body, &source.body) {
+            if !same_build(&published.signed.body, &source.signed.body) {
                 return Err(Error::Fleet(format!(
                     "--out {}: holds another build of release {} than --manifest {} (they differ \
                      beyond created and rollout): publish the new build as a new version, or \
@@ -465,7 +465,9 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     };
     let read_here = published.is_some() || out.is_none();
     let current = published.unwrap_or(source);
-    current.check_signers(&secrets, &keys, opts.threshold)?;
+    current
+        .signed
+        .check_signers(&secrets, &keys, opts.threshold)?;
     let doc = &current.manifest.doc;
     let plan = Plan::from_manifest(
         doc.rollout.as_ref(),
@@ -520,8 +522,15 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     if changed {
         let body = current.rewrite(now, |v| super::apply(v, &action, now).map(|_| ()))?;
         if !opts.dry_run {
-            let keys: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
-            release_dir.publish_manifest(name, &body, &keys, Some(&current.body))?;
+            let signing: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
+            release_dir.publish_manifest(
+                name,
+                &body,
+                &signing,
+                Some(&current.signed.body),
+                &keys,
+                opts.threshold,
+            )?;
         }
     }
     Ok(Report {

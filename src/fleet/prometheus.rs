@@ -83,7 +83,11 @@ pub enum PromError {
 impl fmt::Display for PromError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let line = match self {
-            PromError::Url { url, reason } => format!("--prometheus {url}: {reason}"),
+            // Not a URL (white space, a quote): its user info hidden all
+            // the same, which the general rule would stop short of.
+            PromError::Url { url, reason } => {
+                format!("--prometheus {}: {reason}", crate::fetch::redact_url(url))
+            }
             PromError::Unreachable { url, detail } => {
                 format!("{url}: Prometheus unreachable: {detail}")
             }
@@ -311,22 +315,23 @@ impl Client {
                 reason: format!("answer larger than {MAX_ANSWER} bytes"),
             });
         }
-        parse_timed(&body).map_err(|e| match e {
-            AnswerError::Api { error_type, error } => PromError::Api {
-                url: url.clone(),
+        match parse_timed(&body) {
+            Err(AnswerError::Api { error_type, error }) => Err(PromError::Api {
+                url,
                 error_type,
                 error,
-            },
-            AnswerError::Format(reason) if !(200..300).contains(&status) => PromError::Http {
-                url: url.clone(),
+            }),
+            // Only a success status carries data: a 5xx whose body reads as
+            // an answer (a proxy's cached page, a server failing half way)
+            // is no answer of the store's now.
+            _ if !(200..300).contains(&status) => Err(PromError::Http {
+                url,
                 status,
-                detail: first_line(&body, &reason),
-            },
-            AnswerError::Format(reason) => PromError::Answer {
-                url: url.clone(),
-                reason,
-            },
-        })
+                detail: first_line(&body, "no Prometheus error in the body"),
+            }),
+            Err(AnswerError::Format(reason)) => Err(PromError::Answer { url, reason }),
+            Ok(samples) => Ok(samples),
+        }
     }
 }
 
@@ -476,6 +481,16 @@ pub fn parse_timed(body: &[u8]) -> Result<Vec<(f64, Sample)>, AnswerError> {
     }
     let samples: Vec<VectorSample> = serde_json::from_value(data.result)
         .map_err(|e| AnswerError::Format(format!("not an instant vector: {e}")))?;
+    // An instant vector holds one sample per series: a label set twice is
+    // an answer that would count its hosts twice.
+    let mut series: Vec<&BTreeMap<String, String>> = samples.iter().map(|s| &s.metric).collect();
+    series.sort();
+    if let Some(twice) = series.windows(2).find(|w| w[0] == w[1]) {
+        return Err(AnswerError::Format(format!(
+            "not an instant vector: the series {} twice",
+            quoted(&format!("{:?}", twice[0]))
+        )));
+    }
     samples
         .into_iter()
         .map(|s| {
@@ -1079,6 +1094,12 @@ mod tests {
             br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"+Inf"]}]}}"#,
             br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"many"]}]}}"#,
             br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{}}]}}"#,
+            // One series twice (found from outside, stop 47: its hosts
+            // were counted twice).
+            br#"{"status":"success","data":{"resultType":"vector","result":[
+                {"metric":{"outcome":"committed"},"value":[1,"1"]},
+                {"metric":{"outcome":"failed"},"value":[1,"1"]},
+                {"metric":{"outcome":"committed"},"value":[1,"1"]}]}}"#,
         ] {
             assert!(
                 matches!(parse_answer(bad), Err(AnswerError::Format(_))),

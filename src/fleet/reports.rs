@@ -109,28 +109,76 @@ impl Reports {
 
 /// The reports in one file's text that `keep` keeps: JSON lines, or JSON
 /// documents one after another (pretty-printed, one report per file, or an
-/// array of reports). When the text does not parse as a whole, each line is
-/// tried on its own, so one torn line costs only itself. One document is
-/// held at a time: months of a webhook's log cost their bytes, not a tree
-/// of them.
+/// array of reports). A stretch that does not parse (a line torn by a
+/// receiver cut off mid-write, a stray byte) costs only itself: what parsed
+/// before it is kept, and reading goes on at the next line where a document
+/// may start ([`resume_after`]). One document is held at a time: months of
+/// a webhook's log cost their bytes, not a tree of them.
 pub fn parse_reports(text: &str, keep: &dyn Fn(&Event) -> bool) -> Reports {
     let mut out = Reports::default();
-    for v in serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>() {
-        match v {
-            Ok(v) => out.take(v, keep),
-            Err(_) => {
-                out = Reports::default();
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    match serde_json::from_str::<serde_json::Value>(line) {
-                        Ok(v) => out.take(v, keep),
-                        Err(_) => out.malformed += 1,
-                    }
+    let mut from = 0;
+    // Inside a stretch that did not parse: it counts once, and the pieces
+    // of it that parse alone (a `"key"` string, a number) are not reports.
+    let mut torn = false;
+    while from < text.len() {
+        let rest = &text[from..];
+        let mut docs = serde_json::Deserializer::from_str(rest).into_iter::<serde_json::Value>();
+        let next = loop {
+            match docs.next() {
+                None => break None,
+                Some(Ok(v)) if torn && !(v.is_object() || v.is_array()) => {}
+                Some(Ok(v)) => {
+                    torn = false;
+                    out.take(v, keep);
                 }
-                break;
+                Some(Err(e)) => {
+                    if !torn {
+                        out.malformed += 1;
+                        torn = true;
+                    }
+                    break Some(resume_after(rest, docs.byte_offset(), e.line()));
+                }
             }
+        };
+        match next {
+            Some(at) => from += at,
+            None => break,
         }
     }
     out
+}
+
+/// Where reading goes on in `text` after a document that began at or after
+/// byte `parsed` (the end of the last one that parsed) failed on line
+/// `error_line` (1-based): at that line when it is a later one than the
+/// document's first (a new document may start there: the line before was
+/// torn), else at the line after the document's first. Always past the
+/// failed document's start, so every file is read through in about one
+/// pass.
+fn resume_after(text: &str, parsed: usize, error_line: usize) -> usize {
+    let bytes = text.as_bytes();
+    let start = parsed
+        + bytes[parsed.min(bytes.len())..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+    let start_line = 1 + bytes[..start.min(bytes.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count();
+    let line_start = |line: usize| match line {
+        0 | 1 => 0,
+        _ => bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .nth(line.saturating_sub(2))
+            .map_or(bytes.len(), |(i, _)| i + 1),
+    };
+    match error_line > start_line {
+        true => line_start(error_line),
+        false => line_start(start_line + 1),
+    }
 }
 
 /// How a file in a reports directory is read, by its name.
@@ -335,6 +383,91 @@ mod tests {
         assert_eq!((r.events.len(), r.malformed), (1, 1));
         let r = parse_reports(&format!("{good}\n{good}\n"), &|e| e.host != "a");
         assert_eq!((r.events.len(), r.malformed), (0, 0));
+    }
+
+    /// A report as a webhook receiver may write it, pretty-printed.
+    fn pretty_report(host: &str, outcome: &str) -> String {
+        let v = serde_json::json!({
+            "host": host, "compatible": "c", "release": "2.0",
+            "outcome": outcome, "time": 1,
+        });
+        serde_json::to_string_pretty(&v).expect("pretty")
+    }
+
+    fn hosts(r: &Reports) -> Vec<&str> {
+        r.events.iter().map(|e| e.host.as_str()).collect()
+    }
+
+    #[test]
+    fn a_torn_record_costs_only_itself_and_never_the_reports_before_it() {
+        // Pretty-printed reports, the last one cut off mid-write (a
+        // receiver killed while writing): the six before it all count.
+        let six: Vec<String> = (0..6)
+            .map(|i| pretty_report(&format!("bad{i}"), "rolled_back"))
+            .collect();
+        let text = format!("{}\n{{\"host\":\"torn\",\"compat", six.join("\n"));
+        let r = parse_reports(&text, &|_| true);
+        assert_eq!(r.events.len(), 6, "{:?}", hosts(&r));
+        assert_eq!(r.malformed, 1);
+        // Torn in the middle, pretty: the reports on both sides count.
+        let torn = pretty_report("torn", "rolled_back");
+        let torn = &torn[..torn.find("\"outcome\"").expect("field")];
+        let text = format!(
+            "{}\n{torn}\n{}\n{}\n",
+            pretty_report("a", "committed"),
+            pretty_report("b", "rolled_back"),
+            pretty_report("c", "committed")
+        );
+        let r = parse_reports(&text, &|_| true);
+        assert_eq!(hosts(&r), ["a", "b", "c"]);
+        assert_eq!(r.malformed, 1);
+        // JSON lines: a line torn after a comma, inside a string, or after
+        // a whole value; the next line is a report each time.
+        let line = |h: &str| {
+            format!(
+                r#"{{"host":"{h}","compatible":"c","release":"2.0","outcome":"committed","time":1}}"#
+            )
+        };
+        for cut in [
+            r#"{"host":"x","#,
+            r#"{"host":"x"#,
+            r#"{"host":"x","time":1"#,
+            "}",
+            "\u{1}",
+        ] {
+            let text = format!("{}\n{cut}\n{}\n{}\n", line("a"), line("b"), line("c"));
+            let r = parse_reports(&text, &|_| true);
+            assert_eq!(
+                (hosts(&r), r.malformed),
+                (vec!["a", "b", "c"], 1),
+                "cut {cut:?}"
+            );
+        }
+        // An array torn at the end of a file is one document torn: its
+        // reports go with it (reading goes on where it failed, which keeps
+        // any file to about one pass, whatever its shape).
+        let text = format!("[\n{},\n{},\n{{\"host\"", line("a"), line("b"));
+        let r = parse_reports(&text, &|_| true);
+        assert_eq!(
+            (hosts(&r), r.malformed),
+            (vec![], 1),
+            "an array is one document"
+        );
+        let text = format!("{}\n{}\n{{\"ho", line("a"), line("b"));
+        let r = parse_reports(&text, &|_| true);
+        assert_eq!((hosts(&r), r.malformed), (vec!["a", "b"], 1));
+    }
+
+    #[test]
+    fn reading_resumes_past_the_failed_document_and_at_a_later_failing_line() {
+        // Failed on its own first line: the next line.
+        assert_eq!(resume_after("{\"a\nnext\n", 0, 1), 4);
+        // Whitespace before the document is skipped to find its line.
+        assert_eq!(resume_after("{}\n\n  {\"a\nnext", 2, 3), 10);
+        // Failed on a later line than its first: that line.
+        assert_eq!(resume_after("{\"a\":1,\n{\"b\":2}\n", 0, 2), 8);
+        // Nothing after it: the end.
+        assert_eq!(resume_after("{\"a", 0, 1), 3);
     }
 
     #[test]

@@ -197,3 +197,107 @@ fn a_full_or_closed_output_is_no_panic() {
     drop(child.stdout.take());
     assert_eq!(child.wait().expect("wait").code(), Some(0));
 }
+
+/// Found from outside (stop 47): `sign` of a FIFO waited forever and of
+/// `/dev/zero` read forever; a multi-line `--trusted-comment` was signed
+/// altered (line breaks made spaces); `verify` printed the signed comment
+/// raw, escape sequences and all. Now: one line naming the file, or the
+/// option (exit 2); the comment shown escaped.
+#[test]
+fn sign_and_verify_take_regular_files_and_one_line_comments_only() {
+    let dir = crate::common::host::scratch("cli-sign-inputs");
+    let p = |name: &str| dir.join(name).into_os_string();
+    let out = abupdate(&[
+        "keygen".into(),
+        "--secret".into(),
+        p("a.key"),
+        "--public".into(),
+        p("a.pub"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fifo = dir.join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    for target in [fifo.into_os_string(), "/dev/zero".into()] {
+        // Bounded by `timeout`: before the fix these never returned.
+        let out = Command::new("timeout")
+            .arg("20")
+            .arg(env!("CARGO_BIN_EXE_abupdate"))
+            .args(["sign", "--secret"])
+            .arg(p("a.key"))
+            .arg(&target)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{target:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&*target.to_string_lossy()) && err.contains("not a regular file"),
+            "{err}"
+        );
+    }
+    std::fs::write(dir.join("file"), b"signed bytes").expect("write");
+    for comment in ["two\nlines", "cr\rhere", &"x".repeat(9000)] {
+        let mut args = os(&["sign", "--trusted-comment", comment, "--secret"]);
+        args.push(p("a.key"));
+        args.push(p("file"));
+        let out = abupdate(&args);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--trusted-comment"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!dir.join("file.minisig").exists(), "signed anyway");
+    }
+    let mut args = os(&[
+        "sign",
+        "--trusted-comment",
+        "tag \x1b[2J\u{202e}",
+        "--secret",
+    ]);
+    args.push(p("a.key"));
+    args.push(p("file"));
+    let out = abupdate(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut args = os(&["verify", "--public"]);
+    args.push(p("a.pub"));
+    args.push(p("file"));
+    let out = abupdate(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        shown.contains("Trusted comment: tag \\x1b[2J\\xe2\\x80\\xae"),
+        "{shown}"
+    );
+    assert!(!shown.contains('\x1b'), "{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Found from outside (stop 47): a `--prometheus` URL that is not one (a
+/// space or a quote in it) was named with its password in clear.
+#[test]
+fn a_prometheus_url_that_is_no_url_is_named_without_its_password() {
+    for url in [
+        "http://us er:s3cr3tpw@127.0.0.1:9",
+        "http://user:s3cr3t\"pw@127.0.0.1:9",
+        "http://user:s3cr3t pw@127.0.0.1:9/prom",
+    ] {
+        let out = abupdate(&os(&[
+            "fleet",
+            "--secret",
+            "/nonexistent.key",
+            "--manifest",
+            "/nonexistent/release.json",
+            "--prometheus",
+            url,
+            "--dry-run",
+        ]));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{url}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("--prometheus http://***@127.0.0.1:9"), "{err}");
+        assert!(!err.contains("s3cr3t"), "{url}: {err}");
+    }
+}

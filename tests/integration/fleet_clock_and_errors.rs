@@ -56,10 +56,15 @@ fn field(req: &Req, name: &str) -> Option<String> {
 }
 
 fn answer(stream: &mut TcpStream, date: i64, body: &str) {
+    answer_with(stream, "200 OK", date, body)
+}
+
+/// [`answer`] under HTTP status `status` (`"503 Service Unavailable"`).
+fn answer_with(stream: &mut TcpStream, status: &str, date: i64, body: &str) {
     let date = httpdate(date);
     head(
         stream,
-        "200 OK",
+        status,
         &format!(
             "Content-Type: application/json\r\nDate: {date}\r\nContent-Length: {}\r\n",
             body.len()
@@ -82,6 +87,12 @@ fn httpdate(t: i64) -> String {
 /// wave: 5 of its 5 hosts committed (of 50). Each sample is stamped with
 /// the instant asked.
 fn healthy_store(ahead: i64) -> Server {
+    store(ahead, "200 OK")
+}
+
+/// [`healthy_store`], but the tally's answer (its body the same) comes
+/// under HTTP status `tally_status`.
+fn store(ahead: i64, tally_status: &'static str) -> Server {
     Server::start(move |req, s| {
         let now = abupdate::timefmt::now() + ahead;
         let query = field(req, "query").unwrap_or_default();
@@ -92,7 +103,9 @@ fn healthy_store(ahead: i64) -> Server {
             );
             return answer(s, now, &body);
         };
+        let mut status = "200 OK";
         let result = if query.contains("by (outcome") {
+            status = tally_status;
             format!(r#"[{{"metric":{{"outcome":"committed","in_wave":"1"}},"value":[{at},"5"]}}]"#)
         } else if query.contains("in_wave") {
             format!(
@@ -101,8 +114,9 @@ fn healthy_store(ahead: i64) -> Server {
         } else {
             "[]".into()
         };
-        answer(
+        answer_with(
             s,
+            status,
             now,
             &format!(
                 r#"{{"status":"success","data":{{"resultType":"vector","result":{result}}}}}"#
@@ -279,6 +293,33 @@ fn a_redirected_query_is_not_followed_and_the_error_names_both_addresses() {
         err.ends_with("use --prometheus https://prom.example/prometheus (not deciding blind)"),
         "{err}"
     );
+}
+
+/// Found from outside (stop 47): an HTTP 503 whose body read as a
+/// successful answer (a proxy's cached page, a server failing half way)
+/// was taken as the fleet's answer, and the wave advanced. Only a success
+/// status carries data: exit 1, nothing written, the status named.
+#[test]
+fn an_error_status_is_no_answer_whatever_its_body_says() {
+    let h = TestHost::new("fleet-503", "1.0", HostOptions::default());
+    let m = release(&h, "r");
+    let dir = m.parent().expect("dir").to_path_buf();
+    let before = snapshot(&dir);
+    let failing = store(0, "503 Service Unavailable");
+    let out = fleet(&h, &m, &failing.url(""), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = one_line(&out);
+    assert!(
+        err.contains(&format!("{}: HTTP 503: ", failing.url("/api/v1/query"))),
+        "{err}"
+    );
+    assert_eq!(snapshot(&dir), before);
+    // The same answers under 200 advance the wave: the status alone
+    // made the difference.
+    let healthy = healthy_store(0);
+    let out = fleet(&h, &m, &healthy.url(""), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(doc(&m)["rollout"]["percent"], 50.0, "{}", text(&out));
 }
 
 /// Finding 8: a mistyped `--secret` said "k.kye: entity not found". Every

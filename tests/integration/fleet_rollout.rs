@@ -856,6 +856,62 @@ fn fleet_counts_only_what_the_release_caused_on_its_compatible() {
     assert_eq!(json(&out)["action"], "pause", "{}", text(&out));
 }
 
+/// Found from outside (stop 47): a report file cut off mid-write while the
+/// receiver wrote pretty-printed JSON hid every report before the tear
+/// (all of them counted malformed), and the rollout advanced over six
+/// rollbacks. The tear costs only itself: the rollout pauses.
+#[test]
+fn a_report_file_torn_mid_write_still_counts_the_failures_before_the_tear() {
+    let h = TestHost::new("fleet-torn-reports", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--percent", "1"]);
+    let reports = h.dir.join("reports");
+    std::fs::create_dir_all(&reports).expect("mkdir");
+    let good: Vec<String> = (0..3)
+        .map(|i| report(&format!("ok{i}"), COMPATIBLE, "committed", None, 1))
+        .collect();
+    std::fs::write(reports.join("good.jsonl"), good.join("\n") + "\n").expect("r");
+    let mut failed: Vec<String> = (0..6)
+        .map(|i| {
+            let r = report(
+                &format!("bad{i}"),
+                COMPATIBLE,
+                "rolled_back",
+                Some("health"),
+                2,
+            );
+            let v: serde_json::Value = serde_json::from_str(&r).expect("json");
+            serde_json::to_string_pretty(&v).expect("pretty")
+        })
+        .collect();
+    failed.push("{\"host\":\"torn\",\"compat".into());
+    std::fs::write(reports.join("failed.json"), failed.join("\n")).expect("r");
+    let out = fleet(
+        &m,
+        &[&h.secret_key],
+        &reports,
+        &[
+            "--waves",
+            "1,5,25,100",
+            "--fleet-size",
+            "100",
+            "--max-failures",
+            "5",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (
+            j["action"].as_str(),
+            j["committed"].as_u64(),
+            j["failed"].as_u64(),
+            j["malformed_reports"].as_u64()
+        ),
+        (Some("pause"), Some(3), Some(6), Some(1)),
+        "{j}"
+    );
+}
+
 /// Issue 20.5 (operator half) and a minor: every re-sign advances `created`
 /// (now, and after the replaced manifest's even when this clock is behind),
 /// so hosts can tell the paused copy from a cached unpaused one; unknown

@@ -292,6 +292,26 @@ fn another_build_of_the_version_in_the_directory_is_refused_naming_both_builds()
     let other_arg = image_arg("rootfs", &other);
     let out = pack(&h.secret_key, &out_dir, &[&other_arg, "--version", "2.1"]);
     assert!(out.status.success(), "{}", text(&out));
+    // Found from outside (stop 47): another product's release over this
+    // one was written, and this product's hosts lost their release. It is
+    // refused, naming what the directory holds, as `fleet --out` refuses.
+    let published = snapshot(&out_dir);
+    let out = run(Command::new(bin())
+        .args(["pack", "--secret"])
+        .arg(&h.secret_key)
+        .args(["--compatible", "other-product", "--level", "3", "--out"])
+        .arg(&out_dir)
+        .args([other_arg.as_str(), "--version", "0.5"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!(
+            "abupdate: {}: holds release 2.1 of {COMPATIBLE}, not of other-product: pack would \
+             replace it (use another --out, or remove it first)",
+            m.display()
+        )
+    );
+    assert_eq!(snapshot(&out_dir), published, "the directory changed");
 }
 
 /// Attack 7, N5: the guard compared version strings, so `--version 2.0.0`

@@ -10,6 +10,7 @@
 //! | forged, expired, replayed, mismatched: refused, boot order untouched | `bad_channels_are_refused_with_their_kind_and_touch_nothing` |
 //! | `expires` more than 3650 days after `created`: refused, boot order untouched; `resign` repairs it | `a_channel_valid_for_more_than_3650_days_is_refused_and_resign_repairs_it` |
 //! | the operator never re-signs a tampered channel | `the_operator_refuses_to_resign_a_tampered_channel` |
+//! | an edit never publishes under the threshold or with a key outside `--keys` | `a_channel_edit_never_publishes_what_the_hosts_gate_would_refuse` |
 //! | `url` and `channel` together: a config error | `url_and_channel_together_are_a_config_error` |
 //! | a re-signed manifest (`fleet`'s waves): unpinned installs, pinned refused | `a_re_signed_manifest_installs_unpinned_and_is_refused_pinned` |
 //! | an unknown booted version: refused, never guessed below every release | `an_unknown_booted_version_is_refused_naming_os_release` |
@@ -364,6 +365,103 @@ fn the_operator_refuses_to_resign_a_tampered_channel() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("not inside"), "{}", text(&out));
     assert!(!h.dir.join("sub/channel.json").exists());
+}
+
+/// Found from outside (stop 47): `channel` verified the channel at
+/// `--threshold 2`, then published a halt signed by the one key it was
+/// given (a halt no threshold-2 host believes, and every host's check
+/// failing); and it signed a new channel with a key outside `--keys`. Both
+/// are refused, with nothing written.
+#[test]
+fn a_channel_edit_never_publishes_what_the_hosts_gate_would_refuse() {
+    let h = host("gate", "1.0");
+    let second = h.dir.join("second.key");
+    let keys = h.dir.join("operator-keys");
+    let host_keys = h.dir.join("host-keys");
+    for d in [&keys, &host_keys] {
+        std::fs::create_dir_all(d).expect("mkdir");
+        std::fs::copy(&h.public_key, d.join("host.pub")).expect("copy");
+    }
+    let out = run(Command::new(bin())
+        .arg("keygen")
+        .arg("--secret")
+        .arg(&second)
+        .arg("--public")
+        .arg(keys.join("second.pub")));
+    assert!(out.status.success(), "keygen: {}", text(&out));
+    let m = h.pack(
+        "r2.0",
+        "2.0",
+        &image("2.0", LEN),
+        &["--secret", &second.to_string_lossy()],
+    );
+    let keys_arg = keys.to_string_lossy().into_owned();
+    let at_two = ["--keys", keys_arg.as_str(), "--threshold", "2"];
+    let out = run(Command::new(bin())
+        .args(["channel", "add"])
+        .arg(channel_path(&h))
+        .arg(&m)
+        .arg("--secret")
+        .arg(&h.secret_key)
+        .arg("--secret")
+        .arg(&second)
+        .args(at_two));
+    assert!(out.status.success(), "add with both keys: {}", text(&out));
+    let channel_files = || {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&h.dir)
+            .expect("ls")
+            .map(|e| e.expect("entry"))
+            .filter(|e| e.file_name().to_string_lossy().starts_with("channel.json"))
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).expect("read"),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = channel_files();
+    assert!(
+        before.len() >= 3,
+        "the channel and its two signatures: {before:?}"
+    );
+    let out = channel_cmd(&h, "halt", &at_two);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "halt with one key: {}",
+        text(&out)
+    );
+    // The second key's signature would stay behind, stale over new bytes.
+    assert!(
+        text(&out).contains("channel.json.1.minisig: not by one of the --secret keys"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        channel_files(),
+        before,
+        "halt under the threshold wrote something"
+    );
+    // A new channel, signed by a key the hosts do not trust.
+    let other = h.dir.join("other.json");
+    let out = run(Command::new(bin())
+        .args(["channel", "add"])
+        .arg(&other)
+        .arg(&m)
+        .arg("--secret")
+        .arg(&second)
+        .arg("--keys")
+        .arg(&host_keys));
+    assert_eq!(out.status.code(), Some(1), "untrusted key: {}", text(&out));
+    assert!(
+        text(&out).contains("not publishing what the hosts would refuse"),
+        "{}",
+        text(&out)
+    );
+    assert!(!other.exists());
 }
 
 #[test]
