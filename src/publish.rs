@@ -286,7 +286,13 @@ impl ReleaseDir {
     /// Create (if needed) and lock `path`; remove temporary files a killed
     /// run left.
     pub fn open(path: &Path) -> Result<ReleaseDir, PublishError> {
-        std::fs::create_dir_all(path).map_err(io_err(path))?;
+        std::fs::create_dir_all(path).map_err(|e| {
+            let reason = match std::fs::metadata(path) {
+                Ok(m) if !m.is_dir() => "not a directory (a release directory, --out)".to_string(),
+                _ => format!("cannot create the release directory (--out): {e}"),
+            };
+            io_err(path)(io::Error::new(e.kind(), reason))
+        })?;
         let handle = File::open(path).map_err(io_err(path))?;
         let lock =
             match nix::fcntl::Flock::lock(handle, nix::fcntl::FlockArg::LockExclusiveNonblock) {

@@ -64,7 +64,9 @@ fn place_key_file(path: &Path, data: &[u8], mode: u32, overwrite: bool) -> Resul
         .mode(mode)
         .open(&tmp)
         .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
-        .map_err(|e| Error::io(&tmp, e));
+        // Named by the path asked for (the temporary name means nothing to
+        // the operator); a missing directory is the usual cause.
+        .map_err(|e| Error::io(path, e));
     let placed = written.and_then(|()| {
         if overwrite {
             std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))

@@ -215,6 +215,23 @@ fn sign_and_verify_take_regular_files_and_one_line_comments_only() {
         p("a.pub"),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // A key in a directory that is not there: named as given, not by the
+    // temporary file beside it.
+    let out = abupdate(&[
+        "keygen".into(),
+        "--secret".into(),
+        p("nodir/b.key"),
+        "--public".into(),
+        p("nodir/b.pub"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        format!(
+            "abupdate: {}: No such file or directory (os error 2)",
+            dir.join("nodir/b.key").display()
+        )
+    );
     let fifo = dir.join("fifo");
     let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
     assert!(made.success());

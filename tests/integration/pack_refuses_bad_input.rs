@@ -312,6 +312,18 @@ fn another_build_of_the_version_in_the_directory_is_refused_naming_both_builds()
         )
     );
     assert_eq!(snapshot(&out_dir), published, "the directory changed");
+    // `--out` a file: named as what it is not (it said "File exists").
+    let file = work.join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let out = pack(&h.secret_key, &file, &[&root_arg, "--version", "3.0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!(
+            "abupdate: {}: not a directory (a release directory, --out)",
+            file.display()
+        )
+    );
 }
 
 /// Attack 7, N5: the guard compared version strings, so `--version 2.0.0`
