@@ -226,11 +226,20 @@ impl Bootloader for GrubBackend {
         }))
     }
 
+    /// The install's two writes (target bad, then activated), each from the
+    /// block before it, keep to one sector ([`grubenv::changed_sector`]).
     fn check_activate(&self, slot: SlotName) -> Result<(), BootError> {
-        let mut env = self.load()?;
+        let (on_disk, mut env) = grubenv::read_block(&self.grubenv)?;
+        let step = |env: &GrubEnv, before: &[u8; grubenv::BLOCK_SIZE]| {
+            let block = env.to_block()?;
+            grubenv::changed_sector(before, &block).map(|_| block)
+        };
         self.apply_state(&mut env, slot, BootState::Bad)
-            .and_then(|()| self.apply_activate(&mut env, slot))
-            .and_then(|()| env.to_block().map(|_| ()))
+            .and_then(|()| step(&env, &on_disk))
+            .and_then(|marked| {
+                self.apply_activate(&mut env, slot)?;
+                step(&env, &marked).map(|_| ())
+            })
             .map_err(|reason| {
                 self.format_err(format!("activating slot {slot} would fail: {reason}"))
             })

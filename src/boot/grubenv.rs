@@ -2,8 +2,9 @@
 //!
 //! Invariant: the file is always a block that `grub-editenv` and GRUB's
 //! `load_env` read — exactly 1024 bytes, the signature line, `name=value`
-//! lines, `#` padding — and every update is ONE `pwrite` of the whole block at
-//! offset 0 into the file's existing data blocks, followed by `fsync`.
+//! lines, `#` padding — and every update is ONE `pwrite` of the one 512-byte
+//! sector it changes, into the file's existing data blocks, followed by
+//! `fsync`.
 //!
 //! Why in place: GRUB reads the file through its own read-only ext4/xfs/btrfs
 //! drivers, which do not replay the journal. After a temp-file + rename and a
@@ -12,10 +13,14 @@
 //! needs no metadata change at all, so GRUB sees either the old or the new
 //! contents.
 //!
-//! Why all variables must fit in the first 512 bytes: a disk writes one
-//! 512-byte sector atomically, but not two. The second sector of the block is
-//! always `#` padding, identical before and after, so a torn write of the
-//! 1024 bytes can only leave the old or the new first sector.
+//! Why one sector: a disk writes one 512-byte sector atomically, but not
+//! two. A change whose block differs from the one on disk in both sectors is
+//! refused ([`changed_sector`]), so a torn write can only leave the old or
+//! the new sector. With our variables alone the block fits in the first
+//! sector; an env whose other variables run past it (`grub-editenv` and
+//! GRUB fill all 1024 bytes: a long `kernelopts`) is still rewritten, as
+//! long as a change keeps to one sector: flipping `A_TRY=1` to `A_TRY=0` on
+//! every boot does.
 //!
 //! Parsing follows `grub-core/lib/envblk.c` (`grub_envblk_iterate`): lines
 //! starting with `#` are skipped, a value ends at the first unescaped newline,
@@ -40,8 +45,9 @@ use std::path::Path;
 pub const BLOCK_SIZE: usize = 1024;
 /// First line of every block.
 pub const SIGNATURE: &[u8] = b"# GRUB Environment Block\n";
-/// The part of the block that may hold variables: one disk sector.
-pub const VARS_LIMIT: usize = 512;
+/// A disk sector: the most a disk writes atomically, and the most of the
+/// block one change may rewrite.
+pub const SECTOR: usize = 512;
 
 /// The variables of a GRUB environment block, in file order, as bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,9 +127,10 @@ impl GrubEnv {
     }
 
     /// The block as GRUB stores it. Errors when the variables do not fit in
-    /// the first sector (see the module docs).
+    /// the block; whether a change to it can be written is
+    /// [`changed_sector`]'s.
     pub fn to_block(&self) -> Result<[u8; BLOCK_SIZE], String> {
-        let mut out = Vec::with_capacity(VARS_LIMIT);
+        let mut out = Vec::with_capacity(BLOCK_SIZE);
         out.extend_from_slice(SIGNATURE);
         for (name, value) in &self.vars {
             out.extend_from_slice(name);
@@ -136,10 +143,9 @@ impl GrubEnv {
             }
             out.push(b'\n');
         }
-        if out.len() > VARS_LIMIT {
+        if out.len() > BLOCK_SIZE {
             return Err(format!(
-                "variables need {} bytes, more than the {VARS_LIMIT}-byte first sector \
-                 that can be rewritten atomically",
+                "variables need {} bytes, more than the {BLOCK_SIZE}-byte block",
                 out.len()
             ));
         }
@@ -186,6 +192,34 @@ impl GrubEnv {
     }
 }
 
+/// Where the one sector that changes from `old` (on disk) to `new` starts:
+/// `None` when they are the same bytes; an error when both sectors change,
+/// which a power cut could tear (one sector new, the other old: a block
+/// that is neither).
+pub fn changed_sector(
+    old: &[u8; BLOCK_SIZE],
+    new: &[u8; BLOCK_SIZE],
+) -> Result<Option<usize>, String> {
+    let differs = |at: usize| old[at..at + SECTOR] != new[at..at + SECTOR];
+    match (differs(0), differs(SECTOR)) {
+        (false, false) => Ok(None),
+        (true, false) => Ok(Some(0)),
+        (false, true) => Ok(Some(SECTOR)),
+        (true, true) => {
+            let used = |b: &[u8; BLOCK_SIZE]| {
+                BLOCK_SIZE - b.iter().rev().take_while(|&&c| c == b'#').count()
+            };
+            Err(format!(
+                "this change rewrites both {SECTOR}-byte sectors of the block (its variables \
+                 take {} bytes, {} after it), which a power cut could tear: a disk writes one \
+                 sector atomically; shorten the variables before ours (or move them)",
+                used(old),
+                used(new)
+            ))
+        }
+    }
+}
+
 fn next_line(block: &[u8], mut p: usize) -> usize {
     while p < block.len() {
         match block[p] {
@@ -219,6 +253,11 @@ fn check_name(name: &[u8]) -> Result<(), String> {
 
 /// Read and parse the block at `path`.
 pub fn read(path: &Path) -> Result<GrubEnv, BootError> {
+    read_block(path).map(|(_, env)| env)
+}
+
+/// Read the block at `path`: its bytes, and parsed.
+pub fn read_block(path: &Path) -> Result<([u8; BLOCK_SIZE], GrubEnv), BootError> {
     // Not blocking on a FIFO, a regular file only (GRUB reads a file).
     let file = crate::files::open_regular(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound => format_err(path, missing(path)),
@@ -241,7 +280,10 @@ pub fn read(path: &Path) -> Result<GrubEnv, BootError> {
             format!("is larger than a {BLOCK_SIZE}-byte GRUB environment block"),
         ));
     }
-    GrubEnv::parse(&buf).map_err(|reason| format_err(path, reason))
+    let env = GrubEnv::parse(&buf).map_err(|reason| format_err(path, reason))?;
+    let mut block = [0u8; BLOCK_SIZE];
+    block.copy_from_slice(&buf);
+    Ok((block, env))
 }
 
 /// What to do about a missing grubenv. It is not created here: a path
@@ -257,10 +299,10 @@ fn wrong_size(len: u64) -> String {
     format!("file is {len} bytes, a GRUB environment block is {BLOCK_SIZE}")
 }
 
-/// Write `env` to `path` in place: one `pwrite` of 1024 bytes at offset 0 of
-/// the existing file, then `fsync`. A missing file is created with its
-/// 1024 bytes written (not sparse, so later writes need no allocation) and
-/// synced, and its directory synced.
+/// Write `env` to `path` in place: one `pwrite` of the sector that changes
+/// ([`changed_sector`]; the first when none does), then `fsync`. A missing
+/// file is created with its 1024 bytes written (not sparse, so later writes
+/// need no allocation) and synced, and its directory synced.
 pub fn write(path: &Path, env: &GrubEnv) -> Result<(), BootError> {
     let block = env.to_block().map_err(|reason| format_err(path, reason))?;
     // No O_TRUNC and no O_CREAT: truncating would free the blocks GRUB
@@ -287,12 +329,20 @@ pub fn write(path: &Path, env: &GrubEnv) -> Result<(), BootError> {
             ),
         ));
     }
-    if let Some(keep) = crate::failpoint::tear("grubenv-write", BLOCK_SIZE) {
-        let _ = file.write_all_at(&block[..keep], 0);
+    let mut old = [0u8; BLOCK_SIZE];
+    file.read_exact_at(&mut old, 0)
+        .map_err(|e| io_err(path, e))?;
+    let at = changed_sector(&old, &block)
+        .map_err(|reason| format_err(path, reason))?
+        .unwrap_or(0);
+    let sector = &block[at..at + SECTOR];
+    if let Some(keep) = crate::failpoint::tear("grubenv-write", SECTOR) {
+        let _ = file.write_all_at(&sector[..keep], at as u64);
         let _ = file.sync_all();
         crate::failpoint::torn("grubenv-write");
     }
-    file.write_all_at(&block, 0).map_err(|e| io_err(path, e))?;
+    file.write_all_at(sector, at as u64)
+        .map_err(|e| io_err(path, e))?;
     file.sync_all().map_err(|e| io_err(path, e))?;
     crate::failpoint::hit("env-written");
     Ok(())
@@ -427,14 +477,77 @@ mod tests {
     }
 
     #[test]
-    fn refuses_to_spill_into_second_sector() {
+    fn a_block_holds_at_most_its_1024_bytes() {
         let mut env = GrubEnv::new();
-        env.set("big", "x".repeat(VARS_LIMIT)).unwrap();
-        assert!(env.to_block().unwrap_err().contains("first sector"));
+        env.set("big", "x".repeat(BLOCK_SIZE)).unwrap();
+        assert!(env.to_block().unwrap_err().contains("1024-byte block"));
         // The largest that fits.
-        let room = VARS_LIMIT - SIGNATURE.len() - "big=\n".len();
+        let room = BLOCK_SIZE - SIGNATURE.len() - "big=\n".len();
         env.set("big", "x".repeat(room)).unwrap();
         assert!(env.to_block().is_ok());
+    }
+
+    /// Found from outside (stop 47): a grubenv whose other variables
+    /// took more than 512 bytes (a long `kernelopts`, as GRUB and
+    /// `grub-editenv` allow) made every write fail, the re-bless on each
+    /// boot included: the slot used up its tries and the host had none
+    /// left to boot. A change that keeps to one sector is written.
+    #[test]
+    fn a_change_within_one_sector_is_written_one_across_both_is_refused() {
+        let mut env = GrubEnv::new();
+        for (k, v) in [
+            ("ORDER", "A B"),
+            ("A_OK", "1"),
+            ("A_TRY", "1"),
+            ("B_OK", "0"),
+        ] {
+            env.set(k, v).unwrap();
+        }
+        env.set("kernelopts", "root=/dev/mapper/x ro ".repeat(25))
+            .unwrap();
+        let old = env.to_block().unwrap();
+        assert!(old[SECTOR..].iter().any(|&b| b != b'#'), "spills over");
+        // The re-bless: a byte in the first sector.
+        env.set("A_TRY", "0").unwrap();
+        assert_eq!(changed_sector(&old, &env.to_block().unwrap()), Ok(Some(0)));
+        assert_eq!(changed_sector(&old, &old), Ok(None));
+        // A variable of its own at the end, changed: the second sector.
+        let mut tail = GrubEnv::parse(&old).unwrap();
+        tail.set("saved_entry", "0").unwrap();
+        let before = tail.to_block().unwrap();
+        tail.set("saved_entry", "1").unwrap();
+        assert_eq!(
+            changed_sector(&before, &tail.to_block().unwrap()),
+            Ok(Some(SECTOR))
+        );
+        // A value that grows moves everything after it: both sectors.
+        env.set("A_TRY", "10").unwrap();
+        let e = changed_sector(&old, &env.to_block().unwrap()).unwrap_err();
+        assert!(e.contains("both 512-byte sectors"), "{e}");
+    }
+
+    #[test]
+    fn the_write_rewrites_only_the_sector_that_changes() {
+        let dir = crate::testutil::TempDir::new("grubenv-sector");
+        let path = dir.path().join("grubenv");
+        let mut env = GrubEnv::new();
+        env.set("A_TRY", "1").unwrap();
+        env.set("kernelopts", "o".repeat(700)).unwrap();
+        write(&path, &env).unwrap();
+        env.set("A_TRY", "0").unwrap();
+        write(&path, &env).unwrap();
+        assert_eq!(read(&path).unwrap(), env);
+        env.set("A_TRY", "12").unwrap();
+        let e = write(&path, &env).unwrap_err().to_string();
+        assert!(
+            e.contains("grubenv") && e.contains("both 512-byte sectors"),
+            "{e}"
+        );
+        assert_eq!(
+            read(&path).unwrap().get("A_TRY"),
+            Some(&b"0"[..]),
+            "nothing written"
+        );
     }
 
     #[test]

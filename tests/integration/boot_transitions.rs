@@ -868,7 +868,7 @@ fn check_activate_refuses_an_env_without_room_for_the_activation_and_writes_noth
     env.set("B_OK", "0").unwrap();
     env.set("B_TRY", "0").unwrap();
     let used = grubenv::SIGNATURE.len() + "B_OK=0\nB_TRY=0\npad=\n".len();
-    env.set("pad", "y".repeat(grubenv::VARS_LIMIT - used - 5))
+    env.set("pad", "y".repeat(grubenv::SECTOR - used - 5))
         .unwrap();
     grubenv::write(&gfile, &env).unwrap();
     let before = std::fs::read(&gfile).unwrap();

@@ -227,7 +227,7 @@ fn a_missing_grubenv_is_created_full_size_and_a_wrong_size_one_is_refused() {
 }
 
 #[test]
-fn too_many_variables_for_one_sector_are_refused_and_the_file_is_untouched() {
+fn a_change_across_both_sectors_is_refused_and_the_file_is_untouched() {
     let dir = scratch("grub-full");
     let file = dir.join("grubenv");
     run("grub-editenv", &[s(&file), "create"]);

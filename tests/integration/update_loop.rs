@@ -71,6 +71,38 @@ fn update_then_healthy_trial_is_committed() {
     assert_eq!(status["primary_slot"], "B");
 }
 
+/// Found from outside (stop 47): a grubenv whose other variables run past
+/// its first sector (a long `kernelopts`: `grub-editenv` and GRUB fill all
+/// 1024 bytes) made every write fail, the re-bless on each boot included:
+/// the booted slot used up its try and the host had no slot left to boot.
+/// Each of these writes changes one sector of the block; they go through,
+/// and the other variables stay as they were.
+#[test]
+fn an_env_filled_past_its_first_sector_by_other_variables_still_boots_updates_and_commits() {
+    let (mut h, _) = host_with_release("loop-long-kernelopts");
+    let opts = "root=/dev/mapper/rootvg-root ro rd.lvm.lv=rootvg/root ".repeat(12);
+    h.grub_set(&[("kernelopts", &opts)]);
+    assert!(std::fs::read(&h.grubenv).expect("grubenv")[512..]
+        .iter()
+        .any(|&b| b != b'#'));
+    // Boots of the committed slot: GRUB sets A_TRY, health clears it.
+    for _ in 0..2 {
+        assert_eq!(h.boot(), "A");
+        let out = h.abupdate(&["health"]);
+        assert!(out.status.success(), "re-bless: {}", text(&out));
+        assert_eq!(var(&h, "A_TRY"), "0");
+    }
+    let out = h.abupdate(&["update"]);
+    assert!(out.status.success(), "update: {}", text(&out));
+    assert_eq!(var(&h, "ORDER"), "B A");
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "commit: {}", text(&out));
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    assert_eq!(h.boot(), "B");
+    assert_eq!(var(&h, "kernelopts"), opts);
+}
+
 #[test]
 fn failing_health_rolls_back_and_the_release_is_never_retried() {
     let (mut h, _) = host_with_release("loop-rollback");
