@@ -156,7 +156,7 @@ fn load_journal(path: &Path, source: &str, image: &str, delta: &str) -> Journal 
 fn save_journal(path: &Path, journal: &Journal) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let body = serde_json::to_vec(journal).map_err(io::Error::other)?;
-    let f = File::create(&tmp)?;
+    let f = crate::files::create_replacing(&tmp)?;
     f.write_all_at(&body, 0)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;

@@ -10,7 +10,9 @@
 //! small file is read up to its cap and one byte more: a file over the cap
 //! is refused, never read whole first. A local payload, which may be
 //! streamed through a pipe or read off a device, is not held to "regular
-//! only" ([`open_stream`]); its open does not wait either.
+//! only" ([`open_stream`]); its open does not wait either. A file we write
+//! whole is made anew under a temporary name, through nothing that stood
+//! there ([`create_replacing`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -46,6 +48,24 @@ pub fn open_checked(path: &Path, opts: &mut OpenOptions, accept: Accept) -> io::
             "not a regular file or a device",
         )),
     }
+}
+
+/// A new, empty regular file at `path` for writing (a temporary file that
+/// is then renamed over the real one): whatever stood at the name (a
+/// leftover of a killed run, a FIFO, a symlink to elsewhere) is unlinked
+/// first, never opened, and the create does not follow a link put there
+/// meanwhile (`O_EXCL`, `O_NOFOLLOW`). So the write neither waits on a FIFO
+/// nor lands where a link points.
+pub fn create_replacing(path: &Path) -> io::Result<File> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// Open `path` for reading as a regular file, without blocking on a FIFO.

@@ -338,7 +338,7 @@ impl ReleaseDir {
     pub fn stage(&self, name: &str) -> Result<Staged, PublishError> {
         check_name(name)?;
         let tmp = self.path.join(tmp_name(name));
-        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let file = crate::files::create_replacing(&tmp).map_err(io_err(&tmp))?;
         Ok(Staged {
             file,
             tmp,
@@ -386,7 +386,7 @@ impl ReleaseDir {
         check_name(name)?;
         let tmp = self.path.join(tmp_name(name));
         let path = self.path.join(name);
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut f = crate::files::create_replacing(&tmp).map_err(io_err(&tmp))?;
         if let Some(keep) = crate::failpoint::tear(tear, data.len()) {
             let _ = f.write_all(&data[..keep]);
             let _ = f.sync_all();
@@ -840,7 +840,7 @@ pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), PublishError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(tmp_name(&name));
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    let mut f = crate::files::create_replacing(&tmp).map_err(io_err(&tmp))?;
     f.write_all(data).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
     drop(f);

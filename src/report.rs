@@ -443,7 +443,7 @@ pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
 /// Replace `path` atomically with `text`.
 pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("prom.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = crate::files::create_replacing(&tmp)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     drop(f);

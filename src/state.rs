@@ -1501,7 +1501,7 @@ impl StateDir {
             // The copy is a safety net; the save itself still matters more.
             crate::say!("abupdate: cannot keep the previous state: {e}");
         }
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        let mut f = crate::files::create_replacing(&tmp).map_err(io(&tmp))?;
         if let Some(keep) = crate::failpoint::tear("state-tmp-write", body.len()) {
             let _ = f.write_all(&body[..keep]);
             let _ = f.sync_all();
@@ -1545,7 +1545,7 @@ impl StateDir {
         }
         let prev = self.prev_file();
         let tmp = self.dir.join("state.json.prev.tmp");
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        let mut f = crate::files::create_replacing(&tmp).map_err(io(&tmp))?;
         f.write_all(&bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         drop(f);
@@ -1563,16 +1563,12 @@ impl StateDir {
     pub fn lock(&self) -> Result<StateLock, StateError> {
         self.ensure()?;
         let path = self.dir.join("lock");
-        let mut file = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-        {
-            Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => File::open(&path)
-                .or_else(|_| File::open(&self.dir))
-                .map_err(io(&path))?,
+        let mut file = match open_lock_file(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+                crate::files::open_regular(&path)
+                    .or_else(|_| File::open(&self.dir))
+                    .map_err(io(&path))?
+            }
             opened => opened.map_err(io(&path))?,
         };
         let fd = file.as_fd().try_clone_to_owned().map_err(io(&path))?;
@@ -1617,6 +1613,35 @@ impl StateLock {
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         self.dir.write(state)
     }
+}
+
+/// The lock file, opened to be written (the holder's pid goes in it): a
+/// regular file only. What else stands at its name (a symlink to a disk, a
+/// FIFO, a device) is never opened to be written, let alone truncated: it
+/// is removed and the lock file made anew, once.
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(path)
+    };
+    let foreign = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_file());
+    if foreign(path) {
+        std::fs::remove_file(path)?;
+    }
+    let file = open()?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -1693,6 +1718,55 @@ mod tests {
         assert_eq!(back, s);
         assert_eq!(back.failed.len(), 1);
         assert!(!sd.path().join("state.json.tmp").exists());
+    }
+
+    /// Found from outside (stop 47): a FIFO at `state.json.tmp` or
+    /// `state.json.prev.tmp` held `health` for ever with the lock taken
+    /// (after its commit was written to the bootloader), and a symlink at
+    /// `lock` or at a temporary file had the pid or the state written
+    /// wherever it pointed (a disk's first sector). Nothing at those names
+    /// is opened to be written: it is replaced.
+    #[test]
+    fn nothing_standing_at_the_state_dirs_own_names_is_written_through() {
+        let dir = tmpdir("foreign");
+        let sd = StateDir::new(&dir);
+        let s = sd.load().expect("fresh");
+        sd.lock().expect("lock").save(&s).expect("first save");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("victim");
+        for name in ["state.json.tmp", "state.json.prev.tmp"] {
+            let fifo = dir.path().join(name);
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .expect("mkfifo");
+        }
+        std::fs::remove_file(dir.path().join("lock")).expect("rm lock");
+        std::os::unix::fs::symlink(&victim, dir.path().join("lock")).expect("symlink");
+        let mut s = sd.load().expect("load");
+        s.metrics.installs += 1;
+        // A FIFO would have blocked this save for ever: the test would hang.
+        sd.lock().expect("lock").save(&s).expect("save over FIFOs");
+        assert_eq!(sd.load().expect("load"), s);
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
+        assert!(std::fs::symlink_metadata(dir.path().join("lock"))
+            .expect("lock")
+            .is_file());
+        assert!(
+            std::fs::symlink_metadata(dir.path().join("state.json.prev"))
+                .expect("prev")
+                .is_file()
+        );
+        // A symlink at the temporary file: replaced, the target untouched.
+        std::os::unix::fs::symlink(&victim, dir.path().join("state.json.tmp")).expect("symlink");
+        s.metrics.installs += 1;
+        sd.lock()
+            .expect("lock")
+            .save(&s)
+            .expect("save over a symlink");
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
+        assert!(std::fs::symlink_metadata(sd.state_file())
+            .expect("state")
+            .is_file());
+        assert_eq!(sd.load().expect("load"), s);
     }
 
     /// Two saves: `first` (failed list: 3.0) then a second with one more

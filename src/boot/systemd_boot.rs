@@ -824,7 +824,7 @@ impl SystemdBootBackend {
         text.push_str(&format!("options {options}\n"));
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let tmp = dir.join(format!(".{name}.tmp"));
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        let mut f = crate::files::create_replacing(&tmp).map_err(|e| io_err(&tmp, e))?;
         f.write_all(text.as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(|e| io_err(&tmp, e))?;

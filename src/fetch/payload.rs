@@ -540,15 +540,10 @@ fn read_validator(partial: &Path) -> Option<String> {
 /// never through a symlink; a failure only costs the next resume its
 /// `If-Range` (the hash check still holds).
 fn keep_validator(partial: &Path, validator: Option<&str>) {
-    use std::os::unix::fs::OpenOptionsExt as _;
     let path = validator_file(partial);
     let _ = std::fs::remove_file(&path);
     if let Some(v) = validator {
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&path)
+        let written = crate::files::create_replacing(&path)
             .and_then(|mut f| f.write_all(v.as_bytes()).and_then(|()| f.sync_all()));
         if written.is_err() {
             let _ = std::fs::remove_file(&path);

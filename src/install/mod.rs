@@ -608,7 +608,7 @@ pub fn file_temp(dest: &Path) -> Result<PathBuf, InstallError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.abupdate-tmp"));
-    std::fs::File::create(&tmp).map_err(|source| InstallError::Device {
+    crate::files::create_replacing(&tmp).map_err(|source| InstallError::Device {
         path: tmp.clone(),
         source,
     })?;
