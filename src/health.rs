@@ -17,6 +17,7 @@
 
 use crate::config::Health;
 use crate::fetch::Roots;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -54,8 +55,10 @@ impl Check {
     /// The check, as the log names it.
     pub fn name(&self) -> String {
         match self {
-            Check::Executable(p) => p.display().to_string(),
-            Check::Unlisted { dir, .. } => dir.display().to_string(),
+            // A file name is bytes: shown by the shared rule (`\xNN` for
+            // what is not text or is a control), never lossily.
+            Check::Executable(p) => crate::text::show(p.as_os_str().as_bytes()),
+            Check::Unlisted { dir, .. } => crate::text::show(dir.as_os_str().as_bytes()),
             Check::Unit(u) => format!("unit {u}"),
             // Shown in logs, reasons, JSON and reports: no user info.
             Check::Http(u) => format!("GET {}", crate::fetch::redact(u)),
@@ -285,6 +288,18 @@ mod tests {
     use super::*;
     use crate::testutil::TempDir;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Found from outside (stop 47): a check named `x\xff\x1b[31m` was
+    /// shown as `x\u{fffd}\u{1b}[31m`: two names could look the same.
+    #[test]
+    fn a_checks_name_is_shown_byte_for_byte_and_escaped() {
+        use std::os::unix::ffi::OsStringExt;
+        let name = std::ffi::OsString::from_vec(b"/etc/abupdate/health.d/x\xff\x1b[31m".to_vec());
+        assert_eq!(
+            Check::Executable(PathBuf::from(name)).name(),
+            "/etc/abupdate/health.d/x\\xff\\x1b[31m"
+        );
+    }
 
     fn script(dir: &std::path::Path, name: &str, body: &str) {
         let p = dir.join(name);

@@ -1172,8 +1172,20 @@ pub fn evaluate(m: &Manifest, host: &HostFacts) -> Result<(), NotApplicable> {
         });
     }
     if m.expires <= clock {
+        // The date that applied: a manifest valid for longer than the cap
+        // expired at the cap, not at the date it states.
+        let stated = crate::timefmt::parse_rfc3339(&m.doc.expires).ok();
+        let expires = match stated == Some(m.expires) {
+            true => m.doc.expires.clone(),
+            false => format!(
+                "{} (3650 days after its created {}, the longest a manifest is valid; it states {})",
+                format_rfc3339(m.expires),
+                m.doc.created,
+                m.doc.expires
+            ),
+        };
         return Err(NotApplicable::Expired {
-            expires: m.doc.expires.clone(),
+            expires,
             now: format_rfc3339(clock),
         });
     }
@@ -1573,6 +1585,34 @@ mod tests {
                 "{other}"
             );
         }
+    }
+
+    /// Found from outside (stop 47): a manifest created in 1970 and
+    /// stating an `expires` still ahead was refused as "expired at
+    /// <that date> (now <before it>)": the date the cap set was not named.
+    #[test]
+    fn an_expiry_set_by_the_cap_is_named_with_the_date_the_manifest_states() {
+        let text = doc("3.0")
+            .replace("2026-11-20T10:00:00Z", "1970-01-01T00:00:00Z")
+            .replace("2027-01-20T10:00:00Z", "2027-03-06T12:00:00Z");
+        let m = Manifest::parse(text.as_bytes()).expect("parse");
+        let now = parse_rfc3339("2026-12-06T00:00:00Z").expect("time");
+        let booted = Version::parse("2.0").expect("v");
+        let e = evaluate(&m, &host(Some(&booted), &[], now)).expect_err("expired");
+        assert_eq!(
+            e.to_string(),
+            "release manifest expired at 1979-12-30T00:00:00Z (3650 days after its created \
+             1970-01-01T00:00:00Z, the longest a manifest is valid; it states \
+             2027-03-06T12:00:00Z) (now 2026-12-06T00:00:00Z)"
+        );
+        // An expiry as stated is named as stated.
+        let late = parse_rfc3339("2027-02-01T00:00:00Z").expect("time");
+        let m = Manifest::parse(doc("3.0").as_bytes()).expect("parse");
+        let e = evaluate(&m, &host(Some(&booted), &[], late)).expect_err("expired");
+        assert_eq!(
+            e.to_string(),
+            "release manifest expired at 2027-01-20T10:00:00Z (now 2027-02-01T00:00:00Z)"
+        );
     }
 
     #[test]

@@ -594,6 +594,15 @@ fn parse_state(bytes: &[u8]) -> Result<State, Unusable> {
             state.format
         )));
     }
+    // An install goes from one slot to the other: a transaction that names
+    // one slot twice describes none (a hand edit), and acting on it would
+    // judge the wrong slot.
+    if let Some(t) = state.transaction.as_ref().filter(|t| t.from == t.to) {
+        return Err(Unusable::Damaged(format!(
+            "its transaction goes from slot {} to slot {}",
+            t.from, t.to
+        )));
+    }
     state.installed_outcomes_as_read = state
         .outcomes
         .iter()
@@ -2179,6 +2188,30 @@ mod tests {
             )]),
             unknown: Unknown::new(),
         }
+    }
+
+    /// Found from outside (stop 47): a state whose transaction named one
+    /// slot twice (a hand edit) had `health` judge the wrong slot: it
+    /// blamed the release for a trial it never checked. Such a state is
+    /// damaged: the last good copy is used, and it says so.
+    #[test]
+    fn a_transaction_from_a_slot_to_itself_is_a_damaged_state() {
+        let dir = tmpdir("self-transaction");
+        let sd = StateDir::new(&dir);
+        let (first, mut second) = two_saves(&sd);
+        let mut t = transaction(SlotName::B, Phase::Staged);
+        t.to = SlotName::B;
+        second.transaction = Some(t);
+        let text = serde_json::to_vec(&second).expect("json");
+        std::fs::write(sd.state_file(), &text).expect("write");
+        let back = sd.load().expect("a damaged state is not an error");
+        assert_eq!(back.transaction, None);
+        assert_eq!(back.failed, first.failed);
+        let note = back.recovered.expect("recovery noted");
+        assert!(
+            note.contains("its transaction goes from slot B to slot B"),
+            "{note}"
+        );
     }
 
     #[test]

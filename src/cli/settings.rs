@@ -123,6 +123,37 @@ fn text(cmd: Cmd, v: &OsString) -> Result<String, String> {
     })
 }
 
+/// A SOURCE: a URL, or a local path, which is bytes: one that is not UTF-8
+/// text is named by a `file://` URL of its exact bytes (a location is text).
+fn source(cmd: Cmd, v: &OsString) -> Result<String, String> {
+    let bytes = v.as_encoded_bytes();
+    let scheme = bytes.iter().position(|&b| b == b':').is_some_and(|i| {
+        i > 0
+            && bytes[0].is_ascii_alphabetic()
+            && bytes[..i]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(b))
+    });
+    if v.to_str().is_some() || scheme {
+        // A URL is text: one that is not is refused.
+        return text(cmd, v);
+    }
+    let path = std::path::Path::new(v);
+    let absolute = match path.is_absolute() {
+        true => path.to_path_buf(),
+        false => std::env::current_dir()
+            .map_err(|e| {
+                format!(
+                    "{}: {}: a relative path, and the current directory: {e}",
+                    flags::command_def(cmd).name,
+                    crate::text::show(v.as_encoded_bytes())
+                )
+            })?
+            .join(path),
+    };
+    Ok(crate::fetch::file_url_of(&absolute))
+}
+
 /// The typed command of a parsed line (`Err`: the usage error's message).
 pub fn command(mut low: LowArgs) -> Result<(Global, Command), String> {
     let global = Global {
@@ -161,7 +192,7 @@ pub fn command(mut low: LowArgs) -> Result<(Global, Command), String> {
         ),
         Cmd::Status => Command::Status,
         Cmd::Check => Command::Check {
-            source: first.map(|s| text(cmd, s)).transpose()?,
+            source: first.map(|s| source(cmd, s)).transpose()?,
             allow_downgrade: low.allow_downgrade,
         },
         Cmd::Update => Command::Update {
@@ -170,7 +201,10 @@ pub fn command(mut low: LowArgs) -> Result<(Global, Command), String> {
         },
         Cmd::Install => Command::Install {
             // `check` made sure it is there.
-            source: first.map(|s| text(cmd, s)).transpose()?.unwrap_or_default(),
+            source: first
+                .map(|s| source(cmd, s))
+                .transpose()?
+                .unwrap_or_default(),
             opts: InstallOptions {
                 allow_downgrade: low.allow_downgrade,
                 no_reboot: low.no_reboot,

@@ -121,6 +121,23 @@ fn file_url_to_path(url: &str) -> Result<PathBuf, FetchError> {
     Ok(PathBuf::from(OsString::from_vec(bytes)))
 }
 
+/// A `file://` URL naming `path` (absolute) byte for byte: every byte but
+/// an unreserved one or `/` escaped, `%` included, so that
+/// [`file_url_to_path`] gives back exactly these bytes. For a local path
+/// that is not UTF-8 text: a location is text.
+pub fn file_url_of(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::from("file://");
+    for &byte in path.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());

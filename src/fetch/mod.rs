@@ -64,8 +64,8 @@ use ureq::{Agent, Body, Proxy};
 
 pub use auth::{read_secret, CredentialFiles, Credentials};
 pub use location::{
-    check_mirror, check_service_url, check_signature_url, endpoint, origin_of, presigned_expiry,
-    redact, redact_url, sibling, signature_location, via_mirror, Origin,
+    check_mirror, check_service_url, check_signature_url, endpoint, file_url_of, origin_of,
+    presigned_expiry, redact, redact_url, sibling, signature_location, via_mirror, Origin,
     SIGNATURE_NAME_PLACEHOLDER,
 };
 use location::{parse_location, split_url, url_join, Loc};

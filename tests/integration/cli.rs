@@ -318,3 +318,26 @@ fn a_prometheus_url_that_is_no_url_is_named_without_its_password() {
         assert!(!err.contains("s3cr3t"), "{url}: {err}");
     }
 }
+
+/// Found from outside (stop 47): a local SOURCE whose name is not UTF-8
+/// text (a file name is bytes) was refused as "not UTF-8 text", while
+/// `verify` took the same path. It is read as the file those bytes name.
+#[test]
+fn a_local_source_whose_name_is_not_utf8_is_read_as_those_bytes() {
+    use crate::common::host::{image, HostOptions, TestHost};
+    let h = TestHost::new("cli-source-bytes", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 16), &[]);
+    let dir = m.parent().expect("dir");
+    let mut odd = dir.as_os_str().to_owned().into_vec();
+    odd.extend_from_slice(b"-\xff%41");
+    let odd = std::path::PathBuf::from(OsString::from_vec(odd));
+    std::fs::rename(dir, &odd).expect("rename");
+    let out = Command::new(env!("CARGO_BIN_EXE_abupdate"))
+        .arg("--config")
+        .arg(&h.config)
+        .arg("check")
+        .arg(odd.join("release.json"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(100), "{}", stderr(&out));
+}
