@@ -20,7 +20,7 @@
 //! | --- | --- |
 //! | `state-tmp-write` | inside: `state.json.tmp` being written (tear) |
 //! | `state-written` | `state.json` replaced and its directory synced |
-//! | `grubenv-write`, `ubootenv-write` | inside: the env block / copy being written (tear) |
+//! | `grubenv-write`, `ubootenv-write` | inside: the GRUB env sector / U-Boot copy being written (tear) |
 //! | `env-written` | any bootloader env write, synced |
 //! | `efivar-written` | one EFI variable written or deleted (efi backend) |
 //! | `entry-renamed` | one systemd-boot entry renamed or written, directory synced |
