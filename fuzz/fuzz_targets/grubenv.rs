@@ -1,21 +1,28 @@
 //! `GrubEnv::parse` on arbitrary bytes. Properties: no panic; what parses
-//! re-encodes (when it fits one sector) to a block that parses to the same
+//! re-encodes (when it fits the block) to a block that parses to the same
 //! variables byte for byte; setting our variables (to any bytes GRUB can
 //! hold) keeps every other variable byte for byte and in order, and the
-//! value set reads back exactly; the block keeps GRUB's layout.
+//! value set reads back exactly; the block keeps GRUB's layout; and the
+//! sector a change is written as (`changed_sector`) is the only one that
+//! differs, or the change is refused because both do.
 #![no_main]
 
-use abupdate::boot::grubenv::{GrubEnv, BLOCK_SIZE, SIGNATURE, VARS_LIMIT};
+use abupdate::boot::grubenv::{changed_sector, GrubEnv, BLOCK_SIZE, SECTOR, SIGNATURE};
 use libfuzzer_sys::fuzz_target;
 
 const OURS: [&[u8]; 4] = [b"ORDER", b"A_OK", b"B_TRY", b"B_LEFT"];
 
 fn check_layout(b: &[u8; BLOCK_SIZE]) {
     assert!(b.starts_with(SIGNATURE));
-    assert!(
-        b[VARS_LIMIT..].iter().all(|&c| c == b'#'),
-        "second sector not padding"
-    );
+}
+
+fn check_sector(before: &[u8; BLOCK_SIZE], after: &[u8; BLOCK_SIZE]) {
+    let same = |at: usize| before[at..at + SECTOR] == after[at..at + SECTOR];
+    match changed_sector(before, after) {
+        Ok(None) => assert!(same(0) && same(SECTOR)),
+        Ok(Some(at)) => assert!(!same(at) && same(SECTOR - at), "another sector changed"),
+        Err(_) => assert!(!same(0) && !same(SECTOR), "refused a one-sector change"),
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -45,6 +52,9 @@ fuzz_target!(|data: &[u8]| {
                 continue;
             };
             check_layout(&b);
+            if let Ok(before) = env.to_block() {
+                check_sector(&before, &b);
+            }
             let back = GrubEnv::parse(&b).expect("changed block parses");
             assert_eq!(back.get(name), Some(&v[..]), "value set reads back");
             let others = |e: &GrubEnv| -> Vec<(Vec<u8>, Vec<u8>)> {
