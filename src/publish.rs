@@ -7,7 +7,9 @@
 //! manifest names holds exactly the bytes it states, and a set of signatures
 //! valid for the live manifest is where hosts look for it. And nothing is
 //! re-signed that the hosts' trust gate ([`crate::trust`]) would not accept
-//! as it stands, with keys other than the ones that signed it.
+//! as it stands, with keys other than the ones that signed it; nor
+//! published (by `pack`, `fleet` or `channel`) with signatures that gate
+//! would refuse ([`ReleaseDir::publish_manifest`]).
 //!
 //! The order of a publish, like a package repository's:
 //!
