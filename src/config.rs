@@ -13,6 +13,7 @@ use crate::timefmt::parse_duration_saturating;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::de::{DeTable, DeValue};
@@ -996,7 +997,7 @@ impl Config {
             }
             _ => {}
         }
-        let update = Update {
+        let mut update = Update {
             url: f.update.url,
             channel: f.update.channel,
             compatible,
@@ -1045,7 +1046,7 @@ impl Config {
                 "must name a command (an argv list)".into(),
             ));
         }
-        let system = System {
+        let mut system = System {
             cmdline: f
                 .system
                 .cmdline
@@ -1111,7 +1112,7 @@ impl Config {
                 format!("{good_tries} is outside 1..=9"),
             ));
         }
-        let bootloader = Bootloader {
+        let mut bootloader = Bootloader {
             kind,
             grubenv: f
                 .bootloader
@@ -1279,7 +1280,7 @@ impl Config {
             pre_reboot: hook("hooks.pre_reboot", f.hooks.pre_reboot)?,
             timeout: duration("hooks.timeout", f.hooks.timeout, 300)?,
         };
-        let report = Report {
+        let mut report = Report {
             textfile: f.report.textfile.map(PathBuf::from),
             webhook: f.report.webhook,
             webhook_timeout: duration("report.webhook_timeout", f.report.webhook_timeout, 5)?,
@@ -1300,6 +1301,76 @@ impl Config {
             warnings
                 .borrow_mut()
                 .extend(crate::report::later_label_warning(name, &at(&key)));
+        }
+        // A relative path would mean whatever directory the command runs
+        // in; the timer's service runs in `/`. Every run reads it from
+        // there, the timer's and one by hand alike, with a warning (refusing
+        // it would stop hosts whose service always read it so).
+        let mut anchored: Vec<String> = Vec::new();
+        let mut anchor = |key: &str, p: &mut PathBuf| {
+            if p.as_os_str().is_empty() || p.is_absolute() {
+                return;
+            }
+            let absolute = Path::new("/").join(&*p);
+            if !anchored.iter().any(|k| k == key) {
+                anchored.push(key.to_string());
+                warn(
+                    key,
+                    format!(
+                        "{} is a relative path: read as {} (from /, where the service runs); write it absolute",
+                        crate::text::show(p.as_os_str().as_bytes()),
+                        crate::text::show(absolute.as_os_str().as_bytes())
+                    ),
+                );
+            }
+            *p = absolute;
+        };
+        anchor("update.state_dir", &mut update.state_dir);
+        for p in &mut update.keys_dirs {
+            anchor("update.keys_dirs", p);
+        }
+        let c = &mut update.credentials;
+        for (key, p) in [
+            ("update.headers_file", &mut c.headers_file),
+            ("update.client_cert", &mut c.client_cert),
+            ("update.client_key", &mut c.client_key),
+            ("update.ca_file", &mut update.ca_file),
+            ("update.ca_file", &mut health.ca_file),
+            ("update.ca_file", &mut report.ca_file),
+            ("bootloader.script", &mut bootloader.script),
+            ("bootloader.esp", &mut bootloader.esp),
+            ("report.textfile", &mut report.textfile),
+        ] {
+            if let Some(p) = p {
+                anchor(key, p);
+            }
+        }
+        for (key, p) in [
+            ("system.cmdline", &mut system.cmdline),
+            ("system.os_release", &mut system.os_release),
+            ("system.machine_id", &mut system.machine_id),
+            ("system.boot_id", &mut system.boot_id),
+            ("system.mountinfo", &mut system.mountinfo),
+            ("bootloader.grubenv", &mut bootloader.grubenv),
+            ("bootloader.fw_env_config", &mut bootloader.fw_env_config),
+            ("bootloader.efivarfs", &mut bootloader.efivarfs),
+            ("health.dir", &mut health.dir),
+        ] {
+            anchor(key, p);
+        }
+        for bundles in [
+            &mut system.ca_bundles,
+            &mut health.ca_bundles,
+            &mut report.ca_bundles,
+        ] {
+            for p in bundles {
+                anchor("system.ca_bundles", p);
+            }
+        }
+        for (slot, classes) in &mut slots {
+            for (class, p) in classes {
+                anchor(&format!("slots.{slot}.{class}"), p);
+            }
         }
         let warnings = warnings.into_inner();
         Ok(Config {
@@ -1481,6 +1552,57 @@ rootfs = "/dev/a"
 [slots.B]
 rootfs = "/dev/b"
 "#;
+
+    /// Found from outside (stop 47): relative paths meant the directory a
+    /// command ran in: the timer's service (run from `/`) and a run by hand
+    /// from elsewhere read other grubenvs, slots and states. Every run now
+    /// reads them from `/`, with one warning per key.
+    #[test]
+    fn a_relative_path_is_read_from_the_root_with_a_warning() {
+        let text = r#"
+[update]
+compatible = "acme-edge"
+state_dir = "var/lib/abupdate"
+keys_dirs = ["keys", "/etc/abupdate/keys"]
+ca_file = "certs/ca.pem"
+[bootloader]
+grubenv = "boot/grub/grubenv"
+[health]
+dir = "health.d"
+[slots.A]
+rootfs = "dev/a"
+[slots.B]
+rootfs = "/dev/b"
+"#;
+        let c = Config::from_str(text, Path::new("c.toml")).expect("loads");
+        assert_eq!(c.update.state_dir, PathBuf::from("/var/lib/abupdate"));
+        assert_eq!(
+            c.update.keys_dirs,
+            [PathBuf::from("/keys"), PathBuf::from("/etc/abupdate/keys")]
+        );
+        assert_eq!(c.update.ca_file, Some(PathBuf::from("/certs/ca.pem")));
+        assert_eq!(c.health.ca_file, Some(PathBuf::from("/certs/ca.pem")));
+        assert_eq!(c.bootloader.grubenv, PathBuf::from("/boot/grub/grubenv"));
+        assert_eq!(c.health.dir, PathBuf::from("/health.d"));
+        assert_eq!(c.slots[&SlotName::A]["rootfs"], PathBuf::from("/dev/a"));
+        assert_eq!(c.warnings.len(), 6, "{:#?}", c.warnings);
+        assert!(
+            c.warnings.contains(
+                &"c.toml:4: update.state_dir: var/lib/abupdate is a relative path: read as \
+                  /var/lib/abupdate (from /, where the service runs); write it absolute"
+                    .to_string()
+            ),
+            "{:#?}",
+            c.warnings
+        );
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("slots.A.rootfs: dev/a is a relative path")),
+            "{:#?}",
+            c.warnings
+        );
+    }
 
     #[test]
     fn defaults_fill_a_minimal_file() {
