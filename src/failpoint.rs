@@ -111,7 +111,7 @@ fn armed(name: &str) -> bool {
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     if armed(name) {
-        crate::say!("abupdate: failpoint {name} hit, aborting");
+        crate::shout!("abupdate: failpoint {name} hit, aborting");
         std::process::abort();
     }
 }
@@ -171,7 +171,7 @@ pub fn corrupt(_name: &str, _offset: u64) -> bool {
 
 /// The power went out in the middle of write `name`.
 pub fn torn(name: &str) -> ! {
-    crate::say!("abupdate: failpoint {name} tore a write, aborting");
+    crate::shout!("abupdate: failpoint {name} tore a write, aborting");
     std::process::abort();
 }
 

@@ -35,11 +35,37 @@
 
 #![deny(missing_docs)]
 
-/// `eprintln!` that never panics: a closed or full stderr (a broken pipe,
-/// `/dev/full`, a restarted journal) loses the line, never the run (a
-/// panic aborts the process, mid-install included).
+/// `--quiet`: log lines ([`say!`]) are not written; the run's error line
+/// ([`shout!`]) still is.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set `--quiet` for the whole process (the command line's, once parsed).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `--quiet` was given.
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A log line on stderr, left out under `--quiet` ("no progress or log
+/// lines"): `eprintln!` that never panics, as [`shout!`].
 #[macro_export]
 macro_rules! say {
+    ($($arg:tt)*) => {{
+        if !$crate::quiet() {
+            $crate::shout!($($arg)*);
+        }
+    }};
+}
+
+/// The run's own error line on stderr, `--quiet` or not: `eprintln!` that
+/// never panics: a closed or full stderr (a broken pipe, `/dev/full`, a
+/// restarted journal) loses the line, never the run (a panic aborts the
+/// process, mid-install included).
+#[macro_export]
+macro_rules! shout {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let _ = writeln!(std::io::stderr(), $($arg)*);

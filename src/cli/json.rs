@@ -17,7 +17,7 @@ pub fn print(value: &impl Serialize) {
     // Through a `Value`: its map sorts the keys, whatever the field order.
     match serde_json::to_value(value).and_then(|v| serde_json::to_string_pretty(&v)) {
         Ok(text) => crate::tell!("{text}"),
-        Err(e) => crate::say!("abupdate: cannot print JSON: {e}"),
+        Err(e) => crate::shout!("abupdate: cannot print JSON: {e}"),
     }
 }
 

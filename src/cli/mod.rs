@@ -100,10 +100,11 @@ pub fn main() -> i32 {
                     kind: e.kind(),
                 });
             }
-            crate::say!("abupdate: {e}");
+            crate::shout!("abupdate: {e}");
             return e.exit_code();
         }
     };
+    crate::set_quiet(global.quiet);
     let result = run(&global, command);
     // Reports still in flight, each bounded by its deadline; every lock
     // was released when `run` returned.
@@ -118,7 +119,7 @@ pub fn main() -> i32 {
                     kind: e.kind(),
                 });
             }
-            crate::say!("abupdate: {line}");
+            crate::shout!("abupdate: {line}");
             e.exit_code()
         }
     }

@@ -62,8 +62,9 @@ pub(crate) enum ResumeAnswer {
     /// `offset` bytes are read and dropped (the caller has them, or does
     /// not want them), the rest handed out up to the end.
     Whole,
-    /// The whole resource under another validator than the one sent as
-    /// `If-Range`: the object was replaced since the body began.
+    /// The resource, whole or a range, under another validator than the
+    /// one sent as `If-Range`: the object was replaced since the body
+    /// began.
     Changed,
     /// Anything else (a `206` for other bytes, or without a usable
     /// `Content-Range`; a `200` to a bounded range that refuses it): the
@@ -89,6 +90,12 @@ pub(crate) fn judge_resume(
             if (offset > 0 || matches!(end, End::Bounded { .. }))
                 && sent.is_some_and(|s| answered != Some(s)) =>
         {
+            ResumeAnswer::Changed
+        }
+        // A range under another validator than the `If-Range` sent: a
+        // server (or a cache) that ignores `If-Range` hands out bytes of
+        // another object; they would be spliced onto the ones held.
+        (206, _, Some(_)) if sent.is_some() && answered.is_some() && answered != sent => {
             ResumeAnswer::Changed
         }
         (206, End::OpenEnded { .. }, Some((start, _, _))) if start == offset => {

@@ -1292,23 +1292,33 @@ impl Transport {
         limit: u64,
         validators: Option<&Validators>,
     ) -> Result<Document, FetchError> {
+        // One deadline for the document, its retries and their waits
+        // included: a server that trickles each attempt to its limit would
+        // else hold the state lock for (retries + 1) deadlines.
+        let until = Instant::now() + self.document_deadline();
         let mut attempts = Attempts::default();
         loop {
-            match self.get_document_once(location, limit, validators) {
-                Err(err) => match attempts.after(&self.retry, &err) {
-                    Next::Retry(wait) => std::thread::sleep(wait),
-                    Next::GiveUp(_) => return Err(err),
-                },
+            let left = until.saturating_duration_since(Instant::now());
+            match self.get_document_once(location, limit, validators, left) {
+                Err(err) => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    match attempts.after_within(&self.retry, &err, left) {
+                        Next::Retry(wait) => std::thread::sleep(wait),
+                        Next::GiveUp(_) => return Err(err),
+                    }
+                }
                 done => return done,
             }
         }
     }
 
+    /// One attempt at the document, ended within `deadline`.
     fn get_document_once(
         &self,
         location: &str,
         limit: u64,
         validators: Option<&Validators>,
+        deadline: Duration,
     ) -> Result<Document, FetchError> {
         let url = match parse_location(location)? {
             Loc::File(path) => return read_local_document(location, &path, limit),
@@ -1328,7 +1338,7 @@ impl Transport {
             shown,
             url: answered,
             resp,
-        } = self.get_once_within(&url, &headers, Some(self.document_deadline()))?;
+        } = self.get_once_within(&url, &headers, Some(deadline.max(Duration::from_millis(1))))?;
         match resp.status().as_u16() {
             200 => {}
             304 if conditional => return Ok(Document::NotModified),
@@ -1471,9 +1481,11 @@ impl Transport {
             whole,
         };
         let status = resp.status().as_u16();
-        if status == 200 {
+        if matches!(status, 200 | 206) {
             let answered = payload::response_validator(&resp);
-            let judged = body::judge_resume(200, None, offset, end, if_range, answered.as_deref());
+            let range = payload::content_range(&resp).and_then(Result::ok);
+            let judged =
+                body::judge_resume(status, range, offset, end, if_range, answered.as_deref());
             if judged == body::ResumeAnswer::Changed {
                 return Err(FetchError::Changed {
                     location: shown,

@@ -691,6 +691,22 @@ pub(super) fn open(
             let status = resp.status().as_u16();
             let restart = match status {
                 206 if have > 0 => match content_range(&resp) {
+                    Some(Ok(r))
+                        if judge_resume(
+                            206,
+                            Some(r),
+                            have,
+                            End::OpenEnded { size },
+                            kept_validator.as_deref(),
+                            response_validator(&resp).as_deref(),
+                        ) == ResumeAnswer::Changed =>
+                    {
+                        format!(
+                            "the object changed since the partial download (If-Range {} answered by a range under {}); restarting from 0 instead of {have}",
+                            kept_validator.as_deref().unwrap_or_default(),
+                            response_validator(&resp).unwrap_or_default()
+                        )
+                    }
                     Some(Ok(r)) if r.0 == have => {
                         check_lengths(&resp, &shown, have, size, Some(r))?;
                         // Within this run a resume names this object.

@@ -131,8 +131,20 @@ impl Attempts {
     /// `err` happened: the policy's answer, counting it. Logs the retry
     /// (or why not) to stderr, naming the location.
     pub fn after(&mut self, policy: &RetryPolicy, err: &FetchError) -> Next {
+        self.after_within(policy, err, Duration::MAX)
+    }
+
+    /// [`Attempts::after`] with `left` of a deadline over every attempt: a
+    /// retry whose wait does not end before it is not made.
+    pub fn after_within(&mut self, policy: &RetryPolicy, err: &FetchError, left: Duration) -> Next {
         self.failures = failures_before(self.failures, self.since_failure);
-        let next = policy.next(err, self.failures, random());
+        let next = match policy.next(err, self.failures, random()) {
+            Next::Retry(wait) if wait >= left => Next::GiveUp(Some(format!(
+                "no time left for another attempt within its deadline ({} x read_timeout)",
+                super::DOCUMENT_DEADLINE_READS
+            ))),
+            next => next,
+        };
         match &next {
             Next::Retry(wait) => {
                 self.failures += 1;

@@ -1259,6 +1259,16 @@ fn a_resume_goes_on_from_the_exact_range_or_a_payloads_or_frames_whole_answer_on
             A::Continues,
         ),
         (
+            "payload: the range asked, of another object",
+            206,
+            Some((40, 99, Some(100))),
+            40,
+            payload,
+            v1,
+            Some("\"v2\""),
+            A::Changed,
+        ),
+        (
             "payload: a range from elsewhere",
             206,
             Some((7, 99, Some(100))),
@@ -1448,6 +1458,38 @@ fn a_resume_goes_on_from_the_exact_range_or_a_payloads_or_frames_whole_answer_on
             v1,
             v1,
             A::Whole,
+        ),
+        // Found from outside (stop 47): a range of another object (a
+        // server or cache that ignores If-Range) was spliced on.
+        (
+            "frame: 206 of another object",
+            206,
+            Some((40, 59, None)),
+            40,
+            frame,
+            v1,
+            Some("\"v2\""),
+            A::Changed,
+        ),
+        (
+            "frame: 206 of the same object",
+            206,
+            Some((40, 59, None)),
+            40,
+            frame,
+            v1,
+            v1,
+            A::Continues,
+        ),
+        (
+            "frame: 206 without a validator (cannot tell)",
+            206,
+            Some((40, 59, None)),
+            40,
+            frame,
+            v1,
+            None,
+            A::Continues,
         ),
     ];
     for (name, status, range, offset, end, sent, answered, want) in table {

@@ -341,3 +341,38 @@ fn a_local_source_whose_name_is_not_utf8_is_read_as_those_bytes() {
         .expect("run");
     assert_eq!(out.status.code(), Some(100), "{}", stderr(&out));
 }
+
+/// Found from outside (stop 47): `--quiet` ("no progress or log lines")
+/// still printed each retry and the give-up line before the error. Under
+/// it a failing run writes its one error line only.
+#[test]
+fn quiet_leaves_only_the_error_line() {
+    use crate::common::host::{HostOptions, TestHost};
+    let h = TestHost::new("cli-quiet", "1.0", HostOptions::default());
+    let port = crate::common::prometheus::free_port();
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replace(
+        "[update]\n",
+        &format!(
+            "[update]\nurl = \"http://127.0.0.1:{port}/release.json\"\nretries = 2\nretry_delay = \"10ms\"\n"
+        ),
+    );
+    std::fs::write(&h.config, cfg).expect("config");
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).lines().count() > 1,
+        "retries are logged: {}",
+        stderr(&out)
+    );
+    for quiet in ["--quiet", "-q"] {
+        let out = h.abupdate(&[quiet, "check"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{quiet}: {err}");
+        assert!(
+            err.starts_with(&format!("abupdate: http://127.0.0.1:{port}/release.json: ")),
+            "{err}"
+        );
+    }
+}

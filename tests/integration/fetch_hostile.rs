@@ -250,6 +250,27 @@ fn a_document_must_arrive_whole_within_its_deadline() {
         );
         assert!(took >= deadline && took < deadline * 3, "{url}: {took:?}");
     }
+    // Found from outside (stop 47): each retry had a deadline of its own,
+    // so a run with retries held the state lock (retries + 1) deadlines
+    // long. The deadline spans the attempts and their waits.
+    let t = Transport::new(&TransportOptions {
+        connect_timeout: Duration::from_secs(2),
+        read_timeout,
+        retry: abupdate::fetch::RetryPolicy {
+            retries: 3,
+            first_delay: Duration::from_millis(10),
+            ..Default::default()
+        },
+        ..TransportOptions::default()
+    })
+    .expect("transport");
+    let started = Instant::now();
+    let e = t
+        .get_document(&trickled.url("/r.json"), 1024 * 1024, None)
+        .expect_err("never whole in time");
+    let took = started.elapsed();
+    assert!(e.to_string().contains("not complete within 3s"), "{e}");
+    assert!(took >= deadline && took < deadline * 2, "{took:?}");
 }
 
 /// An answer that is not HTTP is the server's fault, not the link's: one
@@ -839,6 +860,73 @@ fn a_resume_asks_if_range_and_an_object_replaced_since_comes_back_whole() {
     assert!(err.is_none() && bytes == *new, "{err:?}");
     assert_eq!(r.resumed_from(), 100_000);
     assert_eq!(server.requests()[3].header("if-range"), Some("\"v2\""));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Found from outside (stop 47): a server (or a cache) that ignores
+/// `If-Range` answered a resume with a range of another object (ETag
+/// `"v2"` to `If-Range: "v1"`), and its bytes were spliced onto the
+/// partial download's: only the final digest caught it. A range under
+/// another validator starts the download over from byte 0.
+#[test]
+fn a_range_of_another_object_is_not_spliced_onto_a_partial_download() {
+    let old = Arc::new(pattern(500_000, 42));
+    let new = Arc::new(pattern(500_000, 43));
+    let server = etag_server([old.clone(), new.clone()], Arc::new(Mutex::new(0)));
+    let dir = scratch("hostile-range-of-another");
+    let partial = dir.join("p.part");
+    let t = transport(Duration::from_secs(5));
+    let size = old.len() as u64;
+    let mut r = t
+        .open_payload(&server.url("/p"), size, Some(&partial))
+        .expect("open 1");
+    let mut head_bytes = vec![0u8; 200_000];
+    r.read_exact(&mut head_bytes).expect("read 1");
+    drop(r);
+    let n = new.clone();
+    let ignoring = Server::start(move |req, s| {
+        let from = req.range_start().unwrap_or(0);
+        let tag = "ETag: \"v2\"\r\n";
+        match from {
+            0 => head(
+                s,
+                "200 OK",
+                &format!("{tag}Content-Length: {}\r\n", n.len()),
+            ),
+            _ => head(
+                s,
+                "206 Partial Content",
+                &format!(
+                    "{tag}Content-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n",
+                    n.len() - 1,
+                    n.len(),
+                    n.len() - from
+                ),
+            ),
+        }
+        let _ = s.write_all(&n[from..]);
+    });
+    let mut r = t
+        .open_payload(&ignoring.url("/p"), size, Some(&partial))
+        .expect("open 2");
+    let (bytes, err) = drain(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    assert!(
+        bytes == *new,
+        "the new object whole, not spliced onto the old head"
+    );
+    assert_eq!(r.resumed_from(), 0);
+    assert!(
+        r.restart_reason()
+            .unwrap_or("")
+            .contains("the object changed since the partial download"),
+        "{:?}",
+        r.restart_reason()
+    );
+    drop(r);
+    let asked = ignoring.requests();
+    assert_eq!(asked[0].header("if-range"), Some("\"v1\""));
+    assert!(std::fs::read(&partial).unwrap() == *new);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
