@@ -174,7 +174,7 @@ impl fmt::Display for Refusal {
                 match op {
                     Manual::MarkGood(_) => write!(
                         f,
-                        "{what}, not a written and verified system; refusing to mark it good (use --force)"
+                        "{what}, not a proven good system (committed after a boot); refusing to mark it good (boot it: its trial's health commits it; or use --force)"
                     ),
                     Manual::MarkBad(target) => write!(
                         f,

@@ -408,12 +408,13 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
     };
     match op {
         Manual::MarkGood(slot) => {
-            // The booted slot runs; the other must hold a verified system.
-            let written = f.status(slot).is_usable()
-                && !f
-                    .transaction
-                    .is_some_and(|t| t.to == slot && t.phase == Phase::Writing);
-            if slot != f.booted && !written && !f.force {
+            // The booted slot runs. The other is recorded good (committed,
+            // a proven good system) only when it is one already: marking a
+            // slot never booted good would make it proven without a boot,
+            // and a `mark-bad` of the booted slot after it would leave only
+            // that slot (found from outside, stop 47). Else the operator's
+            // word, `--force`.
+            if slot != f.booted && !f.proven_good(slot) && !f.force {
                 return refuse(slot);
             }
             Ok(ManualPlan::Mark { slot, good: true })
@@ -778,11 +779,17 @@ mod tests {
         assert_eq!(refused_for(r), (A, Installed, false));
     }
 
+    /// Only a committed other slot is marked good without `--force`: one
+    /// written and verified but never booted (`installed`, or staged) is
+    /// no proven good system, and marking it good made it one, so a
+    /// `mark-bad` of the booted slot after it left only a slot that never
+    /// booted (found from outside, stop 47).
     #[test]
-    fn mark_good_of_the_other_slot_needs_a_written_and_verified_system() {
+    fn mark_good_of_the_other_slot_needs_a_committed_system() {
         for b in [
             Empty,
             Installing,
+            Installed,
             Bad,
             SlotStatus::Other("probation".into()),
         ] {
@@ -797,19 +804,22 @@ mod tests {
                 "--force: {b}"
             );
         }
-        for b in [Good, Installed] {
-            assert_eq!(
-                judged(Manual::MarkGood(B), Good, b.clone(), None, false),
-                Ok(ManualPlan::Mark {
-                    slot: B,
-                    good: true
-                }),
-                "{b}"
-            );
+        assert_eq!(
+            judged(Manual::MarkGood(B), Good, Good, None, false),
+            Ok(ManualPlan::Mark {
+                slot: B,
+                good: true
+            })
+        );
+        // A write in flight there is not verified, whatever the record
+        // says; a release staged there never booted.
+        for phase in [Phase::Writing, Phase::Staged] {
+            let t = staged(B, phase);
+            let r = judged(Manual::MarkGood(B), Good, Installed, Some(&t), false);
+            assert_eq!(refused_for(r).0, B, "{phase:?}");
         }
-        // A write in flight there is not verified, whatever the record says.
-        let t = staged(B, Phase::Writing);
-        let r = judged(Manual::MarkGood(B), Good, Installed, Some(&t), false);
+        // So the chain that lost the good slot is refused at its first step.
+        let r = judged(Manual::MarkBad(A), Good, Installed, None, false);
         assert_eq!(refused_for(r), (B, Installed, false));
     }
 
@@ -1170,7 +1180,7 @@ mod tests {
         let t = staged(B, Phase::Staged);
         for (op, b, t, says) in [
             (Manual::MarkBad(A), Empty, None, "marking slot A bad would leave no good slot to boot: slot B is empty"),
-            (Manual::MarkGood(B), Empty, None, "slot B is empty in the state, not a written and verified system; refusing to mark it good"),
+            (Manual::MarkGood(B), Empty, None, "slot B is empty in the state, not a proven good system (committed after a boot); refusing to mark it good (boot it"),
             (Manual::Rollback, Empty, None, "slot B is empty in the state, not a proven good system; refusing to roll back to it"),
             (Manual::Rollback, Installed, Some(&t), "slot B holds a release staged and never tried, not a proven good system; refusing to roll back to it (`abupdate mark-bad B` cancels the staged release; or use --force)"),
         ] {

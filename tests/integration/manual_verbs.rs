@@ -138,6 +138,39 @@ fn rollback_onto_a_staged_untried_release_is_refused() {
     }
 }
 
+/// Found from outside (stop 47): `mark-good B` of a release staged in B
+/// and never booted recorded B committed, and `mark-bad A` after it then
+/// took the booted, committed A out: the only bootable slot was one that
+/// never booted. `mark-good` of the other slot needs it committed; the
+/// chain is refused at its first step, on every bootloader.
+#[test]
+fn mark_good_never_makes_a_slot_that_never_booted_a_proven_one() {
+    for loader in LOADERS {
+        let mut h = fresh("manual-good-untried", loader);
+        h.use_release(release(LEN));
+        let out = h.abupdate(&["update", "--no-reboot"]);
+        assert!(out.status.success(), "{loader:?} update: {}", text(&out));
+        refused(
+            &h,
+            &["mark-good", "B"],
+            &[
+                "slot B holds a release staged and never tried",
+                "not a proven good system",
+                "--force",
+            ],
+        );
+        refused(
+            &h,
+            &["mark-bad", "A"],
+            &[
+                "marking slot A bad would leave no good slot to boot",
+                "--force",
+            ],
+        );
+        assert!(h.bootable("A"), "{loader:?}");
+    }
+}
+
 /// Issue (review 2, 4): `rollback` while booted into a trial went back to
 /// A without recording the release failed, so the timer installed it and
 /// rebooted into it again. `rollback` and `mark-bad` of the trial slot now
