@@ -786,6 +786,26 @@ impl SystemdBootBackend {
         }
     }
 
+    /// The line naming what a missing entry of `slot` boots (`linux` or
+    /// `efi`, from config), or why none can be written: asked before an
+    /// install writes a byte ([`Bootloader::check_activate`]) and by
+    /// [`Self::create`].
+    fn entry_target(&self, slot: SlotName) -> Result<String, BootError> {
+        let cfg = self.slots.get(&slot).cloned().unwrap_or_default();
+        match (&cfg.linux, &cfg.efi) {
+            (Some(l), _) => Ok(format!("linux {l}\n")),
+            (None, Some(e)) => Ok(format!("efi {e}\n")),
+            (None, None) => Err(BootError::Format {
+                path: self.entries_dir().display().to_string(),
+                reason: format!(
+                    "no entry {}-*-{}.conf for slot {slot}, and bootloader.systemd-boot.{slot} has no linux or efi to write one",
+                    self.prefix,
+                    slot.as_str().to_ascii_lowercase()
+                ),
+            }),
+        }
+    }
+
     /// Write a missing entry from config, under its final name (new, so a
     /// cut leaves no entry or a complete one: the temp name is not `.conf`).
     fn create(&self, slot: SlotName, name: &str) -> Result<Entry, BootError> {
@@ -797,20 +817,7 @@ impl SystemdBootBackend {
                 .clone()
                 .unwrap_or_else(|| format!("abupdate slot {slot}"))
         );
-        match (&cfg.linux, &cfg.efi) {
-            (Some(l), _) => text.push_str(&format!("linux {l}\n")),
-            (None, Some(e)) => text.push_str(&format!("efi {e}\n")),
-            (None, None) => {
-                return Err(BootError::Format {
-                    path: dir.display().to_string(),
-                    reason: format!(
-                        "no entry {}-*-{}.conf for slot {slot}, and bootloader.systemd-boot.{slot} has no linux or efi to write one",
-                        self.prefix,
-                        slot.as_str().to_ascii_lowercase()
-                    ),
-                })
-            }
-        }
+        text.push_str(&self.entry_target(slot)?);
         for i in &cfg.initrd {
             text.push_str(&format!("initrd {i}\n"));
         }
@@ -946,6 +953,12 @@ impl Bootloader for SystemdBootBackend {
     /// ([`oneshot_problem`]).
     fn check_activate(&self, slot: SlotName) -> Result<(), BootError> {
         let entries = self.read()?;
+        // The activation writes a missing entry from config: one it cannot
+        // write is found now, not after the image is written (found from
+        // outside, stop 47).
+        if entries.get(&slot).is_none() {
+            self.entry_target(slot)?;
+        }
         let tries = self.tries as u64;
         let refuse = |path: PathBuf, reason: String| {
             Err(BootError::Format {

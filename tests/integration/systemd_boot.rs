@@ -306,6 +306,7 @@ fn a_missing_slot_entry_is_written_from_config() {
     h.use_release(loaders::release(IMAGE_LEN));
     let entries = h.esp.join("loader/entries");
     std::fs::remove_file(entries.join("abupdate-0-b+0.conf")).expect("drop B's entry");
+    let (slot_b, state) = (h.slot_sha(1), h.state());
     let out = h.abupdate(&["update"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
@@ -313,6 +314,10 @@ fn a_missing_slot_entry_is_written_from_config() {
         "{}",
         text(&out)
     );
+    // Found from outside (stop 47): the image was written first, and the
+    // missing entry found only at the activation. Now before a byte.
+    assert_eq!(h.slot_sha(1), slot_b, "slot B was written");
+    assert_eq!(h.state()["transaction"], state["transaction"]);
     let mut cfg = std::fs::read_to_string(&h.config).expect("config");
     cfg.push_str(
         "\n[bootloader.systemd-boot.B]\ntitle = \"Edge OS (B)\"\nlinux = \"/abupdate/b/linux\"\noptions = \"root=PARTUUID=x ro\"\n",
