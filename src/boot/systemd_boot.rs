@@ -956,7 +956,7 @@ impl Bootloader for SystemdBootBackend {
         // The activation writes a missing entry from config: one it cannot
         // write is found now, not after the image is written (found from
         // outside, stop 47).
-        if entries.get(&slot).is_none() {
+        if !entries.contains_key(&slot) {
             self.entry_target(slot)?;
         }
         let tries = self.tries as u64;
