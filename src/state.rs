@@ -1630,20 +1630,17 @@ impl StateLock {
 /// is removed and the lock file made anew, once.
 fn open_lock_file(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let open = || {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .open(path)
-    };
-    let foreign = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_file());
-    if foreign(path) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
         std::fs::remove_file(path)?;
     }
-    let file = open()?;
+    // Not following a link put there since, not waiting on a FIFO.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,

@@ -720,6 +720,23 @@ fn a_partial_download_that_is_a_symlink_is_removed_and_its_target_never_written(
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `r` started over from byte 0, saying `why`, and handed out `new` whole,
+/// never spliced onto the head of the object the partial download held.
+fn started_over(mut r: PayloadReader, new: &[u8], why: &str) {
+    let (bytes, err) = drain(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    assert!(
+        bytes == new,
+        "the new object whole, not spliced onto the old head"
+    );
+    assert_eq!(r.resumed_from(), 0);
+    assert!(
+        r.restart_reason().unwrap_or("").contains(why),
+        "{:?}",
+        r.restart_reason()
+    );
+}
+
 /// A server of one object at `/p` that honours `If-Range` by its ETag, as
 /// nginx does: the version in `current` is served (`"v1"`, `"v2"`: other
 /// bytes, same length).
@@ -831,24 +848,10 @@ fn a_resume_asks_if_range_and_an_object_replaced_since_comes_back_whole() {
     // Cut again; then the object is replaced: same length, other bytes.
     std::fs::write(&partial, &old[..300_000]).unwrap();
     *current.lock().unwrap() = 1;
-    let mut r = t
+    let r = t
         .open_payload(&server.url("/p"), size, Some(&partial))
         .expect("open 3");
-    let (bytes, err) = drain(&mut r);
-    assert!(err.is_none(), "{err:?}");
-    assert!(
-        bytes == *new,
-        "the new object whole, not spliced onto the old head"
-    );
-    assert_eq!(r.resumed_from(), 0);
-    assert!(
-        r.restart_reason()
-            .unwrap_or("")
-            .contains("the object changed"),
-        "{:?}",
-        r.restart_reason()
-    );
-    drop(r);
+    started_over(r, &new, "the object changed");
     assert!(std::fs::read(&partial).unwrap() == *new);
     assert_eq!(server.requests()[2].header("if-range"), Some("\"v1\""));
     // The next resume names the new object.
@@ -906,24 +909,10 @@ fn a_range_of_another_object_is_not_spliced_onto_a_partial_download() {
         }
         let _ = s.write_all(&n[from..]);
     });
-    let mut r = t
+    let r = t
         .open_payload(&ignoring.url("/p"), size, Some(&partial))
         .expect("open 2");
-    let (bytes, err) = drain(&mut r);
-    assert!(err.is_none(), "{err:?}");
-    assert!(
-        bytes == *new,
-        "the new object whole, not spliced onto the old head"
-    );
-    assert_eq!(r.resumed_from(), 0);
-    assert!(
-        r.restart_reason()
-            .unwrap_or("")
-            .contains("the object changed since the partial download"),
-        "{:?}",
-        r.restart_reason()
-    );
-    drop(r);
+    started_over(r, &new, "the object changed since the partial download");
     let asked = ignoring.requests();
     assert_eq!(asked[0].header("if-range"), Some("\"v1\""));
     assert!(std::fs::read(&partial).unwrap() == *new);
