@@ -77,7 +77,11 @@ export abu
 # ---- S3 -------------------------------------------------------------------
 log "S3: moto server, bucket, awscli"
 scripts/s3-venv.sh "$root/target/s3-venv"
-read -r s3_port prom_port dead_port < <(free_ports 3)
+# Every port the run listens on, chosen in one call so no two are the same
+# (Prometheus once got a port a node_exporter chosen later already held).
+read -r -a ports < <(free_ports $((3 + HOSTS)))
+s3_port=${ports[0]} prom_port=${ports[1]} dead_port=${ports[2]}
+ne_ports=("${ports[@]:3}")
 PYTHONUNBUFFERED=1 "$root/target/s3-venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" \
     >"$work/logs/moto.log" 2>&1 &
 pids+=($!)
@@ -212,7 +216,6 @@ done <"$work/machine-ids"
 
 # ---- node_exporter per host, Prometheus ------------------------------------
 log "node_exporter x $HOSTS, Prometheus"
-read -r -a ne_ports < <(free_ports "$HOSTS")
 targets=
 for i in $(seq 0 $((HOSTS - 1))); do
     name=$(printf 'h%03d' "$i")
@@ -235,10 +238,20 @@ EOF
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prometheus-data" \
     --web.listen-address="127.0.0.1:$prom_port" --log.level=warn \
     >"$work/logs/prometheus.log" 2>&1 &
-pids+=($!)
+prom_pid=$!
+pids+=("$prom_pid")
 wait_port "$prom_port" "prometheus"
 for p in "${ne_ports[@]}"; do wait_port "$p" "node_exporter"; done
 prom=http://127.0.0.1:$prom_port
+# The port answering is Prometheus's own: it runs and says it is ready
+# (another process on the port would answer the queries otherwise).
+for _ in $(seq 1 100); do
+    curl -sf --max-time 2 "$prom/-/ready" >/dev/null && break
+    kill -0 "$prom_pid" 2>/dev/null \
+        || fail "prometheus exited: $(tail -n1 "$work/logs/prometheus.log")"
+    sleep 0.2
+done
+curl -sf --max-time 2 "$prom/-/ready" >/dev/null || fail "prometheus on $prom is not ready"
 
 # An instant query's single value ("" when it has no series).
 query() {
