@@ -720,6 +720,13 @@ fn a_partial_download_that_is_a_symlink_is_removed_and_its_target_never_written(
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A download of `url` (`size` bytes) into `partial`, cut after `n` bytes.
+fn cut_after(t: &Transport, url: &str, size: u64, partial: &std::path::Path, n: usize) {
+    let mut r = t.open_payload(url, size, Some(partial)).expect("open");
+    let mut head_bytes = vec![0u8; n];
+    r.read_exact(&mut head_bytes).expect("read the head");
+}
+
 /// `r` started over from byte 0, saying `why`, and handed out `new` whole,
 /// never spliced onto the head of the object the partial download held.
 fn started_over(mut r: PayloadReader, new: &[u8], why: &str) {
@@ -826,12 +833,7 @@ fn a_resume_asks_if_range_and_an_object_replaced_since_comes_back_whole() {
     let t = transport(Duration::from_secs(5));
     let size = old.len() as u64;
     // A download cut after 200,000 bytes of the first object.
-    let mut r = t
-        .open_payload(&server.url("/p"), size, Some(&partial))
-        .expect("open 1");
-    let mut head_bytes = vec![0u8; 200_000];
-    r.read_exact(&mut head_bytes).expect("read 1");
-    drop(r);
+    cut_after(&t, &server.url("/p"), size, &partial, 200_000);
     assert_eq!(std::fs::metadata(&partial).unwrap().len(), 200_000);
     // The same object resumes with a 206.
     let mut r = t
@@ -880,12 +882,7 @@ fn a_range_of_another_object_is_not_spliced_onto_a_partial_download() {
     let partial = dir.join("p.part");
     let t = transport(Duration::from_secs(5));
     let size = old.len() as u64;
-    let mut r = t
-        .open_payload(&server.url("/p"), size, Some(&partial))
-        .expect("open 1");
-    let mut head_bytes = vec![0u8; 200_000];
-    r.read_exact(&mut head_bytes).expect("read 1");
-    drop(r);
+    cut_after(&t, &server.url("/p"), size, &partial, 200_000);
     let n = new.clone();
     let ignoring = Server::start(move |req, s| {
         let from = req.range_start().unwrap_or(0);
