@@ -778,6 +778,25 @@ pub fn check_key_dirs(dirs: &[PathBuf]) -> Result<(), PublishError> {
     Ok(())
 }
 
+/// Warn, naming the key, when a secret key file can be read by others
+/// than its owner: keys are stored unencrypted (as `minisign -W` and
+/// `keygen` write them, mode 0600), and whoever reads one can sign what
+/// every host installs. A warning, not a refusal: a build machine may hold
+/// keys where a mode says little (a secrets mount, a container).
+pub fn warn_if_others_can_read(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            say!(
+                "warning: secret key {} can be read by others than its owner (mode {mode:04o}): \
+                 whoever reads it can sign releases the hosts install (chmod 600)",
+                path.display()
+            );
+        }
+    }
+}
+
 /// Read and parse secret key files.
 ///
 /// One key given twice (two copies of one file) is refused: its second
@@ -786,6 +805,7 @@ pub fn load_secret_keys(paths: &[PathBuf]) -> Result<Vec<(PathBuf, SecretKey)>, 
     let keys: Vec<(PathBuf, SecretKey)> = paths
         .iter()
         .map(|p| {
+            warn_if_others_can_read(p);
             let bytes =
                 crate::files::read_capped(p, minisign::MAX_FILE_SIZE as u64).map_err(|e| {
                     PublishError::Io {

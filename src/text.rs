@@ -36,6 +36,24 @@ pub fn show(bytes: &[u8]) -> String {
     out
 }
 
+/// UTF-16 from outside (an EFI variable's description or path) as
+/// [`show`] writes text: each character as `show` writes its UTF-8, and a
+/// unit that is no character (a lone surrogate) as `\u{XXXX}`, its value
+/// in lower-case hex. Nothing is replaced, so two different names never
+/// show the same.
+pub fn show_utf16(units: &[u16]) -> String {
+    let mut out = String::with_capacity(units.len());
+    for c in char::decode_utf16(units.iter().copied()) {
+        match c {
+            Ok(c) => out.push_str(&show(c.encode_utf8(&mut [0u8; 4]).as_bytes())),
+            Err(e) => {
+                let _ = write!(out, "\\u{{{:04x}}}", e.unpaired_surrogate());
+            }
+        }
+    }
+    out
+}
+
 /// Text already in [`show`]'s form (a value `show` wrote and the state
 /// kept, such as a slot record's version read from os-release) as one
 /// line for a person: kept as it is, so nothing is escaped twice
@@ -126,6 +144,21 @@ mod tests {
             }
         }
         out
+    }
+
+    /// An EFI variable's name from another tool: a lone surrogate is
+    /// named by its value, never replaced (two names that differ only
+    /// there must not show the same); the rest is what `show` writes.
+    #[test]
+    fn show_utf16_names_a_lone_surrogate_and_escapes_like_show() {
+        let units = |s: &str| s.encode_utf16().collect::<Vec<u16>>();
+        assert_eq!(show_utf16(&units("abupdate A")), "abupdate A");
+        assert_eq!(show_utf16(&units("\\EFI\x1b[2J")), "\\\\EFI\\x1b[2J");
+        assert_eq!(show_utf16(&units("Ä😀")), "Ä😀");
+        assert_eq!(show_utf16(&[0x41, 0xd800, 0x42]), "A\\u{d800}B");
+        assert_eq!(show_utf16(&[0xdfff]), "\\u{dfff}");
+        assert_ne!(show_utf16(&[0xd800]), show_utf16(&[0xd801]));
+        assert_eq!(show_utf16(&[]), "");
     }
 
     #[test]

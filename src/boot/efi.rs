@@ -415,9 +415,9 @@ impl Bootloader for EfiBackend {
                     // entry) is quoted on its way to a terminal.
                     format!(
                         "{} (slot {slot}){}",
-                        crate::text::show(opt.description_lossy().as_bytes()),
-                        opt.file_path()
-                            .map(|p| format!(" {}", crate::text::show(p.as_bytes())))
+                        opt.description_shown(),
+                        opt.file_path_shown()
+                            .map(|p| format!(" {p}"))
                             .unwrap_or_default()
                     ),
                 ));

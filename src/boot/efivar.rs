@@ -395,22 +395,22 @@ impl LoadOption {
         v
     }
 
-    /// The description for display (UCS-2 decoded, invalid units replaced).
-    pub fn description_lossy(&self) -> String {
-        char::decode_utf16(self.description.iter().copied())
-            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
-            .collect()
+    /// The description for a person ([`crate::text::show_utf16`]: escaped,
+    /// nothing replaced).
+    pub fn description_shown(&self) -> String {
+        crate::text::show_utf16(&self.description)
     }
 
-    /// The path of the first `File()` node, for display.
-    pub fn file_path(&self) -> Option<String> {
+    /// The path of the first `File()` node, for a person (as
+    /// [`Self::description_shown`]).
+    pub fn file_path_shown(&self) -> Option<String> {
         let mut at = 0;
         while let Some(h) = self.file_path_list.get(at..at + 4) {
             let len = u16::from_le_bytes([h[2], h[3]]) as usize;
             if h[0] == 4 && h[1] == 4 {
                 let units = u16_list(self.file_path_list.get(at + 4..at + len)?)?;
                 let units: Vec<u16> = units.into_iter().take_while(|&u| u != 0).collect();
-                return Some(String::from_utf16_lossy(&units));
+                return Some(crate::text::show_utf16(&units));
             }
             if h[0] == 0x7f || len < 4 {
                 return None;
@@ -652,8 +652,11 @@ mod tests {
         let bytes = opt.to_bytes();
         let back = LoadOption::parse(&bytes).expect("parse");
         assert_eq!(back, opt);
-        assert_eq!(back.description_lossy(), "abupdate A");
-        assert_eq!(back.file_path().as_deref(), Some("\\EFI\\a\\grubx64.efi"));
+        assert_eq!(back.description_shown(), "abupdate A");
+        assert_eq!(
+            back.file_path_shown().as_deref(),
+            Some("\\\\EFI\\\\a\\\\grubx64.efi")
+        );
         // HD node 42 bytes, File node 4 + 2 * (18 chars + NUL), End 4.
         assert_eq!(opt.file_path_list.len(), 42 + 42 + 4);
         for cut in [3, 8, 30, 6 + 22 + 10] {

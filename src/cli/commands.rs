@@ -157,6 +157,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// `sign`: `FILE.minisig`, prehashed, replaced atomically.
 pub fn sign(secret: &Path, file: &Path, trusted_comment: Option<String>) -> Result<i32> {
+    crate::publish::warn_if_others_can_read(secret);
     let sk = minisign::SecretKey::parse(&read_text(secret)?).map_err(|error| {
         TrustError::SecretKeyInvalid {
             path: secret.to_path_buf(),

@@ -884,7 +884,7 @@ pub static FLAGS: &[Flag] = &[
         PACK,
         "rollout: a fixed percentage of the fleet",
         |a, v| {
-            a.percent = Some(v.number()?);
+            a.percent = Some(v.percentage()?);
             Ok(())
         },
     ),
@@ -906,7 +906,7 @@ pub static FLAGS: &[Flag] = &[
         PACK,
         "rollout: at this percentage",
         |a, v| {
-            a.start_percentage = Some(v.number()?);
+            a.start_percentage = Some(v.percentage()?);
             Ok(())
         },
     ),
@@ -1025,6 +1025,13 @@ impl Value {
         } else {
             Err(format!("--{flag} {n}: {hint}"))
         }
+    }
+
+    /// A percentage of the fleet, 0 to 100. `-0` is 0: the manifest says
+    /// `0.0`, not a sign a reader might take for a typo.
+    fn percentage(self) -> Result<f64, String> {
+        let p: f64 = self.number_in(0.0..=100.0, "a percentage from 0 to 100")?;
+        Ok(if p == 0.0 { 0.0 } else { p })
     }
 
     /// An RFC 3339 time, as Unix seconds.
@@ -1609,6 +1616,20 @@ mod tests {
                     assert_eq!(l.given, vec![i], "{args:?}");
                 }
             }
+        }
+    }
+
+    /// A rollout percentage is refused at the flag, naming it, when it is
+    /// no percentage; `-0` is written as 0, never as a signed zero.
+    #[test]
+    fn a_percentage_flag_takes_0_to_100_and_minus_zero_is_zero() {
+        let l = low(&["pack", "--percent", "-0", "--start-percentage", "12.5"]).expect("parse");
+        assert_eq!(l.percent.map(f64::to_bits), Some(0.0f64.to_bits()));
+        assert_eq!(l.start_percentage, Some(12.5));
+        for bad in ["-1", "100.5", "NaN", "inf", "-inf", "five"] {
+            let e = low(&["pack", "--percent", bad]).expect_err(bad);
+            assert!(e.starts_with("--percent"), "{bad}: {e}");
+            assert!(e.contains(bad), "{bad}: {e}");
         }
     }
 

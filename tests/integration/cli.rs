@@ -292,6 +292,44 @@ fn sign_and_verify_take_regular_files_and_one_line_comments_only() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Found from outside (stop 47): a secret key others could read was used
+/// without a word. `sign` and `pack` now warn, naming the key and its mode
+/// (and still sign: a secrets mount may carry any mode); `keygen`'s own
+/// keys (0600) get no warning.
+#[test]
+fn a_secret_key_others_can_read_is_named_in_a_warning_when_it_signs() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = crate::common::host::scratch("cli-key-mode");
+    let p = |name: &str| dir.join(name).into_os_string();
+    let out = abupdate(&[
+        "keygen".into(),
+        "--secret".into(),
+        p("k.key"),
+        "--public".into(),
+        p("k.pub"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(dir.join("file"), b"signed bytes").expect("write");
+    let sign = || abupdate(&["sign".into(), "--secret".into(), p("k.key"), p("file")]);
+    let out = sign();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    for mode in [0o644, 0o640, 0o604] {
+        std::fs::set_permissions(dir.join("k.key"), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+        let out = sign();
+        assert!(out.status.success(), "{mode:o}: {}", stderr(&out));
+        let err = stderr(&out);
+        let warning = format!(
+            "warning: secret key {} can be read by others than its owner (mode {mode:04o})",
+            dir.join("k.key").display()
+        );
+        assert!(err.contains(&warning), "{mode:o}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Found from outside (stop 47): a `--prometheus` URL that is not one (a
 /// space or a quote in it) was named with its password in clear.
 #[test]
