@@ -7,41 +7,54 @@
 //!
 //! - The child runs in a process group of its own (`setpgid(0, 0)` before
 //!   `exec`), so the group holds it and everything it forks.
-//! - The group dies with abupdate, all of it: the group's leader is a
-//!   guard ([`guard`]), a fork of ours that never `exec`s, and the program
-//!   runs as its child. The guard asks for a signal when abupdate dies
-//!   (`PR_SET_PDEATHSIG`, set before the fork; a parent already gone by
-//!   then fails the spawn) and answers it by SIGKILLing its whole group:
-//!   the program and what it started. So neither a verb of the custom boot
-//!   backend nor a check's `sleep 1000 &` outlives an abupdate that was
-//!   SIGKILLed (the OOM killer, systemd's stop timeout, an operator's
-//!   `kill -9` outside systemd), and none writes the bootloader after a
-//!   later command. (The kernel's death signal reaches one process only:
-//!   set on the program itself it killed the program and left its own
-//!   children running.) The signal follows the death of the *thread*
-//!   that forked: [`run`] waits for its child in that thread, so it never
-//!   fires while the caller still waits. The guard exits as the program
-//!   did (its status, or the signal that killed it), so the caller sees
-//!   the program's ending.
-//! - At its deadline, and as soon as the child itself exits, the whole group
-//!   gets SIGKILL. A check that leaves `sleep 1000 &` behind neither holds
-//!   the caller (end of output is never awaited: the background process
-//!   holds the pipes open) nor outlives the check.
+//! - The group dies with abupdate, all of it: the group's first process is
+//!   a guard ([`guard`]), a fork of ours that never `exec`s, and the
+//!   program runs as its child. The guard asks for a signal when abupdate
+//!   dies (`PR_SET_PDEATHSIG`, set before the fork; a parent already gone
+//!   by then fails the spawn) and answers it by ending everything
+//!   ([`sweep`]): the program and what it started. So neither a verb of
+//!   the custom boot backend nor a check's `sleep 1000 &` outlives an
+//!   abupdate that was SIGKILLed (the OOM killer, systemd's stop timeout,
+//!   an operator's `kill -9` outside systemd), and none writes the
+//!   bootloader after a later command. (The kernel's death signal reaches
+//!   one process only: set on the program itself it killed the program and
+//!   left its own children running.) The signal follows the death of the
+//!   *thread* that forked: [`run`] waits for its child in that thread, so
+//!   it never fires while the caller still waits. The guard exits as the
+//!   program did (its status, or the signal that killed it), so the caller
+//!   sees the program's ending.
+//! - What leaves the group is caught too: the guard is a child subreaper
+//!   (`PR_SET_CHILD_SUBREAPER`), so a descendant whose parent dies is
+//!   handed to the guard, not to init, even one in a session of its own
+//!   (`setsid`, a double-forking daemon, a program that calls `setsid`
+//!   itself). [`sweep`] SIGKILLs the group and every child the guard has,
+//!   round after round, until none is left. The guard itself leaves the
+//!   group at once (it joins abupdate's) and ignores the signals a terminal
+//!   or a script sends a group (SIGINT, SIGTERM, SIGHUP, …): a program's
+//!   `kill 0`, or a group kill of ours, never takes the guard down before
+//!   its sweep. Only what the program hands to another service manager
+//!   (`systemd-run`, `systemctl start`) is out of its reach: that is the
+//!   manager's, as it is anyone's.
+//! - When the program exits, at its deadline (the caller tells the guard
+//!   with the death signal and SIGKILLs the group), and when abupdate
+//!   dies, the guard sweeps. A check that leaves `sleep 1000 &` or a
+//!   `setsid` daemon behind neither holds the caller (end of output is
+//!   never awaited: the background process holds the pipes open) nor
+//!   outlives the check.
 //! - The group is killed before the child is reaped: until then the child's
 //!   pid, which is the group's id, cannot be reused by an unrelated process.
 //! - stdout and stderr are drained together (`poll`), so a chatty child
 //!   never stalls on a full pipe. Each keeps its first and last [`KEEP`]
 //!   bytes for messages; the middle is counted and dropped.
 //! - A child that cannot be reaped within [`KILL_GRACE`] after SIGKILL
-//!   (stuck in uninterruptible I/O) is left to the kernel: the caller
+//!   (stuck in uninterruptible I/O) is left to the kernel: the sweep gives
+//!   up after [`SWEEP_ROUNDS`], the guard is SIGKILLed, and the caller
 //!   returns at the deadline all the same.
 //!
-//! Why a process group and not a cgroup: a cgroup of our own needs a
-//! delegated, writable cgroup subtree (`Delegate=yes`) and abupdate moved
-//! out of its unit's cgroup; the units have neither, and a minimal image may
-//! run without systemd. A descendant that leaves the group on purpose
-//! (`setsid`, a double-forking daemon) escapes the group kill; it stays in
-//! the unit's cgroup, which systemd kills when the unit stops.
+//! Why a process group and a subreaper, not a cgroup: a cgroup of our own
+//! needs a delegated, writable cgroup subtree (`Delegate=yes`) and abupdate
+//! moved out of its unit's cgroup; the units have neither, and a minimal
+//! image may run without systemd.
 
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
@@ -53,6 +66,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Bytes kept of each stream's start, and as many of its end.
@@ -254,40 +268,139 @@ pub fn deadline_after(now: Instant, d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-/// The signal the guard gets when abupdate dies: one no program sends its
-/// group by habit (a real-time signal; SIGTERM or SIGHUP to the group would
-/// make the guard kill it early).
+/// The signal the guard gets when abupdate dies, and from the caller at
+/// the program's deadline: one no program sends by habit (a real-time
+/// signal).
 fn parent_death_signal() -> nix::libc::c_int {
     nix::libc::SIGRTMIN() + 2
 }
 
-/// The guard's answer to abupdate's death: SIGKILL its whole group (the
-/// program, what it started, and the guard). Async-signal-safe.
-extern "C" fn kill_own_group(_: nix::libc::c_int) {
-    // SAFETY: kill(0, …) signals the caller's process group; no memory.
+/// The program's group, in the guard: the guard's own pid. Set in the
+/// guard after its fork (a fork's memory is its own) for [`end_everything`].
+static GUARDED_GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// Rounds of [`sweep`], a millisecond apart: a process tree `depth` deep
+/// takes `depth` rounds; well within [`KILL_GRACE`].
+pub const SWEEP_ROUNDS: u32 = 300;
+
+/// The guard's answer to abupdate's death, and to the caller at the
+/// deadline: end the program and everything it started, then die killed.
+/// Async-signal-safe.
+extern "C" fn end_everything(_: nix::libc::c_int) {
+    let group = GUARDED_GROUP.load(Ordering::Relaxed);
+    // SAFETY: raw syscalls on values of ours (see `sweep`).
     unsafe {
-        nix::libc::kill(0, nix::libc::SIGKILL);
+        sweep(group);
+        nix::libc::kill(nix::libc::getpid(), nix::libc::SIGKILL);
     }
 }
 
-/// In the child, before `exec`: become the group's guard (see the module
-/// doc). Sets the death signal and its answer, fails at once when `parent`
-/// already died (the child was handed to another process before the flag
-/// was set), then forks: the fork returns to `exec` the program; the guard
-/// closes every descriptor (so `spawn` sees the program's `exec` and no
-/// pipe or lock of ours is held), waits for it and exits as it did. Only
-/// async-signal-safe calls, no allocation: this runs in a fork of a
-/// multithreaded process.
-fn guard(parent: u32, death: nix::libc::c_int) -> std::io::Result<()> {
+/// In the guard: SIGKILL the program's group and every child the guard has
+/// (the program, and, as their subreaper, whatever in its tree lost its
+/// parent, in the group or not), reaping them, round after round, until the
+/// guard has no child left or [`SWEEP_ROUNDS`] passed (a process stuck in
+/// the kernel is left to it). A killed process's children are handed to the
+/// guard and killed in the next round.
+///
+/// # Safety
+/// Async-signal-safe (raw syscalls, a buffer on the stack); call it only in
+/// the guard, which has no thread but its own.
+unsafe fn sweep(group: nix::libc::pid_t) {
+    use nix::libc;
+    for _ in 0..SWEEP_ROUNDS {
+        if group > 0 {
+            libc::kill(-group, libc::SIGKILL);
+        }
+        kill_children();
+        loop {
+            let reaped = libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG);
+            if reaped > 0 || (reaped < 0 && *libc::__errno_location() == libc::EINTR) {
+                continue;
+            }
+            if reaped < 0 {
+                // ECHILD: nothing left.
+                return;
+            }
+            break;
+        }
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 1_000_000,
+        };
+        libc::nanosleep(&pause, std::ptr::null_mut());
+    }
+}
+
+/// SIGKILL every child of the calling thread, as the kernel lists them in
+/// `/proc/thread-self/children` (pids a space apart). Without `/proc` it
+/// kills nothing: the group kill still ends what stayed in the group.
+///
+/// # Safety
+/// Async-signal-safe; the guard's children cannot be reaped meanwhile by
+/// anyone but the guard, so no pid read here is another process's.
+unsafe fn kill_children() {
+    use nix::libc;
+    let path = b"/proc/thread-self/children\0";
+    let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return;
+    }
+    let mut buf = [0u8; 512];
+    let mut pid: libc::pid_t = 0;
+    loop {
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        if n < 0 && *libc::__errno_location() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        for &b in &buf[..n as usize] {
+            if b.is_ascii_digit() {
+                pid = pid
+                    .saturating_mul(10)
+                    .saturating_add(libc::pid_t::from(b - b'0'));
+            } else {
+                if pid > 0 {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+                pid = 0;
+            }
+        }
+    }
+    if pid > 0 {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    libc::close(fd);
+}
+
+/// In the child, before `exec`: become the program's guard (see the module
+/// doc). Sets the death signal and its answer, becomes a child subreaper,
+/// fails at once when `parent` already died (the child was handed to
+/// another process before the flag was set), then forks: the fork returns
+/// to `exec` the program; the guard leaves the program's group for
+/// `home_group` (abupdate's), ignores the signals sent to groups, closes
+/// every descriptor (so `spawn` sees the program's `exec` and no pipe or
+/// lock of ours is held), reaps what it is handed until the program ends,
+/// sweeps, and exits as the program did. Only async-signal-safe calls, no
+/// allocation: this runs in a fork of a multithreaded process.
+fn guard(
+    parent: u32,
+    home_group: nix::libc::pid_t,
+    death: nix::libc::c_int,
+) -> std::io::Result<()> {
     use nix::libc;
     // SAFETY: a zeroed sigaction with a plain handler and an empty mask.
     let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
-    act.sa_sigaction = kill_own_group as *const () as libc::sighandler_t;
+    act.sa_sigaction = end_everything as *const () as libc::sighandler_t;
     // SAFETY: plain syscalls on values of ours; prctl reads no memory.
     unsafe {
         libc::sigemptyset(&mut act.sa_mask);
         if libc::sigaction(death, &act, std::ptr::null_mut()) != 0
             || libc::prctl(libc::PR_SET_PDEATHSIG, death as libc::c_ulong, 0, 0, 0) != 0
+            // Before the fork: the program's children may be orphaned as
+            // soon as it runs. (Not inherited by the fork.)
+            || libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) != 0
         {
             return Err(std::io::Error::last_os_error());
         }
@@ -326,20 +439,45 @@ fn guard(parent: u32, death: nix::libc::c_int) -> std::io::Result<()> {
         }
         return Ok(());
     }
+    GUARDED_GROUP.store(guard_pid, Ordering::Relaxed);
     // SAFETY: only syscalls from here on; the guard ends in `_exit` or by
     // the program's signal.
     unsafe {
+        // Out of the program's group (its id stays the guard's pid while
+        // the program is in it): a group kill, the caller's or the
+        // program's own `kill 0`, leaves the guard to sweep. Failing that
+        // (abupdate's group already gone), the guard stays in it.
+        libc::setpgid(0, home_group);
+        for sig in [
+            libc::SIGHUP,
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGTERM,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+            libc::SIGPIPE,
+        ] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
         if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
             for fd in 0..4096 {
                 libc::close(fd);
             }
         }
+        // Reap what the guard is handed (orphans of the program's tree that
+        // died) until the program itself ends.
         let mut status = 0;
-        while libc::waitpid(program, &mut status, 0) < 0 {
-            if *libc::__errno_location() != libc::EINTR {
+        loop {
+            let reaped = libc::waitpid(-1, &mut status, 0);
+            if reaped == program {
+                break;
+            }
+            if reaped < 0 && *libc::__errno_location() != libc::EINTR {
                 libc::_exit(127);
             }
         }
+        sweep(guard_pid);
         if libc::WIFSIGNALED(status) {
             let sig = libc::WTERMSIG(status);
             // The same ending, without a core of ours.
@@ -367,11 +505,12 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Result<Finished, ChildError> 
         .stderr(Stdio::piped())
         .process_group(0);
     let parent = std::process::id();
+    let home_group = nix::unistd::getpgrp().as_raw();
     let death = parent_death_signal();
     // SAFETY: between fork and exec only async-signal-safe calls (`guard`),
     // no allocation.
     unsafe {
-        cmd.pre_exec(move || guard(parent, death));
+        cmd.pre_exec(move || guard(parent, home_group, death));
     }
     let mut child = cmd.spawn().map_err(|source| ChildError::Spawn {
         program: program.clone(),
@@ -436,8 +575,16 @@ fn has_exited(pid: Pid) -> bool {
     }
 }
 
-/// SIGKILL the group, then reap the child, waiting at most [`KILL_GRACE`].
+/// End the program and all it started: tell the guard to sweep (the death
+/// signal) and SIGKILL the group, then reap the guard, waiting at most
+/// [`KILL_GRACE`]; a guard still there then is SIGKILLed itself.
 fn kill_and_reap(group: Pid, child: &mut std::process::Child) {
+    // The guard's pid is the group's id; unreaped, it is no one else's.
+    // SAFETY: kill(2) on a pid of our own unreaped child; a real-time
+    // signal, which nix's `Signal` does not name.
+    unsafe {
+        nix::libc::kill(group.as_raw(), parent_death_signal());
+    }
     let _ = killpg(group, Signal::SIGKILL);
     let until = deadline_after(Instant::now(), KILL_GRACE);
     while Instant::now() < until {
@@ -446,6 +593,7 @@ fn kill_and_reap(group: Pid, child: &mut std::process::Child) {
             _ => return,
         }
     }
+    let _ = child.kill();
 }
 
 /// Sleep until a pipe has something to say (or closes), at most `wait`.
@@ -606,6 +754,107 @@ mod tests {
         for pid in text.lines() {
             let pid = pid_in(pid);
             assert!(wait_dead(pid), "descendant {pid} survived the timeout");
+        }
+    }
+
+    /// The pids a script wrote to `file`, one a line, once `count` are there.
+    fn pids_written(file: &std::path::Path, count: usize) -> Vec<u32> {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let pids: Vec<u32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            if pids.len() >= count || Instant::now() >= until {
+                assert_eq!(pids.len(), count, "{text:?}");
+                return pids;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A descendant in a session of its own (`setsid`, a double fork) left
+    /// the group: found from outside, it outlived the check. The guard, its
+    /// subreaper, kills it when the program ends.
+    #[test]
+    fn a_descendant_that_left_the_group_dies_when_the_program_ends() {
+        let dir = crate::testutil::TempDir::new("child-escape-end");
+        let file = dir.path().join("pids");
+        let f = run(
+            sh(&format!(
+                "setsid sh -c 'echo $$ >> {f}; exec sleep 1000' & \
+                 (setsid sh -c 'echo $$ >> {f}; sleep 1000 & echo $! >> {f}; wait' &) ; \
+                 while [ $(wc -l < {f} 2>/dev/null || echo 0) -lt 3 ]; do sleep 0.01; done; exit 0",
+                f = file.display()
+            )),
+            Duration::from_secs(30),
+        )
+        .expect("run");
+        assert!(f.ending.success(), "{:?}", f.ending);
+        for pid in pids_written(&file, 3) {
+            assert!(
+                wait_dead(pid),
+                "{pid} (its own session) outlived the program"
+            );
+        }
+    }
+
+    /// The same at the deadline, and for a program that calls `setsid`
+    /// itself (it leaves the group the caller kills): the caller tells the
+    /// guard, which sweeps.
+    #[test]
+    fn what_left_the_group_dies_at_the_deadline_even_the_program_itself() {
+        let dir = crate::testutil::TempDir::new("child-escape-deadline");
+        for (case, script) in [
+            (
+                "a descendant",
+                "setsid sh -c 'echo $$ >> {f}; exec sleep 1000' & echo $$ >> {f}; sleep 1000",
+            ),
+            (
+                "the program",
+                "exec setsid sh -c 'echo $$ >> {f}; sleep 1000 & echo $! >> {f}; wait'",
+            ),
+        ] {
+            let file = dir.path().join(case.replace(' ', "-"));
+            let start = Instant::now();
+            let f = run(
+                sh(&script.replace("{f}", &file.display().to_string())),
+                Duration::from_millis(700),
+            )
+            .expect("run");
+            assert_eq!(
+                f.ending,
+                Ending::TimedOut(Duration::from_millis(700)),
+                "{case}"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "{case}: {:?}",
+                start.elapsed()
+            );
+            for pid in pids_written(&file, 2) {
+                assert!(wait_dead(pid), "{case}: {pid} outlived the deadline");
+            }
+        }
+    }
+
+    /// A program that kills its own group (`kill 0`) no longer takes the
+    /// guard with it: its ending is still reported, and what it left in a
+    /// session of its own still dies.
+    #[test]
+    fn a_program_that_kills_its_own_group_is_still_swept() {
+        let dir = crate::testutil::TempDir::new("child-kill-0");
+        let file = dir.path().join("pids");
+        let f = run(
+            sh(&format!(
+                "setsid sh -c 'echo $$ >> {f}; exec sleep 1000' & \
+                 while [ ! -s {f} ]; do sleep 0.01; done; kill -KILL 0",
+                f = file.display()
+            )),
+            Duration::from_secs(30),
+        )
+        .expect("run");
+        assert_eq!(f.ending, Ending::Signalled(9));
+        for pid in pids_written(&file, 1) {
+            assert!(wait_dead(pid), "{pid} outlived the program");
         }
     }
 

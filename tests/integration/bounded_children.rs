@@ -198,18 +198,20 @@ fn the_reboot_command_is_bounded_and_leaves_no_process() {
 /// wrote the bootloader later, after another command. A child now dies
 /// with abupdate, and its write never happens; so does what the verb
 /// started itself (a `sleep` in the background, which the kernel's death
-/// signal on the verb alone left running).
+/// signal on the verb alone left running), and what it started in a session
+/// of its own (`setsid`).
 #[test]
 fn a_verb_and_what_it_started_die_with_a_killed_abupdate_and_never_write() {
     let h = TestHost::new("children-orphan", "1.0", HostOptions::default());
     let script = h.dir.join("backend.sh");
     let (pidfile, written) = (h.dir.join("verb.pid"), h.dir.join("written"));
-    let started = h.dir.join("started.pid");
+    let (started, escaped) = (h.dir.join("started.pid"), h.dir.join("escaped.pid"));
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\ncase \"$1\" in\n  get-primary) sleep 1000 & echo $! > {started}; echo $$ > {pid}; sleep 2; echo A > {written}; echo A ;;\n  get-current) echo A ;;\n  *) echo good ;;\nesac\n",
+            "#!/bin/sh\ncase \"$1\" in\n  get-primary) sleep 1000 & echo $! > {started}; setsid sleep 1000 & echo $! > {escaped}; echo $$ > {pid}; sleep 2; echo A > {written}; echo A ;;\n  get-current) echo A ;;\n  *) echo good ;;\nesac\n",
             started = started.display(),
+            escaped = escaped.display(),
             pid = pidfile.display(),
             written = written.display()
         ),
@@ -243,6 +245,12 @@ fn a_verb_and_what_it_started_die_with_a_killed_abupdate_and_never_write() {
     assert!(
         dies(sleeper),
         "the verb's background process {sleeper} outlived the killed abupdate"
+    );
+    // In a session of its own (found from outside: it used to escape).
+    let escapee = pids(&escaped)[0];
+    assert!(
+        dies(escapee),
+        "the verb's setsid process {escapee} outlived the killed abupdate"
     );
     std::thread::sleep(Duration::from_secs(3));
     assert!(!written.exists(), "the dead abupdate's verb wrote");
