@@ -315,6 +315,16 @@ fn label_set(pairs: &[(&str, &str)]) -> String {
     format!("{{{}}}", inner.join(","))
 }
 
+/// A host's rollout position as its textfile writes it: every digit (the
+/// shortest text that reads back as exactly this number). The controller
+/// applies the hosts' own rule (`position x 100 < percentage`) to this
+/// value; rounded to six places it put a host inside a wave on the other
+/// side of the wave's edge, and that host's `installed` held nothing
+/// (found from outside, stop 48).
+pub fn position_sample(position: f64) -> String {
+    format!("{position}")
+}
+
 /// Render the metrics in node_exporter's textfile format. Every series
 /// carries `compatible` and the operator's labels after its own.
 // Long on purpose: one metric after another, in the order they are written
@@ -412,7 +422,7 @@ pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
             "abupdate_rollout_position",
             "gauge",
             "This host's place in the fleet, 0 to 1: it takes a release when position x 100 is below the rollout's percentage.",
-            vec![(with(&[]), format!("{p:.6}"))],
+            vec![(with(&[]), position_sample(p))],
         );
     }
     metric(
@@ -556,6 +566,25 @@ pub fn post_webhook(cfg: &Report, event: &Event, deadline: Instant) -> Result<()
 mod tests {
     use super::*;
 
+    /// A position reads back from the textfile as exactly the host's, so
+    /// the controller puts each host on the side of a wave's edge the host
+    /// puts itself: the edge host found from outside (machine id
+    /// e9940123…, position 0.0199995…, inside the 2% wave) among them.
+    #[test]
+    fn a_position_reads_back_exactly_and_on_its_side_of_every_edge() {
+        let edge = crate::rollout::position("e9940123ba7095b256f03af3f5734fa1");
+        assert!(edge * 100.0 < 2.0 && edge > 0.01999);
+        let mut positions = vec![edge, 0.0, 0.0999996, 0.4999999999, 1.0 - f64::EPSILON];
+        positions.extend((0..2000).map(|i| crate::rollout::position(&format!("{i:032x}"))));
+        for p in positions {
+            let back: f64 = position_sample(p).parse().expect("a number");
+            assert_eq!(back.to_bits(), p.to_bits(), "{p}");
+            for pct in [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0] {
+                assert_eq!(back * 100.0 < pct, p * 100.0 < pct, "{p} at {pct}%");
+            }
+        }
+    }
+
     fn view<'a>(
         labels: &'a BTreeMap<String, String>,
         outcomes: &'a [OutcomeRecord],
@@ -592,7 +621,7 @@ mod tests {
         assert!(text.contains("abupdate_downloaded_bytes_total{compatible=\"acme\"} 42\n"));
         assert!(text.contains("# TYPE abupdate_range_ignored_total counter\nabupdate_range_ignored_total{compatible=\"acme\"} 3\n"), "{text}");
         assert!(text.contains("abupdate_update_pending{compatible=\"acme\"} 1\n"));
-        assert!(text.contains("abupdate_rollout_position{compatible=\"acme\"} 0.250000\n"));
+        assert!(text.contains("abupdate_rollout_position{compatible=\"acme\"} 0.25\n"));
         assert!(text.ends_with('\n'));
     }
 

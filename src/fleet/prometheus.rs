@@ -814,9 +814,8 @@ pub fn queries(
             format!(
                 "count by (outcome, kind, in_wave) (\
                  (({unmarked}) * on ({l}) group_left (in_wave) \
-                 label_replace({position} < {}, \"in_wave\", \"1\", \"\", \"\")) \
-                 or on ({l}) ({unmarked}))",
-                p / 100.0
+                 label_replace({position} * 100 < {p}, \"in_wave\", \"1\", \"\", \"\")) \
+                 or on ({l}) ({unmarked}))"
             )
         }
         None => format!("count by (outcome, kind) ({per_host})"),
@@ -825,7 +824,7 @@ pub fn queries(
         "count(count by ({l}) (abupdate_release_outcome{{{release},outcome=\"{failed}\",kind!~\"{faults}\"}}))"
     );
     let hosts_query = match percent {
-        Some(p) => format!("count_values(\"in_wave\", {position} < bool {})", p / 100.0),
+        Some(p) => format!("count_values(\"in_wave\", {position} * 100 < bool {p})"),
         None => format!("count({position})"),
     };
     let unidentified = format!(
@@ -1395,14 +1394,14 @@ mod tests {
             format!(
                 "count by (outcome, kind, in_wave) (\
                  (({per_host}) * on (instance) group_left (in_wave) \
-                 label_replace({position} < 0.02, \"in_wave\", \"1\", \"\", \"\")) \
+                 label_replace({position} * 100 < 2, \"in_wave\", \"1\", \"\", \"\")) \
                  or on (instance) ({per_host}))"
             )
         );
         // Every raw sample of the lookback, no subquery steps.
         assert_eq!(
             q.hosts,
-            format!("count_values(\"in_wave\", {position} < bool 0.02)")
+            format!("count_values(\"in_wave\", {position} * 100 < bool 2)")
         );
         assert_eq!(
             q.not_counted,

@@ -773,6 +773,58 @@ fn commits_of_hosts_outside_the_wave_do_not_advance_it() {
     assert_eq!(snapshot(m.parent().expect("dir")), before);
 }
 
+/// Found from outside (stop 48): a host just inside a wave's edge (its
+/// position x 100 below the percentage, so it took the release) exported
+/// its position rounded to six places, the controller read it outside the
+/// wave, and the host's `installed` held nothing: the canary's commit
+/// alone advanced. The position is written with every digit and the
+/// controller applies the hosts' own rule: the wave keeps.
+#[test]
+fn a_host_just_inside_a_waves_edge_holds_the_wave() {
+    let h = TestHost::new("fleet-prom-edge", "1.0", HostOptions::default());
+    let now = abupdate::timefmt::now();
+    let started = now - 3 * 3600;
+    let recent = [(now - 600, now - 60)];
+    // Inside the 10% wave by the hosts' rule; "0.100000" at six places.
+    let edge = 0.0999996_f64;
+    assert!(edge * 100.0 < 10.0);
+    let mut lines = Vec::new();
+    for (name, position, outcome) in [
+        ("canary:9100", 0.05, "committed"),
+        ("edge:9100", edge, "installed"),
+        ("outside:9100", 0.5, "committed"),
+    ] {
+        let written: f64 = abupdate::report::position_sample(position)
+            .parse()
+            .expect("a number");
+        host_lines(
+            &mut lines,
+            name,
+            "edge",
+            written,
+            &[("8.0", outcome, started + 600)],
+            &recent,
+        );
+    }
+    let p = prom::prometheus_with(&h.dir.join("prometheus"), &openmetrics(&lines));
+    let m = release(&h, "edge", "8.0", started);
+    let before = snapshot(m.parent().expect("dir"));
+    let out = controller(&h, &m, &p.url(""), &["--selector", "region=\"edge\""]);
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (j["action"].as_str(), j["wave_hosts"].as_u64()),
+        (Some("keep"), Some(2)),
+        "{j}"
+    );
+    assert_eq!(
+        j["in_wave"],
+        serde_json::json!({"installed": 1, "committed": 1, "failed": 0, "committed_outside": 1}),
+        "{j}"
+    );
+    assert_eq!(snapshot(m.parent().expect("dir")), before);
+}
+
 /// Review 8, finding 01: `in_wave` is the outcome query's own join
 /// marker, but a host writes its outcome series' labels itself (its
 /// textfile, or an operator's `[report] labels`). One host outside the
