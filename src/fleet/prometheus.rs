@@ -920,12 +920,29 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
+/// An answer grouped by `labels` carries those labels and no other: a
+/// sample with another label is no answer to the query, and counting it
+/// would count its hosts again (found from outside, stop 48: a front that
+/// merges two replicas and tags each with `replica` made one commit two).
+fn only_labels(samples: &[Sample], labels: &[&str]) -> Result<(), String> {
+    for s in samples {
+        if let Some(extra) = s.labels.keys().find(|k| !labels.contains(&k.as_str())) {
+            return Err(format!(
+                "a sample with the label {}, which the query does not group by",
+                quoted(extra)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// (hosts reporting, hosts the wave covers) from the answer of
 /// [`Queries::hosts`]; the second is `None` without a wave.
 pub fn hosts_of(samples: &[Sample], wave: bool) -> Result<(u64, Option<u64>), String> {
     if !wave {
         return Ok((count_of(samples)?, None));
     }
+    only_labels(samples, &["in_wave"])?;
     let (mut all, mut covered) = (0u64, 0u64);
     for s in samples {
         let n = whole(s.value)?;
@@ -942,6 +959,7 @@ pub fn hosts_of(samples: &[Sample], wave: bool) -> Result<(u64, Option<u64>), St
 /// The single number of a `count(...)` answer: no sample is 0 (PromQL's
 /// `count` of nothing is an empty vector).
 pub fn count_of(samples: &[Sample]) -> Result<u64, String> {
+    only_labels(samples, &[])?;
     match samples {
         [] => Ok(0),
         [s] => whole(s.value),
@@ -976,6 +994,7 @@ pub fn tally_of(
         ..Default::default()
     };
     let mut w = super::Tally::default();
+    only_labels(outcomes, &["outcome", "kind", "in_wave"])?;
     for s in outcomes {
         let outcome = Outcome::parse(s.labels.get("outcome").map(String::as_str).unwrap_or(""));
         let kind = s
@@ -1215,6 +1234,39 @@ mod tests {
             let e = tally_of(&[sample(&labels, 1.0)], 0, wave).expect_err("in_wave");
             assert!(e.contains("in_wave"), "{e}");
         }
+    }
+
+    /// Found from outside (stop 48): a front merging two replicas tagged
+    /// each sample (`replica`); the grouping key came twice and one commit
+    /// counted as two. A label the query does not group by is no answer.
+    #[test]
+    fn a_label_the_query_does_not_group_by_makes_the_answer_unusable() {
+        let twice = [
+            sample(
+                &[("outcome", "committed"), ("in_wave", "1"), ("replica", "a")],
+                1.0,
+            ),
+            sample(
+                &[("outcome", "committed"), ("in_wave", "1"), ("replica", "b")],
+                1.0,
+            ),
+        ];
+        let e = tally_of(&twice, 0, true).expect_err("extra label");
+        assert!(
+            e.contains("replica") && e.contains("does not group by"),
+            "{e}"
+        );
+        let e = hosts_of(&[sample(&[("in_wave", "1"), ("replica", "a")], 2.0)], true)
+            .expect_err("extra label");
+        assert!(e.contains("replica"), "{e}");
+        let e = count_of(&[sample(&[("instance", "h")], 2.0)]).expect_err("extra label");
+        assert!(e.contains("instance"), "{e}");
+        // The query's own labels still read.
+        assert_eq!(
+            hosts_of(&[sample(&[("in_wave", "1")], 2.0)], true),
+            Ok((2, Some(2)))
+        );
+        assert_eq!(count_of(&[sample(&[], 3.0)]), Ok(3));
     }
 
     #[test]
