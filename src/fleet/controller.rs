@@ -135,7 +135,8 @@ struct Asking<'a> {
 
 /// Ask Prometheus about build `build` of release `version` of `compatible` at the store's
 /// now (refused when its clock is more than `max_skew` from this
-/// machine's), in the wave of `percent` started at `wave_started`: the
+/// machine's), in the wave of `percent` whose hosts may have reported
+/// since `reports_since` ([`Plan::reports_since`]): the
 /// queries at once (each bounded by the timeout), so the decision takes
 /// two round trips' time.
 fn observe_prometheus(
@@ -144,7 +145,7 @@ fn observe_prometheus(
     version: &str,
     build: &str,
     percent: Option<f64>,
-    wave_started: i64,
+    reports_since: i64,
 ) -> Result<Observed> {
     let client = Client::new(ask.url, ask.timeout, &prometheus::roots(ask.ca_file))
         .map_err(|e| Error::Usage(e.to_string()))?;
@@ -161,7 +162,7 @@ fn observe_prometheus(
         ask.selector,
         percent,
         ask.host_label,
-        prometheus::lookback(wave_started, now),
+        prometheus::lookback(reports_since, now),
     );
     let order = [
         &q.outcomes,
@@ -334,7 +335,14 @@ fn observe(
                 ca_file: ca_file.as_deref(),
                 max_skew: *max_skew,
             };
-            observe_prometheus(&ask, compatible, version, build, percent, plan.wave_started)
+            observe_prometheus(
+                &ask,
+                compatible,
+                version,
+                build,
+                percent,
+                plan.reports_since,
+            )
         }
         Source::Reports(path) => observe_reports(
             path,
@@ -520,7 +528,9 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
         );
     }
     if changed {
-        let body = current.rewrite(now, |v| super::apply(v, &action, now).map(|_| ()))?;
+        let body = current.rewrite(now, |v| {
+            super::apply(v, &action, &plan.waves, now).map(|_| ())
+        })?;
         if !opts.dry_run {
             let signing: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
             release_dir.publish_manifest(

@@ -131,6 +131,16 @@ pub struct Plan {
     /// When the current wave started: `rollout.wave_started`, else the
     /// manifest's `created` (the first wave starts when `pack` made it).
     pub wave_started: i64,
+    /// Since when hosts may have reported the current wave (where the
+    /// metrics' lookback starts): `rollout.wave_started`, which only the
+    /// controller writes, at its clock, as it publishes the wave; for the
+    /// first wave [`crate::manifest::MAX_CREATED_AHEAD`] before `created`,
+    /// because hosts take a manifest dated up to that far ahead of their
+    /// clocks. Found from outside (stop 48): a `created` an hour ahead
+    /// shrank the first wave's lookback to its 10-minute floor, and a wave
+    /// host that installed and went silent was forgotten, so the wave
+    /// advanced over it.
+    pub reports_since: i64,
 }
 
 impl Plan {
@@ -148,6 +158,7 @@ impl Plan {
                 percent: None,
                 waves: fallback.to_vec(),
                 wave_started: created,
+                reports_since: first_wave_reports_since(created),
             });
         };
         let waves = match &r.waves {
@@ -163,17 +174,27 @@ impl Plan {
             }
             None => fallback.to_vec(),
         };
-        let wave_started = match &r.wave_started {
-            Some(t) => parse_rfc3339(t).map_err(|e| format!("rollout.wave_started: {e}"))?,
-            None => created,
+        let (wave_started, reports_since) = match &r.wave_started {
+            Some(t) => {
+                let t = parse_rfc3339(t).map_err(|e| format!("rollout.wave_started: {e}"))?;
+                (t, t)
+            }
+            None => (created, first_wave_reports_since(created)),
         };
         Ok(Plan {
             paused: r.paused,
             percent: r.percent,
             waves,
             wave_started,
+            reports_since,
         })
     }
+}
+
+/// Since when hosts may have taken a release dated `created` (see
+/// [`Plan::reports_since`]).
+fn first_wave_reports_since(created: i64) -> i64 {
+    created.saturating_sub(crate::manifest::MAX_CREATED_AHEAD)
 }
 
 /// What the fleet says about the release, as plain numbers.
@@ -391,14 +412,24 @@ fn decide_counts(plan: &Plan, facts: &Facts, policy: &Policy, now: i64) -> Actio
 /// Apply an action to a manifest's JSON (its other fields, unknown ones
 /// included, stay as they are); returns whether it changed. An advance
 /// records when the new wave started (`rollout.wave_started` = `now`), for
-/// the next run's soak.
-pub fn apply(doc: &mut serde_json::Value, action: &Action, now: i64) -> Result<bool, String> {
+/// the next run's soak, and the plan it follows (`rollout.waves` = `waves`,
+/// the plan's): a later run given other `--waves` is then refused, as for
+/// a manifest packed with waves, instead of skipping waves (found from
+/// outside, stop 48: `--waves 2,100` after an advance by `2,10,50,100`
+/// went from 10% to 100%).
+pub fn apply(
+    doc: &mut serde_json::Value,
+    action: &Action,
+    waves: &[f64],
+    now: i64,
+) -> Result<bool, String> {
     let changes: Vec<(&str, serde_json::Value)> = match action {
         Action::Keep { .. } => return Ok(false),
         Action::Pause { .. } => vec![("paused", serde_json::Value::Bool(true))],
         Action::Advance { to, .. } => vec![
             ("percent", serde_json::json!(to)),
             ("wave_started", format_rfc3339(now).into()),
+            ("waves", serde_json::json!(waves)),
         ],
     };
     let Some(obj) = doc.as_object_mut() else {
@@ -450,6 +481,7 @@ mod tests {
             percent: Some(percent),
             waves: vec![1.0, 5.0, 100.0],
             wave_started: NOW - 3600,
+            reports_since: NOW - 3600,
         }
     }
 
@@ -857,6 +889,15 @@ mod tests {
         };
         let p = Plan::from_manifest(Some(&bare), 5, &[1.0, 100.0]).expect("plan");
         assert_eq!((p.waves, p.wave_started), (vec![1.0, 100.0], 5));
+        // The first wave's reports are looked for from a day before
+        // `created` (hosts take a manifest dated that far ahead); a later
+        // wave's from its start, which the controller wrote.
+        let first_since = 5 - crate::manifest::MAX_CREATED_AHEAD;
+        assert_eq!(p.reports_since, first_since);
+        let none = Plan::from_manifest(None, 5, &[1.0, 100.0]).expect("plan");
+        assert_eq!((none.wave_started, none.reports_since), (5, first_since));
+        let stated = Plan::from_manifest(Some(&r), 5, &[]).expect("plan");
+        assert_eq!(stated.reports_since, stated.wave_started);
         // A bad signed plan names its field.
         for (bad, field) in [
             (
@@ -966,7 +1007,7 @@ mod tests {
             to: 5.0,
             reason: String::new(),
         };
-        assert_eq!(apply(&mut doc, &advance, NOW), Ok(true));
+        assert_eq!(apply(&mut doc, &advance, &[1.0, 5.0, 100.0], NOW), Ok(true));
         assert_eq!(doc["rollout"]["percent"], 5.0);
         assert_eq!(doc["rollout"]["wave_started"], format_rfc3339(NOW));
         assert_eq!(
@@ -979,14 +1020,25 @@ mod tests {
             reason: String::new(),
         };
         let mut bare = serde_json::json!({"version": "2.0"});
-        assert_eq!(apply(&mut bare, &pause, NOW), Ok(true));
+        assert_eq!(apply(&mut bare, &pause, &[1.0, 5.0, 100.0], NOW), Ok(true));
         assert_eq!(bare["rollout"]["paused"], true);
+        assert!(bare["rollout"].get("waves").is_none(), "{bare}");
+        // An advance of a manifest packed without waves writes the plan it
+        // followed: a later run with other --waves is refused by it.
+        let mut unplanned = serde_json::json!({"rollout": {"percent": 2.0}});
+        let plan = [2.0, 10.0, 50.0, 100.0];
+        assert_eq!(apply(&mut unplanned, &advance, &plan, NOW), Ok(true));
+        assert_eq!(unplanned["rollout"]["waves"], serde_json::json!(plan));
+        let written: Rollout =
+            serde_json::from_value(unplanned["rollout"].clone()).expect("rollout");
+        let e = Plan::from_manifest(Some(&written), 0, &[2.0, 100.0]).expect_err("other waves");
+        assert!(e.contains("rollout.waves"), "{e}");
         let keep = Action::Keep {
             reason: String::new(),
         };
         let before = doc.clone();
-        assert_eq!(apply(&mut doc, &keep, NOW), Ok(false));
+        assert_eq!(apply(&mut doc, &keep, &[1.0, 5.0, 100.0], NOW), Ok(false));
         assert_eq!(doc, before);
-        assert!(apply(&mut serde_json::json!({"rollout": 3}), &pause, NOW).is_err());
+        assert!(apply(&mut serde_json::json!({"rollout": 3}), &pause, &[], NOW).is_err());
     }
 }

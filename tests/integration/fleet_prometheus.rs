@@ -825,6 +825,59 @@ fn a_host_just_inside_a_waves_edge_holds_the_wave() {
     assert_eq!(snapshot(m.parent().expect("dir")), before);
 }
 
+/// Found from outside (stop 48): a release dated ahead of the clocks
+/// (hosts take a `created` up to a day ahead) was installed by the first
+/// wave before its `created`; the first wave's lookback, since `created`,
+/// shrank to its 10-minute floor, and a wave host that installed and went
+/// silent 30 minutes ago was forgotten: the canary's commit advanced the
+/// wave. The first wave's reports are looked for from a day before
+/// `created`: the silent host holds the wave.
+#[test]
+fn a_first_wave_installed_before_its_created_still_counts_its_silent_host() {
+    let h = TestHost::new("fleet-prom-ahead", "1.0", HostOptions::default());
+    let now = abupdate::timefmt::now();
+    let created = now - 60;
+    let mut lines = Vec::new();
+    host_lines(
+        &mut lines,
+        "canary:9100",
+        "ahead",
+        0.05,
+        &[("8.0", "committed", now - 50 * 60)],
+        &[(now - 55 * 60, now - 60)],
+    );
+    host_lines(
+        &mut lines,
+        "silent:9100",
+        "ahead",
+        0.07,
+        &[("8.0", "installed", now - 54 * 60)],
+        &[(now - 55 * 60, now - 30 * 60)],
+    );
+    let p = prom::prometheus_with(&h.dir.join("prometheus"), &openmetrics(&lines));
+    let m = release(&h, "ahead", "8.0", created);
+    let before = snapshot(m.parent().expect("dir"));
+    let out = controller(
+        &h,
+        &m,
+        &p.url(""),
+        &["--selector", "region=\"ahead\"", "--soak", "0s"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (j["action"].as_str(), j["wave_hosts"].as_u64()),
+        (Some("keep"), Some(2)),
+        "{j}"
+    );
+    assert_eq!(
+        j["in_wave"],
+        serde_json::json!({"installed": 1, "committed": 1, "failed": 0, "committed_outside": 0}),
+        "{j}"
+    );
+    assert_eq!(snapshot(m.parent().expect("dir")), before);
+}
+
 /// Review 8, finding 01: `in_wave` is the outcome query's own join
 /// marker, but a host writes its outcome series' labels itself (its
 /// textfile, or an operator's `[report] labels`). One host outside the

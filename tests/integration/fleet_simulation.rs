@@ -187,7 +187,7 @@ fn controller(
     };
     let action = fleet::decide(&plan, &facts, policy, now);
     let mut doc = serde_json::to_value(&m.doc).expect("json");
-    if fleet::apply(&mut doc, &action, now).expect("apply") {
+    if fleet::apply(&mut doc, &action, &plan.waves, now).expect("apply") {
         // Re-published (and re-signed) manifest: a new sha, same release.
         *m = Manifest::parse(&serde_json::to_vec(&doc).expect("json")).expect("manifest");
     }
