@@ -218,8 +218,9 @@ fn reports_file(name: &[u8]) -> ReportsFile {
 /// Reports collected by the operator's webhook receiver, those `keep`
 /// keeps: a JSON-lines file, or a directory of `*.json` / `*.jsonl` files
 /// and their rotations (`reports.jsonl.1`; see [`parse_reports`];
-/// subdirectories and other files are not read). A path that cannot be
-/// read, or a compressed rotation (reports left out), is an error.
+/// entries named otherwise are not read). A path that cannot be read (an
+/// entry named as reports included, whatever it is), or a compressed
+/// rotation (reports left out), is an error.
 pub fn read_reports(path: &Path, keep: &dyn Fn(&Event) -> bool) -> Result<Reports, String> {
     use std::os::unix::ffi::OsStrExt;
     let mut files = Vec::new();
@@ -229,7 +230,12 @@ pub fn read_reports(path: &Path, keep: &dyn Fn(&Event) -> bool) -> Result<Report
             let entry = entry.map_err(|e| format!("{}: {e}", path.display()))?;
             let p = entry.path();
             match reports_file(entry.file_name().as_bytes()) {
-                ReportsFile::Read if p.is_file() => files.push(p),
+                // Named as reports, read as reports: one that cannot be
+                // read (a dangling link, a FIFO, a directory) is an error
+                // below, never skipped (found from outside, stop 48: a
+                // dangling `failures.jsonl` hid six rollbacks and the
+                // wave advanced).
+                ReportsFile::Read => files.push(p),
                 ReportsFile::Compressed => {
                     return Err(format!(
                         "{}: compressed reports are not read (decompress it, or move it out of {}): not deciding without them",
@@ -526,5 +532,33 @@ mod tests {
             e.contains("reports.jsonl.2.gz") && e.contains("compressed"),
             "{e}"
         );
+    }
+
+    /// Found from outside (stop 48): an entry named as reports that is not
+    /// a readable file (a dangling link, a FIFO, a directory) was skipped,
+    /// and the reports in it were decided without. It is an error naming it.
+    #[test]
+    fn an_entry_named_as_reports_that_cannot_be_read_is_an_error() {
+        let dir = crate::testutil::TempDir::new("fleet-reports-unreadable");
+        std::fs::write(
+            dir.path().join("reports.jsonl"),
+            r#"{"host":"a","compatible":"c","release":"2.0","outcome":"committed","time":1}"#,
+        )
+        .expect("write");
+        assert!(read_reports(dir.path(), &|_| true).is_ok());
+        let failures = dir.path().join("failures.jsonl");
+        let fifo = dir.path().join("fifo.jsonl");
+        let sub = dir.path().join("old.json");
+        std::os::unix::fs::symlink(dir.path().join("gone"), &failures).expect("symlink");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        std::fs::create_dir(&sub).expect("mkdir");
+        for (entry, then_remove) in [(&failures, true), (&fifo, true), (&sub, false)] {
+            let e = read_reports(dir.path(), &|_| true).expect_err("left out");
+            assert!(e.contains(&*entry.display().to_string()), "{e}");
+            if then_remove {
+                std::fs::remove_file(entry).expect("rm");
+            }
+        }
     }
 }
