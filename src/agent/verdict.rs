@@ -700,12 +700,7 @@ pub(super) fn run_checks(host: &Host, quiet: bool) -> std::result::Result<(), St
     if ok {
         return Ok(());
     }
-    Err(results
-        .iter()
-        .filter(|r| !r.passed)
-        .map(|r| format!("{}: {}", r.name, r.detail))
-        .collect::<Vec<_>>()
-        .join("; "))
+    Err(crate::health::failed_summary(&results))
 }
 
 /// After a retirement that needs it, the reboot into the old slot. A
