@@ -44,6 +44,19 @@ if [ "$rc" -ne 0 ] || grep -E 'abupdate' "$out" >/dev/null; then
     exit 1
 fi
 for u in "${units[@]}"; do echo "check-units: $u ok"; done
+# Both services run the site's checks and hooks (health's verdict, the
+# timer's probation runs): their sandboxes and priorities must be alike, or
+# a check that passes in one fails in the other.
+sandbox() {
+    grep -E '^(Protect|Private|NoNewPrivileges|Restrict|Lock|Memory|SystemCall|UMask|Nice|IOScheduling|CPUScheduling|ReadWritePaths|ReadOnlyPaths|InaccessiblePaths|CapabilityBoundingSet|AmbientCapabilities|DevicePolicy|DeviceAllow)' \
+        "$repo/systemd/$1" | sort
+}
+if ! diff <(sandbox abupdate.service) <(sandbox abupdate-health.service) >"$root/sandbox.diff"; then
+    cat "$root/sandbox.diff" >&2
+    echo "check-units: FAIL: abupdate.service and abupdate-health.service run the same checks under different sandboxes" >&2
+    exit 1
+fi
+echo "check-units: both services sandbox the site's checks alike"
 # The enablement symlinks install.sh makes.
 for l in timers.target.wants/abupdate.timer boot-complete.target.requires/abupdate-health.service \
          multi-user.target.wants/abupdate-health.service \

@@ -700,7 +700,10 @@ fn duration_bounds(key: &str) -> (bool, Duration) {
         "update.jitter" => (true, DAY),
         "update.backoff_base" => (true, 7 * DAY),
         "update.backoff_max" => (true, 30 * DAY),
-        "health.timeout" | "health.check_timeout" => (false, DAY),
+        // Under the health unit's 30-minute backstop (TimeoutStartSec):
+        // a verdict that systemd cuts is no verdict, and the trial falls
+        // back as if it never booted (found from outside, stop 48).
+        "health.timeout" | "health.check_timeout" => (false, 25 * MINUTE),
         "health.interval" => (true, HOUR),
         "health.probation" => (true, 30 * DAY),
         // The whole delivery of one report, all attempts: it may delay a

@@ -452,8 +452,13 @@ pub fn render_textfile(m: &Metrics, view: &HostView) -> String {
 
 /// Replace `path` atomically with `text`.
 pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
     let tmp = path.with_extension("prom.tmp");
     let mut f = crate::files::create_replacing(&tmp)?;
+    // Readable by node_exporter (its own user) whatever umask abupdate
+    // runs under: the file holds nothing secret, and one written 0600 by a
+    // run under `UMask=0077` went unread until the next boot's rewrite.
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     drop(f);
@@ -598,6 +603,22 @@ mod tests {
             labels,
             outcomes,
         }
+    }
+
+    /// node_exporter reads the textfile as its own user: it is 0644
+    /// whatever the umask (the timer's unit once ran with `UMask=0077`, and
+    /// each `update` left a file node_exporter could not read).
+    #[test]
+    fn the_textfile_is_readable_by_others_under_any_umask() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = crate::testutil::TempDir::new("textfile-mode");
+        let path = dir.path().join("abupdate.prom");
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        let written = write_textfile(&path, "abupdate_up 1\n");
+        nix::sys::stat::umask(old);
+        written.expect("write");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{mode:o}");
     }
 
     #[test]

@@ -50,7 +50,7 @@ fn a_config_213989b_accepted_loads_with_warnings_and_the_trial_commits() {
         ),
         (
             15,
-            "health.check_timeout: \"2d\" is longer than the 1d this key allows; using 1d",
+            "health.check_timeout: \"2d\" is longer than the 25m this key allows; using 25m",
         ),
         (
             16,
