@@ -11,7 +11,10 @@
 //! their disk, loop devices to their backing file (`loop/backing_file`,
 //! `loop/offset`) and stacked devices to their `slaves/` in sysfs; a target
 //! is refused when one of its extents overlaps one of a device in use, or
-//! when anything is built on it (`holders/`). The kernel guards the rest:
+//! when anything is built on it (`holders/`), or when a file its bytes land
+//! in lives in a filesystem on the booted slot ([`check_file_homes`]: the
+//! file is written through that filesystem, and the booted slot's bytes
+//! change with it). The kernel guards the rest:
 //! the target is opened `O_EXCL`, which fails while it is mounted, an active
 //! swap, or held by another exclusive user, and the claim is kept for the
 //! whole write.
@@ -372,6 +375,63 @@ pub fn check_target(path: &Path, target: &Storage, in_use: &[InUse]) -> Result<(
                     end: t.end.min(u.end),
                 });
             }
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a target (at `path`) whose bytes land in a file (a file slot, or
+/// a loop device's backing file) that lives in a filesystem on the booted
+/// slot's storage (`booted`: the booted slot's devices): writing it changes
+/// the booted slot's bytes (a slot image others verify, a delta's base)
+/// even though no byte is written through a device. Found from outside
+/// (stop 48): slot B a file inside slot A's mounted filesystem was
+/// written, and A's checksum changed. A file on any other filesystem (the
+/// root's, a data partition's, tmpfs) is what file slots are for.
+pub fn check_file_homes(
+    path: &Path,
+    target: &Storage,
+    sys: &Sysfs,
+    booted: &[InUse],
+) -> Result<(), SlotError> {
+    for e in &target.extents {
+        if let Backing::File { dev, .. } = e.backing {
+            let file_system = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+            check_file_home(path, file_system, sys, booted)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`check_file_homes`] for one file, in the filesystem on `file_system`
+/// (its `st_dev`).
+fn check_file_home(
+    path: &Path,
+    file_system: (u64, u64),
+    sys: &Sysfs,
+    booted: &[InUse],
+) -> Result<(), SlotError> {
+    // Major 0: an anonymous device (tmpfs, overlay): no slot under it.
+    if file_system.0 == 0 {
+        return Ok(());
+    }
+    let home = sys.storage(file_system);
+    for used in booted {
+        if let Some(e) = home
+            .extents
+            .iter()
+            .find(|h| used.storage.extents.iter().any(|u| h.overlaps(u)))
+        {
+            return Err(SlotError::Refused {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "is a file in a filesystem on {} ({}, {}): writing it would change {}'s bytes; refusing to write it",
+                    e.name,
+                    used.path.display(),
+                    used.what,
+                    used.path.display()
+                ),
+            });
         }
     }
     Ok(())
@@ -773,6 +833,51 @@ mod tests {
             what: "the booted slot".into(),
             storage,
         }
+    }
+
+    /// A file slot inside the booted slot's filesystem (A a loop device
+    /// over a file, mounted; B a file in it) is refused; a file slot on
+    /// another disk or on tmpfs is not.
+    #[test]
+    fn a_file_slot_inside_the_booted_slots_filesystem_is_refused() {
+        let f = FakeSys::new("file-home");
+        let backing = f.file("a.img", 4096 * 512);
+        f.loop_dev("loop0", (7, 0), 4096, backing.as_os_str().as_bytes(), 0);
+        let sdb = f.disk("sdb", (8, 16), 1000);
+        f.part(&sdb, "sdb1", (8, 17), 100, 900);
+        let sys = f.sys();
+        let booted = [used("/dev/loop0", sys.storage((7, 0)))];
+        let b = Path::new("/mnt/a/slot-b.img");
+        let e = check_file_home(b, (7, 0), &sys, &booted).expect_err("inside A");
+        assert!(
+            e.to_string()
+                .starts_with("/mnt/a/slot-b.img: is a file in a filesystem on ")
+                && e.to_string().contains("would change /dev/loop0's bytes"),
+            "{e}"
+        );
+        assert!(check_file_home(b, (8, 17), &sys, &booted).is_ok());
+        assert!(check_file_home(b, (0, 45), &sys, &booted).is_ok());
+        // A loop device over a file in A's filesystem reaches the same
+        // bytes: its storage's file extent lives there.
+        let over_file_in_a = Storage {
+            extents: vec![Extent {
+                backing: Backing::File {
+                    dev: nix::sys::stat::makedev(7, 0),
+                    ino: 12,
+                },
+                start: 0,
+                end: 1 << 20,
+                name: "/mnt/a/b.img".into(),
+            }],
+            holders: Vec::new(),
+        };
+        let lb = Path::new("/dev/loop1");
+        assert!(check_file_homes(lb, &over_file_in_a, &sys, &booted).is_err());
+        assert!(check_file_homes(lb, &sys.storage((8, 17)), &sys, &booted).is_ok());
+        // A's partition, B a file in A's filesystem: refused the same way.
+        let booted = [used("/dev/sdb1", sys.storage((8, 17)))];
+        assert!(check_file_home(b, (8, 17), &sys, &booted).is_err());
+        assert!(check_file_home(b, (7, 0), &sys, &booted).is_ok());
     }
 
     #[test]

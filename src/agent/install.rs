@@ -1240,6 +1240,7 @@ fn check_targets(
         .collect();
     let mut in_use =
         crate::slot::in_use(&booted_devices, &mounted, crate::slot::root_device(), &sys);
+    let booted_storage = crate::slot::in_use(&booted_devices, &[], None, &sys);
     let mut devices = BTreeMap::new();
     for (class, image) in &m.doc.images {
         let Some(path) = host.config.device(target, class) else {
@@ -1261,6 +1262,7 @@ fn check_targets(
         let dev = Device::inspect(path)?;
         let storage = dev.storage(&sys);
         crate::slot::check_target(path, &storage, &in_use)?;
+        crate::slot::check_file_homes(path, &storage, &sys, &booted_storage)?;
         dev.probe_exclusive()?;
         if image.size > dev.size {
             return Err(SlotError::TooSmall {
