@@ -436,6 +436,10 @@ fn guard(
             if libc::getppid() != guard_pid {
                 return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
+            // abupdate ignores SIGXFSZ (an error beats a silent death);
+            // an ignored signal stays ignored across `exec`, and a check
+            // gets the world it would get from a shell.
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
         }
         return Ok(());
     }
@@ -856,6 +860,23 @@ mod tests {
         for pid in pids_written(&file, 1) {
             assert!(wait_dead(pid), "{pid} outlived the program");
         }
+    }
+
+    /// abupdate ignores SIGXFSZ; its children get the default back (an
+    /// ignored signal stays ignored across `exec`).
+    #[test]
+    fn a_child_does_not_inherit_an_ignored_sigxfsz() {
+        // SAFETY: signal(2), as `cli::main` does; the default is restored
+        // in every child whatever the tests around do.
+        unsafe {
+            nix::libc::signal(nix::libc::SIGXFSZ, nix::libc::SIG_IGN);
+        }
+        let f = run(sh("grep SigIgn /proc/self/status"), Duration::from_secs(10)).expect("run");
+        let out = String::from_utf8(f.stdout.complete().expect("short")).expect("text");
+        let line = out.trim();
+        let mask = u64::from_str_radix(line.trim_start_matches("SigIgn:").trim(), 16)
+            .unwrap_or_else(|_| panic!("{line:?}"));
+        assert_eq!(mask & (1 << (nix::libc::SIGXFSZ - 1)), 0, "{line}");
     }
 
     #[test]

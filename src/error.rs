@@ -326,7 +326,9 @@ impl Error {
         match self {
             Error::Usage(_) => Kind::Usage,
             Error::Config(_) => Kind::Config,
-            Error::State(crate::state::StateError::Locked { .. }) => Kind::Locked,
+            Error::State(
+                crate::state::StateError::Locked { .. } | crate::state::StateError::LockLost { .. },
+            ) => Kind::Locked,
             Error::State(_) => Kind::State,
             Error::Trust(_) => Kind::Signature,
             Error::Fetch(e) => e.kind(),

@@ -260,7 +260,7 @@ impl Device {
 /// flags such as `O_DIRECT`.
 pub fn open_exclusive(path: &Path, write: bool, flags: i32) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .write(write)
         .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_EXCL | flags)
@@ -271,7 +271,28 @@ pub fn open_exclusive(path: &Path, write: bool, flags: i32) -> std::io::Result<s
                 "device is in use (mounted, an active swap, or held by another device or writer)",
             ),
             _ => e,
-        })
+        })?;
+    // A regular file has no `O_EXCL` claim: an exclusive `flock`, held as
+    // long as this open file, stands in for it, so two writers (an
+    // operator who removed the state dir under a running install, and
+    // started another) never write one file slot at once.
+    if write && file.metadata()?.is_file() {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on a descriptor we own; no memory is passed.
+        let locked =
+            unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
+        if locked != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(nix::libc::EWOULDBLOCK) => std::io::Error::new(
+                    std::io::ErrorKind::ResourceBusy,
+                    "slot file is being written by another process (it holds its flock)",
+                ),
+                _ => e,
+            });
+        }
+    }
+    Ok(file)
 }
 
 /// The device number of the filesystem holding `/`.
@@ -878,6 +899,25 @@ mod tests {
         let booted = [used("/dev/sdb1", sys.storage((8, 17)))];
         assert!(check_file_home(b, (8, 17), &sys, &booted).is_err());
         assert!(check_file_home(b, (7, 0), &sys, &booted).is_ok());
+    }
+
+    /// A regular file has no `O_EXCL` claim: its exclusive flock stands
+    /// in for one, for as long as the writer keeps it open.
+    #[test]
+    fn a_file_slot_open_for_writing_is_claimed_until_it_is_closed() {
+        let dir = TempDir::new("slot-flock");
+        let slot = dir.join("b.img");
+        std::fs::write(&slot, vec![0u8; 4096]).expect("slot");
+        let writer = open_exclusive(&slot, true, 0).expect("first writer");
+        let e = open_exclusive(&slot, true, 0).expect_err("second writer");
+        assert!(
+            e.to_string().contains("being written by another process"),
+            "{e}"
+        );
+        // Readers are not writers.
+        open_exclusive(&slot, false, 0).expect("a reader");
+        drop(writer);
+        open_exclusive(&slot, true, 0).expect("after the first closed");
     }
 
     #[test]

@@ -61,6 +61,13 @@ pub enum StateError {
         /// Who holds it (`pid N`).
         holder: String,
     },
+    /// The lock this run took no longer stands at its name: the state
+    /// directory was removed or replaced while the run held it, and another
+    /// run may hold the new one.
+    LockLost {
+        /// The lock file (or the state dir, on a read-only filesystem).
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for StateError {
@@ -75,6 +82,12 @@ impl fmt::Display for StateError {
                     path.display()
                 )
             }
+            StateError::LockLost { path } => write!(
+                f,
+                "{} is no longer the lock this run took (the state directory was removed or \
+                 replaced while it ran, and another abupdate may hold it now): nothing more is saved",
+                path.display()
+            ),
         }
     }
 }
@@ -1569,27 +1582,53 @@ impl StateDir {
     /// reading, the lock file else the dir (`flock` needs no write access):
     /// the boot's verdict and its re-bless write the bootloader, not the
     /// state, and must not be lost to it; only the state's own save fails.
+    ///
+    /// A lock on a file that no longer stands at its name locks nothing (the
+    /// state dir removed and made again by another run between our open
+    /// and our lock, found from outside: two installs then wrote one slot):
+    /// it is taken again on what stands there now, and the holder checks
+    /// it before every save ([`StateLock::save`]).
     pub fn lock(&self) -> Result<StateLock, StateError> {
+        for _ in 0..LOCK_ATTEMPTS {
+            if let Some(lock) = self.lock_once()? {
+                return Ok(lock);
+            }
+        }
+        Err(StateError::LockLost {
+            path: self.dir.join("lock"),
+        })
+    }
+
+    /// One attempt of [`Self::lock`]: `None` when the file locked was
+    /// replaced before the lock was taken.
+    fn lock_once(&self) -> Result<Option<StateLock>, StateError> {
         self.ensure()?;
         let path = self.dir.join("lock");
-        let mut file = match open_lock_file(&path) {
+        let (mut file, locked) = match open_lock_file(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
-                crate::files::open_regular(&path)
-                    .or_else(|_| File::open(&self.dir))
-                    .map_err(io(&path))?
+                match crate::files::open_regular(&path) {
+                    Ok(f) => (f, path.clone()),
+                    Err(_) => (File::open(&self.dir).map_err(io(&path))?, self.dir.clone()),
+                }
             }
-            opened => opened.map_err(io(&path))?,
+            opened => (opened.map_err(io(&path))?, path.clone()),
         };
         let fd = file.as_fd().try_clone_to_owned().map_err(io(&path))?;
         match nix::fcntl::Flock::lock(fd, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => {
+                let identity = file_identity(&file.metadata().map_err(io(&path))?);
+                if !stands_at(&locked, identity) {
+                    return Ok(None);
+                }
                 let _ = file.set_len(0);
                 let _ = file.seek(SeekFrom::Start(0));
                 let _ = writeln!(file, "{}", std::process::id());
-                Ok(StateLock {
+                Ok(Some(StateLock {
                     dir: self.clone(),
+                    locked,
+                    identity,
                     _lock: lock,
-                })
+                }))
             }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                 let mut holder = String::new();
@@ -1613,15 +1652,40 @@ impl StateDir {
 /// command that may change the host. Only its holder saves the state.
 pub struct StateLock {
     dir: StateDir,
+    /// What was locked (the lock file; the state dir on a read-only
+    /// filesystem) and its (st_dev, st_ino).
+    locked: PathBuf,
+    identity: (u64, u64),
     _lock: nix::fcntl::Flock<std::os::fd::OwnedFd>,
 }
 
 impl StateLock {
     /// Replace `state.json` atomically and durably (see [`StateDir`]'s
-    /// module docs): only the holder of the lock writes it.
+    /// module docs): only the holder of the lock writes it, and only while
+    /// its lock still stands at its name (else [`StateError::LockLost`]:
+    /// the directory was replaced under the run, and the state in it is
+    /// another run's).
     pub fn save(&self, state: &State) -> Result<(), StateError> {
+        if !stands_at(&self.locked, self.identity) {
+            return Err(StateError::LockLost {
+                path: self.locked.clone(),
+            });
+        }
         self.dir.write(state)
     }
+}
+
+/// Attempts of [`StateDir::lock`] when the lock file is replaced under it.
+const LOCK_ATTEMPTS: u32 = 3;
+
+fn file_identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// Whether the file with `identity` is what stands at `path` now.
+fn stands_at(path: &Path, identity: (u64, u64)) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| file_identity(&m) == identity)
 }
 
 /// The lock file, opened to be written (the holder's pid goes in it): a
@@ -2760,5 +2824,30 @@ mod tests {
         );
         drop(first);
         sd.lock().expect("lock after release");
+    }
+
+    /// Found from outside (stop 48): the state dir removed under a running
+    /// install and made again by a second install; the first still held a
+    /// lock on the old file, and both wrote. The first one's next save is
+    /// refused, and the second one's state stands.
+    #[test]
+    fn a_lock_whose_directory_was_replaced_saves_nothing() {
+        let dir = tmpdir("lock-lost");
+        let sd = StateDir::new(&dir);
+        let first = sd.lock().expect("first lock");
+        first.save(&fresh()).expect("save while the lock stands");
+        std::fs::remove_dir_all(&*dir).expect("rm -rf the state dir");
+        let second = sd.lock().expect("a new lock on the new directory");
+        let mut theirs = fresh();
+        theirs.record_failed("3", "ff", "theirs", 9);
+        second.save(&theirs).expect("the second run saves");
+        let e = first.save(&fresh()).expect_err("the first run saved");
+        assert!(matches!(e, StateError::LockLost { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("is no longer the lock this run took"),
+            "{e}"
+        );
+        assert_eq!(sd.load().expect("load"), theirs);
     }
 }

@@ -370,7 +370,13 @@ pub fn install(global: &Global, source: &str, opts: &InstallOptions) -> Result<i
             Ok(0)
         }
         Err(e) => {
-            if !matches!(e, Error::State(crate::state::StateError::Locked { .. })) {
+            if !matches!(
+                e,
+                Error::State(
+                    crate::state::StateError::Locked { .. }
+                        | crate::state::StateError::LockLost { .. }
+                )
+            ) {
                 agent::record_failure(&host, &e, None);
             }
             Err(e)

@@ -88,13 +88,21 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
 
 /// Entry point of the binary: parse, run, map errors to exit codes.
 pub fn main() -> i32 {
+    // A write past `ulimit -f` is an error naming the file (EFBIG), not a
+    // silent death by SIGXFSZ (found from outside, stop 48). Children get
+    // the default back (`child::guard`).
+    // SAFETY: signal(2) with SIG_IGN, before any thread starts.
+    unsafe {
+        nix::libc::signal(nix::libc::SIGXFSZ, nix::libc::SIG_IGN);
+    }
     // `args_os`: an argument that is not UTF-8 (a file name) is no panic.
     let (global, command) = match parse(std::env::args_os().skip(1)) {
         Ok(p) => p,
         Err(e) => {
             // `--json` applies to errors too, a usage error included (the
-            // global flags were not read: the word on the line says it).
-            if std::env::args_os().any(|a| a == "--json") {
+            // global flags were not read: the word on the line says it,
+            // before any `--`, after which it is an operand).
+            if wants_json(std::env::args_os().skip(1)) {
                 json::print(&json::Error {
                     error: &e.to_string(),
                     kind: e.kind(),
@@ -125,9 +133,33 @@ pub fn main() -> i32 {
     }
 }
 
+/// Whether a line that did not parse asked for `--json`: the word before
+/// any `--` (after it, `--json` is an operand, a file name).
+fn wants_json(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    args.take_while(|a| a != "--").any(|a| a == "--json")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_for_a_usage_error_is_the_word_before_any_double_dash() {
+        let line = |words: &[&str]| {
+            words
+                .iter()
+                .map(std::ffi::OsString::from)
+                .collect::<Vec<_>>()
+        };
+        assert!(wants_json(line(&["--json", "bogus"]).into_iter()));
+        assert!(wants_json(
+            line(&["status", "--json", "--bogus"]).into_iter()
+        ));
+        assert!(!wants_json(
+            line(&["-c", "x", "status", "--", "--json"]).into_iter()
+        ));
+        assert!(!wants_json(line(&["status"]).into_iter()));
+    }
 
     /// The one table of usage errors: each line is refused by the parser
     /// (`flags`) or by its command's settings (`settings`), and every

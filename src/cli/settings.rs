@@ -170,8 +170,11 @@ pub fn command(mut low: LowArgs) -> Result<(Global, Command), String> {
             Command::Help(low.command.filter(|&c| c != Cmd::Help)),
         ));
     }
+    // No command is a usage error (exit 2), as a mistyped one is: a
+    // script that lost its argument must not read success (found from
+    // outside, stop 48). `abupdate help` prints the usage.
     let Some(cmd) = low.command else {
-        return Ok((global, Command::Help(None)));
+        return Err("no command given (`abupdate help` lists them)".into());
     };
     low.check(cmd)?;
     let first = low.positional.first();
@@ -472,7 +475,11 @@ mod tests {
 
     #[test]
     fn help_and_version() {
-        assert!(matches!(p(&[]).expect("parse").1, Command::Help(None)));
+        assert_eq!(
+            p(&[]).err().as_deref(),
+            Some("no command given (`abupdate help` lists them)")
+        );
+        assert!(p(&["--json"]).is_err());
         assert!(matches!(
             p(&["help"]).expect("parse").1,
             Command::Help(None)

@@ -292,6 +292,61 @@ fn sign_and_verify_take_regular_files_and_one_line_comments_only() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Found from outside (stop 48): a write past `ulimit -f` killed abupdate
+/// with SIGXFSZ, silently (exit 153). It is an error naming the file.
+#[test]
+fn a_write_past_the_file_size_limit_is_an_error_not_a_silent_death() {
+    let dir = crate::common::host::scratch("cli-fsize");
+    let p = |name: &str| dir.join(name).into_os_string();
+    let out = abupdate(&[
+        "keygen".into(),
+        "--secret".into(),
+        p("k.key"),
+        "--public".into(),
+        p("k.pub"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // 1 MiB that does not compress: its payload passes a 64 KiB limit.
+    let mut image = vec![0u8; 1 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in image.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(dir.join("img"), &image).expect("image");
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -f 128; exec \"$@\"", "sh"])
+        .arg(env!("CARGO_BIN_EXE_abupdate"))
+        .args(["pack", "--secret"])
+        .arg(p("k.key"))
+        .args([
+            "--compatible",
+            "c",
+            "--version",
+            "1.0",
+            "--level",
+            "1",
+            "--image",
+        ])
+        .arg(format!("rootfs={}", dir.join("img").display()))
+        .arg("--out")
+        .arg(p("out"))
+        .output()
+        .expect("run");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{:?}: {err}", out.status);
+    assert!(err.contains("File too large"), "{err}");
+    assert!(
+        err.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("abupdate: ")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Found from outside (stop 47): a secret key others could read was used
 /// without a word. `sign` and `pack` now warn, naming the key and its mode
 /// (and still sign: a secrets mount may carry any mode); `keygen`'s own
