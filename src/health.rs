@@ -11,9 +11,11 @@
 //! A check that cannot run fails, it is never skipped: every entry of
 //! `[health] dir` but hidden ones (`.name`) is a check, and one that is not
 //! a regular executable file (a dangling link, a file never made
-//! executable) or that others could replace (the rule hooks follow,
-//! [`crate::hooks::check_runnable`]: it runs as root) fails naming why; so
-//! does a configured dir that is missing or unreadable.
+//! executable) or that others could replace (the file, or a directory on
+//! its way: `[health] dir` itself, its parents, a link's target's; the rule
+//! hooks follow, [`crate::runnable`]: it runs as root) fails naming why; so
+//! does a configured dir that is missing or unreadable. What runs is the
+//! file that was judged, never the name looked up again.
 
 use crate::config::Health;
 use crate::fetch::Roots;
@@ -130,8 +132,8 @@ fn run_http(url: &str, timeout: Duration, roots: &Roots) -> (bool, String) {
 /// the host's, [`crate::fetch::trust_roots`]).
 pub fn run_check(check: &Check, timeout: Duration, roots: &Roots) -> CheckResult {
     let (passed, detail) = match check {
-        Check::Executable(p) => match crate::hooks::check_runnable(p) {
-            Ok(()) => run_command(Command::new(p), timeout),
+        Check::Executable(p) => match crate::runnable::command(p) {
+            Ok(cmd) => run_command(cmd, timeout),
             Err(reason) => (false, format!("not run: {reason}")),
         },
         Check::Unlisted { reason, .. } => (false, reason.clone()),

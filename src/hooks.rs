@@ -10,9 +10,11 @@
 //! that exits 0 lets the flow go on: a failing `pre_install` refuses the
 //! install before anything is marked or written, a failing `post_install`
 //! leaves the written target bad (never activated), a failing `pre_reboot`
-//! holds the reboot (the staged slot waits). A hook file that others could
-//! replace (group- or world-writable, or owned by another user than root
-//! or us) is refused: it would run as root.
+//! holds the reboot (the staged slot waits). A hook that others could
+//! replace is refused, it would run as root: the file group- or
+//! world-writable or owned by another user than root or us, or a directory
+//! on its way (its own, `/`'s, a link's) that others can change
+//! ([`crate::runnable`], which also runs the very file it judged).
 //!
 //! The environment (see [`environment`]), for the release's images numbered
 //! 1..N in class order:
@@ -34,9 +36,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::child::Ending;
@@ -205,32 +205,6 @@ impl fmt::Display for HookError {
 
 impl std::error::Error for HookError {}
 
-/// Refuse a file to run as root (a hook, a health check) that is not a
-/// regular executable file or that someone else could have put there.
-pub(crate) fn check_runnable(path: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o111 == 0 {
-        return Err(format!("not executable (mode {mode:04o})"));
-    }
-    if mode & 0o022 != 0 {
-        return Err(format!(
-            "writable by group or others (mode {mode:04o}); it would run as root"
-        ));
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != me {
-        return Err(format!(
-            "owned by uid {}, neither root nor uid {me} that abupdate runs as",
-            meta.uid()
-        ));
-    }
-    Ok(())
-}
-
 /// Run the hook at `path` for `point` with `env` added, at most `timeout`.
 pub fn run(
     point: Point,
@@ -238,12 +212,11 @@ pub fn run(
     timeout: Duration,
     env: &[(String, OsString)],
 ) -> Result<(), HookError> {
-    check_runnable(path).map_err(|reason| HookError::NotRun {
+    let mut cmd = crate::runnable::command(path).map_err(|reason| HookError::NotRun {
         point,
         path: path.to_path_buf(),
         reason,
     })?;
-    let mut cmd = Command::new(path);
     cmd.arg(point.name());
     for (k, v) in env {
         cmd.env(k, v);

@@ -6,7 +6,7 @@
 //! (The custom boot backend's verbs are tested in `boot_transitions.rs`,
 //! the runner itself in `src/child.rs`.)
 
-use crate::common::host::{bin, image, text, HostOptions, TestHost};
+use crate::common::host::{bin, host_on_trial, image, text, HostOptions, TestHost};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -62,24 +62,6 @@ fn pids(file: &Path) -> Vec<u32> {
         .lines()
         .map(|l| l.trim().parse().expect("pid"))
         .collect()
-}
-
-/// A host booted into a trial of 2.0 in slot B, `health` not run yet;
-/// `health_config` is merged over the host's `[health]` (a drop-in).
-fn host_on_trial(name: &str, health_config: &str) -> TestHost {
-    let mut h = TestHost::new(name, "1.0", HostOptions::default());
-    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
-    let out = h.abupdate(&["install", m.to_str().expect("utf8 path")]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(h.boot(), "B");
-    let dropins = h.dir.join("config.d");
-    std::fs::create_dir_all(&dropins).expect("config.d");
-    std::fs::write(
-        dropins.join("50-health.toml"),
-        format!("[health]\n{health_config}"),
-    )
-    .expect("drop-in");
-    h
 }
 
 #[test]

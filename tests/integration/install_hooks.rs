@@ -3,7 +3,8 @@
 //! pre-install hook refuses the install touching nothing; a failing
 //! post-install hook leaves the written target bad and never activated; a
 //! failing pre-reboot hook holds the reboot (the slot stays staged, the next
-//! run reboots); a hook is bounded in time with everything it started.
+//! run reboots); a hook is bounded in time with everything it started; a
+//! hook in a directory others can write is refused, never run.
 
 use crate::common::host::{chmod_x, image, text, HostOptions, TestHost};
 use std::path::{Path, PathBuf};
@@ -136,6 +137,34 @@ fn a_failing_pre_install_hook_refuses_the_install_touching_nothing() {
     assert!(h.state()["transaction"].is_null());
     assert_ne!(h.state()["slots"]["B"]["status"], "bad");
     assert_eq!(hook_log(&h).len(), 1, "only the pre-install hook ran");
+}
+
+/// A hook in a directory others can write could be swapped for their
+/// own program between the check and the run: it is refused before it
+/// runs, as one whose file others can write, and the install touches
+/// nothing.
+#[test]
+fn a_hook_in_a_directory_others_can_write_is_refused_touching_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = host("open-dir", "10s");
+    let hooks = h.dir.join("hooks");
+    std::fs::set_permissions(&hooks, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (m, _) = release(&h);
+    let before = h.untouched();
+    let out = h.abupdate(&["install", m.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let hook = hook_path(&h, "pre-install");
+    assert_eq!(
+        last_line(&out),
+        format!(
+            "abupdate: pre_install hook {p}: directory {d} is writable by group or others \
+             (mode 0777): others could replace {p}; it would run as root",
+            p = hook.display(),
+            d = hooks.display()
+        )
+    );
+    h.assert_untouched(&before, "pre_install refused");
+    assert!(hook_log(&h).is_empty(), "a hook ran: {:?}", hook_log(&h));
 }
 
 #[test]

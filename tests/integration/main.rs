@@ -38,6 +38,7 @@ mod probation;
 mod publish_crash;
 mod refusal_table;
 mod release_channel;
+mod replaceable_checks;
 mod s3_releases;
 #[cfg(feature = "failpoints")]
 mod systemd_boot;

@@ -617,6 +617,24 @@ impl Drop for TestHost {
     }
 }
 
+/// A host booted into a trial of 2.0 in slot B, `health` not run yet;
+/// `health_config` is merged over the host's `[health]` (a drop-in).
+pub fn host_on_trial(name: &str, health_config: &str) -> TestHost {
+    let mut h = TestHost::new(name, "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let out = h.abupdate(&["install", m.to_str().expect("utf8 path")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.boot(), "B");
+    let dropins = h.dir.join("config.d");
+    std::fs::create_dir_all(&dropins).expect("config.d");
+    std::fs::write(
+        dropins.join("50-health.toml"),
+        format!("[health]\n{health_config}"),
+    )
+    .expect("drop-in");
+    h
+}
+
 /// An executable `sh` script at `p` running `body`.
 pub fn sh_script(p: &Path, body: &str) {
     std::fs::write(p, format!("#!/bin/sh\n{body}\n")).expect("script");

@@ -1,0 +1,446 @@
+//! Programs abupdate runs as root from a path the site configures (install
+//! hooks, `[health] dir` checks): run only when nobody but root, or the
+//! user abupdate runs as, could have put them there or could swap them
+//! before they run.
+//!
+//! Invariant: [`command`] is the one way such a program is started. It
+//! resolves the path itself, one name at a time, following symbolic links,
+//! and accepts it only when every name looked up on the way sits in a
+//! directory others cannot change: one owned by root (or abupdate's
+//! effective uid) and writable by neither group nor others, or one with the
+//! sticky bit (`/tmp`, mode 1777) where that name is owned by root (or us):
+//! there others can neither rename nor remove it. That is every directory
+//! from `/` down to the file, the directory the configured entry sits in
+//! (`health.d`) and the directory of every link followed. The file must be
+//! a regular executable file owned by root (or us) and writable by neither
+//! group nor others. The command then runs the resolved path (no link left
+//! in it), not the configured name: a link swapped after the check changes
+//! nothing, and with every directory on the way safe nobody else can swap
+//! the file. It is the rule of sudo and of OpenSSH's `safe_path`. The
+//! program's `argv[0]` stays the configured name, as before.
+//!
+//! Not covered, as by sudo: the interpreter a script names (`#!`) and the
+//! libraries a program loads are the system's, not judged here. A script's
+//! `$0` is the resolved path (the kernel hands the interpreter the path
+//! executed).
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+/// Links followed before giving up, as the kernel's `MAXSYMLINKS`.
+const MAX_LINKS: usize = 40;
+
+/// One step of a path still to resolve.
+enum Step {
+    /// `..`: back to the directory we came from (already checked).
+    Up,
+    /// A name to look up in the current directory.
+    Name(OsString),
+}
+
+/// The steps of `path`, in order; `/` and `.` are no step.
+fn steps(path: &Path) -> impl DoubleEndedIterator<Item = Step> + '_ {
+    path.components().filter_map(|c| match c {
+        Component::ParentDir => Some(Step::Up),
+        Component::Normal(name) => Some(Step::Name(name.to_owned())),
+        Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+    })
+}
+
+/// A path as a message shows it: one line, bytes that are not text escaped.
+fn show(path: &Path) -> String {
+    crate::text::show(path.as_os_str().as_bytes())
+}
+
+/// `lstat`, its error as the one line the callers show (no path: the
+/// caller's message names it).
+fn lstat(path: &Path) -> Result<Metadata, String> {
+    std::fs::symlink_metadata(path).map_err(|e| e.to_string())
+}
+
+/// Who abupdate trusts to own what it runs: root and its effective uid.
+struct Trusted {
+    me: u32,
+}
+
+impl Trusted {
+    fn owns(&self, meta: &Metadata) -> bool {
+        meta.uid() == 0 || meta.uid() == self.me
+    }
+
+    /// Refuse `entry` (named in `dir`, whose metadata is `dir_meta`) when
+    /// someone else could replace it: `dir` owned by another user (who can
+    /// chmod it), or writable by group or others, unless sticky and `entry`
+    /// is ours (there only its owner, root or we may rename or remove it).
+    fn may_look_up(
+        &self,
+        dir: &Path,
+        dir_meta: &Metadata,
+        entry: &Path,
+        entry_meta: &Metadata,
+    ) -> Result<(), String> {
+        if !self.owns(dir_meta) {
+            return Err(format!(
+                "directory {} is owned by uid {}, neither root nor uid {} that abupdate runs as: \
+                 its owner could replace {}; it would run as root",
+                show(dir),
+                dir_meta.uid(),
+                self.me,
+                show(entry)
+            ));
+        }
+        let mode = dir_meta.mode() & 0o7777;
+        if mode & 0o022 == 0 {
+            return Ok(());
+        }
+        if mode & 0o1000 == 0 {
+            return Err(format!(
+                "directory {} is writable by group or others (mode {mode:04o}): \
+                 others could replace {}; it would run as root",
+                show(dir),
+                show(entry)
+            ));
+        }
+        if !self.owns(entry_meta) {
+            return Err(format!(
+                "{} is owned by uid {} in directory {} (mode {mode:04o}), writable by others: \
+                 its owner could replace it; it would run as root",
+                show(entry),
+                entry_meta.uid(),
+                show(dir)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuse the resolved file unless it is a regular executable file
+    /// owned by root (or us) and writable by neither group nor others.
+    fn may_run(&self, meta: &Metadata) -> Result<(), String> {
+        if !meta.is_file() {
+            return Err("not a regular file".into());
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o111 == 0 {
+            return Err(format!("not executable (mode {mode:04o})"));
+        }
+        if mode & 0o022 != 0 {
+            return Err(format!(
+                "writable by group or others (mode {mode:04o}); it would run as root"
+            ));
+        }
+        if !self.owns(meta) {
+            return Err(format!(
+                "owned by uid {}, neither root nor uid {} that abupdate runs as",
+                meta.uid(),
+                self.me
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The path `path` leads to, without links, when a program there may run
+/// as root (see the module doc); else why not, one line. A relative `path`
+/// is taken from the current directory, as an exec would.
+pub fn resolve(path: &Path) -> Result<PathBuf, String> {
+    let trusted = Trusted {
+        me: nix::unistd::geteuid().as_raw(),
+    };
+    let start = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("the current directory: {e}"))?
+            .join(path)
+    };
+    let mut todo: VecDeque<Step> = steps(&start).collect();
+    // `at` is always a path without links whose every directory passed
+    // `may_look_up` for the name below it; `at_meta` is its `lstat`.
+    let mut at = PathBuf::from("/");
+    let mut at_meta = lstat(&at)?;
+    let mut links = 0;
+    while let Some(step) = todo.pop_front() {
+        if !at_meta.is_dir() {
+            return Err(std::io::Error::from_raw_os_error(nix::libc::ENOTDIR).to_string());
+        }
+        let name = match step {
+            Step::Up => {
+                // The parent was checked on the way down (`/`'s is itself).
+                at.pop();
+                at_meta = lstat(&at)?;
+                continue;
+            }
+            Step::Name(name) => name,
+        };
+        let next = at.join(&name);
+        let meta = lstat(&next)?;
+        trusted.may_look_up(&at, &at_meta, &next, &meta)?;
+        if !meta.file_type().is_symlink() {
+            at = next;
+            at_meta = meta;
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(std::io::Error::from_raw_os_error(nix::libc::ELOOP).to_string());
+        }
+        // The link sits in a checked directory; its target is resolved
+        // (and checked) in its place, from `/` or from `at`.
+        let target = std::fs::read_link(&next).map_err(|e| e.to_string())?;
+        if target.is_absolute() {
+            at = PathBuf::from("/");
+            at_meta = lstat(&at)?;
+        }
+        for step in steps(&target).rev() {
+            todo.push_front(step);
+        }
+    }
+    trusted.may_run(&at_meta).map_err(|why| match links {
+        // A link's target named: the configured name is not what failed.
+        0 => why,
+        _ => format!("{}: {why}", show(&at)),
+    })?;
+    Ok(at)
+}
+
+/// The command that runs the program at `path` as root, when it may (see
+/// [`resolve`]): the resolved path it was judged by, with `argv[0]` the
+/// configured name; else why not, one line.
+pub fn command(path: &Path) -> Result<Command, String> {
+    let resolved = resolve(path)?;
+    let mut cmd = Command::new(resolved);
+    cmd.arg0(path);
+    Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The rule branch by branch. The tests run as root: another user's
+    //! files are made with `chown` to uid 65534 (nobody).
+    use super::*;
+    use crate::testutil::TempDir;
+    use std::os::unix::fs::{chown, lchown, symlink, PermissionsExt};
+
+    const NOBODY: u32 = 65534;
+
+    fn chmod(p: &Path, mode: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
+    }
+
+    /// A directory `name` in `d` with `mode`, set whatever the umask.
+    fn dir(d: &Path, name: &str, mode: u32) -> PathBuf {
+        let p = d.join(name);
+        std::fs::create_dir(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        chmod(&p, mode);
+        p
+    }
+
+    /// A script at `p` (mode 0755) printing `word`.
+    fn script(p: &Path, word: &str) -> PathBuf {
+        std::fs::write(p, format!("#!/bin/sh\necho {word}\n")).expect("write");
+        chmod(p, 0o755);
+        p.to_path_buf()
+    }
+
+    /// A fresh directory root owns, mode 0755 (in the system's temporary
+    /// directory: `/tmp` is sticky and this entry root's, so it passes).
+    fn root_dir(tag: &str) -> TempDir {
+        let d = TempDir::new(&format!("runnable-{tag}"));
+        chmod(&d, 0o755);
+        d
+    }
+
+    #[test]
+    fn a_script_in_directories_only_root_can_change_resolves_to_itself() {
+        let d = root_dir("safe");
+        let ok = script(&dir(&d, "health.d", 0o755).join("10-ok"), "ok");
+        assert_eq!(resolve(&ok), Ok(ok.clone()));
+    }
+
+    #[test]
+    fn a_group_writable_directory_is_refused_naming_it_and_its_mode() {
+        let d = root_dir("group");
+        let hd = dir(&d, "health.d", 0o775);
+        let ok = script(&hd.join("10-ok"), "ok");
+        assert_eq!(
+            resolve(&ok),
+            Err(format!(
+                "directory {} is writable by group or others (mode 0775): others could replace {}; \
+                 it would run as root",
+                hd.display(),
+                ok.display()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_world_writable_ancestor_is_refused_naming_it_and_its_mode() {
+        let d = root_dir("world");
+        let open = dir(&d, "srv", 0o777);
+        let hd = dir(&open, "health.d", 0o755);
+        let ok = script(&hd.join("10-ok"), "ok");
+        assert_eq!(
+            resolve(&ok),
+            Err(format!(
+                "directory {} is writable by group or others (mode 0777): others could replace {}; \
+                 it would run as root",
+                open.display(),
+                hd.display()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_sticky_directory_is_safe_for_what_root_owns_in_it() {
+        let d = root_dir("sticky-root");
+        let tmp = dir(&d, "tmp", 0o1777);
+        let direct = script(&tmp.join("ok"), "ok");
+        assert_eq!(resolve(&direct), Ok(direct.clone()));
+        let below = script(&dir(&tmp, "hooks", 0o755).join("pre-install"), "ok");
+        assert_eq!(resolve(&below), Ok(below.clone()));
+    }
+
+    #[test]
+    fn a_sticky_directory_is_refused_for_what_another_user_owns_in_it() {
+        let d = root_dir("sticky-nobody");
+        let tmp = dir(&d, "tmp", 0o1777);
+        let ok = script(&dir(&d, "lib", 0o755).join("ok"), "ok");
+        // Their link to root's own script: they may point it elsewhere.
+        let link = tmp.join("10-ok");
+        symlink(&ok, &link).expect("symlink");
+        lchown(&link, Some(NOBODY), Some(NOBODY)).expect("lchown");
+        assert_eq!(
+            resolve(&link),
+            Err(format!(
+                "{} is owned by uid {NOBODY} in directory {} (mode 1777), writable by others: \
+                 its owner could replace it; it would run as root",
+                link.display(),
+                tmp.display()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_link_to_a_file_in_a_writable_directory_is_refused_naming_that_directory() {
+        let d = root_dir("link-out");
+        let open = dir(&d, "open", 0o777);
+        let theirs = script(&open.join("ok"), "ok");
+        let link = dir(&d, "health.d", 0o755).join("10-ok");
+        symlink(&theirs, &link).expect("symlink");
+        assert_eq!(
+            resolve(&link),
+            Err(format!(
+                "directory {} is writable by group or others (mode 0777): others could replace {}; \
+                 it would run as root",
+                open.display(),
+                theirs.display()
+            ))
+        );
+    }
+
+    /// The attack this rule answers: in a `health.d` of mode 0777 a user
+    /// swapped `10-ok` between a link to root's own program and their own.
+    #[test]
+    fn a_link_in_a_writable_directory_is_refused_though_its_target_is_safe() {
+        let d = root_dir("link-in");
+        let ok = script(&dir(&d, "lib", 0o755).join("ok"), "ok");
+        let hd = dir(&d, "health.d", 0o777);
+        let link = hd.join("10-ok");
+        symlink(&ok, &link).expect("symlink");
+        assert_eq!(
+            resolve(&link),
+            Err(format!(
+                "directory {} is writable by group or others (mode 0777): others could replace {}; \
+                 it would run as root",
+                hd.display(),
+                link.display()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_directory_or_a_file_another_user_owns_is_refused() {
+        let d = root_dir("owner");
+        let theirs = dir(&d, "theirs", 0o755);
+        chown(&theirs, Some(NOBODY), Some(NOBODY)).expect("chown");
+        let ok = script(&theirs.join("ok"), "ok");
+        assert_eq!(
+            resolve(&ok),
+            Err(format!(
+                "directory {} is owned by uid {NOBODY}, neither root nor uid 0 that abupdate runs as: \
+                 its owner could replace {}; it would run as root",
+                theirs.display(),
+                ok.display()
+            ))
+        );
+        let file = script(&d.join("their-script"), "ok");
+        chown(&file, Some(NOBODY), Some(NOBODY)).expect("chown");
+        assert_eq!(
+            resolve(&file),
+            Err(format!(
+                "owned by uid {NOBODY}, neither root nor uid 0 that abupdate runs as"
+            ))
+        );
+    }
+
+    #[test]
+    fn links_resolve_relative_and_absolute_to_the_file_they_name() {
+        let d = root_dir("links");
+        let lib = dir(&d, "lib", 0o755);
+        dir(&lib, "x", 0o755);
+        let ok = script(&lib.join("ok"), "ok");
+        let hd = dir(&d, "health.d", 0o755);
+        symlink("../lib/./x/../ok", hd.join("10-rel")).expect("symlink");
+        symlink(hd.join("10-rel"), hd.join("20-abs")).expect("symlink");
+        assert_eq!(resolve(&hd.join("10-rel")), Ok(ok.clone()));
+        assert_eq!(resolve(&hd.join("20-abs")), Ok(ok.clone()));
+        // What fails is named when it is a link's target.
+        chmod(&ok, 0o644);
+        assert_eq!(
+            resolve(&hd.join("20-abs")),
+            Err(format!("{}: not executable (mode 0644)", ok.display()))
+        );
+    }
+
+    #[test]
+    fn a_link_loop_and_a_file_taken_for_a_directory_fail_in_the_kernels_words() {
+        let d = root_dir("loop");
+        symlink(d.join("b"), d.join("a")).expect("symlink");
+        symlink(d.join("a"), d.join("b")).expect("symlink");
+        assert_eq!(
+            resolve(&d.join("a")),
+            Err("Too many levels of symbolic links (os error 40)".into())
+        );
+        let ok = script(&d.join("ok"), "ok");
+        assert_eq!(
+            resolve(&ok.join("x")),
+            Err("Not a directory (os error 20)".into())
+        );
+    }
+
+    /// The link is swapped between the check and the run (what the
+    /// attacker raced): the program judged is the one that runs.
+    #[test]
+    fn the_command_runs_the_file_judged_though_the_link_is_swapped_after() {
+        let d = root_dir("swap");
+        let lib = dir(&d, "lib", 0o755);
+        let good = script(&lib.join("good"), "judged");
+        let other = script(&lib.join("other"), "swapped-in");
+        let link = dir(&d, "health.d", 0o755).join("10-ok");
+        symlink(&good, &link).expect("symlink");
+        let mut cmd = command(&link).expect("a safe link");
+        assert_eq!(cmd.get_program(), good.as_os_str());
+        let new = link.with_file_name(".10-ok.new");
+        symlink(&other, &new).expect("symlink");
+        std::fs::rename(&new, &link).expect("swap the link");
+        let out = cmd.output().expect("run");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "judged\n");
+    }
+}
