@@ -53,9 +53,12 @@
 //! | `publish-signature-written` | a standard signature renamed into place |
 //! | `publish-cleaned` | stale signatures removed: the publish is complete |
 //!
-//! And one fault that is not a crash: `read-back-differs` ([`corrupt`])
+//! And two faults that are not crashes: `read-back-differs` ([`corrupt`])
 //! flips a bit of a chunk as read back from the slot, as a failing medium
-//! would.
+//! would; and `ABUPDATE_STATE_FULL_AFTER=point` ([`state_full`]) makes every
+//! save of `state.json` fail with `ENOSPC` once `point` was passed, as a
+//! state file system that filled up (or went read-only) at that instant
+//! would: the flow goes on and meets the error, it is not cut.
 
 /// Whether `ABUPDATE_FAILPOINT` names `name` and this is the hit it asks
 /// for (`hits` counts them).
@@ -97,13 +100,38 @@ fn append_trace(path: &std::path::Path, name: &str) {
     }
 }
 
+/// Set once the point `ABUPDATE_STATE_FULL_AFTER` names was passed.
+#[cfg(feature = "failpoints")]
+static STATE_FULL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[cfg(feature = "failpoints")]
 fn armed(name: &str) -> bool {
     static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if let Some(path) = std::env::var_os("ABUPDATE_FAILPOINT_TRACE") {
         append_trace(std::path::Path::new(&path), name);
     }
+    if std::env::var("ABUPDATE_STATE_FULL_AFTER").is_ok_and(|p| p == name) {
+        STATE_FULL.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     spec_matches(name, &HITS)
+}
+
+/// Whether the state file system is full from here on: the point
+/// `ABUPDATE_STATE_FULL_AFTER` names was passed in this process. The
+/// state writer then fails every save with `ENOSPC` before it writes a
+/// byte (tests: a save that fails after a bootloader write, found from
+/// outside with a real full file system).
+#[cfg(feature = "failpoints")]
+pub fn state_full() -> bool {
+    STATE_FULL.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// The state file system is never made full (without the `failpoints`
+/// feature).
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn state_full() -> bool {
+    false
 }
 
 /// A durable step passed: abort here when `ABUPDATE_FAILPOINT` names it

@@ -18,7 +18,7 @@
 //! | `boot/` | every bootloader change is one atomic env write the real bootloader reads |
 //! | `agent/transition.rs` | the order of the bootloader writes against the state: bad right before the first byte, activate after verify, record before flip, retire as one pair |
 //! | `agent/recovery.rs` | a manual verb never leaves no bootable slot holding a proven good system (without `--force`) |
-//! | `agent/verdict.rs` | every boot tells a trial from a fallback from an interrupted write; a trial is committed only when healthy |
+//! | `agent/verdict.rs` | every boot tells a trial from a fallback from an interrupted write; a trial is committed only when healthy and not already retired in the bootloader |
 //! | `agent/probation.rs` | a committed release on probation that fails more than `probation_failures` times within its window is rolled back the one retire way; meanwhile nothing writes the old slot |
 //! | `state.rs` | `state.json` is always a complete old or new version; only the lock holder (`StateLock`) writes it |
 //! | `health.rs` | a trial is committed only when every check passes in one round, within the deadline |

@@ -54,6 +54,19 @@ pub enum StateError {
         /// What is wrong.
         reason: String,
     },
+    /// A bootloader change `state.json` could not record (`source`), and
+    /// what became of the bootloader after (`bootloader`: restored, or
+    /// why not).
+    NotRecorded {
+        /// `state.json`.
+        path: PathBuf,
+        /// What was not recorded (`slot B staged with 2.0`).
+        what: String,
+        /// The save's error.
+        source: Box<StateError>,
+        /// What the bootloader holds now, in words.
+        bootloader: String,
+    },
     /// Another instance holds the lock.
     Locked {
         /// The lock file.
@@ -75,6 +88,16 @@ impl fmt::Display for StateError {
         match self {
             StateError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             StateError::Corrupt { path, reason } => write!(f, "{}: {reason}", path.display()),
+            StateError::NotRecorded {
+                path,
+                what,
+                source,
+                bootloader,
+            } => write!(
+                f,
+                "{}: cannot record {what} ({source}); {bootloader}",
+                path.display()
+            ),
             StateError::Locked { path, holder } => {
                 write!(
                     f,
@@ -1519,6 +1542,11 @@ impl StateDir {
             reason: e.to_string(),
         })?;
         body.push(b'\n');
+        if crate::failpoint::state_full() {
+            return Err(io(&tmp)(std::io::Error::from_raw_os_error(
+                nix::libc::ENOSPC,
+            )));
+        }
         if let Err(e) = self.keep_previous(&path) {
             // The copy is a safety net; the save itself still matters more.
             crate::say!("abupdate: cannot keep the previous state: {e}");
@@ -1672,6 +1700,11 @@ impl StateLock {
             });
         }
         self.dir.write(state)
+    }
+
+    /// `state.json`, for messages.
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.state_file()
     }
 }
 

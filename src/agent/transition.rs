@@ -20,11 +20,20 @@
 //!    ([`Transition::stage`]), and the install flow stages only after every
 //!    image was read back from the medium and hashed right. The state then
 //!    says `staged`; a crash in between leaves `writing` with the slot
-//!    activated, which the trial's boot settles by the slot's bytes.
+//!    activated, which the trial's boot settles by the slot's bytes. A
+//!    save of `staged` that fails (a full or read-only state file system)
+//!    undoes the activation before the error is returned: the target bad,
+//!    the running slot next and good again, as `writing` (still on disk)
+//!    says; each of those writes is one a crash may stop at, and each
+//!    leaves a bootloader `writing` describes.
 //! 4. **Retire as one pair.** A failed trial is marked bad and the slot it
 //!    came from activated (one pair, then the failed list):
 //!    [`Transition::retire`] is the one way a trial is retired, whether
-//!    its checks failed, its bytes were wrong or it never came up.
+//!    its checks failed, its bytes were wrong or it never came up. A
+//!    record of it that is lost (its save failed, or the run was cut) is
+//!    finished by the next `health` on that boot where the bootloader
+//!    tells the mark bad (`verdict::BootView::booted_retired`): the
+//!    pair, written first, is what makes the retirement.
 //!    A staged trial the release channel no longer offers is disarmed by
 //!    the same pair ([`Transition::disarm`]), without the failed list; one
 //!    an operator cancels ([`Transition::cancel`]) too, held on the list
@@ -109,12 +118,48 @@ impl<'a> Transition<'a> {
         let t = armed.transaction;
         self.host.boot.activate(t.to)?;
         crate::failpoint::hit("activated");
+        // What is on disk (`writing`), kept for a save that fails.
+        let before = state.clone();
         let at = now();
         state.stage(&t, self.host.boot_id(), at);
         update(state);
         state.metrics.last_success = Some(at);
         record(state, &t, Outcome::Installed, at);
-        self.save(state)
+        let Err(source) = self.lock.save(state) else {
+            return Ok(());
+        };
+        // The record says `writing` and the bootloader would boot the
+        // target next: an install that exits 1 must not leave a reboot
+        // into a release no record stages (found from outside: a state
+        // file system that filled after the verify).
+        *state = before;
+        let bootloader = match self.undo_activation(&t) {
+            Ok(()) => format!(
+                "the bootloader was restored: slot {} is marked bad and slot {} boots next",
+                t.to, t.from
+            ),
+            Err(e) => format!(
+                "restoring the bootloader failed too ({e}): slot {} may boot next with {}, which no record stages",
+                t.to, t.version
+            ),
+        };
+        Err(crate::state::StateError::NotRecorded {
+            path: self.lock.state_file(),
+            what: format!("slot {} staged with {}", t.to, t.version),
+            source: Box::new(source),
+            bootloader,
+        }
+        .into())
+    }
+
+    /// Undo an activation of `t.to` whose `staged` record was not saved:
+    /// `t.to` bad, `t.from` (running) activated, then good again (the
+    /// activation gave it a trial's budget): what the recorded `writing`
+    /// says, after each write.
+    fn undo_activation(&self, t: &Transaction) -> std::result::Result<(), crate::boot::BootError> {
+        self.host.boot.set_state(t.to, BootState::Bad)?;
+        self.host.boot.activate(t.from)?;
+        self.host.boot.set_state(t.from, BootState::Good)
     }
 
     /// The trial in `t.to` passed: good in the bootloader, then committed

@@ -27,6 +27,18 @@
 //! when the bootloader tells a trial's boot from a committed one's
 //! ([`BootSays`]): only then does a pass start its probation, and a
 //! failure that keeps it count `no_fallback` (else `health`, the host's).
+//!
+//! A booted trial is judged after the bootloader is read ([`BootView`]):
+//! when it holds the trial slot marked bad ([`BootView::booted_marked_bad`])
+//! and boots the other slot next, a retirement (failed checks, an
+//! operator's `mark-bad` or `rollback`) wrote the bootloader and its record
+//! was lost (the state save failed: a full or read-only state file system;
+//! or the run was cut before it). That retirement is finished
+//! ([`Failure::Unrecorded`]), never re-judged by the checks: a trial the
+//! bootloader holds bad is never committed. Only GRUB and U-Boot tell a
+//! mark bad from their own boot counting
+//! ([`crate::boot::Bootloader::marked_bad`]); on EFI, systemd-boot and a
+//! custom bootloader a trial is judged by its record and checks alone.
 
 use super::probation;
 use super::recovery::{finish_rollback, reboot, retire_trial};
@@ -131,8 +143,8 @@ pub struct Facts<'a> {
     pub boot: Option<BootView>,
 }
 
-/// What the bootloader says of the slots, for a boot the state does not
-/// describe.
+/// What the bootloader says of the slots: for a boot the state does not
+/// describe, and for a trial's boot (was it retired already?).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootView {
     /// The booted slot's boot is a try no one blessed
@@ -153,6 +165,13 @@ pub struct BootView {
     /// when the booted entry is out of `BootOrder`); on GRUB and U-Boot
     /// its yes holds for every boot, on EFI for a pick in the boot menu.
     pub tells_trials: bool,
+    /// The booted slot carries the mark a retirement leaves, not only
+    /// spent tries ([`crate::boot::Bootloader::marked_bad`]); `None`:
+    /// cannot tell (EFI, systemd-boot, custom, or a read that failed).
+    pub booted_marked_bad: Option<bool>,
+    /// The bootloader boots the other slot next and holds it good
+    /// ([`crate::boot::Bootloader::primary`], `state`).
+    pub other_next: bool,
 }
 
 /// What the bootloader says a boot the damaged state does not describe
@@ -184,6 +203,15 @@ impl BootView {
         self.other_good && self.other_tried != Some(true)
     }
 
+    /// The booted slot was retired in the bootloader: marked bad (not
+    /// just its tries spent) and the other slot boots next, as
+    /// [`super::transition::Transition::retire`]'s pair leaves it. A trial
+    /// on its last try looks so only on bootloaders that cannot tell a
+    /// mark from their counting, which answer `None` here.
+    pub fn booted_retired(&self) -> bool {
+        self.booted_marked_bad == Some(true) && self.other_next
+    }
+
     /// What this boot is, as far as the bootloader tells.
     pub fn booted_says(&self) -> BootSays {
         match self.tells_trials && self.booted_tried == Some(true) {
@@ -210,6 +238,16 @@ pub enum Failure {
     /// did not describe (damaged): its record names no release (nothing
     /// says which bytes it holds).
     UndescribedChecks(String),
+    /// Retired in the bootloader (marked bad, the other slot next:
+    /// [`BootView::booted_retired`]) by a run whose record was lost: the
+    /// state save failed, or the run was cut. Why it was retired (failed
+    /// checks, `mark-bad`, `rollback`) was in that record; the retirement
+    /// is finished, never undone. `staged`: the transaction reached
+    /// `staged`, so the slot holds its release's bytes.
+    Unrecorded {
+        /// The transaction was `staged` (its bytes verified).
+        staged: bool,
+    },
     /// Committed here, then rejected by hand (`rollback`, `mark-bad` of
     /// its slot) with no probation running: the operator's verdict after
     /// the commit, a late rollback held from the timer only
@@ -240,6 +278,10 @@ impl Failure {
                 "health checks failed on a trial the damaged state.json did not describe: {what}"
             ),
             Failure::Corrupt => "the trial slot's contents do not match the release".into(),
+            Failure::Unrecorded { .. } => format!(
+                "slot {} was retired in the bootloader (marked bad, slot {} boots next) by a run whose record was never saved; the retirement is finished",
+                t.to, t.from
+            ),
             Failure::NeverBooted => format!(
                 "slot {} never came up with {}; the bootloader fell back to {}",
                 t.to, t.version, t.from
@@ -257,7 +299,12 @@ impl Failure {
     /// Whether the trial's slot holds its release's bytes (staged, or read
     /// back right on its boot): then its record names the release.
     pub fn holds_release(&self) -> bool {
-        !matches!(self, Failure::Corrupt | Failure::UndescribedChecks(_))
+        !matches!(
+            self,
+            Failure::Corrupt
+                | Failure::UndescribedChecks(_)
+                | Failure::Unrecorded { staged: false }
+        )
     }
 
     /// The failure counted (`abupdate_failures_total{kind}`) and reported.
@@ -268,6 +315,7 @@ impl Failure {
             | Failure::Corrupt
             | Failure::Late { .. }
             | Failure::Rejected(_)
+            | Failure::Unrecorded { .. }
             | Failure::RejectedCommitted { .. } => Kind::Health,
             Failure::NeverBooted => Kind::TrialNeverBooted,
         }
@@ -279,6 +327,7 @@ impl Failure {
             Failure::Checks(_)
             | Failure::UndescribedChecks(_)
             | Failure::Corrupt
+            | Failure::Unrecorded { .. }
             | Failure::Rejected(_) => Outcome::RolledBack,
             Failure::NeverBooted => Outcome::TrialNeverBooted,
             Failure::Late { .. } | Failure::RejectedCommitted { .. } => Outcome::RolledBackLate,
@@ -338,8 +387,9 @@ pub enum Decision {
     FinishRollback,
     /// No trial pending: re-bless the booted slot.
     Rebless,
-    /// A fact is missing: the state was damaged and records no trial, so
-    /// ask the bootloader ([`BootView`]).
+    /// A fact is missing: ask the bootloader ([`BootView`]): the booted
+    /// slot is the recorded trial's (was it retired already?), or the
+    /// state was damaged and records no trial.
     ReadBootloader,
     /// A trial the state did not describe passed its checks: commit the
     /// booted slot as far as known (its record is rebuilt from
@@ -391,6 +441,17 @@ pub fn decide(f: &Facts) -> Decision {
         return decide_undescribed(f);
     };
     if f.booted == t.to {
+        let Some(boot) = f.boot else {
+            return Decision::ReadBootloader;
+        };
+        // A retirement whose record was lost (the save failed, or the run
+        // was cut): finished, never judged again by the checks, which may
+        // pass now and would commit what was rejected.
+        if boot.booted_retired() {
+            return Decision::RollBack(Failure::Unrecorded {
+                staged: t.phase == Phase::Staged,
+            });
+        }
         if t.phase == Phase::Writing {
             match f.trial_intact {
                 None => return Decision::VerifyTrialBytes,
@@ -633,18 +694,29 @@ fn boot_view(host: &Host, booted: SlotName) -> BootView {
                 false
             })
     };
+    let other_good = good(other);
+    let other_next = other_good
+        && host.boot.primary().unwrap_or_else(|e| {
+            said(e);
+            None
+        }) == Some(other);
     BootView {
         booted_tried: host.boot.tried(booted).unwrap_or_else(|e| {
             said(e);
             None
         }),
         booted_good: good(booted),
-        other_good: good(other),
+        other_good,
         other_tried: host.boot.tried(other).unwrap_or_else(|e| {
             said(e);
             None
         }),
         tells_trials: host.boot.tells_a_trial_boot(booted),
+        booted_marked_bad: host.boot.marked_bad(booted).unwrap_or_else(|e| {
+            said(e);
+            None
+        }),
+        other_next,
     }
 }
 
@@ -801,6 +873,8 @@ mod tests {
             other_good: true,
             other_tried: Some(false),
             tells_trials: false,
+            booted_marked_bad: Some(false),
+            other_next: false,
         }
     }
 
@@ -997,9 +1071,141 @@ mod tests {
         let t = transaction(SlotName::B, Phase::Staged, Some("boot-1"));
         let mut f = facts(Some(&t), &INSTALLED, &GOOD);
         f.state_damaged = true;
+        assert_eq!(decide(&f), Decision::ReadBootloader);
+        f.boot = Some(on_trial());
         assert_eq!(decide(&f), Decision::RunChecks);
         f.checks = Some(Err("x".into()));
         assert_eq!(decide(&f), Decision::RollBack(Failure::Checks("x".into())));
+    }
+
+    /// What the bootloader says on an ordinary trial's boot: the booted
+    /// slot tried, not marked bad.
+    fn on_trial() -> BootView {
+        view(Some(true))
+    }
+
+    /// What the bootloader says once a retirement of the booted trial
+    /// wrote it: marked bad, the other slot good and next.
+    fn retired() -> BootView {
+        BootView {
+            booted_good: false,
+            booted_marked_bad: Some(true),
+            other_next: true,
+            ..view(Some(true))
+        }
+    }
+
+    /// Defect found from outside: `mark-bad B` of the booted trial wrote
+    /// the bootloader, its state save failed (a full state file system),
+    /// and the next `health` ran the checks and committed the release the
+    /// operator rejected. A trial the bootloader holds retired is retired
+    /// in the record too, whatever the checks would say, staged or not.
+    #[test]
+    fn a_booted_trial_the_bootloader_holds_retired_is_retired_never_committed() {
+        for (phase, booted, staged) in [
+            (Phase::Staged, &INSTALLED, true),
+            (Phase::Writing, &SlotStatus::Installing, false),
+        ] {
+            let t = transaction(SlotName::B, phase, Some("boot-1"));
+            let mut f = facts(Some(&t), booted, &GOOD);
+            f.boot = Some(retired());
+            let retire = Decision::RollBack(Failure::Unrecorded { staged });
+            assert_eq!(decide(&f), retire, "{phase:?}: no checks, no bytes read");
+            f.trial_intact = Some(true);
+            f.checks = Some(Ok(()));
+            assert_eq!(
+                decide(&f),
+                retire,
+                "{phase:?}: passing checks commit nothing"
+            );
+            // The same with a damaged state that still records the trial.
+            f.state_damaged = true;
+            assert_eq!(decide(&f), retire, "{phase:?}: damaged");
+        }
+    }
+
+    /// What a trial's boot may look like mid-trial on each bootloader is
+    /// never taken for a retirement: only a mark bad the bootloader tells
+    /// from its own counting, with the other slot next, is one.
+    #[test]
+    fn an_ordinary_trial_is_never_taken_for_a_lost_retirement() {
+        let t = transaction(SlotName::B, Phase::Staged, Some("boot-1"));
+        for (what, boot) in [
+            // GRUB classic: B_TRY=1 (used up), A next; B_OK=1.
+            (
+                "grub, try used up",
+                BootView {
+                    other_next: true,
+                    ..on_trial()
+                },
+            ),
+            // U-Boot, tries 1: BOOT_B_LEFT=0 (state bad), A next, B still
+            // in BOOT_ORDER.
+            (
+                "u-boot, last attempt taken",
+                BootView {
+                    booted_good: false,
+                    other_next: true,
+                    ..on_trial()
+                },
+            ),
+            // EFI: the trial's entry out of BootOrder, A first; systemd-boot
+            // at `+0-1`; a custom script saying bad: cannot tell.
+            (
+                "efi, systemd-boot, custom",
+                BootView {
+                    booted_good: false,
+                    booted_marked_bad: None,
+                    other_next: true,
+                    ..on_trial()
+                },
+            ),
+            // Marked bad but the bootloader does not boot the other slot
+            // next (both bad: GRUB boots the first of ORDER blindly).
+            (
+                "marked bad, other not next",
+                BootView {
+                    other_next: false,
+                    ..retired()
+                },
+            ),
+            // A read that failed.
+            (
+                "unreadable",
+                BootView {
+                    booted_tried: None,
+                    booted_good: false,
+                    other_good: false,
+                    other_tried: None,
+                    tells_trials: false,
+                    booted_marked_bad: None,
+                    other_next: false,
+                },
+            ),
+        ] {
+            let mut f = facts(Some(&t), &INSTALLED, &GOOD);
+            f.boot = Some(boot);
+            assert!(!boot.booted_retired(), "{what}");
+            assert_eq!(decide(&f), Decision::RunChecks, "{what}");
+            f.checks = Some(Ok(()));
+            assert_eq!(decide(&f), Decision::Commit, "{what}");
+        }
+    }
+
+    /// The bootloader's view decides only on the trial's own boot: the
+    /// old slot after a staged trial, an interrupted write, staged on this
+    /// boot are judged by the record as before.
+    #[test]
+    fn a_boot_of_the_old_slot_is_judged_by_the_record_alone() {
+        for (phase, boot_id, decision) in [
+            (Phase::Staged, Some("boot-1"), Decision::TrialNeverBooted),
+            (Phase::Staged, Some("boot-2"), Decision::AwaitingReboot),
+            (Phase::Writing, None, Decision::InterruptedWrite),
+        ] {
+            let t = transaction(SlotName::A, phase, boot_id);
+            let f = facts(Some(&t), &GOOD, &INSTALLED);
+            assert_eq!(decide(&f), decision, "{phase:?} {boot_id:?}");
+        }
     }
 
     const GOOD: SlotStatus = SlotStatus::Good;
@@ -1011,6 +1217,8 @@ mod tests {
     fn a_staged_trial_runs_its_checks_then_commits_or_rolls_back() {
         let t = transaction(SlotName::B, Phase::Staged, Some("boot-1"));
         let mut f = facts(Some(&t), &INSTALLED, &GOOD);
+        assert_eq!(decide(&f), Decision::ReadBootloader, "was it retired?");
+        f.boot = Some(on_trial());
         assert_eq!(
             decide(&f),
             Decision::RunChecks,
@@ -1029,6 +1237,7 @@ mod tests {
     fn a_trial_that_never_reached_staged_is_judged_by_its_bytes_first() {
         let t = transaction(SlotName::B, Phase::Writing, None);
         let mut f = facts(Some(&t), &SlotStatus::Installing, &GOOD);
+        f.boot = Some(on_trial());
         assert_eq!(decide(&f), Decision::VerifyTrialBytes);
         f.trial_intact = Some(false);
         assert_eq!(decide(&f), Decision::RollBack(Failure::Corrupt));
@@ -1147,6 +1356,18 @@ mod tests {
             (Kind::Health, Outcome::RolledBack, false, Hold::Failed)
         );
         assert!(!undescribed.holds_release(), "no record says what it holds");
+        for staged in [true, false] {
+            let lost = Failure::Unrecorded { staged };
+            assert_eq!(
+                (lost.kind(), lost.outcome(), lost.fell_back(), lost.hold()),
+                (Kind::Health, Outcome::RolledBack, false, Hold::Failed)
+            );
+            assert_eq!(lost.holds_release(), staged, "verified bytes only");
+            assert_eq!(
+                lost.reason(&t),
+                "slot B was retired in the bootloader (marked bad, slot A boots next) by a run whose record was never saved; the retirement is finished"
+            );
+        }
         assert_eq!(
             undescribed.reason(&t),
             "health checks failed on a trial the damaged state.json did not describe: c: broken"

@@ -226,6 +226,12 @@ impl Bootloader for GrubBackend {
         }))
     }
 
+    /// `X_OK` not 1: only a mark bad clears it (GRUB's script sets `X_TRY`
+    /// and counts `X_LEFT` down, both modes alike, and leaves `X_OK` alone).
+    fn marked_bad(&self, slot: SlotName) -> Result<Option<bool>, BootError> {
+        Ok(Some(!is_ok(&self.load()?, slot)))
+    }
+
     /// The install's two writes (target bad, then activated), each from the
     /// block before it, keep to one sector ([`grubenv::changed_sector`]).
     fn check_activate(&self, slot: SlotName) -> Result<(), BootError> {

@@ -154,6 +154,26 @@ pub trait Bootloader {
         let _ = booted;
         false
     }
+    /// Whether `slot` carries the mark a retirement leaves
+    /// (`set_state(slot, Bad)`) and nothing in a boot of it does:
+    /// `Some(true)` marked bad, `Some(false)` not, `None` when this
+    /// bootloader cannot tell a slot marked bad from one whose tries its
+    /// own boot counting spent. GRUB: `X_OK` not 1 (its script sets `X_TRY`
+    /// and counts `X_LEFT`, never clears `X_OK`). U-Boot: the slot out of
+    /// `BOOT_ORDER` (the script takes attempts, never a slot out of the
+    /// order; `BOOT_X_LEFT=0` is also a trial's last attempt taken). EFI:
+    /// cannot tell (an armed trial's entry is out of `BootOrder` exactly as
+    /// a bad one's). systemd-boot: cannot tell (`+0-DONE` is also a trial
+    /// whose last try systemd-boot counted). Custom: cannot tell (RAUC's
+    /// interface has `get-state` only, which a counting bootloader may
+    /// answer `bad` for a trial on its last try). Asked by `health` on a
+    /// trial's boot (`agent::verdict`): a booted trial marked bad while the
+    /// other slot boots next is a retirement whose record was lost, never
+    /// a trial to commit.
+    fn marked_bad(&self, slot: SlotName) -> Result<Option<bool>, BootError> {
+        let _ = slot;
+        Ok(None)
+    }
     /// The raw variables, for `status`; values rendered by [`show`].
     fn describe(&self) -> Result<Vec<(String, String)>, BootError>;
 }

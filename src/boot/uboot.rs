@@ -247,6 +247,14 @@ impl Bootloader for UbootBackend {
         Ok(Some(tried(left(&env, slot), self.tries, self.good_tries)))
     }
 
+    /// Out of `BOOT_ORDER`: only a mark bad takes a slot out (the script
+    /// takes attempts, and `BOOT_X_LEFT=0` is also a trial's last attempt
+    /// taken, so the counter says nothing here).
+    fn marked_bad(&self, slot: SlotName) -> Result<Option<bool>, BootError> {
+        let env = ubootenv::read(&self.config)?;
+        Ok(Some(!order_slots(&env).contains(&slot)))
+    }
+
     fn check_activate(&self, slot: SlotName) -> Result<(), BootError> {
         ubootenv::plan(&self.config, |env| {
             self.apply_state(env, slot, BootState::Bad)

@@ -795,6 +795,67 @@ fn uboot_good_tries_is_what_a_committed_slot_gets() {
     );
 }
 
+/// `health` finishes a retirement whose record was lost when the
+/// bootloader holds the booted trial marked bad and the other slot next
+/// (`agent::verdict`). GRUB tells the mark (`X_OK=0`) from its own
+/// counting (`X_TRY=1`, `X_LEFT=0`), both modes, on the trial's last try
+/// too; so does U-Boot (out of `BOOT_ORDER`, not `BOOT_X_LEFT=0`).
+#[test]
+fn grub_and_uboot_tell_a_retired_trial_from_one_on_its_last_try() {
+    let dir = scratch("marked-bad");
+    for tries in [1, 3] {
+        let file = dir.join(format!("grubenv{tries}"));
+        let mut env = GrubEnv::new();
+        for (n, v) in [("ORDER", "A B"), ("A_OK", "1"), ("A_TRY", "0")] {
+            env.set(n, v).unwrap();
+        }
+        grubenv::write(&file, &env).unwrap();
+        let grub = GrubBackend::new(file.clone(), tries);
+        // The install: B bad, then activated.
+        grub.set_state(B, Bad).unwrap();
+        grub.activate(B).unwrap();
+        // GRUB boots B and spends every try it has.
+        let mut env = grubenv::read(&file).unwrap();
+        env.set("B_TRY", "1").unwrap();
+        if tries > 1 {
+            env.set("B_LEFT", "0").unwrap();
+        }
+        grubenv::write(&file, &env).unwrap();
+        assert_eq!(grub.primary().unwrap(), Some(A), "grub {tries}: used up");
+        assert_eq!(grub.marked_bad(B).unwrap(), Some(false), "grub {tries}");
+        // A retirement's pair.
+        grub.set_state(B, Bad).unwrap();
+        grub.activate(A).unwrap();
+        assert_eq!(grub.marked_bad(B).unwrap(), Some(true), "grub {tries}");
+        assert_eq!(grub.marked_bad(A).unwrap(), Some(false), "grub {tries}");
+    }
+    for tries in [1, 3] {
+        let (_, conf) = uboot_env_file(&dir, &format!("uboot{tries}"));
+        let cfg = UbootEnvConfig::load(&conf).unwrap();
+        ubootenv::write(&cfg, &UbootEnv::new()).unwrap();
+        let uboot = UbootBackend::new(conf, tries).unwrap();
+        uboot.set_state(B, Bad).unwrap();
+        uboot.activate(B).unwrap();
+        // The script takes every attempt B has: its state reads bad.
+        let mut env = ubootenv::read(&cfg).unwrap();
+        env.set("BOOT_B_LEFT", "0").unwrap();
+        ubootenv::write(&cfg, &env).unwrap();
+        assert_eq!(uboot.state(B).unwrap(), Bad, "uboot {tries}: spent");
+        assert_eq!(uboot.marked_bad(B).unwrap(), Some(false), "uboot {tries}");
+        uboot.set_state(B, Bad).unwrap();
+        uboot.activate(A).unwrap();
+        assert_eq!(uboot.marked_bad(B).unwrap(), Some(true), "uboot {tries}");
+        assert_eq!(uboot.marked_bad(A).unwrap(), Some(false), "uboot {tries}");
+    }
+    // RAUC's custom interface has `get-state` only: cannot tell, and
+    // asks the script nothing.
+    let custom_dir = scratch("marked-bad-custom");
+    let custom = CustomBackend::new(install_script(&custom_dir));
+    put(&custom_dir, "state.B", "bad\n");
+    assert_eq!(custom.marked_bad(B).unwrap(), None);
+    assert_eq!(log(&custom_dir), "");
+}
+
 /// `status` shows raw values; one that is not UTF-8 is escaped (lossless),
 /// not a reason for `status` to fail.
 #[test]

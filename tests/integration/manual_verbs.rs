@@ -487,3 +487,123 @@ fn a_hand_rollback_of_a_committed_release_holds_it_from_the_timer_and_reports_it
         }
     }
 }
+
+/// Found from outside: `mark-bad B` (or `rollback`) of the booted trial
+/// wrote the bootloader (B bad, A next), then its save of `state.json`
+/// failed (a full state file system) and it exited 1; the next `health`
+/// on that boot ran the checks and committed the release the operator
+/// rejected (`B_OK=1`, nothing on the failed list). The bootloader holds
+/// the retirement: `health` finishes it (B bad, 2.0 on the failed list,
+/// outcome `rolled_back`, exit 1, the reboot into A), never commits it.
+/// GRUB and U-Boot tell the mark bad from their own counting (on EFI,
+/// systemd-boot and a custom bootloader it looks like any trial: the unit
+/// tests of `agent::verdict` and `Bootloader::marked_bad` say why).
+#[test]
+fn a_rejected_trial_whose_record_was_lost_is_retired_by_health_never_committed() {
+    for loader in [Loader::Grub, Loader::Uboot] {
+        for verb in [&["mark-bad"][..], &["rollback", "--no-reboot"][..]] {
+            let mut h = fresh("manual-lost-reject", loader);
+            h.use_release(release(LEN));
+            let out = h.abupdate(&["update", "--no-reboot"]);
+            assert!(out.status.success(), "{loader:?} update: {}", text(&out));
+            assert_eq!(h.boot(), "B", "{loader:?}");
+            // The state file system is full from the retirement's pair on.
+            let out = h.abupdate_env(verb, &[("ABUPDATE_STATE_FULL_AFTER", "rolled-back")]);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{loader:?} {verb:?}: {}",
+                text(&out)
+            );
+            assert!(
+                text(&out).contains("No space left on device"),
+                "{loader:?} {verb:?}: {}",
+                text(&out)
+            );
+            assert_eq!(h.state()["transaction"]["phase"], "staged", "record lost");
+            assert_eq!(h.primary(), Some("A"), "{loader:?} {verb:?}");
+            assert!(!h.bootable("B"), "{loader:?} {verb:?}");
+            // Space comes back; `health` runs again on the same boot.
+            let reboots = h.reboots();
+            let out = h.abupdate(&["health"]);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{loader:?} {verb:?}: {}",
+                text(&out)
+            );
+            assert!(
+                text(&out).contains("rolled back 2.0")
+                    && text(&out).contains("a run whose record was never saved"),
+                "{loader:?} {verb:?}: {}",
+                text(&out)
+            );
+            let state = h.state();
+            assert!(
+                state["transaction"].is_null(),
+                "{loader:?} {verb:?}: {state}"
+            );
+            assert_eq!(state["slots"]["B"]["status"], "bad", "{loader:?} {verb:?}");
+            assert_eq!(state["failed"][0]["version"], "2.0", "{loader:?} {verb:?}");
+            let outcomes = state["outcomes"].to_string();
+            assert!(
+                outcomes.contains("rolled_back") && !outcomes.contains("committed"),
+                "{loader:?} {verb:?}: {outcomes}"
+            );
+            assert_eq!(h.primary(), Some("A"), "{loader:?} {verb:?}");
+            assert!(!h.bootable("B"), "{loader:?} {verb:?}: 2.0 committed");
+            assert_eq!(h.reboots(), reboots + 1, "{loader:?}: the reboot into A");
+            assert_eq!(h.boot(), "A", "{loader:?} {verb:?}");
+            let out = h.abupdate(&["health"]);
+            assert!(out.status.success(), "{loader:?} {verb:?}: {}", text(&out));
+        }
+    }
+}
+
+/// Found from outside: the state file system filled after the slot was
+/// verified; `install` activated B, its save of `staged` failed, and it
+/// exited 1 with only "state.json.tmp: No space left on device" while the
+/// bootloader booted B next and `status` said "installing". The
+/// activation is undone before the error: B bad, A next and good, no
+/// reboot, and the one-line error names `state.json` and says the
+/// bootloader was restored. The record still says `writing`, which the
+/// next boot's `health` and `update` handle as an interrupted write.
+#[test]
+fn an_install_whose_staging_cannot_be_saved_restores_the_bootloader() {
+    for loader in [Loader::Grub, Loader::Uboot] {
+        let mut h = fresh("install-unsaved-stage", loader);
+        let rel = release(LEN);
+        h.use_release(rel);
+        let manifest = rel.manifest.to_str().expect("utf-8 path");
+        let out = h.abupdate_env(
+            &["install", manifest],
+            &[("ABUPDATE_STATE_FULL_AFTER", "activated")],
+        );
+        assert_eq!(out.status.code(), Some(1), "{loader:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let last = err.lines().last().unwrap_or_default();
+        let state_file = h.state_dir.join("state.json");
+        for says in [
+            format!(
+                "{}: cannot record slot B staged with 2.0",
+                state_file.display()
+            ),
+            "No space left on device".into(),
+            "the bootloader was restored: slot B is marked bad and slot A boots next".into(),
+        ] {
+            assert!(last.contains(&says), "{loader:?}: {err} lacks {says:?}");
+        }
+        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+        assert!(!h.bootable("B"), "{loader:?}");
+        assert!(h.bootable("A"), "{loader:?}");
+        assert_eq!(h.reboots(), 0, "{loader:?}");
+        assert_eq!(h.state()["transaction"]["phase"], "writing", "{loader:?}");
+        assert_eq!(h.boot(), "A", "{loader:?}");
+        let out = h.abupdate(&["health"]);
+        assert!(out.status.success(), "{loader:?} health: {}", text(&out));
+        // Space back: the install goes through.
+        let out = h.abupdate(&["install", "--no-reboot", manifest]);
+        assert!(out.status.success(), "{loader:?} install: {}", text(&out));
+        assert_eq!(h.primary(), Some("B"), "{loader:?}");
+    }
+}
