@@ -518,7 +518,7 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Result<Finished, ChildError> 
     }
     let mut child = cmd.spawn().map_err(|source| ChildError::Spawn {
         program: program.clone(),
-        source,
+        source: missing_interpreter(cmd.get_program().as_ref(), source),
     })?;
     let watch = |source: std::io::Error| ChildError::Watch {
         program: program.clone(),
@@ -563,6 +563,36 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Result<Finished, ChildError> 
         stderr,
         elapsed: start.elapsed(),
     })
+}
+
+/// The error of an `exec` that found no file: when the program is there,
+/// what is missing is the interpreter its `#!` line names (a script saved
+/// with CRLF line ends names `/bin/sh\r`), and the message says so, the
+/// name escaped, instead of naming a file that exists (found from outside,
+/// stop 48).
+fn missing_interpreter(program: &std::path::Path, e: std::io::Error) -> std::io::Error {
+    if e.kind() != std::io::ErrorKind::NotFound {
+        return e;
+    }
+    let mut head = [0u8; 256];
+    let Ok(n) = crate::files::open_regular(program).and_then(|mut f| f.read(&mut head)) else {
+        return e;
+    };
+    let Some(line) = head[..n].strip_prefix(b"#!") else {
+        return e;
+    };
+    let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+    let interpreter = line
+        .split(|&b| b == b' ' || b == b'\t')
+        .find(|w| !w.is_empty())
+        .unwrap_or_default();
+    std::io::Error::new(
+        e.kind(),
+        format!(
+            "the interpreter its #! line names, {}, was not found",
+            crate::text::show(interpreter)
+        ),
+    )
 }
 
 /// Whether the child has exited, without reaping it.
@@ -877,6 +907,23 @@ mod tests {
         let mask = u64::from_str_radix(line.trim_start_matches("SigIgn:").trim(), 16)
             .unwrap_or_else(|_| panic!("{line:?}"));
         assert_eq!(mask & (1 << (nix::libc::SIGXFSZ - 1)), 0, "{line}");
+    }
+
+    /// A script saved with CRLF line ends: its interpreter is `/bin/sh\r`,
+    /// and the message names that, escaped, not the script (which exists).
+    #[test]
+    fn a_script_whose_interpreter_is_missing_is_named_by_its_interpreter() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = crate::testutil::TempDir::new("child-crlf");
+        let script = dir.path().join("crlf");
+        std::fs::write(&script, b"#!/bin/sh\r\necho hi\r\n").expect("write");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let e = run(Command::new(&script), Duration::from_secs(5)).expect_err("ran");
+        assert!(
+            e.to_string()
+                .ends_with(": the interpreter its #! line names, /bin/sh\\x0d, was not found"),
+            "{e}"
+        );
     }
 
     #[test]

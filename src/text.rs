@@ -82,6 +82,20 @@ pub fn is_bidi_control(c: char) -> bool {
 /// Marks where [`show_bounded`] cut.
 pub const CUT: &str = "…";
 
+/// Text already one line for a person (a usage error naming the argument
+/// given) in at most `max` bytes: its start, marked [`CUT`] when cut, the
+/// cut between two characters.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(CUT.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{CUT}", &text[..end])
+}
+
 /// [`show`] of `bytes` in at most `max` bytes of text: when longer, only
 /// its start, or (`from_end`) its end, marked cut with [`CUT`]. The cut
 /// falls between two characters' (or bytes') renderings, never inside an
@@ -159,6 +173,15 @@ mod tests {
         assert_eq!(show_utf16(&[0xdfff]), "\\u{dfff}");
         assert_ne!(show_utf16(&[0xd800]), show_utf16(&[0xd801]));
         assert_eq!(show_utf16(&[]), "");
+    }
+
+    #[test]
+    fn cut_keeps_short_text_and_cuts_long_text_between_characters() {
+        assert_eq!(cut("short", 10), "short");
+        let long = "é".repeat(100);
+        let c = cut(&long, 51);
+        assert!(c.len() <= 51 && c.ends_with(CUT), "{c}");
+        assert!(c.trim_end_matches(CUT).chars().all(|ch| ch == 'é'), "{c}");
     }
 
     #[test]

@@ -32,7 +32,6 @@ use super::{show, BootError, BootState, Bootloader};
 use crate::child::Ending;
 use crate::slot::SlotName;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 /// Longest a verb may run. A bootloader env write on slow flash takes
@@ -67,7 +66,17 @@ impl CustomBackend {
 
     /// Run one verb; its stdout on success.
     fn run(&self, words: &[&str]) -> Result<Vec<u8>, BootError> {
-        let mut cmd = Command::new(&self.script);
+        // Run as root and trusted with the boot order: only when nobody
+        // else could have replaced it (the rule hooks and checks follow).
+        let mut cmd = crate::runnable::command(&self.script).map_err(|why| {
+            self.error(
+                words,
+                format!(
+                    "cannot run {}: {why}",
+                    show(self.script.as_os_str().as_encoded_bytes())
+                ),
+            )
+        })?;
         cmd.args(words);
         let done =
             crate::child::run(cmd, self.timeout).map_err(|e| self.error(words, e.to_string()))?;

@@ -102,13 +102,17 @@ pub fn main() -> i32 {
             // `--json` applies to errors too, a usage error included (the
             // global flags were not read: the word on the line says it,
             // before any `--`, after which it is an operand).
+            // An argument echoed in the message is shown up to a bound: a
+            // 120 kB word made a 120 kB "one-line" error (found from
+            // outside, stop 48).
+            let line = crate::text::cut(&e.to_string(), USAGE_ERROR_MAX);
             if wants_json(std::env::args_os().skip(1)) {
                 json::print(&json::Error {
-                    error: &e.to_string(),
+                    error: &line,
                     kind: e.kind(),
                 });
             }
-            crate::shout!("abupdate: {e}");
+            crate::shout!("abupdate: {line}");
             return e.exit_code();
         }
     };
@@ -132,6 +136,9 @@ pub fn main() -> i32 {
         }
     }
 }
+
+/// The longest usage error shown, in bytes.
+const USAGE_ERROR_MAX: usize = 1024;
 
 /// Whether a line that did not parse asked for `--json`: the word before
 /// any `--` (after it, `--json` is an operand, a file name).

@@ -1092,6 +1092,33 @@ fn custom_backend_errors_name_verb_and_stderr() {
     }
 }
 
+/// The custom backend's script writes the boot order as root: held to the
+/// rule hooks and checks follow (README "Who could replace a program run
+/// as root"). In a directory others can write it is not run, and the verb
+/// fails naming that directory.
+#[test]
+fn custom_backend_script_others_could_replace_is_not_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("custom-replaceable");
+    let script = install_script(&dir);
+    put(&dir, "primary", "A\n");
+    let b = CustomBackend::new(script.clone());
+    assert_eq!(b.primary().expect("a safe script answers"), Some(A));
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    match b.primary() {
+        Err(BootError::Script { verb, reason, .. }) => {
+            assert_eq!(verb, "get-primary");
+            assert!(
+                reason.contains("writable by group or others (mode 0777)")
+                    && reason.contains("it would run as root"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
 /// A backend whose verbs misbehave as processes: `get-primary` answers but
 /// leaves a background process holding its output open; `set-state`
 /// succeeds; `set-primary` hangs.

@@ -292,6 +292,45 @@ fn sign_and_verify_take_regular_files_and_one_line_comments_only() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Found from outside (stop 48): a usage error echoed a 120 kB argument
+/// whole, and no command at all exited 0. The line is bounded, and no
+/// command is a usage error (exit 2), in JSON too.
+#[test]
+fn a_usage_error_is_one_bounded_line_and_no_command_is_one() {
+    let huge = "x".repeat(120_000);
+    let out = abupdate(&os(&["pack", "--level", &huge]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{} bytes", err.len());
+    assert!(
+        err.len() < 1100 && err.trim_end().ends_with('…'),
+        "{} bytes",
+        err.len()
+    );
+    let out = abupdate(&os(&[]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no command given"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty());
+    let out = abupdate(&os(&["--json"]));
+    assert_eq!(out.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["kind"], "usage", "{doc}");
+    // After `--`, `--json` is an operand: no JSON.
+    let out = abupdate(&os(&["status", "--", "--json"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = abupdate(&os(&["help"]));
+    assert_eq!(out.status.code(), Some(0));
+}
+
 /// Found from outside (stop 48): a write past `ulimit -f` killed abupdate
 /// with SIGXFSZ, silently (exit 153). It is an error naming the file.
 #[test]
