@@ -207,14 +207,7 @@ fn a_full_or_closed_output_is_no_panic() {
 fn sign_and_verify_take_regular_files_and_one_line_comments_only() {
     let dir = crate::common::host::scratch("cli-sign-inputs");
     let p = |name: &str| dir.join(name).into_os_string();
-    let out = abupdate(&[
-        "keygen".into(),
-        "--secret".into(),
-        p("a.key"),
-        "--public".into(),
-        p("a.pub"),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    keygen(&dir, "a.key", "a.pub");
     // A key in a directory that is not there: named as given, not by the
     // temporary file beside it.
     let out = abupdate(&[
@@ -292,6 +285,19 @@ fn sign_and_verify_take_regular_files_and_one_line_comments_only() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A key pair made by `keygen` in `dir`: the secret key `secret`, the
+/// public key `public`.
+fn keygen(dir: &std::path::Path, secret: &str, public: &str) {
+    let out = abupdate(&[
+        "keygen".into(),
+        "--secret".into(),
+        dir.join(secret).into_os_string(),
+        "--public".into(),
+        dir.join(public).into_os_string(),
+    ]);
+    assert!(out.status.success(), "keygen: {}", stderr(&out));
+}
+
 /// Found from outside (stop 48): a usage error echoed a 120 kB argument
 /// whole, and no command at all exited 0. The line is bounded, and no
 /// command is a usage error (exit 2), in JSON too.
@@ -337,14 +343,7 @@ fn a_usage_error_is_one_bounded_line_and_no_command_is_one() {
 fn a_write_past_the_file_size_limit_is_an_error_not_a_silent_death() {
     let dir = crate::common::host::scratch("cli-fsize");
     let p = |name: &str| dir.join(name).into_os_string();
-    let out = abupdate(&[
-        "keygen".into(),
-        "--secret".into(),
-        p("k.key"),
-        "--public".into(),
-        p("k.pub"),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    keygen(&dir, "k.key", "k.pub");
     // 1 MiB that does not compress: its payload passes a 64 KiB limit.
     let mut image = vec![0u8; 1 << 20];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -395,14 +394,7 @@ fn a_secret_key_others_can_read_is_named_in_a_warning_when_it_signs() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = crate::common::host::scratch("cli-key-mode");
     let p = |name: &str| dir.join(name).into_os_string();
-    let out = abupdate(&[
-        "keygen".into(),
-        "--secret".into(),
-        p("k.key"),
-        "--public".into(),
-        p("k.pub"),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    keygen(&dir, "k.key", "k.pub");
     std::fs::write(dir.join("file"), b"signed bytes").expect("write");
     let sign = || abupdate(&["sign".into(), "--secret".into(), p("k.key"), p("file")]);
     let out = sign();
