@@ -275,8 +275,10 @@ fn parent_death_signal() -> nix::libc::c_int {
     nix::libc::SIGRTMIN() + 2
 }
 
-/// The program's group, in the guard: the guard's own pid. Set in the
-/// guard after its fork (a fork's memory is its own) for [`end_everything`].
+/// The program's group, in the guard: the guard's own pid, once the guard
+/// has left that group (0 while it could not: then no group kill of the
+/// guard's would spare the guard). Set in the guard after its fork (a
+/// fork's memory is its own) for [`end_everything`] and [`sweep`].
 static GUARDED_GROUP: AtomicI32 = AtomicI32::new(0);
 
 /// Rounds of [`sweep`], a millisecond apart: a process tree `depth` deep
@@ -443,15 +445,21 @@ fn guard(
         }
         return Ok(());
     }
-    GUARDED_GROUP.store(guard_pid, Ordering::Relaxed);
     // SAFETY: only syscalls from here on; the guard ends in `_exit` or by
     // the program's signal.
     unsafe {
         // Out of the program's group (its id stays the guard's pid while
         // the program is in it): a group kill, the caller's or the
-        // program's own `kill 0`, leaves the guard to sweep. Failing that
-        // (abupdate's group already gone), the guard stays in it.
-        libc::setpgid(0, home_group);
+        // program's own `kill 0`, leaves the guard to sweep. It cannot
+        // always leave: a process started by a PID 1 that made no group
+        // is in group 0, which no one joins (found in the busybox guest:
+        // the guard's own sweep killed it, and every check read "killed
+        // by signal 9"). Then the sweep does without the group kill (the
+        // subreaper's rounds reach every descendant all the same), and
+        // only the group kill that ends the guard too is the caller's.
+        if home_group > 0 && libc::setpgid(0, home_group) == 0 && libc::getpgrp() != guard_pid {
+            GUARDED_GROUP.store(guard_pid, Ordering::Relaxed);
+        }
         for sig in [
             libc::SIGHUP,
             libc::SIGINT,
@@ -481,7 +489,7 @@ fn guard(
                 libc::_exit(127);
             }
         }
-        sweep(guard_pid);
+        sweep(GUARDED_GROUP.load(Ordering::Relaxed));
         if libc::WIFSIGNALED(status) {
             let sig = libc::WTERMSIG(status);
             // The same ending, without a core of ours.
@@ -500,7 +508,17 @@ fn guard(
 
 /// Run `cmd` (stdin from /dev/null, stdout and stderr captured) for at
 /// most `timeout`, then kill its whole process group. Returns how it ended.
-pub fn run(mut cmd: Command, timeout: Duration) -> Result<Finished, ChildError> {
+pub fn run(cmd: Command, timeout: Duration) -> Result<Finished, ChildError> {
+    run_from(cmd, timeout, nix::unistd::getpgrp().as_raw())
+}
+
+/// [`run`], the guard joining `home_group` (abupdate's) when it leaves the
+/// program's (0: a group it cannot join, as under a PID 1 that made none).
+fn run_from(
+    mut cmd: Command,
+    timeout: Duration,
+    home_group: nix::libc::pid_t,
+) -> Result<Finished, ChildError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let start = Instant::now();
     let deadline = deadline_after(start, timeout);
@@ -509,7 +527,6 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Result<Finished, ChildError> 
         .stderr(Stdio::piped())
         .process_group(0);
     let parent = std::process::id();
-    let home_group = nix::unistd::getpgrp().as_raw();
     let death = parent_death_signal();
     // SAFETY: between fork and exec only async-signal-safe calls (`guard`),
     // no allocation.
@@ -619,15 +636,26 @@ fn kill_and_reap(group: Pid, child: &mut std::process::Child) {
     unsafe {
         nix::libc::kill(group.as_raw(), parent_death_signal());
     }
+    // The guard's sweep first (a group kill now could end a guard that
+    // could not leave the group before it swept); then, the guard still
+    // unreaped (its pid, the group's id, no one else's), the group kill
+    // for whatever is left, and the guard itself if it is still there.
+    let half = deadline_after(Instant::now(), KILL_GRACE / 2);
+    while !has_exited(group) && Instant::now() < half {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let _ = killpg(group, Signal::SIGKILL);
-    let until = deadline_after(Instant::now(), KILL_GRACE);
-    while Instant::now() < until {
+    let until = deadline_after(Instant::now(), KILL_GRACE / 2);
+    loop {
         match child.try_wait() {
-            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(2)),
+            Ok(None) => {
+                let _ = child.kill();
+                return;
+            }
             _ => return,
         }
     }
-    let _ = child.kill();
 }
 
 /// Sleep until a pipe has something to say (or closes), at most `wait`.
@@ -867,6 +895,46 @@ mod tests {
             for pid in pids_written(&file, 2) {
                 assert!(wait_dead(pid), "{case}: {pid} outlived the deadline");
             }
+        }
+    }
+
+    /// A process started by a PID 1 that made no process group is in group
+    /// 0, which no one can join: the guard cannot leave the program's group
+    /// (found in the busybox VM guest: its sweep killed the guard itself,
+    /// and every check read "killed by signal 9"). The program's ending is
+    /// still its own, and what it left still dies, at its end and at the
+    /// deadline.
+    #[test]
+    fn a_guard_that_cannot_leave_the_group_reports_the_programs_ending_and_sweeps() {
+        let dir = crate::testutil::TempDir::new("child-group-0");
+        let ends = dir.path().join("ends");
+        let f = run_from(
+            sh(&format!(
+                "setsid sh -c 'echo $$ >> {f}; exec sleep 1000' & \
+                 while [ ! -s {f} ]; do sleep 0.01; done; exit 3",
+                f = ends.display()
+            )),
+            Duration::from_secs(30),
+            0,
+        )
+        .expect("run");
+        assert_eq!(f.ending, Ending::Exited(3));
+        for pid in pids_written(&ends, 1) {
+            assert!(wait_dead(pid), "{pid} outlived the program");
+        }
+        let hangs = dir.path().join("hangs");
+        let f = run_from(
+            sh(&format!(
+                "setsid sh -c 'echo $$ >> {f}; exec sleep 1000' & echo $$ >> {f}; sleep 1000",
+                f = hangs.display()
+            )),
+            Duration::from_millis(700),
+            0,
+        )
+        .expect("run");
+        assert_eq!(f.ending, Ending::TimedOut(Duration::from_millis(700)));
+        for pid in pids_written(&hangs, 2) {
+            assert!(wait_dead(pid), "{pid} outlived the deadline");
         }
     }
 
