@@ -32,11 +32,13 @@
 //!   group at once (it joins abupdate's) and ignores the signals a terminal
 //!   or a script sends a group (SIGINT, SIGTERM, SIGHUP, …): a program's
 //!   `kill 0`, or a group kill of ours, never takes the guard down before
-//!   its sweep. Only what the program hands to another service manager
+//!   its sweep. Where it cannot leave (abupdate in group 0, as under a
+//!   PID 1 that made no group) the sweep does without the group kill, the
+//!   subreaper's rounds reaching every descendant all the same. Only what the program hands to another service manager
 //!   (`systemd-run`, `systemctl start`) is out of its reach: that is the
 //!   manager's, as it is anyone's.
 //! - When the program exits, at its deadline (the caller tells the guard
-//!   with the death signal and SIGKILLs the group), and when abupdate
+//!   with the death signal, lets it sweep, then SIGKILLs the group), and when abupdate
 //!   dies, the guard sweeps. A check that leaves `sleep 1000 &` or a
 //!   `setsid` daemon behind neither holds the caller (end of output is
 //!   never awaited: the background process holds the pipes open) nor
