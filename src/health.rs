@@ -313,6 +313,8 @@ pub fn failed_summary(results: &[CheckResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_verdicts_reason_names_three_failed_checks_and_counts_the_rest() {
@@ -339,8 +341,6 @@ mod tests {
         assert!(text.len() < 1100, "{} bytes", text.len());
         assert_eq!(failed_summary(&[result(0, true)]), "");
     }
-    use crate::testutil::TempDir;
-    use std::os::unix::fs::PermissionsExt;
 
     /// Found from outside (stop 47): a check named `x\xff\x1b[31m` was
     /// shown as `x\u{fffd}\u{1b}[31m`: two names could look the same.

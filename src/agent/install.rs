@@ -1238,9 +1238,16 @@ fn check_targets(
         .iter()
         .map(|(class, p)| (format!("slot {booted} {class}, the booted slot"), p.clone()))
         .collect();
-    let mut in_use =
-        crate::slot::in_use(&booted_devices, &mounted, crate::slot::root_device(), &sys);
+    // The booted slot's devices, inspected once: what a target must not
+    // share, and where a file target must not live.
     let booted_storage = crate::slot::in_use(&booted_devices, &[], None, &sys);
+    let mut in_use = booted_storage.clone();
+    in_use.extend(crate::slot::in_use(
+        &[],
+        &mounted,
+        crate::slot::root_device(),
+        &sys,
+    ));
     let mut devices = BTreeMap::new();
     for (class, image) in &m.doc.images {
         let Some(path) = host.config.device(target, class) else {
