@@ -171,6 +171,42 @@ pub(super) fn finish_rollback(
     })
 }
 
+/// The booted slot is recorded committed, and the bootloader holds it
+/// retired (marked bad, the other slot, committed too, next) by a late
+/// rollback whose record was lost ([`Failure::Unrecorded`], late: the
+/// verdict's `decide_committed`). Finished as `mark-bad` of the booted slot
+/// is judged on the records ([`judge`]): a rejection of the release there
+/// (on probation, or committed and left for an older release) is retired
+/// as a late rollback and held as failed (why it was retired was in the
+/// record lost: the stricter hold); else (a way forward, a copy of the
+/// same release, a slot abupdate never installed) the slot is only
+/// recorded bad, a verdict on nothing, and the rollback finished.
+pub(super) fn finish_unrecorded_late(
+    host: &Host,
+    flip: &Transition,
+    state: &mut State,
+    booted: SlotName,
+    why: &Failure,
+    no_reboot: bool,
+) -> Result<Verdict> {
+    let release = match plan(state, booted, Manual::MarkBad(booted), false) {
+        Ok(ManualPlan::RejectOnProbation) => state.probation_release(),
+        Ok(ManualPlan::RejectCommitted { slot }) if slot == booted => {
+            state.committed_release(booted)
+        }
+        _ => None,
+    };
+    if let Some(t) = release {
+        return retire_trial(host, flip, state, &t, why, no_reboot);
+    }
+    log(&format!(
+        "slot {booted} is marked bad in the bootloader and slot {} boots next, by a run whose record was never saved: recorded so",
+        booted.other()
+    ));
+    flip.mark(state, booted, false)?;
+    finish_rollback(host, flip, state, booted, no_reboot, false)
+}
+
 /// Whether `version`'s latest rollback recorded in `outcomes` was a late
 /// one (`rolled_back_late`, not `rolled_back`).
 fn retired_late(outcomes: &[crate::report::OutcomeRecord], version: &str) -> bool {

@@ -237,7 +237,21 @@ impl<'a> Transition<'a> {
             at,
         );
         record(state, t, why.outcome(), at);
-        self.save(state)
+        let Err(source) = self.lock.save(state) else {
+            return Ok(());
+        };
+        // The bootloader already left the release: say so, and what the
+        // next boot does, rather than a bare "No space left on device".
+        Err(crate::state::StateError::NotRecorded {
+            path: self.lock.state_file(),
+            what: format!("slot {} retired ({} rolled back)", t.to, t.version),
+            source: Box::new(source),
+            bootloader: format!(
+                "the bootloader holds slot {} bad and boots slot {} next: a reboot leaves the release",
+                t.to, t.from
+            ),
+        }
+        .into())
     }
 
     /// Rule 4's pair for a staged trial `t` the release channel no longer

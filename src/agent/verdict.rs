@@ -39,9 +39,13 @@
 //! mark bad from their own boot counting
 //! ([`crate::boot::Bootloader::marked_bad`]); on EFI, systemd-boot and a
 //! custom bootloader a trial is judged by its record and checks alone.
+//! The same holds after a commit: a booted committed slot the bootloader
+//! holds retired, with the other slot recorded committed, is a late
+//! rollback whose record was lost, finished, never re-blessed
+//! (`decide_committed`).
 
 use super::probation;
-use super::recovery::{finish_rollback, reboot, retire_trial};
+use super::recovery::{finish_rollback, finish_unrecorded_late, reboot, retire_trial};
 use super::report::publish;
 use super::transition::Transition;
 use super::{log, Host};
@@ -247,6 +251,9 @@ pub enum Failure {
     Unrecorded {
         /// The transaction was `staged` (its bytes verified).
         staged: bool,
+        /// The slot held a committed release (its probation failed, or an
+        /// operator rejected it after its commit): a late rollback.
+        late: bool,
     },
     /// Committed here, then rejected by hand (`rollback`, `mark-bad` of
     /// its slot) with no probation running: the operator's verdict after
@@ -303,7 +310,7 @@ impl Failure {
             self,
             Failure::Corrupt
                 | Failure::UndescribedChecks(_)
-                | Failure::Unrecorded { staged: false }
+                | Failure::Unrecorded { staged: false, .. }
         )
     }
 
@@ -327,10 +334,12 @@ impl Failure {
             Failure::Checks(_)
             | Failure::UndescribedChecks(_)
             | Failure::Corrupt
-            | Failure::Unrecorded { .. }
+            | Failure::Unrecorded { late: false, .. }
             | Failure::Rejected(_) => Outcome::RolledBack,
             Failure::NeverBooted => Outcome::TrialNeverBooted,
-            Failure::Late { .. } | Failure::RejectedCommitted { .. } => Outcome::RolledBackLate,
+            Failure::Late { .. }
+            | Failure::RejectedCommitted { .. }
+            | Failure::Unrecorded { late: true, .. } => Outcome::RolledBackLate,
         }
     }
 
@@ -408,7 +417,10 @@ pub enum Decision {
 /// bootloader says the booted slot is on a try: then that trial is judged
 /// by its checks as any other.
 fn decide_undescribed(f: &Facts) -> Decision {
-    if !f.state_damaged || *f.booted_status == SlotStatus::Good {
+    if *f.booted_status == SlotStatus::Good {
+        return decide_committed(f);
+    }
+    if !f.state_damaged {
         return Decision::Rebless;
     }
     let Some(boot) = f.boot else {
@@ -432,6 +444,31 @@ fn decide_undescribed(f: &Facts) -> Decision {
     }
 }
 
+/// The booted slot is recorded committed and nothing is pending: re-bless
+/// it, unless the bootloader holds it retired (marked bad, the other slot
+/// next: [`BootView::booted_retired`]) while the other slot is recorded
+/// committed too. Then a late rollback (a failed probation, an operator's
+/// `rollback` or `mark-bad` of a committed release) wrote the bootloader
+/// and its record was lost (the save failed, or the run was cut): it is
+/// finished ([`Failure::Unrecorded`], late), never undone by a re-bless.
+/// Asked only where there is a slot to go to: a host with one committed
+/// slot keeps it bootable.
+fn decide_committed(f: &Facts) -> Decision {
+    if *f.other_status != SlotStatus::Good {
+        return Decision::Rebless;
+    }
+    let Some(boot) = f.boot else {
+        return Decision::ReadBootloader;
+    };
+    match boot.booted_retired() {
+        true => Decision::RollBack(Failure::Unrecorded {
+            staged: true,
+            late: true,
+        }),
+        false => Decision::Rebless,
+    }
+}
+
 /// The verdict on this boot, from `facts` alone.
 pub fn decide(f: &Facts) -> Decision {
     let Some(t) = f.transaction else {
@@ -450,6 +487,7 @@ pub fn decide(f: &Facts) -> Decision {
         if boot.booted_retired() {
             return Decision::RollBack(Failure::Unrecorded {
                 staged: t.phase == Phase::Staged,
+                late: false,
             });
         }
         if t.phase == Phase::Writing {
@@ -559,6 +597,9 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             let event = (Outcome::Committed, version.as_str(), None);
             publish(host, &state, Some(event), None);
             Ok(Verdict::Committed { version })
+        }
+        (Decision::RollBack(why @ Failure::Unrecorded { late: true, .. }), None) => {
+            finish_unrecorded_late(host, &flip, &mut state, booted, &why, no_reboot)
         }
         (Decision::RollBack(why), None) => {
             let t = undescribed_trial(booted, booted_version());
@@ -1045,10 +1086,12 @@ mod tests {
         f.state_damaged = true;
         f.boot = Some(view(Some(false)));
         assert_eq!(decide(&f), Decision::Rebless);
-        // The last good copy holds the booted slot committed: no trial, and
-        // the bootloader is not asked.
+        // The last good copy holds the booted slot committed: no trial;
+        // the bootloader is asked only whether a late rollback's record
+        // was lost (below).
         let mut f = facts(None, &GOOD, &GOOD);
         f.state_damaged = true;
+        f.boot = Some(view(Some(true)));
         assert_eq!(decide(&f), Decision::Rebless);
         // A recorded rollback still finishes first.
         let mut f = facts(None, &BAD, &GOOD);
@@ -1057,12 +1100,88 @@ mod tests {
     }
 
     #[test]
-    fn an_intact_state_with_no_trial_never_asks_the_bootloader() {
+    fn an_intact_state_with_no_trial_never_runs_the_checks() {
         for booted in [&EMPTY, &INSTALLED, &GOOD] {
             let mut f = facts(None, booted, &GOOD);
             f.boot = Some(view(Some(true)));
             f.checks = Some(Err("c: broken".into()));
             assert_eq!(decide(&f), Decision::Rebless, "{booted}");
+        }
+    }
+
+    #[test]
+    fn an_intact_state_asks_the_bootloader_only_of_a_committed_slot_with_a_committed_fallback() {
+        for (booted, other, asks) in [
+            (&GOOD, &GOOD, true),
+            (&GOOD, &EMPTY, false),
+            (&GOOD, &INSTALLED, false),
+            (&GOOD, &BAD, false),
+            (&INSTALLED, &GOOD, false),
+            (&EMPTY, &GOOD, false),
+        ] {
+            let want = match asks {
+                true => Decision::ReadBootloader,
+                false => Decision::Rebless,
+            };
+            assert_eq!(
+                decide(&facts(None, booted, other)),
+                want,
+                "{booted}/{other}"
+            );
+        }
+    }
+
+    /// Defect class of row 3 after a commit: `rollback` of the committed
+    /// release (or its failed probation) wrote the bootloader (booted slot
+    /// bad, the other next), the state save failed, and the next `health`
+    /// re-blessed the slot, undoing the rollback. A committed slot the
+    /// bootloader holds retired is rolled back late, never re-blessed;
+    /// what the bootloader says of an ordinary committed boot is not taken
+    /// for that.
+    #[test]
+    fn a_committed_slot_the_bootloader_holds_retired_is_rolled_back_late_never_re_blessed() {
+        let lost = Decision::RollBack(Failure::Unrecorded {
+            staged: true,
+            late: true,
+        });
+        for damaged in [false, true] {
+            let mut f = facts(None, &GOOD, &GOOD);
+            f.state_damaged = damaged;
+            f.boot = Some(retired());
+            assert_eq!(decide(&f), lost, "damaged {damaged}");
+            // Passing checks change nothing: they are not asked.
+            f.checks = Some(Ok(()));
+            assert_eq!(decide(&f), lost, "damaged {damaged}, checks");
+        }
+        for (what, boot) in [
+            ("a committed boot", view(Some(false))),
+            ("grub/u-boot counting a try", on_trial()),
+            (
+                "tries spent, other next",
+                BootView {
+                    booted_good: false,
+                    other_next: true,
+                    ..on_trial()
+                },
+            ),
+            (
+                "cannot tell a mark",
+                BootView {
+                    booted_marked_bad: None,
+                    ..retired()
+                },
+            ),
+            (
+                "marked bad, other not next",
+                BootView {
+                    other_next: false,
+                    ..retired()
+                },
+            ),
+        ] {
+            let mut f = facts(None, &GOOD, &GOOD);
+            f.boot = Some(boot);
+            assert_eq!(decide(&f), Decision::Rebless, "{what}");
         }
     }
 
@@ -1109,7 +1228,10 @@ mod tests {
             let t = transaction(SlotName::B, phase, Some("boot-1"));
             let mut f = facts(Some(&t), booted, &GOOD);
             f.boot = Some(retired());
-            let retire = Decision::RollBack(Failure::Unrecorded { staged });
+            let retire = Decision::RollBack(Failure::Unrecorded {
+                staged,
+                late: false,
+            });
             assert_eq!(decide(&f), retire, "{phase:?}: no checks, no bytes read");
             f.trial_intact = Some(true);
             f.checks = Some(Ok(()));
@@ -1290,11 +1412,10 @@ mod tests {
             (&BAD, &SlotStatus::Installing),
             (&BAD, &SlotStatus::Other("probation".into())),
         ] {
-            assert_eq!(
-                decide(&facts(None, booted, other)),
-                Decision::Rebless,
-                "{booted} / {other}"
-            );
+            let mut f = facts(None, booted, other);
+            // An ordinary boot, as the bootloader reads it.
+            f.boot = Some(view(Some(false)));
+            assert_eq!(decide(&f), Decision::Rebless, "{booted} / {other}");
         }
     }
 
@@ -1356,11 +1477,15 @@ mod tests {
             (Kind::Health, Outcome::RolledBack, false, Hold::Failed)
         );
         assert!(!undescribed.holds_release(), "no record says what it holds");
-        for staged in [true, false] {
-            let lost = Failure::Unrecorded { staged };
+        for (staged, late, outcome) in [
+            (true, false, Outcome::RolledBack),
+            (false, false, Outcome::RolledBack),
+            (true, true, Outcome::RolledBackLate),
+        ] {
+            let lost = Failure::Unrecorded { staged, late };
             assert_eq!(
                 (lost.kind(), lost.outcome(), lost.fell_back(), lost.hold()),
-                (Kind::Health, Outcome::RolledBack, false, Hold::Failed)
+                (Kind::Health, outcome, false, Hold::Failed)
             );
             assert_eq!(lost.holds_release(), staged, "verified bytes only");
             assert_eq!(

@@ -560,6 +560,69 @@ fn a_rejected_trial_whose_record_was_lost_is_retired_by_health_never_committed()
     }
 }
 
+/// The same class after a commit (stop 48's list): `rollback` (or
+/// `mark-bad`) of the committed 2.0 wrote the bootloader (B bad, A next),
+/// its state save failed, and the next `health` on that boot re-blessed B
+/// and the rollback was undone. The failed save now says what the
+/// bootloader holds, and `health` finishes the rollback as a late one (B
+/// bad, 2.0 on the failed list, `rolled_back_late`, the reboot into A),
+/// never re-blesses B.
+#[test]
+fn a_rejected_commit_whose_record_was_lost_is_rolled_back_by_health_never_re_blessed() {
+    for loader in [Loader::Grub, Loader::Uboot] {
+        for verb in [&["mark-bad"][..], &["rollback", "--no-reboot"][..]] {
+            let mut h = fresh("manual-lost-late", loader);
+            h.use_release(release(LEN));
+            let out = h.abupdate(&["update", "--no-reboot"]);
+            assert!(out.status.success(), "{loader:?} update: {}", text(&out));
+            assert_eq!(h.boot(), "B", "{loader:?}");
+            let out = h.abupdate(&["health"]);
+            assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+            let out = h.abupdate_env(verb, &[("ABUPDATE_STATE_FULL_AFTER", "rolled-back")]);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{loader:?} {verb:?}: {}",
+                text(&out)
+            );
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            let last = err.lines().last().unwrap_or_default();
+            for says in [
+                "cannot record slot B retired (2.0 rolled back)",
+                "No space left on device",
+                "the bootloader holds slot B bad and boots slot A next",
+            ] {
+                assert!(last.contains(says), "{loader:?} {verb:?}: {says}: {err}");
+            }
+            assert_eq!(h.state()["slots"]["B"]["status"], "good", "record lost");
+            assert_eq!(h.primary(), Some("A"), "{loader:?} {verb:?}");
+            // Space comes back; `health` runs again on the same boot.
+            let reboots = h.reboots();
+            let out = h.abupdate(&["health"]);
+            assert!(
+                text(&out).contains("rolling back 2.0 in slot B late")
+                    && text(&out).contains("a run whose record was never saved"),
+                "{loader:?} {verb:?}: {}",
+                text(&out)
+            );
+            let state = h.state();
+            assert_eq!(state["slots"]["B"]["status"], "bad", "{loader:?} {verb:?}");
+            assert_eq!(state["failed"][0]["version"], "2.0", "{loader:?} {verb:?}");
+            let outcomes = state["outcomes"].to_string();
+            assert!(
+                outcomes.contains("rolled_back_late"),
+                "{loader:?} {verb:?}: {outcomes}"
+            );
+            assert_eq!(h.primary(), Some("A"), "{loader:?} {verb:?}: re-blessed");
+            assert!(!h.bootable("B"), "{loader:?} {verb:?}: re-blessed");
+            assert_eq!(h.reboots(), reboots + 1, "{loader:?}: the reboot into A");
+            assert_eq!(h.boot(), "A", "{loader:?} {verb:?}");
+            let out = h.abupdate(&["health"]);
+            assert!(out.status.success(), "{loader:?} {verb:?}: {}", text(&out));
+        }
+    }
+}
+
 /// Found from outside: the state file system filled after the slot was
 /// verified; `install` activated B, its save of `staged` failed, and it
 /// exited 1 with only "state.json.tmp: No space left on device" while the
