@@ -76,6 +76,15 @@ pub fn configured_checks(cfg: &Health) -> Vec<Check> {
     let mut checks = Vec::new();
     match std::fs::read_dir(&cfg.dir) {
         Ok(rd) => {
+            // Others who could empty the directory would pass every
+            // verdict with no check at all: the directory is one more
+            // check, failing first.
+            if let Err(why) = crate::runnable::resolve_dir(&cfg.dir) {
+                checks.push(Check::Unlisted {
+                    dir: cfg.dir.clone(),
+                    reason: format!("[health] dir others could change: {why}"),
+                });
+            }
             let mut exes: Vec<PathBuf> = rd
                 .filter_map(|e| e.ok())
                 .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
@@ -124,6 +133,14 @@ fn run_http(url: &str, timeout: Duration, roots: &Roots) -> (bool, String) {
     match agent.get(url).call() {
         Ok(resp) if resp.status().is_success() => (true, resp.status().to_string()),
         Ok(resp) => (false, format!("HTTP {}", resp.status())),
+        // ureq names its timer ("timeout: global"), not the wait.
+        Err(ureq::Error::Timeout(_)) => (
+            false,
+            format!(
+                "no whole answer within {}",
+                crate::timefmt::format_duration(timeout)
+            ),
+        ),
         Err(e) => (false, crate::fetch::redact(&e.to_string()).into_owned()),
     }
 }
@@ -448,6 +465,38 @@ mod tests {
             assert!(failed.name.ends_with(name), "{name}: {failed:?}");
             assert_eq!(failed.detail, format!("not run: {why}"), "{name}");
         }
+    }
+
+    /// Found from outside: a user who could write `health.d` deleted every
+    /// check, and the empty list passed the verdict. A directory others
+    /// could empty is a check that fails, whatever is left in it.
+    #[test]
+    fn a_health_dir_others_could_empty_fails_the_verdict_even_when_empty() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = dir("emptied");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let failed = the_failure(&cfg(d.to_path_buf(), 1));
+        assert_eq!(failed.name, d.display().to_string());
+        assert_eq!(
+            failed.detail,
+            "[health] dir others could change: writable by group or others (mode 0777): others could remove the programs in it"
+        );
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let (ok, results) = run_until_verdict(&cfg(d.to_path_buf(), 1), &mut |_| {});
+        assert!(ok && results.is_empty(), "{results:?}");
+    }
+
+    /// Found from outside: an http check whose server never answered
+    /// failed with ureq's "timeout: global", naming its timer, not the wait.
+    #[test]
+    fn an_http_check_that_never_answers_fails_naming_its_wait() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/ready", listener.local_addr().expect("addr"));
+        let roots = crate::fetch::trust_roots(None, &[]);
+        let result = run_check(&Check::Http(url), Duration::from_secs(1), &roots);
+        assert!(!result.passed, "{result:?}");
+        assert_eq!(result.detail, "no whole answer within 1s");
+        drop(listener);
     }
 
     #[test]

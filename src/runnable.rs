@@ -119,6 +119,29 @@ impl Trusted {
         Ok(())
     }
 
+    /// Refuse the resolved directory unless it is one whose entries only
+    /// root (or us) may remove or rename: owned by root (or us), and
+    /// writable by neither group nor others unless sticky.
+    fn may_list(&self, meta: &Metadata) -> Result<(), String> {
+        if !meta.is_dir() {
+            return Err("not a directory".into());
+        }
+        let mode = meta.mode() & 0o7777;
+        if !self.owns(meta) {
+            return Err(format!(
+                "owned by uid {}, neither root nor uid {} that abupdate runs as: its owner could remove the programs in it",
+                meta.uid(),
+                self.me
+            ));
+        }
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(format!(
+                "writable by group or others (mode {mode:04o}): others could remove the programs in it"
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuse the resolved file unless it is a regular executable file
     /// owned by root (or us) and writable by neither group nor others.
     fn may_run(&self, meta: &Metadata) -> Result<(), String> {
@@ -149,6 +172,25 @@ impl Trusted {
 /// as root (see the module doc); else why not, one line. A relative `path`
 /// is taken from the current directory, as an exec would.
 pub fn resolve(path: &Path) -> Result<PathBuf, String> {
+    resolve_to(path, Trusted::may_run)
+}
+
+/// The directory `path` leads to, without links, when nobody but root (or
+/// us) could change the list of programs in it: reached as [`resolve`]
+/// reaches a program, then owned by root (or us) and writable by neither
+/// group nor others, or sticky (there others may add a program, which
+/// [`command`] refuses to run, but not remove or rename root's). Else why
+/// not, one line. A `[health] dir` others could empty would pass every
+/// verdict with no check at all.
+pub fn resolve_dir(path: &Path) -> Result<PathBuf, String> {
+    resolve_to(path, Trusted::may_list)
+}
+
+/// [`resolve`]'s walk, judging what it reaches with `last`.
+fn resolve_to(
+    path: &Path,
+    last: fn(&Trusted, &Metadata) -> Result<(), String>,
+) -> Result<PathBuf, String> {
     let trusted = Trusted {
         me: nix::unistd::geteuid().as_raw(),
     };
@@ -201,7 +243,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf, String> {
             todo.push_front(step);
         }
     }
-    trusted.may_run(&at_meta).map_err(|why| match links {
+    last(&trusted, &at_meta).map_err(|why| match links {
         // A link's target named: the configured name is not what failed.
         0 => why,
         _ => format!("{}: {why}", show(&at)),
@@ -295,6 +337,48 @@ mod tests {
                 hd.display()
             ))
         );
+    }
+
+    /// A `[health] dir` others could empty passes every verdict with no
+    /// check: its list of programs must be root's to change.
+    #[test]
+    fn a_directory_of_programs_must_be_one_only_root_can_empty() {
+        let d = root_dir("list");
+        let safe = dir(&d, "health.d", 0o755);
+        assert_eq!(resolve_dir(&safe), Ok(safe.clone()));
+        // Sticky: others may add (refused at run time), not remove root's.
+        let sticky = dir(&d, "sticky.d", 0o1777);
+        assert_eq!(resolve_dir(&sticky), Ok(sticky.clone()));
+        let linked = d.join("linked.d");
+        symlink(&safe, &linked).expect("symlink");
+        assert_eq!(resolve_dir(&linked), Ok(safe.clone()), "a link resolves");
+        for mode in [0o775, 0o757, 0o777] {
+            let open = dir(&d, &format!("open-{mode:o}.d"), mode);
+            assert_eq!(
+                resolve_dir(&open),
+                Err(format!(
+                    "writable by group or others (mode {mode:04o}): others could remove the programs in it"
+                ))
+            );
+        }
+        let theirs = dir(&d, "theirs.d", 0o755);
+        chown(&theirs, Some(NOBODY), None).expect("chown");
+        assert_eq!(
+            resolve_dir(&theirs),
+            Err(format!(
+                "owned by uid {NOBODY}, neither root nor uid 0 that abupdate runs as: its owner could remove the programs in it"
+            ))
+        );
+        // Safe itself, in a directory others could change: refused there.
+        let open = dir(&d, "srv", 0o777);
+        let inner = dir(&open, "health.d", 0o755);
+        assert!(
+            resolve_dir(&inner).is_err_and(|e| e.contains("mode 0777")),
+            "{:?}",
+            resolve_dir(&inner)
+        );
+        let file = script(&d.join("f"), "x");
+        assert_eq!(resolve_dir(&file), Err("not a directory".into()));
     }
 
     #[test]
