@@ -191,6 +191,9 @@ pub struct System {
     pub machine_id: PathBuf,
     /// The kernel's boot id.
     pub boot_id: PathBuf,
+    /// The host's uptime (`/proc/uptime`: seconds since boot first), what
+    /// a probation's window is counted in.
+    pub uptime: PathBuf,
     /// The mount table (`/proc/self/mountinfo`).
     pub mountinfo: PathBuf,
     /// The reboot command.
@@ -393,6 +396,7 @@ struct SystemFragment {
     os_release: Option<String>,
     machine_id: Option<String>,
     boot_id: Option<String>,
+    uptime: Option<String>,
     mountinfo: Option<String>,
     reboot: Option<Vec<String>>,
     ca_bundles: Option<Vec<String>>,
@@ -1070,6 +1074,11 @@ impl Config {
                 .boot_id
                 .unwrap_or_else(|| "/proc/sys/kernel/random/boot_id".into())
                 .into(),
+            uptime: f
+                .system
+                .uptime
+                .unwrap_or_else(|| "/proc/uptime".into())
+                .into(),
             mountinfo: f
                 .system
                 .mountinfo
@@ -1353,6 +1362,7 @@ impl Config {
             ("system.os_release", &mut system.os_release),
             ("system.machine_id", &mut system.machine_id),
             ("system.boot_id", &mut system.boot_id),
+            ("system.uptime", &mut system.uptime),
             ("system.mountinfo", &mut system.mountinfo),
             ("bootloader.grubenv", &mut bootloader.grubenv),
             ("bootloader.fw_env_config", &mut bootloader.fw_env_config),

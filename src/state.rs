@@ -330,17 +330,28 @@ pub struct Probation {
     pub started: i64,
     /// When it ends (Unix time).
     pub until: i64,
-    /// The clock's floor when the window (re)started: the newest `created`
-    /// the host believed then (`newest_created`). A `started` below it was
-    /// read on a clock known wrong (reset to 2000 before NTP); kept fixed
-    /// for the window, since the floor itself climbs as newer manifests and
-    /// channels are believed. `None`: nothing known (or an older record).
+    /// The clock's floor when the window started: the newest `created` the
+    /// host believed then (`newest_created`). No longer read (the window is
+    /// counted on the host's uptime, `ran`); written for the versions that
+    /// measured it on the wall clock and restart a window started below
+    /// it, which may run in the other slot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub floor: Option<i64>,
     /// The last boot id seen during the probation: a different one is a
     /// restart, clean or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
+    /// Seconds of the window counted so far: the time the release ran, as
+    /// the host's uptime measures it between the runs that watched it
+    /// (`agent::probation::counted`), never the wall clock, which an RTC
+    /// reset or an NTP step moves. `None`: none counted yet (a commit, or
+    /// a record an earlier version wrote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran: Option<i64>,
+    /// The host's uptime (whole seconds since boot) at the last run that
+    /// counted `ran`, on the boot `boot_id` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<i64>,
     /// Unclean restarts and failing check runs counted so far.
     #[serde(default)]
     pub failures: u32,
@@ -1016,6 +1027,8 @@ impl State {
             until: at.saturating_add(i64::try_from(probation).unwrap_or(i64::MAX)),
             floor: self.newest_created,
             boot_id,
+            ran: None,
+            uptime: None,
             failures: 0,
             last_failure: None,
             passed: None,

@@ -178,6 +178,15 @@ impl Host {
             .clone()
     }
 
+    /// The host's uptime in whole seconds (the first field of
+    /// `[system] uptime`, `/proc/uptime`); `None` when it cannot be read
+    /// or does not start with a number.
+    pub(super) fn uptime(&self) -> Option<i64> {
+        let text = system::read_fact(&self.config.system.uptime)?;
+        let secs = text.trim_start().split(['.', ' ', '\n']).next()?;
+        secs.parse::<i64>().ok().filter(|s| *s >= 0)
+    }
+
     /// The manifest at `location` as the trust gate fetches it: through
     /// the mirror, checked against the configured keys and threshold.
     pub(super) fn release_source<'a>(&'a self, location: &'a str) -> gate::Source<'a> {

@@ -12,22 +12,25 @@
 //! with no more failures than that ends the probation (recorded: the
 //! probation's `passed`).
 //!
-//! The window is on the wall clock, which can be wrong at the commit (an
-//! RTC ahead or reset, before NTP) and corrected later: a window that
-//! starts in the future (`now < started`), reaches further ahead than
-//! the configured one (`until - now > probation`), or started before the
-//! earliest time the host knew it could be then ([`Probation::floor`]: the
-//! newest `created` it believed when the window started, its own
-//! release's included; recorded, since the floor climbs with every
-//! channel or manifest believed later) while the clock is past that now,
-//! is restarted from now ([`Decision::Restart`], recorded,
-//! failures kept), so a wrong clock never holds updates back for longer
-//! than the configured window nor ends a probation at once. A clock still
-//! below the floor is not corrected yet: the window is measured on it as
-//! it runs (its start was read on the same clock), and restarts once NTP
-//! moves it past the floor. The configured window is read on every run:
-//! `probation = "0"` ends a running probation at the next run
-//! ([`Decision::Off`], recorded as the probation's `off`, not `passed`).
+//! The window is the time the release ran, counted on the host's uptime
+//! ([`counted`]), never on the wall clock: an edge host's clock is wrong
+//! at a boot (an RTC reset to 2000 or ahead by years, before NTP) and
+//! stepped later, and a window on it either never ended (a host that
+//! reboots before each window's end, its clock below the newest `created`
+//! at every boot, restarted it twice a boot: updates stopped for good) or
+//! ended at once (one run on a clock ahead passed a crashing release).
+//! Each run adds the uptime since the last counted run of the same boot,
+//! or, on a new boot, the uptime of that boot so far: what a boot ran
+//! after its last watched run (at most a timer period: `update` runs
+//! hourly) and the time the host was off are not counted, so a window
+//! ends no earlier than the configured time of running. `until` is
+//! recorded as the wall clock's estimate of the end, for people; the
+//! start and the floor are not read. A host whose uptime cannot be read
+//! measures the window on the wall clock (`now >= until`). The configured
+//! window is read on every run: `probation = "0"` ends a running
+//! probation at the next run ([`Decision::Off`], recorded as the
+//! probation's `off`, not `passed`), and a shorter one ends it once the
+//! time counted reaches it.
 //!
 //! A restart counts as unclean only when the clean-shutdown mark was
 //! written at least once: with no mark file in the state dir (the unit is
@@ -105,8 +108,12 @@ pub struct Facts<'a> {
     pub probation: &'a Probation,
     /// The slot running now.
     pub booted: SlotName,
-    /// Now (Unix time).
+    /// Now (Unix time): the window's end only when the host's uptime
+    /// cannot be read (`ran` is `None`).
     pub now: i64,
+    /// The seconds of the window the release has run, this run's included
+    /// ([`counted`]); `None`: the host's uptime cannot be read.
+    pub ran: Option<i64>,
     /// The configured window (`probation`, seconds, read on this run):
     /// zero ends the probation, and no window runs longer than it.
     pub window: i64,
@@ -179,15 +186,6 @@ pub enum Decision {
     /// The configured window is zero now (`probation = "0"`): the
     /// probation ends as switched off, whatever it counted.
     Off,
-    /// The clock was wrong at the commit or is now (the window starts in
-    /// the future, or reaches further than the configured window): the
-    /// window restarts from now; record it, then decide again.
-    Restart {
-        /// The new start (now).
-        started: i64,
-        /// The new end (now plus the configured window).
-        until: i64,
-    },
     /// A fact is missing: a rollback is due; read the old slot's
     /// [`Fallback`].
     ReadFallback,
@@ -249,13 +247,28 @@ impl Cause {
     }
 }
 
+/// The seconds of `p`'s window counted once this run is: those counted
+/// before, plus this boot's uptime since the last counted run when that
+/// run was on this boot (the same boot id, or none either time, and an
+/// uptime not below the one recorded), else this boot's whole uptime so
+/// far (a new boot: its start was not watched). Pure; `None` when the
+/// uptime cannot be read.
+pub fn counted(p: &Probation, boot_id: Option<&str>, uptime: Option<i64>) -> Option<i64> {
+    let up = uptime?;
+    let before = p.ran.unwrap_or(0).max(0);
+    let since = match p.uptime {
+        Some(last) if last <= up && p.boot_id.as_deref() == boot_id => up - last,
+        _ => up,
+    };
+    Some(before.saturating_add(since))
+}
+
 /// The step of a probation in this run, from `f` alone.
 ///
 /// The window is checked first: switched off in the configuration, it
 /// ends ([`Decision::Off`]); a release the channel withdraws is rolled
-/// back, whatever the window or the count; out of line with the clock or
-/// the configured window, it restarts from now ([`Decision::Restart`]).
-/// A restart is a
+/// back, whatever the window or the count; once the time counted reaches
+/// the configured window, it ends ([`Decision::End`]). A restart is a
 /// boot id other than the recorded one; it is unclean when a mark exists
 /// and does not name the recorded boot. With no mark ever written, or no
 /// boot id recorded, no restart is unclean. Restarts count before the
@@ -274,19 +287,11 @@ pub fn decide(f: &Facts) -> Decision {
     if let Some(why) = f.withdrawn {
         return onto_old_slot(f, why.to_string(), Cause::Withdrawn);
     }
-    // Started below the floor while now is past it: the clock was wrong at
-    // the start and has been corrected since (a floor above now too means
-    // both were read on the same wrong clock: the window runs on it).
-    let before_floor = p
-        .floor
-        .is_some_and(|floor| p.started < floor && f.now >= floor);
-    if f.now < p.started || before_floor || p.until.saturating_sub(f.now) > f.window {
-        return Decision::Restart {
-            started: f.now,
-            until: f.now.saturating_add(f.window),
-        };
-    }
-    if f.now >= p.until {
+    let over = match f.ran {
+        Some(ran) => ran >= f.window,
+        None => f.now >= p.until,
+    };
+    if over {
         return Decision::End;
     }
     let restarted = f.boot_id.is_some() && f.boot_id != p.boot_id.as_deref();
@@ -368,12 +373,13 @@ pub(super) fn watch(
     else {
         return Ok(None);
     };
-    let mut p = p;
     let boot_id = host.boot_id();
     let mark = read_mark(&host.state_dir.path().join(SHUTDOWN_MARK))?;
     let now = crate::timefmt::now();
     let limit = host.config.health.probation_failures;
     let window = i64::try_from(host.config.health.probation.as_secs()).unwrap_or(i64::MAX);
+    let uptime = host.uptime();
+    let ran = counted(&p, boot_id.as_deref(), uptime);
     let mut checks = None;
     let mut fallback = None;
     let decision = loop {
@@ -381,6 +387,7 @@ pub(super) fn watch(
             probation: &p,
             booted,
             now,
+            ran,
             window,
             limit,
             boot_id: boot_id.as_deref(),
@@ -398,24 +405,6 @@ pub(super) fn watch(
                 checks = Some(super::verdict::run_checks(host, quiet));
             }
             Decision::ReadFallback => fallback = Some(read_fallback(host, state, p.slot.other())),
-            Decision::Restart { started, until } => {
-                log(&format!(
-                    "warning: the probation of {} ran from {} to {}, which does not fit \
-                     the clock now or the configured window: restarted from now, until {}",
-                    p.version,
-                    crate::timefmt::format_rfc3339(p.started),
-                    crate::timefmt::format_rfc3339(p.until),
-                    crate::timefmt::format_rfc3339(until)
-                ));
-                // The floor known now: a restart on a clock still below it
-                // restarts again once NTP moves the clock past it.
-                let floor = state.newest_created;
-                (p.started, p.until, p.floor) = (started, until, floor);
-                if let Some(on) = state.probation.as_mut() {
-                    (on.started, on.until, on.floor) = (started, until, floor);
-                }
-                flip.save(state)?;
-            }
             decision => break decision,
         }
     };
@@ -506,16 +495,29 @@ pub(super) fn watch(
             ));
             Verdict::ProbationOff { version }
         }
-        Decision::Record { failures, what } => {
+        // Every run that watched the probation records the time it
+        // counted, on the boot it counted it on.
+        Decision::Record { .. } | Decision::Continue => {
+            let (failures, what) = match decision {
+                Decision::Record { failures, what } => (failures, what),
+                _ => (p.failures, Vec::new()),
+            };
             let last = what.join("; ");
             if !last.is_empty() {
                 log(&format!(
                     "{version} on probation: {last} ({failures} of at most {limit} failures)"
                 ));
             }
+            let mut until = p.until;
             if let Some(on) = state.probation.as_mut() {
                 on.failures = failures;
                 on.boot_id = boot_id.clone().or(on.boot_id.take());
+                if let Some(ran) = ran {
+                    (on.ran, on.uptime) = (Some(ran), uptime);
+                    // For people: when the window ends if the host runs on.
+                    on.until = now.saturating_add(window.saturating_sub(ran));
+                    until = on.until;
+                }
                 if !last.is_empty() {
                     on.last_failure = Some(last);
                 }
@@ -523,15 +525,12 @@ pub(super) fn watch(
             flip.save(state)?;
             Verdict::OnProbation {
                 version,
-                until: p.until,
+                until,
                 failures,
             }
         }
-        // `RunChecks`, `ReadFallback` and `Restart` never leave the loop.
-        Decision::Continue
-        | Decision::RunChecks
-        | Decision::ReadFallback
-        | Decision::Restart { .. } => Verdict::OnProbation {
+        // `RunChecks` and `ReadFallback` never leave the loop.
+        Decision::RunChecks | Decision::ReadFallback => Verdict::OnProbation {
             version,
             until: p.until,
             failures: p.failures,
@@ -597,6 +596,8 @@ mod tests {
             until: 200,
             floor: Some(10),
             boot_id: boot_id.map(str::to_string),
+            ran: None,
+            uptime: None,
             failures,
             last_failure: None,
             passed: None,
@@ -614,14 +615,15 @@ mod tests {
         }
     }
 
-    /// Slot B booted at 150 on "boot-1", a window of 100 configured, the
-    /// limit 2, the mark naming an earlier boot ("boot-older"), slot A
-    /// read as usable.
+    /// Slot B booted at 150 on "boot-1", a window of 100 configured and
+    /// 50 of it counted, the limit 2, the mark naming an earlier boot
+    /// ("boot-older"), slot A read as usable.
     fn facts(p: &Probation) -> Facts<'_> {
         Facts {
             probation: p,
             booted: SlotName::B,
             now: 150,
+            ran: Some(50),
             window: 100,
             limit: 2,
             boot_id: Some("boot-1"),
@@ -753,8 +755,80 @@ mod tests {
     fn the_end_of_the_window_ends_the_probation_whatever_happened_since() {
         let p = probation(2, Some("boot-0"));
         let mut f = facts(&p);
+        f.ran = Some(100);
+        assert_eq!(decide(&f), Decision::End);
+    }
+
+    /// Found from outside: the window was on the wall clock. A host whose
+    /// every boot started on an RTC reset to 2000 (below the newest
+    /// `created` it believed) and rebooted before the window's end had it
+    /// restarted twice a boot: 2.0 stayed on probation for good and 3.0
+    /// was never installed. One run on an RTC reading 2040 ended it as
+    /// passed, and the crashes that followed were never counted. The
+    /// window is the time counted on the host's uptime: no wall clock,
+    /// however wrong or stepped, starts, stretches or ends it.
+    #[test]
+    fn no_wall_clock_starts_stretches_or_ends_the_window_only_the_time_counted() {
+        let p = probation(0, Some("boot-1"));
+        let mut f = facts(&p);
+        f.checks = Some(Ok(()));
+        for now in [i64::MIN, -1, 0, 40, 99, 150, 200, 2_208_988_800, i64::MAX] {
+            f.now = now;
+            f.ran = Some(99);
+            assert_eq!(
+                decide(&f),
+                Decision::Continue,
+                "at {now}, 99 of 100 counted"
+            );
+            f.ran = Some(100);
+            assert_eq!(decide(&f), Decision::End, "at {now}, 100 counted");
+        }
+        // A window configured shorter than what was counted: it ends.
+        f.window = 40;
+        f.ran = Some(50);
+        assert_eq!(decide(&f), Decision::End);
+        // Longer: it runs on.
+        f.window = 1_000;
+        assert_eq!(decide(&f), Decision::Continue);
+    }
+
+    #[test]
+    fn a_host_whose_uptime_cannot_be_read_reads_the_window_on_the_wall_clock() {
+        let p = probation(0, Some("boot-1"));
+        let mut f = facts(&p);
+        f.ran = None;
+        f.checks = Some(Ok(()));
+        assert_eq!(decide(&f), Decision::Continue, "150 is before until 200");
         f.now = 200;
         assert_eq!(decide(&f), Decision::End);
+    }
+
+    #[test]
+    fn each_run_counts_its_boots_uptime_since_the_last_counted_run_or_since_a_new_boot() {
+        let mut p = probation(0, Some("boot-1"));
+        // A commit's record: nothing counted yet, this boot's uptime all.
+        assert_eq!(counted(&p, Some("boot-1"), Some(30)), Some(30));
+        assert_eq!(counted(&p, Some("boot-1"), None), None, "no uptime");
+        (p.ran, p.uptime) = (Some(30), Some(30));
+        // The same boot: what ran since.
+        assert_eq!(counted(&p, Some("boot-1"), Some(3_630)), Some(3_630));
+        // A new boot: its uptime so far, not the time it was off, nor
+        // what the last boot ran after its last run.
+        assert_eq!(counted(&p, Some("boot-2"), Some(20)), Some(50));
+        assert_eq!(counted(&p, Some("boot-2"), Some(5_000)), Some(5_030));
+        // No boot ids: an uptime below the recorded one is a new boot.
+        (p.boot_id, p.uptime) = (None, Some(600));
+        assert_eq!(counted(&p, None, Some(700)), Some(130));
+        assert_eq!(counted(&p, None, Some(10)), Some(40));
+        // The same id with a smaller uptime (a boot id file that lies):
+        // the smaller uptime, never a negative count.
+        p.boot_id = Some("boot-1".into());
+        assert_eq!(counted(&p, Some("boot-1"), Some(10)), Some(40));
+        // A count a hand-edited record made negative or huge stays sane.
+        p.ran = Some(-5);
+        assert_eq!(counted(&p, Some("boot-9"), Some(10)), Some(10));
+        p.ran = Some(i64::MAX);
+        assert_eq!(counted(&p, Some("boot-9"), Some(10)), Some(i64::MAX));
     }
 
     #[test]
@@ -770,93 +844,6 @@ mod tests {
                 what: vec![]
             },
             "the host cannot tell a crash from a reboot: the boot id moves on"
-        );
-    }
-
-    #[test]
-    fn a_window_that_starts_in_the_future_restarts_from_now() {
-        // The clock was ahead at the commit and went back (NTP).
-        let p = probation(1, Some("boot-1"));
-        let mut f = facts(&p);
-        f.now = 40;
-        assert_eq!(
-            decide(&f),
-            Decision::Restart {
-                started: 40,
-                until: 140
-            }
-        );
-    }
-
-    #[test]
-    fn a_window_reaching_further_than_the_configured_one_restarts_from_now() {
-        // Committed with the RTC years ahead, corrected to 10 years later.
-        let mut p = probation(0, Some("boot-1"));
-        p.started = 50;
-        p.until = 2_000_000_000;
-        let mut f = facts(&p);
-        f.now = 60;
-        assert_eq!(
-            decide(&f),
-            Decision::Restart {
-                started: 60,
-                until: 160
-            }
-        );
-        f.window = 50;
-        f.now = 150;
-        let p = probation(0, Some("boot-1"));
-        f.probation = &p;
-        assert_eq!(
-            decide(&f),
-            Decision::RunChecks,
-            "a window shortened to what is left: runs on"
-        );
-        f.now = 149;
-        assert_eq!(
-            decide(&f),
-            Decision::Restart {
-                started: 149,
-                until: 199
-            },
-            "the configured window shortened below what is left: capped"
-        );
-    }
-
-    #[test]
-    fn a_window_started_before_the_clock_floor_restarts_once_the_clock_is_past_it_not_before() {
-        // Committed with the RTC reset to 2000 (before NTP), two failures
-        // counted since; the host had believed a release created at 120.
-        let mut p = probation(2, Some("boot-1"));
-        (p.started, p.until, p.floor) = (0, 100, Some(120));
-        let mut f = facts(&p);
-        f.now = 150;
-        assert_eq!(
-            decide(&f),
-            Decision::Restart {
-                started: 150,
-                until: 250
-            },
-            "not `End`: the window never ran on a right clock"
-        );
-        // Restarted (failures kept): judged on as any window.
-        let mut p = probation(2, Some("boot-1"));
-        (p.started, p.until, p.floor) = (150, 250, Some(120));
-        let mut f = facts(&p);
-        f.now = 160;
-        assert_eq!(decide(&f), Decision::RunChecks);
-        // A clock still below the floor is not corrected yet: the window
-        // started and is read on that same clock, and runs on it
-        // (restarting from now would start below the floor again, for ever).
-        let mut p = probation(0, Some("boot-1"));
-        p.floor = Some(1_000);
-        let mut f = facts(&p);
-        assert_eq!(decide(&f), Decision::RunChecks);
-        f.now = 200;
-        assert_eq!(
-            decide(&f),
-            Decision::End,
-            "its window elapsed on that clock"
         );
     }
 
@@ -887,13 +874,7 @@ mod tests {
             Decision::RollBack(why.into(), Cause::Withdrawn),
             "healthy too"
         );
-        f.now = 40;
-        assert_eq!(
-            decide(&f),
-            Decision::RollBack(why.into(), Cause::Withdrawn),
-            "before a clock-confused window restarts"
-        );
-        f.now = 500;
+        f.ran = Some(500);
         assert_eq!(
             decide(&f),
             Decision::RollBack(why.into(), Cause::Withdrawn),
@@ -979,7 +960,7 @@ mod tests {
         let mut f = facts(&p);
         f.booted = SlotName::A;
         assert_eq!(decide(&f), Decision::FellBack);
-        f.now = 500;
+        f.ran = Some(500);
         assert_eq!(decide(&f), Decision::FellBack, "even after the window");
     }
 

@@ -900,6 +900,8 @@ mod tests {
             until: 1_800_086_400,
             floor: None,
             boot_id: None,
+            ran: None,
+            uptime: None,
             failures: 1,
             last_failure: Some("an unclean restart".into()),
             passed: None,

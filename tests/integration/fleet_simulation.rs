@@ -458,6 +458,8 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
         probation: &p,
         booted: p.slot,
         now,
+        // The simulated hosts run on: the window counted on the clock.
+        ran: Some(now - p.started),
         window: p.until - p.started,
         limit,
         boot_id: Some(&boot_id),
@@ -519,15 +521,13 @@ fn probation_tick(host: &mut SimHost, boots: &mut u32, limit: u32, now: i64) -> 
             host.state.end_probation(now);
             None
         }
-        // The simulated clock is right, the window stays configured and the
-        // old slot stays usable.
+        // The window stays configured and the old slot stays usable.
         Decision::Continue
         | Decision::RunChecks
         | Decision::ReadFallback
         | Decision::NoFallback(..)
         | Decision::FellBack
-        | Decision::Off
-        | Decision::Restart { .. } => None,
+        | Decision::Off => None,
     }
 }
 

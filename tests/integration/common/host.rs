@@ -252,6 +252,7 @@ cmdline = "{cmdline}"
 os_release = "{os_release}"
 machine_id = "{dir}/machine-id"
 boot_id = "{boot_id}"
+uptime = "{dir}/uptime"
 reboot = ["{reboot}"]
 
 [bootloader]
@@ -451,6 +452,14 @@ interval = "1s"
             format!("boot-{}-{}\n", std::process::id(), self.boots),
         )
         .expect("boot id");
+        // Up for a few seconds when abupdate first runs on this boot.
+        self.set_uptime(10);
+    }
+
+    /// This boot has been up `secs` seconds (`[system] uptime`, as
+    /// `/proc/uptime` reads): what a probation's window is counted in.
+    pub fn set_uptime(&self, secs: u64) {
+        std::fs::write(self.dir.join("uptime"), format!("{secs}.42 {secs}.00\n")).expect("uptime");
     }
 
     /// Snapshot what a refusal must not change (see [`Untouched`]).
