@@ -664,7 +664,11 @@ pub fn check_options(opts: &PackOptions) -> Result<(), String> {
         check_percent("--start-percentage", r.start_percentage)?;
         check_ramp(r)?;
     }
-    Ok(())
+    // The dates as given, against this clock, before `--out` is made: an
+    // `--expires` in the past or beyond the hosts' limit is a bad option
+    // (exit 2, nothing written), as one before `--created` is. The
+    // release.json `--out` may already hold is judged after it is read.
+    release_dates(opts, None, crate::timefmt::now()).map(|_| ())
 }
 
 /// A time ramp is whole or absent: hosts read a ramp without a start as
