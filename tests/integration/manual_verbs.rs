@@ -488,6 +488,17 @@ fn a_hand_rollback_of_a_committed_release_holds_it_from_the_timer_and_reports_it
     }
 }
 
+/// A fresh `loader` host that installed 2.0 into slot B and booted it:
+/// 2.0 on its trial.
+fn booted_into_2_0(name: &str, loader: Loader) -> Host {
+    let mut h = fresh(name, loader);
+    h.use_release(release(LEN));
+    let out = h.abupdate(&["update", "--no-reboot"]);
+    assert!(out.status.success(), "{loader:?} update: {}", text(&out));
+    assert_eq!(h.boot(), "B", "{loader:?}");
+    h
+}
+
 /// Found from outside: `mark-bad B` (or `rollback`) of the booted trial
 /// wrote the bootloader (B bad, A next), then its save of `state.json`
 /// failed (a full state file system) and it exited 1; the next `health`
@@ -502,11 +513,7 @@ fn a_hand_rollback_of_a_committed_release_holds_it_from_the_timer_and_reports_it
 fn a_rejected_trial_whose_record_was_lost_is_retired_by_health_never_committed() {
     for loader in [Loader::Grub, Loader::Uboot] {
         for verb in [&["mark-bad"][..], &["rollback", "--no-reboot"][..]] {
-            let mut h = fresh("manual-lost-reject", loader);
-            h.use_release(release(LEN));
-            let out = h.abupdate(&["update", "--no-reboot"]);
-            assert!(out.status.success(), "{loader:?} update: {}", text(&out));
-            assert_eq!(h.boot(), "B", "{loader:?}");
+            let mut h = booted_into_2_0("manual-lost-reject", loader);
             // The state file system is full from the retirement's pair on.
             let out = h.abupdate_env(verb, &[("ABUPDATE_STATE_FULL_AFTER", "rolled-back")]);
             assert_eq!(
@@ -560,7 +567,7 @@ fn a_rejected_trial_whose_record_was_lost_is_retired_by_health_never_committed()
     }
 }
 
-/// The same class after a commit (stop 48's list): `rollback` (or
+/// The same class after a commit (found in review): `rollback` (or
 /// `mark-bad`) of the committed 2.0 wrote the bootloader (B bad, A next),
 /// its state save failed, and the next `health` on that boot re-blessed B
 /// and the rollback was undone. The failed save now says what the
@@ -571,11 +578,7 @@ fn a_rejected_trial_whose_record_was_lost_is_retired_by_health_never_committed()
 fn a_rejected_commit_whose_record_was_lost_is_rolled_back_by_health_never_re_blessed() {
     for loader in [Loader::Grub, Loader::Uboot] {
         for verb in [&["mark-bad"][..], &["rollback", "--no-reboot"][..]] {
-            let mut h = fresh("manual-lost-late", loader);
-            h.use_release(release(LEN));
-            let out = h.abupdate(&["update", "--no-reboot"]);
-            assert!(out.status.success(), "{loader:?} update: {}", text(&out));
-            assert_eq!(h.boot(), "B", "{loader:?}");
+            let mut h = booted_into_2_0("manual-lost-late", loader);
             let out = h.abupdate(&["health"]);
             assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
             let out = h.abupdate_env(verb, &[("ABUPDATE_STATE_FULL_AFTER", "rolled-back")]);

@@ -632,7 +632,7 @@ fn a_withdrawal_during_probation_keeps_the_release_when_the_old_slot_is_bad() {
     assert_eq!(s["metrics"]["failures"]["no_fallback"], 1, "{s}");
 }
 
-/// Found from outside (stop 49): the window was on the wall clock. A
+/// Found from outside: the window was on the wall clock. A
 /// window recorded far ahead (an RTC years ahead at the commit), far back
 /// (reset to 2000) or already over by the clock (`until` in 1970) neither
 /// restarts nor ends it: the window is the time the release ran, on the
@@ -695,7 +695,7 @@ fn recorded_times_on_a_wrong_clock_neither_restart_nor_end_the_window() {
     }
 }
 
-/// Found from outside (stop 49, `repro-probation-wedge.sh`): a host whose
+/// Found from outside: a host whose
 /// clock read 2000 at every boot (no RTC battery, NTP minutes later) and
 /// that rebooted every 50 minutes kept 2.0 on a 1 h probation for good:
 /// each boot restarted the window twice, and 3.0 was never installed. The
