@@ -93,7 +93,19 @@ pub fn configured_checks(cfg: &Health) -> Vec<Check> {
             exes.sort();
             checks.extend(exes.into_iter().map(Check::Executable));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !cfg.dir_required => {}
+        // The default dir absent is no checks, unless others could have
+        // removed it (found from outside: in a mode-0777 /etc/abupdate a
+        // user renamed health.d away and a failing release committed).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !cfg.dir_required => {
+            if let Some(why) = removable_by_others(&cfg.dir) {
+                checks.push(Check::Unlisted {
+                    dir: cfg.dir.clone(),
+                    reason: format!(
+                        "[health] dir is missing from a directory others could change: {why}"
+                    ),
+                });
+            }
+        }
         Err(e) => checks.push(Check::Unlisted {
             dir: cfg.dir.clone(),
             reason: format!("[health] dir cannot be listed: {e}"),
@@ -102,6 +114,22 @@ pub fn configured_checks(cfg: &Health) -> Vec<Check> {
     checks.extend(cfg.units.iter().cloned().map(Check::Unit));
     checks.extend(cfg.http.iter().cloned().map(Check::Http));
     checks
+}
+
+/// Why others could have removed `dir`: its parent, when that exists, is
+/// one whose entries others could change ([`crate::runnable::resolve_dir`]).
+/// `None`: no parent, or one only root could change.
+fn removable_by_others(dir: &std::path::Path) -> Option<String> {
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty())?;
+    if std::fs::symlink_metadata(parent).is_err() {
+        return None;
+    }
+    crate::runnable::resolve_dir(parent).err().map(|why| {
+        format!(
+            "{}: {why}",
+            crate::text::show(parent.as_os_str().as_bytes())
+        )
+    })
 }
 
 fn run_command(cmd: Command, timeout: Duration) -> (bool, String) {
@@ -497,6 +525,29 @@ mod tests {
         assert!(!result.passed, "{result:?}");
         assert_eq!(result.detail, "no whole answer within 1s");
         drop(listener);
+    }
+
+    /// Found from outside: with the default dir's parent writable by
+    /// others, a user renamed `health.d` away and the verdict passed with
+    /// no checks. A default dir missing from such a parent fails.
+    #[test]
+    fn a_default_health_dir_missing_from_a_directory_others_can_change_fails() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = dir("renamed");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let mut default = cfg(d.join("health.d"), 1);
+        default.dir_required = false;
+        let failed = the_failure(&default);
+        assert_eq!(
+            failed.detail,
+            format!(
+                "[health] dir is missing from a directory others could change: {}: writable by group or others (mode 0777): others could remove the programs in it",
+                d.display()
+            )
+        );
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let (ok, results) = run_until_verdict(&default, &mut |_| {});
+        assert!(ok && results.is_empty(), "{results:?}");
     }
 
     #[test]

@@ -949,11 +949,21 @@ pub fn pack(opts: &PackOptions) -> Result<Packed, String> {
         keys.len(),
     )
     .map_err(publish_err)?;
-    let notes = doc
+    let mut notes: Vec<String> = doc
         .images
         .iter()
         .filter_map(|(class, image)| one_stream_note(class, image))
         .collect();
+    // Dates given in the past make a release for tests of expiry, which
+    // hosts refuse; said, not refused (found from outside: signed silently).
+    let clock = now();
+    if expires <= clock {
+        notes.push(format!(
+            "note: --expires {} is not after this clock ({}): hosts refuse this release as expired",
+            format_rfc3339(expires),
+            format_rfc3339(clock)
+        ));
+    }
     Ok(Packed { manifest, notes })
 }
 

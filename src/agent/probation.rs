@@ -249,15 +249,20 @@ impl Cause {
 
 /// The seconds of `p`'s window counted once this run is: those counted
 /// before, plus this boot's uptime since the last counted run when that
-/// run was on this boot (the same boot id, or none either time, and an
-/// uptime not below the one recorded), else this boot's whole uptime so
-/// far (a new boot: its start was not watched). Pure; `None` when the
-/// uptime cannot be read.
+/// run was on this boot (the same boot id, or an id unknown either time,
+/// and an uptime from 0 to this one recorded), else this boot's whole
+/// uptime so far (a new boot: its start was not watched). A boot id that
+/// cannot be read is no new boot: each run would count the whole uptime
+/// again. Pure; `None` when the uptime cannot be read.
 pub fn counted(p: &Probation, boot_id: Option<&str>, uptime: Option<i64>) -> Option<i64> {
-    let up = uptime?;
+    let up = uptime?.max(0);
     let before = p.ran.unwrap_or(0).max(0);
+    let same_id = match (boot_id, p.boot_id.as_deref()) {
+        (Some(now), Some(then)) => now == then,
+        _ => true,
+    };
     let since = match p.uptime {
-        Some(last) if last <= up && p.boot_id.as_deref() == boot_id => up - last,
+        Some(last) if same_id && (0..=up).contains(&last) => up - last,
         _ => up,
     };
     Some(before.saturating_add(since))
@@ -824,6 +829,20 @@ mod tests {
         // the smaller uptime, never a negative count.
         p.boot_id = Some("boot-1".into());
         assert_eq!(counted(&p, Some("boot-1"), Some(10)), Some(40));
+        // Found from outside: a boot id that could not be read any more
+        // counted the whole uptime again at every run (a 24 h window passed
+        // in 7 h). An unknown id is no new boot; the uptime tells.
+        (p.boot_id, p.ran, p.uptime) = (Some("boot-1".into()), Some(3_600), Some(3_600));
+        assert_eq!(counted(&p, None, Some(7_200)), Some(7_200));
+        assert_eq!(
+            counted(&p, None, Some(60)),
+            Some(3_660),
+            "smaller: a new boot"
+        );
+        // A recorded uptime a hand edit made negative: never a wrapped count.
+        p.uptime = Some(i64::MIN);
+        assert_eq!(counted(&p, Some("boot-1"), Some(10)), Some(3_610));
+        p.uptime = Some(30);
         // A count a hand-edited record made negative or huge stays sane.
         p.ran = Some(-5);
         assert_eq!(counted(&p, Some("boot-9"), Some(10)), Some(10));

@@ -174,7 +174,10 @@ pub(super) fn finish_rollback(
 /// The booted slot is recorded committed, and the bootloader holds it
 /// retired (marked bad, the other slot, committed too, next) by a late
 /// rollback whose record was lost ([`Failure::Unrecorded`], late: the
-/// verdict's `decide_committed`). Finished as `mark-bad` of the booted slot
+/// verdict's `decide_committed`); or, `left`, that reboot came first and
+/// the other slot is the one retired, its release newer and committed:
+/// retired in the record as the rejection it was, the running slot
+/// re-blessed, no reboot. Otherwise finished as `mark-bad` of the booted slot
 /// is judged on the records ([`judge`]): a rejection of the release there
 /// (on probation, or committed and left for an older release) is retired
 /// as a late rollback and held as failed (why it was retired was in the
@@ -189,6 +192,21 @@ pub(super) fn finish_unrecorded_late(
     why: &Failure,
     no_reboot: bool,
 ) -> Result<Verdict> {
+    // Left already: the other slot is the one retired, and only when
+    // leaving it rejects its release (`verdict::decide_committed`).
+    if why.fell_back() {
+        let other = booted.other();
+        return match state.committed_release(other) {
+            Some(t) => retire_trial(host, flip, state, &t, why, no_reboot),
+            // Not reached (a rejection names its release): recorded as the
+            // bootloader holds it, the running slot kept.
+            None => {
+                flip.mark(state, other, false)?;
+                flip.rebless(state, booted)?;
+                Ok(Verdict::Healthy)
+            }
+        };
+    }
     let release = match plan(state, booted, Manual::MarkBad(booted), false) {
         Ok(ManualPlan::RejectOnProbation) => state.probation_release(),
         Ok(ManualPlan::RejectCommitted { slot }) if slot == booted => {
@@ -494,6 +512,16 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             })
         }
     }
+}
+
+/// Whether leaving `slot` for the other one (from `booted`) would be the
+/// operator's rejection of the release there, as `mark-bad` of it is
+/// judged on `state`'s records ([`ManualPlan::RejectCommitted`]).
+pub(super) fn leaving_rejects(state: &State, booted: SlotName, slot: SlotName) -> bool {
+    matches!(
+        plan(state, booted, Manual::MarkBad(slot), false),
+        Ok(ManualPlan::RejectCommitted { slot: s }) if s == slot
+    )
 }
 
 /// Judge `op` on this host's records ([`judge`]), or refuse.

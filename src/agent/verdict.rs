@@ -145,6 +145,11 @@ pub struct Facts<'a> {
     /// What the bootloader says of both slots, once read
     /// ([`Decision::ReadBootloader`] asks for it).
     pub boot: Option<BootView>,
+    /// Leaving the other slot would be rejecting the release there, as
+    /// `mark-bad` of it is judged on the records
+    /// ([`super::recovery::judge`]: abupdate committed it, it is newer than
+    /// the booted one's, nothing is pending and no probation of it runs).
+    pub other_rejectable: bool,
 }
 
 /// What the bootloader says of the slots: for a boot the state does not
@@ -176,6 +181,11 @@ pub struct BootView {
     /// The bootloader boots the other slot next and holds it good
     /// ([`crate::boot::Bootloader::primary`], `state`).
     pub other_next: bool,
+    /// The other slot carries the mark a retirement leaves
+    /// ([`crate::boot::Bootloader::marked_bad`]); `None`: cannot tell.
+    pub other_marked_bad: Option<bool>,
+    /// The bootloader boots the booted slot next.
+    pub booted_next: bool,
 }
 
 /// What the bootloader says a boot the damaged state does not describe
@@ -216,6 +226,12 @@ impl BootView {
         self.booted_marked_bad == Some(true) && self.other_next
     }
 
+    /// The other slot was retired in the bootloader while this one runs
+    /// (marked bad, this one next): a retirement finished by its reboot.
+    pub fn other_retired(&self) -> bool {
+        self.other_marked_bad == Some(true) && self.booted_next
+    }
+
     /// What this boot is, as far as the bootloader tells.
     pub fn booted_says(&self) -> BootSays {
         match self.tells_trials && self.booted_tried == Some(true) {
@@ -254,6 +270,9 @@ pub enum Failure {
         /// The slot held a committed release (its probation failed, or an
         /// operator rejected it after its commit): a late rollback.
         late: bool,
+        /// The host already runs the other slot: the reboot the failed
+        /// save's error advised came before this `health`.
+        left: bool,
     },
     /// Committed here, then rejected by hand (`rollback`, `mark-bad` of
     /// its slot) with no probation running: the operator's verdict after
@@ -363,6 +382,7 @@ impl Failure {
                     ..
                 }
                 | Failure::RejectedCommitted { left: true, .. }
+                | Failure::Unrecorded { left: true, .. }
         )
     }
 }
@@ -452,7 +472,12 @@ fn decide_undescribed(f: &Facts) -> Decision {
 /// and its record was lost (the save failed, or the run was cut): it is
 /// finished ([`Failure::Unrecorded`], late), never undone by a re-bless.
 /// Asked only where there is a slot to go to: a host with one committed
-/// slot keeps it bootable.
+/// slot keeps it bootable. The same once the reboot the failed save's
+/// error advised came first: the booted slot next, the other one (newer,
+/// committed: what `mark-bad` of it would judge a rejection,
+/// [`Facts::other_rejectable`]) marked bad; the rejection is recorded
+/// then, not forgotten and its release installed again by the next
+/// `update`.
 fn decide_committed(f: &Facts) -> Decision {
     if *f.other_status != SlotStatus::Good {
         return Decision::Rebless;
@@ -460,13 +485,19 @@ fn decide_committed(f: &Facts) -> Decision {
     let Some(boot) = f.boot else {
         return Decision::ReadBootloader;
     };
-    match boot.booted_retired() {
-        true => Decision::RollBack(Failure::Unrecorded {
-            staged: true,
-            late: true,
-        }),
-        false => Decision::Rebless,
-    }
+    let left = match (
+        boot.booted_retired(),
+        f.other_rejectable && boot.other_retired(),
+    ) {
+        (true, _) => false,
+        (false, true) => true,
+        (false, false) => return Decision::Rebless,
+    };
+    Decision::RollBack(Failure::Unrecorded {
+        staged: true,
+        late: true,
+        left,
+    })
 }
 
 /// The verdict on this boot, from `facts` alone.
@@ -488,6 +519,7 @@ pub fn decide(f: &Facts) -> Decision {
             return Decision::RollBack(Failure::Unrecorded {
                 staged: t.phase == Phase::Staged,
                 late: false,
+                left: false,
             });
         }
         if t.phase == Phase::Writing {
@@ -533,6 +565,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
         checks: None,
         state_damaged: state.recovered.is_some(),
         boot: None,
+        other_rejectable: super::recovery::leaving_rejects(&state, booted, booted.other()),
     };
     let decision = loop {
         match decide(&facts) {
@@ -736,11 +769,17 @@ fn boot_view(host: &Host, booted: SlotName) -> BootView {
             })
     };
     let other_good = good(other);
-    let other_next = other_good
-        && host.boot.primary().unwrap_or_else(|e| {
+    let primary = host.boot.primary().unwrap_or_else(|e| {
+        said(e);
+        None
+    });
+    let other_next = other_good && primary == Some(other);
+    let marked = |slot: SlotName| {
+        host.boot.marked_bad(slot).unwrap_or_else(|e| {
             said(e);
             None
-        }) == Some(other);
+        })
+    };
     BootView {
         booted_tried: host.boot.tried(booted).unwrap_or_else(|e| {
             said(e);
@@ -753,11 +792,10 @@ fn boot_view(host: &Host, booted: SlotName) -> BootView {
             None
         }),
         tells_trials: host.boot.tells_a_trial_boot(booted),
-        booted_marked_bad: host.boot.marked_bad(booted).unwrap_or_else(|e| {
-            said(e);
-            None
-        }),
+        booted_marked_bad: marked(booted),
         other_next,
+        other_marked_bad: marked(other),
+        booted_next: primary == Some(booted),
     }
 }
 
@@ -902,6 +940,7 @@ mod tests {
             checks: None,
             state_damaged: false,
             boot: None,
+            other_rejectable: false,
         }
     }
 
@@ -916,6 +955,8 @@ mod tests {
             tells_trials: false,
             booted_marked_bad: Some(false),
             other_next: false,
+            other_marked_bad: Some(false),
+            booted_next: true,
         }
     }
 
@@ -1143,6 +1184,7 @@ mod tests {
         let lost = Decision::RollBack(Failure::Unrecorded {
             staged: true,
             late: true,
+            left: false,
         });
         for damaged in [false, true] {
             let mut f = facts(None, &GOOD, &GOOD);
@@ -1185,6 +1227,58 @@ mod tests {
         }
     }
 
+    /// Found from outside: the failed save's error advised a reboot; after
+    /// it the host ran A, B (2.0, committed, newer) marked bad in the
+    /// bootloader and recorded good, `health` re-blessed A and the next
+    /// `update` installed 2.0 again. The other slot retired in the
+    /// bootloader is recorded retired when leaving it rejects its release;
+    /// otherwise (an older release there, a slot whose write was being
+    /// armed) the boot is an ordinary one.
+    #[test]
+    fn a_rejection_whose_reboot_came_before_its_record_is_recorded_not_forgotten() {
+        let left_retired = BootView {
+            other_good: false,
+            other_marked_bad: Some(true),
+            ..view(Some(false))
+        };
+        let mut f = facts(None, &GOOD, &GOOD);
+        f.other_rejectable = true;
+        assert_eq!(decide(&f), Decision::ReadBootloader);
+        f.boot = Some(left_retired);
+        assert_eq!(
+            decide(&f),
+            Decision::RollBack(Failure::Unrecorded {
+                staged: true,
+                late: true,
+                left: true,
+            })
+        );
+        for (what, rejectable, boot) in [
+            ("an older release left", false, left_retired),
+            (
+                "cannot tell a mark",
+                true,
+                BootView {
+                    other_marked_bad: None,
+                    ..left_retired
+                },
+            ),
+            (
+                "the other slot next",
+                true,
+                BootView {
+                    booted_next: false,
+                    ..left_retired
+                },
+            ),
+            ("an ordinary boot", true, view(Some(false))),
+        ] {
+            f.other_rejectable = rejectable;
+            f.boot = Some(boot);
+            assert_eq!(decide(&f), Decision::Rebless, "{what}");
+        }
+    }
+
     #[test]
     fn a_damaged_state_that_records_the_trial_is_judged_by_its_record() {
         let t = transaction(SlotName::B, Phase::Staged, Some("boot-1"));
@@ -1210,6 +1304,7 @@ mod tests {
             booted_good: false,
             booted_marked_bad: Some(true),
             other_next: true,
+            booted_next: false,
             ..view(Some(true))
         }
     }
@@ -1231,6 +1326,7 @@ mod tests {
             let retire = Decision::RollBack(Failure::Unrecorded {
                 staged,
                 late: false,
+                left: false,
             });
             assert_eq!(decide(&f), retire, "{phase:?}: no checks, no bytes read");
             f.trial_intact = Some(true);
@@ -1302,6 +1398,8 @@ mod tests {
                     tells_trials: false,
                     booted_marked_bad: None,
                     other_next: false,
+                    other_marked_bad: None,
+                    booted_next: false,
                 },
             ),
         ] {
@@ -1477,15 +1575,16 @@ mod tests {
             (Kind::Health, Outcome::RolledBack, false, Hold::Failed)
         );
         assert!(!undescribed.holds_release(), "no record says what it holds");
-        for (staged, late, outcome) in [
-            (true, false, Outcome::RolledBack),
-            (false, false, Outcome::RolledBack),
-            (true, true, Outcome::RolledBackLate),
+        for (staged, late, left, outcome) in [
+            (true, false, false, Outcome::RolledBack),
+            (false, false, false, Outcome::RolledBack),
+            (true, true, false, Outcome::RolledBackLate),
+            (true, true, true, Outcome::RolledBackLate),
         ] {
-            let lost = Failure::Unrecorded { staged, late };
+            let lost = Failure::Unrecorded { staged, late, left };
             assert_eq!(
                 (lost.kind(), lost.outcome(), lost.fell_back(), lost.hold()),
-                (Kind::Health, outcome, false, Hold::Failed)
+                (Kind::Health, outcome, left, Hold::Failed)
             );
             assert_eq!(lost.holds_release(), staged, "verified bytes only");
             assert_eq!(

@@ -626,6 +626,58 @@ fn a_rejected_commit_whose_record_was_lost_is_rolled_back_by_health_never_re_ble
     }
 }
 
+/// Found from outside: the same failed save, then the reboot its error
+/// advises came before any `health`: the host ran A with B (2.0) marked
+/// bad in the bootloader but recorded good, `health` said "healthy", and
+/// the next `update` installed 2.0 again and rebooted into it. The
+/// rejection is recorded on that boot (B bad, 2.0 on the failed list,
+/// `rolled_back_late`, no reboot: A runs), and the timer leaves 2.0 alone.
+#[test]
+fn a_rejected_commit_whose_record_was_lost_stays_rejected_after_the_reboot() {
+    for loader in [Loader::Grub, Loader::Uboot] {
+        let mut h = booted_into_2_0("manual-lost-left", loader);
+        let out = h.abupdate(&["health"]);
+        assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+        let out = h.abupdate_env(
+            &["rollback", "--no-reboot"],
+            &[("ABUPDATE_STATE_FULL_AFTER", "rolled-back")],
+        );
+        assert_eq!(out.status.code(), Some(1), "{loader:?}: {}", text(&out));
+        assert_eq!(h.boot(), "A", "{loader:?}: the advised reboot");
+        let reboots = h.reboots();
+        let out = h.abupdate(&["health"]);
+        assert!(
+            text(&out).contains("rolling back 2.0 in slot B late")
+                && text(&out).contains("a run whose record was never saved"),
+            "{loader:?}: {}",
+            text(&out)
+        );
+        let state = h.state();
+        assert_eq!(state["slots"]["B"]["status"], "bad", "{loader:?}: {state}");
+        assert_eq!(state["slots"]["A"]["status"], "good", "{loader:?}");
+        assert_eq!(state["failed"][0]["version"], "2.0", "{loader:?}");
+        assert!(
+            state["outcomes"].to_string().contains("rolled_back_late"),
+            "{loader:?}: {state}"
+        );
+        assert_eq!(h.reboots(), reboots, "{loader:?}: A runs, no reboot");
+        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+        // The timer does not take 2.0 again.
+        let b = h.slot_sha(1);
+        let out = h.abupdate(&["--json", "update", "--now", "--no-reboot"]);
+        let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(
+            said["reason"],
+            "previously_failed",
+            "{loader:?}: {}",
+            text(&out)
+        );
+        assert_eq!(h.slot_sha(1), b, "{loader:?}: slot B written again");
+        let out = h.abupdate(&["health"]);
+        assert!(out.status.success(), "{loader:?}: {}", text(&out));
+    }
+}
+
 /// Found from outside: the state file system filled after the slot was
 /// verified; `install` activated B, its save of `staged` failed, and it
 /// exited 1 with only "state.json.tmp: No space left on device" while the

@@ -163,6 +163,34 @@ fn pack_refuses_bad_input_and_writes_nothing() {
     }
 }
 
+/// Found from outside: `--created` and `--expires` both in the past
+/// signed a release every host refuses as expired, silently. It is still
+/// written (releases for tests of expiry are made so), with a note saying
+/// hosts refuse it.
+#[test]
+fn a_release_packed_already_expired_is_written_with_a_note() {
+    let h = TestHost::new("pack-expired", "1.0", HostOptions::default());
+    let work = scratch("pack-expired-work");
+    let img = work.join("rootfs.img");
+    std::fs::write(&img, image("2.0", 1 << 20)).expect("image");
+    let image_arg = format!("--image=rootfs={}", img.display());
+    let dates = [
+        "--created=2020-01-01T00:00:00Z",
+        "--expires=2021-01-01T00:00:00Z",
+    ];
+    let out_dir = work.join("out");
+    let args = [&image_arg, dates[0], dates[1], "--version", "2.0"];
+    let out = pack(&h.secret_key, &out_dir, &args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("note: --expires 2021-01-01T00:00:00Z is not after this clock (",)
+            && text(&out).contains("hosts refuse this release as expired"),
+        "{}",
+        text(&out)
+    );
+    assert!(out_dir.join("release.json").exists());
+}
+
 /// Issue 20.3: re-packing the same version into a published directory
 /// rewrote its payload in place; killed midway, it left the old manifest
 /// and signature over a truncated payload and hosts marked the slot bad.
