@@ -252,6 +252,9 @@ impl Device {
     }
 }
 
+/// Further attempts at a claim that is busy, 50 ms apart.
+const CLAIM_RETRIES: usize = 20;
+
 /// Open a slot device; for writing, a block device is opened `O_EXCL`:
 /// the open fails while the device is mounted, an active swap, or held by
 /// another exclusive user (device-mapper, md, another `O_EXCL` writer), and
@@ -260,18 +263,33 @@ impl Device {
 /// flags such as `O_DIRECT`.
 pub fn open_exclusive(path: &Path, write: bool, flags: i32) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(write)
-        .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_EXCL | flags)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(nix::libc::EBUSY) => std::io::Error::new(
-                e.kind(),
-                "device is in use (mounted, an active swap, or held by another device or writer)",
-            ),
-            _ => e,
-        })?;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_EXCL | flags)
+            .open(path)
+    };
+    // A claim others hold for an instant (a probe of the device right
+    // after another writer closed it: seen once in the test suite) is
+    // waited out, up to a second; a device in use longer is refused.
+    let mut opened = open();
+    for _ in 0..CLAIM_RETRIES {
+        match &opened {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                opened = open();
+            }
+            _ => break,
+        }
+    }
+    let file = opened.map_err(|e| match e.raw_os_error() {
+        Some(nix::libc::EBUSY) => std::io::Error::new(
+            e.kind(),
+            "device is in use (mounted, an active swap, or held by another device or writer)",
+        ),
+        _ => e,
+    })?;
     // A regular file has no `O_EXCL` claim: an exclusive `flock`, held as
     // long as this open file, stands in for it, so two writers (an
     // operator who removed the state dir under a running install, and

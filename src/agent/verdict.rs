@@ -42,7 +42,9 @@
 //! The same holds after a commit: a booted committed slot the bootloader
 //! holds retired, with the other slot recorded committed, is a late
 //! rollback whose record was lost, finished, never re-blessed
-//! (`decide_committed`).
+//! (`decide_committed`); so is the other slot retired while this one runs
+//! when leaving it rejects its release (the reboot came before the
+//! record): recorded, its release not installed again.
 
 use super::probation;
 use super::recovery::{finish_rollback, finish_unrecorded_late, reboot, retire_trial};
