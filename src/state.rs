@@ -802,6 +802,12 @@ impl State {
         })
     }
 
+    /// Whether `version` is held on the failed list as it holds now
+    /// ([`State::held`], compared as versions).
+    pub fn holds(&self, version: &str) -> bool {
+        self.held().any(|f| same_version(&f.version, version))
+    }
+
     /// The entry of `version` on the failed list (compared as versions:
     /// `3.0` is the entry of `3.0.0`).
     fn failed_entry(&mut self, version: &str) -> Option<&mut FailedRelease> {

@@ -150,7 +150,10 @@ pub struct Facts<'a> {
     /// Leaving the other slot would be rejecting the release there, as
     /// `mark-bad` of it is judged on the records
     /// ([`super::recovery::judge`]: abupdate committed it, it is newer than
-    /// the booted one's, nothing is pending and no probation of it runs).
+    /// the booted one's, nothing is pending and no probation of it runs),
+    /// and its release is not held on the failed list already (a build,
+    /// this one or an older one in the other slot, recorded the
+    /// retirement).
     pub other_rejectable: bool,
 }
 
@@ -567,7 +570,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
         checks: None,
         state_damaged: state.recovered.is_some(),
         boot: None,
-        other_rejectable: super::recovery::leaving_rejects(&state, booted, booted.other()),
+        other_rejectable: other_rejectable(&state, booted),
     };
     let decision = loop {
         match decide(&facts) {
@@ -799,6 +802,17 @@ fn boot_view(host: &Host, booted: SlotName) -> BootView {
         other_marked_bad: marked(other),
         booted_next: primary == Some(booted),
     }
+}
+
+/// [`Facts::other_rejectable`], read from `state`.
+fn other_rejectable(state: &State, booted: SlotName) -> bool {
+    let other = booted.other();
+    let held = state
+        .slot(other)
+        .version
+        .as_deref()
+        .is_some_and(|v| state.holds(v));
+    !held && super::recovery::leaving_rejects(state, booted, other)
 }
 
 /// The trial in `booted` that no record describes, as the transaction it
