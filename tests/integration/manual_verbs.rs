@@ -567,6 +567,42 @@ fn a_rejected_trial_whose_record_was_lost_is_retired_by_health_never_committed()
     }
 }
 
+/// 2.0 committed in slot B of a fresh `loader` host, then rejected by
+/// `verb` while the state file system is full from the retirement's pair
+/// on: the bootloader holds B retired, `state.json` still 2.0 committed.
+/// The verb's output.
+fn reject_commit_unsaved(h: &mut Host, loader: Loader, verb: &[&str]) -> Output {
+    let out = h.abupdate(&["health"]);
+    assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
+    let out = h.abupdate_env(verb, &[("ABUPDATE_STATE_FULL_AFTER", "rolled-back")]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{loader:?} {verb:?}: {}",
+        text(&out)
+    );
+    assert_eq!(h.state()["slots"]["B"]["status"], "good", "record lost");
+    out
+}
+
+/// `health`'s run `out` finished the late rollback of 2.0 whose record was
+/// lost: said so, B recorded bad, 2.0 on the failed list, reported
+/// `rolled_back_late`, A next.
+fn finished_unrecorded_late(h: &Host, out: &Output, what: &str) {
+    assert!(
+        text(out).contains("rolling back 2.0 in slot B late")
+            && text(out).contains("a run whose record was never saved"),
+        "{what}: {}",
+        text(out)
+    );
+    let state = h.state();
+    assert_eq!(state["slots"]["B"]["status"], "bad", "{what}: {state}");
+    assert_eq!(state["failed"][0]["version"], "2.0", "{what}");
+    let outcomes = state["outcomes"].to_string();
+    assert!(outcomes.contains("rolled_back_late"), "{what}: {outcomes}");
+    assert_eq!(h.primary(), Some("A"), "{what}: re-blessed");
+}
+
 /// The same class after a commit (found in review): `rollback` (or
 /// `mark-bad`) of the committed 2.0 wrote the bootloader (B bad, A next),
 /// its state save failed, and the next `health` on that boot re-blessed B
@@ -579,15 +615,7 @@ fn a_rejected_commit_whose_record_was_lost_is_rolled_back_by_health_never_re_ble
     for loader in [Loader::Grub, Loader::Uboot] {
         for verb in [&["mark-bad"][..], &["rollback", "--no-reboot"][..]] {
             let mut h = booted_into_2_0("manual-lost-late", loader);
-            let out = h.abupdate(&["health"]);
-            assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
-            let out = h.abupdate_env(verb, &[("ABUPDATE_STATE_FULL_AFTER", "rolled-back")]);
-            assert_eq!(
-                out.status.code(),
-                Some(1),
-                "{loader:?} {verb:?}: {}",
-                text(&out)
-            );
+            let out = reject_commit_unsaved(&mut h, loader, verb);
             let err = String::from_utf8_lossy(&out.stderr).to_string();
             let last = err.lines().last().unwrap_or_default();
             for says in [
@@ -597,26 +625,11 @@ fn a_rejected_commit_whose_record_was_lost_is_rolled_back_by_health_never_re_ble
             ] {
                 assert!(last.contains(says), "{loader:?} {verb:?}: {says}: {err}");
             }
-            assert_eq!(h.state()["slots"]["B"]["status"], "good", "record lost");
             assert_eq!(h.primary(), Some("A"), "{loader:?} {verb:?}");
             // Space comes back; `health` runs again on the same boot.
             let reboots = h.reboots();
             let out = h.abupdate(&["health"]);
-            assert!(
-                text(&out).contains("rolling back 2.0 in slot B late")
-                    && text(&out).contains("a run whose record was never saved"),
-                "{loader:?} {verb:?}: {}",
-                text(&out)
-            );
-            let state = h.state();
-            assert_eq!(state["slots"]["B"]["status"], "bad", "{loader:?} {verb:?}");
-            assert_eq!(state["failed"][0]["version"], "2.0", "{loader:?} {verb:?}");
-            let outcomes = state["outcomes"].to_string();
-            assert!(
-                outcomes.contains("rolled_back_late"),
-                "{loader:?} {verb:?}: {outcomes}"
-            );
-            assert_eq!(h.primary(), Some("A"), "{loader:?} {verb:?}: re-blessed");
+            finished_unrecorded_late(&h, &out, &format!("{loader:?} {verb:?}"));
             assert!(!h.bootable("B"), "{loader:?} {verb:?}: re-blessed");
             assert_eq!(h.reboots(), reboots + 1, "{loader:?}: the reboot into A");
             assert_eq!(h.boot(), "A", "{loader:?} {verb:?}");
@@ -636,32 +649,13 @@ fn a_rejected_commit_whose_record_was_lost_is_rolled_back_by_health_never_re_ble
 fn a_rejected_commit_whose_record_was_lost_stays_rejected_after_the_reboot() {
     for loader in [Loader::Grub, Loader::Uboot] {
         let mut h = booted_into_2_0("manual-lost-left", loader);
-        let out = h.abupdate(&["health"]);
-        assert!(text(&out).contains("committed 2.0"), "{}", text(&out));
-        let out = h.abupdate_env(
-            &["rollback", "--no-reboot"],
-            &[("ABUPDATE_STATE_FULL_AFTER", "rolled-back")],
-        );
-        assert_eq!(out.status.code(), Some(1), "{loader:?}: {}", text(&out));
+        reject_commit_unsaved(&mut h, loader, &["rollback", "--no-reboot"]);
         assert_eq!(h.boot(), "A", "{loader:?}: the advised reboot");
         let reboots = h.reboots();
         let out = h.abupdate(&["health"]);
-        assert!(
-            text(&out).contains("rolling back 2.0 in slot B late")
-                && text(&out).contains("a run whose record was never saved"),
-            "{loader:?}: {}",
-            text(&out)
-        );
-        let state = h.state();
-        assert_eq!(state["slots"]["B"]["status"], "bad", "{loader:?}: {state}");
-        assert_eq!(state["slots"]["A"]["status"], "good", "{loader:?}");
-        assert_eq!(state["failed"][0]["version"], "2.0", "{loader:?}");
-        assert!(
-            state["outcomes"].to_string().contains("rolled_back_late"),
-            "{loader:?}: {state}"
-        );
+        finished_unrecorded_late(&h, &out, &format!("{loader:?}"));
+        assert_eq!(h.state()["slots"]["A"]["status"], "good", "{loader:?}");
         assert_eq!(h.reboots(), reboots, "{loader:?}: A runs, no reboot");
-        assert_eq!(h.primary(), Some("A"), "{loader:?}");
         // The timer does not take 2.0 again.
         let b = h.slot_sha(1);
         let out = h.abupdate(&["--json", "update", "--now", "--no-reboot"]);
