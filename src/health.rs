@@ -74,17 +74,19 @@ impl Check {
 /// cannot be listed, is a check that fails.
 pub fn configured_checks(cfg: &Health) -> Vec<Check> {
     let mut checks = Vec::new();
+    let failing = |reason: String| Check::Unlisted {
+        dir: cfg.dir.clone(),
+        reason,
+    };
     match std::fs::read_dir(&cfg.dir) {
         Ok(rd) => {
             // Others who could empty the directory would pass every
             // verdict with no check at all: the directory is one more
             // check, failing first.
-            if let Err(why) = crate::runnable::resolve_dir(&cfg.dir) {
-                checks.push(Check::Unlisted {
-                    dir: cfg.dir.clone(),
-                    reason: format!("[health] dir others could change: {why}"),
-                });
-            }
+            let open = crate::runnable::resolve_dir(&cfg.dir).err();
+            checks.extend(
+                open.map(|why| failing(format!("[health] dir others could change: {why}"))),
+            );
             let mut exes: Vec<PathBuf> = rd
                 .filter_map(|e| e.ok())
                 .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
@@ -97,19 +99,13 @@ pub fn configured_checks(cfg: &Health) -> Vec<Check> {
         // removed it (found from outside: in a mode-0777 /etc/abupdate a
         // user renamed health.d away and a failing release committed).
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !cfg.dir_required => {
-            if let Some(why) = removable_by_others(&cfg.dir) {
-                checks.push(Check::Unlisted {
-                    dir: cfg.dir.clone(),
-                    reason: format!(
-                        "[health] dir is missing from a directory others could change: {why}"
-                    ),
-                });
-            }
+            checks.extend(removable_by_others(&cfg.dir).map(|why| {
+                failing(format!(
+                    "[health] dir is missing from a directory others could change: {why}"
+                ))
+            }));
         }
-        Err(e) => checks.push(Check::Unlisted {
-            dir: cfg.dir.clone(),
-            reason: format!("[health] dir cannot be listed: {e}"),
-        }),
+        Err(e) => checks.push(failing(format!("[health] dir cannot be listed: {e}"))),
     }
     checks.extend(cfg.units.iter().cloned().map(Check::Unit));
     checks.extend(cfg.http.iter().cloned().map(Check::Http));
@@ -500,7 +496,6 @@ mod tests {
     /// could empty is a check that fails, whatever is left in it.
     #[test]
     fn a_health_dir_others_could_empty_fails_the_verdict_even_when_empty() {
-        use std::os::unix::fs::PermissionsExt;
         let d = dir("emptied");
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         let failed = the_failure(&cfg(d.to_path_buf(), 1));
@@ -532,7 +527,6 @@ mod tests {
     /// no checks. A default dir missing from such a parent fails.
     #[test]
     fn a_default_health_dir_missing_from_a_directory_others_can_change_fails() {
-        use std::os::unix::fs::PermissionsExt;
         let d = dir("renamed");
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         let mut default = cfg(d.join("health.d"), 1);

@@ -143,13 +143,28 @@ impl<'a> Transition<'a> {
                 t.to, t.version
             ),
         };
-        Err(crate::state::StateError::NotRecorded {
+        Err(self.not_recorded(
+            format!("slot {} staged with {}", t.to, t.version),
+            source,
+            bootloader,
+        ))
+    }
+
+    /// The error of a save that failed after the bootloader was written:
+    /// what was not recorded, why, and what the bootloader holds now.
+    fn not_recorded(
+        &self,
+        what: String,
+        source: crate::state::StateError,
+        bootloader: String,
+    ) -> crate::error::Error {
+        crate::state::StateError::NotRecorded {
             path: self.lock.state_file(),
-            what: format!("slot {} staged with {}", t.to, t.version),
+            what,
             source: Box::new(source),
             bootloader,
         }
-        .into())
+        .into()
     }
 
     /// Undo an activation of `t.to` whose `staged` record was not saved:
@@ -242,16 +257,14 @@ impl<'a> Transition<'a> {
         };
         // The bootloader already left the release: say so, and what the
         // next boot does, rather than a bare "No space left on device".
-        Err(crate::state::StateError::NotRecorded {
-            path: self.lock.state_file(),
-            what: format!("slot {} retired ({} rolled back)", t.to, t.version),
-            source: Box::new(source),
-            bootloader: format!(
+        Err(self.not_recorded(
+            format!("slot {} retired ({} rolled back)", t.to, t.version),
+            source,
+            format!(
                 "the bootloader holds slot {} bad and boots slot {} next: a reboot leaves the release",
                 t.to, t.from
             ),
-        }
-        .into())
+        ))
     }
 
     /// Rule 4's pair for a staged trial `t` the release channel no longer
