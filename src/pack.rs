@@ -857,6 +857,10 @@ fn images_build(images: &[(String, PathBuf)]) -> Result<String, String> {
 pub struct Packed {
     /// `release.json` in the output directory.
     pub manifest: PathBuf,
+    /// What it says, as signed.
+    pub doc: ManifestDoc,
+    /// SHA-256 of its signed bytes (hex).
+    pub manifest_sha256: String,
     /// One line each, for the release manager (not errors).
     pub notes: Vec<String>,
 }
@@ -938,6 +942,7 @@ pub fn pack(opts: &PackOptions) -> Result<Packed, String> {
     }
     let mut body = serde_json::to_vec_pretty(&doc).map_err(|e| format!("release.json: {e}"))?;
     body.push(b'\n');
+    let manifest_sha256 = hex(&Sha256::digest(&body));
     // Signed by every key given, each its own: the gate at their number.
     let own = crate::trust::KeyRing::from_keys(keys.iter().map(|k| k.public_key()).collect());
     dir.publish_manifest(
@@ -964,7 +969,12 @@ pub fn pack(opts: &PackOptions) -> Result<Packed, String> {
             format_rfc3339(clock)
         ));
     }
-    Ok(Packed { manifest, notes })
+    Ok(Packed {
+        manifest,
+        doc,
+        manifest_sha256,
+        notes,
+    })
 }
 
 #[cfg(test)]

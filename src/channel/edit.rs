@@ -248,8 +248,9 @@ fn change_of(
 }
 
 /// Run `abupdate channel`: verify what is there, apply the edit, check the
-/// result as hosts will, sign and publish. Returns the channel's path.
-pub fn run(opts: &Options) -> Result<PathBuf, PublishError> {
+/// result as hosts will, sign and publish. Returns the channel written, as
+/// hosts read it.
+pub fn run(opts: &Options) -> Result<Channel, PublishError> {
     let file = &opts.file;
     let name = file
         .file_name()
@@ -303,7 +304,7 @@ pub fn run(opts: &Options) -> Result<PathBuf, PublishError> {
     apply(&mut doc, &change, created, expires).map_err(|e| refused(file, e))?;
     let mut body = serde_json::to_vec_pretty(&doc).map_err(|e| refused(file, e))?;
     body.push(b'\n');
-    Channel::parse(name, &body).map_err(|e| malformed(file, e))?;
+    let written = Channel::parse(name, &body).map_err(|e| malformed(file, e))?;
     let signing: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
     dir.publish_manifest(
         name,
@@ -313,7 +314,7 @@ pub fn run(opts: &Options) -> Result<PathBuf, PublishError> {
         &keys,
         threshold,
     )?;
-    Ok(file.clone())
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -119,15 +119,27 @@ pub fn keygen(global: &Global, secret: &Path, public: &Path, force: bool) -> Res
         }
         return Err(e);
     }
-    if !global.quiet {
+    let key_id = pk.key_id_hex();
+    if global.json {
+        json::print(&json::Keygen {
+            key_id: &key_id,
+            secret: shown(secret),
+            public: shown(public),
+        });
+    } else if !global.quiet {
         crate::say!(
-            "key id {}: secret {}, public {}",
-            pk.key_id_hex(),
+            "key id {key_id}: secret {}, public {}",
             secret.display(),
             public.display()
         );
     }
     Ok(0)
+}
+
+/// A path as JSON shows it: bytes that are not text as `\xNN`.
+fn shown(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    crate::text::show(path.as_os_str().as_bytes())
 }
 
 /// Whether `a` and `b` name one file: one name in one directory however
@@ -156,7 +168,12 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// `sign`: `FILE.minisig`, prehashed, replaced atomically.
-pub fn sign(secret: &Path, file: &Path, trusted_comment: Option<String>) -> Result<i32> {
+pub fn sign(
+    global: &Global,
+    secret: &Path,
+    file: &Path,
+    trusted_comment: Option<String>,
+) -> Result<i32> {
     crate::publish::warn_if_others_can_read(secret);
     let sk = minisign::SecretKey::parse(&read_text(secret)?).map_err(|error| {
         TrustError::SecretKeyInvalid {
@@ -189,6 +206,13 @@ pub fn sign(secret: &Path, file: &Path, trusted_comment: Option<String>) -> Resu
         &sig_path,
         minisign::sign_prehashed(&sk, &digest, &comment).as_bytes(),
     )?;
+    if global.json {
+        json::print(&json::Sign {
+            signature: shown(&sig_path),
+            key_id: &sk.public_key().key_id_hex(),
+            trusted_comment: crate::text::show(comment.as_bytes()),
+        });
+    }
     Ok(0)
 }
 
@@ -227,7 +251,13 @@ pub fn verify(global: &Global, public: &Path, file: &Path) -> Result<i32> {
         name: sig_path.display().to_string(),
         error,
     })?;
-    if !global.quiet {
+    if global.json {
+        json::print(&json::Verify {
+            verified: true,
+            key_id: &pk.key_id_hex(),
+            trusted_comment: crate::text::show(sig.trusted_comment.as_bytes()),
+        });
+    } else if !global.quiet {
         crate::tell!("Signature and comment signature verified");
         // Signed, yet outside bytes: nothing in it reaches the terminal raw.
         crate::tell!(
@@ -579,7 +609,30 @@ fn manual_line(done: &agent::ManualDone) -> String {
 pub fn pack(global: &Global, opts: &PackOptions) -> Result<i32> {
     crate::pack::check_options(opts).map_err(usage)?;
     let packed = crate::pack::pack(opts).map_err(Error::Pack)?;
-    if !global.quiet {
+    if global.json {
+        let doc = &packed.doc;
+        json::print(&json::Pack {
+            manifest: shown(&packed.manifest),
+            manifest_sha256: &packed.manifest_sha256,
+            version: &doc.version,
+            created: &doc.created,
+            expires: &doc.expires,
+            images: doc
+                .images
+                .iter()
+                .map(|(class, image)| {
+                    let packed = json::PackedImage {
+                        size: image.size,
+                        download_size: image.download_size,
+                        segments: image.segments.len(),
+                        deltas: image.deltas.len(),
+                    };
+                    (class.as_str(), packed)
+                })
+                .collect(),
+            notes: &packed.notes,
+        });
+    } else if !global.quiet {
         crate::say!("wrote {} and its signature", packed.manifest.display());
     }
     for note in &packed.notes {
@@ -600,9 +653,18 @@ pub fn pack(_global: &Global, _opts: &PackOptions) -> Result<i32> {
 /// ([`crate::channel::edit`]).
 #[cfg(feature = "pack")]
 pub fn channel(global: &Global, opts: &crate::channel::Options) -> Result<i32> {
-    let path = crate::channel::edit::run(opts)?;
-    if !global.quiet {
-        crate::say!("wrote {} and its signature", path.display());
+    let written = crate::channel::edit::run(opts)?;
+    if global.json {
+        json::print(&json::Channel {
+            channel: shown(&opts.file),
+            sha256: &written.sha256,
+            created: crate::timefmt::format_rfc3339(written.created),
+            expires: crate::timefmt::format_rfc3339(written.expires),
+            halt: written.halt,
+            releases: written.releases.len(),
+        });
+    } else if !global.quiet {
+        crate::say!("wrote {} and its signature", opts.file.display());
     }
     Ok(0)
 }

@@ -413,7 +413,7 @@ pub static FLAGS: &[Flag] = &[
     switch(
         "json",
         Scope::Global,
-        "print the result as stable JSON on stdout, for the commands that have one (README \"--json\"), and every error",
+        "print the result, or the error, as stable JSON on stdout (README \"--json\")",
         |a, _| {
             a.json = true;
             Ok(())

@@ -345,6 +345,92 @@ pub struct FleetSample<'a> {
     pub value: f64,
 }
 
+/// `keygen`: the pair written.
+#[derive(Debug, Serialize)]
+pub struct Keygen<'a> {
+    /// The key id, as minisign prints it (hex).
+    pub key_id: &'a str,
+    /// Where the secret key was written.
+    pub secret: String,
+    /// Where the public key was written.
+    pub public: String,
+}
+
+/// `sign`: the signature written.
+#[derive(Debug, Serialize)]
+pub struct Sign<'a> {
+    /// `FILE.minisig`.
+    pub signature: String,
+    /// The id of the key that signed.
+    pub key_id: &'a str,
+    /// The signed comment, shown as `verify` shows it.
+    pub trusted_comment: String,
+}
+
+/// `verify`: a signature that verified (one that does not is an
+/// [`Error`]).
+#[derive(Debug, Serialize)]
+pub struct Verify<'a> {
+    /// Always `true`.
+    pub verified: bool,
+    /// The id of the key it verified with.
+    pub key_id: &'a str,
+    /// The signed comment: signed, yet outside bytes, so shown escaped
+    /// (a control character or a bidirectional override as `\xNN`, `\` as
+    /// `\\`), as in the text output.
+    pub trusted_comment: String,
+}
+
+/// `pack`: the release written.
+#[derive(Debug, Serialize)]
+pub struct Pack<'a> {
+    /// `release.json` in the output directory.
+    pub manifest: String,
+    /// SHA-256 of the signed manifest's bytes (hex): what hosts record and
+    /// `check --json` prints.
+    pub manifest_sha256: &'a str,
+    /// The release's version.
+    pub version: &'a str,
+    /// When it was signed (RFC 3339).
+    pub created: &'a str,
+    /// When hosts stop taking it (RFC 3339).
+    pub expires: &'a str,
+    /// Class → what was packed.
+    pub images: BTreeMap<&'a str, PackedImage>,
+    /// Notes for the release manager (also on stderr), one line each.
+    pub notes: &'a [String],
+}
+
+/// One image of [`Pack`].
+#[derive(Debug, Serialize)]
+pub struct PackedImage {
+    /// Bytes of the image (what lands in a slot).
+    pub size: u64,
+    /// Bytes of the full payload.
+    pub download_size: Option<u64>,
+    /// Independent frames of the full payload (0: one stream).
+    pub segments: usize,
+    /// Deltas packed (`--delta-from`).
+    pub deltas: usize,
+}
+
+/// `channel`: the channel written.
+#[derive(Debug, Serialize)]
+pub struct Channel<'a> {
+    /// `channel.json`.
+    pub channel: String,
+    /// SHA-256 of its signed bytes (hex).
+    pub sha256: &'a str,
+    /// When it was signed (RFC 3339).
+    pub created: String,
+    /// When hosts stop acting on it (RFC 3339).
+    pub expires: String,
+    /// The fleet-wide halt.
+    pub halt: bool,
+    /// Releases listed.
+    pub releases: usize,
+}
+
 /// Any command that fails: on stdout, with the line on stderr.
 #[derive(Debug, Serialize)]
 pub struct Error<'a> {
@@ -736,6 +822,77 @@ mod tests {
         );
         assert_eq!(value(&FleetAction::Keep), json!("keep"));
         assert_eq!(value(&FleetAction::Advance), json!("advance"));
+    }
+
+    #[test]
+    fn operator_tool_shapes() {
+        let v = value(&Keygen {
+            key_id: "29332418EABDF0BB",
+            secret: "k.key".into(),
+            public: "k.pub".into(),
+        });
+        assert_eq!(
+            v,
+            json!({"key_id": "29332418EABDF0BB", "secret": "k.key", "public": "k.pub"})
+        );
+        let v = value(&Sign {
+            signature: "f.minisig".into(),
+            key_id: "29332418EABDF0BB",
+            trusted_comment: "c".into(),
+        });
+        assert_eq!(keys(&v), ["key_id", "signature", "trusted_comment"]);
+        let v = value(&Verify {
+            verified: true,
+            key_id: "29332418EABDF0BB",
+            trusted_comment: "c".into(),
+        });
+        assert_eq!(
+            v,
+            json!({"verified": true, "key_id": "29332418EABDF0BB", "trusted_comment": "c"})
+        );
+        let notes = vec!["note".to_string()];
+        let v = value(&Pack {
+            manifest: "out/release.json".into(),
+            manifest_sha256: "ab12",
+            version: "2.0",
+            created: "2026-12-06T00:00:00Z",
+            expires: "2027-03-06T00:00:00Z",
+            images: BTreeMap::from([(
+                "rootfs",
+                PackedImage {
+                    size: 8,
+                    download_size: Some(4),
+                    segments: 2,
+                    deltas: 1,
+                },
+            )]),
+            notes: &notes,
+        });
+        assert_eq!(
+            v,
+            json!({
+                "manifest": "out/release.json", "manifest_sha256": "ab12", "version": "2.0",
+                "created": "2026-12-06T00:00:00Z", "expires": "2027-03-06T00:00:00Z",
+                "images": {"rootfs": {"size": 8, "download_size": 4, "segments": 2, "deltas": 1}},
+                "notes": ["note"],
+            })
+        );
+        let v = value(&Channel {
+            channel: "www/channel.json".into(),
+            sha256: "cd34",
+            created: "2026-12-06T00:00:00Z".into(),
+            expires: "2026-12-13T00:00:00Z".into(),
+            halt: false,
+            releases: 3,
+        });
+        assert_eq!(
+            v,
+            json!({
+                "channel": "www/channel.json", "sha256": "cd34",
+                "created": "2026-12-06T00:00:00Z", "expires": "2026-12-13T00:00:00Z",
+                "halt": false, "releases": 3,
+            })
+        );
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn run(global: &Global, command: Command) -> Result<i32> {
             secret,
             file,
             trusted_comment,
-        } => commands::sign(&secret, &file, trusted_comment),
+        } => commands::sign(global, &secret, &file, trusted_comment),
         Command::Verify { public, file } => commands::verify(global, &public, &file),
         Command::Pack(opts) => commands::pack(global, &opts),
         Command::Fleet(opts) => commands::fleet(global, &opts),

@@ -500,3 +500,120 @@ fn quiet_leaves_only_the_error_line() {
         );
     }
 }
+
+/// The operator's tools answer `--json` too (they printed their text lines
+/// before): each document names what the command wrote, and its digests
+/// are those of the bytes on disk, so a release pipeline can take the
+/// manifest's SHA-256 (what hosts record) from `pack` itself.
+#[test]
+fn operator_tools_answer_json_naming_what_they_wrote() {
+    use crate::common::host::sha;
+    let dir = crate::common::host::scratch("cli-operator-json");
+    let p = |name: &str| dir.join(name).into_os_string();
+    let json = |args: Vec<OsString>, code: i32| -> serde_json::Value {
+        let out = abupdate(&args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not one JSON document ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    };
+    // `--quiet` leaves out log lines, never the result.
+    let mut args = os(&["--json", "--quiet", "keygen", "--secret"]);
+    args.extend([p("k.key"), "--public".into(), p("k.pub")]);
+    let made = json(args, 0);
+    let key_id = made["key_id"].as_str().expect("key_id").to_string();
+    let public = std::fs::read_to_string(dir.join("k.pub")).expect("k.pub");
+    assert!(public.contains(&key_id), "{key_id} not in {public}");
+    assert_eq!(made["secret"], *dir.join("k.key").to_string_lossy());
+    assert_eq!(made["public"], *dir.join("k.pub").to_string_lossy());
+
+    std::fs::write(dir.join("file"), b"signed bytes").expect("write");
+    let mut args = os(&[
+        "--json",
+        "sign",
+        "--trusted-comment",
+        "tag \x1b[2J",
+        "--secret",
+    ]);
+    args.extend([p("k.key"), p("file")]);
+    let signed = json(args, 0);
+    assert_eq!(
+        signed["signature"],
+        *dir.join("file.minisig").to_string_lossy()
+    );
+    assert_eq!(signed["key_id"], *key_id);
+    assert_eq!(signed["trusted_comment"], "tag \\x1b[2J");
+    assert!(dir.join("file.minisig").is_file());
+    let mut args = os(&["--json", "verify", "--public"]);
+    args.extend([p("k.pub"), p("file")]);
+    let verified = json(args.clone(), 0);
+    assert_eq!(
+        verified,
+        serde_json::json!({"verified": true, "key_id": key_id, "trusted_comment": "tag \\x1b[2J"})
+    );
+    std::fs::write(dir.join("file"), b"other bytes").expect("write");
+    let refused = json(args, 1);
+    assert_eq!(refused["kind"], "signature", "{refused}");
+
+    let image: Vec<u8> = (0..9u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("rootfs.img"), &image).expect("image");
+    let mut args = os(&["--json", "pack", "--compatible", "c", "--version", "2.0"]);
+    args.extend(["--secret".into(), p("k.key"), "--image".into()]);
+    let mut image_arg = OsString::from("rootfs=");
+    image_arg.push(p("rootfs.img"));
+    args.extend([
+        image_arg,
+        "--out".into(),
+        p("out"),
+        "--level".into(),
+        "1".into(),
+    ]);
+    let packed = json(args, 0);
+    let manifest = std::fs::read(dir.join("out/release.json")).expect("release.json");
+    let doc: serde_json::Value = serde_json::from_slice(&manifest).expect("manifest");
+    let rootfs = &doc["images"]["rootfs"];
+    let payload = dir.join("out").join(rootfs["url"].as_str().expect("url"));
+    assert_eq!(
+        packed["manifest"],
+        *dir.join("out/release.json").to_string_lossy()
+    );
+    assert_eq!(packed["manifest_sha256"], *sha(&manifest));
+    assert_eq!(packed["version"], "2.0");
+    assert_eq!(packed["created"], doc["created"]);
+    assert_eq!(packed["expires"], doc["expires"]);
+    assert_eq!(
+        packed["images"]["rootfs"],
+        serde_json::json!({
+            "size": image.len(),
+            "download_size": std::fs::metadata(&payload).expect("payload").len(),
+            "segments": rootfs["segments"].as_array().expect("segments").len(),
+            "deltas": 0,
+        })
+    );
+    assert_eq!(packed["notes"], serde_json::json!([]));
+
+    let channel = |action: &str, extra: &[OsString], releases: usize, halt: bool| {
+        let mut args = os(&["--json", "channel", action]);
+        args.push(p("out/channel.json"));
+        args.extend(extra.iter().cloned());
+        args.extend(["--secret".into(), p("k.key")]);
+        let written = json(args, 0);
+        let bytes = std::fs::read(dir.join("out/channel.json")).expect("channel.json");
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).expect("channel");
+        assert_eq!(
+            written["channel"],
+            *dir.join("out/channel.json").to_string_lossy()
+        );
+        assert_eq!(written["sha256"], *sha(&bytes), "{action}");
+        assert_eq!(written["created"], doc["created"], "{action}");
+        assert_eq!(written["expires"], doc["expires"], "{action}");
+        assert_eq!(written["releases"], releases, "{action}");
+        assert_eq!(written["halt"], halt, "{action}");
+    };
+    channel("add", &[p("out/release.json")], 1, false);
+    channel("halt", &[], 1, true);
+    let _ = std::fs::remove_dir_all(&dir);
+}
