@@ -589,9 +589,22 @@ fn same_version(a: &str, b: &str) -> bool {
 pub const STATE_FORMAT: u32 = 1;
 
 /// The largest `state.json` read. A real one is a few KiB (the failed list
-/// grows by one entry per failed release); anything bigger is damage, and
-/// is not read into memory whole.
+/// holds at most [`MAX_FAILED_RELEASES`] entries of bounded size); anything
+/// bigger is damage, is not read into memory whole, and is never written.
 pub const MAX_STATE_BYTES: u64 = 1 << 20;
+
+/// Entries the failed list keeps. A host whose every nightly fails its
+/// checks for years must not grow `state.json` towards
+/// [`MAX_STATE_BYTES`] (past it the state reads as damaged and no later
+/// change sticks), nor fill a small data partition: beyond this many, the
+/// lowest version goes first ([`State::hold`]). A release that old, offered
+/// again, is tried again: its trial fails and the host rolls back, as the
+/// first time.
+pub const MAX_FAILED_RELEASES: usize = 64;
+
+/// Bytes of an entry's `reason` kept: what the checks said, cut (the whole
+/// of it went to the log and the report when it happened).
+pub const MAX_FAILED_REASON_BYTES: usize = 512;
 
 /// The error kind counted (and reported) when `state.json` is unusable.
 pub const STATE_CORRUPT_KIND: &str = Kind::StateCorrupt.as_str();
@@ -840,7 +853,13 @@ impl State {
     /// ([`Hold::strength`]): a cancel never softens a failure, and a
     /// failure hardens a cancel or an operator's rejection. A provisional
     /// entry is no verdict: any hold replaces it.
+    ///
+    /// Invariant: the one way an entry is made, so the list stays bounded
+    /// here: a reason of at most [`MAX_FAILED_REASON_BYTES`], and at most
+    /// [`MAX_FAILED_RELEASES`] entries, the lowest versions dropped first
+    /// (never the provisional entry of a probation that runs).
     fn hold(&mut self, version: &str, manifest_sha256: &str, reason: &str, at: i64, hold: Hold) {
+        let reason = &crate::text::cut(reason, MAX_FAILED_REASON_BYTES);
         match self.failed_entry(version) {
             Some(f) if f.provisional || f.hold.strength() < hold.strength() => {
                 f.manifest_sha256 = manifest_sha256.to_string();
@@ -859,6 +878,35 @@ impl State {
                 provisional: false,
                 unknown: Unknown::new(),
             }),
+        }
+        self.bound_failed_list();
+    }
+
+    /// Drop the lowest versions (the oldest entry first among equals, a
+    /// version that does not parse lowest) until the failed list holds
+    /// [`MAX_FAILED_RELEASES`], keeping the provisional entry of the
+    /// probation that runs (it is the running release's fallback record).
+    fn bound_failed_list(&mut self) {
+        while self.failed.len() > MAX_FAILED_RELEASES {
+            let running = self.on_probation().map(|p| p.version.clone());
+            let lowest = self
+                .failed
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| {
+                    !(f.provisional
+                        && running
+                            .as_deref()
+                            .is_some_and(|v| same_version(&f.version, v)))
+                })
+                .min_by_key(|(_, f)| (Version::parse(&f.version).ok(), f.at))
+                .map(|(i, _)| i);
+            match lowest {
+                Some(i) => {
+                    self.failed.remove(i);
+                }
+                None => break,
+            }
         }
     }
 
@@ -1561,6 +1609,17 @@ impl StateDir {
             reason: e.to_string(),
         })?;
         body.push(b'\n');
+        // Never a file the next load would take for damage (and so drop
+        // this change and every later one with it).
+        if body.len() as u64 > MAX_STATE_BYTES {
+            return Err(StateError::Corrupt {
+                path,
+                reason: format!(
+                    "not written: {} bytes, more than the {MAX_STATE_BYTES} a state may hold",
+                    body.len()
+                ),
+            });
+        }
         if crate::failpoint::state_full() {
             return Err(io(&tmp)(std::io::Error::from_raw_os_error(
                 nix::libc::ENOSPC,
@@ -1840,6 +1899,74 @@ mod tests {
         assert_eq!(back, s);
         assert_eq!(back.failed.len(), 1);
         assert!(!sd.path().join("state.json.tmp").exists());
+    }
+
+    /// Found from outside (a host whose every nightly failed its checks
+    /// for years): the failed list grew 336 to 1,302 bytes a release, and
+    /// after ~800 releases `state.json` passed the size a load takes, read
+    /// as damaged, and no change stuck again. The list keeps the highest
+    /// versions, each reason cut, and the saved file stays small.
+    #[test]
+    fn the_failed_list_keeps_its_highest_versions_within_its_bound() {
+        let dir = tmpdir("bounded");
+        let sd = StateDir::new(&dir);
+        let mut s = sd.load().expect("fresh");
+        let long = "x".repeat(5000);
+        // Out of order: the lowest versions go, not the oldest entries.
+        for n in (1..=150).rev().chain(151..=1000) {
+            s.record_failed(&format!("1.{n}"), &"f".repeat(64), &long, n);
+        }
+        assert_eq!(s.failed.len(), MAX_FAILED_RELEASES);
+        let lowest = 1000 - MAX_FAILED_RELEASES + 1;
+        assert!(s.holds(&format!("1.{lowest}")) && s.holds("1.1000"));
+        assert!(!s.holds(&format!("1.{}", lowest - 1)) && !s.holds("1.1"));
+        assert!(s
+            .failed
+            .iter()
+            .all(|f| f.reason.len() <= MAX_FAILED_REASON_BYTES && f.reason.starts_with("xxx")));
+        sd.lock().expect("lock").save(&s).expect("save");
+        let bytes = std::fs::metadata(sd.state_file()).expect("state").len();
+        assert!(bytes < 64 << 10, "{bytes} bytes");
+        assert_eq!(sd.load().expect("load"), s);
+    }
+
+    #[test]
+    fn the_failed_list_bound_never_drops_a_running_probations_own_entry() {
+        let mut s = fresh();
+        let t = transaction(SlotName::A, Phase::Staged);
+        s.stage(&t, None, 9);
+        s.commit(&t, 10, 3600, Some("boot-2".into()));
+        assert_eq!(s.on_probation().map(|p| p.version.as_str()), Some("2.0"));
+        // Every other entry is newer than the release on probation.
+        for n in 1..=2 * MAX_FAILED_RELEASES {
+            s.record_failed(&format!("3.{n}"), "ff", "checks", 20 + n as i64);
+        }
+        assert_eq!(s.failed.len(), MAX_FAILED_RELEASES);
+        assert!(s.failed.iter().any(|f| f.provisional && f.version == "2.0"));
+        // Once its probation ends, it is an entry like any other.
+        s.probation = None;
+        s.record_failed("3.999", "ff", "checks", 999);
+        assert!(!s.failed.iter().any(|f| f.version == "2.0"));
+    }
+
+    /// A state the next load would take for damage is never written: the
+    /// save fails, and the file on disk stays the last good one.
+    #[test]
+    fn a_state_too_large_to_load_is_refused_not_written() {
+        let dir = tmpdir("too-large");
+        let sd = StateDir::new(&dir);
+        let mut s = sd.load().expect("fresh");
+        s.record_failed("3", "ff", "health", 7);
+        let lock = sd.lock().expect("lock");
+        lock.save(&s).expect("save");
+        let before = std::fs::read(sd.state_file()).expect("state");
+        s.failed[0].unknown.insert(
+            "note".into(),
+            serde_json::Value::String("y".repeat(MAX_STATE_BYTES as usize)),
+        );
+        let e = lock.save(&s).expect_err("too large");
+        assert!(e.to_string().contains("not written"), "{e}");
+        assert_eq!(std::fs::read(sd.state_file()).expect("state"), before);
     }
 
     /// Found from outside (stop 47): a FIFO at `state.json.tmp` or

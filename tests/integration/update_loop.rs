@@ -862,3 +862,53 @@ fn status_shows_one_state_while_another_instance_saves_state() {
     }
     assert_eq!(seen.len(), 2, "the state did not flip during the runs");
 }
+
+/// Found from outside (years of failing nightlies): the failed list grew by
+/// one entry per failed release until `state.json` passed the 1 MiB a load
+/// takes; from then on it read as damaged, no change stuck, and the host
+/// rebooted into a release it had already rolled back, tick after tick.
+/// Through the real binary: a host with a full list fails one more trial,
+/// and the list stays at its bound, holding the new failure (whose long
+/// reason is cut) and dropping the lowest version.
+#[test]
+fn a_host_whose_failed_list_is_full_still_records_the_next_failure_and_stays_bounded() {
+    let mut h = crate::common::host::host_on_trial("failed-list-full", "");
+    h.edit_state(|s| {
+        s["failed"] = (1..=64)
+            .map(|n| {
+                serde_json::json!({
+                    "version": format!("1.0.{n}"), "manifest_sha256": "ff",
+                    "reason": "health checks failed", "at": n,
+                })
+            })
+            .collect();
+    });
+    h.add_health_check("10-noisy", "head -c 4000 /dev/zero | tr '\\0' x; exit 1");
+    let out = h.abupdate(&["health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(h.boot(), "A");
+    let state = h.state();
+    let failed = state["failed"].as_array().expect("failed list");
+    let versions: Vec<&str> = failed
+        .iter()
+        .filter_map(|f| f["version"].as_str())
+        .collect();
+    assert_eq!(versions.len(), 64, "{versions:?}");
+    assert!(
+        versions.contains(&"2.0") && versions.contains(&"1.0.64"),
+        "{versions:?}"
+    );
+    assert!(!versions.contains(&"1.0.1"), "{versions:?}");
+    let reason = failed.iter().find(|f| f["version"] == "2.0").expect("2.0")["reason"]
+        .as_str()
+        .expect("reason");
+    assert!(reason.len() <= 512, "{} bytes", reason.len());
+    // And the timer does not take it again.
+    let out = h.abupdate(&[
+        "--json",
+        "check",
+        h.dir.join("r2/release.json").to_str().expect("utf8"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["reason"], "previously_failed", "{}", text(&out));
+}
