@@ -1,6 +1,6 @@
 //! `abupdate channel`: the operator's edits of a release channel (add a
-//! release, withdraw one, halt, resume, re-sign), each re-signed and
-//! published in the order of [`crate::publish`].
+//! release, withdraw one, prune old ones, halt, resume, re-sign), each
+//! re-signed and published in the order of [`crate::publish`].
 //!
 //! Invariant: nothing is re-signed that the hosts' trust gate would not
 //! accept as it stands: an existing `channel.json` is verified (the hosts'
@@ -9,7 +9,9 @@
 //! laundered by a fresh signature. Every edit is [`apply`], a plain function
 //! of the document, and its result is parsed as hosts parse it before it is
 //! signed; `created` only moves forward ([`crate::publish::next_created`]),
-//! so hosts that saw the old channel accept the new one.
+//! so hosts that saw the old channel accept the new one; and no channel
+//! longer than the hosts read ([`super::MAX_CHANNEL_BYTES`]) is published:
+//! one would reach no host, a halt in it included.
 
 use super::{Action, Channel, Options};
 use crate::manifest::{Manifest, Version, MAX_MANIFEST_BYTES};
@@ -35,6 +37,11 @@ pub enum Change {
     },
     /// Withdraw a listed release.
     Withdraw(String),
+    /// Drop every release below this listed one but the barriers (and a
+    /// version that does not parse): no host's choice among what is left
+    /// changes, as a host takes the newest release above it unless a
+    /// barrier comes first ([`super::choose`]).
+    Prune(String),
     /// Drop a listed release's pin: bound by its version only.
     Unpin(String),
     /// Bind a listed release's manifest bytes (again, after a re-pack).
@@ -52,7 +59,8 @@ pub enum Change {
 
 /// Apply `change` to the channel document `doc` (unknown fields are signed
 /// content and kept) and date it `created`..`expires`. Refused: adding a
-/// version already listed, withdrawing or unpinning one that is not.
+/// version already listed, withdrawing, unpinning or pruning below one
+/// that is not.
 pub fn apply(doc: &mut Value, change: &Change, created: i64, expires: i64) -> Result<(), String> {
     let obj = doc.as_object_mut().ok_or("not a JSON object")?;
     obj.insert("created".into(), format_rfc3339(created).into());
@@ -102,6 +110,20 @@ pub fn apply(doc: &mut Value, change: &Change, created: i64, expires: i64) -> Re
                 Change::Pin { sha256, .. } => r.insert("sha256".into(), sha256.clone().into()),
                 _ => r.remove("sha256"),
             };
+        }
+        Change::Prune(version) => {
+            let below = Version::parse(version)
+                .ok()
+                .filter(|_| releases.iter_mut().any(|r| listed(version)(&r)));
+            let below = below.ok_or_else(|| format!("release {version} is not listed"))?;
+            releases.retain(|r| {
+                let barrier = r.get("barrier").and_then(Value::as_bool) == Some(true);
+                let this = r
+                    .get("version")
+                    .and_then(Value::as_str)
+                    .and_then(|t| Version::parse(t).ok());
+                barrier || this.is_none_or(|v| v >= below)
+            });
         }
         Change::Halt(_) | Change::Resign => {}
     }
@@ -213,6 +235,7 @@ fn change_of(
             }
         }
         Action::Withdraw(v) => Change::Withdraw(v.clone()),
+        Action::Prune(v) => Change::Prune(v.clone()),
         Action::Unpin(v) => Change::Unpin(v.clone()),
         Action::Pin(v) => {
             let wanted = Version::parse(v).ok();
@@ -304,6 +327,18 @@ pub fn run(opts: &Options) -> Result<Channel, PublishError> {
     apply(&mut doc, &change, created, expires).map_err(|e| refused(file, e))?;
     let mut body = serde_json::to_vec_pretty(&doc).map_err(|e| refused(file, e))?;
     body.push(b'\n');
+    let max = super::MAX_CHANNEL_BYTES;
+    if body.len() as u64 > max {
+        return Err(refused(
+            file,
+            format!(
+                "would be {} bytes, more than the {max} hosts read: no host would take it \
+                 (a halt in it included); `channel prune FILE VERSION` drops the releases \
+                 below VERSION (barriers stay)",
+                body.len()
+            ),
+        ));
+    }
     let written = Channel::parse(name, &body).map_err(|e| malformed(file, e))?;
     let signing: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
     dir.publish_manifest(
@@ -362,6 +397,52 @@ mod tests {
         apply(&mut doc, &Change::Withdraw("2.1".into()), 1001, 2000).expect("withdraw");
         assert!(parsed(&doc).releases[0].withdrawn);
         let e = apply(&mut doc, &Change::Withdraw("9".into()), 1002, 2000).expect_err("unknown");
+        assert!(e.contains("not listed"), "{e}");
+    }
+
+    /// What `prune` keeps, and that it changes no host's choice: every
+    /// booted version, below, between and above what is dropped, chooses
+    /// the same release (nothing failed here) from the channel before and
+    /// after.
+    #[test]
+    fn prune_drops_the_releases_below_but_the_barriers_and_no_choice_changes() {
+        let mut doc = json!({"format": 1});
+        for (v, barrier) in [
+            ("1.1", false),
+            ("1.2", true),
+            ("1.3", false),
+            ("1.4", false),
+            ("2.0", false),
+            ("2.1", false),
+        ] {
+            apply(&mut doc, &add(v, barrier), 1000, 2000).expect("add");
+        }
+        apply(&mut doc, &Change::Withdraw("1.3".into()), 1000, 2000).expect("withdraw");
+        let before = parsed(&doc);
+        apply(&mut doc, &Change::Prune("2.0.0".into()), 1001, 2000).expect("prune");
+        let after = parsed(&doc);
+        let left: Vec<String> = after
+            .releases
+            .iter()
+            .map(|r| r.version.to_string())
+            .collect();
+        assert_eq!(left, ["1.2", "2.0", "2.1"]);
+        let chosen =
+            |ch: &Channel, booted: &Version| match super::super::choose(ch, Some(booted), &[]) {
+                super::super::Choice::Install { index, .. } => {
+                    Some(ch.releases[index].version.to_string())
+                }
+                _ => None,
+            };
+        for booted in ["1.0", "1.1", "1.2", "1.25", "1.4", "1.9", "2.0", "2.1", "3"] {
+            let booted = Version::parse(booted).expect("version");
+            assert_eq!(
+                chosen(&before, &booted),
+                chosen(&after, &booted),
+                "booted {booted}"
+            );
+        }
+        let e = apply(&mut doc, &Change::Prune("1.9".into()), 1002, 2000).expect_err("unlisted");
         assert!(e.contains("not listed"), "{e}");
     }
 

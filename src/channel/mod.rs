@@ -392,6 +392,9 @@ pub enum Action {
     Pin(String),
     /// `withdraw VERSION`.
     Withdraw(String),
+    /// `prune VERSION`: drop every release below that listed one, barriers
+    /// and releases it does not order (a version that does not parse) kept.
+    Prune(String),
     /// `halt`: no host starts an install.
     Halt,
     /// `resume`: lift the halt.

@@ -187,13 +187,13 @@ pub static COMMANDS: &[CommandDef] = &[
             arg(
                 "ACTION",
                 true,
-                "add, withdraw, pin, unpin, halt, resume or resign",
+                "add, withdraw, prune, pin, unpin, halt, resume or resign",
             ),
             arg("FILE", true, "the channel.json"),
             arg(
                 "ARG",
                 false,
-                "add: the release.json; withdraw, pin, unpin: the version",
+                "add: the release.json; withdraw, prune, pin, unpin: the version",
             ),
         ],
         about: "operator: edit a release channel, verified first, then re-signed",

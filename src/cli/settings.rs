@@ -319,13 +319,16 @@ fn channel(low: LowArgs) -> Result<crate::channel::Options, String> {
             pin: low.pin,
         },
         (Some("withdraw"), Some(v)) => Action::Withdraw(v),
+        (Some("prune"), Some(v)) => Action::Prune(v),
         (Some("unpin"), Some(v)) => Action::Unpin(v),
         (Some("pin"), Some(v)) => Action::Pin(v),
         (Some(a @ ("pin" | "unpin")), None) => {
             return Err(format!("channel {a} needs the version (ARG)"))
         }
         (Some("add"), None) => return Err("channel add needs the release.json (ARG)".into()),
-        (Some("withdraw"), None) => return Err("channel withdraw needs the version (ARG)".into()),
+        (Some(a @ ("withdraw" | "prune")), None) => {
+            return Err(format!("channel {a} needs the version (ARG)"))
+        }
         (Some("halt"), None) => Action::Halt,
         (Some("resume"), None) => Action::Resume,
         (Some("resign"), None) => Action::Resign,
@@ -334,9 +337,9 @@ fn channel(low: LowArgs) -> Result<crate::channel::Options, String> {
         }
         (a, _) => {
             return Err(format!(
-                "channel: unknown action {:?} (add, withdraw, pin, unpin, halt, resume, resign)",
-                a.unwrap_or_default()
-            ))
+            "channel: unknown action {:?} (add, withdraw, prune, pin, unpin, halt, resume, resign)",
+            a.unwrap_or_default()
+        ))
         }
     };
     if (low.barrier || low.pin) && !matches!(action, Action::Add { .. }) {

@@ -912,3 +912,71 @@ fn an_interrupted_write_of_a_withdrawn_release_is_ended_not_redone() {
         assert_eq!(h.state()["transaction"]["version"], "3.0", "{point}");
     }
 }
+
+/// Found from outside (years of nightlies, one `channel add` each): the
+/// 2,033rd add published a channel past the 256 KiB hosts read, and from
+/// then on no host took any channel, a later `halt` included; nothing
+/// could drop entries. Now the edit that would pass the hosts' limit is
+/// refused, naming it and `prune`, with the channel left as it was; a
+/// channel already past it is pruned, and hosts read it again.
+#[test]
+fn a_channel_hosts_could_not_read_is_never_published_and_prune_shrinks_one() {
+    let h = host("too-long", "1.0");
+    release(&h, "2.0", false);
+    // Signed by the right key, as an older `channel add` left it: past the
+    // hosts' limit by nightlies of the 1.x line (and one barrier).
+    let mut doc = current(&h);
+    let mut releases = vec![serde_json::json!({
+        "version": "0.9", "manifest": "r2.0/release.json", "barrier": true, "withdrawn": false,
+    })];
+    releases.extend((1..=2100).map(|n| {
+        serde_json::json!({
+            "version": format!("1.1.{n}"), "manifest": "r2.0/release.json",
+            "barrier": false, "withdrawn": false,
+        })
+    }));
+    releases.extend(
+        doc["releases"]
+            .as_array()
+            .expect("releases")
+            .iter()
+            .cloned(),
+    );
+    doc["releases"] = releases.into();
+    doc["created"] = date(now() + 1).into();
+    write_signed(&h, &doc);
+    let long = std::fs::read(channel_path(&h)).expect("channel");
+    assert!(long.len() > 256 << 10, "{} bytes", long.len());
+    let out = h.abupdate(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("more than the 262144 bytes allowed"),
+        "{}",
+        text(&out)
+    );
+    // A halt, too, would reach no host: refused, nothing written.
+    let out = channel_cmd(&h, "halt", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let message = text(&out);
+    assert!(
+        message.contains("more than the 262144 hosts read")
+            && message.contains("channel prune FILE VERSION"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(channel_path(&h)).expect("channel"), long);
+    // Pruned below 2.0: the barrier and 2.0 stay, and hosts read it again.
+    channel(&h, "prune", &["2.0"]);
+    let pruned = current(&h);
+    let left: Vec<&str> = pruned["releases"]
+        .as_array()
+        .expect("releases")
+        .iter()
+        .filter_map(|r| r["version"].as_str())
+        .collect();
+    assert_eq!(left, ["0.9", "2.0"]);
+    channel(&h, "halt", &[]);
+    channel(&h, "resume", &[]);
+    let (code, v) = check_json(&h);
+    assert_eq!(code, Some(100), "{v}");
+    assert_eq!(v["version"], "2.0", "{v}");
+}
