@@ -578,7 +578,9 @@ pub struct SourceHash {
 
 /// Whether two release names are the same release, compared as versions
 /// when both parse (`3.0` is `3.0.0`), else as text.
-fn same_version(a: &str, b: &str) -> bool {
+/// Whether `a` and `b` name one release: compared as versions when both
+/// parse (`3.0` is `3.0.0`), else as text.
+pub fn same_version(a: &str, b: &str) -> bool {
     match (Version::parse(a), Version::parse(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,

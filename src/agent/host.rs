@@ -132,10 +132,16 @@ impl Host {
     /// fills from it holds that same text, so the same os-release read
     /// twice, or once into the record, is the same version.
     pub fn booted_version(&self, state: &State, booted: SlotName) -> Option<String> {
+        self.os_release_version()
+            .or_else(|| state.slot(booted).version)
+    }
+
+    /// os-release's version of the booted system, as [`Host::booted_version`]
+    /// takes it; `None` when it cannot be read.
+    pub fn os_release_version(&self) -> Option<String> {
         system::read_fact_bytes(&self.config.system.os_release)
             .and_then(|t| system::version_bytes_from_os_release(&t))
             .map(|v| crate::text::show(&v))
-            .or_else(|| state.slot(booted).version)
     }
 
     fn machine_id(&self) -> &str {

@@ -144,6 +144,12 @@ pub struct Facts<'a> {
     /// `state.json` was damaged: the records are its last good copy's or a
     /// fresh state's ([`crate::state::State::recovered`]).
     pub state_damaged: bool,
+    /// The booted slot's record names another release than the one
+    /// running (os-release's): the records are of an older boot, not this
+    /// one. Only read when the state was damaged, where a last good copy
+    /// several saves behind (its later saves lost) may hold the booted
+    /// slot committed with the release it held before this trial.
+    pub booted_record_stale: bool,
     /// What the bootloader says of both slots, once read
     /// ([`Decision::ReadBootloader`] asks for it).
     pub boot: Option<BootView>,
@@ -438,11 +444,13 @@ pub enum Decision {
 }
 
 /// No transaction recorded (and no rollback to finish): re-bless, unless
-/// the state was damaged, does not hold the booted slot committed, and the
+/// the state was damaged, does not hold the booted slot committed (with
+/// the release running: a record of another is an older boot's), and the
 /// bootloader says the booted slot is on a try: then that trial is judged
 /// by its checks as any other.
 fn decide_undescribed(f: &Facts) -> Decision {
-    if *f.booted_status == SlotStatus::Good {
+    let stale = f.state_damaged && f.booted_record_stale;
+    if *f.booted_status == SlotStatus::Good && !stale {
         return decide_committed(f);
     }
     if !f.state_damaged {
@@ -549,6 +557,15 @@ pub fn decide(f: &Facts) -> Decision {
     }
 }
 
+/// Whether `booted`'s record names a release other than the one running
+/// (os-release's); `false` when either is unknown.
+fn record_of_another_release(host: &Host, state: &crate::state::State, booted: SlotName) -> bool {
+    match (state.slot(booted).version, host.os_release_version()) {
+        (Some(r), Some(v)) => !crate::state::same_version(&r, &v),
+        _ => false,
+    }
+}
+
 /// The boot-time verdict: gather the facts [`decide`] asks for, then apply
 /// its decision.
 pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
@@ -569,6 +586,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
         trial_intact: None,
         checks: None,
         state_damaged: state.recovered.is_some(),
+        booted_record_stale: record_of_another_release(host, &state, booted),
         boot: None,
         other_rejectable: other_rejectable(&state, booted),
     };
@@ -955,6 +973,7 @@ mod tests {
             trial_intact: None,
             checks: None,
             state_damaged: false,
+            booted_record_stale: false,
             boot: None,
             other_rejectable: false,
         }
@@ -993,6 +1012,29 @@ mod tests {
             f.state_damaged = true;
             assert_eq!(decide(&f), Decision::ReadBootloader, "{booted}");
         }
+    }
+
+    /// A stand-in that records the booted slot committed with another
+    /// release than the one running describes an older boot: the
+    /// bootloader is asked, and a try is judged by its checks. Its
+    /// record alone (no damage) or a record of the release running is
+    /// a committed boot, re-blessed.
+    #[test]
+    fn a_damaged_states_stand_in_recording_another_release_committed_is_no_committed_boot() {
+        let mut f = facts(None, &GOOD, &GOOD);
+        f.boot = Some(view(Some(true)));
+        f.booted_record_stale = true;
+        assert_eq!(decide(&f), Decision::Rebless, "not damaged");
+        f.state_damaged = true;
+        assert_eq!(decide(&f), Decision::RunChecks);
+        f.checks = Some(Err("app".into()));
+        assert_eq!(
+            decide(&f),
+            Decision::RollBack(Failure::UndescribedChecks("app".into()))
+        );
+        f.booted_record_stale = false;
+        f.checks = None;
+        assert_eq!(decide(&f), Decision::Rebless, "its own release");
     }
 
     #[test]

@@ -912,3 +912,38 @@ fn a_host_whose_failed_list_is_full_still_records_the_next_failure_and_stays_bou
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["reason"], "previously_failed", "{}", text(&out));
 }
+
+/// Found from outside: a last good copy several saves behind (the saves
+/// after it lost) held the booted slot committed with the release it held
+/// before this trial, and `health` took the trial of a failing release for
+/// a committed boot: "healthy; no trial pending", on every boot, no check
+/// run. A record of another release than the one running is an older
+/// boot's: the trial is judged by its checks, and rolls back.
+#[test]
+fn a_trial_a_stale_good_copy_records_committed_with_another_release_is_judged_by_its_checks() {
+    let (mut h, _) = host_with_release("loop-stale-copy");
+    assert!(h.abupdate(&["health"]).status.success());
+    assert!(h.abupdate(&["update"]).status.success());
+    assert_eq!(h.boot(), "B");
+    assert!(h.abupdate(&["health"]).status.success());
+    assert_eq!(h.state()["slots"]["B"]["status"], "good");
+    // A committed 1.0 and B committed 2.0: the copy that will stand in.
+    let older = std::fs::read(h.state_dir.join("state.json")).expect("state");
+    let m3 = h.pack("r3", "3.0", &image("3.0", 3 << 20), &[]);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replace("/r2/release.json", "/r3/release.json");
+    std::fs::write(&h.config, cfg).expect("config");
+    assert!(m3.exists());
+    let out = h.abupdate(&["update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.boot(), "A");
+    damage_state(&h);
+    std::fs::write(h.state_dir.join("state.json.prev"), older).expect("older copy");
+    h.add_health_check("10-app", "echo 'app did not start' >&2; exit 1");
+    let out = h.abupdate(&["health"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("app did not start"), "{said}");
+    assert!(said.contains("rolled back 3.0"), "{said}");
+    assert_eq!(h.boot(), "B");
+}
