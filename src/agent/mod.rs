@@ -125,6 +125,14 @@ pub enum Refusal {
         /// The line that says so (the release, its slot, why).
         line: String,
     },
+    /// `mark-bad` would leave `slot` to boot, which the records hold good
+    /// but the bootloader holds bad: nothing would be bootable.
+    HeldBadInBootloader {
+        /// The verb.
+        op: Manual,
+        /// The slot it would leave.
+        slot: SlotName,
+    },
     /// The booted version is unknown or not a dotted-number version
     /// ([`check::booted_release`]): no release can be judged newer than
     /// it, so the timer's runs (and any run through a release channel)
@@ -190,6 +198,12 @@ impl fmt::Display for Refusal {
                     ),
                 }
             }
+            Refusal::HeldBadInBootloader { op, slot } => write!(
+                f,
+                "`abupdate {op}` would leave no bootable slot: the bootloader holds slot {slot} bad, \
+                 which state.json does not record (a verb cut before its save, or a state deleted \
+                 since); `abupdate health` finishes what was cut (or use --force)"
+            ),
             Refusal::Unchanged { location } => write!(
                 f,
                 "{location}: release manifest unchanged since the last check"

@@ -207,7 +207,7 @@ pub(super) fn finish_unrecorded_late(
             }
         };
     }
-    let release = match plan(state, booted, Manual::MarkBad(booted), false) {
+    let release = match plan(state, booted, Manual::MarkBad(booted), false, false) {
         Ok(ManualPlan::RejectOnProbation) => state.probation_release(),
         Ok(ManualPlan::RejectCommitted { slot }) if slot == booted => {
             state.committed_release(booted)
@@ -289,6 +289,12 @@ pub struct ManualFacts<'a> {
     pub probation: Option<SlotName>,
     /// `--force`: the operator vouches for what the records do not show.
     pub force: bool,
+    /// The bootloader holds the slot a `mark-bad` would leave to boot bad
+    /// (read only for `mark-bad`; `false` when it cannot tell). The
+    /// records can be behind it (a verb cut between its bootloader write
+    /// and its save, a state deleted or damaged since), and a record of a
+    /// good slot the bootloader will not boot is no slot to leave.
+    pub keeper_held_bad: bool,
 }
 
 impl ManualFacts<'_> {
@@ -478,6 +484,9 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             if !f.proven_good(keeper) && !f.force {
                 return refuse(keeper);
             }
+            if f.keeper_held_bad && !f.force {
+                return Err(Refusal::HeldBadInBootloader { op, slot: keeper });
+            }
             if slot == f.booted && f.running_trial() {
                 return Ok(ManualPlan::RejectTrial);
             }
@@ -519,17 +528,19 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
 /// judged on `state`'s records ([`ManualPlan::RejectCommitted`]).
 pub(super) fn leaving_rejects(state: &State, booted: SlotName, slot: SlotName) -> bool {
     matches!(
-        plan(state, booted, Manual::MarkBad(slot), false),
+        plan(state, booted, Manual::MarkBad(slot), false, false),
         Ok(ManualPlan::RejectCommitted { slot: s }) if s == slot
     )
 }
 
-/// Judge `op` on this host's records ([`judge`]), or refuse.
+/// Judge `op` on this host's records ([`judge`]), or refuse;
+/// `keeper_held_bad` as [`ManualFacts::keeper_held_bad`].
 fn plan(
     state: &State,
     booted: SlotName,
     op: Manual,
     force: bool,
+    keeper_held_bad: bool,
 ) -> std::result::Result<ManualPlan, Refusal> {
     let (a, b) = (state.slot(SlotName::A), state.slot(SlotName::B));
     judge(
@@ -541,6 +552,7 @@ fn plan(
             b: &b,
             probation: state.on_probation().map(|p| p.slot),
             force,
+            keeper_held_bad,
         },
     )
 }
@@ -614,7 +626,13 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<M
     let mut state = host.state_dir.load()?;
     let booted = host.booted_slot()?;
     let flip = Transition::new(host, &lock);
-    match plan(&state, booted, op, force)? {
+    let keeper_held_bad = match op {
+        Manual::MarkBad(slot) => {
+            host.boot.state(slot.other()).ok() == Some(crate::boot::BootState::Bad)
+        }
+        Manual::MarkGood(_) | Manual::Rollback => false,
+    };
+    match plan(&state, booted, op, force, keeper_held_bad)? {
         ManualPlan::Mark { slot, good } => {
             flip.mark(&mut state, slot, good)?;
             Ok(ManualDone::Marked { slot, good })
@@ -749,6 +767,7 @@ mod tests {
                 b: &rec(b),
                 probation: None,
                 force,
+                keeper_held_bad: false,
             },
         )
     }
@@ -770,6 +789,7 @@ mod tests {
                 b,
                 probation,
                 force,
+                keeper_held_bad: false,
             },
         )
     }
@@ -783,6 +803,40 @@ mod tests {
                 ..
             }) => (slot, status, staged),
             other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    /// Found from outside: a `rollback` cut between marking the booted
+    /// slot bad and activating the other (or a state deleted after it)
+    /// left records saying both committed, and `mark-bad` of the other
+    /// left the bootloader nothing to boot. The bootloader's word on the
+    /// slot left to boot is asked too; `--force` is the operator's.
+    #[test]
+    fn mark_bad_is_refused_when_the_bootloader_holds_the_slot_it_leaves_bad() {
+        for (booted, target) in [(A, B), (A, A), (B, A)] {
+            let judged_with = |force| {
+                judge(
+                    Manual::MarkBad(target),
+                    &ManualFacts {
+                        booted,
+                        transaction: None,
+                        a: &rec(Good),
+                        b: &rec(Good),
+                        probation: None,
+                        force,
+                        keeper_held_bad: true,
+                    },
+                )
+            };
+            assert_eq!(
+                judged_with(false),
+                Err(Refusal::HeldBadInBootloader {
+                    op: Manual::MarkBad(target),
+                    slot: target.other()
+                }),
+                "booted {booted}, mark-bad {target}"
+            );
+            assert!(judged_with(true).is_ok(), "--force");
         }
     }
 
@@ -988,6 +1042,7 @@ mod tests {
                     b: &rec(Good),
                     probation,
                     force,
+                    keeper_held_bad: false,
                 },
             )
         };

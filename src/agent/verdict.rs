@@ -144,6 +144,14 @@ pub struct Facts<'a> {
     /// `state.json` was damaged: the records are its last good copy's or a
     /// fresh state's ([`crate::state::State::recovered`]).
     pub state_damaged: bool,
+    /// There was no `state.json`: a fresh host, or one an operator reset
+    /// by deleting it, which may come between a staging and its reboot.
+    /// Like a damaged state with no good copy, it describes no boot, and a
+    /// trial is never blessed unchecked: the bootloader is asked, and a try
+    /// is judged by its checks. A pass where the bootloader cannot tell a
+    /// trial's boot from any other is a re-bless (a fresh host reports no
+    /// commit of the release it was provisioned with).
+    pub state_missing: bool,
     /// The booted slot's record names another release than the one
     /// running (os-release's): the records are of an older boot, not this
     /// one. Only read when the state was damaged, where a last good copy
@@ -312,7 +320,7 @@ impl Failure {
         match self {
             Failure::Checks(what) => format!("health checks failed: {what}"),
             Failure::UndescribedChecks(what) => format!(
-                "health checks failed on a trial the damaged state.json did not describe: {what}"
+                "health checks failed on a trial state.json did not describe: {what}"
             ),
             Failure::Corrupt => "the trial slot's contents do not match the release".into(),
             Failure::Unrecorded { .. } => format!(
@@ -453,7 +461,7 @@ fn decide_undescribed(f: &Facts) -> Decision {
     if *f.booted_status == SlotStatus::Good && !stale {
         return decide_committed(f);
     }
-    if !f.state_damaged {
+    if !f.state_damaged && !f.state_missing {
         return Decision::Rebless;
     }
     let Some(boot) = f.boot else {
@@ -464,7 +472,10 @@ fn decide_undescribed(f: &Facts) -> Decision {
     }
     match &f.checks {
         None => Decision::RunChecks,
-        Some(Ok(())) => Decision::CommitUndescribed(boot.booted_says()),
+        Some(Ok(())) => match (f.state_missing, boot.booted_says()) {
+            (true, BootSays::CannotTell) => Decision::Rebless,
+            (_, says) => Decision::CommitUndescribed(says),
+        },
         // Where to go is never taken from the bootloader's flags alone: on
         // GRUB and U-Boot every boot is a try and a slot never written may
         // be flagged bootable, so without a record of the other slot
@@ -570,6 +581,7 @@ fn record_of_another_release(host: &Host, state: &crate::state::State, booted: S
 /// its decision.
 pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
     let lock = host.state_dir.lock()?;
+    let missing = std::fs::symlink_metadata(host.state_dir.state_file()).is_err();
     let mut state = host.state_dir.load()?;
     let booted = host.booted_slot()?;
     let flip = Transition::new(host, &lock);
@@ -586,6 +598,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
         trial_intact: None,
         checks: None,
         state_damaged: state.recovered.is_some(),
+        state_missing: missing,
         booted_record_stale: record_of_another_release(host, &state, booted),
         boot: None,
         other_rejectable: other_rejectable(&state, booted),
@@ -601,7 +614,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
                         facts.booted, t.version
                     )),
                     None => log(&format!(
-                        "slot {} is on a try no one has blessed in the bootloader, and the damaged state.json does not describe it: judging it as a trial, running health checks",
+                        "slot {} is on a try no one has blessed in the bootloader, and state.json does not describe it: judging it as a trial, running health checks",
                         facts.booted
                     )),
                 }
@@ -636,7 +649,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             let version = booted_version();
             flip.commit_undescribed(&mut state, booted, known.as_deref(), probation)?;
             log(&format!(
-                "committed {version} in slot {booted} (its checks passed; the damaged state.json did not describe the trial)"
+                "committed {version} in slot {booted} (its checks passed; state.json did not describe the trial)"
             ));
             if probation > 0 {
                 log(&format!(
@@ -670,7 +683,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             let version = booted_version();
             let other = booted.other();
             let mut reason = format!(
-                "health checks failed on a trial the damaged state.json did not describe: {what}; slot {other} is no fallback (no record shows it committed, or the bootloader holds it bad or tried it and fell back): {version} is kept in slot {booted}"
+                "health checks failed on a trial state.json did not describe: {what}; slot {other} is no fallback (no record shows it committed, or the bootloader holds it bad or tried it and fell back): {version} is kept in slot {booted}"
             );
             // A failure on a boot that may be a committed release's is no
             // trial failure of that release: counted as this host's
@@ -973,6 +986,7 @@ mod tests {
             trial_intact: None,
             checks: None,
             state_damaged: false,
+            state_missing: false,
             booted_record_stale: false,
             boot: None,
             other_rejectable: false,
@@ -1035,6 +1049,39 @@ mod tests {
         f.booted_record_stale = false;
         f.checks = None;
         assert_eq!(decide(&f), Decision::Rebless, "its own release");
+    }
+
+    /// Found from outside: `state.json` deleted (an operator's reset)
+    /// between a staging and its reboot, and `health` on the trial said
+    /// "healthy; no trial pending", its failing checks never run. A
+    /// missing state describes no boot: a try is judged by its checks; a
+    /// pass where the bootloader cannot tell a trial is a plain re-bless
+    /// (a fresh host reports no commit), one where it can is the trial's
+    /// commit; a failure keeps the slot (no record of a fallback).
+    #[test]
+    fn a_missing_state_never_blesses_a_try_unchecked() {
+        let mut f = facts(None, &EMPTY, &EMPTY);
+        f.state_missing = true;
+        assert_eq!(decide(&f), Decision::ReadBootloader);
+        f.boot = Some(view(Some(false)));
+        assert_eq!(decide(&f), Decision::Rebless, "no try: a committed boot");
+        f.boot = Some(view(Some(true)));
+        assert_eq!(decide(&f), Decision::RunChecks);
+        f.checks = Some(Ok(()));
+        assert_eq!(decide(&f), Decision::Rebless, "cannot tell a trial");
+        let mut trial = view(Some(true));
+        trial.tells_trials = true;
+        f.boot = Some(trial);
+        assert_eq!(decide(&f), Decision::CommitUndescribed(BootSays::Trial));
+        f.boot = Some(view(Some(true)));
+        f.checks = Some(Err("app".into()));
+        assert_eq!(
+            decide(&f),
+            Decision::KeepWithoutFallback("app".into(), BootSays::CannotTell)
+        );
+        f.state_missing = false;
+        f.checks = None;
+        assert_eq!(decide(&f), Decision::Rebless, "a state that is there");
     }
 
     #[test]
@@ -1652,7 +1699,7 @@ mod tests {
         }
         assert_eq!(
             undescribed.reason(&t),
-            "health checks failed on a trial the damaged state.json did not describe: c: broken"
+            "health checks failed on a trial state.json did not describe: c: broken"
         );
         let rejected = Failure::Rejected(super::super::recovery::Manual::Rollback);
         assert_eq!(

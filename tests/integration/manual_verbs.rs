@@ -719,3 +719,62 @@ fn an_install_whose_staging_cannot_be_saved_restores_the_bootloader() {
         assert_eq!(h.primary(), Some("B"), "{loader:?}");
     }
 }
+
+/// Found from outside (a random walk of verbs, cuts and resets): the
+/// records can be behind the bootloader, and `mark-bad` judged on them
+/// alone left nothing to boot. Three ways there, each refused now, the
+/// bootloader left as it was, until `--force`:
+/// a `rollback` cut between marking B bad and activating A, then
+/// `mark-bad A`; an `install` on a full state file system (A, its target,
+/// marked bad and not recorded), then `mark-bad` of the booted B; a
+/// `rollback`, then `state.json` deleted, then `mark-bad A`.
+#[test]
+fn mark_bad_never_leaves_no_bootable_slot_when_the_records_are_behind_the_bootloader() {
+    use crate::common::grub::{choose, How};
+    use crate::common::host::{image, TestHost};
+    for case in ["cut rollback", "install on a full state", "state deleted"] {
+        let mut h = TestHost::new(
+            &format!("mark-bad-behind-{}", case.replace(' ', "-")),
+            "1.0",
+            HostOptions::default(),
+        );
+        let m = h.pack("r2", "2.0", &image("2.0", 64 << 10), &[]);
+        let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("p")]);
+        assert!(out.status.success(), "{case}: {}", text(&out));
+        assert_eq!(h.boot(), "B");
+        assert!(h.abupdate(&["health"]).status.success(), "{case}");
+        let target = match case {
+            "cut rollback" => {
+                let out = h.abupdate_env(&["rollback"], &[("ABUPDATE_FAILPOINT", "env-written:1")]);
+                assert!(!out.status.success(), "{case}: not cut: {}", text(&out));
+                "A"
+            }
+            "install on a full state" => {
+                let m3 = h.pack("r3", "3.0", &image("3.0", 64 << 10), &[]);
+                let out = h.abupdate_env(
+                    &["install", "--no-reboot", m3.to_str().expect("p")],
+                    &[("ABUPDATE_STATE_FULL_AFTER", "state-written")],
+                );
+                assert!(!out.status.success(), "{case}: {}", text(&out));
+                "B"
+            }
+            _ => {
+                assert!(h.abupdate(&["rollback", "--no-reboot"]).status.success());
+                std::fs::remove_file(h.state_dir.join("state.json")).expect("rm");
+                "A"
+            }
+        };
+        let env = h.grub_vars();
+        assert_ne!(choose(&env).how, How::NoOkSlot, "{case}: {env:?}");
+        let out = h.abupdate(&["mark-bad", target]);
+        assert_eq!(out.status.code(), Some(1), "{case}: {}", text(&out));
+        assert!(
+            text(&out).contains("would leave no bootable slot: the bootloader holds slot"),
+            "{case}: {}",
+            text(&out)
+        );
+        assert_eq!(h.grub_vars(), env, "{case}: the bootloader changed");
+        let out = h.abupdate(&["mark-bad", target, "--force"]);
+        assert!(out.status.success(), "{case}: --force: {}", text(&out));
+    }
+}

@@ -947,3 +947,40 @@ fn a_trial_a_stale_good_copy_records_committed_with_another_release_is_judged_by
     assert!(said.contains("rolled back 3.0"), "{said}");
     assert_eq!(h.boot(), "B");
 }
+
+/// Found from outside (a random walk): `state.json` deleted (the
+/// operator's reset) between a staging and its reboot, and `health` on
+/// the trial said "healthy; no trial pending" without running its failing
+/// check, and blessed it. A missing state describes no boot: the try is
+/// judged by its checks, the failure said and exit 1 (kept: the fresh
+/// state records no fallback). A fresh host's first `health` with passing
+/// checks stays a plain re-bless, reporting no commit.
+#[test]
+fn a_trial_whose_state_was_deleted_before_its_reboot_is_judged_by_its_checks() {
+    let (mut h, m) = host_with_release("loop-state-deleted");
+    let prom = with_textfile(&h, "");
+    h.add_health_check("10-app", "echo 'app broken' >&2; exit 1");
+    let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::remove_file(h.state_dir.join("state.json")).expect("rm");
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("running health checks"), "{said}");
+    assert!(said.contains("app broken"), "{said}");
+    assert!(!said.contains("no trial pending"), "{said}");
+    // A fresh host whose checks pass: re-blessed, no commit reported.
+    std::fs::remove_file(h.health_dir.join("10-app")).expect("rm");
+    std::fs::remove_file(h.state_dir.join("state.json")).expect("rm");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !textfile_has(
+            &prom,
+            "abupdate_release_outcome{",
+            &["outcome=\"committed\""]
+        ),
+        "a fresh host reported a commit"
+    );
+}
