@@ -7,8 +7,9 @@
 //! disagreeing about which slot may boot (`transition.rs` rule 5), and
 //! never leaves the host without a bootable slot holding a proven good
 //! system unless the operator says `--force`: one pure rule ([`judge`])
-//! for `mark-good`, `mark-bad` and `rollback`, over the records alone, so
-//! it holds alike on every bootloader.
+//! for `mark-good`, `mark-bad` and `rollback`, over the records, so it
+//! holds alike on every bootloader, and, for `mark-bad`, the bootloader's
+//! word on the slot it leaves to boot (the records can be behind it).
 
 use super::report::publish;
 use super::transition::Transition;

@@ -13,9 +13,10 @@
 //! ([`crate::health`]). A trial that fails in any way is retired the one
 //! way there is ([`super::transition::Transition::retire`]).
 //!
-//! When `state.json` was damaged and what stands in for it (its last good
-//! copy, or a fresh state) records no transaction and does not hold the
-//! booted slot committed, the state cannot say there is no trial: the
+//! When `state.json` was damaged or missing and what stands in for it (its
+//! last good copy, or a fresh state) records no transaction and does not
+//! hold the booted slot committed with the release that runs, the state
+//! cannot say there is no trial: the
 //! bootloader decides ([`BootView`]). A booted slot it counts as tried and
 //! not blessed is judged as a trial: its checks run, a pass blesses it, a
 //! failure retires it to the other slot when the bootloader holds that one
@@ -27,6 +28,8 @@
 //! when the bootloader tells a trial's boot from a committed one's
 //! ([`BootSays`]): only then does a pass start its probation, and a
 //! failure that keeps it count `no_fallback` (else `health`, the host's).
+//! A missing state's pass is a plain re-bless where the bootloader cannot
+//! tell: a fresh host reports no commit of the release it was given.
 //!
 //! A booted trial is judged after the bootloader is read ([`BootView`]):
 //! when it holds the trial slot marked bad ([`BootView::booted_marked_bad`])
@@ -452,7 +455,7 @@ pub enum Decision {
 }
 
 /// No transaction recorded (and no rollback to finish): re-bless, unless
-/// the state was damaged, does not hold the booted slot committed (with
+/// the state was damaged or missing, does not hold the booted slot committed (with
 /// the release running: a record of another is an older boot's), and the
 /// bootloader says the booted slot is on a try: then that trial is judged
 /// by its checks as any other.
