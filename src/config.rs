@@ -13,7 +13,6 @@ use crate::timefmt::parse_duration_saturating;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::de::{DeTable, DeValue};
@@ -1330,8 +1329,8 @@ impl Config {
                     key,
                     format!(
                         "{} is a relative path: read as {} (from /, where the service runs); write it absolute",
-                        crate::text::show(p.as_os_str().as_bytes()),
-                        crate::text::show(absolute.as_os_str().as_bytes())
+                        crate::text::show_path(p),
+                        crate::text::show_path(&absolute)
                     ),
                 );
             }

@@ -19,7 +19,6 @@
 
 use crate::config::Health;
 use crate::fetch::Roots;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -59,8 +58,8 @@ impl Check {
         match self {
             // A file name is bytes: shown by the shared rule (`\xNN` for
             // what is not text or is a control), never lossily.
-            Check::Executable(p) => crate::text::show(p.as_os_str().as_bytes()),
-            Check::Unlisted { dir, .. } => crate::text::show(dir.as_os_str().as_bytes()),
+            Check::Executable(p) => crate::text::show_path(p),
+            Check::Unlisted { dir, .. } => crate::text::show_path(dir),
             Check::Unit(u) => format!("unit {u}"),
             // Shown in logs, reasons, JSON and reports: no user info.
             Check::Http(u) => format!("GET {}", crate::fetch::redact(u)),
@@ -120,12 +119,9 @@ fn removable_by_others(dir: &std::path::Path) -> Option<String> {
     if std::fs::symlink_metadata(parent).is_err() {
         return None;
     }
-    crate::runnable::resolve_dir(parent).err().map(|why| {
-        format!(
-            "{}: {why}",
-            crate::text::show(parent.as_os_str().as_bytes())
-        )
-    })
+    crate::runnable::resolve_dir(parent)
+        .err()
+        .map(|why| format!("{}: {why}", crate::text::show_path(parent)))
 }
 
 fn run_command(cmd: Command, timeout: Duration) -> (bool, String) {

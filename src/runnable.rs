@@ -27,11 +27,12 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::Metadata;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
+
+use crate::text::show_path;
 
 /// Links followed before giving up, as the kernel's `MAXSYMLINKS`.
 const MAX_LINKS: usize = 40;
@@ -51,11 +52,6 @@ fn steps(path: &Path) -> impl DoubleEndedIterator<Item = Step> + '_ {
         Component::Normal(name) => Some(Step::Name(name.to_owned())),
         Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
     })
-}
-
-/// A path as a message shows it: one line, bytes that are not text escaped.
-fn show(path: &Path) -> String {
-    crate::text::show(path.as_os_str().as_bytes())
 }
 
 /// `lstat`, its error as the one line the callers show (no path: the
@@ -89,10 +85,10 @@ impl Trusted {
             return Err(format!(
                 "directory {} is owned by uid {}, neither root nor uid {} that abupdate runs as: \
                  its owner could replace {}; it would run as root",
-                show(dir),
+                show_path(dir),
                 dir_meta.uid(),
                 self.me,
-                show(entry)
+                show_path(entry)
             ));
         }
         let mode = dir_meta.mode() & 0o7777;
@@ -103,17 +99,17 @@ impl Trusted {
             return Err(format!(
                 "directory {} is writable by group or others (mode {mode:04o}): \
                  others could replace {}; it would run as root",
-                show(dir),
-                show(entry)
+                show_path(dir),
+                show_path(entry)
             ));
         }
         if !self.owns(entry_meta) {
             return Err(format!(
                 "{} is owned by uid {} in directory {} (mode {mode:04o}), writable by others: \
                  its owner could replace it; it would run as root",
-                show(entry),
+                show_path(entry),
                 entry_meta.uid(),
-                show(dir)
+                show_path(dir)
             ));
         }
         Ok(())
@@ -246,7 +242,7 @@ fn resolve_to(
     last(&trusted, &at_meta).map_err(|why| match links {
         // A link's target named: the configured name is not what failed.
         0 => why,
-        _ => format!("{}: {why}", show(&at)),
+        _ => format!("{}: {why}", show_path(&at)),
     })?;
     Ok(at)
 }

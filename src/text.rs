@@ -54,6 +54,14 @@ pub fn show_utf16(units: &[u16]) -> String {
     out
 }
 
+/// A path (a file name is outside bytes too) as [`show`] writes it: one
+/// line, bytes that are not text as `\xNN`, nothing lost. The one way a
+/// message, a log line or a `--json` document shows a path.
+pub fn show_path(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    show(path.as_os_str().as_bytes())
+}
+
 /// Text already in [`show`]'s form (a value `show` wrote and the state
 /// kept, such as a slot record's version read from os-release) as one
 /// line for a person: kept as it is, so nothing is escaped twice

@@ -123,8 +123,8 @@ pub fn keygen(global: &Global, secret: &Path, public: &Path, force: bool) -> Res
     if global.json {
         json::print(&json::Keygen {
             key_id: &key_id,
-            secret: shown(secret),
-            public: shown(public),
+            secret: crate::text::show_path(secret),
+            public: crate::text::show_path(public),
         });
     } else if !global.quiet {
         crate::say!(
@@ -134,12 +134,6 @@ pub fn keygen(global: &Global, secret: &Path, public: &Path, force: bool) -> Res
         );
     }
     Ok(0)
-}
-
-/// A path as JSON shows it: bytes that are not text as `\xNN`.
-fn shown(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    crate::text::show(path.as_os_str().as_bytes())
 }
 
 /// Whether `a` and `b` name one file: one name in one directory however
@@ -208,7 +202,7 @@ pub fn sign(
     )?;
     if global.json {
         json::print(&json::Sign {
-            signature: shown(&sig_path),
+            signature: crate::text::show_path(&sig_path),
             key_id: &sk.public_key().key_id_hex(),
             trusted_comment: crate::text::show(comment.as_bytes()),
         });
@@ -612,7 +606,7 @@ pub fn pack(global: &Global, opts: &PackOptions) -> Result<i32> {
     if global.json {
         let doc = &packed.doc;
         json::print(&json::Pack {
-            manifest: shown(&packed.manifest),
+            manifest: crate::text::show_path(&packed.manifest),
             manifest_sha256: &packed.manifest_sha256,
             version: &doc.version,
             created: &doc.created,
@@ -656,7 +650,7 @@ pub fn channel(global: &Global, opts: &crate::channel::Options) -> Result<i32> {
     let written = crate::channel::edit::run(opts)?;
     if global.json {
         json::print(&json::Channel {
-            channel: shown(&opts.file),
+            channel: crate::text::show_path(&opts.file),
             sha256: &written.sha256,
             created: crate::timefmt::format_rfc3339(written.created),
             expires: crate::timefmt::format_rfc3339(written.expires),
