@@ -87,6 +87,13 @@ pub enum Refusal {
         /// The booted slot.
         slot: SlotName,
     },
+    /// An install from a booted slot whose boot the bootloader counts as a
+    /// try no one has blessed, which the records do not hold committed: it
+    /// would be recorded the fallback of the new release unjudged.
+    BootedUnjudged {
+        /// The booted slot.
+        slot: SlotName,
+    },
     /// A manual verb (`mark-good`, `mark-bad`, `rollback`) that would
     /// leave no slot holding a proven good system bootable
     /// ([`recovery::judge`]).
@@ -133,6 +140,15 @@ pub enum Refusal {
         /// The slot it would leave.
         slot: SlotName,
     },
+    /// `mark-bad` would leave only the booted slot, whose boot the
+    /// bootloader counts as a try no one has blessed and the records do
+    /// not hold committed: nothing judged it.
+    KeeperUnjudged {
+        /// The verb.
+        op: Manual,
+        /// The booted slot it would leave as the only one.
+        slot: SlotName,
+    },
     /// The booted version is unknown or not a dotted-number version
     /// ([`check::booted_release`]): no release can be judged newer than
     /// it, so the timer's runs (and any run through a release channel)
@@ -169,6 +185,12 @@ impl fmt::Display for Refusal {
                 f,
                 "the booted slot {slot} is not marked good in the bootloader; run `abupdate mark-good` first"
             ),
+            Refusal::BootedUnjudged { slot } => write!(
+                f,
+                "the booted slot {slot} runs on a try no one has blessed and state.json does not \
+                 record it committed (a state deleted or damaged since its staging): `abupdate \
+                 health` judges it first; nothing was installed"
+            ),
             Refusal::NoGoodSlot {
                 op,
                 slot,
@@ -203,6 +225,12 @@ impl fmt::Display for Refusal {
                 "`abupdate {op}` would leave no bootable slot: the bootloader holds slot {slot} bad, \
                  which state.json does not record (a verb cut before its save, or a state deleted \
                  since); `abupdate health` finishes what was cut (or use --force)"
+            ),
+            Refusal::KeeperUnjudged { op, slot } => write!(
+                f,
+                "`abupdate {op}` would leave only slot {slot}, which runs on a try no one has \
+                 blessed and state.json does not record committed (a state deleted or damaged \
+                 since its staging); `abupdate health` judges it first (or use --force)"
             ),
             Refusal::Unchanged { location } => write!(
                 f,

@@ -208,7 +208,8 @@ pub(super) fn finish_unrecorded_late(
             }
         };
     }
-    let release = match plan(state, booted, Manual::MarkBad(booted), false, false) {
+    let keeper = KeeperInBootloader::default();
+    let release = match plan(state, booted, Manual::MarkBad(booted), false, keeper) {
         Ok(ManualPlan::RejectOnProbation) => state.probation_release(),
         Ok(ManualPlan::RejectCommitted { slot }) if slot == booted => {
             state.committed_release(booted)
@@ -296,6 +297,13 @@ pub struct ManualFacts<'a> {
     /// and its save, a state deleted or damaged since), and a record of a
     /// good slot the bootloader will not boot is no slot to leave.
     pub keeper_held_bad: bool,
+    /// The slot a `mark-bad` would leave to boot is the booted one, the
+    /// bootloader counts its boot as a try no one has blessed, and the
+    /// records do not hold it committed (read only for `mark-bad`; `false`
+    /// when the bootloader cannot tell). A state deleted or damaged between
+    /// a staging and `health` leaves a trial so: a slot nothing judged is
+    /// no slot to leave as the only one.
+    pub keeper_unjudged: bool,
 }
 
 impl ManualFacts<'_> {
@@ -488,6 +496,9 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             if f.keeper_held_bad && !f.force {
                 return Err(Refusal::HeldBadInBootloader { op, slot: keeper });
             }
+            if f.keeper_unjudged && !f.force {
+                return Err(Refusal::KeeperUnjudged { op, slot: keeper });
+            }
             if slot == f.booted && f.running_trial() {
                 return Ok(ManualPlan::RejectTrial);
             }
@@ -529,19 +540,32 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
 /// judged on `state`'s records ([`ManualPlan::RejectCommitted`]).
 pub(super) fn leaving_rejects(state: &State, booted: SlotName, slot: SlotName) -> bool {
     matches!(
-        plan(state, booted, Manual::MarkBad(slot), false, false),
+        plan(
+            state,
+            booted,
+            Manual::MarkBad(slot),
+            false,
+            KeeperInBootloader::default()
+        ),
         Ok(ManualPlan::RejectCommitted { slot: s }) if s == slot
     )
 }
 
-/// Judge `op` on this host's records ([`judge`]), or refuse;
-/// `keeper_held_bad` as [`ManualFacts::keeper_held_bad`].
+/// What the bootloader says of the slot a `mark-bad` would leave to boot:
+/// [`ManualFacts::keeper_held_bad`] and [`ManualFacts::keeper_unjudged`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct KeeperInBootloader {
+    held_bad: bool,
+    unjudged: bool,
+}
+
+/// Judge `op` on this host's records ([`judge`]), or refuse.
 fn plan(
     state: &State,
     booted: SlotName,
     op: Manual,
     force: bool,
-    keeper_held_bad: bool,
+    keeper: KeeperInBootloader,
 ) -> std::result::Result<ManualPlan, Refusal> {
     let (a, b) = (state.slot(SlotName::A), state.slot(SlotName::B));
     judge(
@@ -553,7 +577,8 @@ fn plan(
             b: &b,
             probation: state.on_probation().map(|p| p.slot),
             force,
-            keeper_held_bad,
+            keeper_held_bad: keeper.held_bad,
+            keeper_unjudged: keeper.unjudged,
         },
     )
 }
@@ -627,13 +652,19 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<M
     let mut state = host.state_dir.load()?;
     let booted = host.booted_slot()?;
     let flip = Transition::new(host, &lock);
-    let keeper_held_bad = match op {
+    let keeper = match op {
         Manual::MarkBad(slot) => {
-            host.boot.state(slot.other()).ok() == Some(crate::boot::BootState::Bad)
+            let keeper = slot.other();
+            KeeperInBootloader {
+                held_bad: host.boot.state(keeper).ok() == Some(crate::boot::BootState::Bad),
+                unjudged: keeper == booted
+                    && state.slot(booted).status != SlotStatus::Good
+                    && host.boot.tried(booted).ok().flatten() == Some(true),
+            }
         }
-        Manual::MarkGood(_) | Manual::Rollback => false,
+        Manual::MarkGood(_) | Manual::Rollback => KeeperInBootloader::default(),
     };
-    match plan(&state, booted, op, force, keeper_held_bad)? {
+    match plan(&state, booted, op, force, keeper)? {
         ManualPlan::Mark { slot, good } => {
             flip.mark(&mut state, slot, good)?;
             Ok(ManualDone::Marked { slot, good })
@@ -759,18 +790,7 @@ mod tests {
         t: Option<&Transaction>,
         force: bool,
     ) -> std::result::Result<ManualPlan, Refusal> {
-        judge(
-            op,
-            &ManualFacts {
-                booted: A,
-                transaction: t,
-                a: &rec(a),
-                b: &rec(b),
-                probation: None,
-                force,
-                keeper_held_bad: false,
-            },
-        )
+        judged_on(op, A, (&rec(a), &rec(b)), (t, None), force)
     }
 
     /// Judge `op` on a host booted from `booted` with these full records.
@@ -783,16 +803,28 @@ mod tests {
     ) -> std::result::Result<ManualPlan, Refusal> {
         judge(
             op,
-            &ManualFacts {
-                booted,
-                transaction,
-                a,
-                b,
-                probation,
-                force,
-                keeper_held_bad: false,
-            },
+            &facts_on(booted, (a, b), (transaction, probation), force),
         )
+    }
+
+    /// The facts of a host booted from `booted` with these full records,
+    /// its bootloader holding no slot bad that the records call good.
+    fn facts_on<'a>(
+        booted: SlotName,
+        (a, b): (&'a SlotRecord, &'a SlotRecord),
+        (transaction, probation): (Option<&'a Transaction>, Option<SlotName>),
+        force: bool,
+    ) -> ManualFacts<'a> {
+        ManualFacts {
+            booted,
+            transaction,
+            a,
+            b,
+            probation,
+            force,
+            keeper_held_bad: false,
+            keeper_unjudged: false,
+        }
     }
 
     fn refused_for(r: std::result::Result<ManualPlan, Refusal>) -> (SlotName, SlotStatus, bool) {
@@ -819,13 +851,8 @@ mod tests {
                 judge(
                     Manual::MarkBad(target),
                     &ManualFacts {
-                        booted,
-                        transaction: None,
-                        a: &rec(Good),
-                        b: &rec(Good),
-                        probation: None,
-                        force,
                         keeper_held_bad: true,
+                        ..facts_on(booted, (&rec(Good), &rec(Good)), (None, None), force)
                     },
                 )
             };
@@ -838,6 +865,34 @@ mod tests {
                 "booted {booted}, mark-bad {target}"
             );
             assert!(judged_with(true).is_ok(), "--force");
+        }
+    }
+
+    /// Found from outside (a random walk): `state.json` deleted while a
+    /// trial ran unjudged (before `health`), then `mark-bad` of the other
+    /// slot left only the trial bootable, a release whose checks fail. The
+    /// fresh records call the booted slot usable; the bootloader says its
+    /// boot is a try no one has blessed.
+    #[test]
+    fn mark_bad_is_refused_when_it_would_leave_only_an_unjudged_try() {
+        for booted in [A, B] {
+            let judged_with = |target: SlotName, force| {
+                judge(
+                    Manual::MarkBad(target),
+                    &ManualFacts {
+                        keeper_unjudged: true,
+                        ..facts_on(booted, (&rec(Empty), &rec(Empty)), (None, None), force)
+                    },
+                )
+            };
+            assert_eq!(
+                judged_with(booted.other(), false),
+                Err(Refusal::KeeperUnjudged {
+                    op: Manual::MarkBad(booted.other()),
+                    slot: booted
+                })
+            );
+            assert!(judged_with(booted.other(), true).is_ok(), "--force");
         }
     }
 
@@ -1034,18 +1089,7 @@ mod tests {
     fn rejecting_the_release_on_probation_is_one_late_rollback() {
         // Booted B, 2.0 committed there and on probation, A good.
         let on = |op, a: SlotStatus, probation, force| {
-            judge(
-                op,
-                &ManualFacts {
-                    booted: B,
-                    transaction: None,
-                    a: &rec(a),
-                    b: &rec(Good),
-                    probation,
-                    force,
-                    keeper_held_bad: false,
-                },
-            )
+            judged_on(op, B, (&rec(a), &rec(Good)), (None, probation), force)
         };
         for op in [Manual::MarkBad(B), Manual::Rollback] {
             assert_eq!(

@@ -13,11 +13,15 @@
 //! ([`crate::health`]). A trial that fails in any way is retired the one
 //! way there is ([`super::transition::Transition::retire`]).
 //!
-//! When `state.json` was damaged or missing and what stands in for it (its
-//! last good copy, or a fresh state) records no transaction and does not
-//! hold the booted slot committed with the release that runs, the state
-//! cannot say there is no trial: the
-//! bootloader decides ([`BootView`]). A booted slot it counts as tried and
+//! When the state records no transaction and does not hold the booted slot
+//! committed (with the release that runs, when it was damaged and a last
+//! good copy stands in), it cannot say there is no trial, whatever made it
+//! so: `state.json` damaged, deleted (a fresh state), or deleted and saved
+//! fresh since by a run on the old slot. The
+//! bootloader decides ([`BootView`]). A slot it holds retired (marked bad,
+//! the other slot next) was retired on this boot on the records that were
+//! lost: that retirement is finished ([`Failure::Unrecorded`]), never
+//! undone. A booted slot it counts as tried and
 //! not blessed is judged as a trial: its checks run, a pass blesses it, a
 //! failure retires it to the other slot when the bootloader holds that one
 //! bootable and untried *and* the state that stands in records it
@@ -28,8 +32,9 @@
 //! when the bootloader tells a trial's boot from a committed one's
 //! ([`BootSays`]): only then does a pass start its probation, and a
 //! failure that keeps it count `no_fallback` (else `health`, the host's).
-//! A missing state's pass is a plain re-bless where the bootloader cannot
-//! tell: a fresh host reports no commit of the release it was given.
+//! Unless the state was damaged, a pass is a plain re-bless where the
+//! bootloader cannot tell: a fresh host reports no commit of the release
+//! it was given.
 //!
 //! A booted trial is judged after the bootloader is read ([`BootView`]):
 //! when it holds the trial slot marked bad ([`BootView::booted_marked_bad`])
@@ -147,14 +152,6 @@ pub struct Facts<'a> {
     /// `state.json` was damaged: the records are its last good copy's or a
     /// fresh state's ([`crate::state::State::recovered`]).
     pub state_damaged: bool,
-    /// There was no `state.json`: a fresh host, or one an operator reset
-    /// by deleting it, which may come between a staging and its reboot.
-    /// Like a damaged state with no good copy, it describes no boot, and a
-    /// trial is never blessed unchecked: the bootloader is asked, and a try
-    /// is judged by its checks. A pass where the bootloader cannot tell a
-    /// trial's boot from any other is a re-bless (a fresh host reports no
-    /// commit of the release it was provisioned with).
-    pub state_missing: bool,
     /// The booted slot's record names another release than the one
     /// running (os-release's): the records are of an older boot, not this
     /// one. Only read when the state was damaged, where a last good copy
@@ -454,29 +451,54 @@ pub enum Decision {
     KeepWithoutFallback(String, BootSays),
 }
 
-/// No transaction recorded (and no rollback to finish): re-bless, unless
-/// the state was damaged or missing, does not hold the booted slot committed (with
-/// the release running: a record of another is an older boot's), and the
-/// bootloader says the booted slot is on a try: then that trial is judged
-/// by its checks as any other.
+/// No transaction recorded (and no rollback to finish). A state that holds
+/// the booted slot committed (with the release running, when the state was
+/// damaged: a record of another is an older boot's) describes this boot.
+/// Any other describes none, whatever the reason: no `state.json` (a
+/// fresh host, or an operator's reset), a damaged one, or one saved since
+/// such a reset (a `health` on the old slot between a staging and its
+/// reboot saves a fresh state that knows no trial). Then the bootloader
+/// is asked, and a try is judged by its checks as any trial: never
+/// blessed unchecked.
 fn decide_undescribed(f: &Facts) -> Decision {
     let stale = f.state_damaged && f.booted_record_stale;
     if *f.booted_status == SlotStatus::Good && !stale {
         return decide_committed(f);
     }
-    if !f.state_damaged && !f.state_missing {
+    // Written, with nothing in flight, in a state that is not a stand-in:
+    // the operator's `rollback --force` onto a slot not recorded usable
+    // ([`crate::state::State::switched_to`]), their word that its boot is
+    // blessed, not judged again.
+    if *f.booted_status == SlotStatus::Installed && !f.state_damaged {
         return Decision::Rebless;
     }
     let Some(boot) = f.boot else {
         return Decision::ReadBootloader;
     };
+    // The bootloader holds the booted slot retired (marked bad, the other
+    // slot next, bootable and untried): only a retirement written on this
+    // boot leaves it so (a failed trial's, a `rollback`'s, a `mark-bad`'s),
+    // made on records the lost state held. It is finished, as a described
+    // trial's is; a re-bless would undo it, and checks that pass now would
+    // commit what was left (found from outside: a failed trial retired,
+    // `state.json` deleted before the reboot, then `health`).
+    if boot.booted_retired() && boot.other_is_fallback() {
+        return Decision::RollBack(Failure::Unrecorded {
+            staged: false,
+            late: false,
+            left: false,
+        });
+    }
     if !boot.booted_on_trial() {
         return Decision::Rebless;
     }
     match &f.checks {
         None => Decision::RunChecks,
-        Some(Ok(())) => match (f.state_missing, boot.booted_says()) {
-            (true, BootSays::CannotTell) => Decision::Rebless,
+        // A pass where the bootloader cannot tell a trial's boot from any
+        // other is a re-bless, unless damage lost a record: a fresh host
+        // reports no commit of the release it was provisioned with.
+        Some(Ok(())) => match (f.state_damaged, boot.booted_says()) {
+            (false, BootSays::CannotTell) => Decision::Rebless,
             (_, says) => Decision::CommitUndescribed(says),
         },
         // Where to go is never taken from the bootloader's flags alone: on
@@ -584,7 +606,6 @@ fn record_of_another_release(host: &Host, state: &crate::state::State, booted: S
 /// its decision.
 pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
     let lock = host.state_dir.lock()?;
-    let missing = std::fs::symlink_metadata(host.state_dir.state_file()).is_err();
     let mut state = host.state_dir.load()?;
     let booted = host.booted_slot()?;
     let flip = Transition::new(host, &lock);
@@ -601,7 +622,6 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
         trial_intact: None,
         checks: None,
         state_damaged: state.recovered.is_some(),
-        state_missing: missing,
         booted_record_stale: record_of_another_release(host, &state, booted),
         boot: None,
         other_rejectable: other_rejectable(&state, booted),
@@ -989,7 +1009,6 @@ mod tests {
             trial_intact: None,
             checks: None,
             state_damaged: false,
-            state_missing: false,
             booted_record_stale: false,
             boot: None,
             other_rejectable: false,
@@ -1054,37 +1073,116 @@ mod tests {
         assert_eq!(decide(&f), Decision::Rebless, "its own release");
     }
 
-    /// Found from outside: `state.json` deleted (an operator's reset)
-    /// between a staging and its reboot, and `health` on the trial said
-    /// "healthy; no trial pending", its failing checks never run. A
-    /// missing state describes no boot: a try is judged by its checks; a
-    /// pass where the bootloader cannot tell a trial is a plain re-bless
-    /// (a fresh host reports no commit), one where it can is the trial's
-    /// commit; a failure keeps the slot (no record of a fallback).
+    /// Found from outside: `state.json` deleted between a staging and its
+    /// reboot (or deleted, then saved fresh by a `health` on the old slot
+    /// before the reboot): `health` on the trial said "healthy; no trial
+    /// pending", its failing checks never run. A state that does not hold
+    /// the booted slot committed describes no boot, whether the file is
+    /// there or not: a try is judged by its checks; a pass where the
+    /// bootloader cannot tell a trial is a plain re-bless (a fresh host
+    /// reports no commit), one where it can is the trial's commit; a
+    /// failure keeps the slot (no record of a fallback).
     #[test]
-    fn a_missing_state_never_blesses_a_try_unchecked() {
-        let mut f = facts(None, &EMPTY, &EMPTY);
-        f.state_missing = true;
-        assert_eq!(decide(&f), Decision::ReadBootloader);
-        f.boot = Some(view(Some(false)));
-        assert_eq!(decide(&f), Decision::Rebless, "no try: a committed boot");
-        f.boot = Some(view(Some(true)));
-        assert_eq!(decide(&f), Decision::RunChecks);
-        f.checks = Some(Ok(()));
-        assert_eq!(decide(&f), Decision::Rebless, "cannot tell a trial");
-        let mut trial = view(Some(true));
-        trial.tells_trials = true;
-        f.boot = Some(trial);
-        assert_eq!(decide(&f), Decision::CommitUndescribed(BootSays::Trial));
-        f.boot = Some(view(Some(true)));
-        f.checks = Some(Err("app".into()));
-        assert_eq!(
-            decide(&f),
-            Decision::KeepWithoutFallback("app".into(), BootSays::CannotTell)
-        );
-        f.state_missing = false;
-        f.checks = None;
-        assert_eq!(decide(&f), Decision::Rebless, "a state that is there");
+    fn a_state_that_does_not_hold_the_booted_slot_committed_never_blesses_a_try_unchecked() {
+        for booted in [&EMPTY, &SlotStatus::Installing, &BAD] {
+            let mut f = facts(None, booted, &EMPTY);
+            assert_eq!(decide(&f), Decision::ReadBootloader, "{booted}");
+            f.boot = Some(view(Some(false)));
+            assert_eq!(decide(&f), Decision::Rebless, "no try: a committed boot");
+            f.boot = Some(view(Some(true)));
+            assert_eq!(decide(&f), Decision::RunChecks, "{booted}");
+            f.checks = Some(Ok(()));
+            assert_eq!(decide(&f), Decision::Rebless, "cannot tell a trial");
+            let mut trial = view(Some(true));
+            trial.tells_trials = true;
+            f.boot = Some(trial);
+            assert_eq!(decide(&f), Decision::CommitUndescribed(BootSays::Trial));
+            f.boot = Some(view(Some(true)));
+            f.checks = Some(Err("app".into()));
+            assert_eq!(
+                decide(&f),
+                Decision::KeepWithoutFallback("app".into(), BootSays::CannotTell),
+                "{booted}"
+            );
+        }
+        // The state holds the booted slot committed: it describes the boot.
+        let f = facts(None, &GOOD, &EMPTY);
+        assert_eq!(decide(&f), Decision::Rebless, "a committed boot");
+        // Written with nothing in flight: the operator's `rollback
+        // --force` vouched for it. Judged again only when the state is a
+        // stand-in (damaged).
+        let mut f = facts(None, &INSTALLED, &EMPTY);
+        assert_eq!(decide(&f), Decision::Rebless, "the operator's word");
+        f.state_damaged = true;
+        assert_eq!(decide(&f), Decision::ReadBootloader, "a stand-in");
+    }
+
+    /// Found from outside: a failed trial retired (marked bad, the other
+    /// slot next), `state.json` deleted before the reboot, then `health`
+    /// on that boot re-blessed the failed slot. The retirement stands
+    /// whatever the state lost and whatever the checks would say now.
+    #[test]
+    fn a_retirement_whose_records_were_lost_is_finished_never_undone() {
+        let retired = BootView {
+            booted_good: false,
+            booted_marked_bad: Some(true),
+            other_next: true,
+            booted_next: false,
+            ..view(Some(true))
+        };
+        let finish = Decision::RollBack(Failure::Unrecorded {
+            staged: false,
+            late: false,
+            left: false,
+        });
+        for damaged in [false, true] {
+            let mut f = facts(None, &EMPTY, &EMPTY);
+            f.state_damaged = damaged;
+            f.boot = Some(retired);
+            assert_eq!(decide(&f), finish, "damaged {damaged}");
+            for checks in [Ok(()), Err("app".to_string())] {
+                f.checks = Some(checks);
+                assert_eq!(decide(&f), finish, "never judged again");
+            }
+            // No slot to go to (the other bad, or tried and fallen back
+            // from): the only slot that boots is kept, as before.
+            f.checks = Some(Err("app".into()));
+            for other in [
+                BootView {
+                    other_good: false,
+                    ..retired
+                },
+                BootView {
+                    other_tried: Some(true),
+                    ..retired
+                },
+            ] {
+                f.boot = Some(other);
+                assert!(
+                    matches!(decide(&f), Decision::KeepWithoutFallback(..)),
+                    "{:?}",
+                    decide(&f)
+                );
+            }
+            // Marked bad but itself next (no retirement's pair), or a
+            // bootloader that cannot tell a mark from its counting: judged
+            // by its checks as any try.
+            f.checks = None;
+            for not_retired in [
+                BootView {
+                    other_next: false,
+                    booted_next: true,
+                    ..retired
+                },
+                BootView {
+                    booted_marked_bad: None,
+                    ..retired
+                },
+            ] {
+                f.boot = Some(not_retired);
+                assert_eq!(decide(&f), Decision::RunChecks);
+            }
+        }
     }
 
     #[test]
@@ -1249,24 +1347,53 @@ mod tests {
     }
 
     #[test]
-    fn an_intact_state_with_no_trial_never_runs_the_checks() {
-        for booted in [&EMPTY, &INSTALLED, &GOOD] {
-            let mut f = facts(None, booted, &GOOD);
+    fn an_intact_state_holding_the_booted_slot_committed_never_runs_the_checks() {
+        for other in [&EMPTY, &INSTALLED, &GOOD] {
+            let mut f = facts(None, &GOOD, other);
             f.boot = Some(view(Some(true)));
             f.checks = Some(Err("c: broken".into()));
-            assert_eq!(decide(&f), Decision::Rebless, "{booted}");
+            assert_eq!(decide(&f), Decision::Rebless, "{other}");
+        }
+    }
+
+    /// Found from outside (a random walk): `state.json` deleted while a
+    /// release was staged, then a run on the old slot (`health`, a refused
+    /// `mark-bad`, `update`) saved a fresh state before the reboot; on the
+    /// trial `health` found an intact state with no trial and re-blessed
+    /// it, its failing checks never run. An intact state that does not hold
+    /// the booted slot committed describes no boot either: the try is
+    /// judged by its checks, and rolled back where the state records the
+    /// other slot committed and the bootloader holds it bootable.
+    #[test]
+    fn an_intact_state_that_does_not_hold_the_booted_slot_committed_judges_a_try_by_its_checks() {
+        for booted in [&EMPTY, &SlotStatus::Installing] {
+            let mut f = facts(None, booted, &GOOD);
+            assert_eq!(decide(&f), Decision::ReadBootloader, "{booted}");
+            f.boot = Some(view(Some(true)));
+            assert_eq!(decide(&f), Decision::RunChecks, "{booted}");
+            f.checks = Some(Err("c: broken".into()));
+            assert_eq!(
+                decide(&f),
+                Decision::RollBack(Failure::UndescribedChecks("c: broken".into())),
+                "{booted}"
+            );
+            f.checks = Some(Ok(()));
+            assert_eq!(decide(&f), Decision::Rebless, "{booted}: cannot tell");
         }
     }
 
     #[test]
-    fn an_intact_state_asks_the_bootloader_only_of_a_committed_slot_with_a_committed_fallback() {
+    fn an_intact_state_holding_the_booted_slot_committed_asks_the_bootloader_only_with_a_committed_fallback(
+    ) {
         for (booted, other, asks) in [
             (&GOOD, &GOOD, true),
             (&GOOD, &EMPTY, false),
             (&GOOD, &INSTALLED, false),
             (&GOOD, &BAD, false),
+            // A boot the state does not describe: always asked, but for
+            // the operator's vouched `rollback --force`.
             (&INSTALLED, &GOOD, false),
-            (&EMPTY, &GOOD, false),
+            (&EMPTY, &GOOD, true),
         ] {
             let want = match asks {
                 true => Decision::ReadBootloader,

@@ -15,7 +15,9 @@
 //!
 //! Our model of what GRUB does with them (what `primary` reports): it boots
 //! the first slot in `ORDER` with `X_OK -eq 1` and, classic mode, `X_TRY -eq
-//! 0`, or, budget mode, `X_LEFT` not `"0"` (an unset `X_LEFT` is not `"0"`).
+//! 0`, or, budget mode, `X_LEFT` not `"0"` (an unset `X_LEFT` is not `"0"`);
+//! when no slot is so, a new round (tries reset) boots the first OK slot of
+//! `ORDER`, and with none OK the first of `ORDER`.
 //! `-eq` is GRUB's `test`: numbers as `grub_strtoul(s, 0, 0)`, where a
 //! non-number reads as 0, so `A_OK=yes` is not OK.
 //!
@@ -194,7 +196,13 @@ impl Bootloader for GrubBackend {
             .iter()
             .copied()
             .find(|&s| is_ok(&env, s) && !self.used_up(&env, s));
-        Ok(bootable.or_else(|| slots.first().copied()))
+        // Every OK slot used up: GRUB's new round resets their tries and
+        // boots the first OK one, never a slot marked bad ahead of it in
+        // ORDER (a cancelled trial's: `mark-bad` leaves ORDER as it was).
+        let new_round = || slots.iter().copied().find(|&s| is_ok(&env, s));
+        Ok(bootable
+            .or_else(new_round)
+            .or_else(|| slots.first().copied()))
     }
 
     fn state(&self, slot: SlotName) -> Result<BootState, BootError> {

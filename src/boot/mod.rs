@@ -136,8 +136,9 @@ pub trait Bootloader {
     /// so for the booted slot they say yes on each one; EFI tells a boot
     /// through `BootNext` (a trial) from one through `BootOrder`, and
     /// systemd-boot an entry that still counts tries from a blessed one.
-    /// Only asked when `state.json` was damaged and does not describe the
-    /// boot (`agent::verdict`).
+    /// Asked when the state does not describe the boot (`agent::verdict`)
+    /// and of the booted slot a `mark-bad` would leave as the only one
+    /// (`agent::recovery`).
     fn tried(&self, slot: SlotName) -> Result<Option<bool>, BootError> {
         let _ = slot;
         Ok(None)

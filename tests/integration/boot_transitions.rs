@@ -260,6 +260,31 @@ const GRUB_CASES: &[Case] = &[
         primary: Some(B),
         states: [Bad, Good],
     },
+    // A trial cancelled by `mark-bad` keeps ORDER: the booted slot's try
+    // is spent, so GRUB's new round boots the first OK slot of ORDER,
+    // never the slot marked bad ahead of it (found from outside: `status`
+    // named it).
+    Case {
+        name: "query: used up, the slot ahead marked bad: the new round's first OK slot",
+        tries: 1,
+        start: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "1"),
+            ("B_OK", "0"),
+            ("B_TRY", "0"),
+        ],
+        op: Op::Query,
+        end: &[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "1"),
+            ("B_OK", "0"),
+            ("B_TRY", "0"),
+        ],
+        primary: Some(A),
+        states: [Good, Bad],
+    },
     Case {
         name: "activate keeps other words of ORDER (a rescue entry)",
         tries: 1,

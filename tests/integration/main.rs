@@ -36,6 +36,8 @@ mod pack_refuses_bad_input;
 mod probation;
 #[cfg(feature = "failpoints")]
 mod publish_crash;
+#[cfg(feature = "failpoints")]
+mod random_walk;
 mod refusal_table;
 mod release_channel;
 mod replaceable_checks;

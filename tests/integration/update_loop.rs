@@ -948,6 +948,92 @@ fn a_trial_a_stale_good_copy_records_committed_with_another_release_is_judged_by
     assert_eq!(h.boot(), "B");
 }
 
+/// Found from outside (a random walk): `state.json` deleted while 2.0 was
+/// staged, the trial booted, and before its `health` an install of 3.0
+/// into the other slot recorded the unjudged 2.0 good, as the new trial's
+/// fallback (a release whose checks fail). An install from a try nothing
+/// judged is refused, writing nothing, and so is a `mark-bad` that would
+/// leave it the only slot: `health` judges it first.
+#[test]
+fn an_install_from_a_try_nothing_judged_is_refused_until_health_judges_it() {
+    let (mut h, m) = host_with_release("loop-unjudged-install");
+    h.add_health_check("10-app", "echo 'app broken' >&2; exit 1");
+    let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::remove_file(h.state_dir.join("state.json")).expect("rm");
+    assert_eq!(h.boot(), "B");
+    let m3 = h.pack("r3", "3.0", &image("3.0", 3 << 20), &[]);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replace(&format!("{}", m.display()), &format!("{}", m3.display()));
+    std::fs::write(&h.config, cfg).expect("config");
+    let env = h.grub_vars();
+    let m3 = m3.to_str().expect("utf8");
+    for args in [
+        vec!["--json", "install", m3],
+        vec!["--json", "update", "--now"],
+    ] {
+        let out = h.abupdate(&args);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["kind"], "refused", "{args:?}: {said}");
+        assert!(said.contains("runs on a try no one has blessed"), "{said}");
+        assert_eq!(h.grub_vars(), env, "{args:?}: the env changed");
+        assert_ne!(h.state()["slots"]["B"]["status"], "good", "{args:?}");
+        assert!(h.state()["transaction"].is_null(), "{args:?}");
+    }
+    // Nor is the other slot marked bad, leaving the unjudged try alone.
+    let out = h.abupdate(&["mark-bad", "A"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("would leave only slot B"), "{said}");
+    assert_eq!(h.grub_vars(), env, "mark-bad: the env changed");
+    let out = h.abupdate(&["health"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("running health checks"), "{said}");
+}
+
+/// Found from outside (a random walk): a trial that failed its checks was
+/// retired (B marked bad, A next), `state.json` was deleted before the
+/// reboot, and `health` on that boot re-blessed B: the failed release
+/// good in GRUB and in the records. The bootloader's retirement is what
+/// the lost records decided: finished, never undone, whatever the checks
+/// would say now.
+#[test]
+fn a_retirement_whose_state_was_deleted_before_its_reboot_is_finished_not_undone() {
+    let (mut h, m) = host_with_release("loop-retired-deleted");
+    h.add_health_check("10-app", "echo 'app broken' >&2; exit 1");
+    let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let retired = h.grub_vars();
+    assert_eq!(retired["B_OK"], "0", "{retired:?}");
+    assert_eq!(retired["ORDER"], "A B", "{retired:?}");
+    // Checks that pass now (the app came up late) change nothing either.
+    std::fs::remove_file(h.health_dir.join("10-app")).expect("rm");
+    std::fs::remove_file(h.state_dir.join("state.json")).expect("rm");
+    let out = h.abupdate(&["--json", "health"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "rolled_back", "{said}");
+    assert!(said.contains("retired in the bootloader"), "{said}");
+    assert!(!said.contains("running health checks"), "{said}");
+    let env = h.grub_vars();
+    assert_eq!(
+        (env["B_OK"].as_str(), env["ORDER"].as_str()),
+        ("0", "A B"),
+        "{env:?}"
+    );
+    assert_ne!(h.state()["slots"]["B"]["status"], "good");
+    assert_eq!(h.boot(), "A", "the next boot leaves the failed release");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 /// Found from outside (a random walk): `state.json` deleted (the
 /// operator's reset) between a staging and its reboot, and `health` on
 /// the trial said "healthy; no trial pending" without running its failing
