@@ -136,6 +136,17 @@ impl Host {
             .or_else(|| state.slot(booted).version)
     }
 
+    /// The booted slot runs a try nothing judged: the records do not hold
+    /// it committed and the bootloader counts its boot as a try no one has
+    /// blessed (a state deleted or damaged between a staging and its
+    /// `health`). No slot to build on (an install's fallback) or to leave
+    /// as the only one (`mark-bad`) until `health` judges it; `false` when
+    /// the bootloader cannot tell.
+    pub fn booted_unjudged(&self, state: &State, booted: SlotName) -> bool {
+        state.slot(booted).status != crate::state::SlotStatus::Good
+            && self.boot.tried(booted).ok().flatten() == Some(true)
+    }
+
     /// os-release's version of the booted system, as [`Host::booted_version`]
     /// takes it; `None` when it cannot be read.
     pub fn os_release_version(&self) -> Option<String> {

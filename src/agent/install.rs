@@ -53,7 +53,7 @@ use crate::manifest::{self, NotApplicable};
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::slot::{Device, SlotError, SlotName};
-use crate::state::{ImageRef, Phase, SlotStatus, State, StateLock, Transaction};
+use crate::state::{ImageRef, Phase, State, StateLock, Transaction};
 use crate::system;
 use crate::timefmt::now;
 use crate::trust::gate::Verified;
@@ -455,9 +455,7 @@ fn install_verified(
     // Recorded below as the fallback of what this installs: never a try
     // nothing judged (a state deleted or damaged between a staging and its
     // `health`; found from outside by a random walk).
-    if state.slot(booted).status != SlotStatus::Good
-        && host.boot.tried(booted).ok().flatten() == Some(true)
-    {
+    if host.booted_unjudged(&state, booted) {
         return Err(Refusal::BootedUnjudged { slot: booted }.into());
     }
     // The booted slot is good in the bootloader and runs: recorded so

@@ -657,9 +657,7 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<M
             let keeper = slot.other();
             KeeperInBootloader {
                 held_bad: host.boot.state(keeper).ok() == Some(crate::boot::BootState::Bad),
-                unjudged: keeper == booted
-                    && state.slot(booted).status != SlotStatus::Good
-                    && host.boot.tried(booted).ok().flatten() == Some(true),
+                unjudged: keeper == booted && host.booted_unjudged(&state, booted),
             }
         }
         Manual::MarkGood(_) | Manual::Rollback => KeeperInBootloader::default(),

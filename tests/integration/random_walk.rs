@@ -499,6 +499,24 @@ impl Walk {
         self.url = Some(line);
     }
 
+    /// `mark-good` or `mark-bad` (`verb`) of `slot` (the booted one when
+    /// `None`), `--json`, its output judged: the arguments and the output.
+    fn mark(
+        &mut self,
+        verb: &'static str,
+        slot: Option<&'static str>,
+        force: bool,
+    ) -> Result<(Vec<&'static str>, Output), Broken> {
+        let mut a = vec!["--json", verb];
+        a.extend(slot);
+        if force {
+            a.push("--force");
+        }
+        let out = self.run(&a, &[]);
+        self.judge_output(&a, &out, false)?;
+        Ok((a, out))
+    }
+
     /// Run one step; Err when an output breaks an invariant.
     fn step(&mut self, st: &Step) -> Result<(), Broken> {
         let before_state: serde_json::Value =
@@ -698,15 +716,7 @@ impl Walk {
                 }
             }
             Step::MarkGood { slot, force } => {
-                let mut a = vec!["--json", "mark-good"];
-                if let Some(s) = slot {
-                    a.push(s);
-                }
-                if force {
-                    a.push("--force");
-                }
-                let out = self.run(&a, &[]);
-                self.judge_output(&a, &out, false)?;
+                let (a, out) = self.mark("mark-good", slot, force)?;
                 if out.status.success() {
                     let s = slot.unwrap_or(self.booted);
                     if let Some(v) = slot_version(&self.h.slots[if s == "A" { 0 } else { 1 }]) {
@@ -725,15 +735,7 @@ impl Walk {
                 }
             }
             Step::MarkBad { slot, force } => {
-                let mut a = vec!["--json", "mark-bad"];
-                if let Some(s) = slot {
-                    a.push(s);
-                }
-                if force {
-                    a.push("--force");
-                }
-                let out = self.run(&a, &[]);
-                self.judge_output(&a, &out, false)?;
+                let (a, out) = self.mark("mark-bad", slot, force)?;
                 if out.status.success() {
                     if force {
                         self.forced = true;
