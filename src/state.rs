@@ -167,6 +167,12 @@ pub enum SlotStatus {
     Good,
     /// Failed (its write, its trial) or marked bad by hand.
     Bad,
+    /// Runs, and is kept bootable, but failed its health checks on a boot
+    /// no record described, with no other slot known to hold a good
+    /// system to go to (`health`'s keep without a fallback): never a
+    /// fallback, never blessed unchecked; good again only on a boot whose
+    /// checks pass ([`State::checks_passed`]).
+    Failing,
     /// A status this version does not know: kept, never taken as usable.
     Other(String),
 }
@@ -180,6 +186,7 @@ impl SlotStatus {
             SlotStatus::Installed => "installed",
             SlotStatus::Good => "good",
             SlotStatus::Bad => "bad",
+            SlotStatus::Failing => "failing",
             SlotStatus::Other(s) => s,
         }
     }
@@ -192,6 +199,7 @@ impl SlotStatus {
             "installed" => SlotStatus::Installed,
             "good" => SlotStatus::Good,
             "bad" => SlotStatus::Bad,
+            "failing" => SlotStatus::Failing,
             other => SlotStatus::Other(other.to_string()),
         }
     }
@@ -1242,9 +1250,38 @@ impl State {
         })
     }
 
+    /// The booted `slot` failed its checks and is kept, as nothing else is
+    /// known to boot ([`SlotStatus::Failing`]): its version, when the
+    /// record names none, is `version` (the release that runs). Whether the
+    /// record changed.
+    pub fn keep_failing(&mut self, slot: SlotName, version: Option<String>) -> bool {
+        let rec = self.slot_mut(slot);
+        let changed =
+            rec.status != SlotStatus::Failing || (rec.version.is_none() && version.is_some());
+        rec.status = SlotStatus::Failing;
+        if rec.version.is_none() {
+            rec.version = version;
+        }
+        changed
+    }
+
+    /// The booted `slot`'s health checks passed on this boot: a slot kept
+    /// failing ([`State::keep_failing`]) is good again. Whether the record
+    /// changed.
+    pub fn checks_passed(&mut self, slot: SlotName) -> bool {
+        let rec = self.slot_mut(slot);
+        if rec.status != SlotStatus::Failing {
+            return false;
+        }
+        rec.status = SlotStatus::Good;
+        true
+    }
+
     /// The booted `slot` came up healthy with no trial pending: a record
     /// that says written (or nothing) becomes good, its version filled in
-    /// from `version` when unknown. Whether the record changed.
+    /// from `version` when unknown (never one kept failing: only its
+    /// checks make it good, [`State::checks_passed`]). Whether the record
+    /// changed.
     pub fn bless(&mut self, slot: SlotName, version: impl FnOnce() -> Option<String>) -> bool {
         let rec = self.slot_mut(slot);
         if !matches!(rec.status, SlotStatus::Installed | SlotStatus::Empty) {
@@ -2401,6 +2438,7 @@ mod tests {
             ("installed", SlotStatus::Installed),
             ("good", SlotStatus::Good),
             ("bad", SlotStatus::Bad),
+            ("failing", SlotStatus::Failing),
         ] {
             assert_eq!(SlotStatus::parse(name), status);
             assert_eq!(serde_json::to_value(&status).expect("json"), name);
@@ -2409,6 +2447,36 @@ mod tests {
                 matches!(status, SlotStatus::Good | SlotStatus::Installed)
             );
         }
+    }
+
+    /// A slot kept failing its checks is good again only through
+    /// [`State::checks_passed`] (or the operator's `mark-good`): a re-bless
+    /// leaves it failing, and keeping it names the release that runs.
+    #[test]
+    fn a_slot_kept_failing_is_good_only_once_its_checks_pass() {
+        let mut s = State::default();
+        assert!(s.keep_failing(SlotName::B, Some("3.0".into())));
+        let rec = s.slot(SlotName::B);
+        assert_eq!(
+            (&rec.status, rec.version.as_deref()),
+            (&SlotStatus::Failing, Some("3.0"))
+        );
+        assert!(
+            !s.keep_failing(SlotName::B, Some("3.0".into())),
+            "unchanged"
+        );
+        assert!(
+            !s.bless(SlotName::B, || None),
+            "a re-bless keeps it failing"
+        );
+        assert_eq!(s.slot(SlotName::B).status, SlotStatus::Failing);
+        assert!(!s.checks_passed(SlotName::A), "only a failing slot changes");
+        assert_eq!(s.slot(SlotName::A).status, SlotStatus::Empty);
+        assert!(s.checks_passed(SlotName::B));
+        assert_eq!(s.slot(SlotName::B).status, SlotStatus::Good);
+        // A record that names its release keeps that name.
+        s.keep_failing(SlotName::B, Some("other".into()));
+        assert_eq!(s.slot(SlotName::B).version.as_deref(), Some("3.0"));
     }
 
     fn transaction(from: SlotName, phase: Phase) -> Transaction {

@@ -458,6 +458,12 @@ fn install_verified(
     if host.booted_unjudged(&state, booted) {
         return Err(Refusal::BootedUnjudged { slot: booted }.into());
     }
+    // Nor a slot whose checks failed, kept only because nothing else was
+    // known to boot: the slot this would write may hold the last good
+    // system (found from outside: a random walk's update overwrote it).
+    if state.slot(booted).status == crate::state::SlotStatus::Failing {
+        return Err(Refusal::BootedFailing { slot: booted }.into());
+    }
     // The booted slot is good in the bootloader and runs: recorded so
     // before the other slot is written (saved with the transaction, when
     // the target is armed), so the slot this install leaves behind is a

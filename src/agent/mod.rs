@@ -94,6 +94,13 @@ pub enum Refusal {
         /// The booted slot.
         slot: SlotName,
     },
+    /// An install from a booted slot kept running after its checks failed
+    /// with no slot known to go back to ([`crate::state::SlotStatus::Failing`]):
+    /// the slot it would write may hold the last good system.
+    BootedFailing {
+        /// The booted slot.
+        slot: SlotName,
+    },
     /// A manual verb (`mark-good`, `mark-bad`, `rollback`) that would
     /// leave no slot holding a proven good system bootable
     /// ([`recovery::judge`]).
@@ -190,6 +197,16 @@ impl fmt::Display for Refusal {
                 "the booted slot {slot} runs on a try no one has blessed and state.json does not \
                  record it committed (a state deleted or damaged since its staging): `abupdate \
                  health` judges it first; nothing was installed"
+            ),
+            Refusal::BootedFailing { slot } => write!(
+                f,
+                "the booted slot {slot} failed its health checks and runs only because no other \
+                 slot was known to boot: installing would overwrite slot {}, which may hold the \
+                 last good system (`abupdate health` judges {slot} again at its next boot, \
+                 `abupdate mark-good` vouches for it, `abupdate rollback --force` boots {}); \
+                 nothing was installed",
+                slot.other(),
+                slot.other()
             ),
             Refusal::NoGoodSlot {
                 op,

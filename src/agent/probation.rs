@@ -162,6 +162,10 @@ impl Fallback {
             SlotStatus::Bad => Some("is marked bad".to_string()),
             SlotStatus::Installing => Some("is recorded as being written".to_string()),
             SlotStatus::Empty => Some("is recorded empty".to_string()),
+            SlotStatus::Failing => Some(
+                "failed its health checks and was kept only because nothing else was known to boot"
+                    .to_string(),
+            ),
             SlotStatus::Other(s) => Some(format!("is recorded {s:?}, a status not known here")),
         };
         status.or_else(|| {

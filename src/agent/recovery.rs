@@ -945,6 +945,10 @@ mod tests {
         );
         let r = judged(Manual::MarkBad(B), Bad, Good, None, false);
         assert_eq!(refused_for(r), (A, Bad, false));
+        // Nor one kept running after its checks failed (`health` found no
+        // fallback): it runs, but is no proven good system.
+        let r = judged(Manual::MarkBad(B), SlotStatus::Failing, Good, None, false);
+        assert_eq!(refused_for(r), (A, SlotStatus::Failing, false));
         // The booted slot on its trial is not proven either.
         let t = staged(A, Phase::Staged);
         let r = judged(Manual::MarkBad(B), Installed, Good, Some(&t), false);

@@ -226,6 +226,8 @@ impl<'a> Transition<'a> {
                 );
             }
             None => {
+                // Its checks passed: a slot kept failing is good again.
+                state.checks_passed(booted);
                 state.bless(booted, || None);
                 state.mark_agent(booted);
             }
@@ -312,6 +314,19 @@ impl<'a> Transition<'a> {
         crate::failpoint::hit("disarm-marked-bad");
         self.host.boot.activate(t.from)?;
         crate::failpoint::hit("disarmed");
+        Ok(())
+    }
+
+    /// The running slot failed its checks and nothing else is known to
+    /// boot: it stays bootable (good in the bootloader, as a re-bless
+    /// leaves it, so its tries are not spent), and its record says it
+    /// failed ([`crate::state::SlotStatus::Failing`]): never a fallback,
+    /// never blessed unchecked. The caller saves.
+    pub(super) fn keep_failing(&self, state: &mut State, booted: SlotName) -> Result<()> {
+        self.host.boot.set_state(booted, BootState::Good)?;
+        let version = self.host.booted_version(state, booted);
+        state.keep_failing(booted, version);
+        state.mark_agent(booted);
         Ok(())
     }
 

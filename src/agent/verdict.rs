@@ -28,7 +28,11 @@
 //! committed, else keeps it ([`Decision::KeepWithoutFallback`]): GRUB and
 //! U-Boot count every boot as a try, so this judges committed hosts too,
 //! and the other slot is never guessed from bootloader flags. It is never
-//! blessed unchecked. Its release is credited or blamed as a trial's only
+//! blessed unchecked. A slot so kept stays bootable and is recorded
+//! failing ([`SlotStatus::Failing`]), never good: judged by its checks on
+//! every boot until they pass, whatever the bootloader counts, and no
+//! fallback (nothing is installed from it: the other slot may hold the
+//! last good system). Its release is credited or blamed as a trial's only
 //! when the bootloader tells a trial's boot from a committed one's
 //! ([`BootSays`]): only then does a pass start its probation, and a
 //! failure that keeps it count `no_fallback` (else `health`, the host's).
@@ -489,14 +493,19 @@ fn decide_undescribed(f: &Facts) -> Decision {
             left: false,
         });
     }
-    if !boot.booted_on_trial() {
+    // A slot kept failing (its checks failed, nothing else known to boot)
+    // is judged by its checks on every boot, whatever the bootloader
+    // counts, until they pass.
+    let failing = *f.booted_status == SlotStatus::Failing;
+    if !boot.booted_on_trial() && !failing {
         return Decision::Rebless;
     }
     match &f.checks {
         None => Decision::RunChecks,
         // A pass where the bootloader cannot tell a trial's boot from any
-        // other is a re-bless, unless damage lost a record: a fresh host
-        // reports no commit of the release it was provisioned with.
+        // other is a re-bless (of a slot kept failing too: good again),
+        // unless damage lost a record: a fresh host reports no commit of
+        // the release it was provisioned with.
         Some(Ok(())) => match (f.state_damaged, boot.booted_says()) {
             (false, BootSays::CannotTell) => Decision::Rebless,
             (_, says) => Decision::CommitUndescribed(says),
@@ -722,8 +731,10 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             };
             log(&reason);
             let known = host.booted_version(&state, booted);
-            // The only slot that boots stays bootable.
-            flip.rebless(&mut state, booted)?;
+            // The only slot that boots stays bootable, recorded as failing
+            // its checks: no proven system, no fallback for what comes next
+            // (found from outside: recorded good, a random walk).
+            flip.keep_failing(&mut state, booted)?;
             state.count_failure(kind);
             // A trial the bootloader told failed: its release's outcome,
             // as a probation that fails with no fallback records it (no
@@ -798,7 +809,14 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
             if let Some(v @ Verdict::RolledBackLate { .. }) = watched {
                 return Ok(v);
             }
+            // A slot kept failing is good again only on a boot whose
+            // checks ran and passed (its record saved after the
+            // bootloader's flag, as a re-bless saves).
+            let passed = facts.checks == Some(Ok(())) && state.checks_passed(booted);
             flip.rebless(&mut state, booted)?;
+            if passed {
+                flip.save(&state)?;
+            }
             if state.settle_planned_reboot(booted) {
                 flip.save(&state)?;
             }
@@ -1071,6 +1089,50 @@ mod tests {
         f.booted_record_stale = false;
         f.checks = None;
         assert_eq!(decide(&f), Decision::Rebless, "its own release");
+    }
+
+    /// Found from outside (a random walk): a trial no record described
+    /// failed its checks with no fallback, and the slot kept was recorded
+    /// `good` with the release that had just failed. It is recorded
+    /// `failing` now, and a failing slot is judged by its checks on every
+    /// boot, whatever the bootloader counts (a boot not counted as a try
+    /// blesses any other slot no record holds committed): a pass makes it
+    /// good, a failure keeps it again, and a failing other slot is never
+    /// where a failure goes back to.
+    #[test]
+    fn a_slot_kept_failing_is_judged_by_its_checks_on_every_boot_never_reblessed_unchecked() {
+        const FAILING: SlotStatus = SlotStatus::Failing;
+        let mut f = facts(None, &FAILING, &EMPTY);
+        assert_eq!(decide(&f), Decision::ReadBootloader);
+        for tried in [Some(false), Some(true), None] {
+            f.boot = Some(view(tried));
+            f.checks = None;
+            assert_eq!(decide(&f), Decision::RunChecks, "tried {tried:?}");
+            f.checks = Some(Ok(()));
+            assert_eq!(decide(&f), Decision::Rebless, "tried {tried:?}");
+            f.checks = Some(Err("app".into()));
+            assert_eq!(
+                decide(&f),
+                Decision::KeepWithoutFallback("app".into(), BootSays::CannotTell),
+                "tried {tried:?}"
+            );
+        }
+        // A damaged state: the pass is the commit it would be for any try.
+        f.state_damaged = true;
+        f.checks = Some(Ok(()));
+        assert_eq!(
+            decide(&f),
+            Decision::CommitUndescribed(BootSays::CannotTell)
+        );
+        // Another slot's try fails: a failing slot is no fallback, even
+        // where the bootloader holds it bootable and untried.
+        let mut f = facts(None, &EMPTY, &FAILING);
+        f.boot = Some(view(Some(true)));
+        f.checks = Some(Err("app".into()));
+        assert_eq!(
+            decide(&f),
+            Decision::KeepWithoutFallback("app".into(), BootSays::CannotTell)
+        );
     }
 
     /// Found from outside: `state.json` deleted between a staging and its

@@ -13,11 +13,12 @@
 //!
 //! It found, from outside our own catalogue of cases, a trial blessed
 //! unchecked after a state reset, `mark-bad` leaving no bootable slot, a
-//! retirement undone after a state reset and `status` naming a slot GRUB
-//! would not boot. CI walks a fixed set of seeds; a longer walk:
+//! retirement undone after a state reset, `status` naming a slot GRUB
+//! would not boot, and a slot kept after its checks failed recorded good
+//! (then an update from it overwriting the last good system). CI walks a fixed set of seeds; a longer walk:
 //! `WALK_SEEDS=1..500 cargo test --features failpoints --test integration
-//! random_walk -- --nocapture` (`WALK_SEEDS=5` or `3,9,12`;
-//! `WALK_STEPS=60`; `WALK_VERBOSE=1` prints each step's output;
+//! random_walk -- --nocapture` (`WALK_SEEDS=5` or `3,9,12`, or `5022@120`
+//! for a seed walked 120 steps; `WALK_STEPS=60`; `WALK_VERBOSE=1` prints each step's output;
 //! `WALK_SHRINK=1` shrinks a failing seed by dropping steps, keeping the
 //! same broken invariant; `WALK_PLAN="seed:i,j,k"` replays only steps
 //! i, j, k of that seed's plan).
@@ -955,20 +956,27 @@ impl Walk {
 /// The seeds CI walks (a second or two each at [`CI_STEPS`]): the first
 /// 24, and every seed whose walk found one of the defects above (each
 /// clean since its fix).
-const CI_SEEDS: &str = "1..25,218,334,384,417,503,536,679,700,766,866,883,918,925,934,979";
+const CI_SEEDS: &str =
+    "1..25,218,334,384,417,503,536,679,700,766,866,883,918,925,934,979,1141,1203,5022@120,5209@120";
 
 /// Steps of each walk unless `WALK_STEPS` says otherwise.
 const CI_STEPS: usize = 60;
 
-fn seeds() -> Vec<u64> {
+/// The seeds to walk, each with its own number of steps when it names one
+/// (`5022@120`: a defect found only past the usual length).
+fn seeds() -> Vec<(u64, Option<usize>)> {
     let s = std::env::var("WALK_SEEDS").unwrap_or_else(|_| CI_SEEDS.into());
     let mut out = Vec::new();
     for part in s.split(',') {
+        let (part, steps) = match part.split_once('@') {
+            Some((seed, n)) => (seed, Some(n.parse().expect("steps"))),
+            None => (part, None),
+        };
         if let Some((a, b)) = part.split_once("..") {
             let (a, b): (u64, u64) = (a.parse().expect("seed"), b.parse().expect("seed"));
-            out.extend(a..b);
+            out.extend((a..b).map(|seed| (seed, steps)));
         } else {
-            out.push(part.parse().expect("seed"));
+            out.push((part.parse().expect("seed"), steps));
         }
     }
     out
@@ -1036,11 +1044,12 @@ fn random_walks_of_verbs_cuts_and_resets_keep_every_invariant() {
         )
     });
     let seeds = match &only {
-        Some((s, _)) => vec![*s],
+        Some((s, _)) => vec![(*s, None)],
         None => seeds(),
     };
     let mut clean_steps = 0;
-    for seed in seeds {
+    for (seed, steps) in seeds {
+        let n = steps.unwrap_or(n);
         let full: Vec<(usize, Step)> = plan(seed, n).into_iter().enumerate().collect();
         let steps: Vec<(usize, Step)> = match &only {
             Some((_, idx)) => full.into_iter().filter(|(i, _)| idx.contains(i)).collect(),

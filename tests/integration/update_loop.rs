@@ -948,26 +948,26 @@ fn a_trial_a_stale_good_copy_records_committed_with_another_release_is_judged_by
     assert_eq!(h.boot(), "B");
 }
 
-/// Found from outside (a random walk): `state.json` deleted while 2.0 was
-/// staged, the trial booted, and before its `health` an install of 3.0
-/// into the other slot recorded the unjudged 2.0 good, as the new trial's
-/// fallback (a release whose checks fail). An install from a try nothing
-/// judged is refused, writing nothing, and so is a `mark-bad` that would
-/// leave it the only slot: `health` judges it first.
-#[test]
-fn an_install_from_a_try_nothing_judged_is_refused_until_health_judges_it() {
-    let (mut h, m) = host_with_release("loop-unjudged-install");
+/// A host whose trial of 2.0 fails its checks, staged with `state.json`
+/// deleted before its reboot (not booted yet), and whose configured URL
+/// offers 3.0 now: the path of 3.0's manifest.
+fn failing_trial_with_state_deleted(name: &str) -> (TestHost, String) {
+    let (h, m) = host_with_release(name);
     h.add_health_check("10-app", "echo 'app broken' >&2; exit 1");
     let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out));
     std::fs::remove_file(h.state_dir.join("state.json")).expect("rm");
-    assert_eq!(h.boot(), "B");
     let m3 = h.pack("r3", "3.0", &image("3.0", 3 << 20), &[]);
     let cfg = std::fs::read_to_string(&h.config).expect("config");
     let cfg = cfg.replace(&format!("{}", m.display()), &format!("{}", m3.display()));
     std::fs::write(&h.config, cfg).expect("config");
+    (h, m3.to_str().expect("utf8").to_string())
+}
+
+/// `install` of `m3` and `update --now` are both refused (kind `refused`,
+/// the line saying `says`), the env and the transaction untouched.
+fn assert_installs_refused(h: &TestHost, m3: &str, says: &str) {
     let env = h.grub_vars();
-    let m3 = m3.to_str().expect("utf8");
     for args in [
         vec!["--json", "install", m3],
         vec!["--json", "update", "--now"],
@@ -977,11 +977,25 @@ fn an_install_from_a_try_nothing_judged_is_refused_until_health_judges_it() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         assert_eq!(v["kind"], "refused", "{args:?}: {said}");
-        assert!(said.contains("runs on a try no one has blessed"), "{said}");
+        assert!(said.contains(says), "{said}");
         assert_eq!(h.grub_vars(), env, "{args:?}: the env changed");
-        assert_ne!(h.state()["slots"]["B"]["status"], "good", "{args:?}");
         assert!(h.state()["transaction"].is_null(), "{args:?}");
     }
+}
+
+/// Found from outside (a random walk): `state.json` deleted while 2.0 was
+/// staged, the trial booted, and before its `health` an install of 3.0
+/// into the other slot recorded the unjudged 2.0 good, as the new trial's
+/// fallback (a release whose checks fail). An install from a try nothing
+/// judged is refused, writing nothing, and so is a `mark-bad` that would
+/// leave it the only slot: `health` judges it first.
+#[test]
+fn an_install_from_a_try_nothing_judged_is_refused_until_health_judges_it() {
+    let (mut h, m3) = failing_trial_with_state_deleted("loop-unjudged-install");
+    assert_eq!(h.boot(), "B");
+    let env = h.grub_vars();
+    assert_installs_refused(&h, &m3, "runs on a try no one has blessed");
+    assert_ne!(h.state()["slots"]["B"]["status"], "good");
     // Nor is the other slot marked bad, leaving the unjudged try alone.
     let out = h.abupdate(&["mark-bad", "A"]);
     let said = text(&out);
@@ -1032,6 +1046,61 @@ fn a_retirement_whose_state_was_deleted_before_its_reboot_is_finished_not_undone
     assert_eq!(h.boot(), "A", "the next boot leaves the failed release");
     let out = h.abupdate(&["health"]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Found from outside (a random walk, seeds 1141, 1203 and 5022): a trial
+/// no record described (`state.json` deleted between its staging and its
+/// reboot) failed its checks with no slot known to go back to, and the
+/// slot kept was recorded `good` with the release whose checks had just
+/// failed: a proven system for `mark-bad A`, and the fallback of the next
+/// `update`, which overwrote slot A, the last good system (seeds 5022 and
+/// 5209 of 120 steps). It is kept bootable and recorded `failing`, nothing
+/// is installed from it, its checks run on every boot until they pass,
+/// and only then is it good and updates go on.
+#[test]
+fn a_slot_kept_after_its_checks_failed_is_recorded_failing_until_they_pass() {
+    let (mut h, m3) = failing_trial_with_state_deleted("loop-kept-failing");
+    let m3 = m3.as_str();
+    let slot_a = h.slot_sha(0);
+    for boot in 1..=2 {
+        assert_eq!(h.boot(), "B", "boot {boot}");
+        let out = h.abupdate(&["--json", "health"]);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "boot {boot}: {said}");
+        assert!(said.contains("app broken"), "boot {boot}: {said}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["outcome"], "no_fallback", "boot {boot}: {said}");
+        let b = &h.state()["slots"]["B"];
+        assert_eq!(
+            (b["status"].as_str(), b["version"].as_str()),
+            (Some("failing"), Some("2.0")),
+            "boot {boot}: {b}"
+        );
+        assert_eq!(h.grub_vars()["B_OK"], "1", "kept bootable");
+        let env = h.grub_vars();
+        let out = h.abupdate(&["mark-bad", "A"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains("failing"), "{}", text(&out));
+        assert_eq!(h.grub_vars(), env, "a refused mark-bad changed the env");
+        // Slot A may hold the last good system (1.0 here): nothing the
+        // timer or the operator installs overwrites it from a failing slot.
+        assert_installs_refused(&h, m3, "may hold the last good system");
+        assert_eq!(h.slot_sha(0), slot_a, "slot A was written");
+    }
+    std::fs::remove_file(h.health_dir.join("10-app")).expect("rm");
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["--json", "health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("running health checks"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(h.state()["slots"]["B"]["status"], "good");
+    // Good again: the fixed release goes into the other slot.
+    let out = h.abupdate(&["install", "--no-reboot", m3]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.grub_vars()["ORDER"], "A B");
 }
 
 /// Found from outside (a random walk): `state.json` deleted (the
