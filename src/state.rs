@@ -1251,16 +1251,24 @@ impl State {
     }
 
     /// The booted `slot` failed its checks and is kept, as nothing else is
-    /// known to boot ([`SlotStatus::Failing`]): its version, when the
-    /// record names none, is `version` (the release that runs). Whether the
-    /// record changed.
+    /// known to boot ([`SlotStatus::Failing`]). Its record names the
+    /// release that runs, `version` when known: a record of another
+    /// release (an older boot's, in a copy that stood in for a damaged
+    /// state) is replaced, its manifest and images with it, which were not
+    /// this release's. Whether the record changed.
     pub fn keep_failing(&mut self, slot: SlotName, version: Option<String>) -> bool {
         let rec = self.slot_mut(slot);
-        let changed =
-            rec.status != SlotStatus::Failing || (rec.version.is_none() && version.is_some());
+        let mut changed = rec.status != SlotStatus::Failing;
         rec.status = SlotStatus::Failing;
-        if rec.version.is_none() {
-            rec.version = version;
+        if let Some(v) = version.filter(|v| rec.version.as_deref() != Some(v)) {
+            let another = rec.version.is_some();
+            rec.version = Some(v);
+            if another {
+                rec.manifest_sha256 = None;
+                rec.images.clear();
+                rec.installed_at = None;
+            }
+            changed = true;
         }
         changed
     }
@@ -2474,9 +2482,24 @@ mod tests {
         assert_eq!(s.slot(SlotName::A).status, SlotStatus::Empty);
         assert!(s.checks_passed(SlotName::B));
         assert_eq!(s.slot(SlotName::B).status, SlotStatus::Good);
-        // A record that names its release keeps that name.
-        s.keep_failing(SlotName::B, Some("other".into()));
-        assert_eq!(s.slot(SlotName::B).version.as_deref(), Some("3.0"));
+        // The record names the release that runs: one of another release
+        // (a stale copy's) is replaced, with what it said of that release.
+        let rec = s.slot_mut(SlotName::B);
+        rec.manifest_sha256 = Some("00".repeat(32));
+        rec.installed_at = Some(1);
+        assert!(s.keep_failing(SlotName::B, Some("4.0".into())));
+        let rec = s.slot(SlotName::B);
+        assert_eq!(
+            (
+                rec.version.as_deref(),
+                &rec.manifest_sha256,
+                rec.installed_at
+            ),
+            (Some("4.0"), &None, None)
+        );
+        // An unknown running release leaves the name the record has.
+        assert!(!s.keep_failing(SlotName::B, None));
+        assert_eq!(s.slot(SlotName::B).version.as_deref(), Some("4.0"));
     }
 
     fn transaction(from: SlotName, phase: Phase) -> Transaction {

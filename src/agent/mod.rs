@@ -139,8 +139,9 @@ pub enum Refusal {
         /// The line that says so (the release, its slot, why).
         line: String,
     },
-    /// `mark-bad` would leave `slot` to boot, which the records hold good
-    /// but the bootloader holds bad: nothing would be bootable.
+    /// `mark-bad` would leave `slot` to boot, or `rollback` would go to
+    /// it, which the records hold good but the bootloader holds bad: the
+    /// records are behind the bootloader.
     HeldBadInBootloader {
         /// The verb.
         op: Manual,
@@ -237,6 +238,16 @@ impl fmt::Display for Refusal {
                     ),
                 }
             }
+            Refusal::HeldBadInBootloader {
+                op: Manual::Rollback,
+                slot,
+            } => write!(
+                f,
+                "`abupdate rollback` would boot slot {slot}, which the bootloader holds bad and \
+                 state.json does not record so (an install or a verb cut before its save, or a \
+                 state deleted or damaged since): it may not hold the release its record names \
+                 (use --force if it does)"
+            ),
             Refusal::HeldBadInBootloader { op, slot } => write!(
                 f,
                 "`abupdate {op}` would leave no bootable slot: the bootloader holds slot {slot} bad, \

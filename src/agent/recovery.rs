@@ -291,11 +291,13 @@ pub struct ManualFacts<'a> {
     pub probation: Option<SlotName>,
     /// `--force`: the operator vouches for what the records do not show.
     pub force: bool,
-    /// The bootloader holds the slot a `mark-bad` would leave to boot bad
-    /// (read only for `mark-bad`; `false` when it cannot tell). The
-    /// records can be behind it (a verb cut between its bootloader write
-    /// and its save, a state deleted or damaged since), and a record of a
-    /// good slot the bootloader will not boot is no slot to leave.
+    /// The bootloader holds the slot a `mark-bad` would leave to boot, or
+    /// a `rollback` would go to, bad (read only for those verbs; `false`
+    /// when it cannot tell). The records can be behind it (a verb or an
+    /// install cut between its bootloader write and its save, a state
+    /// deleted or damaged since, a stale copy standing in), and a record of
+    /// a good slot the bootloader holds bad is no slot to leave or to go
+    /// to: what it holds may not be what the record says.
     pub keeper_held_bad: bool,
     /// The slot a `mark-bad` would leave to boot is the booted one, the
     /// bootloader counts its boot as a try no one has blessed, and the
@@ -518,6 +520,9 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             if !f.proven_good(other) && !f.force {
                 return refuse(other);
             }
+            if f.keeper_held_bad && !f.force {
+                return Err(Refusal::HeldBadInBootloader { op, slot: other });
+            }
             if f.running_trial() {
                 return Ok(ManualPlan::RejectTrial);
             }
@@ -551,8 +556,9 @@ pub(super) fn leaving_rejects(state: &State, booted: SlotName, slot: SlotName) -
     )
 }
 
-/// What the bootloader says of the slot a `mark-bad` would leave to boot:
-/// [`ManualFacts::keeper_held_bad`] and [`ManualFacts::keeper_unjudged`].
+/// What the bootloader says of the slot a `mark-bad` would leave to boot
+/// (or a `rollback` would go to): [`ManualFacts::keeper_held_bad`] and
+/// [`ManualFacts::keeper_unjudged`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct KeeperInBootloader {
     held_bad: bool,
@@ -660,7 +666,11 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<M
                 unjudged: keeper == booted && host.booted_unjudged(&state, booted),
             }
         }
-        Manual::MarkGood(_) | Manual::Rollback => KeeperInBootloader::default(),
+        Manual::Rollback => KeeperInBootloader {
+            held_bad: host.boot.state(booted.other()).ok() == Some(crate::boot::BootState::Bad),
+            unjudged: false,
+        },
+        Manual::MarkGood(_) => KeeperInBootloader::default(),
     };
     match plan(&state, booted, op, force, keeper)? {
         ManualPlan::Mark { slot, good } => {
@@ -842,8 +852,15 @@ mod tests {
     /// left records saying both committed, and `mark-bad` of the other
     /// left the bootloader nothing to boot. The bootloader's word on the
     /// slot left to boot is asked too; `--force` is the operator's.
+    ///
+    /// And a `rollback` to a slot recorded good that the bootloader holds
+    /// bad (found from outside, a random walk, seed 2257): an install into
+    /// it whose records were lost (a full state file system, then a damage
+    /// that put a stale copy in their place) left it marked bad over bytes
+    /// that were no longer the recorded release; `rollback` made it the
+    /// next boot, a failing release, and the good slot marked bad.
     #[test]
-    fn mark_bad_is_refused_when_the_bootloader_holds_the_slot_it_leaves_bad() {
+    fn mark_bad_and_rollback_are_refused_when_the_bootloader_holds_the_slot_they_leave_bad() {
         for (booted, target) in [(A, B), (A, A), (B, A)] {
             let judged_with = |force| {
                 judge(
@@ -861,6 +878,26 @@ mod tests {
                     slot: target.other()
                 }),
                 "booted {booted}, mark-bad {target}"
+            );
+            assert!(judged_with(true).is_ok(), "--force");
+        }
+        for booted in [A, B] {
+            let judged_with = |force| {
+                judge(
+                    Manual::Rollback,
+                    &ManualFacts {
+                        keeper_held_bad: true,
+                        ..facts_on(booted, (&rec(Good), &rec(Good)), (None, None), force)
+                    },
+                )
+            };
+            assert_eq!(
+                judged_with(false),
+                Err(Refusal::HeldBadInBootloader {
+                    op: Manual::Rollback,
+                    slot: booted.other()
+                }),
+                "rollback from {booted}"
             );
             assert!(judged_with(true).is_ok(), "--force");
         }

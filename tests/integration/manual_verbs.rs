@@ -778,3 +778,43 @@ fn mark_bad_never_leaves_no_bootable_slot_when_the_records_are_behind_the_bootlo
         assert!(out.status.success(), "{case}: --force: {}", text(&out));
     }
 }
+
+/// Found from outside (a random walk, seed 2257): an install into A whose
+/// records were lost (the state file system filled before its staging was
+/// saved: the bootloader was restored, A marked bad over bytes that are now
+/// the new release's; then `state.json` damaged, so a copy from before the
+/// install stood in, recording A good with 1.0) let `rollback` make A the
+/// next boot, and mark B, the good slot, bad. A slot the bootloader holds
+/// bad is no slot to go to on a record the bootloader is ahead of.
+#[test]
+fn rollback_is_refused_to_a_slot_the_bootloader_holds_bad_behind_its_record() {
+    use crate::common::host::{image, TestHost};
+    let mut h = TestHost::new("rollback-behind", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 64 << 10), &[]);
+    let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("p")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.boot(), "B");
+    assert!(h.abupdate(&["health"]).status.success());
+    let m3 = h.pack("r3", "3.0", &image("3.0", 64 << 10), &[]);
+    let out = h.abupdate_env(
+        &["install", "--no-reboot", m3.to_str().expect("p")],
+        &[("ABUPDATE_STATE_FULL_AFTER", "read-back")],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(h.grub_vars()["A_OK"], "0", "the restore marks A bad");
+    std::fs::write(h.state_dir.join("state.json"), "{\"slots\": nope").expect("damage");
+    let env = h.grub_vars();
+    let out = h.abupdate(&["--json", "rollback", "--no-reboot"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "refused", "{said}");
+    assert!(
+        said.contains("would boot slot A, which the bootloader holds bad"),
+        "{said}"
+    );
+    assert_eq!(h.grub_vars(), env, "the bootloader changed");
+    let out = h.abupdate(&["rollback", "--no-reboot", "--force"]);
+    assert!(out.status.success(), "--force: {}", text(&out));
+    assert_eq!(h.grub_vars()["ORDER"], "A B");
+}
