@@ -861,10 +861,18 @@ mod tests {
     /// next boot, a failing release, and the good slot marked bad.
     #[test]
     fn mark_bad_and_rollback_are_refused_when_the_bootloader_holds_the_slot_they_leave_bad() {
-        for (booted, target) in [(A, B), (A, A), (B, A)] {
+        // (booted, verb, the slot it leaves to boot)
+        let cases = [
+            (A, Manual::MarkBad(B), A),
+            (A, Manual::MarkBad(A), B),
+            (B, Manual::MarkBad(A), B),
+            (A, Manual::Rollback, B),
+            (B, Manual::Rollback, A),
+        ];
+        for (booted, op, keeper) in cases {
             let judged_with = |force| {
                 judge(
-                    Manual::MarkBad(target),
+                    op,
                     &ManualFacts {
                         keeper_held_bad: true,
                         ..facts_on(booted, (&rec(Good), &rec(Good)), (None, None), force)
@@ -873,31 +881,8 @@ mod tests {
             };
             assert_eq!(
                 judged_with(false),
-                Err(Refusal::HeldBadInBootloader {
-                    op: Manual::MarkBad(target),
-                    slot: target.other()
-                }),
-                "booted {booted}, mark-bad {target}"
-            );
-            assert!(judged_with(true).is_ok(), "--force");
-        }
-        for booted in [A, B] {
-            let judged_with = |force| {
-                judge(
-                    Manual::Rollback,
-                    &ManualFacts {
-                        keeper_held_bad: true,
-                        ..facts_on(booted, (&rec(Good), &rec(Good)), (None, None), force)
-                    },
-                )
-            };
-            assert_eq!(
-                judged_with(false),
-                Err(Refusal::HeldBadInBootloader {
-                    op: Manual::Rollback,
-                    slot: booted.other()
-                }),
-                "rollback from {booted}"
+                Err(Refusal::HeldBadInBootloader { op, slot: keeper }),
+                "booted {booted}, {op}"
             );
             assert!(judged_with(true).is_ok(), "--force");
         }
