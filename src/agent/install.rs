@@ -53,7 +53,7 @@ use crate::manifest::{self, NotApplicable};
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::slot::{Device, SlotError, SlotName};
-use crate::state::{ImageRef, Phase, State, StateLock, Transaction};
+use crate::state::{ImageRef, Phase, SlotStatus, State, StateLock, Transaction};
 use crate::system;
 use crate::timefmt::now;
 use crate::trust::gate::Verified;
@@ -461,7 +461,7 @@ fn install_verified(
     // Nor a slot whose checks failed, kept only because nothing else was
     // known to boot: the slot this would write may hold the last good
     // system (found from outside: a random walk's update overwrote it).
-    if state.slot(booted).status == crate::state::SlotStatus::Failing {
+    if state.slot(booted).status == SlotStatus::Failing {
         return Err(Refusal::BootedFailing { slot: booted }.into());
     }
     // The booted slot is good in the bootloader and runs: recorded so

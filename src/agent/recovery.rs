@@ -658,20 +658,17 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<M
     let mut state = host.state_dir.load()?;
     let booted = host.booted_slot()?;
     let flip = Transition::new(host, &lock);
+    // The slot the verb leaves to boot: the one `mark-bad` keeps, the one
+    // `rollback` goes to (`mark-good` leaves the boot as it is).
     let keeper = match op {
-        Manual::MarkBad(slot) => {
-            let keeper = slot.other();
-            KeeperInBootloader {
-                held_bad: host.boot.state(keeper).ok() == Some(crate::boot::BootState::Bad),
-                unjudged: keeper == booted && host.booted_unjudged(&state, booted),
-            }
-        }
-        Manual::Rollback => KeeperInBootloader {
-            held_bad: host.boot.state(booted.other()).ok() == Some(crate::boot::BootState::Bad),
-            unjudged: false,
-        },
-        Manual::MarkGood(_) => KeeperInBootloader::default(),
+        Manual::MarkBad(slot) => Some(slot.other()),
+        Manual::Rollback => Some(booted.other()),
+        Manual::MarkGood(_) => None,
     };
+    let keeper = keeper.map_or_else(KeeperInBootloader::default, |keeper| KeeperInBootloader {
+        held_bad: host.boot.state(keeper).ok() == Some(crate::boot::BootState::Bad),
+        unjudged: keeper == booted && host.booted_unjudged(&state, booted),
+    });
     match plan(&state, booted, op, force, keeper)? {
         ManualPlan::Mark { slot, good } => {
             flip.mark(&mut state, slot, good)?;
