@@ -175,11 +175,17 @@ pub fn run_check(check: &Check, timeout: Duration, roots: &Roots) -> CheckResult
         },
         Check::Unlisted { reason, .. } => (false, reason.clone()),
         Check::Unit(u) => {
-            let mut c = Command::new("systemctl");
-            // After `--`: a name is never read as an option (config
-            // validation refuses such names anyway, see `check_unit_name`).
-            c.args(["is-active", "--quiet", "--"]).arg(u);
-            run_command(c, timeout)
+            let path = std::env::var_os("PATH");
+            match crate::runnable::command_on_path("systemctl", path.as_deref()) {
+                Ok(mut c) => {
+                    // After `--`: a name is never read as an option (config
+                    // validation refuses such names anyway, see
+                    // `check_unit_name`).
+                    c.args(["is-active", "--quiet", "--"]).arg(u);
+                    run_command(c, timeout)
+                }
+                Err(reason) => (false, format!("not run: {reason}")),
+            }
         }
         Check::Http(u) => run_http(u, timeout, roots),
     };

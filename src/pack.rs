@@ -739,7 +739,7 @@ pub fn release_dates(
             }
             c
         }
-        None => crate::publish::next_created(previous, now),
+        None => crate::publish::next_second(previous, now),
     };
     let expires = match opts.expires {
         Some(e) => e,

@@ -36,6 +36,11 @@
 //! ([`bound_tag`]) and verifies again ([`crate::trust::gate`]); the bound
 //! names are immutable, so they are also safe for any cache.
 //!
+//! Every file replaced is dated at least one whole second past the one it
+//! replaces ([`stamp_past`]): web servers' validators (nginx's `ETag`,
+//! `Last-Modified`) change with each publish, so no host's conditional GET
+//! is answered 304 for a manifest it has not seen.
+//!
 //! One `pack` or `fleet` at a time per directory (an flock on the directory
 //! itself), so a read-verify-re-sign cannot interleave with another publish.
 
@@ -48,6 +53,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Most signature files looked for per manifest (`.minisig`, `.1.minisig`
 /// … `.16.minisig`), as hosts do.
@@ -198,14 +204,46 @@ pub fn verify_signatures(
     trust::verify_threshold(body, &[standard, &extra[..]].concat(), keys, threshold).map(|_| ())
 }
 
-/// `created` of a re-signed manifest: now, and never earlier than (nor
-/// equal to) the one it replaces, so hosts can order the copies they see
-/// even when this clock is behind.
-pub fn next_created(previous: Option<i64>, now: i64) -> i64 {
+/// A date, in whole seconds, for what replaces something dated `previous`:
+/// now, and never earlier than (nor equal to) `previous`. The `created` of
+/// a re-signed manifest, so hosts can order the copies they see even when
+/// this clock is behind; and the modification time of a file replaced in a
+/// release directory ([`ReleaseDir::replace`]), so a web server's
+/// validators change with it.
+pub fn next_second(previous: Option<i64>, now: i64) -> i64 {
     match previous {
         Some(p) if p >= now => p.saturating_add(1),
         _ => now,
     }
+}
+
+/// Whole seconds since the epoch of `t`; `None` before it.
+fn unix_seconds(t: SystemTime) -> Option<i64> {
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
+}
+
+/// Date `file`, about to replace `path`, at least one whole second past
+/// `path`'s modification time. Web servers derive a file's validators from
+/// its mtime in whole seconds (nginx's `ETag` is mtime and size, and
+/// `Last-Modified` has no finer unit), so a manifest replaced within the
+/// second by one of the same size (two `pack` runs of a pipeline, a
+/// `channel` edit after a `pack`) would keep them: a host's conditional GET
+/// would be answered 304 and it would not see the release until the next
+/// change. A file replaced more than a second later keeps its own time.
+fn stamp_past(file: &File, path: &Path) -> io::Result<()> {
+    let previous = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta.modified().ok().and_then(unix_seconds),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let own = unix_seconds(file.metadata()?.modified()?).unwrap_or(0);
+    let stamp = next_second(previous, own);
+    if stamp != own {
+        let secs = u64::try_from(stamp).unwrap_or(0);
+        file.set_modified(UNIX_EPOCH + Duration::from_secs(secs))?;
+    }
+    Ok(())
 }
 
 /// A release directory, locked for one publisher.
@@ -395,6 +433,7 @@ impl ReleaseDir {
             crate::failpoint::torn(tear);
         }
         f.write_all(data).map_err(io_err(&tmp))?;
+        stamp_past(&f, &path).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         drop(f);
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
@@ -725,7 +764,7 @@ impl Current {
     /// The manifest re-serialized from its own JSON (unknown fields are
     /// signed content and kept; numbers keep their digits, as serde_json's
     /// `arbitrary_precision` reads them, never rounded through f64),
-    /// `created` advanced ([`next_created`]) and
+    /// `created` advanced ([`next_second`]) and
     /// `edit` applied; checked to parse as hosts parse it and not to be
     /// expired already.
     pub fn rewrite(
@@ -737,7 +776,7 @@ impl Current {
         let refused = |m: String| PublishError::Refused(format!("{}: {m}", path.display()));
         let mut value: serde_json::Value =
             serde_json::from_slice(&self.signed.body).map_err(|e| refused(e.to_string()))?;
-        let created = next_created(Some(self.manifest.created), now);
+        let created = next_second(Some(self.manifest.created), now);
         if created >= self.manifest.expires {
             return Err(refused(format!(
                 "expired at {}: re-signing would not make it installable; pack a new release",
@@ -879,11 +918,11 @@ mod tests {
 
     #[test]
     fn created_moves_forward_even_when_the_clock_is_behind() {
-        assert_eq!(next_created(None, 100), 100);
-        assert_eq!(next_created(Some(50), 100), 100);
-        assert_eq!(next_created(Some(100), 100), 101, "same second");
-        assert_eq!(next_created(Some(500), 100), 501, "clock behind");
-        assert_eq!(next_created(Some(i64::MAX), 0), i64::MAX);
+        assert_eq!(next_second(None, 100), 100);
+        assert_eq!(next_second(Some(50), 100), 100);
+        assert_eq!(next_second(Some(100), 100), 101, "same second");
+        assert_eq!(next_second(Some(500), 100), 501, "clock behind");
+        assert_eq!(next_second(Some(i64::MAX), 0), i64::MAX);
     }
 
     #[test]
@@ -1007,6 +1046,42 @@ mod tests {
         // A bound signature by an untrusted key does not help.
         let other = vec![("bound".to_string(), sig(&ks[1].0, body))];
         assert!(verify_signatures(body, &stale, || other, &ring, 1).is_err());
+    }
+
+    #[test]
+    fn a_file_replaced_within_its_second_is_dated_a_second_past_it() {
+        let d = temp("mtime");
+        let dir = ReleaseDir::open(&d).expect("open");
+        let path = d.join("release.json");
+        let secs = |p: &Path| {
+            let t = std::fs::metadata(p)
+                .expect("stat")
+                .modified()
+                .expect("mtime");
+            unix_seconds(t).expect("after the epoch")
+        };
+        let write = |body: &[u8]| {
+            dir.replace("release.json", body, "publish-manifest-write", "none")
+                .expect("replace")
+        };
+        // Three replacements of one size within far less than a second: a
+        // web server's mtime-and-size validators change every time.
+        write(b"m1");
+        let first = secs(&path);
+        write(b"m2");
+        write(b"m3");
+        assert_eq!(secs(&path), first + 2, "each one a second past the last");
+        // A file dated long ago is replaced at the time of its writing.
+        let old = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(old))
+            .expect("date it");
+        write(b"m4");
+        let now = unix_seconds(SystemTime::now()).expect("now");
+        assert!((now - 1..=now).contains(&secs(&path)), "{}", secs(&path));
+        assert_eq!(std::fs::read(&path).expect("read"), b"m4");
     }
 
     #[test]

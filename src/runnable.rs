@@ -1,9 +1,11 @@
 //! Programs abupdate runs as root from a path the site configures (install
-//! hooks, `[health] dir` checks): run only when nobody but root, or the
-//! user abupdate runs as, could have put them there or could swap them
-//! before they run.
+//! hooks, `[health] dir` checks, the custom boot backend's script) or finds
+//! in `PATH` (`[system] reboot`, `systemctl` for `[health] units`): run only
+//! when nobody but root, or the user abupdate runs as, could have put them
+//! there or could swap them before they run.
 //!
-//! Invariant: [`command`] is the one way such a program is started. It
+//! Invariant: [`command`] (and [`command_on_path`] for a name looked up in
+//! `PATH`) is the one way such a program is started. It
 //! resolves the path itself, one name at a time, following symbolic links,
 //! and accepts it only when every name looked up on the way sits in a
 //! directory others cannot change: one owned by root (or abupdate's
@@ -25,7 +27,7 @@
 //! executed).
 
 use std::collections::VecDeque;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -254,6 +256,39 @@ pub fn command(path: &Path) -> Result<Command, String> {
     let resolved = resolve(path)?;
     let mut cmd = Command::new(resolved);
     cmd.arg0(path);
+    Ok(cmd)
+}
+
+/// `PATH` when the environment has none: systemd's default for services.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin";
+
+/// [`command`] for a program the site names as a shell would (the reboot
+/// command, `systemctl`): a name with a slash is a path; a bare name is
+/// looked up in `search` (the process's `PATH`, else [`DEFAULT_PATH`]), and
+/// the first directory holding an entry of that name decides: it runs when
+/// [`resolve`] accepts it, else the refusal names it. Relative entries
+/// (`.`, an empty one) are skipped: where a program run as root is found
+/// must not depend on the current directory. `argv[0]` stays the name.
+pub fn command_on_path(name: &str, search: Option<&OsStr>) -> Result<Command, String> {
+    if name.contains('/') {
+        return command(Path::new(name));
+    }
+    let search = search.unwrap_or(OsStr::new(DEFAULT_PATH));
+    let found = std::env::split_paths(search)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find(|candidate| std::fs::symlink_metadata(candidate).is_ok());
+    let Some(candidate) = found else {
+        return Err(format!(
+            "{}: not found in PATH ({})",
+            show_path(Path::new(name)),
+            show_path(Path::new(search))
+        ));
+    };
+    let resolved =
+        resolve(&candidate).map_err(|why| format!("{}: {why}", show_path(&candidate)))?;
+    let mut cmd = Command::new(resolved);
+    cmd.arg0(name);
     Ok(cmd)
 }
 
@@ -522,5 +557,43 @@ mod tests {
         std::fs::rename(&new, &link).expect("swap the link");
         let out = cmd.output().expect("run");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "judged\n");
+    }
+
+    /// A bare name (the reboot command's `systemctl`) is looked up as a
+    /// shell would, and the first directory holding it decides: a copy in
+    /// a directory others can write is refused, naming it, though a safe
+    /// one comes later in `PATH`.
+    #[test]
+    fn a_bare_name_runs_from_the_first_directory_of_path_that_holds_it_when_safe() {
+        let d = root_dir("on-path");
+        let safe = dir(&d, "safe", 0o755);
+        let good = script(&safe.join("reboot-now"), "safe");
+        let open = dir(&d, "open", 0o777);
+        let search = |dirs: &[&Path]| std::env::join_paths(dirs).expect("PATH");
+        let cmd = command_on_path("reboot-now", Some(&search(&[&safe]))).expect("safe");
+        assert_eq!(cmd.get_program(), good.as_os_str());
+        // Relative entries are never searched; a directory without the name
+        // is passed over.
+        let cmd = command_on_path(
+            "reboot-now",
+            Some(&search(&[Path::new("safe"), &open, &safe])),
+        )
+        .expect("relative entry skipped");
+        assert_eq!(cmd.get_program(), good.as_os_str());
+        let planted = script(&open.join("reboot-now"), "planted");
+        let e = command_on_path("reboot-now", Some(&search(&[&open, &safe]))).expect_err("open");
+        assert!(e.starts_with(&format!("{}: ", planted.display())), "{e}");
+        assert!(e.contains("mode 0777"), "{e}");
+        // A name with a slash is a path; a name found nowhere says where it
+        // was looked for.
+        let cmd = command_on_path(good.to_str().expect("utf-8"), None).expect("a path");
+        assert_eq!(cmd.get_program(), good.as_os_str());
+        assert_eq!(
+            command_on_path("no-such-program", Some(&search(&[&safe]))).map(|_| ()),
+            Err(format!(
+                "no-such-program: not found in PATH ({})",
+                safe.display()
+            ))
+        );
     }
 }

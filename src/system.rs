@@ -16,7 +16,6 @@
 use crate::slot::SlotName;
 use std::fmt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// Longest the reboot command may run. `systemctl reboot` returns once the
@@ -262,7 +261,11 @@ pub fn reboot(argv: &[String]) -> Result<(), SystemError> {
         .split_first()
         .ok_or_else(|| SystemError::Reboot("system.reboot is empty".to_string()))?;
     crate::failpoint::hit("reboot-requested");
-    let mut cmd = Command::new(prog);
+    // Run as root: only a program nobody else could have put there or
+    // swapped (the rule of hooks and checks).
+    let path = std::env::var_os("PATH");
+    let mut cmd = crate::runnable::command_on_path(prog, path.as_deref())
+        .map_err(|why| SystemError::Reboot(format!("reboot command not run: {why}")))?;
     cmd.args(args);
     let done = crate::child::run(cmd, REBOOT_TIMEOUT)
         .map_err(|e| SystemError::Reboot(format!("reboot command: {e}")))?;

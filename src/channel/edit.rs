@@ -8,7 +8,7 @@
 //! as hosts parse it before any edit; a tampered channel is refused, never
 //! laundered by a fresh signature. Every edit is [`apply`], a plain function
 //! of the document, and its result is parsed as hosts parse it before it is
-//! signed; `created` only moves forward ([`crate::publish::next_created`]),
+//! signed; `created` only moves forward ([`crate::publish::next_second`]),
 //! so hosts that saw the old channel accept the new one; and no channel
 //! longer than the hosts read ([`super::MAX_CHANNEL_BYTES`]) is published:
 //! one would reach no host, a halt in it included.
@@ -322,7 +322,7 @@ pub fn run(opts: &Options) -> Result<Channel, PublishError> {
         None => return Err(refused(file, "no channel yet: `add` a release first")),
     };
     let change = change_of(&opts.action, &doc, &dir_path, &keys, threshold)?;
-    let created = publish::next_created(previous.as_ref().map(|p| p.1), now());
+    let created = publish::next_second(previous.as_ref().map(|p| p.1), now());
     let expires = created.saturating_add((opts.expires_days.max(1) as i64).saturating_mul(86400));
     apply(&mut doc, &change, created, expires).map_err(|e| refused(file, e))?;
     let mut body = serde_json::to_vec_pretty(&doc).map_err(|e| refused(file, e))?;

@@ -4,7 +4,8 @@
 //! post-install hook leaves the written target bad and never activated; a
 //! failing pre-reboot hook holds the reboot (the slot stays staged, the next
 //! run reboots); a hook is bounded in time with everything it started; a
-//! hook in a directory others can write is refused, never run.
+//! hook, or the reboot command, in a directory others can write is refused,
+//! never run.
 
 use crate::common::host::{chmod_x, image, text, HostOptions, TestHost};
 use std::path::{Path, PathBuf};
@@ -226,6 +227,51 @@ fn a_failing_pre_reboot_hook_holds_the_reboot_until_a_later_run() {
     let out = h.abupdate(&["install", m.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("already staged"), "{}", text(&out));
+    assert_eq!(h.reboots(), 1);
+}
+
+/// `[system] reboot` runs as root like a hook: a command in a directory
+/// others can write (one `chmod 777` of a careless operator) is never run;
+/// the install reports it in one line and the slot waits staged, rebooted
+/// into by the next run once the directory is safe again.
+#[test]
+fn a_reboot_command_in_a_directory_others_can_write_is_never_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = host("reboot-open", "10s");
+    let bin = h.dir.join("sbin");
+    std::fs::create_dir_all(&bin).expect("sbin");
+    let reboot = bin.join("reboot-now");
+    std::fs::write(
+        &reboot,
+        format!("#!/bin/sh\necho reboot >> {}\n", h.reboot_log.display()),
+    )
+    .expect("reboot script");
+    chmod_x(&reboot);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let line = cfg
+        .lines()
+        .find(|l| l.starts_with("reboot = "))
+        .expect("reboot line")
+        .to_string();
+    let cfg = cfg.replace(&line, &format!("reboot = [\"{}\"]", reboot.display()));
+    std::fs::write(&h.config, cfg).expect("config");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (m, _) = release(&h);
+    let out = h.abupdate(&["install", m.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        last_line(&out).contains(&format!(
+            "reboot command not run: directory {} is writable by group or others (mode 0777)",
+            bin.display()
+        )),
+        "{}",
+        last_line(&out)
+    );
+    assert_eq!(h.reboots(), 0, "a reboot command others could replace ran");
+    assert_eq!(h.state()["transaction"]["phase"], "staged");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = h.abupdate(&["install", m.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out));
     assert_eq!(h.reboots(), 1);
 }
 

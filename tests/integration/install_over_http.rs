@@ -433,6 +433,13 @@ fn a_payload_shorter_than_declared_leaves_the_target_bad() {
     assert_eq!(h.reboots(), 0);
 }
 
+/// Point the host's `[update] url` at `url`.
+fn set_update_url(h: &TestHost, url: &str) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replace("[update]\n", &format!("[update]\nurl = \"{url}\"\n"));
+    std::fs::write(&h.config, cfg).expect("config");
+}
+
 #[test]
 fn an_idle_timer_tick_is_one_conditional_get() {
     let h = TestHost::new("http-idle", "2.0", HostOptions::default());
@@ -440,15 +447,7 @@ fn an_idle_timer_tick_is_one_conditional_get() {
     let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
         return;
     };
-    let cfg = std::fs::read_to_string(&h.config).expect("config");
-    std::fs::write(
-        &h.config,
-        cfg.replace(
-            "[update]\n",
-            &format!("[update]\nurl = \"{}\"\n", nginx.url("release.json")),
-        ),
-    )
-    .expect("config");
+    set_update_url(&h, &nginx.url("release.json"));
     for _ in 0..3 {
         let out = h.abupdate(&["update"]);
         assert!(out.status.success(), "{}", text(&out));
@@ -469,6 +468,67 @@ fn an_idle_timer_tick_is_one_conditional_get() {
         !log.iter().any(|l| l.uri.contains("rootfs")),
         "a payload was fetched: {log:?}"
     );
+}
+
+/// nginx's `ETag` is the file's mtime in whole seconds and its size, and
+/// `Last-Modified` is whole seconds: two manifests of one size published
+/// within one second looked unchanged to a host that had fetched the first
+/// (and kept its validators: here a release not newer than the booted one),
+/// which was answered 304 and did not see the second release.
+#[test]
+fn a_release_published_within_the_second_of_the_last_is_seen_not_answered_304() {
+    // A few rounds: each `pack` of a small image at level 3 and each
+    // `check` take milliseconds, so most rounds publish twice in one second.
+    for round in 0..3 {
+        let h = TestHost::new(
+            &format!("http-same-second-{round}"),
+            "2.0",
+            HostOptions::default(),
+        );
+        let dir = h.dir.join("rel");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let Some(nginx) = Nginx::start(&dir, "") else {
+            return;
+        };
+        set_update_url(&h, &nginx.url("release.json"));
+        let publish = |version: &str| {
+            let m = h.pack("rel", version, &image(version, 4096), &[]);
+            let meta = std::fs::metadata(&m).expect("manifest");
+            let mtime = meta.modified().expect("mtime");
+            let secs = mtime.duration_since(std::time::UNIX_EPOCH).expect("epoch");
+            (secs.as_secs(), meta.len())
+        };
+        let first = publish("2.0");
+        let out = h.abupdate(&["check", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(text(&out).contains("\"not_newer\""), "{}", text(&out));
+        let second = publish("3.0");
+        let out = h.abupdate(&["check", "--json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(100),
+            "round {round}: {}",
+            text(&out)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["version"], "3.0", "{}", text(&out));
+        assert_eq!(
+            first.1, second.1,
+            "the manifests are of one size, as the case needs"
+        );
+        assert!(
+            first.0 < second.0,
+            "dated a whole second past the last: {first:?} {second:?}"
+        );
+        // Each `check`: the manifest and its signature.
+        let gets: Vec<u16> = nginx
+            .wait_log(4)
+            .iter()
+            .filter(|l| l.uri.ends_with("release.json"))
+            .map(|l| l.status)
+            .collect();
+        assert_eq!(gets, [200, 200]);
+    }
 }
 
 #[test]
