@@ -36,7 +36,7 @@ rm -rf "$W" && mkdir -p "$W"/{data,rel,keys}
 NOW=$(date +%s)
 
 log "generating $HOSTS hosts' series ($MINUTES samples each)"
-python3 - "$HOSTS" "$MINUTES" "$NOW" > "$W/series.om" <<'PY'
+python3 - "$HOSTS" "$MINUTES" "$NOW" "$WAVE_AGE_MINUTES" > "$W/series.om" <<'PY'
 # Each host as its textfile says it through node_exporter: instance, job,
 # the operator's site and region, compatible; every abupdate_* family.
 # Release 2.0 is in its 10% wave (hosts below position 0.1): 97% committed,
@@ -44,6 +44,11 @@ python3 - "$HOSTS" "$MINUTES" "$NOW" > "$W/series.om" <<'PY'
 # (not counted); every host committed 1.9 a month ago.
 import hashlib, sys
 hosts, minutes, now = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+# The scrapes' `up`, one sample every 4 minutes since before the wave
+# started: the controller asks the store whether it remembers that instant.
+wave_age = int(sys.argv[4])
+up_times = list(range(now - 60 * (wave_age + 5), now, 240))
+targets = []
 times = [now - 60 * (minutes - k) for k in range(minutes)]
 regions = ["eu-west", "eu-central", "us-east", "us-west", "ap-south", "ap-east", "sa-east", "af-south"]
 fam = {}
@@ -55,6 +60,7 @@ for i in range(hosts):
     base = 'compatible="acme-edge-x86_64",instance="10.%d.%d.%d:9100",job="node",region="%s",site="store-%05d"' % (
         i >> 16 & 255, i >> 8 & 255, i & 255, regions[i % len(regions)], i)
     u = h[8] / 256
+    targets.append('instance="10.%d.%d.%d:9100",job="node"' % (i >> 16 & 255, i >> 8 & 255, i & 255))
     add("abupdate_rollout_position", base, "%.6f" % pos)
     add("abupdate_release_outcome", base + ',release="1.9",outcome="installed"', now - 30 * 86400 - 600)
     add("abupdate_release_outcome", base + ',release="1.9",outcome="committed"', now - 30 * 86400)
@@ -86,6 +92,10 @@ for name, series in fam.items():
     for labels, value in series:
         for t in times:
             out.write("%s{%s} %s %d\n" % (name, labels, value, t))
+out.write("# TYPE up gauge\n")
+for labels in targets:
+    for t in up_times:
+        out.write("up{%s} 1 %d\n" % (labels, t))
 out.write("# EOF\n")
 PY
 SERIES=$(grep -vc '^#' "$W/series.om")

@@ -136,7 +136,8 @@ struct Asking<'a> {
 /// Ask Prometheus about build `build` of release `version` of `compatible` at the store's
 /// now (refused when its clock is more than `max_skew` from this
 /// machine's), in the wave of `percent` whose hosts may have reported
-/// since `reports_since` ([`Plan::reports_since`]): the
+/// since `plan.reports_since` ([`Plan::reports_since`]), when the store
+/// still remembers the wave's start ([`prometheus::HISTORY_QUERY`]): the
 /// queries at once (each bounded by the timeout), so the decision takes
 /// two round trips' time.
 fn observe_prometheus(
@@ -145,7 +146,7 @@ fn observe_prometheus(
     version: &str,
     build: &str,
     percent: Option<f64>,
-    reports_since: i64,
+    plan: &Plan,
 ) -> Result<Observed> {
     let client = Client::new(ask.url, ask.timeout, &prometheus::roots(ask.ca_file))
         .map_err(|e| Error::Usage(e.to_string()))?;
@@ -162,19 +163,23 @@ fn observe_prometheus(
         ask.selector,
         percent,
         ask.host_label,
-        prometheus::lookback(reports_since, now),
+        prometheus::lookback(plan.reports_since, now),
     );
+    let since = prometheus::history_instant(plan.wave_started, now);
+    let history = prometheus::HISTORY_QUERY.to_string();
     let order = [
-        &q.outcomes,
-        &q.not_counted,
-        &q.hosts,
-        &q.unidentified,
-        &q.unattributed_failed,
+        (&q.outcomes, now),
+        (&q.not_counted, now),
+        (&q.hosts, now),
+        (&q.unidentified, now),
+        (&q.unattributed_failed, now),
+        (&history, since),
     ];
     let answers: Vec<_> = std::thread::scope(|scope| {
+        let client = &client;
         let running: Vec<_> = order
             .iter()
-            .map(|query| scope.spawn(|| client.query(query, now)))
+            .map(|&(query, at)| scope.spawn(move || client.query(query, at)))
             .collect();
         running
             .into_iter()
@@ -189,12 +194,13 @@ fn observe_prometheus(
             .collect()
     });
     let mut asked = Vec::new();
-    for (query, answer) in order.iter().zip(answers) {
+    for (&(query, at), answer) in order.iter().zip(answers) {
         let answer = answer.map_err(|e| Error::Fleet(format!("{e} (not deciding blind)")))?;
-        asked.push(Asked {
-            query: query.to_string(),
-            answer,
-        });
+        let query = match at == now {
+            true => query.to_string(),
+            false => format!("{query} at {}", crate::timefmt::format_rfc3339(at)),
+        };
+        asked.push(Asked { query, answer });
     }
     let bad = |query: &str, e: String| {
         Error::Fleet(format!(
@@ -213,6 +219,20 @@ fn observe_prometheus(
                 .join(",")
         ),
     };
+    let remembered = prometheus::count_of(&asked[5].answer).map_err(|e| bad(&history, e))?;
+    if remembered == 0 {
+        return Err(Error::Fleet(format!(
+            "{}: the store holds no sample at {}, when the wave started ({} = 0 there): its \
+             history is shorter than the wave (restarted on an empty database? a retention \
+             shorter than the wave?), so hosts that went silent in the wave would be forgotten: \
+             not deciding blind. Look for the wave's silent hosts (up == 0); to go on, date the \
+             wave's start (rollout.wave_started) at an instant the store holds and sign the \
+             manifest again",
+            client.endpoint(),
+            crate::timefmt::format_rfc3339(since),
+            prometheus::HISTORY_QUERY,
+        )));
+    }
     let unnamed = prometheus::count_of(&asked[3].answer).map_err(|e| bad(&q.unidentified, e))?;
     if unnamed > 0 {
         return Err(Error::Fleet(format!(
@@ -335,14 +355,7 @@ fn observe(
                 ca_file: ca_file.as_deref(),
                 max_skew: *max_skew,
             };
-            observe_prometheus(
-                &ask,
-                compatible,
-                version,
-                build,
-                percent,
-                plan.reports_since,
-            )
+            observe_prometheus(&ask, compatible, version, build, percent, plan)
         }
         Source::Reports(path) => observe_reports(
             path,

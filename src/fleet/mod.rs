@@ -24,7 +24,9 @@
 //! ([`Facts::in_wave`]), so a lab host's manual `install` is shown, never
 //! counted. A host's latest outcome in the lookback and its position at
 //! any sample in it are read from every raw sample, never at steps
-//! ([`prometheus::Queries`]). The reports carry no position: from them the
+//! ([`prometheus::Queries`]), and only from a store that still holds the
+//! wave's start ([`prometheus::HISTORY_QUERY`]): one restarted on an empty
+//! database has forgotten the hosts that went silent. The reports carry no position: from them the
 //! wave's own commits cannot be told apart, and the reason says so.
 //!
 //! The controller keeps no state: the waves, the current wave and when it

@@ -682,6 +682,25 @@ pub fn lookback(wave_started: i64, now: i64) -> i64 {
         .clamp(MIN_LOOKBACK_SECS, MAX_LOOKBACK_SECS)
 }
 
+/// Whether the store remembers the wave's start: how many scrape targets
+/// it holds a sample of (`up`, the series every Prometheus-compatible
+/// scraper records for each target it scrapes), asked at
+/// [`history_instant`]. Every count of the wave reads the store's memory of
+/// the lookback: a host that installed the release in the wave and then
+/// went silent (a release that breaks its hosts) is held in the wave only
+/// by its samples from before it went silent. A store that no longer holds
+/// them (restarted on an empty database, a retention shorter than the
+/// wave) would forget exactly those hosts and advance over them, so none
+/// at that instant means no decision.
+pub const HISTORY_QUERY: &str = "count(up)";
+
+/// The instant the store must still hold samples of for the wave to be
+/// judged: its start (the manifest's `created` for the first wave), within
+/// the longest lookback ([`MAX_LOOKBACK_SECS`]) and not after `now`.
+pub fn history_instant(wave_started: i64, now: i64) -> i64 {
+    wave_started.clamp(now.saturating_sub(MAX_LOOKBACK_SECS), now)
+}
+
 /// The queries the controller asks about one release: all of them
 /// aggregate on the server, so the answers stay a few samples over any
 /// number of hosts. A host is one value of the host label: however many
@@ -1366,6 +1385,16 @@ mod tests {
         assert_eq!(lookback(now - 60, now), MIN_LOOKBACK_SECS);
         assert_eq!(lookback(now + 600, now), MIN_LOOKBACK_SECS);
         assert_eq!(lookback(0, now), MAX_LOOKBACK_SECS);
+    }
+
+    #[test]
+    fn the_store_must_remember_the_waves_start_within_a_week_and_not_after_now() {
+        let now = 1_800_000_000;
+        assert_eq!(history_instant(now - 3600, now), now - 3600);
+        // A `created` ahead of the store's clock: its now.
+        assert_eq!(history_instant(now + 600, now), now);
+        // A wave older than the longest lookback: what the lookback reads.
+        assert_eq!(history_instant(0, now), now - MAX_LOOKBACK_SECS);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! The scripted query APIs here tell the controller's queries apart by
 //! what their answers must carry: the tally's is grouped by `outcome`
 //! (and `in_wave`: the 5 committed hosts are the wave's), the wave's by
-//! `in_wave` alone; every other query is a count (an empty vector: 0).
+//! `in_wave` alone, the store's memory of the wave's start is `count(up)`
+//! (its 50 targets); every other query is a count (an empty vector: 0).
 
 use crate::common::host::{bin, image, run, snapshot, text, HostOptions, TestHost, COMPATIBLE};
 use crate::common::hostile_server::{head, Req, Server};
@@ -111,6 +112,9 @@ fn store(ahead: i64, tally_status: &'static str) -> Server {
             format!(
                 r#"[{{"metric":{{"in_wave":"1"}},"value":[{at},"5"]}},{{"metric":{{"in_wave":"0"}},"value":[{at},"45"]}}]"#
             )
+        } else if query == "count(up)" {
+            // The store remembers the wave's start: its 50 targets.
+            format!(r#"[{{"metric":{{}},"value":[{at},"50"]}}]"#)
         } else {
             "[]".into()
         };
@@ -221,6 +225,7 @@ fn a_store_clock_within_the_tolerance_decides_every_query_and_wave_started_at_th
     assert_eq!(field(&requests[0], "time"), None, "{requests:?}");
     let store_now: i64 = requests[1..]
         .iter()
+        .filter(|r| field(r, "query").as_deref() != Some("count(up)"))
         .map(|r| field(r, "time").expect("a decision query names its instant"))
         .map(|t| t.parse().expect("whole seconds"))
         .reduce(|a: i64, b| {
@@ -228,7 +233,7 @@ fn a_store_clock_within_the_tolerance_decides_every_query_and_wave_started_at_th
             a
         })
         .expect("decision queries");
-    assert_eq!(requests.len(), 6, "{requests:?}");
+    assert_eq!(requests.len(), 7, "{requests:?}");
     assert!(
         (store_now - (now + 20)).abs() <= 3,
         "asked at {store_now}, the store's now is about {}",
@@ -415,7 +420,8 @@ fn relay(port: u16, req: &Req, client: &mut TcpStream) {
 
 /// The real Prometheus answers the store's clock (`vector(time())`) as the
 /// controller reads it; every decision query is then asked at that one
-/// instant, and the decision is the same as before.
+/// instant (and the store's memory of the wave at the wave's start), and
+/// the decision is the same as before.
 #[test]
 fn a_real_prometheus_is_asked_its_time_and_every_query_at_that_instant() {
     let h = TestHost::new("fleet-clock-real", "1.0", HostOptions::default());
@@ -456,6 +462,9 @@ fn a_real_prometheus_is_asked_its_time_and_every_query_at_that_instant() {
     let port = p.port;
     let proxy = Server::start(move |req, s| relay(port, req, s));
     let m = release(&h, "r");
+    let created = doc(&m)["created"]
+        .as_str()
+        .map(abupdate::timefmt::parse_rfc3339);
     let out = fleet(&h, &m, &proxy.url(""), &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -464,7 +473,7 @@ fn a_real_prometheus_is_asked_its_time_and_every_query_at_that_instant() {
         text(&out)
     );
     let requests = proxy.requests();
-    assert_eq!(requests.len(), 6, "{requests:?}");
+    assert_eq!(requests.len(), 7, "{requests:?}");
     assert_eq!(
         (
             field(&requests[0], "query").as_deref(),
@@ -472,10 +481,21 @@ fn a_real_prometheus_is_asked_its_time_and_every_query_at_that_instant() {
         ),
         (Some("vector(time())"), None)
     );
-    let instants: Vec<String> = requests[1..]
+    // The store's memory of the wave is asked at the wave's start (the
+    // manifest's `created`: the first wave), every count at the one now.
+    let (history, counts): (Vec<&Req>, Vec<&Req>) = requests[1..]
+        .iter()
+        .partition(|r| field(r, "query").as_deref() == Some("count(up)"));
+    let history_at = history.iter().map(|r| field(r, "time")).collect::<Vec<_>>();
+    assert_eq!(
+        history_at,
+        [created.and_then(Result::ok).map(|t| t.to_string())]
+    );
+    let instants: Vec<String> = counts
         .iter()
         .map(|r| field(r, "time").expect("time"))
         .collect();
+    assert_eq!(instants.len(), 5);
     assert!(instants.iter().all(|t| *t == instants[0]), "{instants:?}");
     let at: i64 = instants[0].parse().expect("whole seconds");
     assert!((at - now).abs() <= 60, "{at} vs {now}");

@@ -396,7 +396,13 @@ fn a_real_prometheus_advances_a_healthy_wave_pauses_a_failing_one_and_holds_a_so
     let out = run(&mut c);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.matches("query: ").count(), 5, "{stdout}");
+    assert_eq!(stdout.matches("query: ").count(), 6, "{stdout}");
+    // The store's memory of the wave, asked at its start (`created`).
+    let start = abupdate::timefmt::format_rfc3339(now - 3600);
+    assert!(
+        stdout.contains(&format!("query: count(up) at {start}")),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("query: count by (outcome, kind, in_wave) (((label_replace(topk"),
         "{stdout}"
@@ -659,6 +665,72 @@ fn silent_hosts_skewed_clocks_many_series_of_one_host_or_no_positions_never_adva
             dir.display()
         );
     }
+}
+
+/// A store restarted on an empty database in the middle of a wave (or one
+/// whose retention is shorter than the wave) has forgotten the host that
+/// installed the release and went silent before the restart: the hosts it
+/// still hears all committed. Asked at the wave's start, it holds no scrape
+/// at all: the controller says so in one line and decides nothing. The very
+/// same series in a store that remembers the wave's start (where the
+/// silent host never existed) advance it.
+#[test]
+fn a_store_that_forgot_the_waves_start_is_not_decided_on() {
+    let h = TestHost::new("fleet-prom-forgot", "1.0", HostOptions::default());
+    let now = abupdate::timefmt::now();
+    let created = now - 3600;
+    let restart = now - 1200;
+    // The 10% wave: hosts 0-4 of 50. Host 3 installed at now - 3000 and
+    // went silent (its samples were before the restart, lost with it);
+    // what the store holds since the restart: 49 hosts' positions, and
+    // hosts 0, 1, 2 and 4 committed.
+    let mut lines = Vec::new();
+    for i in (0..50).filter(|&i| i != 3) {
+        let outcomes: &[Outcome] = match i {
+            0..=4 => &[("2.0", "committed", now - 2400)],
+            _ => &[],
+        };
+        let position = (i as f64 + 0.5) / 50.0;
+        let window = [(restart, now - 60)];
+        host_lines(
+            &mut lines,
+            &format!("host-{i:02}:9100"),
+            "eu",
+            position,
+            outcomes,
+            &window,
+        );
+    }
+    let series = openmetrics(&lines);
+    let forgot = prom::prometheus_remembering(&h.dir.join("restarted"), &series, restart);
+    let m = release(&h, "forgot", "2.0", created);
+    let before = snapshot(m.parent().expect("dir"));
+    let out = controller(&h, &m, &forgot.url(""), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    let start = abupdate::timefmt::format_rfc3339(created);
+    assert!(
+        err.contains(&format!(
+            "the store holds no sample at {start}, when the wave started"
+        )) && err.contains("not deciding blind"),
+        "{err}"
+    );
+    assert_eq!(snapshot(m.parent().expect("dir")), before, "written");
+
+    let remembers = prom::prometheus_with(&h.dir.join("remembers"), &series);
+    let out = controller(&h, &m, &remembers.url(""), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (
+            j["action"].as_str(),
+            j["committed"].as_u64(),
+            j["wave_hosts"].as_u64()
+        ),
+        (Some("advance"), Some(4), Some(4)),
+        "{j}"
+    );
 }
 
 /// An outcome series: (release, outcome, value).

@@ -136,10 +136,35 @@ pub fn node_exporter(dir: &Path) -> Daemon {
 /// Prometheus over a data dir backfilled from `openmetrics` (text ending
 /// in `# EOF`), with no scrape target: it answers from the blocks.
 pub fn prometheus_with(dir: &Path, openmetrics: &str) -> Daemon {
+    let now = abupdate::timefmt::now();
+    prometheus_remembering(dir, openmetrics, now - HISTORY_SECS)
+}
+
+/// How far back [`prometheus_with`]'s store remembers its scrapes: longer
+/// than the controller's longest lookback (a week).
+const HISTORY_SECS: i64 = 8 * 24 * 3600;
+
+/// [`prometheus_with`], the store remembering its scrapes (`up`, one
+/// target's, every 4 minutes, as a scraping Prometheus records it) since
+/// `since` only: a store restarted on an empty database then, or whose
+/// retention reaches no further back.
+pub fn prometheus_remembering(dir: &Path, openmetrics: &str, since: i64) -> Daemon {
     let bin = need("prometheus", "prometheus");
     let promtool = need("promtool", "prometheus");
     std::fs::create_dir_all(dir).expect("dir");
     let om = dir.join("series.om");
+    let now = abupdate::timefmt::now();
+    let up: Vec<String> = (since..=now)
+        .step_by(240)
+        .map(|t| format!("up{{instance=\"prometheus:9090\",job=\"prometheus\"}} 1 {t}"))
+        .collect();
+    let body = openmetrics
+        .strip_suffix("# EOF\n")
+        .expect("an OpenMetrics text ends with # EOF");
+    let openmetrics = format!(
+        "{body}# HELP up Whether the target was reached.\n# TYPE up gauge\n{}\n# EOF\n",
+        up.join("\n")
+    );
     std::fs::write(&om, openmetrics).expect("openmetrics");
     let data = dir.join("data");
     let out = Command::new(promtool)
