@@ -150,7 +150,7 @@ for q in d["queries"]:
 PY
 CPU=$(printf '%s\n' "${cpu[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}')
 echo "hosts: $HOSTS; series: $((SERIES / MINUTES)); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "controller decision (verify, 5 queries at once, decide; wall time of the process): median ${MEDIAN} ms of $RUNS runs (${times[*]} ms)"
+echo "controller decision (verify, 6 queries at once, decide; wall time of the process): median ${MEDIAN} ms of $RUNS runs (${times[*]} ms)"
 [ "$CPU" = 0 ] && CPU="<10" # /usr/bin/time counts in 10 ms steps
 echo "CPU per decision: controller median ${CPU} ms; Prometheus $(( (p1 - p0) * 1000 / TICK / RUNS )) ms (its CPU time over the runs / $RUNS)"
 echo "Prometheus peak RSS: $((RSS / 1024)) MiB"

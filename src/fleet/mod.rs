@@ -26,8 +26,9 @@
 //! any sample in it are read from every raw sample, never at steps
 //! ([`prometheus::Queries`]), and only from a store that still holds the
 //! wave's start ([`prometheus::HISTORY_QUERY`]): one restarted on an empty
-//! database has forgotten the hosts that went silent. The reports carry no position: from them the
-//! wave's own commits cannot be told apart, and the reason says so.
+//! database has forgotten the hosts that went silent. The reports carry no
+//! position: from them the wave's own commits cannot be told apart, and
+//! the reason says so.
 //!
 //! The controller keeps no state: the waves, the current wave and when it
 //! started live in the signed manifest's `rollout` block; the thresholds
