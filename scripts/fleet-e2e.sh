@@ -19,7 +19,10 @@
 #      host ends on it;
 #   2. a bad release (its health check fails everywhere) is paused inside
 #      its first wave; no host outside it ever downloads it; the host that
-#      installed it is rolled back; `check --json` on the others says paused.
+#      installed it is rolled back; `check --json` on the others says paused;
+#   3. a Prometheus restarted on an empty database in a wave no longer holds
+#      the wave's start: the controller refuses to decide (exit 1, manifest
+#      untouched) though the hosts it hears committed.
 # One node_exporter per host, as in production (each host runs its own):
 # the host's series then carry its `instance`, and 50 textfiles of the same
 # series never meet in one collector.
@@ -115,7 +118,7 @@ log "keys and images"
 make_image() { # VERSION FILE: 256 KiB, its first line names the version
     { printf 'IMAGE_VERSION=%s\n' "$1"; head -c 262144 /dev/urandom; } | head -c 262144 >"$2"
 }
-for v in 1.0 2.0 3.0; do make_image "$v" "$work/images/$v.img"; done
+for v in 1.0 2.0 3.0 4.0; do make_image "$v" "$work/images/$v.img"; done
 
 # Machine ids chosen so that the hosts' positions (HMAC-SHA256 of the id,
 # as abupdate computes it; cross-checked below against `check --json`) are
@@ -235,23 +238,26 @@ scrape_configs:
     static_configs:
       - targets: [${targets%,}]
 EOF
-prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prometheus-data" \
-    --web.listen-address="127.0.0.1:$prom_port" --log.level=warn \
-    >"$work/logs/prometheus.log" 2>&1 &
-prom_pid=$!
-pids+=("$prom_pid")
-wait_port "$prom_port" "prometheus"
-for p in "${ne_ports[@]}"; do wait_port "$p" "node_exporter"; done
 prom=http://127.0.0.1:$prom_port
-# The port answering is Prometheus's own: it runs and says it is ready
-# (another process on the port would answer the queries otherwise).
-for _ in $(seq 1 100); do
-    curl -sf --max-time 2 "$prom/-/ready" >/dev/null && break
-    kill -0 "$prom_pid" 2>/dev/null \
-        || fail "prometheus exited: $(tail -n1 "$work/logs/prometheus.log")"
-    sleep 0.2
-done
-curl -sf --max-time 2 "$prom/-/ready" >/dev/null || fail "prometheus on $prom is not ready"
+start_prometheus() {
+    prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prometheus-data" \
+        --web.listen-address="127.0.0.1:$prom_port" --log.level=warn \
+        >>"$work/logs/prometheus.log" 2>&1 &
+    prom_pid=$!
+    pids+=("$prom_pid")
+    wait_port "$prom_port" "prometheus"
+    # The port answering is Prometheus's own: it runs and says it is ready
+    # (another process on the port would answer the queries otherwise).
+    for _ in $(seq 1 100); do
+        curl -sf --max-time 2 "$prom/-/ready" >/dev/null && break
+        kill -0 "$prom_pid" 2>/dev/null \
+            || fail "prometheus exited: $(tail -n1 "$work/logs/prometheus.log")"
+        sleep 0.2
+    done
+    curl -sf --max-time 2 "$prom/-/ready" >/dev/null || fail "prometheus on $prom is not ready"
+}
+start_prometheus
+for p in "${ne_ports[@]}"; do wait_port "$p" "node_exporter"; done
 
 # An instant query's single value ("" when it has no series).
 query() {
@@ -455,5 +461,27 @@ for h in "$work"/hosts/h*; do
     fi
 done
 log "bad release: paused in its first wave; 1 host installed it and was rolled back; $((HOSTS - 1)) hosts see it paused"
+# ==== 3. a store that forgot the wave's start =====================================
+# The first wave of 4.0 installs and commits it; then Prometheus is
+# restarted on an empty database. It hears every host again, the canary's
+# commit included, but no longer holds the wave's start: a host that had
+# gone silent in the wave would be forgotten, so the controller refuses
+# (where it would otherwise advance on the canary's commit).
+log "release 4.0, waves 2,10,50,100; Prometheus restarted on an empty database in its first wave"
+"$abu" pack --secret "$work/release.key" --compatible "$COMPATIBLE" --version 4.0 \
+    --image "rootfs=$work/images/4.0.img" --out "$work/www" --waves 2,10,50,100 --level 3 >/dev/null
+publish
+tick_all
+settle 4.0 1
+[ "$(count_on 4.0)" = 1 ] || fail "the first wave of 4.0 is not the canary alone: $(count_on 4.0) hosts"
+kill "$prom_pid"
+wait "$prom_pid" 2>/dev/null || true
+rm -rf "$work/prometheus-data"
+start_prometheus
+expect_prom 'count(up{job="abupdate"} == 1)' "$HOSTS"
+expect_prom 'count(abupdate_release_outcome{release="4.0",outcome="committed"})' 1
+expect_refusal 'holds no sample at .*, when the wave started'
+[ "$(percent)" = 2 ] || fail "4.0 left its first wave on a store that forgot its start"
+log "store restarted empty: the controller refuses (exit 1, manifest untouched); 4.0 stays at 2%"
 sort -n "$work/decision-ms.txt" | awk '{a[NR] = $1} END {print "controller runs: " NR ", wall time median " a[int((NR + 1) / 2)] " ms, max " a[NR] " ms"}'
-echo "fleet e2e: 3 passed, 0 failed"
+echo "fleet e2e: 4 passed, 0 failed"
