@@ -148,17 +148,7 @@ fn the_reboot_command_is_bounded_and_leaves_no_process() {
     )
     .expect("reboot script");
     crate::common::host::chmod_x(&reboot);
-    let cfg = std::fs::read_to_string(&h.config).expect("config");
-    let old = cfg
-        .lines()
-        .find(|l| l.starts_with("reboot = "))
-        .expect("reboot line")
-        .to_string();
-    std::fs::write(
-        &h.config,
-        cfg.replace(&old, &format!("reboot = [\"{}\"]", reboot.display())),
-    )
-    .expect("config");
+    h.set_reboot_command(&reboot);
     let (out, took) = run_within(
         &h,
         &["install", m.to_str().expect("utf8 path")],

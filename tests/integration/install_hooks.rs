@@ -247,14 +247,7 @@ fn a_reboot_command_in_a_directory_others_can_write_is_never_run() {
     )
     .expect("reboot script");
     chmod_x(&reboot);
-    let cfg = std::fs::read_to_string(&h.config).expect("config");
-    let line = cfg
-        .lines()
-        .find(|l| l.starts_with("reboot = "))
-        .expect("reboot line")
-        .to_string();
-    let cfg = cfg.replace(&line, &format!("reboot = [\"{}\"]", reboot.display()));
-    std::fs::write(&h.config, cfg).expect("config");
+    h.set_reboot_command(&reboot);
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let (m, _) = release(&h);
     let out = h.abupdate(&["install", m.to_str().expect("utf8")]);

@@ -612,6 +612,18 @@ interval = "1s"
         std::fs::write(&self.config, format!("{cfg}\n{wanted}")).expect("config");
     }
 
+    /// `[system] reboot` runs `program` instead of the fixture's script.
+    pub fn set_reboot_command(&self, program: &Path) {
+        let cfg = std::fs::read_to_string(&self.config).expect("config");
+        let line = cfg
+            .lines()
+            .find(|l| l.starts_with("reboot = "))
+            .expect("reboot line")
+            .to_string();
+        let cfg = cfg.replace(&line, &format!("reboot = [\"{}\"]", program.display()));
+        std::fs::write(&self.config, cfg).expect("config");
+    }
+
     pub fn add_health_check(&self, name: &str, body: &str) {
         sh_script(&self.health_dir.join(name), body);
     }
