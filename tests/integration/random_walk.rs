@@ -3,13 +3,26 @@
 //! `install`, `health`, clean and unclean reboots, trials that never come
 //! up, `rollback`, `mark-good`, `mark-bad` with and without `--force`,
 //! kills at named failpoints, a full state file system, uptime jumps,
-//! `state.json` damaged or deleted), on the GRUB test host with the real
-//! `grub-editenv`, checked against the product's invariants after every
-//! step: no panic; exit codes and `--json` shapes as documented; the env
-//! always reads; `status` agrees with GRUB; GRUB's next boots always reach
-//! a complete image of a healthy release; no failing release recorded
-//! good; a binding failure never leaves the failed list and is never
-//! installed again.
+//! `state.json` damaged or deleted), on the test host with any bootloader
+//! (`common::loaders`: GRUB with the real `grub-editenv`, U-Boot with
+//! `fw_printenv`/`fw_setenv`, EFI with `efibootmgr`, systemd-boot with
+//! `bootctl`; `WALK_LOADER=grub|uboot|efi|systemd-boot`, GRUB by default),
+//! checked against the product's invariants after every step: no panic;
+//! exit codes and `--json` shapes as documented; the env always reads
+//! (U-Boot: never both copies torn); `status` agrees with the bootloader;
+//! the bootloader's next boots always reach a complete image of a healthy
+//! release; no failing release recorded good; a binding failure never
+//! leaves the failed list and is never installed again.
+//!
+//! Off GRUB, the same plans: a hung boot is the loader's own count of an
+//! attempt with nothing coming up (`loaders::Host::hang`: U-Boot's
+//! counter, EFI's `BootNext` consumed, systemd-boot's entry renamed), the
+//! next boots are played on the real files and put back, and the plan's
+//! GRUB env failpoints stand for the loader's (`Walk::point`). Where a
+//! forced verb left no slot to boot (EFI: the firmware's shell first), the
+//! operator picks one in the firmware's boot menu. One waiver, EFI and
+//! systemd-boot only: the documented lost-record gap for trials
+//! (`Walk::lost_records`).
 //!
 //! It found, from outside our own catalogue of cases, a trial blessed
 //! unchecked after a state reset, `mark-bad` leaving no bootable slot, a
@@ -21,10 +34,12 @@
 //! for a seed walked 120 steps; `WALK_STEPS=60`; `WALK_VERBOSE=1` prints each step's output;
 //! `WALK_SHRINK=1` shrinks a failing seed by dropping steps, keeping the
 //! same broken invariant; `WALK_PLAN="seed:i,j,k"` replays only steps
-//! i, j, k of that seed's plan).
+//! i, j, k of that seed's plan; `WALK_LOADER=uboot` walks U-Boot: its CI
+//! seeds alone, or `WALK_SEEDS`, `WALK_PLAN` on it).
 
 use crate::common::grub::{self, How};
-use crate::common::host::{image, sha, slot_version, text, HostOptions, TestHost};
+use crate::common::host::{image, sha, slot_version, text, HostOptions};
+use crate::common::loaders::{uboot_left, uboot_order, Host, Loader};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Output;
@@ -221,7 +236,8 @@ fn vkey(v: &str) -> Vec<u64> {
 }
 
 struct Walk {
-    h: TestHost,
+    h: Host,
+    loader: Loader,
     rels: Vec<Rel>,
     next_major: u32,
     next_minor: u32,
@@ -231,13 +247,23 @@ struct Walk {
     blessed: BTreeSet<String>,
     /// a forced verb succeeded: skip the boot-safety check until it holds again
     forced: bool,
+    /// EFI and systemd-boot: the releases whose trial records a damaged or
+    /// removed state.json lost (what the slots held then, not recorded
+    /// committed good, and the transaction's): see [`Walk::lost_records`]
+    lost_trials: BTreeSet<String>,
     /// versions once seen on the failed list as a binding failure
     failed_binding: BTreeSet<String>,
     /// versions once seen held (cancelled/rejected), until a hand install
     held: BTreeSet<String>,
     log: Vec<String>,
+    /// the boot-safety check was waived for [`Walk::lost_trials`]
+    gap_tolerated: bool,
     verbose: bool,
     probation: bool,
+}
+
+fn read(p: &std::path::Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 fn version_of(v: &serde_json::Value) -> Option<String> {
@@ -245,16 +271,19 @@ fn version_of(v: &serde_json::Value) -> Option<String> {
 }
 
 impl Walk {
-    fn new(seed: u64) -> Walk {
+    fn new(seed: u64, loader: Loader) -> Walk {
         let probation = seed % 3 == 0;
         let extra = if probation {
             "probation = \"1h\"\n".to_string()
         } else {
             String::new()
         };
-        let h = TestHost::new(
+        // Slot A holds 1.0's 4096-byte image, as `TestHost::new` writes it.
+        let h = Host::new(
             &format!("walk-{seed}"),
+            loader,
             "1.0",
+            4096,
             HostOptions {
                 extra_config: extra,
                 ..Default::default()
@@ -291,6 +320,7 @@ impl Walk {
         }];
         Walk {
             h,
+            loader,
             rels,
             next_major: 2,
             next_minor: 1,
@@ -298,9 +328,11 @@ impl Walk {
             url: None,
             blessed: BTreeSet::new(),
             forced: false,
+            lost_trials: BTreeSet::new(),
             failed_binding: BTreeSet::new(),
             held: BTreeSet::new(),
             log: Vec::new(),
+            gap_tolerated: false,
             verbose: std::env::var("WALK_VERBOSE").is_ok(),
             probation,
         }
@@ -482,6 +514,13 @@ impl Walk {
 
     /// An `install` by hand that went through lifts a hold (README: `mark-bad`, "CLI").
     fn hand_install_lifts_hold(&mut self, a: &[&str], out: &Output) {
+        if ["install", "update"].contains(&a[0])
+            && out.status.success()
+            && text(out).contains("abupdate: installed ")
+        {
+            // a new transaction recorded: the records stand again
+            self.lost_trials.clear();
+        }
         if a.first() == Some(&"install") && out.status.success() {
             if let Some(v) = self.rels.last().map(|r| r.version.clone()) {
                 self.held.remove(&v);
@@ -516,6 +555,180 @@ impl Walk {
         let out = self.run(&a, &[]);
         self.judge_output(&a, &out, false)?;
         Ok((a, out))
+    }
+
+    /// A failpoint of the plan on this loader: GRUB's env points stand for
+    /// the loader's own (U-Boot's `ubootenv-write` tear, EFI's
+    /// `efivar-written`, systemd-boot's `entry-renamed`; `failpoint.rs`).
+    fn point(&self, p: &'static str) -> &'static str {
+        match (self.loader, p) {
+            (Loader::Uboot, "grubenv-write") => "ubootenv-write",
+            (Loader::Efi, "grubenv-write" | "env-written") => "efivar-written",
+            (Loader::SystemdBoot, "grubenv-write" | "env-written") => "entry-renamed",
+            _ => p,
+        }
+    }
+
+    /// One boot as the bootloader plays it; Err when it finds no slot.
+    fn boot_up(&mut self) -> Result<&'static str, Broken> {
+        match self.h.hang() {
+            Ok(s) => {
+                self.h.boot_as(s);
+                Ok(s)
+            }
+            Err(e) => {
+                let s = self.menu_pick(e)?;
+                self.h.pick_in_boot_menu(s);
+                Ok(s)
+            }
+        }
+    }
+
+    /// The bootloader found no slot to boot (`hang`'s `why`: EFI's
+    /// firmware boots an entry that is not a slot, its shell). Only a
+    /// forced verb may leave that (the boot-safety check was waived for
+    /// it); then the operator at the console picks, in the firmware's boot
+    /// menu, a slot holding a good release (else A).
+    fn menu_pick(&mut self, why: String) -> Result<&'static str, Broken> {
+        if !self.forced {
+            return Err(broken("no-slot-boots", why));
+        }
+        let s = ["A", "B"]
+            .into_iter()
+            .find(|s| {
+                self.slot_holds(if *s == "A" { 0 } else { 1 })
+                    .is_some_and(|v| self.good_version(&v))
+            })
+            .unwrap_or("A");
+        self.note(format!(
+            "  (forced) no slot boots: {why}; the operator picks {s} in the boot menu"
+        ));
+        Ok(s)
+    }
+
+    /// EFI and systemd-boot, state.json damaged or removed (`before`:
+    /// what it recorded): the documented lost-record gap for trials
+    /// (README, "State on the host"; `agent::verdict`): these loaders
+    /// cannot tell a trial retired in the bootloader from an armed one
+    /// (`Bootloader::marked_bad` says nothing), so a trial whose records
+    /// were lost is judged by its checks alone, and one that fails with no
+    /// record of the other slot committed is kept (`no_fallback`), not
+    /// sent back. The releases the slots held then, not recorded committed
+    /// good, and the pending transaction's, may so stay the next boot: the
+    /// boot-safety check is waived for them (and only them) until an
+    /// install records a new transaction. GRUB and U-Boot tell a retirement
+    /// from their own counting: no waiver there.
+    fn lost_records(&mut self, before: &serde_json::Value) {
+        if !matches!(self.loader, Loader::Efi | Loader::SystemdBoot) {
+            return;
+        }
+        for (i, s) in ["A", "B"].into_iter().enumerate() {
+            let rec = &before["slots"][s];
+            if let Some(v) = self.slot_holds(i) {
+                if rec["status"] != "good" || rec["version"] != v.as_str() {
+                    self.lost_trials.insert(v);
+                }
+            }
+        }
+        if let Some(v) = before["transaction"]["version"].as_str() {
+            self.lost_trials.insert(v.to_string());
+        }
+        if !self.lost_trials.is_empty() {
+            self.note(format!("  lost-record gap for {:?}", self.lost_trials));
+        }
+    }
+
+    /// Whether the bootloader holds `s` good, as `mark-good` must leave
+    /// it: GRUB `X_OK=1`; U-Boot in `BOOT_ORDER` with attempts left; EFI
+    /// its entry in `BootOrder` (a `BootNext` is one boot, no blessing);
+    /// systemd-boot its entry with tries left or no counter.
+    fn held_good(&self, vars: &BTreeMap<String, String>, s: &str) -> bool {
+        match self.loader {
+            Loader::Grub => vars.get(&format!("{s}_OK")).map(String::as_str) == Some("1"),
+            Loader::Uboot => uboot_order(vars).iter().any(|o| o == s) && uboot_left(vars, s) > 0,
+            Loader::Efi => Host::efi_order(vars)
+                .iter()
+                .any(|n| Host::efi_slot(vars, n) == Some(s)),
+            Loader::SystemdBoot => self.h.bootable(s),
+        }
+    }
+
+    /// Whether the bootloader would still boot `s`, which a `mark-bad`
+    /// must end: GRUB `X_OK=1`; the others as `loaders::Host::bootable`
+    /// (EFI: in `BootOrder` or named by `BootNext`).
+    fn would_boot(&self, vars: &BTreeMap<String, String>, s: &str) -> bool {
+        match self.loader {
+            Loader::Grub => vars.get(&format!("{s}_OK")).map(String::as_str) == Some("1"),
+            _ => self.h.bootable(s),
+        }
+    }
+
+    /// The files the bootloader's own boots write (U-Boot's env, EFI's
+    /// variables, systemd-boot's entries), with their bytes.
+    fn boot_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let dir = match self.loader {
+            Loader::Grub => return vec![(self.h.grubenv.clone(), read(&self.h.grubenv))],
+            Loader::Uboot => return vec![(self.h.uboot_env.clone(), read(&self.h.uboot_env))],
+            Loader::Efi => self.h.efivars.clone(),
+            Loader::SystemdBoot => self.h.esp.join("loader/entries"),
+        };
+        let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
+            .expect("boot files")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.is_file())
+            .map(|p| {
+                let b = read(&p);
+                (p, b)
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Put back what [`Walk::boot_files`] read: files written since
+    /// removed, the others' bytes restored.
+    fn restore_boot_files(&self, files: &[(PathBuf, Vec<u8>)]) {
+        let now = self.boot_files();
+        for (p, _) in &now {
+            if !files.iter().any(|(q, _)| q == p) {
+                std::fs::remove_file(p).expect("remove a boot file");
+            }
+        }
+        for (p, b) in files {
+            if !now.iter().any(|(q, c)| q == p && c == b) {
+                std::fs::write(p, b).expect("restore a boot file");
+            }
+        }
+    }
+
+    /// Boot safety off GRUB: the next boots as the harness plays them
+    /// (`loaders::Host::hang`: counters taken, `BootNext` consumed, entries
+    /// renamed), each one hanging before userspace until one reaches a
+    /// complete image of a good release; the bootloader's files are put
+    /// back after. Eight boots: U-Boot's three attempts of a trial, the
+    /// fallback, and a reset of the counters.
+    fn boot_path(&mut self) -> (bool, Vec<String>) {
+        let saved = self.boot_files();
+        let mut path = Vec::new();
+        let mut safe = false;
+        for _ in 0..8 {
+            let slot = match self.h.hang() {
+                Ok(s) => s,
+                Err(e) => {
+                    path.push(format!("none: {e}"));
+                    break;
+                }
+            };
+            let holds = self.slot_holds(if slot == "A" { 0 } else { 1 });
+            path.push(format!("{slot}:{holds:?}"));
+            if holds.as_deref().is_some_and(|v| self.good_version(v)) {
+                safe = true;
+                break;
+            }
+        }
+        self.restore_boot_files(&saved);
+        assert!(self.boot_files() == saved, "boot files not put back");
+        (safe, path)
     }
 
     /// Run one step; Err when an output breaks an invariant.
@@ -595,6 +808,7 @@ impl Walk {
                 self.judge_output(&a, &out, false)?;
                 let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
                 if let Some(inst) = version_of(&v["installed"]) {
+                    self.lost_trials.clear();
                     if self.failed_binding.contains(&inst) || self.held.contains(&inst) {
                         return Err(broken(
                             "update-reinstalls-failed",
@@ -648,6 +862,7 @@ impl Walk {
                         ));
                     }
                     self.held.remove(&ver);
+                    self.lost_trials.clear();
                 }
             }
             Step::Health { no_reboot } => {
@@ -662,7 +877,7 @@ impl Walk {
                 if clean && self.h.state_dir.exists() {
                     self.h.shut_down_cleanly();
                 }
-                let s = self.h.boot();
+                let s = self.boot_up()?;
                 self.booted = s;
                 self.note(format!(
                     "  booted {s} (clean={clean}) holds {:?}",
@@ -678,20 +893,17 @@ impl Walk {
                 if clean && self.h.state_dir.exists() {
                     self.h.shut_down_cleanly();
                 }
-                let c = grub::choose(&self.h.grub_vars());
-                let w: Vec<(&str, &str)> = c
-                    .writes
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                if !w.is_empty() {
-                    self.h.grub_set(&w);
+                // The bootloader's pick and its count of the attempt (GRUB's
+                // flags, U-Boot's counter, EFI's BootNext consumed,
+                // systemd-boot's entry renamed), then nothing comes up.
+                match self.h.hang() {
+                    Ok(hung) => self.note(format!("  slot {hung} hangs before userspace")),
+                    Err(e) => {
+                        // Nothing to hang: the boot below is the operator's pick.
+                        self.menu_pick(e)?;
+                    }
                 }
-                self.note(format!(
-                    "  slot {} hangs before userspace ({:?})",
-                    c.slot, c.how
-                ));
-                let s = self.h.boot();
+                let s = self.boot_up()?;
                 self.booted = s;
                 self.note(format!("  then booted {s}"));
                 let a = ["--json", "health"];
@@ -726,11 +938,11 @@ impl Walk {
                     if force {
                         self.forced = true;
                     }
-                    let vars = self.h.grub_vars();
-                    if vars.get(&format!("{s}_OK")).map(String::as_str) != Some("1") {
+                    let vars = self.h.env();
+                    if !self.held_good(&vars, s) {
                         return Err(broken(
                             "mark-good-not-good",
-                            format!("{a:?} ok but {s}_OK={:?}", vars.get(&format!("{s}_OK"))),
+                            format!("{a:?} ok but the bootloader does not hold {s} good: {vars:?}"),
                         ));
                     }
                 }
@@ -742,14 +954,16 @@ impl Walk {
                         self.forced = true;
                     }
                     let s = slot.unwrap_or(self.booted);
-                    let vars = self.h.grub_vars();
-                    if vars.get(&format!("{s}_OK")).map(String::as_str) == Some("1") {
+                    let vars = self.h.env();
+                    if self.would_boot(&vars, s) {
                         let v: serde_json::Value =
                             serde_json::from_slice(&out.stdout).unwrap_or_default();
                         if v["outcome"] != "unchanged" {
                             return Err(broken(
                                 "mark-bad-not-bad",
-                                format!("{a:?} ok ({v}) but {s}_OK=1"),
+                                format!(
+                                    "{a:?} ok ({v}) but the bootloader would boot {s}: {vars:?}"
+                                ),
                             ));
                         }
                     }
@@ -758,7 +972,7 @@ impl Walk {
             Step::Crash { verb, point, nth } => {
                 let args = self.verb_args(verb);
                 let a: Vec<&str> = args.iter().map(String::as_str).collect();
-                let fp = format!("{point}:{nth}");
+                let fp = format!("{}:{nth}", self.point(point));
                 let out = self.run(&a, &[("ABUPDATE_FAILPOINT", &fp)]);
                 self.judge_output(&a, &out, true)?;
                 self.hand_install_lifts_hold(&a, &out);
@@ -772,7 +986,7 @@ impl Walk {
             Step::StateFull { verb, point } => {
                 let args = self.verb_args(verb);
                 let a: Vec<&str> = args.iter().map(String::as_str).collect();
-                let out = self.run(&a, &[("ABUPDATE_STATE_FULL_AFTER", point)]);
+                let out = self.run(&a, &[("ABUPDATE_STATE_FULL_AFTER", self.point(point))]);
                 self.judge_output(&a, &out, false)?;
                 self.hand_install_lifts_hold(&a, &out);
                 if a.contains(&"--force") {
@@ -795,6 +1009,7 @@ impl Walk {
                     "  state.json {}",
                     if remove { "removed" } else { "damaged" }
                 ));
+                self.lost_records(&before_state);
                 // What was recorded may be lost: the model starts over from what stands.
                 self.failed_binding.clear();
                 self.held.clear();
@@ -818,16 +1033,19 @@ impl Walk {
     }
 
     fn invariants(&mut self, before: &serde_json::Value) -> Result<(), Broken> {
-        // grubenv parses with the real tool.
-        let out = std::process::Command::new("grub-editenv")
-            .arg(&self.h.grubenv)
-            .arg("list")
-            .output()
-            .expect("grub-editenv");
-        if !out.status.success() {
-            return Err(broken("grubenv", text(&out)));
+        // The env reads with the real tool (grub-editenv, fw_printenv,
+        // efibootmgr, bootctl).
+        let vars = match self.h.try_env() {
+            Ok(vars) => vars,
+            Err(e) if self.loader == Loader::Grub => return Err(broken("grubenv", e)),
+            Err(e) => return Err(broken("env", e)),
+        };
+        // U-Boot: a cut write may leave one copy torn (the reader takes the
+        // other), never both: fw_printenv would then read its built-in
+        // default env, and U-Boot boot with it.
+        if self.h.torn_uboot_copies().len() == 2 {
+            return Err(broken("uboot-env-both-torn", format!("{vars:?}")));
         }
-        let vars = self.h.grub_vars();
         // state.json parses (unless the walk damaged it and no save came since).
         let st_text = std::fs::read_to_string(self.h.state_dir.join("state.json"))
             .unwrap_or_else(|_| "{}".into());
@@ -858,42 +1076,69 @@ impl Walk {
                 ),
             ));
         }
-        let choice = grub::choose(&vars);
-        if status["primary_slot"] != choice.slot {
+        // GRUB: the slot grub.cfg boots, blind fallback included (what
+        // the backend's `primary` names); the others: what the harness
+        // plays (`loaders::Host::primary`: boot.cmd, the firmware's
+        // BootNext/BootOrder, the entry bootctl marks default).
+        let next = match self.loader {
+            Loader::Grub => {
+                let choice = grub::choose(&vars);
+                Some((choice.slot, format!("{:?}", choice.how)))
+            }
+            _ => self.h.primary().map(|s| (s, String::new())),
+        };
+        let next_slot = next.as_ref().map(|(s, _)| *s);
+        if status["primary_slot"] != serde_json::json!(next_slot) {
             return Err(broken(
                 "status-primary",
                 format!(
-                    "status primary_slot {} but GRUB boots {} ({:?}); env {vars:?}",
-                    status["primary_slot"], choice.slot, choice.how
+                    "status primary_slot {} but {} boots {next:?}; env {vars:?}",
+                    status["primary_slot"],
+                    self.loader.name()
                 ),
             ));
         }
-        // Boot safety: from here, trials that never come up included, GRUB
-        // reaches a slot holding a complete image of a good release.
-        let mut env = vars.clone();
-        let mut path = Vec::new();
-        let mut safe = false;
-        for _ in 0..4 {
-            let c = grub::choose(&env);
-            if c.how == How::NoOkSlot {
-                path.push(format!("{}(no-ok-slot)", c.slot));
-                break;
+        // Boot safety: from here, trials that never come up included, the
+        // bootloader reaches a slot holding a complete image of a good release.
+        let (safe, path) = if self.loader == Loader::Grub {
+            let mut env = vars.clone();
+            let mut path = Vec::new();
+            let mut safe = false;
+            for _ in 0..4 {
+                let c = grub::choose(&env);
+                if c.how == How::NoOkSlot {
+                    path.push(format!("{}(no-ok-slot)", c.slot));
+                    break;
+                }
+                for (k, v) in &c.writes {
+                    env.insert(k.clone(), v.clone());
+                }
+                let holds = self.slot_holds(if c.slot == "A" { 0 } else { 1 });
+                path.push(format!("{}:{:?}", c.slot, holds));
+                if holds.as_deref().is_some_and(|v| self.good_version(v)) {
+                    safe = true;
+                    break;
+                }
             }
-            for (k, v) in &c.writes {
-                env.insert(k.clone(), v.clone());
-            }
-            let holds = self.slot_holds(if c.slot == "A" { 0 } else { 1 });
-            path.push(format!("{}:{:?}", c.slot, holds));
-            if holds.as_deref().is_some_and(|v| self.good_version(v)) {
-                safe = true;
-                break;
-            }
-        }
+            (safe, path)
+        } else {
+            self.boot_path()
+        };
         if !safe {
+            let lost = self
+                .lost_trials
+                .iter()
+                .find(|v| path.iter().any(|p| p.contains(&format!("Some({v:?})"))))
+                .cloned();
             if self.forced {
                 self.note(format!(
                     "  (forced: boot path {path:?} not safe, tolerated)"
                 ));
+            } else if let Some(v) = lost {
+                self.note(format!(
+                    "  (lost-record gap: boot path {path:?} not safe, {v}'s trial records lost; tolerated)"
+                ));
+                self.gap_tolerated = true;
             } else {
                 return Err(broken(
                     "boot-safety",
@@ -959,13 +1204,58 @@ impl Walk {
 const CI_SEEDS: &str =
     "1..25,218,334,384,417,503,536,679,700,766,866,883,918,925,934,979,1141,1203,2257,5022@120,5209@120";
 
+/// The seeds CI walks on the other loaders (with `CI_SEEDS` on GRUB, in
+/// the same test, when neither `WALK_SEEDS` nor `WALK_LOADER` is set; a
+/// `WALK_LOADER` alone walks its own), some 25 s in all. Walked clean:
+/// U-Boot 1..600 and 5001..5100@120, EFI and systemd-boot 1..300 and
+/// 5001..5050@120 (76 and 5022 through the waiver below). Kept
+/// here: EFI 2 (a forced `mark-bad` leaves the firmware's shell first:
+/// the operator's boot-menu pick) and 76 on EFI and systemd-boot (a failed
+/// trial's records lost: the waiver of `Walk::lost_records`).
+const CI_LOADER_SEEDS: &[(Loader, &str)] = &[
+    (Loader::Uboot, "1..7"),
+    (Loader::Efi, "2,76"),
+    (Loader::SystemdBoot, "1,76"),
+];
+
 /// Steps of each walk unless `WALK_STEPS` says otherwise.
 const CI_STEPS: usize = 60;
 
-/// The seeds to walk, each with its own number of steps when it names one
-/// (`5022@120`: a defect found only past the usual length).
-fn seeds() -> Vec<(u64, Option<usize>)> {
-    let s = std::env::var("WALK_SEEDS").unwrap_or_else(|_| CI_SEEDS.into());
+/// A seed, with its own number of steps when it names one.
+type Seed = (u64, Option<usize>);
+
+/// `WALK_LOADER`: grub (the default), uboot, efi or systemd-boot.
+fn walk_loader() -> Option<Loader> {
+    let name = std::env::var("WALK_LOADER").ok()?;
+    let all = [
+        Loader::Grub,
+        Loader::Uboot,
+        Loader::Efi,
+        Loader::SystemdBoot,
+    ];
+    Some(
+        all.into_iter()
+            .find(|l| l.name() == name)
+            .unwrap_or_else(|| panic!("WALK_LOADER={name}: grub, uboot, efi or systemd-boot")),
+    )
+}
+
+/// The walks to take: per loader, the seeds, each with its own number of
+/// steps when it names one (`5022@120`: a defect found only past the
+/// usual length).
+fn walks() -> Vec<(Loader, Vec<Seed>)> {
+    let loader = walk_loader();
+    if let Ok(s) = std::env::var("WALK_SEEDS") {
+        return vec![(loader.unwrap_or(Loader::Grub), seeds(&s))];
+    }
+    let ci = std::iter::once((Loader::Grub, CI_SEEDS)).chain(CI_LOADER_SEEDS.iter().copied());
+    ci.filter(|(l, _)| loader.is_none_or(|w| w == *l))
+        .map(|(l, s)| (l, seeds(s)))
+        .collect()
+}
+
+/// `1..25,218,5022@120`: the seeds, each with its own steps when it names them.
+fn seeds(s: &str) -> Vec<Seed> {
     let mut out = Vec::new();
     for part in s.split(',') {
         let (part, steps) = match part.split_once('@') {
@@ -982,10 +1272,19 @@ fn seeds() -> Vec<(u64, Option<usize>)> {
     out
 }
 
-/// Run `steps` of `seed`'s walk; on a broken invariant: (index, Broken, log).
-fn run_walk(seed: u64, steps: &[(usize, Step)]) -> Option<(usize, Broken, Vec<String>)> {
-    let mut w = Walk::new(seed);
-    w.note(format!("seed {seed} probation={}", w.probation));
+/// Run `steps` of `seed`'s walk on `loader`; on a broken invariant:
+/// (index, Broken, log).
+fn run_walk(
+    seed: u64,
+    loader: Loader,
+    steps: &[(usize, Step)],
+) -> Option<(usize, Broken, Vec<String>)> {
+    let mut w = Walk::new(seed, loader);
+    w.note(format!(
+        "seed {seed} loader={} probation={}",
+        loader.name(),
+        w.probation
+    ));
     for (i, st) in steps {
         w.note(format!("step {i}: {st:?}"));
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.step(st)));
@@ -1004,16 +1303,22 @@ fn run_walk(seed: u64, steps: &[(usize, Step)]) -> Option<(usize, Broken, Vec<St
             return Some((*i, b, std::mem::take(&mut w.log)));
         }
     }
+    if w.gap_tolerated {
+        eprintln!(
+            "{} seed {seed}: boot safety waived for lost trial records (the documented gap)",
+            loader.name()
+        );
+    }
     None
 }
 
-fn shrink(seed: u64, steps: Vec<(usize, Step)>, tag: &str) -> Vec<(usize, Step)> {
+fn shrink(seed: u64, loader: Loader, steps: Vec<(usize, Step)>, tag: &str) -> Vec<(usize, Step)> {
     let mut cur = steps;
     let mut i = 0;
     while i < cur.len() {
         let mut cand = cur.clone();
         cand.remove(i);
-        match run_walk(seed, &cand) {
+        match run_walk(seed, loader, &cand) {
             Some((at, b, _)) if b.tag == tag => {
                 let cut = cand
                     .iter()
@@ -1043,45 +1348,58 @@ fn random_walks_of_verbs_cuts_and_resets_keep_every_invariant() {
             idx.split(',').map(|i| i.parse().expect("i")).collect(),
         )
     });
-    let seeds = match &only {
-        Some((s, _)) => vec![(*s, None)],
-        None => seeds(),
+    let walks = match &only {
+        Some((s, _)) => vec![(walk_loader().unwrap_or(Loader::Grub), vec![(*s, None)])],
+        None => walks(),
     };
     let mut clean_steps = 0;
-    for (seed, steps) in seeds {
-        let n = steps.unwrap_or(n);
-        let full: Vec<(usize, Step)> = plan(seed, n).into_iter().enumerate().collect();
-        let steps: Vec<(usize, Step)> = match &only {
-            Some((_, idx)) => full.into_iter().filter(|(i, _)| idx.contains(i)).collect(),
-            None => full,
-        };
-        match run_walk(seed, &steps) {
-            None => {
-                clean_steps += steps.len();
-                eprintln!("seed {seed}: clean ({} steps)", steps.len());
-            }
-            Some((at, b, log)) => {
-                eprintln!("seed {seed}: BROKEN at step {at}: [{}] {}", b.tag, b.detail);
-                eprintln!("{}", log.join("\n"));
-                if do_shrink {
-                    let upto: Vec<(usize, Step)> =
-                        steps.iter().filter(|(i, _)| *i <= at).cloned().collect();
-                    let small = shrink(seed, upto, &b.tag);
-                    let idx: Vec<String> = small.iter().map(|(i, _)| i.to_string()).collect();
-                    eprintln!("seed {seed} shrunk to WALK_PLAN={seed}:{}", idx.join(","));
-                    if let Some((at, b, log)) = run_walk(seed, &small) {
-                        eprintln!(
-                            "shrunk run: at {at} [{}] {}\n{}",
-                            b.tag,
-                            b.detail,
-                            log.join("\n")
-                        );
-                    }
+    let started = std::time::Instant::now();
+    for (loader, seeds) in walks {
+        let l = loader.name();
+        for (seed, steps) in seeds {
+            let n = steps.unwrap_or(n);
+            let full: Vec<(usize, Step)> = plan(seed, n).into_iter().enumerate().collect();
+            let steps: Vec<(usize, Step)> = match &only {
+                Some((_, idx)) => full.into_iter().filter(|(i, _)| idx.contains(i)).collect(),
+                None => full,
+            };
+            match run_walk(seed, loader, &steps) {
+                None => {
+                    clean_steps += steps.len();
+                    eprintln!("{l} seed {seed}: clean ({} steps)", steps.len());
                 }
-                failures.push((seed, b.tag));
+                Some((at, b, log)) => {
+                    eprintln!(
+                        "{l} seed {seed}: BROKEN at step {at}: [{}] {}",
+                        b.tag, b.detail
+                    );
+                    eprintln!("{}", log.join("\n"));
+                    if do_shrink {
+                        let upto: Vec<(usize, Step)> =
+                            steps.iter().filter(|(i, _)| *i <= at).cloned().collect();
+                        let small = shrink(seed, loader, upto, &b.tag);
+                        let idx: Vec<String> = small.iter().map(|(i, _)| i.to_string()).collect();
+                        eprintln!(
+                            "{l} seed {seed} shrunk to WALK_LOADER={l} WALK_PLAN={seed}:{}",
+                            idx.join(",")
+                        );
+                        if let Some((at, b, log)) = run_walk(seed, loader, &small) {
+                            eprintln!(
+                                "shrunk run: at {at} [{}] {}\n{}",
+                                b.tag,
+                                b.detail,
+                                log.join("\n")
+                            );
+                        }
+                    }
+                    failures.push((l, seed, b.tag));
+                }
             }
         }
     }
-    eprintln!("walk: {clean_steps} steps in clean seeds; failures: {failures:?}");
+    eprintln!(
+        "walk: {clean_steps} steps in clean seeds in {:.1}s; failures: {failures:?}",
+        started.elapsed().as_secs_f64()
+    );
     assert!(failures.is_empty(), "{failures:?}");
 }

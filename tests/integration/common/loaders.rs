@@ -709,15 +709,27 @@ impl Host {
 
     /// Play the bootloader: pick, record the attempt, boot.
     pub fn boot(&mut self) -> &'static str {
+        let slot = self.hang().unwrap_or_else(|e| panic!("{e}"));
+        self.h.boot_as(slot);
+        slot
+    }
+
+    /// Play the bootloader up to the hand-over, and no further: pick and
+    /// record the attempt as [`Host::boot`] does (GRUB's and U-Boot's
+    /// counters, `BootNext` consumed and `BootCurrent` set, the entry's
+    /// counter renamed), then nothing comes up (a kernel that hangs before
+    /// userspace, a reset by the watchdog): the slot picked, or why none
+    /// was (EFI: the firmware boots an entry that is not a slot).
+    pub fn hang(&mut self) -> Result<&'static str, String> {
         match self.loader {
             Loader::Efi => {
                 use abupdate::boot::efivar::GLOBAL_GUID;
                 let env = self.env();
                 let num = self
                     .efi_next(&env)
-                    .expect("the firmware finds nothing to boot");
+                    .ok_or_else(|| format!("the firmware finds nothing to boot: {env:?}"))?;
                 let slot = Self::efi_slot(&env, &num)
-                    .unwrap_or_else(|| panic!("the firmware boots Boot{num}, not a slot: {env:?}"));
+                    .ok_or_else(|| format!("the firmware boots Boot{num}, not a slot: {env:?}"))?;
                 let vars = self.efi_vars();
                 // The boot manager deletes BootNext before it boots it.
                 vars.delete("BootNext", GLOBAL_GUID)
@@ -725,14 +737,13 @@ impl Host {
                 let n = u16::from_str_radix(&num, 16).expect("boot number");
                 vars.set("BootCurrent", GLOBAL_GUID, 0x6, &n.to_le_bytes())
                     .expect("BootCurrent");
-                self.h.boot_as(slot);
-                slot
+                Ok(slot)
             }
             Loader::SystemdBoot => {
                 let env = self.env();
                 let slot = self
                     .primary()
-                    .unwrap_or_else(|| panic!("no default entry: {env:?}"));
+                    .ok_or_else(|| format!("no default entry: {env:?}"))?;
                 let (_, file) = Self::sd_entry(&env, slot).expect("entry");
                 // systemd-boot renames a counted entry before booting it.
                 let (base, counter) = abupdate::boot::systemd_boot::split_counter(&file, ".conf");
@@ -741,10 +752,8 @@ impl Host {
                     let next = format!("{base}+{}-{}.conf", left.saturating_sub(1), done + 1);
                     std::fs::rename(dir.join(&file), dir.join(next)).expect("bump counter");
                 }
-                self.h.boot_as(slot);
-                slot
+                Ok(slot)
             }
-
             Loader::Grub => {
                 let choice = crate::common::grub::choose(&self.env());
                 let writes: Vec<(&str, &str)> = choice
@@ -755,27 +764,24 @@ impl Host {
                 if !writes.is_empty() {
                     self.set(&writes);
                 }
-                self.h.boot_as(choice.slot);
-                choice.slot
+                Ok(choice.slot)
             }
             Loader::Uboot => {
                 let env = self.env();
                 let order = uboot_order(&env);
-                let slot = match order.iter().find(|s| uboot_left(&env, s) > 0) {
+                match order.iter().find(|s| uboot_left(&env, s) > 0) {
                     Some(s) => {
                         let left = uboot_left(&env, s) - 1;
                         let s = slot_name(s);
                         self.set(&[(&format!("BOOT_{s}_LEFT"), &format!("{left:x}"))]);
-                        s
+                        Ok(s)
                     }
                     None => {
                         // No attempts anywhere: reset both to 3, restart.
                         self.set(&[("BOOT_A_LEFT", "3"), ("BOOT_B_LEFT", "3")]);
-                        return self.boot();
+                        self.hang()
                     }
-                };
-                self.h.boot_as(slot);
-                slot
+                }
             }
         }
     }
