@@ -62,6 +62,11 @@ pub struct Config {
     /// [`crate::report::LATER_LABELS`]): each command that opens the host
     /// prints them once.
     pub warnings: Vec<String>,
+    /// The config files and drop-in directory that others than root (or
+    /// the user abupdate runs as) could change, one line each naming it and
+    /// why ([`crate::safe_path`]): read, and left to the command to refuse
+    /// or warn about ([`crate::agent::Purpose`]).
+    pub open_to_others: Vec<String>,
     /// Install hooks (`[hooks]`).
     pub hooks: Hooks,
 }
@@ -801,21 +806,45 @@ fn window_of(
 
 impl Config {
     /// Load `main` (which must exist) and its `config.d/*.toml` drop-ins.
+    /// Each file, and the drop-in directory, is judged by
+    /// [`crate::safe_path`]: one that others than root could change is
+    /// read still, and named in [`Config::open_to_others`], for the command
+    /// to refuse or warn about ([`crate::agent::Purpose`]): the config
+    /// says which keys are trusted, which devices are written and what runs
+    /// as root.
     pub fn load(main: &Path) -> Result<Config, ConfigError> {
+        let mut open_to_others = Vec::new();
+        // The path to read: the one judged when it passes; else, when it
+        // exists, the configured one, named as open to others (a missing
+        // one fails its read as before).
+        let mut judged = |p: &Path, verdict: Result<PathBuf, String>| match verdict {
+            Ok(resolved) => resolved,
+            Err(why) => {
+                if std::fs::metadata(p).is_ok() {
+                    open_to_others.push(format!("{}: {why}", p.display()));
+                }
+                p.to_path_buf()
+            }
+        };
         let mut files = vec![main.to_path_buf()];
         let dir = dropin_dir(main);
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            let mut dropins: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            dropins.sort();
-            files.extend(dropins);
+        // A `config.d` that is not a directory was never read.
+        if std::fs::metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            let resolved = judged(&dir, crate::safe_path::trusted_dir(&dir));
+            if let Ok(entries) = std::fs::read_dir(&resolved) {
+                let mut dropins: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| dir.join(e.file_name())))
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect();
+                dropins.sort();
+                files.extend(dropins);
+            }
         }
         let texts = files
             .iter()
             .map(|f| {
-                crate::files::read_text_capped(f, MAX_CONFIG_BYTES)
+                let resolved = judged(f, crate::safe_path::trusted_file(f));
+                crate::files::read_text_capped(&resolved, MAX_CONFIG_BYTES)
                     .map_err(|e| ConfigError(format!("{}: {e}", f.display())))
             })
             .collect::<Result<Vec<String>, ConfigError>>()?;
@@ -829,7 +858,9 @@ impl Config {
         // (no span: the keys come from several files).
         let fragment = fragment_of(Spanned::new(0..0, merged))
             .map_err(|e| ConfigError(format!("{}: {}", main.display(), e.message())))?;
-        Config::from_fragment(fragment, files, &origins)
+        let mut config = Config::from_fragment(fragment, files, &origins)?;
+        config.open_to_others = open_to_others;
+        Ok(config)
     }
 
     /// Parse one TOML text as if it were the only file (tests, examples).
@@ -1396,6 +1427,7 @@ impl Config {
             reboot: Reboot { windows, fleetlock },
             report,
             warnings,
+            open_to_others: Vec::new(),
             hooks,
         })
     }

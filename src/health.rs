@@ -13,7 +13,7 @@
 //! a regular executable file (a dangling link, a file never made
 //! executable) or that others could replace (the file, or a directory on
 //! its way: `[health] dir` itself, its parents, a link's target's; the rule
-//! hooks follow, [`crate::runnable`]: it runs as root) fails naming why; so
+//! hooks follow, [`crate::safe_path`]: it runs as root) fails naming why; so
 //! does a configured dir that is missing or unreadable. What runs is the
 //! file that was judged, never the name looked up again.
 
@@ -82,7 +82,7 @@ pub fn configured_checks(cfg: &Health) -> Vec<Check> {
             // Others who could empty the directory would pass every
             // verdict with no check at all: the directory is one more
             // check, failing first.
-            let open = crate::runnable::resolve_dir(&cfg.dir).err();
+            let open = crate::safe_path::program_dir(&cfg.dir).err();
             checks.extend(
                 open.map(|why| failing(format!("[health] dir others could change: {why}"))),
             );
@@ -112,14 +112,14 @@ pub fn configured_checks(cfg: &Health) -> Vec<Check> {
 }
 
 /// Why others could have removed `dir`: its parent, when that exists, is
-/// one whose entries others could change ([`crate::runnable::resolve_dir`]).
+/// one whose entries others could change ([`crate::safe_path::program_dir`]).
 /// `None`: no parent, or one only root could change.
 fn removable_by_others(dir: &std::path::Path) -> Option<String> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty())?;
     if std::fs::symlink_metadata(parent).is_err() {
         return None;
     }
-    crate::runnable::resolve_dir(parent)
+    crate::safe_path::program_dir(parent)
         .err()
         .map(|why| format!("{}: {why}", crate::text::show_path(parent)))
 }
@@ -169,14 +169,14 @@ fn run_http(url: &str, timeout: Duration, roots: &Roots) -> (bool, String) {
 /// the host's, [`crate::fetch::trust_roots`]).
 pub fn run_check(check: &Check, timeout: Duration, roots: &Roots) -> CheckResult {
     let (passed, detail) = match check {
-        Check::Executable(p) => match crate::runnable::command(p) {
+        Check::Executable(p) => match crate::safe_path::command(p) {
             Ok(cmd) => run_command(cmd, timeout),
             Err(reason) => (false, format!("not run: {reason}")),
         },
         Check::Unlisted { reason, .. } => (false, reason.clone()),
         Check::Unit(u) => {
             let path = std::env::var_os("PATH");
-            match crate::runnable::command_on_path("systemctl", path.as_deref()) {
+            match crate::safe_path::command_on_path("systemctl", path.as_deref()) {
                 Ok(mut c) => {
                     // After `--`: a name is never read as an option (config
                     // validation refuses such names anyway, see

@@ -14,7 +14,7 @@
 //! replace is refused, it would run as root: the file group- or
 //! world-writable or owned by another user than root or us, or a directory
 //! on its way (its own, `/`'s, a link's) that others can change
-//! ([`crate::runnable`], which also runs the very file it judged).
+//! ([`crate::safe_path`], which also runs the very file it judged).
 //!
 //! The environment (see [`environment`]), for the release's images numbered
 //! 1..N in class order:
@@ -212,7 +212,7 @@ pub fn run(
     timeout: Duration,
     env: &[(String, OsString)],
 ) -> Result<(), HookError> {
-    let mut cmd = crate::runnable::command(path).map_err(|reason| HookError::NotRun {
+    let mut cmd = crate::safe_path::command(path).map_err(|reason| HookError::NotRun {
         point,
         path: path.to_path_buf(),
         reason,

@@ -23,7 +23,7 @@
 //! | `state.rs` | `state.json` is always a complete old or new version; only the lock holder (`StateLock`) writes it |
 //! | `health.rs` | a trial is committed only when every check passes in one round, within the deadline |
 //! | `publish.rs` | a host reading a release directory sees the old complete release or the new one |
-//! | `runnable.rs` | a program run as root from a configured path (a hook, a health check) is one nobody but root could replace: the file and every directory on its way, links followed; the file judged is the file run |
+//! | `safe_path.rs` | a program run as root from a configured path (a hook, a health check) and a file root trusts (the config, a trusted key, the state) are ones nobody but root could replace: the file and every directory on its way, links followed; the file judged is the file run or read |
 //! | `child.rs` | every child process is bounded in time and output and killed with everything it started; a line of it quoted in a message is escaped and at most 300 bytes (`quote_line`) |
 //! | `text.rs` | outside bytes shown to a person are one line, lossless, with nothing a terminal acts on (`show`) |
 //! | `files.rs` | a file opened from outside (bootloader envs included) is opened without blocking and is a regular file (the U-Boot env may be a device); a small one is read only up to its cap |
@@ -106,7 +106,7 @@ pub mod progress;
 pub mod publish;
 pub mod report;
 pub mod rollout;
-pub mod runnable;
+pub mod safe_path;
 pub mod schedule;
 pub mod slot;
 pub mod state;

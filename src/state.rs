@@ -3,7 +3,9 @@
 //! Invariants: `state.json` is always either the previous complete version
 //! or the new complete version (temp file, fsync, rename, fsync of the dir:
 //! the data partition is read by Linux, which replays the journal), and only
-//! the holder of the exclusive lock writes it.
+//! the holder of the exclusive lock writes it. A state dir others could
+//! change is named (`StateDir::open_to_others`) for the command to refuse:
+//! `state.json` says which slot is proven good and the newest release seen.
 //!
 //! A damaged state never costs a boot. Before each replace, the file being
 //! replaced, when it is a good state, is kept as `state.json.prev` (its own
@@ -1595,9 +1597,35 @@ impl StateDir {
             .collect()
     }
 
-    /// Create the dir (and `partial/`) if missing.
+    /// Create the dir (and `partial/`) if missing: mode 0755 at most, so
+    /// that a umask of 0 does not leave it open to others
+    /// ([`Self::open_to_others`]).
     pub fn ensure(&self) -> Result<(), StateError> {
-        std::fs::create_dir_all(self.dir.join("partial")).map_err(io(&self.dir))
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(self.dir.join("partial"))
+            .map_err(io(&self.dir))
+    }
+
+    /// When others than root (or the user abupdate runs as) could change
+    /// the state directory ([`crate::safe_path::trusted_dir`]), one line
+    /// naming it and why: whoever writes `state.json` decides which slot is
+    /// proven good, which trial has been judged and which release is the
+    /// newest this host has seen (what refuses an older signed release
+    /// replayed). For the command to refuse or warn about
+    /// ([`crate::agent::Purpose`]). None when it is not there yet:
+    /// [`Self::ensure`] makes it root's.
+    pub fn open_to_others(&self) -> Option<String> {
+        if std::fs::symlink_metadata(&self.dir).is_err() {
+            return None;
+        }
+        let why = crate::safe_path::trusted_dir(&self.dir).err()?;
+        Some(format!(
+            "{} (the state directory): {why}",
+            self.dir.display()
+        ))
     }
 
     /// Where the last good state before the current one is kept.
@@ -1923,6 +1951,28 @@ mod tests {
 
     fn tmpdir(name: &str) -> TempDir {
         TempDir::new(&format!("state-{name}"))
+    }
+
+    /// Whoever can write the state dir decides which slot is proven good
+    /// and which release is the newest seen: one others could change is
+    /// named, with why; one not there yet, or root's alone, is not.
+    #[test]
+    fn a_state_directory_others_could_change_is_named_with_why() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tmpdir("open");
+        let sd = StateDir::new(&dir.join("state"));
+        assert_eq!(sd.open_to_others(), None, "not there yet");
+        sd.ensure().expect("made");
+        assert_eq!(sd.open_to_others(), None, "made root's");
+        std::fs::set_permissions(sd.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert_eq!(
+            sd.open_to_others(),
+            Some(format!(
+                "{} (the state directory): writable by group or others (mode 0777): others could \
+                 add or replace files in it; root would trust what they put there (chmod go-w)",
+                sd.path().display()
+            ))
+        );
     }
 
     #[test]

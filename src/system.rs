@@ -264,7 +264,7 @@ pub fn reboot(argv: &[String]) -> Result<(), SystemError> {
     // Run as root: only a program nobody else could have put there or
     // swapped (the rule of hooks and checks).
     let path = std::env::var_os("PATH");
-    let mut cmd = crate::runnable::command_on_path(prog, path.as_deref())
+    let mut cmd = crate::safe_path::command_on_path(prog, path.as_deref())
         .map_err(|why| SystemError::Reboot(format!("reboot command not run: {why}")))?;
     cmd.args(args);
     let done = crate::child::run(cmd, REBOOT_TIMEOUT)

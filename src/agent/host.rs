@@ -6,6 +6,14 @@
 //! that command; a fact that says two things (two slot markers naming
 //! different slots) is an error naming the file, never read one way
 //! ([`crate::system`]).
+//!
+//! A host is opened to act (check, install, update, the manual verbs) only
+//! when nobody but root could change what it trusts: the config, its
+//! drop-ins and the state directory ([`crate::safe_path`]); else the
+//! command is refused naming the first. Opened to judge (`health`,
+//! `status`), it goes on with a warning: a trial's verdict is never refused
+//! for what the version before it accepted ("upgrades keep configs"), and
+//! looking changes nothing. [`inputs_others_could_change`] decides.
 
 use crate::boot::{
     custom::CustomBackend, efi::EfiBackend, grub::GrubBackend, systemd_boot::SystemdBootBackend,
@@ -22,6 +30,40 @@ use crate::trust::gate::{self, Verified};
 use crate::{fleetlock, hooks};
 use std::cell::OnceCell;
 
+/// What a command opens the host for, which decides what becomes of the
+/// inputs others could change ([`inputs_others_could_change`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// `health` (the boot's verdict) and `status`: warned about.
+    Judge,
+    /// `check`, `install`, `update`, `mark-good`, `mark-bad`, `rollback`:
+    /// refused.
+    Act,
+}
+
+/// The host's inputs others than root could change (`found`, one line
+/// each naming the file and why): for [`Purpose::Act`], the refusal (the
+/// first); for [`Purpose::Judge`], the warnings to print. Nothing found,
+/// nothing to say.
+pub fn inputs_others_could_change(
+    purpose: Purpose,
+    found: Vec<String>,
+) -> std::result::Result<Vec<String>, String> {
+    match (purpose, found.first()) {
+        (_, None) => Ok(Vec::new()),
+        (Purpose::Act, Some(first)) => Err(first.clone()),
+        (Purpose::Judge, Some(_)) => Ok(found
+            .into_iter()
+            .map(|line| {
+                format!(
+                    "{line}; used for this verdict or status only: check, install, update and \
+                     the manual verbs refuse it"
+                )
+            })
+            .collect()),
+    }
+}
+
 /// An opened host: its config, state dir and bootloader.
 pub struct Host {
     /// The configuration the command runs on.
@@ -36,8 +78,22 @@ pub struct Host {
 }
 
 impl Host {
-    /// Open the bootloader backend and the state dir of `config`.
-    pub fn open(config: Config) -> Result<Host> {
+    /// Open the bootloader backend and the state dir of `config`, for
+    /// `purpose`: refused, or warned about on stderr, when others could
+    /// change the config or the state dir ([`inputs_others_could_change`]).
+    pub fn open(config: Config, purpose: Purpose) -> Result<Host> {
+        let state_dir = StateDir::new(&config.update.state_dir);
+        let found = config
+            .open_to_others
+            .iter()
+            .cloned()
+            .chain(state_dir.open_to_others())
+            .collect();
+        for warning in inputs_others_could_change(purpose, found)
+            .map_err(|line| Error::Config(ConfigError(line)))?
+        {
+            super::log(&format!("warning: {warning}"));
+        }
         let b = &config.bootloader;
         let boot: Box<dyn Bootloader> = match b.kind {
             BootloaderKind::Grub => Box::new(GrubBackend::new(b.grubenv.clone(), b.tries)),
@@ -65,7 +121,6 @@ impl Host {
                 Box::new(CustomBackend::new(script))
             }
         };
-        let state_dir = StateDir::new(&config.update.state_dir);
         Ok(Host {
             config,
             state_dir,
@@ -470,7 +525,28 @@ pub(super) fn needs_roots_to(update_urls: &[String], fleetlock: Option<&str>) ->
 
 #[cfg(test)]
 mod tests {
-    use super::needs_roots_to;
+    use super::{inputs_others_could_change, needs_roots_to, Purpose};
+
+    /// Acting on inputs others could change is refused naming the first;
+    /// judging warns about each, so that a trial still gets its verdict.
+    #[test]
+    fn inputs_others_could_change_refuse_acting_and_warn_judging() {
+        let found = vec!["/etc/c.toml: open".to_string(), "/var/s: open".to_string()];
+        for purpose in [Purpose::Act, Purpose::Judge] {
+            assert_eq!(
+                inputs_others_could_change(purpose, Vec::new()),
+                Ok(Vec::new())
+            );
+        }
+        assert_eq!(
+            inputs_others_could_change(Purpose::Act, found.clone()),
+            Err("/etc/c.toml: open".to_string())
+        );
+        let warned = inputs_others_could_change(Purpose::Judge, found).expect("warned");
+        assert_eq!(warned.len(), 2);
+        assert!(warned[0].starts_with("/etc/c.toml: open; used for this verdict or status only"));
+        assert!(warned[1].starts_with("/var/s: open; "));
+    }
 
     #[test]
     fn an_https_update_server_or_else_an_https_fleetlock_server_needs_roots() {

@@ -40,7 +40,7 @@ mod verdict;
 
 pub use crate::trust::gate::Verified;
 pub use check::{check, CheckOptions, CheckOutcome, NoUpdate};
-pub use host::Host;
+pub use host::{Host, Purpose};
 pub use install::{install, InstallOptions, Installed};
 pub use recovery::{judge, mark, rollback, Manual, ManualDone, ManualFacts, ManualPlan};
 pub use report::{publish, record_failure};

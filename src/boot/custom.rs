@@ -68,7 +68,7 @@ impl CustomBackend {
     fn run(&self, words: &[&str]) -> Result<Vec<u8>, BootError> {
         // Run as root and trusted with the boot order: only when nobody
         // else could have replaced it (the rule hooks and checks follow).
-        let mut cmd = crate::runnable::command(&self.script).map_err(|why| {
+        let mut cmd = crate::safe_path::command(&self.script).map_err(|why| {
             self.error(
                 words,
                 format!(

@@ -6,7 +6,7 @@ use super::json;
 use super::settings::{FleetOptions, Global};
 use super::{usage, EXIT_UPDATE_AVAILABLE};
 use crate::agent::{
-    self, CheckOptions, CheckOutcome, Host, InstallOptions, UpdateOutcome, Verdict,
+    self, CheckOptions, CheckOutcome, Host, InstallOptions, Purpose, UpdateOutcome, Verdict,
 };
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
@@ -23,14 +23,14 @@ fn load_config(global: &Global) -> Result<Config> {
     Ok(Config::load(&path)?)
 }
 
-/// The host, after the config's warnings (once per run: each command
-/// opens the host once).
-fn open_host(global: &Global) -> Result<Host> {
+/// The host, opened for `purpose`, after the config's warnings (once per
+/// run: each command opens the host once).
+fn open_host(global: &Global, purpose: Purpose) -> Result<Host> {
     let config = load_config(global)?;
     for w in &config.warnings {
         agent::log(&format!("warning: {w}"));
     }
-    Host::open(config)
+    Host::open(config, purpose)
 }
 
 /// A key or signature file: minisign's files are small
@@ -264,7 +264,7 @@ pub fn verify(global: &Global, public: &Path, file: &Path) -> Result<i32> {
 
 /// `status`.
 pub fn status(global: &Global) -> Result<i32> {
-    let host = open_host(global)?;
+    let host = open_host(global, Purpose::Judge)?;
     let status = agent::status(&host)?;
     if global.json {
         json::print(&json::Status::from(&status));
@@ -276,7 +276,7 @@ pub fn status(global: &Global) -> Result<i32> {
 
 /// `check`: exit 100 when a release applies.
 pub fn check(global: &Global, source: Option<&str>, allow_downgrade: bool) -> Result<i32> {
-    let host = open_host(global)?;
+    let host = open_host(global, Purpose::Act)?;
     let opts = CheckOptions {
         allow_downgrade,
         rollout: true,
@@ -318,7 +318,7 @@ pub fn check(global: &Global, source: Option<&str>, allow_downgrade: bool) -> Re
 
 /// `update`, the timer's job.
 pub fn update(global: &Global, no_reboot: bool, now: bool) -> Result<i32> {
-    let host = open_host(global)?;
+    let host = open_host(global, Purpose::Act)?;
     let opts = agent::UpdateOptions {
         now,
         no_reboot,
@@ -387,7 +387,7 @@ pub fn update(global: &Global, no_reboot: bool, now: bool) -> Result<i32> {
 
 /// `install SOURCE`: check (without the rollout), then install.
 pub fn install(global: &Global, source: &str, opts: &InstallOptions) -> Result<i32> {
-    let host = open_host(global)?;
+    let host = open_host(global, Purpose::Act)?;
     match agent::install(&host, source, opts) {
         Ok(done) => {
             report_install(global, &done);
@@ -429,7 +429,7 @@ fn report_install(global: &Global, done: &agent::Installed) {
 /// its probation (rolled back late, or kept with no fallback).
 pub fn health(global: &Global, no_reboot: bool) -> Result<i32> {
     use json::HealthOutcome as O;
-    let host = open_host(global)?;
+    let host = open_host(global, Purpose::Judge)?;
     let verdict = agent::health(&host, no_reboot, global.quiet)?;
     let (text, code, outcome) = match &verdict {
         Verdict::Healthy => ("healthy; no trial pending".to_string(), 0, O::Healthy),
@@ -489,7 +489,7 @@ pub fn health(global: &Global, no_reboot: bool) -> Result<i32> {
 
 /// `mark-good` / `mark-bad`.
 pub fn mark(global: &Global, slot: Option<SlotName>, good: bool, force: bool) -> Result<i32> {
-    let host = open_host(global)?;
+    let host = open_host(global, Purpose::Act)?;
     let done = agent::mark(&host, slot, good, force)?;
     // `mark-bad` never reboots: the next `health` finishes a rollback.
     print_manual(global, &done, false);
@@ -498,7 +498,7 @@ pub fn mark(global: &Global, slot: Option<SlotName>, good: bool, force: bool) ->
 
 /// `rollback`.
 pub fn rollback(global: &Global, no_reboot: bool, force: bool) -> Result<i32> {
-    let host = open_host(global)?;
+    let host = open_host(global, Purpose::Act)?;
     let done = agent::rollback(&host, force, no_reboot)?;
     print_manual(global, &done, !no_reboot);
     Ok(0)

@@ -607,9 +607,17 @@ pub const SYSTEM_CA_BUNDLES: [&str; 3] = [
 ];
 
 /// The certificates of a PEM file of trust roots (other PEM items skipped);
-/// else why it gives none, as the end of a sentence naming the file.
+/// else why it gives none, as the end of a sentence naming the file. Only
+/// from a file nobody but root could change
+/// ([`crate::safe_path::trusted_file`]): whoever adds a root there can
+/// stand in for the update server and read the credentials sent to it.
 fn read_roots(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
-    let pem = crate::files::read_capped(path, MAX_PEM_BYTES)
+    let resolved =
+        crate::safe_path::trusted_file(path).map_err(|why| match std::fs::metadata(path) {
+            Err(e) => format!("cannot be read ({e})"),
+            Ok(_) => why,
+        })?;
+    let pem = crate::files::read_capped(&resolved, MAX_PEM_BYTES)
         .map_err(|e| format!("cannot be read ({e})"))?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {

@@ -1154,7 +1154,8 @@ fn no_usable_ca_bundle_names_each_path_and_fails_https_only() {
 }
 
 /// A `ca_file` the operator named that gives no certificate (missing,
-/// unreadable, no certificate in it) is no roots, said by name and why; the
+/// unreadable, no certificate in it, one others could change) is no roots,
+/// said by name and why; the
 /// bundles are not tried instead, and plain http still works.
 #[test]
 fn a_ca_file_that_gives_no_certificate_is_missing_roots_naming_it_and_why() {
@@ -1166,10 +1167,18 @@ fn a_ca_file_that_gives_no_certificate_is_missing_roots_naming_it_and_why() {
     std::fs::write(&empty, "not a certificate\n").unwrap();
     let unreadable = dir.join("dir.pem");
     std::fs::create_dir(&unreadable).unwrap();
+    // Others could add a root of their own to it: refused before it is read.
+    let open = dir.join("open.pem");
+    std::fs::write(&open, "not a certificate\n").unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     for (path, why) in [
         (&absent, "cannot be read ("),
         (&empty, "holds no certificate"),
-        (&unreadable, "cannot be read ("),
+        (&unreadable, "not a regular file"),
+        (
+            &open,
+            "writable by group or others (mode 0666): others could change it",
+        ),
     ] {
         let roots = trust_roots(Some(path), std::slice::from_ref(&bundle));
         let line = roots

@@ -4,8 +4,11 @@
 //! valid signatures from `threshold` distinct trusted keys, each checked with
 //! strict Ed25519 verification of both the signature and the trusted comment
 //! (see [`minisign`]). Trusted keys come only from `*.pub` files in the
-//! configured key directories; a key id in a signature is a lookup hint,
-//! never a reason to trust.
+//! configured key directories, and only when nobody but root could have
+//! put them there ([`crate::safe_path::trusted_dir`] and
+//! [`crate::safe_path::trusted_file`]: a key directory others can write
+//! would trust whatever they sign); a key id in a signature is a lookup
+//! hint, never a reason to trust.
 //!
 //! "Distinct" means distinct Ed25519 public keys, never distinct key ids:
 //! the 8-byte id is a label that no signature covers, so whoever holds one
@@ -43,16 +46,21 @@ impl KeyRing {
             dirs: dirs.to_vec(),
         };
         for dir in dirs {
-            let entries = match std::fs::read_dir(dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(TrustError::KeyDir {
-                        dir: dir.clone(),
-                        error: e,
-                    })
+            // A directory that is not there holds no key (a host may ship
+            // one of the two defaults); one that is must be root's alone.
+            if std::fs::metadata(dir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+                continue;
+            }
+            let resolved = crate::safe_path::trusted_dir(dir).map_err(|why| {
+                TrustError::OthersCouldChange {
+                    path: dir.clone(),
+                    why,
                 }
-            };
+            })?;
+            let entries = std::fs::read_dir(&resolved).map_err(|e| TrustError::KeyDir {
+                dir: dir.clone(),
+                error: e,
+            })?;
             let mut files = Vec::new();
             for entry in entries {
                 let entry = entry.map_err(|e| TrustError::KeyDir {
@@ -64,12 +72,18 @@ impl KeyRing {
                     .to_str()
                     .is_some_and(|n| n.len() > ".pub".len() && n.ends_with(".pub"));
                 if is_pub {
-                    files.push(entry.path());
+                    files.push(dir.join(name));
                 }
             }
             files.sort();
             for path in files {
-                let key = read_key_file(&path)?;
+                let resolved = crate::safe_path::trusted_file(&path).map_err(|why| {
+                    TrustError::OthersCouldChange {
+                        path: path.clone(),
+                        why,
+                    }
+                })?;
+                let key = read_key_file(&resolved, &path)?;
                 ring.insert(key);
             }
         }
@@ -115,9 +129,11 @@ impl KeyRing {
     }
 }
 
-fn read_key_file(path: &Path) -> Result<PublicKey, TrustError> {
+/// The public key in the file at `path` (judged by the caller), its
+/// errors naming it as `shown` (the configured name).
+fn read_key_file(path: &Path, shown: &Path) -> Result<PublicKey, TrustError> {
     let io_err = |error| TrustError::KeyFileRead {
-        path: path.to_path_buf(),
+        path: shown.to_path_buf(),
         error,
     };
     let mut bytes = Vec::new();
@@ -128,7 +144,7 @@ fn read_key_file(path: &Path) -> Result<PublicKey, TrustError> {
         })
         .map_err(io_err)?;
     let invalid = |error| TrustError::KeyFileInvalid {
-        path: path.to_path_buf(),
+        path: shown.to_path_buf(),
         error,
     };
     if bytes.len() > minisign::MAX_FILE_SIZE {
@@ -161,6 +177,15 @@ pub enum TrustError {
         dir: PathBuf,
         /// The underlying error.
         error: std::io::Error,
+    },
+    /// A key directory or `*.pub` file that others than root (or the user
+    /// abupdate runs as) could change ([`crate::safe_path`]): whatever key
+    /// they put there would be trusted.
+    OthersCouldChange {
+        /// The directory or file, as configured.
+        path: PathBuf,
+        /// Why, one line.
+        why: String,
     },
     /// A `*.pub` file cannot be read.
     KeyFileRead {
@@ -260,6 +285,9 @@ impl fmt::Display for TrustError {
             NoTrustedKeys { dirs } => write!(f, "no trusted keys in {}", display_dirs(dirs)),
             KeyDir { dir, error } => {
                 write!(f, "{}: cannot read key directory: {error}", dir.display())
+            }
+            OthersCouldChange { path, why } => {
+                write!(f, "{}: {why}", path.display())
             }
             KeyFileRead { path, error } => {
                 write!(f, "{}: cannot read trusted key: {error}", path.display())
@@ -788,13 +816,54 @@ mod tests {
         std::fs::remove_file(b.join("broken.pub")).expect("rm");
         std::fs::create_dir(b.join("dir.pub")).expect("mkdir");
         let e = KeyRing::load(&[b.to_path_buf()]).expect_err("directory named .pub");
-        assert!(
-            e.to_string().contains("dir.pub: cannot read trusted key"),
-            "{e}"
+        assert_eq!(
+            e.to_string(),
+            format!("{}: not a regular file", b.join("dir.pub").display())
         );
 
         let file_as_dir = a.join("one.pub");
-        let e = KeyRing::load(&[file_as_dir]).expect_err("not a directory");
-        assert!(e.to_string().contains("cannot read key directory"), "{e}");
+        let e = KeyRing::load(std::slice::from_ref(&file_as_dir)).expect_err("not a directory");
+        assert_eq!(
+            e.to_string(),
+            format!("{}: not a directory", file_as_dir.display())
+        );
+    }
+
+    /// A key directory or key file others could write would make root
+    /// trust whatever they sign: refused, naming it, not skipped.
+    #[test]
+    fn a_key_directory_or_key_others_could_change_is_refused_naming_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        let ks = keys(1);
+        let d = temp_dir("open");
+        chmod(&d, 0o755);
+        let key = d.join("one.pub");
+        std::fs::write(&key, ks[0].1.to_file_string()).expect("write");
+        chmod(&key, 0o644);
+        assert_eq!(KeyRing::load(&[d.to_path_buf()]).expect("safe").len(), 1);
+        chmod(&d, 0o1777);
+        let e = KeyRing::load(&[d.to_path_buf()]).expect_err("open directory");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: writable by group or others (mode 1777): others could add or replace files \
+                 in it; root would trust what they put there (chmod go-w)",
+                d.display()
+            )
+        );
+        chmod(&d, 0o755);
+        chmod(&key, 0o664);
+        let e = KeyRing::load(&[d.to_path_buf()]).expect_err("open key");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: writable by group or others (mode 0664): others could change it; root \
+                 would trust what they put there (chmod go-w)",
+                key.display()
+            )
+        );
     }
 }

@@ -551,7 +551,7 @@ fn a_data_partition_too_small_for_the_payload_streams_without_resume() {
     let _ = std::fs::remove_dir_all(&h.state_dir);
     std::fs::create_dir_all(&h.state_dir).expect("state dir");
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs"])
         .arg(&h.state_dir)
         .status()
         .is_ok_and(|s| s.success());

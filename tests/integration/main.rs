@@ -26,6 +26,7 @@ mod fleet_rollout;
 mod fleet_simulation;
 mod fleetlock;
 mod hostile_install;
+mod inputs_others_could_change;
 mod install_hooks;
 mod install_over_http;
 mod install_refuses_bad_input;

@@ -6,7 +6,7 @@
 //! such a check fails `not run:` naming the directory others can write and
 //! its mode, and the trial rolls back; a link whose way only root can
 //! change still runs. The rule is unit-tested branch by branch in
-//! `src/runnable.rs`, and that the file judged is the file run there too.
+//! `src/safe_path.rs`, and that the file judged is the file run there too.
 
 use crate::common::host::{host_on_trial, sh_script, text, TestHost};
 use std::os::unix::fs::PermissionsExt;

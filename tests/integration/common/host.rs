@@ -211,13 +211,7 @@ impl TestHost {
         let secret_key = dir.join("release.key");
         let public_key = dir.join("keys/release.pub");
         std::fs::create_dir_all(dir.join("keys")).expect("keys dir");
-        let out = run(Command::new(bin())
-            .arg("keygen")
-            .arg("--secret")
-            .arg(&secret_key)
-            .arg("--public")
-            .arg(&public_key));
-        assert!(out.status.success(), "keygen: {}", text(&out));
+        keygen(&secret_key, &public_key);
         let health_dir = dir.join("health.d");
         std::fs::create_dir_all(&health_dir).expect("health dir");
         let reboot_log = dir.join("reboots.log");
@@ -678,6 +672,18 @@ pub fn logging_systemctl(dir: &Path) -> (PathBuf, String) {
         std::env::var("PATH").unwrap_or_default()
     );
     (asked, path)
+}
+
+/// A new key pair from `abupdate keygen`: the secret key at `secret`, the
+/// public one at `public`.
+pub fn keygen(secret: &Path, public: &Path) {
+    let out = run(Command::new(bin())
+        .arg("keygen")
+        .arg("--secret")
+        .arg(secret)
+        .arg("--public")
+        .arg(public));
+    assert!(out.status.success(), "keygen: {}", text(&out));
 }
 
 pub fn chmod_x(p: &Path) {

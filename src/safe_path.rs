@@ -1,24 +1,31 @@
-//! Programs abupdate runs as root from a path the site configures (install
-//! hooks, `[health] dir` checks, the custom boot backend's script) or finds
-//! in `PATH` (`[system] reboot`, `systemctl` for `[health] units`): run only
-//! when nobody but root, or the user abupdate runs as, could have put them
-//! there or could swap them before they run.
+//! Paths whose content decides what abupdate does as root: the programs it
+//! runs from a path the site configures (install hooks, `[health] dir`
+//! checks, the custom boot backend's script) or finds in `PATH` (`[system]
+//! reboot`, `systemctl` for `[health] units`), and the files it trusts (the
+//! config and its drop-ins, the trusted keys, the state directory). Each is
+//! used only when nobody but root, or the user abupdate runs as, could
+//! have put it there or could change it before it is used.
 //!
 //! Invariant: [`command`] (and [`command_on_path`] for a name looked up in
-//! `PATH`) is the one way such a program is started. It
-//! resolves the path itself, one name at a time, following symbolic links,
-//! and accepts it only when every name looked up on the way sits in a
-//! directory others cannot change: one owned by root (or abupdate's
+//! `PATH`) is the one way such a program is started, and [`trusted_file`]
+//! and [`trusted_dir`] the one way such a file or directory is judged.
+//! Each resolves the path itself, one name at a time, following symbolic
+//! links, and accepts it only when every name looked up on the way sits in
+//! a directory others cannot change: one owned by root (or abupdate's
 //! effective uid) and writable by neither group nor others, or one with the
 //! sticky bit (`/tmp`, mode 1777) where that name is owned by root (or us):
 //! there others can neither rename nor remove it. That is every directory
 //! from `/` down to the file, the directory the configured entry sits in
-//! (`health.d`) and the directory of every link followed. The file must be
-//! a regular executable file owned by root (or us) and writable by neither
-//! group nor others. The command then runs the resolved path (no link left
-//! in it), not the configured name: a link swapped after the check changes
-//! nothing, and with every directory on the way safe nobody else can swap
-//! the file. It is the rule of sudo and of OpenSSH's `safe_path`. The
+//! (`health.d`) and the directory of every link followed. A program must
+//! be a regular executable file, a trusted file a regular file, and either
+//! owned by root (or us) and writable by neither group nor others. A
+//! directory of programs may be sticky (others may add a program, which
+//! [`command`] refuses, not remove root's); a trusted directory (the keys,
+//! the state) may not: what others add to it would be trusted. The program
+//! run or the file read is the resolved path (no link left in it), not the
+//! configured name: a link swapped after the check changes nothing, and
+//! with every directory on the way safe nobody else can swap the file. It
+//! is the rule of sudo and of OpenSSH's `safe_path` and `StrictModes`. A
 //! program's `argv[0]` stays the configured name, as before.
 //!
 //! Not covered, as by sudo: the interpreter a script names (`#!`) and the
@@ -62,9 +69,29 @@ fn lstat(path: &Path) -> Result<Metadata, String> {
     std::fs::symlink_metadata(path).map_err(|e| e.to_string())
 }
 
-/// Who abupdate trusts to own what it runs: root and its effective uid.
+/// What a path judged is for: the harm a refusal names.
+#[derive(Clone, Copy)]
+enum Stake {
+    /// A program abupdate runs.
+    Run,
+    /// A file or directory whose content abupdate trusts.
+    Trust,
+}
+
+impl Stake {
+    fn harm(self) -> &'static str {
+        match self {
+            Stake::Run => "it would run as root",
+            Stake::Trust => "root would trust what they put there",
+        }
+    }
+}
+
+/// Who abupdate trusts to own what it runs or reads: root and its
+/// effective uid; and what for.
 struct Trusted {
     me: u32,
+    stake: Stake,
 }
 
 impl Trusted {
@@ -86,11 +113,12 @@ impl Trusted {
         if !self.owns(dir_meta) {
             return Err(format!(
                 "directory {} is owned by uid {}, neither root nor uid {} that abupdate runs as: \
-                 its owner could replace {}; it would run as root",
+                 its owner could replace {}; {}",
                 show_path(dir),
                 dir_meta.uid(),
                 self.me,
-                show_path(entry)
+                show_path(entry),
+                self.stake.harm()
             ));
         }
         let mode = dir_meta.mode() & 0o7777;
@@ -100,18 +128,20 @@ impl Trusted {
         if mode & 0o1000 == 0 {
             return Err(format!(
                 "directory {} is writable by group or others (mode {mode:04o}): \
-                 others could replace {}; it would run as root",
+                 others could replace {}; {}",
                 show_path(dir),
-                show_path(entry)
+                show_path(entry),
+                self.stake.harm()
             ));
         }
         if !self.owns(entry_meta) {
             return Err(format!(
                 "{} is owned by uid {} in directory {} (mode {mode:04o}), writable by others: \
-                 its owner could replace it; it would run as root",
+                 its owner could replace it; {}",
                 show_path(entry),
                 entry_meta.uid(),
-                show_path(dir)
+                show_path(dir),
+                self.stake.harm()
             ));
         }
         Ok(())
@@ -166,31 +196,96 @@ impl Trusted {
     }
 }
 
+impl Trusted {
+    /// Refuse the resolved file unless it is a regular file owned by root
+    /// (or us) and writable by neither group nor others.
+    fn may_read(&self, meta: &Metadata) -> Result<(), String> {
+        if !meta.is_file() {
+            return Err("not a regular file".into());
+        }
+        self.only_ours(meta, "others could change it")
+    }
+
+    /// Refuse the resolved directory unless it is owned by root (or us) and
+    /// writable by neither group nor others, sticky or not: a file others
+    /// add to it would be read as root's.
+    fn may_read_in(&self, meta: &Metadata) -> Result<(), String> {
+        if !meta.is_dir() {
+            return Err("not a directory".into());
+        }
+        self.only_ours(meta, "others could add or replace files in it")
+    }
+
+    /// Owned by root (or us), writable by neither group nor others; else
+    /// `what` others could do, and why that matters.
+    fn only_ours(&self, meta: &Metadata, what: &str) -> Result<(), String> {
+        let mode = meta.mode() & 0o7777;
+        if !self.owns(meta) {
+            return Err(format!(
+                "owned by uid {}, neither root nor uid {} that abupdate runs as: its owner could \
+                 change it; {}",
+                meta.uid(),
+                self.me,
+                self.stake.harm()
+            ));
+        }
+        if mode & 0o022 != 0 {
+            return Err(format!(
+                "writable by group or others (mode {mode:04o}): {what}; {} (chmod go-w)",
+                self.stake.harm()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The path `path` leads to, without links, when a program there may run
 /// as root (see the module doc); else why not, one line. A relative `path`
 /// is taken from the current directory, as an exec would.
-pub fn resolve(path: &Path) -> Result<PathBuf, String> {
-    resolve_to(path, Trusted::may_run)
+pub fn program(path: &Path) -> Result<PathBuf, String> {
+    resolve_to(path, Stake::Run, Trusted::may_run)
 }
 
 /// The directory `path` leads to, without links, when nobody but root (or
-/// us) could change the list of programs in it: reached as [`resolve`]
+/// us) could change the list of programs in it: reached as [`program`]
 /// reaches a program, then owned by root (or us) and writable by neither
 /// group nor others, or sticky (there others may add a program, which
 /// [`command`] refuses to run, but not remove or rename root's). Else why
 /// not, one line. A `[health] dir` others could empty would pass every
 /// verdict with no check at all.
-pub fn resolve_dir(path: &Path) -> Result<PathBuf, String> {
-    resolve_to(path, Trusted::may_list)
+pub fn program_dir(path: &Path) -> Result<PathBuf, String> {
+    resolve_to(path, Stake::Run, Trusted::may_list)
 }
 
-/// [`resolve`]'s walk, judging what it reaches with `last`.
+/// The file `path` leads to, without links, when nobody but root (or us)
+/// could have written it or could replace it: reached as [`program`]
+/// reaches a program, then a regular file owned by root (or us) and
+/// writable by neither group nor others. Else why not, one line. For what
+/// decides what root trusts: the config, a trusted key. Read the path
+/// returned.
+pub fn trusted_file(path: &Path) -> Result<PathBuf, String> {
+    resolve_to(path, Stake::Trust, Trusted::may_read)
+}
+
+/// The directory `path` leads to, without links, when nobody but root (or
+/// us) could add, remove or replace a file in it: reached as [`program`]
+/// reaches a program, then owned by root (or us) and writable by neither
+/// group nor others (sticky or not). Else why not, one line. For the
+/// directories of trusted keys, of config drop-ins, and the state.
+pub fn trusted_dir(path: &Path) -> Result<PathBuf, String> {
+    resolve_to(path, Stake::Trust, Trusted::may_read_in)
+}
+
+/// The walk of [`program`] and the others, judging what it reaches with
+/// `last`, naming `stake` in a refusal.
 fn resolve_to(
     path: &Path,
+    stake: Stake,
     last: fn(&Trusted, &Metadata) -> Result<(), String>,
 ) -> Result<PathBuf, String> {
     let trusted = Trusted {
         me: nix::unistd::geteuid().as_raw(),
+        stake,
     };
     let start = if path.is_absolute() {
         path.to_path_buf()
@@ -250,10 +345,10 @@ fn resolve_to(
 }
 
 /// The command that runs the program at `path` as root, when it may (see
-/// [`resolve`]): the resolved path it was judged by, with `argv[0]` the
+/// [`program`]): the resolved path it was judged by, with `argv[0]` the
 /// configured name; else why not, one line.
 pub fn command(path: &Path) -> Result<Command, String> {
-    let resolved = resolve(path)?;
+    let resolved = program(path)?;
     let mut cmd = Command::new(resolved);
     cmd.arg0(path);
     Ok(cmd)
@@ -266,7 +361,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin";
 /// command, `systemctl`): a name with a slash is a path; a bare name is
 /// looked up in `search` (the process's `PATH`, else [`DEFAULT_PATH`]), and
 /// the first directory holding an entry of that name decides: it runs when
-/// [`resolve`] accepts it, else the refusal names it. Relative entries
+/// [`program`] accepts it, else the refusal names it. Relative entries
 /// (`.`, an empty one) are skipped: where a program run as root is found
 /// must not depend on the current directory. `argv[0]` stays the name.
 pub fn command_on_path(name: &str, search: Option<&OsStr>) -> Result<Command, String> {
@@ -286,7 +381,7 @@ pub fn command_on_path(name: &str, search: Option<&OsStr>) -> Result<Command, St
         ));
     };
     let resolved =
-        resolve(&candidate).map_err(|why| format!("{}: {why}", show_path(&candidate)))?;
+        program(&candidate).map_err(|why| format!("{}: {why}", show_path(&candidate)))?;
     let mut cmd = Command::new(resolved);
     cmd.arg0(name);
     Ok(cmd)
@@ -325,7 +420,7 @@ mod tests {
     /// A fresh directory root owns, mode 0755 (in the system's temporary
     /// directory: `/tmp` is sticky and this entry root's, so it passes).
     fn root_dir(tag: &str) -> TempDir {
-        let d = TempDir::new(&format!("runnable-{tag}"));
+        let d = TempDir::new(&format!("safe-path-{tag}"));
         chmod(&d, 0o755);
         d
     }
@@ -334,7 +429,7 @@ mod tests {
     fn a_script_in_directories_only_root_can_change_resolves_to_itself() {
         let d = root_dir("safe");
         let ok = script(&dir(&d, "health.d", 0o755).join("10-ok"), "ok");
-        assert_eq!(resolve(&ok), Ok(ok.clone()));
+        assert_eq!(program(&ok), Ok(ok.clone()));
     }
 
     #[test]
@@ -343,7 +438,7 @@ mod tests {
         let hd = dir(&d, "health.d", 0o775);
         let ok = script(&hd.join("10-ok"), "ok");
         assert_eq!(
-            resolve(&ok),
+            program(&ok),
             Err(format!(
                 "directory {} is writable by group or others (mode 0775): others could replace {}; \
                  it would run as root",
@@ -360,7 +455,7 @@ mod tests {
         let hd = dir(&open, "health.d", 0o755);
         let ok = script(&hd.join("10-ok"), "ok");
         assert_eq!(
-            resolve(&ok),
+            program(&ok),
             Err(format!(
                 "directory {} is writable by group or others (mode 0777): others could replace {}; \
                  it would run as root",
@@ -376,17 +471,17 @@ mod tests {
     fn a_directory_of_programs_must_be_one_only_root_can_empty() {
         let d = root_dir("list");
         let safe = dir(&d, "health.d", 0o755);
-        assert_eq!(resolve_dir(&safe), Ok(safe.clone()));
+        assert_eq!(program_dir(&safe), Ok(safe.clone()));
         // Sticky: others may add (refused at run time), not remove root's.
         let sticky = dir(&d, "sticky.d", 0o1777);
-        assert_eq!(resolve_dir(&sticky), Ok(sticky.clone()));
+        assert_eq!(program_dir(&sticky), Ok(sticky.clone()));
         let linked = d.join("linked.d");
         symlink(&safe, &linked).expect("symlink");
-        assert_eq!(resolve_dir(&linked), Ok(safe.clone()), "a link resolves");
+        assert_eq!(program_dir(&linked), Ok(safe.clone()), "a link resolves");
         for mode in [0o775, 0o757, 0o777] {
             let open = dir(&d, &format!("open-{mode:o}.d"), mode);
             assert_eq!(
-                resolve_dir(&open),
+                program_dir(&open),
                 Err(format!(
                     "writable by group or others (mode {mode:04o}): others could remove the programs in it"
                 ))
@@ -395,7 +490,7 @@ mod tests {
         let theirs = dir(&d, "theirs.d", 0o755);
         chown(&theirs, Some(NOBODY), None).expect("chown");
         assert_eq!(
-            resolve_dir(&theirs),
+            program_dir(&theirs),
             Err(format!(
                 "owned by uid {NOBODY}, neither root nor uid 0 that abupdate runs as: its owner could remove the programs in it"
             ))
@@ -404,12 +499,12 @@ mod tests {
         let open = dir(&d, "srv", 0o777);
         let inner = dir(&open, "health.d", 0o755);
         assert!(
-            resolve_dir(&inner).is_err_and(|e| e.contains("mode 0777")),
+            program_dir(&inner).is_err_and(|e| e.contains("mode 0777")),
             "{:?}",
-            resolve_dir(&inner)
+            program_dir(&inner)
         );
         let file = script(&d.join("f"), "x");
-        assert_eq!(resolve_dir(&file), Err("not a directory".into()));
+        assert_eq!(program_dir(&file), Err("not a directory".into()));
     }
 
     #[test]
@@ -417,9 +512,9 @@ mod tests {
         let d = root_dir("sticky-root");
         let tmp = dir(&d, "tmp", 0o1777);
         let direct = script(&tmp.join("ok"), "ok");
-        assert_eq!(resolve(&direct), Ok(direct.clone()));
+        assert_eq!(program(&direct), Ok(direct.clone()));
         let below = script(&dir(&tmp, "hooks", 0o755).join("pre-install"), "ok");
-        assert_eq!(resolve(&below), Ok(below.clone()));
+        assert_eq!(program(&below), Ok(below.clone()));
     }
 
     #[test]
@@ -432,7 +527,7 @@ mod tests {
         symlink(&ok, &link).expect("symlink");
         lchown(&link, Some(NOBODY), Some(NOBODY)).expect("lchown");
         assert_eq!(
-            resolve(&link),
+            program(&link),
             Err(format!(
                 "{} is owned by uid {NOBODY} in directory {} (mode 1777), writable by others: \
                  its owner could replace it; it would run as root",
@@ -450,7 +545,7 @@ mod tests {
         let link = dir(&d, "health.d", 0o755).join("10-ok");
         symlink(&theirs, &link).expect("symlink");
         assert_eq!(
-            resolve(&link),
+            program(&link),
             Err(format!(
                 "directory {} is writable by group or others (mode 0777): others could replace {}; \
                  it would run as root",
@@ -470,7 +565,7 @@ mod tests {
         let link = hd.join("10-ok");
         symlink(&ok, &link).expect("symlink");
         assert_eq!(
-            resolve(&link),
+            program(&link),
             Err(format!(
                 "directory {} is writable by group or others (mode 0777): others could replace {}; \
                  it would run as root",
@@ -487,7 +582,7 @@ mod tests {
         chown(&theirs, Some(NOBODY), Some(NOBODY)).expect("chown");
         let ok = script(&theirs.join("ok"), "ok");
         assert_eq!(
-            resolve(&ok),
+            program(&ok),
             Err(format!(
                 "directory {} is owned by uid {NOBODY}, neither root nor uid 0 that abupdate runs as: \
                  its owner could replace {}; it would run as root",
@@ -498,7 +593,7 @@ mod tests {
         let file = script(&d.join("their-script"), "ok");
         chown(&file, Some(NOBODY), Some(NOBODY)).expect("chown");
         assert_eq!(
-            resolve(&file),
+            program(&file),
             Err(format!(
                 "owned by uid {NOBODY}, neither root nor uid 0 that abupdate runs as"
             ))
@@ -514,14 +609,97 @@ mod tests {
         let hd = dir(&d, "health.d", 0o755);
         symlink("../lib/./x/../ok", hd.join("10-rel")).expect("symlink");
         symlink(hd.join("10-rel"), hd.join("20-abs")).expect("symlink");
-        assert_eq!(resolve(&hd.join("10-rel")), Ok(ok.clone()));
-        assert_eq!(resolve(&hd.join("20-abs")), Ok(ok.clone()));
+        assert_eq!(program(&hd.join("10-rel")), Ok(ok.clone()));
+        assert_eq!(program(&hd.join("20-abs")), Ok(ok.clone()));
         // What fails is named when it is a link's target.
         chmod(&ok, 0o644);
         assert_eq!(
-            resolve(&hd.join("20-abs")),
+            program(&hd.join("20-abs")),
             Err(format!("{}: not executable (mode 0644)", ok.display()))
         );
+    }
+
+    /// A file root trusts (the config, a trusted key) is judged as a
+    /// program is, but need not be executable, and its refusal names what
+    /// others would gain: root's trust, not a run.
+    #[test]
+    fn a_trusted_file_must_be_roots_alone_and_its_refusal_says_root_would_trust_it() {
+        let d = root_dir("trusted-file");
+        let keys = dir(&d, "keys", 0o755);
+        let key = keys.join("release.pub");
+        std::fs::write(&key, "key").expect("write");
+        chmod(&key, 0o644);
+        assert_eq!(trusted_file(&key), Ok(key.clone()));
+        let linked = d.join("linked.pub");
+        symlink(&key, &linked).expect("symlink");
+        assert_eq!(trusted_file(&linked), Ok(key.clone()), "a link resolves");
+        for mode in [0o664, 0o646, 0o666] {
+            chmod(&key, mode);
+            assert_eq!(
+                trusted_file(&key),
+                Err(format!(
+                    "writable by group or others (mode {mode:04o}): others could change it; \
+                     root would trust what they put there (chmod go-w)"
+                ))
+            );
+        }
+        chmod(&key, 0o644);
+        chown(&key, Some(NOBODY), None).expect("chown");
+        assert_eq!(
+            trusted_file(&key),
+            Err(format!(
+                "owned by uid {NOBODY}, neither root nor uid 0 that abupdate runs as: its owner \
+                 could change it; root would trust what they put there"
+            ))
+        );
+        chown(&key, Some(0), None).expect("chown back");
+        // Safe itself, in a directory others could write: refused there.
+        chmod(&keys, 0o777);
+        assert_eq!(
+            trusted_file(&key),
+            Err(format!(
+                "directory {} is writable by group or others (mode 0777): others could replace {}; \
+                 root would trust what they put there",
+                keys.display(),
+                key.display()
+            ))
+        );
+        assert_eq!(trusted_file(&d), Err("not a regular file".into()));
+    }
+
+    /// A directory of trusted files (keys, config drop-ins, the state) may
+    /// not be sticky: what others add there would be read as root's, where
+    /// a program others add to a sticky `health.d` is refused on its own.
+    #[test]
+    fn a_trusted_directory_must_be_roots_alone_and_sticky_is_not_enough() {
+        let d = root_dir("trusted-dir");
+        let safe = dir(&d, "keys", 0o755);
+        assert_eq!(trusted_dir(&safe), Ok(safe.clone()));
+        let linked = d.join("keys.link");
+        symlink(&safe, &linked).expect("symlink");
+        assert_eq!(trusted_dir(&linked), Ok(safe.clone()), "a link resolves");
+        for mode in [0o775, 0o757, 0o1777] {
+            let open = dir(&d, &format!("open-{mode:o}"), mode);
+            assert_eq!(
+                trusted_dir(&open),
+                Err(format!(
+                    "writable by group or others (mode {mode:04o}): others could add or replace \
+                     files in it; root would trust what they put there (chmod go-w)"
+                ))
+            );
+        }
+        let sticky = dir(&d, "sticky", 0o1777);
+        assert_eq!(program_dir(&sticky), Ok(sticky.clone()), "programs: fine");
+        let theirs = dir(&d, "theirs", 0o755);
+        chown(&theirs, Some(NOBODY), None).expect("chown");
+        assert!(
+            trusted_dir(&theirs).is_err_and(|e| e.starts_with(&format!("owned by uid {NOBODY}"))),
+            "{:?}",
+            trusted_dir(&theirs)
+        );
+        let file = d.join("f");
+        std::fs::write(&file, "x").expect("write");
+        assert_eq!(trusted_dir(&file), Err("not a directory".into()));
     }
 
     #[test]
@@ -530,12 +708,12 @@ mod tests {
         symlink(d.join("b"), d.join("a")).expect("symlink");
         symlink(d.join("a"), d.join("b")).expect("symlink");
         assert_eq!(
-            resolve(&d.join("a")),
+            program(&d.join("a")),
             Err("Too many levels of symbolic links (os error 40)".into())
         );
         let ok = script(&d.join("ok"), "ok");
         assert_eq!(
-            resolve(&ok.join("x")),
+            program(&ok.join("x")),
             Err("Not a directory (os error 20)".into())
         );
     }

@@ -1,0 +1,221 @@
+//! What decides what root trusts (the trusted keys, the config and its
+//! drop-ins, the state directory) is used only when nobody but root could
+//! have changed it. Found from outside, as a careless operator: with the
+//! key directory at mode 0777 (one `chmod -R 777 /etc/abupdate`), another
+//! user put a key of their own beside the release key and signed a release
+//! with it alone, and `install` wrote that release into the slot as root,
+//! ready to boot. Through the real binary: a key directory others can
+//! write, a key file another user owns, a config or a drop-in others can
+//! write and a state directory others can write are each refused with one
+//! line naming them, before a byte of a slot, the bootloader's env or the
+//! state changes; put right, the same host installs. `health` and `status`
+//! go on with a warning where the config or the state directory is open
+//! (a trial's verdict is never refused for what its previous version
+//! accepted). The rule is unit-tested branch by branch in
+//! `src/safe_path.rs`.
+
+use crate::common::host::{bin, image, keygen, run, text, HostOptions, TestHost, COMPATIBLE};
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const NOBODY: u32 = 65534;
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The one line `out` said on stderr, which must be its only one, exit
+/// `code`.
+fn refused(out: &Output, code: i32) -> String {
+    assert_eq!(out.status.code(), Some(code), "{}", text(out));
+    let err = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    err
+}
+
+/// A release of `version` signed by the key at `secret` alone, in
+/// `h.dir/name`.
+fn release_signed_by(h: &TestHost, secret: &Path, name: &str, version: &str) -> PathBuf {
+    let img = h.dir.join(format!("{name}.raw"));
+    std::fs::write(&img, image(version, 8192)).expect("image");
+    let out_dir = h.dir.join(name);
+    let out = run(Command::new(bin())
+        .args(["pack", "--level", "3", "--compatible", COMPATIBLE])
+        .args(["--version", version, "--secret"])
+        .arg(secret)
+        .arg(format!("--image=rootfs={}", img.display()))
+        .arg("--out")
+        .arg(&out_dir));
+    assert!(out.status.success(), "pack: {}", text(&out));
+    out_dir.join("release.json")
+}
+
+/// `h`'s slot records and pending transaction, the bootloader's env and
+/// slot B's bytes as they are: what a refusal must leave as it found it
+/// (it counts itself in the state's metrics, as every failure does).
+fn as_found(h: &TestHost) -> (String, std::collections::BTreeMap<String, String>, String) {
+    let state = h.state();
+    let records = format!("{} {}", state["slots"], state["transaction"]);
+    (records, h.grub_vars(), h.slot_sha(1))
+}
+
+/// `health` and `status` on `h` go on, each warning once about `line`.
+fn warns_and_judges(h: &TestHost, line: &str) {
+    for args in [["health"], ["status"]] {
+        let out = h.abupdate(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let warned: Vec<&str> = err.lines().filter(|l| l.contains("warning: ")).collect();
+        assert_eq!(
+            warned,
+            [format!(
+                "abupdate: warning: {line}; used for this verdict or status only: check, \
+                 install, update and the manual verbs refuse it"
+            )],
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_key_planted_where_others_can_write_is_never_trusted() {
+    let h = TestHost::new("planted-key", "1.0", HostOptions::default());
+    let keys = h.dir.join("keys");
+    // Another user's key, and a release signed with it alone.
+    let theirs = h.dir.join("theirs.key");
+    let planted = keys.join("zz-theirs.pub");
+    keygen(&theirs, &planted);
+    chown(&planted, Some(NOBODY), Some(NOBODY)).expect("chown");
+    let m = release_signed_by(&h, &theirs, "theirs", "6.6.6");
+    let m = m.to_str().expect("utf-8");
+    let before = h.untouched();
+    let found = as_found(&h);
+
+    chmod(&keys, 0o777);
+    let err = refused(&h.abupdate(&["install", "--no-reboot", m]), 1);
+    assert_eq!(
+        err,
+        format!(
+            "abupdate: {}: writable by group or others (mode 0777): others could add or replace \
+             files in it; root would trust what they put there (chmod go-w)",
+            keys.display()
+        )
+    );
+    h.assert_untouched(&before, "key directory 0777");
+    assert_eq!(as_found(&h), found, "key directory 0777");
+
+    // The directory put right, the key another user owns is still there.
+    chmod(&keys, 0o755);
+    let err = refused(&h.abupdate(&["install", "--no-reboot", m]), 1);
+    assert_eq!(
+        err,
+        format!(
+            "abupdate: {}: owned by uid {NOBODY}, neither root nor uid 0 that abupdate runs as: \
+             its owner could change it; root would trust what they put there",
+            planted.display()
+        )
+    );
+    assert_eq!(as_found(&h), found, "a key another user owns");
+
+    // Without it, their release is one signed by a key nobody trusts, and
+    // the host's own release installs.
+    std::fs::remove_file(&planted).expect("rm");
+    let err = refused(&h.abupdate(&["install", "--no-reboot", m]), 1);
+    assert!(err.contains("signed by untrusted key"), "{err}");
+    assert_eq!(as_found(&h), found, "an untrusted key");
+    let ours = h.pack("ours", "2.0", &image("2.0", 8192), &[]);
+    let out = h.abupdate(&["install", "--no-reboot", ours.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.state()["slots"]["B"]["version"], "2.0");
+}
+
+#[test]
+fn a_config_or_drop_in_others_could_write_refuses_acting_and_is_warned_about_when_judging() {
+    let h = TestHost::new("open-config", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 8192), &[]);
+    let m = m.to_str().expect("utf-8");
+    let before = h.untouched();
+    let found = as_found(&h);
+
+    chmod(&h.config, 0o666);
+    let line = format!(
+        "{}: writable by group or others (mode 0666): others could change it; root would trust \
+         what they put there (chmod go-w)",
+        h.config.display()
+    );
+    for args in [vec!["check", m], vec!["install", "--no-reboot", m]] {
+        let err = refused(&h.abupdate(&args), 2);
+        assert_eq!(err, format!("abupdate: {line}"), "{args:?}");
+    }
+    h.assert_untouched(&before, "config 0666");
+    assert_eq!(as_found(&h), found, "config 0666");
+    // The boot's verdict is never refused for it (an upgrade's trial reads
+    // the config its previous version accepted): it goes on, warning.
+    warns_and_judges(&h, &line);
+    chmod(&h.config, 0o644);
+
+    // A drop-in directory others can write: they could add a drop-in
+    // naming their own key directory.
+    let dropins = h.dir.join("config.d");
+    std::fs::create_dir(&dropins).expect("mkdir");
+    chmod(&dropins, 0o1777);
+    let dropin = dropins.join("50-theirs.toml");
+    std::fs::write(&dropin, "[update]\nkeys_dirs = [\"/nonexistent\"]\n").expect("drop-in");
+    let err = refused(&h.abupdate(&["install", "--no-reboot", m]), 2);
+    assert_eq!(
+        err,
+        format!(
+            "abupdate: {}: writable by group or others (mode 1777): others could add or replace \
+             files in it; root would trust what they put there (chmod go-w)",
+            dropins.display()
+        )
+    );
+    chmod(&dropins, 0o755);
+    chown(&dropin, Some(NOBODY), None).expect("chown");
+    let err = refused(&h.abupdate(&["install", "--no-reboot", m]), 2);
+    assert!(
+        err.starts_with(&format!(
+            "abupdate: {}: owned by uid {NOBODY}",
+            dropin.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(as_found(&h), found, "a drop-in another user owns");
+
+    std::fs::remove_file(&dropin).expect("rm");
+    let out = h.abupdate(&["install", "--no-reboot", m]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.state()["slots"]["B"]["version"], "2.0");
+}
+
+#[test]
+fn a_state_directory_others_could_write_refuses_acting_and_is_warned_about_when_judging() {
+    let h = TestHost::new("open-state", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 8192), &[]);
+    let m = m.to_str().expect("utf-8");
+    let before = h.untouched();
+    let found = as_found(&h);
+
+    chmod(&h.state_dir, 0o777);
+    let line = format!(
+        "{} (the state directory): writable by group or others (mode 0777): others could add or \
+         replace files in it; root would trust what they put there (chmod go-w)",
+        h.state_dir.display()
+    );
+    for args in [
+        vec!["check", m],
+        vec!["install", "--no-reboot", m],
+        vec!["mark-bad", "B"],
+    ] {
+        let err = refused(&h.abupdate(&args), 2);
+        assert_eq!(err, format!("abupdate: {line}"), "{args:?}");
+    }
+    h.assert_untouched(&before, "state directory 0777");
+    assert_eq!(as_found(&h), found, "state directory 0777");
+    warns_and_judges(&h, &line);
+    chmod(&h.state_dir, 0o755);
+    let out = h.abupdate(&["install", "--no-reboot", m]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.state()["slots"]["B"]["version"], "2.0");
+}
