@@ -821,7 +821,7 @@ impl Config {
             Ok(resolved) => resolved,
             Err(why) => {
                 if std::fs::metadata(p).is_ok() {
-                    open_to_others.push(format!("{}: {why}", p.display()));
+                    open_to_others.push(format!("{}: {why}", crate::text::show_path(p)));
                 }
                 p.to_path_buf()
             }

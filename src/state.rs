@@ -1624,7 +1624,7 @@ impl StateDir {
         let why = crate::safe_path::trusted_dir(&self.dir).err()?;
         Some(format!(
             "{} (the state directory): {why}",
-            self.dir.display()
+            crate::text::show_path(&self.dir)
         ))
     }
 

@@ -11,9 +11,10 @@
 //! when nobody but root could change what it trusts: the config, its
 //! drop-ins and the state directory ([`crate::safe_path`]); else the
 //! command is refused naming the first. Opened to judge (`health`,
-//! `status`), it goes on with a warning: a trial's verdict is never refused
-//! for what the version before it accepted ("upgrades keep configs"), and
-//! looking changes nothing. [`inputs_others_could_change`] decides.
+//! `status`), it goes on with a warning: a boot always gets its verdict
+//! (a trial on such a host fails, [`Host::refuses_its_next_update`], and
+//! rolls back rather than go without one), and looking changes nothing.
+//! [`inputs_others_could_change`] decides.
 
 use crate::boot::{
     custom::CustomBackend, efi::EfiBackend, grub::GrubBackend, systemd_boot::SystemdBootBackend,
@@ -56,8 +57,8 @@ pub fn inputs_others_could_change(
             .into_iter()
             .map(|line| {
                 format!(
-                    "{line}; used for this verdict or status only: check, install, update and \
-                     the manual verbs refuse it"
+                    "{line}; health and status go on (a trial fails over it), the other \
+                     commands refuse it"
                 )
             })
             .collect()),
@@ -341,6 +342,46 @@ impl Host {
             .missing_to(&what)
     }
 
+    /// When this host would refuse its next update for what it trusts: the
+    /// config, its drop-ins, the state directory or a key directory others
+    /// could change ([`crate::safe_path`]), a key file that does not load,
+    /// or fewer distinct trusted keys than `threshold`. The line saying so,
+    /// naming the first. A trial on such a host fails, as one without trust
+    /// roots does ([`Self::https_without_roots`]): committed, it would
+    /// refuse every release after it, the one that fixes it included, and a
+    /// release that strands its hosts so is stopped at its first wave.
+    pub(super) fn refuses_its_next_update(&self) -> Option<String> {
+        let u = &self.config.update;
+        let why = self
+            .config
+            .open_to_others
+            .first()
+            .cloned()
+            .or_else(|| self.state_dir.open_to_others())
+            .or_else(|| match crate::trust::KeyRing::load(&u.keys_dirs) {
+                Err(e) => Some(e.to_string()),
+                Ok(ring) if ring.is_empty() => Some(
+                    crate::trust::TrustError::NoTrustedKeys {
+                        dirs: u.keys_dirs.clone(),
+                    }
+                    .to_string(),
+                ),
+                Ok(ring) if ring.len() < u.threshold => Some(format!(
+                    "{} distinct trusted key{} in {}, fewer than [update] threshold = {}",
+                    ring.len(),
+                    if ring.len() == 1 { "" } else { "s" },
+                    u.keys_dirs
+                        .iter()
+                        .map(|d| crate::text::show_path(d))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    u.threshold
+                )),
+                Ok(_) => None,
+            })?;
+        Some(format!("{why}: this host would refuse its next update"))
+    }
+
     /// Timeouts, proxy and trust roots, nothing else: for services that
     /// are not the update servers (the FleetLock server).
     fn plain_transport_options(&self) -> TransportOptions {
@@ -544,7 +585,7 @@ mod tests {
         );
         let warned = inputs_others_could_change(Purpose::Judge, found).expect("warned");
         assert_eq!(warned.len(), 2);
-        assert!(warned[0].starts_with("/etc/c.toml: open; used for this verdict or status only"));
+        assert!(warned[0].starts_with("/etc/c.toml: open; health and status go on"));
         assert!(warned[1].starts_with("/var/s: open; "));
     }
 

@@ -650,14 +650,19 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
                         facts.booted
                     )),
                 }
-                // Before the operator's checks: a host that cannot verify
-                // its update server must not commit what it runs now.
-                facts.checks = Some(match host.https_without_roots() {
-                    Some(line) => {
+                // Before the operator's checks: a host that would refuse
+                // its next update, or cannot verify its update server,
+                // must not commit what it runs now.
+                let stranded = host
+                    .refuses_its_next_update()
+                    .map(|line| ("trusted-files", line))
+                    .or_else(|| host.https_without_roots().map(|line| ("trust-roots", line)));
+                facts.checks = Some(match stranded {
+                    Some((check, line)) => {
                         if !quiet {
-                            log(&format!("check trust-roots: FAIL ({line})"));
+                            log(&format!("check {check}: FAIL ({line})"));
                         }
-                        Err(format!("trust-roots: {line}"))
+                        Err(format!("{check}: {line}"))
                     }
                     None => run_checks(host, quiet),
                 });

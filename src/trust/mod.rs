@@ -287,7 +287,7 @@ impl fmt::Display for TrustError {
                 write!(f, "{}: cannot read key directory: {error}", dir.display())
             }
             OthersCouldChange { path, why } => {
-                write!(f, "{}: {why}", path.display())
+                write!(f, "{}: {why}", crate::text::show_path(path))
             }
             KeyFileRead { path, error } => {
                 write!(f, "{}: cannot read trusted key: {error}", path.display())

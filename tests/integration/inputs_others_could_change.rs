@@ -14,7 +14,9 @@
 //! accepted). The rule is unit-tested branch by branch in
 //! `src/safe_path.rs`.
 
-use crate::common::host::{bin, image, keygen, run, text, HostOptions, TestHost, COMPATIBLE};
+use crate::common::host::{
+    bin, host_on_trial, image, keygen, run, text, HostOptions, TestHost, COMPATIBLE,
+};
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -70,8 +72,8 @@ fn warns_and_judges(h: &TestHost, line: &str) {
         assert_eq!(
             warned,
             [format!(
-                "abupdate: warning: {line}; used for this verdict or status only: check, \
-                 install, update and the manual verbs refuse it"
+                "abupdate: warning: {line}; health and status go on (a trial fails over it), \
+                 the other commands refuse it"
             )],
             "{args:?}: {err}"
         );
@@ -218,4 +220,70 @@ fn a_state_directory_others_could_write_refuses_acting_and_is_warned_about_when_
     let out = h.abupdate(&["install", "--no-reboot", m]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(h.state()["slots"]["B"]["version"], "2.0");
+}
+
+/// A trial on a host that would refuse its next update is not committed:
+/// committed, it would refuse every release after it, the one that fixes it
+/// included, and its release would reach every wave. Each way it could:
+/// the config, the state directory, a key directory others could change,
+/// no key left, fewer keys than the threshold. The release rolls back
+/// naming why, the operator's checks never run, and the old slot boots.
+#[test]
+fn a_trial_on_a_host_that_would_refuse_its_next_update_rolls_back_naming_why() {
+    type Spoil = fn(&TestHost) -> String;
+    let cases: [(&str, Spoil); 5] = [
+        ("config", |h| {
+            chmod(&h.config, 0o666);
+            format!(
+                "{}: writable by group or others (mode 0666)",
+                h.config.display()
+            )
+        }),
+        ("state", |h| {
+            chmod(&h.state_dir, 0o777);
+            format!("{} (the state directory): writable", h.state_dir.display())
+        }),
+        ("keys", |h| {
+            chmod(&h.dir.join("keys"), 0o775);
+            format!(
+                "{}: writable by group or others (mode 0775)",
+                h.dir.join("keys").display()
+            )
+        }),
+        ("no-key", |h| {
+            std::fs::remove_file(&h.public_key).expect("rm");
+            format!("no trusted keys in {}", h.dir.join("keys").display())
+        }),
+        ("threshold", |h| {
+            let cfg = std::fs::read_to_string(&h.config).expect("config");
+            let cfg = cfg.replacen("[update]\n", "[update]\nthreshold = 2\n", 1);
+            std::fs::write(&h.config, cfg).expect("config");
+            format!(
+                "1 distinct trusted key in {}, fewer than [update] threshold = 2",
+                h.dir.join("keys").display()
+            )
+        }),
+    ];
+    for (name, spoil) in cases {
+        let mut h = host_on_trial(&format!("stranding-{name}"), "");
+        let ran = h.dir.join("ran");
+        h.add_health_check("10-ok", &format!("touch {}; exit 0", ran.display()));
+        let why = spoil(&h);
+        let out = h.abupdate(&["health"]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out));
+        let said = text(&out);
+        let fail = said
+            .lines()
+            .find(|l| l.contains("check trusted-files: FAIL ("))
+            .unwrap_or_else(|| panic!("{name}: no trusted-files line in {said}"));
+        assert!(fail.contains(&why), "{name}: {fail}");
+        assert!(
+            fail.ends_with(": this host would refuse its next update)"),
+            "{name}: {fail}"
+        );
+        assert!(said.contains("rolling back 2.0"), "{name}: {said}");
+        assert!(!ran.exists(), "{name}: the operator's check ran");
+        assert_eq!(h.state()["failed"][0]["version"], "2.0", "{name}");
+        assert_eq!(h.boot(), "A", "{name}");
+    }
 }
