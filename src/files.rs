@@ -55,8 +55,11 @@ pub fn open_checked(path: &Path, opts: &mut OpenOptions, accept: Accept) -> io::
 /// leftover of a killed run, a FIFO, a symlink to elsewhere) is unlinked
 /// first, never opened, and the create does not follow a link put there
 /// meanwhile (`O_EXCL`, `O_NOFOLLOW`). So the write neither waits on a FIFO
-/// nor lands where a link points.
+/// nor lands where a link points. Mode 0644 at most, whatever the umask:
+/// none of these files is for others to write (`state.json` least of all,
+/// [`crate::state::StateDir::open_to_others`]).
 pub fn create_replacing(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
@@ -64,6 +67,7 @@ pub fn create_replacing(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o644)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
 }

@@ -2,9 +2,13 @@
 //! runs from a path the site configures (install hooks, `[health] dir`
 //! checks, the custom boot backend's script) or finds in `PATH` (`[system]
 //! reboot`, `systemctl` for `[health] units`), and the files it trusts (the
-//! config and its drop-ins, the trusted keys, the state directory). Each is
-//! used only when nobody but root, or the user abupdate runs as, could
-//! have put it there or could change it before it is used.
+//! config and its drop-ins, the trusted keys, the CA file, the state
+//! directory). Each is used only when nobody but root, or the user
+//! abupdate runs as, could have put it there or could change it before it
+//! is used. What a refusal costs is the caller's: a program is not run, a
+//! key directory or a CA file gives nothing; the config and the state
+//! directory refuse the commands that act and fail a trial
+//! ([`crate::agent::Purpose`]).
 //!
 //! Invariant: [`command`] (and [`command_on_path`] for a name looked up in
 //! `PATH`) is the one way such a program is started, and [`trusted_file`]
@@ -194,9 +198,7 @@ impl Trusted {
         }
         Ok(())
     }
-}
 
-impl Trusted {
     /// Refuse the resolved file unless it is a regular file owned by root
     /// (or us) and writable by neither group nor others.
     fn may_read(&self, meta: &Metadata) -> Result<(), String> {

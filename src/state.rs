@@ -1610,8 +1610,8 @@ impl StateDir {
     }
 
     /// When others than root (or the user abupdate runs as) could change
-    /// the state directory ([`crate::safe_path::trusted_dir`]), one line
-    /// naming it and why: whoever writes `state.json` decides which slot is
+    /// the state directory ([`crate::safe_path::trusted_dir`]) or
+    /// `state.json` in it, one line naming it and why: whoever writes `state.json` decides which slot is
     /// proven good, which trial has been judged and which release is the
     /// newest this host has seen (what refuses an older signed release
     /// replayed). For the command to refuse or warn about
@@ -1621,11 +1621,18 @@ impl StateDir {
         if std::fs::symlink_metadata(&self.dir).is_err() {
             return None;
         }
-        let why = crate::safe_path::trusted_dir(&self.dir).err()?;
-        Some(format!(
-            "{} (the state directory): {why}",
-            crate::text::show_path(&self.dir)
-        ))
+        if let Err(why) = crate::safe_path::trusted_dir(&self.dir) {
+            return Some(format!(
+                "{} (the state directory): {why}",
+                crate::text::show_path(&self.dir)
+            ));
+        }
+        // Written whole at mode 0644, but a chmod could open it in place.
+        let state = self.state_file();
+        let why = std::fs::symlink_metadata(&state)
+            .ok()
+            .and_then(|_| crate::safe_path::trusted_file(&state).err())?;
+        Some(format!("{}: {why}", crate::text::show_path(&state)))
     }
 
     /// Where the last good state before the current one is kept.
@@ -1954,8 +1961,9 @@ mod tests {
     }
 
     /// Whoever can write the state dir decides which slot is proven good
-    /// and which release is the newest seen: one others could change is
-    /// named, with why; one not there yet, or root's alone, is not.
+    /// and which release is the newest seen: one others could change, or a
+    /// `state.json` opened in place, is named with why; one not there yet,
+    /// or root's alone, is not.
     #[test]
     fn a_state_directory_others_could_change_is_named_with_why() {
         use std::os::unix::fs::PermissionsExt;
@@ -1964,6 +1972,19 @@ mod tests {
         assert_eq!(sd.open_to_others(), None, "not there yet");
         sd.ensure().expect("made");
         assert_eq!(sd.open_to_others(), None, "made root's");
+        let state = sd.state_file();
+        sd.lock().expect("lock").save(&fresh()).expect("save");
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o646)).expect("chmod");
+        assert_eq!(
+            sd.open_to_others(),
+            Some(format!(
+                "{}: writable by group or others (mode 0646): others could change it; root would \
+                 trust what they put there (chmod go-w)",
+                state.display()
+            ))
+        );
+        sd.lock().expect("lock").save(&fresh()).expect("save again");
+        assert_eq!(sd.open_to_others(), None, "a save puts it right");
         std::fs::set_permissions(sd.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
         assert_eq!(
             sd.open_to_others(),
