@@ -48,13 +48,13 @@ pub enum Purpose {
 /// nothing to say.
 pub fn inputs_others_could_change(
     purpose: Purpose,
-    found: Vec<String>,
+    found: &[String],
 ) -> std::result::Result<Vec<String>, String> {
     match (purpose, found.first()) {
         (_, None) => Ok(Vec::new()),
         (Purpose::Act, Some(first)) => Err(first.clone()),
         (Purpose::Judge, Some(_)) => Ok(found
-            .into_iter()
+            .iter()
             .map(|line| {
                 format!(
                     "{line}; health and status go on (a trial fails over it), the other \
@@ -73,6 +73,10 @@ pub struct Host {
     pub state_dir: StateDir,
     /// The configured bootloader backend.
     pub boot: Box<dyn Bootloader>,
+    /// What [`inputs_others_could_change`] was given at the open: the
+    /// config, drop-ins and state directory others could change, one line
+    /// each (empty when opened to act: it refuses them).
+    open_to_others: Vec<String>,
     booted: OnceCell<SlotName>,
     boot_id: OnceCell<Option<String>>,
     machine_id: OnceCell<String>,
@@ -84,13 +88,13 @@ impl Host {
     /// change the config or the state dir ([`inputs_others_could_change`]).
     pub fn open(config: Config, purpose: Purpose) -> Result<Host> {
         let state_dir = StateDir::new(&config.update.state_dir);
-        let found = config
+        let open_to_others: Vec<String> = config
             .open_to_others
             .iter()
             .cloned()
             .chain(state_dir.open_to_others())
             .collect();
-        for warning in inputs_others_could_change(purpose, found)
+        for warning in inputs_others_could_change(purpose, &open_to_others)
             .map_err(|line| Error::Config(ConfigError(line)))?
         {
             super::log(&format!("warning: {warning}"));
@@ -126,6 +130,7 @@ impl Host {
             config,
             state_dir,
             boot,
+            open_to_others,
             booted: OnceCell::new(),
             boot_id: OnceCell::new(),
             machine_id: OnceCell::new(),
@@ -324,7 +329,7 @@ impl Host {
     /// is asked at `[reboot] fleetlock` itself (the mirror is for releases,
     /// not for the lock). A `ca_file` that gives no certificate is no roots
     /// too (the bundles are not tried): the line names it and why.
-    pub(super) fn https_without_roots(&self) -> Option<String> {
+    fn https_without_roots(&self) -> Option<String> {
         let u = &self.config.update;
         let update_urls: Vec<String> = [&u.url, &u.channel, &u.signature_url]
             .into_iter()
@@ -342,6 +347,15 @@ impl Host {
             .missing_to(&what)
     }
 
+    /// Why this host, committed as it stands, could not take its next
+    /// update: the check that says so (`trusted-files`, then `trust-roots`)
+    /// and its line. A trial fails over it; `status` shows it.
+    pub fn next_update_blocked(&self) -> Option<(&'static str, String)> {
+        self.refuses_its_next_update()
+            .map(|line| ("trusted-files", line))
+            .or_else(|| self.https_without_roots().map(|line| ("trust-roots", line)))
+    }
+
     /// When this host would refuse its next update for what it trusts: the
     /// config, its drop-ins, the state directory or a key directory others
     /// could change ([`crate::safe_path`]), a key file that does not load,
@@ -350,35 +364,15 @@ impl Host {
     /// roots does ([`Self::https_without_roots`]): committed, it would
     /// refuse every release after it, the one that fixes it included, and a
     /// release that strands its hosts so is stopped at its first wave.
-    pub(super) fn refuses_its_next_update(&self) -> Option<String> {
+    fn refuses_its_next_update(&self) -> Option<String> {
         let u = &self.config.update;
-        let why = self
-            .config
-            .open_to_others
-            .first()
-            .cloned()
-            .or_else(|| self.state_dir.open_to_others())
-            .or_else(|| match crate::trust::KeyRing::load(&u.keys_dirs) {
-                Err(e) => Some(e.to_string()),
-                Ok(ring) if ring.is_empty() => Some(
-                    crate::trust::TrustError::NoTrustedKeys {
-                        dirs: u.keys_dirs.clone(),
-                    }
-                    .to_string(),
-                ),
-                Ok(ring) if ring.len() < u.threshold => Some(format!(
-                    "{} distinct trusted key{} in {}, fewer than [update] threshold = {}",
-                    ring.len(),
-                    if ring.len() == 1 { "" } else { "s" },
-                    u.keys_dirs
-                        .iter()
-                        .map(|d| crate::text::show_path(d))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    u.threshold
-                )),
-                Ok(_) => None,
-            })?;
+        let why = self.open_to_others.first().cloned().or_else(|| {
+            match crate::trust::KeyRing::load(&u.keys_dirs) {
+                Err(e) => Some(e),
+                Ok(ring) => ring.cannot_meet(u.threshold),
+            }
+            .map(|e| e.to_string())
+        })?;
         Some(format!("{why}: this host would refuse its next update"))
     }
 
@@ -574,16 +568,13 @@ mod tests {
     fn inputs_others_could_change_refuse_acting_and_warn_judging() {
         let found = vec!["/etc/c.toml: open".to_string(), "/var/s: open".to_string()];
         for purpose in [Purpose::Act, Purpose::Judge] {
-            assert_eq!(
-                inputs_others_could_change(purpose, Vec::new()),
-                Ok(Vec::new())
-            );
+            assert_eq!(inputs_others_could_change(purpose, &[]), Ok(Vec::new()));
         }
         assert_eq!(
-            inputs_others_could_change(Purpose::Act, found.clone()),
+            inputs_others_could_change(Purpose::Act, &found),
             Err("/etc/c.toml: open".to_string())
         );
-        let warned = inputs_others_could_change(Purpose::Judge, found).expect("warned");
+        let warned = inputs_others_could_change(Purpose::Judge, &found).expect("warned");
         assert_eq!(warned.len(), 2);
         assert!(warned[0].starts_with("/etc/c.toml: open; health and status go on"));
         assert!(warned[1].starts_with("/var/s: open; "));

@@ -63,6 +63,10 @@ pub struct Status {
     /// The FleetLock group whose reboot lock this host may hold (taken for
     /// a trial, not yet given back).
     pub reboot_lock: Option<String>,
+    /// Why this host could not take its next update as it stands
+    /// (`check: line`, the check a trial fails over:
+    /// [`Host::next_update_blocked`]).
+    pub next_update_blocked: Option<String>,
     /// The committed release on probation, or the last one whose
     /// probation ended (passed, switched off, or failed with no fallback).
     pub probation: Option<crate::state::Probation>,
@@ -212,6 +216,9 @@ pub fn status(host: &Host) -> Result<Status> {
         backoff_delays,
         reboot_owed,
         reboot_lock: state.fleetlock.as_deref().map(shown::text),
+        next_update_blocked: host
+            .next_update_blocked()
+            .map(|(check, line)| format!("{check}: {line}")),
         probation: state.probation.clone().map(shown::probation),
         metrics: state.metrics.clone(),
     })

@@ -653,11 +653,7 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
                 // Before the operator's checks: a host that would refuse
                 // its next update, or cannot verify its update server,
                 // must not commit what it runs now.
-                let stranded = host
-                    .refuses_its_next_update()
-                    .map(|line| ("trusted-files", line))
-                    .or_else(|| host.https_without_roots().map(|line| ("trust-roots", line)));
-                facts.checks = Some(match stranded {
+                facts.checks = Some(match host.next_update_blocked() {
                     Some((check, line)) => {
                         if !quiet {
                             log(&format!("check {check}: FAIL ({line})"));

@@ -840,6 +840,9 @@ fn print_status(s: &agent::Status) {
     if let Some(group) = &s.reboot_lock {
         crate::tell!("reboot lock: may hold group {group}'s lock (given back after the verdict)");
     }
+    if let Some(why) = &s.next_update_blocked {
+        crate::tell!("next update: blocked ({why})");
+    }
     crate::tell!("rollout position: {:.4}", s.rollout_position);
     if let Some(until) = &s.backoff_until {
         crate::tell!(

@@ -478,6 +478,9 @@ pub struct Status<'a> {
     pub reboot_owed: Option<&'a crate::agent::OwedReboot>,
     /// The FleetLock group whose reboot lock this host may hold.
     pub reboot_lock: Option<&'a str>,
+    /// Why this host could not take its next update as it stands
+    /// (`check: line`: what a trial on it would fail over), else `null`.
+    pub next_update_blocked: Option<&'a str>,
     /// The committed release on probation, or the last one (passed,
     /// switched off, or failed with no fallback) (`state.json`'s
     /// `probation`: `slot`, `version`, `started`, `until`, `failures`,
@@ -525,6 +528,7 @@ impl<'a> From<&'a crate::agent::Status> for Status<'a> {
             backoff_delays: s.backoff_delays,
             reboot_owed: s.reboot_owed.as_ref(),
             reboot_lock: s.reboot_lock.as_deref(),
+            next_update_blocked: s.next_update_blocked.as_deref(),
             probation: s.probation.as_ref(),
             metrics: &s.metrics,
         }
@@ -1010,6 +1014,7 @@ mod tests {
             backoff_delays: None,
             reboot_owed: None,
             reboot_lock: None,
+            next_update_blocked: None,
             probation: None,
             metrics: Default::default(),
         }
@@ -1028,6 +1033,7 @@ mod tests {
                 "bootloader",
                 "failed",
                 "metrics",
+                "next_update_blocked",
                 "primary_slot",
                 "probation",
                 "reboot_lock",
@@ -1053,6 +1059,7 @@ mod tests {
         assert_eq!(v["probation"], Value::Null);
         assert_eq!(v["backoff_delays"], Value::Null);
         assert_eq!(v["reboot_owed"], Value::Null);
+        assert_eq!(v["next_update_blocked"], Value::Null);
         let mut owed = sample_status();
         owed.backoff_until = Some("2027-01-15T08:00:00Z".into());
         owed.backoff_delays = Some(crate::agent::BackoffDelays::AttemptsAfterTheOwedReboot);

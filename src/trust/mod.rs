@@ -122,6 +122,26 @@ impl KeyRing {
         self.keys.is_empty()
     }
 
+    /// Why no manifest could ever meet `threshold` (0 counts as 1) with
+    /// these keys: none at all, or fewer distinct keys than the threshold.
+    /// The one rule the trust gate ([`verify_threshold`]) and a trial's
+    /// `trusted-files` check share.
+    pub fn cannot_meet(&self, threshold: usize) -> Option<TrustError> {
+        let keys = self.len();
+        let threshold = threshold.max(1);
+        match keys {
+            0 => Some(TrustError::NoTrustedKeys {
+                dirs: self.dirs.clone(),
+            }),
+            _ if keys < threshold => Some(TrustError::TooFewKeys {
+                dirs: self.dirs.clone(),
+                keys,
+                threshold,
+            }),
+            _ => None,
+        }
+    }
+
     /// All keys carrying `key_id`; normally one, but ids are only 64 bits
     /// and nothing stops two key files from sharing one.
     fn candidates<'a>(&'a self, key_id: &'a [u8; 8]) -> impl Iterator<Item = &'a PublicKey> {
@@ -170,6 +190,16 @@ pub enum TrustError {
     NoTrustedKeys {
         /// The directories looked in.
         dirs: Vec<PathBuf>,
+    },
+    /// Fewer distinct trusted keys than the threshold: no manifest could
+    /// meet it.
+    TooFewKeys {
+        /// The directories looked in.
+        dirs: Vec<PathBuf>,
+        /// Distinct keys found.
+        keys: usize,
+        /// Signatures by distinct trusted keys needed.
+        threshold: usize,
     },
     /// A key directory exists but cannot be listed.
     KeyDir {
@@ -272,7 +302,7 @@ pub enum TrustError {
 
 fn display_dirs(dirs: &[PathBuf]) -> String {
     dirs.iter()
-        .map(|d| d.display().to_string())
+        .map(|d| crate::text::show_path(d))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -283,6 +313,18 @@ impl fmt::Display for TrustError {
         match self {
             NoTrustedKeys { dirs } if dirs.is_empty() => f.write_str("no trusted keys configured"),
             NoTrustedKeys { dirs } => write!(f, "no trusted keys in {}", display_dirs(dirs)),
+            TooFewKeys {
+                dirs,
+                keys,
+                threshold,
+            } => {
+                let s = if *keys == 1 { "" } else { "s" };
+                write!(f, "{keys} distinct trusted key{s}")?;
+                if !dirs.is_empty() {
+                    write!(f, " in {}", display_dirs(dirs))?;
+                }
+                write!(f, ", fewer than the threshold, {threshold}")
+            }
             KeyDir { dir, error } => {
                 write!(f, "{}: cannot read key directory: {error}", dir.display())
             }
@@ -380,10 +422,8 @@ pub fn verify_threshold(
     threshold: usize,
 ) -> Result<Vec<[u8; 8]>, TrustError> {
     let threshold = threshold.max(1);
-    if keys.is_empty() {
-        return Err(TrustError::NoTrustedKeys {
-            dirs: keys.dirs.clone(),
-        });
+    if let Some(never) = keys.cannot_meet(threshold) {
+        return Err(never);
     }
     if signatures.is_empty() {
         return Err(TrustError::NoSignatures { missing: None });
@@ -573,13 +613,17 @@ mod tests {
 
     #[test]
     fn one_key_under_two_key_ids_counts_once() {
-        let ks = keys(1);
+        let ks = keys(2);
         let real = &ks[0].1;
         let other_id = [7u8; 8];
         let alias = relabelled_key(real, other_id);
         assert_ne!(alias.key_id, real.key_id);
-        let r = KeyRing::from_keys(vec![real.clone(), alias]);
-        assert_eq!(r.len(), 1, "one Ed25519 key, listed under two ids");
+        let alone = KeyRing::from_keys(vec![real.clone(), alias.clone()]);
+        assert_eq!(alone.len(), 1, "one Ed25519 key, listed under two ids");
+        // A second, unused key: the ring could meet 2, so what is counted
+        // is the signatures.
+        let r = KeyRing::from_keys(vec![real.clone(), alias, ks[1].1.clone()]);
+        assert_eq!(r.len(), 2);
         let genuine = sign(&ks[0].0, MANIFEST, "timestamp:1\tfile:release.json");
         let forged = relabelled_signature(&genuine, other_id);
         // Each signature verifies on its own (as `minisign -V` would say)...
@@ -608,6 +652,12 @@ mod tests {
         assert_eq!(
             verify_threshold(MANIFEST, &sigs, &r, 1).expect("1"),
             vec![real.key_id]
+        );
+        // The ring of that one key alone could never meet 2: said first.
+        let e = verify_threshold(MANIFEST, &sigs, &alone, 2).expect_err("one key, threshold 2");
+        assert_eq!(
+            e.to_string(),
+            "1 distinct trusted key, fewer than the threshold, 2"
         );
     }
 
@@ -679,6 +729,53 @@ mod tests {
             verify_threshold(MANIFEST, &good, &r, 0).expect("ok").len(),
             1
         );
+    }
+
+    #[test]
+    fn a_ring_that_could_never_meet_its_threshold_is_refused_before_any_signature() {
+        let ks = keys(2);
+        let dirs = vec![PathBuf::from("/etc/abupdate/keys")];
+        let with = |n: usize| KeyRing {
+            keys: ks[..n].iter().map(|k| k.1.clone()).collect(),
+            dirs: dirs.clone(),
+        };
+        let said =
+            |n: usize, threshold: usize| with(n).cannot_meet(threshold).map(|e| e.to_string());
+        assert_eq!(
+            said(0, 1).as_deref(),
+            Some("no trusted keys in /etc/abupdate/keys")
+        );
+        assert_eq!(
+            said(0, 0).as_deref(),
+            Some("no trusted keys in /etc/abupdate/keys")
+        );
+        assert_eq!(
+            said(1, 2).as_deref(),
+            Some("1 distinct trusted key in /etc/abupdate/keys, fewer than the threshold, 2")
+        );
+        assert_eq!(
+            said(2, 3).as_deref(),
+            Some("2 distinct trusted keys in /etc/abupdate/keys, fewer than the threshold, 3")
+        );
+        assert_eq!(said(1, 0), None, "0 counts as 1");
+        assert_eq!(said(1, 1), None);
+        assert_eq!(said(2, 2), None);
+        // The gate says so first, whatever the signatures: a bad one (the
+        // most specific reason otherwise) would hide that no release could
+        // ever pass.
+        let bad = vec![named("x.minisig", sign(&ks[0].0, b"not it", "t"))];
+        assert!(matches!(
+            verify_threshold(MANIFEST, &bad, &with(1), 2),
+            Err(TrustError::TooFewKeys {
+                keys: 1,
+                threshold: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            verify_threshold(MANIFEST, &bad, &with(2), 2),
+            Err(TrustError::BadSignature { .. })
+        ));
     }
 
     #[test]

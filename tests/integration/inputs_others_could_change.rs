@@ -259,7 +259,7 @@ fn a_trial_on_a_host_that_would_refuse_its_next_update_rolls_back_naming_why() {
             let cfg = cfg.replacen("[update]\n", "[update]\nthreshold = 2\n", 1);
             std::fs::write(&h.config, cfg).expect("config");
             format!(
-                "1 distinct trusted key in {}, fewer than [update] threshold = 2",
+                "1 distinct trusted key in {}, fewer than the threshold, 2",
                 h.dir.join("keys").display()
             )
         }),
@@ -286,4 +286,49 @@ fn a_trial_on_a_host_that_would_refuse_its_next_update_rolls_back_naming_why() {
         assert_eq!(h.state()["failed"][0]["version"], "2.0", "{name}");
         assert_eq!(h.boot(), "A", "{name}");
     }
+}
+
+#[test]
+fn a_committed_host_that_would_refuse_its_next_update_says_so_in_status_and_install_names_why() {
+    let h = TestHost::new("blocked-status", "1.0", HostOptions::default());
+    let blocked = |h: &TestHost| {
+        let out = h.abupdate(&["status"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let said: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("next update:"))
+            .map(String::from)
+            .collect();
+        let out = h.abupdate(&["status", "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        (said, v["next_update_blocked"].clone())
+    };
+    assert_eq!(blocked(&h), (Vec::new(), serde_json::Value::Null));
+
+    // One key for a threshold of 2: no release could ever pass the gate.
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replacen("[update]\n", "[update]\nthreshold = 2\n", 1);
+    std::fs::write(&h.config, cfg).expect("config");
+    let why = format!(
+        "1 distinct trusted key in {}, fewer than the threshold, 2",
+        h.dir.join("keys").display()
+    );
+    let line = format!("trusted-files: {why}: this host would refuse its next update");
+    assert_eq!(
+        blocked(&h),
+        (
+            vec![format!("next update: blocked ({line})")],
+            serde_json::Value::String(line)
+        )
+    );
+    // The gate says the same, before any signature, and changes nothing.
+    let m = h.pack("ours", "2.0", &image("2.0", 8192), &[]);
+    let found = as_found(&h);
+    let err = refused(
+        &h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf-8")]),
+        1,
+    );
+    assert!(err.ends_with(&why), "{err}");
+    assert_eq!(as_found(&h), found);
 }
