@@ -831,21 +831,20 @@ impl Config {
         // A `config.d` that is not a directory was never read.
         if std::fs::metadata(&dir).is_ok_and(|m| m.is_dir()) {
             let resolved = judged(&dir, crate::safe_path::trusted_dir(&dir));
-            if let Ok(entries) = std::fs::read_dir(&resolved) {
-                let mut dropins: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| dir.join(e.file_name())))
-                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                    .collect();
-                dropins.sort();
-                files.extend(dropins);
-            }
+            let names = crate::files::listed(&resolved, b".toml").map_err(|e| {
+                ConfigError(format!(
+                    "{}: cannot be listed: {e}",
+                    crate::text::show_path(&dir)
+                ))
+            })?;
+            files.extend(names.into_iter().map(|n| dir.join(n)));
         }
         let texts = files
             .iter()
             .map(|f| {
                 let resolved = judged(f, crate::safe_path::trusted_file(f));
                 crate::files::read_text_capped(&resolved, MAX_CONFIG_BYTES)
-                    .map_err(|e| ConfigError(format!("{}: {e}", f.display())))
+                    .map_err(|e| ConfigError(format!("{}: {e}", crate::text::show_path(f))))
             })
             .collect::<Result<Vec<String>, ConfigError>>()?;
         let mut merged = DeTable::new();
@@ -1349,18 +1348,25 @@ impl Config {
         // there, the timer's and one by hand alike, with a warning (refusing
         // it would stop hosts whose service always read it so).
         let mut anchored: Vec<String> = Vec::new();
+        // An empty path is one too: the directory the command runs in
+        // (found from outside: `state_dir = ""` kept one state for the
+        // timer, in /, and another for each directory a run by hand started
+        // in).
         let mut anchor = |key: &str, p: &mut PathBuf| {
-            if p.as_os_str().is_empty() || p.is_absolute() {
+            if p.is_absolute() {
                 return;
             }
             let absolute = Path::new("/").join(&*p);
             if !anchored.iter().any(|k| k == key) {
                 anchored.push(key.to_string());
+                let what = match p.as_os_str().is_empty() {
+                    true => "\"\" (empty) is a relative path".to_string(),
+                    false => format!("{} is a relative path", crate::text::show_path(p)),
+                };
                 warn(
                     key,
                     format!(
-                        "{} is a relative path: read as {} (from /, where the service runs); write it absolute",
-                        crate::text::show_path(p),
+                        "{what}: read as {} (from /, where the service runs); write it absolute",
                         crate::text::show_path(&absolute)
                     ),
                 );
@@ -1645,6 +1651,18 @@ rootfs = "/dev/b"
                 .any(|w| w.contains("slots.A.rootfs: dev/a is a relative path")),
             "{:#?}",
             c.warnings
+        );
+        // An empty path is the directory a command runs in: read from / too.
+        let empty = "[update]\ncompatible = \"acme-edge\"\nstate_dir = \"\"\n\
+                     [slots.A]\nrootfs = \"/dev/a\"\n[slots.B]\nrootfs = \"/dev/b\"\n";
+        let c = Config::from_str(empty, Path::new("c.toml")).expect("loads");
+        assert_eq!(c.update.state_dir, PathBuf::from("/"));
+        assert_eq!(
+            c.warnings,
+            [
+                "c.toml:3: update.state_dir: \"\" (empty) is a relative path: read as / \
+              (from /, where the service runs); write it absolute"
+            ]
         );
     }
 

@@ -130,6 +130,26 @@ pub fn read_text_capped(path: &Path, cap: u64) -> io::Result<String> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
+/// The names in directory `dir` a drop-in directory counts (`config.d`,
+/// a key directory, `[health] dir`): every entry whose name ends with
+/// `suffix` (and is more than it), hidden ones (`.name`: an editor's lock
+/// or swap file, a package manager's leftover) left out, compared as
+/// bytes (a name that is not UTF-8 counts as any other), in byte order.
+/// An entry that cannot be read fails the listing: a directory half read
+/// would drop what the other half says.
+pub fn listed(dir: &Path, suffix: &[u8]) -> io::Result<Vec<std::ffi::OsString>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let bytes = name.as_encoded_bytes();
+        if !bytes.starts_with(b".") && bytes.len() > suffix.len() && bytes.ends_with(suffix) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +162,49 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .expect("mkfifo");
         fifo
+    }
+
+    #[test]
+    fn a_drop_in_directory_lists_its_suffix_by_bytes_without_hidden_names() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = TempDir::new("listed");
+        let names: [&[u8]; 8] = [
+            b"50-site.toml",
+            b"10-b\xff.toml",
+            b".#50-site.toml",
+            b".hidden.toml",
+            b"50-site.toml~",
+            b"notes.txt",
+            b".toml",
+            b"20-a.toml",
+        ];
+        for n in names {
+            std::fs::write(d.path().join(std::ffi::OsStr::from_bytes(n)), "").expect("write");
+        }
+        // An editor's lock: a dangling link, never followed by a listing.
+        std::os::unix::fs::symlink("root@host.1:1", d.path().join(".#20-a.toml")).expect("ln");
+        let names_of = |suffix: &[u8]| -> Vec<Vec<u8>> {
+            listed(d.path(), suffix)
+                .expect("listed")
+                .iter()
+                .map(|n| n.as_bytes().to_vec())
+                .collect()
+        };
+        assert_eq!(
+            names_of(b".toml"),
+            [&b"10-b\xff.toml"[..], b"20-a.toml", b"50-site.toml"]
+        );
+        assert_eq!(
+            names_of(b""),
+            [
+                &b"10-b\xff.toml"[..],
+                b"20-a.toml",
+                b"50-site.toml",
+                b"50-site.toml~",
+                b"notes.txt"
+            ]
+        );
+        assert!(listed(d.path().join("gone").as_path(), b"").is_err());
     }
 
     #[test]

@@ -77,8 +77,8 @@ pub fn configured_checks(cfg: &Health) -> Vec<Check> {
         dir: cfg.dir.clone(),
         reason,
     };
-    match std::fs::read_dir(&cfg.dir) {
-        Ok(rd) => {
+    match crate::files::listed(&cfg.dir, b"") {
+        Ok(names) => {
             // Others who could empty the directory would pass every
             // verdict with no check at all: the directory is one more
             // check, failing first.
@@ -86,13 +86,11 @@ pub fn configured_checks(cfg: &Health) -> Vec<Check> {
             checks.extend(
                 open.map(|why| failing(format!("[health] dir others could change: {why}"))),
             );
-            let mut exes: Vec<PathBuf> = rd
-                .filter_map(|e| e.ok())
-                .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
-                .map(|e| e.path())
-                .collect();
-            exes.sort();
-            checks.extend(exes.into_iter().map(Check::Executable));
+            checks.extend(
+                names
+                    .into_iter()
+                    .map(|name| Check::Executable(cfg.dir.join(name))),
+            );
         }
         // The default dir absent is no checks, unless others could have
         // removed it (found from outside: in a mode-0777 /etc/abupdate a

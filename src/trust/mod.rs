@@ -57,26 +57,12 @@ impl KeyRing {
                     why,
                 }
             })?;
-            let entries = std::fs::read_dir(&resolved).map_err(|e| TrustError::KeyDir {
-                dir: dir.clone(),
-                error: e,
-            })?;
-            let mut files = Vec::new();
-            for entry in entries {
-                let entry = entry.map_err(|e| TrustError::KeyDir {
+            let files =
+                crate::files::listed(&resolved, b".pub").map_err(|e| TrustError::KeyDir {
                     dir: dir.clone(),
                     error: e,
                 })?;
-                let name = entry.file_name();
-                let is_pub = name
-                    .to_str()
-                    .is_some_and(|n| n.len() > ".pub".len() && n.ends_with(".pub"));
-                if is_pub {
-                    files.push(dir.join(name));
-                }
-            }
-            files.sort();
-            for path in files {
+            for path in files.into_iter().map(|name| dir.join(name)) {
                 let resolved = crate::safe_path::trusted_file(&path).map_err(|why| {
                     TrustError::OthersCouldChange {
                         path: path.clone(),
@@ -326,24 +312,24 @@ impl fmt::Display for TrustError {
                 write!(f, ", fewer than the threshold, {threshold}")
             }
             KeyDir { dir, error } => {
-                write!(f, "{}: cannot read key directory: {error}", dir.display())
+                write!(f, "{}: cannot read key directory: {error}", crate::text::show_path(dir))
             }
             OthersCouldChange { path, why } => {
                 write!(f, "{}: {why}", crate::text::show_path(path))
             }
             KeyFileRead { path, error } => {
-                write!(f, "{}: cannot read trusted key: {error}", path.display())
+                write!(f, "{}: cannot read trusted key: {error}", crate::text::show_path(path))
             }
-            KeyFileInvalid { path, error } => write!(f, "{}: {error}", path.display()),
+            KeyFileInvalid { path, error } => write!(f, "{}: {error}", crate::text::show_path(path)),
             NoSignatures { missing: None } => f.write_str("no signature to check"),
             NoSignatures {
                 missing: Some(name),
             } => write!(f, "{name}: missing (a release must be signed)"),
             KeyFileExists { path } => {
-                write!(f, "{}: exists (use --force to overwrite)", path.display())
+                write!(f, "{}: exists (use --force to overwrite)", crate::text::show_path(path))
             }
             KeyGen(error) => write!(f, "keygen: {error}"),
-            SecretKeyInvalid { path, error } => write!(f, "{}: {error}", path.display()),
+            SecretKeyInvalid { path, error } => write!(f, "{}: {error}", crate::text::show_path(path)),
             Verify { name, error } => write!(f, "{name}: {error}"),
             MalformedSignature { name, error } => write!(f, "{name}: {error}"),
             UntrustedKey { name, key_id } => {
@@ -739,27 +725,23 @@ mod tests {
             keys: ks[..n].iter().map(|k| k.1.clone()).collect(),
             dirs: dirs.clone(),
         };
-        let said =
-            |n: usize, threshold: usize| with(n).cannot_meet(threshold).map(|e| e.to_string());
-        assert_eq!(
-            said(0, 1).as_deref(),
-            Some("no trusted keys in /etc/abupdate/keys")
-        );
-        assert_eq!(
-            said(0, 0).as_deref(),
-            Some("no trusted keys in /etc/abupdate/keys")
-        );
-        assert_eq!(
-            said(1, 2).as_deref(),
-            Some("1 distinct trusted key in /etc/abupdate/keys, fewer than the threshold, 2")
-        );
-        assert_eq!(
-            said(2, 3).as_deref(),
-            Some("2 distinct trusted keys in /etc/abupdate/keys, fewer than the threshold, 3")
-        );
-        assert_eq!(said(1, 0), None, "0 counts as 1");
-        assert_eq!(said(1, 1), None);
-        assert_eq!(said(2, 2), None);
+        let none = "no trusted keys in /etc/abupdate/keys";
+        let one = "1 distinct trusted key in /etc/abupdate/keys, fewer than the threshold, 2";
+        let two = "2 distinct trusted keys in /etc/abupdate/keys, fewer than the threshold, 3";
+        // (keys, threshold, what is said); threshold 0 counts as 1.
+        let cases = [
+            (0, 0, Some(none)),
+            (0, 1, Some(none)),
+            (1, 2, Some(one)),
+            (2, 3, Some(two)),
+            (1, 0, None),
+            (1, 1, None),
+            (2, 2, None),
+        ];
+        for (n, threshold, want) in cases {
+            let said = with(n).cannot_meet(threshold).map(|e| e.to_string());
+            assert_eq!(said.as_deref(), want, "{n} keys, threshold {threshold}");
+        }
         // The gate says so first, whatever the signatures: a bad one (the
         // most specific reason otherwise) would hide that no release could
         // ever pass.
