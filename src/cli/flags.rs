@@ -246,8 +246,8 @@ pub struct Flag {
     pub scope: Scope,
     /// A command that takes it cannot do without it.
     pub required: bool,
-    /// May be given more than once, each adding a value (otherwise the
-    /// last one given counts).
+    /// May be given more than once, each adding a value (otherwise a
+    /// second one is refused: it would silently replace the first).
     pub repeat: bool,
     /// One line for the usage text and the command's `--help`.
     pub help: &'static str,
@@ -1221,10 +1221,26 @@ fn lexopt_error(e: lexopt::Error) -> String {
     }
 }
 
+/// Why `flag`, which does not repeat, is refused a second time.
+fn twice(flag: &Flag) -> String {
+    match flag.value {
+        Some(_) => format!(
+            "--{} given twice: it takes one value, and the second would replace the first",
+            flag.long
+        ),
+        None => format!("--{} given twice", flag.long),
+    }
+}
+
 impl LowArgs {
     /// Record the flag `FLAGS[i]` and put its value in its field.
     fn apply(&mut self, i: usize, raw: OsString) -> Result<(), String> {
         let flag = &FLAGS[i];
+        // Found from outside: `fleet --reports A --reports B` read B
+        // alone, and A's failures were never counted.
+        if !flag.repeat && self.given.contains(&i) {
+            return Err(twice(flag));
+        }
         (flag.set)(
             self,
             Value {
@@ -1617,6 +1633,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every flag given twice, in both spellings and on both sides of the
+    /// command's name: added to when repeatable, else refused naming it
+    /// (found from outside: `fleet --reports A --reports B` read B alone).
+    #[test]
+    fn a_flag_given_twice_is_refused_unless_it_repeats() {
+        for (i, f) in FLAGS.iter().enumerate() {
+            for def in COMMANDS.iter().filter(|d| f.takes(d.cmd)) {
+                let once = |long: bool| -> Vec<String> {
+                    let name = match (long, f.short) {
+                        (false, Some(c)) => format!("-{c}"),
+                        _ => format!("--{}", f.long),
+                    };
+                    let mut v = vec![name];
+                    v.extend(f.value.map(|v| sample(v).to_string()));
+                    v
+                };
+                let mut args = vec![def.name.to_string()];
+                args.extend(once(true));
+                args.extend(once(false));
+                let parsed = parse_low(args.iter());
+                match (f.repeat, f.long) {
+                    // They stop the parse: what follows is not looked at.
+                    (_, "help" | "version") if f.value.is_none() => {
+                        assert!(parsed.is_ok(), "{args:?}")
+                    }
+                    (true, _) => assert_eq!(parsed.expect("repeats").given, [i, i], "{args:?}"),
+                    (false, _) => assert_eq!(parsed.err(), Some(twice(f)), "{args:?}"),
+                }
+            }
+        }
+        let e = low(&["--json", "fleet", "--reports", "a", "--json"]).expect_err("twice");
+        assert_eq!(e, "--json given twice");
+        let e = low(&["fleet", "--reports", "a", "--reports=b"]).expect_err("twice");
+        assert_eq!(
+            e,
+            "--reports given twice: it takes one value, and the second would replace the first"
+        );
     }
 
     /// A rollout percentage is refused at the flag, naming it, when it is
