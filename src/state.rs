@@ -1886,9 +1886,22 @@ fn stands_at(path: &Path, identity: (u64, u64)) -> bool {
 /// FIFO, a device) is never opened to be written, let alone truncated: it
 /// is removed and the lock file made anew, once.
 fn open_lock_file(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
-        std::fs::remove_file(path)?;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // Only root may open it: `flock` needs no more than a read-only open,
+    // so a lock file others can read is one any user can hold, and with
+    // it withhold a trial's verdict until the bootloader falls back and
+    // the release is blamed (found from outside). One that others could
+    // open (made by an earlier version, 0644) is made anew, so a
+    // descriptor opened on it before locks nothing now; a run holding the
+    // old one finds its lock lost before it saves ([`StateLock::save`]).
+    if std::fs::symlink_metadata(path)
+        .is_ok_and(|m| !m.is_file() || m.permissions().mode() & 0o077 != 0)
+    {
+        match std::fs::remove_file(path) {
+            // Another run made it anew first.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     // Not following a link put there since, not waiting on a FIFO.
     let file = OpenOptions::new()
@@ -1896,6 +1909,7 @@ fn open_lock_file(path: &Path) -> std::io::Result<File> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)?;
     if !file.metadata()?.is_file() {
@@ -3167,6 +3181,31 @@ mod tests {
         );
         drop(first);
         sd.lock().expect("lock after release");
+    }
+
+    /// Found from outside: a lock file others could open was one any user
+    /// could hold (`flock` needs only a read-only open), withholding a
+    /// trial's verdict. The lock file is root's alone (0600), and one an
+    /// earlier version made 0644, held by whoever opened it then, is made
+    /// anew: their lock holds nothing.
+    #[test]
+    fn the_lock_file_is_roots_alone_and_one_others_could_hold_is_made_anew() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tmpdir("lock-mode");
+        let sd = StateDir::new(&dir);
+        let mode = |p: &Path| std::fs::metadata(p).expect("lock").permissions().mode() & 0o777;
+        let path = dir.join("lock");
+        drop(sd.lock().expect("lock"));
+        assert_eq!(mode(&path), 0o600);
+        // As an earlier version left it, locked by another opener.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let theirs = File::open(&path).expect("open read-only");
+        let _held = nix::fcntl::Flock::lock(theirs, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .expect("their lock");
+        let ours = sd.lock().expect("their lock holds nothing");
+        assert_eq!(mode(&path), 0o600);
+        ours.save(&fresh()).expect("saves");
     }
 
     /// Found from outside (stop 48): the state dir removed under a running
