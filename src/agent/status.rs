@@ -265,7 +265,9 @@ mod shown {
         FailedRelease {
             version: text(&f.version),
             manifest_sha256: text(&f.manifest_sha256),
-            reason: text(&f.reason),
+            // Made of shown text already (a check's output as `show`
+            // wrote it): kept, so nothing is escaped twice.
+            reason: crate::text::show_shown(&f.reason),
             // Past its probation, a provisional entry is a failure.
             provisional: false,
             ..f
@@ -276,7 +278,7 @@ mod shown {
         Probation {
             version: text(&p.version),
             boot_id: opt(p.boot_id),
-            last_failure: opt(p.last_failure),
+            last_failure: p.last_failure.as_deref().map(crate::text::show_shown),
             ..p
         }
     }
@@ -358,6 +360,14 @@ mod tests {
             f.reason,
             "health check said 1.0\\xe2\\x80\\xae\\x1b[2J\u{fffd}"
         );
+        // A reason is made of shown text (a check's output as `show` wrote
+        // it): kept as it is, never escaped twice (found from outside:
+        // `final\x0dover` was shown `final\\x0dover`, a backslash then).
+        let shown_once = shown::failed(FailedRelease {
+            reason: "exit status 3: final\\x0dover".into(),
+            ..f.clone()
+        });
+        assert_eq!(shown_once.reason, "exit status 3: final\\x0dover");
         let r = shown::record(SlotRecord {
             version: Some(hostile.clone()),
             ..Default::default()

@@ -1340,9 +1340,9 @@ impl LowArgs {
         }
         if let Some(extra) = self.positional.get(def.args.len()) {
             return Err(format!(
-                "{}: unexpected argument {:?}",
+                "{}: unexpected argument \"{}\"",
                 def.name,
-                extra.to_string_lossy()
+                crate::text::show(extra.as_encoded_bytes())
             ));
         }
         if let Some(missing) = def.args.get(self.positional.len()).filter(|a| a.required) {
@@ -1726,6 +1726,14 @@ mod tests {
         assert_eq!(
             l.check(Cmd::Status),
             Err("status: unexpected argument \"extra\"".into())
+        );
+        // Shown byte for byte, nothing a terminal acts on.
+        use std::os::unix::ffi::OsStrExt;
+        let odd = std::ffi::OsStr::from_bytes(b"a\xff\x1b[31m");
+        let l = parse_low([OsStr::new("status"), odd]).expect("parse");
+        assert_eq!(
+            l.check(Cmd::Status),
+            Err("status: unexpected argument \"a\\xff\\x1b[31m\"".into())
         );
         assert_eq!(
             low(&["keygen", "--secret"]).err().as_deref(),

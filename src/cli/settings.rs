@@ -244,21 +244,28 @@ pub fn command(mut low: LowArgs) -> Result<(Global, Command), String> {
             public: required(low.public),
             file: first.map(PathBuf::from).unwrap_or_default(),
         },
-        Cmd::Pack => Command::Pack(Box::new(pack(low))),
+        Cmd::Pack => Command::Pack(Box::new(pack(low)?)),
         Cmd::Fleet => Command::Fleet(Box::new(fleet(low)?)),
         Cmd::Channel => Command::Channel(Box::new(channel(low)?)),
     };
     Ok((global, command))
 }
 
-fn pack(low: LowArgs) -> PackOptions {
+fn pack(low: LowArgs) -> Result<PackOptions, String> {
+    // Found from outside: the date won, and a release meant to expire in
+    // 5 days (the freeze an attacker may hold hosts in) ran 25.
+    if let (Some(_), Some(days)) = (low.expires, low.expires_days) {
+        return Err(format!(
+            "--expires and --expires-days {days} both say when the release expires: give one"
+        ));
+    }
     let rollout_given = low.percent.is_some()
         || low.rollout_start.is_some()
         || low.start_percentage.is_some()
         || low.duration_minutes.is_some()
         || low.paused
         || low.waves.is_some();
-    PackOptions {
+    Ok(PackOptions {
         secret_keys: low.secret,
         compatible: low.compatible.unwrap_or_default(),
         version: low.release_version.unwrap_or_default(),
@@ -291,7 +298,7 @@ fn pack(low: LowArgs) -> PackOptions {
         delta_window_log: low
             .delta_window_log
             .unwrap_or(crate::pack::MAX_DELTA_WINDOW_LOG),
-    }
+    })
 }
 
 /// A host build edits no channel: its parsing stays out of the binary.
@@ -497,6 +504,33 @@ mod tests {
         ));
         assert!(matches!(p(&["-V"]).expect("parse").1, Command::Version));
         assert!(p(&["help", "frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn pack_refuses_two_expiries() {
+        let e = p(&[
+            "pack",
+            "--secret",
+            "k",
+            "--compatible",
+            "c",
+            "--version",
+            "1.2",
+            "--image",
+            "rootfs=/a",
+            "--out",
+            "o",
+            "--expires-days",
+            "5",
+            "--expires",
+            "2027-01-01T00:00:00Z",
+        ])
+        .err()
+        .expect("two expiries");
+        assert_eq!(
+            e,
+            "--expires and --expires-days 5 both say when the release expires: give one"
+        );
     }
 
     #[test]

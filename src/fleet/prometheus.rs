@@ -525,7 +525,11 @@ pub fn quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            // A bidirectional override too: the same string to PromQL,
+            // and nothing a terminal reorders when `--dry-run` shows it.
+            c if c.is_control() || crate::text::is_bidi_control(c) => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -1402,6 +1406,8 @@ mod tests {
         assert_eq!(quote("eu"), "\"eu\"");
         assert_eq!(quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
         assert_eq!(quote("\u{1}"), "\"\\u0001\"");
+        // A bidi override is escaped as PromQL writes it: the same string.
+        assert_eq!(quote("a\u{202e}b"), "\"a\\u202eb\"");
     }
 
     #[test]

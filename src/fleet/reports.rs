@@ -132,6 +132,14 @@ pub fn parse_reports(text: &str, keep: &dyn Fn(&Event) -> bool) -> Reports {
                     out.take(v, keep);
                 }
                 Some(Err(e)) => {
+                    // A byte order mark (a tool that writes one, or such
+                    // files concatenated) is no tear: found from outside, a
+                    // file's first report, a failure, was lost to one.
+                    let at = docs.byte_offset();
+                    let mark = rest[at..].len() - rest[at..].trim_start().len();
+                    if rest[at + mark..].starts_with('\u{feff}') {
+                        break Some(at + mark + '\u{feff}'.len_utf8());
+                    }
                     if !torn {
                         out.malformed += 1;
                         torn = true;
@@ -389,6 +397,23 @@ mod tests {
         assert_eq!((r.events.len(), r.malformed), (1, 1));
         let r = parse_reports(&format!("{good}\n{good}\n"), &|e| e.host != "a");
         assert_eq!((r.events.len(), r.malformed), (0, 0));
+        // A byte order mark at a file's start, or where files written with
+        // one were put end to end, is no tear: every report counts.
+        let bom = '\u{feff}';
+        for text in [
+            format!("{bom}{good}\n{good}\n"),
+            format!("{bom}{good}\n{bom}{good}\n"),
+            format!("{bom}{pretty}\n{bom}  {pretty}"),
+        ] {
+            let r = parse_reports(&text, &|_| true);
+            assert_eq!((r.events.len(), r.malformed), (2, 0), "{text:?}");
+        }
+        // Anywhere else it is a stray byte.
+        let r = parse_reports(
+            &format!("{good}\n{{\"host\": {bom}\"x\"}}\n{good}\n"),
+            &|_| true,
+        );
+        assert_eq!((r.events.len(), r.malformed), (2, 1));
     }
 
     /// A report as a webhook receiver may write it, pretty-printed.
