@@ -525,8 +525,8 @@ mod tests {
             "--expires",
             "2027-01-01T00:00:00Z",
         ])
-        .err()
-        .expect("two expiries");
+        .map(|_| ())
+        .expect_err("two expiries");
         assert_eq!(
             e,
             "--expires and --expires-days 5 both say when the release expires: give one"
