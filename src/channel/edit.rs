@@ -182,6 +182,18 @@ fn read_release(
     })
 }
 
+/// The `compatible` of the first release listed in the channel `doc`
+/// (in `dir`) whose manifest can be read, with its path: the product the
+/// channel's hosts are.
+fn listed_compatible(doc: &Value, dir: &Path) -> Option<(String, String)> {
+    doc["releases"].as_array()?.iter().find_map(|r| {
+        let relative = r.get("manifest")?.as_str()?;
+        let body = crate::files::read_capped(&dir.join(relative), MAX_MANIFEST_BYTES).ok()?;
+        let m = Manifest::parse(&body).ok()?;
+        Some((relative.to_string(), m.doc.compatible))
+    })
+}
+
 /// The change `action` makes: for `add`, the manifest is read, verified
 /// with `keys` (bound by its hash with `--pin`), its path made relative to
 /// `dir`; for `pin`, the listed manifest (in `doc`) is read and verified
@@ -200,6 +212,22 @@ fn change_of(
             pin,
         } => {
             let m = read_release(manifest, keys, threshold)?;
+            // Found from outside: another product's release added here
+            // was the newest every host of the channel took, and refused
+            // as incompatible on every tick, never reaching the next one.
+            if let Some((listed, theirs)) = listed_compatible(doc, dir) {
+                if theirs != m.doc.compatible {
+                    return Err(refused(
+                        manifest,
+                        format!(
+                            "is for compatible \"{}\", the channel's releases for \"{}\" ({listed}): \
+                             its hosts would refuse it as the newest release, and wait on it",
+                            crate::text::show(m.doc.compatible.as_bytes()),
+                            crate::text::show(theirs.as_bytes()),
+                        ),
+                    ));
+                }
+            }
             let abs = |p: &Path| std::fs::canonicalize(p).map_err(|e| refused(p, e));
             let relative = abs(manifest)?
                 .strip_prefix(abs(dir)?)

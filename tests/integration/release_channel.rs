@@ -980,3 +980,45 @@ fn a_channel_hosts_could_not_read_is_never_published_and_prune_shrinks_one() {
     assert_eq!(code, Some(100), "{v}");
     assert_eq!(v["version"], "2.0", "{v}");
 }
+
+/// Found from outside: another product's release added to a channel was
+/// the newest its hosts took, refused as incompatible on every tick, and
+/// the channel's next release never reached them. `add` refuses it, the
+/// channel unchanged, and the hosts go on to their own next release.
+#[test]
+fn a_release_of_another_product_is_not_listed() {
+    let h = host("other-product", "1.0");
+    release(&h, "2.0", false);
+    let img = h.dir.join("other.raw");
+    std::fs::write(&img, image("4.0", LEN)).expect("image");
+    let out = run(Command::new(bin())
+        .args(["pack", "--level", "3", "--compatible", "another-product"])
+        .args(["--version", "4.0", "--secret"])
+        .arg(&h.secret_key)
+        .arg(format!("--image=rootfs={}", img.display()))
+        .arg("--out")
+        .arg(h.dir.join("other")));
+    assert!(out.status.success(), "pack: {}", text(&out));
+    let before = std::fs::read(channel_path(&h)).expect("channel");
+    let out = run(Command::new(bin())
+        .args(["channel", "add"])
+        .arg(channel_path(&h))
+        .arg(h.dir.join("other/release.json"))
+        .arg("--secret")
+        .arg(&h.secret_key));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("is for compatible \"another-product\", the channel's releases for")
+            && err.contains("(r2.0/release.json)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(channel_path(&h)).expect("channel"), before);
+    let (code, v) = check_json(&h);
+    assert_eq!(
+        (code, v["version"].as_str()),
+        (Some(100), Some("2.0")),
+        "{v}"
+    );
+}
