@@ -378,6 +378,30 @@ pub struct Storage {
     pub holders: Vec<String>,
 }
 
+impl Storage {
+    /// The bytes `offset`..`offset + len` of this storage (a bootloader's
+    /// environment at an offset of its device), on what they land.
+    pub fn within(&self, offset: u64, len: u64) -> Storage {
+        let extents = self
+            .extents
+            .iter()
+            .filter_map(|e| {
+                let start = e.start.checked_add(offset)?;
+                let end = start.saturating_add(len).min(e.end);
+                (start < end).then(|| Extent {
+                    start,
+                    end,
+                    ..e.clone()
+                })
+            })
+            .collect();
+        Storage {
+            extents,
+            holders: Vec::new(),
+        }
+    }
+}
+
 /// Something whose storage a target must not share: the booted slot's
 /// devices, the root filesystem, mounted filesystems, the other targets.
 #[derive(Clone, Debug)]

@@ -1640,6 +1640,11 @@ impl StateDir {
         self.dir.join("state.json.prev")
     }
 
+    /// The instance lock's file ([`Self::lock`]).
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+
     /// Where a damaged `state.json` is kept when it is replaced.
     pub fn corrupt_file(&self) -> PathBuf {
         self.dir.join("state.json.corrupt")
@@ -1791,7 +1796,7 @@ impl StateDir {
     /// replaced before the lock was taken.
     fn lock_once(&self) -> Result<Option<StateLock>, StateError> {
         self.ensure()?;
-        let path = self.dir.join("lock");
+        let path = self.lock_file();
         let (mut file, locked) = match open_lock_file(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
                 match crate::files::open_regular(&path) {

@@ -1233,6 +1233,47 @@ fn finish_staged(
     }))
 }
 
+/// What the host keeps and reads itself, which no target may be written
+/// over: the config and its drop-ins, the state, the trusted keys and the
+/// bootloader's variables (found from outside: a file slot configured as
+/// the grubenv destroyed the boot environment; as the config, a key or
+/// `state.json`, an install staged over it). A block device target is
+/// compared with the bootloader's environment by the bytes it holds on
+/// its device, not the whole device.
+fn own_stores(host: &Host, sys: &crate::slot::Sysfs) -> Vec<crate::slot::InUse> {
+    let mut named: Vec<(String, std::path::PathBuf)> = host
+        .config
+        .files
+        .iter()
+        .map(|f| ("abupdate's config".to_string(), f.clone()))
+        .collect();
+    let sd = &host.state_dir;
+    for f in [sd.state_file(), sd.prev_file(), sd.lock_file()] {
+        named.push(("abupdate's state".into(), f));
+    }
+    for dir in &host.config.update.keys_dirs {
+        for name in crate::files::listed(dir, b".pub").unwrap_or_default() {
+            named.push(("a trusted key".into(), dir.join(name)));
+        }
+    }
+    let mut out = crate::slot::in_use(&named, &[], None, sys);
+    for store in host.boot.env_stores() {
+        let Ok(dev) = Device::inspect(&store.path) else {
+            continue;
+        };
+        let storage = dev.storage(sys);
+        out.push(crate::slot::InUse {
+            what: "the bootloader's environment".into(),
+            storage: match store.range {
+                Some((offset, len)) => storage.within(offset, len),
+                None => storage,
+            },
+            path: store.path,
+        });
+    }
+    out
+}
+
 /// Refuse targets that share storage with the booted slot, the root
 /// filesystem, a mounted filesystem or each other, or that the kernel says
 /// are in use, and images that do not fit; returns the target devices by
@@ -1260,6 +1301,7 @@ fn check_targets(
         crate::slot::root_device(),
         &sys,
     ));
+    in_use.extend(own_stores(host, &sys));
     let mut devices = BTreeMap::new();
     for (class, image) in &m.doc.images {
         let Some(path) = host.config.device(target, class) else {

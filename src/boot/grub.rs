@@ -189,6 +189,13 @@ pub(crate) fn grub_number(s: &[u8]) -> i64 {
 }
 
 impl Bootloader for GrubBackend {
+    fn env_stores(&self) -> Vec<super::EnvStore> {
+        vec![super::EnvStore {
+            path: self.grubenv.clone(),
+            range: None,
+        }]
+    }
+
     fn primary(&self) -> Result<Option<SlotName>, BootError> {
         let env = self.load()?;
         let slots = order_slots(&env);

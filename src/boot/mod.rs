@@ -104,9 +104,28 @@ pub(crate) fn format_err(path: &std::path::Path, reason: impl Into<String>) -> B
     }
 }
 
+/// Where a bootloader keeps its variables on storage a slot could be
+/// configured over: a file or device, and on a device the bytes of it
+/// (`range`: offset, length) that hold them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvStore {
+    /// The file or device.
+    pub path: std::path::PathBuf,
+    /// The bytes of it that hold the variables; `None`: all of it.
+    pub range: Option<(u64, u64)>,
+}
+
 /// What abupdate needs from a bootloader. Implementations keep RAUC's
 /// variable contracts so boards prepared for RAUC work unchanged.
 pub trait Bootloader {
+    /// Where it keeps its variables on storage a slot could be configured
+    /// over (GRUB's grubenv, U-Boot's environment copies): no target may
+    /// be written over them. None for variables outside any slot's reach
+    /// (EFI's NVRAM).
+    fn env_stores(&self) -> Vec<EnvStore> {
+        Vec::new()
+    }
+
     /// The slot the bootloader will try first on the next boot.
     fn primary(&self) -> Result<Option<SlotName>, BootError>;
     /// Whether the bootloader considers `slot` bootable.

@@ -214,6 +214,10 @@ pub(crate) fn rauc_hex(s: &[u8]) -> u64 {
 }
 
 impl Bootloader for UbootBackend {
+    fn env_stores(&self) -> Vec<super::EnvStore> {
+        self.config.stores()
+    }
+
     fn primary(&self) -> Result<Option<SlotName>, BootError> {
         let env = ubootenv::read(&self.config)?;
         let slots = order_slots(&env);

@@ -640,6 +640,24 @@ fn lock() -> EnvLock {
     )
 }
 
+impl UbootEnvConfig {
+    /// Each copy's bytes on its file or device (a negative offset resolved
+    /// against the device's size); a copy that cannot be opened is left
+    /// out (no slot can be written over what is not there).
+    pub fn stores(&self) -> Vec<super::EnvStore> {
+        self.devices
+            .iter()
+            .filter_map(|dev| {
+                let (_, offset) = open_device(dev, false).ok()?;
+                Some(super::EnvStore {
+                    path: dev.path.clone(),
+                    range: Some((offset, dev.size as u64)),
+                })
+            })
+            .collect()
+    }
+}
+
 /// Open one device and resolve its absolute offset.
 fn open_device(dev: &EnvDevice, writable: bool) -> Result<(File, u64), BootError> {
     // Not blocking on a FIFO; what else stands there is judged below.

@@ -743,3 +743,101 @@ fn a_fifo_at_a_local_releases_path_is_refused_at_once_naming_it() {
     let out = install(&h, &m);
     assert!(out.status.success(), "with the files back: {}", text(&out));
 }
+
+/// Found from outside: a file slot configured as one of abupdate's own
+/// files was written over: the grubenv (the boot environment destroyed),
+/// the config, a trusted key or `state.json` (each staged over). Each is
+/// refused naming it and what it is, before a byte of it changes.
+#[test]
+fn a_slot_configured_over_abupdates_own_files_is_refused() {
+    let mut h = host("own-files");
+    // An image small enough to fit each of them.
+    let m = h.pack("r2", "2.0", &image("2.0", 512), &[]);
+    let state = h.state_dir.join("state.json");
+    assert!(state.exists(), "the fixture's host has a state");
+    for (target, what) in [
+        (h.grubenv.clone(), "the bootloader's environment"),
+        (h.config.clone(), "abupdate's config"),
+        (h.public_key.clone(), "a trusted key"),
+        (state, "abupdate's state"),
+    ] {
+        let b_was = h.slots[1].clone();
+        set_slot(&h, 1, &target);
+        h.slots[1] = target.clone();
+        let bytes = std::fs::read(&target).expect("target");
+        let b = h.untouched();
+        let out = install(&h, &m);
+        assert_refused(&h, &b, &out, &format!("({what})"));
+        assert_names(&out, &[&target]);
+        // The state records the refusal (replaced whole, as every save).
+        match what {
+            "abupdate's state" => assert_eq!(h.state()["slots"]["A"]["status"], "good"),
+            _ => assert_eq!(std::fs::read(&target).expect("target"), bytes, "{what}"),
+        }
+        set_slot(&h, 1, &b_was);
+        h.slots[1] = b_was;
+    }
+    let out = install(&h, &m);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// U-Boot's environment copies where `fw_env.config` puts them: the env's
+/// own bytes on its device, not the whole device. Slot B's partition
+/// holding the copies is refused naming them; the copies on the whole
+/// disk before the first partition (where boards keep them) stop no slot.
+#[test]
+fn a_slot_over_the_uboot_environment_is_refused_by_its_bytes_on_the_device() {
+    use crate::common::loaders::{Host, Loader, UBOOT_COPY};
+    use abupdate::boot::ubootenv::{self, UbootEnv, UbootEnvConfig};
+    let mut h = Host::new(
+        "uboot-env-bytes",
+        Loader::Uboot,
+        "1.0",
+        4096,
+        HostOptions::default(),
+    );
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let disk = Loop::partitioned(&h.dir);
+    let env_on = |h: &Host, dev: &Path, at: usize| {
+        std::fs::write(
+            &h.fw_conf,
+            format!(
+                "{d} {at:#x} {UBOOT_COPY:#x}\n{d} {:#x} {UBOOT_COPY:#x}\n",
+                at + UBOOT_COPY,
+                d = dev.display()
+            ),
+        )
+        .expect("fw_env.config");
+        let cfg = UbootEnvConfig::load(&h.fw_conf).expect("fw_env.config");
+        let mut env = UbootEnv::new();
+        for (k, v) in [
+            ("BOOT_ORDER", "A B"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "0"),
+        ] {
+            env.set(k, v).expect("set");
+        }
+        ubootenv::write(&cfg, &env).expect("seed env");
+    };
+    let (p1, p2) = (disk.part(1), disk.part(2));
+    host_on(&mut h.h, &p1, &p2);
+    // The copies at the start of slot B's partition.
+    env_on(&h, &p2, 0);
+    let env_bytes = std::fs::read(&p2).expect("p2")[..2 * UBOOT_COPY].to_vec();
+    let out = install(&h, &m);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("shares its storage with") && err.contains("(the bootloader's environment)"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&p2).expect("p2")[..2 * UBOOT_COPY],
+        env_bytes[..]
+    );
+    // The copies on the whole disk at 512 KiB, before the first partition
+    // (1 MiB): slot B's partition is none of their bytes.
+    env_on(&h, &disk.path(), 512 << 10);
+    let out = install(&h, &m);
+    assert!(out.status.success(), "{}", text(&out));
+}
