@@ -294,6 +294,10 @@ fn disarm_unoffered(host: &Host) -> Result<Option<UpdateOutcome>> {
 /// A new attempt: the jitter (unless `--now`), then check, install and
 /// reboot, reported (a success resets the backoff, a failure counts).
 fn attempt(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
+    // No source configured is the config's fault, not a failed attempt:
+    // said (exit 2) on every run, never counted, so no backoff hides it
+    // behind a success (found from outside).
+    let location = host.release_location(None)?;
     if !opts.now {
         let state = host.state_dir.load()?;
         if let Some(t) = state.metrics.retry_after.filter(|&t| t > now()) {
@@ -324,9 +328,9 @@ fn attempt(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
         quiet: opts.quiet,
         respect_windows: true,
     };
-    let result = host.release_location(None).and_then(|location| {
-        Ok(
-            match check_and_install(host, &location, check, &install_opts, &mut release)? {
+    let result =
+        check_and_install(host, &location, check, &install_opts, &mut release).map(|found| {
+            match found {
                 Ok(done) => UpdateOutcome::Installed(done),
                 Err(Nothing::Disarmed { version, line }) => UpdateOutcome::Disarmed {
                     version,
@@ -340,9 +344,8 @@ fn attempt(host: &Host, opts: UpdateOptions) -> Result<UpdateOutcome> {
                         standing,
                     }
                 }
-            },
-        )
-    });
+            }
+        });
     match &result {
         Ok(_) => record_success(host),
         Err(e) => record_failure(

@@ -1139,3 +1139,34 @@ fn a_trial_whose_state_was_deleted_before_its_reboot_is_judged_by_its_checks() {
         "a fresh host reported a commit"
     );
 }
+
+/// Found from outside: `update` on a host with no release source counted
+/// the config's fault as a failed attempt, and the backoff then answered
+/// every run with exit 0. It is a usage error on every run, never counted.
+#[test]
+fn an_update_without_a_release_source_says_so_on_every_run_and_counts_no_failure() {
+    let h = TestHost::new("no-source", "1.0", HostOptions::default());
+    for run in 0..2 {
+        for args in [
+            &["update", "--no-reboot"][..],
+            &["--json", "update", "--no-reboot"],
+        ] {
+            let out = h.abupdate(args);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "run {run} {args:?}: {}",
+                text(&out)
+            );
+            assert!(
+                text(&out)
+                    .contains("no release source: give one or set update.url or update.channel"),
+                "run {run} {args:?}: {}",
+                text(&out)
+            );
+        }
+    }
+    let m = &h.state()["metrics"];
+    assert_eq!(m["consecutive_failures"], 0, "{m}");
+    assert!(m.get("retry_after").is_none(), "{m}");
+}
