@@ -333,21 +333,7 @@ impl ReleaseDir {
             };
             io_err(path)(io::Error::new(e.kind(), reason))
         })?;
-        let handle = File::open(path).map_err(io_err(path))?;
-        let lock =
-            match nix::fcntl::Flock::lock(handle, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                Ok(l) => l,
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                    return Err(PublishError::Locked {
-                        dir: path.to_path_buf(),
-                    })
-                }
-                Err((_, e)) => return Err(io_err(path)(e.into())),
-            };
-        let dir = ReleaseDir {
-            path: path.to_path_buf(),
-            _lock: lock,
-        };
+        let dir = Self::lock(path)?;
         for entry in std::fs::read_dir(path).map_err(io_err(path))? {
             let entry = entry.map_err(io_err(path))?;
             let name = entry.file_name();
@@ -360,6 +346,38 @@ impl ReleaseDir {
             }
         }
         Ok(dir)
+    }
+
+    /// Lock the release directory `path` to read it, changing nothing in
+    /// it (`fleet --dry-run`): it must exist, and what a killed run left
+    /// stays.
+    pub fn look(path: &Path) -> Result<ReleaseDir, PublishError> {
+        if !std::fs::metadata(path).map_err(io_err(path))?.is_dir() {
+            return Err(io_err(path)(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory (a release directory)",
+            )));
+        }
+        Self::lock(path)
+    }
+
+    /// Take the directory's lock: one publisher at a time.
+    fn lock(path: &Path) -> Result<ReleaseDir, PublishError> {
+        let handle = File::open(path).map_err(io_err(path))?;
+        let lock =
+            match nix::fcntl::Flock::lock(handle, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(l) => l,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    return Err(PublishError::Locked {
+                        dir: path.to_path_buf(),
+                    })
+                }
+                Err((_, e)) => return Err(io_err(path)(e.into())),
+            };
+        Ok(ReleaseDir {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
     }
 
     /// The directory.

@@ -434,7 +434,13 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
             crate::trust::KeyRing::load(&opts.keys_dirs)?
         }
     };
-    let source_dir = ReleaseDir::open(&dir)?;
+    // A dry run changes nothing on disk: no --out made, no leftover of a
+    // killed run removed (found from outside).
+    let open_dir = |p: &Path| match opts.dry_run {
+        true => ReleaseDir::look(p),
+        false => ReleaseDir::open(p),
+    };
+    let source_dir = open_dir(&dir)?;
     let source = source_dir.read_verified(name, &keys, opts.threshold)?;
     // The rollout's state (paused, the wave, when it started) lives in the
     // published manifest: with --out that is the copy there, once one
@@ -443,7 +449,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     let out = opts.out.as_ref().filter(|o| !same_dir(o, &dir));
     let published_copy = match out {
         Some(out) if out.join(name).exists() => {
-            let published = ReleaseDir::open(out)?.read_verified(name, &keys, opts.threshold)?;
+            let published = open_dir(out)?.read_verified(name, &keys, opts.threshold)?;
             let (p, s) = (&published.manifest.doc, &source.manifest.doc);
             if p.compatible != s.compatible || p.version != s.version {
                 return Err(Error::Fleet(format!(
@@ -480,9 +486,10 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
         published_copy.filter(|p| p.manifest.created >= source.manifest.created && !hand_pause);
     // Written where it is published; `finish_publish` only where `current`
     // was read.
-    let release_dir = match out {
-        Some(out) => ReleaseDir::open(out)?,
-        None => source_dir,
+    let release_dir = match (out, opts.dry_run) {
+        (_, true) => None,
+        (Some(out), false) => Some(ReleaseDir::open(out)?),
+        (None, false) => Some(source_dir),
     };
     let read_here = published.is_some() || out.is_none();
     let current = published.unwrap_or(source);
@@ -529,12 +536,11 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
     // at the instant the source was asked.
     let now = observed.at;
     let changed = action.changes_manifest();
-    if !changed
-        && !opts.dry_run
-        && read_here
-        && release_dir.finish_publish(name, &current)?
-        && !quiet
-    {
+    let finished = match &release_dir {
+        Some(d) if !changed && read_here => d.finish_publish(name, &current)?,
+        _ => false,
+    };
+    if finished && !quiet {
         crate::say!(
             "{}: finished an interrupted publish (its signatures are in place again)",
             opts.manifest.display()
@@ -544,7 +550,7 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
         let body = current.rewrite(now, |v| {
             super::apply(v, &action, &plan.waves, now).map(|_| ())
         })?;
-        if !opts.dry_run {
+        if let Some(release_dir) = &release_dir {
             let signing: Vec<_> = secrets.into_iter().map(|(_, k)| k).collect();
             release_dir.publish_manifest(
                 name,

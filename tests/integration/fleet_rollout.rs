@@ -1168,3 +1168,52 @@ fn fleet_with_out_publishes_a_pause_made_by_hand_and_refuses_another_build() {
     );
     assert_eq!(snapshot(&sync), before, "the published copy changed");
 }
+
+/// Found from outside: `fleet --dry-run` ("nothing written") made the
+/// `--out` directory and removed what a killed run had left in the
+/// release directory. It changes nothing on disk: the release directory
+/// byte for byte, no `--out` made; the decision is still told.
+#[test]
+fn a_dry_run_changes_nothing_on_disk() {
+    let h = TestHost::new("fleet-dry-run", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &["--percent", "1"]);
+    let dir = m.parent().expect("dir");
+    std::fs::write(
+        dir.join(".rootfs-9.img.zst.abupdate-tmp"),
+        b"left by a killed run",
+    )
+    .expect("leftover");
+    let reports = h.dir.join("reports.jsonl");
+    let lines: Vec<String> = (0..6)
+        .map(|i| {
+            report(
+                &format!("bad{i}"),
+                COMPATIBLE,
+                "rolled_back",
+                Some("health"),
+                2,
+            )
+        })
+        .collect();
+    std::fs::write(&reports, lines.join("\n") + "\n").expect("reports");
+    let before = crate::common::host::snapshot(dir);
+    let out_dir = h.dir.join("published/sub");
+    let out = fleet(
+        &m,
+        &[&h.secret_key],
+        &reports,
+        &[
+            "--fleet-size",
+            "100",
+            "--max-failures",
+            "5",
+            "--dry-run",
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(json(&out)["action"], "pause", "{}", text(&out));
+    assert_eq!(crate::common::host::snapshot(dir), before);
+    assert!(!h.dir.join("published").exists(), "--out made by a dry run");
+}
