@@ -115,7 +115,7 @@ impl fmt::Display for PublishError {
             PublishError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             PublishError::Locked { dir } => write!(
                 f,
-                "{}: another abupdate pack or fleet is publishing into this directory",
+                "{}: another abupdate pack, fleet or channel is publishing into this directory",
                 dir.display()
             ),
             PublishError::Clobber { path } => write!(
@@ -267,6 +267,17 @@ impl Staged {
     }
 }
 
+/// A payload never committed (its writing failed: a full disk) leaves no
+/// temporary file behind (found from outside: a hidden partial payload
+/// kept the disk full, and a sync of the directory would upload it).
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 impl Write for Staged {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.file.write(buf)
@@ -408,15 +419,14 @@ impl ReleaseDir {
     /// with the same bytes is kept (re-packing the same release); one with
     /// other bytes is never replaced (a published manifest may point to it).
     /// The caller syncs the directory once all payloads are in.
-    pub fn commit_payload(&self, staged: Staged) -> Result<(), PublishError> {
-        let Staged {
-            mut file,
-            tmp,
-            path,
-        } = staged;
-        file.flush().map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        drop(file);
+    pub fn commit_payload(&self, mut staged: Staged) -> Result<(), PublishError> {
+        let (tmp, path) = (staged.tmp.clone(), staged.path.clone());
+        staged.file.flush().map_err(io_err(&tmp))?;
+        staged.file.sync_all().map_err(io_err(&tmp))?;
+        // From here on the temporary file is this function's to rename or
+        // remove (a kill leaves it for the next open to remove).
+        staged.tmp = PathBuf::new();
+        drop(staged);
         crate::failpoint::hit("publish-payload-staged");
         // Under the directory lock nobody else creates `path` between this
         // check and the rename.
@@ -1123,8 +1133,21 @@ mod tests {
         ));
         drop(dir);
         std::fs::write(d.join(".p.img.abupdate-tmp"), b"half").expect("write");
-        let _dir = ReleaseDir::open(&d).expect("reopen");
+        let dir = ReleaseDir::open(&d).expect("reopen");
         assert!(!d.join(".p.img.abupdate-tmp").exists());
+        // One whose writing failed (dropped uncommitted) leaves nothing.
+        let mut st = dir.stage("q.img").expect("stage");
+        st.write_all(b"half a payload").expect("write");
+        assert!(d.join(".q.img.abupdate-tmp").exists());
+        drop(st);
+        assert!(!d.join(".q.img.abupdate-tmp").exists());
+        assert!(!d.join("q.img").exists());
+        // A dry run's look leaves a killed run's leftovers as they are.
+        drop(dir);
+        std::fs::write(d.join(".p.img.abupdate-tmp"), b"half").expect("write");
+        let _look = ReleaseDir::look(&d).expect("look");
+        assert!(d.join(".p.img.abupdate-tmp").exists());
+        assert!(ReleaseDir::look(&d.join("gone")).is_err());
     }
 
     #[test]
