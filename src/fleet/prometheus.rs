@@ -479,8 +479,14 @@ pub fn parse_timed(body: &[u8]) -> Result<Vec<(f64, Sample)>, AnswerError> {
             data.result_type
         )));
     }
-    let samples: Vec<VectorSample> = serde_json::from_value(data.result)
+    let mut samples: Vec<VectorSample> = serde_json::from_value(data.result)
         .map_err(|e| AnswerError::Format(format!("not an instant vector: {e}")))?;
+    // A label with an empty value is no label in PromQL: a series written
+    // with one is the same series as without (found from outside: a front
+    // that added `kind=""` made one series two, and its hosts counted twice).
+    for s in &mut samples {
+        s.metric.retain(|_, v| !v.is_empty());
+    }
     // An instant vector holds one sample per series: a label set twice is
     // an answer that would count its hosts twice.
     let mut series: Vec<&BTreeMap<String, String>> = samples.iter().map(|s| &s.metric).collect();
@@ -1141,6 +1147,11 @@ mod tests {
                 {"metric":{"outcome":"committed"},"value":[1,"1"]},
                 {"metric":{"outcome":"failed"},"value":[1,"1"]},
                 {"metric":{"outcome":"committed"},"value":[1,"1"]}]}}"#,
+            // The same twice with an empty label, which PromQL reads as
+            // none (found from outside: a front that added `kind=""`).
+            br#"{"status":"success","data":{"resultType":"vector","result":[
+                {"metric":{"outcome":"committed","in_wave":"1"},"value":[1,"1"]},
+                {"metric":{"outcome":"committed","in_wave":"1","kind":""},"value":[1,"1"]}]}}"#,
         ] {
             assert!(
                 matches!(parse_answer(bad), Err(AnswerError::Format(_))),
