@@ -371,14 +371,11 @@ interval = "1s"
         let mut c = Command::new(bin());
         c.args(["pack", "--secret"])
             .arg(&self.secret_key)
-            .args([
-                "--compatible",
-                COMPATIBLE,
-                "--version",
-                version,
-                "--level",
-                "3",
-            ])
+            .args(["--version", version])
+            .args(defaults_unless_given(
+                &[("--compatible", COMPATIBLE), ("--level", "3")],
+                extra,
+            ))
             .arg(format!("--image=rootfs={}", img.display()))
             .arg("--out")
             .arg(&out_dir)
@@ -684,6 +681,20 @@ pub fn keygen(secret: &Path, public: &Path) {
         .arg("--public")
         .arg(public));
     assert!(out.status.success(), "keygen: {}", text(&out));
+}
+
+/// Each `(flag, value)` of `defaults` that `given` does not set itself
+/// (as `--flag V` or `--flag=V`): a flag is given once.
+pub fn defaults_unless_given(defaults: &[(&str, &str)], given: &[&str]) -> Vec<String> {
+    defaults
+        .iter()
+        .filter(|(flag, _)| {
+            !given
+                .iter()
+                .any(|g| g == flag || g.starts_with(&format!("{flag}=")))
+        })
+        .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+        .collect()
 }
 
 pub fn chmod_x(p: &Path) {

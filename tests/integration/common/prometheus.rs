@@ -52,7 +52,11 @@ pub fn fleet(h: &TestHost, global: &[&str], m: &Path, url: &str, extra: &[&str])
         .arg(&h.secret_key)
         .arg("--keys")
         .arg(h.dir.join("keys"))
-        .args(["--prometheus", url, "--soak", "30m"])
+        .args(["--prometheus", url])
+        .args(crate::common::host::defaults_unless_given(
+            &[("--soak", "30m")],
+            extra,
+        ))
         .args(extra);
     run(&mut c)
 }
