@@ -506,9 +506,9 @@ mod tests {
         assert!(p(&["help", "frobnicate"]).is_err());
     }
 
-    #[test]
-    fn pack_refuses_two_expiries() {
-        let e = p(&[
+    /// A `pack` line with every flag it needs, and `extra`.
+    fn pack_line<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let needed = [
             "pack",
             "--secret",
             "k",
@@ -520,11 +520,18 @@ mod tests {
             "rootfs=/a",
             "--out",
             "o",
+        ];
+        [&needed[..], extra].concat()
+    }
+
+    #[test]
+    fn pack_refuses_two_expiries() {
+        let e = p(&pack_line(&[
             "--expires-days",
             "5",
             "--expires",
             "2027-01-01T00:00:00Z",
-        ])
+        ]))
         .map(|_| ())
         .expect_err("two expiries");
         assert_eq!(
@@ -535,23 +542,7 @@ mod tests {
 
     #[test]
     fn pack_collects_images_and_rollout_with_defaults() {
-        let (_, c) = p(&[
-            "pack",
-            "--secret",
-            "k",
-            "--compatible",
-            "c",
-            "--version",
-            "1.2",
-            "--image",
-            "rootfs=/a",
-            "--image=boot=/b=c",
-            "--out",
-            "o",
-            "--percent",
-            "5",
-        ])
-        .expect("parse");
+        let (_, c) = p(&pack_line(&["--image=boot=/b=c", "--percent", "5"])).expect("parse");
         let Command::Pack(o) = c else {
             panic!("not pack")
         };

@@ -602,6 +602,22 @@ fn report(host: &str, compatible: &str, outcome: &str, kind: Option<&str>, time:
     .to_string()
 }
 
+/// `n` hosts `bad0`… of the release's `compatible` that rolled it back
+/// (their checks failed) at `time`.
+fn rollbacks(n: usize, time: i64) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            report(
+                &format!("bad{i}"),
+                COMPATIBLE,
+                "rolled_back",
+                Some("health"),
+                time,
+            )
+        })
+        .collect()
+}
+
 /// `abupdate fleet` on manifest `m`, signing with `secrets`.
 fn fleet(m: &Path, secrets: &[&Path], reports: &Path, extra: &[&str]) -> std::process::Output {
     let mut c = Command::new(crate::common::host::bin());
@@ -839,17 +855,7 @@ fn fleet_counts_only_what_the_release_caused_on_its_compatible() {
         "{j}"
     );
     // Our own hosts' rollbacks do pause it.
-    let ours: Vec<String> = (0..5)
-        .map(|i| {
-            report(
-                &format!("bad{i}"),
-                COMPATIBLE,
-                "rolled_back",
-                Some("health"),
-                3,
-            )
-        })
-        .collect();
+    let ours = rollbacks(5, 3);
     std::fs::write(reports.join("b.jsonl"), ours.join("\n")).expect("r");
     let out = fleet(&m, &[&h.secret_key], &reports, &["--max-failures", "5"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -1184,18 +1190,7 @@ fn a_dry_run_changes_nothing_on_disk() {
     )
     .expect("leftover");
     let reports = h.dir.join("reports.jsonl");
-    let lines: Vec<String> = (0..6)
-        .map(|i| {
-            report(
-                &format!("bad{i}"),
-                COMPATIBLE,
-                "rolled_back",
-                Some("health"),
-                2,
-            )
-        })
-        .collect();
-    std::fs::write(&reports, lines.join("\n") + "\n").expect("reports");
+    std::fs::write(&reports, rollbacks(6, 2).join("\n") + "\n").expect("reports");
     let before = crate::common::host::snapshot(dir);
     let out_dir = h.dir.join("published/sub");
     let out = fleet(

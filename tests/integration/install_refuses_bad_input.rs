@@ -785,10 +785,10 @@ fn a_slot_configured_over_abupdates_own_files_is_refused() {
 /// own bytes on its device, not the whole device. Slot B's partition
 /// holding the copies is refused naming them; the copies on the whole
 /// disk before the first partition (where boards keep them) stop no slot.
+#[cfg(feature = "failpoints")] // common::loaders
 #[test]
 fn a_slot_over_the_uboot_environment_is_refused_by_its_bytes_on_the_device() {
-    use crate::common::loaders::{Host, Loader, UBOOT_COPY};
-    use abupdate::boot::ubootenv::{self, UbootEnv, UbootEnvConfig};
+    use crate::common::loaders::{seed_uboot_env, Host, Loader, UBOOT_COPY};
     let mut h = Host::new(
         "uboot-env-bytes",
         Loader::Uboot,
@@ -808,16 +808,7 @@ fn a_slot_over_the_uboot_environment_is_refused_by_its_bytes_on_the_device() {
             ),
         )
         .expect("fw_env.config");
-        let cfg = UbootEnvConfig::load(&h.fw_conf).expect("fw_env.config");
-        let mut env = UbootEnv::new();
-        for (k, v) in [
-            ("BOOT_ORDER", "A B"),
-            ("BOOT_A_LEFT", "3"),
-            ("BOOT_B_LEFT", "0"),
-        ] {
-            env.set(k, v).expect("set");
-        }
-        ubootenv::write(&cfg, &env).expect("seed env");
+        seed_uboot_env(&h.fw_conf);
     };
     let (p1, p2) = (disk.part(1), disk.part(2));
     host_on(&mut h.h, &p1, &p2);

@@ -15,7 +15,7 @@ use crate::common::loaders;
 
 use crate::common::host::{image, text, HostOptions};
 use crate::common::loaders::{Host, Loader, UBOOT_COPY};
-use abupdate::boot::ubootenv::{self, select_copy, FlagScheme, UbootEnv, UbootEnvConfig};
+use abupdate::boot::ubootenv::{self, select_copy, FlagScheme, UbootEnvConfig};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
@@ -371,15 +371,7 @@ fn single_copy_uboot_env_with_a_non_utf8_value_installs_and_commits() {
     )
     .expect("single-copy config");
     let cfg = UbootEnvConfig::load(&h.fw_conf).expect("config");
-    let mut env = UbootEnv::new();
-    for (k, v) in [
-        ("bootcmd", "run distro_bootcmd"),
-        ("BOOT_ORDER", "A B"),
-        ("BOOT_A_LEFT", "3"),
-        ("BOOT_B_LEFT", "0"),
-    ] {
-        env.set(k, v).expect("set");
-    }
+    let env = loaders::booted_a_env();
     ubootenv::write(&cfg, &env).expect("single copy");
     fw_setenv(&h, b"splash", b"\xff\xfe\x01");
     must(&h, &["mark-good"]);

@@ -154,6 +154,28 @@ fn make_release(len: usize, tag: &str, extra: &[&str]) -> Release {
 /// Size of one U-Boot environment copy.
 pub const UBOOT_COPY: usize = 0x4000;
 
+/// A U-Boot environment as a board booted from slot A keeps it: A first
+/// with its tries, B none.
+pub fn booted_a_env() -> abupdate::boot::ubootenv::UbootEnv {
+    let mut env = abupdate::boot::ubootenv::UbootEnv::new();
+    for (k, v) in [
+        ("bootcmd", "run distro_bootcmd"),
+        ("BOOT_ORDER", "A B"),
+        ("BOOT_A_LEFT", "3"),
+        ("BOOT_B_LEFT", "0"),
+    ] {
+        env.set(k, v).expect("set");
+    }
+    env
+}
+
+/// Write [`booted_a_env`] into every copy `fw_conf` names.
+pub fn seed_uboot_env(fw_conf: &Path) {
+    use abupdate::boot::ubootenv::{self, UbootEnvConfig};
+    let cfg = UbootEnvConfig::load(fw_conf).expect("fw_env.config");
+    ubootenv::write(&cfg, &booted_a_env()).expect("seed env");
+}
+
 pub struct Host {
     pub h: TestHost,
     pub loader: Loader,
@@ -440,7 +462,6 @@ impl Host {
     }
 
     fn switch_to_uboot(&mut self) {
-        use abupdate::boot::ubootenv::{self, UbootEnv, UbootEnvConfig};
         std::fs::write(&self.uboot_env, vec![0u8; 2 * UBOOT_COPY]).expect("env file");
         std::fs::write(
             &self.fw_conf,
@@ -450,17 +471,7 @@ impl Host {
             ),
         )
         .expect("fw_env.config");
-        let cfg = UbootEnvConfig::load(&self.fw_conf).expect("our fw_env.config");
-        let mut env = UbootEnv::new();
-        for (k, v) in [
-            ("bootcmd", "run distro_bootcmd"),
-            ("BOOT_ORDER", "A B"),
-            ("BOOT_A_LEFT", "3"),
-            ("BOOT_B_LEFT", "0"),
-        ] {
-            env.set(k, v).expect("set");
-        }
-        ubootenv::write(&cfg, &env).expect("seed env");
+        seed_uboot_env(&self.fw_conf);
         let config = std::fs::read_to_string(&self.config).expect("config");
         let grub_lines = format!(
             "kind = \"grub\"\ngrubenv = \"{}\"\n",
