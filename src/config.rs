@@ -141,6 +141,11 @@ pub struct Update {
     /// Instead of `url`: a signed release channel's URL or path
     /// ([`crate::channel`]).
     pub channel: Option<String>,
+    /// The release track this host follows (`stable`): the signed `track`
+    /// its channel, the manifest at its `url` and the unpinned manifests
+    /// its channel names must state ([`crate::manifest::check_track`]).
+    /// `None`: any document, with a track or without (as before tracks).
+    pub track: Option<String>,
     /// Must equal the manifest's.
     pub compatible: String,
     /// Where `state.json` and partial downloads live.
@@ -364,6 +369,7 @@ struct ReportFragment {
 struct UpdateFragment {
     url: Option<String>,
     channel: Option<String>,
+    track: Option<String>,
     compatible: Option<String>,
     state_dir: Option<String>,
     keys_dirs: Option<Vec<String>>,
@@ -969,6 +975,9 @@ impl Config {
                     false
                 }
             });
+        if let Some(t) = &f.update.track {
+            crate::manifest::check_track_name(t).map_err(|e| err("update.track", e))?;
+        }
         if let Some(s) = &f.update.signature_url {
             crate::fetch::check_signature_url(s, threshold)
                 .map_err(|e| err("update.signature_url", e))?;
@@ -1036,6 +1045,7 @@ impl Config {
         let mut update = Update {
             url: f.update.url,
             channel: f.update.channel,
+            track: f.update.track,
             compatible,
             state_dir: f
                 .update
@@ -2514,6 +2524,24 @@ timeout = "30s"
         .expect("a template serves any threshold");
         let e = with("update", "signature_url", "ftp://s3/{name}").expect_err("ftp accepted");
         assert!(e.0.contains("update.signature_url"), "{e}");
+    }
+
+    #[test]
+    fn a_track_is_read_and_a_malformed_one_is_a_config_error_naming_it() {
+        let c = with("update", "track", "stable").expect("track");
+        assert_eq!(c.update.track.as_deref(), Some("stable"));
+        assert_eq!(
+            Config::from_str(MINIMAL, Path::new("c.toml"))
+                .expect("minimal")
+                .update
+                .track,
+            None
+        );
+        let e = with("update", "track", "stable/2").expect_err("a slash accepted");
+        assert!(
+            e.0.contains("update.track: \"stable/2\": a track is 1 to 64"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum Kind {
     Manifest,
     /// The manifest is for other hardware.
     Incompatible,
+    /// The manifest or channel states another track than the host follows.
+    OtherTrack,
     /// The release is not newer than the booted one.
     NotNewer,
     /// The manifest has expired.
@@ -106,7 +108,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [Kind; 39] = [
+    pub const ALL: [Kind; 40] = [
         Kind::Usage,
         Kind::Config,
         Kind::Locked,
@@ -115,6 +117,7 @@ impl Kind {
         Kind::Signature,
         Kind::Manifest,
         Kind::Incompatible,
+        Kind::OtherTrack,
         Kind::NotNewer,
         Kind::Expired,
         Kind::PreviouslyFailed,
@@ -159,6 +162,7 @@ impl Kind {
             Kind::Signature => "signature",
             Kind::Manifest => "manifest",
             Kind::Incompatible => "incompatible",
+            Kind::OtherTrack => "other_track",
             Kind::NotNewer => "not_newer",
             Kind::Expired => "expired",
             Kind::PreviouslyFailed => "previously_failed",

@@ -419,6 +419,12 @@ pub struct ManifestDoc {
     pub format: u32,
     /// Which hosts it is for (`update.compatible`).
     pub compatible: String,
+    /// The release track it was published for (`stable`, `beta`): what a
+    /// host with `[update] track` requires of it ([`check_track`]), so
+    /// another track's manifest signed by the same key is refused at its
+    /// URL. Absent in manifests packed without `--track`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<String>,
     /// The release, as dotted numbers.
     pub version: String,
     /// When it was signed (RFC 3339).
@@ -486,6 +492,48 @@ pub(crate) fn is_hex_sha256(s: &str) -> bool {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
+/// The longest track name.
+pub const MAX_TRACK_LEN: usize = 64;
+
+/// A track name (`stable`, `edge-beta.2`): 1 to [`MAX_TRACK_LEN`] of
+/// `A-Za-z0-9._-`, so it is shown as it is and compared byte for byte. The
+/// one rule for a manifest's, a channel's and a host's `track`.
+pub fn check_track_name(name: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
+    match !name.is_empty() && name.len() <= MAX_TRACK_LEN && name.bytes().all(allowed) {
+        true => Ok(()),
+        false => Err(format!(
+            "\"{}\": a track is 1 to {MAX_TRACK_LEN} of A-Z a-z 0-9 . _ -",
+            crate::text::show(name.as_bytes())
+        )),
+    }
+}
+
+/// A document's `track` against the one the host requires (`want`,
+/// `None`: none required): `Err((found, want))` when it is another or
+/// missing. A signature says who signed a document, not which channel or
+/// release directory it was published for; the signed `track` does, so
+/// another track's document (a beta channel, a beta release) served at
+/// this host's URL is refused instead of undoing a halt or skipping a
+/// wave.
+pub fn check_track<'a>(
+    found: Option<&'a str>,
+    want: Option<&'a str>,
+) -> Result<(), (Option<&'a str>, &'a str)> {
+    match want {
+        Some(want) if found != Some(want) => Err((found, want)),
+        _ => Ok(()),
+    }
+}
+
+/// How a refusal names a document's track: `track "beta"`, or `no track`.
+pub fn describe_track(found: Option<&str>) -> String {
+    match found {
+        Some(t) => format!("track {t:?}"),
+        None => "no track".into(),
+    }
+}
+
 impl Manifest {
     /// Parse signed bytes. Unknown fields are ignored; a missing or malformed
     /// required field is an error naming it.
@@ -515,6 +563,9 @@ impl Manifest {
                     doc.format
                 ),
             ));
+        }
+        if let Some(t) = &doc.track {
+            check_track_name(t).map_err(|e| field("track", e))?;
         }
         let version = Version::parse(&doc.version).map_err(|e| field("version", e))?;
         let created = parse_rfc3339(&doc.created).map_err(|e| field("created", e))?;
@@ -800,6 +851,9 @@ pub fn within_validity(created: i64, expires: i64) -> bool {
 pub struct HostFacts<'a> {
     /// This host's `update.compatible`.
     pub compatible: &'a str,
+    /// The track the manifest must state (`update.track`, for a manifest
+    /// from the configured source); `None`: any, or none.
+    pub track: Option<&'a str>,
     /// Version of the booted slot, when known.
     pub booted_version: Option<&'a Version>,
     /// Versions that failed their trial on this host (as recorded; compared
@@ -985,6 +1039,15 @@ pub enum NotApplicable {
         /// This host's.
         host: String,
     },
+    /// The manifest states another track than the host requires, or none.
+    OtherTrack {
+        /// The manifest's `track`.
+        manifest: Option<String>,
+        /// The one required.
+        host: String,
+        /// The URL it was fetched from.
+        url: String,
+    },
     /// Not newer than the booted release.
     NotNewer {
         /// The release offered.
@@ -1057,6 +1120,15 @@ impl fmt::Display for NotApplicable {
                     "release is for compatible {manifest:?}, this host is {host:?}"
                 )
             }
+            NotApplicable::OtherTrack {
+                manifest,
+                host,
+                url,
+            } => write!(
+                f,
+                "release manifest {url}: is for {}, this host follows track {host:?} (update.track): another track's manifest at this host's URL is never installed",
+                describe_track(manifest.as_deref())
+            ),
             NotApplicable::NotNewer { offered, booted } => {
                 write!(f, "release {offered} is not newer than the booted {booted} (use --allow-downgrade on a manual install)")
             }
@@ -1107,6 +1179,7 @@ impl NotApplicable {
     pub fn kind(&self) -> crate::error::Kind {
         match self {
             NotApplicable::Incompatible { .. } => crate::error::Kind::Incompatible,
+            NotApplicable::OtherTrack { .. } => crate::error::Kind::OtherTrack,
             NotApplicable::NotNewer { .. } => crate::error::Kind::NotNewer,
             NotApplicable::Expired { .. } => crate::error::Kind::Expired,
             NotApplicable::PreviouslyFailed { .. } => crate::error::Kind::PreviouslyFailed,
@@ -1136,7 +1209,8 @@ impl NotApplicable {
 
 /// Decide whether a verified manifest applies to this host: every refusal
 /// `install` makes that does not depend on a device's state, so `check`
-/// never offers what `install` would refuse. In order: the hardware, the
+/// never offers what `install` would refuse. In order: the hardware and the
+/// track, the
 /// time (a believable `created`, not older than the source's newest, not
 /// expired), whether this host can install it at all, then whether it is
 /// wanted (not failed here, newer than the booted release).
@@ -1146,6 +1220,13 @@ pub fn evaluate(m: &Manifest, host: &HostFacts) -> Result<(), NotApplicable> {
         return Err(NotApplicable::Incompatible {
             manifest: m.doc.compatible.clone(),
             host: host.compatible.to_string(),
+        });
+    }
+    if let Err((found, want)) = check_track(m.doc.track.as_deref(), host.track) {
+        return Err(NotApplicable::OtherTrack {
+            manifest: found.map(str::to_string),
+            host: want.to_string(),
+            url: host.fetched.to_string(),
         });
     }
     let clock = host.clock();
@@ -1293,6 +1374,7 @@ mod tests {
     fn host<'a>(booted: Option<&'a Version>, failed: &'a [String], now: i64) -> HostFacts<'a> {
         HostFacts {
             compatible: "acme",
+            track: None,
             booted_version: booted,
             failed_versions: failed,
             cancelled_versions: &[],
@@ -1824,9 +1906,86 @@ mod tests {
     }
 
     #[test]
+    fn a_track_name_is_1_to_64_of_letters_digits_and_dot_underscore_dash() {
+        for ok in ["stable", "edge-beta.2", "A_b", &"t".repeat(64)] {
+            assert_eq!(check_track_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "st able",
+            "beta/1",
+            "béta",
+            "x\u{202e}",
+            &"t".repeat(65),
+        ] {
+            let e = check_track_name(bad).expect_err(bad);
+            assert!(
+                e.ends_with(": a track is 1 to 64 of A-Z a-z 0-9 . _ -"),
+                "{e}"
+            );
+        }
+        let text = doc("2.0").replace(r#""version""#, r#""track":"be ta","version""#);
+        let e = Manifest::parse(text.as_bytes()).expect_err("malformed track");
+        assert!(
+            e.to_string()
+                .starts_with("release manifest: track: \"be ta\": "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_manifest_of_another_track_or_none_is_refused_where_one_is_required() {
+        let tracked = |t: &str| {
+            let text = doc("2.0").replace(r#""version""#, &format!(r#""track":"{t}","version""#));
+            Manifest::parse(text.as_bytes()).expect("parse")
+        };
+        let untracked = Manifest::parse(doc("2.0").as_bytes()).expect("parse");
+        let failed: [String; 0] = [];
+        let facts = |track| HostFacts {
+            track,
+            ..host(None, &failed, 1_796_000_000)
+        };
+        // Required: only the same track applies.
+        assert_eq!(evaluate(&tracked("stable"), &facts(Some("stable"))), Ok(()));
+        for (m, found) in [
+            (tracked("beta"), Some("beta".to_string())),
+            (tracked("Stable"), Some("Stable".to_string())),
+            (untracked.clone(), None),
+        ] {
+            let e = evaluate(&m, &facts(Some("stable"))).expect_err("another track");
+            assert_eq!(
+                e,
+                NotApplicable::OtherTrack {
+                    manifest: found,
+                    host: "stable".into(),
+                    url: "https://u.example/r.json".into(),
+                }
+            );
+            assert_eq!(e.kind(), "other_track");
+            assert!(e.is_fault());
+        }
+        // Not required: any track, or none, as before tracks.
+        assert_eq!(evaluate(&tracked("beta"), &facts(None)), Ok(()));
+        assert_eq!(evaluate(&untracked, &facts(None)), Ok(()));
+        let e = evaluate(&untracked, &facts(Some("stable"))).expect_err("none");
+        assert_eq!(
+            e.to_string(),
+            "release manifest https://u.example/r.json: is for no track, this host follows track \"stable\" (update.track): another track's manifest at this host's URL is never installed"
+        );
+    }
+
+    #[test]
     fn faults_are_the_refusals_that_do_not_fix_themselves() {
         let s = String::new;
         let table = [
+            (
+                NotApplicable::OtherTrack {
+                    manifest: None,
+                    host: s(),
+                    url: s(),
+                },
+                true,
+            ),
             (
                 NotApplicable::Incompatible {
                     manifest: s(),

@@ -33,6 +33,9 @@ pub struct PackOptions {
     pub secret_keys: Vec<PathBuf>,
     /// The hosts it is for.
     pub compatible: String,
+    /// The release track it is published for (`--track`): signed into the
+    /// manifest, required by hosts that follow a track.
+    pub track: Option<String>,
     /// The release.
     pub version: String,
     /// Class → image file.
@@ -792,12 +795,17 @@ fn previous_created(body: Option<&[u8]>) -> Option<i64> {
 /// the one packed: replacing it would take that product's release away
 /// from its hosts (they refuse this one), so it is refused, as `fleet --out`
 /// refuses. Unverified, as [`previous_created`]: it only ever refuses.
-fn other_product(path: &Path, body: Option<&[u8]>, compatible: &str) -> Result<(), String> {
+fn other_product(
+    path: &Path,
+    body: Option<&[u8]>,
+    compatible: &str,
+    track: Option<&str>,
+) -> Result<(), String> {
     let Some(doc) = body.and_then(|b| serde_json::from_slice::<ManifestDoc>(b).ok()) else {
         return Ok(());
     };
     if doc.compatible == compatible {
-        return Ok(());
+        return other_track(path, &doc, track);
     }
     Err(format!(
         "{}: holds release {} of {}, not of {compatible}: pack would replace it (use another \
@@ -806,6 +814,23 @@ fn other_product(path: &Path, body: Option<&[u8]>, compatible: &str) -> Result<(
         crate::text::show(doc.version.as_bytes()),
         crate::text::show(doc.compatible.as_bytes())
     ))
+}
+
+/// The manifest already in the directory states a track the one packed
+/// would not: its hosts (they follow that track) would refuse the new one
+/// as another track's, so it is refused. A manifest without a track may
+/// get one (a channel's releases moving to tracks).
+fn other_track(path: &Path, doc: &ManifestDoc, track: Option<&str>) -> Result<(), String> {
+    match doc.track.as_deref() {
+        Some(held) if Some(held) != track => Err(format!(
+            "{}: holds release {} of track {held:?}, and this pack gives {}: its hosts follow \
+             that track and would refuse it (give --track {held}, or use another --out)",
+            path.display(),
+            crate::text::show(doc.version.as_bytes()),
+            crate::manifest::describe_track(track)
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The version (as written there) and build of the manifest already in
@@ -909,7 +934,12 @@ pub fn pack(opts: &PackOptions) -> Result<Packed, String> {
     let dir = ReleaseDir::open(&opts.out).map_err(publish_err)?;
     let previous = dir.read_manifest("release.json").map_err(publish_err)?;
     let manifest = opts.out.join("release.json");
-    other_product(&manifest, previous.as_deref(), &opts.compatible)?;
+    other_product(
+        &manifest,
+        previous.as_deref(),
+        &opts.compatible,
+        opts.track.as_deref(),
+    )?;
     let same_version = previous_build(previous.as_deref(), &opts.version);
     if let Some((held, old)) = &same_version {
         same_build(&manifest, held, old, &images_build(&opts.images)?)?;
@@ -929,6 +959,7 @@ pub fn pack(opts: &PackOptions) -> Result<Packed, String> {
     let doc = ManifestDoc {
         format: FORMAT,
         compatible: opts.compatible.clone(),
+        track: opts.track.clone(),
         version: opts.version.clone(),
         created: format_rfc3339(created),
         expires: format_rfc3339(expires),
@@ -984,10 +1015,40 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
+    #[test]
+    fn a_release_directorys_track_is_kept_or_given_never_swapped() {
+        let doc = |track: Option<&str>| {
+            let mut v = serde_json::json!({"format": 1, "compatible": "acme", "version": "2.0",
+                "created": "c", "expires": "e", "images": {}});
+            if let Some(t) = track {
+                v["track"] = t.into();
+            }
+            serde_json::from_value::<ManifestDoc>(v).expect("doc")
+        };
+        let p = Path::new("out/release.json");
+        assert_eq!(other_track(p, &doc(Some("stable")), Some("stable")), Ok(()));
+        assert_eq!(
+            other_track(p, &doc(None), Some("stable")),
+            Ok(()),
+            "given one"
+        );
+        assert_eq!(other_track(p, &doc(None), None), Ok(()));
+        for new in [Some("beta"), None] {
+            let e = other_track(p, &doc(Some("stable")), new).expect_err("swapped");
+            assert!(
+                e.starts_with(
+                    "out/release.json: holds release 2.0 of track \"stable\", and this pack gives "
+                ),
+                "{e}"
+            );
+        }
+    }
+
     fn opts() -> PackOptions {
         PackOptions {
             secret_keys: vec!["release.key".into()],
             compatible: "acme-edge".into(),
+            track: None,
             version: "2.0".into(),
             images: vec![("rootfs".into(), "rootfs.img".into())],
             out: "out".into(),

@@ -282,7 +282,23 @@ pub(super) fn fetch_and_judge(
             verified.manifest(),
         )?;
     }
-    let verdict = judge(host, state, &verified, booted, placed.as_ref().ok(), opts);
+    // The track the manifest must state: the host's for its configured
+    // `url` and for what its channel names, unless the channel pins the
+    // manifest's bytes; an operator's own URL is theirs.
+    let track = host.config.update.track.as_deref();
+    let track = match &pin {
+        Some(release) => channel::manifest_track(release, track),
+        None => track.filter(|_| host.is_configured_url(location)),
+    };
+    let verdict = judge(
+        host,
+        state,
+        &verified,
+        booted,
+        placed.as_ref().ok(),
+        track,
+        opts,
+    );
     let standing = match opts.rollout {
         true => Some(
             rollout::decide(
@@ -357,7 +373,11 @@ fn believed_channel(
     };
     // Named by where the bytes came from (the mirror's URL), not the
     // configured one: that is the server to look at.
-    let time = channel::check_time(&crate::fetch::redact(verified.source()), ch, &facts);
+    let fetched = crate::fetch::redact(verified.source());
+    // Before anything of it is believed: another track's channel, signed
+    // later, must not raise this URL's floor over the one that belongs here.
+    channel::check_track(&fetched, ch, host.config.update.track.as_deref())?;
+    let time = channel::check_time(&fetched, ch, &facts);
     if !matches!(time, Err(channel::ChannelError::CreatedAhead { .. })) {
         state.note_created(&source, ch.created, &ch.sha256, None, Some(&source));
     }
@@ -597,13 +617,15 @@ fn staged_trial(state: &State, booted: SlotName) -> Option<Transaction> {
 /// this host's facts), so `check` offers nothing `install` refuses before
 /// touching a device. A `created` this host may believe is recorded in
 /// `state` (the clock's floor and the source's newest), whatever the
-/// verdict: a verified manifest for another board still proves the time.
+/// verdict (a verified manifest for another board still proves the time),
+/// but for another track's: it is no manifest of this source at all.
 fn judge(
     host: &Host,
     state: &mut State,
     verified: &Verified,
     booted: SlotName,
     booted_version: Option<&Version>,
+    track: Option<&str>,
     opts: CheckOptions,
 ) -> std::result::Result<(), NotApplicable> {
     let (allow_downgrade, by_hand) = (opts.allow_downgrade, opts.by_hand);
@@ -626,6 +648,7 @@ fn judge(
     let fetched = crate::fetch::redact(verified.source());
     let facts = HostFacts {
         compatible: &host.config.update.compatible,
+        track,
         booted_version,
         failed_versions: &failed,
         cancelled_versions: &cancelled,
@@ -638,7 +661,10 @@ fn judge(
         allow_downgrade,
     };
     let verdict = manifest::evaluate(m, &facts);
-    if manifest::created_plausible(m, &facts) {
+    // Another track's manifest proves nothing about this source: its later
+    // `created` must not make the manifest that belongs here stale.
+    let other_track = matches!(verdict, Err(NotApplicable::OtherTrack { .. }));
+    if manifest::created_plausible(m, &facts) && !other_track {
         let channel = host
             .config
             .update

@@ -295,6 +295,11 @@ impl Host {
         }
     }
 
+    /// Whether `location` is the configured release manifest (`update.url`).
+    pub(super) fn is_configured_url(&self, location: &str) -> bool {
+        self.config.update.url.as_deref() == Some(location)
+    }
+
     /// Whether `location` is the configured release channel.
     pub(super) fn is_channel(&self, location: &str) -> bool {
         self.config.update.channel.as_deref() == Some(location)

@@ -130,6 +130,59 @@ pub fn apply(doc: &mut Value, change: &Change, created: i64, expires: i64) -> Re
     Ok(())
 }
 
+/// Give the channel `doc` the track `track` (`--track`): set when it has
+/// none, kept when it is the same, refused when it is another: its hosts
+/// follow that one, and a channel of another track is never acted on.
+/// Returns whether it was newly set.
+pub fn set_track(doc: &mut Value, track: &str) -> Result<bool, String> {
+    let obj = doc.as_object_mut().ok_or("not a JSON object")?;
+    match obj.get("track").and_then(Value::as_str) {
+        Some(held) if held == track => Ok(false),
+        Some(held) => Err(format!(
+            "is the channel of track {held:?}, not {track:?}: its hosts follow {held:?} and would \
+             refuse it (a track is set once; publish another track as another channel)"
+        )),
+        None => {
+            obj.insert("track".into(), track.into());
+            Ok(true)
+        }
+    }
+}
+
+/// The track the channel `doc` indexes, if any.
+fn track_of(doc: &Value) -> Option<&str> {
+    doc.get("track").and_then(Value::as_str)
+}
+
+/// A manifest the channel names unpinned must state the channel's track:
+/// hosts that follow it refuse any other ([`super::manifest_track`]).
+fn off_track(channel: Option<&str>, manifest: &Manifest, pinned: bool) -> Option<String> {
+    let want = channel.filter(|_| !pinned)?;
+    crate::manifest::check_track(manifest.doc.track.as_deref(), Some(want))
+        .err()
+        .map(|(found, want)| {
+            format!(
+                "is for {}, the channel's track is {want:?}: its hosts would refuse it (pack it \
+                 with --track {want}, or bind its bytes with --pin)",
+                crate::manifest::describe_track(found)
+            )
+        })
+}
+
+/// The first release listed in `doc` (in `dir`), not withdrawn nor pinned,
+/// whose manifest states another track than `track`, with its path and
+/// why: hosts that follow `track` would refuse it.
+fn listed_off_track(doc: &Value, dir: &Path, track: &str) -> Option<(String, String)> {
+    doc["releases"].as_array()?.iter().find_map(|r| {
+        let skipped =
+            r.get("withdrawn").and_then(Value::as_bool) == Some(true) || r.get("sha256").is_some();
+        let relative = r.get("manifest")?.as_str().filter(|_| !skipped)?;
+        let body = crate::files::read_capped(&dir.join(relative), MAX_MANIFEST_BYTES).ok()?;
+        let m = Manifest::parse(&body).ok()?;
+        off_track(Some(track), &m, false).map(|why| (relative.to_string(), why))
+    })
+}
+
 fn refused(path: &Path, m: impl std::fmt::Display) -> PublishError {
     PublishError::Refused(format!("{}: {m}", path.display()))
 }
@@ -227,6 +280,9 @@ fn change_of(
                         ),
                     ));
                 }
+            }
+            if let Some(why) = off_track(track_of(doc), &m, *pin) {
+                return Err(refused(manifest, why));
             }
             let abs = |p: &Path| std::fs::canonicalize(p).map_err(|e| refused(p, e));
             let relative = abs(manifest)?
@@ -349,6 +405,14 @@ pub fn run(opts: &Options) -> Result<Channel, PublishError> {
         None if matches!(opts.action, Action::Add { .. }) => json!({"format": 1, "halt": false}),
         None => return Err(refused(file, "no channel yet: `add` a release first")),
     };
+    if let Some(track) = &opts.track {
+        let newly = set_track(&mut doc, track).map_err(|e| refused(file, e))?;
+        // A channel given a track now must not name a release its hosts
+        // would refuse once they follow it.
+        if let Some((listed, why)) = listed_off_track(&doc, &dir_path, track).filter(|_| newly) {
+            return Err(refused(&dir_path.join(listed), why));
+        }
+    }
     let change = change_of(&opts.action, &doc, &dir_path, &keys, threshold)?;
     let created = publish::next_second(previous.as_ref().map(|p| p.1), now());
     let expires = created.saturating_add((opts.expires_days.max(1) as i64).saturating_mul(86400));
@@ -398,6 +462,50 @@ mod tests {
     fn parsed(doc: &Value) -> Channel {
         let body = serde_json::to_vec(doc).expect("json");
         Channel::parse("c", &body).expect("hosts parse it")
+    }
+
+    #[test]
+    fn a_channels_track_is_set_once_and_never_changed() {
+        let mut doc = json!({"format": 1, "releases": []});
+        assert_eq!(set_track(&mut doc, "stable"), Ok(true));
+        assert_eq!(doc["track"], "stable");
+        assert_eq!(set_track(&mut doc, "stable"), Ok(false));
+        let e = set_track(&mut doc, "beta").expect_err("another track");
+        assert!(
+            e.starts_with("is the channel of track \"stable\", not \"beta\""),
+            "{e}"
+        );
+        assert_eq!(doc["track"], "stable");
+        apply(&mut doc, &add("2.0", false), 1000, 2000).expect("add");
+        assert_eq!(parsed(&doc).track.as_deref(), Some("stable"));
+    }
+
+    #[test]
+    fn a_release_of_another_track_is_off_the_channels_track_unless_pinned() {
+        let m = |track: Option<&str>| {
+            let mut v = json!({"format": 1, "compatible": "acme", "version": "2.0",
+                "created": "2026-11-20T10:00:00Z", "expires": "2027-01-20T10:00:00Z",
+                "images": {"rootfs": {"url": "r.img", "size": 1, "sha256": H}}});
+            if let Some(t) = track {
+                v["track"] = t.into();
+            }
+            Manifest::parse(&serde_json::to_vec(&v).expect("json")).expect("manifest")
+        };
+        assert_eq!(off_track(Some("stable"), &m(Some("stable")), false), None);
+        assert_eq!(off_track(None, &m(Some("beta")), false), None, "no track");
+        assert_eq!(
+            off_track(Some("stable"), &m(Some("beta")), true),
+            None,
+            "pinned"
+        );
+        assert_eq!(off_track(Some("stable"), &m(None), true), None, "pinned");
+        let why = off_track(Some("stable"), &m(Some("beta")), false).expect("off");
+        assert!(
+            why.starts_with("is for track \"beta\", the channel's track is \"stable\""),
+            "{why}"
+        );
+        let why = off_track(Some("stable"), &m(None), false).expect("off");
+        assert!(why.starts_with("is for no track"), "{why}");
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct Channel {
     pub expires: i64,
     /// The fleet-wide halt: no host starts an install.
     pub halt: bool,
+    /// The track it indexes (`stable`): what a host with `[update] track`
+    /// requires of it ([`check_track`]). Absent in channels made without
+    /// `--track`.
+    pub track: Option<String>,
     /// The releases, in the order listed.
     pub releases: Vec<Release>,
     /// SHA-256 of its exact bytes (lowercase hex): what the host's floor
@@ -139,6 +143,16 @@ pub enum ChannelError {
         /// How it is behind.
         behind: Behind,
     },
+    /// Another track's channel, or one without a track, where the host
+    /// follows a track (kind `other_track`).
+    OtherTrack {
+        /// The channel's URL.
+        url: String,
+        /// The channel's `track`.
+        found: Option<String>,
+        /// The host's `update.track`.
+        want: String,
+    },
     /// The manifest is not the one the channel binds (kind `hash_mismatch`).
     ManifestMismatch {
         /// The manifest's URL.
@@ -190,6 +204,11 @@ impl fmt::Display for ChannelError {
                 t(newest),
                 behind.cause()
             ),
+            OtherTrack { url, found, want } => write!(
+                f,
+                "channel {url}: is for {}, this host follows track {want:?} (update.track): another track's channel at this host's URL is never acted on",
+                crate::manifest::describe_track(found.as_deref())
+            ),
             ManifestMismatch {
                 url,
                 expected,
@@ -220,6 +239,7 @@ impl ChannelError {
             ChannelError::Expired { .. } => Kind::Expired,
             ChannelError::CreatedAhead { .. } => Kind::CreatedAhead,
             ChannelError::Stale { .. } => Kind::Stale,
+            ChannelError::OtherTrack { .. } => Kind::OtherTrack,
             ChannelError::ManifestMismatch { .. } => Kind::HashMismatch,
         }
     }
@@ -277,6 +297,16 @@ fn parse_fields(bytes: &[u8]) -> Result<Channel, FieldError> {
     if expires <= created {
         return Err(("expires".into(), "not after created"));
     }
+    let track = match top("track") {
+        None => None,
+        Some(t) => match t
+            .as_str()
+            .filter(|t| crate::manifest::check_track_name(t).is_ok())
+        {
+            Some(t) => Some(t.to_string()),
+            None => return Err(("track".into(), "not 1 to 64 of A-Z a-z 0-9 . _ -")),
+        },
+    };
     let mut releases: Vec<Release> = Vec::with_capacity(list.len());
     for (i, r) in list.iter().enumerate() {
         let at = |k: &str| format!("releases[{i}]{k}");
@@ -321,6 +351,7 @@ fn parse_fields(bytes: &[u8]) -> Result<Channel, FieldError> {
         created,
         expires,
         halt,
+        track,
         releases,
         sha256: crate::install::hex(&crate::manifest::sha2_digest(bytes)),
     })
@@ -418,6 +449,9 @@ pub struct Options {
     pub threshold: usize,
     /// `--expires-days`: the new channel expires this long after `created`.
     pub expires_days: u64,
+    /// `--track`: the track the channel indexes; set once (a new channel,
+    /// or one without), never changed.
+    pub track: Option<String>,
 }
 
 /// The host's choice from a channel.
@@ -586,6 +620,27 @@ pub fn staged(
     barrier.map(|(index, _)| Unoffered::PastBarrier { index })
 }
 
+/// The channel `ch` (fetched from `url`) indexes the track the host follows
+/// (`want`; `None`: any). Checked before anything of it is believed, its
+/// `created` included: another track's channel, re-signed later, must not
+/// raise this URL's floor over the channel that belongs there.
+pub fn check_track(url: &str, ch: &Channel, want: Option<&str>) -> Result<(), ChannelError> {
+    crate::manifest::check_track(ch.track.as_deref(), want).map_err(|(found, want)| {
+        ChannelError::OtherTrack {
+            url: url.to_string(),
+            found: found.map(str::to_string),
+            want: want.to_string(),
+        }
+    })
+}
+
+/// The track a manifest the channel names must state for a host that
+/// follows `want`: none for a pinned release (the channel, itself of the
+/// host's track, binds its exact bytes, whatever they say), else `want`.
+pub fn manifest_track<'a>(release: &Release, want: Option<&'a str>) -> Option<&'a str> {
+    want.filter(|_| release.sha256.is_none())
+}
+
 /// The manifest at `url` is the one `release` binds: it states
 /// `release.version` and, when the release is pinned, its exact bytes hash
 /// to `release.sha256`. Unpinned, the manifest's own signature, expiry and
@@ -620,6 +675,7 @@ mod tests {
             created: 1000,
             expires: 2000,
             halt,
+            track: None,
             releases: rs
                 .iter()
                 .map(|(v, barrier, withdrawn)| Release {
@@ -971,6 +1027,58 @@ mod tests {
                 .contains("binds 2.0, the manifest is 2.0.1 sha256"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_channel_of_another_track_or_none_is_refused_where_one_is_required() {
+        let c = |track: Option<&str>| Channel {
+            track: track.map(str::to_string),
+            ..ch(false, &[])
+        };
+        assert_eq!(check_track("u", &c(Some("stable")), Some("stable")), Ok(()));
+        assert_eq!(check_track("u", &c(Some("beta")), None), Ok(()));
+        assert_eq!(check_track("u", &c(None), None), Ok(()));
+        let e = check_track("https://m/ch.json", &c(Some("beta")), Some("stable"))
+            .expect_err("beta at stable's URL");
+        assert_eq!(e.kind(), crate::error::Kind::OtherTrack);
+        assert_eq!(
+            e.to_string(),
+            "channel https://m/ch.json: is for track \"beta\", this host follows track \"stable\" (update.track): another track's channel at this host's URL is never acted on"
+        );
+        let e = check_track("u", &c(None), Some("stable")).expect_err("no track");
+        assert!(e.to_string().contains("is for no track"), "{e}");
+    }
+
+    #[test]
+    fn a_pinned_release_needs_no_track_of_its_manifest_an_unpinned_one_the_hosts() {
+        let mut r = ch(false, &[("2.0", false, false)]).releases.remove(0);
+        assert_eq!(manifest_track(&r, Some("stable")), None, "pinned");
+        assert_eq!(manifest_track(&r, None), None);
+        r.sha256 = None;
+        assert_eq!(manifest_track(&r, Some("stable")), Some("stable"));
+        assert_eq!(manifest_track(&r, None), None);
+    }
+
+    #[test]
+    fn a_channels_track_is_parsed_and_a_malformed_one_named() {
+        let c = Channel::parse(
+            "u",
+            doc(r#""track":"edge.beta-2","releases":[]"#).as_bytes(),
+        )
+        .expect("parses");
+        assert_eq!(c.track.as_deref(), Some("edge.beta-2"));
+        assert_eq!(
+            Channel::parse("u", doc(r#""releases":[]"#).as_bytes()).map(|c| c.track),
+            Ok(None)
+        );
+        for bad in [r#""track":"""#, r#""track":"a b""#, r#""track":7"#] {
+            let e = Channel::parse("u", doc(&format!(r#"{bad},"releases":[]"#)).as_bytes())
+                .expect_err(bad);
+            assert!(
+                e.to_string().starts_with("channel u: track: not 1 to 64"),
+                "{e}"
+            );
+        }
     }
 
     fn doc(body: &str) -> String {

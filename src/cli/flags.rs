@@ -773,6 +773,18 @@ pub static FLAGS: &[Flag] = &[
             Ok(())
         },
     ),
+    valued(
+        "track",
+        "NAME",
+        Scope::Commands(&[Cmd::Pack, Cmd::Channel]),
+        "the release track (stable): signed into release.json or channel.json, required by hosts with [update] track",
+        |a, v| {
+            let t = v.text()?;
+            crate::manifest::check_track_name(&t).map_err(|e| format!("--track {e}"))?;
+            a.track = Some(t);
+            Ok(())
+        },
+    ),
     // pack
     valued(
         "compatible",
@@ -1125,6 +1137,9 @@ pub struct LowArgs {
     pub barrier: bool,
     /// `channel add --pin`.
     pub pin: bool,
+    /// `pack --track`, `channel --track`: the release track signed into
+    /// the document.
+    pub track: Option<String>,
     /// `pack --compatible`: the hardware the release is for.
     pub compatible: Option<String>,
     /// `pack --version`.
@@ -1549,6 +1564,7 @@ mod tests {
             "DURATION" => "30s",
             "MATCHERS" => "region=\"eu\"",
             "LABEL" => "site",
+            "NAME" => "stable",
             other => panic!("no sample value for {other}: add one"),
         }
     }

@@ -268,6 +268,7 @@ fn pack(low: LowArgs) -> Result<PackOptions, String> {
     Ok(PackOptions {
         secret_keys: low.secret,
         compatible: low.compatible.unwrap_or_default(),
+        track: low.track,
         version: low.release_version.unwrap_or_default(),
         images: low.image,
         out: low.out.unwrap_or_default(),
@@ -365,6 +366,7 @@ fn channel(low: LowArgs) -> Result<crate::channel::Options, String> {
         keys_dirs: low.keys,
         threshold: low.threshold.unwrap_or(1),
         expires_days,
+        track: low.track,
     })
 }
 

@@ -69,6 +69,7 @@ fn manifest(version: &str, start: i64, rollout: Rollout) -> Manifest {
     let doc = ManifestDoc {
         format: 1,
         compatible: "sim".into(),
+        track: None,
         version: version.into(),
         created: format_rfc3339(start - 3600),
         expires: format_rfc3339(start + 30 * 86400),
@@ -100,6 +101,7 @@ fn poll(host: &mut SimHost, m: &Manifest, now: i64, healthy: bool) -> Vec<Event>
     let cancelled = host.state.cancelled_versions();
     let facts = HostFacts {
         compatible: "sim",
+        track: None,
         booted_version: Some(&host.version),
         failed_versions: &failed,
         cancelled_versions: &cancelled,

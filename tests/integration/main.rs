@@ -41,6 +41,7 @@ mod publish_crash;
 mod random_walk;
 mod refusal_table;
 mod release_channel;
+mod release_tracks;
 mod replaceable_checks;
 mod s3_releases;
 #[cfg(feature = "failpoints")]

@@ -1,0 +1,378 @@
+//! Release tracks (`[update] track`, `pack --track`, `channel --track`): a
+//! signature says who signed a document, not which channel or release
+//! directory it was published for; the signed `track` does. Every case is
+//! the server's (or a mirror's, a DNS answer's) move of a real document
+//! signed by the fleet's one key to a host's URL, through the real binary.
+//!
+//! | promise | test |
+//! | --- | --- |
+//! | another track's channel at the host's URL: refused, a halt stands, its `created` not believed | `another_tracks_channel_at_the_hosts_url_is_refused_and_the_halt_stands` |
+//! | another track's manifest (or one without a track) at the host's `url`: refused, nothing written | `another_tracks_manifest_at_the_hosts_url_is_refused_and_nothing_is_written` |
+//! | a channel's unpinned manifest replaced by another track's of the same version: refused; a pinned one of no track installs | `a_channel_names_manifests_of_its_track_unless_it_pins_their_bytes` |
+//! | the operator's tools: a track is set once, `add` refuses another track's release unless `--pin`, `pack` never swaps one | `the_operators_tools_keep_a_track_as_it_was_set` |
+//! | a malformed track: a one-line error naming it | `a_malformed_track_is_refused_naming_it` |
+
+use crate::common::channel::{channel, channel_cmd, channel_host, channel_path};
+use crate::common::host::{image, signature_files, text, HostOptions, TestHost};
+use std::path::{Path, PathBuf};
+
+const LEN: usize = 1 << 20;
+
+/// `track = "stable"` in the host's `[update]`.
+fn follow_stable(h: &TestHost) {
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let cfg = cfg.replacen("[update]\n", "[update]\ntrack = \"stable\"\n", 1);
+    std::fs::write(&h.config, cfg).expect("config");
+}
+
+/// The document's `created` (RFC 3339 UTC, so text order is time order).
+fn created(p: &Path) -> String {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p).expect("document")).expect("json");
+    v["created"].as_str().expect("created").to_string()
+}
+
+/// Run `again` (a re-signing) until the document at `later` is dated after
+/// the one at `earlier`: the attacker's copy must be the newer one, or the
+/// host's floor would refuse it without any track.
+fn until_later(later: &Path, earlier: &Path, again: impl Fn()) {
+    for _ in 0..5 {
+        if created(later) > created(earlier) {
+            return;
+        }
+        again();
+    }
+    panic!(
+        "{} never dated after {}",
+        later.display(),
+        earlier.display()
+    );
+}
+
+/// `version` packed into `name` with `extra` and dated after the manifest
+/// at `earlier` (packed again until it is): the attacker's newer copy.
+fn packed_after(
+    h: &TestHost,
+    name: &str,
+    version: &str,
+    extra: &[&str],
+    earlier: &Path,
+) -> PathBuf {
+    let pack = || h.pack(name, version, &image(version, LEN), extra);
+    let m = pack();
+    until_later(&m, earlier, || {
+        pack();
+    });
+    m
+}
+
+/// What a server does: the document at `from`, and its signatures, served
+/// at `to` (the signatures there before removed).
+fn serve_at(from: &Path, to: &Path) {
+    for sig in signature_files(to) {
+        std::fs::remove_file(sig).expect("rm signature");
+    }
+    std::fs::copy(from, to).expect("copy document");
+    let name = to.file_name().expect("name").to_string_lossy().into_owned();
+    for sig in signature_files(from) {
+        let suffix = sig.file_name().expect("name").to_string_lossy()[name.len()..].to_string();
+        let target = to.with_file_name(format!("{name}{suffix}"));
+        std::fs::copy(&sig, target).expect("copy signature");
+    }
+}
+
+/// A copy of the file at `p` with its signatures, to put back later.
+fn saved(p: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    std::iter::once(p.to_path_buf())
+        .chain(signature_files(p))
+        .map(|f| {
+            let bytes = std::fs::read(&f).expect("read");
+            (f, bytes)
+        })
+        .collect()
+}
+
+fn restore(p: &Path, files: &[(PathBuf, Vec<u8>)]) {
+    for sig in signature_files(p) {
+        std::fs::remove_file(sig).expect("rm signature");
+    }
+    for (f, bytes) in files {
+        std::fs::write(f, bytes).expect("write");
+    }
+}
+
+fn check_json(h: &TestHost) -> (Option<i32>, serde_json::Value) {
+    let out = h.abupdate(&["--json", "check"]);
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("check --json: {e}: {}", text(&out)));
+    (out.status.code(), v)
+}
+
+/// `update` fails with `other_track` and `message` in its line; the boot
+/// order, the slots and the transaction untouched.
+fn refused_other_track(h: &TestHost, message: &str) {
+    let before = h.untouched();
+    let slot_b = h.slot_sha(1);
+    let out = h.abupdate(&["--json", "update", "--now"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "other_track", "{v}");
+    let error = v["error"].as_str().unwrap_or_default();
+    assert!(error.contains(message), "{error}");
+    assert_eq!(error.lines().count(), 1, "{error}");
+    h.assert_untouched(&before, "another track's document");
+    assert!(h.state()["transaction"].is_null(), "{}", h.state());
+    assert_eq!(h.slot_sha(1), slot_b, "slot B written");
+}
+
+#[test]
+fn another_tracks_channel_at_the_hosts_url_is_refused_and_the_halt_stands() {
+    let h = channel_host("track-channel", "1.0", HostOptions::default());
+    follow_stable(&h);
+    let stable = channel_path(&h);
+    let m = h.pack("r2.0", "2.0", &image("2.0", LEN), &["--track", "stable"]);
+    channel(&h, "add", &[m.to_str().expect("path"), "--track", "stable"]);
+    channel(&h, "halt", &[]);
+    let (code, v) = check_json(&h);
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (Some(0), Some("halted")),
+        "{v}"
+    );
+    let halted = saved(&stable);
+
+    // The beta channel: the same key, the same releases, not halted, and
+    // re-signed after stable's halt.
+    let beta_dir = h.dir.join("beta");
+    std::fs::create_dir_all(&beta_dir).expect("beta dir");
+    let beta = beta_dir.join("channel.json");
+    std::fs::create_dir_all(beta_dir.join("r2.0")).expect("dir");
+    for f in std::iter::once(m.clone()).chain(signature_files(&m)) {
+        let name = f.file_name().expect("name").to_owned();
+        std::fs::copy(&f, beta_dir.join("r2.0").join(name)).expect("copy");
+    }
+    let beta_cmd = |action: &str, extra: &[&str]| {
+        let out = crate::common::host::run(
+            std::process::Command::new(crate::common::host::bin())
+                .args(["channel", action])
+                .arg(&beta)
+                .args(extra)
+                .arg("--secret")
+                .arg(&h.secret_key),
+        );
+        assert!(
+            out.status.success(),
+            "beta channel {action}: {}",
+            text(&out)
+        );
+    };
+    let beta_manifest = beta_dir.join("r2.0/release.json");
+    beta_cmd(
+        "add",
+        &[
+            beta_manifest.to_str().expect("path"),
+            "--pin",
+            "--track",
+            "beta",
+        ],
+    );
+    until_later(&beta, &stable, || beta_cmd("resign", &[]));
+
+    serve_at(&beta, &stable);
+    refused_other_track(
+        &h,
+        &format!(
+            "channel {}: is for track \"beta\", this host follows track \"stable\" (update.track)",
+            stable.display()
+        ),
+    );
+    let (code, v) = check_json(&h);
+    assert_eq!(
+        (code, v["kind"].as_str()),
+        (Some(1), Some("other_track")),
+        "{v}"
+    );
+
+    // Its later `created` was not believed: stable's halted channel, put
+    // back, is no replay to this host, and the halt still holds.
+    restore(&stable, &halted);
+    let (code, v) = check_json(&h);
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (Some(0), Some("halted")),
+        "{v}"
+    );
+}
+
+#[test]
+fn another_tracks_manifest_at_the_hosts_url_is_refused_and_nothing_is_written() {
+    let h = TestHost::new("track-url", "1.0", HostOptions::default());
+    let stable = h.pack("stable", "2.0", &image("2.0", LEN), &["--track", "stable"]);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let url = format!("file://{}", stable.display());
+    let cfg = cfg.replacen("[update]\n", &format!("[update]\nurl = \"{url}\"\n"), 1);
+    std::fs::write(&h.config, cfg).expect("config");
+    follow_stable(&h);
+    let good = saved(&stable);
+
+    // A beta-only release, signed by the same key after stable's.
+    let beta = packed_after(&h, "beta", "3.0", &["--track", "beta"], &stable);
+    serve_at(&beta, &stable);
+    refused_other_track(
+        &h,
+        &format!(
+            "release manifest {url}: is for track \"beta\", this host follows track \"stable\""
+        ),
+    );
+
+    // A release packed without a track is no release of this track either.
+    let untracked = packed_after(&h, "untracked", "3.0", &[], &stable);
+    serve_at(&untracked, &stable);
+    refused_other_track(&h, "is for no track, this host follows track \"stable\"");
+
+    // Neither raised this URL's floor: stable's own manifest still applies,
+    // and an install by hand of another URL is the operator's to make.
+    restore(&stable, &good);
+    let (code, v) = check_json(&h);
+    assert_eq!(
+        (code, v["version"].as_str()),
+        (Some(100), Some("2.0")),
+        "{v}"
+    );
+    let out = h.abupdate(&["check", untracked.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+}
+
+#[test]
+fn a_channel_names_manifests_of_its_track_unless_it_pins_their_bytes() {
+    let h = channel_host("track-named", "1.0", HostOptions::default());
+    follow_stable(&h);
+    let m = h.pack("r2.0", "2.0", &image("2.0", LEN), &["--track", "stable"]);
+    channel(&h, "add", &[m.to_str().expect("path"), "--track", "stable"]);
+    let (code, v) = check_json(&h);
+    assert_eq!(
+        (code, v["version"].as_str()),
+        (Some(100), Some("2.0")),
+        "{v}"
+    );
+
+    // Beta's 2.0 (the same version, its own rollout), re-signed later, put
+    // where stable's channel names 2.0: the channel binds the version only.
+    let beta = packed_after(&h, "beta-r2.0", "2.0", &["--track", "beta"], &m);
+    serve_at(&beta, &m);
+    refused_other_track(
+        &h,
+        "r2.0/release.json: is for track \"beta\", this host follows track \"stable\"",
+    );
+    let (_, v) = check_json(&h);
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("r2.0/release.json: is for track \"beta\", this host follows track \"stable\" (update.track): another track's manifest at this host's URL is never installed")),
+        "{v}"
+    );
+
+    // A release of no track is listed only with its bytes bound; then the
+    // channel (itself of the host's track) vouches for it, and it installs.
+    let untracked = h.pack("r3.0", "3.0", &image("3.0", LEN), &[]);
+    let out = channel_cmd(&h, "add", &[untracked.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is for no track, the channel's track is \"stable\": its hosts would refuse it (pack it with --track stable, or bind its bytes with --pin)"),
+        "{err}"
+    );
+    channel(&h, "add", &[untracked.to_str().expect("path"), "--pin"]);
+    let (code, v) = check_json(&h);
+    assert_eq!(
+        (code, v["version"].as_str()),
+        (Some(100), Some("3.0")),
+        "{v}"
+    );
+    let out = h.abupdate(&["update", "--no-reboot", "--now"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.state()["transaction"]["version"], "3.0", "{}", text(&out));
+}
+
+#[test]
+fn the_operators_tools_keep_a_track_as_it_was_set() {
+    let h = channel_host("track-operator", "1.0", HostOptions::default());
+    let m = h.pack("r2.0", "2.0", &image("2.0", LEN), &["--track", "stable"]);
+    // A channel made before tracks takes one, once: its listed releases
+    // are of that track.
+    channel(&h, "add", &[m.to_str().expect("path")]);
+    channel(&h, "resign", &["--track", "stable"]);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(channel_path(&h)).expect("channel")).expect("json");
+    assert_eq!(doc["track"], "stable", "{doc}");
+    let before = std::fs::read(channel_path(&h)).expect("channel");
+    let out = channel_cmd(&h, "resign", &["--track", "beta"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is the channel of track \"stable\", not \"beta\"")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(std::fs::read(channel_path(&h)).expect("channel"), before);
+
+    // Another track's release is not listed unpinned.
+    let beta = h.pack("r3.0", "3.0", &image("3.0", LEN), &["--track", "beta"]);
+    let out = channel_cmd(&h, "add", &[beta.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("is for track \"beta\", the channel's track is \"stable\""),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(channel_path(&h)).expect("channel"), before);
+
+    // A channel without a track that lists a release of no track is not
+    // given one: its hosts, once they follow it, would refuse that release.
+    let h2 = channel_host("track-operator-untracked", "1.0", HostOptions::default());
+    let old = h2.pack("r2.0", "2.0", &image("2.0", LEN), &[]);
+    channel(&h2, "add", &[old.to_str().expect("path")]);
+    let out = channel_cmd(&h2, "resign", &["--track", "stable"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("r2.0/release.json: is for no track, the channel's track is \"stable\""),
+        "{}",
+        text(&out)
+    );
+
+    // `pack` never swaps the track of a release directory; it may give one
+    // to a directory packed without.
+    let (_, out) = h.pack_output("r2.0", "2.0", &image("2.0", LEN), &["--track", "beta"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("holds release 2.0 of track \"stable\", and this pack gives track \"beta\""),
+        "{}",
+        text(&out)
+    );
+    h2.pack("r2.0", "2.0", &image("2.0", LEN), &["--track", "stable"]);
+}
+
+#[test]
+fn a_malformed_track_is_refused_naming_it() {
+    let h = TestHost::new("track-malformed", "1.0", HostOptions::default());
+    let (_, out) = h.pack_output("r2.0", "2.0", &image("2.0", LEN), &["--track", "st able"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--track \"st able\": a track is 1 to 64 of A-Z a-z 0-9 . _ -"),
+        "{err}"
+    );
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        cfg.replacen("[update]\n", "[update]\ntrack = \"\"\n", 1),
+    )
+    .expect("config");
+    let out = h.abupdate(&["status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("update.track: \"\": a track is"), "{err}");
+}
