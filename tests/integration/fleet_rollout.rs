@@ -921,7 +921,8 @@ fn a_report_file_torn_mid_write_still_counts_the_failures_before_the_tear() {
 /// Issue 20.5 (operator half) and a minor: every re-sign advances `created`
 /// (now, and after the replaced manifest's even when this clock is behind),
 /// so hosts can tell the paused copy from a cached unpaused one; unknown
-/// fields are signed content and survive the re-sign.
+/// fields, and the release's track, are signed content and survive the
+/// re-sign.
 #[test]
 fn every_re_sign_advances_created_and_keeps_unknown_fields() {
     use abupdate::timefmt::{now, parse_rfc3339};
@@ -932,7 +933,7 @@ fn every_re_sign_advances_created_and_keeps_unknown_fields() {
         "r2",
         "2.0",
         &image("2.0", 1 << 20),
-        &["--percent", "1", "--created", &ahead],
+        &["--percent", "1", "--created", &ahead, "--track", "stable"],
     );
     h.resign(&m, |doc| {
         doc["x-vendor"] = serde_json::json!({"build": "b-1234"});
@@ -957,6 +958,7 @@ fn every_re_sign_advances_created_and_keeps_unknown_fields() {
     assert_eq!(doc["rollout"]["paused"], true);
     assert_eq!(doc["x-vendor"]["build"], "b-1234", "{doc}");
     assert_eq!(doc["rollout"]["x-note"], "canaries first", "{doc}");
+    assert_eq!(doc["track"], "stable", "the track is signed content: {doc}");
     assert!(created(&m) > first, "created did not advance: {doc}");
     assert!(minisign_accepts(&m, &h.public_key, None));
 }

@@ -8,6 +8,7 @@
 //! | --- | --- |
 //! | another track's channel at the host's URL: refused, a halt stands, its `created` not believed | `another_tracks_channel_at_the_hosts_url_is_refused_and_the_halt_stands` |
 //! | another track's manifest (or one without a track) at the host's `url`: refused, nothing written | `another_tracks_manifest_at_the_hosts_url_is_refused_and_nothing_is_written` |
+//! | another track's manifest at the last look before the reboot: the trial stays staged, not disarmed | `another_tracks_manifest_at_the_last_look_keeps_the_trial_staged_not_disarmed` |
 //! | a channel's unpinned manifest replaced by another track's of the same version: refused; a pinned one of no track installs | `a_channel_names_manifests_of_its_track_unless_it_pins_their_bytes` |
 //! | the operator's tools: a track is set once, `add` refuses another track's release unless `--pin`, `pack` never swaps one | `the_operators_tools_keep_a_track_as_it_was_set` |
 //! | a malformed track: a one-line error naming it | `a_malformed_track_is_refused_naming_it` |
@@ -241,6 +242,40 @@ fn another_tracks_manifest_at_the_hosts_url_is_refused_and_nothing_is_written() 
     );
     let out = h.abupdate(&["check", untracked.to_str().expect("path")]);
     assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+}
+
+#[test]
+fn another_tracks_manifest_at_the_last_look_keeps_the_trial_staged_not_disarmed() {
+    let h = TestHost::new("track-last-look", "1.0", HostOptions::default());
+    let stable = h.pack("stable", "2.0", &image("2.0", LEN), &["--track", "stable"]);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let url = format!("file://{}", stable.display());
+    let cfg = cfg.replacen("[update]\n", &format!("[update]\nurl = \"{url}\"\n"), 1);
+    std::fs::write(&h.config, cfg).expect("config");
+    follow_stable(&h);
+    let good = saved(&stable);
+    let beta = packed_after(&h, "beta", "3.0", &["--track", "beta"], &stable);
+    // While 2.0 is written, the server starts answering with beta's manifest.
+    let (from, to) = (beta.parent().expect("dir"), stable.parent().expect("dir"));
+    h.post_install_hook(&format!(
+        "rm -f {to}/release.json*.minisig && cp {from}/release.json* {to}/",
+        from = from.display(),
+        to = to.display()
+    ));
+    let out = h.abupdate(&["--json", "update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "other_track", "{v}");
+    assert_eq!(h.reboots(), 0, "no reboot without a last look");
+    assert_eq!(h.state()["transaction"]["phase"], "staged", "{}", h.state());
+    assert_eq!(h.state()["transaction"]["version"], "2.0");
+    // Stable's manifest back: the next run's fetch is its look, and it reboots.
+    restore(&stable, &good);
+    let out = h.abupdate(&["--json", "update", "--now"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["rebooting"], true, "{v}");
+    assert_eq!(h.reboots(), 1);
 }
 
 #[test]
