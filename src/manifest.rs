@@ -1038,6 +1038,8 @@ pub enum NotApplicable {
         manifest: String,
         /// This host's.
         host: String,
+        /// The URL it was fetched from: a wrong URL is what to look at.
+        url: String,
     },
     /// The manifest states another track than the host requires, or none.
     OtherTrack {
@@ -1114,12 +1116,14 @@ pub enum NotApplicable {
 impl fmt::Display for NotApplicable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NotApplicable::Incompatible { manifest, host } => {
-                write!(
-                    f,
-                    "release is for compatible {manifest:?}, this host is {host:?}"
-                )
-            }
+            NotApplicable::Incompatible {
+                manifest,
+                host,
+                url,
+            } => write!(
+                f,
+                "release manifest {url}: is for compatible {manifest:?}, this host is {host:?}"
+            ),
             NotApplicable::OtherTrack {
                 manifest,
                 host,
@@ -1220,6 +1224,7 @@ pub fn evaluate(m: &Manifest, host: &HostFacts) -> Result<(), NotApplicable> {
         return Err(NotApplicable::Incompatible {
             manifest: m.doc.compatible.clone(),
             host: host.compatible.to_string(),
+            url: host.fetched.to_string(),
         });
     }
     if let Err((found, want)) = check_track(m.doc.track.as_deref(), host.track) {
@@ -1934,6 +1939,21 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_for_other_hardware_is_refused_naming_where_it_was_fetched() {
+        let m = Manifest::parse(doc("2.0").as_bytes()).expect("parse");
+        let facts = HostFacts {
+            compatible: "other-board",
+            ..host(None, &[], 1_796_000_000)
+        };
+        let e = evaluate(&m, &facts).expect_err("other hardware");
+        assert_eq!(e.kind(), "incompatible");
+        assert_eq!(
+            e.to_string(),
+            "release manifest https://u.example/r.json: is for compatible \"acme\", this host is \"other-board\""
+        );
+    }
+
+    #[test]
     fn a_manifest_of_another_track_or_none_is_refused_where_one_is_required() {
         let tracked = |t: &str| {
             let text = doc("2.0").replace(r#""version""#, &format!(r#""track":"{t}","version""#));
@@ -1990,6 +2010,7 @@ mod tests {
                 NotApplicable::Incompatible {
                     manifest: s(),
                     host: s(),
+                    url: s(),
                 },
                 true,
             ),

@@ -253,7 +253,7 @@ const TABLE: &[Row] = &[
         refusal: "manifest not for this compatible",
         input: other_compatible,
         kind: "incompatible",
-        says: "someone-elses-board",
+        says: "release.json: is for compatible \"someone-elses-board\", this host is",
         target: Target::AsItWas,
     },
     Row {
