@@ -509,21 +509,45 @@ pub fn check_track_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// A document's `track` against the one the host requires (`want`,
-/// `None`: none required): `Err((found, want))` when it is another or
-/// missing. A signature says who signed a document, not which channel or
-/// release directory it was published for; the signed `track` does, so
-/// another track's document (a beta channel, a beta release) served at
-/// this host's URL is refused instead of undoing a halt or skipping a
-/// wave.
+/// What a host requires of a document's `track`. A signature says who
+/// signed a document, not which channel or release directory it was
+/// published for; the signed `track` does, so another track's document (a
+/// beta channel, a beta release) served at this host's URL is refused
+/// instead of undoing a halt or skipping a wave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TrackRule<'a> {
+    /// Any track, or none: a host that follows none, or a manifest its
+    /// channel (itself of the host's track) pins by its bytes.
+    #[default]
+    Any,
+    /// Not another track; a document of none is taken: a manifest an
+    /// operator gives by hand (a USB stick's, a release packed before
+    /// tracks).
+    NotOther(&'a str),
+    /// Exactly this track: the host's channel, the manifest at its `url`,
+    /// the unpinned manifests its channel names.
+    Exactly(&'a str),
+}
+
+/// A document's `track` (`found`) against what the host requires:
+/// `Err((found, the host's track))` when refused.
 pub fn check_track<'a>(
     found: Option<&'a str>,
-    want: Option<&'a str>,
+    rule: TrackRule<'a>,
 ) -> Result<(), (Option<&'a str>, &'a str)> {
-    match want {
-        Some(want) if found != Some(want) => Err((found, want)),
+    match rule {
+        TrackRule::Exactly(want) if found != Some(want) => Err((found, want)),
+        TrackRule::NotOther(want) if found.is_some_and(|f| f != want) => Err((found, want)),
         _ => Ok(()),
     }
+}
+
+/// Whether a document of `found` track belongs to what a host following
+/// `host` (if any) reads: only such a document may raise its records of
+/// time. Another track's, or one of none on a host that follows a track,
+/// is no document of its sources, however it was let in.
+pub fn on_track(found: Option<&str>, host: Option<&str>) -> bool {
+    host.is_none_or(|h| found == Some(h))
 }
 
 /// How a refusal names a document's track: `track "beta"`, or `no track`.
@@ -851,9 +875,9 @@ pub fn within_validity(created: i64, expires: i64) -> bool {
 pub struct HostFacts<'a> {
     /// This host's `update.compatible`.
     pub compatible: &'a str,
-    /// The track the manifest must state (`update.track`, for a manifest
-    /// from the configured source); `None`: any, or none.
-    pub track: Option<&'a str>,
+    /// What the manifest's `track` must be (from `update.track` and where
+    /// the manifest came from).
+    pub track: TrackRule<'a>,
     /// Version of the booted slot, when known.
     pub booted_version: Option<&'a Version>,
     /// Versions that failed their trial on this host (as recorded; compared
@@ -1130,8 +1154,12 @@ impl fmt::Display for NotApplicable {
                 url,
             } => write!(
                 f,
-                "release manifest {url}: is for {}, this host follows track {host:?} (update.track): another track's manifest at this host's URL is never installed",
-                describe_track(manifest.as_deref())
+                "release manifest {url}: is for {}, this host follows track {host:?} (update.track): {}",
+                describe_track(manifest.as_deref()),
+                match manifest {
+                    Some(_) => "another track's manifest is never installed here (a server or mirror serving another track's file, or a wrong URL)".to_string(),
+                    None => format!("a manifest of no track is installed only by hand or pinned by the channel (pack it with --track {host})"),
+                }
             ),
             NotApplicable::NotNewer { offered, booted } => {
                 write!(f, "release {offered} is not newer than the booted {booted} (use --allow-downgrade on a manual install)")
@@ -1220,17 +1248,17 @@ impl NotApplicable {
 /// wanted (not failed here, newer than the booted release).
 pub fn evaluate(m: &Manifest, host: &HostFacts) -> Result<(), NotApplicable> {
     use crate::timefmt::format_rfc3339;
-    if m.doc.compatible != host.compatible {
-        return Err(NotApplicable::Incompatible {
-            manifest: m.doc.compatible.clone(),
-            host: host.compatible.to_string(),
-            url: host.fetched.to_string(),
-        });
-    }
     if let Err((found, want)) = check_track(m.doc.track.as_deref(), host.track) {
         return Err(NotApplicable::OtherTrack {
             manifest: found.map(str::to_string),
             host: want.to_string(),
+            url: host.fetched.to_string(),
+        });
+    }
+    if m.doc.compatible != host.compatible {
+        return Err(NotApplicable::Incompatible {
+            manifest: m.doc.compatible.clone(),
+            host: host.compatible.to_string(),
             url: host.fetched.to_string(),
         });
     }
@@ -1379,7 +1407,7 @@ mod tests {
     fn host<'a>(booted: Option<&'a Version>, failed: &'a [String], now: i64) -> HostFacts<'a> {
         HostFacts {
             compatible: "acme",
-            track: None,
+            track: TrackRule::Any,
             booted_version: booted,
             failed_versions: failed,
             cancelled_versions: &[],
@@ -1965,33 +1993,58 @@ mod tests {
             track,
             ..host(None, &failed, 1_796_000_000)
         };
-        // Required: only the same track applies.
-        assert_eq!(evaluate(&tracked("stable"), &facts(Some("stable"))), Ok(()));
+        let refusal = |found: Option<&str>| NotApplicable::OtherTrack {
+            manifest: found.map(str::to_string),
+            host: "stable".into(),
+            url: "https://u.example/r.json".into(),
+        };
+        let exactly = facts(TrackRule::Exactly("stable"));
+        let not_other = facts(TrackRule::NotOther("stable"));
+        // Exactly: only the same track applies.
+        assert_eq!(evaluate(&tracked("stable"), &exactly), Ok(()));
         for (m, found) in [
-            (tracked("beta"), Some("beta".to_string())),
-            (tracked("Stable"), Some("Stable".to_string())),
+            (tracked("beta"), Some("beta")),
+            (tracked("Stable"), Some("Stable")),
             (untracked.clone(), None),
         ] {
-            let e = evaluate(&m, &facts(Some("stable"))).expect_err("another track");
-            assert_eq!(
-                e,
-                NotApplicable::OtherTrack {
-                    manifest: found,
-                    host: "stable".into(),
-                    url: "https://u.example/r.json".into(),
-                }
-            );
+            let e = evaluate(&m, &exactly).expect_err("another track");
+            assert_eq!(e, refusal(found));
             assert_eq!(e.kind(), "other_track");
             assert!(e.is_fault());
         }
-        // Not required: any track, or none, as before tracks.
-        assert_eq!(evaluate(&tracked("beta"), &facts(None)), Ok(()));
-        assert_eq!(evaluate(&untracked, &facts(None)), Ok(()));
-        let e = evaluate(&untracked, &facts(Some("stable"))).expect_err("none");
+        // Not another: the same track or none.
+        assert_eq!(evaluate(&tracked("stable"), &not_other), Ok(()));
+        assert_eq!(evaluate(&untracked, &not_other), Ok(()));
+        let e = evaluate(&tracked("beta"), &not_other).expect_err("another track");
+        assert_eq!(e, refusal(Some("beta")));
+        // Any: any track, or none, as before tracks.
+        assert_eq!(evaluate(&tracked("beta"), &facts(TrackRule::Any)), Ok(()));
+        assert_eq!(evaluate(&untracked, &facts(TrackRule::Any)), Ok(()));
+        // The track is judged before the hardware: another track's manifest
+        // for other hardware is another track's first.
+        let other_board = HostFacts {
+            compatible: "other-board",
+            ..facts(TrackRule::Exactly("stable"))
+        };
+        let e = evaluate(&tracked("beta"), &other_board).expect_err("both");
+        assert_eq!(e, refusal(Some("beta")));
+        assert_eq!(
+            evaluate(&untracked, &exactly).expect_err("none").to_string(),
+            "release manifest https://u.example/r.json: is for no track, this host follows track \"stable\" (update.track): a manifest of no track is installed only by hand or pinned by the channel (pack it with --track stable)"
+        );
         assert_eq!(
             e.to_string(),
-            "release manifest https://u.example/r.json: is for no track, this host follows track \"stable\" (update.track): another track's manifest at this host's URL is never installed"
+            "release manifest https://u.example/r.json: is for track \"beta\", this host follows track \"stable\" (update.track): another track's manifest is never installed here (a server or mirror serving another track's file, or a wrong URL)"
         );
+    }
+
+    #[test]
+    fn only_a_document_of_the_hosts_track_is_on_it() {
+        assert!(on_track(Some("stable"), Some("stable")));
+        assert!(!on_track(Some("beta"), Some("stable")));
+        assert!(!on_track(None, Some("stable")));
+        assert!(on_track(None, None));
+        assert!(on_track(Some("beta"), None));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::Host;
 use crate::channel::{self, Choice};
 use crate::error::{Error, Result};
 use crate::fetch::Validators;
-use crate::manifest::{self, HostFacts, NotApplicable, Version};
+use crate::manifest::{self, HostFacts, NotApplicable, TrackRule, Version};
 use crate::rollout::{self, Standing};
 use crate::slot::SlotName;
 use crate::state::{LastCheck, Phase, State, StateDir, StateLock, Transaction};
@@ -282,13 +282,16 @@ pub(super) fn fetch_and_judge(
             verified.manifest(),
         )?;
     }
-    // The track the manifest must state: the host's for its configured
-    // `url` and for what its channel names, unless the channel pins the
-    // manifest's bytes; an operator's own URL is theirs.
+    // What the manifest's track must be: the host's, for its configured
+    // `url` and for what its channel names unless the channel pins the
+    // manifest's bytes; not another one, for a URL given by hand (a
+    // manifest of no track, a USB stick's, is the operator's to take).
     let track = host.config.update.track.as_deref();
-    let track = match &pin {
-        Some(release) => channel::manifest_track(release, track),
-        None => track.filter(|_| host.is_configured_url(location)),
+    let track = match (&pin, track) {
+        (_, None) => TrackRule::Any,
+        (Some(release), track) => channel::manifest_track(release, track),
+        (None, Some(t)) if host.is_configured_url(location) => TrackRule::Exactly(t),
+        (None, Some(t)) => TrackRule::NotOther(t),
     };
     let verdict = judge(
         host,
@@ -617,15 +620,15 @@ fn staged_trial(state: &State, booted: SlotName) -> Option<Transaction> {
 /// this host's facts), so `check` offers nothing `install` refuses before
 /// touching a device. A `created` this host may believe is recorded in
 /// `state` (the clock's floor and the source's newest), whatever the
-/// verdict (a verified manifest for another board still proves the time),
-/// but for another track's: it is no manifest of this source at all.
+/// verdict, when the manifest is one of this host's: of its hardware and
+/// its track.
 fn judge(
     host: &Host,
     state: &mut State,
     verified: &Verified,
     booted: SlotName,
     booted_version: Option<&Version>,
-    track: Option<&str>,
+    track: TrackRule,
     opts: CheckOptions,
 ) -> std::result::Result<(), NotApplicable> {
     let (allow_downgrade, by_hand) = (opts.allow_downgrade, opts.by_hand);
@@ -661,10 +664,13 @@ fn judge(
         allow_downgrade,
     };
     let verdict = manifest::evaluate(m, &facts);
-    // Another track's manifest proves nothing about this source: its later
-    // `created` must not make the manifest that belongs here stale.
-    let other_track = matches!(verdict, Err(NotApplicable::OtherTrack { .. }));
-    if manifest::created_plausible(m, &facts) && !other_track {
+    // A manifest for other hardware or of another track (or of none, on a
+    // host that follows one) is no manifest of this host's sources, however
+    // it was let in: its later `created` must not make the manifest that
+    // belongs there stale.
+    let ours = m.doc.compatible == host.config.update.compatible
+        && manifest::on_track(m.doc.track.as_deref(), host.config.update.track.as_deref());
+    if manifest::created_plausible(m, &facts) && ours {
         let channel = host
             .config
             .update

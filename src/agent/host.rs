@@ -295,9 +295,12 @@ impl Host {
         }
     }
 
-    /// Whether `location` is the configured release manifest (`update.url`).
+    /// Whether `location` is the configured release manifest (`update.url`)
+    /// as its records are kept ([`crate::manifest::source_key`]): another
+    /// spelling of it (a host name's case, a query) is the same source.
     pub(super) fn is_configured_url(&self, location: &str) -> bool {
-        self.config.update.url.as_deref() == Some(location)
+        use crate::manifest::source_key;
+        self.config.update.url.as_deref().map(source_key) == Some(source_key(location))
     }
 
     /// Whether `location` is the configured release channel.

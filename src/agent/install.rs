@@ -343,12 +343,13 @@ fn last_look(
         // The channel's own line names the release and its slot.
         Ok(Judged::Nothing(Nothing::Unoffered { why, .. })) => Found::NotOffered(why),
         Ok(Judged::Nothing(nothing)) => found(nothing.explain().0),
-        // Another track's document says nothing of this one: the look was
-        // not made, as with a channel not believed (a server swapping
-        // documents must not disarm a trial any more than arm one).
-        Ok(Judged::Fault(na @ NotApplicable::OtherTrack { .. })) => {
-            Found::Unread(Error::NotApplicable(na))
-        }
+        // Another track's manifest, or another product's, says nothing of
+        // this one: the look was not made, as with a channel not believed
+        // (a server swapping documents must not disarm a trial any more
+        // than arm one).
+        Ok(Judged::Fault(
+            na @ (NotApplicable::OtherTrack { .. } | NotApplicable::Incompatible { .. }),
+        )) => Found::Unread(Error::NotApplicable(na)),
         Ok(Judged::Fault(na)) => found(na.to_string()),
         Err(e) => Found::Unread(e),
     })

@@ -14,7 +14,7 @@
 //! one would reach no host, a halt in it included.
 
 use super::{Action, Channel, Options};
-use crate::manifest::{Manifest, Version, MAX_MANIFEST_BYTES};
+use crate::manifest::{Manifest, TrackRule, Version, MAX_MANIFEST_BYTES};
 use crate::publish::{self, PublishError, ReleaseDir};
 use crate::timefmt::{format_rfc3339, now};
 use crate::trust::{self, KeyRing};
@@ -158,7 +158,7 @@ fn track_of(doc: &Value) -> Option<&str> {
 /// hosts that follow it refuse any other ([`super::manifest_track`]).
 fn off_track(channel: Option<&str>, manifest: &Manifest, pinned: bool) -> Option<String> {
     let want = channel.filter(|_| !pinned)?;
-    crate::manifest::check_track(manifest.doc.track.as_deref(), Some(want))
+    crate::manifest::check_track(manifest.doc.track.as_deref(), TrackRule::Exactly(want))
         .err()
         .map(|(found, want)| {
             format!(
@@ -169,18 +169,78 @@ fn off_track(channel: Option<&str>, manifest: &Manifest, pinned: bool) -> Option
         })
 }
 
-/// The first release listed in `doc` (in `dir`), not withdrawn nor pinned,
-/// whose manifest states another track than `track`, with its path and
-/// why: hosts that follow `track` would refuse it.
-fn listed_off_track(doc: &Value, dir: &Path, track: &str) -> Option<(String, String)> {
-    doc["releases"].as_array()?.iter().find_map(|r| {
+/// Every release listed in `doc` (in `dir`), not withdrawn nor pinned,
+/// states `track`: hosts that follow it refuse any other. A manifest that
+/// cannot be read (not here, not verified with `keys`) is refused too: its
+/// track is not known.
+fn listed_on_track(
+    doc: &Value,
+    dir: &Path,
+    track: &str,
+    keys: &KeyRing,
+    threshold: usize,
+) -> Result<(), PublishError> {
+    let listed = doc["releases"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    for r in listed {
         let skipped =
             r.get("withdrawn").and_then(Value::as_bool) == Some(true) || r.get("sha256").is_some();
-        let relative = r.get("manifest")?.as_str().filter(|_| !skipped)?;
-        let body = crate::files::read_capped(&dir.join(relative), MAX_MANIFEST_BYTES).ok()?;
-        let m = Manifest::parse(&body).ok()?;
-        off_track(Some(track), &m, false).map(|why| (relative.to_string(), why))
-    })
+        let Some(relative) = r
+            .get("manifest")
+            .and_then(Value::as_str)
+            .filter(|_| !skipped)
+        else {
+            continue;
+        };
+        let path = dir.join(relative);
+        let m = read_release(&path, keys, threshold).map_err(|e| {
+            refused(
+                &path,
+                format!(
+                    "listed unpinned, and its track cannot be known ({}): the channel's hosts \
+                     would refuse it unless it states track {track:?}; edit the channel where its \
+                     releases are",
+                    crate::error::one_line(&e.to_string())
+                ),
+            )
+        })?;
+        if let Some(why) = off_track(Some(track), &m, false) {
+            return Err(refused(&path, why));
+        }
+    }
+    Ok(())
+}
+
+/// The release `version` listed in `doc`: its manifest's path (in `dir`),
+/// read and verified with `keys` as hosts will, and stating that version.
+fn read_listed(
+    doc: &Value,
+    dir: &Path,
+    version: &str,
+    keys: &KeyRing,
+    threshold: usize,
+) -> Result<(PathBuf, Manifest), PublishError> {
+    let wanted = Version::parse(version).ok();
+    let listed = doc["releases"].as_array().and_then(|rs| {
+        rs.iter().find(|r| {
+            let this = r.get("version").and_then(Value::as_str);
+            wanted.is_some() && this.and_then(|t| Version::parse(t).ok()) == wanted
+        })
+    });
+    let Some(relative) = listed
+        .and_then(|r| r.get("manifest"))
+        .and_then(Value::as_str)
+    else {
+        return Err(refused(dir, format!("release {version} is not listed")));
+    };
+    let path = dir.join(relative);
+    let m = read_release(&path, keys, threshold)?;
+    if Some(&m.version) != wanted.as_ref() {
+        return Err(refused(
+            &path,
+            format!("states version {}, not {version}", m.version),
+        ));
+    }
+    Ok((path, m))
 }
 
 fn refused(path: &Path, m: impl std::fmt::Display) -> PublishError {
@@ -320,29 +380,19 @@ fn change_of(
         }
         Action::Withdraw(v) => Change::Withdraw(v.clone()),
         Action::Prune(v) => Change::Prune(v.clone()),
-        Action::Unpin(v) => Change::Unpin(v.clone()),
-        Action::Pin(v) => {
-            let wanted = Version::parse(v).ok();
-            let listed = doc["releases"].as_array().and_then(|rs| {
-                rs.iter().find(|r| {
-                    let this = r.get("version").and_then(Value::as_str);
-                    wanted.is_some() && this.and_then(|t| Version::parse(t).ok()) == wanted
-                })
-            });
-            let Some(relative) = listed
-                .and_then(|r| r.get("manifest"))
-                .and_then(Value::as_str)
-            else {
-                return Err(refused(dir, format!("release {v} is not listed")));
-            };
-            let path = dir.join(relative);
-            let m = read_release(&path, keys, threshold)?;
-            if Some(&m.version) != wanted.as_ref() {
-                return Err(refused(
-                    &path,
-                    format!("states version {}, not {v}", m.version),
-                ));
+        Action::Unpin(v) => {
+            // Unpinned, a release's manifest must state the channel's
+            // track, as `add` without `--pin` requires.
+            if let Some(track) = track_of(doc) {
+                let (path, m) = read_listed(doc, dir, v, keys, threshold)?;
+                if let Some(why) = off_track(Some(track), &m, false) {
+                    return Err(refused(&path, why));
+                }
             }
+            Change::Unpin(v.clone())
+        }
+        Action::Pin(v) => {
+            let (_, m) = read_listed(doc, dir, v, keys, threshold)?;
             Change::Pin {
                 version: v.clone(),
                 sha256: m.sha256,
@@ -406,11 +456,10 @@ pub fn run(opts: &Options) -> Result<Channel, PublishError> {
         None => return Err(refused(file, "no channel yet: `add` a release first")),
     };
     if let Some(track) = &opts.track {
-        let newly = set_track(&mut doc, track).map_err(|e| refused(file, e))?;
         // A channel given a track now must not name a release its hosts
         // would refuse once they follow it.
-        if let Some((listed, why)) = listed_off_track(&doc, &dir_path, track).filter(|_| newly) {
-            return Err(refused(&dir_path.join(listed), why));
+        if set_track(&mut doc, track).map_err(|e| refused(file, e))? {
+            listed_on_track(&doc, &dir_path, track, &keys, threshold)?;
         }
     }
     let change = change_of(&opts.action, &doc, &dir_path, &keys, threshold)?;

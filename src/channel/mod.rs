@@ -34,7 +34,8 @@
 pub mod edit;
 
 use crate::manifest::{
-    within_validity, Behind, Floor, Manifest, Version, MAX_CREATED_AHEAD, MAX_EXPIRES_DAYS,
+    within_validity, Behind, Floor, Manifest, TrackRule, Version, MAX_CREATED_AHEAD,
+    MAX_EXPIRES_DAYS,
 };
 use crate::timefmt::{format_rfc3339, parse_rfc3339};
 use serde::Deserialize;
@@ -206,8 +207,12 @@ impl fmt::Display for ChannelError {
             ),
             OtherTrack { url, found, want } => write!(
                 f,
-                "channel {url}: is for {}, this host follows track {want:?} (update.track): another track's channel at this host's URL is never acted on",
-                crate::manifest::describe_track(found.as_deref())
+                "channel {url}: is for {}, this host follows track {want:?} (update.track): {}",
+                crate::manifest::describe_track(found.as_deref()),
+                match found {
+                    Some(_) => "another track's channel is never acted on here (a server or mirror serving another track's file, or a wrong URL)".to_string(),
+                    None => format!("a channel of no track is not acted on by a host that follows one (`abupdate channel resign FILE --track {want}`)"),
+                }
             ),
             ManifestMismatch {
                 url,
@@ -625,7 +630,8 @@ pub fn staged(
 /// `created` included: another track's channel, re-signed later, must not
 /// raise this URL's floor over the channel that belongs there.
 pub fn check_track(url: &str, ch: &Channel, want: Option<&str>) -> Result<(), ChannelError> {
-    crate::manifest::check_track(ch.track.as_deref(), want).map_err(|(found, want)| {
+    let rule = want.map_or(TrackRule::Any, TrackRule::Exactly);
+    crate::manifest::check_track(ch.track.as_deref(), rule).map_err(|(found, want)| {
         ChannelError::OtherTrack {
             url: url.to_string(),
             found: found.map(str::to_string),
@@ -634,11 +640,15 @@ pub fn check_track(url: &str, ch: &Channel, want: Option<&str>) -> Result<(), Ch
     })
 }
 
-/// The track a manifest the channel names must state for a host that
-/// follows `want`: none for a pinned release (the channel, itself of the
-/// host's track, binds its exact bytes, whatever they say), else `want`.
-pub fn manifest_track<'a>(release: &Release, want: Option<&'a str>) -> Option<&'a str> {
-    want.filter(|_| release.sha256.is_none())
+/// What a host that follows `want` requires of the `track` of a manifest
+/// the channel names: any for a pinned release (the channel, itself of the
+/// host's track, binds its exact bytes, whatever they say), else exactly
+/// `want`.
+pub fn manifest_track<'a>(release: &Release, want: Option<&'a str>) -> TrackRule<'a> {
+    match want {
+        Some(want) if release.sha256.is_none() => TrackRule::Exactly(want),
+        _ => TrackRule::Any,
+    }
 }
 
 /// The manifest at `url` is the one `release` binds: it states
@@ -1043,20 +1053,26 @@ mod tests {
         assert_eq!(e.kind(), crate::error::Kind::OtherTrack);
         assert_eq!(
             e.to_string(),
-            "channel https://m/ch.json: is for track \"beta\", this host follows track \"stable\" (update.track): another track's channel at this host's URL is never acted on"
+            "channel https://m/ch.json: is for track \"beta\", this host follows track \"stable\" (update.track): another track's channel is never acted on here (a server or mirror serving another track's file, or a wrong URL)"
         );
         let e = check_track("u", &c(None), Some("stable")).expect_err("no track");
-        assert!(e.to_string().contains("is for no track"), "{e}");
+        assert!(
+            e.to_string().ends_with("is for no track, this host follows track \"stable\" (update.track): a channel of no track is not acted on by a host that follows one (`abupdate channel resign FILE --track stable`)"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_pinned_release_needs_no_track_of_its_manifest_an_unpinned_one_the_hosts() {
         let mut r = ch(false, &[("2.0", false, false)]).releases.remove(0);
-        assert_eq!(manifest_track(&r, Some("stable")), None, "pinned");
-        assert_eq!(manifest_track(&r, None), None);
+        assert_eq!(manifest_track(&r, Some("stable")), TrackRule::Any, "pinned");
+        assert_eq!(manifest_track(&r, None), TrackRule::Any);
         r.sha256 = None;
-        assert_eq!(manifest_track(&r, Some("stable")), Some("stable"));
-        assert_eq!(manifest_track(&r, None), None);
+        assert_eq!(
+            manifest_track(&r, Some("stable")),
+            TrackRule::Exactly("stable")
+        );
+        assert_eq!(manifest_track(&r, None), TrackRule::Any);
     }
 
     #[test]

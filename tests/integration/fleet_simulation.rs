@@ -101,7 +101,7 @@ fn poll(host: &mut SimHost, m: &Manifest, now: i64, healthy: bool) -> Vec<Event>
     let cancelled = host.state.cancelled_versions();
     let facts = HostFacts {
         compatible: "sim",
-        track: None,
+        track: Default::default(),
         booted_version: Some(&host.version),
         failed_versions: &failed,
         cancelled_versions: &cancelled,

@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | another track's channel at the host's URL: refused, a halt stands, its `created` not believed | `another_tracks_channel_at_the_hosts_url_is_refused_and_the_halt_stands` |
 //! | another track's manifest (or one without a track) at the host's `url`: refused, nothing written | `another_tracks_manifest_at_the_hosts_url_is_refused_and_nothing_is_written` |
-//! | another track's manifest at the last look before the reboot: the trial stays staged, not disarmed | `another_tracks_manifest_at_the_last_look_keeps_the_trial_staged_not_disarmed` |
+//! | another track's (or product's) manifest at the last look before the reboot: the trial stays staged, not disarmed | `another_tracks_or_products_manifest_at_the_last_look_keeps_the_trial_staged` |
 //! | a channel's unpinned manifest replaced by another track's of the same version: refused; a pinned one of no track installs | `a_channel_names_manifests_of_its_track_unless_it_pins_their_bytes` |
 //! | the operator's tools: a track is set once, `add` refuses another track's release unless `--pin`, `pack` never swaps one | `the_operators_tools_keep_a_track_as_it_was_set` |
 //! | a malformed track: a one-line error naming it | `a_malformed_track_is_refused_naming_it` |
@@ -109,6 +109,19 @@ fn check_json(h: &TestHost) -> (Option<i32>, serde_json::Value) {
     (out.status.code(), v)
 }
 
+/// A host booted on 1.0 reading `url` (a manifest packed for track
+/// `stable` there, returned with its URL) and following track `stable`.
+fn url_host(name: &str) -> (TestHost, PathBuf, String) {
+    let h = TestHost::new(name, "1.0", HostOptions::default());
+    let stable = h.pack("stable", "2.0", &image("2.0", LEN), &["--track", "stable"]);
+    let cfg = std::fs::read_to_string(&h.config).expect("config");
+    let url = format!("file://{}", stable.display());
+    let cfg = cfg.replacen("[update]\n", &format!("[update]\nurl = \"{url}\"\n"), 1);
+    std::fs::write(&h.config, cfg).expect("config");
+    follow_stable(&h);
+    (h, stable, url)
+}
+
 /// `update` fails with `other_track` and `message` in its line; the boot
 /// order, the slots and the transaction untouched.
 fn refused_other_track(h: &TestHost, message: &str) {
@@ -207,13 +220,7 @@ fn another_tracks_channel_at_the_hosts_url_is_refused_and_the_halt_stands() {
 
 #[test]
 fn another_tracks_manifest_at_the_hosts_url_is_refused_and_nothing_is_written() {
-    let h = TestHost::new("track-url", "1.0", HostOptions::default());
-    let stable = h.pack("stable", "2.0", &image("2.0", LEN), &["--track", "stable"]);
-    let cfg = std::fs::read_to_string(&h.config).expect("config");
-    let url = format!("file://{}", stable.display());
-    let cfg = cfg.replacen("[update]\n", &format!("[update]\nurl = \"{url}\"\n"), 1);
-    std::fs::write(&h.config, cfg).expect("config");
-    follow_stable(&h);
+    let (h, stable, url) = url_host("track-url");
     let good = saved(&stable);
 
     // A beta-only release, signed by the same key after stable's.
@@ -231,7 +238,34 @@ fn another_tracks_manifest_at_the_hosts_url_is_refused_and_nothing_is_written() 
     serve_at(&untracked, &stable);
     refused_other_track(&h, "is for no track, this host follows track \"stable\"");
 
-    // Neither raised this URL's floor: stable's own manifest still applies,
+    // Another product's manifest of another track is another track's; of
+    // this track, another product's. Neither is a manifest of this URL.
+    let other = packed_after(
+        &h,
+        "other",
+        "3.0",
+        &["--track", "beta", "--compatible", "other-board"],
+        &stable,
+    );
+    serve_at(&other, &stable);
+    refused_other_track(&h, "is for track \"beta\"");
+    let other = packed_after(
+        &h,
+        "other-stable",
+        "3.0",
+        &["--track", "stable", "--compatible", "other-board"],
+        &other,
+    );
+    serve_at(&other, &stable);
+    let out = h.abupdate(&["--json", "check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("\"kind\": \"incompatible\""),
+        "{}",
+        text(&out)
+    );
+
+    // None raised this URL's floor: stable's own manifest still applies,
     // and an install by hand of another URL is the operator's to make.
     restore(&stable, &good);
     let (code, v) = check_json(&h);
@@ -245,37 +279,47 @@ fn another_tracks_manifest_at_the_hosts_url_is_refused_and_nothing_is_written() 
 }
 
 #[test]
-fn another_tracks_manifest_at_the_last_look_keeps_the_trial_staged_not_disarmed() {
-    let h = TestHost::new("track-last-look", "1.0", HostOptions::default());
-    let stable = h.pack("stable", "2.0", &image("2.0", LEN), &["--track", "stable"]);
-    let cfg = std::fs::read_to_string(&h.config).expect("config");
-    let url = format!("file://{}", stable.display());
-    let cfg = cfg.replacen("[update]\n", &format!("[update]\nurl = \"{url}\"\n"), 1);
-    std::fs::write(&h.config, cfg).expect("config");
-    follow_stable(&h);
-    let good = saved(&stable);
-    let beta = packed_after(&h, "beta", "3.0", &["--track", "beta"], &stable);
-    // While 2.0 is written, the server starts answering with beta's manifest.
-    let (from, to) = (beta.parent().expect("dir"), stable.parent().expect("dir"));
-    h.post_install_hook(&format!(
-        "rm -f {to}/release.json*.minisig && cp {from}/release.json* {to}/",
-        from = from.display(),
-        to = to.display()
-    ));
-    let out = h.abupdate(&["--json", "update"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["kind"], "other_track", "{v}");
-    assert_eq!(h.reboots(), 0, "no reboot without a last look");
-    assert_eq!(h.state()["transaction"]["phase"], "staged", "{}", h.state());
-    assert_eq!(h.state()["transaction"]["version"], "2.0");
-    // Stable's manifest back: the next run's fetch is its look, and it reboots.
-    restore(&stable, &good);
-    let out = h.abupdate(&["--json", "update", "--now"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["rebooting"], true, "{v}");
-    assert_eq!(h.reboots(), 1);
+fn another_tracks_or_products_manifest_at_the_last_look_keeps_the_trial_staged() {
+    // Beta's manifest, and another product's of this track (one key signs
+    // both): neither says anything of stable's 2.0.
+    for (name, extra, kind) in [
+        ("beta", &["--track", "beta"][..], "other_track"),
+        (
+            "other-board",
+            &["--track", "stable", "--compatible", "other-board"],
+            "incompatible",
+        ),
+    ] {
+        let (h, stable, _) = url_host(&format!("track-last-look-{name}"));
+        let good = saved(&stable);
+        let swapped = packed_after(&h, name, "3.0", extra, &stable);
+        // While 2.0 is written, the server starts answering with it.
+        let (from, to) = (
+            swapped.parent().expect("dir"),
+            stable.parent().expect("dir"),
+        );
+        h.post_install_hook(&format!(
+            "rm -f {to}/release.json*.minisig && cp {from}/release.json* {to}/",
+            from = from.display(),
+            to = to.display()
+        ));
+        let out = h.abupdate(&["--json", "update"]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["kind"], kind, "{name}: {v}");
+        assert_eq!(h.reboots(), 0, "{name}: no reboot without a last look");
+        let state = h.state();
+        assert_eq!(state["transaction"]["phase"], "staged", "{name}: {state}");
+        assert_eq!(state["transaction"]["version"], "2.0", "{name}");
+        // Stable's manifest back: the next run's fetch is its look, and it
+        // reboots.
+        restore(&stable, &good);
+        let out = h.abupdate(&["--json", "update", "--now"]);
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["rebooting"], true, "{name}: {v}");
+        assert_eq!(h.reboots(), 1, "{name}");
+    }
 }
 
 #[test]
@@ -293,6 +337,7 @@ fn a_channel_names_manifests_of_its_track_unless_it_pins_their_bytes() {
 
     // Beta's 2.0 (the same version, its own rollout), re-signed later, put
     // where stable's channel names 2.0: the channel binds the version only.
+    let stables = saved(&m);
     let beta = packed_after(&h, "beta-r2.0", "2.0", &["--track", "beta"], &m);
     serve_at(&beta, &m);
     refused_other_track(
@@ -303,8 +348,38 @@ fn a_channel_names_manifests_of_its_track_unless_it_pins_their_bytes() {
     assert!(
         v["error"]
             .as_str()
-            .is_some_and(|e| e.ends_with("r2.0/release.json: is for track \"beta\", this host follows track \"stable\" (update.track): another track's manifest at this host's URL is never installed")),
+            .is_some_and(|e| e.ends_with("r2.0/release.json: is for track \"beta\", this host follows track \"stable\" (update.track): another track's manifest is never installed here (a server or mirror serving another track's file, or a wrong URL)")),
         "{v}"
+    );
+    // By hand, at the URL the channel names (where a cancelled barrier's
+    // line points the operator), another track's manifest is refused too.
+    let by_hand = m.to_str().expect("path");
+    let before = h.untouched();
+    for args in [
+        &["check", by_hand][..],
+        &["install", by_hand, "--no-reboot"],
+    ] {
+        let out = h.abupdate(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("is for track \"beta\", this host follows track \"stable\""),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    h.assert_untouched(&before, "another track's manifest by hand");
+    // A manifest of no track, later, by hand there: the operator's to take,
+    // but no manifest of this track: it raises no floor of that URL.
+    let untracked_2 = packed_after(&h, "untracked-r2.0", "2.0", &[], &beta);
+    serve_at(&untracked_2, &m);
+    let out = h.abupdate(&["check", by_hand]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+    restore(&m, &stables);
+    let (code, v) = check_json(&h);
+    assert_eq!(
+        (code, v["version"].as_str()),
+        (Some(100), Some("2.0")),
+        "stable's manifest put back is taken at once: {v}"
     );
 
     // A release of no track is listed only with its bytes bound; then the
@@ -340,41 +415,42 @@ fn the_operators_tools_keep_a_track_as_it_was_set() {
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(channel_path(&h)).expect("channel")).expect("json");
     assert_eq!(doc["track"], "stable", "{doc}");
-    let before = std::fs::read(channel_path(&h)).expect("channel");
-    let out = channel_cmd(&h, "resign", &["--track", "beta"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("is the channel of track \"stable\", not \"beta\"")
-            && err.lines().count() == 1,
-        "{err}"
+    refused_edit(
+        &h,
+        "resign",
+        &["--track", "beta"],
+        "is the channel of track \"stable\", not \"beta\"",
     );
-    assert_eq!(std::fs::read(channel_path(&h)).expect("channel"), before);
 
     // Another track's release is not listed unpinned.
     let beta = h.pack("r3.0", "3.0", &image("3.0", LEN), &["--track", "beta"]);
-    let out = channel_cmd(&h, "add", &[beta.to_str().expect("path")]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("is for track \"beta\", the channel's track is \"stable\""),
-        "{}",
-        text(&out)
+    refused_edit(
+        &h,
+        "add",
+        &[beta.to_str().expect("path")],
+        "is for track \"beta\", the channel's track is \"stable\"",
     );
-    assert_eq!(std::fs::read(channel_path(&h)).expect("channel"), before);
+
+    // Nor unpinned once listed pinned.
+    let untracked = h.pack("r4.0", "4.0", &image("4.0", LEN), &[]);
+    channel(&h, "add", &[untracked.to_str().expect("path"), "--pin"]);
+    refused_edit(
+        &h,
+        "unpin",
+        &["4.0"],
+        "r4.0/release.json: is for no track, the channel's track is \"stable\"",
+    );
 
     // A channel without a track that lists a release of no track is not
     // given one: its hosts, once they follow it, would refuse that release.
     let h2 = channel_host("track-operator-untracked", "1.0", HostOptions::default());
     let old = h2.pack("r2.0", "2.0", &image("2.0", LEN), &[]);
     channel(&h2, "add", &[old.to_str().expect("path")]);
-    let out = channel_cmd(&h2, "resign", &["--track", "stable"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("r2.0/release.json: is for no track, the channel's track is \"stable\""),
-        "{}",
-        text(&out)
+    refused_edit(
+        &h2,
+        "resign",
+        &["--track", "stable"],
+        "r2.0/release.json: is for no track, the channel's track is \"stable\"",
     );
 
     // `pack` never swaps the track of a release directory; it may give one
@@ -388,6 +464,38 @@ fn the_operators_tools_keep_a_track_as_it_was_set() {
         text(&out)
     );
     h2.pack("r2.0", "2.0", &image("2.0", LEN), &["--track", "stable"]);
+
+    // Nor one whose listed release cannot be read here: its track is not
+    // known (an edit made on a copy without the releases).
+    let listed = h2.dir.join("r2.0/release.json");
+    let away = h2.dir.join("r2.0-release.json");
+    std::fs::rename(&listed, &away).expect("move away");
+    refused_edit(
+        &h2,
+        "resign",
+        &["--track", "stable"],
+        "r2.0/release.json: listed unpinned, and its track cannot be known (",
+    );
+    std::fs::rename(&away, &listed).expect("move back");
+    channel(&h2, "resign", &["--track", "stable"]);
+}
+
+/// `abupdate channel ACTION … ` refused: exit 1, one line saying `says`,
+/// the channel as it was.
+fn refused_edit(h: &TestHost, action: &str, extra: &[&str], says: &str) {
+    let before = std::fs::read(channel_path(h)).expect("channel");
+    let out = channel_cmd(h, action, extra);
+    assert_eq!(out.status.code(), Some(1), "{action}: {}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(says) && err.lines().count() == 1,
+        "{action}: {err}"
+    );
+    assert_eq!(
+        std::fs::read(channel_path(h)).expect("channel"),
+        before,
+        "{action}"
+    );
 }
 
 #[test]
