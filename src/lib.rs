@@ -73,14 +73,46 @@ macro_rules! shout {
     }};
 }
 
-/// `println!` that never panics (see [`say!`]): `status | true` or
-/// `check > /dev/full` ends with the command's own exit code.
+/// `println!` that never panics (see [`say!`]): a write that fails is
+/// kept ([`output_failed`]) for the end of the run to report
+/// ([`cli::main`]), so `status > /dev/full` is no success with nothing
+/// written, and `status | head -1` no panic.
 #[macro_export]
 macro_rules! tell {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::output_failed(e);
+        }
     }};
+}
+
+/// `bytes` to stdout as they are (a text already laid out, the usage): as
+/// [`tell!`], a failed write kept for the end of the run.
+pub fn write_out(bytes: &[u8]) {
+    use std::io::Write as _;
+    if let Err(e) = std::io::stdout().write_all(bytes) {
+        output_failed(e);
+    }
+}
+
+/// The first failed write to stdout of this run, if any.
+static OUTPUT_ERROR: std::sync::Mutex<Option<std::io::Error>> = std::sync::Mutex::new(None);
+
+/// Keep `e`, a failed write to stdout, when it is the run's first.
+pub fn output_failed(e: std::io::Error) {
+    if let Ok(mut first) = OUTPUT_ERROR.lock() {
+        first.get_or_insert(e);
+    }
+}
+
+/// The run's first failed write to stdout (after a last flush), taken.
+pub fn take_output_error() -> Option<std::io::Error> {
+    use std::io::Write as _;
+    if let Err(e) = std::io::stdout().flush() {
+        output_failed(e);
+    }
+    OUTPUT_ERROR.lock().ok().and_then(|mut e| e.take())
 }
 
 pub mod agent;

@@ -44,15 +44,11 @@ where
 pub fn run(global: &Global, command: Command) -> Result<i32> {
     match command {
         Command::Help(None) => {
-            let _ =
-                std::io::Write::write_all(&mut std::io::stdout(), flags::usage_text().as_bytes());
+            crate::write_out(flags::usage_text().as_bytes());
             Ok(0)
         }
         Command::Help(Some(cmd)) => {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stdout(),
-                flags::command_help(cmd).as_bytes(),
-            );
+            crate::write_out(flags::command_help(cmd).as_bytes());
             Ok(0)
         }
         Command::Version => {
@@ -121,7 +117,7 @@ pub fn main() -> i32 {
     // Reports still in flight, each bounded by its deadline; every lock
     // was released when `run` returned.
     crate::report::flush();
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             let line = e.to_string();
@@ -134,6 +130,28 @@ pub fn main() -> i32 {
             crate::shout!("abupdate: {line}");
             e.exit_code()
         }
+    };
+    let lost = crate::take_output_error();
+    let (code, say) = after_output(code, lost.as_ref().map(std::io::Error::kind));
+    if let (true, Some(e)) = (say, lost) {
+        crate::shout!("abupdate: standard output: {e}: the command's output was lost");
+    }
+    code
+}
+
+/// The exit code of a run that ended with `code`, its output to stdout
+/// failed with `lost` (if it did), and whether to say so. A reader that
+/// has gone (`status | head -1`: a broken pipe) chose to stop reading:
+/// nothing to say. Any other failure (a full disk, an I/O error) lost
+/// output someone wanted: said on stderr, and a success (0) becomes a
+/// failure (1): an empty `status > file` must not look like a status. An
+/// exit code of its own (100: an update applies; an error's) still says
+/// what it said.
+fn after_output(code: i32, lost: Option<std::io::ErrorKind>) -> (i32, bool) {
+    match lost {
+        None | Some(std::io::ErrorKind::BrokenPipe) => (code, false),
+        Some(_) if code == 0 => (1, true),
+        Some(_) => (code, true),
     }
 }
 
@@ -148,6 +166,20 @@ fn wants_json(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::after_output;
+    use std::io::ErrorKind;
+
+    #[test]
+    fn lost_output_fails_a_success_and_keeps_an_exit_code_of_its_own() {
+        assert_eq!(after_output(0, None), (0, false));
+        assert_eq!(after_output(100, None), (100, false));
+        assert_eq!(after_output(0, Some(ErrorKind::BrokenPipe)), (0, false));
+        assert_eq!(after_output(0, Some(ErrorKind::StorageFull)), (1, true));
+        assert_eq!(after_output(0, Some(ErrorKind::Other)), (1, true));
+        assert_eq!(after_output(100, Some(ErrorKind::StorageFull)), (100, true));
+        assert_eq!(after_output(2, Some(ErrorKind::StorageFull)), (2, true));
+    }
+
     use super::*;
 
     #[test]

@@ -164,10 +164,12 @@ fn arguments_that_are_not_utf8_are_errors_naming_them_not_panics() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A full or closed stdout or stderr loses the output, never the run: the
-/// command's own exit code, no panic (which aborts, exit 134).
+/// A full or closed stdout or stderr is no panic (which aborts, exit 134).
+/// Output lost to a full stdout fails a success (exit 1, said on stderr):
+/// `status > file` on a full disk is no status; an exit code of its own
+/// stands. A reader that has gone (`--help | true`) chose to stop: exit 0.
 #[test]
-fn a_full_or_closed_output_is_no_panic() {
+fn lost_output_fails_a_success_and_a_reader_gone_is_no_failure() {
     let full = || {
         std::fs::OpenOptions::new()
             .write(true)
@@ -175,8 +177,8 @@ fn a_full_or_closed_output_is_no_panic() {
             .expect("/dev/full")
     };
     for (args, code) in [
-        (vec!["-V"], 0),
-        (vec!["--help"], 0),
+        (vec!["-V"], 1),
+        (vec!["--help"], 1),
         (vec!["frobnicate"], 2),
         (vec!["--json", "frobnicate"], 2),
     ] {
@@ -188,14 +190,27 @@ fn a_full_or_closed_output_is_no_panic() {
             .expect("run abupdate");
         assert_eq!(out.code(), Some(code), "{args:?}: {out:?}");
     }
+    let out = Command::new(env!("CARGO_BIN_EXE_abupdate"))
+        .arg("-V")
+        .stdout(full())
+        .output()
+        .expect("run abupdate");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "abupdate: standard output: No space left on device (os error 28): the command's output was lost\n"
+    );
     // A reader that has gone: `abupdate --help | true`.
     let mut child = Command::new(env!("CARGO_BIN_EXE_abupdate"))
         .arg("--help")
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
     drop(child.stdout.take());
-    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
 }
 
 /// Found from outside (stop 47): `sign` of a FIFO waited forever and of
