@@ -449,8 +449,17 @@ pub fn parse_answer(body: &[u8]) -> Result<Vec<Sample>, AnswerError> {
 
 /// [`parse_answer`], each sample with the instant it was evaluated at.
 pub fn parse_timed(body: &[u8]) -> Result<Vec<(f64, Sample)>, AnswerError> {
-    let answer: Answer = serde_json::from_slice(body)
-        .map_err(|e| AnswerError::Format(format!("not a Prometheus API answer: {e}")))?;
+    let not_an_answer = |e| AnswerError::Format(format!("not a Prometheus API answer: {e}"));
+    // serde keeps the last of a key given twice: a series' label, a
+    // sample's value or the status could then read two ways, and the
+    // decision would rest on one of them. An answer has one reading.
+    if let Some(path) = crate::manifest::duplicate_key(body).map_err(not_an_answer)? {
+        return Err(AnswerError::Format(format!(
+            "not a Prometheus API answer: {} appears twice in its object",
+            quoted(&path)
+        )));
+    }
+    let answer: Answer = serde_json::from_slice(body).map_err(not_an_answer)?;
     if answer.status != "success" {
         return Err(AnswerError::Api {
             error_type: answer
@@ -1157,6 +1166,32 @@ mod tests {
                 matches!(parse_answer(bad), Err(AnswerError::Format(_))),
                 "{}",
                 String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    /// A key twice in one object (left at stop 55): serde keeps the last,
+    /// so `failed` read as `committed`, or a second status, decided. The
+    /// answer is refused, naming where.
+    #[test]
+    fn an_answer_that_names_a_key_twice_is_refused_naming_it() {
+        for (bad, path) in [
+            (
+                &br#"{"status":"success","data":{"resultType":"vector","result":[
+                {"metric":{"outcome":"failed","outcome":"committed"},"value":[1,"5"]}]}}"#[..],
+                "data.result[0].metric.outcome",
+            ),
+            (
+                br#"{"status":"error","status":"success","data":{"resultType":"vector","result":[]}}"#,
+                "status",
+            ),
+        ] {
+            let Err(AnswerError::Format(why)) = parse_answer(bad) else {
+                panic!("accepted: {}", String::from_utf8_lossy(bad))
+            };
+            assert_eq!(
+                why,
+                format!("not a Prometheus API answer: {path} appears twice in its object")
             );
         }
     }
