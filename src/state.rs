@@ -1792,6 +1792,22 @@ impl StateDir {
         })
     }
 
+    /// [`Self::lock`], waiting up to `wait` while another instance holds
+    /// it (asked again every quarter second): for a command that must not
+    /// be lost to a short one run by hand, the boot's verdict.
+    pub fn lock_within(&self, wait: std::time::Duration) -> Result<StateLock, StateError> {
+        let deadline = crate::child::deadline_after(std::time::Instant::now(), wait);
+        loop {
+            match self.lock() {
+                Err(StateError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    std::thread::sleep(left.min(std::time::Duration::from_millis(250)));
+                }
+                taken => return taken,
+            }
+        }
+    }
+
     /// One attempt of [`Self::lock`]: `None` when the file locked was
     /// replaced before the lock was taken.
     fn lock_once(&self) -> Result<Option<StateLock>, StateError> {

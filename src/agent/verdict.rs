@@ -611,10 +611,19 @@ fn record_of_another_release(host: &Host, state: &crate::state::State, booted: S
     }
 }
 
+/// The longest `health` waits for the state lock: with `[health] timeout`
+/// at most 25 minutes, the verdict still comes within the unit's 30.
+const HEALTH_LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(4 * 60);
+
 /// The boot-time verdict: gather the facts [`decide`] asks for, then apply
 /// its decision.
 pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
-    let lock = host.state_dir.lock()?;
+    // A command run by hand at boot (a `status`-like `check`, a manual
+    // verb) holds the lock a moment: the boot's verdict waits for it
+    // rather than being lost, within its own timeout and never so long
+    // that the unit's backstop (30 minutes) comes first.
+    let wait = host.config.health.timeout.min(HEALTH_LOCK_WAIT_MAX);
+    let lock = host.state_dir.lock_within(wait)?;
     let mut state = host.state_dir.load()?;
     let booted = host.booted_slot()?;
     let flip = Transition::new(host, &lock);

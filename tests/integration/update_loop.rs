@@ -1170,3 +1170,41 @@ fn an_update_without_a_release_source_says_so_on_every_run_and_counts_no_failure
     assert_eq!(m["consecutive_failures"], 0, "{m}");
     assert!(m.get("retry_after").is_none(), "{m}");
 }
+
+/// `health` at boot while another abupdate holds the state lock a moment (a
+/// command run by hand; left at stop 55): the verdict waits for the lock
+/// and is made, not lost to a `locked` exit. A holder that outlasts the
+/// wait (`[health] timeout`, here 3 s) still gets `locked`, the trial
+/// unjudged and the boot order as it was.
+#[test]
+fn health_waits_for_a_lock_held_a_moment_and_gives_up_past_its_timeout() {
+    for (hold, committed) in [("1", true), ("30", false)] {
+        let h = crate::common::host::host_on_trial(&format!("health-lock-{hold}"), "");
+        let lock = h.state_dir.join("lock");
+        assert!(lock.is_file(), "the install made the lock file");
+        let ready = h.dir.join("holding");
+        let mut holder = std::process::Command::new("flock")
+            .arg("-x")
+            .arg(&lock)
+            .args(["-c", &format!("touch {}; sleep {hold}", ready.display())])
+            .spawn()
+            .expect("flock");
+        while !ready.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let before = h.untouched();
+        let out = h.abupdate(&["--json", "health"]);
+        let _ = holder.kill();
+        let _ = holder.wait();
+        if committed {
+            assert!(out.status.success(), "{}", text(&out));
+            assert_eq!(h.state()["slots"]["B"]["status"], "good", "{}", h.state());
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            assert_eq!(v["kind"], "locked", "{v}");
+            h.assert_untouched(&before, "a verdict past the lock's wait");
+            assert_eq!(h.state()["transaction"]["phase"], "staged", "{}", h.state());
+        }
+    }
+}
