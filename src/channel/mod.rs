@@ -19,6 +19,11 @@
 //! could undo a withdrawal or a halt; a frozen one expires. Refusals name
 //! the URL actually fetched (the mirror's, the last redirect's).
 //!
+//! On a host that follows a track (`[update] track`), the channel states
+//! that track, checked before anything of it is believed ([`check_track`]),
+//! and so does each manifest it names unpinned ([`manifest_track`]): a
+//! signature says who signed a document, not which channel it belongs to.
+//!
 //! Withdrawn entries are ignored entirely, barrier or not: withdrawing a
 //! barrier needs a replacement barrier (`abupdate channel add --barrier`).
 //!
