@@ -1158,7 +1158,7 @@ impl fmt::Display for NotApplicable {
                 describe_track(manifest.as_deref()),
                 match manifest {
                     Some(_) => "another track's manifest is never installed here (a server or mirror serving another track's file, or a wrong URL)".to_string(),
-                    None => format!("a manifest of no track is installed only by hand or pinned by the channel (pack it with --track {host})"),
+                    None => format!("a manifest this host reads from its configured source states its track (pack it with --track {host}; one of no track is taken by hand from another URL, or pinned by the channel)"),
                 }
             ),
             NotApplicable::NotNewer { offered, booted } => {
@@ -2030,7 +2030,7 @@ mod tests {
         assert_eq!(e, refusal(Some("beta")));
         assert_eq!(
             evaluate(&untracked, &exactly).expect_err("none").to_string(),
-            "release manifest https://u.example/r.json: is for no track, this host follows track \"stable\" (update.track): a manifest of no track is installed only by hand or pinned by the channel (pack it with --track stable)"
+            "release manifest https://u.example/r.json: is for no track, this host follows track \"stable\" (update.track): a manifest this host reads from its configured source states its track (pack it with --track stable; one of no track is taken by hand from another URL, or pinned by the channel)"
         );
         assert_eq!(
             e.to_string(),

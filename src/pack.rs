@@ -921,6 +921,50 @@ fn one_stream_note(class: &str, image: &Image) -> Option<String> {
     ))
 }
 
+/// A note when the manifest replaced, of the same version, had another
+/// rollout than the one packed: a re-pack takes only the command line's
+/// (the documented way to resume a paused release), so one that drops a
+/// staged rollout or a pause sends the release to every host at once;
+/// said, not refused (found from outside: silently). Unverified, as
+/// [`previous_created`]: it only ever speaks.
+fn rollout_note(previous: Option<&[u8]>, version: &str, new: Option<&Rollout>) -> Option<String> {
+    let doc: ManifestDoc = serde_json::from_slice(previous?).ok()?;
+    let same = Version::parse(&doc.version).ok()? == Version::parse(version).ok()?;
+    (same && doc.rollout.as_ref() != new).then(|| {
+        format!(
+            "note: the release.json replaced ({}) had {}; this one has {}",
+            doc.version,
+            describe_rollout(doc.rollout.as_ref()),
+            describe_rollout(new)
+        )
+    })
+}
+
+/// A rollout in a few words, for [`rollout_note`].
+fn describe_rollout(r: Option<&Rollout>) -> String {
+    let Some(r) = r else {
+        return "no rollout (every host takes it at once)".into();
+    };
+    let mut parts = Vec::new();
+    if r.paused {
+        parts.push("paused".to_string());
+    }
+    if let Some(p) = r.percent {
+        parts.push(format!("{p}% of hosts"));
+    }
+    if let Some(w) = &r.waves {
+        let w: Vec<String> = w.iter().map(f64::to_string).collect();
+        parts.push(format!("waves {}", w.join(",")));
+    }
+    if let (Some(start), Some(minutes)) = (&r.start, r.duration_minutes) {
+        parts.push(format!("a ramp from {start} over {minutes} minutes"));
+    }
+    match parts.is_empty() {
+        true => "a rollout".into(),
+        false => format!("a rollout of {}", parts.join(", ")),
+    }
+}
+
 /// Build the release directory; returns the manifest's path and notes.
 #[cfg(feature = "pack")]
 pub fn pack(opts: &PackOptions) -> Result<Packed, String> {
@@ -990,6 +1034,11 @@ pub fn pack(opts: &PackOptions) -> Result<Packed, String> {
         .iter()
         .filter_map(|(class, image)| one_stream_note(class, image))
         .collect();
+    notes.extend(rollout_note(
+        previous.as_deref(),
+        &opts.version,
+        opts.rollout.as_ref(),
+    ));
     // Dates given in the past make a release for tests of expiry, which
     // hosts refuse; said, not refused (found from outside: signed silently).
     let clock = now();
@@ -1014,6 +1063,36 @@ mod tests {
     use crate::testutil::TempDir;
 
     const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_re_pack_that_changes_the_rollout_of_its_version_says_so() {
+        let prev = |rollout: serde_json::Value| {
+            serde_json::to_vec(&serde_json::json!({"format": 1, "compatible": "acme",
+                "version": "2.0", "created": "c", "expires": "e", "images": {},
+                "rollout": rollout}))
+            .expect("json")
+        };
+        let paused = prev(serde_json::json!({"percent": 5.0, "paused": true}));
+        assert_eq!(
+            rollout_note(Some(&paused), "2.0.0", None).as_deref(),
+            Some("note: the release.json replaced (2.0) had a rollout of paused, 5% of hosts; this one has no rollout (every host takes it at once)")
+        );
+        let same = Rollout {
+            percent: Some(5.0),
+            paused: true,
+            ..Default::default()
+        };
+        assert_eq!(rollout_note(Some(&paused), "2.0", Some(&same)), None);
+        assert_eq!(
+            rollout_note(Some(&paused), "3.0", None),
+            None,
+            "another version"
+        );
+        assert_eq!(rollout_note(None, "2.0", None), None);
+        let waves = prev(serde_json::json!({"percent": 10.0, "waves": [10.0, 50.0, 100.0]}));
+        assert!(rollout_note(Some(&waves), "2.0", Some(&same))
+            .is_some_and(|n| n.contains("had a rollout of 10% of hosts, waves 10,50,100; this one has a rollout of paused, 5% of hosts")));
+    }
 
     #[test]
     fn a_release_directorys_track_is_kept_or_given_never_swapped() {

@@ -169,10 +169,13 @@ fn off_track(channel: Option<&str>, manifest: &Manifest, pinned: bool) -> Option
         })
 }
 
-/// Every release listed in `doc` (in `dir`), not withdrawn nor pinned,
-/// states `track`: hosts that follow it refuse any other. A manifest that
-/// cannot be read (not here, not verified with `keys`) is refused too: its
-/// track is not known.
+/// Every release listed in `doc` (in `dir`), not withdrawn, is one the
+/// hosts of `track` take: unpinned, its manifest states `track` (hosts
+/// that follow it refuse any other); pinned, its manifest is still the
+/// bytes pinned (a release re-packed to give it a track is not: every
+/// host would refuse it, `hash_mismatch`). A manifest that cannot be read
+/// (not here, not verified with `keys`) is refused too: its track is not
+/// known.
 fn listed_on_track(
     doc: &Value,
     dir: &Path,
@@ -182,12 +185,12 @@ fn listed_on_track(
 ) -> Result<(), PublishError> {
     let listed = doc["releases"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     for r in listed {
-        let skipped =
-            r.get("withdrawn").and_then(Value::as_bool) == Some(true) || r.get("sha256").is_some();
+        let withdrawn = r.get("withdrawn").and_then(Value::as_bool) == Some(true);
+        let pin = r.get("sha256").and_then(Value::as_str);
         let Some(relative) = r
             .get("manifest")
             .and_then(Value::as_str)
-            .filter(|_| !skipped)
+            .filter(|_| !withdrawn)
         else {
             continue;
         };
@@ -196,14 +199,24 @@ fn listed_on_track(
             refused(
                 &path,
                 format!(
-                    "listed unpinned, and its track cannot be known ({}): the channel's hosts \
-                     would refuse it unless it states track {track:?}; edit the channel where its \
-                     releases are",
+                    "listed, and cannot be read here to check it ({}): the channel's hosts \
+                     would refuse it unless it states track {track:?} or is pinned as it is; edit \
+                     the channel where its releases are",
                     crate::error::one_line(&e.to_string())
                 ),
             )
         })?;
-        if let Some(why) = off_track(Some(track), &m, false) {
+        if let Some(pin) = pin.filter(|p| *p != m.sha256) {
+            return Err(refused(
+                &path,
+                format!(
+                    "is pinned to SHA-256 {pin} and now has {}: every host would refuse it \
+                     (`abupdate channel pin FILE {}` binds it again)",
+                    m.sha256, m.version
+                ),
+            ));
+        }
+        if let Some(why) = off_track(Some(track), &m, pin.is_some()) {
             return Err(refused(&path, why));
         }
     }

@@ -474,10 +474,32 @@ fn the_operators_tools_keep_a_track_as_it_was_set() {
         &h2,
         "resign",
         &["--track", "stable"],
-        "r2.0/release.json: listed unpinned, and its track cannot be known (",
+        "r2.0/release.json: listed, and cannot be read here to check it (",
     );
     std::fs::rename(&away, &listed).expect("move back");
     channel(&h2, "resign", &["--track", "stable"]);
+
+    // A pinned release packed again (to give it a track) is no longer the
+    // bytes pinned: the re-pack says what it did to the rollout, and the
+    // channel is not given a track over it until it is pinned again.
+    let h3 = channel_host("track-operator-pinned", "1.0", HostOptions::default());
+    let pinned = h3.pack("r2.0", "2.0", &image("2.0", LEN), &["--percent", "5"]);
+    channel(&h3, "add", &[pinned.to_str().expect("path"), "--pin"]);
+    let (_, out) = h3.pack_output("r2.0", "2.0", &image("2.0", LEN), &["--track", "stable"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("abupdate: note: the release.json replaced (2.0) had a rollout of 5% of hosts; this one has no rollout (every host takes it at once)"),
+        "{}",
+        text(&out)
+    );
+    refused_edit(
+        &h3,
+        "resign",
+        &["--track", "stable"],
+        "r2.0/release.json: is pinned to SHA-256 ",
+    );
+    channel(&h3, "pin", &["2.0"]);
+    channel(&h3, "resign", &["--track", "stable"]);
 }
 
 /// `abupdate channel ACTION … ` refused: exit 1, one line saying `says`,
