@@ -148,6 +148,14 @@ pub enum Refusal {
         /// The slot it would leave.
         slot: SlotName,
     },
+    /// A forced `mark-bad` would leave no slot the bootloader boots: the
+    /// slot it leaves is held bad there too.
+    NoBootableSlot {
+        /// The verb.
+        op: Manual,
+        /// The slot it would leave, held bad.
+        slot: SlotName,
+    },
     /// `mark-bad` would leave only the booted slot, whose boot the
     /// bootloader counts as a try no one has blessed and the records do
     /// not hold committed: nothing judged it.
@@ -253,6 +261,12 @@ impl fmt::Display for Refusal {
                 "`abupdate {op}` would leave no bootable slot: the bootloader holds slot {slot} bad, \
                  which state.json does not record (a verb cut before its save, or a state deleted \
                  since); `abupdate health` finishes what was cut (or use --force)"
+            ),
+            Refusal::NoBootableSlot { op, slot } => write!(
+                f,
+                "`abupdate {op} --force` would leave no slot the bootloader boots: it holds slot \
+                 {slot} bad too; if slot {slot} holds a good system, `abupdate mark-good {slot} \
+                 --force` first"
             ),
             Refusal::KeeperUnjudged { op, slot } => write!(
                 f,

@@ -464,8 +464,9 @@ pub enum ManualPlan {
 }
 
 /// The one rule of the manual verbs: after the change a slot holding a
-/// proven good system must still be bootable, unless `--force`. Pure: the
-/// verdict on `op` from `f` alone.
+/// proven good system must still be bootable, unless `--force`; and,
+/// `--force` or not, some slot the bootloader boots. Pure: the verdict on
+/// `op` from `f` alone.
 pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Refusal> {
     let refuse = |slot: SlotName| {
         let status = f.status(slot).clone();
@@ -512,6 +513,15 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             }
             if f.leaves_committed(slot) {
                 return Ok(ManualPlan::RejectCommitted { slot });
+            }
+            // A mark only marks: with the slot left held bad too, the
+            // bootloader would have nothing to boot (found from outside:
+            // `--force` on a fresh host left A_OK=0 B_OK=0). `--force`
+            // vouches for what the records do not show; the operator's
+            // word that the slot left holds a good system is `mark-good`
+            // of it, which makes it bootable.
+            if f.keeper_held_bad {
+                return Err(Refusal::NoBootableSlot { op, slot: keeper });
             }
             Ok(ManualPlan::Mark { slot, good: false })
         }
@@ -881,8 +891,52 @@ mod tests {
                 Err(Refusal::HeldBadInBootloader { op, slot: keeper }),
                 "booted {booted}, {op}"
             );
-            assert!(judged_with(true).is_ok(), "--force");
+            // `--force` vouches for the slot left; a plain mark would still
+            // leave the bootloader nothing to boot.
+            match (op, judged_with(true)) {
+                (Manual::Rollback, forced) => assert!(forced.is_ok(), "--force: {forced:?}"),
+                (_, forced) => assert_eq!(
+                    forced,
+                    Err(Refusal::NoBootableSlot { op, slot: keeper }),
+                    "booted {booted}, {op} --force"
+                ),
+            }
         }
+    }
+
+    /// Found from outside: `mark-bad A --force` on a fresh host (B never
+    /// written, held bad) left A_OK=0 B_OK=0. Refused, pointing at
+    /// `mark-good B --force`; with the bootloader holding the slot left
+    /// good, the forced mark goes on.
+    #[test]
+    fn a_forced_mark_bad_never_leaves_no_slot_the_bootloader_boots() {
+        let forced = |held_bad| {
+            judge(
+                Manual::MarkBad(A),
+                &ManualFacts {
+                    keeper_held_bad: held_bad,
+                    ..facts_on(A, (&rec(Good), &rec(Empty)), (None, None), true)
+                },
+            )
+        };
+        assert_eq!(
+            forced(true),
+            Err(Refusal::NoBootableSlot {
+                op: Manual::MarkBad(A),
+                slot: B
+            })
+        );
+        assert_eq!(
+            forced(true).map_err(|r| r.to_string()),
+            Err("`abupdate mark-bad A --force` would leave no slot the bootloader boots: it holds slot B bad too; if slot B holds a good system, `abupdate mark-good B --force` first".into())
+        );
+        assert_eq!(
+            forced(false),
+            Ok(ManualPlan::Mark {
+                slot: A,
+                good: false
+            })
+        );
     }
 
     /// Found from outside (a random walk): `state.json` deleted while a

@@ -169,6 +169,30 @@ fn off_track(channel: Option<&str>, manifest: &Manifest, pinned: bool) -> Option
         })
 }
 
+/// Why hosts would refuse the manifest `m` now, whatever else they know:
+/// expired, or dated more than a day ahead of this clock (`now`). Listed,
+/// such a release is the newest every host takes and refuses on every
+/// tick, never reaching the one below it (found from outside).
+fn refused_now(m: &Manifest, now: i64) -> Option<String> {
+    let at = format_rfc3339;
+    if m.expires <= now {
+        return Some(format!(
+            "expired at {} (now {}): its hosts would refuse it as the newest release on every \
+             tick, and wait on it (pack it again)",
+            at(m.expires),
+            at(now)
+        ));
+    }
+    (m.created > now.saturating_add(crate::manifest::MAX_CREATED_AHEAD)).then(|| {
+        format!(
+            "created {} is more than a day ahead of this clock ({}): its hosts would refuse it \
+             as the newest release on every tick, and wait on it",
+            m.doc.created,
+            at(now)
+        )
+    })
+}
+
 /// Every release listed in `doc` (in `dir`), not withdrawn, is one the
 /// hosts of `track` take: unpinned, its manifest states `track` (hosts
 /// that follow it refuse any other); pinned, its manifest is still the
@@ -338,6 +362,9 @@ fn change_of(
             pin,
         } => {
             let m = read_release(manifest, keys, threshold)?;
+            if let Some(why) = refused_now(&m, now()) {
+                return Err(refused(manifest, why));
+            }
             // Found from outside: another product's release added here
             // was the newest every host of the channel took, and refused
             // as incompatible on every tick, never reaching the next one.
@@ -405,7 +432,10 @@ fn change_of(
             Change::Unpin(v.clone())
         }
         Action::Pin(v) => {
-            let (_, m) = read_listed(doc, dir, v, keys, threshold)?;
+            let (path, m) = read_listed(doc, dir, v, keys, threshold)?;
+            if let Some(why) = refused_now(&m, now()) {
+                return Err(refused(&path, why));
+            }
             Change::Pin {
                 version: v.clone(),
                 sha256: m.sha256,
@@ -524,6 +554,36 @@ mod tests {
     fn parsed(doc: &Value) -> Channel {
         let body = serde_json::to_vec(doc).expect("json");
         Channel::parse("c", &body).expect("hosts parse it")
+    }
+
+    #[test]
+    fn a_release_expired_or_dated_ahead_is_one_hosts_refuse_now() {
+        let m = Manifest::parse(
+            &serde_json::to_vec(&json!({"format": 1, "compatible": "acme", "version": "2.0",
+                "created": "2026-11-20T10:00:00Z", "expires": "2027-01-20T10:00:00Z",
+                "images": {"rootfs": {"url": "r.img", "size": 1, "sha256": H}}}))
+            .expect("json"),
+        )
+        .expect("manifest");
+        let (created, expires) = (m.created, m.expires);
+        assert_eq!(refused_now(&m, created), None);
+        assert_eq!(refused_now(&m, expires - 1), None);
+        let why = refused_now(&m, expires).expect("expired");
+        assert!(
+            why.starts_with("expired at 2027-01-20T10:00:00Z (now 2027-01-20T10:00:00Z)"),
+            "{why}"
+        );
+        let day = crate::manifest::MAX_CREATED_AHEAD;
+        assert_eq!(
+            refused_now(&m, created - day),
+            None,
+            "a day ahead is believed"
+        );
+        let why = refused_now(&m, created - day - 1).expect("ahead");
+        assert!(
+            why.starts_with("created 2026-11-20T10:00:00Z is more than a day ahead"),
+            "{why}"
+        );
     }
 
     #[test]

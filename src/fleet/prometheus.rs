@@ -1009,12 +1009,21 @@ pub fn count_of(samples: &[Sample]) -> Result<u64, String> {
 }
 
 fn whole(v: f64) -> Result<u64, String> {
-    if v >= 0.0 && v.fract() == 0.0 && v < 2f64.powi(53) {
+    // At most 2^32 hosts a sample: more than any fleet, and small enough
+    // that the samples of an answer (at most 4 MiB of them) cannot add up
+    // past a u64 (found from outside: 2049 samples of 2^53 - 1 overflowed
+    // the tally, a panic).
+    if v >= 0.0 && v.fract() == 0.0 && v <= MAX_COUNT {
         Ok(v as u64)
     } else {
-        Err(format!("{v} is not a count"))
+        Err(format!(
+            "{v} is not a count of hosts (a whole number, at most 2^32)"
+        ))
     }
 }
+
+/// The largest count a sample may state ([`whole`]).
+const MAX_COUNT: f64 = 4_294_967_296.0;
 
 /// The tallies from the answer of [`Queries::outcomes`] and the count of
 /// [`Queries::not_counted`], classified as the reports are: every host's
@@ -1168,6 +1177,36 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// Found from outside: 2049 samples of 2^53 - 1 hosts overflowed the
+    /// tally (a panic, exit 101). A sample counts at most 2^32 hosts, so an
+    /// answer's sum fits; more is no count.
+    #[test]
+    fn a_sample_of_more_hosts_than_any_fleet_is_no_count() {
+        assert_eq!(whole(4_294_967_296.0), Ok(1 << 32));
+        for bad in [4_294_967_297.0, 9_007_199_254_740_991.0, -1.0, 0.5] {
+            let e = whole(bad).expect_err("not a count");
+            assert!(
+                e.ends_with("is not a count of hosts (a whole number, at most 2^32)"),
+                "{e}"
+            );
+        }
+        let many: Vec<Sample> = (0..2049)
+            .map(|i| {
+                sample(
+                    &[
+                        ("outcome", "committed"),
+                        ("in_wave", "1"),
+                        ("kind", &format!("k{i}")),
+                    ],
+                    4_294_967_296.0,
+                )
+            })
+            .collect();
+        let (t, w) = tally_of(&many, 0, true).expect("fits");
+        assert_eq!(t.committed, 2049 << 32);
+        assert_eq!(w.map(|w| w.finished()), Some(2049 << 32));
     }
 
     /// A key twice in one object (left at stop 55): serde keeps the last,

@@ -102,6 +102,23 @@ fn no_verb_leaves_only_a_never_written_slot_bootable() {
                 "--force",
             ],
         );
+        // `--force` vouches for slot B, but a mark would leave the
+        // bootloader nothing to boot (found from outside: A_OK=0 B_OK=0).
+        let b_held_bad = !h.bootable("B");
+        assert!(
+            b_held_bad || loader == Loader::Efi,
+            "{loader:?}: B bootable"
+        );
+        if b_held_bad {
+            refused(
+                &h,
+                &["mark-bad", "--force"],
+                &[
+                    "`abupdate mark-bad A --force` would leave no slot the bootloader boots: it holds slot B bad too",
+                    "`abupdate mark-good B --force` first",
+                ],
+            );
+        }
         assert_eq!(h.primary(), Some("A"), "{loader:?}");
         assert!(h.bootable("A"), "{loader:?}");
         // The operator's word still goes.

@@ -1022,3 +1022,40 @@ fn a_release_of_another_product_is_not_listed() {
         "{v}"
     );
 }
+
+/// Found from outside: an expired release (or one dated ahead) was listed;
+/// as the newest, every host took it and refused it on every tick, never
+/// reaching the good release below it. `add` refuses it, naming why.
+#[test]
+fn an_expired_release_is_not_listed() {
+    let h = host("expired-listed", "1.0");
+    release(&h, "2.0", false);
+    let (m, out) = h.pack_output(
+        "r3.0",
+        "3.0",
+        &image("3.0", LEN),
+        &[
+            "--created",
+            "2019-12-01T00:00:00Z",
+            "--expires",
+            "2020-01-01T00:00:00Z",
+        ],
+    );
+    assert!(out.status.success(), "pack: {}", text(&out));
+    let before = std::fs::read(channel_path(&h)).expect("channel");
+    let out = channel_cmd(&h, "add", &[m.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("r3.0/release.json: expired at 2020-01-01T00:00:00Z (now "),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(channel_path(&h)).expect("channel"), before);
+    let (code, v) = check_json(&h);
+    assert_eq!(
+        (code, v["version"].as_str()),
+        (Some(100), Some("2.0")),
+        "{v}"
+    );
+}
