@@ -6,7 +6,7 @@
 //! untouched; a payload found bad mid-stream leaves the target marked bad.
 
 use crate::common::host::{
-    bounded, image, segment_frame, text, with_fifo, HostOptions, TestHost, Untouched,
+    bounded, error_lines, image, segment_frame, text, with_fifo, HostOptions, TestHost, Untouched,
 };
 use std::path::Path;
 
@@ -28,19 +28,6 @@ fn assert_refused(host: &TestHost, b: &Untouched, out: &std::process::Output, ne
     );
     host.assert_untouched(b, needle);
     assert_eq!(host.reboots(), 0, "a reboot was requested");
-}
-
-/// The error lines of `stderr` (not the progress line saying what is
-/// being written, nor a warning about the config).
-fn error_lines(stderr: &str) -> Vec<&str> {
-    stderr
-        .lines()
-        .filter(|l| {
-            l.starts_with("abupdate: ")
-                && !l.contains("writing")
-                && !l.starts_with("abupdate: warning: ")
-        })
-        .collect()
 }
 
 fn install(host: &TestHost, manifest: &std::path::Path) -> std::process::Output {

@@ -740,7 +740,8 @@ fn an_install_whose_staging_cannot_be_saved_restores_the_bootloader() {
 /// Found from outside (a random walk of verbs, cuts and resets): the
 /// records can be behind the bootloader, and `mark-bad` judged on them
 /// alone left nothing to boot. Three ways there, each refused now, the
-/// bootloader left as it was, until `--force`:
+/// bootloader left as it was, until `--force` (and, where the slot left
+/// is held bad too, `mark-good --force` of it first):
 /// a `rollback` cut between marking B bad and activating A, then
 /// `mark-bad A`; an `install` on a full state file system (A, its target,
 /// marked bad and not recorded), then `mark-bad` of the booted B; a
@@ -791,8 +792,33 @@ fn mark_bad_never_leaves_no_bootable_slot_when_the_records_are_behind_the_bootlo
             text(&out)
         );
         assert_eq!(h.grub_vars(), env, "{case}: the bootloader changed");
+        // `--force` vouches for the slot left, but a plain mark of the only
+        // slot the bootloader boots would still leave it none: refused,
+        // pointing at `mark-good` of the other; once that is done, it goes.
+        let other = if target == "A" { "B" } else { "A" };
         let out = h.abupdate(&["mark-bad", target, "--force"]);
-        assert!(out.status.success(), "{case}: --force: {}", text(&out));
+        match case {
+            "install on a full state" => {
+                assert!(out.status.success(), "{case}: --force: {}", text(&out))
+            }
+            _ => {
+                assert_eq!(out.status.code(), Some(1), "{case}: {}", text(&out));
+                assert!(
+                    text(&out).contains(&format!(
+                        "would leave no slot the bootloader boots: it holds slot {other} bad too"
+                    )),
+                    "{case}: {}",
+                    text(&out)
+                );
+                assert_eq!(h.grub_vars(), env, "{case}: the bootloader changed");
+                let out = h.abupdate(&["mark-good", other, "--force"]);
+                assert!(out.status.success(), "{case}: {}", text(&out));
+                let out = h.abupdate(&["mark-bad", target, "--force"]);
+                assert!(out.status.success(), "{case}: --force: {}", text(&out));
+            }
+        }
+        let env = h.grub_vars();
+        assert_ne!(choose(&env).how, How::NoOkSlot, "{case}: {env:?}");
     }
 }
 

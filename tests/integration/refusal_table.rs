@@ -335,10 +335,7 @@ fn check(i: usize, row: &Row) -> Result<(), String> {
         return Err(format!("exit {:?}: {what}", out.status.code()));
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("abupdate: ") && !l.contains("writing"))
-        .collect();
+    let lines = crate::common::host::error_lines(&stderr);
     if lines.len() != 1 || !lines[0].contains(row.says) {
         return Err(format!("want one error line saying {:?}: {what}", row.says));
     }

@@ -27,6 +27,19 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_abupdate")
 }
 
+/// The error lines of `stderr` (not the progress line saying what is
+/// being written, nor a warning about the config).
+pub fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| {
+            l.starts_with("abupdate: ")
+                && !l.contains("writing")
+                && !l.starts_with("abupdate: warning: ")
+        })
+        .collect()
+}
+
 /// Run a command and return its output, panicking only if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()
