@@ -24,7 +24,7 @@
 //! | an interrupted write of a release withdrawn since: ended, slot bad | `an_interrupted_write_of_a_withdrawn_release_is_ended_not_redone` |
 //! | a barrier the operator cancelled: held as a cancel, not a failure; by hand it goes on | `a_cancelled_barrier_holds_the_timer_as_cancelled_and_an_install_by_hand_goes_on` |
 
-use crate::common::channel::{channel, channel_cmd, channel_host, channel_path};
+use crate::common::channel::{channel, channel_cmd, channel_host, channel_path, refused_edit};
 use crate::common::host::{bin, image, run, text, HostOptions, TestHost};
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -999,23 +999,19 @@ fn a_release_of_another_product_is_not_listed() {
         .arg("--out")
         .arg(h.dir.join("other")));
     assert!(out.status.success(), "pack: {}", text(&out));
-    let before = std::fs::read(channel_path(&h)).expect("channel");
-    let out = run(Command::new(bin())
-        .args(["channel", "add"])
-        .arg(channel_path(&h))
-        .arg(h.dir.join("other/release.json"))
-        .arg("--secret")
-        .arg(&h.secret_key));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("is for compatible \"another-product\", the channel's releases for")
-            && err.contains("(r2.0/release.json)"),
-        "{err}"
+    let other = h.dir.join("other/release.json");
+    not_listed(
+        &h,
+        &other,
+        "is for compatible \"another-product\", the channel's releases for \"abupdate-test\" (r2.0/release.json)",
     );
-    assert_eq!(std::fs::read(channel_path(&h)).expect("channel"), before);
-    let (code, v) = check_json(&h);
+}
+
+/// `channel add` of `m` refused (one line saying `says`, the channel as
+/// it was), and the host still offered the release listed before, 2.0.
+fn not_listed(h: &TestHost, m: &std::path::Path, says: &str) {
+    refused_edit(h, "add", &[m.to_str().expect("path")], says);
+    let (code, v) = check_json(h);
     assert_eq!(
         (code, v["version"].as_str()),
         (Some(100), Some("2.0")),
@@ -1042,20 +1038,9 @@ fn an_expired_release_is_not_listed() {
         ],
     );
     assert!(out.status.success(), "pack: {}", text(&out));
-    let before = std::fs::read(channel_path(&h)).expect("channel");
-    let out = channel_cmd(&h, "add", &[m.to_str().expect("path")]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("r3.0/release.json: expired at 2020-01-01T00:00:00Z (now "),
-        "{err}"
-    );
-    assert_eq!(std::fs::read(channel_path(&h)).expect("channel"), before);
-    let (code, v) = check_json(&h);
-    assert_eq!(
-        (code, v["version"].as_str()),
-        (Some(100), Some("2.0")),
-        "{v}"
+    not_listed(
+        &h,
+        &m,
+        "r3.0/release.json: expired at 2020-01-01T00:00:00Z (now ",
     );
 }

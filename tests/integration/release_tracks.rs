@@ -13,7 +13,7 @@
 //! | the operator's tools: a track is set once, `add` refuses another track's release unless `--pin`, `pack` never swaps one | `the_operators_tools_keep_a_track_as_it_was_set` |
 //! | a malformed track: a one-line error naming it | `a_malformed_track_is_refused_naming_it` |
 
-use crate::common::channel::{channel, channel_cmd, channel_host, channel_path};
+use crate::common::channel::{channel, channel_cmd, channel_host, channel_path, refused_edit};
 use crate::common::host::{image, signature_files, text, HostOptions, TestHost};
 use std::path::{Path, PathBuf};
 
@@ -500,24 +500,6 @@ fn the_operators_tools_keep_a_track_as_it_was_set() {
     );
     channel(&h3, "pin", &["2.0"]);
     channel(&h3, "resign", &["--track", "stable"]);
-}
-
-/// `abupdate channel ACTION … ` refused: exit 1, one line saying `says`,
-/// the channel as it was.
-fn refused_edit(h: &TestHost, action: &str, extra: &[&str], says: &str) {
-    let before = std::fs::read(channel_path(h)).expect("channel");
-    let out = channel_cmd(h, action, extra);
-    assert_eq!(out.status.code(), Some(1), "{action}: {}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(says) && err.lines().count() == 1,
-        "{action}: {err}"
-    );
-    assert_eq!(
-        std::fs::read(channel_path(h)).expect("channel"),
-        before,
-        "{action}"
-    );
 }
 
 #[test]

@@ -38,3 +38,23 @@ pub fn channel(h: &TestHost, action: &str, extra: &[&str]) {
     let out = channel_cmd(h, action, extra);
     assert!(out.status.success(), "channel {action}: {}", text(&out));
 }
+
+/// `abupdate channel ACTION … ` refused: exit 1, one line saying `says`,
+/// the channel as it was.
+/// `abupdate channel ACTION … ` refused: exit 1, one line saying `says`,
+/// the channel as it was.
+pub fn refused_edit(h: &TestHost, action: &str, extra: &[&str], says: &str) {
+    let before = std::fs::read(channel_path(h)).expect("channel");
+    let out = channel_cmd(h, action, extra);
+    assert_eq!(out.status.code(), Some(1), "{action}: {}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(says) && err.lines().count() == 1,
+        "{action}: {err}"
+    );
+    assert_eq!(
+        std::fs::read(channel_path(h)).expect("channel"),
+        before,
+        "{action}"
+    );
+}
