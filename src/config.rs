@@ -1431,31 +1431,6 @@ impl Config {
                 anchor(&format!("slots.{slot}.{class}"), p);
             }
         }
-        // One device named for two partitions (as written, or through
-        // links) is written as one while the other runs from it: `install`
-        // refuses it (kind `slot`), so every timer run would fail (found
-        // from outside: it loaded silently). Said, not refused: a config an
-        // earlier version loaded still loads.
-        let named: Vec<(String, &PathBuf)> = slots
-            .iter()
-            .flat_map(|(slot, classes)| {
-                classes
-                    .iter()
-                    .map(move |(class, p)| (format!("slots.{slot}.{class}"), p))
-            })
-            .collect();
-        for (i, (key, p)) in named.iter().enumerate() {
-            if let Some((first, _)) = named[..i].iter().find(|(_, q)| same_device_path(p, q)) {
-                warn(
-                    key,
-                    format!(
-                        "{} is also {first}: one device cannot be two partitions; every install \
-                         is refused (kind slot)",
-                        crate::text::show_path(p)
-                    ),
-                );
-            }
-        }
         let warnings = warnings.into_inner();
         Ok(Config {
             files,
@@ -1506,15 +1481,6 @@ fn slot_key(
 }
 
 /// `[bootloader.efi.A]`, `[bootloader.efi.B]`, defaults filled in.
-/// Whether two configured paths name one file: as written, or once their
-/// links are followed (`/dev/disk/by-label/root-b` and `/dev/sda3`).
-fn same_device_path(a: &Path, b: &Path) -> bool {
-    a == b
-        || std::fs::canonicalize(a)
-            .ok()
-            .is_some_and(|c| std::fs::canonicalize(b).ok() == Some(c))
-}
-
 fn efi_slots(
     tables: BTreeMap<String, EfiSlotFragment>,
     err: &dyn Fn(&str, String) -> ConfigError,
@@ -2558,32 +2524,6 @@ timeout = "30s"
         .expect("a template serves any threshold");
         let e = with("update", "signature_url", "ftp://s3/{name}").expect_err("ftp accepted");
         assert!(e.0.contains("update.signature_url"), "{e}");
-    }
-
-    /// Found from outside: slot B naming slot A's device loaded silently,
-    /// and every timer run then failed its install (kind `slot`). It loads
-    /// (an earlier version loaded it) with a warning naming both keys, as
-    /// written or through a link.
-    #[test]
-    fn one_device_named_for_two_partitions_is_warned_about_naming_both() {
-        let dir = TempDir::new("config-same-device");
-        let device = dir.path().join("slot-a.img");
-        std::fs::write(&device, b"").expect("device");
-        let link = dir.path().join("by-label-root-b");
-        std::os::unix::fs::symlink(&device, &link).expect("link");
-        for b in [&device, &link] {
-            let text = MINIMAL
-                .replace("\"/dev/a\"", &format!("{:?}", device.display().to_string()))
-                .replace("\"/dev/b\"", &format!("{:?}", b.display().to_string()));
-            let c = Config::from_str(&text, Path::new("c.toml")).expect("loads");
-            let want = format!(
-                "c.toml:7: slots.B.rootfs: {} is also slots.A.rootfs: one device cannot be two partitions; every install is refused (kind slot)",
-                b.display()
-            );
-            assert_eq!(c.warnings, vec![want]);
-        }
-        let c = Config::from_str(MINIMAL, Path::new("c.toml")).expect("loads");
-        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]

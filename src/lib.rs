@@ -67,10 +67,17 @@ macro_rules! say {
 /// process, mid-install included).
 #[macro_export]
 macro_rules! shout {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::shout_line(format_args!($($arg)*))
+    };
+}
+
+/// [`shout!`]'s one place: the line and its newline on stderr, an error
+/// lost. A function, not an expansion at each of the many call sites.
+#[inline(never)]
+pub fn shout_line(line: std::fmt::Arguments) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// `println!` that never panics (see [`say!`]): a write that fails is
@@ -79,40 +86,36 @@ macro_rules! shout {
 /// written, and `status | head -1` no panic.
 #[macro_export]
 macro_rules! tell {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
-            $crate::output_failed(e);
-        }
-    }};
+    ($($arg:tt)*) => {
+        $crate::tell_line(format_args!($($arg)*))
+    };
 }
 
-/// `bytes` to stdout as they are (a text already laid out, the usage): as
-/// [`tell!`], a failed write kept for the end of the run.
-pub fn write_out(bytes: &[u8]) {
+/// [`tell!`]'s one place: the line and its newline on stdout, a failed
+/// write kept ([`output_failed`]).
+#[inline(never)]
+pub fn tell_line(line: std::fmt::Arguments) {
     use std::io::Write as _;
-    if let Err(e) = std::io::stdout().write_all(bytes) {
+    if let Err(e) = writeln!(std::io::stdout(), "{line}") {
         output_failed(e);
     }
 }
 
 /// The first failed write to stdout of this run, if any.
-static OUTPUT_ERROR: std::sync::Mutex<Option<std::io::Error>> = std::sync::Mutex::new(None);
+static OUTPUT_ERROR: std::sync::OnceLock<std::io::Error> = std::sync::OnceLock::new();
 
 /// Keep `e`, a failed write to stdout, when it is the run's first.
 pub fn output_failed(e: std::io::Error) {
-    if let Ok(mut first) = OUTPUT_ERROR.lock() {
-        first.get_or_insert(e);
-    }
+    let _ = OUTPUT_ERROR.set(e);
 }
 
-/// The run's first failed write to stdout (after a last flush), taken.
-pub fn take_output_error() -> Option<std::io::Error> {
+/// The run's first failed write to stdout (after a last flush), if any.
+pub fn output_error() -> Option<&'static std::io::Error> {
     use std::io::Write as _;
     if let Err(e) = std::io::stdout().flush() {
         output_failed(e);
     }
-    OUTPUT_ERROR.lock().ok().and_then(|mut e| e.take())
+    OUTPUT_ERROR.get()
 }
 
 pub mod agent;

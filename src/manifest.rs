@@ -553,7 +553,7 @@ pub fn on_track(found: Option<&str>, host: Option<&str>) -> bool {
 /// How a refusal names a document's track: `track "beta"`, or `no track`.
 pub fn describe_track(found: Option<&str>) -> String {
     match found {
-        Some(t) => format!("track {t:?}"),
+        Some(t) => format!("track \"{t}\""),
         None => "no track".into(),
     }
 }
@@ -1152,15 +1152,14 @@ impl fmt::Display for NotApplicable {
                 manifest,
                 host,
                 url,
-            } => write!(
-                f,
-                "release manifest {url}: is for {}, this host follows track {host:?} (update.track): {}",
-                describe_track(manifest.as_deref()),
+            } => {
+                let found = describe_track(manifest.as_deref());
+                write!(f, "release manifest {url}: is for {found}, this host follows track \"{host}\" (update.track): ")?;
                 match manifest {
-                    Some(_) => "another track's manifest is never installed here (a server or mirror serving another track's file, or a wrong URL)".to_string(),
-                    None => format!("a manifest this host reads from its configured source states its track (pack it with --track {host}; one of no track is taken by hand from another URL, or pinned by the channel)"),
+                    Some(_) => f.write_str("another track's manifest is never installed here (a server or mirror serving another track's file, or a wrong URL)"),
+                    None => write!(f, "a manifest this host reads from its configured source states its track (pack it with --track {host}; one of no track is taken by hand from another URL, or pinned by the channel)"),
                 }
-            ),
+            }
             NotApplicable::NotNewer { offered, booted } => {
                 write!(f, "release {offered} is not newer than the booted {booted} (use --allow-downgrade on a manual install)")
             }

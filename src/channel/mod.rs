@@ -210,15 +210,14 @@ impl fmt::Display for ChannelError {
                 t(newest),
                 behind.cause()
             ),
-            OtherTrack { url, found, want } => write!(
-                f,
-                "channel {url}: is for {}, this host follows track {want:?} (update.track): {}",
-                crate::manifest::describe_track(found.as_deref()),
+            OtherTrack { url, found, want } => {
+                let track = crate::manifest::describe_track(found.as_deref());
+                write!(f, "channel {url}: is for {track}, this host follows track \"{want}\" (update.track): ")?;
                 match found {
-                    Some(_) => "another track's channel is never acted on here (a server or mirror serving another track's file, or a wrong URL)".to_string(),
-                    None => format!("a channel of no track is not acted on by a host that follows one (`abupdate channel resign FILE --track {want}`)"),
+                    Some(_) => f.write_str("another track's channel is never acted on here (a server or mirror serving another track's file, or a wrong URL)"),
+                    None => write!(f, "a channel of no track is not acted on by a host that follows one (`abupdate channel resign FILE --track {want}`)"),
                 }
-            ),
+            }
             ManifestMismatch {
                 url,
                 expected,

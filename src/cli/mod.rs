@@ -43,12 +43,9 @@ where
 /// Run a parsed command; returns the exit code.
 pub fn run(global: &Global, command: Command) -> Result<i32> {
     match command {
-        Command::Help(None) => {
-            crate::write_out(flags::usage_text().as_bytes());
-            Ok(0)
-        }
-        Command::Help(Some(cmd)) => {
-            crate::write_out(flags::command_help(cmd).as_bytes());
+        Command::Help(cmd) => {
+            let text = cmd.map_or_else(flags::usage_text, flags::command_help);
+            crate::tell!("{}", text.strip_suffix('\n').unwrap_or(&text));
             Ok(0)
         }
         Command::Version => {
@@ -131,8 +128,8 @@ pub fn main() -> i32 {
             e.exit_code()
         }
     };
-    let lost = crate::take_output_error();
-    let (code, say) = after_output(code, lost.as_ref().map(std::io::Error::kind));
+    let lost = crate::output_error();
+    let (code, say) = after_output(code, lost.map(std::io::Error::kind));
     if let (true, Some(e)) = (say, lost) {
         crate::shout!("abupdate: standard output: {e}: the command's output was lost");
     }
