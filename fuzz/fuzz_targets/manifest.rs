@@ -36,11 +36,16 @@ fuzz_target!(|data: &[u8]| {
         bytes: abupdate::manifest::FloorBytes::Known(m.sha256.clone()),
         version: Some(m.doc.version.clone()),
     };
-    for (booted, failed, allow) in [(Some(&fixed), &[][..], false), (None, &failed[..], true)] {
+    use abupdate::manifest::TrackRule;
+    for (booted, failed, allow, track) in [
+        (Some(&fixed), &[][..], false, TrackRule::Exactly("stable")),
+        (None, &failed[..], true, TrackRule::NotOther("stable")),
+    ] {
         let _ = evaluate(
             &m,
             &HostFacts {
                 compatible: "acme-edge-x86_64",
+                track,
                 booted_version: booted,
                 failed_versions: failed,
                 cancelled_versions: &[],
