@@ -193,6 +193,46 @@ fn refused_now(m: &Manifest, now: i64) -> Option<String> {
     })
 }
 
+/// A release its hosts would stop taking while the channel still names it:
+/// its manifest expires before the channel does (found from outside: a
+/// release packed long ago, added or re-signed into a channel that
+/// outlives it, is refused from then on as the newest release, and its
+/// hosts wait on it).
+fn expires_first(
+    version: &str,
+    path: &str,
+    release_expires: i64,
+    channel_expires: i64,
+) -> Option<String> {
+    (release_expires < channel_expires).then(|| {
+        format!(
+            "warning: release {} ({}) expires at {}, before this channel ({}): from then its hosts \
+             refuse it as their newest release and wait on it; pack it again and `channel add` it, \
+             or withdraw it, before then",
+            crate::text::show(version.as_bytes()),
+            crate::text::show(path.as_bytes()),
+            format_rfc3339(release_expires),
+            format_rfc3339(channel_expires)
+        )
+    })
+}
+
+/// [`expires_first`] for every release listed in `doc` (in `dir`), not
+/// withdrawn, whose manifest can be read.
+fn expiring_releases(doc: &Value, dir: &Path, channel_expires: i64) -> Vec<String> {
+    let listed = doc["releases"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    listed
+        .iter()
+        .filter(|r| r.get("withdrawn").and_then(Value::as_bool) != Some(true))
+        .filter_map(|r| {
+            let path = r.get("manifest")?.as_str()?;
+            let body = crate::files::read_capped(&dir.join(path), MAX_MANIFEST_BYTES).ok()?;
+            let m = Manifest::parse(&body).ok()?;
+            expires_first(&m.doc.version, path, m.expires, channel_expires)
+        })
+        .collect()
+}
+
 /// Every release listed in `doc` (in `dir`), not withdrawn, is one the
 /// hosts of `track` take: unpinned, its manifest states `track` (hosts
 /// that follow it refuse any other); pinned, its manifest is still the
@@ -449,8 +489,9 @@ fn change_of(
 
 /// Run `abupdate channel`: verify what is there, apply the edit, check the
 /// result as hosts will, sign and publish. Returns the channel written, as
-/// hosts read it.
-pub fn run(opts: &Options) -> Result<Channel, PublishError> {
+/// hosts read it, and the warnings for its operator
+/// ([`expiring_releases`]).
+pub fn run(opts: &Options) -> Result<(Channel, Vec<String>), PublishError> {
     let file = &opts.file;
     let name = file
         .file_name()
@@ -533,7 +574,8 @@ pub fn run(opts: &Options) -> Result<Channel, PublishError> {
         &keys,
         threshold,
     )?;
-    Ok(written)
+    let notes = expiring_releases(&doc, &dir_path, written.expires);
+    Ok((written, notes))
 }
 
 #[cfg(test)]
@@ -582,6 +624,27 @@ mod tests {
         let why = refused_now(&m, created - day - 1).expect("ahead");
         assert!(
             why.starts_with("created 2026-11-20T10:00:00Z is more than a day ahead"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_release_expiring_before_its_channel_is_said_and_one_outliving_it_is_not() {
+        let (t, day) = (1_800_000_000, 86400);
+        assert_eq!(
+            expires_first("2.0", "r/release.json", t + day, t + day),
+            None
+        );
+        assert_eq!(
+            expires_first("2.0", "r/release.json", t + 2 * day, t + day),
+            None
+        );
+        let why = expires_first("2.0", "r\n/release.json", t, t + day).expect("expires first");
+        assert!(
+            why.starts_with(
+                "warning: release 2.0 (r\\x0a/release.json) expires at 2027-01-15T08:00:00Z, \
+                 before this channel (2027-01-16T08:00:00Z)"
+            ),
             "{why}"
         );
     }

@@ -647,7 +647,7 @@ pub fn pack(_global: &Global, _opts: &PackOptions) -> Result<i32> {
 /// ([`crate::channel::edit`]).
 #[cfg(feature = "pack")]
 pub fn channel(global: &Global, opts: &crate::channel::Options) -> Result<i32> {
-    let written = crate::channel::edit::run(opts)?;
+    let (written, notes) = crate::channel::edit::run(opts)?;
     if global.json {
         json::print(&json::Channel {
             channel: crate::text::show_path(&opts.file),
@@ -659,6 +659,9 @@ pub fn channel(global: &Global, opts: &crate::channel::Options) -> Result<i32> {
         });
     } else if !global.quiet {
         crate::say!("wrote {} and its signature", opts.file.display());
+    }
+    for note in &notes {
+        crate::say!("abupdate: {note}");
     }
     Ok(0)
 }

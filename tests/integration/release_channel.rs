@@ -23,6 +23,7 @@
 //! | the last look cannot be made: stays staged, no reboot; the next run reboots | `a_last_look_that_cannot_be_made_keeps_the_trial_staged_and_the_next_run_reboots` |
 //! | an interrupted write of a release withdrawn since: ended, slot bad | `an_interrupted_write_of_a_withdrawn_release_is_ended_not_redone` |
 //! | a barrier the operator cancelled: held as a cancel, not a failure; by hand it goes on | `a_cancelled_barrier_holds_the_timer_as_cancelled_and_an_install_by_hand_goes_on` |
+//! | a release that expires before its channel: every edit warns, exit 0 | `a_release_expiring_before_its_channel_is_warned_of` |
 
 use crate::common::channel::{channel, channel_cmd, channel_host, channel_path, refused_edit};
 use crate::common::host::{bin, image, run, text, HostOptions, TestHost};
@@ -1017,6 +1018,36 @@ fn not_listed(h: &TestHost, m: &std::path::Path, says: &str) {
         (Some(100), Some("2.0")),
         "{v}"
     );
+}
+
+/// Found from outside: a release that expires before the channel naming it
+/// was listed without a word; from its expiry every host refused it as the
+/// newest release and waited on it. `add` (and every edit after it) says
+/// so while the channel outlives it, and is silent once it does not.
+#[test]
+fn a_release_expiring_before_its_channel_is_warned_of() {
+    let h = host("expiring-first", "1.0");
+    let (m, out) = h.pack_output("r2.0", "2.0", &image("2.0", LEN), &["--expires-days", "3"]);
+    assert!(out.status.success(), "pack: {}", text(&out));
+    let m = m.to_str().expect("path");
+    let out = channel_cmd(&h, "add", &[m]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            && err.contains("abupdate: warning: release 2.0 (r2.0/release.json) expires at ")
+            && err.contains("before this channel (")
+            && err.matches("warning").count() == 1,
+        "{}",
+        text(&out)
+    );
+    let listed = current(&h);
+    assert_eq!(listed["releases"][0]["version"], "2.0", "{listed}");
+    let silent = |out: Output| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success() && !err.contains("warning"), "{err}");
+    };
+    silent(channel_cmd(&h, "resign", &["--expires-days", "2"]));
+    silent(channel_cmd(&h, "withdraw", &["2.0"]));
 }
 
 /// Found from outside: an expired release (or one dated ahead) was listed;
