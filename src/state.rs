@@ -1584,6 +1584,11 @@ impl StateDir {
     /// left. Returns the names removed.
     pub fn prune_partials(&self, keep: &[&str]) -> Vec<String> {
         let dir = self.dir.join("partial");
+        // Only in a directory of ours: never through a link to another
+        // (found from outside: every file in it was removed).
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return Vec::new();
+        }
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Vec::new();
         };
@@ -1599,14 +1604,22 @@ impl StateDir {
 
     /// Create the dir (and `partial/`) if missing: mode 0755 at most, so
     /// that a umask of 0 does not leave it open to others
-    /// ([`Self::open_to_others`]).
+    /// ([`Self::open_to_others`]). Anything but a directory at `partial`
+    /// (a file, a link, to a directory too) is removed first, the link and
+    /// not what it names: found from outside, a stray file there stopped
+    /// every command that keeps state, the boot's verdict included, and a
+    /// link had `install` remove every file in the directory it named.
     pub fn ensure(&self) -> Result<(), StateError> {
         use std::os::unix::fs::DirBuilderExt;
+        let partial = self.dir.join("partial");
+        if std::fs::symlink_metadata(&partial).is_ok_and(|m| !m.is_dir()) {
+            std::fs::remove_file(&partial).map_err(io(&partial))?;
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
-            .create(self.dir.join("partial"))
-            .map_err(io(&self.dir))
+            .create(&partial)
+            .map_err(io(&partial))
     }
 
     /// When others than root (or the user abupdate runs as) could change
@@ -1963,6 +1976,40 @@ mod tests {
         );
         assert_eq!(super::stale_partials(&names, &[]), names);
         assert!(super::stale_partials(&[], &["aa"]).is_empty());
+    }
+
+    #[test]
+    fn anything_but_a_directory_at_partial_is_replaced_and_what_a_link_names_is_untouched() {
+        let d = crate::testutil::TempDir::new("partial-not-a-dir");
+        let sd = super::StateDir::new(d.path());
+        let partial = d.path().join("partial");
+        // A stray file: replaced by the directory.
+        std::fs::write(&partial, "stray").expect("file");
+        sd.ensure().expect("a file at partial/ is replaced");
+        assert!(std::fs::symlink_metadata(&partial).expect("dir").is_dir());
+        // A link to another directory: the link goes, never a file it names,
+        // neither by `ensure` nor by a prune before it.
+        let other = d.path().join("other");
+        std::fs::create_dir(&other).expect("other");
+        std::fs::write(other.join("passwd"), "keep").expect("victim");
+        std::fs::remove_dir(&partial).expect("rmdir");
+        std::os::unix::fs::symlink(&other, &partial).expect("link");
+        assert!(
+            sd.prune_partials(&[]).is_empty(),
+            "nothing pruned through a link"
+        );
+        sd.ensure().expect("a link at partial/ is replaced");
+        assert!(std::fs::symlink_metadata(&partial).expect("dir").is_dir());
+        assert_eq!(
+            std::fs::read(other.join("passwd")).expect("victim"),
+            b"keep"
+        );
+        // A dangling link too.
+        std::fs::remove_dir(&partial).expect("rmdir");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &partial).expect("link");
+        sd.ensure()
+            .expect("a dangling link at partial/ is replaced");
+        assert!(std::fs::symlink_metadata(&partial).expect("dir").is_dir());
     }
 
     #[test]

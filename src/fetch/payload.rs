@@ -553,13 +553,17 @@ fn keep_validator(partial: &Path, validator: Option<&str>) {
 
 /// Open (creating it) the partial download at `path` for replay and
 /// appending: never through a symlink (`O_NOFOLLOW`), without blocking on
-/// a FIFO, and only as a regular file, so payload bytes land in no other
-/// file. Anything else found there (a symlink, a FIFO, a device node) is
-/// not a download of ours: it is removed (the link, not its target) and the
-/// download starts over, said through `note`; what cannot be removed (a
-/// directory) is an error.
+/// a FIFO, and only as a regular file of one name, so payload bytes land
+/// in no other file. Anything else found there (a symlink, a FIFO, a
+/// device node, an empty directory, a file with another name too: found
+/// from outside, a hard link to the booted slot's image was truncated and
+/// written) is not a download of ours: its name is removed (never the
+/// bytes behind it) and the download starts over, said through `note`;
+/// what cannot be removed (a directory with files in it) is an error.
 fn open_partial(path: &Path, note: &mut impl FnMut(String)) -> io::Result<File> {
+    use std::os::unix::fs::MetadataExt as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let ours = |m: &std::fs::Metadata| m.is_file() && m.nlink() == 1;
     let open = || {
         OpenOptions::new()
             .read(true)
@@ -569,15 +573,19 @@ fn open_partial(path: &Path, note: &mut impl FnMut(String)) -> io::Result<File> 
             .open(path)
     };
     if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.is_file() {
-            std::fs::remove_file(path).map_err(|e| {
+        if !ours(&meta) {
+            match meta.is_dir() {
+                true => std::fs::remove_dir(path),
+                false => std::fs::remove_file(path),
+            }
+            .map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("not a regular file, and not removed: {e}"),
+                    format!("not a regular file of its own, and not removed: {e}"),
                 )
             })?;
             note(format!(
-                "{}: not a regular file; removed, starting the download over",
+                "{}: not a regular file of its own; removed, starting the download over",
                 path.display()
             ));
         }
@@ -585,10 +593,10 @@ fn open_partial(path: &Path, note: &mut impl FnMut(String)) -> io::Result<File> 
     // Between the look and the open another entry may have appeared: the
     // open itself refuses a symlink, and the opened file is checked.
     let file = open()?;
-    if !file.metadata()?.is_file() {
+    if !ours(&file.metadata()?) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "not a regular file",
+            "not a regular file of its own",
         ));
     }
     Ok(file)

@@ -677,7 +677,7 @@ fn resume_survives_a_connection_dropped_during_replay() {
 }
 
 #[test]
-fn a_partial_download_that_is_a_symlink_is_removed_and_its_target_never_written() {
+fn a_partial_download_that_is_a_symlink_or_a_hard_link_is_removed_and_its_target_never_written() {
     let data = Arc::new(pattern(500_000, 42));
     let server = range_server(data.clone(), "ok");
     let dir = scratch("hostile-partial-symlink");
@@ -709,9 +709,42 @@ fn a_partial_download_that_is_a_symlink_is_removed_and_its_target_never_written(
     let meta = std::fs::symlink_metadata(&partial).unwrap();
     assert!(meta.is_file(), "the partial is a file of its own now");
     assert!(std::fs::read(&partial).unwrap() == *data);
-    // A directory there cannot be removed: an error naming the path.
+    // A file with another name too (found from outside: a hard link to the
+    // booted slot's image was truncated and written): its name goes, its
+    // bytes stay.
+    std::fs::remove_file(&partial).unwrap();
+    std::fs::hard_link(&victim, &partial).unwrap();
+    let mut r = t
+        .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
+        .expect("open");
+    let (bytes, err) = drain(&mut r);
+    assert!(err.is_none() && bytes == *data, "{err:?}");
+    assert!(
+        r.restart_reason()
+            .unwrap_or("")
+            .contains("not a regular file of its own"),
+        "{:?}",
+        r.restart_reason()
+    );
+    drop(r);
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"victim\n",
+        "linked bytes untouched"
+    );
+    assert!(std::fs::read(&partial).unwrap() == *data);
+    // An empty directory there is removed too.
     std::fs::remove_file(&partial).unwrap();
     std::fs::create_dir(&partial).unwrap();
+    let mut r = t
+        .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
+        .expect("an empty directory is removed");
+    assert!(drain(&mut r).0 == *data);
+    drop(r);
+    // A directory with files in it cannot be removed: an error naming the path.
+    std::fs::remove_file(&partial).unwrap();
+    std::fs::create_dir(&partial).unwrap();
+    std::fs::write(partial.join("f"), "f").unwrap();
     let e = t
         .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
         .expect_err("a directory is no partial download");

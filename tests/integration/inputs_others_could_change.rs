@@ -332,3 +332,43 @@ fn a_committed_host_that_would_refuse_its_next_update_says_so_in_status_and_inst
     assert!(err.ends_with(&why), "{err}");
     assert_eq!(as_found(&h), found);
 }
+
+/// Found from outside: anything but a directory at `state_dir/partial` (a
+/// stray file, a link) stopped every command that keeps state, the boot's
+/// `health` too, so a good trial was never committed and the bootloader fell
+/// back on the next boot; and a link to another directory had `install`
+/// remove every file in it. The entry is replaced by a directory; what a
+/// link names is never touched.
+#[test]
+fn a_stray_entry_at_partial_costs_no_verdict_and_no_file_it_names() {
+    let mut h = host_on_trial("partial-stray-file", "");
+    let partial = h.state_dir.join("partial");
+    std::fs::remove_dir_all(&partial).expect("rmdir");
+    std::fs::write(&partial, "stray").expect("stray file");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.state()["slots"]["B"]["status"], "good", "{}", text(&out));
+    assert!(std::fs::symlink_metadata(&partial)
+        .expect("partial")
+        .is_dir());
+    assert_eq!(h.boot(), "B", "the trial committed boots on");
+
+    let h = TestHost::new("partial-link", "1.0", HostOptions::default());
+    let other = h.dir.join("elsewhere");
+    std::fs::create_dir(&other).expect("elsewhere");
+    std::fs::write(other.join("passwd"), "keep").expect("victim");
+    let partial = h.state_dir.join("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&h.state_dir).expect("state dir");
+    std::os::unix::fs::symlink(&other, &partial).expect("link");
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let out = h.abupdate(&["install", "--no-reboot", m.to_str().expect("utf8 path")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(other.join("passwd")).expect("victim"),
+        b"keep"
+    );
+    assert!(std::fs::symlink_metadata(&partial)
+        .expect("partial")
+        .is_dir());
+}
