@@ -344,11 +344,16 @@ fn last_look(
         Ok(Judged::Nothing(Nothing::Unoffered { why, .. })) => Found::NotOffered(why),
         Ok(Judged::Nothing(nothing)) => found(nothing.explain().0),
         // Another track's manifest, or another product's, says nothing of
-        // this one: the look was not made, as with a channel not believed
-        // (a server swapping documents must not disarm a trial any more
-        // than arm one).
+        // this one, and neither does one the floors of time do not believe
+        // (older than the newest seen from there: a replay; dated ahead of
+        // this clock): the look was not made, as with a channel not
+        // believed (a server swapping documents must not disarm a trial
+        // any more than arm one).
         Ok(Judged::Fault(
-            na @ (NotApplicable::OtherTrack { .. } | NotApplicable::Incompatible { .. }),
+            na @ (NotApplicable::OtherTrack { .. }
+            | NotApplicable::Incompatible { .. }
+            | NotApplicable::Stale { .. }
+            | NotApplicable::CreatedAhead { .. }),
         )) => Found::Unread(Error::NotApplicable(na)),
         Ok(Judged::Fault(na)) => found(na.to_string()),
         Err(e) => Found::Unread(e),

@@ -26,7 +26,7 @@
 //! | a release that expires before its channel: every edit warns, exit 0 | `a_release_expiring_before_its_channel_is_warned_of` |
 
 use crate::common::channel::{channel, channel_cmd, channel_host, channel_path, refused_edit};
-use crate::common::host::{bin, image, run, text, HostOptions, TestHost};
+use crate::common::host::{bin, date, image, now, run, text, HostOptions, TestHost};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -223,33 +223,6 @@ fn empty_slot(h: &TestHost) -> String {
     use sha2::Digest;
     let len = std::fs::metadata(&h.slots[1]).expect("slot").len() as usize;
     format!("{:x}", sha2::Sha256::digest(vec![0u8; len]))
-}
-
-fn date(t: i64) -> String {
-    // RFC 3339 UTC from Unix seconds (days from civil, Howard Hinnant).
-    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
 }
 
 #[test]

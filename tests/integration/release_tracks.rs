@@ -9,12 +9,13 @@
 //! | another track's channel at the host's URL: refused, a halt stands, its `created` not believed | `another_tracks_channel_at_the_hosts_url_is_refused_and_the_halt_stands` |
 //! | another track's manifest (or one without a track) at the host's `url`: refused, nothing written | `another_tracks_manifest_at_the_hosts_url_is_refused_and_nothing_is_written` |
 //! | another track's (or product's) manifest at the last look before the reboot: the trial stays staged, not disarmed | `another_tracks_or_products_manifest_at_the_last_look_keeps_the_trial_staged` |
+//! | a replayed (stale) manifest at the last look: the trial stays staged, not disarmed | `a_replayed_manifest_at_the_last_look_keeps_the_trial_staged` |
 //! | a channel's unpinned manifest replaced by another track's of the same version: refused; a pinned one of no track installs | `a_channel_names_manifests_of_its_track_unless_it_pins_their_bytes` |
 //! | the operator's tools: a track is set once, `add` refuses another track's release unless `--pin`, `pack` never swaps one | `the_operators_tools_keep_a_track_as_it_was_set` |
 //! | a malformed track: a one-line error naming it | `a_malformed_track_is_refused_naming_it` |
 
 use crate::common::channel::{channel, channel_cmd, channel_host, channel_path, refused_edit};
-use crate::common::host::{image, signature_files, text, HostOptions, TestHost};
+use crate::common::host::{date, image, now, signature_files, text, HostOptions, TestHost};
 use std::path::{Path, PathBuf};
 
 const LEN: usize = 1 << 20;
@@ -320,6 +321,49 @@ fn another_tracks_or_products_manifest_at_the_last_look_keeps_the_trial_staged()
         assert_eq!(v["rebooting"], true, "{name}: {v}");
         assert_eq!(h.reboots(), 1, "{name}");
     }
+}
+
+/// A replay at the last look (the manifest the release engineer signed
+/// before the one this host installed: older than its floor, `stale`) says
+/// no more of the staged release than another track's does: the trial stays
+/// staged, never disarmed, and the next run that reads the newest copy
+/// reboots into it.
+#[test]
+fn a_replayed_manifest_at_the_last_look_keeps_the_trial_staged() {
+    let (h, stable, _) = url_host("track-last-look-replay");
+    let older = saved(&stable);
+    let replay = h.dir.join("replay");
+    std::fs::create_dir_all(&replay).expect("replay dir");
+    for (f, bytes) in &older {
+        let name = f.file_name().expect("name");
+        std::fs::write(replay.join(name), bytes).expect("copy");
+    }
+    let first = created(&stable);
+    h.resign(&stable, |v| {
+        v["created"] = date(now() + 2).into();
+        None
+    });
+    assert!(created(&stable) > first, "re-signed later");
+    let newer = saved(&stable);
+    // While 2.0 is written, the server starts answering with the older copy.
+    h.post_install_hook(&format!(
+        "rm -f {to}/release.json*.minisig && cp {from}/release.json* {to}/",
+        from = replay.display(),
+        to = stable.parent().expect("dir").display()
+    ));
+    let out = h.abupdate(&["--json", "update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "stale", "{v}");
+    assert_eq!(h.reboots(), 0, "no reboot without a last look");
+    let state = h.state();
+    assert_eq!(state["transaction"]["phase"], "staged", "{state}");
+    restore(&stable, &newer);
+    let out = h.abupdate(&["--json", "update", "--now"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["rebooting"], true, "{v}");
+    assert_eq!(h.reboots(), 1);
 }
 
 #[test]

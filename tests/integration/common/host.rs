@@ -660,6 +660,35 @@ pub fn host_on_trial(name: &str, health_config: &str) -> TestHost {
     h
 }
 
+/// RFC 3339 UTC (what `created` and `expires` hold) of Unix seconds `t`.
+pub fn date(t: i64) -> String {
+    // RFC 3339 UTC from Unix seconds (days from civil, Howard Hinnant).
+    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// The clock, in Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
 /// An executable `sh` script at `p` running `body`.
 pub fn sh_script(p: &Path, body: &str) {
     std::fs::write(p, format!("#!/bin/sh\n{body}\n")).expect("script");
