@@ -51,9 +51,11 @@
 //! mark bad from their own boot counting
 //! ([`crate::boot::Bootloader::marked_bad`]); on EFI, systemd-boot and a
 //! custom bootloader a trial is judged by its record and checks alone.
-//! The same holds after a commit: a booted committed slot the bootloader
-//! holds retired, with the other slot recorded committed, is a late
-//! rollback whose record was lost, finished, never re-blessed
+//! The same holds after a commit, where EFI and systemd-boot tell the mark
+//! too ([`crate::boot::Bootloader::committed_marked_bad`]): a booted
+//! committed slot the bootloader holds retired, with the other slot
+//! recorded committed, is a late rollback whose record was lost, finished,
+//! never re-blessed
 //! (`decide_committed`); so is the other slot retired while this one runs
 //! when leaving it rejects its release (the reboot came before the
 //! record): recorded, its release not installed again.
@@ -204,9 +206,12 @@ pub struct BootView {
     /// The bootloader boots the other slot next and holds it good
     /// ([`crate::boot::Bootloader::primary`], `state`).
     pub other_next: bool,
-    /// The other slot carries the mark a retirement leaves
-    /// ([`crate::boot::Bootloader::marked_bad`]); `None`: cannot tell.
+    /// The other slot carries the mark a retirement leaves, read as a
+    /// committed slot's ([`crate::boot::Bootloader::committed_marked_bad`]:
+    /// asked only where it is recorded committed); `None`: cannot tell.
     pub other_marked_bad: Option<bool>,
+    /// The booted slot, read as a committed slot's the same way.
+    pub booted_committed_marked_bad: Option<bool>,
     /// The bootloader boots the booted slot next.
     pub booted_next: bool,
 }
@@ -253,6 +258,11 @@ impl BootView {
     /// (marked bad, this one next): a retirement finished by its reboot.
     pub fn other_retired(&self) -> bool {
         self.other_marked_bad == Some(true) && self.booted_next
+    }
+
+    /// [`BootView::booted_retired`] of a booted slot recorded committed.
+    pub fn booted_committed_retired(&self) -> bool {
+        self.booted_committed_marked_bad == Some(true) && self.other_next
     }
 
     /// What this boot is, as far as the bootloader tells.
@@ -544,7 +554,7 @@ fn decide_committed(f: &Facts) -> Decision {
         return Decision::ReadBootloader;
     };
     let left = match (
-        boot.booted_retired(),
+        boot.booted_committed_retired(),
         f.other_rejectable && boot.other_retired(),
     ) {
         (true, _) => false,
@@ -845,43 +855,36 @@ pub fn health(host: &Host, no_reboot: bool, quiet: bool) -> Result<Verdict> {
 /// the other slot is no fallback).
 fn boot_view(host: &Host, booted: SlotName) -> BootView {
     let other = booted.other();
-    let said = |e: crate::boot::BootError| log(&format!("{e}"));
-    let good = |slot: SlotName| {
-        host.boot
-            .state(slot)
-            .map(|s| s == crate::boot::BootState::Good)
-            .unwrap_or_else(|e| {
-                said(e);
-                false
-            })
-    };
-    let other_good = good(other);
-    let primary = host.boot.primary().unwrap_or_else(|e| {
-        said(e);
-        None
-    });
-    let other_next = other_good && primary == Some(other);
-    let marked = |slot: SlotName| {
-        host.boot.marked_bad(slot).unwrap_or_else(|e| {
-            said(e);
+    // One path for every read that fails: logged, and "cannot tell".
+    let known = |r: std::result::Result<Option<bool>, crate::boot::BootError>| {
+        r.unwrap_or_else(|e| {
+            log(&format!("{e}"));
             None
         })
     };
+    let good = |slot: SlotName| {
+        known(
+            host.boot
+                .state(slot)
+                .map(|s| Some(s == crate::boot::BootState::Good)),
+        ) == Some(true)
+    };
+    let other_good = good(other);
+    let primary = host.boot.primary().unwrap_or_else(|e| {
+        log(&format!("{e}"));
+        None
+    });
+    let other_next = other_good && primary == Some(other);
     BootView {
-        booted_tried: host.boot.tried(booted).unwrap_or_else(|e| {
-            said(e);
-            None
-        }),
+        booted_tried: known(host.boot.tried(booted)),
         booted_good: good(booted),
         other_good,
-        other_tried: host.boot.tried(other).unwrap_or_else(|e| {
-            said(e);
-            None
-        }),
+        other_tried: known(host.boot.tried(other)),
         tells_trials: host.boot.tells_a_trial_boot(booted),
-        booted_marked_bad: marked(booted),
+        booted_marked_bad: known(host.boot.marked_bad(booted)),
         other_next,
-        other_marked_bad: marked(other),
+        other_marked_bad: known(host.boot.committed_marked_bad(other)),
+        booted_committed_marked_bad: known(host.boot.committed_marked_bad(booted)),
         booted_next: primary == Some(booted),
     }
 }
@@ -1055,6 +1058,7 @@ mod tests {
             booted_marked_bad: Some(false),
             other_next: false,
             other_marked_bad: Some(false),
+            booted_committed_marked_bad: Some(false),
             booted_next: true,
         }
     }
@@ -1493,10 +1497,24 @@ mod tests {
             late: true,
             left: false,
         });
-        for damaged in [false, true] {
+        // As a committed slot's mark is read (`committed_marked_bad`): on
+        // EFI and systemd-boot only that one tells (found from outside).
+        let committed_retired = BootView {
+            booted_committed_marked_bad: Some(true),
+            ..retired()
+        };
+        let efi_retired = BootView {
+            booted_marked_bad: None,
+            ..committed_retired
+        };
+        for (damaged, boot) in [
+            (false, committed_retired),
+            (true, committed_retired),
+            (false, efi_retired),
+        ] {
             let mut f = facts(None, &GOOD, &GOOD);
             f.state_damaged = damaged;
-            f.boot = Some(retired());
+            f.boot = Some(boot);
             assert_eq!(decide(&f), lost, "damaged {damaged}");
             // Passing checks change nothing: they are not asked.
             f.checks = Some(Ok(()));
@@ -1516,7 +1534,14 @@ mod tests {
             (
                 "cannot tell a mark",
                 BootView {
-                    booted_marked_bad: None,
+                    booted_committed_marked_bad: None,
+                    ..committed_retired
+                },
+            ),
+            (
+                "a trial's mark only",
+                BootView {
+                    booted_committed_marked_bad: Some(false),
                     ..retired()
                 },
             ),
@@ -1524,7 +1549,7 @@ mod tests {
                 "marked bad, other not next",
                 BootView {
                     other_next: false,
-                    ..retired()
+                    ..committed_retired
                 },
             ),
         ] {
@@ -1706,6 +1731,7 @@ mod tests {
                     booted_marked_bad: None,
                     other_next: false,
                     other_marked_bad: None,
+                    booted_committed_marked_bad: None,
                     booted_next: false,
                 },
             ),

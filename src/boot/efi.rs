@@ -148,6 +148,13 @@ impl Nvram {
             .is_some_and(|n| !self.order.contains(n))
     }
 
+    /// Whether a committed `slot` was retired (RAUC's mark-bad): its entry
+    /// kept, out of `BootOrder` and not `BootNext`. A missing entry is not
+    /// (the firmware dropped it, as after an NVRAM reset).
+    pub fn retired(&self, slot: SlotName) -> bool {
+        self.outside_order(slot) && self.next != self.entries.get(&slot).copied()
+    }
+
     /// A slot is good while its entry is in `BootOrder`.
     pub fn state(&self, slot: SlotName) -> BootState {
         match self.entries.get(&slot) {
@@ -384,6 +391,11 @@ impl Bootloader for EfiBackend {
         self.read().is_ok_and(|nv| nv.outside_order(booted))
     }
 
+    /// See [`Nvram::retired`].
+    fn committed_marked_bad(&self, slot: SlotName) -> Result<Option<bool>, BootError> {
+        Ok(Some(self.read()?.retired(slot)))
+    }
+
     fn booted(&self) -> Result<Option<SlotName>, BootError> {
         let nv = self.read()?;
         Ok(self
@@ -455,6 +467,20 @@ mod tests {
         let mut none = nv(&[1], None);
         none.entries.remove(&B);
         assert!(!none.outside_order(B));
+    }
+
+    /// A committed slot is retired only by a mark-bad: its entry kept, out
+    /// of `BootOrder`, not `BootNext`; a dropped entry is the firmware's.
+    #[test]
+    fn a_committed_slot_is_retired_only_when_its_kept_entry_is_out_of_bootorder_and_not_next() {
+        assert!(nv(&[1], None).retired(B));
+        assert!(!nv(&[1], Some(2)).retired(B), "armed through BootNext");
+        assert!(nv(&[1], Some(1)).retired(B));
+        assert!(!nv(&[1, 2], None).retired(B));
+        assert!(!nv(&[2, 1], None).retired(A));
+        let mut none = nv(&[1], None);
+        none.entries.remove(&B);
+        assert!(!none.retired(B), "an entry the firmware dropped");
     }
 
     #[test]

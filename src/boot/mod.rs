@@ -194,6 +194,19 @@ pub trait Bootloader {
         let _ = slot;
         Ok(None)
     }
+    /// [`Bootloader::marked_bad`] of a slot recorded committed with no
+    /// trial pending. EFI and systemd-boot tell then what they cannot of a
+    /// trial: neither counts a committed slot's tries (the firmware passes
+    /// over an entry that fails and keeps it in `BootOrder`; systemd-boot's
+    /// bless drops the counter), so only a retirement takes a committed
+    /// slot's entry out of `BootOrder` (kept, not `BootNext`) or renames it
+    /// `+0`. Found from outside: a `rollback` of a committed release cut
+    /// before its record was saved was undone there by the next `health`,
+    /// and the release installed again. Asked by `health` of a committed
+    /// host (`agent::verdict`, `decide_committed`).
+    fn committed_marked_bad(&self, slot: SlotName) -> Result<Option<bool>, BootError> {
+        self.marked_bad(slot)
+    }
     /// The raw variables, for `status`; values rendered by [`show`].
     fn describe(&self) -> Result<Vec<(String, String)>, BootError>;
 }

@@ -866,6 +866,11 @@ impl Bootloader for SystemdBootBackend {
         true
     }
 
+    /// A committed entry counts no tries: `+0` is a retirement's.
+    fn committed_marked_bad(&self, slot: SlotName) -> Result<Option<bool>, BootError> {
+        Ok(Some(self.read()?.get(&slot).is_some_and(Entry::bad)))
+    }
+
     fn state(&self, slot: SlotName) -> Result<BootState, BootError> {
         Ok(match self.read()?.get(&slot) {
             Some(e) if !e.bad() => BootState::Good,

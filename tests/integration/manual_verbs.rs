@@ -620,7 +620,8 @@ fn finished_unrecorded_late(h: &Host, out: &Output, what: &str) {
     assert_eq!(h.primary(), Some("A"), "{what}: re-blessed");
 }
 
-/// The same class after a commit (found in review): `rollback` (or
+/// The same class after a commit (found in review; on EFI and systemd-boot
+/// found from outside again, whose marks it did not read): `rollback` (or
 /// `mark-bad`) of the committed 2.0 wrote the bootloader (B bad, A next),
 /// its state save failed, and the next `health` on that boot re-blessed B
 /// and the rollback was undone. The failed save now says what the
@@ -629,7 +630,12 @@ fn finished_unrecorded_late(h: &Host, out: &Output, what: &str) {
 /// never re-blesses B.
 #[test]
 fn a_rejected_commit_whose_record_was_lost_is_rolled_back_by_health_never_re_blessed() {
-    for loader in [Loader::Grub, Loader::Uboot] {
+    for loader in [
+        Loader::Grub,
+        Loader::Uboot,
+        Loader::Efi,
+        Loader::SystemdBoot,
+    ] {
         for verb in [&["mark-bad"][..], &["rollback", "--no-reboot"][..]] {
             let mut h = booted_into_2_0("manual-lost-late", loader);
             let out = reject_commit_unsaved(&mut h, loader, verb);
@@ -664,7 +670,12 @@ fn a_rejected_commit_whose_record_was_lost_is_rolled_back_by_health_never_re_ble
 /// `rolled_back_late`, no reboot: A runs), and the timer leaves 2.0 alone.
 #[test]
 fn a_rejected_commit_whose_record_was_lost_stays_rejected_after_the_reboot() {
-    for loader in [Loader::Grub, Loader::Uboot] {
+    for loader in [
+        Loader::Grub,
+        Loader::Uboot,
+        Loader::Efi,
+        Loader::SystemdBoot,
+    ] {
         let mut h = booted_into_2_0("manual-lost-left", loader);
         reject_commit_unsaved(&mut h, loader, &["rollback", "--no-reboot"]);
         assert_eq!(h.boot(), "A", "{loader:?}: the advised reboot");

@@ -3,7 +3,7 @@
 //! the real GRUB): install → trial boot → commit; → health fails → rolled
 //! back and never retried; → trial never comes up → recorded as failed.
 
-use crate::common::host::{image, text, HostOptions, TestHost};
+use crate::common::host::{date, image, now, text, HostOptions, TestHost};
 use crate::common::prometheus::textfile_has;
 
 fn var(h: &TestHost, k: &str) -> String {
@@ -758,8 +758,16 @@ fn an_unparsable_booted_version_without_a_record_is_refused_never_downgraded() {
 fn a_release_paused_during_its_download_is_disarmed_not_booted() {
     let (h, m) = host_with_release("loop-paused-mid-download");
     // The operator's `paused: true` re-signing of the same release, put in
-    // place of the offered manifest while the install runs.
-    let paused = h.pack("r2-paused", "2.0", &image("2.0", 3 << 20), &["--paused"]);
+    // place of the offered manifest while the install runs: dated after
+    // it, as `pack` and `fleet` date a re-signing in place (one of the same
+    // second, other bytes, is a replay: the trial stays staged).
+    let later = date(now() + 2);
+    let paused = h.pack(
+        "r2-paused",
+        "2.0",
+        &image("2.0", 3 << 20),
+        &["--paused", "--created", &later],
+    );
     let dir = m.parent().expect("dir");
     let copy = format!("cp {}* {}/", paused.display(), dir.display());
     h.post_install_hook(&copy);
