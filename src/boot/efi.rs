@@ -381,6 +381,17 @@ impl Bootloader for EfiBackend {
         self.apply(nv.plan_activate(num))
     }
 
+    /// The target's entry is there, or can be made from config: found
+    /// from outside, an install whose target's entry the firmware had
+    /// dropped (no loader and partition configured) wrote the whole image
+    /// before it was refused, on every run.
+    fn check_activate(&self, slot: SlotName) -> Result<(), BootError> {
+        match self.read()?.entries.contains_key(&slot) {
+            true => Ok(()),
+            false => self.build_entry(slot).map(drop),
+        }
+    }
+
     /// See [`Nvram::tried`].
     fn tried(&self, slot: SlotName) -> Result<Option<bool>, BootError> {
         let current = self.booted()?;

@@ -476,14 +476,19 @@ pub fn run(opts: &Options, quiet: bool) -> Result<Report> {
         _ => None,
     };
     // A pause made by hand in --manifest is published, whichever copy is
-    // newer and whatever the fleet says: a pause is never dropped.
+    // newer and whatever the fleet says: a pause is never dropped. It is
+    // the published copy paused, as the fleet pauses it: its wave kept and
+    // dated past it (found from outside: published from the source's
+    // rollout at this machine's clock, it rolled the wave back and was
+    // older than the copy a store ahead had dated, which the wave's hosts
+    // then refused as a replay).
     let paused = |m: &crate::manifest::Manifest| m.doc.rollout.as_ref().is_some_and(|r| r.paused);
     let hand_pause = paused(&source.manifest)
         && published_copy
             .as_ref()
             .is_some_and(|p| !paused(&p.manifest));
     let published =
-        published_copy.filter(|p| p.manifest.created >= source.manifest.created && !hand_pause);
+        published_copy.filter(|p| hand_pause || p.manifest.created >= source.manifest.created);
     // Written where it is published; `finish_publish` only where `current`
     // was read.
     let release_dir = match (out, opts.dry_run) {

@@ -212,6 +212,34 @@ fn a_slot_entry_the_firmware_dropped_is_recreated_before_it_is_relied_on() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Found from outside: the firmware dropped the target's entry and the
+/// config gives no loader and partition to make it again; the install
+/// wrote the whole image, then failed to activate it, on every run. It is
+/// refused before the first byte, naming the slot and the keys, with the
+/// boot order and the slot untouched.
+#[test]
+fn an_install_whose_entry_cannot_be_made_is_refused_before_it_writes() {
+    let mut h = loaders::small_host("efi-no-entry", Loader::Efi, IMAGE_LEN);
+    h.use_release(loaders::release(IMAGE_LEN));
+    h.efi_vars()
+        .delete(&boot_name(EFI_B), GLOBAL_GUID)
+        .expect("drop B");
+    let before = h.env();
+    let slot_b = h.slot_sha(1);
+    let out = h.abupdate(&["--json", "update", "--now"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let error = v["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("no Boot#### entry for slot B")
+            && error.contains("bootloader.efi.B has no loader and partition"),
+        "{v}"
+    );
+    assert_eq!(h.slot_sha(1), slot_b, "slot B written");
+    assert_eq!(h.env(), before, "NVRAM changed");
+    assert!(h.state()["transaction"].is_null(), "{}", h.state());
+}
+
 /// efivarfs marks variables immutable; the write clears the flag and puts
 /// it back (libefivar's `efivarfs_set_variable`), here on the stand-in.
 #[test]

@@ -250,6 +250,46 @@ fn a_store_clock_within_the_tolerance_decides_every_query_and_wave_started_at_th
 /// as a GET without the query, and the run said "no host … reports
 /// release 2.0". A redirect is not followed; the one line names both
 /// addresses and the root to give instead.
+/// Found from outside: a store whose clock ran 50 s ahead (within the
+/// tolerance) dated the advance it published with `--out`; a pause made by
+/// hand in `--manifest` was then published dated by this machine's clock,
+/// and from the source's rollout: older than the copy the wave's hosts had
+/// verified (they refused it as `stale`, a replay), and its wave rolled
+/// back. It is the published copy paused: dated past it, its wave kept.
+#[test]
+fn a_pause_by_hand_is_published_past_the_copy_the_hosts_hold_its_wave_kept() {
+    let h = TestHost::new("fleet-clock-hand-pause", "1.0", HostOptions::default());
+    let store = healthy_store(50);
+    let m = release(&h, "r");
+    let out_dir = h.dir.join("out");
+    let out_arg = ["--out", out_dir.to_str().expect("path")];
+    let out = fleet(&h, &m, &store.url(""), &out_arg);
+    assert!(out.status.success(), "{}", text(&out));
+    let advanced = doc(&out_dir.join("release.json"));
+    assert_eq!(advanced["rollout"]["percent"], 50.0, "{advanced}");
+    h.resign(&m, |v| {
+        v["rollout"]["paused"] = true.into();
+        None
+    });
+    let out = fleet(&h, &m, &store.url(""), &out_arg);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("paused by hand"), "{}", text(&out));
+    let paused = doc(&out_dir.join("release.json"));
+    assert_eq!(paused["rollout"]["paused"], true, "{paused}");
+    assert_eq!(
+        paused["rollout"]["percent"], 50.0,
+        "wave rolled back: {paused}"
+    );
+    let (was, now) = (
+        advanced["created"].as_str().expect("created"),
+        paused["created"].as_str().expect("created"),
+    );
+    assert!(
+        now > was,
+        "the pause is dated {now}, the copy hosts hold {was}"
+    );
+}
+
 #[test]
 fn a_redirected_query_is_not_followed_and_the_error_names_both_addresses() {
     let h = TestHost::new("fleet-redirect", "1.0", HostOptions::default());
