@@ -971,7 +971,8 @@ impl Bootloader for SystemdBootBackend {
                 reason,
             })
         };
-        let files = activation_files(&self.esp_files()?, &entries, &self.prefix, tries, slot);
+        let esp = self.esp_files()?;
+        let files = activation_files(&esp, &entries, &self.prefix, tries, slot);
         if let Some((glob, path)) = self.loader_var("LoaderEntryOneShot")? {
             // Looked up as the default is (`config_find_entry`): one that
             // matches no entry is skipped by systemd-boot, said once here.
@@ -1008,7 +1009,24 @@ impl Bootloader for SystemdBootBackend {
             });
         }
         let Some(DefaultGlob { source, glob }) = choice.decides else {
-            return Ok(());
+            // No default: systemd-boot boots the first of all its entries,
+            // and another OS's may sort first (by its id, its `sort-key`, a
+            // type #2 UKI's always): the trial would never boot (found
+            // from outside). Its own automatic entries come after them all.
+            let theirs = esp.iter().find(|f| {
+                !AUTO_ENTRY_IDS.contains(&f.as_str()) && parse_entry(&self.prefix, f).is_none()
+            });
+            return match theirs {
+                None => Ok(()),
+                Some(f) => refuse(
+                    self.loader_conf(),
+                    format!(
+                        "no `default`, so systemd-boot boots the first of its entries, which may be {} and not slot {slot}'s trial; add `default {}-*`",
+                        crate::text::show(f.as_bytes()),
+                        self.prefix
+                    ),
+                ),
+            };
         };
         let Some(why) = default_problem(&entries, &self.prefix, tries, slot, &glob) else {
             return Ok(());

@@ -417,6 +417,62 @@ fn an_install_under_a_default_pinned_to_one_slot_is_refused_naming_the_line() {
     assert_eq!(h.state()["slots"]["B"], state["slots"]["B"]);
 }
 
+/// Found from outside: with no `default`, systemd-boot boots the first of
+/// all its entries, and another OS's entry (`debian.conf`: its id sorts
+/// before ours) was that first; the install said "the next boot tries it"
+/// and the trial would never boot. It is refused before anything is
+/// written, naming `loader.conf`; `default abupdate-*` lets it go on.
+#[test]
+fn an_install_with_another_os_entry_and_no_default_is_refused_until_one_is_set() {
+    let mut h = Host::new(
+        "sd-other-no-default",
+        Loader::SystemdBoot,
+        "1.0",
+        IMAGE_LEN,
+        HostOptions::default(),
+    );
+    let conf = h.esp.join("loader/loader.conf");
+    std::fs::write(&conf, "timeout 3\n").expect("loader.conf without a default");
+    let other = h.esp.join("loader/entries/debian.conf");
+    std::fs::write(
+        &other,
+        "title Debian rescue\nlinux /debian/vmlinuz\noptions ro\n",
+    )
+    .expect("another OS's entry");
+    // What systemd-boot's own tool makes of that ESP: the other entry first.
+    let dir = scratch("sd-other-no-default-bootctl");
+    let esp = Esp::new(&dir.join("esp"));
+    let copy = run(Command::new("cp")
+        .arg("-r")
+        .arg(h.esp.join("loader"))
+        .arg(&esp.dir));
+    assert!(copy.status.success(), "{}", text(&copy));
+    assert_eq!(bootctl_default(&esp.dir).as_deref(), Some("debian.conf"));
+    drop(esp);
+    h.use_release(loaders::release(IMAGE_LEN));
+    let (slot_b, state) = (h.slot_sha(1), h.state());
+    let out = h.abupdate(&["update", "--no-reboot"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.lines().count() == 1
+            && err.contains(&format!(
+                "{}: no `default`, so systemd-boot boots the first of its entries, which may be debian.conf and not slot B's trial; add `default abupdate-*`",
+                conf.display()
+            )),
+        "{err}"
+    );
+    assert_eq!(h.slot_sha(1), slot_b, "slot B was written");
+    assert_eq!(h.state()["transaction"], state["transaction"]);
+    let mut text_conf = std::fs::read_to_string(&conf).unwrap_or_default();
+    text_conf.push_str("default abupdate-*\n");
+    std::fs::write(&conf, text_conf).expect("loader.conf");
+    let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.primary(), Some("B"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `bootctl set-default ID`: the variable as systemd-boot reads it (UTF-16,
 /// NUL-terminated, non-volatile, boot and runtime access).
 fn set_loader_entry_default(vars: &abupdate::boot::efivar::EfiVars, id: &str) {
