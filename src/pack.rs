@@ -989,46 +989,21 @@ pub fn pack(opts: &PackOptions) -> Result<Packed, String> {
         same_build(&manifest, held, old, &images_build(&opts.images)?)?;
     }
     let (created, expires) = release_dates(opts, previous_created(previous.as_deref()), now())?;
-    let mut images = BTreeMap::new();
-    for (class, path) in &opts.images {
-        let image = if segmented(opts) {
-            pack_segmented(class, path, opts, &dir)?
-        } else {
-            pack_image(class, path, opts, &dir)?
-        };
-        images.insert(class.clone(), image);
-    }
-    dir.sync().map_err(publish_err)?;
-    crate::failpoint::hit("publish-payloads-synced");
-    let doc = ManifestDoc {
-        format: FORMAT,
-        compatible: opts.compatible.clone(),
-        track: opts.track.clone(),
-        version: opts.version.clone(),
-        created: format_rfc3339(created),
-        expires: format_rfc3339(expires),
-        images,
-        rollout: opts.rollout.clone(),
-    };
-    // Checked again on what was packed: an image rewritten since it was
-    // hashed above must not slip another build under the version.
-    if let Some((held, old)) = &same_version {
-        same_build(&manifest, held, old, &doc.build())?;
-    }
-    let mut body = serde_json::to_vec_pretty(&doc).map_err(|e| format!("release.json: {e}"))?;
-    body.push(b'\n');
-    let manifest_sha256 = hex(&Sha256::digest(&body));
-    // Signed by every key given, each its own: the gate at their number.
-    let own = crate::trust::KeyRing::from_keys(keys.iter().map(|k| k.public_key()).collect());
-    dir.publish_manifest(
-        "release.json",
-        &body,
+    let before = names_in(&opts.out);
+    let written = write_release(
+        opts,
+        &dir,
+        (previous.as_deref(), same_version.as_ref()),
         &keys,
-        previous.as_deref(),
-        &own,
-        keys.len(),
-    )
-    .map_err(publish_err)?;
+        (created, expires),
+    );
+    if written.is_err() {
+        for name in orphans(opts, &before, &names_in(&opts.out), &named_in(&manifest)) {
+            let _ = std::fs::remove_file(opts.out.join(name));
+        }
+        let _ = dir.sync();
+    }
+    let (doc, manifest_sha256) = written?;
     let mut notes: Vec<String> = doc
         .images
         .iter()
@@ -1057,12 +1032,154 @@ pub fn pack(opts: &PackOptions) -> Result<Packed, String> {
     })
 }
 
+/// The names in directory `dir` (none when it cannot be read).
+fn names_in(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|list| {
+            list.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The payload names the manifest at `path` names (none when there is no
+/// manifest there, or it does not parse).
+fn named_in(path: &Path) -> Vec<String> {
+    let Ok(body) = crate::files::read_capped(path, crate::manifest::MAX_MANIFEST_BYTES) else {
+        return Vec::new();
+    };
+    let Ok(m) = crate::manifest::Manifest::parse(&body) else {
+        return Vec::new();
+    };
+    m.doc
+        .images
+        .values()
+        .flat_map(|i| {
+            std::iter::once(i.url.clone()).chain(i.deltas.values().map(|d| d.url.clone()))
+        })
+        .collect()
+}
+
+/// The payloads a failed `pack` leaves behind, to remove: names this run
+/// writes (its classes' full and delta payloads at its version) that were
+/// not in the directory `before` it, are there `now`, and that the
+/// manifest there does not name (`named`: one published despite the
+/// failure keeps its payloads). Found from outside: one left behind
+/// blocked packing the version again ("already exists with other bytes"),
+/// and a sync of the directory would have published it.
+fn orphans(
+    opts: &PackOptions,
+    before: &std::collections::BTreeSet<String>,
+    now: &std::collections::BTreeSet<String>,
+    named: &[String],
+) -> Vec<String> {
+    let ours = |name: &str| {
+        opts.images.iter().any(|(class, _)| {
+            let stem = format!("{class}-{}.", opts.version);
+            name.strip_prefix(&stem).is_some_and(|rest| {
+                rest == "img"
+                    || rest == "img.zst"
+                    || (rest.starts_with("from-") && rest.ends_with(".zst"))
+            })
+        })
+    };
+    now.iter()
+        .filter(|n| !before.contains(*n) && ours(n) && !named.contains(n))
+        .cloned()
+        .collect()
+}
+
+/// Write the payloads of every image and publish the manifest naming them
+/// (signed with `keys`, dated `created`..`expires`) over `previous` (and
+/// its build, when of the same version): the signed document and its
+/// SHA-256.
+fn write_release(
+    opts: &PackOptions,
+    dir: &ReleaseDir,
+    (previous, same_version): (Option<&[u8]>, Option<&(String, String)>),
+    keys: &[crate::trust::minisign::SecretKey],
+    (created, expires): (i64, i64),
+) -> Result<(ManifestDoc, String), String> {
+    let manifest = opts.out.join("release.json");
+    let mut images = BTreeMap::new();
+    for (class, path) in &opts.images {
+        let image = if segmented(opts) {
+            pack_segmented(class, path, opts, dir)?
+        } else {
+            pack_image(class, path, opts, dir)?
+        };
+        images.insert(class.clone(), image);
+    }
+    dir.sync().map_err(publish_err)?;
+    crate::failpoint::hit("publish-payloads-synced");
+    let doc = ManifestDoc {
+        format: FORMAT,
+        compatible: opts.compatible.clone(),
+        track: opts.track.clone(),
+        version: opts.version.clone(),
+        created: format_rfc3339(created),
+        expires: format_rfc3339(expires),
+        images,
+        rollout: opts.rollout.clone(),
+    };
+    // Checked again on what was packed: an image rewritten since it was
+    // hashed above must not slip another build under the version.
+    if let Some((held, old)) = same_version {
+        same_build(&manifest, held, old, &doc.build())?;
+    }
+    let mut body = serde_json::to_vec_pretty(&doc).map_err(|e| format!("release.json: {e}"))?;
+    body.push(b'\n');
+    let manifest_sha256 = hex(&Sha256::digest(&body));
+    // Signed by every key given, each its own: the gate at their number.
+    let own = crate::trust::KeyRing::from_keys(keys.iter().map(|k| k.public_key()).collect());
+    dir.publish_manifest("release.json", &body, keys, previous, &own, keys.len())
+        .map_err(publish_err)?;
+    Ok((doc, manifest_sha256))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::TempDir;
 
     const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_failed_pack_removes_only_the_new_payloads_of_its_version_no_manifest_names() {
+        let opts = PackOptions {
+            version: "3.0".into(),
+            ..opts()
+        };
+        let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        let before = set(&["rootfs-2.0.img.zst", "release.json"]);
+        let now = set(&[
+            "rootfs-2.0.img.zst",
+            "release.json",
+            "rootfs-3.0.img.zst",
+            "rootfs-3.0.from-0123456789ab.zst",
+            "rootfs-3.0.img",
+            "rootfs-3.0.img.zst.tmp",
+            "other-3.0.img.zst",
+            "rootfs-3.01.img.zst",
+            "notes.txt",
+        ]);
+        assert_eq!(
+            orphans(&opts, &before, &now, &[]),
+            [
+                "rootfs-3.0.from-0123456789ab.zst",
+                "rootfs-3.0.img",
+                "rootfs-3.0.img.zst"
+            ]
+        );
+        // One the manifest there names stays: it was published.
+        assert_eq!(
+            orphans(&opts, &before, &now, &["rootfs-3.0.img.zst".into()]),
+            ["rootfs-3.0.from-0123456789ab.zst", "rootfs-3.0.img"]
+        );
+        // One there before stays.
+        assert!(orphans(&opts, &now, &now, &[]).is_empty());
+    }
 
     #[test]
     fn a_re_pack_that_changes_the_rollout_of_its_version_says_so() {

@@ -250,6 +250,56 @@ fn re_packing_a_version_with_other_bytes_never_touches_the_published_payload() {
     }
 }
 
+/// Found from outside: a `pack` that failed after writing a payload (here
+/// its second image's name is taken by other bytes) left the first image's
+/// payload in `--out`, named by no manifest; packing the version again was
+/// then refused ("already exists with other bytes"), and a sync of the
+/// directory would have published it. A failed `pack` removes the payloads
+/// it wrote, and only those: the taken name stays, and so does a payload
+/// the published manifest names.
+#[test]
+fn a_failed_pack_leaves_no_payload_behind() {
+    let h = TestHost::new("pack-no-orphan", "1.0", HostOptions::default());
+    let work = scratch("pack-no-orphan-work");
+    let (a, b) = (work.join("a.img"), work.join("b.img"));
+    std::fs::write(&a, image("3.0", 1 << 20)).expect("image");
+    std::fs::write(&b, image("3.0b", 1 << 20)).expect("image");
+    let out_dir = work.join("rel");
+    std::fs::create_dir_all(&out_dir).expect("out");
+    // A release packed here before, whose payload must stay.
+    let first = pack(
+        &h.secret_key,
+        &out_dir,
+        &[
+            &format!("--image=rootfs={}", a.display()),
+            "--version",
+            "2.0",
+        ],
+    );
+    assert!(first.status.success(), "{}", text(&first));
+    let taken = out_dir.join("second-3.0.img.zst");
+    std::fs::write(&taken, b"someone else's bytes").expect("taken");
+    let before = snapshot(&out_dir);
+    let args = [
+        format!("--image=rootfs={}", a.display()),
+        format!("--image=second={}", b.display()),
+        "--version".into(),
+        "3.0".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = pack(&h.secret_key, &out_dir, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("second-3.0.img.zst: already exists"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(snapshot(&out_dir), before, "a payload was left behind");
+    std::fs::remove_file(&taken).expect("free the name");
+    let out = pack(&h.secret_key, &out_dir, &args);
+    assert!(out.status.success(), "packing 3.0 again: {}", text(&out));
+}
+
 /// `pack --out DIR` over a signed release.json of the same version with
 /// other images (another build) replaced it silently whenever no payload
 /// name collided (the image uncompressed now, or a class added): hosts
