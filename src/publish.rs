@@ -338,8 +338,14 @@ impl ReleaseDir {
     /// run left.
     pub fn open(path: &Path) -> Result<ReleaseDir, PublishError> {
         std::fs::create_dir_all(path).map_err(|e| {
-            let reason = match std::fs::metadata(path) {
-                Ok(m) if !m.is_dir() => "not a directory (a release directory, --out)".to_string(),
+            let reason = match (std::fs::metadata(path), std::fs::symlink_metadata(path)) {
+                (Ok(m), _) if !m.is_dir() => {
+                    "not a directory (a release directory, --out)".to_string()
+                }
+                // Found from outside: "File exists" named no cause.
+                (Err(_), Ok(l)) if l.is_symlink() => {
+                    "a symbolic link to nothing (a release directory, --out)".to_string()
+                }
                 _ => format!("cannot create the release directory (--out): {e}"),
             };
             io_err(path)(io::Error::new(e.kind(), reason))

@@ -415,6 +415,18 @@ fn another_build_of_the_version_in_the_directory_is_refused_naming_both_builds()
             file.display()
         )
     );
+    // `--out` a link to nothing (found from outside: "File exists" again).
+    let dangling = work.join("a-dangling-link");
+    std::os::unix::fs::symlink(work.join("nowhere"), &dangling).expect("symlink");
+    let out = pack(&h.secret_key, &dangling, &[&root_arg, "--version", "3.0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!(
+            "abupdate: {}: a symbolic link to nothing (a release directory, --out)",
+            dangling.display()
+        )
+    );
 }
 
 /// Attack 7, N5: the guard compared version strings, so `--version 2.0.0`
