@@ -523,15 +523,18 @@ pub fn post_webhook(cfg: &Report, event: &Event, deadline: Instant) -> Result<()
     let Some(url) = &cfg.webhook else {
         return Ok(());
     };
+    // Its credentials stay on the wire (found from outside: every failed
+    // delivery wrote them to the journal).
+    let shown = crate::fetch::redact_url(url);
     let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
     // The roots every client of the host uses: the update servers' own.
     let roots = crate::fetch::trust_roots(cfg.ca_file.as_deref(), &cfg.ca_bundles);
     if let Some(line) = roots.refuses_to(url, "deliver its report to the https webhook") {
-        return Err(format!("{url}: TLS: {line}"));
+        return Err(format!("{shown}: TLS: {line}"));
     }
     let tls = roots.tls_config();
     let mut last = format!(
-        "{url}: no attempt within {}s",
+        "{shown}: no attempt within {}s",
         cfg.webhook_timeout.as_secs()
     );
     for attempt in 0..cfg.webhook_attempts {
@@ -560,8 +563,8 @@ pub fn post_webhook(cfg: &Report, event: &Event, deadline: Instant) -> Result<()
             .send(&body[..])
         {
             Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => last = format!("{url}: HTTP {}", r.status()),
-            Err(e) => last = format!("{url}: {e}"),
+            Ok(r) => last = format!("{shown}: HTTP {}", r.status()),
+            Err(e) => last = format!("{shown}: {}", crate::fetch::redact(&e.to_string())),
         }
     }
     Err(last)

@@ -256,7 +256,7 @@ pub(super) fn fetch_and_judge(
         .last_check
         .as_ref()
         .filter(|c| {
-            c.url == location
+            c.url == crate::fetch::redact_url(location)
                 && pin.is_none()
                 && !opts.allow_downgrade
                 && c.booted_version == booted_version_text
@@ -324,8 +324,10 @@ pub(super) fn fetch_and_judge(
     // backs off and monitoring sees it; and its validators are not kept, so
     // a 304 cannot turn it into "nothing new".
     state.last_check = match &verdict {
+        // The URL as shown, its credentials left out of `state.json`
+        // (others may read it; found from outside).
         Err(na) if !na.is_fault() => Some(LastCheck {
-            url: location.to_string(),
+            url: crate::fetch::redact_url(location),
             at: now(),
             etag: verified.validators().etag.clone(),
             last_modified: verified.validators().last_modified.clone(),

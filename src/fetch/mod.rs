@@ -1168,9 +1168,15 @@ impl Transport {
                 detail: line,
             });
         }
+        // The whole exchange within the documents' deadline: found from
+        // outside, a FleetLock answer's chunked trailer sent for ever held
+        // `health` and `update`, and the state lock, without end.
         let mut req = self
             .pick(&self.plain, &url)
             .post(&url)
+            .config()
+            .timeout_global(Some(self.document_deadline()))
+            .build()
             .header("Content-Type", "application/json");
         for (name, value) in headers {
             req = req.header(*name, *value);
@@ -1745,8 +1751,10 @@ struct Reply {
 /// forms are ignored). A date in the past means "now".
 fn retry_after(resp: &Response<Body>) -> Option<Duration> {
     let value = resp.headers().get("retry-after")?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    // Delay-seconds too large for a number is a very long wait, not none
+    // (found from outside: the run went on retrying at once).
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
     let at = http_date(value)?;
     Some(Duration::from_secs(

@@ -273,6 +273,32 @@ fn a_document_must_arrive_whole_within_its_deadline() {
     assert!(took >= deadline && took < deadline * 2, "{took:?}");
 }
 
+/// Found from outside: a FleetLock answer (a POST) whose chunked trailer
+/// never ends held `health` and `update`, and the state lock, for ever. A
+/// POST's whole exchange ends within the documents' deadline too.
+#[test]
+fn a_post_answer_must_arrive_whole_within_the_document_deadline() {
+    let read_timeout = Duration::from_millis(300);
+    let deadline = read_timeout * abupdate::fetch::DOCUMENT_DEADLINE_READS;
+    let trailers = Server::start(|_, s| {
+        head(s, "409 Conflict", "Transfer-Encoding: chunked\r\n");
+        let _ = s.write_all(b"2\r\n{}\r\n0\r\n");
+        let started = Instant::now();
+        while started.elapsed() < SERVER_CAP && s.write_all(b"X-T: aaaaaaaaaaaaaaaa\r\n").is_ok() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let t = transport(read_timeout);
+    let started = Instant::now();
+    // The status, and the answer as far as it came: it only explains it.
+    let (status, answer) = t
+        .post_json(&trailers.url("/v1/pre-reboot"), &[], b"{}", 16 * 1024)
+        .expect("the status");
+    let took = started.elapsed();
+    assert_eq!((status, answer.as_slice()), (409, &b"{}"[..]));
+    assert!(took >= deadline && took < deadline * 3, "{took:?}");
+}
+
 /// An answer that is not HTTP is the server's fault, not the link's: one
 /// request, no retries, kind `network` (it blames no release).
 #[test]

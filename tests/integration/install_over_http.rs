@@ -440,6 +440,9 @@ fn set_update_url(h: &TestHost, url: &str) {
     std::fs::write(&h.config, cfg).expect("config");
 }
 
+/// An idle tick is one conditional GET; and the URL's credentials (user
+/// info, a `token` parameter) are never kept in `state.json`, which others
+/// may read (found from outside: the validators' record held them).
 #[test]
 fn an_idle_timer_tick_is_one_conditional_get() {
     let h = TestHost::new("http-idle", "2.0", HostOptions::default());
@@ -447,15 +450,26 @@ fn an_idle_timer_tick_is_one_conditional_get() {
     let Some(nginx) = Nginx::start(m.parent().expect("dir"), "") else {
         return;
     };
-    set_update_url(&h, &nginx.url("release.json"));
+    let url =
+        nginx
+            .url("release.json?token=T0KEN-9")
+            .replacen("http://", "http://tick:s3cret-7@", 1);
+    set_update_url(&h, &url);
     for _ in 0..3 {
         let out = h.abupdate(&["update"]);
         assert!(out.status.success(), "{}", text(&out));
     }
+    for file in ["state.json", "state.json.prev"] {
+        let kept = std::fs::read_to_string(h.state_dir.join(file)).unwrap_or_default();
+        assert!(
+            !kept.contains("s3cret-7") && !kept.contains("T0KEN-9"),
+            "{file}: {kept}"
+        );
+    }
     let log = nginx.wait_log(4);
     let manifest_gets: Vec<u16> = log
         .iter()
-        .filter(|l| l.uri.ends_with("release.json"))
+        .filter(|l| l.uri.starts_with("/release.json?"))
         .map(|l| l.status)
         .collect();
     assert_eq!(manifest_gets, [200, 304, 304], "{log:?}");
