@@ -710,65 +710,42 @@ fn a_partial_download_that_is_a_symlink_or_a_hard_link_is_removed_and_its_target
     let victim = dir.join("victim");
     std::fs::write(&victim, b"victim\n").unwrap();
     let partial = dir.join("p.part");
-    std::os::unix::fs::symlink(&victim, &partial).unwrap();
     let t = transport(Duration::from_secs(5));
-    let mut r = t
-        .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
-        .expect("open");
-    let (bytes, err) = drain(&mut r);
-    assert!(err.is_none(), "{err:?}");
-    assert!(bytes == *data, "the whole payload, from 0");
-    assert_eq!(r.resumed_from(), 0);
-    assert!(
-        r.restart_reason()
-            .unwrap_or("")
-            .contains("not a regular file"),
-        "{:?}",
-        r.restart_reason()
-    );
-    drop(r);
-    assert_eq!(
-        std::fs::read(&victim).unwrap(),
-        b"victim\n",
-        "target untouched"
-    );
-    let meta = std::fs::symlink_metadata(&partial).unwrap();
-    assert!(meta.is_file(), "the partial is a file of its own now");
-    assert!(std::fs::read(&partial).unwrap() == *data);
-    // A file with another name too (found from outside: a hard link to the
-    // booted slot's image was truncated and written): its name goes, its
-    // bytes stay.
-    std::fs::remove_file(&partial).unwrap();
+    // What stood at the partial's name is not used: the whole payload from
+    // byte 0, said so, into a file of its own; the bytes it named untouched.
+    let starts_over = |what: &str| {
+        let mut r = t
+            .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
+            .expect("open");
+        let (bytes, err) = drain(&mut r);
+        assert!(err.is_none() && bytes == *data, "{what}: {err:?}");
+        assert_eq!(r.resumed_from(), 0, "{what}");
+        assert!(
+            r.restart_reason()
+                .unwrap_or("")
+                .contains("not a regular file of its own"),
+            "{what}: {:?}",
+            r.restart_reason()
+        );
+        drop(r);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"victim\n", "{what}");
+        let meta = std::fs::symlink_metadata(&partial).unwrap();
+        assert!(
+            meta.is_file(),
+            "{what}: the partial is a file of its own now"
+        );
+        assert!(std::fs::read(&partial).unwrap() == *data, "{what}");
+        std::fs::remove_file(&partial).unwrap();
+    };
+    std::os::unix::fs::symlink(&victim, &partial).unwrap();
+    starts_over("a symlink");
+    // Found from outside: a hard link to the booted slot's image was
+    // truncated and written.
     std::fs::hard_link(&victim, &partial).unwrap();
-    let mut r = t
-        .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
-        .expect("open");
-    let (bytes, err) = drain(&mut r);
-    assert!(err.is_none() && bytes == *data, "{err:?}");
-    assert!(
-        r.restart_reason()
-            .unwrap_or("")
-            .contains("not a regular file of its own"),
-        "{:?}",
-        r.restart_reason()
-    );
-    drop(r);
-    assert_eq!(
-        std::fs::read(&victim).unwrap(),
-        b"victim\n",
-        "linked bytes untouched"
-    );
-    assert!(std::fs::read(&partial).unwrap() == *data);
-    // An empty directory there is removed too.
-    std::fs::remove_file(&partial).unwrap();
+    starts_over("a hard link");
     std::fs::create_dir(&partial).unwrap();
-    let mut r = t
-        .open_payload(&server.url("/p"), data.len() as u64, Some(&partial))
-        .expect("an empty directory is removed");
-    assert!(drain(&mut r).0 == *data);
-    drop(r);
+    starts_over("an empty directory");
     // A directory with files in it cannot be removed: an error naming the path.
-    std::fs::remove_file(&partial).unwrap();
     std::fs::create_dir(&partial).unwrap();
     std::fs::write(partial.join("f"), "f").unwrap();
     let e = t

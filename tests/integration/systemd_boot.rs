@@ -399,22 +399,28 @@ fn an_install_under_a_default_pinned_to_one_slot_is_refused_naming_the_line() {
         names.sort();
         names
     };
-    let (before, slot_b, state) = (entries(&h), h.slot_sha(1), h.state());
+    let (before, state) = (entries(&h), h.state());
+    refused_before_writing(
+        &h,
+        &format!(
+            "{}: line 2: `default abupdate-1-a.conf` pins one slot's entry",
+            conf.display()
+        ),
+    );
+    assert_eq!(entries(&h), before, "an entry was renamed");
+    assert_eq!(h.state()["slots"]["B"], state["slots"]["B"]);
+}
+
+/// `update` refused with one line saying `says`, before slot B or the
+/// record of any install was touched.
+fn refused_before_writing(h: &Host, says: &str) {
+    let (slot_b, state) = (h.slot_sha(1), h.state());
     let out = h.abupdate(&["update", "--no-reboot"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        err.lines().count() == 1
-            && err.contains(&format!(
-                "{}: line 2: `default abupdate-1-a.conf` pins one slot's entry",
-                conf.display()
-            )),
-        "{err}"
-    );
-    assert_eq!(entries(&h), before, "an entry was renamed");
+    assert!(err.lines().count() == 1 && err.contains(says), "{err}");
     assert_eq!(h.slot_sha(1), slot_b, "slot B was written");
     assert_eq!(h.state()["transaction"], state["transaction"]);
-    assert_eq!(h.state()["slots"]["B"], state["slots"]["B"]);
 }
 
 /// Found from outside: with no `default`, systemd-boot boots the first of
@@ -450,20 +456,13 @@ fn an_install_with_another_os_entry_and_no_default_is_refused_until_one_is_set()
     assert_eq!(bootctl_default(&esp.dir).as_deref(), Some("debian.conf"));
     drop(esp);
     h.use_release(loaders::release(IMAGE_LEN));
-    let (slot_b, state) = (h.slot_sha(1), h.state());
-    let out = h.abupdate(&["update", "--no-reboot"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        err.lines().count() == 1
-            && err.contains(&format!(
-                "{}: no `default`, so systemd-boot boots the first of its entries, which may be debian.conf and not slot B's trial; add `default abupdate-*`",
-                conf.display()
-            )),
-        "{err}"
+    refused_before_writing(
+        &h,
+        &format!(
+            "{}: no `default`, so systemd-boot boots the first of its entries, which may be debian.conf and not slot B's trial; add `default abupdate-*`",
+            conf.display()
+        ),
     );
-    assert_eq!(h.slot_sha(1), slot_b, "slot B was written");
-    assert_eq!(h.state()["transaction"], state["transaction"]);
     let mut text_conf = std::fs::read_to_string(&conf).unwrap_or_default();
     text_conf.push_str("default abupdate-*\n");
     std::fs::write(&conf, text_conf).expect("loader.conf");
