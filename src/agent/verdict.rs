@@ -209,7 +209,7 @@ pub struct BootView {
     /// The other slot carries the mark a retirement leaves, read as a
     /// committed slot's ([`crate::boot::Bootloader::committed_marked_bad`]:
     /// asked only where it is recorded committed); `None`: cannot tell.
-    pub other_marked_bad: Option<bool>,
+    pub other_committed_marked_bad: Option<bool>,
     /// The booted slot, read as a committed slot's the same way.
     pub booted_committed_marked_bad: Option<bool>,
     /// The bootloader boots the booted slot next.
@@ -257,7 +257,7 @@ impl BootView {
     /// The other slot was retired in the bootloader while this one runs
     /// (marked bad, this one next): a retirement finished by its reboot.
     pub fn other_retired(&self) -> bool {
-        self.other_marked_bad == Some(true) && self.booted_next
+        self.other_committed_marked_bad == Some(true) && self.booted_next
     }
 
     /// [`BootView::booted_retired`] of a booted slot recorded committed.
@@ -883,7 +883,7 @@ fn boot_view(host: &Host, booted: SlotName) -> BootView {
         tells_trials: host.boot.tells_a_trial_boot(booted),
         booted_marked_bad: known(host.boot.marked_bad(booted)),
         other_next,
-        other_marked_bad: known(host.boot.committed_marked_bad(other)),
+        other_committed_marked_bad: known(host.boot.committed_marked_bad(other)),
         booted_committed_marked_bad: known(host.boot.committed_marked_bad(booted)),
         booted_next: primary == Some(booted),
     }
@@ -1057,7 +1057,7 @@ mod tests {
             tells_trials: false,
             booted_marked_bad: Some(false),
             other_next: false,
-            other_marked_bad: Some(false),
+            other_committed_marked_bad: Some(false),
             booted_committed_marked_bad: Some(false),
             booted_next: true,
         }
@@ -1570,7 +1570,7 @@ mod tests {
     fn a_rejection_whose_reboot_came_before_its_record_is_recorded_not_forgotten() {
         let left_retired = BootView {
             other_good: false,
-            other_marked_bad: Some(true),
+            other_committed_marked_bad: Some(true),
             ..view(Some(false))
         };
         let mut f = facts(None, &GOOD, &GOOD);
@@ -1591,7 +1591,7 @@ mod tests {
                 "cannot tell a mark",
                 true,
                 BootView {
-                    other_marked_bad: None,
+                    other_committed_marked_bad: None,
                     ..left_retired
                 },
             ),
@@ -1730,7 +1730,7 @@ mod tests {
                     tells_trials: false,
                     booted_marked_bad: None,
                     other_next: false,
-                    other_marked_bad: None,
+                    other_committed_marked_bad: None,
                     booted_committed_marked_bad: None,
                     booted_next: false,
                 },
