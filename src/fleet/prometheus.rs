@@ -218,8 +218,9 @@ impl Client {
             return Err(PromError::Answer {
                 url: self.endpoint(),
                 reason: format!(
-                    "evaluated at {t}, not at the instant asked ({at}): the store or a front \
-                     moved the query's time"
+                    "evaluated at {}, not at the instant asked ({at}): the store or a front \
+                     moved the query's time",
+                    shown(*t)
                 ),
             });
         }
@@ -510,12 +511,15 @@ pub fn parse_timed(body: &[u8]) -> Result<Vec<(f64, Sample)>, AnswerError> {
         .into_iter()
         .map(|s| {
             let value: f64 = s.value.1.parse().map_err(|_| {
-                AnswerError::Format(format!("sample value {:?} is not a number", s.value.1))
+                AnswerError::Format(format!(
+                    "sample value \"{}\" is not a number",
+                    crate::text::show_bounded(s.value.1.as_bytes(), 64, false)
+                ))
             })?;
             if !value.is_finite() {
                 return Err(AnswerError::Format(format!(
-                    "sample value {:?} is not finite",
-                    s.value.1
+                    "sample value \"{}\" is not finite",
+                    crate::text::show_bounded(s.value.1.as_bytes(), 64, false)
                 )));
             }
             Ok((
@@ -1017,8 +1021,20 @@ fn whole(v: f64) -> Result<u64, String> {
         Ok(v as u64)
     } else {
         Err(format!(
-            "{v} is not a count of hosts (a whole number, at most 2^32)"
+            "{} is not a count of hosts (a whole number, at most 2^32)",
+            shown(v)
         ))
+    }
+}
+
+/// A number from an answer as an error shows it: in full up to 2^53 (the
+/// whole numbers a float holds exactly), else in exponent form, so that
+/// `1e300` is not printed as 301 digits (found from outside, stop 57).
+fn shown(v: f64) -> String {
+    if v.abs() < 9_007_199_254_740_992.0 {
+        format!("{v}")
+    } else {
+        format!("{v:e}")
     }
 }
 
@@ -1192,6 +1208,13 @@ mod tests {
                 "{e}"
             );
         }
+        assert_eq!(
+            whole(1e300).expect_err("not a count"),
+            "1e300 is not a count of hosts (a whole number, at most 2^32)"
+        );
+        assert!(whole(9_007_199_254_740_991.0)
+            .expect_err("not a count")
+            .starts_with("9007199254740991 is"));
         let many: Vec<Sample> = (0..2049)
             .map(|i| {
                 sample(
@@ -1407,6 +1430,28 @@ mod tests {
         let empty =
             br#"{"status":"success","warnings":[],"data":{"resultType":"vector","result":[]}}"#;
         assert_eq!(parse_answer(empty), Ok(vec![]));
+    }
+
+    /// A store's answer is outside bytes: a value that is no number is
+    /// named in a bounded, escaped cut of itself, never in full.
+    #[test]
+    fn a_value_that_is_no_number_is_named_in_a_bounded_cut() {
+        let long = "7".repeat(100_000);
+        for (value, want) in [
+            (format!("{long}x"), "is not a number"),
+            ("\u{1b}[2J+Inf".to_string(), "is not a number"),
+            ("1e999".to_string(), "is not finite"),
+        ] {
+            let body = serde_json::json!({"status": "success", "data": {"resultType": "vector",
+                "result": [{"metric": {}, "value": [1700000000, value]}]}});
+            match parse_timed(body.to_string().as_bytes()) {
+                Err(AnswerError::Format(e)) => {
+                    assert!(e.ends_with(want) && e.len() < 120, "{e}");
+                    assert!(!e.contains('\u{1b}'), "{e}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
