@@ -180,7 +180,12 @@ fn shell_value(raw: &[u8]) -> Option<Vec<u8>> {
 
 /// `IMAGE_VERSION=` of an os-release file, else `VERSION_ID=`, unquoted by
 /// os-release(5)'s rules. A key assigned twice takes the last value, as the
-/// shell does; an empty value counts as absent.
+/// shell does; an empty value counts as absent. A last assignment the shell
+/// cannot read (a quote never closed) is that key's value as written, so
+/// it is refused as a version naming what is there: skipped, it left an
+/// earlier line or `VERSION_ID` (`12` on a Debian-based image, newer than
+/// any release) as the booted version, and the host stopped updating with
+/// "not newer" and exit 0 (found from outside, stop 58).
 pub fn version_from_os_release(text: &str) -> Option<String> {
     version_bytes_from_os_release(text.as_bytes()).map(|v| String::from_utf8_lossy(&v).into_owned())
 }
@@ -197,7 +202,8 @@ pub fn version_bytes_from_os_release(text: &[u8]) -> Option<Vec<u8>> {
                 if l.starts_with(b"#") {
                     return None;
                 }
-                shell_value(l.strip_prefix(key)?.strip_prefix(b"=")?)
+                let raw = l.strip_prefix(key)?.strip_prefix(b"=")?;
+                Some(shell_value(raw).unwrap_or_else(|| raw.to_vec()))
             })
             .filter(|v| !v.is_empty())
     };
@@ -369,8 +375,10 @@ mod tests {
             // Comments and empty values are no version.
             ("#IMAGE_VERSION=9.9\nVERSION_ID=\"12\"\n", Some("12")),
             ("IMAGE_VERSION=\"\"\nVERSION_ID=12\n", Some("12")),
-            // An unterminated quote is no value.
-            ("IMAGE_VERSION=\"2.0\nVERSION_ID=12\n", Some("12")),
+            // An unterminated quote is that value as written: not a
+            // version, never skipped for an earlier line or VERSION_ID.
+            ("IMAGE_VERSION=\"2.0\nVERSION_ID=12\n", Some("\"2.0")),
+            ("IMAGE_VERSION=1.0\nIMAGE_VERSION='3.0\n", Some("'3.0")),
             ("IMAGE_VERSION_EXTRA=3\n", None),
         ] {
             assert_eq!(version_from_os_release(text).as_deref(), want, "{text:?}");

@@ -702,7 +702,7 @@ fn an_os_release_version_that_does_not_parse_falls_back_to_the_installed_record(
 }
 
 /// A booted version that is not a dotted number (`3.0-rc1`, `v3.0`, a
-/// byte that is not UTF-8) with no record to fall back on (a host whose
+/// byte that is not UTF-8, a quote never closed) with no record to fall back on (a host whose
 /// state was lost: the re-bless rebuilds the record from that same
 /// os-release) cannot be compared: the timer's `check` and `update` refuse
 /// it as a channel host does (kind `refused`, naming os-release and the
@@ -720,8 +720,12 @@ fn an_unparsable_booted_version_without_a_record_is_refused_never_downgraded() {
         (&b"3.0-rc1"[..], "3.0-rc1"),
         (b"v3.0", "v3.0"),
         (b"3.0\xff", r"3.0\xff"),
+        // A quote never closed (found from outside, stop 58): the value as
+        // written, not the VERSION_ID below it (12: newer than any
+        // release, so every `check` said "not newer", exit 0, for ever).
+        (b"\"3.0", "\"3.0"),
     ] {
-        let mut os_release = b"ID=test\nIMAGE_VERSION=".to_vec();
+        let mut os_release = b"ID=test\nVERSION_ID=12\nIMAGE_VERSION=".to_vec();
         os_release.extend_from_slice(version);
         os_release.push(b'\n');
         std::fs::write(&h.os_release, os_release).expect("os-release");
