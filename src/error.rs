@@ -295,11 +295,13 @@ impl std::error::Error for Error {}
 
 /// `text` on one line, its control characters escaped (`\n`, `\r`, `\t`,
 /// else `\u{1b}`) and so its bidirectional overrides (`\u{202e}`: it would
-/// show what follows reversed): for every message a person or a log reads.
+/// show what follows reversed) and line separators (`\u{2028}`): every
+/// character [`crate::text::acts_on_screen`] names, for every message a
+/// person or a log reads.
 /// The last guard of every message; outside text is quoted where it comes
 /// in ([`crate::text::show`]).
 pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    let acts = |c: char| c.is_control() || crate::text::is_bidi_control(c);
+    let acts = crate::text::acts_on_screen;
     if !text.chars().any(acts) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -448,5 +450,7 @@ mod tests {
             source: std::io::Error::other("\u{2066}x\u{2069}"),
         };
         assert_eq!(e.to_string(), "evil\\u{202e}txt.exe: \\u{2066}x\\u{2069}");
+        // And a Unicode line separator: one message stays one line.
+        assert_eq!(one_line("a\u{2028}b\u{2029}c"), "a\\u{2028}b\\u{2029}c");
     }
 }

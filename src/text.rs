@@ -20,7 +20,7 @@ pub fn show(bytes: &[u8]) -> String {
                 // A control character (C0, DEL, C1: a terminal may act on
                 // U+009B as on ESC [) or a bidirectional override (it
                 // reorders what follows on the screen): its UTF-8 bytes.
-                c if c.is_control() || is_bidi_control(c) => {
+                c if acts_on_screen(c) => {
                     let mut buf = [0u8; 4];
                     for b in c.encode_utf8(&mut buf).bytes() {
                         let _ = write!(out, "\\x{b:02x}");
@@ -65,16 +65,14 @@ pub fn show_path(path: &std::path::Path) -> String {
 /// Text already in [`show`]'s form (a value `show` wrote and the state
 /// kept, such as a slot record's version read from os-release) as one
 /// line for a person: kept as it is, so nothing is escaped twice
-/// (`show_shown(&show(b)) == show(b)`); a control character or
-/// bidirectional override in it (text an older build stored raw) is still
+/// (`show_shown(&show(b)) == show(b)`); a character that acts on the
+/// screen ([`acts_on_screen`]) in it (text an older build stored raw) is still
 /// written `\xNN` as `show` writes it, so nothing reaches a terminal raw.
 pub fn show_shown(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
-            c if c.is_control() || is_bidi_control(c) => {
-                out.push_str(&show(c.to_string().as_bytes()))
-            }
+            c if acts_on_screen(c) => out.push_str(&show(c.to_string().as_bytes())),
             c => out.push(c),
         }
     }
@@ -82,9 +80,22 @@ pub fn show_shown(text: &str) -> String {
 }
 
 /// Whether `c` reorders text on the screen (the Unicode bidirectional
-/// embeddings, overrides and isolates).
+/// marks, embeddings, overrides and isolates).
 pub fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    matches!(
+        c,
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// Whether `c` acts on what a person or a log reads instead of showing:
+/// a control character (C0, DEL, C1), a bidirectional control, or the
+/// Unicode line and paragraph separators (U+2028, U+2029: a line break to
+/// Python's `splitlines`, JavaScript and many log pipelines, so one
+/// message from outside could become two; found from outside, stop 58).
+/// What every message and every record escapes.
+pub fn acts_on_screen(c: char) -> bool {
+    c.is_control() || is_bidi_control(c) || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// Marks where [`show_bounded`] cut.
@@ -243,6 +254,25 @@ mod tests {
         assert_eq!(show(b"\x1b[2J"), "\\x1b[2J");
         assert_eq!(show("\u{9b}31m".as_bytes()), "\\xc2\\x9b31m");
         assert_eq!(show("a\u{202e}b".as_bytes()), "a\\xe2\\x80\\xaeb");
+    }
+
+    /// Found from outside (stop 58): U+2028 and U+2029 end a line for
+    /// Python's `splitlines`, JavaScript and log pipelines, so an
+    /// os-release value or a check's output could split one line in two.
+    #[test]
+    fn unicode_line_separators_and_the_arabic_letter_mark_are_escaped() {
+        assert_eq!(show("1.0\u{2028}x".as_bytes()), "1.0\\xe2\\x80\\xa8x");
+        assert_eq!(show("a\u{2029}b".as_bytes()), "a\\xe2\\x80\\xa9b");
+        assert_eq!(show("a\u{61c}b".as_bytes()), "a\\xd8\\x9cb");
+        assert_eq!(show_shown("1.0\u{2028}x"), "1.0\\xe2\\x80\\xa8x");
+        assert_eq!(
+            show_shown(&show("1.0\u{2029}".as_bytes())),
+            show("1.0\u{2029}".as_bytes())
+        );
+        assert_eq!(
+            unshow(&show("p\u{2028}q".as_bytes())),
+            "p\u{2028}q".as_bytes()
+        );
     }
 
     #[test]

@@ -546,9 +546,7 @@ pub fn quote(s: &str) -> String {
             '\t' => out.push_str("\\t"),
             // A bidirectional override too: the same string to PromQL,
             // and nothing a terminal reorders when `--dry-run` shows it.
-            c if c.is_control() || crate::text::is_bidi_control(c) => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
+            c if crate::text::acts_on_screen(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }

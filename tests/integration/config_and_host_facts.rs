@@ -130,21 +130,24 @@ fn os_release_is_read_by_its_quoting_rules() {
 
 /// os-release is outside bytes: `status` shows its version by the one
 /// quoting rule, in text and `--json` alike, losing no byte (the
-/// reviewer's value: a bidi override, an ESC sequence, a byte not UTF-8).
+/// reviewer's value: a bidi override, an ESC sequence, a byte not UTF-8;
+/// and stop 58's, a Unicode line separator, which split the line for
+/// Python's `splitlines` and log pipelines).
 #[test]
 fn status_shows_a_hostile_os_release_version_escaped_and_lossless() {
     let h = TestHost::new("facts-os-release-bytes", "1.0", HostOptions::default());
     std::fs::write(
         &h.os_release,
-        b"ID=test\nIMAGE_VERSION=1.0\xe2\x80\xae\x1b[2J\xff\n",
+        b"ID=test\nIMAGE_VERSION=1.0\xe2\x80\xae\x1b[2J\xff\xe2\x80\xa8x\n",
     )
     .expect("os-release");
-    let shown = r"1.0\xe2\x80\xae\x1b[2J\xff";
+    let shown = r"1.0\xe2\x80\xae\x1b[2J\xff\xe2\x80\xa8x";
     let out = h.abupdate(&["status"]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = &out.stdout;
+    let raw = |s: &[u8], c: &str| s.windows(3).any(|w| w == c.as_bytes());
     assert!(
-        !stdout.contains(&0x1b) && !stdout.windows(3).any(|w| w == "\u{202e}".as_bytes()),
+        !stdout.contains(&0x1b) && !raw(stdout, "\u{202e}") && !raw(stdout, "\u{2028}"),
         "raw bytes reached the terminal: {}",
         text(&out)
     );
@@ -155,7 +158,7 @@ fn status_shows_a_hostile_os_release_version_escaped_and_lossless() {
     );
     let out = h.abupdate(&["--json", "status"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(!out.stdout.windows(3).any(|w| w == "\u{202e}".as_bytes()));
+    assert!(!raw(&out.stdout, "\u{202e}") && !raw(&out.stdout, "\u{2028}"));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(status["booted_version"], shown);
 }
