@@ -107,6 +107,24 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The command itself was refused before anything was tried: its
+    /// input, the host's policy, or another instance holding the lock. An
+    /// operator's `install` refused so is no failed run of this host: it
+    /// counts no failure and delays no timer run (found from outside, stop
+    /// 58: a typo'd `install` of an older release put the timer into
+    /// backoff).
+    pub fn refuses_the_command(self) -> bool {
+        matches!(
+            self,
+            Kind::Usage
+                | Kind::Config
+                | Kind::Locked
+                | Kind::NotNewer
+                | Kind::PreviouslyFailed
+                | Kind::Refused
+        )
+    }
+
     /// Every kind, for tests and documentation.
     pub const ALL: [Kind; 40] = [
         Kind::Usage,

@@ -394,13 +394,7 @@ pub fn install(global: &Global, source: &str, opts: &InstallOptions) -> Result<i
             Ok(0)
         }
         Err(e) => {
-            if !matches!(
-                e,
-                Error::State(
-                    crate::state::StateError::Locked { .. }
-                        | crate::state::StateError::LockLost { .. }
-                )
-            ) {
+            if !e.kind().refuses_the_command() {
                 agent::record_failure(&host, &e, None);
             }
             Err(e)

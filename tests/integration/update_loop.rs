@@ -1183,6 +1183,56 @@ fn an_update_without_a_release_source_says_so_on_every_run_and_counts_no_failure
     assert!(m.get("retry_after").is_none(), "{m}");
 }
 
+/// Found from outside (stop 58): an operator's `install` the host refuses
+/// (an older release, one that failed here) put the timer into backoff and
+/// counted a failure, so a typo delayed the next update by minutes to
+/// hours. A refused command tries nothing: no failure, no backoff, and the
+/// timer's next `update` installs at once; an install that fails in the
+/// trying (a payload gone) still counts.
+#[test]
+fn an_install_the_host_refuses_counts_no_failure_and_delays_no_timer_run() {
+    let (h, _) = host_with_release("loop-refused-install");
+    let old = h.pack("r09", "0.9", &image("0.9", 1 << 16), &[]);
+    let out = h.abupdate(&[
+        "--json",
+        "install",
+        old.to_str().expect("utf8"),
+        "--no-reboot",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "not_newer", "{v}");
+    let metrics = &h.state()["metrics"];
+    assert_eq!(metrics["consecutive_failures"], 0, "{metrics}");
+    assert!(metrics.get("retry_after").is_none(), "{metrics}");
+    assert!(
+        h.state()["outcomes"]
+            .as_array()
+            .is_none_or(|o| o.is_empty()),
+        "{}",
+        h.state()
+    );
+    let out = h.abupdate(&["--json", "update", "--no-reboot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.state()["transaction"]["version"], "2.0", "{}", h.state());
+    // An install that fails in the trying still counts.
+    let gone = h.pack("r3", "3.0", &image("3.0", 1 << 16), &[]);
+    let dir = gone.parent().expect("dir");
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        if e.path().extension().is_some_and(|x| x == "zst") {
+            std::fs::remove_file(e.path()).expect("payload gone");
+        }
+    }
+    let out = h.abupdate(&["install", gone.to_str().expect("utf8"), "--no-reboot"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        h.state()["metrics"]["consecutive_failures"],
+        1,
+        "{}",
+        h.state()
+    );
+}
+
 /// `health` at boot while another abupdate holds the state lock a moment (a
 /// command run by hand; left at stop 55): the verdict waits for the lock
 /// and is made, not lost to a `locked` exit. A holder that outlasts the
