@@ -106,20 +106,28 @@ impl std::error::Error for SystemError {}
 /// that disagree are an error: which one the bootloader meant cannot be
 /// known. A `rauc.slot=` naming a slot we do not know (a RAUC bootname
 /// other than `A`/`B`/`system0`/`system1`) is not ours to read.
-pub fn booted_slot_from_cmdline(cmdline: &str) -> Result<Option<SlotName>, CmdlineError> {
-    let mut found: Option<(SlotName, &str)> = None;
-    for word in cmdline.split_ascii_whitespace() {
-        let slot = if let Some(v) = word.strip_prefix("abupdate.slot=") {
-            Some(
-                v.parse::<SlotName>()
-                    .map_err(|_| CmdlineError::BadValue { word: word.into() })?,
-            )
-        } else if let Some(v) = word.strip_prefix("rauc.slot=") {
+pub fn booted_slot_from_cmdline(cmdline: &[u8]) -> Result<Option<SlotName>, CmdlineError> {
+    let mut found: Option<(SlotName, &[u8])> = None;
+    // Outside bytes: a word is named as `text::show` writes it (a byte
+    // that is not UTF-8 as `\xNN`, never U+FFFD; found from outside, stop
+    // 58), so two different words never read the same.
+    let shown = |word: &[u8]| crate::text::show(word);
+    for word in cmdline
+        .split(u8::is_ascii_whitespace)
+        .filter(|w| !w.is_empty())
+    {
+        let slot = if let Some(v) = word.strip_prefix(b"abupdate.slot=") {
+            Some(match v {
+                b"A" | b"a" => SlotName::A,
+                b"B" | b"b" => SlotName::B,
+                _ => return Err(CmdlineError::BadValue { word: shown(word) }),
+            })
+        } else if let Some(v) = word.strip_prefix(b"rauc.slot=") {
             // RAUC names slots `A`/`B` or `system0`/`system1`.
             match v {
-                "system0" => Some(SlotName::A),
-                "system1" => Some(SlotName::B),
-                _ => v.parse().ok(),
+                b"system0" | b"A" | b"a" => Some(SlotName::A),
+                b"system1" | b"B" | b"b" => Some(SlotName::B),
+                _ => None,
             }
         } else {
             None
@@ -127,8 +135,8 @@ pub fn booted_slot_from_cmdline(cmdline: &str) -> Result<Option<SlotName>, Cmdli
         match (slot, found) {
             (Some(s), Some((f, first))) if s != f => {
                 return Err(CmdlineError::Conflict {
-                    first: first.into(),
-                    second: word.into(),
+                    first: shown(first),
+                    second: shown(word),
                 })
             }
             (Some(s), None) => found = Some((s, word)),
@@ -245,11 +253,10 @@ pub const MAX_MOUNT_TABLE_BYTES: u64 = 16 << 20;
 /// Read a small host file by the rules of outside files
 /// ([`crate::files::read_capped`]: a FIFO there never hangs the read, a
 /// file over [`MAX_FACT_BYTES`] is not read whole); unreadable, missing,
-/// not a regular file or too large is `None`. Its bytes
-/// become text only for parsing: every marker read from these files
-/// (`abupdate.slot=`, `IMAGE_VERSION=`, a device number) is ASCII, so a
-/// byte that is not UTF-8 elsewhere (a mount point, a kernel argument)
-/// turns into U+FFFD there and hides nothing.
+/// not a regular file or too large is `None`. For the facts only parsed,
+/// never shown (the machine and boot ids, the uptime): a byte that is not
+/// UTF-8 turns into U+FFFD. The kernel command line and os-release, whose
+/// words a message names, are read as bytes ([`read_fact_bytes`]).
 pub fn read_fact(path: &Path) -> Option<String> {
     read_fact_bytes(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
@@ -292,7 +299,7 @@ mod tests {
 
     #[test]
     fn finds_booted_slot_on_cmdline() {
-        let slot = |c: &str| booted_slot_from_cmdline(c).expect(c);
+        let slot = |c: &str| booted_slot_from_cmdline(c.as_bytes()).expect(c);
         assert_eq!(
             slot("root=/dev/vda3 abupdate.slot=B quiet"),
             Some(SlotName::B)
@@ -304,6 +311,8 @@ mod tests {
         assert_eq!(slot("root=/dev/sda1"), None);
         // A RAUC bootname we do not know is not ours to read.
         assert_eq!(slot("rauc.slot=recovery"), None);
+        assert_eq!(slot("abupdate.slot=b"), Some(SlotName::B));
+        assert_eq!(slot("rauc.slot=a"), Some(SlotName::A));
     }
 
     #[test]
@@ -325,7 +334,7 @@ mod tests {
                 "abupdate.slot=A",
             ),
         ] {
-            let e = booted_slot_from_cmdline(cmdline).expect_err(cmdline);
+            let e = booted_slot_from_cmdline(cmdline.as_bytes()).expect_err(cmdline);
             assert_eq!(
                 e,
                 CmdlineError::Conflict {
@@ -339,8 +348,18 @@ mod tests {
             );
         }
         assert_eq!(
-            booted_slot_from_cmdline("abupdate.slot=C").map_err(|e| e.to_string()),
+            booted_slot_from_cmdline(b"abupdate.slot=C").map_err(|e| e.to_string()),
             Err("abupdate.slot=C: expected A or B".into())
+        );
+        // Outside bytes named losslessly (stop 58: `\xff` became U+FFFD).
+        assert_eq!(
+            booted_slot_from_cmdline(b"abupdate.slot=C\xff\x1b[2J").map_err(|e| e.to_string()),
+            Err("abupdate.slot=C\\xff\\x1b[2J: expected A or B".into())
+        );
+        assert_eq!(
+            booted_slot_from_cmdline(b"rauc.slot=A\xe9 abupdate.slot=B rauc.slot=A")
+                .map_err(|e| e.to_string()),
+            Err("abupdate.slot=B and rauc.slot=A name different booted slots".into())
         );
     }
 
@@ -404,8 +423,8 @@ mod tests {
             "cmdline",
             b"BOOT_IMAGE=/vmlinuz label=caf\xe9 abupdate.slot=B ro\n",
         );
-        let text = read_fact(&cmdline).expect("a cmdline that is not UTF-8 is still read");
-        assert_eq!(booted_slot_from_cmdline(&text), Ok(Some(SlotName::B)));
+        let bytes = read_fact_bytes(&cmdline).expect("a cmdline that is not UTF-8 is still read");
+        assert_eq!(booted_slot_from_cmdline(&bytes), Ok(Some(SlotName::B)));
         let os = file(
             "os-release",
             b"PRETTY_NAME=\"Edge OS caf\xe9\"\nID=t\nIMAGE_VERSION=3.0\n",

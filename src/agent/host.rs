@@ -149,7 +149,7 @@ impl Host {
 
     fn find_booted_slot(&self) -> Result<SlotName> {
         let cmdline_path = &self.config.system.cmdline;
-        if let Some(cmdline) = system::read_fact(cmdline_path) {
+        if let Some(cmdline) = system::read_fact_bytes(cmdline_path) {
             let named = system::booted_slot_from_cmdline(&cmdline).map_err(|error| {
                 SystemError::Cmdline {
                     path: cmdline_path.clone(),

@@ -116,9 +116,9 @@ pub use crate::fleet::controller::Options as FleetOptions;
 fn text(cmd: Cmd, v: &OsString) -> Result<String, String> {
     v.clone().into_string().map_err(|v| {
         format!(
-            "{}: {:?} is not UTF-8 text",
+            "{}: \"{}\" is not UTF-8 text",
             flags::command_def(cmd).name,
-            v.to_string_lossy()
+            flags::shown(&v)
         )
     })
 }
@@ -187,9 +187,7 @@ pub fn command(mut low: LowArgs) -> Result<(Global, Command), String> {
                         .iter()
                         .find(|d| std::ffi::OsStr::new(d.name) == name)
                         .map(|d| d.cmd)
-                        .ok_or_else(|| {
-                            format!("help: unknown command {:?}", name.to_string_lossy())
-                        })
+                        .ok_or_else(|| format!("help: unknown command \"{}\"", flags::shown(name)))
                 })
                 .transpose()?,
         ),

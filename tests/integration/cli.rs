@@ -160,7 +160,20 @@ fn arguments_that_are_not_utf8_are_errors_naming_them_not_panics() {
     // A word that must be text: refused by name, exit 2.
     let out = abupdate(&["check".into(), odd("http://h/r")]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("not UTF-8 text"), "{}", stderr(&out));
+    // Named byte for byte (stop 58: the bytes were U+FFFD, so two
+    // different arguments read the same).
+    assert!(
+        stderr(&out).contains(r#"check: "http://h/r\xff\xfe" is not UTF-8 text"#),
+        "{}",
+        stderr(&out)
+    );
+    let out = abupdate(&[odd("frob")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(r#"unknown command "frob\xff\xfe""#),
+        "{}",
+        stderr(&out)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -163,6 +163,28 @@ fn status_shows_a_hostile_os_release_version_escaped_and_lossless() {
     assert_eq!(status["booted_version"], shown);
 }
 
+/// The kernel command line is outside bytes too: a marker naming no slot
+/// is refused naming the word byte for byte (stop 58: a byte not UTF-8
+/// became U+FFFD and ESC `\u{1b}`, another notation), nothing raw on the
+/// terminal, the boot order untouched.
+#[test]
+fn a_bad_slot_marker_on_the_cmdline_is_named_byte_for_byte() {
+    let h = TestHost::new("facts-cmdline-bytes", "1.0", HostOptions::default());
+    let before = h.untouched();
+    std::fs::write(&h.cmdline, b"ro abupdate.slot=C\xff\x1b[2J quiet\n").expect("cmdline");
+    for args in [&["health"][..], &["mark-good"]] {
+        let out = h.abupdate(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(!out.stderr.contains(&0x1b), "{}", text(&out));
+        assert!(
+            text(&out).contains(r"abupdate.slot=C\xff\x1b[2J: expected A or B"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    h.assert_untouched(&before, "a bad slot marker");
+}
+
 /// The booted slot's record, which the re-bless fills from os-release (a
 /// host whose state was lost), keeps the version's bytes as the one
 /// quoting rule writes them, never U+FFFD: `status` shows it as it shows
