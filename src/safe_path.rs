@@ -353,15 +353,42 @@ pub fn command(path: &Path) -> Result<Command, String> {
     let resolved = program(path)?;
     let mut cmd = Command::new(resolved);
     cmd.arg0(path);
+    give_path(&mut cmd);
     Ok(cmd)
 }
 
 /// `PATH` when the environment has none: systemd's default for services.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin";
 
+/// The `PATH` a bare name is looked up in: `given` (the process's) when it
+/// names an absolute directory, else [`DEFAULT_PATH`]. An empty `PATH`, or
+/// one of relative entries only (a cron line, a wrapper that cleared the
+/// environment), is no `PATH`: searched nowhere, it failed a unit check and
+/// the reboot command, and a good trial was rolled back (found from
+/// outside, stop 58).
+fn search_path(given: Option<&OsStr>) -> &OsStr {
+    match given {
+        Some(p) if std::env::split_paths(p).any(|dir| dir.is_absolute()) => p,
+        _ => OsStr::new(DEFAULT_PATH),
+    }
+}
+
+/// A child (a check, a hook, a backend script) gets the `PATH` a bare name
+/// is looked up in ([`search_path`]) when the process's is none, so that
+/// its own `sleep` or `grep` is found: what a check finds must not depend
+/// on who started abupdate. A usable `PATH` is passed on as it is.
+fn give_path(cmd: &mut Command) {
+    let own = std::env::var_os("PATH");
+    let usable = search_path(own.as_deref());
+    if own.as_deref() != Some(usable) {
+        cmd.env("PATH", usable);
+    }
+}
+
 /// [`command`] for a program the site names as a shell would (the reboot
 /// command, `systemctl`): a name with a slash is a path; a bare name is
-/// looked up in `search` (the process's `PATH`, else [`DEFAULT_PATH`]), and
+/// looked up in `search` (the process's `PATH`, else [`DEFAULT_PATH`]:
+/// [`search_path`]), and
 /// the first directory holding an entry of that name decides: it runs when
 /// [`program`] accepts it, else the refusal names it. Relative entries
 /// (`.`, an empty one) are skipped: where a program run as root is found
@@ -370,7 +397,7 @@ pub fn command_on_path(name: &str, search: Option<&OsStr>) -> Result<Command, St
     if name.contains('/') {
         return command(Path::new(name));
     }
-    let search = search.unwrap_or(OsStr::new(DEFAULT_PATH));
+    let search = search_path(search);
     let found = std::env::split_paths(search)
         .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join(name))
@@ -386,6 +413,7 @@ pub fn command_on_path(name: &str, search: Option<&OsStr>) -> Result<Command, St
         program(&candidate).map_err(|why| format!("{}: {why}", show_path(&candidate)))?;
     let mut cmd = Command::new(resolved);
     cmd.arg0(name);
+    give_path(&mut cmd);
     Ok(cmd)
 }
 
@@ -773,6 +801,28 @@ mod tests {
             Err(format!(
                 "no-such-program: not found in PATH ({})",
                 safe.display()
+            ))
+        );
+    }
+
+    /// An empty `PATH`, or one of relative entries only, is no `PATH`: the
+    /// default is searched (stop 58: searched nowhere, a unit check and
+    /// the reboot command failed). A usable one is kept.
+    #[test]
+    fn a_path_without_an_absolute_directory_is_no_path() {
+        for none in [None, Some(""), Some(":"), Some(".:bin")] {
+            assert_eq!(
+                search_path(none.map(OsStr::new)),
+                OsStr::new(DEFAULT_PATH),
+                "{none:?}"
+            );
+        }
+        assert_eq!(search_path(Some(OsStr::new(".:/opt/bin"))), ".:/opt/bin");
+        let e = command_on_path("no-such-program", Some(OsStr::new(""))).map(|_| ());
+        assert_eq!(
+            e,
+            Err(format!(
+                "no-such-program: not found in PATH ({DEFAULT_PATH})"
             ))
         );
     }

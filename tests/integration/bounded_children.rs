@@ -227,3 +227,26 @@ fn a_verb_and_what_it_started_die_with_a_killed_abupdate_and_never_write() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(!written.exists(), "the dead abupdate's verb wrote");
 }
+
+/// Found from outside (stop 58): `health` started with an empty `PATH` (a
+/// cron line, a wrapper that cleared the environment) passed it on, so a
+/// check's own `sleep` was "not found" and a good trial was rolled back.
+/// A `PATH` without an absolute directory is none: the children get the
+/// default, and the trial is judged on itself.
+#[test]
+fn a_check_started_with_an_empty_path_finds_its_programs() {
+    for path in ["", ".:bin"] {
+        let h = host_on_trial(&format!("children-path-{}", path.len()), "");
+        h.add_health_check(
+            "10-uses-path",
+            "sleep 0 && grep -q . /dev/null; test $? = 1",
+        );
+        let out = h.abupdate_env(&["health"], &[("PATH", path)]);
+        assert!(out.status.success(), "PATH={path:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("committed 2.0"),
+            "PATH={path:?}: {}",
+            text(&out)
+        );
+    }
+}
