@@ -350,9 +350,7 @@ impl Error {
         match self {
             Error::Usage(_) => Kind::Usage,
             Error::Config(_) => Kind::Config,
-            Error::State(
-                crate::state::StateError::Locked { .. } | crate::state::StateError::LockLost { .. },
-            ) => Kind::Locked,
+            Error::State(e) if e.is_without_the_lock() => Kind::Locked,
             Error::State(_) => Kind::State,
             Error::Trust(_) => Kind::Signature,
             Error::Fetch(e) => e.kind(),

@@ -85,6 +85,21 @@ pub enum StateError {
     },
 }
 
+impl StateError {
+    /// This run does not hold the state lock: another instance holds it, or
+    /// the lock this run took no longer stands at its name (the state dir
+    /// removed under it), also when that is why a bootloader change went
+    /// unrecorded. Such a run saves nothing, a failure's count included
+    /// (kind `locked`).
+    pub fn is_without_the_lock(&self) -> bool {
+        match self {
+            StateError::Locked { .. } | StateError::LockLost { .. } => true,
+            StateError::NotRecorded { source, .. } => source.is_without_the_lock(),
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -3299,5 +3314,20 @@ mod tests {
             "{e}"
         );
         assert_eq!(sd.load().expect("load"), theirs);
+        // Also when it is why a bootloader change went unrecorded.
+        assert!(e.is_without_the_lock());
+        let unrecorded = |source| StateError::NotRecorded {
+            path: dir.join("state.json"),
+            what: "slot B staged".into(),
+            source: Box::new(source),
+            bootloader: "restored".into(),
+        };
+        assert!(unrecorded(e).is_without_the_lock());
+        let full = StateError::Io {
+            path: dir.join("state.json"),
+            source: std::io::Error::other("no space"),
+        };
+        assert!(!full.is_without_the_lock());
+        assert!(!unrecorded(full).is_without_the_lock());
     }
 }

@@ -65,6 +65,12 @@ pub fn publish(
 /// the version and, when the run read its manifest, the build it was about;
 /// without a build, the build of the slot holding that version, if any.
 pub fn record_failure(host: &Host, error: &Error, release: Option<(&str, Option<&str>)>) {
+    // A run without the lock saves nothing: taking it again here would
+    // make a removed state dir anew and count the holder's failure
+    // (found from outside, stop 58).
+    if error.kind() == crate::error::Kind::Locked {
+        return;
+    }
     let Ok(lock) = host.state_dir.lock() else {
         return;
     };

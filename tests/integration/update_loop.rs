@@ -1233,6 +1233,32 @@ fn an_install_the_host_refuses_counts_no_failure_and_delays_no_timer_run() {
     );
 }
 
+/// Found from outside (stop 58): the state directory removed under an
+/// install (here by its post-install hook, before the activation is
+/// saved) ended the run as README's source table says (nothing more
+/// saved), but as kind `state`, and the failure's bookkeeping then took the
+/// lock anew: a fresh state directory with a failure counted and the timer
+/// backing off. A run without its lock is `locked` and saves nothing.
+#[test]
+fn an_install_whose_state_dir_is_removed_under_it_is_locked_and_saves_nothing() {
+    let (h, m) = host_with_release("loop-state-dir-removed");
+    h.post_install_hook(&format!("rm -rf {}", h.state_dir.display()));
+    let out = h.abupdate(&[
+        "--json",
+        "install",
+        m.to_str().expect("utf8"),
+        "--no-reboot",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "locked", "{v}");
+    assert!(
+        !h.state_dir.join("state.json").exists(),
+        "a run without its lock saved a state"
+    );
+    assert_eq!(var(&h, "B_OK"), "0", "the activation was undone");
+}
+
 /// `health` at boot while another abupdate holds the state lock a moment (a
 /// command run by hand; left at stop 55): the verdict waits for the lock
 /// and is made, not lost to a `locked` exit. A holder that outlasts the
