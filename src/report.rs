@@ -16,6 +16,11 @@
 //! operator's `[report] labels`; an outcome is one [`Outcome`] for the
 //! webhook, the textfile and the controller alike; the textfile stays
 //! bounded (the outcomes of the last [`MAX_RELEASES`] releases only).
+//!
+//! An outcome's time is never before the previous outcome of its release
+//! on this host ([`outcome_time`]), in the state, the textfile and the
+//! webhook alike: the fleet orders a host's steps by it, and the wall
+//! clock of a trial boot may read 2000.
 
 use crate::config::Report;
 use crate::state::{Metrics, Unknown};
@@ -115,18 +120,57 @@ pub struct OutcomeRecord {
     /// The error kind of a `failed` outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// Unix time of the latest such outcome.
+    /// Unix time of the latest such outcome ([`outcome_time`]).
     pub time: i64,
     /// Fields a newer version wrote, kept as they are.
     #[serde(flatten)]
     pub unknown: Unknown,
 }
 
-/// Note an outcome of `release` (of build `build`, when known) at `time`
-/// in `log` (the state's list): the latest time per (release, build,
-/// outcome, kind), for the [`MAX_RELEASES`] releases with the most recent
-/// outcomes. An empty release (a run that failed before any manifest was
-/// read) names no release and is not kept.
+/// The time an outcome of `release` that happens at `now` (the wall
+/// clock) is recorded at: `now`, or one second after the release's latest
+/// outcome in `log` when that is not earlier. Pure.
+///
+/// A host's outcomes of one release are a sequence (installed, then
+/// committed or a failure; committed, then rolled back late), and the
+/// fleet orders a host's outcomes by their times (the latest report, the
+/// largest `abupdate_release_outcome` value). The clock cannot be trusted
+/// to keep that order: a trial boots on the image's build date or an RTC
+/// reset to 2000 until NTP syncs, and its commit, stamped before the
+/// install, was counted as no verdict (found from outside, review G). The
+/// host knows the order, so each step is stamped after the one before it:
+/// strictly after, so every reader (an older controller, `topk`) orders
+/// it right without a tie-break.
+pub fn outcome_time(log: &[OutcomeRecord], release: &str, now: i64) -> i64 {
+    log.iter()
+        .filter(|r| r.release == release)
+        .map(|r| r.time.saturating_add(1))
+        .fold(now, i64::max)
+}
+
+/// The time of the latest `outcome` of build `build` of `release` in
+/// `log`: the time a report of the outcome just recorded carries, so the
+/// webhook and the textfile say the same ([`outcome_time`]).
+pub fn recorded_time(
+    log: &[OutcomeRecord],
+    release: &str,
+    build: Option<&str>,
+    outcome: Outcome,
+) -> Option<i64> {
+    log.iter()
+        .filter(|r| {
+            r.release == release && r.build.as_deref() == build && r.outcome == outcome.as_str()
+        })
+        .map(|r| r.time)
+        .max()
+}
+
+/// Note an outcome of `release` (of build `build`, when known) that
+/// happened at `time` (the wall clock) in `log` (the state's list), at
+/// [`outcome_time`]: the latest time per (release, build, outcome, kind),
+/// for the [`MAX_RELEASES`] releases with the most recent outcomes. An
+/// empty release (a run that failed before
+/// any manifest was read) names no release and is not kept.
 pub fn record_outcome(
     log: &mut Vec<OutcomeRecord>,
     release: &str,
@@ -138,12 +182,13 @@ pub fn record_outcome(
     if release.is_empty() {
         return;
     }
+    let time = outcome_time(log, release, time);
     let kind = kind.map(str::to_string);
     let build = build.map(str::to_string);
     match log.iter_mut().find(|r| {
         r.release == release && r.build == build && r.outcome == outcome.as_str() && r.kind == kind
     }) {
-        Some(r) => r.time = r.time.max(time),
+        Some(r) => r.time = time,
         None => log.push(OutcomeRecord {
             release: release.to_string(),
             build,
@@ -666,7 +711,7 @@ mod tests {
             Some("0123456789abcdef"),
             Outcome::Failed,
             Some("network"),
-            5,
+            15,
         );
         let mut m = Metrics::default();
         m.failures.insert("network".into(), 1);
@@ -678,7 +723,7 @@ mod tests {
             assert!(line.contains(tail), "{line}");
         }
         assert!(text.contains(&format!(
-            "abupdate_release_outcome{{release=\"2.0\",build=\"0123456789abcdef\",outcome=\"failed\",kind=\"network\",{tail} 5\n"
+            "abupdate_release_outcome{{release=\"2.0\",build=\"0123456789abcdef\",outcome=\"failed\",kind=\"network\",{tail} 15\n"
         )));
         assert!(text.contains(&format!(
             "abupdate_release_outcome{{release=\"2.0\",outcome=\"installed\",{tail} 10\n"
@@ -727,7 +772,10 @@ mod tests {
         record_outcome(&mut log, "1.0", None, Outcome::Committed, None, 100);
         record_outcome(&mut log, "1.0", None, Outcome::Committed, None, 50);
         assert_eq!(log.len(), 1);
-        assert_eq!(log[0].time, 100, "an older time replaced a newer one");
+        assert_eq!(
+            log[0].time, 101,
+            "the later outcome is not after the earlier"
+        );
         record_outcome(&mut log, "", None, Outcome::Failed, Some("network"), 101);
         assert_eq!(log.len(), 1, "a failure naming no release was kept");
         for (i, r) in ["2.0", "3.0", "4.0", "5.0"].iter().enumerate() {
@@ -751,6 +799,53 @@ mod tests {
             "not the {MAX_RELEASES} newest releases: {log:?}"
         );
         assert_eq!(log.len(), 12);
+    }
+
+    /// Review G: a trial committed before NTP synced its clock (2000)
+    /// was stamped before its install and counted as installed, never
+    /// committed. Each step of a release is stamped after the one before
+    /// it, whatever the clock reads; a clock that is right is taken as is.
+    #[test]
+    fn an_outcome_is_stamped_after_the_releases_previous_one_whatever_the_clock() {
+        let installed_at = 1_800_000_000;
+        let build = Some("0123abcd");
+        let mut log = Vec::new();
+        // Records `outcome` of 2.0 under a clock at `now`; its time.
+        let mut step = |outcome, now| {
+            record_outcome(&mut log, "2.0", build, outcome, None, now);
+            recorded_time(&log, "2.0", build, outcome).expect("recorded")
+        };
+        assert_eq!(step(Outcome::Installed, installed_at), installed_at);
+        let behind = step(Outcome::Committed, 946_684_800);
+        assert_eq!(behind, installed_at + 1, "a clock behind stamped it first");
+        // The same second (a clock that did not move): still after.
+        assert_eq!(
+            step(Outcome::RolledBackLate, installed_at),
+            installed_at + 2
+        );
+        // Another release's outcomes do not move this one's.
+        record_outcome(
+            &mut log,
+            "1.0",
+            None,
+            Outcome::Failed,
+            Some("network"),
+            2_400_000_000,
+        );
+        assert_eq!(outcome_time(&log, "2.0", 0), installed_at + 3);
+        // A clock after every step is taken as is.
+        assert_eq!(
+            outcome_time(&log, "2.0", installed_at + 60),
+            installed_at + 60
+        );
+        assert_eq!(outcome_time(&log, "3.0", 7), 7, "a release with no outcome");
+        // Another build's steps of the release come before a rebuild's.
+        record_outcome(&mut log, "2.0", Some("ffff"), Outcome::Installed, None, 5);
+        assert_eq!(
+            recorded_time(&log, "2.0", Some("ffff"), Outcome::Installed),
+            Some(installed_at + 3)
+        );
+        assert_eq!(recorded_time(&log, "2.0", None, Outcome::Installed), None);
     }
 
     #[test]

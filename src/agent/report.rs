@@ -54,7 +54,12 @@ pub fn publish(
         outcome: outcome.as_str().to_string(),
         error_kind: error.map(|(k, _)| k.as_str().to_string()),
         message: error.map(|(_, m)| crate::fetch::redact(m).into_owned()),
-        time: now(),
+        // The time the outcome was recorded at, which is after the
+        // release's step before it (`report::outcome_time`), as the
+        // textfile's: the clock's now only for an outcome not recorded
+        // (a run that failed before it read a manifest).
+        time: crate::report::recorded_time(&state.outcomes, release, build, outcome)
+            .unwrap_or_else(now),
     };
     // On its own thread: the flow goes on and releases the lock at once;
     // the reboot command and the process's exit wait for it, bounded.

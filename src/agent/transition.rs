@@ -44,6 +44,11 @@
 //!
 //! Every state write goes through the [`StateLock`] the transition holds:
 //! only the instance holding the lock changes the host.
+//!
+//! Each step's time (its outcome, `last_success`, the slot's and the
+//! probation's records) is its release's next outcome time ([`step_time`]): never
+//! before the release's previous outcome on this host, so a commit under a
+//! clock still at 2000 is not taken for a step before the install.
 
 use super::verdict::Failure;
 use super::Host;
@@ -120,7 +125,7 @@ impl<'a> Transition<'a> {
         crate::failpoint::hit("activated");
         // What is on disk (`writing`), kept for a save that fails.
         let before = state.clone();
-        let at = now();
+        let at = step_time(state, &t.version);
         state.stage(&t, self.host.boot_id(), at);
         update(state);
         state.metrics.last_success = Some(at);
@@ -183,7 +188,7 @@ impl<'a> Transition<'a> {
     pub(super) fn commit(&self, state: &mut State, t: &Transaction, probation: u64) -> Result<()> {
         self.host.boot.set_state(t.to, BootState::Good)?;
         crate::failpoint::hit("committed");
-        let at = now();
+        let at = step_time(state, &t.version);
         state.commit(t, at, probation, self.host.boot_id());
         record(state, t, Outcome::Committed, at);
         self.save(state)?;
@@ -211,9 +216,9 @@ impl<'a> Transition<'a> {
         probation: u64,
     ) -> Result<()> {
         self.host.boot.set_state(booted, BootState::Good)?;
-        let at = now();
         match version {
             Some(version) => {
+                let at = step_time(state, version);
                 state.commit_undescribed(booted, version, at, probation, self.host.boot_id());
                 // No build: the images the trial wrote are not known.
                 crate::report::record_outcome(
@@ -244,7 +249,7 @@ impl<'a> Transition<'a> {
         crate::failpoint::hit("retire-marked-bad");
         self.host.boot.activate(t.from)?;
         crate::failpoint::hit("rolled-back");
-        let at = now();
+        let at = step_time(state, &t.version);
         state.retire_trial(
             t,
             why.holds_release(),
@@ -276,7 +281,7 @@ impl<'a> Transition<'a> {
     /// the next `update` disarms again (each write idempotent).
     pub(super) fn disarm(&self, state: &mut State, t: &Transaction) -> Result<()> {
         self.disarm_pair(t)?;
-        let at = now();
+        let at = step_time(state, &t.version);
         state.disarm(t);
         record(state, t, Outcome::Disarmed, at);
         self.save(state)
@@ -302,7 +307,7 @@ impl<'a> Transition<'a> {
     /// `t.to` bad: the operator's `mark-bad` runs again.
     pub(super) fn cancel(&self, state: &mut State, t: &Transaction, why: &str) -> Result<()> {
         self.disarm_pair(t)?;
-        let at = now();
+        let at = step_time(state, &t.version);
         state.cancel(t, why, at);
         record(state, t, Outcome::Disarmed, at);
         self.save(state)
@@ -387,6 +392,12 @@ impl<'a> Transition<'a> {
         state.switched_to(slot, vouched);
         self.save(state)
     }
+}
+
+/// The time of a step of `version` taken now: its next outcome time
+/// ([`crate::report::outcome_time`]).
+fn step_time(state: &State, version: &str) -> i64 {
+    crate::report::outcome_time(&state.outcomes, version, now())
 }
 
 /// The outcome `outcome` of `t`'s release at `at`, in the log the host's

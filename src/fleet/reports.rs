@@ -39,8 +39,10 @@ pub(crate) fn same_build(reported: Option<&str>, build: &str) -> bool {
 /// `compatible` ([`same_build`]): each host
 /// by its latest report that counts, except that a failure of the release
 /// sticks (a host's clock may read 1970 before NTP, or 2099: a report's
-/// time orders a host's reports but never hides its failure). At one time,
-/// the later step of a trial wins (committed over installed).
+/// time orders a host's reports but never hides its failure). A host
+/// stamps each step of a release after the step before it, whatever its
+/// clock reads ([`crate::report::outcome_time`]); at one time (an older
+/// host's), the later step of a trial wins (committed over installed).
 pub fn tally(events: &[Event], compatible: &str, version: &str, build: &str) -> Tally {
     let mut t = Tally::default();
     let step = |v: Verdict| match v {

@@ -428,6 +428,91 @@ fn verdicts_are_reported_as_a_prometheus_textfile_and_a_webhook() {
     );
 }
 
+/// Review G: a host without an RTC boots its trial on a clock behind the
+/// one it installed under (the image's build date, 2000) until NTP syncs,
+/// and its commit, stamped before its install, left the host counted as
+/// installed, never committed (a rollout never reached `advance_when`), and
+/// moved `last_success` back. The install's record here is set ahead of
+/// the trial's clock (ten years) to stand for that: the commit is still
+/// stamped after it, alike in the state, the textfile and the webhook
+/// report, and `fleet` counts the host committed.
+#[test]
+fn a_commit_under_a_clock_behind_the_install_is_still_its_later_step() {
+    let (url, bodies) = webhook_server();
+    let mut h = TestHost::new("fleet-clock-behind", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
+    let prom = h.dir.join("abupdate.prom");
+    with_url(
+        &h,
+        &m,
+        &format!(
+            "[report]\ntextfile = \"{}\"\nwebhook = \"{url}\"\n",
+            prom.display()
+        ),
+    );
+    assert!(h.abupdate(&["update"]).status.success());
+    let recv = || -> serde_json::Value {
+        let body = bodies
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a report");
+        serde_json::from_str(&body).expect("event json")
+    };
+    let mut installed = recv();
+    assert_eq!(installed["outcome"], "installed", "{installed}");
+    let ahead = crate::common::host::now() + 10 * 365 * 86400;
+    h.edit_state(|s| {
+        for r in s["outcomes"].as_array_mut().expect("outcomes") {
+            r["time"] = ahead.into();
+        }
+        s["metrics"]["last_success"] = ahead.into();
+    });
+    installed["time"] = ahead.into();
+
+    assert_eq!(h.boot(), "B");
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let committed = recv();
+    assert_eq!(committed["outcome"], "committed", "{committed}");
+    assert_eq!(committed["time"], ahead + 1, "{committed}");
+    let state = h.state();
+    let time_of = |outcome: &str| {
+        state["outcomes"]
+            .as_array()
+            .expect("outcomes")
+            .iter()
+            .find(|r| r["outcome"] == outcome)
+            .map(|r| r["time"].clone())
+    };
+    assert_eq!(time_of("installed"), Some(ahead.into()), "{state}");
+    assert_eq!(time_of("committed"), Some((ahead + 1).into()), "{state}");
+    assert_eq!(state["metrics"]["last_success"], ahead + 1, "moved back");
+    let prom_text = std::fs::read_to_string(&prom).expect("textfile");
+    assert!(
+        prom_text.lines().any(
+            |l| l.starts_with("abupdate_release_outcome{release=\"2.0\"")
+                && l.contains("outcome=\"committed\"")
+                && l.ends_with(&format!(" {}", ahead + 1))
+        ),
+        "{prom_text}"
+    );
+
+    let reports = h.dir.join("reports.jsonl");
+    std::fs::write(&reports, format!("{installed}\n{committed}\n")).expect("reports");
+    let out = fleet(
+        &m,
+        &[&h.secret_key],
+        &reports,
+        &["--fleet-size", "1", "--dry-run"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let j = json(&out);
+    assert_eq!(
+        (j["installed"].as_u64(), j["committed"].as_u64()),
+        (Some(0), Some(1)),
+        "{j}"
+    );
+}
+
 #[test]
 fn the_operator_pauses_a_failing_release_by_re_signing_its_manifest() {
     let h = TestHost::new("fleet-operator", "1.0", HostOptions::default());
