@@ -1630,11 +1630,17 @@ impl StateDir {
         if std::fs::symlink_metadata(&partial).is_ok_and(|m| !m.is_dir()) {
             std::fs::remove_file(&partial).map_err(io(&partial))?;
         }
-        std::fs::DirBuilder::new()
+        match std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(&partial)
-            .map_err(io(&partial))
+        {
+            // The downloads' directory is made when it can be: a state
+            // filesystem that takes nothing new still has a verdict to
+            // make ([`Self::lock`]); a download there fails naming it.
+            Err(e) if takes_nothing_new(&e) && self.dir.is_dir() => Ok(()),
+            made => made.map_err(io(&partial)),
+        }
     }
 
     /// When others than root (or the user abupdate runs as) could change
@@ -1798,9 +1804,11 @@ impl StateDir {
     /// Take the exclusive instance lock, or say who holds it. The lock is
     /// what may save the state.
     ///
-    /// On a state filesystem gone read-only (a data partition remounted
-    /// after errors) the lock is taken on what can still be opened for
-    /// reading, the lock file else the dir (`flock` needs no write access):
+    /// On a state filesystem that takes nothing new (gone read-only, a
+    /// data partition remounted after errors; or full, or over quota, with
+    /// the lock file gone: found from outside, stop 58) the lock is taken
+    /// on what can still be opened for reading, the lock file else the dir
+    /// (`flock` needs no write access):
     /// the boot's verdict and its re-bless write the bootloader, not the
     /// state, and must not be lost to it; only the state's own save fails.
     ///
@@ -1842,12 +1850,10 @@ impl StateDir {
         self.ensure()?;
         let path = self.lock_file();
         let (mut file, locked) = match open_lock_file(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
-                match crate::files::open_regular(&path) {
-                    Ok(f) => (f, path.clone()),
-                    Err(_) => (File::open(&self.dir).map_err(io(&path))?, self.dir.clone()),
-                }
-            }
+            Err(e) if takes_nothing_new(&e) => match crate::files::open_regular(&path) {
+                Ok(f) => (f, path.clone()),
+                Err(_) => (File::open(&self.dir).map_err(io(&path))?, self.dir.clone()),
+            },
             opened => (opened.map_err(io(&path))?, path.clone()),
         };
         let fd = file.as_fd().try_clone_to_owned().map_err(io(&path))?;
@@ -1883,6 +1889,15 @@ impl StateDir {
             }),
         }
     }
+}
+
+/// Whether making a file or directory failed because the filesystem takes
+/// nothing new: read-only, full, or over quota ([`StateDir::lock`]).
+fn takes_nothing_new(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EROFS | nix::libc::ENOSPC | nix::libc::EDQUOT)
+    )
 }
 
 /// The exclusive instance lock of one state dir, held for the life of a

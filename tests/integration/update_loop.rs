@@ -565,6 +565,49 @@ fn a_read_only_state_dir_still_reblesses_the_booted_slot() {
     }
 }
 
+/// Found from outside (stop 58): a state filesystem out of space or
+/// inodes with its lock file gone (a state dir reset on a full data
+/// partition) lost the boot's verdict: `…/lock: No space left on device`,
+/// nothing judged, and the next boot fell back. As on a read-only one,
+/// the lock is taken on what can be opened and the booted slot is
+/// re-blessed; only the state's own save fails.
+#[test]
+fn a_full_state_filesystem_without_its_lock_file_still_reblesses_the_booted_slot() {
+    let mut h = TestHost::new("loop-state-full", "1.0", HostOptions::default());
+    assert_eq!(h.boot(), "A");
+    assert_eq!(var(&h, "A_TRY"), "1");
+    let state = std::fs::read(h.state_dir.join("state.json")).expect("state");
+    let mounted = crate::common::host::run(
+        std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=64k,nr_inodes=3,mode=0755",
+                "tmpfs",
+            ])
+            .arg(&h.state_dir),
+    );
+    assert!(mounted.status.success(), "{}", text(&mounted));
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).output();
+        }
+    }
+    let _unmount = Unmount(&h.state_dir);
+    std::fs::write(h.state_dir.join("state.json"), state).expect("state on the tmpfs");
+    // Every inode taken: no lock file, no `partial` can be made.
+    let mut n = 0;
+    while std::fs::write(h.state_dir.join(format!("fill-{n}")), b"").is_ok() {
+        n += 1;
+    }
+    assert!(!h.state_dir.join("lock").exists() && !h.state_dir.join("partial").exists());
+    let out = h.abupdate(&["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(var(&h, "A_TRY"), "0", "the booted slot was not re-blessed");
+}
+
 #[test]
 fn fields_a_newer_version_wrote_survive_a_save() {
     let h = TestHost::new("loop-newer-fields", "1.0", HostOptions::default());
