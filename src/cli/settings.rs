@@ -125,6 +125,12 @@ fn text(cmd: Cmd, v: &OsString) -> Result<String, String> {
 
 /// A SOURCE: a URL, or a local path, which is bytes: one that is not UTF-8
 /// text is named by a `file://` URL of its exact bytes (a location is text).
+/// A relative path is made absolute (`std::path::absolute`: the current
+/// directory, `.` dropped), so the records kept of a source (its newest
+/// `created`, what a replay is judged against) are of the file it names,
+/// not of its spelling: `releases/release.json` typed in two directories
+/// was one source, and the second was refused as a replay of the first
+/// (found from outside, stop 58).
 fn source(cmd: Cmd, v: &OsString) -> Result<String, String> {
     let bytes = v.as_encoded_bytes();
     let scheme = bytes.iter().position(|&b| b == b':').is_some_and(|i| {
@@ -134,24 +140,21 @@ fn source(cmd: Cmd, v: &OsString) -> Result<String, String> {
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(b))
     });
-    if v.to_str().is_some() || scheme {
+    if scheme {
         // A URL is text: one that is not is refused.
         return text(cmd, v);
     }
-    let path = std::path::Path::new(v);
-    let absolute = match path.is_absolute() {
-        true => path.to_path_buf(),
-        false => std::env::current_dir()
-            .map_err(|e| {
-                format!(
-                    "{}: {}: a relative path, and the current directory: {e}",
-                    flags::command_def(cmd).name,
-                    crate::text::show(v.as_encoded_bytes())
-                )
-            })?
-            .join(path),
-    };
-    Ok(crate::fetch::file_url_of(&absolute))
+    let absolute = std::path::absolute(v).map_err(|e| {
+        format!(
+            "{}: {}: a relative path, and the current directory: {e}",
+            flags::command_def(cmd).name,
+            crate::text::show(v.as_encoded_bytes())
+        )
+    })?;
+    Ok(match absolute.to_str() {
+        Some(text) => text.to_string(),
+        None => crate::fetch::file_url_of(&absolute),
+    })
 }
 
 /// The typed command of a parsed line (`Err`: the usage error's message).

@@ -1302,6 +1302,31 @@ fn an_install_whose_state_dir_is_removed_under_it_is_locked_and_saves_nothing() 
     assert_eq!(var(&h, "B_OK"), "0", "the activation was undone");
 }
 
+/// Found from outside (stop 58): a relative SOURCE was kept as typed, so
+/// `releases/release.json` typed in two directories was one source (the
+/// second, an older release, refused as a replay of the first, naming
+/// another file) and one file typed two ways was two. It is keyed by the
+/// absolute path it names.
+#[test]
+fn a_relative_source_is_keyed_by_the_file_it_names() {
+    let h = TestHost::new("loop-relative-source", "1.0", HostOptions::default());
+    let m = h.pack("r2", "2.0", &image("2.0", 1 << 16), &[]);
+    let dir = m.parent().expect("release dir");
+    let relative = std::path::Path::new(dir.file_name().expect("name")).join("release.json");
+    let out = std::process::Command::new(crate::common::host::bin())
+        .current_dir(dir.parent().expect("parent"))
+        .arg("--config")
+        .arg(&h.config)
+        .arg("check")
+        .arg(&relative)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+    let sources = &h.state()["newest_by_source"];
+    let keys: Vec<&String> = sources.as_object().expect("map").keys().collect();
+    assert_eq!(keys, [&m.display().to_string()], "{sources}");
+}
+
 /// `health` at boot while another abupdate holds the state lock a moment (a
 /// command run by hand; left at stop 55): the verdict waits for the lock
 /// and is made, not lost to a `locked` exit. A holder that outlasts the
