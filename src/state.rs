@@ -1410,6 +1410,21 @@ impl State {
         }
     }
 
+    /// `mark-good --force` of the booted `slot` a rollback left (recorded
+    /// bad, its release held, the other slot next): good again, its release
+    /// off the failed list (whatever held it: the operator's word over the
+    /// earlier verdict, or `status` would call the slot good and its
+    /// release failed at once), and no reboot owed into the other slot.
+    pub fn cancel_rollback(&mut self, slot: SlotName) {
+        self.mark(slot, true);
+        if let Some(v) = self.slot(slot).version {
+            self.failed.retain(|f| !same_version(&f.version, &v));
+        }
+        if self.planned_reboot.as_ref().is_some_and(|p| p.slot != slot) {
+            self.planned_reboot = None;
+        }
+    }
+
     /// A manual rollback onto `slot` made it the one booted next: a slot
     /// staged and never tried keeps its transaction (the boot is its
     /// trial, judged by `health`); anything else in flight is abandoned.
@@ -3344,5 +3359,28 @@ mod tests {
         };
         assert!(!full.is_without_the_lock());
         assert!(!unrecorded(full).is_without_the_lock());
+    }
+
+    /// A forced `mark-good` of the booted slot a rollback left cancels it
+    /// whole: the slot good, its release (spelt either way) off the failed
+    /// list whatever held it, no reboot owed into the other slot; another
+    /// release's entry stays.
+    #[test]
+    fn cancelling_a_rollback_lifts_the_hold_of_the_slots_release_and_the_owed_reboot() {
+        let mut s = State::default();
+        let rec = s.slot_mut(SlotName::B);
+        rec.status = SlotStatus::Bad;
+        rec.version = Some("2.0".into());
+        s.hold("2.0.0", "aa", "rejected by hand", 1, Hold::Rejected);
+        s.record_failed("1.5", "bb", "its trial failed", 1);
+        s.planned_reboot = Some(PlannedReboot {
+            slot: SlotName::A,
+            version: "2.0".into(),
+        });
+        s.cancel_rollback(SlotName::B);
+        assert_eq!(s.slot(SlotName::B).status, SlotStatus::Good);
+        assert!(!s.holds("2.0"));
+        assert!(s.holds("1.5"), "another release's entry");
+        assert_eq!(s.planned_reboot, None);
     }
 }

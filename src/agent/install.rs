@@ -462,7 +462,14 @@ fn install_verified(
         }
     }
     if host.boot.state(booted)? != BootState::Good {
-        return Err(Refusal::BootedNotGood { slot: booted }.into());
+        // Recorded bad: a rollback from it waits for its reboot (advice
+        // to mark it good undid that rollback unseen, and the write then
+        // overwrote the slot rolled back to; found from outside).
+        return Err(match state.slot(booted).status {
+            SlotStatus::Bad => Refusal::BootedRolledBack { slot: booted },
+            _ => Refusal::BootedNotGood { slot: booted },
+        }
+        .into());
     }
     // Recorded below as the fallback of what this installs: never a try
     // nothing judged (a state deleted or damaged between a staging and its

@@ -87,6 +87,47 @@ pub enum Refusal {
         /// The booted slot.
         slot: SlotName,
     },
+    /// An install from a booted slot recorded bad: a rollback from it
+    /// (`rollback --no-reboot`, a failed trial or probation) waits for its
+    /// reboot.
+    BootedRolledBack {
+        /// The booted slot.
+        slot: SlotName,
+    },
+    /// `mark-good` (without `--force`) of the booted slot recorded bad with
+    /// its release on the failed list: it would undo the rollback from it
+    /// unseen.
+    RolledBackFrom {
+        /// The booted slot.
+        slot: SlotName,
+    },
+    /// A manual verb (even forced) that would make bootable a slot the
+    /// records show empty, being written, or naming no release written
+    /// whole there ([`recovery::judge`]).
+    NoWholeImage {
+        /// The command.
+        op: Manual,
+        /// The slot it would make bootable.
+        slot: SlotName,
+        /// What the state says it holds.
+        status: SlotStatus,
+        /// The release being written there, if a write is in flight.
+        writing: Option<String>,
+    },
+    /// A manual verb (even forced) that would make bootable a slot whose
+    /// image no longer reads back as the digest its record keeps.
+    Damaged {
+        /// The command.
+        op: Manual,
+        /// The slot read back.
+        slot: SlotName,
+        /// The first image class that did not match.
+        class: String,
+        /// Its device.
+        device: std::path::PathBuf,
+        /// The release its record names.
+        version: Option<String>,
+    },
     /// An install from a booted slot whose boot the bootloader counts as a
     /// try no one has blessed, which the records do not hold committed: it
     /// would be recorded the fallback of the new release unjudged.
@@ -200,6 +241,73 @@ impl fmt::Display for Refusal {
             Refusal::BootedNotGood { slot } => write!(
                 f,
                 "the booted slot {slot} is not marked good in the bootloader; run `abupdate mark-good` first"
+            ),
+            Refusal::BootedRolledBack { slot } => write!(
+                f,
+                "the booted slot {slot} was rolled back from (marked bad, slot {} boots next) and \
+                 the reboot into slot {} has not happened: reboot to finish the rollback \
+                 (`abupdate mark-good {slot} --force` cancels it instead); nothing was installed",
+                slot.other(),
+                slot.other()
+            ),
+            Refusal::RolledBackFrom { slot } => write!(
+                f,
+                "slot {slot} was rolled back from (its release rejected or failed, on the failed \
+                 list; slot {} boots next) and the reboot has not happened: reboot to finish the \
+                 rollback, or `abupdate mark-good {slot} --force` to cancel it (slot {slot} boots \
+                 next again, its release no longer held)",
+                slot.other()
+            ),
+            Refusal::NoWholeImage {
+                op,
+                slot,
+                status,
+                writing,
+            } => {
+                let what = match (writing, status) {
+                    (Some(v), _) => format!(
+                        "slot {slot} is being written with {v} (cut before it was staged)"
+                    ),
+                    (None, SlotStatus::Empty) => format!("slot {slot} is empty in the state"),
+                    (None, _) => format!(
+                        "slot {slot} is {status} in the state and names no release written whole there"
+                    ),
+                };
+                let way = match writing {
+                    Some(_) => format!(
+                        "`abupdate update` or `abupdate install` finishes the write, and its trial's health commits it; `abupdate mark-bad {slot}` cancels it"
+                    ),
+                    None => "`abupdate install` writes a release into it, and its trial's health commits it".to_string(),
+                };
+                match op {
+                    Manual::MarkGood(_) => write!(
+                        f,
+                        "{what}: no image to boot, --force or not; refusing to mark it good ({way})"
+                    ),
+                    Manual::MarkBad(target) => write!(
+                        f,
+                        "marking slot {target} bad would leave only slot {slot} to boot: {what}, no image to boot, --force or not ({way})"
+                    ),
+                    Manual::Rollback => write!(
+                        f,
+                        "{what}: no image to boot, --force or not; refusing to roll back to it ({way})"
+                    ),
+                }
+            }
+            Refusal::Damaged {
+                op,
+                slot,
+                class,
+                device,
+                version,
+            } => write!(
+                f,
+                "`abupdate {op}` would leave slot {slot} to boot, but its {class} image ({}) no \
+                 longer reads back as the SHA-256 its record keeps for {} (damaged since it was \
+                 written): refused, --force or not, nothing changed (`abupdate install` writes a \
+                 release into slot {slot} again)",
+                crate::text::show_path(device),
+                version.as_deref().unwrap_or("its release")
             ),
             Refusal::BootedUnjudged { slot } => write!(
                 f,

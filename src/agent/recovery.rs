@@ -10,6 +10,18 @@
 //! for `mark-good`, `mark-bad` and `rollback`, over the records, so it
 //! holds alike on every bootloader, and, for `mark-bad`, the bootloader's
 //! word on the slot it leaves to boot (the records can be behind it).
+//!
+//! What `--force` may not override, as it would make GRUB boot nothing or
+//! lose the last good system: a slot the records show empty, being written
+//! or naming no release written whole is never made bootable
+//! ([`Refusal::NoWholeImage`], whose advice is the install, never
+//! `--force`); and a slot whose bytes no longer read back as the digests
+//! its record keeps is never made the next boot, nor the only bootable one,
+//! nor good ([`Refusal::Damaged`]): before any verb does so, the runner
+//! reads it back with the install's own check
+//! ([`crate::install::slot_holds_recorded`]). `--force` overrides
+//! judgements on records (a release never tried, one rejected), never bytes
+//! proven bad.
 
 use super::report::publish;
 use super::transition::Transition;
@@ -275,6 +287,47 @@ impl fmt::Display for Manual {
     }
 }
 
+/// What the slot a verb would make bootable (the one [`reads_back`]
+/// names) read back as, against the digests its record keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ReadBack {
+    /// Not read (yet): the verb makes no other slot bootable, or the
+    /// records refuse it before any read.
+    #[default]
+    NotRead,
+    /// Its record keeps no digest to read back against: a slot adopted as
+    /// found (the image a host was provisioned with), one committed on a
+    /// boot the state did not describe, or a record of an older build.
+    /// Taken on its record's word, as before the read-back existed: it was
+    /// booted and committed (or the operator forces it), and refusing would
+    /// leave the first update of every host without a rollback but a
+    /// `--force`, which waives more than the bytes.
+    NoDigest,
+    /// Every image its record names read back whole as recorded.
+    Matches,
+    /// The first image that did not.
+    Mismatch {
+        /// The image's class (`rootfs`).
+        class: String,
+        /// Its device in that slot.
+        device: std::path::PathBuf,
+    },
+}
+
+/// The slot `op` would make bootable that is not the booted one, and so
+/// must read back as its record says before it runs: the one `rollback`
+/// goes to, the one `mark-bad` of the booted slot leaves as the only one,
+/// the one `mark-good` of the other slot makes a fallback. `None` for the
+/// verbs that leave only the booted slot to boot or bless it (it runs).
+pub fn reads_back(op: Manual, booted: SlotName) -> Option<SlotName> {
+    match op {
+        Manual::Rollback => Some(booted.other()),
+        Manual::MarkBad(slot) if slot == booted => Some(slot.other()),
+        Manual::MarkGood(slot) if slot != booted => Some(slot),
+        Manual::MarkBad(_) | Manual::MarkGood(_) => None,
+    }
+}
+
 /// What a manual verb is judged from: the records, plain data.
 #[derive(Clone, Debug)]
 pub struct ManualFacts<'a> {
@@ -306,6 +359,12 @@ pub struct ManualFacts<'a> {
     /// a staging and `health` leaves a trial so: a slot nothing judged is
     /// no slot to leave as the only one.
     pub keeper_unjudged: bool,
+    /// What the slot [`reads_back`] names read back as.
+    pub read_back: ReadBack,
+    /// The booted slot's release is on the failed list ([`State::holds`]):
+    /// with its record bad, a rollback from it (rejected by hand, or its
+    /// trial or probation failed) whose reboot has not happened yet.
+    pub booted_held: bool,
 }
 
 impl ManualFacts<'_> {
@@ -381,6 +440,60 @@ impl ManualFacts<'_> {
         }
     }
 
+    /// Whether the records say `slot` holds an image written whole: not
+    /// empty, not being written (a transaction's write into it, or a
+    /// record that says so), and, when recorded bad or in a status this
+    /// version does not know, naming the release it held (a failed write,
+    /// a cancelled one, a slot marked bad while empty name none). No
+    /// `--force` makes a slot without one bootable: the operator's word
+    /// cannot vouch for bytes never written (found from outside: a
+    /// `rollback --force` onto a write killed half-way dropped its
+    /// transaction, and the next `health` blessed the slot).
+    fn holds_whole_image(&self, slot: SlotName) -> bool {
+        let writing = self
+            .transaction
+            .is_some_and(|t| t.to == slot && t.phase == Phase::Writing);
+        let rec = self.record(slot);
+        !writing
+            && match rec.status {
+                SlotStatus::Empty | SlotStatus::Installing => false,
+                SlotStatus::Good | SlotStatus::Installed | SlotStatus::Failing => true,
+                SlotStatus::Bad | SlotStatus::Other(_) => rec.version.is_some(),
+            }
+    }
+
+    /// The refusal of `op` for the slot it would make bootable, `slot`
+    /// (not the booted one), which holds no image written whole by the
+    /// records ([`ManualFacts::holds_whole_image`]): `--force` or not.
+    fn no_whole_image(&self, op: Manual, slot: SlotName) -> Refusal {
+        let writing = self
+            .transaction
+            .filter(|t| t.to == slot && t.phase == Phase::Writing)
+            .map(|t| t.version.clone());
+        Refusal::NoWholeImage {
+            op,
+            slot,
+            status: self.status(slot).clone(),
+            writing,
+        }
+    }
+
+    /// The refusal of `op` when the slot it would make bootable read back
+    /// otherwise than its record says: `--force` or not, bytes proven bad
+    /// are no system to boot.
+    fn damaged(&self, op: Manual) -> std::result::Result<(), Refusal> {
+        match (reads_back(op, self.booted), &self.read_back) {
+            (Some(slot), ReadBack::Mismatch { class, device }) => Err(Refusal::Damaged {
+                op,
+                slot,
+                class: class.clone(),
+                device: device.clone(),
+                version: self.record(slot).version.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether `slot` holds a proven good system: the booted slot unless
     /// it is recorded bad (or being written, or in a status this version
     /// does not know) or still on its trial (it runs: it boots); the other
@@ -451,6 +564,16 @@ pub enum ManualPlan {
     /// the timer neither stages nor resumes it again
     /// ([`crate::state::Hold::Cancelled`]).
     CancelPending,
+    /// `mark-good --force` of the booted slot, recorded bad with its
+    /// release on the failed list: the rollback from it, whose reboot has
+    /// not happened, is cancelled. Marked good and the next boot again,
+    /// its release off the failed list (the operator's word over the
+    /// earlier verdict; kept, `status` would call the slot good and its
+    /// release failed at once).
+    CancelRollback {
+        /// The booted slot.
+        slot: SlotName,
+    },
     /// Make `slot` the one booted next (a manual rollback); `vouched`: the
     /// operator forced it onto a slot not recorded usable. Not a verdict
     /// on the release left: the host goes to a copy of it or a newer one,
@@ -478,21 +601,48 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             staged,
         })
     };
+    // A slot other than the booted one, not proven good, that the verb
+    // would make bootable: `--force` vouches for a record, never for an
+    // image the records say was never written whole.
+    let unwritten =
+        |slot: SlotName| slot != f.booted && !f.proven_good(slot) && !f.holds_whole_image(slot);
     match op {
+        Manual::MarkGood(slot) if slot == f.booted => {
+            // Recorded bad with its release held: a rollback from it (by
+            // hand, or its checks failed) waits for its reboot. A plain
+            // mark-good undid it unseen, and the timer then overwrote the
+            // slot rolled back to (found from outside); cancelling it is
+            // the operator's explicit word.
+            if *f.status(slot) == SlotStatus::Bad && f.booted_held {
+                return match f.force {
+                    true => Ok(ManualPlan::CancelRollback { slot }),
+                    false => Err(Refusal::RolledBackFrom { slot }),
+                };
+            }
+            // It runs.
+            Ok(ManualPlan::Mark { slot, good: true })
+        }
         Manual::MarkGood(slot) => {
-            // The booted slot runs. The other is recorded good (committed,
-            // a proven good system) only when it is one already: marking a
-            // slot never booted good would make it proven without a boot,
-            // and a `mark-bad` of the booted slot after it would leave only
-            // that slot (found from outside, stop 47). Else the operator's
-            // word, `--force`.
-            if slot != f.booted && !f.proven_good(slot) && !f.force {
+            // The other is recorded good (committed, a proven good system)
+            // only when it is one already: marking a slot never booted
+            // good would make it proven without a boot, and a `mark-bad`
+            // of the booted slot after it would leave only that slot
+            // (found from outside, stop 47). Else the operator's word,
+            // `--force`, for an image written whole that reads back so.
+            if unwritten(slot) {
+                return Err(f.no_whole_image(op, slot));
+            }
+            if !f.proven_good(slot) && !f.force {
                 return refuse(slot);
             }
+            f.damaged(op)?;
             Ok(ManualPlan::Mark { slot, good: true })
         }
         Manual::MarkBad(slot) => {
             let keeper = slot.other();
+            if unwritten(keeper) {
+                return Err(f.no_whole_image(op, keeper));
+            }
             if !f.proven_good(keeper) && !f.force {
                 return refuse(keeper);
             }
@@ -502,6 +652,7 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             if f.keeper_unjudged && !f.force {
                 return Err(Refusal::KeeperUnjudged { op, slot: keeper });
             }
+            f.damaged(op)?;
             if slot == f.booted && f.running_trial() {
                 return Ok(ManualPlan::RejectTrial);
             }
@@ -527,12 +678,16 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
         }
         Manual::Rollback => {
             let other = f.booted.other();
+            if unwritten(other) {
+                return Err(f.no_whole_image(op, other));
+            }
             if !f.proven_good(other) && !f.force {
                 return refuse(other);
             }
             if f.keeper_held_bad && !f.force {
                 return Err(Refusal::HeldBadInBootloader { op, slot: other });
             }
+            f.damaged(op)?;
             if f.running_trial() {
                 return Ok(ManualPlan::RejectTrial);
             }
@@ -568,11 +723,13 @@ pub(super) fn leaving_rejects(state: &State, booted: SlotName, slot: SlotName) -
 
 /// What the bootloader says of the slot a `mark-bad` would leave to boot
 /// (or a `rollback` would go to): [`ManualFacts::keeper_held_bad`] and
-/// [`ManualFacts::keeper_unjudged`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// [`ManualFacts::keeper_unjudged`]; and what the slot [`reads_back`]
+/// names read back as ([`ManualFacts::read_back`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct KeeperInBootloader {
     held_bad: bool,
     unjudged: bool,
+    bytes: ReadBack,
 }
 
 /// Judge `op` on this host's records ([`judge`]), or refuse.
@@ -584,6 +741,7 @@ fn plan(
     keeper: KeeperInBootloader,
 ) -> std::result::Result<ManualPlan, Refusal> {
     let (a, b) = (state.slot(SlotName::A), state.slot(SlotName::B));
+    let booted_held = state.slot(booted).version.is_some_and(|v| state.holds(&v));
     judge(
         op,
         &ManualFacts {
@@ -595,8 +753,34 @@ fn plan(
             force,
             keeper_held_bad: keeper.held_bad,
             keeper_unjudged: keeper.unjudged,
+            read_back: keeper.bytes,
+            booted_held,
         },
     )
+}
+
+/// Read `slot` back against the digests its record keeps (each image's
+/// SHA-256 over its size), with the install's own check, the first image
+/// that does not match ending the read. A class its record names that no
+/// device of the configuration holds any more is not read: the config
+/// changed, and what is not there is no damage of the slot
+/// (`install.rs`'s `staged_damage` skips it alike).
+fn read_back(host: &Host, slot: SlotName, record: &SlotRecord) -> Result<ReadBack> {
+    if record.images.is_empty() {
+        return Ok(ReadBack::NoDigest);
+    }
+    for (class, image) in &record.images {
+        let Some(device) = host.config.device(slot, class) else {
+            continue;
+        };
+        if !crate::install::slot_holds_recorded(device, image)? {
+            return Ok(ReadBack::Mismatch {
+                class: class.clone(),
+                device: device.to_path_buf(),
+            });
+        }
+    }
+    Ok(ReadBack::Matches)
 }
 
 /// What a manual verb did: plain data for its output (`--json` and the
@@ -675,11 +859,25 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<M
         Manual::Rollback => Some(booted.other()),
         Manual::MarkGood(_) => None,
     };
-    let keeper = keeper.map_or_else(KeeperInBootloader::default, |keeper| KeeperInBootloader {
+    let mut keeper = keeper.map_or_else(KeeperInBootloader::default, |keeper| KeeperInBootloader {
         held_bad: host.boot.state(keeper).ok() == Some(crate::boot::BootState::Bad),
         unjudged: keeper == booted && host.booted_unjudged(&state, booted),
+        bytes: ReadBack::NotRead,
     });
-    match plan(&state, booted, op, force, keeper)? {
+    // The records judged first, then the slot made bootable read back
+    // (a read of its whole image) only for a verb they allow, and judged
+    // again on what it holds.
+    let mut judged = plan(&state, booted, op, force, keeper.clone())?;
+    if let Some(slot) = reads_back(op, booted) {
+        keeper.bytes = read_back(host, slot, &state.slot(slot))?;
+        if keeper.bytes == ReadBack::NoDigest {
+            log(&format!(
+                "slot {slot}'s record keeps no digest to read it back against (adopted as found, or recorded by an older build): taken on its record's word"
+            ));
+        }
+        judged = plan(&state, booted, op, force, keeper)?;
+    }
+    match judged {
         ManualPlan::Mark { slot, good } => {
             flip.mark(&mut state, slot, good)?;
             Ok(ManualDone::Marked { slot, good })
@@ -745,6 +943,16 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<M
                 version: t.version,
                 slot: t.to,
             })
+        }
+        ManualPlan::CancelRollback { slot } => {
+            flip.cancel_rollback(&mut state, slot)?;
+            // No reboot is owed any more: the site's lock goes back.
+            host.release_reboot_lock(&lock, &mut state);
+            log(&format!(
+                "the rollback from slot {slot} is cancelled by hand (`abupdate {op} --force`): slot {slot} is good and boots next again, its release {} no longer held",
+                state.slot(slot).version.as_deref().unwrap_or("(unnamed)")
+            ));
+            Ok(ManualDone::Marked { slot, good: true })
         }
         ManualPlan::SwitchTo { slot, vouched } => {
             flip.switch_to(&mut state, slot, vouched)?;
@@ -839,6 +1047,8 @@ mod tests {
             force,
             keeper_held_bad: false,
             keeper_unjudged: false,
+            read_back: ReadBack::NotRead,
+            booted_held: false,
         }
     }
 
@@ -905,17 +1115,19 @@ mod tests {
     }
 
     /// Found from outside: `mark-bad A --force` on a fresh host (B never
-    /// written, held bad) left A_OK=0 B_OK=0. Refused, pointing at
-    /// `mark-good B --force`; with the bootloader holding the slot left
-    /// good, the forced mark goes on.
+    /// written, held bad) left A_OK=0 B_OK=0. A slot left that holds a
+    /// release the bootloader holds bad: refused, pointing at `mark-good B
+    /// --force`; with the bootloader holding it good, the forced mark goes
+    /// on. (B never written: below, refused whatever the bootloader says.)
     #[test]
     fn a_forced_mark_bad_never_leaves_no_slot_the_bootloader_boots() {
+        let rejected = holding(Bad, "1.0", true);
         let forced = |held_bad| {
             judge(
                 Manual::MarkBad(A),
                 &ManualFacts {
                     keeper_held_bad: held_bad,
-                    ..facts_on(A, (&rec(Good), &rec(Empty)), (None, None), true)
+                    ..facts_on(A, (&rec(Good), &rejected), (None, None), true)
                 },
             )
         };
@@ -935,6 +1147,167 @@ mod tests {
             Ok(ManualPlan::Mark {
                 slot: A,
                 good: false
+            })
+        );
+    }
+
+    /// Found from outside: on a fresh host (B never written), `mark-bad A
+    /// --force` was refused with the advice `mark-good B --force`; that was
+    /// accepted on B's empty record, and `mark-bad A --force` then made
+    /// GRUB boot an empty slot for ever. `--force` vouches for records,
+    /// never for an image the records say was never written whole, and no
+    /// refusal there suggests it.
+    #[test]
+    fn no_force_makes_a_slot_never_written_whole_bootable() {
+        let w = staged(B, Phase::Writing);
+        let cases: [(SlotRecord, Option<&Transaction>); 5] = [
+            (rec(Empty), None),
+            (rec(Installing), None),
+            (rec(Installing), Some(&w)),
+            // A failed or cancelled write, a slot marked bad while empty.
+            (rec(Bad), None),
+            (rec(SlotStatus::Other("probation".into())), None),
+        ];
+        for (b, t) in &cases {
+            for op in [Manual::MarkGood(B), Manual::MarkBad(A), Manual::Rollback] {
+                for held_bad in [false, true] {
+                    let r = judge(
+                        op,
+                        &ManualFacts {
+                            keeper_held_bad: held_bad,
+                            ..facts_on(A, (&rec(Good), b), (*t, None), true)
+                        },
+                    );
+                    assert_eq!(
+                        r,
+                        Err(Refusal::NoWholeImage {
+                            op,
+                            slot: B,
+                            status: b.status.clone(),
+                            writing: t.map(|t| t.version.clone()),
+                        }),
+                        "{op} --force, B {}",
+                        b.status
+                    );
+                    let msg = r.expect_err("refused").to_string();
+                    assert!(!msg.contains("use --force"), "{msg}");
+                    assert!(!msg.contains("B --force"), "{msg}");
+                    assert!(msg.contains("--force or not"), "{msg}");
+                    let way = match t {
+                        Some(_) => "finishes the write",
+                        None => "`abupdate install` writes a release into it",
+                    };
+                    assert!(msg.contains(way), "{msg}");
+                }
+            }
+        }
+    }
+
+    /// Found from outside: with slot B's bytes damaged since its commit
+    /// (bit rot, a stray `dd`), `rollback` made it the next boot and
+    /// marked the running good slot bad. A verb that makes the other slot
+    /// bootable is refused on its read-back, `--force` or not; one that
+    /// leaves only the booted slot reads nothing.
+    #[test]
+    fn a_slot_that_no_longer_reads_back_as_recorded_is_never_made_bootable() {
+        let (a, b) = (holding(Good, "3.0", true), holding(Good, "2.0", true));
+        let damage = ReadBack::Mismatch {
+            class: "rootfs".into(),
+            device: "/dev/vdb".into(),
+        };
+        for op in [Manual::Rollback, Manual::MarkBad(A), Manual::MarkGood(B)] {
+            assert_eq!(reads_back(op, A), Some(B), "{op}");
+            for force in [false, true] {
+                let r = judge(
+                    op,
+                    &ManualFacts {
+                        read_back: damage.clone(),
+                        ..facts_on(A, (&a, &b), (None, None), force)
+                    },
+                );
+                assert_eq!(
+                    r,
+                    Err(Refusal::Damaged {
+                        op,
+                        slot: B,
+                        class: "rootfs".into(),
+                        device: "/dev/vdb".into(),
+                        version: Some("2.0".into()),
+                    }),
+                    "{op} force={force}"
+                );
+            }
+            // Read back whole, or with no digest to read against (a slot
+            // adopted as found): as the records judge it.
+            for bytes in [ReadBack::Matches, ReadBack::NoDigest] {
+                let r = judge(
+                    op,
+                    &ManualFacts {
+                        read_back: bytes.clone(),
+                        ..facts_on(A, (&a, &b), (None, None), false)
+                    },
+                );
+                assert!(r.is_ok(), "{op} {bytes:?}: {r:?}");
+            }
+        }
+        // Leaving only the booted slot, or blessing it: nothing to read.
+        for op in [Manual::MarkBad(B), Manual::MarkGood(A)] {
+            assert_eq!(reads_back(op, A), None, "{op}");
+        }
+        // The running trial's rejection goes to the slot it came from: read.
+        let t = staged(A, Phase::Staged);
+        let r = judge(
+            Manual::Rollback,
+            &ManualFacts {
+                read_back: damage,
+                ..facts_on(A, (&rec(Installed), &b), (Some(&t), None), true)
+            },
+        );
+        assert!(matches!(r, Err(Refusal::Damaged { slot: B, .. })), "{r:?}");
+        let msg = r.expect_err("refused").to_string();
+        assert_eq!(
+            msg,
+            "`abupdate rollback` would leave slot B to boot, but its rootfs image (/dev/vdb) no longer reads back as the SHA-256 its record keeps for 2.0 (damaged since it was written): refused, --force or not, nothing changed (`abupdate install` writes a release into slot B again)"
+        );
+    }
+
+    /// Found from outside: after `rollback --no-reboot` from the committed
+    /// release (the booted slot A recorded bad, its release held, B next),
+    /// a plain `mark-good` undid the rollback unseen and the timer then
+    /// overwrote B. It needs `--force`, and forced it cancels the rollback
+    /// (the hold lifted with it).
+    #[test]
+    fn mark_good_of_a_booted_slot_rolled_back_from_needs_force_and_cancels_the_rollback() {
+        let (a, b) = (holding(Bad, "3.0", true), holding(Good, "2.0", true));
+        let judged_with = |held, force| {
+            judge(
+                Manual::MarkGood(A),
+                &ManualFacts {
+                    booted_held: held,
+                    ..facts_on(A, (&a, &b), (None, None), force)
+                },
+            )
+        };
+        assert_eq!(
+            judged_with(true, false),
+            Err(Refusal::RolledBackFrom { slot: A })
+        );
+        let msg = judged_with(true, false).expect_err("refused").to_string();
+        assert!(
+            msg.contains("reboot to finish the rollback") && msg.contains("mark-good A --force"),
+            "{msg}"
+        );
+        assert_eq!(
+            judged_with(true, true),
+            Ok(ManualPlan::CancelRollback { slot: A })
+        );
+        // Recorded bad with nothing held (marked bad by hand as a bare
+        // mark): marked good again, as before.
+        assert_eq!(
+            judged_with(false, false),
+            Ok(ManualPlan::Mark {
+                slot: A,
+                good: true
             })
         );
     }
@@ -969,19 +1342,20 @@ mod tests {
 
     #[test]
     fn mark_bad_of_the_booted_slot_is_refused_unless_the_other_is_committed() {
+        // (Empty or being written: refused forced too, above.)
         let t = staged(B, Phase::Staged);
         for (b, t, staged) in [
-            (Empty, None, false),
-            (Installing, None, false),
-            (Bad, None, false),
-            (Installed, Some(&t), true),
-            (Installed, None, false),
+            (holding(Bad, "1.0", true), None, false),
+            (rec(Installed), Some(&t), true),
+            (rec(Installed), None, false),
+            (holding(SlotStatus::Failing, "1.0", true), None, false),
         ] {
             let op = Manual::MarkBad(A);
-            let r = judged(op, Good, b.clone(), t, false);
-            assert_eq!(refused_for(r), (B, b.clone(), staged), "{b}");
+            let on = |force| judged_on(op, A, (&rec(Good), &b), (t, None), force);
+            let b = b.status.clone();
+            assert_eq!(refused_for(on(false)), (B, b.clone(), staged), "{b}");
             assert_eq!(
-                judged(op, Good, b.clone(), t, true),
+                on(true),
                 Ok(ManualPlan::Mark {
                     slot: A,
                     good: false
@@ -1035,17 +1409,26 @@ mod tests {
     /// booted (found from outside, stop 47).
     #[test]
     fn mark_good_of_the_other_slot_needs_a_committed_system() {
+        // (Empty, being written, or naming no release: refused forced
+        // too, above.)
         for b in [
-            Empty,
-            Installing,
-            Installed,
-            Bad,
-            SlotStatus::Other("probation".into()),
+            rec(Installed),
+            holding(Bad, "1.0", true),
+            holding(SlotStatus::Other("probation".into()), "1.0", true),
         ] {
-            let r = judged(Manual::MarkGood(B), Good, b.clone(), None, false);
-            assert_eq!(refused_for(r), (B, b.clone(), false), "{b}");
+            let on = |force| {
+                judged_on(
+                    Manual::MarkGood(B),
+                    A,
+                    (&rec(Good), &b),
+                    (None, None),
+                    force,
+                )
+            };
+            let b = b.status.clone();
+            assert_eq!(refused_for(on(false)), (B, b.clone(), false), "{b}");
             assert_eq!(
-                judged(Manual::MarkGood(B), Good, b.clone(), None, true),
+                on(true),
                 Ok(ManualPlan::Mark {
                     slot: B,
                     good: true
@@ -1061,12 +1444,16 @@ mod tests {
             })
         );
         // A write in flight there is not verified, whatever the record
-        // says; a release staged there never booted.
-        for phase in [Phase::Writing, Phase::Staged] {
-            let t = staged(B, phase);
-            let r = judged(Manual::MarkGood(B), Good, Installed, Some(&t), false);
-            assert_eq!(refused_for(r).0, B, "{phase:?}");
-        }
+        // says (refused forced too); a release staged there never booted.
+        let t = staged(B, Phase::Writing);
+        let r = judged(Manual::MarkGood(B), Good, Installed, Some(&t), true);
+        assert!(
+            matches!(r, Err(Refusal::NoWholeImage { slot: B, .. })),
+            "{r:?}"
+        );
+        let t = staged(B, Phase::Staged);
+        let r = judged(Manual::MarkGood(B), Good, Installed, Some(&t), false);
+        assert_eq!(refused_for(r).0, B);
         // So the chain that lost the good slot is refused at its first step.
         let r = judged(Manual::MarkBad(A), Good, Installed, None, false);
         assert_eq!(refused_for(r), (B, Installed, false));
@@ -1096,18 +1483,18 @@ mod tests {
                 vouched: false
             })
         );
+        // (Empty or being written: refused forced too, above.)
         let t = staged(B, Phase::Staged);
         for (b, t, staged) in [
-            (Empty, None, false),
-            (Bad, None, false),
-            (Installing, None, false),
+            (holding(Bad, "1.0", true), None, false),
             // Staged, never tried: not a proven system.
-            (Installed, Some(&t), true),
+            (rec(Installed), Some(&t), true),
         ] {
-            let r = judged(Manual::Rollback, Good, b.clone(), t, false);
-            assert_eq!(refused_for(r), (B, b.clone(), staged), "{b}");
+            let on = |force| judged_on(Manual::Rollback, A, (&rec(Good), &b), (t, None), force);
+            let b = b.status.clone();
+            assert_eq!(refused_for(on(false)), (B, b.clone(), staged), "{b}");
             assert_eq!(
-                judged(Manual::Rollback, Good, b.clone(), t, true),
+                on(true),
                 Ok(ManualPlan::SwitchTo {
                     slot: B,
                     vouched: !b.is_usable()
@@ -1128,12 +1515,18 @@ mod tests {
                 "{op}"
             );
         }
-        let r = judged(Manual::Rollback, Installed, Bad, Some(&t), false);
-        assert_eq!(refused_for(r), (B, Bad, false));
-        assert_eq!(
-            judged(Manual::Rollback, Installed, Bad, Some(&t), true),
-            Ok(ManualPlan::RejectTrial)
-        );
+        let bad = holding(Bad, "1.0", true);
+        let on = |force| {
+            judged_on(
+                Manual::Rollback,
+                A,
+                (&rec(Installed), &bad),
+                (Some(&t), None),
+                force,
+            )
+        };
+        assert_eq!(refused_for(on(false)), (B, Bad, false));
+        assert_eq!(on(true), Ok(ManualPlan::RejectTrial));
         // Staged in B, not booted yet: mark-bad B cancels it (the
         // operator's decision, not a verdict on the release), also when
         // forced from a booted slot not proven good.
@@ -1164,7 +1557,8 @@ mod tests {
     fn rejecting_the_release_on_probation_is_one_late_rollback() {
         // Booted B, 2.0 committed there and on probation, A good.
         let on = |op, a: SlotStatus, probation, force| {
-            judged_on(op, B, (&rec(a), &rec(Good)), (None, probation), force)
+            let a = holding(a, "1.0", true);
+            judged_on(op, B, (&a, &rec(Good)), (None, probation), force)
         };
         for op in [Manual::MarkBad(B), Manual::Rollback] {
             assert_eq!(
@@ -1274,17 +1668,32 @@ mod tests {
             judged_on(Manual::Rollback, B, (&a, &trial), (Some(&t), None), false),
             Ok(ManualPlan::RejectTrial)
         );
-        // Anything in flight (here a write into A the operator forces a
-        // rollback onto): no verdict on the committed release, a switch.
-        let w = staged(A, Phase::Writing);
-        let writing = rec(Installing);
+        // Anything in flight (here a release staged in A the operator
+        // forces a rollback onto): no verdict on the committed release, a
+        // switch.
+        let w = staged(A, Phase::Staged);
+        let staged_a = rec(Installed);
         assert_eq!(
-            judged_on(Manual::Rollback, B, (&writing, &b), (Some(&w), None), true),
+            judged_on(Manual::Rollback, B, (&staged_a, &b), (Some(&w), None), true),
             Ok(ManualPlan::SwitchTo {
                 slot: A,
-                vouched: true
+                vouched: false
             })
         );
+        // Found from outside: a write into A killed half-way, forced onto,
+        // dropped its transaction, and the next `health` blessed the slot.
+        // Refused, `--force` or not.
+        let w = staged(A, Phase::Writing);
+        assert!(matches!(
+            judged_on(
+                Manual::Rollback,
+                B,
+                (&rec(Installing), &b),
+                (Some(&w), None),
+                true
+            ),
+            Err(Refusal::NoWholeImage { slot: A, .. })
+        ));
     }
 
     #[test]
@@ -1418,14 +1827,24 @@ mod tests {
     fn each_refusal_is_one_line_naming_the_slot_and_the_way_out() {
         let t = staged(B, Phase::Staged);
         for (op, b, t, says) in [
-            (Manual::MarkBad(A), Empty, None, "marking slot A bad would leave no good slot to boot: slot B is empty"),
-            (Manual::MarkGood(B), Empty, None, "slot B is empty in the state, not a proven good system (committed after a boot); refusing to mark it good (boot it"),
-            (Manual::Rollback, Empty, None, "slot B is empty in the state, not a proven good system; refusing to roll back to it"),
+            (Manual::MarkBad(A), Installed, None, "marking slot A bad would leave no good slot to boot: slot B is installed in the state, not a proven good system (use --force)"),
+            (Manual::MarkGood(B), Installed, None, "slot B is installed in the state, not a proven good system (committed after a boot); refusing to mark it good (boot it"),
+            (Manual::Rollback, Installed, None, "slot B is installed in the state, not a proven good system; refusing to roll back to it (use --force)"),
             (Manual::Rollback, Installed, Some(&t), "slot B holds a release staged and never tried, not a proven good system; refusing to roll back to it (`abupdate mark-bad B` cancels the staged release; or use --force)"),
         ] {
             let msg = judged(op, Good, b, t, false).expect_err("refused").to_string();
             assert!(msg.contains(says) && msg.contains("--force"), "{msg}");
             assert!(!msg.contains('\n'), "{msg}");
+        }
+        // Never written whole: the install is the way, not `--force`.
+        for (op, says) in [
+            (Manual::MarkBad(A), "marking slot A bad would leave only slot B to boot: slot B is empty in the state, no image to boot, --force or not (`abupdate install` writes a release into it"),
+            (Manual::MarkGood(B), "slot B is empty in the state: no image to boot, --force or not; refusing to mark it good (`abupdate install`"),
+            (Manual::Rollback, "slot B is empty in the state: no image to boot, --force or not; refusing to roll back to it (`abupdate install`"),
+        ] {
+            let msg = judged(op, Good, Empty, None, false).expect_err("refused").to_string();
+            assert!(msg.contains(says), "{msg}");
+            assert!(!msg.contains("use --force") && !msg.contains('\n'), "{msg}");
         }
     }
 }

@@ -384,6 +384,17 @@ impl<'a> Transition<'a> {
         self.save(state)
     }
 
+    /// `mark-good --force` of the booted `slot` a rollback left: it boots
+    /// next again, as a good slot, then the record ([`State::cancel_rollback`]).
+    /// Cut between the two, the record still says bad and the next `health`
+    /// finishes the rollback: the operator's cancel is lost, never the
+    /// slot rolled back to.
+    pub(super) fn cancel_rollback(&self, state: &mut State, slot: SlotName) -> Result<()> {
+        self.host.boot.activate(slot)?;
+        state.cancel_rollback(slot);
+        self.save(state)
+    }
+
     /// A manual rollback: `slot` boots next, then the record (see
     /// [`State::switched_to`]).
     pub(super) fn switch_to(&self, state: &mut State, slot: SlotName, vouched: bool) -> Result<()> {

@@ -481,10 +481,21 @@ fn decide_undescribed(f: &Facts) -> Decision {
     }
     // Written, with nothing in flight, in a state that is not a stand-in:
     // the operator's `rollback --force` onto a slot not recorded usable
-    // ([`crate::state::State::switched_to`]), their word that its boot is
-    // blessed, not judged again.
-    if *f.booted_status == SlotStatus::Installed && !f.state_damaged {
-        return Decision::Rebless;
+    // ([`crate::state::State::switched_to`]). Their word made it bootable,
+    // not proven: its boot is judged by its checks as a trial's, and good
+    // only once they pass; re-blessed unchecked, it was called good and
+    // became the fallback the next install left as the last good system
+    // (found from outside: a forced rollback onto a write killed
+    // half-way).
+    let vouched = *f.booted_status == SlotStatus::Installed && !f.state_damaged;
+    if vouched {
+        match &f.checks {
+            None => return Decision::RunChecks,
+            Some(Ok(())) => return Decision::Rebless,
+            // Failed: judged below as any undescribed boot whose checks
+            // failed (back to a committed other slot, else kept).
+            Some(Err(_)) => {}
+        }
     }
     let Some(boot) = f.boot else {
         return Decision::ReadBootloader;
@@ -507,7 +518,7 @@ fn decide_undescribed(f: &Facts) -> Decision {
     // is judged by its checks on every boot, whatever the bootloader
     // counts, until they pass.
     let failing = *f.booted_status == SlotStatus::Failing;
-    if !boot.booted_on_trial() && !failing {
+    if !boot.booted_on_trial() && !failing && !vouched {
         return Decision::Rebless;
     }
     match &f.checks {
@@ -1185,12 +1196,39 @@ mod tests {
         let f = facts(None, &GOOD, &EMPTY);
         assert_eq!(decide(&f), Decision::Rebless, "a committed boot");
         // Written with nothing in flight: the operator's `rollback
-        // --force` vouched for it. Judged again only when the state is a
-        // stand-in (damaged).
+        // --force` vouched for it (below). A stand-in (damaged) state is
+        // judged as any undescribed boot.
         let mut f = facts(None, &INSTALLED, &EMPTY);
-        assert_eq!(decide(&f), Decision::Rebless, "the operator's word");
         f.state_damaged = true;
         assert_eq!(decide(&f), Decision::ReadBootloader, "a stand-in");
+    }
+
+    /// Found from outside: a `rollback --force` onto a slot nothing
+    /// committed (a write killed half-way, then) was re-blessed by the
+    /// next `health` without its checks, called good, and the next install
+    /// overwrote the last good system. The operator's word makes it
+    /// bootable, never proven: its checks judge it, on every bootloader.
+    #[test]
+    fn a_slot_a_forced_rollback_vouched_for_is_blessed_only_after_its_checks() {
+        for (other, says) in [(&GOOD, view(Some(true))), (&EMPTY, view(None))] {
+            let mut f = facts(None, &INSTALLED, other);
+            assert_eq!(decide(&f), Decision::RunChecks, "{other}: never unchecked");
+            f.checks = Some(Ok(()));
+            assert_eq!(decide(&f), Decision::Rebless, "{other}: passed");
+            f.checks = Some(Err("c: broken".into()));
+            assert_eq!(decide(&f), Decision::ReadBootloader, "{other}");
+            f.boot = Some(says);
+            let failed = decide(&f);
+            assert_ne!(failed, Decision::Rebless, "{other}: failed, never blessed");
+            assert!(
+                matches!(
+                    failed,
+                    Decision::RollBack(Failure::UndescribedChecks(_))
+                        | Decision::KeepWithoutFallback(..)
+                ),
+                "{other}: {failed:?}"
+            );
+        }
     }
 
     /// Found from outside: a failed trial retired (marked bad, the other
@@ -1466,9 +1504,9 @@ mod tests {
             (&GOOD, &EMPTY, false),
             (&GOOD, &INSTALLED, false),
             (&GOOD, &BAD, false),
-            // A boot the state does not describe: always asked, but for
-            // the operator's vouched `rollback --force`.
-            (&INSTALLED, &GOOD, false),
+            // A boot the state does not describe: always asked (the
+            // operator's vouched `rollback --force` runs its checks first,
+            // below).
             (&EMPTY, &GOOD, true),
         ] {
             let want = match asks {
@@ -1834,7 +1872,8 @@ mod tests {
     fn no_trial_re_blesses_the_booted_slot() {
         for (booted, other) in [
             (&GOOD, &GOOD),
-            (&INSTALLED, &EMPTY),
+            // (Installed with nothing in flight, a forced rollback's, is
+            // judged by its checks first: above.)
             (&EMPTY, &EMPTY),
             (&GOOD, &BAD),
             // Bad, but nothing better to go to: keep running.

@@ -378,7 +378,31 @@ pub(crate) fn whole_check(image: &Image) -> writer::Whole<'_> {
 /// (a stray `dd`, a failing medium) and a trial of other bytes would
 /// blame the release.
 pub fn slot_holds(device: &Path, image: &Image) -> Result<bool, InstallError> {
-    writer::holds_whole(device, whole_check(image)).map_err(|source| InstallError::Device {
+    holds(device, whole_check(image))
+}
+
+/// Whether `device` holds the whole of the image a slot's record names
+/// (`image`: its signed SHA-256 over its size; a record keeps no segment
+/// table), read back from the medium as [`slot_holds`] reads: before a
+/// manual verb makes that slot the one to boot (`agent/recovery.rs`),
+/// since its bytes may have changed since they were committed.
+pub fn slot_holds_recorded(
+    device: &Path,
+    image: &crate::state::ImageRef,
+) -> Result<bool, InstallError> {
+    holds(
+        device,
+        writer::Whole::Sha256 {
+            size: image.size,
+            sha256: &image.sha256,
+        },
+    )
+}
+
+/// The one read-back of a whole image ([`writer::holds_whole`]), its error
+/// naming the device.
+fn holds(device: &Path, whole: writer::Whole) -> Result<bool, InstallError> {
+    writer::holds_whole(device, whole).map_err(|source| InstallError::Device {
         path: device.to_path_buf(),
         source,
     })

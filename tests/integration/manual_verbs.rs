@@ -69,62 +69,118 @@ fn refused(h: &Host, args: &[&str], says: &[&str]) -> Output {
     out
 }
 
+/// `args` is refused (as [`refused`]) with each of `says`, and its line
+/// suggests no `--force`: what it refuses, no `--force` allows.
+fn refused_even_forced(h: &Host, args: &[&str], says: &[&str]) {
+    let out = refused(h, args, says);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--force or not") && !err.contains("use --force"),
+        "{:?} {args:?}: {err}",
+        h.loader
+    );
+    for slot in ["A", "B"] {
+        assert!(
+            !err.contains(&format!("{slot} --force")),
+            "{:?} {args:?} suggests a forced verb: {err}",
+            h.loader
+        );
+    }
+}
+
 /// Issue (review 2, 1 and 2): `mark-bad` of the booted A while B was never
 /// written took A out of the boot order for good on U-Boot and EFI;
 /// `mark-good B` on the empty B was accepted and let `rollback` boot it.
+/// And found from outside after: `mark-bad A --force` was refused with the
+/// advice `mark-good B --force`, which was accepted on B's empty record;
+/// `mark-bad A --force` then made GRUB boot an empty slot for ever. No
+/// `--force` makes a slot never written bootable, and no refusal says so.
 #[test]
 fn no_verb_leaves_only_a_never_written_slot_bootable() {
+    let install = "`abupdate install` writes a release into it";
     for loader in LOADERS {
         let h = fresh("manual-empty", loader);
-        refused(
-            &h,
-            &["mark-bad"],
-            &[
-                "marking slot A bad would leave no good slot to boot: slot B is empty",
-                "--force",
-            ],
-        );
-        refused(
-            &h,
-            &["mark-good", "B"],
-            &[
-                "slot B is empty in the state",
-                "refusing to mark it good",
-                "--force",
-            ],
-        );
-        refused(
-            &h,
-            &["rollback", "--no-reboot"],
-            &[
-                "slot B is empty in the state",
-                "refusing to roll back to it",
-                "--force",
-            ],
-        );
-        // `--force` vouches for slot B, but a mark would leave the
-        // bootloader nothing to boot (found from outside: A_OK=0 B_OK=0).
-        let b_held_bad = !h.bootable("B");
-        assert!(
-            b_held_bad || loader == Loader::Efi,
-            "{loader:?}: B bootable"
-        );
-        if b_held_bad {
-            refused(
+        for force in [&[][..], &["--force"][..]] {
+            let with = |args: &[&'static str]| [args, force].concat();
+            refused_even_forced(
                 &h,
-                &["mark-bad", "--force"],
+                &with(&["mark-bad"]),
                 &[
-                    "`abupdate mark-bad A --force` would leave no slot the bootloader boots: it holds slot B bad too",
-                    "`abupdate mark-good B --force` first",
+                    "marking slot A bad would leave only slot B to boot: slot B is empty in the state",
+                    install,
+                ],
+            );
+            refused_even_forced(
+                &h,
+                &with(&["mark-good", "B"]),
+                &[
+                    "slot B is empty in the state",
+                    "refusing to mark it good",
+                    install,
+                ],
+            );
+            refused_even_forced(
+                &h,
+                &with(&["rollback", "--no-reboot"]),
+                &[
+                    "slot B is empty in the state",
+                    "refusing to roll back to it",
+                    install,
                 ],
             );
         }
         assert_eq!(h.primary(), Some("A"), "{loader:?}");
         assert!(h.bootable("A"), "{loader:?}");
-        // The operator's word still goes.
-        let out = h.abupdate(&["mark-good", "B", "--force"]);
+    }
+}
+
+/// Found from outside: `install` killed half-way through its write into B
+/// (its record `installing`, the transaction `writing`); `rollback` was
+/// refused with the advice `--force`, and `rollback --force` dropped the
+/// write's transaction and made B the next boot: the next `health`
+/// blessed it unchecked, `status` called it good, and a later install
+/// overwrote the last good system. Refused, `--force` or not, pointing to
+/// finishing or cancelling the write; a `mark-bad` of it still cancels it.
+#[test]
+fn no_force_boots_a_slot_whose_write_was_cut() {
+    let finish = "`abupdate update` or `abupdate install` finishes the write";
+    for loader in LOADERS {
+        let mut h = fresh("manual-force-writing", loader);
+        h.use_release(release(LEN));
+        let out = h.abupdate_env(
+            &["update", "--now", "--no-reboot"],
+            &[("ABUPDATE_FAILPOINT", "fsync")],
+        );
+        assert!(!out.status.success(), "{loader:?}: {}", text(&out));
+        assert_eq!(h.state()["transaction"]["phase"], "writing", "{loader:?}");
+        for force in [&[][..], &["--force"][..]] {
+            let with = |args: &[&'static str]| [args, force].concat();
+            let writing = "slot B is being written with 2.0 (cut before it was staged)";
+            refused_even_forced(
+                &h,
+                &with(&["rollback", "--no-reboot"]),
+                &[
+                    writing,
+                    "refusing to roll back to it",
+                    finish,
+                    "`abupdate mark-bad B` cancels it",
+                ],
+            );
+            refused_even_forced(&h, &with(&["mark-good", "B"]), &[writing, finish]);
+            refused_even_forced(
+                &h,
+                &with(&["mark-bad", "A"]),
+                &[
+                    "marking slot A bad would leave only slot B to boot",
+                    writing,
+                ],
+            );
+        }
+        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+        assert!(h.bootable("A") && !h.bootable("B"), "{loader:?}");
+        let out = h.abupdate(&["mark-bad", "B"]);
         assert!(out.status.success(), "{loader:?}: {}", text(&out));
-        assert!(h.bootable("B"), "{loader:?}");
+        assert!(h.state()["transaction"].is_null(), "{loader:?}");
     }
 }
 
@@ -502,6 +558,124 @@ fn a_hand_rollback_of_a_committed_release_holds_it_from_the_timer_and_reports_it
             assert_eq!(state["failed"], json!([]), "{loader:?} {verb:?}: {state}");
             assert_eq!(h.primary(), Some("B"), "{loader:?} {verb:?}");
         }
+    }
+}
+
+/// A fresh `loader` host with 2.0 installed into slot B, booted and
+/// committed there; slot A (1.0) its fallback.
+fn committed_2_0_in_b(name: &str, loader: Loader) -> Host {
+    let mut h = fresh(name, loader);
+    h.use_release(release(LEN));
+    let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+    assert!(out.status.success(), "{loader:?} update: {}", text(&out));
+    assert_eq!(h.boot(), "B", "{loader:?}");
+    let out = h.abupdate(&["health"]);
+    assert!(
+        text(&out).contains("committed 2.0"),
+        "{loader:?}: {}",
+        text(&out)
+    );
+    h
+}
+
+/// Found from outside: with the fallback's bytes damaged since they were
+/// written (bit rot; here slot A's first bytes overwritten), `rollback`
+/// exited 0, made the damaged slot the next boot and marked the running,
+/// committed slot bad. Every verb that would make the other slot bootable
+/// reads it back against the digest its record keeps (here the record of
+/// a 1.0 abupdate installed) and refuses, `--force` or not, naming the
+/// slot and its image; the boot order and the state stay as they were.
+#[test]
+fn no_verb_boots_a_slot_that_no_longer_reads_back_as_recorded() {
+    use crate::common::host::{image, sha, write_at_start};
+    for loader in LOADERS {
+        let h = committed_2_0_in_b("manual-damaged", loader);
+        h.edit_state(|s| {
+            s["slots"]["A"]["images"] = serde_json::json!({
+                "rootfs": {"sha256": sha(&image("1.0", LEN)), "size": LEN}
+            });
+        });
+        write_at_start(&h.slots[0], b"GARBAGE");
+        for force in [&[][..], &["--force"][..]] {
+            let with = |args: &[&'static str]| [args, force].concat();
+            for args in [
+                with(&["rollback", "--no-reboot"]),
+                with(&["mark-bad"]),
+                with(&["mark-good", "A"]),
+            ] {
+                refused_even_forced(
+                    &h,
+                    &args,
+                    &[
+                        "would leave slot A to boot, but its rootfs image (",
+                        "no longer reads back as the SHA-256 its record keeps for 1.0",
+                    ],
+                );
+            }
+        }
+        assert_eq!(h.primary(), Some("B"), "{loader:?}");
+        assert!(h.bootable("B"), "{loader:?}");
+        // Read back whole again, the rollback goes on.
+        write_at_start(&h.slots[0], &image("1.0", LEN));
+        let out = h.abupdate(&["rollback", "--no-reboot"]);
+        assert!(out.status.success(), "{loader:?}: {}", text(&out));
+        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+    }
+}
+
+/// Found from outside: after `rollback --no-reboot` from the committed
+/// 2.0 (B marked bad, A next), `install` said to run `abupdate mark-good`
+/// first; a plain `mark-good` was accepted, undid the rollback unseen,
+/// and the next install overwrote the slot rolled back to, while `status`
+/// called B both good and failed. The install says to reboot (or how to
+/// cancel); `mark-good` needs `--force`, and forced it cancels the
+/// rollback whole: B good and next again, 2.0 no longer held.
+#[test]
+fn a_rollback_waiting_for_its_reboot_is_finished_or_cancelled_never_undone_unseen() {
+    for loader in LOADERS {
+        let h = committed_2_0_in_b("manual-cancel-rollback", loader);
+        let out = h.abupdate(&["rollback", "--no-reboot"]);
+        assert!(out.status.success(), "{loader:?}: {}", text(&out));
+        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+        let manifest = release(LEN).manifest.to_str().expect("utf-8 path");
+        // (An install's refusal is counted in the state's metrics.)
+        let env = h.env();
+        let out = h.abupdate(&["install", "--allow-downgrade", "--no-reboot", manifest]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{loader:?}: {err}");
+        for says in [
+            "the booted slot B was rolled back from",
+            "reboot to finish the rollback",
+            "`abupdate mark-good B --force` cancels it",
+        ] {
+            assert!(err.contains(says), "{loader:?}: {err} lacks {says:?}");
+        }
+        assert_eq!(h.env(), env, "{loader:?}: the install changed the boot");
+        refused(
+            &h,
+            &["mark-good"],
+            &[
+                "slot B was rolled back from",
+                "reboot to finish the rollback",
+                "`abupdate mark-good B --force` to cancel it",
+            ],
+        );
+        let out = h.abupdate(&["mark-good", "--force"]);
+        assert!(out.status.success(), "{loader:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("the rollback from slot B is cancelled"),
+            "{loader:?}: {}",
+            text(&out)
+        );
+        let state = h.state();
+        assert_eq!(state["slots"]["B"]["status"], "good", "{loader:?}");
+        assert_eq!(
+            state["failed"],
+            serde_json::json!([]),
+            "{loader:?}: {state}"
+        );
+        assert_eq!(h.primary(), Some("B"), "{loader:?}");
+        assert!(h.bootable("A") && h.bootable("B"), "{loader:?}");
     }
 }
 
