@@ -541,6 +541,20 @@ interval = "1s"
         serde_json::from_str(&text).expect("state.json parses")
     }
 
+    /// Slot B holds a good older system (0.9), as a board provisioned
+    /// with both slots has it: the bootloader holds it good and the state
+    /// records it committed. (`mark-good B --force` set this up before; it
+    /// no longer vouches for a slot the records show empty.)
+    pub fn b_holds_older_system(&self) {
+        self.grub_set(&[("B_OK", "1"), ("B_TRY", "0")]);
+        self.edit_state(|s| {
+            if s.get("format").is_none() {
+                s["format"] = 1.into();
+            }
+            s["slots"]["B"] = serde_json::json!({"status": "good", "version": "0.9"});
+        });
+    }
+
     /// Rewrite `state.json` through `edit` (what another build wrote).
     pub fn edit_state(&self, edit: impl FnOnce(&mut serde_json::Value)) {
         let mut s = self.state();
