@@ -332,20 +332,28 @@ fn a_hanging_webhook_holds_neither_the_state_lock_nor_the_reboot_past_its_bound(
     );
 }
 
-#[test]
-fn verdicts_are_reported_as_a_prometheus_textfile_and_a_webhook() {
-    let (url, bodies) = webhook_server();
-    let mut h = TestHost::new("fleet-report", "1.0", HostOptions::default());
+/// Release 2.0 for `h` at its update URL, with its verdicts reported to a
+/// textfile (the path given back with the manifest's) and the webhook at
+/// `url`.
+fn reporting_release(h: &TestHost, url: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
     let prom = h.dir.join("abupdate.prom");
     with_url(
-        &h,
+        h,
         &m,
         &format!(
             "[report]\ntextfile = \"{}\"\nwebhook = \"{url}\"\n",
             prom.display()
         ),
     );
+    (m, prom)
+}
+
+#[test]
+fn verdicts_are_reported_as_a_prometheus_textfile_and_a_webhook() {
+    let (url, bodies) = webhook_server();
+    let mut h = TestHost::new("fleet-report", "1.0", HostOptions::default());
+    let (m, prom) = reporting_release(&h, &url);
     assert!(h.abupdate(&["update"]).status.success());
     assert_eq!(h.boot(), "B");
     let out = h.abupdate(&["health"]);
@@ -440,16 +448,7 @@ fn verdicts_are_reported_as_a_prometheus_textfile_and_a_webhook() {
 fn a_commit_under_a_clock_behind_the_install_is_still_its_later_step() {
     let (url, bodies) = webhook_server();
     let mut h = TestHost::new("fleet-clock-behind", "1.0", HostOptions::default());
-    let m = h.pack("r2", "2.0", &image("2.0", 1 << 20), &[]);
-    let prom = h.dir.join("abupdate.prom");
-    with_url(
-        &h,
-        &m,
-        &format!(
-            "[report]\ntextfile = \"{}\"\nwebhook = \"{url}\"\n",
-            prom.display()
-        ),
-    );
+    let (m, prom) = reporting_release(&h, &url);
     assert!(h.abupdate(&["update"]).status.success());
     let recv = || -> serde_json::Value {
         let body = bodies

@@ -32,6 +32,24 @@ fn fresh(name: &str, loader: Loader) -> Host {
     h
 }
 
+/// `h` after the timer's install of 2.0 into B was cut while writing (the
+/// slot's first fsync fails): its transaction left `writing`.
+fn write_cut(mut h: Host) -> Host {
+    h.use_release(release(LEN));
+    let out = h.abupdate_env(
+        &["update", "--now", "--no-reboot"],
+        &[("ABUPDATE_FAILPOINT", "fsync")],
+    );
+    assert!(!out.status.success(), "{:?}: {}", h.loader, text(&out));
+    assert_eq!(
+        h.state()["transaction"]["phase"],
+        "writing",
+        "{:?}",
+        h.loader
+    );
+    h
+}
+
 /// `args` is refused with one line holding each of `says`, exit 1, and
 /// the bootloader, the state and the reboot log stay as they were.
 fn refused(h: &Host, args: &[&str], says: &[&str]) -> Output {
@@ -145,14 +163,7 @@ fn no_verb_leaves_only_a_never_written_slot_bootable() {
 fn no_force_boots_a_slot_whose_write_was_cut() {
     let finish = "`abupdate update` or `abupdate install` finishes the write";
     for loader in LOADERS {
-        let mut h = fresh("manual-force-writing", loader);
-        h.use_release(release(LEN));
-        let out = h.abupdate_env(
-            &["update", "--now", "--no-reboot"],
-            &[("ABUPDATE_FAILPOINT", "fsync")],
-        );
-        assert!(!out.status.success(), "{loader:?}: {}", text(&out));
-        assert_eq!(h.state()["transaction"]["phase"], "writing", "{loader:?}");
+        let h = write_cut(fresh("manual-force-writing", loader));
         for force in [&[][..], &["--force"][..]] {
             let with = |args: &[&'static str]| [args, force].concat();
             let writing = "slot B is being written with 2.0 (cut before it was staged)";
@@ -351,14 +362,7 @@ fn cancelling_a_staged_release_is_the_operators_decision_not_a_failure() {
 fn cancelling_a_write_still_pending_holds_it_from_the_timer() {
     use serde_json::json;
     for loader in LOADERS {
-        let mut h = fresh("manual-cancel-writing", loader);
-        h.use_release(release(LEN));
-        let out = h.abupdate_env(
-            &["update", "--now", "--no-reboot"],
-            &[("ABUPDATE_FAILPOINT", "fsync")],
-        );
-        assert!(!out.status.success(), "{loader:?}: {}", text(&out));
-        assert_eq!(h.state()["transaction"]["phase"], "writing", "{loader:?}");
+        let h = write_cut(fresh("manual-cancel-writing", loader));
         assert_eq!(
             json_of(&h, &["mark-bad", "B"]),
             json!({"outcome": "cancelled", "release": "2.0", "slot": "B",

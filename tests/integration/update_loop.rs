@@ -10,6 +10,16 @@ fn var(h: &TestHost, k: &str) -> String {
     h.grub_vars().get(k).cloned().unwrap_or_default()
 }
 
+/// `install --no-reboot` of the manifest `m`, which fails: exit 1, kind
+/// `kind`.
+fn install_fails_as(h: &TestHost, m: &std::path::Path, kind: &str) {
+    let m = m.to_str().expect("utf8 path");
+    let out = h.abupdate(&["--json", "install", m, "--no-reboot"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], kind, "{v}");
+}
+
 fn host_with_release(name: &str) -> (TestHost, std::path::PathBuf) {
     let h = TestHost::new(name, "1.0", HostOptions::default());
     let m = h.pack("r2", "2.0", &image("2.0", 3 << 20), &[]);
@@ -1236,15 +1246,7 @@ fn an_update_without_a_release_source_says_so_on_every_run_and_counts_no_failure
 fn an_install_the_host_refuses_counts_no_failure_and_delays_no_timer_run() {
     let (h, _) = host_with_release("loop-refused-install");
     let old = h.pack("r09", "0.9", &image("0.9", 1 << 16), &[]);
-    let out = h.abupdate(&[
-        "--json",
-        "install",
-        old.to_str().expect("utf8"),
-        "--no-reboot",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["kind"], "not_newer", "{v}");
+    install_fails_as(&h, &old, "not_newer");
     let metrics = &h.state()["metrics"];
     assert_eq!(metrics["consecutive_failures"], 0, "{metrics}");
     assert!(metrics.get("retry_after").is_none(), "{metrics}");
@@ -1286,15 +1288,7 @@ fn an_install_the_host_refuses_counts_no_failure_and_delays_no_timer_run() {
 fn an_install_whose_state_dir_is_removed_under_it_is_locked_and_saves_nothing() {
     let (h, m) = host_with_release("loop-state-dir-removed");
     h.post_install_hook(&format!("rm -rf {}", h.state_dir.display()));
-    let out = h.abupdate(&[
-        "--json",
-        "install",
-        m.to_str().expect("utf8"),
-        "--no-reboot",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["kind"], "locked", "{v}");
+    install_fails_as(&h, &m, "locked");
     assert!(
         !h.state_dir.join("state.json").exists(),
         "a run without its lock saved a state"
