@@ -114,8 +114,8 @@ pub enum Refusal {
         /// The release being written there, if a write is in flight.
         writing: Option<String>,
     },
-    /// A manual verb (even forced) that would make bootable a slot whose
-    /// image no longer reads back as the digest its record keeps.
+    /// A manual verb (without `--force`) that would make bootable a slot
+    /// whose image no longer reads back as the digest its record keeps.
     Damaged {
         /// The command.
         op: Manual,
@@ -268,7 +268,9 @@ impl fmt::Display for Refusal {
                     (Some(v), _) => format!(
                         "slot {slot} is being written with {v} (cut before it was staged)"
                     ),
-                    (None, SlotStatus::Empty) => format!("slot {slot} is empty in the state"),
+                    (None, SlotStatus::Empty) => format!(
+                        "slot {slot} is empty in the state and holds nothing (its start reads as zeros)"
+                    ),
                     (None, _) => format!(
                         "slot {slot} is {status} in the state and names no release written whole there"
                     ),
@@ -303,9 +305,9 @@ impl fmt::Display for Refusal {
             } => write!(
                 f,
                 "`abupdate {op}` would leave slot {slot} to boot, but its {class} image ({}) no \
-                 longer reads back as the SHA-256 its record keeps for {} (damaged since it was \
-                 written): refused, --force or not, nothing changed (`abupdate install` writes a \
-                 release into slot {slot} again)",
+                 longer reads back as the SHA-256 its record keeps for {} (changed since it was \
+                 written: damaged, or mounted read-write): refused, nothing changed (`abupdate \
+                 install` writes a release into slot {slot} again; `--force` boots it as it is)",
                 crate::text::show_path(device),
                 version.as_deref().unwrap_or("its release")
             ),
@@ -336,6 +338,10 @@ impl fmt::Display for Refusal {
                     false => format!("slot {slot} is {status} in the state"),
                 };
                 match op {
+                    Manual::MarkGood(_) if *staged => write!(
+                        f,
+                        "{what}, not a proven good system (committed after a boot); refusing to mark it good, --force or not (boot it: its trial's health commits it; `abupdate mark-bad {slot}` cancels it)"
+                    ),
                     Manual::MarkGood(_) => write!(
                         f,
                         "{what}, not a proven good system (committed after a boot); refusing to mark it good (boot it: its trial's health commits it; or use --force)"

@@ -15,13 +15,17 @@
 //! lose the last good system: a slot the records show empty, being written
 //! or naming no release written whole is never made bootable
 //! ([`Refusal::NoWholeImage`], whose advice is the install, never
-//! `--force`); and a slot whose bytes no longer read back as the digests
-//! its record keeps is never made the next boot, nor the only bootable one,
-//! nor good ([`Refusal::Damaged`]): before any verb does so, the runner
-//! reads it back with the install's own check
-//! ([`crate::install::slot_holds_recorded`]). `--force` overrides
-//! judgements on records (a release never tried, one rejected), never bytes
-//! proven bad.
+//! `--force`); an empty record is refused so only when the slot holds
+//! nothing (its start reads as zeros: a state lost since leaves empty
+//! records over slots that hold systems); and a release staged and never
+//! tried is never marked good (its trial proves it). A slot whose bytes no
+//! longer read back as the digests its record keeps is not made the next
+//! boot, nor the only bootable one, nor good, without `--force`
+//! ([`Refusal::Damaged`]): before any verb does so, the runner reads it
+//! back with the install's own check
+//! ([`crate::install::slot_holds_recorded`]). Bytes changed since they were
+//! written are damage or a read-write mount of the slot, which only the
+//! operator can tell apart.
 
 use super::report::publish;
 use super::transition::Transition;
@@ -305,6 +309,9 @@ pub enum ReadBack {
     NoDigest,
     /// Every image its record names read back whole as recorded.
     Matches,
+    /// Its record is empty and every device of it reads as zeros at its
+    /// start ([`BLANK_PROBE`]): nothing was ever written there.
+    Blank,
     /// The first image that did not.
     Mismatch {
         /// The image's class (`rootfs`).
@@ -456,7 +463,14 @@ impl ManualFacts<'_> {
         let rec = self.record(slot);
         !writing
             && match rec.status {
-                SlotStatus::Empty | SlotStatus::Installing => false,
+                // An empty record over a slot that holds something (its
+                // start is not zeros): a state lost or reset since, whose
+                // fresh record is empty (found from outside: after
+                // `state.json` was lost no verb, `--force` or not, reached
+                // the old system). The operator's `--force` may vouch for
+                // it; never for a slot that holds nothing.
+                SlotStatus::Empty => self.read_back == ReadBack::NoDigest,
+                SlotStatus::Installing => false,
                 SlotStatus::Good | SlotStatus::Installed | SlotStatus::Failing => true,
                 SlotStatus::Bad | SlotStatus::Other(_) => rec.version.is_some(),
             }
@@ -479,9 +493,15 @@ impl ManualFacts<'_> {
     }
 
     /// The refusal of `op` when the slot it would make bootable read back
-    /// otherwise than its record says: `--force` or not, bytes proven bad
-    /// are no system to boot.
+    /// otherwise than its record says, unless `--force`: changed since it
+    /// was written, by damage (bit rot: a rollback onto it was the host's
+    /// last boot, found from outside) or by a read-write mount of it (an
+    /// ext4 mount count: a slot booted read-write before, found from
+    /// outside), which only the operator can tell apart.
     fn damaged(&self, op: Manual) -> std::result::Result<(), Refusal> {
+        if self.force {
+            return Ok(());
+        }
         match (reads_back(op, self.booted), &self.read_back) {
             (Some(slot), ReadBack::Mismatch { class, device }) => Err(Refusal::Damaged {
                 op,
@@ -632,7 +652,11 @@ pub fn judge(op: Manual, f: &ManualFacts) -> std::result::Result<ManualPlan, Ref
             if unwritten(slot) {
                 return Err(f.no_whole_image(op, slot));
             }
-            if !f.proven_good(slot) && !f.force {
+            // A release staged and never tried is proven by its trial,
+            // never by a mark: forced, it was committed without a boot and
+            // its transaction dropped, and a plain `mark-bad` of the
+            // booted slot then left it the only one (found from outside).
+            if f.staged_in(slot) || (!f.proven_good(slot) && !f.force) {
                 return refuse(slot);
             }
             f.damaged(op)?;
@@ -765,7 +789,25 @@ fn plan(
 /// device of the configuration holds any more is not read: the config
 /// changed, and what is not there is no damage of the slot
 /// (`install.rs`'s `staged_damage` skips it alike).
+///
+/// A record that is empty is probed instead: [`ReadBack::Blank`] when
+/// every device of the slot reads as zeros at its start. Each device is
+/// looked at first as a slot is ([`crate::slot::Device::inspect`]: a block
+/// device or a regular file, never a FIFO, whose open would wait for ever
+/// with the state lock held; found from outside).
 fn read_back(host: &Host, slot: SlotName, record: &SlotRecord) -> Result<ReadBack> {
+    let devices = host.config.slots.get(&slot);
+    for device in devices.into_iter().flat_map(|d| d.values()) {
+        crate::slot::Device::inspect(device)?;
+    }
+    if record.status == SlotStatus::Empty {
+        for device in devices.into_iter().flat_map(|d| d.values()) {
+            if !starts_blank(device)? {
+                return Ok(ReadBack::NoDigest);
+            }
+        }
+        return Ok(ReadBack::Blank);
+    }
     if record.images.is_empty() {
         return Ok(ReadBack::NoDigest);
     }
@@ -781,6 +823,27 @@ fn read_back(host: &Host, slot: SlotName, record: &SlotRecord) -> Result<ReadBac
         }
     }
     Ok(ReadBack::Matches)
+}
+
+/// How much of a device [`starts_blank`] reads: past any partition table,
+/// superblock or boot sector a system image starts with.
+const BLANK_PROBE: usize = 64 << 10;
+
+/// Whether `device` reads as zeros over its first [`BLANK_PROBE`] bytes
+/// (or all of it, when smaller): nothing was ever written there.
+fn starts_blank(device: &std::path::Path) -> Result<bool> {
+    use std::io::Read;
+    let io = |source| crate::slot::SlotError::Io {
+        path: device.to_path_buf(),
+        source,
+    };
+    let mut head = Vec::with_capacity(BLANK_PROBE);
+    std::fs::File::open(device)
+        .map_err(io)?
+        .take(BLANK_PROBE as u64)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    Ok(head.iter().all(|&b| b == 0))
 }
 
 /// What a manual verb did: plain data for its output (`--json` and the
@@ -867,15 +930,26 @@ fn run_manual(host: &Host, op: Manual, force: bool, no_reboot: bool) -> Result<M
     // The records judged first, then the slot made bootable read back
     // (a read of its whole image) only for a verb they allow, and judged
     // again on what it holds.
-    let mut judged = plan(&state, booted, op, force, keeper.clone())?;
-    if let Some(slot) = reads_back(op, booted) {
+    // An empty record is probed before (a read of 64 KiB): whether the
+    // slot holds anything decides whether the records refuse it.
+    let target = reads_back(op, booted);
+    if let Some(slot) = target.filter(|s| state.slot(*s).status == SlotStatus::Empty) {
         keeper.bytes = read_back(host, slot, &state.slot(slot))?;
-        if keeper.bytes == ReadBack::NoDigest {
-            log(&format!(
-                "slot {slot}'s record keeps no digest to read it back against (adopted as found, or recorded by an older build): taken on its record's word"
-            ));
-        }
-        judged = plan(&state, booted, op, force, keeper)?;
+    }
+    let mut judged = plan(&state, booted, op, force, keeper.clone())?;
+    if let Some(slot) = target.filter(|_| keeper.bytes == ReadBack::NotRead) {
+        keeper.bytes = read_back(host, slot, &state.slot(slot))?;
+        judged = plan(&state, booted, op, force, keeper.clone())?;
+    }
+    match (&keeper.bytes, target) {
+        (ReadBack::NoDigest, Some(slot)) => log(&format!(
+            "slot {slot}'s record keeps no digest to read it back against (adopted as found, recorded by an older build, or a state lost since): taken on its record's word"
+        )),
+        (ReadBack::Mismatch { class, device }, Some(slot)) => log(&format!(
+            "slot {slot}'s {class} image ({}) no longer reads back as its record says: made bootable on your word (--force)",
+            crate::text::show_path(device)
+        )),
+        _ => {}
     }
     match judged {
         ManualPlan::Mark { slot, good } => {
@@ -1170,11 +1244,16 @@ mod tests {
         ];
         for (b, t) in &cases {
             for op in [Manual::MarkGood(B), Manual::MarkBad(A), Manual::Rollback] {
-                for held_bad in [false, true] {
+                for (held_bad, bytes) in [
+                    (false, ReadBack::NotRead),
+                    (true, ReadBack::NotRead),
+                    (false, ReadBack::Blank),
+                ] {
                     let r = judge(
                         op,
                         &ManualFacts {
                             keeper_held_bad: held_bad,
+                            read_back: bytes,
                             ..facts_on(A, (&rec(Good), b), (*t, None), true)
                         },
                     );
@@ -1203,13 +1282,62 @@ mod tests {
         }
     }
 
+    /// Found from outside: after `state.json` was lost, the fresh state's
+    /// record of the old slot is empty although the slot holds its system
+    /// (the bootloader still boots it), and no verb, `--force` or not,
+    /// reached it. An empty record over a slot that holds something
+    /// (its start is not zeros) is the operator's to vouch for.
+    #[test]
+    fn an_empty_record_over_a_slot_that_holds_something_is_forced_not_refused_outright() {
+        for op in [Manual::MarkGood(B), Manual::MarkBad(A), Manual::Rollback] {
+            let judged_with = |force| {
+                judge(
+                    op,
+                    &ManualFacts {
+                        read_back: ReadBack::NoDigest,
+                        ..facts_on(A, (&rec(Good), &rec(Empty)), (None, None), force)
+                    },
+                )
+            };
+            assert!(judged_with(true).is_ok(), "{op}: {:?}", judged_with(true));
+            assert!(
+                matches!(judged_with(false), Err(Refusal::NoGoodSlot { .. })),
+                "{op}: {:?}",
+                judged_with(false)
+            );
+        }
+    }
+
+    /// Found from outside: `mark-good B --force` of a release staged in B
+    /// and never tried committed it without a boot (its transaction
+    /// dropped), and a plain `mark-bad A` then left it the only slot to
+    /// boot. Its trial proves it, never a mark; the refusal says so.
+    #[test]
+    fn a_release_staged_and_never_tried_is_never_marked_good() {
+        let t = staged(B, Phase::Staged);
+        for force in [false, true] {
+            let r = judged(Manual::MarkGood(B), Good, Installed, Some(&t), force);
+            let msg = r.expect_err("refused").to_string();
+            assert!(
+                msg.contains("slot B holds a release staged and never tried")
+                    && msg.contains("--force or not")
+                    && msg.contains("`abupdate mark-bad B` cancels it"),
+                "force={force}: {msg}"
+            );
+            assert!(!msg.contains("use --force"), "{msg}");
+        }
+    }
+
     /// Found from outside: with slot B's bytes damaged since its commit
     /// (bit rot, a stray `dd`), `rollback` made it the next boot and
     /// marked the running good slot bad. A verb that makes the other slot
-    /// bootable is refused on its read-back, `--force` or not; one that
-    /// leaves only the booted slot reads nothing.
+    /// bootable is refused on its read-back; one that leaves only the
+    /// booted slot reads nothing. `--force` boots it as it is (found from
+    /// outside again: a slot booted read-write before, its ext4 mount count
+    /// changed, could never be gone back to): only the operator can tell
+    /// damage from a mount.
     #[test]
-    fn a_slot_that_no_longer_reads_back_as_recorded_is_never_made_bootable() {
+    fn a_slot_that_no_longer_reads_back_as_recorded_is_made_bootable_only_by_force() {
         let (a, b) = (holding(Good, "3.0", true), holding(Good, "2.0", true));
         let damage = ReadBack::Mismatch {
             class: "rootfs".into(),
@@ -1217,26 +1345,27 @@ mod tests {
         };
         for op in [Manual::Rollback, Manual::MarkBad(A), Manual::MarkGood(B)] {
             assert_eq!(reads_back(op, A), Some(B), "{op}");
-            for force in [false, true] {
-                let r = judge(
+            let damaged = |force| {
+                judge(
                     op,
                     &ManualFacts {
                         read_back: damage.clone(),
                         ..facts_on(A, (&a, &b), (None, None), force)
                     },
-                );
-                assert_eq!(
-                    r,
-                    Err(Refusal::Damaged {
-                        op,
-                        slot: B,
-                        class: "rootfs".into(),
-                        device: "/dev/vdb".into(),
-                        version: Some("2.0".into()),
-                    }),
-                    "{op} force={force}"
-                );
-            }
+                )
+            };
+            assert_eq!(
+                damaged(false),
+                Err(Refusal::Damaged {
+                    op,
+                    slot: B,
+                    class: "rootfs".into(),
+                    device: "/dev/vdb".into(),
+                    version: Some("2.0".into()),
+                }),
+                "{op}"
+            );
+            assert!(damaged(true).is_ok(), "{op} --force: {:?}", damaged(true));
             // Read back whole, or with no digest to read against (a slot
             // adopted as found): as the records judge it.
             for bytes in [ReadBack::Matches, ReadBack::NoDigest] {
@@ -1260,14 +1389,14 @@ mod tests {
             Manual::Rollback,
             &ManualFacts {
                 read_back: damage,
-                ..facts_on(A, (&rec(Installed), &b), (Some(&t), None), true)
+                ..facts_on(A, (&rec(Installed), &b), (Some(&t), None), false)
             },
         );
         assert!(matches!(r, Err(Refusal::Damaged { slot: B, .. })), "{r:?}");
         let msg = r.expect_err("refused").to_string();
         assert_eq!(
             msg,
-            "`abupdate rollback` would leave slot B to boot, but its rootfs image (/dev/vdb) no longer reads back as the SHA-256 its record keeps for 2.0 (damaged since it was written): refused, --force or not, nothing changed (`abupdate install` writes a release into slot B again)"
+            "`abupdate rollback` would leave slot B to boot, but its rootfs image (/dev/vdb) no longer reads back as the SHA-256 its record keeps for 2.0 (changed since it was written: damaged, or mounted read-write): refused, nothing changed (`abupdate install` writes a release into slot B again; `--force` boots it as it is)"
         );
     }
 
@@ -1838,9 +1967,9 @@ mod tests {
         }
         // Never written whole: the install is the way, not `--force`.
         for (op, says) in [
-            (Manual::MarkBad(A), "marking slot A bad would leave only slot B to boot: slot B is empty in the state, no image to boot, --force or not (`abupdate install` writes a release into it"),
-            (Manual::MarkGood(B), "slot B is empty in the state: no image to boot, --force or not; refusing to mark it good (`abupdate install`"),
-            (Manual::Rollback, "slot B is empty in the state: no image to boot, --force or not; refusing to roll back to it (`abupdate install`"),
+            (Manual::MarkBad(A), "marking slot A bad would leave only slot B to boot: slot B is empty in the state and holds nothing (its start reads as zeros), no image to boot, --force or not (`abupdate install` writes a release into it"),
+            (Manual::MarkGood(B), "slot B is empty in the state and holds nothing (its start reads as zeros): no image to boot, --force or not; refusing to mark it good (`abupdate install`"),
+            (Manual::Rollback, "slot B is empty in the state and holds nothing (its start reads as zeros): no image to boot, --force or not; refusing to roll back to it (`abupdate install`"),
         ] {
             let msg = judged(op, Good, Empty, None, false).expect_err("refused").to_string();
             assert!(msg.contains(says), "{msg}");

@@ -582,15 +582,14 @@ fn committed_2_0_in_b(name: &str, loader: Loader) -> Host {
     h
 }
 
-/// Found from outside: with the fallback's bytes damaged since they were
-/// written (bit rot; here slot A's first bytes overwritten), `rollback`
-/// exited 0, made the damaged slot the next boot and marked the running,
-/// committed slot bad. Every verb that would make the other slot bootable
-/// reads it back against the digest its record keeps (here the record of
-/// a 1.0 abupdate installed) and refuses, `--force` or not, naming the
-/// slot and its image; the boot order and the state stay as they were.
+/// Found from outside: with slot A's bytes changed since its commit (bit
+/// rot, a stray `dd`), `rollback` made it the next boot and marked the
+/// running good slot bad. Each verb that would make it bootable reads it
+/// back and is refused, naming the device, nothing changed; `--force`
+/// boots it as it is (found from outside again: a slot mounted
+/// read-write before reads back changed too, and was left unreachable).
 #[test]
-fn no_verb_boots_a_slot_that_no_longer_reads_back_as_recorded() {
+fn a_slot_that_no_longer_reads_back_as_recorded_is_booted_only_by_force() {
     use crate::common::host::{image, sha, write_at_start};
     for loader in LOADERS {
         let h = committed_2_0_in_b("manual-damaged", loader);
@@ -600,30 +599,108 @@ fn no_verb_boots_a_slot_that_no_longer_reads_back_as_recorded() {
             });
         });
         write_at_start(&h.slots[0], b"GARBAGE");
-        for force in [&[][..], &["--force"][..]] {
-            let with = |args: &[&'static str]| [args, force].concat();
-            for args in [
-                with(&["rollback", "--no-reboot"]),
-                with(&["mark-bad"]),
-                with(&["mark-good", "A"]),
-            ] {
-                refused_even_forced(
-                    &h,
-                    &args,
-                    &[
-                        "would leave slot A to boot, but its rootfs image (",
-                        "no longer reads back as the SHA-256 its record keeps for 1.0",
-                    ],
-                );
-            }
+        for args in [
+            &["rollback", "--no-reboot"][..],
+            &["mark-bad"],
+            &["mark-good", "A"],
+        ] {
+            refused(
+                &h,
+                args,
+                &[
+                    "would leave slot A to boot, but its rootfs image (",
+                    "no longer reads back as the SHA-256 its record keeps for 1.0",
+                    "(changed since it was written: damaged, or mounted read-write)",
+                    "`--force` boots it as it is",
+                ],
+            );
         }
         assert_eq!(h.primary(), Some("B"), "{loader:?}");
         assert!(h.bootable("B"), "{loader:?}");
-        // Read back whole again, the rollback goes on.
-        write_at_start(&h.slots[0], &image("1.0", LEN));
-        let out = h.abupdate(&["rollback", "--no-reboot"]);
+        let out = h.abupdate(&["rollback", "--no-reboot", "--force"]);
+        assert!(out.status.success(), "{loader:?}: {}", text(&out));
+        assert!(
+            text(&out).contains(
+                "no longer reads back as its record says: made bootable on your word (--force)"
+            ),
+            "{loader:?}: {}",
+            text(&out)
+        );
+        assert_eq!(h.primary(), Some("A"), "{loader:?}");
+    }
+}
+
+/// Found from outside: after `state.json` was lost, the fresh state's
+/// record of slot A (1.0, still booted by the bootloader) is empty, and no
+/// verb, `--force` or not, reached the old system. An empty record over a
+/// slot that holds something is the operator's to vouch for; a plain verb
+/// is still refused.
+#[test]
+fn after_the_state_is_lost_force_still_reaches_the_old_system() {
+    for loader in LOADERS {
+        let h = committed_2_0_in_b("manual-state-lost", loader);
+        std::fs::remove_file(h.state_dir.join("state.json")).expect("state lost");
+        let out = h.abupdate(&["health"]);
+        assert!(out.status.success(), "{loader:?}: {}", text(&out));
+        let a = &h.state()["slots"]["A"];
+        assert!(
+            matches!(a["status"].as_str(), None | Some("empty")),
+            "{loader:?}: {a}"
+        );
+        refused(
+            &h,
+            &["rollback", "--no-reboot"],
+            &["slot A is empty in the state", "use --force"],
+        );
+        let out = h.abupdate(&["rollback", "--no-reboot", "--force"]);
         assert!(out.status.success(), "{loader:?}: {}", text(&out));
         assert_eq!(h.primary(), Some("A"), "{loader:?}");
+    }
+}
+
+/// Found from outside: a FIFO at the slot's path (a careless operator's
+/// `mkfifo`) held `rollback`'s new read-back for ever, with the state lock,
+/// and the boot's `health` waited on it. Refused at once, naming it.
+#[test]
+fn a_fifo_at_the_slot_read_back_is_refused_at_once() {
+    let h = committed_2_0_in_b("manual-fifo-slot", Loader::Grub);
+    let slot = &h.slots[0];
+    std::fs::rename(slot, slot.with_extension("real")).expect("mv");
+    let made = std::process::Command::new("mkfifo")
+        .arg(slot)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let started = std::time::Instant::now();
+    refused(
+        &h,
+        &["rollback", "--no-reboot"],
+        &[&slot.display().to_string()],
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the read-back waited on the FIFO"
+    );
+}
+
+/// Found from outside: `mark-good B --force` of a release staged in B and
+/// never tried committed it without a boot, its transaction dropped.
+#[test]
+fn a_release_staged_and_never_tried_is_never_marked_good_even_forced() {
+    for loader in LOADERS {
+        let mut h = fresh("manual-good-staged", loader);
+        h.use_release(release(LEN));
+        let out = h.abupdate(&["update", "--now", "--no-reboot"]);
+        assert!(out.status.success(), "{loader:?}: {}", text(&out));
+        refused_even_forced(
+            &h,
+            &["mark-good", "B", "--force"],
+            &[
+                "slot B holds a release staged and never tried",
+                "`abupdate mark-bad B` cancels it",
+            ],
+        );
+        assert_eq!(h.state()["transaction"]["phase"], "staged", "{loader:?}");
     }
 }
 
