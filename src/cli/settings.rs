@@ -125,8 +125,9 @@ fn text(cmd: Cmd, v: &OsString) -> Result<String, String> {
 
 /// A SOURCE: a URL, or a local path, which is bytes: one that is not UTF-8
 /// text is named by a `file://` URL of its exact bytes (a location is text).
-/// A relative path is made absolute (`std::path::absolute`: the current
-/// directory, `.` dropped), so the records kept of a source (its newest
+/// A local path is the file it names (`std::fs::canonicalize`: the current
+/// directory joined, `.`, `..` and links resolved; made absolute only when
+/// there is none), so the records kept of a source (its newest
 /// `created`, what a replay is judged against) are of the file it names,
 /// not of its spelling: `releases/release.json` typed in two directories
 /// was one source, and the second was refused as a replay of the first
@@ -144,13 +145,17 @@ fn source(cmd: Cmd, v: &OsString) -> Result<String, String> {
         // A URL is text: one that is not is refused.
         return text(cmd, v);
     }
-    let absolute = std::path::absolute(v).map_err(|e| {
-        format!(
-            "{}: {}: a relative path, and the current directory: {e}",
-            flags::command_def(cmd).name,
-            crate::text::show(v.as_encoded_bytes())
-        )
-    })?;
+    // The file itself where it can be named (`..` and links resolved),
+    // else the path made absolute: a missing file fails as itself later.
+    let absolute = std::fs::canonicalize(v)
+        .or_else(|_| std::path::absolute(v))
+        .map_err(|e| {
+            format!(
+                "{}: {}: a relative path, and the current directory: {e}",
+                flags::command_def(cmd).name,
+                crate::text::show(v.as_encoded_bytes())
+            )
+        })?;
     Ok(match absolute.to_str() {
         Some(text) => text.to_string(),
         None => crate::fetch::file_url_of(&absolute),

@@ -1300,22 +1300,28 @@ fn an_install_whose_state_dir_is_removed_under_it_is_locked_and_saves_nothing() 
 /// `releases/release.json` typed in two directories was one source (the
 /// second, an older release, refused as a replay of the first, naming
 /// another file) and one file typed two ways was two. It is keyed by the
-/// absolute path it names.
+/// file it names (found from outside again: `..` kept two spellings apart).
 #[test]
 fn a_relative_source_is_keyed_by_the_file_it_names() {
     let h = TestHost::new("loop-relative-source", "1.0", HostOptions::default());
     let m = h.pack("r2", "2.0", &image("2.0", 1 << 16), &[]);
     let dir = m.parent().expect("release dir");
-    let relative = std::path::Path::new(dir.file_name().expect("name")).join("release.json");
-    let out = std::process::Command::new(crate::common::host::bin())
-        .current_dir(dir.parent().expect("parent"))
-        .arg("--config")
-        .arg(&h.config)
-        .arg("check")
-        .arg(&relative)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+    let name = std::path::Path::new(dir.file_name().expect("name"));
+    // Typed relative, and with `..` in it: one file, one source.
+    for relative in [
+        name.join("release.json"),
+        name.join("..").join(name).join("release.json"),
+    ] {
+        let out = std::process::Command::new(crate::common::host::bin())
+            .current_dir(dir.parent().expect("parent"))
+            .arg("--config")
+            .arg(&h.config)
+            .arg("check")
+            .arg(&relative)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+    }
     let sources = &h.state()["newest_by_source"];
     let keys: Vec<&String> = sources.as_object().expect("map").keys().collect();
     assert_eq!(keys, [&m.display().to_string()], "{sources}");
