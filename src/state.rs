@@ -1430,11 +1430,7 @@ impl State {
     /// trial, judged by `health`); anything else in flight is abandoned.
     /// With `vouched`, the operator forced it onto a slot not recorded as
     /// usable: no longer bad, so the health check on its boot blesses it
-    /// instead of rolling back again; and its release is no longer held
-    /// (the operator's word over the earlier verdict, as a cancelled
-    /// rollback's: kept, `status` called the slot its checks blessed good
-    /// and its release failed at once; found from outside). Checks that
-    /// fail on its boot hold it again.
+    /// instead of rolling back again.
     pub fn switched_to(&mut self, slot: SlotName, vouched: bool) {
         let staged_there = self
             .transaction
@@ -1445,9 +1441,6 @@ impl State {
         }
         if vouched {
             self.slot_mut(slot).status = SlotStatus::Installed;
-            if let Some(v) = self.slot(slot).version {
-                self.failed.retain(|f| !same_version(&f.version, &v));
-            }
         }
     }
 
@@ -3389,28 +3382,5 @@ mod tests {
         assert!(!s.holds("2.0"));
         assert!(s.holds("1.5"), "another release's entry");
         assert_eq!(s.planned_reboot, None);
-    }
-
-    /// Found from outside: a forced rollback onto the slot of a release
-    /// rejected by hand kept it held, and once its checks blessed the slot
-    /// `status` called it good and its release failed at once. The
-    /// operator's vouching lifts the hold (its checks judge it); a plain
-    /// switch to a committed slot leaves every hold as it is.
-    #[test]
-    fn a_forced_switch_lifts_the_hold_of_the_slots_release() {
-        let mut s = State::default();
-        for slot in [SlotName::A, SlotName::B] {
-            let rec = s.slot_mut(slot);
-            rec.status = SlotStatus::Bad;
-            rec.version = Some(if slot == SlotName::A { "1.0" } else { "2.0" }.into());
-        }
-        s.hold("2.0", "aa", "rejected by hand", 1, Hold::Rejected);
-        s.hold("1.0", "bb", "rejected by hand", 1, Hold::Rejected);
-        s.switched_to(SlotName::A, false);
-        assert!(s.holds("1.0"), "not vouched: held as it was");
-        s.switched_to(SlotName::B, true);
-        assert_eq!(s.slot(SlotName::B).status, SlotStatus::Installed);
-        assert!(!s.holds("2.0"), "vouched: no longer held");
-        assert!(s.holds("1.0"), "another release's entry");
     }
 }
